@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: MIT
+#
+# A thin wrapper around meson. On a fresh Debian 12 machine:
+#   make test     install what is missing, build, run every test suite:
+#                 default build, ASan+UBSan build, TSan build (stress)
+#   make bench    install what is missing, build in release mode, run every
+#                 benchmark and print the report
+#   make install PREFIX=/usr/local
+#
+# Build directories: build/ (debugoptimized, tests), build-asan/,
+# build-tsan/, build-release/ (benchmarks and install).
+
+PREFIX ?= /usr/local
+MESON ?= meson
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+TEST_ARGS ?=
+
+.PHONY: all deps-build deps-test deps-bench test test-default test-asan \
+	test-tsan bench install clean
+
+all: deps-build build/build.ninja
+	$(MESON) compile -C build
+
+deps-build:
+	@tools/install-deps.sh build
+deps-test:
+	@tools/install-deps.sh test
+deps-bench:
+	@tools/install-deps.sh bench
+
+build/build.ninja:
+	$(MESON) setup build -Dtests=enabled
+
+build-asan/build.ninja:
+	$(MESON) setup build-asan -Dtests=enabled -Dbench=false \
+		-Db_sanitize=address,undefined -Db_lundef=false
+
+build-tsan/build.ninja:
+	$(MESON) setup build-tsan -Dtests=enabled -Dbench=false \
+		-Db_sanitize=thread -Db_lundef=false
+
+build-release/build.ninja:
+	$(MESON) setup build-release --buildtype=release -Dtests=disabled \
+		--prefix=$(PREFIX)
+
+test: deps-test
+	@$(MAKE) --no-print-directory test-default test-asan test-tsan
+	@tools/test-summary.sh build build-asan build-tsan
+
+test-default: build/build.ninja
+	$(MESON) compile -C build
+	$(MESON) test -C build --print-errorlogs --num-processes $(JOBS) $(TEST_ARGS)
+
+test-asan: build-asan/build.ninja
+	$(MESON) compile -C build-asan
+	$(MESON) test -C build-asan --print-errorlogs --num-processes $(JOBS) \
+		--suite unit --suite stress $(TEST_ARGS)
+
+test-tsan: build-tsan/build.ninja
+	$(MESON) compile -C build-tsan
+	$(MESON) test -C build-tsan --print-errorlogs --num-processes $(JOBS) \
+		--suite stress $(TEST_ARGS)
+
+bench: deps-bench build-release/build.ninja
+	$(MESON) compile -C build-release
+	@tools/run-benchmarks.sh build-release
+
+install: deps-build build-release/build.ninja
+	$(MESON) configure build-release -Dprefix=$(PREFIX)
+	$(MESON) install -C build-release
+
+clean:
+	rm -rf build build-asan build-tsan build-release

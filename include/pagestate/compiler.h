@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagestate/compiler.h - the few language shims the public headers share.
+ *
+ * This is not a module and holds no API: it maps the features the headers
+ * need onto C11 and onto C++ (C++11 and later), so that every public header
+ * compiles alone as `-std=c11 -Wall -Wextra -pedantic -Werror` and from C++.
+ *
+ *   PS_ATOMIC(T)         an atomic object of type T: _Atomic(T) in C11 and
+ *                        C++23 (<stdatomic.h>), std::atomic<T> before C++23.
+ *   PS_STATIC_ASSERT     _Static_assert in C, static_assert in C++.
+ *   PS_MUST_CHECK        the caller must look at the result.
+ *   PS_LIKELY/PS_UNLIKELY branch hints for the fast paths.
+ *   PS_COLD              out-of-line error reporting, kept off the hot path.
+ *   PS_BEGIN_DECLS/PS_END_DECLS  extern "C" guards.
+ *   PS_TSAN              1 when compiled with ThreadSanitizer, which does not
+ *                        model atomic_thread_fence(): the few places that use
+ *                        a fence use an equivalent acquire load under TSan.
+ *
+ * Before C++23 the C atomic names (atomic_load_explicit, memory_order_relaxed,
+ * ...) are brought into the global namespace with using-declarations, which is
+ * exactly what C++23's <stdatomic.h> does, so one spelling serves C and C++.
+ */
+#ifndef PAGESTATE_COMPILER_H
+#define PAGESTATE_COMPILER_H
+
+#if defined(__cplusplus)
+#if __cplusplus > 202002L && defined(__has_include)
+#if __has_include(<stdatomic.h>)
+#define PS_HAVE_CXX_STDATOMIC 1
+#endif
+#endif
+#ifdef PS_HAVE_CXX_STDATOMIC
+#include <stdatomic.h>
+#define PS_ATOMIC(T) _Atomic(T)
+#else
+#include <atomic>
+#define PS_ATOMIC(T) std::atomic<T>
+using std::atomic_compare_exchange_strong_explicit;
+using std::atomic_compare_exchange_weak_explicit;
+using std::atomic_exchange_explicit;
+using std::atomic_fetch_add_explicit;
+using std::atomic_fetch_and_explicit;
+using std::atomic_fetch_or_explicit;
+using std::atomic_fetch_sub_explicit;
+using std::atomic_load_explicit;
+using std::atomic_signal_fence;
+using std::atomic_store_explicit;
+using std::atomic_thread_fence;
+using std::memory_order;
+using std::memory_order_acq_rel;
+using std::memory_order_acquire;
+using std::memory_order_relaxed;
+using std::memory_order_release;
+using std::memory_order_seq_cst;
+#endif
+#define PS_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#define PS_BEGIN_DECLS extern "C" {
+#define PS_END_DECLS }
+#else
+#include <stdatomic.h>
+#define PS_ATOMIC(T) _Atomic(T)
+#define PS_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#define PS_BEGIN_DECLS
+#define PS_END_DECLS
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PS_MUST_CHECK __attribute__((warn_unused_result))
+#define PS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PS_COLD __attribute__((cold, noinline))
+#else
+#define PS_MUST_CHECK
+#define PS_LIKELY(x) (x)
+#define PS_UNLIKELY(x) (x)
+#define PS_COLD
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define PS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PS_TSAN 1
+#endif
+#endif
+#ifndef PS_TSAN
+#define PS_TSAN 0
+#endif
+
+#endif /* PAGESTATE_COMPILER_H */

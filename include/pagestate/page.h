@@ -1,0 +1,1004 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagestate/page.h - one 64-bit atomic word per page: exact references,
+ * exact DMA pins and the page's flags.
+ *
+ * ---------------------------------------------------------------------------
+ * Word layout (bit 63 on the left)
+ * ---------------------------------------------------------------------------
+ *
+ *   63                          35 34                     12 11          0
+ *   +-----------------------------+-------------------------+------------+
+ *   |         refs (29)           |        pins (23)        | flags (12) |
+ *   +-----------------------------+-------------------------+------------+
+ *
+ *   flags, bit 0 upwards:
+ *     0 D  DIRTY         contents differ from the backing copy
+ *     1 W  WRITEBACK     a writeback of the page is in flight
+ *     2 F  FROZEN        exclusively owned by a freezer (ps_page_freeze())
+ *     3 L  LOCKED        a bit lock for slow paths (test-and-set / clear)
+ *     4 P  WRITE_PINNED  a pin for write was taken (cleared lazily, may
+ *                        over-report; never under-reports while pinned)
+ *     5 E  PRIVATE       encryption state: private/encrypted; clear = shared
+ *     6 I  INACCESSIBLE  CPU access needs the make-accessible hook first
+ *     7 X  POISONED      quarantined: never handed out or converted again
+ *     8-10 C CACHE       cache mode, 3 bits; 0 is write-back (prot.h names
+ *                        the values)
+ *     11 V LIVE          the page has owners: set while refs are counted,
+ *                        clear on a free page and on a frozen one
+ *
+ *   refs  Every reference, pins included: refs >= pins always. Meaningful
+ *         only while LIVE (see "Speculative gets" below).
+ *   pins  References taken for DMA (ps_page_pin()). A pin is also a
+ *         reference, so one pin adds one to both fields in a single
+ *         fetch-and-add.
+ *
+ * An all-zero word is a free page: not LIVE, no references, no pins, cache
+ * mode write-back. Arrays of pages can therefore come from calloc() or a
+ * lazily zero-filled mmap() without being initialised page by page.
+ *
+ * Why this order. Counts change by fetch-and-add, and arithmetic only carries
+ * and borrows upwards:
+ *   - flags sit below both counters, so no count update ever touches them;
+ *   - refs sit at the top, so a put at zero (the common misuse: a double put)
+ *     wraps out of the word and disturbs nothing else before it is undone;
+ *   - each counter's limit is half its field (PS_PAGE_*_MAX), and the other
+ *     half is headroom for transient overflow attempts (next paragraph).
+ *
+ * ---------------------------------------------------------------------------
+ * Limits, overflow and underflow
+ * ---------------------------------------------------------------------------
+ *
+ *   refs: at most PS_PAGE_REFS_MAX = 2^28 - 1 (Linux's small folio: 2^31)
+ *   pins: at most PS_PAGE_PINS_MAX = 2^22 - 1 (Linux's bias scheme: ~2^21)
+ *
+ * ps_page_get(), ps_page_pin() and ps_page_try_get() are one fetch-and-add.
+ * If the count they added to was already at its limit, the unit is taken back
+ * and the call fails (-EOVERFLOW, or false): the word ends unchanged. In
+ * between, the field holds limit + k, where k is the number of threads inside
+ * that same window. Each thread is in at most one window, and Linux allows at
+ * most 2^22 threads (PID_MAX_LIMIT), so k <= 2^22 fits in the headroom of
+ * either field. Hence no carry ever reaches the next field or leaves the word,
+ * and no thread can observe a wrapped, small count. Every other thread reads a
+ * count at or above the limit and is refused too. The *_many() increments,
+ * ps_page_try_pin() and the masked try-operations use a compare-and-swap
+ * instead, which never writes a refused value, so their n may be large.
+ *
+ * A put or unpin of more than is held (an underflow) is undone at once, the
+ * word ends unchanged, and the error goes to the error hook
+ * (ps_page_set_error_hook()). So does a get or pin on a page that is not LIVE
+ * or holds no reference (a use-after-free in the caller), and any count
+ * operation on a frozen page. The default hook prints the error and aborts in
+ * debug builds of the library (built without NDEBUG). In release builds it
+ * only prints, and the refused put leaks the page rather than wrap its count.
+ *
+ * ---------------------------------------------------------------------------
+ * Speculative gets, freeing and freezing (where this differs from Linux)
+ * ---------------------------------------------------------------------------
+ *
+ * Linux's folio_try_get() is a compare-and-swap loop (add-unless-zero).
+ * Under contention it retries, and its own developers propose a
+ * fetch-and-add with a frozen bit (PAGEREF_FROZEN_BIT, not merged).
+ * ps_page_try_get() is that design, made simpler by the layout:
+ *
+ *   - try_get adds one reference unconditionally. If the page was LIVE it
+ *     succeeded. If not (free or frozen), it fails and leaves its unit in the
+ *     refs field, where it means nothing: refs are only counted while LIVE,
+ *     ps_page_refs() reads 0, and the refs field is at the top of the word,
+ *     so such units wrap out of the word without ever touching pins or
+ *     flags. Nothing needs cleaning up.
+ *   - The put that brings refs to zero then claims the page with one
+ *     compare-and-swap that clears LIVE, and only then returns true ("the
+ *     caller frees"). A try_get that lands between that put and its claim
+ *     revives the page, and the claim fails. That put returns false, and
+ *     whoever drops the revived reference claims it later. Exactly one put
+ *     per lifetime of the page returns true.
+ *   - ps_page_freeze() takes a LIVE page with an exact count and no pins,
+ *     clears LIVE and sets FROZEN (Linux's page_ref_freeze(): the count then
+ *     reads 0). Every try-get and try-pin fails until ps_page_unfreeze()
+ *     makes it LIVE again with the count the freezer chooses.
+ *
+ * Exact pins. Linux counts a pin on a small folio by adding
+ * GUP_PIN_COUNTING_BIAS (1024) to the reference count, so
+ * folio_maybe_dma_pinned() answers "maybe": 1024 ordinary references look
+ * pinned. Here pins have their own field, so ps_page_is_pinned() is exact in
+ * both directions. ps_page_maybe_dma_pinned() is the Linux-named alias, with
+ * the same exact answer.
+ *
+ * ---------------------------------------------------------------------------
+ * Memory ordering
+ * ---------------------------------------------------------------------------
+ *
+ *   get, pin, *_many increments    relaxed: the caller already holds a
+ *                                  reference, so the page is stable and
+ *                                  nothing is published.
+ *   put, unpin                     release. The put or unpin that frees the
+ *                                  page also acquires (its claim), so the
+ *                                  caller frees after every other holder's
+ *                                  accesses.
+ *   try_get, try_pin               acquire on success (pairs with the release
+ *                                  of the put/unfreeze that preceded it);
+ *                                  nothing on failure.
+ *   freeze                         acquire on success; unfreeze releases.
+ *   flag read-modify-writes        acquire and release (LOCKED is a lock,
+ *                                  DIRTY hands data over).
+ *   refs, pins, is_pinned, flags   acquire loads: a caller that reads "not
+ *                                  pinned" after the last unpin also sees what
+ *                                  the unpinner wrote before unpinning.
+ *
+ * Like Linux's GUP-fast, a caller that must order a pin against a later load
+ * of *another* location (pin, then re-read a page-table entry) needs a full
+ * fence between the two. The fence is the caller's, because only the caller
+ * knows the partner.
+ *
+ * ---------------------------------------------------------------------------
+ * Progress
+ * ---------------------------------------------------------------------------
+ *
+ *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free),
+ *              put, unpin and put_many/unpin_many (the put that frees adds one
+ *              claim CAS loop, lock-free), the flag
+ *              set/clear/test-and-set/test-and-clear, the accessors
+ *   lock-free  try_pin, try_get_many/try_pin_many, the masked try-operations,
+ *              get_many, pin_many, freeze, unfreeze, change_flags: a
+ *              compare-and-swap loop that only retries after another thread
+ *              changed the word
+ *   blocking   nothing here; LOCKED is a bit for callers' slow paths
+ */
+#ifndef PAGESTATE_PAGE_H
+#define PAGESTATE_PAGE_H
+
+#include <pagestate/compiler.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+PS_BEGIN_DECLS
+
+/* --- layout ------------------------------------------------------------- */
+
+#define PS_PAGE_FLAGS_SHIFT 0
+#define PS_PAGE_FLAGS_WIDTH 12
+#define PS_PAGE_FLAGS_MASK \
+	(((UINT64_C(1) << PS_PAGE_FLAGS_WIDTH) - 1) << PS_PAGE_FLAGS_SHIFT)
+
+#define PS_PAGE_PINS_SHIFT (PS_PAGE_FLAGS_SHIFT + PS_PAGE_FLAGS_WIDTH)
+#define PS_PAGE_PINS_WIDTH 23
+#define PS_PAGE_PINS_MASK \
+	(((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1) << PS_PAGE_PINS_SHIFT)
+
+#define PS_PAGE_REFS_SHIFT (PS_PAGE_PINS_SHIFT + PS_PAGE_PINS_WIDTH)
+#define PS_PAGE_REFS_WIDTH 29
+#define PS_PAGE_REFS_MASK \
+	(((UINT64_C(1) << PS_PAGE_REFS_WIDTH) - 1) << PS_PAGE_REFS_SHIFT)
+
+PS_STATIC_ASSERT(PS_PAGE_REFS_SHIFT + PS_PAGE_REFS_WIDTH == 64,
+		 "page word: fields must fill exactly 64 bits");
+PS_STATIC_ASSERT((PS_PAGE_FLAGS_MASK & PS_PAGE_PINS_MASK) == 0 &&
+			 (PS_PAGE_PINS_MASK & PS_PAGE_REFS_MASK) == 0 &&
+			 (PS_PAGE_FLAGS_MASK | PS_PAGE_PINS_MASK |
+			  PS_PAGE_REFS_MASK) == UINT64_MAX,
+		 "page word: fields overlap or leave holes");
+
+/* One unit of each counter, as added to the word. */
+#define PS_PAGE_REF_ONE (UINT64_C(1) << PS_PAGE_REFS_SHIFT)
+#define PS_PAGE_PIN_ONE (UINT64_C(1) << PS_PAGE_PINS_SHIFT)
+
+/* Limits: half of each field; the other half is overflow headroom. */
+#define PS_PAGE_REFS_MAX ((UINT64_C(1) << (PS_PAGE_REFS_WIDTH - 1)) - 1)
+#define PS_PAGE_PINS_MAX ((UINT64_C(1) << (PS_PAGE_PINS_WIDTH - 1)) - 1)
+
+PS_STATIC_ASSERT(PS_PAGE_REFS_MAX >= (UINT64_C(1) << 24),
+		 "page word: at least 2^24 references");
+PS_STATIC_ASSERT(PS_PAGE_PINS_MAX >= (UINT64_C(1) << 20),
+		 "page word: at least 2^20 pins");
+PS_STATIC_ASSERT(PS_PAGE_PINS_MAX < PS_PAGE_REFS_MAX,
+		 "page word: every pin must fit as a reference");
+/* Headroom above each limit holds one transient unit per thread (<= 2^22). */
+PS_STATIC_ASSERT((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1 - PS_PAGE_PINS_MAX >=
+			 (UINT64_C(1) << 22),
+		 "page word: pin headroom below PID_MAX_LIMIT");
+
+/* Flags: one bit each, chained from bit 0, with the 3-bit cache field. */
+#define PS_PAGE_DIRTY_SHIFT PS_PAGE_FLAGS_SHIFT
+#define PS_PAGE_WRITEBACK_SHIFT (PS_PAGE_DIRTY_SHIFT + 1)
+#define PS_PAGE_FROZEN_SHIFT (PS_PAGE_WRITEBACK_SHIFT + 1)
+#define PS_PAGE_LOCKED_SHIFT (PS_PAGE_FROZEN_SHIFT + 1)
+#define PS_PAGE_WRITE_PINNED_SHIFT (PS_PAGE_LOCKED_SHIFT + 1)
+#define PS_PAGE_PRIVATE_SHIFT (PS_PAGE_WRITE_PINNED_SHIFT + 1)
+#define PS_PAGE_INACCESSIBLE_SHIFT (PS_PAGE_PRIVATE_SHIFT + 1)
+#define PS_PAGE_POISONED_SHIFT (PS_PAGE_INACCESSIBLE_SHIFT + 1)
+#define PS_PAGE_CACHE_SHIFT (PS_PAGE_POISONED_SHIFT + 1)
+#define PS_PAGE_CACHE_WIDTH 3
+#define PS_PAGE_LIVE_SHIFT (PS_PAGE_CACHE_SHIFT + PS_PAGE_CACHE_WIDTH)
+
+PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
+			 PS_PAGE_FLAGS_SHIFT + PS_PAGE_FLAGS_WIDTH,
+		 "page word: flags must fill the flags field exactly");
+
+#define PS_PAGE_DIRTY (UINT64_C(1) << PS_PAGE_DIRTY_SHIFT)
+#define PS_PAGE_WRITEBACK (UINT64_C(1) << PS_PAGE_WRITEBACK_SHIFT)
+#define PS_PAGE_FROZEN (UINT64_C(1) << PS_PAGE_FROZEN_SHIFT)
+#define PS_PAGE_LOCKED (UINT64_C(1) << PS_PAGE_LOCKED_SHIFT)
+#define PS_PAGE_WRITE_PINNED (UINT64_C(1) << PS_PAGE_WRITE_PINNED_SHIFT)
+#define PS_PAGE_PRIVATE (UINT64_C(1) << PS_PAGE_PRIVATE_SHIFT)
+#define PS_PAGE_INACCESSIBLE (UINT64_C(1) << PS_PAGE_INACCESSIBLE_SHIFT)
+#define PS_PAGE_POISONED (UINT64_C(1) << PS_PAGE_POISONED_SHIFT)
+#define PS_PAGE_CACHE_MASK \
+	(((UINT64_C(1) << PS_PAGE_CACHE_WIDTH) - 1) << PS_PAGE_CACHE_SHIFT)
+#define PS_PAGE_LIVE (UINT64_C(1) << PS_PAGE_LIVE_SHIFT)
+
+/*
+ * Flags the flag operations may change. FROZEN and LIVE belong to the count
+ * operations (freeze/unfreeze, init, the freeing put).
+ */
+#define PS_PAGE_USER_FLAGS \
+	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE))
+
+/**
+ * struct ps_page - the state word of one page (8 bytes, no more).
+ *
+ * Use only through the functions below. Zero-filled memory is a valid free
+ * page (see the layout notes above).
+ */
+struct ps_page {
+	PS_ATOMIC(uint64_t) word;
+};
+
+PS_STATIC_ASSERT(sizeof(struct ps_page) == 8, "struct ps_page is 8 bytes");
+
+/* Word of a page with @refs references, no pins, no flags. */
+#define PS_PAGE_WORD_INIT(refs) \
+	((((uint64_t)(refs)) << PS_PAGE_REFS_SHIFT) | ((refs) ? PS_PAGE_LIVE : 0))
+
+/* Static initialiser: @refs references (0: a free page), no pins. */
+#define PS_PAGE_INIT(refs) {PS_PAGE_WORD_INIT(refs)}
+
+/* --- decoding a snapshot (pure) ------------------------------------------ */
+
+/**
+ * ps_page_word_refs() - reference count of word @w (0 unless LIVE).
+ */
+static inline uint64_t ps_page_word_refs(uint64_t w)
+{
+	return (w & PS_PAGE_LIVE) ? w >> PS_PAGE_REFS_SHIFT : 0;
+}
+
+/** ps_page_word_pins() - pin count of word @w. */
+static inline uint64_t ps_page_word_pins(uint64_t w)
+{
+	return (w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
+}
+
+/** ps_page_word_flags() - flag bits of word @w (PS_PAGE_DIRTY, ...). */
+static inline uint64_t ps_page_word_flags(uint64_t w)
+{
+	return w & PS_PAGE_FLAGS_MASK;
+}
+
+/** ps_page_word_cache() - raw 3-bit cache-mode field of word @w. */
+static inline unsigned int ps_page_word_cache(uint64_t w)
+{
+	return (unsigned int)((w & PS_PAGE_CACHE_MASK) >> PS_PAGE_CACHE_SHIFT);
+}
+
+/* --- errors ------------------------------------------------------------- */
+
+/**
+ * enum ps_page_error - misuse reported to the error hook.
+ * @PS_PAGE_ERR_REF_UNDERFLOW: a put dropped more references than were held,
+ *	or a reference that belongs to a pin (use ps_page_unpin() for those),
+ *	or hit a page that is not LIVE (a put after the page was freed).
+ * @PS_PAGE_ERR_PIN_UNDERFLOW: an unpin dropped more pins than were held.
+ * @PS_PAGE_ERR_GET_ZERO: a get or pin on a page that is free or holds no
+ *	reference: the caller's reference was already gone (use-after-free).
+ * @PS_PAGE_ERR_FROZEN: a get, pin, put or unpin on a frozen page. The
+ *	freezer owns every counted reference until it unfreezes.
+ * @PS_PAGE_ERR_NOT_FROZEN: ps_page_unfreeze() on a page that is not frozen.
+ * @PS_PAGE_ERR_BAD_COUNT: a *_many() release with n == 0 or n beyond the
+ *	limit of a field it releases from.
+ *
+ * In every case the word is left as it was before the call.
+ */
+enum ps_page_error {
+	PS_PAGE_ERR_REF_UNDERFLOW = 1,
+	PS_PAGE_ERR_PIN_UNDERFLOW,
+	PS_PAGE_ERR_GET_ZERO,
+	PS_PAGE_ERR_FROZEN,
+	PS_PAGE_ERR_NOT_FROZEN,
+	PS_PAGE_ERR_BAD_COUNT,
+};
+
+/**
+ * typedef ps_page_error_hook_t - receives misuse of a page word.
+ * @page: the page.
+ * @error: what happened.
+ * @word: the word as the failed operation saw it (before the undo).
+ *
+ * Context: runs in the thread that misused the page, possibly concurrently in
+ * several threads. It must not call back into the same page's count
+ * operations. It may abort, log or count.
+ */
+typedef void (*ps_page_error_hook_t)(const struct ps_page *page,
+				     enum ps_page_error error, uint64_t word);
+
+/**
+ * ps_page_set_error_hook() - replace the hook that receives misuse.
+ * @hook: the new hook, or NULL for ps_page_default_error_hook().
+ *
+ * Context: any thread. Ordering: release; the hook is read with acquire
+ * when an error is reported.
+ * Return: the previous hook (never NULL).
+ */
+ps_page_error_hook_t ps_page_set_error_hook(ps_page_error_hook_t hook);
+
+/**
+ * ps_page_default_error_hook() - the hook in place at start-up.
+ * @page: the page. @error: what happened. @word: the word seen.
+ *
+ * Prints one line to stderr. In a debug build of the library (no NDEBUG) it
+ * then calls abort(). In a release build it returns, and the refused put
+ * leaks the page.
+ */
+void ps_page_default_error_hook(const struct ps_page *page,
+				enum ps_page_error error, uint64_t word);
+
+/** ps_page_error_name() - a short constant name for @error. */
+const char *ps_page_error_name(enum ps_page_error error);
+
+/* Out-of-line slow paths of the inline operations (not API; may change). */
+PS_COLD int ps__page_get_refused(struct ps_page *page, uint64_t seen,
+				 uint64_t undo);
+PS_COLD bool ps__page_put_refused(struct ps_page *page, uint64_t seen,
+				  uint64_t undo, uint64_t n, uint64_t npins);
+PS_COLD bool ps__page_try_get_over(struct ps_page *page);
+PS_COLD int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen);
+
+/* --- the update cores --------------------------------------------------- */
+
+/*
+ * Why a compare-and-swap refused (internal; a public operation turns it
+ * into bool or -errno).
+ */
+enum ps__page_verdict {
+	PS__PAGE_MISMATCH = 1, /* (old & must_mask) != must_value */
+	PS__PAGE_NOREF,	       /* need_ref and the page has no reference */
+	PS__PAGE_LIMIT,	       /* the new count would exceed its limit */
+};
+
+/*
+ * ps__page_cas() - the one compare-and-swap transition of the word.
+ *
+ * new = ((old & ~clear) | set) + add_refs references + add_pins pins,
+ * written only if (old & must_mask) == must_value, refs(old) != 0 when
+ * need_ref, and, when it adds, both new counts stay within their limits (a
+ * transition that adds nothing is never refused for a count another thread
+ * pushed transiently over its limit). @clear and @set never touch a count the
+ * same call adds to or checks (unfreeze, which rewrites refs, adds nothing).
+ * Every conditional transition (try-pin, the masked and *_many tries, the
+ * *_many increments, the freeing claim, freeze, unfreeze, multi-bit flag
+ * changes) is a thin wrapper around this loop. The failed CAS refreshes
+ * @old, so the loop never reloads. It retries only when another thread
+ * changed the word (lock-free).
+ *
+ * Because refs sit at the top of the word, "1 <= refs <= MAX - add_refs" is
+ * two compares of the whole word, with no shift or mask.
+ *
+ * @success is the order of the successful CAS (the wrapper names its
+ * partner). The initial load and a failed CAS are relaxed: the CAS re-validates
+ * every condition against the value it replaces. @seen receives the last value
+ * observed. Returns true on success; on refusal, false with the reason in
+ * @why (a separate out-parameter keeps the success branch on the CAS's own
+ * flag).
+ */
+static inline bool
+ps__page_cas(struct ps_page *page, uint64_t must_mask, uint64_t must_value,
+	     uint64_t clear, uint64_t set, uint64_t add_refs, uint64_t add_pins,
+	     bool need_ref, memory_order success, uint64_t *seen,
+	     enum ps__page_verdict *why)
+{
+	/* Relaxed: only a guess for the CAS, which re-checks everything. */
+	uint64_t old = atomic_load_explicit(&page->word, memory_order_relaxed);
+	/* Lowest and highest words whose refs are acceptable. */
+	const uint64_t lo = need_ref ? PS_PAGE_REF_ONE : 0;
+	const uint64_t hi =
+		((PS_PAGE_REFS_MAX - add_refs + 1) << PS_PAGE_REFS_SHIFT) - 1;
+
+	if (add_refs > PS_PAGE_REFS_MAX - need_ref) {
+		/* No count could take it (an empty range for lo..hi). */
+		*why = PS__PAGE_LIMIT;
+		*seen = old;
+		return false;
+	}
+	for (;;) {
+		if ((old & must_mask) != must_value) {
+			*why = PS__PAGE_MISMATCH;
+			break;
+		}
+		if (need_ref && old < lo) {
+			*why = PS__PAGE_NOREF;
+			break;
+		}
+		if (add_refs && old > hi) {
+			*why = PS__PAGE_LIMIT;
+			break;
+		}
+		if (add_pins &&
+		    (add_pins > PS_PAGE_PINS_MAX ||
+		     (old & PS_PAGE_PINS_MASK) >
+			     ((PS_PAGE_PINS_MAX - add_pins) << PS_PAGE_PINS_SHIFT))) {
+			*why = PS__PAGE_LIMIT;
+			break;
+		}
+		/* No PS_LIKELY here: it makes GCC materialise the flag. */
+		/* Ordering: see @success above; failure is relaxed. */
+		if (atomic_compare_exchange_weak_explicit(
+			    &page->word, &old,
+			    ((old & ~clear) | set) + add_refs * PS_PAGE_REF_ONE +
+				    add_pins * PS_PAGE_PIN_ONE,
+			    success, memory_order_relaxed)) {
+			*seen = old;
+			return true;
+		}
+	}
+	*seen = old;
+	return false;
+}
+
+/*
+ * ps__page_add() - the fetch-and-add increment: one reference, plus one pin
+ * if @pin. The caller holds a reference. Refused values are subtracted again
+ * out of line (see "Limits" above for why nothing can observe them).
+ */
+static inline int ps__page_add(struct ps_page *page, bool pin)
+{
+	const uint64_t delta = PS_PAGE_REF_ONE + (pin ? PS_PAGE_PIN_ONE : 0);
+	/*
+	 * Relaxed: the caller's own reference keeps the page stable, and a new
+	 * reference publishes nothing (refcount.h's "increments are relaxed").
+	 */
+	uint64_t old =
+		atomic_fetch_add_explicit(&page->word, delta, memory_order_relaxed);
+
+	/* LIVE, 1 <= refs <= MAX - 1 and, for a pin, pins <= MAX - 1. */
+	if (PS_LIKELY((old & PS_PAGE_LIVE) && old >= PS_PAGE_REF_ONE &&
+		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT) &&
+		      (!pin || (old & PS_PAGE_PINS_MASK) <
+				       (PS_PAGE_PINS_MAX << PS_PAGE_PINS_SHIFT))))
+		return 0;
+	return ps__page_get_refused(page, old, delta);
+}
+
+/*
+ * ps__page_claim() - after a put brought refs to zero: clear LIVE if the
+ * page is still LIVE with no reference and no pin. Fails if a speculative
+ * getter revived the page, or a freezer or another claimer took it.
+ */
+static inline bool ps__page_claim(struct ps_page *page)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/*
+	 * Acquire: pairs with the release of every earlier put, so the caller
+	 * frees the page after all other holders are done.
+	 */
+	return ps__page_cas(page,
+			    PS_PAGE_LIVE | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
+			    PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 0, false,
+			    memory_order_acquire, &seen, &why);
+}
+
+/*
+ * ps__page_sub() - the fetch-and-sub release of @n references, @npins of
+ * them pins (0 or n). Returns true when it freed the page (dropped the last
+ * reference and claimed it).
+ */
+static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
+				uint64_t npins)
+{
+	uint64_t delta, old, refs, pins;
+
+	if (PS_UNLIKELY(n == 0 || n > PS_PAGE_REFS_MAX ||
+			npins > PS_PAGE_PINS_MAX))
+		return ps__page_put_refused(page, 0, 0, n, npins);
+	delta = n * PS_PAGE_REF_ONE + npins * PS_PAGE_PIN_ONE;
+	/*
+	 * Release: the caller's accesses to the page happen before its
+	 * reference is gone. Pairs with the acquire of the claim in whichever
+	 * put frees the page, and with the acquire of a later freeze.
+	 */
+	old = atomic_fetch_sub_explicit(&page->word, delta, memory_order_release);
+	refs = old >> PS_PAGE_REFS_SHIFT;
+	pins = ps_page_word_pins(old);
+	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs > n && pins >= npins &&
+		      refs - n >= pins - npins))
+		return false;
+	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs == n && pins == npins))
+		return ps__page_claim(page);
+	return ps__page_put_refused(page, old, delta, n, npins);
+}
+
+/*
+ * ps__page_add_many() - compare-and-swap increment of @n references, @npins
+ * of them pins, by a holder. Used for n > 1, where a refused fetch-and-add of
+ * n could exceed the headroom.
+ */
+static inline int ps__page_add_many(struct ps_page *page, uint64_t n,
+				    uint64_t npins)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (PS_UNLIKELY(n == 0))
+		return -EINVAL;
+	/* Relaxed on success, like ps__page_add(): nothing is published. */
+	if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n, npins,
+			 true, memory_order_relaxed, &seen, &why))
+		return 0;
+	return ps__page_get_refused(page, seen, 0);
+}
+
+/*
+ * ps__page_try() - speculative compare-and-swap increment: fails on a page
+ * that is not LIVE, on any flag in @reject, or at a limit. Like try_get, it
+ * may revive a page whose last put has not claimed it yet.
+ */
+static inline bool ps__page_try(struct ps_page *page, uint64_t n,
+				uint64_t npins, uint64_t reject)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (PS_UNLIKELY(n == 0))
+		return false;
+	/*
+	 * Acquire on success: pairs with the release of the put or unfreeze
+	 * that came before, so the new holder sees the page as it was left.
+	 */
+	return ps__page_cas(page,
+			    PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
+			    PS_PAGE_LIVE, 0, 0, n, npins, false,
+			    memory_order_acquire, &seen, &why);
+}
+
+/* --- initialisation and snapshots ---------------------------------------- */
+
+/**
+ * ps_page_init() - set a page to @refs references, no pins, no flags.
+ * @page: the page.
+ * @refs: initial references (0 makes a free page).
+ *
+ * Context: no other thread may hold or take references to the page
+ * meanwhile (speculative try-gets of a free page are fine). Ordering: relaxed
+ * store; publish the page by the usual means (a release store, a lock).
+ * Return: 0, or -EOVERFLOW if @refs > PS_PAGE_REFS_MAX (nothing written).
+ */
+static inline int ps_page_init(struct ps_page *page, uint64_t refs)
+{
+	if (refs > PS_PAGE_REFS_MAX)
+		return -EOVERFLOW;
+	/* Relaxed: no other thread may access the page yet (see Context). */
+	atomic_store_explicit(&page->word, PS_PAGE_WORD_INIT(refs),
+			      memory_order_relaxed);
+	return 0;
+}
+
+/**
+ * ps_page_load() - a snapshot of the whole word, for the ps_page_word_*()
+ * decoders.
+ *
+ * Ordering: acquire; pairs with the release of the last put/unpin/unfreeze.
+ * Progress: wait-free.
+ */
+static inline uint64_t ps_page_load(const struct ps_page *page)
+{
+	/* Acquire: pairs with the release of ps__page_sub()/unfreeze. */
+	return atomic_load_explicit(&page->word, memory_order_acquire);
+}
+
+/** ps_page_refs() - references now held (pins included; 0 unless LIVE). */
+static inline uint64_t ps_page_refs(const struct ps_page *page)
+{
+	return ps_page_word_refs(ps_page_load(page));
+}
+
+/** ps_page_pins() - DMA pins now held. Acquire load. */
+static inline uint64_t ps_page_pins(const struct ps_page *page)
+{
+	return ps_page_word_pins(ps_page_load(page));
+}
+
+/** ps_page_is_live() - does the page have owners (not free, not frozen)? */
+static inline bool ps_page_is_live(const struct ps_page *page)
+{
+	return (ps_page_load(page) & PS_PAGE_LIVE) != 0;
+}
+
+/**
+ * ps_page_is_pinned() - is the page pinned for DMA right now?
+ *
+ * Exact: true if and only if at least one pin is held at the instant of the
+ * load. There are no false positives from ordinary references (unlike Linux's
+ * bias scheme). A holder of a pin always reads true.
+ * Ordering: acquire (see ps_page_load()). Progress: wait-free.
+ */
+static inline bool ps_page_is_pinned(const struct ps_page *page)
+{
+	return (ps_page_load(page) & PS_PAGE_PINS_MASK) != 0;
+}
+
+/**
+ * ps_page_maybe_dma_pinned() - Linux's name for ps_page_is_pinned().
+ *
+ * Linux's folio_maybe_dma_pinned() may return a false positive. This one is
+ * exact in both directions.
+ */
+static inline bool ps_page_maybe_dma_pinned(const struct ps_page *page)
+{
+	return ps_page_is_pinned(page);
+}
+
+/* --- references ---------------------------------------------------------- */
+
+/**
+ * ps_page_get() - take one more reference.
+ * @page: a page the caller already holds a reference to.
+ *
+ * Context: any thread holding a reference. Ordering: relaxed.
+ * Progress: wait-free (one fetch-and-add; a refusal adds one fetch-and-sub).
+ * Return: 0; -EOVERFLOW at PS_PAGE_REFS_MAX (word unchanged); -EINVAL if the
+ * page is free, holds no reference or is frozen (reported to the error hook,
+ * word unchanged).
+ */
+static inline PS_MUST_CHECK int ps_page_get(struct ps_page *page)
+{
+	return ps__page_add(page, false);
+}
+
+/**
+ * ps_page_get_many() - take @n more references at once (a large page of n
+ * small pages, Linux's folio_ref_add()).
+ *
+ * Context, Ordering: as ps_page_get(). Progress: lock-free (CAS loop).
+ * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
+ * is frozen (the last three also reach the error hook); -EOVERFLOW if the
+ * count would pass PS_PAGE_REFS_MAX. On error the word is unchanged.
+ */
+static inline PS_MUST_CHECK int ps_page_get_many(struct ps_page *page,
+						 uint64_t n)
+{
+	if (n == 1)
+		return ps__page_add(page, false);
+	return ps__page_add_many(page, n, 0);
+}
+
+/**
+ * ps_page_try_get() - take a reference speculatively.
+ * @page: a page that may be free, frozen or at its limit. The memory must
+ *	stay valid, e.g. an element of a frame array.
+ *
+ * One fetch-and-add. A failure on a free or frozen page leaves a unit in the
+ * (then meaningless) refs field; see "Speculative gets" above.
+ * Context: any thread, no reference needed. Ordering: acquire on success.
+ * Progress: wait-free, except at the limit (lock-free).
+ * Return: true with a reference taken; false if the page is free or frozen,
+ * or at PS_PAGE_REFS_MAX (then the word is unchanged).
+ */
+static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
+{
+	/*
+	 * Acquire: pairs with the release of the put or unfreeze that came
+	 * before, so the new holder sees the page as it was left.
+	 */
+	uint64_t old = atomic_fetch_add_explicit(&page->word, PS_PAGE_REF_ONE,
+						 memory_order_acquire);
+
+	/* LIVE and refs <= MAX - 1 (refs == 0 revives a page being freed). */
+	if (PS_LIKELY((old & PS_PAGE_LIVE) &&
+		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT)))
+		return true;
+	if (!(old & PS_PAGE_LIVE))
+		return false; /* free or frozen: the unit stays, meaningless */
+	return ps__page_try_get_over(page);
+}
+
+/**
+ * ps_page_try_get_many() - ps_page_try_get() for @n references at once.
+ *
+ * A compare-and-swap: it never leaves anything in the word when it fails.
+ * Return: as ps_page_try_get(); false also for @n == 0.
+ */
+static inline PS_MUST_CHECK bool ps_page_try_get_many(struct ps_page *page,
+						      uint64_t n)
+{
+	return ps__page_try(page, n, 0, 0);
+}
+
+/**
+ * ps_page_try_get_masked() - ps_page_try_get_many() that also fails when any
+ * flag in @reject is set, in the same atomic decision.
+ *
+ * Example: @reject = PS_PAGE_POISONED | PS_PAGE_PRIVATE for a path that
+ * must only ever see shared, healthy pages.
+ */
+static inline PS_MUST_CHECK bool
+ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
+{
+	return ps__page_try(page, n, 0, reject);
+}
+
+/**
+ * ps_page_put() - drop one reference.
+ *
+ * Context: a holder of the reference. Ordering: release; acquire too when
+ * returning true. Progress: wait-free; the put that frees adds one claim
+ * (lock-free).
+ * Return: true if this freed the page: it dropped the last reference and
+ * claimed the page (LIVE cleared), so the caller frees it. False otherwise,
+ * and also on misuse (underflow, a reference owned by a pin, a frozen or
+ * free page), which goes to the error hook and leaves the word unchanged.
+ */
+static inline bool ps_page_put(struct ps_page *page)
+{
+	return ps__page_sub(page, 1, 0);
+}
+
+/**
+ * ps_page_put_many() - drop @n references at once.
+ *
+ * Return: as ps_page_put(). @n == 0 or @n > PS_PAGE_REFS_MAX is misuse
+ * (PS_PAGE_ERR_BAD_COUNT).
+ */
+static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
+{
+	return ps__page_sub(page, n, 0);
+}
+
+/* --- DMA pins ------------------------------------------------------------ */
+
+/**
+ * ps_page_pin() - take a DMA pin (which is also a reference).
+ * @page: a page the caller already holds a reference to.
+ *
+ * Context: any thread holding a reference. Ordering: relaxed (see the
+ * ordering notes for pin-then-recheck patterns). Progress: wait-free.
+ * Return: 0; -EOVERFLOW at PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX (word
+ * unchanged); -EINVAL if the page is free, holds no reference or is frozen
+ * (error hook, word unchanged).
+ */
+static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
+{
+	return ps__page_add(page, true);
+}
+
+/**
+ * ps_page_pin_many() - take @n pins at once (one per small page of a large
+ * page, as Linux counts a folio's pins).
+ *
+ * Return: as ps_page_get_many(), for both limits. Progress: lock-free.
+ */
+static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
+						 uint64_t n)
+{
+	if (n == 1)
+		return ps__page_add(page, true);
+	return ps__page_add_many(page, n, n);
+}
+
+/**
+ * ps_page_try_pin() - take a pin speculatively (GUP-fast's try-grab).
+ *
+ * A compare-and-swap (pins never hold meaningless units, so is_pinned stays
+ * one load). Context: any thread, no reference needed. Ordering: acquire on
+ * success. Progress: lock-free.
+ * Return: true with a pin (and its reference) taken; false if the page is
+ * free or frozen, or a limit would be passed (nothing changed).
+ */
+static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
+{
+	return ps__page_try(page, 1, 1, 0);
+}
+
+/** ps_page_try_pin_many() - ps_page_try_pin() for @n pins at once. */
+static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
+						      uint64_t n)
+{
+	return ps__page_try(page, n, n, 0);
+}
+
+/**
+ * ps_page_try_pin_masked() - ps_page_try_pin_many() that also fails when any
+ * flag in @reject is set, in the same atomic decision.
+ *
+ * This is how a conversion (freeze, flip PRIVATE, unfreeze) and a pin that
+ * expects shared memory are made linearizable. Either the pin wins and the
+ * freeze fails, or the freeze wins and the pin fails: on the missing LIVE
+ * while frozen, on PRIVATE afterwards.
+ */
+static inline PS_MUST_CHECK bool
+ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
+{
+	return ps__page_try(page, n, n, reject);
+}
+
+/**
+ * ps_page_unpin() - drop one pin and its reference.
+ *
+ * Ordering: release; acquire too when returning true. Progress: wait-free;
+ * the unpin that frees adds one claim (lock-free).
+ * Return: true if this freed the page (the caller frees); false otherwise
+ * and on misuse (no pin held, frozen), which goes to the error hook with the
+ * word unchanged.
+ */
+static inline bool ps_page_unpin(struct ps_page *page)
+{
+	return ps__page_sub(page, 1, 1);
+}
+
+/** ps_page_unpin_many() - drop @n pins and their references at once. */
+static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
+{
+	return ps__page_sub(page, n, n);
+}
+
+/* --- freezing ------------------------------------------------------------- */
+
+/**
+ * ps_page_freeze() - take the page exclusively, if its count is exact.
+ * @page: the page.
+ * @expected_refs: the references the freezer accounts for.
+ *
+ * Succeeds only if the page is LIVE with exactly @expected_refs references
+ * and no pins. It then clears LIVE and sets FROZEN: the count reads 0, every
+ * try-get and try-pin fails, and every get/put/pin/unpin is misuse, until
+ * ps_page_unfreeze(). The flags stay writable. This is Linux's
+ * page_ref_freeze(), the "expected references" check of migration and
+ * conversion.
+ *
+ * Ordering: acquire on success (pairs with the release of every earlier put
+ * or unpin). Progress: lock-free.
+ * Return: true if frozen; false otherwise (nothing changed).
+ */
+static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
+						uint64_t expected_refs)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (expected_refs > PS_PAGE_REFS_MAX)
+		return false;
+	/* Acquire: see above. */
+	return ps__page_cas(page,
+			    PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK | PS_PAGE_LIVE,
+			    (expected_refs << PS_PAGE_REFS_SHIFT) | PS_PAGE_LIVE,
+			    PS_PAGE_REFS_MASK | PS_PAGE_LIVE, PS_PAGE_FROZEN, 0,
+			    0, false, memory_order_acquire, &seen, &why);
+}
+
+/**
+ * ps_page_unfreeze() - end a freeze, leaving @refs references.
+ * @page: a page this thread froze.
+ * @refs: the references the page holds from now on (no pins). 0 leaves a
+ *	free page.
+ *
+ * Ordering: release. It publishes the freezer's changes to the next
+ * acquiring try-get (pairs with the acquire in ps_page_try_get()).
+ * Progress: lock-free.
+ * Return: 0; -EOVERFLOW if @refs > PS_PAGE_REFS_MAX; -EINVAL if the page was
+ * not frozen (also reported to the error hook). On error nothing changes.
+ */
+static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (refs > PS_PAGE_REFS_MAX)
+		return -EOVERFLOW;
+	/* Release: see above. */
+	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
+			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
+			 PS_PAGE_WORD_INIT(refs), 0, 0, false,
+			 memory_order_release, &seen, &why))
+		return 0;
+	return ps__page_unfreeze_refused(page, seen);
+}
+
+/** ps_page_is_frozen() - is the page frozen right now? Acquire load. */
+static inline bool ps_page_is_frozen(const struct ps_page *page)
+{
+	return (ps_page_load(page) & PS_PAGE_FROZEN) != 0;
+}
+
+/* --- flags --------------------------------------------------------------- */
+
+/** ps_page_flags() - the flag bits now set. Acquire load. */
+static inline uint64_t ps_page_flags(const struct ps_page *page)
+{
+	return ps_page_word_flags(ps_page_load(page));
+}
+
+/** ps_page_test_flags() - is any flag of @mask set? Acquire load. */
+static inline bool ps_page_test_flags(const struct ps_page *page,
+				      uint64_t mask)
+{
+	return (ps_page_load(page) & mask & PS_PAGE_FLAGS_MASK) != 0;
+}
+
+/**
+ * ps_page_set_flags() - set the flags in @mask (one fetch-or).
+ *
+ * Only PS_PAGE_USER_FLAGS can be set. Other bits of @mask are ignored, so a
+ * count, FROZEN or LIVE can never change through this call.
+ * Ordering: acquire and release. Progress: wait-free.
+ * Return: the flags as they were before.
+ */
+static inline uint64_t ps_page_set_flags(struct ps_page *page, uint64_t mask)
+{
+	/* Acq_rel: LOCKED is a lock and DIRTY hands over data (see header). */
+	return ps_page_word_flags(atomic_fetch_or_explicit(
+		&page->word, mask & PS_PAGE_USER_FLAGS, memory_order_acq_rel));
+}
+
+/**
+ * ps_page_clear_flags() - clear the flags in @mask (one fetch-and).
+ *
+ * Only PS_PAGE_USER_FLAGS are affected. Ordering: acquire and release.
+ * Progress: wait-free.
+ * Return: the flags as they were before.
+ */
+static inline uint64_t ps_page_clear_flags(struct ps_page *page, uint64_t mask)
+{
+	/* Acq_rel: pairs with ps_page_set_flags() (lock release, data). */
+	return ps_page_word_flags(atomic_fetch_and_explicit(
+		&page->word, ~(mask & PS_PAGE_USER_FLAGS),
+		memory_order_acq_rel));
+}
+
+/**
+ * ps_page_test_and_set_flag() - set @flag and say whether it was already set.
+ *
+ * A false return means this call made the clear-to-set transition: exactly
+ * one of any number of racing callers sees false.
+ */
+static inline bool ps_page_test_and_set_flag(struct ps_page *page,
+					     uint64_t flag)
+{
+	return (ps_page_set_flags(page, flag) & flag) != 0;
+}
+
+/**
+ * ps_page_test_and_clear_flag() - clear @flag and say whether it was set.
+ *
+ * A true return means this call made the set-to-clear transition.
+ */
+static inline bool ps_page_test_and_clear_flag(struct ps_page *page,
+					       uint64_t flag)
+{
+	return (ps_page_clear_flags(page, flag) & flag) != 0;
+}
+
+/**
+ * ps_page_change_flags() - clear @clear then set @set, in one atomic step.
+ *
+ * For multi-bit fields such as the cache mode. Only PS_PAGE_USER_FLAGS are
+ * affected. Ordering: acquire and release. Progress: lock-free.
+ * Return: the flags as they were before.
+ */
+static inline uint64_t ps_page_change_flags(struct ps_page *page,
+					    uint64_t clear, uint64_t set)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/* Acq_rel: as the single-bit flag operations. Cannot fail. */
+	(void)ps__page_cas(page, 0, 0, clear & PS_PAGE_USER_FLAGS,
+			   set & PS_PAGE_USER_FLAGS, 0, 0, false,
+			   memory_order_acq_rel, &seen, &why);
+	return ps_page_word_flags(seen);
+}
+
+PS_END_DECLS
+
+#endif /* PAGESTATE_PAGE_H */

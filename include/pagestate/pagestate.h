@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagestate/pagestate.h - umbrella header: includes every module and nothing
+ * else. Include the module headers directly to depend on less.
+ */
+#ifndef PAGESTATE_PAGESTATE_H
+#define PAGESTATE_PAGESTATE_H
+
+#include <pagestate/page.h>
+
+#endif /* PAGESTATE_PAGESTATE_H */
