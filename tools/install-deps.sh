@@ -8,7 +8,7 @@ set -eu
 what=${1:-build}
 
 build="make meson ninja-build pkg-config gcc g++ liburcu-dev"
-test="$build check"
+test="$build check libasan8 libubsan1 libtsan2"
 bench="$build libck-dev"
 case $what in
 build) pkgs=$build ;;

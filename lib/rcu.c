@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: MIT
+/* lib/rcu.c - see rcu.h. */
+#include "rcu.h"
+
+#include <stddef.h>
+
+#if PS_TSAN
+/* The sync object of the TSan annotations: its address is all that counts. */
+char ps__rcu_tsan_sync;
+#endif
+
+static void trampoline(struct rcu_head *rh)
+{
+	struct ps__rcu_head *h =
+		(struct ps__rcu_head *)((char *)rh -
+					offsetof(struct ps__rcu_head, head));
+
+#if PS_TSAN
+	__tsan_acquire(&ps__rcu_tsan_sync); /* readers that finished */
+	__tsan_acquire(h);		    /* the writer that queued @h */
+#endif
+	h->fn(h);
+}
+
+void ps__rcu_call(struct ps__rcu_head *h, void (*fn)(struct ps__rcu_head *h))
+{
+	h->fn = fn;
+#if PS_TSAN
+	__tsan_release(h);
+#endif
+	urcu_bp_call_rcu(&h->head, trampoline);
+}
+
+void ps__rcu_synchronize(void)
+{
+	urcu_bp_synchronize_rcu();
+#if PS_TSAN
+	__tsan_acquire(&ps__rcu_tsan_sync);
+#endif
+}
+
+void ps__rcu_barrier(void)
+{
+	urcu_bp_barrier();
+}
