@@ -6,17 +6,20 @@
 #   make bench    install what is missing, build in release mode, run every
 #                 benchmark and print the report
 #   make install PREFIX=/usr/local
+#   make fuzz     run every libFuzzer target for FUZZ_SECONDS (default 60)
 #
 # Build directories: build/ (debugoptimized, tests), build-asan/,
-# build-tsan/, build-release/ (benchmarks and install).
+# build-tsan/, build-fuzz/ (clang, libFuzzer, ASan+UBSan), build-release/
+# (benchmarks and install).
 
 PREFIX ?= /usr/local
 MESON ?= meson
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 TEST_ARGS ?=
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps-build deps-test deps-bench test test-default test-asan \
-	test-tsan bench install clean
+.PHONY: all deps-build deps-test deps-bench deps-fuzz test test-default \
+	test-asan test-tsan test-fuzz bench fuzz install clean
 
 all: deps-build build/build.ninja
 	$(MESON) compile -C build
@@ -27,6 +30,8 @@ deps-test:
 	@tools/install-deps.sh test
 deps-bench:
 	@tools/install-deps.sh bench
+deps-fuzz:
+	@tools/install-deps.sh fuzz
 
 build/build.ninja:
 	$(MESON) setup build -Dtests=enabled
@@ -39,13 +44,17 @@ build-tsan/build.ninja:
 	$(MESON) setup build-tsan -Dtests=enabled -Dbench=false \
 		-Db_sanitize=thread -Db_lundef=false
 
+build-fuzz/build.ninja:
+	CC=clang $(MESON) setup build-fuzz -Dfuzz=true -Dtests=disabled \
+		-Dbench=false -Db_sanitize=address,undefined -Db_lundef=false
+
 build-release/build.ninja:
 	$(MESON) setup build-release --buildtype=release -Dtests=disabled \
 		--prefix=$(PREFIX)
 
 test: deps-test
-	@$(MAKE) --no-print-directory test-default test-asan test-tsan
-	@tools/test-summary.sh build build-asan build-tsan
+	@$(MAKE) --no-print-directory test-default test-asan test-tsan test-fuzz
+	@tools/test-summary.sh build build-asan build-tsan build-fuzz
 
 test-default: build/build.ninja
 	$(MESON) compile -C build
@@ -61,6 +70,15 @@ test-tsan: build-tsan/build.ninja
 	$(MESON) test -C build-tsan --print-errorlogs --num-processes $(JOBS) \
 		--suite stress $(TEST_ARGS)
 
+test-fuzz: build-fuzz/build.ninja
+	$(MESON) compile -C build-fuzz
+	$(MESON) test -C build-fuzz --print-errorlogs --num-processes $(JOBS) \
+		--suite fuzz $(TEST_ARGS)
+
+fuzz: deps-fuzz build-fuzz/build.ninja
+	$(MESON) compile -C build-fuzz
+	@tools/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
+
 bench: deps-bench build-release/build.ninja
 	$(MESON) compile -C build-release
 	@tools/run-benchmarks.sh build-release
@@ -70,4 +88,4 @@ install: deps-build build-release/build.ninja
 	$(MESON) install -C build-release
 
 clean:
-	rm -rf build build-asan build-tsan build-release
+	rm -rf build build-asan build-tsan build-fuzz build-release

@@ -1,19 +1,21 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Install the Debian packages a make target needs, when they are missing.
-# Usage: install-deps.sh test|bench|fuzz|build
+# Usage: install-deps.sh build|test|bench|fuzz
 # Runs apt-get (after `apt-get update`) only if something is missing; needs
 # root or sudo then. Prints what it installs.
 set -eu
 what=${1:-build}
 
 build="make meson ninja-build pkg-config gcc g++ liburcu-dev"
-test="$build check libasan8 libubsan1 libtsan2"
+test="$build check libasan8 libubsan1 libtsan2 clang libclang-rt-14-dev"
 bench="$build libck-dev"
+fuzz="$build clang libclang-rt-14-dev"
 case $what in
 build) pkgs=$build ;;
 test) pkgs=$test ;;
 bench) pkgs=$bench ;;
+fuzz) pkgs=$fuzz ;;
 *) echo "install-deps.sh: unknown target $what" >&2; exit 2 ;;
 esac
 

@@ -31,7 +31,9 @@
  *         only while LIVE (see "Speculative gets" below).
  *   pins  References taken for DMA (ps_page_pin()). A pin is also a
  *         reference, so one pin adds one to both fields in a single
- *         fetch-and-add.
+ *         fetch-and-add. Also meaningful only while LIVE: a frozen or free
+ *         page has no pins (a misused pin on a frozen page, reported to the
+ *         error hook, leaves a unit there until unfreeze).
  *
  * An all-zero word is a free page: not LIVE, no references, no pins, cache
  * mode write-back. Arrays of pages can therefore come from calloc() or a
@@ -265,10 +267,11 @@ static inline uint64_t ps_page_word_refs(uint64_t w)
 	return (w & PS_PAGE_LIVE) ? w >> PS_PAGE_REFS_SHIFT : 0;
 }
 
-/** ps_page_word_pins() - pin count of word @w. */
+/** ps_page_word_pins() - pin count of word @w (0 unless LIVE). */
 static inline uint64_t ps_page_word_pins(uint64_t w)
 {
-	return (w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
+	return (w & PS_PAGE_LIVE) ? (w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT
+				  : 0;
 }
 
 /** ps_page_word_flags() - flag bits of word @w (PS_PAGE_DIRTY, ...). */
@@ -511,7 +514,7 @@ static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 	 */
 	old = atomic_fetch_sub_explicit(&page->word, delta, memory_order_release);
 	refs = old >> PS_PAGE_REFS_SHIFT;
-	pins = ps_page_word_pins(old);
+	pins = (old & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
 	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs > n && pins >= npins &&
 		      refs - n >= pins - npins))
 		return false;
@@ -621,7 +624,9 @@ static inline bool ps_page_is_live(const struct ps_page *page)
  *
  * Exact: true if and only if at least one pin is held at the instant of the
  * load. There are no false positives from ordinary references (unlike Linux's
- * bias scheme). A holder of a pin always reads true.
+ * bias scheme). A holder of a pin always reads true. (One load and one mask
+ * test: it does not check LIVE, so after a misused pin on a frozen page,
+ * reported to the error hook, it reads true until unfreeze.)
  * Ordering: acquire (see ps_page_load()). Progress: wait-free.
  */
 static inline bool ps_page_is_pinned(const struct ps_page *page)

@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fuzz/fuzz-page.c - the page word against a reference model.
+ *
+ * The input is a program: each operation is one byte (the opcode) followed
+ * by an argument byte where it needs one. Arguments index a table of
+ * interesting counts (0, 1, 2, 512, every limit and limit + 1, huge). The
+ * model is the plain, single-threaded meaning of each operation as page.h
+ * documents it. After every operation the fuzzer checks that the library
+ * agrees with the model on the return value, on the misuse reported to the
+ * error hook (which error, or none), and on everything the accessors show:
+ * refs, pins, flags, frozen, live, pinned. Any disagreement aborts, and
+ * libFuzzer keeps the input.
+ */
+#include <pagestate/page.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const uint64_t counts[] = {
+	0,
+	1,
+	2,
+	3,
+	512,
+	PS_PAGE_PINS_MAX - 1,
+	PS_PAGE_PINS_MAX,
+	PS_PAGE_PINS_MAX + 1,
+	PS_PAGE_REFS_MAX - 1,
+	PS_PAGE_REFS_MAX,
+	PS_PAGE_REFS_MAX + 1,
+	UINT64_MAX,
+};
+#define NCOUNTS (sizeof(counts) / sizeof(counts[0]))
+
+/* The model: what page.h says the word means, without the word. */
+struct model {
+	bool live, frozen;
+	bool pin_junk; /* a misused pin on the frozen page left a unit */
+	uint64_t refs, pins, flags; /* flags: PS_PAGE_USER_FLAGS bits only */
+};
+
+static int last_error;
+static unsigned hook_calls;
+
+static void hook(const struct ps_page *page, enum ps_page_error error,
+		 uint64_t word)
+{
+	(void)page;
+	(void)word;
+	last_error = (int)error;
+	hook_calls++;
+}
+
+#define CHECK(cond)                                                          \
+	do {                                                                 \
+		if (!(cond)) {                                               \
+			fprintf(stderr, "fuzz-page: %s (op %u at %zu)\n",   \
+				#cond, op, at);                              \
+			abort();                                             \
+		}                                                            \
+	} while (0)
+
+static uint64_t visible_flags(const struct model *m)
+{
+	return m->flags | (m->live ? PS_PAGE_LIVE : 0) |
+	       (m->frozen ? PS_PAGE_FROZEN : 0);
+}
+
+/* Expected result of a holder's increment by @n (pins too if @pin). */
+static int model_add(struct model *m, uint64_t n, bool pin, int *err)
+{
+	if (n == 0)
+		return -EINVAL;
+	if (m->frozen) {
+		*err = PS_PAGE_ERR_FROZEN;
+		if (pin && n == 1)
+			m->pin_junk = true; /* fetch-and-add path, no undo */
+		return -EINVAL;
+	}
+	if (!m->live || m->refs == 0) {
+		*err = PS_PAGE_ERR_GET_ZERO;
+		return -EINVAL;
+	}
+	if (n > PS_PAGE_REFS_MAX - m->refs ||
+	    (pin && n > PS_PAGE_PINS_MAX - m->pins))
+		return -EOVERFLOW;
+	m->refs += n;
+	if (pin)
+		m->pins += n;
+	return 0;
+}
+
+/* Expected result of a speculative increment. */
+static bool model_try(struct model *m, uint64_t n, bool pin, uint64_t reject)
+{
+	if (n == 0 || !m->live || (m->flags & reject & PS_PAGE_USER_FLAGS) ||
+	    n > PS_PAGE_REFS_MAX - m->refs ||
+	    (pin && n > PS_PAGE_PINS_MAX - m->pins))
+		return false;
+	m->refs += n;
+	if (pin)
+		m->pins += n;
+	return true;
+}
+
+/* Expected result of a release of @n references, @npins of them pins. */
+static bool model_sub(struct model *m, uint64_t n, uint64_t npins, int *err)
+{
+	if (n == 0 || n > PS_PAGE_REFS_MAX || npins > PS_PAGE_PINS_MAX) {
+		*err = PS_PAGE_ERR_BAD_COUNT;
+		return false;
+	}
+	if (m->frozen) {
+		*err = PS_PAGE_ERR_FROZEN;
+		if (npins)
+			m->pin_junk = true; /* no undo on a frozen page */
+		return false;
+	}
+	if (m->live && m->refs > n && m->pins >= npins &&
+	    m->refs - n >= m->pins - npins) {
+		m->refs -= n;
+		m->pins -= npins;
+		return false;
+	}
+	if (m->live && m->refs == n && m->pins == npins) {
+		m->refs = m->pins = 0;
+		m->live = false;
+		return true;
+	}
+	*err = (m->live && m->pins < npins) ? PS_PAGE_ERR_PIN_UNDERFLOW
+					    : PS_PAGE_ERR_REF_UNDERFLOW;
+	return false;
+}
+
+static void check_visible(const struct ps_page *p, const struct model *m,
+			  unsigned op, size_t at)
+{
+	CHECK(ps_page_refs(p) == m->refs);
+	CHECK(ps_page_pins(p) == m->pins);
+	CHECK(ps_page_flags(p) == visible_flags(m));
+	CHECK(ps_page_is_frozen(p) == m->frozen);
+	CHECK(ps_page_is_live(p) == m->live);
+	if (!m->pin_junk)
+		CHECK(ps_page_is_pinned(p) == (m->pins != 0));
+	CHECK(ps_page_maybe_dma_pinned(p) == ps_page_is_pinned(p));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct ps_page page;
+	struct model m = {0};
+	size_t at = 0;
+
+	ps_page_set_error_hook(hook);
+	(void)ps_page_init(&page, 0);
+	while (at < size) {
+		unsigned op = data[at++] % 20;
+		/* The argument byte, if any (0 past the end of the input). */
+		const uint8_t arg = at < size ? data[at] : 0;
+		uint64_t n = counts[arg % NCOUNTS];
+		uint64_t mask = (uint64_t)arg | (uint64_t)arg << 4;
+		int want_err = 0, rc, want_rc;
+		bool b, want_b;
+		uint64_t before;
+
+		hook_calls = 0;
+		last_error = 0;
+		switch (op) {
+		case 0: /* init */
+			at++;
+			want_rc = n > PS_PAGE_REFS_MAX ? -EOVERFLOW : 0;
+			CHECK(ps_page_init(&page, n) == want_rc);
+			if (!want_rc) {
+				m = (struct model){0};
+				m.refs = n;
+				m.live = n != 0;
+			}
+			break;
+		case 1: /* get */
+			want_rc = model_add(&m, 1, false, &want_err);
+			CHECK(ps_page_get(&page) == want_rc);
+			break;
+		case 2: /* pin */
+			want_rc = model_add(&m, 1, true, &want_err);
+			CHECK(ps_page_pin(&page) == want_rc);
+			break;
+		case 3: /* get_many */
+			at++;
+			want_rc = model_add(&m, n, false, &want_err);
+			CHECK(ps_page_get_many(&page, n) == want_rc);
+			break;
+		case 4: /* pin_many */
+			at++;
+			want_rc = model_add(&m, n, true, &want_err);
+			CHECK(ps_page_pin_many(&page, n) == want_rc);
+			break;
+		case 5: /* try_get */
+			want_b = model_try(&m, 1, false, 0);
+			CHECK(ps_page_try_get(&page) == want_b);
+			break;
+		case 6: /* try_pin */
+			want_b = model_try(&m, 1, true, 0);
+			CHECK(ps_page_try_pin(&page) == want_b);
+			break;
+		case 7: /* try_get_many */
+			at++;
+			want_b = model_try(&m, n, false, 0);
+			CHECK(ps_page_try_get_many(&page, n) == want_b);
+			break;
+		case 8: /* try_pin_masked */
+			at++;
+			want_b = model_try(&m, n, true, mask);
+			CHECK(ps_page_try_pin_masked(&page, n, mask) == want_b);
+			break;
+		case 9: /* try_get_masked */
+			at++;
+			want_b = model_try(&m, n, false, mask);
+			CHECK(ps_page_try_get_masked(&page, n, mask) == want_b);
+			break;
+		case 10: /* put */
+			want_b = model_sub(&m, 1, 0, &want_err);
+			CHECK(ps_page_put(&page) == want_b);
+			break;
+		case 11: /* unpin */
+			want_b = model_sub(&m, 1, 1, &want_err);
+			CHECK(ps_page_unpin(&page) == want_b);
+			break;
+		case 12: /* put_many */
+			at++;
+			want_b = model_sub(&m, n, 0, &want_err);
+			CHECK(ps_page_put_many(&page, n) == want_b);
+			break;
+		case 13: /* unpin_many */
+			at++;
+			want_b = model_sub(&m, n, n, &want_err);
+			CHECK(ps_page_unpin_many(&page, n) == want_b);
+			break;
+		case 14: /* freeze */
+			at++;
+			want_b = n <= PS_PAGE_REFS_MAX && m.live &&
+				 m.refs == n && m.pins == 0;
+			CHECK(ps_page_freeze(&page, n) == want_b);
+			if (want_b) {
+				m.live = false;
+				m.frozen = true;
+				m.refs = 0;
+			}
+			break;
+		case 15: /* unfreeze */
+			at++;
+			if (n > PS_PAGE_REFS_MAX) {
+				want_rc = -EOVERFLOW;
+			} else if (!m.frozen) {
+				want_rc = -EINVAL;
+				want_err = PS_PAGE_ERR_NOT_FROZEN;
+			} else {
+				want_rc = 0;
+				m.frozen = m.pin_junk = false;
+				m.refs = n;
+				m.pins = 0;
+				m.live = n != 0;
+			}
+			CHECK(ps_page_unfreeze(&page, n) == want_rc);
+			break;
+		case 16: /* set_flags */
+			at++;
+			before = visible_flags(&m);
+			m.flags |= mask & PS_PAGE_USER_FLAGS;
+			CHECK(ps_page_set_flags(&page, mask) == before);
+			break;
+		case 17: /* clear_flags */
+			at++;
+			before = visible_flags(&m);
+			m.flags &= ~(mask & PS_PAGE_USER_FLAGS);
+			CHECK(ps_page_clear_flags(&page, mask) == before);
+			break;
+		case 18: /* test_and_set / test_and_clear one flag */
+			at++;
+			mask = UINT64_C(1) << (mask % PS_PAGE_FLAGS_WIDTH);
+			if (mask & PS_PAGE_USER_FLAGS) {
+				want_b = (m.flags & mask) != 0;
+				if (arg & 0x80) {
+					m.flags &= ~mask;
+					b = ps_page_test_and_clear_flag(&page,
+									mask);
+				} else {
+					m.flags |= mask;
+					b = ps_page_test_and_set_flag(&page,
+								      mask);
+				}
+				CHECK(b == want_b);
+			}
+			break;
+		default: /* change_flags: clear one set of bits, set another */
+			at++;
+			before = visible_flags(&m);
+			m.flags = (m.flags & ~(mask & PS_PAGE_USER_FLAGS)) |
+				  ((mask >> 3) & PS_PAGE_USER_FLAGS);
+			CHECK(ps_page_change_flags(&page, mask, mask >> 3) ==
+			      before);
+			break;
+		}
+		rc = want_err;
+		CHECK(hook_calls == (rc ? 1u : 0u));
+		CHECK(last_error == rc);
+		check_visible(&page, &m, op, at);
+	}
+	return 0;
+}
