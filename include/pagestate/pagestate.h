@@ -7,5 +7,6 @@
 #define PAGESTATE_PAGESTATE_H
 
 #include <pagestate/page.h>
+#include <pagestate/prot.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */
