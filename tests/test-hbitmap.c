@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tests/test-hbitmap.c - the internal three-level bitmap (lib/hbitmap.h):
+ * set/test, ordered harvest, ranges, keep/stop/resume, a sparse 1 TiB-sized
+ * bitmap, and a stress where every set bit is harvested exactly once while
+ * setters race the harvester.
+ */
+#include "../lib/hbitmap.h"
+
+#include "harness.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct seen {
+	uint64_t bits[64];
+	unsigned n;
+	unsigned stop_at; /* 0: never */
+	uint64_t keep_bit;
+};
+
+static enum ps__hbm_verdict record(void *ctx, uint64_t bit)
+{
+	struct seen *s = ctx;
+
+	if (s->n < 64)
+		s->bits[s->n] = bit;
+	s->n++;
+	if (s->stop_at && s->n == s->stop_at)
+		return PS__HBM_STOP;
+	return bit == s->keep_bit ? PS__HBM_KEEP : PS__HBM_CLEAR;
+}
+
+START_TEST(set_and_test)
+{
+	struct ps__hbm b;
+
+	ck_assert_int_eq(ps__hbm_init(&b, 100000), 0);
+	ck_assert(!ps__hbm_test(&b, 777));
+	ck_assert(ps__hbm_set(&b, 777));
+	ck_assert(!ps__hbm_set(&b, 777)); /* already set: not this call */
+	ck_assert(ps__hbm_test(&b, 777));
+	ck_assert(!ps__hbm_test(&b, 776));
+	ck_assert(ps__hbm_set(&b, 0));
+	ck_assert(ps__hbm_set(&b, 99999));
+	ps__hbm_destroy(&b);
+	ck_assert_int_eq(ps__hbm_init(&b, 0), -EINVAL);
+	ck_assert_int_eq(ps__hbm_init(&b, (UINT64_C(1) << 40) + 1), -EINVAL);
+}
+END_TEST
+
+START_TEST(harvest_in_order_once)
+{
+	static const uint64_t bits[] = {3, 63, 64, 511, 512, 4095, 32767,
+					32768, 99999};
+	struct ps__hbm b;
+	struct seen s;
+	uint64_t resume;
+
+	ck_assert_int_eq(ps__hbm_init(&b, 100000), 0);
+	for (int i = 8; i >= 0; i--)
+		ck_assert(ps__hbm_set(&b, bits[i]));
+	memset(&s, 0, sizeof(s));
+	s.keep_bit = UINT64_MAX;
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 100000, record, &s, &resume),
+			  9);
+	ck_assert_uint_eq(resume, 100000);
+	for (int i = 0; i < 9; i++)
+		ck_assert_uint_eq(s.bits[i], bits[i]);
+	/* Taken: a second harvest sees nothing, and the bits are clear. */
+	memset(&s, 0, sizeof(s));
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 100000, record, &s, NULL), 0);
+	ck_assert(!ps__hbm_test(&b, 512));
+	ck_assert(ps__hbm_set(&b, 512)); /* and can be set again */
+	ps__hbm_destroy(&b);
+}
+END_TEST
+
+START_TEST(harvest_range_only)
+{
+	struct ps__hbm b;
+	struct seen s;
+
+	ck_assert_int_eq(ps__hbm_init(&b, 1u << 20), 0);
+	for (uint64_t i = 0; i < (1u << 20); i += 4099)
+		ck_assert(ps__hbm_set(&b, i));
+	memset(&s, 0, sizeof(s));
+	s.keep_bit = UINT64_MAX;
+	/* [8198, 8198 + 8197): exactly bits 8198 and 12297. */
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 8198, 8197, record, &s, NULL),
+			  2);
+	ck_assert_uint_eq(s.bits[0], 8198);
+	ck_assert_uint_eq(s.bits[1], 12297);
+	ck_assert(ps__hbm_test(&b, 4099));  /* outside: untouched */
+	ck_assert(ps__hbm_test(&b, 16396)); /* outside: untouched */
+	ck_assert(!ps__hbm_test(&b, 8198));
+	/* The rest is still found through the summaries. */
+	memset(&s, 0, sizeof(s));
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 1u << 20, record, &s, NULL),
+			  (1u << 20) / 4099 + 1 - 2);
+	/* Ranges past the end are clamped. */
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 1u << 21, 5, record, &s, NULL),
+			  0);
+	ps__hbm_destroy(&b);
+}
+END_TEST
+
+START_TEST(harvest_keep_stop_resume)
+{
+	struct ps__hbm b;
+	struct seen s;
+	uint64_t resume;
+
+	ck_assert_int_eq(ps__hbm_init(&b, 1u << 16), 0);
+	for (uint64_t i = 0; i < 40; i++)
+		ck_assert(ps__hbm_set(&b, i * 1000));
+	/* Keep one, stop at the 10th: 10 shown, resume at the 10th bit. */
+	memset(&s, 0, sizeof(s));
+	s.keep_bit = 3000;
+	s.stop_at = 10;
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 1u << 16, record, &s,
+					  &resume),
+			  10);
+	ck_assert_uint_eq(resume, 9000);
+	ck_assert(ps__hbm_test(&b, 3000)); /* kept */
+	ck_assert(ps__hbm_test(&b, 9000)); /* the stop bit is kept */
+	ck_assert(!ps__hbm_test(&b, 8000));
+	/* Resume: 9000 .. 39000 = 31 bits. */
+	memset(&s, 0, sizeof(s));
+	s.keep_bit = UINT64_MAX;
+	ck_assert_uint_eq(ps__hbm_harvest(&b, resume, (1u << 16) - resume,
+					  record, &s, NULL),
+			  31);
+	/* Only the kept one is left. */
+	memset(&s, 0, sizeof(s));
+	s.keep_bit = UINT64_MAX;
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 1u << 16, record, &s, NULL),
+			  1);
+	ck_assert_uint_eq(s.bits[0], 3000);
+	ps__hbm_destroy(&b);
+}
+END_TEST
+
+START_TEST(sparse_terabyte)
+{
+	/* 1 TiB of 4 KiB pages: 2^28 bits, mapped but untouched. */
+	const uint64_t n = UINT64_C(1) << 28;
+	struct ps__hbm b;
+	struct seen s;
+	struct ps_test_rng rng = ps_test_rng_new(5);
+
+	ck_assert_int_eq(ps__hbm_init(&b, n), 0);
+	for (int i = 0; i < 50; i++)
+		(void)ps__hbm_set(&b, ps_test_below(&rng, n));
+	ck_assert(ps__hbm_set(&b, n - 1));
+	memset(&s, 0, sizeof(s));
+	s.keep_bit = UINT64_MAX;
+	/* 50 random bits (a collision is possible) and the very last one. */
+	ck_assert_uint_ge(ps__hbm_harvest(&b, 0, n, record, &s, NULL), 50);
+	ck_assert_uint_le(s.n, 51);
+	ck_assert_uint_eq(s.bits[s.n - 1], n - 1);
+	ps__hbm_destroy(&b);
+}
+END_TEST
+
+/*
+ * Setters set random bits (counting the sets that made a bit go 0 -> 1)
+ * while a harvester repeatedly harvests random sub-ranges. Each bit's
+ * harvested count must equal its successful sets: nothing lost, nothing
+ * shown twice.
+ */
+#define STRESS_BITS (1u << 18)
+
+struct hbm_stress {
+	struct ps__hbm b;
+	_Atomic(uint32_t) sets[STRESS_BITS];
+	_Atomic(uint32_t) shown[STRESS_BITS];
+	_Atomic(int) stop;
+	uint64_t iters;
+};
+
+static enum ps__hbm_verdict count_shown(void *ctx, uint64_t bit)
+{
+	struct hbm_stress *st = ctx;
+
+	atomic_fetch_add_explicit(&st->shown[bit], 1, memory_order_relaxed);
+	return PS__HBM_CLEAR;
+}
+
+static void *hbm_setter(void *arg)
+{
+	struct hbm_stress *st = arg;
+	struct ps_test_rng rng = ps_test_rng_new(11);
+
+	for (uint64_t i = 0; i < st->iters; i++) {
+		/* Clustered bits: many share words and chunks. */
+		uint64_t bit = (ps_test_below(&rng, 64) << 12) +
+			       ps_test_below(&rng, 700);
+
+		if (ps__hbm_set(&st->b, bit))
+			atomic_fetch_add_explicit(&st->sets[bit], 1,
+						  memory_order_relaxed);
+	}
+	atomic_store(&st->stop, 1);
+	return NULL;
+}
+
+START_TEST(stress_every_set_harvested_once)
+{
+	struct hbm_stress *st = calloc(1, sizeof(*st));
+	struct ps_test_rng rng = ps_test_rng_new(12);
+	pthread_t t;
+	uint64_t total_sets = 0, total_shown = 0;
+
+	ck_assert_ptr_nonnull(st);
+	ck_assert_int_eq(ps__hbm_init(&st->b, STRESS_BITS), 0);
+	st->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
+	ck_assert_int_eq(pthread_create(&t, NULL, hbm_setter, st), 0);
+	while (!atomic_load(&st->stop)) {
+		uint64_t first = ps_test_below(&rng, STRESS_BITS);
+
+		ps__hbm_harvest(&st->b, first,
+				ps_test_below(&rng, STRESS_BITS - first) + 1,
+				count_shown, st, NULL);
+	}
+	pthread_join(t, NULL);
+	ps__hbm_harvest(&st->b, 0, STRESS_BITS, count_shown, st, NULL);
+	for (uint64_t i = 0; i < STRESS_BITS; i++) {
+		uint32_t a = atomic_load(&st->sets[i]);
+		uint32_t h = atomic_load(&st->shown[i]);
+
+		if (a != h)
+			ck_abort_msg("bit %llu set %u times, harvested %u",
+				     (unsigned long long)i, a, h);
+		total_sets += a;
+		total_shown += h;
+	}
+	ck_assert_uint_eq(total_sets, total_shown);
+	ck_assert_uint_gt(total_sets, 1000);
+	ps__hbm_destroy(&st->b);
+	free(st);
+}
+END_TEST
+
+static Suite *hbitmap_suite(void)
+{
+	Suite *s = suite_create("hbitmap");
+	TCase *tc;
+
+	tc = ps_test_tcase(s, "set/test", 10);
+	tcase_add_test(tc, set_and_test);
+	tc = ps_test_tcase(s, "harvest", 30);
+	tcase_add_test(tc, harvest_in_order_once);
+	tcase_add_test(tc, harvest_range_only);
+	tcase_add_test(tc, harvest_keep_stop_resume);
+	tcase_add_test(tc, sparse_terabyte);
+	tc = ps_test_stress_tcase(s, "stress", 240);
+	tcase_add_test(tc, stress_every_set_harvested_once);
+	return s;
+}
+
+PS_TEST_MAIN(hbitmap_suite)
