@@ -26,13 +26,18 @@ fi
 
 for f in $files; do
 	awk -v file="$f" '
+	# A justification names the order or its partner, in any case:
+	# "Relaxed: ...", "S0 - release: ...", "pairs with ...".
+	function justifies(line) {
+		return tolower(line) ~ /(relaxed|acquire|release|acq_rel|seq_cst|ordering|pairs with)[: ]/
+	}
 	/^[[:space:]]*(\/\*|\*|\/\/)/ {
-		if ($0 ~ /(Relaxed|Acquire|Release|Acq_rel|Seq_cst|Ordering|[Pp]airs with)/)
+		if (justifies($0))
 			last = NR
 		next
 	}
 	/memory_order_(relaxed|acquire|release|acq_rel|seq_cst)|atomic_thread_fence/ {
-		if ($0 ~ /(Relaxed|Acquire|Release|Acq_rel|Seq_cst|Ordering|[Pp]airs with)/)
+		if ($0 ~ /\/\*|\/\//  && justifies($0))
 			last = NR
 		if (!last || NR - last > 12) {
 			printf "%s:%d: memory order without a justifying comment above it\n", file, NR
