@@ -7,5 +7,7 @@
 #define PAGESTATE_PAGESTATE_H
 
 #include <pagestate/page.h>
+#include <pagestate/pgtable.h>
+#include <pagestate/pte.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */
