@@ -183,6 +183,7 @@
 #include <pagestate/compiler.h>
 #include <pagestate/pte.h>
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
