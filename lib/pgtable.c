@@ -679,7 +679,7 @@ void ps_pgtable_destroy(struct ps_pgtable *t)
 	if (!t)
 		return;
 	ps__rcu_barrier(); /* trimmed levels and old registrations first */
-	free_subtree(&t->root, 2);
+	free_subtree(&t->root, 3);
 	free(atomic_load_explicit(&t->regs, memory_order_relaxed)); /* Relaxed: sole user */
 	pthread_mutex_destroy(&t->lock);
 	free(t);
