@@ -656,14 +656,17 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
 {
 	uint64_t state;
 
-	/* Acquire fence: the caller's lookups come first; pairs with W3. */
-	atomic_thread_fence(memory_order_acquire);
-	/* Relaxed: ordered after the lookups by the fence above. */
-	state = atomic_load_explicit(&n->state, memory_order_relaxed);
-	if (PS_LIKELY(state == seq && !(seq & PS_NOTIFIER_INFLIGHT_MASK)))
-		return false;
 	if (PS_UNLIKELY(len == 0 || start + (len - 1) < start))
 		return true;
+	/* A5 - Acquire fence: the caller's lookups first; pairs with P4. */
+	atomic_thread_fence(memory_order_acquire);
+	/*
+	 * Acquire: pairs with the release RMWs of starts and ends, so the
+	 * slow path sees the records of every start this load sees.
+	 */
+	state = atomic_load_explicit(&n->state, memory_order_acquire);
+	if (PS_LIKELY(state == seq && !(seq & PS_NOTIFIER_INFLIGHT_MASK)))
+		return false;
 	return ps__notifier_retry_slow(n, seq, start, start + (len - 1));
 }
 
