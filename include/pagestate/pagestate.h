@@ -6,9 +6,11 @@
 #ifndef PAGESTATE_PAGESTATE_H
 #define PAGESTATE_PAGESTATE_H
 
+#include <pagestate/notifier.h>
 #include <pagestate/page.h>
 #include <pagestate/prot.h>
 #include <pagestate/pgtable.h>
 #include <pagestate/pte.h>
+#include <pagestate/seq.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */
