@@ -29,7 +29,7 @@ for f in $files; do
 	# A justification names the order or its partner, in any case:
 	# "Relaxed: ...", "S0 - release: ...", "pairs with ...".
 	function justifies(line) {
-		return tolower(line) ~ /(relaxed|acquire|release|acq_rel|seq_cst|ordering|pairs with)[: ]/
+		return tolower(line) ~ /(relaxed|acquire|release|acq_rel|seq_cst|ordering|pairs with)([^a-z_]|$)/
 	}
 	/^[[:space:]]*(\/\*|\*|\/\/)/ {
 		if (justifies($0))
