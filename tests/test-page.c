@@ -735,6 +735,39 @@ START_TEST(unfreeze_to_zero_frees)
 }
 END_TEST
 
+START_TEST(get_or_revive)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
+	ck_assert(!ps_page_try_get(&p)); /* leaves a meaningless unit */
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 0); /* revives: refs 1 */
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE));
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 0); /* live: +1 */
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_PRIVATE));
+	ck_assert(ps_page_freeze(&p, 2));
+	ck_assert_int_eq(ps_page_get_or_revive(&p), -EBUSY);
+	ck_assert_int_eq(ps_page_unfreeze(&p, PS_PAGE_REFS_MAX), 0);
+	ck_assert_int_eq(ps_page_get_or_revive(&p), -EOVERFLOW);
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_PRIVATE));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(fetch_flag_ops_return_word)
+{
+	struct ps_page p = PS_PAGE_INIT(3);
+
+	ck_assert_int_eq(ps_page_pin(&p), 0);
+	ck_assert_uint_eq(ps_page_fetch_set_flags(&p, PS_PAGE_DIRTY),
+			  mkword(4, 1, 0));
+	ck_assert_uint_eq(ps_page_fetch_clear_flags(&p, PS_PAGE_DIRTY |
+							       PS_PAGE_LIVE),
+			  mkword(4, 1, PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p), mkword(4, 1, 0)); /* LIVE untouched */
+}
+END_TEST
+
 /* --- regressions ------------------------------------------------------------------ */
 
 /*
@@ -1139,6 +1172,8 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, try_get_revives_before_claim);
 	tcase_add_test(tc, try_get_limit_keeps_or_undoes);
 	tcase_add_test(tc, unfreeze_to_zero_frees);
+	tcase_add_test(tc, get_or_revive);
+	tcase_add_test(tc, fetch_flag_ops_return_word);
 
 	tc = ps_test_tcase(s, "regressions", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);

@@ -140,9 +140,11 @@
  *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free),
  *              put, unpin and put_many/unpin_many (the put that frees adds one
  *              claim CAS loop, lock-free), the flag
- *              set/clear/test-and-set/test-and-clear, the accessors
+ *              set/clear/test-and-set/test-and-clear and their fetch_*
+ *              forms, the accessors
  *   lock-free  try_pin, try_get_many/try_pin_many, the masked try-operations,
- *              get_many, pin_many, freeze, unfreeze, change_flags: a
+ *              get_many, pin_many, get_or_revive, freeze, unfreeze,
+ *              change_flags: a
  *              compare-and-swap loop that only retries after another thread
  *              changed the word
  *   blocking   nothing here; LOCKED is a bit for callers' slow paths
@@ -848,6 +850,43 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
 	return ps__page_sub(page, n, n);
 }
 
+/**
+ * ps_page_get_or_revive() - take a reference for a new owner: a LIVE page
+ * gains one; a free page becomes LIVE with this one reference (its flags
+ * kept, its counts reset).
+ * @page: the page.
+ *
+ * This is how a mapping takes its frame, whether or not the frame was in
+ * use. Two racing callers on a free page both succeed, with two references.
+ * Ordering: acquire when it revives (pairs with the release of the put that
+ * freed the page); relaxed otherwise, like ps_page_get().
+ * Progress: lock-free.
+ * Return: 0; -EBUSY if the page is frozen; -EOVERFLOW at PS_PAGE_REFS_MAX.
+ */
+static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	for (;;) {
+		/* Relaxed: as ps_page_get(); the owner publishes the page. */
+		if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 1, 0,
+				 false, memory_order_relaxed, &seen, &why))
+			return 0;
+		if (why == PS__PAGE_LIMIT)
+			return -EOVERFLOW;
+		if (seen & PS_PAGE_FROZEN)
+			return -EBUSY;
+		/* Acquire: pairs with the release of the freeing put. */
+		if (ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_FROZEN, 0,
+				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
+				 PS_PAGE_LIVE | PS_PAGE_REF_ONE, 0, 0, false,
+				 memory_order_acquire, &seen, &why))
+			return 0;
+		/* Revived, frozen or given a flag by another thread: again. */
+	}
+}
+
 /* --- freezing ------------------------------------------------------------- */
 
 /**
@@ -932,18 +971,48 @@ static inline bool ps_page_test_flags(const struct ps_page *page,
 }
 
 /**
- * ps_page_set_flags() - set the flags in @mask (one fetch-or).
+ * ps_page_fetch_set_flags() - set the flags in @mask (one fetch-or) and
+ * return the whole word as it was.
  *
  * Only PS_PAGE_USER_FLAGS can be set. Other bits of @mask are ignored, so a
- * count, FROZEN or LIVE can never change through this call.
+ * count, FROZEN or LIVE can never change through this call. The old word
+ * also tells the counts at the instant of the change, in the same single
+ * order as every count operation on the page (write-back uses this to learn
+ * whether a pin came before its clearing of DIRTY).
+ * Ordering: acquire and release. Progress: wait-free.
+ * Return: the word before the change (decode it with ps_page_word_*()).
+ */
+static inline uint64_t ps_page_fetch_set_flags(struct ps_page *page,
+					       uint64_t mask)
+{
+	/* Acq_rel: LOCKED is a lock and DIRTY hands over data (see header). */
+	return atomic_fetch_or_explicit(&page->word, mask & PS_PAGE_USER_FLAGS,
+					memory_order_acq_rel);
+}
+
+/**
+ * ps_page_fetch_clear_flags() - clear the flags in @mask (one fetch-and)
+ * and return the whole word as it was (see ps_page_fetch_set_flags()).
+ */
+static inline uint64_t ps_page_fetch_clear_flags(struct ps_page *page,
+						 uint64_t mask)
+{
+	/* Acq_rel: pairs with ps_page_fetch_set_flags() (lock, data). */
+	return atomic_fetch_and_explicit(&page->word,
+					 ~(mask & PS_PAGE_USER_FLAGS),
+					 memory_order_acq_rel);
+}
+
+/**
+ * ps_page_set_flags() - set the flags in @mask (one fetch-or).
+ *
+ * Only PS_PAGE_USER_FLAGS can be set (see ps_page_fetch_set_flags()).
  * Ordering: acquire and release. Progress: wait-free.
  * Return: the flags as they were before.
  */
 static inline uint64_t ps_page_set_flags(struct ps_page *page, uint64_t mask)
 {
-	/* Acq_rel: LOCKED is a lock and DIRTY hands over data (see header). */
-	return ps_page_word_flags(atomic_fetch_or_explicit(
-		&page->word, mask & PS_PAGE_USER_FLAGS, memory_order_acq_rel));
+	return ps_page_word_flags(ps_page_fetch_set_flags(page, mask));
 }
 
 /**
@@ -955,10 +1024,7 @@ static inline uint64_t ps_page_set_flags(struct ps_page *page, uint64_t mask)
  */
 static inline uint64_t ps_page_clear_flags(struct ps_page *page, uint64_t mask)
 {
-	/* Acq_rel: pairs with ps_page_set_flags() (lock release, data). */
-	return ps_page_word_flags(atomic_fetch_and_explicit(
-		&page->word, ~(mask & PS_PAGE_USER_FLAGS),
-		memory_order_acq_rel));
+	return ps_page_word_flags(ps_page_fetch_clear_flags(page, mask));
 }
 
 /**

@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagestate/space.h - an address space: the piece a VMM or a userspace DMA
+ * driver holds. It ties together
+ *
+ *   - a page table (pagestate/pgtable.h): address -> entry;
+ *   - the page words of the frames it maps (pagestate/page.h): one
+ *     struct ps_page per frame, 8 bytes, library-allocated (a lazily
+ *     zero-filled mapping: frames never touched cost nothing) or the
+ *     caller's array;
+ *   - a notifier (pagestate/notifier.h) for its invalidations, so secondary
+ *     mappings (IOMMU, shadow tables, vhost maps, translation caches) can be
+ *     validated and torn down exactly;
+ *   - dirty tracking for migration (harvest) and for write-back to a backing
+ *     store, with pinned pages handled as seed 001 asks.
+ *
+ * ---------------------------------------------------------------------------
+ * References, pins and frames
+ * ---------------------------------------------------------------------------
+ *
+ * A mapping holds one reference on its frame. Mapping a free frame makes it
+ * LIVE with that one reference (ps_page_get_or_revive()); mapping a frame
+ * that is already LIVE adds one. A pin (ps_space_pin_range()) holds a pin,
+ * which is also a reference, so a pinned frame outlives the unmapping of
+ * its address, as in Linux. The put that drops a frame's last reference
+ * frees it: the frame's page word is free again and the free_frame hook
+ * runs.
+ *
+ * Pins are taken as Linux's GUP-fast does: read the entry, take a
+ * speculative pin on its frame, a full fence, read the entry again, and back
+ * out if it changed (leaving no reference behind). Whoever changes entries
+ * (unmap, discard, conversion) changes the entry first, then (after a full
+ * fence) looks at the frame's pins: one of the two sees the other.
+ *
+ * A pin expects shared memory unless the caller passes PS_PIN_PRIVATE: a
+ * frame converted to private (pagestate/prot.h) cannot be pinned by a path
+ * that expects shared memory. The check is part of the pin's single atomic
+ * decision on the page word (ps_page_try_pin_masked()), so a pin and a
+ * conversion of the same frame are linearizable. A private pin keeps a
+ * private frame resident and blocks its conversion. It does not make the
+ * frame's contents accessible to anyone: CPU access goes through the
+ * make-accessible hook of the protection module (seed 000).
+ *
+ * ---------------------------------------------------------------------------
+ * Dirty state (seeds 001 and 003)
+ * ---------------------------------------------------------------------------
+ *
+ * Two notions, as in Linux:
+ *   - a frame is DIRTY (page.h's flag, Linux's PG_dirty) when its contents
+ *     differ from its backing copy. The first write fault through a
+ *     writable mapping (ps_space_fault()), a write through the secondary-map
+ *     helper, ps_space_mark_dirty() and ps_space_unpin(..., dirty) make it
+ *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
+ *     clean-to-dirty transition, however many threads race. Write-back
+ *     (ps_space_writeback()) cleans frames.
+ *   - an address is in the dirty log (KVM's dirty bitmap) when it was
+ *     written since the last harvest (ps_space_harvest()), which migration
+ *     consumes. Every marking path above logs the address too. So do pins
+ *     for write: a device may write the frame at any moment, so a frame
+ *     pinned for write is reported by every harvest until it is unpinned,
+ *     and once more after that. Writes through entries of a range
+ *     registered for asynchronous write protection (pgtable.h) are tracked
+ *     in the entries themselves, and a harvest with PS_HARVEST_REARM
+ *     collects them too.
+ *
+ * Dirty before writable (seed 003). A writable entry implies a dirty frame.
+ * The write fault that makes an entry writable marks the frame dirty under
+ * the frame's LOCKED bit, and write-back takes the same bit around
+ * "write-protect, then clean" (Linux: folio lock, page_mkwrite,
+ * clear_page_dirty_for_io). So a write that arrives during write-back faults
+ * and dirties the frame again, and is never lost.
+ *
+ * ---------------------------------------------------------------------------
+ * Concurrency and progress
+ * ---------------------------------------------------------------------------
+ *
+ *   lock-free   ps_space_pin_range (without populate), ps_space_unpin,
+ *               ps_space_mark_dirty, ps_space_fault on a writable or
+ *               protected entry, ps_space_harvest without REARM
+ *   blocking    map, unmap, discard (the space's writer mutex, plus the
+ *               notifier's invalidation); ps_space_fault that makes an entry
+ *               writable and ps_space_writeback (a frame's LOCKED bit:
+ *               spin, then yield); the secondary-map helper (the caller's
+ *               lock, and read_begin may wait for an overlapping
+ *               invalidation); harvest with REARM (protects; invalidates);
+ *               create, destroy; the hooks are the caller's
+ *
+ * Ordering: every operation that changes an entry publishes it with the page
+ * table's release CAS; the pin path's re-read is ordered after the pin by a
+ * full fence. Each function's comment says more where it matters.
+ *
+ * ---------------------------------------------------------------------------
+ * Where this differs from Linux
+ * ---------------------------------------------------------------------------
+ *   - Pins are exact (page.h), so discard, write-back and harvest decide on
+ *     "is it pinned", not "maybe pinned".
+ *   - Write-back has both of Jan Kara's modes (not merged in Linux, which
+ *     instead refuses writable long-term pins of dirty-tracked files):
+ *     cleaning write-back skips pinned frames; data-integrity write-back
+ *     bounces them, and they stay dirty while pinned for write.
+ *   - A balloon discard never discards a pinned frame; Linux's
+ *     MADV_DONTNEED drops the mapping and lets the pin keep the page.
+ *   - There is no reverse map (8 bytes per frame, no more). Write-back
+ *     write-protects the address it visits, so a frame mapped writable at
+ *     several addresses must be written back through each of them, or have
+ *     its aliases write-protected first (Linux's page_mkclean walks the
+ *     rmap).
+ */
+#ifndef PAGESTATE_SPACE_H
+#define PAGESTATE_SPACE_H
+
+#include <pagestate/compiler.h>
+#include <pagestate/notifier.h>
+#include <pagestate/page.h>
+#include <pagestate/pgtable.h>
+#include <pagestate/pte.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+PS_BEGIN_DECLS
+
+struct ps_space;
+
+/**
+ * struct ps_space_hooks - the caller's callbacks (each may be NULL).
+ * @populate: a pin or the secondary-map helper found no page at @addr (none,
+ *	swap entry or UFFD_WP marker). Map one (ps_space_map(), or swap it in)
+ *	and return 0, or return a negative errno, which the caller gets.
+ *	@access is PS_ACCESS_READ or PS_ACCESS_WRITE. Runs in the calling
+ *	thread with no library lock held. Without it, missing pages are
+ *	-EFAULT.
+ * @dirty: frame @frame went from clean to dirty (set_page_dirty). Runs
+ *	exactly once per transition, in the thread that made it, possibly
+ *	under the frame's LOCKED bit: it must not fault, pin or write back
+ *	that frame.
+ * @free_frame: the last reference to @frame was dropped; the frame's page
+ *	word is free again. Runs in the thread that dropped it.
+ * @ctx: handed to every hook.
+ */
+struct ps_space_hooks {
+	int (*populate)(void *ctx, struct ps_space *space, uint64_t addr,
+			unsigned int access);
+	void (*dirty)(void *ctx, struct ps_space *space, uint64_t frame);
+	void (*free_frame)(void *ctx, struct ps_space *space, uint64_t frame);
+	void *ctx;
+};
+
+/**
+ * struct ps_space_config - what ps_space_create() builds.
+ * @size: bytes of address space, [0, size): page-aligned, at most 2^48.
+ *	The dirty log reserves 2 bits of address space per page (not resident
+ *	until touched).
+ * @nframes: number of frames, 0 .. nframes - 1 (at most PS_PTE_FRAME_MAX + 1).
+ * @frames: the caller's array of @nframes page words (zeroed, or already
+ *	initialised by the caller), or NULL for a library-allocated one.
+ * @hooks: the callbacks.
+ */
+struct ps_space_config {
+	uint64_t size;
+	uint64_t nframes;
+	struct ps_page *frames;
+	struct ps_space_hooks hooks;
+};
+
+/* --- lifetime ---------------------------------------------------------------- */
+
+/**
+ * ps_space_create() - build a space.
+ * Context: blocking (allocates). Return: 0; -EINVAL (bad size or nframes);
+ * -ENOMEM.
+ */
+int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
+
+/**
+ * ps_space_destroy() - unmap everything (dropping the mappings' references;
+ * free_frame hooks run) and free the space.
+ *
+ * Context: blocking; no other thread may use the space, and the notifier
+ * must have no subscription left. Pinned frames stay valid in the caller's
+ * array, if the array is the caller's; a library-allocated array is freed.
+ * Return: 0; -EBUSY if subscriptions remain (nothing is freed then).
+ */
+int ps_space_destroy(struct ps_space *space);
+
+/** ps_space_pgtable() - the space's page table (for scans, registration). */
+struct ps_pgtable *ps_space_pgtable(struct ps_space *space);
+
+/** ps_space_notifier() - the space's notifier (for subscriptions). */
+struct ps_notifier *ps_space_notifier(struct ps_space *space);
+
+/** ps_space_page() - the page word of @frame, or NULL if out of range. */
+struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
+
+/* --- mapping -------------------------------------------------------------------- */
+
+/* Mapping flags. */
+#define PS_MAP_WRITE 0x1u /* writes permitted (first write marks dirty) */
+
+/**
+ * ps_space_map() - map @frame at page @addr.
+ * @flags: 0 (read-only) or PS_MAP_WRITE.
+ *
+ * The mapping takes a reference on the frame (a free frame becomes LIVE).
+ * The entry carries the frame's cache mode and encryption state from its
+ * page word. Writes need MAYWRITE; the entry becomes writable at the first
+ * write fault, which marks the frame dirty (write-notify).
+ * Context: blocking (the writer mutex). Ordering: release (the page-table
+ * CAS): a reader that finds the entry sees the frame's word as mapped.
+ * Return: 0; -EINVAL (unaligned or out of range, unknown flags); -EEXIST
+ * (a page is mapped there); -EBUSY (the frame is frozen); -EHWPOISON (the
+ * frame is poisoned); -EOVERFLOW (reference limit); -ENOMEM.
+ */
+int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
+		 unsigned int flags);
+
+/**
+ * ps_space_map_range() - map @first_frame, @first_frame + 1, ... at
+ * [@start, @start + @len): ps_space_map() for a range, all or nothing.
+ */
+int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
+		       uint64_t first_frame, unsigned int flags);
+
+/* Unmap flags. */
+#define PS_UNMAP_ZAP 0x1u /* MADV_DONTNEED: keep markers where the table does */
+
+/**
+ * ps_space_unmap() - unmap [@start, @start + @len): invalidation start
+ * (event UNMAP), zap with the page table's marker semantics, drop the
+ * mappings' references, invalidation end.
+ * @flags: 0 for munmap/truncate (every marker goes), or PS_UNMAP_ZAP
+ *	(MADV_DONTNEED: protection survives as markers where pgtable.h says).
+ *
+ * Pinned frames stay alive through their pins. Context: blocking.
+ * Return: 0; -EINVAL; -EAGAIN never (the invalidation is blockable).
+ */
+int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
+		   unsigned int flags);
+
+/* --- pins ----------------------------------------------------------------------- */
+
+/* Pin flags. */
+#define PS_PIN_WRITE 0x1u    /* the device writes (FOLL_WRITE) */
+#define PS_PIN_LONGTERM 0x2u /* may be held indefinitely (FOLL_LONGTERM) */
+#define PS_PIN_PRIVATE 0x4u  /* allow private (encrypted) frames */
+
+/**
+ * ps_space_pin_range() - pin the frames mapped at [@start, @start + @len),
+ * GUP-style, all or nothing.
+ * @flags: PS_PIN_*.
+ * @frames_out: receives one frame number per page (len / 4096 entries).
+ *
+ * For each page: read the entry; a missing page goes to the populate hook
+ * (or fails with -EFAULT); a write pin on a write-protected page resolves it
+ * first as a write would (async: the page counts as written; sync: the pin
+ * fails with -EAGAIN and the caller resolves the fault); a read-only entry
+ * with MAYWRITE is made writable, marking the frame dirty; then take a
+ * speculative pin and re-check the entry. A pin for write logs the address
+ * (see Dirty state) and marks the frame WRITE_PINNED. A PS_PIN_LONGTERM pin
+ * is recorded against the frame (one bit per frame, cleared once its pins
+ * are gone): a conversion waiting for pins to drain gives up on such a
+ * frame at once. Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked
+ * file mappings because it cannot write back a page a device may write at
+ * any time; here integrity write-back bounces it, so the pin is allowed.
+ *
+ * On any failure every pin taken so far is released.
+ * Context: may block only in the populate hook, in a conversion that holds
+ * a frame frozen (waits for it), and in making an entry writable.
+ * Progress: lock-free otherwise.
+ * Return: 0; -EINVAL (alignment, range, flags, len 0); -EFAULT (missing
+ * without a hook, guard or bad access); -EAGAIN (sync write-protect fault:
+ * the first page
+ * whose entry is write-protected; resolve it and retry); -EHWPOISON
+ * (poisoned); -EPERM (a private frame without PS_PIN_PRIVATE); -EOVERFLOW
+ * (pin limit); a populate hook's error.
+ */
+int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
+		       unsigned int flags, uint64_t *frames_out);
+
+/**
+ * ps_space_unpin() - release pins taken by ps_space_pin_range().
+ * @frames: the frames (as pin_range returned them).
+ * @n: how many.
+ * @dirty: mark each frame dirty first (Linux's
+ *	unpin_user_pages_dirty_lock()); the dirty hook runs on each
+ *	clean-to-dirty transition.
+ *
+ * A frame whose last reference this drops is freed (free_frame hook).
+ * Progress: lock-free. Misuse (unpinning what was not pinned) goes to the
+ * page word's error hook.
+ */
+void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
+		    uint64_t n, bool dirty);
+
+/**
+ * ps_space_discard() - a balloon's MADV_DONTNEED: drop the pages of
+ * [@start, @start + @len), except pinned ones.
+ * @skipped: receives the addresses of pinned pages left in place (up to
+ *	@max_skipped of them; may be NULL if @max_skipped is 0).
+ * @nskipped: receives how many pages were left in place (all of them,
+ *	even beyond @max_skipped).
+ *
+ * Brackets itself with an invalidation (event CLEAR). Each page is zapped,
+ * then, after a full fence, its frame's pins are checked; a frame pinned
+ * meanwhile gets its entry back and is reported. A concurrent pin either
+ * sees the zap and backs out, or is seen here.
+ * Context: blocking. Return: 0; -EINVAL.
+ */
+int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
+		     uint64_t *skipped, uint64_t max_skipped,
+		     uint64_t *nskipped);
+
+/* --- CPU access ----------------------------------------------------------------- */
+
+/**
+ * ps_space_fault() - a CPU access to @addr through the space's mapping.
+ * @access: PS_ACCESS_READ or PS_ACCESS_WRITE (pgtable.h), optionally
+ *	PS_ACCESS_RESOLVE_WP.
+ *
+ * pgtable.h's fault, plus: a missing page goes to the populate hook and is
+ * retried once; a write that makes an entry writable marks its frame dirty
+ * (and logs the address) under the frame's LOCKED bit.
+ * Return: as ps_pgtable_fault(): PS_FAULT_OK, PS_FAULT_MISSING (no hook, or
+ * the hook left it missing), PS_FAULT_WP, ...
+ */
+enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
+			     unsigned int access);
+
+/* --- the secondary-map helper (seed 003) ---------------------------------------- */
+
+/**
+ * struct ps_secondary_ops - the caller's secondary mapping.
+ * @lock: take the lock that the subscription's invalidate callback takes.
+ * @unlock: drop it.
+ * @install: install the mapping of @addr to @frame (writable if @write),
+ *	called under the lock. Return 0, or a negative errno the helper
+ *	returns (the mapping is not considered installed).
+ */
+struct ps_secondary_ops {
+	void (*lock)(void *ctx);
+	void (*unlock)(void *ctx);
+	int (*install)(void *ctx, uint64_t addr, uint64_t frame, bool write);
+};
+
+/**
+ * ps_space_map_secondary() - run the seed-003 loop for one page.
+ * @sub: the caller's subscription covering @addr (inserted in
+ *	ps_space_notifier()).
+ * @addr: the page.
+ * @write: the secondary mapping will be writable.
+ *
+ * Loop: read_begin on @sub; look up and reference the frame (populate hook
+ * if missing); take the caller's lock; if an invalidation raced, unlock,
+ * drop the reference and start again; for a write, mark the frame dirty
+ * (dirty hook on a clean-to-dirty transition, address logged) before
+ * installing; install; unlock; drop the lookup reference. The secondary
+ * mapping keeps no reference: the notifier tears it down before the frame
+ * can change.
+ *
+ * The dirty hook runs once per clean-to-dirty transition however many
+ * mappers and invalidations race, never for a read mapping or a retried
+ * attempt. A write to a page write-protected in a sync range fails with
+ * -EAGAIN (resolve it first); in an async range the write is recorded in
+ * the dirty log and the entry stays protected, so CPU writes are still
+ * seen.
+ * Context: blocking (the caller's lock; read_begin may wait for an
+ * overlapping invalidation). Do not hold @ops' lock when calling.
+ * Return: 0; -EINVAL; -EFAULT; -EAGAIN; -EHWPOISON; -EPERM (private frame);
+ * a populate hook's or install's error.
+ */
+int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
+			   uint64_t addr, bool write,
+			   const struct ps_secondary_ops *ops, void *ctx);
+
+/* --- dirty tracking ----------------------------------------------------------------- */
+
+/**
+ * ps_space_mark_dirty() - the frame at @addr was written (by software or a
+ * device the space cannot see): mark it dirty and log @addr.
+ *
+ * Progress: lock-free. Ordering: release (the caller's write happens before
+ * the harvest or write-back that reports it).
+ * Return: true if this call made the frame's clean-to-dirty transition (the
+ * dirty hook ran); false if it was dirty already or nothing is mapped at
+ * @addr (then nothing is logged).
+ */
+bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
+
+/* Harvest flags. */
+#define PS_HARVEST_REARM 0x1u /* also collect and re-protect entry writes */
+
+/**
+ * ps_space_harvest() - return the dirty pages of [@start, @start + @len)
+ * and clear them, atomically per page: a page dirtied concurrently is either
+ * in this harvest or stays dirty for the next, never lost.
+ * @flags: 0 or PS_HARVEST_REARM.
+ * @addrs: receives page addresses, ascending.
+ * @max: room in @addrs (at least 1).
+ * @count: receives how many were written.
+ * @resume: receives where to continue (@start + @len when complete).
+ *
+ * Reported: every address in the dirty log (software marks, the helper's
+ * writes, write pins), and a page pinned for write always, even when its
+ * mark is old (it stays logged until it is unpinned). With
+ * PS_HARVEST_REARM: first the written entries of ranges registered for
+ * async write protection are collected with the page table's
+ * get-and-rearm scan (re-protected: the next write is seen), and secondary
+ * mappings of every harvested page are invalidated (event SOFT_DIRTY), so
+ * the next write through them is marked again.
+ *
+ * Cost: the number of dirty pages plus a small term per 128 MiB of range
+ * (the log is a three-level bitmap), plus, with REARM, the page table's
+ * scan of registered ranges.
+ * Progress: lock-free without REARM; blocking with it.
+ * Return: 0; -EINVAL; -ENOMEM (REARM).
+ */
+int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
+		     unsigned int flags, uint64_t *addrs, uint64_t max,
+		     uint64_t *count, uint64_t *resume);
+
+/**
+ * ps_space_redirty() - put harvested pages back (a transfer failed). Marks
+ * made meanwhile are kept (it only adds). Return: 0; -EINVAL (an address
+ * out of range or unaligned: the addresses before it were put back).
+ */
+int ps_space_redirty(struct ps_space *space, const uint64_t *addrs,
+		     uint64_t n);
+
+/* --- write-back --------------------------------------------------------------------- */
+
+/**
+ * enum ps_writeback_mode - Linux's WB_SYNC_NONE and WB_SYNC_ALL.
+ * @PS_WB_CLEAN: memory-cleaning write-back: pinned frames are skipped and
+ *	stay dirty.
+ * @PS_WB_INTEGRITY: data integrity (fsync): every dirty frame is written;
+ *	pinned ones through a bounce copy.
+ */
+enum ps_writeback_mode {
+	PS_WB_CLEAN = 0,
+	PS_WB_INTEGRITY = 1,
+};
+
+/**
+ * typedef ps_writeback_fn - write one frame to its backing store.
+ * @addr: the page being written back.
+ * @frame: its frame.
+ * @pinned: the frame is pinned: a device may be writing it right now. Take a
+ *	copy at one instant (a bounce buffer) and write the copy.
+ * Return: 0, or a negative errno: the frame is dirtied again and
+ * ps_space_writeback() reports the first error.
+ */
+typedef int (*ps_writeback_fn)(void *ctx, uint64_t addr, uint64_t frame,
+			       bool pinned);
+
+/** struct ps_writeback_stats - what one ps_space_writeback() did. */
+struct ps_writeback_stats {
+	uint64_t written;	 /* unpinned frames written */
+	uint64_t bounced;	 /* pinned frames written from a bounce copy */
+	uint64_t skipped_pinned; /* pinned frames skipped (CLEAN) */
+	uint64_t kept_dirty;	 /* still pinned for write after a bounce */
+	uint64_t errors;	 /* callbacks that failed (re-dirtied) */
+};
+
+/**
+ * ps_space_writeback() - write back the dirty frames mapped in [@start,
+ * @start + @len).
+ * @fn: writes one frame. @ctx: its context. @stats: may be NULL.
+ *
+ * An unpinned frame: under its LOCKED bit, write-protect its entry (stable
+ * pages) after invalidating the range's secondary mappings (event
+ * PROTECTION), clear DIRTY, set WRITEBACK; then call @fn; then end
+ * WRITEBACK. A write arriving meanwhile faults, dirties the frame again and
+ * is never lost. A pinned frame: CLEAN skips it (it stays dirty);
+ * INTEGRITY clears DIRTY, calls @fn with @pinned true (bounce), and dirties
+ * it again if it is still pinned for write.
+ * Context: blocking (LOCKED bits; the callback may block).
+ * Return: 0, or the first callback error (every frame is still visited).
+ */
+int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
+		       enum ps_writeback_mode mode, ps_writeback_fn fn,
+		       void *ctx, struct ps_writeback_stats *stats);
+
+PS_END_DECLS
+
+#endif /* PAGESTATE_SPACE_H */
