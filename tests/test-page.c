@@ -741,7 +741,7 @@ START_TEST(get_or_revive)
 
 	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
 	ck_assert(!ps_page_try_get(&p)); /* leaves a meaningless unit */
-	ck_assert_int_eq(ps_page_get_or_revive(&p), 0); /* revives: refs 1 */
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1); /* revives: refs 1 */
 	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE));
 	ck_assert_int_eq(ps_page_get_or_revive(&p), 0); /* live: +1 */
 	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_PRIVATE));

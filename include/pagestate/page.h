@@ -861,7 +861,9 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
  * Ordering: acquire when it revives (pairs with the release of the put that
  * freed the page); relaxed otherwise, like ps_page_get().
  * Progress: lock-free.
- * Return: 0; -EBUSY if the page is frozen; -EOVERFLOW at PS_PAGE_REFS_MAX.
+ * Return: 0 if the page was LIVE; 1 if this call revived a free page (an
+ * owner undoing the call then knows the page was free before it); -EBUSY if
+ * the page is frozen; -EOVERFLOW at PS_PAGE_REFS_MAX.
  */
 static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 {
@@ -882,7 +884,7 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
 				 PS_PAGE_LIVE | PS_PAGE_REF_ONE, 0, 0, false,
 				 memory_order_acquire, &seen, &why))
-			return 0;
+			return 1;
 		/* Revived, frozen or given a flag by another thread: again. */
 	}
 }

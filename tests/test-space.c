@@ -1,0 +1,1402 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tests/test-space.c - the address space: mapping and references, GUP-style
+ * pins (back-out, all or nothing, write-protect, private frames), balloon
+ * discard, the seed-003 secondary-map helper (exactly-once dirty hook),
+ * dirty harvest (write pins, REARM, budget), write-back in both modes, and
+ * stress for the races the guarantees S1..S8 of lib/space.c are about.
+ */
+#include <pagestate/space.h>
+
+#include "harness.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PG PS_PGTABLE_PAGE_SIZE
+#define NFRAMES 256
+#define SPACE_SIZE (UINT64_C(1) << 30)
+
+/* --- fixture: a space with counting hooks ------------------------------------ */
+
+struct hooks_seen {
+	_Atomic(unsigned) dirty[NFRAMES];
+	_Atomic(unsigned) freed[NFRAMES];
+	_Atomic(unsigned) dirty_total, freed_total, populated;
+	uint64_t populate_frame; /* next frame the populate hook maps */
+	int populate_rc;
+};
+
+static struct hooks_seen seen;
+static struct ps_space *sp;
+
+static void on_dirty(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	(void)ctx;
+	(void)s;
+	atomic_fetch_add(&seen.dirty[frame], 1);
+	atomic_fetch_add(&seen.dirty_total, 1);
+}
+
+static void on_free(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	(void)ctx;
+	(void)s;
+	atomic_fetch_add(&seen.freed[frame], 1);
+	atomic_fetch_add(&seen.freed_total, 1);
+}
+
+static int on_populate(void *ctx, struct ps_space *s, uint64_t addr,
+		       unsigned int access)
+{
+	(void)ctx;
+	(void)access;
+	if (seen.populate_rc)
+		return seen.populate_rc;
+	atomic_fetch_add(&seen.populated, 1);
+	return ps_space_map(s, addr, seen.populate_frame++, PS_MAP_WRITE);
+}
+
+static void setup_with(bool populate)
+{
+	struct ps_space_config cfg;
+
+	memset(&seen, 0, sizeof(seen));
+	seen.populate_frame = 200;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NFRAMES;
+	cfg.hooks.dirty = on_dirty;
+	cfg.hooks.free_frame = on_free;
+	if (populate)
+		cfg.hooks.populate = on_populate;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+}
+
+static void setup(void)
+{
+	setup_with(false);
+}
+
+static void setup_populate(void)
+{
+	setup_with(true);
+}
+
+static void teardown(void)
+{
+	ck_assert_int_eq(ps_space_destroy(sp), 0);
+	sp = NULL;
+}
+
+static struct ps_page *pg(uint64_t frame)
+{
+	return ps_space_page(sp, frame);
+}
+
+static ps_pte_t entry(uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), addr, &e), 0);
+	return e;
+}
+
+/* --- a secondary mapping for the helper and the invalidation checks ------------ */
+
+struct secmap {
+	struct ps_interval sub;
+	pthread_mutex_t lock;
+	_Atomic(uint64_t) frame; /* UINT64_MAX: not mapped */
+	_Atomic(int) writable;
+	_Atomic(unsigned) invalidations, installs;
+	_Atomic(int) last_event;
+	void (*before_lock)(struct secmap *m); /* test hook, once */
+};
+
+static bool sec_invalidate(struct ps_interval *sub,
+			   const struct ps_invalidation *inv, uint64_t cur_seq,
+			   void *priv)
+{
+	struct secmap *m = priv;
+
+	pthread_mutex_lock(&m->lock);
+	ps_interval_set_seq(sub, cur_seq);
+	atomic_store(&m->frame, UINT64_MAX);
+	atomic_store(&m->writable, 0);
+	atomic_fetch_add(&m->invalidations, 1);
+	atomic_store(&m->last_event, (int)inv->event);
+	pthread_mutex_unlock(&m->lock);
+	return true;
+}
+
+static const struct ps_interval_ops sec_ops = {.invalidate = sec_invalidate};
+
+static void sec_lock(void *ctx)
+{
+	struct secmap *m = ctx;
+	void (*hook)(struct secmap *) = m->before_lock;
+
+	if (hook) {
+		m->before_lock = NULL;
+		hook(m);
+	}
+	pthread_mutex_lock(&m->lock);
+}
+
+static void sec_unlock(void *ctx)
+{
+	pthread_mutex_unlock(&((struct secmap *)ctx)->lock);
+}
+
+static int sec_install(void *ctx, uint64_t addr, uint64_t frame, bool write)
+{
+	struct secmap *m = ctx;
+
+	(void)addr;
+	atomic_store(&m->frame, frame);
+	atomic_store(&m->writable, write);
+	atomic_fetch_add(&m->installs, 1);
+	return 0;
+}
+
+static const struct ps_secondary_ops sec_secops = {sec_lock, sec_unlock,
+						   sec_install};
+
+static void secmap_init(struct secmap *m, uint64_t start, uint64_t len)
+{
+	memset(m, 0, sizeof(*m));
+	pthread_mutex_init(&m->lock, NULL);
+	atomic_store(&m->frame, UINT64_MAX);
+	ck_assert_int_eq(ps_interval_insert(&m->sub, ps_space_notifier(sp),
+					    start, len, &sec_ops, m),
+			 0);
+}
+
+static void secmap_fini(struct secmap *m)
+{
+	ps_interval_remove(&m->sub);
+	pthread_mutex_destroy(&m->lock);
+}
+
+/* --- create / destroy ------------------------------------------------------------ */
+
+START_TEST(create_rejects_bad_config)
+{
+	struct ps_space_config cfg;
+	struct ps_space *s;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.nframes = 4;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL); /* size 0 */
+	cfg.size = PG + 1;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
+	cfg.size = PS_PGTABLE_ADDR_END + PG;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
+	cfg.size = PG;
+	cfg.nframes = 0;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
+	ck_assert_int_eq(ps_space_create(NULL, &s), -EINVAL);
+}
+END_TEST
+
+START_TEST(caller_frames_and_busy_destroy)
+{
+	struct ps_page frames[8];
+	struct ps_space_config cfg;
+	struct ps_space *s;
+	struct secmap m;
+
+	memset(frames, 0, sizeof(frames));
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = 16 * PG;
+	cfg.nframes = 8;
+	cfg.frames = frames;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
+	ck_assert_ptr_eq(ps_space_page(s, 3), &frames[3]);
+	ck_assert_ptr_null(ps_space_page(s, 8));
+	ck_assert_int_eq(ps_space_map(s, 2 * PG, 3, 0), 0);
+	ck_assert_uint_eq(ps_page_refs(&frames[3]), 1);
+	/* A subscription left behind keeps the space alive. */
+	sp = s;
+	secmap_init(&m, 0, PG);
+	ck_assert_int_eq(ps_space_destroy(s), -EBUSY);
+	secmap_fini(&m);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	sp = NULL;
+	/* Destroy dropped the mapping's reference in the caller's array. */
+	ck_assert_uint_eq(ps_page_refs(&frames[3]), 0);
+	ck_assert(!ps_page_is_live(&frames[3]));
+}
+END_TEST
+
+/* --- map / unmap ----------------------------------------------------------------- */
+
+START_TEST(map_takes_a_reference)
+{
+	ck_assert(!ps_page_is_live(pg(5)));
+	ck_assert_int_eq(ps_space_map(sp, 10 * PG, 5, PS_MAP_WRITE), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(5)), 1); /* revived by the map */
+	ck_assert(ps_pte_is_present(entry(10 * PG)));
+	ck_assert_uint_eq(ps_pte_frame(entry(10 * PG)), 5);
+	ck_assert(ps_pte_may_write(entry(10 * PG)));
+	ck_assert(!ps_pte_is_writable(entry(10 * PG))); /* write-notify */
+	/* An alias takes another reference. */
+	ck_assert_int_eq(ps_space_map(sp, 11 * PG, 5, 0), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(5)), 2);
+	ck_assert_int_eq(ps_space_map(sp, 10 * PG, 6, 0), -EEXIST);
+	ck_assert_uint_eq(ps_page_refs(pg(6)), 0); /* nothing left behind */
+	ck_assert(!ps_page_is_live(pg(6)));
+	/* It was free before and never mapped: no free hook for it. */
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 10 * PG, 2 * PG, 0), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(5)), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[5]), 1);
+	ck_assert(ps_pte_is_none(entry(10 * PG)));
+}
+END_TEST
+
+START_TEST(map_carries_frame_protection)
+{
+	ps_page_change_flags(pg(7), PS_PAGE_CACHE_MASK,
+			     (uint64_t)3 << PS_PAGE_CACHE_SHIFT);
+	ps_page_set_flags(pg(7), PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_space_map(sp, 0, 7, 0), 0);
+	ck_assert_uint_eq(ps_pte_cache(entry(0)), 3);
+	ck_assert(ps_pte_is_encrypted(entry(0)));
+}
+END_TEST
+
+START_TEST(map_refuses_frozen_and_poisoned)
+{
+	ck_assert_int_eq(ps_page_init(pg(8), 1), 0);
+	ck_assert(ps_page_freeze(pg(8), 1));
+	ck_assert_int_eq(ps_space_map(sp, 0, 8, 0), -EBUSY);
+	ck_assert_int_eq(ps_page_unfreeze(pg(8), 1), 0);
+	ps_page_set_flags(pg(9), PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_space_map(sp, 0, 9, 0), -EHWPOISON);
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert_int_eq(ps_space_map(sp, PG + 1, 1, 0), -EINVAL);
+	ck_assert_int_eq(ps_space_map(sp, SPACE_SIZE, 1, 0), -EINVAL);
+	ck_assert_int_eq(ps_space_map(sp, 0, NFRAMES, 0), -EINVAL);
+	ck_assert_int_eq(ps_space_map(sp, 0, 1, 0x80), -EINVAL);
+}
+END_TEST
+
+START_TEST(map_range_all_or_nothing)
+{
+	/* Frame 13 in the middle is frozen: nothing stays mapped. */
+	ck_assert_int_eq(ps_page_init(pg(13), 1), 0);
+	ck_assert(ps_page_freeze(pg(13), 1));
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, 0), -EBUSY);
+	for (uint64_t f = 10; f < 18; f++) {
+		if (f != 13)
+			ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
+		ck_assert(ps_pte_is_none(entry((f - 10) * PG)));
+	}
+	ck_assert_int_eq(ps_page_unfreeze(pg(13), 0), 0);
+	/* A run split by a different cache mode maps in two runs. */
+	ps_page_change_flags(pg(14), PS_PAGE_CACHE_MASK,
+			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, 0), 0);
+	ck_assert_uint_eq(ps_pte_cache(entry(4 * PG)), 1);
+	ck_assert_uint_eq(ps_pte_cache(entry(5 * PG)), 0);
+	for (uint64_t f = 10; f < 18; f++)
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
+	/* The unwound frames were free before: no free hook (no double free). */
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	/* A frame that was in use keeps its owner's reference on unwind. */
+	ck_assert_int_eq(ps_page_init(pg(30), 1), 0);
+	ck_assert_int_eq(ps_page_init(pg(32), 1), 0);
+	ck_assert(ps_page_freeze(pg(32), 1));
+	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 3 * PG, 30, 0), -EBUSY);
+	ck_assert_uint_eq(ps_page_refs(pg(30)), 1);
+	ck_assert_int_eq(ps_page_unfreeze(pg(32), 1), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+}
+END_TEST
+
+START_TEST(unmap_invalidates_and_keeps_pinned_frames)
+{
+	struct secmap m;
+	uint64_t f;
+
+	secmap_init(&m, 0, 4 * PG);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &f), 0);
+	ck_assert_uint_eq(f, 21);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 4 * PG, 0), 0);
+	ck_assert_uint_ge(atomic_load(&m.invalidations), 1);
+	ck_assert_int_eq(atomic_load(&m.last_event), PS_NOTIFIER_UNMAP);
+	/* The pin keeps frame 21 alive; the others were freed. */
+	ck_assert_uint_eq(ps_page_refs(pg(21)), 1);
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 3);
+	ps_space_unpin(sp, &f, 1, false);
+	ck_assert_uint_eq(atomic_load(&seen.freed[21]), 1);
+	secmap_fini(&m);
+	ck_assert_int_eq(ps_space_unmap(sp, 1, PG, 0), -EINVAL);
+}
+END_TEST
+
+START_TEST(unmap_zap_keeps_markers)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 1, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 4 * PG), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, PS_UNMAP_ZAP), 0);
+	ck_assert(ps_pte_is_marker(entry(0))); /* protection survives */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 4 * PG, 0), 0);
+	ck_assert(ps_pte_is_none(entry(0))); /* munmap drops it */
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+/* --- pins -------------------------------------------------------------------------- */
+
+START_TEST(pin_and_unpin)
+{
+	uint64_t f[4];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 8 * PG, 4 * PG, 30, 0), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 8 * PG, 4 * PG, 0, f), 0);
+	for (int i = 0; i < 4; i++) {
+		ck_assert_uint_eq(f[i], 30 + (uint64_t)i);
+		ck_assert(ps_page_is_pinned(pg(f[i])));
+		ck_assert_uint_eq(ps_page_refs(pg(f[i])), 2);
+		ck_assert(!ps_page_test_flags(pg(f[i]), PS_PAGE_WRITE_PINNED));
+	}
+	ps_space_unpin(sp, f, 4, false);
+	for (int i = 0; i < 4; i++)
+		ck_assert(!ps_page_is_pinned(pg(30 + (uint64_t)i)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 0);
+}
+END_TEST
+
+START_TEST(write_pin_makes_writable_and_dirty)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 40, PS_MAP_WRITE), 0);
+	ck_assert(!ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &f), 0);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(ps_page_test_flags(pg(40), PS_PAGE_DIRTY |
+						     PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
+	/* Unpin dirty: already dirty, no second hook. */
+	ps_space_unpin(sp, &f, 1, true);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
+	/* Read-only mapping: a write pin is a bad access. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 41, 0), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_WRITE, &f),
+			 -EFAULT);
+	ck_assert(!ps_page_is_pinned(pg(41)));
+}
+END_TEST
+
+START_TEST(pin_range_all_or_nothing)
+{
+	uint64_t f[4];
+
+	/* Pages 0, 1, 3 mapped; page 2 missing and no populate hook. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 50, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 53, 0), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 4 * PG, 0, f), -EFAULT);
+	ck_assert(!ps_page_is_pinned(pg(50)));
+	ck_assert(!ps_page_is_pinned(pg(51)));
+	ck_assert(!ps_page_is_pinned(pg(53)));
+	ck_assert_uint_eq(ps_page_refs(pg(50)), 1);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 4 * PG, 0x40, f), -EINVAL);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 0, 0, f), -EINVAL);
+}
+END_TEST
+
+START_TEST(pin_populates_missing)
+{
+	uint64_t f[2];
+
+	ck_assert_int_eq(ps_space_pin_range(sp, 4 * PG, 2 * PG, 0, f), 0);
+	ck_assert_uint_eq(atomic_load(&seen.populated), 2);
+	ck_assert_uint_eq(f[0], 200);
+	ck_assert_uint_eq(f[1], 201);
+	ps_space_unpin(sp, f, 2, false);
+	seen.populate_rc = -ENOSPC;
+	ck_assert_int_eq(ps_space_pin_range(sp, 8 * PG, PG, 0, f), -ENOSPC);
+}
+END_TEST
+
+START_TEST(pin_write_protected)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 60, PS_MAP_WRITE),
+			 0);
+	/* Sync: the write pin returns the fault to the caller. */
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 2 * PG), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &f),
+			 -EAGAIN);
+	ck_assert(!ps_page_is_pinned(pg(60)));
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0); /* read ok */
+	ps_space_unpin(sp, &f, 1, false);
+	/* Async: resolved as a write would: counts as written, dirty. */
+	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, 2 * PG, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, 2 * PG), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 2 * PG, PG, PS_PIN_WRITE, &f),
+			 0);
+	ck_assert(!ps_pte_uffd_wp(entry(2 * PG)));
+	ck_assert(ps_page_test_flags(pg(62), PS_PAGE_DIRTY));
+	ps_space_unpin(sp, &f, 1, false);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+START_TEST(pin_private_and_poisoned)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 70, 0), 0);
+	ps_page_set_flags(pg(70), PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EPERM);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE, &f), 0);
+	ps_space_unpin(sp, &f, 1, false);
+	ps_page_set_flags(pg(71), PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &f), -EHWPOISON);
+	ck_assert(!ps_page_is_pinned(pg(70)));
+	ck_assert(!ps_page_is_pinned(pg(71)));
+}
+END_TEST
+
+/* --- discard -------------------------------------------------------------------------- */
+
+START_TEST(discard_skips_pinned)
+{
+	uint64_t f[2], skipped[4], nskipped = 99;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 80, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 2 * PG, PG, 0, &f[0]), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 5 * PG, PG, PS_PIN_WRITE,
+					    &f[1]),
+			 0);
+	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 4,
+					  &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 2);
+	ck_assert_uint_eq(skipped[0], 2 * PG);
+	ck_assert_uint_eq(skipped[1], 5 * PG);
+	ck_assert(ps_pte_is_present(entry(2 * PG)));
+	ck_assert(ps_pte_is_present(entry(5 * PG)));
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 6);
+	/* Too little room: the count is still complete. */
+	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 1,
+					  &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 2);
+	ps_space_unpin(sp, f, 2, false);
+	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, NULL, 0, &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 8);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 1, NULL), -EINVAL);
+}
+END_TEST
+
+/* --- CPU faults --------------------------------------------------------------------------- */
+
+START_TEST(write_fault_marks_dirty_once)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 90, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_READ), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[90]), 1);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_READ),
+			 PS_FAULT_MISSING);
+	ck_assert_int_eq(ps_space_fault(sp, 1, PS_ACCESS_READ),
+			 PS_FAULT_INVALID);
+}
+END_TEST
+
+START_TEST(fault_populates)
+{
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(ps_pte_frame(entry(3 * PG)), 200);
+	ck_assert(ps_pte_is_writable(entry(3 * PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[200]), 1);
+}
+END_TEST
+
+/* --- the secondary-map helper ---------------------------------------------------------------- */
+
+START_TEST(secondary_map_read_and_write)
+{
+	struct secmap m;
+
+	secmap_init(&m, 0, 16 * PG);
+	ck_assert_int_eq(ps_space_map(sp, 4 * PG, 100, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 4 * PG, false,
+						&sec_secops, &m),
+			 0);
+	ck_assert_uint_eq(atomic_load(&m.frame), 100);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 0); /* read: none */
+	ck_assert_uint_eq(ps_page_refs(pg(100)), 1); /* no reference kept */
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 4 * PG, true,
+						&sec_secops, &m),
+			 0);
+	ck_assert(atomic_load(&m.writable));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[100]), 1);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 4 * PG, true,
+						&sec_secops, &m),
+			 0);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[100]), 1); /* once */
+	/* Errors: outside the subscription, missing, read-only mapping. */
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 16 * PG, false,
+						&sec_secops, &m),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 5 * PG, false,
+						&sec_secops, &m),
+			 -EFAULT);
+	ck_assert_int_eq(ps_space_map(sp, 6 * PG, 101, 0), 0);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 6 * PG, true,
+						&sec_secops, &m),
+			 -EFAULT);
+	ps_page_set_flags(pg(101), PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 6 * PG, false,
+						&sec_secops, &m),
+			 -EPERM);
+	secmap_fini(&m);
+}
+END_TEST
+
+/* Replace the frame at 4 * PG between the helper's lookup and its lock. */
+static void remap_racer(struct secmap *m)
+{
+	(void)m;
+	ck_assert_int_eq(ps_space_unmap(sp, 4 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 4 * PG, 111, PS_MAP_WRITE), 0);
+}
+
+START_TEST(secondary_map_retries_on_invalidation)
+{
+	struct secmap m;
+
+	secmap_init(&m, 0, 16 * PG);
+	ck_assert_int_eq(ps_space_map(sp, 4 * PG, 110, PS_MAP_WRITE), 0);
+	m.before_lock = remap_racer;
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 4 * PG, true,
+						&sec_secops, &m),
+			 0);
+	/* The retried attempt installed the new frame, and only it. */
+	ck_assert_uint_eq(atomic_load(&m.frame), 111);
+	ck_assert_uint_eq(atomic_load(&m.installs), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[110]), 0);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[111]), 1);
+	ck_assert_uint_eq(atomic_load(&seen.freed[110]), 1);
+	secmap_fini(&m);
+}
+END_TEST
+
+START_TEST(secondary_map_write_protected)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct secmap m;
+	uint64_t got[4], n;
+
+	secmap_init(&m, 0, 16 * PG);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 120, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, PG, PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 2 * PG), 0);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 0, true,
+						&sec_secops, &m),
+			 -EAGAIN); /* sync: seen before it happens */
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, PG, true,
+						&sec_secops, &m),
+			 0);
+	ck_assert(ps_pte_uffd_wp(entry(PG))); /* still protected for CPU */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 2 * PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], PG); /* the device write is in the log */
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * PG), 0);
+	secmap_fini(&m);
+}
+END_TEST
+
+/* --- dirty tracking and harvest ---------------------------------------------------------------- */
+
+START_TEST(mark_dirty_and_harvest)
+{
+	uint64_t got[8], n, resume;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 130, PS_MAP_WRITE),
+			 0);
+	ck_assert(ps_space_mark_dirty(sp, 5 * PG));
+	ck_assert(!ps_space_mark_dirty(sp, 5 * PG)); /* already dirty */
+	ck_assert(ps_space_mark_dirty(sp, 2 * PG));
+	ck_assert(!ps_space_mark_dirty(sp, 9 * PG)); /* nothing mapped */
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 2);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 8, &n,
+					  &resume),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[0], 2 * PG);
+	ck_assert_uint_eq(got[1], 5 * PG);
+	ck_assert_uint_eq(resume, 8 * PG);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0); /* cleared */
+	/* Marks again after a harvest, and a failed transfer put back. */
+	ck_assert(!ps_space_mark_dirty(sp, 5 * PG)); /* frame still dirty */
+	ck_assert_int_eq(ps_space_redirty(sp, (uint64_t[]){7 * PG}, 1), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[1], 7 * PG);
+	ck_assert_int_eq(ps_space_redirty(sp, (uint64_t[]){3}, 1), -EINVAL);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 0, &n, NULL),
+			 -EINVAL);
+}
+END_TEST
+
+START_TEST(harvest_budget_and_resume)
+{
+	uint64_t got[3], n, resume, total = 0;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 10 * PG, 140, 0), 0);
+	for (int i = 0; i < 10; i++)
+		(void)ps_space_mark_dirty(sp, (uint64_t)i * PG);
+	resume = 0;
+	while (resume < 10 * PG) {
+		ck_assert_int_eq(ps_space_harvest(sp, resume, 10 * PG - resume,
+						  0, got, 3, &n, &resume),
+				 0);
+		ck_assert_uint_le(n, 3);
+		for (uint64_t k = 0; k < n; k++)
+			ck_assert_uint_eq(got[k], (total + k) * PG);
+		total += n;
+	}
+	ck_assert_uint_eq(total, 10);
+}
+END_TEST
+
+START_TEST(harvest_reports_write_pinned_until_unpinned)
+{
+	uint64_t got[4], n, f;
+
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 150, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 3 * PG, PG, PS_PIN_WRITE, &f),
+			 0);
+	for (int round = 0; round < 3; round++) {
+		ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 4, &n,
+						  NULL),
+				 0);
+		ck_assert_uint_eq(n, 1);
+		ck_assert_uint_eq(got[0], 3 * PG);
+	}
+	ps_space_unpin(sp, &f, 1, true);
+	/* Once more after the unpin (writes up to it), then not again. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert(!ps_page_test_flags(pg(150), PS_PAGE_WRITE_PINNED));
+}
+END_TEST
+
+START_TEST(harvest_rearm_collects_cpu_writes)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct secmap m;
+	uint64_t got[8], n;
+
+	secmap_init(&m, 0, 8 * PG);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 160, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 8 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 8 * PG), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 1 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 6 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert(!ps_pte_uffd_wp(entry(6 * PG)));
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 6 * PG, false,
+						&sec_secops, &m),
+			 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, PS_HARVEST_REARM, got,
+					  8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[0], 1 * PG);
+	ck_assert_uint_eq(got[1], 6 * PG);
+	ck_assert(ps_pte_uffd_wp(entry(6 * PG))); /* re-armed */
+	ck_assert_uint_eq(atomic_load(&m.frame), UINT64_MAX); /* torn down */
+	ck_assert_int_eq(atomic_load(&m.last_event), PS_NOTIFIER_SOFT_DIRTY);
+	/* Nothing written since: an empty harvest. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, PS_HARVEST_REARM, got,
+					  8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 8 * PG), 0);
+	secmap_fini(&m);
+}
+END_TEST
+
+/* --- write-back ------------------------------------------------------------------------ */
+
+struct wb_seen {
+	uint64_t addrs[16];
+	bool pinned[16];
+	unsigned n;
+	int fail_once;
+	uint64_t write_during; /* an address to write while its write-back runs */
+};
+
+static void wb_seen_init(struct wb_seen *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->write_during = UINT64_MAX;
+}
+
+static int wb_write(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	struct wb_seen *w = ctx;
+
+	(void)frame;
+	ck_assert(ps_page_test_flags(pg(frame), PS_PAGE_WRITEBACK));
+	if (w->n < 16) {
+		w->addrs[w->n] = addr;
+		w->pinned[w->n] = pinned;
+	}
+	w->n++;
+	if (addr == w->write_during) {
+		/* The entry is write-protected: the write faults, dirties. */
+		ck_assert(!ps_pte_is_writable(entry(addr)));
+		ck_assert_int_eq(ps_space_fault(sp, addr, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	}
+	if (w->fail_once) {
+		w->fail_once = 0;
+		return -EIO;
+	}
+	return 0;
+}
+
+START_TEST(writeback_unpinned)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 170, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	w.write_during = 3 * PG;
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 4 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert_uint_eq(st.written, 2);
+	ck_assert(!ps_page_test_flags(pg(171), PS_PAGE_DIRTY));
+	ck_assert(!ps_pte_is_writable(entry(PG))); /* stable page */
+	/* The write during write-back was kept: dirty again, written again. */
+	ck_assert(ps_page_test_flags(pg(173), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[173]), 2);
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 4 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_uint_eq(w.addrs[0], 3 * PG);
+	/* Nothing dirty: nothing written. */
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 4 * PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 0);
+}
+END_TEST
+
+START_TEST(writeback_pinned_modes)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t fw, fr;
+
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 180, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &fw), 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &fr), 0);
+	/* Cleaning write-back skips both pinned frames: they stay dirty. */
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 0);
+	ck_assert_uint_eq(st.skipped_pinned, 2);
+	ck_assert(ps_page_test_flags(pg(180), PS_PAGE_DIRTY));
+	ck_assert(ps_page_test_flags(pg(181), PS_PAGE_DIRTY));
+	/* Integrity: both bounced; the write-pinned one stays dirty. */
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert(w.pinned[0] && w.pinned[1]);
+	ck_assert_uint_eq(st.bounced, 2);
+	ck_assert_uint_eq(st.kept_dirty, 1);
+	ck_assert(ps_page_test_flags(pg(180), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(pg(181), PS_PAGE_DIRTY));
+	ps_space_unpin(sp, &fw, 1, true);
+	ps_space_unpin(sp, &fr, 1, false);
+	/* After the unpin an ordinary write-back cleans it. */
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert(!ps_page_test_flags(pg(180), PS_PAGE_DIRTY));
+}
+END_TEST
+
+START_TEST(writeback_error_redirties)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	wb_seen_init(&w);
+	w.fail_once = 1;
+	ck_assert_int_eq(ps_space_map(sp, 0, 190, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
+					    &w, &st),
+			 -EIO);
+	ck_assert_uint_eq(st.errors, 1);
+	ck_assert(ps_page_test_flags(pg(190), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
+					    &w, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, 7, wb_write, &w, &st),
+			 -EINVAL);
+}
+END_TEST
+
+/* --- failpoints: the races of S2, made to happen exactly in their windows ------ */
+
+/* lib/space.c's hook (this test compiles it with -DPS_SPACE_FAILPOINTS). */
+extern void (*ps__space_failpoint)(int point, uint64_t addr);
+
+enum { /* as in lib/space.c */
+	FP_PIN_AFTER_LOOKUP = 1,
+	FP_PIN_BEFORE_RECHECK,
+	FP_DISCARD_AFTER_CHECK,
+	FP_DISCARD_AFTER_ZAP,
+};
+
+static int fp_point;
+static unsigned fp_fired;
+static void (*fp_action)(uint64_t addr);
+
+static void failpoint(int point, uint64_t addr)
+{
+	if (point != fp_point || fp_fired)
+		return;
+	fp_fired++;
+	fp_action(addr);
+}
+
+static void arm(int point, void (*action)(uint64_t addr))
+{
+	fp_point = point;
+	fp_fired = 0;
+	fp_action = action;
+	ps__space_failpoint = failpoint;
+}
+
+static void disarm(void)
+{
+	ps__space_failpoint = NULL;
+}
+
+static void replace_frame(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, addr, 101, 0), 0);
+}
+
+/* The entry changes between the pin and its re-check: back out, retry. */
+START_TEST(fp_pin_backs_out_on_change)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	arm(FP_PIN_BEFORE_RECHECK, replace_frame);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(f, 101); /* the frame mapped now */
+	/* The old frame: no residual pin or reference, freed exactly once. */
+	ck_assert(!ps_page_is_live(pg(100)));
+	ck_assert_uint_eq(ps_page_pins(pg(100)), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
+	ck_assert_uint_eq(ps_page_pins(pg(101)), 1);
+	ps_space_unpin(sp, &f, 1, false);
+}
+END_TEST
+
+/* The frame is unmapped between the lookup and the pin: the pin fails on
+ * the free frame and the lookup is retried. */
+START_TEST(fp_pin_retries_on_freed_frame)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	arm(FP_PIN_AFTER_LOOKUP, replace_frame);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	disarm();
+	ck_assert_uint_eq(f, 101);
+	ck_assert(!ps_page_is_live(pg(100)));
+	ps_space_unpin(sp, &f, 1, false);
+}
+END_TEST
+
+static uint64_t fp_pinned_frame;
+
+static void pin_now(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, 0, &fp_pinned_frame),
+			 0);
+}
+
+/* A pin lands after discard's check and before its zap: the zap is undone
+ * and the page reported as skipped (the post-zap re-check). */
+START_TEST(fp_discard_sees_late_pin)
+{
+	uint64_t skipped, nskipped;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	arm(FP_DISCARD_AFTER_CHECK, pin_now);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	disarm();
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert_uint_eq(skipped, 0);
+	ck_assert(ps_pte_is_present(entry(0))); /* given back */
+	ck_assert_uint_eq(ps_pte_frame(entry(0)), 100);
+	ck_assert_uint_eq(ps_page_refs(pg(100)), 2); /* mapping + pin */
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+}
+END_TEST
+
+static void pin_now_expect_fault(uint64_t addr)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, 0, &f), -EFAULT);
+}
+
+/* A pin attempted after the zap sees the zapped entry and fails (the
+ * page was missing at that instant, and there is no populate hook). */
+START_TEST(fp_pin_after_discard_zap_backs_out)
+{
+	uint64_t nskipped, f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	arm(FP_DISCARD_AFTER_ZAP, pin_now_expect_fault);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert(!ps_page_is_live(pg(100)));
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EFAULT);
+}
+END_TEST
+
+/* --- stress ---------------------------------------------------------------------------------- */
+
+/*
+ * Pin versus replacement: a mapper repeatedly unmaps and remaps page 0 with
+ * alternating frames A and B while a pinner pins and unpins it. A pin must
+ * always return the frame mapped at some instant (A or B), hold a pin on
+ * it, and when both threads stop no reference or pin may be left behind
+ * (the back-out leaves nothing).
+ */
+struct pin_race {
+	_Atomic(int) stop;
+	_Atomic(unsigned) bad;
+	uint64_t iters;
+};
+
+static void *pin_race_pinner(void *arg)
+{
+	struct pin_race *r = arg;
+	uint64_t pins = 0;
+
+	while (!atomic_load(&r->stop)) {
+		uint64_t f;
+		int rc = ps_space_pin_range(sp, 0, PG, 0, &f);
+
+		if (rc == -EFAULT)
+			continue; /* unmapped at that instant */
+		if (rc || (f != 1 && f != 2) || !ps_page_is_pinned(pg(f)))
+			atomic_fetch_add(&r->bad, 1);
+		if (!rc) {
+			ps_space_unpin(sp, &f, 1, false);
+			pins++;
+		}
+	}
+	return (void *)(uintptr_t)pins;
+}
+
+START_TEST(stress_pin_backs_out)
+{
+	struct pin_race r;
+	pthread_t t;
+	void *pins;
+
+	memset(&r, 0, sizeof(r));
+	r.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	ck_assert_int_eq(pthread_create(&t, NULL, pin_race_pinner, &r), 0);
+	for (uint64_t i = 0; i < r.iters; i++) {
+		ck_assert_int_eq(ps_space_map(sp, 0, 1 + (i & 1), 0), 0);
+		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, &pins);
+	ck_assert_uint_eq(atomic_load(&r.bad), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(1)), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(2)), 0);
+	ck_assert_uint_eq(ps_page_pins(pg(1)), 0);
+	ck_assert_uint_eq(ps_page_pins(pg(2)), 0);
+	/* Both frames ended free, each lifetime freed once (a pin held
+	 * across a remap merges two lifetimes, so at most one per map). */
+	ck_assert(!ps_page_is_live(pg(1)));
+	ck_assert(!ps_page_is_live(pg(2)));
+	ck_assert_uint_le(atomic_load(&seen.freed[1]) +
+				  atomic_load(&seen.freed[2]),
+			  r.iters);
+	ck_assert_uint_gt(atomic_load(&seen.freed[1]), 0);
+	ck_assert_uint_gt((uintptr_t)pins, 0);
+}
+END_TEST
+
+/*
+ * Pin versus discard (S2): a balloon thread discards page 0 and, when the
+ * discard dropped it, maps a fresh frame there; a pinner pins page 0. While
+ * the pinner holds its pin, the discard must skip the page, so the page
+ * stays mapped to exactly the pinned frame until the unpin.
+ */
+struct discard_race {
+	_Atomic(int) stop;
+	_Atomic(unsigned) bad, pinned_ok;
+};
+
+static void *discard_pinner(void *arg)
+{
+	struct discard_race *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		uint64_t f;
+		ps_pte_t e;
+
+		if (ps_space_pin_range(sp, 0, PG, 0, &f))
+			continue; /* discarded at that instant */
+		for (int k = 0; k < 8; k++) {
+			e = entry(0);
+			if (!ps_pte_is_present(e) || ps_pte_frame(e) != f)
+				atomic_fetch_add(&r->bad, 1);
+		}
+		atomic_fetch_add(&r->pinned_ok, 1);
+		ps_space_unpin(sp, &f, 1, false);
+	}
+	return NULL;
+}
+
+START_TEST(stress_discard_never_drops_pinned)
+{
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	struct discard_race r;
+	uint64_t frame = 10;
+	pthread_t t;
+
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(ps_space_map(sp, 0, frame, 0), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, discard_pinner, &r), 0);
+	for (uint64_t i = 0; i < iters; i++) {
+		uint64_t nskipped;
+
+		ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0,
+						  &nskipped),
+				 0);
+		if (!nskipped) { /* dropped: a fresh frame */
+			frame = frame == 10 ? 11 : 10;
+			while (ps_page_is_live(pg(frame)))
+				sched_yield(); /* its last pin is going */
+			ck_assert_int_eq(ps_space_map(sp, 0, frame, 0), 0);
+		}
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&r.bad), 0);
+	ck_assert_uint_gt(atomic_load(&r.pinned_ok), 0);
+}
+END_TEST
+
+/*
+ * Exactly-once dirty: a mapper maps page 0 writable through the helper
+ * (and read-only every third time) while the main thread invalidates the
+ * page (forcing retries) and cleans its frame. Every clean-to-dirty
+ * transition runs the hook once: hooks == cleans that found it dirty + (1
+ * if dirty at the end), never more.
+ */
+struct dirty_race {
+	struct secmap m;
+	_Atomic(int) stop;
+	_Atomic(unsigned) errors;
+};
+
+static void *dirty_mapper(void *arg)
+{
+	struct dirty_race *d = arg;
+	uint64_t i = 0;
+
+	while (!atomic_load(&d->stop)) {
+		if (ps_space_map_secondary(sp, &d->m.sub, 0, i % 3 != 0,
+					   &sec_secops, &d->m))
+			atomic_fetch_add(&d->errors, 1);
+		i++;
+	}
+	return NULL;
+}
+
+START_TEST(stress_dirty_hook_exactly_once)
+{
+	struct dirty_race d;
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 20;
+	unsigned cleans = 0;
+	pthread_t t;
+
+	memset(&d, 0, sizeof(d));
+	ck_assert_int_eq(ps_space_map(sp, 0, 3, PS_MAP_WRITE), 0);
+	secmap_init(&d.m, 0, PG);
+	ck_assert_int_eq(pthread_create(&t, NULL, dirty_mapper, &d), 0);
+	for (uint64_t i = 0; i < iters; i++) {
+		if (i & 1) {
+			ck_assert_int_eq(ps_notifier_invalidate_start(
+						 ps_space_notifier(sp), 0, PG,
+						 PS_NOTIFIER_PROTECTION, 0),
+					 0);
+			ck_assert_int_eq(ps_notifier_invalidate_end(
+						 ps_space_notifier(sp), 0, PG),
+					 0);
+		} else if (ps_page_test_and_clear_flag(pg(3), PS_PAGE_DIRTY)) {
+			cleans++;
+		}
+	}
+	atomic_store(&d.stop, 1);
+	pthread_join(t, NULL);
+	secmap_fini(&d.m);
+	ck_assert_uint_eq(atomic_load(&d.errors), 0);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[3]),
+			  cleans + (ps_page_test_flags(pg(3), PS_PAGE_DIRTY)
+					    ? 1
+					    : 0));
+	ck_assert_uint_gt(cleans, 0);
+}
+END_TEST
+
+/*
+ * Harvest never loses a write (the migration invariant): a writer writes
+ * random pages, bumping each page's version; the main thread harvests with
+ * REARM and, after each harvest call, "copies" every reported page (reads
+ * its version). After the writer stops and a final harvest, every page's
+ * copied version is its last one. Even pages are written by software and
+ * marked with ps_space_mark_dirty() after the write; odd pages by the CPU:
+ * a write fault, then the write, which, like hardware, faults again if a
+ * harvest re-protected the entry in between.
+ */
+#define HV_PAGES 256
+
+struct harvest_race {
+	_Atomic(uint64_t) version[HV_PAGES];
+	uint64_t copied[HV_PAGES];
+	_Atomic(int) stop;
+	_Atomic(unsigned) bad_faults;
+	uint64_t iters;
+};
+
+static void *harvest_writer(void *arg)
+{
+	struct harvest_race *h = arg;
+	struct ps_test_rng rng = ps_test_rng_new(31);
+
+	for (uint64_t i = 0; i < h->iters; i++) {
+		uint64_t page = ps_test_below(&rng, HV_PAGES);
+
+		if (!(page & 1)) {
+			atomic_fetch_add(&h->version[page], 1);
+			(void)ps_space_mark_dirty(sp, page * PG);
+			continue;
+		}
+		do {
+			if (ps_space_fault(sp, page * PG, PS_ACCESS_WRITE) !=
+			    PS_FAULT_OK) {
+				atomic_fetch_add(&h->bad_faults, 1);
+				break;
+			}
+			atomic_fetch_add(&h->version[page], 1);
+			/* Still writable: the write went through it. */
+		} while (!ps_pte_is_writable(entry(page * PG)));
+	}
+	atomic_store(&h->stop, 1);
+	return NULL;
+}
+
+static void harvest_round(struct harvest_race *h)
+{
+	uint64_t got[64], n, resume = 0;
+
+	while (resume < HV_PAGES * PG) {
+		ck_assert_int_eq(ps_space_harvest(sp, resume,
+						  HV_PAGES * PG - resume,
+						  PS_HARVEST_REARM, got, 64,
+						  &n, &resume),
+				 0);
+		for (uint64_t k = 0; k < n; k++) /* copy after the harvest */
+			h->copied[got[k] / PG] =
+				atomic_load(&h->version[got[k] / PG]);
+	}
+}
+
+START_TEST(stress_harvest_never_loses)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct harvest_race *h = calloc(1, sizeof(*h));
+	uint64_t writes = 0;
+	pthread_t t;
+
+	ck_assert_ptr_nonnull(h);
+	h->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HV_PAGES * PG, 0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, HV_PAGES * PG,
+					     PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, HV_PAGES * PG), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, harvest_writer, h), 0);
+	while (!atomic_load(&h->stop))
+		harvest_round(h);
+	pthread_join(t, NULL);
+	harvest_round(h); /* the final one */
+	ck_assert_uint_eq(atomic_load(&h->bad_faults), 0);
+	for (int p = 0; p < HV_PAGES; p++) {
+		uint64_t v = atomic_load(&h->version[p]);
+
+		writes += v;
+		if (h->copied[p] != v)
+			ck_abort_msg("page %d: version %llu written, %llu "
+				     "copied: a write was lost",
+				     p, (unsigned long long)v,
+				     (unsigned long long)h->copied[p]);
+	}
+	ck_assert_uint_ge(writes, h->iters);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, HV_PAGES * PG), 0);
+	free(h);
+}
+END_TEST
+
+static Suite *space_suite(void)
+{
+	Suite *s = suite_create("space");
+	TCase *tc;
+
+	tc = ps_test_tcase(s, "create/destroy", 10);
+	tcase_add_test(tc, create_rejects_bad_config);
+	tcase_add_test(tc, caller_frames_and_busy_destroy);
+
+	tc = ps_test_tcase(s, "map/unmap", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, map_takes_a_reference);
+	tcase_add_test(tc, map_carries_frame_protection);
+	tcase_add_test(tc, map_refuses_frozen_and_poisoned);
+	tcase_add_test(tc, map_range_all_or_nothing);
+	tcase_add_test(tc, unmap_invalidates_and_keeps_pinned_frames);
+	tcase_add_test(tc, unmap_zap_keeps_markers);
+
+	tc = ps_test_tcase(s, "pins", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, pin_and_unpin);
+	tcase_add_test(tc, write_pin_makes_writable_and_dirty);
+	tcase_add_test(tc, pin_range_all_or_nothing);
+	tcase_add_test(tc, pin_write_protected);
+	tcase_add_test(tc, pin_private_and_poisoned);
+
+	tc = ps_test_tcase(s, "pins with populate", 10);
+	tcase_add_checked_fixture(tc, setup_populate, teardown);
+	tcase_add_test(tc, pin_populates_missing);
+	tcase_add_test(tc, fault_populates);
+
+	tc = ps_test_tcase(s, "discard", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, discard_skips_pinned);
+
+	tc = ps_test_tcase(s, "faults", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, write_fault_marks_dirty_once);
+
+	tc = ps_test_tcase(s, "secondary map", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, secondary_map_read_and_write);
+	tcase_add_test(tc, secondary_map_retries_on_invalidation);
+	tcase_add_test(tc, secondary_map_write_protected);
+
+	tc = ps_test_tcase(s, "dirty and harvest", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, mark_dirty_and_harvest);
+	tcase_add_test(tc, harvest_budget_and_resume);
+	tcase_add_test(tc, harvest_reports_write_pinned_until_unpinned);
+	tcase_add_test(tc, harvest_rearm_collects_cpu_writes);
+
+	tc = ps_test_tcase(s, "write-back", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, writeback_unpinned);
+	tcase_add_test(tc, writeback_pinned_modes);
+	tcase_add_test(tc, writeback_error_redirties);
+
+	tc = ps_test_tcase(s, "races (failpoints)", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_pin_backs_out_on_change);
+	tcase_add_test(tc, fp_pin_retries_on_freed_frame);
+	tcase_add_test(tc, fp_discard_sees_late_pin);
+	tcase_add_test(tc, fp_pin_after_discard_zap_backs_out);
+
+	tc = ps_test_stress_tcase(s, "stress", 240);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, stress_pin_backs_out);
+	tcase_add_test(tc, stress_discard_never_drops_pinned);
+	tcase_add_test(tc, stress_dirty_hook_exactly_once);
+	tcase_add_test(tc, stress_harvest_never_loses);
+	return s;
+}
+
+PS_TEST_MAIN(space_suite)
