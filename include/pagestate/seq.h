@@ -140,16 +140,28 @@ static inline void ps_seq_init(struct ps_seq *s)
  * Progress: wait-free with no writer; spins while a write section is open.
  * Return: the value to hand to ps_seq_read_retry().
  */
-static inline uint64_t ps_seq_read_begin(const struct ps_seq *s)
+/* The out-of-line wait of ps_seq_read_begin(), so the fast path is straight. */
+static inline PS_COLD uint64_t ps__seq_read_wait(const struct ps_seq *s)
 {
 	for (;;) {
-		/* R1 - Acquire: pairs with W2 in ps_seq_write_end(). */
-		uint64_t v = atomic_load_explicit(&s->seq, memory_order_acquire);
+		uint64_t v;
 
-		if (PS_LIKELY(!(v & 1)))
-			return v;
 		ps__seq_relax();
+		/* R1 - Acquire: as in ps_seq_read_begin(). */
+		v = atomic_load_explicit(&s->seq, memory_order_acquire);
+		if (!(v & 1))
+			return v;
 	}
+}
+
+static inline uint64_t ps_seq_read_begin(const struct ps_seq *s)
+{
+	/* R1 - Acquire: pairs with W2 in ps_seq_write_end(). */
+	uint64_t v = atomic_load_explicit(&s->seq, memory_order_acquire);
+
+	if (PS_UNLIKELY(v & 1))
+		v = ps__seq_read_wait(s);
+	return v;
 }
 
 /**
