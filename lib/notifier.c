@@ -271,7 +271,7 @@ static uint64_t rec_read(const struct rec *r, uint64_t *start, uint64_t *last)
 #define TREE_B 16
 
 struct node {
-	uint32_t n;	      /* entries in use */
+	_Alignas(64) uint32_t n; /* entries in use; nodes start a cache line */
 	bool leaf;
 	struct node *gc_next; /* writer-only: fresh or retired list */
 	uint64_t start[TREE_B];
@@ -279,6 +279,9 @@ struct node {
 	uint64_t maxl[TREE_B];
 	void *ptr[TREE_B]; /* struct ps_interval * (leaf) or child node */
 };
+
+/* aligned_alloc() wants a size that is a multiple of the alignment. */
+PS_STATIC_ASSERT(sizeof(struct node) % 64 == 0, "tree nodes fill cache lines");
 
 /* Nodes replaced by one update, freed together after a grace period. */
 struct retired {
