@@ -653,56 +653,28 @@ int ps_notifier_destroy(struct ps_notifier *n)
 /* --- in-flight records ---------------------------------------------------- */
 
 /*
- * Lockless: is an invalidation overlapping [start, last] in flight? With
- * @max_ticket, also the largest ticket among those (else it stops early).
+ * The largest ticket <= @below among the in-flight invalidations that
+ * overlap [start, last], or 0 if there is none. Lock-free (A3, A4); under
+ * the mutex the same scan reads a set that cannot change.
  */
-static bool inflight_overlaps(const struct ps__notifier_impl *impl,
-			      uint64_t start, uint64_t last,
-			      uint64_t *max_ticket)
+static uint64_t inflight_scan(const struct ps__notifier_impl *impl,
+			      uint64_t start, uint64_t last, uint64_t below)
 {
 	/* A3 - Acquire: pairs with P2/E4, so the slots below are visible. */
 	uint64_t busy = atomic_load_explicit(&impl->busy, memory_order_acquire);
-	bool hit = false;
+	uint64_t found = 0;
 
 	while (busy) {
-		unsigned int i = (unsigned int)__builtin_ctzll(busy);
-		uint64_t s, l, tag;
+		uint64_t s, l;
+		uint64_t tag = rec_read(&impl->slot[__builtin_ctzll(busy)], &s,
+					&l);
 
 		busy &= busy - 1;
-		tag = rec_read(&impl->slot[i], &s, &l);
-		if (!tag || !overlaps(s, l, start, last))
-			continue;
-		hit = true;
-		if (!max_ticket)
-			break;
-		if (tag > *max_ticket)
-			*max_ticket = tag;
+		if (tag && tag <= below && tag > found &&
+		    overlaps(s, l, start, last))
+			found = tag;
 	}
-	return hit;
-}
-
-/* Under lock: an invalidation overlapping the range with ticket <= max? */
-static bool locked_overlaps(const struct ps__notifier_impl *impl,
-			    uint64_t start, uint64_t last, uint64_t max_ticket)
-{
-	/* Relaxed: under the mutex, which every writer of these holds. */
-	uint64_t busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
-
-	while (busy) {
-		const struct rec *r = &impl->slot[__builtin_ctzll(busy)];
-
-		busy &= busy - 1;
-		/* Relaxed: as above. */
-		if (atomic_load_explicit(&r->tag, memory_order_relaxed) <=
-			    max_ticket &&
-		    overlaps(atomic_load_explicit(&r->start,
-						  memory_order_relaxed),
-			     atomic_load_explicit(&r->last,
-						  memory_order_relaxed),
-			     start, last))
-			return true;
-	}
-	return false;
+	return found;
 }
 
 /* Under lock: wait until no such invalidation is in flight (G2, G7). */
@@ -710,7 +682,7 @@ static void wait_overlapping(struct ps__notifier_impl *impl, uint64_t start,
 			     uint64_t last, uint64_t max_ticket)
 {
 	impl->waiters++;
-	while (locked_overlaps(impl, start, last, max_ticket))
+	while (inflight_scan(impl, start, last, max_ticket))
 		pthread_cond_wait(&impl->wake, &impl->lock);
 	impl->waiters--;
 }
@@ -724,11 +696,11 @@ static void finish(struct ps_notifier *n, unsigned int i)
 	uint64_t busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
 	uint64_t e = ((state >> PS_NOTIFIER_ENDS_SHIFT) + 1) & ENDS_MASK;
 	struct rec *slot = &impl->slot[i];
+	uint64_t start, last;
 
-	/* E1: the log entry of end e (relaxed reads: lock holders only). */
+	(void)rec_read(slot, &start, &last);
 	rec_write(&impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)], e | LOG_VALID,
-		  atomic_load_explicit(&slot->start, memory_order_relaxed),
-		  atomic_load_explicit(&slot->last, memory_order_relaxed));
+		  start, last); /* E1: the log entry of end e */
 	/* E2 - Release: E1 first; pairs with A2 (release sequence). */
 	atomic_fetch_add_explicit(&n->state, PS_NOTIFIER_END_ONE - 1,
 				  memory_order_release);
@@ -853,31 +825,22 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 	if (bad_range(start, len))
 		return -EOVERFLOW;
 	pthread_mutex_lock(&impl->lock);
-	/* Relaxed (all loads here): under the mutex, as every writer. */
+	/* Relaxed: under the mutex, as every writer of the slots. */
 	busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
-	while (busy) {
+	while (busy) { /* the oldest in-flight record of exactly this range */
 		unsigned int i = (unsigned int)__builtin_ctzll(busy);
-		const struct rec *r = &impl->slot[i];
-		uint64_t tag = atomic_load_explicit(&r->tag,
-						    memory_order_relaxed);
+		uint64_t s, l, tag = rec_read(&impl->slot[i], &s, &l);
 
 		busy &= busy - 1;
-		if (atomic_load_explicit(&r->start, memory_order_relaxed) ==
-			    start &&
-		    atomic_load_explicit(&r->last, memory_order_relaxed) ==
-			    start + (len - 1) &&
-		    tag < best) {
+		if (s == start && l == start + (len - 1) && tag < best) {
 			best = tag;
 			found = i;
 		}
 	}
-	if (found == PS_NOTIFIER_MAX_INFLIGHT) {
-		pthread_mutex_unlock(&impl->lock);
-		return -ENOENT;
-	}
-	finish(n, found);
+	if (found < PS_NOTIFIER_MAX_INFLIGHT)
+		finish(n, found);
 	pthread_mutex_unlock(&impl->lock);
-	return 0;
+	return found < PS_NOTIFIER_MAX_INFLIGHT ? 0 : -ENOENT;
 }
 
 /* --- readers' slow paths ------------------------------------------------------ */
@@ -885,9 +848,11 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 {
 	struct ps__notifier_impl *impl = sub->notifier->impl;
-	uint64_t max_ticket = 0;
+	uint64_t max_ticket = inflight_scan(impl, sub->start, sub->last,
+					    UINT64_MAX);
+	uint64_t now;
 
-	if (!inflight_overlaps(impl, sub->start, sub->last, &max_ticket))
+	if (!max_ticket)
 		return seq; /* only other ranges are in flight */
 
 	count(&impl->st_read_begin_waits, 1);
@@ -902,15 +867,10 @@ uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 	 * callback runs, read_retry reports it (G1), and read_begin never
 	 * waits twice (G2).
 	 */
-	{
-		/* A1 - Acquire: as in ps_interval_read_begin(). */
-		uint64_t now = atomic_load_explicit(&sub->seq,
-						    memory_order_acquire);
-
-		if (!inflight_overlaps(impl, sub->start, sub->last, NULL))
-			return now;
-	}
-	return seq;
+	/* A1 - Acquire: as in ps_interval_read_begin(). */
+	now = atomic_load_explicit(&sub->seq, memory_order_acquire);
+	return inflight_scan(impl, sub->start, sub->last, UINT64_MAX) ? seq
+								       : now;
 }
 
 static bool conservative(struct ps__notifier_impl *impl)
@@ -926,7 +886,7 @@ bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
 	uint64_t state, e1, ends;
 
 	/* In flight now, including since before read_begin (G5). */
-	if (inflight_overlaps(impl, start, last, NULL))
+	if (inflight_scan(impl, start, last, UINT64_MAX))
 		return true;
 	/*
 	 * A2 - Acquire, after the slot scan: an invalidation whose slot that
@@ -1057,18 +1017,14 @@ void ps_interval_remove(struct ps_interval *sub)
 		 * root and may still call @sub. Wait for those that overlap it
 		 * (tickets <= last_ticket); later ones cannot see it.
 		 */
-		if (locked_overlaps(impl, sub->start, sub->last,
-				    impl->last_ticket)) {
+		if (inflight_scan(impl, sub->start, sub->last,
+				  impl->last_ticket)) {
 			count(&impl->st_remove_waits, 1);
 			wait_overlapping(impl, sub->start, sub->last,
 					 impl->last_ticket);
 		}
-	} else {
-		/* Not inserted: drop the copies; the "retired" nodes live on. */
-		free_list(c.fresh);
-		c.retired = NULL;
 	}
-	pthread_mutex_unlock(&impl->lock);
+	pthread_mutex_unlock(&impl->lock); /* not found: nothing was copied */
 	retire_commit(&c, batch);
 	sub->notifier = NULL;
 }
