@@ -37,12 +37,13 @@
  *
  * A "false retry" is a retry answer of true when no invalidation overlapping
  * the subscription (or containing addr) was in flight at any instant between
- * read_begin and the retry check. Linux and KVM produce them: KVM merges all
- * concurrent ranges into one covering range and retries on any invalidation
- * that ended anywhere, and Linux's read_begin waits for every invalidation
- * in flight once one of them hit any subscription. Here both checks are
- * exact: in-flight invalidations are kept as exact ranges, and ended ones in
- * a log. The one documented exception: the whole-space check answers true
+ * read_begin and the retry check. KVM produces them: it merges all
+ * concurrent ranges into one covering range, and retries whenever any
+ * invalidation ended anywhere. Linux's interval notifier produces false
+ * waits instead: once an invalidation hit a subscription, its read_begin
+ * waits until every invalidation in flight has ended, related or not. Here
+ * both checks are exact: in-flight invalidations are kept as exact ranges,
+ * and ended ones in a log. The one documented exception: the whole-space check answers true
  * conservatively when more than PS_NOTIFIER_LOG_SIZE invalidations ended
  * between read_begin and the check (the log wrapped); each such answer is
  * counted in ps_notifier_stats.conservative_retries.
