@@ -6,7 +6,9 @@
 #ifndef PAGESTATE_PAGESTATE_H
 #define PAGESTATE_PAGESTATE_H
 
+#include <pagestate/notifier.h>
 #include <pagestate/page.h>
 #include <pagestate/prot.h>
+#include <pagestate/seq.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */

@@ -1,0 +1,696 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagestate/notifier.h - interval invalidation notifiers with exact
+ * per-range retry: Linux's mmu_interval_notifier and KVM's
+ * mmu_invalidate_seq for userspace secondary mappings.
+ *
+ * A secondary mapping (a VMM's cached guest translation, a vhost worker's
+ * map, a userspace driver's vtophys cache, an emulated IOMMU's IOTLB) is
+ * built without the lock that invalidation takes, then validated with a
+ * sequence number and retried if an invalidation raced with it (seed 003).
+ *
+ * ---------------------------------------------------------------------------
+ * Objects
+ * ---------------------------------------------------------------------------
+ *
+ *   struct ps_notifier   one per address space (embed it; ps_notifier_init).
+ *   struct ps_interval   a subscription to [start, start + len) of one
+ *                        notifier, with ops whose invalidate() callback runs
+ *                        for every invalidation that overlaps it (embed it,
+ *                        like Linux's struct mmu_interval_notifier).
+ *   invalidation         ps_notifier_invalidate_start() .. _end() brackets a
+ *                        change of the primary mapping of [start, start+len)
+ *                        (unmap, protection change, conversion, migration,
+ *                        ...). Any number may be in flight at once.
+ *
+ * Two ways to validate a mapping built without the lock:
+ *
+ *   per subscription   seq = ps_interval_read_begin(sub); look up;
+ *   (Linux's interval   take the user lock; ps_interval_read_retry(sub, seq)?
+ *   notifier)           The callback calls ps_interval_set_seq() under the
+ *                       same lock. True only if an invalidation overlapping
+ *                       the subscription ran its callback since read_begin.
+ *   whole space        seq = ps_notifier_read_begin(n); many lookups;
+ *   (KVM's              ps_notifier_read_retry(n, seq, addr)?
+ *   mmu_invalidate_seq) True only if an invalidation whose range contains
+ *                       addr was in flight at some instant since read_begin.
+ *
+ * A "false retry" is a retry answer of true when no invalidation overlapping
+ * the subscription (or containing addr) was in flight at any instant between
+ * read_begin and the retry check. KVM produces them: it merges all
+ * concurrent ranges into one covering range, and retries whenever any
+ * invalidation ended anywhere. Linux's interval notifier produces false
+ * waits instead: once an invalidation hit a subscription, its read_begin
+ * waits until every invalidation in flight has ended, related or not. Here
+ * both checks are exact: in-flight invalidations are kept as exact ranges,
+ * and ended ones in a log. The one documented exception: the whole-space check answers true
+ * conservatively when more than PS_NOTIFIER_LOG_SIZE invalidations ended
+ * between read_begin and the check (the log wrapped); each such answer is
+ * counted in ps_notifier_stats.conservative_retries.
+ *
+ * ---------------------------------------------------------------------------
+ * Worked example: the seed-003 loop (compiled and run in tests/test-notifier.c,
+ * "example" tcase; keep the two in step)
+ * ---------------------------------------------------------------------------
+ *
+ *	struct vcache {				// one cached translation
+ *		struct ps_interval sub;		// covers the guest region
+ *		pthread_mutex_t lock;		// the user lock
+ *		struct ps_page *page;		// NULL when not mapped
+ *		bool writable;
+ *	};
+ *
+ *	static bool vcache_invalidate(struct ps_interval *sub,
+ *				      const struct ps_invalidation *inv,
+ *				      uint64_t cur_seq, void *priv)
+ *	{
+ *		struct vcache *vc = priv;
+ *
+ *		if (ps_invalidation_blockable(inv))
+ *			pthread_mutex_lock(&vc->lock);
+ *		else if (pthread_mutex_trylock(&vc->lock))
+ *			return false;		// the caller gets -EAGAIN
+ *		ps_interval_set_seq(sub, cur_seq);
+ *		vc->page = NULL;		// tear the secondary mapping down
+ *		pthread_mutex_unlock(&vc->lock);
+ *		return true;
+ *	}
+ *
+ *	static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
+ *	{
+ *		for (;;) {
+ *			uint64_t seq = ps_interval_read_begin(&vc->sub);
+ *			struct ps_page *page = guest_lookup_get(addr);
+ *
+ *			if (!page)		// look up and reference the page
+ *				return -EFAULT;
+ *			pthread_mutex_lock(&vc->lock);
+ *			if (ps_interval_read_retry(&vc->sub, seq)) {
+ *				pthread_mutex_unlock(&vc->lock);
+ *				(void)ps_page_put(page);
+ *				continue;	// an invalidation raced: again
+ *			}
+ *			if (write)		// dirty before a writable mapping
+ *				ps_page_set_flags(page, PS_PAGE_DIRTY);
+ *			vc->page = page;	// install the secondary mapping
+ *			vc->writable = write;
+ *			pthread_mutex_unlock(&vc->lock);
+ *			// The mapping keeps no reference: the notifier tears it
+ *			// down before the page can change (seed 003).
+ *			(void)ps_page_put(page);
+ *			return 0;
+ *		}
+ *	}
+ *
+ * The invalidating side: ps_notifier_invalidate_start(n, start, len,
+ * PS_NOTIFIER_UNMAP, 0); change the primary mapping (put the page);
+ * ps_notifier_invalidate_end(n, start, len).
+ *
+ * ---------------------------------------------------------------------------
+ * Memory ordering (the protocol, with numbered guarantees, is at the top of
+ * lib/notifier.c)
+ * ---------------------------------------------------------------------------
+ *
+ *   ps_interval_read_begin    acquire loads of the subscription's sequence
+ *                             and of the notifier's state word
+ *   ps_interval_read_retry    relaxed load: the user lock orders it against
+ *                             the callback's ps_interval_set_seq()
+ *   ps_interval_check_retry   relaxed load (a hint)
+ *   ps_interval_set_seq       release store (pairs with read_begin)
+ *   ps_notifier_read_begin    acquire load of the state word
+ *   ps_notifier_read_retry    acquire fence, then loads: the caller's lookups
+ *                             before the call are ordered before the check
+ *   invalidate_start          the in-flight record is published before any
+ *                             callback runs, and a release fence orders it
+ *                             before every store the caller makes after
+ *                             start returns (the primary-mapping change)
+ *   invalidate_end            release: the caller's changes happen before a
+ *                             reader that sees the invalidation ended
+ *
+ * ---------------------------------------------------------------------------
+ * Progress
+ * ---------------------------------------------------------------------------
+ *
+ *   wait-free   ps_interval_read_begin with no invalidation in flight,
+ *               ps_interval_read_retry, ps_interval_check_retry,
+ *               ps_interval_set_seq, ps_notifier_read_begin, and
+ *               ps_notifier_read_retry when nothing happened since read_begin
+ *   lock-free   ps_notifier_read_retry otherwise, and ps_interval_read_begin
+ *               while only non-overlapping invalidations are in flight: a
+ *               scan of the in-flight slots and of the log since read_begin,
+ *               which re-reads a slot only when an invalidation started or
+ *               ended in it meanwhile
+ *   blocking    ps_interval_read_begin while an overlapping invalidation is
+ *               in flight: it waits for the ones in flight when it was
+ *               called (never for later or non-overlapping ones), as Linux
+ *               does; insert, remove, invalidate_start/_end, init/destroy
+ *               take the notifier's mutex (writers serialise on it; the
+ *               callbacks run outside it); remove also waits for overlapping
+ *               invalidations in flight
+ *
+ * None of the readers above takes a lock or stores to shared memory (the
+ * exceptions: a read_begin that must wait, and the conservative-retry
+ * counter). Linux's mmu_interval_read_begin() takes a spinlock.
+ */
+#ifndef PAGESTATE_NOTIFIER_H
+#define PAGESTATE_NOTIFIER_H
+
+#include <pagestate/compiler.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+PS_BEGIN_DECLS
+
+/* --- the notifier's state word ------------------------------------------- */
+
+/*
+ * Layout of struct ps_notifier.state (bit 63 on the left):
+ *
+ *   63                                              7 6           0
+ *   +------------------------------------------------+-------------+
+ *   |                    ends (57)                   | inflight (7)|
+ *   +------------------------------------------------+-------------+
+ *
+ *   inflight  invalidations between a successful start and their end
+ *             (0..PS_NOTIFIER_MAX_INFLIGHT)
+ *   ends      invalidations that ended (mod 2^57); numbers the log
+ *
+ * A start adds 1; an end adds PS_NOTIFIER_END_ONE - 1 (ends + 1, inflight
+ * - 1). So the word is unchanged between two reads, with inflight == 0, if
+ * and only if no invalidation started or ended in between: the fast path of
+ * both read_begin/retry pairs is one load each.
+ */
+#define PS_NOTIFIER_INFLIGHT_SHIFT 0
+#define PS_NOTIFIER_INFLIGHT_WIDTH 7
+#define PS_NOTIFIER_INFLIGHT_MASK                        \
+	(((UINT64_C(1) << PS_NOTIFIER_INFLIGHT_WIDTH) - 1) \
+	 << PS_NOTIFIER_INFLIGHT_SHIFT)
+#define PS_NOTIFIER_ENDS_SHIFT \
+	(PS_NOTIFIER_INFLIGHT_SHIFT + PS_NOTIFIER_INFLIGHT_WIDTH)
+#define PS_NOTIFIER_ENDS_WIDTH (64 - PS_NOTIFIER_ENDS_SHIFT)
+#define PS_NOTIFIER_END_ONE (UINT64_C(1) << PS_NOTIFIER_ENDS_SHIFT)
+
+/* Invalidations in flight at once; a start beyond waits or gets -EAGAIN. */
+#define PS_NOTIFIER_MAX_INFLIGHT 64
+/* Ended invalidations the whole-space check remembers (a power of two). */
+#define PS_NOTIFIER_LOG_SIZE 256
+
+PS_STATIC_ASSERT(PS_NOTIFIER_MAX_INFLIGHT <
+			 (UINT64_C(1) << PS_NOTIFIER_INFLIGHT_WIDTH),
+		 "notifier state: inflight field too narrow");
+PS_STATIC_ASSERT(PS_NOTIFIER_MAX_INFLIGHT <= 64,
+		 "notifier: in-flight slots are one 64-bit bitmap");
+PS_STATIC_ASSERT((PS_NOTIFIER_LOG_SIZE & (PS_NOTIFIER_LOG_SIZE - 1)) == 0,
+		 "notifier: log size must be a power of two");
+
+/* --- events, invalidations, callbacks ------------------------------------ */
+
+/**
+ * enum ps_notifier_event - why a range is being invalidated.
+ * @PS_NOTIFIER_UNMAP: the range is unmapped or zapped (Linux MMU_NOTIFY_UNMAP).
+ * @PS_NOTIFIER_CLEAR: the contents are discarded or replaced, e.g. a
+ *	balloon or discard (MMU_NOTIFY_CLEAR).
+ * @PS_NOTIFIER_PROTECTION: access rights shrink: write-protect, uffd-wp,
+ *	mprotect (MMU_NOTIFY_PROTECTION_VMA/_PAGE).
+ * @PS_NOTIFIER_SOFT_DIRTY: write-protect for dirty tracking
+ *	(MMU_NOTIFY_SOFT_DIRTY).
+ * @PS_NOTIFIER_CONVERSION: shared/private (encryption) conversion; no Linux
+ *	event (KVM treats it as an attribute-change unmap).
+ * @PS_NOTIFIER_MIGRATE: the pages move to other frames (MMU_NOTIFY_MIGRATE).
+ * @PS_NOTIFIER_EXCLUSIVE: a device takes exclusive access
+ *	(MMU_NOTIFY_EXCLUSIVE).
+ * @PS_NOTIFIER_RELEASE: the whole space is going away (MMU_NOTIFY_RELEASE).
+ *
+ * Room to grow: new events get new values at the end. A callback must treat
+ * an event it does not know like PS_NOTIFIER_UNMAP (tear everything down).
+ */
+enum ps_notifier_event {
+	PS_NOTIFIER_UNMAP = 1,
+	PS_NOTIFIER_CLEAR,
+	PS_NOTIFIER_PROTECTION,
+	PS_NOTIFIER_SOFT_DIRTY,
+	PS_NOTIFIER_CONVERSION,
+	PS_NOTIFIER_MIGRATE,
+	PS_NOTIFIER_EXCLUSIVE,
+	PS_NOTIFIER_RELEASE,
+};
+
+/*
+ * Flags of an invalidation. PS_NOTIFIER_NONBLOCK: the invalidating context
+ * must not sleep; callbacks must not block and may refuse (return false),
+ * and ps_notifier_invalidate_start() then fails with -EAGAIN (Linux: a range
+ * without MMU_NOTIFIER_RANGE_BLOCKABLE).
+ */
+#define PS_NOTIFIER_NONBLOCK (1u << 0)
+#define PS_NOTIFIER_FLAGS_ALL PS_NOTIFIER_NONBLOCK
+
+/**
+ * struct ps_invalidation - what a callback is told (Linux's struct
+ * mmu_notifier_range).
+ * @start: first address of the range.
+ * @len: its length; the range is [start, start + len), len >= 1.
+ * @event: why.
+ * @flags: PS_NOTIFIER_NONBLOCK or 0.
+ */
+struct ps_invalidation {
+	uint64_t start;
+	uint64_t len;
+	enum ps_notifier_event event;
+	unsigned int flags;
+};
+
+/** ps_invalidation_blockable() - may the callback sleep (take a mutex)? */
+static inline bool ps_invalidation_blockable(const struct ps_invalidation *inv)
+{
+	return !(inv->flags & PS_NOTIFIER_NONBLOCK);
+}
+
+/** ps_invalidation_last() - last address of the range (inclusive). */
+static inline uint64_t ps_invalidation_last(const struct ps_invalidation *inv)
+{
+	return inv->start + (inv->len - 1);
+}
+
+struct ps_interval;
+
+/**
+ * struct ps_interval_ops - what a subscription does when invalidated.
+ * @invalidate: called for every invalidation that overlaps the
+ *	subscription, after the invalidation is published and before
+ *	ps_notifier_invalidate_start() returns. It must, under the user lock
+ *	that protects the secondary mapping, call ps_interval_set_seq(sub,
+ *	cur_seq) and stop using (tear down) every secondary mapping of the
+ *	range. It may instead ignore an event it does not care about (return
+ *	true without set_seq), as Linux drivers ignore their own migrations.
+ *	@priv is the pointer given to ps_interval_insert().
+ *	Return: true if it could proceed. False only for a non-blocking
+ *	invalidation (!ps_invalidation_blockable(inv)) that would have to
+ *	sleep: the invalidation then fails with -EAGAIN. False for a blockable
+ *	invalidation is ignored (Linux warns).
+ *	Context: runs in the invalidating thread, outside the notifier's
+ *	mutex, inside an RCU read-side section of the library's liburcu-bp:
+ *	it may block when blockable (grace periods wait for it), but must not
+ *	call ps_interval_remove(), ps_notifier_destroy() or
+ *	ps_interval_read_begin() on an overlapping subscription, which wait for
+ *	this very invalidation. It may call ps_interval_insert().
+ */
+struct ps_interval_ops {
+	bool (*invalidate)(struct ps_interval *sub,
+			   const struct ps_invalidation *inv, uint64_t cur_seq,
+			   void *priv);
+};
+
+/* --- the objects ---------------------------------------------------------- */
+
+struct ps__notifier_impl;
+
+/**
+ * struct ps_notifier - the invalidation state of one address space.
+ * @state: the state word (layout above); read by the inline fast paths.
+ * @impl: the rest, private to lib/notifier.c (mutex, RCU-protected
+ *	interval tree, in-flight slots, log).
+ *
+ * Embed it and call ps_notifier_init(). Use only through the functions
+ * below.
+ */
+struct ps_notifier {
+	PS_ATOMIC(uint64_t) state;
+	struct ps__notifier_impl *impl;
+};
+
+/**
+ * struct ps_interval - a subscription (embed it in the secondary mapping's
+ * own structure). All fields are private: use the functions below.
+ * @seq: the subscription's sequence, always odd; changed only by
+ *	ps_interval_set_seq() (callbacks) and insert.
+ * @notifier: the notifier while inserted, NULL otherwise.
+ * @start, @last: the range, inclusive.
+ * @ops, @priv: as given to ps_interval_insert().
+ */
+struct ps_interval {
+	PS_ATOMIC(uint64_t) seq;
+	struct ps_notifier *notifier;
+	uint64_t start;
+	uint64_t last;
+	const struct ps_interval_ops *ops;
+	void *priv;
+};
+
+/**
+ * struct ps_notifier_stats - counters since ps_notifier_init() (each read
+ * with a relaxed load; the set is not one atomic snapshot).
+ * @invalidations: successful invalidate_start calls.
+ * @nonblock_failures: invalidate_start calls that returned -EAGAIN.
+ * @callbacks: invalidate callbacks called.
+ * @read_begin_waits: ps_interval_read_begin calls that waited for an
+ *	overlapping invalidation.
+ * @remove_waits: ps_interval_remove calls that waited likewise.
+ * @conservative_retries: whole-space checks answered true only because
+ *	the log had wrapped past the reader's sequence (see above).
+ * @subscriptions: subscriptions inserted now.
+ * @inflight: invalidations in flight now.
+ */
+struct ps_notifier_stats {
+	uint64_t invalidations;
+	uint64_t nonblock_failures;
+	uint64_t callbacks;
+	uint64_t read_begin_waits;
+	uint64_t remove_waits;
+	uint64_t conservative_retries;
+	uint64_t subscriptions;
+	uint64_t inflight;
+};
+
+/* --- set-up -------------------------------------------------------------- */
+
+/**
+ * ps_notifier_init() - initialise an empty notifier.
+ * @n: the notifier (its memory is the caller's).
+ *
+ * Context: blocking (allocates). Return: 0, or -ENOMEM.
+ */
+int ps_notifier_init(struct ps_notifier *n);
+
+/**
+ * ps_notifier_destroy() - free what ps_notifier_init() allocated.
+ * @n: a notifier with no subscription and no invalidation in flight.
+ *
+ * Context: blocking; no other thread may use @n meanwhile. Memory retired by
+ * earlier updates is freed by liburcu's call_rcu thread as usual.
+ * Return: 0; -EBUSY (nothing freed) while a subscription is inserted or an
+ * invalidation is in flight.
+ */
+int ps_notifier_destroy(struct ps_notifier *n);
+
+/* --- subscriptions --------------------------------------------------------- */
+
+/**
+ * ps_interval_insert() - subscribe @sub to [start, start + len) of @n.
+ * @sub: the subscription (not inserted).
+ * @n: the notifier.
+ * @start: first address.
+ * @len: length, at least 1; start + len - 1 must not overflow.
+ * @ops: the callbacks (ops->invalidate must be set); must outlive @sub.
+ * @priv: handed to ops->invalidate.
+ *
+ * The subscription joins the set at once: every invalidation that starts
+ * after this call returns calls it. Invalidations already in flight do not
+ * call it, and, as in Linux, the new subscription must assume they include
+ * its range: ps_interval_read_begin() waits for those of them that overlap
+ * it. (Linux also defers the tree insertion itself until all invalidations
+ * end, because its invalidators walk the tree unlocked; here they walk an
+ * RCU-protected snapshot, so only the read side is deferred.)
+ *
+ * Context: blocking (the notifier's mutex, allocation). May be called from a
+ * callback. Ordering: the subscription is published with a release store.
+ * Complexity: O(log n) (a path copy in a B+-tree; see lib/notifier.c).
+ * @sub must not be inserted (in any notifier): its fields are overwritten.
+ * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (as
+ * Linux); -EINVAL if @n is NULL or @ops has no invalidate; -EEXIST if @sub
+ * is already inserted in @n at @start (a double insert); -ENOMEM. On error
+ * nothing changes.
+ */
+int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
+		       uint64_t start, uint64_t len,
+		       const struct ps_interval_ops *ops, void *priv);
+
+/**
+ * ps_interval_remove() - unsubscribe; no callback runs for @sub afterwards.
+ * @sub: an inserted subscription (a subscription that is not inserted is
+ *	left alone).
+ *
+ * The subscription leaves the set at once (invalidations starting later do
+ * not see it). Then, as in Linux, remove waits for the invalidations that
+ * were in flight and overlap it, since they may still call it; it does not
+ * wait for invalidations of other ranges. When it returns, @sub's memory may
+ * be reused.
+ *
+ * Context: blocking. Must not be called from a callback, nor by a thread
+ * between its own invalidate_start and _end of an overlapping range.
+ * Complexity: O(log n). Cannot fail: if memory for the path copy
+ * cannot be allocated, it waits for memory.
+ */
+void ps_interval_remove(struct ps_interval *sub);
+
+/** ps_interval_start() - first address of the subscription. */
+static inline uint64_t ps_interval_start(const struct ps_interval *sub)
+{
+	return sub->start;
+}
+
+/** ps_interval_last() - last address of the subscription (inclusive). */
+static inline uint64_t ps_interval_last(const struct ps_interval *sub)
+{
+	return sub->last;
+}
+
+/* --- per-subscription retry ----------------------------------------------- */
+
+/* The slow half of ps_interval_read_begin() (not API; may change). */
+uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq);
+
+/**
+ * ps_interval_read_begin() - start building a secondary mapping of @sub.
+ * @sub: an inserted subscription.
+ *
+ * If no invalidation overlapping @sub is in flight, returns at once (two
+ * acquire loads when nothing at all is in flight). If some are, it WAITS for
+ * those that were in flight when it was called to end (Linux's choice, so
+ * that the caller does not spin through doomed lookups); it never waits for
+ * invalidations of other ranges, nor for ones that start later. If another
+ * overlapping invalidation starts meanwhile, the value returned makes
+ * ps_interval_read_retry() true once that one's callback has run.
+ *
+ * Context: may block: never call it with a lock held that a callback of an
+ * overlapping invalidation takes (the user lock), nor from a callback.
+ * Ordering: acquire loads of @sub's sequence (pairs with the release in
+ * ps_interval_set_seq()) and of the notifier's state word (pairs with the
+ * release that publishes an invalidation).
+ * Progress: wait-free with nothing in flight; lock-free with only
+ * non-overlapping invalidations in flight; blocking otherwise, bounded by
+ * the overlapping invalidations in flight at the call.
+ * Return: the sequence to pass to ps_interval_read_retry() (always odd).
+ */
+static inline uint64_t ps_interval_read_begin(struct ps_interval *sub)
+{
+	/*
+	 * Acquire: pairs with the release in ps_interval_set_seq(). A
+	 * callback's set_seq happens after its invalidation was published, so
+	 * if this load sees it, the load of the state word below sees that
+	 * invalidation in flight, or ended.
+	 */
+	uint64_t seq = atomic_load_explicit(&sub->seq, memory_order_acquire);
+	/* Acquire: pairs with the release publishing each start and end. */
+	uint64_t state = atomic_load_explicit(&sub->notifier->state,
+					      memory_order_acquire);
+
+	if (PS_LIKELY(!(state & PS_NOTIFIER_INFLIGHT_MASK)))
+		return seq;
+	return ps__interval_read_begin_slow(sub, seq);
+}
+
+/**
+ * ps_interval_read_retry() - must the mapping be built again?
+ * @sub: the subscription.
+ * @seq: what ps_interval_read_begin() returned.
+ *
+ * Authoritative: call it under the user lock, the lock the callback holds
+ * while calling ps_interval_set_seq(). If it returns false, install the
+ * mapping before dropping the lock: any later invalidation's callback will
+ * find it and tear it down.
+ * Context: under the user lock. Ordering: relaxed; the user lock orders it
+ * against set_seq. Progress: wait-free.
+ * Return: true if an invalidation overlapping @sub ran its callback since
+ * read_begin (or is in flight and did before read_begin returned): the
+ * lookup may be stale. Never true otherwise (no false retries).
+ */
+static inline PS_MUST_CHECK bool
+ps_interval_read_retry(const struct ps_interval *sub, uint64_t seq)
+{
+	/* Relaxed: the user lock orders this load against set_seq. */
+	return atomic_load_explicit(&sub->seq, memory_order_relaxed) != seq;
+}
+
+/**
+ * ps_interval_check_retry() - lockless early check, for long loops.
+ * @sub: the subscription.
+ * @seq: what ps_interval_read_begin() returned.
+ *
+ * True is reliable: an overlapping invalidation ran its callback since
+ * read_begin, so the work can be abandoned now. False is only a hint: a
+ * callback may run a moment later; the authoritative check is
+ * ps_interval_read_retry() under the user lock.
+ * Context: any thread, no lock. Ordering: relaxed. Progress: wait-free.
+ */
+static inline PS_MUST_CHECK bool
+ps_interval_check_retry(const struct ps_interval *sub, uint64_t seq)
+{
+	/* Relaxed: a hint; a true answer needs no ordering to be right. */
+	return atomic_load_explicit(&sub->seq, memory_order_relaxed) != seq;
+}
+
+/**
+ * ps_interval_set_seq() - record an invalidation in @sub (from a callback).
+ * @sub: the subscription the callback was called for.
+ * @cur_seq: the callback's @cur_seq argument.
+ *
+ * Context: inside the invalidate callback, under the user lock.
+ * Ordering: release; pairs with the acquire in ps_interval_read_begin().
+ * Progress: wait-free.
+ */
+static inline void ps_interval_set_seq(struct ps_interval *sub,
+				       uint64_t cur_seq)
+{
+	/* Release: pairs with the acquire of @seq in read_begin (see there). */
+	atomic_store_explicit(&sub->seq, cur_seq, memory_order_release);
+}
+
+/* --- invalidations ----------------------------------------------------------- */
+
+/**
+ * ps_notifier_invalidate_start() - begin invalidating [start, start + len).
+ * @n: the notifier.
+ * @start: first address.
+ * @len: length, at least 1.
+ * @event: why (handed to the callbacks).
+ * @flags: 0, or PS_NOTIFIER_NONBLOCK.
+ *
+ * Publishes the invalidation (from now on the whole-space check and
+ * read_begin of overlapping subscriptions see it), then calls the invalidate
+ * callback of every subscription overlapping the range. When it returns 0,
+ * no secondary mapping of the range is in use: change the primary mapping,
+ * then call ps_notifier_invalidate_end() with the same range.
+ *
+ * Context: takes the notifier's mutex briefly (blocking, also with
+ * PS_NOTIFIER_NONBLOCK: the mutex is never held across a callback or a
+ * wait). Blockable: may also wait for a free slot when
+ * PS_NOTIFIER_MAX_INFLIGHT invalidations are in flight, and callbacks may
+ * sleep. Callbacks run in this thread, outside the mutex.
+ * Ordering: the in-flight record is published (release) before the first
+ * callback; a release fence then orders it before every store the caller
+ * makes after the return (pairs with the acquire fence in
+ * ps_notifier_read_retry()).
+ * Complexity: O(log n + hits) for n subscriptions of which hits overlap,
+ * when subscriptions do not overlap each other; with overlapping ones,
+ * entries that start before the range and end before it can be visited
+ * too (never more than O(n)). Plus the callbacks.
+ * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (nothing is
+ * called); -EINVAL for unknown @flags; -EAGAIN with PS_NOTIFIER_NONBLOCK if
+ * a callback refused, or all slots are busy. After an error the
+ * invalidation is over: do NOT call ps_notifier_invalidate_end(). (Callbacks
+ * that ran before the refusal did their teardown; their readers retry. The
+ * whole-space check counts the attempt as an invalidation that was in
+ * flight.)
+ */
+int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
+				 uint64_t len, enum ps_notifier_event event,
+				 unsigned int flags);
+
+/**
+ * ps_notifier_invalidate_end() - end an invalidation started with the same
+ * range.
+ * @n: the notifier.
+ * @start, @len: as given to the successful ps_notifier_invalidate_start().
+ *
+ * Readers whose read_begin waits for this invalidation, and removers, are
+ * woken. With several identical ranges in flight the oldest ends: they are
+ * indistinguishable to readers.
+ * Context: blocking (the notifier's mutex, briefly). Any thread.
+ * Ordering: release: the caller's changes to the primary mapping happen
+ * before a reader that sees this end.
+ * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
+ * exact range is in flight (misuse; nothing changes).
+ */
+int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
+			       uint64_t len);
+
+/* --- whole-space retry (KVM's mmu_invalidate_seq pattern) ------------------ */
+
+/* The slow half of ps_notifier_read_retry_range() (not API; may change). */
+bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
+			     uint64_t start, uint64_t last);
+
+/**
+ * ps_notifier_read_begin() - start a batch of lookups anywhere in the space.
+ * @n: the notifier.
+ *
+ * Never waits (KVM's mmu_invalidate_seq read): invalidations in flight are
+ * reported by the retry check instead.
+ * Context: any thread. Ordering: acquire (pairs with the release that
+ * publishes each start and end). Progress: wait-free.
+ * Return: the sequence for ps_notifier_read_retry().
+ */
+static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
+{
+	/* Acquire: pairs with the release publishing each start and end. */
+	return atomic_load_explicit(&n->state, memory_order_acquire);
+}
+
+/**
+ * ps_notifier_read_retry_range() - was [start, start + len) invalidated
+ * since ps_notifier_read_begin()?
+ * @n: the notifier.
+ * @seq: what ps_notifier_read_begin() returned.
+ * @start, @len: the range the caller looked up (len >= 1).
+ *
+ * Exact: true if and only if an invalidation overlapping the range was in
+ * flight at some instant between read_begin and this call: it was in flight
+ * at read_begin, or started or ended since. Invalidations of other ranges
+ * never make it true, and ranges are never merged. One exception, counted in
+ * the stats: true, conservatively, if more than PS_NOTIFIER_LOG_SIZE
+ * invalidations ended since read_begin.
+ *
+ * Authoritative when called under the user lock that the callbacks covering
+ * the range take (as KVM calls mmu_invalidate_retry_gfn under mmu_lock):
+ * then a false answer means the mapping may be installed before the lock is
+ * dropped. Without the lock it is exact about the past, but an invalidation
+ * may start right after it returns.
+ * Context: any thread. Ordering: acquire fence first, so the caller's
+ * lookups before the call are covered (pairs with the release fence at the
+ * end of invalidate_start). Progress: wait-free if nothing started or ended
+ * since read_begin; else lock-free (see the header's progress notes).
+ * Return: as above; true for len == 0 or a wrapping range (misuse).
+ */
+static inline PS_MUST_CHECK bool
+ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
+			     uint64_t start, uint64_t len)
+{
+	uint64_t state;
+
+	if (PS_UNLIKELY(len == 0 || start + (len - 1) < start))
+		return true;
+	/* A5 - Acquire fence: the caller's lookups first; pairs with P4. */
+	atomic_thread_fence(memory_order_acquire);
+	/*
+	 * Acquire: pairs with the release RMWs of starts and ends, so the
+	 * slow path sees the records of every start this load sees.
+	 */
+	state = atomic_load_explicit(&n->state, memory_order_acquire);
+	if (PS_LIKELY(state == seq && !(seq & PS_NOTIFIER_INFLIGHT_MASK)))
+		return false;
+	return ps__notifier_retry_slow(n, seq, start, start + (len - 1));
+}
+
+/**
+ * ps_notifier_read_retry() - ps_notifier_read_retry_range() for one address.
+ */
+static inline PS_MUST_CHECK bool
+ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq,
+		       uint64_t addr)
+{
+	return ps_notifier_read_retry_range(n, seq, addr, 1);
+}
+
+/* --- statistics -------------------------------------------------------------- */
+
+/**
+ * ps_notifier_get_stats() - read the counters.
+ * Context: any thread. Ordering: relaxed loads (not one snapshot).
+ */
+void ps_notifier_get_stats(const struct ps_notifier *n,
+			   struct ps_notifier_stats *st);
+
+PS_END_DECLS
+
+#endif /* PAGESTATE_NOTIFIER_H */
