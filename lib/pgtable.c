@@ -62,15 +62,17 @@
  * G8  The written hint. leaf->hint has one bit per 8 entries (a cache line).
  *     After every CAS that makes an entry written (not none, no uffd-wp)
  *     from not written, the writer sets its line's bit unless it sees it
- *     set. A WP_MATCHING scan clears a line's bit before it reads the line's
- *     entries, and sets it again if an entry stays written. Writer (CAS
- *     entry, load hint) against scanner (RMW hint, load entry) is the
- *     store-buffering pattern, so all four are seq_cst: in their total
- *     order, either the writer's hint load comes after the scanner's clear
- *     (it sees the bit clear and sets it) or the scanner's entry load comes
- *     after the writer's CAS (it sees the write). Hence every written entry
- *     lies in a hinted line, except one a WP scan is processing, and scans
- *     whose query requires WRITTEN read only hinted lines.
+ *     set. Protect and WP_MATCHING scans clear the bits of the lines they
+ *     cover whole (one RMW per leaf) before they read those entries, and
+ *     set them again for lines where an entry stays written (or that a
+ *     stopped scan did not reach). Writer (CAS entry, load hint) against
+ *     clearer (RMW hint, load entry) is the store-buffering pattern, so all
+ *     four are seq_cst: in their total order, either the writer's hint load
+ *     comes after the clear (it sees the bit clear and sets it) or the
+ *     clearer's entry load comes after the writer's CAS (it sees the
+ *     write). Hence every written entry lies in a hinted line, except while
+ *     a protect or WP scan is processing that line, and scans whose query
+ *     requires WRITTEN read only hinted lines.
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
@@ -1631,11 +1633,24 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 	/* Re-arming matching none pages installs markers: they need leaves. */
 	bool alloc = s->wp && (s->match & 1) &&
 		     tr_protect(PS_PTE_NONE, &s->op, 0) != PS_PTE_NONE;
-	uint64_t L = p >> LEVEL_BITS, nextL = L, afterL;
-	struct leaf *next = alloc ? NULL : leaf_find(t, &nextL, Lend), *after;
+	/*
+	 * The next AHEAD leaves, as a ring: memory-level parallelism for
+	 * sparse written pages. The hint of the last one is prefetched as it
+	 * joins, the hinted lines of one halfway there.
+	 */
+	enum { AHEAD = 4 };
+	struct leaf *ring[AHEAD];
+	uint64_t ringL[AHEAD], findL = p >> LEVEL_BITS, L;
+	unsigned int head = 0;
 
-	afterL = nextL + 1;
-	after = next ? leaf_find(t, &afterL, Lend) : NULL;
+	for (unsigned int k = 0; k < AHEAD; k++) {
+		ring[k] = alloc || (k && !ring[k - 1])
+				  ? NULL
+				  : leaf_find(t, &findL, Lend);
+		ringL[k] = findL++;
+		if (ring[k])
+			__builtin_prefetch(&ring[k]->hint);
+	}
 	while (p < send && !s->stopped) {
 		uint64_t lend;
 		struct leaf *l;
@@ -1646,8 +1661,10 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 			if (!l)
 				return -ENOMEM;
 		} else {
-			l = next;
-			L = nextL;
+			unsigned int mid = (head + AHEAD / 2) % AHEAD;
+
+			l = ring[head];
+			L = ringL[head];
 			if (!l) {
 				scan_hole(s, p, send);
 				break;
@@ -1658,19 +1675,16 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 					break;
 				p = L << LEVEL_BITS;
 			}
-			/*
-			 * Memory-level parallelism, two leaves ahead: the
-			 * hint of the leaf after next, and the hinted lines of
-			 * the next one (its hint was fetched a leaf ago).
-			 */
-			next = after;
-			nextL = afterL;
-			afterL = nextL + 1;
-			after = next ? leaf_find(t, &afterL, Lend) : NULL;
-			if (after)
-				__builtin_prefetch(&after->hint);
-			if (next && hinted)
-				prefetch_lines(next, hint_peek(next));
+			/* Refill the slot; the ring ends at the first NULL. */
+			ring[head] = ring[(head + AHEAD - 1) % AHEAD]
+					     ? leaf_find(t, &findL, Lend)
+					     : NULL;
+			ringL[head] = findL++;
+			if (ring[head])
+				__builtin_prefetch(&ring[head]->hint);
+			if (hinted && ring[mid])
+				prefetch_lines(ring[mid], hint_peek(ring[mid]));
+			head = (head + 1) % AHEAD;
 		}
 		lend = (L + 1) << LEVEL_BITS;
 		if (lend > send)
