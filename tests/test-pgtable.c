@@ -1261,7 +1261,7 @@ END_TEST
  * page alternates written / harvested, after a final harvest the counts must
  * be equal page by page: a lost write or a double report both show.
  */
-#define ST_PAGES 2048u
+#define ST_PAGES 256u
 
 struct rearm_shared {
 	struct ps_pgtable *t;
