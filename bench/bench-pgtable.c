@@ -246,8 +246,11 @@ static double protect_floor(void *arg, uint64_t n)
 
 /* --- scan --------------------------------------------------------------------------- */
 
+/* One implementation's scan: how to dirty the pages, how to scan. */
 struct scan_case {
 	bool rearm;
+	void (*dirty)(void);
+	long (*scan)(bool rearm);
 };
 
 static long table_scan(bool rearm)
@@ -268,7 +271,8 @@ static long table_scan(bool rearm)
 	return n;
 }
 
-static double scan_table(void *arg, uint64_t n)
+/* A re-arming scan needs written pages again before every timed scan. */
+static double scan_run(void *arg, uint64_t n)
 {
 	const struct scan_case *c = arg;
 	double t = 0;
@@ -277,50 +281,37 @@ static double scan_table(void *arg, uint64_t n)
 		double t0;
 
 		if (c->rearm)
-			table_dirty();
+			c->dirty();
 		t0 = bench_now_ns();
-		sink += (uint64_t)table_scan(c->rearm);
+		sink += (uint64_t)c->scan(c->rearm);
 		t += bench_now_ns() - t0;
 	}
 	return t;
 }
 
 /* The floor: one pass over the flat array, same regions, same re-arm CAS. */
-static double scan_floor(void *arg, uint64_t n)
+static long floor_scan(bool rearm)
 {
-	const struct scan_case *c = arg;
-	double t = 0;
+	uint64_t nr = 0;
 
-	for (uint64_t k = 0; k < n; k++) {
-		uint64_t nr = 0;
-		double t0;
+	for (uint64_t i = 0; i < NPAGES; i++) {
+		ps_pte_t e = atomic_load_explicit(&flat[i], memory_order_acquire);
 
-		if (c->rearm)
-			flat_dirty();
-		t0 = bench_now_ns();
-		for (uint64_t i = 0; i < NPAGES; i++) {
-			ps_pte_t e = atomic_load_explicit(&flat[i],
-							  memory_order_acquire);
-
-			if (!ps_pte_written(e))
-				continue;
-			/* Seq_cst: as the table's entry_cas(). */
-			if (c->rearm &&
-			    !atomic_compare_exchange_strong_explicit(
-				    &flat[i], &e, ps_pte_mkuffd_wp(e),
-				    memory_order_seq_cst, memory_order_relaxed))
-				abort(); /* single-threaded: cannot fail */
-			if (nr && regions[nr - 1].end == BASE + i * PG)
-				regions[nr - 1].end += PG;
-			else
-				regions[nr++] = (struct ps_pgtable_region){
-					BASE + i * PG, BASE + (i + 1) * PG,
-					PS_CAT_WRITTEN};
-		}
-		t += bench_now_ns() - t0;
-		sink += nr;
+		if (!ps_pte_written(e))
+			continue;
+		/* Seq_cst: as the table's entry_cas(). */
+		if (rearm && !atomic_compare_exchange_strong_explicit(
+				     &flat[i], &e, ps_pte_mkuffd_wp(e),
+				     memory_order_seq_cst, memory_order_relaxed))
+			abort(); /* single-threaded: cannot fail */
+		if (nr && regions[nr - 1].end == BASE + i * PG)
+			regions[nr - 1].end += PG;
+		else
+			regions[nr++] = (struct ps_pgtable_region){
+				BASE + i * PG, BASE + (i + 1) * PG,
+				PS_CAT_WRITTEN};
 	}
-	return t;
+	return (long)nr;
 }
 
 /* --- fault ---------------------------------------------------------------------------- */
@@ -420,23 +411,6 @@ static double protect_kernel(void *arg, uint64_t n)
 		kernel_wp(0); /* as the table's case: unprotect, then time */
 		t0 = bench_now_ns();
 		kernel_wp(UFFDIO_WRITEPROTECT_MODE_WP);
-		t += bench_now_ns() - t0;
-	}
-	return t;
-}
-
-static double scan_kernel(void *arg, uint64_t n)
-{
-	const struct scan_case *c = arg;
-	double t = 0;
-
-	for (uint64_t k = 0; k < n; k++) {
-		double t0;
-
-		if (c->rearm)
-			kernel_dirty();
-		t0 = bench_now_ns();
-		sink += (uint64_t)kernel_scan(c->rearm);
 		t += bench_now_ns() - t0;
 	}
 	return t;
@@ -691,12 +665,17 @@ int main(int argc, char **argv)
 			kernel_dirty();
 #endif
 		for (int rearm = 0; rearm < 2; rearm++) {
-			struct scan_case c = {rearm != 0};
-			const struct impl im[] = {
-				{"floor", scan_floor, &c},
-				{"pagestate", scan_table, &c},
+			struct scan_case fc = {rearm != 0, flat_dirty, floor_scan};
+			struct scan_case tc = {rearm != 0, table_dirty, table_scan};
 #ifdef __linux__
-				{"kernel", scan_kernel, &c},
+			struct scan_case kc = {rearm != 0, kernel_dirty,
+					       kernel_scan};
+#endif
+			const struct impl im[] = {
+				{"floor", scan_run, &fc},
+				{"pagestate", scan_run, &tc},
+#ifdef __linux__
+				{"kernel", scan_run, &kc},
 #endif
 			};
 			double vf[MAX_IMPLS], vp[MAX_IMPLS];

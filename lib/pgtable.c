@@ -304,6 +304,24 @@ static struct leaf *leaf_find(const struct ps_pgtable *t, uint64_t *pL,
 	return NULL;
 }
 
+/*
+ * The leaf of the first page in [*p, pend) that has one; *p advances to that
+ * page. NULL when no page left has a leaf. For entry-by-entry walks.
+ */
+static struct leaf *leaf_next(const struct ps_pgtable *t, uint64_t *p,
+			      uint64_t pend)
+{
+	uint64_t L = *p >> LEVEL_BITS;
+	struct leaf *l;
+
+	if (*p >= pend)
+		return NULL;
+	l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
+	if (l && L << LEVEL_BITS > *p)
+		*p = L << LEVEL_BITS;
+	return l;
+}
+
 /* --- the one entry update -------------------------------------------------- */
 
 static inline ps_pte_t entry_load(const struct leaf *l, unsigned int i)
@@ -676,22 +694,13 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 			 uint64_t end, bool wp_markers_ok)
 {
 	uint64_t p = start >> PAGE_SHIFT, pend = end >> PAGE_SHIFT;
+	struct leaf *l;
 
-	while (p < pend) {
-		uint64_t L = p >> LEVEL_BITS;
-		struct leaf *l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
+	for (; (l = leaf_next(t, &p, pend)); p++) {
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK);
 
-		if (!l)
-			return true;
-		if (L << LEVEL_BITS > p)
-			p = L << LEVEL_BITS;
-		for (; p < pend && p >> LEVEL_BITS == L; p++) {
-			ps_pte_t e = entry_load(l, p & LEVEL_MASK);
-
-			if (e != PS_PTE_NONE &&
-			    !(wp_markers_ok && e == marker_uffd_wp()))
-				return false;
-		}
+		if (e != PS_PTE_NONE && !(wp_markers_ok && e == marker_uffd_wp()))
+			return false;
 	}
 	return true;
 }
@@ -1114,6 +1123,7 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 {
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (start + len) >> PAGE_SHIFT;
+	struct leaf *l;
 	bool locked;
 	int err;
 
@@ -1121,16 +1131,10 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 		return -EINVAL;
 	ps__rcu_read_lock();
 	err = target_ready(dst, start, len, flags, &locked);
-	for (p = start >> PAGE_SHIFT; !err && p < pend; p++) {
-		uint64_t L = p >> LEVEL_BITS;
-		struct leaf *l = leaf_find(src, &L, ((pend - 1) >> LEVEL_BITS) + 1);
-		ps_pte_t e, n, cur = PS_PTE_NONE;
+	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
+	     p++) {
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK), n, cur = PS_PTE_NONE;
 
-		if (!l)
-			break;
-		if (L << LEVEL_BITS > p)
-			p = L << LEVEL_BITS;
-		e = entry_load(l, p & LEVEL_MASK);
 		n = tr_copy(e, &op, p << PAGE_SHIFT);
 		if (n == PS_PTE_NONE)
 			continue;
@@ -1149,6 +1153,7 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 {
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (from + len) >> PAGE_SHIFT;
+	struct leaf *l;
 	bool locked;
 	int err;
 
@@ -1157,18 +1162,10 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 		return -EINVAL;
 	ps__rcu_read_lock();
 	err = target_ready(t, to, len, flags, &locked);
-	for (p = from >> PAGE_SHIFT; !err && p < pend; p++) {
-		uint64_t L = p >> LEVEL_BITS;
-		struct leaf *l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
-		uint64_t dst;
-		ps_pte_t e, cur = PS_PTE_NONE;
+	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend)); p++) {
+		uint64_t dst = (p << PAGE_SHIFT) - from + to;
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK), cur = PS_PTE_NONE;
 
-		if (!l)
-			break;
-		if (L << LEVEL_BITS > p)
-			p = L << LEVEL_BITS;
-		dst = (p << PAGE_SHIFT) - from + to;
-		e = entry_load(l, p & LEVEL_MASK);
 		/*
 		 * Target first, then the source; a fault that changes the
 		 * source meanwhile fails our CAS and is carried over.
@@ -1484,8 +1481,40 @@ scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
 		bool restart = false;
 
 		for (; i < hi && !restart; i++) {
-			ps_pte_t e = entry_load(l, i), n;
+			ps_pte_t e, n;
 
+			if (any || cur_end == (p0 + i) << PAGE_SHIFT) {
+				/*
+				 * The dense case: a run extending the open
+				 * region needs one test per entry (and its
+				 * re-arm CAS), the budget only once. Anything
+				 * else goes to the general path below.
+				 */
+				unsigned int j = i, lim = hi;
+
+				if (max - pages < hi - i)
+					lim = i + (unsigned int)(max - pages);
+				for (; j < lim; j++) {
+					e = entry_load(l, j);
+					if (!((ext >> KEY(e)) & 1))
+						break;
+					if (!wp)
+						continue;
+					n = tr_protect(e, &s->op,
+						       (p0 + j) << PAGE_SHIFT);
+					if (n != e && !entry_cas(l, j, &e, n))
+						break;
+					if (ps_pte_written(n))
+						written |= UINT64_C(1)
+							   << (j / LINE_ENTRIES);
+				}
+				pages += j - i;
+				cur_end += (uint64_t)(j - i) << PAGE_SHIFT;
+				i = j;
+				if (i == hi)
+					break;
+			}
+			e = entry_load(l, i);
 			for (;;) {
 				unsigned int k = KEY(e);
 				uint64_t addr = (p0 + i) << PAGE_SHIFT;

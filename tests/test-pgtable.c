@@ -1371,7 +1371,7 @@ START_TEST(stress_get_and_rearm)
 	ck_assert_ptr_nonnull(sh);
 	sh->t = T;
 	sh->base = BASE + 77 * PG;
-	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 400000);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
 	ck_assert_int_eq(ps_pgtable_register(T, sh->base, ST_PAGES * PG,
 					     PS_WP_ASYNC),
 			 0);
