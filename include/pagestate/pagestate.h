@@ -10,5 +10,7 @@
 #include <pagestate/page.h>
 #include <pagestate/prot.h>
 #include <pagestate/seq.h>
+#include <pagestate/pgtable.h>
+#include <pagestate/pte.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */

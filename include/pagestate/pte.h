@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagestate/pte.h - one canonical 64-bit page-table entry: none, present,
+ * swap or marker, with the userfaultfd write-protect (uffd-wp) bit in the
+ * same place in every form. Header-only and pure: nothing here is atomic;
+ * pagestate/pgtable.h stores these values in a table.
+ *
+ * ---------------------------------------------------------------------------
+ * Layout (bit 63 on the left)
+ * ---------------------------------------------------------------------------
+ *
+ * Bits 0-1 are the form (TYPE), bit 2 is uffd-wp in every form:
+ *
+ *   none     all 64 bits zero (zero-filled memory is a table of none entries)
+ *
+ *   present  63                                12 11 10  9  7  6  5  4  3  2  1 0
+ *            +-----------------------------------+--+--+-----+--+--+--+--+--+----+
+ *            |            frame (52)             |R |E |cache|A |D |MW|W |WP| 01 |
+ *            +-----------------------------------+--+--+-----+--+--+--+--+--+----+
+ *              WP  uffd-wp: writes are reported (sync) or tracked (async)
+ *              W   WRITE: writable now (a write needs no fault)
+ *              MW  MAYWRITE: writes are permitted (Linux keeps this in the VMA,
+ *                  VM_WRITE); a write fault on MW && !W && !WP upgrades to W
+ *              D   DIRTY, A ACCESSED
+ *              cache  3-bit cache mode, same values as page.h's CACHE field
+ *              E   ENC: encrypted/private (the protection module's bit)
+ *              R   reserved, zero
+ *
+ *   swap     63                                12 11   9 8       4  3  2  1 0
+ *            +-----------------------------------+------+----------+--+--+----+
+ *            |            offset (52)            | R(3) | type (5) |EX|WP| 10 |
+ *            +-----------------------------------+------+----------+--+--+----+
+ *              EX  exclusive (Linux's SWP_EXCLUSIVE: the swapped page had
+ *                  one owner)
+ *
+ *   marker   63                                              5  4  3  2  1 0
+ *            +-------------------------------------------------+--+--+--+----+
+ *            |                reserved, zero (59)              |G |P |WP| 11 |
+ *            +-------------------------------------------------+--+--+--+----+
+ *              a non-empty set of PS_PTE_MARKER_{UFFD_WP,POISONED,GUARD};
+ *              a marker never holds a frame. The set's UFFD_WP bit *is* the
+ *              entry's bit 2, so ps_pte_uffd_wp() is one test for all forms.
+ *
+ * Invariants, in every form, enforced by the constructors below and checked
+ * by ps_pte_valid() (which the table applies to every entry it is handed):
+ *   - an entry is never both writable and write-protected (W => !WP);
+ *   - W => MW; reserved bits are zero; a marker set is never empty (the
+ *     constructor turns an empty set into none); none is exactly 0.
+ *
+ * Why one encoding. Linux keeps uffd-wp in three places (present bit, swap
+ * bit, marker) and every path that moves an entry must translate between
+ * them; that is where its bugs were (stale bits after mremap, markers leaking
+ * into fork children, writable+uffd-wp entries). Here the bit never moves:
+ * swap-out, swap-in, zap-to-marker and back all keep bit 2 as it is.
+ *
+ * Limits: frame and swap offset 52 bits (PS_PTE_FRAME_MAX, at least the 40
+ * the issue asks for), 32 swap types (Linux's MAX_SWAPFILES_SHIFT = 5).
+ *
+ * Ordering, progress: not applicable (pure functions of their arguments).
+ */
+#ifndef PAGESTATE_PTE_H
+#define PAGESTATE_PTE_H
+
+#include <pagestate/compiler.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+PS_BEGIN_DECLS
+
+typedef uint64_t ps_pte_t;
+
+#define PS_PTE_NONE ((ps_pte_t)0)
+
+/* --- common fields ---------------------------------------------------------- */
+
+#define PS_PTE_TYPE_SHIFT 0
+#define PS_PTE_TYPE_WIDTH 2
+#define PS_PTE_TYPE_MASK \
+	(((UINT64_C(1) << PS_PTE_TYPE_WIDTH) - 1) << PS_PTE_TYPE_SHIFT)
+#define PS_PTE_TYPE_NONE 0u
+#define PS_PTE_TYPE_PRESENT 1u
+#define PS_PTE_TYPE_SWAP 2u
+#define PS_PTE_TYPE_MARKER 3u
+
+#define PS_PTE_UFFD_WP_SHIFT (PS_PTE_TYPE_SHIFT + PS_PTE_TYPE_WIDTH)
+#define PS_PTE_UFFD_WP (UINT64_C(1) << PS_PTE_UFFD_WP_SHIFT)
+
+/* --- present ------------------------------------------------------------------ */
+
+#define PS_PTE_WRITE_SHIFT (PS_PTE_UFFD_WP_SHIFT + 1)
+#define PS_PTE_MAYWRITE_SHIFT (PS_PTE_WRITE_SHIFT + 1)
+#define PS_PTE_DIRTY_SHIFT (PS_PTE_MAYWRITE_SHIFT + 1)
+#define PS_PTE_ACCESSED_SHIFT (PS_PTE_DIRTY_SHIFT + 1)
+#define PS_PTE_CACHE_SHIFT (PS_PTE_ACCESSED_SHIFT + 1)
+#define PS_PTE_CACHE_WIDTH 3
+#define PS_PTE_ENC_SHIFT (PS_PTE_CACHE_SHIFT + PS_PTE_CACHE_WIDTH)
+#define PS_PTE_RSVD_SHIFT (PS_PTE_ENC_SHIFT + 1)
+#define PS_PTE_RSVD_WIDTH 1
+#define PS_PTE_FRAME_SHIFT (PS_PTE_RSVD_SHIFT + PS_PTE_RSVD_WIDTH)
+#define PS_PTE_FRAME_WIDTH 52
+
+#define PS_PTE_WRITE (UINT64_C(1) << PS_PTE_WRITE_SHIFT)
+#define PS_PTE_MAYWRITE (UINT64_C(1) << PS_PTE_MAYWRITE_SHIFT)
+#define PS_PTE_DIRTY (UINT64_C(1) << PS_PTE_DIRTY_SHIFT)
+#define PS_PTE_ACCESSED (UINT64_C(1) << PS_PTE_ACCESSED_SHIFT)
+#define PS_PTE_CACHE_MASK \
+	(((UINT64_C(1) << PS_PTE_CACHE_WIDTH) - 1) << PS_PTE_CACHE_SHIFT)
+#define PS_PTE_ENC (UINT64_C(1) << PS_PTE_ENC_SHIFT)
+#define PS_PTE_RSVD_MASK \
+	(((UINT64_C(1) << PS_PTE_RSVD_WIDTH) - 1) << PS_PTE_RSVD_SHIFT)
+#define PS_PTE_FRAME_MASK \
+	(((UINT64_C(1) << PS_PTE_FRAME_WIDTH) - 1) << PS_PTE_FRAME_SHIFT)
+#define PS_PTE_FRAME_MAX ((UINT64_C(1) << PS_PTE_FRAME_WIDTH) - 1)
+
+/* A cache mode (0..7) as a flag for ps_pte_mk_present(). */
+#define PS_PTE_CACHE(mode) \
+	((((uint64_t)(mode)) << PS_PTE_CACHE_SHIFT) & PS_PTE_CACHE_MASK)
+
+/* Every flag a present entry may carry. */
+#define PS_PTE_PRESENT_FLAGS                                          \
+	(PS_PTE_UFFD_WP | PS_PTE_WRITE | PS_PTE_MAYWRITE | PS_PTE_DIRTY | \
+	 PS_PTE_ACCESSED | PS_PTE_CACHE_MASK | PS_PTE_ENC)
+
+PS_STATIC_ASSERT(PS_PTE_FRAME_SHIFT + PS_PTE_FRAME_WIDTH == 64,
+		 "pte present: fields must fill exactly 64 bits");
+PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_PRESENT_FLAGS |
+		  PS_PTE_RSVD_MASK | PS_PTE_FRAME_MASK) == UINT64_MAX &&
+			 (PS_PTE_PRESENT_FLAGS & PS_PTE_FRAME_MASK) == 0 &&
+			 (PS_PTE_PRESENT_FLAGS & PS_PTE_TYPE_MASK) == 0,
+		 "pte present: fields overlap or leave holes");
+PS_STATIC_ASSERT(PS_PTE_FRAME_WIDTH >= 40, "pte: at least 40 frame bits");
+PS_STATIC_ASSERT(PS_PTE_FRAME_SHIFT == 12,
+		 "pte: frame << 12 is the physical address");
+
+/* --- swap ------------------------------------------------------------------------ */
+
+#define PS_PTE_SWP_EXCLUSIVE_SHIFT (PS_PTE_UFFD_WP_SHIFT + 1)
+#define PS_PTE_SWP_TYPE_SHIFT (PS_PTE_SWP_EXCLUSIVE_SHIFT + 1)
+#define PS_PTE_SWP_TYPE_WIDTH 5
+#define PS_PTE_SWP_RSVD_SHIFT (PS_PTE_SWP_TYPE_SHIFT + PS_PTE_SWP_TYPE_WIDTH)
+#define PS_PTE_SWP_RSVD_WIDTH 3
+#define PS_PTE_SWP_OFFSET_SHIFT (PS_PTE_SWP_RSVD_SHIFT + PS_PTE_SWP_RSVD_WIDTH)
+#define PS_PTE_SWP_OFFSET_WIDTH 52
+
+#define PS_PTE_SWP_EXCLUSIVE (UINT64_C(1) << PS_PTE_SWP_EXCLUSIVE_SHIFT)
+#define PS_PTE_SWP_TYPE_MASK \
+	(((UINT64_C(1) << PS_PTE_SWP_TYPE_WIDTH) - 1) << PS_PTE_SWP_TYPE_SHIFT)
+#define PS_PTE_SWP_RSVD_MASK \
+	(((UINT64_C(1) << PS_PTE_SWP_RSVD_WIDTH) - 1) << PS_PTE_SWP_RSVD_SHIFT)
+#define PS_PTE_SWP_OFFSET_MASK                                     \
+	(((UINT64_C(1) << PS_PTE_SWP_OFFSET_WIDTH) - 1) \
+	 << PS_PTE_SWP_OFFSET_SHIFT)
+#define PS_PTE_SWP_TYPE_MAX ((1u << PS_PTE_SWP_TYPE_WIDTH) - 1)
+#define PS_PTE_SWP_OFFSET_MAX ((UINT64_C(1) << PS_PTE_SWP_OFFSET_WIDTH) - 1)
+
+/* Every flag a swap entry may carry. */
+#define PS_PTE_SWAP_FLAGS (PS_PTE_UFFD_WP | PS_PTE_SWP_EXCLUSIVE)
+
+PS_STATIC_ASSERT(PS_PTE_SWP_OFFSET_SHIFT + PS_PTE_SWP_OFFSET_WIDTH == 64,
+		 "pte swap: fields must fill exactly 64 bits");
+PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS |
+		  PS_PTE_SWP_TYPE_MASK | PS_PTE_SWP_RSVD_MASK |
+		  PS_PTE_SWP_OFFSET_MASK) == UINT64_MAX &&
+			 (PS_PTE_SWAP_FLAGS & PS_PTE_SWP_TYPE_MASK) == 0 &&
+			 (PS_PTE_SWP_TYPE_MASK & PS_PTE_SWP_RSVD_MASK) == 0,
+		 "pte swap: fields overlap or leave holes");
+
+/* --- marker ---------------------------------------------------------------------- */
+
+/* Marker bits, as a set (Linux's PTE_MARKER_* values). */
+#define PS_PTE_MARKER_UFFD_WP 0x1u
+#define PS_PTE_MARKER_POISONED 0x2u
+#define PS_PTE_MARKER_GUARD 0x4u
+#define PS_PTE_MARKER_ALL \
+	(PS_PTE_MARKER_UFFD_WP | PS_PTE_MARKER_POISONED | PS_PTE_MARKER_GUARD)
+
+#define PS_PTE_MARKER_SHIFT PS_PTE_UFFD_WP_SHIFT
+#define PS_PTE_MARKER_WIDTH 3
+#define PS_PTE_MARKER_MASK \
+	(((UINT64_C(1) << PS_PTE_MARKER_WIDTH) - 1) << PS_PTE_MARKER_SHIFT)
+#define PS_PTE_MARKER_RSVD_MASK \
+	(~(PS_PTE_TYPE_MASK | PS_PTE_MARKER_MASK))
+
+PS_STATIC_ASSERT(((uint64_t)PS_PTE_MARKER_UFFD_WP << PS_PTE_MARKER_SHIFT) ==
+			 PS_PTE_UFFD_WP,
+		 "pte marker: the UFFD_WP marker bit is the entry's uffd-wp bit");
+PS_STATIC_ASSERT(PS_PTE_MARKER_ALL == (1u << PS_PTE_MARKER_WIDTH) - 1,
+		 "pte marker: the set fills its field");
+
+/* --- forms ------------------------------------------------------------------------- */
+
+/** ps_pte_type() - the form of @e: PS_PTE_TYPE_NONE/PRESENT/SWAP/MARKER. */
+static inline unsigned int ps_pte_type(ps_pte_t e)
+{
+	return (unsigned int)((e & PS_PTE_TYPE_MASK) >> PS_PTE_TYPE_SHIFT);
+}
+
+/** ps_pte_is_none() - nothing there (exactly 0). */
+static inline bool ps_pte_is_none(ps_pte_t e)
+{
+	return e == PS_PTE_NONE;
+}
+
+/** ps_pte_is_present() - maps a frame. */
+static inline bool ps_pte_is_present(ps_pte_t e)
+{
+	return ps_pte_type(e) == PS_PTE_TYPE_PRESENT;
+}
+
+/** ps_pte_is_swap() - a swap entry (type, offset). */
+static inline bool ps_pte_is_swap(ps_pte_t e)
+{
+	return ps_pte_type(e) == PS_PTE_TYPE_SWAP;
+}
+
+/** ps_pte_is_marker() - a marker (no frame, a set of marker bits). */
+static inline bool ps_pte_is_marker(ps_pte_t e)
+{
+	return ps_pte_type(e) == PS_PTE_TYPE_MARKER;
+}
+
+/**
+ * ps_pte_valid() - is @e one of the four forms with its invariants?
+ *
+ * False for a non-zero entry of type none, set reserved bits, an empty
+ * marker, or a present entry that is writable and write-protected, or
+ * writable without MAYWRITE.
+ */
+static inline bool ps_pte_valid(ps_pte_t e)
+{
+	switch (ps_pte_type(e)) {
+	case PS_PTE_TYPE_NONE:
+		return e == PS_PTE_NONE;
+	case PS_PTE_TYPE_PRESENT:
+		if (e & PS_PTE_RSVD_MASK)
+			return false;
+		return !(e & PS_PTE_WRITE) ||
+		       (e & (PS_PTE_MAYWRITE | PS_PTE_UFFD_WP)) ==
+			       PS_PTE_MAYWRITE;
+	case PS_PTE_TYPE_SWAP:
+		return !(e & PS_PTE_SWP_RSVD_MASK);
+	default:
+		return !(e & PS_PTE_MARKER_RSVD_MASK) &&
+		       (e & PS_PTE_MARKER_MASK) != 0;
+	}
+}
+
+/* --- constructors ------------------------------------------------------------------ */
+
+/**
+ * ps_pte_mk_present() - a present entry for @frame.
+ * @frame: frame number, at most PS_PTE_FRAME_MAX.
+ * @flags: a subset of PS_PTE_PRESENT_FLAGS (PS_PTE_CACHE(mode) for the cache
+ *	mode).
+ *
+ * The invariants are enforced, as Linux's pte_mkuffd_wp() does: with
+ * PS_PTE_UFFD_WP, PS_PTE_WRITE is dropped; PS_PTE_WRITE implies
+ * PS_PTE_MAYWRITE.
+ * Return: the entry; PS_PTE_NONE if @frame or @flags is out of range.
+ */
+static inline ps_pte_t ps_pte_mk_present(uint64_t frame, uint64_t flags)
+{
+	if (frame > PS_PTE_FRAME_MAX || (flags & ~PS_PTE_PRESENT_FLAGS))
+		return PS_PTE_NONE;
+	if (flags & PS_PTE_WRITE)
+		flags |= PS_PTE_MAYWRITE;
+	if (flags & PS_PTE_UFFD_WP)
+		flags &= ~PS_PTE_WRITE;
+	return (frame << PS_PTE_FRAME_SHIFT) | flags |
+	       ((uint64_t)PS_PTE_TYPE_PRESENT << PS_PTE_TYPE_SHIFT);
+}
+
+/**
+ * ps_pte_mk_swap() - a swap entry.
+ * @type: swap type (0..PS_PTE_SWP_TYPE_MAX).
+ * @offset: slot in that swap device (at most PS_PTE_SWP_OFFSET_MAX).
+ * @flags: a subset of PS_PTE_SWAP_FLAGS (PS_PTE_UFFD_WP, PS_PTE_SWP_EXCLUSIVE).
+ * Return: the entry; PS_PTE_NONE if an argument is out of range.
+ */
+static inline ps_pte_t ps_pte_mk_swap(unsigned int type, uint64_t offset,
+				      uint64_t flags)
+{
+	if (type > PS_PTE_SWP_TYPE_MAX || offset > PS_PTE_SWP_OFFSET_MAX ||
+	    (flags & ~PS_PTE_SWAP_FLAGS))
+		return PS_PTE_NONE;
+	return (offset << PS_PTE_SWP_OFFSET_SHIFT) |
+	       ((uint64_t)type << PS_PTE_SWP_TYPE_SHIFT) | flags |
+	       ((uint64_t)PS_PTE_TYPE_SWAP << PS_PTE_TYPE_SHIFT);
+}
+
+/**
+ * ps_pte_mk_marker() - a marker holding the set @bits (PS_PTE_MARKER_*).
+ * Return: the marker; PS_PTE_NONE for an empty set or unknown bits.
+ */
+static inline ps_pte_t ps_pte_mk_marker(unsigned int bits)
+{
+	if (bits == 0 || (bits & ~PS_PTE_MARKER_ALL))
+		return PS_PTE_NONE;
+	return ((uint64_t)bits << PS_PTE_MARKER_SHIFT) |
+	       ((uint64_t)PS_PTE_TYPE_MARKER << PS_PTE_TYPE_SHIFT);
+}
+
+/* --- getters and predicates -------------------------------------------------------- */
+
+/** ps_pte_uffd_wp() - is @e write-protected (present, swap or marker)? */
+static inline bool ps_pte_uffd_wp(ps_pte_t e)
+{
+	return (e & PS_PTE_UFFD_WP) != 0;
+}
+
+/**
+ * ps_pte_written() - the kernel's PAGE_IS_WRITTEN for an entry: not none and
+ * not write-protected. A GUARD or POISONED marker without UFFD_WP counts as
+ * written, exactly as PAGEMAP_SCAN reports such a marker.
+ */
+static inline bool ps_pte_written(ps_pte_t e)
+{
+	return e != PS_PTE_NONE && !(e & PS_PTE_UFFD_WP);
+}
+
+/** ps_pte_frame() - frame number of a present entry (0 for other forms). */
+static inline uint64_t ps_pte_frame(ps_pte_t e)
+{
+	return ps_pte_is_present(e) ? e >> PS_PTE_FRAME_SHIFT : 0;
+}
+
+/** ps_pte_flags() - the PS_PTE_PRESENT_FLAGS of a present entry, else 0. */
+static inline uint64_t ps_pte_flags(ps_pte_t e)
+{
+	return ps_pte_is_present(e) ? e & PS_PTE_PRESENT_FLAGS : 0;
+}
+
+/** ps_pte_is_writable() - present and writable now (never with uffd-wp). */
+static inline bool ps_pte_is_writable(ps_pte_t e)
+{
+	return ps_pte_is_present(e) && (e & PS_PTE_WRITE);
+}
+
+/** ps_pte_may_write() - present and writes are permitted (MAYWRITE). */
+static inline bool ps_pte_may_write(ps_pte_t e)
+{
+	return ps_pte_is_present(e) && (e & PS_PTE_MAYWRITE);
+}
+
+/** ps_pte_is_dirty() - present and DIRTY. */
+static inline bool ps_pte_is_dirty(ps_pte_t e)
+{
+	return ps_pte_is_present(e) && (e & PS_PTE_DIRTY);
+}
+
+/** ps_pte_is_accessed() - present and ACCESSED. */
+static inline bool ps_pte_is_accessed(ps_pte_t e)
+{
+	return ps_pte_is_present(e) && (e & PS_PTE_ACCESSED);
+}
+
+/** ps_pte_cache() - the 3-bit cache mode of a present entry (0 otherwise). */
+static inline unsigned int ps_pte_cache(ps_pte_t e)
+{
+	return ps_pte_is_present(e) ? (unsigned int)((e & PS_PTE_CACHE_MASK) >>
+						     PS_PTE_CACHE_SHIFT)
+				    : 0;
+}
+
+/** ps_pte_is_encrypted() - present with the ENC bit. */
+static inline bool ps_pte_is_encrypted(ps_pte_t e)
+{
+	return ps_pte_is_present(e) && (e & PS_PTE_ENC);
+}
+
+/** ps_pte_swap_type() - swap type of a swap entry (0 otherwise). */
+static inline unsigned int ps_pte_swap_type(ps_pte_t e)
+{
+	return ps_pte_is_swap(e) ? (unsigned int)((e & PS_PTE_SWP_TYPE_MASK) >>
+						  PS_PTE_SWP_TYPE_SHIFT)
+				 : 0;
+}
+
+/** ps_pte_swap_offset() - swap offset of a swap entry (0 otherwise). */
+static inline uint64_t ps_pte_swap_offset(ps_pte_t e)
+{
+	return ps_pte_is_swap(e) ? e >> PS_PTE_SWP_OFFSET_SHIFT : 0;
+}
+
+/** ps_pte_swap_exclusive() - swap entry with the exclusive bit. */
+static inline bool ps_pte_swap_exclusive(ps_pte_t e)
+{
+	return ps_pte_is_swap(e) && (e & PS_PTE_SWP_EXCLUSIVE);
+}
+
+/** ps_pte_marker_bits() - the PS_PTE_MARKER_* set of a marker (0 otherwise). */
+static inline unsigned int ps_pte_marker_bits(ps_pte_t e)
+{
+	return ps_pte_is_marker(e) ? (unsigned int)((e & PS_PTE_MARKER_MASK) >>
+						    PS_PTE_MARKER_SHIFT)
+				   : 0;
+}
+
+/* --- transitions (pure) -------------------------------------------------------------- */
+
+/**
+ * ps_pte_mkuffd_wp() - @e write-protected: present entries lose WRITE, swap
+ * entries and markers gain the bit. A none entry stays none: whether a none
+ * page gets a UFFD_WP marker is the table's policy (ps_pgtable_protect()).
+ */
+static inline ps_pte_t ps_pte_mkuffd_wp(ps_pte_t e)
+{
+	if (e == PS_PTE_NONE)
+		return e;
+	if (ps_pte_is_present(e))
+		e &= ~PS_PTE_WRITE;
+	return e | PS_PTE_UFFD_WP;
+}
+
+/**
+ * ps_pte_clear_uffd_wp() - @e without write protection. A marker that held
+ * only UFFD_WP becomes none. A present entry does not become writable: the
+ * next write fault upgrades it if MAYWRITE (see ps_pte_resolve_write()).
+ */
+static inline ps_pte_t ps_pte_clear_uffd_wp(ps_pte_t e)
+{
+	e &= ~PS_PTE_UFFD_WP;
+	if (ps_pte_is_marker(e) && !(e & PS_PTE_MARKER_MASK))
+		return PS_PTE_NONE;
+	return e;
+}
+
+/**
+ * ps_pte_resolve_write() - a present entry after a write went through it
+ * "the way a write would": uffd-wp cleared, WRITE, DIRTY and ACCESSED set.
+ *
+ * Only meaningful for a present entry with MAYWRITE; any other @e is
+ * returned unchanged (the write is not allowed, or needs a page first).
+ */
+static inline ps_pte_t ps_pte_resolve_write(ps_pte_t e)
+{
+	if (!ps_pte_may_write(e))
+		return e;
+	return (e & ~PS_PTE_UFFD_WP) | PS_PTE_WRITE | PS_PTE_DIRTY |
+	       PS_PTE_ACCESSED;
+}
+
+/**
+ * ps_pte_set_maywrite() - the mprotect-like change: grant or revoke write
+ * permission of a present entry. Revoking clears WRITE too; granting does
+ * not set WRITE (the next write fault does, unless write-protected). Frame,
+ * cache mode, ENC, uffd-wp, DIRTY and ACCESSED are never touched (as Linux's
+ * pte_modify() keeps _PAGE_CHG_MASK). Other forms are returned unchanged.
+ */
+static inline ps_pte_t ps_pte_set_maywrite(ps_pte_t e, bool maywrite)
+{
+	if (!ps_pte_is_present(e))
+		return e;
+	if (maywrite)
+		return e | PS_PTE_MAYWRITE;
+	return e & ~(PS_PTE_MAYWRITE | PS_PTE_WRITE);
+}
+
+/**
+ * ps_pte_set_cache() - a present entry with cache mode @mode (0..7); other
+ * forms (and a mode above 7) are returned unchanged.
+ */
+static inline ps_pte_t ps_pte_set_cache(ps_pte_t e, unsigned int mode)
+{
+	if (!ps_pte_is_present(e) || mode > 7)
+		return e;
+	return (e & ~PS_PTE_CACHE_MASK) | PS_PTE_CACHE(mode);
+}
+
+/** ps_pte_set_encrypted() - a present entry with ENC set or cleared. */
+static inline ps_pte_t ps_pte_set_encrypted(ps_pte_t e, bool enc)
+{
+	if (!ps_pte_is_present(e))
+		return e;
+	return enc ? e | PS_PTE_ENC : e & ~PS_PTE_ENC;
+}
+
+PS_END_DECLS
+
+#endif /* PAGESTATE_PTE_H */

@@ -1,0 +1,1782 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/pgtable.c - the page table (pagestate/pgtable.h).
+ *
+ * ---------------------------------------------------------------------------
+ * Structure
+ * ---------------------------------------------------------------------------
+ *
+ * Page number p (36 bits) = leaf number L (27 bits) : index in the leaf (9).
+ * L = root slot (9) : mid slot (9) : low slot (9). The root node is part of
+ * struct ps_pgtable; mid and low nodes and leaves are allocated on demand
+ * and published with a release CAS into a NULL slot (the loser frees its
+ * copy, which nobody saw). Registrations are an immutable sorted array,
+ * replaced copy-on-write under the writer mutex and published with a release
+ * store; the old array is freed through call_rcu.
+ *
+ * Every entry change goes through entry_cas(): one compare-and-swap from the
+ * value a transition function (tr_*) was computed from. Range operations are
+ * a walk (update_range()) applying one transition to each entry.
+ *
+ * ---------------------------------------------------------------------------
+ * Concurrency protocol
+ * ---------------------------------------------------------------------------
+ *
+ * Classes of operation:
+ *   readers         lookup, get, report-only scan
+ *   faults          fault, fault_pte
+ *   entry writers   set, cmpxchg, swap_out, swap_in, map, zap, copy, move
+ *   range writers   register, unregister, protect, unprotect, WP_MATCHING
+ *                   scan, trim, and map/copy/move that set or keep uffd-wp:
+ *                   they serialise among themselves on t->lock
+ *
+ * Guarantees (tests cite them as G1..G9):
+ *
+ * G1  Memory safety. Levels are freed only by trim (and destroy), after being
+ *     unlinked, through call_rcu. Readers, faults and entry writers walk
+ *     inside a urcu-bp read-side section; range writers hold t->lock, which
+ *     trim holds too. So no walk ever touches freed memory.
+ * G2  Entry atomicity. Each entry is at every instant one ps_pte_valid()
+ *     value; each change is one CAS from the value its transition read, so
+ *     concurrent operations on one entry linearise at their CAS and none is
+ *     lost. No transition produces a writable + uffd-wp entry, and set and
+ *     cmpxchg refuse invalid entries, so none ever exists.
+ * G3  Range operations are not atomic as a whole. They walk up in address
+ *     order; a concurrent fault, lookup or scan sees each entry either
+ *     before or after the operation's CAS on it.
+ * G4  Faults never block and never wait for a range writer: no lock, and a
+ *     retry only after the entry changed (lock-free). Readers are wait-free.
+ * G5  Range writers see a stable registration and never interleave: a
+ *     protect cannot add uffd-wp to a range while it is being unregistered.
+ * G6  When ps_pgtable_unregister() returns, no entry of the range carries
+ *     uffd-wp (unless someone stored one with set/cmpxchg since). It
+ *     publishes the new registration, waits for a grace period, so every
+ *     zap that still saw the old one (and might turn a protected entry into
+ *     a UFFD_WP marker) has finished, then clears the range.
+ * G7  Get-and-rearm loses no write. A fault's write clears uffd-wp with one
+ *     CAS; a WP_MATCHING scan reports entry e only after its CAS e ->
+ *     protect(e) succeeded. A write between the scanner's read and its CAS
+ *     fails that CAS (re-read, report the new value); a write after it
+ *     finds the entry protected and makes it written again, for the next
+ *     scan. With the hint (G8) the next scan finds it too.
+ * G8  The written hint. leaf->hint has one bit per 8 entries (a cache line).
+ *     After every CAS that makes an entry written (not none, no uffd-wp)
+ *     from not written, the writer sets its line's bit unless it sees it
+ *     set. Protect and WP_MATCHING scans clear the bits of the lines they
+ *     cover whole (one RMW per leaf) before they read those entries, and
+ *     set them again for lines where an entry stays written (or that a
+ *     stopped scan did not reach). Writer (CAS entry, load hint) against
+ *     clearer (RMW hint, load entry) is the store-buffering pattern, so all
+ *     four are seq_cst: in their total order, either the writer's hint load
+ *     comes after the clear (it sees the bit clear and sets it) or the
+ *     clearer's entry load comes after the writer's CAS (it sees the
+ *     write). Hence every written entry lies in a hinted line, except while
+ *     a protect or WP scan is processing that line, and scans whose query
+ *     requires WRITTEN read only hinted lines.
+ * G9  Stale protection is inert. uffd-wp in a range that is not registered
+ *     (left by a raw set, or a copy/move of the caller's making) never makes
+ *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
+ *     then MISSING) and a write clears a stale present bit in the CAS that
+ *     resolves it.
+ *
+ * Pairs that need external exclusion (the caller's lock, as Linux's mmap
+ * lock orders these):
+ *
+ *   trim          vs any store into its range (set, cmpxchg, map, swap_out,
+ *                 swap_in, copy or move into it): a store could land in a
+ *                 leaf being freed. Zaps and faults are fine: they never
+ *                 store into an all-none leaf.
+ *   destroy       vs everything.
+ *   map           vs set/cmpxchg/map of the same pages: -EEXIST is checked
+ *                 up front; a page mapped meanwhile makes the map stop with
+ *                 -EEXIST after a prefix.
+ *   copy, move    vs stores into the target range (same reason).
+ *
+ * Everything else may run concurrently with everything else, including
+ * faults during protect, zap, scan, register and unregister.
+ *
+ * What a concurrent fault sees: during protect, each page is protected or
+ * not yet (a write may still succeed on a page the walk has not reached);
+ * during zap, each page is present or already gone (MISSING); during a
+ * WP_MATCHING scan, each page is written or re-armed; during unregister,
+ * either the old registration (WP in sync mode) or the new one (stale bit
+ * cleared, G9).
+ *
+ * Progress: lookup, get: wait-free. fault, set, cmpxchg, swap, map, zap,
+ * copy, move, report-only scan: lock-free (CAS loops that retry only when
+ * another thread changed the entry; level allocation calls malloc). Range
+ * writers: blocking on t->lock; unregister and destroy also wait for a grace
+ * period or for liburcu's callbacks.
+ */
+#include <pagestate/pgtable.h>
+
+#include "rcu.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PS_ALWAYS_INLINE inline __attribute__((always_inline))
+
+#define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
+#define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
+#define LEVEL_BITS 9
+#define FANOUT (1u << LEVEL_BITS)
+#define LEVEL_MASK (FANOUT - 1)
+#define LINE_ENTRIES 8 /* entries per hint bit: one 64-byte line */
+#define NPAGES (PS_PGTABLE_ADDR_END >> PAGE_SHIFT)
+#define MID_SHIFT (2 * LEVEL_BITS) /* leaf number -> root slot */
+#define LOW_SHIFT LEVEL_BITS	   /* leaf number -> mid slot */
+
+PS_STATIC_ASSERT(FANOUT / LINE_ENTRIES == 64, "one hint bit per line");
+PS_STATIC_ASSERT(PS_PGTABLE_ADDR_BITS == PAGE_SHIFT + 4 * LEVEL_BITS,
+		 "four levels of 512 cover the space");
+
+struct leaf {
+	_Alignas(64) _Atomic(ps_pte_t) e[FANOUT];
+	_Atomic(uint64_t) hint; /* G8: bit k set => line k may hold written */
+	struct ps__rcu_head rcu;
+};
+
+struct node {
+	_Atomic(void *) slot[FANOUT];
+	struct ps__rcu_head rcu;
+};
+
+/* A registration: pages [start, end) with PS_WP_* flags. */
+struct reg {
+	uint64_t start, end;
+	unsigned int flags;
+};
+
+struct regset {
+	struct ps__rcu_head rcu;
+	size_t n;
+	struct reg r[]; /* sorted, disjoint */
+};
+
+struct ps_pgtable {
+	struct node root;
+	_Atomic(struct regset *) regs;
+	pthread_mutex_t lock; /* range writers (see G5) */
+	_Atomic(uint64_t) bytes, leaves, nodes;
+};
+
+/* Transitions return this to refuse an entry (never a valid entry). */
+#define REFUSE UINT64_MAX
+/* Added to a registration's flags in struct op: the page is registered. */
+#define REG_ON 0x100u
+
+static ps_pte_t marker_uffd_wp(void)
+{
+	return ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+}
+
+/* --- levels --------------------------------------------------------------- */
+
+static void count(_Atomic(uint64_t) *c, int64_t delta)
+{
+	/* Relaxed: statistics only, no other data depends on them. */
+	atomic_fetch_add_explicit(c, (uint64_t)delta, memory_order_relaxed);
+}
+
+static void *level_new(struct ps_pgtable *t, bool leaf)
+{
+	size_t size = leaf ? sizeof(struct leaf) : sizeof(struct node);
+	void *p = aligned_alloc(64, (size + 63) & ~(size_t)63);
+
+	if (!p)
+		return NULL;
+	memset(p, 0, size); /* none entries and NULL slots, before publishing */
+	count(&t->bytes, (int64_t)size);
+	count(leaf ? &t->leaves : &t->nodes, 1);
+	return p;
+}
+
+static void level_forget(struct ps_pgtable *t, bool leaf)
+{
+	count(&t->bytes,
+	      -(int64_t)(leaf ? sizeof(struct leaf) : sizeof(struct node)));
+	count(leaf ? &t->leaves : &t->nodes, -1);
+}
+
+static void leaf_free_rcu(struct ps__rcu_head *h)
+{
+	free((char *)h - offsetof(struct leaf, rcu));
+}
+
+static void node_free_rcu(struct ps__rcu_head *h)
+{
+	free((char *)h - offsetof(struct node, rcu));
+}
+
+/*
+ * The child in @slot, allocated and published if absent. Returns NULL only
+ * when out of memory.
+ */
+static void *child_alloc(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
+{
+	/* Acquire: pairs with the release CAS below in the publisher. */
+	void *c = atomic_load_explicit(slot, memory_order_acquire);
+	void *fresh;
+
+	if (c)
+		return c;
+	fresh = level_new(t, leaf);
+	if (!fresh)
+		return NULL;
+	/*
+	 * Release: the zeroed level is visible to every walker that loads the
+	 * slot with acquire. Acquire on failure: we use the winner's level.
+	 */
+	if (atomic_compare_exchange_strong_explicit(slot, &c, fresh,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+		return fresh;
+	level_forget(t, leaf);
+	free(fresh); /* never published */
+	return c;
+}
+
+static struct leaf *leaf_alloc(struct ps_pgtable *t, uint64_t L)
+{
+	struct node *mid, *low;
+
+	mid = child_alloc(t, &t->root.slot[L >> MID_SHIFT], false);
+	if (!mid)
+		return NULL;
+	low = child_alloc(t, &mid->slot[(L >> LOW_SHIFT) & LEVEL_MASK], false);
+	if (!low)
+		return NULL;
+	return child_alloc(t, &low->slot[L & LEVEL_MASK], true);
+}
+
+/* Load a child pointer (G1: inside a read-side section or under t->lock). */
+static inline void *child(const struct node *n, uint64_t i)
+{
+	/* Acquire: pairs with the release CAS of child_alloc(). */
+	return atomic_load_explicit(&n->slot[i], memory_order_acquire);
+}
+
+static inline struct leaf *leaf_lookup(const struct ps_pgtable *t, uint64_t L)
+{
+	const struct node *n = child(&t->root, L >> MID_SHIFT);
+
+	if (!n)
+		return NULL;
+	n = child(n, (L >> LOW_SHIFT) & LEVEL_MASK);
+	if (!n)
+		return NULL;
+	return child(n, L & LEVEL_MASK);
+}
+
+/*
+ * The first existing leaf numbered in [*pL, Lend), skipping absent subtrees
+ * whole; *pL receives its number. NULL if there is none.
+ */
+static struct leaf *leaf_find(const struct ps_pgtable *t, uint64_t *pL,
+			      uint64_t Lend)
+{
+	uint64_t L = *pL;
+
+	while (L < Lend) {
+		const struct node *mid = child(&t->root, L >> MID_SHIFT);
+		const struct node *low;
+		struct leaf *l;
+
+		if (!mid) {
+			L = ((L >> MID_SHIFT) + 1) << MID_SHIFT;
+			continue;
+		}
+		low = child(mid, (L >> LOW_SHIFT) & LEVEL_MASK);
+		if (!low) {
+			L = ((L >> LOW_SHIFT) + 1) << LOW_SHIFT;
+			continue;
+		}
+		l = child(low, L & LEVEL_MASK);
+		if (l) {
+			*pL = L;
+			return l;
+		}
+		L++;
+	}
+	return NULL;
+}
+
+/*
+ * The leaf of the first page in [*p, pend) that has one; *p advances to that
+ * page. NULL when no page left has a leaf. For entry-by-entry walks.
+ */
+static struct leaf *leaf_next(const struct ps_pgtable *t, uint64_t *p,
+			      uint64_t pend)
+{
+	uint64_t L = *p >> LEVEL_BITS;
+	struct leaf *l;
+
+	if (*p >= pend)
+		return NULL;
+	l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
+	if (l && L << LEVEL_BITS > *p)
+		*p = L << LEVEL_BITS;
+	return l;
+}
+
+/* --- the one entry update -------------------------------------------------- */
+
+static inline ps_pte_t entry_load(const struct leaf *l, unsigned int i)
+{
+	/*
+	 * Seq_cst: the scanner's entry load in the hint protocol (G8); on the
+	 * other paths it is an acquire load (pairs with entry_cas()'s
+	 * release), which costs the same on x86 and Arm.
+	 */
+	return atomic_load_explicit(&l->e[i], memory_order_seq_cst);
+}
+
+/* G8, writer side: make sure the line of entry @i is hinted. */
+static inline void hint_mark(struct leaf *l, unsigned int i)
+{
+	uint64_t bit = UINT64_C(1) << (i / LINE_ENTRIES);
+
+	/* Seq_cst: the writer's hint load, after its entry CAS (G8). */
+	if (!(atomic_load_explicit(&l->hint, memory_order_seq_cst) & bit))
+		/* Seq_cst: G8; any order works once the load saw it clear. */
+		atomic_fetch_or_explicit(&l->hint, bit, memory_order_seq_cst);
+}
+
+/*
+ * entry_cas() - the only way an entry changes: *old -> @n in one CAS. On
+ * failure *old receives the current value, for the caller to recompute its
+ * transition from. A change that makes the entry written hints its line.
+ */
+static inline bool entry_cas(struct leaf *l, unsigned int i, ps_pte_t *old,
+			     ps_pte_t n)
+{
+	/*
+	 * Seq_cst on success: the writer's CAS in the hint protocol (G8); it
+	 * also releases the entry to acquiring readers (a frame's page is
+	 * initialised before it is mapped). Acquire on failure: the fresh
+	 * value is read like any lookup.
+	 */
+	if (!atomic_compare_exchange_strong_explicit(&l->e[i], old, n,
+						     memory_order_seq_cst,
+						     memory_order_acquire))
+		return false;
+	if (ps_pte_written(n) && !ps_pte_written(*old))
+		hint_mark(l, i);
+	return true;
+}
+
+/* --- registrations ------------------------------------------------------------- */
+
+static inline const struct regset *regs_load(const struct ps_pgtable *t)
+{
+	/* Acquire: pairs with the release store of regs_publish(). */
+	return atomic_load_explicit(&t->regs, memory_order_acquire);
+}
+
+/*
+ * The registration in force at @addr, or NULL; *seg_end receives where that
+ * answer stops holding, at most @end.
+ */
+static const struct reg *reg_segment(const struct regset *rs, uint64_t addr,
+				     uint64_t end, uint64_t *seg_end)
+{
+	size_t lo = 0, hi = rs ? rs->n : 0;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (rs->r[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*seg_end = end;
+	if (!rs || lo == rs->n)
+		return NULL;
+	if (rs->r[lo].start > addr) {
+		if (rs->r[lo].start < end)
+			*seg_end = rs->r[lo].start;
+		return NULL;
+	}
+	if (rs->r[lo].end < end)
+		*seg_end = rs->r[lo].end;
+	return &rs->r[lo];
+}
+
+/* Is every page of [start, end) registered with all of @need? */
+static bool reg_covers(const struct regset *rs, uint64_t start, uint64_t end,
+		       unsigned int need)
+{
+	while (start < end) {
+		uint64_t seg_end;
+		const struct reg *r = reg_segment(rs, start, end, &seg_end);
+
+		if (!r || (r->flags & need) != need)
+			return false;
+		start = seg_end;
+	}
+	return true;
+}
+
+static const struct reg *reg_find_page(const struct regset *rs,
+					uint64_t addr)
+{
+	uint64_t seg_end;
+
+	return reg_segment(rs, addr, addr + PAGE_SIZE, &seg_end);
+}
+
+static unsigned int reg_flags(const struct reg *r)
+{
+	return r ? r->flags | REG_ON : 0;
+}
+
+static bool uses_markers(unsigned int rf)
+{
+	return (rf & REG_ON) && (rf & (PS_WP_SHARED | PS_WP_UNPOPULATED));
+}
+
+static void regset_free_rcu(struct ps__rcu_head *h)
+{
+	free(h);
+}
+
+static struct regset *regset_new(size_t n)
+{
+	struct regset *rs = malloc(sizeof(*rs) + n * sizeof(rs->r[0]));
+
+	if (rs)
+		rs->n = 0;
+	return rs;
+}
+
+/* Replace the registrations (t->lock held); the old set goes after readers. */
+static void regs_publish(struct ps_pgtable *t, struct regset *rs)
+{
+	/* Relaxed: only the holder of t->lock stores t->regs. */
+	struct regset *old = atomic_load_explicit(&t->regs, memory_order_relaxed);
+
+	/* Release: pairs with regs_load(): the array is complete. */
+	atomic_store_explicit(&t->regs, rs, memory_order_release);
+	if (old)
+		ps__rcu_call(&old->rcu, regset_free_rcu);
+}
+
+/* --- argument checks ------------------------------------------------------------ */
+
+static bool bad_addr(uint64_t addr)
+{
+	return (addr & (PAGE_SIZE - 1)) || addr >= PS_PGTABLE_ADDR_END;
+}
+
+static bool bad_range(uint64_t start, uint64_t len)
+{
+	return ((start | len) & (PAGE_SIZE - 1)) || len == 0 ||
+	       len > PS_PGTABLE_ADDR_END || start > PS_PGTABLE_ADDR_END - len;
+}
+
+/* --- transitions (pure: old entry -> new entry) ----------------------------------- */
+
+/*
+ * What a transition knows: the registration of the page (rf: PS_WP_* |
+ * REG_ON, or 0), the operation's flags, and its own arguments.
+ */
+struct op {
+	unsigned int rf;
+	unsigned int flags;
+	uint64_t start;	 /* map: first page */
+	uint64_t frame;	 /* map: first frame */
+	uint64_t pflags; /* map: present flags */
+	ps_pgtable_visit_fn visit;
+	void *ctx;
+};
+
+typedef ps_pte_t (*tr_fn)(ps_pte_t e, const struct op *op, uint64_t addr);
+
+static ps_pte_t tr_protect(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	(void)addr;
+	if (e == PS_PTE_NONE)
+		return uses_markers(op->rf) ? marker_uffd_wp() : e;
+	if (ps_pte_is_marker(e))
+		return e; /* U stays; POISONED and GUARD are left alone */
+	return ps_pte_mkuffd_wp(e);
+}
+
+static ps_pte_t tr_unprotect(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	(void)op;
+	(void)addr;
+	return ps_pte_clear_uffd_wp(e);
+}
+
+static ps_pte_t tr_zap(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	bool unmap = op->flags & PS_ZAP_UNMAP;
+	bool keep_wp = !unmap && (op->rf & REG_ON) && (op->rf & PS_WP_SHARED);
+	unsigned int keep;
+
+	(void)addr;
+	if (e == PS_PTE_NONE)
+		return e;
+	if (!ps_pte_is_marker(e))
+		return keep_wp && ps_pte_uffd_wp(e) ? marker_uffd_wp()
+						    : PS_PTE_NONE;
+	keep = (keep_wp ? PS_PTE_MARKER_UFFD_WP : 0) |
+	       (unmap ? 0 : PS_PTE_MARKER_GUARD);
+	return ps_pte_mk_marker(ps_pte_marker_bits(e) & keep);
+}
+
+/* Copy and move: what the target gets for source entry @e. */
+static ps_pte_t tr_copy(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	bool keep_wp = op->flags & PS_KEEP_WP;
+
+	(void)addr;
+	if (ps_pte_is_marker(e))
+		return ps_pte_mk_marker(
+			ps_pte_marker_bits(e) &
+			(PS_PTE_MARKER_POISONED | PS_PTE_MARKER_GUARD |
+			 (keep_wp ? PS_PTE_MARKER_UFFD_WP : 0)));
+	return keep_wp ? e : ps_pte_clear_uffd_wp(e);
+}
+
+static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	uint64_t frame = op->frame + ((addr - op->start) >> PAGE_SHIFT);
+
+	if (e == PS_PTE_NONE)
+		return ps_pte_mk_present(frame, op->pflags);
+	if (e == marker_uffd_wp())
+		return ps_pte_mk_present(frame, op->pflags | PS_PTE_UFFD_WP);
+	return REFUSE;
+}
+
+/* --- the range walk ------------------------------------------------------------------ */
+
+/* Hint bits of lines [from, to) (line numbers, to <= 64). */
+static inline uint64_t lines_mask(unsigned int from, unsigned int to)
+{
+	if (from >= to)
+		return 0;
+	return (~UINT64_C(0) >> (64 - (to - from))) << from;
+}
+
+/*
+ * hint_begin() - a writer that makes every entry of [lo, hi) not written
+ * (protect, a WP_MATCHING scan) first clears the hint bits of the lines it
+ * covers whole (G8). Returns the hint word as it was.
+ */
+static inline uint64_t hint_begin(struct leaf *l, uint64_t covered)
+{
+	/* Seq_cst: the scanner's hint RMW of G8, before its entry loads. */
+	return atomic_fetch_and_explicit(&l->hint, ~covered,
+					 memory_order_seq_cst);
+}
+
+/* hint_end() - ... and sets them again where an entry stays written. */
+static inline void hint_end(struct leaf *l, uint64_t back)
+{
+	if (back)
+		/* Seq_cst: G8, a written entry stays in these lines. */
+		atomic_fetch_or_explicit(&l->hint, back, memory_order_seq_cst);
+}
+
+/*
+ * Apply @fn to entries [lo, hi) of leaf @l (first page @p0). Returns 0, or
+ * -EEXIST when @fn refused an entry (the walk stops there). With
+ * @clear_hint (protect: nothing stays written), the hint bits of the lines
+ * covered whole are cleared first and set again where an entry stays
+ * written (G8).
+ */
+static PS_ALWAYS_INLINE int update_leaf(struct leaf *l, uint64_t p0,
+					unsigned int lo, unsigned int hi,
+					tr_fn fn, const struct op *op,
+					bool clear_hint)
+{
+	uint64_t covered = clear_hint ? lines_mask((lo + LINE_ENTRIES - 1) /
+							   LINE_ENTRIES,
+						   hi / LINE_ENTRIES)
+				      : 0;
+	uint64_t still = 0;
+	int err = 0;
+
+	if (covered)
+		(void)hint_begin(l, covered);
+	for (unsigned int i = lo; i < hi && !err; i++) {
+		uint64_t addr = (p0 + i) << PAGE_SHIFT;
+		ps_pte_t e = entry_load(l, i), n;
+
+		for (;;) {
+			n = fn(e, op, addr);
+			if (n == e)
+				break;
+			if (n == REFUSE) {
+				err = -EEXIST;
+				still = covered;
+				break;
+			}
+			if (entry_cas(l, i, &e, n)) {
+				if (op->visit)
+					op->visit(op->ctx, addr, e, n);
+				e = n;
+				break;
+			}
+		}
+		if (ps_pte_written(e))
+			still |= UINT64_C(1) << (i / LINE_ENTRIES);
+	}
+	if (covered)
+		hint_end(l, covered & still);
+	return err;
+}
+
+/*
+ * update_range() - apply @fn to every entry of [start, end), segment by
+ * segment of equal registration (@rs), allocating leaves only where @fn
+ * turns a none entry into something else. @clear_hint: see update_leaf().
+ * Returns 0, -ENOMEM or -EEXIST.
+ */
+static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
+					 const struct regset *rs,
+					 uint64_t start, uint64_t end, tr_fn fn,
+					 struct op *op, bool clear_hint)
+{
+	uint64_t p = start >> PAGE_SHIFT;
+
+	while (p < end >> PAGE_SHIFT) {
+		uint64_t seg_end;
+		const struct reg *r = reg_segment(rs, p << PAGE_SHIFT, end,
+						  &seg_end);
+		uint64_t send = seg_end >> PAGE_SHIFT;
+		bool alloc;
+
+		op->rf = reg_flags(r);
+		alloc = fn(PS_PTE_NONE, op, p << PAGE_SHIFT) != PS_PTE_NONE;
+		while (p < send) {
+			uint64_t L = p >> LEVEL_BITS, lend;
+			struct leaf *l;
+			int err;
+
+			if (alloc) {
+				l = leaf_alloc(t, L);
+				if (!l)
+					return -ENOMEM;
+			} else {
+				l = leaf_find(t, &L,
+					      ((send - 1) >> LEVEL_BITS) + 1);
+				if (!l)
+					break;
+				if (L << LEVEL_BITS > p)
+					p = L << LEVEL_BITS;
+			}
+			lend = (L + 1) << LEVEL_BITS;
+			if (lend > send)
+				lend = send;
+			err = update_leaf(l, L << LEVEL_BITS,
+					  (unsigned int)(p & LEVEL_MASK),
+					  (unsigned int)(lend - (L << LEVEL_BITS)),
+					  fn, op, clear_hint);
+			if (err)
+				return err;
+			p = lend;
+		}
+		p = send;
+	}
+	return 0;
+}
+
+/* Is every entry of [start, end) none, or also a lone UFFD_WP marker? */
+static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
+			 uint64_t end, bool wp_markers_ok)
+{
+	uint64_t p = start >> PAGE_SHIFT, pend = end >> PAGE_SHIFT;
+	struct leaf *l;
+
+	for (; (l = leaf_next(t, &p, pend)); p++) {
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK);
+
+		if (e != PS_PTE_NONE && !(wp_markers_ok && e == marker_uffd_wp()))
+			return false;
+	}
+	return true;
+}
+
+/* --- lifetime and lookups ------------------------------------------------------------ */
+
+struct ps_pgtable *ps_pgtable_create(void)
+{
+	struct ps_pgtable *t = aligned_alloc(64, (sizeof(*t) + 63) & ~(size_t)63);
+
+	if (!t)
+		return NULL;
+	memset(t, 0, sizeof(*t));
+	if (pthread_mutex_init(&t->lock, NULL)) {
+		free(t);
+		return NULL;
+	}
+	count(&t->bytes, (int64_t)sizeof(*t));
+	return t;
+}
+
+static void free_subtree(struct node *n, int depth)
+{
+	for (unsigned int i = 0; i < FANOUT; i++) {
+		void *c = child(n, i);
+
+		if (!c)
+			continue;
+		if (depth > 1)
+			free_subtree(c, depth - 1);
+		free(c);
+	}
+}
+
+void ps_pgtable_destroy(struct ps_pgtable *t)
+{
+	if (!t)
+		return;
+	ps__rcu_barrier(); /* trimmed levels and old registrations first */
+	free_subtree(&t->root, 3);
+	free(atomic_load_explicit(&t->regs, memory_order_relaxed)); /* Relaxed: sole user */
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st)
+{
+	/* Relaxed: statistics, a snapshot of independent counters. */
+	st->bytes = atomic_load_explicit(&t->bytes, memory_order_relaxed);
+	st->leaves = atomic_load_explicit(&t->leaves, memory_order_relaxed);
+	st->nodes = atomic_load_explicit(&t->nodes, memory_order_relaxed);
+}
+
+void ps_pgtable_read_lock(void)
+{
+	ps__rcu_read_lock();
+}
+
+void ps_pgtable_read_unlock(void)
+{
+	ps__rcu_read_unlock();
+}
+
+ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr)
+{
+	uint64_t p = addr >> PAGE_SHIFT;
+	const struct leaf *l;
+
+	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
+		return PS_PTE_NONE;
+	l = leaf_lookup(t, p >> LEVEL_BITS);
+	if (!l)
+		return PS_PTE_NONE;
+	/* Acquire: pairs with the release of entry_cas(). */
+	return atomic_load_explicit(&l->e[p & LEVEL_MASK], memory_order_acquire);
+}
+
+int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
+{
+	if (bad_addr(addr))
+		return -EINVAL;
+	ps__rcu_read_lock();
+	*pte = ps_pgtable_lookup(t, addr);
+	ps__rcu_read_unlock();
+	return 0;
+}
+
+/* --- single entries ----------------------------------------------------------------- */
+
+/* Transition of ps_pgtable_set(): whatever was there becomes op->pflags. */
+static ps_pte_t tr_set(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	(void)e;
+	(void)addr;
+	return op->pflags;
+}
+
+static ps_pte_t tr_swap_out(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	(void)addr;
+	if (!ps_pte_is_present(e))
+		return REFUSE;
+	return ps_pte_mk_swap((unsigned int)op->frame, op->start,
+			      op->pflags | (e & PS_PTE_UFFD_WP));
+}
+
+static ps_pte_t tr_swap_in(ps_pte_t e, const struct op *op, uint64_t addr)
+{
+	(void)addr;
+	if (!ps_pte_is_swap(e))
+		return REFUSE;
+	return ps_pte_mk_present(op->frame, op->pflags | (e & PS_PTE_UFFD_WP));
+}
+
+/*
+ * update_one() - apply @fn to the entry of page @addr (in a read-side
+ * section), allocating its leaf when @fn makes a none entry non-none.
+ * *old receives the entry before. Returns 0, -ENOMEM, or @refused when @fn
+ * refused the entry.
+ */
+static int update_one(struct ps_pgtable *t, uint64_t addr, tr_fn fn,
+		      struct op *op, ps_pte_t *old, int refused)
+{
+	uint64_t p = addr >> PAGE_SHIFT;
+	struct leaf *l;
+	int err = 0;
+	ps_pte_t e, n;
+
+	ps__rcu_read_lock();
+	l = leaf_lookup(t, p >> LEVEL_BITS);
+	if (!l && fn(PS_PTE_NONE, op, addr) == PS_PTE_NONE) {
+		e = PS_PTE_NONE; /* nothing to do, nothing allocated */
+		err = fn(e, op, addr) == REFUSE ? refused : 0;
+		goto out;
+	}
+	if (!l)
+		l = leaf_alloc(t, p >> LEVEL_BITS);
+	if (!l) {
+		err = -ENOMEM;
+		e = PS_PTE_NONE;
+		goto out;
+	}
+	e = entry_load(l, p & LEVEL_MASK);
+	for (;;) {
+		n = fn(e, op, addr);
+		if (n == REFUSE) {
+			err = refused;
+			break;
+		}
+		if (n == e || entry_cas(l, p & LEVEL_MASK, &e, n))
+			break;
+	}
+out:
+	ps__rcu_read_unlock();
+	if (old)
+		*old = e;
+	return err;
+}
+
+int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
+		   ps_pte_t *old)
+{
+	struct op op = {.pflags = pte};
+
+	if (bad_addr(addr) || !ps_pte_valid(pte))
+		return -EINVAL;
+	return update_one(t, addr, tr_set, &op, old, 0);
+}
+
+int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr,
+		       ps_pte_t *expected, ps_pte_t desired)
+{
+	uint64_t p = addr >> PAGE_SHIFT;
+	struct leaf *l;
+	int err = 0;
+
+	if (bad_addr(addr) || !ps_pte_valid(desired))
+		return -EINVAL;
+	ps__rcu_read_lock();
+	l = leaf_lookup(t, p >> LEVEL_BITS);
+	if (!l && (*expected != PS_PTE_NONE || desired == PS_PTE_NONE)) {
+		err = *expected == PS_PTE_NONE ? 0 : -EAGAIN;
+		*expected = PS_PTE_NONE;
+		goto out;
+	}
+	if (!l)
+		l = leaf_alloc(t, p >> LEVEL_BITS);
+	if (!l)
+		err = -ENOMEM;
+	else if (!entry_cas(l, p & LEVEL_MASK, expected, desired))
+		err = -EAGAIN;
+out:
+	ps__rcu_read_unlock();
+	return err;
+}
+
+int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
+			uint64_t offset, uint64_t flags, ps_pte_t *old)
+{
+	struct op op = {.frame = type, .start = offset, .pflags = flags};
+
+	if (bad_addr(addr) || type > PS_PTE_SWP_TYPE_MAX ||
+	    offset > PS_PTE_SWP_OFFSET_MAX || (flags & ~PS_PTE_SWP_EXCLUSIVE))
+		return -EINVAL;
+	return update_one(t, addr, tr_swap_out, &op, old, -ENXIO);
+}
+
+int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
+		       uint64_t flags, ps_pte_t *old)
+{
+	struct op op = {.frame = frame, .pflags = flags};
+
+	if (bad_addr(addr) || frame > PS_PTE_FRAME_MAX ||
+	    (flags & ~(PS_PTE_PRESENT_FLAGS & ~PS_PTE_UFFD_WP)))
+		return -EINVAL;
+	return update_one(t, addr, tr_swap_in, &op, old, -ENXIO);
+}
+
+/* --- ranges ---------------------------------------------------------------------------- */
+
+int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		   uint64_t frame, uint64_t flags)
+{
+	struct op op = {.start = start, .frame = frame, .pflags = flags};
+	bool wp = flags & PS_PTE_UFFD_WP;
+	int err;
+
+	if (bad_range(start, len) || (flags & ~PS_PTE_PRESENT_FLAGS) ||
+	    frame > PS_PTE_FRAME_MAX ||
+	    (len >> PAGE_SHIFT) - 1 > PS_PTE_FRAME_MAX - frame)
+		return -EINVAL;
+	if (wp)
+		pthread_mutex_lock(&t->lock);
+	ps__rcu_read_lock();
+	if (wp && !reg_covers(regs_load(t), start, start + len, 0))
+		err = -ENOENT;
+	else if (!range_vacant(t, start, start + len, true))
+		err = -EEXIST;
+	else
+		err = update_range(t, regs_load(t), start, start + len, tr_map,
+				   &op, false);
+	ps__rcu_read_unlock();
+	if (wp)
+		pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
+			unsigned int flags)
+{
+	const struct regset *rs;
+	struct regset *nrs;
+	uint64_t end = start + len, seg_end;
+	size_t i, j = 0;
+	int err = 0;
+
+	if (bad_range(start, len) || (flags & ~PS_WP_ALL))
+		return -EINVAL;
+	if (flags & PS_WP_ASYNC)
+		flags |= PS_WP_UNPOPULATED; /* as WP_ASYNC implies it in Linux */
+	pthread_mutex_lock(&t->lock);
+	rs = regs_load(t);
+	if (reg_segment(rs, start, end, &seg_end) || seg_end != end) {
+		err = -EBUSY;
+		goto out;
+	}
+	nrs = regset_new((rs ? rs->n : 0) + 1);
+	if (!nrs) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; rs && i < rs->n && rs->r[i].start < start; i++)
+		nrs->r[j++] = rs->r[i];
+	nrs->r[j++] = (struct reg){start, end, flags};
+	for (; rs && i < rs->n; i++)
+		nrs->r[j++] = rs->r[i];
+	nrs->n = j;
+	regs_publish(t, nrs);
+out:
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len)
+{
+	const struct regset *rs;
+	struct regset *nrs;
+	uint64_t end = start + len;
+	struct op op = {0};
+	size_t hits = 0;
+	int err = 0;
+
+	if (bad_range(start, len))
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	rs = regs_load(t);
+	nrs = regset_new((rs ? rs->n : 0) + 1); /* one may split in two */
+	if (!nrs) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; rs && i < rs->n; i++) {
+		struct reg r = rs->r[i];
+
+		if (r.end <= start || r.start >= end) {
+			nrs->r[nrs->n++] = r;
+			continue;
+		}
+		hits++;
+		if (r.start < start)
+			nrs->r[nrs->n++] = (struct reg){r.start, start, r.flags};
+		if (r.end > end)
+			nrs->r[nrs->n++] = (struct reg){end, r.end, r.flags};
+	}
+	if (!hits) {
+		free(nrs);
+		err = -ENOENT;
+		goto out;
+	}
+	regs_publish(t, nrs);
+	ps__rcu_synchronize(); /* G6: zaps that saw the old set are done */
+	err = update_range(t, nrs, start, end, tr_unprotect, &op, false);
+out:
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+/* protect and unprotect: the range must be registered (G5: under t->lock). */
+static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		    bool protect)
+{
+	struct op op = {0};
+	int err;
+
+	if (bad_range(start, len))
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	if (!reg_covers(regs_load(t), start, start + len, 0))
+		err = -ENOENT;
+	else if (protect)
+		err = update_range(t, regs_load(t), start, start + len,
+				   tr_protect, &op, true);
+	else
+		err = update_range(t, regs_load(t), start, start + len,
+				   tr_unprotect, &op, false);
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len)
+{
+	return wp_range(t, start, len, true);
+}
+
+int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len)
+{
+	return wp_range(t, start, len, false);
+}
+
+int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		   unsigned int flags, ps_pgtable_visit_fn visit, void *ctx)
+{
+	struct op op = {.flags = flags, .visit = visit, .ctx = ctx};
+	int err;
+
+	if (bad_range(start, len) || (flags & ~PS_ZAP_UNMAP))
+		return -EINVAL;
+	ps__rcu_read_lock();
+	err = update_range(t, regs_load(t), start, start + len, tr_zap, &op,
+			   false);
+	ps__rcu_read_unlock();
+	return err;
+}
+
+/*
+ * Install @n at page @addr of @t, which must hold *cur (none at first):
+ * the target half of copy and move. -EEXIST if someone else stored there.
+ */
+static int install(struct ps_pgtable *t, uint64_t addr, ps_pte_t *cur,
+		   ps_pte_t n)
+{
+	uint64_t p = addr >> PAGE_SHIFT;
+	struct leaf *l;
+	ps_pte_t seen = *cur;
+
+	if (n == seen)
+		return 0;
+	l = leaf_alloc(t, p >> LEVEL_BITS);
+	if (!l)
+		return -ENOMEM;
+	if (!entry_cas(l, p & LEVEL_MASK, &seen, n))
+		return -EEXIST;
+	*cur = n;
+	return 0;
+}
+
+/*
+ * Common checks of copy and move: flags, a registered target for
+ * PS_KEEP_WP (taking @t's writer mutex, returned in *locked), a vacant
+ * target. Called inside a read-side section.
+ */
+static int target_ready(struct ps_pgtable *t, uint64_t start, uint64_t len,
+			unsigned int flags, bool *locked)
+{
+	*locked = false;
+	if (flags & ~PS_KEEP_WP)
+		return -EINVAL;
+	if (flags & PS_KEEP_WP) {
+		pthread_mutex_lock(&t->lock);
+		*locked = true;
+		if (!reg_covers(regs_load(t), start, start + len, 0))
+			return -ENOENT;
+	}
+	return range_vacant(t, start, start + len, false) ? 0 : -EEXIST;
+}
+
+int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
+		    uint64_t start, uint64_t len, unsigned int flags,
+		    ps_pgtable_visit_fn visit, void *ctx)
+{
+	struct op op = {.flags = flags};
+	uint64_t p, pend = (start + len) >> PAGE_SHIFT;
+	struct leaf *l;
+	bool locked;
+	int err;
+
+	if (bad_range(start, len) || dst == src)
+		return -EINVAL;
+	ps__rcu_read_lock();
+	err = target_ready(dst, start, len, flags, &locked);
+	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
+	     p++) {
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK), n, cur = PS_PTE_NONE;
+
+		n = tr_copy(e, &op, p << PAGE_SHIFT);
+		if (n == PS_PTE_NONE)
+			continue;
+		err = install(dst, p << PAGE_SHIFT, &cur, n);
+		if (!err && visit)
+			visit(ctx, p << PAGE_SHIFT, e, n);
+	}
+	ps__rcu_read_unlock();
+	if (locked)
+		pthread_mutex_unlock(&dst->lock);
+	return err;
+}
+
+int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
+		    uint64_t len, unsigned int flags)
+{
+	struct op op = {.flags = flags};
+	uint64_t p, pend = (from + len) >> PAGE_SHIFT;
+	struct leaf *l;
+	bool locked;
+	int err;
+
+	if (bad_range(from, len) || bad_range(to, len) ||
+	    (from < to + len && to < from + len))
+		return -EINVAL;
+	ps__rcu_read_lock();
+	err = target_ready(t, to, len, flags, &locked);
+	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend)); p++) {
+		uint64_t dst = (p << PAGE_SHIFT) - from + to;
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK), cur = PS_PTE_NONE;
+
+		/*
+		 * Target first, then the source; a fault that changes the
+		 * source meanwhile fails our CAS and is carried over.
+		 */
+		while (!err && e != PS_PTE_NONE) {
+			err = install(t, dst, &cur,
+				      tr_copy(e, &op, p << PAGE_SHIFT));
+			if (!err && entry_cas(l, p & LEVEL_MASK, &e, PS_PTE_NONE))
+				break;
+		}
+		if (!err && e == PS_PTE_NONE)
+			err = install(t, dst, &cur, PS_PTE_NONE); /* zapped */
+	}
+	ps__rcu_read_unlock();
+	if (locked)
+		pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+static bool leaf_empty(const struct leaf *l)
+{
+	for (unsigned int i = 0; i < FANOUT; i++)
+		if (entry_load(l, i) != PS_PTE_NONE)
+			return false;
+	return true;
+}
+
+static bool node_empty(const struct node *n)
+{
+	for (unsigned int i = 0; i < FANOUT; i++)
+		if (child(n, i))
+			return false;
+	return true;
+}
+
+/* Unlink the child in @slot (t->lock held) and free it after readers. */
+static void unlink_child(struct ps_pgtable *t, _Atomic(void *) *slot,
+			 bool leaf)
+{
+	/* Relaxed: only the holder of t->lock unlinks. */
+	void *c = atomic_load_explicit(slot, memory_order_relaxed);
+
+	/* Relaxed: publishes nothing; readers holding c keep it (G1). */
+	atomic_store_explicit(slot, NULL, memory_order_relaxed);
+	level_forget(t, leaf);
+	if (leaf)
+		ps__rcu_call(&((struct leaf *)c)->rcu, leaf_free_rcu);
+	else
+		ps__rcu_call(&((struct node *)c)->rcu, node_free_rcu);
+}
+
+int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
+{
+	/* Leaf numbers wholly inside the range: [L0, L1). */
+	uint64_t p0 = start >> PAGE_SHIFT, p1 = (start + len) >> PAGE_SHIFT;
+	uint64_t L0 = (p0 + LEVEL_MASK) >> LEVEL_BITS, L1 = p1 >> LEVEL_BITS;
+
+	if (bad_range(start, len))
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	for (uint64_t L = L0; L < L1;) {
+		uint64_t m = L >> MID_SHIFT, mid_end = (m + 1) << MID_SHIFT;
+		struct node *mid = child(&t->root, m);
+
+		if (!mid) {
+			L = mid_end;
+			continue;
+		}
+		while (L < L1 && L < mid_end) {
+			uint64_t lo = (L >> LOW_SHIFT) & LEVEL_MASK;
+			uint64_t low_first = L & ~(uint64_t)LEVEL_MASK;
+			uint64_t low_end = low_first + FANOUT;
+			struct node *low = child(mid, lo);
+
+			for (; low && L < L1 && L < low_end; L++) {
+				struct leaf *l = child(low, L & LEVEL_MASK);
+
+				if (l && leaf_empty(l))
+					unlink_child(t, &low->slot[L & LEVEL_MASK],
+						     true);
+			}
+			if (low && low_first >= L0 && low_end <= L1 &&
+			    node_empty(low))
+				unlink_child(t, &mid->slot[lo], false);
+			L = low_end < L1 ? low_end : L1;
+		}
+		if ((m << MID_SHIFT) >= L0 && mid_end <= L1 && node_empty(mid))
+			unlink_child(t, &t->root.slot[m], false);
+		L = mid_end;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+/* --- faults ------------------------------------------------------------------------------ */
+
+enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
+				   unsigned int access, ps_pte_t *pte)
+{
+	uint64_t p = addr >> PAGE_SHIFT;
+	enum ps_fault r;
+	struct leaf *l;
+	ps_pte_t e = PS_PTE_NONE, n;
+
+	if (bad_addr(addr) ||
+	    (access & ~(PS_ACCESS_READ | PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP)) ||
+	    !(access & (PS_ACCESS_READ | PS_ACCESS_WRITE)))
+		return PS_FAULT_INVALID;
+	ps__rcu_read_lock();
+	l = leaf_lookup(t, p >> LEVEL_BITS);
+	if (l)
+		e = entry_load(l, p & LEVEL_MASK);
+	for (;;) {
+		const struct reg *reg = NULL;
+		unsigned int m = ps_pte_marker_bits(e);
+
+		if (ps_pte_uffd_wp(e))
+			reg = reg_find_page(regs_load(t), addr);
+		r = PS_FAULT_OK;
+		n = e;
+		if (e == PS_PTE_NONE || ps_pte_is_swap(e)) {
+			r = PS_FAULT_MISSING;
+		} else if (m & PS_PTE_MARKER_POISONED) {
+			r = PS_FAULT_POISONED;
+		} else if (m & PS_PTE_MARKER_GUARD) {
+			r = PS_FAULT_GUARD;
+		} else if (m) {
+			r = PS_FAULT_MISSING; /* UFFD_WP: stays, unless stale */
+			if (!reg)
+				n = ps_pte_clear_uffd_wp(e); /* G9 */
+		} else if (!(access & PS_ACCESS_WRITE)) {
+			n = e | PS_PTE_ACCESSED;
+		} else if (!(e & PS_PTE_MAYWRITE)) {
+			r = PS_FAULT_BAD_ACCESS;
+		} else if (reg && !(reg->flags & PS_WP_ASYNC) &&
+			   !(access & PS_ACCESS_RESOLVE_WP)) {
+			r = PS_FAULT_WP;
+		} else {
+			n = ps_pte_resolve_write(e); /* one CAS: -wp, +W D A */
+		}
+		if (n == e || entry_cas(l, p & LEVEL_MASK, &e, n))
+			break;
+	}
+	ps__rcu_read_unlock();
+	if (pte)
+		*pte = n;
+	return r;
+}
+
+enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
+			       unsigned int access)
+{
+	return ps_pgtable_fault_pte(t, addr, access, NULL);
+}
+
+/* --- scans ------------------------------------------------------------------------------ */
+
+#define SCAN_FLAGS (PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC)
+/*
+ * An entry's categories depend only on its bits 0-4 (form, uffd-wp, marker
+ * set) and its registration, so a scan tabulates them per segment: KEY(e)
+ * indexes the table.
+ */
+#define NKEYS 32u
+#define KEY(e) ((unsigned int)(e) & (NKEYS - 1))
+
+PS_STATIC_ASSERT(PS_PTE_MARKER_SHIFT + PS_PTE_MARKER_WIDTH == 5 &&
+			 PS_PTE_UFFD_WP_SHIFT < 5,
+		 "categories are a function of the entry's low 5 bits");
+
+struct scan {
+	struct ps_pgtable_scan *a;
+	struct op op;	   /* op.rf: registration of the current segment */
+	uint64_t max;	   /* page budget (UINT64_MAX: none) */
+	uint64_t pages;	   /* matching pages taken */
+	uint64_t nr;	   /* regions in a->vec; the last one is open */
+	uint64_t cur_end;  /* end of the open region */
+	uint64_t cur_cat;  /* its categories */
+	uint32_t match;	   /* bit k: entries with key k match */
+	bool record;	   /* regions are reported (vec_len, return_mask) */
+	bool wp;	   /* PS_SCAN_WP_MATCHING */
+	bool stopped;	   /* a->walk_end is set */
+	unsigned int cur_key;  /* a key reported as the open region is */
+	uint64_t rcat[NKEYS]; /* reported categories of key k */
+	uint32_t same[NKEYS + 1]; /* matching keys reported as key k is;
+				     same[NKEYS] = 0: nothing extends */
+};
+
+/* The kernel's pagemap_page_category(), plus the extensions. */
+static uint64_t page_categories(ps_pte_t e, unsigned int rf)
+{
+	uint64_t c = (rf & PS_WP_ASYNC) ? PS_CAT_WPALLOWED : 0;
+	unsigned int m = ps_pte_marker_bits(e);
+
+	if (e == PS_PTE_NONE)
+		return c;
+	if (ps_pte_is_present(e))
+		c |= PS_CAT_PRESENT | ((rf & PS_WP_SHARED) ? PS_CAT_FILE : 0);
+	else
+		c |= PS_CAT_SWAPPED;
+	if (ps_pte_is_marker(e))
+		c |= PS_CAT_MARKER |
+		     ((m & PS_PTE_MARKER_GUARD) ? PS_CAT_GUARD : 0) |
+		     ((m & PS_PTE_MARKER_POISONED) ? PS_CAT_POISONED : 0);
+	return c | (ps_pte_uffd_wp(e) ? PS_CAT_WP : PS_CAT_WRITTEN);
+}
+
+static bool scan_matches(const struct ps_pgtable_scan *a, uint64_t c)
+{
+	c ^= a->category_inverted;
+	return (c & a->category_mask) == a->category_mask &&
+	       (!a->category_anyof_mask || (c & a->category_anyof_mask));
+}
+
+/* Can only written pages match? Then hinted lines are enough (G8). */
+static bool scan_needs_written(const struct ps_pgtable_scan *a)
+{
+	if (a->category_inverted & PS_CAT_WRITTEN)
+		return false;
+	return (a->category_mask & PS_CAT_WRITTEN) ||
+	       a->category_anyof_mask == PS_CAT_WRITTEN;
+}
+
+/* Tabulate categories and matches for the segment's registration. */
+static void scan_prepare(struct scan *s)
+{
+	s->match = 0;
+	for (unsigned int k = 0; k < NKEYS; k++) {
+		/* Key k as an entry: only its low 5 bits matter. */
+		uint64_t c = page_categories(k & PS_PTE_TYPE_MASK ? k : 0,
+					     s->op.rf);
+
+		s->rcat[k] = c & s->a->return_mask;
+		if (scan_matches(s->a, c))
+			s->match |= UINT32_C(1) << k;
+	}
+	for (unsigned int k = 0; k < NKEYS; k++) {
+		s->same[k] = 0;
+		for (unsigned int j = 0; j < NKEYS; j++)
+			if (s->rcat[j] == s->rcat[k])
+				s->same[k] |= UINT32_C(1) << j;
+		s->same[k] &= s->match;
+	}
+	/* An open region from the previous segment extends by category. */
+	s->same[NKEYS] = 0;
+	s->cur_key = NKEYS;
+	if (s->nr)
+		for (unsigned int k = 0; k < NKEYS; k++)
+			if (((s->match >> k) & 1) && s->rcat[k] == s->cur_cat)
+				s->cur_key = k;
+}
+
+/* Can the page at @addr, reported as @rc, be taken (budget, vec room)? */
+static inline bool scan_room(const struct scan *s, uint64_t addr, uint64_t rc)
+{
+	return s->pages < s->max &&
+	       (!s->record || s->nr < s->a->vec_len ||
+		(s->cur_end == addr && s->cur_cat == rc));
+}
+
+/* Take @n pages at @addr with key @k (scan_room() said yes). */
+static inline void scan_take(struct scan *s, uint64_t addr, uint64_t n,
+			     unsigned int k)
+{
+	struct ps_pgtable_region *v = s->a->vec;
+	const uint64_t rc = s->rcat[k];
+
+	s->pages += n;
+	if (!s->record)
+		return;
+	if (s->nr && s->cur_end == addr && s->cur_cat == rc) {
+		s->cur_end += n << PAGE_SHIFT;
+		return;
+	}
+	if (s->nr)
+		v[s->nr - 1].end = s->cur_end;
+	v[s->nr++] = (struct ps_pgtable_region){addr, 0, rc};
+	s->cur_end = addr + (n << PAGE_SHIFT);
+	s->cur_cat = rc;
+	s->cur_key = k;
+}
+
+static void scan_stop(struct scan *s, uint64_t addr)
+{
+	s->stopped = true;
+	s->a->walk_end = addr;
+}
+
+/*
+ * Entries [lo, hi) of leaf @l (first page @p0). A page is reported only
+ * after it was re-armed from exactly the value reported (G7). Lines left
+ * with a written entry are added to *still. Returns where it stopped: @hi,
+ * or the first page it could not take.
+ *
+ * The common step, a page that extends the open region, runs on local
+ * copies of the scan's counters: the atomic loads would otherwise make the
+ * compiler keep them in memory, one store-to-load round trip per page.
+ */
+static PS_ALWAYS_INLINE unsigned int
+scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
+	     unsigned int hi, uint64_t *still)
+{
+	const uint64_t max = s->max;
+	const uint32_t match = s->match;
+	const bool wp = s->wp, any = !s->record;
+	uint64_t written = 0;
+	unsigned int i = lo;
+
+	while (i < hi) { /* once per region started in here */
+		uint64_t pages = s->pages, cur_end = s->cur_end;
+		/* Keys that extend the open region (all matching, unrecorded). */
+		const uint32_t ext = any ? match : s->nr ? s->same[s->cur_key] : 0;
+		bool restart = false;
+
+		for (; i < hi && !restart; i++) {
+			ps_pte_t e, n;
+
+			if (any || cur_end == (p0 + i) << PAGE_SHIFT) {
+				/*
+				 * The dense case: a run extending the open
+				 * region needs one test per entry (and its
+				 * re-arm CAS), the budget only once. Anything
+				 * else goes to the general path below.
+				 */
+				unsigned int j = i, lim = hi;
+
+				if (max - pages < hi - i)
+					lim = i + (unsigned int)(max - pages);
+				for (; j < lim; j++) {
+					e = entry_load(l, j);
+					if (!((ext >> KEY(e)) & 1))
+						break;
+					if (!wp)
+						continue;
+					n = tr_protect(e, &s->op,
+						       (p0 + j) << PAGE_SHIFT);
+					if (n != e && !entry_cas(l, j, &e, n))
+						break;
+					if (ps_pte_written(n))
+						written |= UINT64_C(1)
+							   << (j / LINE_ENTRIES);
+				}
+				pages += j - i;
+				cur_end += (uint64_t)(j - i) << PAGE_SHIFT;
+				i = j;
+				if (i == hi)
+					break;
+			}
+			e = entry_load(l, i);
+			for (;;) {
+				unsigned int k = KEY(e);
+				uint64_t addr = (p0 + i) << PAGE_SHIFT;
+				bool extend = ((ext >> k) & 1) && pages < max &&
+					      (any || cur_end == addr);
+
+				if (!extend) {
+					if (!((match >> k) & 1))
+						break;
+					s->pages = pages;
+					s->cur_end = cur_end;
+					if (!scan_room(s, addr, s->rcat[k])) {
+						scan_stop(s, addr);
+						*still |= written;
+						return i;
+					}
+				}
+				if (wp) {
+					n = tr_protect(e, &s->op, addr);
+					if (n != e && !entry_cas(l, i, &e, n))
+						continue; /* changed: again */
+					e = n;
+				}
+				if (extend) {
+					pages++;
+					cur_end += PAGE_SIZE;
+				} else {
+					scan_take(s, addr, 1, k);
+					restart = true; /* reload the counters */
+				}
+				break;
+			}
+			if (wp && ps_pte_written(e))
+				written |= UINT64_C(1) << (i / LINE_ENTRIES);
+		}
+		if (!restart) {
+			s->pages = pages;
+			s->cur_end = cur_end;
+		}
+	}
+	*still |= written;
+	return hi;
+}
+
+/* Prefetch the entry lines of @l whose bits are set in @lines. */
+static inline void prefetch_lines(const struct leaf *l, uint64_t lines)
+{
+	for (; lines; lines &= lines - 1)
+		__builtin_prefetch(&l->e[__builtin_ctzll(lines) * LINE_ENTRIES]);
+}
+
+/* The hint of @l, as a guess for prefetching only. */
+static inline uint64_t hint_peek(const struct leaf *l)
+{
+	/* Relaxed: a prefetch hint; scan_leaf() reads it again properly. */
+	return atomic_load_explicit(&l->hint, memory_order_relaxed);
+}
+
+/* Entries [lo, hi) of leaf @l; false when the walk stopped. */
+static bool scan_leaf(struct scan *s, struct leaf *l, uint64_t p0,
+		      unsigned int lo, unsigned int hi, bool hinted)
+{
+	const unsigned int line_lo = lo / LINE_ENTRIES;
+	const unsigned int line_hi = (hi + LINE_ENTRIES - 1) / LINE_ENTRIES;
+	uint64_t covered = s->wp ? lines_mask((lo + LINE_ENTRIES - 1) /
+						      LINE_ENTRIES,
+					      hi / LINE_ENTRIES)
+				 : 0;
+	uint64_t lines = lines_mask(line_lo, line_hi), still = 0, h;
+	unsigned int stop = hi;
+
+	if (covered)
+		h = hint_begin(l, covered);
+	else
+		/* Seq_cst: the scanner's hint load (G8). */
+		h = hinted ? atomic_load_explicit(&l->hint,
+						  memory_order_seq_cst)
+			   : lines;
+	/* A mostly hinted leaf is cheaper to read straight through. */
+	if (!hinted || __builtin_popcountll(lines & h) >= 32) {
+		stop = scan_entries(s, l, p0, lo, hi, &still);
+	} else {
+		lines &= h;
+		prefetch_lines(l, lines);
+		for (uint64_t m = lines; m && stop == hi; m &= m - 1) {
+			unsigned int a0 = (unsigned int)__builtin_ctzll(m) *
+					  LINE_ENTRIES;
+			unsigned int a1 = a0 + LINE_ENTRIES;
+			uint32_t hits = 0;
+
+			a0 = a0 > lo ? a0 : lo;
+			a1 = a1 < hi ? a1 : hi;
+			/*
+			 * Mostly one page of a hinted line matches: find it
+			 * without a branch per entry, then judge only it (it
+			 * is loaded again there, so this first look is only
+			 * a filter). Written leftovers keep the line hinted.
+			 */
+			for (unsigned int i = a0; i < a1; i++) {
+				ps_pte_t e = entry_load(l, i);
+
+				uint32_t hit = (s->match >> KEY(e)) & 1;
+
+				hits |= hit << (i - a0);
+				if (!hit && ps_pte_written(e))
+					still |= UINT64_C(1) << (i / LINE_ENTRIES);
+			}
+			for (; hits && stop == hi; hits &= hits - 1) {
+				unsigned int i = a0 + (unsigned int)__builtin_ctz(hits);
+
+				if (scan_entries(s, l, p0, i, i + 1, &still) != i + 1)
+					stop = i;
+			}
+		}
+	}
+	if (covered)
+		hint_end(l, covered & (still | lines_mask(stop / LINE_ENTRIES,
+							  64)));
+	return stop == hi;
+}
+
+/* None pages [p, pend) in no leaf: taken as one run if none matches. */
+static void scan_hole(struct scan *s, uint64_t p, uint64_t pend)
+{
+	uint64_t n = pend - p;
+
+	if (p >= pend || !(s->match & 1))
+		return;
+	if (n > s->max - s->pages)
+		n = s->max - s->pages;
+	if (n && !scan_room(s, p << PAGE_SHIFT, s->rcat[0]))
+		n = 0;
+	if (n)
+		scan_take(s, p << PAGE_SHIFT, n, 0);
+	if (n < pend - p)
+		scan_stop(s, (p + n) << PAGE_SHIFT);
+}
+
+/* One segment of equal registration: pages [p, send). */
+static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
+			uint64_t send)
+{
+	const uint64_t Lend = ((send - 1) >> LEVEL_BITS) + 1;
+	bool hinted = scan_needs_written(s->a);
+	/* Re-arming matching none pages installs markers: they need leaves. */
+	bool alloc = s->wp && (s->match & 1) &&
+		     tr_protect(PS_PTE_NONE, &s->op, 0) != PS_PTE_NONE;
+	/*
+	 * The next AHEAD leaves, as a ring: memory-level parallelism for
+	 * sparse written pages. The hint of the last one is prefetched as it
+	 * joins, the hinted lines of one halfway there.
+	 */
+	enum { AHEAD = 4 };
+	struct leaf *ring[AHEAD];
+	uint64_t ringL[AHEAD], findL = p >> LEVEL_BITS, L;
+	unsigned int head = 0;
+
+	for (unsigned int k = 0; k < AHEAD; k++) {
+		ring[k] = alloc || (k && !ring[k - 1])
+				  ? NULL
+				  : leaf_find(t, &findL, Lend);
+		ringL[k] = findL++;
+		if (ring[k])
+			__builtin_prefetch(&ring[k]->hint);
+	}
+	while (p < send && !s->stopped) {
+		uint64_t lend;
+		struct leaf *l;
+
+		if (alloc) {
+			L = p >> LEVEL_BITS;
+			l = leaf_alloc(t, L);
+			if (!l)
+				return -ENOMEM;
+		} else {
+			unsigned int mid = (head + AHEAD / 2) % AHEAD;
+
+			l = ring[head];
+			L = ringL[head];
+			if (!l) {
+				scan_hole(s, p, send);
+				break;
+			}
+			if (L << LEVEL_BITS > p) {
+				scan_hole(s, p, L << LEVEL_BITS);
+				if (s->stopped)
+					break;
+				p = L << LEVEL_BITS;
+			}
+			/* Refill the slot; the ring ends at the first NULL. */
+			ring[head] = ring[(head + AHEAD - 1) % AHEAD]
+					     ? leaf_find(t, &findL, Lend)
+					     : NULL;
+			ringL[head] = findL++;
+			if (ring[head])
+				__builtin_prefetch(&ring[head]->hint);
+			if (hinted && ring[mid])
+				prefetch_lines(ring[mid], hint_peek(ring[mid]));
+			head = (head + 1) % AHEAD;
+		}
+		lend = (L + 1) << LEVEL_BITS;
+		if (lend > send)
+			lend = send;
+		if (!scan_leaf(s, l, L << LEVEL_BITS,
+			       (unsigned int)(p & LEVEL_MASK),
+			       (unsigned int)(lend - (L << LEVEL_BITS)), hinted))
+			break;
+		p = lend;
+	}
+	return 0;
+}
+
+long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *a)
+{
+	struct scan s = {
+		.a = a,
+		.wp = a->flags & PS_SCAN_WP_MATCHING,
+		.record = a->vec_len && a->return_mask,
+		.max = a->max_pages ? a->max_pages : UINT64_MAX,
+	};
+	const struct regset *rs;
+	uint64_t p, pend;
+	int err = 0;
+
+	if ((a->start | a->end) & (PAGE_SIZE - 1) || a->start > a->end ||
+	    a->end > PS_PGTABLE_ADDR_END || (a->flags & ~SCAN_FLAGS) ||
+	    ((a->category_inverted | a->category_mask |
+	      a->category_anyof_mask | a->return_mask) &
+	     ~PS_CAT_ALL) ||
+	    (!a->vec && a->vec_len))
+		return -EINVAL;
+	if (a->start == a->end) {
+		a->walk_end = a->end;
+		return 0;
+	}
+	if (s.wp)
+		pthread_mutex_lock(&t->lock);
+	ps__rcu_read_lock();
+	rs = regs_load(t);
+	if (s.wp && !reg_covers(rs, a->start, a->end, 0))
+		err = -ENOENT;
+	else if ((a->flags & PS_SCAN_CHECK_WPASYNC) &&
+		 !reg_covers(rs, a->start, a->end, PS_WP_ASYNC))
+		err = -EPERM;
+	for (p = a->start >> PAGE_SHIFT, pend = a->end >> PAGE_SHIFT;
+	     !err && !s.stopped && p < pend;) {
+		uint64_t seg_end;
+
+		s.op.rf = reg_flags(reg_segment(rs, p << PAGE_SHIFT, a->end,
+						&seg_end));
+		scan_prepare(&s);
+		err = scan_segment(t, &s, p, seg_end >> PAGE_SHIFT);
+		p = seg_end >> PAGE_SHIFT;
+	}
+	ps__rcu_read_unlock();
+	if (s.wp)
+		pthread_mutex_unlock(&t->lock);
+	if (s.nr)
+		a->vec[s.nr - 1].end = s.cur_end;
+	if (err)
+		return err;
+	if (!s.stopped)
+		a->walk_end = a->end;
+	return (long)s.nr;
+}
