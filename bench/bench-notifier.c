@@ -34,10 +34,12 @@
 
 #include <ck_sequence.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PG 4096u
 
@@ -264,15 +266,18 @@ static double bench_invalidate(const struct bench_opts *o, uint64_t nsubs)
 /* --- a stream of non-overlapping invalidations: cost and false retries ------ */
 
 /*
- * Region A (pages [0, 64)) is the reader's; the invalidator streams
- * invalidations of random pages of region B ([1024, 2048)), never A. Every
- * retry the reader sees is therefore false. The invalidator applies each
- * invalidation to the notifier and to the KVM baseline, under the same lock
- * the reader checks both under.
+ * Region A (pages [1024, 1088)) is the reader's. The invalidator keeps two
+ * invalidations in flight at a time, one of a random page below A
+ * ([0, 1024)) and one above it ([2048, 3072)), never A: every retry the
+ * reader sees is false. KVM merges the two in-flight ranges into one that
+ * covers A, and also retries whenever any invalidation ended. The
+ * invalidator applies each invalidation to the notifier and to the KVM
+ * baseline, under the lock the reader checks both under; the two threads
+ * run on different CPUs.
  */
 struct busy {
 	struct ps_notifier n;
-	struct ps_interval sub_a, sub_b;
+	struct ps_interval sub_a, sub_lo, sub_hi;
 	pthread_mutex_t lock; /* the user lock (KVM's mmu_lock) */
 	struct kvm kvm;
 	_Atomic(int) stop;
@@ -302,25 +307,39 @@ static void *busy_invalidator(void *arg)
 	uint64_t x = 12345, count = 0;
 
 	while (!atomic_load_explicit(&b->stop, memory_order_relaxed)) {
-		uint64_t page;
+		uint64_t page[2];
 
 		x = x * 6364136223846793005ull + 1442695040888963407ull;
-		page = 1024 + (x >> 54); /* a random page of region B */
-
-		if (ps_notifier_invalidate_start(&b->n, page * PG, PG,
-						 PS_NOTIFIER_UNMAP, 0))
-			abort();
-		if (ps_notifier_invalidate_end(&b->n, page * PG, PG))
-			abort();
-		pthread_mutex_lock(&b->lock);
-		kvm_end(&b->kvm);
-		pthread_mutex_unlock(&b->lock);
-		count++;
+		page[0] = x >> 54;		 /* below A */
+		page[1] = 2048 + ((x >> 20) & 1023); /* above A */
+		for (int k = 0; k < 2; k++)
+			if (ps_notifier_invalidate_start(&b->n, page[k] * PG,
+							 PG, PS_NOTIFIER_UNMAP,
+							 0))
+				abort();
+		for (int k = 0; k < 2; k++) {
+			if (ps_notifier_invalidate_end(&b->n, page[k] * PG, PG))
+				abort();
+			pthread_mutex_lock(&b->lock);
+			kvm_end(&b->kvm);
+			pthread_mutex_unlock(&b->lock);
+		}
+		count += 2;
 		for (unsigned s = 0; s < b->pause; s++)
 			atomic_signal_fence(memory_order_seq_cst);
 	}
 	b->invalidations = count;
 	return NULL;
+}
+
+static void pin_thread(pthread_t t, unsigned cpu)
+{
+	cpu_set_t set;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu % (unsigned)(n > 0 ? n : 1), &set);
+	(void)pthread_setaffinity_np(t, sizeof(set), &set);
 }
 
 /* The reader: the KVM fault pattern, checked three ways at once. */
@@ -330,7 +349,7 @@ static double busy_reader(void *arg, uint64_t iters)
 	double t0 = bench_now_ns();
 
 	for (uint64_t i = 0; i < iters; i++) {
-		uint64_t addr = (i & 63) * PG;
+		uint64_t addr = (1024 + (i & 63)) * PG;
 		uint64_t space = ps_notifier_read_begin(&b->n);
 		uint64_t interval = ps_interval_read_begin(&b->sub_a);
 		uint64_t kseq;
@@ -365,12 +384,17 @@ static void bench_false_retries(const struct bench_opts *o, unsigned pause,
 		abort();
 	pthread_mutex_init(&b->lock, NULL);
 	b->pause = pause;
-	if (ps_interval_insert(&b->sub_a, &b->n, 0, 64 * PG, &busy_ops, b) ||
-	    ps_interval_insert(&b->sub_b, &b->n, 1024 * PG, 1024 * PG,
+	if (ps_interval_insert(&b->sub_a, &b->n, 1024 * PG, 64 * PG,
+			       &busy_ops, b) ||
+	    ps_interval_insert(&b->sub_lo, &b->n, 0, 1024 * PG, &busy_ops,
+			       b) ||
+	    ps_interval_insert(&b->sub_hi, &b->n, 2048 * PG, 1024 * PG,
 			       &busy_ops, b))
 		abort();
 	if (pthread_create(&t, NULL, busy_invalidator, b))
 		abort();
+	pin_thread(t, 1);
+	pin_thread(pthread_self(), 0);
 	ns_total = busy_reader(b, iters);
 	atomic_store(&b->stop, 1);
 	pthread_join(t, NULL);
@@ -403,7 +427,8 @@ static void bench_false_retries(const struct bench_opts *o, unsigned pause,
 			b->interval_retries;
 	*conservative += ns.conservative_retries;
 	ps_interval_remove(&b->sub_a);
-	ps_interval_remove(&b->sub_b);
+	ps_interval_remove(&b->sub_lo);
+	ps_interval_remove(&b->sub_hi);
 	if (ps_notifier_destroy(&b->n))
 		abort();
 	free(b);

@@ -62,15 +62,17 @@
  * G8  The written hint. leaf->hint has one bit per 8 entries (a cache line).
  *     After every CAS that makes an entry written (not none, no uffd-wp)
  *     from not written, the writer sets its line's bit unless it sees it
- *     set. A WP_MATCHING scan clears a line's bit before it reads the line's
- *     entries, and sets it again if an entry stays written. Writer (CAS
- *     entry, load hint) against scanner (RMW hint, load entry) is the
- *     store-buffering pattern, so all four are seq_cst: in their total
- *     order, either the writer's hint load comes after the scanner's clear
- *     (it sees the bit clear and sets it) or the scanner's entry load comes
- *     after the writer's CAS (it sees the write). Hence every written entry
- *     lies in a hinted line, except one a WP scan is processing, and scans
- *     whose query requires WRITTEN read only hinted lines.
+ *     set. Protect and WP_MATCHING scans clear the bits of the lines they
+ *     cover whole (one RMW per leaf) before they read those entries, and
+ *     set them again for lines where an entry stays written (or that a
+ *     stopped scan did not reach). Writer (CAS entry, load hint) against
+ *     clearer (RMW hint, load entry) is the store-buffering pattern, so all
+ *     four are seq_cst: in their total order, either the writer's hint load
+ *     comes after the clear (it sees the bit clear and sets it) or the
+ *     clearer's entry load comes after the writer's CAS (it sees the
+ *     write). Hence every written entry lies in a hinted line, except while
+ *     a protect or WP scan is processing that line, and scans whose query
+ *     requires WRITTEN read only hinted lines.
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
@@ -300,6 +302,24 @@ static struct leaf *leaf_find(const struct ps_pgtable *t, uint64_t *pL,
 		L++;
 	}
 	return NULL;
+}
+
+/*
+ * The leaf of the first page in [*p, pend) that has one; *p advances to that
+ * page. NULL when no page left has a leaf. For entry-by-entry walks.
+ */
+static struct leaf *leaf_next(const struct ps_pgtable *t, uint64_t *p,
+			      uint64_t pend)
+{
+	uint64_t L = *p >> LEVEL_BITS;
+	struct leaf *l;
+
+	if (*p >= pend)
+		return NULL;
+	l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
+	if (l && L << LEVEL_BITS > *p)
+		*p = L << LEVEL_BITS;
+	return l;
 }
 
 /* --- the one entry update -------------------------------------------------- */
@@ -537,15 +557,56 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 
 /* --- the range walk ------------------------------------------------------------------ */
 
+/* Hint bits of lines [from, to) (line numbers, to <= 64). */
+static inline uint64_t lines_mask(unsigned int from, unsigned int to)
+{
+	if (from >= to)
+		return 0;
+	return (~UINT64_C(0) >> (64 - (to - from))) << from;
+}
+
+/*
+ * hint_begin() - a writer that makes every entry of [lo, hi) not written
+ * (protect, a WP_MATCHING scan) first clears the hint bits of the lines it
+ * covers whole (G8). Returns the hint word as it was.
+ */
+static inline uint64_t hint_begin(struct leaf *l, uint64_t covered)
+{
+	/* Seq_cst: the scanner's hint RMW of G8, before its entry loads. */
+	return atomic_fetch_and_explicit(&l->hint, ~covered,
+					 memory_order_seq_cst);
+}
+
+/* hint_end() - ... and sets them again where an entry stays written. */
+static inline void hint_end(struct leaf *l, uint64_t back)
+{
+	if (back)
+		/* Seq_cst: G8, a written entry stays in these lines. */
+		atomic_fetch_or_explicit(&l->hint, back, memory_order_seq_cst);
+}
+
 /*
  * Apply @fn to entries [lo, hi) of leaf @l (first page @p0). Returns 0, or
- * -EEXIST when @fn refused an entry (the walk stops there).
+ * -EEXIST when @fn refused an entry (the walk stops there). With
+ * @clear_hint (protect: nothing stays written), the hint bits of the lines
+ * covered whole are cleared first and set again where an entry stays
+ * written (G8).
  */
 static PS_ALWAYS_INLINE int update_leaf(struct leaf *l, uint64_t p0,
 					unsigned int lo, unsigned int hi,
-					tr_fn fn, const struct op *op)
+					tr_fn fn, const struct op *op,
+					bool clear_hint)
 {
-	for (unsigned int i = lo; i < hi; i++) {
+	uint64_t covered = clear_hint ? lines_mask((lo + LINE_ENTRIES - 1) /
+							   LINE_ENTRIES,
+						   hi / LINE_ENTRIES)
+				      : 0;
+	uint64_t still = 0;
+	int err = 0;
+
+	if (covered)
+		(void)hint_begin(l, covered);
+	for (unsigned int i = lo; i < hi && !err; i++) {
 		uint64_t addr = (p0 + i) << PAGE_SHIFT;
 		ps_pte_t e = entry_load(l, i), n;
 
@@ -553,27 +614,36 @@ static PS_ALWAYS_INLINE int update_leaf(struct leaf *l, uint64_t p0,
 			n = fn(e, op, addr);
 			if (n == e)
 				break;
-			if (n == REFUSE)
-				return -EEXIST;
+			if (n == REFUSE) {
+				err = -EEXIST;
+				still = covered;
+				break;
+			}
 			if (entry_cas(l, i, &e, n)) {
 				if (op->visit)
 					op->visit(op->ctx, addr, e, n);
+				e = n;
 				break;
 			}
 		}
+		if (ps_pte_written(e))
+			still |= UINT64_C(1) << (i / LINE_ENTRIES);
 	}
-	return 0;
+	if (covered)
+		hint_end(l, covered & still);
+	return err;
 }
 
 /*
  * update_range() - apply @fn to every entry of [start, end), segment by
  * segment of equal registration (@rs), allocating leaves only where @fn
- * turns a none entry into something else. Returns 0, -ENOMEM or -EEXIST.
+ * turns a none entry into something else. @clear_hint: see update_leaf().
+ * Returns 0, -ENOMEM or -EEXIST.
  */
 static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
 					 const struct regset *rs,
 					 uint64_t start, uint64_t end, tr_fn fn,
-					 struct op *op)
+					 struct op *op, bool clear_hint)
 {
 	uint64_t p = start >> PAGE_SHIFT;
 
@@ -609,7 +679,7 @@ static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
 			err = update_leaf(l, L << LEVEL_BITS,
 					  (unsigned int)(p & LEVEL_MASK),
 					  (unsigned int)(lend - (L << LEVEL_BITS)),
-					  fn, op);
+					  fn, op, clear_hint);
 			if (err)
 				return err;
 			p = lend;
@@ -624,22 +694,13 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 			 uint64_t end, bool wp_markers_ok)
 {
 	uint64_t p = start >> PAGE_SHIFT, pend = end >> PAGE_SHIFT;
+	struct leaf *l;
 
-	while (p < pend) {
-		uint64_t L = p >> LEVEL_BITS;
-		struct leaf *l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
+	for (; (l = leaf_next(t, &p, pend)); p++) {
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK);
 
-		if (!l)
-			return true;
-		if (L << LEVEL_BITS > p)
-			p = L << LEVEL_BITS;
-		for (; p < pend && p >> LEVEL_BITS == L; p++) {
-			ps_pte_t e = entry_load(l, p & LEVEL_MASK);
-
-			if (e != PS_PTE_NONE &&
-			    !(wp_markers_ok && e == marker_uffd_wp()))
-				return false;
-		}
+		if (e != PS_PTE_NONE && !(wp_markers_ok && e == marker_uffd_wp()))
+			return false;
 	}
 	return true;
 }
@@ -880,7 +941,7 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		err = -EEXIST;
 	else
 		err = update_range(t, regs_load(t), start, start + len, tr_map,
-				   &op);
+				   &op, false);
 	ps__rcu_read_unlock();
 	if (wp)
 		pthread_mutex_unlock(&t->lock);
@@ -961,7 +1022,7 @@ int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len)
 	}
 	regs_publish(t, nrs);
 	ps__rcu_synchronize(); /* G6: zaps that saw the old set are done */
-	err = update_range(t, nrs, start, end, tr_unprotect, &op);
+	err = update_range(t, nrs, start, end, tr_unprotect, &op, false);
 out:
 	pthread_mutex_unlock(&t->lock);
 	return err;
@@ -981,10 +1042,10 @@ static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		err = -ENOENT;
 	else if (protect)
 		err = update_range(t, regs_load(t), start, start + len,
-				   tr_protect, &op);
+				   tr_protect, &op, true);
 	else
 		err = update_range(t, regs_load(t), start, start + len,
-				   tr_unprotect, &op);
+				   tr_unprotect, &op, false);
 	pthread_mutex_unlock(&t->lock);
 	return err;
 }
@@ -1008,7 +1069,8 @@ int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	if (bad_range(start, len) || (flags & ~PS_ZAP_UNMAP))
 		return -EINVAL;
 	ps__rcu_read_lock();
-	err = update_range(t, regs_load(t), start, start + len, tr_zap, &op);
+	err = update_range(t, regs_load(t), start, start + len, tr_zap, &op,
+			   false);
 	ps__rcu_read_unlock();
 	return err;
 }
@@ -1061,6 +1123,7 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 {
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (start + len) >> PAGE_SHIFT;
+	struct leaf *l;
 	bool locked;
 	int err;
 
@@ -1068,16 +1131,10 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 		return -EINVAL;
 	ps__rcu_read_lock();
 	err = target_ready(dst, start, len, flags, &locked);
-	for (p = start >> PAGE_SHIFT; !err && p < pend; p++) {
-		uint64_t L = p >> LEVEL_BITS;
-		struct leaf *l = leaf_find(src, &L, ((pend - 1) >> LEVEL_BITS) + 1);
-		ps_pte_t e, n, cur = PS_PTE_NONE;
+	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
+	     p++) {
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK), n, cur = PS_PTE_NONE;
 
-		if (!l)
-			break;
-		if (L << LEVEL_BITS > p)
-			p = L << LEVEL_BITS;
-		e = entry_load(l, p & LEVEL_MASK);
 		n = tr_copy(e, &op, p << PAGE_SHIFT);
 		if (n == PS_PTE_NONE)
 			continue;
@@ -1096,6 +1153,7 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 {
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (from + len) >> PAGE_SHIFT;
+	struct leaf *l;
 	bool locked;
 	int err;
 
@@ -1104,18 +1162,10 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 		return -EINVAL;
 	ps__rcu_read_lock();
 	err = target_ready(t, to, len, flags, &locked);
-	for (p = from >> PAGE_SHIFT; !err && p < pend; p++) {
-		uint64_t L = p >> LEVEL_BITS;
-		struct leaf *l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
-		uint64_t dst;
-		ps_pte_t e, cur = PS_PTE_NONE;
+	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend)); p++) {
+		uint64_t dst = (p << PAGE_SHIFT) - from + to;
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK), cur = PS_PTE_NONE;
 
-		if (!l)
-			break;
-		if (L << LEVEL_BITS > p)
-			p = L << LEVEL_BITS;
-		dst = (p << PAGE_SHIFT) - from + to;
-		e = entry_load(l, p & LEVEL_MASK);
 		/*
 		 * Target first, then the source; a fault that changes the
 		 * source meanwhile fails our CAS and is carried over.
@@ -1274,14 +1324,34 @@ enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
 /* --- scans ------------------------------------------------------------------------------ */
 
 #define SCAN_FLAGS (PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC)
+/*
+ * An entry's categories depend only on its bits 0-4 (form, uffd-wp, marker
+ * set) and its registration, so a scan tabulates them per segment: KEY(e)
+ * indexes the table.
+ */
+#define NKEYS 32u
+#define KEY(e) ((unsigned int)(e) & (NKEYS - 1))
+
+PS_STATIC_ASSERT(PS_PTE_MARKER_SHIFT + PS_PTE_MARKER_WIDTH == 5 &&
+			 PS_PTE_UFFD_WP_SHIFT < 5,
+		 "categories are a function of the entry's low 5 bits");
 
 struct scan {
 	struct ps_pgtable_scan *a;
-	struct op op;	 /* op.rf: registration of the current segment */
-	uint64_t pages;	 /* matching pages taken */
-	uint64_t nr;	 /* regions written */
-	bool wp;	 /* PS_SCAN_WP_MATCHING */
-	bool stopped;	 /* a = walk_end set */
+	struct op op;	   /* op.rf: registration of the current segment */
+	uint64_t max;	   /* page budget (UINT64_MAX: none) */
+	uint64_t pages;	   /* matching pages taken */
+	uint64_t nr;	   /* regions in a->vec; the last one is open */
+	uint64_t cur_end;  /* end of the open region */
+	uint64_t cur_cat;  /* its categories */
+	uint32_t match;	   /* bit k: entries with key k match */
+	bool record;	   /* regions are reported (vec_len, return_mask) */
+	bool wp;	   /* PS_SCAN_WP_MATCHING */
+	bool stopped;	   /* a->walk_end is set */
+	unsigned int cur_key;  /* a key reported as the open region is */
+	uint64_t rcat[NKEYS]; /* reported categories of key k */
+	uint32_t same[NKEYS + 1]; /* matching keys reported as key k is;
+				     same[NKEYS] = 0: nothing extends */
 };
 
 /* The kernel's pagemap_page_category(), plus the extensions. */
@@ -1319,42 +1389,63 @@ static bool scan_needs_written(const struct ps_pgtable_scan *a)
 	       a->category_anyof_mask == PS_CAT_WRITTEN;
 }
 
-/*
- * How many of @n matching pages at @addr with categories @c the scan can
- * still take (budget, room in vec); they are not taken yet.
- */
-static uint64_t scan_room(const struct scan *s, uint64_t addr, uint64_t n,
-			  uint64_t c)
+/* Tabulate categories and matches for the segment's registration. */
+static void scan_prepare(struct scan *s)
 {
-	const struct ps_pgtable_scan *a = s->a;
-	const struct ps_pgtable_region *r;
+	s->match = 0;
+	for (unsigned int k = 0; k < NKEYS; k++) {
+		/* Key k as an entry: only its low 5 bits matter. */
+		uint64_t c = page_categories(k & PS_PTE_TYPE_MASK ? k : 0,
+					     s->op.rf);
 
-	if (a->max_pages && n > a->max_pages - s->pages)
-		n = a->max_pages - s->pages;
-	if (!n || !a->return_mask || !a->vec_len || s->nr < a->vec_len)
-		return n;
-	r = &a->vec[s->nr - 1];
-	return r->end == addr && r->categories == (c & a->return_mask) ? n : 0;
+		s->rcat[k] = c & s->a->return_mask;
+		if (scan_matches(s->a, c))
+			s->match |= UINT32_C(1) << k;
+	}
+	for (unsigned int k = 0; k < NKEYS; k++) {
+		s->same[k] = 0;
+		for (unsigned int j = 0; j < NKEYS; j++)
+			if (s->rcat[j] == s->rcat[k])
+				s->same[k] |= UINT32_C(1) << j;
+		s->same[k] &= s->match;
+	}
+	/* An open region from the previous segment extends by category. */
+	s->same[NKEYS] = 0;
+	s->cur_key = NKEYS;
+	if (s->nr)
+		for (unsigned int k = 0; k < NKEYS; k++)
+			if (((s->match >> k) & 1) && s->rcat[k] == s->cur_cat)
+				s->cur_key = k;
 }
 
-/* Take @n pages at @addr (scan_room() said so): extend or add a region. */
-static void scan_take(struct scan *s, uint64_t addr, uint64_t n, uint64_t c)
+/* Can the page at @addr, reported as @rc, be taken (budget, vec room)? */
+static inline bool scan_room(const struct scan *s, uint64_t addr, uint64_t rc)
 {
-	const struct ps_pgtable_scan *a = s->a;
-	struct ps_pgtable_region *r = s->nr ? &a->vec[s->nr - 1] : NULL;
+	return s->pages < s->max &&
+	       (!s->record || s->nr < s->a->vec_len ||
+		(s->cur_end == addr && s->cur_cat == rc));
+}
+
+/* Take @n pages at @addr with key @k (scan_room() said yes). */
+static inline void scan_take(struct scan *s, uint64_t addr, uint64_t n,
+			     unsigned int k)
+{
+	struct ps_pgtable_region *v = s->a->vec;
+	const uint64_t rc = s->rcat[k];
 
 	s->pages += n;
-	if (!a->return_mask || !a->vec_len)
+	if (!s->record)
 		return;
-	c &= a->return_mask;
-	if (r && r->end == addr && r->categories == c) {
-		r->end += n << PAGE_SHIFT;
+	if (s->nr && s->cur_end == addr && s->cur_cat == rc) {
+		s->cur_end += n << PAGE_SHIFT;
 		return;
 	}
-	r = &a->vec[s->nr++];
-	r->start = addr;
-	r->end = addr + (n << PAGE_SHIFT);
-	r->categories = c;
+	if (s->nr)
+		v[s->nr - 1].end = s->cur_end;
+	v[s->nr++] = (struct ps_pgtable_region){addr, 0, rc};
+	s->cur_end = addr + (n << PAGE_SHIFT);
+	s->cur_cat = rc;
+	s->cur_key = k;
 }
 
 static void scan_stop(struct scan *s, uint64_t addr)
@@ -1364,116 +1455,245 @@ static void scan_stop(struct scan *s, uint64_t addr)
 }
 
 /*
- * One page. Reports it only after re-arming it from exactly the value it
- * reports (G7). Returns false when the walk must stop here.
+ * Entries [lo, hi) of leaf @l (first page @p0). A page is reported only
+ * after it was re-armed from exactly the value reported (G7). Lines left
+ * with a written entry are added to *still. Returns where it stopped: @hi,
+ * or the first page it could not take.
+ *
+ * The common step, a page that extends the open region, runs on local
+ * copies of the scan's counters: the atomic loads would otherwise make the
+ * compiler keep them in memory, one store-to-load round trip per page.
  */
-static bool scan_entry(struct scan *s, struct leaf *l, unsigned int i,
-		       uint64_t addr)
+static PS_ALWAYS_INLINE unsigned int
+scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
+	     unsigned int hi, uint64_t *still)
 {
-	ps_pte_t e = entry_load(l, i), n;
+	const uint64_t max = s->max;
+	const uint32_t match = s->match;
+	const bool wp = s->wp, any = !s->record;
+	uint64_t written = 0;
+	unsigned int i = lo;
 
-	for (;;) {
-		uint64_t c = page_categories(e, s->op.rf);
+	while (i < hi) { /* once per region started in here */
+		uint64_t pages = s->pages, cur_end = s->cur_end;
+		/* Keys that extend the open region (all matching, unrecorded). */
+		const uint32_t ext = any ? match : s->nr ? s->same[s->cur_key] : 0;
+		bool restart = false;
 
-		if (!scan_matches(s->a, c))
-			return true;
-		if (!scan_room(s, addr, 1, c)) {
-			scan_stop(s, addr);
-			return false;
+		for (; i < hi && !restart; i++) {
+			ps_pte_t e, n;
+
+			if (any || cur_end == (p0 + i) << PAGE_SHIFT) {
+				/*
+				 * The dense case: a run extending the open
+				 * region needs one test per entry (and its
+				 * re-arm CAS), the budget only once. Anything
+				 * else goes to the general path below.
+				 */
+				unsigned int j = i, lim = hi;
+
+				if (max - pages < hi - i)
+					lim = i + (unsigned int)(max - pages);
+				for (; j < lim; j++) {
+					e = entry_load(l, j);
+					if (!((ext >> KEY(e)) & 1))
+						break;
+					if (!wp)
+						continue;
+					n = tr_protect(e, &s->op,
+						       (p0 + j) << PAGE_SHIFT);
+					if (n != e && !entry_cas(l, j, &e, n))
+						break;
+					if (ps_pte_written(n))
+						written |= UINT64_C(1)
+							   << (j / LINE_ENTRIES);
+				}
+				pages += j - i;
+				cur_end += (uint64_t)(j - i) << PAGE_SHIFT;
+				i = j;
+				if (i == hi)
+					break;
+			}
+			e = entry_load(l, i);
+			for (;;) {
+				unsigned int k = KEY(e);
+				uint64_t addr = (p0 + i) << PAGE_SHIFT;
+				bool extend = ((ext >> k) & 1) && pages < max &&
+					      (any || cur_end == addr);
+
+				if (!extend) {
+					if (!((match >> k) & 1))
+						break;
+					s->pages = pages;
+					s->cur_end = cur_end;
+					if (!scan_room(s, addr, s->rcat[k])) {
+						scan_stop(s, addr);
+						*still |= written;
+						return i;
+					}
+				}
+				if (wp) {
+					n = tr_protect(e, &s->op, addr);
+					if (n != e && !entry_cas(l, i, &e, n))
+						continue; /* changed: again */
+					e = n;
+				}
+				if (extend) {
+					pages++;
+					cur_end += PAGE_SIZE;
+				} else {
+					scan_take(s, addr, 1, k);
+					restart = true; /* reload the counters */
+				}
+				break;
+			}
+			if (wp && ps_pte_written(e))
+				written |= UINT64_C(1) << (i / LINE_ENTRIES);
 		}
-		if (s->wp) {
-			n = tr_protect(e, &s->op, addr);
-			if (n != e && !entry_cas(l, i, &e, n))
-				continue;
+		if (!restart) {
+			s->pages = pages;
+			s->cur_end = cur_end;
 		}
-		scan_take(s, addr, 1, c);
-		return true;
 	}
+	*still |= written;
+	return hi;
 }
 
-static bool line_written(const struct leaf *l, unsigned int line)
+/* Prefetch the entry lines of @l whose bits are set in @lines. */
+static inline void prefetch_lines(const struct leaf *l, uint64_t lines)
 {
-	for (unsigned int i = line * LINE_ENTRIES;
-	     i < (line + 1) * LINE_ENTRIES; i++)
-		if (ps_pte_written(entry_load(l, i)))
-			return true;
-	return false;
+	for (; lines; lines &= lines - 1)
+		__builtin_prefetch(&l->e[__builtin_ctzll(lines) * LINE_ENTRIES]);
 }
 
-/* Entries [lo, hi) of leaf @l (first page @p0); false when stopped. */
+/* The hint of @l, as a guess for prefetching only. */
+static inline uint64_t hint_peek(const struct leaf *l)
+{
+	/* Relaxed: a prefetch hint; scan_leaf() reads it again properly. */
+	return atomic_load_explicit(&l->hint, memory_order_relaxed);
+}
+
+/* Entries [lo, hi) of leaf @l; false when the walk stopped. */
 static bool scan_leaf(struct scan *s, struct leaf *l, uint64_t p0,
 		      unsigned int lo, unsigned int hi, bool hinted)
 {
-	uint64_t lines;
+	const unsigned int line_lo = lo / LINE_ENTRIES;
+	const unsigned int line_hi = (hi + LINE_ENTRIES - 1) / LINE_ENTRIES;
+	uint64_t covered = s->wp ? lines_mask((lo + LINE_ENTRIES - 1) /
+						      LINE_ENTRIES,
+					      hi / LINE_ENTRIES)
+				 : 0;
+	uint64_t lines = lines_mask(line_lo, line_hi), still = 0, h;
+	unsigned int stop = hi;
 
-	if (!hinted) {
-		for (unsigned int i = lo; i < hi; i++)
-			if (!scan_entry(s, l, i, (p0 + i) << PAGE_SHIFT))
-				return false;
-		return true;
-	}
-	/* Seq_cst: the scanner's side of the hint protocol (G8). */
-	lines = atomic_load_explicit(&l->hint, memory_order_seq_cst);
-	lines &= (~UINT64_C(0) << (lo / LINE_ENTRIES)) &
-		 (~UINT64_C(0) >> (63 - (hi - 1) / LINE_ENTRIES));
-	while (lines) {
-		unsigned int line = (unsigned int)__builtin_ctzll(lines);
-		unsigned int a0 = line * LINE_ENTRIES, a1 = a0 + LINE_ENTRIES;
-		uint64_t bit = UINT64_C(1) << line;
-		bool clear = s->wp && a0 >= lo && a1 <= hi, done = true;
+	if (covered)
+		h = hint_begin(l, covered);
+	else
+		/* Seq_cst: the scanner's hint load (G8). */
+		h = hinted ? atomic_load_explicit(&l->hint,
+						  memory_order_seq_cst)
+			   : lines;
+	/* A mostly hinted leaf is cheaper to read straight through. */
+	if (!hinted || __builtin_popcountll(lines & h) >= 32) {
+		stop = scan_entries(s, l, p0, lo, hi, &still);
+	} else {
+		lines &= h;
+		prefetch_lines(l, lines);
+		for (uint64_t m = lines; m && stop == hi; m &= m - 1) {
+			unsigned int a0 = (unsigned int)__builtin_ctzll(m) *
+					  LINE_ENTRIES;
+			unsigned int a1 = a0 + LINE_ENTRIES;
+			uint32_t hits = 0;
 
-		lines &= lines - 1;
-		if (clear)
-			/* Seq_cst: G8, clear the hint before reading entries. */
-			atomic_fetch_and_explicit(&l->hint, ~bit,
-						  memory_order_seq_cst);
-		for (unsigned int i = a0 > lo ? a0 : lo; done && i < a1 && i < hi;
-		     i++)
-			done = scan_entry(s, l, i, (p0 + i) << PAGE_SHIFT);
-		if (clear && (!done || line_written(l, line)))
-			/* Seq_cst: G8, something written stays in the line. */
-			atomic_fetch_or_explicit(&l->hint, bit,
-						 memory_order_seq_cst);
-		if (!done)
-			return false;
+			a0 = a0 > lo ? a0 : lo;
+			a1 = a1 < hi ? a1 : hi;
+			/*
+			 * Mostly one page of a hinted line matches: find it
+			 * without a branch per entry, then judge only it (it
+			 * is loaded again there, so this first look is only
+			 * a filter). Written leftovers keep the line hinted.
+			 */
+			for (unsigned int i = a0; i < a1; i++) {
+				ps_pte_t e = entry_load(l, i);
+
+				uint32_t hit = (s->match >> KEY(e)) & 1;
+
+				hits |= hit << (i - a0);
+				if (!hit && ps_pte_written(e))
+					still |= UINT64_C(1) << (i / LINE_ENTRIES);
+			}
+			for (; hits && stop == hi; hits &= hits - 1) {
+				unsigned int i = a0 + (unsigned int)__builtin_ctz(hits);
+
+				if (scan_entries(s, l, p0, i, i + 1, &still) != i + 1)
+					stop = i;
+			}
+		}
 	}
-	return true;
+	if (covered)
+		hint_end(l, covered & (still | lines_mask(stop / LINE_ENTRIES,
+							  64)));
+	return stop == hi;
 }
 
-/* None pages [p, pend) in no leaf: take them as a run if none matches. */
+/* None pages [p, pend) in no leaf: taken as one run if none matches. */
 static void scan_hole(struct scan *s, uint64_t p, uint64_t pend)
 {
-	uint64_t c = page_categories(PS_PTE_NONE, s->op.rf), n;
+	uint64_t n = pend - p;
 
-	if (p >= pend || !scan_matches(s->a, c))
+	if (p >= pend || !(s->match & 1))
 		return;
-	n = scan_room(s, p << PAGE_SHIFT, pend - p, c);
-	scan_take(s, p << PAGE_SHIFT, n, c);
+	if (n > s->max - s->pages)
+		n = s->max - s->pages;
+	if (n && !scan_room(s, p << PAGE_SHIFT, s->rcat[0]))
+		n = 0;
+	if (n)
+		scan_take(s, p << PAGE_SHIFT, n, 0);
 	if (n < pend - p)
 		scan_stop(s, (p + n) << PAGE_SHIFT);
 }
 
-/* One segment of equal registration: [p, send) in pages. */
+/* One segment of equal registration: pages [p, send). */
 static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 			uint64_t send)
 {
-	bool none_matches =
-		scan_matches(s->a, page_categories(PS_PTE_NONE, s->op.rf));
+	const uint64_t Lend = ((send - 1) >> LEVEL_BITS) + 1;
 	bool hinted = scan_needs_written(s->a);
-	/* Re-arming none pages installs markers: they need leaves. */
-	bool alloc = s->wp && none_matches &&
+	/* Re-arming matching none pages installs markers: they need leaves. */
+	bool alloc = s->wp && (s->match & 1) &&
 		     tr_protect(PS_PTE_NONE, &s->op, 0) != PS_PTE_NONE;
+	/*
+	 * The next AHEAD leaves, as a ring: memory-level parallelism for
+	 * sparse written pages. The hint of the last one is prefetched as it
+	 * joins, the hinted lines of one halfway there.
+	 */
+	enum { AHEAD = 4 };
+	struct leaf *ring[AHEAD];
+	uint64_t ringL[AHEAD], findL = p >> LEVEL_BITS, L;
+	unsigned int head = 0;
 
+	for (unsigned int k = 0; k < AHEAD; k++) {
+		ring[k] = alloc || (k && !ring[k - 1])
+				  ? NULL
+				  : leaf_find(t, &findL, Lend);
+		ringL[k] = findL++;
+		if (ring[k])
+			__builtin_prefetch(&ring[k]->hint);
+	}
 	while (p < send && !s->stopped) {
-		uint64_t L = p >> LEVEL_BITS, lend;
+		uint64_t lend;
 		struct leaf *l;
 
 		if (alloc) {
+			L = p >> LEVEL_BITS;
 			l = leaf_alloc(t, L);
 			if (!l)
 				return -ENOMEM;
 		} else {
-			l = leaf_find(t, &L, ((send - 1) >> LEVEL_BITS) + 1);
+			unsigned int mid = (head + AHEAD / 2) % AHEAD;
+
+			l = ring[head];
+			L = ringL[head];
 			if (!l) {
 				scan_hole(s, p, send);
 				break;
@@ -1484,6 +1704,16 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 					break;
 				p = L << LEVEL_BITS;
 			}
+			/* Refill the slot; the ring ends at the first NULL. */
+			ring[head] = ring[(head + AHEAD - 1) % AHEAD]
+					     ? leaf_find(t, &findL, Lend)
+					     : NULL;
+			ringL[head] = findL++;
+			if (ring[head])
+				__builtin_prefetch(&ring[head]->hint);
+			if (hinted && ring[mid])
+				prefetch_lines(ring[mid], hint_peek(ring[mid]));
+			head = (head + 1) % AHEAD;
 		}
 		lend = (L + 1) << LEVEL_BITS;
 		if (lend > send)
@@ -1499,7 +1729,12 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *a)
 {
-	struct scan s = {.a = a, .wp = a->flags & PS_SCAN_WP_MATCHING};
+	struct scan s = {
+		.a = a,
+		.wp = a->flags & PS_SCAN_WP_MATCHING,
+		.record = a->vec_len && a->return_mask,
+		.max = a->max_pages ? a->max_pages : UINT64_MAX,
+	};
 	const struct regset *rs;
 	uint64_t p, pend;
 	int err = 0;
@@ -1530,12 +1765,15 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *a)
 
 		s.op.rf = reg_flags(reg_segment(rs, p << PAGE_SHIFT, a->end,
 						&seg_end));
+		scan_prepare(&s);
 		err = scan_segment(t, &s, p, seg_end >> PAGE_SHIFT);
 		p = seg_end >> PAGE_SHIFT;
 	}
 	ps__rcu_read_unlock();
 	if (s.wp)
 		pthread_mutex_unlock(&t->lock);
+	if (s.nr)
+		a->vec[s.nr - 1].end = s.cur_end;
 	if (err)
 		return err;
 	if (!s.stopped)

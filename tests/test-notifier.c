@@ -298,7 +298,7 @@ END_TEST
  * inserts and removes, and random invalidations whose callback sets must be
  * exactly the overlapping live subscriptions.
  */
-#define TREE_N 200
+#define TREE_N 600
 
 START_TEST(tree_matches_brute_force)
 {
@@ -349,6 +349,45 @@ START_TEST(tree_matches_brute_force)
 			tsub_del(&t[i]);
 		ck_assert_uint_eq(atomic_load(&t[i].dead_calls), 0);
 	}
+}
+END_TEST
+
+/*
+ * Many subscriptions with one start span several leaves: each can still be
+ * found (double insert), removed in any order, and hit exactly.
+ */
+START_TEST(tree_equal_starts)
+{
+	static struct tsub t[100];
+	struct ps_test_rng rng = ps_test_rng_new(43);
+	unsigned want[100] = {0};
+	int order[100];
+
+	for (int i = 0; i < 100; i++) {
+		tsub_add(&t[i], &nt, 7 * PG, (uint64_t)(1 + i) * PG);
+		order[i] = i;
+	}
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(ps_interval_insert(&t[i].sub, &nt, 7 * PG,
+						    PG, &tsub_ops, &t[i]),
+				 -EEXIST);
+	for (int i = 99; i > 0; i--) { /* a random removal order */
+		int j = (int)ps_test_below(&rng, (uint64_t)i + 1), x = order[i];
+
+		order[i] = order[j];
+		order[j] = x;
+	}
+	for (int k = 0; k < 100; k++) {
+		invalidate(&nt, (uint64_t)(7 + 50) * PG, 1); /* i >= 50 hit */
+		for (int i = 0; i < 100; i++) {
+			want[i] += atomic_load(&t[i].live) && i >= 50;
+			ck_assert_uint_eq(calls(&t[i]), want[i]);
+		}
+		tsub_del(&t[order[k]]);
+	}
+	ck_assert_uint_eq(stats(&nt).subscriptions, 0);
+	for (int i = 0; i < 100; i++)
+		ck_assert_uint_eq(atomic_load(&t[i].dead_calls), 0);
 }
 END_TEST
 
@@ -979,8 +1018,15 @@ static void *st_reader(void *arg)
 {
 	struct tstress *st = arg;
 	struct ps_test_rng rng = ps_test_rng_new(8);
+	/*
+	 * Bounded: a reader that re-takes the user lock at once can starve
+	 * the invalidator's callback (a pthread mutex is not fair). After this
+	 * many sections the invalidator finishes alone.
+	 */
+	uint64_t budget = 16 * st->iters;
 
-	while (!atomic_load_explicit(&st->stop, memory_order_relaxed)) {
+	while (!atomic_load_explicit(&st->stop, memory_order_relaxed) &&
+	       budget--) {
 		uint64_t p = ps_test_below(&rng, ST_PAGES);
 		uint64_t done0 = st_count(st, st->done, p);
 		uint64_t seq = st->mode ? ps_notifier_read_begin(&st->n)
@@ -1206,6 +1252,7 @@ static Suite *notifier_suite(void)
 	tcase_add_test(tc, insert_errors);
 	tcase_add_test(tc, callbacks_hit_overlaps_only);
 	tcase_add_test(tc, tree_matches_brute_force);
+	tcase_add_test(tc, tree_equal_starts);
 
 	tc = ps_test_tcase(s, "read_begin/retry", 10);
 	tcase_add_checked_fixture(tc, nt_setup, nt_teardown);

@@ -1261,7 +1261,7 @@ END_TEST
  * page alternates written / harvested, after a final harvest the counts must
  * be equal page by page: a lost write or a double report both show.
  */
-#define ST_PAGES 2048u
+#define ST_PAGES 256u
 
 struct rearm_shared {
 	struct ps_pgtable *t;
@@ -1371,7 +1371,7 @@ START_TEST(stress_get_and_rearm)
 	ck_assert_ptr_nonnull(sh);
 	sh->t = T;
 	sh->base = BASE + 77 * PG;
-	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 400000);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
 	ck_assert_int_eq(ps_pgtable_register(T, sh->base, ST_PAGES * PG,
 					     PS_WP_ASYNC),
 			 0);

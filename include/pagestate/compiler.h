@@ -14,8 +14,9 @@
  *   PS_COLD              out-of-line error reporting, kept off the hot path.
  *   PS_BEGIN_DECLS/PS_END_DECLS  extern "C" guards.
  *   PS_TSAN              1 when compiled with ThreadSanitizer, which does not
- *                        model atomic_thread_fence(): the few places that use
- *                        a fence use an equivalent acquire load under TSan.
+ *                        model atomic_thread_fence(): where correctness rests
+ *                        on a fence, the code uses an equivalent that TSan
+ *                        understands under it (seq.h's read side).
  *
  * Before C++23 the C atomic names (atomic_load_explicit, memory_order_relaxed,
  * ...) are brought into the global namespace with using-declarations, which is

@@ -37,12 +37,13 @@
  *
  * A "false retry" is a retry answer of true when no invalidation overlapping
  * the subscription (or containing addr) was in flight at any instant between
- * read_begin and the retry check. Linux and KVM produce them: KVM merges all
- * concurrent ranges into one covering range and retries on any invalidation
- * that ended anywhere, and Linux's read_begin waits for every invalidation
- * in flight once one of them hit any subscription. Here both checks are
- * exact: in-flight invalidations are kept as exact ranges, and ended ones in
- * a log. The one documented exception: the whole-space check answers true
+ * read_begin and the retry check. KVM produces them: it merges all
+ * concurrent ranges into one covering range, and retries whenever any
+ * invalidation ended anywhere. Linux's interval notifier produces false
+ * waits instead: once an invalidation hit a subscription, its read_begin
+ * waits until every invalidation in flight has ended, related or not. Here
+ * both checks are exact: in-flight invalidations are kept as exact ranges,
+ * and ended ones in a log. The one documented exception: the whole-space check answers true
  * conservatively when more than PS_NOTIFIER_LOG_SIZE invalidations ended
  * between read_begin and the check (the log wrapped); each such answer is
  * counted in ps_notifier_stats.conservative_retries.
@@ -403,7 +404,7 @@ int ps_notifier_destroy(struct ps_notifier *n);
  *
  * Context: blocking (the notifier's mutex, allocation). May be called from a
  * callback. Ordering: the subscription is published with a release store.
- * Complexity: O(log n) expected (a path copy of the treap).
+ * Complexity: O(log n) (a path copy in a B+-tree; see lib/notifier.c).
  * @sub must not be inserted (in any notifier): its fields are overwritten.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (as
  * Linux); -EINVAL if @n is NULL or @ops has no invalidate; -EEXIST if @sub
@@ -427,7 +428,7 @@ int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
  *
  * Context: blocking. Must not be called from a callback, nor by a thread
  * between its own invalidate_start and _end of an overlapping range.
- * Complexity: O(log n) expected. Cannot fail: if memory for the path copy
+ * Complexity: O(log n). Cannot fail: if memory for the path copy
  * cannot be allocated, it waits for memory.
  */
 void ps_interval_remove(struct ps_interval *sub);
@@ -570,9 +571,10 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * callback; a release fence then orders it before every store the caller
  * makes after the return (pairs with the acquire fence in
  * ps_notifier_read_retry()).
- * Complexity: O(log n + hits) expected for n subscriptions of which hits
- * overlap, when subscriptions do not overlap each other; O((1 + hits) log n)
- * at worst (as Linux's interval tree). Plus the callbacks.
+ * Complexity: O(log n + hits) for n subscriptions of which hits overlap,
+ * when subscriptions do not overlap each other; with overlapping ones,
+ * entries that start before the range and end before it can be visited
+ * too (never more than O(n)). Plus the callbacks.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (nothing is
  * called); -EINVAL for unknown @flags; -EAGAIN with PS_NOTIFIER_NONBLOCK if
  * a callback refused, or all slots are busy. After an error the

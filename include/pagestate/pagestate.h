@@ -11,7 +11,7 @@
 #include <pagestate/prot.h>
 #include <pagestate/pgtable.h>
 #include <pagestate/pte.h>
-#include <pagestate/space.h>
 #include <pagestate/seq.h>
+#include <pagestate/space.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */

@@ -15,8 +15,8 @@
  * first use with a compare-and-swap, so empty ranges cost nothing and a
  * sparse 1 TiB space costs only its mapped leaves. A leaf is 512 entries
  * plus a 64-bit "written" hint (one bit per 8 entries, see Scans) and an
- * RCU head: 4160 bytes. A dense 1 GiB mapping costs 8.16 bytes per page
- * (ps_pgtable_stats()). Interior levels are freed only by ps_pgtable_trim(),
+ * RCU head: 4160 bytes. A dense 1 GiB mapping costs 8.17 bytes per page,
+ * the table itself included (ps_pgtable_stats()). Interior levels are freed only by ps_pgtable_trim(),
  * through liburcu's call_rcu, so a reader never touches freed memory.
  *
  * Every slot is read with an atomic load and every entry is changed only by
@@ -42,9 +42,12 @@
  *
  * ps_pgtable_read_lock() is urcu-bp's read lock, so a caller that already
  * uses urcu-bp may call ps_pgtable_lookup() from its own section instead.
- * Sections nest. Inside one, every function here may be called except
- * ps_pgtable_destroy() and ps_pgtable_unregister(), which wait for readers.
- * ps_pgtable_get() is the self-contained, argument-checking lookup.
+ * Sections nest. Inside one, call only the functions that never block
+ * (lookup, get, set, cmpxchg, swap_out, swap_in, zap, fault, map without
+ * PS_PTE_UFFD_WP, copy and move without PS_KEEP_WP, report-only scans):
+ * the others take the table's writer mutex, and ps_pgtable_unregister()
+ * waits for readers while holding it. ps_pgtable_get() is the
+ * self-contained, argument-checking lookup.
  *
  * ---------------------------------------------------------------------------
  * Write protection (Linux userfaultfd semantics; differences marked "Linux:")
@@ -155,9 +158,10 @@
  * again and leaves it written for the next scan.
  *
  * Leaves keep a "written" hint: one bit per 8 entries, set after any CAS
- * that makes an entry written, cleared only by WP_MATCHING scans before they
- * re-arm that line. A scan whose query requires WRITTEN reads only hinted
- * lines, so clean memory costs one word per leaf.
+ * that makes an entry written, cleared by protect and WP_MATCHING scans for
+ * the lines they cover (and set again where an entry stays written). A scan
+ * whose query requires WRITTEN reads only hinted lines, so clean memory
+ * costs one word per leaf.
  *
  * ---------------------------------------------------------------------------
  * Errors (negative errno; nothing is changed unless said otherwise)
@@ -319,8 +323,8 @@ struct ps_pgtable_stats {
  * @new: the entry after (none, a marker, or the copied entry).
  *
  * Context: runs inside the operation's read-side section, in the calling
- * thread. It may call any function here except ps_pgtable_destroy() and
- * ps_pgtable_unregister().
+ * thread, so it may call only the functions that never block (see
+ * "Readers and RCU"), on this table or another.
  */
 typedef void (*ps_pgtable_visit_fn)(void *ctx, uint64_t addr, ps_pte_t old,
 				    ps_pte_t new_pte);

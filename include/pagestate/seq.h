@@ -105,6 +105,13 @@ PS_STATIC_ASSERT(sizeof(struct ps_seq) == 8, "struct ps_seq is 8 bytes");
 /* Static initialiser: no write in progress. */
 #define PS_SEQ_INIT {0}
 
+/* Cold but inlinable: GCC refuses noinline on an inline function. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PS__SEQ_COLD __attribute__((cold))
+#else
+#define PS__SEQ_COLD
+#endif
+
 /* A CPU hint for spin-wait loops (internal). */
 static inline void ps__seq_relax(void)
 {
@@ -130,6 +137,23 @@ static inline void ps_seq_init(struct ps_seq *s)
 	atomic_store_explicit(&s->seq, 0, memory_order_relaxed);
 }
 
+/*
+ * The wait of ps_seq_read_begin() for an open write section. A separate
+ * cold function, so that the common path is laid out straight: no taken
+ * branch per read section (ck_sequence's inline spin loop costs one).
+ */
+static inline PS__SEQ_COLD uint64_t ps__seq_read_wait(const struct ps_seq *s)
+{
+	uint64_t v;
+
+	do {
+		ps__seq_relax();
+		/* R1 - Acquire: as in ps_seq_read_begin(). */
+		v = atomic_load_explicit(&s->seq, memory_order_acquire);
+	} while (v & 1);
+	return v;
+}
+
 /**
  * ps_seq_read_begin() - start a read section.
  * @s: the counter.
@@ -142,14 +166,12 @@ static inline void ps_seq_init(struct ps_seq *s)
  */
 static inline uint64_t ps_seq_read_begin(const struct ps_seq *s)
 {
-	for (;;) {
-		/* R1 - Acquire: pairs with W2 in ps_seq_write_end(). */
-		uint64_t v = atomic_load_explicit(&s->seq, memory_order_acquire);
+	/* R1 - Acquire: pairs with W2 in ps_seq_write_end(). */
+	uint64_t v = atomic_load_explicit(&s->seq, memory_order_acquire);
 
-		if (PS_LIKELY(!(v & 1)))
-			return v;
-		ps__seq_relax();
-	}
+	if (PS_UNLIKELY(v & 1))
+		v = ps__seq_read_wait(s);
+	return v;
 }
 
 /**
