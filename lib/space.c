@@ -41,7 +41,8 @@
  *     frame again.
  *
  * S5  Exactly-once dirty hook. DIRTY is set only by ps_page_test_and_set
- *     (mark_frame_dirty()): the one caller that sees it clear runs the hook.
+ *     (ps__space_mark_frame_dirty()): the one caller that sees it clear
+ *     runs the hook.
  *     The secondary-map helper marks only after its retry check, under the
  *     caller's lock, and only for a write.
  *
@@ -66,6 +67,7 @@
 #include <pagestate/space.h>
 
 #include "hbitmap.h"
+#include "space-internal.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -102,21 +104,6 @@ enum {
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
 
 
-struct ps_space {
-	struct ps_pgtable *pt;
-	struct ps_notifier notifier;
-	struct ps_page *frames;
-	void *frames_map;	/* library-allocated array, or NULL */
-	size_t frames_bytes;
-	uint64_t nframes;
-	uint64_t size;
-	struct ps__hbm log;	 /* dirty log: one bit per page of space */
-	struct ps__hbm wb;	 /* write-back candidates: one bit per page */
-	struct ps__hbm longterm; /* frames with long-term pins */
-	struct ps_space_hooks hooks;
-	pthread_mutex_t writer; /* S1 */
-};
-
 /* --- small helpers ----------------------------------------------------------- */
 
 static bool range_ok(const struct ps_space *s, uint64_t start, uint64_t len)
@@ -152,7 +139,7 @@ static void frame_freed(struct ps_space *s, uint64_t frame)
 		s->hooks.free_frame(s->hooks.ctx, s, frame);
 }
 
-static void frame_put(struct ps_space *s, uint64_t frame)
+void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 {
 	if (ps_page_put(&s->frames[frame]))
 		frame_freed(s, frame);
@@ -165,7 +152,7 @@ static void frame_unpin(struct ps_space *s, uint64_t frame)
 }
 
 /* S5: the one thread that sees DIRTY clear runs the hook. */
-static bool mark_frame_dirty(struct ps_space *s, uint64_t frame)
+bool ps__space_mark_frame_dirty(struct ps_space *s, uint64_t frame)
 {
 	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
 		return false;
@@ -182,7 +169,7 @@ static void log_addr(struct ps_space *s, uint64_t addr)
 }
 
 /* The frame's LOCKED bit, a sleeping bit lock for the slow paths (S3). */
-static void frame_lock(struct ps_page *p)
+void ps__space_frame_lock(struct ps_page *p)
 {
 	for (unsigned int spins = 0;
 	     ps_page_test_and_set_flag(p, PS_PAGE_LOCKED); spins++) {
@@ -191,7 +178,7 @@ static void frame_lock(struct ps_page *p)
 	}
 }
 
-static void frame_unlock(struct ps_page *p)
+void ps__space_frame_unlock(struct ps_page *p)
 {
 	ps_page_clear_flags(p, PS_PAGE_LOCKED);
 }
@@ -321,7 +308,7 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 
 		if (!f) {
 			/* Out of memory: drop it here, inside the section. */
-			frame_put(z->s, frame);
+			ps__space_frame_put(z->s, frame);
 			return;
 		}
 		z->frames = f;
@@ -349,7 +336,7 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (size_t i = 0; i < z.n; i++)
-		frame_put(s, z.frames[i]);
+		ps__space_frame_put(s, z.frames[i]);
 	free(z.frames);
 }
 
@@ -523,14 +510,14 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		return ps_pgtable_fault(s->pt, addr, access);
 	/* A write that may make the entry writable: dirty first (S3). */
 	p = &s->frames[ps_pte_frame(e)];
-	frame_lock(p);
+	ps__space_frame_lock(p);
 	fr = ps_pgtable_fault_pte(s->pt, addr, access, &after);
 	if (fr == PS_FAULT_OK && ps_pte_is_present(after) &&
 	    ps_pte_frame(after) < s->nframes) {
-		mark_frame_dirty(s, ps_pte_frame(after));
+		ps__space_mark_frame_dirty(s, ps_pte_frame(after));
 		log_addr(s, addr);
 	}
-	frame_unlock(p);
+	ps__space_frame_unlock(p);
 	return fr;
 }
 
@@ -708,7 +695,7 @@ void ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 		if (frames[i] >= s->nframes)
 			continue;
 		if (dirty)
-			mark_frame_dirty(s, frames[i]);
+			ps__space_mark_frame_dirty(s, frames[i]);
 		frame_unpin(s, frames[i]);
 	}
 }
@@ -773,7 +760,7 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 					pinned = false; /* cannot: dropped */
 			}
 			if (!pinned && d.changed && ps_pte_is_present(d.old))
-				frame_put(s, ps_pte_frame(d.old));
+				ps__space_frame_put(s, ps_pte_frame(d.old));
 		}
 		if (pinned) {
 			if (nskip < max_skipped)
@@ -861,16 +848,16 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 		ops->lock(ctx);
 		if (ps_interval_read_retry(sub, seq)) {
 			ops->unlock(ctx);
-			frame_put(s, frame);
+			ps__space_frame_put(s, frame);
 			continue; /* an invalidation raced: again */
 		}
 		if (write) { /* dirty before the writable mapping (S5) */
-			mark_frame_dirty(s, frame);
+			ps__space_mark_frame_dirty(s, frame);
 			log_addr(s, addr);
 		}
 		rc = ops->install(ctx, addr, frame, write);
 		ops->unlock(ctx);
-		frame_put(s, frame);
+		ps__space_frame_put(s, frame);
 		return rc;
 	}
 }
@@ -886,7 +873,7 @@ bool ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 	    ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
 	    ps_pte_frame(e) >= s->nframes)
 		return false;
-	made = mark_frame_dirty(s, ps_pte_frame(e));
+	made = ps__space_mark_frame_dirty(s, ps_pte_frame(e));
 	log_addr(s, addr);
 	return made;
 }
@@ -1066,14 +1053,14 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 		return PS__HBM_CLEAR; /* nothing mapped: nothing to write */
 	frame = ps_pte_frame(e);
 	p = &s->frames[frame];
-	frame_lock(p);
+	ps__space_frame_lock(p);
 	if (!ps_page_test_flags(p, PS_PAGE_DIRTY)) {
-		frame_unlock(p);
+		ps__space_frame_unlock(p);
 		return PS__HBM_CLEAR;
 	}
 	pinned = ps_page_is_pinned(p);
 	if (pinned && c->mode == PS_WB_CLEAN) {
-		frame_unlock(p);
+		ps__space_frame_unlock(p);
 		c->st.skipped_pinned++;
 		return PS__HBM_KEEP; /* stays dirty */
 	}
@@ -1092,19 +1079,19 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && c->mode == PS_WB_CLEAN) {
 		ps_page_set_flags(p, PS_PAGE_DIRTY); /* a pin raced in */
-		frame_unlock(p);
+		ps__space_frame_unlock(p);
 		c->st.skipped_pinned++;
 		return PS__HBM_KEEP;
 	}
 	ps_page_set_flags(p, PS_PAGE_WRITEBACK);
-	frame_unlock(p);
+	ps__space_frame_unlock(p);
 	rc = c->fn(c->ctx, addr, frame, pinned);
 	ps_page_clear_flags(p, PS_PAGE_WRITEBACK);
 	if (rc) {
 		c->st.errors++;
 		if (!c->first_error)
 			c->first_error = rc;
-		mark_frame_dirty(s, frame);
+		ps__space_mark_frame_dirty(s, frame);
 		return PS__HBM_KEEP;
 	}
 	if (!pinned) {
@@ -1115,7 +1102,7 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	w = ps_page_load(p);
 	if (write_pinned(w)) {
 		/* A device may have written after the copy: stays dirty. */
-		mark_frame_dirty(s, frame);
+		ps__space_mark_frame_dirty(s, frame);
 		c->st.kept_dirty++;
 		return PS__HBM_KEEP;
 	}

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lib/space-internal.h - the address space's state, for the library's other
+ * modules that operate on a space (prot.c: conversion, CPU maps; uffd.c).
+ * Not installed; not API. The rules of lib/space.c (S1..S8) apply to every
+ * user: in particular, replacing one frame by another at an address takes
+ * the writer mutex (S1), and changing an entry that a pin may be racing is
+ * followed by a seq_cst fence before the frame's pins are read (S2).
+ */
+#ifndef PS_LIB_SPACE_INTERNAL_H
+#define PS_LIB_SPACE_INTERNAL_H
+
+#include <pagestate/space.h>
+
+#include "hbitmap.h"
+
+#include <pthread.h>
+
+struct ps_space {
+	struct ps_pgtable *pt;
+	struct ps_notifier notifier;
+	struct ps_page *frames;
+	void *frames_map;	/* library-allocated array, or NULL */
+	size_t frames_bytes;
+	uint64_t nframes;
+	uint64_t size;
+	struct ps__hbm log;	 /* dirty log: one bit per page of space */
+	struct ps__hbm wb;	 /* write-back candidates: one bit per page */
+	struct ps__hbm longterm; /* frames with long-term pins */
+	struct ps_space_hooks hooks;
+	pthread_mutex_t writer; /* S1 */
+};
+
+/* Drop a reference (the free_frame hook runs if it was the last). */
+void ps__space_frame_put(struct ps_space *s, uint64_t frame);
+
+/* The frame's LOCKED bit: spin, then yield (blocking). */
+void ps__space_frame_lock(struct ps_page *p);
+void ps__space_frame_unlock(struct ps_page *p);
+
+/* Mark the frame dirty; the dirty hook runs on a clean-to-dirty
+ * transition (S5). Returns true if this call made it. */
+bool ps__space_mark_frame_dirty(struct ps_space *s, uint64_t frame);
+
+#endif /* PS_LIB_SPACE_INTERNAL_H */
