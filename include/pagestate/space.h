@@ -196,19 +196,39 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 
 /* Mapping flags. */
 #define PS_MAP_WRITE 0x1u /* writes permitted (first write marks dirty) */
+/*
+ * PS_MAP_CACHE(mode): map with cache mode @mode (enum ps_cache_mode,
+ * pagestate/prot.h) and insist on it: a free frame takes that mode, a frame
+ * in use must already have it (else -EBUSY, Linux's memtype conflict).
+ * Without it the mapping takes whatever mode the frame has.
+ */
+#define PS_MAP_CACHE_SET 0x2u
+#define PS_MAP_CACHE_SHIFT 4
+#define PS_MAP_CACHE_MASK (0x7u << PS_MAP_CACHE_SHIFT)
+#define PS_MAP_CACHE(mode) \
+	(PS_MAP_CACHE_SET | (((unsigned int)(mode) << PS_MAP_CACHE_SHIFT) & \
+			     PS_MAP_CACHE_MASK))
 
 /**
  * ps_space_map() - map @frame at page @addr.
- * @flags: 0 (read-only) or PS_MAP_WRITE.
+ * @flags: 0 (read-only) or PS_MAP_WRITE, optionally PS_MAP_CACHE(mode).
  *
  * The mapping takes a reference on the frame (a free frame becomes LIVE).
  * The entry carries the frame's cache mode and encryption state from its
  * page word. Writes need MAYWRITE; the entry becomes writable at the first
  * write fault, which marks the frame dirty (write-notify).
+ *
+ * One frame has one cache mode (pagestate/prot.h, "Cache modes"). With
+ * PS_MAP_CACHE(mode), a free frame is revived with @mode in the same atomic
+ * step that takes the reference, and a frame in use (LIVE: mapped, pinned,
+ * CPU-mapped or referenced by its owner) with another mode is refused with
+ * -EBUSY; the same mode is fine. A failed map gives a frame it revived back
+ * its previous mode.
  * Context: blocking (the writer mutex). Ordering: release (the page-table
  * CAS): a reader that finds the entry sees the frame's word as mapped.
- * Return: 0; -EINVAL (unaligned or out of range, unknown flags); -EEXIST
- * (a page is mapped there); -EBUSY (the frame is frozen); -EHWPOISON (the
+ * Return: 0; -EINVAL (unaligned or out of range, unknown flags or mode);
+ * -EEXIST (a page is mapped there); -EBUSY (the frame is frozen, or in use
+ * with another cache mode than PS_MAP_CACHE asks for); -EHWPOISON (the
  * frame is poisoned); -EOVERFLOW (reference limit); -ENOMEM.
  */
 int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
