@@ -51,12 +51,13 @@
  *
  * P6  Exactly-once make-accessible. The count's 0 -> 1 transition happens
  *     only under the frame's LOCKED bit; other increments are a CAS that
- *     refuses 0. Under LOCKED, the thread that finds the count at 0 and the
- *     frame INACCESSIBLE calls the hook, clears INACCESSIBLE, then counts
- *     with release. A racing first kmapper waits for LOCKED and finds the
- *     count positive or the flag clear (by P5, a positive count means the
- *     flag is clear, even if the count drops to 0 meanwhile). Fast-path
- *     kmaps acquire the count, so they see what the hook did.
+ *     refuses 0. Under LOCKED, the thread that finds the frame INACCESSIBLE
+ *     calls the hook, clears INACCESSIBLE, then counts with release. A
+ *     racing first kmapper waits for LOCKED and finds the flag clear; a
+ *     fast-path kmapper found the count positive, so (P5) the flag was
+ *     already clear, and it acquires the count, so it sees what the hook
+ *     did. The flag is set again only by a conversion to private or
+ *     set_inaccessible, neither of which can happen while a map is held.
  *
  * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
  *     (set_cache with expected references); a free frame's only by one CAS
@@ -738,12 +739,11 @@ static int kmap_first(struct ps_space *s, uint64_t frame)
 
 	ps__space_frame_lock(p);
 	/*
-	 * Relaxed: LOCKED orders us after every earlier first map; a kmap or
-	 * kunmap racing outside the lock only moves a positive count, and a
-	 * positive count means INACCESSIBLE is clear (P5).
+	 * Under LOCKED the flag alone decides: a racing first map that held
+	 * LOCKED before us cleared it, and a positive count (a fast-path map,
+	 * outside the lock) means it is clear anyway (P5).
 	 */
-	if (atomic_load_explicit(&s->kmaps[frame], memory_order_relaxed) == 0 &&
-	    ps_page_test_flags(p, PS_PAGE_INACCESSIBLE)) {
+	if (ps_page_test_flags(p, PS_PAGE_INACCESSIBLE)) {
 		const struct ps_prot_hooks *h = hooks_of(s);
 
 		if (h && h->make_accessible)
