@@ -34,6 +34,11 @@
  *     page) is undone by converting the pages already flipped back, in
  *     reverse order, with the reverse hooks and each page's original
  *     INACCESSIBLE bit. Phase 3 unfreezes (release: P2's partners acquire).
+ *     Without prepare/finish hooks nothing can fail after phase 1, which is
+ *     then the commit point: phases 2 and 3 become one pass that updates
+ *     each entry and flips the page word in its unfreezing CAS. A reader
+ *     sees each page old (or frozen) until its unfreeze, new after it, as
+ *     with three phases.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -321,27 +326,28 @@ static void bit_clear(uint64_t *map, uint64_t i)
 	map[i / 64] &= ~(UINT64_C(1) << (i % 64));
 }
 
-/* The present entry's frame at @addr, inside a read-side section. */
-static bool frame_at(struct ps_space *s, uint64_t addr, uint64_t *frame)
+/* The present entry at @addr and its frame, inside a read-side section. */
+static bool frame_at(struct ps_space *s, uint64_t addr, uint64_t *frame,
+		     ps_pte_t *pte)
 {
 	ps_pte_t e = ps_pgtable_lookup(s->pt, addr);
 
 	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= s->nframes)
 		return false;
 	*frame = ps_pte_frame(e);
+	*pte = e;
 	return true;
 }
 
 /*
  * Replace, in the entry at @addr if it still maps @frame, the bits @clear
- * by @set (a page-table CAS loop: faults may change A/D/WRITE meanwhile).
- * With @to_marker, the entry becomes @set (a marker) instead.
+ * by @set (a page-table CAS loop from the guess @e: faults may change
+ * A/D/WRITE meanwhile). With @to_marker, the entry becomes @set instead.
  */
-static void entry_update(struct ps_space *s, uint64_t addr, uint64_t frame,
-			 ps_pte_t clear, ps_pte_t set, bool to_marker)
+static void entry_update(struct ps_space *s, uint64_t addr, ps_pte_t e,
+			 uint64_t frame, ps_pte_t clear, ps_pte_t set,
+			 bool to_marker)
 {
-	ps_pte_t e = ps_pgtable_lookup(s->pt, addr);
-
 	while (ps_pte_is_present(e) && ps_pte_frame(e) == frame) {
 		ps_pte_t want = to_marker ? set : (e & ~clear) | set;
 
@@ -517,7 +523,7 @@ static void note_hook_error(struct conv *c, int rc)
  * read-side section and leaves it around each hook (P8).
  */
 static enum step convert_page(struct conv *c, uint64_t i, uint64_t frame,
-			      enum ps_enc_state to, uint64_t clear,
+			      ps_pte_t e, enum ps_enc_state to, uint64_t clear,
 			      uint64_t set)
 {
 	const struct ps_prot_hooks *h = c->hooks;
@@ -535,7 +541,7 @@ static enum step convert_page(struct conv *c, uint64_t i, uint64_t frame,
 		}
 	}
 	(void)ps_page_change_flags(&s->frames[frame], clear, set);
-	entry_update(s, addr, frame, PS_PTE_ENC,
+	entry_update(s, addr, e, frame, PS_PTE_ENC,
 		     to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0, false);
 	if (h && h->finish) {
 		ps_pgtable_read_unlock();
@@ -553,9 +559,10 @@ static enum step convert_page(struct conv *c, uint64_t i, uint64_t frame,
 static void quarantine(struct conv *c, uint64_t i, uint64_t frame)
 {
 	struct ps_page *p = &c->s->frames[frame];
+	const uint64_t addr = page_addr(c, i);
 
 	ps_page_set_flags(p, PS_PAGE_POISONED);
-	entry_update(c->s, page_addr(c, i), frame, 0,
+	entry_update(c->s, addr, ps_pgtable_lookup(c->s->pt, addr), frame, 0,
 		     ps_pte_mk_marker(PS_PTE_MARKER_POISONED), true);
 	/* The mapping's reference stays counted and nobody owns it: leaked. */
 	(void)ps_page_unfreeze(p, c->expected);
@@ -571,13 +578,14 @@ static void roll_back(struct conv *c, uint64_t upto)
 
 	for (uint64_t i = upto; i-- > 0;) {
 		uint64_t frame, set;
+		ps_pte_t e;
 
 		if (!bit_test(c->frozen, i) ||
-		    !frame_at(c->s, page_addr(c, i), &frame))
+		    !frame_at(c->s, page_addr(c, i), &frame, &e))
 			continue;
 		set = (back == PS_ENC_PRIVATE ? PS_PAGE_PRIVATE : 0) |
 		      (bit_test(c->was_inacc, i) ? PS_PAGE_INACCESSIBLE : 0);
-		if (convert_page(c, i, frame, back,
+		if (convert_page(c, i, frame, e, back,
 				 PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE,
 				 set) != STEP_OK)
 			quarantine(c, i, frame); /* stuck in the new state */
@@ -593,12 +601,13 @@ static int flip_all(struct conv *c, uint64_t *fail)
 	for (uint64_t i = 0; i < c->npages; i++) {
 		uint64_t frame;
 		enum step st;
+		ps_pte_t e;
 
 		section_cycle(i);
 		if (!bit_test(c->frozen, i) ||
-		    !frame_at(c->s, page_addr(c, i), &frame))
+		    !frame_at(c->s, page_addr(c, i), &frame, &e))
 			continue;
-		st = convert_page(c, i, frame, c->to, c->fwd_clear,
+		st = convert_page(c, i, frame, e, c->to, c->fwd_clear,
 				  c->fwd_set);
 		if (st == STEP_OK)
 			continue;
@@ -613,9 +622,35 @@ static int flip_all(struct conv *c, uint64_t *fail)
 	return rc;
 }
 
-/* Phase 3 (P3): unfreeze what is still frozen; returns how many. */
-static uint64_t unfreeze_all(struct conv *c)
+/*
+ * ps_page_unfreeze() that also clears @clear and sets @set in the same
+ * compare-and-swap (a thin wrapper of the page word's one update routine).
+ */
+static void unfreeze_flip(struct ps_page *p, uint64_t refs, uint64_t clear,
+			  uint64_t set)
 {
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/* Release: publishes the flip and the entry (P2's tries acquire). */
+	if (!ps__page_cas(p, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
+			  PS_PAGE_FROZEN | PS_PAGE_REFS_MASK |
+				  PS_PAGE_PINS_MASK |
+				  (clear & PS_PAGE_USER_FLAGS),
+			  PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
+			  0, 0, false, memory_order_release, &seen, &why))
+		(void)ps__page_unfreeze_refused(p, seen);
+}
+
+/*
+ * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
+ * @commit (no prepare/finish hooks, so nothing can fail after phase 1), each
+ * page is also flipped here, in one pass: the entry's ENC bit, then the
+ * page word's flags in the unfreezing compare-and-swap.
+ */
+static uint64_t unfreeze_all(struct conv *c, bool commit)
+{
+	const ps_pte_t enc = c->to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0;
 	uint64_t n = 0;
 
 	ps_pgtable_read_lock();
@@ -625,14 +660,21 @@ static uint64_t unfreeze_all(struct conv *c)
 		while (bits) {
 			uint64_t i = wi * 64 + (uint64_t)__builtin_ctzll(bits),
 				 frame;
+			ps_pte_t e;
 
 			bits &= bits - 1;
 			section_cycle(n);
-			if (!frame_at(c->s, page_addr(c, i), &frame))
+			if (!frame_at(c->s, page_addr(c, i), &frame, &e))
 				continue;
-			/* Release: publishes the flip (P2's tries acquire). */
-			(void)ps_page_unfreeze(&c->s->frames[frame],
-					       c->expected);
+			if (commit) {
+				entry_update(c->s, page_addr(c, i), e, frame,
+					     PS_PTE_ENC, enc, false);
+				unfreeze_flip(&c->s->frames[frame], c->expected,
+					      c->fwd_clear, c->fwd_set);
+			} else {
+				unfreeze_flip(&c->s->frames[frame], c->expected,
+					      0, 0);
+			}
 			n++;
 		}
 	}
@@ -647,6 +689,7 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	const uint64_t extra = opts ? opts->extra_refs : 0;
 	struct conv c;
 	uint64_t fail = 0, words, n;
+	bool commit = false;
 	int rc;
 
 	if (!range_ok(s, start, len) ||
@@ -687,11 +730,13 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	if (rc)
 		goto out; /* cannot happen: a blockable start of a good range */
 	rc = freeze_all(&c, &fail);
-	if (!rc) {
+	if (!rc)
 		FAILPOINT(FP_CONVERT_FROZEN, start);
+	if (!rc && (c.hooks && (c.hooks->prepare || c.hooks->finish)))
 		rc = flip_all(&c, &fail);
-	}
-	n = unfreeze_all(&c);
+	else if (!rc)
+		commit = true; /* no hook can fail: flip while unfreezing */
+	n = unfreeze_all(&c, commit);
 	(void)ps_notifier_invalidate_end(&s->notifier, start, len);
 out:
 	pthread_mutex_unlock(&s->writer);

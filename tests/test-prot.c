@@ -410,7 +410,14 @@ static const struct ps_prot_hooks make_only_hooks = {
 	.make_accessible = on_make_accessible,
 };
 
-static void setup(void)
+/*
+ * Conversions without prepare/finish hooks commit after phase 1 and flip
+ * while unfreezing (P3); with them, three phases. The conversion tcases run
+ * in both configurations.
+ */
+static bool conv_hooks;
+
+static void setup_with(bool hooks)
 {
 	struct ps_space_config cfg;
 
@@ -422,7 +429,20 @@ static void setup(void)
 	cfg.nframes = NFRAMES;
 	cfg.hooks.free_frame = on_free;
 	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
-	ck_assert_int_eq(ps_space_set_prot_hooks(sp, &all_hooks), 0);
+	conv_hooks = hooks;
+	ck_assert_int_eq(ps_space_set_prot_hooks(sp, hooks ? &all_hooks
+							   : &make_only_hooks),
+			 0);
+}
+
+static void setup(void)
+{
+	setup_with(true);
+}
+
+static void setup_no_conv_hooks(void)
+{
+	setup_with(false);
 }
 
 static void teardown(void)
@@ -729,7 +749,7 @@ START_TEST(convert_flips_state_and_enc_only)
 	/* No hook saw a frame outside a freeze. */
 	for (unsigned k = 0; k < seen.nlog; k++)
 		ck_assert(seen.log[k].frozen);
-	ck_assert_uint_eq(seen.nlog, 4 * n);
+	ck_assert_uint_eq(seen.nlog, conv_hooks ? 4 * n : 0);
 	ps_interval_remove(&w.sub);
 }
 END_TEST
@@ -1733,16 +1753,26 @@ static Suite *prot_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, mprotect_keeps_every_other_bit);
 
-	tc = ps_test_tcase(s, "conversion", 30);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, convert_flips_state_and_enc_only);
-	tcase_add_test(tc, convert_pinned_page_in_the_middle);
-	tcase_add_test(tc, convert_refuses_cpu_mapped_and_unexpected_refs);
-	tcase_add_test(tc, convert_waits_for_pins_to_drain);
-	tcase_add_test(tc, convert_never_waits_for_longterm_pins);
-	tcase_add_test(tc, convert_missing_poisoned_and_bad_input);
-	tcase_add_test(tc, convert_private_pins);
-	tcase_add_test(tc, convert_to_shared_inaccessible);
+	for (int hooks = 1; hooks >= 0; hooks--) {
+		tc = ps_test_tcase(s, hooks ? "conversion" : "conversion, no hooks",
+				   30);
+		tcase_add_checked_fixture(tc, hooks ? setup : setup_no_conv_hooks,
+					  teardown);
+		tcase_add_test(tc, convert_flips_state_and_enc_only);
+		tcase_add_test(tc, convert_pinned_page_in_the_middle);
+		tcase_add_test(tc, convert_refuses_cpu_mapped_and_unexpected_refs);
+		tcase_add_test(tc, convert_waits_for_pins_to_drain);
+		tcase_add_test(tc, convert_never_waits_for_longterm_pins);
+		tcase_add_test(tc, convert_missing_poisoned_and_bad_input);
+		tcase_add_test(tc, convert_private_pins);
+		tcase_add_test(tc, convert_to_shared_inaccessible);
+		tcase_add_test(tc, kmap_calls_make_accessible_once);
+		tcase_add_test(tc, access_check_reports_exactly);
+		tcase_add_test(tc, fp_pin_first_then_conversion_fails);
+		tcase_add_test(tc, fp_conversion_first_then_pin_fails);
+		tcase_add_test(tc, fp_pin_waits_on_frozen_then_sees_private);
+		tcase_add_test(tc, fp_private_pin_waits_then_pins);
+	}
 
 	tc = ps_test_tcase(s, "conversion hooks", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -1753,22 +1783,11 @@ static Suite *prot_suite(void)
 
 	tc = ps_test_tcase(s, "cpu maps", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, kmap_calls_make_accessible_once);
 	tcase_add_test(tc, kmap_hook_failure_changes_nothing);
 	tcase_add_test(tc, kmap_pins_never_call_the_hook);
 	tcase_add_test(tc, kmap_set_inaccessible_and_misuse);
 	tcase_add_test(tc, kunmap_of_the_last_reference_frees);
 
-	tc = ps_test_tcase(s, "access check", 10);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, access_check_reports_exactly);
-
-	tc = ps_test_tcase(s, "failpoints", 10);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, fp_pin_first_then_conversion_fails);
-	tcase_add_test(tc, fp_conversion_first_then_pin_fails);
-	tcase_add_test(tc, fp_pin_waits_on_frozen_then_sees_private);
-	tcase_add_test(tc, fp_private_pin_waits_then_pins);
 
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
