@@ -119,6 +119,9 @@
  *      the page-table change, enc_status_change_finish()).
  *   4. Unfreeze every frame with the same references, end the invalidation,
  *      drop the mutex.
+ * Without prepare and finish hooks nothing can fail after step 2, so steps
+ * 3 and 4 are one pass: each page's entry gets its ENC bit, then one
+ * compare-and-swap flips the page word and unfreezes it.
  *
  * Pins and conversions (one atomic decision per page). A pin that expects
  * shared memory takes its pin with one compare-and-swap that also refuses a
@@ -142,10 +145,14 @@
  * fails the call at once; references that are neither (a racing lookup, a
  * pin that is backing out) are retried for up to PS_CONVERT_TRANSIENT_NS,
  * as KVM drains per-CPU LRU batches once before it gives up. With it, the
- * call waits (yielding, then sleeping) until every page can be frozen or
- * opts->wait_ns has passed. A frame pinned with PS_PIN_LONGTERM is never
+ * call waits (yielding, then sleeping) until every page can be frozen, or
+ * until opts->wait_ns has passed since the first page it had to wait for.
+ * A frame pinned with PS_PIN_LONGTERM is never
  * waited for: its pins will not drain on their own (the caller must unmap
- * it from the IOMMU first), so it fails at once with -EBUSY. While waiting,
+ * it from the IOMMU first), so it fails at once with -EBUSY. (The mark is
+ * per frame and cleared when a conversion freezes the frame; until then a
+ * later short-term pin of a frame that once had a long-term pin also
+ * counts as long-term.) While waiting,
  * the pages frozen so far stay frozen and pins of them wait too; the budget
  * bounds that.
  *
@@ -180,16 +187,16 @@
  *
  * Where this differs from Linux and KVM:
  *   - The state lives in the frame, so the conversion sees pins exactly and
- *     decides per page with one compare-and-swap; KVM flips a per-gfn
- *     attribute and checks reference counts separately (in-place
- *     conversion: refcount == nr_pages + 1, racy against GUP without the
- *     invalidate lock).
+ *     decides per page with one compare-and-swap that also excludes every
+ *     later pin; KVM's in-place conversion compares each folio's reference
+ *     count with nr_pages + 1, which cannot tell a pin from any other
+ *     reference, and keeps the state in a per-gfn attribute array.
  *   - It can wait, bounded, for short-term pins to drain, and says -EBUSY for
  *     long-term ones (OP-5: KVM fails with -EAGAIN and leaves userspace to
  *     find the pinner).
  *   - Platform hooks run per page, so a finish failure quarantines exactly
  *     one page, and a prepare failure is undone exactly; Linux runs them
- *     per range and leaks the whole range on failure.
+ *     per range, and after a failure its callers must leak the whole range.
  *   - Pages without a present entry fail the call (or are skipped); KVM
  *     records the attribute for unpopulated gfns.
  *
@@ -210,6 +217,9 @@
  * Device pins never call the hook: a pin is not a CPU access (seed 000).
  * A kmap refuses private frames unless PS_KMAP_PRIVATE (a path that expects
  * plaintext must not read a private page's ciphertext), as pins do.
+ * Write-back (ps_space_writeback()) hands frames to its callback as they
+ * are: a callback that reads a frame that may be private or inaccessible
+ * brackets the read with ps_space_kmap() / ps_space_kunmap().
  *
  * ---------------------------------------------------------------------------
  * The access check (ps_space_check_access())
@@ -229,14 +239,14 @@
  *
  *   wait-free   ps_space_check_access, ps_space_kmap_count, the encoders
  *   lock-free   ps_space_kmap when the frame is already CPU-mapped,
- *               ps_space_kunmap, ps_space_set_cache with expected_refs == 0
+ *               ps_space_kunmap, ps_space_set_cache (with expected_refs it
+ *               freezes the frame briefly: others wait meanwhile)
  *   blocking    ps_space_convert (writer mutex, invalidation, hooks, the
  *               wait), ps_space_mprotect (writer mutex, invalidation),
  *               ps_space_kmap's first CPU map (the LOCKED bit and the hook)
  *               and any kmap of a frame being converted (it waits for the
  *               unfreeze), ps_space_set_inaccessible (LOCKED),
- *               ps_space_set_cache with expected_refs > 0 (may wait for
- *               nothing, but freezes), ps_space_set_prot_hooks (mutex)
+ *               ps_space_set_prot_hooks (mutex)
  *
  *   ps_space_convert       the unfreeze of each frame is a release: a pin or
  *                          kmap that finds the frame in its new state (an

@@ -277,9 +277,9 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * with MAYWRITE is made writable, marking the frame dirty; then take a
  * speculative pin and re-check the entry. A pin for write logs the address
  * (see Dirty state) and marks the frame WRITE_PINNED. A PS_PIN_LONGTERM pin
- * is recorded against the frame (one bit per frame, cleared once its pins
- * are gone): a conversion waiting for pins to drain gives up on such a
- * frame at once. Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked
+ * is recorded against the frame (one bit per frame, cleared when a
+ * conversion next freezes the frame, pagestate/prot.h): a conversion
+ * waiting for pins to drain gives up on such a frame at once (-EBUSY). Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked
  * file mappings because it cannot write back a page a device may write at
  * any time; here integrity write-back bounces it, so the pin is allowed.
  *
