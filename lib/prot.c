@@ -511,47 +511,46 @@ static int freeze_all(struct conv *c, uint64_t *fail)
 
 enum step { STEP_OK = 0, STEP_PREPARE_FAILED, STEP_FINISH_FAILED };
 
-static void note_hook_error(struct conv *c, int rc)
+typedef int (*conv_hook_fn)(void *ctx, struct ps_space *space, uint64_t addr,
+			    uint64_t frame, enum ps_enc_state to);
+
+/* Run a prepare or finish hook (if set) outside the read-side section (P8);
+ * the first failure's errno is kept for opts->hook_error. */
+static int run_hook(struct conv *c, conv_hook_fn fn, uint64_t addr,
+		    uint64_t frame, enum ps_enc_state to)
 {
-	if (!c->hook_error)
+	int rc;
+
+	if (!fn)
+		return 0;
+	ps_pgtable_read_unlock();
+	rc = fn(c->hooks->ctx, c->s, addr, frame, to);
+	ps_pgtable_read_lock();
+	if (rc && !c->hook_error)
 		c->hook_error = rc < 0 ? rc : -EIO;
+	return rc;
 }
 
 /*
- * Convert page @i (frame @frame, frozen) to @to: prepare, flip (page-word
- * flags @clear -> @set, the entry's ENC bit), finish. Runs inside the
- * read-side section and leaves it around each hook (P8).
+ * Convert page @i (frame @frame, entry @e, frozen) to @to: prepare, flip
+ * (page-word flags @clear -> @set, the entry's ENC bit), finish. Runs inside
+ * the read-side section and leaves it around each hook (P8). Only called
+ * when c->hooks has prepare or finish.
  */
 static enum step convert_page(struct conv *c, uint64_t i, uint64_t frame,
 			      ps_pte_t e, enum ps_enc_state to, uint64_t clear,
 			      uint64_t set)
 {
-	const struct ps_prot_hooks *h = c->hooks;
 	struct ps_space *s = c->s;
 	const uint64_t addr = page_addr(c, i);
-	int rc;
 
-	if (h && h->prepare) {
-		ps_pgtable_read_unlock();
-		rc = h->prepare(h->ctx, s, addr, frame, to);
-		ps_pgtable_read_lock();
-		if (rc) {
-			note_hook_error(c, rc);
-			return STEP_PREPARE_FAILED;
-		}
-	}
+	if (run_hook(c, c->hooks->prepare, addr, frame, to))
+		return STEP_PREPARE_FAILED;
 	(void)ps_page_change_flags(&s->frames[frame], clear, set);
 	entry_update(s, addr, e, frame, PS_PTE_ENC,
 		     to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0, false);
-	if (h && h->finish) {
-		ps_pgtable_read_unlock();
-		rc = h->finish(h->ctx, s, addr, frame, to);
-		ps_pgtable_read_lock();
-		if (rc) {
-			note_hook_error(c, rc);
-			return STEP_FINISH_FAILED;
-		}
-	}
+	if (run_hook(c, c->hooks->finish, addr, frame, to))
+		return STEP_FINISH_FAILED;
 	return STEP_OK;
 }
 
