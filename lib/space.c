@@ -606,6 +606,14 @@ static int grab_failed(struct ps_page *p, uint64_t reject)
 
 /* --- pins (S2) -------------------------------------------------------------------- */
 
+/*
+ * Pin the frame at @addr. Called inside the page table's read-side section,
+ * which pin_range holds across all its pages (one section instead of one
+ * per page: a urcu-bp section costs about 12 ns). The slow paths leave it:
+ * faulting in (the populate and dirty hooks), waiting for a frozen frame,
+ * and dropping a backed-out pin (the free hook), so no hook ever runs
+ * inside it (S7).
+ */
 static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		   uint64_t *frame_out)
 {
@@ -619,28 +627,27 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		uint64_t frame;
 		int rc;
 
-		ps_pgtable_read_lock();
 		e1 = ps_pgtable_lookup(s->pt, addr);
 		if (!ps_pte_is_present(e1) ||
 		    (write && !ps_pte_is_writable(e1))) {
-			ps_pgtable_read_unlock();
 			/* Missing, or a write needs resolving: fault it in. */
+			ps_pgtable_read_unlock();
 			rc = fault_in(s, addr,
 				      write ? PS_ACCESS_WRITE : PS_ACCESS_READ);
+			ps_pgtable_read_lock();
 			if (rc)
 				return rc;
 			continue;
 		}
 		frame = ps_pte_frame(e1);
-		if (frame >= s->nframes) {
-			ps_pgtable_read_unlock();
+		if (frame >= s->nframes)
 			return -EFAULT;
-		}
 		p = &s->frames[frame];
 		FAILPOINT(FP_PIN_AFTER_LOOKUP, addr);
 		if (!ps_page_try_pin_masked(p, 1, reject)) {
 			ps_pgtable_read_unlock();
-			rc = grab_failed(p, reject);
+			rc = grab_failed(p, reject); /* may yield */
+			ps_pgtable_read_lock();
 			if (rc)
 				return rc;
 			continue;
@@ -649,9 +656,11 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		atomic_thread_fence(memory_order_seq_cst);
 		FAILPOINT(FP_PIN_BEFORE_RECHECK, addr);
 		e2 = ps_pgtable_lookup(s->pt, addr);
-		ps_pgtable_read_unlock();
 		if (!same_mapping(e1, e2)) {
-			frame_unpin(s, frame); /* changed under us: again */
+			/* Changed under us: back out (outside), again. */
+			ps_pgtable_read_unlock();
+			frame_unpin(s, frame);
+			ps_pgtable_read_lock();
 			continue;
 		}
 		if (write) {
@@ -670,21 +679,24 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out)
 {
 	uint64_t npages;
+	int rc = 0;
 
 	if (!range_ok(s, start, len) || !frames_out ||
 	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
 		return -EINVAL;
 	npages = len >> PAGE_SHIFT;
+	ps_pgtable_read_lock();
 	for (uint64_t i = 0; i < npages; i++) {
-		int rc = pin_one(s, start + (i << PAGE_SHIFT), flags,
-				 &frames_out[i]);
-
+		rc = pin_one(s, start + (i << PAGE_SHIFT), flags,
+			     &frames_out[i]);
 		if (rc) {
+			ps_pgtable_read_unlock();
 			/* All or nothing: release every pin taken. */
 			ps_space_unpin(s, frames_out, i, false);
 			return rc;
 		}
 	}
+	ps_pgtable_read_unlock();
 	return 0;
 }
 
