@@ -730,6 +730,60 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 	d->changed = true;
 }
 
+/*
+ * Discard one resident page unless its frame is pinned. Returns true if it
+ * was left in place (pinned).
+ *
+ * The common case is exact and atomic: a frame held only by this mapping
+ * (one reference, no pin) is frozen with exactly that reference. The freeze
+ * fails if a pin or any other holder appears, and while it holds, new pins
+ * and speculative gets fail (they wait for the frozen frame and then find
+ * the page gone). So a pinned page is never unmapped, not even for a moment.
+ * A frame with other holders (an alias mapping, a kmap, a lookup in flight)
+ * cannot be frozen: then the zap comes first and the pins are checked after
+ * a full fence (S2), and a pin that raced in gets the entry back. Only in
+ * that case can a concurrent fault see the page missing for a moment.
+ */
+static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
+{
+	struct ps_page *p = &s->frames[frame];
+	struct discard_one d = {0, 0, false};
+	uint64_t w;
+	bool pinned;
+
+	for (;;) {
+		w = ps_page_load(p);
+		if (ps_page_word_pins(w))
+			return true;
+		FAILPOINT(FP_DISCARD_AFTER_CHECK, addr);
+		if (ps_page_word_refs(w) != 1 || ps_page_freeze(p, 1))
+			break;
+		/* A pin or another holder appeared, or a flag moved: again. */
+	}
+	if (ps_page_is_frozen(p)) {
+		(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
+		/* The mapping's reference was the only one: the frame is free. */
+		(void)ps_page_unfreeze(p, 0);
+		frame_freed(s, frame);
+		return false;
+	}
+	(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
+	/* S2 - seq_cst fence: the zap before the pin check. */
+	atomic_thread_fence(memory_order_seq_cst);
+	FAILPOINT(FP_DISCARD_AFTER_ZAP, addr);
+	pinned = ps_page_is_pinned(p);
+	if (pinned && d.changed) {
+		/* A pin raced in: give the entry back. */
+		ps_pte_t expect = d.new_pte;
+
+		if (ps_pgtable_cmpxchg(s->pt, addr, &expect, d.old))
+			pinned = false; /* cannot (replaced): dropped */
+	}
+	if (!pinned && d.changed && ps_pte_is_present(d.old))
+		ps__space_frame_put(s, ps_pte_frame(d.old));
+	return pinned;
+}
+
 int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 		     uint64_t *skipped, uint64_t max_skipped,
 		     uint64_t *nskipped)
@@ -745,36 +799,12 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 	if (rc)
 		goto out;
 	for (uint64_t addr = start; addr < start + len; addr += PAGE_SIZE) {
-		struct discard_one d = {0, 0, false};
 		ps_pte_t e;
-		uint64_t frame;
-		bool pinned;
 
 		if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
 		    ps_pte_frame(e) >= s->nframes)
 			continue; /* only resident frames are discarded */
-		frame = ps_pte_frame(e);
-		pinned = ps_page_is_pinned(&s->frames[frame]);
-		if (!pinned) {
-			FAILPOINT(FP_DISCARD_AFTER_CHECK, addr);
-			(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0,
-					     note_change, &d);
-			/* S2 - seq_cst fence: the zap before the pin check. */
-			atomic_thread_fence(memory_order_seq_cst);
-			FAILPOINT(FP_DISCARD_AFTER_ZAP, addr);
-			pinned = ps_page_is_pinned(&s->frames[frame]);
-			if (pinned && d.changed) {
-				/* A pin raced in: give the entry back. */
-				ps_pte_t expect = d.new_pte;
-
-				if (ps_pgtable_cmpxchg(s->pt, addr, &expect,
-						       d.old))
-					pinned = false; /* cannot: dropped */
-			}
-			if (!pinned && d.changed && ps_pte_is_present(d.old))
-				ps__space_frame_put(s, ps_pte_frame(d.old));
-		}
-		if (pinned) {
+		if (discard_one(s, addr, ps_pte_frame(e))) {
 			if (nskip < max_skipped)
 				skipped[nskip] = addr;
 			nskip++;
