@@ -997,9 +997,13 @@ static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t bit)
 	if (h->n == h->max)
 		return PS__HBM_STOP; /* kept, shown again on resume */
 	h->addrs[h->n++] = addr;
-	/* A page pinned for write stays dirty while its pins last (S6). */
-	if (!ps_pgtable_get(h->s->pt, addr, &e) && ps_pte_is_present(e) &&
-	    ps_pte_frame(e) < h->s->nframes) {
+	/*
+	 * A page pinned for write stays dirty while its pins last (S6). The
+	 * harvest holds the page table's read-side section across the visits
+	 * (no hook runs here), so this is a bare lookup.
+	 */
+	e = ps_pgtable_lookup(h->s->pt, addr);
+	if (ps_pte_is_present(e) && ps_pte_frame(e) < h->s->nframes) {
 		struct ps_page *p = &h->s->frames[ps_pte_frame(e)];
 		uint64_t w = ps_page_load(p);
 
@@ -1044,8 +1048,10 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 		if (rc)
 			return rc;
 	}
+	ps_pgtable_read_lock();
 	(void)ps__hbm_harvest(&s->log, page_index(start), page_index(len),
 			      harvest_visit, &h, &resume_bit);
+	ps_pgtable_read_unlock();
 	if (flags & PS_HARVEST_REARM)
 		invalidate_harvested(s, addrs, h.n);
 	*count = h.n;
