@@ -1038,12 +1038,13 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
  * This is how a mapping takes its frame, whether or not the frame was in
  * use. Two racing callers on a free page both succeed, with two references.
  * Context: any thread, no reference needed; the memory must stay valid.
- * Ordering: acquire when it revives (pairs with the release of the put that
- * freed the page); relaxed otherwise, like ps_page_get().
+ * Ordering: acquire (pairs with the release of the put that dropped the
+ * last reference, whether or not that put has freed the page yet).
  * Progress: lock-free.
  * Return: 0 if the page was LIVE; 1 if this call revived a free page (an
  * owner undoing the call then knows the page was free before it); -EBUSY if
- * the page is frozen; -EOVERFLOW at PS_PAGE_REFS_MAX.
+ * the page is frozen; -EHWPOISON if it is free and POISONED (quarantined
+ * pages are never handed out again); -EOVERFLOW at PS_PAGE_REFS_MAX.
  */
 static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 {
@@ -1051,17 +1052,24 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 	uint64_t seen;
 
 	for (;;) {
-		/* Relaxed: as ps_page_get(); the owner publishes the page. */
+		/*
+		 * Acquire: the page may be LIVE with no reference left (its
+		 * last put has not claimed it yet), and this revives it; pairs
+		 * with the release of that put, as in ps_page_try_get().
+		 */
 		if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 1, 0,
-				 false, memory_order_relaxed, &seen, &why))
+				 false, memory_order_acquire, &seen, &why))
 			return 0;
 		if (why == PS__PAGE_LIMIT)
 			return -EOVERFLOW;
 		if (seen & PS_PAGE_FROZEN)
 			return -EBUSY;
+		if (seen & PS_PAGE_POISONED)
+			return -EHWPOISON; /* free and quarantined */
 		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_FROZEN, 0,
-				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED,
+				 0, PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
 				 PS_PAGE_LIVE | PS_PAGE_REF_ONE, 0, 0, false,
 				 memory_order_acquire, &seen, &why))
 			return 1;
