@@ -37,10 +37,11 @@ import os
 import re
 import sys
 
+# A declaration or definition at column 0: return type (any words, pointer
+# stars, attribute macros, possibly on the previous line), then ps_name(.
 FUNC_RE = re.compile(
-    r'^(?P<ret>(?:static\s+inline\s+|extern\s+)?(?:PS_[A-Z_]+(?:\([^)]*\))?\s+)*'
-    r'(?:const\s+)?(?:struct\s+|enum\s+|union\s+)?[A-Za-z_]\w*[\s\*]+(?:PS_[A-Z_]+\s+)*)'
-    r'(?P<name>ps_[a-z0-9]\w*)\s*\(', re.M)
+    r'^(?P<ret>[A-Za-z_][^;{}()#=/]*?[\s\*])(?P<name>ps_[a-z0-9]\w*)\s*\(',
+    re.M)
 
 
 def split_params(src, open_idx):
