@@ -433,9 +433,20 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 		}
 		for (long i = 0; i < n; i++) {
 			uint64_t len = vec[i].end - vec[i].start;
+			uint64_t lib = u->addr + (vec[i].start - u->host);
+			int rc;
 
-			log_range(u, u->addr + (vec[i].start - u->host), len);
+			log_range(u, lib, len);
 			count(&u->kernel_pages, len >> PAGE_SHIFT);
+			/*
+			 * Mirror the kernel's re-arm in the table: a none PTE
+			 * it reported (an anonymous page dropped with its
+			 * protection) is a UFFD_WP marker now, and must be
+			 * one in the library too.
+			 */
+			rc = ps_pgtable_protect(u->pt, lib, len);
+			if (rc)
+				return rc;
 		}
 		a.start = a.walk_end;
 	}
