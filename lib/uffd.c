@@ -57,7 +57,7 @@
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
-#define SCAN_VEC 256 /* regions per PAGEMAP_SCAN or table scan call */
+#define SCAN_VEC 512 /* regions per PAGEMAP_SCAN or table scan call */
 #define MSG_BATCH 16 /* userfaultfd messages per read */
 
 /*
@@ -407,6 +407,30 @@ static void *handler_thread(void *arg)
 
 /* --- harvest (U3, U4) ------------------------------------------------------------ */
 
+/*
+ * Mirror the kernel's re-arm in the table: a none PTE that PAGEMAP_SCAN
+ * reported (an anonymous page dropped with its protection counts as
+ * written) is a UFFD_WP marker now, so a none entry of the library becomes
+ * one too. Only none entries change, each by one CAS (a written library
+ * entry is left for the library's own scan to report, and an entry mapped
+ * meanwhile is the library's own business). Called only for regions the
+ * kernel reported as neither present nor swapped (none PTEs), so the
+ * common harvest of written pages never walks the table here.
+ */
+static void mirror_rearm(struct ps_uffd *u, uint64_t lib, uint64_t len)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+
+	ps_pgtable_read_lock();
+	for (uint64_t a = lib; a < lib + len; a += PAGE_SIZE) {
+		ps_pte_t e = PS_PTE_NONE;
+
+		if (ps_pgtable_lookup(u->pt, a) == PS_PTE_NONE)
+			(void)ps_pgtable_cmpxchg(u->pt, a, &e, marker);
+	}
+	ps_pgtable_read_unlock();
+}
+
 /* Async: the CPU's writes, from PAGEMAP_SCAN get-and-rearm, into the log. */
 static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 {
@@ -422,7 +446,8 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 	a.vec = (uint64_t)(uintptr_t)vec;
 	a.vec_len = SCAN_VEC;
 	a.category_mask = PAGE_IS_WRITTEN;
-	a.return_mask = PAGE_IS_WRITTEN;
+	/* PRESENT and SWAPPED tell the none PTEs apart (see mirror_rearm). */
+	a.return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
 	while (a.start < hend) {
 		long n = ioctl(u->pagemap, PAGEMAP_SCAN, &a);
 
@@ -434,19 +459,12 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 		for (long i = 0; i < n; i++) {
 			uint64_t len = vec[i].end - vec[i].start;
 			uint64_t lib = u->addr + (vec[i].start - u->host);
-			int rc;
 
 			log_range(u, lib, len);
 			count(&u->kernel_pages, len >> PAGE_SHIFT);
-			/*
-			 * Mirror the kernel's re-arm in the table: a none PTE
-			 * it reported (an anonymous page dropped with its
-			 * protection) is a UFFD_WP marker now, and must be
-			 * one in the library too.
-			 */
-			rc = ps_pgtable_protect(u->pt, lib, len);
-			if (rc)
-				return rc;
+			if (!(vec[i].categories &
+			      (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)))
+				mirror_rearm(u, lib, len); /* were none PTEs */
 		}
 		a.start = a.walk_end;
 	}

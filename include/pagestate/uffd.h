@@ -81,7 +81,8 @@
  *     as a UFFD_WP marker, so it reports a discarded anonymous page once
  *     (the documentation's "dirtying by dropping uffd-wp"), which the
  *     library's scan does not: ps_uffd_harvest() reports what the kernel
- *     reports.
+ *     reports, and turns the library's none entry there into a UFFD_WP
+ *     marker as the kernel did (found by the differential test).
  *   - Shmem hole punch. fallocate(PUNCH_HOLE) and MADV_REMOVE of a
  *     protected memfd page leave a UFFD_WP marker: protection is kept, as
  *     for MADV_DONTNEED and MADV_PAGEOUT (which unmaps the page even with
