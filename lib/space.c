@@ -619,6 +619,14 @@ static int grab_failed(struct ps_page *p, uint64_t reject)
 
 /* --- pins (S2) -------------------------------------------------------------------- */
 
+/*
+ * Pin the frame at @addr. Called inside the page table's read-side section,
+ * which pin_range holds across all its pages (one section instead of one
+ * per page: a urcu-bp section costs about 12 ns). The slow paths leave it:
+ * faulting in (the populate and dirty hooks), waiting for a frozen frame,
+ * and dropping a backed-out pin (the free hook), so no hook ever runs
+ * inside it (S7).
+ */
 static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		   uint64_t *frame_out)
 {
@@ -632,28 +640,27 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		uint64_t frame;
 		int rc;
 
-		ps_pgtable_read_lock();
 		e1 = ps_pgtable_lookup(s->pt, addr);
 		if (!ps_pte_is_present(e1) ||
 		    (write && !ps_pte_is_writable(e1))) {
-			ps_pgtable_read_unlock();
 			/* Missing, or a write needs resolving: fault it in. */
+			ps_pgtable_read_unlock();
 			rc = fault_in(s, addr,
 				      write ? PS_ACCESS_WRITE : PS_ACCESS_READ);
+			ps_pgtable_read_lock();
 			if (rc)
 				return rc;
 			continue;
 		}
 		frame = ps_pte_frame(e1);
-		if (frame >= s->nframes) {
-			ps_pgtable_read_unlock();
+		if (frame >= s->nframes)
 			return -EFAULT;
-		}
 		p = &s->frames[frame];
 		FAILPOINT(FP_PIN_AFTER_LOOKUP, addr);
 		if (!ps_page_try_pin_masked(p, 1, reject)) {
 			ps_pgtable_read_unlock();
-			rc = grab_failed(p, reject);
+			rc = grab_failed(p, reject); /* may yield */
+			ps_pgtable_read_lock();
 			if (rc)
 				return rc;
 			continue;
@@ -662,9 +669,11 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		atomic_thread_fence(memory_order_seq_cst);
 		FAILPOINT(FP_PIN_BEFORE_RECHECK, addr);
 		e2 = ps_pgtable_lookup(s->pt, addr);
-		ps_pgtable_read_unlock();
 		if (!same_mapping(e1, e2)) {
-			frame_unpin(s, frame); /* changed under us: again */
+			/* Changed under us: back out (outside), again. */
+			ps_pgtable_read_unlock();
+			frame_unpin(s, frame);
+			ps_pgtable_read_lock();
 			continue;
 		}
 		if (write) {
@@ -683,21 +692,24 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out)
 {
 	uint64_t npages;
+	int rc = 0;
 
 	if (!range_ok(s, start, len) || !frames_out ||
 	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
 		return -EINVAL;
 	npages = len >> PAGE_SHIFT;
+	ps_pgtable_read_lock();
 	for (uint64_t i = 0; i < npages; i++) {
-		int rc = pin_one(s, start + (i << PAGE_SHIFT), flags,
-				 &frames_out[i]);
-
+		rc = pin_one(s, start + (i << PAGE_SHIFT), flags,
+			     &frames_out[i]);
 		if (rc) {
+			ps_pgtable_read_unlock();
 			/* All or nothing: release every pin taken. */
 			ps_space_unpin(s, frames_out, i, false);
 			return rc;
 		}
 	}
+	ps_pgtable_read_unlock();
 	return 0;
 }
 
@@ -731,6 +743,60 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 	d->changed = true;
 }
 
+/*
+ * Discard one resident page unless its frame is pinned. Returns true if it
+ * was left in place (pinned).
+ *
+ * The common case is exact and atomic: a frame held only by this mapping
+ * (one reference, no pin) is frozen with exactly that reference. The freeze
+ * fails if a pin or any other holder appears, and while it holds, new pins
+ * and speculative gets fail (they wait for the frozen frame and then find
+ * the page gone). So a pinned page is never unmapped, not even for a moment.
+ * A frame with other holders (an alias mapping, a kmap, a lookup in flight)
+ * cannot be frozen: then the zap comes first and the pins are checked after
+ * a full fence (S2), and a pin that raced in gets the entry back. Only in
+ * that case can a concurrent fault see the page missing for a moment.
+ */
+static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
+{
+	struct ps_page *p = &s->frames[frame];
+	struct discard_one d = {0, 0, false};
+	uint64_t w;
+	bool pinned;
+
+	for (;;) {
+		w = ps_page_load(p);
+		if (ps_page_word_pins(w))
+			return true;
+		FAILPOINT(FP_DISCARD_AFTER_CHECK, addr);
+		if (ps_page_word_refs(w) != 1 || ps_page_freeze(p, 1))
+			break;
+		/* A pin or another holder appeared, or a flag moved: again. */
+	}
+	if (ps_page_is_frozen(p)) {
+		(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
+		/* The mapping's reference was the only one: the frame is free. */
+		(void)ps_page_unfreeze(p, 0);
+		frame_freed(s, frame);
+		return false;
+	}
+	(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
+	/* S2 - seq_cst fence: the zap before the pin check. */
+	atomic_thread_fence(memory_order_seq_cst);
+	FAILPOINT(FP_DISCARD_AFTER_ZAP, addr);
+	pinned = ps_page_is_pinned(p);
+	if (pinned && d.changed) {
+		/* A pin raced in: give the entry back. */
+		ps_pte_t expect = d.new_pte;
+
+		if (ps_pgtable_cmpxchg(s->pt, addr, &expect, d.old))
+			pinned = false; /* cannot (replaced): dropped */
+	}
+	if (!pinned && d.changed && ps_pte_is_present(d.old))
+		ps__space_frame_put(s, ps_pte_frame(d.old));
+	return pinned;
+}
+
 int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 		     uint64_t *skipped, uint64_t max_skipped,
 		     uint64_t *nskipped)
@@ -746,36 +812,12 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 	if (rc)
 		goto out;
 	for (uint64_t addr = start; addr < start + len; addr += PAGE_SIZE) {
-		struct discard_one d = {0, 0, false};
 		ps_pte_t e;
-		uint64_t frame;
-		bool pinned;
 
 		if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
 		    ps_pte_frame(e) >= s->nframes)
 			continue; /* only resident frames are discarded */
-		frame = ps_pte_frame(e);
-		pinned = ps_page_is_pinned(&s->frames[frame]);
-		if (!pinned) {
-			FAILPOINT(FP_DISCARD_AFTER_CHECK, addr);
-			(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0,
-					     note_change, &d);
-			/* S2 - seq_cst fence: the zap before the pin check. */
-			atomic_thread_fence(memory_order_seq_cst);
-			FAILPOINT(FP_DISCARD_AFTER_ZAP, addr);
-			pinned = ps_page_is_pinned(&s->frames[frame]);
-			if (pinned && d.changed) {
-				/* A pin raced in: give the entry back. */
-				ps_pte_t expect = d.new_pte;
-
-				if (ps_pgtable_cmpxchg(s->pt, addr, &expect,
-						       d.old))
-					pinned = false; /* cannot: dropped */
-			}
-			if (!pinned && d.changed && ps_pte_is_present(d.old))
-				ps__space_frame_put(s, ps_pte_frame(d.old));
-		}
-		if (pinned) {
+		if (discard_one(s, addr, ps_pte_frame(e))) {
 			if (nskip < max_skipped)
 				skipped[nskip] = addr;
 			nskip++;
