@@ -168,6 +168,11 @@ static void log_addr(struct ps_space *s, uint64_t addr)
 	(void)ps__hbm_set(&s->wb, page_index(addr));
 }
 
+void ps__space_log_addr(struct ps_space *s, uint64_t addr)
+{
+	log_addr(s, addr);
+}
+
 /* The frame's LOCKED bit, a sleeping bit lock for the slow paths (S3). */
 void ps__space_frame_lock(struct ps_page *p)
 {
@@ -529,6 +534,14 @@ static int populate(struct ps_space *s, uint64_t addr, unsigned int access)
 	return s->hooks.populate(s->hooks.ctx, s, addr,
 				 access & PS_ACCESS_WRITE ? PS_ACCESS_WRITE
 							  : PS_ACCESS_READ);
+}
+
+enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
+					 unsigned int access)
+{
+	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
+		return PS_FAULT_INVALID;
+	return fault_once(s, addr, access);
 }
 
 enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
