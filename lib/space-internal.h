@@ -54,4 +54,13 @@ void ps__space_frame_unlock(struct ps_page *p);
  * transition (S5). Returns true if this call made it. */
 bool ps__space_mark_frame_dirty(struct ps_space *s, uint64_t frame);
 
+/* Log @addr as written: dirty log and write-back set (as every marking
+ * path of space.c does). */
+void ps__space_log_addr(struct ps_space *s, uint64_t addr);
+
+/* ps_space_fault() without the populate hook: a write that makes an entry
+ * writable marks its frame dirty and logs the address first (S3). */
+enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
+					 unsigned int access);
+
 #endif /* PS_LIB_SPACE_INTERNAL_H */

@@ -169,6 +169,11 @@ static void log_addr(struct ps_space *s, uint64_t addr)
 	(void)ps__hbm_set(&s->wb, page_index(addr));
 }
 
+void ps__space_log_addr(struct ps_space *s, uint64_t addr)
+{
+	log_addr(s, addr);
+}
+
 /* The frame's LOCKED bit, a sleeping bit lock for the slow paths (S3). */
 void ps__space_frame_lock(struct ps_page *p)
 {
@@ -570,6 +575,14 @@ static int populate(struct ps_space *s, uint64_t addr, unsigned int access)
 	return s->hooks.populate(s->hooks.ctx, s, addr,
 				 access & PS_ACCESS_WRITE ? PS_ACCESS_WRITE
 							  : PS_ACCESS_READ);
+}
+
+enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
+					 unsigned int access)
+{
+	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
+		return PS_FAULT_INVALID;
+	return fault_once(s, addr, access);
 }
 
 enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
@@ -1038,9 +1051,13 @@ static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t bit)
 	if (h->n == h->max)
 		return PS__HBM_STOP; /* kept, shown again on resume */
 	h->addrs[h->n++] = addr;
-	/* A page pinned for write stays dirty while its pins last (S6). */
-	if (!ps_pgtable_get(h->s->pt, addr, &e) && ps_pte_is_present(e) &&
-	    ps_pte_frame(e) < h->s->nframes) {
+	/*
+	 * A page pinned for write stays dirty while its pins last (S6). The
+	 * harvest holds the page table's read-side section across the visits
+	 * (no hook runs here), so this is a bare lookup.
+	 */
+	e = ps_pgtable_lookup(h->s->pt, addr);
+	if (ps_pte_is_present(e) && ps_pte_frame(e) < h->s->nframes) {
 		struct ps_page *p = &h->s->frames[ps_pte_frame(e)];
 		uint64_t w = ps_page_load(p);
 
@@ -1085,8 +1102,10 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 		if (rc)
 			return rc;
 	}
+	ps_pgtable_read_lock();
 	(void)ps__hbm_harvest(&s->log, page_index(start), page_index(len),
 			      harvest_visit, &h, &resume_bit);
+	ps_pgtable_read_unlock();
 	if (flags & PS_HARVEST_REARM)
 		invalidate_harvested(s, addrs, h.n);
 	*count = h.n;

@@ -299,16 +299,36 @@ enum ps_enc_state {
 	PS_ENC_PRIVATE = 1, /* encrypted: guest-owned */
 };
 
-/** ps_cache_mode_name() - "WB", "WC", "UC-", "UC", "WT", "WP" or "?". */
+/**
+ * ps_cache_mode_name() - a short constant name for a cache mode.
+ * @mode: the mode (any value).
+ *
+ * Context: any thread; pure.
+ * Return: "WB", "WC", "UC-", "UC", "WT", "WP", or "?" for an unknown @mode.
+ */
 const char *ps_cache_mode_name(enum ps_cache_mode mode);
 
-/** ps_page_cache_mode() - the cache mode of a frame's page word. */
+/**
+ * ps_page_cache_mode() - the cache mode of a frame's page word.
+ * @page: the frame's page word.
+ *
+ * Context: any thread. Ordering: acquire load (ps_page_load()).
+ * Progress: wait-free.
+ * Return: the mode held in the word's CACHE field.
+ */
 static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
 {
 	return (enum ps_cache_mode)ps_page_word_cache(ps_page_load(page));
 }
 
-/** ps_page_enc_state() - the encryption state of a frame's page word. */
+/**
+ * ps_page_enc_state() - the encryption state of a frame's page word.
+ * @page: the frame's page word.
+ *
+ * Context: any thread. Ordering: acquire load. Progress: wait-free.
+ * Return: PS_ENC_PRIVATE if the word's PRIVATE flag is set, else
+ * PS_ENC_SHARED.
+ */
 static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
 {
 	return ps_page_test_flags(page, PS_PAGE_PRIVATE) ? PS_ENC_PRIVATE
@@ -325,11 +345,13 @@ static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
  * @old_mode: if not NULL, receives the mode the frame had before the call
  *	(an owner undoing a revival restores it).
  *
- * Ordering: acquire when it revives, relaxed otherwise (as
- * ps_page_get_or_revive()). Progress: lock-free.
+ * Context: any thread, no reference needed; the memory must stay valid.
+ * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
+ * the put that dropped the last reference).
+ * Progress: lock-free.
  * Return: 0 (was LIVE), 1 (revived); -EBUSY if the frame is frozen or LIVE
- * with another mode; -EOVERFLOW at PS_PAGE_REFS_MAX; -EINVAL for an unknown
- * @mode. On error nothing changes.
+ * with another mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
+ * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
  */
 static inline PS_MUST_CHECK int
 ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
@@ -342,10 +364,13 @@ ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
 	if ((unsigned int)mode >= PS_CACHE_NR)
 		return -EINVAL;
 	for (;;) {
-		/* Relaxed: as ps_page_get_or_revive(); the owner publishes. */
+		/*
+		 * Acquire: it may revive a LIVE page whose last put has not
+		 * claimed it yet; pairs with that put's release (page.h).
+		 */
 		if (ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_CACHE_MASK,
 				 PS_PAGE_LIVE | bits, 0, 0, 1, 0, false,
-				 memory_order_relaxed, &seen, &why)) {
+				 memory_order_acquire, &seen, &why)) {
 			if (old_mode)
 				*old_mode = (unsigned int)mode;
 			return 0;
@@ -354,8 +379,11 @@ ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
 			return -EOVERFLOW;
 		if (seen & (PS_PAGE_FROZEN | PS_PAGE_LIVE))
 			return -EBUSY; /* frozen, or in use with another mode */
+		if (seen & PS_PAGE_POISONED)
+			return -EHWPOISON; /* free and quarantined */
 		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_FROZEN, 0,
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED, 0,
 				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
 					 PS_PAGE_CACHE_MASK,
 				 PS_PAGE_LIVE | PS_PAGE_REF_ONE | bits, 0, 0, false,
@@ -400,6 +428,7 @@ enum ps_x86_level {
  * @bits: receives the bits, a subset of PWT | PCD | PAT(_LARGE).
  *
  * Picks the lowest slot holding @mode's memory type.
+ * Context: any thread; pure.
  * Return: 0; -EINVAL for an unknown @mode or @level; -EOPNOTSUPP if @pat
  * has no slot for @mode (Linux would silently use UC- there). On error
  * @bits is untouched.
@@ -415,13 +444,20 @@ int ps_x86_cache_bits(uint64_t pat, enum ps_cache_mode mode,
  * @level: the entry format.
  * @mode: receives the mode.
  *
+ * Context: any thread; pure.
  * Return: 0; -EINVAL for an unknown @level or if the slot holds a reserved
  * memory type (2 or 3, or above 7).
  */
 int ps_x86_cache_mode(uint64_t pat, uint64_t entry, enum ps_x86_level level,
 		      enum ps_cache_mode *mode);
 
-/** ps_x86_cache_mask() - all cache-selecting bits of an entry at @level. */
+/**
+ * ps_x86_cache_mask() - all cache-selecting bits of an entry at @level.
+ * @level: the entry format.
+ *
+ * Context: any thread; pure.
+ * Return: PWT | PCD | the PAT bit of @level.
+ */
 static inline uint64_t ps_x86_cache_mask(enum ps_x86_level level)
 {
 	return PS_X86_PTE_PWT | PS_X86_PTE_PCD |
@@ -457,6 +493,7 @@ struct ps_cc_platform {
  *	physical address width (TDG.VP.INFO), so the shared bit is @bit - 1.
  *	Ignored for PS_CC_NONE.
  *
+ * Context: any thread; pure (it writes only *@p).
  * Return: 0; -EINVAL for an unknown @vendor or a bit outside what the
  * architecture allows (AMD: 32..63; TDX: width 32..64, i.e. the shared bit
  * above the 4 KiB page offset and the usual 32-bit range).
@@ -466,8 +503,12 @@ int ps_cc_platform_init(struct ps_cc_platform *p, enum ps_cc_vendor vendor,
 
 /**
  * ps_cc_pte_is_private() - does @entry map its page as private?
+ * @p: the platform.
+ * @entry: an x86 page-table entry.
  *
- * AMD: the C-bit is set. TDX: the shared bit is clear. PS_CC_NONE: never.
+ * Context: any thread; pure.
+ * Return: AMD: the C-bit is set. TDX: the shared bit is clear. PS_CC_NONE:
+ * false.
  */
 static inline bool ps_cc_pte_is_private(const struct ps_cc_platform *p,
 					uint64_t entry)
@@ -491,6 +532,7 @@ static inline bool ps_cc_pte_is_private(const struct ps_cc_platform *p,
  * @out: receives the entry. Only the encryption bit differs from @entry.
  *
  * This is Linux's cc_mkenc() / cc_mkdec().
+ * Context: any thread; pure.
  * Return: 0; -EOPNOTSUPP for PS_ENC_PRIVATE on PS_CC_NONE; -EINVAL for an
  * unknown @state or vendor.
  */
@@ -523,9 +565,12 @@ static inline int ps_cc_pte_set_state(const struct ps_cc_platform *p,
 
 /**
  * ps_cc_phys_mask() - the address bits that are not the encryption bit.
+ * @p: the platform.
  *
  * AND an entry's address field with this before using it as a physical
  * address (Linux: physical_mask &= ~sme_me_mask, or &= cc_mask - 1 on TDX).
+ * Context: any thread; pure.
+ * Return: the mask (all ones for PS_CC_NONE).
  */
 static inline uint64_t ps_cc_phys_mask(const struct ps_cc_platform *p)
 {
@@ -571,13 +616,18 @@ struct ps_prot_hooks {
 };
 
 /**
- * ps_space_set_prot_hooks() - install @hooks (copied) for every later
- * conversion and kmap of @space; NULL removes them.
+ * ps_space_set_prot_hooks() - install hooks for every later conversion and
+ * kmap of a space.
+ * @space: the space.
+ * @hooks: the hooks (copied), or NULL to remove them.
  *
  * A conversion uses the hooks in force when it started; a kmap those in
  * force when it calls make_accessible. Replaced sets are kept until
  * ps_space_destroy(), so a hook running meanwhile is never freed under it.
- * Context: blocking (the writer mutex, allocation). Ordering: release.
+ * Context: any thread; not from a hook or a notifier callback of this space
+ * (the writer mutex). Ordering: release store of the new set (kmaps and
+ * conversions load it with acquire). Progress: blocking (the writer mutex,
+ * allocation).
  * Return: 0; -ENOMEM (nothing changed).
  */
 int ps_space_set_prot_hooks(struct ps_space *space,
@@ -623,7 +673,8 @@ struct ps_convert_opts {
  * ps_space_convert() - convert the frames mapped in [@start, @start + @len)
  * to @to, all or nothing (see "Conversion" above).
  * @space: the space.
- * @start, @len: page-aligned, inside the space, @len > 0.
+ * @start: the first page (aligned, inside the space).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
  * @to: PS_ENC_PRIVATE or PS_ENC_SHARED.
  * @flags: PS_CONVERT_*.
  * @opts: NULL, or the extra inputs and the outputs.
@@ -634,8 +685,13 @@ struct ps_convert_opts {
  * shared: both are cleared (INACCESSIBLE stays set with
  * PS_CONVERT_INACCESSIBLE), and ENC too. Pages already in the target state
  * are left as they are.
- * Context: blocking; not from a notifier callback or a hook. Ordering: see
- * the header. Progress: blocking.
+ * Context: any thread; not from a notifier callback or a hook of this space
+ * (the writer mutex), nor holding a lock a notifier callback takes.
+ * Ordering: each frame's unfreeze is a release (a pin or kmap that finds
+ * the new state sees the new entry and what the hooks did); the
+ * invalidation brackets the change (notifier.h).
+ * Progress: blocking (the writer mutex, the invalidation, the hooks, the
+ * bounded waits).
  * Return: 0; -EINVAL (bad range, @to, @flags or extra_refs; nothing
  * happened, not even the invalidation); -ENOMEM; or a per-page error listed
  * under "Errors and error_offset".
@@ -651,6 +707,8 @@ int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
 
 /**
  * ps_space_kmap() - the CPU is about to access @frame's contents.
+ * @space: the space.
+ * @frame: the frame (below nframes).
  * @flags: 0 or PS_KMAP_PRIVATE.
  *
  * Takes a reference on the frame and counts one CPU map. The first CPU map
@@ -659,6 +717,7 @@ int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * accessible, as Linux's default arch_make_page_accessible() is a no-op).
  * The frame must be in use (LIVE): the caller holds it mapped, pinned or
  * referenced. A frame being converted is waited for.
+ * Context: any thread; not from this frame's make_accessible hook.
  * Ordering: acquire. Progress: lock-free when the frame is already
  * CPU-mapped; otherwise blocking (the frame's LOCKED bit and the hook; a
  * frozen frame is waited for).
@@ -673,16 +732,23 @@ int ps_space_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
  * ps_space_kunmap() - end one CPU map of @frame: the count and the
  * reference ps_space_kmap() took are dropped (the free_frame hook runs if
  * that was the frame's last reference). The frame stays accessible.
+ * @space: the space.
+ * @frame: a frame this thread (or one it hands over to) CPU-mapped.
  *
- * Ordering: release. Progress: lock-free.
+ * Context: any thread; the free_frame hook runs in it, with no library
+ * lock held. Ordering: release. Progress: lock-free.
  * Return: 0; -EINVAL if @frame is out of range or not CPU-mapped (nothing
  * changed).
  */
 int ps_space_kunmap(struct ps_space *space, uint64_t frame);
 
 /**
- * ps_space_kmap_count() - CPU maps of @frame now (0 if out of range).
- * Acquire load; wait-free.
+ * ps_space_kmap_count() - how many CPU maps a frame has now.
+ * @space: the space.
+ * @frame: the frame.
+ *
+ * Context: any thread. Ordering: acquire load. Progress: wait-free.
+ * Return: the count, 0 if @frame is out of range.
  */
 uint32_t ps_space_kmap_count(struct ps_space *space, uint64_t frame);
 
@@ -691,9 +757,15 @@ uint32_t ps_space_kmap_count(struct ps_space *space, uint64_t frame);
  * mappings (from its "direct map"): mark it INACCESSIBLE, so the next first
  * CPU map calls the make-accessible hook again.
  *
- * Context: blocking (the frame's LOCKED bit). The frame may be free.
+ * @space: the space.
+ * @frame: the frame; it may be free.
+ *
+ * Context: any thread; not from this frame's make_accessible hook.
+ * Ordering: acquire load of the count (pairs with kunmap's release: the
+ * CPU maps' accesses are over), acq_rel flag change.
+ * Progress: blocking (the frame's LOCKED bit).
  * Return: 0; -EINVAL (@frame out of range); -EBUSY while it is CPU-mapped
- * (nothing changed).
+ * or being converted (nothing changed).
  */
 int ps_space_set_inaccessible(struct ps_space *space, uint64_t frame);
 
@@ -717,12 +789,18 @@ struct ps_memory_fault {
 /**
  * ps_space_check_access() - does an access of kind @kind to [@addr, @addr +
  * @size) match the state of the pages it touches?
+ * @space: the space.
+ * @addr: the first byte accessed (any alignment).
+ * @size: the bytes accessed (at least 1; the range must stay in the space).
  * @kind: PS_ENC_PRIVATE for a private (encrypted) access, else PS_ENC_SHARED.
  * @fault: receives the report on every error but -EINVAL.
  *
  * Pages are checked in address order; the first that fails stops the
  * check, and @fault describes the part of the access inside it.
- * Ordering: acquire loads. Progress: wait-free.
+ * Context: any thread (a vCPU's fault path). Ordering: acquire loads: a
+ * "matches" was true at the instant of each page's load; a conversion may
+ * follow at once, and the fault path retries as with any translation.
+ * Progress: wait-free.
  * Return: 0 if every page is mapped with a frame in state @kind; -EFAULT
  * on a mismatch (KVM_RUN's -EFAULT with KVM_EXIT_MEMORY_FAULT: convert, or
  * stop the guest); -ENOENT if a page has no present entry (populate it);
@@ -737,6 +815,9 @@ int ps_space_check_access(struct ps_space *space, uint64_t addr,
 
 /**
  * ps_space_set_cache() - give @frame cache mode @mode (see "Cache modes").
+ * @space: the space.
+ * @frame: the frame.
+ * @mode: the mode.
  * @expected_refs: 0 for a free frame; otherwise the exact references the
  *	frame holds that the caller accounts for and that are not mappings
  *	(e.g. the owner's own). The frame is frozen for the change.
@@ -744,7 +825,9 @@ int ps_space_check_access(struct ps_space *space, uint64_t addr,
  * The same mode is always fine (0, nothing changes). Otherwise the frame
  * must be free (not LIVE, not frozen) or, with @expected_refs, LIVE with
  * exactly that many references and no pins.
- * Ordering: acquire and release. Progress: lock-free.
+ * Context: any thread. Ordering: acquire and release (one CAS on a free
+ * frame; freeze and unfreeze otherwise). Progress: lock-free (while the
+ * frame is frozen for the change, others that want it wait).
  * Return: 0; -EINVAL (@frame out of range, unknown @mode, @expected_refs
  * over PS_PAGE_REFS_MAX); -EBUSY (in use otherwise: mapped, pinned,
  * CPU-mapped, frozen); -EHWPOISON (poisoned). On error nothing changed.
@@ -758,8 +841,12 @@ int ps_space_set_cache(struct ps_space *space, uint64_t frame,
 
 /**
  * ps_space_mprotect() - change the access rights of the pages mapped in
- * [@start, @start + @len): @prot is PS_PROT_READ (read-only) or
- * PS_PROT_READ | PS_PROT_WRITE (PS_PROT_WRITE alone means both, as on x86).
+ * [@start, @start + @len).
+ * @space: the space.
+ * @start: the first page (aligned, inside the space).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
+ * @prot: PS_PROT_READ (read-only) or PS_PROT_READ | PS_PROT_WRITE
+ *	(PS_PROT_WRITE alone means both, as on x86).
  *
  * Only MAYWRITE and WRITE of present entries change (ps_pte_set_maywrite()):
  * never the frame, cache mode, ENC, uffd-wp, DIRTY or ACCESSED. Granting
@@ -768,7 +855,10 @@ int ps_space_set_cache(struct ps_space *space, uint64_t frame,
  * by an invalidation (PS_NOTIFIER_PROTECTION), so writable secondary
  * mappings go. Entries that are not present are left alone (there is no
  * VMA; a page mapped later takes its map's flags).
- * Context: blocking (the writer mutex, the invalidation).
+ * Context: any thread; not from a notifier callback or a hook of this space
+ * (the writer mutex). Ordering: each entry changes by the page table's
+ * release CAS, inside the invalidation when write is revoked.
+ * Progress: blocking (the writer mutex, the invalidation).
  * Return: 0; -EINVAL (bad range, unknown bits); -EOPNOTSUPP for PROT_NONE
  * (entries have no "not readable" state: unmap, or write-protect with
  * uffd-wp, instead).
