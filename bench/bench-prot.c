@@ -18,7 +18,8 @@
  *                    inval-only is the invalidation alone (start + end of the
  *                    1 GiB range with that subscription), so its ratio to
  *                    convert+sub is the share of a conversion spent in
- *                    invalidation.
+ *                    invalidation (also its own row, inval-share, in parts
+ *                    per million).
  *   kmap pair        ps_space_kmap() + ps_space_kunmap() of one frame, in ns
  *                    per pair. floor: a bare fetch-and-add / fetch-and-sub
  *                    pair; get+put: the page word's reference pair (the
@@ -278,12 +279,14 @@ struct impl {
  * them alike. Prints each one's median [min..max] in @unit (ns per op
  * divided by @per; an implementation may name its own), its ratio to
  * impls[0] (the floor) and to impls[@peer], both as medians of per-run
- * ratios of the time per op, returned in @vs_floor and @vs_peer.
+ * ratios of the time per op, returned in @vs_floor and @vs_peer (with
+ * their min and max in @peer_st, for a share to report on its own).
  */
 static void measure(const struct bench_opts *o, const char *group,
 		    const char *op, const char *unit, double per,
 		    const struct impl *im, int n, int peer, const char *peer_name,
-		    uint64_t iters, double *vs_floor, double *vs_peer)
+		    uint64_t iters, double *vs_floor, double *vs_peer,
+		    struct bench_stats *peer_st)
 {
 	double t[MAX_IMPLS][64], rf[MAX_IMPLS][64], rp[MAX_IMPLS][64];
 	unsigned int runs = o->runs < 64 ? o->runs : 64;
@@ -313,6 +316,7 @@ static void measure(const struct bench_opts *o, const char *group,
 			   pr.median, peer_name);
 		vs_floor[k] = f.median;
 		vs_peer[k] = pr.median;
+		peer_st[k] = pr;
 	}
 }
 
@@ -321,6 +325,7 @@ int main(int argc, char **argv)
 	struct ps_space_config cfg;
 	struct bench_opts o;
 	double vf[MAX_IMPLS], vp[MAX_IMPLS];
+	struct bench_stats ps[MAX_IMPLS];
 
 	bench_init(&o, argc, argv, "prot", NULL, NULL, NULL);
 	memset(&cfg, 0, sizeof(cfg));
@@ -347,8 +352,17 @@ int main(int argc, char **argv)
 			{"inval-only", inval_only, "ns/1GiB", 1},
 		};
 
+		struct bench_stats share;
+
 		measure(&o, "convert", "1GiB", "ns/page", (double)NPAGES, im,
-			6, 2, "convert+sub", bench_iters(&o, 4), vf, vp);
+			6, 2, "convert+sub", bench_iters(&o, 4), vf, vp, ps);
+		/* The share as its own row, in parts per million. */
+		share = ps[5];
+		share.median *= 1e6;
+		share.min *= 1e6;
+		share.max *= 1e6;
+		bench_emit(&o, "convert", "1GiB", "inval-share",
+			   "ppm of convert+sub", share, 0, 0, NULL);
 		bench_note(&o,
 			   "convert 1 GiB: %.2fx the floor (%.2fx with a "
 			   "subscription, %.2fx with no-op hooks); a failed "
@@ -368,7 +382,7 @@ int main(int argc, char **argv)
 		};
 
 		measure(&o, "kmap", "pair", "ns/pair", 1, im, 4, 1, "get+put",
-			bench_iters(&o, 2000000), vf, vp);
+			bench_iters(&o, 2000000), vf, vp, ps);
 		bench_note(&o,
 			   "kmap+kunmap: %.2fx the floor, %.2fx the page "
 			   "word's get+put (already mapped); first map each "

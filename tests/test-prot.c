@@ -583,6 +583,13 @@ START_TEST(cache_map_requested_mode)
 	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 11, PS_MAP_CACHE_MASK),
 			 -EINVAL);
 	ck_assert(!ps_page_is_live(pg(11)));
+	/* A quarantined free frame is never revived, not even for a moment. */
+	ps_page_set_flags(pg(12), PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 12, PS_MAP_CACHE(PS_CACHE_UC)),
+			 -EHWPOISON);
+	ck_assert(!ps_page_is_live(pg(12)));
+	ck_assert_int_eq(ps_page_cache_mode(pg(12)), PS_CACHE_WB);
+	ck_assert(ps_pte_is_none(entry(3 * PG)));
 }
 END_TEST
 
