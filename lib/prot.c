@@ -687,7 +687,7 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 {
 	const uint64_t extra = opts ? opts->extra_refs : 0;
 	struct conv c;
-	uint64_t fail = 0, words, n;
+	uint64_t fail = 0, words, n = 0;
 	bool commit = false;
 	int rc;
 
@@ -965,12 +965,16 @@ int ps_space_set_cache(struct ps_space *s, uint64_t frame,
 				return 0;
 			continue; /* revived or changed meanwhile: look again */
 		}
-		if (!expected_refs || (w & PS_PAGE_FROZEN) ||
-		    !ps_page_freeze(p, expected_refs))
+		if (!expected_refs || (w & PS_PAGE_FROZEN))
 			return -EBUSY; /* in use (P7) */
-		(void)ps_page_change_flags(p, PS_PAGE_CACHE_MASK, bits);
-		(void)ps_page_unfreeze(p, expected_refs);
-		return 0;
+		if (ps_page_freeze(p, expected_refs)) {
+			(void)ps_page_change_flags(p, PS_PAGE_CACHE_MASK, bits);
+			(void)ps_page_unfreeze(p, expected_refs);
+			return 0;
+		}
+		if (ps_page_is_live(p))
+			return -EBUSY; /* other references than declared */
+		/* Freed (or frozen by another) meanwhile: look again. */
 	}
 }
 

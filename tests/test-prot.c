@@ -856,6 +856,19 @@ START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 					  &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 0);
+	/* A frame mapped twice in the range, its alias declared: it is
+	 * frozen at the first page, so the second page fails; nothing
+	 * changes. */
+	ck_assert_int_eq(ps_space_map(sp, 8 * PG, 48, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 9 * PG, 48, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 8 * PG, 2 * PG, PS_ENC_PRIVATE,
+					  0, &o, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, PG);
+	ck_assert(!ps_page_is_frozen(pg(48)));
+	ck_assert_uint_eq(ps_page_refs(pg(48)), 2);
+	ck_assert_int_eq(ps_page_enc_state(pg(48)), PS_ENC_SHARED);
+	ck_assert(!ps_pte_is_encrypted(entry(8 * PG)));
 }
 END_TEST
 

@@ -652,8 +652,9 @@ int ps_space_set_prot_hooks(struct ps_space *space,
  * conversion (pass NULL for the defaults).
  * @extra_refs: in: references each frame holds beyond its mapping's, that
  *	the caller accounts for (its own, not another mapping's: an alias
- *	mapping would keep the old ENC bit). They must stay held during the
- *	call. Default 0.
+ *	mapping outside the range would keep the old ENC bit, and a frame
+ *	mapped twice inside it fails the call with -EAGAIN at its second
+ *	page). They must stay held during the call. Default 0.
  * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
  * @converted: out: pages whose state this call changed (0 on failure;
  *	pages already in the target state are not counted).
@@ -685,6 +686,7 @@ struct ps_convert_opts {
  * shared: both are cleared (INACCESSIBLE stays set with
  * PS_CONVERT_INACCESSIBLE), and ENC too. Pages already in the target state
  * are left as they are.
+ * Memory: two bits per page of the range, for the duration of the call.
  * Context: any thread; not from a notifier callback or a hook of this space
  * (the writer mutex), nor holding a lock a notifier callback takes.
  * Ordering: each frame's unfreeze is a release (a pin or kmap that finds
