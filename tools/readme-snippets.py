@@ -15,6 +15,8 @@ falls through to `return 0`. An HTML comment directly above the fence
   snippet: compile   compile the block only (the default without a comment)
   snippet: run       also call it from main(); it must return 0
   snippet: skip      not C to compile (say why in the comment)
+  snippet: run if=X  only where the build defines SNIPPET_X (e.g. if=UFFD:
+                     the Linux bridge is built); elsewhere it is left out
 
 Lines after the first line of the comment are placed at file scope, before
 the function. `#line` directives make compiler messages point at README.md.
@@ -24,7 +26,7 @@ import re
 import sys
 
 FENCE_OPEN = re.compile(r'^```c\s*$')
-MARKER = re.compile(r'^<!--\s*snippet:\s*(\w+)\s*(-->)?$')
+MARKER = re.compile(r'^<!--\s*snippet:\s*(\w+)(?:\s+if=(\w+))?\s*(-->)?$')
 
 
 def parse(lines):
@@ -35,7 +37,7 @@ def parse(lines):
             i += 1
             continue
         # Look back over blank lines for a marker comment ending at "-->".
-        mode, prelude, prelude_line = 'compile', [], 0
+        mode, cond, prelude, prelude_line = 'compile', None, [], 0
         j = i - 1
         while j >= 0 and not lines[j].strip():
             j -= 1
@@ -45,8 +47,8 @@ def parse(lines):
                 k -= 1
             m = MARKER.match(lines[k].strip()) if k >= 0 else None
             if m:
-                mode = m.group(1)
-                if not m.group(2):  # multi-line: C until the "-->" line
+                mode, cond = m.group(1), m.group(2)
+                if not m.group(3):  # multi-line: C until the "-->" line
                     body = lines[k + 1:j + 1]
                     body[-1] = body[-1].rstrip()[:-3]
                     prelude, prelude_line = body, k + 2
@@ -60,7 +62,7 @@ def parse(lines):
             i += 1
         if i == len(lines):
             sys.exit('README.md:%d: unterminated ```c block' % start)
-        snippets.append(dict(mode=mode, prelude=prelude,
+        snippets.append(dict(mode=mode, cond=cond, prelude=prelude,
                              prelude_line=prelude_line,
                              code=lines[start:i], line=start + 1))
         i += 1
@@ -77,12 +79,15 @@ def generate(path, snippets):
            '#include <stdio.h>',
            '#include <stdlib.h>',
            '#include <string.h>',
+           '#include <sys/mman.h>',
            '#include <pagestate/pagestate.h>',
            '']
     runs = []
     for n, s in enumerate(snippets):
         if s['mode'] == 'skip':
             continue
+        if s['cond']:
+            out.append('#ifdef SNIPPET_%s' % s['cond'])
         if any(l.strip() for l in s['prelude']):
             out.append('#line %d "%s"' % (s['prelude_line'], path))
             out += s['prelude']
@@ -92,6 +97,10 @@ def generate(path, snippets):
         out += s['code']
         out.append('        return 0;')
         out.append('}')
+        if s['cond']:
+            out.append('#else')
+            out.append('static int snippet_%d(void) { return 0; }' % n)
+            out.append('#endif')
         out.append('')
         if s['mode'] == 'run':
             runs.append((n, s['line']))
