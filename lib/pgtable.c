@@ -1573,6 +1573,102 @@ static inline uint64_t hint_peek(const struct leaf *l)
 	return atomic_load_explicit(&l->hint, memory_order_relaxed);
 }
 
+/*
+ * scan_hit() - the candidate page @i of leaf @l (first page @p0), whose
+ * entry was @e when the line filter read it, for a sparse scan. A page that
+ * matches is taken (and with WP_MATCHING re-armed from exactly the value
+ * reported, G7: a CAS that fails re-judges the fresh value). Returns false
+ * when the walk stopped at this page.
+ */
+static PS_ALWAYS_INLINE bool scan_hit(struct scan *s, struct leaf *l,
+				      uint64_t p0, unsigned int i, ps_pte_t e,
+				      uint64_t *still)
+{
+	const uint64_t addr = (p0 + i) << PAGE_SHIFT;
+
+	for (;;) {
+		const unsigned int k = KEY(e);
+		ps_pte_t n;
+
+		if (!((s->match >> k) & 1))
+			break; /* changed since the filter read it */
+		if (!scan_room(s, addr, s->rcat[k])) {
+			scan_stop(s, addr);
+			return false;
+		}
+		if (s->wp) {
+			n = tr_protect(e, &s->op, addr);
+			if (n != e && !entry_cas(l, i, &e, n))
+				continue; /* changed: judge the new value */
+			e = n;
+		}
+		scan_take(s, addr, 1, k);
+		break;
+	}
+	if (s->wp && ps_pte_written(e))
+		*still |= UINT64_C(1) << (i / LINE_ENTRIES);
+	return true;
+}
+
+/*
+ * Bit j of the result: is entry j of a line written? @e holds the low
+ * three bits of the line's entries, one per byte (entry j in byte j).
+ * Written is "type not none and no uffd-wp" (ps_pte_written()), computed
+ * for the eight bytes at once; the multiply gathers the bytes' low bits.
+ */
+static inline uint32_t line_written(uint64_t e)
+{
+	const uint64_t lsb = UINT64_C(0x0101010101010101);
+
+	e = (e | e >> (PS_PTE_TYPE_SHIFT + 1)) & ~(e >> PS_PTE_UFFD_WP_SHIFT) &
+	    lsb;
+	return (uint32_t)((e * UINT64_C(0x0102040810204080)) >> 56);
+}
+
+PS_STATIC_ASSERT(PS_PTE_TYPE_SHIFT == 0 && PS_PTE_TYPE_WIDTH == 2 &&
+			 PS_PTE_UFFD_WP_SHIFT == 2 && LINE_ENTRIES == 8,
+		 "line_written() reads type and uffd-wp from bits 0-2");
+
+/*
+ * scan_lines() - entries [lo, hi) of leaf @l, only those in the lines set
+ * in @lines, for a query that only written pages can match (hinted lines,
+ * G8). Each line is read once and its written entries found without a
+ * branch per entry (mostly one, at a random place a branch would
+ * mispredict); only those are judged, from the value read. Lines left with
+ * a written entry are added to *still. Returns @hi, or the page where the
+ * walk stopped.
+ */
+static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
+			       unsigned int lo, unsigned int hi,
+			       uint64_t lines, uint64_t *still)
+{
+	for (; lines; lines &= lines - 1) {
+		const unsigned int line = (unsigned int)__builtin_ctzll(lines);
+		const unsigned int a0 = line * LINE_ENTRIES;
+		uint32_t in = 0xff, wr;
+		ps_pte_t e[LINE_ENTRIES];
+		uint64_t low = 0;
+
+		/* Only the first and the last line may be partial. */
+		if (a0 < lo)
+			in &= 0xffu << (lo - a0);
+		if (a0 + LINE_ENTRIES > hi)
+			in &= 0xffu >> (a0 + LINE_ENTRIES - hi);
+		for (unsigned int j = 0; j < LINE_ENTRIES; j++) {
+			e[j] = entry_load(l, a0 + j);
+			low |= (e[j] & 7) << (8 * j);
+		}
+		for (wr = line_written(low) & in; wr; wr &= wr - 1) {
+			const unsigned int j = (unsigned int)__builtin_ctz(wr);
+
+			/* Not matching but written: scan_hit() keeps it hinted. */
+			if (!scan_hit(s, l, p0, a0 + j, e[j], still))
+				return a0 + j;
+		}
+	}
+	return hi;
+}
+
 /* Entries [lo, hi) of leaf @l; false when the walk stopped. */
 static bool scan_leaf(struct scan *s, struct leaf *l, uint64_t p0,
 		      unsigned int lo, unsigned int hi, bool hinted)
@@ -1584,7 +1680,7 @@ static bool scan_leaf(struct scan *s, struct leaf *l, uint64_t p0,
 					      hi / LINE_ENTRIES)
 				 : 0;
 	uint64_t lines = lines_mask(line_lo, line_hi), still = 0, h;
-	unsigned int stop = hi;
+	unsigned int stop;
 
 	if (covered)
 		h = hint_begin(l, covered);
@@ -1594,42 +1690,10 @@ static bool scan_leaf(struct scan *s, struct leaf *l, uint64_t p0,
 						  memory_order_seq_cst)
 			   : lines;
 	/* A mostly hinted leaf is cheaper to read straight through. */
-	if (!hinted || __builtin_popcountll(lines & h) >= 32) {
+	if (!hinted || __builtin_popcountll(lines & h) >= 32)
 		stop = scan_entries(s, l, p0, lo, hi, &still);
-	} else {
-		lines &= h;
-		prefetch_lines(l, lines);
-		for (uint64_t m = lines; m && stop == hi; m &= m - 1) {
-			unsigned int a0 = (unsigned int)__builtin_ctzll(m) *
-					  LINE_ENTRIES;
-			unsigned int a1 = a0 + LINE_ENTRIES;
-			uint32_t hits = 0;
-
-			a0 = a0 > lo ? a0 : lo;
-			a1 = a1 < hi ? a1 : hi;
-			/*
-			 * Mostly one page of a hinted line matches: find it
-			 * without a branch per entry, then judge only it (it
-			 * is loaded again there, so this first look is only
-			 * a filter). Written leftovers keep the line hinted.
-			 */
-			for (unsigned int i = a0; i < a1; i++) {
-				ps_pte_t e = entry_load(l, i);
-
-				uint32_t hit = (s->match >> KEY(e)) & 1;
-
-				hits |= hit << (i - a0);
-				if (!hit && ps_pte_written(e))
-					still |= UINT64_C(1) << (i / LINE_ENTRIES);
-			}
-			for (; hits && stop == hi; hits &= hits - 1) {
-				unsigned int i = a0 + (unsigned int)__builtin_ctz(hits);
-
-				if (scan_entries(s, l, p0, i, i + 1, &still) != i + 1)
-					stop = i;
-			}
-		}
-	}
+	else
+		stop = scan_lines(s, l, p0, lo, hi, lines & h, &still);
 	if (covered)
 		hint_end(l, covered & (still | lines_mask(stop / LINE_ENTRIES,
 							  64)));
