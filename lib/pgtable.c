@@ -1646,7 +1646,6 @@ static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
 		const unsigned int line = (unsigned int)__builtin_ctzll(lines);
 		const unsigned int a0 = line * LINE_ENTRIES;
 		uint32_t in = 0xff, wr;
-		ps_pte_t e[LINE_ENTRIES];
 		uint64_t low = 0;
 
 		/* Only the first and the last line may be partial. */
@@ -1654,16 +1653,15 @@ static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
 			in &= 0xffu << (lo - a0);
 		if (a0 + LINE_ENTRIES > hi)
 			in &= 0xffu >> (a0 + LINE_ENTRIES - hi);
-		for (unsigned int j = 0; j < LINE_ENTRIES; j++) {
-			e[j] = entry_load(l, a0 + j);
-			low |= (e[j] & 7) << (8 * j);
-		}
+#pragma GCC unroll 8
+		for (unsigned int j = 0; j < LINE_ENTRIES; j++)
+			low |= (entry_load(l, a0 + j) & 7) << (8 * j);
 		for (wr = line_written(low) & in; wr; wr &= wr - 1) {
-			const unsigned int j = (unsigned int)__builtin_ctz(wr);
+			const unsigned int i = a0 + (unsigned int)__builtin_ctz(wr);
 
 			/* Not matching but written: scan_hit() keeps it hinted. */
-			if (!scan_hit(s, l, p0, a0 + j, e[j], still))
-				return a0 + j;
+			if (!scan_hit(s, l, p0, i, entry_load(l, i), still))
+				return i;
 		}
 	}
 	return hi;
