@@ -23,7 +23,7 @@
  * ---------------------------------------------------------------------------
  *
  * Classes of operation:
- *   readers         lookup, get, report-only scan
+ *   readers         lookup, get, registration, report-only scan
  *   faults          fault, fault_pte
  *   entry writers   set, cmpxchg, swap_out, swap_in, map, zap, copy, move
  *   range writers   register, unregister, protect, unprotect, WP_MATCHING
@@ -33,9 +33,11 @@
  * Guarantees (tests cite them as G1..G9):
  *
  * G1  Memory safety. Levels are freed only by trim (and destroy), after being
- *     unlinked, through call_rcu. Readers, faults and entry writers walk
+ *     unlinked, through call_rcu, and so are replaced registration sets.
+ *     Readers, faults and entry writers walk (and read the registrations)
  *     inside a urcu-bp read-side section; range writers hold t->lock, which
- *     trim holds too. So no walk ever touches freed memory.
+ *     trim and every registration change hold too. So no walk ever touches
+ *     freed memory.
  * G2  Entry atomicity. Each entry is at every instant one ps_pte_valid()
  *     value; each change is one CAS from the value its transition read, so
  *     concurrent operations on one entry linearise at their CAS and none is
@@ -102,11 +104,11 @@
  * either the old registration (WP in sync mode) or the new one (stale bit
  * cleared, G9).
  *
- * Progress: lookup, get: wait-free. fault, set, cmpxchg, swap, map, zap,
- * copy, move, report-only scan: lock-free (CAS loops that retry only when
- * another thread changed the entry; level allocation calls malloc). Range
- * writers: blocking on t->lock; unregister and destroy also wait for a grace
- * period or for liburcu's callbacks.
+ * Progress: lookup, get, registration: wait-free. fault, set, cmpxchg,
+ * swap, map, zap, copy, move, report-only scan: lock-free (CAS loops that
+ * retry only when another thread changed the entry; level allocation calls
+ * malloc). Range writers: blocking on t->lock; unregister and destroy also
+ * wait for a grace period or for liburcu's callbacks.
  */
 #include <pagestate/pgtable.h>
 
@@ -1025,6 +1027,25 @@ int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len)
 	err = update_range(t, nrs, start, end, tr_unprotect, &op, false);
 out:
 	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
+			    unsigned int *flags)
+{
+	const struct reg *r;
+	int err = -ENOENT;
+
+	if (bad_addr(addr))
+		return -EINVAL;
+	/* G1: the set is freed through call_rcu when it is replaced. */
+	ps__rcu_read_lock();
+	r = reg_find_page(regs_load(t), addr);
+	if (r) {
+		*flags = r->flags;
+		err = 0;
+	}
+	ps__rcu_read_unlock();
 	return err;
 }
 

@@ -214,6 +214,17 @@ START_TEST(bad_input_changes_nothing)
 			 PS_FAULT_INVALID);
 	ck_assert_int_eq(ps_pgtable_fault(T, end, PS_ACCESS_READ),
 			 PS_FAULT_INVALID);
+	{
+		unsigned int f = 77;
+
+		ck_assert_int_eq(ps_pgtable_registration(T, BASE + 1, &f),
+				 -EINVAL);
+		ck_assert_int_eq(ps_pgtable_registration(T, end, &f), -EINVAL);
+		ck_assert_int_eq(ps_pgtable_registration(T, UINT64_MAX & ~(PG - 1),
+							 &f),
+				 -EINVAL);
+		ck_assert_uint_eq(f, 77);
+	}
 	/* Invalid entries and arguments. */
 	ck_assert_int_eq(ps_pgtable_set(T, BASE, e | PS_PTE_RSVD_MASK, NULL),
 			 -EINVAL);
@@ -733,6 +744,116 @@ START_TEST(register_split_and_busy)
 	ck_assert_int_eq(ps_pgtable_unregister(T, 0, PS_PGTABLE_ADDR_END),
 			 -ENOENT);
 	ck_assert_uint_eq(get(T, BASE + 8 * PG), PS_PTE_NONE);
+}
+END_TEST
+
+/* The registration query at the edges of registrations, and after a split. */
+START_TEST(registration_query)
+{
+	const uint64_t top = PS_PGTABLE_ADDR_END - PG;
+	unsigned int f = 77;
+
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE, &f), -ENOENT);
+	ck_assert_uint_eq(f, 77); /* untouched when there is none */
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 16 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE + 16 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, 0, PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, top, PG,
+					     PS_WP_SHARED | PS_WP_UNPOPULATED),
+			 0);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE - PG, &f), -ENOENT);
+	/* ASYNC implies UNPOPULATED, as registered. */
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE, &f), 0);
+	ck_assert_uint_eq(f, PS_WP_ASYNC | PS_WP_UNPOPULATED);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 15 * PG, &f), 0);
+	ck_assert_uint_eq(f, PS_WP_ASYNC | PS_WP_UNPOPULATED);
+	/* Sync anonymous: registered with no flags, which is not -ENOENT. */
+	f = 77;
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 16 * PG, &f), 0);
+	ck_assert_uint_eq(f, 0);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 17 * PG, &f),
+			 -ENOENT);
+	/* The first and the last page of the space. */
+	ck_assert_int_eq(ps_pgtable_registration(T, 0, &f), 0);
+	ck_assert_uint_eq(f, PS_WP_SHARED);
+	ck_assert_int_eq(ps_pgtable_registration(T, PG, &f), -ENOENT);
+	ck_assert_int_eq(ps_pgtable_registration(T, top, &f), 0);
+	ck_assert_uint_eq(f, PS_WP_SHARED | PS_WP_UNPOPULATED);
+	/* A hole punched in the middle; both halves keep their flags. */
+	ck_assert_int_eq(ps_pgtable_unregister(T, BASE + 4 * PG, 4 * PG), 0);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 3 * PG, &f), 0);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 4 * PG, &f),
+			 -ENOENT);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 7 * PG, &f),
+			 -ENOENT);
+	f = 0;
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 8 * PG, &f), 0);
+	ck_assert_uint_eq(f, PS_WP_ASYNC | PS_WP_UNPOPULATED);
+	/* Inside the caller's read-side section (it nests). */
+	ps_pgtable_read_lock();
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE, &f), 0);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE + 5 * PG, &f),
+			 -ENOENT);
+	ps_pgtable_read_unlock();
+	ck_assert_int_eq(ps_pgtable_unregister(T, 0, PS_PGTABLE_ADDR_END), 0);
+	ck_assert_int_eq(ps_pgtable_registration(T, BASE, &f), -ENOENT);
+}
+END_TEST
+
+/*
+ * The query against an oracle: random registrations and unregistrations
+ * (splits included) over 96 pages, every page and its neighbours checked
+ * after each step.
+ */
+START_TEST(registration_matches_oracle)
+{
+	enum { NP = 96 };
+	static const unsigned int modes[] = {0, PS_WP_ASYNC, PS_WP_SHARED,
+					     PS_WP_UNPOPULATED,
+					     PS_WP_SHARED | PS_WP_ASYNC};
+	struct ps_test_rng rng = ps_test_rng_new(13);
+	int oracle[NP + 2]; /* -1: none; else the flags; pages -1 .. NP */
+
+	for (unsigned int i = 0; i < NP + 2; i++)
+		oracle[i] = -1;
+	for (int round = 0; round < 400; round++) {
+		unsigned int a = (unsigned int)ps_test_below(&rng, NP);
+		unsigned int n = 1 + (unsigned int)ps_test_below(&rng, NP - a);
+		uint64_t s0 = BASE + (uint64_t)a * PG;
+		bool busy = false;
+		int err;
+
+		for (unsigned int i = a; i < a + n; i++)
+			busy |= oracle[i + 1] >= 0;
+		if (ps_test_below(&rng, 2)) {
+			unsigned int f = modes[ps_test_below(&rng, 5)];
+
+			err = ps_pgtable_register(T, s0, (uint64_t)n * PG, f);
+			ck_assert_int_eq(err, busy ? -EBUSY : 0);
+			if (f & PS_WP_ASYNC)
+				f |= PS_WP_UNPOPULATED;
+			for (unsigned int i = a; !busy && i < a + n; i++)
+				oracle[i + 1] = (int)f;
+		} else {
+			err = ps_pgtable_unregister(T, s0, (uint64_t)n * PG);
+			ck_assert_int_eq(err, busy ? 0 : -ENOENT);
+			for (unsigned int i = a; i < a + n; i++)
+				oracle[i + 1] = -1;
+		}
+		for (unsigned int i = 0; i < NP + 2; i++) {
+			unsigned int f = 77;
+
+			err = ps_pgtable_registration(
+				T, BASE + (uint64_t)i * PG - PG, &f);
+			if (oracle[i] < 0) {
+				ck_assert_int_eq(err, -ENOENT);
+				ck_assert_uint_eq(f, 77);
+			} else {
+				ck_assert_int_eq(err, 0);
+				ck_assert_uint_eq(f, (unsigned int)oracle[i]);
+			}
+		}
+	}
 }
 END_TEST
 
@@ -1398,6 +1519,89 @@ START_TEST(stress_get_and_rearm)
 END_TEST
 
 /*
+ * G1 for registration sets, and the query's atomicity: a reader asks about
+ * a page whose registration comes and goes with changing flags while other
+ * registrations come and go around it (so the set is copied, replaced and
+ * freed under the reader), and about a page whose registration never
+ * changes. Every answer must be one the writer published: ASan and TSan see
+ * a read of a freed set.
+ */
+struct reg_shared {
+	struct ps_pgtable *t;
+	uint64_t iters;
+	_Atomic(int) done;
+	_Atomic(unsigned int) violations;
+	_Atomic(uint64_t) reads;
+};
+
+#define RQ_MOVING (BASE + 64 * PG)   /* registered on and off */
+#define RQ_FIXED (BASE + 200 * PG)   /* always SHARED */
+#define RQ_SHUFFLE (BASE + 128 * PG) /* others, before and after */
+
+static void *reg_reader(void *arg)
+{
+	struct reg_shared *sh = arg;
+	const unsigned int async = PS_WP_ASYNC | PS_WP_UNPOPULATED;
+
+	for (uint64_t n = 0; !atomic_load(&sh->done); n++) {
+		unsigned int f = 0;
+		bool nest = n % 16 == 0;
+		int err;
+
+		/*
+		 * Mostly in the query's own section only: under TSan, a query
+		 * without one would leave its reads of a set unordered with
+		 * the set's free, and be reported.
+		 */
+		if (nest)
+			ps_pgtable_read_lock();
+		err = ps_pgtable_registration(sh->t, RQ_MOVING + 3 * PG, &f);
+		if (nest)
+			ps_pgtable_read_unlock();
+		if (err != -ENOENT &&
+		    (err || (f != async && f != PS_WP_SHARED)))
+			atomic_fetch_add(&sh->violations, 1);
+		err = ps_pgtable_registration(sh->t, RQ_FIXED, &f);
+		if (err || f != PS_WP_SHARED)
+			atomic_fetch_add(&sh->violations, 1);
+		atomic_fetch_add(&sh->reads, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_registration_query)
+{
+	struct reg_shared sh = {.t = T};
+	struct ps_test_rng rng = ps_test_rng_new(33);
+	pthread_t r;
+
+	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 400000) / 200;
+	ck_assert_int_eq(ps_pgtable_register(T, RQ_FIXED, PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(pthread_create(&r, NULL, reg_reader, &sh), 0);
+	for (uint64_t i = 0; i < sh.iters; i++) {
+		uint64_t other = RQ_SHUFFLE + ps_test_below(&rng, 8) * PG;
+
+		ck_assert_int_eq(ps_pgtable_register(T, RQ_MOVING, 8 * PG,
+						     i & 1 ? PS_WP_ASYNC
+							   : PS_WP_SHARED),
+				 0);
+		(void)ps_pgtable_register(T, other, PG, PS_WP_ASYNC);
+		(void)ps_pgtable_register(T, BASE + ps_test_below(&rng, 64) * PG,
+					  PG, 0);
+		ck_assert_int_eq(ps_pgtable_unregister(T, RQ_MOVING, 8 * PG), 0);
+		if (i % 4 == 3) { /* drop the others now and then */
+			(void)ps_pgtable_unregister(T, BASE, 64 * PG);
+			(void)ps_pgtable_unregister(T, RQ_SHUFFLE, 8 * PG);
+		}
+	}
+	atomic_store(&sh.done, 1);
+	pthread_join(r, NULL);
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_gt(atomic_load(&sh.reads), 0);
+}
+END_TEST
+
+/*
  * G1: readers walk while a writer maps, zaps and trims the same leaves
  * (trim only has to be excluded from stores, and the writer is the only
  * one storing). ASan and TSan see any use of freed memory. Readers check
@@ -1491,6 +1695,8 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, fault_priority);
 	tcase_add_test(tc, stale_wp_is_cleared_lazily);
 	tcase_add_test(tc, register_split_and_busy);
+	tcase_add_test(tc, registration_query);
+	tcase_add_test(tc, registration_matches_oracle);
 
 	tc = ps_test_tcase(s, "zap/copy/move", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -1522,6 +1728,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_get_and_rearm);
 	tcase_add_test(tc, stress_trim_against_readers);
+	tcase_add_test(tc, stress_registration_query);
 	return s;
 }
 

@@ -43,7 +43,8 @@
  * ps_pgtable_read_lock() is urcu-bp's read lock, so a caller that already
  * uses urcu-bp may call ps_pgtable_lookup() from its own section instead.
  * Sections nest. Inside one, call only the functions that never block
- * (lookup, get, set, cmpxchg, swap_out, swap_in, zap, fault, map without
+ * (lookup, get, registration, set, cmpxchg, swap_out, swap_in, zap, fault,
+ * fault_locked, map without
  * PS_PTE_UFFD_WP, copy and move without PS_KEEP_WP, report-only scans):
  * the others take the table's writer mutex, and ps_pgtable_unregister()
  * waits for readers while holding it. ps_pgtable_get() is the
@@ -471,6 +472,24 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * -ENOMEM.
  */
 int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len);
+
+/**
+ * ps_pgtable_registration() - the registration covering page @addr.
+ * @flags: receives its PS_WP_* flags on success (as registered, with the
+ *	PS_WP_UNPOPULATED that PS_WP_ASYNC implies); untouched otherwise.
+ *
+ * For a fault handler or a bridge that must know the page's mode (async or
+ * sync, shared or anonymous) without a scan. Context: anywhere, also inside
+ * a read-side section (its own section nests). Ordering: acquire; the
+ * answer is the set of registrations at one instant (one load of the
+ * published set), so a register() or unregister() that returned before the
+ * call is seen, and one that runs concurrently is seen wholly or not at
+ * all. Progress: wait-free (a binary search of the registrations).
+ * Return: 0; -ENOENT if no registration covers @addr; -EINVAL for an
+ * unaligned or out-of-space @addr.
+ */
+int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
+			    unsigned int *flags);
 
 /**
  * ps_pgtable_protect() - write-protect [@start, @start + @len)
