@@ -18,9 +18,12 @@
  *                over the flat array building the same regions (and a CAS
  *                per written entry to re-arm). kernel: PAGEMAP_SCAN (with
  *                PM_SCAN_WP_MATCHING to re-arm).
- *   fault        async first write to a protected page. floor: one CAS on a
- *                flat array; kernel: a store to a protected page of the real
- *                mapping (a hardware fault resolved by WP_ASYNC).
+ *   fault        async first write to a protected page. pagestate:
+ *                ps_pgtable_fault(), a read-side section each; locked:
+ *                ps_pgtable_fault_locked() in batches of 256 inside one
+ *                section. floor: one CAS on a flat array; kernel: a store to
+ *                a protected page of the real mapping (a hardware fault
+ *                resolved by WP_ASYNC).
  *   memory       bytes per mapped page of the dense 1 GiB table.
  *
  * The kernel columns need Linux with userfaultfd WP_ASYNC and PAGEMAP_SCAN
@@ -333,6 +336,34 @@ static double fault_table(void *arg, uint64_t n)
 		if (ps_pgtable_fault(T, BASE + (fault_next + i) * PG,
 				     PS_ACCESS_WRITE) != PS_FAULT_OK)
 			abort();
+	fault_next += n;
+	return bench_now_ns() - t0;
+}
+
+/* The same faults in batches inside one read-side section each. */
+static double fault_table_locked(void *arg, uint64_t n)
+{
+	double t0;
+
+	(void)arg;
+	if (fault_next + n > NPAGES) {
+		if (ps_pgtable_protect(T, BASE, SPAN))
+			die("protect");
+		fault_next = 0;
+	}
+	t0 = bench_now_ns();
+	for (uint64_t i = 0; i < n;) {
+		uint64_t end = i + LOOKUP_BATCH < n ? i + LOOKUP_BATCH : n;
+
+		ps_pgtable_read_lock();
+		for (; i < end; i++)
+			if (ps_pgtable_fault_locked(T,
+						    BASE + (fault_next + i) * PG,
+						    PS_ACCESS_WRITE,
+						    NULL) != PS_FAULT_OK)
+				abort();
+		ps_pgtable_read_unlock();
+	}
 	fault_next += n;
 	return bench_now_ns() - t0;
 }
@@ -701,6 +732,7 @@ int main(int argc, char **argv)
 		const struct impl im[] = {
 			{"floor", fault_floor, NULL},
 			{"pagestate", fault_table, NULL},
+			{"locked", fault_table_locked, NULL},
 #ifdef __linux__
 			{"kernel", fault_kernel, NULL},
 #endif
@@ -710,7 +742,7 @@ int main(int argc, char **argv)
 			die("protect");
 		fault_next = 0;
 		measure(&o, "fault", "async-first-write", "ns/op", 1, im,
-			kernel ? 3 : 2, kernel ? 2 : -1,
+			kernel ? 4 : 3, kernel ? 3 : -1,
 			bench_iters(&o, 65536), NULL, NULL);
 	}
 

@@ -24,7 +24,7 @@
  *
  * Classes of operation:
  *   readers         lookup, get, registration, report-only scan
- *   faults          fault, fault_pte
+ *   faults          fault, fault_pte, fault_locked
  *   entry writers   set, cmpxchg, swap_out, swap_in, map, zap, copy, move
  *   range writers   register, unregister, protect, unprotect, WP_MATCHING
  *                   scan, trim, and map/copy/move that set or keep uffd-wp:
@@ -35,7 +35,8 @@
  * G1  Memory safety. Levels are freed only by trim (and destroy), after being
  *     unlinked, through call_rcu, and so are replaced registration sets.
  *     Readers, faults and entry writers walk (and read the registrations)
- *     inside a urcu-bp read-side section; range writers hold t->lock, which
+ *     inside a urcu-bp read-side section, their own or, for lookup and
+ *     fault_locked, the caller's; range writers hold t->lock, which
  *     trim and every registration change hold too. So no walk ever touches
  *     freed memory.
  * G2  Entry atomicity. Each entry is at every instant one ps_pte_valid()
@@ -1283,8 +1284,13 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 
 /* --- faults ------------------------------------------------------------------------------ */
 
-enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
-				   unsigned int access, ps_pte_t *pte)
+/*
+ * The fault, in its own read-side section (@own) or in the caller's
+ * (ps_pgtable_fault_locked()): the one body of every fault entry point.
+ */
+static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t,
+					    uint64_t addr, unsigned int access,
+					    ps_pte_t *pte, bool own)
 {
 	uint64_t p = addr >> PAGE_SHIFT;
 	enum ps_fault r;
@@ -1295,7 +1301,8 @@ enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 	    (access & ~(PS_ACCESS_READ | PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP)) ||
 	    !(access & (PS_ACCESS_READ | PS_ACCESS_WRITE)))
 		return PS_FAULT_INVALID;
-	ps__rcu_read_lock();
+	if (own)
+		ps__rcu_read_lock();
 	l = leaf_lookup(t, p >> LEVEL_BITS);
 	if (l)
 		e = entry_load(l, p & LEVEL_MASK);
@@ -1330,16 +1337,29 @@ enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 		if (n == e || entry_cas(l, p & LEVEL_MASK, &e, n))
 			break;
 	}
-	ps__rcu_read_unlock();
+	if (own)
+		ps__rcu_read_unlock();
 	if (pte)
 		*pte = n;
 	return r;
 }
 
+enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
+				   unsigned int access, ps_pte_t *pte)
+{
+	return fault(t, addr, access, pte, true);
+}
+
+enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
+				      unsigned int access, ps_pte_t *pte)
+{
+	return fault(t, addr, access, pte, false);
+}
+
 enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
 			       unsigned int access)
 {
-	return ps_pgtable_fault_pte(t, addr, access, NULL);
+	return fault(t, addr, access, NULL, true);
 }
 
 /* --- scans ------------------------------------------------------------------------------ */

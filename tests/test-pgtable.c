@@ -697,6 +697,65 @@ START_TEST(fault_priority)
 }
 END_TEST
 
+/*
+ * ps_pgtable_fault_locked() is the fault without its own section: for every
+ * entry form, registration (none, sync, async) and access, it answers and
+ * leaves the entry as ps_pgtable_fault_pte() does, from the caller's
+ * section; bad arguments are refused alike.
+ */
+START_TEST(fault_locked_matches_fault)
+{
+	const ps_pte_t entries[] = {
+		PS_PTE_NONE,
+		ps_pte_mk_present(3, 0),
+		ps_pte_mk_present(3, PS_PTE_MAYWRITE),
+		ps_pte_mk_present(3, RW | PS_PTE_DIRTY),
+		ps_pte_mk_present(3, PS_PTE_MAYWRITE | PS_PTE_UFFD_WP),
+		ps_pte_mk_swap(1, 9, PS_PTE_UFFD_WP),
+		MU,
+		MG,
+		MP,
+	};
+	static const unsigned int accesses[] = {
+		PS_ACCESS_READ, PS_ACCESS_WRITE,
+		PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP, 0, 8,
+	};
+	/* Pages a (fault_pte) and a + 8 (fault_locked), in each range. */
+	const uint64_t ranges[] = {BASE, BASE + 16 * PG, BASE + 32 * PG};
+
+	ck_assert_int_eq(ps_pgtable_register(T, ranges[1], 16 * PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, ranges[2], 16 * PG,
+					     PS_WP_ASYNC),
+			 0);
+	for (size_t r = 0; r < 3; r++)
+		for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
+			for (size_t k = 0; k < 5; k++) {
+				uint64_t a = ranges[r], b = a + 8 * PG;
+				ps_pte_t ea = 1, eb = 1; /* untouched if invalid */
+				enum ps_fault fa, fb;
+
+				set(T, a, entries[i]);
+				set(T, b, entries[i]);
+				fa = ps_pgtable_fault_pte(T, a, accesses[k], &ea);
+				ps_pgtable_read_lock();
+				fb = ps_pgtable_fault_locked(T, b, accesses[k],
+							     &eb);
+				ps_pgtable_read_unlock();
+				ck_assert_int_eq(fa, fb);
+				ck_assert_uint_eq(ea, eb);
+				ck_assert_uint_eq(get(T, a), get(T, b));
+			}
+	ps_pgtable_read_lock();
+	ck_assert_int_eq(ps_pgtable_fault_locked(T, BASE + 1, PS_ACCESS_READ,
+						 NULL),
+			 PS_FAULT_INVALID);
+	ck_assert_int_eq(ps_pgtable_fault_locked(T, PS_PGTABLE_ADDR_END,
+						 PS_ACCESS_READ, NULL),
+			 PS_FAULT_INVALID);
+	ps_pgtable_read_unlock();
+}
+END_TEST
+
 /* G9: stale protection outside a registration is cleared, never reported. */
 START_TEST(stale_wp_is_cleared_lazily)
 {
@@ -1411,9 +1470,20 @@ static void *rearm_writer(void *arg)
 		ps_pte_t e = get(sh->t, addr), after;
 
 		if (ps_pte_uffd_wp(e)) {
-			if (ps_pgtable_fault_pte(sh->t, addr, PS_ACCESS_WRITE,
-						 &after) != PS_FAULT_OK ||
-			    ps_pte_uffd_wp(after) || !ps_pte_is_writable(after))
+			enum ps_fault f;
+
+			if (i & 1) { /* half the writes in a caller's section */
+				ps_pgtable_read_lock();
+				f = ps_pgtable_fault_locked(sh->t, addr,
+							    PS_ACCESS_WRITE,
+							    &after);
+				ps_pgtable_read_unlock();
+			} else {
+				f = ps_pgtable_fault_pte(sh->t, addr,
+							 PS_ACCESS_WRITE, &after);
+			}
+			if (f != PS_FAULT_OK || ps_pte_uffd_wp(after) ||
+			    !ps_pte_is_writable(after))
 				rearm_violation(sh, "async write not resolved");
 			atomic_fetch_add(&sh->writes[pg], 1);
 		} else if (e & PS_PTE_DIRTY) {
@@ -1693,6 +1763,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_loop_test(tc, transition_table, 0, NOPS);
 	tcase_add_test(tc, transition_spot_checks);
 	tcase_add_test(tc, fault_priority);
+	tcase_add_test(tc, fault_locked_matches_fault);
 	tcase_add_test(tc, stale_wp_is_cleared_lazily);
 	tcase_add_test(tc, register_split_and_busy);
 	tcase_add_test(tc, registration_query);
