@@ -1728,8 +1728,18 @@ static bool scan_leaf(struct scan *s, struct leaf *l, uint64_t p0,
 		h = hinted ? atomic_load_explicit(&l->hint,
 						  memory_order_seq_cst)
 			   : lines;
-	/* A mostly hinted leaf is cheaper to read straight through. */
-	if (!hinted || __builtin_popcountll(lines & h) >= 32)
+	/*
+	 * A leaf with every line hinted is read straight through: the dense
+	 * loop takes long runs of written pages at a compare per page, while
+	 * scan_lines() pays per written page, and wins wherever runs are
+	 * short (report-only, 1 GiB, warm: at 10% random pages written 0.21
+	 * ms against 0.72 read straight through, at 30% 0.69 against 1.35,
+	 * at 100% 1.0 against 0.15). All lines are hinted from about 50%.
+	 * (">=" means "=="; GCC 12 lays out the dense loop 40% slower for
+	 * the other spellings tried.)
+	 */
+	if (!hinted ||
+	    __builtin_popcountll(lines & h) >= __builtin_popcountll(lines))
 		stop = scan_entries(s, l, p0, lo, hi, &still);
 	else
 		stop = scan_lines(s, l, p0, lo, hi, lines & h, &still);
@@ -1770,7 +1780,7 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 	 * sparse written pages. The hint of the last one is prefetched as it
 	 * joins, the hinted lines of one halfway there.
 	 */
-	enum { AHEAD = 4 };
+	enum { AHEAD = 8 };
 	struct leaf *ring[AHEAD];
 	uint64_t ringL[AHEAD], findL = p >> LEVEL_BITS, L;
 	unsigned int head = 0;
