@@ -13,7 +13,7 @@
  *                shows here); floor: an atomic load from a flat array.
  *   protect      write-protect 1 GiB (all pages present and written).
  *                kernel: UFFDIO_WRITEPROTECT on the real mapping.
- *   scan         0%, 1% (random pages) and 100% written, report-only and
+ *   scan         0%, 1%, 10% (random pages) and 100% written, report-only and
  *                get-and-rearm (WP_MATCHING), query WRITTEN. floor: one pass
  *                over the flat array building the same regions (and a CAS
  *                per written entry to re-arm). kernel: PAGEMAP_SCAN (with
@@ -33,7 +33,8 @@
  *
  * Targets (issue 3): lookup <= 2.5x floor (warm and cold); scans <= 2x the
  * floor and, with get-and-rearm (the kernel's PM_SCAN_WP_MATCHING, which the
- * issue's kernel figures are), >= 10x faster than the kernel; protect >= 20x
+ * issue's kernel figures are), >= 10x faster than the kernel at the issue's
+ * 0%, 1% and 100% (10% is informative against the kernel); protect >= 20x
  * faster than the kernel; bytes per page <= 8.2.
  *
  * The machine is shared, so every case interleaves its implementations run
@@ -684,9 +685,9 @@ int main(int argc, char **argv)
 	}
 
 	/* scan */
-	for (int pct = 0; pct < 3; pct++) {
-		static const double fractions[] = {0, 0.01, 1};
-		static const char *const names[] = {"0%", "1%", "100%"};
+	for (int pct = 0; pct < 4; pct++) {
+		static const double fractions[] = {0, 0.01, 0.1, 1};
+		static const char *const names[] = {"0%", "1%", "10%", "100%"};
 
 		choose_dirty(fractions[pct]);
 		table_dirty();
@@ -720,6 +721,8 @@ int main(int argc, char **argv)
 				kernel ? 2 : -1, o.quick ? 1 : 2, vf, vp);
 			if (vf[1] > worst_scan_floor)
 				worst_scan_floor = vf[1];
+			if (fractions[pct] == 0.1) /* no kernel target there */
+				continue;
 			if (kernel && rearm && 1 / vp[1] < worst_rearm_kernel)
 				worst_rearm_kernel = 1 / vp[1];
 			if (kernel && !rearm && 1 / vp[1] < worst_report_kernel)
@@ -757,11 +760,12 @@ int main(int argc, char **argv)
 			     worst_scan_floor, "<=", 2.0);
 		if (kernel) {
 			bench_note(&o, "report-only scans, kernel/pagestate "
-				       "(worst case): %.2f (informative: the "
-				       "issue's kernel figures are WP_MATCHING)",
+				       "(worst of 0%%, 1%%, 100%%): %.2f "
+				       "(informative: the issue's kernel figures "
+				       "are WP_MATCHING)",
 				   worst_report_kernel);
 			bench_target(&o, "get-and-rearm scan kernel/pagestate "
-					 "(worst case)",
+					 "(worst of 0%, 1%, 100%)",
 				     worst_rearm_kernel, ">=", 10.0);
 			bench_target(&o, "protect 1 GiB kernel/pagestate",
 				     protect_vs_kernel, ">=", 20.0);
