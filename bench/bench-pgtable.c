@@ -322,50 +322,52 @@ static long floor_scan(bool rearm)
 
 static uint64_t fault_next;
 
-static double fault_table(void *arg, uint64_t n)
+/* The first of the next @n protected pages to fault (re-protects, untimed). */
+static uint64_t fault_take(uint64_t n)
 {
-	double t0;
+	uint64_t first;
 
-	(void)arg;
 	if (fault_next + n > NPAGES) {
 		if (ps_pgtable_protect(T, BASE, SPAN))
 			die("protect");
 		fault_next = 0;
 	}
-	t0 = bench_now_ns();
+	first = fault_next;
+	fault_next += n;
+	return first;
+}
+
+static double fault_table(void *arg, uint64_t n)
+{
+	const uint64_t first = fault_take(n);
+	double t0 = bench_now_ns();
+
+	(void)arg;
 	for (uint64_t i = 0; i < n; i++)
-		if (ps_pgtable_fault(T, BASE + (fault_next + i) * PG,
+		if (ps_pgtable_fault(T, BASE + (first + i) * PG,
 				     PS_ACCESS_WRITE) != PS_FAULT_OK)
 			abort();
-	fault_next += n;
 	return bench_now_ns() - t0;
 }
 
 /* The same faults in batches inside one read-side section each. */
 static double fault_table_locked(void *arg, uint64_t n)
 {
-	double t0;
+	const uint64_t first = fault_take(n);
+	double t0 = bench_now_ns();
 
 	(void)arg;
-	if (fault_next + n > NPAGES) {
-		if (ps_pgtable_protect(T, BASE, SPAN))
-			die("protect");
-		fault_next = 0;
-	}
-	t0 = bench_now_ns();
 	for (uint64_t i = 0; i < n;) {
 		uint64_t end = i + LOOKUP_BATCH < n ? i + LOOKUP_BATCH : n;
 
 		ps_pgtable_read_lock();
 		for (; i < end; i++)
-			if (ps_pgtable_fault_locked(T,
-						    BASE + (fault_next + i) * PG,
+			if (ps_pgtable_fault_locked(T, BASE + (first + i) * PG,
 						    PS_ACCESS_WRITE,
 						    NULL) != PS_FAULT_OK)
 				abort();
 		ps_pgtable_read_unlock();
 	}
-	fault_next += n;
 	return bench_now_ns() - t0;
 }
 
