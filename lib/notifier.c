@@ -829,10 +829,10 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 	busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
 	while (busy) { /* the oldest in-flight record of exactly this range */
 		unsigned int i = (unsigned int)__builtin_ctzll(busy);
-		uint64_t s, l, tag = rec_read(&impl->slot[i], &s, &l);
+		uint64_t s = 0, l = 0, tag = rec_read(&impl->slot[i], &s, &l);
 
 		busy &= busy - 1;
-		if (s == start && l == start + (len - 1) && tag < best) {
+		if (tag && s == start && l == start + (len - 1) && tag < best) {
 			best = tag;
 			found = i;
 		}

@@ -987,9 +987,9 @@ static void pin_now(uint64_t addr)
 			 0);
 }
 
-/* A pin lands after discard's check and before its zap: the zap is undone
- * and the page reported as skipped (the post-zap re-check). */
-START_TEST(fp_discard_sees_late_pin)
+/* A pin lands right after discard saw none: the exact path (freeze with
+ * the mapping's one reference) fails, and the page is left alone. */
+START_TEST(fp_discard_freeze_refuses_late_pin)
 {
 	uint64_t skipped, nskipped;
 
@@ -998,12 +998,36 @@ START_TEST(fp_discard_sees_late_pin)
 	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
 			 0);
 	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
 	ck_assert_uint_eq(nskipped, 1);
 	ck_assert_uint_eq(skipped, 0);
-	ck_assert(ps_pte_is_present(entry(0))); /* given back */
+	ck_assert(ps_pte_is_present(entry(0)));
 	ck_assert_uint_eq(ps_pte_frame(entry(0)), 100);
 	ck_assert_uint_eq(ps_page_refs(pg(100)), 2); /* mapping + pin */
 	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+}
+END_TEST
+
+/* The same with another holder on the frame (as a kmap or an in-flight
+ * lookup): no freeze is possible, so the zap comes first, and the pin that
+ * landed before it is seen after the fence: the entry is given back. */
+START_TEST(fp_discard_dekker_gives_entry_back)
+{
+	uint64_t skipped, nskipped;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	ck_assert_int_eq(ps_page_get(pg(100)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_CHECK, pin_now);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert(ps_pte_is_present(entry(0))); /* given back */
+	ck_assert_uint_eq(ps_pte_frame(entry(0)), 100);
+	ck_assert_uint_eq(ps_page_refs(pg(100)), 3);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(100)));
 }
 END_TEST
 
@@ -1014,20 +1038,39 @@ static void pin_now_expect_fault(uint64_t addr)
 	ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, 0, &f), -EFAULT);
 }
 
-/* A pin attempted after the zap sees the zapped entry and fails (the
- * page was missing at that instant, and there is no populate hook). */
+/* A pin attempted after the zap (of a frame with another holder) sees the
+ * zapped entry and fails; the discard goes through. */
 START_TEST(fp_pin_after_discard_zap_backs_out)
 {
 	uint64_t nskipped, f;
 
 	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	ck_assert_int_eq(ps_page_get(pg(100)), 0); /* another holder */
 	arm(FP_DISCARD_AFTER_ZAP, pin_now_expect_fault);
 	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
 	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
 	ck_assert_uint_eq(nskipped, 0);
 	ck_assert(ps_pte_is_none(entry(0)));
-	ck_assert(!ps_page_is_live(pg(100)));
+	ck_assert_uint_eq(ps_page_refs(pg(100)), 1); /* the other holder's */
+	ck_assert(ps_page_put(pg(100)));
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EFAULT);
+}
+END_TEST
+
+/* A frame held only by its mapping is discarded exactly (freeze path). */
+START_TEST(discard_exact_path_frees)
+{
+	uint64_t nskipped;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	ps_page_set_flags(pg(100), PS_PAGE_DIRTY);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert(!ps_page_is_live(pg(100)));
+	ck_assert(!ps_page_is_frozen(pg(100)));
+	ck_assert(ps_page_test_flags(pg(100), PS_PAGE_DIRTY)); /* kept */
+	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
 }
 END_TEST
 
@@ -1387,8 +1430,10 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, fp_pin_backs_out_on_change);
 	tcase_add_test(tc, fp_pin_retries_on_freed_frame);
-	tcase_add_test(tc, fp_discard_sees_late_pin);
+	tcase_add_test(tc, fp_discard_freeze_refuses_late_pin);
+	tcase_add_test(tc, fp_discard_dekker_gives_entry_back);
 	tcase_add_test(tc, fp_pin_after_discard_zap_backs_out);
+	tcase_add_test(tc, discard_exact_path_frees);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
