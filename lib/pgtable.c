@@ -75,7 +75,13 @@
  *     clearer's entry load comes after the writer's CAS (it sees the
  *     write). Hence every written entry lies in a hinted line, except while
  *     a protect or WP scan is processing that line, and scans whose query
- *     requires WRITTEN read only hinted lines.
+ *     requires WRITTEN read only hinted lines. Both scan paths (a leaf read
+ *     straight through, or only its hinted lines, each line once and then
+ *     its written entries) make every entry load through entry_load(),
+ *     after hint_begin(); an entry the line's load saw unwritten and a
+ *     racing write made written is the writer's to hint, by the argument
+ *     above. The stress tcase with one written page per line is the one in
+ *     which a hint bit lost this way stays lost (tests/test-pgtable.c).
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
