@@ -874,20 +874,13 @@ out:
 
 /* --- the secondary-map helper (S5) --------------------------------------------------- */
 
-/* Is @addr registered for async write protection? */
+/* Is @addr registered for async write protection? (wait-free) */
 static bool wp_async(struct ps_space *s, uint64_t addr)
 {
-	struct ps_pgtable_region r;
-	struct ps_pgtable_scan arg;
+	unsigned int flags;
 
-	memset(&arg, 0, sizeof(arg));
-	arg.start = addr;
-	arg.end = addr + PAGE_SIZE;
-	arg.category_mask = PS_CAT_WPALLOWED;
-	arg.return_mask = PS_CAT_WPALLOWED;
-	arg.vec = &r;
-	arg.vec_len = 1;
-	return ps_pgtable_scan(s->pt, &arg) == 1;
+	return !ps_pgtable_registration(s->pt, addr, &flags) &&
+	       (flags & PS_WP_ASYNC);
 }
 
 int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
