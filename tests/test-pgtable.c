@@ -1412,6 +1412,57 @@ START_TEST(regress_scan_partial_line_keeps_hint)
 END_TEST
 
 /*
+ * regress_keep_wp_copy_vs_unregister: copy and move with PS_KEEP_WP took
+ * the target's writer mutex inside their read-side section, while
+ * unregister holds that mutex and waits for readers: each waited for the
+ * other, even on unrelated ranges. With the bug this hangs (the tcase's
+ * timeout fails it).
+ */
+struct keepwp_shared {
+	struct ps_pgtable *dst;
+	_Atomic int done;
+};
+
+static void *keepwp_copier(void *arg)
+{
+	struct keepwp_shared *sh = arg;
+
+	while (!atomic_load_explicit(&sh->done, memory_order_acquire)) {
+		ck_assert_int_eq(ps_pgtable_copy(sh->dst, T, BASE, 4 * PG,
+						 PS_KEEP_WP, NULL, NULL),
+				 0);
+		ck_assert_int_eq(ps_pgtable_move(sh->dst, BASE, BASE + 64 * PG,
+						 4 * PG, PS_KEEP_WP),
+				 0);
+		ck_assert_int_eq(ps_pgtable_zap(sh->dst, BASE + 64 * PG,
+						4 * PG, PS_ZAP_UNMAP, NULL,
+						NULL),
+				 0);
+	}
+	return NULL;
+}
+
+START_TEST(regress_keep_wp_copy_vs_unregister)
+{
+	struct keepwp_shared sh = {.dst = ps_pgtable_create()};
+	pthread_t c;
+
+	ck_assert_ptr_nonnull(sh.dst);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 4 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_register(sh.dst, BASE, 128 * PG, 0), 0);
+	ck_assert_int_eq(pthread_create(&c, NULL, keepwp_copier, &sh), 0);
+	for (int i = 0; i < 2000; i++) {
+		ck_assert_int_eq(ps_pgtable_register(sh.dst, 2 * GiB, PG, 0), 0);
+		ck_assert_int_eq(ps_pgtable_unregister(sh.dst, 2 * GiB, PG), 0);
+	}
+	atomic_store_explicit(&sh.done, 1, memory_order_release);
+	ck_assert_int_eq(pthread_join(c, NULL), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(sh.dst, BASE, 128 * PG), 0);
+	ps_pgtable_destroy(sh.dst);
+}
+END_TEST
+
+/*
  * regress_rearm_keeps_hint_for_unarmable: a GUARD marker is written (the
  * kernel's category) and protect leaves it alone, so a harvest that cleared
  * its line's bit lost it for good from hinted scans.
@@ -1827,6 +1878,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, regress_scan_partial_line_keeps_hint);
 	tcase_add_test(tc, regress_rearm_keeps_hint_for_unarmable);
+	tcase_add_test(tc, regress_keep_wp_copy_vs_unregister);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
