@@ -224,6 +224,18 @@ static void node_free_rcu(struct ps__rcu_head *h)
  * The child in @slot, allocated and published if absent. Returns NULL only
  * when out of memory.
  */
+/*
+ * Allocation failure injection, in the test build only
+ * (-DPS_PGTABLE_FAILPOINTS, see tests/meson.build): the test sets the hook,
+ * which says whether the next allocation of a level fails.
+ */
+#ifdef PS_PGTABLE_FAILPOINTS
+bool (*ps__pgtable_alloc_fails)(void);
+#define ALLOC_FAILS() (ps__pgtable_alloc_fails && ps__pgtable_alloc_fails())
+#else
+#define ALLOC_FAILS() false
+#endif
+
 static void *child_alloc(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
 {
 	/* Acquire: pairs with the release CAS below in the publisher. */
@@ -232,6 +244,8 @@ static void *child_alloc(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
 
 	if (c)
 		return c;
+	if (ALLOC_FAILS())
+		return NULL;
 	fresh = level_new(t, leaf);
 	if (!fresh)
 		return NULL;
@@ -1814,8 +1828,17 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 		if (alloc) {
 			L = p >> LEVEL_BITS;
 			l = leaf_alloc(t, L);
-			if (!l)
-				return -ENOMEM;
+			if (!l && !s->nr)
+				return -ENOMEM; /* nothing reported or re-armed */
+			if (!l) {
+				/*
+				 * Pages reported so far were re-armed: they
+				 * must reach the caller (G7). Stop here; the
+				 * caller resumes at walk_end.
+				 */
+				scan_stop(s, p << PAGE_SHIFT);
+				break;
+			}
 		} else {
 			unsigned int mid = (head + AHEAD / 2) % AHEAD;
 

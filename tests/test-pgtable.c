@@ -1412,6 +1412,56 @@ START_TEST(regress_scan_partial_line_keeps_hint)
 END_TEST
 
 /*
+ * regress_rearm_enomem_reports_rearmed: a WP_MATCHING scan that ran out of
+ * memory for a leaf (re-arming matching none pages installs markers)
+ * returned -ENOMEM alone, so the pages it had already reported and re-armed
+ * were lost (G7). Now it returns them and stops at walk_end.
+ */
+#ifdef PS_PGTABLE_FAILPOINTS
+extern bool (*ps__pgtable_alloc_fails)(void);
+static bool always_fail(void)
+{
+	return true;
+}
+
+START_TEST(regress_rearm_enomem_reports_rearmed)
+{
+	const uint64_t leaf = 512 * PG;
+	const uint64_t next = (BASE / leaf + 1) * leaf; /* no leaf there yet */
+	uint64_t walk_end = 0;
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, next + leaf - BASE,
+					     PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 4 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 4 * PG), 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, BASE + PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ps__pgtable_alloc_fails = always_fail;
+	/* Everything matches (none too), WRITTEN is returned. */
+	ck_assert_int_ge(scan(BASE, next + leaf, PS_SCAN_WP_MATCHING, 0, 0, 0,
+			      PS_CAT_WRITTEN, 0, 64, &walk_end),
+			 1);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_uint_eq(walk_end, next);
+	ck_assert_uint_eq(vec[1].start, BASE + PG);
+	ck_assert_uint_eq(vec[1].categories, PS_CAT_WRITTEN);
+	ck_assert(ps_pte_uffd_wp(get(T, BASE + PG))); /* re-armed */
+	/* Nothing reported yet: the error itself. */
+	ps__pgtable_alloc_fails = always_fail;
+	ck_assert_int_eq(scan(next, next + leaf, PS_SCAN_WP_MATCHING, 0, 0, 0,
+			      PS_CAT_WRITTEN, 0, 64, NULL),
+			 -ENOMEM);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_int_eq(scan(next, next + leaf, PS_SCAN_WP_MATCHING, 0, 0, 0,
+			      PS_CAT_WRITTEN, 0, 64, &walk_end),
+			 1);
+	ck_assert_uint_eq(walk_end, next + leaf);
+}
+END_TEST
+#endif
+
+/*
  * regress_keep_wp_copy_vs_unregister: copy and move with PS_KEEP_WP took
  * the target's writer mutex inside their read-side section, while
  * unregister holds that mutex and waits for readers: each waited for the
@@ -1879,6 +1929,9 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, regress_scan_partial_line_keeps_hint);
 	tcase_add_test(tc, regress_rearm_keeps_hint_for_unarmable);
 	tcase_add_test(tc, regress_keep_wp_copy_vs_unregister);
+#ifdef PS_PGTABLE_FAILPOINTS
+	tcase_add_test(tc, regress_rearm_enomem_reports_rearmed);
+#endif
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

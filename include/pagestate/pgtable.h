@@ -867,8 +867,11 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * range, unknown flags or categories, vec NULL with vec_len); -ENOENT
  * (WP_MATCHING on a range not fully registered); -EPERM
  * (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING re-arming none pages as
- * UFFD_WP markers; the pages it re-armed before are then reported
- * nowhere). arg->walk_end is set on success.
+ * UFFD_WP markers needed a leaf, and nothing was reported yet: nothing was
+ * re-armed). If pages were reported before the allocation failed, the
+ * scan returns them and stops there, with arg->walk_end at the page that
+ * needed the leaf, so no re-armed page goes unreported (G7).
+ * arg->walk_end is set on success.
  */
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
 
