@@ -257,13 +257,18 @@ static void op_zap(int k, unsigned int variant, struct in *in)
 	unsigned int flags = variant & 1 ? PS_ZAP_UNMAP : 0;
 	bool visit = !(variant & 2);
 	struct mtable *m = &model[k];
+	struct ps_pgtable_stats before, after;
 	int rc;
 
 	if (variant == 7)
 		flags |= 2u << (u8(in) % 31); /* an unknown flag */
 	got_visits.n = want_visits.n = 0;
+	ps_pgtable_stats(tab[k], &before);
 	rc = ps_pgtable_zap(tab[k], r.start, r.len, flags,
 			    visit ? visit_fn : NULL, &got_visits);
+	ps_pgtable_stats(tab[k], &after);
+	/* "Never allocates" (nor frees: only trim does). */
+	CHECK(!memcmp(&before, &after, sizeof(before)));
 	if (m_bad_range(r.start, r.len) || (flags & ~PS_ZAP_UNMAP)) {
 		CHECK_EQ(rc, -EINVAL);
 		CHECK_EQ(got_visits.n, 0);
@@ -471,20 +476,29 @@ static void op_move(int k, unsigned int variant, struct in *in)
 		m->e[mindex(to + j * PG)] = moved[j];
 }
 
-/* Leaves and interior levels a whole-space trim must leave: exactly those
- * holding a non-none entry. */
-static void check_trimmed(int k)
+/*
+ * The levels that hold a non-none entry of table @k: the least a table can
+ * have, and exactly what a whole-space trim must leave.
+ */
+static void needed_levels(int k, uint64_t *leaves, uint64_t *nodes)
 {
 	const struct mtable *m = &model[k];
-	struct ps_pgtable_stats st;
 	bool leaf[3] = {false, false, false};
-	uint64_t leaves, nodes;
 
 	for (unsigned int i = 0; i < NPAGES_M; i++)
 		if (m->e[i] != PS_PTE_NONE)
 			leaf[i == EDGE ? 2 : (WIN_FIRST + i) / 512] = true;
-	leaves = (uint64_t)leaf[0] + leaf[1] + leaf[2];
-	nodes = 2 * ((uint64_t)(leaf[0] || leaf[1]) + leaf[2]);
+	*leaves = (uint64_t)leaf[0] + leaf[1] + leaf[2];
+	/* The window's leaves share one mid and one low node. */
+	*nodes = 2 * ((uint64_t)(leaf[0] || leaf[1]) + leaf[2]);
+}
+
+static void check_trimmed(int k)
+{
+	struct ps_pgtable_stats st;
+	uint64_t leaves, nodes;
+
+	needed_levels(k, &leaves, &nodes);
 	ps_pgtable_stats(tab[k], &st);
 	CHECK_EQ(st.leaves, leaves);
 	CHECK_EQ(st.nodes, nodes);
@@ -493,13 +507,23 @@ static void check_trimmed(int k)
 static void op_trim(int k, struct in *in)
 {
 	struct range r = gen_range(in, true);
-	int rc = ps_pgtable_trim(tab[k], r.start, r.len);
+	struct ps_pgtable_stats before, after;
+	uint64_t leaves, nodes;
+	int rc;
 
+	ps_pgtable_stats(tab[k], &before);
+	rc = ps_pgtable_trim(tab[k], r.start, r.len);
+	ps_pgtable_stats(tab[k], &after);
 	if (m_bad_range(r.start, r.len)) {
 		CHECK_EQ(rc, -EINVAL);
+		CHECK(!memcmp(&before, &after, sizeof(before)));
 		return;
 	}
 	CHECK_EQ(rc, 0);
+	/* Only frees, and never a level that holds an entry. */
+	needed_levels(k, &leaves, &nodes);
+	CHECK(after.leaves <= before.leaves && after.leaves >= leaves);
+	CHECK(after.nodes <= before.nodes && after.nodes >= nodes);
 	if (r.start == 0 && r.len == SPACE_END)
 		check_trimmed(k);
 }
