@@ -63,12 +63,12 @@ test-default: build/build.ninja
 test-asan: build-asan/build.ninja
 	$(MESON) compile -C build-asan
 	$(MESON) test -C build-asan --print-errorlogs --num-processes $(JOBS) \
-		--suite unit --suite stress $(TEST_ARGS)
+		--suite unit --suite stress --suite examples $(TEST_ARGS)
 
 test-tsan: build-tsan/build.ninja
 	$(MESON) compile -C build-tsan
 	$(MESON) test -C build-tsan --print-errorlogs --num-processes $(JOBS) \
-		--suite stress $(TEST_ARGS)
+		--suite stress --suite examples $(TEST_ARGS)
 
 test-fuzz: build-fuzz/build.ninja
 	$(MESON) compile -C build-fuzz

@@ -274,6 +274,9 @@ void bench_emit(const struct bench_opts *o, const char *group, const char *op,
 		const char *impl, const char *unit, struct bench_stats st,
 		double vs_floor, double vs_peer, const char *peer)
 {
+	if (o->format != BENCH_TEXT) /* progress for long runs */
+		fprintf(stderr, "  bench-%s: %s / %s / %s: %.2f %s\n", o->name,
+			group, op, impl, st.median, unit);
 	if (o->format == BENCH_CSV) {
 		printf("%s,%s,%s,%s,%s,%.3f,%.3f,%.3f,%u,", o->name, group, op,
 		       impl, unit, st.median, st.min, st.max, st.runs);

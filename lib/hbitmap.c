@@ -98,6 +98,27 @@ bool ps__hbm_set(struct ps__hbm *b, uint64_t bit)
 	return true;
 }
 
+void ps__hbm_set_range(struct ps__hbm *b, uint64_t first, uint64_t count)
+{
+	uint64_t last, chunk_gained = UINT64_MAX;
+
+	if (!count)
+		return;
+	last = first + count - 1;
+	for (uint64_t w = first >> 6; w <= last >> 6; w++) {
+		uint64_t m = range_mask(w, first, last);
+
+		/* S0 - release: as in ps__hbm_set(). */
+		if ((atomic_fetch_or_explicit(&b->l0[w], m,
+					      memory_order_release) & m) == m)
+			continue; /* nothing new: their setters did the rest */
+		if (w / CHUNK_WORDS != chunk_gained) {
+			chunk_gained = w / CHUNK_WORDS;
+			set_summaries(b, chunk_gained);
+		}
+	}
+}
+
 bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit)
 {
 	/* Acquire: pairs with S0; a hint only (a harvest may take it). */

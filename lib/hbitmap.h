@@ -67,6 +67,12 @@ void ps__hbm_destroy(struct ps__hbm *b);
 /* Set @bit. Returns true if this call set it (it was clear). Wait-free. */
 bool ps__hbm_set(struct ps__hbm *b, uint64_t bit);
 
+/*
+ * Set bits [@first, @first + @count): one RMW per level-0 word, and the
+ * summaries once per chunk that gained a bit. Wait-free.
+ */
+void ps__hbm_set_range(struct ps__hbm *b, uint64_t first, uint64_t count);
+
 /* Is @bit set? (A hint under concurrency; acquire load.) */
 bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit);
 

@@ -3,7 +3,7 @@
  * lib/linux-uapi.h - the Linux UAPI bits libpagestate's Linux code needs:
  * userfaultfd write protection (features, ioctls) and PAGEMAP_SCAN (struct
  * pm_scan_arg, categories, flags). Internal, not installed; for the
- * benchmark now and the Linux bridge (pagestate/uffd.h) later.
+ * benchmarks and the Linux bridge (pagestate/uffd.h, lib/uffd.c).
  *
  * Debian 12's headers (Linux 6.1) predate WP_UNPOPULATED (6.4), WP_ASYNC
  * (6.7), PAGEMAP_SCAN (6.7) and PAGE_IS_GUARD (6.15). Every value below is
@@ -32,6 +32,14 @@
 #elif defined(__aarch64__)
 #define __NR_userfaultfd 282
 #endif
+#endif
+
+/* /dev/userfaultfd (Linux 6.1): an ioctl on it returns a new userfaultfd. */
+#ifndef USERFAULTFD_IOC
+#define USERFAULTFD_IOC 0xAA
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
 #endif
 
 #ifndef UFFD_USER_MODE_ONLY

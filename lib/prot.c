@@ -1,14 +1,125 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/prot.c - per-page protection: cache-mode names, the x86 PAT/PCD/PWT
- * encoding and the confidential-computing platform descriptor.
+ * lib/prot.c - per-page protection (pagestate/prot.h): cache-mode names, the
+ * x86 PAT/PCD/PWT encoding and the confidential-computing platform
+ * descriptor (pure functions), and the space operations: conversion, CPU
+ * maps, the access check, cache-mode changes and mprotect.
  *
- * Everything here is a pure function of its arguments: no shared state, no
- * atomics (wait-free).
+ * ---------------------------------------------------------------------------
+ * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
+ * S1..S8 in lib/space.c hold too)
+ * ---------------------------------------------------------------------------
+ *
+ * P1  Serialisation. Conversion and mprotect take the space's writer mutex
+ *     (S1), so no frame is replaced at an address while they run: under it
+ *     an entry's frame is stable, and each phase looks it up again instead
+ *     of keeping a frame array. Conversion brackets itself with a
+ *     PS_NOTIFIER_CONVERSION invalidation, mprotect's revocation with
+ *     PS_NOTIFIER_PROTECTION.
+ *
+ * P2  One decision per page. A frame's PRIVATE flag changes only while a
+ *     conversion holds it frozen, and the freeze is one compare-and-swap
+ *     that requires exactly the expected references and no pins. Every
+ *     other reference is taken with one compare-and-swap on the same word
+ *     that fails on a frozen frame and (unless asked) on a PRIVATE one:
+ *     pins (ps_page_try_pin_masked), CPU maps and secondary maps
+ *     (ps_page_try_get_masked). Two RMWs on one word are totally ordered,
+ *     so each reference is taken before the freeze (which then fails) or
+ *     after the unfreeze (and sees the new state). No fence is needed, and
+ *     the entry's ENC bit, changed while frozen, is only a copy.
+ *
+ * P3  All or nothing. Phase 1 freezes every page to convert before any hook
+ *     runs or any bit changes, so a failure there is undone by unfreezing
+ *     with the same references. Phase 2 (prepare, flip, finish, page by
+ *     page) is undone by converting the pages already flipped back, in
+ *     reverse order, with the reverse hooks and each page's original
+ *     INACCESSIBLE bit. Phase 3 unfreezes (release: P2's partners acquire).
+ *     Without prepare/finish hooks nothing can fail after phase 1, which is
+ *     then the commit point: phases 2 and 3 become one pass that updates
+ *     each entry and flips the page word in its unfreezing CAS. A reader
+ *     sees each page old (or frozen) until its unfreeze, new after it, as
+ *     with three phases.
+ *
+ * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
+ *     marked POISONED while frozen, its entry becomes a POISONED marker
+ *     (under the writer mutex and the invalidation), and it is unfrozen with
+ *     the same references: the mapping's reference is leaked, so the frame
+ *     is never freed. Every path that takes a reference refuses POISONED
+ *     (map, the masked tries of P2, conversion, set_cache).
+ *
+ * P5  CPU-map count. count(f) <= the references kmaps hold on f: a kmap
+ *     takes its reference before it counts, a kunmap uncounts before it
+ *     puts. So a freeze that succeeds saw no CPU map, and INACCESSIBLE,
+ *     which is set only while frozen (conversion) or under LOCKED with the
+ *     count at 0 and the frame not frozen (set_inaccessible), is never set
+ *     while the count is positive.
+ *
+ * P6  Exactly-once make-accessible. The count's 0 -> 1 transition happens
+ *     only under the frame's LOCKED bit; other increments are a CAS that
+ *     refuses 0. Under LOCKED, the thread that finds the frame INACCESSIBLE
+ *     calls the hook, clears INACCESSIBLE, then counts with release. A
+ *     racing first kmapper waits for LOCKED and finds the flag clear; a
+ *     fast-path kmapper found the count positive, so (P5) the flag was
+ *     already clear, and it acquires the count, so it sees what the hook
+ *     did. The flag is set again only by a conversion to private or
+ *     set_inaccessible, neither of which can happen while a map is held.
+ *
+ * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
+ *     (set_cache with expected references); a free frame's only by one CAS
+ *     that requires it free (set_cache, a failed map's restore) or by the
+ *     revival that gives it the mapper's mode (get_or_revive_cache). So
+ *     every holder of a reference sees one mode for as long as it holds it.
+ *
+ * P8  Hooks never run inside an RCU read-side section: the phase loops
+ *     leave the page table's section around every hook call and every wait.
+ *     prepare/finish run with the writer mutex held and the frame frozen;
+ *     make_accessible under the frame's LOCKED bit with the kmap's
+ *     reference held.
+ *
+ * Progress: see the table in pagestate/prot.h. The conversion's waits are
+ * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
+ * pinner that waits on a frozen page while holding another pin the
+ * conversion waits for only delays it.
  */
 #include <pagestate/prot.h>
 
+#include "hbitmap.h"
+#include "space-internal.h"
+
+#include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+/*
+ * Failpoints: in the test build only (-DPS_PROT_FAILPOINTS), a hook runs in
+ * the windows the tests want to race in. Compiled out of the library.
+ */
+#ifdef PS_PROT_FAILPOINTS
+void (*ps__prot_failpoint)(int point, uint64_t addr);
+#define FAILPOINT(point, addr)                                \
+	do {                                                  \
+		if (ps__prot_failpoint)                       \
+			ps__prot_failpoint((point), (addr));  \
+	} while (0)
+#else
+#define FAILPOINT(point, addr) \
+	do {                   \
+	} while (0)
+#endif
+enum {
+	FP_CONVERT_FROZEN = 1, /* every page frozen, no hook run, no flip */
+};
+
+#define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
+#define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
+/* Lookups per page-table read-side section in the long loops. */
+#define SECTION_PAGES 256
+
+/* --- encodings (pure) ------------------------------------------------------- */
 
 /* IA32_PAT memory type of each cache mode (PS_CACHE_* order). */
 static const uint8_t mode_mtype[PS_CACHE_NR] = {
@@ -108,4 +219,801 @@ int ps_cc_platform_init(struct ps_cc_platform *p, enum ps_cc_vendor vendor,
 		return 0;
 	}
 	return -EINVAL;
+}
+
+/* --- the space's protection state -------------------------------------------- */
+
+/* One installed set of hooks; replaced sets stay until destroy. */
+struct ps__prot_hooks_node {
+	struct ps_prot_hooks h;
+	struct ps__prot_hooks_node *prev;
+};
+
+int ps__prot_space_init(struct ps_space *s)
+{
+	void *m;
+
+	atomic_init(&s->prot_hooks, NULL);
+	s->kmaps = NULL;
+	s->kmaps_map = NULL;
+	if (s->nframes > SIZE_MAX / sizeof(*s->kmaps))
+		return -ENOMEM;
+	s->kmaps_bytes = (size_t)s->nframes * sizeof(*s->kmaps);
+	/* Zero-filled on first touch: a frame never CPU-mapped costs nothing. */
+	m = mmap(NULL, s->kmaps_bytes, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	s->kmaps_map = m;
+	s->kmaps = m;
+	return 0;
+}
+
+void ps__prot_space_fini(struct ps_space *s)
+{
+	/* Relaxed: no other thread uses the space any more. */
+	struct ps__prot_hooks_node *n =
+		atomic_load_explicit(&s->prot_hooks, memory_order_relaxed);
+
+	while (n) {
+		struct ps__prot_hooks_node *prev = n->prev;
+
+		free(n);
+		n = prev;
+	}
+	if (s->kmaps_map)
+		munmap(s->kmaps_map, s->kmaps_bytes);
+	s->kmaps_map = NULL;
+	s->kmaps = NULL;
+}
+
+/* The hooks in force (never freed before the space). */
+static const struct ps_prot_hooks *hooks_of(struct ps_space *s)
+{
+	/* Acquire: pairs with the release in ps_space_set_prot_hooks(). */
+	struct ps__prot_hooks_node *n =
+		atomic_load_explicit(&s->prot_hooks, memory_order_acquire);
+
+	return n ? &n->h : NULL;
+}
+
+int ps_space_set_prot_hooks(struct ps_space *s,
+			    const struct ps_prot_hooks *hooks)
+{
+	struct ps__prot_hooks_node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	if (hooks)
+		n->h = *hooks;
+	pthread_mutex_lock(&s->writer);
+	/* Relaxed: the writer mutex orders the setters. */
+	n->prev = atomic_load_explicit(&s->prot_hooks, memory_order_relaxed);
+	/* Release: the copy is complete before a hooks_of() finds it. */
+	atomic_store_explicit(&s->prot_hooks, n, memory_order_release);
+	pthread_mutex_unlock(&s->writer);
+	return 0;
+}
+
+/* --- small helpers -------------------------------------------------------------- */
+
+static bool range_ok(const struct ps_space *s, uint64_t start, uint64_t len)
+{
+	return len && !(start & (PAGE_SIZE - 1)) && !(len & (PAGE_SIZE - 1)) &&
+	       start < s->size && len <= s->size - start;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool bit_test(const uint64_t *map, uint64_t i)
+{
+	return map[i / 64] >> (i % 64) & 1;
+}
+
+static void bit_set(uint64_t *map, uint64_t i)
+{
+	map[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static void bit_clear(uint64_t *map, uint64_t i)
+{
+	map[i / 64] &= ~(UINT64_C(1) << (i % 64));
+}
+
+/* The present entry at @addr and its frame, inside a read-side section. */
+static bool frame_at(struct ps_space *s, uint64_t addr, uint64_t *frame,
+		     ps_pte_t *pte)
+{
+	ps_pte_t e = ps_pgtable_lookup(s->pt, addr);
+
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= s->nframes)
+		return false;
+	*frame = ps_pte_frame(e);
+	*pte = e;
+	return true;
+}
+
+/*
+ * Replace, in the entry at @addr if it still maps @frame, the bits @clear
+ * by @set (a page-table CAS loop from the guess @e: faults may change
+ * A/D/WRITE meanwhile). With @to_marker, the entry becomes @set instead.
+ */
+static void entry_update(struct ps_space *s, uint64_t addr, ps_pte_t e,
+			 uint64_t frame, ps_pte_t clear, ps_pte_t set,
+			 bool to_marker)
+{
+	while (ps_pte_is_present(e) && ps_pte_frame(e) == frame) {
+		ps_pte_t want = to_marker ? set : (e & ~clear) | set;
+
+		if (want == e ||
+		    ps_pgtable_cmpxchg(s->pt, addr, &e, want) != -EAGAIN)
+			break; /* done (or refused: never for a valid entry) */
+	}
+}
+
+static enum ps__hbm_verdict consume(void *ctx, uint64_t bit)
+{
+	(void)ctx;
+	(void)bit;
+	return PS__HBM_CLEAR;
+}
+
+/* --- conversion (P1..P4) ----------------------------------------------------- */
+
+struct conv {
+	struct ps_space *s;
+	const struct ps_prot_hooks *hooks;
+	uint64_t start, npages;
+	enum ps_enc_state to;
+	unsigned int flags;
+	uint64_t expected;   /* references of a frozen frame: 1 + extra_refs */
+	uint64_t fwd_clear;  /* page-word flags the forward flip clears */
+	uint64_t fwd_set;    /* ... and sets */
+	uint64_t *frozen;    /* bit i: page i is frozen by this call */
+	uint64_t *was_inacc; /* bit i: page i was INACCESSIBLE before */
+	uint64_t wait_ns;    /* the PS_CONVERT_WAIT budget */
+	uint64_t t0;	     /* first wait (0: none yet) */
+	unsigned int waits;
+	uint64_t quarantined;
+	int hook_error;
+};
+
+static uint64_t page_addr(const struct conv *c, uint64_t i)
+{
+	return c->start + (i << PAGE_SHIFT);
+}
+
+/* Leave the read-side section every SECTION_PAGES pages (grace periods). */
+static void section_cycle(uint64_t i)
+{
+	if (i && i % SECTION_PAGES == 0) {
+		ps_pgtable_read_unlock();
+		ps_pgtable_read_lock();
+	}
+}
+
+/*
+ * Why a frame cannot be frozen, as the errno to fail with, or 0 to wait and
+ * try again (see "Waiting" in prot.h).
+ */
+static int freeze_obstacle(struct conv *c, uint64_t frame)
+{
+	struct ps_space *s = c->s;
+	uint64_t w = ps_page_load(&s->frames[frame]), now;
+	bool pinned = ps_page_word_pins(w) != 0;
+	/* Acquire: pairs with kunmap's release (a hint: the freeze decides). */
+	bool cpu = atomic_load_explicit(&s->kmaps[frame],
+					memory_order_acquire) != 0;
+
+	if (pinned && ps__hbm_test(&s->longterm, frame))
+		return -EBUSY; /* a long-term pin: will not drain */
+	now = now_ns();
+	if (!c->t0)
+		c->t0 = now;
+	if ((c->flags & PS_CONVERT_WAIT) && now - c->t0 < c->wait_ns)
+		return 0;
+	if (!pinned && !cpu && now - c->t0 < PS_CONVERT_TRANSIENT_NS)
+		return 0; /* a lookup's or a backing-out pin's reference */
+	return -EAGAIN;
+}
+
+static void backoff(struct conv *c)
+{
+	if (c->waits++ < 64) {
+		sched_yield();
+	} else {
+		struct timespec ts = {0, 20000};
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Freeze @frame with the expected references, waiting as allowed. */
+static int freeze_one(struct conv *c, uint64_t frame)
+{
+	struct ps_space *s = c->s;
+	struct ps_page *p = &s->frames[frame];
+
+	for (;;) {
+		int rc;
+
+		if (ps_page_freeze(p, c->expected)) {
+			/*
+			 * No pin now and none until the unfreeze: a long-term
+			 * mark is stale (a later pin sets it again after its
+			 * pin, which comes after our unfreeze).
+			 */
+			if (ps__hbm_test(&s->longterm, frame))
+				(void)ps__hbm_harvest(&s->longterm, frame, 1,
+						      consume, NULL, NULL);
+			return 0;
+		}
+		rc = freeze_obstacle(c, frame);
+		if (rc)
+			return rc;
+		ps_pgtable_read_unlock(); /* P8: never wait inside it */
+		backoff(c);
+		ps_pgtable_read_lock();
+	}
+}
+
+/* Phase 1 (P3): freeze every page to convert; *@fail: the page that failed. */
+static int freeze_all(struct conv *c, uint64_t *fail)
+{
+	struct ps_space *s = c->s;
+	const bool to_private = c->to == PS_ENC_PRIVATE;
+	uint64_t i;
+	int rc = 0;
+
+	ps_pgtable_read_lock();
+	for (i = 0; i < c->npages; i++) {
+		ps_pte_t e;
+		uint64_t frame, w;
+
+		section_cycle(i);
+		e = ps_pgtable_lookup(s->pt, page_addr(c, i));
+		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
+			rc = -EHWPOISON; /* a quarantined page */
+			break;
+		}
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) >= s->nframes) {
+			if (c->flags & PS_CONVERT_SKIP_MISSING)
+				continue;
+			rc = -ENOENT;
+			break;
+		}
+		frame = ps_pte_frame(e);
+		w = ps_page_load(&s->frames[frame]);
+		if (w & PS_PAGE_POISONED) {
+			rc = -EHWPOISON;
+			break;
+		}
+		if (!(w & PS_PAGE_PRIVATE) == !to_private)
+			continue; /* already there: nothing to do */
+		rc = freeze_one(c, frame);
+		if (rc)
+			break;
+		bit_set(c->frozen, i);
+		/* Frozen: only this call changes INACCESSIBLE now (P5). */
+		if (ps_page_test_flags(&s->frames[frame], PS_PAGE_INACCESSIBLE))
+			bit_set(c->was_inacc, i);
+	}
+	ps_pgtable_read_unlock();
+	*fail = i;
+	return rc;
+}
+
+enum step { STEP_OK = 0, STEP_PREPARE_FAILED, STEP_FINISH_FAILED };
+
+typedef int (*conv_hook_fn)(void *ctx, struct ps_space *space, uint64_t addr,
+			    uint64_t frame, enum ps_enc_state to);
+
+/* Run a prepare or finish hook (if set) outside the read-side section (P8);
+ * the first failure's errno is kept for opts->hook_error. */
+static int run_hook(struct conv *c, conv_hook_fn fn, uint64_t addr,
+		    uint64_t frame, enum ps_enc_state to)
+{
+	int rc;
+
+	if (!fn)
+		return 0;
+	ps_pgtable_read_unlock();
+	rc = fn(c->hooks->ctx, c->s, addr, frame, to);
+	ps_pgtable_read_lock();
+	if (rc && !c->hook_error)
+		c->hook_error = rc < 0 ? rc : -EIO;
+	return rc;
+}
+
+/*
+ * Convert page @i (frame @frame, entry @e, frozen) to @to: prepare, flip
+ * (page-word flags @clear -> @set, the entry's ENC bit), finish. Runs inside
+ * the read-side section and leaves it around each hook (P8). Only called
+ * when c->hooks has prepare or finish.
+ */
+static enum step convert_page(struct conv *c, uint64_t i, uint64_t frame,
+			      ps_pte_t e, enum ps_enc_state to, uint64_t clear,
+			      uint64_t set)
+{
+	struct ps_space *s = c->s;
+	const uint64_t addr = page_addr(c, i);
+
+	if (run_hook(c, c->hooks->prepare, addr, frame, to))
+		return STEP_PREPARE_FAILED;
+	(void)ps_page_change_flags(&s->frames[frame], clear, set);
+	entry_update(s, addr, e, frame, PS_PTE_ENC,
+		     to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0, false);
+	if (run_hook(c, c->hooks->finish, addr, frame, to))
+		return STEP_FINISH_FAILED;
+	return STEP_OK;
+}
+
+/* P4: quarantine frozen page @i. */
+static void quarantine(struct conv *c, uint64_t i, uint64_t frame)
+{
+	struct ps_page *p = &c->s->frames[frame];
+	const uint64_t addr = page_addr(c, i);
+
+	ps_page_set_flags(p, PS_PAGE_POISONED);
+	entry_update(c->s, addr, ps_pgtable_lookup(c->s->pt, addr), frame, 0,
+		     ps_pte_mk_marker(PS_PTE_MARKER_POISONED), true);
+	/* The mapping's reference stays counted and nobody owns it: leaked. */
+	(void)ps_page_unfreeze(p, c->expected);
+	bit_clear(c->frozen, i);
+	c->quarantined++;
+}
+
+/* Undo the forward conversion of the frozen pages before @upto (P3). */
+static void roll_back(struct conv *c, uint64_t upto)
+{
+	const enum ps_enc_state back =
+		c->to == PS_ENC_PRIVATE ? PS_ENC_SHARED : PS_ENC_PRIVATE;
+
+	for (uint64_t i = upto; i-- > 0;) {
+		uint64_t frame, set;
+		ps_pte_t e;
+
+		if (!bit_test(c->frozen, i) ||
+		    !frame_at(c->s, page_addr(c, i), &frame, &e))
+			continue;
+		set = (back == PS_ENC_PRIVATE ? PS_PAGE_PRIVATE : 0) |
+		      (bit_test(c->was_inacc, i) ? PS_PAGE_INACCESSIBLE : 0);
+		if (convert_page(c, i, frame, e, back,
+				 PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE,
+				 set) != STEP_OK)
+			quarantine(c, i, frame); /* stuck in the new state */
+	}
+}
+
+/* Phase 2 (P3): hooks and flips, in address order. */
+static int flip_all(struct conv *c, uint64_t *fail)
+{
+	int rc = 0;
+
+	ps_pgtable_read_lock();
+	for (uint64_t i = 0; i < c->npages; i++) {
+		uint64_t frame;
+		enum step st;
+		ps_pte_t e;
+
+		section_cycle(i);
+		if (!bit_test(c->frozen, i) ||
+		    !frame_at(c->s, page_addr(c, i), &frame, &e))
+			continue;
+		st = convert_page(c, i, frame, e, c->to, c->fwd_clear,
+				  c->fwd_set);
+		if (st == STEP_OK)
+			continue;
+		if (st == STEP_FINISH_FAILED)
+			quarantine(c, i, frame);
+		roll_back(c, i);
+		*fail = i;
+		rc = -EIO;
+		break;
+	}
+	ps_pgtable_read_unlock();
+	return rc;
+}
+
+/*
+ * ps_page_unfreeze() that also clears @clear and sets @set in the same
+ * compare-and-swap (a thin wrapper of the page word's one update routine).
+ */
+static void unfreeze_flip(struct ps_page *p, uint64_t refs, uint64_t clear,
+			  uint64_t set)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/* Release: publishes the flip and the entry (P2's tries acquire). */
+	if (!ps__page_cas(p, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
+			  PS_PAGE_FROZEN | PS_PAGE_REFS_MASK |
+				  PS_PAGE_PINS_MASK |
+				  (clear & PS_PAGE_USER_FLAGS),
+			  PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
+			  0, 0, false, memory_order_release, &seen, &why))
+		(void)ps__page_unfreeze_refused(p, seen);
+}
+
+/*
+ * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
+ * @commit (no prepare/finish hooks, so nothing can fail after phase 1), each
+ * page is also flipped here, in one pass: the entry's ENC bit, then the
+ * page word's flags in the unfreezing compare-and-swap.
+ */
+static uint64_t unfreeze_all(struct conv *c, bool commit)
+{
+	const ps_pte_t enc = c->to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0;
+	uint64_t n = 0;
+
+	ps_pgtable_read_lock();
+	for (uint64_t wi = 0; wi < (c->npages + 63) / 64; wi++) {
+		uint64_t bits = c->frozen[wi];
+
+		while (bits) {
+			uint64_t i = wi * 64 + (uint64_t)__builtin_ctzll(bits),
+				 frame;
+			ps_pte_t e;
+
+			bits &= bits - 1;
+			section_cycle(n);
+			if (!frame_at(c->s, page_addr(c, i), &frame, &e))
+				continue;
+			if (commit) {
+				entry_update(c->s, page_addr(c, i), e, frame,
+					     PS_PTE_ENC, enc, false);
+				unfreeze_flip(&c->s->frames[frame], c->expected,
+					      c->fwd_clear, c->fwd_set);
+			} else {
+				unfreeze_flip(&c->s->frames[frame], c->expected,
+					      0, 0);
+			}
+			n++;
+		}
+	}
+	ps_pgtable_read_unlock();
+	return n;
+}
+
+int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
+		     enum ps_enc_state to, unsigned int flags,
+		     struct ps_convert_opts *opts, uint64_t *error_offset)
+{
+	const uint64_t extra = opts ? opts->extra_refs : 0;
+	struct conv c;
+	uint64_t fail = 0, words, n = 0;
+	bool commit = false;
+	int rc;
+
+	if (!range_ok(s, start, len) ||
+	    (to != PS_ENC_PRIVATE && to != PS_ENC_SHARED) ||
+	    (flags & ~PS_CONVERT_FLAGS_ALL) || extra >= PS_PAGE_REFS_MAX)
+		return -EINVAL;
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.start = start;
+	c.npages = len >> PAGE_SHIFT;
+	c.to = to;
+	c.flags = flags;
+	c.expected = 1 + extra;
+	c.wait_ns = opts && opts->wait_ns ? opts->wait_ns
+					  : PS_CONVERT_WAIT_DEFAULT_NS;
+	if (to == PS_ENC_PRIVATE) {
+		c.fwd_set = PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE;
+	} else {
+		c.fwd_clear = PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE;
+		if (flags & PS_CONVERT_INACCESSIBLE)
+			c.fwd_set = PS_PAGE_INACCESSIBLE;
+	}
+	if (opts) {
+		opts->converted = 0;
+		opts->quarantined = 0;
+		opts->hook_error = 0;
+	}
+	words = (c.npages + 63) / 64;
+	c.frozen = calloc(2 * words, sizeof(*c.frozen));
+	if (!c.frozen)
+		return -ENOMEM;
+	c.was_inacc = c.frozen + words;
+
+	pthread_mutex_lock(&s->writer); /* P1 */
+	c.hooks = hooks_of(s);
+	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+					  PS_NOTIFIER_CONVERSION, 0);
+	if (rc)
+		goto out; /* cannot happen: a blockable start of a good range */
+	rc = freeze_all(&c, &fail);
+	if (!rc)
+		FAILPOINT(FP_CONVERT_FROZEN, start);
+	if (!rc && (c.hooks && (c.hooks->prepare || c.hooks->finish)))
+		rc = flip_all(&c, &fail);
+	else if (!rc)
+		commit = true; /* no hook can fail: flip while unfreezing */
+	n = unfreeze_all(&c, commit);
+	(void)ps_notifier_invalidate_end(&s->notifier, start, len);
+out:
+	pthread_mutex_unlock(&s->writer);
+	if (opts) {
+		opts->converted = rc ? 0 : n;
+		opts->quarantined = c.quarantined;
+		opts->hook_error = c.hook_error;
+	}
+	if (rc && rc != -ENOMEM && error_offset)
+		*error_offset = fail << PAGE_SHIFT;
+	free(c.frozen);
+	return rc;
+}
+
+/* --- CPU maps (P5, P6) ------------------------------------------------------- */
+
+/*
+ * Why the kmap's reference could not be taken, as an errno, or 0 to try
+ * again (the word changed, or a conversion holds the frame: wait).
+ */
+static int kmap_refused(const struct ps_page *p, uint64_t reject)
+{
+	uint64_t w = ps_page_load(p);
+
+	if (w & PS_PAGE_POISONED)
+		return -EHWPOISON;
+	if (w & PS_PAGE_FROZEN) {
+		sched_yield(); /* being converted or migrated: wait */
+		return 0;
+	}
+	if (!(w & PS_PAGE_LIVE))
+		return -ENOENT;
+	if (w & reject & PS_PAGE_PRIVATE)
+		return -EPERM;
+	if (ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+		return -EOVERFLOW;
+	return 0;
+}
+
+/* The first CPU map (count 0 -> 1), under the frame's LOCKED bit (P6). */
+static int kmap_first(struct ps_space *s, uint64_t frame)
+{
+	struct ps_page *p = &s->frames[frame];
+	int rc = 0;
+
+	ps__space_frame_lock(p);
+	/*
+	 * Under LOCKED the flag alone decides: a racing first map that held
+	 * LOCKED before us cleared it, and a positive count (a fast-path map,
+	 * outside the lock) means it is clear anyway (P5).
+	 */
+	if (ps_page_test_flags(p, PS_PAGE_INACCESSIBLE)) {
+		const struct ps_prot_hooks *h = hooks_of(s);
+
+		if (h && h->make_accessible)
+			rc = h->make_accessible(h->ctx, s, frame);
+		if (rc) {
+			ps__space_frame_unlock(p);
+			ps__space_frame_put(s, frame);
+			return rc < 0 ? rc : -EIO;
+		}
+		ps_page_clear_flags(p, PS_PAGE_INACCESSIBLE);
+	}
+	/* P6 - Release: the hook's work before a kmap that acquires >= 1. */
+	atomic_fetch_add_explicit(&s->kmaps[frame], 1, memory_order_release);
+	ps__space_frame_unlock(p);
+	return 0;
+}
+
+int ps_space_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
+{
+	const uint64_t reject =
+		PS_PAGE_POISONED | (flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
+	PS_ATOMIC(uint32_t) *cnt;
+	struct ps_page *p;
+	uint32_t c;
+
+	if (frame >= s->nframes || (flags & ~PS_KMAP_PRIVATE))
+		return -EINVAL;
+	p = &s->frames[frame];
+	cnt = &s->kmaps[frame];
+	/* P5: the reference first, so a conversion's freeze sees this map. */
+	while (!ps_page_try_get_masked(p, 1, reject)) {
+		int rc = kmap_refused(p, reject);
+
+		if (rc)
+			return rc;
+	}
+	/*
+	 * Relaxed: only a guess for the CAS. The count cannot overflow: each
+	 * CPU map holds a reference, and references stop at PS_PAGE_REFS_MAX.
+	 */
+	c = atomic_load_explicit(cnt, memory_order_relaxed);
+	while (c) {
+		/* P6 - Acquire: pairs with kmap_first()'s release. */
+		if (atomic_compare_exchange_weak_explicit(cnt, &c, c + 1,
+							  memory_order_acquire,
+							  memory_order_relaxed))
+			return 0;
+	}
+	return kmap_first(s, frame);
+}
+
+int ps_space_kunmap(struct ps_space *s, uint64_t frame)
+{
+	PS_ATOMIC(uint32_t) *cnt;
+	uint32_t c;
+
+	if (frame >= s->nframes)
+		return -EINVAL;
+	cnt = &s->kmaps[frame];
+	/* Relaxed: only a guess for the CAS. */
+	c = atomic_load_explicit(cnt, memory_order_relaxed);
+	do {
+		if (!c)
+			return -EINVAL; /* not CPU-mapped: nothing changes */
+		/*
+		 * Release: the CPU's accesses come before the count drops;
+		 * pairs with set_inaccessible's acquire load.
+		 */
+	} while (!atomic_compare_exchange_weak_explicit(
+		cnt, &c, c - 1, memory_order_release, memory_order_relaxed));
+	ps__space_frame_put(s, frame); /* P5: uncount, then put */
+	return 0;
+}
+
+uint32_t ps_space_kmap_count(struct ps_space *s, uint64_t frame)
+{
+	if (frame >= s->nframes)
+		return 0;
+	/* Acquire: pairs with the release of kmap_first() and kunmap. */
+	return atomic_load_explicit(&s->kmaps[frame], memory_order_acquire);
+}
+
+int ps_space_set_inaccessible(struct ps_space *s, uint64_t frame)
+{
+	struct ps_page *p;
+	enum ps__page_verdict why;
+	uint64_t seen;
+	int rc = 0;
+
+	if (frame >= s->nframes)
+		return -EINVAL;
+	p = &s->frames[frame];
+	ps__space_frame_lock(p);
+	/* Acquire: pairs with kunmap's release (the CPU maps are over). */
+	if (atomic_load_explicit(&s->kmaps[frame], memory_order_acquire))
+		rc = -EBUSY;
+	/* Acq_rel: one CAS that also refuses a frozen frame (P5). */
+	else if (!ps__page_cas(p, PS_PAGE_FROZEN, 0, 0, PS_PAGE_INACCESSIBLE,
+			       0, 0, false, memory_order_acq_rel, &seen, &why))
+		rc = -EBUSY; /* being converted: it decides */
+	ps__space_frame_unlock(p);
+	return rc;
+}
+
+/* --- the access check ---------------------------------------------------------- */
+
+int ps_space_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
+			  enum ps_enc_state kind, struct ps_memory_fault *fault)
+{
+	const bool private_access = kind == PS_ENC_PRIVATE;
+	uint64_t end, next;
+	int rc = 0;
+
+	if (!fault || !size || addr >= s->size || size > s->size - addr ||
+	    (kind != PS_ENC_PRIVATE && kind != PS_ENC_SHARED))
+		return -EINVAL;
+	end = addr + size;
+	ps_pgtable_read_lock();
+	for (uint64_t a = addr; a < end; a = next) {
+		const uint64_t page = a & ~(PAGE_SIZE - 1);
+		ps_pte_t e = ps_pgtable_lookup(s->pt, page);
+
+		next = end - page > PAGE_SIZE ? page + PAGE_SIZE : end;
+		if (ps_pte_is_present(e) && ps_pte_frame(e) < s->nframes) {
+			uint64_t w = ps_page_load(&s->frames[ps_pte_frame(e)]);
+
+			if (w & PS_PAGE_POISONED)
+				rc = -EHWPOISON;
+			else if (!(w & PS_PAGE_PRIVATE) != !private_access)
+				rc = -EFAULT;
+		} else if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
+			rc = -EHWPOISON;
+		} else {
+			rc = -ENOENT;
+		}
+		if (rc) {
+			fault->flags = private_access ? PS_MEMORY_FAULT_PRIVATE
+						      : 0;
+			fault->addr = a;
+			fault->size = next - a;
+			break;
+		}
+	}
+	ps_pgtable_read_unlock();
+	return rc;
+}
+
+/* --- cache modes and protection changes (P7) ------------------------------------- */
+
+int ps_space_set_cache(struct ps_space *s, uint64_t frame,
+		       enum ps_cache_mode mode, uint64_t expected_refs)
+{
+	const uint64_t bits = (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
+	struct ps_page *p;
+
+	if (frame >= s->nframes || (unsigned int)mode >= PS_CACHE_NR ||
+	    expected_refs > PS_PAGE_REFS_MAX)
+		return -EINVAL;
+	p = &s->frames[frame];
+	for (;;) {
+		uint64_t w = ps_page_load(p), seen;
+		enum ps__page_verdict why;
+
+		if (w & PS_PAGE_POISONED)
+			return -EHWPOISON;
+		if (ps_page_word_cache(w) == (unsigned int)mode)
+			return 0; /* the same mode is always fine */
+		if (!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))) {
+			/* Acq_rel: as the flag operations; requires it free. */
+			if (ps__page_cas(p,
+					 PS_PAGE_LIVE | PS_PAGE_FROZEN |
+						 PS_PAGE_POISONED,
+					 0, PS_PAGE_CACHE_MASK, bits, 0, 0, false,
+					 memory_order_acq_rel, &seen, &why))
+				return 0;
+			continue; /* revived or changed meanwhile: look again */
+		}
+		if (!expected_refs || (w & PS_PAGE_FROZEN))
+			return -EBUSY; /* in use (P7) */
+		if (ps_page_freeze(p, expected_refs)) {
+			(void)ps_page_change_flags(p, PS_PAGE_CACHE_MASK, bits);
+			(void)ps_page_unfreeze(p, expected_refs);
+			return 0;
+		}
+		if (ps_page_is_live(p))
+			return -EBUSY; /* other references than declared */
+		/* Freed (or frozen by another) meanwhile: look again. */
+	}
+}
+
+int ps_space_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
+		      unsigned int prot)
+{
+	const bool write = prot & PS_PROT_WRITE;
+	int rc = 0;
+
+	if (!range_ok(s, start, len) ||
+	    (prot & ~(PS_PROT_READ | PS_PROT_WRITE)))
+		return -EINVAL;
+	if (!prot)
+		return -EOPNOTSUPP;
+	pthread_mutex_lock(&s->writer); /* P1 */
+	if (!write) {
+		rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+						  PS_NOTIFIER_PROTECTION, 0);
+		if (rc)
+			goto out;
+	}
+	ps_pgtable_read_lock();
+	for (uint64_t i = 0; i < len >> PAGE_SHIFT; i++) {
+		const uint64_t addr = start + (i << PAGE_SHIFT);
+		ps_pte_t e;
+
+		section_cycle(i);
+		e = ps_pgtable_lookup(s->pt, addr);
+		/* Only MAYWRITE/WRITE change; a racing fault refreshes e. */
+		while (ps_pte_is_present(e) && ps_pte_may_write(e) != write &&
+		       ps_pgtable_cmpxchg(s->pt, addr, &e,
+					  ps_pte_set_maywrite(e, write)) ==
+			       -EAGAIN)
+			;
+	}
+	ps_pgtable_read_unlock();
+	if (!write)
+		rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+out:
+	pthread_mutex_unlock(&s->writer);
+	return rc;
 }

@@ -16,6 +16,8 @@
 
 #include <pthread.h>
 
+struct ps__prot_hooks_node;
+
 struct ps_space {
 	struct ps_pgtable *pt;
 	struct ps_notifier notifier;
@@ -29,7 +31,17 @@ struct ps_space {
 	struct ps__hbm longterm; /* frames with long-term pins */
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
+	/* lib/prot.c (P1..P8 there): */
+	PS_ATOMIC(uint32_t) *kmaps; /* CPU maps per frame (lazily zeroed) */
+	void *kmaps_map;	    /* the mapping holding them */
+	size_t kmaps_bytes;
+	/* The protection hooks in force; older sets are kept until destroy. */
+	PS_ATOMIC(struct ps__prot_hooks_node *) prot_hooks;
 };
+
+/* prot.c's part of ps_space_create() / ps_space_destroy(). */
+int ps__prot_space_init(struct ps_space *s);
+void ps__prot_space_fini(struct ps_space *s);
 
 /* Drop a reference (the free_frame hook runs if it was the last). */
 void ps__space_frame_put(struct ps_space *s, uint64_t frame);
@@ -41,5 +53,14 @@ void ps__space_frame_unlock(struct ps_page *p);
 /* Mark the frame dirty; the dirty hook runs on a clean-to-dirty
  * transition (S5). Returns true if this call made it. */
 bool ps__space_mark_frame_dirty(struct ps_space *s, uint64_t frame);
+
+/* Log @addr as written: dirty log and write-back set (as every marking
+ * path of space.c does). */
+void ps__space_log_addr(struct ps_space *s, uint64_t addr);
+
+/* ps_space_fault() without the populate hook: a write that makes an entry
+ * writable marks its frame dirty and logs the address first (S3). */
+enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
+					 unsigned int access);
 
 #endif /* PS_LIB_SPACE_INTERNAL_H */

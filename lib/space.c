@@ -64,6 +64,7 @@
  *     the frame, except the wait for a frozen frame (a conversion), which
  *     yields.
  */
+#include <pagestate/prot.h>
 #include <pagestate/space.h>
 
 #include "hbitmap.h"
@@ -168,6 +169,11 @@ static void log_addr(struct ps_space *s, uint64_t addr)
 	(void)ps__hbm_set(&s->wb, page_index(addr));
 }
 
+void ps__space_log_addr(struct ps_space *s, uint64_t addr)
+{
+	log_addr(s, addr);
+}
+
 /* The frame's LOCKED bit, a sleeping bit lock for the slow paths (S3). */
 void ps__space_frame_lock(struct ps_page *p)
 {
@@ -262,12 +268,15 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		rc = ps__hbm_init(&s->wb, npages);
 	if (!rc)
 		rc = ps__hbm_init(&s->longterm, cfg->nframes);
+	if (!rc)
+		rc = ps__prot_space_init(s);
 	if (rc)
 		goto fail_bitmaps;
 	*out = s;
 	return 0;
 
 fail_bitmaps:
+	ps__prot_space_fini(s);
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
 	ps__hbm_destroy(&s->longterm);
@@ -355,6 +364,7 @@ int ps_space_destroy(struct ps_space *s)
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
 	ps__hbm_destroy(&s->longterm);
+	ps__prot_space_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
 	pthread_mutex_destroy(&s->writer);
@@ -364,31 +374,68 @@ int ps_space_destroy(struct ps_space *s)
 
 /* --- mapping ------------------------------------------------------------------- */
 
+/* What a map took from a frame, to give it back if the map fails. */
+struct taken {
+	bool revived;		/* the frame was free: this map revived it */
+	uint8_t old_cache;	/* its cache mode before the revival */
+	uint8_t new_cache;	/* the mode the revival gave it */
+};
+
 /*
  * Give back a reference a failed map took. If the map revived the frame
  * (it was free), the frame goes back to free without the free hook: its
- * owner never saw it mapped, and may already count it as free.
+ * owner never saw it mapped, and may already count it as free. A frame that
+ * PS_MAP_CACHE revived with another mode gets its old mode back, unless it
+ * was revived again meanwhile (then its new owner's mode stands).
  */
-static void untake_frame(struct ps_space *s, uint64_t frame, bool revived)
+static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {
-	if (ps_page_put(&s->frames[frame]) && !revived)
-		frame_freed(s, frame);
+	struct ps_page *p = &s->frames[frame];
+	enum ps__page_verdict why;
+	uint64_t seen;
+	bool freed = ps_page_put(p);
+
+	if (!t.revived) {
+		if (freed)
+			frame_freed(s, frame);
+		return;
+	}
+	if (!freed || t.old_cache == t.new_cache)
+		return;
+	/* Relaxed: the frame is free; whoever revives it acquires. */
+	(void)ps__page_cas(p, PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_CACHE_MASK,
+			   (uint64_t)t.new_cache << PS_PAGE_CACHE_SHIFT,
+			   PS_PAGE_CACHE_MASK,
+			   (uint64_t)t.old_cache << PS_PAGE_CACHE_SHIFT, 0, 0,
+			   false, memory_order_relaxed, &seen, &why);
 }
 
 /* Take a mapping's reference on @frame and build its entry flags. */
 static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
-		      uint64_t *pte_flags, bool *revived)
+		      uint64_t *pte_flags, struct taken *t)
 {
 	struct ps_page *p = &s->frames[frame];
+	unsigned int old_mode = 0;
 	uint64_t w;
-	int rc = ps_page_get_or_revive(p);
+	int rc;
 
+	if (flags & PS_MAP_CACHE_SET)
+		rc = ps_page_get_or_revive_cache(
+			p, (enum ps_cache_mode)((flags & PS_MAP_CACHE_MASK) >>
+						PS_MAP_CACHE_SHIFT),
+			&old_mode);
+	else
+		rc = ps_page_get_or_revive(p);
 	if (rc < 0)
 		return rc;
-	*revived = rc == 1;
 	w = ps_page_load(p);
+	t->revived = rc == 1;
+	t->new_cache = (uint8_t)ps_page_word_cache(w);
+	t->old_cache = t->new_cache;
+	if (t->revived && (flags & PS_MAP_CACHE_SET))
+		t->old_cache = (uint8_t)old_mode;
 	if (w & PS_PAGE_POISONED) {
-		untake_frame(s, frame, *revived);
+		untake_frame(s, frame, *t);
 		return -EHWPOISON;
 	}
 	*pte_flags = (flags & PS_MAP_WRITE ? PS_PTE_MAYWRITE : 0) |
@@ -410,14 +457,17 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags)
 {
 	uint64_t npages = len >> PAGE_SHIFT, run = 0, i, run_flags = 0;
-	uint64_t *revived; /* one bit per page: this call revived the frame */
+	struct taken *taken; /* per page: what to give back on failure */
 	int rc = 0;
 
-	if (!range_ok(s, start, len) || (flags & ~PS_MAP_WRITE) ||
+	if (!range_ok(s, start, len) ||
+	    (flags & ~(PS_MAP_WRITE | PS_MAP_CACHE_SET | PS_MAP_CACHE_MASK)) ||
+	    (!(flags & PS_MAP_CACHE_SET) && (flags & PS_MAP_CACHE_MASK)) ||
+	    ((flags & PS_MAP_CACHE_MASK) >> PS_MAP_CACHE_SHIFT) >= PS_CACHE_NR ||
 	    first_frame >= s->nframes || npages > s->nframes - first_frame)
 		return -EINVAL;
-	revived = calloc((npages + 63) / 64, sizeof(*revived));
-	if (!revived)
+	taken = calloc(npages, sizeof(*taken));
+	if (!taken)
 		return -ENOMEM;
 	pthread_mutex_lock(&s->writer);
 	/*
@@ -428,13 +478,10 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	 */
 	for (i = 0; i < npages; i++) {
 		uint64_t f;
-		bool rev;
 
-		rc = take_frame(s, first_frame + i, flags, &f, &rev);
+		rc = take_frame(s, first_frame + i, flags, &f, &taken[i]);
 		if (rc)
 			break;
-		if (rev)
-			revived[i / 64] |= UINT64_C(1) << (i % 64);
 		if (i > run && f != run_flags) {
 			rc = map_run(s, start, first_frame, run, i, run_flags);
 			if (rc) {
@@ -452,19 +499,18 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		 * All or nothing: the mapped runs go first (entries, then
 		 * references), then the frames taken but never mapped.
 		 */
-		uint64_t taken = i < npages ? i : npages;
+		uint64_t ntaken = i < npages ? i : npages;
 
 		if (run)
 			(void)ps_pgtable_zap(s->pt, start, run << PAGE_SHIFT,
 					     PS_ZAP_UNMAP, NULL, NULL);
 		/* S2 - seq_cst fence: entries gone before the puts. */
 		atomic_thread_fence(memory_order_seq_cst);
-		for (uint64_t k = 0; k < taken; k++)
-			untake_frame(s, first_frame + k,
-				     revived[k / 64] >> (k % 64) & 1);
+		for (uint64_t k = 0; k < ntaken; k++)
+			untake_frame(s, first_frame + k, taken[k]);
 	}
 	pthread_mutex_unlock(&s->writer);
-	free(revived);
+	free(taken);
 	return rc;
 }
 
@@ -529,6 +575,14 @@ static int populate(struct ps_space *s, uint64_t addr, unsigned int access)
 	return s->hooks.populate(s->hooks.ctx, s, addr,
 				 access & PS_ACCESS_WRITE ? PS_ACCESS_WRITE
 							  : PS_ACCESS_READ);
+}
+
+enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
+					 unsigned int access)
+{
+	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
+		return PS_FAULT_INVALID;
+	return fault_once(s, addr, access);
 }
 
 enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
@@ -820,20 +874,13 @@ out:
 
 /* --- the secondary-map helper (S5) --------------------------------------------------- */
 
-/* Is @addr registered for async write protection? */
+/* Is @addr registered for async write protection? (wait-free) */
 static bool wp_async(struct ps_space *s, uint64_t addr)
 {
-	struct ps_pgtable_region r;
-	struct ps_pgtable_scan arg;
+	unsigned int flags;
 
-	memset(&arg, 0, sizeof(arg));
-	arg.start = addr;
-	arg.end = addr + PAGE_SIZE;
-	arg.category_mask = PS_CAT_WPALLOWED;
-	arg.return_mask = PS_CAT_WPALLOWED;
-	arg.vec = &r;
-	arg.vec_len = 1;
-	return ps_pgtable_scan(s->pt, &arg) == 1;
+	return !ps_pgtable_registration(s->pt, addr, &flags) &&
+	       (flags & PS_WP_ASYNC);
 }
 
 int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
@@ -997,9 +1044,13 @@ static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t bit)
 	if (h->n == h->max)
 		return PS__HBM_STOP; /* kept, shown again on resume */
 	h->addrs[h->n++] = addr;
-	/* A page pinned for write stays dirty while its pins last (S6). */
-	if (!ps_pgtable_get(h->s->pt, addr, &e) && ps_pte_is_present(e) &&
-	    ps_pte_frame(e) < h->s->nframes) {
+	/*
+	 * A page pinned for write stays dirty while its pins last (S6). The
+	 * harvest holds the page table's read-side section across the visits
+	 * (no hook runs here), so this is a bare lookup.
+	 */
+	e = ps_pgtable_lookup(h->s->pt, addr);
+	if (ps_pte_is_present(e) && ps_pte_frame(e) < h->s->nframes) {
 		struct ps_page *p = &h->s->frames[ps_pte_frame(e)];
 		uint64_t w = ps_page_load(p);
 
@@ -1044,8 +1095,10 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 		if (rc)
 			return rc;
 	}
+	ps_pgtable_read_lock();
 	(void)ps__hbm_harvest(&s->log, page_index(start), page_index(len),
 			      harvest_visit, &h, &resume_bit);
+	ps_pgtable_read_unlock();
 	if (flags & PS_HARVEST_REARM)
 		invalidate_harvested(s, addrs, h.n);
 	*count = h.n;

@@ -754,6 +754,22 @@ START_TEST(get_or_revive)
 }
 END_TEST
 
+/* Regression: a free poisoned page was revived (handed out again). */
+START_TEST(get_or_revive_refuses_poisoned)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+
+	ps_page_set_flags(&p, PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 0); /* LIVE: holders stay */
+	ck_assert(!ps_page_put(&p));
+	ck_assert(ps_page_put(&p)); /* freed */
+	ck_assert_int_eq(ps_page_get_or_revive(&p), -EHWPOISON);
+	ck_assert_uint_eq(raw(&p), mkword(0, 0, PS_PAGE_POISONED));
+	ck_assert(!ps_page_is_live(&p));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
 START_TEST(fetch_flag_ops_return_word)
 {
 	struct ps_page p = PS_PAGE_INIT(3);
@@ -1173,6 +1189,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, try_get_limit_keeps_or_undoes);
 	tcase_add_test(tc, unfreeze_to_zero_frees);
 	tcase_add_test(tc, get_or_revive);
+	tcase_add_test(tc, get_or_revive_refuses_poisoned);
 	tcase_add_test(tc, fetch_flag_ops_return_word);
 
 	tc = ps_test_tcase(s, "regressions", 10);

@@ -2,11 +2,23 @@
 /*
  * tests/test-prot.c - per-page protection: cache-mode and encryption state
  * of the page word, the x86 PAT/PCD/PWT encoding for every mode and level,
- * and the encryption bit for every platform polarity.
+ * the encryption bit for every platform polarity; and the space operations
+ * of lib/prot.c with the guarantees P1..P8 they cite: cache-mode conflicts,
+ * mprotect keeping every other bit, conversion (all or nothing, exact error
+ * offsets, waits, long-term pins, hooks, rollback, quarantine), CPU maps
+ * with an exactly-once make-accessible hook, the access check, the
+ * pin-versus-conversion races made to happen in their windows (failpoints),
+ * and stress for "never both" and "exactly once".
  */
 #include <pagestate/prot.h>
 
 #include "harness.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
 
 static const enum ps_cache_mode all_modes[] = {
 	PS_CACHE_WB, PS_CACHE_WC, PS_CACHE_UC_MINUS,
@@ -285,6 +297,1449 @@ START_TEST(cc_none_and_bad_input)
 }
 END_TEST
 
+/* === the space operations ==================================================== */
+
+#define PG PS_PGTABLE_PAGE_SIZE
+#define NFRAMES 512
+#define SPACE_SIZE (UINT64_C(1) << 30)
+
+/* --- fixture: a space with recording hooks ---------------------------------------- */
+
+/* One call of a conversion hook, with the state the hook saw. */
+struct hook_call {
+	char kind; /* 'p'repare or 'f'inish */
+	uint64_t addr, frame;
+	enum ps_enc_state to;
+	bool word_private, entry_enc, frozen;
+};
+
+struct seen {
+	_Atomic(unsigned) freed[NFRAMES];
+	_Atomic(unsigned) freed_total;
+	_Atomic(unsigned) make_calls;
+	_Atomic(int) make_rc;
+	_Atomic(int) make_yield; /* widen the hook's window (stress) */
+	struct hook_call log[64];
+	unsigned nlog;
+	/* Fail the hook at this address for this target state (UINT64_MAX: no). */
+	uint64_t fail_prepare_addr, fail_finish_addr;
+	enum ps_enc_state fail_prepare_to, fail_finish_to;
+};
+
+static struct seen seen;
+static struct ps_space *sp;
+
+static void on_free(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	(void)ctx;
+	(void)s;
+	atomic_fetch_add(&seen.freed[frame], 1);
+	atomic_fetch_add(&seen.freed_total, 1);
+}
+
+static ps_pte_t entry(uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), addr, &e), 0);
+	return e;
+}
+
+static struct ps_page *pg(uint64_t frame)
+{
+	return ps_space_page(sp, frame);
+}
+
+static void log_hook(char kind, uint64_t addr, uint64_t frame,
+		     enum ps_enc_state to)
+{
+	struct hook_call *h;
+
+	ck_assert_uint_lt(seen.nlog, 64);
+	h = &seen.log[seen.nlog++];
+	h->kind = kind;
+	h->addr = addr;
+	h->frame = frame;
+	h->to = to;
+	h->word_private = ps_page_test_flags(pg(frame), PS_PAGE_PRIVATE);
+	h->entry_enc = ps_pte_is_encrypted(entry(addr));
+	h->frozen = ps_page_is_frozen(pg(frame));
+}
+
+static int on_prepare(void *ctx, struct ps_space *s, uint64_t addr,
+		      uint64_t frame, enum ps_enc_state to)
+{
+	(void)ctx;
+	ck_assert_ptr_eq(s, sp);
+	log_hook('p', addr, frame, to);
+	if (addr == seen.fail_prepare_addr && to == seen.fail_prepare_to)
+		return -ENOSPC;
+	return 0;
+}
+
+static int on_finish(void *ctx, struct ps_space *s, uint64_t addr,
+		     uint64_t frame, enum ps_enc_state to)
+{
+	(void)ctx;
+	ck_assert_ptr_eq(s, sp);
+	log_hook('f', addr, frame, to);
+	if (addr == seen.fail_finish_addr && to == seen.fail_finish_to)
+		return -EIO;
+	return 0;
+}
+
+static int on_make_accessible(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	(void)ctx;
+	(void)s;
+	/* P6: the hook runs under the frame's LOCKED bit. */
+	ck_assert(ps_page_test_flags(pg(frame), PS_PAGE_LOCKED));
+	if (atomic_load(&seen.make_yield))
+		sched_yield();
+	atomic_fetch_add(&seen.make_calls, 1);
+	return atomic_load(&seen.make_rc);
+}
+
+static const struct ps_prot_hooks all_hooks = {
+	.prepare = on_prepare,
+	.finish = on_finish,
+	.make_accessible = on_make_accessible,
+};
+
+static const struct ps_prot_hooks make_only_hooks = {
+	.make_accessible = on_make_accessible,
+};
+
+/*
+ * Conversions without prepare/finish hooks commit after phase 1 and flip
+ * while unfreezing (P3); with them, three phases. The conversion tcases run
+ * in both configurations.
+ */
+static bool conv_hooks;
+
+static void setup_with(bool hooks)
+{
+	struct ps_space_config cfg;
+
+	memset(&seen, 0, sizeof(seen));
+	seen.fail_prepare_addr = UINT64_MAX;
+	seen.fail_finish_addr = UINT64_MAX;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NFRAMES;
+	cfg.hooks.free_frame = on_free;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	conv_hooks = hooks;
+	ck_assert_int_eq(ps_space_set_prot_hooks(sp, hooks ? &all_hooks
+							   : &make_only_hooks),
+			 0);
+}
+
+static void setup(void)
+{
+	setup_with(true);
+}
+
+static void setup_no_conv_hooks(void)
+{
+	setup_with(false);
+}
+
+static void teardown(void)
+{
+	ck_assert_int_eq(ps_space_destroy(sp), 0);
+	sp = NULL;
+}
+
+/* A subscription that records the events it is told of. */
+struct watch {
+	struct ps_interval sub;
+	_Atomic(unsigned) calls;
+	_Atomic(int) last_event;
+};
+
+static bool watch_invalidate(struct ps_interval *sub,
+			     const struct ps_invalidation *inv,
+			     uint64_t cur_seq, void *priv)
+{
+	struct watch *w = priv;
+
+	ps_interval_set_seq(sub, cur_seq);
+	atomic_fetch_add(&w->calls, 1);
+	atomic_store(&w->last_event, (int)inv->event);
+	return true;
+}
+
+static const struct ps_interval_ops watch_ops = {.invalidate =
+							 watch_invalidate};
+
+static void watch_init(struct watch *w, uint64_t start, uint64_t len)
+{
+	memset(w, 0, sizeof(*w));
+	ck_assert_int_eq(ps_interval_insert(&w->sub, ps_space_notifier(sp),
+					    start, len, &watch_ops, w),
+			 0);
+}
+
+static uint64_t flags_of(uint64_t frame)
+{
+	return ps_page_flags(pg(frame));
+}
+
+static uint64_t elapsed_ms(struct timespec a)
+{
+	struct timespec b;
+
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (uint64_t)((b.tv_sec - a.tv_sec) * 1000 +
+			  (b.tv_nsec - a.tv_nsec) / 1000000);
+}
+
+/* --- cache modes (P7) -------------------------------------------------------------- */
+
+START_TEST(cache_set_on_free_and_in_use_frames)
+{
+	ck_assert_int_eq(ps_space_set_cache(sp, 5, PS_CACHE_WC, 0), 0);
+	ck_assert_int_eq(ps_page_cache_mode(pg(5)), PS_CACHE_WC);
+	ck_assert(!ps_page_is_live(pg(5))); /* still free */
+	ck_assert_int_eq(ps_space_map(sp, 0, 5, 0), 0);
+	ck_assert_uint_eq(ps_pte_cache(entry(0)), PS_CACHE_WC);
+	/* Mapped: another mode conflicts, the same is fine. */
+	ck_assert_int_eq(ps_space_set_cache(sp, 5, PS_CACHE_UC, 0), -EBUSY);
+	ck_assert_int_eq(ps_space_set_cache(sp, 5, PS_CACHE_WC, 0), 0);
+	ck_assert_int_eq(ps_page_cache_mode(pg(5)), PS_CACHE_WC);
+	ck_assert_uint_eq(ps_page_refs(pg(5)), 1);
+	/* The owner's own reference, declared: frozen for the change. */
+	ck_assert_int_eq(ps_page_init(pg(6), 1), 0);
+	ck_assert_int_eq(ps_space_set_cache(sp, 6, PS_CACHE_UC, 0), -EBUSY);
+	ck_assert_int_eq(ps_space_set_cache(sp, 6, PS_CACHE_UC, 2), -EBUSY);
+	ck_assert_int_eq(ps_space_set_cache(sp, 6, PS_CACHE_UC, 1), 0);
+	ck_assert_int_eq(ps_page_cache_mode(pg(6)), PS_CACHE_UC);
+	ck_assert_uint_eq(ps_page_refs(pg(6)), 1);
+	ck_assert(!ps_page_is_frozen(pg(6)));
+	/* Mapped on top of the owner's reference: in use, -EBUSY. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 6, 0), 0);
+	ck_assert_int_eq(ps_space_set_cache(sp, 6, PS_CACHE_WT, 1), -EBUSY);
+	ck_assert_int_eq(ps_page_cache_mode(pg(6)), PS_CACHE_UC);
+	ck_assert_uint_eq(ps_page_refs(pg(6)), 2);
+	/* Unmapped again: the owner changes it. */
+	ck_assert_int_eq(ps_space_unmap(sp, PG, PG, 0), 0);
+	ck_assert_int_eq(ps_space_set_cache(sp, 6, PS_CACHE_WT, 1), 0);
+	/* Bad input changes nothing. */
+	ck_assert_int_eq(ps_space_set_cache(sp, NFRAMES, PS_CACHE_WB, 0),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_cache(sp, 6, (enum ps_cache_mode)6, 1),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_cache(sp, 6, PS_CACHE_WB,
+					    PS_PAGE_REFS_MAX + 1),
+			 -EINVAL);
+	ps_page_set_flags(pg(7), PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_space_set_cache(sp, 7, PS_CACHE_WC, 0),
+			 -EHWPOISON);
+	ck_assert_int_eq(ps_page_cache_mode(pg(7)), PS_CACHE_WB);
+	ck_assert_int_eq(ps_page_cache_mode(pg(6)), PS_CACHE_WT);
+}
+END_TEST
+
+START_TEST(cache_pinned_frame_is_in_use)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 8, 0), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	/* Only the pin is left: still in use. */
+	ck_assert_int_eq(ps_space_set_cache(sp, 8, PS_CACHE_WC, 0), -EBUSY);
+	ck_assert_int_eq(ps_space_set_cache(sp, 8, PS_CACHE_WC, 1), -EBUSY);
+	ps_space_unpin(sp, &f, 1, false);
+	ck_assert_int_eq(ps_space_set_cache(sp, 8, PS_CACHE_WC, 0), 0);
+}
+END_TEST
+
+START_TEST(cache_map_requested_mode)
+{
+	/* A free frame takes the requested mode in the same step. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 10, PS_MAP_CACHE(PS_CACHE_WC)), 0);
+	ck_assert_int_eq(ps_page_cache_mode(pg(10)), PS_CACHE_WC);
+	ck_assert_uint_eq(ps_pte_cache(entry(0)), PS_CACHE_WC);
+	/* An alias asking for another mode conflicts; nothing changes. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 10, PS_MAP_CACHE(PS_CACHE_UC)),
+			 -EBUSY);
+	ck_assert(ps_pte_is_none(entry(PG)));
+	ck_assert_uint_eq(ps_page_refs(pg(10)), 1);
+	ck_assert_int_eq(ps_page_cache_mode(pg(10)), PS_CACHE_WC);
+	/* The same mode, or no request, is fine. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 10,
+				      PS_MAP_WRITE | PS_MAP_CACHE(PS_CACHE_WC)),
+			 0);
+	ck_assert_int_eq(ps_space_map(sp, 2 * PG, 10, 0), 0);
+	ck_assert_uint_eq(ps_pte_cache(entry(2 * PG)), PS_CACHE_WC);
+	ck_assert(ps_pte_may_write(entry(PG)));
+	ck_assert_uint_eq(ps_page_refs(pg(10)), 3);
+	/* Bad flags. */
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 11,
+				      PS_MAP_CACHE((enum ps_cache_mode)6)),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 11, PS_MAP_CACHE_MASK),
+			 -EINVAL);
+	ck_assert(!ps_page_is_live(pg(11)));
+	/* A quarantined free frame is never revived, not even for a moment. */
+	ps_page_set_flags(pg(12), PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 12, PS_MAP_CACHE(PS_CACHE_UC)),
+			 -EHWPOISON);
+	ck_assert(!ps_page_is_live(pg(12)));
+	ck_assert_int_eq(ps_page_cache_mode(pg(12)), PS_CACHE_WB);
+	ck_assert(ps_pte_is_none(entry(3 * PG)));
+}
+END_TEST
+
+START_TEST(cache_map_range_unwind_restores_modes)
+{
+	/* Frames 20 (free, UC), 21 (free, WB), 22 (in use, WB), 23 (free). */
+	ck_assert_int_eq(ps_space_set_cache(sp, 20, PS_CACHE_UC, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 100 * PG, 22, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20,
+					    PS_MAP_CACHE(PS_CACHE_WC)),
+			 -EBUSY);
+	for (uint64_t i = 0; i < 4; i++)
+		ck_assert(ps_pte_is_none(entry(i * PG)));
+	ck_assert(!ps_page_is_live(pg(20)));
+	ck_assert(!ps_page_is_live(pg(21)));
+	ck_assert_int_eq(ps_page_cache_mode(pg(20)), PS_CACHE_UC);
+	ck_assert_int_eq(ps_page_cache_mode(pg(21)), PS_CACHE_WB);
+	ck_assert_uint_eq(ps_page_refs(pg(22)), 1);
+	ck_assert_int_eq(ps_page_cache_mode(pg(22)), PS_CACHE_WB);
+	/* Unwinding revived frames never runs the free hook. */
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	/* -EEXIST after the frames were taken: the modes come back too. */
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 30, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20,
+					    PS_MAP_CACHE(PS_CACHE_WT)),
+			 -EBUSY);
+	ck_assert_int_eq(ps_space_unmap(sp, 100 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20,
+					    PS_MAP_CACHE(PS_CACHE_WT)),
+			 -EEXIST);
+	ck_assert_int_eq(ps_page_cache_mode(pg(20)), PS_CACHE_UC);
+	ck_assert_int_eq(ps_page_cache_mode(pg(21)), PS_CACHE_WB);
+	ck_assert_int_eq(ps_page_cache_mode(pg(22)), PS_CACHE_WB);
+	ck_assert(!ps_page_is_live(pg(22)));
+}
+END_TEST
+
+/* --- mprotect --------------------------------------------------------------------- */
+
+START_TEST(mprotect_keeps_every_other_bit)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	const ps_pte_t rights = PS_PTE_MAYWRITE | PS_PTE_WRITE;
+	struct watch w;
+	ps_pte_t before[3], after;
+
+	watch_init(&w, 0, 4 * PG);
+	/* Page 0: writable, written (W, D, A), WT, private. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 40,
+					    PS_MAP_WRITE |
+						    PS_MAP_CACHE(PS_CACHE_WT)),
+			 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	/* Page 1: write-protected with uffd-wp (sync). */
+	ck_assert_int_eq(ps_pgtable_register(pt, PG, PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, PG, PG), 0);
+	for (int i = 0; i < 3; i++)
+		before[i] = entry((uint64_t)i * PG);
+	ck_assert(ps_pte_is_writable(before[0]));
+	ck_assert(ps_pte_uffd_wp(before[1]));
+	atomic_store(&w.calls, 0);
+
+	ck_assert_int_eq(ps_space_mprotect(sp, 0, 4 * PG, PS_PROT_READ), 0);
+	ck_assert_uint_eq(atomic_load(&w.calls), 1);
+	ck_assert_int_eq(atomic_load(&w.last_event), PS_NOTIFIER_PROTECTION);
+	for (int i = 0; i < 3; i++) {
+		after = entry((uint64_t)i * PG);
+		ck_assert(!ps_pte_may_write(after) && !ps_pte_is_writable(after));
+		ck_assert_uint_eq(after & ~rights, before[i] & ~rights);
+	}
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE),
+			 PS_FAULT_BAD_ACCESS);
+	ck_assert(ps_pte_is_none(entry(3 * PG))); /* holes stay holes */
+
+	/* Granting write: MAYWRITE only; no invalidation is needed. */
+	ck_assert_int_eq(ps_space_mprotect(sp, 0, 4 * PG, PS_PROT_WRITE), 0);
+	ck_assert_uint_eq(atomic_load(&w.calls), 1);
+	for (int i = 0; i < 3; i++) {
+		after = entry((uint64_t)i * PG);
+		ck_assert(ps_pte_may_write(after) && !ps_pte_is_writable(after));
+		ck_assert_uint_eq(after & ~rights, before[i] & ~rights);
+	}
+	ck_assert_uint_eq(ps_pte_cache(entry(0)), PS_CACHE_WT);
+	ck_assert(ps_pte_is_encrypted(entry(0)));
+	ck_assert(ps_pte_uffd_wp(entry(PG)));
+	/* The next write fault makes it writable again (dirty first). */
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_WP);
+
+	ck_assert_int_eq(ps_space_mprotect(sp, 0, PG, 0), -EOPNOTSUPP);
+	ck_assert_int_eq(ps_space_mprotect(sp, 0, PG, 0x4), -EINVAL);
+	ck_assert_int_eq(ps_space_mprotect(sp, 1, PG, PS_PROT_READ), -EINVAL);
+	ck_assert_int_eq(ps_space_mprotect(sp, 0, 0, PS_PROT_READ), -EINVAL);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, PG, PG), 0);
+	ps_interval_remove(&w.sub);
+}
+END_TEST
+
+/* --- conversion (P1..P4) ------------------------------------------------------------ */
+
+START_TEST(convert_flips_state_and_enc_only)
+{
+	const uint64_t n = 8;
+	struct ps_convert_opts o;
+	ps_pte_t before[8];
+	struct watch w;
+	uint64_t off = 12345;
+
+	watch_init(&w, 0, n * PG);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, n * PG, 100,
+					    PS_MAP_WRITE |
+						    PS_MAP_CACHE(PS_CACHE_WC)),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_READ),
+			 PS_FAULT_OK);
+	for (uint64_t i = 0; i < n; i++)
+		before[i] = entry(i * PG);
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(ps_space_convert(sp, 0, n * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 0);
+	ck_assert_uint_eq(off, 12345); /* not written on success */
+	ck_assert_uint_eq(o.converted, n);
+	ck_assert_uint_eq(o.quarantined, 0);
+	ck_assert_int_eq(atomic_load(&w.last_event), PS_NOTIFIER_CONVERSION);
+	for (uint64_t i = 0; i < n; i++) {
+		ps_pte_t e = entry(i * PG);
+
+		ck_assert_uint_eq(e, before[i] | PS_PTE_ENC);
+		ck_assert_uint_eq(flags_of(100 + i) &
+					  (PS_PAGE_PRIVATE |
+					   PS_PAGE_INACCESSIBLE),
+				  PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE);
+		ck_assert_int_eq(ps_page_enc_state(pg(100 + i)),
+				 PS_ENC_PRIVATE);
+		ck_assert_int_eq(ps_page_cache_mode(pg(100 + i)), PS_CACHE_WC);
+		ck_assert_uint_eq(ps_page_refs(pg(100 + i)), 1);
+		ck_assert(!ps_page_is_frozen(pg(100 + i)));
+	}
+	/* Pages already in the target state are left alone. */
+	ck_assert_int_eq(ps_space_convert(sp, 0, n * PG, PS_ENC_PRIVATE, 0, &o,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(o.converted, 0);
+	/* And back: exactly the entries and flags of before. */
+	ck_assert_int_eq(ps_space_convert(sp, 0, n * PG, PS_ENC_SHARED, 0, &o,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(o.converted, n);
+	for (uint64_t i = 0; i < n; i++) {
+		ck_assert_uint_eq(entry(i * PG), before[i]);
+		ck_assert_uint_eq(flags_of(100 + i) &
+					  (PS_PAGE_PRIVATE |
+					   PS_PAGE_INACCESSIBLE),
+				  0);
+	}
+	/* No hook saw a frame outside a freeze. */
+	for (unsigned k = 0; k < seen.nlog; k++)
+		ck_assert(seen.log[k].frozen);
+	ck_assert_uint_eq(seen.nlog, conv_hooks ? 4 * n : 0);
+	ps_interval_remove(&w.sub);
+}
+END_TEST
+
+/* The page word and entry of every page of a range, to compare. */
+struct snapshot {
+	uint64_t word[16];
+	ps_pte_t pte[16];
+};
+
+static void snap(struct snapshot *s, uint64_t start, uint64_t first_frame,
+		 uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		s->word[i] = ps_page_load(pg(first_frame + i));
+		s->pte[i] = entry(start + i * PG);
+	}
+}
+
+static void assert_same(const struct snapshot *a, const struct snapshot *b,
+			uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		ck_assert_uint_eq(a->word[i], b->word[i]);
+		ck_assert_uint_eq(a->pte[i], b->pte[i]);
+	}
+}
+
+START_TEST(convert_pinned_page_in_the_middle)
+{
+	struct snapshot s0, s1;
+	struct ps_convert_opts o;
+	uint64_t f, off = 0;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 16 * PG, 200, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 9 * PG, PG, 0, &f), 0);
+	snap(&s0, 0, 200, 16);
+	memset(&o, 0, sizeof(o));
+	o.converted = 77;
+	ck_assert_int_eq(ps_space_convert(sp, 0, 16 * PG, PS_ENC_PRIVATE, 0,
+					  &o, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 9 * PG);
+	ck_assert_uint_eq(o.converted, 0);
+	snap(&s1, 0, 200, 16);
+	assert_same(&s0, &s1, 16); /* converts nothing */
+	ck_assert_uint_eq(seen.nlog, 0); /* not even a prepare */
+	/* The offset is relative to start. */
+	ck_assert_int_eq(ps_space_convert(sp, 4 * PG, 8 * PG, PS_ENC_PRIVATE,
+					  0, NULL, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 5 * PG);
+	ps_space_unpin(sp, &f, 1, false);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 16 * PG, PS_ENC_PRIVATE, 0,
+					  &o, &off),
+			 0);
+	ck_assert_uint_eq(o.converted, 16);
+}
+END_TEST
+
+START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
+{
+	struct ps_convert_opts o;
+	uint64_t off;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 40, 0), 0);
+	/* A CPU map holds a reference: the freeze sees it. */
+	ck_assert_int_eq(ps_space_kmap(sp, 43, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0,
+					  NULL, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 3 * PG);
+	ck_assert_int_eq(ps_space_kunmap(sp, 43), 0);
+	/* An undeclared reference: retried briefly, then -EAGAIN. */
+	ck_assert_int_eq(ps_page_get(pg(41)), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0,
+					  NULL, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, PG);
+	/* Declared (every frame holds one more): converted. */
+	for (uint64_t f = 40; f < 44; f++)
+		if (f != 41)
+			ck_assert_int_eq(ps_page_get(pg(f)), 0);
+	memset(&o, 0, sizeof(o));
+	o.extra_refs = 1;
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 0);
+	for (uint64_t f = 40; f < 44; f++) {
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 2);
+		ck_assert_int_eq(ps_page_enc_state(pg(f)), PS_ENC_PRIVATE);
+		(void)ps_page_put(pg(f));
+	}
+	/* Declaring more than there are fails too. */
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_SHARED, 0, &o,
+					  &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 0);
+	/* A frame mapped twice in the range, its alias declared: it is
+	 * frozen at the first page, so the second page fails; nothing
+	 * changes. */
+	ck_assert_int_eq(ps_space_map(sp, 8 * PG, 48, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 9 * PG, 48, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 8 * PG, 2 * PG, PS_ENC_PRIVATE,
+					  0, &o, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, PG);
+	ck_assert(!ps_page_is_frozen(pg(48)));
+	ck_assert_uint_eq(ps_page_refs(pg(48)), 2);
+	ck_assert_int_eq(ps_page_enc_state(pg(48)), PS_ENC_SHARED);
+	ck_assert(!ps_pte_is_encrypted(entry(8 * PG)));
+}
+END_TEST
+
+struct unpinner {
+	uint64_t frame;
+	unsigned delay_ms;
+	_Atomic(int) done;
+};
+
+static void *unpin_later(void *arg)
+{
+	struct unpinner *u = arg;
+	struct timespec ts = {0, (long)u->delay_ms * 1000000};
+
+	nanosleep(&ts, NULL);
+	atomic_store(&u->done, 1);
+	ps_space_unpin(sp, &u->frame, 1, false);
+	return NULL;
+}
+
+START_TEST(convert_waits_for_pins_to_drain)
+{
+	struct ps_convert_opts o;
+	struct unpinner u;
+	struct timespec t0;
+	pthread_t t;
+	uint64_t off;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 60, 0), 0);
+	memset(&u, 0, sizeof(u));
+	u.delay_ms = 20;
+	ck_assert_int_eq(ps_space_pin_range(sp, 2 * PG, PG, 0, &u.frame),
+			 0);
+	/* Bounded: the budget runs out while the pin is held. */
+	memset(&o, 0, sizeof(o));
+	o.wait_ns = 5 * 1000000;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					  PS_CONVERT_WAIT, &o, &off),
+			 -EAGAIN);
+	ck_assert_uint_ge(elapsed_ms(t0), 5);
+	ck_assert_uint_eq(off, 2 * PG);
+	ck_assert_int_eq(ps_page_enc_state(pg(60)), PS_ENC_SHARED);
+	/* The pin drains within the budget: converted. */
+	o.wait_ns = 5 * UINT64_C(1000000000);
+	ck_assert_int_eq(pthread_create(&t, NULL, unpin_later, &u), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					  PS_CONVERT_WAIT, &o, &off),
+			 0);
+	ck_assert(atomic_load(&u.done));
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(o.converted, 4);
+}
+END_TEST
+
+START_TEST(convert_never_waits_for_longterm_pins)
+{
+	struct ps_convert_opts o;
+	struct unpinner u;
+	struct timespec t0;
+	uint64_t f, off;
+	pthread_t t;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 70, 0), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f),
+			 0);
+	memset(&o, 0, sizeof(o));
+	o.wait_ns = 10 * UINT64_C(1000000000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					  PS_CONVERT_WAIT, &o, &off),
+			 -EBUSY);
+	ck_assert_uint_lt(elapsed_ms(t0), 1000);
+	ck_assert_uint_eq(off, PG);
+	ps_space_unpin(sp, &f, 1, false);
+	/* Converted once the long-term pin is gone; its mark with it. */
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_SHARED, 0, &o,
+					  &off),
+			 0);
+	/* A short-term pin of the same frame is now waited for. */
+	memset(&u, 0, sizeof(u));
+	u.delay_ms = 10;
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &u.frame), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, unpin_later, &u), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					  PS_CONVERT_WAIT, &o, &off),
+			 0);
+	pthread_join(t, NULL);
+}
+END_TEST
+
+START_TEST(convert_missing_poisoned_and_bad_input)
+{
+	struct ps_convert_opts o;
+	struct watch w;
+	uint64_t off = 999;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 80, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 83, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0,
+					  NULL, &off),
+			 -ENOENT);
+	ck_assert_uint_eq(off, 2 * PG);
+	ck_assert_int_eq(ps_page_enc_state(pg(80)), PS_ENC_SHARED);
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					  PS_CONVERT_SKIP_MISSING, &o, &off),
+			 0);
+	ck_assert_uint_eq(o.converted, 3);
+	ck_assert_int_eq(ps_page_enc_state(pg(83)), PS_ENC_PRIVATE);
+	ps_page_set_flags(pg(81), PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 2 * PG, PS_ENC_SHARED, 0, &o,
+					  &off),
+			 -EHWPOISON);
+	ck_assert_uint_eq(off, PG);
+	ck_assert_int_eq(ps_page_enc_state(pg(80)), PS_ENC_PRIVATE);
+	/* Bad input: nothing happens, not even the invalidation. */
+	watch_init(&w, 0, 4 * PG);
+	off = 999;
+	ck_assert_int_eq(ps_space_convert(sp, 1, PG, PS_ENC_SHARED, 0, NULL,
+					  &off),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG + 1, PS_ENC_SHARED, 0,
+					  NULL, &off),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 0, PS_ENC_SHARED, 0, NULL,
+					  &off),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_convert(sp, SPACE_SIZE - PG, 2 * PG,
+					  PS_ENC_SHARED, 0, NULL, &off),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, (enum ps_enc_state)2, 0,
+					  NULL, &off),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_SHARED, 0x80, NULL,
+					  &off),
+			 -EINVAL);
+	o.extra_refs = PS_PAGE_REFS_MAX;
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_SHARED, 0, &o,
+					  &off),
+			 -EINVAL);
+	ck_assert_uint_eq(off, 999);
+	ck_assert_uint_eq(atomic_load(&w.calls), 0);
+	ck_assert_int_eq(ps_page_enc_state(pg(80)), PS_ENC_PRIVATE);
+	ps_interval_remove(&w.sub);
+}
+END_TEST
+
+START_TEST(convert_private_pins)
+{
+	uint64_t f, off;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 90, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	/* A path that expects shared memory cannot pin it (P2). */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EPERM);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &f),
+			 -EPERM);
+	ck_assert(!ps_page_is_pinned(pg(90)));
+	/* A private pin: resident, blocks conversion, never makes it
+	 * accessible (seed 000). */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE, &f), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
+	ck_assert(ps_page_test_flags(pg(90), PS_PAGE_INACCESSIBLE));
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_SHARED, 0, NULL,
+					  &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 0);
+	ps_space_unpin(sp, &f, 1, false);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_SHARED, 0, NULL,
+					  NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	ps_space_unpin(sp, &f, 1, false);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
+}
+END_TEST
+
+START_TEST(convert_to_shared_inaccessible)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 95, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_SHARED,
+					  PS_CONVERT_INACCESSIBLE, NULL, NULL),
+			 0);
+	ck_assert_uint_eq(flags_of(95) &
+				  (PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE),
+			  PS_PAGE_INACCESSIBLE);
+	ck_assert_int_eq(ps_space_kmap(sp, 95, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+	ck_assert_int_eq(ps_space_kunmap(sp, 95), 0);
+}
+END_TEST
+
+/* --- hooks, rollback, quarantine (P3, P4) ---------------------------------------------- */
+
+static void expect_call(unsigned k, char kind, uint64_t addr,
+			enum ps_enc_state to)
+{
+	ck_assert_uint_lt(k, seen.nlog);
+	ck_assert_int_eq(seen.log[k].kind, kind);
+	ck_assert_uint_eq(seen.log[k].addr, addr);
+	ck_assert_int_eq(seen.log[k].to, to);
+	ck_assert(seen.log[k].frozen);
+}
+
+START_TEST(hooks_prepare_flip_finish_order)
+{
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 110, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 3 * PG, PS_ENC_PRIVATE, 0,
+					  NULL, NULL),
+			 0);
+	ck_assert_uint_eq(seen.nlog, 6);
+	for (unsigned i = 0; i < 3; i++) {
+		const struct hook_call *p = &seen.log[2 * i];
+		const struct hook_call *f = &seen.log[2 * i + 1];
+
+		expect_call(2 * i, 'p', i * PG, PS_ENC_PRIVATE);
+		expect_call(2 * i + 1, 'f', i * PG, PS_ENC_PRIVATE);
+		ck_assert_uint_eq(p->frame, 110 + i);
+		/* prepare before the flip, finish after it. */
+		ck_assert(!p->word_private && !p->entry_enc);
+		ck_assert(f->word_private && f->entry_enc);
+	}
+}
+END_TEST
+
+START_TEST(hooks_prepare_failure_changes_nothing)
+{
+	struct snapshot s0, s1;
+	struct ps_convert_opts o;
+	uint64_t off;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 120, 0), 0);
+	snap(&s0, 0, 120, 4);
+	seen.fail_prepare_addr = 2 * PG;
+	seen.fail_prepare_to = PS_ENC_PRIVATE;
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 -EIO);
+	ck_assert_uint_eq(off, 2 * PG);
+	ck_assert_int_eq(o.hook_error, -ENOSPC);
+	ck_assert_uint_eq(o.quarantined, 0);
+	ck_assert_uint_eq(o.converted, 0);
+	/* Pages 0 and 1 went through and were converted back, last first. */
+	ck_assert_uint_eq(seen.nlog, 9);
+	expect_call(0, 'p', 0, PS_ENC_PRIVATE);
+	expect_call(1, 'f', 0, PS_ENC_PRIVATE);
+	expect_call(2, 'p', PG, PS_ENC_PRIVATE);
+	expect_call(3, 'f', PG, PS_ENC_PRIVATE);
+	expect_call(4, 'p', 2 * PG, PS_ENC_PRIVATE);
+	expect_call(5, 'p', PG, PS_ENC_SHARED);
+	expect_call(6, 'f', PG, PS_ENC_SHARED);
+	expect_call(7, 'p', 0, PS_ENC_SHARED);
+	expect_call(8, 'f', 0, PS_ENC_SHARED);
+	snap(&s1, 0, 120, 4);
+	assert_same(&s0, &s1, 4);
+}
+END_TEST
+
+/* Everything that must refuse a quarantined page at @addr, frame @frame. */
+static void assert_quarantined(uint64_t addr, uint64_t frame)
+{
+	struct ps_memory_fault mf;
+	uint64_t f, off;
+
+	ck_assert(ps_page_test_flags(pg(frame), PS_PAGE_POISONED));
+	ck_assert(!ps_page_is_frozen(pg(frame)));
+	ck_assert(ps_pte_is_marker(entry(addr)));
+	ck_assert_uint_eq(ps_pte_marker_bits(entry(addr)),
+			  PS_PTE_MARKER_POISONED);
+	ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, PS_PIN_PRIVATE, &f),
+			 -EHWPOISON);
+	ck_assert_int_eq(ps_space_fault(sp, addr, PS_ACCESS_READ),
+			 PS_FAULT_POISONED);
+	ck_assert_int_eq(ps_space_kmap(sp, frame, PS_KMAP_PRIVATE),
+			 -EHWPOISON);
+	ck_assert_int_eq(ps_space_map(sp, 500 * PG, frame, 0), -EHWPOISON);
+	ck_assert_int_eq(ps_space_check_access(sp, addr, 8, PS_ENC_SHARED,
+					       &mf),
+			 -EHWPOISON);
+	ck_assert_int_eq(ps_space_convert(sp, addr, PG, PS_ENC_SHARED, 0, NULL,
+					  &off),
+			 -EHWPOISON);
+	ck_assert_int_eq(ps_space_convert(sp, addr, PG, PS_ENC_PRIVATE,
+					  PS_CONVERT_SKIP_MISSING, NULL, &off),
+			 -EHWPOISON);
+	ck_assert_int_eq(ps_space_set_cache(sp, frame, PS_CACHE_UC, 1),
+			 -EHWPOISON);
+}
+
+START_TEST(hooks_finish_failure_quarantines)
+{
+	struct ps_convert_opts o;
+	uint64_t off;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 130, 0), 0);
+	seen.fail_finish_addr = PG;
+	seen.fail_finish_to = PS_ENC_PRIVATE;
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(ps_space_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 -EIO);
+	ck_assert_uint_eq(off, PG);
+	ck_assert_int_eq(o.hook_error, -EIO);
+	ck_assert_uint_eq(o.quarantined, 1);
+	/* prepare0 finish0 prepare1 finish1(fails), then page 0 back. */
+	ck_assert_uint_eq(seen.nlog, 6);
+	expect_call(4, 'p', 0, PS_ENC_SHARED);
+	expect_call(5, 'f', 0, PS_ENC_SHARED);
+	assert_quarantined(PG, 131);
+	for (uint64_t f = 130; f < 134; f++) {
+		if (f == 131)
+			continue;
+		ck_assert_uint_eq(flags_of(f) & (PS_PAGE_PRIVATE |
+						 PS_PAGE_INACCESSIBLE |
+						 PS_PAGE_POISONED),
+				  0);
+		ck_assert(!ps_pte_is_encrypted(entry((f - 130) * PG)));
+	}
+	/* The mapping's reference is leaked: the frame is never freed. */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 4 * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 3);
+	ck_assert_uint_eq(atomic_load(&seen.freed[131]), 0);
+	ck_assert(ps_page_is_live(pg(131)));
+}
+END_TEST
+
+START_TEST(hooks_rollback_failure_quarantines_too)
+{
+	struct ps_convert_opts o;
+	uint64_t off;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 140, 0), 0);
+	seen.fail_finish_addr = 2 * PG;
+	seen.fail_finish_to = PS_ENC_PRIVATE;
+	seen.fail_prepare_addr = 0;
+	seen.fail_prepare_to = PS_ENC_SHARED; /* page 0 cannot go back */
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(ps_space_convert(sp, 0, 3 * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 -EIO);
+	ck_assert_uint_eq(off, 2 * PG);
+	ck_assert_int_eq(o.hook_error, -EIO); /* the cause, not the rollback */
+	ck_assert_uint_eq(o.quarantined, 2);
+	assert_quarantined(2 * PG, 142);
+	assert_quarantined(0, 140);
+	ck_assert_uint_eq(flags_of(141) & (PS_PAGE_PRIVATE | PS_PAGE_POISONED),
+			  0);
+}
+END_TEST
+
+/* --- CPU maps (P5, P6) ------------------------------------------------------------- */
+
+START_TEST(kmap_calls_make_accessible_once)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 150, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	/* A path that expects plaintext cannot map a private page. */
+	ck_assert_int_eq(ps_space_kmap(sp, 150, 0), -EPERM);
+	ck_assert_uint_eq(ps_space_kmap_count(sp, 150), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(150)), 1);
+	ck_assert_int_eq(ps_space_kmap(sp, 150, PS_KMAP_PRIVATE), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+	ck_assert(!ps_page_test_flags(pg(150), PS_PAGE_INACCESSIBLE));
+	ck_assert_int_eq(ps_space_kmap(sp, 150, PS_KMAP_PRIVATE), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+	ck_assert_uint_eq(ps_space_kmap_count(sp, 150), 2);
+	ck_assert_uint_eq(ps_page_refs(pg(150)), 3);
+	ck_assert_int_eq(ps_space_kunmap(sp, 150), 0);
+	ck_assert_int_eq(ps_space_kunmap(sp, 150), 0);
+	ck_assert_uint_eq(ps_space_kmap_count(sp, 150), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(150)), 1);
+	ck_assert_int_eq(ps_space_kunmap(sp, 150), -EINVAL);
+	/* Still accessible: the next first map calls nothing. */
+	ck_assert_int_eq(ps_space_kmap(sp, 150, PS_KMAP_PRIVATE), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+	ck_assert_int_eq(ps_space_kunmap(sp, 150), 0);
+	/* A CPU-mapped page cannot be converted; after kunmap it can, and it
+	 * is inaccessible again. */
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_SHARED, 0, NULL,
+					  NULL),
+			 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	ck_assert_int_eq(ps_space_kmap(sp, 150, PS_KMAP_PRIVATE), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 2);
+	ck_assert_int_eq(ps_space_kunmap(sp, 150), 0);
+	/* A shared, accessible page never calls it. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 151, 0), 0);
+	ck_assert_int_eq(ps_space_kmap(sp, 151, 0), 0);
+	ck_assert_int_eq(ps_space_kunmap(sp, 151), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 2);
+}
+END_TEST
+
+START_TEST(kmap_hook_failure_changes_nothing)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 152, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	atomic_store(&seen.make_rc, -ENOMEM);
+	ck_assert_int_eq(ps_space_kmap(sp, 152, PS_KMAP_PRIVATE), -ENOMEM);
+	ck_assert_uint_eq(ps_space_kmap_count(sp, 152), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(152)), 1);
+	ck_assert(ps_page_test_flags(pg(152), PS_PAGE_INACCESSIBLE));
+	ck_assert(!ps_page_test_flags(pg(152), PS_PAGE_LOCKED));
+	atomic_store(&seen.make_rc, 0);
+	ck_assert_int_eq(ps_space_kmap(sp, 152, PS_KMAP_PRIVATE), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 2);
+	ck_assert_int_eq(ps_space_kunmap(sp, 152), 0);
+}
+END_TEST
+
+START_TEST(kmap_pins_never_call_the_hook)
+{
+	uint64_t f[2];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 154, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	ck_assert_int_eq(ps_space_set_inaccessible(sp, 155), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG,
+					    PS_PIN_PRIVATE | PS_PIN_WRITE, &f[0]),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f[1]),
+			 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
+	ck_assert(ps_page_test_flags(pg(154), PS_PAGE_INACCESSIBLE));
+	ck_assert(ps_page_test_flags(pg(155), PS_PAGE_INACCESSIBLE));
+	ps_space_unpin(sp, f, 2, false);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
+}
+END_TEST
+
+START_TEST(kmap_set_inaccessible_and_misuse)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 160, 0), 0);
+	ck_assert_int_eq(ps_space_kmap(sp, 160, 0), 0);
+	ck_assert_int_eq(ps_space_set_inaccessible(sp, 160), -EBUSY);
+	ck_assert_int_eq(ps_space_kunmap(sp, 160), 0);
+	ck_assert_int_eq(ps_space_set_inaccessible(sp, 160), 0);
+	ck_assert_int_eq(ps_space_kmap(sp, 160, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+	ck_assert_int_eq(ps_space_kunmap(sp, 160), 0);
+	/* A free frame may be marked (an owner's no-direct-map frames). */
+	ck_assert_int_eq(ps_space_set_inaccessible(sp, 161), 0);
+	ck_assert(ps_page_test_flags(pg(161), PS_PAGE_INACCESSIBLE));
+	/* kmap needs a frame in use. */
+	ck_assert_int_eq(ps_space_kmap(sp, 161, 0), -ENOENT);
+	ck_assert_int_eq(ps_space_kmap(sp, NFRAMES, 0), -EINVAL);
+	ck_assert_int_eq(ps_space_kmap(sp, 160, 0x2), -EINVAL);
+	ck_assert_int_eq(ps_space_kunmap(sp, NFRAMES), -EINVAL);
+	ck_assert_int_eq(ps_space_kunmap(sp, 161), -EINVAL);
+	ck_assert_int_eq(ps_space_set_inaccessible(sp, NFRAMES), -EINVAL);
+	ck_assert_uint_eq(ps_space_kmap_count(sp, NFRAMES), 0);
+	ck_assert(!ps_page_is_live(pg(161)));
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+}
+END_TEST
+
+START_TEST(kunmap_of_the_last_reference_frees)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 162, 0), 0);
+	ck_assert_int_eq(ps_space_kmap(sp, 162, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[162]), 0);
+	ck_assert_int_eq(ps_space_kunmap(sp, 162), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[162]), 1);
+	ck_assert(!ps_page_is_live(pg(162)));
+}
+END_TEST
+
+/* --- the access check -------------------------------------------------------------- */
+
+START_TEST(access_check_reports_exactly)
+{
+	struct ps_memory_fault mf;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 170, 0), 0);
+	ck_assert_int_eq(ps_space_convert(sp, PG, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	ck_assert_int_eq(ps_space_check_access(sp, 8, 8, PS_ENC_SHARED, &mf),
+			 0);
+	ck_assert_int_eq(ps_space_check_access(sp, PG, PG, PS_ENC_PRIVATE,
+					       &mf),
+			 0);
+	/* A shared access to the private page. */
+	ck_assert_int_eq(ps_space_check_access(sp, PG + 16, 8, PS_ENC_SHARED,
+					       &mf),
+			 -EFAULT);
+	ck_assert_uint_eq(mf.flags, 0);
+	ck_assert_uint_eq(mf.addr, PG + 16);
+	ck_assert_uint_eq(mf.size, 8);
+	/* A private access to the shared page. */
+	ck_assert_int_eq(ps_space_check_access(sp, 40, 4, PS_ENC_PRIVATE, &mf),
+			 -EFAULT);
+	ck_assert_uint_eq(mf.flags, PS_MEMORY_FAULT_PRIVATE);
+	ck_assert_uint_eq(mf.addr, 40);
+	ck_assert_uint_eq(mf.size, 4);
+	/* Across the boundary: the part inside the first offending page. */
+	ck_assert_int_eq(ps_space_check_access(sp, PG - 4, 16, PS_ENC_SHARED,
+					       &mf),
+			 -EFAULT);
+	ck_assert_uint_eq(mf.addr, PG);
+	ck_assert_uint_eq(mf.size, 12);
+	ck_assert_int_eq(ps_space_check_access(sp, PG - 4, 16, PS_ENC_PRIVATE,
+					       &mf),
+			 -EFAULT);
+	ck_assert_uint_eq(mf.addr, PG - 4);
+	ck_assert_uint_eq(mf.size, 4);
+	/* Nothing mapped there. */
+	ck_assert_int_eq(ps_space_check_access(sp, 2 * PG + 100, 2 * PG,
+					       PS_ENC_SHARED, &mf),
+			 -ENOENT);
+	ck_assert_uint_eq(mf.addr, 2 * PG + 100);
+	ck_assert_uint_eq(mf.size, PG - 100);
+	/* Bad input leaves the report alone. */
+	mf.addr = 7;
+	ck_assert_int_eq(ps_space_check_access(sp, 0, 0, PS_ENC_SHARED, &mf),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_check_access(sp, SPACE_SIZE - 4, 8,
+					       PS_ENC_SHARED, &mf),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_check_access(sp, 0, 8, (enum ps_enc_state)5,
+					       &mf),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_check_access(sp, 0, 8, PS_ENC_SHARED, NULL),
+			 -EINVAL);
+	ck_assert_uint_eq(mf.addr, 7);
+}
+END_TEST
+
+/* --- failpoints: pin versus conversion in its windows (P2) ---------------------- */
+
+/* lib/space.c's and lib/prot.c's hooks (compiled in with failpoints). */
+extern void (*ps__space_failpoint)(int point, uint64_t addr);
+extern void (*ps__prot_failpoint)(int point, uint64_t addr);
+
+enum { /* as in lib/space.c */
+	FP_PIN_AFTER_LOOKUP = 1,
+	FP_PIN_BEFORE_RECHECK,
+};
+enum { /* as in lib/prot.c */
+	FP_CONVERT_FROZEN = 1,
+};
+
+static _Atomic(unsigned) fp_space_hits[8];
+static _Atomic(int) fp_space_point;
+static _Atomic(int) fp_space_fired;
+static void (*fp_space_action)(uint64_t addr);
+
+static void space_failpoint(int point, uint64_t addr)
+{
+	atomic_fetch_add(&fp_space_hits[point], 1);
+	if (point == atomic_load(&fp_space_point) &&
+	    !atomic_exchange(&fp_space_fired, 1))
+		fp_space_action(addr);
+}
+
+static void arm_space(int point, void (*action)(uint64_t addr))
+{
+	for (int i = 0; i < 8; i++)
+		atomic_store(&fp_space_hits[i], 0);
+	fp_space_action = action;
+	atomic_store(&fp_space_fired, 0);
+	atomic_store(&fp_space_point, point);
+	ps__space_failpoint = space_failpoint;
+}
+
+static void disarm(void)
+{
+	ps__space_failpoint = NULL;
+	ps__prot_failpoint = NULL;
+	atomic_store(&fp_space_point, 0);
+}
+
+static int fp_convert_rc;
+static uint64_t fp_convert_off;
+
+static void convert_now(uint64_t addr)
+{
+	(void)addr;
+	fp_convert_rc = ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					 &fp_convert_off);
+}
+
+/* The pin is taken, not yet re-checked: the conversion must fail there. */
+START_TEST(fp_pin_first_then_conversion_fails)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 180, 0), 0);
+	arm_space(FP_PIN_BEFORE_RECHECK, convert_now);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	disarm();
+	ck_assert_int_eq(fp_convert_rc, -EAGAIN);
+	ck_assert_uint_eq(fp_convert_off, 0);
+	ck_assert_int_eq(ps_page_enc_state(pg(180)), PS_ENC_SHARED);
+	ck_assert_uint_eq(f, 180);
+	ck_assert(ps_page_is_pinned(pg(180)));
+	ps_space_unpin(sp, &f, 1, false);
+}
+END_TEST
+
+/* The pin read the (shared) entry; the conversion completes before its
+ * try: the try finds PRIVATE and the pin fails. */
+START_TEST(fp_conversion_first_then_pin_fails)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 181, 0), 0);
+	arm_space(FP_PIN_AFTER_LOOKUP, convert_now);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EPERM);
+	disarm();
+	ck_assert_int_eq(fp_convert_rc, 0);
+	ck_assert_int_eq(ps_page_enc_state(pg(181)), PS_ENC_PRIVATE);
+	ck_assert(!ps_page_is_pinned(pg(181)));
+	ck_assert_uint_eq(ps_page_refs(pg(181)), 1);
+}
+END_TEST
+
+struct fp_pinner {
+	unsigned int flags;
+	int rc;
+	uint64_t frame;
+};
+
+static void *fp_pin_thread(void *arg)
+{
+	struct fp_pinner *p = arg;
+
+	p->rc = ps_space_pin_range(sp, 0, PG, p->flags, &p->frame);
+	return NULL;
+}
+
+static struct fp_pinner fp_pinner;
+static pthread_t fp_thread;
+
+/* Every page frozen: start a pinner and let it find the frame frozen (it
+ * looks the entry up again after each failed try). */
+static void start_pinner_while_frozen(int point, uint64_t addr)
+{
+	(void)addr;
+	if (point != FP_CONVERT_FROZEN)
+		return;
+	ck_assert(ps_page_is_frozen(pg(182)));
+	ck_assert_int_eq(pthread_create(&fp_thread, NULL, fp_pin_thread,
+					&fp_pinner),
+			 0);
+	while (atomic_load(&fp_space_hits[FP_PIN_AFTER_LOOKUP]) < 3)
+		sched_yield();
+	ck_assert(!ps_page_is_pinned(pg(182)));
+}
+
+static void pin_during_conversion(unsigned int pin_flags)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 182, 0), 0);
+	memset(&fp_pinner, 0, sizeof(fp_pinner));
+	fp_pinner.flags = pin_flags;
+	arm_space(0, NULL); /* count hits only */
+	ps__prot_failpoint = start_pinner_while_frozen;
+	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					  NULL),
+			 0);
+	pthread_join(fp_thread, NULL);
+	disarm();
+}
+
+START_TEST(fp_pin_waits_on_frozen_then_sees_private)
+{
+	pin_during_conversion(0);
+	ck_assert_int_eq(fp_pinner.rc, -EPERM);
+	ck_assert(!ps_page_is_pinned(pg(182)));
+	ck_assert_uint_eq(ps_page_refs(pg(182)), 1);
+}
+END_TEST
+
+START_TEST(fp_private_pin_waits_then_pins)
+{
+	pin_during_conversion(PS_PIN_PRIVATE);
+	ck_assert_int_eq(fp_pinner.rc, 0);
+	ck_assert_uint_eq(fp_pinner.frame, 182);
+	ck_assert(ps_page_is_pinned(pg(182)));
+	ck_assert_int_eq(ps_page_enc_state(pg(182)), PS_ENC_PRIVATE);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
+	ps_space_unpin(sp, &fp_pinner.frame, 1, false);
+}
+END_TEST
+
+/* --- stress ---------------------------------------------------------------------- */
+
+#define RACE_PAGES 4
+#define RACE_FRAME 300
+
+/*
+ * Pin versus conversion on the same pages (P2): a pinner pins random pages
+ * of four, expecting shared memory, and checks while it holds the pin that
+ * the frame is still shared; the converter converts the four pages to
+ * private and back, sometimes waiting for pins. After a successful
+ * conversion to private no shared pin may be held: every shared pin either
+ * came first (the conversion failed) or failed. Counted on both sides; both
+ * must be zero.
+ */
+struct race {
+	_Atomic(int) started, stop;
+	_Atomic(int) held; /* shared pins held right now */
+	_Atomic(unsigned) pinner_saw_private, pins_ok, pins_refused;
+};
+
+static void *race_pinner(void *arg)
+{
+	struct race *r = arg;
+	struct ps_test_rng rng = ps_test_rng_new(7);
+
+	atomic_store(&r->started, 1);
+	while (!atomic_load(&r->stop)) {
+		uint64_t page = ps_test_below(&rng, RACE_PAGES), f;
+		int rc = ps_space_pin_range(sp, page * PG, PG, 0, &f);
+
+		if (rc) {
+			if (rc != -EPERM)
+				atomic_fetch_add(&r->pinner_saw_private, 100);
+			atomic_fetch_add(&r->pins_refused, 1);
+			continue;
+		}
+		atomic_fetch_add(&r->held, 1);
+		for (int k = 0; k < 4; k++) {
+			if (ps_page_test_flags(pg(f), PS_PAGE_PRIVATE) ||
+			    ps_page_is_frozen(pg(f)))
+				atomic_fetch_add(&r->pinner_saw_private, 1);
+			if (k == 1)
+				sched_yield();
+		}
+		atomic_fetch_sub(&r->held, 1);
+		ps_space_unpin(sp, &f, 1, false);
+		atomic_fetch_add(&r->pins_ok, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_pin_versus_convert_never_both)
+{
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	unsigned converted = 0, converter_saw_pin = 0;
+	struct ps_convert_opts o;
+	struct race r;
+	pthread_t t;
+
+	memset(&r, 0, sizeof(r));
+	memset(&o, 0, sizeof(o));
+	o.wait_ns = 200000;
+	ck_assert_int_eq(ps_space_set_prot_hooks(sp, NULL), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, RACE_PAGES * PG, RACE_FRAME,
+					    0),
+			 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, race_pinner, &r), 0);
+	while (!atomic_load(&r.started))
+		sched_yield();
+	for (uint64_t i = 0; i < iters; i++) {
+		unsigned int fl = i % 3 == 0 ? PS_CONVERT_WAIT : 0;
+		int rc = ps_space_convert(sp, 0, RACE_PAGES * PG,
+					  PS_ENC_PRIVATE, fl, &o, NULL);
+
+		if (rc == 0) {
+			converted++;
+			/* No shared pin can be held now (nor start). */
+			if (atomic_load(&r.held))
+				converter_saw_pin++;
+		} else {
+			ck_assert_int_eq(rc, -EAGAIN);
+		}
+		while (ps_space_convert(sp, 0, RACE_PAGES * PG, PS_ENC_SHARED,
+					PS_CONVERT_WAIT, &o, NULL))
+			;
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(converter_saw_pin, 0);
+	ck_assert_uint_eq(atomic_load(&r.pinner_saw_private), 0);
+	ck_assert_uint_gt(converted, 0);
+	ck_assert_uint_gt(atomic_load(&r.pins_ok), 0);
+	for (uint64_t f = RACE_FRAME; f < RACE_FRAME + RACE_PAGES; f++) {
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
+		ck_assert_uint_eq(ps_page_pins(pg(f)), 0);
+		ck_assert(!ps_page_is_frozen(pg(f)));
+	}
+}
+END_TEST
+
+/*
+ * Exactly-once make-accessible (P6): each round converts the page to
+ * private (inaccessible), then two threads kmap it at the same instant; the
+ * hook must have run exactly once when both hold their map.
+ */
+struct kmap_race {
+	pthread_barrier_t go, done;
+	uint64_t rounds;
+	_Atomic(unsigned) errors;
+};
+
+static void *kmap_racer(void *arg)
+{
+	struct kmap_race *k = arg;
+
+	for (uint64_t i = 0; i < k->rounds; i++) {
+		pthread_barrier_wait(&k->go);
+		if (ps_space_kmap(sp, RACE_FRAME, PS_KMAP_PRIVATE))
+			atomic_fetch_add(&k->errors, 1);
+		pthread_barrier_wait(&k->done); /* the main thread checks */
+		pthread_barrier_wait(&k->done);
+		if (ps_space_kunmap(sp, RACE_FRAME))
+			atomic_fetch_add(&k->errors, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_first_kmap_calls_hook_exactly_once)
+{
+	struct kmap_race k;
+	pthread_t t[2];
+
+	memset(&k, 0, sizeof(k));
+	k.rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 500;
+	pthread_barrier_init(&k.go, NULL, 3);
+	pthread_barrier_init(&k.done, NULL, 3);
+	atomic_store(&seen.make_yield, 1);
+	ck_assert_int_eq(ps_space_set_prot_hooks(sp, &make_only_hooks), 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, RACE_FRAME, 0), 0);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, kmap_racer, &k), 0);
+	for (uint64_t i = 0; i < k.rounds; i++) {
+		while (ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE,
+					PS_CONVERT_WAIT, NULL, NULL))
+			;
+		ck_assert(ps_page_test_flags(pg(RACE_FRAME),
+					     PS_PAGE_INACCESSIBLE));
+		pthread_barrier_wait(&k.go);
+		pthread_barrier_wait(&k.done);
+		ck_assert_uint_eq(atomic_load(&seen.make_calls), i + 1);
+		ck_assert_uint_eq(ps_space_kmap_count(sp, RACE_FRAME), 2);
+		pthread_barrier_wait(&k.done);
+		while (ps_space_convert(sp, 0, PG, PS_ENC_SHARED,
+					PS_CONVERT_WAIT, NULL, NULL))
+			;
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&k.errors), 0);
+	ck_assert_uint_eq(ps_space_kmap_count(sp, RACE_FRAME), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(RACE_FRAME)), 1);
+	pthread_barrier_destroy(&k.go);
+	pthread_barrier_destroy(&k.done);
+}
+END_TEST
+
 static Suite *prot_suite(void)
 {
 	Suite *s = suite_create("prot");
@@ -306,6 +1761,58 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, cc_tdx_polarity);
 	tcase_add_test(tc, cc_polarities_are_opposite);
 	tcase_add_test(tc, cc_none_and_bad_input);
+
+	tc = ps_test_tcase(s, "cache modes", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, cache_set_on_free_and_in_use_frames);
+	tcase_add_test(tc, cache_pinned_frame_is_in_use);
+	tcase_add_test(tc, cache_map_requested_mode);
+	tcase_add_test(tc, cache_map_range_unwind_restores_modes);
+
+	tc = ps_test_tcase(s, "mprotect", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, mprotect_keeps_every_other_bit);
+
+	for (int hooks = 1; hooks >= 0; hooks--) {
+		tc = ps_test_tcase(s, hooks ? "conversion" : "conversion, no hooks",
+				   30);
+		tcase_add_checked_fixture(tc, hooks ? setup : setup_no_conv_hooks,
+					  teardown);
+		tcase_add_test(tc, convert_flips_state_and_enc_only);
+		tcase_add_test(tc, convert_pinned_page_in_the_middle);
+		tcase_add_test(tc, convert_refuses_cpu_mapped_and_unexpected_refs);
+		tcase_add_test(tc, convert_waits_for_pins_to_drain);
+		tcase_add_test(tc, convert_never_waits_for_longterm_pins);
+		tcase_add_test(tc, convert_missing_poisoned_and_bad_input);
+		tcase_add_test(tc, convert_private_pins);
+		tcase_add_test(tc, convert_to_shared_inaccessible);
+		tcase_add_test(tc, kmap_calls_make_accessible_once);
+		tcase_add_test(tc, access_check_reports_exactly);
+		tcase_add_test(tc, fp_pin_first_then_conversion_fails);
+		tcase_add_test(tc, fp_conversion_first_then_pin_fails);
+		tcase_add_test(tc, fp_pin_waits_on_frozen_then_sees_private);
+		tcase_add_test(tc, fp_private_pin_waits_then_pins);
+	}
+
+	tc = ps_test_tcase(s, "conversion hooks", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, hooks_prepare_flip_finish_order);
+	tcase_add_test(tc, hooks_prepare_failure_changes_nothing);
+	tcase_add_test(tc, hooks_finish_failure_quarantines);
+	tcase_add_test(tc, hooks_rollback_failure_quarantines_too);
+
+	tc = ps_test_tcase(s, "cpu maps", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, kmap_hook_failure_changes_nothing);
+	tcase_add_test(tc, kmap_pins_never_call_the_hook);
+	tcase_add_test(tc, kmap_set_inaccessible_and_misuse);
+	tcase_add_test(tc, kunmap_of_the_last_reference_frees);
+
+
+	tc = ps_test_stress_tcase(s, "stress", 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, stress_pin_versus_convert_never_both);
+	tcase_add_test(tc, stress_first_kmap_calls_hook_exactly_once);
 	return s;
 }
 

@@ -9,7 +9,7 @@ what=${1:-build}
 
 build="make meson ninja-build pkg-config gcc g++ liburcu-dev"
 test="$build check libasan8 libubsan1 libtsan2 clang libclang-rt-14-dev"
-bench="$build libck-dev"
+bench="$build libck-dev python3 gnuplot-nox"
 fuzz="$build clang libclang-rt-14-dev"
 case $what in
 build) pkgs=$build ;;

@@ -260,13 +260,28 @@ struct ps_invalidation {
 	unsigned int flags;
 };
 
-/** ps_invalidation_blockable() - may the callback sleep (take a mutex)? */
+/**
+ * ps_invalidation_blockable() - may the callback sleep (take a mutex)?
+ * @inv: the invalidation the callback was handed.
+ *
+ * Context: a callback, or any holder of @inv. Ordering: none needed: *@inv
+ * is the invalidating thread's own record and never changes.
+ * Progress: wait-free.
+ * Return: false for a PS_NOTIFIER_NONBLOCK invalidation, else true.
+ */
 static inline bool ps_invalidation_blockable(const struct ps_invalidation *inv)
 {
 	return !(inv->flags & PS_NOTIFIER_NONBLOCK);
 }
 
-/** ps_invalidation_last() - last address of the range (inclusive). */
+/**
+ * ps_invalidation_last() - last address of the range (inclusive).
+ * @inv: the invalidation the callback was handed.
+ *
+ * Context: as ps_invalidation_blockable(). Ordering: none needed (*@inv
+ * never changes). Progress: wait-free.
+ * Return: @inv->start + @inv->len - 1.
+ */
 static inline uint64_t ps_invalidation_last(const struct ps_invalidation *inv)
 {
 	return inv->start + (inv->len - 1);
@@ -368,7 +383,12 @@ struct ps_notifier_stats {
  * ps_notifier_init() - initialise an empty notifier.
  * @n: the notifier (its memory is the caller's).
  *
- * Context: blocking (allocates). Return: 0, or -ENOMEM.
+ * Context: before @n is shared; blocking (allocates).
+ * Ordering: none: the state word is stored relaxed; publish @n to other
+ * threads as usual (a release store, a thread start, a lock).
+ * Progress: blocking (calloc, mutex and condvar initialisation).
+ * Return: 0, or -ENOMEM (also if the mutex or condvar cannot be
+ * initialised; nothing is allocated then).
  */
 int ps_notifier_init(struct ps_notifier *n);
 
@@ -378,6 +398,10 @@ int ps_notifier_init(struct ps_notifier *n);
  *
  * Context: blocking; no other thread may use @n meanwhile. Memory retired by
  * earlier updates is freed by liburcu's call_rcu thread as usual.
+ * Ordering: the check runs under the notifier's mutex, so it sees every
+ * insert, remove, start and end that returned before the call.
+ * Progress: blocking (the notifier's mutex; it never waits for a grace
+ * period).
  * Return: 0; -EBUSY (nothing freed) while a subscription is inserted or an
  * invalidation is in flight.
  */
@@ -404,6 +428,8 @@ int ps_notifier_destroy(struct ps_notifier *n);
  *
  * Context: blocking (the notifier's mutex, allocation). May be called from a
  * callback. Ordering: the subscription is published with a release store.
+ * Progress: blocking (the notifier's mutex, malloc); never waits for a
+ * grace period (the replaced nodes go to call_rcu).
  * Complexity: O(log n) (a path copy in a B+-tree; see lib/notifier.c).
  * @sub must not be inserted (in any notifier): its fields are overwritten.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (as
@@ -428,18 +454,39 @@ int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
  *
  * Context: blocking. Must not be called from a callback, nor by a thread
  * between its own invalidate_start and _end of an overlapping range.
+ * Ordering: the snapshot without @sub is published with a release store
+ * (T1 in lib/notifier.c); the waits are under the notifier's mutex, so the
+ * callbacks of the invalidations it waited for happen before it returns
+ * (G7).
+ * Progress: blocking: the mutex, the overlapping invalidations in flight
+ * and, out of memory, liburcu's pending frees (rcu_barrier) and a sleep.
  * Complexity: O(log n). Cannot fail: if memory for the path copy
  * cannot be allocated, it waits for memory.
  */
 void ps_interval_remove(struct ps_interval *sub);
 
-/** ps_interval_start() - first address of the subscription. */
+/**
+ * ps_interval_start() - first address of the subscription.
+ * @sub: an inserted subscription.
+ *
+ * Context: any thread, while @sub is inserted. Ordering: a plain load: the
+ * field is written only by ps_interval_insert(), before it publishes @sub.
+ * Progress: wait-free.
+ * Return: the start given to ps_interval_insert().
+ */
 static inline uint64_t ps_interval_start(const struct ps_interval *sub)
 {
 	return sub->start;
 }
 
-/** ps_interval_last() - last address of the subscription (inclusive). */
+/**
+ * ps_interval_last() - last address of the subscription (inclusive).
+ * @sub: an inserted subscription.
+ *
+ * Context: as ps_interval_start(). Ordering: a plain load (as there).
+ * Progress: wait-free.
+ * Return: start + len - 1, as given to ps_interval_insert().
+ */
 static inline uint64_t ps_interval_last(const struct ps_interval *sub)
 {
 	return sub->last;
@@ -522,6 +569,8 @@ ps_interval_read_retry(const struct ps_interval *sub, uint64_t seq)
  * callback may run a moment later; the authoritative check is
  * ps_interval_read_retry() under the user lock.
  * Context: any thread, no lock. Ordering: relaxed. Progress: wait-free.
+ * Return: true if an overlapping invalidation ran its callback since
+ * read_begin (reliable); false if none has yet (a hint).
  */
 static inline PS_MUST_CHECK bool
 ps_interval_check_retry(const struct ps_interval *sub, uint64_t seq)
@@ -567,6 +616,8 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * wait). Blockable: may also wait for a free slot when
  * PS_NOTIFIER_MAX_INFLIGHT invalidations are in flight, and callbacks may
  * sleep. Callbacks run in this thread, outside the mutex.
+ * Progress: blocking: the mutex; without PS_NOTIFIER_NONBLOCK also the
+ * wait for a free slot, and the callbacks, which may block.
  * Ordering: the in-flight record is published (release) before the first
  * callback; a release fence then orders it before every store the caller
  * makes after the return (pairs with the acquire fence in
@@ -591,7 +642,8 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * ps_notifier_invalidate_end() - end an invalidation started with the same
  * range.
  * @n: the notifier.
- * @start, @len: as given to the successful ps_notifier_invalidate_start().
+ * @start: as given to the successful ps_notifier_invalidate_start().
+ * @len: likewise.
  *
  * Readers whose read_begin waits for this invalidation, and removers, are
  * woken. With several identical ranges in flight the oldest ends: they are
@@ -599,6 +651,8 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * Context: blocking (the notifier's mutex, briefly). Any thread.
  * Ordering: release: the caller's changes to the primary mapping happen
  * before a reader that sees this end.
+ * Progress: blocking (the notifier's mutex; it never waits for anything
+ * else).
  * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
  * exact range is in flight (misuse; nothing changes).
  */
@@ -632,7 +686,8 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * since ps_notifier_read_begin()?
  * @n: the notifier.
  * @seq: what ps_notifier_read_begin() returned.
- * @start, @len: the range the caller looked up (len >= 1).
+ * @start: the first address the caller looked up.
+ * @len: the length of that range (len >= 1).
  *
  * Exact: true if and only if an invalidation overlapping the range was in
  * flight at some instant between read_begin and this call: it was in flight
@@ -674,6 +729,15 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
 
 /**
  * ps_notifier_read_retry() - ps_notifier_read_retry_range() for one address.
+ * @n: the notifier.
+ * @seq: what ps_notifier_read_begin() returned.
+ * @addr: the address the caller looked up.
+ *
+ * Context: any thread. Ordering: as ps_notifier_read_retry_range() (an
+ * acquire fence first). Progress: wait-free if nothing started or ended
+ * since read_begin, else lock-free.
+ * Return: true if an invalidation containing @addr was in flight at some
+ * instant since read_begin (or, conservatively, the log wrapped).
  */
 static inline PS_MUST_CHECK bool
 ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq,
@@ -686,7 +750,11 @@ ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq,
 
 /**
  * ps_notifier_get_stats() - read the counters.
+ * @n: an initialised notifier.
+ * @st: receives the counters.
+ *
  * Context: any thread. Ordering: relaxed loads (not one snapshot).
+ * Progress: wait-free (eight loads).
  */
 void ps_notifier_get_stats(const struct ps_notifier *n,
 			   struct ps_notifier_stats *st);

@@ -263,26 +263,48 @@ PS_STATIC_ASSERT(sizeof(struct ps_page) == 8, "struct ps_page is 8 bytes");
 
 /**
  * ps_page_word_refs() - reference count of word @w (0 unless LIVE).
+ * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
+ *
+ * Context: any thread; pure (reads only @w).
+ * Return: the refs field of @w, pins included, if @w is LIVE; else 0.
  */
 static inline uint64_t ps_page_word_refs(uint64_t w)
 {
 	return (w & PS_PAGE_LIVE) ? w >> PS_PAGE_REFS_SHIFT : 0;
 }
 
-/** ps_page_word_pins() - pin count of word @w (0 unless LIVE). */
+/**
+ * ps_page_word_pins() - pin count of word @w (0 unless LIVE).
+ * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
+ *
+ * Context: any thread; pure (reads only @w).
+ * Return: the pins field of @w if @w is LIVE; else 0.
+ */
 static inline uint64_t ps_page_word_pins(uint64_t w)
 {
 	return (w & PS_PAGE_LIVE) ? (w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT
 				  : 0;
 }
 
-/** ps_page_word_flags() - flag bits of word @w (PS_PAGE_DIRTY, ...). */
+/**
+ * ps_page_word_flags() - flag bits of word @w (PS_PAGE_DIRTY, ...).
+ * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
+ *
+ * Context: any thread; pure (reads only @w).
+ * Return: the PS_PAGE_FLAGS_MASK bits of @w (LIVE and FROZEN included).
+ */
 static inline uint64_t ps_page_word_flags(uint64_t w)
 {
 	return w & PS_PAGE_FLAGS_MASK;
 }
 
-/** ps_page_word_cache() - raw 3-bit cache-mode field of word @w. */
+/**
+ * ps_page_word_cache() - raw 3-bit cache-mode field of word @w.
+ * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
+ *
+ * Context: any thread; pure (reads only @w).
+ * Return: 0 to 7, shifted down; 0 is write-back (prot.h names the values).
+ */
 static inline unsigned int ps_page_word_cache(uint64_t w)
 {
 	return (unsigned int)((w & PS_PAGE_CACHE_MASK) >> PS_PAGE_CACHE_SHIFT);
@@ -304,7 +326,9 @@ static inline unsigned int ps_page_word_cache(uint64_t w)
  * @PS_PAGE_ERR_BAD_COUNT: a *_many() release with n == 0 or n beyond the
  *	limit of a field it releases from.
  *
- * In every case the word is left as it was before the call.
+ * In every case the word is left as it was before the call, except on a
+ * frozen page: a get, pin, put or unpin made by fetch-and-add or -sub leaves
+ * its delta in the (then meaningless) counts until unfreeze.
  */
 enum ps_page_error {
 	PS_PAGE_ERR_REF_UNDERFLOW = 1,
@@ -332,24 +356,39 @@ typedef void (*ps_page_error_hook_t)(const struct ps_page *page,
  * ps_page_set_error_hook() - replace the hook that receives misuse.
  * @hook: the new hook, or NULL for ps_page_default_error_hook().
  *
- * Context: any thread. Ordering: release; the hook is read with acquire
- * when an error is reported.
+ * Context: any thread. A report already under way may still call the old
+ * hook.
+ * Ordering: acquire and release (one exchange); the hook is read with
+ * acquire when an error is reported, which pairs with this release.
+ * Progress: wait-free (one atomic exchange).
  * Return: the previous hook (never NULL).
  */
 ps_page_error_hook_t ps_page_set_error_hook(ps_page_error_hook_t hook);
 
 /**
  * ps_page_default_error_hook() - the hook in place at start-up.
- * @page: the page. @error: what happened. @word: the word seen.
+ * @page: the page (only its address is printed).
+ * @error: what happened.
+ * @word: the word seen.
  *
  * Prints one line to stderr. In a debug build of the library (no NDEBUG) it
  * then calls abort(). In a release build it returns, and the refused put
  * leaks the page.
+ * Context: the thread that misused the page, or a hook chaining to this one.
+ * Ordering: none; it never reads the page word, only decodes @word.
+ * Progress: blocking: fprintf() takes the stderr stream lock.
  */
 void ps_page_default_error_hook(const struct ps_page *page,
 				enum ps_page_error error, uint64_t word);
 
-/** ps_page_error_name() - a short constant name for @error. */
+/**
+ * ps_page_error_name() - a short constant name for @error.
+ * @error: an error passed to the hook.
+ *
+ * Context: any thread; pure (a constant string per value).
+ * Return: a static string, never NULL ("unknown page error" for a value
+ * outside enum ps_page_error).
+ */
 const char *ps_page_error_name(enum ps_page_error error);
 
 /* Out-of-line slow paths of the inline operations (not API; may change). */
@@ -576,8 +615,10 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
  * @refs: initial references (0 makes a free page).
  *
  * Context: no other thread may hold or take references to the page
- * meanwhile (speculative try-gets of a free page are fine). Ordering: relaxed
- * store; publish the page by the usual means (a release store, a lock).
+ * meanwhile (speculative try-gets of a free page are fine).
+ * Ordering: relaxed store; publish the page by the usual means (a release
+ * store, a lock).
+ * Progress: wait-free (one store).
  * Return: 0, or -EOVERFLOW if @refs > PS_PAGE_REFS_MAX (nothing written).
  */
 static inline int ps_page_init(struct ps_page *page, uint64_t refs)
@@ -593,9 +634,13 @@ static inline int ps_page_init(struct ps_page *page, uint64_t refs)
 /**
  * ps_page_load() - a snapshot of the whole word, for the ps_page_word_*()
  * decoders.
+ * @page: the page; no reference needed, but its memory must stay valid.
  *
- * Ordering: acquire; pairs with the release of the last put/unpin/unfreeze.
+ * Context: any thread; the snapshot may be stale as soon as it is taken.
+ * Ordering: acquire; pairs with the release of the last put/unpin/unfreeze
+ * (and of the flag read-modify-writes).
  * Progress: wait-free.
+ * Return: the word as loaded (see the layout above).
  */
 static inline uint64_t ps_page_load(const struct ps_page *page)
 {
@@ -603,19 +648,45 @@ static inline uint64_t ps_page_load(const struct ps_page *page)
 	return atomic_load_explicit(&page->word, memory_order_acquire);
 }
 
-/** ps_page_refs() - references now held (pins included; 0 unless LIVE). */
+/**
+ * ps_page_refs() - references now held (pins included; 0 unless LIVE).
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: the count; 0 on a free or frozen page. It may read above
+ * PS_PAGE_REFS_MAX while a get at the limit is refused (see "Limits" above).
+ */
 static inline uint64_t ps_page_refs(const struct ps_page *page)
 {
 	return ps_page_word_refs(ps_page_load(page));
 }
 
-/** ps_page_pins() - DMA pins now held. Acquire load. */
+/**
+ * ps_page_pins() - DMA pins now held (0 unless LIVE).
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: the pin count; 0 on a free or frozen page.
+ */
 static inline uint64_t ps_page_pins(const struct ps_page *page)
 {
 	return ps_page_word_pins(ps_page_load(page));
 }
 
-/** ps_page_is_live() - does the page have owners (not free, not frozen)? */
+/**
+ * ps_page_is_live() - does the page have owners (not free, not frozen)?
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: true if LIVE was set at the load (also between the put that drops
+ * the last reference and its claim).
+ */
 static inline bool ps_page_is_live(const struct ps_page *page)
 {
 	return (ps_page_load(page) & PS_PAGE_LIVE) != 0;
@@ -623,13 +694,17 @@ static inline bool ps_page_is_live(const struct ps_page *page)
 
 /**
  * ps_page_is_pinned() - is the page pinned for DMA right now?
+ * @page: the page; no reference needed.
  *
  * Exact: true if and only if at least one pin is held at the instant of the
  * load. There are no false positives from ordinary references (unlike Linux's
  * bias scheme). A holder of a pin always reads true. (One load and one mask
- * test: it does not check LIVE, so after a misused pin on a frozen page,
- * reported to the error hook, it reads true until unfreeze.)
- * Ordering: acquire (see ps_page_load()). Progress: wait-free.
+ * test: it does not check LIVE, so after a misused pin or unpin on a frozen
+ * page, reported to the error hook, it reads true until unfreeze.)
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: true if the pins field was non-zero at the load.
  */
 static inline bool ps_page_is_pinned(const struct ps_page *page)
 {
@@ -638,9 +713,14 @@ static inline bool ps_page_is_pinned(const struct ps_page *page)
 
 /**
  * ps_page_maybe_dma_pinned() - Linux's name for ps_page_is_pinned().
+ * @page: the page; no reference needed.
  *
  * Linux's folio_maybe_dma_pinned() may return a false positive. This one is
  * exact in both directions.
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: true if the pins field was non-zero at the load.
  */
 static inline bool ps_page_maybe_dma_pinned(const struct ps_page *page)
 {
@@ -653,11 +733,13 @@ static inline bool ps_page_maybe_dma_pinned(const struct ps_page *page)
  * ps_page_get() - take one more reference.
  * @page: a page the caller already holds a reference to.
  *
- * Context: any thread holding a reference. Ordering: relaxed.
+ * Context: any thread holding a reference.
+ * Ordering: relaxed: the held reference keeps the page stable, and a new
+ * reference publishes nothing.
  * Progress: wait-free (one fetch-and-add; a refusal adds one fetch-and-sub).
  * Return: 0; -EOVERFLOW at PS_PAGE_REFS_MAX (word unchanged); -EINVAL if the
  * page is free, holds no reference or is frozen (reported to the error hook,
- * word unchanged).
+ * word unchanged, except that a frozen page keeps the unit until unfreeze).
  */
 static inline PS_MUST_CHECK int ps_page_get(struct ps_page *page)
 {
@@ -667,11 +749,16 @@ static inline PS_MUST_CHECK int ps_page_get(struct ps_page *page)
 /**
  * ps_page_get_many() - take @n more references at once (a large page of n
  * small pages, Linux's folio_ref_add()).
+ * @page: a page the caller already holds a reference to.
+ * @n: the references to add, at least 1.
  *
- * Context, Ordering: as ps_page_get(). Progress: lock-free (CAS loop).
+ * Context: any thread holding a reference.
+ * Ordering: relaxed, like a single get: nothing is published.
+ * Progress: lock-free (CAS loop); @n == 1 is one fetch-and-add (wait-free).
  * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
  * is frozen (the last three also reach the error hook); -EOVERFLOW if the
- * count would pass PS_PAGE_REFS_MAX. On error the word is unchanged.
+ * count would pass PS_PAGE_REFS_MAX. On error the word is unchanged, except
+ * that @n == 1 on a frozen page leaves its unit there until unfreeze.
  */
 static inline PS_MUST_CHECK int ps_page_get_many(struct ps_page *page,
 						 uint64_t n)
@@ -688,8 +775,11 @@ static inline PS_MUST_CHECK int ps_page_get_many(struct ps_page *page,
  *
  * One fetch-and-add. A failure on a free or frozen page leaves a unit in the
  * (then meaningless) refs field; see "Speculative gets" above.
- * Context: any thread, no reference needed. Ordering: acquire on success.
- * Progress: wait-free, except at the limit (lock-free).
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: wait-free, except at the limit (lock-free: a CAS loop decides
+ * whether to keep the unit or take it back).
  * Return: true with a reference taken; false if the page is free or frozen,
  * or at PS_PAGE_REFS_MAX (then the word is unchanged).
  */
@@ -713,9 +803,17 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 
 /**
  * ps_page_try_get_many() - ps_page_try_get() for @n references at once.
+ * @page: a page that may be free, frozen or near its limit; its memory must
+ *	stay valid.
+ * @n: the references to take.
  *
  * A compare-and-swap: it never leaves anything in the word when it fails.
- * Return: as ps_page_try_get(); false also for @n == 0.
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true with @n references taken; false if @n == 0, the page is free
+ * or frozen, or the count would pass PS_PAGE_REFS_MAX (word unchanged).
  */
 static inline PS_MUST_CHECK bool ps_page_try_get_many(struct ps_page *page,
 						      uint64_t n)
@@ -726,9 +824,21 @@ static inline PS_MUST_CHECK bool ps_page_try_get_many(struct ps_page *page,
 /**
  * ps_page_try_get_masked() - ps_page_try_get_many() that also fails when any
  * flag in @reject is set, in the same atomic decision.
+ * @page: a page that may be free, frozen or near its limit; its memory must
+ *	stay valid.
+ * @n: the references to take.
+ * @reject: flags that make it fail; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored.
  *
  * Example: @reject = PS_PAGE_POISONED | PS_PAGE_PRIVATE for a path that
  * must only ever see shared, healthy pages.
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true with @n references taken; false if @n == 0, a flag in
+ * @reject is set, the page is free or frozen, or the count would pass
+ * PS_PAGE_REFS_MAX (word unchanged).
  */
 static inline PS_MUST_CHECK bool
 ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
@@ -738,14 +848,17 @@ ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
 
 /**
  * ps_page_put() - drop one reference.
+ * @page: a page the caller holds a reference to (not one owned by a pin).
  *
- * Context: a holder of the reference. Ordering: release; acquire too when
- * returning true. Progress: wait-free; the put that frees adds one claim
- * (lock-free).
+ * Context: a holder of the reference.
+ * Ordering: release; acquire too when returning true (the claim pairs with
+ * the release of every earlier put, so the caller frees after all holders).
+ * Progress: wait-free; the put that frees adds one claim (lock-free).
  * Return: true if this freed the page: it dropped the last reference and
  * claimed the page (LIVE cleared), so the caller frees it. False otherwise,
  * and also on misuse (underflow, a reference owned by a pin, a frozen or
- * free page), which goes to the error hook and leaves the word unchanged.
+ * free page), which goes to the error hook and leaves the word unchanged
+ * (on a frozen page the subtraction stays, meaningless, until unfreeze).
  */
 static inline bool ps_page_put(struct ps_page *page)
 {
@@ -754,9 +867,17 @@ static inline bool ps_page_put(struct ps_page *page)
 
 /**
  * ps_page_put_many() - drop @n references at once.
+ * @page: a page the caller holds @n references to (none owned by a pin).
+ * @n: the references to drop, 1 to PS_PAGE_REFS_MAX.
  *
- * Return: as ps_page_put(). @n == 0 or @n > PS_PAGE_REFS_MAX is misuse
- * (PS_PAGE_ERR_BAD_COUNT).
+ * Context: a holder of the @n references.
+ * Ordering: release; acquire too when returning true (its claim).
+ * Progress: wait-free (one fetch-and-sub); the put that frees adds one claim
+ * (lock-free).
+ * Return: true if this freed the page (the caller frees it); false otherwise.
+ * Also false on misuse, reported to the error hook with the word unchanged
+ * (on a frozen page the subtraction stays until unfreeze): @n == 0 or @n >
+ * PS_PAGE_REFS_MAX (PS_PAGE_ERR_BAD_COUNT), underflow, a frozen or free page.
  */
 static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
 {
@@ -769,11 +890,13 @@ static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
  * ps_page_pin() - take a DMA pin (which is also a reference).
  * @page: a page the caller already holds a reference to.
  *
- * Context: any thread holding a reference. Ordering: relaxed (see the
- * ordering notes for pin-then-recheck patterns). Progress: wait-free.
+ * Context: any thread holding a reference.
+ * Ordering: relaxed (see the ordering notes for pin-then-recheck patterns).
+ * Progress: wait-free (one fetch-and-add; a refusal adds one fetch-and-sub).
  * Return: 0; -EOVERFLOW at PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX (word
  * unchanged); -EINVAL if the page is free, holds no reference or is frozen
- * (error hook, word unchanged).
+ * (error hook, word unchanged, except that a frozen page keeps the unit
+ * until unfreeze).
  */
 static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
 {
@@ -783,8 +906,17 @@ static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
 /**
  * ps_page_pin_many() - take @n pins at once (one per small page of a large
  * page, as Linux counts a folio's pins).
+ * @page: a page the caller already holds a reference to.
+ * @n: the pins to take (each also a reference), at least 1.
  *
- * Return: as ps_page_get_many(), for both limits. Progress: lock-free.
+ * Context: any thread holding a reference.
+ * Ordering: relaxed, like a single pin (see the ordering notes).
+ * Progress: lock-free (CAS loop); @n == 1 is one fetch-and-add (wait-free).
+ * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
+ * is frozen (the last three also reach the error hook); -EOVERFLOW if pins
+ * or refs would pass PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX. On error the word
+ * is unchanged, except that @n == 1 on a frozen page leaves its unit there
+ * until unfreeze.
  */
 static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
 						 uint64_t n)
@@ -796,10 +928,15 @@ static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
 
 /**
  * ps_page_try_pin() - take a pin speculatively (GUP-fast's try-grab).
+ * @page: a page that may be free, frozen or at a limit; its memory must stay
+ *	valid.
  *
  * A compare-and-swap (pins never hold meaningless units, so is_pinned stays
- * one load). Context: any thread, no reference needed. Ordering: acquire on
- * success. Progress: lock-free.
+ * one load).
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: lock-free.
  * Return: true with a pin (and its reference) taken; false if the page is
  * free or frozen, or a limit would be passed (nothing changed).
  */
@@ -808,7 +945,19 @@ static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
 	return ps__page_try(page, 1, 1, 0);
 }
 
-/** ps_page_try_pin_many() - ps_page_try_pin() for @n pins at once. */
+/**
+ * ps_page_try_pin_many() - ps_page_try_pin() for @n pins at once.
+ * @page: a page that may be free, frozen or near a limit; its memory must
+ *	stay valid.
+ * @n: the pins to take (each also a reference).
+ *
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true with @n pins (and their references) taken; false if @n == 0,
+ * the page is free or frozen, or a limit would be passed (nothing changed).
+ */
 static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
 						      uint64_t n)
 {
@@ -818,11 +967,23 @@ static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
 /**
  * ps_page_try_pin_masked() - ps_page_try_pin_many() that also fails when any
  * flag in @reject is set, in the same atomic decision.
+ * @page: a page that may be free, frozen or near a limit; its memory must
+ *	stay valid.
+ * @n: the pins to take (each also a reference).
+ * @reject: flags that make it fail; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored.
  *
  * This is how a conversion (freeze, flip PRIVATE, unfreeze) and a pin that
  * expects shared memory are made linearizable. Either the pin wins and the
  * freeze fails, or the freeze wins and the pin fails: on the missing LIVE
  * while frozen, on PRIVATE afterwards.
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true with @n pins (and their references) taken; false if @n == 0,
+ * a flag in @reject is set, the page is free or frozen, or a limit would be
+ * passed (nothing changed).
  */
 static inline PS_MUST_CHECK bool
 ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
@@ -832,19 +993,37 @@ ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
 
 /**
  * ps_page_unpin() - drop one pin and its reference.
+ * @page: a page the caller holds a pin on.
  *
- * Ordering: release; acquire too when returning true. Progress: wait-free;
- * the unpin that frees adds one claim (lock-free).
+ * Context: the holder of the pin.
+ * Ordering: release; acquire too when returning true (its claim, as in
+ * ps_page_put()).
+ * Progress: wait-free; the unpin that frees adds one claim (lock-free).
  * Return: true if this freed the page (the caller frees); false otherwise
- * and on misuse (no pin held, frozen), which goes to the error hook with the
- * word unchanged.
+ * and on misuse (no pin held, a frozen or free page), which goes to the
+ * error hook with the word unchanged (on a frozen page the subtraction
+ * stays, meaningless, until unfreeze).
  */
 static inline bool ps_page_unpin(struct ps_page *page)
 {
 	return ps__page_sub(page, 1, 1);
 }
 
-/** ps_page_unpin_many() - drop @n pins and their references at once. */
+/**
+ * ps_page_unpin_many() - drop @n pins and their references at once.
+ * @page: a page the caller holds @n pins on.
+ * @n: the pins to drop, 1 to PS_PAGE_PINS_MAX.
+ *
+ * Context: the holder of the @n pins.
+ * Ordering: release; acquire too when returning true (its claim).
+ * Progress: wait-free (one fetch-and-sub); the unpin that frees adds one
+ * claim (lock-free).
+ * Return: true if this freed the page (the caller frees); false otherwise.
+ * Also false on misuse, reported to the error hook with the word unchanged
+ * (on a frozen page the subtraction stays until unfreeze): @n == 0 or @n >
+ * PS_PAGE_PINS_MAX (PS_PAGE_ERR_BAD_COUNT), fewer than @n pins held, a
+ * frozen or free page.
+ */
 static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
 {
 	return ps__page_sub(page, n, n);
@@ -858,12 +1037,14 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
  *
  * This is how a mapping takes its frame, whether or not the frame was in
  * use. Two racing callers on a free page both succeed, with two references.
- * Ordering: acquire when it revives (pairs with the release of the put that
- * freed the page); relaxed otherwise, like ps_page_get().
+ * Context: any thread, no reference needed; the memory must stay valid.
+ * Ordering: acquire (pairs with the release of the put that dropped the
+ * last reference, whether or not that put has freed the page yet).
  * Progress: lock-free.
  * Return: 0 if the page was LIVE; 1 if this call revived a free page (an
  * owner undoing the call then knows the page was free before it); -EBUSY if
- * the page is frozen; -EOVERFLOW at PS_PAGE_REFS_MAX.
+ * the page is frozen; -EHWPOISON if it is free and POISONED (quarantined
+ * pages are never handed out again); -EOVERFLOW at PS_PAGE_REFS_MAX.
  */
 static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 {
@@ -871,17 +1052,24 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 	uint64_t seen;
 
 	for (;;) {
-		/* Relaxed: as ps_page_get(); the owner publishes the page. */
+		/*
+		 * Acquire: the page may be LIVE with no reference left (its
+		 * last put has not claimed it yet), and this revives it; pairs
+		 * with the release of that put, as in ps_page_try_get().
+		 */
 		if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 1, 0,
-				 false, memory_order_relaxed, &seen, &why))
+				 false, memory_order_acquire, &seen, &why))
 			return 0;
 		if (why == PS__PAGE_LIMIT)
 			return -EOVERFLOW;
 		if (seen & PS_PAGE_FROZEN)
 			return -EBUSY;
+		if (seen & PS_PAGE_POISONED)
+			return -EHWPOISON; /* free and quarantined */
 		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_FROZEN, 0,
-				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED,
+				 0, PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
 				 PS_PAGE_LIVE | PS_PAGE_REF_ONE, 0, 0, false,
 				 memory_order_acquire, &seen, &why))
 			return 1;
@@ -903,8 +1091,11 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
  * page_ref_freeze(), the "expected references" check of migration and
  * conversion.
  *
+ * Context: any thread that can account for all @expected_refs references
+ * (its own included, if it holds one).
  * Ordering: acquire on success (pairs with the release of every earlier put
- * or unpin). Progress: lock-free.
+ * or unpin).
+ * Progress: lock-free.
  * Return: true if frozen; false otherwise (nothing changed).
  */
 static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
@@ -929,6 +1120,7 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
  * @refs: the references the page holds from now on (no pins). 0 leaves a
  *	free page.
  *
+ * Context: the freezer, once per successful ps_page_freeze().
  * Ordering: release. It publishes the freezer's changes to the next
  * acquiring try-get (pairs with the acquire in ps_page_try_get()).
  * Progress: lock-free.
@@ -951,7 +1143,15 @@ static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
 	return ps__page_unfreeze_refused(page, seen);
 }
 
-/** ps_page_is_frozen() - is the page frozen right now? Acquire load. */
+/**
+ * ps_page_is_frozen() - is the page frozen right now?
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: true if FROZEN was set at the load.
+ */
 static inline bool ps_page_is_frozen(const struct ps_page *page)
 {
 	return (ps_page_load(page) & PS_PAGE_FROZEN) != 0;
@@ -959,13 +1159,31 @@ static inline bool ps_page_is_frozen(const struct ps_page *page)
 
 /* --- flags --------------------------------------------------------------- */
 
-/** ps_page_flags() - the flag bits now set. Acquire load. */
+/**
+ * ps_page_flags() - the flag bits now set.
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: the PS_PAGE_FLAGS_MASK bits of the word (LIVE, FROZEN and the
+ * cache field included).
+ */
 static inline uint64_t ps_page_flags(const struct ps_page *page)
 {
 	return ps_page_word_flags(ps_page_load(page));
 }
 
-/** ps_page_test_flags() - is any flag of @mask set? Acquire load. */
+/**
+ * ps_page_test_flags() - is any flag of @mask set?
+ * @page: the page; no reference needed.
+ * @mask: the flags to test; bits outside PS_PAGE_FLAGS_MASK are ignored.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: true if any flag of @mask was set at the load.
+ */
 static inline bool ps_page_test_flags(const struct ps_page *page,
 				      uint64_t mask)
 {
@@ -975,13 +1193,19 @@ static inline bool ps_page_test_flags(const struct ps_page *page,
 /**
  * ps_page_fetch_set_flags() - set the flags in @mask (one fetch-or) and
  * return the whole word as it was.
+ * @page: the page.
+ * @mask: the flags to set.
  *
  * Only PS_PAGE_USER_FLAGS can be set. Other bits of @mask are ignored, so a
  * count, FROZEN or LIVE can never change through this call. The old word
  * also tells the counts at the instant of the change, in the same single
  * order as every count operation on the page (write-back uses this to learn
  * whether a pin came before its clearing of DIRTY).
- * Ordering: acquire and release. Progress: wait-free.
+ * Context: any thread; no reference needed (flags stay writable on a free or
+ * frozen page).
+ * Ordering: acquire and release (LOCKED is a lock, DIRTY hands data over);
+ * pairs with the other flag operations and with ps_page_load().
+ * Progress: wait-free.
  * Return: the word before the change (decode it with ps_page_word_*()).
  */
 static inline uint64_t ps_page_fetch_set_flags(struct ps_page *page,
@@ -995,6 +1219,15 @@ static inline uint64_t ps_page_fetch_set_flags(struct ps_page *page,
 /**
  * ps_page_fetch_clear_flags() - clear the flags in @mask (one fetch-and)
  * and return the whole word as it was (see ps_page_fetch_set_flags()).
+ * @page: the page.
+ * @mask: the flags to clear; bits outside PS_PAGE_USER_FLAGS are ignored.
+ *
+ * Context: any thread; no reference needed (flags stay writable on a free or
+ * frozen page).
+ * Ordering: acquire and release: clearing LOCKED releases the lock, clearing
+ * DIRTY takes the data over; pairs with ps_page_fetch_set_flags().
+ * Progress: wait-free.
+ * Return: the word before the change (decode it with ps_page_word_*()).
  */
 static inline uint64_t ps_page_fetch_clear_flags(struct ps_page *page,
 						 uint64_t mask)
@@ -1007,9 +1240,13 @@ static inline uint64_t ps_page_fetch_clear_flags(struct ps_page *page,
 
 /**
  * ps_page_set_flags() - set the flags in @mask (one fetch-or).
+ * @page: the page.
+ * @mask: the flags to set.
  *
  * Only PS_PAGE_USER_FLAGS can be set (see ps_page_fetch_set_flags()).
- * Ordering: acquire and release. Progress: wait-free.
+ * Context: any thread; no reference needed.
+ * Ordering: acquire and release.
+ * Progress: wait-free.
  * Return: the flags as they were before.
  */
 static inline uint64_t ps_page_set_flags(struct ps_page *page, uint64_t mask)
@@ -1019,8 +1256,12 @@ static inline uint64_t ps_page_set_flags(struct ps_page *page, uint64_t mask)
 
 /**
  * ps_page_clear_flags() - clear the flags in @mask (one fetch-and).
+ * @page: the page.
+ * @mask: the flags to clear.
  *
- * Only PS_PAGE_USER_FLAGS are affected. Ordering: acquire and release.
+ * Only PS_PAGE_USER_FLAGS are affected.
+ * Context: any thread; no reference needed.
+ * Ordering: acquire and release.
  * Progress: wait-free.
  * Return: the flags as they were before.
  */
@@ -1031,9 +1272,16 @@ static inline uint64_t ps_page_clear_flags(struct ps_page *page, uint64_t mask)
 
 /**
  * ps_page_test_and_set_flag() - set @flag and say whether it was already set.
+ * @page: the page.
+ * @flag: one flag of PS_PAGE_USER_FLAGS, e.g. PS_PAGE_LOCKED.
  *
  * A false return means this call made the clear-to-set transition: exactly
  * one of any number of racing callers sees false.
+ * Context: any thread; no reference needed.
+ * Ordering: acquire and release (one fetch-or): taking LOCKED (a false
+ * return) acquires what the last clear of LOCKED released.
+ * Progress: wait-free.
+ * Return: true if @flag was already set; false if this call set it.
  */
 static inline bool ps_page_test_and_set_flag(struct ps_page *page,
 					     uint64_t flag)
@@ -1043,8 +1291,16 @@ static inline bool ps_page_test_and_set_flag(struct ps_page *page,
 
 /**
  * ps_page_test_and_clear_flag() - clear @flag and say whether it was set.
+ * @page: the page.
+ * @flag: one flag of PS_PAGE_USER_FLAGS, e.g. PS_PAGE_LOCKED.
  *
  * A true return means this call made the set-to-clear transition.
+ * Context: any thread; no reference needed.
+ * Ordering: acquire and release (one fetch-and): clearing LOCKED releases
+ * the holder's writes to the next taker of LOCKED.
+ * Progress: wait-free.
+ * Return: true if @flag was set (this call cleared it); false if it was
+ * already clear.
  */
 static inline bool ps_page_test_and_clear_flag(struct ps_page *page,
 					       uint64_t flag)
@@ -1054,9 +1310,16 @@ static inline bool ps_page_test_and_clear_flag(struct ps_page *page,
 
 /**
  * ps_page_change_flags() - clear @clear then set @set, in one atomic step.
+ * @page: the page.
+ * @clear: the flags to clear.
+ * @set: the flags to set once @clear is cleared.
  *
  * For multi-bit fields such as the cache mode. Only PS_PAGE_USER_FLAGS are
- * affected. Ordering: acquire and release. Progress: lock-free.
+ * affected.
+ * Context: any thread; no reference needed.
+ * Ordering: acquire and release, like the single-bit flag operations.
+ * Progress: lock-free (a CAS loop that never refuses; it retries only when
+ * another thread changed the word).
  * Return: the flags as they were before.
  */
 static inline uint64_t ps_page_change_flags(struct ps_page *page,

@@ -13,5 +13,6 @@
 #include <pagestate/pte.h>
 #include <pagestate/seq.h>
 #include <pagestate/space.h>
+#include <pagestate/uffd.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */

@@ -43,11 +43,13 @@
  * ps_pgtable_read_lock() is urcu-bp's read lock, so a caller that already
  * uses urcu-bp may call ps_pgtable_lookup() from its own section instead.
  * Sections nest. Inside one, call only the functions that never block
- * (lookup, get, set, cmpxchg, swap_out, swap_in, zap, fault, map without
- * PS_PTE_UFFD_WP, copy and move without PS_KEEP_WP, report-only scans):
- * the others take the table's writer mutex, and ps_pgtable_unregister()
- * waits for readers while holding it. ps_pgtable_get() is the
- * self-contained, argument-checking lookup.
+ * (lookup, get, registration, set, cmpxchg, swap_out, swap_in, zap, the
+ * faults, map without PS_PTE_UFFD_WP, copy and move without PS_KEEP_WP,
+ * report-only scans): the others take the table's writer mutex, and
+ * ps_pgtable_unregister() waits for readers while holding it.
+ * ps_pgtable_get() is the self-contained, argument-checking lookup;
+ * ps_pgtable_fault_locked() is the fault without a section of its own, for
+ * batches of faults in one section.
  *
  * ---------------------------------------------------------------------------
  * Write protection (Linux userfaultfd semantics; differences marked "Linux:")
@@ -473,6 +475,27 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
 /**
+ * ps_pgtable_registration() - the registration covering page @addr.
+ * @t: the table.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @flags: receives its PS_WP_* flags on success (as registered, with the
+ *	PS_WP_UNPOPULATED that PS_WP_ASYNC implies); untouched otherwise.
+ *
+ * For a fault handler or a bridge that must know the page's mode (async or
+ * sync, shared or anonymous) without a scan.
+ * Context: any thread, also inside a read-side section (its own nests).
+ * Ordering: acquire, pairing with the release that publishes a registration
+ * set: the answer is the set at one instant (one load), so a register() or
+ * unregister() that returned before the call is seen, and one that runs
+ * concurrently is seen wholly or not at all.
+ * Progress: wait-free (a binary search of the registrations).
+ * Return: 0; -ENOENT if no registration covers @addr; -EINVAL for an
+ * unaligned or out-of-space @addr.
+ */
+int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
+			    unsigned int *flags);
+
+/**
  * ps_pgtable_protect() - write-protect [@start, @start + @len)
  * (UFFDIO_WRITEPROTECT with MODE_WP): see the transition table.
  *
@@ -562,6 +585,28 @@ enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 /** ps_pgtable_fault() - ps_pgtable_fault_pte() without the entry. */
 enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
 			       unsigned int access);
+
+/**
+ * ps_pgtable_fault_locked() - ps_pgtable_fault_pte() inside the caller's
+ * read-side section.
+ * @t: the table.
+ * @addr: the page accessed.
+ * @access: as for ps_pgtable_fault_pte().
+ * @pte: if not NULL, receives the entry as the fault left it.
+ *
+ * For a handler that resolves faults in batches (a vCPU loop, a bridge
+ * draining several userfaultfd messages): it saves the section pair that
+ * ps_pgtable_fault_pte() enters (about 12 ns, see "Readers and RCU"), as
+ * ps_pgtable_lookup() does for lookups. Same semantics and checks; it never
+ * blocks, so it may run in any section.
+ * Context: inside ps_pgtable_read_lock() or the caller's own urcu-bp
+ * section.
+ * Ordering: acquire and release (the resolving CAS).
+ * Progress: lock-free; never blocks.
+ * Return: what ps_pgtable_fault_pte() returns.
+ */
+enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
+				      unsigned int access, ps_pte_t *pte);
 
 /**
  * ps_pgtable_scan() - report pages of [arg->start, arg->end) by category,

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * pagestate/prot.h - per-page protection: cache mode and encryption state,
- * and their x86 encodings.
+ * their x86 encodings, and the address-space operations that use them:
+ * shared/private conversion under pins, CPU maps that make pages accessible,
+ * the access check of a VMM's fault path, cache-mode changes and
+ * mprotect-like protection changes.
  *
  * Protection here is per page, not per mapping. Linux keeps cache and
  * encryption bits in a VMA's vm_page_prot, and drivers whose pages differ
  * inside one mapping (TTM's mixed system/IO placements, the vDSO's vvar page
  * under SEV) work around it (seed 004). Here each frame's page word holds
  * its cache mode and encryption state (page.h: the CACHE field and the
- * PRIVATE flag), and each mapping entry carries the same bits.
+ * PRIVATE flag), and each mapping entry carries the same bits (pte.h: cache
+ * and ENC).
  *
  * ---------------------------------------------------------------------------
  * Cache modes
@@ -25,6 +29,30 @@
  *   UC   strongly uncached (MMIO registers)
  *   WT   write-through
  *   WP   write-protected (reads cached, writes go to memory)
+ *
+ * One frame, one cache mode. Linux tracks memory types per physical range
+ * (memtype_reserve()) and refuses a conflicting type with -EBUSY while the
+ * range is reserved by a mapping. There is no per-frame map count here (8
+ * bytes per frame, no more), so "reserved" means "in use": a frame that is
+ * LIVE (mapped, pinned, CPU-mapped or referenced by its owner) keeps its
+ * mode. Hence:
+ *   - ps_space_map(..., PS_MAP_CACHE(mode)) on a free frame gives it @mode in
+ *     the same atomic step that takes the mapping's reference; on a frame in
+ *     use with another mode it fails with -EBUSY; the same mode is fine.
+ *     Without PS_MAP_CACHE a mapping takes the frame's mode, never conflicts.
+ *   - ps_space_set_cache() changes the mode of a free frame, or of one whose
+ *     only references are @expected_refs the caller accounts for (frozen
+ *     for the change, so no mapping, pin or CPU map can appear meanwhile);
+ *     otherwise -EBUSY, and the same mode is always fine. A mapped frame is
+ *     changed by unmapping it first (Linux: free_memtype, then reserve).
+ * Where Linux falls back silently (WC on a PAT without WC becomes UC-), the
+ * encoders below fail with -EOPNOTSUPP; the page word itself never holds a
+ * value outside enum ps_cache_mode.
+ *
+ * A protection change (ps_space_mprotect(), mprotect-like: read-only or
+ * writable) changes only MAYWRITE and WRITE of each entry (pte.h's
+ * ps_pte_set_maywrite()): never the frame, the cache mode, ENC, uffd-wp,
+ * DIRTY or ACCESSED, as Linux's pte_modify() keeps _PAGE_CHG_MASK.
  *
  * ---------------------------------------------------------------------------
  * x86 encodings (for users who write real page-table entries)
@@ -61,14 +89,187 @@
  * Without confidential computing (PS_CC_NONE) there is no such bit: every
  * page is shared, and asking for a private encoding is -EOPNOTSUPP.
  *
- * Progress: every function here is wait-free (pure, or one atomic load).
+ * In the page word, PRIVATE is the state and INACCESSIBLE says "the CPU may
+ * not touch the contents until the make-accessible hook ran" (a private
+ * page, or a shared one removed from the VMM's own mappings). A frame is
+ * created shared and accessible (a zero word); conversion to private sets
+ * both flags. An owner that creates frames private by hand sets PRIVATE and
+ * INACCESSIBLE together, before the frame is first mapped.
+ *
+ * ---------------------------------------------------------------------------
+ * Conversion (ps_space_convert())
+ * ---------------------------------------------------------------------------
+ *
+ * Converts the frames mapped in a range between shared and private, all or
+ * nothing, the way KVM's in-place guest_memfd conversion and Linux's
+ * set_memory_decrypted() do, with the differences below. In order:
+ *
+ *   1. Take the space's writer mutex (no map, unmap or discard meanwhile)
+ *      and start an invalidation of the range with PS_NOTIFIER_CONVERSION:
+ *      secondary mappings are torn down, and cached translations retry.
+ *   2. Freeze every frame that is not yet in the target state, with its
+ *      expected references: the mapping's one plus opts->extra_refs. The
+ *      freeze fails if the frame holds any pin, any CPU map (ps_space_kmap()
+ *      holds a reference), or any other reference. That page is the first
+ *      offending page: nothing has changed yet, every frame frozen so far is
+ *      unfrozen, and the call fails with its offset (see Errors).
+ *   3. Page by page, in address order: the prepare hook; the flip (the
+ *      frame's PRIVATE flag, INACCESSIBLE with it, and the entry's ENC bit,
+ *      nothing else); the finish hook (Linux's enc_status_change_prepare(),
+ *      the page-table change, enc_status_change_finish()).
+ *   4. Unfreeze every frame with the same references, end the invalidation,
+ *      drop the mutex.
+ * Without prepare and finish hooks nothing can fail after step 2, so steps
+ * 3 and 4 are one pass: each page's entry gets its ENC bit, then one
+ * compare-and-swap flips the page word and unfreezes it.
+ *
+ * Pins and conversions (one atomic decision per page). A pin that expects
+ * shared memory takes its pin with one compare-and-swap that also refuses a
+ * PRIVATE frame (ps_page_try_pin_masked()), and a conversion's freeze is one
+ * compare-and-swap on the same word that requires zero pins. So exactly one
+ * wins: either the pin came first (the freeze fails: -EAGAIN at that page),
+ * or the freeze did, and the pin waits while the frame is frozen, then finds
+ * it PRIVATE and fails with -EPERM. A page converted to private can never
+ * be pinned by a path that expects shared memory. The same holds for CPU
+ * maps (ps_space_kmap() without PS_KMAP_PRIVATE) and for the secondary-map
+ * helper (ps_space_map_secondary() never maps private frames).
+ *
+ * What a private pin means (PS_PIN_PRIVATE, pagestate/space.h): the frame
+ * stays resident and cannot be converted while pinned; its contents are not
+ * made accessible to anyone (a pin never calls the make-accessible hook,
+ * seed 000). It is for paths that hand private memory to a trusted agent as
+ * is: a TDX/SNP firmware call, an IOMMU that maps private memory for a
+ * trusted (TDISP) device, migration of encrypted contents.
+ *
+ * Waiting (PS_CONVERT_WAIT). Without it, a page held by a pin or a CPU map
+ * fails the call at once; references that are neither (a racing lookup, a
+ * pin that is backing out) are retried for up to PS_CONVERT_TRANSIENT_NS,
+ * as KVM drains per-CPU LRU batches once before it gives up. With it, the
+ * call waits (yielding, then sleeping) until every page can be frozen, or
+ * until opts->wait_ns has passed since the first page it had to wait for.
+ * A frame pinned with PS_PIN_LONGTERM is never
+ * waited for: its pins will not drain on their own (the caller must unmap
+ * it from the IOMMU first), so it fails at once with -EBUSY. (The mark is
+ * per frame and cleared when a conversion freezes the frame; until then a
+ * later short-term pin of a frame that once had a long-term pin also
+ * counts as long-term.) While waiting,
+ * the pages frozen so far stay frozen and pins of them wait too; the budget
+ * bounds that.
+ *
+ * Hooks and quarantine (struct ps_prot_hooks). A prepare failure fails the
+ * call with -EIO: that page is unchanged, the pages before it are converted
+ * back (see below), so nothing has changed. A finish failure leaves the page
+ * in a state nobody knows (Linux: set_memory_decrypted() failures must leak
+ * the page, or its contents may reach the host): the page is quarantined and
+ * the call fails with -EIO; the other pages are converted back. Converting
+ * back runs the reverse conversion with the same hooks; a page whose reverse
+ * hooks fail is quarantined too. Quarantine: the frame is marked POISONED,
+ * its entry becomes a POISONED marker (faults report PS_FAULT_POISONED, pins
+ * and maps fail with -EHWPOISON, conversion and kmap refuse it), and the
+ * mapping's reference is leaked, so the frame is never freed and never
+ * handed out again. opts->quarantined counts them.
+ *
+ * Errors and error_offset. *error_offset receives the byte offset from
+ * @start of the page that stopped the call, for every error that concerns a
+ * page (all but -EINVAL and -ENOMEM); otherwise it is not written.
+ *   -EAGAIN     a page is pinned (not long-term), CPU-mapped or holds other
+ *               references than expected, or is frozen by someone else;
+ *               with PS_CONVERT_WAIT: still so when the budget ran out.
+ *               Drop them (or wait) and call again. As KVM's -EAGAIN.
+ *   -EBUSY      a page is pinned with PS_PIN_LONGTERM: it will not drain.
+ *   -ENOENT     a page has no present entry (without
+ *               PS_CONVERT_SKIP_MISSING). Populate it first: the state
+ *               belongs to frames, not to addresses.
+ *   -EHWPOISON  a page's frame is poisoned (quarantined).
+ *   -EIO        a platform hook failed (opts->hook_error has its errno).
+ * On every error no frame of the range has changed state, except the
+ * quarantined ones.
+ *
+ * Where this differs from Linux and KVM:
+ *   - The state lives in the frame, so the conversion sees pins exactly and
+ *     decides per page with one compare-and-swap that also excludes every
+ *     later pin; KVM's in-place conversion compares each folio's reference
+ *     count with nr_pages + 1, which cannot tell a pin from any other
+ *     reference, and keeps the state in a per-gfn attribute array.
+ *   - It can wait, bounded, for short-term pins to drain, and says -EBUSY for
+ *     long-term ones (OP-5: KVM fails with -EAGAIN and leaves userspace to
+ *     find the pinner).
+ *   - Platform hooks run per page, so a finish failure quarantines exactly
+ *     one page, and a prepare failure is undone exactly; Linux runs them
+ *     per range, and after a failure its callers must leak the whole range.
+ *   - Pages without a present entry fail the call (or are skipped); KVM
+ *     records the attribute for unpopulated gfns.
+ *
+ * ---------------------------------------------------------------------------
+ * CPU maps (ps_space_kmap(), seed 000)
+ * ---------------------------------------------------------------------------
+ *
+ * A CPU that reads or writes a frame's contents brackets the access with
+ * ps_space_kmap() / ps_space_kunmap(), as the kernel uses kmap(). A kmap
+ * takes a reference on the frame (so a conversion sees it and refuses the
+ * page) and counts one CPU map in a per-frame counter kept outside the page
+ * word. The first CPU map of an INACCESSIBLE frame calls the make-accessible
+ * hook (arch_make_page_accessible()), once, however many threads kmap it at
+ * the same time: the 0 -> 1 transition of the count takes the frame's LOCKED
+ * bit, later kmaps only increment. If the hook fails, the kmap fails with its
+ * error and the count and references are as before. On success the frame is
+ * accessible until a conversion to private or ps_space_set_inaccessible().
+ * Device pins never call the hook: a pin is not a CPU access (seed 000).
+ * A kmap refuses private frames unless PS_KMAP_PRIVATE (a path that expects
+ * plaintext must not read a private page's ciphertext), as pins do.
+ * Write-back (ps_space_writeback()) hands frames to its callback as they
+ * are: a callback that reads a frame that may be private or inaccessible
+ * brackets the read with ps_space_kmap() / ps_space_kunmap().
+ *
+ * ---------------------------------------------------------------------------
+ * The access check (ps_space_check_access())
+ * ---------------------------------------------------------------------------
+ *
+ * A VMM's fault path learns from the hardware whether a guest access was
+ * private or shared (the C-bit, the TDX shared bit, the SNP fault's error
+ * code). If that kind does not match the page's state, KVM exits to the VMM
+ * with KVM_EXIT_MEMORY_FAULT (gpa, size, KVM_MEMORY_EXIT_FLAG_PRIVATE) and
+ * the VMM converts or kills the guest. ps_space_check_access() is that check:
+ * it fills a struct ps_memory_fault with the exact part of the access that
+ * hit the first mismatching page, and its kind.
+ *
+ * ---------------------------------------------------------------------------
+ * Ordering and progress of the space operations
+ * ---------------------------------------------------------------------------
+ *
+ *   wait-free   ps_space_check_access, ps_space_kmap_count, the encoders
+ *   lock-free   ps_space_kmap when the frame is already CPU-mapped,
+ *               ps_space_kunmap, ps_space_set_cache (with expected_refs it
+ *               freezes the frame briefly: others wait meanwhile)
+ *   blocking    ps_space_convert (writer mutex, invalidation, hooks, the
+ *               wait), ps_space_mprotect (writer mutex, invalidation),
+ *               ps_space_kmap's first CPU map (the LOCKED bit and the hook)
+ *               and any kmap of a frame being converted (it waits for the
+ *               unfreeze), ps_space_set_inaccessible (LOCKED),
+ *               ps_space_set_prot_hooks (mutex)
+ *
+ *   ps_space_convert       the unfreeze of each frame is a release: a pin or
+ *                          kmap that finds the frame in its new state (an
+ *                          acquiring try) sees the new entry and what the
+ *                          hooks wrote; the invalidation's end is a release
+ *                          for secondary-mapping readers.
+ *   ps_space_kmap          acquire: the caller sees what the make-accessible
+ *                          hook did and what earlier holders wrote.
+ *   ps_space_kunmap        release: the caller's accesses come before it.
+ *   ps_space_check_access  acquire loads: an answer "matches" was true at
+ *                          the instant of the load.
+ *
+ * The protocol, with numbered guarantees P1..P8 that the tests cite, is at
+ * the top of lib/prot.c.
  */
 #ifndef PAGESTATE_PROT_H
 #define PAGESTATE_PROT_H
 
 #include <pagestate/compiler.h>
 #include <pagestate/page.h>
+#include <pagestate/space.h>
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -98,20 +299,101 @@ enum ps_enc_state {
 	PS_ENC_PRIVATE = 1, /* encrypted: guest-owned */
 };
 
-/** ps_cache_mode_name() - "WB", "WC", "UC-", "UC", "WT", "WP" or "?". */
+/**
+ * ps_cache_mode_name() - a short constant name for a cache mode.
+ * @mode: the mode (any value).
+ *
+ * Context: any thread; pure.
+ * Return: "WB", "WC", "UC-", "UC", "WT", "WP", or "?" for an unknown @mode.
+ */
 const char *ps_cache_mode_name(enum ps_cache_mode mode);
 
-/** ps_page_cache_mode() - the cache mode of a frame's page word. */
+/**
+ * ps_page_cache_mode() - the cache mode of a frame's page word.
+ * @page: the frame's page word.
+ *
+ * Context: any thread. Ordering: acquire load (ps_page_load()).
+ * Progress: wait-free.
+ * Return: the mode held in the word's CACHE field.
+ */
 static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
 {
 	return (enum ps_cache_mode)ps_page_word_cache(ps_page_load(page));
 }
 
-/** ps_page_enc_state() - the encryption state of a frame's page word. */
+/**
+ * ps_page_enc_state() - the encryption state of a frame's page word.
+ * @page: the frame's page word.
+ *
+ * Context: any thread. Ordering: acquire load. Progress: wait-free.
+ * Return: PS_ENC_PRIVATE if the word's PRIVATE flag is set, else
+ * PS_ENC_SHARED.
+ */
 static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
 {
 	return ps_page_test_flags(page, PS_PAGE_PRIVATE) ? PS_ENC_PRIVATE
 							 : PS_ENC_SHARED;
+}
+
+/**
+ * ps_page_get_or_revive_cache() - ps_page_get_or_revive() for a new owner
+ * that needs cache mode @mode: a LIVE frame with @mode gains a reference, a
+ * free frame becomes LIVE with this one reference and @mode, in one atomic
+ * step (so no other owner can see it with another mode in between).
+ * @page: the frame.
+ * @mode: the mode the owner needs.
+ * @old_mode: if not NULL, receives the mode the frame had before the call
+ *	(an owner undoing a revival restores it).
+ *
+ * Context: any thread, no reference needed; the memory must stay valid.
+ * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
+ * the put that dropped the last reference).
+ * Progress: lock-free.
+ * Return: 0 (was LIVE), 1 (revived); -EBUSY if the frame is frozen or LIVE
+ * with another mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
+ * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
+ */
+static inline PS_MUST_CHECK int
+ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
+			    unsigned int *old_mode)
+{
+	const uint64_t bits = (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if ((unsigned int)mode >= PS_CACHE_NR)
+		return -EINVAL;
+	for (;;) {
+		/*
+		 * Acquire: it may revive a LIVE page whose last put has not
+		 * claimed it yet; pairs with that put's release (page.h).
+		 */
+		if (ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_CACHE_MASK,
+				 PS_PAGE_LIVE | bits, 0, 0, 1, 0, false,
+				 memory_order_acquire, &seen, &why)) {
+			if (old_mode)
+				*old_mode = (unsigned int)mode;
+			return 0;
+		}
+		if (why == PS__PAGE_LIMIT)
+			return -EOVERFLOW;
+		if (seen & (PS_PAGE_FROZEN | PS_PAGE_LIVE))
+			return -EBUSY; /* frozen, or in use with another mode */
+		if (seen & PS_PAGE_POISONED)
+			return -EHWPOISON; /* free and quarantined */
+		/* Acquire: pairs with the release of the freeing put. */
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED, 0,
+				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+					 PS_PAGE_CACHE_MASK,
+				 PS_PAGE_LIVE | PS_PAGE_REF_ONE | bits, 0, 0, false,
+				 memory_order_acquire, &seen, &why)) {
+			if (old_mode)
+				*old_mode = ps_page_word_cache(seen);
+			return 1;
+		}
+		/* Revived, frozen or given a flag by another thread: again. */
+	}
 }
 
 /* --- x86 PAT / PCD / PWT -------------------------------------------------- */
@@ -146,6 +428,7 @@ enum ps_x86_level {
  * @bits: receives the bits, a subset of PWT | PCD | PAT(_LARGE).
  *
  * Picks the lowest slot holding @mode's memory type.
+ * Context: any thread; pure.
  * Return: 0; -EINVAL for an unknown @mode or @level; -EOPNOTSUPP if @pat
  * has no slot for @mode (Linux would silently use UC- there). On error
  * @bits is untouched.
@@ -161,13 +444,20 @@ int ps_x86_cache_bits(uint64_t pat, enum ps_cache_mode mode,
  * @level: the entry format.
  * @mode: receives the mode.
  *
+ * Context: any thread; pure.
  * Return: 0; -EINVAL for an unknown @level or if the slot holds a reserved
  * memory type (2 or 3, or above 7).
  */
 int ps_x86_cache_mode(uint64_t pat, uint64_t entry, enum ps_x86_level level,
 		      enum ps_cache_mode *mode);
 
-/** ps_x86_cache_mask() - all cache-selecting bits of an entry at @level. */
+/**
+ * ps_x86_cache_mask() - all cache-selecting bits of an entry at @level.
+ * @level: the entry format.
+ *
+ * Context: any thread; pure.
+ * Return: PWT | PCD | the PAT bit of @level.
+ */
 static inline uint64_t ps_x86_cache_mask(enum ps_x86_level level)
 {
 	return PS_X86_PTE_PWT | PS_X86_PTE_PCD |
@@ -203,6 +493,7 @@ struct ps_cc_platform {
  *	physical address width (TDG.VP.INFO), so the shared bit is @bit - 1.
  *	Ignored for PS_CC_NONE.
  *
+ * Context: any thread; pure (it writes only *@p).
  * Return: 0; -EINVAL for an unknown @vendor or a bit outside what the
  * architecture allows (AMD: 32..63; TDX: width 32..64, i.e. the shared bit
  * above the 4 KiB page offset and the usual 32-bit range).
@@ -212,8 +503,12 @@ int ps_cc_platform_init(struct ps_cc_platform *p, enum ps_cc_vendor vendor,
 
 /**
  * ps_cc_pte_is_private() - does @entry map its page as private?
+ * @p: the platform.
+ * @entry: an x86 page-table entry.
  *
- * AMD: the C-bit is set. TDX: the shared bit is clear. PS_CC_NONE: never.
+ * Context: any thread; pure.
+ * Return: AMD: the C-bit is set. TDX: the shared bit is clear. PS_CC_NONE:
+ * false.
  */
 static inline bool ps_cc_pte_is_private(const struct ps_cc_platform *p,
 					uint64_t entry)
@@ -237,6 +532,7 @@ static inline bool ps_cc_pte_is_private(const struct ps_cc_platform *p,
  * @out: receives the entry. Only the encryption bit differs from @entry.
  *
  * This is Linux's cc_mkenc() / cc_mkdec().
+ * Context: any thread; pure.
  * Return: 0; -EOPNOTSUPP for PS_ENC_PRIVATE on PS_CC_NONE; -EINVAL for an
  * unknown @state or vendor.
  */
@@ -269,9 +565,12 @@ static inline int ps_cc_pte_set_state(const struct ps_cc_platform *p,
 
 /**
  * ps_cc_phys_mask() - the address bits that are not the encryption bit.
+ * @p: the platform.
  *
  * AND an entry's address field with this before using it as a physical
  * address (Linux: physical_mask &= ~sme_me_mask, or &= cc_mask - 1 on TDX).
+ * Context: any thread; pure.
+ * Return: the mask (all ones for PS_CC_NONE).
  */
 static inline uint64_t ps_cc_phys_mask(const struct ps_cc_platform *p)
 {
@@ -279,6 +578,295 @@ static inline uint64_t ps_cc_phys_mask(const struct ps_cc_platform *p)
 		return p->mask - 1; /* the shared bit and everything above */
 	return ~p->mask;
 }
+
+/* --- the space operations: hooks ------------------------------------------ */
+
+/**
+ * struct ps_prot_hooks - the platform's callbacks (each may be NULL).
+ * @prepare: before page @addr (frame @frame) is flipped to @to
+ *	(enc_status_change_prepare(): e.g. TDX MapGPA + accept for shared to
+ *	private). Return 0, or a negative errno: the conversion fails with
+ *	-EIO and this page has not changed.
+ * @finish: after the flip (enc_status_change_finish(): e.g. SNP's RMP update
+ *	for private to shared). Return 0, or a negative errno: the page is
+ *	quarantined and the conversion fails with -EIO.
+ * @make_accessible: the first CPU map of INACCESSIBLE frame @frame
+ *	(arch_make_page_accessible(): export a secure page, put it back in the
+ *	VMM's own mapping). Return 0, or a negative errno that ps_space_kmap()
+ *	returns (nothing changed).
+ * @ctx: handed to every hook.
+ *
+ * Context: @prepare and @finish run in the converting thread with the
+ * space's writer mutex held and inside the conversion's invalidation, the
+ * frame frozen: they must not map, unmap, discard, convert or mprotect in
+ * the same space, nor pin, kmap or fault the frame. The rollback of a failed
+ * conversion calls them again with the reverse @to. @make_accessible runs
+ * in the kmapping thread under the frame's LOCKED bit, with the kmap's
+ * reference held: it must not kmap, fault, write back or set_inaccessible
+ * that frame. None runs inside an RCU read-side section.
+ */
+struct ps_prot_hooks {
+	int (*prepare)(void *ctx, struct ps_space *space, uint64_t addr,
+		       uint64_t frame, enum ps_enc_state to);
+	int (*finish)(void *ctx, struct ps_space *space, uint64_t addr,
+		      uint64_t frame, enum ps_enc_state to);
+	int (*make_accessible)(void *ctx, struct ps_space *space,
+			       uint64_t frame);
+	void *ctx;
+};
+
+/**
+ * ps_space_set_prot_hooks() - install hooks for every later conversion and
+ * kmap of a space.
+ * @space: the space.
+ * @hooks: the hooks (copied), or NULL to remove them.
+ *
+ * A conversion uses the hooks in force when it started; a kmap those in
+ * force when it calls make_accessible. Replaced sets are kept until
+ * ps_space_destroy(), so a hook running meanwhile is never freed under it.
+ * Context: any thread; not from a hook or a notifier callback of this space
+ * (the writer mutex). Ordering: release store of the new set (kmaps and
+ * conversions load it with acquire). Progress: blocking (the writer mutex,
+ * allocation).
+ * Return: 0; -ENOMEM (nothing changed).
+ */
+int ps_space_set_prot_hooks(struct ps_space *space,
+			    const struct ps_prot_hooks *hooks);
+
+/* --- conversion ------------------------------------------------------------- */
+
+/* Conversion flags. */
+#define PS_CONVERT_WAIT 0x1u	     /* wait (bounded) for pins, CPU maps */
+#define PS_CONVERT_SKIP_MISSING 0x2u /* leave pages with no present entry */
+#define PS_CONVERT_INACCESSIBLE 0x4u /* to shared: keep the pages INACCESSIBLE */
+#define PS_CONVERT_FLAGS_ALL \
+	(PS_CONVERT_WAIT | PS_CONVERT_SKIP_MISSING | PS_CONVERT_INACCESSIBLE)
+
+/* Default budget of PS_CONVERT_WAIT (opts NULL or wait_ns 0): 100 ms. */
+#define PS_CONVERT_WAIT_DEFAULT_NS UINT64_C(100000000)
+/* How long references that are neither pins nor CPU maps are retried. */
+#define PS_CONVERT_TRANSIENT_NS UINT64_C(200000)
+
+/**
+ * struct ps_convert_opts - the less common inputs and the outputs of a
+ * conversion (pass NULL for the defaults).
+ * @extra_refs: in: references each frame holds beyond its mapping's, that
+ *	the caller accounts for (its own, not another mapping's: an alias
+ *	mapping outside the range would keep the old ENC bit, and a frame
+ *	mapped twice inside it fails the call with -EAGAIN at its second
+ *	page). They must stay held during the call. Default 0.
+ * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
+ * @converted: out: pages whose state this call changed (0 on failure;
+ *	pages already in the target state are not counted).
+ * @quarantined: out: pages this call quarantined (see "Hooks and
+ *	quarantine").
+ * @hook_error: out: the errno of the failed hook behind -EIO, else 0.
+ */
+struct ps_convert_opts {
+	uint64_t extra_refs;
+	uint64_t wait_ns;
+	uint64_t converted;
+	uint64_t quarantined;
+	int hook_error;
+};
+
+/**
+ * ps_space_convert() - convert the frames mapped in [@start, @start + @len)
+ * to @to, all or nothing (see "Conversion" above).
+ * @space: the space.
+ * @start: the first page (aligned, inside the space).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
+ * @to: PS_ENC_PRIVATE or PS_ENC_SHARED.
+ * @flags: PS_CONVERT_*.
+ * @opts: NULL, or the extra inputs and the outputs.
+ * @error_offset: NULL, or receives the offset from @start of the page that
+ *	stopped the call (every error but -EINVAL and -ENOMEM).
+ *
+ * To private: PRIVATE and INACCESSIBLE are set, and the entry gets ENC. To
+ * shared: both are cleared (INACCESSIBLE stays set with
+ * PS_CONVERT_INACCESSIBLE), and ENC too. Pages already in the target state
+ * are left as they are.
+ * Memory: two bits per page of the range, for the duration of the call.
+ * Context: any thread; not from a notifier callback or a hook of this space
+ * (the writer mutex), nor holding a lock a notifier callback takes.
+ * Ordering: each frame's unfreeze is a release (a pin or kmap that finds
+ * the new state sees the new entry and what the hooks did); the
+ * invalidation brackets the change (notifier.h).
+ * Progress: blocking (the writer mutex, the invalidation, the hooks, the
+ * bounded waits).
+ * Return: 0; -EINVAL (bad range, @to, @flags or extra_refs; nothing
+ * happened, not even the invalidation); -ENOMEM; or a per-page error listed
+ * under "Errors and error_offset".
+ */
+int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
+		     enum ps_enc_state to, unsigned int flags,
+		     struct ps_convert_opts *opts, uint64_t *error_offset);
+
+/* --- CPU maps ------------------------------------------------------------------ */
+
+/* kmap flags. */
+#define PS_KMAP_PRIVATE 0x1u /* allow a private frame (its ciphertext) */
+
+/**
+ * ps_space_kmap() - the CPU is about to access @frame's contents.
+ * @space: the space.
+ * @frame: the frame (below nframes).
+ * @flags: 0 or PS_KMAP_PRIVATE.
+ *
+ * Takes a reference on the frame and counts one CPU map. The first CPU map
+ * of an INACCESSIBLE frame calls the make-accessible hook first, exactly
+ * once however many threads race (without a hook, the frame simply becomes
+ * accessible, as Linux's default arch_make_page_accessible() is a no-op).
+ * The frame must be in use (LIVE): the caller holds it mapped, pinned or
+ * referenced. A frame being converted is waited for.
+ * Context: any thread; not from this frame's make_accessible hook.
+ * Ordering: acquire. Progress: lock-free when the frame is already
+ * CPU-mapped; otherwise blocking (the frame's LOCKED bit and the hook; a
+ * frozen frame is waited for).
+ * Return: 0; -EINVAL (@frame out of range, unknown flags); -ENOENT (the
+ * frame is free); -EPERM (private, without PS_KMAP_PRIVATE); -EHWPOISON
+ * (poisoned); -EOVERFLOW (reference limit); the hook's negative errno. On
+ * error nothing changed.
+ */
+int ps_space_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
+
+/**
+ * ps_space_kunmap() - end one CPU map of @frame: the count and the
+ * reference ps_space_kmap() took are dropped (the free_frame hook runs if
+ * that was the frame's last reference). The frame stays accessible.
+ * @space: the space.
+ * @frame: a frame this thread (or one it hands over to) CPU-mapped.
+ *
+ * Context: any thread; the free_frame hook runs in it, with no library
+ * lock held. Ordering: release. Progress: lock-free.
+ * Return: 0; -EINVAL if @frame is out of range or not CPU-mapped (nothing
+ * changed).
+ */
+int ps_space_kunmap(struct ps_space *space, uint64_t frame);
+
+/**
+ * ps_space_kmap_count() - how many CPU maps a frame has now.
+ * @space: the space.
+ * @frame: the frame.
+ *
+ * Context: any thread. Ordering: acquire load. Progress: wait-free.
+ * Return: the count, 0 if @frame is out of range.
+ */
+uint32_t ps_space_kmap_count(struct ps_space *space, uint64_t frame);
+
+/**
+ * ps_space_set_inaccessible() - the owner removed @frame from its own
+ * mappings (from its "direct map"): mark it INACCESSIBLE, so the next first
+ * CPU map calls the make-accessible hook again.
+ *
+ * @space: the space.
+ * @frame: the frame; it may be free.
+ *
+ * Context: any thread; not from this frame's make_accessible hook.
+ * Ordering: acquire load of the count (pairs with kunmap's release: the
+ * CPU maps' accesses are over), acq_rel flag change.
+ * Progress: blocking (the frame's LOCKED bit).
+ * Return: 0; -EINVAL (@frame out of range); -EBUSY while it is CPU-mapped
+ * or being converted (nothing changed).
+ */
+int ps_space_set_inaccessible(struct ps_space *space, uint64_t frame);
+
+/* --- the access check ----------------------------------------------------------- */
+
+/* struct ps_memory_fault flags: KVM_MEMORY_EXIT_FLAG_PRIVATE's value. */
+#define PS_MEMORY_FAULT_PRIVATE (UINT64_C(1) << 3)
+
+/**
+ * struct ps_memory_fault - KVM's run->memory_fault, field for field.
+ * @flags: PS_MEMORY_FAULT_PRIVATE if the access was private.
+ * @addr: the first byte of the access inside the offending page.
+ * @size: the bytes of the access inside that page.
+ */
+struct ps_memory_fault {
+	uint64_t flags;
+	uint64_t addr;
+	uint64_t size;
+};
+
+/**
+ * ps_space_check_access() - does an access of kind @kind to [@addr, @addr +
+ * @size) match the state of the pages it touches?
+ * @space: the space.
+ * @addr: the first byte accessed (any alignment).
+ * @size: the bytes accessed (at least 1; the range must stay in the space).
+ * @kind: PS_ENC_PRIVATE for a private (encrypted) access, else PS_ENC_SHARED.
+ * @fault: receives the report on every error but -EINVAL.
+ *
+ * Pages are checked in address order; the first that fails stops the
+ * check, and @fault describes the part of the access inside it.
+ * Context: any thread (a vCPU's fault path). Ordering: acquire loads: a
+ * "matches" was true at the instant of each page's load; a conversion may
+ * follow at once, and the fault path retries as with any translation.
+ * Progress: wait-free.
+ * Return: 0 if every page is mapped with a frame in state @kind; -EFAULT
+ * on a mismatch (KVM_RUN's -EFAULT with KVM_EXIT_MEMORY_FAULT: convert, or
+ * stop the guest); -ENOENT if a page has no present entry (populate it);
+ * -EHWPOISON if a page is poisoned (a POISONED marker or frame); -EINVAL for
+ * @size 0, a range that wraps or leaves the space, or an unknown @kind.
+ */
+int ps_space_check_access(struct ps_space *space, uint64_t addr,
+			  uint64_t size, enum ps_enc_state kind,
+			  struct ps_memory_fault *fault);
+
+/* --- cache modes and protection changes ------------------------------------------- */
+
+/**
+ * ps_space_set_cache() - give @frame cache mode @mode (see "Cache modes").
+ * @space: the space.
+ * @frame: the frame.
+ * @mode: the mode.
+ * @expected_refs: 0 for a free frame; otherwise the exact references the
+ *	frame holds that the caller accounts for and that are not mappings
+ *	(e.g. the owner's own). The frame is frozen for the change.
+ *
+ * The same mode is always fine (0, nothing changes). Otherwise the frame
+ * must be free (not LIVE, not frozen) or, with @expected_refs, LIVE with
+ * exactly that many references and no pins.
+ * Context: any thread. Ordering: acquire and release (one CAS on a free
+ * frame; freeze and unfreeze otherwise). Progress: lock-free (while the
+ * frame is frozen for the change, others that want it wait).
+ * Return: 0; -EINVAL (@frame out of range, unknown @mode, @expected_refs
+ * over PS_PAGE_REFS_MAX); -EBUSY (in use otherwise: mapped, pinned,
+ * CPU-mapped, frozen); -EHWPOISON (poisoned). On error nothing changed.
+ */
+int ps_space_set_cache(struct ps_space *space, uint64_t frame,
+		       enum ps_cache_mode mode, uint64_t expected_refs);
+
+/* Protection of ps_space_mprotect(), mprotect()'s values. */
+#define PS_PROT_READ 0x1u
+#define PS_PROT_WRITE 0x2u
+
+/**
+ * ps_space_mprotect() - change the access rights of the pages mapped in
+ * [@start, @start + @len).
+ * @space: the space.
+ * @start: the first page (aligned, inside the space).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
+ * @prot: PS_PROT_READ (read-only) or PS_PROT_READ | PS_PROT_WRITE
+ *	(PS_PROT_WRITE alone means both, as on x86).
+ *
+ * Only MAYWRITE and WRITE of present entries change (ps_pte_set_maywrite()):
+ * never the frame, cache mode, ENC, uffd-wp, DIRTY or ACCESSED. Granting
+ * write sets MAYWRITE only: the next write fault makes the entry writable
+ * and the frame dirty (dirty before writable). Revoking write is bracketed
+ * by an invalidation (PS_NOTIFIER_PROTECTION), so writable secondary
+ * mappings go. Entries that are not present are left alone (there is no
+ * VMA; a page mapped later takes its map's flags).
+ * Context: any thread; not from a notifier callback or a hook of this space
+ * (the writer mutex). Ordering: each entry changes by the page table's
+ * release CAS, inside the invalidation when write is revoked.
+ * Progress: blocking (the writer mutex, the invalidation).
+ * Return: 0; -EINVAL (bad range, unknown bits); -EOPNOTSUPP for PROT_NONE
+ * (entries have no "not readable" state: unmap, or write-protect with
+ * uffd-wp, instead).
+ */
+int ps_space_mprotect(struct ps_space *space, uint64_t start, uint64_t len,
+		      unsigned int prot);
 
 PS_END_DECLS
 

@@ -190,31 +190,61 @@ PS_STATIC_ASSERT(PS_PTE_MARKER_ALL == (1u << PS_PTE_MARKER_WIDTH) - 1,
 
 /* --- forms ------------------------------------------------------------------------- */
 
-/** ps_pte_type() - the form of @e: PS_PTE_TYPE_NONE/PRESENT/SWAP/MARKER. */
+/**
+ * ps_pte_type() - the form of @e: PS_PTE_TYPE_NONE/PRESENT/SWAP/MARKER.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: PS_PTE_TYPE_NONE, _PRESENT, _SWAP or _MARKER (bits 0-1).
+ */
 static inline unsigned int ps_pte_type(ps_pte_t e)
 {
 	return (unsigned int)((e & PS_PTE_TYPE_MASK) >> PS_PTE_TYPE_SHIFT);
 }
 
-/** ps_pte_is_none() - nothing there (exactly 0). */
+/**
+ * ps_pte_is_none() - nothing there (exactly 0).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is PS_PTE_NONE.
+ */
 static inline bool ps_pte_is_none(ps_pte_t e)
 {
 	return e == PS_PTE_NONE;
 }
 
-/** ps_pte_is_present() - maps a frame. */
+/**
+ * ps_pte_is_present() - maps a frame.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is of the present form.
+ */
 static inline bool ps_pte_is_present(ps_pte_t e)
 {
 	return ps_pte_type(e) == PS_PTE_TYPE_PRESENT;
 }
 
-/** ps_pte_is_swap() - a swap entry (type, offset). */
+/**
+ * ps_pte_is_swap() - a swap entry (type, offset).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is of the swap form.
+ */
 static inline bool ps_pte_is_swap(ps_pte_t e)
 {
 	return ps_pte_type(e) == PS_PTE_TYPE_SWAP;
 }
 
-/** ps_pte_is_marker() - a marker (no frame, a set of marker bits). */
+/**
+ * ps_pte_is_marker() - a marker (no frame, a set of marker bits).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is of the marker form.
+ */
 static inline bool ps_pte_is_marker(ps_pte_t e)
 {
 	return ps_pte_type(e) == PS_PTE_TYPE_MARKER;
@@ -222,10 +252,13 @@ static inline bool ps_pte_is_marker(ps_pte_t e)
 
 /**
  * ps_pte_valid() - is @e one of the four forms with its invariants?
+ * @e: an entry.
  *
  * False for a non-zero entry of type none, set reserved bits, an empty
  * marker, or a present entry that is writable and write-protected, or
  * writable without MAYWRITE.
+ * Context: any; pure function of @e.
+ * Return: true if @e is valid.
  */
 static inline bool ps_pte_valid(ps_pte_t e)
 {
@@ -257,6 +290,7 @@ static inline bool ps_pte_valid(ps_pte_t e)
  * The invariants are enforced, as Linux's pte_mkuffd_wp() does: with
  * PS_PTE_UFFD_WP, PS_PTE_WRITE is dropped; PS_PTE_WRITE implies
  * PS_PTE_MAYWRITE.
+ * Context: any; pure function of @frame and @flags.
  * Return: the entry; PS_PTE_NONE if @frame or @flags is out of range.
  */
 static inline ps_pte_t ps_pte_mk_present(uint64_t frame, uint64_t flags)
@@ -276,6 +310,7 @@ static inline ps_pte_t ps_pte_mk_present(uint64_t frame, uint64_t flags)
  * @type: swap type (0..PS_PTE_SWP_TYPE_MAX).
  * @offset: slot in that swap device (at most PS_PTE_SWP_OFFSET_MAX).
  * @flags: a subset of PS_PTE_SWAP_FLAGS (PS_PTE_UFFD_WP, PS_PTE_SWP_EXCLUSIVE).
+ * Context: any; pure function of its arguments.
  * Return: the entry; PS_PTE_NONE if an argument is out of range.
  */
 static inline ps_pte_t ps_pte_mk_swap(unsigned int type, uint64_t offset,
@@ -291,6 +326,8 @@ static inline ps_pte_t ps_pte_mk_swap(unsigned int type, uint64_t offset,
 
 /**
  * ps_pte_mk_marker() - a marker holding the set @bits (PS_PTE_MARKER_*).
+ * @bits: the set.
+ * Context: any; pure function of @bits.
  * Return: the marker; PS_PTE_NONE for an empty set or unknown bits.
  */
 static inline ps_pte_t ps_pte_mk_marker(unsigned int bits)
@@ -303,7 +340,13 @@ static inline ps_pte_t ps_pte_mk_marker(unsigned int bits)
 
 /* --- getters and predicates -------------------------------------------------------- */
 
-/** ps_pte_uffd_wp() - is @e write-protected (present, swap or marker)? */
+/**
+ * ps_pte_uffd_wp() - is @e write-protected (present, swap or marker)?
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if bit 2 (uffd-wp) is set, whatever the form.
+ */
 static inline bool ps_pte_uffd_wp(ps_pte_t e)
 {
 	return (e & PS_PTE_UFFD_WP) != 0;
@@ -313,49 +356,95 @@ static inline bool ps_pte_uffd_wp(ps_pte_t e)
  * ps_pte_written() - the kernel's PAGE_IS_WRITTEN for an entry: not none and
  * not write-protected. A GUARD or POISONED marker without UFFD_WP counts as
  * written, exactly as PAGEMAP_SCAN reports such a marker.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is written (PS_CAT_WRITTEN).
  */
 static inline bool ps_pte_written(ps_pte_t e)
 {
 	return e != PS_PTE_NONE && !(e & PS_PTE_UFFD_WP);
 }
 
-/** ps_pte_frame() - frame number of a present entry (0 for other forms). */
+/**
+ * ps_pte_frame() - frame number of a present entry (0 for other forms).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: the frame number, or 0 if @e is not present.
+ */
 static inline uint64_t ps_pte_frame(ps_pte_t e)
 {
 	return ps_pte_is_present(e) ? e >> PS_PTE_FRAME_SHIFT : 0;
 }
 
-/** ps_pte_flags() - the PS_PTE_PRESENT_FLAGS of a present entry, else 0. */
+/**
+ * ps_pte_flags() - the PS_PTE_PRESENT_FLAGS of a present entry, else 0.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: @e & PS_PTE_PRESENT_FLAGS if present, else 0.
+ */
 static inline uint64_t ps_pte_flags(ps_pte_t e)
 {
 	return ps_pte_is_present(e) ? e & PS_PTE_PRESENT_FLAGS : 0;
 }
 
-/** ps_pte_is_writable() - present and writable now (never with uffd-wp). */
+/**
+ * ps_pte_is_writable() - present and writable now (never with uffd-wp).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is present with WRITE.
+ */
 static inline bool ps_pte_is_writable(ps_pte_t e)
 {
 	return ps_pte_is_present(e) && (e & PS_PTE_WRITE);
 }
 
-/** ps_pte_may_write() - present and writes are permitted (MAYWRITE). */
+/**
+ * ps_pte_may_write() - present and writes are permitted (MAYWRITE).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is present with MAYWRITE.
+ */
 static inline bool ps_pte_may_write(ps_pte_t e)
 {
 	return ps_pte_is_present(e) && (e & PS_PTE_MAYWRITE);
 }
 
-/** ps_pte_is_dirty() - present and DIRTY. */
+/**
+ * ps_pte_is_dirty() - present and DIRTY.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is present with DIRTY.
+ */
 static inline bool ps_pte_is_dirty(ps_pte_t e)
 {
 	return ps_pte_is_present(e) && (e & PS_PTE_DIRTY);
 }
 
-/** ps_pte_is_accessed() - present and ACCESSED. */
+/**
+ * ps_pte_is_accessed() - present and ACCESSED.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is present with ACCESSED.
+ */
 static inline bool ps_pte_is_accessed(ps_pte_t e)
 {
 	return ps_pte_is_present(e) && (e & PS_PTE_ACCESSED);
 }
 
-/** ps_pte_cache() - the 3-bit cache mode of a present entry (0 otherwise). */
+/**
+ * ps_pte_cache() - the 3-bit cache mode of a present entry (0 otherwise).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: the cache mode (0..7), or 0 if @e is not present.
+ */
 static inline unsigned int ps_pte_cache(ps_pte_t e)
 {
 	return ps_pte_is_present(e) ? (unsigned int)((e & PS_PTE_CACHE_MASK) >>
@@ -363,13 +452,25 @@ static inline unsigned int ps_pte_cache(ps_pte_t e)
 				    : 0;
 }
 
-/** ps_pte_is_encrypted() - present with the ENC bit. */
+/**
+ * ps_pte_is_encrypted() - present with the ENC bit.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is present with ENC.
+ */
 static inline bool ps_pte_is_encrypted(ps_pte_t e)
 {
 	return ps_pte_is_present(e) && (e & PS_PTE_ENC);
 }
 
-/** ps_pte_swap_type() - swap type of a swap entry (0 otherwise). */
+/**
+ * ps_pte_swap_type() - swap type of a swap entry (0 otherwise).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: the swap type (0..PS_PTE_SWP_TYPE_MAX), or 0 if @e is not swap.
+ */
 static inline unsigned int ps_pte_swap_type(ps_pte_t e)
 {
 	return ps_pte_is_swap(e) ? (unsigned int)((e & PS_PTE_SWP_TYPE_MASK) >>
@@ -377,19 +478,37 @@ static inline unsigned int ps_pte_swap_type(ps_pte_t e)
 				 : 0;
 }
 
-/** ps_pte_swap_offset() - swap offset of a swap entry (0 otherwise). */
+/**
+ * ps_pte_swap_offset() - swap offset of a swap entry (0 otherwise).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: the swap offset, or 0 if @e is not a swap entry.
+ */
 static inline uint64_t ps_pte_swap_offset(ps_pte_t e)
 {
 	return ps_pte_is_swap(e) ? e >> PS_PTE_SWP_OFFSET_SHIFT : 0;
 }
 
-/** ps_pte_swap_exclusive() - swap entry with the exclusive bit. */
+/**
+ * ps_pte_swap_exclusive() - swap entry with the exclusive bit.
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is a swap entry with PS_PTE_SWP_EXCLUSIVE.
+ */
 static inline bool ps_pte_swap_exclusive(ps_pte_t e)
 {
 	return ps_pte_is_swap(e) && (e & PS_PTE_SWP_EXCLUSIVE);
 }
 
-/** ps_pte_marker_bits() - the PS_PTE_MARKER_* set of a marker (0 otherwise). */
+/**
+ * ps_pte_marker_bits() - the PS_PTE_MARKER_* set of a marker (0 otherwise).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: the marker set, or 0 if @e is not a marker.
+ */
 static inline unsigned int ps_pte_marker_bits(ps_pte_t e)
 {
 	return ps_pte_is_marker(e) ? (unsigned int)((e & PS_PTE_MARKER_MASK) >>
@@ -403,6 +522,10 @@ static inline unsigned int ps_pte_marker_bits(ps_pte_t e)
  * ps_pte_mkuffd_wp() - @e write-protected: present entries lose WRITE, swap
  * entries and markers gain the bit. A none entry stays none: whether a none
  * page gets a UFFD_WP marker is the table's policy (ps_pgtable_protect()).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: the write-protected entry (PS_PTE_NONE for none).
  */
 static inline ps_pte_t ps_pte_mkuffd_wp(ps_pte_t e)
 {
@@ -417,6 +540,10 @@ static inline ps_pte_t ps_pte_mkuffd_wp(ps_pte_t e)
  * ps_pte_clear_uffd_wp() - @e without write protection. A marker that held
  * only UFFD_WP becomes none. A present entry does not become writable: the
  * next write fault upgrades it if MAYWRITE (see ps_pte_resolve_write()).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: @e without uffd-wp (PS_PTE_NONE for a UFFD_WP-only marker).
  */
 static inline ps_pte_t ps_pte_clear_uffd_wp(ps_pte_t e)
 {
@@ -429,9 +556,12 @@ static inline ps_pte_t ps_pte_clear_uffd_wp(ps_pte_t e)
 /**
  * ps_pte_resolve_write() - a present entry after a write went through it
  * "the way a write would": uffd-wp cleared, WRITE, DIRTY and ACCESSED set.
+ * @e: an entry.
  *
  * Only meaningful for a present entry with MAYWRITE; any other @e is
  * returned unchanged (the write is not allowed, or needs a page first).
+ * Context: any; pure function of @e.
+ * Return: the resolved entry, or @e unchanged.
  */
 static inline ps_pte_t ps_pte_resolve_write(ps_pte_t e)
 {
@@ -443,10 +573,16 @@ static inline ps_pte_t ps_pte_resolve_write(ps_pte_t e)
 
 /**
  * ps_pte_set_maywrite() - the mprotect-like change: grant or revoke write
- * permission of a present entry. Revoking clears WRITE too; granting does
- * not set WRITE (the next write fault does, unless write-protected). Frame,
- * cache mode, ENC, uffd-wp, DIRTY and ACCESSED are never touched (as Linux's
- * pte_modify() keeps _PAGE_CHG_MASK). Other forms are returned unchanged.
+ * permission of a present entry.
+ * @e: an entry.
+ * @maywrite: grant (true) or revoke (false).
+ *
+ * Revoking clears WRITE too; granting does not set WRITE (the next write
+ * fault does, unless write-protected). Frame, cache mode, ENC, uffd-wp,
+ * DIRTY and ACCESSED are never touched (as Linux's pte_modify() keeps
+ * _PAGE_CHG_MASK). Other forms are returned unchanged.
+ * Context: any; pure function of @e and @maywrite.
+ * Return: the changed entry, or @e unchanged.
  */
 static inline ps_pte_t ps_pte_set_maywrite(ps_pte_t e, bool maywrite)
 {
@@ -460,6 +596,11 @@ static inline ps_pte_t ps_pte_set_maywrite(ps_pte_t e, bool maywrite)
 /**
  * ps_pte_set_cache() - a present entry with cache mode @mode (0..7); other
  * forms (and a mode above 7) are returned unchanged.
+ * @e: an entry.
+ * @mode: the cache mode.
+ *
+ * Context: any; pure function of @e and @mode.
+ * Return: the changed entry, or @e unchanged.
  */
 static inline ps_pte_t ps_pte_set_cache(ps_pte_t e, unsigned int mode)
 {
@@ -468,7 +609,14 @@ static inline ps_pte_t ps_pte_set_cache(ps_pte_t e, unsigned int mode)
 	return (e & ~PS_PTE_CACHE_MASK) | PS_PTE_CACHE(mode);
 }
 
-/** ps_pte_set_encrypted() - a present entry with ENC set or cleared. */
+/**
+ * ps_pte_set_encrypted() - a present entry with ENC set or cleared.
+ * @e: an entry.
+ * @enc: set (true) or clear (false) ENC.
+ *
+ * Context: any; pure function of @e and @enc.
+ * Return: the changed entry; other forms unchanged.
+ */
 static inline ps_pte_t ps_pte_set_encrypted(ps_pte_t e, bool enc)
 {
 	if (!ps_pte_is_present(e))

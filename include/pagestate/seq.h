@@ -127,9 +127,11 @@ static inline void ps__seq_relax(void)
 
 /**
  * ps_seq_init() - reset a counter to 0 (no write in progress).
+ * @s: the counter.
  *
  * Context: no reader or writer may use the counter meanwhile.
  * Ordering: relaxed store; publish the counter by the usual means.
+ * Progress: wait-free (one store).
  */
 static inline void ps_seq_init(struct ps_seq *s)
 {
@@ -159,8 +161,10 @@ static inline PS__SEQ_COLD uint64_t ps__seq_read_wait(const struct ps_seq *s)
  * @s: the counter.
  *
  * Waits while a write section is open, then returns the (even) counter.
- * Context: any thread. Ordering: acquire (R1), pairs with the release store
- * in ps_seq_write_end() (W2).
+ * Context: any thread, except a writer inside its own write section (it
+ * would wait for itself forever).
+ * Ordering: acquire (R1), pairs with the release store in ps_seq_write_end()
+ * (W2).
  * Progress: wait-free with no writer; spins while a write section is open.
  * Return: the value to hand to ps_seq_read_retry().
  */
@@ -182,7 +186,8 @@ static inline uint64_t ps_seq_read_begin(const struct ps_seq *s)
  * Context: any thread, after reading the data with atomic loads.
  * Ordering: acquire fence before a relaxed load (R2), pairs with the release
  * fence in ps_seq_write_begin() (W1). Under TSan: an acq_rel add of zero (see
- * the header comment). Progress: wait-free.
+ * the header comment).
+ * Progress: wait-free.
  * Return: true if a write section began or ended since @start was read: the
  * data may be inconsistent, read again. False: the data read in between is a
  * consistent snapshot.
@@ -214,7 +219,8 @@ static inline PS_MUST_CHECK bool ps_seq_read_retry(const struct ps_seq *s,
  * Context: the only writer, or the holder of the writers' lock. Write
  * sections do not nest.
  * Ordering: the odd value is ordered before every later store of this thread
- * (release fence W1; pairs with R2 in ps_seq_read_retry()).
+ * (release fence W1; pairs with R2 in ps_seq_read_retry()). Under TSan: an
+ * acq_rel fetch-and-add.
  * Progress: wait-free.
  */
 static inline void ps_seq_write_begin(struct ps_seq *s)
@@ -237,6 +243,8 @@ static inline void ps_seq_write_begin(struct ps_seq *s)
  * ps_seq_write_end() - close a write section (the counter becomes even).
  * @s: the counter, in a write section opened by this thread.
  *
+ * Context: the writer that opened the section, still holding the writers'
+ * lock if there is one.
  * Ordering: release (W2): every store of the section happens before a
  * reader's ps_seq_read_begin() that returns the new value (pairs with R1).
  * Progress: wait-free.
@@ -252,9 +260,13 @@ static inline void ps_seq_write_end(struct ps_seq *s)
 
 /**
  * ps_seq_is_writing() - is a write section open right now? (a snapshot)
+ * @s: the counter.
  *
  * For assertions and statistics, not for synchronisation.
- * Ordering: relaxed. Progress: wait-free.
+ * Context: any thread.
+ * Ordering: relaxed.
+ * Progress: wait-free.
+ * Return: true if the counter was odd at the load.
  */
 static inline bool ps_seq_is_writing(const struct ps_seq *s)
 {

@@ -75,15 +75,15 @@
  * ---------------------------------------------------------------------------
  *
  *   lock-free   ps_space_pin_range (without populate), ps_space_unpin,
- *               ps_space_mark_dirty, ps_space_fault on a writable or
- *               protected entry, ps_space_harvest without REARM
+ *               ps_space_mark_dirty, ps_space_fault but a write to a
+ *               present, non-writable entry, ps_space_harvest without REARM
  *   blocking    map, unmap, discard (the space's writer mutex, plus the
- *               notifier's invalidation); ps_space_fault that makes an entry
- *               writable and ps_space_writeback (a frame's LOCKED bit:
- *               spin, then yield); the secondary-map helper (the caller's
- *               lock, and read_begin may wait for an overlapping
- *               invalidation); harvest with REARM (protects; invalidates);
- *               create, destroy; the hooks are the caller's
+ *               notifier's invalidation); ps_space_fault of a write to a
+ *               present, non-writable entry and ps_space_writeback (a
+ *               frame's LOCKED bit: spin, then yield); the secondary-map
+ *               helper (the caller's lock, and read_begin may wait for an
+ *               overlapping invalidation); harvest with REARM (protects;
+ *               invalidates); create, destroy; the hooks are the caller's
  *
  * Ordering: every operation that changes an entry publishes it with the page
  * table's release CAS; the pin path's re-read is ordered after the pin by a
@@ -167,48 +167,110 @@ struct ps_space_config {
 
 /**
  * ps_space_create() - build a space.
- * Context: blocking (allocates). Return: 0; -EINVAL (bad size or nframes);
- * -ENOMEM.
+ * @cfg: the configuration (copied; @cfg->frames, if given, must outlive the
+ *	space).
+ * @out: receives the space on success.
+ *
+ * Context: blocking (allocates).
+ * Ordering: none: the space is the caller's alone until it publishes *@out.
+ * Progress: blocking (allocation, mmap).
+ * Return: 0; -EINVAL (@cfg or @out NULL, bad size or nframes; the frame
+ * bitmap also refuses more than 2^40 frames); -ENOMEM. On error nothing is
+ * left allocated.
  */
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
 
 /**
  * ps_space_destroy() - unmap everything (dropping the mappings' references;
  * free_frame hooks run) and free the space.
+ * @space: the space, or NULL (nothing happens; 0 is returned).
  *
  * Context: blocking; no other thread may use the space, and the notifier
  * must have no subscription left. Pinned frames stay valid in the caller's
  * array, if the array is the caller's; a library-allocated array is freed.
+ * Ordering: a seq_cst fence orders the zap before the puts (S2 in
+ * lib/space.c), so the free_frame hooks run after the entries are gone.
+ * Progress: blocking (destroying the page table waits for liburcu's pending
+ * callbacks: not inside a read-side section); the hooks are the caller's.
  * Return: 0; -EBUSY if subscriptions remain (nothing is freed then).
  */
 int ps_space_destroy(struct ps_space *space);
 
-/** ps_space_pgtable() - the space's page table (for scans, registration). */
+/**
+ * ps_space_pgtable() - the space's page table (for scans, registration).
+ * @space: the space.
+ *
+ * Context: any thread. Ordering: none (a field fixed at creation).
+ * Progress: wait-free.
+ * Return: the table, valid until ps_space_destroy().
+ */
 struct ps_pgtable *ps_space_pgtable(struct ps_space *space);
 
-/** ps_space_notifier() - the space's notifier (for subscriptions). */
+/**
+ * ps_space_notifier() - the space's notifier (for subscriptions).
+ * @space: the space.
+ *
+ * Context: any thread. Ordering: none (no load: the notifier is embedded).
+ * Progress: wait-free.
+ * Return: the notifier, valid until ps_space_destroy().
+ */
 struct ps_notifier *ps_space_notifier(struct ps_space *space);
 
-/** ps_space_page() - the page word of @frame, or NULL if out of range. */
+/**
+ * ps_space_page() - the page word of @frame, or NULL if out of range.
+ * @space: the space.
+ * @frame: a frame number.
+ *
+ * Context: any thread. Ordering: none (the page word itself is not read).
+ * Progress: wait-free.
+ * Return: &frames[@frame], or NULL if @frame >= nframes.
+ */
 struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 
 /* --- mapping -------------------------------------------------------------------- */
 
 /* Mapping flags. */
 #define PS_MAP_WRITE 0x1u /* writes permitted (first write marks dirty) */
+/*
+ * PS_MAP_CACHE(mode): map with cache mode @mode (enum ps_cache_mode,
+ * pagestate/prot.h) and insist on it: a free frame takes that mode, a frame
+ * in use must already have it (else -EBUSY, Linux's memtype conflict).
+ * Without it the mapping takes whatever mode the frame has.
+ */
+#define PS_MAP_CACHE_SET 0x2u
+#define PS_MAP_CACHE_SHIFT 4
+#define PS_MAP_CACHE_MASK (0x7u << PS_MAP_CACHE_SHIFT)
+#define PS_MAP_CACHE(mode) \
+	(PS_MAP_CACHE_SET | (((unsigned int)(mode) << PS_MAP_CACHE_SHIFT) & \
+			     PS_MAP_CACHE_MASK))
 
 /**
  * ps_space_map() - map @frame at page @addr.
- * @flags: 0 (read-only) or PS_MAP_WRITE.
+ * @space: the space.
+ * @addr: the page (aligned, inside the space).
+ * @frame: the frame (below nframes).
+ * @flags: 0 (read-only) or PS_MAP_WRITE, optionally PS_MAP_CACHE(mode).
  *
  * The mapping takes a reference on the frame (a free frame becomes LIVE).
  * The entry carries the frame's cache mode and encryption state from its
  * page word. Writes need MAYWRITE; the entry becomes writable at the first
  * write fault, which marks the frame dirty (write-notify).
- * Context: blocking (the writer mutex). Ordering: release (the page-table
- * CAS): a reader that finds the entry sees the frame's word as mapped.
- * Return: 0; -EINVAL (unaligned or out of range, unknown flags); -EEXIST
- * (a page is mapped there); -EBUSY (the frame is frozen); -EHWPOISON (the
+ *
+ * One frame has one cache mode (pagestate/prot.h, "Cache modes"). With
+ * PS_MAP_CACHE(mode), a free frame is revived with @mode in the same atomic
+ * step that takes the reference, and a frame in use (LIVE: mapped, pinned,
+ * CPU-mapped or referenced by its owner) with another mode is refused with
+ * -EBUSY; the same mode is fine. A failed map gives a frame it revived back
+ * its previous mode.
+ * Context: blocking (the writer mutex). Not from a notifier callback of
+ * unmap or discard, nor from a free_frame hook run by map, unmap or
+ * discard: they hold that mutex.
+ * Ordering: release (the page-table CAS): a reader that finds the entry
+ * sees the frame's word as mapped.
+ * Progress: blocking (the writer mutex, S1; allocation).
+ * Return: 0; -EINVAL (unaligned or out of range, unknown flags or mode);
+ * -EEXIST (a page is mapped there); -EBUSY (the frame is frozen, or in use
+ * with another cache mode than PS_MAP_CACHE asks for); -EHWPOISON (the
  * frame is poisoned); -EOVERFLOW (reference limit); -ENOMEM.
  */
 int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
@@ -217,6 +279,17 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
 /**
  * ps_space_map_range() - map @first_frame, @first_frame + 1, ... at
  * [@start, @start + @len): ps_space_map() for a range, all or nothing.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
+ * @first_frame: the frame for @start; every frame must be below nframes.
+ * @flags: 0 or PS_MAP_WRITE, optionally PS_MAP_CACHE(mode), for every page.
+ *
+ * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
+ * Progress: blocking (the writer mutex, S1; allocation).
+ * Return: as ps_space_map(). On error the references taken are given back;
+ * a frame this call revived goes back to free without the free_frame hook,
+ * and with the cache mode it had.
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
@@ -228,10 +301,18 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
  * ps_space_unmap() - unmap [@start, @start + @len): invalidation start
  * (event UNMAP), zap with the page table's marker semantics, drop the
  * mappings' references, invalidation end.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
  * @flags: 0 for munmap/truncate (every marker goes), or PS_UNMAP_ZAP
  *	(MADV_DONTNEED: protection survives as markers where pgtable.h says).
  *
- * Pinned frames stay alive through their pins. Context: blocking.
+ * Pinned frames stay alive through their pins.
+ * Context: blocking; as ps_space_map() (the notifier callbacks and the
+ * free_frame hooks run under the writer mutex).
+ * Ordering: the invalidation brackets the zap (see notifier.h); a seq_cst
+ * fence orders the zap before the references are dropped (S2).
+ * Progress: blocking (the writer mutex, S1; the invalidation's callbacks).
  * Return: 0; -EINVAL; -EAGAIN never (the invalidation is blockable).
  */
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
@@ -247,6 +328,9 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 /**
  * ps_space_pin_range() - pin the frames mapped at [@start, @start + @len),
  * GUP-style, all or nothing.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
  * @flags: PS_PIN_*.
  * @frames_out: receives one frame number per page (len / 4096 entries).
  *
@@ -257,28 +341,33 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * with MAYWRITE is made writable, marking the frame dirty; then take a
  * speculative pin and re-check the entry. A pin for write logs the address
  * (see Dirty state) and marks the frame WRITE_PINNED. A PS_PIN_LONGTERM pin
- * is recorded against the frame (one bit per frame, cleared once its pins
- * are gone): a conversion waiting for pins to drain gives up on such a
- * frame at once. Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked
- * file mappings because it cannot write back a page a device may write at
- * any time; here integrity write-back bounces it, so the pin is allowed.
+ * is recorded against the frame (one bit per frame, cleared when a
+ * conversion next freezes the frame, pagestate/prot.h): a conversion
+ * waiting for pins to drain gives up on such a frame at once (-EBUSY).
+ * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
+ * because it cannot write back a page a device may write at any time; here
+ * integrity write-back bounces it, so the pin is allowed.
  *
  * On any failure every pin taken so far is released.
  * Context: may block only in the populate hook, in a conversion that holds
  * a frame frozen (waits for it), and in making an entry writable.
+ * Ordering: S2: each pin is an acquire RMW on the page word, then a seq_cst
+ * fence, then the entry is read again; pairs with the fence that unmap and
+ * discard run between changing an entry and reading the frame's pins.
  * Progress: lock-free otherwise.
- * Return: 0; -EINVAL (alignment, range, flags, len 0); -EFAULT (missing
- * without a hook, guard or bad access); -EAGAIN (sync write-protect fault:
- * the first page
- * whose entry is write-protected; resolve it and retry); -EHWPOISON
- * (poisoned); -EPERM (a private frame without PS_PIN_PRIVATE); -EOVERFLOW
- * (pin limit); a populate hook's error.
+ * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL);
+ * -EFAULT (missing without a hook, guard or bad access); -EAGAIN (sync
+ * write-protect fault: the first page whose entry is write-protected;
+ * resolve it and retry); -EHWPOISON (poisoned); -EPERM (a private frame
+ * without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); a populate
+ * hook's error. Dirty marks and logged addresses made on the way stay.
  */
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
 
 /**
  * ps_space_unpin() - release pins taken by ps_space_pin_range().
+ * @space: the space the pins were taken in.
  * @frames: the frames (as pin_range returned them).
  * @n: how many.
  * @dirty: mark each frame dirty first (Linux's
@@ -286,6 +375,11 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  *	clean-to-dirty transition.
  *
  * A frame whose last reference this drops is freed (free_frame hook).
+ * Frames at or above nframes are skipped.
+ * Context: any thread holding the pins; the dirty and free_frame hooks run
+ * in it, with no library lock held.
+ * Ordering: each unpin is a release RMW (acquire too when it frees the
+ * frame, page.h); with @dirty, DIRTY is set (acq_rel) before the unpin.
  * Progress: lock-free. Misuse (unpinning what was not pinned) goes to the
  * page word's error hook.
  */
@@ -295,16 +389,28 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
 /**
  * ps_space_discard() - a balloon's MADV_DONTNEED: drop the pages of
  * [@start, @start + @len), except pinned ones.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
  * @skipped: receives the addresses of pinned pages left in place (up to
  *	@max_skipped of them; may be NULL if @max_skipped is 0).
+ * @max_skipped: room in @skipped.
  * @nskipped: receives how many pages were left in place (all of them,
- *	even beyond @max_skipped).
+ *	even beyond @max_skipped); may be NULL.
  *
- * Brackets itself with an invalidation (event CLEAR). Each page is zapped,
+ * Brackets itself with an invalidation (event CLEAR). A page whose frame is
+ * pinned is left in place. A frame held only by its mapping is frozen first,
+ * so no pin can come in while it is zapped. Any other page is zapped,
  * then, after a full fence, its frame's pins are checked; a frame pinned
  * meanwhile gets its entry back and is reported. A concurrent pin either
  * sees the zap and backs out, or is seen here.
- * Context: blocking. Return: 0; -EINVAL.
+ * Context: blocking; as ps_space_map() (the notifier callbacks and the
+ * free_frame hooks run under the writer mutex).
+ * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
+ * S2 (the freeze, or the zap, a seq_cst fence and the pin check).
+ * Progress: blocking (the writer mutex, S1; the invalidation's callbacks).
+ * Return: 0; -EINVAL (range, or @skipped NULL with @max_skipped);
+ * *@nskipped is not written on error.
  */
 int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     uint64_t *skipped, uint64_t max_skipped,
@@ -314,14 +420,24 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 
 /**
  * ps_space_fault() - a CPU access to @addr through the space's mapping.
+ * @space: the space.
+ * @addr: the page (aligned, inside the space).
  * @access: PS_ACCESS_READ or PS_ACCESS_WRITE (pgtable.h), optionally
  *	PS_ACCESS_RESOLVE_WP.
  *
  * pgtable.h's fault, plus: a missing page goes to the populate hook and is
  * retried once; a write that makes an entry writable marks its frame dirty
  * (and logs the address) under the frame's LOCKED bit.
+ * Context: any thread; the populate hook runs in it with no library lock
+ * held, the dirty hook under the frame's LOCKED bit (S7).
+ * Ordering: the page table's fault CAS (acquire and release); DIRTY is set
+ * before the frame's LOCKED bit is dropped (S3).
+ * Progress: lock-free for reads and for writes to a writable or non-present
+ * entry; a write to a present, non-writable entry takes the frame's LOCKED
+ * bit (spin, then yield: blocking). The populate hook is the caller's.
  * Return: as ps_pgtable_fault(): PS_FAULT_OK, PS_FAULT_MISSING (no hook, or
- * the hook left it missing), PS_FAULT_WP, ...
+ * the hook failed or left it missing), PS_FAULT_WP, ...; PS_FAULT_INVALID
+ * also for an unaligned or out-of-space @addr.
  */
 enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
 			     unsigned int access);
@@ -344,10 +460,13 @@ struct ps_secondary_ops {
 
 /**
  * ps_space_map_secondary() - run the seed-003 loop for one page.
+ * @space: the space.
  * @sub: the caller's subscription covering @addr (inserted in
  *	ps_space_notifier()).
  * @addr: the page.
  * @write: the secondary mapping will be writable.
+ * @ops: the caller's lock, unlock and install (all three required).
+ * @ctx: handed to @ops' callbacks.
  *
  * Loop: read_begin on @sub; look up and reference the frame (populate hook
  * if missing); take the caller's lock; if an invalidation raced, unlock,
@@ -365,8 +484,14 @@ struct ps_secondary_ops {
  * seen.
  * Context: blocking (the caller's lock; read_begin may wait for an
  * overlapping invalidation). Do not hold @ops' lock when calling.
+ * Ordering: the per-subscription check of notifier.h (read_begin's acquire;
+ * read_retry under @ops' lock, which orders it against the callback's
+ * ps_interval_set_seq()); for a write, DIRTY and the log entry are set
+ * before install (S5).
+ * Progress: blocking (as above); it loops again only after populating the
+ * page, or when an invalidation or a change of the frame raced with it (S8).
  * Return: 0; -EINVAL; -EFAULT; -EAGAIN; -EHWPOISON; -EPERM (private frame);
- * a populate hook's or install's error.
+ * -EOVERFLOW (reference limit); a populate hook's or install's error.
  */
 int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 			   uint64_t addr, bool write,
@@ -377,7 +502,10 @@ int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 /**
  * ps_space_mark_dirty() - the frame at @addr was written (by software or a
  * device the space cannot see): mark it dirty and log @addr.
+ * @space: the space.
+ * @addr: the page (aligned; anything else returns false).
  *
+ * Context: any thread; the dirty hook runs in it, with no library lock held.
  * Progress: lock-free. Ordering: release (the caller's write happens before
  * the harvest or write-back that reports it).
  * Return: true if this call made the frame's clean-to-dirty transition (the
@@ -393,6 +521,9 @@ bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * ps_space_harvest() - return the dirty pages of [@start, @start + @len)
  * and clear them, atomically per page: a page dirtied concurrently is either
  * in this harvest or stays dirty for the next, never lost.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
  * @flags: 0 or PS_HARVEST_REARM.
  * @addrs: receives page addresses, ascending.
  * @max: room in @addrs (at least 1).
@@ -411,8 +542,17 @@ bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * Cost: the number of dirty pages plus a small term per 128 MiB of range
  * (the log is a three-level bitmap), plus, with REARM, the page table's
  * scan of registered ranges.
+ * Context: any thread. With REARM it invalidates and takes the page table's
+ * writer mutex: not from a notifier callback, nor holding a lock that a
+ * callback takes, nor inside a read-side section.
+ * Ordering: the dirty log's acquire (S6): what a marker wrote before its
+ * mark happens before the harvest that reports it; with REARM, the page
+ * table's get-and-rearm guarantee (G7 in lib/pgtable.c).
  * Progress: lock-free without REARM; blocking with it.
- * Return: 0; -EINVAL; -ENOMEM (REARM).
+ * Return: 0; -EINVAL (range, flags, @addrs or @count NULL, @max 0); with
+ * REARM, the page-table scan's error (-ENOMEM; -ENOENT if the range is
+ * unregistered meanwhile): nothing is harvested, and pages already
+ * re-armed wait in the log for the next harvest.
  */
 int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
 		     unsigned int flags, uint64_t *addrs, uint64_t max,
@@ -420,8 +560,15 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
 
 /**
  * ps_space_redirty() - put harvested pages back (a transfer failed). Marks
- * made meanwhile are kept (it only adds). Return: 0; -EINVAL (an address
- * out of range or unaligned: the addresses before it were put back).
+ * made meanwhile are kept (it only adds).
+ * @space: the space.
+ * @addrs: page addresses, as ps_space_harvest() returned them.
+ * @n: how many.
+ *
+ * Context: any thread. Ordering: release (the dirty log's set, S6).
+ * Progress: wait-free (one bitmap set per address).
+ * Return: 0; -EINVAL (an address out of range or unaligned: the addresses
+ * before it were put back).
  */
 int ps_space_redirty(struct ps_space *space, const uint64_t *addrs,
 		     uint64_t n);
@@ -464,7 +611,13 @@ struct ps_writeback_stats {
 /**
  * ps_space_writeback() - write back the dirty frames mapped in [@start,
  * @start + @len).
- * @fn: writes one frame. @ctx: its context. @stats: may be NULL.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
+ * @mode: PS_WB_CLEAN or PS_WB_INTEGRITY.
+ * @fn: writes one frame.
+ * @ctx: its context.
+ * @stats: receives what was done; may be NULL.
  *
  * An unpinned frame: under its LOCKED bit, write-protect its entry (stable
  * pages) after invalidating the range's secondary mappings (event
@@ -473,8 +626,15 @@ struct ps_writeback_stats {
  * is never lost. A pinned frame: CLEAN skips it (it stays dirty);
  * INTEGRITY clears DIRTY, calls @fn with @pinned true (bounce), and dirties
  * it again if it is still pinned for write.
- * Context: blocking (LOCKED bits; the callback may block).
- * Return: 0, or the first callback error (every frame is still visited).
+ * Context: blocking (LOCKED bits; the callback may block, and runs with no
+ * library lock held). It invalidates: not from a notifier callback, nor
+ * holding a lock that a notifier callback takes.
+ * Ordering: S3 and S4: under the frame's LOCKED bit the entry is
+ * write-protected, then DIRTY is cleared by an acq_rel RMW whose old word
+ * orders every pin before or after it.
+ * Progress: blocking (LOCKED bits: spin, then yield; the invalidations).
+ * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first callback error
+ * (every frame is still visited).
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,

@@ -1,0 +1,780 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vmm-guest-memory.c - a VMM's guest memory, managed through a space.
+ *
+ * The guest's RAM is real memory: one anonymous mmap, whose page f is frame
+ * f of a struct ps_space mapped at guest-physical address f * 4096. The
+ * program walks through what a VMM does with it, and checks each outcome:
+ *
+ *   1. a vfio-style device assignment pins part of the RAM long-term;
+ *   2. the balloon driver gives pages back: the discard leaves the pinned
+ *      ones in place and reports them (a device may still DMA into them);
+ *   3. live migration: write-protect, vCPU threads and a device keep
+ *      writing, two pre-copy rounds harvest and re-arm, a final round with
+ *      the guest paused: the destination must equal the source byte for
+ *      byte (no write lost). Pages the device holds pinned for write are in
+ *      every round. The vCPUs' writes are tracked by the kernel through the
+ *      uffd bridge when it is available (PAGEMAP_SCAN), else by software
+ *      dirty logging;
+ *   4. a confidential-VM conversion of a range to private fails at the exact
+ *      offset of a page pinned for DMA, converts nothing, and succeeds once
+ *      the DMA completes; then the access check reports a shared access to
+ *      a private page as KVM's memory-fault exit would, and a CPU map (not a
+ *      pin) makes a private page accessible, once;
+ *   5. a device-emulation thread (a virtio device) caches translations of
+ *      guest pages, validated by the space's notifier, while the main
+ *      thread unmaps half of its window: it never touches an unmapped page
+ *      through a stale translation.
+ *
+ * It prints each step and exits non-zero if an outcome is not the expected
+ * one; the test suite runs it (meson test --suite examples), once as is
+ * and once with PS_EXAMPLE_NO_UFFD=1 (software dirty logging only).
+ */
+#include <pagestate/pagestate.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define PAGE 4096ull
+#define WORDS (PAGE / 8)
+#define GUEST_SIZE (64ull << 20)           /* 64 MiB of guest RAM */
+#define NFRAMES (GUEST_SIZE / PAGE)
+#define VCPU_WINDOW (32ull << 20)          /* vCPUs write [0, 32 MiB) */
+#define NVCPUS 2
+#define VFIO_GPA (36ull << 20)             /* the assigned device's buffers */
+#define VFIO_PAGES 16ull
+#define BALLOON_GPA (VFIO_GPA - 8 * PAGE)  /* overlaps the pinned pages */
+#define BALLOON_PAGES 32ull
+#define DEV_GPA (40ull << 20)              /* the virtio device's window */
+#define DEV_PAGES 256ull
+#define CONV_GPA (48ull << 20)             /* the range made private */
+#define CONV_PAGES 64ull
+#define CONV_PINNED 37ull                  /* its page under DMA */
+
+static int failures;
+
+#define EXPECT(cond, ...)                                            \
+	do {                                                         \
+		if (!(cond)) {                                       \
+			printf("  FAILED (%s:%d): ", __FILE__, __LINE__); \
+			printf(__VA_ARGS__);                         \
+			printf("\n");                                \
+			failures++;                                  \
+		}                                                    \
+	} while (0)
+
+static const char *errname(int err)
+{
+	switch (err) {
+	case 0: return "ok";
+	case -EAGAIN: return "EAGAIN";
+	case -EBUSY: return "EBUSY";
+	case -EFAULT: return "EFAULT";
+	case -EPERM: return "EPERM";
+	default: return strerror(-err);
+	}
+}
+
+static void sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ms * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Relaxed: statistics and flags read as hints, or after a join. */
+static uint64_t ld(_Atomic uint64_t *p)
+{
+	return atomic_load_explicit(p, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The VMM                                                                  */
+/* ------------------------------------------------------------------------ */
+
+struct vmm {
+	struct ps_space *space;
+	/*
+	 * Guest RAM, seen as 64-bit words: vCPUs, devices and the migration
+	 * copy touch it concurrently, as in a real VMM; atomic accesses make
+	 * that defined behaviour in C (and visible to TSan).
+	 */
+	_Atomic uint64_t *ram;
+	void *host; /* the same memory, for system calls */
+	_Atomic uint64_t frees, dirtied, prepares, finishes, accessible;
+	bool software_dirty_log; /* no uffd: vCPUs log their own writes */
+};
+
+static _Atomic uint64_t *frame_mem(struct vmm *vm, uint64_t frame)
+{
+	return vm->ram + frame * WORDS;
+}
+
+/* A frame's last reference went (balloon, unmap): give the memory back. */
+static void vmm_free_frame(void *ctx, struct ps_space *space, uint64_t frame)
+{
+	struct vmm *vm = ctx;
+
+	(void)space;
+	madvise((char *)vm->host + frame * PAGE, PAGE, MADV_DONTNEED);
+	/* Relaxed: a statistic. */
+	atomic_fetch_add_explicit(&vm->frees, 1, memory_order_relaxed);
+}
+
+static void vmm_dirty(void *ctx, struct ps_space *space, uint64_t frame)
+{
+	struct vmm *vm = ctx;
+
+	(void)space;
+	(void)frame;
+	/* Relaxed: a statistic. */
+	atomic_fetch_add_explicit(&vm->dirtied, 1, memory_order_relaxed);
+}
+
+/* The platform's conversion hooks (TDX: MapGPA + TDG.MEM.PAGE.ACCEPT). */
+static int vmm_prepare(void *ctx, struct ps_space *space, uint64_t addr,
+		       uint64_t frame, enum ps_enc_state to)
+{
+	struct vmm *vm = ctx;
+
+	(void)space, (void)addr, (void)frame, (void)to;
+	atomic_fetch_add_explicit(&vm->prepares, 1, memory_order_relaxed);
+	return 0;
+}
+
+static int vmm_finish(void *ctx, struct ps_space *space, uint64_t addr,
+		      uint64_t frame, enum ps_enc_state to)
+{
+	struct vmm *vm = ctx;
+
+	(void)space, (void)addr, (void)frame, (void)to;
+	atomic_fetch_add_explicit(&vm->finishes, 1, memory_order_relaxed);
+	return 0;
+}
+
+/* The first CPU map of an inaccessible page (s390's export, pKVM's share). */
+static int vmm_make_accessible(void *ctx, struct ps_space *space,
+			       uint64_t frame)
+{
+	struct vmm *vm = ctx;
+
+	(void)space, (void)frame;
+	atomic_fetch_add_explicit(&vm->accessible, 1, memory_order_relaxed);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writers: vCPUs, the assigned device, the virtio device                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Writers run while !paused. pause_writers() waits until every writer has
+ * acknowledged, so that the guest is really stopped (the final round).
+ */
+static _Atomic bool paused, stopping;
+static _Atomic unsigned int parked;
+
+static void writer_checkpoint(void)
+{
+	/* Acquire: pairs with the release in pause/resume. */
+	if (!atomic_load_explicit(&paused, memory_order_acquire))
+		return;
+	/* Release: our writes before the ack; pairs with pause_writers. */
+	atomic_fetch_add_explicit(&parked, 1, memory_order_release);
+	while (atomic_load_explicit(&paused, memory_order_acquire) &&
+	       !atomic_load_explicit(&stopping, memory_order_relaxed))
+		sched_yield();
+	/* Relaxed: only a count; resume_writers orders the rest. */
+	atomic_fetch_sub_explicit(&parked, 1, memory_order_relaxed);
+}
+
+static void pause_writers(unsigned int n)
+{
+	/* Release: pairs with the acquire in writer_checkpoint. */
+	atomic_store_explicit(&paused, true, memory_order_release);
+	/* Acquire: pairs with the writers' release ack: their writes are done. */
+	while (atomic_load_explicit(&parked, memory_order_acquire) < n)
+		sched_yield();
+}
+
+static void resume_writers(void)
+{
+	/* Release: pairs with the acquire in writer_checkpoint. */
+	atomic_store_explicit(&paused, false, memory_order_release);
+}
+
+struct vcpu {
+	pthread_t tid;
+	struct vmm *vm;
+	unsigned int id;
+	uint64_t rng;
+	_Atomic uint64_t writes;
+};
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *c = arg;
+	uint64_t n = 0;
+
+	while (!atomic_load_explicit(&stopping, memory_order_relaxed)) {
+		uint64_t page = xorshift(&c->rng) % (VCPU_WINDOW / PAGE);
+		uint64_t word = xorshift(&c->rng) % WORDS;
+
+		writer_checkpoint();
+		/* Relaxed: guest memory; the harvest orders the copy. */
+		atomic_store_explicit(&frame_mem(c->vm, page)[word],
+				      ((uint64_t)c->id << 56) | ++n,
+				      memory_order_relaxed);
+		/*
+		 * Without the kernel's tracking, log the write after making
+		 * it (vhost's dirty log): a harvest in between copies the
+		 * page already written, and the mark makes the next round
+		 * copy it again. Nothing is lost either way.
+		 */
+		if (c->vm->software_dirty_log)
+			(void)ps_space_mark_dirty(c->vm->space, page * PAGE);
+		atomic_fetch_add_explicit(&c->writes, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/* The assigned (vfio) device: DMA into the pages pinned for it. */
+struct dma_dev {
+	pthread_t tid;
+	struct vmm *vm;
+	uint64_t frames[VFIO_PAGES];
+	_Atomic uint64_t writes;
+};
+
+static void *dma_main(void *arg)
+{
+	struct dma_dev *d = arg;
+	uint64_t n = 0;
+
+	while (!atomic_load_explicit(&stopping, memory_order_relaxed)) {
+		writer_checkpoint();
+		/* Relaxed: DMA into pinned memory. */
+		atomic_store_explicit(
+			&frame_mem(d->vm, d->frames[n % VFIO_PAGES])[n % WORDS],
+			0xd3a0000000000000ull | n, memory_order_relaxed);
+		n++;
+		atomic_fetch_add_explicit(&d->writes, 1, memory_order_relaxed);
+		if (n % 64 == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
+/*
+ * The virtio device, emulated in a VMM thread. It writes guest pages
+ * through a cache of translations (page -> host memory), the secondary
+ * mapping of seed 003: filled by ps_space_map_secondary(), torn down by
+ * the subscription's callback under the device's lock.
+ */
+struct virtio_dev {
+	pthread_t tid;
+	struct vmm *vm;
+	struct ps_interval sub;
+	pthread_mutex_t lock;
+	_Atomic uint64_t *cache[DEV_PAGES]; /* under lock: NULL = not mapped */
+	uint64_t rng;
+	_Atomic bool unmapped; /* the upper half is gone (set by main) */
+	_Atomic uint64_t writes, faults, invalidations, stale_hits;
+	_Atomic bool fault_seen; /* a page of the upper half faulted */
+};
+
+static bool virtio_invalidate(struct ps_interval *sub,
+			      const struct ps_invalidation *inv,
+			      uint64_t cur_seq, void *priv)
+{
+	struct virtio_dev *d = priv;
+	uint64_t first, last;
+
+	if (ps_invalidation_blockable(inv))
+		pthread_mutex_lock(&d->lock);
+	else if (pthread_mutex_trylock(&d->lock))
+		return false;
+	/*
+	 * Every event tears the mappings down, SOFT_DIRTY included: they are
+	 * writable, and the next write must go through the helper again to
+	 * be logged for migration. (A read-only cache could ignore
+	 * SOFT_DIRTY and PROTECTION events.)
+	 */
+	first = inv->start > DEV_GPA ? (inv->start - DEV_GPA) / PAGE : 0;
+	last = (ps_invalidation_last(inv) - DEV_GPA) / PAGE;
+	if (last >= DEV_PAGES)
+		last = DEV_PAGES - 1;
+	for (uint64_t i = first; i <= last; i++)
+		d->cache[i] = NULL;
+	ps_interval_set_seq(sub, cur_seq);
+	pthread_mutex_unlock(&d->lock);
+	atomic_fetch_add_explicit(&d->invalidations, 1, memory_order_relaxed);
+	return true;
+}
+
+static const struct ps_interval_ops virtio_ops = {
+	.invalidate = virtio_invalidate,
+};
+
+static void virtio_lock(void *ctx)
+{
+	pthread_mutex_lock(&((struct virtio_dev *)ctx)->lock);
+}
+
+static void virtio_unlock(void *ctx)
+{
+	pthread_mutex_unlock(&((struct virtio_dev *)ctx)->lock);
+}
+
+static int virtio_install(void *ctx, uint64_t addr, uint64_t frame,
+			  bool write)
+{
+	struct virtio_dev *d = ctx;
+
+	(void)write;
+	d->cache[(addr - DEV_GPA) / PAGE] = frame_mem(d->vm, frame);
+	return 0;
+}
+
+static const struct ps_secondary_ops virtio_secondary = {
+	.lock = virtio_lock,
+	.unlock = virtio_unlock,
+	.install = virtio_install,
+};
+
+static void *virtio_main(void *arg)
+{
+	struct virtio_dev *d = arg;
+	uint64_t n = 0;
+
+	while (!atomic_load_explicit(&stopping, memory_order_relaxed)) {
+		uint64_t page = xorshift(&d->rng) % DEV_PAGES;
+		bool hit;
+
+		writer_checkpoint();
+		pthread_mutex_lock(&d->lock);
+		hit = d->cache[page] != NULL;
+		if (hit) {
+			/*
+			 * Acquire: pairs with main's release after the unmap
+			 * returned. Its callback cleared the upper half under
+			 * this lock before that, so a hit there is a bug.
+			 */
+			if (page >= DEV_PAGES / 2 &&
+			    atomic_load_explicit(&d->unmapped,
+						 memory_order_acquire))
+				atomic_fetch_add_explicit(&d->stale_hits, 1,
+							  memory_order_relaxed);
+			/* Relaxed: guest memory (the harvest orders it). */
+			atomic_store_explicit(&d->cache[page][n % WORDS],
+					      0x71e0000000000000ull | ++n,
+					      memory_order_relaxed);
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (hit) {
+			atomic_fetch_add_explicit(&d->writes, 1,
+						  memory_order_relaxed);
+			continue;
+		}
+		/* A miss: the seed-003 loop fills the cache (or fails). */
+		if (ps_space_map_secondary(d->vm->space, &d->sub,
+					   DEV_GPA + page * PAGE, true,
+					   &virtio_secondary, d) == -EFAULT) {
+			atomic_fetch_add_explicit(&d->faults, 1,
+						  memory_order_relaxed);
+			if (page >= DEV_PAGES / 2)
+				atomic_store_explicit(&d->fault_seen, true,
+						      memory_order_relaxed);
+		}
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Migration                                                                */
+/* ------------------------------------------------------------------------ */
+
+struct migration {
+	struct vmm *vm;
+	struct ps_uffd *uffd; /* NULL: software dirty log */
+	_Atomic uint64_t *dest; /* the destination's RAM */
+	void *dest_host;
+	uint64_t addrs[4096];
+};
+
+/*
+ * The uffd bridge, where it is built (meson option uffd; Linux). The
+ * attachment ties the guest RAM's host mapping to the whole space: the
+ * kernel tracks the vCPUs' writes (async uffd-wp), the library the
+ * devices' writes and pins, and one harvest returns both.
+ */
+#ifdef EXAMPLE_HAVE_UFFD
+static int uffd_attach(struct vmm *vm, struct migration *m, const char **why)
+{
+	struct ps_uffd_config c = {
+		.host = vm->host, .addr = 0, .len = GUEST_SIZE,
+		.flags = PS_UFFD_ASYNC, .why = why,
+	};
+
+	return ps_uffd_attach_space(vm->space, &c, &m->uffd);
+}
+
+static int uffd_protect(struct migration *m)
+{
+	return ps_uffd_protect(m->uffd, 0, GUEST_SIZE);
+}
+
+static int uffd_harvest(struct migration *m, uint64_t *at, uint64_t *n)
+{
+	return ps_uffd_harvest(m->uffd, *at, GUEST_SIZE - *at, m->addrs, 4096,
+			       n, at);
+}
+
+static int uffd_detach(struct migration *m)
+{
+	return ps_uffd_detach(m->uffd);
+}
+#else
+static int uffd_attach(struct vmm *vm, struct migration *m, const char **why)
+{
+	(void)vm, (void)m, (void)why;
+	return -EOPNOTSUPP;
+}
+
+static int uffd_protect(struct migration *m)
+{
+	(void)m;
+	return -EOPNOTSUPP;
+}
+
+static int uffd_harvest(struct migration *m, uint64_t *at, uint64_t *n)
+{
+	(void)m, (void)at, (void)n;
+	return -EOPNOTSUPP;
+}
+
+static int uffd_detach(struct migration *m)
+{
+	(void)m;
+	return -EOPNOTSUPP;
+}
+#endif
+
+static void copy_page(struct migration *m, uint64_t gpa)
+{
+	_Atomic uint64_t *src = m->vm->ram + gpa / 8, *dst = m->dest + gpa / 8;
+
+	for (uint64_t w = 0; w < WORDS; w++)
+		/* Relaxed: racing writers are re-sent in the next round. */
+		atomic_store_explicit(&dst[w],
+				      atomic_load_explicit(&src[w],
+							   memory_order_relaxed),
+				      memory_order_relaxed);
+}
+
+/*
+ * One round: harvest (and re-arm) the whole RAM, then copy what was
+ * reported. Returns the pages sent; *pinned_seen counts reported pages
+ * that the assigned device holds pinned.
+ */
+static int64_t migration_round(struct migration *m, uint64_t *pinned_seen)
+{
+	uint64_t at = 0, sent = 0;
+
+	*pinned_seen = 0;
+	while (at < GUEST_SIZE) {
+		uint64_t n = 0;
+		int err = m->uffd ?
+			uffd_harvest(m, &at, &n) :
+			ps_space_harvest(m->vm->space, at, GUEST_SIZE - at,
+					 PS_HARVEST_REARM, m->addrs, 4096, &n,
+					 &at);
+
+		if (err)
+			return err;
+		for (uint64_t i = 0; i < n; i++) {
+			copy_page(m, m->addrs[i]);
+			if (m->addrs[i] >= VFIO_GPA &&
+			    m->addrs[i] < VFIO_GPA + VFIO_PAGES * PAGE)
+				(*pinned_seen)++;
+		}
+		sent += n;
+	}
+	return (int64_t)sent;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The scenario                                                             */
+/* ------------------------------------------------------------------------ */
+
+int main(void)
+{
+	static struct vmm vm;
+	static struct virtio_dev virtio;
+	static struct dma_dev dma;
+	static struct migration mig;
+	struct vcpu vcpus[NVCPUS];
+	struct ps_space_config cfg = {
+		.size = GUEST_SIZE,
+		.nframes = NFRAMES,
+		.hooks = { .free_frame = vmm_free_frame, .dirty = vmm_dirty,
+			   .ctx = &vm },
+	};
+	struct ps_prot_hooks prot_hooks = {
+		.prepare = vmm_prepare, .finish = vmm_finish,
+		.make_accessible = vmm_make_accessible, .ctx = &vm,
+	};
+	uint64_t skipped[BALLOON_PAGES], nskipped = 0, pinned_seen, off;
+	uint64_t frames[1];
+	const char *why = "not built";
+	struct ps_convert_opts opts;
+	struct ps_memory_fault mf;
+	int64_t sent;
+	int err;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	vm.host = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mig.dest_host = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (vm.host == MAP_FAILED || mig.dest_host == MAP_FAILED) {
+		perror("mmap");
+		return 1;
+	}
+	vm.ram = vm.host;
+	mig.dest = mig.dest_host;
+	mig.vm = &vm;
+	err = ps_space_create(&cfg, &vm.space);
+	if (!err)
+		err = ps_space_map_range(vm.space, 0, GUEST_SIZE, 0,
+					 PS_MAP_WRITE);
+	if (!err)
+		err = ps_space_set_prot_hooks(vm.space, &prot_hooks);
+	if (err) {
+		printf("setting up the space: %s\n", errname(err));
+		return 1;
+	}
+	printf("[setup] %llu MiB of guest RAM at %p: frame f is guest page f\n",
+	       GUEST_SIZE >> 20, vm.host);
+
+	/* 1. Device assignment: vfio pins the device's buffers long-term. */
+	err = ps_space_pin_range(vm.space, VFIO_GPA, VFIO_PAGES * PAGE,
+				 PS_PIN_WRITE | PS_PIN_LONGTERM, dma.frames);
+	EXPECT(!err, "vfio pin: %s", errname(err));
+	EXPECT(ps_page_is_pinned(ps_space_page(vm.space, dma.frames[0])),
+	       "the pinned frame reads pinned (exactly)");
+	printf("[1] vfio pinned %llu pages at 0x%llx long-term for write\n",
+	       VFIO_PAGES, VFIO_GPA);
+
+	/* 2. The balloon inflates over a range that includes pinned pages. */
+	err = ps_space_discard(vm.space, BALLOON_GPA, BALLOON_PAGES * PAGE,
+			       skipped, BALLOON_PAGES, &nskipped);
+	EXPECT(!err && nskipped == VFIO_PAGES && skipped[0] == VFIO_GPA,
+	       "discard: %s, %llu skipped", errname(err),
+	       (unsigned long long)nskipped);
+	EXPECT(ld(&vm.frees) == BALLOON_PAGES - VFIO_PAGES,
+	       "%llu frames given back", (unsigned long long)ld(&vm.frees));
+	printf("[2] balloon discard of %llu pages: %llu given back, the %llu "
+	       "pinned ones skipped (first at 0x%llx)\n", BALLOON_PAGES,
+	       (unsigned long long)ld(&vm.frees),
+	       (unsigned long long)nskipped, (unsigned long long)skipped[0]);
+
+	/* The guest runs: vCPUs, the assigned device, the virtio device. */
+	if (getenv("PS_EXAMPLE_NO_UFFD")) {
+		why = "PS_EXAMPLE_NO_UFFD is set";
+		mig.uffd = NULL;
+		vm.software_dirty_log = true;
+	} else if (uffd_attach(&vm, &mig, &why)) {
+		mig.uffd = NULL;
+		vm.software_dirty_log = true;
+	}
+	pthread_mutex_init(&virtio.lock, NULL);
+	virtio.vm = &vm;
+	virtio.rng = 0x5eed;
+	err = ps_interval_insert(&virtio.sub, ps_space_notifier(vm.space),
+				 DEV_GPA, DEV_PAGES * PAGE, &virtio_ops,
+				 &virtio);
+	EXPECT(!err, "virtio subscription: %s", errname(err));
+	dma.vm = &vm;
+	for (unsigned int i = 0; i < NVCPUS; i++) {
+		vcpus[i].vm = &vm;
+		vcpus[i].id = i + 1;
+		vcpus[i].rng = 0x9e3779b97f4a7c15ull * (i + 1);
+		atomic_init(&vcpus[i].writes, 0);
+		pthread_create(&vcpus[i].tid, NULL, vcpu_main, &vcpus[i]);
+	}
+	pthread_create(&dma.tid, NULL, dma_main, &dma);
+	pthread_create(&virtio.tid, NULL, virtio_main, &virtio);
+
+	/* 3. Live migration. */
+	printf("[3] migration: dirty tracking by %s\n",
+	       mig.uffd ? "the kernel (uffd-wp async + PAGEMAP_SCAN) and the "
+			  "library (device writes, pins)" :
+			  "software dirty logging");
+	if (!mig.uffd)
+		printf("    (the uffd bridge is unavailable: %s)\n", why);
+	if (mig.uffd) {
+		err = uffd_protect(&mig);
+		EXPECT(!err, "write-protect: %s", errname(err));
+	} else {
+		/* Start tracking: forget older marks (one harvest). */
+		sent = migration_round(&mig, &pinned_seen);
+		EXPECT(sent >= 0, "first harvest");
+	}
+	for (uint64_t gpa = 0; gpa < GUEST_SIZE; gpa += PAGE)
+		copy_page(&mig, gpa); /* the bulk pass */
+	for (int round = 1; round <= 2; round++) {
+		sleep_ms(20);
+		sent = migration_round(&mig, &pinned_seen);
+		EXPECT(sent > 0, "round %d: %s", round, errname((int)sent));
+		EXPECT(pinned_seen == VFIO_PAGES,
+		       "round %d: %llu of the pinned pages reported", round,
+		       (unsigned long long)pinned_seen);
+		printf("    round %d (guest running): %lld pages sent, all %llu "
+		       "device-pinned pages among them\n", round,
+		       (long long)sent, (unsigned long long)pinned_seen);
+	}
+	pause_writers(NVCPUS + 2);
+	sent = migration_round(&mig, &pinned_seen);
+	EXPECT(sent > 0 && pinned_seen == VFIO_PAGES, "final round");
+	EXPECT(!memcmp(mig.dest_host, vm.host, GUEST_SIZE),
+	       "the destination equals the source");
+	printf("    final round (guest paused): %lld pages sent; the "
+	       "destination equals the source: %s\n", (long long)sent,
+	       memcmp(mig.dest_host, vm.host, GUEST_SIZE) ?
+		       "NO" : "yes, no write lost");
+	printf("    (vCPUs wrote %llu times, the vfio device %llu, the virtio "
+	       "device %llu)\n",
+	       (unsigned long long)(ld(&vcpus[0].writes) +
+				    ld(&vcpus[1].writes)),
+	       (unsigned long long)ld(&dma.writes),
+	       (unsigned long long)ld(&virtio.writes));
+	if (mig.uffd) {
+		err = uffd_detach(&mig);
+		EXPECT(!err, "detach: %s", errname(err));
+	}
+	resume_writers();
+
+	/* 4. Confidential VM: the guest converts a range to private. */
+	err = ps_space_pin_range(vm.space, CONV_GPA + CONV_PINNED * PAGE, PAGE,
+				 PS_PIN_WRITE, frames);
+	EXPECT(!err, "pin under DMA: %s", errname(err));
+	memset(&opts, 0, sizeof(opts));
+	off = UINT64_MAX;
+	err = ps_space_convert(vm.space, CONV_GPA, CONV_PAGES * PAGE,
+			       PS_ENC_PRIVATE, 0, &opts, &off);
+	EXPECT(err == -EAGAIN && off == CONV_PINNED * PAGE &&
+		       opts.converted == 0,
+	       "convert with a pinned page: %s at offset 0x%llx",
+	       errname(err), (unsigned long long)off);
+	EXPECT(ps_page_enc_state(ps_space_page(vm.space, CONV_GPA / PAGE)) ==
+		       PS_ENC_SHARED, "nothing converted");
+	printf("[4] convert %llu pages at 0x%llx to private while page %llu is "
+	       "under DMA: %s at offset 0x%llx, nothing converted\n",
+	       CONV_PAGES, CONV_GPA, CONV_PINNED, errname(err),
+	       (unsigned long long)off);
+	ps_space_unpin(vm.space, frames, 1, true);
+	err = ps_space_convert(vm.space, CONV_GPA, CONV_PAGES * PAGE,
+			       PS_ENC_PRIVATE, 0, &opts, &off);
+	EXPECT(!err && opts.converted == CONV_PAGES &&
+		       ld(&vm.prepares) == CONV_PAGES,
+	       "convert after the DMA: %s, %llu converted", errname(err),
+	       (unsigned long long)opts.converted);
+	printf("    after the DMA completes: %s, %llu pages private (prepare "
+	       "and finish ran %llu and %llu times)\n", errname(err),
+	       (unsigned long long)opts.converted,
+	       (unsigned long long)ld(&vm.prepares),
+	       (unsigned long long)ld(&vm.finishes));
+	err = ps_space_check_access(vm.space, CONV_GPA + 100, 8, PS_ENC_SHARED,
+				    &mf);
+	EXPECT(err == -EFAULT && mf.addr == CONV_GPA + 100 && mf.size == 8 &&
+		       !(mf.flags & PS_MEMORY_FAULT_PRIVATE),
+	       "access check: %s", errname(err));
+	printf("    a shared access of 8 bytes at 0x%llx: %s, memory fault "
+	       "{addr 0x%llx, size %llu, %s}\n", CONV_GPA + 100, errname(err),
+	       (unsigned long long)mf.addr, (unsigned long long)mf.size,
+	       mf.flags & PS_MEMORY_FAULT_PRIVATE ? "private" : "shared");
+	err = ps_space_pin_range(vm.space, CONV_GPA, PAGE, 0, frames);
+	EXPECT(err == -EPERM, "a shared pin of a private page: %s",
+	       errname(err));
+	err = ps_space_pin_range(vm.space, CONV_GPA, PAGE, PS_PIN_PRIVATE,
+				 frames);
+	EXPECT(!err && ld(&vm.accessible) == 0,
+	       "a private pin: %s, make-accessible %llu", errname(err),
+	       (unsigned long long)ld(&vm.accessible));
+	if (!err)
+		ps_space_unpin(vm.space, frames, 1, false);
+	err = ps_space_kmap(vm.space, CONV_GPA / PAGE, PS_KMAP_PRIVATE);
+	EXPECT(!err && ld(&vm.accessible) == 1, "kmap: %s", errname(err));
+	if (!err)
+		err = ps_space_kmap(vm.space, CONV_GPA / PAGE,
+				    PS_KMAP_PRIVATE);
+	EXPECT(!err && ld(&vm.accessible) == 1, "second kmap: %s",
+	       errname(err));
+	for (int i = 0; i < 2; i++)
+		EXPECT(!ps_space_kunmap(vm.space, CONV_GPA / PAGE), "kunmap");
+	printf("    a shared pin of a private page: EPERM; a private pin does "
+	       "not call make-accessible; the first CPU map does, once "
+	       "(%llu)\n", (unsigned long long)ld(&vm.accessible));
+
+	/* 5. Unmap half of the virtio device's window under its feet. */
+	sleep_ms(10);
+	err = ps_space_unmap(vm.space, DEV_GPA + DEV_PAGES / 2 * PAGE,
+			     DEV_PAGES / 2 * PAGE, 0);
+	EXPECT(!err, "unmap: %s", errname(err));
+	/* Release: pairs with the device's acquire (see virtio_main). */
+	atomic_store_explicit(&virtio.unmapped, true, memory_order_release);
+	{
+		uint64_t before = ld(&virtio.writes);
+
+		while (!atomic_load_explicit(&virtio.fault_seen,
+					     memory_order_relaxed) ||
+		       ld(&virtio.writes) < before + 10000)
+			sched_yield();
+	}
+	EXPECT(ld(&virtio.stale_hits) == 0,
+	       "%llu writes through a stale translation",
+	       (unsigned long long)ld(&virtio.stale_hits));
+	printf("[5] unmapped 0x%llx..0x%llx while the virtio device wrote to "
+	       "it: %llu invalidation callbacks, %llu faults since, %llu "
+	       "writes through a stale translation\n",
+	       DEV_GPA + DEV_PAGES / 2 * PAGE, DEV_GPA + DEV_PAGES * PAGE - 1,
+	       (unsigned long long)ld(&virtio.invalidations),
+	       (unsigned long long)ld(&virtio.faults),
+	       (unsigned long long)ld(&virtio.stale_hits));
+
+	/* Teardown. */
+	atomic_store_explicit(&stopping, true, memory_order_relaxed);
+	for (unsigned int i = 0; i < NVCPUS; i++)
+		pthread_join(vcpus[i].tid, NULL);
+	pthread_join(dma.tid, NULL);
+	pthread_join(virtio.tid, NULL);
+	ps_interval_remove(&virtio.sub);
+	ps_space_unpin(vm.space, dma.frames, VFIO_PAGES, true);
+	err = ps_space_destroy(vm.space);
+	EXPECT(!err, "destroy: %s", errname(err));
+	pthread_mutex_destroy(&virtio.lock);
+	munmap(vm.host, GUEST_SIZE);
+	munmap(mig.dest_host, GUEST_SIZE);
+	printf("[6] done: %s\n",
+	       failures ? "FAILED" : "all outcomes as expected");
+	return failures ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagestate/uffd.h - the Linux bridge: mirror the library's write protection
+ * onto real memory with userfaultfd, and collect the writes the CPU makes to
+ * it, so that a VMM tracks guest writes (kernel) and device or software
+ * writes (library) in one place.
+ *
+ * Built on Linux only (meson option `uffd`, auto: on for Linux); elsewhere
+ * this header still compiles but the functions are not in the library
+ * (`pkg-config --variable=uffd pagestate` says yes or no).
+ *
+ * ---------------------------------------------------------------------------
+ * Model
+ * ---------------------------------------------------------------------------
+ *
+ * An attachment ties the caller's mapping [host, host + len) (mmap'd
+ * anonymous memory, or a shared mapping of a memfd/shmem file) to the
+ * library range [addr, addr + len) of a struct ps_space or of a bare struct
+ * ps_pgtable: host + i corresponds to addr + i. The library's table stays
+ * the authority; the kernel mirrors it:
+ *
+ *   - ps_uffd_attach_*() opens a userfaultfd, negotiates the features the
+ *     mode needs, registers the library range (ps_pgtable_register()) and
+ *     the host range (UFFDIO_REGISTER_MODE_WP), in this order.
+ *   - ps_uffd_protect() / ps_uffd_unprotect() are the explicit bridge calls
+ *     that change both: the library range first (ps_pgtable_protect()), then
+ *     the host range (UFFDIO_WRITEPROTECT). Explicit calls, not hooks in
+ *     pgtable: the page table stays free of system calls, and a caller that
+ *     protects through ps_pgtable_protect() directly changes the library
+ *     only (that is allowed; the kernel then simply sees fewer faults).
+ *   - Sync mode: a write to a protected host page blocks its writer and
+ *     queues a message. The handler (a thread the library runs with
+ *     PS_UFFD_THREAD, or the caller's loop calling ps_uffd_handle_events()
+ *     when ps_uffd_fd() is readable) marks the library page written (for a
+ *     space: the frame dirty and the address in the dirty log, as
+ *     ps_space_fault() with PS_ACCESS_RESOLVE_WP does), un-protects the page
+ *     in both places and wakes the writer (UFFDIO_WRITEPROTECT mode 0,
+ *     which wakes).
+ *   - Async mode (UFFD_FEATURE_WP_ASYNC): the kernel resolves writes in
+ *     place. ps_uffd_harvest() collects them with PAGEMAP_SCAN
+ *     (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, category WRITTEN: a
+ *     get-and-rearm per page) and merges them with the library's own
+ *     written state: a space's dirty log and async entries
+ *     (ps_space_harvest() with PS_HARVEST_REARM), or a bare table's written
+ *     entries (its WP_MATCHING scan). One call returns CPU writes and
+ *     device/software writes, and leaves both re-armed.
+ *
+ * Backing: PS_UFFD_SHARED for memfd/shmem (the library range is registered
+ * PS_WP_SHARED, so protection survives zaps as UFFD_WP markers, as the
+ * kernel's does); anonymous otherwise. The caller says which; the bridge
+ * cannot see it.
+ *
+ * One userfaultfd per attachment, so a mode is per attachment and a VMM with
+ * several RAM regions attaches each (and polls several fds in sync mode).
+ *
+ * Opening: userfaultfd(2) without UFFD_USER_MODE_ONLY first (the kernel's
+ * own accesses, e.g. a read(2) into guest memory, are handled too); if that
+ * is refused, /dev/userfaultfd; if that is refused too, userfaultfd(2) with
+ * UFFD_USER_MODE_ONLY, where a kernel-mode write to a protected page in sync
+ * mode fails with EFAULT instead of being handled (async mode is
+ * unaffected). ps_uffd_stats() says which was used.
+ *
+ * Features (UFFDIO_API; a missing one fails with -EOPNOTSUPP and @why names
+ * it): WP_ASYNC for PS_UFFD_ASYNC, WP_UNPOPULATED for PS_UFFD_ASYNC and
+ * PS_UFFD_UNPOPULATED, WP_HUGETLBFS_SHMEM for PS_UFFD_SHARED; PAGEMAP_SCAN
+ * for PS_UFFD_ASYNC (checked at attach).
+ *
+ * ---------------------------------------------------------------------------
+ * Where the live kernel differs from its documentation and from the library
+ * (measured on Linux 6.18; tests/test-uffd.c compares them page by page)
+ * ---------------------------------------------------------------------------
+ *
+ *   - None entries. PAGEMAP_SCAN reports PAGE_IS_WRITTEN for a none PTE and
+ *     for a hole with no page table inside a registered async range
+ *     (with WPALLOWED), and for a none PTE inside a populated page table
+ *     everywhere else; the library's scan reports no category for a none
+ *     entry (pgtable.h says it mirrors the kernel there: it mirrors its
+ *     documentation, "none PTE -> 0 categories"). A comparison maps library
+ *     none <=> kernel WRITTEN. It does not matter to the bridge: a harvest
+ *     asks for WRITTEN with WP_MATCHING, and the kernel re-arms a none PTE
+ *     as a UFFD_WP marker, so it reports a discarded anonymous page once
+ *     (the documentation's "dirtying by dropping uffd-wp"), which the
+ *     library's scan does not: ps_uffd_harvest() reports what the kernel
+ *     reports, and turns the library's none entry there into a UFFD_WP
+ *     marker as the kernel did (found by the differential test).
+ *   - Shmem hole punch. fallocate(PUNCH_HOLE) and MADV_REMOVE of a
+ *     protected memfd page leave a UFFD_WP marker: protection is kept, as
+ *     for MADV_DONTNEED and MADV_PAGEOUT (which unmaps the page even with
+ *     no swap device). The documentation's truncation path drops markers
+ *     (ZAP_FLAG_DROP_MARKER); the live kernel does not for a hole punch. The
+ *     library's zap without PS_ZAP_UNMAP does the same as the kernel, and
+ *     that is what a caller should apply to its table for these.
+ *   - Read faults on an anonymous UFFD_WP marker map the zero page, still
+ *     protected (PAGE_IS_PFNZERO); the library has no zero page and maps a
+ *     frame, protected too. PFNZERO is not compared.
+ *   - PAGE_IS_FILE: the kernel knows the backing of every page; the library
+ *     knows it only through a registration (PS_WP_SHARED), so after
+ *     ps_uffd_detach() a memfd page is FILE to the kernel and not to the
+ *     library.
+ *   - Anonymous MADV_PAGEOUT without a swap device is a no-op; MADV_REMOVE
+ *     on anonymous memory is EINVAL; mprotect() never changes uffd-wp;
+ *     un-protecting a UFFD_WP marker removes it (none); UFFDIO_UNREGISTER
+ *     clears every uffd-wp bit and marker of the range. All as the library
+ *     (ps_pgtable_unregister() clears the same).
+ *
+ * ---------------------------------------------------------------------------
+ * Concurrency
+ * ---------------------------------------------------------------------------
+ *
+ * Protect, unprotect, harvest and the resolution of each fault hold the
+ * attachment's mutex across "library, then kernel", so the two never
+ * disagree on a page for longer than one such call: without it, a fault
+ * resolved (un-protected in both) while a protect runs could leave the
+ * library protected and the kernel not, and later writes would go unseen.
+ * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins)
+ * take no bridge lock.
+ *
+ * What a harvest guarantees: every write that completes after the harvest
+ * re-armed its page is reported by a later harvest; a write that raced the
+ * harvest is in the page's contents by the time the harvest returns (async:
+ * PAGEMAP_SCAN's get-and-rearm is atomic per page; sync: the page is
+ * reported first, then re-protected, and a write in between finds it still
+ * writable). Copy the reported pages after the harvest returns, as with
+ * KVM's dirty log.
+ *
+ * Sync mode: the thread that calls ps_uffd_handle_events() must not itself
+ * write to protected attached memory (it would wait for itself).
+ *
+ * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
+ * kernel feature (@why names it), -ENOSYS no userfaultfd, -EPERM userfaultfd
+ * refused, -EBUSY the library range is already registered, -ENOENT a range
+ * outside the attachment, -ENOMEM, or the errno of a failed system call.
+ */
+#ifndef PAGESTATE_UFFD_H
+#define PAGESTATE_UFFD_H
+
+#include <pagestate/compiler.h>
+#include <pagestate/pgtable.h>
+#include <pagestate/space.h>
+
+#include <stdint.h>
+
+PS_BEGIN_DECLS
+
+/* Attachment flags (struct ps_uffd_config). */
+#define PS_UFFD_ASYNC 0x1u	 /* WP_ASYNC: writes resolve in place (else sync) */
+#define PS_UFFD_SHARED 0x2u	 /* memfd/shmem backing (else anonymous) */
+#define PS_UFFD_UNPOPULATED 0x4u /* sync anonymous: protect none PTEs too */
+#define PS_UFFD_THREAD 0x8u	 /* sync: the library runs the handler thread */
+#define PS_UFFD_ALL \
+	(PS_UFFD_ASYNC | PS_UFFD_SHARED | PS_UFFD_UNPOPULATED | PS_UFFD_THREAD)
+
+/* How the userfaultfd was opened (struct ps_uffd_stats.opened). */
+#define PS_UFFD_OPENED_SYSCALL 1   /* userfaultfd(2), kernel faults too */
+#define PS_UFFD_OPENED_DEV 2	   /* /dev/userfaultfd */
+#define PS_UFFD_OPENED_USER_ONLY 3 /* userfaultfd(2), UFFD_USER_MODE_ONLY */
+
+/**
+ * struct ps_uffd_config - what to attach.
+ * @host: the caller's mapping, page-aligned. It must stay mapped until
+ *	ps_uffd_detach().
+ * @addr: the library address that @host corresponds to (page-aligned).
+ * @len: bytes (page-aligned, not 0).
+ * @flags: PS_UFFD_*.
+ * @why: if not NULL, receives on failure a static string naming what
+ *	failed: the missing feature ("WP_ASYNC", "WP_UNPOPULATED",
+ *	"WP_HUGETLBFS_SHMEM", "PAGEMAP_SCAN") or the step ("userfaultfd",
+ *	"UFFDIO_API", "UFFDIO_REGISTER", "library range", ...); NULL on
+ *	success.
+ */
+struct ps_uffd_config {
+	void *host;
+	uint64_t addr;
+	uint64_t len;
+	unsigned int flags;
+	const char **why;
+};
+
+/** struct ps_uffd_stats - counters of one attachment (monotonic). */
+struct ps_uffd_stats {
+	uint64_t faults;     /* sync write-protect faults resolved */
+	uint64_t mismatches; /* faults on pages the library had not protected */
+	uint64_t harvested;  /* pages reported by harvests */
+	uint64_t kernel_pages; /* of which PAGEMAP_SCAN reported (async) */
+	int opened;	     /* PS_UFFD_OPENED_* */
+};
+
+struct ps_uffd;
+
+/**
+ * ps_uffd_probe() - can this process attach with @flags?
+ * @flags: PS_UFFD_*.
+ * @why: if not NULL, receives what is missing (as ps_uffd_config.why).
+ *
+ * Opens a userfaultfd, asks the kernel for its features, and closes it.
+ * Context: blocking (system calls). Return: 0; -EOPNOTSUPP; -ENOSYS;
+ * -EPERM; -EINVAL (unknown flags).
+ */
+int ps_uffd_probe(unsigned int flags, const char **why);
+
+/**
+ * ps_uffd_attach_space() - attach host memory to [cfg->addr, cfg->addr +
+ * cfg->len) of @space (see Model).
+ * @out: receives the attachment.
+ *
+ * Registers the library range with PS_WP_ASYNC / PS_WP_SHARED /
+ * PS_WP_UNPOPULATED as the flags say, so the range must not be registered
+ * yet (-EBUSY). Nothing is protected yet: call ps_uffd_protect().
+ * Context: blocking; starts a thread with PS_UFFD_THREAD.
+ * Return: 0, or a negative errno with nothing left registered or open.
+ */
+int ps_uffd_attach_space(struct ps_space *space,
+			 const struct ps_uffd_config *cfg, struct ps_uffd **out);
+
+/**
+ * ps_uffd_attach_pgtable() - the same for a bare page table: written pages
+ * are its written entries and the bridge's own log of kernel writes.
+ */
+int ps_uffd_attach_pgtable(struct ps_pgtable *t,
+			   const struct ps_uffd_config *cfg,
+			   struct ps_uffd **out);
+
+/**
+ * ps_uffd_detach() - stop the handler thread, unregister the host range
+ * (the kernel clears its protection and markers) and the library range
+ * (ps_pgtable_unregister(): the same), close the userfaultfd, free @u.
+ *
+ * Writers blocked on a sync fault are woken by the unregistration. Context:
+ * blocking; no other thread may use @u. Return: 0, or the first error (every
+ * step is still done).
+ */
+int ps_uffd_detach(struct ps_uffd *u);
+
+/**
+ * ps_uffd_protect() - write-protect library range [@addr, @addr + @len) of
+ * the attachment: ps_pgtable_protect(), then UFFDIO_WRITEPROTECT on the
+ * host pages.
+ *
+ * Context: blocking (the attachment's mutex, the table's writer mutex, an
+ * ioctl). Return: 0; -EINVAL; -ENOENT (outside the attachment); the
+ * table's error (then the kernel is not touched); the ioctl's errno (then
+ * the library range is protected and the host range may not be: retry or
+ * detach).
+ */
+int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
+
+/**
+ * ps_uffd_unprotect() - the reverse: ps_pgtable_unprotect(), then
+ * UFFDIO_WRITEPROTECT mode 0, which also wakes writers blocked on these
+ * pages. Return: as ps_uffd_protect().
+ */
+int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len);
+
+/**
+ * ps_uffd_fd() - the userfaultfd, non-blocking, for the caller's poll or
+ * epoll loop (readable when sync faults are queued). Do not read it or
+ * close it; call ps_uffd_handle_events().
+ */
+int ps_uffd_fd(const struct ps_uffd *u);
+
+/**
+ * ps_uffd_handle_events() - resolve the queued sync faults (see Model), up
+ * to @max messages (0: until none is queued), without blocking.
+ *
+ * Context: the caller's thread; not with PS_UFFD_THREAD (the thread does
+ * it). Concurrent calls are safe. Progress: blocking (the attachment's
+ * mutex, per fault).
+ * Return: the number of faults resolved (0 if none was queued), or a
+ * negative errno (-EINVAL: async attachment or PS_UFFD_THREAD).
+ */
+int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
+
+/**
+ * ps_uffd_harvest() - return the pages of library range [@start, @start +
+ * @len) written since they were last reported, and re-arm them in the
+ * library and the kernel (see Model and Concurrency).
+ * @addrs: receives library page addresses, ascending.
+ * @max: room in @addrs (at least 1).
+ * @count: receives how many were written.
+ * @resume: if not NULL, receives where to continue (@start + @len when
+ *	complete). Pages not returned stay recorded for the next call.
+ *
+ * Async: PAGEMAP_SCAN get-and-rearm over the host range (into the space's
+ * dirty log, or the attachment's own log), then ps_space_harvest() with
+ * PS_HARVEST_REARM (space) or the table's WP_MATCHING scan (bare table).
+ * Sync: the faults the handler resolved (and a space's other marks) are
+ * returned and re-protected in both places.
+ * Context: blocking. Return: 0; -EINVAL; -ENOENT (outside the attachment);
+ * -ENOMEM; the errno of a failed ioctl.
+ */
+int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    uint64_t *addrs, uint64_t max, uint64_t *count,
+		    uint64_t *resume);
+
+/** ps_uffd_stats() - the attachment's counters (relaxed snapshot). */
+void ps_uffd_stats(const struct ps_uffd *u, struct ps_uffd_stats *st);
+
+PS_END_DECLS
+
+#endif /* PAGESTATE_UFFD_H */

@@ -1,0 +1,779 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/uffd.c - the Linux bridge (pagestate/uffd.h): userfaultfd write
+ * protection and PAGEMAP_SCAN mirrored from a space or page table.
+ *
+ * ---------------------------------------------------------------------------
+ * Protocol (cited by tests/test-uffd.c as U1..U5)
+ * ---------------------------------------------------------------------------
+ *
+ * U1  Library first, kernel second, under the attachment's mutex. Protect,
+ *     unprotect, each fault resolution and each harvest change the library
+ *     table, then the host range, holding u->lock across both. So the two
+ *     agree on a page whenever no such call is running on it (no
+ *     interleaving of a protect with a resolution can leave the library
+ *     protected and the kernel not).
+ *
+ * U2  A sync fault is recorded before its writer is woken: the library
+ *     entry is resolved as a write (space: frame dirty and address logged,
+ *     under the frame's LOCKED bit, space.c S3) and the address is put in
+ *     the log before UFFDIO_WRITEPROTECT mode 0 wakes the writer. A harvest
+ *     that runs after the write therefore reports it.
+ *
+ * U3  Async harvest: PAGEMAP_SCAN with PM_SCAN_WP_MATCHING reports and
+ *     re-protects each page atomically (the kernel holds the page-table
+ *     lock per PMD), so a CPU write is reported by this harvest or the
+ *     next. Its pages go into a log (the space's dirty log, or the
+ *     attachment's own) before the log is harvested, so a budget-limited
+ *     harvest keeps the rest for the next call and nothing is lost.
+ *
+ * U4  Sync harvest: the log is harvested first, then the reported pages are
+ *     re-protected in both places. A write between the two finds the page
+ *     still writable and lands before the harvest returns (in the contents
+ *     the caller copies afterwards); a write after it faults again.
+ *
+ * U5  The handler thread and ps_uffd_handle_events() never block in a
+ *     read: the userfaultfd is non-blocking, the thread waits in poll() on
+ *     it and on an eventfd that ps_uffd_detach() signals.
+ *
+ * Only Linux builds this file (meson option `uffd`).
+ */
+#include <pagestate/uffd.h>
+
+#include "hbitmap.h"
+#include "linux-uapi.h"
+#include "space-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
+#define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
+#define SCAN_VEC 512 /* regions per PAGEMAP_SCAN or table scan call */
+#define MSG_BATCH 16 /* userfaultfd messages per read */
+
+/*
+ * Failpoints: in the test build only (-DPS_UFFD_FAILPOINTS), features in
+ * ps__uffd_hide_features are treated as missing from the kernel, so the
+ * tests can check the error that names each one.
+ */
+#ifdef PS_UFFD_FAILPOINTS
+uint64_t ps__uffd_hide_features;
+#define HIDDEN_FEATURES ps__uffd_hide_features
+#else
+#define HIDDEN_FEATURES UINT64_C(0)
+#endif
+
+struct ps_uffd {
+	int fd;		/* the userfaultfd, O_NONBLOCK */
+	int pagemap;	/* /proc/self/pagemap (async), or -1 */
+	int stop;	/* eventfd that stops the thread, or -1 */
+	uintptr_t host; /* start of the caller's mapping */
+	uint64_t addr;	/* library address of host */
+	uint64_t len;
+	unsigned int flags;
+	struct ps_space *space; /* NULL for a bare table */
+	struct ps_pgtable *pt;
+	struct ps__hbm log; /* bare table: written pages, index from addr */
+	pthread_mutex_t lock; /* U1 */
+	pthread_t thread;
+	bool thread_running;
+	int opened;
+	_Atomic(uint64_t) faults, mismatches, harvested, kernel_pages;
+};
+
+static void count(_Atomic(uint64_t) *c, uint64_t n)
+{
+	/* Relaxed: statistics only, nothing else depends on them. */
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static void say(const char **why, const char *what)
+{
+	if (why)
+		*why = what;
+}
+
+/* --- opening and features ------------------------------------------------- */
+
+/* A new userfaultfd (see "Opening" in uffd.h), or a negative errno. */
+static int uffd_open(int *opened)
+{
+	int fd, dev, err;
+
+	fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd >= 0) {
+		*opened = PS_UFFD_OPENED_SYSCALL;
+		return fd;
+	}
+	err = errno;
+	if (err == ENOSYS)
+		return -ENOSYS;
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (fd >= 0) {
+			*opened = PS_UFFD_OPENED_DEV;
+			return fd;
+		}
+	}
+	fd = (int)syscall(__NR_userfaultfd,
+			  O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd >= 0) {
+		*opened = PS_UFFD_OPENED_USER_ONLY;
+		return fd;
+	}
+	return -err;
+}
+
+/* The kernel features and the flags that need them; the first is always
+ * needed. A missing one is named in this order. */
+static const struct {
+	uint64_t feature;
+	unsigned int when; /* any of these flags needs it */
+	const char *name;
+} features[] = {
+	{UFFD_FEATURE_PAGEFAULT_FLAG_WP, PS_UFFD_ALL, "PAGEFAULT_FLAG_WP"},
+	{UFFD_FEATURE_WP_ASYNC, PS_UFFD_ASYNC, "WP_ASYNC"},
+	{UFFD_FEATURE_WP_UNPOPULATED, PS_UFFD_ASYNC | PS_UFFD_UNPOPULATED,
+	 "WP_UNPOPULATED"},
+	{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_SHARED, "WP_HUGETLBFS_SHMEM"},
+};
+
+static uint64_t features_for(unsigned int flags)
+{
+	uint64_t f = 0;
+
+	for (size_t i = 1; i < sizeof(features) / sizeof(features[0]); i++)
+		if (flags & features[i].when)
+			f |= features[i].feature;
+	return f;
+}
+
+/* Is PAGEMAP_SCAN there? (An empty scan: valid, reports nothing.) */
+static bool have_pagemap_scan(int pagemap)
+{
+	struct pm_scan_arg a;
+
+	memset(&a, 0, sizeof(a));
+	a.size = sizeof(a);
+	return ioctl(pagemap, PAGEMAP_SCAN, &a) >= 0;
+}
+
+/*
+ * Check every feature @flags needs: 0, or -EOPNOTSUPP with @why naming the
+ * first missing one, or the open's errno.
+ */
+static int check_features(unsigned int flags, const char **why)
+{
+	struct uffdio_api api;
+	int opened, fd = uffd_open(&opened);
+	uint64_t have;
+
+	if (fd < 0) {
+		say(why, "userfaultfd");
+		return fd;
+	}
+	memset(&api, 0, sizeof(api));
+	api.api = UFFD_API;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int err = errno;
+
+		close(fd);
+		say(why, "UFFDIO_API");
+		return -err;
+	}
+	close(fd);
+	have = api.features & ~HIDDEN_FEATURES;
+	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++) {
+		if (i && !(flags & features[i].when))
+			continue; /* not needed by these flags */
+		if (!(features[i].feature & have)) {
+			say(why, features[i].name);
+			return -EOPNOTSUPP;
+		}
+	}
+	if (flags & PS_UFFD_ASYNC) {
+		int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+		bool ok = pm >= 0 && have_pagemap_scan(pm) &&
+			  !(HIDDEN_FEATURES & ((uint64_t)1 << 63));
+
+		if (pm >= 0)
+			close(pm);
+		if (!ok) {
+			say(why, "PAGEMAP_SCAN");
+			return -EOPNOTSUPP;
+		}
+	}
+	return 0;
+}
+
+int ps_uffd_probe(unsigned int flags, const char **why)
+{
+	say(why, NULL);
+	if (flags & ~PS_UFFD_ALL) {
+		say(why, "flags");
+		return -EINVAL;
+	}
+	return check_features(flags, why);
+}
+
+/* --- the kernel side ---------------------------------------------------------- */
+
+static uint64_t host_of(const struct ps_uffd *u, uint64_t addr)
+{
+	return (uint64_t)u->host + (addr - u->addr);
+}
+
+/* UFFDIO_WRITEPROTECT over library range [addr, addr + len). */
+static int kernel_wp(struct ps_uffd *u, uint64_t addr, uint64_t len,
+		     bool protect)
+{
+	struct uffdio_writeprotect wp;
+
+	memset(&wp, 0, sizeof(wp));
+	wp.range.start = host_of(u, addr);
+	wp.range.len = len;
+	wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+	/* -EAGAIN: the mm is changing (a fork or remap event); try again. */
+	while (ioctl(u->fd, UFFDIO_WRITEPROTECT, &wp)) {
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Library address range check: inside the attachment, aligned, not empty. */
+static int range_check(const struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	if (!len || (addr & (PAGE_SIZE - 1)) || (len & (PAGE_SIZE - 1)) ||
+	    addr + len < addr)
+		return -EINVAL;
+	if (addr < u->addr || addr + len > u->addr + u->len)
+		return -ENOENT;
+	return 0;
+}
+
+/* Record library page @addr as written in the log harvests read (U2, U3). */
+static void log_range(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	if (u->space)
+		ps__hbm_set_range(&u->space->log, addr >> PAGE_SHIFT,
+				  len >> PAGE_SHIFT);
+	else
+		ps__hbm_set_range(&u->log, (addr - u->addr) >> PAGE_SHIFT,
+				  len >> PAGE_SHIFT);
+}
+
+/* --- protect and unprotect (U1) --------------------------------------------- */
+
+static int protect_locked(struct ps_uffd *u, uint64_t addr, uint64_t len,
+			  bool protect)
+{
+	int rc = protect ? ps_pgtable_protect(u->pt, addr, len)
+			 : ps_pgtable_unprotect(u->pt, addr, len);
+
+	return rc ? rc : kernel_wp(u, addr, len, protect);
+}
+
+int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	int rc = range_check(u, addr, len);
+
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&u->lock);
+	rc = protect_locked(u, addr, len, true);
+	pthread_mutex_unlock(&u->lock);
+	return rc;
+}
+
+int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	int rc = range_check(u, addr, len);
+
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&u->lock);
+	rc = protect_locked(u, addr, len, false);
+	pthread_mutex_unlock(&u->lock);
+	return rc;
+}
+
+/* --- sync faults (U2, U5) ------------------------------------------------------ */
+
+/* Resolve a write-protect fault at library page @addr (U1, U2). */
+static void resolve(struct ps_uffd *u, uint64_t addr)
+{
+	const unsigned int access = PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP;
+	enum ps_fault fr;
+
+	pthread_mutex_lock(&u->lock);
+	if (u->space)
+		fr = ps__space_fault_nopopulate(u->space, addr, access);
+	else
+		fr = ps_pgtable_fault(u->pt, addr, access);
+	if (fr != PS_FAULT_OK) {
+		/*
+		 * The library had no writable page there (none, a marker, a
+		 * read-only entry): the write happened in host memory all
+		 * the same. Drop the library's protection so both agree.
+		 */
+		(void)ps_pgtable_unprotect(u->pt, addr, PAGE_SIZE);
+		count(&u->mismatches, 1);
+	}
+	if (u->space)
+		ps__space_log_addr(u->space, addr);
+	else
+		log_range(u, addr, PAGE_SIZE);
+	(void)kernel_wp(u, addr, PAGE_SIZE, false); /* wakes the writer */
+	count(&u->faults, 1);
+	pthread_mutex_unlock(&u->lock);
+}
+
+static int handle(struct ps_uffd *u, unsigned int max)
+{
+	struct uffd_msg msg[MSG_BATCH];
+	int done = 0;
+
+	for (;;) {
+		size_t want = MSG_BATCH;
+		ssize_t n;
+
+		if (max && max - (unsigned int)done < want)
+			want = max - (unsigned int)done;
+		if (!want)
+			break;
+		n = read(u->fd, msg, want * sizeof(msg[0]));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			return -errno;
+		}
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
+			uint64_t a = msg[i].arg.pagefault.address &
+				     ~(PAGE_SIZE - 1);
+
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT ||
+			    !(msg[i].arg.pagefault.flags &
+			      UFFD_PAGEFAULT_FLAG_WP) ||
+			    a < (uint64_t)u->host || a - u->host >= u->len)
+				continue;
+			resolve(u, u->addr + (a - u->host));
+			done++;
+		}
+		if ((size_t)n < want * sizeof(msg[0]))
+			break;
+	}
+	return done;
+}
+
+int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max)
+{
+	if (u->flags & (PS_UFFD_ASYNC | PS_UFFD_THREAD))
+		return -EINVAL;
+	return handle(u, max);
+}
+
+static void *handler_thread(void *arg)
+{
+	struct ps_uffd *u = arg;
+	struct pollfd p[2] = {{.fd = u->fd, .events = POLLIN},
+			      {.fd = u->stop, .events = POLLIN}};
+
+	for (;;) {
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			break;
+		if (p[0].revents & POLLIN)
+			(void)handle(u, 0);
+	}
+	return NULL;
+}
+
+/* --- harvest (U3, U4) ------------------------------------------------------------ */
+
+/*
+ * Mirror the kernel's re-arm in the table: a none PTE that PAGEMAP_SCAN
+ * reported (an anonymous page dropped with its protection counts as
+ * written) is a UFFD_WP marker now, so a none entry of the library becomes
+ * one too. Only none entries change, each by one CAS (a written library
+ * entry is left for the library's own scan to report, and an entry mapped
+ * meanwhile is the library's own business). Called only for regions the
+ * kernel reported as neither present nor swapped (none PTEs), so the
+ * common harvest of written pages never walks the table here.
+ */
+static void mirror_rearm(struct ps_uffd *u, uint64_t lib, uint64_t len)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+
+	ps_pgtable_read_lock();
+	for (uint64_t a = lib; a < lib + len; a += PAGE_SIZE) {
+		ps_pte_t e = PS_PTE_NONE;
+
+		if (ps_pgtable_lookup(u->pt, a) == PS_PTE_NONE)
+			(void)ps_pgtable_cmpxchg(u->pt, a, &e, marker);
+	}
+	ps_pgtable_read_unlock();
+}
+
+/* Async: the CPU's writes, from PAGEMAP_SCAN get-and-rearm, into the log. */
+static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
+{
+	struct page_region vec[SCAN_VEC];
+	struct pm_scan_arg a;
+	uint64_t hend = host_of(u, end);
+
+	memset(&a, 0, sizeof(a));
+	a.size = sizeof(a);
+	a.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+	a.start = host_of(u, start);
+	a.end = hend;
+	a.vec = (uint64_t)(uintptr_t)vec;
+	a.vec_len = SCAN_VEC;
+	a.category_mask = PAGE_IS_WRITTEN;
+	/* PRESENT and SWAPPED tell the none PTEs apart (see mirror_rearm). */
+	a.return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+	while (a.start < hend) {
+		long n = ioctl(u->pagemap, PAGEMAP_SCAN, &a);
+
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return -errno;
+		}
+		for (long i = 0; i < n; i++) {
+			uint64_t len = vec[i].end - vec[i].start;
+			uint64_t lib = u->addr + (vec[i].start - u->host);
+
+			log_range(u, lib, len);
+			count(&u->kernel_pages, len >> PAGE_SHIFT);
+			if (!(vec[i].categories &
+			      (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)))
+				mirror_rearm(u, lib, len); /* were none PTEs */
+		}
+		a.start = a.walk_end;
+	}
+	return 0;
+}
+
+/* Bare table: its written entries, re-armed as reported, into the log. */
+static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t end)
+{
+	struct ps_pgtable_region vec[SCAN_VEC];
+	struct ps_pgtable_scan q;
+
+	memset(&q, 0, sizeof(q));
+	q.start = start;
+	q.end = end;
+	q.flags = PS_SCAN_WP_MATCHING;
+	q.category_mask = PS_CAT_WRITTEN;
+	q.return_mask = PS_CAT_WRITTEN;
+	q.vec = vec;
+	q.vec_len = SCAN_VEC;
+	while (q.start < end) {
+		long n = ps_pgtable_scan(u->pt, &q);
+
+		if (n < 0)
+			return (int)n;
+		for (long i = 0; i < n; i++)
+			log_range(u, vec[i].start, vec[i].end - vec[i].start);
+		q.start = q.walk_end;
+	}
+	return 0;
+}
+
+struct log_out {
+	uint64_t base;
+	uint64_t *addrs;
+	uint64_t max, n;
+};
+
+static enum ps__hbm_verdict log_visit(void *ctx, uint64_t bit)
+{
+	struct log_out *o = ctx;
+
+	if (o->n == o->max)
+		return PS__HBM_STOP;
+	o->addrs[o->n++] = o->base + (bit << PAGE_SHIFT);
+	return PS__HBM_CLEAR;
+}
+
+/* Sync: re-protect what was reported, run by run, in both places (U4). */
+static int rearm_reported(struct ps_uffd *u, const uint64_t *addrs,
+			  uint64_t n)
+{
+	int rc = 0;
+
+	for (uint64_t i = 0; i < n;) {
+		uint64_t j = i + 1;
+		int r;
+
+		while (j < n && addrs[j] == addrs[j - 1] + PAGE_SIZE)
+			j++;
+		r = protect_locked(u, addrs[i], (j - i) << PAGE_SHIFT, true);
+		if (r && !rc)
+			rc = r;
+		i = j;
+	}
+	return rc;
+}
+
+int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    uint64_t *addrs, uint64_t max, uint64_t *count_out,
+		    uint64_t *resume)
+{
+	bool async = u->flags & PS_UFFD_ASYNC;
+	uint64_t n = 0, res = start + len;
+	int rc = range_check(u, start, len);
+
+	if (rc)
+		return rc;
+	if (!addrs || !max || !count_out)
+		return -EINVAL;
+	pthread_mutex_lock(&u->lock);
+	if (async)
+		rc = collect_kernel(u, start, start + len);
+	if (!rc && u->space) {
+		rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM,
+				      addrs, max, &n, &res);
+	} else if (!rc) {
+		struct log_out o = {u->addr, addrs, max, 0};
+		uint64_t bit;
+
+		rc = collect_table(u, start, start + len);
+		if (!rc) {
+			(void)ps__hbm_harvest(&u->log,
+					      (start - u->addr) >> PAGE_SHIFT,
+					      len >> PAGE_SHIFT, log_visit, &o,
+					      &bit);
+			n = o.n;
+			res = u->addr + (bit << PAGE_SHIFT);
+		}
+	}
+	if (!rc && !async)
+		rc = rearm_reported(u, addrs, n);
+	pthread_mutex_unlock(&u->lock);
+	if (rc)
+		return rc;
+	count(&u->harvested, n);
+	*count_out = n;
+	if (resume)
+		*resume = res;
+	return 0;
+}
+
+/* --- attach and detach ----------------------------------------------------------- */
+
+static int attach(struct ps_space *space, struct ps_pgtable *t,
+		  const struct ps_uffd_config *cfg, struct ps_uffd **out)
+{
+	const char **why = cfg ? cfg->why : NULL;
+	struct uffdio_api api;
+	struct uffdio_register reg;
+	unsigned int pgflags = 0;
+	struct ps_uffd *u;
+	int rc;
+
+	say(why, NULL);
+	if (!cfg || !out || !cfg->host || !cfg->len ||
+	    ((uintptr_t)cfg->host & (PAGE_SIZE - 1)) ||
+	    (cfg->addr & (PAGE_SIZE - 1)) || (cfg->len & (PAGE_SIZE - 1)) ||
+	    (cfg->flags & ~PS_UFFD_ALL) ||
+	    ((cfg->flags & PS_UFFD_ASYNC) && (cfg->flags & PS_UFFD_THREAD)) ||
+	    cfg->addr + cfg->len < cfg->addr ||
+	    cfg->addr + cfg->len > PS_PGTABLE_ADDR_END ||
+	    (uintptr_t)cfg->host + cfg->len < (uintptr_t)cfg->host ||
+	    (space && cfg->addr + cfg->len > space->size)) {
+		say(why, "arguments");
+		return -EINVAL;
+	}
+	if (sysconf(_SC_PAGESIZE) != (long)PAGE_SIZE) {
+		say(why, "4 KiB pages");
+		return -EOPNOTSUPP;
+	}
+	rc = check_features(cfg->flags, why);
+	if (rc)
+		return rc;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->fd = u->pagemap = u->stop = -1;
+	u->host = (uintptr_t)cfg->host;
+	u->addr = cfg->addr;
+	u->len = cfg->len;
+	u->flags = cfg->flags;
+	u->space = space;
+	u->pt = t;
+	pthread_mutex_init(&u->lock, NULL);
+
+	rc = uffd_open(&u->opened);
+	if (rc < 0) {
+		say(why, "userfaultfd");
+		goto fail;
+	}
+	u->fd = rc;
+	memset(&api, 0, sizeof(api));
+	api.api = UFFD_API;
+	api.features = features_for(cfg->flags);
+	if (ioctl(u->fd, UFFDIO_API, &api)) {
+		rc = -errno;
+		say(why, "UFFDIO_API");
+		goto fail;
+	}
+	if (cfg->flags & PS_UFFD_ASYNC) {
+		u->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+		if (u->pagemap < 0) {
+			rc = -errno;
+			say(why, "/proc/self/pagemap");
+			goto fail;
+		}
+	}
+	if (!space) {
+		rc = ps__hbm_init(&u->log, cfg->len >> PAGE_SHIFT);
+		if (rc) {
+			say(why, "log");
+			goto fail;
+		}
+	}
+	if (cfg->flags & PS_UFFD_ASYNC)
+		pgflags |= PS_WP_ASYNC;
+	if (cfg->flags & PS_UFFD_SHARED)
+		pgflags |= PS_WP_SHARED;
+	if (cfg->flags & PS_UFFD_UNPOPULATED)
+		pgflags |= PS_WP_UNPOPULATED;
+	rc = ps_pgtable_register(t, cfg->addr, cfg->len, pgflags);
+	if (rc) {
+		say(why, "library range");
+		goto fail;
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.range.start = u->host;
+	reg.range.len = cfg->len;
+	reg.mode = UFFDIO_REGISTER_MODE_WP;
+	if (ioctl(u->fd, UFFDIO_REGISTER, &reg) ||
+	    !(reg.ioctls & ((__u64)1 << _UFFDIO_WRITEPROTECT))) {
+		rc = errno ? -errno : -EOPNOTSUPP;
+		say(why, "UFFDIO_REGISTER");
+		goto fail_unregister;
+	}
+	if (cfg->flags & PS_UFFD_THREAD) {
+		u->stop = eventfd(0, EFD_CLOEXEC);
+		if (u->stop < 0) {
+			rc = -errno;
+			say(why, "eventfd");
+			goto fail_uffd_unregister;
+		}
+		rc = -pthread_create(&u->thread, NULL, handler_thread, u);
+		if (rc) {
+			say(why, "handler thread");
+			goto fail_uffd_unregister;
+		}
+		u->thread_running = true;
+	}
+	*out = u;
+	return 0;
+
+fail_uffd_unregister:
+	(void)ioctl(u->fd, UFFDIO_UNREGISTER, &reg.range);
+fail_unregister:
+	(void)ps_pgtable_unregister(t, cfg->addr, cfg->len);
+fail:
+	if (u->stop >= 0)
+		close(u->stop);
+	if (u->pagemap >= 0)
+		close(u->pagemap);
+	if (u->fd >= 0)
+		close(u->fd);
+	ps__hbm_destroy(&u->log);
+	pthread_mutex_destroy(&u->lock);
+	free(u);
+	return rc;
+}
+
+int ps_uffd_attach_space(struct ps_space *space,
+			 const struct ps_uffd_config *cfg, struct ps_uffd **out)
+{
+	if (!space) {
+		if (cfg)
+			say(cfg->why, "arguments");
+		return -EINVAL;
+	}
+	return attach(space, ps_space_pgtable(space), cfg, out);
+}
+
+int ps_uffd_attach_pgtable(struct ps_pgtable *t,
+			   const struct ps_uffd_config *cfg,
+			   struct ps_uffd **out)
+{
+	if (!t) {
+		if (cfg)
+			say(cfg->why, "arguments");
+		return -EINVAL;
+	}
+	return attach(NULL, t, cfg, out);
+}
+
+int ps_uffd_detach(struct ps_uffd *u)
+{
+	struct uffdio_range r = {.start = u->host, .len = u->len};
+	int rc = 0;
+
+	if (u->thread_running) {
+		uint64_t one = 1;
+
+		if (write(u->stop, &one, sizeof(one)) != sizeof(one))
+			rc = -errno;
+		pthread_join(u->thread, NULL);
+	}
+	/* The kernel wakes writers blocked on the range and clears its wp. */
+	if (ioctl(u->fd, UFFDIO_UNREGISTER, &r) && !rc)
+		rc = -errno;
+	{
+		int r2 = ps_pgtable_unregister(u->pt, u->addr, u->len);
+
+		if (r2 && !rc)
+			rc = r2;
+	}
+	if (u->stop >= 0)
+		close(u->stop);
+	if (u->pagemap >= 0)
+		close(u->pagemap);
+	close(u->fd);
+	ps__hbm_destroy(&u->log);
+	pthread_mutex_destroy(&u->lock);
+	free(u);
+	return rc;
+}
+
+int ps_uffd_fd(const struct ps_uffd *u)
+{
+	return u->fd;
+}
+
+void ps_uffd_stats(const struct ps_uffd *u, struct ps_uffd_stats *st)
+{
+	/* Relaxed: counters, a snapshot that may be mid-update. */
+	st->faults = atomic_load_explicit(&u->faults, memory_order_relaxed);
+	st->mismatches =
+		atomic_load_explicit(&u->mismatches, memory_order_relaxed);
+	st->harvested =
+		atomic_load_explicit(&u->harvested, memory_order_relaxed);
+	st->kernel_pages =
+		atomic_load_explicit(&u->kernel_pages, memory_order_relaxed);
+	st->opened = u->opened;
+}

@@ -1,0 +1,959 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tests/test-uffd.c - the Linux bridge against the live kernel: attach and
+ * feature errors, sync faults (library thread and the caller's poll loop),
+ * async harvest merged with library writes, and the differential test.
+ *
+ * Differential test: random sequences of operations over a small region of
+ * anonymous or memfd memory, in async, sync-with-thread and sync-with-poll
+ * modes. Each operation is applied to real memory (and the bridge) and to
+ * the library's page table with the kernel's semantics; after each one,
+ * every page is compared: uffd-wp (pagemap bit 57), present (bit 63),
+ * swap-or-marker (bit 62), and the PAGEMAP_SCAN categories WPALLOWED,
+ * WRITTEN, FILE, PRESENT, SWAPPED against the library's scan. Mapped
+ * differences (documented in pagestate/uffd.h): a library none entry is
+ * kernel WRITTEN; FILE is compared only while attached (the library knows
+ * the backing through its registration); PFNZERO is not compared.
+ *
+ * Kernel behaviour the model follows (measured, Linux 6.18): see uffd.h;
+ * besides, MADV_PAGEOUT of a memfd page with no swap device unmaps it and
+ * drops it from the page cache if it is clean (read, never written), and a
+ * read fault on an unregistered memfd range may map neighbouring page-cache
+ * pages (fault-around), which the model allows (model_fault_around()).
+ *
+ * Sizes: PS_UFFD_DIFF_SEEDS seeds (default 3) of PS_UFFD_DIFF_OPS
+ * operations (default 250) per configuration; PS_TEST_SEED moves the seeds.
+ * `make test` runs the defaults (about a second); raise them for a long run
+ * (20 seeds of 2000 operations: about 20 s). PS_UFFD_DEBUG=1 also prints the
+ * model's page cache against mincore() and the VMAs when a page differs.
+ *
+ * Exits 77 (a skip for meson) when not root, or when the kernel lacks
+ * userfaultfd, a WP feature or PAGEMAP_SCAN.
+ */
+#include <pagestate/uffd.h>
+
+#include "../lib/linux-uapi.h"
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PG PS_PGTABLE_PAGE_SIZE
+#define PMD (UINT64_C(2) << 20)
+#define NP 16			    /* pages in the differential region */
+#define LBASE (UINT64_C(1) << 32) /* library address of the region */
+
+extern uint64_t ps__uffd_hide_features; /* lib/uffd.c failpoint */
+
+/* --- real memory ---------------------------------------------------------------- */
+
+struct region {
+	uint8_t *host;	/* 2 MiB aligned; page 511 is a sentinel */
+	void *reserve;	/* the 4 MiB reservation it sits in */
+	int memfd;	/* -1 for anonymous */
+	int pagemap;
+};
+
+/*
+ * A region at the start of a 2 MiB block whose last page stays populated,
+ * so the page table is never empty (and never reclaimed): a none PTE then
+ * always sits in a populated table, as the comparison assumes.
+ */
+static void region_init(struct region *r, bool shared)
+{
+	uint8_t *base;
+
+	r->reserve = mmap(NULL, 2 * PMD, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(r->reserve, MAP_FAILED);
+	base = (uint8_t *)(((uintptr_t)r->reserve + PMD - 1) & ~(PMD - 1));
+	r->memfd = -1;
+	if (shared) {
+		r->memfd = memfd_create("ps-uffd", MFD_CLOEXEC);
+		ck_assert_int_ge(r->memfd, 0);
+		ck_assert_int_eq(ftruncate(r->memfd, (off_t)PMD), 0);
+		ck_assert_ptr_eq(mmap(base, PMD, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_FIXED, r->memfd, 0),
+				 base);
+	}
+	(void)madvise(base, PMD, MADV_NOHUGEPAGE);
+	base[511 * PG] = 1;
+	r->host = base;
+	r->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(r->pagemap, 0);
+}
+
+static void region_fini(struct region *r)
+{
+	munmap(r->reserve, 2 * PMD);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	close(r->pagemap);
+}
+
+static uint64_t pagemap_entry(const struct region *r, unsigned int i)
+{
+	uint64_t e = 0;
+
+	ck_assert_int_eq(pread(r->pagemap, &e, 8,
+			       (off_t)(((uintptr_t)r->host / PG + i) * 8)),
+			 8);
+	return e;
+}
+
+#define PM_WP (UINT64_C(1) << 57)
+#define PM_SWAP (UINT64_C(1) << 62)
+#define PM_PRESENT (UINT64_C(1) << 63)
+
+/* The kernel's categories (report-only PAGEMAP_SCAN) of pages 0..n-1. */
+static void kernel_categories(const struct region *r, unsigned int n,
+			      uint64_t mask, uint64_t *cat)
+{
+	struct page_region v[NP * 2];
+	struct pm_scan_arg a;
+	long k;
+
+	memset(&a, 0, sizeof(a));
+	a.size = sizeof(a);
+	a.start = (uintptr_t)r->host;
+	a.end = (uintptr_t)r->host + n * PG;
+	a.vec = (uintptr_t)v;
+	a.vec_len = NP * 2;
+	a.return_mask = mask;
+	k = ioctl(r->pagemap, PAGEMAP_SCAN, &a);
+	ck_assert_int_ge(k, 0);
+	memset(cat, 0, n * sizeof(*cat));
+	for (long j = 0; j < k; j++)
+		for (uint64_t p = v[j].start; p < v[j].end; p += PG)
+			cat[(p - (uintptr_t)r->host) / PG] = v[j].categories;
+}
+
+static void lib_categories(struct ps_pgtable *t, uint64_t base, unsigned int n,
+			   uint64_t mask, uint64_t *cat)
+{
+	struct ps_pgtable_region v[NP * 2];
+	struct ps_pgtable_scan q;
+	long k;
+
+	memset(&q, 0, sizeof(q));
+	q.start = base;
+	q.end = base + n * PG;
+	q.return_mask = mask;
+	q.vec = v;
+	q.vec_len = NP * 2;
+	k = ps_pgtable_scan(t, &q);
+	ck_assert_int_ge(k, 0);
+	memset(cat, 0, n * sizeof(*cat));
+	for (long j = 0; j < k; j++)
+		for (uint64_t p = v[j].start; p < v[j].end; p += PG)
+			cat[(p - base) / PG] = v[j].categories;
+}
+
+/* --- a writer thread (sync faults block their writer) ----------------------------- */
+
+struct writer {
+	pthread_t th;
+	_Atomic(uint8_t *) target; /* NULL: idle */
+	_Atomic(bool) quit;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+
+	while (!atomic_load(&w->quit)) {
+		uint8_t *p = atomic_load(&w->target);
+
+		if (!p) {
+			sched_yield();
+			continue;
+		}
+		*(volatile uint8_t *)p = 1; /* a store: no read fault first */
+		atomic_store(&w->target, NULL);
+	}
+	return NULL;
+}
+
+static void writer_start(struct writer *w)
+{
+	atomic_store(&w->target, NULL);
+	atomic_store(&w->quit, false);
+	ck_assert_int_eq(pthread_create(&w->th, NULL, writer_main, w), 0);
+}
+
+static void writer_stop(struct writer *w)
+{
+	atomic_store(&w->quit, true);
+	pthread_join(w->th, NULL);
+}
+
+/*
+ * Write one byte of @p from the writer thread and wait until it is done:
+ * with @u (sync, no handler thread) by driving ps_uffd_handle_events().
+ */
+static void write_via(struct writer *w, uint8_t *p, struct ps_uffd *u)
+{
+	atomic_store(&w->target, p);
+	while (atomic_load(&w->target)) {
+		if (u) {
+			struct pollfd pf = {.fd = ps_uffd_fd(u),
+					    .events = POLLIN};
+
+			if (poll(&pf, 1, 1) > 0)
+				ck_assert_int_ge(ps_uffd_handle_events(u, 0),
+						 0);
+		} else {
+			sched_yield();
+		}
+	}
+}
+
+/* --- attach: arguments and features ---------------------------------------------- */
+
+START_TEST(attach_rejects_bad_arguments)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct ps_uffd *u;
+	const char *why = "unset";
+	struct ps_uffd_config c = {0};
+
+	region_init(&r, false);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.why = &why;
+	c.host = r.host + 1;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	ck_assert_str_eq(why, "arguments");
+	c.host = r.host;
+	c.len = 0;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	c.len = NP * PG;
+	c.flags = PS_UFFD_ASYNC | PS_UFFD_THREAD;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	c.flags = 0x100;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	ck_assert_int_eq(ps_uffd_probe(0x100, &why), -EINVAL);
+	c.flags = 0;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(NULL, &c, &u), -EINVAL);
+
+	/* A registered library range: -EBUSY, and nothing left behind. */
+	ck_assert_int_eq(ps_pgtable_register(t, LBASE, PG, 0), 0);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EBUSY);
+	ck_assert_str_eq(why, "library range");
+	ck_assert_int_eq(ps_pgtable_unregister(t, LBASE, PG), 0);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_ptr_null(why);
+	/* Range checks of the bridge calls. */
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE - PG, PG), -ENOENT);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE + NP * PG, PG), -ENOENT);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE + 1, PG), -EINVAL);
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE, 0), -EINVAL);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	region_fini(&r);
+}
+END_TEST
+
+/* Each missing feature fails the attach with its own name (failpoint). */
+START_TEST(attach_names_missing_feature)
+{
+	static const struct {
+		uint64_t hide;
+		unsigned int flags;
+		const char *name;
+	} cases[] = {
+		{UFFD_FEATURE_WP_ASYNC, PS_UFFD_ASYNC, "WP_ASYNC"},
+		{UFFD_FEATURE_WP_UNPOPULATED, PS_UFFD_ASYNC, "WP_UNPOPULATED"},
+		{UFFD_FEATURE_WP_UNPOPULATED, PS_UFFD_UNPOPULATED,
+		 "WP_UNPOPULATED"},
+		{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_SHARED,
+		 "WP_HUGETLBFS_SHMEM"},
+		{UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0, "PAGEFAULT_FLAG_WP"},
+		{UINT64_C(1) << 63, PS_UFFD_ASYNC, "PAGEMAP_SCAN"},
+	};
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct ps_uffd *u;
+	const char *why;
+	struct ps_uffd_config c = {0};
+
+	region_init(&r, false);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.why = &why;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ps__uffd_hide_features = cases[i].hide;
+		c.flags = cases[i].flags;
+		why = NULL;
+		ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u),
+				 -EOPNOTSUPP);
+		ck_assert_str_eq(why, cases[i].name);
+		ck_assert_int_eq(ps_uffd_probe(c.flags, &why), -EOPNOTSUPP);
+		ck_assert_str_eq(why, cases[i].name);
+		/* Nothing was left registered in the library. */
+		ck_assert_int_eq(ps_pgtable_register(t, LBASE, NP * PG, 0), 0);
+		ck_assert_int_eq(ps_pgtable_unregister(t, LBASE, NP * PG), 0);
+	}
+	/* A feature the flags do not need is not asked for. */
+	ps__uffd_hide_features = UFFD_FEATURE_WP_ASYNC;
+	c.flags = 0;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps__uffd_hide_features = 0;
+	ps_pgtable_destroy(t);
+	region_fini(&r);
+}
+END_TEST
+
+/* --- sync mode ---------------------------------------------------------------------- */
+
+static struct ps_space *space_new(void)
+{
+	struct ps_space_config cfg;
+	struct ps_space *s;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = UINT64_C(1) << 36;
+	cfg.nframes = 1024;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
+	return s;
+}
+
+static bool lib_wp(struct ps_pgtable *t, uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(t, addr, &e), 0);
+	return ps_pte_uffd_wp(e);
+}
+
+/* Sync, library thread, a space: the fault dirties the frame and logs. */
+START_TEST(sync_thread_space)
+{
+	struct ps_space *s = space_new();
+	struct ps_pgtable *t = ps_space_pgtable(s);
+	struct region r;
+	struct writer w;
+	struct ps_uffd *u;
+	struct ps_uffd_stats st;
+	struct ps_uffd_config c = {0};
+	uint64_t addrs[NP], n, resume;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG); /* populated */
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
+					    PS_MAP_WRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_THREAD;
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	ck_assert(pagemap_entry(&r, 3) & PM_WP);
+	ck_assert(lib_wp(t, LBASE + 3 * PG));
+	ck_assert_int_eq(ps_uffd_handle_events(u, 0), -EINVAL);
+
+	writer_start(&w);
+	write_via(&w, r.host + 3 * PG, NULL); /* blocks until resolved */
+	writer_stop(&w);
+	ck_assert(!(pagemap_entry(&r, 3) & PM_WP));
+	ck_assert(!lib_wp(t, LBASE + 3 * PG));
+	ck_assert(ps_page_flags(ps_space_page(s, 3)) & PS_PAGE_DIRTY);
+	ps_uffd_stats(u, &st);
+	ck_assert_uint_eq(st.faults, 1);
+	ck_assert_uint_eq(st.mismatches, 0);
+
+	/* The harvest returns it with a device write, and re-arms both. */
+	ck_assert(ps_space_mark_dirty(s, LBASE + 9 * PG));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
+					 &resume), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(addrs[0], LBASE + 3 * PG);
+	ck_assert_uint_eq(addrs[1], LBASE + 9 * PG);
+	ck_assert_uint_eq(resume, LBASE + NP * PG);
+	ck_assert(pagemap_entry(&r, 3) & PM_WP);
+	ck_assert(lib_wp(t, LBASE + 3 * PG));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert(!(pagemap_entry(&r, 3) & PM_WP));
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
+/* Sync, the caller's poll loop, a bare table, memfd. */
+START_TEST(sync_poll_table_memfd)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct writer w;
+	struct ps_uffd *u;
+	struct ps_uffd_stats st;
+	struct ps_uffd_config c = {0};
+	uint64_t addrs[NP], n;
+
+	region_init(&r, true);
+	memset(r.host, 1, NP * PG);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
+					PS_PTE_MAYWRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_SHARED;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	ck_assert_int_eq(ps_uffd_handle_events(u, 0), 0); /* none queued */
+	writer_start(&w);
+	write_via(&w, r.host + 5 * PG, u);
+	write_via(&w, r.host + 6 * PG, u);
+	writer_stop(&w);
+	ps_uffd_stats(u, &st);
+	ck_assert_uint_eq(st.faults, 2);
+	ck_assert(!lib_wp(t, LBASE + 5 * PG));
+	ck_assert(!(pagemap_entry(&r, 6) & PM_WP));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(addrs[0], LBASE + 5 * PG);
+	ck_assert(pagemap_entry(&r, 5) & PM_WP);
+	ck_assert(lib_wp(t, LBASE + 6 * PG));
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	region_fini(&r);
+}
+END_TEST
+
+/* --- async mode --------------------------------------------------------------------- */
+
+/* CPU writes (kernel) and library writes, one harvest, budget and resume. */
+START_TEST(async_harvest_merges)
+{
+	struct ps_space *s = space_new();
+	struct region r;
+	struct ps_uffd *u;
+	struct ps_uffd_stats st;
+	struct ps_uffd_config c = {0};
+	uint64_t addrs[NP], n, resume;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
+					    PS_MAP_WRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	r.host[1 * PG] = 2;				 /* guest CPU */
+	r.host[7 * PG] = 2;				 /* guest CPU */
+	ck_assert(ps_space_mark_dirty(s, LBASE + 4 * PG)); /* a device */
+	ck_assert_int_eq(ps_space_fault(s, LBASE + 12 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK); /* a write through the library */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 3, &n,
+					 &resume), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(addrs[0], LBASE + 1 * PG);
+	ck_assert_uint_eq(addrs[1], LBASE + 4 * PG);
+	ck_assert_uint_eq(addrs[2], LBASE + 7 * PG);
+	ck_assert_uint_eq(resume, LBASE + 12 * PG);
+	ck_assert(pagemap_entry(&r, 1) & PM_WP); /* re-armed */
+	ck_assert_int_eq(ps_uffd_harvest(u, resume, LBASE + NP * PG - resume,
+					 addrs, NP, &n, &resume), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(addrs[0], LBASE + 12 * PG);
+	ck_assert(lib_wp(ps_space_pgtable(s), LBASE + 12 * PG));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 0);
+	ps_uffd_stats(u, &st);
+	ck_assert_uint_eq(st.kernel_pages, 2);
+	ck_assert_uint_eq(st.harvested, 4);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
+/* --- the differential test ---------------------------------------------------------- */
+
+enum mode { ASYNC, SYNC_THREAD, SYNC_POLL, NMODES };
+static const char *const mode_name[] = {"async", "sync-thread", "sync-poll"};
+
+enum op {
+	OP_PROTECT,
+	OP_UNPROTECT,
+	OP_WRITE,
+	OP_READ,
+	OP_DONTNEED,
+	OP_PAGEOUT,
+	OP_REMOVE,
+	OP_MPROTECT,
+	OP_REGISTER, /* unregister when attached, register when not */
+	OP_HARVEST,
+	NOPS,
+};
+static const unsigned int op_weight[] = {14, 8, 24, 12, 8, 6, 6, 6, 3, 6};
+
+struct diff {
+	struct region r;
+	struct ps_pgtable *t;
+	struct ps_uffd *u; /* NULL while unregistered */
+	struct writer w;
+	struct ps_test_rng rng;
+	enum mode mode;
+	bool shared, swap;
+	bool ro[NP];		/* mprotect'ed read-only */
+	bool written_since[NP]; /* written since the last harvest */
+	uint8_t cache[NP];	/* memfd page cache: 0 no page, 1 clean, 2 dirty */
+	uint64_t frame;
+	char log[64][48];	/* the last operations, for a failure */
+	unsigned int nlog;
+	unsigned long ops;
+};
+
+static unsigned int attach_flags(const struct diff *d)
+{
+	unsigned int f = d->shared ? PS_UFFD_SHARED : 0;
+
+	if (d->mode == ASYNC)
+		return f | PS_UFFD_ASYNC;
+	return f | PS_UFFD_UNPOPULATED |
+	       (d->mode == SYNC_THREAD ? PS_UFFD_THREAD : 0);
+}
+
+static void diff_attach(struct diff *d)
+{
+	struct ps_uffd_config c = {0};
+	const char *why = NULL;
+
+	c.host = d->r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = attach_flags(d);
+	c.why = &why;
+	ck_assert_msg(!ps_uffd_attach_pgtable(d->t, &c, &d->u), "attach: %s",
+		      why ? why : "?");
+}
+
+static void diff_log(struct diff *d, const char *fmt, unsigned int a,
+		     unsigned int b)
+{
+	snprintf(d->log[d->nlog++ % 64], sizeof(d->log[0]), fmt, a, b);
+}
+
+static void diff_fail(struct diff *d, unsigned int page, const char *what,
+		      uint64_t kernel, uint64_t lib)
+{
+	unsigned int first = d->nlog > 64 ? d->nlog - 64 : 0;
+
+	fprintf(stderr, "differential: %s %s, op %lu, page %u: %s kernel %#" PRIx64
+			" library %#" PRIx64 "\nlast operations:\n",
+		d->shared ? "memfd" : "anon", mode_name[d->mode], d->ops, page,
+		what, kernel, lib);
+	for (unsigned int i = first; i < d->nlog; i++)
+		fprintf(stderr, "  %s\n", d->log[i % 64]);
+	if (getenv("PS_UFFD_DEBUG")) {
+		char cmd[128];
+
+		unsigned char vec[NP];
+
+		if (!mincore(d->r.host, NP * PG, vec))
+			for (unsigned int i = 0; i < NP; i++)
+				fprintf(stderr, "page %2u: model cache %u, mincore %u\n", i,
+					d->cache[i], vec[i] & 1);
+		snprintf(cmd, sizeof(cmd), "grep -i %lx /proc/%d/maps >&2",
+			 (unsigned long)(uintptr_t)d->r.host >> 20, getpid());
+		if (system(cmd)) {
+		}
+	}
+	ck_abort_msg("kernel and library differ (%s, page %u)", what, page);
+}
+
+#define CMP_CATS                                                     \
+	(PS_CAT_WPALLOWED | PS_CAT_WRITTEN | PS_CAT_FILE | PS_CAT_PRESENT | \
+	 PS_CAT_SWAPPED)
+
+/* Compare every page (see the top of this file for the mapping). */
+static void diff_compare(struct diff *d)
+{
+	uint64_t kc[NP], lc[NP];
+
+	kernel_categories(&d->r, NP, CMP_CATS, kc);
+	lib_categories(d->t, LBASE, NP, CMP_CATS, lc);
+	for (unsigned int i = 0; i < NP; i++) {
+		uint64_t pm = pagemap_entry(&d->r, i), want = lc[i];
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(d->t, LBASE + i * PG, &e), 0);
+		if (!!(pm & PM_WP) != ps_pte_uffd_wp(e))
+			diff_fail(d, i, "uffd-wp (bit 57)", pm, e);
+		if (!!(pm & PM_PRESENT) != ps_pte_is_present(e))
+			diff_fail(d, i, "present (bit 63)", pm, e);
+		if (!!(pm & PM_SWAP) != (ps_pte_is_swap(e) ||
+					 ps_pte_is_marker(e)))
+			diff_fail(d, i, "swap or marker (bit 62)", pm, e);
+		if (ps_pte_is_none(e))
+			want |= PS_CAT_WRITTEN; /* kernel: none is written */
+		if (!d->u)
+			kc[i] &= ~PS_CAT_FILE; /* backing: registration only */
+		if (kc[i] != want)
+			diff_fail(d, i, "PAGEMAP_SCAN categories", kc[i], want);
+	}
+}
+
+/* The library's side of an access: populate a missing page as the kernel
+ * does (a marker's protection is kept by the map), then fault. */
+static enum ps_fault model_access(struct diff *d, unsigned int i,
+				  unsigned int access)
+{
+	uint64_t a = LBASE + i * PG;
+	enum ps_fault fr = ps_pgtable_fault(d->t, a, access);
+
+	if (fr == PS_FAULT_MISSING) {
+		ck_assert_int_eq(ps_pgtable_map(d->t, a, PG, d->frame++,
+						d->ro[i] ? 0 : PS_PTE_MAYWRITE),
+				 0);
+		fr = ps_pgtable_fault(d->t, a, access);
+	}
+	if (d->shared && (access & PS_ACCESS_WRITE))
+		d->cache[i] = 2; /* written: dirty until it is punched out */
+	else if (d->shared && !d->cache[i])
+		d->cache[i] = 1; /* a new zero-filled page, clean */
+	return fr;
+}
+
+/*
+ * Fault-around: a read fault on a file mapping that is not registered for
+ * uffd-wp (registration disables it) may also map page-cache pages near
+ * the fault whose PTEs are none, within the faulting VMA. How many depends
+ * on fault_around_bytes (not readable without debugfs) and on each folio's
+ * state, so the model allows it rather than predicts it: a page the kernel
+ * mapped is adopted if it is in the page cache and in the run of pages with
+ * the same protection around the fault (the VMA); anything else it mapped
+ * stays a difference for diff_compare().
+ */
+static void model_fault_around(struct diff *d, unsigned int i)
+{
+	unsigned int lo = i, hi = i;
+
+	if (!d->shared || d->u)
+		return;
+	while (lo > 0 && d->ro[lo - 1] == d->ro[i])
+		lo--;
+	while (hi + 1 < NP && d->ro[hi + 1] == d->ro[i])
+		hi++;
+	for (unsigned int j = lo; j <= hi; j++) {
+		uint64_t a = LBASE + j * PG;
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(d->t, a, &e), 0);
+		if (j != i && d->cache[j] && ps_pte_is_none(e) &&
+		    (pagemap_entry(&d->r, j) & PM_PRESENT))
+			ck_assert_int_eq(ps_pgtable_map(d->t, a, PG, d->frame++,
+							d->ro[j]
+								? 0
+								: PS_PTE_MAYWRITE),
+					 0);
+	}
+}
+
+static void model_zap(struct diff *d, unsigned int s, unsigned int n)
+{
+	ck_assert_int_eq(ps_pgtable_zap(d->t, LBASE + s * PG, n * PG, 0, NULL,
+					NULL), 0);
+}
+
+/* mprotect: the kernel keeps uffd-wp; the library's MAYWRITE follows. */
+static void model_mprotect(struct diff *d, unsigned int s, unsigned int n,
+			   bool ro)
+{
+	for (unsigned int i = s; i < s + n; i++) {
+		uint64_t a = LBASE + i * PG;
+		ps_pte_t e, ne;
+		int rc;
+
+		d->ro[i] = ro;
+		do {
+			ck_assert_int_eq(ps_pgtable_get(d->t, a, &e), 0);
+			if (!ps_pte_is_present(e))
+				break;
+			ne = ro ? e & ~(PS_PTE_MAYWRITE | PS_PTE_WRITE)
+				: e | PS_PTE_MAYWRITE;
+			rc = ps_pgtable_cmpxchg(d->t, a, &e, ne);
+		} while (rc == -EAGAIN);
+	}
+}
+
+static void diff_harvest(struct diff *d)
+{
+	bool expect[NP], got[NP] = {false};
+	uint64_t addrs[NP], n;
+	uint64_t lc[NP];
+
+	/* What should come back, from the state just compared. */
+	lib_categories(d->t, LBASE, NP, PS_CAT_WRITTEN, lc);
+	for (unsigned int i = 0; i < NP; i++) {
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(d->t, LBASE + i * PG, &e), 0);
+		expect[i] = (lc[i] & PS_CAT_WRITTEN) ||
+			    (d->mode == ASYNC && ps_pte_is_none(e));
+	}
+	ck_assert_int_eq(ps_uffd_harvest(d->u, LBASE, NP * PG, addrs, NP, &n,
+					 NULL), 0);
+	for (uint64_t k = 0; k < n; k++)
+		got[(addrs[k] - LBASE) / PG] = true;
+	for (unsigned int i = 0; i < NP; i++) {
+		/* Sync: also the pages the handler resolved since. */
+		bool ok = d->mode == ASYNC
+				  ? got[i] == expect[i]
+				  : (!expect[i] || got[i]) &&
+					    (!got[i] || expect[i] ||
+					     d->written_since[i]);
+
+		if (!ok)
+			diff_fail(d, i, "harvest", got[i], expect[i]);
+		d->written_since[i] = false;
+	}
+}
+
+static void diff_step(struct diff *d)
+{
+	unsigned int total = 0, pick, o, s, n, i;
+	uint8_t *h;
+
+	for (o = 0; o < NOPS; o++)
+		total += op_weight[o];
+	pick = (unsigned int)ps_test_below(&d->rng, total);
+	for (o = 0; pick >= op_weight[o]; o++)
+		pick -= op_weight[o];
+	s = (unsigned int)ps_test_below(&d->rng, NP);
+	n = 1 + (unsigned int)ps_test_below(&d->rng, NP - s);
+	i = s;
+	h = d->r.host + s * PG;
+	d->ops++;
+	switch (o) {
+	case OP_PROTECT:
+	case OP_UNPROTECT:
+		if (!d->u)
+			return;
+		diff_log(d, o == OP_PROTECT ? "protect %u+%u" : "unprotect %u+%u",
+			 s, n);
+		ck_assert_int_eq(o == OP_PROTECT
+					 ? ps_uffd_protect(d->u, LBASE + s * PG,
+							   n * PG)
+					 : ps_uffd_unprotect(d->u, LBASE + s * PG,
+							     n * PG),
+				 0);
+		break;
+	case OP_WRITE:
+		if (d->ro[i])
+			return;
+		diff_log(d, "write %u", i, 0);
+		/* A sync WP fault is left to the bridge's handler. */
+		(void)model_access(d, i, PS_ACCESS_WRITE);
+		if (d->mode == ASYNC || !d->u)
+			*(volatile uint8_t *)h = 1;
+		else
+			write_via(&d->w, h,
+				  d->mode == SYNC_POLL ? d->u : NULL);
+		d->written_since[i] = true;
+		break;
+	case OP_READ:
+		diff_log(d, "read %u", i, 0);
+		(void)*(volatile uint8_t *)h;
+		ck_assert_int_eq(model_access(d, i, PS_ACCESS_READ),
+				 PS_FAULT_OK);
+		model_fault_around(d, i);
+		break;
+	case OP_DONTNEED:
+		diff_log(d, "dontneed %u+%u", s, n);
+		ck_assert_int_eq(madvise(h, n * PG, MADV_DONTNEED), 0);
+		model_zap(d, s, n);
+		break;
+	case OP_PAGEOUT:
+		if (!d->shared && d->swap)
+			return; /* best effort with swap: not modelled */
+		diff_log(d, "pageout %u+%u", s, n);
+		ck_assert_int_eq(madvise(h, n * PG, MADV_PAGEOUT), 0);
+		if (!d->shared)
+			break; /* anon without swap: a no-op */
+		/*
+		 * Reclaim unmaps each mapped page (markers kept); with no
+		 * swap a dirty shmem page stays in the page cache, a clean
+		 * one (read, never written) is dropped from it.
+		 */
+		for (unsigned int j = s; j < s + n; j++) {
+			ps_pte_t e;
+
+			ck_assert_int_eq(ps_pgtable_get(d->t, LBASE + j * PG,
+							&e), 0);
+			if (ps_pte_is_present(e) && d->cache[j] == 1)
+				d->cache[j] = 0;
+		}
+		model_zap(d, s, n);
+		break;
+	case OP_REMOVE:
+		diff_log(d, d->shared ? "remove/punch %u+%u" : "remove %u+%u",
+			 s, n);
+		if (!d->shared) {
+			ck_assert_int_eq(madvise(h, n * PG, MADV_REMOVE), -1);
+			ck_assert_int_eq(errno, EINVAL);
+			ck_assert_int_eq(madvise(h, n * PG, MADV_DONTNEED), 0);
+		} else if (ps_test_below(&d->rng, 2)) {
+			ck_assert_int_eq(madvise(h, n * PG, MADV_REMOVE), 0);
+		} else {
+			ck_assert_int_eq(fallocate(d->r.memfd,
+						   FALLOC_FL_PUNCH_HOLE |
+							   FALLOC_FL_KEEP_SIZE,
+						   (off_t)(s * PG),
+						   (off_t)(n * PG)),
+					 0);
+		}
+		model_zap(d, s, n); /* the kernel keeps markers here */
+		for (unsigned int j = s; j < s + n; j++)
+			d->cache[j] = 0;
+		break;
+	case OP_MPROTECT: {
+		bool ro = ps_test_below(&d->rng, 2);
+
+		diff_log(d, ro ? "mprotect ro %u+%u" : "mprotect rw %u+%u", s,
+			 n);
+		ck_assert_int_eq(mprotect(h, n * PG,
+					  ro ? PROT_READ
+					     : PROT_READ | PROT_WRITE),
+				 0);
+		model_mprotect(d, s, n, ro);
+		break;
+	}
+	case OP_REGISTER:
+		if (d->u) {
+			diff_log(d, "unregister", 0, 0);
+			ck_assert_int_eq(ps_uffd_detach(d->u), 0);
+			d->u = NULL;
+		} else {
+			diff_log(d, "register", 0, 0);
+			diff_attach(d);
+		}
+		break;
+	default:
+		if (!d->u)
+			return;
+		diff_log(d, "harvest", 0, 0);
+		diff_harvest(d);
+		break;
+	}
+	diff_compare(d);
+}
+
+static bool have_swap(void)
+{
+	FILE *f = fopen("/proc/swaps", "r");
+	char line[256];
+	int lines = 0;
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		lines++;
+	fclose(f);
+	return lines > 1;
+}
+
+/* Loop index: seed * 6 + backing * 3 + mode. */
+START_TEST(differential)
+{
+	uint64_t nops = ps_test_env_u64("PS_UFFD_DIFF_OPS", 250);
+	struct diff *d = calloc(1, sizeof(*d));
+	struct ps_uffd_stats st;
+
+	ck_assert_ptr_nonnull(d);
+	d->mode = (enum mode)(_i % NMODES);
+	d->shared = (_i / NMODES) % 2;
+	d->rng = ps_test_rng_new(0x75ffd000u + (uint64_t)_i / (2 * NMODES));
+	d->swap = have_swap();
+	d->frame = 1;
+	d->t = ps_pgtable_create();
+	ck_assert_ptr_nonnull(d->t);
+	region_init(&d->r, d->shared);
+	writer_start(&d->w);
+	diff_attach(d);
+	diff_compare(d);
+	for (uint64_t k = 0; k < nops; k++)
+		diff_step(d);
+	if (d->u) {
+		ps_uffd_stats(d->u, &st);
+		ck_assert_uint_eq(st.mismatches, 0);
+		ck_assert_int_eq(ps_uffd_detach(d->u), 0);
+	}
+	writer_stop(&d->w);
+	region_fini(&d->r);
+	ps_pgtable_destroy(d->t);
+	free(d);
+}
+END_TEST
+
+/* A regression found by the differential test is added here by name. */
+
+static Suite *uffd_suite(void)
+{
+	Suite *s = suite_create("uffd");
+	uint64_t seeds = ps_test_env_u64("PS_UFFD_DIFF_SEEDS", 3);
+	TCase *tc;
+
+	tc = ps_test_tcase(s, "attach", 10);
+	tcase_add_test(tc, attach_rejects_bad_arguments);
+	tcase_add_test(tc, attach_names_missing_feature);
+
+	tc = ps_test_tcase(s, "sync", 10);
+	tcase_add_test(tc, sync_thread_space);
+	tcase_add_test(tc, sync_poll_table_memfd);
+
+	tc = ps_test_tcase(s, "async", 10);
+	tcase_add_test(tc, async_harvest_merges);
+
+	tc = ps_test_tcase(s, "differential", 60);
+	tcase_add_loop_test(tc, differential, 0,
+			    (int)(seeds * 2 * NMODES));
+	return s;
+}
+
+int main(void)
+{
+	const char *why = NULL;
+	cpu_set_t one;
+	int rc;
+
+	if (geteuid() != 0) {
+		printf("skip: the userfaultfd tests need root\n");
+		return 77;
+	}
+	rc = ps_uffd_probe(PS_UFFD_ASYNC | PS_UFFD_SHARED | PS_UFFD_UNPOPULATED,
+			   &why);
+	if (rc) {
+		printf("skip: userfaultfd bridge unavailable: %s (%s)\n",
+		       why ? why : "?", strerror(-rc));
+		return 77;
+	}
+	/*
+	 * One CPU for every thread: MADV_PAGEOUT drains only the calling
+	 * CPU's LRU batch, so a page faulted on another CPU could be skipped.
+	 */
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &one);
+	(void)sched_setaffinity(0, sizeof(one), &one);
+	return ps_test_run(uffd_suite());
+}
