@@ -10,7 +10,7 @@
  * cmpxchg, map, register and unregister with every flag combination (and
  * unknown ones), protect, unprotect, zap with and without PS_ZAP_UNMAP
  * (its visit callback checked entry by entry), swap out and in, faults
- * (read, write, RESOLVE_WP, invalid access bits, through both entry
+ * (read, write, RESOLVE_WP, invalid access bits, through the three entry
  * points), copy and move between and within the tables, trim (with the
  * level counts checked after a whole-space trim), and a report-only scan of
  * everything. Addresses are a 64-page window across the leaf boundary at
@@ -19,7 +19,8 @@
  * are invalid in each of the ways the header lists.
  *
  * After every operation: the return value (or fault result) against the
- * model's, and every modelled page of both tables. Any disagreement aborts.
+ * model's, and every modelled page of both tables, entry and registration
+ * (ps_pgtable_registration()). Any disagreement aborts.
  */
 #include "pgtable-model.h"
 
@@ -352,10 +353,19 @@ static void op_fault(int k, unsigned int variant, struct in *in)
 
 	if (variant == 7)
 		access |= 8u << (x % 29); /* an unknown access bit */
-	if (variant & 1)
-		fr = ps_pgtable_fault_pte(tab[k], addr, access, &after);
-	else
+	switch (variant % 3) { /* the three entry points */
+	case 0:
 		fr = ps_pgtable_fault(tab[k], addr, access);
+		break;
+	case 1:
+		fr = ps_pgtable_fault_pte(tab[k], addr, access, &after);
+		break;
+	default:
+		ps_pgtable_read_lock();
+		fr = ps_pgtable_fault_locked(tab[k], addr, access, &after);
+		ps_pgtable_read_unlock();
+		break;
+	}
 	if (m_bad_addr(addr) ||
 	    (access & ~(unsigned int)(PS_ACCESS_READ | PS_ACCESS_WRITE |
 				      PS_ACCESS_RESOLVE_WP)) ||
@@ -369,7 +379,7 @@ static void op_fault(int k, unsigned int variant, struct in *in)
 			access, (unsigned long long)model[k].e[i],
 			model[k].reg[i], fr, want);
 	CHECK_EQ(fr, want);
-	if (variant & 1)
+	if (variant % 3)
 		CHECK_EQ(after, want_after);
 	model[k].e[i] = want_after;
 }

@@ -315,6 +315,8 @@ static uint64_t m_categories(ps_pte_t e, unsigned int r)
 
 static void compare_table(const struct ps_pgtable *t, const struct mtable *m)
 {
+	unsigned int flags = 0x5a5a;
+
 	ps_pgtable_read_lock();
 	for (unsigned int i = 0; i < NPAGES_M; i++) {
 		ps_pte_t got;
@@ -327,7 +329,24 @@ static void compare_table(const struct ps_pgtable *t, const struct mtable *m)
 		CHECK(ps_pte_valid(got));
 		/* The lookup of any byte of the page. */
 		CHECK_EQ(ps_pgtable_lookup(t, maddr(i) + (i * 97) % PG), got);
+		/* The registration, as registered (ASYNC with UNPOPULATED). */
+		flags = 0x5a5a;
+		if (m->reg[i]) {
+			CHECK_EQ(ps_pgtable_registration(t, maddr(i), &flags), 0);
+			CHECK_EQ(flags, m->reg[i] & ~MREG);
+		} else {
+			CHECK_EQ(ps_pgtable_registration(t, maddr(i), &flags),
+				 -ENOENT);
+			CHECK_EQ(flags, 0x5a5a); /* untouched */
+		}
 	}
+	/* Pages not modelled are not registered; bad addresses refused. */
+	flags = 0x5a5a;
+	CHECK_EQ(ps_pgtable_registration(t, WIN_START - PG, &flags), -ENOENT);
+	CHECK_EQ(ps_pgtable_registration(t, WIN_END, &flags), -ENOENT);
+	CHECK_EQ(ps_pgtable_registration(t, WIN_START + 8, &flags), -EINVAL);
+	CHECK_EQ(ps_pgtable_registration(t, SPACE_END, &flags), -EINVAL);
+	CHECK_EQ(flags, 0x5a5a);
 	/* Neighbours of the model stay none. */
 	CHECK_EQ(ps_pgtable_lookup(t, WIN_START - PG), 0);
 	CHECK_EQ(ps_pgtable_lookup(t, WIN_END), 0);
