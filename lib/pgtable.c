@@ -1392,7 +1392,8 @@ enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
 
 /* --- scans ------------------------------------------------------------------------------ */
 
-#define SCAN_FLAGS (PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC)
+/* As uint64_t: complemented, it must reject the upper half of the flags too. */
+#define SCAN_FLAGS ((uint64_t)(PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC))
 /*
  * An entry's categories depend only on its bits 0-4 (form, uffd-wp, marker
  * set) and its registration, so a scan tabulates them per segment: KEY(e)

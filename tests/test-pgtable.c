@@ -1529,6 +1529,26 @@ START_TEST(regress_rearm_keeps_hint_for_unarmable)
 }
 END_TEST
 
+/*
+ * regress_scan_rejects_high_flags: flags in bits 32-63 were taken, not -EINVAL.
+ * Cause: SCAN_FLAGS was unsigned, so ~SCAN_FLAGS lacked bits 32-63 (fuzz-scan).
+ * Fix: lib/pgtable.c complements SCAN_FLAGS as uint64_t.
+ */
+START_TEST(regress_scan_rejects_high_flags)
+{
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 4 * PG, PS_WP_ASYNC), 0);
+	for (unsigned int b = 2; b < 64; b++) {
+		ck_assert_int_eq(scan(BASE, R(4), UINT64_C(1) << b, 0, 0, 0,
+				      PS_CAT_ALL, 0, 64, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(scan(BASE, BASE, PS_SCAN_WP_MATCHING |
+							  UINT64_C(1) << b,
+				      0, 0, 0, 0, 0, 0, NULL),
+				 -EINVAL);
+	}
+}
+END_TEST
+
 /* --- stress ------------------------------------------------------------------------------ */
 
 /*
@@ -1932,6 +1952,7 @@ static Suite *pgtable_suite(void)
 #ifdef PS_PGTABLE_FAILPOINTS
 	tcase_add_test(tc, regress_rearm_enomem_reports_rearmed);
 #endif
+	tcase_add_test(tc, regress_scan_rejects_high_flags);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
