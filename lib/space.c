@@ -89,16 +89,26 @@ void (*ps__space_failpoint)(int point, uint64_t addr);
 		if (ps__space_failpoint)                        \
 			ps__space_failpoint((point), (addr));   \
 	} while (0)
+/*
+ * Injected failures: the hook returns 0 (carry on) or the negative errno
+ * that the call at @point fails with; a page-table map may first shorten
+ * *@len to the part it did (ps_pgtable_map()'s -ENOMEM after a prefix).
+ */
+int (*ps__space_inject)(int point, uint64_t addr, uint64_t *len);
+#define INJECT(point, addr, len) \
+	(ps__space_inject ? ps__space_inject((point), (addr), (len)) : 0)
 #else
 #define FAILPOINT(point, addr) \
 	do {                   \
 	} while (0)
+#define INJECT(point, addr, len) 0
 #endif
 enum {
 	FP_PIN_AFTER_LOOKUP = 1,   /* read the entry, no pin yet */
 	FP_PIN_BEFORE_RECHECK,	   /* pinned, entry not re-read */
 	FP_DISCARD_AFTER_CHECK,	   /* saw no pin, entry not zapped */
 	FP_DISCARD_AFTER_ZAP,	   /* zapped, pins not re-checked */
+	FP_MAP_RUN,		   /* inject: the page-table map of a run */
 };
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -444,13 +454,63 @@ static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 	return 0;
 }
 
-/* Map frames first + [i, j) (references already taken) at their pages. */
+/*
+ * Take back the entries a map installed at pages [i, j) of [@start, ...):
+ * each entry that still maps its frame (@first_frame + k at page k) goes
+ * back to what the page held before the map, which had to be none or a
+ * lone UFFD_WP marker (pgtable.h). The map kept such a marker's protection
+ * as the entry's uffd-wp bit, so an entry with that bit becomes the marker
+ * again and any other becomes none: a failed map drops no write
+ * protection. (A protect that raced with the map and set the bit leaves a
+ * marker too: more protection than it would have, never less.) Pages
+ * without such an entry are left alone. Under the writer mutex no other
+ * thread maps a frame here (S1); faults may still set accessed, dirty or
+ * writable bits, and protect the uffd-wp bit: the CAS then looks again.
+ */
+static void unmap_installed(struct ps_space *s, uint64_t start,
+			    uint64_t first_frame, uint64_t i, uint64_t j)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+
+	for (uint64_t k = i; k < j; k++) {
+		uint64_t addr = start + (k << PAGE_SHIFT);
+		ps_pte_t e;
+
+		if (ps_pgtable_get(s->pt, addr, &e))
+			continue;
+		while (ps_pte_is_present(e) &&
+		       ps_pte_frame(e) == first_frame + k &&
+		       ps_pgtable_cmpxchg(s->pt, addr, &e,
+					  ps_pte_uffd_wp(e) ? marker
+							    : PS_PTE_NONE) ==
+			       -EAGAIN)
+			;
+	}
+}
+
+/*
+ * Map frames first + [i, j) (references already taken) at their pages, all
+ * or nothing. The page table checks every page first, so -EEXIST installs
+ * nothing (under the writer mutex nobody else maps here, S1). -ENOMEM
+ * comes after that check, from a level allocation part-way: the pages it
+ * did are taken back here, and the others are still vacant.
+ */
 static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		   uint64_t i, uint64_t j, uint64_t pte_flags)
 {
-	return ps_pgtable_map(s->pt, start + (i << PAGE_SHIFT),
-			      (j - i) << PAGE_SHIFT, first_frame + i,
-			      pte_flags);
+	uint64_t addr = start + (i << PAGE_SHIFT), len = (j - i) << PAGE_SHIFT;
+	int rc = INJECT(FP_MAP_RUN, addr, &len);
+
+	if (len) {
+		int done = ps_pgtable_map(s->pt, addr, len, first_frame + i,
+					  pte_flags);
+
+		if (done)
+			rc = done;
+	}
+	if (rc && rc != -EEXIST)
+		unmap_installed(s, start, first_frame, i, j);
+	return rc;
 }
 
 int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
@@ -496,14 +556,13 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		rc = map_run(s, start, first_frame, run, npages, run_flags);
 	if (rc) {
 		/*
-		 * All or nothing: the mapped runs go first (entries, then
-		 * references), then the frames taken but never mapped.
+		 * All or nothing: the entries of the runs mapped before
+		 * [run, ...) go first (a failed run took its own back), then
+		 * every reference taken.
 		 */
 		uint64_t ntaken = i < npages ? i : npages;
 
-		if (run)
-			(void)ps_pgtable_zap(s->pt, start, run << PAGE_SHIFT,
-					     PS_ZAP_UNMAP, NULL, NULL);
+		unmap_installed(s, start, first_frame, 0, run);
 		/* S2 - seq_cst fence: entries gone before the puts. */
 		atomic_thread_fence(memory_order_seq_cst);
 		for (uint64_t k = 0; k < ntaken; k++)

@@ -905,11 +905,15 @@ END_TEST
 /* lib/space.c's hook (this test compiles it with -DPS_SPACE_FAILPOINTS). */
 extern void (*ps__space_failpoint)(int point, uint64_t addr);
 
+/* Its injected failures (the same build). */
+extern int (*ps__space_inject)(int point, uint64_t addr, uint64_t *len);
+
 enum { /* as in lib/space.c */
 	FP_PIN_AFTER_LOOKUP = 1,
 	FP_PIN_BEFORE_RECHECK,
 	FP_DISCARD_AFTER_CHECK,
 	FP_DISCARD_AFTER_ZAP,
+	FP_MAP_RUN,
 };
 
 static int fp_point;
@@ -1071,6 +1075,108 @@ START_TEST(discard_exact_path_frees)
 	ck_assert(!ps_page_is_frozen(pg(100)));
 	ck_assert(ps_page_test_flags(pg(100), PS_PAGE_DIRTY)); /* kept */
 	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
+}
+END_TEST
+
+/* --- map_range: a page-table map that fails part-way ---------------------------------- */
+
+/*
+ * ps_pgtable_map() checks a run, then installs it leaf by leaf; a level
+ * allocation failing part-way returns -ENOMEM with a prefix installed. The
+ * injection does exactly that to the run that starts at inject_at: it maps
+ * inject_keep bytes of it for real, then fails.
+ */
+static uint64_t inject_at, inject_keep;
+
+static int inject_map_nomem(int point, uint64_t addr, uint64_t *len)
+{
+	if (point != FP_MAP_RUN || addr != inject_at)
+		return 0;
+	*len = inject_keep;
+	return -ENOMEM;
+}
+
+static int map_range_failing(uint64_t start, uint64_t len, uint64_t frame,
+			     uint64_t fail_at, uint64_t keep)
+{
+	int rc;
+
+	inject_at = fail_at;
+	inject_keep = keep;
+	ps__space_inject = inject_map_nomem;
+	rc = ps_space_map_range(sp, start, len, frame, PS_MAP_WRITE);
+	ps__space_inject = NULL;
+	return rc;
+}
+
+/* One run, five of its eight pages installed before -ENOMEM: no entry may
+ * stay behind (its frame's reference is given back). */
+START_TEST(map_range_nomem_takes_back_the_failed_run)
+{
+	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 0, 5 * PG), -ENOMEM);
+	for (uint64_t f = 10; f < 18; f++) {
+		ck_assert_msg(ps_pte_is_none(entry((f - 10) * PG)),
+			      "page %u still mapped to a frame without its "
+			      "reference", (unsigned)(f - 10));
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
+		ck_assert(!ps_page_is_live(pg(f)));
+	}
+	/* They were free and never mapped: back to free, no free hook. */
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	/* Nothing left over: the same map now succeeds. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, PS_MAP_WRITE), 0);
+	for (uint64_t f = 10; f < 18; f++)
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
+}
+END_TEST
+
+/* Three runs (frame 14 has another cache mode); the last fails after one
+ * page: the runs before it and its own page go, every reference is given
+ * back, and a frame its owner held keeps the owner's reference. */
+START_TEST(map_range_nomem_after_mapped_runs)
+{
+	ps_page_change_flags(pg(14), PS_PAGE_CACHE_MASK,
+			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
+	ck_assert_int_eq(ps_page_init(pg(11), 1), 0); /* the owner's */
+	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 5 * PG, PG),
+			 -ENOMEM);
+	for (uint64_t f = 10; f < 18; f++) {
+		ck_assert(ps_pte_is_none(entry((f - 10) * PG)));
+		ck_assert_uint_eq(ps_page_refs(pg(f)), f == 11 ? 1 : 0);
+	}
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	ck_assert_uint_eq(ps_page_word_cache(ps_page_load(pg(14))), 1);
+	ck_assert(ps_page_put(pg(11)));
+}
+END_TEST
+
+/* Over UFFD_WP markers (a shared registered range, protected): the map
+ * keeps each marker's protection as the entry's wp bit, and the rollback
+ * puts the markers back, for mapped runs and the failed one alike. */
+START_TEST(map_range_nomem_keeps_wp_markers)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 4 * PG), 0);
+	ps_page_change_flags(pg(22), PS_PAGE_CACHE_MASK,
+			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
+	/* Runs [0, 2), [2, 3), [3, 4); the last fails before installing. */
+	ck_assert_int_eq(map_range_failing(0, 4 * PG, 20, 3 * PG, 0),
+			 -ENOMEM);
+	for (uint64_t k = 0; k < 4; k++) {
+		ps_pte_t e = entry(k * PG);
+
+		ck_assert_msg(ps_pte_is_marker(e) && ps_pte_uffd_wp(e),
+			      "page %u lost its write protection",
+			      (unsigned)k);
+		ck_assert_uint_eq(ps_page_refs(pg(20 + k)), 0);
+	}
+	/* One run, half installed. */
+	ck_assert_int_eq(map_range_failing(0, 2 * PG, 20, 0, PG), -ENOMEM);
+	ck_assert(ps_pte_is_marker(entry(0)) && ps_pte_uffd_wp(entry(0)));
+	ck_assert(ps_pte_is_marker(entry(PG)) && ps_pte_uffd_wp(entry(PG)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
 }
 END_TEST
 
@@ -1434,6 +1540,12 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_discard_dekker_gives_entry_back);
 	tcase_add_test(tc, fp_pin_after_discard_zap_backs_out);
 	tcase_add_test(tc, discard_exact_path_frees);
+
+	tc = ps_test_tcase(s, "map_range rollback", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, map_range_nomem_takes_back_the_failed_run);
+	tcase_add_test(tc, map_range_nomem_after_mapped_runs);
+	tcase_add_test(tc, map_range_nomem_keeps_wp_markers);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -287,9 +287,13 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  *
  * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
  * Progress: blocking (the writer mutex, S1; allocation).
- * Return: as ps_space_map(). On error the references taken are given back;
- * a frame this call revived goes back to free without the free_frame hook,
- * and with the cache mode it had.
+ * Return: as ps_space_map(). On error nothing stays mapped: every entry
+ * the call installed is taken back (also when the page table ran out of
+ * memory part-way through a run), a page that held a UFFD_WP marker gets
+ * its marker back, and then the references taken are given back; a frame
+ * this call revived goes back to free without the free_frame hook, and
+ * with the cache mode it had. Until then, a concurrent pin or fault may
+ * have found an entry the call installed (a pin keeps its frame alive).
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
