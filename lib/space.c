@@ -844,16 +844,27 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 }
 
 /*
- * Discard one resident page unless its frame is pinned. Returns true if it
- * was left in place (pinned).
+ * Discard one resident page unless its frame is pinned or frozen by another
+ * thread. Returns true if it was left in place.
+ *
+ * A frame frozen by someone else (prot.h's cache-mode change, the owner's
+ * own freeze for a migration; a conversion holds the writer mutex, so not
+ * that) belongs to its freezer until the unfreeze, which gives it the
+ * references the freezer counted: discard must neither zap nor free it.
+ * It leaves the page in place and reports it like a pinned one rather than
+ * wait: it holds the writer mutex, which the freezer may be waiting for.
  *
  * The common case is exact and atomic: a frame held only by this mapping
- * (one reference, no pin) is frozen with exactly that reference. The freeze
- * fails if a pin or any other holder appears, and while it holds, new pins
- * and speculative gets fail (they wait for the frozen frame and then find
- * the page gone). So a pinned page is never unmapped, not even for a moment.
- * A frame with other holders (an alias mapping, a kmap, a lookup in flight)
- * cannot be frozen: then the zap comes first and the pins are checked after
+ * (one reference, no pin) is frozen by this call with exactly that
+ * reference, and only this call's own successful freeze leads to the free.
+ * The freeze fails if a pin or any other holder appears, and while it
+ * holds, new pins and speculative gets fail (they wait for the frozen frame
+ * and then find the page gone). So a pinned page is never unmapped, not
+ * even for a moment. A frame with other holders (an alias mapping, a kmap,
+ * a lookup in flight) cannot be frozen: then this call takes a reference
+ * of its own first (a try-get, which fails on a frozen frame), so no
+ * freezer that does not count it can freeze the frame until the mapping's
+ * reference is dropped; the zap comes first and the pins are checked after
  * a full fence (S2), and a pin that raced in gets the entry back. Only in
  * that case can a concurrent fault see the page missing for a moment.
  */
@@ -861,20 +872,29 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 {
 	struct ps_page *p = &s->frames[frame];
 	struct discard_one d = {0, 0, false};
-	uint64_t w;
-	bool pinned;
+	bool frozen, pinned;
 
 	for (;;) {
-		w = ps_page_load(p);
+		uint64_t w = ps_page_load(p);
+
+		if (!(w & PS_PAGE_LIVE))
+			return true; /* frozen by another thread: its own */
 		if (ps_page_word_pins(w))
 			return true;
 		FAILPOINT(FP_DISCARD_AFTER_CHECK, addr);
-		if (ps_page_word_refs(w) != 1 || ps_page_freeze(p, 1))
+		if (ps_page_word_refs(w) == 1) {
+			frozen = ps_page_freeze(p, 1); /* this call's own */
+			if (frozen)
+				break;
+		} else if (ps_page_try_get(p)) {
+			frozen = false; /* our reference holds freezers off */
 			break;
-		/* A pin or another holder appeared, or a flag moved: again. */
+		}
+		/* A pin, another holder, a freeze, or a flag moved: again. */
 	}
-	if (ps_page_is_frozen(p)) {
-		(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
+	if (frozen) {
+		(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change,
+				     &d);
 		/* The mapping's reference was the only one: the frame is free. */
 		(void)ps_page_unfreeze(p, 0);
 		frame_freed(s, frame);
@@ -894,6 +914,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	}
 	if (!pinned && d.changed && ps_pte_is_present(d.old))
 		ps__space_frame_put(s, ps_pte_frame(d.old));
+	ps__space_frame_put(s, frame); /* ours; the last one frees it */
 	return pinned;
 }
 

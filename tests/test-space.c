@@ -1078,6 +1078,122 @@ START_TEST(discard_exact_path_frees)
 }
 END_TEST
 
+/* --- discard and a frame frozen by another thread --------------------------------------- */
+
+/*
+ * Discard one page whose frame @frame the test holds frozen with @refs (as
+ * prot.h's set_cache or an owner's migration would): the page is left in
+ * place and reported, the frame stays frozen, nothing is freed.
+ */
+static void discard_frozen_page(uint64_t frame, uint64_t refs)
+{
+	uint64_t skipped = 99, nskipped = 99;
+
+	ck_assert(ps_page_freeze(pg(frame), refs));
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert_uint_eq(skipped, 0);
+	ck_assert(ps_page_is_frozen(pg(frame)));
+	ck_assert(ps_pte_is_present(entry(0)));
+	ck_assert_uint_eq(ps_pte_frame(entry(0)), frame);
+	ck_assert_uint_eq(atomic_load(&seen.freed[frame]), 0);
+	/* The freezer ends its freeze with the references it counted. */
+	ck_assert_int_eq(ps_page_unfreeze(pg(frame), refs), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(frame)), refs);
+}
+
+START_TEST(discard_leaves_a_foreign_freeze)
+{
+	uint64_t nskipped;
+
+	/* Held only by the mapping (the path that freezes itself). */
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	discard_frozen_page(100, 1);
+	/* Unfrozen, the page goes as usual. */
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
+	/* With another holder too (the zap-then-check path). */
+	ck_assert_int_eq(ps_space_map(sp, 0, 101, 0), 0);
+	ck_assert_int_eq(ps_page_get(pg(101)), 0);
+	discard_frozen_page(101, 2);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert_uint_eq(ps_page_refs(pg(101)), 1);
+	ck_assert(ps_page_put(pg(101)));
+}
+END_TEST
+
+static uint64_t fp_freeze_frame, fp_freeze_refs;
+
+static void freeze_now(uint64_t addr)
+{
+	(void)addr;
+	ck_assert(ps_page_freeze(pg(fp_freeze_frame), fp_freeze_refs));
+}
+
+/* The freeze lands right after discard looked at the frame. */
+START_TEST(fp_discard_freeze_after_check)
+{
+	uint64_t skipped, nskipped;
+
+	for (uint64_t refs = 1; refs <= 2; refs++) {
+		uint64_t frame = 100 + refs;
+
+		ck_assert_int_eq(ps_space_map(sp, 0, frame, 0), 0);
+		if (refs == 2)
+			ck_assert_int_eq(ps_page_get(pg(frame)), 0);
+		fp_freeze_frame = frame;
+		fp_freeze_refs = refs;
+		arm(FP_DISCARD_AFTER_CHECK, freeze_now);
+		ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1,
+						  &nskipped),
+				 0);
+		disarm();
+		ck_assert_uint_eq(fp_fired, 1);
+		ck_assert_uint_eq(nskipped, 1);
+		ck_assert(ps_page_is_frozen(pg(frame)));
+		ck_assert(ps_pte_is_present(entry(0)));
+		ck_assert_uint_eq(atomic_load(&seen.freed[frame]), 0);
+		ck_assert_int_eq(ps_page_unfreeze(pg(frame), refs), 0);
+		if (refs == 2)
+			ck_assert(!ps_page_put(pg(frame)));
+		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+		ck_assert_uint_eq(atomic_load(&seen.freed[frame]), 1);
+	}
+}
+END_TEST
+
+static void freeze_must_fail(uint64_t addr)
+{
+	(void)addr;
+	/* Mapping and the other holder: discard's own reference is extra. */
+	ck_assert_msg(!ps_page_freeze(pg(100), 2),
+		      "a freezer froze the frame while discard drops the "
+		      "mapping's reference");
+}
+
+/* While discard drops a shared frame's mapping reference, a freezer that
+ * counts the holders it knows cannot freeze it (a put on a frozen frame
+ * would be misuse). */
+START_TEST(fp_discard_holds_freezers_off)
+{
+	uint64_t nskipped;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	ck_assert_int_eq(ps_page_get(pg(100)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_ZAP, freeze_must_fail);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert_uint_eq(ps_page_refs(pg(100)), 1); /* the other holder's */
+	ck_assert(ps_page_put(pg(100)));
+}
+END_TEST
+
 /* --- map_range: a page-table map that fails part-way ---------------------------------- */
 
 /*
@@ -1540,6 +1656,12 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_discard_dekker_gives_entry_back);
 	tcase_add_test(tc, fp_pin_after_discard_zap_backs_out);
 	tcase_add_test(tc, discard_exact_path_frees);
+
+	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, discard_leaves_a_foreign_freeze);
+	tcase_add_test(tc, fp_discard_freeze_after_check);
+	tcase_add_test(tc, fp_discard_holds_freezers_off);
 
 	tc = ps_test_tcase(s, "map_range rollback", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

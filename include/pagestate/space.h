@@ -392,22 +392,32 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
 
 /**
  * ps_space_discard() - a balloon's MADV_DONTNEED: drop the pages of
- * [@start, @start + @len), except pinned ones.
+ * [@start, @start + @len), except those it cannot drop now (pinned, or
+ * frozen by another thread).
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @skipped: receives the addresses of pinned pages left in place (up to
+ * @skipped: receives the addresses of the pages left in place (up to
  *	@max_skipped of them; may be NULL if @max_skipped is 0).
  * @max_skipped: room in @skipped.
  * @nskipped: receives how many pages were left in place (all of them,
  *	even beyond @max_skipped); may be NULL.
  *
  * Brackets itself with an invalidation (event CLEAR). A page whose frame is
- * pinned is left in place. A frame held only by its mapping is frozen first,
- * so no pin can come in while it is zapped. Any other page is zapped,
- * then, after a full fence, its frame's pins are checked; a frame pinned
- * meanwhile gets its entry back and is reported. A concurrent pin either
- * sees the zap and backs out, or is seen here.
+ * pinned is left in place. So is a page whose frame another thread holds
+ * frozen (ps_page_freeze(): prot.h's cache-mode change, the owner's own
+ * migration): the freezer owns the frame until it unfreezes it with the
+ * references it counted, so discard neither zaps nor frees it, and does
+ * not wait for it either (it holds the writer mutex, which the freezer may
+ * need). Both kinds are reported in @skipped: a balloon driver retries
+ * them later or gives the host other pages. A frame held only by its
+ * mapping is frozen by discard itself, so no pin can come in while it is
+ * zapped. Any other page is zapped while discard holds a reference of its
+ * own on the frame (so a freezer that does not count it fails until the
+ * mapping's reference is dropped), then, after a full fence, its frame's
+ * pins are checked; a frame pinned meanwhile gets its entry back and is
+ * reported. A concurrent pin either sees the zap and backs out, or is
+ * seen here.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
  * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
