@@ -1265,13 +1265,14 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 				   unsigned int access, ps_pte_t *pte)
 {
+	const unsigned int known = PS_ACCESS_READ | PS_ACCESS_WRITE |
+				   PS_ACCESS_RESOLVE_WP | PS_ACCESS_CHECK;
 	uint64_t p = addr >> PAGE_SHIFT;
 	enum ps_fault r;
 	struct leaf *l;
 	ps_pte_t e = PS_PTE_NONE, n;
 
-	if (bad_addr(addr) ||
-	    (access & ~(PS_ACCESS_READ | PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP)) ||
+	if (bad_addr(addr) || (access & ~known) ||
 	    !(access & (PS_ACCESS_READ | PS_ACCESS_WRITE)))
 		return PS_FAULT_INVALID;
 	ps__rcu_read_lock();
@@ -1305,6 +1306,10 @@ enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 			r = PS_FAULT_WP;
 		} else {
 			n = ps_pte_resolve_write(e); /* one CAS: -wp, +W D A */
+		}
+		if (access & PS_ACCESS_CHECK) {
+			n = e; /* classified: nothing changes */
+			break;
 		}
 		if (n == e || entry_cas(l, p & LEVEL_MASK, &e, n))
 			break;

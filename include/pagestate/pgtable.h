@@ -219,6 +219,15 @@ PS_BEGIN_DECLS
  * whatever the mode (the handler of a sync fault lets one write through).
  */
 #define PS_ACCESS_RESOLVE_WP 0x4u
+/*
+ * Classify only: the fault returns what it would return for the access,
+ * and *pte the entry it read, but changes nothing (no accessed, dirty or
+ * writable bit, no stale wp bit or marker cleared). For a caller that must
+ * do something before an entry becomes writable (pagestate/space.h marks
+ * the frame dirty first), then make exactly that entry writable with
+ * ps_pgtable_cmpxchg() and ps_pte_resolve_write().
+ */
+#define PS_ACCESS_CHECK 0x8u
 
 /**
  * enum ps_fault - what a fault found, and did.
@@ -550,11 +559,14 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * ps_pgtable_fault_pte() - classify an access to page @addr and resolve it
  * where the semantics say so (see the fault table above).
  * @access: PS_ACCESS_READ or PS_ACCESS_WRITE, optionally
- *	PS_ACCESS_RESOLVE_WP.
- * @pte: if not NULL, receives the entry as the fault left it.
+ *	PS_ACCESS_RESOLVE_WP and PS_ACCESS_CHECK (classify, change nothing).
+ * @pte: if not NULL, receives the entry as the fault left it (with
+ *	PS_ACCESS_CHECK, as it was read).
  *
- * Ordering: acquire and release (the resolving CAS). Progress: lock-free;
- * never blocks, even during protect, zap, scan or (un)registration.
+ * Ordering: acquire and release (the resolving CAS; an acquire load only
+ * with PS_ACCESS_CHECK). Progress: lock-free (wait-free with
+ * PS_ACCESS_CHECK); never blocks, even during protect, zap, scan or
+ * (un)registration.
  */
 enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 				   unsigned int access, ps_pte_t *pte);
