@@ -24,13 +24,23 @@
  *     instant.
  *
  * S3  Dirty before writable. An entry becomes writable only through
- *     ps_space_fault() (a write on MAYWRITE && !WRITE, or an async uffd-wp
- *     resolution). That fault takes the frame's LOCKED bit, runs the page
- *     table's fault, and if the write was allowed marks the frame DIRTY
- *     (and logs the address) before it drops the bit. Write-back takes the
- *     same bit around "write-protect the entry, then clear DIRTY". Hence a
- *     writable entry implies a dirty frame, whatever the interleaving, and a
- *     write during write-back faults and re-dirties the frame (never lost).
+ *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
+ *     resolution), and only under its frame's LOCKED bit. The fault takes
+ *     the bit of the frame it looked up, reads the entry again (a different
+ *     frame there now: it drops the bit and starts again), has the page
+ *     table classify the write without changing anything
+ *     (PS_ACCESS_CHECK), marks the frame DIRTY (the dirty hook on the
+ *     clean-to-dirty transition) and logs the address, and only then makes
+ *     exactly the entry it classified writable, by one CAS. No write fault
+ *     lets the page table resolve a write on its own: the entry may have
+ *     changed since it was looked at (mapped meanwhile, write-protected by
+ *     write-back). Write-back takes the same bit around "write-protect the
+ *     entry, then clear DIRTY". Hence a writable entry implies a dirty
+ *     frame, whatever the interleaving; the dirty hook has run before any
+ *     thread can write through the entry (seed 003); and a write during
+ *     write-back faults and re-dirties the frame (never lost). A write
+ *     refused after the mark (a protect or mprotect raced in) leaves the
+ *     frame dirty: an over-report, never a loss.
  *
  * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page
  *     word (ps_page_fetch_clear_flags) and reads the pins in the value that
@@ -109,6 +119,8 @@ enum {
 	FP_DISCARD_AFTER_CHECK,	   /* saw no pin, entry not zapped */
 	FP_DISCARD_AFTER_ZAP,	   /* zapped, pins not re-checked */
 	FP_MAP_RUN,		   /* inject: the page-table map of a run */
+	FP_FAULT_CHECKED,	   /* a write classified, nothing changed */
+	FP_FAULT_LOCKED,	   /* frame LOCKED, entry not read again */
 };
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -600,30 +612,115 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 /* --- CPU access (S3) ------------------------------------------------------------ */
 
-/* One fault, no populate (S3 for writes that make an entry writable). */
+/* write_fault_locked(): the entry no longer maps the frame locked. */
+#define FAULT_AGAIN (-1)
+
+/*
+ * A write the page table allows, to the entry of @frame at @addr, under
+ * that frame's LOCKED bit (S3). The entry is read again here, with the page
+ * table's classification (PS_ACCESS_CHECK: nothing changes). If it no
+ * longer maps @frame, FAULT_AGAIN: the caller takes the new frame's lock.
+ * Otherwise, for an entry that is not writable yet, the frame is marked
+ * dirty (the dirty hook runs on the clean-to-dirty transition) and the
+ * address logged first, and only then does exactly that entry become
+ * ps_pte_resolve_write() of itself, by one CAS. So the hook has run before
+ * any thread can write through the entry (seed 003), and the frame marked
+ * is the frame made writable. A failed CAS (a fault moved accessed bits,
+ * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks
+ * again; if the write is refused then (WP, BAD_ACCESS), the frame stays
+ * dirty: an over-report, never a lost write.
+ */
+static int write_fault_locked(struct ps_space *s, uint64_t addr,
+			      unsigned int access, uint64_t frame)
+{
+	for (;;) {
+		enum ps_fault fr;
+		ps_pte_t e, n;
+		int rc;
+
+		fr = ps_pgtable_fault_pte(s->pt, addr,
+					  access | PS_ACCESS_CHECK, &e);
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frame)
+			return FAULT_AGAIN;
+		if (fr != PS_FAULT_OK)
+			return fr; /* WP or BAD_ACCESS: nothing changes */
+		/* Writable already: made so under this lock, dirty (S3). */
+		if (!ps_pte_is_writable(e)) {
+			ps__space_mark_frame_dirty(s, frame);
+			log_addr(s, addr);
+		}
+		n = ps_pte_resolve_write(e);
+		if (n == e)
+			return PS_FAULT_OK;
+		rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
+		if (!rc)
+			return PS_FAULT_OK;
+		if (rc != -EAGAIN)
+			return PS_FAULT_INVALID;
+	}
+}
+
+/*
+ * One fault, no populate. Reads are the page table's fault: they never
+ * make an entry writable. A write is classified first (PS_ACCESS_CHECK),
+ * and no write path ever lets the page table make an entry writable on
+ * its own, because the entry may have changed since it was looked at
+ * (mapped meanwhile, or write-protected by write-back) and S3 would be
+ * lost. Instead:
+ *   - a missing page (none, swap, marker) gets a read fault, which finds
+ *     what the write would (pgtable.h's fault table), clears a stale
+ *     marker as the write would (G9 there), and makes nothing writable;
+ *     if it finds a page after all, one was mapped meanwhile: again;
+ *   - a refused write (WP, BAD_ACCESS) changes nothing;
+ *   - a writable entry (its frame is dirty, S3), or one whose frame is
+ *     outside the space's array (nothing to mark), gets the table's
+ *     transition by a CAS from exactly the entry classified;
+ *   - anything else becomes writable under its frame's LOCKED bit, dirty
+ *     first (write_fault_locked()).
+ */
 static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 				unsigned int access)
 {
-	enum ps_fault fr;
-	ps_pte_t e, after;
-	struct ps_page *p;
-
-	if (ps_pgtable_get(s->pt, addr, &e))
-		return PS_FAULT_INVALID;
-	if (!(access & PS_ACCESS_WRITE) || !ps_pte_is_present(e) ||
-	    ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes)
+	if (!(access & PS_ACCESS_WRITE))
 		return ps_pgtable_fault(s->pt, addr, access);
-	/* A write that may make the entry writable: dirty first (S3). */
-	p = &s->frames[ps_pte_frame(e)];
-	ps__space_frame_lock(p);
-	fr = ps_pgtable_fault_pte(s->pt, addr, access, &after);
-	if (fr == PS_FAULT_OK && ps_pte_is_present(after) &&
-	    ps_pte_frame(after) < s->nframes) {
-		ps__space_mark_frame_dirty(s, ps_pte_frame(after));
-		log_addr(s, addr);
+	for (;;) {
+		enum ps_fault fr;
+		struct ps_page *p;
+		ps_pte_t e, n;
+		int rc;
+
+		fr = ps_pgtable_fault_pte(s->pt, addr,
+					  access | PS_ACCESS_CHECK, &e);
+		if (fr == PS_FAULT_INVALID)
+			return fr;
+		FAILPOINT(FP_FAULT_CHECKED, addr);
+		if (!ps_pte_is_present(e)) {
+			fr = ps_pgtable_fault(s->pt, addr, PS_ACCESS_READ);
+			if (fr != PS_FAULT_OK)
+				return fr;
+			continue; /* mapped meanwhile */
+		}
+		if (fr != PS_FAULT_OK)
+			return fr;
+		if (ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes) {
+			n = ps_pte_resolve_write(e);
+			if (n == e)
+				return PS_FAULT_OK;
+			rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
+			if (!rc)
+				return PS_FAULT_OK;
+			if (rc != -EAGAIN)
+				return PS_FAULT_INVALID;
+			continue; /* changed: classify again */
+		}
+		p = &s->frames[ps_pte_frame(e)];
+		ps__space_frame_lock(p);
+		FAILPOINT(FP_FAULT_LOCKED, addr);
+		rc = write_fault_locked(s, addr, access, ps_pte_frame(e));
+		ps__space_frame_unlock(p);
+		if (rc != FAULT_AGAIN)
+			return (enum ps_fault)rc;
 	}
-	ps__space_frame_unlock(p);
-	return fr;
 }
 
 /* The populate hook for a missing page: 0, or its error (-EFAULT without). */

@@ -28,6 +28,14 @@ struct hooks_seen {
 	_Atomic(unsigned) dirty_total, freed_total, populated;
 	uint64_t populate_frame; /* next frame the populate hook maps */
 	int populate_rc;
+	/*
+	 * With dirty_watch set, the dirty hook looks at the entry at
+	 * dirty_addr and the frame's LOCKED bit as it runs (seed 003: the
+	 * entry is not writable yet, the frame is the one locked).
+	 */
+	bool dirty_watch;
+	uint64_t dirty_addr;
+	_Atomic(unsigned) dirty_saw_writable, dirty_saw_unlocked;
 };
 
 static struct hooks_seen seen;
@@ -36,9 +44,20 @@ static struct ps_space *sp;
 static void on_dirty(void *ctx, struct ps_space *s, uint64_t frame)
 {
 	(void)ctx;
-	(void)s;
 	atomic_fetch_add(&seen.dirty[frame], 1);
 	atomic_fetch_add(&seen.dirty_total, 1);
+	if (seen.dirty_watch) {
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(s),
+						seen.dirty_addr, &e),
+				 0);
+		if (ps_pte_is_writable(e))
+			atomic_fetch_add(&seen.dirty_saw_writable, 1);
+		if (!ps_page_test_flags(ps_space_page(s, frame),
+					PS_PAGE_LOCKED))
+			atomic_fetch_add(&seen.dirty_saw_unlocked, 1);
+	}
 }
 
 static void on_free(void *ctx, struct ps_space *s, uint64_t frame)
@@ -914,6 +933,8 @@ enum { /* as in lib/space.c */
 	FP_DISCARD_AFTER_CHECK,
 	FP_DISCARD_AFTER_ZAP,
 	FP_MAP_RUN,
+	FP_FAULT_CHECKED,
+	FP_FAULT_LOCKED,
 };
 
 static int fp_point;
@@ -1191,6 +1212,174 @@ START_TEST(fp_discard_holds_freezers_off)
 	ck_assert(ps_pte_is_none(entry(0)));
 	ck_assert_uint_eq(ps_page_refs(pg(100)), 1); /* the other holder's */
 	ck_assert(ps_page_put(pg(100)));
+}
+END_TEST
+
+/* --- write faults: dirty before writable (seed 003, S3) -------------------------------- */
+
+static void watch_dirty(uint64_t addr)
+{
+	seen.dirty_addr = addr;
+	atomic_store(&seen.dirty_saw_writable, 0);
+	atomic_store(&seen.dirty_saw_unlocked, 0);
+	seen.dirty_watch = true;
+}
+
+static void watch_end(void)
+{
+	seen.dirty_watch = false;
+	ck_assert_msg(atomic_load(&seen.dirty_saw_writable) == 0,
+		      "the dirty hook ran with the entry already writable");
+	ck_assert_msg(atomic_load(&seen.dirty_saw_unlocked) == 0,
+		      "the dirty hook ran without its frame's LOCKED bit");
+}
+
+/* Every path that makes an entry writable: the hook first. */
+START_TEST(write_fault_dirty_before_writable)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20, PS_MAP_WRITE),
+			 0);
+	/* A CPU write fault. */
+	watch_dirty(0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[20]), 1);
+	/* A pin for write. */
+	watch_dirty(PG);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_WRITE, &f), 0);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[21]), 1);
+	ps_space_unpin(sp, &f, 1, false);
+	/* An async write-protected page, and a sync one resolved. */
+	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 3 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 3 * PG, PG), 0);
+	watch_dirty(2 * PG);
+	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	watch_end();
+	watch_dirty(3 * PG);
+	/* Refused: nothing marked (the write did not happen). */
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_WP);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[23]), 0);
+	ck_assert(!ps_pte_is_writable(entry(3 * PG)));
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE |
+							PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(3 * PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[22]), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[23]), 1);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 2 * PG, 2 * PG), 0);
+}
+END_TEST
+
+static void replace_with_writable_frame(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, addr, 31, PS_MAP_WRITE), 0);
+}
+
+/* The entry changes to another frame while the fault holds the first
+ * frame's lock: the fault must mark and make writable the new frame, under
+ * the new frame's lock, and leave the old one alone. */
+START_TEST(fp_fault_frame_changed_under_lock)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 30, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_page_get(pg(30)), 0); /* keeps it alive */
+	arm(FP_FAULT_LOCKED, replace_with_writable_frame);
+	watch_dirty(0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	watch_end();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(ps_pte_frame(entry(0)), 31);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[31]), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[30]), 0);
+	ck_assert(!ps_page_test_flags(pg(30), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert(!ps_page_test_flags(pg(31), PS_PAGE_LOCKED));
+	ck_assert(ps_page_put(pg(30)));
+}
+END_TEST
+
+static void map_writable_frame(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_map(sp, addr, 32, PS_MAP_WRITE), 0);
+}
+
+/* A write fault finds no page; a page is mapped before it acts: the entry
+ * must not become writable without its frame marked dirty first. */
+START_TEST(fp_fault_page_mapped_meanwhile)
+{
+	enum ps_fault fr;
+
+	arm(FP_FAULT_CHECKED, map_writable_frame);
+	watch_dirty(0);
+	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	disarm();
+	watch_end();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert(fr == PS_FAULT_OK || fr == PS_FAULT_MISSING);
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(ps_page_test_flags(pg(32), PS_PAGE_DIRTY) &&
+				      atomic_load(&seen.dirty[32]) == 1,
+			      "writable entry, frame never marked dirty");
+}
+END_TEST
+
+static int wb_nop(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	return 0;
+}
+
+static void write_back_now(uint64_t addr)
+{
+	struct ps_writeback_stats st;
+
+	ck_assert_int_eq(ps_space_writeback(sp, addr, PG, PS_WB_CLEAN, wb_nop,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert(!ps_pte_is_writable(entry(addr))); /* stable page */
+}
+
+/* A write fault sees a writable entry; write-back write-protects and
+ * cleans the frame before the fault acts: the fault must not make the
+ * entry writable again without dirtying the frame (else the write is
+ * never written back). */
+START_TEST(fp_fault_writeback_meanwhile)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 33, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[33]), 1);
+	arm(FP_FAULT_CHECKED, write_back_now);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	/* The fault is ordered before the write-back (the entry was
+	 * writable when it looked), or after it (it dirtied the frame). */
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(ps_page_test_flags(pg(33), PS_PAGE_DIRTY),
+			      "writable entry over a clean frame: the next "
+			      "write is never written back");
+	/* The next write faults and dirties it again, before writable. */
+	watch_dirty(0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(ps_page_test_flags(pg(33), PS_PAGE_DIRTY));
 }
 END_TEST
 
@@ -1656,6 +1845,13 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_discard_dekker_gives_entry_back);
 	tcase_add_test(tc, fp_pin_after_discard_zap_backs_out);
 	tcase_add_test(tc, discard_exact_path_frees);
+
+	tc = ps_test_tcase(s, "write fault: dirty before writable", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, write_fault_dirty_before_writable);
+	tcase_add_test(tc, fp_fault_frame_changed_under_lock);
+	tcase_add_test(tc, fp_fault_page_mapped_meanwhile);
+	tcase_add_test(tc, fp_fault_writeback_meanwhile);
 
 	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -64,8 +64,12 @@
  *     collects them too.
  *
  * Dirty before writable (seed 003). A writable entry implies a dirty frame.
- * The write fault that makes an entry writable marks the frame dirty under
- * the frame's LOCKED bit, and write-back takes the same bit around
+ * The write fault that makes an entry writable does so under the frame's
+ * LOCKED bit, in this order: read the entry again (if it maps another frame
+ * now, start again with that frame's bit), mark the frame dirty (the dirty
+ * hook runs on the clean-to-dirty transition) and log the address, then
+ * make exactly that entry writable. So the dirty hook has run before any
+ * thread can write through the entry. Write-back takes the same bit around
  * "write-protect, then clean" (Linux: folio lock, page_mkwrite,
  * clear_page_dirty_for_io). So a write that arrives during write-back faults
  * and dirties the frame again, and is never lost.
@@ -131,9 +135,10 @@ struct ps_space;
  *	thread with no library lock held. Without it, missing pages are
  *	-EFAULT.
  * @dirty: frame @frame went from clean to dirty (set_page_dirty). Runs
- *	exactly once per transition, in the thread that made it, possibly
- *	under the frame's LOCKED bit: it must not fault, pin or write back
- *	that frame.
+ *	exactly once per transition, in the thread that made it. From a write
+ *	fault (ps_space_fault(), a pin for write) it runs under the frame's
+ *	LOCKED bit and before the entry becomes writable: it must not fault,
+ *	pin for write, write back or CPU-map (pagestate/prot.h) that frame.
  * @free_frame: the last reference to @frame was dropped; the frame's page
  *	word is free again. Runs in the thread that dropped it.
  * @ctx: handed to every hook.
@@ -440,12 +445,15 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  *	PS_ACCESS_RESOLVE_WP.
  *
  * pgtable.h's fault, plus: a missing page goes to the populate hook and is
- * retried once; a write that makes an entry writable marks its frame dirty
- * (and logs the address) under the frame's LOCKED bit.
+ * retried once; a write that makes an entry writable first marks its frame
+ * dirty (the dirty hook runs on a clean-to-dirty transition) and logs the
+ * address, then makes the entry writable, all under the frame's LOCKED bit
+ * and for the frame the entry maps under it (S3). A write the page table
+ * refuses (PS_FAULT_WP, PS_FAULT_BAD_ACCESS) marks nothing.
  * Context: any thread; the populate hook runs in it with no library lock
  * held, the dirty hook under the frame's LOCKED bit (S7).
- * Ordering: the page table's fault CAS (acquire and release); DIRTY is set
- * before the frame's LOCKED bit is dropped (S3).
+ * Ordering: the page table's CAS (acquire and release); DIRTY (an acq_rel
+ * RMW) is set before the CAS that makes the entry writable (S3).
  * Progress: lock-free for reads and for writes to a writable or non-present
  * entry; a write to a present, non-writable entry takes the frame's LOCKED
  * bit (spin, then yield: blocking). The populate hook is the caller's.
