@@ -119,13 +119,6 @@ void ps__hbm_set_range(struct ps__hbm *b, uint64_t first, uint64_t count)
 	}
 }
 
-bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit)
-{
-	/* Acquire: pairs with S0; a hint only (a harvest may take it). */
-	return (atomic_load_explicit(&b->l0[bit >> 6], memory_order_acquire) &
-		bit_of(bit)) != 0;
-}
-
 /*
  * A boundary chunk is only partly in the harvested range, yet its summary
  * bit was taken whole: restore it if bits outside the range remain. Bits set
@@ -227,10 +220,13 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 						      memory_order_relaxed) &
 					      m0))
 						continue;
-					/* A0 - acquire: pairs with S0. */
+					/*
+					 * A0 - seq_cst: acquire pairs with
+					 * S0; seq_cst orders it with T0.
+					 */
 					t0 = atomic_fetch_and_explicit(
 						     &b->l0[w0], ~m0,
-						     memory_order_acq_rel) &
+						     memory_order_seq_cst) &
 					     m0;
 					while (t0) {
 						uint64_t bit =

@@ -4,7 +4,7 @@
  * frames, a notifier, a dirty log and a write-back set (pagestate/space.h).
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S8)
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S9)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they
@@ -73,6 +73,34 @@
  *     secondary map) retry only because another thread changed the entry or
  *     the frame, except the wait for a frozen frame (a conversion), which
  *     yields.
+ *
+ * S9  No dirty frame escapes write-back. Write-back finds frames by address
+ *     (the wb set: one bit per page), and ps_space_unpin(..., dirty) knows
+ *     only frames. So the address is recorded when it is known: the wb set
+ *     holds every page logged as written (faults, the helper's writes,
+ *     mark_dirty, pins for write: log_addr()), every page pinned, at the
+ *     pin (wb_note() for pins not for write), and every page mapped to a
+ *     frame that is pinned or dirty when it is mapped (map_range()). And
+ *     write-back takes a page out of the set only if nothing is mapped
+ *     there, or if the frame mapped there, read under its LOCKED bit (or
+ *     after a bounce copy), is neither pinned nor dirty: a clean pinned
+ *     frame is kept, as is a frame unpinned dirty while INTEGRITY
+ *     write-back copied it. Hence a frame pinned at an address and
+ *     unpinned dirty while still mapped there is written by the next
+ *     write-back of that address: a visit whose read of the frame's word
+ *     comes after the unpin sees DIRTY; one whose read comes before it
+ *     sees the pin and keeps the page; a pin taken after the read puts the
+ *     page back itself (wb_note() says why the test it starts with is
+ *     enough). The cost is on write-back, not on the pin: a pinned page is
+ *     visited by every write-back (a read pin adds one load of the set per
+ *     page, and an RMW when a write-back has taken its bit). Not covered:
+ *     a frame pinned, unmapped and unpinned dirty with no mapping left
+ *     (there is no address to write it at; its owner sees DIRTY in the
+ *     free_frame hook or when it maps it again, which records it); an
+ *     alias mapped elsewhere is written through its own address only if
+ *     that one is recorded (no reverse map). The dirty log (harvest) is
+ *     not the wb set: pins for write stay in it while pinned (S6); a pin
+ *     not for write that is unpinned dirty is not logged for migration.
  */
 #include <pagestate/prot.h>
 #include <pagestate/space.h>
@@ -121,6 +149,8 @@ enum {
 	FP_MAP_RUN,		   /* inject: the page-table map of a run */
 	FP_FAULT_CHECKED,	   /* a write classified, nothing changed */
 	FP_FAULT_LOCKED,	   /* frame LOCKED, entry not read again */
+	FP_WB_BOUNCED,		   /* write-back: pinned frame copied, not
+				    * looked at again */
 };
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -194,6 +224,29 @@ static void log_addr(struct ps_space *s, uint64_t addr)
 void ps__space_log_addr(struct ps_space *s, uint64_t addr)
 {
 	log_addr(s, addr);
+}
+
+/*
+ * Put @addr in the write-back set (S9) for a page that is pinned, or
+ * mapped to a pinned or dirty frame, without logging it as written. Test
+ * first: pinning pages already in the set (the common case: the set keeps
+ * a pinned page) costs one load, not an RMW. Skipping the set is safe
+ * because the bit read set is either still set or was taken by a
+ * write-back's harvest whose visit sees the pin: that visit takes the
+ * frame's LOCKED bit (an RMW on the page word, acq_rel) after the take. If
+ * that RMW precedes the pin's RMW on the word, the pin's acquire
+ * synchronises with it, so the take happens before the test here, which
+ * then reads the take or a later set. If it follows, the visit reads the
+ * pin. And if the visit found no entry (the page was mapped after it
+ * looked), the take, the visit's entry load, the mapping's entry CAS, this
+ * pin's re-read of the entry and the test are all seq_cst, in that order
+ * in the total order, so again the test reads the take or later (T0, A0
+ * in lib/hbitmap.h).
+ */
+static void wb_note(struct ps_space *s, uint64_t addr)
+{
+	if (!ps__hbm_test(&s->wb, page_index(addr)))
+		(void)ps__hbm_set(&s->wb, page_index(addr));
 }
 
 /* The frame's LOCKED bit, a sleeping bit lock for the slow paths (S3). */
@@ -399,6 +452,7 @@ int ps_space_destroy(struct ps_space *s)
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
 	bool revived;		/* the frame was free: this map revived it */
+	bool wb;		/* pinned or dirty: the address goes in wb (S9) */
 	uint8_t old_cache;	/* its cache mode before the revival */
 	uint8_t new_cache;	/* the mode the revival gave it */
 };
@@ -452,6 +506,7 @@ static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 		return rc;
 	w = ps_page_load(p);
 	t->revived = rc == 1;
+	t->wb = (w & PS_PAGE_DIRTY) || ps_page_word_pins(w);
 	t->new_cache = (uint8_t)ps_page_word_cache(w);
 	t->old_cache = t->new_cache;
 	if (t->revived && (flags & PS_MAP_CACHE_SET))
@@ -579,6 +634,11 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		atomic_thread_fence(memory_order_seq_cst);
 		for (uint64_t k = 0; k < ntaken; k++)
 			untake_frame(s, first_frame + k, taken[k]);
+	} else {
+		/* S9: once the entries are there, write-back can reach them. */
+		for (uint64_t k = 0; k < npages; k++)
+			if (taken[k].wb)
+				wb_note(s, start + (k << PAGE_SHIFT));
 	}
 	pthread_mutex_unlock(&s->writer);
 	free(taken);
@@ -877,6 +937,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			if (!ps_page_test_flags(p, PS_PAGE_WRITE_PINNED))
 				ps_page_set_flags(p, PS_PAGE_WRITE_PINNED);
 			log_addr(s, addr);
+		} else {
+			wb_note(s, addr); /* S9: it may be unpinned dirty */
 		}
 		if (flags & PS_PIN_LONGTERM)
 			(void)ps__hbm_set(&s->longterm, frame);
@@ -1333,11 +1395,13 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	frame = ps_pte_frame(e);
 	p = &s->frames[frame];
 	ps__space_frame_lock(p);
-	if (!ps_page_test_flags(p, PS_PAGE_DIRTY)) {
+	w = ps_page_load(p);
+	if (!(w & PS_PAGE_DIRTY)) {
 		ps__space_frame_unlock(p);
-		return PS__HBM_CLEAR;
+		/* S9: a pinned frame may be unpinned dirty: keep watching. */
+		return ps_page_word_pins(w) ? PS__HBM_KEEP : PS__HBM_CLEAR;
 	}
-	pinned = ps_page_is_pinned(p);
+	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && c->mode == PS_WB_CLEAN) {
 		ps__space_frame_unlock(p);
 		c->st.skipped_pinned++;
@@ -1378,6 +1442,7 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 		return PS__HBM_CLEAR;
 	}
 	c->st.bounced++;
+	FAILPOINT(FP_WB_BOUNCED, addr);
 	w = ps_page_load(p);
 	if (write_pinned(w)) {
 		/* A device may have written after the copy: stays dirty. */
@@ -1386,6 +1451,12 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 		return PS__HBM_KEEP;
 	}
 	clear_write_pinned_if_unpinned(p);
+	/*
+	 * S9: still pinned (for read), or unpinned dirty after the copy (a
+	 * device that finished meanwhile): the next write-back looks again.
+	 */
+	if (ps_page_word_pins(w) || (w & PS_PAGE_DIRTY))
+		return PS__HBM_KEEP;
 	return PS__HBM_CLEAR;
 }
 

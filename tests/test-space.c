@@ -935,6 +935,7 @@ enum { /* as in lib/space.c */
 	FP_MAP_RUN,
 	FP_FAULT_CHECKED,
 	FP_FAULT_LOCKED,
+	FP_WB_BOUNCED,
 };
 
 static int fp_point;
@@ -1380,6 +1381,134 @@ START_TEST(fp_fault_writeback_meanwhile)
 	watch_end();
 	ck_assert(ps_pte_is_writable(entry(0)));
 	ck_assert(ps_page_test_flags(pg(33), PS_PAGE_DIRTY));
+}
+END_TEST
+
+/* --- unpin(..., dirty) reaches write-back (S9) ------------------------------------------ */
+
+/* A read pin unpinned dirty (a device wrote after all): write-back, of
+ * either mode, writes the frame at the address it was pinned at. */
+START_TEST(unpin_dirty_read_pin_is_written_back)
+{
+	static const enum ps_writeback_mode modes[] = {PS_WB_CLEAN,
+						       PS_WB_INTEGRITY};
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 40, PS_MAP_WRITE),
+			 0);
+	for (int m = 0; m < 2; m++) {
+		uint64_t addr = (uint64_t)m * PG;
+
+		ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, 0, &f), 0);
+		ps_space_unpin(sp, &f, 1, true);
+		ck_assert(ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
+		ck_assert_uint_eq(atomic_load(&seen.dirty[f]), 1);
+		wb_seen_init(&w);
+		ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, modes[m],
+						    wb_write, &w, &st),
+				 0);
+		ck_assert_msg(w.n == 1, "mode %d: the dirty frame was not "
+					"written back", m);
+		ck_assert_uint_eq(w.addrs[0], addr);
+		ck_assert_uint_eq(st.written, 1);
+		ck_assert(!ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
+	}
+}
+END_TEST
+
+/* A clean page stays in the write-back set while it is pinned (visited,
+ * nothing written), so the dirty unpin that comes later is written. */
+START_TEST(pinned_clean_page_stays_watched)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 42, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	for (int round = 0; round < 2; round++) {
+		wb_seen_init(&w);
+		ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+						    wb_write, &w, &st),
+				 0);
+		ck_assert_uint_eq(w.n, 0);
+	}
+	ps_space_unpin(sp, &f, 1, true);
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
+					    &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert(!ps_page_test_flags(pg(42), PS_PAGE_DIRTY));
+	/* Unpinned and clean: it leaves the set. */
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 0);
+}
+END_TEST
+
+/* A frame pinned at one address, unmapped, mapped at another while still
+ * pinned, then unpinned dirty: written at the new address. */
+START_TEST(remapped_pinned_frame_is_written_back)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 43, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 43, PS_MAP_WRITE), 0);
+	ps_space_unpin(sp, &f, 1, true);
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 8 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_uint_eq(w.addrs[0], 5 * PG);
+	ck_assert(!ps_page_test_flags(pg(43), PS_PAGE_DIRTY));
+}
+END_TEST
+
+static void device_done_dirty(uint64_t addr)
+{
+	(void)addr;
+	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
+}
+
+/* INTEGRITY write-back bounces a write-pinned frame; the device finishes
+ * and unpins it dirty between the copy and write-back's last look: the
+ * page must stay in the set, and the next write-back writes it. */
+START_TEST(fp_unpin_dirty_during_bounce)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 44, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE,
+					    &fp_pinned_frame),
+			 0);
+	wb_seen_init(&w);
+	arm(FP_WB_BOUNCED, device_done_dirty);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(st.bounced, 1);
+	ck_assert(ps_page_test_flags(pg(44), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_is_pinned(pg(44)));
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
+					    &w, &st),
+			 0);
+	ck_assert_msg(w.n == 1, "the frame stayed dirty, never written back");
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert(!ps_page_test_flags(pg(44), PS_PAGE_DIRTY));
 }
 END_TEST
 
@@ -1852,6 +1981,13 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_fault_frame_changed_under_lock);
 	tcase_add_test(tc, fp_fault_page_mapped_meanwhile);
 	tcase_add_test(tc, fp_fault_writeback_meanwhile);
+
+	tc = ps_test_tcase(s, "unpin dirty reaches write-back", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, unpin_dirty_read_pin_is_written_back);
+	tcase_add_test(tc, pinned_clean_page_stays_watched);
+	tcase_add_test(tc, remapped_pinned_frame_is_written_back);
+	tcase_add_test(tc, fp_unpin_dirty_during_bounce);
 
 	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

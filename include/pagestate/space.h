@@ -52,16 +52,26 @@
  *     helper, ps_space_mark_dirty() and ps_space_unpin(..., dirty) make it
  *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
  *     clean-to-dirty transition, however many threads race. Write-back
- *     (ps_space_writeback()) cleans frames.
+ *     (ps_space_writeback()) cleans frames. It finds them by address, so
+ *     the space records the address of every page written, every page
+ *     pinned (any pin: it may be unpinned dirty) and every page mapped to
+ *     a frame that is pinned or dirty, and write-back keeps a page whose
+ *     frame is pinned or dirty (S9 in lib/space.c). So a frame unpinned
+ *     dirty is written by the next write-back of the address it was pinned
+ *     at, if it is still mapped there (there is no reverse map: an alias
+ *     elsewhere is not found through it).
  *   - an address is in the dirty log (KVM's dirty bitmap) when it was
  *     written since the last harvest (ps_space_harvest()), which migration
- *     consumes. Every marking path above logs the address too. So do pins
- *     for write: a device may write the frame at any moment, so a frame
- *     pinned for write is reported by every harvest until it is unpinned,
- *     and once more after that. Writes through entries of a range
- *     registered for asynchronous write protection (pgtable.h) are tracked
- *     in the entries themselves, and a harvest with PS_HARVEST_REARM
- *     collects them too.
+ *     consumes. Every marking path above but ps_space_unpin() logs the
+ *     address too (an unpin has frames, not addresses). Pins for write are
+ *     logged instead: a device may write the frame at any moment, so a
+ *     frame pinned for write is reported by every harvest until it is
+ *     unpinned, and once more after that. A device write through a pin not
+ *     for write reaches write-back (above) but not the dirty log: pin for
+ *     write, or ps_space_mark_dirty() the addresses. Writes through entries
+ *     of a range registered for asynchronous write protection (pgtable.h)
+ *     are tracked in the entries themselves, and a harvest with
+ *     PS_HARVEST_REARM collects them too.
  *
  * Dirty before writable (seed 003). A writable entry implies a dirty frame.
  * The write fault that makes an entry writable does so under the frame's
@@ -349,7 +359,8 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * fails with -EAGAIN and the caller resolves the fault); a read-only entry
  * with MAYWRITE is made writable, marking the frame dirty; then take a
  * speculative pin and re-check the entry. A pin for write logs the address
- * (see Dirty state) and marks the frame WRITE_PINNED. A PS_PIN_LONGTERM pin
+ * (see Dirty state) and marks the frame WRITE_PINNED; any other pin puts
+ * the address in the write-back set (it may be unpinned dirty). A PS_PIN_LONGTERM pin
  * is recorded against the frame (one bit per frame, cleared when a
  * conversion next freezes the frame, pagestate/prot.h): a conversion
  * waiting for pins to drain gives up on such a frame at once (-EBUSY).
@@ -384,7 +395,12 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  *	clean-to-dirty transition.
  *
  * A frame whose last reference this drops is freed (free_frame hook).
- * Frames at or above nframes are skipped.
+ * Frames at or above nframes are skipped. A frame unpinned dirty is
+ * written by the next ps_space_writeback() of the address it was pinned
+ * at, if it is still mapped there: the pin recorded that address, and
+ * write-back keeps it while the frame is pinned (S9 in lib/space.c). The
+ * dirty log (migration) has the address only for a pin for write (see
+ * Dirty state); for another pin, call ps_space_mark_dirty().
  * Context: any thread holding the pins; the dirty and free_frame hooks run
  * in it, with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
@@ -641,13 +657,17 @@ struct ps_writeback_stats {
  * @ctx: its context.
  * @stats: receives what was done; may be NULL.
  *
- * An unpinned frame: under its LOCKED bit, write-protect its entry (stable
- * pages) after invalidating the range's secondary mappings (event
- * PROTECTION), clear DIRTY, set WRITEBACK; then call @fn; then end
- * WRITEBACK. A write arriving meanwhile faults, dirties the frame again and
- * is never lost. A pinned frame: CLEAN skips it (it stays dirty);
- * INTEGRITY clears DIRTY, calls @fn with @pinned true (bounce), and dirties
- * it again if it is still pinned for write.
+ * Visits the pages of the range in the write-back set (written, pinned, or
+ * mapped to a pinned or dirty frame: S9 in lib/space.c). An unpinned
+ * frame: under its LOCKED bit, write-protect its entry (stable pages)
+ * after invalidating the range's secondary mappings (event PROTECTION),
+ * clear DIRTY, set WRITEBACK; then call @fn; then end WRITEBACK. A write
+ * arriving meanwhile faults, dirties the frame again and is never lost. A
+ * pinned frame: CLEAN skips it (it stays dirty); INTEGRITY clears DIRTY,
+ * calls @fn with @pinned true (bounce), and dirties it again if it is
+ * still pinned for write. A pinned page stays in the set while its pins
+ * last, dirty or not, and so does a page whose frame was unpinned dirty
+ * during its bounce: a later write-back writes what the unpin dirtied.
  * Context: blocking (LOCKED bits; the callback may block, and runs with no
  * library lock held). It invalidates: not from a notifier callback, nor
  * holding a lock that a notifier callback takes.
