@@ -8,7 +8,6 @@
 
 #define CHUNK_WORDS 8			/* level-0 words per level-1 bit */
 #define CHUNK_SHIFT 9			/* 512 bits per chunk */
-#define HBM_MAX_BITS (UINT64_C(1) << 40) /* 4 PiB of 4 KiB pages */
 
 static uint64_t words_for(uint64_t bits)
 {
@@ -39,7 +38,7 @@ int ps__hbm_init(struct ps__hbm *b, uint64_t nbits)
 	size_t bytes, page = (size_t)sysconf(_SC_PAGESIZE);
 	void *p;
 
-	if (nbits == 0 || nbits > HBM_MAX_BITS)
+	if (nbits == 0 || nbits > PS__HBM_MAX_BITS)
 		return -EINVAL;
 	n0 = words_for(nbits);
 	n1 = words_for((nbits + (UINT64_C(1) << CHUNK_SHIFT) - 1) >> CHUNK_SHIFT);

@@ -65,7 +65,12 @@ enum ps__hbm_verdict {
 
 typedef enum ps__hbm_verdict (*ps__hbm_visit_fn)(void *ctx, uint64_t bit);
 
-/* Map a zeroed bitmap of @nbits bits. Return: 0, -EINVAL, -ENOMEM. */
+/* The most bits a bitmap has: 4 PiB of 4 KiB pages (the mapping of its
+ * levels stays within a 47-bit address space). */
+#define PS__HBM_MAX_BITS (UINT64_C(1) << 40)
+
+/* Map a zeroed bitmap of @nbits bits (at most PS__HBM_MAX_BITS).
+ * Return: 0, -EINVAL, -ENOMEM. */
 int ps__hbm_init(struct ps__hbm *b, uint64_t nbits);
 
 /* Unmap it. No other thread may use it any more. */

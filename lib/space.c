@@ -64,10 +64,28 @@
  *     the page table's get-and-rearm scan (its G7: a write racing the scan
  *     is reported by it or by the next one).
  *
- * S7  The hooks never run inside a library lock except the frame's LOCKED
- *     bit (the dirty hook, from a fault or write-back) and never inside an
- *     RCU read-side section: zapped frames are collected and put after the
- *     zap returns.
+ * S7  Where the hooks run. Never inside the page table's RCU read-side
+ *     section: zapped frames are collected and put after the zap returns
+ *     (one exception: if growing the collection runs out of memory, that
+ *     frame is put inside the zap, and a free_frame hook may run there).
+ *     Library locks held when they run:
+ *       - populate: none;
+ *       - dirty: the frame's LOCKED bit when a write fault (a CPU fault, a
+ *         pin for write) runs it; the caller's own lock in the
+ *         secondary-map helper; none from mark_dirty, unpin or
+ *         write-back's re-dirtying;
+ *       - free_frame: the space's writer mutex when map or map_range (a
+ *         failed map giving references back), unmap or discard runs it;
+ *         none from unpin, a pin's back-out, the helper, kunmap or
+ *         destroy;
+ *       - notifier callbacks: the writer mutex in unmap, discard and
+ *         prot.c's conversion and mprotect; the LOCKED bit of the frame
+ *         being written back in write-back's PROTECTION invalidation; none
+ *         in a REARM harvest.
+ *     So a hook run under the writer mutex must not map, map_range, unmap,
+ *     discard, convert or mprotect in that space; one run under a frame's
+ *     LOCKED bit must not write-fault, pin for write, write back or kmap
+ *     that frame (each would wait for the lock it runs under).
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin,
  *     secondary map) retry only because another thread changed the entry or
@@ -151,6 +169,7 @@ enum {
 	FP_FAULT_LOCKED,	   /* frame LOCKED, entry not read again */
 	FP_WB_BOUNCED,		   /* write-back: pinned frame copied, not
 				    * looked at again */
+	FP_CREATE_MUTEX,	   /* inject: the writer mutex's init */
 };
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -296,6 +315,15 @@ static bool same_mapping(ps_pte_t a, ps_pte_t b)
 
 /* --- lifetime --------------------------------------------------------------- */
 
+/* Every frame has an entry form, and a bit in the longterm bitmap. */
+PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
+		 "frames beyond what an entry can name");
+PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX <= PS__HBM_MAX_BITS,
+		 "frames beyond the longterm bitmap");
+PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
+			 PS__HBM_MAX_BITS,
+		 "pages beyond the dirty log and the write-back set");
+
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 {
 	struct ps_space *s;
@@ -304,7 +332,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 
 	if (!cfg || !out || !cfg->size || (cfg->size & (PAGE_SIZE - 1)) ||
 	    cfg->size > PS_PGTABLE_ADDR_END || !cfg->nframes ||
-	    cfg->nframes - 1 > PS_PTE_FRAME_MAX)
+	    cfg->nframes > PS_SPACE_NFRAMES_MAX)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -313,7 +341,12 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	s->size = cfg->size;
 	s->nframes = cfg->nframes;
 	s->hooks = cfg->hooks;
-	pthread_mutex_init(&s->writer, NULL);
+	rc = INJECT(FP_CREATE_MUTEX, 0, NULL);
+	if (rc || pthread_mutex_init(&s->writer, NULL)) {
+		/* EAGAIN, ENOMEM (EPERM, EBUSY, EINVAL: not with no attrs). */
+		free(s);
+		return -ENOMEM;
+	}
 	rc = -ENOMEM;
 	if (cfg->frames) {
 		s->frames = cfg->frames;

@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/test-space.c - the address space: mapping and references, GUP-style
- * pins (back-out, all or nothing, write-protect, private frames), balloon
- * discard, the seed-003 secondary-map helper (exactly-once dirty hook),
- * dirty harvest (write pins, REARM, budget), write-back in both modes, and
- * stress for the races the guarantees S1..S8 of lib/space.c are about.
+ * tests/test-space.c - the address space: mapping and references (a
+ * map_range failing part-way takes everything back), GUP-style pins
+ * (back-out, all or nothing, write-protect, private frames), balloon
+ * discard (pinned frames, frames another thread froze), write faults (dirty
+ * before writable), the seed-003 secondary-map helper (exactly-once dirty
+ * hook), dirty harvest (write pins, REARM, budget), write-back in both
+ * modes (no dirty frame escapes it), and stress for the races the
+ * guarantees S1..S9 of lib/space.c are about. Failpoints and injected
+ * failures (lib/space.c compiled with -DPS_SPACE_FAILPOINTS) put races and
+ * errors exactly where they hurt.
  */
 #include <pagestate/space.h>
 
@@ -936,6 +941,7 @@ enum { /* as in lib/space.c */
 	FP_FAULT_CHECKED,
 	FP_FAULT_LOCKED,
 	FP_WB_BOUNCED,
+	FP_CREATE_MUTEX,
 };
 
 static int fp_point;
@@ -1512,6 +1518,63 @@ START_TEST(fp_unpin_dirty_during_bounce)
 }
 END_TEST
 
+/* --- create: the frame limit, the writer mutex ---------------------------------------- */
+
+/* The documented limit is the real one: 2^40 frames (the longterm bitmap),
+ * not what an entry can name. */
+START_TEST(create_frame_limit)
+{
+	struct ps_page frames[4];
+	struct ps_space_config cfg;
+	struct ps_space *s = NULL;
+	int rc;
+
+	memset(frames, 0, sizeof(frames));
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = 16 * PG;
+	cfg.frames = frames; /* only the first four are ever touched */
+	cfg.nframes = PS_SPACE_NFRAMES_MAX + 1;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
+	cfg.nframes = PS_PTE_FRAME_MAX + 1;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
+	ck_assert_ptr_null(s);
+	/* The limit itself is accepted (its bitmaps only reserve address
+	 * space; a machine short of it says -ENOMEM). */
+	cfg.nframes = PS_SPACE_NFRAMES_MAX;
+	rc = ps_space_create(&cfg, &s);
+	ck_assert_msg(rc == 0 || rc == -ENOMEM, "create: %d", rc);
+	if (!rc) {
+		ck_assert_int_eq(ps_space_map(s, 0, 3, PS_MAP_WRITE), 0);
+		ck_assert_int_eq(ps_space_destroy(s), 0);
+	}
+}
+END_TEST
+
+static int fail_mutex_init(int point, uint64_t addr, uint64_t *len)
+{
+	(void)addr;
+	(void)len;
+	return point == FP_CREATE_MUTEX ? -EAGAIN : 0;
+}
+
+/* pthread_mutex_init() failing (EAGAIN: out of resources) fails create. */
+START_TEST(create_checks_mutex_init)
+{
+	struct ps_space_config cfg;
+	struct ps_space *s = (struct ps_space *)&cfg; /* not written */
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = 16 * PG;
+	cfg.nframes = 4;
+	ps__space_inject = fail_mutex_init;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -ENOMEM);
+	ps__space_inject = NULL;
+	ck_assert_ptr_eq(s, (struct ps_space *)&cfg);
+	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+}
+END_TEST
+
 /* --- map_range: a page-table map that fails part-way ---------------------------------- */
 
 /*
@@ -1981,6 +2044,10 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_fault_frame_changed_under_lock);
 	tcase_add_test(tc, fp_fault_page_mapped_meanwhile);
 	tcase_add_test(tc, fp_fault_writeback_meanwhile);
+
+	tc = ps_test_tcase(s, "create limits", 30);
+	tcase_add_test(tc, create_frame_limit);
+	tcase_add_test(tc, create_checks_mutex_init);
 
 	tc = ps_test_tcase(s, "unpin dirty reaches write-back", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -149,9 +149,28 @@ struct ps_space;
  *	fault (ps_space_fault(), a pin for write) it runs under the frame's
  *	LOCKED bit and before the entry becomes writable: it must not fault,
  *	pin for write, write back or CPU-map (pagestate/prot.h) that frame.
+ *	From the secondary-map helper it runs under the caller's lock; from
+ *	ps_space_mark_dirty(), ps_space_unpin() and write-back with no
+ *	library lock held.
  * @free_frame: the last reference to @frame was dropped; the frame's page
- *	word is free again. Runs in the thread that dropped it.
+ *	word is free again. Runs in the thread that dropped it. When that is
+ *	ps_space_map() or ps_space_map_range() (a failed map giving back a
+ *	reference whose owner dropped its own meanwhile), ps_space_unmap() or
+ *	ps_space_discard(), it runs under the space's writer mutex: it must
+ *	not map, map_range, unmap or discard in that space, nor convert or
+ *	mprotect it (pagestate/prot.h), which take that mutex. From
+ *	ps_space_unpin(), a pin backing out, the secondary-map helper,
+ *	ps_space_kunmap() and ps_space_destroy() no library lock is held.
+ *	(Only if the space runs out of memory collecting unmapped frames may
+ *	it run inside the page table's read-side section: S7 in lib/space.c.)
  * @ctx: handed to every hook.
+ *
+ * The notifier's callbacks (pagestate/notifier.h) have the same rules as
+ * @free_frame for the invalidations of unmap and discard (and of
+ * pagestate/prot.h's conversion and mprotect), which run under the writer
+ * mutex; write-back's PROTECTION invalidation runs under the LOCKED bit of
+ * the frame being written back: a callback must not fault, pin for write,
+ * write back or CPU-map that frame.
  */
 struct ps_space_hooks {
 	int (*populate)(void *ctx, struct ps_space *space, uint64_t addr,
@@ -166,11 +185,19 @@ struct ps_space_hooks {
  * @size: bytes of address space, [0, size): page-aligned, at most 2^48.
  *	The dirty log reserves 2 bits of address space per page (not resident
  *	until touched).
- * @nframes: number of frames, 0 .. nframes - 1 (at most PS_PTE_FRAME_MAX + 1).
+ * @nframes: number of frames, 0 .. nframes - 1: at least 1, at most
+ *	PS_SPACE_NFRAMES_MAX (2^40, 4 PiB of 4 KiB frames). Entries could name
+ *	more (PS_PTE_FRAME_MAX + 1), but the space keeps a bitmap indexed by
+ *	frame (long-term pins), and its bitmaps stop at 2^40 bits. A
+ *	library-allocated page-word array reserves 8 bytes of address space
+ *	per frame (not resident until touched).
  * @frames: the caller's array of @nframes page words (zeroed, or already
  *	initialised by the caller), or NULL for a library-allocated one.
  * @hooks: the callbacks.
  */
+/* The most frames a space has (struct ps_space_config's @nframes). */
+#define PS_SPACE_NFRAMES_MAX (UINT64_C(1) << 40)
+
 struct ps_space_config {
 	uint64_t size;
 	uint64_t nframes;
@@ -189,9 +216,10 @@ struct ps_space_config {
  * Context: blocking (allocates).
  * Ordering: none: the space is the caller's alone until it publishes *@out.
  * Progress: blocking (allocation, mmap).
- * Return: 0; -EINVAL (@cfg or @out NULL, bad size or nframes; the frame
- * bitmap also refuses more than 2^40 frames); -ENOMEM. On error nothing is
- * left allocated.
+ * Return: 0; -EINVAL (@cfg or @out NULL, bad size, nframes 0 or above
+ * PS_SPACE_NFRAMES_MAX); -ENOMEM (also if the writer mutex cannot be
+ * initialised). On error nothing is left allocated and *@out is not
+ * written.
  */
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
 
