@@ -22,12 +22,11 @@
  *   harvest: take L2 bits (fetch-and, acquire), then for each taken bit take
  *            the L1 bits (acquire), then for each taken chunk take the set
  *            L0 bits of its 8 words (A0: seq_cst, see test). Acquiring a
- *            summary bit set by
- *            S1/S2 makes the setter's S0 visible, so a bit whose summary was
- *            taken is either taken in the same pass or (set later) has
- *            re-set its summary for the next pass. A set bit is never lost:
- *            it is visited exactly once by exactly one harvest, unless the
- *            visitor keeps it.
+ *            summary bit set by S1/S2 makes the setter's S0 visible, so a
+ *            bit whose summary was taken is either taken in the same pass
+ *            or (set later) has re-set its summary for the next pass. A set
+ *            bit is never lost: it is visited exactly once by exactly one
+ *            harvest, unless the visitor keeps it.
  *   test:    one seq_cst load of the L0 word (T0). A0 and T0 are seq_cst so
  *            that a caller can place them in the single total order of its
  *            own seq_cst operations: a test that comes after a take there

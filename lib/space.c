@@ -485,7 +485,7 @@ int ps_space_destroy(struct ps_space *s)
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
 	bool revived;		/* the frame was free: this map revived it */
-	bool wb;		/* pinned or dirty: the address goes in wb (S9) */
+	bool wb;		/* pinned or dirty: its page goes in wb (S9) */
 	uint8_t old_cache;	/* its cache mode before the revival */
 	uint8_t new_cache;	/* the mode the revival gave it */
 };

@@ -1621,7 +1621,8 @@ START_TEST(map_range_nomem_takes_back_the_failed_run)
 	/* They were free and never mapped: back to free, no free hook. */
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
 	/* Nothing left over: the same map now succeeds. */
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, PS_MAP_WRITE),
+			 0);
 	for (uint64_t f = 10; f < 18; f++)
 		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
 }

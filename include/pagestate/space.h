@@ -180,6 +180,9 @@ struct ps_space_hooks {
 	void *ctx;
 };
 
+/* The most frames a space has (struct ps_space_config's @nframes). */
+#define PS_SPACE_NFRAMES_MAX (UINT64_C(1) << 40)
+
 /**
  * struct ps_space_config - what ps_space_create() builds.
  * @size: bytes of address space, [0, size): page-aligned, at most 2^48.
@@ -195,9 +198,6 @@ struct ps_space_hooks {
  *	initialised by the caller), or NULL for a library-allocated one.
  * @hooks: the callbacks.
  */
-/* The most frames a space has (struct ps_space_config's @nframes). */
-#define PS_SPACE_NFRAMES_MAX (UINT64_C(1) << 40)
-
 struct ps_space_config {
 	uint64_t size;
 	uint64_t nframes;
@@ -388,10 +388,11 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * with MAYWRITE is made writable, marking the frame dirty; then take a
  * speculative pin and re-check the entry. A pin for write logs the address
  * (see Dirty state) and marks the frame WRITE_PINNED; any other pin puts
- * the address in the write-back set (it may be unpinned dirty). A PS_PIN_LONGTERM pin
- * is recorded against the frame (one bit per frame, cleared when a
- * conversion next freezes the frame, pagestate/prot.h): a conversion
- * waiting for pins to drain gives up on such a frame at once (-EBUSY).
+ * the address in the write-back set (it may be unpinned dirty). A
+ * PS_PIN_LONGTERM pin is recorded against the frame (one bit per frame,
+ * cleared when a conversion next freezes the frame, pagestate/prot.h): a
+ * conversion waiting for pins to drain gives up on such a frame at once
+ * (-EBUSY).
  * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
  * because it cannot write back a page a device may write at any time; here
  * integrity write-back bounces it, so the pin is allowed.
