@@ -11,6 +11,15 @@
  *   secondary map       ps_space_map_secondary() (read mapping; trivial lock
  *                       and install callbacks) per page, against a raw
  *                       checked lookup (ps_pgtable_get());
+ *   write fault         ps_space_fault(PS_ACCESS_WRITE) per page of 64 MiB,
+ *                       against the page table's own ps_pgtable_fault():
+ *                       on entries already writable (the lock-free path),
+ *                       and on clean, write-protected entries that the fault
+ *                       makes writable (under the frame's LOCKED bit, dirty
+ *                       first; the floor is the bare resolving CAS). The
+ *                       pages are protected again between rounds, outside
+ *                       the time (write-back for the space, which cleans
+ *                       them too; mprotect for the floor);
  *   harvest             a 1 TiB space, sparse: 1,000 random pages mapped
  *                       and marked dirty, harvested with ps_space_harvest()
  *                       against a scan-and-clear of a flat 1-bit-per-page
@@ -21,6 +30,7 @@
  * Targets (issue 5): harvest of 1 TiB with 1,000 dirty pages under 0.1 ms,
  * and at least 10x faster than the flat bitmap scan.
  */
+#include <pagestate/prot.h>
 #include <pagestate/space.h>
 
 #include "harness.h"
@@ -164,6 +174,87 @@ static double raw_lookup(void *arg, uint64_t iters)
 			a->sink += e;
 		}
 	return (bench_now_ns() - t0) / (double)a->npages;
+}
+
+/* --- write faults -------------------------------------------------------------- */
+
+struct fault_arg {
+	struct ps_space *s;
+	uint64_t npages;
+	bool floor; /* the page table's own fault instead of the space's */
+};
+
+static enum ps_fault write_fault(struct fault_arg *a, uint64_t addr)
+{
+	if (a->floor)
+		return ps_pgtable_fault(ps_space_pgtable(a->s), addr,
+					PS_ACCESS_WRITE);
+	return ps_space_fault(a->s, addr, PS_ACCESS_WRITE);
+}
+
+static double fault_writable(void *arg, uint64_t iters)
+{
+	struct fault_arg *a = arg;
+	double t0 = bench_now_ns();
+
+	for (uint64_t r = 0; r < iters; r++)
+		for (uint64_t i = 0; i < a->npages; i++)
+			if (write_fault(a, i * PG) != PS_FAULT_OK)
+				die("write fault", -1);
+	return (bench_now_ns() - t0) / (double)a->npages;
+}
+
+static int wb_discard(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	return 0;
+}
+
+/*
+ * Write-protect every page again (MAYWRITE stays), and clean the frames
+ * the space's faults dirtied, so that each of its faults is a real
+ * clean-to-dirty transition.
+ */
+static void reprotect(struct fault_arg *a)
+{
+	struct ps_writeback_stats st;
+	int rc;
+
+	rc = ps_space_mprotect(a->s, 0, a->npages * PG, PS_PROT_READ);
+	if (!rc)
+		rc = ps_space_mprotect(a->s, 0, a->npages * PG,
+				       PS_PROT_READ | PS_PROT_WRITE);
+	if (!rc && !a->floor)
+		rc = ps_space_writeback(a->s, 0, a->npages * PG, PS_WB_CLEAN,
+					wb_discard, NULL, &st);
+	if (rc)
+		die("reprotect", rc);
+}
+
+/* Times the faults only; the pages are protected again outside the time. */
+static double fault_resolve(void *arg, uint64_t iters)
+{
+	struct fault_arg *a = arg;
+	double total = 0;
+
+	for (uint64_t r = 0; r < iters; r++) {
+		double t0;
+
+		reprotect(a);
+		t0 = bench_now_ns();
+		for (uint64_t i = 0; i < a->npages; i++)
+			if (write_fault(a, i * PG) != PS_FAULT_OK)
+				die("write fault", -1);
+		total += bench_now_ns() - t0;
+		if (!a->floor &&
+		    !ps_page_test_flags(ps_space_page(a->s, a->npages - 1),
+					PS_PAGE_DIRTY))
+			die("fault did not dirty", -1);
+	}
+	return total / (double)a->npages;
 }
 
 /* --- harvest ------------------------------------------------------------------ */
@@ -324,6 +415,41 @@ int main(int argc, char **argv)
 			   "ns/page", st[1], st[1].median / st[0].median, 0,
 			   NULL);
 		ps_interval_remove(&a.sub);
+		(void)ps_space_destroy(a.s);
+	}
+
+	if (bench_selected(&o, "write fault", NULL)) {
+		static const struct {
+			const char *op;
+			bench_loop_fn fn;
+		} cases[] = {
+			{"writable entry", fault_writable},
+			{"makes writable", fault_resolve},
+		};
+		struct fault_arg a = {NULL, 16384, false};
+		int rc;
+
+		a.s = make_space(a.npages * PG, a.npages);
+		rc = ps_space_map_range(a.s, 0, a.npages * PG, 0, PS_MAP_WRITE);
+		if (rc)
+			die("map_range", rc);
+		args[0] = &a;
+		for (size_t i = 0; i < 2; i++) {
+			if (!bench_selected(&o, "write fault", cases[i].op))
+				continue;
+			a.floor = true;
+			(void)fault_writable(&a, 1); /* every entry writable */
+			st[0] = bench_measure(&o, 1, cases[i].fn, args,
+					      bench_iters(&o, 20));
+			a.floor = false;
+			st[1] = bench_measure(&o, 1, cases[i].fn, args,
+					      bench_iters(&o, 20));
+			bench_emit(&o, "write fault", cases[i].op,
+				   "page table", "ns/page", st[0], 0, 0, NULL);
+			bench_emit(&o, "write fault", cases[i].op, "pagestate",
+				   "ns/page", st[1],
+				   st[1].median / st[0].median, 0, NULL);
+		}
 		(void)ps_space_destroy(a.s);
 	}
 

@@ -8,7 +8,6 @@
 
 #define CHUNK_WORDS 8			/* level-0 words per level-1 bit */
 #define CHUNK_SHIFT 9			/* 512 bits per chunk */
-#define HBM_MAX_BITS (UINT64_C(1) << 40) /* 4 PiB of 4 KiB pages */
 
 static uint64_t words_for(uint64_t bits)
 {
@@ -39,7 +38,7 @@ int ps__hbm_init(struct ps__hbm *b, uint64_t nbits)
 	size_t bytes, page = (size_t)sysconf(_SC_PAGESIZE);
 	void *p;
 
-	if (nbits == 0 || nbits > HBM_MAX_BITS)
+	if (nbits == 0 || nbits > PS__HBM_MAX_BITS)
 		return -EINVAL;
 	n0 = words_for(nbits);
 	n1 = words_for((nbits + (UINT64_C(1) << CHUNK_SHIFT) - 1) >> CHUNK_SHIFT);
@@ -117,13 +116,6 @@ void ps__hbm_set_range(struct ps__hbm *b, uint64_t first, uint64_t count)
 			set_summaries(b, chunk_gained);
 		}
 	}
-}
-
-bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit)
-{
-	/* Acquire: pairs with S0; a hint only (a harvest may take it). */
-	return (atomic_load_explicit(&b->l0[bit >> 6], memory_order_acquire) &
-		bit_of(bit)) != 0;
 }
 
 /*
@@ -227,10 +219,13 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 						      memory_order_relaxed) &
 					      m0))
 						continue;
-					/* A0 - acquire: pairs with S0. */
+					/*
+					 * A0 - seq_cst: acquire pairs with
+					 * S0; seq_cst orders it with T0.
+					 */
 					t0 = atomic_fetch_and_explicit(
 						     &b->l0[w0], ~m0,
-						     memory_order_acq_rel) &
+						     memory_order_seq_cst) &
 					     m0;
 					while (t0) {
 						uint64_t bit =

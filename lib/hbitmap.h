@@ -21,12 +21,18 @@
  *            Each is a release RMW (S0 -> S1 -> S2).
  *   harvest: take L2 bits (fetch-and, acquire), then for each taken bit take
  *            the L1 bits (acquire), then for each taken chunk take the set
- *            L0 bits of its 8 words (acquire). Acquiring a summary bit set by
- *            S1/S2 makes the setter's S0 visible, so a bit whose summary was
- *            taken is either taken in the same pass or (set later) has
- *            re-set its summary for the next pass. A set bit is never lost:
- *            it is visited exactly once by exactly one harvest, unless the
- *            visitor keeps it.
+ *            L0 bits of its 8 words (A0: seq_cst, see test). Acquiring a
+ *            summary bit set by S1/S2 makes the setter's S0 visible, so a
+ *            bit whose summary was taken is either taken in the same pass
+ *            or (set later) has re-set its summary for the next pass. A set
+ *            bit is never lost: it is visited exactly once by exactly one
+ *            harvest, unless the visitor keeps it.
+ *   test:    one seq_cst load of the L0 word (T0). A0 and T0 are seq_cst so
+ *            that a caller can place them in the single total order of its
+ *            own seq_cst operations: a test that comes after a take there
+ *            reads that take or a later set, never the bit the take took
+ *            (lib/space.c's S9 relies on it; on x86 and Arm it costs the
+ *            same as acquire).
  *   A summary bit may be set with nothing below it (a harvest took the L0
  *   bits of a chunk whose setter had not yet set L1). That costs the next
  *   harvest one look, never a wrong answer.
@@ -58,7 +64,12 @@ enum ps__hbm_verdict {
 
 typedef enum ps__hbm_verdict (*ps__hbm_visit_fn)(void *ctx, uint64_t bit);
 
-/* Map a zeroed bitmap of @nbits bits. Return: 0, -EINVAL, -ENOMEM. */
+/* The most bits a bitmap has: 4 PiB of 4 KiB pages (the mapping of its
+ * levels stays within a 47-bit address space). */
+#define PS__HBM_MAX_BITS (UINT64_C(1) << 40)
+
+/* Map a zeroed bitmap of @nbits bits (at most PS__HBM_MAX_BITS).
+ * Return: 0, -EINVAL, -ENOMEM. */
 int ps__hbm_init(struct ps__hbm *b, uint64_t nbits);
 
 /* Unmap it. No other thread may use it any more. */
@@ -73,8 +84,13 @@ bool ps__hbm_set(struct ps__hbm *b, uint64_t bit);
  */
 void ps__hbm_set_range(struct ps__hbm *b, uint64_t first, uint64_t count);
 
-/* Is @bit set? (A hint under concurrency; acquire load.) */
-bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit);
+/* Is @bit set? A hint under concurrency (a harvest may take it next). */
+static inline bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit)
+{
+	/* T0 - seq_cst: ordered with A0 in the total order (see above). */
+	return (atomic_load_explicit(&b->l0[bit >> 6], memory_order_seq_cst) >>
+		(bit & 63)) & 1;
+}
 
 /*
  * ps__hbm_harvest() - show every set bit in [first, first + count) to

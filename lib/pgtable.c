@@ -1320,13 +1320,14 @@ static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t,
 					    uint64_t addr, unsigned int access,
 					    ps_pte_t *pte, bool own)
 {
+	const unsigned int known = PS_ACCESS_READ | PS_ACCESS_WRITE |
+				   PS_ACCESS_RESOLVE_WP | PS_ACCESS_CHECK;
 	uint64_t p = addr >> PAGE_SHIFT;
 	enum ps_fault r;
 	struct leaf *l;
 	ps_pte_t e = PS_PTE_NONE, n;
 
-	if (bad_addr(addr) ||
-	    (access & ~(PS_ACCESS_READ | PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP)) ||
+	if (bad_addr(addr) || (access & ~known) ||
 	    !(access & (PS_ACCESS_READ | PS_ACCESS_WRITE)))
 		return PS_FAULT_INVALID;
 	if (own)
@@ -1361,6 +1362,10 @@ static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t,
 			r = PS_FAULT_WP;
 		} else {
 			n = ps_pte_resolve_write(e); /* one CAS: -wp, +W D A */
+		}
+		if (access & PS_ACCESS_CHECK) {
+			n = e; /* classified: nothing changes */
+			break;
 		}
 		if (n == e || entry_cas(l, p & LEVEL_MASK, &e, n))
 			break;

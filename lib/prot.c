@@ -7,7 +7,7 @@
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S8 in lib/space.c hold too)
+ * S1..S9 in lib/space.c hold too)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex

@@ -2,7 +2,7 @@
 /*
  * lib/space-internal.h - the address space's state, for the library's other
  * modules that operate on a space (prot.c: conversion, CPU maps; uffd.c).
- * Not installed; not API. The rules of lib/space.c (S1..S8) apply to every
+ * Not installed; not API. The rules of lib/space.c (S1..S9) apply to every
  * user: in particular, replacing one frame by another at an address takes
  * the writer mutex (S1), and changing an entry that a pin may be racing is
  * followed by a seq_cst fence before the frame's pins are read (S2).

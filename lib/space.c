@@ -4,7 +4,7 @@
  * frames, a notifier, a dirty log and a write-back set (pagestate/space.h).
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S8)
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S9)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they
@@ -24,13 +24,23 @@
  *     instant.
  *
  * S3  Dirty before writable. An entry becomes writable only through
- *     ps_space_fault() (a write on MAYWRITE && !WRITE, or an async uffd-wp
- *     resolution). That fault takes the frame's LOCKED bit, runs the page
- *     table's fault, and if the write was allowed marks the frame DIRTY
- *     (and logs the address) before it drops the bit. Write-back takes the
- *     same bit around "write-protect the entry, then clear DIRTY". Hence a
- *     writable entry implies a dirty frame, whatever the interleaving, and a
- *     write during write-back faults and re-dirties the frame (never lost).
+ *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
+ *     resolution), and only under its frame's LOCKED bit. The fault takes
+ *     the bit of the frame it looked up, reads the entry again (a different
+ *     frame there now: it drops the bit and starts again), has the page
+ *     table classify the write without changing anything
+ *     (PS_ACCESS_CHECK), marks the frame DIRTY (the dirty hook on the
+ *     clean-to-dirty transition) and logs the address, and only then makes
+ *     exactly the entry it classified writable, by one CAS. No write fault
+ *     lets the page table resolve a write on its own: the entry may have
+ *     changed since it was looked at (mapped meanwhile, write-protected by
+ *     write-back). Write-back takes the same bit around "write-protect the
+ *     entry, then clear DIRTY". Hence a writable entry implies a dirty
+ *     frame, whatever the interleaving; the dirty hook has run before any
+ *     thread can write through the entry (seed 003); and a write during
+ *     write-back faults and re-dirties the frame (never lost). A write
+ *     refused after the mark (a protect or mprotect raced in) leaves the
+ *     frame dirty: an over-report, never a loss.
  *
  * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page
  *     word (ps_page_fetch_clear_flags) and reads the pins in the value that
@@ -54,15 +64,61 @@
  *     the page table's get-and-rearm scan (its G7: a write racing the scan
  *     is reported by it or by the next one).
  *
- * S7  The hooks never run inside a library lock except the frame's LOCKED
- *     bit (the dirty hook, from a fault or write-back) and never inside an
- *     RCU read-side section: zapped frames are collected and put after the
- *     zap returns.
+ * S7  Where the hooks run. Never inside the page table's RCU read-side
+ *     section: zapped frames are collected and put after the zap returns
+ *     (one exception: if growing the collection runs out of memory, that
+ *     frame is put inside the zap, and a free_frame hook may run there).
+ *     Library locks held when they run:
+ *       - populate: none;
+ *       - dirty: the frame's LOCKED bit when a write fault (a CPU fault, a
+ *         pin for write) runs it; the caller's own lock in the
+ *         secondary-map helper; none from mark_dirty, unpin or
+ *         write-back's re-dirtying;
+ *       - free_frame: the space's writer mutex when map or map_range (a
+ *         failed map giving references back), unmap or discard runs it;
+ *         none from unpin, a pin's back-out, the helper, kunmap or
+ *         destroy;
+ *       - notifier callbacks: the writer mutex in unmap, discard and
+ *         prot.c's conversion and mprotect; the LOCKED bit of the frame
+ *         being written back in write-back's PROTECTION invalidation; none
+ *         in a REARM harvest.
+ *     So a hook run under the writer mutex must not map, map_range, unmap,
+ *     discard, convert or mprotect in that space; one run under a frame's
+ *     LOCKED bit must not write-fault, pin for write, write back or kmap
+ *     that frame (each would wait for the lock it runs under).
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin,
  *     secondary map) retry only because another thread changed the entry or
  *     the frame, except the wait for a frozen frame (a conversion), which
  *     yields.
+ *
+ * S9  No dirty frame escapes write-back. Write-back finds frames by address
+ *     (the wb set: one bit per page), and ps_space_unpin(..., dirty) knows
+ *     only frames. So the address is recorded when it is known: the wb set
+ *     holds every page logged as written (faults, the helper's writes,
+ *     mark_dirty, pins for write: log_addr()), every page pinned, at the
+ *     pin (wb_note() for pins not for write), and every page mapped to a
+ *     frame that is pinned or dirty when it is mapped (map_range()). And
+ *     write-back takes a page out of the set only if nothing is mapped
+ *     there, or if the frame mapped there, read under its LOCKED bit (or
+ *     after a bounce copy), is neither pinned nor dirty: a clean pinned
+ *     frame is kept, as is a frame unpinned dirty while INTEGRITY
+ *     write-back copied it. Hence a frame pinned at an address and
+ *     unpinned dirty while still mapped there is written by the next
+ *     write-back of that address: a visit whose read of the frame's word
+ *     comes after the unpin sees DIRTY; one whose read comes before it
+ *     sees the pin and keeps the page; a pin taken after the read puts the
+ *     page back itself (wb_note() says why the test it starts with is
+ *     enough). The cost is on write-back, not on the pin: a pinned page is
+ *     visited by every write-back (a read pin adds one load of the set per
+ *     page, and an RMW when a write-back has taken its bit). Not covered:
+ *     a frame pinned, unmapped and unpinned dirty with no mapping left
+ *     (there is no address to write it at; its owner sees DIRTY in the
+ *     free_frame hook or when it maps it again, which records it); an
+ *     alias mapped elsewhere is written through its own address only if
+ *     that one is recorded (no reverse map). The dirty log (harvest) is
+ *     not the wb set: pins for write stay in it while pinned (S6); a pin
+ *     not for write that is unpinned dirty is not logged for migration.
  */
 #include <pagestate/prot.h>
 #include <pagestate/space.h>
@@ -89,16 +145,31 @@ void (*ps__space_failpoint)(int point, uint64_t addr);
 		if (ps__space_failpoint)                        \
 			ps__space_failpoint((point), (addr));   \
 	} while (0)
+/*
+ * Injected failures: the hook returns 0 (carry on) or the negative errno
+ * that the call at @point fails with; a page-table map may first shorten
+ * *@len to the part it did (ps_pgtable_map()'s -ENOMEM after a prefix).
+ */
+int (*ps__space_inject)(int point, uint64_t addr, uint64_t *len);
+#define INJECT(point, addr, len) \
+	(ps__space_inject ? ps__space_inject((point), (addr), (len)) : 0)
 #else
 #define FAILPOINT(point, addr) \
 	do {                   \
 	} while (0)
+#define INJECT(point, addr, len) 0
 #endif
 enum {
 	FP_PIN_AFTER_LOOKUP = 1,   /* read the entry, no pin yet */
 	FP_PIN_BEFORE_RECHECK,	   /* pinned, entry not re-read */
 	FP_DISCARD_AFTER_CHECK,	   /* saw no pin, entry not zapped */
 	FP_DISCARD_AFTER_ZAP,	   /* zapped, pins not re-checked */
+	FP_MAP_RUN,		   /* inject: the page-table map of a run */
+	FP_FAULT_CHECKED,	   /* a write classified, nothing changed */
+	FP_FAULT_LOCKED,	   /* frame LOCKED, entry not read again */
+	FP_WB_BOUNCED,		   /* write-back: pinned frame copied, not
+				    * looked at again */
+	FP_CREATE_MUTEX,	   /* inject: the writer mutex's init */
 };
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -174,6 +245,29 @@ void ps__space_log_addr(struct ps_space *s, uint64_t addr)
 	log_addr(s, addr);
 }
 
+/*
+ * Put @addr in the write-back set (S9) for a page that is pinned, or
+ * mapped to a pinned or dirty frame, without logging it as written. Test
+ * first: pinning pages already in the set (the common case: the set keeps
+ * a pinned page) costs one load, not an RMW. Skipping the set is safe
+ * because the bit read set is either still set or was taken by a
+ * write-back's harvest whose visit sees the pin: that visit takes the
+ * frame's LOCKED bit (an RMW on the page word, acq_rel) after the take. If
+ * that RMW precedes the pin's RMW on the word, the pin's acquire
+ * synchronises with it, so the take happens before the test here, which
+ * then reads the take or a later set. If it follows, the visit reads the
+ * pin. And if the visit found no entry (the page was mapped after it
+ * looked), the take, the visit's entry load, the mapping's entry CAS, this
+ * pin's re-read of the entry and the test are all seq_cst, in that order
+ * in the total order, so again the test reads the take or later (T0, A0
+ * in lib/hbitmap.h).
+ */
+static void wb_note(struct ps_space *s, uint64_t addr)
+{
+	if (!ps__hbm_test(&s->wb, page_index(addr)))
+		(void)ps__hbm_set(&s->wb, page_index(addr));
+}
+
 /* The frame's LOCKED bit, a sleeping bit lock for the slow paths (S3). */
 void ps__space_frame_lock(struct ps_page *p)
 {
@@ -221,6 +315,15 @@ static bool same_mapping(ps_pte_t a, ps_pte_t b)
 
 /* --- lifetime --------------------------------------------------------------- */
 
+/* Every frame has an entry form, and a bit in the longterm bitmap. */
+PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
+		 "frames beyond what an entry can name");
+PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX <= PS__HBM_MAX_BITS,
+		 "frames beyond the longterm bitmap");
+PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
+			 PS__HBM_MAX_BITS,
+		 "pages beyond the dirty log and the write-back set");
+
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 {
 	struct ps_space *s;
@@ -229,7 +332,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 
 	if (!cfg || !out || !cfg->size || (cfg->size & (PAGE_SIZE - 1)) ||
 	    cfg->size > PS_PGTABLE_ADDR_END || !cfg->nframes ||
-	    cfg->nframes - 1 > PS_PTE_FRAME_MAX)
+	    cfg->nframes > PS_SPACE_NFRAMES_MAX)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -238,7 +341,12 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	s->size = cfg->size;
 	s->nframes = cfg->nframes;
 	s->hooks = cfg->hooks;
-	pthread_mutex_init(&s->writer, NULL);
+	rc = INJECT(FP_CREATE_MUTEX, 0, NULL);
+	if (rc || pthread_mutex_init(&s->writer, NULL)) {
+		/* EAGAIN, ENOMEM (EPERM, EBUSY, EINVAL: not with no attrs). */
+		free(s);
+		return -ENOMEM;
+	}
 	rc = -ENOMEM;
 	if (cfg->frames) {
 		s->frames = cfg->frames;
@@ -377,6 +485,7 @@ int ps_space_destroy(struct ps_space *s)
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
 	bool revived;		/* the frame was free: this map revived it */
+	bool wb;		/* pinned or dirty: its page goes in wb (S9) */
 	uint8_t old_cache;	/* its cache mode before the revival */
 	uint8_t new_cache;	/* the mode the revival gave it */
 };
@@ -430,6 +539,7 @@ static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 		return rc;
 	w = ps_page_load(p);
 	t->revived = rc == 1;
+	t->wb = (w & PS_PAGE_DIRTY) || ps_page_word_pins(w);
 	t->new_cache = (uint8_t)ps_page_word_cache(w);
 	t->old_cache = t->new_cache;
 	if (t->revived && (flags & PS_MAP_CACHE_SET))
@@ -444,13 +554,63 @@ static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 	return 0;
 }
 
-/* Map frames first + [i, j) (references already taken) at their pages. */
+/*
+ * Take back the entries a map installed at pages [i, j) of [@start, ...):
+ * each entry that still maps its frame (@first_frame + k at page k) goes
+ * back to what the page held before the map, which had to be none or a
+ * lone UFFD_WP marker (pgtable.h). The map kept such a marker's protection
+ * as the entry's uffd-wp bit, so an entry with that bit becomes the marker
+ * again and any other becomes none: a failed map drops no write
+ * protection. (A protect that raced with the map and set the bit leaves a
+ * marker too: more protection than it would have, never less.) Pages
+ * without such an entry are left alone. Under the writer mutex no other
+ * thread maps a frame here (S1); faults may still set accessed, dirty or
+ * writable bits, and protect the uffd-wp bit: the CAS then looks again.
+ */
+static void unmap_installed(struct ps_space *s, uint64_t start,
+			    uint64_t first_frame, uint64_t i, uint64_t j)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+
+	for (uint64_t k = i; k < j; k++) {
+		uint64_t addr = start + (k << PAGE_SHIFT);
+		ps_pte_t e;
+
+		if (ps_pgtable_get(s->pt, addr, &e))
+			continue;
+		while (ps_pte_is_present(e) &&
+		       ps_pte_frame(e) == first_frame + k &&
+		       ps_pgtable_cmpxchg(s->pt, addr, &e,
+					  ps_pte_uffd_wp(e) ? marker
+							    : PS_PTE_NONE) ==
+			       -EAGAIN)
+			;
+	}
+}
+
+/*
+ * Map frames first + [i, j) (references already taken) at their pages, all
+ * or nothing. The page table checks every page first, so -EEXIST installs
+ * nothing (under the writer mutex nobody else maps here, S1). -ENOMEM
+ * comes after that check, from a level allocation part-way: the pages it
+ * did are taken back here, and the others are still vacant.
+ */
 static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		   uint64_t i, uint64_t j, uint64_t pte_flags)
 {
-	return ps_pgtable_map(s->pt, start + (i << PAGE_SHIFT),
-			      (j - i) << PAGE_SHIFT, first_frame + i,
-			      pte_flags);
+	uint64_t addr = start + (i << PAGE_SHIFT), len = (j - i) << PAGE_SHIFT;
+	int rc = INJECT(FP_MAP_RUN, addr, &len);
+
+	if (len) {
+		int done = ps_pgtable_map(s->pt, addr, len, first_frame + i,
+					  pte_flags);
+
+		if (done)
+			rc = done;
+	}
+	if (rc && rc != -EEXIST)
+		unmap_installed(s, start, first_frame, i, j);
+	return rc;
 }
 
 int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
@@ -496,18 +656,22 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		rc = map_run(s, start, first_frame, run, npages, run_flags);
 	if (rc) {
 		/*
-		 * All or nothing: the mapped runs go first (entries, then
-		 * references), then the frames taken but never mapped.
+		 * All or nothing: the entries of the runs mapped before
+		 * [run, ...) go first (a failed run took its own back), then
+		 * every reference taken.
 		 */
 		uint64_t ntaken = i < npages ? i : npages;
 
-		if (run)
-			(void)ps_pgtable_zap(s->pt, start, run << PAGE_SHIFT,
-					     PS_ZAP_UNMAP, NULL, NULL);
+		unmap_installed(s, start, first_frame, 0, run);
 		/* S2 - seq_cst fence: entries gone before the puts. */
 		atomic_thread_fence(memory_order_seq_cst);
 		for (uint64_t k = 0; k < ntaken; k++)
 			untake_frame(s, first_frame + k, taken[k]);
+	} else {
+		/* S9: once the entries are there, write-back can reach them. */
+		for (uint64_t k = 0; k < npages; k++)
+			if (taken[k].wb)
+				wb_note(s, start + (k << PAGE_SHIFT));
 	}
 	pthread_mutex_unlock(&s->writer);
 	free(taken);
@@ -541,30 +705,115 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 /* --- CPU access (S3) ------------------------------------------------------------ */
 
-/* One fault, no populate (S3 for writes that make an entry writable). */
+/* write_fault_locked(): the entry no longer maps the frame locked. */
+#define FAULT_AGAIN (-1)
+
+/*
+ * A write the page table allows, to the entry of @frame at @addr, under
+ * that frame's LOCKED bit (S3). The entry is read again here, with the page
+ * table's classification (PS_ACCESS_CHECK: nothing changes). If it no
+ * longer maps @frame, FAULT_AGAIN: the caller takes the new frame's lock.
+ * Otherwise, for an entry that is not writable yet, the frame is marked
+ * dirty (the dirty hook runs on the clean-to-dirty transition) and the
+ * address logged first, and only then does exactly that entry become
+ * ps_pte_resolve_write() of itself, by one CAS. So the hook has run before
+ * any thread can write through the entry (seed 003), and the frame marked
+ * is the frame made writable. A failed CAS (a fault moved accessed bits,
+ * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks
+ * again; if the write is refused then (WP, BAD_ACCESS), the frame stays
+ * dirty: an over-report, never a lost write.
+ */
+static int write_fault_locked(struct ps_space *s, uint64_t addr,
+			      unsigned int access, uint64_t frame)
+{
+	for (;;) {
+		enum ps_fault fr;
+		ps_pte_t e, n;
+		int rc;
+
+		fr = ps_pgtable_fault_pte(s->pt, addr,
+					  access | PS_ACCESS_CHECK, &e);
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frame)
+			return FAULT_AGAIN;
+		if (fr != PS_FAULT_OK)
+			return fr; /* WP or BAD_ACCESS: nothing changes */
+		/* Writable already: made so under this lock, dirty (S3). */
+		if (!ps_pte_is_writable(e)) {
+			ps__space_mark_frame_dirty(s, frame);
+			log_addr(s, addr);
+		}
+		n = ps_pte_resolve_write(e);
+		if (n == e)
+			return PS_FAULT_OK;
+		rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
+		if (!rc)
+			return PS_FAULT_OK;
+		if (rc != -EAGAIN)
+			return PS_FAULT_INVALID;
+	}
+}
+
+/*
+ * One fault, no populate. Reads are the page table's fault: they never
+ * make an entry writable. A write is classified first (PS_ACCESS_CHECK),
+ * and no write path ever lets the page table make an entry writable on
+ * its own, because the entry may have changed since it was looked at
+ * (mapped meanwhile, or write-protected by write-back) and S3 would be
+ * lost. Instead:
+ *   - a missing page (none, swap, marker) gets a read fault, which finds
+ *     what the write would (pgtable.h's fault table), clears a stale
+ *     marker as the write would (G9 there), and makes nothing writable;
+ *     if it finds a page after all, one was mapped meanwhile: again;
+ *   - a refused write (WP, BAD_ACCESS) changes nothing;
+ *   - a writable entry (its frame is dirty, S3), or one whose frame is
+ *     outside the space's array (nothing to mark), gets the table's
+ *     transition by a CAS from exactly the entry classified;
+ *   - anything else becomes writable under its frame's LOCKED bit, dirty
+ *     first (write_fault_locked()).
+ */
 static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 				unsigned int access)
 {
-	enum ps_fault fr;
-	ps_pte_t e, after;
-	struct ps_page *p;
-
-	if (ps_pgtable_get(s->pt, addr, &e))
-		return PS_FAULT_INVALID;
-	if (!(access & PS_ACCESS_WRITE) || !ps_pte_is_present(e) ||
-	    ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes)
+	if (!(access & PS_ACCESS_WRITE))
 		return ps_pgtable_fault(s->pt, addr, access);
-	/* A write that may make the entry writable: dirty first (S3). */
-	p = &s->frames[ps_pte_frame(e)];
-	ps__space_frame_lock(p);
-	fr = ps_pgtable_fault_pte(s->pt, addr, access, &after);
-	if (fr == PS_FAULT_OK && ps_pte_is_present(after) &&
-	    ps_pte_frame(after) < s->nframes) {
-		ps__space_mark_frame_dirty(s, ps_pte_frame(after));
-		log_addr(s, addr);
+	for (;;) {
+		enum ps_fault fr;
+		struct ps_page *p;
+		ps_pte_t e, n;
+		int rc;
+
+		fr = ps_pgtable_fault_pte(s->pt, addr,
+					  access | PS_ACCESS_CHECK, &e);
+		if (fr == PS_FAULT_INVALID)
+			return fr;
+		FAILPOINT(FP_FAULT_CHECKED, addr);
+		if (!ps_pte_is_present(e)) {
+			fr = ps_pgtable_fault(s->pt, addr, PS_ACCESS_READ);
+			if (fr != PS_FAULT_OK)
+				return fr;
+			continue; /* mapped meanwhile */
+		}
+		if (fr != PS_FAULT_OK)
+			return fr;
+		if (ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes) {
+			n = ps_pte_resolve_write(e);
+			if (n == e)
+				return PS_FAULT_OK;
+			rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
+			if (!rc)
+				return PS_FAULT_OK;
+			if (rc != -EAGAIN)
+				return PS_FAULT_INVALID;
+			continue; /* changed: classify again */
+		}
+		p = &s->frames[ps_pte_frame(e)];
+		ps__space_frame_lock(p);
+		FAILPOINT(FP_FAULT_LOCKED, addr);
+		rc = write_fault_locked(s, addr, access, ps_pte_frame(e));
+		ps__space_frame_unlock(p);
+		if (rc != FAULT_AGAIN)
+			return (enum ps_fault)rc;
 	}
-	ps__space_frame_unlock(p);
-	return fr;
 }
 
 /* The populate hook for a missing page: 0, or its error (-EFAULT without). */
@@ -721,6 +970,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			if (!ps_page_test_flags(p, PS_PAGE_WRITE_PINNED))
 				ps_page_set_flags(p, PS_PAGE_WRITE_PINNED);
 			log_addr(s, addr);
+		} else {
+			wb_note(s, addr); /* S9: it may be unpinned dirty */
 		}
 		if (flags & PS_PIN_LONGTERM)
 			(void)ps__hbm_set(&s->longterm, frame);
@@ -785,16 +1036,27 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 }
 
 /*
- * Discard one resident page unless its frame is pinned. Returns true if it
- * was left in place (pinned).
+ * Discard one resident page unless its frame is pinned or frozen by another
+ * thread. Returns true if it was left in place.
+ *
+ * A frame frozen by someone else (prot.h's cache-mode change, the owner's
+ * own freeze for a migration; a conversion holds the writer mutex, so not
+ * that) belongs to its freezer until the unfreeze, which gives it the
+ * references the freezer counted: discard must neither zap nor free it.
+ * It leaves the page in place and reports it like a pinned one rather than
+ * wait: it holds the writer mutex, which the freezer may be waiting for.
  *
  * The common case is exact and atomic: a frame held only by this mapping
- * (one reference, no pin) is frozen with exactly that reference. The freeze
- * fails if a pin or any other holder appears, and while it holds, new pins
- * and speculative gets fail (they wait for the frozen frame and then find
- * the page gone). So a pinned page is never unmapped, not even for a moment.
- * A frame with other holders (an alias mapping, a kmap, a lookup in flight)
- * cannot be frozen: then the zap comes first and the pins are checked after
+ * (one reference, no pin) is frozen by this call with exactly that
+ * reference, and only this call's own successful freeze leads to the free.
+ * The freeze fails if a pin or any other holder appears, and while it
+ * holds, new pins and speculative gets fail (they wait for the frozen frame
+ * and then find the page gone). So a pinned page is never unmapped, not
+ * even for a moment. A frame with other holders (an alias mapping, a kmap,
+ * a lookup in flight) cannot be frozen: then this call takes a reference
+ * of its own first (a try-get, which fails on a frozen frame), so no
+ * freezer that does not count it can freeze the frame until the mapping's
+ * reference is dropped; the zap comes first and the pins are checked after
  * a full fence (S2), and a pin that raced in gets the entry back. Only in
  * that case can a concurrent fault see the page missing for a moment.
  */
@@ -802,20 +1064,29 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 {
 	struct ps_page *p = &s->frames[frame];
 	struct discard_one d = {0, 0, false};
-	uint64_t w;
-	bool pinned;
+	bool frozen, pinned;
 
 	for (;;) {
-		w = ps_page_load(p);
+		uint64_t w = ps_page_load(p);
+
+		if (!(w & PS_PAGE_LIVE))
+			return true; /* frozen by another thread: its own */
 		if (ps_page_word_pins(w))
 			return true;
 		FAILPOINT(FP_DISCARD_AFTER_CHECK, addr);
-		if (ps_page_word_refs(w) != 1 || ps_page_freeze(p, 1))
+		if (ps_page_word_refs(w) == 1) {
+			frozen = ps_page_freeze(p, 1); /* this call's own */
+			if (frozen)
+				break;
+		} else if (ps_page_try_get(p)) {
+			frozen = false; /* our reference holds freezers off */
 			break;
-		/* A pin or another holder appeared, or a flag moved: again. */
+		}
+		/* A pin, another holder, a freeze, or a flag moved: again. */
 	}
-	if (ps_page_is_frozen(p)) {
-		(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
+	if (frozen) {
+		(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change,
+				     &d);
 		/* The mapping's reference was the only one: the frame is free. */
 		(void)ps_page_unfreeze(p, 0);
 		frame_freed(s, frame);
@@ -835,6 +1106,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	}
 	if (!pinned && d.changed && ps_pte_is_present(d.old))
 		ps__space_frame_put(s, ps_pte_frame(d.old));
+	ps__space_frame_put(s, frame); /* ours; the last one frees it */
 	return pinned;
 }
 
@@ -1149,11 +1421,13 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	frame = ps_pte_frame(e);
 	p = &s->frames[frame];
 	ps__space_frame_lock(p);
-	if (!ps_page_test_flags(p, PS_PAGE_DIRTY)) {
+	w = ps_page_load(p);
+	if (!(w & PS_PAGE_DIRTY)) {
 		ps__space_frame_unlock(p);
-		return PS__HBM_CLEAR;
+		/* S9: a pinned frame may be unpinned dirty: keep watching. */
+		return ps_page_word_pins(w) ? PS__HBM_KEEP : PS__HBM_CLEAR;
 	}
-	pinned = ps_page_is_pinned(p);
+	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && c->mode == PS_WB_CLEAN) {
 		ps__space_frame_unlock(p);
 		c->st.skipped_pinned++;
@@ -1194,6 +1468,7 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 		return PS__HBM_CLEAR;
 	}
 	c->st.bounced++;
+	FAILPOINT(FP_WB_BOUNCED, addr);
 	w = ps_page_load(p);
 	if (write_pinned(w)) {
 		/* A device may have written after the copy: stays dirty. */
@@ -1202,6 +1477,12 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 		return PS__HBM_KEEP;
 	}
 	clear_write_pinned_if_unpinned(p);
+	/*
+	 * S9: still pinned (for read), or unpinned dirty after the copy (a
+	 * device that finished meanwhile): the next write-back looks again.
+	 */
+	if (ps_page_word_pins(w) || (w & PS_PAGE_DIRTY))
+		return PS__HBM_KEEP;
 	return PS__HBM_CLEAR;
 }
 

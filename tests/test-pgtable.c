@@ -245,7 +245,9 @@ START_TEST(bad_input_changes_nothing)
 	ck_assert_int_eq(ps_pgtable_fault(T, BASE, 0), PS_FAULT_INVALID);
 	ck_assert_int_eq(ps_pgtable_fault(T, BASE, PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_INVALID);
-	ck_assert_int_eq(ps_pgtable_fault(T, BASE, PS_ACCESS_WRITE | 8),
+	ck_assert_int_eq(ps_pgtable_fault(T, BASE, PS_ACCESS_WRITE | 0x10),
+			 PS_FAULT_INVALID);
+	ck_assert_int_eq(ps_pgtable_fault(T, BASE, PS_ACCESS_CHECK),
 			 PS_FAULT_INVALID);
 
 	/* Ranges: unaligned, empty, overflowing, past the space. */
@@ -718,7 +720,7 @@ START_TEST(fault_locked_matches_fault)
 	};
 	static const unsigned int accesses[] = {
 		PS_ACCESS_READ, PS_ACCESS_WRITE,
-		PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP, 0, 8,
+		PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP, 0, 0x10,
 	};
 	/* Pages a (fault_pte) and a + 8 (fault_locked), in each range. */
 	const uint64_t ranges[] = {BASE, BASE + 16 * PG, BASE + 32 * PG};
@@ -753,6 +755,65 @@ START_TEST(fault_locked_matches_fault)
 						 PS_ACCESS_READ, NULL),
 			 PS_FAULT_INVALID);
 	ps_pgtable_read_unlock();
+}
+END_TEST
+
+/*
+ * PS_ACCESS_CHECK answers what the fault would, for every entry form,
+ * registration and access, and changes nothing (not even a stale bit).
+ */
+START_TEST(fault_check_classifies_only)
+{
+	const ps_pte_t entries[] = {
+		PS_PTE_NONE,
+		ps_pte_mk_swap(1, 2, 0),
+		MU,
+		MG,
+		MP,
+		ps_pte_mk_present(7, 0),
+		ps_pte_mk_present(7, PS_PTE_MAYWRITE),
+		ps_pte_mk_present(7, PS_PTE_MAYWRITE | PS_PTE_UFFD_WP),
+		ps_pte_mk_present(7, RW),
+		ps_pte_mk_present(7, RW | PS_PTE_DIRTY | PS_PTE_ACCESSED),
+	};
+	const unsigned int accesses[] = {
+		PS_ACCESS_READ,
+		PS_ACCESS_WRITE,
+		PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP,
+	};
+	/* Unregistered (stale wp bits), sync shared, async. */
+	const uint64_t at[] = {BASE, 2 * BASE, 3 * BASE};
+
+	ck_assert_int_eq(ps_pgtable_register(T, 2 * BASE, PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, 3 * BASE, PG, PS_WP_ASYNC), 0);
+	for (size_t r = 0; r < 3; r++)
+		for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]);
+		     i++)
+			for (size_t a = 0; a < 3; a++) {
+				ps_pte_t seen = 1, after;
+				enum ps_fault want, got;
+
+				set(T, at[r], entries[i]);
+				got = ps_pgtable_fault_pte(
+					T, at[r], accesses[a] | PS_ACCESS_CHECK,
+					&seen);
+				ck_assert_uint_eq(seen, entries[i]);
+				ck_assert_uint_eq(get(T, at[r]), entries[i]);
+				want = ps_pgtable_fault_pte(T, at[r],
+							    accesses[a],
+							    &after);
+				ck_assert_msg(got == want,
+					      "entry %zu, region %zu, access "
+					      "%#x: check %d, fault %d",
+					      i, r, accesses[a], (int)got,
+					      (int)want);
+				/* What a caller then installs itself. */
+				if (got == PS_FAULT_OK &&
+				    (accesses[a] & PS_ACCESS_WRITE))
+					ck_assert_uint_eq(after,
+							  ps_pte_resolve_write(
+								  entries[i]));
+			}
 }
 END_TEST
 
@@ -1919,6 +1980,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, fault_priority);
 	tcase_add_test(tc, fault_locked_matches_fault);
 	tcase_add_test(tc, stale_wp_is_cleared_lazily);
+	tcase_add_test(tc, fault_check_classifies_only);
 	tcase_add_test(tc, register_split_and_busy);
 	tcase_add_test(tc, registration_query);
 	tcase_add_test(tc, registration_matches_oracle);

@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/test-space.c - the address space: mapping and references, GUP-style
- * pins (back-out, all or nothing, write-protect, private frames), balloon
- * discard, the seed-003 secondary-map helper (exactly-once dirty hook),
- * dirty harvest (write pins, REARM, budget), write-back in both modes, and
- * stress for the races the guarantees S1..S8 of lib/space.c are about.
+ * tests/test-space.c - the address space: mapping and references (a
+ * map_range failing part-way takes everything back), GUP-style pins
+ * (back-out, all or nothing, write-protect, private frames), balloon
+ * discard (pinned frames, frames another thread froze), write faults (dirty
+ * before writable), the seed-003 secondary-map helper (exactly-once dirty
+ * hook), dirty harvest (write pins, REARM, budget), write-back in both
+ * modes (no dirty frame escapes it), and stress for the races the
+ * guarantees S1..S9 of lib/space.c are about. Failpoints and injected
+ * failures (lib/space.c compiled with -DPS_SPACE_FAILPOINTS) put races and
+ * errors exactly where they hurt.
  */
 #include <pagestate/space.h>
 
@@ -28,6 +33,14 @@ struct hooks_seen {
 	_Atomic(unsigned) dirty_total, freed_total, populated;
 	uint64_t populate_frame; /* next frame the populate hook maps */
 	int populate_rc;
+	/*
+	 * With dirty_watch set, the dirty hook looks at the entry at
+	 * dirty_addr and the frame's LOCKED bit as it runs (seed 003: the
+	 * entry is not writable yet, the frame is the one locked).
+	 */
+	bool dirty_watch;
+	uint64_t dirty_addr;
+	_Atomic(unsigned) dirty_saw_writable, dirty_saw_unlocked;
 };
 
 static struct hooks_seen seen;
@@ -36,9 +49,20 @@ static struct ps_space *sp;
 static void on_dirty(void *ctx, struct ps_space *s, uint64_t frame)
 {
 	(void)ctx;
-	(void)s;
 	atomic_fetch_add(&seen.dirty[frame], 1);
 	atomic_fetch_add(&seen.dirty_total, 1);
+	if (seen.dirty_watch) {
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(s),
+						seen.dirty_addr, &e),
+				 0);
+		if (ps_pte_is_writable(e))
+			atomic_fetch_add(&seen.dirty_saw_writable, 1);
+		if (!ps_page_test_flags(ps_space_page(s, frame),
+					PS_PAGE_LOCKED))
+			atomic_fetch_add(&seen.dirty_saw_unlocked, 1);
+	}
 }
 
 static void on_free(void *ctx, struct ps_space *s, uint64_t frame)
@@ -905,11 +929,19 @@ END_TEST
 /* lib/space.c's hook (this test compiles it with -DPS_SPACE_FAILPOINTS). */
 extern void (*ps__space_failpoint)(int point, uint64_t addr);
 
+/* Its injected failures (the same build). */
+extern int (*ps__space_inject)(int point, uint64_t addr, uint64_t *len);
+
 enum { /* as in lib/space.c */
 	FP_PIN_AFTER_LOOKUP = 1,
 	FP_PIN_BEFORE_RECHECK,
 	FP_DISCARD_AFTER_CHECK,
 	FP_DISCARD_AFTER_ZAP,
+	FP_MAP_RUN,
+	FP_FAULT_CHECKED,
+	FP_FAULT_LOCKED,
+	FP_WB_BOUNCED,
+	FP_CREATE_MUTEX,
 };
 
 static int fp_point;
@@ -1074,6 +1106,578 @@ START_TEST(discard_exact_path_frees)
 }
 END_TEST
 
+/* --- discard and a frame frozen by another thread --------------------------------------- */
+
+/*
+ * Discard one page whose frame @frame the test holds frozen with @refs (as
+ * prot.h's set_cache or an owner's migration would): the page is left in
+ * place and reported, the frame stays frozen, nothing is freed.
+ */
+static void discard_frozen_page(uint64_t frame, uint64_t refs)
+{
+	uint64_t skipped = 99, nskipped = 99;
+
+	ck_assert(ps_page_freeze(pg(frame), refs));
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert_uint_eq(skipped, 0);
+	ck_assert(ps_page_is_frozen(pg(frame)));
+	ck_assert(ps_pte_is_present(entry(0)));
+	ck_assert_uint_eq(ps_pte_frame(entry(0)), frame);
+	ck_assert_uint_eq(atomic_load(&seen.freed[frame]), 0);
+	/* The freezer ends its freeze with the references it counted. */
+	ck_assert_int_eq(ps_page_unfreeze(pg(frame), refs), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(frame)), refs);
+}
+
+START_TEST(discard_leaves_a_foreign_freeze)
+{
+	uint64_t nskipped;
+
+	/* Held only by the mapping (the path that freezes itself). */
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	discard_frozen_page(100, 1);
+	/* Unfrozen, the page goes as usual. */
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
+	/* With another holder too (the zap-then-check path). */
+	ck_assert_int_eq(ps_space_map(sp, 0, 101, 0), 0);
+	ck_assert_int_eq(ps_page_get(pg(101)), 0);
+	discard_frozen_page(101, 2);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert_uint_eq(ps_page_refs(pg(101)), 1);
+	ck_assert(ps_page_put(pg(101)));
+}
+END_TEST
+
+static uint64_t fp_freeze_frame, fp_freeze_refs;
+
+static void freeze_now(uint64_t addr)
+{
+	(void)addr;
+	ck_assert(ps_page_freeze(pg(fp_freeze_frame), fp_freeze_refs));
+}
+
+/* The freeze lands right after discard looked at the frame. */
+START_TEST(fp_discard_freeze_after_check)
+{
+	uint64_t skipped, nskipped;
+
+	for (uint64_t refs = 1; refs <= 2; refs++) {
+		uint64_t frame = 100 + refs;
+
+		ck_assert_int_eq(ps_space_map(sp, 0, frame, 0), 0);
+		if (refs == 2)
+			ck_assert_int_eq(ps_page_get(pg(frame)), 0);
+		fp_freeze_frame = frame;
+		fp_freeze_refs = refs;
+		arm(FP_DISCARD_AFTER_CHECK, freeze_now);
+		ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1,
+						  &nskipped),
+				 0);
+		disarm();
+		ck_assert_uint_eq(fp_fired, 1);
+		ck_assert_uint_eq(nskipped, 1);
+		ck_assert(ps_page_is_frozen(pg(frame)));
+		ck_assert(ps_pte_is_present(entry(0)));
+		ck_assert_uint_eq(atomic_load(&seen.freed[frame]), 0);
+		ck_assert_int_eq(ps_page_unfreeze(pg(frame), refs), 0);
+		if (refs == 2)
+			ck_assert(!ps_page_put(pg(frame)));
+		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+		ck_assert_uint_eq(atomic_load(&seen.freed[frame]), 1);
+	}
+}
+END_TEST
+
+static void freeze_must_fail(uint64_t addr)
+{
+	(void)addr;
+	/* Mapping and the other holder: discard's own reference is extra. */
+	ck_assert_msg(!ps_page_freeze(pg(100), 2),
+		      "a freezer froze the frame while discard drops the "
+		      "mapping's reference");
+}
+
+/* While discard drops a shared frame's mapping reference, a freezer that
+ * counts the holders it knows cannot freeze it (a put on a frozen frame
+ * would be misuse). */
+START_TEST(fp_discard_holds_freezers_off)
+{
+	uint64_t nskipped;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	ck_assert_int_eq(ps_page_get(pg(100)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_ZAP, freeze_must_fail);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert_uint_eq(ps_page_refs(pg(100)), 1); /* the other holder's */
+	ck_assert(ps_page_put(pg(100)));
+}
+END_TEST
+
+/* --- write faults: dirty before writable (seed 003, S3) -------------------------------- */
+
+static void watch_dirty(uint64_t addr)
+{
+	seen.dirty_addr = addr;
+	atomic_store(&seen.dirty_saw_writable, 0);
+	atomic_store(&seen.dirty_saw_unlocked, 0);
+	seen.dirty_watch = true;
+}
+
+static void watch_end(void)
+{
+	seen.dirty_watch = false;
+	ck_assert_msg(atomic_load(&seen.dirty_saw_writable) == 0,
+		      "the dirty hook ran with the entry already writable");
+	ck_assert_msg(atomic_load(&seen.dirty_saw_unlocked) == 0,
+		      "the dirty hook ran without its frame's LOCKED bit");
+}
+
+/* Every path that makes an entry writable: the hook first. */
+START_TEST(write_fault_dirty_before_writable)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20, PS_MAP_WRITE),
+			 0);
+	/* A CPU write fault. */
+	watch_dirty(0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[20]), 1);
+	/* A pin for write. */
+	watch_dirty(PG);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_WRITE, &f), 0);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[21]), 1);
+	ps_space_unpin(sp, &f, 1, false);
+	/* An async write-protected page, and a sync one resolved. */
+	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 3 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 3 * PG, PG), 0);
+	watch_dirty(2 * PG);
+	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	watch_end();
+	watch_dirty(3 * PG);
+	/* Refused: nothing marked (the write did not happen). */
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_WP);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[23]), 0);
+	ck_assert(!ps_pte_is_writable(entry(3 * PG)));
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE |
+							PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(3 * PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[22]), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[23]), 1);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 2 * PG, 2 * PG), 0);
+}
+END_TEST
+
+static void replace_with_writable_frame(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, addr, 31, PS_MAP_WRITE), 0);
+}
+
+/* The entry changes to another frame while the fault holds the first
+ * frame's lock: the fault must mark and make writable the new frame, under
+ * the new frame's lock, and leave the old one alone. */
+START_TEST(fp_fault_frame_changed_under_lock)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 30, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_page_get(pg(30)), 0); /* keeps it alive */
+	arm(FP_FAULT_LOCKED, replace_with_writable_frame);
+	watch_dirty(0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	watch_end();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(ps_pte_frame(entry(0)), 31);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[31]), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[30]), 0);
+	ck_assert(!ps_page_test_flags(pg(30), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert(!ps_page_test_flags(pg(31), PS_PAGE_LOCKED));
+	ck_assert(ps_page_put(pg(30)));
+}
+END_TEST
+
+static void map_writable_frame(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_map(sp, addr, 32, PS_MAP_WRITE), 0);
+}
+
+/* A write fault finds no page; a page is mapped before it acts: the entry
+ * must not become writable without its frame marked dirty first. */
+START_TEST(fp_fault_page_mapped_meanwhile)
+{
+	enum ps_fault fr;
+
+	arm(FP_FAULT_CHECKED, map_writable_frame);
+	watch_dirty(0);
+	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	disarm();
+	watch_end();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert(fr == PS_FAULT_OK || fr == PS_FAULT_MISSING);
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(ps_page_test_flags(pg(32), PS_PAGE_DIRTY) &&
+				      atomic_load(&seen.dirty[32]) == 1,
+			      "writable entry, frame never marked dirty");
+}
+END_TEST
+
+static int wb_nop(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	return 0;
+}
+
+static void write_back_now(uint64_t addr)
+{
+	struct ps_writeback_stats st;
+
+	ck_assert_int_eq(ps_space_writeback(sp, addr, PG, PS_WB_CLEAN, wb_nop,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert(!ps_pte_is_writable(entry(addr))); /* stable page */
+}
+
+/* A write fault sees a writable entry; write-back write-protects and
+ * cleans the frame before the fault acts: the fault must not make the
+ * entry writable again without dirtying the frame (else the write is
+ * never written back). */
+START_TEST(fp_fault_writeback_meanwhile)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 33, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[33]), 1);
+	arm(FP_FAULT_CHECKED, write_back_now);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	/* The fault is ordered before the write-back (the entry was
+	 * writable when it looked), or after it (it dirtied the frame). */
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(ps_page_test_flags(pg(33), PS_PAGE_DIRTY),
+			      "writable entry over a clean frame: the next "
+			      "write is never written back");
+	/* The next write faults and dirties it again, before writable. */
+	watch_dirty(0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	watch_end();
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(ps_page_test_flags(pg(33), PS_PAGE_DIRTY));
+}
+END_TEST
+
+/* --- unpin(..., dirty) reaches write-back (S9) ------------------------------------------ */
+
+/* A read pin unpinned dirty (a device wrote after all): write-back, of
+ * either mode, writes the frame at the address it was pinned at. */
+START_TEST(unpin_dirty_read_pin_is_written_back)
+{
+	static const enum ps_writeback_mode modes[] = {PS_WB_CLEAN,
+						       PS_WB_INTEGRITY};
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 40, PS_MAP_WRITE),
+			 0);
+	for (int m = 0; m < 2; m++) {
+		uint64_t addr = (uint64_t)m * PG;
+
+		ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, 0, &f), 0);
+		ps_space_unpin(sp, &f, 1, true);
+		ck_assert(ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
+		ck_assert_uint_eq(atomic_load(&seen.dirty[f]), 1);
+		wb_seen_init(&w);
+		ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, modes[m],
+						    wb_write, &w, &st),
+				 0);
+		ck_assert_msg(w.n == 1, "mode %d: the dirty frame was not "
+					"written back", m);
+		ck_assert_uint_eq(w.addrs[0], addr);
+		ck_assert_uint_eq(st.written, 1);
+		ck_assert(!ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
+	}
+}
+END_TEST
+
+/* A clean page stays in the write-back set while it is pinned (visited,
+ * nothing written), so the dirty unpin that comes later is written. */
+START_TEST(pinned_clean_page_stays_watched)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 42, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	for (int round = 0; round < 2; round++) {
+		wb_seen_init(&w);
+		ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+						    wb_write, &w, &st),
+				 0);
+		ck_assert_uint_eq(w.n, 0);
+	}
+	ps_space_unpin(sp, &f, 1, true);
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
+					    &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert(!ps_page_test_flags(pg(42), PS_PAGE_DIRTY));
+	/* Unpinned and clean: it leaves the set. */
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 0);
+}
+END_TEST
+
+/* A frame pinned at one address, unmapped, mapped at another while still
+ * pinned, then unpinned dirty: written at the new address. */
+START_TEST(remapped_pinned_frame_is_written_back)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 43, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 43, PS_MAP_WRITE), 0);
+	ps_space_unpin(sp, &f, 1, true);
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 8 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_uint_eq(w.addrs[0], 5 * PG);
+	ck_assert(!ps_page_test_flags(pg(43), PS_PAGE_DIRTY));
+}
+END_TEST
+
+static void device_done_dirty(uint64_t addr)
+{
+	(void)addr;
+	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
+}
+
+/* INTEGRITY write-back bounces a write-pinned frame; the device finishes
+ * and unpins it dirty between the copy and write-back's last look: the
+ * page must stay in the set, and the next write-back writes it. */
+START_TEST(fp_unpin_dirty_during_bounce)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 44, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE,
+					    &fp_pinned_frame),
+			 0);
+	wb_seen_init(&w);
+	arm(FP_WB_BOUNCED, device_done_dirty);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(st.bounced, 1);
+	ck_assert(ps_page_test_flags(pg(44), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_is_pinned(pg(44)));
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
+					    &w, &st),
+			 0);
+	ck_assert_msg(w.n == 1, "the frame stayed dirty, never written back");
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert(!ps_page_test_flags(pg(44), PS_PAGE_DIRTY));
+}
+END_TEST
+
+/* --- create: the frame limit, the writer mutex ---------------------------------------- */
+
+/* The documented limit is the real one: 2^40 frames (the longterm bitmap),
+ * not what an entry can name. */
+START_TEST(create_frame_limit)
+{
+	struct ps_page frames[4];
+	struct ps_space_config cfg;
+	struct ps_space *s = NULL;
+	int rc;
+
+	memset(frames, 0, sizeof(frames));
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = 16 * PG;
+	cfg.frames = frames; /* only the first four are ever touched */
+	cfg.nframes = PS_SPACE_NFRAMES_MAX + 1;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
+	cfg.nframes = PS_PTE_FRAME_MAX + 1;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
+	ck_assert_ptr_null(s);
+	/* The limit itself is accepted (its bitmaps only reserve address
+	 * space; a machine short of it says -ENOMEM). */
+	cfg.nframes = PS_SPACE_NFRAMES_MAX;
+	rc = ps_space_create(&cfg, &s);
+	ck_assert_msg(rc == 0 || rc == -ENOMEM, "create: %d", rc);
+	if (!rc) {
+		ck_assert_int_eq(ps_space_map(s, 0, 3, PS_MAP_WRITE), 0);
+		ck_assert_int_eq(ps_space_destroy(s), 0);
+	}
+}
+END_TEST
+
+static int fail_mutex_init(int point, uint64_t addr, uint64_t *len)
+{
+	(void)addr;
+	(void)len;
+	return point == FP_CREATE_MUTEX ? -EAGAIN : 0;
+}
+
+/* pthread_mutex_init() failing (EAGAIN: out of resources) fails create. */
+START_TEST(create_checks_mutex_init)
+{
+	struct ps_space_config cfg;
+	struct ps_space *s = (struct ps_space *)&cfg; /* not written */
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = 16 * PG;
+	cfg.nframes = 4;
+	ps__space_inject = fail_mutex_init;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), -ENOMEM);
+	ps__space_inject = NULL;
+	ck_assert_ptr_eq(s, (struct ps_space *)&cfg);
+	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+}
+END_TEST
+
+/* --- map_range: a page-table map that fails part-way ---------------------------------- */
+
+/*
+ * ps_pgtable_map() checks a run, then installs it leaf by leaf; a level
+ * allocation failing part-way returns -ENOMEM with a prefix installed. The
+ * injection does exactly that to the run that starts at inject_at: it maps
+ * inject_keep bytes of it for real, then fails.
+ */
+static uint64_t inject_at, inject_keep;
+
+static int inject_map_nomem(int point, uint64_t addr, uint64_t *len)
+{
+	if (point != FP_MAP_RUN || addr != inject_at)
+		return 0;
+	*len = inject_keep;
+	return -ENOMEM;
+}
+
+static int map_range_failing(uint64_t start, uint64_t len, uint64_t frame,
+			     uint64_t fail_at, uint64_t keep)
+{
+	int rc;
+
+	inject_at = fail_at;
+	inject_keep = keep;
+	ps__space_inject = inject_map_nomem;
+	rc = ps_space_map_range(sp, start, len, frame, PS_MAP_WRITE);
+	ps__space_inject = NULL;
+	return rc;
+}
+
+/* One run, five of its eight pages installed before -ENOMEM: no entry may
+ * stay behind (its frame's reference is given back). */
+START_TEST(map_range_nomem_takes_back_the_failed_run)
+{
+	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 0, 5 * PG), -ENOMEM);
+	for (uint64_t f = 10; f < 18; f++) {
+		ck_assert_msg(ps_pte_is_none(entry((f - 10) * PG)),
+			      "page %u still mapped to a frame without its "
+			      "reference", (unsigned)(f - 10));
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
+		ck_assert(!ps_page_is_live(pg(f)));
+	}
+	/* They were free and never mapped: back to free, no free hook. */
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	/* Nothing left over: the same map now succeeds. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, PS_MAP_WRITE),
+			 0);
+	for (uint64_t f = 10; f < 18; f++)
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
+}
+END_TEST
+
+/* Three runs (frame 14 has another cache mode); the last fails after one
+ * page: the runs before it and its own page go, every reference is given
+ * back, and a frame its owner held keeps the owner's reference. */
+START_TEST(map_range_nomem_after_mapped_runs)
+{
+	ps_page_change_flags(pg(14), PS_PAGE_CACHE_MASK,
+			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
+	ck_assert_int_eq(ps_page_init(pg(11), 1), 0); /* the owner's */
+	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 5 * PG, PG),
+			 -ENOMEM);
+	for (uint64_t f = 10; f < 18; f++) {
+		ck_assert(ps_pte_is_none(entry((f - 10) * PG)));
+		ck_assert_uint_eq(ps_page_refs(pg(f)), f == 11 ? 1 : 0);
+	}
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	ck_assert_uint_eq(ps_page_word_cache(ps_page_load(pg(14))), 1);
+	ck_assert(ps_page_put(pg(11)));
+}
+END_TEST
+
+/* Over UFFD_WP markers (a shared registered range, protected): the map
+ * keeps each marker's protection as the entry's wp bit, and the rollback
+ * puts the markers back, for mapped runs and the failed one alike. */
+START_TEST(map_range_nomem_keeps_wp_markers)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 4 * PG), 0);
+	ps_page_change_flags(pg(22), PS_PAGE_CACHE_MASK,
+			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
+	/* Runs [0, 2), [2, 3), [3, 4); the last fails before installing. */
+	ck_assert_int_eq(map_range_failing(0, 4 * PG, 20, 3 * PG, 0),
+			 -ENOMEM);
+	for (uint64_t k = 0; k < 4; k++) {
+		ps_pte_t e = entry(k * PG);
+
+		ck_assert_msg(ps_pte_is_marker(e) && ps_pte_uffd_wp(e),
+			      "page %u lost its write protection",
+			      (unsigned)k);
+		ck_assert_uint_eq(ps_page_refs(pg(20 + k)), 0);
+	}
+	/* One run, half installed. */
+	ck_assert_int_eq(map_range_failing(0, 2 * PG, 20, 0, PG), -ENOMEM);
+	ck_assert(ps_pte_is_marker(entry(0)) && ps_pte_uffd_wp(entry(0)));
+	ck_assert(ps_pte_is_marker(entry(PG)) && ps_pte_uffd_wp(entry(PG)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -1086,14 +1690,23 @@ END_TEST
 struct pin_race {
 	_Atomic(int) stop;
 	_Atomic(unsigned) bad;
+	_Atomic(uint64_t) pins;
 	uint64_t iters;
 };
+
+/*
+ * A stress loop runs its iterations, and then on until the racing thread
+ * has made progress (on a loaded machine it may not have run at all yet),
+ * up to 100 times as many: a race that never happened proves nothing.
+ */
+static bool stress_more(uint64_t i, uint64_t iters, bool progress)
+{
+	return i < iters || (!progress && i < 100 * iters);
+}
 
 static void *pin_race_pinner(void *arg)
 {
 	struct pin_race *r = arg;
-	uint64_t pins = 0;
-
 	while (!atomic_load(&r->stop)) {
 		uint64_t f;
 		int rc = ps_space_pin_range(sp, 0, PG, 0, &f);
@@ -1104,27 +1717,27 @@ static void *pin_race_pinner(void *arg)
 			atomic_fetch_add(&r->bad, 1);
 		if (!rc) {
 			ps_space_unpin(sp, &f, 1, false);
-			pins++;
+			atomic_fetch_add(&r->pins, 1);
 		}
 	}
-	return (void *)(uintptr_t)pins;
+	return NULL;
 }
 
 START_TEST(stress_pin_backs_out)
 {
 	struct pin_race r;
+	uint64_t maps = 0;
 	pthread_t t;
-	void *pins;
 
 	memset(&r, 0, sizeof(r));
 	r.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
 	ck_assert_int_eq(pthread_create(&t, NULL, pin_race_pinner, &r), 0);
-	for (uint64_t i = 0; i < r.iters; i++) {
-		ck_assert_int_eq(ps_space_map(sp, 0, 1 + (i & 1), 0), 0);
+	for (; stress_more(maps, r.iters, atomic_load(&r.pins) > 0); maps++) {
+		ck_assert_int_eq(ps_space_map(sp, 0, 1 + (maps & 1), 0), 0);
 		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
 	}
 	atomic_store(&r.stop, 1);
-	pthread_join(t, &pins);
+	pthread_join(t, NULL);
 	ck_assert_uint_eq(atomic_load(&r.bad), 0);
 	ck_assert_uint_eq(ps_page_refs(pg(1)), 0);
 	ck_assert_uint_eq(ps_page_refs(pg(2)), 0);
@@ -1136,9 +1749,9 @@ START_TEST(stress_pin_backs_out)
 	ck_assert(!ps_page_is_live(pg(2)));
 	ck_assert_uint_le(atomic_load(&seen.freed[1]) +
 				  atomic_load(&seen.freed[2]),
-			  r.iters);
+			  maps);
 	ck_assert_uint_gt(atomic_load(&seen.freed[1]), 0);
-	ck_assert_uint_gt((uintptr_t)pins, 0);
+	ck_assert_uint_gt(atomic_load(&r.pins), 0);
 }
 END_TEST
 
@@ -1184,7 +1797,8 @@ START_TEST(stress_discard_never_drops_pinned)
 	memset(&r, 0, sizeof(r));
 	ck_assert_int_eq(ps_space_map(sp, 0, frame, 0), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, discard_pinner, &r), 0);
-	for (uint64_t i = 0; i < iters; i++) {
+	for (uint64_t i = 0;
+	     stress_more(i, iters, atomic_load(&r.pinned_ok) > 0); i++) {
 		uint64_t nskipped;
 
 		ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0,
@@ -1242,7 +1856,7 @@ START_TEST(stress_dirty_hook_exactly_once)
 	ck_assert_int_eq(ps_space_map(sp, 0, 3, PS_MAP_WRITE), 0);
 	secmap_init(&d.m, 0, PG);
 	ck_assert_int_eq(pthread_create(&t, NULL, dirty_mapper, &d), 0);
-	for (uint64_t i = 0; i < iters; i++) {
+	for (uint64_t i = 0; stress_more(i, iters, cleans > 0); i++) {
 		if (i & 1) {
 			ck_assert_int_eq(ps_notifier_invalidate_start(
 						 ps_space_notifier(sp), 0, PG,
@@ -1434,6 +2048,36 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_discard_dekker_gives_entry_back);
 	tcase_add_test(tc, fp_pin_after_discard_zap_backs_out);
 	tcase_add_test(tc, discard_exact_path_frees);
+
+	tc = ps_test_tcase(s, "write fault: dirty before writable", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, write_fault_dirty_before_writable);
+	tcase_add_test(tc, fp_fault_frame_changed_under_lock);
+	tcase_add_test(tc, fp_fault_page_mapped_meanwhile);
+	tcase_add_test(tc, fp_fault_writeback_meanwhile);
+
+	tc = ps_test_tcase(s, "create limits", 30);
+	tcase_add_test(tc, create_frame_limit);
+	tcase_add_test(tc, create_checks_mutex_init);
+
+	tc = ps_test_tcase(s, "unpin dirty reaches write-back", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, unpin_dirty_read_pin_is_written_back);
+	tcase_add_test(tc, pinned_clean_page_stays_watched);
+	tcase_add_test(tc, remapped_pinned_frame_is_written_back);
+	tcase_add_test(tc, fp_unpin_dirty_during_bounce);
+
+	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, discard_leaves_a_foreign_freeze);
+	tcase_add_test(tc, fp_discard_freeze_after_check);
+	tcase_add_test(tc, fp_discard_holds_freezers_off);
+
+	tc = ps_test_tcase(s, "map_range rollback", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, map_range_nomem_takes_back_the_failed_run);
+	tcase_add_test(tc, map_range_nomem_after_mapped_runs);
+	tcase_add_test(tc, map_range_nomem_keeps_wp_markers);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

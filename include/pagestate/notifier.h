@@ -143,10 +143,11 @@
  *   blocking    ps_interval_read_begin while an overlapping invalidation is
  *               in flight: it waits for the ones in flight when it was
  *               called (never for later or non-overlapping ones), as Linux
- *               does; insert, remove, invalidate_start/_end, init/destroy
+ *               does; insert, remove, invalidate_start/_end and destroy
  *               take the notifier's mutex (writers serialise on it; the
- *               callbacks run outside it); remove also waits for overlapping
- *               invalidations in flight
+ *               callbacks run outside it), init allocates and initialises
+ *               it; remove also waits for overlapping invalidations in
+ *               flight
  *
  * None of the readers above takes a lock or stores to shared memory (the
  * exceptions: a read_begin that must wait, and the conservative-retry

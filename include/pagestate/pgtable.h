@@ -228,6 +228,15 @@ PS_BEGIN_DECLS
  * whatever the mode (the handler of a sync fault lets one write through).
  */
 #define PS_ACCESS_RESOLVE_WP 0x4u
+/*
+ * Classify only: the fault returns what it would return for the access,
+ * and *pte the entry it read, but changes nothing (no accessed, dirty or
+ * writable bit, no stale wp bit or marker cleared). For a caller that must
+ * do something before an entry becomes writable (pagestate/space.h marks
+ * the frame dirty first), then make exactly that entry writable with
+ * ps_pgtable_cmpxchg() and ps_pte_resolve_write().
+ */
+#define PS_ACCESS_CHECK 0x8u
 
 /**
  * enum ps_fault - what a fault found, and did.
@@ -790,21 +799,23 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * @t: the table.
  * @addr: the page accessed (aligned, below PS_PGTABLE_ADDR_END).
  * @access: PS_ACCESS_READ or PS_ACCESS_WRITE, optionally
- *	PS_ACCESS_RESOLVE_WP.
- * @pte: if not NULL, receives the entry as the fault left it; untouched
- *	for PS_FAULT_INVALID.
+ *	PS_ACCESS_RESOLVE_WP, or PS_ACCESS_CHECK (classify, change nothing).
+ * @pte: if not NULL, receives the entry as the fault left it (with
+ *	PS_ACCESS_CHECK, as it was read); untouched for PS_FAULT_INVALID.
  *
  * Context: any thread, also inside a read-side section (its own nests).
- * Ordering: acquire and release (the resolving CAS). The entry is read with
- * an acquire load, so a present frame shows what the mapper wrote; a
- * change (ACCESSED, a write's WRITE, DIRTY and ACCESSED, a stale bit
- * cleared) is one seq_cst CAS that hints its line when it makes the entry
- * written (G7, G8 in lib/pgtable.c).
- * Progress: lock-free; never blocks, even during protect, zap, scan or
- * (un)registration (a thread's first read-side section aside, see
- * ps_pgtable_read_lock()).
- * Return: the PS_FAULT_* of the fault table; PS_FAULT_INVALID, with
- * nothing changed, for bad arguments. Never a negative errno.
+ * Ordering: acquire and release (the resolving CAS; an acquire load only
+ * with PS_ACCESS_CHECK). The entry is read with an acquire load, so a
+ * present frame shows what the mapper wrote; a change (ACCESSED, a write's
+ * WRITE, DIRTY and ACCESSED, a stale bit cleared) is one seq_cst CAS that
+ * hints its line when it makes the entry written (G7, G8 in
+ * lib/pgtable.c).
+ * Progress: lock-free (wait-free with PS_ACCESS_CHECK); never blocks, even
+ * during protect, zap, scan or (un)registration (a thread's first
+ * read-side section aside, see ps_pgtable_read_lock()).
+ * Return: the PS_FAULT_* of the fault table (with PS_ACCESS_CHECK: what
+ * the fault would return); PS_FAULT_INVALID, with nothing changed, for bad
+ * arguments. Never a negative errno.
  */
 enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 				   unsigned int access, ps_pte_t *pte);

@@ -52,20 +52,34 @@
  *     helper, ps_space_mark_dirty() and ps_space_unpin(..., dirty) make it
  *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
  *     clean-to-dirty transition, however many threads race. Write-back
- *     (ps_space_writeback()) cleans frames.
+ *     (ps_space_writeback()) cleans frames. It finds them by address, so
+ *     the space records the address of every page written, every page
+ *     pinned (any pin: it may be unpinned dirty) and every page mapped to
+ *     a frame that is pinned or dirty, and write-back keeps a page whose
+ *     frame is pinned or dirty (S9 in lib/space.c). So a frame unpinned
+ *     dirty is written by the next write-back of the address it was pinned
+ *     at, if it is still mapped there (there is no reverse map: an alias
+ *     elsewhere is not found through it).
  *   - an address is in the dirty log (KVM's dirty bitmap) when it was
  *     written since the last harvest (ps_space_harvest()), which migration
- *     consumes. Every marking path above logs the address too. So do pins
- *     for write: a device may write the frame at any moment, so a frame
- *     pinned for write is reported by every harvest until it is unpinned,
- *     and once more after that. Writes through entries of a range
- *     registered for asynchronous write protection (pgtable.h) are tracked
- *     in the entries themselves, and a harvest with PS_HARVEST_REARM
- *     collects them too.
+ *     consumes. Every marking path above but ps_space_unpin() logs the
+ *     address too (an unpin has frames, not addresses). Pins for write are
+ *     logged instead: a device may write the frame at any moment, so a
+ *     frame pinned for write is reported by every harvest until it is
+ *     unpinned, and once more after that. A device write through a pin not
+ *     for write reaches write-back (above) but not the dirty log: pin for
+ *     write, or ps_space_mark_dirty() the addresses. Writes through entries
+ *     of a range registered for asynchronous write protection (pgtable.h)
+ *     are tracked in the entries themselves, and a harvest with
+ *     PS_HARVEST_REARM collects them too.
  *
  * Dirty before writable (seed 003). A writable entry implies a dirty frame.
- * The write fault that makes an entry writable marks the frame dirty under
- * the frame's LOCKED bit, and write-back takes the same bit around
+ * The write fault that makes an entry writable does so under the frame's
+ * LOCKED bit, in this order: read the entry again (if it maps another frame
+ * now, start again with that frame's bit), mark the frame dirty (the dirty
+ * hook runs on the clean-to-dirty transition) and log the address, then
+ * make exactly that entry writable. So the dirty hook has run before any
+ * thread can write through the entry. Write-back takes the same bit around
  * "write-protect, then clean" (Linux: folio lock, page_mkwrite,
  * clear_page_dirty_for_io). So a write that arrives during write-back faults
  * and dirties the frame again, and is never lost.
@@ -131,12 +145,32 @@ struct ps_space;
  *	thread with no library lock held. Without it, missing pages are
  *	-EFAULT.
  * @dirty: frame @frame went from clean to dirty (set_page_dirty). Runs
- *	exactly once per transition, in the thread that made it, possibly
- *	under the frame's LOCKED bit: it must not fault, pin or write back
- *	that frame.
+ *	exactly once per transition, in the thread that made it. From a write
+ *	fault (ps_space_fault(), a pin for write) it runs under the frame's
+ *	LOCKED bit and before the entry becomes writable: it must not fault,
+ *	pin for write, write back or CPU-map (pagestate/prot.h) that frame.
+ *	From the secondary-map helper it runs under the caller's lock; from
+ *	ps_space_mark_dirty(), ps_space_unpin() and write-back with no
+ *	library lock held.
  * @free_frame: the last reference to @frame was dropped; the frame's page
- *	word is free again. Runs in the thread that dropped it.
+ *	word is free again. Runs in the thread that dropped it. When that is
+ *	ps_space_map() or ps_space_map_range() (a failed map giving back a
+ *	reference whose owner dropped its own meanwhile), ps_space_unmap() or
+ *	ps_space_discard(), it runs under the space's writer mutex: it must
+ *	not map, map_range, unmap or discard in that space, nor convert or
+ *	mprotect it (pagestate/prot.h), which take that mutex. From
+ *	ps_space_unpin(), a pin backing out, the secondary-map helper,
+ *	ps_space_kunmap() and ps_space_destroy() no library lock is held.
+ *	(Only if the space runs out of memory collecting unmapped frames may
+ *	it run inside the page table's read-side section: S7 in lib/space.c.)
  * @ctx: handed to every hook.
+ *
+ * The notifier's callbacks (pagestate/notifier.h) have the same rules as
+ * @free_frame for the invalidations of unmap and discard (and of
+ * pagestate/prot.h's conversion and mprotect), which run under the writer
+ * mutex; write-back's PROTECTION invalidation runs under the LOCKED bit of
+ * the frame being written back: a callback must not fault, pin for write,
+ * write back or CPU-map that frame.
  */
 struct ps_space_hooks {
 	int (*populate)(void *ctx, struct ps_space *space, uint64_t addr,
@@ -146,12 +180,20 @@ struct ps_space_hooks {
 	void *ctx;
 };
 
+/* The most frames a space has (struct ps_space_config's @nframes). */
+#define PS_SPACE_NFRAMES_MAX (UINT64_C(1) << 40)
+
 /**
  * struct ps_space_config - what ps_space_create() builds.
  * @size: bytes of address space, [0, size): page-aligned, at most 2^48.
  *	The dirty log reserves 2 bits of address space per page (not resident
  *	until touched).
- * @nframes: number of frames, 0 .. nframes - 1 (at most PS_PTE_FRAME_MAX + 1).
+ * @nframes: number of frames, 0 .. nframes - 1: at least 1, at most
+ *	PS_SPACE_NFRAMES_MAX (2^40, 4 PiB of 4 KiB frames). Entries could name
+ *	more (PS_PTE_FRAME_MAX + 1), but the space keeps a bitmap indexed by
+ *	frame (long-term pins), and its bitmaps stop at 2^40 bits. A
+ *	library-allocated page-word array reserves 8 bytes of address space
+ *	per frame (not resident until touched).
  * @frames: the caller's array of @nframes page words (zeroed, or already
  *	initialised by the caller), or NULL for a library-allocated one.
  * @hooks: the callbacks.
@@ -174,9 +216,10 @@ struct ps_space_config {
  * Context: blocking (allocates).
  * Ordering: none: the space is the caller's alone until it publishes *@out.
  * Progress: blocking (allocation, mmap).
- * Return: 0; -EINVAL (@cfg or @out NULL, bad size or nframes; the frame
- * bitmap also refuses more than 2^40 frames); -ENOMEM. On error nothing is
- * left allocated.
+ * Return: 0; -EINVAL (@cfg or @out NULL, bad size, nframes 0 or above
+ * PS_SPACE_NFRAMES_MAX); -ENOMEM (also if the writer mutex cannot be
+ * initialised). On error nothing is left allocated and *@out is not
+ * written.
  */
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
 
@@ -287,9 +330,13 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  *
  * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
  * Progress: blocking (the writer mutex, S1; allocation).
- * Return: as ps_space_map(). On error the references taken are given back;
- * a frame this call revived goes back to free without the free_frame hook,
- * and with the cache mode it had.
+ * Return: as ps_space_map(). On error nothing stays mapped: every entry
+ * the call installed is taken back (also when the page table ran out of
+ * memory part-way through a run), a page that held a UFFD_WP marker gets
+ * its marker back, and then the references taken are given back; a frame
+ * this call revived goes back to free without the free_frame hook, and
+ * with the cache mode it had. Until then, a concurrent pin or fault may
+ * have found an entry the call installed (a pin keeps its frame alive).
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
@@ -340,10 +387,12 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * fails with -EAGAIN and the caller resolves the fault); a read-only entry
  * with MAYWRITE is made writable, marking the frame dirty; then take a
  * speculative pin and re-check the entry. A pin for write logs the address
- * (see Dirty state) and marks the frame WRITE_PINNED. A PS_PIN_LONGTERM pin
- * is recorded against the frame (one bit per frame, cleared when a
- * conversion next freezes the frame, pagestate/prot.h): a conversion
- * waiting for pins to drain gives up on such a frame at once (-EBUSY).
+ * (see Dirty state) and marks the frame WRITE_PINNED; any other pin puts
+ * the address in the write-back set (it may be unpinned dirty). A
+ * PS_PIN_LONGTERM pin is recorded against the frame (one bit per frame,
+ * cleared when a conversion next freezes the frame, pagestate/prot.h): a
+ * conversion waiting for pins to drain gives up on such a frame at once
+ * (-EBUSY).
  * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
  * because it cannot write back a page a device may write at any time; here
  * integrity write-back bounces it, so the pin is allowed.
@@ -375,7 +424,12 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  *	clean-to-dirty transition.
  *
  * A frame whose last reference this drops is freed (free_frame hook).
- * Frames at or above nframes are skipped.
+ * Frames at or above nframes are skipped. A frame unpinned dirty is
+ * written by the next ps_space_writeback() of the address it was pinned
+ * at, if it is still mapped there: the pin recorded that address, and
+ * write-back keeps it while the frame is pinned (S9 in lib/space.c). The
+ * dirty log (migration) has the address only for a pin for write (see
+ * Dirty state); for another pin, call ps_space_mark_dirty().
  * Context: any thread holding the pins; the dirty and free_frame hooks run
  * in it, with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
@@ -388,22 +442,32 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
 
 /**
  * ps_space_discard() - a balloon's MADV_DONTNEED: drop the pages of
- * [@start, @start + @len), except pinned ones.
+ * [@start, @start + @len), except those it cannot drop now (pinned, or
+ * frozen by another thread).
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @skipped: receives the addresses of pinned pages left in place (up to
+ * @skipped: receives the addresses of the pages left in place (up to
  *	@max_skipped of them; may be NULL if @max_skipped is 0).
  * @max_skipped: room in @skipped.
  * @nskipped: receives how many pages were left in place (all of them,
  *	even beyond @max_skipped); may be NULL.
  *
  * Brackets itself with an invalidation (event CLEAR). A page whose frame is
- * pinned is left in place. A frame held only by its mapping is frozen first,
- * so no pin can come in while it is zapped. Any other page is zapped,
- * then, after a full fence, its frame's pins are checked; a frame pinned
- * meanwhile gets its entry back and is reported. A concurrent pin either
- * sees the zap and backs out, or is seen here.
+ * pinned is left in place. So is a page whose frame another thread holds
+ * frozen (ps_page_freeze(): prot.h's cache-mode change, the owner's own
+ * migration): the freezer owns the frame until it unfreezes it with the
+ * references it counted, so discard neither zaps nor frees it, and does
+ * not wait for it either (it holds the writer mutex, which the freezer may
+ * need). Both kinds are reported in @skipped: a balloon driver retries
+ * them later or gives the host other pages. A frame held only by its
+ * mapping is frozen by discard itself, so no pin can come in while it is
+ * zapped. Any other page is zapped while discard holds a reference of its
+ * own on the frame (so a freezer that does not count it fails until the
+ * mapping's reference is dropped), then, after a full fence, its frame's
+ * pins are checked; a frame pinned meanwhile gets its entry back and is
+ * reported. A concurrent pin either sees the zap and backs out, or is
+ * seen here.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
  * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
@@ -426,12 +490,15 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  *	PS_ACCESS_RESOLVE_WP.
  *
  * pgtable.h's fault, plus: a missing page goes to the populate hook and is
- * retried once; a write that makes an entry writable marks its frame dirty
- * (and logs the address) under the frame's LOCKED bit.
+ * retried once; a write that makes an entry writable first marks its frame
+ * dirty (the dirty hook runs on a clean-to-dirty transition) and logs the
+ * address, then makes the entry writable, all under the frame's LOCKED bit
+ * and for the frame the entry maps under it (S3). A write the page table
+ * refuses (PS_FAULT_WP, PS_FAULT_BAD_ACCESS) marks nothing.
  * Context: any thread; the populate hook runs in it with no library lock
  * held, the dirty hook under the frame's LOCKED bit (S7).
- * Ordering: the page table's fault CAS (acquire and release); DIRTY is set
- * before the frame's LOCKED bit is dropped (S3).
+ * Ordering: the page table's CAS (acquire and release); DIRTY (an acq_rel
+ * RMW) is set before the CAS that makes the entry writable (S3).
  * Progress: lock-free for reads and for writes to a writable or non-present
  * entry; a write to a present, non-writable entry takes the frame's LOCKED
  * bit (spin, then yield: blocking). The populate hook is the caller's.
@@ -619,13 +686,17 @@ struct ps_writeback_stats {
  * @ctx: its context.
  * @stats: receives what was done; may be NULL.
  *
- * An unpinned frame: under its LOCKED bit, write-protect its entry (stable
- * pages) after invalidating the range's secondary mappings (event
- * PROTECTION), clear DIRTY, set WRITEBACK; then call @fn; then end
- * WRITEBACK. A write arriving meanwhile faults, dirties the frame again and
- * is never lost. A pinned frame: CLEAN skips it (it stays dirty);
- * INTEGRITY clears DIRTY, calls @fn with @pinned true (bounce), and dirties
- * it again if it is still pinned for write.
+ * Visits the pages of the range in the write-back set (written, pinned, or
+ * mapped to a pinned or dirty frame: S9 in lib/space.c). An unpinned
+ * frame: under its LOCKED bit, write-protect its entry (stable pages)
+ * after invalidating the range's secondary mappings (event PROTECTION),
+ * clear DIRTY, set WRITEBACK; then call @fn; then end WRITEBACK. A write
+ * arriving meanwhile faults, dirties the frame again and is never lost. A
+ * pinned frame: CLEAN skips it (it stays dirty); INTEGRITY clears DIRTY,
+ * calls @fn with @pinned true (bounce), and dirties it again if it is
+ * still pinned for write. A pinned page stays in the set while its pins
+ * last, dirty or not, and so does a page whose frame was unpinned dirty
+ * during its bounce: a later write-back writes what the unpin dirtied.
  * Context: blocking (LOCKED bits; the callback may block, and runs with no
  * library lock held). It invalidates: not from a notifier callback, nor
  * holding a lock that a notifier callback takes.
