@@ -337,6 +337,22 @@ static bool lib_wp(struct ps_pgtable *t, uint64_t addr)
 	return ps_pte_uffd_wp(e);
 }
 
+static bool lib_none(struct ps_pgtable *t, uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(t, addr, &e), 0);
+	return ps_pte_is_none(e);
+}
+
+static ps_pte_t lib_entry(struct ps_pgtable *t, uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(t, addr, &e), 0);
+	return e;
+}
+
 /* Sync, library thread, a space: the fault dirties the frame and logs. */
 START_TEST(sync_thread_space)
 {
@@ -484,6 +500,63 @@ START_TEST(async_harvest_merges)
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ck_assert_int_eq(ps_space_destroy(s), 0);
 	region_fini(&r);
+}
+END_TEST
+
+/*
+ * The kernel re-arms every page it reports, so a library none entry among
+ * them becomes a UFFD_WP marker, on both of the harvest's paths: a run of
+ * 300 pages (read with a report scan) and a single page (looked up). A
+ * none entry the kernel did not report stays none.
+ */
+START_TEST(async_harvest_mirrors_kernel_rearm)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	const unsigned int np = 400, zapped[] = {0, 7, 200, 299, 350, 380};
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t *addrs = calloc(np, sizeof(*addrs)), n;
+
+	ck_assert_ptr_nonnull(addrs);
+	region_init(&r, false);
+	memset(r.host, 1, np * PG);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, np * PG, 0,
+					PS_PTE_MAYWRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = np * PG;
+	c.flags = PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, np * PG), 0);
+	for (unsigned int k = 0; k < sizeof(zapped) / sizeof(zapped[0]); k++)
+		ck_assert_int_eq(ps_pgtable_zap(t, LBASE + zapped[k] * PG, PG,
+						0, NULL, NULL), 0);
+	ck_assert(lib_none(t, LBASE + 7 * PG));
+	memset(r.host, 2, 300 * PG); /* one run: pages 0..299 */
+	r.host[350 * PG] = 2;	     /* one page */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, np * PG, addrs, np, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 301);
+	ck_assert_uint_eq(addrs[299], LBASE + 299 * PG);
+	ck_assert_uint_eq(addrs[300], LBASE + 350 * PG);
+	for (unsigned int k = 0; k < 5; k++) {
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(t, LBASE + zapped[k] * PG, &e),
+				 0);
+		ck_assert_msg(e == marker, "page %u: %#" PRIx64, zapped[k],
+			      (uint64_t)e);
+		ck_assert(pagemap_entry(&r, zapped[k]) & PM_WP);
+	}
+	ck_assert(lib_none(t, LBASE + 380 * PG)); /* unreported */
+	ck_assert(lib_wp(t, LBASE + 1 * PG)); /* present entries untouched */
+	ck_assert(ps_pte_is_present(lib_entry(t, LBASE + PG)));
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	region_fini(&r);
+	free(addrs);
 }
 END_TEST
 
@@ -924,6 +997,7 @@ static Suite *uffd_suite(void)
 
 	tc = ps_test_tcase(s, "async", 10);
 	tcase_add_test(tc, async_harvest_merges);
+	tcase_add_test(tc, async_harvest_mirrors_kernel_rearm);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0,
