@@ -23,9 +23,11 @@
  * U3  Async harvest: PAGEMAP_SCAN with PM_SCAN_WP_MATCHING reports and
  *     re-protects each page atomically (the kernel holds the page-table
  *     lock per PMD), so a CPU write is reported by this harvest or the
- *     next. Its pages go into a log (the space's dirty log, or the
- *     attachment's own) before the log is harvested, so a budget-limited
- *     harvest keeps the rest for the next call and nothing is lost.
+ *     next. Its pages go into the attachment's log before that log is
+ *     harvested, and so do a bare table's written entries (its own
+ *     get-and-rearm scan) or everything a space's harvest with
+ *     PS_HARVEST_REARM returns; so a budget-limited harvest keeps the
+ *     rest for the next call and nothing is lost.
  *
  * U4  Sync harvest: the log is harvested first, then the reported pages are
  *     re-protected in both places. A write between the two finds the page
@@ -82,7 +84,7 @@ struct ps_uffd {
 	unsigned int flags;
 	struct ps_space *space; /* NULL for a bare table */
 	struct ps_pgtable *pt;
-	struct ps__hbm log; /* bare table: written pages, index from addr */
+	struct ps__hbm log; /* pages to report (U3), index from addr */
 	pthread_mutex_t lock; /* U1 */
 	pthread_t thread;
 	bool thread_running;
@@ -263,15 +265,11 @@ static int range_check(const struct ps_uffd *u, uint64_t addr, uint64_t len)
 	return 0;
 }
 
-/* Record library pages [addr, addr + len) in the log harvests read (U2, U3). */
+/* Record library pages [addr, addr + len) in the attachment's log (U3). */
 static void log_range(struct ps_uffd *u, uint64_t addr, uint64_t len)
 {
-	if (u->space)
-		ps__hbm_set_range(&u->space->log, addr >> PAGE_SHIFT,
-				  len >> PAGE_SHIFT);
-	else
-		ps__hbm_set_range(&u->log, (addr - u->addr) >> PAGE_SHIFT,
-				  len >> PAGE_SHIFT);
+	ps__hbm_set_range(&u->log, (addr - u->addr) >> PAGE_SHIFT,
+			  len >> PAGE_SHIFT);
 }
 
 /* Record sorted page addresses, run by run. */
@@ -564,6 +562,38 @@ static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t end)
 	return 0;
 }
 
+/*
+ * Space: its harvest with PS_HARVEST_REARM (the library's written entries
+ * of async ranges, re-armed; the dirty log's marks, resolved sync faults
+ * and pages pinned for write; the secondary mappings of all of them
+ * invalidated), moved into the attachment's log, which the caller's budget
+ * then applies to. @addrs is the scratch, @max pages a call.
+ *
+ * The kernel's pages go straight into the attachment's log, not through
+ * the space's, so they cost no notifier invalidation and no pin check: a
+ * writable secondary mapping is always in the space's log (the helper logs
+ * its page before installing it, and the harvest that takes the page
+ * invalidates it), and a page pinned for write stays in that log while
+ * pinned. So a page that only the CPU wrote has no writable secondary
+ * mapping to tear down.
+ */
+static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
+			 uint64_t *addrs, uint64_t max)
+{
+	for (uint64_t at = start, end = start + len; at < end;) {
+		uint64_t n, res;
+		int rc = ps_space_harvest(u->space, at, end - at,
+					  PS_HARVEST_REARM, addrs, max, &n,
+					  &res);
+
+		if (rc)
+			return rc;
+		log_addrs(u, addrs, n);
+		at = res;
+	}
+	return 0;
+}
+
 struct log_out {
 	uint64_t base;
 	uint64_t *addrs;
@@ -615,28 +645,21 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	pthread_mutex_lock(&u->lock);
 	if (async)
 		rc = collect_kernel(u, start, start + len);
-	if (!rc && u->space) {
-		rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM,
-				      addrs, max, &n, &res);
-	} else if (!rc) {
+	if (!rc)
+		rc = u->space ? collect_space(u, start, len, addrs, max)
+			      : collect_table(u, start, start + len);
+	if (!rc) {
 		struct log_out o = {u->addr, addrs, max, 0};
 		uint64_t bit;
 
-		rc = collect_table(u, start, start + len);
-		if (!rc) {
-			(void)ps__hbm_harvest(&u->log,
-					      (start - u->addr) >> PAGE_SHIFT,
-					      len >> PAGE_SHIFT, log_visit, &o,
-					      &bit);
-			n = o.n;
-			res = u->addr + (bit << PAGE_SHIFT);
-		}
+		(void)ps__hbm_harvest(&u->log, (start - u->addr) >> PAGE_SHIFT,
+				      len >> PAGE_SHIFT, log_visit, &o, &bit);
+		n = o.n;
+		res = u->addr + (bit << PAGE_SHIFT);
 	}
 	if (!rc && !async) {
 		rc = rearm_reported(u, addrs, n);
-		if (rc && u->space) /* not all re-protected: report them again */
-			(void)ps_space_redirty(u->space, addrs, n);
-		else if (rc)
+		if (rc) /* not all re-protected: report them again next time */
 			log_addrs(u, addrs, n);
 	}
 	pthread_mutex_unlock(&u->lock);
@@ -717,12 +740,10 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 			goto fail;
 		}
 	}
-	if (!space) {
-		rc = ps__hbm_init(&u->log, cfg->len >> PAGE_SHIFT);
-		if (rc) {
-			say(why, "log");
-			goto fail;
-		}
+	rc = ps__hbm_init(&u->log, cfg->len >> PAGE_SHIFT);
+	if (rc) {
+		say(why, "log");
+		goto fail;
 	}
 	if (cfg->flags & PS_UFFD_ASYNC)
 		pgflags |= PS_WP_ASYNC;

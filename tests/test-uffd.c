@@ -560,6 +560,96 @@ START_TEST(async_harvest_mirrors_kernel_rearm)
 }
 END_TEST
 
+/* A secondary mapping of the space, counting invalidations per page. */
+struct sec {
+	struct ps_interval sub;
+	uint64_t base;
+	_Atomic(unsigned) hits[NP];
+	_Atomic(int) event;
+};
+
+static bool sec_invalidate(struct ps_interval *sub,
+			   const struct ps_invalidation *inv, uint64_t cur_seq,
+			   void *priv)
+{
+	struct sec *m = priv;
+
+	ps_interval_set_seq(sub, cur_seq);
+	for (unsigned int i = 0; i < NP; i++)
+		if (m->base + i * PG >= inv->start &&
+		    m->base + i * PG <= ps_invalidation_last(inv))
+			atomic_fetch_add(&m->hits[i], 1);
+	atomic_store(&m->event, (int)inv->event);
+	return true;
+}
+
+static const struct ps_interval_ops sec_ops = {.invalidate = sec_invalidate};
+
+/*
+ * A space's harvest: the space's pages (a device mark, a library write)
+ * have their secondary mappings invalidated, the CPU's pages have none to
+ * tear down and are not invalidated; a budget of one page returns both
+ * kinds in address order, resuming where it stopped.
+ */
+START_TEST(async_space_harvest_invalidates_space_pages)
+{
+	const unsigned int want[] = {1, 4, 7, 12};
+	struct ps_space *s = space_new();
+	struct region r;
+	struct sec m;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t addr, n, resume = LBASE;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	memset(&m, 0, sizeof(m));
+	m.base = LBASE;
+	ck_assert_int_eq(ps_interval_insert(&m.sub, ps_space_notifier(s),
+					    LBASE, NP * PG, &sec_ops, &m), 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
+					    PS_MAP_WRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	r.host[1 * PG] = 2;				   /* CPU */
+	r.host[7 * PG] = 2;				   /* CPU */
+	ck_assert(ps_space_mark_dirty(s, LBASE + 4 * PG)); /* a device */
+	ck_assert_int_eq(ps_pgtable_fault(ps_space_pgtable(s), LBASE + 12 * PG,
+					  PS_ACCESS_WRITE),
+			 PS_FAULT_OK); /* a write the table alone saw */
+	for (unsigned int k = 0; k < 4; k++) {
+		ck_assert_int_eq(ps_uffd_harvest(u, resume,
+						 LBASE + NP * PG - resume,
+						 &addr, 1, &n, &resume), 0);
+		ck_assert_uint_eq(n, 1);
+		ck_assert_uint_eq(addr, LBASE + want[k] * PG);
+		/* The next page still recorded, or the end. */
+		ck_assert_uint_eq(resume, k < 3 ? LBASE + want[k + 1] * PG
+						: LBASE + NP * PG);
+	}
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, &addr, 1, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 0);
+	for (unsigned int i = 0; i < NP; i++) {
+		unsigned int hits = atomic_load(&m.hits[i]);
+
+		ck_assert_msg(i == 4 || i == 12 ? hits >= 1 : hits == 0,
+			      "page %u invalidated %u times", i, hits);
+	}
+	ck_assert_int_eq(atomic_load(&m.event), PS_NOTIFIER_SOFT_DIRTY);
+	ck_assert(lib_wp(ps_space_pgtable(s), LBASE + 12 * PG)); /* re-armed */
+	ck_assert(pagemap_entry(&r, 7) & PM_WP);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_interval_remove(&m.sub);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
 /* --- the differential test ---------------------------------------------------------- */
 
 enum mode { ASYNC, SYNC_THREAD, SYNC_POLL, NMODES };
@@ -998,6 +1088,7 @@ static Suite *uffd_suite(void)
 	tc = ps_test_tcase(s, "async", 10);
 	tcase_add_test(tc, async_harvest_merges);
 	tcase_add_test(tc, async_harvest_mirrors_kernel_rearm);
+	tcase_add_test(tc, async_space_harvest_invalidates_space_pages);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0,
