@@ -760,11 +760,15 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	reg.range.start = u->host;
 	reg.range.len = cfg->len;
 	reg.mode = UFFDIO_REGISTER_MODE_WP;
-	if (ioctl(u->fd, UFFDIO_REGISTER, &reg) ||
-	    !(reg.ioctls & ((__u64)1 << _UFFDIO_WRITEPROTECT))) {
-		rc = errno ? -errno : -EOPNOTSUPP;
+	if (ioctl(u->fd, UFFDIO_REGISTER, &reg)) {
+		rc = -errno;
 		say(why, "UFFDIO_REGISTER");
 		goto fail_unregister;
+	}
+	if (!(reg.ioctls & ((__u64)1 << _UFFDIO_WRITEPROTECT))) {
+		rc = -EOPNOTSUPP;
+		say(why, "UFFDIO_REGISTER");
+		goto fail_uffd_unregister;
 	}
 	if (cfg->flags & PS_UFFD_THREAD) {
 		u->stop = eventfd(0, EFD_CLOEXEC);
