@@ -224,6 +224,18 @@ static void node_free_rcu(struct ps__rcu_head *h)
  * The child in @slot, allocated and published if absent. Returns NULL only
  * when out of memory.
  */
+/*
+ * Allocation failure injection, in the test build only
+ * (-DPS_PGTABLE_FAILPOINTS, see tests/meson.build): the test sets the hook,
+ * which says whether the next allocation of a level fails.
+ */
+#ifdef PS_PGTABLE_FAILPOINTS
+bool (*ps__pgtable_alloc_fails)(void);
+#define ALLOC_FAILS() (ps__pgtable_alloc_fails && ps__pgtable_alloc_fails())
+#else
+#define ALLOC_FAILS() false
+#endif
+
 static void *child_alloc(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
 {
 	/* Acquire: pairs with the release CAS below in the publisher. */
@@ -232,6 +244,8 @@ static void *child_alloc(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
 
 	if (c)
 		return c;
+	if (ALLOC_FAILS())
+		return NULL;
 	fresh = level_new(t, leaf);
 	if (!fresh)
 		return NULL;
@@ -1126,23 +1140,37 @@ static int install(struct ps_pgtable *t, uint64_t addr, ps_pte_t *cur,
 }
 
 /*
- * Common checks of copy and move: flags, a registered target for
- * PS_KEEP_WP (taking @t's writer mutex, returned in *locked), a vacant
- * target. Called inside a read-side section.
+ * Common checks of copy and move: a registered target for PS_KEEP_WP, a
+ * vacant target. Called inside a read-side section, with @t's writer mutex
+ * held for PS_KEEP_WP (copy_move_begin()).
  */
 static int target_ready(struct ps_pgtable *t, uint64_t start, uint64_t len,
-			unsigned int flags, bool *locked)
+			unsigned int flags)
 {
-	*locked = false;
-	if (flags & ~PS_KEEP_WP)
-		return -EINVAL;
-	if (flags & PS_KEEP_WP) {
-		pthread_mutex_lock(&t->lock);
-		*locked = true;
-		if (!reg_covers(regs_load(t), start, start + len, 0))
-			return -ENOENT;
-	}
+	if ((flags & PS_KEEP_WP) &&
+	    !reg_covers(regs_load(t), start, start + len, 0))
+		return -ENOENT;
 	return range_vacant(t, start, start + len, false) ? 0 : -EEXIST;
+}
+
+/*
+ * Enter copy or move: the writer mutex (PS_KEEP_WP: the target's
+ * registrations must not change meanwhile), then the read-side section.
+ * Always in this order, as map and scan do: unregister holds the mutex
+ * while it waits for readers, so a reader must never wait for the mutex.
+ */
+static void copy_move_begin(struct ps_pgtable *t, unsigned int flags)
+{
+	if (flags & PS_KEEP_WP)
+		pthread_mutex_lock(&t->lock);
+	ps__rcu_read_lock();
+}
+
+static void copy_move_end(struct ps_pgtable *t, unsigned int flags)
+{
+	ps__rcu_read_unlock();
+	if (flags & PS_KEEP_WP)
+		pthread_mutex_unlock(&t->lock);
 }
 
 int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
@@ -1152,13 +1180,12 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (start + len) >> PAGE_SHIFT;
 	struct leaf *l;
-	bool locked;
 	int err;
 
-	if (bad_range(start, len) || dst == src)
+	if (bad_range(start, len) || dst == src || (flags & ~PS_KEEP_WP))
 		return -EINVAL;
-	ps__rcu_read_lock();
-	err = target_ready(dst, start, len, flags, &locked);
+	copy_move_begin(dst, flags);
+	err = target_ready(dst, start, len, flags);
 	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
 	     p++) {
 		ps_pte_t e = entry_load(l, p & LEVEL_MASK), n, cur = PS_PTE_NONE;
@@ -1170,9 +1197,7 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 		if (!err && visit)
 			visit(ctx, p << PAGE_SHIFT, e, n);
 	}
-	ps__rcu_read_unlock();
-	if (locked)
-		pthread_mutex_unlock(&dst->lock);
+	copy_move_end(dst, flags);
 	return err;
 }
 
@@ -1182,14 +1207,13 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (from + len) >> PAGE_SHIFT;
 	struct leaf *l;
-	bool locked;
 	int err;
 
 	if (bad_range(from, len) || bad_range(to, len) ||
-	    (from < to + len && to < from + len))
+	    (from < to + len && to < from + len) || (flags & ~PS_KEEP_WP))
 		return -EINVAL;
-	ps__rcu_read_lock();
-	err = target_ready(t, to, len, flags, &locked);
+	copy_move_begin(t, flags);
+	err = target_ready(t, to, len, flags);
 	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend)); p++) {
 		uint64_t dst = (p << PAGE_SHIFT) - from + to;
 		ps_pte_t e = entry_load(l, p & LEVEL_MASK), cur = PS_PTE_NONE;
@@ -1207,9 +1231,7 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 		if (!err && e == PS_PTE_NONE)
 			err = install(t, dst, &cur, PS_PTE_NONE); /* zapped */
 	}
-	ps__rcu_read_unlock();
-	if (locked)
-		pthread_mutex_unlock(&t->lock);
+	copy_move_end(t, flags);
 	return err;
 }
 
@@ -1370,7 +1392,8 @@ enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
 
 /* --- scans ------------------------------------------------------------------------------ */
 
-#define SCAN_FLAGS (PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC)
+/* As uint64_t: complemented, it must reject the upper half of the flags too. */
+#define SCAN_FLAGS ((uint64_t)(PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC))
 /*
  * An entry's categories depend only on its bits 0-4 (form, uffd-wp, marker
  * set) and its registration, so a scan tabulates them per segment: KEY(e)
@@ -1806,8 +1829,17 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 		if (alloc) {
 			L = p >> LEVEL_BITS;
 			l = leaf_alloc(t, L);
-			if (!l)
-				return -ENOMEM;
+			if (!l && !s->nr)
+				return -ENOMEM; /* nothing reported or re-armed */
+			if (!l) {
+				/*
+				 * Pages reported so far were re-armed: they
+				 * must reach the caller (G7). Stop here; the
+				 * caller resumes at walk_end.
+				 */
+				scan_stop(s, p << PAGE_SHIFT);
+				break;
+			}
 		} else {
 			unsigned int mid = (head + AHEAD / 2) % AHEAD;
 

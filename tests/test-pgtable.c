@@ -1412,6 +1412,107 @@ START_TEST(regress_scan_partial_line_keeps_hint)
 END_TEST
 
 /*
+ * regress_rearm_enomem_reports_rearmed: a WP_MATCHING scan that ran out of
+ * memory for a leaf (re-arming matching none pages installs markers)
+ * returned -ENOMEM alone, so the pages it had already reported and re-armed
+ * were lost (G7). Now it returns them and stops at walk_end.
+ */
+#ifdef PS_PGTABLE_FAILPOINTS
+extern bool (*ps__pgtable_alloc_fails)(void);
+static bool always_fail(void)
+{
+	return true;
+}
+
+START_TEST(regress_rearm_enomem_reports_rearmed)
+{
+	const uint64_t leaf = 512 * PG;
+	const uint64_t next = (BASE / leaf + 1) * leaf; /* no leaf there yet */
+	uint64_t walk_end = 0;
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, next + leaf - BASE,
+					     PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 4 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 4 * PG), 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, BASE + PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ps__pgtable_alloc_fails = always_fail;
+	/* Everything matches (none too), WRITTEN is returned. */
+	ck_assert_int_ge(scan(BASE, next + leaf, PS_SCAN_WP_MATCHING, 0, 0, 0,
+			      PS_CAT_WRITTEN, 0, 64, &walk_end),
+			 1);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_uint_eq(walk_end, next);
+	ck_assert_uint_eq(vec[1].start, BASE + PG);
+	ck_assert_uint_eq(vec[1].categories, PS_CAT_WRITTEN);
+	ck_assert(ps_pte_uffd_wp(get(T, BASE + PG))); /* re-armed */
+	/* Nothing reported yet: the error itself. */
+	ps__pgtable_alloc_fails = always_fail;
+	ck_assert_int_eq(scan(next, next + leaf, PS_SCAN_WP_MATCHING, 0, 0, 0,
+			      PS_CAT_WRITTEN, 0, 64, NULL),
+			 -ENOMEM);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_int_eq(scan(next, next + leaf, PS_SCAN_WP_MATCHING, 0, 0, 0,
+			      PS_CAT_WRITTEN, 0, 64, &walk_end),
+			 1);
+	ck_assert_uint_eq(walk_end, next + leaf);
+}
+END_TEST
+#endif
+
+/*
+ * regress_keep_wp_copy_vs_unregister: copy and move with PS_KEEP_WP took
+ * the target's writer mutex inside their read-side section, while
+ * unregister holds that mutex and waits for readers: each waited for the
+ * other, even on unrelated ranges. With the bug this hangs (the tcase's
+ * timeout fails it).
+ */
+struct keepwp_shared {
+	struct ps_pgtable *dst;
+	_Atomic int done;
+};
+
+static void *keepwp_copier(void *arg)
+{
+	struct keepwp_shared *sh = arg;
+
+	while (!atomic_load_explicit(&sh->done, memory_order_acquire)) {
+		ck_assert_int_eq(ps_pgtable_copy(sh->dst, T, BASE, 4 * PG,
+						 PS_KEEP_WP, NULL, NULL),
+				 0);
+		ck_assert_int_eq(ps_pgtable_move(sh->dst, BASE, BASE + 64 * PG,
+						 4 * PG, PS_KEEP_WP),
+				 0);
+		ck_assert_int_eq(ps_pgtable_zap(sh->dst, BASE + 64 * PG,
+						4 * PG, PS_ZAP_UNMAP, NULL,
+						NULL),
+				 0);
+	}
+	return NULL;
+}
+
+START_TEST(regress_keep_wp_copy_vs_unregister)
+{
+	struct keepwp_shared sh = {.dst = ps_pgtable_create()};
+	pthread_t c;
+
+	ck_assert_ptr_nonnull(sh.dst);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 4 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_register(sh.dst, BASE, 128 * PG, 0), 0);
+	ck_assert_int_eq(pthread_create(&c, NULL, keepwp_copier, &sh), 0);
+	for (int i = 0; i < 2000; i++) {
+		ck_assert_int_eq(ps_pgtable_register(sh.dst, 2 * GiB, PG, 0), 0);
+		ck_assert_int_eq(ps_pgtable_unregister(sh.dst, 2 * GiB, PG), 0);
+	}
+	atomic_store_explicit(&sh.done, 1, memory_order_release);
+	ck_assert_int_eq(pthread_join(c, NULL), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(sh.dst, BASE, 128 * PG), 0);
+	ps_pgtable_destroy(sh.dst);
+}
+END_TEST
+
+/*
  * regress_rearm_keeps_hint_for_unarmable: a GUARD marker is written (the
  * kernel's category) and protect leaves it alone, so a harvest that cleared
  * its line's bit lost it for good from hinted scans.
@@ -1425,6 +1526,26 @@ START_TEST(regress_rearm_keeps_hint_for_unarmable)
 				      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64,
 				      NULL),
 				 1);
+}
+END_TEST
+
+/*
+ * regress_scan_rejects_high_flags: flags in bits 32-63 were taken, not -EINVAL.
+ * Cause: SCAN_FLAGS was unsigned, so ~SCAN_FLAGS lacked bits 32-63 (fuzz-scan).
+ * Fix: lib/pgtable.c complements SCAN_FLAGS as uint64_t.
+ */
+START_TEST(regress_scan_rejects_high_flags)
+{
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 4 * PG, PS_WP_ASYNC), 0);
+	for (unsigned int b = 2; b < 64; b++) {
+		ck_assert_int_eq(scan(BASE, R(4), UINT64_C(1) << b, 0, 0, 0,
+				      PS_CAT_ALL, 0, 64, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(scan(BASE, BASE, PS_SCAN_WP_MATCHING |
+							  UINT64_C(1) << b,
+				      0, 0, 0, 0, 0, 0, NULL),
+				 -EINVAL);
+	}
 }
 END_TEST
 
@@ -1827,6 +1948,11 @@ static Suite *pgtable_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, regress_scan_partial_line_keeps_hint);
 	tcase_add_test(tc, regress_rearm_keeps_hint_for_unarmable);
+	tcase_add_test(tc, regress_keep_wp_copy_vs_unregister);
+#ifdef PS_PGTABLE_FAILPOINTS
+	tcase_add_test(tc, regress_rearm_enomem_reports_rearmed);
+#endif
+	tcase_add_test(tc, regress_scan_rejects_high_flags);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -236,6 +236,103 @@ def plot_harvest(b, plots, tmp):
     return []
 
 
+# The summary: one row per primitive, ours against its floor and its peers,
+# all from the same runs. (bench, group, op, our impl, label)
+PRIMITIVES = [
+    ("page", "uncontended", "get+put", "pagestate", "page get+put"),
+    ("page", "uncontended", "pin+unpin", "pagestate", "page pin+unpin"),
+    ("page", "shared", "pin+unpin", "pagestate", "page pin+unpin, shared word"),
+    ("page", "shared", "try_get+put", "pagestate",
+     "page try_get+put, shared word"),
+    ("page", "uncontended", "is_pinned", "pagestate", "page is_pinned"),
+    ("notifier", "read-pair", "begin+load+retry", "seq", "seqcount read pair"),
+    ("notifier", "read-pair", "begin+load+retry", "interval",
+     "interval read_begin+retry"),
+    ("notifier", "read-pair", "begin+load+retry", "space",
+     "whole-space read_begin+retry"),
+    ("pgtable", "lookup", "random-warm", "pagestate", "pgtable lookup (warm)"),
+    ("pgtable", "fault", "async-first-write", "pagestate",
+     "async wp write fault"),
+    ("space", "pin 1 GiB", "pin_range+unpin", "pagestate",
+     "space pin_range+unpin, per page"),
+    ("space", "secondary", "map_secondary", "pagestate",
+     "secondary map (seed 003), per page"),
+    ("prot", "kmap", "pair", "already-mapped", "kmap+kunmap"),
+    ("prot", "convert", "1GiB", "convert", "conversion, per page"),
+    ("uffd", "fault", "sync-round-trip", "bridge", "uffd sync fault round trip"),
+]
+# Peers, in column order: the floor, then the implementations we compare to.
+PEERS = ["floor", "linux", "kernel", "raw", "ck", "cas", "mutex", "get+put"]
+
+
+def summary_rows(benches):
+    out = []
+    for bench, group, op, ours, label in PRIMITIVES:
+        if bench not in benches:
+            continue
+        rows = benches[bench]["rows"]
+        m = find(rows, group, op, ours)
+        if not m:
+            continue
+        peers = {}
+        for impl in PEERS:
+            if impl == ours:
+                continue
+            pm = find(rows, group, op, impl)
+            if pm:
+                peers[impl] = pm[0]["median"]
+        out.append((label, m[0]["median"], m[0]["unit"], peers))
+    return out
+
+
+def summary_table(rows):
+    md = ["| primitive | pagestate | unit | floor | pagestate / floor | peers: median (peer / pagestate) |",
+          "|---|---:|---|---:|---:|---|"]
+    for label, v, unit, peers in rows:
+        fl = peers.get("floor")
+        others = ", ".join("%s %s (%.2fx)" % (k, fmt(pv), pv / v if v else 0)
+                           for k, pv in peers.items() if k != "floor")
+        md.append("| %s | **%s** | %s | %s | %s | %s |" % (
+            label, fmt(v), unit, fmt(fl) if fl is not None else "",
+            ("%.2fx" % (v / fl)) if fl else "", others))
+    return md
+
+
+def plot_primitives(rows, plots, tmp):
+    """ns per operation by primitive and peer, every module, log scale."""
+    rows = [r for r in rows if r[2].startswith("ns/")]
+    if not rows:
+        return []
+    cols = ["floor", "pagestate", "linux", "kernel", "raw", "ck", "cas",
+            "mutex"]
+    used = [c for c in cols if c == "pagestate" or
+            any(c in r[3] for r in rows)]
+    dat = os.path.join(tmp, "primitives.dat")
+    with open(dat, "w") as f:
+        f.write("primitive " + " ".join(used) + "\n")
+        for label, v, unit, peers in rows:
+            vals = []
+            for c in used:
+                x = v if c == "pagestate" else peers.get(c)
+                vals.append(str(x) if x is not None else "NaN")
+            f.write('"%s" %s\n' % (label, " ".join(vals)))
+    script = (
+        'set terminal pngcairo size 1200,600 font "Sans,10" noenhanced\n'
+        'set title "ns per operation by primitive and peer (median, log '
+        'scale)"\n'
+        'set style data histograms\nset style histogram clustered gap 1\n'
+        'set style fill solid 0.8 border -1\nset logscale y\n'
+        'set ylabel "ns per op"\nset grid ytics\nset key top left\n'
+        'set xtics rotate by 30 right nomirror\nset bmargin 10\nset rmargin 4\n'
+        'plot for [i=2:%d] "%s" using i:xtic(1) title columnheader(i)\n'
+        % (len(used) + 1, dat))
+    png = "primitives.png"
+    if gnuplot(script, os.path.join(plots, png)):
+        return [(png, "ns per operation by primitive and peer, every "
+                 "module (median, log scale)")]
+    return []
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -269,7 +366,13 @@ def main():
                 fmt(t["limit"]), "met" if t["met"] else "**missed**"))
     md.append("")
 
-    figures = []
+    prims = summary_rows(benches)
+    if prims:
+        md += ["## Summary: each primitive against its floor and peers", ""]
+        md += summary_table(prims)
+        md.append("")
+
+    figures = plot_primitives(prims, plots, tmp)
     for name, fn in (("page", plot_page), ("pgtable", plot_scan),
                      ("notifier", plot_notifier), ("space", plot_harvest)):
         if name in benches:

@@ -11,6 +11,9 @@ build=$1
 seconds=${2:-60}
 src=$(cd "$(dirname "$0")/.." && pwd)
 status=0
+# UBSan stops at its first report, so libFuzzer keeps the input.
+UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export UBSAN_OPTIONS
 for exe in "$build"/fuzz/fuzz-*; do
 	[ -f "$exe" ] && [ -x "$exe" ] || continue
 	t=${exe##*/fuzz-}

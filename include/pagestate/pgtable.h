@@ -16,8 +16,9 @@
  * sparse 1 TiB space costs only its mapped leaves. A leaf is 512 entries
  * plus a 64-bit "written" hint (one bit per 8 entries, see Scans) and an
  * RCU head: 4160 bytes. A dense 1 GiB mapping costs 8.17 bytes per page,
- * the table itself included (ps_pgtable_stats()). Interior levels are freed only by ps_pgtable_trim(),
- * through liburcu's call_rcu, so a reader never touches freed memory.
+ * the table itself included (ps_pgtable_stats()). Interior levels are
+ * freed only by ps_pgtable_trim(), through liburcu's call_rcu, so a reader
+ * never touches freed memory.
  *
  * Every slot is read with an atomic load and every entry is changed only by
  * compare-and-swap. The protocol (who may run concurrently with whom, what a
@@ -115,19 +116,25 @@
  * path can produce that entry (ps_pte_valid() refuses it everywhere).
  *
  * Where this differs from Linux, and why:
- *   - Anonymous zaps in async mode. Linux: the entry becomes none and
- *     PAGEMAP_SCAN reports no category for it; its documentation calls this
- *     "dirtying by dropping uffd-wp". Same here: the entry is none, reported
- *     with no category (the kernel's answer, so a bridge can compare page by
- *     page), and "counts as written" means exactly that its protection is
- *     gone: the next population is unprotected, hence PS_CAT_WRITTEN. A
- *     tracker that must treat the discarded contents as a change gets every
- *     removed entry, wp bit included, from the zap's visit callback.
+ *   - Anonymous zaps in async mode. Linux: the entry becomes none; its
+ *     documentation calls this "dirtying by dropping uffd-wp" and gives a
+ *     none PTE no category, but the live kernel (6.18) reports WRITTEN for
+ *     it, and for a hole without a page table in an async range (see
+ *     pagestate/uffd.h, "Where the live kernel differs"). Here the entry is
+ *     none and has no category, deliberately: it has no page whose contents
+ *     could be written. "Counts as written" means that its protection is
+ *     gone: the next population is unprotected, hence PS_CAT_WRITTEN. The
+ *     bridge maps library none <=> kernel WRITTEN: its async harvest
+ *     (WP_MATCHING) reports such a page as the kernel does and re-arms it on
+ *     both sides, a UFFD_WP marker in each. A tracker that must treat the
+ *     discarded contents as a change gets every removed entry, wp bit
+ *     included, from the zap's visit callback.
  *   - Unprotect never makes an entry writable (Linux does when it can prove
  *     the page exclusive); the next write fault does, if MAYWRITE.
  *   - Protect, unprotect and WP_MATCHING scans on a range that is not fully
- *     registered fail with -ENOENT and change nothing. Linux: UFFDIO_WRITEPROTECT
- *     fails with -ENOENT too, PAGEMAP_SCAN silently skips such VMAs.
+ *     registered fail with -ENOENT and change nothing. Linux:
+ *     UFFDIO_WRITEPROTECT fails with -ENOENT too, PAGEMAP_SCAN silently
+ *     skips such VMAs.
  *   - copy (fork) does not write-protect the parent for copy-on-write: the
  *     caller owns frames and their sharing.
  *   - No huge entries, no soft-dirty, no zero page: PS_CAT_HUGE,
@@ -139,16 +146,16 @@
  * ---------------------------------------------------------------------------
  *
  * Categories keep the kernel's values and meanings (PAGE_IS_*), so a bridge
- * maps them one to one: a none entry has no category (only WPALLOWED from
- * its range); WRITTEN is "not none and not uffd-wp", so a UFFD_WP marker is
- * not written while a GUARD or POISONED marker is; SWAPPED is every
- * non-present, non-none entry (markers included, as in the kernel). Three
- * extensions, above the kernel's bits, tell the non-present forms apart.
- * Matching, merging, budget and resume are the kernel's: c = categories ^
- * inverted; all of category_mask and, if set, any of category_anyof_mask
- * must be in c; adjacent pages with equal c & return_mask merge into one
- * region; the walk stops when vec is full or max_pages pages were reported,
- * and walk_end says where to resume.
+ * maps them one to one, none entries aside (see "Where this differs from
+ * Linux"): a none entry has no category (only WPALLOWED from its range);
+ * WRITTEN is "not none and not uffd-wp", so a UFFD_WP marker is not written
+ * while a GUARD or POISONED marker is; SWAPPED is every non-present, non-none
+ * entry (markers included, as in the kernel). Three extensions, above the
+ * kernel's bits, tell the non-present forms apart. Matching, merging, budget
+ * and resume are the kernel's: c = categories ^ inverted; all of category_mask
+ * and, if set, any of category_anyof_mask must be in c; adjacent pages with
+ * equal c & return_mask merge into one region; the walk stops when vec is full
+ * or max_pages pages were reported, and walk_end says where to resume.
  *
  * PS_SCAN_WP_MATCHING re-protects every page it reports (get-and-rearm).
  * Guarantee (G7 in lib/pgtable.c): a write racing the scan is never lost; it
@@ -322,7 +329,7 @@ struct ps_pgtable_stats {
  * @ctx: the caller's context.
  * @addr: the page whose entry changed (in the target table for a copy).
  * @old: the entry before (for a copy: the source entry).
- * @new: the entry after (none, a marker, or the copied entry).
+ * @new_pte: the entry after (none, a marker, or the copied entry).
  *
  * Context: runs inside the operation's read-side section, in the calling
  * thread, so it may call only the functions that never block (see
@@ -337,62 +344,129 @@ struct ps_pgtable;
 
 /**
  * ps_pgtable_create() - a new, empty table.
- * Return: the table, or NULL if out of memory.
+ *
+ * Context: any thread.
+ * Ordering: none of its own: hand the table to other threads with a
+ * release/acquire pair or stronger (a mutex, pthread_create()).
+ * Progress: blocking only as aligned_alloc() and pthread_mutex_init() are;
+ * it takes no lock of its own.
+ * Return: the table, or NULL if out of memory (or if pthread_mutex_init()
+ * fails).
  */
 struct ps_pgtable *ps_pgtable_create(void);
 
 /**
  * ps_pgtable_destroy() - free the table, every level and every pending
- * deferred free. Entries are dropped without visiting them (zap first to
- * learn the frames).
+ * deferred free.
+ * @t: the table, or NULL (then nothing happens).
  *
+ * Entries are dropped without visiting them (zap first to learn the
+ * frames).
  * Context: no other thread may use the table; not inside a read-side
- * section (it waits for liburcu's callbacks). Progress: blocking.
+ * section (it waits for liburcu's callbacks).
+ * Ordering: the caller orders every other thread's last use of @t before
+ * the call (joins it, or hands over under a lock); the deferred frees
+ * queued before the call (trimmed levels, replaced registration sets) run
+ * before it frees the rest.
+ * Progress: blocking (urcu-bp's rcu_barrier(): it waits for liburcu's
+ * callbacks to run).
  */
 void ps_pgtable_destroy(struct ps_pgtable *t);
 
-/** ps_pgtable_stats() - bytes, leaves and interior levels now held. */
+/**
+ * ps_pgtable_stats() - bytes, leaves and interior levels now held.
+ * @t: the table.
+ * @st: receives the counts.
+ *
+ * Context: any thread, also inside a read-side section.
+ * Ordering: none: relaxed loads of three independent counters, so while
+ * levels are being allocated or trimmed they may come from different
+ * instants.
+ * Progress: wait-free (three loads).
+ */
 void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
 
 /* --- lookups -------------------------------------------------------------- */
 
-/** ps_pgtable_read_lock() - enter a read-side section (urcu-bp; nests). */
+/**
+ * ps_pgtable_read_lock() - enter a read-side section (urcu-bp; nests).
+ *
+ * Context: any thread; leave it with ps_pgtable_read_unlock() in the same
+ * thread. Inside, call only the functions that never block (see "Readers
+ * and RCU").
+ * Ordering: none on the caller's data. Levels and registration sets loaded
+ * inside the section stay allocated until it ends: trim and registration
+ * changes free them through call_rcu, after a grace period that waits for
+ * every section begun before it (G1 in lib/pgtable.c).
+ * Progress: wait-free (a thread-local counter store, no fence with
+ * sys_membarrier), except a thread's first section: urcu-bp registers the
+ * thread then, under liburcu's registry mutex. So does every function here
+ * that enters a section of its own.
+ */
 void ps_pgtable_read_lock(void);
 
-/** ps_pgtable_read_unlock() - leave it. */
+/**
+ * ps_pgtable_read_unlock() - leave the section ps_pgtable_read_lock()
+ * entered.
+ *
+ * Context: the thread that entered the section.
+ * Ordering: the section's accesses happen before the free of any level or
+ * registration set that a grace period defers past them (G1 in
+ * lib/pgtable.c); nothing else.
+ * Progress: wait-free (a thread-local counter store).
+ */
 void ps_pgtable_read_unlock(void);
 
 /**
  * ps_pgtable_lookup() - the entry of the page holding @addr, fast path.
+ * @t: the table.
+ * @addr: any address; the entry is that of the page holding it.
  *
  * Context: inside a read-side section (ps_pgtable_read_lock() or the
- * caller's own urcu-bp section). Ordering: acquire; pairs with the release
- * of the compare-and-swap that installed the entry, so a caller that reads a
- * frame also sees what the mapper wrote before mapping it. Progress:
- * wait-free (four loads).
+ * caller's own urcu-bp section).
+ * Ordering: acquire; pairs with the release of the compare-and-swap that
+ * installed the entry, so a caller that reads a frame also sees what the
+ * mapper wrote before mapping it.
+ * Progress: wait-free (four loads).
  * Return: the entry; PS_PTE_NONE for an address past the space.
  */
 ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr);
 
 /**
  * ps_pgtable_get() - the entry of page @addr, in its own read-side section.
+ * @t: the table.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @pte: receives the entry; untouched on error.
  *
  * The pin path of a caller is: get, pin the frame, get again and compare
  * (with a full fence between the pin and the second get, see page.h).
- * Ordering: acquire. Progress: wait-free.
+ * Context: any thread, also inside a read-side section (its own nests).
+ * Ordering: acquire, as ps_pgtable_lookup().
+ * Progress: wait-free (after the thread's first read-side section, see
+ * ps_pgtable_read_lock()).
  * Return: 0, or -EINVAL for an unaligned or out-of-space @addr.
  */
 int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte);
 
-/* --- single entries --------------------------------------------------------- */
+/* --- single entries ------------------------------------------------------- */
 
 /**
  * ps_pgtable_set() - store @pte at page @addr, whatever was there.
+ * @t: the table.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @pte: the new entry; must be ps_pte_valid().
  * @old: if not NULL, receives the previous entry.
  *
  * A raw store: no registration check. Storing a uffd-wp entry outside a
  * registered range leaves a stale bit that faults clear lazily.
- * Ordering: acquire and release. Progress: lock-free (CAS loop).
+ * Context: any thread, also inside a read-side section. Not concurrently
+ * with a trim of the page, or a map, copy or move into it (the exclusion
+ * table in lib/pgtable.c).
+ * Ordering: acquire and release: one seq_cst CAS, which releases @pte to
+ * the acquire loads of lookups, faults and scans and acquires the entry it
+ * replaced.
+ * Progress: lock-free (CAS loop, retried only when another thread changed
+ * the entry; a missing leaf is allocated with aligned_alloc()).
  * Return: 0; -EINVAL (bad address, !ps_pte_valid(@pte)); -ENOMEM.
  */
 int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
@@ -400,11 +474,19 @@ int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
 
 /**
  * ps_pgtable_cmpxchg() - replace *@expected by @desired at page @addr.
+ * @t: the table.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @expected: the entry expected; on -EAGAIN, receives the entry found.
+ * @desired: the new entry; must be ps_pte_valid().
  *
- * Ordering: acquire and release on success, acquire on failure.
- * Progress: wait-free (one CAS, plus level allocation).
+ * Context: any thread, also inside a read-side section; the exclusions of
+ * ps_pgtable_set().
+ * Ordering: acquire and release on success (one seq_cst CAS, as
+ * ps_pgtable_set()), acquire on failure.
+ * Progress: wait-free where the leaf exists (one CAS, never retried); a
+ * missing leaf is allocated with aligned_alloc().
  * Return: 0 if replaced; -EAGAIN if the entry was another value, now in
- * *@expected; -EINVAL; -ENOMEM.
+ * *@expected; -EINVAL (bad address, !ps_pte_valid(@desired)); -ENOMEM.
  */
 int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr,
 		       ps_pte_t *expected, ps_pte_t desired);
@@ -412,11 +494,23 @@ int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr,
 /**
  * ps_pgtable_swap_out() - replace the present entry at @addr by a swap
  * entry (@type, @offset), keeping its uffd-wp bit.
+ * @t: the table.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @type: the swap type, at most PS_PTE_SWP_TYPE_MAX.
+ * @offset: the slot in that swap area, at most PS_PTE_SWP_OFFSET_MAX.
  * @flags: 0 or PS_PTE_SWP_EXCLUSIVE.
- * @old: if not NULL, receives the present entry (its frame is now free).
+ * @old: if not NULL, receives the present entry (its frame is now free);
+ *	on -ENXIO, the entry found.
  *
- * Progress: lock-free. Return: 0; -ENXIO if the entry is not present;
- * -EINVAL.
+ * Context: any thread, also inside a read-side section; the exclusions of
+ * ps_pgtable_set().
+ * Ordering: one seq_cst CAS, as ps_pgtable_set(). A write fault that
+ * resolved first is in *@old (DIRTY); one after it finds MISSING.
+ * Progress: lock-free (CAS loop, retried only when another thread changed
+ * the entry).
+ * Return: 0; -ENXIO if the entry is not present; -EINVAL (bad address,
+ * type, offset or flags); -ENOMEM (a page without a leaf gets one before
+ * its none entry is refused).
  */
 int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
 			uint64_t offset, uint64_t flags, ps_pte_t *old);
@@ -425,19 +519,37 @@ int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
  * ps_pgtable_swap_in() - replace the swap entry at @addr by a present entry
  * for @frame with @flags (PS_PTE_PRESENT_FLAGS without UFFD_WP), keeping the
  * swap entry's uffd-wp bit (then WRITE is dropped).
- * @old: if not NULL, receives the swap entry (its slot is now free).
+ * @t: the table.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @frame: the frame that now holds the page, at most PS_PTE_FRAME_MAX.
+ * @flags: the present entry's flags.
+ * @old: if not NULL, receives the swap entry (its slot is now free); on
+ *	-ENXIO, the entry found.
  *
- * Progress: lock-free. Return: 0; -ENXIO if the entry is not a swap entry;
- * -EINVAL.
+ * Context: any thread, also inside a read-side section; the exclusions of
+ * ps_pgtable_set().
+ * Ordering: one seq_cst CAS, as ps_pgtable_set(): what the caller wrote
+ * into @frame before the call is seen by whoever acquires the new entry.
+ * Progress: lock-free (CAS loop, retried only when another thread changed
+ * the entry).
+ * Return: 0; -ENXIO if the entry is not a swap entry; -EINVAL (bad
+ * address, frame or flags); -ENOMEM (a page without a leaf gets one before
+ * its none entry is refused).
  */
 int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
 		       uint64_t flags, ps_pte_t *old);
 
-/* --- ranges ----------------------------------------------------------------------- */
+/* --- ranges --------------------------------------------------------------- */
 
 /**
  * ps_pgtable_map() - map frames @frame, @frame + 1, ... at [@start, @start +
  * @len) with @flags (PS_PTE_PRESENT_FLAGS).
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ * @frame: the frame of the first page; the last one is at most
+ *	PS_PTE_FRAME_MAX.
+ * @flags: the present entries' flags, PS_PTE_UFFD_WP included.
  *
  * Every page must be none or a marker holding only UFFD_WP; the marker's
  * protection is kept (Linux installs the new PTE with uffd-wp). With
@@ -445,18 +557,41 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
  * UFFDIO_COPY_MODE_WP). Pages are checked first, so -EEXIST changes nothing
  * unless another thread maps the same pages meanwhile (see lib/pgtable.c,
  * the exclusion table).
+ * Context: any thread; inside a read-side section only without
+ * PS_PTE_UFFD_WP (with it, the writer mutex: see "Readers and RCU"). Not
+ * concurrently with set, cmpxchg or map of the same pages, or a trim of the
+ * range.
+ * Ordering: each entry is installed by one seq_cst CAS, in address order
+ * (the range is not atomic): what the caller wrote into a frame before the
+ * call is seen by whoever acquires its entry (lookup, get, a fault). With
+ * PS_PTE_UFFD_WP the registration check and the installs hold the writer
+ * mutex, so no unregister interleaves.
  * Progress: lock-free (blocking with PS_PTE_UFFD_WP: writer mutex).
- * Return: 0; -EINVAL; -EEXIST; -ENOENT; -ENOMEM.
+ * Return: 0; -EINVAL (range, flags, frames past PS_PTE_FRAME_MAX); -EEXIST;
+ * -ENOENT (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (after a
+ * prefix, see "Errors").
  */
 int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   uint64_t frame, uint64_t flags);
 
 /**
  * ps_pgtable_register() - register [@start, @start + @len) for write
- * protection with @flags (PS_WP_*). Entries are not touched.
+ * protection with @flags (PS_WP_*).
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ * @flags: PS_WP_* (0: sync and anonymous).
  *
+ * Entries are not touched.
+ * Context: any thread, not inside a read-side section (writer mutex).
+ * Ordering: the new registration set is published with a release store
+ * under the writer mutex; it pairs with the acquire load of every
+ * operation that reads registrations (faults, zaps, maps, scans, range
+ * writers, ps_pgtable_registration()): each sees the old set or the new
+ * one whole.
  * Progress: blocking (writer mutex; readers and faults never wait).
- * Return: 0; -EINVAL; -EBUSY if any page is registered already; -ENOMEM.
+ * Return: 0; -EINVAL (range, unknown flags); -EBUSY if any page is
+ * registered already; -ENOMEM.
  */
 int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 			unsigned int flags);
@@ -465,12 +600,20 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * ps_pgtable_unregister() - end the registrations inside [@start, @start +
  * @len) (splitting those that straddle it) and clear every write-protect
  * state in the range: uffd-wp bits and UFFD_WP markers.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
  *
- * Context: not inside a read-side section (it waits for a grace period, so
- * no operation that saw the old registration is still running when it
- * clears the range). Progress: blocking.
+ * Context: any thread, not inside a read-side section (it waits for a
+ * grace period, so no operation that saw the old registration is still
+ * running when it clears the range).
+ * Ordering: the new set is published with a release store (as
+ * ps_pgtable_register()); after the grace period each entry is cleared by
+ * one seq_cst CAS. When it returns, no entry of the range carries uffd-wp
+ * unless a set or cmpxchg stored one since (G6 in lib/pgtable.c).
+ * Progress: blocking (writer mutex, then a grace period).
  * Return: 0; -EINVAL; -ENOENT if no page of the range was registered;
- * -ENOMEM.
+ * -ENOMEM (nothing changed).
  */
 int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -498,17 +641,36 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
 /**
  * ps_pgtable_protect() - write-protect [@start, @start + @len)
  * (UFFDIO_WRITEPROTECT with MODE_WP): see the transition table.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
  *
+ * Context: any thread, not inside a read-side section (writer mutex).
+ * Ordering: each entry changes by one seq_cst CAS, in address order (the
+ * range is not atomic). A leaf's written hint is cleared by a seq_cst RMW
+ * before its entries are read and set again where an entry stays written:
+ * against a writer's CAS and hint load, every entry a racing write leaves
+ * written stays in a hinted line (G8 in lib/pgtable.c).
  * Progress: blocking (writer mutex); each entry is one CAS, so faults run
  * concurrently and see each entry before or after.
  * Return: 0; -EINVAL; -ENOENT unless every page is registered; -ENOMEM
- * (markers need levels).
+ * (markers need levels; after a prefix, see "Errors").
  */
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
 /**
  * ps_pgtable_unprotect() - remove write protection from [@start, @start +
  * @len) (UFFDIO_WRITEPROTECT mode 0): see the transition table.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ *
+ * Context: any thread, not inside a read-side section (writer mutex).
+ * Ordering: each entry changes by one seq_cst CAS, in address order (the
+ * range is not atomic); an entry it leaves written (any that does not
+ * become none) has its line hinted (G8), so the next scan for WRITTEN
+ * finds it.
+ * Progress: blocking (writer mutex); it never allocates.
  * Return: 0; -EINVAL; -ENOENT unless every page is registered.
  */
 int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
@@ -516,26 +678,54 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 /**
  * ps_pgtable_zap() - clear [@start, @start + @len) (see the transition
  * table for what survives as a marker).
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
  * @flags: 0 or PS_ZAP_UNMAP.
  * @visit: if not NULL, called for every entry changed, with the old entry:
  *	the caller drops its references to the frames and swap slots.
+ * @ctx: passed to @visit.
  *
+ * Context: any thread, also inside a read-side section; @visit runs inside
+ * the zap's own section.
+ * Ordering: each entry changes by one seq_cst CAS, in address order (the
+ * range is not atomic), and @visit gets the exact entry replaced: a write
+ * fault that resolved first is in it (DIRTY), one after it finds MISSING.
+ * The registrations are read with acquire; ps_pgtable_unregister() waits
+ * for a zap that still saw the old ones (G6 in lib/pgtable.c).
  * Progress: lock-free; never allocates.
- * Return: 0; -EINVAL.
+ * Return: 0; -EINVAL (range, unknown flags).
  */
 int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   unsigned int flags, ps_pgtable_visit_fn visit, void *ctx);
 
 /**
  * ps_pgtable_copy() - copy [@start, @start + @len) of @src into the same
- * addresses of @dst (fork). uffd-wp state is copied only with PS_KEEP_WP
- * (then @dst's range must be registered); POISONED and GUARD markers always.
+ * addresses of @dst (fork).
+ * @dst: the table copied into; not @src.
+ * @src: the table copied from.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ * @flags: 0 or PS_KEEP_WP.
  * @visit: if not NULL, called for every entry written into @dst (old = the
  *	source entry): the caller takes its references for the copy.
+ * @ctx: passed to @visit.
  *
- * @dst's range must be all none (checked first, -EEXIST). @src may change
- * meanwhile; each entry is copied as one atomic snapshot.
- * Return: 0; -EINVAL (also @dst == @src); -EEXIST; -ENOENT; -ENOMEM.
+ * uffd-wp state is copied only with PS_KEEP_WP (then @dst's range must be
+ * registered); POISONED and GUARD markers always. @dst's range must be all
+ * none (checked first, -EEXIST). @src may change meanwhile; each entry is
+ * copied as one atomic snapshot.
+ * Context: any thread; inside a read-side section only without PS_KEEP_WP
+ * (with it, @dst's writer mutex). No other thread may store into @dst's
+ * range meanwhile (the exclusion table in lib/pgtable.c).
+ * Ordering: each source entry is read with an acquire load and installed
+ * in @dst by one seq_cst CAS, in address order; the copy as a whole is not
+ * a snapshot of @src. @visit runs after each install.
+ * Progress: lock-free, never retried (blocking with PS_KEEP_WP: @dst's
+ * writer mutex).
+ * Return: 0; -EINVAL (range, unknown flags, @dst == @src); -EEXIST (also
+ * after a prefix if a store races into @dst); -ENOENT (PS_KEEP_WP and a
+ * page of @dst not registered); -ENOMEM (after a prefix).
  */
 int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 		    uint64_t start, uint64_t len, unsigned int flags,
@@ -543,14 +733,30 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 
 /**
  * ps_pgtable_move() - move the entries of [@from, @from + @len) to [@to,
- * @to + @len) (mremap). uffd-wp state is dropped unless PS_KEEP_WP (then the
- * target must be registered), as Linux does without UFFD_EVENT_REMAP.
+ * @to + @len) (mremap).
+ * @t: the table.
+ * @from: the first page of the source (aligned).
+ * @to: the first page of the target (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0); the two
+ *	ranges must not overlap.
+ * @flags: 0 or PS_KEEP_WP.
  *
- * The target must be all none (-EEXIST). Each entry is installed at the
- * target before it is cleared at the source, so a reader may see a page in
- * both places for a moment, never in neither; a fault racing the move on
- * the source is carried over.
- * Return: 0; -EINVAL (also overlapping ranges); -EEXIST; -ENOENT; -ENOMEM.
+ * uffd-wp state is dropped unless PS_KEEP_WP (then the target must be
+ * registered), as Linux does without UFFD_EVENT_REMAP. The target must be
+ * all none (-EEXIST). Each entry is installed at the target before it is
+ * cleared at the source, so a reader may see a page in both places for a
+ * moment, never in neither; a fault racing the move on the source is
+ * carried over.
+ * Context: any thread; inside a read-side section only without PS_KEEP_WP
+ * (with it, the writer mutex). No other thread may store into the target
+ * range meanwhile (the exclusion table in lib/pgtable.c).
+ * Ordering: per entry, one seq_cst CAS at the target, then one at the
+ * source; in address order (the range is not atomic).
+ * Progress: lock-free, retried only when another thread changed the
+ * source entry (blocking with PS_KEEP_WP: writer mutex).
+ * Return: 0; -EINVAL (ranges, also overlapping ones, unknown flags);
+ * -EEXIST (also after a prefix if a store races into the target); -ENOENT
+ * (PS_KEEP_WP and a target page not registered); -ENOMEM (after a prefix).
  */
 int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 		    uint64_t len, unsigned int flags);
@@ -558,31 +764,62 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 /**
  * ps_pgtable_trim() - free the levels of [@start, @start + @len) that hold
  * only none entries (leaves wholly inside the range, then interior levels
- * left empty). Freed through call_rcu: readers never touch freed memory.
+ * left empty).
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
  *
- * Context: no thread may store into the range meanwhile (set, cmpxchg, map,
- * swap, copy or move into it): see the exclusion table in lib/pgtable.c.
- * Progress: blocking (writer mutex).
+ * Freed through call_rcu: readers never touch freed memory.
+ * Context: any thread, not inside a read-side section (writer mutex). No
+ * thread may store into the range meanwhile (set, cmpxchg, map, swap, copy
+ * or move into it): see the exclusion table in lib/pgtable.c.
+ * Ordering: a level is unlinked under the writer mutex and freed after a
+ * grace period, so every walk that loaded it ends first (G1 in
+ * lib/pgtable.c); it orders nothing else.
+ * Progress: blocking (writer mutex); the frees are deferred, not waited
+ * for.
  * Return: 0; -EINVAL.
  */
 int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
-/* --- faults and scans ------------------------------------------------------------- */
+/* --- faults and scans ----------------------------------------------------- */
 
 /**
  * ps_pgtable_fault_pte() - classify an access to page @addr and resolve it
  * where the semantics say so (see the fault table above).
+ * @t: the table.
+ * @addr: the page accessed (aligned, below PS_PGTABLE_ADDR_END).
  * @access: PS_ACCESS_READ or PS_ACCESS_WRITE, optionally
  *	PS_ACCESS_RESOLVE_WP.
- * @pte: if not NULL, receives the entry as the fault left it.
+ * @pte: if not NULL, receives the entry as the fault left it; untouched
+ *	for PS_FAULT_INVALID.
  *
- * Ordering: acquire and release (the resolving CAS). Progress: lock-free;
- * never blocks, even during protect, zap, scan or (un)registration.
+ * Context: any thread, also inside a read-side section (its own nests).
+ * Ordering: acquire and release (the resolving CAS). The entry is read with
+ * an acquire load, so a present frame shows what the mapper wrote; a
+ * change (ACCESSED, a write's WRITE, DIRTY and ACCESSED, a stale bit
+ * cleared) is one seq_cst CAS that hints its line when it makes the entry
+ * written (G7, G8 in lib/pgtable.c).
+ * Progress: lock-free; never blocks, even during protect, zap, scan or
+ * (un)registration (a thread's first read-side section aside, see
+ * ps_pgtable_read_lock()).
+ * Return: the PS_FAULT_* of the fault table; PS_FAULT_INVALID, with
+ * nothing changed, for bad arguments. Never a negative errno.
  */
 enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 				   unsigned int access, ps_pte_t *pte);
 
-/** ps_pgtable_fault() - ps_pgtable_fault_pte() without the entry. */
+/**
+ * ps_pgtable_fault() - ps_pgtable_fault_pte() without the entry.
+ * @t: the table.
+ * @addr: the page accessed.
+ * @access: as for ps_pgtable_fault_pte().
+ *
+ * Context: any thread, also inside a read-side section (its own nests).
+ * Ordering: as ps_pgtable_fault_pte().
+ * Progress: lock-free, as ps_pgtable_fault_pte().
+ * Return: what ps_pgtable_fault_pte() returns.
+ */
 enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
 			       unsigned int access);
 
@@ -611,13 +848,30 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
 /**
  * ps_pgtable_scan() - report pages of [arg->start, arg->end) by category,
  * and with PS_SCAN_WP_MATCHING re-protect them (see Scans above).
+ * @t: the table.
+ * @arg: the query (struct ps_pgtable_scan); receives the regions in
+ *	arg->vec and where the walk stopped in arg->walk_end.
  *
+ * Context: any thread; report-only scans also inside a read-side section,
+ * WP_MATCHING scans not (writer mutex).
+ * Ordering: the registrations are read once, with acquire, and each entry
+ * with an acquire (seq_cst) load: not a snapshot, each page is reported as
+ * it was at some instant of the walk. With PS_SCAN_WP_MATCHING a page is
+ * reported only after its seq_cst CAS from the value reported to the
+ * re-armed one succeeded, and hint bits are cleared and set again with
+ * seq_cst RMWs: paired with a writer's CAS and hint load, no write is lost
+ * (G7, G8 in lib/pgtable.c).
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
  * Return: the number of regions written to arg->vec; -EINVAL (alignment,
  * range, unknown flags or categories, vec NULL with vec_len); -ENOENT
  * (WP_MATCHING on a range not fully registered); -EPERM
- * (PS_SCAN_CHECK_WPASYNC); -ENOMEM. arg->walk_end is set on success.
+ * (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING re-arming none pages as
+ * UFFD_WP markers needed a leaf, and nothing was reported yet: nothing was
+ * re-armed). If pages were reported before the allocation failed, the
+ * scan returns them and stops there, with arg->walk_end at the page that
+ * needed the leaf, so no re-armed page goes unreported (G7).
+ * arg->walk_end is set on success.
  */
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
 
