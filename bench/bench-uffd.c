@@ -14,6 +14,16 @@
  *             address array. space: the same attached to a space (the
  *             kernel's pages go through the space's dirty log and
  *             ps_space_harvest() with PS_HARVEST_REARM).
+ *   harvest, 1%-device-written
+ *             the space attachment again, the same 1% of pages marked by
+ *             ps_space_mark_dirty() (a device's writes, which the kernel
+ *             does not see) instead of written by the CPU. These go through
+ *             the space's dirty log: a pin check per page and a notifier
+ *             invalidation (event SOFT_DIRTY) per run of pages, which CPU
+ *             writes do not need. notifier: those invalidations alone
+ *             (ps_notifier_invalidate_start/end over the same runs), their
+ *             share of the harvest. No target: the raw loop has no such
+ *             pages.
  *   fault     sync mode: a thread writes to a protected page and waits for
  *             the handler; per write. raw: a handler thread that polls the
  *             userfaultfd, reads the message and un-protects the page
@@ -256,6 +266,47 @@ static void harvester_free(struct harvester *h)
 	munmap(h->mem, SPAN);
 }
 
+/* Mark the chosen pages as a device's writes (untimed), time one harvest. */
+static double device_harvest_once(struct harvester *h)
+{
+	uint64_t got;
+	double t0;
+
+	for (uint64_t i = 0; i < ndirty; i++) /* false once the frame is dirty */
+		(void)ps_space_mark_dirty(h->s, LBASE + dirty[i] * PG);
+	t0 = bench_now_ns();
+	got = bridge_harvest(h);
+	t0 = bench_now_ns() - t0;
+	if (got != ndirty) {
+		fprintf(stderr, "device harvest: %llu pages, %llu marked\n",
+			(unsigned long long)got, (unsigned long long)ndirty);
+		exit(1);
+	}
+	return t0;
+}
+
+/* The notifier invalidations of the chosen pages' runs, alone. */
+static double invalidations_once(struct harvester *h)
+{
+	struct ps_notifier *n = ps_space_notifier(h->s);
+	double t0 = bench_now_ns();
+
+	for (uint64_t i = 0; i < ndirty;) {
+		uint64_t j = i + 1;
+
+		while (j < ndirty && dirty[j] == dirty[j - 1] + 1)
+			j++;
+		if (!ps_notifier_invalidate_start(n, LBASE + dirty[i] * PG,
+						  (j - i) * PG,
+						  PS_NOTIFIER_SOFT_DIRTY, 0))
+			(void)ps_notifier_invalidate_end(n,
+							 LBASE + dirty[i] * PG,
+							 (j - i) * PG);
+		i = j;
+	}
+	return bench_now_ns() - t0;
+}
+
 /* --- sync fault round trip ------------------------------------------------------ */
 
 struct faulter {
@@ -400,6 +451,7 @@ int main(int argc, char **argv)
 	struct bench_opts o;
 	const char *why = NULL;
 	double worst_table = 0, worst_space = 0, fault_ratio = 0;
+	double inval_share = 0;
 	unsigned int runs;
 	int rc;
 
@@ -445,6 +497,27 @@ int main(int argc, char **argv)
 			if (ratio[2] > worst_space)
 				worst_space = ratio[2];
 		}
+		{
+			double d[MAX_RUNS], v[MAX_RUNS], r[MAX_RUNS];
+			struct bench_stats sd, sv;
+
+			choose(0.01);
+			(void)device_harvest_once(&h[2]);
+			(void)invalidations_once(&h[2]);
+			for (unsigned int k = 0; k < runs; k++) {
+				d[k] = device_harvest_once(&h[2]) * 1e-3;
+				v[k] = invalidations_once(&h[2]) * 1e-3;
+				r[k] = v[k] / d[k];
+			}
+			inval_share = bench_stats_of(r, runs).median;
+			sd = bench_stats_of(d, runs);
+			sv = bench_stats_of(v, runs);
+			bench_emit(&o, "harvest", "1%-device-written", "space",
+				   "us", sd, 0, 0, NULL);
+			bench_emit(&o, "harvest", "1%-device-written",
+				   "notifier", "us", sv, 0, inval_share,
+				   "space");
+		}
 		for (int k = 0; k < 3; k++)
 			harvester_free(&h[k]);
 	}
@@ -479,6 +552,11 @@ int main(int argc, char **argv)
 				 "(worst of 1%, 100%)",
 			     worst_space, "<=", 1.2);
 	}
+	if (inval_share > 0)
+		bench_note(&o, "space, 1%% device-written: the notifier "
+			       "invalidations are %.0f%% of the harvest (CPU "
+			       "writes need none; no target)",
+			   inval_share * 100);
 	if (fault_ratio > 0)
 		bench_note(&o, "sync fault round trip bridge/raw: %.2fx (no "
 			       "target; the bridge also updates the table)",

@@ -1249,13 +1249,60 @@ int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 	return 0;
 }
 
-/* Move the written entries of the async-registered parts of a range into
- * the log, re-protecting them (the page table's get-and-rearm scan). */
+/* Written entries of [start, end), re-armed as reported, into the log. */
+static int rearm_region(struct ps_space *s, uint64_t start, uint64_t end,
+			unsigned int check)
+{
+	struct ps_pgtable_region wr[64];
+
+	for (uint64_t w = start; w < end;) {
+		struct ps_pgtable_scan a;
+		long m;
+
+		memset(&a, 0, sizeof(a));
+		a.start = w;
+		a.end = end;
+		a.flags = PS_SCAN_WP_MATCHING | check;
+		a.category_mask = PS_CAT_WRITTEN;
+		a.return_mask = PS_CAT_WRITTEN;
+		a.vec = wr;
+		a.vec_len = 64;
+		m = ps_pgtable_scan(s->pt, &a);
+		if (m < 0)
+			return (int)m;
+		for (long j = 0; j < m; j++)
+			ps__hbm_set_range(&s->log, page_index(wr[j].start),
+					  page_index(wr[j].end - wr[j].start));
+		w = a.walk_end;
+	}
+	return 0;
+}
+
+/*
+ * Move the written entries of the async-registered parts of a range into
+ * the log, re-protecting them (the page table's get-and-rearm scan).
+ *
+ * The common case, a range inside one async registration (a bridge's
+ * attachment, a guest RAM region), needs no search for registrations: the
+ * registration of the first page says async, and the get-and-rearm scan
+ * with PS_SCAN_CHECK_WPASYNC checks the rest before it changes anything
+ * (-EPERM or -ENOENT: then the general path). The general path finds the
+ * async regions with a report scan, which reads every entry of the range
+ * (0.13 ms a GiB), where the scan of written pages reads only hinted lines.
+ */
 static int rearm_into_log(struct ps_space *s, uint64_t start, uint64_t end)
 {
-	struct ps_pgtable_region reg[64], wr[64];
+	struct ps_pgtable_region reg[64];
 	struct ps_pgtable_scan q;
+	unsigned int flags;
 
+	if (!ps_pgtable_registration(s->pt, start, &flags) &&
+	    (flags & PS_WP_ASYNC)) {
+		int rc = rearm_region(s, start, end, PS_SCAN_CHECK_WPASYNC);
+
+		if (rc != -EPERM && rc != -ENOENT)
+			return rc;
+	}
 	/* Pass 1: the registered async regions (report only). */
 	for (uint64_t at = start; at < end;) {
 		long n;
@@ -1272,28 +1319,10 @@ static int rearm_into_log(struct ps_space *s, uint64_t start, uint64_t end)
 			return (int)n;
 		for (long i = 0; i < n; i++) {
 			/* Pass 2: written pages there, re-armed as reported. */
-			for (uint64_t w = reg[i].start; w < reg[i].end;) {
-				struct ps_pgtable_scan a;
-				long m;
+			int rc = rearm_region(s, reg[i].start, reg[i].end, 0);
 
-				memset(&a, 0, sizeof(a));
-				a.start = w;
-				a.end = reg[i].end;
-				a.flags = PS_SCAN_WP_MATCHING;
-				a.category_mask = PS_CAT_WRITTEN;
-				a.return_mask = PS_CAT_WRITTEN;
-				a.vec = wr;
-				a.vec_len = 64;
-				m = ps_pgtable_scan(s->pt, &a);
-				if (m < 0)
-					return (int)m;
-				for (long j = 0; j < m; j++)
-					for (uint64_t pg = wr[j].start;
-					     pg < wr[j].end; pg += PAGE_SIZE)
-						(void)ps__hbm_set(
-							&s->log, page_index(pg));
-				w = a.walk_end;
-			}
+			if (rc)
+				return rc;
 		}
 		at = q.walk_end;
 	}

@@ -782,6 +782,62 @@ START_TEST(harvest_rearm_collects_cpu_writes)
 }
 END_TEST
 
+/*
+ * REARM over a range of several registrations: the written entries of
+ * every async part are collected and re-armed, a sync part's are left
+ * alone, whether the range starts in an async registration (its check of
+ * the whole range fails, so the search for async parts runs) or not.
+ */
+START_TEST(harvest_rearm_mixed_registrations)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t got[16], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 16 * PG, 100, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 4 * PG, 4 * PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 8 * PG, 4 * PG, PS_WP_ASYNC),
+			 0);
+	/* Pages 12..15 are not registered. */
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 12 * PG), 0);
+	ck_assert_int_eq(ps_pgtable_unprotect(pt, 5 * PG, PG), 0);
+	for (uint64_t a = 1 * PG; a <= 9 * PG; a += 4 * PG) /* 1, 5, 9 */
+		ck_assert_int_eq(ps_pgtable_fault(pt, a, PS_ACCESS_WRITE),
+				 PS_FAULT_OK); /* the table alone saw them */
+
+	/* From an async registration over all four parts. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 16 * PG, PS_HARVEST_REARM, got,
+					  16, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[0], 1 * PG);
+	ck_assert_uint_eq(got[1], 9 * PG);
+	ck_assert(ps_pte_uffd_wp(entry(1 * PG)));
+	ck_assert(ps_pte_uffd_wp(entry(9 * PG)));
+	ck_assert(!ps_pte_uffd_wp(entry(5 * PG))); /* sync: left alone */
+	ck_assert(ps_pte_written(entry(5 * PG)));
+
+	/* From the sync registration, and from inside one async range. */
+	ck_assert_int_eq(ps_pgtable_fault(pt, 10 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_harvest(sp, 4 * PG, 12 * PG, PS_HARVEST_REARM,
+					  got, 16, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 10 * PG);
+	ck_assert_int_eq(ps_pgtable_fault(pt, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_harvest(sp, 1 * PG, 3 * PG, PS_HARVEST_REARM,
+					  got, 16, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 2 * PG);
+	ck_assert(ps_pte_uffd_wp(entry(2 * PG)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 12 * PG), 0);
+}
+END_TEST
+
 /* --- write-back ------------------------------------------------------------------------ */
 
 struct wb_seen {
@@ -2033,6 +2089,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, harvest_budget_and_resume);
 	tcase_add_test(tc, harvest_reports_write_pinned_until_unpinned);
 	tcase_add_test(tc, harvest_rearm_collects_cpu_writes);
+	tcase_add_test(tc, harvest_rearm_mixed_registrations);
 
 	tc = ps_test_tcase(s, "write-back", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

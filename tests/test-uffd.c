@@ -2,7 +2,9 @@
 /*
  * tests/test-uffd.c - the Linux bridge against the live kernel: attach and
  * feature errors, sync faults (library thread and the caller's poll loop),
- * async harvest merged with library writes, and the differential test.
+ * async harvest merged with library writes, the differential test, and
+ * the stress tcases (writers against a harvest-and-copy loop, async and
+ * sync, with protect and unprotect running; see "stress" below).
  *
  * Differential test: random sequences of operations over a small region of
  * anonymous or memfd memory, in async, sync-with-thread and sync-with-poll
@@ -43,6 +45,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
@@ -337,6 +340,22 @@ static bool lib_wp(struct ps_pgtable *t, uint64_t addr)
 	return ps_pte_uffd_wp(e);
 }
 
+static bool lib_none(struct ps_pgtable *t, uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(t, addr, &e), 0);
+	return ps_pte_is_none(e);
+}
+
+static ps_pte_t lib_entry(struct ps_pgtable *t, uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(t, addr, &e), 0);
+	return e;
+}
+
 /* Sync, library thread, a space: the fault dirties the frame and logs. */
 START_TEST(sync_thread_space)
 {
@@ -482,6 +501,153 @@ START_TEST(async_harvest_merges)
 	ck_assert_uint_eq(st.kernel_pages, 2);
 	ck_assert_uint_eq(st.harvested, 4);
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
+/*
+ * The kernel re-arms every page it reports, so a library none entry among
+ * them becomes a UFFD_WP marker, on both of the harvest's paths: a run of
+ * 300 pages (read with a report scan) and a single page (looked up). A
+ * none entry the kernel did not report stays none.
+ */
+START_TEST(async_harvest_mirrors_kernel_rearm)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	const unsigned int np = 400, zapped[] = {0, 7, 200, 299, 350, 380};
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t *addrs = calloc(np, sizeof(*addrs)), n;
+
+	ck_assert_ptr_nonnull(addrs);
+	region_init(&r, false);
+	memset(r.host, 1, np * PG);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, np * PG, 0,
+					PS_PTE_MAYWRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = np * PG;
+	c.flags = PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, np * PG), 0);
+	for (unsigned int k = 0; k < sizeof(zapped) / sizeof(zapped[0]); k++)
+		ck_assert_int_eq(ps_pgtable_zap(t, LBASE + zapped[k] * PG, PG,
+						0, NULL, NULL), 0);
+	ck_assert(lib_none(t, LBASE + 7 * PG));
+	memset(r.host, 2, 300 * PG); /* one run: pages 0..299 */
+	r.host[350 * PG] = 2;	     /* one page */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, np * PG, addrs, np, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 301);
+	ck_assert_uint_eq(addrs[299], LBASE + 299 * PG);
+	ck_assert_uint_eq(addrs[300], LBASE + 350 * PG);
+	for (unsigned int k = 0; k < 5; k++) {
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(t, LBASE + zapped[k] * PG, &e),
+				 0);
+		ck_assert_msg(e == marker, "page %u: %#" PRIx64, zapped[k],
+			      (uint64_t)e);
+		ck_assert(pagemap_entry(&r, zapped[k]) & PM_WP);
+	}
+	ck_assert(lib_none(t, LBASE + 380 * PG)); /* unreported */
+	ck_assert(lib_wp(t, LBASE + 1 * PG)); /* present entries untouched */
+	ck_assert(ps_pte_is_present(lib_entry(t, LBASE + PG)));
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	region_fini(&r);
+	free(addrs);
+}
+END_TEST
+
+/* A secondary mapping of the space, counting invalidations per page. */
+struct sec {
+	struct ps_interval sub;
+	uint64_t base;
+	_Atomic(unsigned) hits[NP];
+	_Atomic(int) event;
+};
+
+static bool sec_invalidate(struct ps_interval *sub,
+			   const struct ps_invalidation *inv, uint64_t cur_seq,
+			   void *priv)
+{
+	struct sec *m = priv;
+
+	ps_interval_set_seq(sub, cur_seq);
+	for (unsigned int i = 0; i < NP; i++)
+		if (m->base + i * PG >= inv->start &&
+		    m->base + i * PG <= ps_invalidation_last(inv))
+			atomic_fetch_add(&m->hits[i], 1);
+	atomic_store(&m->event, (int)inv->event);
+	return true;
+}
+
+static const struct ps_interval_ops sec_ops = {.invalidate = sec_invalidate};
+
+/*
+ * A space's harvest: the space's pages (a device mark, a library write)
+ * have their secondary mappings invalidated, the CPU's pages have none to
+ * tear down and are not invalidated; a budget of one page returns both
+ * kinds in address order, resuming where it stopped.
+ */
+START_TEST(async_space_harvest_invalidates_space_pages)
+{
+	const unsigned int want[] = {1, 4, 7, 12};
+	struct ps_space *s = space_new();
+	struct region r;
+	struct sec m;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t addr, n, resume = LBASE;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	memset(&m, 0, sizeof(m));
+	m.base = LBASE;
+	ck_assert_int_eq(ps_interval_insert(&m.sub, ps_space_notifier(s),
+					    LBASE, NP * PG, &sec_ops, &m), 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
+					    PS_MAP_WRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	r.host[1 * PG] = 2;				   /* CPU */
+	r.host[7 * PG] = 2;				   /* CPU */
+	ck_assert(ps_space_mark_dirty(s, LBASE + 4 * PG)); /* a device */
+	ck_assert_int_eq(ps_pgtable_fault(ps_space_pgtable(s), LBASE + 12 * PG,
+					  PS_ACCESS_WRITE),
+			 PS_FAULT_OK); /* a write the table alone saw */
+	for (unsigned int k = 0; k < 4; k++) {
+		ck_assert_int_eq(ps_uffd_harvest(u, resume,
+						 LBASE + NP * PG - resume,
+						 &addr, 1, &n, &resume), 0);
+		ck_assert_uint_eq(n, 1);
+		ck_assert_uint_eq(addr, LBASE + want[k] * PG);
+		/* The next page still recorded, or the end. */
+		ck_assert_uint_eq(resume, k < 3 ? LBASE + want[k + 1] * PG
+						: LBASE + NP * PG);
+	}
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, &addr, 1, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 0);
+	for (unsigned int i = 0; i < NP; i++) {
+		unsigned int hits = atomic_load(&m.hits[i]);
+
+		ck_assert_msg(i == 4 || i == 12 ? hits >= 1 : hits == 0,
+			      "page %u invalidated %u times", i, hits);
+	}
+	ck_assert_int_eq(atomic_load(&m.event), PS_NOTIFIER_SOFT_DIRTY);
+	ck_assert(lib_wp(ps_space_pgtable(s), LBASE + 12 * PG)); /* re-armed */
+	ck_assert(pagemap_entry(&r, 7) & PM_WP);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_interval_remove(&m.sub);
 	ck_assert_int_eq(ps_space_destroy(s), 0);
 	region_fini(&r);
 }
@@ -906,6 +1072,352 @@ START_TEST(differential)
 }
 END_TEST
 
+/* --- stress ------------------------------------------------------------------------ */
+
+/*
+ * Writers store to real attached memory while a harvester loops "harvest,
+ * then copy what it reported" into a shadow, as a migration does. Each
+ * writer owns one 64-byte slot of every page and stores increasing values
+ * there (relaxed atomics: the harvester's copy races with the writers by
+ * design), so a write that no later harvest reported leaves the shadow
+ * different from the memory. After the writers stop, one more harvest and
+ * copy must make the shadow equal the memory, and every page must be
+ * protected in the library and in the kernel (pagemap bit 57). On a
+ * space over memfd memory a third writer plays a device: it writes through
+ * a second, untracked mapping and calls ps_space_mark_dirty(), alone on
+ * the last quarter of the pages, so only the library can report those.
+ * In sync mode no writer may stay blocked (the deadline below), and every
+ * fault the handler resolves finds a library entry it can resolve (no
+ * mismatches, ps_uffd_stats()).
+ *
+ * Sizes: PS_UFFD_STRESS_PAGES pages (default 64, at most 500), 2 writers,
+ * PS_STRESS_ITERS / 100 writes each (async) or / 500 (sync, where a write
+ * may be a fault round trip), with a yield every fourth so that they
+ * spread over many harvests; PS_UFFD_STRESS_DEADLINE seconds (default
+ * 60) before a writer that has not finished counts as stuck;
+ * PS_UFFD_STRESS_VERBOSE=1 prints what each run did.
+ */
+#define ST_WRITERS 2
+#define ST_SLOT 8 /* words per slot: one cache line */
+#define ST_MAX 7  /* harvest budget: resumes are exercised too */
+
+struct stress {
+	struct region r;
+	struct ps_space *s;  /* or NULL */
+	struct ps_pgtable *t;
+	struct ps_uffd *u;
+	uint8_t *alias;	     /* memfd: an untracked mapping (a device's view) */
+	uint64_t *shadow;
+	unsigned int np;
+	uint64_t iters;
+	bool sync;
+	_Atomic(uint64_t) done[ST_WRITERS + 1]; /* writes done per writer */
+	_Atomic(bool) stop;
+	uint64_t *upper_touched; /* sync: pages the protector unprotected */
+	unsigned long harvests, reported, toggles;
+};
+
+struct st_writer {
+	struct stress *st;
+	unsigned int id;
+};
+
+static _Atomic(uint64_t) *st_word(uint8_t *base, unsigned int page,
+				  unsigned int word)
+{
+	return (_Atomic(uint64_t) *)(base + (uint64_t)page * PG) + word;
+}
+
+static void *st_writer_main(void *arg)
+{
+	struct st_writer *w = arg;
+	struct stress *st = w->st;
+	struct ps_test_rng rng = ps_test_rng_new(0x57e55u + w->id);
+	bool device = w->id == ST_WRITERS; /* the space's device writer */
+
+	/* The CPU writers leave the last quarter to the device. */
+	unsigned int np = device || !st->alias ? st->np : st->np * 3 / 4;
+
+	for (uint64_t k = 1; k <= st->iters; k++) {
+		unsigned int p = (unsigned int)ps_test_below(&rng, np);
+
+		/* Relaxed: the copy races by design; the final compare
+		 * comes after the join. */
+		atomic_store_explicit(st_word(device ? st->alias : st->r.host,
+					      p, w->id * ST_SLOT),
+				      ((uint64_t)w->id << 56) | k,
+				      memory_order_relaxed);
+		if (device) /* a device's write: the kernel cannot see it */
+			(void)ps_space_mark_dirty(st->s, LBASE + p * PG);
+		atomic_store_explicit(&st->done[w->id], k,
+				      memory_order_relaxed);
+		if (!(k % 4)) /* spread the writes over many harvests */
+			sched_yield();
+	}
+	return NULL;
+}
+
+/* Copy page @p of the memory into the shadow (racing the writers). */
+static void st_copy(struct stress *st, unsigned int p)
+{
+	for (unsigned int i = 0; i < PG / 8; i++)
+		/* Relaxed: as the writers' stores. */
+		st->shadow[(uint64_t)p * (PG / 8) + i] = atomic_load_explicit(
+			st_word(st->r.host, p, i), memory_order_relaxed);
+}
+
+/* One harvest pass over the whole range in budgets of ST_MAX; copies. */
+static void st_harvest(struct stress *st)
+{
+	uint64_t at = LBASE, end = LBASE + st->np * PG;
+
+	while (at < end) {
+		uint64_t addrs[ST_MAX], n, resume, prev = 0;
+
+		ck_assert_int_eq(ps_uffd_harvest(st->u, at, end - at, addrs,
+						 ST_MAX, &n, &resume), 0);
+		ck_assert_uint_le(n, ST_MAX);
+		ck_assert_uint_gt(resume, at);
+		for (uint64_t k = 0; k < n; k++) {
+			/* Ascending, inside [at, resume), page-aligned. */
+			ck_assert(addrs[k] >= at && addrs[k] < resume &&
+				  !(addrs[k] & (PG - 1)));
+			ck_assert(!k || addrs[k] > prev);
+			prev = addrs[k];
+			st_copy(st, (unsigned int)((addrs[k] - LBASE) / PG));
+		}
+		st->reported += n;
+		at = resume;
+	}
+	st->harvests++;
+}
+
+static bool st_writers_done(struct stress *st, unsigned int nwriters)
+{
+	for (unsigned int i = 0; i < nwriters; i++)
+		/* Relaxed: progress only; the join orders the memory. */
+		if (atomic_load_explicit(&st->done[i], memory_order_relaxed) <
+		    st->iters)
+			return false;
+	return true;
+}
+
+/*
+ * Sync: protect and unprotect random runs of the upper half while faults
+ * are resolved and harvests re-arm (U1). Writes to an unprotected page are
+ * not tracked, so those pages are copied whole at the end; the lower half
+ * stays protected except as faults and harvests change it.
+ */
+static void *st_protector_main(void *arg)
+{
+	struct stress *st = arg;
+	struct ps_test_rng rng = ps_test_rng_new(0x9a7ec7u);
+	unsigned int half = st->np / 2;
+
+	/* Relaxed: a stop flag; the join orders the rest. */
+	while (!atomic_load_explicit(&st->stop, memory_order_relaxed)) {
+		unsigned int s = half + (unsigned int)ps_test_below(&rng,
+								    st->np - half);
+		unsigned int n = 1 + (unsigned int)ps_test_below(&rng,
+								st->np - s);
+
+		ck_assert_int_eq(ps_uffd_unprotect(st->u, LBASE + s * PG,
+						   n * PG), 0);
+		if (ps_test_below(&rng, 4))
+			ck_assert_int_eq(ps_uffd_protect(st->u, LBASE + s * PG,
+							 n * PG), 0);
+		st->toggles++;
+		sched_yield();
+	}
+	return NULL;
+}
+
+static void st_setup(struct stress *st, bool space, bool shared, bool sync)
+{
+	struct ps_uffd_config c = {0};
+	const char *why = NULL;
+
+	memset(st, 0, sizeof(*st));
+	st->np = (unsigned int)ps_test_env_u64("PS_UFFD_STRESS_PAGES", 64);
+	if (st->np < 2 || st->np > 500)
+		st->np = 64;
+	st->sync = sync;
+	st->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+		    (sync ? 500 : 100);
+	if (!st->iters)
+		st->iters = 1;
+	region_init(&st->r, shared);
+	memset(st->r.host, 0, st->np * PG); /* populated */
+	if (shared) {
+		st->alias = mmap(NULL, st->np * PG, PROT_READ | PROT_WRITE,
+				 MAP_SHARED, st->r.memfd, 0);
+		ck_assert_ptr_ne(st->alias, MAP_FAILED);
+	}
+	if (space) {
+		struct ps_space_config sc;
+
+		memset(&sc, 0, sizeof(sc));
+		sc.size = LBASE + st->np * PG;
+		sc.nframes = st->np;
+		ck_assert_int_eq(ps_space_create(&sc, &st->s), 0);
+		ck_assert_int_eq(ps_space_map_range(st->s, LBASE, st->np * PG,
+						    0, PS_MAP_WRITE), 0);
+		st->t = ps_space_pgtable(st->s);
+	} else {
+		st->t = ps_pgtable_create();
+		ck_assert_ptr_nonnull(st->t);
+		ck_assert_int_eq(ps_pgtable_map(st->t, LBASE, st->np * PG, 0,
+						PS_PTE_MAYWRITE), 0);
+	}
+	c.host = st->r.host;
+	c.addr = LBASE;
+	c.len = st->np * PG;
+	c.flags = (sync ? PS_UFFD_THREAD : PS_UFFD_ASYNC) |
+		  (shared ? PS_UFFD_SHARED : 0);
+	c.why = &why;
+	ck_assert_msg(!(space ? ps_uffd_attach_space(st->s, &c, &st->u)
+			      : ps_uffd_attach_pgtable(st->t, &c, &st->u)),
+		      "attach: %s", why ? why : "?");
+	ck_assert_int_eq(ps_uffd_protect(st->u, LBASE, st->np * PG), 0);
+	st->shadow = malloc(st->np * PG);
+	ck_assert_ptr_nonnull(st->shadow);
+	memcpy(st->shadow, st->r.host, st->np * PG);
+}
+
+static void st_teardown(struct stress *st)
+{
+	ck_assert_int_eq(ps_uffd_detach(st->u), 0);
+	if (st->s)
+		ck_assert_int_eq(ps_space_destroy(st->s), 0);
+	else
+		ps_pgtable_destroy(st->t);
+	if (st->alias)
+		munmap(st->alias, st->np * PG);
+	region_fini(&st->r);
+	free(st->shadow);
+}
+
+/* Run the writers (and the protector), harvesting until they finish. */
+static void st_run(struct stress *st, unsigned int nwriters)
+{
+	double deadline = (double)ps_test_env_u64("PS_UFFD_STRESS_DEADLINE",
+						  60);
+	struct st_writer w[ST_WRITERS + 1];
+	pthread_t th[ST_WRITERS + 1], prot;
+	struct timespec t0, now;
+	cpu_set_t was, all;
+
+	/* main() pins the process to one CPU; stress wants both. */
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(was), &was), 0);
+	CPU_ZERO(&all);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		CPU_SET(c, &all);
+	(void)sched_setaffinity(0, sizeof(all), &all);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (unsigned int i = 0; i < nwriters; i++) {
+		w[i].st = st;
+		w[i].id = i;
+		ck_assert_int_eq(pthread_create(&th[i], NULL, st_writer_main,
+						&w[i]), 0);
+	}
+	if (st->sync)
+		ck_assert_int_eq(pthread_create(&prot, NULL, st_protector_main,
+						st), 0);
+	while (!st_writers_done(st, nwriters)) {
+		st_harvest(st);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((double)(now.tv_sec - t0.tv_sec) > deadline) {
+			for (unsigned int i = 0; i < nwriters; i++)
+				fprintf(stderr, "writer %u: %" PRIu64 " of %" PRIu64
+						" writes\n", i,
+					atomic_load_explicit(&st->done[i],
+							     memory_order_relaxed),
+					st->iters);
+			ck_abort_msg("a writer is stuck (%.0f s)", deadline);
+		}
+	}
+	for (unsigned int i = 0; i < nwriters; i++)
+		pthread_join(th[i], NULL);
+	if (st->sync) {
+		/* Relaxed: the join below orders everything after it. */
+		atomic_store_explicit(&st->stop, true, memory_order_relaxed);
+		pthread_join(prot, NULL);
+	}
+	(void)sched_setaffinity(0, sizeof(was), &was);
+}
+
+/* The final harvest and copy, and the checks every stress tcase makes. */
+static void st_check(struct stress *st)
+{
+	struct ps_uffd_stats stats;
+
+	st_harvest(st);
+	if (st->sync) /* writes to unprotected pages are not tracked */
+		for (unsigned int p = st->np / 2; p < st->np; p++)
+			st_copy(st, p);
+	for (unsigned int p = 0; p < st->np; p++)
+		ck_assert_msg(!memcmp(st->shadow + (uint64_t)p * (PG / 8),
+				      st->r.host + (uint64_t)p * PG, PG),
+			      "page %u: a write no harvest reported "
+			      "(%lu harvests, %lu pages reported)",
+			      p, st->harvests, st->reported);
+	if (st->sync) /* protect the upper half again for the check below */
+		ck_assert_int_eq(ps_uffd_protect(st->u, LBASE + st->np / 2 * PG,
+						 (st->np - st->np / 2) * PG),
+				 0);
+	for (unsigned int p = 0; p < st->np; p++) {
+		bool k = pagemap_entry(&st->r, p) & PM_WP;
+
+		ck_assert_msg(k && lib_wp(st->t, LBASE + p * PG),
+			      "page %u: kernel wp %d, library wp %d", p, k,
+			      lib_wp(st->t, LBASE + p * PG));
+	}
+	ps_uffd_stats(st->u, &stats);
+	ck_assert_uint_eq(stats.mismatches, 0);
+	ck_assert_uint_ge(stats.harvested, 1);
+	if (getenv("PS_UFFD_STRESS_VERBOSE"))
+		fprintf(stderr, "%s: %" PRIu64 " writes x %u, %lu harvests, "
+				"%lu pages reported, %" PRIu64 " faults, %" PRIu64
+				" kernel pages, %lu protect toggles\n",
+			st->sync ? "sync" : "async", st->iters, ST_WRITERS,
+			st->harvests, st->reported, stats.faults,
+			stats.kernel_pages, st->toggles);
+}
+
+/* Loop index: 0 a bare table (anonymous), 1 a space (memfd, a device). */
+START_TEST(stress_async_harvest_copies_every_write)
+{
+	struct stress *st = calloc(1, sizeof(*st));
+
+	ck_assert_ptr_nonnull(st);
+	st_setup(st, _i == 1, _i == 1, false);
+	st_run(st, _i == 1 ? ST_WRITERS + 1 : ST_WRITERS);
+	st_check(st);
+	st_teardown(st);
+	free(st);
+}
+END_TEST
+
+/*
+ * Sync, the library's handler thread resolving the writers' faults while
+ * protect and unprotect run. Loop index: 0 a bare table, 1 a space.
+ */
+START_TEST(stress_sync_faults_during_protect)
+{
+	struct stress *st = calloc(1, sizeof(*st));
+	struct ps_uffd_stats stats;
+
+	ck_assert_ptr_nonnull(st);
+	st_setup(st, _i == 1, false, true);
+	st_run(st, ST_WRITERS);
+	st_check(st);
+	ps_uffd_stats(st->u, &stats);
+	ck_assert_uint_ge(stats.faults, 1);
+	st_teardown(st);
+	free(st);
+}
+END_TEST
+
 /* A regression found by the differential test is added here by name. */
 
 static Suite *uffd_suite(void)
@@ -924,10 +1436,16 @@ static Suite *uffd_suite(void)
 
 	tc = ps_test_tcase(s, "async", 10);
 	tcase_add_test(tc, async_harvest_merges);
+	tcase_add_test(tc, async_harvest_mirrors_kernel_rearm);
+	tcase_add_test(tc, async_space_harvest_invalidates_space_pages);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0,
 			    (int)(seeds * 2 * NMODES));
+
+	tc = ps_test_stress_tcase(s, "stress", 240);
+	tcase_add_loop_test(tc, stress_async_harvest_copies_every_write, 0, 2);
+	tcase_add_loop_test(tc, stress_sync_faults_during_protect, 0, 2);
 	return s;
 }
 

@@ -190,31 +190,66 @@ struct ps_uffd;
 /**
  * ps_uffd_probe() - can this process attach with @flags?
  * @flags: PS_UFFD_*.
- * @why: if not NULL, receives what is missing (as ps_uffd_config.why).
+ * @why: if not NULL, receives what is missing (as ps_uffd_config.why), or
+ *	NULL when nothing is.
  *
- * Opens a userfaultfd, asks the kernel for its features, and closes it.
- * Context: blocking (system calls). Return: 0; -EOPNOTSUPP; -ENOSYS;
- * -EPERM; -EINVAL (unknown flags).
+ * Opens a userfaultfd as an attachment would (see "Opening"), asks the
+ * kernel for its features (UFFDIO_API) and closes it; with PS_UFFD_ASYNC
+ * also tries an empty PAGEMAP_SCAN on /proc/self/pagemap. Attaches
+ * nothing; the attach itself checks the page size too.
+ * Context: any thread; touches no library state.
+ * Ordering: none (no shared state).
+ * Progress: blocking (system calls).
+ * Return: 0; -EINVAL for unknown flags (@why "flags"); -EOPNOTSUPP with
+ * @why naming the missing feature; the errno of opening a userfaultfd
+ * (-ENOSYS, -EPERM, ...; @why "userfaultfd") or of UFFDIO_API (@why
+ * "UFFDIO_API").
  */
 int ps_uffd_probe(unsigned int flags, const char **why);
 
 /**
  * ps_uffd_attach_space() - attach host memory to [cfg->addr, cfg->addr +
  * cfg->len) of @space (see Model).
+ * @space: the space whose page table mirrors the memory.
+ * @cfg: what to attach; the range must lie inside the space.
  * @out: receives the attachment.
  *
- * Registers the library range with PS_WP_ASYNC / PS_WP_SHARED /
- * PS_WP_UNPOPULATED as the flags say, so the range must not be registered
- * yet (-EBUSY). Nothing is protected yet: call ps_uffd_protect().
- * Context: blocking; starts a thread with PS_UFFD_THREAD.
- * Return: 0, or a negative errno with nothing left registered or open.
+ * Checks the arguments, the 4 KiB page size and the kernel features the
+ * flags need, then opens the userfaultfd (and /proc/self/pagemap for
+ * PS_UFFD_ASYNC), registers the library range with PS_WP_ASYNC /
+ * PS_WP_SHARED / PS_WP_UNPOPULATED as the flags say (so it must not be
+ * registered yet: -EBUSY), registers the host range for write protection,
+ * and with PS_UFFD_THREAD starts the handler thread. Nothing is protected
+ * yet: call ps_uffd_protect().
+ * Context: any thread, not inside a read-side section (registering takes
+ * the table's writer mutex, and undoing a failed attach waits for a grace
+ * period). The memory must stay mapped until ps_uffd_detach().
+ * Ordering: the library range is registered before the host range, and
+ * the handler thread starts after both; *@out is written last.
+ * Progress: blocking (system calls, the table's writer mutex).
+ * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD
+ * included; @why "arguments"); -EOPNOTSUPP (pages not 4 KiB, a missing
+ * feature); -ENOSYS or -EPERM (no userfaultfd); -EBUSY; -ENOMEM; or the
+ * errno of a failed step, which @why names. On failure nothing is left
+ * registered or open.
  */
 int ps_uffd_attach_space(struct ps_space *space,
 			 const struct ps_uffd_config *cfg, struct ps_uffd **out);
 
 /**
- * ps_uffd_attach_pgtable() - the same for a bare page table: written pages
- * are its written entries and the bridge's own log of kernel writes.
+ * ps_uffd_attach_pgtable() - the same for a bare page table: the pages a
+ * harvest returns are the kernel's and the table's written entries.
+ * @t: the table.
+ * @cfg: what to attach.
+ * @out: receives the attachment.
+ *
+ * As ps_uffd_attach_space(), without a space: sync faults resolve with
+ * ps_pgtable_fault() (no frame, no dirty log), and written entries are
+ * found by the table's get-and-rearm scan.
+ * Context: as ps_uffd_attach_space().
+ * Ordering: as ps_uffd_attach_space().
+ * Progress: blocking.
+ * Return: as ps_uffd_attach_space().
  */
 int ps_uffd_attach_pgtable(struct ps_pgtable *t,
 			   const struct ps_uffd_config *cfg,
@@ -223,11 +258,22 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
 /**
  * ps_uffd_detach() - stop the handler thread, unregister the host range
  * (the kernel clears its protection and markers) and the library range
- * (ps_pgtable_unregister(): the same), close the userfaultfd, free @u.
+ * (ps_pgtable_unregister(): the same), close the descriptors, free @u.
+ * @u: the attachment.
  *
- * Writers blocked on a sync fault are woken by the unregistration. Context:
- * blocking; no other thread may use @u. Return: 0, or the first error (every
- * step is still done).
+ * Writers blocked on a sync fault are woken by the unregistration of the
+ * host range. Pages in the attachment's log not yet harvested are dropped
+ * (a space's own dirty log keeps its pages).
+ * Context: no other call on @u may run concurrently or follow (stop the
+ * caller's ps_uffd_handle_events() loop first); not inside a read-side
+ * section (ps_pgtable_unregister() waits for a grace period).
+ * Ordering: the handler thread is joined first, so its last resolution
+ * happens before the return; the host range is unregistered before the
+ * library range.
+ * Progress: blocking (the join, system calls, a grace period).
+ * Return: 0, or the first error (every step is still done): the errno of
+ * stopping the thread or of UFFDIO_UNREGISTER, or ps_pgtable_unregister()'s
+ * (-ENOENT if the library range was unregistered behind the bridge).
  */
 int ps_uffd_detach(struct ps_uffd *u);
 
@@ -235,38 +281,83 @@ int ps_uffd_detach(struct ps_uffd *u);
  * ps_uffd_protect() - write-protect library range [@addr, @addr + @len) of
  * the attachment: ps_pgtable_protect(), then UFFDIO_WRITEPROTECT on the
  * host pages.
+ * @u: the attachment.
+ * @addr: the first library page (aligned).
+ * @len: bytes (a non-zero multiple of the page size).
  *
- * Context: blocking (the attachment's mutex, the table's writer mutex, an
- * ioctl). Return: 0; -EINVAL; -ENOENT (outside the attachment); the
- * table's error (then the kernel is not touched); the ioctl's errno (then
- * the library range is protected and the host range may not be: retry or
- * detach).
+ * Context: any thread; not inside a read-side section (the table's writer
+ * mutex).
+ * Ordering: U1 (lib/uffd.c): the attachment's mutex is held across
+ * "library, then kernel", so protects, unprotects, fault resolutions and
+ * harvests of the attachment never interleave halfway; each entry changes
+ * with the table's release CAS.
+ * Progress: blocking (the attachment's mutex, the table's writer mutex, an
+ * ioctl, retried while the kernel says EAGAIN).
+ * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
+ * (outside the attachment, or the library range no longer registered);
+ * -ENOMEM (markers need table levels); after these the kernel is not
+ * touched. Or the ioctl's errno: then the library range is protected and
+ * the host range may not be (retry, or detach).
  */
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 
 /**
  * ps_uffd_unprotect() - the reverse: ps_pgtable_unprotect(), then
  * UFFDIO_WRITEPROTECT mode 0, which also wakes writers blocked on these
- * pages. Return: as ps_uffd_protect().
+ * pages.
+ * @u: the attachment.
+ * @addr: the first library page (aligned).
+ * @len: bytes (a non-zero multiple of the page size).
+ *
+ * What harvests make of these pages: async, the next one reports each as
+ * written and re-arms it (the kernel's WRITTEN means "not protected");
+ * sync, a write to them no longer faults, and only a bare table's harvest
+ * still reports them (its unprotected entries count as written).
+ * Context: as ps_uffd_protect().
+ * Ordering: as ps_uffd_protect() (U1).
+ * Progress: blocking, as ps_uffd_protect().
+ * Return: as ps_uffd_protect() (no -ENOMEM: unprotect allocates nothing);
+ * after an ioctl error the library range is unprotected and the host range
+ * may still be protected.
  */
 int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 
 /**
  * ps_uffd_fd() - the userfaultfd, non-blocking, for the caller's poll or
- * epoll loop (readable when sync faults are queued). Do not read it or
- * close it; call ps_uffd_handle_events().
+ * epoll loop (readable when sync faults are queued).
+ * @u: the attachment.
+ *
+ * Do not read it or close it; call ps_uffd_handle_events().
+ * Context: any thread, from attach to detach.
+ * Ordering: none: the descriptor does not change while attached.
+ * Progress: wait-free.
+ * Return: the descriptor.
  */
 int ps_uffd_fd(const struct ps_uffd *u);
 
 /**
- * ps_uffd_handle_events() - resolve the queued sync faults (see Model), up
- * to @max messages (0: until none is queued), without blocking.
+ * ps_uffd_handle_events() - resolve the queued sync faults (see Model),
+ * without blocking.
+ * @u: a sync attachment without PS_UFFD_THREAD.
+ * @max: the most faults to resolve (0: until none is queued).
  *
- * Context: the caller's thread; not with PS_UFFD_THREAD (the thread does
- * it). Concurrent calls are safe. Progress: blocking (the attachment's
- * mutex, per fault).
- * Return: the number of faults resolved (0 if none was queued), or a
- * negative errno (-EINVAL: async attachment or PS_UFFD_THREAD).
+ * Messages that are not write-protect faults inside the attachment are
+ * read and dropped. A fault whose library side does not return
+ * PS_FAULT_OK (no page there, a marker, no write permission) is resolved
+ * in the kernel all the same, with the library page unprotected to match,
+ * and counted in ps_uffd_stats().mismatches.
+ * Context: the caller's thread, which must not itself write to protected
+ * attached memory (it would wait for itself); not inside a read-side
+ * section. Concurrent calls are safe.
+ * Ordering: U2 (lib/uffd.c): each fault is recorded (library entry
+ * resolved as a write, address logged) before its writer is woken, so a
+ * harvest that runs after the write reports it; U1 orders each resolution
+ * against protects, unprotects and harvests.
+ * Progress: blocking (the attachment's mutex, per fault), but it never
+ * waits for a message (U5).
+ * Return: the number of faults resolved (0 if none was queued); -EINVAL
+ * for an async attachment or one with PS_UFFD_THREAD; the errno of a
+ * failed read(2) (the faults resolved before it stay resolved).
  */
 int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
 
@@ -274,25 +365,64 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * ps_uffd_harvest() - return the pages of library range [@start, @start +
  * @len) written since they were last reported, and re-arm them in the
  * library and the kernel (see Model and Concurrency).
+ * @u: the attachment.
+ * @start: the first library page (aligned, inside the attachment).
+ * @len: bytes (a non-zero multiple of the page size).
  * @addrs: receives library page addresses, ascending.
  * @max: room in @addrs (at least 1).
  * @count: receives how many were written.
- * @resume: if not NULL, receives where to continue (@start + @len when
- *	complete). Pages not returned stay recorded for the next call.
+ * @resume: if not NULL, receives where to continue: the first page still
+ *	recorded, or @start + @len when the harvest is complete. Pages not
+ *	returned stay recorded for the next call.
  *
- * Async: PAGEMAP_SCAN get-and-rearm over the host range (into the space's
- * dirty log, or the attachment's own log), then ps_space_harvest() with
- * PS_HARVEST_REARM (space) or the table's WP_MATCHING scan (bare table).
- * Sync: the faults the handler resolved (and a space's other marks) are
- * returned and re-protected in both places.
- * Context: blocking. Return: 0; -EINVAL; -ENOENT (outside the attachment);
- * -ENOMEM; the errno of a failed ioctl.
+ * The pages are collected into the attachment's log, then taken from it
+ * in address order, at most @max:
+ *   - async: PAGEMAP_SCAN get-and-rearm over the host range (category and
+ *     return mask WRITTEN, the kernel's fast path); a none entry of the
+ *     library among the pages it reports becomes a UFFD_WP marker, as the
+ *     kernel's none PTE does;
+ *   - bare table: its written entries, with the table's get-and-rearm scan;
+ *   - space: what ps_space_harvest() with PS_HARVEST_REARM returns (its
+ *     dirty log: marks, the secondary-map helper's writes, resolved sync
+ *     faults, pages pinned for write; its async entries' writes, re-armed),
+ *     in batches of @max, with the secondary mappings of those pages
+ *     invalidated. Pages only the CPU wrote are not invalidated: a
+ *     writable secondary mapping is always in the space's log.
+ * Sync: the pages are taken from the log first, then re-protected in both
+ * places (U4).
+ * Context: any thread; not inside a read-side section (the table's writer
+ * mutex); for a space, not from a notifier callback nor holding a lock
+ * that one takes (the space's harvest invalidates). Concurrent harvests
+ * of one attachment take turns.
+ * Ordering: U3 and U4 (lib/uffd.c): a write that lands after its page was
+ * re-armed is reported by a later harvest, and one that races the re-arm
+ * is reported by this harvest or the next and is in the page's contents
+ * when it returns, so copy the pages after it returns. Whatever a marker
+ * wrote before ps_space_mark_dirty() happens before the harvest that
+ * reports the page (the log's release and acquire).
+ * Progress: blocking (the attachment's mutex, the table's writer mutex,
+ * ioctls, a space's invalidations).
+ * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0); -ENOENT
+ * (outside the attachment; a bare table's range, or in sync mode any
+ * library range, unregistered behind the bridge); -ENOMEM; the errno of a
+ * failed ioctl. After an error the pages
+ * already collected stay in the log for the next call.
  */
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,
 		    uint64_t *resume);
 
-/** ps_uffd_stats() - the attachment's counters (relaxed snapshot). */
+/**
+ * ps_uffd_stats() - the attachment's counters.
+ * @u: the attachment.
+ * @st: receives them.
+ *
+ * Context: any thread, concurrently with any call on @u but detach.
+ * Ordering: relaxed loads: each counter holds a value it had during the
+ * call, in no particular order with the other counters or with the events
+ * they count.
+ * Progress: wait-free.
+ */
 void ps_uffd_stats(const struct ps_uffd *u, struct ps_uffd_stats *st);
 
 PS_END_DECLS
