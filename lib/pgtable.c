@@ -854,10 +854,14 @@ static int update_one(struct ps_pgtable *t, uint64_t addr, tr_fn fn,
 
 	ps__rcu_read_lock();
 	l = leaf_lookup(t, p >> LEVEL_BITS);
-	if (!l && fn(PS_PTE_NONE, op, addr) == PS_PTE_NONE) {
-		e = PS_PTE_NONE; /* nothing to do, nothing allocated */
-		err = fn(e, op, addr) == REFUSE ? refused : 0;
-		goto out;
+	if (!l) {
+		n = fn(PS_PTE_NONE, op, addr);
+		if (n == PS_PTE_NONE || n == REFUSE) {
+			/* Nothing to do or refused: nothing allocated. */
+			e = PS_PTE_NONE;
+			err = n == REFUSE ? refused : 0;
+			goto out;
+		}
 	}
 	if (!l)
 		l = leaf_alloc(t, p >> LEVEL_BITS);

@@ -1473,6 +1473,25 @@ START_TEST(regress_scan_partial_line_keeps_hint)
 END_TEST
 
 /*
+ * regress_refused_update_allocates_nothing: swap out or in of a page with
+ * no leaf allocated the whole path before refusing with -ENXIO.
+ */
+START_TEST(regress_refused_update_allocates_nothing)
+{
+	struct ps_pgtable_stats before, after;
+
+	ps_pgtable_stats(T, &before);
+	ck_assert_int_eq(ps_pgtable_swap_out(T, 7 * GiB, 1, 2, 0, NULL), -ENXIO);
+	ck_assert_int_eq(ps_pgtable_swap_in(T, 7 * GiB + PG, 3, 0, NULL),
+			 -ENXIO);
+	ps_pgtable_stats(T, &after);
+	ck_assert_uint_eq(after.leaves, before.leaves);
+	ck_assert_uint_eq(after.nodes, before.nodes);
+	ck_assert_uint_eq(get(T, 7 * GiB), PS_PTE_NONE);
+}
+END_TEST
+
+/*
  * regress_rearm_enomem_reports_rearmed: a WP_MATCHING scan that ran out of
  * memory for a leaf (re-arming matching none pages installs markers)
  * returned -ENOMEM alone, so the pages it had already reported and re-armed
@@ -2011,6 +2030,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, regress_scan_partial_line_keeps_hint);
 	tcase_add_test(tc, regress_rearm_keeps_hint_for_unarmable);
 	tcase_add_test(tc, regress_keep_wp_copy_vs_unregister);
+	tcase_add_test(tc, regress_refused_update_allocates_nothing);
 #ifdef PS_PGTABLE_FAILPOINTS
 	tcase_add_test(tc, regress_rearm_enomem_reports_rearmed);
 #endif

@@ -518,8 +518,8 @@ int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr,
  * Progress: lock-free (CAS loop, retried only when another thread changed
  * the entry).
  * Return: 0; -ENXIO if the entry is not present; -EINVAL (bad address,
- * type, offset or flags); -ENOMEM (a page without a leaf gets one before
- * its none entry is refused).
+ * type, offset or flags). A page without a leaf is refused without
+ * allocating one.
  */
 int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
 			uint64_t offset, uint64_t flags, ps_pte_t *old);
@@ -542,8 +542,8 @@ int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
  * Progress: lock-free (CAS loop, retried only when another thread changed
  * the entry).
  * Return: 0; -ENXIO if the entry is not a swap entry; -EINVAL (bad
- * address, frame or flags); -ENOMEM (a page without a leaf gets one before
- * its none entry is refused).
+ * address, frame or flags). A page without a leaf is refused without
+ * allocating one.
  */
 int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
 		       uint64_t flags, ps_pte_t *old);
