@@ -1838,7 +1838,11 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 		if (alloc) {
 			L = p >> LEVEL_BITS;
 			l = leaf_alloc(t, L);
-			if (!l && !s->nr)
+			/*
+			 * Pages, not regions: a scan that records nothing
+			 * (vec_len or return_mask 0) re-arms all the same.
+			 */
+			if (!l && !s->pages)
 				return -ENOMEM; /* nothing reported or re-armed */
 			if (!l) {
 				/*

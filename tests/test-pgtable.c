@@ -1537,6 +1537,30 @@ START_TEST(regress_rearm_enomem_reports_rearmed)
 			      PS_CAT_WRITTEN, 0, 64, &walk_end),
 			 1);
 	ck_assert_uint_eq(walk_end, next + leaf);
+	/*
+	 * A scan that records nothing (vec_len 0, or return_mask 0) re-arms
+	 * all the same; it returned -ENOMEM with walk_end unset, because the
+	 * test was on the regions recorded, not the pages taken. It must stop
+	 * at walk_end like the recording one.
+	 */
+	ck_assert_int_eq(ps_pgtable_zap(T, next, leaf, PS_ZAP_UNMAP, NULL,
+					NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_trim(T, next, leaf), 0);
+	for (int ret = 0; ret < 2; ret++) {
+		ck_assert_int_eq(ps_pgtable_fault(T, BASE + PG,
+						  PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+		walk_end = 0;
+		ps__pgtable_alloc_fails = always_fail;
+		ck_assert_int_eq(scan(BASE, next + leaf, PS_SCAN_WP_MATCHING, 0,
+				      0, 0, ret ? 0 : PS_CAT_WRITTEN, 0,
+				      ret ? 64 : 0, &walk_end),
+				 0);
+		ps__pgtable_alloc_fails = NULL;
+		ck_assert_uint_eq(walk_end, next);
+		ck_assert(ps_pte_uffd_wp(get(T, BASE + PG))); /* re-armed */
+	}
 }
 END_TEST
 #endif
