@@ -712,6 +712,21 @@ static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
 	return 0;
 }
 
+/*
+ * Allocate every level of [start, end), so that no store into the range
+ * fails with -ENOMEM until a trim of it. -ENOMEM, with a prefix of the
+ * levels allocated (they stay, empty: a trim frees them).
+ */
+static int levels_alloc(struct ps_pgtable *t, uint64_t start, uint64_t end)
+{
+	const uint64_t Lend = (((end - 1) >> PAGE_SHIFT) >> LEVEL_BITS) + 1;
+
+	for (uint64_t L = (start >> PAGE_SHIFT) >> LEVEL_BITS; L < Lend; L++)
+		if (!leaf_alloc(t, L))
+			return -ENOMEM;
+	return 0;
+}
+
 /* Is every entry of [start, end) none, or also a lone UFFD_WP marker? */
 static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 			 uint64_t end, bool wp_markers_ok)
@@ -967,11 +982,32 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	else if (!range_vacant(t, start, start + len, true))
 		err = -EEXIST;
 	else
+		err = levels_alloc(t, start, start + len);
+	/*
+	 * Levels first: once they are all there the installs cannot fail
+	 * with -ENOMEM, so a map that runs out of memory installs nothing.
+	 */
+	if (!err)
 		err = update_range(t, regs_load(t), start, start + len, tr_map,
 				   &op, false);
 	ps__rcu_read_unlock();
 	if (wp)
 		pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start, uint64_t len)
+{
+	int err;
+
+	if (bad_range(start, len))
+		return -EINVAL;
+	ps__rcu_read_lock();
+	if (!range_vacant(t, start, start + len, true))
+		err = -EEXIST;
+	else
+		err = levels_alloc(t, start, start + len);
+	ps__rcu_read_unlock();
 	return err;
 }
 

@@ -1563,6 +1563,40 @@ START_TEST(regress_rearm_enomem_reports_rearmed)
 	}
 }
 END_TEST
+
+/*
+ * regress_map_enomem_installs_nothing: ps_pgtable_map() allocated levels
+ * as it installed, so -ENOMEM left a prefix of the range mapped, and a
+ * caller mapping several runs (lib/space.c's map_range) had entries seen
+ * before it could fail. Levels now come first; ps_pgtable_map_prepare()
+ * does the same (and the vacancy check) for a whole range.
+ */
+START_TEST(regress_map_enomem_installs_nothing)
+{
+	const uint64_t leaf = 512 * PG;
+	const uint64_t next = (BASE / leaf + 1) * leaf; /* no leaf there yet */
+
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0); /* leaf 0 */
+	ps__pgtable_alloc_fails = always_fail;
+	ck_assert_int_eq(ps_pgtable_map(T, next - PG, 2 * PG, 7, RW), -ENOMEM);
+	ck_assert_int_eq(ps_pgtable_map_prepare(T, next - PG, 2 * PG),
+			 -ENOMEM);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_uint_eq(get(T, next - PG), PS_PTE_NONE);
+	ck_assert_uint_eq(get(T, next), PS_PTE_NONE);
+	/* Prepared, the maps of its parts cannot fail for want of memory. */
+	ck_assert_int_eq(ps_pgtable_map_prepare(T, next - PG, 2 * PG), 0);
+	ck_assert_uint_eq(get(T, next), PS_PTE_NONE);
+	ps__pgtable_alloc_fails = always_fail;
+	ck_assert_int_eq(ps_pgtable_map(T, next, PG, 8, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, next - PG, PG, 7, RW), 0);
+	ps__pgtable_alloc_fails = NULL;
+	/* Vacancy is checked for the whole range. */
+	ck_assert_int_eq(ps_pgtable_map_prepare(T, BASE, 2 * PG), -EEXIST);
+	ck_assert_int_eq(ps_pgtable_map_prepare(T, BASE + 1, PG), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_map_prepare(T, BASE, 0), -EINVAL);
+}
+END_TEST
 #endif
 
 /*
@@ -2057,6 +2091,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, regress_refused_update_allocates_nothing);
 #ifdef PS_PGTABLE_FAILPOINTS
 	tcase_add_test(tc, regress_rearm_enomem_reports_rearmed);
+	tcase_add_test(tc, regress_map_enomem_installs_nothing);
 #endif
 	tcase_add_test(tc, regress_scan_rejects_high_flags);
 

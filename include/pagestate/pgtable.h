@@ -188,7 +188,10 @@
  *   -EAGAIN  ps_pgtable_cmpxchg() found another value (returned in *expected)
  *   -ENOMEM  a level could not be allocated: range operations may have
  *            done a prefix of the range (its address is reported nowhere;
- *            repeat the call, every transition is idempotent)
+ *            repeat the call, every transition is idempotent). Not map:
+ *            it allocates every level of its range before it installs
+ *            anything, so its -ENOMEM installs nothing (the levels it
+ *            allocated stay, empty, until a trim)
  */
 #ifndef PAGESTATE_PGTABLE_H
 #define PAGESTATE_PGTABLE_H
@@ -577,11 +580,39 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
  * mutex, so no unregister interleaves.
  * Progress: lock-free (blocking with PS_PTE_UFFD_WP: writer mutex).
  * Return: 0; -EINVAL (range, flags, frames past PS_PTE_FRAME_MAX); -EEXIST;
- * -ENOENT (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (after a
- * prefix, see "Errors").
+ * -ENOENT (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (nothing
+ * installed: every level is allocated before the first install).
  */
 int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   uint64_t frame, uint64_t flags);
+
+/**
+ * ps_pgtable_map_prepare() - make maps into [@start, @start + @len) unable
+ * to fail: check that every page is vacant and allocate every level the
+ * range needs.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ *
+ * For a caller that maps one range in several ps_pgtable_map() calls (runs
+ * of different flags) and wants all or nothing before any entry is seen:
+ * after this returns 0, a ps_pgtable_map() of any part of the range without
+ * PS_PTE_UFFD_WP fails neither with -EEXIST nor with -ENOMEM, as long as
+ * nobody else stores into the range or trims it meanwhile (the exclusion
+ * table in lib/pgtable.c; none <-> UFFD_WP marker changes, by protect or a
+ * fault, are fine). Nothing is installed; the levels it allocates stay,
+ * empty, until a trim.
+ * Context: any thread, inside a read-side section or not. Not concurrently
+ * with a trim of the range.
+ * Ordering: none beyond the page table's own (levels are published with
+ * release, G1); it reads entries as ps_pgtable_get() does.
+ * Progress: lock-free (level allocation calls malloc).
+ * Return: 0; -EINVAL (range); -EEXIST (a page is neither none nor a lone
+ * UFFD_WP marker); -ENOMEM (some levels may have been allocated, nothing
+ * else changed).
+ */
+int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start,
+			   uint64_t len);
 
 /**
  * ps_pgtable_register() - register [@start, @start + @len) for write
