@@ -148,7 +148,8 @@ void (*ps__space_failpoint)(int point, uint64_t addr);
 /*
  * Injected failures: the hook returns 0 (carry on) or the negative errno
  * that the call at @point fails with; a page-table map may first shorten
- * *@len to the part it did (ps_pgtable_map()'s -ENOMEM after a prefix).
+ * *@len to the part it did (a run refused after a prefix, which only a
+ * store racing into the range against the page table's rules can cause).
  */
 int (*ps__space_inject)(int point, uint64_t addr, uint64_t *len);
 #define INJECT(point, addr, len) \
@@ -484,6 +485,7 @@ int ps_space_destroy(struct ps_space *s)
 
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
+	uint64_t pte_flags;	/* its entry's flags (runs: equal flags) */
 	bool revived;		/* the frame was free: this map revived it */
 	bool wb;		/* pinned or dirty: its page goes in wb (S9) */
 	uint8_t old_cache;	/* its cache mode before the revival */
@@ -496,6 +498,15 @@ struct taken {
  * owner never saw it mapped, and may already count it as free. A frame that
  * PS_MAP_CACHE revived with another mode gets its old mode back, unless it
  * was revived again meanwhile (then its new owner's mode stands).
+ *
+ * That needs this put to be the last one. The map installs no entry
+ * before it cannot fail (ps_space_map_range()), so no pin can have found
+ * the frame through the map; another holder can only be one that took
+ * the frame by its number (the owner's own kmap or get, a speculative pin
+ * or lookup of an older mapping on its way out). Then the frame stays
+ * LIVE, with the mode the revival gave it (a LIVE frame's mode changes
+ * only while frozen, prot.c's P7), and that holder's last put frees it,
+ * with the free hook (space.h says so).
  */
 static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {
@@ -590,10 +601,13 @@ static void unmap_installed(struct ps_space *s, uint64_t start,
 
 /*
  * Map frames first + [i, j) (references already taken) at their pages, all
- * or nothing. The page table checks every page first, so -EEXIST installs
- * nothing (under the writer mutex nobody else maps here, S1). -ENOMEM
- * comes after that check, from a level allocation part-way: the pages it
- * did are taken back here, and the others are still vacant.
+ * or nothing. The page table checks every page and allocates every level
+ * before it installs anything, so -EEXIST and -ENOMEM install nothing
+ * (under the writer mutex nobody else maps here, S1), and after
+ * ps_pgtable_map_prepare() neither can happen at all. Any other failure
+ * (the test build's injection: a run refused part-way, as only a store
+ * racing into the range against pgtable.h's exclusion rules could) takes
+ * back what the run installed; the other pages are still vacant.
  */
 static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		   uint64_t i, uint64_t j, uint64_t pte_flags)
@@ -616,7 +630,7 @@ static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags)
 {
-	uint64_t npages = len >> PAGE_SHIFT, run = 0, i, run_flags = 0;
+	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j, nruns = 0;
 	struct taken *taken; /* per page: what to give back on failure */
 	int rc = 0;
 
@@ -631,38 +645,44 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		return -ENOMEM;
 	pthread_mutex_lock(&s->writer);
 	/*
-	 * References first, then entries, so a reader never finds an entry
-	 * whose frame lacks the mapping's reference. A run of frames with the
-	 * same cache and encryption state is mapped with one page-table map;
-	 * frames [run, i) are taken but not yet mapped.
+	 * All or nothing, and nothing visible on failure. References first,
+	 * then entries, so a reader never finds an entry whose frame lacks
+	 * the mapping's reference; while no entry is installed, no pin or
+	 * fault can find the frames. A run of frames with the same cache and
+	 * encryption state is mapped with one page-table map, which checks
+	 * its pages and allocates its levels before it installs anything.
+	 * With several runs, the page table is prepared for the whole range
+	 * first (every page vacant, every level allocated), so that no run
+	 * can fail once one is visible. A pin racing with the map finds each
+	 * page either not yet mapped, or mapped for good.
 	 */
-	for (i = 0; i < npages; i++) {
-		uint64_t f;
-
-		rc = take_frame(s, first_frame + i, flags, &f, &taken[i]);
+	for (ntaken = 0; ntaken < npages; ntaken++) {
+		rc = take_frame(s, first_frame + ntaken, flags,
+				&taken[ntaken].pte_flags, &taken[ntaken]);
 		if (rc)
 			break;
-		if (i > run && f != run_flags) {
-			rc = map_run(s, start, first_frame, run, i, run_flags);
-			if (rc) {
-				i++; /* frame i is taken: undo it too */
-				break;
-			}
-			run = i;
-		}
-		run_flags = f;
+		if (!ntaken ||
+		    taken[ntaken].pte_flags != taken[ntaken - 1].pte_flags)
+			nruns++;
 	}
-	if (!rc)
-		rc = map_run(s, start, first_frame, run, npages, run_flags);
+	if (!rc && nruns > 1)
+		rc = ps_pgtable_map_prepare(s->pt, start, len);
+	for (i = 0; !rc && i < npages;) {
+		for (j = i + 1;
+		     j < npages && taken[j].pte_flags == taken[i].pte_flags; j++)
+			;
+		rc = map_run(s, start, first_frame, i, j, taken[i].pte_flags);
+		if (!rc)
+			i = j;
+	}
 	if (rc) {
 		/*
-		 * All or nothing: the entries of the runs mapped before
-		 * [run, ...) go first (a failed run took its own back), then
-		 * every reference taken.
+		 * Only a store racing into the range against the exclusion
+		 * rules (pgtable.h) fails a run after the prepare: then the
+		 * runs mapped before [i, ...) go (a failed run took its own
+		 * back), and every reference taken.
 		 */
-		uint64_t ntaken = i < npages ? i : npages;
-
-		unmap_installed(s, start, first_frame, 0, run);
+		unmap_installed(s, start, first_frame, 0, i);
 		/* S2 - seq_cst fence: entries gone before the puts. */
 		atomic_thread_fence(memory_order_seq_cst);
 		for (uint64_t k = 0; k < ntaken; k++)

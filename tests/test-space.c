@@ -1734,6 +1734,106 @@ START_TEST(map_range_nomem_keeps_wp_markers)
 }
 END_TEST
 
+/* --- regressions: write-back, write pins, discard's give-back, map_range ------------- */
+
+/*
+ * map_range_nomem_shows_no_entry: map_range installed its runs one by one,
+ * so when a later run ran out of memory for a level, a pin had already
+ * found an earlier run's entry; the rollback's put did not free the frame
+ * it had revived, and the pin's unpin ran the free_frame hook for a frame
+ * its owner was told never left the free pool (a double free there). Now
+ * every level is allocated before any entry is installed.
+ */
+extern bool (*ps__pgtable_alloc_fails)(void);
+static int alloc_fail_pin_rc = 99;
+
+static bool pin_then_fail(void)
+{
+	if (alloc_fail_pin_rc == 99) {
+		uint64_t f;
+
+		alloc_fail_pin_rc = ps_space_pin_range(sp, 511 * PG, PG, 0, &f);
+		if (!alloc_fail_pin_rc)
+			fp_pinned_frame = f;
+	}
+	return true;
+}
+
+START_TEST(map_range_nomem_shows_no_entry)
+{
+	int rc;
+
+	/* Leaf 0 exists (pages 0..511); leaf 1 (page 512) does not. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 50, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	/* Two runs: frame 11 has another cache mode. */
+	ps_page_change_flags(pg(11), PS_PAGE_CACHE_MASK,
+			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
+	ps__pgtable_alloc_fails = pin_then_fail;
+	rc = ps_space_map_range(sp, 511 * PG, 2 * PG, 10, PS_MAP_WRITE);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_int_eq(rc, -ENOMEM);
+	if (!alloc_fail_pin_rc)
+		ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert_msg(alloc_fail_pin_rc == -EFAULT,
+		      "a pin found an entry of the failed map (%d)",
+		      alloc_fail_pin_rc);
+	ck_assert_uint_eq(atomic_load(&seen.freed[10]), 0);
+	ck_assert(!ps_page_is_live(pg(10)));
+	ck_assert(!ps_page_is_live(pg(11)));
+	ck_assert(ps_pte_is_none(entry(511 * PG)));
+	ck_assert(ps_pte_is_none(entry(512 * PG)));
+	/* The levels stay: the same map now succeeds. */
+	ck_assert_int_eq(ps_space_map_range(sp, 511 * PG, 2 * PG, 10,
+					    PS_MAP_WRITE),
+			 0);
+	alloc_fail_pin_rc = 99;
+}
+END_TEST
+
+/* The same for a page that is not vacant in the second run (-EEXIST):
+ * checked for the whole range before the first run is installed. */
+static int eexist_pin_rc = 99;
+
+static int pin_at_second_run(int point, uint64_t addr, uint64_t *len)
+{
+	(void)len;
+	if (point == FP_MAP_RUN && addr == PG) {
+		uint64_t f;
+
+		eexist_pin_rc = ps_space_pin_range(sp, 0, PG, 0, &f);
+		if (!eexist_pin_rc)
+			fp_pinned_frame = f;
+	}
+	return 0;
+}
+
+START_TEST(map_range_eexist_shows_no_entry)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	int rc;
+
+	ck_assert_int_eq(
+		ps_pgtable_set(pt, PG, ps_pte_mk_marker(PS_PTE_MARKER_POISONED),
+			       NULL),
+		0);
+	ps_page_change_flags(pg(11), PS_PAGE_CACHE_MASK,
+			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
+	ps__space_inject = pin_at_second_run;
+	rc = ps_space_map_range(sp, 0, 2 * PG, 10, PS_MAP_WRITE);
+	ps__space_inject = NULL;
+	ck_assert_int_eq(rc, -EEXIST);
+	if (!eexist_pin_rc)
+		ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert_msg(eexist_pin_rc != 0, "a pin found an entry of the "
+					  "failed map");
+	ck_assert_uint_eq(atomic_load(&seen.freed[10]), 0);
+	ck_assert(!ps_page_is_live(pg(10)));
+	ck_assert(ps_pte_is_none(entry(0)));
+	eexist_pin_rc = 99;
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -2135,6 +2235,11 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, map_range_nomem_takes_back_the_failed_run);
 	tcase_add_test(tc, map_range_nomem_after_mapped_runs);
 	tcase_add_test(tc, map_range_nomem_keeps_wp_markers);
+
+	tc = ps_test_tcase(s, "review regressions", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, map_range_nomem_shows_no_entry);
+	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

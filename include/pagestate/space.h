@@ -330,13 +330,22 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  *
  * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
  * Progress: blocking (the writer mutex, S1; allocation).
- * Return: as ps_space_map(). On error nothing stays mapped: every entry
- * the call installed is taken back (also when the page table ran out of
- * memory part-way through a run), a page that held a UFFD_WP marker gets
- * its marker back, and then the references taken are given back; a frame
- * this call revived goes back to free without the free_frame hook, and
- * with the cache mode it had. Until then, a concurrent pin or fault may
- * have found an entry the call installed (a pin keeps its frame alive).
+ * Every page is checked and every page-table level allocated for the whole
+ * range before the first entry is installed (ps_pgtable_map_prepare()), so
+ * once an entry is visible the call cannot fail: a concurrent pin or fault
+ * finds each page either not mapped yet or mapped for good.
+ * Return: as ps_space_map(). On error no entry was ever installed (unless
+ * another thread stored into the range against pgtable.h's exclusion
+ * rules: then the entries installed are taken back, a UFFD_WP marker's
+ * page getting its marker back), and the references taken are given back.
+ * A frame this call revived goes back to free without the free_frame hook,
+ * and with the cache mode it had, unless another thread holds it at that
+ * instant (one that took it by frame number: the owner's own kmap or
+ * reference, or a speculative pin or lookup of an older mapping of it on
+ * its way out): then it stays LIVE with the mode the map gave it, and the
+ * last holder's put frees it with the free_frame hook. An owner that
+ * reuses the frames of a failed map at once checks ps_page_is_live()
+ * (or waits for the hook).
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
