@@ -35,7 +35,10 @@
  *     lets the page table resolve a write on its own: the entry may have
  *     changed since it was looked at (mapped meanwhile, write-protected by
  *     write-back). Write-back takes the same bit around "write-protect the
- *     entry, then clear DIRTY". Hence a writable entry implies a dirty
+ *     entry, then clear DIRTY", and reads the entry again under it, as the
+ *     fault does: a frame unmapped and mapped elsewhere since write-back
+ *     looked is let go (its write fault at the new address may already
+ *     have made that entry writable). Hence a writable entry implies a dirty
  *     frame, whatever the interleaving; the dirty hook has run before any
  *     thread can write through the entry (seed 003); and a write during
  *     write-back faults and re-dirties the frame (never lost). A write
@@ -54,7 +57,11 @@
  *     (ps__space_mark_frame_dirty()): the one caller that sees it clear
  *     runs the hook.
  *     The secondary-map helper marks only after its retry check, under the
- *     caller's lock, and only for a write.
+ *     caller's lock, and only for a write. Write-back clears DIRTY inside
+ *     its PROTECTION invalidation, before invalidate_end: a helper that the
+ *     end lets through marks after the clear, so a writable secondary
+ *     mapping never covers a clean frame. (The helper takes no LOCKED bit:
+ *     its callbacks run under LOCKED in write-back.)
  *
  * S6  Harvest never loses a mark. The dirty log is a three-level bitmap
  *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by
@@ -76,8 +83,10 @@
  *         write-back's re-dirtying;
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
- *         none from unpin, a pin's back-out, the helper, kunmap or
- *         destroy;
+ *         none from unpin, a pin's back-out, the helper, kunmap, destroy
+ *         or write-back (which holds a reference of its own on the frame it
+ *         visits, so the frame is not freed while fn copies it, and drops
+ *         it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard and
  *         prot.c's conversion and mprotect; the LOCKED bit of the frame
  *         being written back in write-back's PROTECTION invalidation; none
@@ -171,6 +180,12 @@ enum {
 	FP_WB_BOUNCED,		   /* write-back: pinned frame copied, not
 				    * looked at again */
 	FP_CREATE_MUTEX,	   /* inject: the writer mutex's init */
+	FP_WB_LOOKED_UP,	   /* write-back: entry read, frame neither
+				    * held nor locked */
+	FP_WB_INVALIDATED,	   /* write-back: PROTECTION invalidation
+				    * ended, frame still LOCKED */
+	FP_PIN_RECHECKED,	   /* pinned, re-check passed, address not
+				    * recorded yet */
 };
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -252,16 +267,24 @@ void ps__space_log_addr(struct ps_space *s, uint64_t addr)
  * first: pinning pages already in the set (the common case: the set keeps
  * a pinned page) costs one load, not an RMW. Skipping the set is safe
  * because the bit read set is either still set or was taken by a
- * write-back's harvest whose visit sees the pin: that visit takes the
- * frame's LOCKED bit (an RMW on the page word, acq_rel) after the take. If
- * that RMW precedes the pin's RMW on the word, the pin's acquire
- * synchronises with it, so the take happens before the test here, which
- * then reads the take or a later set. If it follows, the visit reads the
- * pin. And if the visit found no entry (the page was mapped after it
- * looked), the take, the visit's entry load, the mapping's entry CAS, this
- * pin's re-read of the entry and the test are all seq_cst, in that order
- * in the total order, so again the test reads the take or later (T0, A0
- * in lib/hbitmap.h).
+ * write-back's harvest whose visit sees the pin or the entry:
+ *   - if the visit found the frame mapped, it takes the frame's LOCKED bit
+ *     (an RMW on the page word, acq_rel) after the take. If that RMW
+ *     precedes the pin's RMW on the word, the pin's acquire synchronises
+ *     with it, so the take happens before the test here, which then reads
+ *     the take or a later set. If it follows, the visit reads the pin.
+ *   - if the visit found no entry (mapped after it looked: map_range, or
+ *     discard's give-back), the visit runs a seq_cst fence between the
+ *     take (A0, seq_cst) and its entry load (acquire). The entry load read
+ *     a value before the entry CAS (seq_cst), so that CAS cannot precede
+ *     the fence in the total order S (it would then be visible to the
+ *     load): take, fence, CAS come in that order in S. The test (T0,
+ *     seq_cst) comes after the CAS in S: the mapper's test is sequenced
+ *     after its CAS; a pin's test follows its re-read of the entry, which
+ *     read that CAS (or a later value) and acquired it. So the test reads
+ *     the take or a later set (A0, T0 in lib/hbitmap.h). Without the
+ *     fence, store buffering would let the visit read the old entry while
+ *     the test still reads the bit the take took.
  */
 static void wb_note(struct ps_space *s, uint64_t addr)
 {
@@ -1454,22 +1477,65 @@ static void write_protect_entry(struct ps_space *s, uint64_t addr,
 	}
 }
 
-static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
+/*
+ * Hold the frame mapped at @addr for a visit (S3, S9): a reference of the
+ * visit's own first, so that the frame can be neither freed nor handed to
+ * another owner while the visit looks at it and @fn copies it (an unmap or
+ * discard meanwhile drops only the mapping's reference; the visit's put
+ * frees it, after @fn); then its LOCKED bit; then the entry read again
+ * under the bit, as a write fault does (S3). The frame may have been
+ * unmapped, freed and mapped elsewhere since the entry was first read: if
+ * the entry no longer maps it, let go and look again, like the fault's
+ * FAULT_AGAIN. Returns 0 with *@frame_out held and locked, 1 if nothing is
+ * mapped at @addr, or -EOVERFLOW (the frame is at the reference limit).
+ */
+static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 {
-	struct wb_ctx *c = ctx;
+	for (;;) {
+		struct ps_page *p;
+		uint64_t frame, w;
+		ps_pte_t e;
+
+		if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
+		    ps_pte_frame(e) >= s->nframes)
+			return 1; /* nothing mapped: nothing to write */
+		frame = ps_pte_frame(e);
+		p = &s->frames[frame];
+		FAILPOINT(FP_WB_LOOKED_UP, addr);
+		if (!ps_page_try_get(p)) {
+			w = ps_page_load(p);
+			if ((w & PS_PAGE_LIVE) &&
+			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+				return -EOVERFLOW;
+			if (w & PS_PAGE_FROZEN)
+				sched_yield(); /* a conversion holds it (S8) */
+			continue; /* freed or frozen: look again */
+		}
+		ps__space_frame_lock(p);
+		if (!ps_pgtable_get(s->pt, addr, &e) && ps_pte_is_present(e) &&
+		    ps_pte_frame(e) == frame) {
+			*frame_out = frame;
+			return 0;
+		}
+		/* Replaced under us: let go (the put may free it), again. */
+		ps__space_frame_unlock(p);
+		ps__space_frame_put(s, frame);
+	}
+}
+
+/*
+ * Write back @frame, mapped at @addr, held and LOCKED by wb_hold(). Drops
+ * LOCKED (before @fn runs); the caller drops the reference.
+ */
+static enum ps__hbm_verdict writeback_frame(struct wb_ctx *c, uint64_t addr,
+					    uint64_t frame)
+{
 	struct ps_space *s = c->s;
-	uint64_t addr = bit << PAGE_SHIFT, frame, w;
-	struct ps_page *p;
-	bool pinned;
-	ps_pte_t e;
+	struct ps_page *p = &s->frames[frame];
+	bool pinned, inval, redirty;
+	uint64_t w;
 	int rc;
 
-	if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
-	    ps_pte_frame(e) >= s->nframes)
-		return PS__HBM_CLEAR; /* nothing mapped: nothing to write */
-	frame = ps_pte_frame(e);
-	p = &s->frames[frame];
-	ps__space_frame_lock(p);
 	w = ps_page_load(p);
 	if (!(w & PS_PAGE_DIRTY)) {
 		ps__space_frame_unlock(p);
@@ -1485,18 +1551,26 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	/*
 	 * Stable pages: no writable mapping, primary or secondary, so a CPU
 	 * write from now on faults and dirties the frame again (S3). A pinned
-	 * frame too: the CPU may write it after the bounce copy.
+	 * frame too: the CPU may write it after the bounce copy. DIRTY is
+	 * cleared inside the invalidation, before it ends (S5): a secondary
+	 * mapping for write that the end lets through (the helper retries
+	 * until no invalidation is in progress) marks the frame dirty after
+	 * this clear, so it never maps a clean frame writable.
 	 */
-	if (!ps_notifier_invalidate_start(&s->notifier, addr, PAGE_SIZE,
-					  PS_NOTIFIER_PROTECTION, 0)) {
+	inval = !ps_notifier_invalidate_start(&s->notifier, addr, PAGE_SIZE,
+					      PS_NOTIFIER_PROTECTION, 0);
+	if (inval)
 		write_protect_entry(s, addr, frame);
-		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
-	}
 	/* S4: the clear's old word orders every pin before or after it. */
 	w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
 	pinned = ps_page_word_pins(w) != 0;
-	if (pinned && c->mode == PS_WB_CLEAN) {
+	redirty = pinned && c->mode == PS_WB_CLEAN;
+	if (redirty)
 		ps_page_set_flags(p, PS_PAGE_DIRTY); /* a pin raced in */
+	if (inval)
+		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
+	FAILPOINT(FP_WB_INVALIDATED, addr);
+	if (redirty) {
 		ps__space_frame_unlock(p);
 		c->st.skipped_pinned++;
 		return PS__HBM_KEEP;
@@ -1533,6 +1607,37 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	if (ps_page_word_pins(w) || (w & PS_PAGE_DIRTY))
 		return PS__HBM_KEEP;
 	return PS__HBM_CLEAR;
+}
+
+static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
+{
+	struct wb_ctx *c = ctx;
+	uint64_t addr = bit << PAGE_SHIFT, frame;
+	enum ps__hbm_verdict v;
+	int rc;
+
+	/*
+	 * S9 - seq_cst fence: the harvest's take of this bit (A0, seq_cst)
+	 * before the entry loads (acquire, in ps_pgtable_get()). Pairs with
+	 * the seq_cst entry CAS of a map (map_range), of a pin's view of it
+	 * (the pin re-reads the entry, then tests the bit: T0), and of
+	 * discard's give-back, each followed by wb_note()'s test: without
+	 * it, store buffering lets this visit read the old entry while the
+	 * other side's test still reads the bit set (see wb_note()).
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
+	rc = wb_hold(c->s, addr, &frame);
+	if (rc > 0)
+		return PS__HBM_CLEAR; /* nothing mapped: nothing to write */
+	if (rc < 0) {
+		c->st.errors++;
+		if (!c->first_error)
+			c->first_error = rc;
+		return PS__HBM_KEEP; /* not looked at: the next one will */
+	}
+	v = writeback_frame(c, addr, frame);
+	ps__space_frame_put(c->s, frame); /* the visit's own (S7) */
+	return v;
 }
 
 int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,

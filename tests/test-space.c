@@ -998,6 +998,9 @@ enum { /* as in lib/space.c */
 	FP_FAULT_LOCKED,
 	FP_WB_BOUNCED,
 	FP_CREATE_MUTEX,
+	FP_WB_LOOKED_UP,
+	FP_WB_INVALIDATED,
+	FP_PIN_RECHECKED,
 };
 
 static int fp_point;
@@ -1737,6 +1740,141 @@ END_TEST
 /* --- regressions: write-back, write pins, discard's give-back, map_range ------------- */
 
 /*
+ * fp_writeback_frame_moved: write-back read A -> F, then (before it held or
+ * locked F) A was unmapped, F freed and mapped at C, and a write at C
+ * made C writable over dirty F. Write-back went on with F as if it were
+ * still A's: wrote F as A's contents and cleaned it under C's writable
+ * entry, so C's later writes were never written back (S3). It must read
+ * the entry again under the lock, and let go.
+ */
+static void move_frame_to_c(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[60]), 1);
+	/* Its owner reuses it at once; a CPU write there follows. */
+	ck_assert_int_eq(ps_space_map(sp, 16 * PG, 60, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 16 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+}
+
+START_TEST(fp_writeback_frame_moved)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 60, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	wb_seen_init(&w);
+	arm(FP_WB_LOOKED_UP, move_frame_to_c);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_msg(w.n == 0, "frame 60 written as the contents of unmapped "
+				"address 0");
+	ck_assert(ps_pte_is_writable(entry(16 * PG)));
+	ck_assert_msg(ps_page_test_flags(pg(60), PS_PAGE_DIRTY),
+		      "writable entry at C over a clean frame (S3)");
+	/* C's write is written back, at C. */
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 32 * PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_uint_eq(w.addrs[0], 16 * PG);
+}
+END_TEST
+
+/*
+ * writeback_holds_frame_during_fn: write-back's fn ran with no reference
+ * on the frame, so a discard (or unmap) during the copy freed it (the
+ * free_frame hook ran; its owner could reuse it mid-copy). Write-back now
+ * holds a reference of its own until fn has returned.
+ */
+static unsigned freed_during_fn = 99;
+
+static int wb_discard_during(void *ctx, uint64_t addr, uint64_t frame,
+			     bool pinned)
+{
+	uint64_t nskipped;
+
+	(void)ctx;
+	(void)pinned;
+	ck_assert_int_eq(ps_space_discard(sp, addr, PG, NULL, 0, &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert(ps_pte_is_none(entry(addr)));
+	freed_during_fn = atomic_load(&seen.freed[frame]);
+	ck_assert(ps_page_is_live(pg(frame)));
+	return 0;
+}
+
+START_TEST(writeback_holds_frame_during_fn)
+{
+	struct ps_writeback_stats st;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 61, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN,
+					    wb_discard_during, NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert_msg(freed_during_fn == 0,
+		      "frame freed while write-back's fn was copying it");
+	/* Freed once, by write-back's own put after fn. */
+	ck_assert_uint_eq(atomic_load(&seen.freed[61]), 1);
+	ck_assert(!ps_page_is_live(pg(61)));
+}
+END_TEST
+
+/*
+ * fp_writeback_clean_before_invalidate_end: write-back ended its
+ * PROTECTION invalidation before clearing DIRTY, so a secondary map for
+ * write that the end let through found the frame dirty (its mark did
+ * nothing), installed a writable mapping, and then write-back cleaned the
+ * frame under it: device writes through it were never written (S5).
+ */
+static struct secmap *fp_secmap;
+static int fp_secmap_rc = 99;
+
+static void map_secondary_for_write(uint64_t addr)
+{
+	fp_secmap_rc = ps_space_map_secondary(sp, &fp_secmap->sub, addr, true,
+					      &sec_secops, fp_secmap);
+}
+
+START_TEST(fp_writeback_clean_before_invalidate_end)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	struct secmap m;
+
+	secmap_init(&m, 0, 4 * PG);
+	fp_secmap = &m;
+	ck_assert_int_eq(ps_space_map(sp, 0, 62, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	arm(FP_WB_INVALIDATED, map_secondary_for_write);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_nop,
+					    NULL, &st),
+			 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(fp_secmap_rc, 0);
+	ck_assert(atomic_load(&m.writable));
+	ck_assert_msg(ps_page_test_flags(pg(62), PS_PAGE_DIRTY),
+		      "writable secondary mapping over a clean frame");
+	/* What the device writes through it is written back. */
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	secmap_fini(&m);
+}
+END_TEST
+
+/*
  * map_range_nomem_shows_no_entry: map_range installed its runs one by one,
  * so when a later run ran out of memory for a level, a pin had already
  * found an earlier run's entry; the rollback's put did not free the frame
@@ -2238,6 +2376,9 @@ static Suite *space_suite(void)
 
 	tc = ps_test_tcase(s, "review regressions", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_writeback_frame_moved);
+	tcase_add_test(tc, writeback_holds_frame_during_fn);
+	tcase_add_test(tc, fp_writeback_clean_before_invalidate_end);
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 

@@ -160,7 +160,9 @@ struct ps_space;
  *	not map, map_range, unmap or discard in that space, nor convert or
  *	mprotect it (pagestate/prot.h), which take that mutex. From
  *	ps_space_unpin(), a pin backing out, the secondary-map helper,
- *	ps_space_kunmap() and ps_space_destroy() no library lock is held.
+ *	ps_space_kunmap(), ps_space_writeback() (which holds a reference on
+ *	each frame it writes until its callback has returned) and
+ *	ps_space_destroy() no library lock is held.
  *	(Only if the space runs out of memory collecting unmapped frames may
  *	it run inside the page table's read-side section: S7 in lib/space.c.)
  * @ctx: handed to every hook.
@@ -696,11 +698,18 @@ struct ps_writeback_stats {
  * @stats: receives what was done; may be NULL.
  *
  * Visits the pages of the range in the write-back set (written, pinned, or
- * mapped to a pinned or dirty frame: S9 in lib/space.c). An unpinned
- * frame: under its LOCKED bit, write-protect its entry (stable pages)
- * after invalidating the range's secondary mappings (event PROTECTION),
- * clear DIRTY, set WRITEBACK; then call @fn; then end WRITEBACK. A write
- * arriving meanwhile faults, dirties the frame again and is never lost. A
+ * mapped to a pinned or dirty frame: S9 in lib/space.c). The frame mapped
+ * at a page is held with a reference of write-back's own, then LOCKED,
+ * then the entry is read again (a frame unmapped meanwhile is let go and
+ * the page looked at again); the reference is dropped after @fn returns,
+ * so an unmap or discard during @fn does not free the frame under it (the
+ * free_frame hook may then run in this thread, after @fn). An unpinned
+ * frame: under its LOCKED bit, invalidate the page's secondary mappings
+ * (event PROTECTION), write-protect its entry (stable pages), clear DIRTY,
+ * end the invalidation (so a secondary mapping for write made after it
+ * dirties the frame again), set WRITEBACK; then call @fn; then end
+ * WRITEBACK. A write arriving meanwhile faults, dirties the frame again
+ * and is never lost. A
  * pinned frame: CLEAN skips it (it stays dirty); INTEGRITY clears DIRTY,
  * calls @fn with @pinned true (bounce), and dirties it again if it is
  * still pinned for write. A pinned page stays in the set while its pins
@@ -714,7 +723,8 @@ struct ps_writeback_stats {
  * orders every pin before or after it.
  * Progress: blocking (LOCKED bits: spin, then yield; the invalidations).
  * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first callback error
- * (every frame is still visited).
+ * (every frame is still visited); -EOVERFLOW if a frame was at the
+ * reference limit (it is left dirty, for the next write-back).
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,
