@@ -51,7 +51,12 @@
  *     ordered before or after that clear. A pin before it makes the frame
  *     "pinned" for this write-back; a pin for write after it re-reads the
  *     entry, finds it write-protected (S2 then S3) and faults, dirtying the
- *     frame again.
+ *     frame again. A pin for write sets WRITE_PINNED in the CAS that takes
+ *     the pin, so every word that shows the pin shows it as one for write:
+ *     an INTEGRITY bounce, which looks at the word again after its copy,
+ *     keeps such a frame dirty even if the pin has not finished its
+ *     re-check yet (the flag alone, left by a pin that backed out, is only
+ *     a hint: write_pinned() also wants pins).
  *
  * S5  Exactly-once dirty hook. DIRTY is set only by ps_page_test_and_set
  *     (ps__space_mark_frame_dirty()): the one caller that sees it clear
@@ -953,6 +958,29 @@ static int grab_failed(struct ps_page *p, uint64_t reject)
 /* --- pins (S2) -------------------------------------------------------------------- */
 
 /*
+ * The speculative pin: ps_page_try_pin_masked() for one pin, which for a
+ * pin for write also sets WRITE_PINNED in the same CAS. So every write-back
+ * whose RMW on the word comes after the pin sees the pin as a pin for write
+ * (S4): none can find the pin but not the flag and clean a frame a device
+ * is about to write. A pin that backs out leaves the flag: a hint, as
+ * write_pinned() also wants pins, cleared lazily once there are none.
+ */
+static inline bool try_pin(struct ps_page *p, uint64_t reject, bool write)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/*
+	 * Acquire: pairs with the release of the put or unfreeze that came
+	 * before (as in ps_page_try_pin_masked()), so the pinner sees the
+	 * frame as it was left; S2's fence follows.
+	 */
+	return ps__page_cas(p, PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
+			    PS_PAGE_LIVE, 0, write ? PS_PAGE_WRITE_PINNED : 0,
+			    1, 1, false, memory_order_acquire, &seen, &why);
+}
+
+/*
  * Pin the frame at @addr. Called inside the page table's read-side section,
  * which pin_range holds across all its pages (one section instead of one
  * per page: a urcu-bp section costs about 12 ns). The slow paths leave it:
@@ -990,7 +1018,7 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			return -EFAULT;
 		p = &s->frames[frame];
 		FAILPOINT(FP_PIN_AFTER_LOOKUP, addr);
-		if (!ps_page_try_pin_masked(p, 1, reject)) {
+		if (!try_pin(p, reject, write)) {
 			ps_pgtable_read_unlock();
 			rc = grab_failed(p, reject); /* may yield */
 			ps_pgtable_read_lock();
@@ -1009,9 +1037,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			ps_pgtable_read_lock();
 			continue;
 		}
+		FAILPOINT(FP_PIN_RECHECKED, addr);
 		if (write) {
-			if (!ps_page_test_flags(p, PS_PAGE_WRITE_PINNED))
-				ps_page_set_flags(p, PS_PAGE_WRITE_PINNED);
 			log_addr(s, addr);
 		} else {
 			wb_note(s, addr); /* S9: it may be unpinned dirty */

@@ -1875,6 +1875,46 @@ START_TEST(fp_writeback_clean_before_invalidate_end)
 END_TEST
 
 /*
+ * fp_write_pin_seen_by_bounce: a pin for write set WRITE_PINNED only after
+ * its re-check, so an INTEGRITY write-back in between bounced the frame,
+ * saw pins but no WRITE_PINNED and left it clean: later fsyncs wrote
+ * nothing of what the device wrote. The flag now comes with the pin.
+ */
+static void integrity_writeback_now(uint64_t addr)
+{
+	struct ps_writeback_stats st;
+
+	ck_assert_int_eq(ps_space_writeback(sp, addr, PG, PS_WB_INTEGRITY,
+					    wb_nop, NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.bounced, 1);
+}
+
+START_TEST(fp_write_pin_seen_by_bounce)
+{
+	struct ps_writeback_stats st;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 63, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	arm(FP_PIN_RECHECKED, integrity_writeback_now);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &f), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(f, 63);
+	ck_assert_msg(ps_page_test_flags(pg(63), PS_PAGE_DIRTY),
+		      "a frame pinned for write left clean by a bounce");
+	/* Every fsync while it is pinned for write bounces it again. */
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY, wb_nop,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.bounced, 1);
+	ck_assert_uint_eq(st.kept_dirty, 1);
+	ps_space_unpin(sp, &f, 1, false);
+}
+END_TEST
+
+/*
  * map_range_nomem_shows_no_entry: map_range installed its runs one by one,
  * so when a later run ran out of memory for a level, a pin had already
  * found an earlier run's entry; the rollback's put did not free the frame
@@ -2379,6 +2419,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_writeback_frame_moved);
 	tcase_add_test(tc, writeback_holds_frame_during_fn);
 	tcase_add_test(tc, fp_writeback_clean_before_invalidate_end);
+	tcase_add_test(tc, fp_write_pin_seen_by_bounce);
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 

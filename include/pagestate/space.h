@@ -398,7 +398,10 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * fails with -EAGAIN and the caller resolves the fault); a read-only entry
  * with MAYWRITE is made writable, marking the frame dirty; then take a
  * speculative pin and re-check the entry. A pin for write logs the address
- * (see Dirty state) and marks the frame WRITE_PINNED; any other pin puts
+ * (see Dirty state) and marks the frame WRITE_PINNED, in the same atomic
+ * step as the pin (so no write-back sees the pin without the flag; a pin
+ * that backs out leaves the flag as a hint, cleared once the frame has no
+ * pins); any other pin puts
  * the address in the write-back set (it may be unpinned dirty). A
  * PS_PIN_LONGTERM pin is recorded against the frame (one bit per frame,
  * cleared when a conversion next freezes the frame, pagestate/prot.h): a
