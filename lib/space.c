@@ -72,9 +72,11 @@
  *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by
  *     it or stays for the next. A page pinned for write is kept in the log
  *     while its pins last, so every harvest until after the unpin reports
- *     it. With REARM, written entries of async ranges move into the log via
- *     the page table's get-and-rearm scan (its G7: a write racing the scan
- *     is reported by it or by the next one).
+ *     it (a harvest that looked while discard had the page zapped for a
+ *     moment dropped it: discard's give-back logs it again). With REARM,
+ *     written entries of async ranges move into the log via the page
+ *     table's get-and-rearm scan (its G7: a write racing the scan is
+ *     reported by it or by the next one).
  *
  * S7  Where the hooks run. Never inside the page table's RCU read-side
  *     section: zapped frames are collected and put after the zap returns
@@ -117,15 +119,19 @@
  *     there, or if the frame mapped there, read under its LOCKED bit (or
  *     after a bounce copy), is neither pinned nor dirty: a clean pinned
  *     frame is kept, as is a frame unpinned dirty while INTEGRITY
- *     write-back copied it. Hence a frame pinned at an address and
- *     unpinned dirty while still mapped there is written by the next
- *     write-back of that address: a visit whose read of the frame's word
- *     comes after the unpin sees DIRTY; one whose read comes before it
- *     sees the pin and keeps the page; a pin taken after the read puts the
- *     page back itself (wb_note() says why the test it starts with is
- *     enough). The cost is on write-back, not on the pin: a pinned page is
- *     visited by every write-back (a read pin adds one load of the set per
- *     page, and an RMW when a write-back has taken its bit). Not covered:
+ *     write-back copied it. A page that discard zapped for a moment (a
+ *     pin raced in) and gave back is put in the set again by discard, as a
+ *     visit may have found nothing mapped in between. Hence a frame pinned
+ *     at an address and unpinned dirty while still mapped there is written
+ *     by the next write-back of that address: a visit whose read of the
+ *     frame's word comes after the unpin sees DIRTY; one whose read comes
+ *     before it sees the pin and keeps the page; a pin taken after the
+ *     read puts the page back itself (wb_note() says why the test it
+ *     starts with is enough: it needs the seq_cst fence the visit runs
+ *     between taking the bit and reading the entry). The cost is on
+ *     write-back, not on the pin: a pinned page is visited by every
+ *     write-back (a read pin adds one load of the set per page, and an RMW
+ *     when a write-back has taken its bit). Not covered:
  *     a frame pinned, unmapped and unpinned dirty with no mapping left
  *     (there is no address to write it at; its owner sees DIRTY in the
  *     free_frame hook or when it maps it again, which records it); an
@@ -1106,6 +1112,43 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 }
 
 /*
+ * Give the entry @old that discard zapped back to @addr. The zap left none
+ * or a lone UFFD_WP marker, and under the writer mutex nobody maps here
+ * (S1), but the entry may still move between those two: a protect of a
+ * WP_UNPOPULATED or async range, uffd's mirror of a protected none page,
+ * a read fault clearing a stale marker. Whichever it is now, @old comes
+ * back, with a marker's protection folded in as a map does (pgtable.c's
+ * tr_map): uffd-wp set and WRITE cleared (never both, G2 there), so the
+ * give-back drops no protection. False only if the page holds anything
+ * else (someone stored there against the exclusion rules).
+ */
+static bool give_back(struct ps_space *s, uint64_t addr, ps_pte_t old)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	ps_pte_t e;
+
+	if (ps_pgtable_get(s->pt, addr, &e))
+		return false;
+	for (;;) {
+		ps_pte_t want;
+		int rc;
+
+		if (e == PS_PTE_NONE)
+			want = old;
+		else if (e == marker)
+			want = (old | PS_PTE_UFFD_WP) & ~PS_PTE_WRITE;
+		else
+			return false;
+		/* Seq_cst CAS (pgtable.h): before wb_note()'s test (S9). */
+		rc = ps_pgtable_cmpxchg(s->pt, addr, &e, want);
+		if (!rc)
+			return true;
+		if (rc != -EAGAIN)
+			return false;
+	}
+}
+
+/*
  * Discard one resident page unless its frame is pinned or frozen by another
  * thread. Returns true if it was left in place.
  *
@@ -1135,10 +1178,10 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	struct ps_page *p = &s->frames[frame];
 	struct discard_one d = {0, 0, false};
 	bool frozen, pinned;
+	uint64_t w;
 
 	for (;;) {
-		uint64_t w = ps_page_load(p);
-
+		w = ps_page_load(p);
 		if (!(w & PS_PAGE_LIVE))
 			return true; /* frozen by another thread: its own */
 		if (ps_page_word_pins(w))
@@ -1166,13 +1209,24 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	/* S2 - seq_cst fence: the zap before the pin check. */
 	atomic_thread_fence(memory_order_seq_cst);
 	FAILPOINT(FP_DISCARD_AFTER_ZAP, addr);
-	pinned = ps_page_is_pinned(p);
+	w = ps_page_load(p);
+	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && d.changed) {
 		/* A pin raced in: give the entry back. */
-		ps_pte_t expect = d.new_pte;
-
-		if (ps_pgtable_cmpxchg(s->pt, addr, &expect, d.old))
+		if (give_back(s, addr, d.old)) {
+			/*
+			 * A write-back or harvest that looked while the page
+			 * was zapped found nothing mapped and dropped the
+			 * address: record it again (S9; S6 for a pin for
+			 * write, which the harvest must keep reporting).
+			 */
+			if (write_pinned(w))
+				log_addr(s, addr);
+			else
+				wb_note(s, addr);
+		} else {
 			pinned = false; /* cannot (replaced): dropped */
+		}
 	}
 	if (!pinned && d.changed && ps_pte_is_present(d.old))
 		ps__space_frame_put(s, ps_pte_frame(d.old));

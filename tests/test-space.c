@@ -1003,16 +1003,21 @@ enum { /* as in lib/space.c */
 	FP_PIN_RECHECKED,
 };
 
-static int fp_point;
-static unsigned fp_fired;
+/* Each armed point fires once; arm_also() arms a second one. */
+static int fp_point, fp_point2;
+static unsigned fp_fired, fp_fired2;
 static void (*fp_action)(uint64_t addr);
+static void (*fp_action2)(uint64_t addr);
 
 static void failpoint(int point, uint64_t addr)
 {
-	if (point != fp_point || fp_fired)
-		return;
-	fp_fired++;
-	fp_action(addr);
+	if (point == fp_point && !fp_fired) {
+		fp_fired++;
+		fp_action(addr);
+	} else if (point == fp_point2 && !fp_fired2) {
+		fp_fired2++;
+		fp_action2(addr);
+	}
 }
 
 static void arm(int point, void (*action)(uint64_t addr))
@@ -1020,7 +1025,15 @@ static void arm(int point, void (*action)(uint64_t addr))
 	fp_point = point;
 	fp_fired = 0;
 	fp_action = action;
+	fp_point2 = 0;
 	ps__space_failpoint = failpoint;
+}
+
+static void arm_also(int point, void (*action)(uint64_t addr))
+{
+	fp_point2 = point;
+	fp_fired2 = 0;
+	fp_action2 = action;
 }
 
 static void disarm(void)
@@ -1915,6 +1928,147 @@ START_TEST(fp_write_pin_seen_by_bounce)
 END_TEST
 
 /*
+ * fp_discard_give_back_over_marker: discard zapped a page with another
+ * holder, a pin raced in, and before the give-back a protect of the
+ * WP_UNPOPULATED range turned the zapped none into a UFFD_WP marker. The
+ * give-back CAS expected none, failed, and the pinned page was unmapped
+ * and reported discarded. Now it comes back, write-protected.
+ */
+static void protect_now(uint64_t addr)
+{
+	ck_assert_int_eq(ps_pgtable_protect(ps_space_pgtable(sp), addr, PG),
+			 0);
+	ck_assert(ps_pte_is_marker(entry(addr)));
+}
+
+START_TEST(fp_discard_give_back_over_marker)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t skipped = 99, nskipped = 99;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_UNPOPULATED),
+			 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 64, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_page_get(pg(64)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_CHECK, pin_now);
+	arm_also(FP_DISCARD_AFTER_ZAP, protect_now);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
+	ck_assert_msg(nskipped == 1, "a pinned page was discarded");
+	ck_assert_uint_eq(skipped, 0);
+	e = entry(0);
+	ck_assert(ps_pte_is_present(e));
+	ck_assert_uint_eq(ps_pte_frame(e), 64);
+	/* The protect's protection stays, as a map over the marker keeps it. */
+	ck_assert(ps_pte_uffd_wp(e));
+	ck_assert(!ps_pte_is_writable(e));
+	ck_assert_uint_eq(ps_page_refs(pg(64)), 3); /* mapping, pin, holder */
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_WP);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(64)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+/*
+ * fp_discard_zap_hides_page_from_writeback: a write-back that visited the
+ * page while discard had it zapped found nothing mapped and dropped it
+ * from the write-back set; discard gave the entry back (a read pin had
+ * raced in), and the frame, later unpinned dirty while still mapped there,
+ * was never written back (S9).
+ */
+static void integrity_writeback_nothing(uint64_t addr)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, addr, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 0); /* nothing mapped right now */
+}
+
+START_TEST(fp_discard_zap_hides_page_from_writeback)
+{
+	struct ps_writeback_stats st;
+	uint64_t nskipped = 99;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 65, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_page_get(pg(65)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_CHECK, pin_now); /* a DMA source */
+	arm_also(FP_DISCARD_AFTER_ZAP, integrity_writeback_nothing);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert(ps_pte_is_present(entry(0)));
+	/* The device wrote after all. */
+	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
+	ck_assert(ps_page_test_flags(pg(65), PS_PAGE_DIRTY));
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_msg(w.n == 1, "a frame unpinned dirty at its mapped address "
+				"escaped write-back");
+	ck_assert(!ps_page_put(pg(65)));
+}
+END_TEST
+
+/* The same with a harvest during the zap and a pin for write: the page
+ * must stay in the dirty log while pinned for write (S6). */
+static void pin_write_now(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, PS_PIN_WRITE,
+					    &fp_pinned_frame),
+			 0);
+}
+
+static void harvest_nothing(uint64_t addr)
+{
+	uint64_t a[4], n, resume;
+
+	ck_assert_int_eq(ps_space_harvest(sp, addr, PG, 0, a, 4, &n, &resume),
+			 0);
+	ck_assert_uint_le(n, 1);
+}
+
+START_TEST(fp_discard_zap_hides_page_from_harvest)
+{
+	uint64_t a[4], n, resume, nskipped = 99;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 66, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, PG, 0, a, 4, &n, &resume), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(ps_page_get(pg(66)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_CHECK, pin_write_now);
+	arm_also(FP_DISCARD_AFTER_ZAP, harvest_nothing);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert(ps_pte_is_present(entry(0)));
+	for (int round = 0; round < 2; round++) {
+		ck_assert_int_eq(ps_space_harvest(sp, 0, PG, 0, a, 4, &n,
+						  &resume),
+				 0);
+		ck_assert_msg(n == 1, "round %d: a page pinned for write is "
+				      "no longer reported", round);
+	}
+	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
+	ck_assert(!ps_page_put(pg(66)));
+}
+END_TEST
+
+/*
  * map_range_nomem_shows_no_entry: map_range installed its runs one by one,
  * so when a later run ran out of memory for a level, a pin had already
  * found an earlier run's entry; the rollback's put did not free the frame
@@ -2420,6 +2574,9 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, writeback_holds_frame_during_fn);
 	tcase_add_test(tc, fp_writeback_clean_before_invalidate_end);
 	tcase_add_test(tc, fp_write_pin_seen_by_bounce);
+	tcase_add_test(tc, fp_discard_give_back_over_marker);
+	tcase_add_test(tc, fp_discard_zap_hides_page_from_writeback);
+	tcase_add_test(tc, fp_discard_zap_hides_page_from_harvest);
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 

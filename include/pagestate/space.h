@@ -481,7 +481,12 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
  * mapping's reference is dropped), then, after a full fence, its frame's
  * pins are checked; a frame pinned meanwhile gets its entry back and is
  * reported. A concurrent pin either sees the zap and backs out, or is
- * seen here.
+ * seen here. The entry comes back even if a protect (or the uffd bridge)
+ * turned the zapped page into a UFFD_WP marker meanwhile, with that
+ * protection kept (write-protected, as a map over the marker would be);
+ * and its address goes back into the write-back set and, for a frame
+ * pinned for write, the dirty log, which a write-back or harvest running
+ * during the zap may have taken it out of.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
  * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
