@@ -25,9 +25,13 @@
  *     lock per PMD), so a CPU write is reported by this harvest or the
  *     next. Its pages go into the attachment's log before that log is
  *     harvested, and so do a bare table's written entries (its own
- *     get-and-rearm scan) or everything a space's harvest with
- *     PS_HARVEST_REARM returns; so a budget-limited harvest keeps the
- *     rest for the next call and nothing is lost.
+ *     get-and-rearm scan); so a budget-limited harvest keeps the rest for
+ *     the next call and nothing is lost. A space's pages (its harvest
+ *     with PS_HARVEST_REARM, at most the budget) join them only if the
+ *     budget returns them: the rest go back to the space's log before
+ *     the call returns (collect_space()), so they are never only in the
+ *     attachment's log. Detach moves what is left there (the CPU's
+ *     pages) into the space's log.
  *
  * U4  Sync harvest: the log is harvested first, then the reported pages are
  *     re-protected in both places. A write between the two finds the page
@@ -562,38 +566,6 @@ static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t end)
 	return 0;
 }
 
-/*
- * Space: its harvest with PS_HARVEST_REARM (the library's written entries
- * of async ranges, re-armed; the dirty log's marks, resolved sync faults
- * and pages pinned for write; the secondary mappings of all of them
- * invalidated), moved into the attachment's log, which the caller's budget
- * then applies to. @addrs is the scratch, @max pages a call.
- *
- * The kernel's pages go straight into the attachment's log, not through
- * the space's, so they cost no notifier invalidation and no pin check: a
- * writable secondary mapping is always in the space's log (the helper logs
- * its page before installing it, and the harvest that takes the page
- * invalidates it), and a page pinned for write stays in that log while
- * pinned. So a page that only the CPU wrote has no writable secondary
- * mapping to tear down.
- */
-static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
-			 uint64_t *addrs, uint64_t max)
-{
-	for (uint64_t at = start, end = start + len; at < end;) {
-		uint64_t n, res;
-		int rc = ps_space_harvest(u->space, at, end - at,
-					  PS_HARVEST_REARM, addrs, max, &n,
-					  &res);
-
-		if (rc)
-			return rc;
-		log_addrs(u, addrs, n);
-		at = res;
-	}
-	return 0;
-}
-
 struct log_out {
 	uint64_t base;
 	uint64_t *addrs;
@@ -608,6 +580,75 @@ static enum ps__hbm_verdict log_visit(void *ctx, uint64_t bit)
 		return PS__HBM_STOP;
 	o->addrs[o->n++] = o->base + (bit << PAGE_SHIFT);
 	return PS__HBM_CLEAR;
+}
+
+/*
+ * How many of the space's pages sp[0..ns) are among the first @max pages
+ * of their union with the attachment's log, in address order: a walk of
+ * the log that keeps every bit and stops once that is decided.
+ */
+struct merge {
+	const uint64_t *sp;
+	uint64_t ns, j;	 /* j: the space's pages counted so far */
+	uint64_t t, max; /* t: pages of the union counted so far */
+	uint64_t base;
+};
+
+static enum ps__hbm_verdict merge_visit(void *ctx, uint64_t bit)
+{
+	struct merge *m = ctx;
+	uint64_t a = m->base + (bit << PAGE_SHIFT);
+
+	for (; m->j < m->ns && m->sp[m->j] < a && m->t < m->max; m->j++)
+		m->t++;
+	if (m->j == m->ns || m->t == m->max)
+		return PS__HBM_STOP; /* decided; the bits stay */
+	if (m->sp[m->j] == a)
+		m->j++; /* in both: one page */
+	m->t++;
+	return PS__HBM_KEEP;
+}
+
+/*
+ * Space: its harvest with PS_HARVEST_REARM (the library's written entries
+ * of async ranges, re-armed; the dirty log's marks, resolved sync faults
+ * and pages pinned for write; the secondary mappings of all of them
+ * invalidated), at most @max pages into @addrs. Only the pages the
+ * caller's budget returns move into the attachment's log: the budget
+ * applies to their union with the pages already there (the kernel's), and
+ * the space's pages beyond it go back to the space's log
+ * (ps_space_redirty(), before the harvest returns; their invalidation was
+ * merely early). So the space's log keeps every page a harvest does not
+ * return: for the next harvest, for ps_space_harvest() and after detach.
+ * *@resume: the first of the space's pages still recorded, or the end.
+ *
+ * The kernel's pages go straight into the attachment's log, not through
+ * the space's, so they cost no notifier invalidation and no pin check: a
+ * writable secondary mapping is always in the space's log (the helper logs
+ * its page before installing it, and the harvest that takes the page
+ * invalidates it), and a page pinned for write stays in that log while
+ * pinned. So a page that only the CPU wrote has no writable secondary
+ * mapping to tear down.
+ */
+static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
+			 uint64_t *addrs, uint64_t max, uint64_t *resume)
+{
+	struct merge m = {addrs, 0, 0, 0, max, u->addr};
+	int rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM,
+				  addrs, max, &m.ns, resume);
+
+	if (rc || !m.ns)
+		return rc;
+	(void)ps__hbm_harvest(&u->log, (start - u->addr) >> PAGE_SHIFT,
+			      len >> PAGE_SHIFT, merge_visit, &m, NULL);
+	for (; m.j < m.ns && m.t < max; m.j++)
+		m.t++;
+	if (m.j < m.ns) { /* beyond the budget: back where they were */
+		(void)ps_space_redirty(u->space, addrs + m.j, m.ns - m.j);
+		*resume = addrs[m.j];
+	}
+	log_addrs(u, addrs, m.j);
+	return 0;
 }
 
 /* Sync: re-protect what was reported, run by run, in both places (U4). */
@@ -635,7 +676,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *resume)
 {
 	bool async = u->flags & PS_UFFD_ASYNC;
-	uint64_t n = 0, res = start + len;
+	uint64_t n = 0, res = start + len, sres = start + len;
 	int rc = range_check(u, start, len);
 
 	if (rc)
@@ -646,7 +687,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	if (async)
 		rc = collect_kernel(u, start, start + len);
 	if (!rc)
-		rc = u->space ? collect_space(u, start, len, addrs, max)
+		rc = u->space ? collect_space(u, start, len, addrs, max, &sres)
 			      : collect_table(u, start, start + len);
 	if (!rc) {
 		struct log_out o = {u->addr, addrs, max, 0};
@@ -656,10 +697,15 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 				      len >> PAGE_SHIFT, log_visit, &o, &bit);
 		n = o.n;
 		res = u->addr + (bit << PAGE_SHIFT);
+		if (sres < res) /* the space still holds an earlier page */
+			res = sres;
 	}
 	if (!rc && !async) {
 		rc = rearm_reported(u, addrs, n);
-		if (rc) /* not all re-protected: report them again next time */
+		/* Not all re-protected: report them again next time. */
+		if (rc && u->space)
+			(void)ps_space_redirty(u->space, addrs, n);
+		else if (rc)
 			log_addrs(u, addrs, n);
 	}
 	pthread_mutex_unlock(&u->lock);
@@ -827,6 +873,16 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
 	return attach(NULL, t, cfg, out);
 }
 
+/* Detach: a page of the attachment's log back into the space's log. */
+static enum ps__hbm_verdict relog_visit(void *ctx, uint64_t bit)
+{
+	struct ps_uffd *u = ctx;
+	uint64_t addr = u->addr + (bit << PAGE_SHIFT);
+
+	(void)ps_space_redirty(u->space, &addr, 1);
+	return PS__HBM_CLEAR;
+}
+
 int ps_uffd_detach(struct ps_uffd *u)
 {
 	struct uffdio_range r = {.start = u->host, .len = u->len};
@@ -848,6 +904,14 @@ int ps_uffd_detach(struct ps_uffd *u)
 		if (r2 && !rc)
 			rc = r2;
 	}
+	/*
+	 * The CPU's pages a budget left in the attachment's log (the space's
+	 * own never stay there) go to the space's log, so that nothing a
+	 * harvest collected is lost: ps_space_harvest() reports them.
+	 */
+	if (u->space)
+		(void)ps__hbm_harvest(&u->log, 0, u->len >> PAGE_SHIFT,
+				      relog_visit, u, NULL);
 	if (u->stop >= 0)
 		close(u->stop);
 	if (u->pagemap >= 0)

@@ -653,6 +653,117 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 }
 END_TEST
 
+/* --- the space's log: a harvest leaves it what it does not return ---------- */
+
+/*
+ * Device writes beyond a harvest's budget stay in the space's log, so they
+ * survive detach (regression: every harvest moved all of the space's pages
+ * into the attachment's log, then applied the budget, and detach freed that
+ * log). Loop index: 0 sync, 1 async.
+ */
+START_TEST(detach_keeps_the_space_log_pages)
+{
+	struct ps_space *s = space_new();
+	struct region r;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t addrs[NP], n, resume;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
+					    PS_MAP_WRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = _i ? PS_UFFD_ASYNC : 0;
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	ck_assert(ps_space_mark_dirty(s, LBASE + 2 * PG)); /* a device */
+	ck_assert(ps_space_mark_dirty(s, LBASE + 5 * PG)); /* a device */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
+					 &resume), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(addrs[0], LBASE + 2 * PG);
+	ck_assert_uint_eq(resume, LBASE + 5 * PG);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert_int_eq(ps_space_harvest(s, LBASE, NP * PG, 0, addrs, NP, &n,
+					  NULL), 0);
+	ck_assert_msg(n == 1 && addrs[0] == LBASE + 5 * PG,
+		      "the device's page 5 was lost at detach (n=%" PRIu64 ")",
+		      n);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
+/*
+ * Async, CPU and device pages interleaved under a budget: the space's pages
+ * the budget leaves are in the space's log at once (ps_space_harvest() sees
+ * them while attached), and the CPU's pages a budget leaves in the
+ * attachment's log move to the space's log at detach.
+ */
+START_TEST(budget_leaves_every_page_somewhere_harvestable)
+{
+	struct ps_space *s = space_new();
+	struct region r;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t addrs[NP], n, resume;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
+					    PS_MAP_WRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	ck_assert(ps_space_mark_dirty(s, LBASE + 2 * PG));
+	ck_assert(ps_space_mark_dirty(s, LBASE + 3 * PG));
+	r.host[4 * PG] = 2; /* CPU */
+	ck_assert(ps_space_mark_dirty(s, LBASE + 5 * PG));
+	r.host[6 * PG] = 2; /* CPU */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 3, &n,
+					 &resume), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(addrs[0], LBASE + 2 * PG);
+	ck_assert_uint_eq(addrs[1], LBASE + 3 * PG);
+	ck_assert_uint_eq(addrs[2], LBASE + 4 * PG);
+	ck_assert_uint_eq(resume, LBASE + 5 * PG);
+	/* The device's page 5 is in the space's log, not the attachment's. */
+	ck_assert_int_eq(ps_space_harvest(s, LBASE, NP * PG, 0, addrs, NP, &n,
+					  NULL), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(addrs[0], LBASE + 5 * PG);
+	(void)ps_space_mark_dirty(s, LBASE + 5 * PG); /* again (frame dirty) */
+	/* Budget 1: the device's 5 first; the CPU's 6 stays recorded. */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
+					 &resume), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(addrs[0], LBASE + 5 * PG);
+	ck_assert_uint_eq(resume, LBASE + 6 * PG);
+	r.host[9 * PG] = 2; /* CPU, collected by the next harvest */
+	ck_assert(ps_space_mark_dirty(s, LBASE + 1 * PG));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
+					 &resume), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(addrs[0], LBASE + 1 * PG);
+	ck_assert_uint_eq(resume, LBASE + 6 * PG);
+	/* Detach hands the CPU's 6 and 9 to the space's log. */
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert_int_eq(ps_space_harvest(s, LBASE, NP * PG, 0, addrs, NP, &n,
+					  NULL), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(addrs[0], LBASE + 6 * PG);
+	ck_assert_uint_eq(addrs[1], LBASE + 9 * PG);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
 /* --- the differential test ---------------------------------------------------------- */
 
 enum mode { ASYNC, SYNC_THREAD, SYNC_POLL, NMODES };
@@ -1438,6 +1549,10 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc, async_harvest_merges);
 	tcase_add_test(tc, async_harvest_mirrors_kernel_rearm);
 	tcase_add_test(tc, async_space_harvest_invalidates_space_pages);
+
+	tc = ps_test_tcase(s, "space log", 10);
+	tcase_add_loop_test(tc, detach_keeps_the_space_log_pages, 0, 2);
+	tcase_add_test(tc, budget_leaves_every_page_somewhere_harvestable);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0,

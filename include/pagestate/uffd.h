@@ -262,8 +262,16 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
  * @u: the attachment.
  *
  * Writers blocked on a sync fault are woken by the unregistration of the
- * host range. Pages in the attachment's log not yet harvested are dropped
- * (a space's own dirty log keeps its pages).
+ * host range. Nothing a harvest collected is lost: for a space, the pages
+ * still in the attachment's log (CPU writes an async harvest's budget left
+ * for the next call) move into the space's dirty log, where
+ * ps_space_harvest() reports them, and the space's own pages never leave
+ * its log unless a harvest returned them. Not collected: async CPU writes
+ * since the last harvest, which only the kernel's page tables hold and
+ * UFFDIO_UNREGISTER clears (harvest first to have them). A bare table has
+ * no dirty log: pages left in the attachment's log are dropped, but
+ * unregistering the library range clears every uffd-wp bit, so its scan
+ * reports each present entry of the range as written.
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
@@ -373,10 +381,10 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * @count: receives how many were written.
  * @resume: if not NULL, receives where to continue: the first page still
  *	recorded, or @start + @len when the harvest is complete. Pages not
- *	returned stay recorded for the next call.
+ *	returned stay recorded for the next call: a space's in the space's
+ *	dirty log, the others in the attachment's.
  *
- * The pages are collected into the attachment's log, then taken from it
- * in address order, at most @max:
+ * The pages are collected, then taken in address order, at most @max:
  *   - async: PAGEMAP_SCAN get-and-rearm over the host range (category and
  *     return mask WRITTEN, the kernel's fast path); a none entry of the
  *     library among the pages it reports becomes a UFFD_WP marker, as the
@@ -385,9 +393,13 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *   - space: what ps_space_harvest() with PS_HARVEST_REARM returns (its
  *     dirty log: marks, the secondary-map helper's writes, resolved sync
  *     faults, pages pinned for write; its async entries' writes, re-armed),
- *     in batches of @max, with the secondary mappings of those pages
- *     invalidated. Pages only the CPU wrote are not invalidated: a
- *     writable secondary mapping is always in the space's log.
+ *     at most @max, with the secondary mappings of those pages
+ *     invalidated; those of them beyond the budget (merged with the pages
+ *     above) go back to the space's log before the call returns, so
+ *     ps_space_harvest() still sees them (a concurrent one may miss them
+ *     until then, and finds them at its next call). Pages only the CPU
+ *     wrote are not invalidated: a writable secondary mapping is always in
+ *     the space's log.
  * Sync: the pages are taken from the log first, then re-protected in both
  * places (U4).
  * Context: any thread; not inside a read-side section (the table's writer
