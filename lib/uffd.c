@@ -12,7 +12,11 @@
  *     table, then the host range, holding u->lock across both. So the two
  *     agree on a page whenever no such call is running on it (no
  *     interleaving of a protect with a resolution can leave the library
- *     protected and the kernel not).
+ *     protected and the kernel not). When the kernel refuses its half,
+ *     the call fails and the page is left on the side that loses no
+ *     write, library not protected: a protect unprotects the library
+ *     range again, an unprotect or a fault's resolution (the writer then
+ *     stays blocked, and the error is reported) already left it so.
  *
  * U2  A sync fault is recorded before its writer is woken: the library
  *     entry is resolved as a write (space: frame dirty and address logged,
@@ -55,6 +59,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -69,13 +74,25 @@
 /*
  * Failpoints: in the test build only (-DPS_UFFD_FAILPOINTS), features in
  * ps__uffd_hide_features are treated as missing from the kernel, so the
- * tests can check the error that names each one.
+ * tests can check the error that names each one; and the FP_* bits of
+ * ps__uffd_failpoints make the failures the tests cannot cause otherwise
+ * (tests/test-uffd.c repeats their values). Compiled out of the library.
  */
+enum {
+	FP_NO_PROCMAP_QUERY = 0x1, /* attach reads smaps instead */
+	FP_NO_HUGETLB_CHECK = 0x2, /* attach accepts hugetlb memory */
+};
 #ifdef PS_UFFD_FAILPOINTS
 uint64_t ps__uffd_hide_features;
+PS_ATOMIC(unsigned int) ps__uffd_failpoints;
 #define HIDDEN_FEATURES ps__uffd_hide_features
+/* Relaxed: set by the test before the call it is about (or joined). */
+#define FAILPOINT(fp)                                                      \
+	((atomic_load_explicit(&ps__uffd_failpoints, memory_order_relaxed) & \
+	  (fp)) != 0)
 #else
 #define HIDDEN_FEATURES UINT64_C(0)
+#define FAILPOINT(fp) false
 #endif
 
 struct ps_uffd {
@@ -93,13 +110,22 @@ struct ps_uffd {
 	pthread_t thread;
 	bool thread_running;
 	int opened;
-	_Atomic(uint64_t) faults, mismatches, harvested, kernel_pages;
+	_Atomic(uint64_t) faults, mismatches, harvested, kernel_pages, errors;
+	_Atomic(int) last_error;
 };
 
 static void count(_Atomic(uint64_t) *c, uint64_t n)
 {
 	/* Relaxed: statistics only, nothing else depends on them. */
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* A failure of the fault handling (the thread's, or handle_events'). */
+static void note_error(struct ps_uffd *u, int err)
+{
+	count(&u->errors, 1);
+	/* Relaxed: statistics only, as count(). */
+	atomic_store_explicit(&u->last_error, err, memory_order_relaxed);
 }
 
 static void say(const char **why, const char *what)
@@ -233,6 +259,104 @@ int ps_uffd_probe(unsigned int flags, const char **why)
 	return check_features(flags, why);
 }
 
+/* --- the host mapping --------------------------------------------------------- */
+
+/*
+ * The largest page size of the VMAs that [host, end) touches, from
+ * /proc/self/smaps (KernelPageSize), the way before PROCMAP_QUERY. Reading
+ * smaps walks every VMA's page tables; only kernels older than 6.11 take
+ * this path.
+ */
+static int smaps_page_size(uint64_t host, uint64_t end, uint64_t *size)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool in = false;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		unsigned long long a, b, kb;
+		int used = 0;
+
+		/* A VMA's first line: "start-end perms ...". */
+		if (sscanf(line, "%llx-%llx %n", &a, &b, &used) == 2 && used) {
+			in = a < end && b > host;
+			continue;
+		}
+		if (in && sscanf(line, "KernelPageSize: %llu kB", &kb) == 1 &&
+		    kb << 10 > *size)
+			*size = kb << 10;
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}
+
+/*
+ * The largest page size of the VMAs that [host, host + len) touches
+ * (holes do not count: the registration fails on them), into *@size:
+ * PROCMAP_QUERY, one ioctl per VMA, or smaps where the kernel lacks it.
+ */
+static int host_page_size(uint64_t host, uint64_t len, uint64_t *size)
+{
+	const uint64_t end = host + len;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC), rc = 0;
+
+	*size = 0;
+	if (fd < 0)
+		return -errno;
+	for (uint64_t at = host; at < end;) {
+		struct procmap_query q;
+
+		memset(&q, 0, sizeof(q));
+		q.size = sizeof(q);
+		q.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA;
+		q.query_addr = at;
+		if (FAILPOINT(FP_NO_PROCMAP_QUERY)) {
+			errno = ENOTTY;
+		} else if (!ioctl(fd, PROCMAP_QUERY, &q)) {
+			if (q.vma_start >= end)
+				break;
+			if (q.vma_page_size > *size)
+				*size = q.vma_page_size;
+			at = q.vma_end;
+			continue;
+		}
+		if (errno == ENOENT) /* no VMA at or above @at */
+			break;
+		rc = errno == ENOTTY ? smaps_page_size(host, end, size) : -errno;
+		break;
+	}
+	close(fd);
+	return rc;
+}
+
+/*
+ * Refuse memory the bridge cannot protect page by page: hugetlb (hugetlbfs
+ * files, MAP_HUGETLB, memfd MFD_HUGETLB). The kernel write-protects only
+ * whole huge pages there: UFFDIO_WRITEPROTECT of one 4 KiB page fails with
+ * EINVAL, and PAGEMAP_SCAN with WP_MATCHING backs out of a huge page its
+ * range covers in part, reporting nothing and not advancing. THP is fine:
+ * the kernel splits a huge PMD to protect part of it.
+ */
+static int check_host(const struct ps_uffd_config *cfg, const char **why)
+{
+	uint64_t size;
+	int rc = host_page_size((uintptr_t)cfg->host, cfg->len, &size);
+
+	if (rc) {
+		say(why, "/proc/self/maps");
+		return rc;
+	}
+	if (size > PAGE_SIZE && !FAILPOINT(FP_NO_HUGETLB_CHECK)) {
+		say(why, "HUGETLB");
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
 /* --- the kernel side ---------------------------------------------------------- */
 
 static uint64_t host_of(const struct ps_uffd *u, uint64_t addr)
@@ -291,13 +415,26 @@ static void log_addrs(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 
 /* --- protect and unprotect (U1) --------------------------------------------- */
 
+/*
+ * U1: the library, then the kernel. If the kernel refuses a protect, the
+ * library range is unprotected again: the library must never be more
+ * protected than the kernel (a write the kernel lets through unreported
+ * would be lost), while the reverse only costs spurious reports (async:
+ * the library's unprotected entries are written) or faults that resolve
+ * as usual (sync). A refused unprotect leaves that safe side as it is.
+ */
 static int protect_locked(struct ps_uffd *u, uint64_t addr, uint64_t len,
 			  bool protect)
 {
 	int rc = protect ? ps_pgtable_protect(u->pt, addr, len)
 			 : ps_pgtable_unprotect(u->pt, addr, len);
 
-	return rc ? rc : kernel_wp(u, addr, len, protect);
+	if (rc)
+		return rc;
+	rc = kernel_wp(u, addr, len, protect);
+	if (rc && protect)
+		(void)ps_pgtable_unprotect(u->pt, addr, len);
+	return rc;
 }
 
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
@@ -326,11 +463,16 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 
 /* --- sync faults (U2, U5) ------------------------------------------------------ */
 
-/* Resolve a write-protect fault at library page @addr (U1, U2). */
-static void resolve(struct ps_uffd *u, uint64_t addr)
+/*
+ * Resolve a write-protect fault at library page @addr (U1, U2): 0, or the
+ * errno of the kernel's un-protect, which leaves the writer blocked (and
+ * the library side resolved: the safe side, see protect_locked()).
+ */
+static int resolve(struct ps_uffd *u, uint64_t addr)
 {
 	const unsigned int access = PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP;
 	enum ps_fault fr;
+	int rc;
 
 	pthread_mutex_lock(&u->lock);
 	if (u->space)
@@ -350,17 +492,21 @@ static void resolve(struct ps_uffd *u, uint64_t addr)
 		ps__space_log_addr(u->space, addr);
 	else
 		log_range(u, addr, PAGE_SIZE);
-	(void)kernel_wp(u, addr, PAGE_SIZE, false); /* wakes the writer */
-	count(&u->faults, 1);
+	rc = kernel_wp(u, addr, PAGE_SIZE, false); /* wakes the writer */
+	if (rc)
+		note_error(u, rc);
+	else
+		count(&u->faults, 1);
 	pthread_mutex_unlock(&u->lock);
+	return rc;
 }
 
 static int handle(struct ps_uffd *u, unsigned int max)
 {
 	struct uffd_msg msg[MSG_BATCH];
-	int done = 0;
+	int done = 0, err = 0;
 
-	for (;;) {
+	while (!err) {
 		size_t want = MSG_BATCH;
 		ssize_t n;
 
@@ -374,24 +520,30 @@ static int handle(struct ps_uffd *u, unsigned int max)
 				continue;
 			if (errno == EAGAIN)
 				break;
-			return -errno;
+			err = -errno;
+			note_error(u, err);
+			return err;
 		}
+		/* Every message read is resolved, whatever fails first. */
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
 			uint64_t a = msg[i].arg.pagefault.address &
 				     ~(PAGE_SIZE - 1);
+			int rc;
 
 			if (msg[i].event != UFFD_EVENT_PAGEFAULT ||
 			    !(msg[i].arg.pagefault.flags &
 			      UFFD_PAGEFAULT_FLAG_WP) ||
 			    a < (uint64_t)u->host || a - u->host >= u->len)
 				continue;
-			resolve(u, u->addr + (a - u->host));
+			rc = resolve(u, u->addr + (a - u->host));
+			if (rc && !err)
+				err = rc;
 			done++;
 		}
 		if ((size_t)n < want * sizeof(msg[0]))
 			break;
 	}
-	return done;
+	return err ? err : done;
 }
 
 int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max)
@@ -535,6 +687,13 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 		}
 		count(&u->kernel_pages, pages);
 		mirror_rearm(u, vec, n);
+		/*
+		 * No progress: the kernel backed out of a huge page the range
+		 * covers in part (hugetlb, which attach refuses, mapped over
+		 * the attachment since). Asking again would get the same.
+		 */
+		if (a.walk_end <= a.start)
+			return -EOPNOTSUPP;
 		a.start = a.walk_end;
 	}
 	return 0;
@@ -748,6 +907,8 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 		return -EOPNOTSUPP;
 	}
 	rc = check_features(cfg->flags, why);
+	if (!rc)
+		rc = check_host(cfg, why);
 	if (rc)
 		return rc;
 	u = calloc(1, sizeof(*u));
@@ -938,5 +1099,8 @@ void ps_uffd_stats(const struct ps_uffd *u, struct ps_uffd_stats *st)
 		atomic_load_explicit(&u->harvested, memory_order_relaxed);
 	st->kernel_pages =
 		atomic_load_explicit(&u->kernel_pages, memory_order_relaxed);
+	st->errors = atomic_load_explicit(&u->errors, memory_order_relaxed);
+	st->last_error =
+		atomic_load_explicit(&u->last_error, memory_order_relaxed);
 	st->opened = u->opened;
 }

@@ -53,7 +53,11 @@
 #define NP 16			    /* pages in the differential region */
 #define LBASE (UINT64_C(1) << 32) /* library address of the region */
 
-extern uint64_t ps__uffd_hide_features; /* lib/uffd.c failpoint */
+/* lib/uffd.c failpoints (its FP_* values). */
+extern uint64_t ps__uffd_hide_features;
+extern _Atomic(unsigned int) ps__uffd_failpoints;
+#define FP_NO_PROCMAP_QUERY 0x1u
+#define FP_NO_HUGETLB_CHECK 0x2u
 
 /* --- real memory ---------------------------------------------------------------- */
 
@@ -761,6 +765,258 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 	ck_assert_uint_eq(addrs[1], LBASE + 9 * PG);
 	ck_assert_int_eq(ps_space_destroy(s), 0);
 	region_fini(&r);
+}
+END_TEST
+
+/* --- hugetlb: refused at attach; the kernel's refusals reported ------------- */
+
+/*
+ * The tcase raises /proc/sys/vm/nr_hugepages to HUGE_POOL if it is lower
+ * and restores it afterwards (an unchecked fixture: it runs in the parent,
+ * whatever the tests do). A test that still gets no huge page skips.
+ */
+#define HUGE_POOL 4
+#define HP (UINT64_C(2) << 20)
+static long huge_pool_was = -1;
+
+static long huge_pool_read(void)
+{
+	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static void huge_pool_write(long v)
+{
+	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "w");
+
+	if (f) {
+		fprintf(f, "%ld\n", v);
+		fclose(f);
+	}
+}
+
+static void huge_pool_setup(void)
+{
+	long v = huge_pool_read();
+
+	if (v >= 0 && v < HUGE_POOL) {
+		huge_pool_was = v;
+		huge_pool_write(HUGE_POOL);
+	}
+}
+
+static void huge_pool_teardown(void)
+{
+	if (huge_pool_was >= 0)
+		huge_pool_write(huge_pool_was);
+	huge_pool_was = -1;
+}
+
+/* One 2 MiB hugetlb memfd page mapped at @at (NULL: anywhere), or NULL. */
+static uint8_t *huge_map(void *at, int *fd)
+{
+	uint8_t *p;
+
+	*fd = memfd_create("ps-huge", MFD_CLOEXEC | MFD_HUGETLB);
+	if (*fd < 0)
+		return NULL;
+	if (ftruncate(*fd, (off_t)HP)) {
+		close(*fd);
+		return NULL;
+	}
+	p = mmap(at, HP, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | (at ? MAP_FIXED : 0), *fd, 0);
+	if (p == MAP_FAILED) { /* no huge page to reserve */
+		close(*fd);
+		return NULL;
+	}
+	p[0] = 1;
+	return p;
+}
+
+#define HUGE_OR_SKIP(host, at, fd)                                    \
+	do {                                                          \
+		(host) = huge_map((at), &(fd));                       \
+		if (!(host)) {                                        \
+			printf("skip %s: no hugetlb page (%s)\n",     \
+			       __func__, strerror(errno));            \
+			return;                                       \
+		}                                                     \
+	} while (0)
+
+/*
+ * Attach refuses hugetlb memory, named, in every mode, with the page size
+ * read by PROCMAP_QUERY and by the smaps fallback, also where the hugetlb
+ * mapping is not the first of the range; nothing is left registered.
+ * (Regression: it was accepted, then a harvest of part of a huge page
+ * looped forever holding the attachment's mutex.)
+ */
+START_TEST(attach_refuses_hugetlb)
+{
+	static const unsigned int flags[] = {
+		PS_UFFD_SHARED, PS_UFFD_SHARED | PS_UFFD_THREAD,
+		PS_UFFD_SHARED | PS_UFFD_ASYNC};
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_space *s = space_new();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	const char *why;
+	uint8_t *reserve, *host;
+	int fd;
+
+	/* A 4 KiB page, then the huge page, in one range. */
+	reserve = mmap(NULL, 3 * HP, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(reserve, MAP_FAILED);
+	host = (uint8_t *)(((uintptr_t)reserve + 2 * HP - 1) & ~(HP - 1));
+	HUGE_OR_SKIP(host, host, fd);
+	host[-(long)PG] = 1;
+	c.addr = LBASE;
+	c.why = &why;
+	for (unsigned int fp = 0; fp < 2; fp++) {
+		atomic_store(&ps__uffd_failpoints,
+			     fp ? FP_NO_PROCMAP_QUERY : 0u);
+		for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+			for (unsigned int r = 0; r < 3; r++) {
+				/* The huge page, a 4 KiB page of it, and
+				 * the two mappings. */
+				c.host = r == 2 ? host - PG : host;
+				c.len = r == 0 ? HP : r == 1 ? PG : HP + PG;
+				c.flags = flags[i];
+				why = NULL;
+				ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c,
+									&u),
+						 -EOPNOTSUPP);
+				ck_assert_str_eq(why, "HUGETLB");
+				why = NULL;
+				ck_assert_int_eq(ps_uffd_attach_space(s, &c,
+								      &u),
+						 -EOPNOTSUPP);
+				ck_assert_str_eq(why, "HUGETLB");
+			}
+		}
+		/* 4 KiB memory before it is fine, by either path. */
+		c.host = host - PG;
+		c.len = PG;
+		c.flags = PS_UFFD_ASYNC;
+		ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+		ck_assert_int_eq(ps_uffd_detach(u), 0);
+	}
+	atomic_store(&ps__uffd_failpoints, 0u);
+	/* Nothing was left registered in the library. */
+	ck_assert_int_eq(ps_pgtable_register(t, LBASE, HP + PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(t, LBASE, HP + PG), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	ps_pgtable_destroy(t);
+	munmap(reserve, 3 * HP);
+	close(fd);
+}
+END_TEST
+
+/*
+ * Where hugetlb gets attached anyway (the failpoint skips the check, as a
+ * remap over an attached range would), the kernel's refusals are reported,
+ * not looped on or ignored: a protect of one 4 KiB page fails and leaves
+ * the library unprotected (the kernel is too), and an async harvest of
+ * part of the huge page fails with -EOPNOTSUPP instead of spinning
+ * (without the fix it hangs: the tcase's timeout fails it).
+ */
+START_TEST(hugetlb_async_refusals_are_reported)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t *addrs = calloc(HP / PG, sizeof(*addrs)), n;
+	uint8_t *host;
+	int fd;
+
+	ck_assert_ptr_nonnull(addrs);
+	HUGE_OR_SKIP(host, NULL, fd);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, HP, 0, PS_PTE_MAYWRITE), 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = HP;
+	c.flags = PS_UFFD_ASYNC | PS_UFFD_SHARED;
+	atomic_store(&ps__uffd_failpoints, FP_NO_HUGETLB_CHECK);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	atomic_store(&ps__uffd_failpoints, 0u);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE + PG, PG), -EINVAL);
+	ck_assert(!lib_wp(t, LBASE + PG)); /* library and kernel agree */
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, HP), 0);
+	ck_assert(lib_wp(t, LBASE + PG));
+	host[5 * PG] = 2; /* CPU */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE + PG, PG, addrs, HP / PG, &n,
+					 NULL),
+			 -EOPNOTSUPP);
+	/* The whole huge page can be re-armed: reported, every page. */
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, HP, addrs, HP / PG, &n,
+					 NULL),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(host, HP);
+	close(fd);
+	free(addrs);
+}
+END_TEST
+
+/*
+ * Sync: a fault whose 4 KiB un-protect the kernel refuses is reported by
+ * ps_uffd_handle_events() and counted in the stats (it was ignored, and
+ * the writer stayed blocked with nothing said); un-protecting the huge
+ * page wakes the writer.
+ */
+START_TEST(hugetlb_sync_refused_resolution_is_reported)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_stats st;
+	struct writer w;
+	uint8_t *host;
+	int fd, rc = 0;
+
+	HUGE_OR_SKIP(host, NULL, fd);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, HP, 0, PS_PTE_MAYWRITE), 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = HP;
+	c.flags = PS_UFFD_SHARED;
+	atomic_store(&ps__uffd_failpoints, FP_NO_HUGETLB_CHECK);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	atomic_store(&ps__uffd_failpoints, 0u);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, HP), 0);
+	writer_start(&w);
+	atomic_store(&w.target, host + 3 * PG);
+	for (int k = 0; k < 10000 && !rc; k++) {
+		struct pollfd pf = {.fd = ps_uffd_fd(u), .events = POLLIN};
+
+		if (poll(&pf, 1, 1) > 0)
+			rc = ps_uffd_handle_events(u, 0);
+	}
+	ck_assert_int_eq(rc, -EINVAL);
+	ps_uffd_stats(u, &st);
+	ck_assert_uint_eq(st.errors, 1);
+	ck_assert_int_eq(st.last_error, -EINVAL);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_ptr_nonnull(atomic_load(&w.target)); /* still blocked */
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE, HP), 0); /* wakes it */
+	while (atomic_load(&w.target))
+		sched_yield();
+	writer_stop(&w);
+	ck_assert_int_eq(host[3 * PG], 1);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(host, HP);
+	close(fd);
 }
 END_TEST
 
@@ -1553,6 +1809,12 @@ static Suite *uffd_suite(void)
 	tc = ps_test_tcase(s, "space log", 10);
 	tcase_add_loop_test(tc, detach_keeps_the_space_log_pages, 0, 2);
 	tcase_add_test(tc, budget_leaves_every_page_somewhere_harvestable);
+
+	tc = ps_test_tcase(s, "hugetlb", 10);
+	tcase_add_unchecked_fixture(tc, huge_pool_setup, huge_pool_teardown);
+	tcase_add_test(tc, attach_refuses_hugetlb);
+	tcase_add_test(tc, hugetlb_async_refusals_are_reported);
+	tcase_add_test(tc, hugetlb_sync_refused_resolution_is_reported);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0,

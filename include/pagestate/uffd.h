@@ -14,7 +14,8 @@
  * ---------------------------------------------------------------------------
  *
  * An attachment ties the caller's mapping [host, host + len) (mmap'd
- * anonymous memory, or a shared mapping of a memfd/shmem file) to the
+ * anonymous memory, or a shared mapping of a memfd/shmem file; not hugetlb,
+ * see Backing) to the
  * library range [addr, addr + len) of a struct ps_space or of a bare struct
  * ps_pgtable: host + i corresponds to addr + i. The library's table stays
  * the authority; the kernel mirrors it:
@@ -48,7 +49,17 @@
  * Backing: PS_UFFD_SHARED for memfd/shmem (the library range is registered
  * PS_WP_SHARED, so protection survives zaps as UFFD_WP markers, as the
  * kernel's does); anonymous otherwise. The caller says which; the bridge
- * cannot see it.
+ * cannot see it. Transparent huge pages are fine (the kernel splits a huge
+ * PMD to protect part of it). Hugetlb memory (hugetlbfs, MAP_HUGETLB,
+ * memfd MFD_HUGETLB) is not supported: the kernel write-protects only
+ * whole huge pages there (UFFDIO_WRITEPROTECT of one 4 KiB page fails,
+ * and PAGEMAP_SCAN cannot re-arm part of a huge page), while the library
+ * tracks 4 KiB pages. Attach reads the page size of the host range's
+ * mappings (PROCMAP_QUERY, or /proc/self/smaps before Linux 6.11) and
+ * refuses hugetlb with -EOPNOTSUPP, @why "HUGETLB". Hugetlb mapped over an
+ * attached range afterwards breaks the contract ("stays mapped"); the
+ * bridge then fails the calls the kernel refuses (harvest: -EOPNOTSUPP;
+ * protect: the ioctl's errno) instead of looping or reporting success.
  *
  * One userfaultfd per attachment, so a mode is per attachment and a VMM with
  * several RAM regions attaches each (and polls several fds in sync mode).
@@ -112,6 +123,9 @@
  * disagree on a page for longer than one such call: without it, a fault
  * resolved (un-protected in both) while a protect runs could leave the
  * library protected and the kernel not, and later writes would go unseen.
+ * A call whose kernel half fails reports it and leaves the library no
+ * more protected than the kernel (ps_uffd_protect(),
+ * ps_uffd_handle_events()).
  * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins)
  * take no bridge lock.
  *
@@ -164,9 +178,9 @@ PS_BEGIN_DECLS
  * @flags: PS_UFFD_*.
  * @why: if not NULL, receives on failure a static string naming what
  *	failed: the missing feature ("WP_ASYNC", "WP_UNPOPULATED",
- *	"WP_HUGETLBFS_SHMEM", "PAGEMAP_SCAN") or the step ("userfaultfd",
- *	"UFFDIO_API", "UFFDIO_REGISTER", "library range", ...); NULL on
- *	success.
+ *	"WP_HUGETLBFS_SHMEM", "PAGEMAP_SCAN"), "HUGETLB" for hugetlb memory,
+ *	or the step ("userfaultfd", "UFFDIO_API", "/proc/self/maps",
+ *	"UFFDIO_REGISTER", "library range", ...); NULL on success.
  */
 struct ps_uffd_config {
 	void *host;
@@ -176,13 +190,23 @@ struct ps_uffd_config {
 	const char **why;
 };
 
-/** struct ps_uffd_stats - counters of one attachment (monotonic). */
+/**
+ * struct ps_uffd_stats - counters of one attachment (monotonic).
+ *
+ * @errors counts the failures of sync fault handling, the handler thread's
+ * included, which has no caller to return them to: a failed read(2) of the
+ * userfaultfd, a fault whose UFFDIO_WRITEPROTECT failed (its writer stays
+ * blocked, see ps_uffd_handle_events()). A caller of PS_UFFD_THREAD
+ * should watch it.
+ */
 struct ps_uffd_stats {
-	uint64_t faults;     /* sync write-protect faults resolved */
-	uint64_t mismatches; /* faults on pages the library had not protected */
-	uint64_t harvested;  /* pages reported by harvests */
+	uint64_t faults;       /* sync write-protect faults resolved */
+	uint64_t mismatches;   /* faults on pages the library had not protected */
+	uint64_t harvested;    /* pages reported by harvests */
 	uint64_t kernel_pages; /* of which PAGEMAP_SCAN reported (async) */
-	int opened;	     /* PS_UFFD_OPENED_* */
+	uint64_t errors;       /* failures of sync fault handling */
+	int last_error;	       /* the latest one's negative errno, 0 if none */
+	int opened;	       /* PS_UFFD_OPENED_* */
 };
 
 struct ps_uffd;
@@ -214,8 +238,9 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * @cfg: what to attach; the range must lie inside the space.
  * @out: receives the attachment.
  *
- * Checks the arguments, the 4 KiB page size and the kernel features the
- * flags need, then opens the userfaultfd (and /proc/self/pagemap for
+ * Checks the arguments, the 4 KiB page size, the kernel features the
+ * flags need and that no mapping of the host range is hugetlb (see
+ * Backing), then opens the userfaultfd (and /proc/self/pagemap for
  * PS_UFFD_ASYNC), registers the library range with PS_WP_ASYNC /
  * PS_WP_SHARED / PS_WP_UNPOPULATED as the flags say (so it must not be
  * registered yet: -EBUSY), registers the host range for write protection,
@@ -229,9 +254,10 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * Progress: blocking (system calls, the table's writer mutex).
  * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD
  * included; @why "arguments"); -EOPNOTSUPP (pages not 4 KiB, a missing
- * feature); -ENOSYS or -EPERM (no userfaultfd); -EBUSY; -ENOMEM; or the
- * errno of a failed step, which @why names. On failure nothing is left
- * registered or open.
+ * feature, hugetlb memory: @why "HUGETLB"); -ENOSYS or -EPERM (no
+ * userfaultfd); -EBUSY; -ENOMEM; or the errno of a failed step, which @why
+ * names (reading the host range's mappings: "/proc/self/maps"). On
+ * failure nothing is left registered or open.
  */
 int ps_uffd_attach_space(struct ps_space *space,
 			 const struct ps_uffd_config *cfg, struct ps_uffd **out);
@@ -304,8 +330,11 @@ int ps_uffd_detach(struct ps_uffd *u);
  * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
  * (outside the attachment, or the library range no longer registered);
  * -ENOMEM (markers need table levels); after these the kernel is not
- * touched. Or the ioctl's errno: then the library range is protected and
- * the host range may not be (retry, or detach).
+ * touched. Or the ioctl's errno (-EINVAL for hugetlb memory mapped there
+ * since the attach): then the library range is unprotected again and the
+ * host range may be partly protected, the side that loses no write (sync:
+ * a write there faults and is resolved; async: the next harvest reports
+ * each page of the range). Retry, or detach.
  */
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 
@@ -365,7 +394,10 @@ int ps_uffd_fd(const struct ps_uffd *u);
  * waits for a message (U5).
  * Return: the number of faults resolved (0 if none was queued); -EINVAL
  * for an async attachment or one with PS_UFFD_THREAD; the errno of a
- * failed read(2) (the faults resolved before it stay resolved).
+ * failed read(2), or of a fault's failed UFFDIO_WRITEPROTECT (its library
+ * page is resolved, its writer stays blocked until ps_uffd_unprotect() of
+ * the page or detach wakes it); the other faults of the batch read are
+ * still resolved, and every failure is counted in ps_uffd_stats().
  */
 int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
 
@@ -416,9 +448,11 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * ioctls, a space's invalidations).
  * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0); -ENOENT
  * (outside the attachment; a bare table's range, or in sync mode any
- * library range, unregistered behind the bridge); -ENOMEM; the errno of a
- * failed ioctl. After an error the pages
- * already collected stay in the log for the next call.
+ * library range, unregistered behind the bridge); -ENOMEM; -EOPNOTSUPP
+ * (async: the kernel cannot re-arm part of the range, a huge page it
+ * covers in part: hugetlb memory mapped there since the attach); the
+ * errno of a failed ioctl. After an error the pages already collected stay
+ * recorded for the next call.
  */
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,
