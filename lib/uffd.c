@@ -81,6 +81,9 @@
 enum {
 	FP_NO_PROCMAP_QUERY = 0x1, /* attach reads smaps instead */
 	FP_NO_HUGETLB_CHECK = 0x2, /* attach accepts hugetlb memory */
+	/* The next PAGEMAP_SCAN that reports pages fails after it ran (once): */
+	FP_SCAN_EIO = 0x4,
+	FP_SCAN_EINTR = 0x8,
 };
 #ifdef PS_UFFD_FAILPOINTS
 uint64_t ps__uffd_hide_features;
@@ -90,9 +93,15 @@ PS_ATOMIC(unsigned int) ps__uffd_failpoints;
 #define FAILPOINT(fp)                                                      \
 	((atomic_load_explicit(&ps__uffd_failpoints, memory_order_relaxed) & \
 	  (fp)) != 0)
+/* Relaxed: as FAILPOINT(); the RMW makes it fire once. */
+#define FAILPOINT_ONCE(fp)                                                 \
+	((atomic_fetch_and_explicit(&ps__uffd_failpoints, ~(unsigned int)(fp), \
+				    memory_order_relaxed) &                \
+	  (fp)) != 0)
 #else
 #define HIDDEN_FEATURES UINT64_C(0)
 #define FAILPOINT(fp) false
+#define FAILPOINT_ONCE(fp) false
 #endif
 
 struct ps_uffd {
@@ -670,13 +679,29 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 	a.vec_len = SCAN_VEC;
 	a.category_mask = PAGE_IS_WRITTEN;
 	a.return_mask = PAGE_IS_WRITTEN;
+	memset(vec, 0, sizeof(vec)); /* see below: zero where not written */
 	while (a.start < hend) {
 		long n = ioctl(u->pagemap, PAGEMAP_SCAN, &a);
+		int err = n < 0 ? errno : 0;
 
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -errno;
+		if (n > 0 && FAILPOINT_ONCE(FP_SCAN_EIO))
+			err = EIO;
+		else if (n > 0 && FAILPOINT_ONCE(FP_SCAN_EINTR))
+			err = EINTR;
+		if (err || n < 0) {
+			/*
+			 * U3: a failed call may have re-armed pages already.
+			 * The kernel re-arms a page as it adds it to its
+			 * buffer, and copies the buffer into vec, batch after
+			 * batch, before it returns any error (a copy into vec
+			 * cannot fault: it is ours); so those pages are the
+			 * regions written, a prefix of vec, which is zero
+			 * past what the kernel wrote. Log them, then fail
+			 * (or ask again: they will not be reported twice).
+			 */
+			n = 0;
+			while (n < SCAN_VEC && vec[n].end > vec[n].start)
+				n++;
 		}
 		pages = 0;
 		for (long i = 0; i < n; i++) {
@@ -687,6 +712,11 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 		}
 		count(&u->kernel_pages, pages);
 		mirror_rearm(u, vec, n);
+		memset(vec, 0, (size_t)n * sizeof(vec[0]));
+		if (err == EINTR || err == EAGAIN)
+			continue;
+		if (err)
+			return -err;
 		/*
 		 * No progress: the kernel backed out of a huge page the range
 		 * covers in part (hugetlb, which attach refuses, mapped over

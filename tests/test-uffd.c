@@ -58,6 +58,8 @@ extern uint64_t ps__uffd_hide_features;
 extern _Atomic(unsigned int) ps__uffd_failpoints;
 #define FP_NO_PROCMAP_QUERY 0x1u
 #define FP_NO_HUGETLB_CHECK 0x2u
+#define FP_SCAN_EIO 0x4u
+#define FP_SCAN_EINTR 0x8u
 
 /* --- real memory ---------------------------------------------------------------- */
 
@@ -763,6 +765,72 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(addrs[0], LBASE + 6 * PG);
 	ck_assert_uint_eq(addrs[1], LBASE + 9 * PG);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
+/* --- a failed PAGEMAP_SCAN ---------------------------------------------------- */
+
+/*
+ * A PAGEMAP_SCAN that fails after it re-armed pages and copied them into
+ * the vector (the failpoint makes a call that ran fail, as the kernel's
+ * error after a flush would): the pages are logged, not lost. With EIO the
+ * harvest fails and the next one reports them; with EINTR the harvest asks
+ * again and reports them at once. Without the fix both returned nothing:
+ * the kernel had re-armed the pages. Loop index: 0 EIO, 1 EINTR; a bare
+ * table and a space.
+ */
+START_TEST(failed_scan_keeps_rearmed_pages)
+{
+	struct ps_space *s = space_new();
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t addrs[NP], n;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_ASYNC;
+	for (unsigned int k = 0; k < 2; k++) {
+		if (k) {
+			ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG,
+							    0, PS_MAP_WRITE),
+					 0);
+			ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+		} else {
+			ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
+							PS_PTE_MAYWRITE),
+					 0);
+			ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+		}
+		ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+		r.host[1 * PG] = 2;
+		r.host[7 * PG] = 2;
+		atomic_store(&ps__uffd_failpoints,
+			     _i ? FP_SCAN_EINTR : FP_SCAN_EIO);
+		if (!_i) {
+			ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG,
+							 addrs, NP, &n, NULL),
+					 -EIO);
+			ck_assert(pagemap_entry(&r, 1) & PM_WP); /* re-armed */
+		}
+		ck_assert_uint_eq(atomic_load(&ps__uffd_failpoints),
+				  _i ? FP_SCAN_EINTR : 0u);
+		ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP,
+						 &n, NULL),
+				 0);
+		ck_assert_uint_eq(atomic_load(&ps__uffd_failpoints), 0u);
+		ck_assert_msg(n == 2, "%" PRIu64 " pages reported, not 2", n);
+		ck_assert_uint_eq(addrs[0], LBASE + 1 * PG);
+		ck_assert_uint_eq(addrs[1], LBASE + 7 * PG);
+		ck_assert_int_eq(ps_uffd_detach(u), 0);
+	}
+	ps_pgtable_destroy(t);
 	ck_assert_int_eq(ps_space_destroy(s), 0);
 	region_fini(&r);
 }
@@ -1809,6 +1877,9 @@ static Suite *uffd_suite(void)
 	tc = ps_test_tcase(s, "space log", 10);
 	tcase_add_loop_test(tc, detach_keeps_the_space_log_pages, 0, 2);
 	tcase_add_test(tc, budget_leaves_every_page_somewhere_harvestable);
+
+	tc = ps_test_tcase(s, "failed scan", 10);
+	tcase_add_loop_test(tc, failed_scan_keeps_rearmed_pages, 0, 2);
 
 	tc = ps_test_tcase(s, "hugetlb", 10);
 	tcase_add_unchecked_fixture(tc, huge_pool_setup, huge_pool_teardown);
