@@ -64,6 +64,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -84,6 +85,8 @@ enum {
 	/* The next PAGEMAP_SCAN that reports pages fails after it ran (once): */
 	FP_SCAN_EIO = 0x4,
 	FP_SCAN_EINTR = 0x8,
+	FP_POLL_ENOMEM = 0x10, /* the handler thread's next poll() fails */
+	FP_MUTEX_INIT = 0x20,  /* attach's pthread_mutex_init() fails */
 };
 #ifdef PS_UFFD_FAILPOINTS
 uint64_t ps__uffd_hide_features;
@@ -562,6 +565,14 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max)
 	return handle(u, max);
 }
 
+/*
+ * The handler thread: until detach signals u->stop, resolve the faults
+ * (handle() counts its own failures). It never gives up while attached:
+ * writers blocked on a fault have no one else to wake them. A failed
+ * poll() (ENOMEM) or an error on the userfaultfd (not expected: it is
+ * initialised and open until after the join) is counted in the stats and
+ * retried after a pause, so it costs no busy loop.
+ */
 static void *handler_thread(void *arg)
 {
 	struct ps_uffd *u = arg;
@@ -569,14 +580,30 @@ static void *handler_thread(void *arg)
 			      {.fd = u->stop, .events = POLLIN}};
 
 	for (;;) {
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents)
-			break;
-		if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
-			break;
-		if (p[0].revents & POLLIN)
+		int rc, err = 0;
+
+		if (FAILPOINT_ONCE(FP_POLL_ENOMEM)) {
+			rc = -1;
+			errno = ENOMEM;
+		} else {
+			rc = poll(p, 2, -1);
+		}
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc < 0)
+			err = -errno;
+		else if (p[1].revents)
+			break; /* detach */
+		else if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			err = -EIO;
+		else if (p[0].revents & POLLIN)
 			(void)handle(u, 0);
+		if (err) {
+			struct timespec pause = {0, 10 * 1000 * 1000};
+
+			note_error(u, err);
+			nanosleep(&pause, NULL);
+		}
 	}
 	return NULL;
 }
@@ -953,7 +980,14 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	u->flags = cfg->flags;
 	u->space = space;
 	u->pt = t;
-	pthread_mutex_init(&u->lock, NULL);
+	/* EAGAIN, ENOMEM (EPERM, EBUSY, EINVAL: not with no attributes). */
+	rc = FAILPOINT(FP_MUTEX_INIT) ? ENOMEM
+				      : pthread_mutex_init(&u->lock, NULL);
+	if (rc) {
+		say(why, "memory");
+		free(u);
+		return -ENOMEM;
+	}
 
 	rc = uffd_open(&u->opened);
 	if (rc < 0) {

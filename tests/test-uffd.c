@@ -60,6 +60,8 @@ extern _Atomic(unsigned int) ps__uffd_failpoints;
 #define FP_NO_HUGETLB_CHECK 0x2u
 #define FP_SCAN_EIO 0x4u
 #define FP_SCAN_EINTR 0x8u
+#define FP_POLL_ENOMEM 0x10u
+#define FP_MUTEX_INIT 0x20u
 
 /* --- real memory ---------------------------------------------------------------- */
 
@@ -272,6 +274,35 @@ START_TEST(attach_rejects_bad_arguments)
 }
 END_TEST
 
+/* A failed pthread_mutex_init() fails the attach; nothing is left. */
+START_TEST(attach_checks_mutex_init)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct ps_uffd *u = NULL;
+	const char *why = NULL;
+	struct ps_uffd_config c = {0};
+
+	region_init(&r, false);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_THREAD;
+	c.why = &why;
+	atomic_store(&ps__uffd_failpoints, FP_MUTEX_INIT);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -ENOMEM);
+	atomic_store(&ps__uffd_failpoints, 0u);
+	ck_assert_str_eq(why, "memory");
+	ck_assert_ptr_null(u);
+	ck_assert_int_eq(ps_pgtable_register(t, LBASE, NP * PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(t, LBASE, NP * PG), 0);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	region_fini(&r);
+}
+END_TEST
+
 /* Each missing feature fails the attach with its own name (failpoint). */
 START_TEST(attach_names_missing_feature)
 {
@@ -414,6 +445,57 @@ START_TEST(sync_thread_space)
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ck_assert(!(pagemap_entry(&r, 3) & PM_WP));
 	ck_assert_int_eq(ps_space_destroy(s), 0);
+	region_fini(&r);
+}
+END_TEST
+
+/*
+ * The handler thread outlives a failed poll(): it counts the error in the
+ * stats and goes on resolving faults (it used to exit silently, leaving
+ * every later writer blocked).
+ */
+START_TEST(sync_thread_survives_poll_failure)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct writer w;
+	struct ps_uffd *u;
+	struct ps_uffd_stats st;
+	struct ps_uffd_config c = {0};
+	struct timespec t0, now;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
+					PS_PTE_MAYWRITE), 0);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = NP * PG;
+	c.flags = PS_UFFD_THREAD;
+	atomic_store(&ps__uffd_failpoints, FP_POLL_ENOMEM);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	do { /* the thread's first poll() fails */
+		sched_yield();
+		ps_uffd_stats(u, &st);
+	} while (!st.errors);
+	ck_assert_int_eq(st.last_error, -ENOMEM);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	writer_start(&w);
+	atomic_store(&w.target, r.host + 2 * PG);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		usleep(1000);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while (atomic_load(&w.target) && now.tv_sec - t0.tv_sec < 3);
+	ck_assert_msg(!atomic_load(&w.target),
+		      "the writer is still blocked: no handler thread");
+	writer_stop(&w);
+	ps_uffd_stats(u, &st);
+	ck_assert_uint_eq(st.faults, 1);
+	ck_assert_uint_eq(st.errors, 1);
+	ck_assert(!lib_wp(t, LBASE + 2 * PG));
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
 	region_fini(&r);
 }
 END_TEST
@@ -1864,10 +1946,12 @@ static Suite *uffd_suite(void)
 	tc = ps_test_tcase(s, "attach", 10);
 	tcase_add_test(tc, attach_rejects_bad_arguments);
 	tcase_add_test(tc, attach_names_missing_feature);
+	tcase_add_test(tc, attach_checks_mutex_init);
 
 	tc = ps_test_tcase(s, "sync", 10);
 	tcase_add_test(tc, sync_thread_space);
 	tcase_add_test(tc, sync_poll_table_memfd);
+	tcase_add_test(tc, sync_thread_survives_poll_failure);
 
 	tc = ps_test_tcase(s, "async", 10);
 	tcase_add_test(tc, async_harvest_merges);

@@ -138,7 +138,19 @@
  * KVM's dirty log.
  *
  * Sync mode: the thread that calls ps_uffd_handle_events() must not itself
- * write to protected attached memory (it would wait for itself).
+ * write to protected attached memory (it would wait for itself). And a
+ * fault's resolution holds the attachment's mutex while it takes, for a
+ * space, the LOCKED bit of the page's frame (as ps_space_fault() does; the
+ * dirty hook runs under both). So a thread that holds a frame's LOCKED
+ * bit - in the make_accessible hook (pagestate/prot.h), in a dirty hook
+ * run by a write fault, in a notifier callback of write-back's
+ * PS_NOTIFIER_PROTECTION invalidation - must not write to sync-protected
+ * memory of a space attachment: its write waits for a resolution, which waits for that
+ * bit if the page is the frame's, or holds the mutex while another fault
+ * waits for it: a deadlock (detach, which joins the handler thread,
+ * included). Nor may such a thread, or a dirty hook, call
+ * ps_uffd_protect(), ps_uffd_unprotect(), ps_uffd_harvest() or
+ * ps_uffd_handle_events() of that attachment: the mutex is not recursive.
  *
  * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
  * kernel feature (@why names it), -ENOSYS no userfaultfd, -EPERM userfaultfd
@@ -196,8 +208,10 @@ struct ps_uffd_config {
  * @errors counts the failures of sync fault handling, the handler thread's
  * included, which has no caller to return them to: a failed read(2) of the
  * userfaultfd, a fault whose UFFDIO_WRITEPROTECT failed (its writer stays
- * blocked, see ps_uffd_handle_events()). A caller of PS_UFFD_THREAD
- * should watch it.
+ * blocked, see ps_uffd_handle_events()), a failed poll(2) or an error
+ * condition on the userfaultfd in the handler thread (which then pauses
+ * 10 ms and goes on: writers blocked on a fault have no one else to wake
+ * them). A caller of PS_UFFD_THREAD should watch it.
  */
 struct ps_uffd_stats {
 	uint64_t faults;       /* sync write-protect faults resolved */
@@ -385,7 +399,8 @@ int ps_uffd_fd(const struct ps_uffd *u);
  * and counted in ps_uffd_stats().mismatches.
  * Context: the caller's thread, which must not itself write to protected
  * attached memory (it would wait for itself); not inside a read-side
- * section. Concurrent calls are safe.
+ * section, nor holding a frame's LOCKED bit (see Concurrency: each
+ * resolution takes one). Concurrent calls are safe.
  * Ordering: U2 (lib/uffd.c): each fault is recorded (library entry
  * resolved as a write, address logged) before its writer is woken, so a
  * harvest that runs after the write reports it; U1 orders each resolution
