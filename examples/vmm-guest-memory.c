@@ -383,9 +383,10 @@ static void *virtio_main(void *arg)
 						 memory_order_acquire))
 				atomic_fetch_add_explicit(&d->stale_hits, 1,
 							  memory_order_relaxed);
+			n++;
 			/* Relaxed: guest memory (the harvest orders it). */
 			atomic_store_explicit(&d->cache[page][n % WORDS],
-					      0x71e0000000000000ull | ++n,
+					      0x71e0000000000000ull | n,
 					      memory_order_relaxed);
 		}
 		pthread_mutex_unlock(&d->lock);

@@ -346,13 +346,15 @@ static void op_fault(int k, unsigned int variant, struct in *in)
 {
 	uint64_t addr = gen_addr(in);
 	uint8_t x = u8(in);
-	unsigned int access = x & 7;
+	/* READ, WRITE, RESOLVE_WP, and CHECK (classify only) now and then. */
+	unsigned int access = (x & 7) |
+			      (variant == 4 || variant == 5 ? PS_ACCESS_CHECK : 0);
 	int i = mindex(addr);
 	enum ps_fault fr, want;
 	ps_pte_t after = 0x4242, want_after;
 
 	if (variant == 7)
-		access |= 8u << (x % 29); /* an unknown access bit */
+		access |= 16u << (x % 28); /* an unknown access bit */
 	switch (variant % 3) { /* the three entry points */
 	case 0:
 		fr = ps_pgtable_fault(tab[k], addr, access);
@@ -368,12 +370,15 @@ static void op_fault(int k, unsigned int variant, struct in *in)
 	}
 	if (m_bad_addr(addr) ||
 	    (access & ~(unsigned int)(PS_ACCESS_READ | PS_ACCESS_WRITE |
-				      PS_ACCESS_RESOLVE_WP)) ||
+				      PS_ACCESS_RESOLVE_WP | PS_ACCESS_CHECK)) ||
 	    !(access & (PS_ACCESS_READ | PS_ACCESS_WRITE))) {
 		CHECK_EQ(fr, PS_FAULT_INVALID);
 		return;
 	}
-	want = m_fault(model[k].e[i], model[k].reg[i], access, &want_after);
+	want = m_fault(model[k].e[i], model[k].reg[i], access & ~PS_ACCESS_CHECK,
+		       &want_after);
+	if (access & PS_ACCESS_CHECK)
+		want_after = model[k].e[i]; /* answers, changes nothing */
 	if (fr != want)
 		fprintf(stderr, "fault %#x on %#llx (reg %#x): %d, want %d\n",
 			access, (unsigned long long)model[k].e[i],

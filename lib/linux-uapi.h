@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * lib/linux-uapi.h - the Linux UAPI bits libpagestate's Linux code needs:
- * userfaultfd write protection (features, ioctls) and PAGEMAP_SCAN (struct
- * pm_scan_arg, categories, flags). Internal, not installed; for the
- * benchmarks and the Linux bridge (pagestate/uffd.h, lib/uffd.c).
+ * userfaultfd write protection (features, ioctls), PAGEMAP_SCAN (struct
+ * pm_scan_arg, categories, flags) and PROCMAP_QUERY. Internal, not
+ * installed; for the benchmarks and the Linux bridge (pagestate/uffd.h,
+ * lib/uffd.c).
  *
  * Debian 12's headers (Linux 6.1) predate WP_UNPOPULATED (6.4), WP_ASYNC
- * (6.7), PAGEMAP_SCAN (6.7) and PAGE_IS_GUARD (6.15). Every value below is
- * the upstream one (include/uapi/linux/userfaultfd.h, include/uapi/linux/
- * fs.h), each guarded by #ifndef so that newer system headers win. The
- * structs are defined only when the system headers have no PAGEMAP_SCAN.
+ * (6.7), PAGEMAP_SCAN (6.7), PROCMAP_QUERY (6.11) and PAGE_IS_GUARD (6.15).
+ * Every value below is the upstream one (include/uapi/linux/userfaultfd.h,
+ * include/uapi/linux/fs.h), each guarded by #ifndef so that newer system
+ * headers win. The structs are defined only when the system headers lack
+ * their ioctl (PAGEMAP_SCAN, PROCMAP_QUERY).
  *
  * The scan categories of pagestate/pgtable.h keep the kernel's values; when
  * that header is included first, the static asserts at the end check it, so
@@ -152,6 +154,33 @@ struct pm_scan_arg {
 };
 
 #define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
+
+/* --- PROCMAP_QUERY (Linux 6.11): one VMA of /proc/self/maps by address ---- */
+
+#ifndef PROCMAP_QUERY
+#define PROCMAP_QUERY_COVERING_OR_NEXT_VMA 0x10
+
+/* struct procmap_query - the argument of the PROCMAP_QUERY ioctl. */
+struct procmap_query {
+	__u64 size; /* sizeof(struct procmap_query) */
+	__u64 query_flags;
+	__u64 query_addr;
+	__u64 vma_start;     /* out */
+	__u64 vma_end;	     /* out */
+	__u64 vma_flags;     /* out */
+	__u64 vma_page_size; /* out: 4 KiB, or the huge page size of hugetlb */
+	__u64 vma_offset;    /* out */
+	__u64 inode;	     /* out */
+	__u32 dev_major;     /* out */
+	__u32 dev_minor;     /* out */
+	__u32 vma_name_size;
+	__u32 build_id_size;
+	__u64 vma_name_addr;
+	__u64 build_id_addr;
+};
+
+#define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
 #endif
 
 /* --- pagestate/pgtable.h keeps these values (checked when it is included) --- */

@@ -49,10 +49,13 @@
  *
  * P5  CPU-map count. count(f) <= the references kmaps hold on f: a kmap
  *     takes its reference before it counts, a kunmap uncounts before it
- *     puts. So a freeze that succeeds saw no CPU map, and INACCESSIBLE,
- *     which is set only while frozen (conversion) or under LOCKED with the
- *     count at 0 and the frame not frozen (set_inaccessible), is never set
- *     while the count is positive.
+ *     puts. A freeze counts references, not maps: the caller's declared
+ *     extra_refs may cover its own CPU map. So the conversion reads the
+ *     count after each freeze, and unfreezes and fails with -EAGAIN if it
+ *     is positive (freeze_one(); no kmap can start while frozen). Hence
+ *     INACCESSIBLE, which is set only while frozen (conversion) or under
+ *     LOCKED with the count at 0 and the frame not frozen
+ *     (set_inaccessible), is never set while the count is positive.
  *
  * P6  Exactly-once make-accessible. The count's 0 -> 1 transition happens
  *     only under the frame's LOCKED bit; other increments are a CAS that
@@ -444,6 +447,24 @@ static int freeze_one(struct conv *c, uint64_t frame)
 		int rc;
 
 		if (ps_page_freeze(p, c->expected)) {
+			/*
+			 * P5: a CPU map's reference can hide among the
+			 * declared ones (the caller's own kmap in extra_refs:
+			 * the freeze cannot tell it from another reference),
+			 * and a CPU-mapped frame must never become
+			 * INACCESSIBLE: the next kmap would take the fast
+			 * path and never call make_accessible. A map held
+			 * across the call counted itself before the call
+			 * began, and no kmap can start while frozen, so the
+			 * count read here is final until the unfreeze.
+			 * Acquire: pairs with kmap's release increment
+			 * (kmap_first()) and kunmap's release decrement.
+			 */
+			if (atomic_load_explicit(&s->kmaps[frame],
+						 memory_order_acquire)) {
+				(void)ps_page_unfreeze(p, c->expected);
+				return -EAGAIN;
+			}
 			/*
 			 * No pin now and none until the unfreeze: a long-term
 			 * mark is stale (a later pin sets it again after its

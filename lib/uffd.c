@@ -12,7 +12,11 @@
  *     table, then the host range, holding u->lock across both. So the two
  *     agree on a page whenever no such call is running on it (no
  *     interleaving of a protect with a resolution can leave the library
- *     protected and the kernel not).
+ *     protected and the kernel not). When the kernel refuses its half,
+ *     the call fails and the page is left on the side that loses no
+ *     write, library not protected: a protect unprotects the library
+ *     range again, an unprotect or a fault's resolution (the writer then
+ *     stays blocked, and the error is reported) already left it so.
  *
  * U2  A sync fault is recorded before its writer is woken: the library
  *     entry is resolved as a write (space: frame dirty and address logged,
@@ -25,9 +29,13 @@
  *     lock per PMD), so a CPU write is reported by this harvest or the
  *     next. Its pages go into the attachment's log before that log is
  *     harvested, and so do a bare table's written entries (its own
- *     get-and-rearm scan) or everything a space's harvest with
- *     PS_HARVEST_REARM returns; so a budget-limited harvest keeps the
- *     rest for the next call and nothing is lost.
+ *     get-and-rearm scan); so a budget-limited harvest keeps the rest for
+ *     the next call and nothing is lost. A space's pages (its harvest
+ *     with PS_HARVEST_REARM, at most the budget) join them only if the
+ *     budget returns them: the rest go back to the space's log before
+ *     the call returns (collect_space()), so they are never only in the
+ *     attachment's log. Detach moves what is left there (the CPU's
+ *     pages) into the space's log.
  *
  * U4  Sync harvest: the log is harvested first, then the reported pages are
  *     re-protected in both places. A write between the two finds the page
@@ -51,10 +59,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -65,13 +75,36 @@
 /*
  * Failpoints: in the test build only (-DPS_UFFD_FAILPOINTS), features in
  * ps__uffd_hide_features are treated as missing from the kernel, so the
- * tests can check the error that names each one.
+ * tests can check the error that names each one; and the FP_* bits of
+ * ps__uffd_failpoints make the failures the tests cannot cause otherwise
+ * (tests/test-uffd.c repeats their values). Compiled out of the library.
  */
+enum {
+	FP_NO_PROCMAP_QUERY = 0x1, /* attach reads smaps instead */
+	FP_NO_HUGETLB_CHECK = 0x2, /* attach accepts hugetlb memory */
+	/* The next PAGEMAP_SCAN that reports pages fails after it ran (once): */
+	FP_SCAN_EIO = 0x4,
+	FP_SCAN_EINTR = 0x8,
+	FP_POLL_ENOMEM = 0x10, /* the handler thread's next poll() fails */
+	FP_MUTEX_INIT = 0x20,  /* attach's pthread_mutex_init() fails */
+};
 #ifdef PS_UFFD_FAILPOINTS
 uint64_t ps__uffd_hide_features;
+PS_ATOMIC(unsigned int) ps__uffd_failpoints;
 #define HIDDEN_FEATURES ps__uffd_hide_features
+/* Relaxed: set by the test before the call it is about (or joined). */
+#define FAILPOINT(fp)                                                      \
+	((atomic_load_explicit(&ps__uffd_failpoints, memory_order_relaxed) & \
+	  (fp)) != 0)
+/* Relaxed: as FAILPOINT(); the RMW makes it fire once. */
+#define FAILPOINT_ONCE(fp)                                                 \
+	((atomic_fetch_and_explicit(&ps__uffd_failpoints, ~(unsigned int)(fp), \
+				    memory_order_relaxed) &                \
+	  (fp)) != 0)
 #else
 #define HIDDEN_FEATURES UINT64_C(0)
+#define FAILPOINT(fp) false
+#define FAILPOINT_ONCE(fp) false
 #endif
 
 struct ps_uffd {
@@ -89,13 +122,22 @@ struct ps_uffd {
 	pthread_t thread;
 	bool thread_running;
 	int opened;
-	_Atomic(uint64_t) faults, mismatches, harvested, kernel_pages;
+	_Atomic(uint64_t) faults, mismatches, harvested, kernel_pages, errors;
+	_Atomic(int) last_error;
 };
 
 static void count(_Atomic(uint64_t) *c, uint64_t n)
 {
 	/* Relaxed: statistics only, nothing else depends on them. */
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* A failure of the fault handling (the thread's, or handle_events'). */
+static void note_error(struct ps_uffd *u, int err)
+{
+	count(&u->errors, 1);
+	/* Relaxed: statistics only, as count(). */
+	atomic_store_explicit(&u->last_error, err, memory_order_relaxed);
 }
 
 static void say(const char **why, const char *what)
@@ -229,6 +271,104 @@ int ps_uffd_probe(unsigned int flags, const char **why)
 	return check_features(flags, why);
 }
 
+/* --- the host mapping --------------------------------------------------------- */
+
+/*
+ * The largest page size of the VMAs that [host, end) touches, from
+ * /proc/self/smaps (KernelPageSize), the way before PROCMAP_QUERY. Reading
+ * smaps walks every VMA's page tables; only kernels older than 6.11 take
+ * this path.
+ */
+static int smaps_page_size(uint64_t host, uint64_t end, uint64_t *size)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool in = false;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		unsigned long long a, b, kb;
+		int used = 0;
+
+		/* A VMA's first line: "start-end perms ...". */
+		if (sscanf(line, "%llx-%llx %n", &a, &b, &used) == 2 && used) {
+			in = a < end && b > host;
+			continue;
+		}
+		if (in && sscanf(line, "KernelPageSize: %llu kB", &kb) == 1 &&
+		    kb << 10 > *size)
+			*size = kb << 10;
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}
+
+/*
+ * The largest page size of the VMAs that [host, host + len) touches
+ * (holes do not count: the registration fails on them), into *@size:
+ * PROCMAP_QUERY, one ioctl per VMA, or smaps where the kernel lacks it.
+ */
+static int host_page_size(uint64_t host, uint64_t len, uint64_t *size)
+{
+	const uint64_t end = host + len;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC), rc = 0;
+
+	*size = 0;
+	if (fd < 0)
+		return -errno;
+	for (uint64_t at = host; at < end;) {
+		struct procmap_query q;
+
+		memset(&q, 0, sizeof(q));
+		q.size = sizeof(q);
+		q.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA;
+		q.query_addr = at;
+		if (FAILPOINT(FP_NO_PROCMAP_QUERY)) {
+			errno = ENOTTY;
+		} else if (!ioctl(fd, PROCMAP_QUERY, &q)) {
+			if (q.vma_start >= end)
+				break;
+			if (q.vma_page_size > *size)
+				*size = q.vma_page_size;
+			at = q.vma_end;
+			continue;
+		}
+		if (errno == ENOENT) /* no VMA at or above @at */
+			break;
+		rc = errno == ENOTTY ? smaps_page_size(host, end, size) : -errno;
+		break;
+	}
+	close(fd);
+	return rc;
+}
+
+/*
+ * Refuse memory the bridge cannot protect page by page: hugetlb (hugetlbfs
+ * files, MAP_HUGETLB, memfd MFD_HUGETLB). The kernel write-protects only
+ * whole huge pages there: UFFDIO_WRITEPROTECT of one 4 KiB page fails with
+ * EINVAL, and PAGEMAP_SCAN with WP_MATCHING backs out of a huge page its
+ * range covers in part, reporting nothing and not advancing. THP is fine:
+ * the kernel splits a huge PMD to protect part of it.
+ */
+static int check_host(const struct ps_uffd_config *cfg, const char **why)
+{
+	uint64_t size;
+	int rc = host_page_size((uintptr_t)cfg->host, cfg->len, &size);
+
+	if (rc) {
+		say(why, "/proc/self/maps");
+		return rc;
+	}
+	if (size > PAGE_SIZE && !FAILPOINT(FP_NO_HUGETLB_CHECK)) {
+		say(why, "HUGETLB");
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
 /* --- the kernel side ---------------------------------------------------------- */
 
 static uint64_t host_of(const struct ps_uffd *u, uint64_t addr)
@@ -287,13 +427,26 @@ static void log_addrs(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 
 /* --- protect and unprotect (U1) --------------------------------------------- */
 
+/*
+ * U1: the library, then the kernel. If the kernel refuses a protect, the
+ * library range is unprotected again: the library must never be more
+ * protected than the kernel (a write the kernel lets through unreported
+ * would be lost), while the reverse only costs spurious reports (async:
+ * the library's unprotected entries are written) or faults that resolve
+ * as usual (sync). A refused unprotect leaves that safe side as it is.
+ */
 static int protect_locked(struct ps_uffd *u, uint64_t addr, uint64_t len,
 			  bool protect)
 {
 	int rc = protect ? ps_pgtable_protect(u->pt, addr, len)
 			 : ps_pgtable_unprotect(u->pt, addr, len);
 
-	return rc ? rc : kernel_wp(u, addr, len, protect);
+	if (rc)
+		return rc;
+	rc = kernel_wp(u, addr, len, protect);
+	if (rc && protect)
+		(void)ps_pgtable_unprotect(u->pt, addr, len);
+	return rc;
 }
 
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
@@ -322,11 +475,16 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 
 /* --- sync faults (U2, U5) ------------------------------------------------------ */
 
-/* Resolve a write-protect fault at library page @addr (U1, U2). */
-static void resolve(struct ps_uffd *u, uint64_t addr)
+/*
+ * Resolve a write-protect fault at library page @addr (U1, U2): 0, or the
+ * errno of the kernel's un-protect, which leaves the writer blocked (and
+ * the library side resolved: the safe side, see protect_locked()).
+ */
+static int resolve(struct ps_uffd *u, uint64_t addr)
 {
 	const unsigned int access = PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP;
 	enum ps_fault fr;
+	int rc;
 
 	pthread_mutex_lock(&u->lock);
 	if (u->space)
@@ -346,17 +504,21 @@ static void resolve(struct ps_uffd *u, uint64_t addr)
 		ps__space_log_addr(u->space, addr);
 	else
 		log_range(u, addr, PAGE_SIZE);
-	(void)kernel_wp(u, addr, PAGE_SIZE, false); /* wakes the writer */
-	count(&u->faults, 1);
+	rc = kernel_wp(u, addr, PAGE_SIZE, false); /* wakes the writer */
+	if (rc)
+		note_error(u, rc);
+	else
+		count(&u->faults, 1);
 	pthread_mutex_unlock(&u->lock);
+	return rc;
 }
 
 static int handle(struct ps_uffd *u, unsigned int max)
 {
 	struct uffd_msg msg[MSG_BATCH];
-	int done = 0;
+	int done = 0, err = 0;
 
-	for (;;) {
+	while (!err) {
 		size_t want = MSG_BATCH;
 		ssize_t n;
 
@@ -370,24 +532,30 @@ static int handle(struct ps_uffd *u, unsigned int max)
 				continue;
 			if (errno == EAGAIN)
 				break;
-			return -errno;
+			err = -errno;
+			note_error(u, err);
+			return err;
 		}
+		/* Every message read is resolved, whatever fails first. */
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
 			uint64_t a = msg[i].arg.pagefault.address &
 				     ~(PAGE_SIZE - 1);
+			int rc;
 
 			if (msg[i].event != UFFD_EVENT_PAGEFAULT ||
 			    !(msg[i].arg.pagefault.flags &
 			      UFFD_PAGEFAULT_FLAG_WP) ||
 			    a < (uint64_t)u->host || a - u->host >= u->len)
 				continue;
-			resolve(u, u->addr + (a - u->host));
+			rc = resolve(u, u->addr + (a - u->host));
+			if (rc && !err)
+				err = rc;
 			done++;
 		}
 		if ((size_t)n < want * sizeof(msg[0]))
 			break;
 	}
-	return done;
+	return err ? err : done;
 }
 
 int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max)
@@ -397,6 +565,14 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max)
 	return handle(u, max);
 }
 
+/*
+ * The handler thread: until detach signals u->stop, resolve the faults
+ * (handle() counts its own failures). It never gives up while attached:
+ * writers blocked on a fault have no one else to wake them. A failed
+ * poll() (ENOMEM) or an error on the userfaultfd (not expected: it is
+ * initialised and open until after the join) is counted in the stats and
+ * retried after a pause, so it costs no busy loop.
+ */
 static void *handler_thread(void *arg)
 {
 	struct ps_uffd *u = arg;
@@ -404,14 +580,30 @@ static void *handler_thread(void *arg)
 			      {.fd = u->stop, .events = POLLIN}};
 
 	for (;;) {
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents)
-			break;
-		if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
-			break;
-		if (p[0].revents & POLLIN)
+		int rc, err = 0;
+
+		if (FAILPOINT_ONCE(FP_POLL_ENOMEM)) {
+			rc = -1;
+			errno = ENOMEM;
+		} else {
+			rc = poll(p, 2, -1);
+		}
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc < 0)
+			err = -errno;
+		else if (p[1].revents)
+			break; /* detach */
+		else if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			err = -EIO;
+		else if (p[0].revents & POLLIN)
 			(void)handle(u, 0);
+		if (err) {
+			struct timespec pause = {0, 10 * 1000 * 1000};
+
+			note_error(u, err);
+			nanosleep(&pause, NULL);
+		}
 	}
 	return NULL;
 }
@@ -514,13 +706,29 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 	a.vec_len = SCAN_VEC;
 	a.category_mask = PAGE_IS_WRITTEN;
 	a.return_mask = PAGE_IS_WRITTEN;
+	memset(vec, 0, sizeof(vec)); /* see below: zero where not written */
 	while (a.start < hend) {
 		long n = ioctl(u->pagemap, PAGEMAP_SCAN, &a);
+		int err = n < 0 ? errno : 0;
 
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -errno;
+		if (n > 0 && FAILPOINT_ONCE(FP_SCAN_EIO))
+			err = EIO;
+		else if (n > 0 && FAILPOINT_ONCE(FP_SCAN_EINTR))
+			err = EINTR;
+		if (err || n < 0) {
+			/*
+			 * U3: a failed call may have re-armed pages already.
+			 * The kernel re-arms a page as it adds it to its
+			 * buffer, and copies the buffer into vec, batch after
+			 * batch, before it returns any error (a copy into vec
+			 * cannot fault: it is ours); so those pages are the
+			 * regions written, a prefix of vec, which is zero
+			 * past what the kernel wrote. Log them, then fail
+			 * (or ask again: they will not be reported twice).
+			 */
+			n = 0;
+			while (n < SCAN_VEC && vec[n].end > vec[n].start)
+				n++;
 		}
 		pages = 0;
 		for (long i = 0; i < n; i++) {
@@ -531,6 +739,18 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 		}
 		count(&u->kernel_pages, pages);
 		mirror_rearm(u, vec, n);
+		memset(vec, 0, (size_t)n * sizeof(vec[0]));
+		if (err == EINTR || err == EAGAIN)
+			continue;
+		if (err)
+			return -err;
+		/*
+		 * No progress: the kernel backed out of a huge page the range
+		 * covers in part (hugetlb, which attach refuses, mapped over
+		 * the attachment since). Asking again would get the same.
+		 */
+		if (a.walk_end <= a.start)
+			return -EOPNOTSUPP;
 		a.start = a.walk_end;
 	}
 	return 0;
@@ -562,38 +782,6 @@ static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t end)
 	return 0;
 }
 
-/*
- * Space: its harvest with PS_HARVEST_REARM (the library's written entries
- * of async ranges, re-armed; the dirty log's marks, resolved sync faults
- * and pages pinned for write; the secondary mappings of all of them
- * invalidated), moved into the attachment's log, which the caller's budget
- * then applies to. @addrs is the scratch, @max pages a call.
- *
- * The kernel's pages go straight into the attachment's log, not through
- * the space's, so they cost no notifier invalidation and no pin check: a
- * writable secondary mapping is always in the space's log (the helper logs
- * its page before installing it, and the harvest that takes the page
- * invalidates it), and a page pinned for write stays in that log while
- * pinned. So a page that only the CPU wrote has no writable secondary
- * mapping to tear down.
- */
-static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
-			 uint64_t *addrs, uint64_t max)
-{
-	for (uint64_t at = start, end = start + len; at < end;) {
-		uint64_t n, res;
-		int rc = ps_space_harvest(u->space, at, end - at,
-					  PS_HARVEST_REARM, addrs, max, &n,
-					  &res);
-
-		if (rc)
-			return rc;
-		log_addrs(u, addrs, n);
-		at = res;
-	}
-	return 0;
-}
-
 struct log_out {
 	uint64_t base;
 	uint64_t *addrs;
@@ -608,6 +796,75 @@ static enum ps__hbm_verdict log_visit(void *ctx, uint64_t bit)
 		return PS__HBM_STOP;
 	o->addrs[o->n++] = o->base + (bit << PAGE_SHIFT);
 	return PS__HBM_CLEAR;
+}
+
+/*
+ * How many of the space's pages sp[0..ns) are among the first @max pages
+ * of their union with the attachment's log, in address order: a walk of
+ * the log that keeps every bit and stops once that is decided.
+ */
+struct merge {
+	const uint64_t *sp;
+	uint64_t ns, j;	 /* j: the space's pages counted so far */
+	uint64_t t, max; /* t: pages of the union counted so far */
+	uint64_t base;
+};
+
+static enum ps__hbm_verdict merge_visit(void *ctx, uint64_t bit)
+{
+	struct merge *m = ctx;
+	uint64_t a = m->base + (bit << PAGE_SHIFT);
+
+	for (; m->j < m->ns && m->sp[m->j] < a && m->t < m->max; m->j++)
+		m->t++;
+	if (m->j == m->ns || m->t == m->max)
+		return PS__HBM_STOP; /* decided; the bits stay */
+	if (m->sp[m->j] == a)
+		m->j++; /* in both: one page */
+	m->t++;
+	return PS__HBM_KEEP;
+}
+
+/*
+ * Space: its harvest with PS_HARVEST_REARM (the library's written entries
+ * of async ranges, re-armed; the dirty log's marks, resolved sync faults
+ * and pages pinned for write; the secondary mappings of all of them
+ * invalidated), at most @max pages into @addrs. Only the pages the
+ * caller's budget returns move into the attachment's log: the budget
+ * applies to their union with the pages already there (the kernel's), and
+ * the space's pages beyond it go back to the space's log
+ * (ps_space_redirty(), before the harvest returns; their invalidation was
+ * merely early). So the space's log keeps every page a harvest does not
+ * return: for the next harvest, for ps_space_harvest() and after detach.
+ * *@resume: the first of the space's pages still recorded, or the end.
+ *
+ * The kernel's pages go straight into the attachment's log, not through
+ * the space's, so they cost no notifier invalidation and no pin check: a
+ * writable secondary mapping is always in the space's log (the helper logs
+ * its page before installing it, and the harvest that takes the page
+ * invalidates it), and a page pinned for write stays in that log while
+ * pinned. So a page that only the CPU wrote has no writable secondary
+ * mapping to tear down.
+ */
+static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
+			 uint64_t *addrs, uint64_t max, uint64_t *resume)
+{
+	struct merge m = {addrs, 0, 0, 0, max, u->addr};
+	int rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM,
+				  addrs, max, &m.ns, resume);
+
+	if (rc || !m.ns)
+		return rc;
+	(void)ps__hbm_harvest(&u->log, (start - u->addr) >> PAGE_SHIFT,
+			      len >> PAGE_SHIFT, merge_visit, &m, NULL);
+	for (; m.j < m.ns && m.t < max; m.j++)
+		m.t++;
+	if (m.j < m.ns) { /* beyond the budget: back where they were */
+		(void)ps_space_redirty(u->space, addrs + m.j, m.ns - m.j);
+		*resume = addrs[m.j];
+	}
+	log_addrs(u, addrs, m.j);
+	return 0;
 }
 
 /* Sync: re-protect what was reported, run by run, in both places (U4). */
@@ -635,7 +892,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *resume)
 {
 	bool async = u->flags & PS_UFFD_ASYNC;
-	uint64_t n = 0, res = start + len;
+	uint64_t n = 0, res = start + len, sres = start + len;
 	int rc = range_check(u, start, len);
 
 	if (rc)
@@ -646,7 +903,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	if (async)
 		rc = collect_kernel(u, start, start + len);
 	if (!rc)
-		rc = u->space ? collect_space(u, start, len, addrs, max)
+		rc = u->space ? collect_space(u, start, len, addrs, max, &sres)
 			      : collect_table(u, start, start + len);
 	if (!rc) {
 		struct log_out o = {u->addr, addrs, max, 0};
@@ -656,10 +913,15 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 				      len >> PAGE_SHIFT, log_visit, &o, &bit);
 		n = o.n;
 		res = u->addr + (bit << PAGE_SHIFT);
+		if (sres < res) /* the space still holds an earlier page */
+			res = sres;
 	}
 	if (!rc && !async) {
 		rc = rearm_reported(u, addrs, n);
-		if (rc) /* not all re-protected: report them again next time */
+		/* Not all re-protected: report them again next time. */
+		if (rc && u->space)
+			(void)ps_space_redirty(u->space, addrs, n);
+		else if (rc)
 			log_addrs(u, addrs, n);
 	}
 	pthread_mutex_unlock(&u->lock);
@@ -702,6 +964,8 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 		return -EOPNOTSUPP;
 	}
 	rc = check_features(cfg->flags, why);
+	if (!rc)
+		rc = check_host(cfg, why);
 	if (rc)
 		return rc;
 	u = calloc(1, sizeof(*u));
@@ -716,7 +980,14 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	u->flags = cfg->flags;
 	u->space = space;
 	u->pt = t;
-	pthread_mutex_init(&u->lock, NULL);
+	/* EAGAIN, ENOMEM (EPERM, EBUSY, EINVAL: not with no attributes). */
+	rc = FAILPOINT(FP_MUTEX_INIT) ? ENOMEM
+				      : pthread_mutex_init(&u->lock, NULL);
+	if (rc) {
+		say(why, "memory");
+		free(u);
+		return -ENOMEM;
+	}
 
 	rc = uffd_open(&u->opened);
 	if (rc < 0) {
@@ -827,6 +1098,16 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
 	return attach(NULL, t, cfg, out);
 }
 
+/* Detach: a page of the attachment's log back into the space's log. */
+static enum ps__hbm_verdict relog_visit(void *ctx, uint64_t bit)
+{
+	struct ps_uffd *u = ctx;
+	uint64_t addr = u->addr + (bit << PAGE_SHIFT);
+
+	(void)ps_space_redirty(u->space, &addr, 1);
+	return PS__HBM_CLEAR;
+}
+
 int ps_uffd_detach(struct ps_uffd *u)
 {
 	struct uffdio_range r = {.start = u->host, .len = u->len};
@@ -848,6 +1129,14 @@ int ps_uffd_detach(struct ps_uffd *u)
 		if (r2 && !rc)
 			rc = r2;
 	}
+	/*
+	 * The CPU's pages a budget left in the attachment's log (the space's
+	 * own never stay there) go to the space's log, so that nothing a
+	 * harvest collected is lost: ps_space_harvest() reports them.
+	 */
+	if (u->space)
+		(void)ps__hbm_harvest(&u->log, 0, u->len >> PAGE_SHIFT,
+				      relog_visit, u, NULL);
 	if (u->stop >= 0)
 		close(u->stop);
 	if (u->pagemap >= 0)
@@ -874,5 +1163,8 @@ void ps_uffd_stats(const struct ps_uffd *u, struct ps_uffd_stats *st)
 		atomic_load_explicit(&u->harvested, memory_order_relaxed);
 	st->kernel_pages =
 		atomic_load_explicit(&u->kernel_pages, memory_order_relaxed);
+	st->errors = atomic_load_explicit(&u->errors, memory_order_relaxed);
+	st->last_error =
+		atomic_load_explicit(&u->last_error, memory_order_relaxed);
 	st->opened = u->opened;
 }

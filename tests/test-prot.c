@@ -872,6 +872,53 @@ START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 }
 END_TEST
 
+/*
+ * A CPU map's reference declared in extra_refs (the caller's own map): the
+ * freeze counts it as expected, so only the CPU-map count can refuse the
+ * frame. Without that check the frame became private and INACCESSIBLE
+ * while mapped (P5), and the next kmap took the fast path and never called
+ * make_accessible. Now: -EAGAIN at that page, nothing changed, every frame
+ * unfrozen, and after the kunmap the same call converts and the next kmap
+ * calls the hook.
+ */
+START_TEST(convert_refuses_cpu_map_declared_in_extra_refs)
+{
+	struct ps_convert_opts o;
+	uint64_t off = UINT64_MAX;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 160, 0), 0);
+	ck_assert_int_eq(ps_page_get(pg(160)), 0); /* declared, not a map */
+	ck_assert_int_eq(ps_space_kmap(sp, 161, 0), 0); /* the caller's own */
+	memset(&o, 0, sizeof(o));
+	o.extra_refs = 1;
+	ck_assert_int_eq(ps_space_convert(sp, 0, 2 * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, PG);
+	for (uint64_t f = 160; f < 162; f++) {
+		ck_assert(!ps_page_is_frozen(pg(f)));
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 2);
+		ck_assert_int_eq(ps_page_enc_state(pg(f)), PS_ENC_SHARED);
+		ck_assert(!ps_page_test_flags(pg(f), PS_PAGE_INACCESSIBLE));
+	}
+	ck_assert(!ps_pte_is_encrypted(entry(PG)));
+	ck_assert_uint_eq(ps_space_kmap_count(sp, 161), 1);
+	ck_assert_uint_eq(o.converted, 0);
+	/* The map ends; its reference is replaced by a declared one. */
+	ck_assert_int_eq(ps_page_get(pg(161)), 0);
+	ck_assert_int_eq(ps_space_kunmap(sp, 161), 0);
+	ck_assert_int_eq(ps_space_convert(sp, 0, 2 * PG, PS_ENC_PRIVATE, 0, &o,
+					  &off),
+			 0);
+	ck_assert(ps_page_test_flags(pg(161), PS_PAGE_INACCESSIBLE));
+	ck_assert_int_eq(ps_space_kmap(sp, 161, PS_KMAP_PRIVATE), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+	ck_assert_int_eq(ps_space_kunmap(sp, 161), 0);
+	(void)ps_page_put(pg(160));
+	(void)ps_page_put(pg(161));
+}
+END_TEST
+
 struct unpinner {
 	uint64_t frame;
 	unsigned delay_ms;
@@ -1781,6 +1828,8 @@ static Suite *prot_suite(void)
 		tcase_add_test(tc, convert_flips_state_and_enc_only);
 		tcase_add_test(tc, convert_pinned_page_in_the_middle);
 		tcase_add_test(tc, convert_refuses_cpu_mapped_and_unexpected_refs);
+		tcase_add_test(tc,
+			       convert_refuses_cpu_map_declared_in_extra_refs);
 		tcase_add_test(tc, convert_waits_for_pins_to_drain);
 		tcase_add_test(tc, convert_never_waits_for_longterm_pins);
 		tcase_add_test(tc, convert_missing_poisoned_and_bad_input);

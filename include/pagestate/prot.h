@@ -110,7 +110,9 @@
  *   2. Freeze every frame that is not yet in the target state, with its
  *      expected references: the mapping's one plus opts->extra_refs. The
  *      freeze fails if the frame holds any pin, any CPU map (ps_space_kmap()
- *      holds a reference), or any other reference. That page is the first
+ *      holds a reference, and the frame's CPU-map count is checked after
+ *      the freeze, so declaring a map's reference in extra_refs does not
+ *      hide it), or any other reference. That page is the first
  *      offending page: nothing has changed yet, every frame frozen so far is
  *      unfrozen, and the call fails with its offset (see Errors).
  *   3. Page by page, in address order: the prepare hook; the flip (the
@@ -654,7 +656,10 @@ int ps_space_set_prot_hooks(struct ps_space *space,
  *	the caller accounts for (its own, not another mapping's: an alias
  *	mapping outside the range would keep the old ENC bit, and a frame
  *	mapped twice inside it fails the call with -EAGAIN at its second
- *	page). They must stay held during the call. Default 0.
+ *	page). They must stay held during the call. A CPU map's reference
+ *	(ps_space_kmap()) cannot be declared: a frame CPU-mapped when it is
+ *	frozen fails the call with -EAGAIN at its page, declared or not.
+ *	Default 0.
  * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
  * @converted: out: pages whose state this call changed (0 on failure;
  *	pages already in the target state are not counted).

@@ -14,7 +14,8 @@
  * ---------------------------------------------------------------------------
  *
  * An attachment ties the caller's mapping [host, host + len) (mmap'd
- * anonymous memory, or a shared mapping of a memfd/shmem file) to the
+ * anonymous memory, or a shared mapping of a memfd/shmem file; not hugetlb,
+ * see Backing) to the
  * library range [addr, addr + len) of a struct ps_space or of a bare struct
  * ps_pgtable: host + i corresponds to addr + i. The library's table stays
  * the authority; the kernel mirrors it:
@@ -48,7 +49,17 @@
  * Backing: PS_UFFD_SHARED for memfd/shmem (the library range is registered
  * PS_WP_SHARED, so protection survives zaps as UFFD_WP markers, as the
  * kernel's does); anonymous otherwise. The caller says which; the bridge
- * cannot see it.
+ * cannot see it. Transparent huge pages are fine (the kernel splits a huge
+ * PMD to protect part of it). Hugetlb memory (hugetlbfs, MAP_HUGETLB,
+ * memfd MFD_HUGETLB) is not supported: the kernel write-protects only
+ * whole huge pages there (UFFDIO_WRITEPROTECT of one 4 KiB page fails,
+ * and PAGEMAP_SCAN cannot re-arm part of a huge page), while the library
+ * tracks 4 KiB pages. Attach reads the page size of the host range's
+ * mappings (PROCMAP_QUERY, or /proc/self/smaps before Linux 6.11) and
+ * refuses hugetlb with -EOPNOTSUPP, @why "HUGETLB". Hugetlb mapped over an
+ * attached range afterwards breaks the contract ("stays mapped"); the
+ * bridge then fails the calls the kernel refuses (harvest: -EOPNOTSUPP;
+ * protect: the ioctl's errno) instead of looping or reporting success.
  *
  * One userfaultfd per attachment, so a mode is per attachment and a VMM with
  * several RAM regions attaches each (and polls several fds in sync mode).
@@ -112,6 +123,9 @@
  * disagree on a page for longer than one such call: without it, a fault
  * resolved (un-protected in both) while a protect runs could leave the
  * library protected and the kernel not, and later writes would go unseen.
+ * A call whose kernel half fails reports it and leaves the library no
+ * more protected than the kernel (ps_uffd_protect(),
+ * ps_uffd_handle_events()).
  * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins)
  * take no bridge lock.
  *
@@ -124,7 +138,19 @@
  * KVM's dirty log.
  *
  * Sync mode: the thread that calls ps_uffd_handle_events() must not itself
- * write to protected attached memory (it would wait for itself).
+ * write to protected attached memory (it would wait for itself). And a
+ * fault's resolution holds the attachment's mutex while it takes, for a
+ * space, the LOCKED bit of the page's frame (as ps_space_fault() does; the
+ * dirty hook runs under both). So a thread that holds a frame's LOCKED
+ * bit - in the make_accessible hook (pagestate/prot.h), in a dirty hook
+ * run by a write fault, in a notifier callback of write-back's
+ * PS_NOTIFIER_PROTECTION invalidation - must not write to sync-protected
+ * memory of a space attachment: its write waits for a resolution, which waits for that
+ * bit if the page is the frame's, or holds the mutex while another fault
+ * waits for it: a deadlock (detach, which joins the handler thread,
+ * included). Nor may such a thread, or a dirty hook, call
+ * ps_uffd_protect(), ps_uffd_unprotect(), ps_uffd_harvest() or
+ * ps_uffd_handle_events() of that attachment: the mutex is not recursive.
  *
  * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
  * kernel feature (@why names it), -ENOSYS no userfaultfd, -EPERM userfaultfd
@@ -164,9 +190,9 @@ PS_BEGIN_DECLS
  * @flags: PS_UFFD_*.
  * @why: if not NULL, receives on failure a static string naming what
  *	failed: the missing feature ("WP_ASYNC", "WP_UNPOPULATED",
- *	"WP_HUGETLBFS_SHMEM", "PAGEMAP_SCAN") or the step ("userfaultfd",
- *	"UFFDIO_API", "UFFDIO_REGISTER", "library range", ...); NULL on
- *	success.
+ *	"WP_HUGETLBFS_SHMEM", "PAGEMAP_SCAN"), "HUGETLB" for hugetlb memory,
+ *	or the step ("userfaultfd", "UFFDIO_API", "/proc/self/maps",
+ *	"UFFDIO_REGISTER", "library range", ...); NULL on success.
  */
 struct ps_uffd_config {
 	void *host;
@@ -176,13 +202,25 @@ struct ps_uffd_config {
 	const char **why;
 };
 
-/** struct ps_uffd_stats - counters of one attachment (monotonic). */
+/**
+ * struct ps_uffd_stats - counters of one attachment (monotonic).
+ *
+ * @errors counts the failures of sync fault handling, the handler thread's
+ * included, which has no caller to return them to: a failed read(2) of the
+ * userfaultfd, a fault whose UFFDIO_WRITEPROTECT failed (its writer stays
+ * blocked, see ps_uffd_handle_events()), a failed poll(2) or an error
+ * condition on the userfaultfd in the handler thread (which then pauses
+ * 10 ms and goes on: writers blocked on a fault have no one else to wake
+ * them). A caller of PS_UFFD_THREAD should watch it.
+ */
 struct ps_uffd_stats {
-	uint64_t faults;     /* sync write-protect faults resolved */
-	uint64_t mismatches; /* faults on pages the library had not protected */
-	uint64_t harvested;  /* pages reported by harvests */
+	uint64_t faults;       /* sync write-protect faults resolved */
+	uint64_t mismatches;   /* faults on pages the library had not protected */
+	uint64_t harvested;    /* pages reported by harvests */
 	uint64_t kernel_pages; /* of which PAGEMAP_SCAN reported (async) */
-	int opened;	     /* PS_UFFD_OPENED_* */
+	uint64_t errors;       /* failures of sync fault handling */
+	int last_error;	       /* the latest one's negative errno, 0 if none */
+	int opened;	       /* PS_UFFD_OPENED_* */
 };
 
 struct ps_uffd;
@@ -214,8 +252,9 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * @cfg: what to attach; the range must lie inside the space.
  * @out: receives the attachment.
  *
- * Checks the arguments, the 4 KiB page size and the kernel features the
- * flags need, then opens the userfaultfd (and /proc/self/pagemap for
+ * Checks the arguments, the 4 KiB page size, the kernel features the
+ * flags need and that no mapping of the host range is hugetlb (see
+ * Backing), then opens the userfaultfd (and /proc/self/pagemap for
  * PS_UFFD_ASYNC), registers the library range with PS_WP_ASYNC /
  * PS_WP_SHARED / PS_WP_UNPOPULATED as the flags say (so it must not be
  * registered yet: -EBUSY), registers the host range for write protection,
@@ -229,9 +268,10 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * Progress: blocking (system calls, the table's writer mutex).
  * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD
  * included; @why "arguments"); -EOPNOTSUPP (pages not 4 KiB, a missing
- * feature); -ENOSYS or -EPERM (no userfaultfd); -EBUSY; -ENOMEM; or the
- * errno of a failed step, which @why names. On failure nothing is left
- * registered or open.
+ * feature, hugetlb memory: @why "HUGETLB"); -ENOSYS or -EPERM (no
+ * userfaultfd); -EBUSY; -ENOMEM; or the errno of a failed step, which @why
+ * names (reading the host range's mappings: "/proc/self/maps"). On
+ * failure nothing is left registered or open.
  */
 int ps_uffd_attach_space(struct ps_space *space,
 			 const struct ps_uffd_config *cfg, struct ps_uffd **out);
@@ -262,8 +302,16 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
  * @u: the attachment.
  *
  * Writers blocked on a sync fault are woken by the unregistration of the
- * host range. Pages in the attachment's log not yet harvested are dropped
- * (a space's own dirty log keeps its pages).
+ * host range. Nothing a harvest collected is lost: for a space, the pages
+ * still in the attachment's log (CPU writes an async harvest's budget left
+ * for the next call) move into the space's dirty log, where
+ * ps_space_harvest() reports them, and the space's own pages never leave
+ * its log unless a harvest returned them. Not collected: async CPU writes
+ * since the last harvest, which only the kernel's page tables hold and
+ * UFFDIO_UNREGISTER clears (harvest first to have them). A bare table has
+ * no dirty log: pages left in the attachment's log are dropped, but
+ * unregistering the library range clears every uffd-wp bit, so its scan
+ * reports each present entry of the range as written.
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
@@ -296,8 +344,11 @@ int ps_uffd_detach(struct ps_uffd *u);
  * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
  * (outside the attachment, or the library range no longer registered);
  * -ENOMEM (markers need table levels); after these the kernel is not
- * touched. Or the ioctl's errno: then the library range is protected and
- * the host range may not be (retry, or detach).
+ * touched. Or the ioctl's errno (-EINVAL for hugetlb memory mapped there
+ * since the attach): then the library range is unprotected again and the
+ * host range may be partly protected, the side that loses no write (sync:
+ * a write there faults and is resolved; async: the next harvest reports
+ * each page of the range). Retry, or detach.
  */
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 
@@ -348,7 +399,8 @@ int ps_uffd_fd(const struct ps_uffd *u);
  * and counted in ps_uffd_stats().mismatches.
  * Context: the caller's thread, which must not itself write to protected
  * attached memory (it would wait for itself); not inside a read-side
- * section. Concurrent calls are safe.
+ * section, nor holding a frame's LOCKED bit (see Concurrency: each
+ * resolution takes one). Concurrent calls are safe.
  * Ordering: U2 (lib/uffd.c): each fault is recorded (library entry
  * resolved as a write, address logged) before its writer is woken, so a
  * harvest that runs after the write reports it; U1 orders each resolution
@@ -357,7 +409,10 @@ int ps_uffd_fd(const struct ps_uffd *u);
  * waits for a message (U5).
  * Return: the number of faults resolved (0 if none was queued); -EINVAL
  * for an async attachment or one with PS_UFFD_THREAD; the errno of a
- * failed read(2) (the faults resolved before it stay resolved).
+ * failed read(2), or of a fault's failed UFFDIO_WRITEPROTECT (its library
+ * page is resolved, its writer stays blocked until ps_uffd_unprotect() of
+ * the page or detach wakes it); the other faults of the batch read are
+ * still resolved, and every failure is counted in ps_uffd_stats().
  */
 int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
 
@@ -373,10 +428,10 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * @count: receives how many were written.
  * @resume: if not NULL, receives where to continue: the first page still
  *	recorded, or @start + @len when the harvest is complete. Pages not
- *	returned stay recorded for the next call.
+ *	returned stay recorded for the next call: a space's in the space's
+ *	dirty log, the others in the attachment's.
  *
- * The pages are collected into the attachment's log, then taken from it
- * in address order, at most @max:
+ * The pages are collected, then taken in address order, at most @max:
  *   - async: PAGEMAP_SCAN get-and-rearm over the host range (category and
  *     return mask WRITTEN, the kernel's fast path); a none entry of the
  *     library among the pages it reports becomes a UFFD_WP marker, as the
@@ -385,9 +440,13 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *   - space: what ps_space_harvest() with PS_HARVEST_REARM returns (its
  *     dirty log: marks, the secondary-map helper's writes, resolved sync
  *     faults, pages pinned for write; its async entries' writes, re-armed),
- *     in batches of @max, with the secondary mappings of those pages
- *     invalidated. Pages only the CPU wrote are not invalidated: a
- *     writable secondary mapping is always in the space's log.
+ *     at most @max, with the secondary mappings of those pages
+ *     invalidated; those of them beyond the budget (merged with the pages
+ *     above) go back to the space's log before the call returns, so
+ *     ps_space_harvest() still sees them (a concurrent one may miss them
+ *     until then, and finds them at its next call). Pages only the CPU
+ *     wrote are not invalidated: a writable secondary mapping is always in
+ *     the space's log.
  * Sync: the pages are taken from the log first, then re-protected in both
  * places (U4).
  * Context: any thread; not inside a read-side section (the table's writer
@@ -404,9 +463,11 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * ioctls, a space's invalidations).
  * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0); -ENOENT
  * (outside the attachment; a bare table's range, or in sync mode any
- * library range, unregistered behind the bridge); -ENOMEM; the errno of a
- * failed ioctl. After an error the pages
- * already collected stay in the log for the next call.
+ * library range, unregistered behind the bridge); -ENOMEM; -EOPNOTSUPP
+ * (async: the kernel cannot re-arm part of the range, a huge page it
+ * covers in part: hugetlb memory mapped there since the attach); the
+ * errno of a failed ioctl. After an error the pages already collected stay
+ * recorded for the next call.
  */
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,
