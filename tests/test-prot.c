@@ -1478,13 +1478,16 @@ enum { /* as in lib/prot.c */
 	FP_CONVERT_FROZEN = 1,
 };
 
-static _Atomic(unsigned) fp_space_hits[8];
+/* lib/space.c has more points than this test arms; count every one. */
+#define FP_SPACE_POINTS 64
+static _Atomic(unsigned) fp_space_hits[FP_SPACE_POINTS];
 static _Atomic(int) fp_space_point;
 static _Atomic(int) fp_space_fired;
 static void (*fp_space_action)(uint64_t addr);
 
 static void space_failpoint(int point, uint64_t addr)
 {
+	ck_assert_int_lt(point, FP_SPACE_POINTS);
 	atomic_fetch_add(&fp_space_hits[point], 1);
 	if (point == atomic_load(&fp_space_point) &&
 	    !atomic_exchange(&fp_space_fired, 1))
@@ -1493,7 +1496,7 @@ static void space_failpoint(int point, uint64_t addr)
 
 static void arm_space(int point, void (*action)(uint64_t addr))
 {
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < FP_SPACE_POINTS; i++)
 		atomic_store(&fp_space_hits[i], 0);
 	fp_space_action = action;
 	atomic_store(&fp_space_fired, 0);
