@@ -87,6 +87,22 @@
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
  *     then MISSING) and a write clears a stale present bit in the CAS that
  *     resolves it.
+ * G10 Protects can be seen by a caller that takes an entry away and puts
+ *     it back (lib/space.c's discard, pgtable-internal.h). A protect finds
+ *     nothing to protect on a none entry in a range without markers, so
+ *     one that ran while the entry was away is lost if the entry comes back
+ *     as it was. t->protect_seq counts protects: odd while one runs (they
+ *     serialise on t->lock). Each protect bumps it by a seq_cst RMW and a
+ *     seq_cst fence before it reads any entry, and again when done. A
+ *     caller loads it (seq_cst) before its removing CAS, and again after
+ *     its restoring CAS and a seq_cst fence: a protect that read the entry
+ *     while it was away bumped the count before that read, so by the
+ *     fences (store buffering: restore then load, bump then read) the
+ *     second load sees the bump, or the protect's read sees the restored
+ *     entry and protects it itself. The caller then protects what it put
+ *     back. Changed or odd does not say which pages a protect covered, so
+ *     the caller over-protects when another range was protected meanwhile;
+ *     unprotects are not counted (what comes back keeps its protection).
  *
  * Pairs that need external exclusion (the caller's lock, as Linux's mmap
  * lock orders these):
@@ -119,6 +135,7 @@
  */
 #include <pagestate/pgtable.h>
 
+#include "pgtable-internal.h"
 #include "rcu.h"
 
 #include <errno.h>
@@ -169,6 +186,7 @@ struct ps_pgtable {
 	struct node root;
 	_Atomic(struct regset *) regs;
 	pthread_mutex_t lock; /* range writers (see G5) */
+	_Atomic(uint64_t) protect_seq; /* odd while a protect runs (G10) */
 	_Atomic(uint64_t) bytes, leaves, nodes;
 };
 
@@ -1110,6 +1128,24 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
 	return err;
 }
 
+/*
+ * G10: one step of the protect count, under t->lock (so odd exactly while
+ * a protect runs). Seq_cst RMW, then a seq_cst fence: the first step comes
+ * before the protect's entry loads; pairs with the fence after a caller's
+ * restoring CAS and its seq_cst load in ps__pgtable_protect_seq().
+ */
+static void protect_seq_bump(struct ps_pgtable *t)
+{
+	atomic_fetch_add_explicit(&t->protect_seq, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+uint64_t ps__pgtable_protect_seq(const struct ps_pgtable *t)
+{
+	/* Seq_cst: G10, pairs with protect_seq_bump(). */
+	return atomic_load_explicit(&t->protect_seq, memory_order_seq_cst);
+}
+
 /* protect and unprotect: the range must be registered (G5: under t->lock). */
 static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		    bool protect)
@@ -1122,10 +1158,12 @@ static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	pthread_mutex_lock(&t->lock);
 	if (!reg_covers(regs_load(t), start, start + len, 0))
 		err = -ENOENT;
-	else if (protect)
+	else if (protect) {
+		protect_seq_bump(t);
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_protect, &op, true);
-	else
+		protect_seq_bump(t);
+	} else
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_unprotect, &op, false);
 	pthread_mutex_unlock(&t->lock);

@@ -25,7 +25,8 @@
  *
  * S3  Dirty before writable. An entry becomes writable only through
  *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
- *     resolution), and only under its frame's LOCKED bit. The fault takes
+ *     resolution), and only under its frame's LOCKED bit (discard, which
+ *     may give a zapped entry back, gives it back without WRITE). The fault takes
  *     the bit of the frame it looked up, reads the entry again (a different
  *     frame there now: it drops the bit and starts again), has the page
  *     table classify the write without changing anything
@@ -144,6 +145,7 @@
 #include <pagestate/space.h>
 
 #include "hbitmap.h"
+#include "pgtable-internal.h"
 #include "space-internal.h"
 
 #include <pthread.h>
@@ -285,16 +287,21 @@ void ps__space_log_addr(struct ps_space *s, uint64_t addr)
  *     with it, so the take happens before the test here, which then reads
  *     the take or a later set. If it follows, the visit reads the pin.
  *   - if the visit found no entry (mapped after it looked: map_range, or
- *     discard's give-back), the visit runs a seq_cst fence between the
- *     take (A0, seq_cst) and its entry load (acquire). The entry load read
- *     a value before the entry CAS (seq_cst), so that CAS cannot precede
- *     the fence in the total order S (it would then be visible to the
- *     load): take, fence, CAS come in that order in S. The test (T0,
- *     seq_cst) comes after the CAS in S: the mapper's test is sequenced
- *     after its CAS; a pin's test follows its re-read of the entry, which
- *     read that CAS (or a later value) and acquired it. So the test reads
- *     the take or a later set (A0, T0 in lib/hbitmap.h). Without the
- *     fence, store buffering would let the visit read the old entry while
+ *     discard's give-back), the visit runs a seq_cst fence Fv between the
+ *     take (A0, seq_cst) and its entry load (acquire), which read a value
+ *     before the entry CAS (seq_cst). For the mapper (map_range, the
+ *     give-back), whose test (T0, seq_cst) is sequenced after its CAS:
+ *     the load is coherence-ordered before the CAS, so Fv precedes the
+ *     CAS in the total order S, and the CAS precedes T0; A0 is sequenced
+ *     before Fv, so T0 reads the take or a later set (A0, T0 in
+ *     lib/hbitmap.h). For a pin, whose entry loads are acquire: its first
+ *     read of the entry read the CAS or later, so the visit's load is
+ *     coherence-ordered before it; the pin's fence (S2) is sequenced
+ *     after that read and before its test, so Fv precedes the pin's fence
+ *     in S, and again T0 reads the take or later. That is why a read pin
+ *     tests after its fence and not after its re-read (an acquire load
+ *     that read the CAS would not order the CAS before T0 in S). Without
+ *     Fv, store buffering would let the visit read the old entry while
  *     the test still reads the bit the take took.
  */
 static void wb_note(struct ps_space *s, uint64_t addr)
@@ -1034,6 +1041,13 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		}
 		/* S2 - seq_cst fence: the pin before the re-read. */
 		atomic_thread_fence(memory_order_seq_cst);
+		/*
+		 * S9: a read pin's frame may be unpinned dirty. After the
+		 * fence (wb_note() says why); a pin that backs out leaves
+		 * the bit to the next write-back, which finds it clean.
+		 */
+		if (!write)
+			wb_note(s, addr);
 		FAILPOINT(FP_PIN_BEFORE_RECHECK, addr);
 		e2 = ps_pgtable_lookup(s->pt, addr);
 		if (!same_mapping(e1, e2)) {
@@ -1044,11 +1058,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			continue;
 		}
 		FAILPOINT(FP_PIN_RECHECKED, addr);
-		if (write) {
-			log_addr(s, addr);
-		} else {
-			wb_note(s, addr); /* S9: it may be unpinned dirty */
-		}
+		if (write)
+			log_addr(s, addr); /* S6, S9 */
 		if (flags & PS_PIN_LONGTERM)
 			(void)ps__hbm_set(&s->longterm, frame);
 		*frame_out = frame;
@@ -1112,21 +1123,60 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 }
 
 /*
+ * Protect the entry give_back() put at @addr (still @frame, present) if a
+ * protect may have run while it was away (G10 in lib/pgtable.c: @pseq is
+ * the protect count read before the zap). Only a registered page can have
+ * been protected. One CAS per change of the entry (a fault may resolve or
+ * dirty it meanwhile): lock-free.
+ */
+static void protect_given_back(struct ps_space *s, uint64_t addr,
+			       uint64_t frame, uint64_t pseq)
+{
+	unsigned int flags;
+	uint64_t now;
+	ps_pte_t e;
+
+	/* G10 - seq_cst fence: the give-back CAS before the count's load. */
+	atomic_thread_fence(memory_order_seq_cst);
+	now = ps__pgtable_protect_seq(s->pt);
+	if (!(pseq & 1) && now == pseq)
+		return; /* no protect ran meanwhile */
+	if (ps_pgtable_registration(s->pt, addr, &flags) ||
+	    ps_pgtable_get(s->pt, addr, &e))
+		return;
+	while (ps_pte_is_present(e) && ps_pte_frame(e) == frame &&
+	       !ps_pte_uffd_wp(e) &&
+	       ps_pgtable_cmpxchg(s->pt, addr, &e, ps_pte_mkuffd_wp(e)) ==
+		       -EAGAIN)
+		; /* e was refreshed: look again */
+}
+
+/*
  * Give the entry @old that discard zapped back to @addr. The zap left none
  * or a lone UFFD_WP marker, and under the writer mutex nobody maps here
  * (S1), but the entry may still move between those two: a protect of a
  * WP_UNPOPULATED or async range, uffd's mirror of a protected none page,
  * a read fault clearing a stale marker. Whichever it is now, @old comes
  * back, with a marker's protection folded in as a map does (pgtable.c's
- * tr_map): uffd-wp set and WRITE cleared (never both, G2 there), so the
- * give-back drops no protection. False only if the page holds anything
- * else (someone stored there against the exclusion rules).
+ * tr_map): uffd-wp set and WRITE cleared (never both, G2 there). What the
+ * zap left nothing of is caught after the CAS: a protect of a range
+ * without markers found the page empty and did nothing (@pseq, G10 in
+ * lib/pgtable.c): protect_given_back(). So the give-back drops no
+ * protection; an unprotect that ran meanwhile is undone (the page comes
+ * back protected: a spurious write-protect fault, never a lost one).
+ *
+ * WRITE never comes back (S3): a write-back that visited meanwhile found
+ * nothing to write-protect and may have cleaned the frame, so the next
+ * write must fault and dirty it again. False only if the page holds
+ * anything else (someone stored there against the exclusion rules).
  */
-static bool give_back(struct ps_space *s, uint64_t addr, ps_pte_t old)
+static bool give_back(struct ps_space *s, uint64_t addr, ps_pte_t old,
+		      uint64_t pseq)
 {
 	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
 	ps_pte_t e;
 
+	old &= ~PS_PTE_WRITE;
 	if (ps_pgtable_get(s->pt, addr, &e))
 		return false;
 	for (;;) {
@@ -1136,16 +1186,18 @@ static bool give_back(struct ps_space *s, uint64_t addr, ps_pte_t old)
 		if (e == PS_PTE_NONE)
 			want = old;
 		else if (e == marker)
-			want = (old | PS_PTE_UFFD_WP) & ~PS_PTE_WRITE;
+			want = old | PS_PTE_UFFD_WP;
 		else
 			return false;
 		/* Seq_cst CAS (pgtable.h): before wb_note()'s test (S9). */
 		rc = ps_pgtable_cmpxchg(s->pt, addr, &e, want);
 		if (!rc)
-			return true;
+			break;
 		if (rc != -EAGAIN)
 			return false;
 	}
+	protect_given_back(s, addr, ps_pte_frame(old), pseq);
+	return true;
 }
 
 /*
@@ -1178,7 +1230,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	struct ps_page *p = &s->frames[frame];
 	struct discard_one d = {0, 0, false};
 	bool frozen, pinned;
-	uint64_t w;
+	uint64_t w, pseq;
 
 	for (;;) {
 		w = ps_page_load(p);
@@ -1205,6 +1257,8 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 		frame_freed(s, frame);
 		return false;
 	}
+	/* G10 in lib/pgtable.c: before the zap (seq_cst load, then CAS). */
+	pseq = ps__pgtable_protect_seq(s->pt);
 	(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
 	/* S2 - seq_cst fence: the zap before the pin check. */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1213,7 +1267,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && d.changed) {
 		/* A pin raced in: give the entry back. */
-		if (give_back(s, addr, d.old)) {
+		if (give_back(s, addr, d.old, pseq)) {
 			/*
 			 * A write-back or harvest that looked while the page
 			 * was zapped found nothing mapped and dropped the
@@ -1650,6 +1704,7 @@ static enum ps__hbm_verdict writeback_frame(struct wb_ctx *c, uint64_t addr,
 		ps_page_set_flags(p, PS_PAGE_DIRTY); /* a pin raced in */
 	if (inval)
 		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
+	/* Keep right after the end: tests check DIRTY is clear here (S5). */
 	FAILPOINT(FP_WB_INVALIDATED, addr);
 	if (redirty) {
 		ps__space_frame_unlock(p);
@@ -1700,9 +1755,10 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	/*
 	 * S9 - seq_cst fence: the harvest's take of this bit (A0, seq_cst)
 	 * before the entry loads (acquire, in ps_pgtable_get()). Pairs with
-	 * the seq_cst entry CAS of a map (map_range), of a pin's view of it
-	 * (the pin re-reads the entry, then tests the bit: T0), and of
-	 * discard's give-back, each followed by wb_note()'s test: without
+	 * the seq_cst entry CAS of a map (map_range) and of discard's
+	 * give-back, each followed by wb_note()'s test, and with a read
+	 * pin's fence (S2), which it runs between its read of the entry and
+	 * that test: without
 	 * it, store buffering lets this visit read the old entry while the
 	 * other side's test still reads the bit set (see wb_note()).
 	 */

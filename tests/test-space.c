@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1853,6 +1854,13 @@ static int fp_secmap_rc = 99;
 
 static void map_secondary_for_write(uint64_t addr)
 {
+	/*
+	 * FP_WB_INVALIDATED sits right after the invalidation's end (space.c
+	 * says to keep it there): DIRTY must already be clear at that point,
+	 * and the map for write must dirty the frame again.
+	 */
+	ck_assert_msg(!ps_page_test_flags(pg(62), PS_PAGE_DIRTY),
+		      "the invalidation ended before DIRTY was cleared");
 	fp_secmap_rc = ps_space_map_secondary(sp, &fp_secmap->sub, addr, true,
 					      &sec_secops, fp_secmap);
 }
@@ -2065,6 +2073,170 @@ START_TEST(fp_discard_zap_hides_page_from_harvest)
 	}
 	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
 	ck_assert(!ps_page_put(pg(66)));
+}
+END_TEST
+
+/*
+ * fp_give_back_not_writable_over_clean: an INTEGRITY write-back held the
+ * frame (LOCKED, entry read again, PROTECTION invalidation started) when
+ * discard zapped the page; write-back found nothing to write-protect and
+ * cleaned the frame, then discard, a read pin having raced in, gave the
+ * old entry back writable. CPU writes through it never faulted: never
+ * logged, never written back (S3). The give-back now drops WRITE.
+ */
+static sem_t gb_wb_started, gb_zapped, gb_cleaned;
+static atomic_int gb_wb_armed, gb_fp_pin, gb_fp_zap, gb_fp_clean;
+
+static bool gb_invalidate(struct ps_interval *sub,
+			  const struct ps_invalidation *inv, uint64_t cur_seq,
+			  void *priv)
+{
+	(void)priv;
+	ps_interval_set_seq(sub, cur_seq);
+	if (inv->event == PS_NOTIFIER_PROTECTION &&
+	    atomic_exchange(&gb_wb_armed, 0)) {
+		sem_post(&gb_wb_started); /* write-back holds the frame */
+		sem_wait(&gb_zapped);	  /* until discard has zapped */
+	}
+	return true;
+}
+
+static const struct ps_interval_ops gb_ops = {.invalidate = gb_invalidate};
+
+static void gb_failpoint(int point, uint64_t addr)
+{
+	if (point == FP_DISCARD_AFTER_CHECK && !atomic_exchange(&gb_fp_pin, 1)) {
+		pin_now(addr); /* a read pin, after discard's check */
+	} else if (point == FP_DISCARD_AFTER_ZAP &&
+		   !atomic_exchange(&gb_fp_zap, 1)) {
+		sem_post(&gb_zapped);  /* write-back goes on: entry none */
+		sem_wait(&gb_cleaned); /* until it has cleared DIRTY */
+	} else if (point == FP_WB_INVALIDATED &&
+		   !atomic_exchange(&gb_fp_clean, 1)) {
+		sem_post(&gb_cleaned);
+	}
+}
+
+static void *gb_writeback(void *arg)
+{
+	struct ps_writeback_stats st;
+
+	(void)arg;
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_nop, NULL, &st),
+			 0);
+	return NULL;
+}
+
+START_TEST(fp_give_back_not_writable_over_clean)
+{
+	struct ps_writeback_stats st;
+	struct ps_interval sub;
+	uint64_t nskipped = 99;
+	struct wb_seen w;
+	pthread_t t;
+
+	ck_assert_int_eq(sem_init(&gb_wb_started, 0, 0), 0);
+	ck_assert_int_eq(sem_init(&gb_zapped, 0, 0), 0);
+	ck_assert_int_eq(sem_init(&gb_cleaned, 0, 0), 0);
+	ck_assert_int_eq(ps_interval_insert(&sub, ps_space_notifier(sp), 0, PG,
+					    &gb_ops, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 70, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_page_get(pg(70)), 0); /* another holder */
+	atomic_store(&gb_wb_armed, 1);
+	ps__space_failpoint = gb_failpoint;
+	ck_assert_int_eq(pthread_create(&t, NULL, gb_writeback, NULL), 0);
+	sem_wait(&gb_wb_started);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ps__space_failpoint = NULL;
+	ck_assert(atomic_load(&gb_fp_clean));
+	ck_assert_uint_eq(nskipped, 1); /* the pin kept it */
+	ck_assert(ps_pte_is_present(entry(0)));
+	ck_assert(!ps_page_test_flags(pg(70), PS_PAGE_DIRTY)); /* written */
+	ck_assert_msg(!ps_pte_is_writable(entry(0)),
+		      "S3: writable entry over a clean frame after give-back");
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ps_interval_remove(&sub);
+	/* A CPU write now faults, dirties the frame, and is written back. */
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_page_test_flags(pg(70), PS_PAGE_DIRTY));
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert(!ps_page_put(pg(70)));
+}
+END_TEST
+
+/*
+ * fp_give_back_keeps_protect: in a sync range without markers, a protect
+ * that ran while discard had the page zapped found it none and did
+ * nothing; the give-back then restored the old, unprotected entry, though
+ * the protect had returned (a uffd-wp snapshot would miss the page's
+ * writes). The page now comes back protected (G10 in lib/pgtable.c).
+ */
+static void protect_two_now(uint64_t addr)
+{
+	ck_assert_int_eq(
+		ps_pgtable_protect(ps_space_pgtable(sp), addr, 2 * PG), 0);
+	ck_assert(ps_pte_is_none(entry(addr)));	    /* nothing to protect */
+	ck_assert(ps_pte_uffd_wp(entry(addr + PG))); /* the neighbour is */
+}
+
+START_TEST(fp_give_back_keeps_protect)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t nskipped = 99;
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
+	ck_assert_int_eq(ps_space_map(sp, 0, 71, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map(sp, PG, 72, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_page_get(pg(71)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_CHECK, pin_now);
+	arm_also(FP_DISCARD_AFTER_ZAP, protect_two_now);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert(ps_pte_is_present(entry(0)));
+	ck_assert_msg(ps_pte_uffd_wp(entry(0)),
+		      "protect returned, yet page 0 is not write-protected");
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_WP);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(71)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+/* Without a protect meanwhile the page comes back as it was, unprotected
+ * (only WRITE is dropped: the next write faults). */
+START_TEST(fp_give_back_no_protect_stays_unprotected)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t nskipped = 99;
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
+	ck_assert_int_eq(ps_space_map(sp, 0, 73, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_page_get(pg(73)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_CHECK, pin_now);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert(ps_pte_is_present(entry(0)));
+	ck_assert(!ps_pte_uffd_wp(entry(0)));
+	ck_assert(!ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(73)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
 }
 END_TEST
 
@@ -2577,6 +2749,9 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_discard_give_back_over_marker);
 	tcase_add_test(tc, fp_discard_zap_hides_page_from_writeback);
 	tcase_add_test(tc, fp_discard_zap_hides_page_from_harvest);
+	tcase_add_test(tc, fp_give_back_not_writable_over_clean);
+	tcase_add_test(tc, fp_give_back_keeps_protect);
+	tcase_add_test(tc, fp_give_back_no_protect_stays_unprotected);
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 

@@ -145,8 +145,11 @@
  *
  * Waiting (PS_CONVERT_WAIT). Without it, a page held by a pin or a CPU map
  * fails the call at once; references that are neither (a racing lookup, a
- * pin that is backing out) are retried for up to PS_CONVERT_TRANSIENT_NS,
- * as KVM drains per-CPU LRU batches once before it gives up. With it, the
+ * pin that is backing out, a ps_space_writeback() whose callback is
+ * copying the frame: write-back holds a reference until its callback
+ * returns) are retried for up to PS_CONVERT_TRANSIENT_NS, as KVM drains
+ * per-CPU LRU batches once before it gives up: a conversion that races
+ * a slow write-back of the same pages wants PS_CONVERT_WAIT. With it, the
  * call waits (yielding, then sleeping) until every page can be frozen, or
  * until opts->wait_ns has passed since the first page it had to wait for.
  * A frame pinned with PS_PIN_LONGTERM is never
@@ -837,7 +840,9 @@ int ps_space_check_access(struct ps_space *space, uint64_t addr,
  * frame is frozen for the change, others that want it wait).
  * Return: 0; -EINVAL (@frame out of range, unknown @mode, @expected_refs
  * over PS_PAGE_REFS_MAX); -EBUSY (in use otherwise: mapped, pinned,
- * CPU-mapped, frozen); -EHWPOISON (poisoned). On error nothing changed.
+ * CPU-mapped, frozen, or held by a ps_space_writeback() whose callback is
+ * copying it; retry after the write-back); -EHWPOISON (poisoned). On error
+ * nothing changed.
  */
 int ps_space_set_cache(struct ps_space *space, uint64_t frame,
 		       enum ps_cache_mode mode, uint64_t expected_refs);
