@@ -1936,6 +1936,32 @@ START_TEST(fp_write_pin_seen_by_bounce)
 END_TEST
 
 /*
+ * Discard page 0, mapped to @frame, which has another holder (so discard
+ * must zap, then check pins): @pin lands right after discard's check, and
+ * @at_zap (if any) runs while the page is zapped. The pin keeps the page:
+ * discard reports it skipped and gives the entry back. The holder's
+ * reference is the caller's to put; the pin is in fp_pinned_frame.
+ */
+static void discard_racing_pin(uint64_t frame, void (*pin)(uint64_t addr),
+			       void (*at_zap)(uint64_t addr))
+{
+	uint64_t skipped = 99, nskipped = 99;
+
+	ck_assert_int_eq(ps_page_get(pg(frame)), 0); /* another holder */
+	arm(FP_DISCARD_AFTER_CHECK, pin);
+	if (at_zap)
+		arm_also(FP_DISCARD_AFTER_ZAP, at_zap);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired + fp_fired2, at_zap ? 2 : 1);
+	ck_assert_msg(nskipped == 1, "a pinned page was discarded");
+	ck_assert_uint_eq(skipped, 0);
+	ck_assert(ps_pte_is_present(entry(0))); /* given back */
+	ck_assert_uint_eq(ps_pte_frame(entry(0)), frame);
+}
+
+/*
  * fp_discard_give_back_over_marker: discard zapped a page with another
  * holder, a pin raced in, and before the give-back a protect of the
  * WP_UNPOPULATED range turned the zapped none into a UFFD_WP marker. The
@@ -1952,7 +1978,6 @@ static void protect_now(uint64_t addr)
 START_TEST(fp_discard_give_back_over_marker)
 {
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
-	uint64_t skipped = 99, nskipped = 99;
 	ps_pte_t e;
 
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_UNPOPULATED),
@@ -1960,18 +1985,8 @@ START_TEST(fp_discard_give_back_over_marker)
 	ck_assert_int_eq(ps_space_map(sp, 0, 64, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
 	ck_assert(ps_pte_is_writable(entry(0)));
-	ck_assert_int_eq(ps_page_get(pg(64)), 0); /* another holder */
-	arm(FP_DISCARD_AFTER_CHECK, pin_now);
-	arm_also(FP_DISCARD_AFTER_ZAP, protect_now);
-	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
-			 0);
-	disarm();
-	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
-	ck_assert_msg(nskipped == 1, "a pinned page was discarded");
-	ck_assert_uint_eq(skipped, 0);
+	discard_racing_pin(64, pin_now, protect_now);
 	e = entry(0);
-	ck_assert(ps_pte_is_present(e));
-	ck_assert_uint_eq(ps_pte_frame(e), 64);
 	/* The protect's protection stays, as a map over the marker keeps it. */
 	ck_assert(ps_pte_uffd_wp(e));
 	ck_assert(!ps_pte_is_writable(e));
@@ -2005,18 +2020,11 @@ static void integrity_writeback_nothing(uint64_t addr)
 START_TEST(fp_discard_zap_hides_page_from_writeback)
 {
 	struct ps_writeback_stats st;
-	uint64_t nskipped = 99;
 	struct wb_seen w;
 
 	ck_assert_int_eq(ps_space_map(sp, 0, 65, PS_MAP_WRITE), 0);
-	ck_assert_int_eq(ps_page_get(pg(65)), 0); /* another holder */
-	arm(FP_DISCARD_AFTER_CHECK, pin_now); /* a DMA source */
-	arm_also(FP_DISCARD_AFTER_ZAP, integrity_writeback_nothing);
-	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
-	disarm();
-	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
-	ck_assert_uint_eq(nskipped, 1);
-	ck_assert(ps_pte_is_present(entry(0)));
+	/* A DMA source pins it; a write-back runs during the zap. */
+	discard_racing_pin(65, pin_now, integrity_writeback_nothing);
 	/* The device wrote after all. */
 	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
 	ck_assert(ps_page_test_flags(pg(65), PS_PAGE_DIRTY));
@@ -2050,20 +2058,13 @@ static void harvest_nothing(uint64_t addr)
 
 START_TEST(fp_discard_zap_hides_page_from_harvest)
 {
-	uint64_t a[4], n, resume, nskipped = 99;
+	uint64_t a[4], n, resume;
 
 	ck_assert_int_eq(ps_space_map(sp, 0, 66, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
 	ck_assert_int_eq(ps_space_harvest(sp, 0, PG, 0, a, 4, &n, &resume), 0);
 	ck_assert_uint_eq(n, 1);
-	ck_assert_int_eq(ps_page_get(pg(66)), 0); /* another holder */
-	arm(FP_DISCARD_AFTER_CHECK, pin_write_now);
-	arm_also(FP_DISCARD_AFTER_ZAP, harvest_nothing);
-	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
-	disarm();
-	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
-	ck_assert_uint_eq(nskipped, 1);
-	ck_assert(ps_pte_is_present(entry(0)));
+	discard_racing_pin(66, pin_write_now, harvest_nothing);
 	for (int round = 0; round < 2; round++) {
 		ck_assert_int_eq(ps_space_harvest(sp, 0, PG, 0, a, 4, &n,
 						  &resume),
@@ -2191,20 +2192,12 @@ static void protect_two_now(uint64_t addr)
 START_TEST(fp_give_back_keeps_protect)
 {
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
-	uint64_t nskipped = 99;
 
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
 	ck_assert_int_eq(ps_space_map(sp, 0, 71, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_map(sp, PG, 72, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
-	ck_assert_int_eq(ps_page_get(pg(71)), 0); /* another holder */
-	arm(FP_DISCARD_AFTER_CHECK, pin_now);
-	arm_also(FP_DISCARD_AFTER_ZAP, protect_two_now);
-	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
-	disarm();
-	ck_assert_uint_eq(fp_fired + fp_fired2, 2);
-	ck_assert_uint_eq(nskipped, 1);
-	ck_assert(ps_pte_is_present(entry(0)));
+	discard_racing_pin(71, pin_now, protect_two_now);
 	ck_assert_msg(ps_pte_uffd_wp(entry(0)),
 		      "protect returned, yet page 0 is not write-protected");
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_WP);
@@ -2219,17 +2212,12 @@ END_TEST
 START_TEST(fp_give_back_no_protect_stays_unprotected)
 {
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
-	uint64_t nskipped = 99;
 
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
 	ck_assert_int_eq(ps_space_map(sp, 0, 73, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
-	ck_assert_int_eq(ps_page_get(pg(73)), 0); /* another holder */
-	arm(FP_DISCARD_AFTER_CHECK, pin_now);
-	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
-	disarm();
-	ck_assert_uint_eq(nskipped, 1);
-	ck_assert(ps_pte_is_present(entry(0)));
+	ck_assert(ps_pte_is_writable(entry(0)));
+	discard_racing_pin(73, pin_now, NULL);
 	ck_assert(!ps_pte_uffd_wp(entry(0)));
 	ck_assert(!ps_pte_is_writable(entry(0)));
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
