@@ -169,7 +169,7 @@ def plot_scan(b, plots, tmp):
                          % (dat, title))
     script = ('set title "bench-pgtable: scan of 1 GiB against written '
               'fraction (log-log)"\n'
-              'set logscale xy\nset xlabel "pages written (%%; 0%% drawn at '
+              'set logscale xy\nset xlabel "pages written (%; 0% drawn at '
               '0.1)"\nset ylabel "us per scan (median)"\nset grid\n'
               'set key top left\nplot ' + ", ".join(plot_cmds) + "\n")
     png = "scan-vs-written.png"
