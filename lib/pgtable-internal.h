@@ -11,13 +11,27 @@
 #include <stdint.h>
 
 /*
- * The protect count (G10 in lib/pgtable.c): odd while a ps_pgtable_protect()
- * runs, changed by each one. For a caller that removes an entry and puts it
- * back (lib/space.c's discard): load it before the removing CAS; after the
- * restoring CAS, a seq_cst fence, then load it again; if the first was odd
- * or the two differ, a protect may have found the page empty and skipped it,
- * so protect the entry put back. Seq_cst load; wait-free.
+ * The count of finished ps_pgtable_protect() calls (G10 in lib/pgtable.c),
+ * for ps__pgtable_give_back(): read it before the CAS that takes the entry
+ * away. Acquire, pairing with each protect's release increment; wait-free.
  */
-uint64_t ps__pgtable_protect_seq(const struct ps_pgtable *t);
+uint64_t ps__pgtable_protects(const struct ps_pgtable *t);
+
+/*
+ * Put the present entry @old back at page @addr, which a CAS of the caller
+ * turned into none (or a lone UFFD_WP marker, which a protect may also have
+ * made of it since) after the caller read @protects. The entry comes back
+ * without WRITE (the next write faults: whoever looked while it was away may
+ * have acted on its absence), with uffd-wp if the page holds a UFFD_WP
+ * marker now, or if a protect finished since @protects and the page is
+ * registered (it may have found the page empty and skipped it: G10). Runs
+ * under t->lock, so no protect interleaves and the registration is stable.
+ * Context: not inside a read-side section. Ordering: one seq_cst CAS, as
+ * ps_pgtable_cmpxchg(). Progress: blocking (t->lock: range writers).
+ * Returns 0; -EINVAL (@old not present, @addr bad); -EEXIST (the page holds
+ * anything else: someone stored there against the exclusion rules).
+ */
+int ps__pgtable_give_back(struct ps_pgtable *t, uint64_t addr, ps_pte_t old,
+			  uint64_t protects);
 
 #endif /* PS_LIB_PGTABLE_INTERNAL_H */

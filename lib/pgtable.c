@@ -87,22 +87,28 @@
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
  *     then MISSING) and a write clears a stale present bit in the CAS that
  *     resolves it.
- * G10 Protects can be seen by a caller that takes an entry away and puts
- *     it back (lib/space.c's discard, pgtable-internal.h). A protect finds
- *     nothing to protect on a none entry in a range without markers, so
- *     one that ran while the entry was away is lost if the entry comes back
- *     as it was. t->protect_seq counts protects: odd while one runs (they
- *     serialise on t->lock). Each protect bumps it by a seq_cst RMW and a
- *     seq_cst fence before it reads any entry, and again when done. A
- *     caller loads it (seq_cst) before its removing CAS, and again after
- *     its restoring CAS and a seq_cst fence: a protect that read the entry
- *     while it was away bumped the count before that read, so by the
- *     fences (store buffering: restore then load, bump then read) the
- *     second load sees the bump, or the protect's read sees the restored
- *     entry and protects it itself. The caller then protects what it put
- *     back. Changed or odd does not say which pages a protect covered, so
- *     the caller over-protects when another range was protected meanwhile;
- *     unprotects are not counted (what comes back keeps its protection).
+ * G10 A protect is not lost to an entry taken away and put back
+ *     (lib/space.c's discard gives a zapped page back when a pin raced in;
+ *     pgtable-internal.h). A protect finds nothing to protect on a none
+ *     entry in a range without markers, so one that ran while the entry
+ *     was away would be lost if the entry came back as it was. t->protects
+ *     counts finished protects: each adds one (release) before it drops
+ *     t->lock. The caller reads it (acquire) before its removing CAS and
+ *     puts the entry back with ps__pgtable_give_back(), under t->lock,
+ *     which protects the entry if the count moved and the page is
+ *     registered. Under the lock no protect runs and the registration
+ *     holds still (G5), so the entry is back, protected, before any
+ *     later write can see it. A protect that read the entry while it was
+ *     away read the removing CAS, so its increment is not in the count the
+ *     caller read first (that read would otherwise have acquired the
+ *     protect's entry loads, ordering them before the removing CAS), and
+ *     the count has moved by the time the caller holds the lock. The count
+ *     does not say which pages a protect covered (the caller over-protects
+ *     if only other pages were), and unprotects and WP_MATCHING scans are
+ *     not counted: an unprotect meanwhile is undone (what comes back keeps
+ *     its protection), and a scan that found the page away neither
+ *     reported nor re-armed it, so the page comes back written (hinted,
+ *     G8) and the next scan reports it.
  *
  * Pairs that need external exclusion (the caller's lock, as Linux's mmap
  * lock orders these):
@@ -186,7 +192,7 @@ struct ps_pgtable {
 	struct node root;
 	_Atomic(struct regset *) regs;
 	pthread_mutex_t lock; /* range writers (see G5) */
-	_Atomic(uint64_t) protect_seq; /* odd while a protect runs (G10) */
+	_Atomic(uint64_t) protects; /* finished protects (G10) */
 	_Atomic(uint64_t) bytes, leaves, nodes;
 };
 
@@ -1128,22 +1134,47 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
 	return err;
 }
 
-/*
- * G10: one step of the protect count, under t->lock (so odd exactly while
- * a protect runs). Seq_cst RMW, then a seq_cst fence: the first step comes
- * before the protect's entry loads; pairs with the fence after a caller's
- * restoring CAS and its seq_cst load in ps__pgtable_protect_seq().
- */
-static void protect_seq_bump(struct ps_pgtable *t)
+uint64_t ps__pgtable_protects(const struct ps_pgtable *t)
 {
-	atomic_fetch_add_explicit(&t->protect_seq, 1, memory_order_seq_cst);
-	atomic_thread_fence(memory_order_seq_cst);
+	/* Acquire: pairs with the release increment in wp_range() (G10). */
+	return atomic_load_explicit(&t->protects, memory_order_acquire);
 }
 
-uint64_t ps__pgtable_protect_seq(const struct ps_pgtable *t)
+int ps__pgtable_give_back(struct ps_pgtable *t, uint64_t addr, ps_pte_t old,
+			  uint64_t protects)
 {
-	/* Seq_cst: G10, pairs with protect_seq_bump(). */
-	return atomic_load_explicit(&t->protect_seq, memory_order_seq_cst);
+	const ps_pte_t marker = marker_uffd_wp();
+	bool wp;
+	ps_pte_t e;
+	int rc;
+
+	if (!ps_pte_is_present(old))
+		return -EINVAL;
+	old &= ~PS_PTE_WRITE;
+	pthread_mutex_lock(&t->lock); /* G10: no protect runs, G5 */
+	/* Relaxed: every increment is made under t->lock, held here. */
+	wp = atomic_load_explicit(&t->protects, memory_order_relaxed) !=
+		     protects &&
+	     reg_find_page(regs_load(t), addr);
+	rc = ps_pgtable_get(t, addr, &e);
+	while (!rc) {
+		ps_pte_t want;
+
+		if (e == PS_PTE_NONE)
+			want = wp ? ps_pte_mkuffd_wp(old) : old;
+		else if (e == marker)
+			want = ps_pte_mkuffd_wp(old); /* as tr_map */
+		else {
+			rc = -EEXIST;
+			break;
+		}
+		rc = ps_pgtable_cmpxchg(t, addr, &e, want);
+		if (rc != -EAGAIN)
+			break;
+		rc = 0; /* e refreshed (a fault, a mirror): again */
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
 }
 
 /* protect and unprotect: the range must be registered (G5: under t->lock). */
@@ -1159,10 +1190,15 @@ static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	if (!reg_covers(regs_load(t), start, start + len, 0))
 		err = -ENOENT;
 	else if (protect) {
-		protect_seq_bump(t);
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_protect, &op, true);
-		protect_seq_bump(t);
+		/*
+		 * G10 - release: the protect's entry loads and CASes before
+		 * the count; pairs with ps__pgtable_protects()'s acquire.
+		 * Also after a partial -ENOMEM (a prefix may be protected).
+		 */
+		atomic_fetch_add_explicit(&t->protects, 1,
+					  memory_order_release);
 	} else
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_unprotect, &op, false);

@@ -199,6 +199,8 @@ enum {
 				    * ended, frame still LOCKED */
 	FP_PIN_RECHECKED,	   /* pinned, re-check passed, address not
 				    * recorded yet */
+	FP_DISCARD_GAVE_BACK,	   /* discard's give-back done, address not
+				    * recorded again yet */
 };
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
@@ -300,7 +302,11 @@ void ps__space_log_addr(struct ps_space *s, uint64_t addr)
  *     after that read and before its test, so Fv precedes the pin's fence
  *     in S, and again T0 reads the take or later. That is why a read pin
  *     tests after its fence and not after its re-read (an acquire load
- *     that read the CAS would not order the CAS before T0 in S). Without
+ *     that read the CAS would not order the CAS before T0 in S). A pin
+ *     whose first read saw the page before a discard's zap and whose
+ *     re-read sees the entry given back needs no argument of its own:
+ *     discard's own test, after its give-back CAS, is the mapper's case.
+ *     Without
  *     Fv, store buffering would let the visit read the old entry while
  *     the test still reads the bit the take took.
  */
@@ -1123,81 +1129,30 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 }
 
 /*
- * Protect the entry give_back() put at @addr (still @frame, present) if a
- * protect may have run while it was away (G10 in lib/pgtable.c: @pseq is
- * the protect count read before the zap). Only a registered page can have
- * been protected. One CAS per change of the entry (a fault may resolve or
- * dirty it meanwhile): lock-free.
- */
-static void protect_given_back(struct ps_space *s, uint64_t addr,
-			       uint64_t frame, uint64_t pseq)
-{
-	unsigned int flags;
-	uint64_t now;
-	ps_pte_t e;
-
-	/* G10 - seq_cst fence: the give-back CAS before the count's load. */
-	atomic_thread_fence(memory_order_seq_cst);
-	now = ps__pgtable_protect_seq(s->pt);
-	if (!(pseq & 1) && now == pseq)
-		return; /* no protect ran meanwhile */
-	if (ps_pgtable_registration(s->pt, addr, &flags) ||
-	    ps_pgtable_get(s->pt, addr, &e))
-		return;
-	while (ps_pte_is_present(e) && ps_pte_frame(e) == frame &&
-	       !ps_pte_uffd_wp(e) &&
-	       ps_pgtable_cmpxchg(s->pt, addr, &e, ps_pte_mkuffd_wp(e)) ==
-		       -EAGAIN)
-		; /* e was refreshed: look again */
-}
-
-/*
- * Give the entry @old that discard zapped back to @addr. The zap left none
- * or a lone UFFD_WP marker, and under the writer mutex nobody maps here
- * (S1), but the entry may still move between those two: a protect of a
- * WP_UNPOPULATED or async range, uffd's mirror of a protected none page,
- * a read fault clearing a stale marker. Whichever it is now, @old comes
- * back, with a marker's protection folded in as a map does (pgtable.c's
- * tr_map): uffd-wp set and WRITE cleared (never both, G2 there). What the
- * zap left nothing of is caught after the CAS: a protect of a range
- * without markers found the page empty and did nothing (@pseq, G10 in
- * lib/pgtable.c): protect_given_back(). So the give-back drops no
- * protection; an unprotect that ran meanwhile is undone (the page comes
- * back protected: a spurious write-protect fault, never a lost one).
- *
- * WRITE never comes back (S3): a write-back that visited meanwhile found
- * nothing to write-protect and may have cleaned the frame, so the next
- * write must fault and dirty it again. False only if the page holds
- * anything else (someone stored there against the exclusion rules).
+ * Give the entry @old that discard zapped back to @addr (pgtable.c's
+ * G10, @protects read before the zap). The zap left none or a lone UFFD_WP
+ * marker, and under the writer mutex nobody maps here (S1), but the entry
+ * may still move between those two (a protect of a WP_UNPOPULATED or async
+ * range, uffd's mirror of a protected none page, a read fault clearing a
+ * stale marker). The page table puts @old back under its range-writer lock:
+ * with a marker's protection folded in as a map does; write-protected as
+ * well if a protect ran while the page was away (in a range without
+ * markers it found nothing to protect; over-protection if it covered only
+ * other pages: a spurious write-protect fault, never a lost one; an
+ * unprotect meanwhile is undone the same way); and never writable (S3): a
+ * write-back that visited meanwhile found nothing to write-protect and may
+ * have cleaned the frame, so the next write must fault and dirty it again.
+ * False only if the page holds anything else (someone stored there against
+ * the exclusion rules).
  */
 static bool give_back(struct ps_space *s, uint64_t addr, ps_pte_t old,
-		      uint64_t pseq)
+		      uint64_t protects)
 {
-	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
-	ps_pte_t e;
+	/* Seq_cst CAS (pgtable.h): before wb_note()'s test (S9). */
+	int rc = ps__pgtable_give_back(s->pt, addr, old, protects);
 
-	old &= ~PS_PTE_WRITE;
-	if (ps_pgtable_get(s->pt, addr, &e))
-		return false;
-	for (;;) {
-		ps_pte_t want;
-		int rc;
-
-		if (e == PS_PTE_NONE)
-			want = old;
-		else if (e == marker)
-			want = old | PS_PTE_UFFD_WP;
-		else
-			return false;
-		/* Seq_cst CAS (pgtable.h): before wb_note()'s test (S9). */
-		rc = ps_pgtable_cmpxchg(s->pt, addr, &e, want);
-		if (!rc)
-			break;
-		if (rc != -EAGAIN)
-			return false;
-	}
-	protect_given_back(s, addr, ps_pte_frame(old), pseq);
-	return true;
+	FAILPOINT(FP_DISCARD_GAVE_BACK, addr);
+	return rc == 0;
 }
 
 /*
@@ -1230,7 +1185,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	struct ps_page *p = &s->frames[frame];
 	struct discard_one d = {0, 0, false};
 	bool frozen, pinned;
-	uint64_t w, pseq;
+	uint64_t w, protects;
 
 	for (;;) {
 		w = ps_page_load(p);
@@ -1257,8 +1212,8 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 		frame_freed(s, frame);
 		return false;
 	}
-	/* G10 in lib/pgtable.c: before the zap (seq_cst load, then CAS). */
-	pseq = ps__pgtable_protect_seq(s->pt);
+	/* G10 in lib/pgtable.c: read before the zap (acquire, then CAS). */
+	protects = ps__pgtable_protects(s->pt);
 	(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
 	/* S2 - seq_cst fence: the zap before the pin check. */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1267,7 +1222,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && d.changed) {
 		/* A pin raced in: give the entry back. */
-		if (give_back(s, addr, d.old, pseq)) {
+		if (give_back(s, addr, d.old, protects)) {
 			/*
 			 * A write-back or harvest that looked while the page
 			 * was zapped found nothing mapped and dropped the

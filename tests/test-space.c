@@ -1002,6 +1002,7 @@ enum { /* as in lib/space.c */
 	FP_WB_LOOKED_UP,
 	FP_WB_INVALIDATED,
 	FP_PIN_RECHECKED,
+	FP_DISCARD_GAVE_BACK,
 };
 
 /* Each armed point fires once; arm_also() arms a second one. */
@@ -2207,6 +2208,58 @@ START_TEST(fp_give_back_keeps_protect)
 }
 END_TEST
 
+/*
+ * fp_give_back_write_right_after: the give-back first put the entry back
+ * unprotected and protected it with a later CAS, so a write in between got
+ * through although the protect had returned before it. The page table now
+ * puts it back protected, in one CAS under its range-writer lock.
+ */
+static int gb_write_rc = 99;
+static atomic_int gb_steps;
+
+/* Three points in order: pin after the check, protect during the zap,
+ * write right after the give-back (the shared harness arms two). */
+static void gb_window_failpoint(int point, uint64_t addr)
+{
+	if (point == FP_DISCARD_AFTER_CHECK && atomic_load(&gb_steps) == 0) {
+		pin_now(addr);
+		atomic_store(&gb_steps, 1);
+	} else if (point == FP_DISCARD_AFTER_ZAP &&
+		   atomic_load(&gb_steps) == 1) {
+		protect_two_now(addr);
+		atomic_store(&gb_steps, 2);
+	} else if (point == FP_DISCARD_GAVE_BACK &&
+		   atomic_load(&gb_steps) == 2) {
+		gb_write_rc = ps_space_fault(sp, addr, PS_ACCESS_WRITE);
+		atomic_store(&gb_steps, 3);
+	}
+}
+
+START_TEST(fp_give_back_write_right_after)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t nskipped = 99;
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
+	ck_assert_int_eq(ps_space_map(sp, 0, 74, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map(sp, PG, 75, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_page_get(pg(74)), 0); /* another holder */
+	ps__space_failpoint = gb_window_failpoint;
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
+	disarm();
+	ck_assert_int_eq(atomic_load(&gb_steps), 3);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert_msg(gb_write_rc == PS_FAULT_WP,
+		      "a write after the protect returned got through (%d)",
+		      gb_write_rc);
+	ck_assert(ps_pte_uffd_wp(entry(0)));
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(74)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
 /* Without a protect meanwhile the page comes back as it was, unprotected
  * (only WRITE is dropped: the next write faults). */
 START_TEST(fp_give_back_no_protect_stays_unprotected)
@@ -2740,6 +2793,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_give_back_not_writable_over_clean);
 	tcase_add_test(tc, fp_give_back_keeps_protect);
 	tcase_add_test(tc, fp_give_back_no_protect_stays_unprotected);
+	tcase_add_test(tc, fp_give_back_write_right_after);
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 
