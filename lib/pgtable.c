@@ -87,28 +87,6 @@
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
  *     then MISSING) and a write clears a stale present bit in the CAS that
  *     resolves it.
- * G10 A protect is not lost to an entry taken away and put back
- *     (lib/space.c's discard gives a zapped page back when a pin raced in;
- *     pgtable-internal.h). A protect finds nothing to protect on a none
- *     entry in a range without markers, so one that ran while the entry
- *     was away would be lost if the entry came back as it was. t->protects
- *     counts finished protects: each adds one (release) before it drops
- *     t->lock. The caller reads it (acquire) before its removing CAS and
- *     puts the entry back with ps__pgtable_give_back(), under t->lock,
- *     which protects the entry if the count moved and the page is
- *     registered. Under the lock no protect runs and the registration
- *     holds still (G5), so the entry is back, protected, before any
- *     later write can see it. A protect that read the entry while it was
- *     away read the removing CAS, so its increment is not in the count the
- *     caller read first (that read would otherwise have acquired the
- *     protect's entry loads, ordering them before the removing CAS), and
- *     the count has moved by the time the caller holds the lock. The count
- *     does not say which pages a protect covered (the caller over-protects
- *     if only other pages were), and unprotects and WP_MATCHING scans are
- *     not counted: an unprotect meanwhile is undone (what comes back keeps
- *     its protection), and a scan that found the page away neither
- *     reported nor re-armed it, so the page comes back written (hinted,
- *     G8) and the next scan reports it.
  *
  * Pairs that need external exclusion (the caller's lock, as Linux's mmap
  * lock orders these):
@@ -141,7 +119,6 @@
  */
 #include <pagestate/pgtable.h>
 
-#include "pgtable-internal.h"
 #include "rcu.h"
 
 #include <errno.h>
@@ -192,7 +169,6 @@ struct ps_pgtable {
 	struct node root;
 	_Atomic(struct regset *) regs;
 	pthread_mutex_t lock; /* range writers (see G5) */
-	_Atomic(uint64_t) protects; /* finished protects (G10) */
 	_Atomic(uint64_t) bytes, leaves, nodes;
 };
 
@@ -1134,49 +1110,6 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
 	return err;
 }
 
-uint64_t ps__pgtable_protects(const struct ps_pgtable *t)
-{
-	/* Acquire: pairs with the release increment in wp_range() (G10). */
-	return atomic_load_explicit(&t->protects, memory_order_acquire);
-}
-
-int ps__pgtable_give_back(struct ps_pgtable *t, uint64_t addr, ps_pte_t old,
-			  uint64_t protects)
-{
-	const ps_pte_t marker = marker_uffd_wp();
-	bool wp;
-	ps_pte_t e;
-	int rc;
-
-	if (!ps_pte_is_present(old))
-		return -EINVAL;
-	old &= ~PS_PTE_WRITE;
-	pthread_mutex_lock(&t->lock); /* G10: no protect runs, G5 */
-	/* Relaxed: every increment is made under t->lock, held here. */
-	wp = atomic_load_explicit(&t->protects, memory_order_relaxed) !=
-		     protects &&
-	     reg_find_page(regs_load(t), addr);
-	rc = ps_pgtable_get(t, addr, &e);
-	while (!rc) {
-		ps_pte_t want;
-
-		if (e == PS_PTE_NONE)
-			want = wp ? ps_pte_mkuffd_wp(old) : old;
-		else if (e == marker)
-			want = ps_pte_mkuffd_wp(old); /* as tr_map */
-		else {
-			rc = -EEXIST;
-			break;
-		}
-		rc = ps_pgtable_cmpxchg(t, addr, &e, want);
-		if (rc != -EAGAIN)
-			break;
-		rc = 0; /* e refreshed (a fault, a mirror): again */
-	}
-	pthread_mutex_unlock(&t->lock);
-	return rc;
-}
-
 /* protect and unprotect: the range must be registered (G5: under t->lock). */
 static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		    bool protect)
@@ -1189,17 +1122,10 @@ static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	pthread_mutex_lock(&t->lock);
 	if (!reg_covers(regs_load(t), start, start + len, 0))
 		err = -ENOENT;
-	else if (protect) {
+	else if (protect)
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_protect, &op, true);
-		/*
-		 * G10 - release: the protect's entry loads and CASes before
-		 * the count; pairs with ps__pgtable_protects()'s acquire.
-		 * Also after a partial -ENOMEM (a prefix may be protected).
-		 */
-		atomic_fetch_add_explicit(&t->protects, 1,
-					  memory_order_release);
-	} else
+	else
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_unprotect, &op, false);
 	pthread_mutex_unlock(&t->lock);

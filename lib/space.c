@@ -145,7 +145,6 @@
 #include <pagestate/space.h>
 
 #include "hbitmap.h"
-#include "pgtable-internal.h"
 #include "space-internal.h"
 
 #include <pthread.h>
@@ -1129,30 +1128,70 @@ static void note_change(void *ctx, uint64_t addr, ps_pte_t old,
 }
 
 /*
- * Give the entry @old that discard zapped back to @addr (pgtable.c's
- * G10, @protects read before the zap). The zap left none or a lone UFFD_WP
- * marker, and under the writer mutex nobody maps here (S1), but the entry
- * may still move between those two (a protect of a WP_UNPOPULATED or async
- * range, uffd's mirror of a protected none page, a read fault clearing a
- * stale marker). The page table puts @old back under its range-writer lock:
- * with a marker's protection folded in as a map does; write-protected as
- * well if a protect ran while the page was away (in a range without
- * markers it found nothing to protect; over-protection if it covered only
- * other pages: a spurious write-protect fault, never a lost one; an
- * unprotect meanwhile is undone the same way); and never writable (S3): a
- * write-back that visited meanwhile found nothing to write-protect and may
- * have cleaned the frame, so the next write must fault and dirty it again.
- * False only if the page holds anything else (someone stored there against
- * the exclusion rules).
+ * Give the entry @old that discard zapped back to @addr; the zap left
+ * @left there. Lock-free: one CAS per change of the entry (it retries only
+ * when someone else changed it).
+ *
+ * @left is none or a lone UFFD_WP marker, and under the writer mutex nobody
+ * maps here (S1), but the entry may still move between those two: a
+ * protect or unprotect, uffd's mirror of a protected none page, a read
+ * fault clearing a stale marker. Protection comes back as follows:
+ *   - in a range that uses markers (shared, or PS_WP_UNPOPULATED, which
+ *     async implies) a protect of the page while it is away makes it a
+ *     marker, and @old comes back write-protected (folded in as pgtable.c's
+ *     tr_map does); a marker the zap left and someone removed meanwhile
+ *     (an unprotect) brings it back unprotected. A protect after the CAS
+ *     finds the entry itself. So an async range's record of writes is never
+ *     hidden behind a protection nobody asked for. (A protected page the
+ *     zap left none, an anonymous one, comes back protected even if an
+ *     unprotect ran, which found nothing to do: a spurious fault.)
+ *   - in any other registered range (sync, anonymous) a protect skips a
+ *     none page without a trace, so the page comes back write-protected
+ *     whatever it was: a protect that ran while it was away is never lost,
+ *     at the price of a spurious write-protect fault when none did (the
+ *     handler resolves it as any other). The registration is read before
+ *     the CAS: a range registered and protected within that instant is
+ *     missed, and one unregistered within it keeps a stale bit, which is
+ *     inert (G9 in lib/pgtable.c).
+ * @old never comes back writable (S3): a write-back that visited meanwhile
+ * found nothing to write-protect and may have cleaned the frame, so the
+ * next write must fault and dirty it again. False only if the page holds
+ * anything else (someone stored there against the exclusion rules).
  */
 static bool give_back(struct ps_space *s, uint64_t addr, ps_pte_t old,
-		      uint64_t protects)
+		      ps_pte_t left)
 {
-	/* Seq_cst CAS (pgtable.h): before wb_note()'s test (S9). */
-	int rc = ps__pgtable_give_back(s->pt, addr, old, protects);
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	unsigned int flags;
+	ps_pte_t e;
 
+	old &= ~PS_PTE_WRITE;
+	if (!ps_pgtable_registration(s->pt, addr, &flags) &&
+	    !(flags & (PS_WP_SHARED | PS_WP_UNPOPULATED)))
+		old = ps_pte_mkuffd_wp(old);
+	else if (left == marker)
+		old = ps_pte_clear_uffd_wp(old); /* if still none: unprotected */
+	if (ps_pgtable_get(s->pt, addr, &e))
+		return false;
+	for (;;) {
+		ps_pte_t want;
+		int rc;
+
+		if (e == PS_PTE_NONE)
+			want = old;
+		else if (e == marker)
+			want = ps_pte_mkuffd_wp(old);
+		else
+			return false;
+		/* Seq_cst CAS (pgtable.h): before wb_note()'s test (S9). */
+		rc = ps_pgtable_cmpxchg(s->pt, addr, &e, want);
+		if (!rc)
+			break;
+		if (rc != -EAGAIN)
+			return false;
+	}
 	FAILPOINT(FP_DISCARD_GAVE_BACK, addr);
-	return rc == 0;
+	return true;
 }
 
 /*
@@ -1185,7 +1224,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	struct ps_page *p = &s->frames[frame];
 	struct discard_one d = {0, 0, false};
 	bool frozen, pinned;
-	uint64_t w, protects;
+	uint64_t w;
 
 	for (;;) {
 		w = ps_page_load(p);
@@ -1212,8 +1251,6 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 		frame_freed(s, frame);
 		return false;
 	}
-	/* G10 in lib/pgtable.c: read before the zap (acquire, then CAS). */
-	protects = ps__pgtable_protects(s->pt);
 	(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, note_change, &d);
 	/* S2 - seq_cst fence: the zap before the pin check. */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1222,7 +1259,7 @@ static bool discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && d.changed) {
 		/* A pin raced in: give the entry back. */
-		if (give_back(s, addr, d.old, protects)) {
+		if (give_back(s, addr, d.old, d.new_pte)) {
 			/*
 			 * A write-back or harvest that looked while the page
 			 * was zapped found nothing mapped and dropped the

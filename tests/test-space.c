@@ -2180,7 +2180,7 @@ END_TEST
  * that ran while discard had the page zapped found it none and did
  * nothing; the give-back then restored the old, unprotected entry, though
  * the protect had returned (a uffd-wp snapshot would miss the page's
- * writes). The page now comes back protected (G10 in lib/pgtable.c).
+ * writes). In such a range the page now always comes back protected.
  */
 static void protect_two_now(uint64_t addr)
 {
@@ -2211,8 +2211,8 @@ END_TEST
 /*
  * fp_give_back_write_right_after: the give-back first put the entry back
  * unprotected and protected it with a later CAS, so a write in between got
- * through although the protect had returned before it. The page table now
- * puts it back protected, in one CAS under its range-writer lock.
+ * through although the protect had returned before it. The give-back CAS
+ * itself now puts it back protected.
  */
 static int gb_write_rc = 99;
 static atomic_int gb_steps;
@@ -2260,9 +2260,13 @@ START_TEST(fp_give_back_write_right_after)
 }
 END_TEST
 
-/* Without a protect meanwhile the page comes back as it was, unprotected
- * (only WRITE is dropped: the next write faults). */
-START_TEST(fp_give_back_no_protect_stays_unprotected)
+/*
+ * In a sync anonymous range without markers a protect leaves no trace on
+ * a none page, so the page always comes back protected: without a
+ * protect meanwhile that is a spurious write-protect fault, documented.
+ * Never writable either (the next write faults).
+ */
+START_TEST(fp_give_back_sync_anon_comes_back_protected)
 {
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 
@@ -2271,12 +2275,66 @@ START_TEST(fp_give_back_no_protect_stays_unprotected)
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
 	ck_assert(ps_pte_is_writable(entry(0)));
 	discard_racing_pin(73, pin_now, NULL);
-	ck_assert(!ps_pte_uffd_wp(entry(0)));
+	ck_assert(ps_pte_uffd_wp(entry(0)));
 	ck_assert(!ps_pte_is_writable(entry(0)));
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_WP);
+	ck_assert_int_eq(ps_pgtable_unprotect(pt, 0, PG), 0); /* the handler */
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
-	ck_assert(ps_pte_is_writable(entry(0)));
 	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
 	ck_assert(!ps_page_put(pg(73)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+/*
+ * An async range records writes as entries without uffd-wp: a page
+ * written since the last re-arm must come back unprotected, or the next
+ * harvest would miss that write. Nothing protected it meanwhile (a
+ * protect would have left a marker), so it comes back as it was.
+ */
+START_TEST(fp_give_back_async_keeps_written)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 76, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, PG), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(!ps_pte_uffd_wp(entry(0))); /* written */
+	discard_racing_pin(76, pin_now, NULL);
+	ck_assert_msg(!ps_pte_uffd_wp(entry(0)),
+		      "a written page came back looking unwritten");
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(76)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+/*
+ * In a shared range the zap of a protected page leaves a UFFD_WP marker;
+ * an unprotect while the page is away takes the marker back, and the page
+ * comes back unprotected: the unprotect is not undone.
+ */
+static void unprotect_now(uint64_t addr)
+{
+	ck_assert(ps_pte_is_marker(entry(addr)));
+	ck_assert_int_eq(ps_pgtable_unprotect(ps_space_pgtable(sp), addr, PG),
+			 0);
+	ck_assert(ps_pte_is_none(entry(addr)));
+}
+
+START_TEST(fp_give_back_after_unprotect_of_marker)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 77, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, PG), 0);
+	discard_racing_pin(77, pin_now, unprotect_now);
+	ck_assert(!ps_pte_uffd_wp(entry(0)));
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(77)));
 	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
 }
 END_TEST
@@ -2792,7 +2850,9 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_discard_zap_hides_page_from_harvest);
 	tcase_add_test(tc, fp_give_back_not_writable_over_clean);
 	tcase_add_test(tc, fp_give_back_keeps_protect);
-	tcase_add_test(tc, fp_give_back_no_protect_stays_unprotected);
+	tcase_add_test(tc, fp_give_back_sync_anon_comes_back_protected);
+	tcase_add_test(tc, fp_give_back_async_keeps_written);
+	tcase_add_test(tc, fp_give_back_after_unprotect_of_marker);
 	tcase_add_test(tc, fp_give_back_write_right_after);
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);

@@ -484,13 +484,13 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
  * seen here. The entry comes back even if a protect (or the uffd bridge)
  * turned the zapped page into a UFFD_WP marker meanwhile, with that
  * protection kept (write-protected, as a map over the marker would be).
- * It comes back write-protected too if a ps_pgtable_protect() ran while it
- * was away in a range without markers (which found nothing to protect
- * there; so also when that protect covered only other pages: a spurious
- * write-protect fault, never a lost one), and an unprotect meanwhile is
- * undone the same way. It never comes back writable: a write-back may
- * have cleaned the frame meanwhile, so the next write faults and dirties
- * it again. Its address goes back into the write-back set and, for a frame
+ * An unprotect that took away a marker the zap left brings it back
+ * unprotected. In a registered range without markers (sync, anonymous,
+ * no PS_WP_UNPOPULATED), where a protect leaves no trace on a page that
+ * is away, it always comes back write-protected: a protect is never lost,
+ * at the price of a spurious write-protect fault when none ran. It never
+ * comes back writable: a write-back may have cleaned the frame meanwhile,
+ * so the next write faults and dirties it again. Its address goes back into the write-back set and, for a frame
  * pinned for write, the dirty log, which a write-back or harvest running
  * during the zap may have taken it out of.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
