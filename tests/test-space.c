@@ -1962,6 +1962,17 @@ static void discard_racing_pin(uint64_t frame, void (*pin)(uint64_t addr),
 	ck_assert_uint_eq(ps_pte_frame(entry(0)), frame);
 }
 
+/* After a give-back test in a registered range: the racing pin ends, the
+ * other holder lets go (the mapping's reference is left), and the range
+ * registered over pages 0..3 is unregistered. */
+static void give_back_done(uint64_t frame)
+{
+	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ck_assert(!ps_page_put(pg(frame)));
+	ck_assert_int_eq(ps_pgtable_unregister(ps_space_pgtable(sp), 0, 4 * PG),
+			 0);
+}
+
 /*
  * fp_discard_give_back_over_marker: discard zapped a page with another
  * holder, a pin raced in, and before the give-back a protect of the
@@ -1993,9 +2004,7 @@ START_TEST(fp_discard_give_back_over_marker)
 	ck_assert(!ps_pte_is_writable(e));
 	ck_assert_uint_eq(ps_page_refs(pg(64)), 3); /* mapping, pin, holder */
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_WP);
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
-	ck_assert(!ps_page_put(pg(64)));
-	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	give_back_done(64);
 }
 END_TEST
 
@@ -2202,9 +2211,7 @@ START_TEST(fp_give_back_keeps_protect)
 	ck_assert_msg(ps_pte_uffd_wp(entry(0)),
 		      "protect returned, yet page 0 is not write-protected");
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_WP);
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
-	ck_assert(!ps_page_put(pg(71)));
-	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	give_back_done(71);
 }
 END_TEST
 
@@ -2254,9 +2261,7 @@ START_TEST(fp_give_back_write_right_after)
 		      "a write after the protect returned got through (%d)",
 		      gb_write_rc);
 	ck_assert(ps_pte_uffd_wp(entry(0)));
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
-	ck_assert(!ps_page_put(pg(74)));
-	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	give_back_done(74);
 }
 END_TEST
 
@@ -2280,9 +2285,7 @@ START_TEST(fp_give_back_sync_anon_comes_back_protected)
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_WP);
 	ck_assert_int_eq(ps_pgtable_unprotect(pt, 0, PG), 0); /* the handler */
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
-	ck_assert(!ps_page_put(pg(73)));
-	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	give_back_done(73);
 }
 END_TEST
 
@@ -2304,9 +2307,7 @@ START_TEST(fp_give_back_async_keeps_written)
 	discard_racing_pin(76, pin_now, NULL);
 	ck_assert_msg(!ps_pte_uffd_wp(entry(0)),
 		      "a written page came back looking unwritten");
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
-	ck_assert(!ps_page_put(pg(76)));
-	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	give_back_done(76);
 }
 END_TEST
 
@@ -2333,9 +2334,7 @@ START_TEST(fp_give_back_after_unprotect_of_marker)
 	discard_racing_pin(77, pin_now, unprotect_now);
 	ck_assert(!ps_pte_uffd_wp(entry(0)));
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
-	ck_assert(!ps_page_put(pg(77)));
-	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	give_back_done(77);
 }
 END_TEST
 
