@@ -26,11 +26,11 @@
  * S3  Dirty before writable. An entry becomes writable only through
  *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
  *     resolution), and only under its frame's LOCKED bit (discard, which
- *     may give a zapped entry back, gives it back without WRITE). The fault takes
- *     the bit of the frame it looked up, reads the entry again (a different
- *     frame there now: it drops the bit and starts again), has the page
- *     table classify the write without changing anything
- *     (PS_ACCESS_CHECK), marks the frame DIRTY (the dirty hook on the
+ *     may give a zapped entry back, gives it back without WRITE). The
+ *     fault takes the bit of the frame it looked up, reads the entry
+ *     again (a different frame there now: it drops the bit and starts
+ *     again), has the page table classify the write without changing
+ *     anything (PS_ACCESS_CHECK), marks the frame DIRTY (the dirty hook on the
  *     clean-to-dirty transition) and logs the address, and only then makes
  *     exactly the entry it classified writable, by one CAS. No write fault
  *     lets the page table resolve a write on its own: the entry may have
@@ -305,9 +305,8 @@ void ps__space_log_addr(struct ps_space *s, uint64_t addr)
  *     whose first read saw the page before a discard's zap and whose
  *     re-read sees the entry given back needs no argument of its own:
  *     discard's own test, after its give-back CAS, is the mapper's case.
- *     Without
- *     Fv, store buffering would let the visit read the old entry while
- *     the test still reads the bit the take took.
+ *     Without Fv, store buffering would let the visit read the old entry
+ *     while the test still reads the bit the take took.
  */
 static void wb_note(struct ps_space *s, uint64_t addr)
 {
@@ -1750,9 +1749,9 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	 * the seq_cst entry CAS of a map (map_range) and of discard's
 	 * give-back, each followed by wb_note()'s test, and with a read
 	 * pin's fence (S2), which it runs between its read of the entry and
-	 * that test: without
-	 * it, store buffering lets this visit read the old entry while the
-	 * other side's test still reads the bit set (see wb_note()).
+	 * that test: without it, store buffering lets this visit read the
+	 * old entry while the other side's test still reads the bit set (see
+	 * wb_note()).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	rc = wb_hold(c->s, addr, &frame);

@@ -490,9 +490,10 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
  * is away, it always comes back write-protected: a protect is never lost,
  * at the price of a spurious write-protect fault when none ran. It never
  * comes back writable: a write-back may have cleaned the frame meanwhile,
- * so the next write faults and dirties it again. Its address goes back into the write-back set and, for a frame
- * pinned for write, the dirty log, which a write-back or harvest running
- * during the zap may have taken it out of.
+ * so the next write faults and dirties it again. Its address goes back
+ * into the write-back set and, for a frame pinned for write, the dirty
+ * log, which a write-back or harvest running during the zap may have
+ * taken it out of.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
  * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
