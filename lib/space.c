@@ -30,10 +30,11 @@
  *     fault takes the bit of the frame it looked up, reads the entry
  *     again (a different frame there now: it drops the bit and starts
  *     again), has the page table classify the write without changing
- *     anything (PS_ACCESS_CHECK), marks the frame DIRTY (the dirty hook on the
- *     clean-to-dirty transition) and logs the address, and only then makes
- *     exactly the entry it classified writable, by one CAS. No write fault
- *     lets the page table resolve a write on its own: the entry may have
+ *     anything (PS_ACCESS_CHECK), marks the frame DIRTY (the dirty hook
+ *     on the clean-to-dirty transition) and logs the address, and only
+ *     then makes exactly the entry it classified writable, by one CAS. No
+ *     write fault lets the page table resolve a write on its own: the
+ *     entry may have
  *     changed since it was looked at (mapped meanwhile, write-protected by
  *     write-back). Write-back takes the same bit around "write-protect the
  *     entry, then clear DIRTY", and reads the entry again under it, as the
