@@ -26,6 +26,8 @@
  */
 #include <pagestate/pte.h>
 
+#include "fuzz-input.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,24 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define RSVD_SWAP (UINT64_C(7) << 9)
 #define FIELD_MAX ((UINT64_C(1) << 52) - 1)
 
-struct in {
-	const uint8_t *d;
-	size_t n, at;
-};
-
-static uint8_t u8(struct in *in)
-{
-	return in->at < in->n ? in->d[in->at++] : 0;
-}
-
-static uint64_t raw64(struct in *in)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)u8(in) << (8 * i);
-	return v;
-}
+/* struct in, u8(), raw64(): fuzz-input.h */
 
 static const uint64_t interesting[] = {
 	0,

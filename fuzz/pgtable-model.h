@@ -24,6 +24,8 @@
 
 #include <pagestate/pgtable.h>
 
+#include "fuzz-input.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -102,24 +104,7 @@ static unsigned int fz_op;   /* its opcode */
 
 /* --- the input ------------------------------------------------------------------ */
 
-struct in {
-	const uint8_t *d;
-	size_t n, at;
-};
-
-static uint8_t u8(struct in *in)
-{
-	return in->at < in->n ? in->d[in->at++] : 0;
-}
-
-static uint64_t raw64(struct in *in)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)u8(in) << (8 * i);
-	return v;
-}
+/* struct in, u8(), raw64(): fuzz-input.h */
 
 /* --- pages ------------------------------------------------------------------------ */
 

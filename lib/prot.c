@@ -149,18 +149,24 @@ static unsigned int pat_slot_type(uint64_t pat, unsigned int slot)
 	return (unsigned int)(pat >> (8 * slot)) & 0xff;
 }
 
+/* The PAT bit of an entry at @level: 0, or -EINVAL for an unknown level. */
+static int pat_bit_of(enum ps_x86_level level, uint64_t *bit)
+{
+	if (level == PS_X86_4K)
+		*bit = PS_X86_PTE_PAT;
+	else if (level == PS_X86_LARGE)
+		*bit = PS_X86_PTE_PAT_LARGE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 int ps_x86_cache_bits(uint64_t pat, enum ps_cache_mode mode,
 		      enum ps_x86_level level, uint64_t *bits)
 {
 	uint64_t pat_bit;
 
-	if ((unsigned int)mode >= PS_CACHE_NR)
-		return -EINVAL;
-	if (level == PS_X86_4K)
-		pat_bit = PS_X86_PTE_PAT;
-	else if (level == PS_X86_LARGE)
-		pat_bit = PS_X86_PTE_PAT_LARGE;
-	else
+	if ((unsigned int)mode >= PS_CACHE_NR || pat_bit_of(level, &pat_bit))
 		return -EINVAL;
 	/* The lowest slot wins, as in Linux's __init_cache_modes(). */
 	for (unsigned int slot = 0; slot < 8; slot++) {
@@ -180,11 +186,7 @@ int ps_x86_cache_mode(uint64_t pat, uint64_t entry, enum ps_x86_level level,
 	uint64_t pat_bit;
 	unsigned int slot, type;
 
-	if (level == PS_X86_4K)
-		pat_bit = PS_X86_PTE_PAT;
-	else if (level == PS_X86_LARGE)
-		pat_bit = PS_X86_PTE_PAT_LARGE;
-	else
+	if (pat_bit_of(level, &pat_bit))
 		return -EINVAL;
 	slot = (entry & PS_X86_PTE_PWT ? 1 : 0) |
 	       (entry & PS_X86_PTE_PCD ? 2 : 0) | (entry & pat_bit ? 4 : 0);

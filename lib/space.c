@@ -773,6 +773,29 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 /* write_fault_locked(): the entry no longer maps the frame locked. */
 #define FAULT_AGAIN (-1)
+/* resolve_write(): the entry changed since it was classified. */
+#define FAULT_CHANGED (-2)
+
+/*
+ * Make the entry @e at @addr, just classified with the write allowed, what
+ * the write makes of it (ps_pte_resolve_write()), by one CAS from exactly
+ * @e. Returns PS_FAULT_OK (also when nothing changes), PS_FAULT_INVALID
+ * (the table refused), or FAULT_CHANGED (someone changed the entry:
+ * classify again). The callers decide whether the frame must be marked
+ * dirty first (S3).
+ */
+static int resolve_write(struct ps_space *s, uint64_t addr, ps_pte_t e)
+{
+	ps_pte_t n = ps_pte_resolve_write(e);
+	int rc;
+
+	if (n == e)
+		return PS_FAULT_OK;
+	rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
+	if (!rc)
+		return PS_FAULT_OK;
+	return rc == -EAGAIN ? FAULT_CHANGED : PS_FAULT_INVALID;
+}
 
 /*
  * A write the page table allows, to the entry of @frame at @addr, under
@@ -794,7 +817,7 @@ static int write_fault_locked(struct ps_space *s, uint64_t addr,
 {
 	for (;;) {
 		enum ps_fault fr;
-		ps_pte_t e, n;
+		ps_pte_t e;
 		int rc;
 
 		fr = ps_pgtable_fault_pte(s->pt, addr,
@@ -808,14 +831,9 @@ static int write_fault_locked(struct ps_space *s, uint64_t addr,
 			ps__space_mark_frame_dirty(s, frame);
 			log_addr(s, addr);
 		}
-		n = ps_pte_resolve_write(e);
-		if (n == e)
-			return PS_FAULT_OK;
-		rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
-		if (!rc)
-			return PS_FAULT_OK;
-		if (rc != -EAGAIN)
-			return PS_FAULT_INVALID;
+		rc = resolve_write(s, addr, e);
+		if (rc != FAULT_CHANGED)
+			return rc;
 	}
 }
 
@@ -845,7 +863,7 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 	for (;;) {
 		enum ps_fault fr;
 		struct ps_page *p;
-		ps_pte_t e, n;
+		ps_pte_t e;
 		int rc;
 
 		fr = ps_pgtable_fault_pte(s->pt, addr,
@@ -862,14 +880,9 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		if (fr != PS_FAULT_OK)
 			return fr;
 		if (ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes) {
-			n = ps_pte_resolve_write(e);
-			if (n == e)
-				return PS_FAULT_OK;
-			rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
-			if (!rc)
-				return PS_FAULT_OK;
-			if (rc != -EAGAIN)
-				return PS_FAULT_INVALID;
+			rc = resolve_write(s, addr, e);
+			if (rc != FAULT_CHANGED)
+				return (enum ps_fault)rc;
 			continue; /* changed: classify again */
 		}
 		p = &s->frames[ps_pte_frame(e)];

@@ -226,6 +226,19 @@ static void write_via(struct writer *w, uint8_t *p, struct ps_uffd *u)
 	}
 }
 
+/* Attach the first @np pages of @r at LBASE with @flags (PS_UFFD_*). */
+static struct ps_uffd_config config_of(const struct region *r, uint64_t np,
+				       unsigned int flags)
+{
+	struct ps_uffd_config c = {0};
+
+	c.host = r->host;
+	c.addr = LBASE;
+	c.len = np * PG;
+	c.flags = flags;
+	return c;
+}
+
 /* --- attach: arguments and features ---------------------------------------------- */
 
 START_TEST(attach_rejects_bad_arguments)
@@ -237,9 +250,7 @@ START_TEST(attach_rejects_bad_arguments)
 	struct ps_uffd_config c = {0};
 
 	region_init(&r, false);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
+	c = config_of(&r, NP, 0);
 	c.why = &why;
 	c.host = r.host + 1;
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
@@ -284,10 +295,7 @@ START_TEST(attach_checks_mutex_init)
 	struct ps_uffd_config c = {0};
 
 	region_init(&r, false);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_THREAD;
+	c = config_of(&r, NP, PS_UFFD_THREAD);
 	c.why = &why;
 	atomic_store(&ps__uffd_failpoints, FP_MUTEX_INIT);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -ENOMEM);
@@ -327,9 +335,7 @@ START_TEST(attach_names_missing_feature)
 	struct ps_uffd_config c = {0};
 
 	region_init(&r, false);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
+	c = config_of(&r, NP, 0);
 	c.why = &why;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		ps__uffd_hide_features = cases[i].hide;
@@ -409,10 +415,7 @@ START_TEST(sync_thread_space)
 	memset(r.host, 1, NP * PG); /* populated */
 	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
 					    PS_MAP_WRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_THREAD;
+	c = config_of(&r, NP, PS_UFFD_THREAD);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
 	ck_assert(pagemap_entry(&r, 3) & PM_WP);
@@ -468,10 +471,7 @@ START_TEST(sync_thread_survives_poll_failure)
 	memset(r.host, 1, NP * PG);
 	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
 					PS_PTE_MAYWRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_THREAD;
+	c = config_of(&r, NP, PS_UFFD_THREAD);
 	atomic_store(&ps__uffd_failpoints, FP_POLL_ENOMEM);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
 	do { /* the thread's first poll() fails */
@@ -515,10 +515,7 @@ START_TEST(sync_poll_table_memfd)
 	memset(r.host, 1, NP * PG);
 	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
 					PS_PTE_MAYWRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_SHARED;
+	c = config_of(&r, NP, PS_UFFD_SHARED);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
 	ck_assert_int_eq(ps_uffd_handle_events(u, 0), 0); /* none queued */
@@ -558,10 +555,7 @@ START_TEST(async_harvest_merges)
 	memset(r.host, 1, NP * PG);
 	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
 					    PS_MAP_WRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_ASYNC;
+	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
 	r.host[1 * PG] = 2;				 /* guest CPU */
@@ -615,10 +609,7 @@ START_TEST(async_harvest_mirrors_kernel_rearm)
 	memset(r.host, 1, np * PG);
 	ck_assert_int_eq(ps_pgtable_map(t, LBASE, np * PG, 0,
 					PS_PTE_MAYWRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = np * PG;
-	c.flags = PS_UFFD_ASYNC;
+	c = config_of(&r, np, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, np * PG), 0);
 	for (unsigned int k = 0; k < sizeof(zapped) / sizeof(zapped[0]); k++)
@@ -700,10 +691,7 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 					    LBASE, NP * PG, &sec_ops, &m), 0);
 	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
 					    PS_MAP_WRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_ASYNC;
+	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
 	r.host[1 * PG] = 2;				   /* CPU */
@@ -761,10 +749,7 @@ START_TEST(detach_keeps_the_space_log_pages)
 	memset(r.host, 1, NP * PG);
 	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
 					    PS_MAP_WRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = _i ? PS_UFFD_ASYNC : 0;
+	c = config_of(&r, NP, _i ? PS_UFFD_ASYNC : 0);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
 	ck_assert(ps_space_mark_dirty(s, LBASE + 2 * PG)); /* a device */
@@ -803,10 +788,7 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 	memset(r.host, 1, NP * PG);
 	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
 					    PS_MAP_WRITE), 0);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_ASYNC;
+	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
 	ck_assert(ps_space_mark_dirty(s, LBASE + 2 * PG));
@@ -874,10 +856,7 @@ START_TEST(failed_scan_keeps_rearmed_pages)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	c.host = r.host;
-	c.addr = LBASE;
-	c.len = NP * PG;
-	c.flags = PS_UFFD_ASYNC;
+	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	for (unsigned int k = 0; k < 2; k++) {
 		if (k) {
 			ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG,
