@@ -7,7 +7,8 @@
  * oracle), memory (empty ranges, sparse 1 TiB, bytes per page, trim), and
  * bounded two-thread stress checking invariants while it runs.
  *
- * "G<n>" refers to the numbered guarantees at the top of lib/pgtable.c.
+ * "G<n>" refers to the numbered guarantees at the top of lib/pgtable.c (G7,
+ * and the reader's side of G8, at the top of lib/pgtable-scan.c).
  */
 #include <pagestate/pgtable.h>
 

@@ -23,7 +23,8 @@
  * Every slot is read with an atomic load and every entry is changed only by
  * compare-and-swap. The protocol (who may run concurrently with whom, what a
  * concurrent fault sees) is at the top of lib/pgtable.c, with numbered
- * guarantees G1..G9 that the tests cite.
+ * guarantees G1..G9 that the tests cite (the scans' G7 at the top of
+ * lib/pgtable-scan.c).
  *
  * ---------------------------------------------------------------------------
  * Readers and RCU
@@ -158,13 +159,13 @@
  * or max_pages pages were reported, and walk_end says where to resume.
  *
  * PS_SCAN_WP_MATCHING re-protects every page it reports (get-and-rearm).
- * Guarantee (G7 in lib/pgtable.c): a write racing the scan is never lost; it
- * is reported by this scan or by the next one. Why: a write clears wp with
- * one CAS (and then makes sure its line's hint bit is set); the scanner
- * reports entry e only after its CAS from e to protect(e) succeeded, so a
- * write that landed after the scanner read e makes that CAS fail and the
- * scanner re-reads, and a write after the CAS finds the entry protected
- * again and leaves it written for the next scan.
+ * Guarantee (G7 in lib/pgtable-scan.c): a write racing the scan is never
+ * lost; it is reported by this scan or by the next one. Why: a write clears
+ * wp with one CAS (and then makes sure its line's hint bit is set); the
+ * scanner reports entry e only after its CAS from e to protect(e)
+ * succeeded, so a write that landed after the scanner read e makes that CAS
+ * fail and the scanner re-reads, and a write after the CAS finds the entry
+ * protected again and leaves it written for the next scan.
  *
  * Leaves keep a "written" hint: one bit per 8 entries, set after any CAS
  * that makes an entry written, cleared by protect and WP_MATCHING scans for
@@ -839,8 +840,8 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * with PS_ACCESS_CHECK). The entry is read with an acquire load, so a
  * present frame shows what the mapper wrote; a change (ACCESSED, a write's
  * WRITE, DIRTY and ACCESSED, a stale bit cleared) is one seq_cst CAS that
- * hints its line when it makes the entry written (G7, G8 in
- * lib/pgtable.c).
+ * hints its line when it makes the entry written (G7 in
+ * lib/pgtable-scan.c, G8 in lib/pgtable.c).
  * Progress: lock-free (wait-free with PS_ACCESS_CHECK); never blocks, even
  * during protect, zap, scan or (un)registration (a thread's first
  * read-side section aside, see ps_pgtable_read_lock()).
@@ -902,7 +903,7 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * reported only after its seq_cst CAS from the value reported to the
  * re-armed one succeeded, and hint bits are cleared and set again with
  * seq_cst RMWs: paired with a writer's CAS and hint load, no write is lost
- * (G7, G8 in lib/pgtable.c).
+ * (G7 in lib/pgtable-scan.c, G8 in lib/pgtable.c).
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
  * Return: the number of regions written to arg->vec; -EINVAL (alignment,
