@@ -159,6 +159,20 @@ static inline struct leaf *leaf_next(const struct ps_pgtable *t,
  */
 struct leaf *ps__pgtable_leaf_alloc(struct ps_pgtable *t, uint64_t L);
 
+/* --- argument checks ------------------------------------------------ */
+
+static inline bool bad_addr(uint64_t addr)
+{
+	return (addr & (PAGE_SIZE - 1)) || addr >= PS_PGTABLE_ADDR_END;
+}
+
+/* [start, start + len): aligned, not empty, inside the space. */
+static inline bool bad_range(uint64_t start, uint64_t len)
+{
+	return ((start | len) & (PAGE_SIZE - 1)) || len == 0 ||
+	       len > PS_PGTABLE_ADDR_END || start > PS_PGTABLE_ADDR_END - len;
+}
+
 /* --- the one entry update ------------------------------------------- */
 
 static inline ps_pte_t entry_load(const struct leaf *l, unsigned int i)

@@ -599,3 +599,42 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *a)
 		a->walk_end = a->end;
 	return (long)s.nr;
 }
+
+/* --- harvest ------------------------------------------------------------ */
+
+/* Runs per batch of ps_pgtable_harvest(): 12 KiB of the caller's stack. */
+#define HARVEST_BATCH 512
+
+int ps_pgtable_harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		       unsigned int flags, ps_pgtable_harvest_fn fn, void *ctx)
+{
+	struct ps_pgtable_region vec[HARVEST_BATCH];
+	struct ps_pgtable_scan q = {
+		.start = start,
+		.end = start + len,
+		.flags = PS_SCAN_WP_MATCHING | flags,
+		.category_mask = PS_CAT_WRITTEN,
+		.return_mask = PS_CAT_WRITTEN,
+		.vec = vec,
+		.vec_len = HARVEST_BATCH,
+	};
+
+	if (bad_range(start, len) || (flags & ~PS_SCAN_CHECK_WPASYNC) || !fn)
+		return -EINVAL;
+	/*
+	 * Only WRITTEN matches, so no none page is re-armed and the scan
+	 * never allocates (scan_segment()'s alloc is false): no -ENOMEM.
+	 * Every batch makes progress: it stops only when vec is full, after
+	 * at least one run, at the first page it did not take (G7).
+	 */
+	while (q.start < q.end) {
+		long n = ps_pgtable_scan(t, &q);
+
+		if (n < 0)
+			return (int)n;
+		for (long i = 0; i < n; i++)
+			fn(ctx, vec[i].start, vec[i].end);
+		q.start = q.walk_end;
+	}
+	return 0;
+}

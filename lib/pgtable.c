@@ -247,19 +247,6 @@ static void regs_publish(struct ps_pgtable *t, struct regset *rs)
 		ps__rcu_call(&old->rcu, regset_free_rcu);
 }
 
-/* --- argument checks ------------------------------------------------------------ */
-
-static bool bad_addr(uint64_t addr)
-{
-	return (addr & (PAGE_SIZE - 1)) || addr >= PS_PGTABLE_ADDR_END;
-}
-
-static bool bad_range(uint64_t start, uint64_t len)
-{
-	return ((start | len) & (PAGE_SIZE - 1)) || len == 0 ||
-	       len > PS_PGTABLE_ADDR_END || start > PS_PGTABLE_ADDR_END - len;
-}
-
 /* --- transitions (pure: old entry -> new entry) ----------------------------------- */
 
 static ps_pte_t tr_unprotect(ps_pte_t e, const struct op *op, uint64_t addr)

@@ -167,6 +167,10 @@
  * fail and the scanner re-reads, and a write after the CAS finds the entry
  * protected again and leaves it written for the next scan.
  *
+ * ps_pgtable_harvest() is that scan for PS_CAT_WRITTEN run to the end of a
+ * range, each run of written pages handed to a callback: a dirty tracker's
+ * round, without a vector or walk_end to manage.
+ *
  * Leaves keep a "written" hint: one bit per 8 entries, set after any CAS
  * that makes an entry written, cleared by protect and WP_MATCHING scans for
  * the lines they cover (and set again where an entry stays written). A scan
@@ -350,6 +354,23 @@ struct ps_pgtable_stats {
  */
 typedef void (*ps_pgtable_visit_fn)(void *ctx, uint64_t addr, ps_pte_t old,
 				    ps_pte_t new_pte);
+
+/**
+ * typedef ps_pgtable_harvest_fn - told of one run of pages that
+ * ps_pgtable_harvest() found written and re-protected.
+ * @ctx: the caller's context.
+ * @start: the first page of the run.
+ * @end: the end of the run (exclusive; @start < @end).
+ *
+ * Context: runs in the thread that called ps_pgtable_harvest(), between two
+ * of its batches: outside the table's writer mutex and outside any
+ * read-side section of the harvest's own, so it may call any function of
+ * this table or another (unless the caller of the harvest is itself inside
+ * a read-side section, see "Readers and RCU"). It cannot refuse a run: the
+ * pages are already re-protected, and a run it drops is a write lost.
+ */
+typedef void (*ps_pgtable_harvest_fn)(void *ctx, uint64_t start,
+				      uint64_t end);
 
 struct ps_pgtable;
 
@@ -917,6 +938,54 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * arg->walk_end is set on success.
  */
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
+
+/**
+ * ps_pgtable_harvest() - hand every written page of [@start, @start + @len)
+ * to @fn, re-protecting each one as it is reported: the get-and-rearm scan
+ * (PS_SCAN_WP_MATCHING of PS_CAT_WRITTEN), resumed from walk_end until the
+ * whole range is done.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ * @flags: 0 or PS_SCAN_CHECK_WPASYNC (-EPERM unless every page is
+ *	registered async).
+ * @fn: called with each run of written pages, in address order; not NULL.
+ * @ctx: passed to @fn.
+ *
+ * What a dirty-page tracker runs each round: after it returns, every page
+ * written before the call has been passed to @fn (by this harvest or by an
+ * earlier one) and is protected again, so the next write to it is seen by
+ * the next harvest. "Written" is PS_CAT_WRITTEN: present or swap entries
+ * without uffd-wp, and GUARD and POISONED markers, which protection leaves
+ * alone and so every harvest reports again. The range is scanned in
+ * batches of up to 512 runs (12 KiB of the caller's stack); @fn is called
+ * for the runs of a batch after the batch's scan returned, so a page it is
+ * told of is already protected. Runs are disjoint and in address order
+ * across the whole call; under concurrent writes a page written after the
+ * harvest passed it is left for the next harvest.
+ * It never allocates: pages that are not written are not re-armed, so no
+ * none page becomes a UFFD_WP marker, and no -ENOMEM is possible.
+ * Context: any thread, not inside a read-side section (each batch takes the
+ * writer mutex, as a WP_MATCHING scan does); @fn as
+ * ps_pgtable_harvest_fn says.
+ * Ordering: each batch is one ps_pgtable_scan(): a page is passed on only
+ * after its seq_cst CAS to the re-protected value succeeded, and the hint
+ * bits are cleared and set again with seq_cst RMWs, so a write racing the
+ * harvest is reported by it or by the next harvest (G7 in
+ * lib/pgtable-scan.c, G8 in lib/pgtable.c). The registrations are read with
+ * acquire, once per batch.
+ * Progress: blocking (the writer mutex, per batch); faults on the range run
+ * concurrently and see each entry written or re-armed.
+ * Return: 0; -EINVAL (range, unknown flags, @fn NULL); -ENOENT (a page of
+ * the range not registered); -EPERM (PS_SCAN_CHECK_WPASYNC and a page not
+ * registered async). Both are checked for the whole range before anything
+ * changes; only a register or unregister by another thread between two
+ * batches makes a later batch fail after @fn was told of earlier ones,
+ * whose pages stay reported and re-armed. Never -ENOMEM.
+ */
+int ps_pgtable_harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		       unsigned int flags, ps_pgtable_harvest_fn fn,
+		       void *ctx);
 
 PS_END_DECLS
 
