@@ -546,43 +546,69 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 	return 0;
 }
 
-long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *a)
+/*
+ * The query as the walk runs it: @arg with Linux's fix-ups
+ * (pagemap_scan_get_args(), the no-vector path of pagemap_scan_pmd_entry()).
+ * The end is rounded up to a page. Without a vector nothing is recorded and
+ * nothing is counted: the budget does not apply, and a WP_MATCHING scan
+ * matches every page (the kernel's "exclusive write-protect": every page
+ * not yet protected is protected, whatever the masks).
+ */
+static void scan_fixup(struct ps_pgtable_scan *a,
+		       const struct ps_pgtable_scan *arg)
 {
+	*a = *arg;
+	a->end = (arg->end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (a->vec_len)
+		return;
+	a->max_pages = 0;
+	if (a->flags & PS_SCAN_WP_MATCHING) {
+		a->category_inverted = 0;
+		a->category_mask = 0;
+		a->category_anyof_mask = 0;
+	}
+}
+
+long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
+{
+	struct ps_pgtable_scan a;
 	struct scan s = {
-		.a = a,
-		.wp = a->flags & PS_SCAN_WP_MATCHING,
-		.record = a->vec_len && a->return_mask,
-		.max = a->max_pages ? a->max_pages : UINT64_MAX,
+		.a = &a,
+		.wp = arg->flags & PS_SCAN_WP_MATCHING,
+		.record = arg->vec_len && arg->return_mask,
 	};
 	const struct regset *rs;
 	uint64_t p, pend;
 	int err = 0;
 
-	if ((a->start | a->end) & (PAGE_SIZE - 1) || a->start > a->end ||
-	    a->end > PS_PGTABLE_ADDR_END || (a->flags & ~SCAN_FLAGS) ||
-	    ((a->category_inverted | a->category_mask |
-	      a->category_anyof_mask | a->return_mask) &
+	/* The end is checked before it is rounded: it cannot wrap. */
+	if ((arg->start & (PAGE_SIZE - 1)) || arg->start > arg->end ||
+	    arg->end > PS_PGTABLE_ADDR_END || (arg->flags & ~SCAN_FLAGS) ||
+	    ((arg->category_inverted | arg->category_mask |
+	      arg->category_anyof_mask | arg->return_mask) &
 	     ~PS_CAT_ALL) ||
-	    (!a->vec && a->vec_len))
+	    (!arg->vec && arg->vec_len))
 		return -EINVAL;
-	if (a->start == a->end) {
-		a->walk_end = a->end;
+	scan_fixup(&a, arg);
+	s.max = a.max_pages ? a.max_pages : UINT64_MAX;
+	if (a.start == a.end) {
+		arg->walk_end = a.end;
 		return 0;
 	}
 	if (s.wp)
 		pthread_mutex_lock(&t->lock);
 	ps__rcu_read_lock();
 	rs = regs_load(t);
-	if (s.wp && !reg_covers(rs, a->start, a->end, 0))
+	if (s.wp && !reg_covers(rs, a.start, a.end, 0))
 		err = -ENOENT;
-	else if ((a->flags & PS_SCAN_CHECK_WPASYNC) &&
-		 !reg_covers(rs, a->start, a->end, PS_WP_ASYNC))
+	else if ((a.flags & PS_SCAN_CHECK_WPASYNC) &&
+		 !reg_covers(rs, a.start, a.end, PS_WP_ASYNC))
 		err = -EPERM;
-	for (p = a->start >> PAGE_SHIFT, pend = a->end >> PAGE_SHIFT;
+	for (p = a.start >> PAGE_SHIFT, pend = a.end >> PAGE_SHIFT;
 	     !err && !s.stopped && p < pend;) {
 		uint64_t seg_end;
 
-		s.op.rf = reg_flags(reg_segment(rs, p << PAGE_SHIFT, a->end,
+		s.op.rf = reg_flags(reg_segment(rs, p << PAGE_SHIFT, a.end,
 						&seg_end));
 		scan_prepare(&s);
 		err = scan_segment(t, &s, p, seg_end >> PAGE_SHIFT);
@@ -592,11 +618,10 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *a)
 	if (s.wp)
 		pthread_mutex_unlock(&t->lock);
 	if (s.nr)
-		a->vec[s.nr - 1].end = s.cur_end;
+		a.vec[s.nr - 1].end = s.cur_end;
 	if (err)
 		return err;
-	if (!s.stopped)
-		a->walk_end = a->end;
+	arg->walk_end = s.stopped ? a.walk_end : a.end;
 	return (long)s.nr;
 }
 

@@ -310,9 +310,10 @@ START_TEST(bad_input_changes_nothing)
 	sc.start = BASE + 1;
 	sc.end = BASE + PG;
 	ck_assert_int_eq(ps_pgtable_scan(T, &sc), -EINVAL);
-	sc.start = BASE;
-	sc.end = BASE + PG + 1;
+	sc.start = BASE + PG; /* past the end, though it rounds up to it */
+	sc.end = BASE + 1;
 	ck_assert_int_eq(ps_pgtable_scan(T, &sc), -EINVAL);
+	sc.start = BASE;
 	sc.end = BASE - PG;
 	ck_assert_int_eq(ps_pgtable_scan(T, &sc), -EINVAL);
 	sc.end = end + PG;
@@ -1222,11 +1223,15 @@ START_TEST(scan_budget_and_resume)
 			 1);
 	assert_region(0, R(11), R(111), 0);
 	ck_assert_uint_eq(we, R(111));
-	/* No vec at all: a pure budget. */
+	/*
+	 * No vec at all: nothing is recorded, and as in Linux nothing is
+	 * counted either, so the walk completes whatever the budget (it was
+	 * a pure budget, stopping at R(3): issue 15, item 10).
+	 */
 	ck_assert_int_eq(scan(BASE, R(32), 0, 0, PS_CAT_WRITTEN, 0,
 			      PS_CAT_WRITTEN, 3, 0, &we),
 			 0);
-	ck_assert_uint_eq(we, R(3));
+	ck_assert_uint_eq(we, R(32));
 }
 END_TEST
 
@@ -1685,6 +1690,132 @@ START_TEST(regress_scan_rejects_high_flags)
 				      0, 0, 0, 0, 0, 0, NULL),
 				 -EINVAL);
 	}
+}
+END_TEST
+
+/*
+ * regress_scan_rounds_unaligned_end_up: struct ps_pgtable_scan is
+ * pm_scan_arg field for field, and Linux rounds an end that is not
+ * page-aligned up to the next page (pagemap_scan_get_args()); the scan
+ * refused it with -EINVAL (issue 15, item 10). The page holding the end is
+ * scanned, walk_end is the rounded end, and arg->end is left as given.
+ */
+START_TEST(regress_scan_rounds_unaligned_end_up)
+{
+	struct ps_pgtable_scan a = {
+		.start = BASE,
+		.end = R(2) + 1,
+		.category_mask = PS_CAT_WRITTEN,
+		.return_mask = PS_CAT_WRITTEN,
+		.vec = vec,
+		.vec_len = 64,
+	};
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 3 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 4 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_scan(T, &a), 1);
+	assert_region(0, R(0), R(3), PS_CAT_WRITTEN);
+	ck_assert_uint_eq(a.walk_end, R(3));
+	ck_assert_uint_eq(a.end, R(2) + 1);
+	/* The last byte of a page is in that page too. */
+	ck_assert_int_eq(scan(BASE, R(1) - 1, 0, 0, 0, 0, PS_CAT_WRITTEN, 0, 64,
+			      &a.walk_end),
+			 1);
+	assert_region(0, R(0), R(1), PS_CAT_WRITTEN);
+	ck_assert_uint_eq(a.walk_end, R(1));
+	/* A budget or a full vec still stops the walk where it stops. */
+	ck_assert_int_eq(scan(BASE, R(2) + 1, 0, 0, 0, 0, PS_CAT_WRITTEN, 2, 64,
+			      &a.walk_end),
+			 1);
+	ck_assert_uint_eq(a.walk_end, R(2));
+	/* WP_MATCHING: the rounded range must be registered, and is re-armed. */
+	ck_assert_int_eq(scan(BASE, R(3) + 1, PS_SCAN_WP_MATCHING, 0,
+			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64, NULL),
+			 -ENOENT);
+	ck_assert_int_eq(scan(BASE, R(2) + 1, PS_SCAN_WP_MATCHING, 0,
+			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64,
+			      &a.walk_end),
+			 1);
+	assert_region(0, R(0), R(3), PS_CAT_WRITTEN);
+	ck_assert_uint_eq(a.walk_end, R(3));
+	ck_assert(ps_pte_uffd_wp(get(T, R(2))));
+	ck_assert(!ps_pte_uffd_wp(get(T, R(3))));
+	/* Up to the end of the space; past it, or before start, still not. */
+	ck_assert_int_eq(scan(PS_PGTABLE_ADDR_END - PG, PS_PGTABLE_ADDR_END - 1,
+			      0, 0, 0, 0, PS_CAT_ALL, 0, 64, &a.walk_end),
+			 1);
+	ck_assert_uint_eq(a.walk_end, PS_PGTABLE_ADDR_END);
+	ck_assert_int_eq(scan(BASE, PS_PGTABLE_ADDR_END + 1, 0, 0, 0, 0,
+			      PS_CAT_ALL, 0, 64, NULL),
+			 -EINVAL);
+	ck_assert_int_eq(scan(BASE, UINT64_MAX, 0, 0, 0, 0, PS_CAT_ALL, 0, 64,
+			      NULL),
+			 -EINVAL);
+	ck_assert_int_eq(scan(R(1), BASE + 1, 0, 0, 0, 0, PS_CAT_ALL, 0, 64,
+			      NULL),
+			 -EINVAL);
+}
+END_TEST
+
+/*
+ * regress_wp_scan_without_vector_protects_all: without an output vector
+ * (vec_len 0) Linux's PAGEMAP_SCAN takes its "exclusive write-protect" path
+ * (pagemap_scan_pmd_entry()): every page of the range not yet protected is
+ * protected, whatever the masks and max_pages say, and the walk completes.
+ * The scan applied the masks and the budget, so it protected only the
+ * pages that matched, up to the budget, and stopped (issue 15, item 10).
+ * A report-only scan without a vector records nothing and completes too.
+ */
+START_TEST(regress_wp_scan_without_vector_protects_all)
+{
+	struct ps_pgtable_region one;
+	uint64_t we = 0, digest;
+
+	/* Pages 0-3 written, 4-5 wp, 6 swap, 7 swap wp, 8 U, 9 G, 10 P. */
+	scan_layout(PS_WP_ASYNC);
+	for (int v = 0; v < 2; v++) { /* vec NULL, or a vec of length 0 */
+		struct ps_pgtable_scan a = {
+			.start = BASE,
+			.end = R(16),
+			.flags = PS_SCAN_WP_MATCHING,
+			.category_mask = PS_CAT_SWAPPED, /* only 6-10 match */
+			.return_mask = PS_CAT_ALL,
+			.max_pages = 1,
+			.vec = v ? &one : NULL,
+		};
+
+		ck_assert_int_eq(ps_pgtable_scan(T, &a), 0);
+		ck_assert_uint_eq(a.walk_end, R(16));
+		for (int i = 0; i < 4; i++)
+			ck_assert_uint_eq(get(T, R(i)),
+					  ps_pte_mk_present(1 + (uint64_t)i,
+							    PS_PTE_MAYWRITE |
+								    PS_PTE_UFFD_WP));
+		ck_assert_uint_eq(get(T, R(6)),
+				  ps_pte_mk_swap(1, 1, PS_PTE_UFFD_WP));
+		ck_assert_uint_eq(get(T, R(9)), MG); /* as protect leaves them */
+		ck_assert_uint_eq(get(T, R(10)), MP);
+		for (int i = 11; i < 16; i++) /* async: none gets a marker */
+			ck_assert_uint_eq(get(T, R(i)), MU);
+		ck_assert_uint_eq(get(T, R(16)), PS_PTE_NONE);
+		/* Written again for the second round. */
+		ck_assert_int_eq(ps_pgtable_unprotect(T, BASE, 4 * PG), 0);
+		set(T, R(6), ps_pte_mk_swap(1, 1, 0));
+		ck_assert_int_eq(ps_pgtable_zap(T, R(11), 5 * PG, PS_ZAP_UNMAP,
+						NULL, NULL),
+				 0);
+	}
+	/* Still a WP_MATCHING scan: the whole range must be registered. */
+	ck_assert_int_eq(scan(BASE, R(40), PS_SCAN_WP_MATCHING, 0, 0, 0, 0, 0, 0,
+			      NULL),
+			 -ENOENT);
+	/* Report-only without a vector: nothing recorded, the walk completes
+	 * (Linux ignores max_pages then), nothing changes. */
+	digest = table_digest(T, BASE, 32);
+	ck_assert_int_eq(scan(BASE, R(32), 0, 0, 0, 0, PS_CAT_ALL, 3, 0, &we),
+			 0);
+	ck_assert_uint_eq(we, R(32));
+	ck_assert_uint_eq(table_digest(T, BASE, 32), digest);
 }
 END_TEST
 
@@ -2378,6 +2509,8 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, regress_map_enomem_installs_nothing);
 #endif
 	tcase_add_test(tc, regress_scan_rejects_high_flags);
+	tcase_add_test(tc, regress_scan_rounds_unaligned_end_up);
+	tcase_add_test(tc, regress_wp_scan_without_vector_protects_all);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -135,7 +135,8 @@
  *   - Protect, unprotect and WP_MATCHING scans on a range that is not fully
  *     registered fail with -ENOENT and change nothing. Linux:
  *     UFFDIO_WRITEPROTECT fails with -ENOENT too, PAGEMAP_SCAN silently
- *     skips such VMAs.
+ *     skips such VMAs, and also VMAs registered in sync mode, which a
+ *     WP_MATCHING scan here re-protects like any registered range.
  *   - copy (fork) does not write-protect the parent for copy-on-write: the
  *     caller owns frames and their sharing.
  *   - No huge entries, no soft-dirty, no zero page: PS_CAT_HUGE,
@@ -156,7 +157,14 @@
  * and resume are the kernel's: c = categories ^ inverted; all of category_mask
  * and, if set, any of category_anyof_mask must be in c; adjacent pages with
  * equal c & return_mask merge into one region; the walk stops when vec is full
- * or max_pages pages were reported, and walk_end says where to resume.
+ * or max_pages pages were reported, and walk_end says where to resume. The
+ * arguments are checked as the kernel checks them, and an end that is not
+ * page-aligned is rounded up to the next page, as the kernel does (the
+ * rounded end is where a complete walk ends). A scan without a vector
+ * (vec_len 0) is the kernel's too: it records and counts nothing, so
+ * max_pages does not apply and the walk completes; with PS_SCAN_WP_MATCHING
+ * it write-protects every page of its range, whatever the masks say, as
+ * ps_pgtable_protect() would (the kernel's "exclusive write-protect" path).
  *
  * PS_SCAN_WP_MATCHING re-protects every page it reports (get-and-rearm).
  * Guarantee (G7 in lib/pgtable-scan.c): a write racing the scan is never
@@ -308,17 +316,21 @@ struct ps_pgtable_region {
  * struct ps_pgtable_scan - the arguments of ps_pgtable_scan(), field for
  * field Linux's struct pm_scan_arg (without its size).
  * @start: first page to scan (aligned).
- * @end: end of the scan, exclusive (aligned, >= @start).
- * @walk_end: out: where the walk stopped; @end when it completed. Resume
- *	with @start = @walk_end.
+ * @end: end of the scan, exclusive (>= @start); if not page-aligned, it is
+ *	rounded up to the next page, as Linux does.
+ * @walk_end: out: where the walk stopped; @end rounded up when it
+ *	completed. Resume with @start = @walk_end.
  * @flags: PS_SCAN_*.
  * @category_inverted: categories to invert before matching.
  * @category_mask: all of these must be set (after inversion).
  * @category_anyof_mask: if non-zero, at least one of these must be set.
  * @return_mask: the categories reported in each region. Zero: no regions.
- * @max_pages: stop after this many matching pages (0: no limit).
+ * @max_pages: stop after this many matching pages (0: no limit; without a
+ *	vector, none).
  * @vec: the regions found. May be NULL if @vec_len is 0.
- * @vec_len: room in @vec.
+ * @vec_len: room in @vec. 0: no vector: nothing is recorded or counted and
+ *	the walk completes; with PS_SCAN_WP_MATCHING every page of the range
+ *	is write-protected, whatever the masks (as in Linux).
  */
 struct ps_pgtable_scan {
 	uint64_t start;
@@ -927,15 +939,17 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * (G7 in lib/pgtable-scan.c, G8 in lib/pgtable.c).
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
- * Return: the number of regions written to arg->vec; -EINVAL (alignment,
- * range, unknown flags or categories, vec NULL with vec_len); -ENOENT
- * (WP_MATCHING on a range not fully registered); -EPERM
- * (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING re-arming none pages as
- * UFFD_WP markers needed a leaf, and nothing was reported yet: nothing was
- * re-armed). If pages were reported before the allocation failed, the
- * scan returns them and stops there, with arg->walk_end at the page that
- * needed the leaf, so no re-armed page goes unreported (G7).
- * arg->walk_end is set on success.
+ * Return: the number of regions written to arg->vec (0 without a vector);
+ * -EINVAL (unaligned start, an end before the start or past the space,
+ * unknown flags or categories, vec NULL with vec_len); -ENOENT (WP_MATCHING
+ * on a range not fully registered, the page holding an unaligned end
+ * included); -EPERM (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING
+ * re-arming none pages as UFFD_WP markers needed a leaf, and nothing was
+ * re-armed yet). If pages were re-armed before the allocation failed, the
+ * scan returns the regions taken (none without a vector) and stops there,
+ * with arg->walk_end at the page that needed the leaf, so no re-armed page
+ * goes unreported (G7). arg->walk_end is set on success; arg->end and the
+ * other arguments are never changed.
  */
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
 
