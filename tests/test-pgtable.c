@@ -1676,7 +1676,7 @@ END_TEST
 /*
  * regress_scan_rejects_high_flags: flags in bits 32-63 were taken, not -EINVAL.
  * Cause: SCAN_FLAGS was unsigned, so ~SCAN_FLAGS lacked bits 32-63 (fuzz-scan).
- * Fix: lib/pgtable.c complements SCAN_FLAGS as uint64_t.
+ * Fix: SCAN_FLAGS is complemented as uint64_t (now in lib/pgtable-scan.c).
  */
 START_TEST(regress_scan_rejects_high_flags)
 {
