@@ -12,11 +12,18 @@
  * How a scan walks
  * ---------------------------------------------------------------------------
  *
+ * The arguments are checked, then fixed up as Linux fixes them up
+ * (scan_fixup(): the end rounded up to a page; without a vector, no budget
+ * and, for WP_MATCHING, no masks), and the walk runs on that copy.
+ *
  * A report-only scan is a reader: it walks inside its own read-side
  * section, like a lookup. A WP_MATCHING scan re-protects what it reports,
- * so it is a range writer: it takes t->lock, then enters the section (the
- * order of every range writer, G5), and checks first that its whole range
- * is registered (-ENOENT otherwise, nothing changed).
+ * so it is a range writer (G5): it takes t->lock, then enters the section
+ * (always in this order: unregister holds t->lock while it waits for
+ * readers), and checks first that its whole range is registered (-ENOENT
+ * otherwise, nothing changed). ps_pgtable_harvest() runs WP_MATCHING scans
+ * of WRITTEN batch after batch and hands each batch's runs to its callback
+ * between two scans, outside both.
  *
  * The range is cut into segments of equal registration. An entry's
  * categories depend only on its low five bits and its registration, so
