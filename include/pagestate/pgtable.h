@@ -966,17 +966,19 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
  * @fn: called with each run of written pages, in address order; not NULL.
  * @ctx: passed to @fn.
  *
- * What a dirty-page tracker runs each round: after it returns, every page
- * written before the call has been passed to @fn (by this harvest or by an
- * earlier one) and is protected again, so the next write to it is seen by
- * the next harvest. "Written" is PS_CAT_WRITTEN: present or swap entries
- * without uffd-wp, and GUARD and POISONED markers, which protection leaves
- * alone and so every harvest reports again. The range is scanned in
- * batches of up to 512 runs (12 KiB of the caller's stack); @fn is called
- * for the runs of a batch after the batch's scan returned, so a page it is
- * told of is already protected. Runs are disjoint and in address order
- * across the whole call; under concurrent writes a page written after the
- * harvest passed it is left for the next harvest.
+ * What a dirty-page tracker runs each round: after it returns, every write
+ * made to the range before the call has been reported, by this harvest or
+ * an earlier one, and its page is protected again, so the next write to it
+ * is seen by the next harvest. "Written" is PS_CAT_WRITTEN: present or swap
+ * entries without uffd-wp, and GUARD and POISONED markers, which
+ * protection leaves alone and so every harvest reports again. The range is
+ * scanned in batches of up to 512 runs (12 KiB of the caller's stack); @fn
+ * is called for the runs of a batch after the batch's scan returned, so a
+ * page it is told of is already protected. Runs are disjoint and in address
+ * order across the whole call, and a batch completes the run it has open
+ * before it stops, so adjacent written pages come as one run unless a
+ * write lands meanwhile; a page written after the harvest passed it is
+ * left for the next harvest.
  * It never allocates: pages that are not written are not re-armed, so no
  * none page becomes a UFFD_WP marker, and no -ENOMEM is possible.
  * Context: any thread, not inside a read-side section (each batch takes the
