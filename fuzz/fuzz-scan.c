@@ -19,8 +19,11 @@
  * regions, the budget, a full vec), walk_end, nothing written past the
  * regions (nor anything on error), and the entries afterwards, so a
  * PS_SCAN_WP_MATCHING scan must re-protect exactly the pages it took and
- * nothing else. Queries that require WRITTEN read only the leaves' hinted
- * lines, so every path that makes a page written is checked to hint it.
+ * nothing else. As in Linux, an unaligned end is rounded up, and a scan
+ * without a vector counts nothing (no budget) and, with WP_MATCHING,
+ * protects every page of its range whatever the masks. Queries that
+ * require WRITTEN read only the leaves' hinted lines, so every path that
+ * makes a page written is checked to hint it.
  */
 #include "pgtable-model.h"
 
@@ -262,9 +265,10 @@ static void op_resume(struct in *in)
 	end = a.end;
 	for (int round = 0; round < 2 * (int)NPAGES_M + 4; round++) {
 		check_scan(tab, &model, &a);
-		if (a.walk_end == end || a.walk_end == 0x77777777 ||
+		if (a.walk_end >= end || a.walk_end == 0x77777777 ||
 		    a.walk_end <= a.start)
-			break; /* done, failed, or no progress possible */
+			break; /* done (an unaligned end rounds up), failed,
+				* or no progress possible */
 		a.start = a.walk_end;
 	}
 }

@@ -350,6 +350,7 @@ struct mscan {
 	uint64_t max, taken, walk_end;
 	unsigned int nr;
 	bool record, stopped;
+	bool all; /* every page matches (WP_MATCHING without a vector) */
 	struct ps_pgtable_region v[VEC_MAX];
 };
 
@@ -370,7 +371,7 @@ static uint64_t ms_offer(struct mscan *s, uint64_t addr, uint64_t n,
 	const struct ps_pgtable_scan *a = s->a;
 	uint64_t k = n, rc = c & a->return_mask;
 
-	if (!m_scan_matches(a, c))
+	if (!s->all && !m_scan_matches(a, c))
 		return n;
 	if (k > s->max - s->taken)
 		k = s->max - s->taken;
@@ -398,19 +399,23 @@ static uint64_t ms_offer(struct mscan *s, uint64_t addr, uint64_t n,
  * in s->v, walk_end, and @m re-protected where a WP_MATCHING scan took
  * pages. Error precedence between -ENOENT and -EPERM is not documented:
  * *alt receives the other acceptable code (or the same).
+ *
+ * Linux's rules (pgtable.h, "Scans"): an unaligned end is rounded up to a
+ * page; without a vector (vec_len 0) nothing is counted, so there is no
+ * budget, and a WP_MATCHING scan takes (re-protects) every page whatever
+ * the masks.
  */
 static long m_scan(struct mtable *m, const struct ps_pgtable_scan *a,
 		   struct mscan *s, long *alt)
 {
 	bool wp = a->flags & PS_SCAN_WP_MATCHING;
 	bool enoent, eperm;
-	uint64_t p;
+	uint64_t p, end;
 
 	memset(s, 0, sizeof(*s));
 	s->a = a;
 	*alt = 0;
-	if ((a->start % PG) || (a->end % PG) || a->start > a->end ||
-	    a->end > SPACE_END ||
+	if ((a->start % PG) || a->start > a->end || a->end > SPACE_END ||
 	    (a->flags & ~(uint64_t)(PS_SCAN_WP_MATCHING |
 				    PS_SCAN_CHECK_WPASYNC)) ||
 	    ((a->category_inverted | a->category_mask |
@@ -418,27 +423,30 @@ static long m_scan(struct mtable *m, const struct ps_pgtable_scan *a,
 	     ~PS_CAT_ALL) ||
 	    (!a->vec && a->vec_len))
 		return *alt = -EINVAL;
-	if (a->start == a->end) {
-		s->walk_end = a->end;
+	end = (a->end + PG - 1) / PG * PG;
+	if (a->start == end) {
+		s->walk_end = end;
 		return 0;
 	}
-	enoent = wp && !all_registered(m, a->start, a->end, 0);
+	enoent = wp && !all_registered(m, a->start, end, 0);
 	eperm = (a->flags & PS_SCAN_CHECK_WPASYNC) &&
-		!all_registered(m, a->start, a->end, PS_WP_ASYNC);
+		!all_registered(m, a->start, end, PS_WP_ASYNC);
 	if (enoent || eperm) {
 		*alt = eperm ? -EPERM : -ENOENT;
 		return enoent ? -ENOENT : -EPERM;
 	}
-	s->max = a->max_pages ? a->max_pages : UINT64_MAX;
+	s->max = a->max_pages && a->vec_len ? a->max_pages : UINT64_MAX;
 	s->record = a->vec_len && a->return_mask;
+	s->all = wp && !a->vec_len;
 	CHECK(a->vec_len <= VEC_MAX || !s->record);
-	for (p = a->start; p < a->end && !s->stopped;) {
+	for (p = a->start; p < end && !s->stopped;) {
 		int i = mindex(p);
 
 		if (i >= 0) {
 			if (ms_offer(s, p, 1, m_categories(m->e[i], m->reg[i])) &&
-			    wp && m_scan_matches(a, m_categories(m->e[i],
-								  m->reg[i])))
+			    wp && (s->all || m_scan_matches(a, m_categories(
+							       m->e[i],
+							       m->reg[i]))))
 				m->e[i] = m_protect(m->e[i], m->reg[i]);
 			p += PG;
 		} else {
@@ -446,15 +454,15 @@ static long m_scan(struct mtable *m, const struct ps_pgtable_scan *a,
 			 * next modelled page. */
 			uint64_t run_end = p < WIN_START ? WIN_START : EDGE_ADDR;
 
-			if (run_end > a->end)
-				run_end = a->end;
+			if (run_end > end)
+				run_end = end;
 			CHECK(!wp);
 			(void)ms_offer(s, p, (run_end - p) / PG, 0);
 			p = run_end;
 		}
 	}
 	if (!s->stopped)
-		s->walk_end = a->end;
+		s->walk_end = end;
 	*alt = s->record ? (long)s->nr : 0;
 	return *alt;
 }

@@ -1432,33 +1432,20 @@ int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 	return 0;
 }
 
+/* ps_pgtable_harvest()'s callback: a run of written pages, into the log. */
+static void rearm_log_run(void *ctx, uint64_t start, uint64_t end)
+{
+	struct ps_space *s = ctx;
+
+	ps__hbm_set_range(&s->log, page_index(start), page_index(end - start));
+}
+
 /* Written entries of [start, end), re-armed as reported, into the log. */
 static int rearm_region(struct ps_space *s, uint64_t start, uint64_t end,
 			unsigned int check)
 {
-	struct ps_pgtable_region wr[64];
-
-	for (uint64_t w = start; w < end;) {
-		struct ps_pgtable_scan a;
-		long m;
-
-		memset(&a, 0, sizeof(a));
-		a.start = w;
-		a.end = end;
-		a.flags = PS_SCAN_WP_MATCHING | check;
-		a.category_mask = PS_CAT_WRITTEN;
-		a.return_mask = PS_CAT_WRITTEN;
-		a.vec = wr;
-		a.vec_len = 64;
-		m = ps_pgtable_scan(s->pt, &a);
-		if (m < 0)
-			return (int)m;
-		for (long j = 0; j < m; j++)
-			ps__hbm_set_range(&s->log, page_index(wr[j].start),
-					  page_index(wr[j].end - wr[j].start));
-		w = a.walk_end;
-	}
-	return 0;
+	return ps_pgtable_harvest(s->pt, start, end - start, check,
+				  rearm_log_run, s);
 }
 
 /*

@@ -69,7 +69,7 @@
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
-#define SCAN_VEC 512 /* regions per PAGEMAP_SCAN or table scan call */
+#define SCAN_VEC 512 /* regions per PAGEMAP_SCAN call */
 #define MSG_BATCH 16 /* userfaultfd messages per read */
 
 /*
@@ -756,30 +756,17 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 	return 0;
 }
 
+/* ps_pgtable_harvest()'s callback: a run of written pages, into the log. */
+static void table_log_run(void *ctx, uint64_t start, uint64_t end)
+{
+	log_range(ctx, start, end - start);
+}
+
 /* Bare table: its written entries, re-armed as reported, into the log. */
 static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t end)
 {
-	struct ps_pgtable_region vec[SCAN_VEC];
-	struct ps_pgtable_scan q;
-
-	memset(&q, 0, sizeof(q));
-	q.start = start;
-	q.end = end;
-	q.flags = PS_SCAN_WP_MATCHING;
-	q.category_mask = PS_CAT_WRITTEN;
-	q.return_mask = PS_CAT_WRITTEN;
-	q.vec = vec;
-	q.vec_len = SCAN_VEC;
-	while (q.start < end) {
-		long n = ps_pgtable_scan(u->pt, &q);
-
-		if (n < 0)
-			return (int)n;
-		for (long i = 0; i < n; i++)
-			log_range(u, vec[i].start, vec[i].end - vec[i].start);
-		q.start = q.walk_end;
-	}
-	return 0;
+	return ps_pgtable_harvest(u->pt, start, end - start, 0, table_log_run,
+				  u);
 }
 
 struct log_out {

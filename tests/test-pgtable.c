@@ -7,7 +7,8 @@
  * oracle), memory (empty ranges, sparse 1 TiB, bytes per page, trim), and
  * bounded two-thread stress checking invariants while it runs.
  *
- * "G<n>" refers to the numbered guarantees at the top of lib/pgtable.c.
+ * "G<n>" refers to the numbered guarantees at the top of lib/pgtable.c (G7,
+ * and the reader's side of G8, at the top of lib/pgtable-scan.c).
  */
 #include <pagestate/pgtable.h>
 
@@ -309,9 +310,10 @@ START_TEST(bad_input_changes_nothing)
 	sc.start = BASE + 1;
 	sc.end = BASE + PG;
 	ck_assert_int_eq(ps_pgtable_scan(T, &sc), -EINVAL);
-	sc.start = BASE;
-	sc.end = BASE + PG + 1;
+	sc.start = BASE + PG; /* past the end, though it rounds up to it */
+	sc.end = BASE + 1;
 	ck_assert_int_eq(ps_pgtable_scan(T, &sc), -EINVAL);
+	sc.start = BASE;
 	sc.end = BASE - PG;
 	ck_assert_int_eq(ps_pgtable_scan(T, &sc), -EINVAL);
 	sc.end = end + PG;
@@ -1221,11 +1223,15 @@ START_TEST(scan_budget_and_resume)
 			 1);
 	assert_region(0, R(11), R(111), 0);
 	ck_assert_uint_eq(we, R(111));
-	/* No vec at all: a pure budget. */
+	/*
+	 * No vec at all: nothing is recorded, and as in Linux nothing is
+	 * counted either, so the walk completes whatever the budget (it was
+	 * a pure budget, stopping at R(3): issue 15, item 10).
+	 */
 	ck_assert_int_eq(scan(BASE, R(32), 0, 0, PS_CAT_WRITTEN, 0,
 			      PS_CAT_WRITTEN, 3, 0, &we),
 			 0);
-	ck_assert_uint_eq(we, R(3));
+	ck_assert_uint_eq(we, R(32));
 }
 END_TEST
 
@@ -1670,7 +1676,7 @@ END_TEST
 /*
  * regress_scan_rejects_high_flags: flags in bits 32-63 were taken, not -EINVAL.
  * Cause: SCAN_FLAGS was unsigned, so ~SCAN_FLAGS lacked bits 32-63 (fuzz-scan).
- * Fix: lib/pgtable.c complements SCAN_FLAGS as uint64_t.
+ * Fix: SCAN_FLAGS is complemented as uint64_t (now in lib/pgtable-scan.c).
  */
 START_TEST(regress_scan_rejects_high_flags)
 {
@@ -1684,6 +1690,375 @@ START_TEST(regress_scan_rejects_high_flags)
 				      0, 0, 0, 0, 0, 0, NULL),
 				 -EINVAL);
 	}
+}
+END_TEST
+
+/*
+ * regress_scan_rounds_unaligned_end_up: struct ps_pgtable_scan is
+ * pm_scan_arg field for field, and Linux rounds an end that is not
+ * page-aligned up to the next page (pagemap_scan_get_args()); the scan
+ * refused it with -EINVAL (issue 15, item 10). The page holding the end is
+ * scanned, walk_end is the rounded end, and arg->end is left as given.
+ */
+START_TEST(regress_scan_rounds_unaligned_end_up)
+{
+	struct ps_pgtable_scan a = {
+		.start = BASE,
+		.end = R(2) + 1,
+		.category_mask = PS_CAT_WRITTEN,
+		.return_mask = PS_CAT_WRITTEN,
+		.vec = vec,
+		.vec_len = 64,
+	};
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 3 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 4 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_scan(T, &a), 1);
+	assert_region(0, R(0), R(3), PS_CAT_WRITTEN);
+	ck_assert_uint_eq(a.walk_end, R(3));
+	ck_assert_uint_eq(a.end, R(2) + 1);
+	/* The last byte of a page is in that page too. */
+	ck_assert_int_eq(scan(BASE, R(1) - 1, 0, 0, 0, 0, PS_CAT_WRITTEN, 0, 64,
+			      &a.walk_end),
+			 1);
+	assert_region(0, R(0), R(1), PS_CAT_WRITTEN);
+	ck_assert_uint_eq(a.walk_end, R(1));
+	/* A budget or a full vec still stops the walk where it stops. */
+	ck_assert_int_eq(scan(BASE, R(2) + 1, 0, 0, 0, 0, PS_CAT_WRITTEN, 2, 64,
+			      &a.walk_end),
+			 1);
+	ck_assert_uint_eq(a.walk_end, R(2));
+	/* WP_MATCHING: the rounded range must be registered, and is re-armed. */
+	ck_assert_int_eq(scan(BASE, R(3) + 1, PS_SCAN_WP_MATCHING, 0,
+			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64, NULL),
+			 -ENOENT);
+	ck_assert_int_eq(scan(BASE, R(2) + 1, PS_SCAN_WP_MATCHING, 0,
+			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64,
+			      &a.walk_end),
+			 1);
+	assert_region(0, R(0), R(3), PS_CAT_WRITTEN);
+	ck_assert_uint_eq(a.walk_end, R(3));
+	ck_assert(ps_pte_uffd_wp(get(T, R(2))));
+	ck_assert(!ps_pte_uffd_wp(get(T, R(3))));
+	/* Up to the end of the space; past it, or before start, still not. */
+	ck_assert_int_eq(scan(PS_PGTABLE_ADDR_END - PG, PS_PGTABLE_ADDR_END - 1,
+			      0, 0, 0, 0, PS_CAT_ALL, 0, 64, &a.walk_end),
+			 1);
+	ck_assert_uint_eq(a.walk_end, PS_PGTABLE_ADDR_END);
+	ck_assert_int_eq(scan(BASE, PS_PGTABLE_ADDR_END + 1, 0, 0, 0, 0,
+			      PS_CAT_ALL, 0, 64, NULL),
+			 -EINVAL);
+	ck_assert_int_eq(scan(BASE, UINT64_MAX, 0, 0, 0, 0, PS_CAT_ALL, 0, 64,
+			      NULL),
+			 -EINVAL);
+	ck_assert_int_eq(scan(R(1), BASE + 1, 0, 0, 0, 0, PS_CAT_ALL, 0, 64,
+			      NULL),
+			 -EINVAL);
+}
+END_TEST
+
+/*
+ * regress_wp_scan_without_vector_protects_all: without an output vector
+ * (vec_len 0) Linux's PAGEMAP_SCAN takes its "exclusive write-protect" path
+ * (pagemap_scan_pmd_entry()): every page of the range not yet protected is
+ * protected, whatever the masks and max_pages say, and the walk completes.
+ * The scan applied the masks and the budget, so it protected only the
+ * pages that matched, up to the budget, and stopped (issue 15, item 10).
+ * A report-only scan without a vector records nothing and completes too.
+ */
+START_TEST(regress_wp_scan_without_vector_protects_all)
+{
+	struct ps_pgtable_region one;
+	uint64_t we = 0, digest;
+
+	/* Pages 0-3 written, 4-5 wp, 6 swap, 7 swap wp, 8 U, 9 G, 10 P. */
+	scan_layout(PS_WP_ASYNC);
+	for (int v = 0; v < 2; v++) { /* vec NULL, or a vec of length 0 */
+		struct ps_pgtable_scan a = {
+			.start = BASE,
+			.end = R(16),
+			.flags = PS_SCAN_WP_MATCHING,
+			.category_mask = PS_CAT_SWAPPED, /* only 6-10 match */
+			.return_mask = PS_CAT_ALL,
+			.max_pages = 1,
+			.vec = v ? &one : NULL,
+		};
+
+		ck_assert_int_eq(ps_pgtable_scan(T, &a), 0);
+		ck_assert_uint_eq(a.walk_end, R(16));
+		for (int i = 0; i < 4; i++)
+			ck_assert_uint_eq(get(T, R(i)),
+					  ps_pte_mk_present(1 + (uint64_t)i,
+							    PS_PTE_MAYWRITE |
+								    PS_PTE_UFFD_WP));
+		ck_assert_uint_eq(get(T, R(6)),
+				  ps_pte_mk_swap(1, 1, PS_PTE_UFFD_WP));
+		ck_assert_uint_eq(get(T, R(9)), MG); /* as protect leaves them */
+		ck_assert_uint_eq(get(T, R(10)), MP);
+		for (int i = 11; i < 16; i++) /* async: none gets a marker */
+			ck_assert_uint_eq(get(T, R(i)), MU);
+		ck_assert_uint_eq(get(T, R(16)), PS_PTE_NONE);
+		/* Written again for the second round. */
+		ck_assert_int_eq(ps_pgtable_unprotect(T, BASE, 4 * PG), 0);
+		set(T, R(6), ps_pte_mk_swap(1, 1, 0));
+		ck_assert_int_eq(ps_pgtable_zap(T, R(11), 5 * PG, PS_ZAP_UNMAP,
+						NULL, NULL),
+				 0);
+	}
+	/* Still a WP_MATCHING scan: the whole range must be registered. */
+	ck_assert_int_eq(scan(BASE, R(40), PS_SCAN_WP_MATCHING, 0, 0, 0, 0, 0, 0,
+			      NULL),
+			 -ENOENT);
+	/* Report-only without a vector: nothing recorded, the walk completes
+	 * (Linux ignores max_pages then), nothing changes. */
+	digest = table_digest(T, BASE, 32);
+	ck_assert_int_eq(scan(BASE, R(32), 0, 0, 0, 0, PS_CAT_ALL, 3, 0, &we),
+			 0);
+	ck_assert_uint_eq(we, R(32));
+	ck_assert_uint_eq(table_digest(T, BASE, 32), digest);
+}
+END_TEST
+
+/* --- harvest (ps_pgtable_harvest()) --------------------------------------- */
+
+#define RUNS_MAX 4096
+
+/* What ps_pgtable_harvest() told its callback. */
+struct runs {
+	struct ps_pgtable *t;
+	unsigned int n;
+	uint64_t r[RUNS_MAX][2];
+	bool unprotected; /* a reported page was not protected at the call */
+	bool disorder;	  /* runs empty, overlapping or out of order */
+	/* harvest_callback_may_call_the_table: what the callback does */
+	bool act;
+	int protect_rc;
+	enum ps_fault write_rc;
+};
+
+static void runs_fn(void *ctx, uint64_t start, uint64_t end)
+{
+	struct runs *w = ctx;
+
+	if (start >= end || (w->n && start < w->r[w->n - 1][1]))
+		w->disorder = true;
+	for (uint64_t p = start; p < end; p += PG) {
+		ps_pte_t e = get(w->t, p);
+
+		/* Present and swap entries: re-protected before the call. */
+		if (!ps_pte_is_marker(e) && !ps_pte_uffd_wp(e))
+			w->unprotected = true;
+	}
+	if (w->n < RUNS_MAX) {
+		w->r[w->n][0] = start;
+		w->r[w->n][1] = end;
+	}
+	w->n++;
+	if (w->act) {
+		/* Outside the writer mutex: a range writer may run here. */
+		w->protect_rc = ps_pgtable_protect(w->t, R(40), 4 * PG);
+		w->write_rc = ps_pgtable_fault(w->t, start, PS_ACCESS_WRITE);
+	}
+}
+
+static int harvest_runs(struct runs *w, uint64_t start, uint64_t end,
+			unsigned int flags)
+{
+	memset(w, 0, sizeof(*w));
+	w->t = T;
+	return ps_pgtable_harvest(T, start, end - start, flags, runs_fn, w);
+}
+
+static void assert_run(const struct runs *w, unsigned int i, uint64_t start,
+		       uint64_t end)
+{
+	ck_assert_msg(i < w->n && w->r[i][0] == start && w->r[i][1] == end,
+		      "run %u of %u: [%#llx, %#llx), want [%#llx, %#llx)", i,
+		      w->n, (unsigned long long)(i < w->n ? w->r[i][0] : 0),
+		      (unsigned long long)(i < w->n ? w->r[i][1] : 0),
+		      (unsigned long long)start, (unsigned long long)end);
+}
+
+static struct runs W;
+
+/*
+ * The written pages, as runs, each re-protected by the time the callback
+ * sees it; GUARD and POISONED markers count as written and cannot be
+ * protected, so every harvest reports them; a later write is in the next.
+ */
+START_TEST(harvest_reports_written_and_rearms)
+{
+	scan_layout(PS_WP_ASYNC);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(32), 0), 0);
+	ck_assert_uint_eq(W.n, 3);
+	assert_run(&W, 0, R(0), R(4));
+	assert_run(&W, 1, R(6), R(7));
+	assert_run(&W, 2, R(9), R(11));
+	ck_assert(!W.unprotected && !W.disorder);
+	for (int i = 0; i < 4; i++)
+		ck_assert_uint_eq(get(T, R(i)),
+				  ps_pte_mk_present(1 + (uint64_t)i,
+						    PS_PTE_MAYWRITE |
+							    PS_PTE_UFFD_WP));
+	ck_assert_uint_eq(get(T, R(6)), ps_pte_mk_swap(1, 1, PS_PTE_UFFD_WP));
+	ck_assert_uint_eq(get(T, R(9)), MG);
+	ck_assert_uint_eq(get(T, R(10)), MP);
+	/* Only what protection cannot arm is left. */
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(32), 0), 0);
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, R(9), R(11));
+	ck_assert_int_eq(ps_pgtable_fault(T, R(2), PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(harvest_runs(&W, R(1), R(10), 0), 0);
+	ck_assert_uint_eq(W.n, 2);
+	assert_run(&W, 0, R(2), R(3));
+	assert_run(&W, 1, R(9), R(10));
+}
+END_TEST
+
+/*
+ * More runs than one batch holds (512): the harvest resumes from walk_end
+ * until its range is done, and a run that is open when the batch fills is
+ * completed before the batch stops, so no run is split.
+ */
+START_TEST(harvest_resumes_past_a_full_batch)
+{
+	const unsigned int n = 1300, pages = 2 * n + 200;
+	unsigned int i;
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, pages * PG, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, pages * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, pages * PG), 0);
+	/* Runs of one page, every other page, but run 511 (the last of the
+	 * first batch) is 101 pages long. */
+	for (i = 0; i < n; i++) {
+		uint64_t p = 2 * i + (i > 511 ? 100 : 0);
+
+		ck_assert_int_eq(ps_pgtable_fault(T, R(p), PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	}
+	for (i = 1; i <= 100; i++)
+		ck_assert_int_eq(ps_pgtable_fault(T, R(2 * 511 + i),
+						  PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(pages), 0), 0);
+	ck_assert_uint_eq(W.n, n);
+	ck_assert(!W.unprotected && !W.disorder);
+	for (i = 0; i < n; i++) {
+		uint64_t p = 2 * i + (i > 511 ? 100 : 0);
+
+		assert_run(&W, i, R(p), R(p + (i == 511 ? 101 : 1)));
+	}
+	for (i = 0; i < pages; i++)
+		ck_assert(ps_pte_uffd_wp(get(T, R(i))));
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(pages), 0), 0);
+	ck_assert_uint_eq(W.n, 0);
+}
+END_TEST
+
+/*
+ * Every error is found before anything changes or the callback runs:
+ * bad arguments, a range not wholly registered, CHECK_WPASYNC on a sync
+ * range.
+ */
+START_TEST(harvest_checks_before_changing)
+{
+	uint64_t before;
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 8 * PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 12 * PG, 1, RW), 0);
+	before = table_digest(T, BASE, 16);
+	ck_assert_int_eq(harvest_runs(&W, BASE + 1, R(4), 0), -EINVAL);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(4) + 1, 0), -EINVAL);
+	ck_assert_int_eq(harvest_runs(&W, BASE, BASE, 0), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_harvest(T, PS_PGTABLE_ADDR_END - PG,
+					    2 * PG, 0, runs_fn, &W),
+			 -EINVAL);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(4), PS_SCAN_WP_MATCHING),
+			 -EINVAL);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(4), 4), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_harvest(T, BASE, PG, 0, NULL, NULL),
+			 -EINVAL);
+	/* Pages 8-11 are mapped and written, but not registered. */
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(12), 0), -ENOENT);
+	ck_assert_int_eq(harvest_runs(&W, R(8), R(12), 0), -ENOENT);
+	/* Registered sync: CHECK_WPASYNC refuses, without it all is done. */
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(8), PS_SCAN_CHECK_WPASYNC),
+			 -EPERM);
+	ck_assert_uint_eq(W.n, 0);
+	ck_assert_uint_eq(table_digest(T, BASE, 16), before);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(8), 0), 0);
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, R(0), R(8));
+	ck_assert_int_eq(ps_pgtable_register(T, R(8), 4 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(harvest_runs(&W, R(8), R(12), PS_SCAN_CHECK_WPASYNC),
+			 0);
+	assert_run(&W, 0, R(8), R(12));
+}
+END_TEST
+
+/*
+ * It never allocates, so it cannot fail with -ENOMEM: none pages of an
+ * async range (which a WP_MATCHING scan matching them would turn into
+ * UFFD_WP markers, in new leaves) are left alone.
+ */
+START_TEST(harvest_never_allocates)
+{
+	const uint64_t leaf = 512 * PG;
+	const uint64_t lo = (BASE / leaf + 1) * leaf; /* leaf aligned */
+	struct ps_pgtable_stats st0, st;
+
+	ck_assert_int_eq(ps_pgtable_register(T, lo, 4 * leaf,
+					     PS_WP_ASYNC | PS_WP_SHARED),
+			 0);
+	/* Written pages in the second leaf only; the others have none. */
+	ck_assert_int_eq(ps_pgtable_map(T, lo + leaf + 8 * PG, 3 * PG, 1, RW),
+			 0);
+	ps_pgtable_stats(T, &st0);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_alloc_fails = always_fail;
+#endif
+	ck_assert_int_eq(harvest_runs(&W, lo, lo + 4 * leaf, 0), 0);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_alloc_fails = NULL;
+#endif
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, lo + leaf + 8 * PG, lo + leaf + 11 * PG);
+	ps_pgtable_stats(T, &st);
+	ck_assert_uint_eq(st.leaves, st0.leaves);
+	ck_assert_uint_eq(st.nodes, st0.nodes);
+	ck_assert_uint_eq(st.bytes, st0.bytes);
+	ck_assert_uint_eq(get(T, lo + leaf + 7 * PG), PS_PTE_NONE);
+	ck_assert(ps_pte_uffd_wp(get(T, lo + leaf + 8 * PG)));
+}
+END_TEST
+
+/*
+ * The callback runs outside the table's writer mutex and after its pages
+ * were re-protected: it may call a range writer on the same table, and a
+ * write it makes to a page it was just told of is seen by the next harvest.
+ */
+START_TEST(harvest_callback_may_call_the_table)
+{
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 64 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 64 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, R(0), 4 * PG), 0);
+	memset(&W, 0, sizeof(W));
+	W.t = T;
+	W.act = true;
+	W.protect_rc = -1;
+	/* Pages 4-63 are written; the callback writes the first of the run. */
+	ck_assert_int_eq(ps_pgtable_harvest(T, BASE, 64 * PG, 0, runs_fn, &W),
+			 0);
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, R(4), R(64));
+	ck_assert(!W.unprotected);
+	ck_assert_int_eq(W.protect_rc, 0);
+	ck_assert_int_eq(W.write_rc, PS_FAULT_OK);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(64), 0), 0);
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, R(4), R(5));
 }
 END_TEST
 
@@ -1707,6 +2082,7 @@ struct rearm_shared {
 	uint64_t base, iters;
 	unsigned int stride; /* the writer writes pages 0, stride, ... */
 	bool whole; /* scans never stop early (no budget, room); half cover all */
+	bool helper; /* harvest with ps_pgtable_harvest() instead of scans */
 	_Atomic(uint32_t) writes[ST_PAGES];
 	_Atomic(uint32_t) harvests[ST_PAGES];
 	_Atomic(int) done;
@@ -1761,12 +2137,27 @@ static void *rearm_writer(void *arg)
 	return NULL;
 }
 
+static void rearm_count_run(void *ctx, uint64_t start, uint64_t end)
+{
+	struct rearm_shared *sh = ctx;
+
+	for (uint64_t p = start; p < end; p += PG)
+		atomic_fetch_add(&sh->harvests[(p - sh->base) / PG], 1);
+}
+
 static void harvest(struct rearm_shared *sh, uint64_t start, uint64_t end,
 		    uint64_t max)
 {
 	struct ps_pgtable_region v[ST_PAGES];
 	struct ps_pgtable_scan a;
 
+	if (sh->helper) {
+		if (ps_pgtable_harvest(sh->t, start, end - start, 0,
+				       rearm_count_run, sh))
+			rearm_violation(sh, "harvest failed");
+		atomic_fetch_add(&sh->scans, 1);
+		return;
+	}
 	while (start < end) {
 		long n;
 
@@ -1821,7 +2212,8 @@ static void *rearm_scanner(void *arg)
 	return NULL;
 }
 
-static void rearm_stress(unsigned int stride, bool whole, uint64_t iters)
+static void rearm_stress(unsigned int stride, bool whole, uint64_t iters,
+			 bool helper)
 {
 	struct rearm_shared *sh = calloc(1, sizeof(*sh));
 	pthread_t w, s;
@@ -1832,6 +2224,7 @@ static void rearm_stress(unsigned int stride, bool whole, uint64_t iters)
 	sh->base = BASE + 77 * PG;
 	sh->stride = stride;
 	sh->whole = whole;
+	sh->helper = helper;
 	sh->iters = iters;
 	ck_assert_int_eq(ps_pgtable_register(T, sh->base, ST_PAGES * PG,
 					     PS_WP_ASYNC),
@@ -1859,7 +2252,8 @@ static void rearm_stress(unsigned int stride, bool whole, uint64_t iters)
 
 START_TEST(stress_get_and_rearm)
 {
-	rearm_stress(1, false, ps_test_stress_size("PS_STRESS_ITERS", 1000000));
+	rearm_stress(1, false, ps_test_stress_size("PS_STRESS_ITERS", 1000000),
+		     false);
 }
 END_TEST
 
@@ -1876,7 +2270,20 @@ END_TEST
  */
 START_TEST(stress_get_and_rearm_one_per_line)
 {
-	rearm_stress(16, true, ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 2);
+	rearm_stress(16, true, ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 2,
+		     false);
+}
+END_TEST
+
+/*
+ * The same with ps_pgtable_harvest() as the harvester, over random
+ * sub-ranges (half of them the whole range): every write is handed to its
+ * callback exactly once, however the writer races the batches.
+ */
+START_TEST(stress_harvest_against_writer)
+{
+	rearm_stress(1, true, ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 2,
+		     true);
 }
 END_TEST
 
@@ -2076,6 +2483,14 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, scan_get_and_rearm);
 	tcase_add_test(tc, scan_hint_matches_oracle);
 
+	tc = ps_test_tcase(s, "harvest", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, harvest_reports_written_and_rearms);
+	tcase_add_test(tc, harvest_resumes_past_a_full_batch);
+	tcase_add_test(tc, harvest_checks_before_changing);
+	tcase_add_test(tc, harvest_never_allocates);
+	tcase_add_test(tc, harvest_callback_may_call_the_table);
+
 	tc = ps_test_tcase(s, "memory", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, empty_ranges_cost_nothing);
@@ -2094,11 +2509,14 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, regress_map_enomem_installs_nothing);
 #endif
 	tcase_add_test(tc, regress_scan_rejects_high_flags);
+	tcase_add_test(tc, regress_scan_rounds_unaligned_end_up);
+	tcase_add_test(tc, regress_wp_scan_without_vector_protects_all);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_get_and_rearm);
 	tcase_add_test(tc, stress_get_and_rearm_one_per_line);
+	tcase_add_test(tc, stress_harvest_against_writer);
 	tcase_add_test(tc, stress_trim_against_readers);
 	tcase_add_test(tc, stress_registration_query);
 	return s;

@@ -23,7 +23,8 @@
  * Every slot is read with an atomic load and every entry is changed only by
  * compare-and-swap. The protocol (who may run concurrently with whom, what a
  * concurrent fault sees) is at the top of lib/pgtable.c, with numbered
- * guarantees G1..G9 that the tests cite.
+ * guarantees G1..G9 that the tests cite (the scans' G7 at the top of
+ * lib/pgtable-scan.c).
  *
  * ---------------------------------------------------------------------------
  * Readers and RCU
@@ -134,7 +135,8 @@
  *   - Protect, unprotect and WP_MATCHING scans on a range that is not fully
  *     registered fail with -ENOENT and change nothing. Linux:
  *     UFFDIO_WRITEPROTECT fails with -ENOENT too, PAGEMAP_SCAN silently
- *     skips such VMAs.
+ *     skips such VMAs, and also VMAs registered in sync mode, which a
+ *     WP_MATCHING scan here re-protects like any registered range.
  *   - copy (fork) does not write-protect the parent for copy-on-write: the
  *     caller owns frames and their sharing.
  *   - No huge entries, no soft-dirty, no zero page: PS_CAT_HUGE,
@@ -155,16 +157,27 @@
  * and resume are the kernel's: c = categories ^ inverted; all of category_mask
  * and, if set, any of category_anyof_mask must be in c; adjacent pages with
  * equal c & return_mask merge into one region; the walk stops when vec is full
- * or max_pages pages were reported, and walk_end says where to resume.
+ * or max_pages pages were reported, and walk_end says where to resume. The
+ * arguments are checked as the kernel checks them, and an end that is not
+ * page-aligned is rounded up to the next page, as the kernel does (the
+ * rounded end is where a complete walk ends). A scan without a vector
+ * (vec_len 0) is the kernel's too: it records and counts nothing, so
+ * max_pages does not apply and the walk completes; with PS_SCAN_WP_MATCHING
+ * it write-protects every page of its range, whatever the masks say, as
+ * ps_pgtable_protect() would (the kernel's "exclusive write-protect" path).
  *
  * PS_SCAN_WP_MATCHING re-protects every page it reports (get-and-rearm).
- * Guarantee (G7 in lib/pgtable.c): a write racing the scan is never lost; it
- * is reported by this scan or by the next one. Why: a write clears wp with
- * one CAS (and then makes sure its line's hint bit is set); the scanner
- * reports entry e only after its CAS from e to protect(e) succeeded, so a
- * write that landed after the scanner read e makes that CAS fail and the
- * scanner re-reads, and a write after the CAS finds the entry protected
- * again and leaves it written for the next scan.
+ * Guarantee (G7 in lib/pgtable-scan.c): a write racing the scan is never
+ * lost; it is reported by this scan or by the next one. Why: a write clears
+ * wp with one CAS (and then makes sure its line's hint bit is set); the
+ * scanner reports entry e only after its CAS from e to protect(e)
+ * succeeded, so a write that landed after the scanner read e makes that CAS
+ * fail and the scanner re-reads, and a write after the CAS finds the entry
+ * protected again and leaves it written for the next scan.
+ *
+ * ps_pgtable_harvest() is that scan for PS_CAT_WRITTEN run to the end of a
+ * range, each run of written pages handed to a callback: a dirty tracker's
+ * round, without a vector or walk_end to manage.
  *
  * Leaves keep a "written" hint: one bit per 8 entries, set after any CAS
  * that makes an entry written, cleared by protect and WP_MATCHING scans for
@@ -303,17 +316,21 @@ struct ps_pgtable_region {
  * struct ps_pgtable_scan - the arguments of ps_pgtable_scan(), field for
  * field Linux's struct pm_scan_arg (without its size).
  * @start: first page to scan (aligned).
- * @end: end of the scan, exclusive (aligned, >= @start).
- * @walk_end: out: where the walk stopped; @end when it completed. Resume
- *	with @start = @walk_end.
+ * @end: end of the scan, exclusive (>= @start); if not page-aligned, it is
+ *	rounded up to the next page, as Linux does.
+ * @walk_end: out: where the walk stopped; @end rounded up when it
+ *	completed. Resume with @start = @walk_end.
  * @flags: PS_SCAN_*.
  * @category_inverted: categories to invert before matching.
  * @category_mask: all of these must be set (after inversion).
  * @category_anyof_mask: if non-zero, at least one of these must be set.
  * @return_mask: the categories reported in each region. Zero: no regions.
- * @max_pages: stop after this many matching pages (0: no limit).
+ * @max_pages: stop after this many matching pages (0: no limit; without a
+ *	vector, none).
  * @vec: the regions found. May be NULL if @vec_len is 0.
- * @vec_len: room in @vec.
+ * @vec_len: room in @vec. 0: no vector: nothing is recorded or counted and
+ *	the walk completes; with PS_SCAN_WP_MATCHING every page of the range
+ *	is write-protected, whatever the masks (as in Linux).
  */
 struct ps_pgtable_scan {
 	uint64_t start;
@@ -349,6 +366,23 @@ struct ps_pgtable_stats {
  */
 typedef void (*ps_pgtable_visit_fn)(void *ctx, uint64_t addr, ps_pte_t old,
 				    ps_pte_t new_pte);
+
+/**
+ * typedef ps_pgtable_harvest_fn - told of one run of pages that
+ * ps_pgtable_harvest() found written and re-protected.
+ * @ctx: the caller's context.
+ * @start: the first page of the run.
+ * @end: the end of the run (exclusive; @start < @end).
+ *
+ * Context: runs in the thread that called ps_pgtable_harvest(), between two
+ * of its batches: outside the table's writer mutex and outside any
+ * read-side section of the harvest's own, so it may call any function of
+ * this table or another (unless the caller of the harvest is itself inside
+ * a read-side section, see "Readers and RCU"). It cannot refuse a run: the
+ * pages are already re-protected, and a run it drops is a write lost.
+ */
+typedef void (*ps_pgtable_harvest_fn)(void *ctx, uint64_t start,
+				      uint64_t end);
 
 struct ps_pgtable;
 
@@ -839,8 +873,8 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * with PS_ACCESS_CHECK). The entry is read with an acquire load, so a
  * present frame shows what the mapper wrote; a change (ACCESSED, a write's
  * WRITE, DIRTY and ACCESSED, a stale bit cleared) is one seq_cst CAS that
- * hints its line when it makes the entry written (G7, G8 in
- * lib/pgtable.c).
+ * hints its line when it makes the entry written (G7 in
+ * lib/pgtable-scan.c, G8 in lib/pgtable.c).
  * Progress: lock-free (wait-free with PS_ACCESS_CHECK); never blocks, even
  * during protect, zap, scan or (un)registration (a thread's first
  * read-side section aside, see ps_pgtable_read_lock()).
@@ -902,20 +936,72 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * reported only after its seq_cst CAS from the value reported to the
  * re-armed one succeeded, and hint bits are cleared and set again with
  * seq_cst RMWs: paired with a writer's CAS and hint load, no write is lost
- * (G7, G8 in lib/pgtable.c).
+ * (G7 in lib/pgtable-scan.c, G8 in lib/pgtable.c).
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
- * Return: the number of regions written to arg->vec; -EINVAL (alignment,
- * range, unknown flags or categories, vec NULL with vec_len); -ENOENT
- * (WP_MATCHING on a range not fully registered); -EPERM
- * (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING re-arming none pages as
- * UFFD_WP markers needed a leaf, and nothing was reported yet: nothing was
- * re-armed). If pages were reported before the allocation failed, the
- * scan returns them and stops there, with arg->walk_end at the page that
- * needed the leaf, so no re-armed page goes unreported (G7).
- * arg->walk_end is set on success.
+ * Return: the number of regions written to arg->vec (0 without a vector);
+ * -EINVAL (unaligned start, an end before the start or past the space,
+ * unknown flags or categories, vec NULL with vec_len); -ENOENT (WP_MATCHING
+ * on a range not fully registered, the page holding an unaligned end
+ * included); -EPERM (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING
+ * re-arming none pages as UFFD_WP markers needed a leaf, and nothing was
+ * re-armed yet). If pages were re-armed before the allocation failed, the
+ * scan returns the regions taken (none without a vector) and stops there,
+ * with arg->walk_end at the page that needed the leaf, so no re-armed page
+ * goes unreported (G7). arg->walk_end is set on success; arg->end and the
+ * other arguments are never changed.
  */
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
+
+/**
+ * ps_pgtable_harvest() - hand every written page of [@start, @start + @len)
+ * to @fn, re-protecting each one as it is reported: the get-and-rearm scan
+ * (PS_SCAN_WP_MATCHING of PS_CAT_WRITTEN), resumed from walk_end until the
+ * whole range is done.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ * @flags: 0 or PS_SCAN_CHECK_WPASYNC (-EPERM unless every page is
+ *	registered async).
+ * @fn: called with each run of written pages, in address order; not NULL.
+ * @ctx: passed to @fn.
+ *
+ * What a dirty-page tracker runs each round: after it returns, every write
+ * made to the range before the call has been reported, by this harvest or
+ * an earlier one, and its page is protected again, so the next write to it
+ * is seen by the next harvest. "Written" is PS_CAT_WRITTEN: present or swap
+ * entries without uffd-wp, and GUARD and POISONED markers, which
+ * protection leaves alone and so every harvest reports again. The range is
+ * scanned in batches of up to 512 runs (12 KiB of the caller's stack); @fn
+ * is called for the runs of a batch after the batch's scan returned, so a
+ * page it is told of is already protected. Runs are disjoint and in address
+ * order across the whole call, and a batch completes the run it has open
+ * before it stops, so adjacent written pages come as one run unless a
+ * write lands meanwhile; a page written after the harvest passed it is
+ * left for the next harvest.
+ * It never allocates: pages that are not written are not re-armed, so no
+ * none page becomes a UFFD_WP marker, and no -ENOMEM is possible.
+ * Context: any thread, not inside a read-side section (each batch takes the
+ * writer mutex, as a WP_MATCHING scan does); @fn as
+ * ps_pgtable_harvest_fn says.
+ * Ordering: each batch is one ps_pgtable_scan(): a page is passed on only
+ * after its seq_cst CAS to the re-protected value succeeded, and the hint
+ * bits are cleared and set again with seq_cst RMWs, so a write racing the
+ * harvest is reported by it or by the next harvest (G7 in
+ * lib/pgtable-scan.c, G8 in lib/pgtable.c). The registrations are read with
+ * acquire, once per batch.
+ * Progress: blocking (the writer mutex, per batch); faults on the range run
+ * concurrently and see each entry written or re-armed.
+ * Return: 0; -EINVAL (range, unknown flags, @fn NULL); -ENOENT (a page of
+ * the range not registered); -EPERM (PS_SCAN_CHECK_WPASYNC and a page not
+ * registered async). Both are checked for the whole range before anything
+ * changes; only a register or unregister by another thread between two
+ * batches makes a later batch fail after @fn was told of earlier ones,
+ * whose pages stay reported and re-armed. Never -ENOMEM.
+ */
+int ps_pgtable_harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		       unsigned int flags, ps_pgtable_harvest_fn fn,
+		       void *ctx);
 
 PS_END_DECLS
 

@@ -640,7 +640,7 @@ bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * callback takes, nor inside a read-side section.
  * Ordering: the dirty log's acquire (S6): what a marker wrote before its
  * mark happens before the harvest that reports it; with REARM, the page
- * table's get-and-rearm guarantee (G7 in lib/pgtable.c).
+ * table's get-and-rearm guarantee (G7 in lib/pgtable-scan.c).
  * Progress: lock-free without REARM; blocking with it.
  * Return: 0; -EINVAL (range, flags, @addrs or @count NULL, @max 0); with
  * REARM, the page-table scan's error (-ENOMEM; -ENOENT if the range is

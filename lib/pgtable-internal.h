@@ -1,0 +1,353 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lib/pgtable-internal.h - the page table's structure and the primitives its
+ * two files share: lib/pgtable.c (levels, entries, registrations, range
+ * operations, faults) and lib/pgtable-scan.c (ps_pgtable_scan() and the
+ * harvest built on it). Not installed; not API.
+ *
+ * The rules are those at the top of lib/pgtable.c (G1..G9; G7, the scans'
+ * own, at the top of lib/pgtable-scan.c): every entry changes only through
+ * entry_cas(), every entry load of a walk that may be racing a writer goes
+ * through entry_load(), and a writer that clears hint bits uses
+ * hint_begin()/hint_end() (G8). Everything the scans call per entry or per
+ * leaf is static inline here, so both files compile it into their loops as
+ * before the split.
+ */
+#ifndef PS_LIB_PGTABLE_INTERNAL_H
+#define PS_LIB_PGTABLE_INTERNAL_H
+
+#include <pagestate/pgtable.h>
+
+#include "rcu.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PS_ALWAYS_INLINE inline __attribute__((always_inline))
+
+#define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
+#define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
+#define LEVEL_BITS 9
+#define FANOUT (1u << LEVEL_BITS)
+#define LEVEL_MASK (FANOUT - 1)
+#define LINE_ENTRIES 8 /* entries per hint bit: one 64-byte line */
+#define NPAGES (PS_PGTABLE_ADDR_END >> PAGE_SHIFT)
+#define MID_SHIFT (2 * LEVEL_BITS) /* leaf number -> root slot */
+#define LOW_SHIFT LEVEL_BITS	   /* leaf number -> mid slot */
+
+PS_STATIC_ASSERT(FANOUT / LINE_ENTRIES == 64, "one hint bit per line");
+PS_STATIC_ASSERT(PS_PGTABLE_ADDR_BITS == PAGE_SHIFT + 4 * LEVEL_BITS,
+		 "four levels of 512 cover the space");
+
+struct leaf {
+	_Alignas(64) _Atomic(ps_pte_t) e[FANOUT];
+	_Atomic(uint64_t) hint; /* G8: bit k set => line k may hold written */
+	struct ps__rcu_head rcu;
+};
+
+struct node {
+	_Atomic(void *) slot[FANOUT];
+	struct ps__rcu_head rcu;
+};
+
+/* A registration: pages [start, end) with PS_WP_* flags. */
+struct reg {
+	uint64_t start, end;
+	unsigned int flags;
+};
+
+struct regset {
+	struct ps__rcu_head rcu;
+	size_t n;
+	struct reg r[]; /* sorted, disjoint */
+};
+
+struct ps_pgtable {
+	struct node root;
+	_Atomic(struct regset *) regs;
+	pthread_mutex_t lock; /* range writers (see G5) */
+	_Atomic(uint64_t) bytes, leaves, nodes;
+};
+
+/* Transitions return this to refuse an entry (never a valid entry). */
+#define REFUSE UINT64_MAX
+/* Added to a registration's flags in struct op: the page is registered. */
+#define REG_ON 0x100u
+
+static inline ps_pte_t marker_uffd_wp(void)
+{
+	return ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+}
+
+/* Load a child pointer (G1: inside a read-side section or under t->lock). */
+static inline void *child(const struct node *n, uint64_t i)
+{
+	/* Acquire: pairs with the release CAS of child_alloc(). */
+	return atomic_load_explicit(&n->slot[i], memory_order_acquire);
+}
+
+static inline struct leaf *leaf_lookup(const struct ps_pgtable *t, uint64_t L)
+{
+	const struct node *n = child(&t->root, L >> MID_SHIFT);
+
+	if (!n)
+		return NULL;
+	n = child(n, (L >> LOW_SHIFT) & LEVEL_MASK);
+	if (!n)
+		return NULL;
+	return child(n, L & LEVEL_MASK);
+}
+
+/*
+ * The first existing leaf numbered in [*pL, Lend), skipping absent subtrees
+ * whole; *pL receives its number. NULL if there is none.
+ */
+static inline struct leaf *leaf_find(const struct ps_pgtable *t,
+				     uint64_t *pL, uint64_t Lend)
+{
+	uint64_t L = *pL;
+
+	while (L < Lend) {
+		const struct node *mid = child(&t->root, L >> MID_SHIFT);
+		const struct node *low;
+		struct leaf *l;
+
+		if (!mid) {
+			L = ((L >> MID_SHIFT) + 1) << MID_SHIFT;
+			continue;
+		}
+		low = child(mid, (L >> LOW_SHIFT) & LEVEL_MASK);
+		if (!low) {
+			L = ((L >> LOW_SHIFT) + 1) << LOW_SHIFT;
+			continue;
+		}
+		l = child(low, L & LEVEL_MASK);
+		if (l) {
+			*pL = L;
+			return l;
+		}
+		L++;
+	}
+	return NULL;
+}
+
+/*
+ * The leaf of the first page in [*p, pend) that has one; *p advances to that
+ * page. NULL when no page left has a leaf. For entry-by-entry walks.
+ */
+static inline struct leaf *leaf_next(const struct ps_pgtable *t,
+				     uint64_t *p, uint64_t pend)
+{
+	uint64_t L = *p >> LEVEL_BITS;
+	struct leaf *l;
+
+	if (*p >= pend)
+		return NULL;
+	l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
+	if (l && L << LEVEL_BITS > *p)
+		*p = L << LEVEL_BITS;
+	return l;
+}
+
+/*
+ * ps__pgtable_leaf_alloc() - the leaf numbered @L, allocated (with the
+ * levels above it) and published if absent (lib/pgtable.c). NULL only when
+ * out of memory. Lock-free: each level is published with a release CAS
+ * into a NULL slot (G1).
+ */
+struct leaf *ps__pgtable_leaf_alloc(struct ps_pgtable *t, uint64_t L);
+
+/* --- argument checks ------------------------------------------------ */
+
+static inline bool bad_addr(uint64_t addr)
+{
+	return (addr & (PAGE_SIZE - 1)) || addr >= PS_PGTABLE_ADDR_END;
+}
+
+/* [start, start + len): aligned, not empty, inside the space. */
+static inline bool bad_range(uint64_t start, uint64_t len)
+{
+	return ((start | len) & (PAGE_SIZE - 1)) || len == 0 ||
+	       len > PS_PGTABLE_ADDR_END || start > PS_PGTABLE_ADDR_END - len;
+}
+
+/* --- the one entry update ------------------------------------------- */
+
+static inline ps_pte_t entry_load(const struct leaf *l, unsigned int i)
+{
+	/*
+	 * Seq_cst: the scanner's entry load in the hint protocol (G8); on the
+	 * other paths it is an acquire load (pairs with entry_cas()'s
+	 * release), which costs the same on x86 and Arm.
+	 */
+	return atomic_load_explicit(&l->e[i], memory_order_seq_cst);
+}
+
+/* G8, writer side: make sure the line of entry @i is hinted. */
+static inline void hint_mark(struct leaf *l, unsigned int i)
+{
+	uint64_t bit = UINT64_C(1) << (i / LINE_ENTRIES);
+
+	/* Seq_cst: the writer's hint load, after its entry CAS (G8). */
+	if (!(atomic_load_explicit(&l->hint, memory_order_seq_cst) & bit))
+		/* Seq_cst: G8; any order works once the load saw it clear. */
+		atomic_fetch_or_explicit(&l->hint, bit, memory_order_seq_cst);
+}
+
+/*
+ * entry_cas() - the only way an entry changes: *old -> @n in one CAS. On
+ * failure *old receives the current value, for the caller to recompute its
+ * transition from. A change that makes the entry written hints its line.
+ */
+static inline bool entry_cas(struct leaf *l, unsigned int i, ps_pte_t *old,
+			     ps_pte_t n)
+{
+	/*
+	 * Seq_cst on success: the writer's CAS in the hint protocol (G8); it
+	 * also releases the entry to acquiring readers (a frame's page is
+	 * initialised before it is mapped). Acquire on failure: the fresh
+	 * value is read like any lookup.
+	 */
+	if (!atomic_compare_exchange_strong_explicit(&l->e[i], old, n,
+						     memory_order_seq_cst,
+						     memory_order_acquire))
+		return false;
+	if (ps_pte_written(n) && !ps_pte_written(*old))
+		hint_mark(l, i);
+	return true;
+}
+
+/* --- registrations -------------------------------------------------- */
+
+static inline const struct regset *regs_load(const struct ps_pgtable *t)
+{
+	/* Acquire: pairs with the release store of regs_publish(). */
+	return atomic_load_explicit(&t->regs, memory_order_acquire);
+}
+
+/*
+ * The registration in force at @addr, or NULL; *seg_end receives where that
+ * answer stops holding, at most @end.
+ */
+static inline const struct reg *reg_segment(const struct regset *rs,
+					    uint64_t addr, uint64_t end,
+					    uint64_t *seg_end)
+{
+	size_t lo = 0, hi = rs ? rs->n : 0;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (rs->r[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*seg_end = end;
+	if (!rs || lo == rs->n)
+		return NULL;
+	if (rs->r[lo].start > addr) {
+		if (rs->r[lo].start < end)
+			*seg_end = rs->r[lo].start;
+		return NULL;
+	}
+	if (rs->r[lo].end < end)
+		*seg_end = rs->r[lo].end;
+	return &rs->r[lo];
+}
+
+/* Is every page of [start, end) registered with all of @need? */
+static inline bool reg_covers(const struct regset *rs, uint64_t start,
+			      uint64_t end, unsigned int need)
+{
+	while (start < end) {
+		uint64_t seg_end;
+		const struct reg *r = reg_segment(rs, start, end, &seg_end);
+
+		if (!r || (r->flags & need) != need)
+			return false;
+		start = seg_end;
+	}
+	return true;
+}
+
+static inline const struct reg *reg_find_page(const struct regset *rs,
+					      uint64_t addr)
+{
+	uint64_t seg_end;
+
+	return reg_segment(rs, addr, addr + PAGE_SIZE, &seg_end);
+}
+
+static inline unsigned int reg_flags(const struct reg *r)
+{
+	return r ? r->flags | REG_ON : 0;
+}
+
+static inline bool uses_markers(unsigned int rf)
+{
+	return (rf & REG_ON) && (rf & (PS_WP_SHARED | PS_WP_UNPOPULATED));
+}
+
+/* --- transitions (pure: old entry -> new entry) --------------------- */
+
+/*
+ * What a transition knows: the registration of the page (rf: PS_WP_* |
+ * REG_ON, or 0), the operation's flags, and its own arguments.
+ */
+struct op {
+	unsigned int rf;
+	unsigned int flags;
+	uint64_t start;	 /* map: first page */
+	uint64_t frame;	 /* map: first frame */
+	uint64_t pflags; /* map: present flags */
+	ps_pgtable_visit_fn visit;
+	void *ctx;
+};
+
+typedef ps_pte_t (*tr_fn)(ps_pte_t e, const struct op *op, uint64_t addr);
+
+static inline ps_pte_t tr_protect(ps_pte_t e, const struct op *op,
+				  uint64_t addr)
+{
+	(void)addr;
+	if (e == PS_PTE_NONE)
+		return uses_markers(op->rf) ? marker_uffd_wp() : e;
+	if (ps_pte_is_marker(e))
+		return e; /* U stays; POISONED and GUARD are left alone */
+	return ps_pte_mkuffd_wp(e);
+}
+
+/* --- the written hint (G8) ------------------------------------------ */
+
+/* Hint bits of lines [from, to) (line numbers, to <= 64). */
+static inline uint64_t lines_mask(unsigned int from, unsigned int to)
+{
+	if (from >= to)
+		return 0;
+	return (~UINT64_C(0) >> (64 - (to - from))) << from;
+}
+
+/*
+ * hint_begin() - a writer that makes every entry of [lo, hi) not written
+ * (protect, a WP_MATCHING scan) first clears the hint bits of the lines it
+ * covers whole (G8). Returns the hint word as it was.
+ */
+static inline uint64_t hint_begin(struct leaf *l, uint64_t covered)
+{
+	/* Seq_cst: the scanner's hint RMW of G8, before its entry loads. */
+	return atomic_fetch_and_explicit(&l->hint, ~covered,
+					 memory_order_seq_cst);
+}
+
+/* hint_end() - ... and sets them again where an entry stays written. */
+static inline void hint_end(struct leaf *l, uint64_t back)
+{
+	if (back)
+		/* Seq_cst: G8, a written entry stays in these lines. */
+		atomic_fetch_or_explicit(&l->hint, back, memory_order_seq_cst);
+}
+
+#endif /* PS_LIB_PGTABLE_INTERNAL_H */
