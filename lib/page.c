@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/page.c - the cold half of the page word: refusals, undo and the error
- * hook. The fast paths are inline in include/pagestate/page.h.
+ * lib/page.c - the cold half of the page word: refusals, undo, the error
+ * hook, the waiting half of the page lock and the cache-mode names. The fast
+ * paths are inline in include/pagestate/page.h.
  *
  * Every function here runs after an inline operation saw a value it must
  * refuse. For a fetch-and-add path the refused delta is already in the word,
@@ -11,6 +12,7 @@
  */
 #include <pagestate/page.h>
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -159,4 +161,39 @@ int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen)
 {
 	report(page, PS_PAGE_ERR_NOT_FROZEN, seen);
 	return -EINVAL;
+}
+
+const char *ps_cache_mode_name(enum ps_cache_mode mode)
+{
+	static const char *const names[PS_CACHE_NR] = {
+		[PS_CACHE_WB] = "WB", [PS_CACHE_WC] = "WC",
+		[PS_CACHE_UC_MINUS] = "UC-", [PS_CACHE_UC] = "UC",
+		[PS_CACHE_WT] = "WT", [PS_CACHE_WP] = "WP",
+	};
+
+	if ((unsigned int)mode >= PS_CACHE_NR)
+		return "?";
+	return names[mode];
+}
+
+/* Attempts that only spin before ps_page_lock_slow() starts yielding. */
+#define LOCK_SPINS 64
+
+/*
+ * Test and test-and-set: wait on a plain load, so waiters do not keep
+ * stealing the cache line from the holder, and try the fetch-or only when
+ * LOCKED reads clear. After LOCK_SPINS attempts each wait yields the
+ * processor: the holder may be a preempted thread on the same CPU.
+ */
+void ps_page_lock_slow(struct ps_page *page)
+{
+	for (unsigned int spins = 0;; spins++) {
+		/* Relaxed: only a hint; the trylock acquires when it takes. */
+		if (!(atomic_load_explicit(&page->word, memory_order_relaxed) &
+		      PS_PAGE_LOCKED) &&
+		    ps_page_trylock(page))
+			return;
+		if (spins >= LOCK_SPINS)
+			sched_yield();
+	}
 }

@@ -16,14 +16,15 @@
  *     0 D  DIRTY         contents differ from the backing copy
  *     1 W  WRITEBACK     a writeback of the page is in flight
  *     2 F  FROZEN        exclusively owned by a freezer (ps_page_freeze())
- *     3 L  LOCKED        a bit lock for slow paths (test-and-set / clear)
- *     4 P  WRITE_PINNED  a pin for write was taken (cleared lazily, may
- *                        over-report; never under-reports while pinned)
+ *     3 L  LOCKED        the page's bit lock for slow paths (ps_page_lock())
+ *     4 P  WRITE_PINNED  a pin for write was taken (set in the pin's own
+ *                        compare-and-swap, cleared lazily once unpinned:
+ *                        may over-report, never under-reports while pinned)
  *     5 E  PRIVATE       encryption state: private/encrypted; clear = shared
  *     6 I  INACCESSIBLE  CPU access needs the make-accessible hook first
  *     7 X  POISONED      quarantined: never handed out or converted again
- *     8-10 C CACHE       cache mode, 3 bits; 0 is write-back (prot.h names
- *                        the values)
+ *     8-10 C CACHE       cache mode, 3 bits (enum ps_cache_mode); 0 is
+ *                        write-back
  *     11 V LIVE          the page has owners: set while refs are counted,
  *                        clear on a free page and on a frozen one
  *
@@ -122,8 +123,11 @@
  *                                  of the put/unfreeze that preceded it);
  *                                  nothing on failure.
  *   freeze                         acquire on success; unfreeze releases.
- *   flag read-modify-writes        acquire and release (LOCKED is a lock,
- *                                  DIRTY hands data over).
+ *   flag read-modify-writes        acquire and release (DIRTY hands data
+ *                                  over); so are the conditional flag and
+ *                                  cache-mode changes.
+ *   lock, trylock                  acquire when they take LOCKED; unlock
+ *                                  releases (pairs with the next taker).
  *   refs, pins, is_pinned, flags   acquire loads: a caller that reads "not
  *                                  pinned" after the last unpin also sees what
  *                                  the unpinner wrote before unpinning.
@@ -141,13 +145,14 @@
  *              put, unpin and put_many/unpin_many (the put that frees adds one
  *              claim CAS loop, lock-free), the flag
  *              set/clear/test-and-set/test-and-clear and their fetch_*
- *              forms, the accessors
+ *              forms, trylock, unlock, the accessors
  *   lock-free  try_pin, try_get_many/try_pin_many, the masked try-operations,
- *              get_many, pin_many, get_or_revive, freeze, unfreeze,
- *              change_flags: a
- *              compare-and-swap loop that only retries after another thread
- *              changed the word
- *   blocking   nothing here; LOCKED is a bit for callers' slow paths
+ *              try_pin_and_set_flags, get_many, pin_many, get_or_revive and
+ *              get_or_revive_cache, freeze, unfreeze and
+ *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
+ *              set_flags_unless_frozen, set_cache_if_free: a compare-and-swap
+ *              loop that only retries after another thread changed the word
+ *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -240,6 +245,48 @@ PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
 #define PS_PAGE_USER_FLAGS \
 	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE))
 
+/* --- what the flags encode ------------------------------------------------ */
+
+/**
+ * enum ps_cache_mode - memory type of a page, as held in its CACHE field.
+ * @PS_CACHE_WB: write-back, normal memory (0: a zeroed word is write-back).
+ * @PS_CACHE_WC: write-combining (frame buffers, doorbells).
+ * @PS_CACHE_UC_MINUS: uncached, but an MTRR may make it WC.
+ * @PS_CACHE_UC: strongly uncached (MMIO registers).
+ * @PS_CACHE_WT: write-through.
+ * @PS_CACHE_WP: write-protected (reads cached, writes go to memory).
+ *
+ * The values are Linux's enum page_cache_mode. What a mode means for
+ * mappings and how it is changed is prot.h's business; the word only stores
+ * it (ps_page_cache_mode(), ps_page_get_or_revive_cache(),
+ * ps_page_set_cache_if_free()).
+ */
+enum ps_cache_mode {
+	PS_CACHE_WB = 0,
+	PS_CACHE_WC = 1,
+	PS_CACHE_UC_MINUS = 2,
+	PS_CACHE_UC = 3,
+	PS_CACHE_WT = 4,
+	PS_CACHE_WP = 5,
+};
+
+/* Number of cache modes; valid modes are 0 .. PS_CACHE_NR - 1. */
+#define PS_CACHE_NR 6
+
+PS_STATIC_ASSERT(PS_CACHE_NR <= (1 << PS_PAGE_CACHE_WIDTH),
+		 "cache modes must fit the page word's CACHE field");
+
+/**
+ * enum ps_enc_state - encryption state of a page, as held in its PRIVATE
+ * flag.
+ * @PS_ENC_SHARED: decrypted: host- and device-visible (PRIVATE clear).
+ * @PS_ENC_PRIVATE: encrypted: guest-owned (PRIVATE set).
+ */
+enum ps_enc_state {
+	PS_ENC_SHARED = 0,
+	PS_ENC_PRIVATE = 1,
+};
+
 /**
  * struct ps_page - the state word of one page (8 bytes, no more).
  *
@@ -303,12 +350,39 @@ static inline uint64_t ps_page_word_flags(uint64_t w)
  * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
  *
  * Context: any thread; pure (reads only @w).
- * Return: 0 to 7, shifted down; 0 is write-back (prot.h names the values).
+ * Return: 0 to 7, shifted down; 0 is write-back (enum ps_cache_mode names
+ * the values).
  */
 static inline unsigned int ps_page_word_cache(uint64_t w)
 {
 	return (unsigned int)((w & PS_PAGE_CACHE_MASK) >> PS_PAGE_CACHE_SHIFT);
 }
+
+/**
+ * ps_page_word_pinned_for_write() - was word @w pinned for write?
+ * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
+ *
+ * WRITE_PINNED is set by the compare-and-swap that takes a pin for write
+ * (ps_page_try_pin_and_set_flags()) and cleared lazily once the page has no
+ * pins (ps_page_clear_flag_if_unpinned()), so the flag alone may be stale.
+ * With the pin count it is exact in one direction: every word that shows a
+ * pin taken for write answers true.
+ * Context: any thread; pure (reads only @w).
+ * Return: true if @w has WRITE_PINNED and, being LIVE, at least one pin.
+ */
+static inline bool ps_page_word_pinned_for_write(uint64_t w)
+{
+	return (w & PS_PAGE_WRITE_PINNED) && ps_page_word_pins(w) != 0;
+}
+
+/**
+ * ps_cache_mode_name() - a short constant name for a cache mode.
+ * @mode: the mode (any value).
+ *
+ * Context: any thread; pure.
+ * Return: "WB", "WC", "UC-", "UC", "WT", "WP", or "?" for an unknown @mode.
+ */
+const char *ps_cache_mode_name(enum ps_cache_mode mode);
 
 /* --- errors ------------------------------------------------------------- */
 
@@ -398,6 +472,18 @@ PS_COLD bool ps__page_put_refused(struct ps_page *page, uint64_t seen,
 				  uint64_t undo, uint64_t n, uint64_t npins);
 PS_COLD bool ps__page_try_get_over(struct ps_page *page);
 PS_COLD int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen);
+
+/**
+ * ps_page_lock_slow() - the waiting half of ps_page_lock() (not API: call
+ * ps_page_lock()).
+ * @page: a page whose LOCKED bit a try found set.
+ *
+ * Context: as ps_page_lock().
+ * Ordering: acquire when it takes LOCKED (its ps_page_trylock()).
+ * Progress: blocking: spins on a plain load for a while, then yields
+ * between attempts, until it takes LOCKED.
+ */
+PS_COLD void ps_page_lock_slow(struct ps_page *page);
 
 /* --- the update cores --------------------------------------------------- */
 
@@ -586,11 +672,12 @@ static inline int ps__page_add_many(struct ps_page *page, uint64_t n,
 
 /*
  * ps__page_try() - speculative compare-and-swap increment: fails on a page
- * that is not LIVE, on any flag in @reject, or at a limit. Like try_get, it
- * may revive a page whose last put has not claimed it yet.
+ * that is not LIVE, on any flag in @reject, or at a limit; on success it
+ * also sets the flags in @set (PS_PAGE_USER_FLAGS only) in the same CAS.
+ * Like try_get, it may revive a page whose last put has not claimed it yet.
  */
 static inline bool ps__page_try(struct ps_page *page, uint64_t n,
-				uint64_t npins, uint64_t reject)
+				uint64_t npins, uint64_t reject, uint64_t set)
 {
 	enum ps__page_verdict why;
 	uint64_t seen;
@@ -603,8 +690,51 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 	 */
 	return ps__page_cas(page,
 			    PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
-			    PS_PAGE_LIVE, 0, 0, n, npins, false,
-			    memory_order_acquire, &seen, &why);
+			    PS_PAGE_LIVE, 0, set & PS_PAGE_USER_FLAGS, n, npins,
+			    false, memory_order_acquire, &seen, &why);
+}
+
+/*
+ * ps__page_revive() - the one revive loop behind ps_page_get_or_revive() and
+ * ps_page_get_or_revive_cache(). A LIVE page whose CACHE field, under
+ * @cache_mask (0: any mode), equals @cache gains a reference; a free page
+ * that is not POISONED becomes LIVE with one reference, its counts reset and
+ * its CACHE field, under @cache_mask, set to @cache. *@seen receives the word
+ * the successful CAS replaced (the old mode of a revived page).
+ */
+static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
+				  uint64_t cache, uint64_t *seen)
+{
+	enum ps__page_verdict why;
+
+	for (;;) {
+		/*
+		 * Acquire: the page may be LIVE with no reference left (its
+		 * last put has not claimed it yet), and this revives it; pairs
+		 * with the release of that put, as in ps_page_try_get().
+		 */
+		if (ps__page_cas(page, PS_PAGE_LIVE | cache_mask,
+				 PS_PAGE_LIVE | cache, 0, 0, 1, 0, false,
+				 memory_order_acquire, seen, &why))
+			return 0;
+		if (why == PS__PAGE_LIMIT)
+			return -EOVERFLOW;
+		/* LIVE here means another mode: only with a cache_mask. */
+		if (*seen & (PS_PAGE_FROZEN | PS_PAGE_LIVE))
+			return -EBUSY;
+		if (*seen & PS_PAGE_POISONED)
+			return -EHWPOISON; /* free and quarantined */
+		/* Acquire: pairs with the release of the freeing put. */
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED,
+				 0,
+				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+					 cache_mask,
+				 PS_PAGE_LIVE | PS_PAGE_REF_ONE | cache, 0, 0,
+				 false, memory_order_acquire, seen, &why))
+			return 1;
+		/* Revived, frozen or given a flag by another thread: again. */
+	}
 }
 
 /* --- initialisation and snapshots ---------------------------------------- */
@@ -818,7 +948,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 static inline PS_MUST_CHECK bool ps_page_try_get_many(struct ps_page *page,
 						      uint64_t n)
 {
-	return ps__page_try(page, n, 0, 0);
+	return ps__page_try(page, n, 0, 0, 0);
 }
 
 /**
@@ -843,7 +973,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get_many(struct ps_page *page,
 static inline PS_MUST_CHECK bool
 ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
 {
-	return ps__page_try(page, n, 0, reject);
+	return ps__page_try(page, n, 0, reject, 0);
 }
 
 /**
@@ -942,7 +1072,7 @@ static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
  */
 static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
 {
-	return ps__page_try(page, 1, 1, 0);
+	return ps__page_try(page, 1, 1, 0, 0);
 }
 
 /**
@@ -961,7 +1091,7 @@ static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
 static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
 						      uint64_t n)
 {
-	return ps__page_try(page, n, n, 0);
+	return ps__page_try(page, n, n, 0, 0);
 }
 
 /**
@@ -988,7 +1118,37 @@ static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
 static inline PS_MUST_CHECK bool
 ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
 {
-	return ps__page_try(page, n, n, reject);
+	return ps__page_try(page, n, n, reject, 0);
+}
+
+/**
+ * ps_page_try_pin_and_set_flags() - ps_page_try_pin_masked() that also sets
+ * the flags in @set, in the same atomic step as the pins.
+ * @page: a page that may be free, frozen or near a limit; its memory must
+ *	stay valid.
+ * @n: the pins to take (each also a reference).
+ * @reject: flags that make it fail; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored.
+ * @set: flags to set with the pins; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored. Nothing is set when the call fails.
+ *
+ * A pin for write sets WRITE_PINNED this way: every word that shows the pin
+ * shows the flag too, so a writer-back that reads the word (one RMW, e.g.
+ * ps_page_fetch_clear_flags()) can never see the pin but not that it is
+ * for write (ps_page_word_pinned_for_write()).
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true with @n pins (and their references) taken and @set set; false
+ * if @n == 0, a flag in @reject is set, the page is free or frozen, or a
+ * limit would be passed (nothing changed).
+ */
+static inline PS_MUST_CHECK bool
+ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n,
+			      uint64_t reject, uint64_t set)
+{
+	return ps__page_try(page, n, n, reject, set);
 }
 
 /**
@@ -1048,33 +1208,44 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
  */
 static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 {
-	enum ps__page_verdict why;
 	uint64_t seen;
 
-	for (;;) {
-		/*
-		 * Acquire: the page may be LIVE with no reference left (its
-		 * last put has not claimed it yet), and this revives it; pairs
-		 * with the release of that put, as in ps_page_try_get().
-		 */
-		if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 1, 0,
-				 false, memory_order_acquire, &seen, &why))
-			return 0;
-		if (why == PS__PAGE_LIMIT)
-			return -EOVERFLOW;
-		if (seen & PS_PAGE_FROZEN)
-			return -EBUSY;
-		if (seen & PS_PAGE_POISONED)
-			return -EHWPOISON; /* free and quarantined */
-		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(page,
-				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED,
-				 0, PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
-				 PS_PAGE_LIVE | PS_PAGE_REF_ONE, 0, 0, false,
-				 memory_order_acquire, &seen, &why))
-			return 1;
-		/* Revived, frozen or given a flag by another thread: again. */
-	}
+	return ps__page_revive(page, 0, 0, &seen);
+}
+
+/**
+ * ps_page_get_or_revive_cache() - ps_page_get_or_revive() for a new owner
+ * that needs cache mode @mode: a LIVE page with @mode gains a reference, a
+ * free page becomes LIVE with this one reference and @mode, in one atomic
+ * step (so no other owner can see it with another mode in between).
+ * @page: the page.
+ * @mode: the mode the owner needs.
+ * @old_mode: if not NULL, receives the mode the page had before the call
+ *	(an owner undoing a revival restores it with
+ *	ps_page_set_cache_if_free()).
+ *
+ * Context: any thread, no reference needed; the memory must stay valid.
+ * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
+ * the put that dropped the last reference).
+ * Progress: lock-free.
+ * Return: 0 (was LIVE), 1 (revived); -EBUSY if the page is frozen or LIVE
+ * with another mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
+ * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
+ */
+static inline PS_MUST_CHECK int
+ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
+			    unsigned int *old_mode)
+{
+	uint64_t seen;
+	int rc;
+
+	if ((unsigned int)mode >= PS_CACHE_NR)
+		return -EINVAL;
+	rc = ps__page_revive(page, PS_PAGE_CACHE_MASK,
+			     (uint64_t)mode << PS_PAGE_CACHE_SHIFT, &seen);
+	if (rc >= 0 && old_mode)
+		*old_mode = ps_page_word_cache(seen);
+	return rc;
 }
 
 /* --- freezing ------------------------------------------------------------- */
@@ -1115,6 +1286,44 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 }
 
 /**
+ * ps_page_unfreeze_change_flags() - end a freeze, leaving @refs references,
+ * and change flags in the same atomic step.
+ * @page: a page this thread froze.
+ * @refs: the references the page holds from now on (no pins). 0 leaves a
+ *	free page.
+ * @clear: flags to clear; bits outside PS_PAGE_USER_FLAGS are ignored.
+ * @set: flags to set once @clear is cleared; likewise.
+ *
+ * A conversion flips a frame's encryption flags this way: the first try
+ * that succeeds after the unfreeze sees the new flags, never the old ones
+ * with the new count.
+ * Context: the freezer, once per successful ps_page_freeze().
+ * Ordering: release. It publishes the freezer's changes to the next
+ * acquiring try-get (pairs with the acquire in ps_page_try_get()).
+ * Progress: lock-free.
+ * Return: 0; -EOVERFLOW if @refs > PS_PAGE_REFS_MAX; -EINVAL if the page was
+ * not frozen (also reported to the error hook). On error nothing changes.
+ */
+static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
+						uint64_t refs, uint64_t clear,
+						uint64_t set)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (refs > PS_PAGE_REFS_MAX)
+		return -EOVERFLOW;
+	/* Release: see above. */
+	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
+			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+				 (clear & PS_PAGE_USER_FLAGS),
+			 PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
+			 0, 0, false, memory_order_release, &seen, &why))
+		return 0;
+	return ps__page_unfreeze_refused(page, seen);
+}
+
+/**
  * ps_page_unfreeze() - end a freeze, leaving @refs references.
  * @page: a page this thread froze.
  * @refs: the references the page holds from now on (no pins). 0 leaves a
@@ -1129,18 +1338,7 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
  */
 static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
 {
-	enum ps__page_verdict why;
-	uint64_t seen;
-
-	if (refs > PS_PAGE_REFS_MAX)
-		return -EOVERFLOW;
-	/* Release: see above. */
-	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
-			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
-			 PS_PAGE_WORD_INIT(refs), 0, 0, false,
-			 memory_order_release, &seen, &why))
-		return 0;
-	return ps__page_unfreeze_refused(page, seen);
+	return ps_page_unfreeze_change_flags(page, refs, 0, 0);
 }
 
 /**
@@ -1333,6 +1531,203 @@ static inline uint64_t ps_page_change_flags(struct ps_page *page,
 			   set & PS_PAGE_USER_FLAGS, 0, 0, false,
 			   memory_order_acq_rel, &seen, &why);
 	return ps_page_word_flags(seen);
+}
+
+/**
+ * ps_page_clear_flag_if_unpinned() - clear @flag, but only while the page
+ * has no pins, in one atomic decision.
+ * @page: the page; no reference needed.
+ * @flag: one flag of PS_PAGE_USER_FLAGS, e.g. PS_PAGE_WRITE_PINNED.
+ *
+ * This is how a hint set by pins (WRITE_PINNED) is cleared lazily: a pin
+ * taken at any moment before the clear keeps the flag, because the clear
+ * requires zero pins in the same compare-and-swap.
+ * Context: any thread.
+ * Ordering: acquire and release on success, like the other flag
+ * read-modify-writes; nothing on failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true if this call cleared @flag; false if it was clear, the page
+ * had pins, or @flag is not a user flag (nothing changed).
+ */
+static inline bool ps_page_clear_flag_if_unpinned(struct ps_page *page,
+						  uint64_t flag)
+{
+	const uint64_t f = flag & PS_PAGE_USER_FLAGS;
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (!f)
+		return false;
+	/* Acq_rel: as the single-bit flag operations. */
+	return ps__page_cas(page, PS_PAGE_PINS_MASK | f, f, f, 0, 0, 0, false,
+			    memory_order_acq_rel, &seen, &why);
+}
+
+/**
+ * ps_page_set_flags_unless_frozen() - set the flags in @mask unless the page
+ * is frozen, in one atomic decision.
+ * @page: the page; no reference needed.
+ * @mask: the flags to set; bits outside PS_PAGE_USER_FLAGS are ignored.
+ *
+ * For a flag that a freezer decides while it holds the page (a conversion
+ * sets INACCESSIBLE with PRIVATE): set from outside, it must lose to the
+ * freeze, not land in the middle of it.
+ * Context: any thread.
+ * Ordering: acquire and release on success, like the other flag
+ * read-modify-writes; nothing on failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true if the flags are set (also if they were already); false if
+ * the page was frozen (nothing changed).
+ */
+static inline bool ps_page_set_flags_unless_frozen(struct ps_page *page,
+						   uint64_t mask)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/* Acq_rel: as the single-bit flag operations. */
+	return ps__page_cas(page, PS_PAGE_FROZEN, 0, 0,
+			    mask & PS_PAGE_USER_FLAGS, 0, 0, false,
+			    memory_order_acq_rel, &seen, &why);
+}
+
+/* --- the page's bit lock ------------------------------------------------- */
+
+/**
+ * ps_page_trylock() - take the page's bit lock (LOCKED) if nobody holds it.
+ * @page: the page; no reference needed, but its memory must stay valid.
+ *
+ * LOCKED is a sleeping bit lock for slow paths, as Linux's folio lock. It
+ * excludes only other lockers: counts and the other flags change as usual
+ * while it is held.
+ * Context: any thread. Not recursive: a holder that tries again fails.
+ * Ordering: acquire when it takes the lock: pairs with the release of
+ * ps_page_unlock(), so the new holder sees what the last holder wrote.
+ * Progress: wait-free (one fetch-or).
+ * Return: true if this call took the lock; false if it was held.
+ */
+static inline PS_MUST_CHECK bool ps_page_trylock(struct ps_page *page)
+{
+	/* Acquire: pairs with the release in ps_page_unlock(). */
+	return !(atomic_fetch_or_explicit(&page->word, PS_PAGE_LOCKED,
+					  memory_order_acquire) &
+		 PS_PAGE_LOCKED);
+}
+
+/**
+ * ps_page_lock() - take the page's bit lock, waiting for it if held.
+ * @page: the page; no reference needed, but its memory must stay valid
+ *	(hold a reference if the page could otherwise be freed and reused).
+ *
+ * One fetch-or when the lock is free. Otherwise ps_page_lock_slow() spins
+ * for a while, then yields the processor between attempts (there is no
+ * wait queue: a holder must not sleep for long).
+ * Context: a thread that may block, not holding this page's lock (not
+ * recursive) and not taking two page locks in an order another thread
+ * reverses.
+ * Ordering: acquire: pairs with the release of the last ps_page_unlock().
+ * Progress: blocking.
+ */
+static inline void ps_page_lock(struct ps_page *page)
+{
+	if (PS_UNLIKELY(!ps_page_trylock(page)))
+		ps_page_lock_slow(page);
+}
+
+/**
+ * ps_page_unlock() - release the page's bit lock.
+ * @page: a page this thread locked.
+ *
+ * Context: the holder (ps_page_lock() or a true ps_page_trylock()).
+ * Ordering: release: the holder's accesses come before the next taker's
+ * (pairs with the acquire in ps_page_trylock()).
+ * Progress: wait-free (one fetch-and).
+ */
+static inline void ps_page_unlock(struct ps_page *page)
+{
+	/* Release: pairs with the acquire in ps_page_trylock(). */
+	atomic_fetch_and_explicit(&page->word, ~PS_PAGE_LOCKED,
+				  memory_order_release);
+}
+
+/* --- cache mode and encryption state -------------------------------------- */
+
+/**
+ * ps_page_cache_mode() - the cache mode held in the page's CACHE field.
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: the mode (a free page keeps the mode of its last life).
+ */
+static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
+{
+	return (enum ps_cache_mode)ps_page_word_cache(ps_page_load(page));
+}
+
+/**
+ * ps_page_enc_state() - the encryption state held in the page's PRIVATE
+ * flag.
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: PS_ENC_PRIVATE if PRIVATE is set, else PS_ENC_SHARED.
+ */
+static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
+{
+	return ps_page_test_flags(page, PS_PAGE_PRIVATE) ? PS_ENC_PRIVATE
+							 : PS_ENC_SHARED;
+}
+
+/**
+ * ps_page_set_cache_if_free() - give a free page cache mode @mode.
+ * @page: the page; no reference needed.
+ * @mode: the new mode.
+ * @expect: the mode the page must have now, or -1 for any.
+ *
+ * A LIVE page keeps its mode (one page, one mode while it has owners; to
+ * change it, freeze the page, ps_page_change_flags() its CACHE field and
+ * unfreeze). A free page changes in one compare-and-swap that also requires
+ * it free, so a racing revival either comes first (and the change fails) or
+ * revives the page with @mode. With @expect, an owner that undoes its own
+ * revival (ps_page_get_or_revive_cache()) restores the old mode only if
+ * nobody changed it since.
+ * Context: any thread.
+ * Ordering: acquire and release on success, like the flag read-modify-writes
+ * (a later revival acquires the new mode); nothing on failure.
+ * Progress: lock-free (CAS loop).
+ * Return: 0 if the page is free and now has @mode; -EBUSY if it is LIVE or
+ * frozen; -EHWPOISON if it is POISONED (quarantined pages are not changed);
+ * -ESTALE if its mode is not @expect; -EINVAL for an unknown @mode or
+ * @expect. On error nothing changes.
+ */
+static inline int ps_page_set_cache_if_free(struct ps_page *page,
+					    enum ps_cache_mode mode, int expect)
+{
+	const uint64_t must = PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED |
+			      (expect >= 0 ? PS_PAGE_CACHE_MASK : 0);
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if ((unsigned int)mode >= PS_CACHE_NR || expect >= PS_CACHE_NR ||
+	    expect < -1)
+		return -EINVAL;
+	/* Acq_rel: as the flag operations; a later revival acquires it. */
+	if (ps__page_cas(page, must,
+			 expect >= 0 ? (uint64_t)expect << PS_PAGE_CACHE_SHIFT
+				     : 0,
+			 PS_PAGE_CACHE_MASK,
+			 (uint64_t)mode << PS_PAGE_CACHE_SHIFT, 0, 0, false,
+			 memory_order_acq_rel, &seen, &why))
+		return 0;
+	if (seen & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
+		return -EBUSY;
+	if (seen & PS_PAGE_POISONED)
+		return -EHWPOISON;
+	return -ESTALE;
 }
 
 PS_END_DECLS
