@@ -1274,6 +1274,152 @@ START_TEST(regress_unpin_many_beyond_pin_limit)
 }
 END_TEST
 
+/* --- misuse never disturbs correct callers (issue 15, item 5) ------------------ */
+
+/*
+ * regress_misuse_on_frozen_leaves_nothing: a get or pin on a frozen page
+ * (misuse: the freezer owns every reference) left its unit in the word until
+ * unfreeze, so the freezer read the page as pinned (ps_page_is_pinned())
+ * although nobody could hold a pin; a put or unpin left its borrow there.
+ * Each misuse must leave the word exactly as it was, at once.
+ */
+START_TEST(regress_misuse_on_frozen_leaves_nothing)
+{
+	struct ps_page p = PS_PAGE_INIT(2);
+	uint64_t frozen;
+
+	ck_assert(ps_page_freeze(&p, 2));
+	frozen = raw(&p);
+	ck_assert_int_eq(ps_page_pin(&p), -EINVAL);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_FROZEN);
+	ck_assert(!ps_page_is_pinned(&p));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert_int_eq(ps_page_get(&p), -EINVAL);
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert(!ps_page_unpin(&p));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert(!ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert(!ps_page_unpin_many(&p, 3));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert_uint_eq(hooks(), 5);
+	ck_assert_int_eq(ps_page_unfreeze(&p, 2), 0);
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, 0));
+}
+END_TEST
+
+/*
+ * The error hook as a failpoint: it parks the misusing thread inside its
+ * report until a partner thread has done its (correct) operation on the same
+ * page, so the partner runs exactly in the misuser's window, between the
+ * misuse reaching the word and the misuse returning.
+ */
+struct window {
+	struct ps_page *page;
+	_Atomic(int) phase; /* 0 idle, 1 misuser parked, 2 partner done */
+	_Atomic(int) partner_rc;
+	_Atomic(unsigned) partner_reports;
+	_Atomic(int) partner_op; /* 0 revive, 1 put */
+};
+
+static struct window *the_window;
+static _Thread_local bool in_partner;
+
+static void window_hook(const struct ps_page *page, enum ps_page_error error,
+			uint64_t word)
+{
+	struct window *w = the_window;
+
+	counting_hook(page, error, word);
+	if (in_partner) {
+		atomic_fetch_add(&w->partner_reports, 1);
+		return;
+	}
+	atomic_store(&w->phase, 1);
+	while (atomic_load(&w->phase) != 2)
+		sched_yield();
+}
+
+static void *window_partner(void *arg)
+{
+	struct window *w = arg;
+	int rc;
+
+	in_partner = true;
+	while (atomic_load(&w->phase) != 1)
+		sched_yield();
+	if (atomic_load(&w->partner_op) == 0)
+		rc = ps_page_get_or_revive(w->page);
+	else
+		rc = ps_page_put(w->page);
+	atomic_store(&w->partner_rc, rc);
+	atomic_store(&w->phase, 2);
+	return NULL;
+}
+
+static void window_start(struct window *w, struct ps_page *p, int op,
+			 pthread_t *t)
+{
+	memset(w, 0, sizeof(*w));
+	w->page = p;
+	atomic_store(&w->partner_op, op);
+	the_window = w;
+	ps_page_set_error_hook(window_hook);
+	ck_assert_int_eq(pthread_create(t, NULL, window_partner, w), 0);
+}
+
+/*
+ * A get on a free page (use after free) while the page's owner maps it again
+ * (get_or_revive) in the misuser's window: the revived page keeps exactly the
+ * reviver's one reference. Taking the misuser's unit back after the revival
+ * would leave a LIVE page with no reference, whose owner's put would then be
+ * refused and blamed.
+ */
+START_TEST(misuse_window_get_vs_revive)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+	struct window w;
+	pthread_t t;
+
+	for (int pin = 0; pin < 2; pin++) {
+		ck_assert_int_eq(ps_page_init(&p, 0), 0);
+		window_start(&w, &p, 0, &t);
+		ck_assert_int_eq(pin ? ps_page_pin(&p) : ps_page_get(&p),
+				 -EINVAL);
+		pthread_join(t, NULL);
+		ck_assert_int_eq(last_error(), PS_PAGE_ERR_GET_ZERO);
+		ck_assert_int_eq(atomic_load(&w.partner_rc), 1); /* revived */
+		ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+		ck_assert(!ps_page_is_pinned(&p));
+		ck_assert(ps_page_put(&p)); /* the owner frees: not blamed */
+		ck_assert_uint_eq(atomic_load(&w.partner_reports), 0);
+	}
+	ck_assert_uint_eq(hooks(), 2);
+}
+END_TEST
+
+/*
+ * A put of more than is held, reported while the only holder drops its
+ * reference: the holder's put is the last one and frees the page, unblamed;
+ * the misuse changed nothing.
+ */
+START_TEST(misuse_window_overput_vs_put)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	struct window w;
+	pthread_t t;
+
+	window_start(&w, &p, 1, &t);
+	ck_assert(!ps_page_put_many(&p, 2));
+	pthread_join(t, NULL);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_REF_UNDERFLOW);
+	ck_assert_int_eq(atomic_load(&w.partner_rc), 1); /* freed it */
+	ck_assert_uint_eq(atomic_load(&w.partner_reports), 0);
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 1);
+}
+END_TEST
+
 /* --- stress --------------------------------------------------------------------- */
 
 /*
@@ -1800,6 +1946,153 @@ START_TEST(stress_cache_mode_owners)
 }
 END_TEST
 
+/*
+ * Misuse against correct callers. A correct thread pins and unpins, gets and
+ * puts a page it holds a reference to (page A, one base reference held by
+ * the test), and maps and frees a second page (B: get_or_revive, then put).
+ * A misusing thread meanwhile makes only misuse that is always detectable:
+ * unpins and puts of more than the page could hold, gets and pins of B when
+ * it is free, puts on B. Checked: the correct thread is never refused and
+ * never reported (the hook knows which thread calls it); the misuser is
+ * reported; B's revivals and frees balance; at the end A holds its base
+ * reference alone and B is free, both words exact. The windows a misuse
+ * could open are a few instructions wide, so the test runs until the two
+ * threads really overlapped (the correct thread made progress during a
+ * misuse) often enough, however busy the machine, within a bound.
+ */
+struct misuse_shared {
+	struct ps_page a, b;
+	uint64_t iters;
+	_Atomic(int) started, done;
+	_Atomic(uint64_t) misuses, overlaps, progress;
+	_Atomic(unsigned) violations;
+	_Atomic(uint64_t) revived, freed;
+};
+
+static _Atomic(unsigned) misuse_correct_reports, misuse_misuser_reports;
+static _Thread_local bool misuse_is_misuser;
+
+static void misuse_hook(const struct ps_page *page, enum ps_page_error error,
+			uint64_t word)
+{
+	(void)page;
+	(void)error;
+	(void)word;
+	if (misuse_is_misuser)
+		atomic_fetch_add(&misuse_misuser_reports, 1);
+	else
+		atomic_fetch_add(&misuse_correct_reports, 1);
+}
+
+static void *misuse_correct(void *arg)
+{
+	struct misuse_shared *sh = arg;
+	struct ps_page *a = &sh->a, *b = &sh->b;
+
+	atomic_fetch_add(&sh->started, 1);
+	while (atomic_load(&sh->started) != 2)
+		sched_yield();
+	/* Until both did their share and overlapped enough (bounded). */
+	for (uint64_t i = 0;
+	     i < sh->iters || atomic_load(&sh->misuses) < sh->iters ||
+	     (atomic_load(&sh->overlaps) < sh->iters / 8 && i < 64 * sh->iters);
+	     i++) {
+		int rc;
+
+		atomic_fetch_add_explicit(&sh->progress, 1, memory_order_relaxed);
+
+		if (ps_page_pin(a) != 0 || ps_page_get(a) != 0)
+			atomic_fetch_add(&sh->violations, 1);
+		if (ps_page_pins(a) < 1 || ps_page_refs(a) < 3)
+			atomic_fetch_add(&sh->violations, 1);
+		if (ps_page_unpin(a) || ps_page_put(a))
+			atomic_fetch_add(&sh->violations, 1);
+		rc = ps_page_get_or_revive(b);
+		if (rc < 0) {
+			atomic_fetch_add(&sh->violations, 1);
+			continue;
+		}
+		if (rc == 1)
+			atomic_fetch_add(&sh->revived, 1);
+		if (ps_page_refs(b) < 1)
+			atomic_fetch_add(&sh->violations, 1);
+		if (ps_page_put(b))
+			atomic_fetch_add(&sh->freed, 1);
+	}
+	atomic_store(&sh->done, 1);
+	return NULL;
+}
+
+static void *misuse_misuser(void *arg)
+{
+	struct misuse_shared *sh = arg;
+	struct ps_page *a = &sh->a, *b = &sh->b;
+	uint64_t i = 0;
+
+	misuse_is_misuser = true;
+	atomic_fetch_add(&sh->started, 1);
+	while (atomic_load(&sh->started) != 2)
+		sched_yield();
+	while (!atomic_load(&sh->done)) {
+		uint64_t before = atomic_load_explicit(&sh->progress,
+						       memory_order_relaxed);
+
+		atomic_fetch_add(&sh->misuses, 1);
+		switch (i++ % 6) {
+		case 0: /* more pins than A can have (at most 1) */
+			(void)ps_page_unpin_many(a, 2);
+			break;
+		case 1: /* more references than A can have (at most 3) */
+			(void)ps_page_put_many(a, 4);
+			break;
+		case 2: /* more references than B can have (at most 2) */
+			(void)ps_page_put_many(b, 3);
+			break;
+		case 3: /* a pin B cannot have */
+			(void)ps_page_unpin_many(b, 2);
+			break;
+		default: /* a get or pin of B; on a LIVE B it holds, then puts */
+			if ((i & 1 ? ps_page_get(b) : ps_page_pin(b)) == 0) {
+				bool freed = i & 1 ? ps_page_put(b)
+						   : ps_page_unpin(b);
+
+				if (freed)
+					atomic_fetch_add(&sh->freed, 1);
+			}
+			break;
+		}
+		if (atomic_load_explicit(&sh->progress, memory_order_relaxed) !=
+		    before)
+			atomic_fetch_add(&sh->overlaps, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_misuse_spares_correct_callers)
+{
+	struct misuse_shared sh;
+	pthread_t t[2];
+
+	memset(&sh, 0, sizeof(sh));
+	atomic_store(&misuse_correct_reports, 0);
+	atomic_store(&misuse_misuser_reports, 0);
+	ps_page_set_error_hook(misuse_hook);
+	ck_assert_int_eq(ps_page_init(&sh.a, 1), 0);
+	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	ck_assert_int_eq(pthread_create(&t[0], NULL, misuse_correct, &sh), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, misuse_misuser, &sh), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&misuse_correct_reports), 0);
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_gt(atomic_load(&misuse_misuser_reports), 0);
+	ck_assert_uint_eq(atomic_load(&sh.revived), atomic_load(&sh.freed));
+	ck_assert_uint_eq(raw(&sh.a), mkword(1, 0, 0));
+	ck_assert_uint_eq(raw(&sh.b) & (PS_PAGE_LIVE | PS_PAGE_PINS_MASK), 0);
+	ck_assert_uint_eq(ps_page_refs(&sh.b), 0);
+}
+END_TEST
+
 static Suite *page_suite(void)
 {
 	Suite *s = suite_create("page");
@@ -1919,6 +2212,12 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, regress_change_flags_during_overflow);
 	tcase_add_test(tc, regress_unpin_many_beyond_pin_limit);
 
+	tc = ps_test_tcase(s, "misuse spares correct callers", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, regress_misuse_on_frozen_leaves_nothing);
+	tcase_add_test(tc, misuse_window_get_vs_revive);
+	tcase_add_test(tc, misuse_window_overput_vs_put);
+
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, stress_counts_against_freeze);
@@ -1926,6 +2225,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_exactly_one_free);
 	tcase_add_test(tc, stress_lock_excludes);
 	tcase_add_test(tc, stress_cache_mode_owners);
+	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	return s;
 }
 

@@ -33,20 +33,22 @@
  *   pins  References taken for DMA (ps_page_pin()). A pin is also a
  *         reference, so one pin adds one to both fields in a single
  *         fetch-and-add. Also meaningful only while LIVE: a frozen or free
- *         page has no pins (a misused pin on a frozen page, reported to the
- *         error hook, leaves a unit there until unfreeze).
+ *         page has no pins (a misused pin on one, reported to the error
+ *         hook, is taken back before the call returns).
  *
  * An all-zero word is a free page: not LIVE, no references, no pins, cache
  * mode write-back. Arrays of pages can therefore come from calloc() or a
  * lazily zero-filled mmap() without being initialised page by page.
  *
- * Why this order. Counts change by fetch-and-add, and arithmetic only carries
- * and borrows upwards:
+ * Why this order. Increments are fetch-and-adds, and arithmetic only carries
+ * upwards:
  *   - flags sit below both counters, so no count update ever touches them;
- *   - refs sit at the top, so a put at zero (the common misuse: a double put)
- *     wraps out of the word and disturbs nothing else before it is undone;
+ *   - refs sit at the top, so the units failed try-gets leave on a free or
+ *     frozen page, however many, carry out of the word and disturb nothing;
  *   - each counter's limit is half its field (PS_PAGE_*_MAX), and the other
  *     half is headroom for transient overflow attempts (next paragraph).
+ * Releases are compare-and-swaps that check first (next section), so no
+ * count ever borrows.
  *
  * ---------------------------------------------------------------------------
  * Limits, overflow and underflow
@@ -67,13 +69,27 @@
  * ps_page_try_pin() and the masked try-operations use a compare-and-swap
  * instead, which never writes a refused value, so their n may be large.
  *
- * A put or unpin of more than is held (an underflow) is undone at once, the
- * word ends unchanged, and the error goes to the error hook
- * (ps_page_set_error_hook()). So does a get or pin on a page that is not LIVE
- * or holds no reference (a use-after-free in the caller), and any count
+ * A put or unpin of more than is held (an underflow), or of a reference that
+ * belongs to a pin, is refused before it writes anything, and the error goes
+ * to the error hook (ps_page_set_error_hook()). So does a get or pin on a
+ * page that is not LIVE (a use-after-free in the caller), and any count
  * operation on a frozen page. The default hook prints the error and aborts in
  * debug builds of the library (built without NDEBUG). In release builds it
  * only prints, and the refused put leaks the page rather than wrap its count.
+ *
+ * Misuse and concurrency. Misuse the word can detect (the kinds above, which
+ * the hook reports) disturbs nothing else, even while other threads use the
+ * page: it never makes a correct concurrent call fail or be reported, never
+ * leaves a LIVE page without a reference, and never loses or adds one.
+ * Releases get this by checking in their compare-and-swap before they write
+ * (a fetch-and-sub would show its borrow to every thread in between). A get
+ * or pin keeps its fetch-and-add: a correct one always finds the page LIVE
+ * with a reference, and the unit a misused one leaves on a free or frozen
+ * page is taken back only if the page is still not LIVE, so a revival or
+ * unfreeze meanwhile keeps its exact count. Misuse the word cannot detect is
+ * not covered: the word holds counts, not owners, so a put by a thread that
+ * holds nothing, on a page others hold, looks like a holder's put (as in
+ * Linux) and takes one of their references.
  *
  * ---------------------------------------------------------------------------
  * Speculative gets, freeing and freezing (where this differs from Linux)
@@ -90,12 +106,11 @@
  *     ps_page_refs() reads 0, and the refs field is at the top of the word,
  *     so such units wrap out of the word without ever touching pins or
  *     flags. Nothing needs cleaning up.
- *   - The put that brings refs to zero then claims the page with one
- *     compare-and-swap that clears LIVE, and only then returns true ("the
- *     caller frees"). A try_get that lands between that put and its claim
- *     revives the page, and the claim fails. That put returns false, and
- *     whoever drops the revived reference claims it later. Exactly one put
- *     per lifetime of the page returns true.
+ *   - The put that brings refs to zero clears LIVE in the same
+ *     compare-and-swap, and returns true ("the caller frees"). So a LIVE
+ *     page always holds a reference, a try_get either comes before that put
+ *     (and that put is not the last) or finds the page free, and exactly one
+ *     put per lifetime of the page returns true.
  *   - ps_page_freeze() takes a LIVE page with an exact count and no pins,
  *     clears LIVE and sets FROZEN (Linux's page_ref_freeze(): the count then
  *     reads 0). Every try-get and try-pin fails until ps_page_unfreeze()
@@ -116,9 +131,9 @@
  *                                  reference, so the page is stable and
  *                                  nothing is published.
  *   put, unpin                     release. The put or unpin that frees the
- *                                  page also acquires (its claim), so the
- *                                  caller frees after every other holder's
- *                                  accesses.
+ *                                  page also acquires (a load right after
+ *                                  its CAS), so the caller frees after every
+ *                                  other holder's accesses.
  *   try_get, try_pin               acquire on success (pairs with the release
  *                                  of the put/unfreeze that preceded it);
  *                                  nothing on failure.
@@ -141,12 +156,13 @@
  * Progress
  * ---------------------------------------------------------------------------
  *
- *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free),
- *              put, unpin and put_many/unpin_many (the put that frees adds one
- *              claim CAS loop, lock-free), the flag
+ *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free;
+ *              a misused get or pin adds one CAS loop, lock-free), the flag
  *              set/clear/test-and-set/test-and-clear and their fetch_*
  *              forms, trylock, unlock, the accessors
- *   lock-free  try_pin, try_get_many/try_pin_many, the masked try-operations,
+ *   lock-free  put, unpin, put_many, unpin_many (a CAS loop that checks before
+ *              it writes: see "Misuse and concurrency" above),
+ *              try_pin, try_get_many/try_pin_many, the masked try-operations,
  *              try_pin_and_set_flags, get_many, pin_many, get_or_revive and
  *              get_or_revive_cache, freeze, unfreeze and
  *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
@@ -400,9 +416,11 @@ const char *ps_cache_mode_name(enum ps_cache_mode mode);
  * @PS_PAGE_ERR_BAD_COUNT: a *_many() release with n == 0 or n beyond the
  *	limit of a field it releases from.
  *
- * In every case the word is left as it was before the call, except on a
- * frozen page: a get, pin, put or unpin made by fetch-and-add or -sub leaves
- * its delta in the (then meaningless) counts until unfreeze.
+ * In every case the word is left as it was before the call. A put or unpin
+ * writes nothing; the unit a get or pin added to a free or frozen page is
+ * taken back after the report, unless a revival or unfreeze rewrote the
+ * counts meanwhile (then the unit went with them). Concurrent correct calls
+ * on the page are not disturbed (see "Misuse and concurrency" above).
  */
 enum ps_page_error {
 	PS_PAGE_ERR_REF_UNDERFLOW = 1,
@@ -493,81 +511,114 @@ PS_COLD void ps_page_lock_slow(struct ps_page *page);
  */
 enum ps__page_verdict {
 	PS__PAGE_MISMATCH = 1, /* (old & must_mask) != must_value */
-	PS__PAGE_NOREF,	       /* need_ref and the page has no reference */
+	PS__PAGE_NOREF,	       /* PS__PAGE_ADD_HELD: the page has no reference */
 	PS__PAGE_LIMIT,	       /* the new count would exceed its limit */
+	PS__PAGE_SHORT,	       /* PS__PAGE_SUB of more than the counts hold */
+};
+
+/* What ps__page_cas() does with its counts (internal). */
+enum ps__page_count {
+	PS__PAGE_ADD,	   /* add them, within the limits */
+	PS__PAGE_ADD_HELD, /* add them; the page must hold a reference */
+	PS__PAGE_SUB,	   /* remove them; the page must hold them */
 };
 
 /*
  * ps__page_cas() - the one compare-and-swap transition of the word.
  *
- * new = ((old & ~clear) | set) + add_refs references + add_pins pins,
- * written only if (old & must_mask) == must_value, refs(old) != 0 when
- * need_ref, and, when it adds, both new counts stay within their limits (a
- * transition that adds nothing is never refused for a count another thread
- * pushed transiently over its limit). @clear and @set never touch a count the
- * same call adds to or checks (unfreeze, which rewrites refs, adds nothing).
- * Every conditional transition (try-pin, the masked and *_many tries, the
- * *_many increments, the freeing claim, freeze, unfreeze, multi-bit flag
- * changes) is a thin wrapper around this loop. The failed CAS refreshes
- * @old, so the loop never reloads. It retries only when another thread
- * changed the word (lock-free).
+ * new = ((old & ~clear) | set) +/- refs references and pins pins, written
+ * only if (old & must_mask) == must_value and the counts allow it:
+ *   PS__PAGE_ADD       both new counts stay within their limits (a
+ *                      transition that adds nothing is never refused for a
+ *                      count another thread pushed transiently over its
+ *                      limit);
+ *   PS__PAGE_ADD_HELD  the same, and refs(old) != 0;
+ *   PS__PAGE_SUB       refs(old) >= refs, pins(old) >= pins, and the plain
+ *                      references (refs - pins) cover refs - pins: a put
+ *                      never takes a reference that belongs to a pin. The
+ *                      transition that leaves no reference also clears LIVE,
+ *                      in the same CAS: that is how a put frees a page.
+ * @clear and @set never touch a count the same call adds to or checks
+ * (unfreeze, which rewrites refs, adds nothing). Every conditional transition
+ * (put and unpin, the tries, the *_many increments, revive, freeze, unfreeze,
+ * the conditional flag changes) is a thin wrapper around this loop. The
+ * failed CAS refreshes @old, so the loop never reloads. It retries only when
+ * another thread changed the word (lock-free).
  *
- * Because refs sit at the top of the word, "1 <= refs <= MAX - add_refs" is
- * two compares of the whole word, with no shift or mask.
+ * Because refs sit at the top of the word, "lo <= refs <= MAX - refs" is two
+ * compares of the whole word, with no shift or mask.
  *
  * @success is the order of the successful CAS (the wrapper names its
  * partner). The initial load and a failed CAS are relaxed: the CAS re-validates
  * every condition against the value it replaces. @seen receives the last value
  * observed. Returns true on success; on refusal, false with the reason in
  * @why (a separate out-parameter keeps the success branch on the CAS's own
- * flag).
+ * flag). Callers pass constants for @how, so each wrapper compiles to the
+ * checks it needs and no others.
  */
 static inline bool
 ps__page_cas(struct ps_page *page, uint64_t must_mask, uint64_t must_value,
-	     uint64_t clear, uint64_t set, uint64_t add_refs, uint64_t add_pins,
-	     bool need_ref, memory_order success, uint64_t *seen,
+	     uint64_t clear, uint64_t set, uint64_t refs, uint64_t pins,
+	     enum ps__page_count how, memory_order success, uint64_t *seen,
 	     enum ps__page_verdict *why)
 {
+	const bool sub = how == PS__PAGE_SUB;
+	const uint64_t held = how == PS__PAGE_ADD_HELD;
 	/* Relaxed: only a guess for the CAS, which re-checks everything. */
 	uint64_t old = atomic_load_explicit(&page->word, memory_order_relaxed);
-	/* Lowest and highest words whose refs are acceptable. */
-	const uint64_t lo = need_ref ? PS_PAGE_REF_ONE : 0;
-	const uint64_t hi =
-		((PS_PAGE_REFS_MAX - add_refs + 1) << PS_PAGE_REFS_SHIFT) - 1;
+	uint64_t lo, hi, next;
 
-	if (add_refs > PS_PAGE_REFS_MAX - need_ref) {
+	if (refs > PS_PAGE_REFS_MAX - held || pins > PS_PAGE_PINS_MAX) {
 		/* No count could take it (an empty range for lo..hi). */
-		*why = PS__PAGE_LIMIT;
+		*why = sub ? PS__PAGE_SHORT : PS__PAGE_LIMIT;
 		*seen = old;
 		return false;
 	}
+	/* Lowest and highest words whose refs are acceptable. */
+	lo = sub ? refs << PS_PAGE_REFS_SHIFT : held << PS_PAGE_REFS_SHIFT;
+	hi = ((PS_PAGE_REFS_MAX - refs + 1) << PS_PAGE_REFS_SHIFT) - 1;
 	for (;;) {
 		if ((old & must_mask) != must_value) {
 			*why = PS__PAGE_MISMATCH;
 			break;
 		}
-		if (need_ref && old < lo) {
-			*why = PS__PAGE_NOREF;
+		if (old < lo) {
+			*why = sub ? PS__PAGE_SHORT : PS__PAGE_NOREF;
 			break;
 		}
-		if (add_refs && old > hi) {
-			*why = PS__PAGE_LIMIT;
-			break;
-		}
-		if (add_pins &&
-		    (add_pins > PS_PAGE_PINS_MAX ||
-		     (old & PS_PAGE_PINS_MASK) >
-			     ((PS_PAGE_PINS_MAX - add_pins) << PS_PAGE_PINS_SHIFT))) {
-			*why = PS__PAGE_LIMIT;
-			break;
+		if (sub) {
+			const uint64_t p = (old & PS_PAGE_PINS_MASK) >>
+					   PS_PAGE_PINS_SHIFT;
+
+			/* pins(old) >= pins, refs(old) - refs >= p - pins */
+			if (p < pins ||
+			    (old >> PS_PAGE_REFS_SHIFT) + pins < p + refs) {
+				*why = PS__PAGE_SHORT;
+				break;
+			}
+			next = ((old & ~clear) | set) - refs * PS_PAGE_REF_ONE -
+			       pins * PS_PAGE_PIN_ONE;
+			if (next < PS_PAGE_REF_ONE)
+				next &= ~PS_PAGE_LIVE; /* the last reference */
+		} else {
+			if (refs && old > hi) {
+				*why = PS__PAGE_LIMIT;
+				break;
+			}
+			if (pins && (old & PS_PAGE_PINS_MASK) >
+					    ((PS_PAGE_PINS_MAX - pins)
+					     << PS_PAGE_PINS_SHIFT)) {
+				*why = PS__PAGE_LIMIT;
+				break;
+			}
+			next = ((old & ~clear) | set) + refs * PS_PAGE_REF_ONE +
+			       pins * PS_PAGE_PIN_ONE;
 		}
 		/* No PS_LIKELY here: it makes GCC materialise the flag. */
 		/* Ordering: see @success above; failure is relaxed. */
 		if (atomic_compare_exchange_weak_explicit(
-			    &page->word, &old,
-			    ((old & ~clear) | set) + add_refs * PS_PAGE_REF_ONE +
-				    add_pins * PS_PAGE_PIN_ONE,
-			    success, memory_order_relaxed)) {
+			    &page->word, &old, next, success,
+			    memory_order_relaxed)) {
 			*seen = old;
 			return true;
 		}
@@ -601,53 +652,59 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 }
 
 /*
- * ps__page_claim() - after a put brought refs to zero: clear LIVE if the
- * page is still LIVE with no reference and no pin. Fails if a speculative
- * getter revived the page, or a freezer or another claimer took it.
+ * ps__page_claim() - clear LIVE of a page that is LIVE with no reference
+ * and no pin. Puts never leave such a page (the put that drops the last
+ * reference clears LIVE in its own CAS), so this only meets a word built by
+ * hand, as the page tests build one; it fails on any other page.
  */
 static inline bool ps__page_claim(struct ps_page *page)
 {
 	enum ps__page_verdict why;
 	uint64_t seen;
 
-	/*
-	 * Acquire: pairs with the release of every earlier put, so the caller
-	 * frees the page after all other holders are done.
-	 */
+	/* Acquire: pairs with the release of every earlier put. */
 	return ps__page_cas(page,
 			    PS_PAGE_LIVE | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
-			    PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 0, false,
+			    PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 0, PS__PAGE_ADD,
 			    memory_order_acquire, &seen, &why);
 }
 
 /*
- * ps__page_sub() - the fetch-and-sub release of @n references, @npins of
- * them pins (0 or n). Returns true when it freed the page (dropped the last
- * reference and claimed it).
+ * ps__page_sub() - release @n references, @npins of them pins (0 or n), by
+ * one compare-and-swap that checks first: a release of more than the word
+ * holds writes nothing (see "Misuse and concurrency" above). Returns true
+ * when it dropped the last reference, and so cleared LIVE: the caller frees.
  */
 static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 				uint64_t npins)
 {
-	uint64_t delta, old, refs, pins;
+	enum ps__page_verdict why;
+	uint64_t seen;
 
 	if (PS_UNLIKELY(n == 0 || n > PS_PAGE_REFS_MAX ||
 			npins > PS_PAGE_PINS_MAX))
 		return ps__page_put_refused(page, 0, 0, n, npins);
-	delta = n * PS_PAGE_REF_ONE + npins * PS_PAGE_PIN_ONE;
 	/*
 	 * Release: the caller's accesses to the page happen before its
-	 * reference is gone. Pairs with the acquire of the claim in whichever
-	 * put frees the page, and with the acquire of a later freeze.
+	 * reference is gone. Pairs with the acquire below in whichever put
+	 * frees the page, and with the acquire of a later freeze.
 	 */
-	old = atomic_fetch_sub_explicit(&page->word, delta, memory_order_release);
-	refs = old >> PS_PAGE_REFS_SHIFT;
-	pins = (old & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
-	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs > n && pins >= npins &&
-		      refs - n >= pins - npins))
-		return false;
-	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs == n && pins == npins))
-		return ps__page_claim(page);
-	return ps__page_put_refused(page, old, delta, n, npins);
+	if (PS_UNLIKELY(!ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n,
+				      npins, PS__PAGE_SUB,
+				      memory_order_release, &seen, &why)))
+		return ps__page_put_refused(page, seen, 0, n, npins);
+	if (PS_LIKELY(seen >= (n + 1) << PS_PAGE_REFS_SHIFT))
+		return false; /* references remain */
+	/*
+	 * Acquire: this put freed the page. Its CAS and every later change of
+	 * the word are read-modify-writes, so they all continue the release
+	 * sequence of each earlier put: the load reads one of them and pairs
+	 * with all those releases, and the caller frees after every other
+	 * holder's accesses. (A load rather than an acquire fence: TSan
+	 * models loads, not fences.)
+	 */
+	(void)atomic_load_explicit(&page->word, memory_order_acquire);
+	return true;
 }
 
 /*
@@ -665,7 +722,7 @@ static inline int ps__page_add_many(struct ps_page *page, uint64_t n,
 		return -EINVAL;
 	/* Relaxed on success, like ps__page_add(): nothing is published. */
 	if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n, npins,
-			 true, memory_order_relaxed, &seen, &why))
+			 PS__PAGE_ADD_HELD, memory_order_relaxed, &seen, &why))
 		return 0;
 	return ps__page_get_refused(page, seen, 0);
 }
@@ -674,7 +731,6 @@ static inline int ps__page_add_many(struct ps_page *page, uint64_t n,
  * ps__page_try() - speculative compare-and-swap increment: fails on a page
  * that is not LIVE, on any flag in @reject, or at a limit; on success it
  * also sets the flags in @set (PS_PAGE_USER_FLAGS only) in the same CAS.
- * Like try_get, it may revive a page whose last put has not claimed it yet.
  */
 static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 				uint64_t npins, uint64_t reject, uint64_t set)
@@ -691,7 +747,7 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 	return ps__page_cas(page,
 			    PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
 			    PS_PAGE_LIVE, 0, set & PS_PAGE_USER_FLAGS, n, npins,
-			    false, memory_order_acquire, &seen, &why);
+			    PS__PAGE_ADD, memory_order_acquire, &seen, &why);
 }
 
 /*
@@ -709,12 +765,11 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 
 	for (;;) {
 		/*
-		 * Acquire: the page may be LIVE with no reference left (its
-		 * last put has not claimed it yet), and this revives it; pairs
-		 * with the release of that put, as in ps_page_try_get().
+		 * Acquire: pairs with the release of the put or unfreeze that
+		 * came before, as in ps_page_try_get().
 		 */
 		if (ps__page_cas(page, PS_PAGE_LIVE | cache_mask,
-				 PS_PAGE_LIVE | cache, 0, 0, 1, 0, false,
+				 PS_PAGE_LIVE | cache, 0, 0, 1, 0, PS__PAGE_ADD,
 				 memory_order_acquire, seen, &why))
 			return 0;
 		if (why == PS__PAGE_LIMIT)
@@ -731,7 +786,8 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
 					 cache_mask,
 				 PS_PAGE_LIVE | PS_PAGE_REF_ONE | cache, 0, 0,
-				 false, memory_order_acquire, seen, &why))
+				 PS__PAGE_ADD, memory_order_acquire, seen,
+				 &why))
 			return 1;
 		/* Revived, frozen or given a flag by another thread: again. */
 	}
@@ -814,8 +870,7 @@ static inline uint64_t ps_page_pins(const struct ps_page *page)
  * Context: any thread; the answer is a snapshot.
  * Ordering: acquire load (see ps_page_load()).
  * Progress: wait-free.
- * Return: true if LIVE was set at the load (also between the put that drops
- * the last reference and its claim).
+ * Return: true if LIVE was set at the load.
  */
 static inline bool ps_page_is_live(const struct ps_page *page)
 {
@@ -828,17 +883,16 @@ static inline bool ps_page_is_live(const struct ps_page *page)
  *
  * Exact: true if and only if at least one pin is held at the instant of the
  * load. There are no false positives from ordinary references (unlike Linux's
- * bias scheme). A holder of a pin always reads true. (One load and one mask
- * test: it does not check LIVE, so after a misused pin or unpin on a frozen
- * page, reported to the error hook, it reads true until unfreeze.)
+ * bias scheme). A holder of a pin always reads true. A free or frozen page
+ * reads false, also while a misused pin's unit is briefly in its counts.
  * Context: any thread; the answer is a snapshot.
  * Ordering: acquire (see ps_page_load()).
  * Progress: wait-free.
- * Return: true if the pins field was non-zero at the load.
+ * Return: true if the page was LIVE with a non-zero pins field at the load.
  */
 static inline bool ps_page_is_pinned(const struct ps_page *page)
 {
-	return (ps_page_load(page) & PS_PAGE_PINS_MASK) != 0;
+	return ps_page_word_pins(ps_page_load(page)) != 0;
 }
 
 /**
@@ -850,7 +904,7 @@ static inline bool ps_page_is_pinned(const struct ps_page *page)
  * Context: any thread; the answer is a snapshot.
  * Ordering: acquire load (see ps_page_load()).
  * Progress: wait-free.
- * Return: true if the pins field was non-zero at the load.
+ * Return: true if the page was LIVE with a non-zero pins field at the load.
  */
 static inline bool ps_page_maybe_dma_pinned(const struct ps_page *page)
 {
@@ -866,10 +920,11 @@ static inline bool ps_page_maybe_dma_pinned(const struct ps_page *page)
  * Context: any thread holding a reference.
  * Ordering: relaxed: the held reference keeps the page stable, and a new
  * reference publishes nothing.
- * Progress: wait-free (one fetch-and-add; a refusal adds one fetch-and-sub).
+ * Progress: wait-free (one fetch-and-add; a refusal at the limit adds one
+ * fetch-and-sub); misuse adds one CAS loop (lock-free).
  * Return: 0; -EOVERFLOW at PS_PAGE_REFS_MAX (word unchanged); -EINVAL if the
- * page is free, holds no reference or is frozen (reported to the error hook,
- * word unchanged, except that a frozen page keeps the unit until unfreeze).
+ * page is free or frozen (reported to the error hook; the word ends
+ * unchanged, and concurrent correct callers are not disturbed).
  */
 static inline PS_MUST_CHECK int ps_page_get(struct ps_page *page)
 {
@@ -887,8 +942,7 @@ static inline PS_MUST_CHECK int ps_page_get(struct ps_page *page)
  * Progress: lock-free (CAS loop); @n == 1 is one fetch-and-add (wait-free).
  * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
  * is frozen (the last three also reach the error hook); -EOVERFLOW if the
- * count would pass PS_PAGE_REFS_MAX. On error the word is unchanged, except
- * that @n == 1 on a frozen page leaves its unit there until unfreeze.
+ * count would pass PS_PAGE_REFS_MAX. On error the word ends unchanged.
  */
 static inline PS_MUST_CHECK int ps_page_get_many(struct ps_page *page,
 						 uint64_t n)
@@ -922,7 +976,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 	uint64_t old = atomic_fetch_add_explicit(&page->word, PS_PAGE_REF_ONE,
 						 memory_order_acquire);
 
-	/* LIVE and refs <= MAX - 1 (refs == 0 revives a page being freed). */
+	/* LIVE (so refs >= 1) and refs <= MAX - 1. */
 	if (PS_LIKELY((old & PS_PAGE_LIVE) &&
 		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT)))
 		return true;
@@ -980,15 +1034,16 @@ ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * ps_page_put() - drop one reference.
  * @page: a page the caller holds a reference to (not one owned by a pin).
  *
+ * One compare-and-swap that checks the counts before it writes, so a misused
+ * put disturbs no other caller (see "Misuse and concurrency" above).
  * Context: a holder of the reference.
- * Ordering: release; acquire too when returning true (the claim pairs with
- * the release of every earlier put, so the caller frees after all holders).
- * Progress: wait-free; the put that frees adds one claim (lock-free).
+ * Ordering: release; acquire too when returning true (pairs with the
+ * release of every earlier put, so the caller frees after all holders).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page: it dropped the last reference and
- * claimed the page (LIVE cleared), so the caller frees it. False otherwise,
+ * cleared LIVE in the same step, so the caller frees it. False otherwise,
  * and also on misuse (underflow, a reference owned by a pin, a frozen or
- * free page), which goes to the error hook and leaves the word unchanged
- * (on a frozen page the subtraction stays, meaningless, until unfreeze).
+ * free page), which goes to the error hook with nothing written.
  */
 static inline bool ps_page_put(struct ps_page *page)
 {
@@ -1001,13 +1056,12 @@ static inline bool ps_page_put(struct ps_page *page)
  * @n: the references to drop, 1 to PS_PAGE_REFS_MAX.
  *
  * Context: a holder of the @n references.
- * Ordering: release; acquire too when returning true (its claim).
- * Progress: wait-free (one fetch-and-sub); the put that frees adds one claim
- * (lock-free).
+ * Ordering: release; acquire too when returning true (as ps_page_put()).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page (the caller frees it); false otherwise.
- * Also false on misuse, reported to the error hook with the word unchanged
- * (on a frozen page the subtraction stays until unfreeze): @n == 0 or @n >
- * PS_PAGE_REFS_MAX (PS_PAGE_ERR_BAD_COUNT), underflow, a frozen or free page.
+ * Also false on misuse, reported to the error hook with nothing written:
+ * @n == 0 or @n > PS_PAGE_REFS_MAX (PS_PAGE_ERR_BAD_COUNT), underflow, a
+ * reference owned by a pin, a frozen or free page.
  */
 static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
 {
@@ -1022,11 +1076,11 @@ static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
  *
  * Context: any thread holding a reference.
  * Ordering: relaxed (see the ordering notes for pin-then-recheck patterns).
- * Progress: wait-free (one fetch-and-add; a refusal adds one fetch-and-sub).
+ * Progress: wait-free (one fetch-and-add; a refusal at a limit adds one
+ * fetch-and-sub); misuse adds one CAS loop (lock-free).
  * Return: 0; -EOVERFLOW at PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX (word
- * unchanged); -EINVAL if the page is free, holds no reference or is frozen
- * (error hook, word unchanged, except that a frozen page keeps the unit
- * until unfreeze).
+ * unchanged); -EINVAL if the page is free or frozen (error hook; the word
+ * ends unchanged, and concurrent correct callers are not disturbed).
  */
 static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
 {
@@ -1045,8 +1099,7 @@ static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
  * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
  * is frozen (the last three also reach the error hook); -EOVERFLOW if pins
  * or refs would pass PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX. On error the word
- * is unchanged, except that @n == 1 on a frozen page leaves its unit there
- * until unfreeze.
+ * ends unchanged.
  */
 static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
 						 uint64_t n)
@@ -1155,14 +1208,13 @@ ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n,
  * ps_page_unpin() - drop one pin and its reference.
  * @page: a page the caller holds a pin on.
  *
+ * One compare-and-swap that checks before it writes, as ps_page_put().
  * Context: the holder of the pin.
- * Ordering: release; acquire too when returning true (its claim, as in
- * ps_page_put()).
- * Progress: wait-free; the unpin that frees adds one claim (lock-free).
+ * Ordering: release; acquire too when returning true (as ps_page_put()).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page (the caller frees); false otherwise
  * and on misuse (no pin held, a frozen or free page), which goes to the
- * error hook with the word unchanged (on a frozen page the subtraction
- * stays, meaningless, until unfreeze).
+ * error hook with nothing written.
  */
 static inline bool ps_page_unpin(struct ps_page *page)
 {
@@ -1175,14 +1227,12 @@ static inline bool ps_page_unpin(struct ps_page *page)
  * @n: the pins to drop, 1 to PS_PAGE_PINS_MAX.
  *
  * Context: the holder of the @n pins.
- * Ordering: release; acquire too when returning true (its claim).
- * Progress: wait-free (one fetch-and-sub); the unpin that frees adds one
- * claim (lock-free).
+ * Ordering: release; acquire too when returning true (as ps_page_put()).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page (the caller frees); false otherwise.
- * Also false on misuse, reported to the error hook with the word unchanged
- * (on a frozen page the subtraction stays until unfreeze): @n == 0 or @n >
- * PS_PAGE_PINS_MAX (PS_PAGE_ERR_BAD_COUNT), fewer than @n pins held, a
- * frozen or free page.
+ * Also false on misuse, reported to the error hook with nothing written:
+ * @n == 0 or @n > PS_PAGE_PINS_MAX (PS_PAGE_ERR_BAD_COUNT), fewer than @n
+ * pins held, a frozen or free page.
  */
 static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
 {
@@ -1198,8 +1248,8 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
  * This is how a mapping takes its frame, whether or not the frame was in
  * use. Two racing callers on a free page both succeed, with two references.
  * Context: any thread, no reference needed; the memory must stay valid.
- * Ordering: acquire (pairs with the release of the put that dropped the
- * last reference, whether or not that put has freed the page yet).
+ * Ordering: acquire (pairs with the release of the put that freed the page,
+ * or of the put or unfreeze before a LIVE page's last change).
  * Progress: lock-free.
  * Return: 0 if the page was LIVE; 1 if this call revived a free page (an
  * owner undoing the call then knows the page was free before it); -EBUSY if
@@ -1282,7 +1332,7 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 			    PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK | PS_PAGE_LIVE,
 			    (expected_refs << PS_PAGE_REFS_SHIFT) | PS_PAGE_LIVE,
 			    PS_PAGE_REFS_MASK | PS_PAGE_LIVE, PS_PAGE_FROZEN, 0,
-			    0, false, memory_order_acquire, &seen, &why);
+			    0, PS__PAGE_ADD, memory_order_acquire, &seen, &why);
 }
 
 /**
@@ -1318,7 +1368,7 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
 				 (clear & PS_PAGE_USER_FLAGS),
 			 PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
-			 0, 0, false, memory_order_release, &seen, &why))
+			 0, 0, PS__PAGE_ADD, memory_order_release, &seen, &why))
 		return 0;
 	return ps__page_unfreeze_refused(page, seen);
 }
@@ -1528,7 +1578,7 @@ static inline uint64_t ps_page_change_flags(struct ps_page *page,
 
 	/* Acq_rel: as the single-bit flag operations. Cannot fail. */
 	(void)ps__page_cas(page, 0, 0, clear & PS_PAGE_USER_FLAGS,
-			   set & PS_PAGE_USER_FLAGS, 0, 0, false,
+			   set & PS_PAGE_USER_FLAGS, 0, 0, PS__PAGE_ADD,
 			   memory_order_acq_rel, &seen, &why);
 	return ps_page_word_flags(seen);
 }
@@ -1559,8 +1609,8 @@ static inline bool ps_page_clear_flag_if_unpinned(struct ps_page *page,
 	if (!f)
 		return false;
 	/* Acq_rel: as the single-bit flag operations. */
-	return ps__page_cas(page, PS_PAGE_PINS_MASK | f, f, f, 0, 0, 0, false,
-			    memory_order_acq_rel, &seen, &why);
+	return ps__page_cas(page, PS_PAGE_PINS_MASK | f, f, f, 0, 0, 0,
+			    PS__PAGE_ADD, memory_order_acq_rel, &seen, &why);
 }
 
 /**
@@ -1587,7 +1637,7 @@ static inline bool ps_page_set_flags_unless_frozen(struct ps_page *page,
 
 	/* Acq_rel: as the single-bit flag operations. */
 	return ps__page_cas(page, PS_PAGE_FROZEN, 0, 0,
-			    mask & PS_PAGE_USER_FLAGS, 0, 0, false,
+			    mask & PS_PAGE_USER_FLAGS, 0, 0, PS__PAGE_ADD,
 			    memory_order_acq_rel, &seen, &why);
 }
 
@@ -1720,8 +1770,8 @@ static inline int ps_page_set_cache_if_free(struct ps_page *page,
 			 expect >= 0 ? (uint64_t)expect << PS_PAGE_CACHE_SHIFT
 				     : 0,
 			 PS_PAGE_CACHE_MASK,
-			 (uint64_t)mode << PS_PAGE_CACHE_SHIFT, 0, 0, false,
-			 memory_order_acq_rel, &seen, &why))
+			 (uint64_t)mode << PS_PAGE_CACHE_SHIFT, 0, 0,
+			 PS__PAGE_ADD, memory_order_acq_rel, &seen, &why))
 		return 0;
 	if (seen & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
 		return -EBUSY;
