@@ -6,11 +6,13 @@
  * by an argument byte where it needs one. Arguments index a table of
  * interesting counts (0, 1, 2, 512, every limit and limit + 1, huge). The
  * model is the plain, single-threaded meaning of each operation as page.h
- * documents it. After every operation the fuzzer checks that the library
- * agrees with the model on the return value, on the misuse reported to the
- * error hook (which error, or none), and on everything the accessors show:
- * refs, pins, flags, frozen, live, pinned. Any disagreement aborts, and
- * libFuzzer keeps the input.
+ * documents it, the named transitions (revive, lock, conditional flag and
+ * cache-mode changes) included; misuse leaves the page exactly as it was.
+ * After every operation the fuzzer checks that the library agrees with the
+ * model on the return value, on the misuse reported to the error hook (which
+ * error, or none), and on everything the accessors show: refs, pins, flags,
+ * frozen, live, pinned. Any disagreement aborts, and libFuzzer keeps the
+ * input.
  */
 #include <pagestate/page.h>
 
@@ -40,7 +42,6 @@ static const uint64_t counts[] = {
 /* The model: what page.h says the word means, without the word. */
 struct model {
 	bool live, frozen;
-	bool pin_junk; /* a misused pin on the frozen page left a unit */
 	uint64_t refs, pins, flags; /* flags: PS_PAGE_USER_FLAGS bits only */
 };
 
@@ -77,9 +78,7 @@ static int model_add(struct model *m, uint64_t n, bool pin, int *err)
 	if (n == 0)
 		return -EINVAL;
 	if (m->frozen) {
-		*err = PS_PAGE_ERR_FROZEN;
-		if (pin && n == 1)
-			m->pin_junk = true; /* fetch-and-add path, no undo */
+		*err = PS_PAGE_ERR_FROZEN; /* the unit is taken back */
 		return -EINVAL;
 	}
 	if (!m->live || m->refs == 0) {
@@ -116,9 +115,7 @@ static bool model_sub(struct model *m, uint64_t n, uint64_t npins, int *err)
 		return false;
 	}
 	if (m->frozen) {
-		*err = PS_PAGE_ERR_FROZEN;
-		if (npins)
-			m->pin_junk = true; /* no undo on a frozen page */
+		*err = PS_PAGE_ERR_FROZEN; /* nothing written */
 		return false;
 	}
 	if (m->live && m->refs > n && m->pins >= npins &&
@@ -137,6 +134,61 @@ static bool model_sub(struct model *m, uint64_t n, uint64_t npins, int *err)
 	return false;
 }
 
+static unsigned int model_cache(const struct model *m)
+{
+	return (unsigned int)((m->flags & PS_PAGE_CACHE_MASK) >>
+			      PS_PAGE_CACHE_SHIFT);
+}
+
+/*
+ * Expected result of get_or_revive (@mode < 0) or get_or_revive_cache; the
+ * latter also says which mode the page had (*@old_mode, unchanged on error).
+ */
+static int model_revive(struct model *m, int mode, unsigned int *old_mode)
+{
+	if (mode >= PS_CACHE_NR)
+		return -EINVAL;
+	if (m->frozen)
+		return -EBUSY;
+	if (m->live) {
+		if (mode >= 0 && model_cache(m) != (unsigned int)mode)
+			return -EBUSY;
+		if (m->refs >= PS_PAGE_REFS_MAX)
+			return -EOVERFLOW;
+		if (old_mode)
+			*old_mode = model_cache(m);
+		m->refs++;
+		return 0;
+	}
+	if (m->flags & PS_PAGE_POISONED)
+		return -EHWPOISON;
+	if (old_mode)
+		*old_mode = model_cache(m);
+	if (mode >= 0)
+		m->flags = (m->flags & ~PS_PAGE_CACHE_MASK) |
+			   (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
+	m->live = true;
+	m->refs = 1;
+	m->pins = 0;
+	return 1;
+}
+
+/* Expected result of set_cache_if_free. */
+static int model_set_cache(struct model *m, unsigned int mode, int expect)
+{
+	if (mode >= PS_CACHE_NR || expect >= PS_CACHE_NR || expect < -1)
+		return -EINVAL;
+	if (m->live || m->frozen)
+		return -EBUSY;
+	if (m->flags & PS_PAGE_POISONED)
+		return -EHWPOISON;
+	if (expect >= 0 && model_cache(m) != (unsigned int)expect)
+		return -ESTALE;
+	m->flags = (m->flags & ~PS_PAGE_CACHE_MASK) |
+		   (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
+	return 0;
+}
+
 static void check_visible(const struct ps_page *p, const struct model *m,
 			  unsigned op, size_t at)
 {
@@ -145,8 +197,7 @@ static void check_visible(const struct ps_page *p, const struct model *m,
 	CHECK(ps_page_flags(p) == visible_flags(m));
 	CHECK(ps_page_is_frozen(p) == m->frozen);
 	CHECK(ps_page_is_live(p) == m->live);
-	if (!m->pin_junk)
-		CHECK(ps_page_is_pinned(p) == (m->pins != 0));
+	CHECK(ps_page_is_pinned(p) == (m->pins != 0));
 	CHECK(ps_page_maybe_dma_pinned(p) == ps_page_is_pinned(p));
 }
 
@@ -159,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ps_page_set_error_hook(hook);
 	(void)ps_page_init(&page, 0);
 	while (at < size) {
-		unsigned op = data[at++] % 20;
+		unsigned op = data[at++] % 28;
 		/* The argument byte, if any (0 past the end of the input). */
 		const uint8_t arg = at < size ? data[at] : 0;
 		uint64_t n = counts[arg % NCOUNTS];
@@ -260,7 +311,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				want_err = PS_PAGE_ERR_NOT_FROZEN;
 			} else {
 				want_rc = 0;
-				m.frozen = m.pin_junk = false;
+				m.frozen = false;
 				m.refs = n;
 				m.pins = 0;
 				m.live = n != 0;
@@ -294,6 +345,96 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 								      mask);
 				}
 				CHECK(b == want_b);
+			}
+			break;
+		case 20: /* get_or_revive */
+			want_rc = model_revive(&m, -1, NULL);
+			CHECK(ps_page_get_or_revive(&page) == want_rc);
+			break;
+		case 21: /* get_or_revive_cache */
+			at++;
+			{
+				unsigned int old = 99, want_old = 99;
+
+				enum ps_cache_mode mode =
+					(enum ps_cache_mode)(arg % 8);
+
+				want_rc = model_revive(&m, arg % 8, &want_old);
+				CHECK(ps_page_get_or_revive_cache(&page, mode,
+								  &old) ==
+				      want_rc);
+				CHECK(old == want_old);
+			}
+			break;
+		case 22: /* unfreeze_change_flags */
+			at++;
+			if (n > PS_PAGE_REFS_MAX) {
+				want_rc = -EOVERFLOW;
+			} else if (!m.frozen) {
+				want_rc = -EINVAL;
+				want_err = PS_PAGE_ERR_NOT_FROZEN;
+			} else {
+				want_rc = 0;
+				m.frozen = false;
+				m.refs = n;
+				m.pins = 0;
+				m.live = n != 0;
+				m.flags &= ~(mask & PS_PAGE_USER_FLAGS);
+				m.flags |= (mask >> 3) & PS_PAGE_USER_FLAGS;
+			}
+			CHECK(ps_page_unfreeze_change_flags(&page, n, mask,
+							    mask >> 3) ==
+			      want_rc);
+			break;
+		case 23: /* try_pin_and_set_flags: reject some, set others */
+			at++;
+			want_b = model_try(&m, n, true, mask & 0xf0);
+			if (want_b)
+				m.flags |= (mask >> 5) & PS_PAGE_USER_FLAGS;
+			b = ps_page_try_pin_and_set_flags(&page, n, mask & 0xf0,
+							  mask >> 5);
+			CHECK(b == want_b);
+			break;
+		case 24: /* clear_flag_if_unpinned */
+			at++;
+			mask = UINT64_C(1) << (arg % PS_PAGE_FLAGS_WIDTH);
+			want_b = (mask & PS_PAGE_USER_FLAGS & m.flags) &&
+				 m.pins == 0;
+			if (want_b)
+				m.flags &= ~mask;
+			CHECK(ps_page_clear_flag_if_unpinned(&page, mask) ==
+			      want_b);
+			break;
+		case 25: /* set_flags_unless_frozen */
+			at++;
+			want_b = !m.frozen;
+			if (want_b)
+				m.flags |= mask & PS_PAGE_USER_FLAGS;
+			CHECK(ps_page_set_flags_unless_frozen(&page, mask) ==
+			      want_b);
+			break;
+		case 26: /* set_cache_if_free */
+			at++;
+			{
+				enum ps_cache_mode mode =
+					(enum ps_cache_mode)(arg % 8);
+				int expect = (int)(arg >> 3) % 9 - 1;
+
+				want_rc = model_set_cache(&m, arg % 8, expect);
+				CHECK(ps_page_set_cache_if_free(&page, mode,
+								expect) ==
+				      want_rc);
+			}
+			break;
+		case 27: /* the page lock: trylock or unlock */
+			at++;
+			if (arg & 1) {
+				want_b = !(m.flags & PS_PAGE_LOCKED);
+				m.flags |= PS_PAGE_LOCKED;
+				CHECK(ps_page_trylock(&page) == want_b);
+			} else {
+				m.flags &= ~PS_PAGE_LOCKED;
+				ps_page_unlock(&page);
 			}
 			break;
 		default: /* change_flags: clear one set of bits, set another */

@@ -131,19 +131,6 @@ static const uint8_t mode_mtype[PS_CACHE_NR] = {
 	[PS_CACHE_WT] = PS_X86_MT_WT,		[PS_CACHE_WP] = PS_X86_MT_WP,
 };
 
-const char *ps_cache_mode_name(enum ps_cache_mode mode)
-{
-	static const char *const names[PS_CACHE_NR] = {
-		[PS_CACHE_WB] = "WB", [PS_CACHE_WC] = "WC",
-		[PS_CACHE_UC_MINUS] = "UC-", [PS_CACHE_UC] = "UC",
-		[PS_CACHE_WT] = "WT", [PS_CACHE_WP] = "WP",
-	};
-
-	if ((unsigned int)mode >= PS_CACHE_NR)
-		return "?";
-	return names[mode];
-}
-
 static unsigned int pat_slot_type(uint64_t pat, unsigned int slot)
 {
 	return (unsigned int)(pat >> (8 * slot)) & 0xff;
@@ -645,26 +632,6 @@ static int flip_all(struct conv *c, uint64_t *fail)
 }
 
 /*
- * ps_page_unfreeze() that also clears @clear and sets @set in the same
- * compare-and-swap (a thin wrapper of the page word's one update routine).
- */
-static void unfreeze_flip(struct ps_page *p, uint64_t refs, uint64_t clear,
-			  uint64_t set)
-{
-	enum ps__page_verdict why;
-	uint64_t seen;
-
-	/* Release: publishes the flip and the entry (P2's tries acquire). */
-	if (!ps__page_cas(p, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
-			  PS_PAGE_FROZEN | PS_PAGE_REFS_MASK |
-				  PS_PAGE_PINS_MASK |
-				  (clear & PS_PAGE_USER_FLAGS),
-			  PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
-			  0, 0, false, memory_order_release, &seen, &why))
-		(void)ps__page_unfreeze_refused(p, seen);
-}
-
-/*
  * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
  * @commit (no prepare/finish hooks, so nothing can fail after phase 1), each
  * page is also flipped here, in one pass: the entry's ENC bit, then the
@@ -688,14 +655,19 @@ static uint64_t unfreeze_all(struct conv *c, bool commit)
 			section_cycle(n);
 			if (!frame_at(c->s, page_addr(c, i), &frame, &e))
 				continue;
+			/*
+			 * The unfreeze releases: it publishes the flip and the
+			 * entry (P2's tries acquire).
+			 */
 			if (commit) {
 				entry_update(c->s, page_addr(c, i), e, frame,
 					     PS_PTE_ENC, enc, false);
-				unfreeze_flip(&c->s->frames[frame], c->expected,
-					      c->fwd_clear, c->fwd_set);
+				(void)ps_page_unfreeze_change_flags(
+					&c->s->frames[frame], c->expected,
+					c->fwd_clear, c->fwd_set);
 			} else {
-				unfreeze_flip(&c->s->frames[frame], c->expected,
-					      0, 0);
+				(void)ps_page_unfreeze(&c->s->frames[frame],
+						       c->expected);
 			}
 			n++;
 		}
@@ -804,7 +776,7 @@ static int kmap_first(struct ps_space *s, uint64_t frame)
 	struct ps_page *p = &s->frames[frame];
 	int rc = 0;
 
-	ps__space_frame_lock(p);
+	ps_page_lock(p);
 	/*
 	 * Under LOCKED the flag alone decides: a racing first map that held
 	 * LOCKED before us cleared it, and a positive count (a fast-path map,
@@ -816,7 +788,7 @@ static int kmap_first(struct ps_space *s, uint64_t frame)
 		if (h && h->make_accessible)
 			rc = h->make_accessible(h->ctx, s, frame);
 		if (rc) {
-			ps__space_frame_unlock(p);
+			ps_page_unlock(p);
 			ps__space_frame_put(s, frame);
 			return rc < 0 ? rc : -EIO;
 		}
@@ -824,7 +796,7 @@ static int kmap_first(struct ps_space *s, uint64_t frame)
 	}
 	/* P6 - Release: the hook's work before a kmap that acquires >= 1. */
 	atomic_fetch_add_explicit(&s->kmaps[frame], 1, memory_order_release);
-	ps__space_frame_unlock(p);
+	ps_page_unlock(p);
 	return 0;
 }
 
@@ -896,22 +868,19 @@ uint32_t ps_space_kmap_count(struct ps_space *s, uint64_t frame)
 int ps_space_set_inaccessible(struct ps_space *s, uint64_t frame)
 {
 	struct ps_page *p;
-	enum ps__page_verdict why;
-	uint64_t seen;
 	int rc = 0;
 
 	if (frame >= s->nframes)
 		return -EINVAL;
 	p = &s->frames[frame];
-	ps__space_frame_lock(p);
+	ps_page_lock(p);
 	/* Acquire: pairs with kunmap's release (the CPU maps are over). */
 	if (atomic_load_explicit(&s->kmaps[frame], memory_order_acquire))
 		rc = -EBUSY;
-	/* Acq_rel: one CAS that also refuses a frozen frame (P5). */
-	else if (!ps__page_cas(p, PS_PAGE_FROZEN, 0, 0, PS_PAGE_INACCESSIBLE,
-			       0, 0, false, memory_order_acq_rel, &seen, &why))
+	/* One CAS that also refuses a frozen frame (P5). */
+	else if (!ps_page_set_flags_unless_frozen(p, PS_PAGE_INACCESSIBLE))
 		rc = -EBUSY; /* being converted: it decides */
-	ps__space_frame_unlock(p);
+	ps_page_unlock(p);
 	return rc;
 }
 
@@ -971,20 +940,15 @@ int ps_space_set_cache(struct ps_space *s, uint64_t frame,
 		return -EINVAL;
 	p = &s->frames[frame];
 	for (;;) {
-		uint64_t w = ps_page_load(p), seen;
-		enum ps__page_verdict why;
+		uint64_t w = ps_page_load(p);
 
 		if (w & PS_PAGE_POISONED)
 			return -EHWPOISON;
 		if (ps_page_word_cache(w) == (unsigned int)mode)
 			return 0; /* the same mode is always fine */
 		if (!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))) {
-			/* Acq_rel: as the flag operations; requires it free. */
-			if (ps__page_cas(p,
-					 PS_PAGE_LIVE | PS_PAGE_FROZEN |
-						 PS_PAGE_POISONED,
-					 0, PS_PAGE_CACHE_MASK, bits, 0, 0, false,
-					 memory_order_acq_rel, &seen, &why))
+			/* One CAS that requires the frame free. */
+			if (!ps_page_set_cache_if_free(p, mode, -1))
 				return 0;
 			continue; /* revived or changed meanwhile: look again */
 		}

@@ -46,10 +46,6 @@ void ps__prot_space_fini(struct ps_space *s);
 /* Drop a reference (the free_frame hook runs if it was the last). */
 void ps__space_frame_put(struct ps_space *s, uint64_t frame);
 
-/* The frame's LOCKED bit: spin, then yield (blocking). */
-void ps__space_frame_lock(struct ps_page *p);
-void ps__space_frame_unlock(struct ps_page *p);
-
 /* Mark the frame dirty; the dirty hook runs on a clean-to-dirty
  * transition (S5). Returns true if this call made it. */
 bool ps__space_mark_frame_dirty(struct ps_space *s, uint64_t frame);

@@ -315,21 +315,6 @@ static void wb_note(struct ps_space *s, uint64_t addr)
 		(void)ps__hbm_set(&s->wb, page_index(addr));
 }
 
-/* The frame's LOCKED bit, a sleeping bit lock for the slow paths (S3). */
-void ps__space_frame_lock(struct ps_page *p)
-{
-	for (unsigned int spins = 0;
-	     ps_page_test_and_set_flag(p, PS_PAGE_LOCKED); spins++) {
-		if (spins > 64)
-			sched_yield();
-	}
-}
-
-void ps__space_frame_unlock(struct ps_page *p)
-{
-	ps_page_clear_flags(p, PS_PAGE_LOCKED);
-}
-
 /*
  * WRITE_PINNED is set by pins for write and cleared lazily here, once the
  * frame has no pins at all: one CAS that requires pins == 0, so a pin
@@ -337,19 +322,13 @@ void ps__space_frame_unlock(struct ps_page *p)
  */
 static void clear_write_pinned_if_unpinned(struct ps_page *p)
 {
-	enum ps__page_verdict why;
-	uint64_t seen;
-
-	/* Relaxed: a hint bit; harvest and write-back re-read the pins. */
-	(void)ps__page_cas(p, PS_PAGE_WRITE_PINNED | PS_PAGE_PINS_MASK,
-			   PS_PAGE_WRITE_PINNED, PS_PAGE_WRITE_PINNED, 0, 0, 0,
-			   false, memory_order_relaxed, &seen, &why);
+	(void)ps_page_clear_flag_if_unpinned(p, PS_PAGE_WRITE_PINNED);
 }
 
 /* Pinned for write right now (a device may write the frame)? */
 static bool write_pinned(uint64_t w)
 {
-	return (w & PS_PAGE_WRITE_PINNED) && ps_page_word_pins(w);
+	return ps_page_word_pinned_for_write(w);
 }
 
 /* Entries compare equal for the pin re-check unless A/D bits moved. */
@@ -557,8 +536,6 @@ struct taken {
 static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {
 	struct ps_page *p = &s->frames[frame];
-	enum ps__page_verdict why;
-	uint64_t seen;
 	bool freed = ps_page_put(p);
 
 	if (!t.revived) {
@@ -568,12 +545,9 @@ static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 	}
 	if (!freed || t.old_cache == t.new_cache)
 		return;
-	/* Relaxed: the frame is free; whoever revives it acquires. */
-	(void)ps__page_cas(p, PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_CACHE_MASK,
-			   (uint64_t)t.new_cache << PS_PAGE_CACHE_SHIFT,
-			   PS_PAGE_CACHE_MASK,
-			   (uint64_t)t.old_cache << PS_PAGE_CACHE_SHIFT, 0, 0,
-			   false, memory_order_relaxed, &seen, &why);
+	/* Only if still free with the mode this map gave it. */
+	(void)ps_page_set_cache_if_free(p, (enum ps_cache_mode)t.old_cache,
+					t.new_cache);
 }
 
 /* Take a mapping's reference on @frame and build its entry flags. */
@@ -886,10 +860,10 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 			continue; /* changed: classify again */
 		}
 		p = &s->frames[ps_pte_frame(e)];
-		ps__space_frame_lock(p);
+		ps_page_lock(p);
 		FAILPOINT(FP_FAULT_LOCKED, addr);
 		rc = write_fault_locked(s, addr, access, ps_pte_frame(e));
-		ps__space_frame_unlock(p);
+		ps_page_unlock(p);
 		if (rc != FAULT_AGAIN)
 			return (enum ps_fault)rc;
 	}
@@ -998,17 +972,13 @@ static int grab_failed(struct ps_page *p, uint64_t reject)
  */
 static inline bool try_pin(struct ps_page *p, uint64_t reject, bool write)
 {
-	enum ps__page_verdict why;
-	uint64_t seen;
-
 	/*
-	 * Acquire: pairs with the release of the put or unfreeze that came
-	 * before (as in ps_page_try_pin_masked()), so the pinner sees the
-	 * frame as it was left; S2's fence follows.
+	 * It acquires (pairs with the release of the put or unfreeze that
+	 * came before), so the pinner sees the frame as it was left; S2's
+	 * fence follows.
 	 */
-	return ps__page_cas(p, PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
-			    PS_PAGE_LIVE, 0, write ? PS_PAGE_WRITE_PINNED : 0,
-			    1, 1, false, memory_order_acquire, &seen, &why);
+	return ps_page_try_pin_and_set_flags(
+		p, 1, reject, write ? PS_PAGE_WRITE_PINNED : 0);
 }
 
 /*
@@ -1638,14 +1608,14 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 				sched_yield(); /* a conversion holds it (S8) */
 			continue; /* freed or frozen: look again */
 		}
-		ps__space_frame_lock(p);
+		ps_page_lock(p);
 		if (!ps_pgtable_get(s->pt, addr, &e) && ps_pte_is_present(e) &&
 		    ps_pte_frame(e) == frame) {
 			*frame_out = frame;
 			return 0;
 		}
 		/* Replaced under us: let go (the put may free it), again. */
-		ps__space_frame_unlock(p);
+		ps_page_unlock(p);
 		ps__space_frame_put(s, frame);
 	}
 }
@@ -1665,13 +1635,13 @@ static enum ps__hbm_verdict writeback_frame(struct wb_ctx *c, uint64_t addr,
 
 	w = ps_page_load(p);
 	if (!(w & PS_PAGE_DIRTY)) {
-		ps__space_frame_unlock(p);
+		ps_page_unlock(p);
 		/* S9: a pinned frame may be unpinned dirty: keep watching. */
 		return ps_page_word_pins(w) ? PS__HBM_KEEP : PS__HBM_CLEAR;
 	}
 	pinned = ps_page_word_pins(w) != 0;
 	if (pinned && c->mode == PS_WB_CLEAN) {
-		ps__space_frame_unlock(p);
+		ps_page_unlock(p);
 		c->st.skipped_pinned++;
 		return PS__HBM_KEEP; /* stays dirty */
 	}
@@ -1699,12 +1669,12 @@ static enum ps__hbm_verdict writeback_frame(struct wb_ctx *c, uint64_t addr,
 	/* Keep right after the end: tests check DIRTY is clear here (S5). */
 	FAILPOINT(FP_WB_INVALIDATED, addr);
 	if (redirty) {
-		ps__space_frame_unlock(p);
+		ps_page_unlock(p);
 		c->st.skipped_pinned++;
 		return PS__HBM_KEEP;
 	}
 	ps_page_set_flags(p, PS_PAGE_WRITEBACK);
-	ps__space_frame_unlock(p);
+	ps_page_unlock(p);
 	rc = c->fn(c->ctx, addr, frame, pinned);
 	ps_page_clear_flags(p, PS_PAGE_WRITEBACK);
 	if (rc) {

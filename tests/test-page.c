@@ -784,6 +784,462 @@ START_TEST(fetch_flag_ops_return_word)
 }
 END_TEST
 
+/* --- the page lock ---------------------------------------------------------- */
+
+START_TEST(lock_trylock_unlock)
+{
+	struct ps_page p = PS_PAGE_INIT(2);
+
+	ck_assert(ps_page_trylock(&p));
+	ck_assert(ps_page_test_flags(&p, PS_PAGE_LOCKED));
+	ck_assert(!ps_page_trylock(&p)); /* held: not recursive */
+	/* Counts and other flags work as usual under the lock. */
+	ck_assert_int_eq(ps_page_pin(&p), 0);
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(!ps_page_unpin(&p));
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_LOCKED | PS_PAGE_DIRTY));
+	ps_page_unlock(&p);
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_DIRTY));
+	ps_page_lock(&p); /* free: taken at once */
+	ck_assert(!ps_page_trylock(&p));
+	ps_page_unlock(&p);
+	ck_assert(ps_page_trylock(&p));
+	ps_page_unlock(&p);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(lock_on_free_and_frozen_pages)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	/* The lock is a flag: free and frozen pages can be locked too. */
+	ps_page_lock(&p);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_LOCKED);
+	ck_assert(!ps_page_try_get(&p));
+	ps_page_unlock(&p);
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ck_assert(ps_page_freeze(&p, 1));
+	ps_page_lock(&p);
+	ck_assert(ps_page_is_frozen(&p));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_LOCKED));
+	ps_page_unlock(&p);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+struct lock_waiter {
+	struct ps_page *page;
+	_Atomic(int) state; /* 0 started, 1 waiting, 2 holds the lock */
+};
+
+static void *lock_waiter_fn(void *arg)
+{
+	struct lock_waiter *w = arg;
+
+	atomic_store(&w->state, 1);
+	ps_page_lock(w->page);
+	atomic_store(&w->state, 2);
+	ps_page_unlock(w->page);
+	return NULL;
+}
+
+/* ps_page_lock() waits (spinning, then yielding) until the holder unlocks. */
+START_TEST(lock_waits_for_the_holder)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	struct lock_waiter w = {.page = &p};
+	pthread_t t;
+
+	ps_page_lock(&p);
+	ck_assert_int_eq(pthread_create(&t, NULL, lock_waiter_fn, &w), 0);
+	while (atomic_load(&w.state) == 0)
+		sched_yield();
+	/* Long past the spinning phase: it must still be waiting. */
+	for (int i = 0; i < 2000; i++)
+		sched_yield();
+	ck_assert_int_eq(atomic_load(&w.state), 1);
+	ps_page_unlock(&p);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(atomic_load(&w.state), 2);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+}
+END_TEST
+
+/* --- revive with a cache mode ------------------------------------------------ */
+
+static uint64_t cache_bits(enum ps_cache_mode m)
+{
+	return (uint64_t)m << PS_PAGE_CACHE_SHIFT;
+}
+
+START_TEST(revive_cache_free_page)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
+	ck_assert(!ps_page_try_get(&p)); /* a meaningless unit, wiped below */
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE |
+						 cache_bits(PS_CACHE_WC)));
+	ck_assert_int_eq(ps_page_cache_mode(&p), PS_CACHE_WC);
+	/* LIVE with the same mode: one more reference, the mode as it was. */
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, &old), 0);
+	ck_assert_uint_eq(old, PS_CACHE_WC);
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, NULL), 0);
+	ck_assert_uint_eq(ps_page_refs(&p), 3);
+	/* The plain revive takes any mode. */
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 0);
+	ck_assert_uint_eq(ps_page_refs(&p), 4);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(revive_cache_refusals)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	uint64_t before;
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, cache_bits(PS_CACHE_WB));
+	before = raw(&p);
+	/* LIVE with another mode: one frame, one mode. */
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_UC, &old),
+			 -EBUSY);
+	ck_assert_uint_eq(old, 99); /* untouched on error */
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_NR, &old),
+			 -EINVAL);
+	ck_assert_int_eq(ps_page_get_or_revive_cache(
+				 &p, (enum ps_cache_mode)7, &old),
+			 -EINVAL);
+	ck_assert_uint_eq(raw(&p), before);
+	/* Frozen: -EBUSY, whatever the mode. */
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WB, &old),
+			 -EBUSY);
+	ck_assert_int_eq(ps_page_get_or_revive(&p), -EBUSY);
+	/* At the reference limit: -EOVERFLOW. */
+	ck_assert_int_eq(ps_page_unfreeze(&p, PS_PAGE_REFS_MAX), 0);
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WB, &old),
+			 -EOVERFLOW);
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, 0));
+	/* Free and poisoned: never handed out again, whatever the mode. */
+	set_raw(&p, PS_PAGE_POISONED | cache_bits(PS_CACHE_WC));
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, &old),
+			 -EHWPOISON);
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WB, &old),
+			 -EHWPOISON);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_POISONED | cache_bits(PS_CACHE_WC));
+	ck_assert_uint_eq(old, 99);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- unfreeze with flag changes ---------------------------------------------- */
+
+START_TEST(unfreeze_change_flags_is_one_step)
+{
+	struct ps_page p = PS_PAGE_INIT(3);
+
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(ps_page_freeze(&p, 3));
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(
+				 &p, 2, PS_PAGE_DIRTY,
+				 PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE),
+			 0);
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_PRIVATE |
+						 PS_PAGE_INACCESSIBLE));
+	/* To zero references: a free page with the new flags. */
+	ck_assert(ps_page_freeze(&p, 2));
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0, PS_PAGE_PRIVATE,
+						       0),
+			 0);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_INACCESSIBLE);
+	ck_assert(!ps_page_is_live(&p));
+	/* Clear first, then set: a multi-bit field changes in place. */
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ps_page_set_flags(&p, cache_bits(PS_CACHE_UC));
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 1,
+						       PS_PAGE_CACHE_MASK,
+						       cache_bits(PS_CACHE_WT)),
+			 0);
+	ck_assert_int_eq(ps_page_cache_mode(&p), PS_CACHE_WT);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(unfreeze_change_flags_refusals)
+{
+	struct ps_page p = PS_PAGE_INIT(2);
+	uint64_t frozen;
+
+	/* Not frozen: misuse, reported, nothing changes (flags neither). */
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 2, 0,
+						       PS_PAGE_PRIVATE),
+			 -EINVAL);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_NOT_FROZEN);
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, 0));
+	ck_assert(ps_page_freeze(&p, 2));
+	frozen = raw(&p);
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(
+				 &p, PS_PAGE_REFS_MAX + 1, 0, PS_PAGE_PRIVATE),
+			 -EOVERFLOW);
+	ck_assert_uint_eq(raw(&p), frozen);
+	/* Only user flags: FROZEN, LIVE and counts in @set are ignored. */
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(
+				 &p, 0, PS_PAGE_LIVE,
+				 PS_PAGE_FROZEN | PS_PAGE_LIVE |
+					 PS_PAGE_PIN_ONE | PS_PAGE_REF_ONE),
+			 0);
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, PS_PAGE_REFS_MAX, 0,
+						       0),
+			 -EINVAL); /* free, not frozen */
+	ck_assert_uint_eq(hooks(), 2);
+}
+END_TEST
+
+/* --- pin and set a flag in one step -------------------------------------------- */
+
+START_TEST(try_pin_and_set_flags_semantics)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+
+	ck_assert(ps_page_try_pin_and_set_flags(&p, 1, 0,
+						PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), mkword(2, 1, PS_PAGE_WRITE_PINNED));
+	ck_assert(ps_page_word_pinned_for_write(raw(&p)));
+	ck_assert(ps_page_try_pin_and_set_flags(&p, 3, PS_PAGE_PRIVATE, 0));
+	ck_assert_uint_eq(raw(&p), mkword(5, 4, PS_PAGE_WRITE_PINNED));
+	/* A rejected flag: nothing taken, nothing set. */
+	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
+	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, PS_PAGE_PRIVATE,
+						 PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p), mkword(5, 4, PS_PAGE_WRITE_PINNED |
+						PS_PAGE_PRIVATE));
+	/* Only user flags are set: no count, FROZEN or LIVE sneaks in. */
+	ck_assert(ps_page_try_pin_and_set_flags(
+		&p, 1, 0, PS_PAGE_FROZEN | PS_PAGE_REF_ONE | PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p), mkword(6, 5, PS_PAGE_WRITE_PINNED |
+						PS_PAGE_PRIVATE |
+						PS_PAGE_DIRTY));
+	ck_assert(!ps_page_try_pin_and_set_flags(&p, 0, 0, PS_PAGE_WRITEBACK));
+	ck_assert(!ps_page_test_flags(&p, PS_PAGE_WRITEBACK));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(try_pin_and_set_flags_boundaries)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	/* Free: fails and sets nothing. */
+	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, 0,
+						 PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), 0);
+	/* Frozen: likewise. */
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, 0,
+						 PS_PAGE_WRITE_PINNED));
+	ck_assert(!ps_page_test_flags(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	/* At the pin limit: limit-1 -> limit works, then refused. */
+	ck_assert_int_eq(ps_page_pin_many(&p, PS_PAGE_PINS_MAX - 1), 0);
+	ck_assert(ps_page_try_pin_and_set_flags(&p, 1, 0, 0));
+	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, 0,
+						 PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_PINS_MAX + 1,
+					  PS_PAGE_PINS_MAX, 0));
+	/* At the reference limit. */
+	ck_assert_int_eq(ps_page_init(&p, PS_PAGE_REFS_MAX), 0);
+	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, 0,
+						 PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- clear a flag only while unpinned ------------------------------------------ */
+
+START_TEST(clear_flag_if_unpinned_semantics)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+
+	ck_assert(ps_page_try_pin_and_set_flags(&p, 1, 0,
+						PS_PAGE_WRITE_PINNED));
+	/* Pinned: the flag stays. */
+	ck_assert(!ps_page_clear_flag_if_unpinned(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), mkword(2, 1, PS_PAGE_WRITE_PINNED));
+	ck_assert(!ps_page_unpin(&p));
+	/* Unpinned: the stale hint goes; the decoder never trusted it. */
+	ck_assert(!ps_page_word_pinned_for_write(raw(&p)));
+	ck_assert(ps_page_clear_flag_if_unpinned(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+	/* Already clear: false, nothing written. */
+	ck_assert(!ps_page_clear_flag_if_unpinned(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+	/* Other user flags work alike; LIVE and FROZEN are not user flags. */
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(ps_page_clear_flag_if_unpinned(&p, PS_PAGE_DIRTY));
+	ck_assert(!ps_page_clear_flag_if_unpinned(&p, PS_PAGE_LIVE));
+	ck_assert(ps_page_is_live(&p));
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert(!ps_page_clear_flag_if_unpinned(&p, PS_PAGE_FROZEN));
+	ck_assert(ps_page_is_frozen(&p));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(clear_flag_if_unpinned_free_and_frozen)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+
+	/* A frozen page has no pins: the flag clears. */
+	ps_page_set_flags(&p, PS_PAGE_WRITE_PINNED);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert(ps_page_clear_flag_if_unpinned(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 0), 0);
+	/* A free page neither. */
+	ps_page_set_flags(&p, PS_PAGE_WRITE_PINNED);
+	ck_assert(ps_page_clear_flag_if_unpinned(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), 0);
+	/* The last pin of 2^22 - 1 keeps it. */
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ck_assert(ps_page_try_pin_and_set_flags(&p, PS_PAGE_PINS_MAX, 0,
+						PS_PAGE_WRITE_PINNED));
+	ck_assert(!ps_page_unpin_many(&p, PS_PAGE_PINS_MAX - 1));
+	ck_assert(!ps_page_clear_flag_if_unpinned(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert(!ps_page_unpin(&p));
+	ck_assert(ps_page_clear_flag_if_unpinned(&p, PS_PAGE_WRITE_PINNED));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- set flags unless frozen ---------------------------------------------------- */
+
+START_TEST(set_flags_unless_frozen_semantics)
+{
+	struct ps_page p = PS_PAGE_INIT(2);
+	uint64_t frozen;
+
+	ck_assert(ps_page_set_flags_unless_frozen(&p, PS_PAGE_INACCESSIBLE));
+	ck_assert(ps_page_set_flags_unless_frozen(&p, PS_PAGE_INACCESSIBLE));
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_INACCESSIBLE));
+	/* Frozen: refused, nothing set. */
+	ck_assert(ps_page_freeze(&p, 2));
+	frozen = raw(&p);
+	ck_assert(!ps_page_set_flags_unless_frozen(&p, PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert_int_eq(ps_page_unfreeze(&p, 0), 0);
+	/* Free: allowed (flags stay writable on a free page). */
+	ck_assert(ps_page_set_flags_unless_frozen(&p, PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_INACCESSIBLE | PS_PAGE_DIRTY);
+	/* Only user flags: it cannot set FROZEN, LIVE or a count. */
+	ck_assert(ps_page_set_flags_unless_frozen(
+		&p, PS_PAGE_FROZEN | PS_PAGE_LIVE | PS_PAGE_REF_ONE));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_INACCESSIBLE | PS_PAGE_DIRTY);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- cache mode of a free page ---------------------------------------------------- */
+
+START_TEST(set_cache_if_free_semantics)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WC, -1), 0);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_DIRTY | cache_bits(PS_CACHE_WC));
+	/* With @expect: only from that mode. */
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_UC,
+						   PS_CACHE_WB),
+			 -ESTALE);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_UC,
+						   PS_CACHE_WC),
+			 0);
+	ck_assert_int_eq(ps_page_cache_mode(&p), PS_CACHE_UC);
+	/* The next plain revival keeps the mode. */
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1);
+	ck_assert_int_eq(ps_page_cache_mode(&p), PS_CACHE_UC);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(set_cache_if_free_refusals)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	uint64_t w;
+
+	/* LIVE: one mode while it has owners. */
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WC, -1),
+			 -EBUSY);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WC,
+						   PS_CACHE_WB),
+			 -EBUSY);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+	/* Frozen. */
+	ck_assert(ps_page_freeze(&p, 1));
+	w = raw(&p);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WC, -1),
+			 -EBUSY);
+	ck_assert_uint_eq(raw(&p), w);
+	ck_assert_int_eq(ps_page_unfreeze(&p, 0), 0);
+	/* Bad arguments. */
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_NR, -1),
+			 -EINVAL);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WB,
+						   PS_CACHE_NR),
+			 -EINVAL);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WB, -2),
+			 -EINVAL);
+	/* Poisoned and free: quarantined, never changed. */
+	ps_page_set_flags(&p, PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WC, -1),
+			 -EHWPOISON);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_POISONED);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- what the flags encode -------------------------------------------------------- */
+
+START_TEST(mode_and_state_accessors)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	static const char *const names[PS_CACHE_NR] = {"WB", "WC", "UC-",
+						       "UC", "WT", "WP"};
+
+	for (int m = 0; m < PS_CACHE_NR; m++) {
+		ps_page_change_flags(&p, PS_PAGE_CACHE_MASK,
+				     cache_bits((enum ps_cache_mode)m));
+		ck_assert_int_eq(ps_page_cache_mode(&p), m);
+		ck_assert_str_eq(ps_cache_mode_name((enum ps_cache_mode)m),
+				 names[m]);
+	}
+	ck_assert_str_eq(ps_cache_mode_name(PS_CACHE_NR), "?");
+	ck_assert_str_eq(ps_cache_mode_name((enum ps_cache_mode)-1), "?");
+	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_SHARED);
+	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_PRIVATE);
+	/* Pinned for write: the flag and a pin, on a LIVE word. */
+	ck_assert(!ps_page_word_pinned_for_write(mkword(1, 0,
+							PS_PAGE_WRITE_PINNED)));
+	ck_assert(!ps_page_word_pinned_for_write(mkword(2, 1, 0)));
+	ck_assert(ps_page_word_pinned_for_write(mkword(2, 1,
+						       PS_PAGE_WRITE_PINNED)));
+	ck_assert(!ps_page_word_pinned_for_write(
+		PS_PAGE_FROZEN | PS_PAGE_PIN_ONE | PS_PAGE_WRITE_PINNED));
+}
+END_TEST
+
 /* --- regressions ------------------------------------------------------------------ */
 
 /*
@@ -818,6 +1274,152 @@ START_TEST(regress_unpin_many_beyond_pin_limit)
 }
 END_TEST
 
+/* --- misuse never disturbs correct callers (issue 15, item 5) ------------------ */
+
+/*
+ * regress_misuse_on_frozen_leaves_nothing: a get or pin on a frozen page
+ * (misuse: the freezer owns every reference) left its unit in the word until
+ * unfreeze, so the freezer read the page as pinned (ps_page_is_pinned())
+ * although nobody could hold a pin; a put or unpin left its borrow there.
+ * Each misuse must leave the word exactly as it was, at once.
+ */
+START_TEST(regress_misuse_on_frozen_leaves_nothing)
+{
+	struct ps_page p = PS_PAGE_INIT(2);
+	uint64_t frozen;
+
+	ck_assert(ps_page_freeze(&p, 2));
+	frozen = raw(&p);
+	ck_assert_int_eq(ps_page_pin(&p), -EINVAL);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_FROZEN);
+	ck_assert(!ps_page_is_pinned(&p));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert_int_eq(ps_page_get(&p), -EINVAL);
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert(!ps_page_unpin(&p));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert(!ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert(!ps_page_unpin_many(&p, 3));
+	ck_assert_uint_eq(raw(&p), frozen);
+	ck_assert_uint_eq(hooks(), 5);
+	ck_assert_int_eq(ps_page_unfreeze(&p, 2), 0);
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, 0));
+}
+END_TEST
+
+/*
+ * The error hook as a failpoint: it parks the misusing thread inside its
+ * report until a partner thread has done its (correct) operation on the same
+ * page, so the partner runs exactly in the misuser's window, between the
+ * misuse reaching the word and the misuse returning.
+ */
+struct window {
+	struct ps_page *page;
+	_Atomic(int) phase; /* 0 idle, 1 misuser parked, 2 partner done */
+	_Atomic(int) partner_rc;
+	_Atomic(unsigned) partner_reports;
+	_Atomic(int) partner_op; /* 0 revive, 1 put */
+};
+
+static struct window *the_window;
+static _Thread_local bool in_partner;
+
+static void window_hook(const struct ps_page *page, enum ps_page_error error,
+			uint64_t word)
+{
+	struct window *w = the_window;
+
+	counting_hook(page, error, word);
+	if (in_partner) {
+		atomic_fetch_add(&w->partner_reports, 1);
+		return;
+	}
+	atomic_store(&w->phase, 1);
+	while (atomic_load(&w->phase) != 2)
+		sched_yield();
+}
+
+static void *window_partner(void *arg)
+{
+	struct window *w = arg;
+	int rc;
+
+	in_partner = true;
+	while (atomic_load(&w->phase) != 1)
+		sched_yield();
+	if (atomic_load(&w->partner_op) == 0)
+		rc = ps_page_get_or_revive(w->page);
+	else
+		rc = ps_page_put(w->page);
+	atomic_store(&w->partner_rc, rc);
+	atomic_store(&w->phase, 2);
+	return NULL;
+}
+
+static void window_start(struct window *w, struct ps_page *p, int op,
+			 pthread_t *t)
+{
+	memset(w, 0, sizeof(*w));
+	w->page = p;
+	atomic_store(&w->partner_op, op);
+	the_window = w;
+	ps_page_set_error_hook(window_hook);
+	ck_assert_int_eq(pthread_create(t, NULL, window_partner, w), 0);
+}
+
+/*
+ * A get on a free page (use after free) while the page's owner maps it again
+ * (get_or_revive) in the misuser's window: the revived page keeps exactly the
+ * reviver's one reference. Taking the misuser's unit back after the revival
+ * would leave a LIVE page with no reference, whose owner's put would then be
+ * refused and blamed.
+ */
+START_TEST(misuse_window_get_vs_revive)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+	struct window w;
+	pthread_t t;
+
+	for (int pin = 0; pin < 2; pin++) {
+		ck_assert_int_eq(ps_page_init(&p, 0), 0);
+		window_start(&w, &p, 0, &t);
+		ck_assert_int_eq(pin ? ps_page_pin(&p) : ps_page_get(&p),
+				 -EINVAL);
+		pthread_join(t, NULL);
+		ck_assert_int_eq(last_error(), PS_PAGE_ERR_GET_ZERO);
+		ck_assert_int_eq(atomic_load(&w.partner_rc), 1); /* revived */
+		ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+		ck_assert(!ps_page_is_pinned(&p));
+		ck_assert(ps_page_put(&p)); /* the owner frees: not blamed */
+		ck_assert_uint_eq(atomic_load(&w.partner_reports), 0);
+	}
+	ck_assert_uint_eq(hooks(), 2);
+}
+END_TEST
+
+/*
+ * A put of more than is held, reported while the only holder drops its
+ * reference: the holder's put is the last one and frees the page, unblamed;
+ * the misuse changed nothing.
+ */
+START_TEST(misuse_window_overput_vs_put)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	struct window w;
+	pthread_t t;
+
+	window_start(&w, &p, 1, &t);
+	ck_assert(!ps_page_put_many(&p, 2));
+	pthread_join(t, NULL);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_REF_UNDERFLOW);
+	ck_assert_int_eq(atomic_load(&w.partner_rc), 1); /* freed it */
+	ck_assert_uint_eq(atomic_load(&w.partner_reports), 0);
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 1);
+}
+END_TEST
+
 /* --- stress --------------------------------------------------------------------- */
 
 /*
@@ -826,12 +1428,25 @@ END_TEST
  * unpins within a small budget of holdings, and sometimes tries to freeze
  * the page with expected = BASE + its own holdings. That succeeds only when
  * the other worker holds nothing. While it holds the freeze it publishes
- * frozen_by[self] and checks the frozen invariants. Checked while running:
+ * frozen_by[self] and checks the frozen invariants. The named transitions
+ * run in the same mix: get_or_revive, pins for write that set WRITE_PINNED
+ * in the pin's CAS, the lazy clear of WRITE_PINNED, the page lock, a flag
+ * set unless frozen, and unfreezes that change the cache field in the same
+ * step. Checked while running:
  *   - a worker holding a pin never reads is_pinned() == false;
  *   - counts never fall below what the reader itself holds;
  *   - no try-get/try-pin succeeds while the other worker holds a freeze;
- *   - a frozen page reports no pins and exactly the expected references.
- * At the end the word equals the initial one.
+ *   - a frozen page reports no pins and exactly the expected references;
+ *   - get_or_revive never revives (the page is never free) and fails only
+ *     with -EBUSY (frozen);
+ *   - a worker that took a pin for write and still holds a pin reads the
+ *     word as pinned for write; the clear of WRITE_PINNED never succeeds
+ *     while the clearing worker itself holds a pin;
+ *   - the lock excludes: one holder at a time, and a plain counter updated
+ *     under it adds up;
+ *   - a flag set unless frozen never appears during a freeze that began
+ *     without it.
+ * At the end the word equals the initial one (the cache field aside).
  */
 #define STRESS_BASE 1
 
@@ -840,12 +1455,15 @@ struct stress_shared {
 	_Atomic(int) frozen_by[2];
 	_Atomic(unsigned) violations;
 	uint64_t iters;
+	_Atomic(int) lock_owner; /* -1, or the worker holding the page lock */
+	uint64_t under_lock;	 /* plain: written only under the page lock */
 };
 
 struct stress_worker {
 	struct stress_shared *sh;
 	int self;
 	uint64_t freezes;
+	uint64_t locks; /* critical sections this worker ran */
 };
 
 static void violation(struct stress_shared *sh, const char *what)
@@ -861,11 +1479,13 @@ static void *stress_worker(void *arg)
 	struct ps_page *p = &sh->page;
 	struct ps_test_rng rng = ps_test_rng_new((uint64_t)w->self + 1);
 	uint64_t refs = 0, pins = 0; /* what this worker holds (pins incl.) */
+	bool wp = false; /* took a pin for write, held a pin ever since */
 	int other = 1 - w->self;
 
 	for (uint64_t i = 0; i < sh->iters; i++) {
-		unsigned op = (unsigned)ps_test_below(&rng, 8);
-		bool ok;
+		unsigned op = (unsigned)ps_test_below(&rng, 13);
+		bool ok, inacc;
+		int rc;
 
 		switch (op) {
 		case 0: /* get, only with a reference in hand */
@@ -902,6 +1522,7 @@ static void *stress_worker(void *arg)
 				(void)ps_page_unpin(p);
 				pins--;
 				refs--;
+				wp = wp && pins;
 			}
 			break;
 		case 6: /* freeze: only possible when the other holds nothing */
@@ -909,21 +1530,77 @@ static void *stress_worker(void *arg)
 				break;
 			atomic_store(&sh->frozen_by[w->self], 1);
 			w->freezes++;
+			inacc = ps_page_test_flags(p, PS_PAGE_INACCESSIBLE);
 			if (ps_page_pins(p) != 0 || ps_page_refs(p) != 0 ||
 			    !ps_page_is_frozen(p) || ps_page_is_live(p))
 				violation(sh, "frozen page with wrong state");
 			if (ps_page_try_get(p) || ps_page_try_pin(p))
 				violation(sh, "own try succeeded while frozen");
-			ps_page_change_flags(p, PS_PAGE_CACHE_MASK,
-					     (uint64_t)(i & 7)
-						     << PS_PAGE_CACHE_SHIFT);
+			if (!inacc && ps_page_test_flags(p, PS_PAGE_INACCESSIBLE))
+				violation(sh, "flag set unless frozen, frozen");
 			atomic_store(&sh->frozen_by[w->self], 0);
-			if (ps_page_unfreeze(p, STRESS_BASE + refs) != 0)
+			if (i & 1) {
+				ps_page_change_flags(p, PS_PAGE_CACHE_MASK,
+						     (uint64_t)(i & 7)
+							     << PS_PAGE_CACHE_SHIFT);
+				rc = ps_page_unfreeze(p, STRESS_BASE + refs);
+			} else {
+				rc = ps_page_unfreeze_change_flags(
+					p, STRESS_BASE + refs, PS_PAGE_CACHE_MASK,
+					(uint64_t)(i & 7) << PS_PAGE_CACHE_SHIFT);
+			}
+			if (rc != 0)
 				violation(sh, "unfreeze failed");
+			break;
+		case 7: /* get_or_revive: the page is LIVE or frozen, never free */
+			if (refs == 0 || refs >= 8)
+				break;
+			rc = ps_page_get_or_revive(p);
+			if (rc == 0)
+				refs++;
+			else if (rc != -EBUSY)
+				violation(sh, "get_or_revive: revived or failed");
+			break;
+		case 8: /* a pin for write: WRITE_PINNED in the pin's CAS */
+			if (refs >= 8 ||
+			    !ps_page_try_pin_and_set_flags(p, 1, 0,
+							   PS_PAGE_WRITE_PINNED))
+				break;
+			if (atomic_load(&sh->frozen_by[other]))
+				violation(sh, "pin for write on a frozen page");
+			refs++;
+			pins++;
+			wp = true;
+			break;
+		case 9: /* the lazy clear of the hint */
+			if (ps_page_clear_flag_if_unpinned(p,
+							   PS_PAGE_WRITE_PINNED) &&
+			    pins)
+				violation(sh, "WRITE_PINNED cleared while pinned");
+			break;
+		case 10: /* the page lock excludes */
+			ps_page_lock(p);
+			if (atomic_load_explicit(&sh->lock_owner,
+						 memory_order_relaxed) != -1)
+				violation(sh, "two holders of the page lock");
+			atomic_store_explicit(&sh->lock_owner, w->self,
+					      memory_order_relaxed);
+			sh->under_lock++;
+			w->locks++;
+			atomic_store_explicit(&sh->lock_owner, -1,
+					      memory_order_relaxed);
+			ps_page_unlock(p);
+			break;
+		case 11: /* a flag a freezer decides: set unless frozen */
+			if (ps_page_set_flags_unless_frozen(p,
+							    PS_PAGE_INACCESSIBLE))
+				ps_page_clear_flags(p, PS_PAGE_INACCESSIBLE);
 			break;
 		default: /* observe */
 			if (pins && !ps_page_is_pinned(p))
 				violation(sh, "pin holder saw is_pinned false");
+			if (wp && !ps_page_word_pinned_for_write(ps_page_load(p)))
+				violation(sh, "write pin not seen as one");
 			/* With references in hand no freeze can succeed. */
 			if (refs && (ps_page_refs(p) < STRESS_BASE + refs ||
 				     ps_page_pins(p) < pins))
@@ -948,6 +1625,7 @@ START_TEST(stress_counts_against_freeze)
 	uint64_t initial;
 
 	memset(&sh, 0, sizeof(sh));
+	atomic_store(&sh.lock_owner, -1);
 	ck_assert_int_eq(ps_page_init(&sh.page, STRESS_BASE), 0);
 	initial = raw(&sh.page);
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
@@ -955,6 +1633,7 @@ START_TEST(stress_counts_against_freeze)
 		w[i].sh = &sh;
 		w[i].self = i;
 		w[i].freezes = 0;
+		w[i].locks = 0;
 		ck_assert_int_eq(pthread_create(&t[i], NULL, stress_worker,
 						&w[i]),
 				 0);
@@ -963,10 +1642,13 @@ START_TEST(stress_counts_against_freeze)
 		pthread_join(t[i], NULL);
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
 	ck_assert_uint_eq(hooks(), 0);
+	/* No pins are left, so the hint may go; nothing else may remain. */
+	(void)ps_page_clear_flag_if_unpinned(&sh.page, PS_PAGE_WRITE_PINNED);
 	/* The cache field was scribbled on while frozen; counts must match. */
 	ck_assert_uint_eq(raw(&sh.page) & ~PS_PAGE_CACHE_MASK, initial);
 	/* The freeze path was really exercised. */
 	ck_assert_uint_gt(w[0].freezes + w[1].freezes, 0);
+	ck_assert_uint_eq(sh.under_lock, w[0].locks + w[1].locks);
 }
 END_TEST
 
@@ -1117,6 +1799,300 @@ START_TEST(stress_exactly_one_free)
 }
 END_TEST
 
+/*
+ * The page lock under contention, through its waiting half: two threads take
+ * it in turn and update a plain counter inside. The count adds up, and no
+ * thread ever finds another inside (under TSan, the plain counter also
+ * checks that unlock releases to the next lock's acquire).
+ */
+struct lock_shared {
+	struct ps_page page;
+	uint64_t iters;
+	uint64_t counter; /* plain: only under the page lock */
+	_Atomic(int) inside;
+	_Atomic(unsigned) violations;
+};
+
+static void *lock_worker(void *arg)
+{
+	struct lock_shared *sh = arg;
+
+	for (uint64_t i = 0; i < sh->iters; i++) {
+		ps_page_lock(&sh->page);
+		if (atomic_fetch_add(&sh->inside, 1) != 0)
+			atomic_fetch_add(&sh->violations, 1);
+		sh->counter++;
+		atomic_fetch_sub(&sh->inside, 1);
+		ps_page_unlock(&sh->page);
+		/* A count operation never disturbs the lock, nor it them. */
+		if (ps_page_get(&sh->page) != 0 || ps_page_put(&sh->page))
+			atomic_fetch_add(&sh->violations, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_lock_excludes)
+{
+	struct lock_shared sh;
+	pthread_t t[2];
+
+	memset(&sh, 0, sizeof(sh));
+	ck_assert_int_eq(ps_page_init(&sh.page, 1), 0);
+	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, lock_worker, &sh),
+				 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_eq(sh.counter, 2 * sh.iters);
+	ck_assert_uint_eq(raw(&sh.page), mkword(1, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * One frame, one mode while it has owners (prot.h's P7, held by the word
+ * alone). Two threads race to own a page that starts free: each takes it
+ * with a mode of its choice (get_or_revive_cache), or with whatever mode it
+ * has (get_or_revive), checks that the mode does not change while it holds
+ * the reference, and puts. The thread whose put frees the page sometimes
+ * changes the free page's mode (set_cache_if_free), racing the other's
+ * revival. Checked: a holder always reads the mode it was given; a revival
+ * reports the mode the page had; -EBUSY only for another mode; the frees
+ * balance the revivals; the page ends free with no counts.
+ */
+struct mode_shared {
+	struct ps_page page;
+	uint64_t iters;
+	_Atomic(uint64_t) revived, freed;
+	_Atomic(unsigned) violations;
+};
+
+struct mode_arg {
+	struct mode_shared *sh;
+	int self;
+};
+
+static void *mode_worker(void *arg)
+{
+	struct mode_arg *a = arg;
+	struct mode_shared *sh = a->sh;
+	struct ps_test_rng rng = ps_test_rng_new(11 + (uint64_t)a->self);
+
+	for (uint64_t i = 0; i < sh->iters; i++) {
+		enum ps_cache_mode want =
+			(enum ps_cache_mode)ps_test_below(&rng, 3);
+		unsigned int old = 99;
+		enum ps_cache_mode have;
+		bool any = ps_test_below(&rng, 4) == 0;
+		int rc = any ? ps_page_get_or_revive(&sh->page)
+			     : ps_page_get_or_revive_cache(&sh->page, want,
+							   &old);
+
+		if (rc == -EBUSY) {
+			if (any)
+				atomic_fetch_add(&sh->violations, 1);
+			continue;
+		}
+		if (rc < 0) {
+			atomic_fetch_add(&sh->violations, 1);
+			continue;
+		}
+		if (rc == 1)
+			atomic_fetch_add(&sh->revived, 1);
+		have = ps_page_cache_mode(&sh->page);
+		if ((!any && have != want) || (!any && rc == 0 && old != want))
+			atomic_fetch_add(&sh->violations, 1);
+		for (int k = 0; k < 8; k++)
+			if (ps_page_cache_mode(&sh->page) != have)
+				atomic_fetch_add(&sh->violations, 1);
+		if (!ps_page_put(&sh->page))
+			continue;
+		atomic_fetch_add(&sh->freed, 1);
+		if (ps_test_below(&rng, 2)) {
+			rc = ps_page_set_cache_if_free(
+				&sh->page,
+				(enum ps_cache_mode)ps_test_below(&rng, 3), -1);
+			if (rc != 0 && rc != -EBUSY)
+				atomic_fetch_add(&sh->violations, 1);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(stress_cache_mode_owners)
+{
+	struct mode_shared sh;
+	struct mode_arg a[2];
+	pthread_t t[2];
+
+	memset(&sh, 0, sizeof(sh));
+	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	for (int i = 0; i < 2; i++) {
+		a[i].sh = &sh;
+		a[i].self = i;
+		ck_assert_int_eq(pthread_create(&t[i], NULL, mode_worker, &a[i]),
+				 0);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_eq(atomic_load(&sh.revived), atomic_load(&sh.freed));
+	ck_assert_uint_gt(atomic_load(&sh.revived), 1);
+	ck_assert(!ps_page_is_live(&sh.page));
+	ck_assert_uint_eq(raw(&sh.page) & ~PS_PAGE_CACHE_MASK, 0);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * Misuse against correct callers. A correct thread pins and unpins, gets and
+ * puts a page it holds a reference to (page A, one base reference held by
+ * the test), and maps and frees a second page (B: get_or_revive, then put).
+ * A misusing thread meanwhile makes only misuse that is always detectable:
+ * unpins and puts of more than the page could hold, gets and pins of B when
+ * it is free, puts on B. Checked: the correct thread is never refused and
+ * never reported (the hook knows which thread calls it); the misuser is
+ * reported; B's revivals and frees balance; at the end A holds its base
+ * reference alone and B is free, both words exact. The windows a misuse
+ * could open are a few instructions wide, so the test runs until the two
+ * threads really overlapped (the correct thread made progress during a
+ * misuse) often enough, however busy the machine, within a bound.
+ */
+struct misuse_shared {
+	struct ps_page a, b;
+	uint64_t iters;
+	_Atomic(int) started, done;
+	_Atomic(uint64_t) misuses, overlaps, progress;
+	_Atomic(unsigned) violations;
+	_Atomic(uint64_t) revived, freed;
+};
+
+static _Atomic(unsigned) misuse_correct_reports, misuse_misuser_reports;
+static _Thread_local bool misuse_is_misuser;
+
+static void misuse_hook(const struct ps_page *page, enum ps_page_error error,
+			uint64_t word)
+{
+	(void)page;
+	(void)error;
+	(void)word;
+	if (misuse_is_misuser)
+		atomic_fetch_add(&misuse_misuser_reports, 1);
+	else
+		atomic_fetch_add(&misuse_correct_reports, 1);
+}
+
+static void *misuse_correct(void *arg)
+{
+	struct misuse_shared *sh = arg;
+	struct ps_page *a = &sh->a, *b = &sh->b;
+
+	atomic_fetch_add(&sh->started, 1);
+	while (atomic_load(&sh->started) != 2)
+		sched_yield();
+	/* Until both did their share and overlapped enough (bounded). */
+	for (uint64_t i = 0;
+	     i < sh->iters || atomic_load(&sh->misuses) < sh->iters ||
+	     (atomic_load(&sh->overlaps) < sh->iters / 8 && i < 64 * sh->iters);
+	     i++) {
+		int rc;
+
+		atomic_fetch_add_explicit(&sh->progress, 1, memory_order_relaxed);
+
+		if (ps_page_pin(a) != 0 || ps_page_get(a) != 0)
+			atomic_fetch_add(&sh->violations, 1);
+		if (ps_page_pins(a) < 1 || ps_page_refs(a) < 3)
+			atomic_fetch_add(&sh->violations, 1);
+		if (ps_page_unpin(a) || ps_page_put(a))
+			atomic_fetch_add(&sh->violations, 1);
+		rc = ps_page_get_or_revive(b);
+		if (rc < 0) {
+			atomic_fetch_add(&sh->violations, 1);
+			continue;
+		}
+		if (rc == 1)
+			atomic_fetch_add(&sh->revived, 1);
+		if (ps_page_refs(b) < 1)
+			atomic_fetch_add(&sh->violations, 1);
+		if (ps_page_put(b))
+			atomic_fetch_add(&sh->freed, 1);
+	}
+	atomic_store(&sh->done, 1);
+	return NULL;
+}
+
+static void *misuse_misuser(void *arg)
+{
+	struct misuse_shared *sh = arg;
+	struct ps_page *a = &sh->a, *b = &sh->b;
+	uint64_t i = 0;
+
+	misuse_is_misuser = true;
+	atomic_fetch_add(&sh->started, 1);
+	while (atomic_load(&sh->started) != 2)
+		sched_yield();
+	while (!atomic_load(&sh->done)) {
+		uint64_t before = atomic_load_explicit(&sh->progress,
+						       memory_order_relaxed);
+
+		atomic_fetch_add(&sh->misuses, 1);
+		switch (i++ % 6) {
+		case 0: /* more pins than A can have (at most 1) */
+			(void)ps_page_unpin_many(a, 2);
+			break;
+		case 1: /* more references than A can have (at most 3) */
+			(void)ps_page_put_many(a, 4);
+			break;
+		case 2: /* more references than B can have (at most 2) */
+			(void)ps_page_put_many(b, 3);
+			break;
+		case 3: /* a pin B cannot have */
+			(void)ps_page_unpin_many(b, 2);
+			break;
+		default: /* a get or pin of B; on a LIVE B it holds, then puts */
+			if ((i & 1 ? ps_page_get(b) : ps_page_pin(b)) == 0) {
+				bool freed = i & 1 ? ps_page_put(b)
+						   : ps_page_unpin(b);
+
+				if (freed)
+					atomic_fetch_add(&sh->freed, 1);
+			}
+			break;
+		}
+		if (atomic_load_explicit(&sh->progress, memory_order_relaxed) !=
+		    before)
+			atomic_fetch_add(&sh->overlaps, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_misuse_spares_correct_callers)
+{
+	struct misuse_shared sh;
+	pthread_t t[2];
+
+	memset(&sh, 0, sizeof(sh));
+	atomic_store(&misuse_correct_reports, 0);
+	atomic_store(&misuse_misuser_reports, 0);
+	ps_page_set_error_hook(misuse_hook);
+	ck_assert_int_eq(ps_page_init(&sh.a, 1), 0);
+	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	ck_assert_int_eq(pthread_create(&t[0], NULL, misuse_correct, &sh), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, misuse_misuser, &sh), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&misuse_correct_reports), 0);
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_gt(atomic_load(&misuse_misuser_reports), 0);
+	ck_assert_uint_eq(atomic_load(&sh.revived), atomic_load(&sh.freed));
+	ck_assert_uint_eq(raw(&sh.a), mkword(1, 0, 0));
+	ck_assert_uint_eq(raw(&sh.b) & (PS_PAGE_LIVE | PS_PAGE_PINS_MASK), 0);
+	ck_assert_uint_eq(ps_page_refs(&sh.b), 0);
+}
+END_TEST
+
 static Suite *page_suite(void)
 {
 	Suite *s = suite_create("page");
@@ -1192,16 +2168,64 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, get_or_revive_refuses_poisoned);
 	tcase_add_test(tc, fetch_flag_ops_return_word);
 
+	tc = ps_test_tcase(s, "lock", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, lock_trylock_unlock);
+	tcase_add_test(tc, lock_on_free_and_frozen_pages);
+	tcase_add_test(tc, lock_waits_for_the_holder);
+
+	tc = ps_test_tcase(s, "revive with a cache mode", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, revive_cache_free_page);
+	tcase_add_test(tc, revive_cache_refusals);
+
+	tc = ps_test_tcase(s, "unfreeze with flag changes", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, unfreeze_change_flags_is_one_step);
+	tcase_add_test(tc, unfreeze_change_flags_refusals);
+
+	tc = ps_test_tcase(s, "pin and set flags", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, try_pin_and_set_flags_semantics);
+	tcase_add_test(tc, try_pin_and_set_flags_boundaries);
+
+	tc = ps_test_tcase(s, "clear flag if unpinned", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, clear_flag_if_unpinned_semantics);
+	tcase_add_test(tc, clear_flag_if_unpinned_free_and_frozen);
+
+	tc = ps_test_tcase(s, "set flags unless frozen", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, set_flags_unless_frozen_semantics);
+
+	tc = ps_test_tcase(s, "cache mode of a free page", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, set_cache_if_free_semantics);
+	tcase_add_test(tc, set_cache_if_free_refusals);
+
+	tc = ps_test_tcase(s, "mode and state accessors", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, mode_and_state_accessors);
+
 	tc = ps_test_tcase(s, "regressions", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, regress_change_flags_during_overflow);
 	tcase_add_test(tc, regress_unpin_many_beyond_pin_limit);
+
+	tc = ps_test_tcase(s, "misuse spares correct callers", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, regress_misuse_on_frozen_leaves_nothing);
+	tcase_add_test(tc, misuse_window_get_vs_revive);
+	tcase_add_test(tc, misuse_window_overput_vs_put);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, stress_counts_against_freeze);
 	tcase_add_test(tc, stress_limits_concurrent);
 	tcase_add_test(tc, stress_exactly_one_free);
+	tcase_add_test(tc, stress_lock_excludes);
+	tcase_add_test(tc, stress_cache_mode_owners);
+	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	return s;
 }
 

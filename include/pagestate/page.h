@@ -16,14 +16,15 @@
  *     0 D  DIRTY         contents differ from the backing copy
  *     1 W  WRITEBACK     a writeback of the page is in flight
  *     2 F  FROZEN        exclusively owned by a freezer (ps_page_freeze())
- *     3 L  LOCKED        a bit lock for slow paths (test-and-set / clear)
- *     4 P  WRITE_PINNED  a pin for write was taken (cleared lazily, may
- *                        over-report; never under-reports while pinned)
+ *     3 L  LOCKED        the page's bit lock for slow paths (ps_page_lock())
+ *     4 P  WRITE_PINNED  a pin for write was taken (set in the pin's own
+ *                        compare-and-swap, cleared lazily once unpinned:
+ *                        may over-report, never under-reports while pinned)
  *     5 E  PRIVATE       encryption state: private/encrypted; clear = shared
  *     6 I  INACCESSIBLE  CPU access needs the make-accessible hook first
  *     7 X  POISONED      quarantined: never handed out or converted again
- *     8-10 C CACHE       cache mode, 3 bits; 0 is write-back (prot.h names
- *                        the values)
+ *     8-10 C CACHE       cache mode, 3 bits (enum ps_cache_mode); 0 is
+ *                        write-back
  *     11 V LIVE          the page has owners: set while refs are counted,
  *                        clear on a free page and on a frozen one
  *
@@ -32,20 +33,22 @@
  *   pins  References taken for DMA (ps_page_pin()). A pin is also a
  *         reference, so one pin adds one to both fields in a single
  *         fetch-and-add. Also meaningful only while LIVE: a frozen or free
- *         page has no pins (a misused pin on a frozen page, reported to the
- *         error hook, leaves a unit there until unfreeze).
+ *         page has no pins (a misused pin on one, reported to the error
+ *         hook, is taken back before the call returns).
  *
  * An all-zero word is a free page: not LIVE, no references, no pins, cache
  * mode write-back. Arrays of pages can therefore come from calloc() or a
  * lazily zero-filled mmap() without being initialised page by page.
  *
- * Why this order. Counts change by fetch-and-add, and arithmetic only carries
- * and borrows upwards:
+ * Why this order. Increments are fetch-and-adds, and arithmetic only carries
+ * upwards:
  *   - flags sit below both counters, so no count update ever touches them;
- *   - refs sit at the top, so a put at zero (the common misuse: a double put)
- *     wraps out of the word and disturbs nothing else before it is undone;
+ *   - refs sit at the top, so the units failed try-gets leave on a free or
+ *     frozen page, however many, carry out of the word and disturb nothing;
  *   - each counter's limit is half its field (PS_PAGE_*_MAX), and the other
  *     half is headroom for transient overflow attempts (next paragraph).
+ * Releases are compare-and-swaps that check first (next section), so no
+ * count ever borrows.
  *
  * ---------------------------------------------------------------------------
  * Limits, overflow and underflow
@@ -66,13 +69,27 @@
  * ps_page_try_pin() and the masked try-operations use a compare-and-swap
  * instead, which never writes a refused value, so their n may be large.
  *
- * A put or unpin of more than is held (an underflow) is undone at once, the
- * word ends unchanged, and the error goes to the error hook
- * (ps_page_set_error_hook()). So does a get or pin on a page that is not LIVE
- * or holds no reference (a use-after-free in the caller), and any count
+ * A put or unpin of more than is held (an underflow), or of a reference that
+ * belongs to a pin, is refused before it writes anything, and the error goes
+ * to the error hook (ps_page_set_error_hook()). So does a get or pin on a
+ * page that is not LIVE (a use-after-free in the caller), and any count
  * operation on a frozen page. The default hook prints the error and aborts in
  * debug builds of the library (built without NDEBUG). In release builds it
  * only prints, and the refused put leaks the page rather than wrap its count.
+ *
+ * Misuse and concurrency. Misuse the word can detect (the kinds above, which
+ * the hook reports) disturbs nothing else, even while other threads use the
+ * page: it never makes a correct concurrent call fail or be reported, never
+ * leaves a LIVE page without a reference, and never loses or adds one.
+ * Releases get this by checking in their compare-and-swap before they write
+ * (a fetch-and-sub would show its borrow to every thread in between). A get
+ * or pin keeps its fetch-and-add: a correct one always finds the page LIVE
+ * with a reference, and the unit a misused one leaves on a free or frozen
+ * page is taken back only if the page is still not LIVE, so a revival or
+ * unfreeze meanwhile keeps its exact count. Misuse the word cannot detect is
+ * not covered: the word holds counts, not owners, so a put by a thread that
+ * holds nothing, on a page others hold, looks like a holder's put (as in
+ * Linux) and takes one of their references.
  *
  * ---------------------------------------------------------------------------
  * Speculative gets, freeing and freezing (where this differs from Linux)
@@ -89,12 +106,11 @@
  *     ps_page_refs() reads 0, and the refs field is at the top of the word,
  *     so such units wrap out of the word without ever touching pins or
  *     flags. Nothing needs cleaning up.
- *   - The put that brings refs to zero then claims the page with one
- *     compare-and-swap that clears LIVE, and only then returns true ("the
- *     caller frees"). A try_get that lands between that put and its claim
- *     revives the page, and the claim fails. That put returns false, and
- *     whoever drops the revived reference claims it later. Exactly one put
- *     per lifetime of the page returns true.
+ *   - The put that brings refs to zero clears LIVE in the same
+ *     compare-and-swap, and returns true ("the caller frees"). So a LIVE
+ *     page always holds a reference, a try_get either comes before that put
+ *     (and that put is not the last) or finds the page free, and exactly one
+ *     put per lifetime of the page returns true.
  *   - ps_page_freeze() takes a LIVE page with an exact count and no pins,
  *     clears LIVE and sets FROZEN (Linux's page_ref_freeze(): the count then
  *     reads 0). Every try-get and try-pin fails until ps_page_unfreeze()
@@ -115,15 +131,18 @@
  *                                  reference, so the page is stable and
  *                                  nothing is published.
  *   put, unpin                     release. The put or unpin that frees the
- *                                  page also acquires (its claim), so the
- *                                  caller frees after every other holder's
- *                                  accesses.
+ *                                  page also acquires (a load right after
+ *                                  its CAS), so the caller frees after every
+ *                                  other holder's accesses.
  *   try_get, try_pin               acquire on success (pairs with the release
  *                                  of the put/unfreeze that preceded it);
  *                                  nothing on failure.
  *   freeze                         acquire on success; unfreeze releases.
- *   flag read-modify-writes        acquire and release (LOCKED is a lock,
- *                                  DIRTY hands data over).
+ *   flag read-modify-writes        acquire and release (DIRTY hands data
+ *                                  over); so are the conditional flag and
+ *                                  cache-mode changes.
+ *   lock, trylock                  acquire when they take LOCKED; unlock
+ *                                  releases (pairs with the next taker).
  *   refs, pins, is_pinned, flags   acquire loads: a caller that reads "not
  *                                  pinned" after the last unpin also sees what
  *                                  the unpinner wrote before unpinning.
@@ -137,17 +156,19 @@
  * Progress
  * ---------------------------------------------------------------------------
  *
- *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free),
- *              put, unpin and put_many/unpin_many (the put that frees adds one
- *              claim CAS loop, lock-free), the flag
+ *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free;
+ *              a misused get or pin adds one CAS loop, lock-free), the flag
  *              set/clear/test-and-set/test-and-clear and their fetch_*
- *              forms, the accessors
- *   lock-free  try_pin, try_get_many/try_pin_many, the masked try-operations,
- *              get_many, pin_many, get_or_revive, freeze, unfreeze,
- *              change_flags: a
- *              compare-and-swap loop that only retries after another thread
- *              changed the word
- *   blocking   nothing here; LOCKED is a bit for callers' slow paths
+ *              forms, trylock, unlock, the accessors
+ *   lock-free  put, unpin, put_many, unpin_many (a CAS loop that checks before
+ *              it writes: see "Misuse and concurrency" above),
+ *              try_pin, try_get_many/try_pin_many, the masked try-operations,
+ *              try_pin_and_set_flags, get_many, pin_many, get_or_revive and
+ *              get_or_revive_cache, freeze, unfreeze and
+ *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
+ *              set_flags_unless_frozen, set_cache_if_free: a compare-and-swap
+ *              loop that only retries after another thread changed the word
+ *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -240,6 +261,48 @@ PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
 #define PS_PAGE_USER_FLAGS \
 	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE))
 
+/* --- what the flags encode ------------------------------------------------ */
+
+/**
+ * enum ps_cache_mode - memory type of a page, as held in its CACHE field.
+ * @PS_CACHE_WB: write-back, normal memory (0: a zeroed word is write-back).
+ * @PS_CACHE_WC: write-combining (frame buffers, doorbells).
+ * @PS_CACHE_UC_MINUS: uncached, but an MTRR may make it WC.
+ * @PS_CACHE_UC: strongly uncached (MMIO registers).
+ * @PS_CACHE_WT: write-through.
+ * @PS_CACHE_WP: write-protected (reads cached, writes go to memory).
+ *
+ * The values are Linux's enum page_cache_mode. What a mode means for
+ * mappings and how it is changed is prot.h's business; the word only stores
+ * it (ps_page_cache_mode(), ps_page_get_or_revive_cache(),
+ * ps_page_set_cache_if_free()).
+ */
+enum ps_cache_mode {
+	PS_CACHE_WB = 0,
+	PS_CACHE_WC = 1,
+	PS_CACHE_UC_MINUS = 2,
+	PS_CACHE_UC = 3,
+	PS_CACHE_WT = 4,
+	PS_CACHE_WP = 5,
+};
+
+/* Number of cache modes; valid modes are 0 .. PS_CACHE_NR - 1. */
+#define PS_CACHE_NR 6
+
+PS_STATIC_ASSERT(PS_CACHE_NR <= (1 << PS_PAGE_CACHE_WIDTH),
+		 "cache modes must fit the page word's CACHE field");
+
+/**
+ * enum ps_enc_state - encryption state of a page, as held in its PRIVATE
+ * flag.
+ * @PS_ENC_SHARED: decrypted: host- and device-visible (PRIVATE clear).
+ * @PS_ENC_PRIVATE: encrypted: guest-owned (PRIVATE set).
+ */
+enum ps_enc_state {
+	PS_ENC_SHARED = 0,
+	PS_ENC_PRIVATE = 1,
+};
+
 /**
  * struct ps_page - the state word of one page (8 bytes, no more).
  *
@@ -303,12 +366,39 @@ static inline uint64_t ps_page_word_flags(uint64_t w)
  * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
  *
  * Context: any thread; pure (reads only @w).
- * Return: 0 to 7, shifted down; 0 is write-back (prot.h names the values).
+ * Return: 0 to 7, shifted down; 0 is write-back (enum ps_cache_mode names
+ * the values).
  */
 static inline unsigned int ps_page_word_cache(uint64_t w)
 {
 	return (unsigned int)((w & PS_PAGE_CACHE_MASK) >> PS_PAGE_CACHE_SHIFT);
 }
+
+/**
+ * ps_page_word_pinned_for_write() - was word @w pinned for write?
+ * @w: a word from ps_page_load() or a ps_page_fetch_*_flags() return.
+ *
+ * WRITE_PINNED is set by the compare-and-swap that takes a pin for write
+ * (ps_page_try_pin_and_set_flags()) and cleared lazily once the page has no
+ * pins (ps_page_clear_flag_if_unpinned()), so the flag alone may be stale.
+ * With the pin count it is exact in one direction: every word that shows a
+ * pin taken for write answers true.
+ * Context: any thread; pure (reads only @w).
+ * Return: true if @w has WRITE_PINNED and, being LIVE, at least one pin.
+ */
+static inline bool ps_page_word_pinned_for_write(uint64_t w)
+{
+	return (w & PS_PAGE_WRITE_PINNED) && ps_page_word_pins(w) != 0;
+}
+
+/**
+ * ps_cache_mode_name() - a short constant name for a cache mode.
+ * @mode: the mode (any value).
+ *
+ * Context: any thread; pure.
+ * Return: "WB", "WC", "UC-", "UC", "WT", "WP", or "?" for an unknown @mode.
+ */
+const char *ps_cache_mode_name(enum ps_cache_mode mode);
 
 /* --- errors ------------------------------------------------------------- */
 
@@ -326,9 +416,11 @@ static inline unsigned int ps_page_word_cache(uint64_t w)
  * @PS_PAGE_ERR_BAD_COUNT: a *_many() release with n == 0 or n beyond the
  *	limit of a field it releases from.
  *
- * In every case the word is left as it was before the call, except on a
- * frozen page: a get, pin, put or unpin made by fetch-and-add or -sub leaves
- * its delta in the (then meaningless) counts until unfreeze.
+ * In every case the word is left as it was before the call. A put or unpin
+ * writes nothing; the unit a get or pin added to a free or frozen page is
+ * taken back after the report, unless a revival or unfreeze rewrote the
+ * counts meanwhile (then the unit went with them). Concurrent correct calls
+ * on the page are not disturbed (see "Misuse and concurrency" above).
  */
 enum ps_page_error {
 	PS_PAGE_ERR_REF_UNDERFLOW = 1,
@@ -399,6 +491,18 @@ PS_COLD bool ps__page_put_refused(struct ps_page *page, uint64_t seen,
 PS_COLD bool ps__page_try_get_over(struct ps_page *page);
 PS_COLD int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen);
 
+/**
+ * ps_page_lock_slow() - the waiting half of ps_page_lock() (not API: call
+ * ps_page_lock()).
+ * @page: a page whose LOCKED bit a try found set.
+ *
+ * Context: as ps_page_lock().
+ * Ordering: acquire when it takes LOCKED (its ps_page_trylock()).
+ * Progress: blocking: spins on a plain load for a while, then yields
+ * between attempts, until it takes LOCKED.
+ */
+PS_COLD void ps_page_lock_slow(struct ps_page *page);
+
 /* --- the update cores --------------------------------------------------- */
 
 /*
@@ -407,81 +511,114 @@ PS_COLD int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen);
  */
 enum ps__page_verdict {
 	PS__PAGE_MISMATCH = 1, /* (old & must_mask) != must_value */
-	PS__PAGE_NOREF,	       /* need_ref and the page has no reference */
+	PS__PAGE_NOREF,	       /* PS__PAGE_ADD_HELD: the page has no reference */
 	PS__PAGE_LIMIT,	       /* the new count would exceed its limit */
+	PS__PAGE_SHORT,	       /* PS__PAGE_SUB of more than the counts hold */
+};
+
+/* What ps__page_cas() does with its counts (internal). */
+enum ps__page_count {
+	PS__PAGE_ADD,	   /* add them, within the limits */
+	PS__PAGE_ADD_HELD, /* add them; the page must hold a reference */
+	PS__PAGE_SUB,	   /* remove them; the page must hold them */
 };
 
 /*
  * ps__page_cas() - the one compare-and-swap transition of the word.
  *
- * new = ((old & ~clear) | set) + add_refs references + add_pins pins,
- * written only if (old & must_mask) == must_value, refs(old) != 0 when
- * need_ref, and, when it adds, both new counts stay within their limits (a
- * transition that adds nothing is never refused for a count another thread
- * pushed transiently over its limit). @clear and @set never touch a count the
- * same call adds to or checks (unfreeze, which rewrites refs, adds nothing).
- * Every conditional transition (try-pin, the masked and *_many tries, the
- * *_many increments, the freeing claim, freeze, unfreeze, multi-bit flag
- * changes) is a thin wrapper around this loop. The failed CAS refreshes
- * @old, so the loop never reloads. It retries only when another thread
- * changed the word (lock-free).
+ * new = ((old & ~clear) | set) +/- refs references and pins pins, written
+ * only if (old & must_mask) == must_value and the counts allow it:
+ *   PS__PAGE_ADD       both new counts stay within their limits (a
+ *                      transition that adds nothing is never refused for a
+ *                      count another thread pushed transiently over its
+ *                      limit);
+ *   PS__PAGE_ADD_HELD  the same, and refs(old) != 0;
+ *   PS__PAGE_SUB       refs(old) >= refs, pins(old) >= pins, and the plain
+ *                      references (refs - pins) cover refs - pins: a put
+ *                      never takes a reference that belongs to a pin. The
+ *                      transition that leaves no reference also clears LIVE,
+ *                      in the same CAS: that is how a put frees a page.
+ * @clear and @set never touch a count the same call adds to or checks
+ * (unfreeze, which rewrites refs, adds nothing). Every conditional transition
+ * (put and unpin, the tries, the *_many increments, revive, freeze, unfreeze,
+ * the conditional flag changes) is a thin wrapper around this loop. The
+ * failed CAS refreshes @old, so the loop never reloads. It retries only when
+ * another thread changed the word (lock-free).
  *
- * Because refs sit at the top of the word, "1 <= refs <= MAX - add_refs" is
- * two compares of the whole word, with no shift or mask.
+ * Because refs sit at the top of the word, "lo <= refs <= MAX - refs" is two
+ * compares of the whole word, with no shift or mask.
  *
  * @success is the order of the successful CAS (the wrapper names its
  * partner). The initial load and a failed CAS are relaxed: the CAS re-validates
  * every condition against the value it replaces. @seen receives the last value
  * observed. Returns true on success; on refusal, false with the reason in
  * @why (a separate out-parameter keeps the success branch on the CAS's own
- * flag).
+ * flag). Callers pass constants for @how, so each wrapper compiles to the
+ * checks it needs and no others.
  */
 static inline bool
 ps__page_cas(struct ps_page *page, uint64_t must_mask, uint64_t must_value,
-	     uint64_t clear, uint64_t set, uint64_t add_refs, uint64_t add_pins,
-	     bool need_ref, memory_order success, uint64_t *seen,
+	     uint64_t clear, uint64_t set, uint64_t refs, uint64_t pins,
+	     enum ps__page_count how, memory_order success, uint64_t *seen,
 	     enum ps__page_verdict *why)
 {
+	const bool sub = how == PS__PAGE_SUB;
+	const uint64_t held = how == PS__PAGE_ADD_HELD;
 	/* Relaxed: only a guess for the CAS, which re-checks everything. */
 	uint64_t old = atomic_load_explicit(&page->word, memory_order_relaxed);
-	/* Lowest and highest words whose refs are acceptable. */
-	const uint64_t lo = need_ref ? PS_PAGE_REF_ONE : 0;
-	const uint64_t hi =
-		((PS_PAGE_REFS_MAX - add_refs + 1) << PS_PAGE_REFS_SHIFT) - 1;
+	uint64_t lo, hi, next;
 
-	if (add_refs > PS_PAGE_REFS_MAX - need_ref) {
+	if (refs > PS_PAGE_REFS_MAX - held || pins > PS_PAGE_PINS_MAX) {
 		/* No count could take it (an empty range for lo..hi). */
-		*why = PS__PAGE_LIMIT;
+		*why = sub ? PS__PAGE_SHORT : PS__PAGE_LIMIT;
 		*seen = old;
 		return false;
 	}
+	/* Lowest and highest words whose refs are acceptable. */
+	lo = sub ? refs << PS_PAGE_REFS_SHIFT : held << PS_PAGE_REFS_SHIFT;
+	hi = ((PS_PAGE_REFS_MAX - refs + 1) << PS_PAGE_REFS_SHIFT) - 1;
 	for (;;) {
 		if ((old & must_mask) != must_value) {
 			*why = PS__PAGE_MISMATCH;
 			break;
 		}
-		if (need_ref && old < lo) {
-			*why = PS__PAGE_NOREF;
+		if (old < lo) {
+			*why = sub ? PS__PAGE_SHORT : PS__PAGE_NOREF;
 			break;
 		}
-		if (add_refs && old > hi) {
-			*why = PS__PAGE_LIMIT;
-			break;
-		}
-		if (add_pins &&
-		    (add_pins > PS_PAGE_PINS_MAX ||
-		     (old & PS_PAGE_PINS_MASK) >
-			     ((PS_PAGE_PINS_MAX - add_pins) << PS_PAGE_PINS_SHIFT))) {
-			*why = PS__PAGE_LIMIT;
-			break;
+		if (sub) {
+			const uint64_t p = (old & PS_PAGE_PINS_MASK) >>
+					   PS_PAGE_PINS_SHIFT;
+
+			/* pins(old) >= pins, refs(old) - refs >= p - pins */
+			if (p < pins ||
+			    (old >> PS_PAGE_REFS_SHIFT) + pins < p + refs) {
+				*why = PS__PAGE_SHORT;
+				break;
+			}
+			next = ((old & ~clear) | set) - refs * PS_PAGE_REF_ONE -
+			       pins * PS_PAGE_PIN_ONE;
+			if (next < PS_PAGE_REF_ONE)
+				next &= ~PS_PAGE_LIVE; /* the last reference */
+		} else {
+			if (refs && old > hi) {
+				*why = PS__PAGE_LIMIT;
+				break;
+			}
+			if (pins && (old & PS_PAGE_PINS_MASK) >
+					    ((PS_PAGE_PINS_MAX - pins)
+					     << PS_PAGE_PINS_SHIFT)) {
+				*why = PS__PAGE_LIMIT;
+				break;
+			}
+			next = ((old & ~clear) | set) + refs * PS_PAGE_REF_ONE +
+			       pins * PS_PAGE_PIN_ONE;
 		}
 		/* No PS_LIKELY here: it makes GCC materialise the flag. */
 		/* Ordering: see @success above; failure is relaxed. */
 		if (atomic_compare_exchange_weak_explicit(
-			    &page->word, &old,
-			    ((old & ~clear) | set) + add_refs * PS_PAGE_REF_ONE +
-				    add_pins * PS_PAGE_PIN_ONE,
-			    success, memory_order_relaxed)) {
+			    &page->word, &old, next, success,
+			    memory_order_relaxed)) {
 			*seen = old;
 			return true;
 		}
@@ -515,53 +652,59 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 }
 
 /*
- * ps__page_claim() - after a put brought refs to zero: clear LIVE if the
- * page is still LIVE with no reference and no pin. Fails if a speculative
- * getter revived the page, or a freezer or another claimer took it.
+ * ps__page_claim() - clear LIVE of a page that is LIVE with no reference
+ * and no pin. Puts never leave such a page (the put that drops the last
+ * reference clears LIVE in its own CAS), so this only meets a word built by
+ * hand, as the page tests build one; it fails on any other page.
  */
 static inline bool ps__page_claim(struct ps_page *page)
 {
 	enum ps__page_verdict why;
 	uint64_t seen;
 
-	/*
-	 * Acquire: pairs with the release of every earlier put, so the caller
-	 * frees the page after all other holders are done.
-	 */
+	/* Acquire: pairs with the release of every earlier put. */
 	return ps__page_cas(page,
 			    PS_PAGE_LIVE | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
-			    PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 0, false,
+			    PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 0, PS__PAGE_ADD,
 			    memory_order_acquire, &seen, &why);
 }
 
 /*
- * ps__page_sub() - the fetch-and-sub release of @n references, @npins of
- * them pins (0 or n). Returns true when it freed the page (dropped the last
- * reference and claimed it).
+ * ps__page_sub() - release @n references, @npins of them pins (0 or n), by
+ * one compare-and-swap that checks first: a release of more than the word
+ * holds writes nothing (see "Misuse and concurrency" above). Returns true
+ * when it dropped the last reference, and so cleared LIVE: the caller frees.
  */
 static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 				uint64_t npins)
 {
-	uint64_t delta, old, refs, pins;
+	enum ps__page_verdict why;
+	uint64_t seen;
 
 	if (PS_UNLIKELY(n == 0 || n > PS_PAGE_REFS_MAX ||
 			npins > PS_PAGE_PINS_MAX))
 		return ps__page_put_refused(page, 0, 0, n, npins);
-	delta = n * PS_PAGE_REF_ONE + npins * PS_PAGE_PIN_ONE;
 	/*
 	 * Release: the caller's accesses to the page happen before its
-	 * reference is gone. Pairs with the acquire of the claim in whichever
-	 * put frees the page, and with the acquire of a later freeze.
+	 * reference is gone. Pairs with the acquire below in whichever put
+	 * frees the page, and with the acquire of a later freeze.
 	 */
-	old = atomic_fetch_sub_explicit(&page->word, delta, memory_order_release);
-	refs = old >> PS_PAGE_REFS_SHIFT;
-	pins = (old & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
-	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs > n && pins >= npins &&
-		      refs - n >= pins - npins))
-		return false;
-	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs == n && pins == npins))
-		return ps__page_claim(page);
-	return ps__page_put_refused(page, old, delta, n, npins);
+	if (PS_UNLIKELY(!ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n,
+				      npins, PS__PAGE_SUB,
+				      memory_order_release, &seen, &why)))
+		return ps__page_put_refused(page, seen, 0, n, npins);
+	if (PS_LIKELY(seen >= (n + 1) << PS_PAGE_REFS_SHIFT))
+		return false; /* references remain */
+	/*
+	 * Acquire: this put freed the page. Its CAS and every later change of
+	 * the word are read-modify-writes, so they all continue the release
+	 * sequence of each earlier put: the load reads one of them and pairs
+	 * with all those releases, and the caller frees after every other
+	 * holder's accesses. (A load rather than an acquire fence: TSan
+	 * models loads, not fences.)
+	 */
+	(void)atomic_load_explicit(&page->word, memory_order_acquire);
+	return true;
 }
 
 /*
@@ -579,18 +722,18 @@ static inline int ps__page_add_many(struct ps_page *page, uint64_t n,
 		return -EINVAL;
 	/* Relaxed on success, like ps__page_add(): nothing is published. */
 	if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n, npins,
-			 true, memory_order_relaxed, &seen, &why))
+			 PS__PAGE_ADD_HELD, memory_order_relaxed, &seen, &why))
 		return 0;
 	return ps__page_get_refused(page, seen, 0);
 }
 
 /*
  * ps__page_try() - speculative compare-and-swap increment: fails on a page
- * that is not LIVE, on any flag in @reject, or at a limit. Like try_get, it
- * may revive a page whose last put has not claimed it yet.
+ * that is not LIVE, on any flag in @reject, or at a limit; on success it
+ * also sets the flags in @set (PS_PAGE_USER_FLAGS only) in the same CAS.
  */
 static inline bool ps__page_try(struct ps_page *page, uint64_t n,
-				uint64_t npins, uint64_t reject)
+				uint64_t npins, uint64_t reject, uint64_t set)
 {
 	enum ps__page_verdict why;
 	uint64_t seen;
@@ -603,8 +746,51 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 	 */
 	return ps__page_cas(page,
 			    PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
-			    PS_PAGE_LIVE, 0, 0, n, npins, false,
-			    memory_order_acquire, &seen, &why);
+			    PS_PAGE_LIVE, 0, set & PS_PAGE_USER_FLAGS, n, npins,
+			    PS__PAGE_ADD, memory_order_acquire, &seen, &why);
+}
+
+/*
+ * ps__page_revive() - the one revive loop behind ps_page_get_or_revive() and
+ * ps_page_get_or_revive_cache(). A LIVE page whose CACHE field, under
+ * @cache_mask (0: any mode), equals @cache gains a reference; a free page
+ * that is not POISONED becomes LIVE with one reference, its counts reset and
+ * its CACHE field, under @cache_mask, set to @cache. *@seen receives the word
+ * the successful CAS replaced (the old mode of a revived page).
+ */
+static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
+				  uint64_t cache, uint64_t *seen)
+{
+	enum ps__page_verdict why;
+
+	for (;;) {
+		/*
+		 * Acquire: pairs with the release of the put or unfreeze that
+		 * came before, as in ps_page_try_get().
+		 */
+		if (ps__page_cas(page, PS_PAGE_LIVE | cache_mask,
+				 PS_PAGE_LIVE | cache, 0, 0, 1, 0, PS__PAGE_ADD,
+				 memory_order_acquire, seen, &why))
+			return 0;
+		if (why == PS__PAGE_LIMIT)
+			return -EOVERFLOW;
+		/* LIVE here means another mode: only with a cache_mask. */
+		if (*seen & (PS_PAGE_FROZEN | PS_PAGE_LIVE))
+			return -EBUSY;
+		if (*seen & PS_PAGE_POISONED)
+			return -EHWPOISON; /* free and quarantined */
+		/* Acquire: pairs with the release of the freeing put. */
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED,
+				 0,
+				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+					 cache_mask,
+				 PS_PAGE_LIVE | PS_PAGE_REF_ONE | cache, 0, 0,
+				 PS__PAGE_ADD, memory_order_acquire, seen,
+				 &why))
+			return 1;
+		/* Revived, frozen or given a flag by another thread: again. */
+	}
 }
 
 /* --- initialisation and snapshots ---------------------------------------- */
@@ -684,8 +870,7 @@ static inline uint64_t ps_page_pins(const struct ps_page *page)
  * Context: any thread; the answer is a snapshot.
  * Ordering: acquire load (see ps_page_load()).
  * Progress: wait-free.
- * Return: true if LIVE was set at the load (also between the put that drops
- * the last reference and its claim).
+ * Return: true if LIVE was set at the load.
  */
 static inline bool ps_page_is_live(const struct ps_page *page)
 {
@@ -698,17 +883,16 @@ static inline bool ps_page_is_live(const struct ps_page *page)
  *
  * Exact: true if and only if at least one pin is held at the instant of the
  * load. There are no false positives from ordinary references (unlike Linux's
- * bias scheme). A holder of a pin always reads true. (One load and one mask
- * test: it does not check LIVE, so after a misused pin or unpin on a frozen
- * page, reported to the error hook, it reads true until unfreeze.)
+ * bias scheme). A holder of a pin always reads true. A free or frozen page
+ * reads false, also while a misused pin's unit is briefly in its counts.
  * Context: any thread; the answer is a snapshot.
  * Ordering: acquire (see ps_page_load()).
  * Progress: wait-free.
- * Return: true if the pins field was non-zero at the load.
+ * Return: true if the page was LIVE with a non-zero pins field at the load.
  */
 static inline bool ps_page_is_pinned(const struct ps_page *page)
 {
-	return (ps_page_load(page) & PS_PAGE_PINS_MASK) != 0;
+	return ps_page_word_pins(ps_page_load(page)) != 0;
 }
 
 /**
@@ -720,7 +904,7 @@ static inline bool ps_page_is_pinned(const struct ps_page *page)
  * Context: any thread; the answer is a snapshot.
  * Ordering: acquire load (see ps_page_load()).
  * Progress: wait-free.
- * Return: true if the pins field was non-zero at the load.
+ * Return: true if the page was LIVE with a non-zero pins field at the load.
  */
 static inline bool ps_page_maybe_dma_pinned(const struct ps_page *page)
 {
@@ -736,10 +920,11 @@ static inline bool ps_page_maybe_dma_pinned(const struct ps_page *page)
  * Context: any thread holding a reference.
  * Ordering: relaxed: the held reference keeps the page stable, and a new
  * reference publishes nothing.
- * Progress: wait-free (one fetch-and-add; a refusal adds one fetch-and-sub).
+ * Progress: wait-free (one fetch-and-add; a refusal at the limit adds one
+ * fetch-and-sub); misuse adds one CAS loop (lock-free).
  * Return: 0; -EOVERFLOW at PS_PAGE_REFS_MAX (word unchanged); -EINVAL if the
- * page is free, holds no reference or is frozen (reported to the error hook,
- * word unchanged, except that a frozen page keeps the unit until unfreeze).
+ * page is free or frozen (reported to the error hook; the word ends
+ * unchanged, and concurrent correct callers are not disturbed).
  */
 static inline PS_MUST_CHECK int ps_page_get(struct ps_page *page)
 {
@@ -757,8 +942,7 @@ static inline PS_MUST_CHECK int ps_page_get(struct ps_page *page)
  * Progress: lock-free (CAS loop); @n == 1 is one fetch-and-add (wait-free).
  * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
  * is frozen (the last three also reach the error hook); -EOVERFLOW if the
- * count would pass PS_PAGE_REFS_MAX. On error the word is unchanged, except
- * that @n == 1 on a frozen page leaves its unit there until unfreeze.
+ * count would pass PS_PAGE_REFS_MAX. On error the word ends unchanged.
  */
 static inline PS_MUST_CHECK int ps_page_get_many(struct ps_page *page,
 						 uint64_t n)
@@ -792,7 +976,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 	uint64_t old = atomic_fetch_add_explicit(&page->word, PS_PAGE_REF_ONE,
 						 memory_order_acquire);
 
-	/* LIVE and refs <= MAX - 1 (refs == 0 revives a page being freed). */
+	/* LIVE (so refs >= 1) and refs <= MAX - 1. */
 	if (PS_LIKELY((old & PS_PAGE_LIVE) &&
 		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT)))
 		return true;
@@ -818,7 +1002,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 static inline PS_MUST_CHECK bool ps_page_try_get_many(struct ps_page *page,
 						      uint64_t n)
 {
-	return ps__page_try(page, n, 0, 0);
+	return ps__page_try(page, n, 0, 0, 0);
 }
 
 /**
@@ -843,22 +1027,23 @@ static inline PS_MUST_CHECK bool ps_page_try_get_many(struct ps_page *page,
 static inline PS_MUST_CHECK bool
 ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
 {
-	return ps__page_try(page, n, 0, reject);
+	return ps__page_try(page, n, 0, reject, 0);
 }
 
 /**
  * ps_page_put() - drop one reference.
  * @page: a page the caller holds a reference to (not one owned by a pin).
  *
+ * One compare-and-swap that checks the counts before it writes, so a misused
+ * put disturbs no other caller (see "Misuse and concurrency" above).
  * Context: a holder of the reference.
- * Ordering: release; acquire too when returning true (the claim pairs with
- * the release of every earlier put, so the caller frees after all holders).
- * Progress: wait-free; the put that frees adds one claim (lock-free).
+ * Ordering: release; acquire too when returning true (pairs with the
+ * release of every earlier put, so the caller frees after all holders).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page: it dropped the last reference and
- * claimed the page (LIVE cleared), so the caller frees it. False otherwise,
+ * cleared LIVE in the same step, so the caller frees it. False otherwise,
  * and also on misuse (underflow, a reference owned by a pin, a frozen or
- * free page), which goes to the error hook and leaves the word unchanged
- * (on a frozen page the subtraction stays, meaningless, until unfreeze).
+ * free page), which goes to the error hook with nothing written.
  */
 static inline bool ps_page_put(struct ps_page *page)
 {
@@ -871,13 +1056,12 @@ static inline bool ps_page_put(struct ps_page *page)
  * @n: the references to drop, 1 to PS_PAGE_REFS_MAX.
  *
  * Context: a holder of the @n references.
- * Ordering: release; acquire too when returning true (its claim).
- * Progress: wait-free (one fetch-and-sub); the put that frees adds one claim
- * (lock-free).
+ * Ordering: release; acquire too when returning true (as ps_page_put()).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page (the caller frees it); false otherwise.
- * Also false on misuse, reported to the error hook with the word unchanged
- * (on a frozen page the subtraction stays until unfreeze): @n == 0 or @n >
- * PS_PAGE_REFS_MAX (PS_PAGE_ERR_BAD_COUNT), underflow, a frozen or free page.
+ * Also false on misuse, reported to the error hook with nothing written:
+ * @n == 0 or @n > PS_PAGE_REFS_MAX (PS_PAGE_ERR_BAD_COUNT), underflow, a
+ * reference owned by a pin, a frozen or free page.
  */
 static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
 {
@@ -892,11 +1076,11 @@ static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
  *
  * Context: any thread holding a reference.
  * Ordering: relaxed (see the ordering notes for pin-then-recheck patterns).
- * Progress: wait-free (one fetch-and-add; a refusal adds one fetch-and-sub).
+ * Progress: wait-free (one fetch-and-add; a refusal at a limit adds one
+ * fetch-and-sub); misuse adds one CAS loop (lock-free).
  * Return: 0; -EOVERFLOW at PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX (word
- * unchanged); -EINVAL if the page is free, holds no reference or is frozen
- * (error hook, word unchanged, except that a frozen page keeps the unit
- * until unfreeze).
+ * unchanged); -EINVAL if the page is free or frozen (error hook; the word
+ * ends unchanged, and concurrent correct callers are not disturbed).
  */
 static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
 {
@@ -915,8 +1099,7 @@ static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
  * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
  * is frozen (the last three also reach the error hook); -EOVERFLOW if pins
  * or refs would pass PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX. On error the word
- * is unchanged, except that @n == 1 on a frozen page leaves its unit there
- * until unfreeze.
+ * ends unchanged.
  */
 static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
 						 uint64_t n)
@@ -942,7 +1125,7 @@ static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
  */
 static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
 {
-	return ps__page_try(page, 1, 1, 0);
+	return ps__page_try(page, 1, 1, 0, 0);
 }
 
 /**
@@ -961,7 +1144,7 @@ static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
 static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
 						      uint64_t n)
 {
-	return ps__page_try(page, n, n, 0);
+	return ps__page_try(page, n, n, 0, 0);
 }
 
 /**
@@ -988,21 +1171,50 @@ static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
 static inline PS_MUST_CHECK bool
 ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
 {
-	return ps__page_try(page, n, n, reject);
+	return ps__page_try(page, n, n, reject, 0);
+}
+
+/**
+ * ps_page_try_pin_and_set_flags() - ps_page_try_pin_masked() that also sets
+ * the flags in @set, in the same atomic step as the pins.
+ * @page: a page that may be free, frozen or near a limit; its memory must
+ *	stay valid.
+ * @n: the pins to take (each also a reference).
+ * @reject: flags that make it fail; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored.
+ * @set: flags to set with the pins; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored. Nothing is set when the call fails.
+ *
+ * A pin for write sets WRITE_PINNED this way: every word that shows the pin
+ * shows the flag too, so a writer-back that reads the word (one RMW, e.g.
+ * ps_page_fetch_clear_flags()) can never see the pin but not that it is
+ * for write (ps_page_word_pinned_for_write()).
+ * Context: any thread, no reference needed.
+ * Ordering: acquire on success (pairs with the release of the put or
+ * unfreeze that came before); nothing to rely on after a failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true with @n pins (and their references) taken and @set set; false
+ * if @n == 0, a flag in @reject is set, the page is free or frozen, or a
+ * limit would be passed (nothing changed).
+ */
+static inline PS_MUST_CHECK bool
+ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n,
+			      uint64_t reject, uint64_t set)
+{
+	return ps__page_try(page, n, n, reject, set);
 }
 
 /**
  * ps_page_unpin() - drop one pin and its reference.
  * @page: a page the caller holds a pin on.
  *
+ * One compare-and-swap that checks before it writes, as ps_page_put().
  * Context: the holder of the pin.
- * Ordering: release; acquire too when returning true (its claim, as in
- * ps_page_put()).
- * Progress: wait-free; the unpin that frees adds one claim (lock-free).
+ * Ordering: release; acquire too when returning true (as ps_page_put()).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page (the caller frees); false otherwise
  * and on misuse (no pin held, a frozen or free page), which goes to the
- * error hook with the word unchanged (on a frozen page the subtraction
- * stays, meaningless, until unfreeze).
+ * error hook with nothing written.
  */
 static inline bool ps_page_unpin(struct ps_page *page)
 {
@@ -1015,14 +1227,12 @@ static inline bool ps_page_unpin(struct ps_page *page)
  * @n: the pins to drop, 1 to PS_PAGE_PINS_MAX.
  *
  * Context: the holder of the @n pins.
- * Ordering: release; acquire too when returning true (its claim).
- * Progress: wait-free (one fetch-and-sub); the unpin that frees adds one
- * claim (lock-free).
+ * Ordering: release; acquire too when returning true (as ps_page_put()).
+ * Progress: lock-free (CAS loop).
  * Return: true if this freed the page (the caller frees); false otherwise.
- * Also false on misuse, reported to the error hook with the word unchanged
- * (on a frozen page the subtraction stays until unfreeze): @n == 0 or @n >
- * PS_PAGE_PINS_MAX (PS_PAGE_ERR_BAD_COUNT), fewer than @n pins held, a
- * frozen or free page.
+ * Also false on misuse, reported to the error hook with nothing written:
+ * @n == 0 or @n > PS_PAGE_PINS_MAX (PS_PAGE_ERR_BAD_COUNT), fewer than @n
+ * pins held, a frozen or free page.
  */
 static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
 {
@@ -1038,8 +1248,8 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
  * This is how a mapping takes its frame, whether or not the frame was in
  * use. Two racing callers on a free page both succeed, with two references.
  * Context: any thread, no reference needed; the memory must stay valid.
- * Ordering: acquire (pairs with the release of the put that dropped the
- * last reference, whether or not that put has freed the page yet).
+ * Ordering: acquire (pairs with the release of the put that freed the page,
+ * or of the put or unfreeze before a LIVE page's last change).
  * Progress: lock-free.
  * Return: 0 if the page was LIVE; 1 if this call revived a free page (an
  * owner undoing the call then knows the page was free before it); -EBUSY if
@@ -1048,33 +1258,44 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
  */
 static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 {
-	enum ps__page_verdict why;
 	uint64_t seen;
 
-	for (;;) {
-		/*
-		 * Acquire: the page may be LIVE with no reference left (its
-		 * last put has not claimed it yet), and this revives it; pairs
-		 * with the release of that put, as in ps_page_try_get().
-		 */
-		if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 1, 0,
-				 false, memory_order_acquire, &seen, &why))
-			return 0;
-		if (why == PS__PAGE_LIMIT)
-			return -EOVERFLOW;
-		if (seen & PS_PAGE_FROZEN)
-			return -EBUSY;
-		if (seen & PS_PAGE_POISONED)
-			return -EHWPOISON; /* free and quarantined */
-		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(page,
-				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED,
-				 0, PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
-				 PS_PAGE_LIVE | PS_PAGE_REF_ONE, 0, 0, false,
-				 memory_order_acquire, &seen, &why))
-			return 1;
-		/* Revived, frozen or given a flag by another thread: again. */
-	}
+	return ps__page_revive(page, 0, 0, &seen);
+}
+
+/**
+ * ps_page_get_or_revive_cache() - ps_page_get_or_revive() for a new owner
+ * that needs cache mode @mode: a LIVE page with @mode gains a reference, a
+ * free page becomes LIVE with this one reference and @mode, in one atomic
+ * step (so no other owner can see it with another mode in between).
+ * @page: the page.
+ * @mode: the mode the owner needs.
+ * @old_mode: if not NULL, receives the mode the page had before the call
+ *	(an owner undoing a revival restores it with
+ *	ps_page_set_cache_if_free()).
+ *
+ * Context: any thread, no reference needed; the memory must stay valid.
+ * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
+ * the put that dropped the last reference).
+ * Progress: lock-free.
+ * Return: 0 (was LIVE), 1 (revived); -EBUSY if the page is frozen or LIVE
+ * with another mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
+ * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
+ */
+static inline PS_MUST_CHECK int
+ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
+			    unsigned int *old_mode)
+{
+	uint64_t seen;
+	int rc;
+
+	if ((unsigned int)mode >= PS_CACHE_NR)
+		return -EINVAL;
+	rc = ps__page_revive(page, PS_PAGE_CACHE_MASK,
+			     (uint64_t)mode << PS_PAGE_CACHE_SHIFT, &seen);
+	if (rc >= 0 && old_mode)
+		*old_mode = ps_page_word_cache(seen);
+	return rc;
 }
 
 /* --- freezing ------------------------------------------------------------- */
@@ -1111,7 +1332,45 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 			    PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK | PS_PAGE_LIVE,
 			    (expected_refs << PS_PAGE_REFS_SHIFT) | PS_PAGE_LIVE,
 			    PS_PAGE_REFS_MASK | PS_PAGE_LIVE, PS_PAGE_FROZEN, 0,
-			    0, false, memory_order_acquire, &seen, &why);
+			    0, PS__PAGE_ADD, memory_order_acquire, &seen, &why);
+}
+
+/**
+ * ps_page_unfreeze_change_flags() - end a freeze, leaving @refs references,
+ * and change flags in the same atomic step.
+ * @page: a page this thread froze.
+ * @refs: the references the page holds from now on (no pins). 0 leaves a
+ *	free page.
+ * @clear: flags to clear; bits outside PS_PAGE_USER_FLAGS are ignored.
+ * @set: flags to set once @clear is cleared; likewise.
+ *
+ * A conversion flips a frame's encryption flags this way: the first try
+ * that succeeds after the unfreeze sees the new flags, never the old ones
+ * with the new count.
+ * Context: the freezer, once per successful ps_page_freeze().
+ * Ordering: release. It publishes the freezer's changes to the next
+ * acquiring try-get (pairs with the acquire in ps_page_try_get()).
+ * Progress: lock-free.
+ * Return: 0; -EOVERFLOW if @refs > PS_PAGE_REFS_MAX; -EINVAL if the page was
+ * not frozen (also reported to the error hook). On error nothing changes.
+ */
+static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
+						uint64_t refs, uint64_t clear,
+						uint64_t set)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (refs > PS_PAGE_REFS_MAX)
+		return -EOVERFLOW;
+	/* Release: see above. */
+	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
+			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+				 (clear & PS_PAGE_USER_FLAGS),
+			 PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
+			 0, 0, PS__PAGE_ADD, memory_order_release, &seen, &why))
+		return 0;
+	return ps__page_unfreeze_refused(page, seen);
 }
 
 /**
@@ -1129,18 +1388,7 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
  */
 static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
 {
-	enum ps__page_verdict why;
-	uint64_t seen;
-
-	if (refs > PS_PAGE_REFS_MAX)
-		return -EOVERFLOW;
-	/* Release: see above. */
-	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
-			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
-			 PS_PAGE_WORD_INIT(refs), 0, 0, false,
-			 memory_order_release, &seen, &why))
-		return 0;
-	return ps__page_unfreeze_refused(page, seen);
+	return ps_page_unfreeze_change_flags(page, refs, 0, 0);
 }
 
 /**
@@ -1330,9 +1578,206 @@ static inline uint64_t ps_page_change_flags(struct ps_page *page,
 
 	/* Acq_rel: as the single-bit flag operations. Cannot fail. */
 	(void)ps__page_cas(page, 0, 0, clear & PS_PAGE_USER_FLAGS,
-			   set & PS_PAGE_USER_FLAGS, 0, 0, false,
+			   set & PS_PAGE_USER_FLAGS, 0, 0, PS__PAGE_ADD,
 			   memory_order_acq_rel, &seen, &why);
 	return ps_page_word_flags(seen);
+}
+
+/**
+ * ps_page_clear_flag_if_unpinned() - clear @flag, but only while the page
+ * has no pins, in one atomic decision.
+ * @page: the page; no reference needed.
+ * @flag: one flag of PS_PAGE_USER_FLAGS, e.g. PS_PAGE_WRITE_PINNED.
+ *
+ * This is how a hint set by pins (WRITE_PINNED) is cleared lazily: a pin
+ * taken at any moment before the clear keeps the flag, because the clear
+ * requires zero pins in the same compare-and-swap.
+ * Context: any thread.
+ * Ordering: acquire and release on success, like the other flag
+ * read-modify-writes; nothing on failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true if this call cleared @flag; false if it was clear, the page
+ * had pins, or @flag is not a user flag (nothing changed).
+ */
+static inline bool ps_page_clear_flag_if_unpinned(struct ps_page *page,
+						  uint64_t flag)
+{
+	const uint64_t f = flag & PS_PAGE_USER_FLAGS;
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if (!f)
+		return false;
+	/* Acq_rel: as the single-bit flag operations. */
+	return ps__page_cas(page, PS_PAGE_PINS_MASK | f, f, f, 0, 0, 0,
+			    PS__PAGE_ADD, memory_order_acq_rel, &seen, &why);
+}
+
+/**
+ * ps_page_set_flags_unless_frozen() - set the flags in @mask unless the page
+ * is frozen, in one atomic decision.
+ * @page: the page; no reference needed.
+ * @mask: the flags to set; bits outside PS_PAGE_USER_FLAGS are ignored.
+ *
+ * For a flag that a freezer decides while it holds the page (a conversion
+ * sets INACCESSIBLE with PRIVATE): set from outside, it must lose to the
+ * freeze, not land in the middle of it.
+ * Context: any thread.
+ * Ordering: acquire and release on success, like the other flag
+ * read-modify-writes; nothing on failure.
+ * Progress: lock-free (CAS loop).
+ * Return: true if the flags are set (also if they were already); false if
+ * the page was frozen (nothing changed).
+ */
+static inline bool ps_page_set_flags_unless_frozen(struct ps_page *page,
+						   uint64_t mask)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/* Acq_rel: as the single-bit flag operations. */
+	return ps__page_cas(page, PS_PAGE_FROZEN, 0, 0,
+			    mask & PS_PAGE_USER_FLAGS, 0, 0, PS__PAGE_ADD,
+			    memory_order_acq_rel, &seen, &why);
+}
+
+/* --- the page's bit lock ------------------------------------------------- */
+
+/**
+ * ps_page_trylock() - take the page's bit lock (LOCKED) if nobody holds it.
+ * @page: the page; no reference needed, but its memory must stay valid.
+ *
+ * LOCKED is a sleeping bit lock for slow paths, as Linux's folio lock. It
+ * excludes only other lockers: counts and the other flags change as usual
+ * while it is held.
+ * Context: any thread. Not recursive: a holder that tries again fails.
+ * Ordering: acquire when it takes the lock: pairs with the release of
+ * ps_page_unlock(), so the new holder sees what the last holder wrote.
+ * Progress: wait-free (one fetch-or).
+ * Return: true if this call took the lock; false if it was held.
+ */
+static inline PS_MUST_CHECK bool ps_page_trylock(struct ps_page *page)
+{
+	/* Acquire: pairs with the release in ps_page_unlock(). */
+	return !(atomic_fetch_or_explicit(&page->word, PS_PAGE_LOCKED,
+					  memory_order_acquire) &
+		 PS_PAGE_LOCKED);
+}
+
+/**
+ * ps_page_lock() - take the page's bit lock, waiting for it if held.
+ * @page: the page; no reference needed, but its memory must stay valid
+ *	(hold a reference if the page could otherwise be freed and reused).
+ *
+ * One fetch-or when the lock is free. Otherwise ps_page_lock_slow() spins
+ * for a while, then yields the processor between attempts (there is no
+ * wait queue: a holder must not sleep for long).
+ * Context: a thread that may block, not holding this page's lock (not
+ * recursive) and not taking two page locks in an order another thread
+ * reverses.
+ * Ordering: acquire: pairs with the release of the last ps_page_unlock().
+ * Progress: blocking.
+ */
+static inline void ps_page_lock(struct ps_page *page)
+{
+	if (PS_UNLIKELY(!ps_page_trylock(page)))
+		ps_page_lock_slow(page);
+}
+
+/**
+ * ps_page_unlock() - release the page's bit lock.
+ * @page: a page this thread locked.
+ *
+ * Context: the holder (ps_page_lock() or a true ps_page_trylock()).
+ * Ordering: release: the holder's accesses come before the next taker's
+ * (pairs with the acquire in ps_page_trylock()).
+ * Progress: wait-free (one fetch-and).
+ */
+static inline void ps_page_unlock(struct ps_page *page)
+{
+	/* Release: pairs with the acquire in ps_page_trylock(). */
+	atomic_fetch_and_explicit(&page->word, ~PS_PAGE_LOCKED,
+				  memory_order_release);
+}
+
+/* --- cache mode and encryption state -------------------------------------- */
+
+/**
+ * ps_page_cache_mode() - the cache mode held in the page's CACHE field.
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: the mode (a free page keeps the mode of its last life).
+ */
+static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
+{
+	return (enum ps_cache_mode)ps_page_word_cache(ps_page_load(page));
+}
+
+/**
+ * ps_page_enc_state() - the encryption state held in the page's PRIVATE
+ * flag.
+ * @page: the page; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()).
+ * Progress: wait-free.
+ * Return: PS_ENC_PRIVATE if PRIVATE is set, else PS_ENC_SHARED.
+ */
+static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
+{
+	return ps_page_test_flags(page, PS_PAGE_PRIVATE) ? PS_ENC_PRIVATE
+							 : PS_ENC_SHARED;
+}
+
+/**
+ * ps_page_set_cache_if_free() - give a free page cache mode @mode.
+ * @page: the page; no reference needed.
+ * @mode: the new mode.
+ * @expect: the mode the page must have now, or -1 for any.
+ *
+ * A LIVE page keeps its mode (one page, one mode while it has owners; to
+ * change it, freeze the page, ps_page_change_flags() its CACHE field and
+ * unfreeze). A free page changes in one compare-and-swap that also requires
+ * it free, so a racing revival either comes first (and the change fails) or
+ * revives the page with @mode. With @expect, an owner that undoes its own
+ * revival (ps_page_get_or_revive_cache()) restores the old mode only if
+ * nobody changed it since.
+ * Context: any thread.
+ * Ordering: acquire and release on success, like the flag read-modify-writes
+ * (a later revival acquires the new mode); nothing on failure.
+ * Progress: lock-free (CAS loop).
+ * Return: 0 if the page is free and now has @mode; -EBUSY if it is LIVE or
+ * frozen; -EHWPOISON if it is POISONED (quarantined pages are not changed);
+ * -ESTALE if its mode is not @expect; -EINVAL for an unknown @mode or
+ * @expect. On error nothing changes.
+ */
+static inline int ps_page_set_cache_if_free(struct ps_page *page,
+					    enum ps_cache_mode mode, int expect)
+{
+	const uint64_t must = PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED |
+			      (expect >= 0 ? PS_PAGE_CACHE_MASK : 0);
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	if ((unsigned int)mode >= PS_CACHE_NR || expect >= PS_CACHE_NR ||
+	    expect < -1)
+		return -EINVAL;
+	/* Acq_rel: as the flag operations; a later revival acquires it. */
+	if (ps__page_cas(page, must,
+			 expect >= 0 ? (uint64_t)expect << PS_PAGE_CACHE_SHIFT
+				     : 0,
+			 PS_PAGE_CACHE_MASK,
+			 (uint64_t)mode << PS_PAGE_CACHE_SHIFT, 0, 0,
+			 PS__PAGE_ADD, memory_order_acq_rel, &seen, &why))
+		return 0;
+	if (seen & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
+		return -EBUSY;
+	if (seen & PS_PAGE_POISONED)
+		return -EHWPOISON;
+	return -ESTALE;
 }
 
 PS_END_DECLS

@@ -18,10 +18,10 @@
  * Cache modes
  * ---------------------------------------------------------------------------
  *
- * enum ps_cache_mode numbers the modes as Linux's enum page_cache_mode does
- * (arch/x86/include/asm/pgtable_types.h), with write-back at 0. That is why
- * a zeroed page word or entry means write-back. The values fit page.h's
- * 3-bit CACHE field.
+ * enum ps_cache_mode (page.h) numbers the modes as Linux's enum
+ * page_cache_mode does (arch/x86/include/asm/pgtable_types.h), with
+ * write-back at 0. That is why a zeroed page word or entry means write-back.
+ * The values fit page.h's 3-bit CACHE field.
  *
  *   WB   write-back, normal memory
  *   WC   write-combining (frame buffers, doorbells)
@@ -280,126 +280,13 @@
 
 PS_BEGIN_DECLS
 
-/* --- cache modes ---------------------------------------------------------- */
-
-/** enum ps_cache_mode - memory type of a page (Linux's page_cache_mode). */
-enum ps_cache_mode {
-	PS_CACHE_WB = 0,
-	PS_CACHE_WC = 1,
-	PS_CACHE_UC_MINUS = 2,
-	PS_CACHE_UC = 3,
-	PS_CACHE_WT = 4,
-	PS_CACHE_WP = 5,
-};
-
-/* Number of cache modes; valid modes are 0 .. PS_CACHE_NR - 1. */
-#define PS_CACHE_NR 6
-
-PS_STATIC_ASSERT(PS_CACHE_NR <= (1 << PS_PAGE_CACHE_WIDTH),
-		 "cache modes must fit the page word's CACHE field");
-
-/** enum ps_enc_state - encryption state of a page. */
-enum ps_enc_state {
-	PS_ENC_SHARED = 0,  /* decrypted: host- and device-visible */
-	PS_ENC_PRIVATE = 1, /* encrypted: guest-owned */
-};
-
-/**
- * ps_cache_mode_name() - a short constant name for a cache mode.
- * @mode: the mode (any value).
- *
- * Context: any thread; pure.
- * Return: "WB", "WC", "UC-", "UC", "WT", "WP", or "?" for an unknown @mode.
+/*
+ * Cache modes and encryption states: enum ps_cache_mode, PS_CACHE_NR, enum
+ * ps_enc_state, ps_cache_mode_name() and the page-word operations that store
+ * them (ps_page_cache_mode(), ps_page_enc_state(),
+ * ps_page_get_or_revive_cache(), ps_page_set_cache_if_free()) are in
+ * pagestate/page.h, beside the word that holds them.
  */
-const char *ps_cache_mode_name(enum ps_cache_mode mode);
-
-/**
- * ps_page_cache_mode() - the cache mode of a frame's page word.
- * @page: the frame's page word.
- *
- * Context: any thread. Ordering: acquire load (ps_page_load()).
- * Progress: wait-free.
- * Return: the mode held in the word's CACHE field.
- */
-static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
-{
-	return (enum ps_cache_mode)ps_page_word_cache(ps_page_load(page));
-}
-
-/**
- * ps_page_enc_state() - the encryption state of a frame's page word.
- * @page: the frame's page word.
- *
- * Context: any thread. Ordering: acquire load. Progress: wait-free.
- * Return: PS_ENC_PRIVATE if the word's PRIVATE flag is set, else
- * PS_ENC_SHARED.
- */
-static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
-{
-	return ps_page_test_flags(page, PS_PAGE_PRIVATE) ? PS_ENC_PRIVATE
-							 : PS_ENC_SHARED;
-}
-
-/**
- * ps_page_get_or_revive_cache() - ps_page_get_or_revive() for a new owner
- * that needs cache mode @mode: a LIVE frame with @mode gains a reference, a
- * free frame becomes LIVE with this one reference and @mode, in one atomic
- * step (so no other owner can see it with another mode in between).
- * @page: the frame.
- * @mode: the mode the owner needs.
- * @old_mode: if not NULL, receives the mode the frame had before the call
- *	(an owner undoing a revival restores it).
- *
- * Context: any thread, no reference needed; the memory must stay valid.
- * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
- * the put that dropped the last reference).
- * Progress: lock-free.
- * Return: 0 (was LIVE), 1 (revived); -EBUSY if the frame is frozen or LIVE
- * with another mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
- * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
- */
-static inline PS_MUST_CHECK int
-ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
-			    unsigned int *old_mode)
-{
-	const uint64_t bits = (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
-	enum ps__page_verdict why;
-	uint64_t seen;
-
-	if ((unsigned int)mode >= PS_CACHE_NR)
-		return -EINVAL;
-	for (;;) {
-		/*
-		 * Acquire: it may revive a LIVE page whose last put has not
-		 * claimed it yet; pairs with that put's release (page.h).
-		 */
-		if (ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_CACHE_MASK,
-				 PS_PAGE_LIVE | bits, 0, 0, 1, 0, false,
-				 memory_order_acquire, &seen, &why)) {
-			if (old_mode)
-				*old_mode = (unsigned int)mode;
-			return 0;
-		}
-		if (why == PS__PAGE_LIMIT)
-			return -EOVERFLOW;
-		if (seen & (PS_PAGE_FROZEN | PS_PAGE_LIVE))
-			return -EBUSY; /* frozen, or in use with another mode */
-		if (seen & PS_PAGE_POISONED)
-			return -EHWPOISON; /* free and quarantined */
-		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(page,
-				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED, 0,
-				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
-					 PS_PAGE_CACHE_MASK,
-				 PS_PAGE_LIVE | PS_PAGE_REF_ONE | bits, 0, 0, false,
-				 memory_order_acquire, &seen, &why)) {
-			if (old_mode)
-				*old_mode = ps_page_word_cache(seen);
-			return 1;
-		}
-		/* Revived, frozen or given a flag by another thread: again. */
-	}
-}
 
 /* --- x86 PAT / PCD / PWT -------------------------------------------------- */
 
