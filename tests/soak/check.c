@@ -227,7 +227,7 @@ static int coverage_hint(uint64_t p)
 	if (r == REG_SCAN && atomic_load(&m->zapped) > atomic_load(&m->w))
 		return 8;
 	if (r == REG_SYNC || r == REG_SHARED || r == REG_UNREG)
-		return 2;
+		return !known(2) ? 2 : !known(NEW(1)) ? NEW(1) : 0;
 	return 0;
 }
 

@@ -140,6 +140,19 @@ static void print_entry(FILE *f, uint64_t addr)
 		print_word(f, ps_pte_frame(e));
 }
 
+/* Operations whose log entry covers aux & 0xffff pages from its address. */
+static bool is_range_op(int kind)
+{
+	switch (kind) {
+	case OP_PIN: case OP_UNPIN: case OP_PROTECT: case OP_UNPROTECT:
+	case OP_HARVEST: case OP_SCAN: case OP_WRITEBACK: case OP_DISCARD:
+	case OP_UNMAP: case OP_MAP: case OP_CONVERT: case OP_MPROTECT:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void print_thread(FILE *f, struct thr *t, uint64_t addr,
 			 uint64_t frame, unsigned int tail)
 {
@@ -167,9 +180,8 @@ static void print_thread(FILE *f, struct thr *t, uint64_t addr,
 		int kind = atomic_load_explicit(&l->kind, memory_order_relaxed);
 		bool hit = (addr != UINT64_MAX &&
 			    (la == addr ||
-			     (kind != OP_WRITE && kind != OP_READ && la <= addr &&
-			      aux < (UINT64_C(1) << 32) &&
-			      addr < la + aux * PG))) ||
+			     (is_range_op(kind) && la <= addr &&
+			      addr < la + (aux & 0xffff) * PG))) ||
 			   (frame != UINT64_MAX && lf == frame);
 
 		if (!hit && i + tail < n)
@@ -182,6 +194,16 @@ static void print_thread(FILE *f, struct thr *t, uint64_t addr,
 			lf == UINT64_MAX ? (int64_t)-1 : (int64_t)lf, aux,
 			atomic_load_explicit(&l->rc, memory_order_relaxed));
 	}
+}
+
+static uint64_t frame_of_addr(uint64_t addr)
+{
+	ps_pte_t e = 0;
+
+	if (addr >= g.size || ps_pgtable_get(g.pt, addr, &e) ||
+	    !ps_pte_is_present(e))
+		return UINT64_MAX;
+	return ps_pte_frame(e);
 }
 
 static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -202,11 +224,17 @@ void violation(const char *inv, int defect, uint64_t addr, uint64_t frame,
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n");
-	if (defect > 0)
+	if (defect > 0 && defect < 32)
 		fprintf(stderr,
 			"  likely issue 15 defect #%d (--allow-known %d "
 			"tolerates it and keeps checking the rest)\n",
 			defect, defect);
+	else if (defect >= 32)
+		fprintf(stderr,
+			"  likely defect N%d, found by the soak, not in issue "
+			"15 (see tests/soak/README; --allow-known N%d "
+			"tolerates it)\n",
+			defect - 32, defect - 32);
 	else
 		fprintf(stderr, "  not one of issue 15's listed defects "
 				"(NEW), or a bug in the soak's model\n");
@@ -214,12 +242,13 @@ void violation(const char *inv, int defect, uint64_t addr, uint64_t frame,
 		atomic_load(&g.clock), self ? self->id : -1);
 	if (addr != UINT64_MAX)
 		print_entry(stderr, addr);
-	if (frame != UINT64_MAX)
+	if (frame != UINT64_MAX && (addr == UINT64_MAX || !g.sp ||
+				    frame_of_addr(addr) != frame))
 		print_word(stderr, frame);
 	fprintf(stderr,
 		"  seed %#" PRIx64 "; reproduce: %s\n"
 		"  operation logs (oldest first; * = involves the address or "
-		"frame; aux = pages, flags or mode):\n",
+		"frame; aux: pages in the low 16 bits, then flags):\n",
 		g.cfg.seed, g.cfg.cmdline);
 	for (int i = 0; i < g.nthr; i++)
 		print_thread(stderr, &g.thr[i], addr, frame, 6);

@@ -52,9 +52,11 @@ static void usage(FILE *f)
 		"names separated by\n"
 		"                     commas; -name removes one (\"all,-discard\")"
 		"\n"
-		"  --allow-known LIST issue-15 defect numbers to tolerate (the "
-		"soak uses the\n"
-		"                     workaround and keeps checking the rest)\n"
+		"  --allow-known LIST defects to tolerate: issue 15's numbers, "
+		"or Nn for the\n"
+		"                     soak's own finds (it uses the workaround "
+		"and keeps\n"
+		"                     checking the rest)\n"
 		"operations:");
 	for (int i = 0; i < NOPS; i++)
 		fprintf(f, " %s", op_names[i]);
@@ -104,12 +106,13 @@ static int parse_ops(const char *list, uint64_t *ops)
 static int parse_known(const char *list, uint64_t *known_mask)
 {
 	for (const char *p = list; *p;) {
+		bool is_new = *p == 'N' || *p == 'n';
 		char *end;
-		unsigned long d = strtoul(p, &end, 10);
+		unsigned long d = strtoul(p + is_new, &end, 10);
 
-		if (end == p || d < 1 || d > 63)
+		if (end == p + is_new || d < 1 || d > 31)
 			return -1;
-		*known_mask |= UINT64_C(1) << d;
+		*known_mask |= UINT64_C(1) << (is_new ? NEW(d) : d);
 		p = end + (*end == ',');
 	}
 	return 0;
@@ -145,7 +148,8 @@ static char *build_cmdline(void)
 		for (int d = 1; d < 64; d++)
 			if ((g.cfg.known >> d) & 1) {
 				n += (size_t)snprintf(buf + n, sizeof(buf) - n,
-						      "%s%d", sep, d);
+						      d < 32 ? "%s%d" : "%sN%d",
+						      sep, d < 32 ? d : d - 32);
 				sep = ",";
 			}
 	}
@@ -341,6 +345,8 @@ static void set_up(void)
 		abort();
 	pthread_mutex_init(&g.mm_lock, NULL);
 	pthread_mutex_init(&g.hold_lock, NULL);
+	pthread_mutex_init(&g.wb_lock, NULL);
+	pthread_rwlock_init(&g.track_lock, NULL);
 	model_init();
 	(void)ps_page_set_error_hook(page_error);
 
@@ -450,10 +456,20 @@ int main(int argc, char **argv)
 			for (int i = 0; i < g.cfg.threads; i++)
 				for (int k = 0; k < NOPS_ALL; k++)
 					ops += g.thr[i].nops[k];
+			uint64_t st[8] = {0}, mapped = 0;
+
+			for (uint64_t f = 0; f < g.cfg.nframes; f++)
+				st[atomic_load(&g.fm[f].state) & 7]++;
+			for (uint64_t p = 0; p < g.npages; p++)
+				mapped += atomic_load(&g.pm[p].frame) >= 0;
 			printf("soak: checkpoint %" PRIu64 ": %" PRIu64
-			       " operations, tick %" PRIu64 "\n",
+			       " operations, tick %" PRIu64 ", %" PRIu64
+			       " pages mapped; frames free %" PRIu64
+			       ", in use %" PRIu64 ", awaiting the hook %" PRIu64
+			       "\n",
 			       atomic_load(&g.checkpoints), ops,
-			       atomic_load(&g.clock));
+			       atomic_load(&g.clock), mapped, st[F_FREE],
+			       st[F_INUSE], st[F_AWAIT]);
 			fflush(stdout);
 		}
 	}

@@ -431,12 +431,14 @@ void record_zap(uint64_t addr, uint64_t t0)
 	enum region r = region_of(addr);
 
 	atomic_store(&m->zapped, tick());
-	if (r != REG_SCAN && r != REG_ASYNC)
-		return;
-	if (!known(8)) {
+	if ((r == REG_SCAN || r == REG_ASYNC) && !known(8)) {
 		record_write(addr, WK_ZAP);
-	} else if (r == REG_SCAN) {
-		/* #8 tolerated: a zap hides the writes before it. */
+	} else {
+		/*
+		 * A balloon's page: its contents are gone and nobody reads
+		 * them, so the writes before the zap need no report (in an
+		 * async region with #8 tolerated, the zap hides them).
+		 */
 		uint64_t w = atomic_load(&m->w);
 
 		while (w && w < t0 && !atomic_compare_exchange_weak(&m->w, &w, 0))

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,33 @@ static void probe(struct thr *t, uint64_t addr)
 /* --- CPU access ---------------------------------------------------------- */
 
 /*
+ * The handler of a sync write-protect fault lets the write through
+ * (PS_ACCESS_RESOLVE_WP: resolved in the fault's own CAS).
+ */
+static enum ps_fault resolve_wp_write(uint64_t addr)
+{
+	return ps_space_fault(g.sp, addr,
+			      PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP);
+}
+
+/*
+ * N1 tolerated: write faults and a harvest with its re-arm step exclude
+ * each other (the user's lock), so a harvest and its re-protect cannot
+ * fall between a fault's log and the CAS that makes the entry writable.
+ */
+static void fault_lock(void)
+{
+	if (known(NEW(1)))
+		pthread_rwlock_rdlock(&g.track_lock);
+}
+
+static void fault_unlock(void)
+{
+	if (known(NEW(1)))
+		pthread_rwlock_unlock(&g.track_lock);
+}
+
+/*
  * A CPU write, as a vCPU with a TLB makes it: the write is atomic with
  * respect to every invalidation of the page (its TLB subscription), so the
  * bytes land while the entry the fault made writable is still the one the
@@ -61,14 +89,14 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 
 		probe(t, addr);
 		op_phase(t, "write fault");
+		fault_lock();
 		fr = ps_space_fault(g.sp, addr, PS_ACCESS_WRITE);
 		if (fr == PS_FAULT_WP) {
 			/* Sync: the handler lets this write through. */
 			op_phase(t, "resolve wp");
-			fr = ps_space_fault(g.sp, addr,
-					    PS_ACCESS_WRITE |
-						    PS_ACCESS_RESOLVE_WP);
+			fr = resolve_wp_write(addr);
 		}
+		fault_unlock();
 		t->probing = false;
 		if (fr != PS_FAULT_OK)
 			return -(int)fr;
@@ -214,10 +242,10 @@ static void op_pin(struct thr *t)
 		 * the error does not say). Resolve them all and retry once.
 		 */
 		op_phase(t, "resolve wp for a pin");
+		fault_lock();
 		for (uint64_t k = 0; k < pg.n; k++)
-			(void)ps_space_fault(g.sp, pg.addr + k * PG,
-					     PS_ACCESS_WRITE |
-						     PS_ACCESS_RESOLVE_WP);
+			(void)resolve_wp_write(pg.addr + k * PG);
+		fault_unlock();
 		op_phase(t, "pin_range again");
 		rc = ps_space_pin_range(g.sp, pg.addr, len, pg.flags,
 					pg.frames);
@@ -227,7 +255,7 @@ static void op_pin(struct thr *t)
 		atomic_fetch_sub(&g.lt_inflight, 1);
 	}
 	op_end(t, OP_PIN, pg.addr, rc ? UINT64_MAX : pg.frames[0],
-	       pg.n | (uint64_t)pg.flags << 8, rc);
+	       pg.n | (uint64_t)pg.flags << 16, rc);
 	if (rc)
 		return;
 	for (uint64_t k = 0; k < pg.n; k++)
@@ -287,7 +315,7 @@ static void op_mprotect(struct thr *t)
 
 	op_begin(t, OP_MPROTECT, addr, "mprotect");
 	rc = ps_space_mprotect(g.sp, addr, len, prot);
-	op_end(t, OP_MPROTECT, addr, UINT64_MAX, len / PG | prot << 8, rc);
+	op_end(t, OP_MPROTECT, addr, UINT64_MAX, len / PG | prot << 16, rc);
 }
 
 /* --- harvests (c) -------------------------------------------------------- */
@@ -327,6 +355,8 @@ int harvest_range(struct thr *t, uint64_t start, uint64_t len, bool rearm)
 
 	if (!got)
 		abort();
+	if (known(NEW(1)))
+		pthread_rwlock_wrlock(&g.track_lock);
 	while (at < end) {
 		uint64_t addrs[64], cnt = 0, resume = end;
 
@@ -353,6 +383,8 @@ int harvest_range(struct thr *t, uint64_t start, uint64_t len, bool rearm)
 			rearm_run(r, got[i], (j - i) * PG);
 		i = j;
 	}
+	if (known(NEW(1)))
+		pthread_rwlock_unlock(&g.track_lock);
 	th = tick();
 	for (uint64_t i = 0; i < n; i++)
 		if (region_of(got[i]) != REG_SCAN)
@@ -456,16 +488,35 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 	uint64_t w = ps_page_load(pw(frame));
 	int s = atomic_load(&m->state);
 
+	uint64_t copy[PG_WORDS];
+	int running = atomic_fetch_add(&m->in_wb, 1);
+
 	(void)pinned;
+	if (running && !known(NEW(2)))
+		violation("(c) two write-backs of one frame at once", NEW(2),
+			  addr, frame,
+			  "write-back calls fn for frame %" PRIu64 " while "
+			  "another write-back's fn for it is still running "
+			  "(WRITEBACK was set: nothing waits for it or skips "
+			  "the frame); the older copy may reach the backing "
+			  "store last",
+			  frame);
 	if (s != F_INUSE && s != F_AWAIT)
 		violation("(f) write-back of a freed frame", 0, addr, frame,
 			  "write-back calls fn for frame %" PRIu64
 			  " in owner state %d",
 			  frame, s);
-	if (!(w & PS_PAGE_WRITEBACK) || !(w & PS_PAGE_LIVE))
-		violation("(b) write-back's frame", 0, addr, frame,
-			  "fn(%" PRIu64 ") runs without WRITEBACK or LIVE "
+	if (!(w & PS_PAGE_LIVE))
+		violation("(b) write-back's frame is not LIVE", 0, addr, frame,
+			  "fn(%" PRIu64 ") runs on a frame that is not LIVE "
 			  "(word %#" PRIx64 ")",
+			  frame, w);
+	if (!(w & PS_PAGE_WRITEBACK) && !known(NEW(2)))
+		violation("(c) write-back without WRITEBACK", NEW(2), addr,
+			  frame,
+			  "fn(%" PRIu64 ") runs while the frame's WRITEBACK is "
+			  "clear (word %#" PRIx64 "): another write-back of "
+			  "it ended meanwhile and cleared it",
 			  frame, w);
 	/* Each call follows one clean-to-... transition: a dirty hook. */
 	if (atomic_load(&m->hooks) <= atomic_load(&m->cleans) && !known(3) &&
@@ -480,14 +531,20 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  frame, atomic_load(&m->gen), atomic_load(&m->hooks),
 			  atomic_load(&m->cleans));
 	atomic_fetch_add(&m->cleans, 1);
-	if (chance(t, 3))
+	if (chance(t, 3)) {
+		atomic_fetch_sub(&m->in_wb, 1);
 		return -EIO; /* the library dirties it again */
+	}
+	/* The I/O takes its data when submitted and lands later. */
 	for (uint64_t i = 0; i < PG_WORDS; i++)
-		atomic_store_explicit(
-			&backing_words(frame)[i],
-			atomic_load_explicit(&frame_words(frame)[i],
-					     memory_order_relaxed),
-			memory_order_relaxed);
+		copy[i] = atomic_load_explicit(&frame_words(frame)[i],
+					       memory_order_relaxed);
+	if (chance(t, 20))
+		sched_yield();
+	for (uint64_t i = 0; i < PG_WORDS; i++)
+		atomic_store_explicit(&backing_words(frame)[i], copy[i],
+				      memory_order_relaxed);
+	atomic_fetch_sub(&m->in_wb, 1);
 	return 0;
 }
 
@@ -507,7 +564,11 @@ static void op_writeback(struct thr *t)
 	}
 	op_begin(t, OP_WRITEBACK, start,
 		 mode == PS_WB_CLEAN ? "writeback CLEAN" : "writeback INTEGRITY");
+	if (known(NEW(2)))
+		pthread_mutex_lock(&g.wb_lock);
 	rc = ps_space_writeback(g.sp, start, len, mode, wb_fn, t, &st);
+	if (known(NEW(2)))
+		pthread_mutex_unlock(&g.wb_lock);
 	op_end(t, OP_WRITEBACK, start, UINT64_MAX,
 	       len / PG | (uint64_t)mode << 32, rc == -EIO ? 0 : rc);
 }
@@ -557,7 +618,7 @@ static void op_discard(struct thr *t)
 		record_zap(p, t0);
 	}
 	pthread_mutex_unlock(&g.mm_lock);
-	op_end(t, OP_DISCARD, addr, UINT64_MAX, len / PG | nskipped << 16, rc);
+	op_end(t, OP_DISCARD, addr, UINT64_MAX, len / PG | nskipped << 32, rc);
 }
 
 static void op_unmap(struct thr *t)
@@ -585,7 +646,7 @@ static void op_unmap(struct thr *t)
 		record_zap(p, t0);
 	}
 	pthread_mutex_unlock(&g.mm_lock);
-	op_end(t, OP_UNMAP, addr, UINT64_MAX, len / PG | flags << 8, rc);
+	op_end(t, OP_UNMAP, addr, UINT64_MAX, len / PG | flags << 16, rc);
 }
 
 static void op_map(struct thr *t)
@@ -623,7 +684,7 @@ static void op_map(struct thr *t)
 			  " of its pages mapped",
 			  addr, n, first, flags, rc, busy);
 	pthread_mutex_unlock(&g.mm_lock);
-	op_end(t, OP_MAP, addr, (uint64_t)first, n | (uint64_t)flags << 8, rc);
+	op_end(t, OP_MAP, addr, (uint64_t)first, n | (uint64_t)flags << 16, rc);
 }
 
 /* --- conversion (d) ------------------------------------------------------ */
@@ -723,10 +784,12 @@ static void op_convert(struct thr *t)
 				  "ps_space_convert(%s) failed with -EBUSY "
 				  "(\"pinned long-term\") at frame %" PRIu64
 				  ", but no long-term pin of it was held "
-				  "during the call: it should wait (%s) or "
-				  "fail with -EAGAIN",
+				  "during the call: it should %s",
 				  flags & PS_CONVERT_WAIT ? "WAIT" : "no WAIT",
-				  f, flags & PS_CONVERT_WAIT ? "WAIT" : "-");
+				  f,
+				  flags & PS_CONVERT_WAIT
+					  ? "wait for the pins to drain"
+					  : "fail with -EAGAIN (pinned)");
 	}
 	if (rc == -EAGAIN && (flags & PS_CONVERT_WAIT)) {
 		uint64_t f = frames[off / PG];
@@ -744,7 +807,7 @@ static void op_convert(struct thr *t)
 	}
 	pthread_mutex_unlock(&g.mm_lock);
 	op_end(t, OP_CONVERT, addr, UINT64_MAX,
-	       n | (uint64_t)flags << 8 | (uint64_t)to << 16, rc);
+	       n | (uint64_t)flags << 16 | (uint64_t)to << 24, rc);
 }
 
 /* --- CPU maps ------------------------------------------------------------ */
@@ -998,6 +1061,16 @@ void release_all(struct thr *t)
 		unpin_group(t, t->npins - 1);
 	while (t->nkmaps)
 		kunmap_one(t, t->nkmaps - 1);
+}
+
+enum ps_fault soak_resolve_wp_write(uint64_t addr)
+{
+	enum ps_fault fr;
+
+	fault_lock();
+	fr = resolve_wp_write(addr);
+	fault_unlock();
+	return fr;
 }
 
 void soak_set_prot_hooks(bool on)

@@ -156,8 +156,7 @@ int iommu_map(struct thr *t, uint64_t addr, bool write)
 	if (rc == -EAGAIN && write) {
 		/* Sync write-protected: the VMM resolves it, then retries. */
 		op_phase(t, "resolve wp for the IOMMU");
-		(void)ps_space_fault(g.sp, addr,
-				     PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP);
+		(void)soak_resolve_wp_write(addr);
 		rc = ps_space_map_secondary(g.sp, &iommu.sub[region_of(addr)],
 					    addr, write, &iommu_sops, NULL);
 	}

@@ -120,6 +120,7 @@ struct fmodel {
 	_Atomic uint64_t hooks;	   /* dirty hooks in this lifetime */
 	_Atomic uint64_t cleans;   /* write-back callbacks in this lifetime */
 	_Atomic uint64_t frees;	   /* free hooks in this lifetime */
+	_Atomic int in_wb;	   /* write-back callbacks running on it */
 };
 
 /* Per page: the latest write and the latest harvest that reported it. */
@@ -226,6 +227,8 @@ struct soak {
 	_Atomic bool failed;
 	_Atomic uint64_t checkpoints;
 	_Atomic bool hooks_on;
+	pthread_mutex_t wb_lock; /* serialises write-backs (N2 tolerated) */
+	pthread_rwlock_t track_lock; /* faults vs harvests (N1 tolerated) */
 };
 
 extern struct soak g;
@@ -256,6 +259,12 @@ static inline bool chance(struct thr *t, unsigned int percent)
 {
 	return rnd_below(t, 100) < percent;
 }
+
+/*
+ * Defect numbers: 1..31 are issue 15's list; NEW(n), found by the soak
+ * and not in the issue, are "Nn" on the command line and in reports.
+ */
+#define NEW(n) (32 + (n))
 
 static inline bool known(int defect)
 {
@@ -343,6 +352,7 @@ void release_all(struct thr *t);
 int harvest_range(struct thr *t, uint64_t start, uint64_t len, bool rearm);
 int scan_range(struct thr *t, uint64_t start, uint64_t len);
 void soak_set_prot_hooks(bool on);
+enum ps_fault soak_resolve_wp_write(uint64_t addr);
 
 /* check.c */
 void check_entries_live(void);
