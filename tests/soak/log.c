@@ -82,7 +82,10 @@ void op_end(struct thr *t, enum op op, uint64_t addr, uint64_t frame,
 	t->nops[op]++;
 	if (rc < 0)
 		t->nfail[op]++;
+	if (rc <= 0 && rc > -RC_MAX)
+		t->nrc[op][-rc]++;
 	atomic_store(&t->cur_op, -1);
+	atomic_fetch_add(&t->ops_done, 1);
 	atomic_fetch_add(&g.progress, 1);
 }
 

@@ -297,6 +297,8 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		pick_thread_op(t);
+		if (!(atomic_load(&t->ops_done) & 15))
+			limbo_reclaim();
 	}
 	release_all(t);
 	return NULL;
@@ -347,6 +349,7 @@ static void set_up(void)
 	pthread_mutex_init(&g.hold_lock, NULL);
 	pthread_mutex_init(&g.wb_lock, NULL);
 	pthread_rwlock_init(&g.track_lock, NULL);
+	pthread_mutex_init(&g.epoch_lock, NULL);
 	model_init();
 	(void)ps_page_set_error_hook(page_error);
 
@@ -405,7 +408,8 @@ int main(int argc, char **argv)
 
 	g.nthr = g.cfg.threads + 1; /* the workers, then the checker */
 	g.thr = calloc((size_t)g.nthr, sizeof(*g.thr));
-	if (!g.thr)
+	g.epoch_snap = calloc((size_t)g.nthr, sizeof(*g.epoch_snap));
+	if (!g.thr || !g.epoch_snap)
 		abort();
 	for (int i = 0; i < g.nthr; i++) {
 		struct thr *t = &g.thr[i];
@@ -503,5 +507,21 @@ int main(int argc, char **argv)
 			printf(" %s %" PRIu64 " (%" PRIu64 ")", op_names[k],
 			       total[k], fails[k]);
 	printf("\n");
+	if (g.cfg.verbose) {
+		for (int k = 0; k < NOPS_ALL; k++) {
+			if (!fails[k])
+				continue;
+			printf("soak: %s results:", op_names[k]);
+			for (int r = 0; r < RC_MAX; r++) {
+				uint64_t c = 0;
+
+				for (int i = 0; i < g.cfg.threads; i++)
+					c += g.thr[i].nrc[k][r];
+				if (c)
+					printf(" %d:%" PRIu64, -r, c);
+			}
+			printf("\n");
+		}
+	}
 	return 0;
 }

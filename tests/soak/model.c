@@ -146,6 +146,7 @@ void map_failed(uint64_t frame)
 	bool live = ps_page_is_live(pw(frame));
 	int s = F_CLAIMED;
 
+	atomic_store(&g.fm[frame].limbo_epoch, atomic_load(&g.epoch));
 	if (atomic_compare_exchange_strong(&g.fm[frame].state, &s,
 					   live ? F_AWAIT : F_LIMBO))
 		return;
@@ -172,7 +173,43 @@ void map_failed(uint64_t frame)
 			  "checking ps_page_is_live() as space.h says, frees "
 			  "it a second time",
 			  frame);
+	atomic_store(&g.fm[frame].limbo_epoch, atomic_load(&g.epoch));
 	atomic_store(&g.fm[frame].state, F_LIMBO);
+}
+
+/*
+ * F_LIMBO frames go back to the pool two epochs later: an epoch ends when
+ * every worker has completed an operation since it began, so by then every
+ * operation that was in flight when the frame went F_LIMBO has ended, and
+ * with it any put (a speculative pin's back-out, a lookup's put) whose
+ * free hook was still to come. The hook runs inside the operation that
+ * dropped the reference.
+ */
+void limbo_reclaim(void)
+{
+	uint64_t e;
+
+	if (pthread_mutex_trylock(&g.epoch_lock))
+		return;
+	e = atomic_load(&g.epoch);
+	for (int i = 0; i < g.cfg.threads; i++)
+		if (atomic_load(&g.thr[i].ops_done) <= g.epoch_snap[i])
+			goto out;
+	for (int i = 0; i < g.cfg.threads; i++)
+		g.epoch_snap[i] = atomic_load(&g.thr[i].ops_done);
+	atomic_store(&g.epoch, ++e);
+	for (uint64_t f = 0; f < g.cfg.nframes; f++) {
+		int s = F_LIMBO;
+
+		if (atomic_load(&g.fm[f].state) != F_LIMBO ||
+		    atomic_load(&g.fm[f].limbo_epoch) + 2 > e ||
+		    ps_page_is_live(pw(f)))
+			continue;
+		(void)atomic_compare_exchange_strong(&g.fm[f].state, &s,
+						     F_FREE);
+	}
+out:
+	pthread_mutex_unlock(&g.epoch_lock);
 }
 
 /* At a checkpoint: frames of failed maps go back to the pool. */

@@ -230,7 +230,7 @@ static void op_pin(struct thr *t)
 	pg.n = len / PG;
 	pg.flags = (chance(t, 50) ? PS_PIN_WRITE : 0) |
 		   (chance(t, 25) ? PS_PIN_LONGTERM : 0) |
-		   (chance(t, 15) ? PS_PIN_PRIVATE : 0);
+		   (chance(t, 35) ? PS_PIN_PRIVATE : 0);
 	lt = pg.flags & PS_PIN_LONGTERM;
 	op_begin(t, OP_PIN, pg.addr, "pin_range");
 	if (lt)
@@ -664,7 +664,7 @@ static void op_map(struct thr *t)
 	for (uint64_t k = 0; k < n; k++)
 		busy += atomic_load(&g.pm[page_of(addr) + k].frame) >= 0;
 	/* Mostly vacant pages; some maps are meant to fail (-EEXIST). */
-	if (busy && !chance(t, 30)) {
+	if (busy && !chance(t, 8)) {
 		pthread_mutex_unlock(&g.mm_lock);
 		op_end(t, OP_MAP, addr, UINT64_MAX, n, 1);
 		return;
@@ -729,7 +729,7 @@ static bool longterm_during(uint64_t frame, uint64_t t0, uint64_t t1)
 static void op_convert(struct thr *t)
 {
 	uint64_t len, addr = pick_run(t, pick_region(t), 4, &len);
-	enum ps_enc_state to = chance(t, 50) ? PS_ENC_PRIVATE : PS_ENC_SHARED;
+	enum ps_enc_state to = chance(t, 30) ? PS_ENC_PRIVATE : PS_ENC_SHARED;
 	unsigned int flags = (chance(t, 50) ? PS_CONVERT_WAIT : 0) |
 			     (chance(t, 70) ? PS_CONVERT_SKIP_MISSING : 0);
 	struct ps_convert_opts opts = {.wait_ns = 3000000};

@@ -121,6 +121,7 @@ struct fmodel {
 	_Atomic uint64_t cleans;   /* write-back callbacks in this lifetime */
 	_Atomic uint64_t frees;	   /* free hooks in this lifetime */
 	_Atomic int in_wb;	   /* write-back callbacks running on it */
+	_Atomic uint64_t limbo_epoch; /* when it went F_LIMBO */
 };
 
 /* Per page: the latest write and the latest harvest that reported it. */
@@ -155,6 +156,7 @@ struct hold {
 /* --- per-thread state ---------------------------------------------------- */
 
 #define LOG_LEN 64
+#define RC_MAX 140
 
 struct oplog {
 	_Atomic uint64_t tick, addr, frame, aux;
@@ -190,8 +192,10 @@ struct thr {
 	_Atomic(const char *) cur_phase;
 	struct oplog log[LOG_LEN];
 	_Atomic uint64_t nlog;
+	_Atomic uint64_t ops_done; /* operations completed (limbo epochs) */
 	uint64_t nops[NOPS_ALL];
 	uint64_t nfail[NOPS_ALL];
+	uint64_t nrc[NOPS_ALL][RC_MAX]; /* results -rc, for --verbose */
 };
 
 /* --- global state -------------------------------------------------------- */
@@ -229,6 +233,10 @@ struct soak {
 	_Atomic bool hooks_on;
 	pthread_mutex_t wb_lock; /* serialises write-backs (N2 tolerated) */
 	pthread_rwlock_t track_lock; /* faults vs harvests (N1 tolerated) */
+	/* Epochs for F_LIMBO frames (model.c). */
+	pthread_mutex_t epoch_lock;
+	_Atomic uint64_t epoch;
+	uint64_t *epoch_snap;
 };
 
 extern struct soak g;
@@ -320,6 +328,7 @@ void fill_frame(uint64_t frame);
 void map_failed(uint64_t frame);
 void map_done(uint64_t frame);
 void limbo_to_free(void);
+void limbo_reclaim(void);
 void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame);
 void hook_free(void *ctx, struct ps_space *space, uint64_t frame);
 int hook_populate(void *ctx, struct ps_space *space, uint64_t addr,
