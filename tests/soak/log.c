@@ -99,8 +99,9 @@ static void print_word(FILE *f, uint64_t frame)
 	fprintf(f,
 		"  frame %" PRIu64 ": word 0x%016" PRIx64 " (refs %" PRIu64
 		" pins %" PRIu64 "%s%s%s%s%s%s%s%s%s cache %u), kmaps %u; owner "
-		"state %d, lifetime %" PRIu64 ", dirty hooks %" PRIu64
-		", cleans %" PRIu64 ", frees %" PRIu64 "\n",
+		"state %d, lifetime %" PRIu64 " (allocated at tick %" PRIu64
+		"), dirty hooks %" PRIu64 " (latest tick %" PRIu64 "), cleans %"
+		PRIu64 ", frees %" PRIu64 " (latest tick %" PRIu64 ")\n",
 		frame, w, ps_page_word_refs(w), ps_page_word_pins(w),
 		w & PS_PAGE_LIVE ? " LIVE" : "", w & PS_PAGE_DIRTY ? " DIRTY" : "",
 		w & PS_PAGE_WRITEBACK ? " WRITEBACK" : "",
@@ -112,9 +113,11 @@ static void print_word(FILE *f, uint64_t frame)
 		w & PS_PAGE_POISONED ? " POISONED" : "", ps_page_word_cache(w),
 		g.sp ? ps_space_kmap_count(g.sp, frame) : 0,
 		atomic_load(&g.fm[frame].state),
-		atomic_load(&g.fm[frame].gen), atomic_load(&g.fm[frame].hooks),
-		atomic_load(&g.fm[frame].cleans),
-		atomic_load(&g.fm[frame].frees));
+		atomic_load(&g.fm[frame].gen), atomic_load(&g.fm[frame].t_alloc),
+		atomic_load(&g.fm[frame].hooks),
+		atomic_load(&g.fm[frame].t_dirty),
+		atomic_load(&g.fm[frame].cleans), atomic_load(&g.fm[frame].frees),
+		atomic_load(&g.fm[frame].t_free));
 }
 
 static void print_entry(FILE *f, uint64_t addr)

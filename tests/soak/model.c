@@ -73,6 +73,7 @@ static void new_life(uint64_t frame)
 	struct fmodel *m = &g.fm[frame];
 
 	atomic_fetch_add(&m->gen, 1);
+	atomic_store(&m->t_alloc, tick());
 	atomic_store(&m->hooks, 0);
 	atomic_store(&m->cleans, 0);
 	atomic_store(&m->frees, 0);
@@ -267,6 +268,7 @@ void hook_free(void *ctx, struct ps_space *space, uint64_t frame)
 			  "free_frame(%" PRIu64 ") ran while a %s is held on it",
 			  frame, kind == H_PIN ? "pin" : "kmap");
 	atomic_fetch_add(&m->frees, 1);
+	atomic_store(&m->t_free, tick());
 	for (;;) {
 		int s = atomic_load(&m->state);
 		int next;
@@ -313,7 +315,13 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 
 	(void)ctx;
 	(void)space;
-	if (s != F_INUSE && s != F_AWAIT) {
+	/*
+	 * F_CLAIMED: a map is installing the frame, and a write through the
+	 * entry it installed may mark it before the owner learns that the
+	 * map returned. (A late mark of an earlier lifetime looks the same
+	 * here; the CPU write's S3 check catches what it leads to.)
+	 */
+	if (s != F_INUSE && s != F_AWAIT && s != F_CLAIMED) {
 		if (!known(1))
 			violation("(f) hooks: dirty hook for a freed frame", 1,
 				  self && self->probing ? self->probe_addr
@@ -321,7 +329,7 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 				  frame,
 				  "set_page_dirty(%" PRIu64 ") ran for a frame "
 				  "the owner has in state %d (not in use: "
-				  "freed, or being mapped anew); page word "
+				  "freed); page word "
 				  "%#" PRIx64,
 				  frame, s, w);
 		return;
@@ -354,6 +362,7 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 				  atomic_load(&m->gen));
 	}
 	atomic_fetch_add(&m->hooks, 1);
+	atomic_store(&m->t_dirty, tick());
 }
 
 /* Caller holds mm_lock; frames [first, first + n) are F_CLAIMED. */
@@ -461,14 +470,26 @@ void record_write(uint64_t addr, enum wkind k)
 	atomic_store(&m->wthread, self ? self->id : -1);
 }
 
-/* @addr lost its page (discard, unmap); @t0 is a tick before the call. */
-void record_zap(uint64_t addr, uint64_t t0)
+/*
+ * @addr lost its page (the caller holds mm_lock). @dontneed: a
+ * balloon's discard or MADV_DONTNEED (PS_UNMAP_ZAP), which an async range
+ * counts as a write; not a munmap, after which the page is new memory.
+ */
+void record_zap(uint64_t addr, bool dontneed)
 {
 	struct pmodel *m = &g.pm[page_of(addr)];
 	enum region r = region_of(addr);
+	uint64_t t0;
 
-	atomic_store(&m->zapped, tick());
-	if ((r == REG_SCAN || r == REG_ASYNC) && !known(8)) {
+	/*
+	 * Under mm_lock, which populate needs: no write reached the page
+	 * since the zap, so every write recorded before now preceded it (a
+	 * write may be recorded after the call began, before its
+	 * invalidation's callback took the vCPU's TLB lock).
+	 */
+	t0 = tick();
+	atomic_store(&m->zapped, t0);
+	if (dontneed && (r == REG_SCAN || r == REG_ASYNC) && !known(8)) {
 		record_write(addr, WK_ZAP);
 	} else {
 		/*

@@ -118,11 +118,13 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 		 */
 		w = ps_page_load(pw(f));
 		if (!(w & PS_PAGE_DIRTY))
-			violation("(c) writable entry on a clean frame", 0, addr,
+			violation("(c) writable entry on a clean frame", 1, addr,
 				  f,
 				  "a CPU write through the writable entry "
 				  "%#" PRIx64 " finds frame %" PRIu64
-				  " clean (S3: dirty before writable)",
+				  " clean (S3: dirty before writable); a write "
+				  "fault of the frame's earlier lifetime may "
+				  "have made the entry of its new one writable",
 				  e, f);
 		if (!atomic_load(&g.fm[f].hooks) && !known(3) && !known(1))
 			violation("(f) hooks: write without a dirty hook in "
@@ -578,13 +580,12 @@ static void op_writeback(struct thr *t)
 static void op_discard(struct thr *t)
 {
 	uint64_t len, addr = pick_run(t, pick_region(t), 6, &len);
-	uint64_t skipped[8], nskipped = 0, t0;
+	uint64_t skipped[8], nskipped = 0;
 	int rc;
 
 	op_begin(t, OP_DISCARD, addr, "mm_lock");
 	pthread_mutex_lock(&g.mm_lock);
 	op_phase(t, "discard");
-	t0 = tick();
 	rc = ps_space_discard(g.sp, addr, len, skipped, 8, &nskipped);
 	for (uint64_t p = addr; !rc && p < addr + len; p += PG) {
 		struct pmodel *m = &g.pm[page_of(p)];
@@ -615,7 +616,7 @@ static void op_discard(struct thr *t)
 				  ")",
 				  p, e);
 		atomic_store(&m->frame, -1);
-		record_zap(p, t0);
+		record_zap(p, true);
 	}
 	pthread_mutex_unlock(&g.mm_lock);
 	op_end(t, OP_DISCARD, addr, UINT64_MAX, len / PG | nskipped << 32, rc);
@@ -623,14 +624,13 @@ static void op_discard(struct thr *t)
 
 static void op_unmap(struct thr *t)
 {
-	uint64_t len, addr = pick_run(t, pick_region(t), 4, &len), t0;
+	uint64_t len, addr = pick_run(t, pick_region(t), 4, &len);
 	unsigned int flags = chance(t, 50) ? PS_UNMAP_ZAP : 0;
 	int rc;
 
 	op_begin(t, OP_UNMAP, addr, "mm_lock");
 	pthread_mutex_lock(&g.mm_lock);
 	op_phase(t, "unmap");
-	t0 = tick();
 	rc = ps_space_unmap(g.sp, addr, len, flags);
 	for (uint64_t p = addr; !rc && p < addr + len; p += PG) {
 		struct pmodel *m = &g.pm[page_of(p)];
@@ -643,7 +643,7 @@ static void op_unmap(struct thr *t)
 		if (atomic_load(&m->frame) < 0)
 			continue;
 		atomic_store(&m->frame, -1);
-		record_zap(p, t0);
+		record_zap(p, flags & PS_UNMAP_ZAP);
 	}
 	pthread_mutex_unlock(&g.mm_lock);
 	op_end(t, OP_UNMAP, addr, UINT64_MAX, len / PG | flags << 16, rc);

@@ -122,6 +122,8 @@ struct fmodel {
 	_Atomic uint64_t frees;	   /* free hooks in this lifetime */
 	_Atomic int in_wb;	   /* write-back callbacks running on it */
 	_Atomic uint64_t limbo_epoch; /* when it went F_LIMBO */
+	/* Ticks of the latest allocation, free hook and dirty hook. */
+	_Atomic uint64_t t_alloc, t_free, t_dirty;
 };
 
 /* Per page: the latest write and the latest harvest that reported it. */
@@ -334,7 +336,7 @@ void hook_free(void *ctx, struct ps_space *space, uint64_t frame);
 int hook_populate(void *ctx, struct ps_space *space, uint64_t addr,
 		  unsigned int access);
 void record_write(uint64_t addr, enum wkind k);
-void record_zap(uint64_t addr, uint64_t t0);
+void record_zap(uint64_t addr, bool dontneed);
 void record_report(uint64_t addr, uint64_t t);
 bool write_counts(enum region r, enum wkind k);
 int hold_add(int kind, uint64_t frame, uint64_t addr, unsigned int flags);
