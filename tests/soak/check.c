@@ -113,8 +113,8 @@ static void check_entry(uint64_t p, ps_pte_t e, uint64_t *maps)
 			  "frame %" PRIu64 " is mapped at %#" PRIx64
 			  " (word %#" PRIx64 ", owner state %d)",
 			  f, addr, w, s);
-	if (ps_pte_is_writable(e) && !(w & PS_PAGE_DIRTY))
-		violation("(c) writable entry on a clean frame", 0, addr, f,
+	if (ps_pte_is_writable(e) && !(w & PS_PAGE_DIRTY) && !known(1))
+		violation("(c) writable entry on a clean frame", 1, addr, f,
 			  "entry %#" PRIx64 " is writable, frame %" PRIu64
 			  " is clean (S3)",
 			  e, f);

@@ -40,10 +40,13 @@ enum region pick_region(struct thr *t)
 	return (enum region)rnd_below(t, NREG);
 }
 
+static void hot_init(void);
+
 void model_init(void)
 {
 	for (uint64_t p = 0; p < g.npages; p++)
 		atomic_store(&g.pm[p].frame, -1);
+	hot_init();
 }
 
 /* The contents a frame starts a lifetime with, and its backing copy. */
@@ -92,9 +95,46 @@ static void new_life(uint64_t frame)
  * Claim @n consecutive free frames for a map (F_FREE -> F_CLAIMED) and
  * start their lifetimes. Returns the first, or -1.
  */
+/*
+ * Recently freed frames, reused first (as Linux's per-CPU free lists
+ * hand out hot pages): a frame comes back at once, while operations that
+ * looked at its earlier lifetime may still be running.
+ */
+#define HOT 16
+static _Atomic int64_t hot[HOT];
+static _Atomic uint64_t hot_n;
+
+static void hot_init(void)
+{
+	for (int i = 0; i < HOT; i++)
+		atomic_store(&hot[i], -1);
+}
+
+static void hot_push(uint64_t frame)
+{
+	atomic_store(&hot[atomic_fetch_add(&hot_n, 1) % HOT], (int64_t)frame);
+}
+
 int64_t alloc_frames(struct thr *t, uint64_t n)
 {
 	uint64_t start = rnd_below(t, g.cfg.nframes);
+
+	if (n == 1 && chance(t, 75)) {
+		uint64_t h = atomic_load(&hot_n);
+
+		for (uint64_t i = 0; i < HOT && i < h; i++) {
+			int64_t f = atomic_exchange(&hot[(h - 1 - i) % HOT], -1);
+			int want = F_FREE;
+
+			if (f < 0 || (ps_page_load(pw((uint64_t)f)) &
+				      (PS_PAGE_LIVE | PS_PAGE_FROZEN)) ||
+			    !atomic_compare_exchange_strong(&g.fm[f].state,
+							    &want, F_CLAIMED))
+				continue;
+			new_life((uint64_t)f);
+			return f;
+		}
+	}
 
 	for (uint64_t i = 0; i < g.cfg.nframes; i++) {
 		uint64_t first = (start + i) % g.cfg.nframes, k;
@@ -277,6 +317,7 @@ void hook_free(void *ctx, struct ps_space *space, uint64_t frame)
 		case F_INUSE:
 		case F_AWAIT:
 			next = F_FREE;
+			hot_push(frame);
 			break;
 		case F_CLAIMED:
 			next = F_HOOKED;

@@ -117,6 +117,11 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 		 * clears DIRTY, inside an invalidation.
 		 */
 		w = ps_page_load(pw(f));
+		if (!(w & PS_PAGE_DIRTY) && known(1)) {
+			/* #1's ABA (see below): no write through it. */
+			pthread_mutex_unlock(&t->vtlb_lock);
+			return -EIO;
+		}
 		if (!(w & PS_PAGE_DIRTY))
 			violation("(c) writable entry on a clean frame", 1, addr,
 				  f,
