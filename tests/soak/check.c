@@ -237,7 +237,7 @@ void checkpoint(struct thr *t, bool final)
 	uint64_t *maps = calloc(5 * nf, sizeof(uint64_t));
 	uint64_t *pins = maps + nf, *wpins = pins + nf, *kmaps = wpins + nf;
 	uint64_t *devw = kmaps + nf;
-	uint64_t astart = g.reg_start[REG_ASYNC] * PG;
+	uint64_t astart = g.reg_start[REG_ASYNC] * PG, t0;
 
 	if (!maps)
 		abort();
@@ -268,7 +268,28 @@ void checkpoint(struct thr *t, bool final)
 	for (uint64_t f = 0; f < nf; f++)
 		check_frame(f, maps[f], pins[f], wpins[f], kmaps[f], devw[f]);
 	op_phase(t, "final harvest");
+	t0 = tick();
 	(void)harvest_range(t, astart, g.size - astart, true);
+	/* S6: a page pinned for write is reported by every harvest. */
+	pthread_mutex_lock(&g.hold_lock);
+	for (int i = 0; i < MAX_HOLDS; i++) {
+		struct hold h = g.holds[i];
+
+		if (h.kind != H_PIN || h.t_rel || !(h.flags & PS_PIN_WRITE) ||
+		    region_of(h.addr) == REG_SCAN ||
+		    atomic_load(&g.pm[page_of(h.addr)].frame) !=
+			    (int64_t)h.frame ||
+		    atomic_load(&g.pm[page_of(h.addr)].h) > t0)
+			continue;
+		pthread_mutex_unlock(&g.hold_lock);
+		violation("(c) a page pinned for write is not harvested", 0,
+			  h.addr, h.frame,
+			  "thread %d holds a pin for write of frame %" PRIu64
+			  " at %#" PRIx64 " (since tick %" PRIu64 "), but the "
+			  "checkpoint's harvest did not report the page",
+			  h.thread, h.frame, h.addr, h.t_acq);
+	}
+	pthread_mutex_unlock(&g.hold_lock);
 	(void)scan_range(t, g.reg_start[REG_SCAN] * PG, g.cfg.reg_pages * PG);
 	for (uint64_t p = 0; p < g.npages; p++) {
 		struct pmodel *m = &g.pm[p];
