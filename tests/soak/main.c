@@ -449,6 +449,8 @@ int main(int argc, char **argv)
 		ts.tv_sec = (time_t)(ns / 1000000000u);
 		ts.tv_nsec = (long)(ns % 1000000000u);
 		nanosleep(&ts, NULL);
+		op_begin(&g.main_thr, OP_CHECKPOINT, UINT64_MAX,
+			 "waiting for every thread to park");
 		atomic_store(&g.pause, true);
 		pthread_barrier_wait(&g.bar_in);
 		checkpoint(&g.main_thr, false);
