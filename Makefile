@@ -83,6 +83,15 @@ bench: deps-bench build-release/build.ninja
 	$(MESON) compile -C build-release
 	@tools/run-benchmarks.sh build-release
 
+# The issue-15 soak (tests/soak/README): make soak SOAK_SECONDS=N SOAK_THREADS=T
+SOAK_SECONDS ?= 60
+SOAK_THREADS ?= 4
+SOAK_ARGS ?=
+.PHONY: soak
+soak: build/build.ninja
+	$(MESON) compile -C build soak
+	build/tests/soak --seconds $(SOAK_SECONDS) --threads $(SOAK_THREADS) $(SOAK_ARGS)
+
 install: deps-build build-release/build.ninja
 	$(MESON) configure build-release -Dprefix=$(PREFIX)
 	$(MESON) install -C build-release
