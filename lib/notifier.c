@@ -13,8 +13,9 @@
  *   busy                 bitmap of the slots in use
  *   log[256]             the last 256 ended invalidations: entry e % 256 =
  *                        {tag = e | LOG_VALID, start, last} for the e-th end
- *   root                 RCU-protected copy-on-write B+-tree of the
- *                        subscriptions
+ *   tree                 the subscriptions: an interval set searched
+ *                        under RCU while writers publish new versions
+ *                        (lib/itree.h; its own protocol is in itree.c)
  *   lock, wake           the writers' mutex, and a condvar for waiters
  *   last_ticket          the ticket of the latest start (odd, under lock)
  * Per subscription: seq (odd), set to the ticket of the invalidation whose
@@ -46,8 +47,9 @@
  *       value heads a release sequence containing P3)
  *   P4  release fence: P1-P3 are ordered before the callbacks' stores and
  *       the caller's primary-mapping stores that follow
- *   A6  root (acquire, pairs with T1), then walk it under the RCU read lock
- *       and call every overlapping subscription's callback with the ticket
+ *   A6  under the RCU read lock, visit the tree's current version (R1 of
+ *       lib/itree.c: acquire, pairs with its T1) and call every overlapping
+ *       subscription's callback with the ticket
  * invalidate_end (mutex held):
  *   E1  write log entry for end number e (rec_write, as P1)
  *   E2  state += END_ONE - 1 (release RMW)
@@ -57,8 +59,9 @@
  *   the slot free (E3, E4) sees the end counted in state (E2), and one that
  *   sees the count sees the log entry (E1).
  * insert/remove (mutex held):
- *   T1  root = the new snapshot (release); the old nodes are freed after a
- *       grace period (ps__rcu_call)
+ *   T1  the tree publishes its new version (release; T1 of lib/itree.c),
+ *       after insert wrote @sub's fields; the replaced nodes are freed
+ *       after a grace period
  * readers (no lock, no store):
  *   A1  ps_interval_read_begin: sub->seq (acquire, pairs with S1)
  *   A2  state (acquire, pairs with P3/E2)
@@ -152,25 +155,15 @@
  *                     interval tree); never O(n) unless k is. Plus O(1)
  *                     bookkeeping and the callbacks
  *   invalidate_end    O(PS_NOTIFIER_MAX_INFLIGHT) to find the slot, O(1) else
- *   insert, remove    O(log n): a path copy of O(log n) tree nodes (16
- *                     entries each), freed a grace period later in one
- *                     batch; insert also checks for a double insert
+ *   insert, remove    O(log n): a path copy in the tree (lib/itree.c);
+ *                     insert also checks for a double insert
  *   read_begin/retry  O(1) with nothing in flight; else O(in-flight slots)
  *                     plus O(ends since read_begin) <= O(LOG_SIZE) for the
  *                     whole-space check
- *
- * Why a copy-on-write B+-tree: invalidators search it without any lock
- * while inserts and removes go on. A path copy replaces O(log n) nodes per
- * update (a copy-on-write sorted array would copy all n: 100,000 inserts
- * would copy 5 * 10^9 entries), and nothing is modified in place, so a
- * reader walking an old root sees a consistent, immutable tree until a grace
- * period after it is replaced. Nodes of 16 entries keep the search to a few
- * cache lines per level: with 100,000 subscriptions a binary tree (a treap
- * was the first version) costs one cache miss per level, ~23 levels, and
- * its invalidations were 7.5x slower than with 1,000; this tree is 5 levels.
  */
 #include <pagestate/notifier.h>
 
+#include "itree.h"
 #include "rcu.h"
 
 #include <errno.h>
@@ -245,333 +238,6 @@ static uint64_t rec_read(const struct rec *r, uint64_t *start, uint64_t *last)
 	}
 }
 
-/* --- the tree ------------------------------------------------------------- */
-
-/*
- * A copy-on-write B+-tree of subscriptions ordered by start, searched
- * without locks under RCU. A node never changes once published (T1): an
- * update copies the nodes on its path (and splits full ones), and the copies
- * are published by one release store of the root. Only gc_next is written
- * after publication, by the writer that retires the node; readers never
- * read it.
- *
- * Entry i of a node: start[i] is a subscription's start (leaf) or the
- * smallest start in child i (internal); maxl[i] is the subscription's last
- * (leaf) or the largest last in child i; pmax[i] = max(maxl[0..i]), a prefix
- * maximum, so it never decreases. To find the entries overlapping
- * [s, l]: the ones with start <= l are a prefix (binary search on start),
- * the ones before the first pmax >= s all end before s (binary search on
- * pmax), and in between each entry is tested. For subscriptions that do not
- * overlap each other that is O(log B) per level and O(log n + hits) overall.
- *
- * Deletion does not merge underfull nodes; it only frees empty ones and
- * collapses a root with one child. Depth therefore stays bounded by the
- * largest size the tree ever had: log_{B/2} of it.
- */
-#define TREE_B 16
-
-struct node {
-	_Alignas(64) uint32_t n; /* entries in use; nodes start a cache line */
-	bool leaf;
-	struct node *gc_next; /* writer-only: fresh or retired list */
-	uint64_t start[TREE_B];
-	uint64_t pmax[TREE_B];
-	uint64_t maxl[TREE_B];
-	void *ptr[TREE_B]; /* struct ps_interval * (leaf) or child node */
-};
-
-/* aligned_alloc() wants a size that is a multiple of the alignment. */
-PS_STATIC_ASSERT(sizeof(struct node) % 64 == 0, "tree nodes fill cache lines");
-
-/* Nodes replaced by one update, freed together after a grace period. */
-struct retired {
-	struct ps__rcu_head rcu;
-	struct node *list;
-};
-
-/* One update in progress: what it allocated and what it replaced. */
-struct tctx {
-	struct node *fresh;   /* allocated by this update (freed on failure) */
-	struct node *retired; /* replaced by this update */
-	bool failed;	      /* an allocation failed: discard the result */
-	bool found;	      /* remove: the subscription was in the tree */
-};
-
-/* First index in a[0..n) with a[i] > x. */
-static uint32_t upper_bound(const uint64_t *a, uint32_t n, uint64_t x)
-{
-	uint32_t lo = 0;
-
-	while (n) {
-		uint32_t half = n / 2;
-
-		if (a[lo + half] <= x) {
-			lo += half + 1;
-			n -= half + 1;
-		} else {
-			n = half;
-		}
-	}
-	return lo;
-}
-
-/* First index in a[0..n) with a[i] >= x. */
-static uint32_t lower_bound(const uint64_t *a, uint32_t n, uint64_t x)
-{
-	return x ? upper_bound(a, n, x - 1) : 0;
-}
-
-static void fix(struct node *t)
-{
-	uint64_t m = 0;
-
-	for (uint32_t i = 0; i < t->n; i++) {
-		if (t->maxl[i] > m)
-			m = t->maxl[i];
-		t->pmax[i] = m;
-	}
-}
-
-/* The subtree's largest last (its entry's maxl in the parent). */
-static uint64_t node_max(const struct node *t)
-{
-	return t->pmax[t->n - 1];
-}
-
-static struct node *node_new(struct tctx *c, bool leaf)
-{
-	struct node *n = aligned_alloc(64, sizeof(*n));
-
-	if (!n) {
-		c->failed = true;
-		return NULL;
-	}
-	n->n = 0;
-	n->leaf = leaf;
-	n->gc_next = c->fresh;
-	c->fresh = n;
-	return n;
-}
-
-static void retire(struct tctx *c, struct node *old)
-{
-	old->gc_next = c->retired;
-	c->retired = old;
-}
-
-/* A fresh copy of @old, which this update replaces. */
-static struct node *node_copy(struct tctx *c, struct node *old)
-{
-	struct node *n = node_new(c, old->leaf);
-
-	if (!n)
-		return NULL;
-	n->n = old->n;
-	memcpy(n->start, old->start, sizeof(n->start));
-	memcpy(n->maxl, old->maxl, sizeof(n->maxl));
-	memcpy(n->ptr, old->ptr, sizeof(n->ptr));
-	retire(c, old);
-	return n;
-}
-
-static void entry_set(struct node *t, uint32_t i, uint64_t start,
-		      uint64_t maxl, void *ptr)
-{
-	t->start[i] = start;
-	t->maxl[i] = maxl;
-	t->ptr[i] = ptr;
-}
-
-static void entry_move(struct node *to, uint32_t ti, const struct node *from,
-		       uint32_t fi, uint32_t count)
-{
-	memmove(&to->start[ti], &from->start[fi], count * sizeof(uint64_t));
-	memmove(&to->maxl[ti], &from->maxl[fi], count * sizeof(uint64_t));
-	memmove(&to->ptr[ti], &from->ptr[fi], count * sizeof(void *));
-}
-
-/*
- * Put an entry at @pos of the fresh node @t. If @t is full, split it and
- * return the new right sibling (also fresh). Appending at the right end
- * splits off a single entry, so ascending inserts fill nodes completely.
- */
-static struct node *entry_insert(struct tctx *c, struct node *t, uint32_t pos,
-				 uint64_t start, uint64_t maxl, void *ptr)
-{
-	struct node *r, *dst;
-	uint32_t keep;
-
-	if (t->n < TREE_B) {
-		entry_move(t, pos + 1, t, pos, t->n - pos);
-		entry_set(t, pos, start, maxl, ptr);
-		t->n++;
-		fix(t);
-		return NULL;
-	}
-	r = node_new(c, t->leaf);
-	if (!r)
-		return NULL;
-	keep = pos == TREE_B ? TREE_B : TREE_B / 2;
-	r->n = TREE_B - keep;
-	entry_move(r, 0, t, keep, r->n);
-	t->n = keep;
-	dst = pos <= keep && pos != TREE_B ? t : r;
-	if (dst == r)
-		pos -= keep;
-	entry_move(dst, pos + 1, dst, pos, dst->n - pos);
-	entry_set(dst, pos, start, maxl, ptr);
-	dst->n++;
-	fix(t);
-	fix(r);
-	return r;
-}
-
-/*
- * Insert (@start, @last, @sub) below @t. Returns @t's replacement and, if
- * it split, the new right sibling in *@right.
- */
-static struct node *tr_insert(struct tctx *c, struct node *t, uint64_t start,
-			      uint64_t last, struct ps_interval *sub,
-			      struct node **right)
-{
-	struct node *n = node_copy(c, t), *child, *split;
-	uint32_t pos;
-
-	*right = NULL;
-	if (!n)
-		return t;
-	pos = upper_bound(t->start, t->n, start);
-	if (t->leaf) {
-		*right = entry_insert(c, n, pos, start, last, sub);
-		return n;
-	}
-	pos = pos ? pos - 1 : 0; /* the child whose range takes start */
-	child = tr_insert(c, t->ptr[pos], start, last, sub, &split);
-	if (c->failed)
-		return t;
-	entry_set(n, pos, child->start[0], node_max(child), child);
-	fix(n);
-	if (split)
-		*right = entry_insert(c, n, pos + 1, split->start[0],
-				      node_max(split), split);
-	return n;
-}
-
-/* The root split in two: a new root above both halves. */
-static struct node *grow_root(struct tctx *c, struct node *left,
-			      struct node *right)
-{
-	struct node *r = node_new(c, false);
-
-	if (!r)
-		return left;
-	entry_set(r, 0, left->start[0], node_max(left), left);
-	entry_set(r, 1, right->start[0], node_max(right), right);
-	r->n = 2;
-	fix(r);
-	return r;
-}
-
-/* Is @sub in the tree at @start? (for -EEXIST; the writer's view) */
-static bool tr_contains(const struct node *t, uint64_t start,
-			const struct ps_interval *sub)
-{
-	uint32_t lo, hi;
-
-	if (!t)
-		return false;
-	lo = lower_bound(t->start, t->n, start);
-	hi = upper_bound(t->start, t->n, start);
-	if (t->leaf) {
-		for (uint32_t i = lo; i < hi; i++)
-			if (t->ptr[i] == sub)
-				return true;
-		return false;
-	}
-	/* Equal starts may span children: from the one before lo to hi. */
-	for (uint32_t i = lo ? lo - 1 : 0; i < hi; i++)
-		if (tr_contains(t->ptr[i], start, sub))
-			return true;
-	return false;
-}
-
-/*
- * Remove @sub (at @start) below @t. Returns @t's replacement, NULL if it
- * became empty, or @t itself if @sub is not there (c->found stays false).
- */
-static struct node *tr_remove(struct tctx *c, struct node *t, uint64_t start,
-			      const struct ps_interval *sub)
-{
-	uint32_t lo = lower_bound(t->start, t->n, start);
-	uint32_t hi = upper_bound(t->start, t->n, start);
-	struct node *n, *child = NULL;
-	uint32_t i;
-
-	if (!t->leaf)
-		lo = lo ? lo - 1 : 0;
-	for (i = lo; i < hi && !c->found; i++) {
-		if (t->leaf) {
-			c->found = t->ptr[i] == sub;
-		} else {
-			child = tr_remove(c, t->ptr[i], start, sub);
-			if (c->failed)
-				return t;
-		}
-	}
-	if (!c->found)
-		return t;
-	i--;
-	if (t->n == 1 && !child) {
-		retire(c, t);
-		return NULL;
-	}
-	n = node_copy(c, t);
-	if (!n)
-		return t;
-	if (child) {
-		entry_set(n, i, child->start[0], node_max(child), child);
-	} else {
-		entry_move(n, i, n, i + 1, n->n - i - 1);
-		n->n--;
-	}
-	fix(n);
-	return n;
-}
-
-static void free_list(struct node *n)
-{
-	while (n) {
-		struct node *next = n->gc_next;
-
-		free(n);
-		n = next;
-	}
-}
-
-static void free_retired(struct ps__rcu_head *h)
-{
-	struct retired *r =
-		(struct retired *)((char *)h - offsetof(struct retired, rcu));
-
-	free_list(r->list);
-	free(r);
-}
-
-/*
- * Hand the nodes an update replaced to liburcu. @batch was allocated before
- * the update, so this cannot fail (and never waits for a grace period, so
- * it is safe inside a callback's RCU read-side section).
- */
-static void retire_commit(struct tctx *c, struct retired *batch)
-{
-	if (!c->retired) {
-		free(batch);
-		return;
-	}
-	batch->list = c->retired;
-	ps__rcu_call(&batch->rcu, free_retired);
-}
-
 /* --- the notifier ------------------------------------------------------------ */
 
 struct ps__notifier_impl {
@@ -579,7 +245,7 @@ struct ps__notifier_impl {
 	pthread_cond_t wake;	/* broadcast by an end when waiters != 0 */
 	unsigned int waiters;	/* under lock */
 	uint64_t last_ticket;	/* under lock; odd */
-	PS_ATOMIC(struct node *) root;
+	struct ps__itree tree;	/* the subscriptions; written under lock */
 	PS_ATOMIC(uint64_t) busy;
 	struct rec slot[PS_NOTIFIER_MAX_INFLIGHT];
 	struct rec log[PS_NOTIFIER_LOG_SIZE];
@@ -625,6 +291,7 @@ int ps_notifier_init(struct ps_notifier *n)
 		return -ENOMEM;
 	}
 	impl->last_ticket = 1;
+	ps__itree_init(&impl->tree);
 	/* Relaxed: the notifier is not shared yet (publish it as usual). */
 	atomic_store_explicit(&n->state, 0, memory_order_relaxed);
 	n->impl = impl;
@@ -638,7 +305,7 @@ int ps_notifier_destroy(struct ps_notifier *n)
 
 	pthread_mutex_lock(&impl->lock);
 	/* Relaxed: under the writers' mutex, which orders every update. */
-	busy = atomic_load_explicit(&impl->root, memory_order_relaxed) ||
+	busy = ps__itree_count(&impl->tree) ||
 	       atomic_load_explicit(&impl->busy, memory_order_relaxed);
 	pthread_mutex_unlock(&impl->lock);
 	if (busy)
@@ -721,28 +388,19 @@ struct walk {
 	bool refused;
 };
 
-/* Call every subscription below @t overlapping [start, last]; false = stop. */
-static bool walk(const struct node *t, struct walk *w)
+/* Call one overlapping subscription (a ps__itree_visit_fn); false = stop. */
+static bool walk_one(void *ctx, void *item, uint64_t start, uint64_t last)
 {
-	uint32_t hi = upper_bound(t->start, t->n, w->last);
+	struct walk *w = ctx;
+	struct ps_interval *sub = item;
 
-	for (uint32_t i = lower_bound(t->pmax, hi, w->start); i < hi; i++) {
-		struct ps_interval *sub;
-
-		if (t->maxl[i] < w->start)
-			continue;
-		if (!t->leaf) {
-			if (!walk(t->ptr[i], w))
-				return false;
-			continue;
-		}
-		sub = t->ptr[i];
-		w->calls++;
-		if (!sub->ops->invalidate(sub, w->inv, w->ticket, sub->priv) &&
-		    !ps_invalidation_blockable(w->inv)) {
-			w->refused = true;
-			return false;
-		}
+	(void)start;
+	(void)last;
+	w->calls++;
+	if (!sub->ops->invalidate(sub, w->inv, w->ticket, sub->priv) &&
+	    !ps_invalidation_blockable(w->inv)) {
+		w->refused = true;
+		return false;
 	}
 	return true;
 }
@@ -754,7 +412,6 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 	struct ps__notifier_impl *impl = n->impl;
 	struct ps_invalidation inv = {start, len, event, flags};
 	struct walk w = {&inv, start, start + (len - 1), 0, 0, false};
-	const struct node *root;
 	uint64_t busy;
 	unsigned int i;
 
@@ -796,10 +453,8 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 	atomic_thread_fence(memory_order_release);
 
 	ps__rcu_read_lock();
-	/* A6 - Acquire: pairs with T1; the snapshot's nodes are visible. */
-	root = atomic_load_explicit(&impl->root, memory_order_acquire);
-	if (root)
-		walk(root, &w);
+	/* A6: the tree's current version (R1 of lib/itree.c, pairs with T1). */
+	(void)ps__itree_visit(&impl->tree, w.start, w.last, walk_one, &w);
 	ps__rcu_read_unlock();
 
 	count(&impl->st_callbacks, w.calls);
@@ -916,59 +571,57 @@ int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
 		       const struct ps_interval_ops *ops, void *priv)
 {
 	struct ps__notifier_impl *impl;
-	struct tctx c = {NULL, NULL, false, false};
-	struct retired *batch;
-	struct node *root, *split;
+	struct ps_interval old;
+	uint64_t seq;
+	int rc;
 
 	if (bad_range(start, len))
 		return -EOVERFLOW;
 	if (!n || !ops || !ops->invalidate)
 		return -EINVAL;
 	impl = n->impl;
-	batch = malloc(sizeof(*batch));
-	if (!batch)
-		return -ENOMEM;
 
 	pthread_mutex_lock(&impl->lock);
-	/* Relaxed: under the mutex; root only changes under it. */
-	root = atomic_load_explicit(&impl->root, memory_order_relaxed);
-	if (tr_contains(root, start, sub)) {
-		c.found = true;
-	} else if (!root) {
-		root = node_new(&c, true);
-		if (root) {
-			entry_set(root, 0, start, start + (len - 1), sub);
-			root->n = 1;
-			fix(root);
-		}
-	} else {
-		root = tr_insert(&c, root, start, start + (len - 1), sub,
-				 &split);
-		if (split && !c.failed)
-			root = grow_root(&c, root, split);
-	}
-	if (c.failed || c.found) {
+	if (ps__itree_contains(&impl->tree, start, sub)) {
 		pthread_mutex_unlock(&impl->lock);
-		free_list(c.fresh);
-		free(batch);
-		return c.found ? -EEXIST : -ENOMEM;
+		return -EEXIST;
 	}
+	/*
+	 * The fields go first: T1 in ps__itree_insert() publishes them with
+	 * the tree. They are put back if it fails (nothing changes on error).
+	 */
+	old.notifier = sub->notifier;
+	old.start = sub->start;
+	old.last = sub->last;
+	old.ops = sub->ops;
+	old.priv = sub->priv;
 	sub->notifier = n;
 	sub->start = start;
 	sub->last = start + (len - 1);
 	sub->ops = ops;
 	sub->priv = priv;
+	/* Relaxed: @sub is not inserted; no reader can see it yet. */
+	seq = atomic_load_explicit(&sub->seq, memory_order_relaxed);
 	/*
 	 * Relaxed: published with the node by T1. Any ticket issued later is
 	 * larger, so no later callback can set this same value (G3).
 	 */
 	atomic_store_explicit(&sub->seq, impl->last_ticket,
 			      memory_order_relaxed);
-	/* T1 - Release: the nodes and @sub's fields first; pairs with A6. */
-	atomic_store_explicit(&impl->root, root, memory_order_release);
+	rc = ps__itree_insert(&impl->tree, start, sub->last, sub); /* T1 */
+	if (rc) {
+		sub->notifier = old.notifier;
+		sub->start = old.start;
+		sub->last = old.last;
+		sub->ops = old.ops;
+		sub->priv = old.priv;
+		/* Relaxed: @sub was never published. */
+		atomic_store_explicit(&sub->seq, seq, memory_order_relaxed);
+		pthread_mutex_unlock(&impl->lock);
+		return rc; /* -ENOMEM */
+	}
 	pthread_mutex_unlock(&impl->lock);
 	count(&impl->st_subscriptions, 1);
-	retire_commit(&c, batch);
 	return 0;
 }
 
@@ -976,46 +629,27 @@ void ps_interval_remove(struct ps_interval *sub)
 {
 	struct ps_notifier *n = sub->notifier;
 	struct ps__notifier_impl *impl;
-	struct retired *batch;
-	struct node *root;
-	struct tctx c;
+	int rc;
 
 	if (!n)
 		return;
 	impl = n->impl;
 	for (;;) {
-		batch = malloc(sizeof(*batch));
-		c = (struct tctx){NULL, NULL, false, false};
 		pthread_mutex_lock(&impl->lock);
-		/* Relaxed: under the mutex; root only changes under it. */
-		root = atomic_load_explicit(&impl->root, memory_order_relaxed);
-		if (!root)
-			break; /* not inserted: an empty tree */
-		if (batch) {
-			root = tr_remove(&c, root, sub->start, sub);
-			if (!c.failed)
-				break;
-		}
+		rc = ps__itree_remove(&impl->tree, sub->start, sub); /* T1 */
+		if (rc != -ENOMEM)
+			break;
 		/* Out of memory: release everything and wait for some. */
 		pthread_mutex_unlock(&impl->lock);
-		free_list(c.fresh);
-		free(batch);
 		ps__rcu_barrier(); /* frees what earlier updates retired */
 		nanosleep(&(struct timespec){0, 1000000}, NULL);
 	}
-	if (c.found) {
-		/* A root left with one child gives way to it. */
-		while (root && !root->leaf && root->n == 1) {
-			retire(&c, root); /* fresh: freed after a grace period */
-			root = root->ptr[0];
-		}
-		/* T1 - Release: the new snapshot; pairs with A6. */
-		atomic_store_explicit(&impl->root, root, memory_order_release);
+	if (rc == 0) {
 		count(&impl->st_subscriptions, UINT64_MAX); /* minus one */
 		/*
 		 * G7: invalidations published before T1 may have loaded the old
-		 * root and may still call @sub. Wait for those that overlap it
-		 * (tickets <= last_ticket); later ones cannot see it.
+		 * version and may still call @sub. Wait for those that overlap
+		 * it (tickets <= last_ticket); later ones cannot see it.
 		 */
 		if (inflight_scan(impl, sub->start, sub->last,
 				  impl->last_ticket)) {
@@ -1024,8 +658,7 @@ void ps_interval_remove(struct ps_interval *sub)
 					 impl->last_ticket);
 		}
 	}
-	pthread_mutex_unlock(&impl->lock); /* not found: nothing was copied */
-	retire_commit(&c, batch);
+	pthread_mutex_unlock(&impl->lock); /* -ENOENT: not inserted here */
 	sub->notifier = NULL;
 }
 

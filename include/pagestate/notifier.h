@@ -431,7 +431,7 @@ int ps_notifier_destroy(struct ps_notifier *n);
  * callback. Ordering: the subscription is published with a release store.
  * Progress: blocking (the notifier's mutex, malloc); never waits for a
  * grace period (the replaced nodes go to call_rcu).
- * Complexity: O(log n) (a path copy in a B+-tree; see lib/notifier.c).
+ * Complexity: O(log n) (a path copy in a B+-tree; see lib/itree.c).
  * @sub must not be inserted (in any notifier): its fields are overwritten.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (as
  * Linux); -EINVAL if @n is NULL or @ops has no invalidate; -EEXIST if @sub
