@@ -7,10 +7,15 @@
  * ===========================================================================
  *
  * Per notifier:
- *   state (public word)  ends (57 bits) | inflight (7 bits), see notifier.h
- *   slot[64]             one record per in-flight invalidation:
- *                        {tag = its ticket, start, last}; tag 0 = free
- *   busy                 bitmap of the slots in use
+ *   state (public word)  ends (57 bits) | inflight (7 bits, saturating at
+ *                        127), see notifier.h
+ *   slots                one record per in-flight invalidation (lib/rec.h):
+ *                        {tag = its ticket, start, last}; tag 0 = free. In
+ *                        chunks of 64 with a busy bitmap each: the first
+ *                        chunk is part of the notifier, more are linked when
+ *                        all are busy and kept until destroy (memory for the
+ *                        most invalidations ever in flight at once)
+ *   inflight             the exact number in flight (under lock)
  *   log[256]             the last 256 ended invalidations: entry e % 256 =
  *                        {tag = e | LOG_VALID, start, last} for the e-th end
  *   tree                 the subscriptions: an interval set searched
@@ -40,19 +45,21 @@
  * Protocol (labels: P = publish a start, E = an end, T = tree, A = reader)
  * ===========================================================================
  *
- * invalidate_start (mutex held for P1-P3 only):
- *   P1  write slot i (rec_write: release fence, fields, release store of tag)
- *   P2  set bit i in busy (release)
- *   P3  state += 1 (release RMW; every state update is an RMW, so any later
- *       value heads a release sequence containing P3)
+ * invalidate_start (mutex held for P0-P3 only; it never waits for a slot):
+ *   P0  if every chunk is full: link a new zeroed chunk (release)
+ *   P1  write slot i (RW1-RW4 of lib/rec.h: release stores of the tag)
+ *   P2  set bit i in its chunk's busy (release)
+ *   P3  state += 1 while inflight < 127, else += 0 (release RMW either way;
+ *       every state update is an RMW, so any later value heads a release
+ *       sequence containing P3)
  *   P4  release fence: P1-P3 are ordered before the callbacks' stores and
  *       the caller's primary-mapping stores that follow
  *   A6  under the RCU read lock, visit the tree's current version (R1 of
  *       lib/itree.c: acquire, pairs with its T1) and call every overlapping
  *       subscription's callback with the ticket
  * invalidate_end (mutex held):
- *   E1  write log entry for end number e (rec_write, as P1)
- *   E2  state += END_ONE - 1 (release RMW)
+ *   E1  write log entry for end number e (RW1-RW4, as P1)
+ *   E2  state += END_ONE, minus 1 while inflight <= 127 (release RMW)
  *   E3  clear slot i's tag (release)
  *   E4  clear bit i in busy (release), then wake waiters
  *   The order E1 < E2 < E3 < E4 is what readers rely on: a reader that sees
@@ -65,10 +72,9 @@
  * readers (no lock, no store):
  *   A1  ps_interval_read_begin: sub->seq (acquire, pairs with S1)
  *   A2  state (acquire, pairs with P3/E2)
- *   A3  busy (acquire, pairs with P2/E4)
- *   A4  rec_read: tag (acquire, pairs with the tag store of rec_write),
- *       fields, acquire fence (pairs with rec_write's release fence),
- *       tag again: equal tags = a consistent record
+ *   A3  per chunk: busy (acquire, pairs with P2/E4), then next (acquire,
+ *       pairs with P0)
+ *   A4  ps__rec_read (RR1-RR4 of lib/rec.h): a consistent record, or free
  *   A5  ps_notifier_read_retry: acquire fence first (pairs with P4)
  * callbacks:
  *   S1  ps_interval_set_seq (release), under the user lock
@@ -99,6 +105,15 @@
  * A1 sees S1, so A2 sees P3 (S1 follows P3 in the invalidator), and
  * read_begin waits for the end (G2) instead of returning that sequence.
  *
+ * The in-flight field saturates (a start beyond 127 adds 0, an end down
+ * from above 127 subtracts nothing), so the readers' test "nothing in
+ * flight" stays one load for any number in flight. It is exact where it
+ * matters: it is 0 exactly when nothing is in flight, since it is
+ * min(inflight, 127) after every update. A state value that A2 may read
+ * after S1 comes from P3 or a later update, or from an update before P3
+ * while already saturated: nonzero either way while the invalidation is in
+ * flight.
+ *
  * The whole-space check has no per-subscription sequence. Its reader:
  *
  *   seq = ps_notifier_read_begin(n)     A2
@@ -108,10 +123,11 @@
  *                                       log since seq (A2 again, A4)
  *
  * If a lookup saw a primary-mapping store made after some start returned,
- * P4 and A5 synchronise, so the state load sees P3 (or later), and then A3/A4
- * see the slot; if the slot is already free, E2 is visible and the log scan
- * finds the end. So every invalidation in flight at any instant since
- * read_begin is found, either in a slot or in the log.
+ * P4 and A5 synchronise, so A3/A4 see the slot (P0-P2 come before P4) and
+ * the state load sees P3 (or later); if the slot is already free, E2 is
+ * visible and the log scan finds the end. So every invalidation in flight
+ * at any instant since read_begin is found, either in a slot or in the
+ * log.
  *
  * ===========================================================================
  * Guarantees (cited by tests/test-notifier.c)
@@ -143,6 +159,10 @@
  *     ended; the refusing callback's successors were not called.
  * G10 A bad range (len == 0, or wrapping) is refused with -EOVERFLOW before
  *     anything is published or called.
+ * G11 Any number of invalidations may be in flight, from any threads; a
+ *     start never waits for another invalidation to end, so a thread may
+ *     hold any number (Linux has no limit either). It fails only when a new
+ *     chunk of slots cannot be allocated (-ENOMEM).
  *
  * ===========================================================================
  * Complexity (n subscriptions, k of them hit)
@@ -152,19 +172,22 @@
  *                     other; with overlapping ones a subtree is also entered
  *                     when its starts reach the range and its largest end
  *                     does, without a hit below (as in Linux's augmented
- *                     interval tree); never O(n) unless k is. Plus O(1)
- *                     bookkeeping and the callbacks
- *   invalidate_end    O(PS_NOTIFIER_MAX_INFLIGHT) to find the slot, O(1) else
+ *                     interval tree); never O(n) unless k is. Plus the
+ *                     callbacks, and O(chunks) to find a free slot (one
+ *                     load per chunk; one chunk while at most 64 are in
+ *                     flight)
+ *   invalidate_end    O(chunks + in flight) to find the slot, O(1) else
  *   insert, remove    O(log n): a path copy in the tree (lib/itree.c);
  *                     insert also checks for a double insert
- *   read_begin/retry  O(1) with nothing in flight; else O(in-flight slots)
- *                     plus O(ends since read_begin) <= O(LOG_SIZE) for the
- *                     whole-space check
+ *   read_begin/retry  O(1) with nothing in flight; else O(chunks + in
+ *                     flight), plus O(ends since read_begin) <= O(LOG_SIZE)
+ *                     for the whole-space check
  */
 #include <pagestate/notifier.h>
 
 #include "itree.h"
 #include "rcu.h"
+#include "rec.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -174,69 +197,30 @@
 #include <time.h>
 
 #define ENDS_MASK (UINT64_MAX >> PS_NOTIFIER_ENDS_SHIFT) /* ends, unshifted */
+#define INFLIGHT_ONE (UINT64_C(1) << PS_NOTIFIER_INFLIGHT_SHIFT)
+#define INFLIGHT_MAX (PS_NOTIFIER_INFLIGHT_MASK >> PS_NOTIFIER_INFLIGHT_SHIFT)
+#define CHUNK 64 /* in-flight slots per chunk: one 64-bit busy bitmap */
 #define LOG_VALID (UINT64_C(1) << 63) /* a log tag: end number | LOG_VALID */
-#define ALL_SLOTS                                                 \
-	(PS_NOTIFIER_MAX_INFLIGHT == 64                           \
-		 ? UINT64_MAX                                     \
-		 : (UINT64_C(1) << PS_NOTIFIER_MAX_INFLIGHT) - 1)
 
 PS_STATIC_ASSERT(PS_NOTIFIER_ENDS_WIDTH < 63,
 		 "notifier: log tags need a spare top bit");
 
-/* --- records: a slot or a log entry -------------------------------------- */
-
 /*
- * A record is written only under the mutex and read without it. tag == 0
- * means "free or being rewritten". Readers check the tag before and after
- * the fields (A4): a small seqlock per record whose "odd" value is 0, so a
- * reader never waits for a writer: at worst it re-reads after an update.
+ * In-flight slots, CHUNK per chunk. The first chunk is part of the
+ * notifier; more are linked at the end when all are busy (P0) and stay
+ * until destroy, so readers follow next without any other protection.
  */
-struct rec {
-	PS_ATOMIC(uint64_t) tag;
-	PS_ATOMIC(uint64_t) start;
-	PS_ATOMIC(uint64_t) last;
+struct chunk {
+	PS_ATOMIC(uint64_t) busy;	 /* bitmap of the slots in use */
+	PS_ATOMIC(struct chunk *) next; /* NULL: the last chunk */
+	struct ps__rec slot[CHUNK];	 /* {ticket, start, last}; 0 = free */
 };
 
-static void rec_write(struct rec *r, uint64_t tag, uint64_t start,
-		      uint64_t last)
-{
-	/* Relaxed: the fence below orders it before the fields. */
-	atomic_store_explicit(&r->tag, 0, memory_order_relaxed);
-	/* Release fence: 0 before the new fields; pairs with A4's fence. */
-	atomic_thread_fence(memory_order_release);
-	/* Relaxed: published by the release store of the tag below. */
-	atomic_store_explicit(&r->start, start, memory_order_relaxed);
-	atomic_store_explicit(&r->last, last, memory_order_relaxed);
-	/* Release: publishes the fields; pairs with A4's acquire of the tag. */
-	atomic_store_explicit(&r->tag, tag, memory_order_release);
-}
-
-static void rec_clear(struct rec *r)
-{
-	/* E3 - Release: E1 and E2 come first; pairs with A4's acquire. */
-	atomic_store_explicit(&r->tag, 0, memory_order_release);
-}
-
-/* A4: a consistent (tag, start, last); tag 0 = free. Lock-free. */
-static uint64_t rec_read(const struct rec *r, uint64_t *start, uint64_t *last)
-{
-	for (;;) {
-		/* A4 - Acquire: pairs with the tag stores of rec_write/_clear. */
-		uint64_t tag = atomic_load_explicit(&r->tag,
-						    memory_order_acquire);
-
-		if (!tag)
-			return 0;
-		/* Relaxed: validated by the tag re-read below. */
-		*start = atomic_load_explicit(&r->start, memory_order_relaxed);
-		*last = atomic_load_explicit(&r->last, memory_order_relaxed);
-		/* Acquire fence: fields before the re-read; pairs rec_write. */
-		atomic_thread_fence(memory_order_acquire);
-		/* Relaxed: ordered by the fence above. */
-		if (atomic_load_explicit(&r->tag, memory_order_relaxed) == tag)
-			return tag;
-	}
-}
+/* One slot. */
+struct slotref {
+	struct chunk *c;
+	unsigned int i;
+};
 
 /* --- the notifier ------------------------------------------------------------ */
 
@@ -245,10 +229,10 @@ struct ps__notifier_impl {
 	pthread_cond_t wake;	/* broadcast by an end when waiters != 0 */
 	unsigned int waiters;	/* under lock */
 	uint64_t last_ticket;	/* under lock; odd */
+	PS_ATOMIC(uint64_t) inflight; /* written under lock; read for stats */
 	struct ps__itree tree;	/* the subscriptions; written under lock */
-	PS_ATOMIC(uint64_t) busy;
-	struct rec slot[PS_NOTIFIER_MAX_INFLIGHT];
-	struct rec log[PS_NOTIFIER_LOG_SIZE];
+	struct chunk slots;	/* the first chunk of in-flight slots */
+	struct ps__rec log[PS_NOTIFIER_LOG_SIZE]; /* the last ends */
 	/* Statistics; relaxed counters. */
 	PS_ATOMIC(uint64_t) st_invalidations;
 	PS_ATOMIC(uint64_t) st_nonblock_failures;
@@ -301,15 +285,26 @@ int ps_notifier_init(struct ps_notifier *n)
 int ps_notifier_destroy(struct ps_notifier *n)
 {
 	struct ps__notifier_impl *impl = n->impl;
+	struct chunk *c;
 	bool busy;
 
 	pthread_mutex_lock(&impl->lock);
 	/* Relaxed: under the writers' mutex, which orders every update. */
 	busy = ps__itree_count(&impl->tree) ||
-	       atomic_load_explicit(&impl->busy, memory_order_relaxed);
+	       atomic_load_explicit(&impl->inflight, memory_order_relaxed);
 	pthread_mutex_unlock(&impl->lock);
 	if (busy)
 		return -EBUSY;
+	/* Relaxed: no other thread uses @n now (the caller's promise). */
+	c = atomic_load_explicit(&impl->slots.next, memory_order_relaxed);
+	while (c) {
+		/* Relaxed: as above. */
+		struct chunk *next = atomic_load_explicit(&c->next,
+							  memory_order_relaxed);
+
+		free(c);
+		c = next;
+	}
 	pthread_cond_destroy(&impl->wake);
 	pthread_mutex_destroy(&impl->lock);
 	free(impl);
@@ -327,21 +322,63 @@ int ps_notifier_destroy(struct ps_notifier *n)
 static uint64_t inflight_scan(const struct ps__notifier_impl *impl,
 			      uint64_t start, uint64_t last, uint64_t below)
 {
-	/* A3 - Acquire: pairs with P2/E4, so the slots below are visible. */
-	uint64_t busy = atomic_load_explicit(&impl->busy, memory_order_acquire);
+	const struct chunk *c = &impl->slots;
 	uint64_t found = 0;
 
-	while (busy) {
-		uint64_t s, l;
-		uint64_t tag = rec_read(&impl->slot[__builtin_ctzll(busy)], &s,
-					&l);
+	while (c) {
+		/* A3 - Acquire: pairs with P2/E4, so the slots are visible. */
+		uint64_t busy = atomic_load_explicit(&c->busy,
+						     memory_order_acquire);
 
-		busy &= busy - 1;
-		if (tag && tag <= below && tag > found &&
-		    overlaps(s, l, start, last))
-			found = tag;
+		while (busy) {
+			uint64_t s, l;
+			uint64_t tag = ps__rec_read(&c->slot[__builtin_ctzll(
+							    busy)],
+						    &s, &l); /* A4 */
+
+			busy &= busy - 1;
+			if (tag && tag <= below && tag > found &&
+			    overlaps(s, l, start, last))
+				found = tag;
+		}
+		/* A3 - Acquire: pairs with P0; the next chunk is initialised. */
+		c = atomic_load_explicit(&c->next, memory_order_acquire);
 	}
 	return found;
+}
+
+/*
+ * Under lock: a free slot; if every chunk is full, a new chunk is linked at
+ * the end (P0). -ENOMEM if it cannot be allocated.
+ */
+static int slot_get(struct ps__notifier_impl *impl, struct slotref *ref)
+{
+	struct chunk *c = &impl->slots, *next;
+
+	for (;;) {
+		/* Relaxed: under the mutex, as every writer of the slots. */
+		uint64_t busy = atomic_load_explicit(&c->busy,
+						     memory_order_relaxed);
+
+		if (~busy) {
+			ref->c = c;
+			ref->i = (unsigned int)__builtin_ctzll(~busy);
+			return 0;
+		}
+		/* Relaxed: as above. */
+		next = atomic_load_explicit(&c->next, memory_order_relaxed);
+		if (!next)
+			break;
+		c = next;
+	}
+	next = calloc(1, sizeof(*next));
+	if (!next)
+		return -ENOMEM;
+	/* P0 - Release: the zeroed chunk first; pairs with A3's next load. */
+	atomic_store_explicit(&c->next, next, memory_order_release);
+	ref->c = next;
+	ref->i = 0;
+	return 0;
 }
 
 /* Under lock: wait until no such invalidation is in flight (G2, G7). */
@@ -354,26 +391,38 @@ static void wait_overlapping(struct ps__notifier_impl *impl, uint64_t start,
 	impl->waiters--;
 }
 
-/* Under lock: end the invalidation in slot @i (E1-E4). */
-static void finish(struct ps_notifier *n, unsigned int i)
+/* Under lock: end the invalidation in slot @ref (E1-E4). */
+static void finish(struct ps_notifier *n, struct slotref ref)
 {
 	struct ps__notifier_impl *impl = n->impl;
 	/* Relaxed: only lock holders update these. */
 	uint64_t state = atomic_load_explicit(&n->state, memory_order_relaxed);
-	uint64_t busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
+	uint64_t busy = atomic_load_explicit(&ref.c->busy,
+					     memory_order_relaxed);
+	uint64_t inflight = atomic_load_explicit(&impl->inflight,
+						 memory_order_relaxed);
 	uint64_t e = ((state >> PS_NOTIFIER_ENDS_SHIFT) + 1) & ENDS_MASK;
-	struct rec *slot = &impl->slot[i];
-	uint64_t start, last;
+	struct ps__rec *slot = &ref.c->slot[ref.i];
+	uint64_t start = 0, last = 0;
 
-	(void)rec_read(slot, &start, &last);
-	rec_write(&impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)], e | LOG_VALID,
-		  start, last); /* E1: the log entry of end e */
-	/* E2 - Release: E1 first; pairs with A2 (release sequence). */
-	atomic_fetch_add_explicit(&n->state, PS_NOTIFIER_END_ONE - 1,
+	(void)ps__rec_read(slot, &start, &last);
+	ps__rec_write(&impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)], e | LOG_VALID,
+		      start, last); /* E1: the log entry of end e */
+	/*
+	 * E2 - Release: E1 first; pairs with A2 (release sequence). The
+	 * in-flight field goes down only while it is not saturated.
+	 */
+	atomic_fetch_add_explicit(&n->state,
+				  PS_NOTIFIER_END_ONE -
+					  (inflight <= INFLIGHT_MAX ? INFLIGHT_ONE
+								    : 0),
 				  memory_order_release);
-	rec_clear(slot); /* E3 */
+	/* Relaxed: under the mutex; a statistic for readers. */
+	atomic_store_explicit(&impl->inflight, inflight - 1,
+			      memory_order_relaxed);
+	ps__rec_clear(slot); /* E3: release; E1 and E2 come first */
 	/* E4 - Release: E1-E3 first; pairs with A3. */
-	atomic_store_explicit(&impl->busy, busy & ~(UINT64_C(1) << i),
+	atomic_store_explicit(&ref.c->busy, busy & ~(UINT64_C(1) << ref.i),
 			      memory_order_release);
 	if (impl->waiters)
 		pthread_cond_broadcast(&impl->wake);
@@ -412,8 +461,8 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 	struct ps__notifier_impl *impl = n->impl;
 	struct ps_invalidation inv = {start, len, event, flags};
 	struct walk w = {&inv, start, start + (len - 1), 0, 0, false};
-	uint64_t busy;
-	unsigned int i;
+	struct slotref ref;
+	uint64_t busy, inflight;
 
 	if (bad_range(start, len))
 		return -EOVERFLOW;
@@ -421,29 +470,32 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 		return -EINVAL;
 
 	pthread_mutex_lock(&impl->lock);
-	for (;;) {
-		/* Relaxed: under the mutex. */
-		busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
-		if (busy != ALL_SLOTS)
-			break;
-		if (flags & PS_NOTIFIER_NONBLOCK) {
-			pthread_mutex_unlock(&impl->lock);
-			count(&impl->st_nonblock_failures, 1);
-			return -EAGAIN;
-		}
-		impl->waiters++;
-		pthread_cond_wait(&impl->wake, &impl->lock);
-		impl->waiters--;
+	if (slot_get(impl, &ref)) { /* never waits: no limit (G11) */
+		pthread_mutex_unlock(&impl->lock);
+		return -ENOMEM;
 	}
-	i = (unsigned int)__builtin_ctzll(~busy);
 	impl->last_ticket += 2;
 	w.ticket = impl->last_ticket;
-	rec_write(&impl->slot[i], w.ticket, w.start, w.last); /* P1 */
+	/* P1: RW1-RW4 of lib/rec.h. */
+	ps__rec_write(&ref.c->slot[ref.i], w.ticket, w.start, w.last);
+	/* Relaxed: under the mutex, as every writer of the slots. */
+	busy = atomic_load_explicit(&ref.c->busy, memory_order_relaxed);
 	/* P2 - Release: the slot first; pairs with A3. */
-	atomic_store_explicit(&impl->busy, busy | (UINT64_C(1) << i),
+	atomic_store_explicit(&ref.c->busy, busy | (UINT64_C(1) << ref.i),
 			      memory_order_release);
-	/* P3 - Release: P1, P2 first; pairs with A2 (release sequence). */
-	atomic_fetch_add_explicit(&n->state, 1, memory_order_release);
+	/* Relaxed: only lock holders write it. */
+	inflight = atomic_load_explicit(&impl->inflight, memory_order_relaxed);
+	/*
+	 * P3 - Release: P1, P2 first; pairs with A2 (release sequence). An
+	 * RMW even when it adds 0 (the in-flight field is saturated), so
+	 * every start and end stays in the word's release sequence.
+	 */
+	atomic_fetch_add_explicit(&n->state,
+				  inflight < INFLIGHT_MAX ? INFLIGHT_ONE : 0,
+				  memory_order_release);
+	/* Relaxed: under the mutex; a statistic for readers. */
+	atomic_store_explicit(&impl->inflight, inflight + 1,
+			      memory_order_relaxed);
 	pthread_mutex_unlock(&impl->lock);
 	/*
 	 * P4 - Release fence: P1-P3 before every later store of this thread,
@@ -461,7 +513,7 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 	if (w.refused) {
 		/* G9: the invalidation is over; the caller must not end it. */
 		pthread_mutex_lock(&impl->lock);
-		finish(n, i);
+		finish(n, ref);
 		pthread_mutex_unlock(&impl->lock);
 		count(&impl->st_nonblock_failures, 1);
 		return -EAGAIN;
@@ -474,28 +526,37 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 			       uint64_t len)
 {
 	struct ps__notifier_impl *impl = n->impl;
-	uint64_t busy, best = UINT64_MAX;
-	unsigned int found = PS_NOTIFIER_MAX_INFLIGHT;
+	struct slotref found = {NULL, 0};
+	uint64_t best = UINT64_MAX;
 
 	if (bad_range(start, len))
 		return -EOVERFLOW;
 	pthread_mutex_lock(&impl->lock);
-	/* Relaxed: under the mutex, as every writer of the slots. */
-	busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
-	while (busy) { /* the oldest in-flight record of exactly this range */
-		unsigned int i = (unsigned int)__builtin_ctzll(busy);
-		uint64_t s = 0, l = 0, tag = rec_read(&impl->slot[i], &s, &l);
+	/* The oldest in-flight record of exactly this range. */
+	for (struct chunk *c = &impl->slots; c;
+	     /* Relaxed: under the mutex, as every writer of the slots. */
+	     c = atomic_load_explicit(&c->next, memory_order_relaxed)) {
+		/* Relaxed: as above. */
+		uint64_t busy = atomic_load_explicit(&c->busy,
+						     memory_order_relaxed);
 
-		busy &= busy - 1;
-		if (tag && s == start && l == start + (len - 1) && tag < best) {
-			best = tag;
-			found = i;
+		while (busy) {
+			unsigned int i = (unsigned int)__builtin_ctzll(busy);
+			uint64_t s = 0, l = 0;
+			uint64_t tag = ps__rec_read(&c->slot[i], &s, &l);
+
+			busy &= busy - 1;
+			if (tag && s == start && l == start + (len - 1) &&
+			    tag < best) {
+				best = tag;
+				found = (struct slotref){c, i};
+			}
 		}
 	}
-	if (found < PS_NOTIFIER_MAX_INFLIGHT)
+	if (found.c)
 		finish(n, found);
 	pthread_mutex_unlock(&impl->lock);
-	return found < PS_NOTIFIER_MAX_INFLIGHT ? 0 : -ENOENT;
+	return found.c ? 0 : -ENOENT;
 }
 
 /* --- readers' slow paths ------------------------------------------------------ */
@@ -554,9 +615,10 @@ bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
 		return conservative(impl); /* the log wrapped (G6) */
 	for (uint64_t k = 0; k < ends; k++) {
 		uint64_t e = (e1 - k) & ENDS_MASK, s, l;
-		const struct rec *r = &impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)];
+		const struct ps__rec *r =
+			&impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)];
 
-		if (rec_read(r, &s, &l) != (e | LOG_VALID))
+		if (ps__rec_read(r, &s, &l) != (e | LOG_VALID))
 			return conservative(impl); /* overwritten meanwhile */
 		if (overlaps(s, l, start, last))
 			return true;
@@ -682,5 +744,5 @@ void ps_notifier_get_stats(const struct ps_notifier *n,
 	st->remove_waits = stat(&impl->st_remove_waits);
 	st->conservative_retries = stat(&impl->st_conservative);
 	st->subscriptions = stat(&impl->st_subscriptions);
-	st->inflight = stat(&n->state) & PS_NOTIFIER_INFLIGHT_MASK;
+	st->inflight = stat(&impl->inflight);
 }

@@ -645,43 +645,6 @@ START_TEST(range_errors)
 }
 END_TEST
 
-static void do_start_blocking(struct blocker *b)
-{
-	b->result = (uint64_t)ps_notifier_invalidate_start(
-		&nt, 1000 * PG, PG, PS_NOTIFIER_UNMAP, 0);
-}
-
-START_TEST(inflight_slots_full)
-{
-	struct blocker b;
-	uint64_t i;
-
-	for (i = 0; i < PS_NOTIFIER_MAX_INFLIGHT; i++)
-		ck_assert_int_eq(ps_notifier_invalidate_start(
-					 &nt, i * PG, PG, PS_NOTIFIER_UNMAP, 0),
-				 0);
-	ck_assert_uint_eq(stats(&nt).inflight, PS_NOTIFIER_MAX_INFLIGHT);
-	ck_assert_int_eq(ps_notifier_invalidate_start(&nt, i * PG, PG,
-						      PS_NOTIFIER_UNMAP,
-						      PS_NOTIFIER_NONBLOCK),
-			 -EAGAIN);
-	/* A blockable start waits for a free slot. */
-	blocker_start(&b, do_start_blocking, NULL);
-	sleep_ms(30);
-	ck_assert(!blocker_done(&b));
-	ck_assert_int_eq(ps_notifier_invalidate_end(&nt, 5 * PG, PG), 0);
-	pthread_join(b.thread, NULL);
-	ck_assert_uint_eq(b.result, 0);
-	ck_assert_int_eq(ps_notifier_invalidate_end(&nt, 1000 * PG, PG), 0);
-	for (i = 0; i < PS_NOTIFIER_MAX_INFLIGHT; i++)
-		if (i != 5)
-			ck_assert_int_eq(ps_notifier_invalidate_end(&nt, i * PG,
-								    PG),
-					 0);
-	ck_assert_uint_eq(stats(&nt).inflight, 0);
-}
-END_TEST
-
 START_TEST(identical_ranges_in_flight)
 {
 	struct tsub a;
@@ -892,7 +855,111 @@ END_TEST
 
 /* --- regressions ---------------------------------------------------------------- */
 
-/* (none yet: bugs fixed before the first commit are covered above) */
+/*
+ * Issue 15, item 6: any number of invalidations may be in flight, as the
+ * header says (Linux has no limit). A 65th non-blocking start used to fail
+ * with -EAGAIN with no subscription at all, and a thread holding 64 blocked
+ * forever in its own 65th blocking start.
+ */
+#define MANY 1000
+
+struct holder {
+	pthread_t thread;
+	uint64_t base, n;
+	unsigned int flags;
+	_Atomic(uint64_t) started;
+	_Atomic(int) rc;
+};
+
+static void *hold_many(void *arg)
+{
+	struct holder *h = arg;
+
+	for (uint64_t i = 0; i < h->n; i++) {
+		int rc = ps_notifier_invalidate_start(&nt, (h->base + i) * PG,
+						      PG, PS_NOTIFIER_UNMAP,
+						      h->flags);
+
+		if (rc) {
+			atomic_store(&h->rc, rc);
+			break;
+		}
+		atomic_fetch_add(&h->started, 1);
+	}
+	return NULL;
+}
+
+/* Start h->n invalidations in another thread; true if all did in time. */
+static bool hold(struct holder *h, uint64_t base, uint64_t n, unsigned flags)
+{
+	h->base = base;
+	h->n = n;
+	h->flags = flags;
+	atomic_store(&h->started, 0);
+	atomic_store(&h->rc, 0);
+	ck_assert_int_eq(pthread_create(&h->thread, NULL, hold_many, h), 0);
+	for (int i = 0; i < 3000 && atomic_load(&h->started) < n &&
+			!atomic_load(&h->rc);
+	     i++)
+		sleep_ms(1);
+	if (atomic_load(&h->started) < n)
+		return false; /* blocked (or failed): leave it, the test fails */
+	pthread_join(h->thread, NULL);
+	return true;
+}
+
+START_TEST(inflight_unlimited)
+{
+	struct holder h;
+	struct tsub a;
+	uint64_t seq, i;
+
+	/* Non-blocking, no subscription: all succeed. */
+	ck_assert(hold(&h, 0, 200, PS_NOTIFIER_NONBLOCK));
+	ck_assert_int_eq(atomic_load(&h.rc), 0);
+	ck_assert_uint_eq(stats(&nt).inflight, 200);
+	/* Blocking, one thread holding all of them: it never waits on itself. */
+	ck_assert(hold(&h, 200, MANY - 200, 0));
+	ck_assert_int_eq(atomic_load(&h.rc), 0);
+	ck_assert_uint_eq(stats(&nt).inflight, MANY);
+
+	/* Every one of them is in flight for the checks, and only they are. */
+	seq = ps_notifier_read_begin(&nt);
+	for (i = 0; i < MANY; i += 37)
+		ck_assert(ps_notifier_read_retry(&nt, seq, i * PG + 5));
+	ck_assert(ps_notifier_read_retry(&nt, seq, (MANY - 1) * PG));
+	ck_assert(!ps_notifier_read_retry(&nt, seq, MANY * PG));
+	tsub_add(&a, &nt, (MANY + 10) * PG, PG); /* clear of all of them */
+	(void)ps_interval_read_begin(&a.sub);	 /* does not wait */
+	ck_assert_uint_eq(stats(&nt).read_begin_waits, 0);
+	tsub_del(&a);
+
+	/* Ended in another order than started; then nothing is in flight. */
+	for (i = MANY; i-- > 0;)
+		if (i % 2)
+			ck_assert_int_eq(ps_notifier_invalidate_end(&nt, i * PG,
+								    PG),
+					 0);
+	ck_assert_uint_eq(stats(&nt).inflight, MANY / 2);
+	seq = ps_notifier_read_begin(&nt);
+	ck_assert(!ps_notifier_read_retry(&nt, seq, 1 * PG)); /* ended */
+	ck_assert(ps_notifier_read_retry(&nt, seq, 2 * PG));	/* in flight */
+	for (i = 0; i < MANY; i += 2)
+		ck_assert_int_eq(ps_notifier_invalidate_end(&nt, i * PG, PG),
+				 0);
+	ck_assert_uint_eq(stats(&nt).inflight, 0);
+	/* The readers' fast paths are back: nothing in flight. */
+	ck_assert_uint_eq(ps_notifier_read_begin(&nt) &
+				  PS_NOTIFIER_INFLIGHT_MASK,
+			  0);
+	/* And again: what the first round grew is reused. */
+	ck_assert(hold(&h, 0, MANY, 0));
+	for (i = 0; i < MANY; i++)
+		ck_assert_int_eq(ps_notifier_invalidate_end(&nt, i * PG, PG),
+				 0);
+	ck_assert_uint_eq(stats(&nt).inflight, 0);
+}
+END_TEST
 
 /* --- stress --------------------------------------------------------------------- */
 
@@ -1239,6 +1306,162 @@ START_TEST(stress_churn)
 }
 END_TEST
 
+/*
+ * Issue 15, item 6 under load: threads each hold several invalidations at
+ * once (together far more than 64), some non-blocking, ended in random
+ * order, while a subscription over all of them is called and a reader's
+ * read_begin waits for the overlapping ones. No start may fail or wait for
+ * another invalidation; each holder's own ranges are in flight for the
+ * whole-space check while it holds them; nothing is left in flight.
+ */
+#define HOLDERS 4
+#define HOLD_MAX 48 /* invalidations one holder keeps at once */
+
+struct holders {
+	struct ps_notifier n;
+	struct ps_interval all; /* overlaps everything; never refuses */
+	uint64_t rounds;
+	_Atomic(int) stop;
+	_Atomic(uint64_t) peak, held;
+	_Atomic(unsigned) violations;
+};
+
+static void hold_violation(struct holders *hs, const char *what)
+{
+	fprintf(stderr, "notifier holders: %s\n", what);
+	atomic_fetch_add(&hs->violations, 1);
+}
+
+static bool nop_cb(struct ps_interval *sub, const struct ps_invalidation *inv,
+		   uint64_t cur_seq, void *priv)
+{
+	(void)inv;
+	(void)priv;
+	ps_interval_set_seq(sub, cur_seq); /* no user lock: nothing to tear */
+	return true;
+}
+
+static const struct ps_interval_ops nop_ops = {nop_cb};
+
+struct holder_arg {
+	struct holders *hs;
+	unsigned int id;
+};
+
+static void *holder_main(void *arg)
+{
+	struct holder_arg *a = arg;
+	struct holders *hs = a->hs;
+	struct ps_test_rng rng = ps_test_rng_new(300 + a->id);
+	/* Holder id owns pages [id * 1000, id * 1000 + HOLD_MAX). */
+	uint64_t base = (uint64_t)a->id * 1000;
+
+	for (uint64_t r = 0; r < hs->rounds; r++) {
+		unsigned int k = 1 + (unsigned int)ps_test_below(&rng, HOLD_MAX);
+		unsigned int order[HOLD_MAX];
+		uint64_t seq, now;
+
+		for (unsigned int i = 0; i < k; i++) {
+			unsigned flags = i % 3 ? 0 : PS_NOTIFIER_NONBLOCK;
+
+			if (ps_notifier_invalidate_start(&hs->n,
+							 (base + i) * PG, PG,
+							 PS_NOTIFIER_UNMAP,
+							 flags))
+				hold_violation(hs, "a start failed");
+			order[i] = i;
+		}
+		now = atomic_fetch_add(&hs->held, k) + k;
+		for (uint64_t p = atomic_load(&hs->peak); now > p &&
+		     !atomic_compare_exchange_weak(&hs->peak, &p, now);)
+			;
+		/* Everything held is in flight for the whole-space check. */
+		seq = ps_notifier_read_begin(&hs->n);
+		for (unsigned int i = 0; i < k; i++)
+			if (!ps_notifier_read_retry(&hs->n, seq,
+						    (base + i) * PG + 1))
+				hold_violation(hs, "a held range not seen");
+		for (unsigned int i = k - 1; i > 0; i--) {
+			unsigned int j = (unsigned int)ps_test_below(&rng, i + 1);
+			unsigned int x = order[i];
+
+			order[i] = order[j];
+			order[j] = x;
+		}
+		atomic_fetch_sub(&hs->held, k);
+		for (unsigned int i = 0; i < k; i++)
+			if (ps_notifier_invalidate_end(&hs->n,
+						       (base + order[i]) * PG,
+						       PG))
+				hold_violation(hs, "an end failed");
+	}
+	return NULL;
+}
+
+/* Read_begin on subscriptions overlapping the holders' ranges: it waits. */
+static void *holder_reader(void *arg)
+{
+	struct holders *hs = arg;
+	struct ps_test_rng rng = ps_test_rng_new(399);
+	struct ps_interval s;
+
+	while (!atomic_load(&hs->stop)) {
+		uint64_t p = ps_test_below(&rng, HOLDERS) * 1000 +
+			     ps_test_below(&rng, HOLD_MAX);
+
+		if (ps_interval_insert(&s, &hs->n, p * PG, PG, &nop_ops, NULL))
+			hold_violation(hs, "an insert failed");
+		for (int i = 0; i < 16; i++)
+			(void)ps_interval_read_begin(&s);
+		ps_interval_remove(&s);
+	}
+	return NULL;
+}
+
+START_TEST(stress_many_held)
+{
+	static struct holders hs;
+	struct holder_arg args[HOLDERS];
+	pthread_t t[HOLDERS], rd;
+	struct ps_notifier_stats ns;
+
+	memset(&hs, 0, sizeof(hs));
+	hs.rounds = ps_test_stress_size("PS_STRESS_ITERS", 200000) / 200;
+	ck_assert_int_eq(ps_notifier_init(&hs.n), 0);
+	ck_assert_int_eq(ps_interval_insert(&hs.all, &hs.n, 0, UINT64_MAX,
+					    &nop_ops, NULL),
+			 0);
+	ck_assert_int_eq(pthread_create(&rd, NULL, holder_reader, &hs), 0);
+	for (unsigned int i = 0; i < HOLDERS; i++) {
+		args[i] = (struct holder_arg){&hs, i};
+		ck_assert_int_eq(pthread_create(&t[i], NULL, holder_main,
+						&args[i]),
+				 0);
+	}
+	for (unsigned int i = 0; i < HOLDERS; i++)
+		pthread_join(t[i], NULL);
+	atomic_store(&hs.stop, 1);
+	pthread_join(rd, NULL);
+	ps_notifier_get_stats(&hs.n, &ns);
+	fprintf(stderr,
+		"notifier holders: %llu rounds x %d threads, peak %llu in "
+		"flight, %llu callbacks, %llu read_begin waits\n",
+		(unsigned long long)hs.rounds, HOLDERS,
+		(unsigned long long)atomic_load(&hs.peak),
+		(unsigned long long)ns.callbacks,
+		(unsigned long long)ns.read_begin_waits);
+	ck_assert_uint_eq(atomic_load(&hs.violations), 0);
+	ck_assert_uint_gt(atomic_load(&hs.peak), 64); /* past the old limit */
+	ck_assert_uint_eq(ns.inflight, 0);
+	ck_assert_uint_eq(ps_notifier_read_begin(&hs.n) &
+				  PS_NOTIFIER_INFLIGHT_MASK,
+			  0);
+	ck_assert_uint_eq(ns.nonblock_failures, 0);
+	ps_interval_remove(&hs.all);
+	ck_assert_int_eq(ps_notifier_destroy(&hs.n), 0);
+}
+END_TEST
+
 static Suite *notifier_suite(void)
 {
 	Suite *s = suite_create("notifier");
@@ -1268,7 +1491,6 @@ static Suite *notifier_suite(void)
 	tcase_add_checked_fixture(tc, nt_setup, nt_teardown);
 	tcase_add_test(tc, nonblock_eagain);
 	tcase_add_test(tc, range_errors);
-	tcase_add_test(tc, inflight_slots_full);
 	tcase_add_test(tc, identical_ranges_in_flight);
 
 	tc = ps_test_tcase(s, "whole space", 10);
@@ -1280,10 +1502,15 @@ static Suite *notifier_suite(void)
 	tcase_add_checked_fixture(tc, nt_setup, nt_teardown);
 	tcase_add_test(tc, seed003_example);
 
+	tc = ps_test_tcase(s, "regressions", 30);
+	tcase_add_checked_fixture(tc, nt_setup, nt_teardown);
+	tcase_add_test(tc, inflight_unlimited);
+
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_test(tc, stress_interval_translations);
 	tcase_add_test(tc, stress_whole_space_translations);
 	tcase_add_test(tc, stress_churn);
+	tcase_add_test(tc, stress_many_held);
 	return s;
 }
 

@@ -43,10 +43,11 @@
  * waits instead: once an invalidation hit a subscription, its read_begin
  * waits until every invalidation in flight has ended, related or not. Here
  * both checks are exact: in-flight invalidations are kept as exact ranges,
- * and ended ones in a log. The one documented exception: the whole-space check answers true
- * conservatively when more than PS_NOTIFIER_LOG_SIZE invalidations ended
- * between read_begin and the check (the log wrapped); each such answer is
- * counted in ps_notifier_stats.conservative_retries.
+ * any number of them, and ended ones in a log. The one documented
+ * exception: the whole-space check answers true conservatively when more
+ * than PS_NOTIFIER_LOG_SIZE invalidations ended between read_begin and the
+ * check (the log wrapped); each such answer is counted in
+ * ps_notifier_stats.conservative_retries.
  *
  * ---------------------------------------------------------------------------
  * Worked example: the seed-003 loop (compiled and run in tests/test-notifier.c,
@@ -173,14 +174,17 @@ PS_BEGIN_DECLS
  *   |                    ends (57)                   | inflight (7)|
  *   +------------------------------------------------+-------------+
  *
- *   inflight  invalidations between a successful start and their end
- *             (0..PS_NOTIFIER_MAX_INFLIGHT)
+ *   inflight  invalidations between a successful start and their end,
+ *             saturating: 127 means 127 or more (any number may be in
+ *             flight; ps_notifier_get_stats() has the exact count). It is
+ *             0 exactly when none is.
  *   ends      invalidations that ended (mod 2^57); numbers the log
  *
- * A start adds 1; an end adds PS_NOTIFIER_END_ONE - 1 (ends + 1, inflight
- * - 1). So the word is unchanged between two reads, with inflight == 0, if
- * and only if no invalidation started or ended in between: the fast path of
- * both read_begin/retry pairs is one load each.
+ * A start adds 1 (0 once inflight is saturated); an end adds
+ * PS_NOTIFIER_END_ONE (ends + 1), minus 1 unless more than 127 were in
+ * flight. So the word is unchanged between two reads, with inflight == 0,
+ * if and only if no invalidation started or ended in between: the fast path
+ * of both read_begin/retry pairs is one load each.
  */
 #define PS_NOTIFIER_INFLIGHT_SHIFT 0
 #define PS_NOTIFIER_INFLIGHT_WIDTH 7
@@ -192,18 +196,12 @@ PS_BEGIN_DECLS
 #define PS_NOTIFIER_ENDS_WIDTH (64 - PS_NOTIFIER_ENDS_SHIFT)
 #define PS_NOTIFIER_END_ONE (UINT64_C(1) << PS_NOTIFIER_ENDS_SHIFT)
 
-/* Invalidations in flight at once; a start beyond waits or gets -EAGAIN. */
-#define PS_NOTIFIER_MAX_INFLIGHT 64
 /* Ended invalidations the whole-space check remembers (a power of two). */
 #define PS_NOTIFIER_LOG_SIZE 256
 
-PS_STATIC_ASSERT(PS_NOTIFIER_MAX_INFLIGHT <
-			 (UINT64_C(1) << PS_NOTIFIER_INFLIGHT_WIDTH),
-		 "notifier state: inflight field too narrow");
-PS_STATIC_ASSERT(PS_NOTIFIER_MAX_INFLIGHT <= 64,
-		 "notifier: in-flight slots are one 64-bit bitmap");
 PS_STATIC_ASSERT((PS_NOTIFIER_LOG_SIZE & (PS_NOTIFIER_LOG_SIZE - 1)) == 0,
 		 "notifier: log size must be a power of two");
+
 
 /* --- events, invalidations, callbacks ------------------------------------ */
 
@@ -365,7 +363,7 @@ struct ps_interval {
  * @conservative_retries: whole-space checks answered true only because
  *	the log had wrapped past the reader's sequence (see above).
  * @subscriptions: subscriptions inserted now.
- * @inflight: invalidations in flight now.
+ * @inflight: invalidations in flight now (exact, not saturated).
  */
 struct ps_notifier_stats {
 	uint64_t invalidations;
@@ -612,13 +610,18 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * no secondary mapping of the range is in use: change the primary mapping,
  * then call ps_notifier_invalidate_end() with the same range.
  *
+ * Any number of invalidations may be in flight at once, from any threads:
+ * a start never waits for another invalidation to end, so a thread may
+ * hold any number of them (as in Linux).
+ *
  * Context: takes the notifier's mutex briefly (blocking, also with
  * PS_NOTIFIER_NONBLOCK: the mutex is never held across a callback or a
- * wait). Blockable: may also wait for a free slot when
- * PS_NOTIFIER_MAX_INFLIGHT invalidations are in flight, and callbacks may
- * sleep. Callbacks run in this thread, outside the mutex.
- * Progress: blocking: the mutex; without PS_NOTIFIER_NONBLOCK also the
- * wait for a free slot, and the callbacks, which may block.
+ * wait). Blockable: callbacks may sleep. Callbacks run in this thread,
+ * outside the mutex.
+ * Progress: blocking: the mutex, an allocation (64 more in-flight slots)
+ * when more invalidations are in flight than ever before, and the
+ * callbacks, which may block when blockable. Never a wait for another
+ * invalidation.
  * Ordering: the in-flight record is published (release) before the first
  * callback; a release fence then orders it before every store the caller
  * makes after the return (pairs with the acquire fence in
@@ -626,10 +629,13 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * Complexity: O(log n + hits) for n subscriptions of which hits overlap,
  * when subscriptions do not overlap each other; with overlapping ones,
  * entries that start before the range and end before it can be visited
- * too (never more than O(n)). Plus the callbacks.
+ * too (never more than O(n)). Plus the callbacks, and one load per 64
+ * in-flight slots to find a free one.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (nothing is
- * called); -EINVAL for unknown @flags; -EAGAIN with PS_NOTIFIER_NONBLOCK if
- * a callback refused, or all slots are busy. After an error the
+ * called); -EINVAL for unknown @flags; -ENOMEM if more invalidations are in
+ * flight than ever before and 64 more slots cannot be allocated (nothing is
+ * published or called); -EAGAIN with PS_NOTIFIER_NONBLOCK if a callback
+ * refused. After an error the
  * invalidation is over: do NOT call ps_notifier_invalidate_end(). (Callbacks
  * that ran before the refusal did their teardown; their readers retry. The
  * whole-space check counts the attempt as an invalidation that was in
@@ -654,6 +660,7 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * before a reader that sees this end.
  * Progress: blocking (the notifier's mutex; it never waits for anything
  * else).
+ * Complexity: O(invalidations in flight) to find the record; then O(1).
  * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
  * exact range is in flight (misuse; nothing changes).
  */
@@ -706,6 +713,10 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * lookups before the call are covered (pairs with the release fence at the
  * end of invalidate_start). Progress: wait-free if nothing started or ended
  * since read_begin; else lock-free (see the header's progress notes).
+ * Cost: with nothing started or ended since read_begin, an acquire fence
+ * and one load. Otherwise a call: one load per 64 in-flight slots plus the
+ * busy ones, and one record per end since read_begin (at most
+ * PS_NOTIFIER_LOG_SIZE).
  * Return: as above; true for len == 0 or a wrapping range (misuse).
  */
 static inline PS_MUST_CHECK bool
