@@ -16,8 +16,9 @@
  *                        all are busy and kept until destroy (memory for the
  *                        most invalidations ever in flight at once)
  *   inflight             the exact number in flight (under lock)
- *   log[256]             the last 256 ended invalidations: entry e % 256 =
- *                        {tag = e | LOG_VALID, start, last} for the e-th end
+ *   hist                 every ended invalidation by address and end number
+ *                        (lib/history.h: a ring of the latest 256, merged
+ *                        into sorted levels; its own protocol is there)
  *   tree                 the subscriptions: an interval set searched
  *                        under RCU while writers publish new versions
  *                        (lib/itree.h; its own protocol is in itree.c)
@@ -58,13 +59,14 @@
  *       lib/itree.c: acquire, pairs with its T1) and call every overlapping
  *       subscription's callback with the ticket
  * invalidate_end (mutex held):
- *   E1  write log entry for end number e (RW1-RW4, as P1)
+ *   E1  record end number e in the history (ps__hist_add: H0-H4 of
+ *       lib/history.c; its record is a release store)
  *   E2  state += END_ONE, minus 1 while inflight <= 127 (release RMW)
  *   E3  clear slot i's tag (release)
  *   E4  clear bit i in busy (release), then wake waiters
  *   The order E1 < E2 < E3 < E4 is what readers rely on: a reader that sees
  *   the slot free (E3, E4) sees the end counted in state (E2), and one that
- *   sees the count sees the log entry (E1).
+ *   sees the count finds the end in the history (E1).
  * insert/remove (mutex held):
  *   T1  the tree publishes its new version (release; T1 of lib/itree.c),
  *       after insert wrote @sub's fields; the replaced nodes are freed
@@ -76,6 +78,8 @@
  *       pairs with P0)
  *   A4  ps__rec_read (RR1-RR4 of lib/rec.h): a consistent record, or free
  *   A5  ps_notifier_read_retry: acquire fence first (pairs with P4)
+ *   A7  ps__hist_query (Q1/Q2 of lib/history.c): an end after seq's that
+ *       overlaps the range?
  * callbacks:
  *   S1  ps_interval_set_seq (release), under the user lock
  *
@@ -120,14 +124,15 @@
  *   lookups                            (the invalidator's P4 + primary-mapping
  *                                       stores happen here)
  *   ps_notifier_read_retry(n, seq, a)   A5, A2, then slots (A3, A4) and the
- *                                       log since seq (A2 again, A4)
+ *                                       history since seq (A2 again, A7)
  *
  * If a lookup saw a primary-mapping store made after some start returned,
  * P4 and A5 synchronise, so A3/A4 see the slot (P0-P2 come before P4) and
  * the state load sees P3 (or later); if the slot is already free, E2 is
- * visible and the log scan finds the end. So every invalidation in flight
+ * visible and the history has the end (E1). So every invalidation in flight
  * at any instant since read_begin is found, either in a slot or in the
- * log.
+ * history, and the history keeps every end (not just the last 256), so an
+ * answer of true always has such an invalidation behind it.
  *
  * ===========================================================================
  * Guarantees (cited by tests/test-notifier.c)
@@ -146,8 +151,10 @@
  * G5  Whole space, soundness: read_retry(seq, range) is true if an
  *     invalidation overlapping the range was in flight at any instant
  *     between read_begin and the call.
- * G6  Whole space, exactness: otherwise it is false, except when more than
- *     PS_NOTIFIER_LOG_SIZE invalidations ended since read_begin (counted in
+ * G6  Whole space, exactness: otherwise it is false, however many
+ *     invalidations started or ended since read_begin. The one exception:
+ *     ends the history could not keep after a failed allocation are
+ *     forgotten, and a check reaching back to them is true (counted in
  *     conservative_retries).
  * G7  After ps_interval_remove() returns, no callback runs for the
  *     subscription; it waited only for overlapping invalidations that were
@@ -176,15 +183,21 @@
  *                     callbacks, and O(chunks) to find a free slot (one
  *                     load per chunk; one chunk while at most 64 are in
  *                     flight)
- *   invalidate_end    O(chunks + in flight) to find the slot, O(1) else
+ *   invalidate_end    O(chunks + in flight) to find the slot, plus the
+ *                     history's add: O(1), and every 256th end a merge,
+ *                     amortised O(log m) per end for m runs kept (see
+ *                     lib/history.c)
  *   insert, remove    O(log n): a path copy in the tree (lib/itree.c);
  *                     insert also checks for a double insert
  *   read_begin/retry  O(1) with nothing in flight; else O(chunks + in
- *                     flight), plus O(ends since read_begin) <= O(LOG_SIZE)
- *                     for the whole-space check
+ *                     flight), plus for the whole-space check the history's
+ *                     query: the ends since read_begin while they are among
+ *                     the latest 256, else also O(log m) per level (at most
+ *                     log2(ends / 256) + 1 levels)
  */
 #include <pagestate/notifier.h>
 
+#include "history.h"
 #include "itree.h"
 #include "rcu.h"
 #include "rec.h"
@@ -200,10 +213,9 @@
 #define INFLIGHT_ONE (UINT64_C(1) << PS_NOTIFIER_INFLIGHT_SHIFT)
 #define INFLIGHT_MAX (PS_NOTIFIER_INFLIGHT_MASK >> PS_NOTIFIER_INFLIGHT_SHIFT)
 #define CHUNK 64 /* in-flight slots per chunk: one 64-bit busy bitmap */
-#define LOG_VALID (UINT64_C(1) << 63) /* a log tag: end number | LOG_VALID */
 
-PS_STATIC_ASSERT(PS_NOTIFIER_ENDS_WIDTH < 63,
-		 "notifier: log tags need a spare top bit");
+PS_STATIC_ASSERT(PS_NOTIFIER_ENDS_WIDTH <= 62,
+		 "notifier: the history's tags need a spare top bit");
 
 /*
  * In-flight slots, CHUNK per chunk. The first chunk is part of the
@@ -232,7 +244,7 @@ struct ps__notifier_impl {
 	PS_ATOMIC(uint64_t) inflight; /* written under lock; read for stats */
 	struct ps__itree tree;	/* the subscriptions; written under lock */
 	struct chunk slots;	/* the first chunk of in-flight slots */
-	struct ps__rec log[PS_NOTIFIER_LOG_SIZE]; /* the last ends */
+	struct ps__hist hist;	/* the ended invalidations (lib/history.h) */
 	/* Statistics; relaxed counters. */
 	PS_ATOMIC(uint64_t) st_invalidations;
 	PS_ATOMIC(uint64_t) st_nonblock_failures;
@@ -276,6 +288,7 @@ int ps_notifier_init(struct ps_notifier *n)
 	}
 	impl->last_ticket = 1;
 	ps__itree_init(&impl->tree);
+	ps__hist_init(&impl->hist, PS_NOTIFIER_ENDS_WIDTH, 0); /* ends = 0 */
 	/* Relaxed: the notifier is not shared yet (publish it as usual). */
 	atomic_store_explicit(&n->state, 0, memory_order_relaxed);
 	n->impl = impl;
@@ -305,6 +318,7 @@ int ps_notifier_destroy(struct ps_notifier *n)
 		free(c);
 		c = next;
 	}
+	ps__hist_destroy(&impl->hist);
 	pthread_cond_destroy(&impl->wake);
 	pthread_mutex_destroy(&impl->lock);
 	free(impl);
@@ -406,8 +420,7 @@ static void finish(struct ps_notifier *n, struct slotref ref)
 	uint64_t start = 0, last = 0;
 
 	(void)ps__rec_read(slot, &start, &last);
-	ps__rec_write(&impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)], e | LOG_VALID,
-		      start, last); /* E1: the log entry of end e */
+	ps__hist_add(&impl->hist, e, start, last); /* E1: the end of number e */
 	/*
 	 * E2 - Release: E1 first; pairs with A2 (release sequence). The
 	 * in-flight field goes down only while it is not saturated.
@@ -589,41 +602,32 @@ uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 								       : now;
 }
 
-static bool conservative(struct ps__notifier_impl *impl)
-{
-	count(&impl->st_conservative, 1);
-	return true;
-}
-
 bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
 			     uint64_t start, uint64_t last)
 {
 	struct ps__notifier_impl *impl = n->impl;
-	uint64_t state, e1, ends;
+	uint64_t state;
 
 	/* In flight now, including since before read_begin (G5). */
 	if (inflight_scan(impl, start, last, UINT64_MAX))
 		return true;
 	/*
 	 * A2 - Acquire, after the slot scan: an invalidation whose slot that
-	 * scan saw free has its end counted here (E2 before E3/E4).
+	 * scan saw free has its end counted here (E2 before E3/E4), and its
+	 * record in the history (E1 before E2).
 	 */
 	state = atomic_load_explicit(&n->state, memory_order_acquire);
-	e1 = state >> PS_NOTIFIER_ENDS_SHIFT;
-	ends = (e1 - (seq >> PS_NOTIFIER_ENDS_SHIFT)) & ENDS_MASK;
-	if (ends > PS_NOTIFIER_LOG_SIZE)
-		return conservative(impl); /* the log wrapped (G6) */
-	for (uint64_t k = 0; k < ends; k++) {
-		uint64_t e = (e1 - k) & ENDS_MASK, s, l;
-		const struct ps__rec *r =
-			&impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)];
-
-		if (ps__rec_read(r, &s, &l) != (e | LOG_VALID))
-			return conservative(impl); /* overwritten meanwhile */
-		if (overlaps(s, l, start, last))
-			return true;
+	/* A7: ended since read_begin, however many did (G6). */
+	switch (ps__hist_query(&impl->hist, seq >> PS_NOTIFIER_ENDS_SHIFT,
+			       state >> PS_NOTIFIER_ENDS_SHIFT, start, last)) {
+	case PS__HIST_NO:
+		return false;
+	case PS__HIST_YES:
+		return true;
+	default: /* forgotten after a failed allocation (G6) */
+		count(&impl->st_conservative, 1);
+		return true;
 	}
-	return false;
 }
 
 /* --- subscriptions ------------------------------------------------------------- */

@@ -42,12 +42,12 @@
  * invalidation ended anywhere. Linux's interval notifier produces false
  * waits instead: once an invalidation hit a subscription, its read_begin
  * waits until every invalidation in flight has ended, related or not. Here
- * both checks are exact: in-flight invalidations are kept as exact ranges,
- * any number of them, and ended ones in a log. The one documented
- * exception: the whole-space check answers true conservatively when more
- * than PS_NOTIFIER_LOG_SIZE invalidations ended between read_begin and the
- * check (the log wrapped); each such answer is counted in
- * ps_notifier_stats.conservative_retries.
+ * both checks are exact however many invalidations run: in-flight ones are
+ * kept as exact ranges, any number of them, and ended ones in a history
+ * searchable by address and time. The one exception is memory: if the
+ * history cannot allocate, the ends it could not keep are forgotten, and a
+ * whole-space check reaching back to them answers true; each such answer
+ * is counted in ps_notifier_stats.conservative_retries.
  *
  * ---------------------------------------------------------------------------
  * Worked example: the seed-003 loop (compiled and run in tests/test-notifier.c,
@@ -138,9 +138,13 @@
  *               ps_notifier_read_retry when nothing happened since read_begin
  *   lock-free   ps_notifier_read_retry otherwise, and ps_interval_read_begin
  *               while only non-overlapping invalidations are in flight: a
- *               scan of the in-flight slots and of the log since read_begin,
- *               which re-reads a slot only when an invalidation started or
- *               ended in it meanwhile
+ *               scan of the in-flight slots and, for the whole-space
+ *               check, of the ends since read_begin (the latest 256 in a
+ *               ring, older ones in sorted levels, searched inside an RCU
+ *               read-side section). It re-reads a slot only when an
+ *               invalidation started or ended in it meanwhile, and the ring
+ *               only when 256 more ends were merged into the levels
+ *               meanwhile: every retry means writers made progress
  *   blocking    ps_interval_read_begin while an overlapping invalidation is
  *               in flight: it waits for the ones in flight when it was
  *               called (never for later or non-overlapping ones), as Linux
@@ -151,7 +155,9 @@
  *               flight
  *
  * None of the readers above takes a lock or stores to shared memory (the
- * exceptions: a read_begin that must wait, and the conservative-retry
+ * exceptions: a read_begin that must wait, the conservative-retry counter,
+ * and the RCU read-side section of a whole-space check that reaches back
+ * past the latest 256 ends, which writes the thread's own liburcu-bp
  * counter). Linux's mmu_interval_read_begin() takes a spinlock.
  */
 #ifndef PAGESTATE_NOTIFIER_H
@@ -178,7 +184,8 @@ PS_BEGIN_DECLS
  *             saturating: 127 means 127 or more (any number may be in
  *             flight; ps_notifier_get_stats() has the exact count). It is
  *             0 exactly when none is.
- *   ends      invalidations that ended (mod 2^57); numbers the log
+ *   ends      invalidations that ended (mod 2^57); numbers them for the
+ *             whole-space check
  *
  * A start adds 1 (0 once inflight is saturated); an end adds
  * PS_NOTIFIER_END_ONE (ends + 1), minus 1 unless more than 127 were in
@@ -195,12 +202,6 @@ PS_BEGIN_DECLS
 	(PS_NOTIFIER_INFLIGHT_SHIFT + PS_NOTIFIER_INFLIGHT_WIDTH)
 #define PS_NOTIFIER_ENDS_WIDTH (64 - PS_NOTIFIER_ENDS_SHIFT)
 #define PS_NOTIFIER_END_ONE (UINT64_C(1) << PS_NOTIFIER_ENDS_SHIFT)
-
-/* Ended invalidations the whole-space check remembers (a power of two). */
-#define PS_NOTIFIER_LOG_SIZE 256
-
-PS_STATIC_ASSERT((PS_NOTIFIER_LOG_SIZE & (PS_NOTIFIER_LOG_SIZE - 1)) == 0,
-		 "notifier: log size must be a power of two");
 
 
 /* --- events, invalidations, callbacks ------------------------------------ */
@@ -323,7 +324,7 @@ struct ps__notifier_impl;
  * struct ps_notifier - the invalidation state of one address space.
  * @state: the state word (layout above); read by the inline fast paths.
  * @impl: the rest, private to lib/notifier.c (mutex, RCU-protected
- *	interval tree, in-flight slots, log).
+ *	interval tree, in-flight slots, history of ends).
  *
  * Embed it and call ps_notifier_init(). Use only through the functions
  * below.
@@ -361,7 +362,8 @@ struct ps_interval {
  *	overlapping invalidation.
  * @remove_waits: ps_interval_remove calls that waited likewise.
  * @conservative_retries: whole-space checks answered true only because
- *	the log had wrapped past the reader's sequence (see above).
+ *	they reached back to ends forgotten after a failed allocation (see
+ *	above); 0 unless memory ran out.
  * @subscriptions: subscriptions inserted now.
  * @inflight: invalidations in flight now (exact, not saturated).
  */
@@ -660,7 +662,13 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * before a reader that sees this end.
  * Progress: blocking (the notifier's mutex; it never waits for anything
  * else).
- * Complexity: O(invalidations in flight) to find the record; then O(1).
+ * Complexity: O(invalidations in flight) to find the record; then O(1),
+ * except that every 256th end merges the latest 256 into the history the
+ * whole-space check searches: amortised O(log m) per end for m runs kept
+ * (stretches of addresses whose latest end differs), O(m) for the rare
+ * merge that rebuilds the largest level. If that merge cannot allocate,
+ * the end still succeeds and those 256 ends are forgotten (see
+ * ps_notifier_read_retry_range()).
  * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
  * exact range is in flight (misuse; nothing changes).
  */
@@ -700,9 +708,10 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * Exact: true if and only if an invalidation overlapping the range was in
  * flight at some instant between read_begin and this call: it was in flight
  * at read_begin, or started or ended since. Invalidations of other ranges
- * never make it true, and ranges are never merged. One exception, counted in
- * the stats: true, conservatively, if more than PS_NOTIFIER_LOG_SIZE
- * invalidations ended since read_begin.
+ * never make it true, however many ran, and ranges are never merged. One
+ * exception, counted in the stats: true, conservatively, if the answer
+ * needs ends that were forgotten because memory ran out (see
+ * ps_notifier_invalidate_end()).
  *
  * Authoritative when called under the user lock that the callbacks covering
  * the range take (as KVM calls mmu_invalidate_retry_gfn under mmu_lock):
@@ -715,8 +724,10 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * since read_begin; else lock-free (see the header's progress notes).
  * Cost: with nothing started or ended since read_begin, an acquire fence
  * and one load. Otherwise a call: one load per 64 in-flight slots plus the
- * busy ones, and one record per end since read_begin (at most
- * PS_NOTIFIER_LOG_SIZE).
+ * busy ones, and the ends since read_begin: one record each while they
+ * are among the latest 256; reaching further back, an RCU read-side section
+ * and a binary search per level of the history (about log2(ends / 256)
+ * levels).
  * Return: as above; true for len == 0 or a wrapping range (misuse).
  */
 static inline PS_MUST_CHECK bool
@@ -749,7 +760,8 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
  * acquire fence first). Progress: wait-free if nothing started or ended
  * since read_begin, else lock-free.
  * Return: true if an invalidation containing @addr was in flight at some
- * instant since read_begin (or, conservatively, the log wrapped).
+ * instant since read_begin (or, conservatively, the answer needs ends
+ * forgotten when memory ran out).
  */
 static inline PS_MUST_CHECK bool
 ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq,
