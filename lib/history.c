@@ -125,7 +125,7 @@ struct ps__hist_ver {
 	struct runs *dead[LEVELS];
 };
 
-/* --- numbers ------------------------------------------------------------------ */
+/* --- numbers -------------------------------------------------------------- */
 
 /* @to - @from, modulo the number space. */
 static uint64_t dist(const struct ps__hist *h, uint64_t from, uint64_t to)
@@ -146,7 +146,7 @@ static uint64_t newer(const struct ps__hist *h, uint64_t a, uint64_t b)
 	return after(h, a, b) ? a : b;
 }
 
-/* --- merging runs (H1) ----------------------------------------------------------- */
+/* --- merging runs (H1) ---------------------------------------------------- */
 
 /*
  * The envelope of two arrays of disjoint sorted runs: over each address the
@@ -188,7 +188,8 @@ static uint64_t merge(const struct ps__hist *h, const struct run *a,
 								 : y->last,
 					   newer(h, x->stamp, y->stamp)};
 		}
-		if (n && prev.stamp == seg.stamp && prev.last + 1 == seg.start) {
+		if (n && prev.stamp == seg.stamp &&
+		    prev.last + 1 == seg.start) {
 			prev.last = seg.last; /* touching, one stamp: join */
 		} else {
 			n++;
@@ -276,9 +277,9 @@ out:
 
 static void free_ver(struct ps__rcu_head *head)
 {
-	struct ps__hist_ver *v = (struct ps__hist_ver *)((char *)head -
-							 offsetof(struct ps__hist_ver,
-								  rcu));
+	struct ps__hist_ver *v =
+		(struct ps__hist_ver *)((char *)head -
+					offsetof(struct ps__hist_ver, rcu));
 
 	for (unsigned int k = 0; k < v->ndead; k++)
 		free(v->dead[k]);
@@ -345,7 +346,7 @@ fail:
 	atomic_store_explicit(&h->logbase, upto, memory_order_release);
 }
 
-/* --- the interface ------------------------------------------------------------ */
+/* --- the interface -------------------------------------------------------- */
 
 void ps__hist_init(struct ps__hist *h, unsigned int width, uint64_t base)
 {
@@ -494,8 +495,8 @@ enum ps__hist_answer ps__hist_query(const struct ps__hist *h, uint64_t e0,
 int ps__hist_check(const struct ps__hist *h, struct ps__hist_shape *shape)
 {
 	/* Relaxed: the writer's own view. */
-	const struct ps__hist_ver *v = atomic_load_explicit(&h->ver,
-							    memory_order_relaxed);
+	const struct ps__hist_ver *v =
+		atomic_load_explicit(&h->ver, memory_order_relaxed);
 
 	*shape = (struct ps__hist_shape){0, 0, 0};
 	if (!v)

@@ -47,7 +47,7 @@ struct ps__hist_ver;
 struct ps__hist {
 	PS_ATOMIC(struct ps__hist_ver *) ver; /* the merged levels (RCU) */
 	PS_ATOMIC(uint64_t) logbase;	      /* the ring holds (logbase, e] */
-	PS_ATOMIC(uint64_t) lost;	      /* ends <= lost may be forgotten */
+	PS_ATOMIC(uint64_t) lost;	      /* ends <= lost: may be lost */
 	uint64_t mask;			      /* end numbers are mod mask + 1 */
 	uint64_t last_end;		      /* writer-only: the latest end */
 	uint64_t forgotten;		      /* writer-only: ends forgotten */

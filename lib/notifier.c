@@ -234,7 +234,7 @@ struct slotref {
 	unsigned int i;
 };
 
-/* --- the notifier ------------------------------------------------------------ */
+/* --- the notifier --------------------------------------------------------- */
 
 struct ps__notifier_impl {
 	pthread_mutex_t lock;
@@ -355,7 +355,7 @@ static uint64_t inflight_scan(const struct ps__notifier_impl *impl,
 			    overlaps(s, l, start, last))
 				found = tag;
 		}
-		/* A3 - Acquire: pairs with P0; the next chunk is initialised. */
+		/* A3 - Acquire: pairs with P0; the next chunk is set up. */
 		c = atomic_load_explicit(&c->next, memory_order_acquire);
 	}
 	return found;
@@ -418,6 +418,7 @@ static void finish(struct ps_notifier *n, struct slotref ref)
 	uint64_t e = ((state >> PS_NOTIFIER_ENDS_SHIFT) + 1) & ENDS_MASK;
 	struct ps__rec *slot = &ref.c->slot[ref.i];
 	uint64_t start = 0, last = 0;
+	uint64_t down = inflight <= INFLIGHT_MAX ? INFLIGHT_ONE : 0;
 
 	(void)ps__rec_read(slot, &start, &last);
 	ps__hist_add(&impl->hist, e, start, last); /* E1: the end of number e */
@@ -425,10 +426,7 @@ static void finish(struct ps_notifier *n, struct slotref ref)
 	 * E2 - Release: E1 first; pairs with A2 (release sequence). The
 	 * in-flight field goes down only while it is not saturated.
 	 */
-	atomic_fetch_add_explicit(&n->state,
-				  PS_NOTIFIER_END_ONE -
-					  (inflight <= INFLIGHT_MAX ? INFLIGHT_ONE
-								    : 0),
+	atomic_fetch_add_explicit(&n->state, PS_NOTIFIER_END_ONE - down,
 				  memory_order_release);
 	/* Relaxed: under the mutex; a statistic for readers. */
 	atomic_store_explicit(&impl->inflight, inflight - 1,
@@ -441,7 +439,7 @@ static void finish(struct ps_notifier *n, struct slotref ref)
 		pthread_cond_broadcast(&impl->wake);
 }
 
-/* --- invalidations -------------------------------------------------------------- */
+/* --- invalidations -------------------------------------------------------- */
 
 struct walk {
 	const struct ps_invalidation *inv;
@@ -572,7 +570,7 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 	return found.c ? 0 : -ENOENT;
 }
 
-/* --- readers' slow paths ------------------------------------------------------ */
+/* --- readers' slow paths -------------------------------------------------- */
 
 uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 {
@@ -630,7 +628,7 @@ bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
 	}
 }
 
-/* --- subscriptions ------------------------------------------------------------- */
+/* --- subscriptions -------------------------------------------------------- */
 
 int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
 		       uint64_t start, uint64_t len,
@@ -728,11 +726,11 @@ void ps_interval_remove(struct ps_interval *sub)
 	sub->notifier = NULL;
 }
 
-/* --- statistics ---------------------------------------------------------------- */
+/* --- statistics ----------------------------------------------------------- */
 
 static uint64_t stat(const PS_ATOMIC(uint64_t) *c)
 {
-	/* Relaxed: a statistic; the set is not one snapshot (see notifier.h). */
+	/* Relaxed: a statistic; not one snapshot (see notifier.h). */
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 

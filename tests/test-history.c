@@ -111,7 +111,7 @@ static void rand_range(struct ps_test_rng *r, uint64_t *s, uint64_t *l)
 				       : ps_test_below(r, 1 << 22));
 }
 
-/* --- the ring alone --------------------------------------------------------------- */
+/* --- the ring alone ------------------------------------------------------- */
 
 START_TEST(empty_and_ring)
 {
@@ -146,7 +146,7 @@ START_TEST(empty_and_ring)
 }
 END_TEST
 
-/* --- merged into levels ------------------------------------------------------------- */
+/* --- merged into levels --------------------------------------------------- */
 
 START_TEST(exact_across_merges)
 {
@@ -207,7 +207,7 @@ START_TEST(envelope_replaces_covered)
 
 	ps__hist_init(&h, WIDTH, 0);
 	model_init(&m, 1, 4 * PAGES + 1);
-	for (uint64_t p = 0; p < PAGES; p++) /* every page, in a scattered order */
+	for (uint64_t p = 0; p < PAGES; p++) /* every page, scattered */
 		add(&h, &m, ((p * 4099) % PAGES) << 12,
 		    (((p * 4099) % PAGES) << 12) + 4095);
 	sh = shape(&h);
@@ -258,7 +258,7 @@ START_TEST(numbers_wrap)
 }
 END_TEST
 
-/* --- a failed allocation forgets, and says so ----------------------------------- */
+/* --- a failed allocation forgets, and says so ----------------------------- */
 
 static _Atomic(int) fail_allocs;
 
@@ -313,7 +313,7 @@ START_TEST(forgotten_after_failed_alloc)
 }
 END_TEST
 
-/* --- readers racing the writer ------------------------------------------------------ */
+/* --- readers racing the writer -------------------------------------------- */
 
 /*
  * The writer adds random ends and publishes how many (after each add, as
@@ -361,9 +361,12 @@ static void *race_reader(void *arg)
 		/* Acquire: the ends counted, and their model entries. */
 		uint64_t n1 = atomic_load_explicit(&r->count,
 						   memory_order_acquire), n2;
-		uint64_t back = ps_test_below(&rng, 8) ? ps_test_below(&rng, 600)
-						       : ps_test_below(&rng,
-								       n1 + 1);
+		/* Mostly recent, some across levels, a few from the start. */
+		uint64_t back = ps_test_below(&rng, 8)
+					? ps_test_below(&rng, 600)
+				: ps_test_below(&rng, 8)
+					? ps_test_below(&rng, 20000)
+					: ps_test_below(&rng, n1 + 1);
 		uint64_t i0 = back > n1 ? 0 : n1 - back, s, l;
 		enum ps__hist_answer a;
 
@@ -372,8 +375,8 @@ static void *race_reader(void *arg)
 		rand_range(&rng, &s, &l);
 		if (ps_test_below(&rng, 2))
 			l = s;
-		a = ps__hist_query(&r->h, num(&r->m, i0) - 1, num(&r->m, n1 - 1),
-				   s, l);
+		a = ps__hist_query(&r->h, num(&r->m, i0) - 1,
+				   num(&r->m, n1 - 1), s, l);
 		/* Acquire: as above. */
 		n2 = atomic_load_explicit(&r->count, memory_order_acquire);
 		if (a == PS__HIST_FORGOTTEN ||
