@@ -23,7 +23,7 @@
 /* --- helpers -------------------------------------------------------------- */
 
 /* Items are elements of this array; an item's id is its index. */
-#define NITEMS 4096
+#define NITEMS 8192
 static int items[NITEMS];
 
 static void *item(unsigned int id)
