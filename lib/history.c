@@ -453,6 +453,8 @@ enum ps__hist_answer ps__hist_query(const struct ps__hist *h, uint64_t e0,
 	e1 &= h->mask;
 	if (e0 == e1)
 		return PS__HIST_NO;
+	if (after(h, e0, e1))
+		return PS__HIST_YES; /* misuse: e0 is not in the past */
 	/* Q1 - Acquire: pairs with H2/H3's release store of logbase. */
 	base = atomic_load_explicit(&h->logbase, memory_order_acquire);
 	if (!after(h, base, e0)) {

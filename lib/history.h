@@ -95,7 +95,7 @@ void ps__hist_add(struct ps__hist *h, uint64_t e, uint64_t start,
  * Return: PS__HIST_YES if an end in (e0, e1] covered the range, and maybe
  * (not necessarily) if only a later one did; PS__HIST_NO if none after e0
  * did; PS__HIST_FORGOTTEN if the answer would need ends forgotten after a
- * failed allocation.
+ * failed allocation. PS__HIST_YES also if @e0 is after @e1 (misuse).
  */
 enum ps__hist_answer ps__hist_query(const struct ps__hist *h, uint64_t e0,
 				    uint64_t e1, uint64_t start,

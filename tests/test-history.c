@@ -132,6 +132,9 @@ START_TEST(empty_and_ring)
 	ck_assert_int_eq(ps__hist_query(&h, 2, 3, UINT64_MAX, UINT64_MAX),
 			 PS__HIST_YES);
 	ck_assert_int_eq(ps__hist_query(&h, 3, 3, 0, UINT64_MAX), PS__HIST_NO);
+	/* Misuse, e0 after e1: yes, at once (never a wait for the ring). */
+	ck_assert_int_eq(ps__hist_query(&h, 1000, 3, 5000, 5000),
+			 PS__HIST_YES);
 	/* Up to a full ring: still the ring alone, still exact. */
 	while (m.n < PS__HIST_LOG)
 		add(&h, &m, 1000 * m.n, 1000 * m.n + 10);

@@ -961,6 +961,11 @@ START_TEST(whole_space_exact_after_many_ends)
 	ck_assert(!ps_notifier_read_retry(&nt, old, 4000 * PG));
 	ck_assert(!ps_notifier_read_retry_range(&nt, old, 0, 1000 * PG));
 	ck_assert(ps_notifier_read_retry_range(&nt, old, 0, 1000 * PG + 1));
+	/* A sequence read_begin never returned (from the future): true. */
+	ck_assert(ps_notifier_read_retry(&nt,
+					 ps_notifier_read_begin(&nt) +
+						 1000 * PS_NOTIFIER_END_ONE,
+					 0));
 	/* Now page 0 changes: true, for both. */
 	invalidate(&nt, 0, PG);
 	ck_assert(ps_notifier_read_retry(&nt, seq, 0));
