@@ -25,6 +25,7 @@
 #include <pagestate/pgtable.h>
 
 #include "fuzz-input.h"
+#include "fuzz-leaks.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,34 +35,6 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-/*
- * libFuzzer's leak check after an input (-detect_leaks) counts mallocs and
- * frees: the table frees old registrations and trimmed levels through
- * call_rcu, later and in another thread, so nearly every input looks like
- * a leak and costs a LeakSanitizer pass (half the smoke's time, for
- * nothing). It is turned off unless asked for; LeakSanitizer still checks
- * the whole process at exit, where memory lost by the library would show.
- */
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	static char off[] = "-detect_leaks=0";
-	static char *args[64];
-
-	for (int i = 1; i < *argc; i++)
-		if (!strncmp((*argv)[i], "-detect_leaks=", 14))
-			return 0;
-	if (*argc + 2 > (int)(sizeof(args) / sizeof(args[0])))
-		return 0;
-	for (int i = 0; i < *argc; i++)
-		args[i] = (*argv)[i];
-	args[*argc] = off;
-	args[*argc + 1] = NULL;
-	(*argc)++;
-	*argv = args;
-	return 0;
-}
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define SPACE_END PS_PGTABLE_ADDR_END

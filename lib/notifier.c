@@ -7,14 +7,21 @@
  * ===========================================================================
  *
  * Per notifier:
- *   state (public word)  ends (57 bits) | inflight (7 bits), see notifier.h
- *   slot[64]             one record per in-flight invalidation:
- *                        {tag = its ticket, start, last}; tag 0 = free
- *   busy                 bitmap of the slots in use
- *   log[256]             the last 256 ended invalidations: entry e % 256 =
- *                        {tag = e | LOG_VALID, start, last} for the e-th end
- *   root                 RCU-protected copy-on-write B+-tree of the
- *                        subscriptions
+ *   state (public word)  ends (57 bits) | inflight (7 bits, saturating at
+ *                        127), see notifier.h
+ *   slots                one record per in-flight invalidation (lib/rec.h):
+ *                        {tag = its ticket, start, last}; tag 0 = free. In
+ *                        chunks of 64 with a busy bitmap each: the first
+ *                        chunk is part of the notifier, more are linked when
+ *                        all are busy and kept until destroy (memory for the
+ *                        most invalidations ever in flight at once)
+ *   inflight             the exact number in flight (under lock)
+ *   hist                 every ended invalidation by address and end number
+ *                        (lib/history.h: a ring of the latest 256, merged
+ *                        into sorted levels; its own protocol is there)
+ *   tree                 the subscriptions: an interval set searched
+ *                        under RCU while writers publish new versions
+ *                        (lib/itree.h; its own protocol is in itree.c)
  *   lock, wake           the writers' mutex, and a condvar for waiters
  *   last_ticket          the ticket of the latest start (odd, under lock)
  * Per subscription: seq (odd), set to the ticket of the invalidation whose
@@ -39,34 +46,40 @@
  * Protocol (labels: P = publish a start, E = an end, T = tree, A = reader)
  * ===========================================================================
  *
- * invalidate_start (mutex held for P1-P3 only):
- *   P1  write slot i (rec_write: release fence, fields, release store of tag)
- *   P2  set bit i in busy (release)
- *   P3  state += 1 (release RMW; every state update is an RMW, so any later
- *       value heads a release sequence containing P3)
+ * invalidate_start (mutex held for P0-P3 only; it never waits for a slot):
+ *   P0  if every chunk is full: link a new zeroed chunk (release)
+ *   P1  write slot i (RW1-RW4 of lib/rec.h: release stores of the tag)
+ *   P2  set bit i in its chunk's busy (release)
+ *   P3  state += 1 while inflight < 127, else += 0 (release RMW either way;
+ *       every state update is an RMW, so any later value heads a release
+ *       sequence containing P3)
  *   P4  release fence: P1-P3 are ordered before the callbacks' stores and
  *       the caller's primary-mapping stores that follow
- *   A6  root (acquire, pairs with T1), then walk it under the RCU read lock
- *       and call every overlapping subscription's callback with the ticket
+ *   A6  under the RCU read lock, visit the tree's current version (R1 of
+ *       lib/itree.c: acquire, pairs with its T1) and call every overlapping
+ *       subscription's callback with the ticket
  * invalidate_end (mutex held):
- *   E1  write log entry for end number e (rec_write, as P1)
- *   E2  state += END_ONE - 1 (release RMW)
+ *   E1  record end number e in the history (ps__hist_add: H0-H4 of
+ *       lib/history.c; its record is a release store)
+ *   E2  state += END_ONE, minus 1 while inflight <= 127 (release RMW)
  *   E3  clear slot i's tag (release)
  *   E4  clear bit i in busy (release), then wake waiters
  *   The order E1 < E2 < E3 < E4 is what readers rely on: a reader that sees
  *   the slot free (E3, E4) sees the end counted in state (E2), and one that
- *   sees the count sees the log entry (E1).
+ *   sees the count finds the end in the history (E1).
  * insert/remove (mutex held):
- *   T1  root = the new snapshot (release); the old nodes are freed after a
- *       grace period (ps__rcu_call)
+ *   T1  the tree publishes its new version (release; T1 of lib/itree.c),
+ *       after insert wrote @sub's fields; the replaced nodes are freed
+ *       after a grace period
  * readers (no lock, no store):
  *   A1  ps_interval_read_begin: sub->seq (acquire, pairs with S1)
  *   A2  state (acquire, pairs with P3/E2)
- *   A3  busy (acquire, pairs with P2/E4)
- *   A4  rec_read: tag (acquire, pairs with the tag store of rec_write),
- *       fields, acquire fence (pairs with rec_write's release fence),
- *       tag again: equal tags = a consistent record
+ *   A3  per chunk: busy (acquire, pairs with P2/E4), then next (acquire,
+ *       pairs with P0)
+ *   A4  ps__rec_read (RR1-RR4 of lib/rec.h): a consistent record, or free
  *   A5  ps_notifier_read_retry: acquire fence first (pairs with P4)
+ *   A7  ps__hist_query (Q1/Q2 of lib/history.c): an end after seq's that
+ *       overlaps the range?
  * callbacks:
  *   S1  ps_interval_set_seq (release), under the user lock
  *
@@ -96,19 +109,30 @@
  * A1 sees S1, so A2 sees P3 (S1 follows P3 in the invalidator), and
  * read_begin waits for the end (G2) instead of returning that sequence.
  *
+ * The in-flight field saturates (a start beyond 127 adds 0, an end down
+ * from above 127 subtracts nothing), so the readers' test "nothing in
+ * flight" stays one load for any number in flight. It is exact where it
+ * matters: it is 0 exactly when nothing is in flight, since it is
+ * min(inflight, 127) after every update. A state value that A2 may read
+ * after S1 comes from P3 or a later update, or from an update before P3
+ * while already saturated: nonzero either way while the invalidation is in
+ * flight.
+ *
  * The whole-space check has no per-subscription sequence. Its reader:
  *
  *   seq = ps_notifier_read_begin(n)     A2
  *   lookups                            (the invalidator's P4 + primary-mapping
  *                                       stores happen here)
  *   ps_notifier_read_retry(n, seq, a)   A5, A2, then slots (A3, A4) and the
- *                                       log since seq (A2 again, A4)
+ *                                       history since seq (A2 again, A7)
  *
  * If a lookup saw a primary-mapping store made after some start returned,
- * P4 and A5 synchronise, so the state load sees P3 (or later), and then A3/A4
- * see the slot; if the slot is already free, E2 is visible and the log scan
- * finds the end. So every invalidation in flight at any instant since
- * read_begin is found, either in a slot or in the log.
+ * P4 and A5 synchronise, so A3/A4 see the slot (P0-P2 come before P4) and
+ * the state load sees P3 (or later); if the slot is already free, E2 is
+ * visible and the history has the end (E1). So every invalidation in flight
+ * at any instant since read_begin is found, either in a slot or in the
+ * history, and the history keeps every end (not just the last 256), so an
+ * answer of true always has such an invalidation behind it.
  *
  * ===========================================================================
  * Guarantees (cited by tests/test-notifier.c)
@@ -127,8 +151,10 @@
  * G5  Whole space, soundness: read_retry(seq, range) is true if an
  *     invalidation overlapping the range was in flight at any instant
  *     between read_begin and the call.
- * G6  Whole space, exactness: otherwise it is false, except when more than
- *     PS_NOTIFIER_LOG_SIZE invalidations ended since read_begin (counted in
+ * G6  Whole space, exactness: otherwise it is false, however many
+ *     invalidations started or ended since read_begin. The one exception:
+ *     ends the history could not keep after a failed allocation are
+ *     forgotten, and a check reaching back to them is true (counted in
  *     conservative_retries).
  * G7  After ps_interval_remove() returns, no callback runs for the
  *     subscription; it waited only for overlapping invalidations that were
@@ -140,6 +166,10 @@
  *     ended; the refusing callback's successors were not called.
  * G10 A bad range (len == 0, or wrapping) is refused with -EOVERFLOW before
  *     anything is published or called.
+ * G11 Any number of invalidations may be in flight, from any threads; a
+ *     start never waits for another invalidation to end, so a thread may
+ *     hold any number (Linux has no limit either). It fails only when a new
+ *     chunk of slots cannot be allocated (-ENOMEM).
  *
  * ===========================================================================
  * Complexity (n subscriptions, k of them hit)
@@ -149,29 +179,28 @@
  *                     other; with overlapping ones a subtree is also entered
  *                     when its starts reach the range and its largest end
  *                     does, without a hit below (as in Linux's augmented
- *                     interval tree); never O(n) unless k is. Plus O(1)
- *                     bookkeeping and the callbacks
- *   invalidate_end    O(PS_NOTIFIER_MAX_INFLIGHT) to find the slot, O(1) else
- *   insert, remove    O(log n): a path copy of O(log n) tree nodes (16
- *                     entries each), freed a grace period later in one
- *                     batch; insert also checks for a double insert
- *   read_begin/retry  O(1) with nothing in flight; else O(in-flight slots)
- *                     plus O(ends since read_begin) <= O(LOG_SIZE) for the
- *                     whole-space check
- *
- * Why a copy-on-write B+-tree: invalidators search it without any lock
- * while inserts and removes go on. A path copy replaces O(log n) nodes per
- * update (a copy-on-write sorted array would copy all n: 100,000 inserts
- * would copy 5 * 10^9 entries), and nothing is modified in place, so a
- * reader walking an old root sees a consistent, immutable tree until a grace
- * period after it is replaced. Nodes of 16 entries keep the search to a few
- * cache lines per level: with 100,000 subscriptions a binary tree (a treap
- * was the first version) costs one cache miss per level, ~23 levels, and
- * its invalidations were 7.5x slower than with 1,000; this tree is 5 levels.
+ *                     interval tree); never O(n) unless k is. Plus the
+ *                     callbacks, and O(chunks) to find a free slot (one
+ *                     load per chunk; one chunk while at most 64 are in
+ *                     flight)
+ *   invalidate_end    O(chunks + in flight) to find the slot, plus the
+ *                     history's add: O(1), and every 256th end a merge,
+ *                     amortised O(log m) per end for m runs kept (see
+ *                     lib/history.c)
+ *   insert, remove    O(log n): a path copy in the tree (lib/itree.c);
+ *                     insert also checks for a double insert
+ *   read_begin/retry  O(1) with nothing in flight; else O(chunks + in
+ *                     flight), plus for the whole-space check the history's
+ *                     query: the ends since read_begin while they are among
+ *                     the latest 256, else also O(log m) per level (at most
+ *                     log2(ends / 256) + 1 levels)
  */
 #include <pagestate/notifier.h>
 
+#include "history.h"
+#include "itree.h"
 #include "rcu.h"
+#include "rec.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -181,408 +210,41 @@
 #include <time.h>
 
 #define ENDS_MASK (UINT64_MAX >> PS_NOTIFIER_ENDS_SHIFT) /* ends, unshifted */
-#define LOG_VALID (UINT64_C(1) << 63) /* a log tag: end number | LOG_VALID */
-#define ALL_SLOTS                                                 \
-	(PS_NOTIFIER_MAX_INFLIGHT == 64                           \
-		 ? UINT64_MAX                                     \
-		 : (UINT64_C(1) << PS_NOTIFIER_MAX_INFLIGHT) - 1)
+#define INFLIGHT_ONE (UINT64_C(1) << PS_NOTIFIER_INFLIGHT_SHIFT)
+#define INFLIGHT_MAX (PS_NOTIFIER_INFLIGHT_MASK >> PS_NOTIFIER_INFLIGHT_SHIFT)
+#define CHUNK 64 /* in-flight slots per chunk: one 64-bit busy bitmap */
 
-PS_STATIC_ASSERT(PS_NOTIFIER_ENDS_WIDTH < 63,
-		 "notifier: log tags need a spare top bit");
-
-/* --- records: a slot or a log entry -------------------------------------- */
+PS_STATIC_ASSERT(PS_NOTIFIER_ENDS_WIDTH <= 62,
+		 "notifier: the history's tags need a spare top bit");
 
 /*
- * A record is written only under the mutex and read without it. tag == 0
- * means "free or being rewritten". Readers check the tag before and after
- * the fields (A4): a small seqlock per record whose "odd" value is 0, so a
- * reader never waits for a writer: at worst it re-reads after an update.
+ * In-flight slots, CHUNK per chunk. The first chunk is part of the
+ * notifier; more are linked at the end when all are busy (P0) and stay
+ * until destroy, so readers follow next without any other protection.
  */
-struct rec {
-	PS_ATOMIC(uint64_t) tag;
-	PS_ATOMIC(uint64_t) start;
-	PS_ATOMIC(uint64_t) last;
+struct chunk {
+	PS_ATOMIC(uint64_t) busy;	 /* bitmap of the slots in use */
+	PS_ATOMIC(struct chunk *) next; /* NULL: the last chunk */
+	struct ps__rec slot[CHUNK];	 /* {ticket, start, last}; 0 = free */
 };
 
-static void rec_write(struct rec *r, uint64_t tag, uint64_t start,
-		      uint64_t last)
-{
-	/* Relaxed: the fence below orders it before the fields. */
-	atomic_store_explicit(&r->tag, 0, memory_order_relaxed);
-	/* Release fence: 0 before the new fields; pairs with A4's fence. */
-	atomic_thread_fence(memory_order_release);
-	/* Relaxed: published by the release store of the tag below. */
-	atomic_store_explicit(&r->start, start, memory_order_relaxed);
-	atomic_store_explicit(&r->last, last, memory_order_relaxed);
-	/* Release: publishes the fields; pairs with A4's acquire of the tag. */
-	atomic_store_explicit(&r->tag, tag, memory_order_release);
-}
-
-static void rec_clear(struct rec *r)
-{
-	/* E3 - Release: E1 and E2 come first; pairs with A4's acquire. */
-	atomic_store_explicit(&r->tag, 0, memory_order_release);
-}
-
-/* A4: a consistent (tag, start, last); tag 0 = free. Lock-free. */
-static uint64_t rec_read(const struct rec *r, uint64_t *start, uint64_t *last)
-{
-	for (;;) {
-		/* A4 - Acquire: pairs with the tag stores of rec_write/_clear. */
-		uint64_t tag = atomic_load_explicit(&r->tag,
-						    memory_order_acquire);
-
-		if (!tag)
-			return 0;
-		/* Relaxed: validated by the tag re-read below. */
-		*start = atomic_load_explicit(&r->start, memory_order_relaxed);
-		*last = atomic_load_explicit(&r->last, memory_order_relaxed);
-		/* Acquire fence: fields before the re-read; pairs rec_write. */
-		atomic_thread_fence(memory_order_acquire);
-		/* Relaxed: ordered by the fence above. */
-		if (atomic_load_explicit(&r->tag, memory_order_relaxed) == tag)
-			return tag;
-	}
-}
-
-/* --- the tree ------------------------------------------------------------- */
-
-/*
- * A copy-on-write B+-tree of subscriptions ordered by start, searched
- * without locks under RCU. A node never changes once published (T1): an
- * update copies the nodes on its path (and splits full ones), and the copies
- * are published by one release store of the root. Only gc_next is written
- * after publication, by the writer that retires the node; readers never
- * read it.
- *
- * Entry i of a node: start[i] is a subscription's start (leaf) or the
- * smallest start in child i (internal); maxl[i] is the subscription's last
- * (leaf) or the largest last in child i; pmax[i] = max(maxl[0..i]), a prefix
- * maximum, so it never decreases. To find the entries overlapping
- * [s, l]: the ones with start <= l are a prefix (binary search on start),
- * the ones before the first pmax >= s all end before s (binary search on
- * pmax), and in between each entry is tested. For subscriptions that do not
- * overlap each other that is O(log B) per level and O(log n + hits) overall.
- *
- * Deletion does not merge underfull nodes; it only frees empty ones and
- * collapses a root with one child. Depth therefore stays bounded by the
- * largest size the tree ever had: log_{B/2} of it.
- */
-#define TREE_B 16
-
-struct node {
-	_Alignas(64) uint32_t n; /* entries in use; nodes start a cache line */
-	bool leaf;
-	struct node *gc_next; /* writer-only: fresh or retired list */
-	uint64_t start[TREE_B];
-	uint64_t pmax[TREE_B];
-	uint64_t maxl[TREE_B];
-	void *ptr[TREE_B]; /* struct ps_interval * (leaf) or child node */
+/* One slot. */
+struct slotref {
+	struct chunk *c;
+	unsigned int i;
 };
 
-/* aligned_alloc() wants a size that is a multiple of the alignment. */
-PS_STATIC_ASSERT(sizeof(struct node) % 64 == 0, "tree nodes fill cache lines");
-
-/* Nodes replaced by one update, freed together after a grace period. */
-struct retired {
-	struct ps__rcu_head rcu;
-	struct node *list;
-};
-
-/* One update in progress: what it allocated and what it replaced. */
-struct tctx {
-	struct node *fresh;   /* allocated by this update (freed on failure) */
-	struct node *retired; /* replaced by this update */
-	bool failed;	      /* an allocation failed: discard the result */
-	bool found;	      /* remove: the subscription was in the tree */
-};
-
-/* First index in a[0..n) with a[i] > x. */
-static uint32_t upper_bound(const uint64_t *a, uint32_t n, uint64_t x)
-{
-	uint32_t lo = 0;
-
-	while (n) {
-		uint32_t half = n / 2;
-
-		if (a[lo + half] <= x) {
-			lo += half + 1;
-			n -= half + 1;
-		} else {
-			n = half;
-		}
-	}
-	return lo;
-}
-
-/* First index in a[0..n) with a[i] >= x. */
-static uint32_t lower_bound(const uint64_t *a, uint32_t n, uint64_t x)
-{
-	return x ? upper_bound(a, n, x - 1) : 0;
-}
-
-static void fix(struct node *t)
-{
-	uint64_t m = 0;
-
-	for (uint32_t i = 0; i < t->n; i++) {
-		if (t->maxl[i] > m)
-			m = t->maxl[i];
-		t->pmax[i] = m;
-	}
-}
-
-/* The subtree's largest last (its entry's maxl in the parent). */
-static uint64_t node_max(const struct node *t)
-{
-	return t->pmax[t->n - 1];
-}
-
-static struct node *node_new(struct tctx *c, bool leaf)
-{
-	struct node *n = aligned_alloc(64, sizeof(*n));
-
-	if (!n) {
-		c->failed = true;
-		return NULL;
-	}
-	n->n = 0;
-	n->leaf = leaf;
-	n->gc_next = c->fresh;
-	c->fresh = n;
-	return n;
-}
-
-static void retire(struct tctx *c, struct node *old)
-{
-	old->gc_next = c->retired;
-	c->retired = old;
-}
-
-/* A fresh copy of @old, which this update replaces. */
-static struct node *node_copy(struct tctx *c, struct node *old)
-{
-	struct node *n = node_new(c, old->leaf);
-
-	if (!n)
-		return NULL;
-	n->n = old->n;
-	memcpy(n->start, old->start, sizeof(n->start));
-	memcpy(n->maxl, old->maxl, sizeof(n->maxl));
-	memcpy(n->ptr, old->ptr, sizeof(n->ptr));
-	retire(c, old);
-	return n;
-}
-
-static void entry_set(struct node *t, uint32_t i, uint64_t start,
-		      uint64_t maxl, void *ptr)
-{
-	t->start[i] = start;
-	t->maxl[i] = maxl;
-	t->ptr[i] = ptr;
-}
-
-static void entry_move(struct node *to, uint32_t ti, const struct node *from,
-		       uint32_t fi, uint32_t count)
-{
-	memmove(&to->start[ti], &from->start[fi], count * sizeof(uint64_t));
-	memmove(&to->maxl[ti], &from->maxl[fi], count * sizeof(uint64_t));
-	memmove(&to->ptr[ti], &from->ptr[fi], count * sizeof(void *));
-}
-
-/*
- * Put an entry at @pos of the fresh node @t. If @t is full, split it and
- * return the new right sibling (also fresh). Appending at the right end
- * splits off a single entry, so ascending inserts fill nodes completely.
- */
-static struct node *entry_insert(struct tctx *c, struct node *t, uint32_t pos,
-				 uint64_t start, uint64_t maxl, void *ptr)
-{
-	struct node *r, *dst;
-	uint32_t keep;
-
-	if (t->n < TREE_B) {
-		entry_move(t, pos + 1, t, pos, t->n - pos);
-		entry_set(t, pos, start, maxl, ptr);
-		t->n++;
-		fix(t);
-		return NULL;
-	}
-	r = node_new(c, t->leaf);
-	if (!r)
-		return NULL;
-	keep = pos == TREE_B ? TREE_B : TREE_B / 2;
-	r->n = TREE_B - keep;
-	entry_move(r, 0, t, keep, r->n);
-	t->n = keep;
-	dst = pos <= keep && pos != TREE_B ? t : r;
-	if (dst == r)
-		pos -= keep;
-	entry_move(dst, pos + 1, dst, pos, dst->n - pos);
-	entry_set(dst, pos, start, maxl, ptr);
-	dst->n++;
-	fix(t);
-	fix(r);
-	return r;
-}
-
-/*
- * Insert (@start, @last, @sub) below @t. Returns @t's replacement and, if
- * it split, the new right sibling in *@right.
- */
-static struct node *tr_insert(struct tctx *c, struct node *t, uint64_t start,
-			      uint64_t last, struct ps_interval *sub,
-			      struct node **right)
-{
-	struct node *n = node_copy(c, t), *child, *split;
-	uint32_t pos;
-
-	*right = NULL;
-	if (!n)
-		return t;
-	pos = upper_bound(t->start, t->n, start);
-	if (t->leaf) {
-		*right = entry_insert(c, n, pos, start, last, sub);
-		return n;
-	}
-	pos = pos ? pos - 1 : 0; /* the child whose range takes start */
-	child = tr_insert(c, t->ptr[pos], start, last, sub, &split);
-	if (c->failed)
-		return t;
-	entry_set(n, pos, child->start[0], node_max(child), child);
-	fix(n);
-	if (split)
-		*right = entry_insert(c, n, pos + 1, split->start[0],
-				      node_max(split), split);
-	return n;
-}
-
-/* The root split in two: a new root above both halves. */
-static struct node *grow_root(struct tctx *c, struct node *left,
-			      struct node *right)
-{
-	struct node *r = node_new(c, false);
-
-	if (!r)
-		return left;
-	entry_set(r, 0, left->start[0], node_max(left), left);
-	entry_set(r, 1, right->start[0], node_max(right), right);
-	r->n = 2;
-	fix(r);
-	return r;
-}
-
-/* Is @sub in the tree at @start? (for -EEXIST; the writer's view) */
-static bool tr_contains(const struct node *t, uint64_t start,
-			const struct ps_interval *sub)
-{
-	uint32_t lo, hi;
-
-	if (!t)
-		return false;
-	lo = lower_bound(t->start, t->n, start);
-	hi = upper_bound(t->start, t->n, start);
-	if (t->leaf) {
-		for (uint32_t i = lo; i < hi; i++)
-			if (t->ptr[i] == sub)
-				return true;
-		return false;
-	}
-	/* Equal starts may span children: from the one before lo to hi. */
-	for (uint32_t i = lo ? lo - 1 : 0; i < hi; i++)
-		if (tr_contains(t->ptr[i], start, sub))
-			return true;
-	return false;
-}
-
-/*
- * Remove @sub (at @start) below @t. Returns @t's replacement, NULL if it
- * became empty, or @t itself if @sub is not there (c->found stays false).
- */
-static struct node *tr_remove(struct tctx *c, struct node *t, uint64_t start,
-			      const struct ps_interval *sub)
-{
-	uint32_t lo = lower_bound(t->start, t->n, start);
-	uint32_t hi = upper_bound(t->start, t->n, start);
-	struct node *n, *child = NULL;
-	uint32_t i;
-
-	if (!t->leaf)
-		lo = lo ? lo - 1 : 0;
-	for (i = lo; i < hi && !c->found; i++) {
-		if (t->leaf) {
-			c->found = t->ptr[i] == sub;
-		} else {
-			child = tr_remove(c, t->ptr[i], start, sub);
-			if (c->failed)
-				return t;
-		}
-	}
-	if (!c->found)
-		return t;
-	i--;
-	if (t->n == 1 && !child) {
-		retire(c, t);
-		return NULL;
-	}
-	n = node_copy(c, t);
-	if (!n)
-		return t;
-	if (child) {
-		entry_set(n, i, child->start[0], node_max(child), child);
-	} else {
-		entry_move(n, i, n, i + 1, n->n - i - 1);
-		n->n--;
-	}
-	fix(n);
-	return n;
-}
-
-static void free_list(struct node *n)
-{
-	while (n) {
-		struct node *next = n->gc_next;
-
-		free(n);
-		n = next;
-	}
-}
-
-static void free_retired(struct ps__rcu_head *h)
-{
-	struct retired *r =
-		(struct retired *)((char *)h - offsetof(struct retired, rcu));
-
-	free_list(r->list);
-	free(r);
-}
-
-/*
- * Hand the nodes an update replaced to liburcu. @batch was allocated before
- * the update, so this cannot fail (and never waits for a grace period, so
- * it is safe inside a callback's RCU read-side section).
- */
-static void retire_commit(struct tctx *c, struct retired *batch)
-{
-	if (!c->retired) {
-		free(batch);
-		return;
-	}
-	batch->list = c->retired;
-	ps__rcu_call(&batch->rcu, free_retired);
-}
-
-/* --- the notifier ------------------------------------------------------------ */
+/* --- the notifier --------------------------------------------------------- */
 
 struct ps__notifier_impl {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;	/* broadcast by an end when waiters != 0 */
 	unsigned int waiters;	/* under lock */
 	uint64_t last_ticket;	/* under lock; odd */
-	PS_ATOMIC(struct node *) root;
-	PS_ATOMIC(uint64_t) busy;
-	struct rec slot[PS_NOTIFIER_MAX_INFLIGHT];
-	struct rec log[PS_NOTIFIER_LOG_SIZE];
+	PS_ATOMIC(uint64_t) inflight; /* written under lock; read for stats */
+	struct ps__itree tree;	/* the subscriptions; written under lock */
+	struct chunk slots;	/* the first chunk of in-flight slots */
+	struct ps__hist hist;	/* the ended invalidations (lib/history.h) */
 	/* Statistics; relaxed counters. */
 	PS_ATOMIC(uint64_t) st_invalidations;
 	PS_ATOMIC(uint64_t) st_nonblock_failures;
@@ -625,6 +287,8 @@ int ps_notifier_init(struct ps_notifier *n)
 		return -ENOMEM;
 	}
 	impl->last_ticket = 1;
+	ps__itree_init(&impl->tree);
+	ps__hist_init(&impl->hist, PS_NOTIFIER_ENDS_WIDTH, 0); /* ends = 0 */
 	/* Relaxed: the notifier is not shared yet (publish it as usual). */
 	atomic_store_explicit(&n->state, 0, memory_order_relaxed);
 	n->impl = impl;
@@ -634,15 +298,27 @@ int ps_notifier_init(struct ps_notifier *n)
 int ps_notifier_destroy(struct ps_notifier *n)
 {
 	struct ps__notifier_impl *impl = n->impl;
+	struct chunk *c;
 	bool busy;
 
 	pthread_mutex_lock(&impl->lock);
 	/* Relaxed: under the writers' mutex, which orders every update. */
-	busy = atomic_load_explicit(&impl->root, memory_order_relaxed) ||
-	       atomic_load_explicit(&impl->busy, memory_order_relaxed);
+	busy = ps__itree_count(&impl->tree) ||
+	       atomic_load_explicit(&impl->inflight, memory_order_relaxed);
 	pthread_mutex_unlock(&impl->lock);
 	if (busy)
 		return -EBUSY;
+	/* Relaxed: no other thread uses @n now (the caller's promise). */
+	c = atomic_load_explicit(&impl->slots.next, memory_order_relaxed);
+	while (c) {
+		/* Relaxed: as above. */
+		struct chunk *next = atomic_load_explicit(&c->next,
+							  memory_order_relaxed);
+
+		free(c);
+		c = next;
+	}
+	ps__hist_destroy(&impl->hist);
 	pthread_cond_destroy(&impl->wake);
 	pthread_mutex_destroy(&impl->lock);
 	free(impl);
@@ -660,21 +336,63 @@ int ps_notifier_destroy(struct ps_notifier *n)
 static uint64_t inflight_scan(const struct ps__notifier_impl *impl,
 			      uint64_t start, uint64_t last, uint64_t below)
 {
-	/* A3 - Acquire: pairs with P2/E4, so the slots below are visible. */
-	uint64_t busy = atomic_load_explicit(&impl->busy, memory_order_acquire);
+	const struct chunk *c = &impl->slots;
 	uint64_t found = 0;
 
-	while (busy) {
-		uint64_t s, l;
-		uint64_t tag = rec_read(&impl->slot[__builtin_ctzll(busy)], &s,
-					&l);
+	while (c) {
+		/* A3 - Acquire: pairs with P2/E4, so the slots are visible. */
+		uint64_t busy = atomic_load_explicit(&c->busy,
+						     memory_order_acquire);
 
-		busy &= busy - 1;
-		if (tag && tag <= below && tag > found &&
-		    overlaps(s, l, start, last))
-			found = tag;
+		while (busy) {
+			uint64_t s, l;
+			uint64_t tag = ps__rec_read(&c->slot[__builtin_ctzll(
+							    busy)],
+						    &s, &l); /* A4 */
+
+			busy &= busy - 1;
+			if (tag && tag <= below && tag > found &&
+			    overlaps(s, l, start, last))
+				found = tag;
+		}
+		/* A3 - Acquire: pairs with P0; the next chunk is set up. */
+		c = atomic_load_explicit(&c->next, memory_order_acquire);
 	}
 	return found;
+}
+
+/*
+ * Under lock: a free slot; if every chunk is full, a new chunk is linked at
+ * the end (P0). -ENOMEM if it cannot be allocated.
+ */
+static int slot_get(struct ps__notifier_impl *impl, struct slotref *ref)
+{
+	struct chunk *c = &impl->slots, *next;
+
+	for (;;) {
+		/* Relaxed: under the mutex, as every writer of the slots. */
+		uint64_t busy = atomic_load_explicit(&c->busy,
+						     memory_order_relaxed);
+
+		if (~busy) {
+			ref->c = c;
+			ref->i = (unsigned int)__builtin_ctzll(~busy);
+			return 0;
+		}
+		/* Relaxed: as above. */
+		next = atomic_load_explicit(&c->next, memory_order_relaxed);
+		if (!next)
+			break;
+		c = next;
+	}
+	next = calloc(1, sizeof(*next));
+	if (!next)
+		return -ENOMEM;
+	/* P0 - Release: the zeroed chunk first; pairs with A3's next load. */
+	atomic_store_explicit(&c->next, next, memory_order_release);
+	ref->c = next;
+	ref->i = 0;
+	return 0;
 }
 
 /* Under lock: wait until no such invalidation is in flight (G2, G7). */
@@ -687,32 +405,41 @@ static void wait_overlapping(struct ps__notifier_impl *impl, uint64_t start,
 	impl->waiters--;
 }
 
-/* Under lock: end the invalidation in slot @i (E1-E4). */
-static void finish(struct ps_notifier *n, unsigned int i)
+/* Under lock: end the invalidation in slot @ref (E1-E4). */
+static void finish(struct ps_notifier *n, struct slotref ref)
 {
 	struct ps__notifier_impl *impl = n->impl;
 	/* Relaxed: only lock holders update these. */
 	uint64_t state = atomic_load_explicit(&n->state, memory_order_relaxed);
-	uint64_t busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
+	uint64_t busy = atomic_load_explicit(&ref.c->busy,
+					     memory_order_relaxed);
+	uint64_t inflight = atomic_load_explicit(&impl->inflight,
+						 memory_order_relaxed);
 	uint64_t e = ((state >> PS_NOTIFIER_ENDS_SHIFT) + 1) & ENDS_MASK;
-	struct rec *slot = &impl->slot[i];
-	uint64_t start, last;
+	struct ps__rec *slot = &ref.c->slot[ref.i];
+	uint64_t start = 0, last = 0;
+	uint64_t down = inflight <= INFLIGHT_MAX ? INFLIGHT_ONE : 0;
 
-	(void)rec_read(slot, &start, &last);
-	rec_write(&impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)], e | LOG_VALID,
-		  start, last); /* E1: the log entry of end e */
-	/* E2 - Release: E1 first; pairs with A2 (release sequence). */
-	atomic_fetch_add_explicit(&n->state, PS_NOTIFIER_END_ONE - 1,
+	(void)ps__rec_read(slot, &start, &last);
+	ps__hist_add(&impl->hist, e, start, last); /* E1: the end of number e */
+	/*
+	 * E2 - Release: E1 first; pairs with A2 (release sequence). The
+	 * in-flight field goes down only while it is not saturated.
+	 */
+	atomic_fetch_add_explicit(&n->state, PS_NOTIFIER_END_ONE - down,
 				  memory_order_release);
-	rec_clear(slot); /* E3 */
+	/* Relaxed: under the mutex; a statistic for readers. */
+	atomic_store_explicit(&impl->inflight, inflight - 1,
+			      memory_order_relaxed);
+	ps__rec_clear(slot); /* E3: release; E1 and E2 come first */
 	/* E4 - Release: E1-E3 first; pairs with A3. */
-	atomic_store_explicit(&impl->busy, busy & ~(UINT64_C(1) << i),
+	atomic_store_explicit(&ref.c->busy, busy & ~(UINT64_C(1) << ref.i),
 			      memory_order_release);
 	if (impl->waiters)
 		pthread_cond_broadcast(&impl->wake);
 }
 
-/* --- invalidations -------------------------------------------------------------- */
+/* --- invalidations -------------------------------------------------------- */
 
 struct walk {
 	const struct ps_invalidation *inv;
@@ -721,28 +448,19 @@ struct walk {
 	bool refused;
 };
 
-/* Call every subscription below @t overlapping [start, last]; false = stop. */
-static bool walk(const struct node *t, struct walk *w)
+/* Call one overlapping subscription (a ps__itree_visit_fn); false = stop. */
+static bool walk_one(void *ctx, void *item, uint64_t start, uint64_t last)
 {
-	uint32_t hi = upper_bound(t->start, t->n, w->last);
+	struct walk *w = ctx;
+	struct ps_interval *sub = item;
 
-	for (uint32_t i = lower_bound(t->pmax, hi, w->start); i < hi; i++) {
-		struct ps_interval *sub;
-
-		if (t->maxl[i] < w->start)
-			continue;
-		if (!t->leaf) {
-			if (!walk(t->ptr[i], w))
-				return false;
-			continue;
-		}
-		sub = t->ptr[i];
-		w->calls++;
-		if (!sub->ops->invalidate(sub, w->inv, w->ticket, sub->priv) &&
-		    !ps_invalidation_blockable(w->inv)) {
-			w->refused = true;
-			return false;
-		}
+	(void)start;
+	(void)last;
+	w->calls++;
+	if (!sub->ops->invalidate(sub, w->inv, w->ticket, sub->priv) &&
+	    !ps_invalidation_blockable(w->inv)) {
+		w->refused = true;
+		return false;
 	}
 	return true;
 }
@@ -754,9 +472,8 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 	struct ps__notifier_impl *impl = n->impl;
 	struct ps_invalidation inv = {start, len, event, flags};
 	struct walk w = {&inv, start, start + (len - 1), 0, 0, false};
-	const struct node *root;
-	uint64_t busy;
-	unsigned int i;
+	struct slotref ref;
+	uint64_t busy, inflight;
 
 	if (bad_range(start, len))
 		return -EOVERFLOW;
@@ -764,29 +481,32 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 		return -EINVAL;
 
 	pthread_mutex_lock(&impl->lock);
-	for (;;) {
-		/* Relaxed: under the mutex. */
-		busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
-		if (busy != ALL_SLOTS)
-			break;
-		if (flags & PS_NOTIFIER_NONBLOCK) {
-			pthread_mutex_unlock(&impl->lock);
-			count(&impl->st_nonblock_failures, 1);
-			return -EAGAIN;
-		}
-		impl->waiters++;
-		pthread_cond_wait(&impl->wake, &impl->lock);
-		impl->waiters--;
+	if (slot_get(impl, &ref)) { /* never waits: no limit (G11) */
+		pthread_mutex_unlock(&impl->lock);
+		return -ENOMEM;
 	}
-	i = (unsigned int)__builtin_ctzll(~busy);
 	impl->last_ticket += 2;
 	w.ticket = impl->last_ticket;
-	rec_write(&impl->slot[i], w.ticket, w.start, w.last); /* P1 */
+	/* P1: RW1-RW4 of lib/rec.h. */
+	ps__rec_write(&ref.c->slot[ref.i], w.ticket, w.start, w.last);
+	/* Relaxed: under the mutex, as every writer of the slots. */
+	busy = atomic_load_explicit(&ref.c->busy, memory_order_relaxed);
 	/* P2 - Release: the slot first; pairs with A3. */
-	atomic_store_explicit(&impl->busy, busy | (UINT64_C(1) << i),
+	atomic_store_explicit(&ref.c->busy, busy | (UINT64_C(1) << ref.i),
 			      memory_order_release);
-	/* P3 - Release: P1, P2 first; pairs with A2 (release sequence). */
-	atomic_fetch_add_explicit(&n->state, 1, memory_order_release);
+	/* Relaxed: only lock holders write it. */
+	inflight = atomic_load_explicit(&impl->inflight, memory_order_relaxed);
+	/*
+	 * P3 - Release: P1, P2 first; pairs with A2 (release sequence). An
+	 * RMW even when it adds 0 (the in-flight field is saturated), so
+	 * every start and end stays in the word's release sequence.
+	 */
+	atomic_fetch_add_explicit(&n->state,
+				  inflight < INFLIGHT_MAX ? INFLIGHT_ONE : 0,
+				  memory_order_release);
+	/* Relaxed: under the mutex; a statistic for readers. */
+	atomic_store_explicit(&impl->inflight, inflight + 1,
+			      memory_order_relaxed);
 	pthread_mutex_unlock(&impl->lock);
 	/*
 	 * P4 - Release fence: P1-P3 before every later store of this thread,
@@ -796,17 +516,15 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 	atomic_thread_fence(memory_order_release);
 
 	ps__rcu_read_lock();
-	/* A6 - Acquire: pairs with T1; the snapshot's nodes are visible. */
-	root = atomic_load_explicit(&impl->root, memory_order_acquire);
-	if (root)
-		walk(root, &w);
+	/* A6: the tree's current version (R1 of lib/itree.c, pairs with T1). */
+	(void)ps__itree_visit(&impl->tree, w.start, w.last, walk_one, &w);
 	ps__rcu_read_unlock();
 
 	count(&impl->st_callbacks, w.calls);
 	if (w.refused) {
 		/* G9: the invalidation is over; the caller must not end it. */
 		pthread_mutex_lock(&impl->lock);
-		finish(n, i);
+		finish(n, ref);
 		pthread_mutex_unlock(&impl->lock);
 		count(&impl->st_nonblock_failures, 1);
 		return -EAGAIN;
@@ -819,31 +537,40 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 			       uint64_t len)
 {
 	struct ps__notifier_impl *impl = n->impl;
-	uint64_t busy, best = UINT64_MAX;
-	unsigned int found = PS_NOTIFIER_MAX_INFLIGHT;
+	struct slotref found = {NULL, 0};
+	uint64_t best = UINT64_MAX;
 
 	if (bad_range(start, len))
 		return -EOVERFLOW;
 	pthread_mutex_lock(&impl->lock);
-	/* Relaxed: under the mutex, as every writer of the slots. */
-	busy = atomic_load_explicit(&impl->busy, memory_order_relaxed);
-	while (busy) { /* the oldest in-flight record of exactly this range */
-		unsigned int i = (unsigned int)__builtin_ctzll(busy);
-		uint64_t s = 0, l = 0, tag = rec_read(&impl->slot[i], &s, &l);
+	/* The oldest in-flight record of exactly this range. */
+	for (struct chunk *c = &impl->slots; c;
+	     /* Relaxed: under the mutex, as every writer of the slots. */
+	     c = atomic_load_explicit(&c->next, memory_order_relaxed)) {
+		/* Relaxed: as above. */
+		uint64_t busy = atomic_load_explicit(&c->busy,
+						     memory_order_relaxed);
 
-		busy &= busy - 1;
-		if (tag && s == start && l == start + (len - 1) && tag < best) {
-			best = tag;
-			found = i;
+		while (busy) {
+			unsigned int i = (unsigned int)__builtin_ctzll(busy);
+			uint64_t s = 0, l = 0;
+			uint64_t tag = ps__rec_read(&c->slot[i], &s, &l);
+
+			busy &= busy - 1;
+			if (tag && s == start && l == start + (len - 1) &&
+			    tag < best) {
+				best = tag;
+				found = (struct slotref){c, i};
+			}
 		}
 	}
-	if (found < PS_NOTIFIER_MAX_INFLIGHT)
+	if (found.c)
 		finish(n, found);
 	pthread_mutex_unlock(&impl->lock);
-	return found < PS_NOTIFIER_MAX_INFLIGHT ? 0 : -ENOENT;
+	return found.c ? 0 : -ENOENT;
 }
 
-/* --- readers' slow paths ------------------------------------------------------ */
+/* --- readers' slow paths -------------------------------------------------- */
 
 uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 {
@@ -873,102 +600,92 @@ uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 								       : now;
 }
 
-static bool conservative(struct ps__notifier_impl *impl)
-{
-	count(&impl->st_conservative, 1);
-	return true;
-}
-
 bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
 			     uint64_t start, uint64_t last)
 {
 	struct ps__notifier_impl *impl = n->impl;
-	uint64_t state, e1, ends;
+	uint64_t state;
 
 	/* In flight now, including since before read_begin (G5). */
 	if (inflight_scan(impl, start, last, UINT64_MAX))
 		return true;
 	/*
 	 * A2 - Acquire, after the slot scan: an invalidation whose slot that
-	 * scan saw free has its end counted here (E2 before E3/E4).
+	 * scan saw free has its end counted here (E2 before E3/E4), and its
+	 * record in the history (E1 before E2).
 	 */
 	state = atomic_load_explicit(&n->state, memory_order_acquire);
-	e1 = state >> PS_NOTIFIER_ENDS_SHIFT;
-	ends = (e1 - (seq >> PS_NOTIFIER_ENDS_SHIFT)) & ENDS_MASK;
-	if (ends > PS_NOTIFIER_LOG_SIZE)
-		return conservative(impl); /* the log wrapped (G6) */
-	for (uint64_t k = 0; k < ends; k++) {
-		uint64_t e = (e1 - k) & ENDS_MASK, s, l;
-		const struct rec *r = &impl->log[e & (PS_NOTIFIER_LOG_SIZE - 1)];
-
-		if (rec_read(r, &s, &l) != (e | LOG_VALID))
-			return conservative(impl); /* overwritten meanwhile */
-		if (overlaps(s, l, start, last))
-			return true;
+	/* A7: ended since read_begin, however many did (G6). */
+	switch (ps__hist_query(&impl->hist, seq >> PS_NOTIFIER_ENDS_SHIFT,
+			       state >> PS_NOTIFIER_ENDS_SHIFT, start, last)) {
+	case PS__HIST_NO:
+		return false;
+	case PS__HIST_YES:
+		return true;
+	default: /* forgotten after a failed allocation (G6) */
+		count(&impl->st_conservative, 1);
+		return true;
 	}
-	return false;
 }
 
-/* --- subscriptions ------------------------------------------------------------- */
+/* --- subscriptions -------------------------------------------------------- */
 
 int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
 		       uint64_t start, uint64_t len,
 		       const struct ps_interval_ops *ops, void *priv)
 {
 	struct ps__notifier_impl *impl;
-	struct tctx c = {NULL, NULL, false, false};
-	struct retired *batch;
-	struct node *root, *split;
+	struct ps_interval old;
+	uint64_t seq;
+	int rc;
 
 	if (bad_range(start, len))
 		return -EOVERFLOW;
 	if (!n || !ops || !ops->invalidate)
 		return -EINVAL;
 	impl = n->impl;
-	batch = malloc(sizeof(*batch));
-	if (!batch)
-		return -ENOMEM;
 
 	pthread_mutex_lock(&impl->lock);
-	/* Relaxed: under the mutex; root only changes under it. */
-	root = atomic_load_explicit(&impl->root, memory_order_relaxed);
-	if (tr_contains(root, start, sub)) {
-		c.found = true;
-	} else if (!root) {
-		root = node_new(&c, true);
-		if (root) {
-			entry_set(root, 0, start, start + (len - 1), sub);
-			root->n = 1;
-			fix(root);
-		}
-	} else {
-		root = tr_insert(&c, root, start, start + (len - 1), sub,
-				 &split);
-		if (split && !c.failed)
-			root = grow_root(&c, root, split);
-	}
-	if (c.failed || c.found) {
+	if (ps__itree_contains(&impl->tree, start, sub)) {
 		pthread_mutex_unlock(&impl->lock);
-		free_list(c.fresh);
-		free(batch);
-		return c.found ? -EEXIST : -ENOMEM;
+		return -EEXIST;
 	}
+	/*
+	 * The fields go first: T1 in ps__itree_insert() publishes them with
+	 * the tree. They are put back if it fails (nothing changes on error).
+	 */
+	old.notifier = sub->notifier;
+	old.start = sub->start;
+	old.last = sub->last;
+	old.ops = sub->ops;
+	old.priv = sub->priv;
 	sub->notifier = n;
 	sub->start = start;
 	sub->last = start + (len - 1);
 	sub->ops = ops;
 	sub->priv = priv;
+	/* Relaxed: @sub is not inserted; no reader can see it yet. */
+	seq = atomic_load_explicit(&sub->seq, memory_order_relaxed);
 	/*
 	 * Relaxed: published with the node by T1. Any ticket issued later is
 	 * larger, so no later callback can set this same value (G3).
 	 */
 	atomic_store_explicit(&sub->seq, impl->last_ticket,
 			      memory_order_relaxed);
-	/* T1 - Release: the nodes and @sub's fields first; pairs with A6. */
-	atomic_store_explicit(&impl->root, root, memory_order_release);
+	rc = ps__itree_insert(&impl->tree, start, sub->last, sub); /* T1 */
+	if (rc) {
+		sub->notifier = old.notifier;
+		sub->start = old.start;
+		sub->last = old.last;
+		sub->ops = old.ops;
+		sub->priv = old.priv;
+		/* Relaxed: @sub was never published. */
+		atomic_store_explicit(&sub->seq, seq, memory_order_relaxed);
+		pthread_mutex_unlock(&impl->lock);
+		return rc; /* -ENOMEM */
+	}
 	pthread_mutex_unlock(&impl->lock);
 	count(&impl->st_subscriptions, 1);
-	retire_commit(&c, batch);
 	return 0;
 }
 
@@ -976,46 +693,27 @@ void ps_interval_remove(struct ps_interval *sub)
 {
 	struct ps_notifier *n = sub->notifier;
 	struct ps__notifier_impl *impl;
-	struct retired *batch;
-	struct node *root;
-	struct tctx c;
+	int rc;
 
 	if (!n)
 		return;
 	impl = n->impl;
 	for (;;) {
-		batch = malloc(sizeof(*batch));
-		c = (struct tctx){NULL, NULL, false, false};
 		pthread_mutex_lock(&impl->lock);
-		/* Relaxed: under the mutex; root only changes under it. */
-		root = atomic_load_explicit(&impl->root, memory_order_relaxed);
-		if (!root)
-			break; /* not inserted: an empty tree */
-		if (batch) {
-			root = tr_remove(&c, root, sub->start, sub);
-			if (!c.failed)
-				break;
-		}
+		rc = ps__itree_remove(&impl->tree, sub->start, sub); /* T1 */
+		if (rc != -ENOMEM)
+			break;
 		/* Out of memory: release everything and wait for some. */
 		pthread_mutex_unlock(&impl->lock);
-		free_list(c.fresh);
-		free(batch);
 		ps__rcu_barrier(); /* frees what earlier updates retired */
 		nanosleep(&(struct timespec){0, 1000000}, NULL);
 	}
-	if (c.found) {
-		/* A root left with one child gives way to it. */
-		while (root && !root->leaf && root->n == 1) {
-			retire(&c, root); /* fresh: freed after a grace period */
-			root = root->ptr[0];
-		}
-		/* T1 - Release: the new snapshot; pairs with A6. */
-		atomic_store_explicit(&impl->root, root, memory_order_release);
+	if (rc == 0) {
 		count(&impl->st_subscriptions, UINT64_MAX); /* minus one */
 		/*
 		 * G7: invalidations published before T1 may have loaded the old
-		 * root and may still call @sub. Wait for those that overlap it
-		 * (tickets <= last_ticket); later ones cannot see it.
+		 * version and may still call @sub. Wait for those that overlap
+		 * it (tickets <= last_ticket); later ones cannot see it.
 		 */
 		if (inflight_scan(impl, sub->start, sub->last,
 				  impl->last_ticket)) {
@@ -1024,16 +722,15 @@ void ps_interval_remove(struct ps_interval *sub)
 					 impl->last_ticket);
 		}
 	}
-	pthread_mutex_unlock(&impl->lock); /* not found: nothing was copied */
-	retire_commit(&c, batch);
+	pthread_mutex_unlock(&impl->lock); /* -ENOENT: not inserted here */
 	sub->notifier = NULL;
 }
 
-/* --- statistics ---------------------------------------------------------------- */
+/* --- statistics ----------------------------------------------------------- */
 
 static uint64_t stat(const PS_ATOMIC(uint64_t) *c)
 {
-	/* Relaxed: a statistic; the set is not one snapshot (see notifier.h). */
+	/* Relaxed: a statistic; not one snapshot (see notifier.h). */
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
@@ -1049,5 +746,5 @@ void ps_notifier_get_stats(const struct ps_notifier *n,
 	st->remove_waits = stat(&impl->st_remove_waits);
 	st->conservative_retries = stat(&impl->st_conservative);
 	st->subscriptions = stat(&impl->st_subscriptions);
-	st->inflight = stat(&n->state) & PS_NOTIFIER_INFLIGHT_MASK;
+	st->inflight = stat(&impl->inflight);
 }

@@ -42,11 +42,12 @@
  * invalidation ended anywhere. Linux's interval notifier produces false
  * waits instead: once an invalidation hit a subscription, its read_begin
  * waits until every invalidation in flight has ended, related or not. Here
- * both checks are exact: in-flight invalidations are kept as exact ranges,
- * and ended ones in a log. The one documented exception: the whole-space check answers true
- * conservatively when more than PS_NOTIFIER_LOG_SIZE invalidations ended
- * between read_begin and the check (the log wrapped); each such answer is
- * counted in ps_notifier_stats.conservative_retries.
+ * both checks are exact however many invalidations run: in-flight ones are
+ * kept as exact ranges, any number of them, and ended ones in a history
+ * searchable by address and time. The one exception is memory: if the
+ * history cannot allocate, the ends it could not keep are forgotten, and a
+ * whole-space check reaching back to them answers true; each such answer
+ * is counted in ps_notifier_stats.conservative_retries.
  *
  * ---------------------------------------------------------------------------
  * Worked example: the seed-003 loop (compiled and run in tests/test-notifier.c,
@@ -137,9 +138,13 @@
  *               ps_notifier_read_retry when nothing happened since read_begin
  *   lock-free   ps_notifier_read_retry otherwise, and ps_interval_read_begin
  *               while only non-overlapping invalidations are in flight: a
- *               scan of the in-flight slots and of the log since read_begin,
- *               which re-reads a slot only when an invalidation started or
- *               ended in it meanwhile
+ *               scan of the in-flight slots and, for the whole-space
+ *               check, of the ends since read_begin (the latest 256 in a
+ *               ring, older ones in sorted levels, searched inside an RCU
+ *               read-side section). It re-reads a slot only when an
+ *               invalidation started or ended in it meanwhile, and the ring
+ *               only when 256 more ends were merged into the levels
+ *               meanwhile: every retry means writers made progress
  *   blocking    ps_interval_read_begin while an overlapping invalidation is
  *               in flight: it waits for the ones in flight when it was
  *               called (never for later or non-overlapping ones), as Linux
@@ -150,7 +155,9 @@
  *               flight
  *
  * None of the readers above takes a lock or stores to shared memory (the
- * exceptions: a read_begin that must wait, and the conservative-retry
+ * exceptions: a read_begin that must wait, the conservative-retry counter,
+ * and the RCU read-side section of a whole-space check that reaches back
+ * past the latest 256 ends, which writes the thread's own liburcu-bp
  * counter). Linux's mmu_interval_read_begin() takes a spinlock.
  */
 #ifndef PAGESTATE_NOTIFIER_H
@@ -173,14 +180,18 @@ PS_BEGIN_DECLS
  *   |                    ends (57)                   | inflight (7)|
  *   +------------------------------------------------+-------------+
  *
- *   inflight  invalidations between a successful start and their end
- *             (0..PS_NOTIFIER_MAX_INFLIGHT)
- *   ends      invalidations that ended (mod 2^57); numbers the log
+ *   inflight  invalidations between a successful start and their end,
+ *             saturating: 127 means 127 or more (any number may be in
+ *             flight; ps_notifier_get_stats() has the exact count). It is
+ *             0 exactly when none is.
+ *   ends      invalidations that ended (mod 2^57); numbers them for the
+ *             whole-space check
  *
- * A start adds 1; an end adds PS_NOTIFIER_END_ONE - 1 (ends + 1, inflight
- * - 1). So the word is unchanged between two reads, with inflight == 0, if
- * and only if no invalidation started or ended in between: the fast path of
- * both read_begin/retry pairs is one load each.
+ * A start adds 1 (0 once inflight is saturated); an end adds
+ * PS_NOTIFIER_END_ONE (ends + 1), minus 1 unless more than 127 were in
+ * flight. So the word is unchanged between two reads, with inflight == 0,
+ * if and only if no invalidation started or ended in between: the fast path
+ * of both read_begin/retry pairs is one load each.
  */
 #define PS_NOTIFIER_INFLIGHT_SHIFT 0
 #define PS_NOTIFIER_INFLIGHT_WIDTH 7
@@ -192,18 +203,6 @@ PS_BEGIN_DECLS
 #define PS_NOTIFIER_ENDS_WIDTH (64 - PS_NOTIFIER_ENDS_SHIFT)
 #define PS_NOTIFIER_END_ONE (UINT64_C(1) << PS_NOTIFIER_ENDS_SHIFT)
 
-/* Invalidations in flight at once; a start beyond waits or gets -EAGAIN. */
-#define PS_NOTIFIER_MAX_INFLIGHT 64
-/* Ended invalidations the whole-space check remembers (a power of two). */
-#define PS_NOTIFIER_LOG_SIZE 256
-
-PS_STATIC_ASSERT(PS_NOTIFIER_MAX_INFLIGHT <
-			 (UINT64_C(1) << PS_NOTIFIER_INFLIGHT_WIDTH),
-		 "notifier state: inflight field too narrow");
-PS_STATIC_ASSERT(PS_NOTIFIER_MAX_INFLIGHT <= 64,
-		 "notifier: in-flight slots are one 64-bit bitmap");
-PS_STATIC_ASSERT((PS_NOTIFIER_LOG_SIZE & (PS_NOTIFIER_LOG_SIZE - 1)) == 0,
-		 "notifier: log size must be a power of two");
 
 /* --- events, invalidations, callbacks ------------------------------------ */
 
@@ -325,7 +324,7 @@ struct ps__notifier_impl;
  * struct ps_notifier - the invalidation state of one address space.
  * @state: the state word (layout above); read by the inline fast paths.
  * @impl: the rest, private to lib/notifier.c (mutex, RCU-protected
- *	interval tree, in-flight slots, log).
+ *	interval tree, in-flight slots, history of ends).
  *
  * Embed it and call ps_notifier_init(). Use only through the functions
  * below.
@@ -363,9 +362,10 @@ struct ps_interval {
  *	overlapping invalidation.
  * @remove_waits: ps_interval_remove calls that waited likewise.
  * @conservative_retries: whole-space checks answered true only because
- *	the log had wrapped past the reader's sequence (see above).
+ *	they reached back to ends forgotten after a failed allocation (see
+ *	above); 0 unless memory ran out.
  * @subscriptions: subscriptions inserted now.
- * @inflight: invalidations in flight now.
+ * @inflight: invalidations in flight now (exact, not saturated).
  */
 struct ps_notifier_stats {
 	uint64_t invalidations;
@@ -431,7 +431,7 @@ int ps_notifier_destroy(struct ps_notifier *n);
  * callback. Ordering: the subscription is published with a release store.
  * Progress: blocking (the notifier's mutex, malloc); never waits for a
  * grace period (the replaced nodes go to call_rcu).
- * Complexity: O(log n) (a path copy in a B+-tree; see lib/notifier.c).
+ * Complexity: O(log n) (a path copy in a B+-tree; see lib/itree.c).
  * @sub must not be inserted (in any notifier): its fields are overwritten.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (as
  * Linux); -EINVAL if @n is NULL or @ops has no invalidate; -EEXIST if @sub
@@ -612,13 +612,18 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * no secondary mapping of the range is in use: change the primary mapping,
  * then call ps_notifier_invalidate_end() with the same range.
  *
+ * Any number of invalidations may be in flight at once, from any threads:
+ * a start never waits for another invalidation to end, so a thread may
+ * hold any number of them (as in Linux).
+ *
  * Context: takes the notifier's mutex briefly (blocking, also with
  * PS_NOTIFIER_NONBLOCK: the mutex is never held across a callback or a
- * wait). Blockable: may also wait for a free slot when
- * PS_NOTIFIER_MAX_INFLIGHT invalidations are in flight, and callbacks may
- * sleep. Callbacks run in this thread, outside the mutex.
- * Progress: blocking: the mutex; without PS_NOTIFIER_NONBLOCK also the
- * wait for a free slot, and the callbacks, which may block.
+ * wait). Blockable: callbacks may sleep. Callbacks run in this thread,
+ * outside the mutex.
+ * Progress: blocking: the mutex, an allocation (64 more in-flight slots)
+ * when more invalidations are in flight than ever before, and the
+ * callbacks, which may block when blockable. Never a wait for another
+ * invalidation.
  * Ordering: the in-flight record is published (release) before the first
  * callback; a release fence then orders it before every store the caller
  * makes after the return (pairs with the acquire fence in
@@ -626,10 +631,13 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * Complexity: O(log n + hits) for n subscriptions of which hits overlap,
  * when subscriptions do not overlap each other; with overlapping ones,
  * entries that start before the range and end before it can be visited
- * too (never more than O(n)). Plus the callbacks.
+ * too (never more than O(n)). Plus the callbacks, and one load per 64
+ * in-flight slots to find a free one.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (nothing is
- * called); -EINVAL for unknown @flags; -EAGAIN with PS_NOTIFIER_NONBLOCK if
- * a callback refused, or all slots are busy. After an error the
+ * called); -EINVAL for unknown @flags; -ENOMEM if more invalidations are in
+ * flight than ever before and 64 more slots cannot be allocated (nothing is
+ * published or called); -EAGAIN with PS_NOTIFIER_NONBLOCK if a callback
+ * refused. After an error the
  * invalidation is over: do NOT call ps_notifier_invalidate_end(). (Callbacks
  * that ran before the refusal did their teardown; their readers retry. The
  * whole-space check counts the attempt as an invalidation that was in
@@ -654,6 +662,13 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * before a reader that sees this end.
  * Progress: blocking (the notifier's mutex; it never waits for anything
  * else).
+ * Complexity: O(invalidations in flight) to find the record; then O(1),
+ * except that every 256th end merges the latest 256 into the history the
+ * whole-space check searches: amortised O(log m) per end for m runs kept
+ * (stretches of addresses whose latest end differs), O(m) for the rare
+ * merge that rebuilds the largest level. If that merge cannot allocate,
+ * the end still succeeds and those 256 ends are forgotten (see
+ * ps_notifier_read_retry_range()).
  * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
  * exact range is in flight (misuse; nothing changes).
  */
@@ -693,9 +708,10 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * Exact: true if and only if an invalidation overlapping the range was in
  * flight at some instant between read_begin and this call: it was in flight
  * at read_begin, or started or ended since. Invalidations of other ranges
- * never make it true, and ranges are never merged. One exception, counted in
- * the stats: true, conservatively, if more than PS_NOTIFIER_LOG_SIZE
- * invalidations ended since read_begin.
+ * never make it true, however many ran, and ranges are never merged. One
+ * exception, counted in the stats: true, conservatively, if the answer
+ * needs ends that were forgotten because memory ran out (see
+ * ps_notifier_invalidate_end()).
  *
  * Authoritative when called under the user lock that the callbacks covering
  * the range take (as KVM calls mmu_invalidate_retry_gfn under mmu_lock):
@@ -706,6 +722,12 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * lookups before the call are covered (pairs with the release fence at the
  * end of invalidate_start). Progress: wait-free if nothing started or ended
  * since read_begin; else lock-free (see the header's progress notes).
+ * Cost: with nothing started or ended since read_begin, an acquire fence
+ * and one load. Otherwise a call: one load per 64 in-flight slots plus the
+ * busy ones, and the ends since read_begin: one record each while they
+ * are among the latest 256; reaching further back, an RCU read-side section
+ * and a binary search per level of the history (about log2(ends / 256)
+ * levels).
  * Return: as above; true for len == 0 or a wrapping range (misuse).
  */
 static inline PS_MUST_CHECK bool
@@ -738,7 +760,8 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
  * acquire fence first). Progress: wait-free if nothing started or ended
  * since read_begin, else lock-free.
  * Return: true if an invalidation containing @addr was in flight at some
- * instant since read_begin (or, conservatively, the log wrapped).
+ * instant since read_begin (or, conservatively, the answer needs ends
+ * forgotten when memory ran out).
  */
 static inline PS_MUST_CHECK bool
 ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq,

@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/history.c - the ended invalidations, by address and end number (see
+ * history.h).
+ *
+ * ===========================================================================
+ * State
+ * ===========================================================================
+ *
+ *   log[256]   the ring: end e is in log[e % 256] as {e | VALID, start,
+ *              last} (lib/rec.h) while e is in (logbase, e + 256)
+ *   logbase    ends up to logbase have left the ring: merged into the
+ *              levels, or forgotten
+ *   ver        the published version of the levels (RCU): upto, the
+ *              largest end merged, and up to LEVELS arrays of runs, the
+ *              newest first
+ *   runs       an immutable array of disjoint runs {start, last, stamp},
+ *              sorted by address: over [start, last] the latest end merged
+ *              into this array is number stamp. Adjacent runs with one
+ *              stamp are one run. Per array: its newest stamp, and its
+ *              weight (the ends merged into it), which sizes the cascade
+ *   lost       ends up to lost may be forgotten (a merge failed to allocate)
+ *
+ * Numbers are compared modulo mask + 1: "a after b" means 0 < a - b <=
+ * mask / 2. Every number in use lies within half the space of the others
+ * (2^56 ends for the notifier: centuries at any real rate).
+ *
+ * ===========================================================================
+ * Protocol
+ * ===========================================================================
+ *
+ * add(e) (writer, serialised by the caller):
+ *   H0  if the ring is full (e - logbase > 256): merge (H1-H3)
+ *   H4  log[e % 256] = {e | VALID, start, last} (ps__rec_write, RW1-RW4)
+ * merge:
+ *   H1  build the envelope of the 256 ends (logbase, e - 1] (newest stamp
+ *       wins where they overlap), then cascade: merge it into the newest
+ *       level while that level's weight is at most twice the result's, so
+ *       weights at least double from one level to the next. Every array
+ *       built is fresh; published arrays are never written.
+ *   H2  ver = the new version (release store), then logbase = e - 1
+ *       (release store). The replaced version and the arrays only it held
+ *       are freed after a grace period (ps__rcu_call).
+ *   H3  on a failed allocation: nothing is published but lost = e - 1
+ *       (release store), then logbase = e - 1 (release store). The ends
+ *       (old logbase, e - 1] are forgotten.
+ *   Only after H2 or H3 does H4 overwrite a record of the ring.
+ *
+ * query(e0, e1) (reader):
+ *   Q1  logbase (acquire; pairs with H2/H3's store of it). If e0 is not
+ *       before it, every end after e0 up to e1 is in the ring: read
+ *       records e1, e1 - 1, ..., e0 + 1 (RR1-RR4). A record whose tag is
+ *       not its number was overwritten (H4 of a later end, after an H2 or
+ *       H3 for this one): go to Q2. Otherwise the answer is exact.
+ *   Q2  under the RCU read lock: logbase (acquire), ver (acquire; pairs
+ *       with H2's store of it), lost (acquire; pairs with H3), in this
+ *       order, so the version covers every end up to the logbase read,
+ *       except forgotten ones, and lost tells which. If lost is after e0,
+ *       answer FORGOTTEN. Else read the ring from max(e0, logbase) to e1
+ *       as in Q1 (nothing if logbase is not before e1: the writer merged
+ *       past it; a mismatch: a merge happened since Q2 started, so start
+ *       Q2 again), then search the levels for a run after e0 that
+ *       overlaps [start, last].
+ *   Why a record's mismatch means the writer moved on: the reader's RR1
+ *   acquires the tag (0 by RW1, or a newer number by RW4), both release
+ *   stores made after H2/H3, so the reloads in Q2 see that merge.
+ *
+ * Why the levels answer "after e0" rather than "in (e0, e1]": a run keeps
+ * only the newest end over its addresses, and the version a reader loads
+ * may already hold ends after e1. If an end in (e0, e1] covered an
+ * address, the newest end over that address is at least as new, so a run
+ * after e0 covers it (never a missed end); a run after e0 is an end after
+ * e0 (never a wrong one).
+ *
+ * ===========================================================================
+ * Complexity (m runs kept)
+ * ===========================================================================
+ *
+ *   add      O(1); every 256th end merges: O(256 log 256) for the
+ *            envelope, plus the cascade, amortised O(log m) per end (each
+ *            run is copied once per level it passes through; weights
+ *            double per level, so there are at most log2(ends / 256) + 1
+ *            levels, and the largest is rebuilt once per about its weight
+ *            in ends)
+ *   query    Q1: the ends since e0, at most 256 records. Q2: plus, per
+ *            level whose newest stamp is after e0, a binary search and the
+ *            runs overlapping [start, last]
+ *   memory   the ring (6 KiB), the runs (24 bytes each), and, between a
+ *            merge and its grace period, the arrays it replaced
+ */
+#include "history.h"
+
+#include "rcu.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VALID (UINT64_C(1) << 63) /* a tag: end number | VALID */
+#define LEVELS 48		  /* weights double: 2^48 * 256 ends */
+
+PS_STATIC_ASSERT((PS__HIST_LOG & (PS__HIST_LOG - 1)) == 0,
+		 "history: the ring's size is a power of two");
+
+struct run {
+	uint64_t start, last, stamp;
+};
+
+/* One level: an immutable array of disjoint runs, sorted by address. */
+struct runs {
+	uint64_t n;
+	uint64_t weight; /* ends merged into it */
+	uint64_t newest; /* its newest stamp */
+	struct run r[];
+};
+
+struct ps__hist_ver {
+	struct ps__rcu_head rcu;
+	uint64_t upto; /* the largest end merged */
+	unsigned int nlevels;
+	struct runs *level[LEVELS]; /* the newest first */
+	/* Writer-only, when replaced: the arrays only this version held. */
+	unsigned int ndead;
+	struct runs *dead[LEVELS];
+};
+
+/* --- numbers -------------------------------------------------------------- */
+
+/* @to - @from, modulo the number space. */
+static uint64_t dist(const struct ps__hist *h, uint64_t from, uint64_t to)
+{
+	return (to - from) & h->mask;
+}
+
+/* Is @a after @b? */
+static bool after(const struct ps__hist *h, uint64_t a, uint64_t b)
+{
+	uint64_t d = dist(h, b, a);
+
+	return d && d <= h->mask / 2;
+}
+
+static uint64_t newer(const struct ps__hist *h, uint64_t a, uint64_t b)
+{
+	return after(h, a, b) ? a : b;
+}
+
+/* --- merging runs (H1) ---------------------------------------------------- */
+
+/*
+ * The envelope of two arrays of disjoint sorted runs: over each address the
+ * newer stamp of the two (or the one there is), runs with one stamp that
+ * touch joined. Writes @out if it is not NULL; returns the number of runs.
+ */
+static uint64_t merge(const struct ps__hist *h, const struct run *a,
+		      uint64_t na, const struct run *b, uint64_t nb,
+		      struct run *out)
+{
+	uint64_t i = 0, j = 0, n = 0, pos = 0;
+	struct run prev = {0, 0, 0};
+
+	for (;;) {
+		const struct run *x, *y;
+		struct run seg;
+		uint64_t sx, sy;
+
+		while (i < na && a[i].last < pos)
+			i++;
+		while (j < nb && b[j].last < pos)
+			j++;
+		x = i < na ? &a[i] : NULL;
+		y = j < nb ? &b[j] : NULL;
+		if (!x && !y)
+			break;
+		sx = x ? (x->start > pos ? x->start : pos) : 0;
+		sy = y ? (y->start > pos ? y->start : pos) : 0;
+		if (x && (!y || sx < sy)) {
+			seg = (struct run){sx, x->last, x->stamp};
+			if (y && sy - 1 < seg.last)
+				seg.last = sy - 1;
+		} else if (!x || sy < sx) {
+			seg = (struct run){sy, y->last, y->stamp};
+			if (x && sx - 1 < seg.last)
+				seg.last = sx - 1;
+		} else {
+			seg = (struct run){sx, x->last < y->last ? x->last
+								 : y->last,
+					   newer(h, x->stamp, y->stamp)};
+		}
+		if (n && prev.stamp == seg.stamp &&
+		    prev.last + 1 == seg.start) {
+			prev.last = seg.last; /* touching, one stamp: join */
+		} else {
+			n++;
+			prev = seg;
+		}
+		if (out)
+			out[n - 1] = prev;
+		if (seg.last == UINT64_MAX)
+			break;
+		pos = seg.last + 1;
+	}
+	return n;
+}
+
+static struct runs *runs_new(const struct ps__hist *h, uint64_t n)
+{
+	struct runs *r = h->alloc(sizeof(*r) + n * sizeof(struct run));
+
+	if (r)
+		r->n = n;
+	return r;
+}
+
+/*
+ * The envelope of the ends (h->logbase, e - 1] of the ring, in a fresh
+ * array of weight e - 1 - logbase; NULL if out of memory. Pairwise merges
+ * of groups of runs, in two scratch buffers: k intervals have an envelope
+ * of at most 2k - 1 runs, so 2 * count runs hold any round.
+ */
+static struct runs *envelope(struct ps__hist *h, uint64_t base, uint64_t e)
+{
+	uint64_t count = dist(h, base, e) - 1, ngroups = count, cap = 2 * count;
+	struct run *buf = h->alloc(2 * cap * sizeof(struct run)), *from, *to;
+	uint64_t *off = h->alloc((count + 1) * sizeof(uint64_t));
+	struct runs *res = NULL;
+
+	if (!buf || !off)
+		goto out;
+	from = buf;
+	to = buf + cap;
+	for (uint64_t k = 0; k < count; k++) {
+		uint64_t x = (base + 1 + k) & h->mask;
+		const struct ps__rec *r = &h->log[x & (PS__HIST_LOG - 1)];
+
+		/* Relaxed: the writer reads its own records. */
+		from[k].start = atomic_load_explicit(&r->start,
+						     memory_order_relaxed);
+		from[k].last = atomic_load_explicit(&r->last,
+						    memory_order_relaxed);
+		from[k].stamp = x;
+		off[k] = k;
+	}
+	off[count] = count;
+	while (ngroups > 1) {
+		uint64_t g, n = 0;
+
+		for (g = 0; g + 1 < ngroups; g += 2) {
+			uint64_t a = off[g], b = off[g + 1], c = off[g + 2];
+
+			off[g / 2] = n;
+			n += merge(h, from + a, b - a, from + b, c - b, to + n);
+		}
+		if (g < ngroups) { /* the odd one out, as it is */
+			off[g / 2] = n;
+			memcpy(to + n, from + off[g],
+			       (off[g + 1] - off[g]) * sizeof(struct run));
+			n += off[g + 1] - off[g];
+		}
+		ngroups = (ngroups + 1) / 2;
+		off[ngroups] = n;
+		from = from == buf ? buf + cap : buf;
+		to = to == buf ? buf + cap : buf;
+	}
+	res = runs_new(h, off[1]);
+	if (res) {
+		memcpy(res->r, from, off[1] * sizeof(struct run));
+		res->weight = count;
+		res->newest = (e - 1) & h->mask;
+	}
+out:
+	free(buf);
+	free(off);
+	return res;
+}
+
+static void free_ver(struct ps__rcu_head *head)
+{
+	struct ps__hist_ver *v =
+		(struct ps__hist_ver *)((char *)head -
+					offsetof(struct ps__hist_ver, rcu));
+
+	for (unsigned int k = 0; k < v->ndead; k++)
+		free(v->dead[k]);
+	free(v);
+}
+
+/*
+ * Merge the ring's ends (logbase, e - 1] into the levels (H1, H2), or
+ * forget them (H3).
+ */
+static void flush(struct ps__hist *h, uint64_t e)
+{
+	/* Relaxed: the writer reads what only it writes. */
+	struct ps__hist_ver *old = atomic_load_explicit(&h->ver,
+							memory_order_relaxed);
+	uint64_t base = atomic_load_explicit(&h->logbase, memory_order_relaxed);
+	uint64_t upto = (e - 1) & h->mask;
+	struct runs *cur = envelope(h, base, e);
+	struct ps__hist_ver *v = h->alloc(sizeof(*v));
+	unsigned int k = 0;
+
+	if (!cur || !v)
+		goto fail;
+	/* H1: the cascade; each result is fresh, intermediate ones freed. */
+	while (old && k < old->nlevels &&
+	       old->level[k]->weight <= 2 * cur->weight) {
+		const struct runs *l = old->level[k];
+		uint64_t n = merge(h, l->r, l->n, cur->r, cur->n, NULL);
+		struct runs *m = runs_new(h, n);
+
+		if (!m)
+			goto fail;
+		merge(h, l->r, l->n, cur->r, cur->n, m->r);
+		m->weight = l->weight + cur->weight;
+		m->newest = newer(h, l->newest, cur->newest);
+		free(cur);
+		cur = m;
+		k++;
+	}
+	v->upto = upto;
+	v->ndead = 0;
+	v->level[0] = cur;
+	v->nlevels = 1;
+	for (unsigned int i = k; old && i < old->nlevels; i++)
+		v->level[v->nlevels++] = old->level[i];
+	if (old) {
+		old->ndead = k; /* writer-only field; readers never read it */
+		memcpy(old->dead, old->level, k * sizeof(old->level[0]));
+	}
+	/* H2 - Release: the new arrays and version first; pairs with Q2. */
+	atomic_store_explicit(&h->ver, v, memory_order_release);
+	/* H2 - Release: after the version; pairs with Q1/Q2's acquire. */
+	atomic_store_explicit(&h->logbase, upto, memory_order_release);
+	if (old)
+		ps__rcu_call(&old->rcu, free_ver);
+	return;
+fail:
+	free(cur);
+	free(v);
+	h->forgotten += dist(h, base, upto);
+	/* H3 - Release: before the ring is overwritten; pairs with Q2. */
+	atomic_store_explicit(&h->lost, upto, memory_order_release);
+	/* H3 - Release: after lost; pairs with Q1/Q2's acquire. */
+	atomic_store_explicit(&h->logbase, upto, memory_order_release);
+}
+
+/* --- the interface -------------------------------------------------------- */
+
+void ps__hist_init(struct ps__hist *h, unsigned int width, uint64_t base)
+{
+	h->mask = width >= 64 ? UINT64_MAX : (UINT64_C(1) << width) - 1;
+	base &= h->mask;
+	memset(h->log, 0, sizeof(h->log));
+	/* Relaxed: the history is not shared yet. */
+	atomic_store_explicit(&h->ver, NULL, memory_order_relaxed);
+	atomic_store_explicit(&h->logbase, base, memory_order_relaxed);
+	/* Relaxed: as above. Nothing after @base is lost. */
+	atomic_store_explicit(&h->lost, base, memory_order_relaxed);
+	h->last_end = base;
+	h->forgotten = 0;
+	h->alloc = malloc;
+}
+
+void ps__hist_destroy(struct ps__hist *h)
+{
+	/* Relaxed: no reader or writer runs (the caller's promise). */
+	struct ps__hist_ver *v = atomic_load_explicit(&h->ver,
+						      memory_order_relaxed);
+
+	if (!v)
+		return;
+	for (unsigned int k = 0; k < v->nlevels; k++)
+		free(v->level[k]);
+	free(v);
+	/* Relaxed: as above. */
+	atomic_store_explicit(&h->ver, NULL, memory_order_relaxed);
+}
+
+void ps__hist_add(struct ps__hist *h, uint64_t e, uint64_t start,
+		  uint64_t last)
+{
+	/* Relaxed: the writer reads what only it writes. */
+	uint64_t base = atomic_load_explicit(&h->logbase, memory_order_relaxed);
+
+	e &= h->mask;
+	if (dist(h, base, e) > PS__HIST_LOG) /* H0 */
+		flush(h, e);
+	/* H4: RW1-RW4; RW1 orders it after H2/H3. */
+	ps__rec_write(&h->log[e & (PS__HIST_LOG - 1)], e | VALID, start, last);
+	h->last_end = e;
+}
+
+enum scan { SCAN_NO, SCAN_YES, SCAN_STALE };
+
+/* The ring's ends in (@from, @e1]: one overlapping [s, l]? */
+static enum scan scan_ring(const struct ps__hist *h, uint64_t from,
+			   uint64_t e1, uint64_t s, uint64_t l)
+{
+	uint64_t n = dist(h, from, e1);
+
+	if (n > PS__HIST_LOG)
+		return SCAN_STALE; /* the ring moved past @from */
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t x = (e1 - k) & h->mask, rs, rl;
+
+		if (ps__rec_read(&h->log[x & (PS__HIST_LOG - 1)], &rs, &rl) !=
+		    (x | VALID))
+			return SCAN_STALE; /* overwritten: see Q1 */
+		if (rs <= l && s <= rl)
+			return SCAN_YES;
+	}
+	return SCAN_NO;
+}
+
+/* A run after @e0 overlapping [s, l] in one of @v's levels? */
+static bool levels_hit(const struct ps__hist *h,
+		       const struct ps__hist_ver *v, uint64_t e0, uint64_t s,
+		       uint64_t l)
+{
+	for (unsigned int k = 0; k < v->nlevels; k++) {
+		const struct runs *r = v->level[k];
+		uint64_t lo = 0, n = r->n;
+
+		if (!after(h, r->newest, e0))
+			continue; /* nothing in it is after e0 */
+		while (n) { /* the first run with last >= s */
+			uint64_t half = n / 2;
+
+			if (r->r[lo + half].last < s) {
+				lo += half + 1;
+				n -= half + 1;
+			} else {
+				n = half;
+			}
+		}
+		for (uint64_t i = lo; i < r->n && r->r[i].start <= l; i++)
+			if (after(h, r->r[i].stamp, e0))
+				return true;
+	}
+	return false;
+}
+
+enum ps__hist_answer ps__hist_query(const struct ps__hist *h, uint64_t e0,
+				    uint64_t e1, uint64_t start,
+				    uint64_t last)
+{
+	enum ps__hist_answer ans = PS__HIST_NO;
+	uint64_t base;
+
+	e0 &= h->mask;
+	e1 &= h->mask;
+	if (e0 == e1)
+		return PS__HIST_NO;
+	if (after(h, e0, e1))
+		return PS__HIST_YES; /* misuse: e0 is not in the past */
+	/* Q1 - Acquire: pairs with H2/H3's release store of logbase. */
+	base = atomic_load_explicit(&h->logbase, memory_order_acquire);
+	if (!after(h, base, e0)) {
+		enum scan r = scan_ring(h, e0, e1, start, last);
+
+		if (r != SCAN_STALE)
+			return r == SCAN_YES ? PS__HIST_YES : PS__HIST_NO;
+	}
+	ps__rcu_read_lock();
+	for (;;) { /* Q2 */
+		const struct ps__hist_ver *v;
+		enum scan r;
+
+		/* Acquire: pairs with H2/H3's release store of logbase. */
+		base = atomic_load_explicit(&h->logbase, memory_order_acquire);
+		/* Acquire: pairs with H2's release store of ver. */
+		v = atomic_load_explicit(&h->ver, memory_order_acquire);
+		/* Acquire: pairs with H3's release store of lost. */
+		if (after(h, atomic_load_explicit(&h->lost,
+						  memory_order_acquire),
+			  e0)) {
+			ans = PS__HIST_FORGOTTEN;
+			break;
+		}
+		/* The ring from max(e0, logbase): none if logbase >= e1. */
+		r = !after(h, base, e0)	 ? scan_ring(h, e0, e1, start, last)
+		    : after(h, e1, base) ? scan_ring(h, base, e1, start, last)
+					 : SCAN_NO;
+		if (r == SCAN_STALE)
+			continue; /* a merge since Q2 began: look again */
+		if (r == SCAN_YES || (v && after(h, base, e0) &&
+				      levels_hit(h, v, e0, start, last)))
+			ans = PS__HIST_YES;
+		break;
+	}
+	ps__rcu_read_unlock();
+	return ans;
+}
+
+int ps__hist_check(const struct ps__hist *h, struct ps__hist_shape *shape)
+{
+	/* Relaxed: the writer's own view. */
+	const struct ps__hist_ver *v =
+		atomic_load_explicit(&h->ver, memory_order_relaxed);
+
+	*shape = (struct ps__hist_shape){0, 0, 0};
+	if (!v)
+		return 0;
+	if (!v->nlevels || v->nlevels > LEVELS)
+		return -EUCLEAN;
+	for (unsigned int k = 0; k < v->nlevels; k++) {
+		const struct runs *r = v->level[k];
+		uint64_t newest = r->n ? r->r[0].stamp : 0;
+
+		if (!r->n || (k && r->weight <= 2 * v->level[k - 1]->weight))
+			return -EUCLEAN;
+		for (uint64_t i = 0; i < r->n; i++) {
+			const struct run *x = &r->r[i], *p = i ? x - 1 : NULL;
+
+			if (x->start > x->last || after(h, x->stamp, v->upto) ||
+			    (p && p->last >= x->start) ||
+			    (p && p->last + 1 == x->start &&
+			     p->stamp == x->stamp))
+				return -EUCLEAN;
+			newest = newer(h, newest, x->stamp);
+		}
+		if (newest != r->newest)
+			return -EUCLEAN;
+		shape->runs += r->n;
+		shape->merged += r->weight;
+	}
+	shape->levels = v->nlevels;
+	return 0;
+}
