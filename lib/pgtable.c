@@ -80,7 +80,9 @@
  *     entry_cas(), the clearer's hint_begin() and hint_end() (all in
  *     lib/pgtable-internal.h); scans whose query requires WRITTEN read only
  *     hinted lines, which is safe by this invariant (the reader's side, at
- *     the top of lib/pgtable-scan.c).
+ *     the top of lib/pgtable-scan.c). A zap that turns a written entry into
+ *     a WRITTEN marker keeps it written, so its line needs no new bit: the
+ *     marker is found where the written entry was.
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
