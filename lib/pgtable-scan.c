@@ -43,7 +43,12 @@
  *     protect(e) succeeded. A write between the scanner's read and its CAS
  *     fails that CAS (re-read, report the new value); a write after it
  *     finds the entry protected and makes it written again, for the next
- *     scan. With the hint (G8) the next scan finds it too. A scan that
+ *     scan. With the hint (G8) the next scan finds it too. A zap of a
+ *     written page in an async range is such a change too: the WRITTEN
+ *     marker it leaves fails the scanner's CAS on the written entry, which
+ *     re-reads, reports the marker and re-arms it; a zap after the CAS finds
+ *     the entry protected and leaves none (or a UFFD_WP marker), nothing to
+ *     report. A scan that
  *     stops early (vec full, budget spent, a leaf it could not allocate)
  *     stops before the first page it did not take, so every page it
  *     re-armed lies before walk_end and, if it records regions, in them.

@@ -317,7 +317,8 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
  * UFFDIO_UNREGISTER clears (harvest first to have them). A bare table has
  * no dirty log: pages left in the attachment's log are dropped, but
  * unregistering the library range clears every uffd-wp bit, so its scan
- * reports each present entry of the range as written.
+ * reports each present entry of the range as written (and each page
+ * discarded while written, a WRITTEN marker that unregistering keeps).
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
