@@ -160,7 +160,7 @@ static void op_map(int k, unsigned int variant, struct in *in)
 	enoent = (flags & PS_PTE_UFFD_WP) && !all_registered(m, r.start, end, 0);
 	FOR_PAGES(i, r.start, end)
 	{
-		if (m->e[i] != PS_PTE_NONE && m->e[i] != MU)
+		if (m->e[i] != PS_PTE_NONE && m->e[i] != MU && m->e[i] != MWR)
 			eexist = true;
 	}
 	if (enoent || eexist) {

@@ -12,8 +12,9 @@
  *   - every getter and predicate of the entry, valid or not: forms, fields,
  *     zero for the other forms;
  *   - ps_pte_valid() against the invariants written out again: a non-zero
- *     entry of type none, reserved bits, an empty marker, W without MW, W
- *     with WP are invalid, everything else valid;
+ *     entry of type none, reserved bits, an empty marker, a WRITTEN marker
+ *     with another marker bit, W without MW, W with WP are invalid,
+ *     everything else valid;
  *   - for a valid entry: exactly one form, never writable + wp, W implies
  *     MW, a marker holds no frame, and the getters rebuild the entry
  *     through its constructor (every field round-trips);
@@ -46,6 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define ENC B(10)
 #define RSVD_PRESENT B(11)
 #define EX B(3)
+#define MARKERS (UINT64_C(15) << 2) /* U, P, G, WRITTEN */
+#define WRITTEN_MARKER B(5)
 #define RSVD_SWAP (UINT64_C(7) << 9)
 #define FIELD_MAX ((UINT64_C(1) << 52) - 1)
 
@@ -126,7 +129,9 @@ static bool ref_valid(ps_pte_t e)
 	case 2:
 		return !(e & RSVD_SWAP);
 	default:
-		return (e >> 5) == 0 && (e & (UINT64_C(7) << 2)) != 0;
+		return (e >> 6) == 0 && (e & MARKERS) != 0 &&
+		       ((e & MARKERS) == WRITTEN_MARKER ||
+			!(e & WRITTEN_MARKER));
 	}
 }
 
@@ -158,7 +163,8 @@ static void check_entry(ps_pte_t e)
 	CHECK(ps_pte_swap_type(e) == (swap ? (e >> 4) & 31 : 0));
 	CHECK(ps_pte_swap_offset(e) == (swap ? e >> 12 : 0));
 	CHECK(ps_pte_swap_exclusive(e) == (swap && (e & EX)));
-	CHECK(ps_pte_marker_bits(e) == (marker ? (e >> 2) & 7 : 0));
+	CHECK(ps_pte_marker_bits(e) == (marker ? (e >> 2) & 15 : 0));
+	CHECK(ps_pte_is_written_marker(e) == (e == (WRITTEN_MARKER | 3)));
 	if (!valid)
 		return;
 	/* Exactly one form. */
@@ -257,10 +263,11 @@ static ps_pte_t op_swap(struct in *in)
 static ps_pte_t op_marker(struct in *in)
 {
 	uint8_t sel = u8(in);
-	unsigned int bits = sel & 0x80 ? (unsigned int)number(in) : sel & 7;
+	unsigned int bits = sel & 0x80 ? (unsigned int)number(in) : sel & 15;
 	ps_pte_t e = ps_pte_mk_marker(bits);
 
-	if (bits == 0 || bits > 7) {
+	/* U, P, G combine; WRITTEN (8) stands alone. */
+	if (bits == 0 || bits > 15 || ((bits & 8) && bits != 8)) {
 		CHECK(e == PS_PTE_NONE);
 		return e;
 	}
@@ -275,7 +282,10 @@ static ps_pte_t op_marker(struct in *in)
 	return e;
 }
 
-/* mkuffd_wp: none stays none, present loses W, every other form gains wp. */
+/*
+ * mkuffd_wp: none stays none, present loses W, a marker loses WRITTEN,
+ * every form but none gains wp.
+ */
 static ps_pte_t op_mkuffd_wp(ps_pte_t e)
 {
 	ps_pte_t n = ps_pte_mkuffd_wp(e), want;
@@ -284,6 +294,8 @@ static ps_pte_t op_mkuffd_wp(ps_pte_t e)
 		want = 0;
 	else if ((e & 3) == 1)
 		want = (e & ~W) | WP;
+	else if ((e & 3) == 3)
+		want = (e & ~WRITTEN_MARKER) | WP;
 	else
 		want = e | WP;
 	CHECK(n == want);
@@ -303,10 +315,18 @@ static ps_pte_t op_mkuffd_wp(ps_pte_t e)
 		CHECK(ps_pte_may_write(n) == ps_pte_may_write(e));
 		if (ps_pte_is_marker(e))
 			CHECK(ps_pte_marker_bits(n) ==
-			      (ps_pte_marker_bits(e) | PS_PTE_MARKER_UFFD_WP));
-		/* Protect then unprotect: back, except a present W. */
-		CHECK(ps_pte_clear_uffd_wp(n) ==
-		      ps_pte_clear_uffd_wp(ps_pte_is_present(e) ? e & ~W : e));
+			      ((ps_pte_marker_bits(e) & ~PS_PTE_MARKER_WRITTEN) |
+			       PS_PTE_MARKER_UFFD_WP));
+		/*
+		 * Protect then unprotect: back, except a present W, and a
+		 * WRITTEN marker (re-armed: a UFFD_WP marker, then none).
+		 */
+		if (ps_pte_is_written_marker(e))
+			CHECK(ps_pte_clear_uffd_wp(n) == PS_PTE_NONE);
+		else
+			CHECK(ps_pte_clear_uffd_wp(n) ==
+			      ps_pte_clear_uffd_wp(ps_pte_is_present(e) ? e & ~W
+									: e));
 	}
 	return n;
 }
@@ -316,7 +336,7 @@ static ps_pte_t op_clear_uffd_wp(ps_pte_t e)
 {
 	ps_pte_t n = ps_pte_clear_uffd_wp(e), want = e & ~WP;
 
-	if ((e & 3) == 3 && (want & (UINT64_C(7) << 2)) == 0)
+	if ((e & 3) == 3 && (want & MARKERS) == 0)
 		want = 0;
 	CHECK(n == want);
 	CHECK(ps_pte_clear_uffd_wp(n) == n); /* idempotent */

@@ -6,8 +6,9 @@
  *
  * The input is a program over one table: a few operations build a state
  * (registrations with every flag combination, entries of every form, maps,
- * async and sync write faults that make pages written, protect and
- * unprotect), and scans take arbitrary struct ps_pgtable_scan arguments:
+ * async and sync write faults that make pages written, protect, unprotect
+ * and zaps, which leave WRITTEN markers of written async pages), and scans
+ * take arbitrary struct ps_pgtable_scan arguments:
  * aligned or not, inverted ranges, ranges past the space, unknown flags and
  * category bits, any masks (inverted, all-of, any-of, return), vec NULL or
  * not with any vec_len, any max_pages. A resume operation repeats a scan
@@ -80,15 +81,36 @@ static void op_fault(struct in *in)
 	model.e[i] = after;
 }
 
+/*
+ * Protect, unprotect, or (how & 6 == 6) zap, with PS_ZAP_UNMAP for how & 8:
+ * a zap leaves a written async page as a WRITTEN marker, which scans of
+ * hinted lines must find where the page was.
+ */
 static void op_wp(struct in *in)
 {
 	uint8_t how = u8(in);
 	struct range r = gen_range(in, true);
-	int rc = how & 1 ? ps_pgtable_unprotect(tab, r.start, r.len)
-			 : ps_pgtable_protect(tab, r.start, r.len);
+	bool zap = (how & 6) == 6;
+	int rc;
+
+	if (zap)
+		rc = ps_pgtable_zap(tab, r.start, r.len,
+				    how & 8 ? PS_ZAP_UNMAP : 0, NULL, NULL);
+	else if (how & 1)
+		rc = ps_pgtable_unprotect(tab, r.start, r.len);
+	else
+		rc = ps_pgtable_protect(tab, r.start, r.len);
 
 	if (m_bad_range(r.start, r.len)) {
 		CHECK_EQ(rc, -EINVAL);
+		return;
+	}
+	if (zap) {
+		CHECK_EQ(rc, 0);
+		FOR_PAGES(i, r.start, r.start + r.len)
+		{
+			model.e[i] = m_zap(model.e[i], model.reg[i], how & 8);
+		}
 		return;
 	}
 	if (!all_registered(&model, r.start, r.start + r.len, 0)) {

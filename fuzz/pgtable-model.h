@@ -156,6 +156,7 @@ static bool any_registered_at_all(const struct mtable *m)
 }
 
 static const ps_pte_t MU = 0x7; /* marker, UFFD_WP alone: 1 << 2 | 3 */
+static const ps_pte_t MWR = 0x23; /* marker, WRITTEN (alone): 8 << 2 | 3 */
 
 /* "A page uses markers if its range is shared or has PS_WP_UNPOPULATED." */
 static bool m_markers(unsigned int r)
@@ -163,11 +164,14 @@ static bool m_markers(unsigned int r)
 	return r && (r & (PS_WP_SHARED | PS_WP_UNPOPULATED));
 }
 
-/* protect: present +wp -W; swap +wp; none U if markers; marker unchanged. */
+/*
+ * protect: present +wp -W; swap +wp; none and W: U if markers (else none);
+ * marker unchanged.
+ */
 static ps_pte_t m_protect(ps_pte_t e, unsigned int r)
 {
-	if (e == PS_PTE_NONE)
-		return m_markers(r) ? MU : e;
+	if (e == PS_PTE_NONE || e == MWR)
+		return m_markers(r) ? MU : PS_PTE_NONE;
 	if (ps_pte_is_marker(e))
 		return e; /* +U if U held (no change); P/G alone */
 	if (ps_pte_is_present(e))
@@ -185,27 +189,38 @@ static ps_pte_t m_unprotect(ps_pte_t e)
 	return e & ~PS_PTE_UFFD_WP;
 }
 
-/* zap: the three rows of the table. */
+/*
+ * zap: the rows of the table. Async: a written present or swap entry
+ * leaves W; W stays (but for UNMAP).
+ */
 static ps_pte_t m_zap(ps_pte_t e, unsigned int r, bool unmap)
 {
 	bool shared = r && (r & PS_WP_SHARED);
+	bool async = r && (r & PS_WP_ASYNC);
 	unsigned int bits = ps_pte_marker_bits(e), keep = 0;
 
 	if (e == PS_PTE_NONE || unmap)
 		return PS_PTE_NONE;
-	if (!ps_pte_is_marker(e))
-		return shared && ps_pte_uffd_wp(e) ? MU : PS_PTE_NONE;
+	if (e == MWR)
+		return MWR;
+	if (!ps_pte_is_marker(e)) {
+		if (ps_pte_uffd_wp(e))
+			return shared ? MU : PS_PTE_NONE;
+		return async ? MWR : PS_PTE_NONE;
+	}
 	if (shared && (bits & PS_PTE_MARKER_UFFD_WP))
 		keep |= PS_PTE_MARKER_UFFD_WP;
 	keep |= bits & PS_PTE_MARKER_GUARD;
 	return keep ? ps_pte_mk_marker(keep) : PS_PTE_NONE;
 }
 
-/* copy, move: what the target gets for source entry @e. */
+/* copy, move: what the target gets for source entry @e (W always). */
 static ps_pte_t m_copy(ps_pte_t e, bool keep_wp)
 {
 	unsigned int bits = ps_pte_marker_bits(e);
 
+	if (e == MWR)
+		return MWR;
 	if (ps_pte_is_marker(e)) {
 		bits &= PS_PTE_MARKER_POISONED | PS_PTE_MARKER_GUARD |
 			(keep_wp ? PS_PTE_MARKER_UFFD_WP : 0);
@@ -222,8 +237,8 @@ static enum ps_fault m_fault(ps_pte_t e, unsigned int r, unsigned int access,
 	bool write = access & PS_ACCESS_WRITE;
 
 	*after = e;
-	if (e == PS_PTE_NONE || ps_pte_is_swap(e))
-		return PS_FAULT_MISSING;
+	if (e == PS_PTE_NONE || ps_pte_is_swap(e) || e == MWR)
+		return PS_FAULT_MISSING; /* W: a none page */
 	if (bits & PS_PTE_MARKER_POISONED)
 		return PS_FAULT_POISONED;
 	if (bits & PS_PTE_MARKER_GUARD)
@@ -247,7 +262,10 @@ static enum ps_fault m_fault(ps_pte_t e, unsigned int r, unsigned int access,
 	return PS_FAULT_OK;
 }
 
-/* Scan categories, from the header's definitions. */
+/*
+ * Scan categories, from the header's definitions: W is reported as the
+ * kernel's none PTE (WRITTEN, not SWAPPED), a marker all the same.
+ */
 static uint64_t m_categories(ps_pte_t e, unsigned int r)
 {
 	unsigned int bits = ps_pte_marker_bits(e);
@@ -255,6 +273,8 @@ static uint64_t m_categories(ps_pte_t e, unsigned int r)
 
 	if (e == PS_PTE_NONE)
 		return c;
+	if (e == MWR)
+		return c | PS_CAT_WRITTEN | PS_CAT_MARKER;
 	if (ps_pte_is_present(e))
 		c |= PS_CAT_PRESENT | (r && (r & PS_WP_SHARED) ? PS_CAT_FILE : 0);
 	else
@@ -533,8 +553,8 @@ static ps_pte_t gen_entry(struct in *in)
 				      (x & 0x20 ? PS_PTE_UFFD_WP : 0) |
 					      (x & 0x40 ? PS_PTE_SWP_EXCLUSIVE
 							: 0));
-	case 4:
-		return ps_pte_mk_marker(1 + (sel >> 3) % 7);
+	case 4: /* every set of U, P, G, and WRITTEN */
+		return ps_pte_mk_marker(1 + (sel >> 3) % 8);
 	case 5:
 		return MU;
 	case 6:

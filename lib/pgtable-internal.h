@@ -81,6 +81,12 @@ static inline ps_pte_t marker_uffd_wp(void)
 	return ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
 }
 
+/* What a zap leaves of a written page in an async range (pte.h). */
+static inline ps_pte_t marker_written(void)
+{
+	return ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+}
+
 /* Load a child pointer (G1: inside a read-side section or under t->lock). */
 static inline void *child(const struct node *n, uint64_t i)
 {
@@ -313,8 +319,9 @@ static inline ps_pte_t tr_protect(ps_pte_t e, const struct op *op,
 				  uint64_t addr)
 {
 	(void)addr;
-	if (e == PS_PTE_NONE)
-		return uses_markers(op->rf) ? marker_uffd_wp() : e;
+	/* A WRITTEN marker is a none page: re-armed as one. */
+	if (e == PS_PTE_NONE || ps_pte_is_written_marker(e))
+		return uses_markers(op->rf) ? marker_uffd_wp() : PS_PTE_NONE;
 	if (ps_pte_is_marker(e))
 		return e; /* U stays; POISONED and GUARD are left alone */
 	return ps_pte_mkuffd_wp(e);

@@ -43,7 +43,12 @@
  *     protect(e) succeeded. A write between the scanner's read and its CAS
  *     fails that CAS (re-read, report the new value); a write after it
  *     finds the entry protected and makes it written again, for the next
- *     scan. With the hint (G8) the next scan finds it too. A scan that
+ *     scan. With the hint (G8) the next scan finds it too. A zap of a
+ *     written page in an async range is such a change too: the WRITTEN
+ *     marker it leaves fails the scanner's CAS on the written entry, which
+ *     re-reads, reports the marker and re-arms it; a zap after the CAS finds
+ *     the entry protected and leaves none (or a UFFD_WP marker), nothing to
+ *     report. A scan that
  *     stops early (vec full, budget spent, a leaf it could not allocate)
  *     stops before the first page it did not take, so every page it
  *     re-armed lies before walk_end and, if it records regions, in them.
@@ -66,16 +71,31 @@
 /* As uint64_t: complemented, it must reject the upper half of the flags too. */
 #define SCAN_FLAGS ((uint64_t)(PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC))
 /*
- * An entry's categories depend only on its bits 0-4 (form, uffd-wp, marker
- * set) and its registration, so a scan tabulates them per segment: KEY(e)
- * indexes the table.
+ * An entry's categories depend only on its bits 0-4 (form, uffd-wp, the
+ * combinable marker bits) and its registration, so a scan tabulates them
+ * per segment: KEY(e) indexes the table. The WRITTEN marker, whose bit is
+ * bit 5, has the key of an empty marker (3), which no other valid entry
+ * has (pte.h): key_entry() maps a key back to an entry that has it.
  */
 #define NKEYS 32u
 #define KEY(e) ((unsigned int)(e) & (NKEYS - 1))
+#define KEY_WRITTEN_MARKER ((unsigned int)PS_PTE_TYPE_MARKER)
 
-PS_STATIC_ASSERT(PS_PTE_MARKER_SHIFT + PS_PTE_MARKER_WIDTH == 5 &&
-			 PS_PTE_UFFD_WP_SHIFT < 5,
+PS_STATIC_ASSERT(PS_PTE_MARKER_SHIFT + PS_PTE_MARKER_WIDTH == 6 &&
+			 PS_PTE_UFFD_WP_SHIFT < 5 &&
+			 (PS_PTE_MARKER_ALL << PS_PTE_MARKER_SHIFT) < NKEYS &&
+			 (PS_PTE_MARKER_WRITTEN << PS_PTE_MARKER_SHIFT) ==
+				 NKEYS,
 		 "categories are a function of the entry's low 5 bits");
+
+static ps_pte_t key_entry(unsigned int k)
+{
+	if (!(k & PS_PTE_TYPE_MASK))
+		return PS_PTE_NONE;
+	if (k == KEY_WRITTEN_MARKER)
+		return ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+	return k;
+}
 
 struct scan {
 	struct ps_pgtable_scan *a;
@@ -95,7 +115,11 @@ struct scan {
 				     same[NKEYS] = 0: nothing extends */
 };
 
-/* The kernel's pagemap_page_category(), plus the extensions. */
+/*
+ * The kernel's pagemap_page_category(), plus the extensions. A WRITTEN
+ * marker is reported as the kernel reports the none PTE it stands for:
+ * written, not swapped (and a marker, an extension).
+ */
 static uint64_t page_categories(ps_pte_t e, unsigned int rf)
 {
 	uint64_t c = (rf & PS_WP_ASYNC) ? PS_CAT_WPALLOWED : 0;
@@ -103,6 +127,8 @@ static uint64_t page_categories(ps_pte_t e, unsigned int rf)
 
 	if (e == PS_PTE_NONE)
 		return c;
+	if (m == PS_PTE_MARKER_WRITTEN)
+		return c | PS_CAT_WRITTEN | PS_CAT_MARKER;
 	if (ps_pte_is_present(e))
 		c |= PS_CAT_PRESENT | ((rf & PS_WP_SHARED) ? PS_CAT_FILE : 0);
 	else
@@ -135,9 +161,7 @@ static void scan_prepare(struct scan *s)
 {
 	s->match = 0;
 	for (unsigned int k = 0; k < NKEYS; k++) {
-		/* Key k as an entry: only its low 5 bits matter. */
-		uint64_t c = page_categories(k & PS_PTE_TYPE_MASK ? k : 0,
-					     s->op.rf);
+		uint64_t c = page_categories(key_entry(k), s->op.rf);
 
 		s->rcat[k] = c & s->a->return_mask;
 		if (scan_matches(s->a, c))

@@ -80,7 +80,9 @@
  *     entry_cas(), the clearer's hint_begin() and hint_end() (all in
  *     lib/pgtable-internal.h); scans whose query requires WRITTEN read only
  *     hinted lines, which is safe by this invariant (the reader's side, at
- *     the top of lib/pgtable-scan.c).
+ *     the top of lib/pgtable-scan.c). A zap that turns a written entry into
+ *     a WRITTEN marker keeps it written, so its line needs no new bit: the
+ *     marker is found where the written entry was.
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
@@ -256,29 +258,45 @@ static ps_pte_t tr_unprotect(ps_pte_t e, const struct op *op, uint64_t addr)
 	return ps_pte_clear_uffd_wp(e);
 }
 
+/*
+ * Zap. A written page (present or swap, no uffd-wp) of an async range
+ * leaves a WRITTEN marker, so that the next scan for written pages reports
+ * it (Linux: a none PTE, which its scan counts as written there); a
+ * WRITTEN marker stays until PS_ZAP_UNMAP, as GUARD does.
+ */
 static ps_pte_t tr_zap(ps_pte_t e, const struct op *op, uint64_t addr)
 {
 	bool unmap = op->flags & PS_ZAP_UNMAP;
-	bool keep_wp = !unmap && (op->rf & REG_ON) && (op->rf & PS_WP_SHARED);
+	bool reg = !unmap && (op->rf & REG_ON);
+	bool keep_wp = reg && (op->rf & PS_WP_SHARED);
 	unsigned int keep;
 
 	(void)addr;
 	if (e == PS_PTE_NONE)
 		return e;
-	if (!ps_pte_is_marker(e))
-		return keep_wp && ps_pte_uffd_wp(e) ? marker_uffd_wp()
-						    : PS_PTE_NONE;
+	if (!ps_pte_is_marker(e)) {
+		if (ps_pte_uffd_wp(e))
+			return keep_wp ? marker_uffd_wp() : PS_PTE_NONE;
+		return reg && (op->rf & PS_WP_ASYNC) ? marker_written()
+						     : PS_PTE_NONE;
+	}
 	keep = (keep_wp ? PS_PTE_MARKER_UFFD_WP : 0) |
-	       (unmap ? 0 : PS_PTE_MARKER_GUARD);
+	       (unmap ? 0 : PS_PTE_MARKER_GUARD | PS_PTE_MARKER_WRITTEN);
 	return ps_pte_mk_marker(ps_pte_marker_bits(e) & keep);
 }
 
-/* Copy and move: what the target gets for source entry @e. */
+/*
+ * Copy and move: what the target gets for source entry @e. A WRITTEN
+ * marker is written state, not protection: like a present entry's
+ * written-ness it is always carried over.
+ */
 static ps_pte_t tr_copy(ps_pte_t e, const struct op *op, uint64_t addr)
 {
 	bool keep_wp = op->flags & PS_KEEP_WP;
 
 	(void)addr;
+	if (ps_pte_is_written_marker(e))
+		return e;
 	if (ps_pte_is_marker(e))
 		return ps_pte_mk_marker(
 			ps_pte_marker_bits(e) &
@@ -291,7 +309,8 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 {
 	uint64_t frame = op->frame + ((addr - op->start) >> PAGE_SHIFT);
 
-	if (e == PS_PTE_NONE)
+	/* Over a WRITTEN marker the page is still written (unless mapped wp). */
+	if (e == PS_PTE_NONE || ps_pte_is_written_marker(e))
 		return ps_pte_mk_present(frame, op->pflags);
 	if (e == marker_uffd_wp())
 		return ps_pte_mk_present(frame, op->pflags | PS_PTE_UFFD_WP);
@@ -419,9 +438,12 @@ static int levels_alloc(struct ps_pgtable *t, uint64_t start, uint64_t end)
 	return 0;
 }
 
-/* Is every entry of [start, end) none, or also a lone UFFD_WP marker? */
+/*
+ * Is every entry of [start, end) none, or, with @markers_ok, also a lone
+ * UFFD_WP or WRITTEN marker (what a map may replace)?
+ */
 static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
-			 uint64_t end, bool wp_markers_ok)
+			 uint64_t end, bool markers_ok)
 {
 	uint64_t p = start >> PAGE_SHIFT, pend = end >> PAGE_SHIFT;
 	struct leaf *l;
@@ -429,7 +451,9 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 	for (; (l = leaf_next(t, &p, pend)); p++) {
 		ps_pte_t e = entry_load(l, p & LEVEL_MASK);
 
-		if (e != PS_PTE_NONE && !(wp_markers_ok && e == marker_uffd_wp()))
+		if (e != PS_PTE_NONE &&
+		    !(markers_ok && (e == marker_uffd_wp() ||
+				     ps_pte_is_written_marker(e))))
 			return false;
 	}
 	return true;
@@ -1075,8 +1099,9 @@ static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t,
 			reg = reg_find_page(regs_load(t), addr);
 		r = PS_FAULT_OK;
 		n = e;
-		if (e == PS_PTE_NONE || ps_pte_is_swap(e)) {
-			r = PS_FAULT_MISSING;
+		if (e == PS_PTE_NONE || ps_pte_is_swap(e) ||
+		    m == PS_PTE_MARKER_WRITTEN) {
+			r = PS_FAULT_MISSING; /* WRITTEN: a none page */
 		} else if (m & PS_PTE_MARKER_POISONED) {
 			r = PS_FAULT_POISONED;
 		} else if (m & PS_PTE_MARKER_GUARD) {

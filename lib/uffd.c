@@ -611,14 +611,16 @@ static void *handler_thread(void *arg)
 /* --- harvest (U3, U4) ------------------------------------------------------------ */
 
 /*
- * Mirror the kernel's re-arm in the table. PAGEMAP_SCAN reports a none PTE
- * as written (an anonymous page dropped with its protection) and re-arms it
- * as a UFFD_WP marker, and every other page it reports it re-protects; so
- * each reported page is protected in the kernel after the scan, and a none
- * entry of the library there becomes a UFFD_WP marker (U1: both
- * protected). Only none entries change, each by one CAS: an entry mapped
- * meanwhile is the library's own business, and a written library entry is
- * left for the library's own scan to report.
+ * Mirror the kernel's re-arm in the table. PAGEMAP_SCAN reports every none
+ * PTE as written (a page never protected, or dropped with its protection)
+ * and re-arms it as a UFFD_WP marker, and every other page it reports it
+ * re-protects; so each reported page is protected in the kernel after the
+ * scan, and a none entry of the library there becomes a UFFD_WP marker
+ * (U1: both protected). Only none entries change, each by one CAS: an
+ * entry mapped meanwhile is the library's own business, and a written
+ * library entry (a WRITTEN marker too: a page zapped while written, the
+ * library's counterpart of that none PTE) is left for the library's own
+ * harvest to report and re-arm.
  *
  * The kernel is asked for WRITTEN alone (its fast path, see
  * collect_kernel()), so it does not say which reported pages were none: the
@@ -656,8 +658,9 @@ static void mirror_rearm(struct ps_uffd *u, const struct page_region *vec,
 			continue;
 		}
 		/*
-		 * Every page, in runs of equal presence: a run with neither
-		 * PRESENT nor SWAPPED (markers count as swapped) is none.
+		 * Every page, in runs of equal form: a run with none of
+		 * PRESENT, SWAPPED and MARKER (markers count as swapped, but
+		 * for a WRITTEN marker) is none.
 		 * (Asking for none pages alone would be slower: the scan
 		 * takes long runs of matching pages at a compare per page,
 		 * and judges a page that does not match on its own.)
@@ -665,7 +668,7 @@ static void mirror_rearm(struct ps_uffd *u, const struct page_region *vec,
 		memset(&q, 0, sizeof(q));
 		q.start = lib;
 		q.end = end;
-		q.return_mask = PS_CAT_PRESENT | PS_CAT_SWAPPED;
+		q.return_mask = PS_CAT_PRESENT | PS_CAT_SWAPPED | PS_CAT_MARKER;
 		q.vec = r;
 		q.vec_len = sizeof(r) / sizeof(r[0]);
 		while (q.start < end) {

@@ -53,6 +53,7 @@ static void set(struct ps_pgtable *t, uint64_t addr, ps_pte_t e)
 #define MU ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP)
 #define MG ps_pte_mk_marker(PS_PTE_MARKER_GUARD)
 #define MP ps_pte_mk_marker(PS_PTE_MARKER_POISONED)
+#define MW ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN)
 
 /* --- entries ------------------------------------------------------------------ */
 
@@ -358,6 +359,7 @@ enum form {
 	F_MP,
 	F_MUG,
 	F_MPG,
+	F_MW,
 	NFORMS
 };
 
@@ -389,6 +391,8 @@ static ps_pte_t form_entry(int f)
 	case F_MPG:
 		return ps_pte_mk_marker(PS_PTE_MARKER_POISONED |
 					PS_PTE_MARKER_GUARD);
+	case F_MW:
+		return MW;
 	default:
 		return PS_PTE_NONE;
 	}
@@ -415,8 +419,8 @@ static bool markers(unsigned int r)
 
 static ps_pte_t want_protect(ps_pte_t e, unsigned int r)
 {
-	if (e == PS_PTE_NONE)
-		return markers(r) ? MU : e;
+	if (e == PS_PTE_NONE || e == MW)
+		return markers(r) ? MU : PS_PTE_NONE;
 	if (ps_pte_is_marker(e))
 		return e;
 	return ps_pte_mkuffd_wp(e);
@@ -426,10 +430,17 @@ static ps_pte_t want_zap(ps_pte_t e, unsigned int r, unsigned int flags)
 {
 	bool shared = r != NOREG && (r & PS_WP_SHARED) &&
 		      !(flags & PS_ZAP_UNMAP);
+	bool async = r != NOREG && (r & PS_WP_ASYNC) &&
+		     !(flags & PS_ZAP_UNMAP);
 	unsigned int m = ps_pte_marker_bits(e), keep = 0;
 
-	if (ps_pte_is_present(e) || ps_pte_is_swap(e))
-		return shared && ps_pte_uffd_wp(e) ? MU : PS_PTE_NONE;
+	if (ps_pte_is_present(e) || ps_pte_is_swap(e)) {
+		if (ps_pte_uffd_wp(e))
+			return shared ? MU : PS_PTE_NONE;
+		return async ? MW : PS_PTE_NONE; /* written: still written */
+	}
+	if (e == MW)
+		return flags & PS_ZAP_UNMAP ? PS_PTE_NONE : MW;
 	if (shared && (m & PS_PTE_MARKER_UFFD_WP))
 		keep |= PS_PTE_MARKER_UFFD_WP;
 	if (!(flags & PS_ZAP_UNMAP) && (m & PS_PTE_MARKER_GUARD))
@@ -441,6 +452,8 @@ static ps_pte_t want_copy(ps_pte_t e, bool keep)
 {
 	unsigned int m = ps_pte_marker_bits(e);
 
+	if (e == MW)
+		return MW; /* written state, not protection: always */
 	if (ps_pte_is_marker(e))
 		return ps_pte_mk_marker(m & (PS_PTE_MARKER_GUARD |
 					     PS_PTE_MARKER_POISONED |
@@ -454,7 +467,7 @@ static enum ps_fault want_fault(ps_pte_t e, unsigned int r, bool write,
 	unsigned int m = ps_pte_marker_bits(e);
 
 	*after = e;
-	if (e == PS_PTE_NONE || ps_pte_is_swap(e))
+	if (e == PS_PTE_NONE || ps_pte_is_swap(e) || e == MW)
 		return PS_FAULT_MISSING;
 	if (m & PS_PTE_MARKER_POISONED)
 		return PS_FAULT_POISONED;
@@ -1674,6 +1687,60 @@ START_TEST(regress_rearm_keeps_hint_for_unarmable)
 END_TEST
 
 /*
+ * regress_async_zap_counts_as_written (issue 15, item 8): a page written in
+ * an anonymous async range and zapped (discarded) before the harvest was
+ * not reported by the next WP_MATCHING scan of WRITTEN: the zap left a none
+ * entry, which has no category, so a migration kept the destination's
+ * stale copy. Linux reports it (its zap leaves a none PTE, which its scan
+ * counts as written in an async range) and re-arms it as a marker. Now the
+ * zap leaves something the scan reports as written exactly once and
+ * re-arms as a UFFD_WP marker: for a written present page, a written swap
+ * entry, and a written page zapped twice before the harvest. A page that
+ * was protected when it was zapped (present or swapped out) had nothing
+ * written since the last harvest: not reported, and left none.
+ */
+START_TEST(regress_async_zap_counts_as_written)
+{
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 16 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 8 * PG, 1, PS_PTE_MAYWRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 16 * PG), 0);
+	/* Written: 1, 2 (then swapped out), 7 (zapped twice). */
+	for (int i = 1; i <= 7; i += (i == 2 ? 5 : 1))
+		ck_assert_int_eq(ps_pgtable_fault(T, R(i), PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_swap_out(T, R(2), 1, 2, 0, NULL), 0);
+	/* Protected: 4, 6 (swapped out). */
+	ck_assert_int_eq(ps_pgtable_swap_out(T, R(6), 1, 6, 0, NULL), 0);
+	for (int i = 1; i <= 7; i++)
+		if (i != 3 && i != 5)
+			ck_assert_int_eq(ps_pgtable_zap(T, R(i), PG, 0, NULL,
+							NULL),
+					 0);
+	ck_assert_int_eq(ps_pgtable_zap(T, R(7), PG, 0, NULL, NULL), 0);
+	ck_assert_int_eq(scan(BASE, R(16), PS_SCAN_WP_MATCHING, 0,
+			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64, NULL),
+			 2);
+	assert_region(0, R(1), R(3), PS_CAT_WRITTEN);
+	assert_region(1, R(7), R(8), PS_CAT_WRITTEN);
+	ck_assert_uint_eq(get(T, R(1)), MU);
+	ck_assert_uint_eq(get(T, R(2)), MU);
+	ck_assert_uint_eq(get(T, R(7)), MU);
+	ck_assert_uint_eq(get(T, R(4)), PS_PTE_NONE);
+	ck_assert_uint_eq(get(T, R(6)), PS_PTE_NONE);
+	/* Once: nothing was written since. */
+	ck_assert_int_eq(scan(BASE, R(16), PS_SCAN_WP_MATCHING, 0,
+			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64, NULL),
+			 0);
+	/* Re-armed: the page comes back protected, as Linux maps it. */
+	ck_assert_int_eq(ps_pgtable_fault(T, R(1), PS_ACCESS_WRITE),
+			 PS_FAULT_MISSING);
+	ck_assert_int_eq(ps_pgtable_map(T, R(1), PG, 9, PS_PTE_MAYWRITE), 0);
+	ck_assert(ps_pte_uffd_wp(get(T, R(1))));
+}
+END_TEST
+
+/*
  * regress_scan_rejects_high_flags: flags in bits 32-63 were taken, not -EINVAL.
  * Cause: SCAN_FLAGS was unsigned, so ~SCAN_FLAGS lacked bits 32-63 (fuzz-scan).
  * Fix: SCAN_FLAGS is complemented as uint64_t (now in lib/pgtable-scan.c).
@@ -2062,6 +2129,304 @@ START_TEST(harvest_callback_may_call_the_table)
 }
 END_TEST
 
+/* --- zaps of written pages in async ranges (the WRITTEN marker) ------------------------ */
+
+/* Write page @i of R() through a fault, resolved in any mode. */
+static void write_page(unsigned int i)
+{
+	ck_assert_int_eq(ps_pgtable_fault(T, R(i), PS_ACCESS_WRITE |
+							   PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+}
+
+/* Pages of [start, end) a report-only scan finds written. */
+static uint64_t written_pages(uint64_t start, uint64_t end)
+{
+	struct ps_pgtable_scan a = {
+		.start = start,
+		.end = end,
+		.category_mask = PS_CAT_WRITTEN,
+		.return_mask = PS_CAT_WRITTEN,
+		.vec = vec,
+		.vec_len = 64,
+	};
+	uint64_t n = 0;
+	long k;
+
+	while (a.start < end) {
+		k = ps_pgtable_scan(T, &a);
+		ck_assert_int_ge(k, 0);
+		for (long r = 0; r < k; r++)
+			n += (vec[r].end - vec[r].start) / PG;
+		a.start = a.walk_end;
+	}
+	return n;
+}
+
+/*
+ * What a zap leaves, by registration: async (anonymous or shared) turns a
+ * written present or swap entry into a WRITTEN marker and a protected one
+ * into none (anonymous) or a UFFD_WP marker (shared); sync and unregistered
+ * ranges leave none, as before. The marker: reported as the kernel reports
+ * its none PTE (WRITTEN, not SWAPPED), plus the MARKER extension; faults
+ * as none (MISSING, nothing changed, also with CHECK); a zap keeps it, an
+ * UNMAP zap drops it; a map over it installs a written page, or a
+ * protected one when asked; protect re-arms it as a UFFD_WP marker where
+ * markers are used and as none where not.
+ */
+START_TEST(zap_written_marker_semantics)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 8 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, R(8), 8 * PG,
+					     PS_WP_ASYNC | PS_WP_SHARED),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(T, R(16), 8 * PG,
+					     PS_WP_UNPOPULATED),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 32 * PG, 1, PS_PTE_MAYWRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 24 * PG), 0);
+	for (unsigned int i = 0; i < 32; i += 8) {
+		write_page(i);
+		write_page(i + 1);
+		ck_assert_int_eq(ps_pgtable_swap_out(T, R(i + 1), 1, i, 0,
+						     NULL),
+				 0);
+	}
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 32 * PG, 0, NULL, NULL), 0);
+	/* Async, anonymous and shared: written -> W, protected -> none / U. */
+	for (unsigned int i = 0; i < 16; i += 8) {
+		ck_assert_uint_eq(get(T, R(i)), MW);
+		ck_assert_uint_eq(get(T, R(i + 1)), MW);
+		ck_assert_uint_eq(get(T, R(i + 2)), i ? MU : PS_PTE_NONE);
+	}
+	/* Sync and unregistered: none. */
+	for (unsigned int i = 16; i < 32; i++)
+		ck_assert_uint_eq(get(T, R(i)), PS_PTE_NONE);
+	/* Categories, as the kernel's none PTE there. */
+	ck_assert_int_eq(scan(BASE, R(3), 0, 0, 0, 0, PS_CAT_ALL, 0, 64, NULL),
+			 2);
+	assert_region(0, R(0), R(2),
+		      PS_CAT_WPALLOWED | PS_CAT_WRITTEN | PS_CAT_MARKER);
+	assert_region(1, R(2), R(3), PS_CAT_WPALLOWED);
+	ck_assert_int_eq(scan(R(8), R(9), 0, 0, 0, 0, PS_CAT_ALL, 0, 64, NULL),
+			 1);
+	assert_region(0, R(8), R(9),
+		      PS_CAT_WPALLOWED | PS_CAT_WRITTEN | PS_CAT_MARKER);
+	ck_assert_int_eq(scan(BASE, R(16), 0, 0, PS_CAT_SWAPPED, 0, PS_CAT_ALL,
+			      0, 64, NULL),
+			 1); /* only the shared range's U markers */
+	assert_region(0, R(10), R(16),
+		      PS_CAT_WPALLOWED | PS_CAT_SWAPPED | PS_CAT_MARKER |
+			      PS_CAT_WP);
+	/* Faults: a none page; nothing changes. */
+	ck_assert_int_eq(ps_pgtable_fault(T, R(0), PS_ACCESS_READ),
+			 PS_FAULT_MISSING);
+	ck_assert_int_eq(ps_pgtable_fault(T, R(0), PS_ACCESS_WRITE),
+			 PS_FAULT_MISSING);
+	ck_assert_int_eq(ps_pgtable_fault_pte(T, R(0), PS_ACCESS_WRITE |
+							       PS_ACCESS_CHECK,
+					      &e),
+			 PS_FAULT_MISSING);
+	ck_assert_uint_eq(e, MW);
+	ck_assert_int_eq(ps_pgtable_fault(T, R(0), PS_ACCESS_WRITE |
+							   PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_MISSING);
+	ck_assert_uint_eq(get(T, R(0)), MW);
+	/* A zap keeps it, a copy or move target refuses it (not none). */
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 2 * PG, 0, NULL, NULL), 0);
+	ck_assert_uint_eq(get(T, R(0)), MW);
+	ck_assert_int_eq(ps_pgtable_move(T, R(40), BASE, PG, 0), -EEXIST);
+	/* Map over it: written; mapped protected: not. */
+	ck_assert_int_eq(ps_pgtable_map_prepare(T, BASE, 2 * PG), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 50, PS_PTE_MAYWRITE), 0);
+	ck_assert_uint_eq(get(T, R(0)), ps_pte_mk_present(50, PS_PTE_MAYWRITE));
+	ck_assert_int_eq(ps_pgtable_map(T, R(1), PG, 51,
+					PS_PTE_MAYWRITE | PS_PTE_UFFD_WP),
+			 0);
+	ck_assert(ps_pte_uffd_wp(get(T, R(1))));
+	ck_assert_uint_eq(written_pages(BASE, R(8)), 1);
+	/* An UNMAP zap drops it. */
+	ck_assert_int_eq(ps_pgtable_zap(T, R(9), PG, PS_ZAP_UNMAP, NULL, NULL),
+			 0);
+	ck_assert_uint_eq(get(T, R(9)), PS_PTE_NONE);
+	/* Protect: U where markers are used, none where not. */
+	ck_assert_int_eq(ps_pgtable_protect(T, R(8), PG), 0);
+	ck_assert_uint_eq(get(T, R(8)), MU);
+	set(T, R(16), MW);
+	set(T, R(17), MW);
+	ck_assert_int_eq(ps_pgtable_register(T, R(24), 8 * PG, 0), 0);
+	set(T, R(24), MW);
+	ck_assert_int_eq(ps_pgtable_protect(T, R(16), 16 * PG), 0);
+	ck_assert_uint_eq(get(T, R(16)), MU); /* UNPOPULATED: markers */
+	ck_assert_uint_eq(get(T, R(24)), PS_PTE_NONE); /* sync, no markers */
+}
+END_TEST
+
+/*
+ * Leaf edges and a whole leaf: written pages on both sides of a leaf
+ * boundary, zapped by one zap, and a leaf whose 512 pages were all written
+ * and zapped whole. The harvest reports each page once, in runs across the
+ * boundary, re-arms every marker, allocates nothing; the next finds nothing.
+ * One written page alone in a leaf is found through its line's hint.
+ */
+START_TEST(zap_written_at_leaf_edges)
+{
+	const uint64_t L0 = BASE + 1024 * PG; /* leaf aligned */
+	struct ps_pgtable_stats st0, st;
+
+	ck_assert_int_eq(ps_pgtable_register(T, L0, 2048 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, L0, 2048 * PG, 1, PS_PTE_MAYWRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, L0, 2048 * PG), 0);
+	for (uint64_t p = 510; p < 514; p++)
+		ck_assert_int_eq(ps_pgtable_fault(T, L0 + p * PG,
+						  PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	for (uint64_t p = 1024; p < 1536; p++) /* the third leaf, whole */
+		ck_assert_int_eq(ps_pgtable_fault(T, L0 + p * PG,
+						  PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_fault(T, L0 + 1700 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_zap(T, L0 + 511 * PG, 2 * PG, 0, NULL,
+					NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_zap(T, L0 + 1024 * PG, 512 * PG, 0, NULL,
+					NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_zap(T, L0 + 1700 * PG, PG, 0, NULL, NULL),
+			 0);
+	ck_assert_uint_eq(get(T, L0 + 511 * PG), MW);
+	ck_assert_uint_eq(get(T, L0 + 512 * PG), MW);
+	ck_assert_uint_eq(get(T, L0 + 1535 * PG), MW);
+	ps_pgtable_stats(T, &st0);
+	/* Report-only, hinted: all of them. */
+	ck_assert_uint_eq(written_pages(L0, L0 + 2048 * PG), 4 + 512 + 1);
+	ck_assert_int_eq(harvest_runs(&W, L0, L0 + 2048 * PG, 0), 0);
+	ck_assert_uint_eq(W.n, 3);
+	assert_run(&W, 0, L0 + 510 * PG, L0 + 514 * PG);
+	assert_run(&W, 1, L0 + 1024 * PG, L0 + 1536 * PG);
+	assert_run(&W, 2, L0 + 1700 * PG, L0 + 1701 * PG);
+	ck_assert(!W.unprotected && !W.disorder);
+	for (uint64_t p = 1024; p < 1536; p++)
+		ck_assert_uint_eq(get(T, L0 + p * PG), MU);
+	ck_assert_uint_eq(get(T, L0 + 1700 * PG), MU);
+	ck_assert(ps_pte_uffd_wp(get(T, L0 + 510 * PG)));
+	ps_pgtable_stats(T, &st);
+	ck_assert_uint_eq(st.bytes, st0.bytes);
+	ck_assert_int_eq(harvest_runs(&W, L0, L0 + 2048 * PG, 0), 0);
+	ck_assert_uint_eq(W.n, 0);
+	ck_assert_uint_eq(written_pages(L0, L0 + 2048 * PG), 0);
+}
+END_TEST
+
+/*
+ * Trim frees only levels that hold none entries: a leaf of WRITTEN markers
+ * stays, and its pages are still reported; after the harvest re-armed them
+ * (UFFD_WP markers) and an unmap zap cleared them, it goes.
+ */
+START_TEST(trim_keeps_written_markers)
+{
+	struct ps_pgtable_stats st;
+
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 1024 * PG, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 1024 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 1024 * PG, 0, NULL, NULL), 0);
+	ck_assert_int_eq(ps_pgtable_trim(T, BASE, 1024 * PG), 0);
+	ps_pgtable_stats(T, &st);
+	ck_assert_uint_eq(st.leaves, 2);
+	ck_assert_uint_eq(get(T, R(1023)), MW);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(1024), 0), 0);
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, BASE, R(1024));
+	ck_assert_int_eq(ps_pgtable_trim(T, BASE, 1024 * PG), 0);
+	ps_pgtable_stats(T, &st);
+	ck_assert_uint_eq(st.leaves, 2); /* UFFD_WP markers */
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 1024 * PG, PS_ZAP_UNMAP, NULL,
+					NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_trim(T, BASE, 1024 * PG), 0);
+	ps_pgtable_stats(T, &st);
+	ck_assert_uint_eq(st.leaves, 0);
+}
+END_TEST
+
+/*
+ * Unregister clears protection, never written state: a WRITTEN marker stays
+ * (as a written entry stays written), a scan still reports it, and after a
+ * new async registration the harvest reports it once and re-arms it. Its
+ * UFFD_WP neighbours are cleared as before.
+ */
+START_TEST(unregister_keeps_written_markers)
+{
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 8 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 2 * PG, 1, PS_PTE_MAYWRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 8 * PG), 0);
+	write_page(0);
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 2 * PG, 0, NULL, NULL), 0);
+	ck_assert_uint_eq(get(T, R(0)), MW);
+	ck_assert_uint_eq(get(T, R(2)), MU);
+	ck_assert_int_eq(ps_pgtable_unregister(T, BASE, 8 * PG), 0);
+	ck_assert_uint_eq(get(T, R(0)), MW);
+	ck_assert_uint_eq(get(T, R(1)), PS_PTE_NONE);
+	ck_assert_uint_eq(get(T, R(2)), PS_PTE_NONE);
+	ck_assert_uint_eq(written_pages(BASE, R(8)), 1);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 8 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(8), 0), 0);
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, R(0), R(1));
+	ck_assert_uint_eq(get(T, R(0)), MU);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(8), 0), 0);
+	ck_assert_uint_eq(W.n, 0);
+}
+END_TEST
+
+/*
+ * Copy (fork) and move (mremap) carry a WRITTEN marker whatever PS_KEEP_WP
+ * says: it is written state, which dropping protection never removes. The
+ * target reports it once; a move leaves the source none.
+ */
+START_TEST(copy_move_carry_written_markers)
+{
+	struct ps_pgtable *c = ps_pgtable_create();
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 64 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(c, BASE, 8 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 4 * PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 2 * PG, 0, NULL, NULL), 0);
+	ck_assert_uint_eq(get(T, R(1)), MW);
+	ck_assert_int_eq(ps_pgtable_copy(c, T, BASE, 8 * PG, PS_KEEP_WP, NULL,
+					 NULL),
+			 0);
+	ck_assert_uint_eq(get(c, R(0)), MW);
+	ck_assert_uint_eq(get(c, R(1)), MW);
+	ck_assert_int_eq(ps_pgtable_zap(c, BASE, 8 * PG, PS_ZAP_UNMAP, NULL,
+					NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_copy(c, T, BASE, 8 * PG, 0, NULL, NULL),
+			 0);
+	ck_assert_uint_eq(get(c, R(1)), MW);
+	ck_assert_int_eq(ps_pgtable_move(T, BASE, R(32), 4 * PG, 0), 0);
+	ck_assert_uint_eq(get(T, R(0)), PS_PTE_NONE);
+	ck_assert_uint_eq(get(T, R(32)), MW);
+	ck_assert_uint_eq(get(T, R(33)), MW);
+	ck_assert_int_eq(ps_pgtable_move(T, R(32), R(48), 4 * PG, PS_KEEP_WP),
+			 0);
+	ck_assert_uint_eq(get(T, R(49)), MW);
+	ck_assert_int_eq(harvest_runs(&W, BASE, R(64), 0), 0);
+	ck_assert_uint_eq(W.n, 1);
+	assert_run(&W, 0, R(48), R(52));
+	ck_assert_uint_eq(written_pages(BASE, R(64)), 0);
+	ps_pgtable_destroy(c);
+}
+END_TEST
+
 /* --- stress ------------------------------------------------------------------------------ */
 
 /*
@@ -2288,6 +2653,194 @@ START_TEST(stress_harvest_against_writer)
 END_TEST
 
 /*
+ * Zaps of written pages against harvests (issue 15, item 8). One thread
+ * writes, maps, swaps and zaps 64 pages of an async range across a leaf
+ * boundary; the other harvests (ps_pgtable_harvest() over random
+ * sub-ranges, and WP_MATCHING scans with small budgets). Every transition
+ * of a page to written is an event: a write fault on a protected page, or a
+ * map over a none page (a page protected when it was zapped). Only the
+ * writer makes entries written and the harvester only re-arms written ones,
+ * so an entry the writer finds not written stays so until it acts: it
+ * counts each event exactly, before the event happens. A zap of a written
+ * page (present or swapped out) carries its event in a WRITTEN marker, and
+ * a map over the marker carries it on. So at every report the page's
+ * reports may not exceed its events (no page reported twice without a new
+ * write), and after a final harvest they must be equal (no written page
+ * missed, zapped or not). The zap's visit checks what it leaves.
+ */
+#define ZS_PAGES 64u
+
+struct zap_shared {
+	uint64_t base, iters;
+	_Atomic(uint32_t) events[ZS_PAGES];
+	_Atomic(uint32_t) reports[ZS_PAGES];
+	_Atomic(uint64_t) written_zaps; /* zaps that left a WRITTEN marker */
+	_Atomic(uint64_t) harvests;
+	_Atomic(int) done;
+	_Atomic(unsigned int) violations;
+};
+
+static void zap_violation(struct zap_shared *sh, const char *what,
+			  uint64_t addr)
+{
+	fprintf(stderr, "stress invariant broken: %s at page %llu\n", what,
+		(unsigned long long)((addr - sh->base) / PG));
+	atomic_fetch_add(&sh->violations, 1);
+}
+
+static void zap_visit(void *ctx, uint64_t addr, ps_pte_t old, ps_pte_t n)
+{
+	struct zap_shared *sh = ctx;
+	bool written = !ps_pte_is_marker(old) && !ps_pte_uffd_wp(old);
+
+	if (written && n != MW)
+		zap_violation(sh, "a written page zapped without a trace",
+			      addr);
+	else if (!written && n != PS_PTE_NONE)
+		zap_violation(sh, "a zap left more than none", addr);
+	if (written)
+		atomic_fetch_add(&sh->written_zaps, 1);
+}
+
+static void *zap_writer(void *arg)
+{
+	struct zap_shared *sh = arg;
+	struct ps_test_rng rng = ps_test_rng_new(23);
+	uint64_t frame = 1;
+
+	for (uint64_t i = 0; i < sh->iters; i++) {
+		unsigned int pg = (unsigned int)ps_test_below(&rng, ZS_PAGES);
+		uint64_t addr = sh->base + (uint64_t)pg * PG;
+		unsigned int op = (unsigned int)ps_test_below(&rng, 8);
+		ps_pte_t e = get(T, addr);
+
+		if (op == 0) {
+			(void)ps_pgtable_zap(T, addr, PG, 0, zap_visit, sh);
+		} else if (op == 1 && ps_pte_is_present(e)) {
+			if (ps_pgtable_swap_out(T, addr, 1, pg, 0, NULL))
+				zap_violation(sh, "swap out refused", addr);
+		} else if (ps_pte_is_swap(e)) {
+			/* Written or not, as it was: no event. */
+			if (ps_pgtable_swap_in(T, addr, frame++,
+					       PS_PTE_MAYWRITE, NULL))
+				zap_violation(sh, "swap in refused", addr);
+		} else if (ps_pte_is_present(e) && ps_pte_uffd_wp(e)) {
+			atomic_fetch_add(&sh->events[pg], 1);
+			if (ps_pgtable_fault(T, addr, PS_ACCESS_WRITE) !=
+			    PS_FAULT_OK)
+				zap_violation(sh, "async write refused", addr);
+		} else if (!ps_pte_is_present(e)) {
+			/* None: an event; UFFD_WP or WRITTEN marker: none. */
+			if (e == PS_PTE_NONE)
+				atomic_fetch_add(&sh->events[pg], 1);
+			if (ps_pgtable_map(T, addr, PG, frame++,
+					   PS_PTE_MAYWRITE))
+				zap_violation(sh, "map refused", addr);
+		}
+	}
+	atomic_store(&sh->done, 1);
+	return NULL;
+}
+
+static void zap_count_run(void *ctx, uint64_t start, uint64_t end)
+{
+	struct zap_shared *sh = ctx;
+
+	for (uint64_t p = start; p < end; p += PG) {
+		unsigned int i = (unsigned int)((p - sh->base) / PG);
+
+		if (atomic_fetch_add(&sh->reports[i], 1) + 1 >
+		    atomic_load(&sh->events[i]))
+			zap_violation(sh, "reported twice without a new write",
+				      p);
+	}
+}
+
+static void zap_harvest(struct zap_shared *sh, uint64_t start, uint64_t end,
+			uint64_t max)
+{
+	struct ps_pgtable_region v[4];
+	struct ps_pgtable_scan a = {
+		.start = start,
+		.end = end,
+		.flags = PS_SCAN_WP_MATCHING,
+		.category_mask = PS_CAT_WRITTEN,
+		.return_mask = PS_CAT_WRITTEN,
+		.max_pages = max,
+		.vec = v,
+		.vec_len = 4,
+	};
+
+	atomic_fetch_add(&sh->harvests, 1);
+	if (!max) {
+		if (ps_pgtable_harvest(T, start, end - start,
+				       PS_SCAN_CHECK_WPASYNC, zap_count_run,
+				       sh))
+			zap_violation(sh, "harvest failed", start);
+		return;
+	}
+	while (a.start < end) {
+		long n = ps_pgtable_scan(T, &a);
+
+		if (n < 0) {
+			zap_violation(sh, "scan failed", a.start);
+			return;
+		}
+		for (long r = 0; r < n; r++)
+			zap_count_run(sh, v[r].start, v[r].end);
+		a.start = a.walk_end;
+	}
+}
+
+START_TEST(stress_zap_against_harvest)
+{
+	struct zap_shared *sh = calloc(1, sizeof(*sh));
+	struct ps_test_rng rng = ps_test_rng_new(24);
+	uint64_t events = 0;
+	pthread_t w;
+
+	ck_assert_ptr_nonnull(sh);
+	sh->base = BASE + 480 * PG; /* the leaf boundary at page 32 */
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 5;
+	ck_assert_int_eq(ps_pgtable_register(T, sh->base, ZS_PAGES * PG,
+					     PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map(T, sh->base, ZS_PAGES * PG, 1,
+					PS_PTE_MAYWRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, sh->base, ZS_PAGES * PG), 0);
+	ck_assert_int_eq(pthread_create(&w, NULL, zap_writer, sh), 0);
+	while (!atomic_load(&sh->done)) {
+		unsigned int a = (unsigned int)ps_test_below(&rng, ZS_PAGES);
+		unsigned int b = a + 1 + (unsigned int)ps_test_below(
+						 &rng, ZS_PAGES - a);
+
+		zap_harvest(sh, sh->base + (uint64_t)a * PG,
+			    sh->base + (uint64_t)b * PG,
+			    ps_test_below(&rng, 2) ? 0
+						   : 1 + ps_test_below(&rng, 5));
+	}
+	pthread_join(w, NULL);
+	zap_harvest(sh, sh->base, sh->base + ZS_PAGES * PG, 0); /* final */
+	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	for (unsigned int i = 0; i < ZS_PAGES; i++) {
+		ck_assert_msg(atomic_load(&sh->events[i]) ==
+				      atomic_load(&sh->reports[i]),
+			      "page %u: %u events, %u reported", i,
+			      atomic_load(&sh->events[i]),
+			      atomic_load(&sh->reports[i]));
+		ck_assert(!ps_pte_written(get(T, sh->base + i * PG)));
+		events += atomic_load(&sh->events[i]);
+	}
+	ck_assert_uint_gt(events, 0);
+	ck_assert_uint_gt(atomic_load(&sh->written_zaps), 0);
+	ck_assert_uint_gt(atomic_load(&sh->harvests), 1);
+	ck_assert_int_eq(ps_pgtable_unregister(T, sh->base, ZS_PAGES * PG), 0);
+	free(sh);
+}
+END_TEST
+
+/*
  * G1 for registration sets, and the query's atomicity: a reader asks about
  * a page whose registration comes and goes with changing flags while other
  * registrations come and go around it (so the set is copied, replaced and
@@ -2491,6 +3044,14 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, harvest_never_allocates);
 	tcase_add_test(tc, harvest_callback_may_call_the_table);
 
+	tc = ps_test_tcase(s, "async zap", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, zap_written_marker_semantics);
+	tcase_add_test(tc, zap_written_at_leaf_edges);
+	tcase_add_test(tc, trim_keeps_written_markers);
+	tcase_add_test(tc, unregister_keeps_written_markers);
+	tcase_add_test(tc, copy_move_carry_written_markers);
+
 	tc = ps_test_tcase(s, "memory", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, empty_ranges_cost_nothing);
@@ -2508,6 +3069,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, regress_rearm_enomem_reports_rearmed);
 	tcase_add_test(tc, regress_map_enomem_installs_nothing);
 #endif
+	tcase_add_test(tc, regress_async_zap_counts_as_written);
 	tcase_add_test(tc, regress_scan_rejects_high_flags);
 	tcase_add_test(tc, regress_scan_rounds_unaligned_end_up);
 	tcase_add_test(tc, regress_wp_scan_without_vector_protects_all);
@@ -2517,6 +3079,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, stress_get_and_rearm);
 	tcase_add_test(tc, stress_get_and_rearm_one_per_line);
 	tcase_add_test(tc, stress_harvest_against_writer);
+	tcase_add_test(tc, stress_zap_against_harvest);
 	tcase_add_test(tc, stress_trim_against_readers);
 	tcase_add_test(tc, stress_registration_query);
 	return s;

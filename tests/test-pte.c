@@ -22,7 +22,8 @@ START_TEST(layout_is_documented)
 	ck_assert_uint_eq(PS_PTE_SWP_EXCLUSIVE, 1u << 3);
 	ck_assert_uint_eq(PS_PTE_SWP_TYPE_MASK, 0x1fu << 4);
 	ck_assert_uint_eq(PS_PTE_SWP_OFFSET_SHIFT, 12);
-	ck_assert_uint_eq(PS_PTE_MARKER_MASK, 7u << 2);
+	ck_assert_uint_eq(PS_PTE_MARKER_MASK, 0xfu << 2);
+	ck_assert_uint_eq(ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN), 0x23);
 	/* The same bit says uffd-wp in every form. */
 	ck_assert_uint_eq(ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP) &
 				  PS_PTE_UFFD_WP,
@@ -141,10 +142,50 @@ START_TEST(marker_round_trip)
 		ck_assert_uint_eq(ps_pte_frame(e), 0);
 	}
 	ck_assert_uint_eq(ps_pte_mk_marker(0), PS_PTE_NONE);
-	ck_assert_uint_eq(ps_pte_mk_marker(8), PS_PTE_NONE);
+	ck_assert_uint_eq(ps_pte_mk_marker(0x10), PS_PTE_NONE);
 	/* An empty marker or one with payload bits is not valid. */
 	ck_assert(!ps_pte_valid(PS_PTE_TYPE_MARKER));
 	ck_assert(!ps_pte_valid(ps_pte_mk_marker(1) | (UINT64_C(1) << 12)));
+	ck_assert(!ps_pte_valid(ps_pte_mk_marker(1) | (UINT64_C(1) << 6)));
+}
+END_TEST
+
+/*
+ * The WRITTEN marker stands alone: with any other marker bit the
+ * constructor refuses the set and ps_pte_valid() the entry (written and
+ * write-protected at once, like W and WP on a present entry). It is the
+ * only valid entry whose low five bits are an empty marker's.
+ */
+START_TEST(written_marker_stands_alone)
+{
+	const ps_pte_t w = ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+
+	ck_assert(ps_pte_is_marker(w) && ps_pte_valid(w));
+	ck_assert(ps_pte_is_written_marker(w));
+	ck_assert_uint_eq(ps_pte_marker_bits(w), PS_PTE_MARKER_WRITTEN);
+	ck_assert(!ps_pte_uffd_wp(w));
+	ck_assert(ps_pte_written(w));
+	ck_assert(!ps_pte_is_present(w) && !ps_pte_is_swap(w));
+	ck_assert_uint_eq(ps_pte_frame(w), 0);
+	ck_assert_uint_eq(w & 0x1f, PS_PTE_TYPE_MARKER);
+	for (unsigned int bits = 1; bits <= PS_PTE_MARKER_ALL; bits++) {
+		ck_assert_uint_eq(ps_pte_mk_marker(bits | PS_PTE_MARKER_WRITTEN),
+				  PS_PTE_NONE);
+		ck_assert(!ps_pte_valid(ps_pte_mk_marker(bits) | w));
+		ck_assert(!ps_pte_is_written_marker(ps_pte_mk_marker(bits)));
+	}
+	ck_assert(!ps_pte_is_written_marker(PS_PTE_NONE));
+	ck_assert(!ps_pte_is_written_marker(ps_pte_mk_present(8, 0)));
+	ck_assert(!ps_pte_is_written_marker(ps_pte_mk_swap(0, 0, 0) | 0x20));
+	/* Protection re-arms it as a UFFD_WP marker; clearing changes nothing. */
+	ck_assert_uint_eq(ps_pte_mkuffd_wp(w),
+			  ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP));
+	ck_assert_uint_eq(ps_pte_clear_uffd_wp(w), w);
+	/* Not present: the present-only transitions leave it alone. */
+	ck_assert_uint_eq(ps_pte_resolve_write(w), w);
+	ck_assert_uint_eq(ps_pte_set_maywrite(w, true), w);
+	ck_assert_uint_eq(ps_pte_set_cache(w, 2), w);
+	ck_assert_uint_eq(ps_pte_set_encrypted(w, true), w);
 }
 END_TEST
 
@@ -159,6 +200,8 @@ START_TEST(written_follows_the_kernel)
 	/* The kernel reports GUARD and POISONED markers as written. */
 	ck_assert(ps_pte_written(ps_pte_mk_marker(PS_PTE_MARKER_GUARD)));
 	ck_assert(ps_pte_written(ps_pte_mk_marker(PS_PTE_MARKER_POISONED)));
+	/* And the none PTE a zap leaves in an async range (WRITTEN marker). */
+	ck_assert(ps_pte_written(ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN)));
 }
 END_TEST
 
@@ -234,6 +277,7 @@ static Suite *pte_suite(void)
 	tcase_add_test(tc, swap_round_trip);
 	tc = ps_test_tcase(s, "marker", 10);
 	tcase_add_test(tc, marker_round_trip);
+	tcase_add_test(tc, written_marker_stands_alone);
 	tc = ps_test_tcase(s, "transitions", 10);
 	tcase_add_test(tc, written_follows_the_kernel);
 	tcase_add_test(tc, pure_transitions);

@@ -14,7 +14,8 @@
  * swap-or-marker (bit 62), and the PAGEMAP_SCAN categories WPALLOWED,
  * WRITTEN, FILE, PRESENT, SWAPPED against the library's scan. Mapped
  * differences (documented in pagestate/uffd.h): a library none entry is
- * kernel WRITTEN; FILE is compared only while attached (the library knows
+ * kernel WRITTEN; a WRITTEN marker is the kernel's none PTE (not swapped,
+ * bit 62 clear); FILE is compared only while attached (the library knows
  * the backing through its registration); PFNZERO is not compared.
  *
  * Kernel behaviour the model follows (measured, Linux 6.18): see uffd.h;
@@ -642,6 +643,69 @@ START_TEST(async_harvest_mirrors_kernel_rearm)
 }
 END_TEST
 
+/*
+ * A page written and then discarded before the harvest is reported once
+ * and re-armed on both sides (issue 15, item 8). Page 2: the CPU and the
+ * library wrote it, both sides discard it; the kernel reports its none PTE,
+ * the table its WRITTEN marker. Page 5: only the library wrote it and only
+ * the library discards it; the kernel, whose page stays protected and
+ * clean, has nothing to report, so only the table's WRITTEN marker keeps
+ * the write (before the fix its zap left none: the page was lost). Page 9:
+ * protected when both sides discard it; the kernel reports its none PTE,
+ * the library nothing, and the bridge re-arms the library's none entry as
+ * the kernel did. A second harvest finds nothing.
+ */
+START_TEST(async_discarded_written_page_reported_once)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	const unsigned int pages[] = {2, 5, 9};
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct region r;
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	uint64_t addrs[NP], n;
+
+	region_init(&r, false);
+	memset(r.host, 1, NP * PG);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
+					PS_PTE_MAYWRITE), 0);
+	c = config_of(&r, NP, PS_UFFD_ASYNC);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
+	r.host[2 * PG] = 2;
+	ck_assert_int_eq(ps_pgtable_fault(t, LBASE + 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_fault(t, LBASE + 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	for (unsigned int k = 0; k < 3; k++) {
+		if (pages[k] != 5)
+			ck_assert_int_eq(madvise(r.host + pages[k] * PG, PG,
+						 MADV_DONTNEED),
+					 0);
+		ck_assert_int_eq(ps_pgtable_zap(t, LBASE + pages[k] * PG, PG,
+						0, NULL, NULL),
+				 0);
+	}
+	ck_assert(ps_pte_is_written_marker(lib_entry(t, LBASE + 2 * PG)));
+	ck_assert(ps_pte_is_written_marker(lib_entry(t, LBASE + 5 * PG)));
+	ck_assert(lib_none(t, LBASE + 9 * PG));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 3);
+	for (unsigned int k = 0; k < 3; k++) {
+		ck_assert_uint_eq(addrs[k], LBASE + pages[k] * PG);
+		ck_assert_uint_eq(lib_entry(t, addrs[k]), marker);
+		ck_assert(pagemap_entry(&r, pages[k]) & PM_WP);
+	}
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
+					 NULL), 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	region_fini(&r);
+}
+END_TEST
+
 /* A secondary mapping of the space, counting invalidations per page. */
 struct sec {
 	struct ps_interval sub;
@@ -1265,7 +1329,8 @@ static void diff_compare(struct diff *d)
 		if (!!(pm & PM_PRESENT) != ps_pte_is_present(e))
 			diff_fail(d, i, "present (bit 63)", pm, e);
 		if (!!(pm & PM_SWAP) != (ps_pte_is_swap(e) ||
-					 ps_pte_is_marker(e)))
+					 (ps_pte_is_marker(e) &&
+					  !ps_pte_is_written_marker(e))))
 			diff_fail(d, i, "swap or marker (bit 62)", pm, e);
 		if (ps_pte_is_none(e))
 			want |= PS_CAT_WRITTEN; /* kernel: none is written */
@@ -1322,7 +1387,8 @@ static void model_fault_around(struct diff *d, unsigned int i)
 		ps_pte_t e;
 
 		ck_assert_int_eq(ps_pgtable_get(d->t, a, &e), 0);
-		if (j != i && d->cache[j] && ps_pte_is_none(e) &&
+		if (j != i && d->cache[j] &&
+		    (ps_pte_is_none(e) || ps_pte_is_written_marker(e)) &&
 		    (pagemap_entry(&d->r, j) & PM_PRESENT))
 			ck_assert_int_eq(ps_pgtable_map(d->t, a, PG, d->frame++,
 							d->ro[j]
@@ -1935,6 +2001,7 @@ static Suite *uffd_suite(void)
 	tc = ps_test_tcase(s, "async", 10);
 	tcase_add_test(tc, async_harvest_merges);
 	tcase_add_test(tc, async_harvest_mirrors_kernel_rearm);
+	tcase_add_test(tc, async_discarded_written_page_reported_once);
 	tcase_add_test(tc, async_space_harvest_invalidates_space_pages);
 
 	tc = ps_test_tcase(s, "space log", 10);

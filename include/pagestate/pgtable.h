@@ -71,35 +71,48 @@
  *
  * Transition table (rows: operation; columns: the entry's form). "wp" is
  * bit 2 of the entry, the same bit in every form. Markers: U = UFFD_WP,
- * P = POISONED, G = GUARD.
+ * P = POISONED, G = GUARD; W = WRITTEN, the library's own: a none page that
+ * counts as written, which stands alone (pagestate/pte.h). "Written" is a
+ * present or swap entry without wp.
  *
- *   op              present         swap         none           marker
+ *   op              present         swap         none / W       marker U/P/G
  *   --------------  --------------  -----------  -------------  -------------
- *   protect         +wp, -WRITE     +wp          U if markers   +U if U held;
- *                                                               P/G alone
+ *   protect         +wp, -WRITE     +wp          U if markers,  +U if U held;
+ *                                                else none      P/G alone
  *   unprotect,      -wp (stays      -wp          -              -U (none if
  *   unregister      read-only)                                  U only)
+ *   zap, async      written: W;     written: W;  -              as below for
+ *                   else as below   else below                  its backing
  *   zap, shared     none, or U if   none, or U   -              U kept; G
  *                   wp                                          kept; P gone
  *   zap, anon or    none            none         -              G kept; U, P
  *   unregistered                                                gone
- *   zap UNMAP flag  none            none         -              none
+ *   zap UNMAP flag  none            none         none           none
  *   swap out        swap, wp kept   -            -              -
  *   swap in         -               present, wp  -              -
  *                                   kept
- *   copy, move      same; wp only   same; wp     -              P, G always;
+ *   copy, move      same; wp only   same; wp     same           P, G always;
  *                   with KEEP_WP    only with                   U only with
  *                                   KEEP_WP                     KEEP_WP
  *   map             -EEXIST         -EEXIST      present        present with
  *                                                               wp if U only,
  *                                                               else -EEXIST
  *
+ * So a page written since it was last protected and then zapped in an async
+ * range (a discard, MADV_DONTNEED) is reported by the next scan for written
+ * pages, once: a protect or a WP_MATCHING scan re-arms the W as a U, and a
+ * map over it installs a page that is written unless mapped with wp. A
+ * page protected when it is zapped had nothing written since its last
+ * report and is not reported. W is written state, not protection, so
+ * unregister and copy or move without KEEP_WP keep it (they never make a
+ * page less written); only an UNMAP zap drops it, as it drops GUARD.
+ *
  * Faults (ps_pgtable_fault()), in priority order: POISONED, then GUARD, then
  * UFFD_WP (as Linux's handle_pte_marker()):
  *
  *   entry            read                       write
  *   ---------------  -------------------------  ----------------------------
- *   none, swap       MISSING                    MISSING
+ *   none, swap, W    MISSING                    MISSING
  *   marker P / G     POISONED / GUARD           POISONED / GUARD
  *   marker U         MISSING, stays protected   MISSING, stays protected
  *                    (map keeps wp)             (map keeps wp, then the
@@ -117,19 +130,24 @@
  * path can produce that entry (ps_pte_valid() refuses it everywhere).
  *
  * Where this differs from Linux, and why:
- *   - Anonymous zaps in async mode. Linux: the entry becomes none; its
- *     documentation calls this "dirtying by dropping uffd-wp" and gives a
- *     none PTE no category, but the live kernel (6.18) reports WRITTEN for
- *     it, and for a hole without a page table in an async range (see
- *     pagestate/uffd.h, "Where the live kernel differs"). Here the entry is
- *     none and has no category, deliberately: it has no page whose contents
- *     could be written. "Counts as written" means that its protection is
- *     gone: the next population is unprotected, hence PS_CAT_WRITTEN. The
- *     bridge maps library none <=> kernel WRITTEN: its async harvest
- *     (WP_MATCHING) reports such a page as the kernel does and re-arms it on
- *     both sides, a UFFD_WP marker in each. A tracker that must treat the
- *     discarded contents as a change gets every removed entry, wp bit
- *     included, from the zap's visit callback.
+ *   - None entries and zaps in async mode. Linux: a zap leaves a none PTE
+ *     ("dirtying by dropping uffd-wp", its documentation says), and the
+ *     live kernel (6.18) reports every none PTE of an async range as
+ *     WRITTEN, and so does a WP_MATCHING scan, which re-arms it as a
+ *     marker: a hole without a page table, a page never protected and a
+ *     page that was protected when it was zapped included (see
+ *     pagestate/uffd.h, "Where the live kernel differs"). Here a zap of a
+ *     written page leaves a W marker, which scans report as the kernel
+ *     reports that none PTE (WRITTEN, not SWAPPED) and re-arm alike, and a
+ *     none entry has no category. So a page is reported exactly when a write
+ *     (or a zap of a written page) happened since its last report: a sparse
+ *     or freshly registered async range does not report every page it has
+ *     never protected (a harvest would otherwise allocate a leaf for every
+ *     hole it re-arms), and a page protected when it was zapped is not
+ *     reported (its discarded contents were reported before; a tracker
+ *     that must treat the discard itself as a change gets every removed
+ *     entry, wp bit included, from the zap's visit callback). The bridge
+ *     maps library none <=> kernel WRITTEN for the rest.
  *   - Unprotect never makes an entry writable (Linux does when it can prove
  *     the page exclusive); the next write fault does, if MAYWRITE.
  *   - Protect, unprotect and WP_MATCHING scans on a range that is not fully
@@ -152,8 +170,10 @@
  * Linux"): a none entry has no category (only WPALLOWED from its range);
  * WRITTEN is "not none and not uffd-wp", so a UFFD_WP marker is not written
  * while a GUARD or POISONED marker is; SWAPPED is every non-present, non-none
- * entry (markers included, as in the kernel). Three extensions, above the
- * kernel's bits, tell the non-present forms apart. Matching, merging, budget
+ * entry (markers included, as in the kernel) but the W marker, which is
+ * reported as the kernel's none PTE it stands for: WRITTEN only. Three
+ * extensions, above the kernel's bits, tell the non-present forms apart
+ * (PS_CAT_MARKER includes W). Matching, merging, budget
  * and resume are the kernel's: c = categories ^ inverted; all of category_mask
  * and, if set, any of category_anyof_mask must be in c; adjacent pages with
  * equal c & return_mask merge into one region; the walk stops when vec is full
@@ -183,7 +203,8 @@
  * that makes an entry written, cleared by protect and WP_MATCHING scans for
  * the lines they cover (and set again where an entry stays written). A scan
  * whose query requires WRITTEN reads only hinted lines, so clean memory
- * costs one word per leaf.
+ * costs one word per leaf. A zap turns a written entry into a W marker,
+ * which is written too, so its line stays hinted and the W is found there.
  *
  * ---------------------------------------------------------------------------
  * Errors (negative errno; nothing is changed unless said otherwise)
@@ -194,8 +215,8 @@
  *   -ENOENT  protect/unprotect/WP scan/KEEP_WP on a range not fully
  *            registered; unregister of a range with no registration
  *   -EBUSY   register over an existing registration
- *   -EEXIST  map over a page that is not none or a UFFD_WP marker; copy or
- *            move into a range that is not all none
+ *   -EEXIST  map over a page that is not none or a lone UFFD_WP or WRITTEN
+ *            marker; copy or move into a range that is not all none
  *   -ENXIO   swap out of a non-present entry, swap in of a non-swap entry
  *   -EPERM   PS_SCAN_CHECK_WPASYNC and a page not registered async
  *   -EAGAIN  ps_pgtable_cmpxchg() found another value (returned in *expected)
@@ -258,9 +279,9 @@ PS_BEGIN_DECLS
  * enum ps_fault - what a fault found, and did.
  * @PS_FAULT_OK: the access may proceed (the entry was updated if needed:
  *	ACCESSED, or WRITE/DIRTY/ACCESSED and uffd-wp cleared for a write).
- * @PS_FAULT_MISSING: no page: none, swap, or a UFFD_WP marker. The caller
- *	maps (ps_pgtable_map(), which keeps a marker's protection) or swaps in,
- *	then retries.
+ * @PS_FAULT_MISSING: no page: none, swap, a UFFD_WP marker or a WRITTEN
+ *	marker. The caller maps (ps_pgtable_map(), which keeps a UFFD_WP
+ *	marker's protection) or swaps in, then retries.
  * @PS_FAULT_WP: a write to a protected page in a sync range. Nothing
  *	changed; the caller resolves it and retries.
  * @PS_FAULT_POISONED: a POISONED marker (Linux: VM_FAULT_HWPOISON).
@@ -287,13 +308,13 @@ enum ps_fault {
 #define PS_CAT_WRITTEN (UINT64_C(1) << 1)   /* not none, not uffd-wp */
 #define PS_CAT_FILE (UINT64_C(1) << 2)	    /* present, shared backing */
 #define PS_CAT_PRESENT (UINT64_C(1) << 3)
-#define PS_CAT_SWAPPED (UINT64_C(1) << 4) /* swap entry or marker */
+#define PS_CAT_SWAPPED (UINT64_C(1) << 4) /* swap entry or marker, not W */
 #define PS_CAT_PFNZERO (UINT64_C(1) << 5) /* never reported */
 #define PS_CAT_HUGE (UINT64_C(1) << 6)	  /* never reported */
 #define PS_CAT_SOFT_DIRTY (UINT64_C(1) << 7) /* never reported */
 #define PS_CAT_GUARD (UINT64_C(1) << 8)	     /* GUARD marker */
 #define PS_CAT_WP (UINT64_C(1) << 16)	     /* uffd-wp, any form */
-#define PS_CAT_MARKER (UINT64_C(1) << 17)    /* a marker */
+#define PS_CAT_MARKER (UINT64_C(1) << 17)    /* a marker, W included */
 #define PS_CAT_POISONED (UINT64_C(1) << 18)  /* POISONED marker */
 #define PS_CAT_ALL                                                      \
 	(PS_CAT_WPALLOWED | PS_CAT_WRITTEN | PS_CAT_FILE | PS_CAT_PRESENT | \
@@ -597,8 +618,10 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
  *	PS_PTE_FRAME_MAX.
  * @flags: the present entries' flags, PS_PTE_UFFD_WP included.
  *
- * Every page must be none or a marker holding only UFFD_WP; the marker's
- * protection is kept (Linux installs the new PTE with uffd-wp). With
+ * Every page must be none or a marker holding only UFFD_WP or only
+ * WRITTEN; a UFFD_WP marker's protection is kept (Linux installs the new
+ * PTE with uffd-wp), and over a WRITTEN marker the page stays written
+ * unless @flags protect it. With
  * PS_PTE_UFFD_WP in @flags the range must be registered (Linux's
  * UFFDIO_COPY_MODE_WP). Pages are checked first, so -EEXIST changes nothing
  * unless another thread maps the same pages meanwhile (see lib/pgtable.c,
@@ -633,8 +656,8 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * after this returns 0, a ps_pgtable_map() of any part of the range without
  * PS_PTE_UFFD_WP fails neither with -EEXIST nor with -ENOMEM, as long as
  * nobody else stores into the range or trims it meanwhile (the exclusion
- * table in lib/pgtable.c; none <-> UFFD_WP marker changes, by protect or a
- * fault, are fine). Nothing is installed; the levels it allocates stay,
+ * table in lib/pgtable.c; changes among none, UFFD_WP and WRITTEN markers,
+ * by protect, zap, a scan or a fault, are fine). Nothing is installed; the levels it allocates stay,
  * empty, until a trim.
  * Context: any thread, inside a read-side section or not. Not concurrently
  * with a trim of the range.
@@ -642,7 +665,7 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * release, G1); it reads entries as ps_pgtable_get() does.
  * Progress: lock-free (level allocation calls malloc).
  * Return: 0; -EINVAL (range); -EEXIST (a page is neither none nor a lone
- * UFFD_WP marker); -ENOMEM (some levels may have been allocated, nothing
+ * UFFD_WP or WRITTEN marker); -ENOMEM (some levels may have been allocated, nothing
  * else changed).
  */
 int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start,
@@ -673,7 +696,9 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 /**
  * ps_pgtable_unregister() - end the registrations inside [@start, @start +
  * @len) (splitting those that straddle it) and clear every write-protect
- * state in the range: uffd-wp bits and UFFD_WP markers.
+ * state in the range: uffd-wp bits and UFFD_WP markers. Written state stays:
+ * written entries and WRITTEN markers (a page zapped while written, not yet
+ * reported) are reported by a later scan for written pages.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
@@ -751,7 +776,9 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
 /**
  * ps_pgtable_zap() - clear [@start, @start + @len) (see the transition
- * table for what survives as a marker).
+ * table for what survives as a marker: in a range registered async, a page
+ * written since it was last protected leaves a WRITTEN marker, which the
+ * next scan for written pages reports).
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
@@ -786,8 +813,8 @@ int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * @ctx: passed to @visit.
  *
  * uffd-wp state is copied only with PS_KEEP_WP (then @dst's range must be
- * registered); POISONED and GUARD markers always. @dst's range must be all
- * none (checked first, -EEXIST). @src may change meanwhile; each entry is
+ * registered); POISONED, GUARD and WRITTEN markers always. @dst's range must
+ * be all none (checked first, -EEXIST). @src may change meanwhile; each entry is
  * copied as one atomic snapshot.
  * Context: any thread; inside a read-side section only without PS_KEEP_WP
  * (with it, @dst's writer mutex). No other thread may store into @dst's
@@ -816,7 +843,8 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
  * @flags: 0 or PS_KEEP_WP.
  *
  * uffd-wp state is dropped unless PS_KEEP_WP (then the target must be
- * registered), as Linux does without UFFD_EVENT_REMAP. The target must be
+ * registered), as Linux does without UFFD_EVENT_REMAP; written state
+ * (WRITTEN markers included) moves along. The target must be
  * all none (-EEXIST). Each entry is installed at the target before it is
  * cleared at the source, so a reader may see a page in both places for a
  * moment, never in neither; a fault racing the move on the source is
@@ -970,7 +998,8 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
  * made to the range before the call has been reported, by this harvest or
  * an earlier one, and its page is protected again, so the next write to it
  * is seen by the next harvest. "Written" is PS_CAT_WRITTEN: present or swap
- * entries without uffd-wp, and GUARD and POISONED markers, which
+ * entries without uffd-wp, WRITTEN markers (pages zapped while written,
+ * re-armed as UFFD_WP markers), and GUARD and POISONED markers, which
  * protection leaves alone and so every harvest reports again. The range is
  * scanned in batches of up to 512 runs (12 KiB of the caller's stack); @fn
  * is called for the runs of a batch after the batch's scan returned, so a

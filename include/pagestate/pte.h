@@ -33,19 +33,31 @@
  *              EX  exclusive (Linux's SWP_EXCLUSIVE: the swapped page had
  *                  one owner)
  *
- *   marker   63                                              5  4  3  2  1 0
- *            +-------------------------------------------------+--+--+--+----+
- *            |                reserved, zero (59)              |G |P |WP| 11 |
- *            +-------------------------------------------------+--+--+--+----+
- *              a non-empty set of PS_PTE_MARKER_{UFFD_WP,POISONED,GUARD};
- *              a marker never holds a frame. The set's UFFD_WP bit *is* the
- *              entry's bit 2, so ps_pte_uffd_wp() is one test for all forms.
+ *   marker   63                                           6  5  4  3  2  1 0
+ *            +----------------------------------------------+--+--+--+--+----+
+ *            |               reserved, zero (58)            |WR|G |P |WP| 11 |
+ *            +----------------------------------------------+--+--+--+--+----+
+ *              a non-empty set of PS_PTE_MARKER_{UFFD_WP,POISONED,GUARD},
+ *              or PS_PTE_MARKER_WRITTEN (WR) alone; a marker never holds a
+ *              frame. The set's UFFD_WP bit *is* the entry's bit 2, so
+ *              ps_pte_uffd_wp() is one test for all forms.
  *
  * Invariants, in every form, enforced by the constructors below and checked
  * by ps_pte_valid() (which the table applies to every entry it is handed):
- *   - an entry is never both writable and write-protected (W => !WP);
+ *   - an entry is never both writable and write-protected (W => !WP), nor
+ *     both written and write-protected (a WRITTEN marker holds no other
+ *     marker bit);
  *   - W => MW; reserved bits are zero; a marker set is never empty (the
  *     constructor turns an empty set into none); none is exactly 0.
+ *
+ * The WRITTEN marker is a none entry that counts as written: what a zap
+ * leaves of a written page in a range registered async (pagestate/pgtable.h,
+ * transition table), so that the next scan for written pages still reports
+ * the page whose contents the zap changed. Linux has no such marker: its
+ * zap leaves a none PTE there, and its scan counts every none PTE of an
+ * async range as written. Its low five bits are those of an empty marker,
+ * which no valid entry has, so bits 0-4 still tell every valid entry's
+ * form, protection and marker kind apart (the table's scans rely on it).
  *
  * Why one encoding. Linux keeps uffd-wp in three places (present bit, swap
  * bit, marker) and every path that moves an entry must translate between
@@ -168,15 +180,20 @@ PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS |
 
 /* --- marker ---------------------------------------------------------------------- */
 
-/* Marker bits, as a set (Linux's PTE_MARKER_* values). */
+/*
+ * Marker bits, as a set: the first three are Linux's PTE_MARKER_* values and
+ * combine freely; PS_PTE_MARKER_WRITTEN is the library's own and stands
+ * alone (see the top of this file).
+ */
 #define PS_PTE_MARKER_UFFD_WP 0x1u
 #define PS_PTE_MARKER_POISONED 0x2u
 #define PS_PTE_MARKER_GUARD 0x4u
 #define PS_PTE_MARKER_ALL \
 	(PS_PTE_MARKER_UFFD_WP | PS_PTE_MARKER_POISONED | PS_PTE_MARKER_GUARD)
+#define PS_PTE_MARKER_WRITTEN 0x8u
 
 #define PS_PTE_MARKER_SHIFT PS_PTE_UFFD_WP_SHIFT
-#define PS_PTE_MARKER_WIDTH 3
+#define PS_PTE_MARKER_WIDTH 4
 #define PS_PTE_MARKER_MASK \
 	(((UINT64_C(1) << PS_PTE_MARKER_WIDTH) - 1) << PS_PTE_MARKER_SHIFT)
 #define PS_PTE_MARKER_RSVD_MASK \
@@ -185,8 +202,11 @@ PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS |
 PS_STATIC_ASSERT(((uint64_t)PS_PTE_MARKER_UFFD_WP << PS_PTE_MARKER_SHIFT) ==
 			 PS_PTE_UFFD_WP,
 		 "pte marker: the UFFD_WP marker bit is the entry's uffd-wp bit");
-PS_STATIC_ASSERT(PS_PTE_MARKER_ALL == (1u << PS_PTE_MARKER_WIDTH) - 1,
+PS_STATIC_ASSERT((PS_PTE_MARKER_ALL | PS_PTE_MARKER_WRITTEN) ==
+			 (1u << PS_PTE_MARKER_WIDTH) - 1,
 		 "pte marker: the set fills its field");
+PS_STATIC_ASSERT(PS_PTE_MARKER_WRITTEN << PS_PTE_MARKER_SHIFT == 1u << 5,
+		 "pte marker: WRITTEN's low five bits are an empty marker's");
 
 /* --- forms ------------------------------------------------------------------------- */
 
@@ -255,8 +275,8 @@ static inline bool ps_pte_is_marker(ps_pte_t e)
  * @e: an entry.
  *
  * False for a non-zero entry of type none, set reserved bits, an empty
- * marker, or a present entry that is writable and write-protected, or
- * writable without MAYWRITE.
+ * marker, a WRITTEN marker with another marker bit, or a present entry that
+ * is writable and write-protected, or writable without MAYWRITE.
  * Context: any; pure function of @e.
  * Return: true if @e is valid.
  */
@@ -274,8 +294,11 @@ static inline bool ps_pte_valid(ps_pte_t e)
 	case PS_PTE_TYPE_SWAP:
 		return !(e & PS_PTE_SWP_RSVD_MASK);
 	default:
-		return !(e & PS_PTE_MARKER_RSVD_MASK) &&
-		       (e & PS_PTE_MARKER_MASK) != 0;
+		if (e & PS_PTE_MARKER_RSVD_MASK)
+			return false;
+		e = (e & PS_PTE_MARKER_MASK) >> PS_PTE_MARKER_SHIFT;
+		return e != 0 && (e == PS_PTE_MARKER_WRITTEN ||
+				  !(e & PS_PTE_MARKER_WRITTEN));
 	}
 }
 
@@ -326,13 +349,16 @@ static inline ps_pte_t ps_pte_mk_swap(unsigned int type, uint64_t offset,
 
 /**
  * ps_pte_mk_marker() - a marker holding the set @bits (PS_PTE_MARKER_*).
- * @bits: the set.
+ * @bits: the set: a non-empty subset of PS_PTE_MARKER_ALL, or
+ *	PS_PTE_MARKER_WRITTEN alone.
  * Context: any; pure function of @bits.
- * Return: the marker; PS_PTE_NONE for an empty set or unknown bits.
+ * Return: the marker; PS_PTE_NONE for an empty set, unknown bits, or
+ * PS_PTE_MARKER_WRITTEN with another bit.
  */
 static inline ps_pte_t ps_pte_mk_marker(unsigned int bits)
 {
-	if (bits == 0 || (bits & ~PS_PTE_MARKER_ALL))
+	if (bits == 0 ||
+	    (bits != PS_PTE_MARKER_WRITTEN && (bits & ~PS_PTE_MARKER_ALL)))
 		return PS_PTE_NONE;
 	return ((uint64_t)bits << PS_PTE_MARKER_SHIFT) |
 	       ((uint64_t)PS_PTE_TYPE_MARKER << PS_PTE_TYPE_SHIFT);
@@ -355,7 +381,8 @@ static inline bool ps_pte_uffd_wp(ps_pte_t e)
 /**
  * ps_pte_written() - the kernel's PAGE_IS_WRITTEN for an entry: not none and
  * not write-protected. A GUARD or POISONED marker without UFFD_WP counts as
- * written, exactly as PAGEMAP_SCAN reports such a marker.
+ * written, exactly as PAGEMAP_SCAN reports such a marker, and so does a
+ * WRITTEN marker (as the kernel reports the none PTE it stands for).
  * @e: an entry.
  *
  * Context: any; pure function of @e.
@@ -516,12 +543,27 @@ static inline unsigned int ps_pte_marker_bits(ps_pte_t e)
 				   : 0;
 }
 
+/**
+ * ps_pte_is_written_marker() - the WRITTEN marker: a none page that counts
+ * as written (see the top of this file).
+ * @e: an entry.
+ *
+ * Context: any; pure function of @e.
+ * Return: true if @e is the marker holding PS_PTE_MARKER_WRITTEN.
+ */
+static inline bool ps_pte_is_written_marker(ps_pte_t e)
+{
+	return e == (((uint64_t)PS_PTE_MARKER_WRITTEN << PS_PTE_MARKER_SHIFT) |
+		     ((uint64_t)PS_PTE_TYPE_MARKER << PS_PTE_TYPE_SHIFT));
+}
+
 /* --- transitions (pure) -------------------------------------------------------------- */
 
 /**
  * ps_pte_mkuffd_wp() - @e write-protected: present entries lose WRITE, swap
- * entries and markers gain the bit. A none entry stays none: whether a none
- * page gets a UFFD_WP marker is the table's policy (ps_pgtable_protect()).
+ * entries and markers gain the bit, and a WRITTEN marker becomes a UFFD_WP
+ * marker (re-armed). A none entry stays none: whether a none page gets a
+ * UFFD_WP marker is the table's policy (ps_pgtable_protect()).
  * @e: an entry.
  *
  * Context: any; pure function of @e.
@@ -533,12 +575,15 @@ static inline ps_pte_t ps_pte_mkuffd_wp(ps_pte_t e)
 		return e;
 	if (ps_pte_is_present(e))
 		e &= ~PS_PTE_WRITE;
+	else if (ps_pte_is_marker(e))
+		e &= ~((uint64_t)PS_PTE_MARKER_WRITTEN << PS_PTE_MARKER_SHIFT);
 	return e | PS_PTE_UFFD_WP;
 }
 
 /**
  * ps_pte_clear_uffd_wp() - @e without write protection. A marker that held
- * only UFFD_WP becomes none. A present entry does not become writable: the
+ * only UFFD_WP becomes none (a WRITTEN marker, which holds no protection,
+ * is returned unchanged). A present entry does not become writable: the
  * next write fault upgrades it if MAYWRITE (see ps_pte_resolve_write()).
  * @e: an entry.
  *

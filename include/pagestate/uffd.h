@@ -84,16 +84,22 @@
  *   - None entries. PAGEMAP_SCAN reports PAGE_IS_WRITTEN for a none PTE and
  *     for a hole with no page table inside a registered async range
  *     (with WPALLOWED), and for a none PTE inside a populated page table
- *     everywhere else; the library's scan reports no category for a none
- *     entry (pgtable.h says it mirrors the kernel there: it mirrors its
- *     documentation, "none PTE -> 0 categories"). A comparison maps library
- *     none <=> kernel WRITTEN. It does not matter to the bridge: a harvest
- *     asks for WRITTEN with WP_MATCHING, and the kernel re-arms a none PTE
- *     as a UFFD_WP marker, so it reports a discarded anonymous page once
- *     (the documentation's "dirtying by dropping uffd-wp"), which the
- *     library's scan does not: ps_uffd_harvest() reports what the kernel
- *     reports, and turns the library's none entry there into a UFFD_WP
- *     marker as the kernel did (found by the differential test).
+ *     everywhere else; its documentation says "none PTE -> 0 categories".
+ *     The library reports WRITTEN for a WRITTEN marker, which its zap
+ *     leaves of a page written since it was last protected in an async
+ *     range (the kernel's none PTE there, and reported the same: WRITTEN,
+ *     not SWAPPED, no uffd-wp), and no category for a none entry: a page
+ *     never protected, or protected when it was zapped (pgtable.h, "Where
+ *     this differs from Linux"). A comparison maps the WRITTEN marker <=>
+ *     the kernel's none PTE, and library none <=> kernel WRITTEN. A
+ *     harvest (WP_MATCHING, WRITTEN) reports a page written and then
+ *     discarded from both sides, and each re-arms it as a UFFD_WP marker.
+ *     The kernel also reports, once, each none PTE the library leaves none
+ *     (the documentation's "dirtying by dropping uffd-wp" of a protected
+ *     page): ps_uffd_harvest() reports what the kernel reports, and turns
+ *     the library's none entry there into a UFFD_WP marker as the kernel
+ *     did, so that both stay protected alike (found by the differential
+ *     test).
  *   - Shmem hole punch. fallocate(PUNCH_HOLE) and MADV_REMOVE of a
  *     protected memfd page leave a UFFD_WP marker: protection is kept, as
  *     for MADV_DONTNEED and MADV_PAGEOUT (which unmaps the page even with
@@ -311,7 +317,8 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
  * UFFDIO_UNREGISTER clears (harvest first to have them). A bare table has
  * no dirty log: pages left in the attachment's log are dropped, but
  * unregistering the library range clears every uffd-wp bit, so its scan
- * reports each present entry of the range as written.
+ * reports each present entry of the range as written (and each page
+ * discarded while written, a WRITTEN marker that unregistering keeps).
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
@@ -435,7 +442,8 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *   - async: PAGEMAP_SCAN get-and-rearm over the host range (category and
  *     return mask WRITTEN, the kernel's fast path); a none entry of the
  *     library among the pages it reports becomes a UFFD_WP marker, as the
- *     kernel's none PTE does;
+ *     kernel's none PTE does (a WRITTEN marker is the library's own to
+ *     report and re-arm, below);
  *   - bare table: its written entries, with the table's get-and-rearm scan;
  *   - space: what ps_space_harvest() with PS_HARVEST_REARM returns (its
  *     dirty log: marks, the secondary-map helper's writes, resolved sync
