@@ -1160,7 +1160,7 @@ static bool give_back(struct ps_space *s, uint64_t addr, ps_pte_t old,
 		ps_pte_t want;
 		int rc;
 
-		if (e == PS_PTE_NONE)
+		if (e == PS_PTE_NONE || ps_pte_is_written_marker(e))
 			want = old;
 		else if (e == marker)
 			want = ps_pte_mkuffd_wp(old);
