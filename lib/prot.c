@@ -661,7 +661,7 @@ static void unfreeze_flip(struct ps_page *p, uint64_t refs, uint64_t clear,
 				  (clear & PS_PAGE_USER_FLAGS),
 			  PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
 			  0, 0, false, memory_order_release, &seen, &why))
-		(void)ps__page_unfreeze_refused(p, seen);
+		(void)ps_page_unfreeze_refused_slow(p, seen);
 }
 
 /*

@@ -391,13 +391,18 @@ void ps_page_default_error_hook(const struct ps_page *page,
  */
 const char *ps_page_error_name(enum ps_page_error error);
 
-/* Out-of-line slow paths of the inline operations (not API; may change). */
-PS_COLD int ps__page_get_refused(struct ps_page *page, uint64_t seen,
-				 uint64_t undo);
-PS_COLD bool ps__page_put_refused(struct ps_page *page, uint64_t seen,
-				  uint64_t undo, uint64_t n, uint64_t npins);
-PS_COLD bool ps__page_try_get_over(struct ps_page *page);
-PS_COLD int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen);
+/*
+ * Out-of-line slow paths of the inline operations below: exported for those
+ * inline functions only (they are part of the ABI), not for direct calls.
+ */
+PS_COLD int ps_page_get_refused_slow(struct ps_page *page, uint64_t seen,
+				     uint64_t undo);
+PS_COLD bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
+				      uint64_t undo, uint64_t n,
+				      uint64_t npins);
+PS_COLD bool ps_page_try_get_over_slow(struct ps_page *page);
+PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page,
+					  uint64_t seen);
 
 /* --- the update cores --------------------------------------------------- */
 
@@ -511,7 +516,7 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 		      (!pin || (old & PS_PAGE_PINS_MASK) <
 				       (PS_PAGE_PINS_MAX << PS_PAGE_PINS_SHIFT))))
 		return 0;
-	return ps__page_get_refused(page, old, delta);
+	return ps_page_get_refused_slow(page, old, delta);
 }
 
 /*
@@ -546,7 +551,7 @@ static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 
 	if (PS_UNLIKELY(n == 0 || n > PS_PAGE_REFS_MAX ||
 			npins > PS_PAGE_PINS_MAX))
-		return ps__page_put_refused(page, 0, 0, n, npins);
+		return ps_page_put_refused_slow(page, 0, 0, n, npins);
 	delta = n * PS_PAGE_REF_ONE + npins * PS_PAGE_PIN_ONE;
 	/*
 	 * Release: the caller's accesses to the page happen before its
@@ -561,7 +566,7 @@ static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 		return false;
 	if (PS_LIKELY((old & PS_PAGE_LIVE) && refs == n && pins == npins))
 		return ps__page_claim(page);
-	return ps__page_put_refused(page, old, delta, n, npins);
+	return ps_page_put_refused_slow(page, old, delta, n, npins);
 }
 
 /*
@@ -581,7 +586,7 @@ static inline int ps__page_add_many(struct ps_page *page, uint64_t n,
 	if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n, npins,
 			 true, memory_order_relaxed, &seen, &why))
 		return 0;
-	return ps__page_get_refused(page, seen, 0);
+	return ps_page_get_refused_slow(page, seen, 0);
 }
 
 /*
@@ -798,7 +803,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 		return true;
 	if (!(old & PS_PAGE_LIVE))
 		return false; /* free or frozen: the unit stays, meaningless */
-	return ps__page_try_get_over(page);
+	return ps_page_try_get_over_slow(page);
 }
 
 /**
@@ -1140,7 +1145,7 @@ static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
 			 PS_PAGE_WORD_INIT(refs), 0, 0, false,
 			 memory_order_release, &seen, &why))
 		return 0;
-	return ps__page_unfreeze_refused(page, seen);
+	return ps_page_unfreeze_refused_slow(page, seen);
 }
 
 /**
