@@ -2,7 +2,8 @@
 #
 # A thin wrapper around meson. On a fresh Debian 12 machine:
 #   make test     install what is missing, build, run every test suite:
-#                 default build, ASan+UBSan build, TSan build (stress)
+#                 default build (archive and shared library), ASan+UBSan
+#                 build (shared library), TSan build (stress)
 #   make bench    install what is missing, build in release mode, run every
 #                 benchmark and print the report
 #   make install PREFIX=/usr/local
@@ -33,11 +34,16 @@ deps-bench:
 deps-fuzz:
 	@tools/install-deps.sh fuzz
 
+# The default build makes both the archive and the shared library: the
+# tests that use only the public API link the shared one, and the meta
+# tests check both. The ASan build is shared only: the tests that need
+# internal symbols link the same objects as an archive (lib/meson.build).
 build/build.ninja:
-	$(MESON) setup build -Dtests=enabled
+	$(MESON) setup build -Dtests=enabled -Ddefault_library=both
 
 build-asan/build.ninja:
 	$(MESON) setup build-asan -Dtests=enabled -Dbench=false \
+		-Ddefault_library=shared \
 		-Db_sanitize=address,undefined -Db_lundef=false
 
 build-tsan/build.ninja:
@@ -56,7 +62,11 @@ test: deps-test
 	@$(MAKE) --no-print-directory test-default test-asan test-tsan test-fuzz
 	@tools/test-summary.sh build build-asan build-tsan build-fuzz
 
+# A build/ set up before the shared library existed is switched to both.
 test-default: build/build.ninja
+	@$(MESON) introspect build --buildoptions | \
+		grep -q '"name": "default_library", "value": "both"' || \
+		$(MESON) configure build -Ddefault_library=both -Dtests=enabled
 	$(MESON) compile -C build
 	$(MESON) test -C build --print-errorlogs --num-processes $(JOBS) $(TEST_ARGS)
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagestate/pagestate.h - umbrella header: includes every module and nothing
- * else. Include the module headers directly to depend on less.
+ * pagestate/pagestate.h - umbrella header: includes every module and the
+ * version, and nothing else. Include the module headers directly to depend
+ * on less.
  */
 #ifndef PAGESTATE_PAGESTATE_H
 #define PAGESTATE_PAGESTATE_H
@@ -14,5 +15,6 @@
 #include <pagestate/seq.h>
 #include <pagestate/space.h>
 #include <pagestate/uffd.h>
+#include <pagestate/version.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */
