@@ -8,6 +8,9 @@
  *
  *   PS_ATOMIC(T)         an atomic object of type T: _Atomic(T) in C11 and
  *                        C++23 (<stdatomic.h>), std::atomic<T> before C++23.
+ *   PS_ATOMIC_INIT(v)    the initialiser of a PS_ATOMIC member in a static
+ *                        initialiser: v in C, {v} in C++ (where a std::atomic
+ *                        cannot be copy-initialised before C++17).
  *   PS_STATIC_ASSERT     _Static_assert in C, static_assert in C++.
  *   PS_MUST_CHECK        the caller must look at the result.
  *   PS_LIKELY/PS_UNLIKELY branch hints for the fast paths.
@@ -58,12 +61,14 @@ using std::memory_order_relaxed;
 using std::memory_order_release;
 using std::memory_order_seq_cst;
 #endif
+#define PS_ATOMIC_INIT(v) {v}
 #define PS_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
 #define PS__EXTERN_C_BEGIN extern "C" {
 #define PS__EXTERN_C_END }
 #else
 #include <stdatomic.h>
 #define PS_ATOMIC(T) _Atomic(T)
+#define PS_ATOMIC_INIT(v) (v)
 #define PS_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #define PS__EXTERN_C_BEGIN
 #define PS__EXTERN_C_END

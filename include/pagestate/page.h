@@ -257,7 +257,7 @@ PS_STATIC_ASSERT(sizeof(struct ps_page) == 8, "struct ps_page is 8 bytes");
 	((((uint64_t)(refs)) << PS_PAGE_REFS_SHIFT) | ((refs) ? PS_PAGE_LIVE : 0))
 
 /* Static initialiser: @refs references (0: a free page), no pins. */
-#define PS_PAGE_INIT(refs) {PS_PAGE_WORD_INIT(refs)}
+#define PS_PAGE_INIT(refs) {PS_ATOMIC_INIT(PS_PAGE_WORD_INIT(refs))}
 
 /* --- decoding a snapshot (pure) ------------------------------------------ */
 
