@@ -42,17 +42,18 @@ build/build.ninja:
 	$(MESON) setup build -Dtests=enabled -Ddefault_library=both
 
 build-asan/build.ninja:
-	$(MESON) setup build-asan -Dtests=enabled -Dbench=false \
+	$(MESON) setup build-asan -Dtests=enabled -Dbench=false -Dman=false \
 		-Ddefault_library=shared \
 		-Db_sanitize=address,undefined -Db_lundef=false
 
 build-tsan/build.ninja:
-	$(MESON) setup build-tsan -Dtests=enabled -Dbench=false \
+	$(MESON) setup build-tsan -Dtests=enabled -Dbench=false -Dman=false \
 		-Db_sanitize=thread -Db_lundef=false
 
 build-fuzz/build.ninja:
 	CC=clang $(MESON) setup build-fuzz -Dfuzz=true -Dtests=disabled \
-		-Dbench=false -Db_sanitize=address,undefined -Db_lundef=false
+		-Dbench=false -Dman=false \
+		-Db_sanitize=address,undefined -Db_lundef=false
 
 build-release/build.ninja:
 	$(MESON) setup build-release --buildtype=release -Dtests=disabled \

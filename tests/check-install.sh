@@ -8,10 +8,13 @@
 #     shared library when one is installed (it must be the one linked), and
 #     against the archive when one is installed;
 #   - every program of examples/ built with the README's consumer line and
-#     nothing else (no -D flags: they define what they need).
-# Usage: check-install.sh BUILDDIR SRCDIR "CC"
+#     nothing else (no -D flags: they define what they need);
+#   - every public function has its man page, and libpagestate(7) exists;
+#     groff (when present) reads every page without a warning, and man
+#     (when present) finds ps_space_pin_range through MANPATH.
+# Usage: check-install.sh BUILDDIR SRCDIR "CC" man|noman
 set -eu
-build=$1 src=$2 cc=$3
+build=$1 src=$2 cc=$3 man=${4:-man}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 meson install -C "$build" --no-rebuild --destdir "$tmp/root" >"$tmp/log" 2>&1 ||
@@ -89,3 +92,32 @@ for ex in "$src"/examples/*.c; do
 	echo "examples/$name.c: builds with the README's consumer line"
 done
 
+[ "$man" = man ] || { echo "man pages: not built (-Dman=false)"; exit 0; }
+page=$(find "$tmp/root" -path '*/man3/ps_space_pin_range.3' | head -n 1)
+[ -n "$page" ] || { echo "no man page ps_space_pin_range.3 installed"; exit 1; }
+mandir=$(dirname "$(dirname "$page")")
+missing="" n=0
+for p in $(python3 "$src/tools/gen-man.py" --list "$src/include"); do
+	n=$((n + 1))
+	f="$mandir/man${p##*.}/$p"
+	if [ ! -f "$f" ]; then
+		missing="$missing $p"
+		continue
+	fi
+	if command -v groff >/dev/null 2>&1; then
+		groff -man -Tutf8 -ww -z "$f" 2>"$tmp/err" || true
+		if [ -s "$tmp/err" ]; then
+			echo "groff warns about $p:"; cat "$tmp/err"; exit 1
+		fi
+	fi
+done
+[ -z "$missing" ] || { echo "man pages not installed:$missing"; exit 1; }
+echo "man pages: all $n installed under ${mandir#"$tmp/root"}" \
+	"$(command -v groff >/dev/null 2>&1 && echo '(groff: no warnings)')"
+if command -v man >/dev/null 2>&1; then
+	MANPATH="$mandir" man -w ps_space_pin_range >/dev/null ||
+		{ echo "man -w ps_space_pin_range fails with MANPATH=$mandir"; exit 1; }
+	MANPATH="$mandir" man -w 7 libpagestate >/dev/null ||
+		{ echo "man -w 7 libpagestate fails"; exit 1; }
+	echo "man finds ps_space_pin_range(3) and libpagestate(7)"
+fi
