@@ -1,17 +1,20 @@
 # SPDX-License-Identifier: MIT
 #
-# A thin wrapper around meson. On a fresh Debian 12 machine:
-#   make test     install what is missing, build, run every test suite:
-#                 default build (archive and shared library), ASan+UBSan
-#                 build (shared library), TSan build (stress)
-#   make bench    install what is missing, build in release mode, run every
-#                 benchmark and print the report
-#   make install PREFIX=/usr/local
+# A thin wrapper around meson. On a fresh Debian 12 machine (with make), each
+# target first installs the Debian packages it uses (tools/install-deps.sh):
+#   make          the development build: library (static and shared),
+#                 tests, examples, benchmarks, man pages
+#   make test     build, run every test suite: default build (archive and
+#                 shared library), ASan+UBSan build (shared library), TSan
+#                 build (stress), fuzz smoke build
+#   make bench    build in release mode, run every benchmark and print the
+#                 report
+#   make install PREFIX=/usr/local   the archive, headers, .pc, man pages
 #   make fuzz     run every libFuzzer target for FUZZ_SECONDS (default 60)
 #
 # Build directories: build/ (debugoptimized, tests), build-asan/,
 # build-tsan/, build-fuzz/ (clang, libFuzzer, ASan+UBSan), build-release/
-# (benchmarks and install).
+# (benchmarks), build-install/ (make install).
 
 PREFIX ?= /usr/local
 MESON ?= meson
@@ -19,14 +22,16 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 TEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps-build deps-test deps-bench deps-fuzz test test-default \
-	test-asan test-tsan test-fuzz bench fuzz install clean
+.PHONY: all deps-all deps-install deps-test deps-bench deps-fuzz test \
+	test-default test-asan test-tsan test-fuzz bench fuzz install clean
 
-all: deps-build build/build.ninja
+all: deps-all build/build.ninja
 	$(MESON) compile -C build
 
-deps-build:
-	@tools/install-deps.sh build
+deps-all:
+	@tools/install-deps.sh all
+deps-install:
+	@tools/install-deps.sh install
 deps-test:
 	@tools/install-deps.sh test
 deps-bench:
@@ -55,9 +60,14 @@ build-fuzz/build.ninja:
 		-Dbench=false -Dman=false \
 		-Db_sanitize=address,undefined -Db_lundef=false
 
+# make bench installs Concurrency Kit, so the report always has its column.
 build-release/build.ninja:
 	$(MESON) setup build-release --buildtype=release -Dtests=disabled \
-		--prefix=$(PREFIX)
+		-Dman=false -Dck=enabled
+
+build-install/build.ninja:
+	$(MESON) setup build-install --buildtype=release -Dtests=disabled \
+		-Dbench=false -Dexamples=false --prefix=$(PREFIX)
 
 test: deps-test
 	@$(MAKE) --no-print-directory test-default test-asan test-tsan test-fuzz
@@ -94,9 +104,9 @@ bench: deps-bench build-release/build.ninja
 	$(MESON) compile -C build-release
 	@tools/run-benchmarks.sh build-release
 
-install: deps-build build-release/build.ninja
-	$(MESON) configure build-release -Dprefix=$(PREFIX)
-	$(MESON) install -C build-release
+install: deps-install build-install/build.ninja
+	$(MESON) configure build-install -Dprefix=$(PREFIX)
+	$(MESON) install -C build-install
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz build-release
+	rm -rf build build-asan build-tsan build-fuzz build-release build-install
