@@ -16,4 +16,5 @@ if [ -n "$missing" ]; then
 	echo "not used by $(basename "$src"):$missing"
 	exit 1
 fi
+# shellcheck disable=SC2086 # one word per name
 echo "every initialiser is used by $(basename "$src"):" $names

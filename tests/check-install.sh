@@ -22,8 +22,9 @@ meson install -C "$build" --no-rebuild --destdir "$tmp/root" >"$tmp/log" 2>&1 ||
 pc=$(find "$tmp/root" -name pagestate.pc | head -n 1)
 [ -n "$pc" ] || { echo "pagestate.pc was not installed"; exit 1; }
 libdir=$(dirname "$(dirname "$pc")")
-export PKG_CONFIG_PATH="$(dirname "$pc")"
-export PKG_CONFIG_SYSROOT_DIR="$tmp/root"
+PKG_CONFIG_PATH=$(dirname "$pc")
+PKG_CONFIG_SYSROOT_DIR="$tmp/root"
+export PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
 static=no shared=no
 [ -f "$libdir/libpagestate.a" ] && static=yes
 [ -n "$(find "$libdir" -maxdepth 1 -name 'libpagestate.so.*' -type f)" ] && shared=yes
@@ -73,9 +74,9 @@ fi
 if [ $static = yes ]; then
 	# With both installed the linker takes the shared library: ask for the
 	# archive by its file name.
+	archive=$(echo "$readme" | sed 's/-lpagestate\b/-l:libpagestate.a/')
 	# shellcheck disable=SC2086
-	consumer consumer-static static \
-		$(echo "$readme" | sed 's/-lpagestate\b/-l:libpagestate.a/')
+	consumer consumer-static static $archive
 	# shellcheck disable=SC2086
 	[ $shared = yes ] || consumer consumer-static-plain static $plain
 fi
