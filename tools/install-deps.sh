@@ -12,11 +12,13 @@
 #   fuzz     `make fuzz`: clang and its libFuzzer runtime
 # Runs apt-get (after `apt-get update`) only if something is missing; needs
 # root or sudo then. Prints what it installs. meson needs python3, which
-# also runs tools/*.py (man pages, checks, the benchmark report).
+# also runs tools/*.py (man pages, checks, the benchmark report). Packages
+# are installed without their recommendations, so each list names what it
+# needs itself: gcc only recommends the C library's headers (libc6-dev).
 set -eu
 what=${1:-all}
 
-install="make meson ninja-build pkg-config gcc python3 liburcu-dev"
+install="make meson ninja-build pkg-config gcc libc6-dev python3 liburcu-dev"
 all="$install check g++"
 test="$all libasan8 libubsan1 libtsan2 clang libclang-rt-14-dev"
 bench="$install libck-dev gnuplot-nox"
