@@ -1,16 +1,20 @@
 # SPDX-License-Identifier: MIT
 #
-# A thin wrapper around meson. On a fresh Debian 12 machine:
-#   make test     install what is missing, build, run every test suite:
-#                 default build, ASan+UBSan build, TSan build (stress)
-#   make bench    install what is missing, build in release mode, run every
-#                 benchmark and print the report
-#   make install PREFIX=/usr/local
+# A thin wrapper around meson. On a fresh Debian 12 machine (with make), each
+# target first installs the Debian packages it uses (tools/install-deps.sh):
+#   make          the development build: library (static and shared),
+#                 tests, examples, benchmarks, man pages
+#   make test     build, run every test suite: default build (archive and
+#                 shared library), ASan+UBSan build (shared library), TSan
+#                 build (stress), fuzz smoke build
+#   make bench    build in release mode, run every benchmark and print the
+#                 report
+#   make install PREFIX=/usr/local   the archive, headers, .pc, man pages
 #   make fuzz     run every libFuzzer target for FUZZ_SECONDS (default 60)
 #
 # Build directories: build/ (debugoptimized, tests), build-asan/,
 # build-tsan/, build-fuzz/ (clang, libFuzzer, ASan+UBSan), build-release/
-# (benchmarks and install).
+# (benchmarks), build-install/ (make install).
 
 PREFIX ?= /usr/local
 MESON ?= meson
@@ -18,14 +22,16 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 TEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps-build deps-test deps-bench deps-fuzz test test-default \
-	test-asan test-tsan test-fuzz bench fuzz install clean
+.PHONY: all deps-all deps-install deps-test deps-bench deps-fuzz test \
+	test-default test-asan test-tsan test-fuzz bench fuzz install clean
 
-all: deps-build build/build.ninja
+all: deps-all build/build.ninja
 	$(MESON) compile -C build
 
-deps-build:
-	@tools/install-deps.sh build
+deps-all:
+	@tools/install-deps.sh all
+deps-install:
+	@tools/install-deps.sh install
 deps-test:
 	@tools/install-deps.sh test
 deps-bench:
@@ -33,30 +39,45 @@ deps-bench:
 deps-fuzz:
 	@tools/install-deps.sh fuzz
 
+# The default build makes both the archive and the shared library: the
+# tests that use only the public API link the shared one, and the meta
+# tests check both. The ASan build is shared only: the tests that need
+# internal symbols link the same objects as an archive (lib/meson.build).
 build/build.ninja:
-	$(MESON) setup build -Dtests=enabled
+	$(MESON) setup build -Dtests=enabled -Ddefault_library=both
 
 build-asan/build.ninja:
-	$(MESON) setup build-asan -Dtests=enabled -Dbench=false \
+	$(MESON) setup build-asan -Dtests=enabled -Dbench=false -Dman=false \
+		-Ddefault_library=shared \
 		-Db_sanitize=address,undefined -Db_lundef=false
 
 build-tsan/build.ninja:
-	$(MESON) setup build-tsan -Dtests=enabled -Dbench=false \
+	$(MESON) setup build-tsan -Dtests=enabled -Dbench=false -Dman=false \
 		-Db_sanitize=thread -Db_lundef=false
 
 build-fuzz/build.ninja:
 	CC=clang $(MESON) setup build-fuzz -Dfuzz=true -Dtests=disabled \
-		-Dbench=false -Db_sanitize=address,undefined -Db_lundef=false
+		-Dbench=false -Dman=false \
+		-Db_sanitize=address,undefined -Db_lundef=false
 
+# make bench installs Concurrency Kit, so the report always has its column.
 build-release/build.ninja:
 	$(MESON) setup build-release --buildtype=release -Dtests=disabled \
-		--prefix=$(PREFIX)
+		-Dman=false -Dck=enabled
+
+build-install/build.ninja:
+	$(MESON) setup build-install --buildtype=release -Dtests=disabled \
+		-Dbench=false -Dexamples=false --prefix=$(PREFIX)
 
 test: deps-test
 	@$(MAKE) --no-print-directory test-default test-asan test-tsan test-fuzz
 	@tools/test-summary.sh build build-asan build-tsan build-fuzz
 
+# A build/ set up before the shared library existed is switched to both.
 test-default: build/build.ninja
+	@$(MESON) introspect build --buildoptions | \
+		grep -q '"name": "default_library", "value": "both"' || \
+		$(MESON) configure build -Ddefault_library=both -Dtests=enabled
 	$(MESON) compile -C build
 	$(MESON) test -C build --print-errorlogs --num-processes $(JOBS) $(TEST_ARGS)
 
@@ -92,9 +113,9 @@ soak: build/build.ninja
 	$(MESON) compile -C build soak
 	build/tests/soak --seconds $(SOAK_SECONDS) --threads $(SOAK_THREADS) $(SOAK_ARGS)
 
-install: deps-build build-release/build.ninja
-	$(MESON) configure build-release -Dprefix=$(PREFIX)
-	$(MESON) install -C build-release
+install: deps-install build-install/build.ninja
+	$(MESON) configure build-install -Dprefix=$(PREFIX)
+	$(MESON) install -C build-install
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz build-release
+	rm -rf build build-asan build-tsan build-fuzz build-release build-install

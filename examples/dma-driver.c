@@ -31,6 +31,13 @@
  * PS_EXAMPLE_REQUESTS sets the requests each I/O thread makes per phase
  * (default 2000).
  */
+/*
+ * MAP_ANONYMOUS, madvise() and clock_gettime() are outside strict C11 and
+ * POSIX: ask for them, so that the README's consumer line (cc -std=c11)
+ * builds this file as it is.
+ */
+#define _DEFAULT_SOURCE
+
 #include <pagestate/pagestate.h>
 
 #include <errno.h>

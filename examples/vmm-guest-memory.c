@@ -30,6 +30,13 @@
  * one; the test suite runs it (meson test --suite examples), once as is
  * and once with PS_EXAMPLE_NO_UFFD=1 (software dirty logging only).
  */
+/*
+ * MAP_ANONYMOUS, madvise() and clock_gettime() are outside strict C11 and
+ * POSIX: ask for them, so that the README's consumer line (cc -std=c11)
+ * builds this file as it is.
+ */
+#define _DEFAULT_SOURCE
+
 #include <pagestate/pagestate.h>
 
 #include <errno.h>
@@ -427,7 +434,7 @@ struct migration {
  * kernel tracks the vCPUs' writes (async uffd-wp), the library the
  * devices' writes and pins, and one harvest returns both.
  */
-#ifdef EXAMPLE_HAVE_UFFD
+#if PS_HAVE_UFFD
 static int uffd_attach(struct vmm *vm, struct migration *m, const char **why)
 {
 	struct ps_uffd_config c = {

@@ -572,7 +572,7 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 
 /* --- readers' slow paths -------------------------------------------------- */
 
-uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
+uint64_t ps_interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 {
 	struct ps__notifier_impl *impl = sub->notifier->impl;
 	uint64_t max_ticket = inflight_scan(impl, sub->start, sub->last,
@@ -600,7 +600,7 @@ uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 								       : now;
 }
 
-bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
+bool ps_notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
 			     uint64_t start, uint64_t last)
 {
 	struct ps__notifier_impl *impl = n->impl;

@@ -170,7 +170,7 @@ static void take_back(struct ps_page *page, uint64_t undo)
 			   PS__PAGE_SUB, memory_order_relaxed, &seen, &why);
 }
 
-int ps__page_get_refused(struct ps_page *page, uint64_t seen, uint64_t undo)
+int ps_page_get_refused_slow(struct ps_page *page, uint64_t seen, uint64_t undo)
 {
 	if (!(seen & PS_PAGE_LIVE)) {
 		report(page,
@@ -190,7 +190,7 @@ int ps__page_get_refused(struct ps_page *page, uint64_t seen, uint64_t undo)
 }
 
 /* A release refused by its compare-and-swap: nothing was written (M3). */
-bool ps__page_put_refused(struct ps_page *page, uint64_t seen, uint64_t undo,
+bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen, uint64_t undo,
 			  uint64_t n, uint64_t npins)
 {
 	enum ps_page_error error;
@@ -219,7 +219,7 @@ bool ps__page_put_refused(struct ps_page *page, uint64_t seen, uint64_t undo,
  * ps__page_cas(): its condition is a count *above* a bound, which no mask
  * test expresses.
  */
-bool ps__page_try_get_over(struct ps_page *page)
+bool ps_page_try_get_over_slow(struct ps_page *page)
 {
 	/* Relaxed: the CAS below re-validates against the value it replaces. */
 	uint64_t cur = atomic_load_explicit(&page->word, memory_order_relaxed);
@@ -237,7 +237,7 @@ bool ps__page_try_get_over(struct ps_page *page)
 	}
 }
 
-int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen)
+int ps_page_unfreeze_refused_slow(struct ps_page *page, uint64_t seen)
 {
 	report(page, PS_PAGE_ERR_NOT_FROZEN, seen);
 	return -EINVAL;

@@ -5,8 +5,11 @@
 Usage: check-docs.py INCLUDE_DIR [--list]
 
 A public function is any ps_* (not ps__*) function declared or defined at
-file scope of a public header. Each must be preceded directly by a
-kernel-doc block:
+file scope of a public header, except the out-of-line slow paths named
+ps_<module>_<what>_slow: those are exported for the header's inline
+functions only (they are ABI, not API) and are documented by the inline
+function that calls them. Each public function must be preceded directly by
+a kernel-doc block:
 
     /**
      * ps_thing_do() - one-line summary.
@@ -91,10 +94,12 @@ def param_names(text):
     return names
 
 
-def check_header(path):
-    src = open(path, encoding='utf-8').read()
-    problems = []
-    count = 0
+def functions(src):
+    """Yield (name, ret, params, start, end) for each public function of src.
+
+    start and end delimit the declaration or definition head, from its return
+    type to the closing parenthesis of its parameter list.
+    """
     for m in FUNC_RE.finditer(src):
         name = m.group('name')
         ret = m.group('ret')
@@ -102,20 +107,34 @@ def check_header(path):
         line_start = src.rfind('\n', 0, m.start()) + 1
         if src[line_start:m.start()].lstrip().startswith(('#', '*', '/')):
             continue
-        if 'typedef' in ret:
+        if 'typedef' in ret or name.endswith('_slow'):
             continue
-        count += 1
         paren = src.index('(', m.end() - 1)
-        params = param_names(split_params(src, paren))
-        before = src[:m.start()]
-        start, end = before.rfind('/**'), before.rfind('*/')
+        text = split_params(src, paren)
+        yield name, ret, param_names(text), m.start(), paren + len(text) + 2
+
+
+def doc_block(src, start):
+    """The lines of the kernel-doc block directly above start, or None."""
+    before = src[:start]
+    begin, end = before.rfind('/**'), before.rfind('*/')
+    if begin < 0 or end < begin or before[end + 2:].strip():
+        return None
+    doc = before[begin + 3:end]
+    return [re.sub(r'^\s*\*\s?', '', l) for l in doc.split('\n')]
+
+
+def check_header(path):
+    src = open(path, encoding='utf-8').read()
+    problems = []
+    count = 0
+    for name, ret, params, start, _ in functions(src):
+        count += 1
         where = '%s: %s()' % (os.path.basename(path), name)
-        if start < 0 or end < start or before[end + 2:].strip():
+        lines = doc_block(src, start)
+        if lines is None:
             problems.append('%s: no kernel-doc block directly above' % where)
             continue
-        doc = before[start + 3:end]
-        lines = [re.sub(r'^\s*\*\s?', '', l) for l in doc.split('\n')]
-        lines = [l for l in lines]
         body = '\n'.join(lines)
         head = next((l for l in lines if l.strip()), '')
         lacks = []

@@ -1,18 +1,31 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Install the Debian packages a make target needs, when they are missing.
-# Usage: install-deps.sh build|test|bench|fuzz
+# Install the Debian packages a make target uses, when they are missing.
+# Usage: install-deps.sh all|install|test|bench|fuzz
+#   install  `make install`: the library, headers, .pc and man pages
+#   all      `make`: the development build (library, tests, examples,
+#            benchmarks; C++ for the C++ tests)
+#   test     `make test`: `make`'s, plus the sanitizer runtimes and clang
+#            for the fuzz smoke build
+#   bench    `make bench`: the release build, Concurrency Kit (the
+#            ck_sequence peer), gnuplot (the report's plots)
+#   fuzz     `make fuzz`: clang and its libFuzzer runtime
 # Runs apt-get (after `apt-get update`) only if something is missing; needs
-# root or sudo then. Prints what it installs.
+# root or sudo then. Prints what it installs. meson needs python3, which
+# also runs tools/*.py (man pages, checks, the benchmark report). Packages
+# are installed without their recommendations, so each list names what it
+# needs itself: gcc only recommends the C library's headers (libc6-dev).
 set -eu
-what=${1:-build}
+what=${1:-all}
 
-build="make meson ninja-build pkg-config gcc g++ liburcu-dev"
-test="$build check libasan8 libubsan1 libtsan2 clang libclang-rt-14-dev"
-bench="$build libck-dev python3 gnuplot-nox"
-fuzz="$build clang libclang-rt-14-dev"
+install="make meson ninja-build pkg-config gcc libc6-dev python3 liburcu-dev"
+all="$install check g++"
+test="$all libasan8 libubsan1 libtsan2 clang libclang-rt-14-dev"
+bench="$install libck-dev gnuplot-nox"
+fuzz="$install clang libclang-rt-14-dev"
 case $what in
-build) pkgs=$build ;;
+install) pkgs=$install ;;
+all|build) pkgs=$all ;;
 test) pkgs=$test ;;
 bench) pkgs=$bench ;;
 fuzz) pkgs=$fuzz ;;

@@ -8,11 +8,17 @@
  *
  *   PS_ATOMIC(T)         an atomic object of type T: _Atomic(T) in C11 and
  *                        C++23 (<stdatomic.h>), std::atomic<T> before C++23.
+ *   PS_ATOMIC_INIT(v)    the initialiser of a PS_ATOMIC member in a static
+ *                        initialiser: v in C, {v} in C++ (where a std::atomic
+ *                        cannot be copy-initialised before C++17).
  *   PS_STATIC_ASSERT     _Static_assert in C, static_assert in C++.
  *   PS_MUST_CHECK        the caller must look at the result.
  *   PS_LIKELY/PS_UNLIKELY branch hints for the fast paths.
  *   PS_COLD              out-of-line error reporting, kept off the hot path.
- *   PS_BEGIN_DECLS/PS_END_DECLS  extern "C" guards.
+ *   PS_BEGIN_DECLS/PS_END_DECLS  extern "C" guards; with GCC and clang they
+ *                        also give what they enclose default visibility, so
+ *                        the library can be built with -fvisibility=hidden
+ *                        and export exactly the public declarations.
  *   PS_TSAN              1 when compiled with ThreadSanitizer, which does not
  *                        model atomic_thread_fence(): where correctness rests
  *                        on a fence, the code uses an equivalent that TSan
@@ -55,15 +61,26 @@ using std::memory_order_relaxed;
 using std::memory_order_release;
 using std::memory_order_seq_cst;
 #endif
+#define PS_ATOMIC_INIT(v) {v}
 #define PS_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
-#define PS_BEGIN_DECLS extern "C" {
-#define PS_END_DECLS }
+#define PS__EXTERN_C_BEGIN extern "C" {
+#define PS__EXTERN_C_END }
 #else
 #include <stdatomic.h>
 #define PS_ATOMIC(T) _Atomic(T)
+#define PS_ATOMIC_INIT(v) (v)
 #define PS_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
-#define PS_BEGIN_DECLS
-#define PS_END_DECLS
+#define PS__EXTERN_C_BEGIN
+#define PS__EXTERN_C_END
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PS_BEGIN_DECLS \
+	PS__EXTERN_C_BEGIN _Pragma("GCC visibility push(default)")
+#define PS_END_DECLS _Pragma("GCC visibility pop") PS__EXTERN_C_END
+#else
+#define PS_BEGIN_DECLS PS__EXTERN_C_BEGIN
+#define PS_END_DECLS PS__EXTERN_C_END
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)

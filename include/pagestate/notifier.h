@@ -495,8 +495,11 @@ static inline uint64_t ps_interval_last(const struct ps_interval *sub)
 
 /* --- per-subscription retry ----------------------------------------------- */
 
-/* The slow half of ps_interval_read_begin() (not API; may change). */
-uint64_t ps__interval_read_begin_slow(struct ps_interval *sub, uint64_t seq);
+/*
+ * The slow half of ps_interval_read_begin(): exported for that inline
+ * function only (it is part of the ABI), not for direct calls.
+ */
+uint64_t ps_interval_read_begin_slow(struct ps_interval *sub, uint64_t seq);
 
 /**
  * ps_interval_read_begin() - start building a secondary mapping of @sub.
@@ -535,7 +538,7 @@ static inline uint64_t ps_interval_read_begin(struct ps_interval *sub)
 
 	if (PS_LIKELY(!(state & PS_NOTIFIER_INFLIGHT_MASK)))
 		return seq;
-	return ps__interval_read_begin_slow(sub, seq);
+	return ps_interval_read_begin_slow(sub, seq);
 }
 
 /**
@@ -677,9 +680,12 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 
 /* --- whole-space retry (KVM's mmu_invalidate_seq pattern) ------------------ */
 
-/* The slow half of ps_notifier_read_retry_range() (not API; may change). */
-bool ps__notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
-			     uint64_t start, uint64_t last);
+/*
+ * The slow half of ps_notifier_read_retry_range(): exported for that inline
+ * function only (it is part of the ABI), not for direct calls.
+ */
+bool ps_notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
+			    uint64_t start, uint64_t last);
 
 /**
  * ps_notifier_read_begin() - start a batch of lookups anywhere in the space.
@@ -747,7 +753,7 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
 	state = atomic_load_explicit(&n->state, memory_order_acquire);
 	if (PS_LIKELY(state == seq && !(seq & PS_NOTIFIER_INFLIGHT_MASK)))
 		return false;
-	return ps__notifier_retry_slow(n, seq, start, start + (len - 1));
+	return ps_notifier_retry_slow(n, seq, start, start + (len - 1));
 }
 
 /**

@@ -320,7 +320,7 @@ PS_STATIC_ASSERT(sizeof(struct ps_page) == 8, "struct ps_page is 8 bytes");
 	((((uint64_t)(refs)) << PS_PAGE_REFS_SHIFT) | ((refs) ? PS_PAGE_LIVE : 0))
 
 /* Static initialiser: @refs references (0: a free page), no pins. */
-#define PS_PAGE_INIT(refs) {PS_PAGE_WORD_INIT(refs)}
+#define PS_PAGE_INIT(refs) {PS_ATOMIC_INIT(PS_PAGE_WORD_INIT(refs))}
 
 /* --- decoding a snapshot (pure) ------------------------------------------ */
 
@@ -483,13 +483,18 @@ void ps_page_default_error_hook(const struct ps_page *page,
  */
 const char *ps_page_error_name(enum ps_page_error error);
 
-/* Out-of-line slow paths of the inline operations (not API; may change). */
-PS_COLD int ps__page_get_refused(struct ps_page *page, uint64_t seen,
-				 uint64_t undo);
-PS_COLD bool ps__page_put_refused(struct ps_page *page, uint64_t seen,
-				  uint64_t undo, uint64_t n, uint64_t npins);
-PS_COLD bool ps__page_try_get_over(struct ps_page *page);
-PS_COLD int ps__page_unfreeze_refused(struct ps_page *page, uint64_t seen);
+/*
+ * Out-of-line slow paths of the inline operations below: exported for those
+ * inline functions only (they are part of the ABI), not for direct calls.
+ */
+PS_COLD int ps_page_get_refused_slow(struct ps_page *page, uint64_t seen,
+				     uint64_t undo);
+PS_COLD bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
+				      uint64_t undo, uint64_t n,
+				      uint64_t npins);
+PS_COLD bool ps_page_try_get_over_slow(struct ps_page *page);
+PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page,
+					  uint64_t seen);
 
 /**
  * ps_page_lock_slow() - the waiting half of ps_page_lock() (not API: call
@@ -648,7 +653,7 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 		      (!pin || (old & PS_PAGE_PINS_MASK) <
 				       (PS_PAGE_PINS_MAX << PS_PAGE_PINS_SHIFT))))
 		return 0;
-	return ps__page_get_refused(page, old, delta);
+	return ps_page_get_refused_slow(page, old, delta);
 }
 
 /*
@@ -683,7 +688,7 @@ static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 
 	if (PS_UNLIKELY(n == 0 || n > PS_PAGE_REFS_MAX ||
 			npins > PS_PAGE_PINS_MAX))
-		return ps__page_put_refused(page, 0, 0, n, npins);
+		return ps_page_put_refused_slow(page, 0, 0, n, npins);
 	/*
 	 * Release: the caller's accesses to the page happen before its
 	 * reference is gone. Pairs with the acquire below in whichever put
@@ -692,7 +697,7 @@ static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 	if (PS_UNLIKELY(!ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n,
 				      npins, PS__PAGE_SUB,
 				      memory_order_release, &seen, &why)))
-		return ps__page_put_refused(page, seen, 0, n, npins);
+		return ps_page_put_refused_slow(page, seen, 0, n, npins);
 	if (PS_LIKELY(seen >= (n + 1) << PS_PAGE_REFS_SHIFT))
 		return false; /* references remain */
 	/*
@@ -724,7 +729,7 @@ static inline int ps__page_add_many(struct ps_page *page, uint64_t n,
 	if (ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n, npins,
 			 PS__PAGE_ADD_HELD, memory_order_relaxed, &seen, &why))
 		return 0;
-	return ps__page_get_refused(page, seen, 0);
+	return ps_page_get_refused_slow(page, seen, 0);
 }
 
 /*
@@ -982,7 +987,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 		return true;
 	if (!(old & PS_PAGE_LIVE))
 		return false; /* free or frozen: the unit stays, meaningless */
-	return ps__page_try_get_over(page);
+	return ps_page_try_get_over_slow(page);
 }
 
 /**
@@ -1370,7 +1375,7 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 			 PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
 			 0, 0, PS__PAGE_ADD, memory_order_release, &seen, &why))
 		return 0;
-	return ps__page_unfreeze_refused(page, seen);
+	return ps_page_unfreeze_refused_slow(page, seen);
 }
 
 /**

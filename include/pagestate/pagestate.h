@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagestate/pagestate.h - umbrella header: includes every module and nothing
- * else. Include the module headers directly to depend on less.
+ * pagestate/pagestate.h - umbrella header: includes every module, the version
+ * and the build configuration, and nothing else. Include the module headers
+ * directly to depend on less.
  */
 #ifndef PAGESTATE_PAGESTATE_H
 #define PAGESTATE_PAGESTATE_H
 
+#include <pagestate/config.h>
 #include <pagestate/notifier.h>
 #include <pagestate/page.h>
 #include <pagestate/prot.h>
@@ -14,5 +16,6 @@
 #include <pagestate/seq.h>
 #include <pagestate/space.h>
 #include <pagestate/uffd.h>
+#include <pagestate/version.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */

@@ -7,7 +7,8 @@
  *
  * Built on Linux only (meson option `uffd`, auto: on for Linux); elsewhere
  * this header still compiles but the functions are not in the library
- * (`pkg-config --variable=uffd pagestate` says yes or no).
+ * (PS_HAVE_UFFD in pagestate/config.h is 1 or 0, and
+ * `pkg-config --variable=uffd pagestate` says yes or no).
  *
  * ---------------------------------------------------------------------------
  * Model
@@ -167,6 +168,7 @@
 #define PAGESTATE_UFFD_H
 
 #include <pagestate/compiler.h>
+#include <pagestate/config.h>
 #include <pagestate/pgtable.h>
 #include <pagestate/space.h>
 
