@@ -77,14 +77,30 @@ static void *begin_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * The test sleeps inside a write section, which seq.h forbids, to show that
+ * read_begin waits: the spinning reader runs under the normal policy, so
+ * that where the test itself runs under a real-time one (chrt -f) on one
+ * CPU its wakeup still preempts the spinner, which would otherwise keep
+ * the CPU for good.
+ */
 START_TEST(read_begin_waits_for_writer)
 {
 	struct ps_seq s = PS_SEQ_INIT;
 	struct waiter w = {&s, 0, 1};
+	struct sched_param normal = {0};
+	pthread_attr_t attr;
 	pthread_t t;
 
+	ck_assert_int_eq(pthread_attr_init(&attr), 0);
+	ck_assert_int_eq(pthread_attr_setinheritsched(&attr,
+						      PTHREAD_EXPLICIT_SCHED),
+			 0);
+	ck_assert_int_eq(pthread_attr_setschedpolicy(&attr, SCHED_OTHER), 0);
+	ck_assert_int_eq(pthread_attr_setschedparam(&attr, &normal), 0);
 	ps_seq_write_begin(&s);
-	ck_assert_int_eq(pthread_create(&t, NULL, begin_thread, &w), 0);
+	ck_assert_int_eq(pthread_create(&t, &attr, begin_thread, &w), 0);
+	pthread_attr_destroy(&attr);
 	sleep_ms(50);
 	ck_assert_int_eq(atomic_load(&w.done), 0); /* still spinning */
 	ps_seq_write_end(&s);
