@@ -2430,6 +2430,26 @@ END_TEST
 /* --- stress ------------------------------------------------------------------------------ */
 
 /*
+ * get() for the stress threads' loops: a Check assertion in fork mode
+ * writes to Check's file at every call (a system call, and a file lock both
+ * threads would queue on, serialising the race). A failure is counted here;
+ * each stress tcase checks the count.
+ */
+static _Atomic(unsigned int) stress_get_failures;
+
+static ps_pte_t stress_get(const struct ps_pgtable *t, uint64_t addr)
+{
+	ps_pte_t e = 0;
+
+	if (ps_pgtable_get(t, addr, &e)) {
+		fprintf(stderr, "stress: get of %#llx failed\n",
+			(unsigned long long)addr);
+		atomic_fetch_add(&stress_get_failures, 1);
+	}
+	return e;
+}
+
+/*
  * Get-and-rearm against a writer (G7, G8). The writer owns every
  * wp -> written transition: it picks a page, and if the page is protected,
  * writes it (an async fault: one CAS) and counts a write. It also cleans
@@ -2476,7 +2496,7 @@ static void *rearm_writer(void *arg)
 					  &rng, ST_PAGES / sh->stride) *
 				  sh->stride;
 		uint64_t addr = sh->base + (uint64_t)pg * PG;
-		ps_pte_t e = get(sh->t, addr), after;
+		ps_pte_t e = stress_get(sh->t, addr), after;
 
 		if (ps_pte_uffd_wp(e)) {
 			enum ps_fault f;
@@ -2572,7 +2592,8 @@ static void *rearm_scanner(void *arg)
 			sh->base + (uint64_t)b * PG,
 			sh->whole ? 0 : ps_test_below(&rng, 64));
 		for (unsigned int i = a; i < b; i += 7) {
-			ps_pte_t e = get(sh->t, sh->base + (uint64_t)i * PG);
+			ps_pte_t e = stress_get(sh->t,
+						sh->base + (uint64_t)i * PG);
 
 			if (!ps_pte_valid(e) ||
 			    (ps_pte_is_writable(e) && ps_pte_uffd_wp(e)))
@@ -2609,6 +2630,7 @@ static void rearm_stress(unsigned int stride, bool whole, uint64_t iters,
 	pthread_join(s, NULL);
 	harvest(sh, sh->base, sh->base + ST_PAGES * PG, 0); /* the final one */
 	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	ck_assert_uint_eq(atomic_load(&stress_get_failures), 0);
 	ps_test_overlap_check(&sh->ov, "writer vs scanner");
 	for (unsigned int i = 0; i < ST_PAGES; i++) {
 		ck_assert_msg(atomic_load(&sh->writes[i]) ==
@@ -2723,7 +2745,7 @@ static void *zap_writer(void *arg)
 		unsigned int pg = (unsigned int)ps_test_below(&rng, ZS_PAGES);
 		uint64_t addr = sh->base + (uint64_t)pg * PG;
 		unsigned int op = (unsigned int)ps_test_below(&rng, 8);
-		ps_pte_t e = get(T, addr);
+		ps_pte_t e = stress_get(T, addr);
 
 		if (op == 0) {
 			(void)ps_pgtable_zap(T, addr, PG, 0, zap_visit, sh);
@@ -2837,6 +2859,7 @@ START_TEST(stress_zap_against_harvest)
 	pthread_join(w, NULL);
 	zap_harvest(sh, sh->base, sh->base + ZS_PAGES * PG, 0); /* final */
 	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	ck_assert_uint_eq(atomic_load(&stress_get_failures), 0);
 	ps_test_overlap_check(&sh->ov, "zapper vs harvester");
 	for (unsigned int i = 0; i < ZS_PAGES; i++) {
 		ck_assert_msg(atomic_load(&sh->events[i]) ==
