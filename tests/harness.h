@@ -232,22 +232,35 @@ static inline bool ps_test_side_shares_cpu(const struct ps_test_side *s,
 	return false;
 }
 
+/* Publish where this side runs (a hint: every 64 operations and stall). */
+static inline int ps_test_side_cpu(struct ps_test_side *s)
+{
+	int cpu = sched_getcpu();
+
+	/* Relaxed: a hint. */
+	atomic_store_explicit(&s->o->side[s->id].cpu, cpu < 0 ? 0 : cpu,
+			      memory_order_relaxed);
+	return cpu;
+}
+
 /* After each operation of the side. */
 static inline void ps_test_overlap_step(struct ps_test_side *s)
 {
 	uint64_t w = ps_test_side_watched(s);
-	int cpu = sched_getcpu();
 
-	s->ops++;
+	if (!(s->ops++ & 63))
+		(void)ps_test_side_cpu(s);
 	if (w != s->seen) {
 		s->seen = w;
 		s->overlapped++;
 		s->stalled = 0;
 	} else if (s->stalled++ == 0) {
 		s->stall_since_ns = ps_test_now_ns();
-	} else if (ps_test_now_ns() - s->stall_since_ns >=
-		   PS_TEST_OVERLAP_PATIENCE_NS) {
-		if (ps_test_side_shares_cpu(s, cpu)) {
+	} else if (((s->stalled & (s->stalled - 1)) == 0 ||
+		    s->stalled % 64 == 0) && /* the clock costs: now and then */
+		   ps_test_now_ns() - s->stall_since_ns >=
+			   PS_TEST_OVERLAP_PATIENCE_NS) {
+		if (ps_test_side_shares_cpu(s, ps_test_side_cpu(s))) {
 			sched_yield(); /* let a partner waiting for it run */
 			/* Relaxed: a statistic. */
 			atomic_fetch_add_explicit(&s->o->side[s->id].yields, 1,
@@ -256,8 +269,6 @@ static inline void ps_test_overlap_step(struct ps_test_side *s)
 		s->stalled = 0;
 	}
 	/* Relaxed: progress only; the join orders the test's memory. */
-	atomic_store_explicit(&s->o->side[s->id].cpu, cpu < 0 ? 0 : cpu,
-			      memory_order_relaxed);
 	atomic_store_explicit(&s->o->side[s->id].ops, s->ops,
 			      memory_order_relaxed);
 	atomic_store_explicit(&s->o->side[s->id].overlapped, s->overlapped,
