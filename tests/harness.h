@@ -124,6 +124,8 @@ static inline uint64_t ps_test_below(struct ps_test_rng *r, uint64_t n)
  *   - after the join, ps_test_overlap_check() fails the test unless every
  *     side has its overlapped operations: a stress test whose threads did
  *     not overlap has tested nothing, and says so.
+ *   - a race of the test's own that must have happened at least once can
+ *     hold the loops too (ps_test_overlap_hold() and _release());
  *
  * The counters are relaxed atomics: they order nothing, so they hide no
  * race from TSan.
@@ -147,6 +149,7 @@ struct ps_test_overlap {
 	uint64_t start_ns;
 	_Atomic(int) capped;	 /* the cap passed before enough overlap */
 	_Atomic(int) stop;	 /* ps_test_overlap_stop(): an early end */
+	_Atomic(int) held;	 /* ps_test_overlap_hold() not yet released */
 };
 
 /* One side's own view (its thread's stack). */
@@ -190,6 +193,7 @@ static inline void ps_test_overlap_init(struct ps_test_overlap *o,
 	o->cap_ns = ps_test_env_u64("PS_STRESS_SECONDS", 60) * 1000000000u;
 	atomic_init(&o->capped, 0);
 	atomic_init(&o->stop, 0);
+	atomic_init(&o->held, 0);
 	o->start_ns = ps_test_now_ns();
 }
 
@@ -275,9 +279,29 @@ static inline void ps_test_overlap_step(struct ps_test_side *s)
 			      memory_order_relaxed);
 }
 
+/*
+ * A condition of the test's own that the loops must also wait for (a race
+ * that must have been seen at least once): hold before the threads start,
+ * release (once) when it is met. The time cap still ends the loops.
+ */
+static inline void ps_test_overlap_hold(struct ps_test_overlap *o)
+{
+	/* Relaxed: a count; the loops only poll it. */
+	atomic_fetch_add_explicit(&o->held, 1, memory_order_relaxed);
+}
+
+static inline void ps_test_overlap_release(struct ps_test_overlap *o)
+{
+	/* Relaxed: as above. */
+	atomic_fetch_sub_explicit(&o->held, 1, memory_order_relaxed);
+}
+
 /* Did every side do its share and overlap enough? */
 static inline bool ps_test_overlap_enough(const struct ps_test_overlap *o)
 {
+	/* Relaxed: progress only. */
+	if (atomic_load_explicit(&o->held, memory_order_relaxed))
+		return false;
 	for (unsigned int i = 0; i < o->nsides; i++)
 		/* Relaxed: progress only. */
 		if (atomic_load_explicit(&o->side[i].ops,

@@ -327,15 +327,14 @@ END_TEST
  * question; FORGOTTEN never (no allocation fails). The writer runs until it
  * did its share and every side overlapped in enough operations (harness.h):
  * each reader's questions while the writer progressed, the writer's ends
- * while a reader asked; it never adds more than RACE_ROOM times its share
- * (the model's room).
+ * while a reader asked. Past its share the writer waits (1 ms at most) for
+ * a reader's question before each end, so that the model's room, set from
+ * the share, the overlap needed and the time cap, is enough.
  */
-#define RACE_ROOM 8
-
 struct race {
 	struct ps__hist h;
 	struct model m;
-	uint64_t ends;
+	uint64_t ends, room;
 	_Atomic(uint64_t) count;
 	struct ps_test_overlap ov; /* side 0 the writer, then the readers */
 	_Atomic(unsigned) readers; /* readers started (their sides) */
@@ -349,10 +348,12 @@ static void *race_writer(void *arg)
 	struct ps_test_rng rng = ps_test_rng_new(23);
 	struct ps_test_side me = ps_test_side(&r->ov, 0, 0);
 
-	for (uint64_t i = 0; i < RACE_ROOM * r->ends &&
-			     !ps_test_overlap_done(&me);
+	for (uint64_t i = 0; i < r->room && !ps_test_overlap_done(&me);
 	     i++, ps_test_overlap_step(&me)) {
 		uint64_t s, l;
+
+		if (i >= r->ends)
+			ps_test_overlap_wait(&me, 1000000);
 
 		rand_range(&rng, &s, &l);
 		add(&r->h, &r->m, s, l);
@@ -420,10 +421,13 @@ static void run_race(uint64_t ends, unsigned int readers, uint64_t need)
 	ck_assert_uint_le(readers, PS_TEST_OVERLAP_SIDES - 1);
 	memset(&r, 0, sizeof(r));
 	ps__hist_init(&r.h, WIDTH, 0);
-	model_init(&r.m, 1, RACE_ROOM * ends);
 	r.ends = ends;
 	ps_test_overlap_init(&r.ov, 1 + readers, need);
 	r.ov.side[0].min_ops = ends;
+	/* Past the share: one end a millisecond at least, or an overlap. */
+	r.room = 2 * ends + 4 * r.ov.side[0].need +
+		 r.ov.cap_ns / 1000000 + 1024;
+	model_init(&r.m, 1, r.room);
 	for (unsigned int i = 0; i < readers; i++)
 		ck_assert_int_eq(pthread_create(&rd[i], NULL, race_reader, &r),
 				 0);

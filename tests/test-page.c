@@ -1463,6 +1463,7 @@ struct stress_shared {
 	_Atomic(int) lock_owner; /* -1, or the worker holding the page lock */
 	uint64_t under_lock;	 /* plain: written only under the page lock */
 	struct ps_test_overlap ov; /* side i worker i */
+	_Atomic(int) contested;	 /* a freeze saw the other operate */
 };
 
 struct stress_worker {
@@ -1565,8 +1566,12 @@ static void *stress_worker(void *arg)
 			other_ops = atomic_load(&sh->ov.side[other].ops);
 			if (ps_test_below(&rng, 4) == 0)
 				sched_yield(); /* the other runs against it */
-			if (atomic_load(&sh->ov.side[other].ops) != other_ops)
-				w->contested_freezes++;
+			if (atomic_load(&sh->ov.side[other].ops) != other_ops &&
+			    !w->contested_freezes++ &&
+			    /* Relaxed: once; orders nothing. */
+			    !atomic_exchange_explicit(&sh->contested, 1,
+						      memory_order_relaxed))
+				ps_test_overlap_release(&sh->ov);
 			if (ps_page_pins(p) != 0 || ps_page_refs(p) != 0 ||
 			    !ps_page_is_frozen(p) || ps_page_is_live(p))
 				violation(sh, "frozen page with wrong state");
@@ -1662,6 +1667,7 @@ START_TEST(stress_counts_against_freeze)
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
 	ps_test_overlap_init(&sh.ov, 2, 0);
 	sh.ov.side[0].min_ops = sh.ov.side[1].min_ops = sh.iters;
+	ps_test_overlap_hold(&sh.ov); /* until a freeze was contested */
 	for (int i = 0; i < 2; i++) {
 		w[i].sh = &sh;
 		w[i].self = i;
@@ -1784,7 +1790,8 @@ END_TEST
  * then, sometimes while it holds its speculative reference (so that the
  * dropper's put is not the last). Checked: most rounds were contested (the
  * speculator took a reference before the page was freed), and each thread
- * made the freeing put in some rounds.
+ * made the freeing put in some rounds (the rounds go on until both did,
+ * PS_STRESS_SECONDS at most).
  */
 struct free_shared {
 	struct ps_page page;
@@ -1792,7 +1799,7 @@ struct free_shared {
 	_Atomic(uint64_t) started; /* the speculator's round */
 	_Atomic(uint64_t) done[2]; /* last round each thread finished */
 	_Atomic(uint64_t) frees;
-	uint64_t rounds;
+	_Atomic(int) stop;	   /* no round after the last one finished */
 	uint64_t contested, freed_by[2]; /* each written by one thread */
 };
 
@@ -1801,12 +1808,15 @@ static void *free_dropper(void *arg)
 	struct free_shared *sh = arg;
 	struct ps_test_rng rng = ps_test_rng_new(77);
 
-	for (uint64_t r = 1; r <= sh->rounds; r++) {
+	for (uint64_t r = 1;; r++) {
 		uint64_t spin = ps_test_below(&rng, 256);
 
-		while (atomic_load(&sh->round) != r ||
-		       atomic_load(&sh->started) != r)
+		while ((atomic_load(&sh->round) != r ||
+			atomic_load(&sh->started) != r) &&
+		       !atomic_load(&sh->stop))
 			sched_yield();
+		if (atomic_load(&sh->round) != r)
+			break;
 		while (spin--)
 			atomic_signal_fence(memory_order_seq_cst);
 		if (ps_page_put(&sh->page)) {
@@ -1823,9 +1833,11 @@ static void *free_speculator(void *arg)
 	struct free_shared *sh = arg;
 	struct ps_test_rng rng = ps_test_rng_new(78);
 
-	for (uint64_t r = 1; r <= sh->rounds; r++) {
-		while (atomic_load(&sh->round) != r)
+	for (uint64_t r = 1;; r++) {
+		while (atomic_load(&sh->round) != r && !atomic_load(&sh->stop))
 			sched_yield();
+		if (atomic_load(&sh->round) != r)
+			break;
 		atomic_store(&sh->started, r);
 		for (uint64_t n = 0;; n++) {
 			/* Every 64 tries a yield, half of them holding one. */
@@ -1853,15 +1865,18 @@ static void *free_speculator(void *arg)
 START_TEST(stress_exactly_one_free)
 {
 	struct free_shared sh;
+	uint64_t rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	uint64_t cap = ps_test_env_u64("PS_STRESS_SECONDS", 60) * 1000000000u;
+	uint64_t t0 = ps_test_now_ns(), r;
 	pthread_t t[2];
 
 	memset(&sh, 0, sizeof(sh));
-	sh.rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
-	if (sh.rounds < 2)
-		sh.rounds = 2;
 	ck_assert_int_eq(pthread_create(&t[0], NULL, free_dropper, &sh), 0);
 	ck_assert_int_eq(pthread_create(&t[1], NULL, free_speculator, &sh), 0);
-	for (uint64_t r = 1; r <= sh.rounds; r++) {
+	/* Its rounds, then on until each thread made a freeing put. */
+	for (r = 1; r <= rounds || ((!sh.freed_by[0] || !sh.freed_by[1]) &&
+				    ps_test_now_ns() - t0 < cap);
+	     r++) {
 		ck_assert_int_eq(ps_page_init(&sh.page, 1), 0);
 		atomic_store(&sh.round, r);
 		while (atomic_load(&sh.done[0]) != r ||
@@ -1871,17 +1886,18 @@ START_TEST(stress_exactly_one_free)
 		ck_assert(!ps_page_is_live(&sh.page));
 		ck_assert_uint_eq(ps_page_refs(&sh.page), 0);
 	}
+	atomic_store(&sh.stop, 1);
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
+	r--; /* rounds run */
 	ck_assert_uint_eq(hooks(), 0);
 	if (getenv("PS_STRESS_VERBOSE"))
 		fprintf(stderr,
 			"free race: %" PRIu64 " rounds, %" PRIu64
 			" contested, freed by the dropper %" PRIu64
 			", by the speculator %" PRIu64 "\n",
-			sh.rounds, sh.contested, sh.freed_by[0],
-			sh.freed_by[1]);
-	ck_assert_uint_ge(sh.contested, sh.rounds / 2);
+			r, sh.contested, sh.freed_by[0], sh.freed_by[1]);
+	ck_assert_uint_ge(sh.contested, r / 2);
 	ck_assert_uint_gt(sh.freed_by[0], 0);
 	ck_assert_uint_gt(sh.freed_by[1], 0);
 }
