@@ -123,9 +123,9 @@ static inline uint64_t ps_test_below(struct ps_test_rng *r, uint64_t n)
  *     sides stop together;
  *   - after the join, ps_test_overlap_check() fails the test unless every
  *     side has its overlapped operations: a stress test whose threads did
- *     not overlap has tested nothing, and says so.
+ *     not overlap has tested nothing, and says so;
  *   - a race of the test's own that must have happened at least once can
- *     hold the loops too (ps_test_overlap_hold() and _release());
+ *     hold the loops too (ps_test_overlap_hold() and _release()).
  *
  * The counters are relaxed atomics: they order nothing, so they hide no
  * race from TSan.
@@ -317,6 +317,7 @@ static inline bool ps_test_overlap_enough(const struct ps_test_overlap *o)
 /* Ends every side's loop early (a test that failed, or a side that ended). */
 static inline void ps_test_overlap_stop(struct ps_test_overlap *o)
 {
+	/* Relaxed: a flag; the join orders the test's memory. */
 	atomic_store_explicit(&o->stop, 1, memory_order_relaxed);
 }
 
