@@ -142,11 +142,10 @@
  *     not the wb set: pins for write stay in it while pinned (S6); a pin
  *     not for write that is unpinned dirty is not logged for migration.
  */
-#include <pagestate/prot.h>
 #include <pagestate/space.h>
 
 #include "hbitmap.h"
-#include "space-internal.h"
+#include "space-impl.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -233,6 +232,98 @@ struct ps_pgtable *ps_space_pgtable(struct ps_space *s)
 struct ps_notifier *ps_space_notifier(struct ps_space *s)
 {
 	return &s->notifier;
+}
+
+/* --- what the space lends the modules above it (space-internal.h) ------------- */
+
+struct ps_page *ps__space_frames(struct ps_space *s, uint64_t *nframes)
+{
+	*nframes = s->nframes;
+	return s->frames;
+}
+
+uint64_t ps__space_size(const struct ps_space *s)
+{
+	return s->size;
+}
+
+bool ps__space_range_ok(const struct ps_space *s, uint64_t start,
+			uint64_t len)
+{
+	return range_ok(s, start, len);
+}
+
+void ps__space_writer_lock(struct ps_space *s)
+{
+	pthread_mutex_lock(&s->writer);
+}
+
+void ps__space_writer_unlock(struct ps_space *s)
+{
+	pthread_mutex_unlock(&s->writer);
+}
+
+static enum ps__hbm_verdict consume(void *ctx, uint64_t bit)
+{
+	(void)ctx;
+	(void)bit;
+	return PS__HBM_CLEAR;
+}
+
+bool ps__space_longterm_pinned(struct ps_space *s, uint64_t frame)
+{
+	return ps__hbm_test(&s->longterm, frame);
+}
+
+void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
+{
+	if (ps__hbm_test(&s->longterm, frame))
+		(void)ps__hbm_harvest(&s->longterm, frame, 1, consume, NULL,
+				      NULL);
+}
+
+struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
+					struct ps__space_ext *ext)
+{
+	/*
+	 * Acquire: pairs with the release CAS that added the head, so the
+	 * nodes walked below are seen complete.
+	 */
+	struct ps__space_ext *head =
+		atomic_load_explicit(&s->exts.head, memory_order_acquire);
+
+	for (;;) {
+		struct ps__space_ext *e;
+
+		for (e = head; e; e = e->next)
+			if (e->key == ext->key)
+				return e; /* another thread's: the caller's goes */
+		ext->next = head;
+		/*
+		 * Release: @ext and its container are complete before any
+		 * ps__space_ext_find() returns it (pairs with its acquire).
+		 * Acquire on failure, as the load above.
+		 */
+		if (atomic_compare_exchange_weak_explicit(
+			    &s->exts.head, &head, ext, memory_order_release,
+			    memory_order_acquire))
+			return ext;
+	}
+}
+
+/* Run every extension's finaliser: the space is going away. */
+static void exts_fini(struct ps_space *s)
+{
+	/* Relaxed: no other thread uses the space any more. */
+	struct ps__space_ext *e =
+		atomic_load_explicit(&s->exts.head, memory_order_relaxed);
+
+	while (e) {
+		struct ps__space_ext *next = e->next;
+
+		e->fini(e);
+		e = next;
+	}
 }
 
 /* The frame's last reference is gone: tell the owner. */
@@ -402,15 +493,13 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		rc = ps__hbm_init(&s->wb, npages);
 	if (!rc)
 		rc = ps__hbm_init(&s->longterm, cfg->nframes);
-	if (!rc)
-		rc = ps__prot_space_init(s);
 	if (rc)
 		goto fail_bitmaps;
+	atomic_init(&s->exts.head, NULL); /* no extension yet */
 	*out = s;
 	return 0;
 
 fail_bitmaps:
-	ps__prot_space_fini(s);
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
 	ps__hbm_destroy(&s->longterm);
@@ -498,7 +587,7 @@ int ps_space_destroy(struct ps_space *s)
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
 	ps__hbm_destroy(&s->longterm);
-	ps__prot_space_fini(s);
+	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
 	pthread_mutex_destroy(&s->writer);

@@ -1403,6 +1403,124 @@ START_TEST(kunmap_of_the_last_reference_frees)
 }
 END_TEST
 
+/* --- prot's per-space state, created by the first kmap or set_prot_hooks --------- */
+
+static struct ps_space *bare_space(void)
+{
+	struct ps_space_config cfg;
+	struct ps_space *s;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NFRAMES;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
+	return s;
+}
+
+/*
+ * A space that no kmap and no set_prot_hooks has touched has no prot state:
+ * every operation reads it as "no CPU maps, no hooks", as before it existed.
+ */
+START_TEST(prot_state_absent_reads_as_empty)
+{
+	struct ps_space *s = bare_space();
+	struct ps_memory_fault mf;
+	struct ps_convert_opts o;
+
+	ck_assert_uint_eq(ps_space_kmap_count(s, 3), 0);
+	ck_assert_int_eq(ps_space_kunmap(s, 3), -EINVAL);
+	ck_assert_int_eq(ps_space_kunmap(s, NFRAMES), -EINVAL);
+	ck_assert_int_eq(ps_space_set_inaccessible(s, 4), 0); /* free frame */
+	ck_assert_int_eq(ps_space_set_inaccessible(s, NFRAMES), -EINVAL);
+	ck_assert_int_eq(ps_space_set_cache(s, 5, PS_CACHE_WC, 0), 0);
+	ck_assert_int_eq(ps_space_map(s, 0, 3, PS_MAP_WRITE), 0);
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(ps_space_convert(s, 0, PG, PS_ENC_PRIVATE, 0, &o,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(o.converted, 1);
+	ck_assert_int_eq(ps_space_check_access(s, 0, 8, PS_ENC_PRIVATE, &mf),
+			 0);
+	ck_assert_int_eq(ps_space_mprotect(s, 0, PG, PS_PROT_READ), 0);
+	ck_assert_int_eq(ps_space_convert(s, 0, PG, PS_ENC_SHARED, 0, NULL,
+					  NULL),
+			 0);
+	/* The first kmap creates it; without hooks the frame just opens. */
+	ck_assert_int_eq(ps_space_kmap(s, 3, 0), 0);
+	ck_assert_uint_eq(ps_space_kmap_count(s, 3), 1);
+	ck_assert(!ps_page_test_flags(ps_space_page(s, 3),
+				      PS_PAGE_INACCESSIBLE));
+	ck_assert_int_eq(ps_space_kunmap(s, 3), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+}
+END_TEST
+
+/* Threads whose first kmaps of a new space race to create its state. */
+struct first_kmaps {
+	struct ps_space *s;
+	pthread_barrier_t go;
+	_Atomic(unsigned) errors;
+};
+
+struct first_kmapper_arg {
+	struct first_kmaps *k;
+	uint64_t frame;
+};
+
+static void *first_kmapper(void *arg)
+{
+	struct first_kmapper_arg *a = arg;
+
+	pthread_barrier_wait(&a->k->go);
+	if (ps_space_kmap(a->k->s, a->frame, 0))
+		atomic_fetch_add(&a->k->errors, 1);
+	return NULL;
+}
+
+/*
+ * Each round: a fresh space, four threads kmap four frames at once. Every
+ * kmap succeeds and is counted in the one state that won (a loser's state
+ * is freed: ASan's leak check watches that), and destroy frees it.
+ */
+START_TEST(prot_state_first_kmaps_race)
+{
+	uint64_t rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 5000;
+	struct first_kmaps k;
+
+	for (uint64_t r = 0; r < rounds; r++) {
+		struct first_kmapper_arg a[4];
+		pthread_t t[4];
+
+		memset(&k, 0, sizeof(k));
+		k.s = bare_space();
+		pthread_barrier_init(&k.go, NULL, 4);
+		for (int i = 0; i < 4; i++) {
+			a[i].k = &k;
+			a[i].frame = 10 + (uint64_t)i;
+			ck_assert_int_eq(ps_space_map(k.s, (uint64_t)i * PG,
+						      a[i].frame, 0),
+					 0);
+		}
+		for (int i = 0; i < 4; i++)
+			ck_assert_int_eq(pthread_create(&t[i], NULL,
+							first_kmapper, &a[i]),
+					 0);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		ck_assert_uint_eq(atomic_load(&k.errors), 0);
+		for (int i = 0; i < 4; i++) {
+			ck_assert_uint_eq(ps_space_kmap_count(k.s, a[i].frame),
+					  1);
+			ck_assert_int_eq(ps_space_kunmap(k.s, a[i].frame), 0);
+			ck_assert_uint_eq(ps_space_kmap_count(k.s, a[i].frame),
+					  0);
+		}
+		pthread_barrier_destroy(&k.go);
+		ck_assert_int_eq(ps_space_destroy(k.s), 0);
+	}
+}
+END_TEST
+
 /* --- the access check -------------------------------------------------------------- */
 
 START_TEST(access_check_reports_exactly)
@@ -1859,6 +1977,10 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, kmap_pins_never_call_the_hook);
 	tcase_add_test(tc, kmap_set_inaccessible_and_misuse);
 	tcase_add_test(tc, kunmap_of_the_last_reference_frees);
+
+	tc = ps_test_tcase(s, "prot state", 30);
+	tcase_add_test(tc, prot_state_absent_reads_as_empty);
+	tcase_add_test(tc, prot_state_first_kmaps_race);
 
 
 	tc = ps_test_stress_tcase(s, "stress", 120);

@@ -620,8 +620,10 @@ int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * frozen frame is waited for).
  * Return: 0; -EINVAL (@frame out of range, unknown flags); -ENOENT (the
  * frame is free); -EPERM (private, without PS_KMAP_PRIVATE); -EHWPOISON
- * (poisoned); -EOVERFLOW (reference limit); the hook's negative errno. On
- * error nothing changed.
+ * (poisoned); -EOVERFLOW (reference limit); -ENOMEM (the space's first
+ * kmap, or first ps_space_set_prot_hooks(), reserves its per-frame CPU-map
+ * counts, 4 bytes of address space per frame, and that failed); the hook's
+ * negative errno. On error nothing changed.
  */
 int ps_space_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
 
