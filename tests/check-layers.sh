@@ -346,7 +346,7 @@ self_test() {
 			echo "self-test: not caught: $f: ${v#*|}"
 			return 1
 		fi
-		rm -rf "$tmp/include" "$tmp/lib"
+		rm -rf "${tmp:?}/include" "${tmp:?}/lib"
 		mv "$tmp/save/include" "$tmp/save/lib" "$tmp/"
 		rmdir "$tmp/save"
 		n=$((n + 1))
