@@ -93,6 +93,7 @@
  */
 #include <pagestate/prot.h>
 
+#include "failpoint.h"
 #include "space-internal.h"
 
 #include <pthread.h>
@@ -102,26 +103,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
-
-/*
- * Failpoints: in the test build only (-DPS_PROT_FAILPOINTS), a hook runs in
- * the windows the tests want to race in. Compiled out of the library.
- */
-#ifdef PS_PROT_FAILPOINTS
-void (*ps__prot_failpoint)(int point, uint64_t addr);
-#define FAILPOINT(point, addr)                                \
-	do {                                                  \
-		if (ps__prot_failpoint)                       \
-			ps__prot_failpoint((point), (addr));  \
-	} while (0)
-#else
-#define FAILPOINT(point, addr) \
-	do {                   \
-	} while (0)
-#endif
-enum {
-	FP_CONVERT_FROZEN = 1, /* every page frozen, no hook run, no flip */
-};
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE

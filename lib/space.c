@@ -144,6 +144,7 @@
  */
 #include <pagestate/space.h>
 
+#include "failpoint.h"
 #include "hbitmap.h"
 #include "space-impl.h"
 
@@ -152,55 +153,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-
-/*
- * Failpoints: in the test build only (-DPS_SPACE_FAILPOINTS, see
- * tests/meson.build), a hook runs at the windows of the races S2 is about,
- * so a test can make the racing change happen exactly there. Compiled out
- * of the library.
- */
-#ifdef PS_SPACE_FAILPOINTS
-void (*ps__space_failpoint)(int point, uint64_t addr);
-#define FAILPOINT(point, addr)                                  \
-	do {                                                    \
-		if (ps__space_failpoint)                        \
-			ps__space_failpoint((point), (addr));   \
-	} while (0)
-/*
- * Injected failures: the hook returns 0 (carry on) or the negative errno
- * that the call at @point fails with; a page-table map may first shorten
- * *@len to the part it did (a run refused after a prefix, which only a
- * store racing into the range against the page table's rules can cause).
- */
-int (*ps__space_inject)(int point, uint64_t addr, uint64_t *len);
-#define INJECT(point, addr, len) \
-	(ps__space_inject ? ps__space_inject((point), (addr), (len)) : 0)
-#else
-#define FAILPOINT(point, addr) \
-	do {                   \
-	} while (0)
-#define INJECT(point, addr, len) 0
-#endif
-enum {
-	FP_PIN_AFTER_LOOKUP = 1,   /* read the entry, no pin yet */
-	FP_PIN_BEFORE_RECHECK,	   /* pinned, entry not re-read */
-	FP_DISCARD_AFTER_CHECK,	   /* saw no pin, entry not zapped */
-	FP_DISCARD_AFTER_ZAP,	   /* zapped, pins not re-checked */
-	FP_MAP_RUN,		   /* inject: the page-table map of a run */
-	FP_FAULT_CHECKED,	   /* a write classified, nothing changed */
-	FP_FAULT_LOCKED,	   /* frame LOCKED, entry not read again */
-	FP_WB_BOUNCED,		   /* write-back: pinned frame copied, not
-				    * looked at again */
-	FP_CREATE_MUTEX,	   /* inject: the writer mutex's init */
-	FP_WB_LOOKED_UP,	   /* write-back: entry read, frame neither
-				    * held nor locked */
-	FP_WB_INVALIDATED,	   /* write-back: PROTECTION invalidation
-				    * ended, frame still LOCKED */
-	FP_PIN_RECHECKED,	   /* pinned, re-check passed, address not
-				    * recorded yet */
-	FP_DISCARD_GAVE_BACK,	   /* discard's give-back done, address not
-				    * recorded again yet */
-};
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE

@@ -3,7 +3,7 @@
 # No circles between modules. Every file of lib/ and include/ belongs to a
 # module, and every module has a layer:
 #
-#   utilities   compiler.h; rcu, hbitmap, rec; itree, history
+#   utilities   compiler.h; rcu, hbitmap, rec, failpoint; itree, history
 #   page        page.h, lib/page.c
 #   pte, seq    pte.h; seq.h                        (siblings)
 #   pgtable     pgtable.h, lib/pgtable*
@@ -35,6 +35,7 @@ compiler	0	include/pagestate/compiler.h
 rcu		1	lib/rcu.h lib/rcu.c
 hbitmap		1	lib/hbitmap.h lib/hbitmap.c
 rec		1	lib/rec.h
+failpoint	1	lib/failpoint.h lib/failpoint.c
 itree		2	lib/itree.h lib/itree.c
 history		2	lib/history.h lib/history.c
 page		3	include/pagestate/page.h lib/page.c lib/page-*.[ch]

@@ -12,6 +12,7 @@
  */
 #include <pagestate/prot.h>
 
+#include "../lib/failpoint.h"
 #include "harness.h"
 
 #include <pthread.h>
@@ -1584,48 +1585,43 @@ END_TEST
 
 /* --- failpoints: pin versus conversion in its windows (P2) ---------------------- */
 
-/* lib/space.c's and lib/prot.c's hooks (compiled in with failpoints). */
-extern void (*ps__space_failpoint)(int point, uint64_t addr);
-extern void (*ps__prot_failpoint)(int point, uint64_t addr);
+/*
+ * The failpoints (lib/failpoint.h): this test compiles the space's files,
+ * lib/prot.c and lib/failpoint.c with -DPS_TEST_FAILPOINTS.
+ */
 
-enum { /* as in lib/space.c */
-	FP_PIN_AFTER_LOOKUP = 1,
-	FP_PIN_BEFORE_RECHECK,
-};
-enum { /* as in lib/prot.c */
-	FP_CONVERT_FROZEN = 1,
-};
-
-/* lib/space.c has more points than this test arms; count every one. */
-#define FP_SPACE_POINTS 64
-static _Atomic(unsigned) fp_space_hits[FP_SPACE_POINTS];
+/* Count every point reached; fire the armed one once; pass all to fp_all. */
+static _Atomic(unsigned) fp_hits[FP_NR];
 static _Atomic(int) fp_space_point;
 static _Atomic(int) fp_space_fired;
 static void (*fp_space_action)(uint64_t addr);
+static void (*fp_all)(int point, uint64_t addr);
 
 static void space_failpoint(int point, uint64_t addr)
 {
-	ck_assert_int_lt(point, FP_SPACE_POINTS);
-	atomic_fetch_add(&fp_space_hits[point], 1);
+	ck_assert_int_lt(point, FP_NR);
+	atomic_fetch_add(&fp_hits[point], 1);
 	if (point == atomic_load(&fp_space_point) &&
 	    !atomic_exchange(&fp_space_fired, 1))
 		fp_space_action(addr);
+	if (fp_all)
+		fp_all(point, addr);
 }
 
 static void arm_space(int point, void (*action)(uint64_t addr))
 {
-	for (int i = 0; i < FP_SPACE_POINTS; i++)
-		atomic_store(&fp_space_hits[i], 0);
+	for (int i = 0; i < FP_NR; i++)
+		atomic_store(&fp_hits[i], 0);
 	fp_space_action = action;
 	atomic_store(&fp_space_fired, 0);
 	atomic_store(&fp_space_point, point);
-	ps__space_failpoint = space_failpoint;
+	ps__failpoint = space_failpoint;
 }
 
 static void disarm(void)
 {
-	ps__space_failpoint = NULL;
-	ps__prot_failpoint = NULL;
+	ps__failpoint = NULL;
+	fp_all = NULL;
 	atomic_store(&fp_space_point, 0);
 }
 
@@ -1702,7 +1698,7 @@ static void start_pinner_while_frozen(int point, uint64_t addr)
 	ck_assert_int_eq(pthread_create(&fp_thread, NULL, fp_pin_thread,
 					&fp_pinner),
 			 0);
-	while (atomic_load(&fp_space_hits[FP_PIN_AFTER_LOOKUP]) < 3)
+	while (atomic_load(&fp_hits[FP_PIN_AFTER_LOOKUP]) < 3)
 		sched_yield();
 	ck_assert(!ps_page_is_pinned(pg(182)));
 }
@@ -1713,7 +1709,7 @@ static void pin_during_conversion(unsigned int pin_flags)
 	memset(&fp_pinner, 0, sizeof(fp_pinner));
 	fp_pinner.flags = pin_flags;
 	arm_space(0, NULL); /* count hits only */
-	ps__prot_failpoint = start_pinner_while_frozen;
+	fp_all = start_pinner_while_frozen;
 	ck_assert_int_eq(ps_space_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
 					  NULL),
 			 0);

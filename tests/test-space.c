@@ -13,6 +13,7 @@
  */
 #include <pagestate/space.h>
 
+#include "../lib/failpoint.h"
 #include "harness.h"
 
 #include <pthread.h>
@@ -983,28 +984,10 @@ END_TEST
 
 /* --- failpoints: the races of S2, made to happen exactly in their windows ------ */
 
-/* lib/space.c's hook (this test compiles it with -DPS_SPACE_FAILPOINTS). */
-extern void (*ps__space_failpoint)(int point, uint64_t addr);
-
-/* Its injected failures (the same build). */
-extern int (*ps__space_inject)(int point, uint64_t addr, uint64_t *len);
-
-enum { /* as in lib/space.c */
-	FP_PIN_AFTER_LOOKUP = 1,
-	FP_PIN_BEFORE_RECHECK,
-	FP_DISCARD_AFTER_CHECK,
-	FP_DISCARD_AFTER_ZAP,
-	FP_MAP_RUN,
-	FP_FAULT_CHECKED,
-	FP_FAULT_LOCKED,
-	FP_WB_BOUNCED,
-	FP_CREATE_MUTEX,
-	FP_WB_LOOKED_UP,
-	FP_WB_INVALIDATED,
-	FP_PIN_RECHECKED,
-	FP_DISCARD_GAVE_BACK,
-};
-
+/*
+ * The failpoints (lib/failpoint.h): this test compiles the space's files
+ * and lib/failpoint.c with -DPS_TEST_FAILPOINTS (tests/meson.build).
+ */
 /* Each armed point fires once; arm_also() arms a second one. */
 static int fp_point, fp_point2;
 static unsigned fp_fired, fp_fired2;
@@ -1028,7 +1011,7 @@ static void arm(int point, void (*action)(uint64_t addr))
 	fp_fired = 0;
 	fp_action = action;
 	fp_point2 = 0;
-	ps__space_failpoint = failpoint;
+	ps__failpoint = failpoint;
 }
 
 static void arm_also(int point, void (*action)(uint64_t addr))
@@ -1040,7 +1023,7 @@ static void arm_also(int point, void (*action)(uint64_t addr))
 
 static void disarm(void)
 {
-	ps__space_failpoint = NULL;
+	ps__failpoint = NULL;
 }
 
 static void replace_frame(uint64_t addr)
@@ -1640,9 +1623,9 @@ START_TEST(create_checks_mutex_init)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.size = 16 * PG;
 	cfg.nframes = 4;
-	ps__space_inject = fail_mutex_init;
+	ps__inject = fail_mutex_init;
 	ck_assert_int_eq(ps_space_create(&cfg, &s), -ENOMEM);
-	ps__space_inject = NULL;
+	ps__inject = NULL;
 	ck_assert_ptr_eq(s, (struct ps_space *)&cfg);
 	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
 	ck_assert_int_eq(ps_space_destroy(s), 0);
@@ -1674,9 +1657,9 @@ static int map_range_failing(uint64_t start, uint64_t len, uint64_t frame,
 
 	inject_at = fail_at;
 	inject_keep = keep;
-	ps__space_inject = inject_map_nomem;
+	ps__inject = inject_map_nomem;
 	rc = ps_space_map_range(sp, start, len, frame, PS_MAP_WRITE);
-	ps__space_inject = NULL;
+	ps__inject = NULL;
 	return rc;
 }
 
@@ -2158,12 +2141,12 @@ START_TEST(fp_give_back_not_writable_over_clean)
 	ck_assert(ps_pte_is_writable(entry(0)));
 	ck_assert_int_eq(ps_page_get(pg(70)), 0); /* another holder */
 	atomic_store(&gb_wb_armed, 1);
-	ps__space_failpoint = gb_failpoint;
+	ps__failpoint = gb_failpoint;
 	ck_assert_int_eq(pthread_create(&t, NULL, gb_writeback, NULL), 0);
 	sem_wait(&gb_wb_started);
 	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
-	ps__space_failpoint = NULL;
+	ps__failpoint = NULL;
 	ck_assert(atomic_load(&gb_fp_clean));
 	ck_assert_uint_eq(nskipped, 1); /* the pin kept it */
 	ck_assert(ps_pte_is_present(entry(0)));
@@ -2252,7 +2235,7 @@ START_TEST(fp_give_back_write_right_after)
 	ck_assert_int_eq(ps_space_map(sp, PG, 75, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
 	ck_assert_int_eq(ps_page_get(pg(74)), 0); /* another holder */
-	ps__space_failpoint = gb_window_failpoint;
+	ps__failpoint = gb_window_failpoint;
 	ck_assert_int_eq(ps_space_discard(sp, 0, PG, NULL, 0, &nskipped), 0);
 	disarm();
 	ck_assert_int_eq(atomic_load(&gb_steps), 3);
@@ -2421,9 +2404,9 @@ START_TEST(map_range_eexist_shows_no_entry)
 		0);
 	ps_page_change_flags(pg(11), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
-	ps__space_inject = pin_at_second_run;
+	ps__inject = pin_at_second_run;
 	rc = ps_space_map_range(sp, 0, 2 * PG, 10, PS_MAP_WRITE);
-	ps__space_inject = NULL;
+	ps__inject = NULL;
 	ck_assert_int_eq(rc, -EEXIST);
 	if (!eexist_pin_rc)
 		ps_space_unpin(sp, &fp_pinned_frame, 1, false);
