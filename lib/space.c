@@ -786,30 +786,40 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 /* --- CPU access (S3) ------------------------------------------------------------ */
 
-/* write_fault_locked(): the entry no longer maps the frame locked. */
-#define FAULT_AGAIN (-1)
-/* resolve_write(): the entry changed since it was classified. */
-#define FAULT_CHANGED (-2)
+/*
+ * A step of a write fault: it decided (the answer is in *@fr), or the entry
+ * moved under it. Internal: never mixed into enum ps_fault, which is what
+ * ps_space_fault() returns.
+ */
+enum fault_step {
+	FAULT_DONE = 0, /* *@fr is the answer */
+	FAULT_AGAIN,	/* the entry no longer maps the frame locked */
+	FAULT_CHANGED,	/* the entry changed since it was classified */
+};
 
 /*
  * Make the entry @e at @addr, just classified with the write allowed, what
  * the write makes of it (ps_pte_resolve_write()), by one CAS from exactly
- * @e. Returns PS_FAULT_OK (also when nothing changes), PS_FAULT_INVALID
- * (the table refused), or FAULT_CHANGED (someone changed the entry:
- * classify again). The callers decide whether the frame must be marked
- * dirty first (S3).
+ * @e. FAULT_DONE with *@fr PS_FAULT_OK (also when nothing changes) or
+ * PS_FAULT_INVALID (the table refused), or FAULT_CHANGED (someone changed
+ * the entry: classify again). The callers decide whether the frame must be
+ * marked dirty first (S3).
  */
-static int resolve_write(struct ps_space *s, uint64_t addr, ps_pte_t e)
+static enum fault_step resolve_write(struct ps_space *s, uint64_t addr,
+				     ps_pte_t e, enum ps_fault *fr)
 {
 	ps_pte_t n = ps_pte_resolve_write(e);
 	int rc;
 
+	*fr = PS_FAULT_OK;
 	if (n == e)
-		return PS_FAULT_OK;
+		return FAULT_DONE;
 	rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
-	if (!rc)
-		return PS_FAULT_OK;
-	return rc == -EAGAIN ? FAULT_CHANGED : PS_FAULT_INVALID;
+	if (rc == -EAGAIN)
+		return FAULT_CHANGED;
+	if (rc)
+		*fr = PS_FAULT_INVALID;
+	return FAULT_DONE;
 }
 
 /*
@@ -825,30 +835,29 @@ static int resolve_write(struct ps_space *s, uint64_t addr, ps_pte_t e)
  * is the frame made writable. A failed CAS (a fault moved accessed bits,
  * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks
  * again; if the write is refused then (WP, BAD_ACCESS), the frame stays
- * dirty: an over-report, never a lost write.
+ * dirty: an over-report, never a lost write. FAULT_DONE: *@fr is the
+ * answer.
  */
-static int write_fault_locked(struct ps_space *s, uint64_t addr,
-			      unsigned int access, uint64_t frame)
+static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
+					  unsigned int access, uint64_t frame,
+					  enum ps_fault *fr)
 {
 	for (;;) {
-		enum ps_fault fr;
 		ps_pte_t e;
-		int rc;
 
-		fr = ps_pgtable_fault_pte(s->pt, addr,
-					  access | PS_ACCESS_CHECK, &e);
+		*fr = ps_pgtable_fault_pte(s->pt, addr,
+					   access | PS_ACCESS_CHECK, &e);
 		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frame)
 			return FAULT_AGAIN;
-		if (fr != PS_FAULT_OK)
-			return fr; /* WP or BAD_ACCESS: nothing changes */
+		if (*fr != PS_FAULT_OK)
+			return FAULT_DONE; /* WP or BAD_ACCESS: nothing changes */
 		/* Writable already: made so under this lock, dirty (S3). */
 		if (!ps_pte_is_writable(e)) {
 			ps__space_mark_frame_dirty(s, frame);
 			log_addr(s, addr);
 		}
-		rc = resolve_write(s, addr, e);
-		if (rc != FAULT_CHANGED)
-			return rc;
+		if (resolve_write(s, addr, e, fr) == FAULT_DONE)
+			return FAULT_DONE;
 	}
 }
 
@@ -876,10 +885,10 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 	if (!(access & PS_ACCESS_WRITE))
 		return ps_pgtable_fault(s->pt, addr, access);
 	for (;;) {
+		enum fault_step step;
 		enum ps_fault fr;
 		struct ps_page *p;
 		ps_pte_t e;
-		int rc;
 
 		fr = ps_pgtable_fault_pte(s->pt, addr,
 					  access | PS_ACCESS_CHECK, &e);
@@ -895,18 +904,17 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		if (fr != PS_FAULT_OK)
 			return fr;
 		if (ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes) {
-			rc = resolve_write(s, addr, e);
-			if (rc != FAULT_CHANGED)
-				return (enum ps_fault)rc;
+			if (resolve_write(s, addr, e, &fr) == FAULT_DONE)
+				return fr;
 			continue; /* changed: classify again */
 		}
 		p = &s->frames[ps_pte_frame(e)];
 		ps_page_lock(p);
 		FAILPOINT(FP_FAULT_LOCKED, addr);
-		rc = write_fault_locked(s, addr, access, ps_pte_frame(e));
+		step = write_fault_locked(s, addr, access, ps_pte_frame(e), &fr);
 		ps_page_unlock(p);
-		if (rc != FAULT_AGAIN)
-			return (enum ps_fault)rc;
+		if (step == FAULT_DONE)
+			return fr;
 	}
 }
 
