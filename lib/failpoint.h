@@ -22,8 +22,10 @@ enum {
 	FP_DISCARD_AFTER_CHECK,	   /* discard: saw no pin, entry not zapped */
 	FP_DISCARD_AFTER_ZAP,	   /* discard: zapped, pins not re-checked */
 	FP_MAP_RUN,		   /* inject: the page-table map of a run */
-	FP_FAULT_CHECKED,	   /* fault: a write classified, nothing changed */
-	FP_FAULT_LOCKED,	   /* fault: frame LOCKED, entry not read again */
+	FP_FAULT_CHECKED,	   /* fault: a write classified, nothing
+				    * changed */
+	FP_FAULT_LOCKED,	   /* fault: frame LOCKED, entry not read
+				    * again */
 	FP_WB_BOUNCED,		   /* write-back: pinned frame copied, not
 				    * looked at again */
 	FP_CREATE_MUTEX,	   /* inject: the writer mutex's init */

@@ -7,7 +7,7 @@
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S9 in lib/space.c hold too)
+ * S1..S9, stated in the space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -347,6 +347,15 @@ int ps_space_set_prot_hooks(struct ps_space *s,
 }
 
 /* --- small helpers -------------------------------------------------------------- */
+
+/* [@start, @start + @len): non-empty, page-aligned, inside the space. */
+static bool range_ok(const struct ps_space *s, uint64_t start, uint64_t len)
+{
+	const uint64_t size = ps__space_size(s);
+
+	return len && !(start & (PAGE_SIZE - 1)) && !(len & (PAGE_SIZE - 1)) &&
+	       start < size && len <= size - start;
+}
 
 static uint64_t now_ns(void)
 {
@@ -692,8 +701,8 @@ static uint64_t unfreeze_all(struct conv *c, bool commit)
 
 			bits &= bits - 1;
 			section_cycle(n);
-			if (!frame_at(c->pt, c->nframes, page_addr(c, i), &frame,
-				      &e))
+			if (!frame_at(c->pt, c->nframes, page_addr(c, i),
+				      &frame, &e))
 				continue;
 			/*
 			 * The unfreeze releases: it publishes the flip and the
@@ -726,7 +735,7 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	bool commit = false;
 	int rc;
 
-	if (!ps__space_range_ok(s, start, len) ||
+	if (!range_ok(s, start, len) ||
 	    (to != PS_ENC_PRIVATE && to != PS_ENC_SHARED) ||
 	    (flags & ~PS_CONVERT_FLAGS_ALL) || extra >= PS_PAGE_REFS_MAX)
 		return -EINVAL;
@@ -1029,7 +1038,7 @@ int ps_space_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 	struct ps_pgtable *pt = ps_space_pgtable(s);
 	int rc = 0;
 
-	if (!ps__space_range_ok(s, start, len) ||
+	if (!range_ok(s, start, len) ||
 	    (prot & ~(PS_PROT_READ | PS_PROT_WRITE)))
 		return -EINVAL;
 	if (!prot)

@@ -65,7 +65,7 @@ struct ps__space_exts {
 static inline struct ps__space_ext *ps__space_ext_find(struct ps_space *space,
 						       const void *key)
 {
-	/* A pointer to a struct is a pointer to its first member (C11 6.7.2.1). */
+	/* A struct's address is its first member's (C11 6.7.2.1). */
 	struct ps__space_exts *l = (struct ps__space_exts *)(void *)space;
 	/* Acquire: pairs with the release CAS in ps__space_ext_add(). */
 	struct ps__space_ext *e =
@@ -101,10 +101,6 @@ struct ps_page *ps__space_frames(struct ps_space *space, uint64_t *nframes);
 
 /* The size of the address space in bytes, fixed at creation. Wait-free. */
 uint64_t ps__space_size(const struct ps_space *space);
-
-/* [@start, @start + @len): non-empty, page-aligned, inside the space. */
-bool ps__space_range_ok(const struct ps_space *space, uint64_t start,
-			uint64_t len);
 
 /*
  * The writer lock (S1): held, no frame is replaced at an address of the

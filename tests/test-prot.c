@@ -1485,7 +1485,8 @@ static void *first_kmapper(void *arg)
  */
 START_TEST(prot_state_first_kmaps_race)
 {
-	uint64_t rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 5000;
+	uint64_t rounds =
+		ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 5000;
 	struct first_kmaps k;
 
 	for (uint64_t r = 0; r < rounds; r++) {

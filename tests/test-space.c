@@ -7,9 +7,10 @@
  * before writable), the seed-003 secondary-map helper (exactly-once dirty
  * hook), dirty harvest (write pins, REARM, budget), write-back in both
  * modes (no dirty frame escapes it), and stress for the races the
- * guarantees S1..S9 of lib/space.c are about. Failpoints and injected
- * failures (lib/space.c compiled with -DPS_SPACE_FAILPOINTS) put races and
- * errors exactly where they hurt.
+ * guarantees S1..S9 of the space's files are about (lib/space-impl.h says
+ * which file states which). Failpoints and injected failures
+ * (lib/failpoint.h: the space's files compiled with -DPS_TEST_FAILPOINTS)
+ * put races and errors exactly where they hurt.
  */
 #include <pagestate/space.h>
 
@@ -1839,9 +1840,10 @@ static int fp_secmap_rc = 99;
 static void map_secondary_for_write(uint64_t addr)
 {
 	/*
-	 * FP_WB_INVALIDATED sits right after the invalidation's end (space.c
-	 * says to keep it there): DIRTY must already be clear at that point,
-	 * and the map for write must dirty the frame again.
+	 * FP_WB_INVALIDATED sits right after the invalidation's end
+	 * (lib/space-writeback.c says to keep it there): DIRTY must already
+	 * be clear at that point, and the map for write must dirty the frame
+	 * again.
 	 */
 	ck_assert_msg(!ps_page_test_flags(pg(62), PS_PAGE_DIRTY),
 		      "the invalidation ended before DIRTY was cleared");

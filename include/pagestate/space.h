@@ -56,10 +56,10 @@
  *     the space records the address of every page written, every page
  *     pinned (any pin: it may be unpinned dirty) and every page mapped to
  *     a frame that is pinned or dirty, and write-back keeps a page whose
- *     frame is pinned or dirty (S9 in lib/space.c). So a frame unpinned
- *     dirty is written by the next write-back of the address it was pinned
- *     at, if it is still mapped there (there is no reverse map: an alias
- *     elsewhere is not found through it).
+ *     frame is pinned or dirty (S9 in lib/space-writeback.c). So a frame
+ *     unpinned dirty is written by the next write-back of the address it
+ *     was pinned at, if it is still mapped there (there is no reverse map:
+ *     an alias elsewhere is not found through it).
  *   - an address is in the dirty log (KVM's dirty bitmap) when it was
  *     written since the last harvest (ps_space_harvest()), which migration
  *     consumes. Every marking path above but ps_space_unpin() logs the
@@ -234,7 +234,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
  * must have no subscription left. Pinned frames stay valid in the caller's
  * array, if the array is the caller's; a library-allocated array is freed.
  * Ordering: a seq_cst fence orders the zap before the puts (S2 in
- * lib/space.c), so the free_frame hooks run after the entries are gone.
+ * lib/space-pin.c), so the free_frame hooks run after the entries are gone.
  * Progress: blocking (destroying the page table waits for liburcu's pending
  * callbacks: not inside a read-side section); the hooks are the caller's.
  * Return: 0; -EBUSY if subscriptions remain (nothing is freed then).
@@ -441,9 +441,10 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * Frames at or above nframes are skipped. A frame unpinned dirty is
  * written by the next ps_space_writeback() of the address it was pinned
  * at, if it is still mapped there: the pin recorded that address, and
- * write-back keeps it while the frame is pinned (S9 in lib/space.c). The
- * dirty log (migration) has the address only for a pin for write (see
- * Dirty state); for another pin, call ps_space_mark_dirty().
+ * write-back keeps it while the frame is pinned (S9 in
+ * lib/space-writeback.c). The dirty log (migration) has the address only
+ * for a pin for write (see Dirty state); for another pin, call
+ * ps_space_mark_dirty().
  * Context: any thread holding the pins; the dirty and free_frame hooks run
  * in it, with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
@@ -713,8 +714,8 @@ struct ps_writeback_stats {
  * @stats: receives what was done; may be NULL.
  *
  * Visits the pages of the range in the write-back set (written, pinned, or
- * mapped to a pinned or dirty frame: S9 in lib/space.c). The frame mapped
- * at a page is held with a reference of write-back's own, then LOCKED,
+ * mapped to a pinned or dirty frame: S9 in lib/space-writeback.c). The
+ * frame mapped at a page is held with a reference of write-back's own, then LOCKED,
  * then the entry is read again (a frame unmapped meanwhile is let go and
  * the page looked at again); the reference is dropped after @fn returns,
  * so an unmap or discard during @fn does not free the frame under it (the
