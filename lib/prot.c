@@ -81,7 +81,7 @@
  *
  * State. What prot keeps per space (the CPU-map counts of P5 and P6, the
  * hooks) is prot's own: an extension of the space (lib/space-internal.h),
- * created by the first kmap or ps_space_set_prot_hooks() and freed by
+ * created by the first kmap or ps_prot_set_hooks() and freed by
  * ps_space_destroy(). Before it exists every reader reads "no CPU map, no
  * hooks", as a new one says. Prot reaches the space only through
  * lib/space-internal.h and pagestate/space.h.
@@ -318,13 +318,13 @@ static const struct ps_prot_hooks *hooks_of(struct ps_space *s)
 
 	if (!ps)
 		return NULL;
-	/* Acquire: pairs with the release in ps_space_set_prot_hooks(). */
+	/* Acquire: pairs with the release in ps_prot_set_hooks(). */
 	n = atomic_load_explicit(&ps->hooks, memory_order_acquire);
 	return n ? &n->h : NULL;
 }
 
-int ps_space_set_prot_hooks(struct ps_space *s,
-			    const struct ps_prot_hooks *hooks)
+int ps_prot_set_hooks(struct ps_space *s,
+		      const struct ps_prot_hooks *hooks)
 {
 	struct prot_space *ps;
 	struct hooks_node *n;
@@ -725,9 +725,9 @@ static uint64_t unfreeze_all(struct conv *c, bool commit)
 	return n;
 }
 
-int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
-		     enum ps_enc_state to, unsigned int flags,
-		     struct ps_convert_opts *opts, uint64_t *error_offset)
+int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
+		    enum ps_enc_state to, unsigned int flags,
+		    struct ps_convert_opts *opts, uint64_t *error_offset)
 {
 	const uint64_t extra = opts ? opts->extra_refs : 0;
 	struct conv c;
@@ -852,7 +852,7 @@ static int kmap_first(struct ps_space *s, struct prot_space *ps,
 	return 0;
 }
 
-int ps_space_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
+int ps_prot_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
 {
 	const uint64_t reject =
 		PS_PAGE_POISONED | (flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
@@ -892,7 +892,7 @@ int ps_space_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
 	return kmap_first(s, ps, frame);
 }
 
-int ps_space_kunmap(struct ps_space *s, uint64_t frame)
+int ps_prot_kunmap(struct ps_space *s, uint64_t frame)
 {
 	struct prot_space *ps = prot_peek(s);
 	PS_ATOMIC(uint32_t) *cnt;
@@ -916,7 +916,7 @@ int ps_space_kunmap(struct ps_space *s, uint64_t frame)
 	return 0;
 }
 
-uint32_t ps_space_kmap_count(struct ps_space *s, uint64_t frame)
+uint32_t ps_prot_kmap_count(struct ps_space *s, uint64_t frame)
 {
 	struct prot_space *ps = prot_peek(s);
 
@@ -925,7 +925,7 @@ uint32_t ps_space_kmap_count(struct ps_space *s, uint64_t frame)
 	return cpu_maps(s, frame); /* an acquire load */
 }
 
-int ps_space_set_inaccessible(struct ps_space *s, uint64_t frame)
+int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
 {
 	struct ps_page *p = ps_space_page(s, frame);
 	int rc = 0;
@@ -949,8 +949,8 @@ int ps_space_set_inaccessible(struct ps_space *s, uint64_t frame)
 
 /* --- the access check ---------------------------------------------------------- */
 
-int ps_space_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
-			  enum ps_enc_state kind, struct ps_memory_fault *fault)
+int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
+			 enum ps_enc_state kind, struct ps_memory_fault *fault)
 {
 	const bool private_access = kind == PS_ENC_PRIVATE;
 	const uint64_t space_size = ps__space_size(s);
@@ -996,8 +996,8 @@ int ps_space_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 
 /* --- cache modes and protection changes (P7) ------------------------------------- */
 
-int ps_space_set_cache(struct ps_space *s, uint64_t frame,
-		       enum ps_cache_mode mode, uint64_t expected_refs)
+int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
+		      enum ps_cache_mode mode, uint64_t expected_refs)
 {
 	const uint64_t bits = (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
 	struct ps_page *p = ps_space_page(s, frame);
@@ -1031,8 +1031,8 @@ int ps_space_set_cache(struct ps_space *s, uint64_t frame,
 	}
 }
 
-int ps_space_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
-		      unsigned int prot)
+int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
+		     unsigned int prot)
 {
 	const bool write = prot & PS_PROT_WRITE;
 	struct ps_pgtable *pt = ps_space_pgtable(s);

@@ -40,7 +40,7 @@
  *     the same atomic step that takes the mapping's reference; on a frame in
  *     use with another mode it fails with -EBUSY; the same mode is fine.
  *     Without PS_MAP_CACHE a mapping takes the frame's mode, never conflicts.
- *   - ps_space_set_cache() changes the mode of a free frame, or of one whose
+ *   - ps_prot_set_cache() changes the mode of a free frame, or of one whose
  *     only references are @expected_refs the caller accounts for (frozen
  *     for the change, so no mapping, pin or CPU map can appear meanwhile);
  *     otherwise -EBUSY, and the same mode is always fine. A mapped frame is
@@ -49,7 +49,7 @@
  * encoders below fail with -EOPNOTSUPP; the page word itself never holds a
  * value outside enum ps_cache_mode.
  *
- * A protection change (ps_space_mprotect(), mprotect-like: read-only or
+ * A protection change (ps_prot_mprotect(), mprotect-like: read-only or
  * writable) changes only MAYWRITE and WRITE of each entry (pte.h's
  * ps_pte_set_maywrite()): never the frame, the cache mode, ENC, uffd-wp,
  * DIRTY or ACCESSED, as Linux's pte_modify() keeps _PAGE_CHG_MASK.
@@ -97,7 +97,7 @@
  * INACCESSIBLE together, before the frame is first mapped.
  *
  * ---------------------------------------------------------------------------
- * Conversion (ps_space_convert())
+ * Conversion (ps_prot_convert())
  * ---------------------------------------------------------------------------
  *
  * Converts the frames mapped in a range between shared and private, all or
@@ -109,7 +109,7 @@
  *      secondary mappings are torn down, and cached translations retry.
  *   2. Freeze every frame that is not yet in the target state, with its
  *      expected references: the mapping's one plus opts->extra_refs. The
- *      freeze fails if the frame holds any pin, any CPU map (ps_space_kmap()
+ *      freeze fails if the frame holds any pin, any CPU map (ps_prot_kmap()
  *      holds a reference, and the frame's CPU-map count is checked after
  *      the freeze, so declaring a map's reference in extra_refs does not
  *      hide it), or any other reference. That page is the first
@@ -133,7 +133,7 @@
  * or the freeze did, and the pin waits while the frame is frozen, then finds
  * it PRIVATE and fails with -EPERM. A page converted to private can never
  * be pinned by a path that expects shared memory. The same holds for CPU
- * maps (ps_space_kmap() without PS_KMAP_PRIVATE) and for the secondary-map
+ * maps (ps_prot_kmap() without PS_KMAP_PRIVATE) and for the secondary-map
  * helper (ps_space_map_secondary() never maps private frames).
  *
  * What a private pin means (PS_PIN_PRIVATE, pagestate/space.h): the frame
@@ -206,11 +206,11 @@
  *     records the attribute for unpopulated gfns.
  *
  * ---------------------------------------------------------------------------
- * CPU maps (ps_space_kmap(), seed 000)
+ * CPU maps (ps_prot_kmap(), seed 000)
  * ---------------------------------------------------------------------------
  *
  * A CPU that reads or writes a frame's contents brackets the access with
- * ps_space_kmap() / ps_space_kunmap(), as the kernel uses kmap(). A kmap
+ * ps_prot_kmap() / ps_prot_kunmap(), as the kernel uses kmap(). A kmap
  * takes a reference on the frame (so a conversion sees it and refuses the
  * page) and counts one CPU map in a per-frame counter kept outside the page
  * word. The first CPU map of an INACCESSIBLE frame calls the make-accessible
@@ -218,23 +218,23 @@
  * the same time: the 0 -> 1 transition of the count takes the frame's LOCKED
  * bit, later kmaps only increment. If the hook fails, the kmap fails with its
  * error and the count and references are as before. On success the frame is
- * accessible until a conversion to private or ps_space_set_inaccessible().
+ * accessible until a conversion to private or ps_prot_set_inaccessible().
  * Device pins never call the hook: a pin is not a CPU access (seed 000).
  * A kmap refuses private frames unless PS_KMAP_PRIVATE (a path that expects
  * plaintext must not read a private page's ciphertext), as pins do.
  * Write-back (ps_space_writeback()) hands frames to its callback as they
  * are: a callback that reads a frame that may be private or inaccessible
- * brackets the read with ps_space_kmap() / ps_space_kunmap().
+ * brackets the read with ps_prot_kmap() / ps_prot_kunmap().
  *
  * ---------------------------------------------------------------------------
- * The access check (ps_space_check_access())
+ * The access check (ps_prot_check_access())
  * ---------------------------------------------------------------------------
  *
  * A VMM's fault path learns from the hardware whether a guest access was
  * private or shared (the C-bit, the TDX shared bit, the SNP fault's error
  * code). If that kind does not match the page's state, KVM exits to the VMM
  * with KVM_EXIT_MEMORY_FAULT (gpa, size, KVM_MEMORY_EXIT_FLAG_PRIVATE) and
- * the VMM converts or kills the guest. ps_space_check_access() is that check:
+ * the VMM converts or kills the guest. ps_prot_check_access() is that check:
  * it fills a struct ps_memory_fault with the exact part of the access that
  * hit the first mismatching page, and its kind.
  *
@@ -242,27 +242,27 @@
  * Ordering and progress of the space operations
  * ---------------------------------------------------------------------------
  *
- *   wait-free   ps_space_check_access, ps_space_kmap_count, the encoders
- *   lock-free   ps_space_kmap when the frame is already CPU-mapped,
- *               ps_space_kunmap, ps_space_set_cache (with expected_refs it
+ *   wait-free   ps_prot_check_access, ps_prot_kmap_count, the encoders
+ *   lock-free   ps_prot_kmap when the frame is already CPU-mapped,
+ *               ps_prot_kunmap, ps_prot_set_cache (with expected_refs it
  *               freezes the frame briefly: others wait meanwhile)
- *   blocking    ps_space_convert (writer mutex, invalidation, hooks, the
- *               wait), ps_space_mprotect (writer mutex, invalidation),
- *               ps_space_kmap's first CPU map (the LOCKED bit and the hook)
+ *   blocking    ps_prot_convert (writer mutex, invalidation, hooks, the
+ *               wait), ps_prot_mprotect (writer mutex, invalidation),
+ *               ps_prot_kmap's first CPU map (the LOCKED bit and the hook)
  *               and any kmap of a frame being converted (it waits for the
- *               unfreeze), ps_space_set_inaccessible (LOCKED),
- *               ps_space_set_prot_hooks (mutex)
+ *               unfreeze), ps_prot_set_inaccessible (LOCKED),
+ *               ps_prot_set_hooks (mutex)
  *
- *   ps_space_convert       the unfreeze of each frame is a release: a pin or
- *                          kmap that finds the frame in its new state (an
- *                          acquiring try) sees the new entry and what the
- *                          hooks wrote; the invalidation's end is a release
- *                          for secondary-mapping readers.
- *   ps_space_kmap          acquire: the caller sees what the make-accessible
- *                          hook did and what earlier holders wrote.
- *   ps_space_kunmap        release: the caller's accesses come before it.
- *   ps_space_check_access  acquire loads: an answer "matches" was true at
- *                          the instant of the load.
+ *   ps_prot_convert       the unfreeze of each frame is a release: a pin or
+ *                         kmap that finds the frame in its new state (an
+ *                         acquiring try) sees the new entry and what the
+ *                         hooks wrote; the invalidation's end is a release
+ *                         for secondary-mapping readers.
+ *   ps_prot_kmap          acquire: the caller sees what the make-accessible
+ *                         hook did and what earlier holders wrote.
+ *   ps_prot_kunmap        release: the caller's accesses come before it.
+ *   ps_prot_check_access  acquire loads: an answer "matches" was true at
+ *                         the instant of the load.
  *
  * The protocol, with numbered guarantees P1..P8 that the tests cite, is at
  * the top of lib/prot.c.
@@ -282,8 +282,8 @@ PS_BEGIN_DECLS
 
 /*
  * Cache modes and encryption states: enum ps_cache_mode, PS_CACHE_NR, enum
- * ps_enc_state, ps_cache_mode_name() and the page-word operations that store
- * them (ps_page_cache_mode(), ps_page_enc_state(),
+ * ps_enc_state, ps_page_cache_mode_name() and the page-word operations that
+ * store them (ps_page_cache_mode(), ps_page_enc_state(),
  * ps_page_get_or_revive_cache(), ps_page_set_cache_if_free()) are in
  * pagestate/page.h, beside the word that holds them.
  */
@@ -484,7 +484,7 @@ static inline uint64_t ps_cc_phys_mask(const struct ps_cc_platform *p)
  *	quarantined and the conversion fails with -EIO.
  * @make_accessible: the first CPU map of INACCESSIBLE frame @frame
  *	(arch_make_page_accessible(): export a secure page, put it back in the
- *	VMM's own mapping). Return 0, or a negative errno that ps_space_kmap()
+ *	VMM's own mapping). Return 0, or a negative errno that ps_prot_kmap()
  *	returns (nothing changed).
  * @ctx: handed to every hook.
  *
@@ -508,7 +508,7 @@ struct ps_prot_hooks {
 };
 
 /**
- * ps_space_set_prot_hooks() - install hooks for every later conversion and
+ * ps_prot_set_hooks() - install hooks for every later conversion and
  * kmap of a space.
  * @space: the space.
  * @hooks: the hooks (copied), or NULL to remove them.
@@ -522,8 +522,8 @@ struct ps_prot_hooks {
  * allocation).
  * Return: 0; -ENOMEM (nothing changed).
  */
-int ps_space_set_prot_hooks(struct ps_space *space,
-			    const struct ps_prot_hooks *hooks);
+int ps_prot_set_hooks(struct ps_space *space,
+		      const struct ps_prot_hooks *hooks);
 
 /* --- conversion ------------------------------------------------------------- */
 
@@ -547,7 +547,7 @@ int ps_space_set_prot_hooks(struct ps_space *space,
  *	mapping outside the range would keep the old ENC bit, and a frame
  *	mapped twice inside it fails the call with -EAGAIN at its second
  *	page). They must stay held during the call. A CPU map's reference
- *	(ps_space_kmap()) cannot be declared: a frame CPU-mapped when it is
+ *	(ps_prot_kmap()) cannot be declared: a frame CPU-mapped when it is
  *	frozen fails the call with -EAGAIN at its page, declared or not.
  *	Default 0.
  * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
@@ -566,7 +566,7 @@ struct ps_convert_opts {
 };
 
 /**
- * ps_space_convert() - convert the frames mapped in [@start, @start + @len)
+ * ps_prot_convert() - convert the frames mapped in [@start, @start + @len)
  * to @to, all or nothing (see "Conversion" above).
  * @space: the space.
  * @start: the first page (aligned, inside the space).
@@ -593,9 +593,9 @@ struct ps_convert_opts {
  * happened, not even the invalidation); -ENOMEM; or a per-page error listed
  * under "Errors and error_offset".
  */
-int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
-		     enum ps_enc_state to, unsigned int flags,
-		     struct ps_convert_opts *opts, uint64_t *error_offset);
+int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
+		    enum ps_enc_state to, unsigned int flags,
+		    struct ps_convert_opts *opts, uint64_t *error_offset);
 
 /* --- CPU maps ------------------------------------------------------------------ */
 
@@ -603,7 +603,7 @@ int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
 #define PS_KMAP_PRIVATE 0x1u /* allow a private frame (its ciphertext) */
 
 /**
- * ps_space_kmap() - the CPU is about to access @frame's contents.
+ * ps_prot_kmap() - the CPU is about to access @frame's contents.
  * @space: the space.
  * @frame: the frame (below nframes).
  * @flags: 0 or PS_KMAP_PRIVATE.
@@ -621,15 +621,15 @@ int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * Return: 0; -EINVAL (@frame out of range, unknown flags); -ENOENT (the
  * frame is free); -EPERM (private, without PS_KMAP_PRIVATE); -EHWPOISON
  * (poisoned); -EOVERFLOW (reference limit); -ENOMEM (the space's first
- * kmap, or first ps_space_set_prot_hooks(), reserves its per-frame CPU-map
+ * kmap, or first ps_prot_set_hooks(), reserves its per-frame CPU-map
  * counts, 4 bytes of address space per frame, and that failed); the hook's
  * negative errno. On error nothing changed.
  */
-int ps_space_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
+int ps_prot_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
 
 /**
- * ps_space_kunmap() - end one CPU map of @frame: the count and the
- * reference ps_space_kmap() took are dropped (the free_frame hook runs if
+ * ps_prot_kunmap() - end one CPU map of @frame: the count and the
+ * reference ps_prot_kmap() took are dropped (the free_frame hook runs if
  * that was the frame's last reference). The frame stays accessible.
  * @space: the space.
  * @frame: a frame this thread (or one it hands over to) CPU-mapped.
@@ -639,20 +639,20 @@ int ps_space_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
  * Return: 0; -EINVAL if @frame is out of range or not CPU-mapped (nothing
  * changed).
  */
-int ps_space_kunmap(struct ps_space *space, uint64_t frame);
+int ps_prot_kunmap(struct ps_space *space, uint64_t frame);
 
 /**
- * ps_space_kmap_count() - how many CPU maps a frame has now.
+ * ps_prot_kmap_count() - how many CPU maps a frame has now.
  * @space: the space.
  * @frame: the frame.
  *
  * Context: any thread. Ordering: acquire load. Progress: wait-free.
  * Return: the count, 0 if @frame is out of range.
  */
-uint32_t ps_space_kmap_count(struct ps_space *space, uint64_t frame);
+uint32_t ps_prot_kmap_count(struct ps_space *space, uint64_t frame);
 
 /**
- * ps_space_set_inaccessible() - the owner removed @frame from its own
+ * ps_prot_set_inaccessible() - the owner removed @frame from its own
  * mappings (from its "direct map"): mark it INACCESSIBLE, so the next first
  * CPU map calls the make-accessible hook again.
  *
@@ -666,7 +666,7 @@ uint32_t ps_space_kmap_count(struct ps_space *space, uint64_t frame);
  * Return: 0; -EINVAL (@frame out of range); -EBUSY while it is CPU-mapped
  * or being converted (nothing changed).
  */
-int ps_space_set_inaccessible(struct ps_space *space, uint64_t frame);
+int ps_prot_set_inaccessible(struct ps_space *space, uint64_t frame);
 
 /* --- the access check ----------------------------------------------------------- */
 
@@ -686,7 +686,7 @@ struct ps_memory_fault {
 };
 
 /**
- * ps_space_check_access() - does an access of kind @kind to [@addr, @addr +
+ * ps_prot_check_access() - does an access of kind @kind to [@addr, @addr +
  * @size) match the state of the pages it touches?
  * @space: the space.
  * @addr: the first byte accessed (any alignment).
@@ -706,14 +706,14 @@ struct ps_memory_fault {
  * -EHWPOISON if a page is poisoned (a POISONED marker or frame); -EINVAL for
  * @size 0, a range that wraps or leaves the space, or an unknown @kind.
  */
-int ps_space_check_access(struct ps_space *space, uint64_t addr,
-			  uint64_t size, enum ps_enc_state kind,
-			  struct ps_memory_fault *fault);
+int ps_prot_check_access(struct ps_space *space, uint64_t addr,
+			 uint64_t size, enum ps_enc_state kind,
+			 struct ps_memory_fault *fault);
 
 /* --- cache modes and protection changes ------------------------------------------- */
 
 /**
- * ps_space_set_cache() - give @frame cache mode @mode (see "Cache modes").
+ * ps_prot_set_cache() - give @frame cache mode @mode (see "Cache modes").
  * @space: the space.
  * @frame: the frame.
  * @mode: the mode.
@@ -733,15 +733,15 @@ int ps_space_check_access(struct ps_space *space, uint64_t addr,
  * copying it; retry after the write-back); -EHWPOISON (poisoned). On error
  * nothing changed.
  */
-int ps_space_set_cache(struct ps_space *space, uint64_t frame,
-		       enum ps_cache_mode mode, uint64_t expected_refs);
+int ps_prot_set_cache(struct ps_space *space, uint64_t frame,
+		      enum ps_cache_mode mode, uint64_t expected_refs);
 
-/* Protection of ps_space_mprotect(), mprotect()'s values. */
+/* Protection of ps_prot_mprotect(), mprotect()'s values. */
 #define PS_PROT_READ 0x1u
 #define PS_PROT_WRITE 0x2u
 
 /**
- * ps_space_mprotect() - change the access rights of the pages mapped in
+ * ps_prot_mprotect() - change the access rights of the pages mapped in
  * [@start, @start + @len).
  * @space: the space.
  * @start: the first page (aligned, inside the space).
@@ -764,8 +764,8 @@ int ps_space_set_cache(struct ps_space *space, uint64_t frame,
  * (entries have no "not readable" state: unmap, or write-protect with
  * uffd-wp, instead).
  */
-int ps_space_mprotect(struct ps_space *space, uint64_t start, uint64_t len,
-		      unsigned int prot);
+int ps_prot_mprotect(struct ps_space *space, uint64_t start, uint64_t len,
+		     unsigned int prot);
 
 PS_END_DECLS
 

@@ -160,7 +160,7 @@ struct ps_space;
  *	not map, map_range, unmap or discard in that space, nor convert or
  *	mprotect it (pagestate/prot.h), which take that mutex. From
  *	ps_space_unpin(), a pin backing out, the secondary-map helper,
- *	ps_space_kunmap(), ps_space_writeback() (which holds a reference on
+ *	ps_prot_kunmap(), ps_space_writeback() (which holds a reference on
  *	each frame it writes until its callback has returned) and
  *	ps_space_destroy() no library lock is held.
  *	(Only if the space runs out of memory collecting unmapped frames may
