@@ -5,7 +5,8 @@
 #
 #   utilities   compiler.h; rcu, hbitmap, rec, failpoint; itree, history
 #   page        page.h, lib/page.c
-#   pte, seq    pte.h; seq.h                        (siblings)
+#   pte, seq,   pte.h; seq.h; x86.h, lib/x86.c       (siblings)
+#   x86
 #   pgtable     pgtable.h, lib/pgtable*
 #   notifier    notifier.h, lib/notifier*
 #   space       space.h, lib/space*
@@ -41,6 +42,7 @@ history		2	lib/history.h lib/history.c
 page		3	include/pagestate/page.h lib/page.c lib/page-*.[ch]
 pte		4	include/pagestate/pte.h lib/pte.c lib/pte-*.[ch]
 seq		4	include/pagestate/seq.h lib/seq.c lib/seq-*.[ch]
+x86		4	include/pagestate/x86.h lib/x86.c lib/x86-*.[ch]
 pgtable		5	include/pagestate/pgtable.h lib/pgtable.c lib/pgtable-*.[ch]
 notifier	6	include/pagestate/notifier.h lib/notifier.c lib/notifier-*.[ch]
 space		7	include/pagestate/space.h lib/space.c lib/space-*.[ch]
@@ -114,10 +116,10 @@ PS_CONVERT prot
 PS_KMAP prot
 ps_memory_fault prot
 PS_MEMORY_FAULT prot
-ps_x86 prot
-PS_X86 prot
-ps_cc prot
-PS_CC prot
+ps_x86 x86
+PS_X86 x86
+ps_cc x86
+PS_CC x86
 ps_uffd uffd
 ps__uffd uffd
 PS_UFFD uffd

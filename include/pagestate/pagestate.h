@@ -14,5 +14,6 @@
 #include <pagestate/seq.h>
 #include <pagestate/space.h>
 #include <pagestate/uffd.h>
+#include <pagestate/x86.h>
 
 #endif /* PAGESTATE_PAGESTATE_H */
