@@ -58,82 +58,32 @@ lib/pgtable-internal.h	pgtable
 '
 
 # Identifier prefixes and the module that owns them: an identifier is its
-# prefix, or starts with the prefix and "_"; the longest prefix wins.
+# prefix, or starts with the prefix and "_"; the longest prefix wins. The
+# installed headers' namespaces come from the naming table at the top of
+# include/pagestate/pagestate.h (a header x.h is module x); these are the
+# internal utilities'.
 NAMESPACES='
 ps__rcu rcu
 ps__hbm hbitmap
 PS__HBM hbitmap
 ps__rec rec
 ps__itree itree
-ps__history history
-ps_page page
-ps__page page
-PS_PAGE page
-PS__PAGE page
-ps_cache page
-PS_CACHE page
-ps_enc page
-PS_ENC page
-ps_pte pte
-ps__pte pte
-PS_PTE pte
-ps_seq seq
-ps__seq seq
-PS_SEQ seq
-PS__SEQ seq
-ps_pgtable pgtable
-ps__pgtable pgtable
-PS_PGTABLE pgtable
-ps_fault pgtable
-PS_FAULT pgtable
-PS_ACCESS pgtable
-PS_WP pgtable
-PS_SCAN pgtable
-PS_CAT pgtable
-PS_ZAP pgtable
-PS_KEEP_WP pgtable
-ps_notifier notifier
-ps__notifier notifier
-PS_NOTIFIER notifier
-ps_interval notifier
-ps__interval notifier
-ps_invalidation notifier
-ps_space space
-ps__space space
-PS_SPACE space
-PS_MAP space
-PS_UNMAP space
-PS_PIN space
-PS_HARVEST space
-PS_WB space
-ps_writeback space
-ps_secondary space
-ps_prot prot
-ps__prot prot
-PS_PROT prot
-ps_convert prot
-PS_CONVERT prot
-PS_KMAP prot
-ps_memory_fault prot
-PS_MEMORY_FAULT prot
-ps_x86 x86
-PS_X86 x86
-ps_cc x86
-PS_CC x86
-ps_uffd uffd
-ps__uffd uffd
-PS_UFFD uffd
+ps__hist history
 '
+
+# The comment and literal stripper both meta checks share.
+here=$(cd "$(dirname "$0")" && pwd)
+c_scan=$here/c-scan.awk
 
 # Print "FILE<TAB>LINE<TAB>IDENTIFIER" for every identifier outside
 # comments and string or character literals, and "FILE<TAB>LINE<TAB>#HEADER"
 # for every #include "x" / <pagestate/x> (resolved to a path from the root).
 scan() {
-	awk '
-	FNR == 1 { incomment = 0; file = FILENAME; dir = file; sub(/\/[^\/]*$/, "", dir) }
+	awk -f "$c_scan" -f /dev/stdin "$@" <<-'EOF'
+	FNR == 1 { c_incomment = 0; file = FILENAME; dir = file; sub(/\/[^\/]*$/, "", dir) }
 	{
 		line = $0
-		if (!incomment && line ~ /^[ \t]*#[ \t]*include[ \t]*[<"]/) {
+		if (!c_incomment && line ~ /^[ \t]*#[ \t]*include[ \t]*[<"]/) {
 			h = line
 			sub(/^[ \t]*#[ \t]*include[ \t]*/, "", h)
 			if (h ~ /^<pagestate\//) {
@@ -145,35 +95,13 @@ scan() {
 			}
 			next
 		}
-		out = ""
-		n = length(line)
-		for (i = 1; i <= n; i++) {
-			c = substr(line, i, 1)
-			d = substr(line, i, 2)
-			if (incomment) {
-				if (d == "*/") { incomment = 0; i++ }
-				out = out " "
-				continue
-			}
-			if (d == "/*") { incomment = 1; i++; out = out "  "; continue }
-			if (d == "//") break
-			if (c == "\"" || c == "\047") {
-				q = c
-				for (i++; i <= n; i++) {
-					c = substr(line, i, 1)
-					if (c == "\\") { i++; continue }
-					if (c == q) break
-				}
-				out = out " "
-				continue
-			}
-			out = out c
-		}
+		out = c_code(line)
 		while (match(out, /[A-Za-z_][A-Za-z0-9_]*/)) {
 			print file "\t" FNR "\t" substr(out, RSTART, RLENGTH)
 			out = substr(out, RSTART + RLENGTH)
 		}
-	}' "$@"
+	}
+	EOF
 }
 
 check() {
@@ -205,9 +133,25 @@ check() {
 		fi
 	done
 
+	# The public namespaces: a function prefix with its capital and
+	# internal forms, and what else each header owns.
+	public=$(awk -f "$here/names-table.awk" include/pagestate/pagestate.h |
+		awk '$2 == "fn" || $2 == "own" {
+			m = $1; sub(/\.h$/, "", m)
+			if (m == "pagestate") m = "umbrella"
+			p = $3; sub(/_$/, "", p)
+			print p, m
+			if ($2 == "fn") {
+				q = "ps__" substr(p, 4)
+				print q, m; print toupper(p), m; print toupper(q), m
+			}
+		}')
+	[ -n "$public" ] || { echo "layers: no naming table in pagestate.h"; return 1; }
+
 	# shellcheck disable=SC2086
 	scan $files | awk -F '\t' -v map="$map" -v private="$PRIVATE" \
-		-v namespaces="$NAMESPACES" '
+		-v namespaces="$NAMESPACES
+$public" '
 	BEGIN {
 		n = split(map, lines, "\n")
 		for (i = 1; i <= n; i++) {
@@ -275,6 +219,18 @@ self_test() {
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
 	mkdir -p "$tmp/include/pagestate" "$tmp/lib"
+	cat >"$tmp/include/pagestate/pagestate.h" <<-'EOF'
+	/*
+	 *   header       functions        types, constants and macros also in
+	 *   page.h       ps_page
+	 *   space.h      ps_space
+	 *   prot.h       ps_prot
+	 *   uffd.h       ps_uffd
+	 *
+	 */
+	#include <pagestate/prot.h>
+	#include <pagestate/uffd.h>
+	EOF
 	cat >"$tmp/include/pagestate/page.h" <<-'EOF'
 	/* The page word; prot.h and ps_space_map() build on it. */
 	struct ps_page { int w; };
