@@ -543,7 +543,8 @@ int main(void)
 		.prepare = vmm_prepare, .finish = vmm_finish,
 		.make_accessible = vmm_make_accessible, .ctx = &vm,
 	};
-	uint64_t skipped[BALLOON_PAGES], nskipped = 0, pinned_seen, off;
+	struct ps_discard_skip skipped[BALLOON_PAGES];
+	uint64_t nskipped = 0, pinned_seen, off;
 	uint64_t frames[1];
 	const char *why = "not built";
 	struct ps_convert_opts opts;
@@ -588,15 +589,22 @@ int main(void)
 	/* 2. The balloon inflates over a range that includes pinned pages. */
 	err = ps_space_discard(vm.space, BALLOON_GPA, BALLOON_PAGES * PAGE,
 			       skipped, BALLOON_PAGES, &nskipped);
-	EXPECT(!err && nskipped == VFIO_PAGES && skipped[0] == VFIO_GPA,
+	EXPECT(!err && nskipped == VFIO_PAGES && skipped[0].addr == VFIO_GPA,
 	       "discard: %s, %llu skipped", errname(err),
 	       (unsigned long long)nskipped);
+	for (uint64_t i = 0; i < nskipped; i++)
+		EXPECT(skipped[i].reason == PS_DISCARD_PINNED &&
+			       skipped[i].frame == dma.frames[i],
+		       "page 0x%llx skipped for reason %d, not as pinned",
+		       (unsigned long long)skipped[i].addr,
+		       (int)skipped[i].reason);
 	EXPECT(ld(&vm.frees) == BALLOON_PAGES - VFIO_PAGES,
 	       "%llu frames given back", (unsigned long long)ld(&vm.frees));
 	printf("[2] balloon discard of %llu pages: %llu given back, the %llu "
-	       "pinned ones skipped (first at 0x%llx)\n", BALLOON_PAGES,
-	       (unsigned long long)ld(&vm.frees),
-	       (unsigned long long)nskipped, (unsigned long long)skipped[0]);
+	       "pinned ones skipped and reported pinned (first at 0x%llx)\n",
+	       BALLOON_PAGES, (unsigned long long)ld(&vm.frees),
+	       (unsigned long long)nskipped,
+	       (unsigned long long)skipped[0].addr);
 
 	/* The guest runs: vCPUs, the assigned device, the virtio device. */
 	if (getenv("PS_EXAMPLE_NO_UFFD")) {

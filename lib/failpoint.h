@@ -19,8 +19,9 @@
 enum {
 	FP_PIN_AFTER_LOOKUP = 1,   /* pin: read the entry, no pin yet */
 	FP_PIN_BEFORE_RECHECK,	   /* pin: pinned, entry not re-read */
-	FP_DISCARD_AFTER_CHECK,	   /* discard: saw no pin, entry not zapped */
-	FP_DISCARD_AFTER_ZAP,	   /* discard: zapped, pins not re-checked */
+	FP_DISCARD_AFTER_CHECK,	   /* discard: saw the mapping's reference
+				    * alone, frame not frozen yet */
+	FP_DISCARD_FROZEN,	   /* discard: frame frozen, entry not zapped */
 	FP_MAP_RUN,		   /* inject: the page-table map of a run */
 	FP_FAULT_CHECKED,	   /* fault: a write classified, nothing
 				    * changed */
@@ -35,8 +36,6 @@ enum {
 				    * ended, frame still LOCKED */
 	FP_PIN_RECHECKED,	   /* pin: re-check passed, address not
 				    * recorded yet */
-	FP_DISCARD_GAVE_BACK,	   /* discard: give-back done, address not
-				    * recorded again yet */
 	FP_CONVERT_FROZEN,	   /* prot: every page frozen, no hook run, no
 				    * flip */
 	FP_NR

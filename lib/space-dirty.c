@@ -20,12 +20,11 @@
  *     run under LOCKED in write-back.)
  *
  * S6  Harvest never loses a mark. The dirty log is a three-level bitmap
- *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by
- *     it or stays for the next. A page pinned for write is kept in the log
- *     while its pins last, so every harvest until after the unpin reports
- *     it (a harvest that looked while discard had the page zapped for a
- *     moment dropped it: discard's give-back logs it again,
- *     lib/space-discard.c). With REARM, written entries of async ranges
+ *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by it
+ *     or stays for the next. A page pinned for write is kept in the log while
+ *     its pins last, so every harvest until after the unpin reports it (discard
+ *     never unmaps a pinned page, S10 in lib/space-discard.c, so no harvest
+ *     finds such a page missing). With REARM, written entries of async ranges
  *     move into the log via the page table's get-and-rearm scan (its G7: a
  *     write racing the scan is reported by it or by the next one).
  */

@@ -10,28 +10,25 @@
  *
  * S3  Dirty before writable. An entry becomes writable only through
  *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
- *     resolution), and only under its frame's LOCKED bit (discard, which
- *     may give a zapped entry back, gives it back without WRITE:
- *     lib/space-discard.c). The fault takes the bit of the frame it
- *     looked up, reads the entry again (a different frame there now: it
- *     drops the bit and starts again), has the page table classify the
- *     write without changing anything (PS_ACCESS_CHECK), marks the frame
- *     DIRTY (the dirty hook on the clean-to-dirty transition, S5) and
- *     logs the address, and only then makes exactly the entry it
- *     classified writable, by one CAS. No write fault lets the page table
- *     resolve a write on its own: the entry may have changed since it was
- *     looked at (mapped meanwhile, write-protected by write-back).
- *     Write-back (lib/space-writeback.c) takes the same bit around
- *     "write-protect the entry, then clear DIRTY", and reads the entry
- *     again under it, as the fault does: a frame unmapped and mapped
- *     elsewhere since write-back looked is let go (its write fault at the
- *     new address may already have made that entry writable). Hence a
- *     writable entry implies a dirty frame, whatever the interleaving; the
- *     dirty hook has run before any thread can write through the entry
- *     (seed 003); and a write during write-back faults and re-dirties the
- *     frame (never lost). A write refused after the mark (a protect or
- *     mprotect raced in) leaves the frame dirty: an over-report, never a
- *     loss.
+ *     resolution), and only under its frame's LOCKED bit. The fault takes the
+ *     bit of the frame it looked up, reads the entry again (a different frame
+ *     there now: it drops the bit and starts again), has the page table
+ *     classify the write without changing anything (PS_ACCESS_CHECK), marks the
+ *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5) and
+ *     logs the address, and only then makes exactly the entry it classified
+ *     writable, by one CAS. No write fault lets the page table resolve a write
+ *     on its own: the entry may have changed since it was looked at (mapped
+ *     meanwhile, write-protected by write-back). Write-back
+ *     (lib/space-writeback.c) takes the same bit around "write-protect the
+ *     entry, then clear DIRTY", and reads the entry again under it, as the
+ *     fault does: a frame unmapped and mapped elsewhere since write-back looked
+ *     is let go (its write fault at the new address may already have made that
+ *     entry writable). Hence a writable entry implies a dirty frame, whatever
+ *     the interleaving; the dirty hook has run before any thread can write
+ *     through the entry (seed 003); and a write during write-back faults and
+ *     re-dirties the frame (never lost). A write refused after the mark (a
+ *     protect or mprotect raced in) leaves the frame dirty: an over-report,
+ *     never a loss.
  */
 #include <pagestate/space.h>
 
@@ -104,7 +101,7 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frame)
 			return FAULT_AGAIN;
 		if (*fr != PS_FAULT_OK)
-			return FAULT_DONE; /* WP or BAD_ACCESS: nothing changes */
+			return FAULT_DONE; /* WP, BAD_ACCESS: no change */
 		/* Writable already: made so under this lock, dirty (S3). */
 		if (!ps_pte_is_writable(e)) {
 			ps__space_mark_frame_dirty(s, frame);

@@ -5,7 +5,7 @@
  * lib/space-internal.h; tests/check-layers.sh enforces it). Not installed;
  * not API.
  *
- * One concern per file. Each file states the rules it governs (S1..S9,
+ * One concern per file. Each file states the rules it governs (S1..S10,
  * cited by tests/test-space.c and tests/test-prot.c) at its top, and
  * refers to the others by file:
  *
@@ -16,7 +16,7 @@
  *                          S8 progress
  *   lib/space-fault.c      CPU faults. S3 dirty before writable
  *   lib/space-pin.c        pins. S2 pin versus entry change
- *   lib/space-discard.c    the balloon's discard
+ *   lib/space-discard.c    the balloon's discard. S10 freeze or skip
  *   lib/space-dirty.c      dirty marks, the dirty log, harvest. S5 one
  *                          dirty hook per transition, S6 harvest never
  *                          loses a mark

@@ -34,10 +34,9 @@
  *     of the set only if nothing is mapped there, or if the frame mapped
  *     there, read under its LOCKED bit (or after a bounce copy), is neither
  *     pinned nor dirty: a clean pinned frame is kept, as is a frame
- *     unpinned dirty while INTEGRITY write-back copied it. A page that
- *     discard zapped for a moment (a pin raced in) and gave back is put in
- *     the set again by discard (lib/space-discard.c), as a visit may have
- *     found nothing mapped in between. Hence a frame pinned at an address
+ *     unpinned dirty while INTEGRITY write-back copied it. (Discard never
+ *     unmaps a pinned page, not even for a moment: S10,
+ *     lib/space-discard.c.) Hence a frame pinned at an address
  *     and unpinned dirty while still mapped there is written by the next
  *     write-back of that address: a visit whose read of the frame's word
  *     comes after the unpin sees DIRTY; one whose read comes before it sees
@@ -65,11 +64,11 @@
  *         synchronises with it, so the take happens before the test, which
  *         then reads the take or a later set. If it follows, the visit
  *         reads the pin.
- *       - if the visit found no entry (mapped after it looked: map_range,
- *         or discard's give-back), the visit runs a seq_cst fence Fv
- *         between the take (A0, seq_cst) and its entry load (acquire),
- *         which read a value before the entry CAS (seq_cst). For the
- *         mapper (map_range, the give-back), whose test (T0, seq_cst) is
+ *       - if the visit found no entry (mapped after it looked: map_range),
+ *         the visit runs a seq_cst fence Fv between the take (A0,
+ *         seq_cst) and its entry load (acquire), which read a value before
+ *         the entry CAS (seq_cst). For the mapper (map_range), whose test
+ *         (T0, seq_cst) is
  *         sequenced after its CAS: the load is coherence-ordered before the
  *         CAS, so Fv precedes the CAS in the total order S, and the CAS
  *         precedes T0; A0 is sequenced before Fv, so T0 reads the take or a
@@ -80,12 +79,9 @@
  *         Fv precedes the pin's fence in S, and again T0 reads the take or
  *         later. That is why a read pin tests after its fence and not after
  *         its re-read (an acquire load that read the CAS would not order
- *         the CAS before T0 in S). A pin whose first read saw the page
- *         before a discard's zap and whose re-read sees the entry given
- *         back needs no argument of its own: discard's own test, after its
- *         give-back CAS, is the mapper's case. Without Fv, store buffering
- *         would let the visit read the old entry while the test still reads
- *         the bit the take took.
+ *         the CAS before T0 in S). Without Fv, store buffering would let
+ *         the visit read the old entry while the test still reads the bit
+ *         the take took.
  */
 #include <pagestate/space.h>
 
@@ -125,9 +121,10 @@ static void write_protect_entry(struct ps_space *s, uint64_t addr,
 /*
  * Hold the frame mapped at @addr for a visit (S3, S9): a reference of the
  * visit's own first, so that the frame can be neither freed nor handed to
- * another owner while the visit looks at it and @fn copies it (an unmap or
- * discard meanwhile drops only the mapping's reference; the visit's put
- * frees it, after @fn); then its LOCKED bit; then the entry read again
+ * another owner while the visit looks at it and @fn copies it (an unmap
+ * meanwhile drops only the mapping's reference, and the visit's put frees
+ * it, after @fn; a discard finds the visit's reference and leaves the
+ * page, S10); then its LOCKED bit; then the entry read again
  * under the bit, as a write fault does (S3). The frame may have been
  * unmapped, freed and mapped elsewhere since the entry was first read: if
  * the entry no longer maps it, let go and look again, like the fault's
@@ -264,13 +261,13 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 
 	/*
 	 * S9 - seq_cst fence: the harvest's take of this bit (A0, seq_cst)
-	 * before the entry loads (acquire, in ps_pgtable_get()). Pairs with
-	 * the seq_cst entry CAS of a map (map_range) and of discard's
-	 * give-back, each followed by ps__space_wb_note()'s test, and with a
-	 * read pin's fence (S2), which it runs between its read of the entry
-	 * and that test: without it, store buffering lets this visit read the
-	 * old entry while the other side's test still reads the bit set (see
-	 * "Recording the address" under S9 above).
+	 * before the entry loads (acquire, in ps_pgtable_get()). Pairs with the
+	 * seq_cst entry CAS of a map (map_range), followed by
+	 * ps__space_wb_note()'s test, and with a read pin's fence (S2), which
+	 * it runs between its read of the entry and that test: without it,
+	 * store buffering lets this visit read the old entry while the other
+	 * side's test still reads the bit set (see "Recording the address"
+	 * under S9 above).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	rc = wb_hold(c->s, addr, &frame);

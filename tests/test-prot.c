@@ -1148,6 +1148,38 @@ START_TEST(kmap_set_inaccessible_and_misuse)
 }
 END_TEST
 
+/*
+ * A CPU-mapped frame is held by its kmap: a balloon discard leaves the page
+ * exactly as it is and reports it busy (S10 in lib/space-discard.c); after
+ * the kunmap it goes.
+ */
+START_TEST(discard_skips_cpu_mapped_page)
+{
+	struct ps_discard_skip skipped;
+	uint64_t nskipped = 99;
+	ps_pte_t before;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 163, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, 163, 0), 0);
+	before = entry(0);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 1);
+	ck_assert_uint_eq(skipped.addr, 0);
+	ck_assert_uint_eq(skipped.frame, 163);
+	ck_assert_int_eq(skipped.reason, PS_DISCARD_BUSY);
+	ck_assert_uint_eq(entry(0), before);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 163), 1);
+	ck_assert_uint_eq(atomic_load(&seen.freed[163]), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 163), 0);
+	ck_assert_int_eq(ps_space_discard(sp, 0, PG, &skipped, 1, &nskipped),
+			 0);
+	ck_assert_uint_eq(nskipped, 0);
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.freed[163]), 1);
+}
+END_TEST
+
 START_TEST(kunmap_of_the_last_reference_frees)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 162, 0), 0);
@@ -1717,6 +1749,7 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, kmap_pins_never_call_the_hook);
 	tcase_add_test(tc, kmap_set_inaccessible_and_misuse);
 	tcase_add_test(tc, kunmap_of_the_last_reference_frees);
+	tcase_add_test(tc, discard_skips_cpu_mapped_page);
 
 	tc = ps_test_tcase(s, "prot state", 30);
 	tcase_add_test(tc, prot_state_absent_reads_as_empty);
