@@ -3,7 +3,8 @@
 # No circles between modules. Every file of lib/ and include/ belongs to a
 # module, and every module has a layer:
 #
-#   utilities   compiler.h; rcu, hbitmap, rec, failpoint; itree, history
+#   utilities   compiler.h, config.h, version.h; rcu, hbitmap, rec,
+#               failpoint; itree, history
 #   page        page.h, lib/page.c
 #   pte, seq,   pte.h; seq.h; x86.h, lib/x86.c       (siblings)
 #   x86
@@ -32,7 +33,8 @@ set -eu
 
 # module rank files (globs, first match wins; tested in this order)
 MODULES='
-compiler	0	include/pagestate/compiler.h
+compiler	0	include/pagestate/compiler.h include/pagestate/config.h
+version		0	include/pagestate/version.h lib/version.c
 rcu		1	lib/rcu.h lib/rcu.c
 hbitmap		1	lib/hbitmap.h lib/hbitmap.c
 rec		1	lib/rec.h
