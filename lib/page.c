@@ -243,7 +243,7 @@ int ps_page_unfreeze_refused_slow(struct ps_page *page, uint64_t seen)
 	return -EINVAL;
 }
 
-const char *ps_cache_mode_name(enum ps_cache_mode mode)
+const char *ps_page_cache_mode_name(enum ps_cache_mode mode)
 {
 	static const char *const names[PS_CACHE_NR] = {
 		[PS_CACHE_WB] = "WB", [PS_CACHE_WC] = "WC",

@@ -1221,11 +1221,11 @@ START_TEST(mode_and_state_accessors)
 		ps_page_change_flags(&p, PS_PAGE_CACHE_MASK,
 				     cache_bits((enum ps_cache_mode)m));
 		ck_assert_int_eq(ps_page_cache_mode(&p), m);
-		ck_assert_str_eq(ps_cache_mode_name((enum ps_cache_mode)m),
+		ck_assert_str_eq(ps_page_cache_mode_name((enum ps_cache_mode)m),
 				 names[m]);
 	}
-	ck_assert_str_eq(ps_cache_mode_name(PS_CACHE_NR), "?");
-	ck_assert_str_eq(ps_cache_mode_name((enum ps_cache_mode)-1), "?");
+	ck_assert_str_eq(ps_page_cache_mode_name(PS_CACHE_NR), "?");
+	ck_assert_str_eq(ps_page_cache_mode_name((enum ps_cache_mode)-1), "?");
 	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_SHARED);
 	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
 	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_PRIVATE);

@@ -392,13 +392,13 @@ static inline bool ps_page_word_pinned_for_write(uint64_t w)
 }
 
 /**
- * ps_cache_mode_name() - a short constant name for a cache mode.
+ * ps_page_cache_mode_name() - a short constant name for a cache mode.
  * @mode: the mode (any value).
  *
  * Context: any thread; pure.
  * Return: "WB", "WC", "UC-", "UC", "WT", "WP", or "?" for an unknown @mode.
  */
-const char *ps_cache_mode_name(enum ps_cache_mode mode);
+const char *ps_page_cache_mode_name(enum ps_cache_mode mode);
 
 /* --- errors ------------------------------------------------------------- */
 
