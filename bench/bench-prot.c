@@ -4,7 +4,7 @@
  * their floors, with the share of a conversion spent in invalidation.
  *
  * Cases:
- *   convert 1 GiB    ps_space_convert() of 1 GiB (262144 mapped pages of
+ *   convert 1 GiB    ps_prot_convert() of 1 GiB (262144 mapped pages of
  *                    4 KiB), alternately to private and to shared, in ns per
  *                    page. floor: one atomic read-modify-write per page on a
  *                    flat array of 262144 words (the least any per-page
@@ -20,7 +20,7 @@
  *                    convert+sub is the share of a conversion spent in
  *                    invalidation (also its own row, inval-share, in parts
  *                    per million).
- *   kmap pair        ps_space_kmap() + ps_space_kunmap() of one frame, in ns
+ *   kmap pair        ps_prot_kmap() + ps_prot_kunmap() of one frame, in ns
  *                    per pair. floor: a bare fetch-and-add / fetch-and-sub
  *                    pair; get+put: the page word's reference pair (the
  *                    kmap's reference alone). already-mapped: the frame holds
@@ -79,10 +79,10 @@ static double convert_loop(uint64_t n, int expect)
 	double t0 = bench_now_ns(), t1;
 
 	for (uint64_t k = 0; k < n; k++) {
-		int rc = ps_space_convert(S, 0, SPAN, next_to, 0, NULL, NULL);
+		int rc = ps_prot_convert(S, 0, SPAN, next_to, 0, NULL, NULL);
 
 		if (rc != expect)
-			die("ps_space_convert");
+			die("ps_prot_convert");
 		if (!rc)
 			next_to = next_to == PS_ENC_PRIVATE ? PS_ENC_SHARED
 							    : PS_ENC_PRIVATE;
@@ -158,11 +158,11 @@ static double convert_hooks(void *arg, uint64_t n)
 	double t;
 
 	(void)arg;
-	if (ps_space_set_prot_hooks(S, &h))
-		die("ps_space_set_prot_hooks");
+	if (ps_prot_set_hooks(S, &h))
+		die("ps_prot_set_hooks");
 	t = convert_loop(n, 0);
-	if (ps_space_set_prot_hooks(S, NULL))
-		die("ps_space_set_prot_hooks");
+	if (ps_prot_set_hooks(S, NULL))
+		die("ps_prot_set_hooks");
 	return t;
 }
 
@@ -235,9 +235,9 @@ static double kmap_loop(uint64_t n)
 	double t0 = bench_now_ns();
 
 	for (uint64_t i = 0; i < n; i++) {
-		if (ps_space_kmap(S, KFRAME, 0))
+		if (ps_prot_kmap(S, KFRAME, 0))
 			abort();
-		if (ps_space_kunmap(S, KFRAME))
+		if (ps_prot_kunmap(S, KFRAME))
 			abort();
 	}
 	return bench_now_ns() - t0;
@@ -248,11 +248,11 @@ static double kmap_mapped(void *arg, uint64_t n)
 	double t;
 
 	(void)arg;
-	if (ps_space_kmap(S, KFRAME, 0))
-		die("ps_space_kmap");
+	if (ps_prot_kmap(S, KFRAME, 0))
+		die("ps_prot_kmap");
 	t = kmap_loop(n);
-	if (ps_space_kunmap(S, KFRAME))
-		die("ps_space_kunmap");
+	if (ps_prot_kunmap(S, KFRAME))
+		die("ps_prot_kunmap");
 	return t;
 }
 

@@ -223,10 +223,10 @@ static void reprotect(struct fault_arg *a)
 	struct ps_writeback_stats st;
 	int rc;
 
-	rc = ps_space_mprotect(a->s, 0, a->npages * PG, PS_PROT_READ);
+	rc = ps_prot_mprotect(a->s, 0, a->npages * PG, PS_PROT_READ);
 	if (!rc)
-		rc = ps_space_mprotect(a->s, 0, a->npages * PG,
-				       PS_PROT_READ | PS_PROT_WRITE);
+		rc = ps_prot_mprotect(a->s, 0, a->npages * PG,
+				      PS_PROT_READ | PS_PROT_WRITE);
 	if (!rc && !a->floor)
 		rc = ps_space_writeback(a->s, 0, a->npages * PG, PS_WB_CLEAN,
 					wb_discard, NULL, &st);

@@ -52,6 +52,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+/* clang-format off */
 #define PAGE 4096ull
 #define WORDS (PAGE / 8)
 #define GUEST_SIZE (64ull << 20)           /* 64 MiB of guest RAM */
@@ -67,6 +68,7 @@
 #define CONV_GPA (48ull << 20)             /* the range made private */
 #define CONV_PAGES 64ull
 #define CONV_PINNED 37ull                  /* its page under DMA */
+/* clang-format on */
 
 static int failures;
 
@@ -550,7 +552,8 @@ int main(void)
 		.prepare = vmm_prepare, .finish = vmm_finish,
 		.make_accessible = vmm_make_accessible, .ctx = &vm,
 	};
-	uint64_t skipped[BALLOON_PAGES], nskipped = 0, pinned_seen, off;
+	struct ps_discard_skip skipped[BALLOON_PAGES];
+	uint64_t nskipped = 0, pinned_seen, off;
 	uint64_t frames[1];
 	const char *why = "not built";
 	struct ps_convert_opts opts;
@@ -575,7 +578,7 @@ int main(void)
 		err = ps_space_map_range(vm.space, 0, GUEST_SIZE, 0,
 					 PS_MAP_WRITE);
 	if (!err)
-		err = ps_space_set_prot_hooks(vm.space, &prot_hooks);
+		err = ps_prot_set_hooks(vm.space, &prot_hooks);
 	if (err) {
 		printf("setting up the space: %s\n", errname(err));
 		return 1;
@@ -595,15 +598,22 @@ int main(void)
 	/* 2. The balloon inflates over a range that includes pinned pages. */
 	err = ps_space_discard(vm.space, BALLOON_GPA, BALLOON_PAGES * PAGE,
 			       skipped, BALLOON_PAGES, &nskipped);
-	EXPECT(!err && nskipped == VFIO_PAGES && skipped[0] == VFIO_GPA,
+	EXPECT(!err && nskipped == VFIO_PAGES && skipped[0].addr == VFIO_GPA,
 	       "discard: %s, %llu skipped", errname(err),
 	       (unsigned long long)nskipped);
+	for (uint64_t i = 0; i < nskipped; i++)
+		EXPECT(skipped[i].reason == PS_DISCARD_PINNED &&
+			       skipped[i].frame == dma.frames[i],
+		       "page 0x%llx skipped for reason %d, not as pinned",
+		       (unsigned long long)skipped[i].addr,
+		       (int)skipped[i].reason);
 	EXPECT(ld(&vm.frees) == BALLOON_PAGES - VFIO_PAGES,
 	       "%llu frames given back", (unsigned long long)ld(&vm.frees));
 	printf("[2] balloon discard of %llu pages: %llu given back, the %llu "
-	       "pinned ones skipped (first at 0x%llx)\n", BALLOON_PAGES,
-	       (unsigned long long)ld(&vm.frees),
-	       (unsigned long long)nskipped, (unsigned long long)skipped[0]);
+	       "pinned ones skipped and reported pinned (first at 0x%llx)\n",
+	       BALLOON_PAGES, (unsigned long long)ld(&vm.frees),
+	       (unsigned long long)nskipped,
+	       (unsigned long long)skipped[0].addr);
 
 	/* The guest runs: vCPUs, the assigned device, the virtio device. */
 	if (getenv("PS_EXAMPLE_NO_UFFD")) {
@@ -656,8 +666,8 @@ int main(void)
 		EXPECT(pinned_seen == VFIO_PAGES,
 		       "round %d: %llu of the pinned pages reported", round,
 		       (unsigned long long)pinned_seen);
-		printf("    round %d (guest running): %lld pages sent, all %llu "
-		       "device-pinned pages among them\n", round,
+		printf("    round %d (guest running): %lld pages sent, all "
+		       "%llu device-pinned pages among them\n", round,
 		       (long long)sent, (unsigned long long)pinned_seen);
 	}
 	pause_writers(NVCPUS + 2);
@@ -687,8 +697,8 @@ int main(void)
 	EXPECT(!err, "pin under DMA: %s", errname(err));
 	memset(&opts, 0, sizeof(opts));
 	off = UINT64_MAX;
-	err = ps_space_convert(vm.space, CONV_GPA, CONV_PAGES * PAGE,
-			       PS_ENC_PRIVATE, 0, &opts, &off);
+	err = ps_prot_convert(vm.space, CONV_GPA, CONV_PAGES * PAGE,
+			      PS_ENC_PRIVATE, 0, &opts, &off);
 	EXPECT(err == -EAGAIN && off == CONV_PINNED * PAGE &&
 		       opts.converted == 0,
 	       "convert with a pinned page: %s at offset 0x%llx",
@@ -700,8 +710,8 @@ int main(void)
 	       CONV_PAGES, CONV_GPA, CONV_PINNED, errname(err),
 	       (unsigned long long)off);
 	ps_space_unpin(vm.space, frames, 1, true);
-	err = ps_space_convert(vm.space, CONV_GPA, CONV_PAGES * PAGE,
-			       PS_ENC_PRIVATE, 0, &opts, &off);
+	err = ps_prot_convert(vm.space, CONV_GPA, CONV_PAGES * PAGE,
+			      PS_ENC_PRIVATE, 0, &opts, &off);
 	EXPECT(!err && opts.converted == CONV_PAGES &&
 		       ld(&vm.prepares) == CONV_PAGES,
 	       "convert after the DMA: %s, %llu converted", errname(err),
@@ -711,8 +721,8 @@ int main(void)
 	       (unsigned long long)opts.converted,
 	       (unsigned long long)ld(&vm.prepares),
 	       (unsigned long long)ld(&vm.finishes));
-	err = ps_space_check_access(vm.space, CONV_GPA + 100, 8, PS_ENC_SHARED,
-				    &mf);
+	err = ps_prot_check_access(vm.space, CONV_GPA + 100, 8, PS_ENC_SHARED,
+				   &mf);
 	EXPECT(err == -EFAULT && mf.addr == CONV_GPA + 100 && mf.size == 8 &&
 		       !(mf.flags & PS_MEMORY_FAULT_PRIVATE),
 	       "access check: %s", errname(err));
@@ -730,15 +740,15 @@ int main(void)
 	       (unsigned long long)ld(&vm.accessible));
 	if (!err)
 		ps_space_unpin(vm.space, frames, 1, false);
-	err = ps_space_kmap(vm.space, CONV_GPA / PAGE, PS_KMAP_PRIVATE);
+	err = ps_prot_kmap(vm.space, CONV_GPA / PAGE, PS_KMAP_PRIVATE);
 	EXPECT(!err && ld(&vm.accessible) == 1, "kmap: %s", errname(err));
 	if (!err)
-		err = ps_space_kmap(vm.space, CONV_GPA / PAGE,
-				    PS_KMAP_PRIVATE);
+		err = ps_prot_kmap(vm.space, CONV_GPA / PAGE,
+				   PS_KMAP_PRIVATE);
 	EXPECT(!err && ld(&vm.accessible) == 1, "second kmap: %s",
 	       errname(err));
 	for (int i = 0; i < 2; i++)
-		EXPECT(!ps_space_kunmap(vm.space, CONV_GPA / PAGE), "kunmap");
+		EXPECT(!ps_prot_kunmap(vm.space, CONV_GPA / PAGE), "kunmap");
 	printf("    a shared pin of a private page: EPERM; a private pin does "
 	       "not call make-accessible; the first CPU map does, once "
 	       "(%llu)\n", (unsigned long long)ld(&vm.accessible));

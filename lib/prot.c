@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/prot.c - per-page protection (pagestate/prot.h): cache-mode names, the
- * x86 PAT/PCD/PWT encoding and the confidential-computing platform
- * descriptor (pure functions), and the space operations: conversion, CPU
- * maps, the access check, cache-mode changes and mprotect.
+ * lib/prot.c - per-page protection (pagestate/prot.h): the space
+ * operations on cache mode and encryption state: conversion, CPU maps, the
+ * access check, cache-mode changes and mprotect. (The x86 encodings of that
+ * state are lib/x86.c's.)
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S9 in lib/space.c hold too)
+ * S1..S10, stated in the space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -79,6 +79,13 @@
  *     make_accessible under the frame's LOCKED bit with the kmap's
  *     reference held.
  *
+ * State. What prot keeps per space (the CPU-map counts of P5 and P6, the
+ * hooks) is prot's own: an extension of the space (lib/space-internal.h),
+ * created by the first kmap or ps_prot_set_hooks() and freed by
+ * ps_space_destroy(). Before it exists every reader reads "no CPU map, no
+ * hooks", as a new one says. Prot reaches the space only through
+ * lib/space-internal.h and pagestate/space.h.
+ *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
  * pinner that waits on a frozen page while holding another pin the
@@ -86,7 +93,7 @@
  */
 #include <pagestate/prot.h>
 
-#include "hbitmap.h"
+#include "failpoint.h"
 #include "space-internal.h"
 
 #include <pthread.h>
@@ -97,202 +104,166 @@
 #include <sys/mman.h>
 #include <time.h>
 
-/*
- * Failpoints: in the test build only (-DPS_PROT_FAILPOINTS), a hook runs in
- * the windows the tests want to race in. Compiled out of the library.
- */
-#ifdef PS_PROT_FAILPOINTS
-void (*ps__prot_failpoint)(int point, uint64_t addr);
-#define FAILPOINT(point, addr)                                \
-	do {                                                  \
-		if (ps__prot_failpoint)                       \
-			ps__prot_failpoint((point), (addr));  \
-	} while (0)
-#else
-#define FAILPOINT(point, addr) \
-	do {                   \
-	} while (0)
-#endif
-enum {
-	FP_CONVERT_FROZEN = 1, /* every page frozen, no hook run, no flip */
-};
-
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
 /* Lookups per page-table read-side section in the long loops. */
 #define SECTION_PAGES 256
 
-/* --- encodings (pure) ------------------------------------------------------- */
-
-/* IA32_PAT memory type of each cache mode (PS_CACHE_* order). */
-static const uint8_t mode_mtype[PS_CACHE_NR] = {
-	[PS_CACHE_WB] = PS_X86_MT_WB,		[PS_CACHE_WC] = PS_X86_MT_WC,
-	[PS_CACHE_UC_MINUS] = PS_X86_MT_UC_MINUS, [PS_CACHE_UC] = PS_X86_MT_UC,
-	[PS_CACHE_WT] = PS_X86_MT_WT,		[PS_CACHE_WP] = PS_X86_MT_WP,
-};
-
-static unsigned int pat_slot_type(uint64_t pat, unsigned int slot)
-{
-	return (unsigned int)(pat >> (8 * slot)) & 0xff;
-}
-
-/* The PAT bit of an entry at @level: 0, or -EINVAL for an unknown level. */
-static int pat_bit_of(enum ps_x86_level level, uint64_t *bit)
-{
-	if (level == PS_X86_4K)
-		*bit = PS_X86_PTE_PAT;
-	else if (level == PS_X86_LARGE)
-		*bit = PS_X86_PTE_PAT_LARGE;
-	else
-		return -EINVAL;
-	return 0;
-}
-
-int ps_x86_cache_bits(uint64_t pat, enum ps_cache_mode mode,
-		      enum ps_x86_level level, uint64_t *bits)
-{
-	uint64_t pat_bit;
-
-	if ((unsigned int)mode >= PS_CACHE_NR || pat_bit_of(level, &pat_bit))
-		return -EINVAL;
-	/* The lowest slot wins, as in Linux's __init_cache_modes(). */
-	for (unsigned int slot = 0; slot < 8; slot++) {
-		if (pat_slot_type(pat, slot) != mode_mtype[mode])
-			continue;
-		*bits = (slot & 1 ? PS_X86_PTE_PWT : 0) |
-			(slot & 2 ? PS_X86_PTE_PCD : 0) |
-			(slot & 4 ? pat_bit : 0);
-		return 0;
-	}
-	return -EOPNOTSUPP;
-}
-
-int ps_x86_cache_mode(uint64_t pat, uint64_t entry, enum ps_x86_level level,
-		      enum ps_cache_mode *mode)
-{
-	uint64_t pat_bit;
-	unsigned int slot, type;
-
-	if (pat_bit_of(level, &pat_bit))
-		return -EINVAL;
-	slot = (entry & PS_X86_PTE_PWT ? 1 : 0) |
-	       (entry & PS_X86_PTE_PCD ? 2 : 0) | (entry & pat_bit ? 4 : 0);
-	type = pat_slot_type(pat, slot);
-	for (unsigned int m = 0; m < PS_CACHE_NR; m++) {
-		if (mode_mtype[m] == type) {
-			*mode = (enum ps_cache_mode)m;
-			return 0;
-		}
-	}
-	return -EINVAL; /* a reserved memory type in that slot */
-}
-
-int ps_cc_platform_init(struct ps_cc_platform *p, enum ps_cc_vendor vendor,
-			unsigned int bit)
-{
-	switch (vendor) {
-	case PS_CC_NONE:
-		p->vendor = vendor;
-		p->mask = 0;
-		return 0;
-	case PS_CC_AMD_SEV:
-		/* The C-bit is a physical-address bit above 4 GiB. */
-		if (bit < 32 || bit > 63)
-			return -EINVAL;
-		p->vendor = vendor;
-		p->mask = UINT64_C(1) << bit;
-		return 0;
-	case PS_CC_INTEL_TDX:
-		/* @bit is the GPA width; the shared bit is its top bit. */
-		if (bit < 32 || bit > 64)
-			return -EINVAL;
-		p->vendor = vendor;
-		p->mask = UINT64_C(1) << (bit - 1);
-		return 0;
-	}
-	return -EINVAL;
-}
-
-/* --- the space's protection state -------------------------------------------- */
+/* --- prot's state in a space ------------------------------------------------- */
 
 /* One installed set of hooks; replaced sets stay until destroy. */
-struct ps__prot_hooks_node {
+struct hooks_node {
 	struct ps_prot_hooks h;
-	struct ps__prot_hooks_node *prev;
+	struct hooks_node *prev;
 };
 
-int ps__prot_space_init(struct ps_space *s)
-{
-	void *m;
+/*
+ * What prot keeps per space: an extension of the space (space-internal.h),
+ * which the space keeps and frees at destroy without knowing what it is.
+ * Created by the first operation that needs to write it (a kmap, setting
+ * hooks); until then every reader finds none, which reads as a new state
+ * would: no CPU maps, no hooks. Lock-free: the first creators race to
+ * publish theirs, and the losers free their own.
+ */
+struct prot_space {
+	struct ps__space_ext ext; /* first */
+	struct ps_page *frames;	  /* the space's, fixed for its life */
+	uint64_t nframes;
+	PS_ATOMIC(uint32_t) *kmaps; /* CPU maps per frame (lazily zeroed) */
+	void *kmaps_map;	    /* the mapping holding them */
+	size_t kmaps_bytes;
+	/* The protection hooks in force; older sets are kept until destroy. */
+	PS_ATOMIC(struct hooks_node *) hooks;
+};
 
-	atomic_init(&s->prot_hooks, NULL);
-	s->kmaps = NULL;
-	s->kmaps_map = NULL;
-	if (s->nframes > SIZE_MAX / sizeof(*s->kmaps))
-		return -ENOMEM;
-	s->kmaps_bytes = (size_t)s->nframes * sizeof(*s->kmaps);
-	/* Zero-filled on first touch: a frame never CPU-mapped costs nothing. */
-	m = mmap(NULL, s->kmaps_bytes, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m == MAP_FAILED)
-		return -ENOMEM;
-	s->kmaps_map = m;
-	s->kmaps = m;
-	return 0;
-}
+/* The extension's key: prot's, in every space. */
+static const char prot_key;
 
-void ps__prot_space_fini(struct ps_space *s)
+static void prot_fini(struct ps__space_ext *ext)
 {
+	struct prot_space *ps = (struct prot_space *)ext;
 	/* Relaxed: no other thread uses the space any more. */
-	struct ps__prot_hooks_node *n =
-		atomic_load_explicit(&s->prot_hooks, memory_order_relaxed);
+	struct hooks_node *n =
+		atomic_load_explicit(&ps->hooks, memory_order_relaxed);
 
 	while (n) {
-		struct ps__prot_hooks_node *prev = n->prev;
+		struct hooks_node *prev = n->prev;
 
 		free(n);
 		n = prev;
 	}
-	if (s->kmaps_map)
-		munmap(s->kmaps_map, s->kmaps_bytes);
-	s->kmaps_map = NULL;
-	s->kmaps = NULL;
+	if (ps->kmaps_map)
+		munmap(ps->kmaps_map, ps->kmaps_bytes);
+	free(ps);
+}
+
+/* Prot's state in @s, or NULL if no operation has needed one yet. */
+static inline struct prot_space *prot_peek(struct ps_space *s)
+{
+	/* The extension is the state's first member. */
+	return (struct prot_space *)ps__space_ext_find(s, &prot_key);
+}
+
+/* Create prot's state in @s (or find the one another thread created). */
+static int prot_create(struct ps_space *s, struct prot_space **out)
+{
+	struct prot_space *ps = calloc(1, sizeof(*ps));
+	struct ps__space_ext *won;
+	void *m;
+
+	if (!ps)
+		return -ENOMEM;
+	ps->ext.key = &prot_key;
+	ps->ext.fini = prot_fini;
+	ps->frames = ps__space_frames(s, &ps->nframes);
+	atomic_init(&ps->hooks, NULL); /* none yet */
+	if (ps->nframes > SIZE_MAX / sizeof(*ps->kmaps)) {
+		free(ps);
+		return -ENOMEM;
+	}
+	ps->kmaps_bytes = (size_t)ps->nframes * sizeof(*ps->kmaps);
+	/* Zero-filled on first touch: a frame never CPU-mapped costs nothing. */
+	m = mmap(NULL, ps->kmaps_bytes, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED) {
+		free(ps);
+		return -ENOMEM;
+	}
+	ps->kmaps_map = m;
+	ps->kmaps = m;
+	won = ps__space_ext_add(s, &ps->ext);
+	if (won != &ps->ext)
+		prot_fini(&ps->ext); /* another thread's came first */
+	*out = (struct prot_space *)won;
+	return 0;
+}
+
+/* Prot's state in @s, created if needed: 0, or -ENOMEM. */
+static inline int prot_get(struct ps_space *s, struct prot_space **out)
+{
+	*out = prot_peek(s);
+	return *out ? 0 : prot_create(s, out);
+}
+
+/* The CPU maps of @frame (below nframes) now: 0 if none was ever taken. */
+static uint32_t cpu_maps(struct ps_space *s, uint64_t frame)
+{
+	struct prot_space *ps = prot_peek(s);
+
+	/*
+	 * Acquire: pairs with the release of kmap_first() and of kunmap (a
+	 * kunmap's CPU accesses are over).
+	 */
+	return ps ? atomic_load_explicit(&ps->kmaps[frame],
+					 memory_order_acquire)
+		  : 0;
 }
 
 /* The hooks in force (never freed before the space). */
 static const struct ps_prot_hooks *hooks_of(struct ps_space *s)
 {
-	/* Acquire: pairs with the release in ps_space_set_prot_hooks(). */
-	struct ps__prot_hooks_node *n =
-		atomic_load_explicit(&s->prot_hooks, memory_order_acquire);
+	struct prot_space *ps = prot_peek(s);
+	struct hooks_node *n;
 
+	if (!ps)
+		return NULL;
+	/* Acquire: pairs with the release in ps_prot_set_hooks(). */
+	n = atomic_load_explicit(&ps->hooks, memory_order_acquire);
 	return n ? &n->h : NULL;
 }
 
-int ps_space_set_prot_hooks(struct ps_space *s,
-			    const struct ps_prot_hooks *hooks)
+int ps_prot_set_hooks(struct ps_space *s,
+		      const struct ps_prot_hooks *hooks)
 {
-	struct ps__prot_hooks_node *n = calloc(1, sizeof(*n));
+	struct prot_space *ps;
+	struct hooks_node *n;
+	int rc = prot_get(s, &ps);
 
+	if (rc)
+		return rc;
+	n = calloc(1, sizeof(*n));
 	if (!n)
 		return -ENOMEM;
 	if (hooks)
 		n->h = *hooks;
-	pthread_mutex_lock(&s->writer);
-	/* Relaxed: the writer mutex orders the setters. */
-	n->prev = atomic_load_explicit(&s->prot_hooks, memory_order_relaxed);
+	ps__space_writer_lock(s);
+	/* Relaxed: the writer lock orders the setters. */
+	n->prev = atomic_load_explicit(&ps->hooks, memory_order_relaxed);
 	/* Release: the copy is complete before a hooks_of() finds it. */
-	atomic_store_explicit(&s->prot_hooks, n, memory_order_release);
-	pthread_mutex_unlock(&s->writer);
+	atomic_store_explicit(&ps->hooks, n, memory_order_release);
+	ps__space_writer_unlock(s);
 	return 0;
 }
 
 /* --- small helpers -------------------------------------------------------------- */
 
+/* [@start, @start + @len): non-empty, page-aligned, inside the space. */
 static bool range_ok(const struct ps_space *s, uint64_t start, uint64_t len)
 {
+	const uint64_t size = ps__space_size(s);
+
 	return len && !(start & (PAGE_SIZE - 1)) && !(len & (PAGE_SIZE - 1)) &&
-	       start < s->size && len <= s->size - start;
+	       start < size && len <= size - start;
 }
 
 static uint64_t now_ns(void)
@@ -319,12 +290,12 @@ static void bit_clear(uint64_t *map, uint64_t i)
 }
 
 /* The present entry at @addr and its frame, inside a read-side section. */
-static bool frame_at(struct ps_space *s, uint64_t addr, uint64_t *frame,
-		     ps_pte_t *pte)
+static bool frame_at(struct ps_pgtable *pt, uint64_t nframes, uint64_t addr,
+		     uint64_t *frame, ps_pte_t *pte)
 {
-	ps_pte_t e = ps_pgtable_lookup(s->pt, addr);
+	ps_pte_t e = ps_pgtable_lookup(pt, addr);
 
-	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= s->nframes)
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= nframes)
 		return false;
 	*frame = ps_pte_frame(e);
 	*pte = e;
@@ -336,7 +307,7 @@ static bool frame_at(struct ps_space *s, uint64_t addr, uint64_t *frame,
  * by @set (a page-table CAS loop from the guess @e: faults may change
  * A/D/WRITE meanwhile). With @to_marker, the entry becomes @set instead.
  */
-static void entry_update(struct ps_space *s, uint64_t addr, ps_pte_t e,
+static void entry_update(struct ps_pgtable *pt, uint64_t addr, ps_pte_t e,
 			 uint64_t frame, ps_pte_t clear, ps_pte_t set,
 			 bool to_marker)
 {
@@ -344,22 +315,18 @@ static void entry_update(struct ps_space *s, uint64_t addr, ps_pte_t e,
 		ps_pte_t want = to_marker ? set : (e & ~clear) | set;
 
 		if (want == e ||
-		    ps_pgtable_cmpxchg(s->pt, addr, &e, want) != -EAGAIN)
+		    ps_pgtable_cmpxchg(pt, addr, &e, want) != -EAGAIN)
 			break; /* done (or refused: never for a valid entry) */
 	}
-}
-
-static enum ps__hbm_verdict consume(void *ctx, uint64_t bit)
-{
-	(void)ctx;
-	(void)bit;
-	return PS__HBM_CLEAR;
 }
 
 /* --- conversion (P1..P4) ----------------------------------------------------- */
 
 struct conv {
 	struct ps_space *s;
+	struct ps_pgtable *pt;	/* the space's */
+	struct ps_page *frames; /* the space's page words */
+	uint64_t nframes;
 	const struct ps_prot_hooks *hooks;
 	uint64_t start, npages;
 	enum ps_enc_state to;
@@ -396,14 +363,11 @@ static void section_cycle(uint64_t i)
  */
 static int freeze_obstacle(struct conv *c, uint64_t frame)
 {
-	struct ps_space *s = c->s;
-	uint64_t w = ps_page_load(&s->frames[frame]), now;
+	uint64_t w = ps_page_load(&c->frames[frame]), now;
 	bool pinned = ps_page_word_pins(w) != 0;
-	/* Acquire: pairs with kunmap's release (a hint: the freeze decides). */
-	bool cpu = atomic_load_explicit(&s->kmaps[frame],
-					memory_order_acquire) != 0;
+	bool cpu = cpu_maps(c->s, frame) != 0; /* a hint: the freeze decides */
 
-	if (pinned && ps__hbm_test(&s->longterm, frame))
+	if (pinned && ps__space_longterm_pinned(c->s, frame))
 		return -EBUSY; /* a long-term pin: will not drain */
 	now = now_ns();
 	if (!c->t0)
@@ -429,8 +393,7 @@ static void backoff(struct conv *c)
 /* Freeze @frame with the expected references, waiting as allowed. */
 static int freeze_one(struct conv *c, uint64_t frame)
 {
-	struct ps_space *s = c->s;
-	struct ps_page *p = &s->frames[frame];
+	struct ps_page *p = &c->frames[frame];
 
 	for (;;) {
 		int rc;
@@ -445,12 +408,10 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			 * path and never call make_accessible. A map held
 			 * across the call counted itself before the call
 			 * began, and no kmap can start while frozen, so the
-			 * count read here is final until the unfreeze.
-			 * Acquire: pairs with kmap's release increment
-			 * (kmap_first()) and kunmap's release decrement.
+			 * count read here (cpu_maps(), an acquire load) is
+			 * final until the unfreeze.
 			 */
-			if (atomic_load_explicit(&s->kmaps[frame],
-						 memory_order_acquire)) {
+			if (cpu_maps(c->s, frame)) {
 				(void)ps_page_unfreeze(p, c->expected);
 				return -EAGAIN;
 			}
@@ -459,9 +420,7 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			 * mark is stale (a later pin sets it again after its
 			 * pin, which comes after our unfreeze).
 			 */
-			if (ps__hbm_test(&s->longterm, frame))
-				(void)ps__hbm_harvest(&s->longterm, frame, 1,
-						      consume, NULL, NULL);
+			ps__space_longterm_forget(c->s, frame);
 			return 0;
 		}
 		rc = freeze_obstacle(c, frame);
@@ -476,7 +435,6 @@ static int freeze_one(struct conv *c, uint64_t frame)
 /* Phase 1 (P3): freeze every page to convert; *@fail: the page that failed. */
 static int freeze_all(struct conv *c, uint64_t *fail)
 {
-	struct ps_space *s = c->s;
 	const bool to_private = c->to == PS_ENC_PRIVATE;
 	uint64_t i;
 	int rc = 0;
@@ -487,19 +445,19 @@ static int freeze_all(struct conv *c, uint64_t *fail)
 		uint64_t frame, w;
 
 		section_cycle(i);
-		e = ps_pgtable_lookup(s->pt, page_addr(c, i));
+		e = ps_pgtable_lookup(c->pt, page_addr(c, i));
 		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
 			rc = -EHWPOISON; /* a quarantined page */
 			break;
 		}
-		if (!ps_pte_is_present(e) || ps_pte_frame(e) >= s->nframes) {
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes) {
 			if (c->flags & PS_CONVERT_SKIP_MISSING)
 				continue;
 			rc = -ENOENT;
 			break;
 		}
 		frame = ps_pte_frame(e);
-		w = ps_page_load(&s->frames[frame]);
+		w = ps_page_load(&c->frames[frame]);
 		if (w & PS_PAGE_POISONED) {
 			rc = -EHWPOISON;
 			break;
@@ -511,7 +469,7 @@ static int freeze_all(struct conv *c, uint64_t *fail)
 			break;
 		bit_set(c->frozen, i);
 		/* Frozen: only this call changes INACCESSIBLE now (P5). */
-		if (ps_page_test_flags(&s->frames[frame], PS_PAGE_INACCESSIBLE))
+		if (ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
 			bit_set(c->was_inacc, i);
 	}
 	ps_pgtable_read_unlock();
@@ -551,13 +509,12 @@ static enum step convert_page(struct conv *c, uint64_t i, uint64_t frame,
 			      ps_pte_t e, enum ps_enc_state to, uint64_t clear,
 			      uint64_t set)
 {
-	struct ps_space *s = c->s;
 	const uint64_t addr = page_addr(c, i);
 
 	if (run_hook(c, c->hooks->prepare, addr, frame, to))
 		return STEP_PREPARE_FAILED;
-	(void)ps_page_change_flags(&s->frames[frame], clear, set);
-	entry_update(s, addr, e, frame, PS_PTE_ENC,
+	(void)ps_page_change_flags(&c->frames[frame], clear, set);
+	entry_update(c->pt, addr, e, frame, PS_PTE_ENC,
 		     to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0, false);
 	if (run_hook(c, c->hooks->finish, addr, frame, to))
 		return STEP_FINISH_FAILED;
@@ -567,11 +524,11 @@ static enum step convert_page(struct conv *c, uint64_t i, uint64_t frame,
 /* P4: quarantine frozen page @i. */
 static void quarantine(struct conv *c, uint64_t i, uint64_t frame)
 {
-	struct ps_page *p = &c->s->frames[frame];
+	struct ps_page *p = &c->frames[frame];
 	const uint64_t addr = page_addr(c, i);
 
 	ps_page_set_flags(p, PS_PAGE_POISONED);
-	entry_update(c->s, addr, ps_pgtable_lookup(c->s->pt, addr), frame, 0,
+	entry_update(c->pt, addr, ps_pgtable_lookup(c->pt, addr), frame, 0,
 		     ps_pte_mk_marker(PS_PTE_MARKER_POISONED), true);
 	/* The mapping's reference stays counted and nobody owns it: leaked. */
 	(void)ps_page_unfreeze(p, c->expected);
@@ -590,7 +547,7 @@ static void roll_back(struct conv *c, uint64_t upto)
 		ps_pte_t e;
 
 		if (!bit_test(c->frozen, i) ||
-		    !frame_at(c->s, page_addr(c, i), &frame, &e))
+		    !frame_at(c->pt, c->nframes, page_addr(c, i), &frame, &e))
 			continue;
 		set = (back == PS_ENC_PRIVATE ? PS_PAGE_PRIVATE : 0) |
 		      (bit_test(c->was_inacc, i) ? PS_PAGE_INACCESSIBLE : 0);
@@ -614,7 +571,7 @@ static int flip_all(struct conv *c, uint64_t *fail)
 
 		section_cycle(i);
 		if (!bit_test(c->frozen, i) ||
-		    !frame_at(c->s, page_addr(c, i), &frame, &e))
+		    !frame_at(c->pt, c->nframes, page_addr(c, i), &frame, &e))
 			continue;
 		st = convert_page(c, i, frame, e, c->to, c->fwd_clear,
 				  c->fwd_set);
@@ -653,20 +610,21 @@ static uint64_t unfreeze_all(struct conv *c, bool commit)
 
 			bits &= bits - 1;
 			section_cycle(n);
-			if (!frame_at(c->s, page_addr(c, i), &frame, &e))
+			if (!frame_at(c->pt, c->nframes, page_addr(c, i),
+				      &frame, &e))
 				continue;
 			/*
 			 * The unfreeze releases: it publishes the flip and the
 			 * entry (P2's tries acquire).
 			 */
 			if (commit) {
-				entry_update(c->s, page_addr(c, i), e, frame,
+				entry_update(c->pt, page_addr(c, i), e, frame,
 					     PS_PTE_ENC, enc, false);
 				(void)ps_page_unfreeze_change_flags(
-					&c->s->frames[frame], c->expected,
+					&c->frames[frame], c->expected,
 					c->fwd_clear, c->fwd_set);
 			} else {
-				(void)ps_page_unfreeze(&c->s->frames[frame],
+				(void)ps_page_unfreeze(&c->frames[frame],
 						       c->expected);
 			}
 			n++;
@@ -676,9 +634,9 @@ static uint64_t unfreeze_all(struct conv *c, bool commit)
 	return n;
 }
 
-int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
-		     enum ps_enc_state to, unsigned int flags,
-		     struct ps_convert_opts *opts, uint64_t *error_offset)
+int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
+		    enum ps_enc_state to, unsigned int flags,
+		    struct ps_convert_opts *opts, uint64_t *error_offset)
 {
 	const uint64_t extra = opts ? opts->extra_refs : 0;
 	struct conv c;
@@ -692,6 +650,8 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	memset(&c, 0, sizeof(c));
 	c.s = s;
+	c.pt = ps_space_pgtable(s);
+	c.frames = ps__space_frames(s, &c.nframes);
 	c.start = start;
 	c.npages = len >> PAGE_SHIFT;
 	c.to = to;
@@ -717,9 +677,9 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		return -ENOMEM;
 	c.was_inacc = c.frozen + words;
 
-	pthread_mutex_lock(&s->writer); /* P1 */
+	ps__space_writer_lock(s); /* P1 */
 	c.hooks = hooks_of(s);
-	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)
 		goto out; /* cannot happen: a blockable start of a good range */
@@ -731,9 +691,9 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	else if (!rc)
 		commit = true; /* no hook can fail: flip while unfreezing */
 	n = unfreeze_all(&c, commit);
-	(void)ps_notifier_invalidate_end(&s->notifier, start, len);
+	(void)ps_notifier_invalidate_end(ps_space_notifier(s), start, len);
 out:
-	pthread_mutex_unlock(&s->writer);
+	ps__space_writer_unlock(s);
 	if (opts) {
 		opts->converted = rc ? 0 : n;
 		opts->quarantined = c.quarantined;
@@ -771,9 +731,10 @@ static int kmap_refused(const struct ps_page *p, uint64_t reject)
 }
 
 /* The first CPU map (count 0 -> 1), under the frame's LOCKED bit (P6). */
-static int kmap_first(struct ps_space *s, uint64_t frame)
+static int kmap_first(struct ps_space *s, struct prot_space *ps,
+		      uint64_t frame)
 {
-	struct ps_page *p = &s->frames[frame];
+	struct ps_page *p = &ps->frames[frame];
 	int rc = 0;
 
 	ps_page_lock(p);
@@ -795,27 +756,33 @@ static int kmap_first(struct ps_space *s, uint64_t frame)
 		ps_page_clear_flags(p, PS_PAGE_INACCESSIBLE);
 	}
 	/* P6 - Release: the hook's work before a kmap that acquires >= 1. */
-	atomic_fetch_add_explicit(&s->kmaps[frame], 1, memory_order_release);
+	atomic_fetch_add_explicit(&ps->kmaps[frame], 1, memory_order_release);
 	ps_page_unlock(p);
 	return 0;
 }
 
-int ps_space_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
+int ps_prot_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
 {
 	const uint64_t reject =
 		PS_PAGE_POISONED | (flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
+	struct prot_space *ps;
 	PS_ATOMIC(uint32_t) *cnt;
 	struct ps_page *p;
 	uint32_t c;
+	int rc;
 
-	if (frame >= s->nframes || (flags & ~PS_KMAP_PRIVATE))
+	if (flags & ~PS_KMAP_PRIVATE)
 		return -EINVAL;
-	p = &s->frames[frame];
-	cnt = &s->kmaps[frame];
+	rc = prot_get(s, &ps);
+	if (rc)
+		return rc;
+	if (frame >= ps->nframes)
+		return -EINVAL;
+	p = &ps->frames[frame];
+	cnt = &ps->kmaps[frame];
 	/* P5: the reference first, so a conversion's freeze sees this map. */
 	while (!ps_page_try_get_masked(p, 1, reject)) {
-		int rc = kmap_refused(p, reject);
-
+		rc = kmap_refused(p, reject);
 		if (rc)
 			return rc;
 	}
@@ -831,17 +798,18 @@ int ps_space_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
 							  memory_order_relaxed))
 			return 0;
 	}
-	return kmap_first(s, frame);
+	return kmap_first(s, ps, frame);
 }
 
-int ps_space_kunmap(struct ps_space *s, uint64_t frame)
+int ps_prot_kunmap(struct ps_space *s, uint64_t frame)
 {
+	struct prot_space *ps = prot_peek(s);
 	PS_ATOMIC(uint32_t) *cnt;
 	uint32_t c;
 
-	if (frame >= s->nframes)
-		return -EINVAL;
-	cnt = &s->kmaps[frame];
+	if (!ps || frame >= ps->nframes)
+		return -EINVAL; /* out of range, or never CPU-mapped */
+	cnt = &ps->kmaps[frame];
 	/* Relaxed: only a guess for the CAS. */
 	c = atomic_load_explicit(cnt, memory_order_relaxed);
 	do {
@@ -857,25 +825,29 @@ int ps_space_kunmap(struct ps_space *s, uint64_t frame)
 	return 0;
 }
 
-uint32_t ps_space_kmap_count(struct ps_space *s, uint64_t frame)
+uint32_t ps_prot_kmap_count(struct ps_space *s, uint64_t frame)
 {
-	if (frame >= s->nframes)
+	struct prot_space *ps = prot_peek(s);
+
+	if (!ps || frame >= ps->nframes)
 		return 0;
-	/* Acquire: pairs with the release of kmap_first() and kunmap. */
-	return atomic_load_explicit(&s->kmaps[frame], memory_order_acquire);
+	return cpu_maps(s, frame); /* an acquire load */
 }
 
-int ps_space_set_inaccessible(struct ps_space *s, uint64_t frame)
+int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
 {
-	struct ps_page *p;
+	struct ps_page *p = ps_space_page(s, frame);
 	int rc = 0;
 
-	if (frame >= s->nframes)
+	if (!p)
 		return -EINVAL;
-	p = &s->frames[frame];
 	ps_page_lock(p);
-	/* Acquire: pairs with kunmap's release (the CPU maps are over). */
-	if (atomic_load_explicit(&s->kmaps[frame], memory_order_acquire))
+	/*
+	 * cpu_maps()'s acquire pairs with kunmap's release: the CPU maps are
+	 * over. A count made positive under LOCKED (kmap_first()) after the
+	 * state was created is seen: the state's publication comes before it.
+	 */
+	if (cpu_maps(s, frame))
 		rc = -EBUSY;
 	/* One CAS that also refuses a frozen frame (P5). */
 	else if (!ps_page_set_flags_unless_frozen(p, PS_PAGE_INACCESSIBLE))
@@ -886,25 +858,29 @@ int ps_space_set_inaccessible(struct ps_space *s, uint64_t frame)
 
 /* --- the access check ---------------------------------------------------------- */
 
-int ps_space_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
-			  enum ps_enc_state kind, struct ps_memory_fault *fault)
+int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
+			 enum ps_enc_state kind, struct ps_memory_fault *fault)
 {
 	const bool private_access = kind == PS_ENC_PRIVATE;
-	uint64_t end, next;
+	const uint64_t space_size = ps__space_size(s);
+	struct ps_pgtable *pt = ps_space_pgtable(s);
+	uint64_t end, next, nframes;
+	struct ps_page *frames = ps__space_frames(s, &nframes);
 	int rc = 0;
 
-	if (!fault || !size || addr >= s->size || size > s->size - addr ||
+	if (!fault || !size || addr >= space_size ||
+	    size > space_size - addr ||
 	    (kind != PS_ENC_PRIVATE && kind != PS_ENC_SHARED))
 		return -EINVAL;
 	end = addr + size;
 	ps_pgtable_read_lock();
 	for (uint64_t a = addr; a < end; a = next) {
 		const uint64_t page = a & ~(PAGE_SIZE - 1);
-		ps_pte_t e = ps_pgtable_lookup(s->pt, page);
+		ps_pte_t e = ps_pgtable_lookup(pt, page);
 
 		next = end - page > PAGE_SIZE ? page + PAGE_SIZE : end;
-		if (ps_pte_is_present(e) && ps_pte_frame(e) < s->nframes) {
-			uint64_t w = ps_page_load(&s->frames[ps_pte_frame(e)]);
+		if (ps_pte_is_present(e) && ps_pte_frame(e) < nframes) {
+			uint64_t w = ps_page_load(&frames[ps_pte_frame(e)]);
 
 			if (w & PS_PAGE_POISONED)
 				rc = -EHWPOISON;
@@ -929,16 +905,15 @@ int ps_space_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 
 /* --- cache modes and protection changes (P7) ------------------------------------- */
 
-int ps_space_set_cache(struct ps_space *s, uint64_t frame,
-		       enum ps_cache_mode mode, uint64_t expected_refs)
+int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
+		      enum ps_cache_mode mode, uint64_t expected_refs)
 {
 	const uint64_t bits = (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
-	struct ps_page *p;
+	struct ps_page *p = ps_space_page(s, frame);
 
-	if (frame >= s->nframes || (unsigned int)mode >= PS_CACHE_NR ||
+	if (!p || (unsigned int)mode >= PS_CACHE_NR ||
 	    expected_refs > PS_PAGE_REFS_MAX)
 		return -EINVAL;
-	p = &s->frames[frame];
 	for (;;) {
 		uint64_t w = ps_page_load(p);
 
@@ -965,10 +940,11 @@ int ps_space_set_cache(struct ps_space *s, uint64_t frame,
 	}
 }
 
-int ps_space_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
-		      unsigned int prot)
+int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
+		     unsigned int prot)
 {
 	const bool write = prot & PS_PROT_WRITE;
+	struct ps_pgtable *pt = ps_space_pgtable(s);
 	int rc = 0;
 
 	if (!range_ok(s, start, len) ||
@@ -976,9 +952,10 @@ int ps_space_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	if (!prot)
 		return -EOPNOTSUPP;
-	pthread_mutex_lock(&s->writer); /* P1 */
+	ps__space_writer_lock(s); /* P1 */
 	if (!write) {
-		rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+		rc = ps_notifier_invalidate_start(ps_space_notifier(s), start,
+						  len,
 						  PS_NOTIFIER_PROTECTION, 0);
 		if (rc)
 			goto out;
@@ -989,18 +966,19 @@ int ps_space_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		ps_pte_t e;
 
 		section_cycle(i);
-		e = ps_pgtable_lookup(s->pt, addr);
+		e = ps_pgtable_lookup(pt, addr);
 		/* Only MAYWRITE/WRITE change; a racing fault refreshes e. */
 		while (ps_pte_is_present(e) && ps_pte_may_write(e) != write &&
-		       ps_pgtable_cmpxchg(s->pt, addr, &e,
+		       ps_pgtable_cmpxchg(pt, addr, &e,
 					  ps_pte_set_maywrite(e, write)) ==
 			       -EAGAIN)
 			;
 	}
 	ps_pgtable_read_unlock();
 	if (!write)
-		rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+		rc = ps_notifier_invalidate_end(ps_space_notifier(s), start,
+						len);
 out:
-	pthread_mutex_unlock(&s->writer);
+	ps__space_writer_unlock(s);
 	return rc;
 }

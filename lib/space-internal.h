@@ -1,62 +1,136 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lib/space-internal.h - the address space's state, for the library's other
- * modules that operate on a space (prot.c: conversion, CPU maps; uffd.c).
- * Not installed; not API. The rules of lib/space.c (S1..S9) apply to every
- * user: in particular, replacing one frame by another at an address takes
- * the writer mutex (S1), and changing an entry that a pin may be racing is
- * followed by a seq_cst fence before the frame's pins are read (S2).
+ * lib/space-internal.h - the address space's interface for the library's
+ * modules above it (lib/prot.c: conversion, CPU maps; lib/uffd.c: the
+ * userfaultfd bridge). Not installed; not API.
+ *
+ * A module above the space sees a struct ps_space only through the
+ * functions below and the public ones of pagestate/space.h; the struct's
+ * definition is the space's own (lib/space-impl.h, included by lib/space*.c
+ * only: tests/check-layers.sh enforces it). The space knows nothing of the
+ * modules above it: what one of them keeps per space (prot's CPU-map counts
+ * and hooks) hangs off the space as an extension (below), which the space
+ * keeps and finalises without knowing what it is.
+ *
+ * The space's rules (S1..S10, stated in lib/space*.c) bind every user of
+ * this interface: in particular, replacing one frame by another at an
+ * address happens only under the writer lock (S1), and changing an entry
+ * that a pin may be racing is followed by a seq_cst fence before the
+ * frame's pins are read (S2).
  */
 #ifndef PS_LIB_SPACE_INTERNAL_H
 #define PS_LIB_SPACE_INTERNAL_H
 
 #include <pagestate/space.h>
 
-#include "hbitmap.h"
+#include <stdbool.h>
+#include <stdint.h>
 
-#include <pthread.h>
+/* --- extensions: per-space state of a module above the space --------------- */
 
-struct ps__prot_hooks_node;
-
-struct ps_space {
-	struct ps_pgtable *pt;
-	struct ps_notifier notifier;
-	struct ps_page *frames;
-	void *frames_map;	/* library-allocated array, or NULL */
-	size_t frames_bytes;
-	uint64_t nframes;
-	uint64_t size;
-	struct ps__hbm log;	 /* dirty log: one bit per page of space */
-	struct ps__hbm wb;	 /* write-back candidates: one bit per page */
-	struct ps__hbm longterm; /* frames with long-term pins */
-	struct ps_space_hooks hooks;
-	pthread_mutex_t writer; /* S1 */
-	/* lib/prot.c (P1..P8 there): */
-	PS_ATOMIC(uint32_t) *kmaps; /* CPU maps per frame (lazily zeroed) */
-	void *kmaps_map;	    /* the mapping holding them */
-	size_t kmaps_bytes;
-	/* The protection hooks in force; older sets are kept until destroy. */
-	PS_ATOMIC(struct ps__prot_hooks_node *) prot_hooks;
+/**
+ * struct ps__space_ext - one module's state in a space, embedded in the
+ * module's own structure.
+ * @key: identifies the owner: the address of a static object of its module
+ *	(one extension per key and space).
+ * @fini: frees the containing structure; ps_space_destroy() runs it, once,
+ *	when no other thread uses the space any more.
+ * @next: the extension published before this one (written by
+ *	ps__space_ext_add(), fixed once published).
+ */
+struct ps__space_ext {
+	const void *key;
+	void (*fini)(struct ps__space_ext *ext);
+	struct ps__space_ext *next;
 };
 
-/* prot.c's part of ps_space_create() / ps_space_destroy(). */
-int ps__prot_space_init(struct ps_space *s);
-void ps__prot_space_fini(struct ps_space *s);
+/*
+ * The first member of struct ps_space: the list of its extensions, newest
+ * first. Only ps__space_ext_find() and the space's own files read it (the
+ * space asserts that it comes first).
+ */
+struct ps__space_exts {
+	PS_ATOMIC(struct ps__space_ext *) head;
+};
 
-/* Drop a reference (the free_frame hook runs if it was the last). */
-void ps__space_frame_put(struct ps_space *s, uint64_t frame);
+/**
+ * ps__space_ext_find() - the extension of @space with @key, or NULL.
+ *
+ * Inline: the modules above call it on their fast paths (kmap).
+ * Context: any thread. Ordering: acquire (pairs with the release CAS of
+ * ps__space_ext_add()): the extension's contents, as its owner initialised
+ * them before adding it, are seen. Progress: wait-free (one load, then a
+ * walk of a list that only grows at its head, one node per module).
+ */
+static inline struct ps__space_ext *ps__space_ext_find(struct ps_space *space,
+						       const void *key)
+{
+	/* A struct's address is its first member's (C11 6.7.2.1). */
+	struct ps__space_exts *l = (struct ps__space_exts *)(void *)space;
+	/* Acquire: pairs with the release CAS in ps__space_ext_add(). */
+	struct ps__space_ext *e =
+		atomic_load_explicit(&l->head, memory_order_acquire);
 
-/* Mark the frame dirty; the dirty hook runs on a clean-to-dirty
- * transition (S5). Returns true if this call made it. */
-bool ps__space_mark_frame_dirty(struct ps_space *s, uint64_t frame);
+	while (e && e->key != key)
+		e = e->next;
+	return e;
+}
 
-/* Log @addr as written: dirty log and write-back set (as every marking
- * path of space.c does). */
-void ps__space_log_addr(struct ps_space *s, uint64_t addr);
+/**
+ * ps__space_ext_add() - publish @ext in @space unless an extension with its
+ * key is there already.
+ *
+ * Context: any thread. Ordering: release CAS (what the caller wrote into
+ * @ext and its container before the call is seen by every
+ * ps__space_ext_find() that returns it). Progress: lock-free (the CAS
+ * retries only after another extension was added).
+ * Return: @ext if it was added (the space finalises it at destroy); else
+ * the extension in force, and the caller frees its own @ext.
+ */
+struct ps__space_ext *ps__space_ext_add(struct ps_space *space,
+					struct ps__space_ext *ext);
 
-/* ps_space_fault() without the populate hook: a write that makes an entry
- * writable marks its frame dirty and logs the address first (S3). */
-enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
+/* --- what the space lends the modules above it -------------------------------- */
+
+/*
+ * The page words of the space's frames, fixed for its life; *@nframes
+ * receives how many. (ps_space_page() is the public per-frame lookup.)
+ * Wait-free.
+ */
+struct ps_page *ps__space_frames(struct ps_space *space, uint64_t *nframes);
+
+/* The size of the address space in bytes, fixed at creation. Wait-free. */
+uint64_t ps__space_size(const struct ps_space *space);
+
+/*
+ * The writer lock (S1): held, no frame is replaced at an address of the
+ * space. Blocking (a mutex); the hooks and notifier callbacks that run
+ * under it must not take it again (S7).
+ */
+void ps__space_writer_lock(struct ps_space *space);
+void ps__space_writer_unlock(struct ps_space *space);
+
+/*
+ * The long-term pin mark of @frame: set by a PS_PIN_LONGTERM pin, read by a
+ * conversion that waits for pins to drain (a long-term pin will not), and
+ * forgotten by the conversion that froze the frame (no pin can exist until
+ * it unfreezes). Wait-free (a bitmap test; the forget is a test, then one
+ * RMW if set).
+ */
+bool ps__space_longterm_pinned(struct ps_space *space, uint64_t frame);
+void ps__space_longterm_forget(struct ps_space *space, uint64_t frame);
+
+/* Drop a reference on @frame (the free_frame hook runs if it was the last). */
+void ps__space_frame_put(struct ps_space *space, uint64_t frame);
+
+/* Log @addr as written: dirty log and write-back set (S6, S9). */
+void ps__space_log_addr(struct ps_space *space, uint64_t addr);
+
+/*
+ * ps_space_fault() without the populate hook: a write that makes an entry
+ * writable marks its frame dirty and logs the address first (S3).
+ */
+enum ps_fault ps__space_fault_nopopulate(struct ps_space *space, uint64_t addr,
 					 unsigned int access);
 
 #endif /* PS_LIB_SPACE_INTERNAL_H */

@@ -945,7 +945,7 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	    cfg->addr + cfg->len < cfg->addr ||
 	    cfg->addr + cfg->len > PS_PGTABLE_ADDR_END ||
 	    (uintptr_t)cfg->host + cfg->len < (uintptr_t)cfg->host ||
-	    (space && cfg->addr + cfg->len > space->size)) {
+	    (space && cfg->addr + cfg->len > ps__space_size(space))) {
 		say(why, "arguments");
 		return -EINVAL;
 	}

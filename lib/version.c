@@ -25,7 +25,7 @@ int ps_version_patch(void)
 	return PS_VERSION_PATCH;
 }
 
-bool ps_check_version(int major, int minor, int patch)
+bool ps_version_check(int major, int minor, int patch)
 {
 	if (major < 0 || minor < 0 || patch < 0)
 		return false;

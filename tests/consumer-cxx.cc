@@ -70,7 +70,7 @@ int main()
 	EXPECT(ps_notifier_destroy(&n) == 0);
 
 	/* version.h */
-	EXPECT(ps_check_version(PS_VERSION_MAJOR, PS_VERSION_MINOR,
+	EXPECT(ps_version_check(PS_VERSION_MAJOR, PS_VERSION_MINOR,
 				PS_VERSION_PATCH));
 	std::printf("consumer-cxx: C++ %ld, libpagestate %s\n",
 		    (long)__cplusplus, ps_version());

@@ -52,34 +52,34 @@ START_TEST(check_version_boundaries)
 		  p = PS_VERSION_PATCH;
 
 	ck_assert(PS_CHECK_VERSION(M, m, p));
-	ck_assert(ps_check_version(M, m, p));
+	ck_assert(ps_version_check(M, m, p));
 	ck_assert(!PS_CHECK_VERSION(M, m, p + 1));
-	ck_assert(!ps_check_version(M, m, p + 1));
+	ck_assert(!ps_version_check(M, m, p + 1));
 	ck_assert(!PS_CHECK_VERSION(M, m + 1, 0));
-	ck_assert(!ps_check_version(M, m + 1, 0));
+	ck_assert(!ps_version_check(M, m + 1, 0));
 	ck_assert(!PS_CHECK_VERSION(M + 1, 0, 0));
-	ck_assert(!ps_check_version(M + 1, 0, 0));
+	ck_assert(!ps_version_check(M + 1, 0, 0));
 	if (p > 0) {
 		ck_assert(PS_CHECK_VERSION(M, m, p - 1));
-		ck_assert(ps_check_version(M, m, p - 1));
+		ck_assert(ps_version_check(M, m, p - 1));
 	}
 	if (m > 0) {
 		ck_assert(PS_CHECK_VERSION(M, m - 1, 1000000));
-		ck_assert(ps_check_version(M, m - 1, 1000000));
+		ck_assert(ps_version_check(M, m - 1, 1000000));
 	}
 	if (M > 0) {
 		ck_assert(PS_CHECK_VERSION(M - 1, 1000000, 1000000));
-		ck_assert(ps_check_version(M - 1, 1000000, 1000000));
+		ck_assert(ps_version_check(M - 1, 1000000, 1000000));
 	}
-	ck_assert(ps_check_version(0, 0, 0));
+	ck_assert(ps_version_check(0, 0, 0));
 }
 END_TEST
 
 START_TEST(check_version_rejects_negative)
 {
-	ck_assert(!ps_check_version(-1, 0, 0));
-	ck_assert(!ps_check_version(0, -1, 0));
-	ck_assert(!ps_check_version(0, 0, -1));
+	ck_assert(!ps_version_check(-1, 0, 0));
+	ck_assert(!ps_version_check(0, -1, 0));
+	ck_assert(!ps_version_check(0, 0, -1));
 }
 END_TEST
 

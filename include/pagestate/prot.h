@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagestate/prot.h - per-page protection: cache mode and encryption state,
- * their x86 encodings, and the address-space operations that use them:
- * shared/private conversion under pins, CPU maps that make pages accessible,
- * the access check of a VMM's fault path, cache-mode changes and
- * mprotect-like protection changes.
+ * pagestate/prot.h - per-page protection: the address-space operations on
+ * cache mode and encryption state: shared/private conversion under pins,
+ * CPU maps that make pages accessible, the access check of a VMM's fault
+ * path, cache-mode changes and mprotect-like protection changes. (Their
+ * x86 page-table encodings are in pagestate/x86.h.)
  *
  * Protection here is per page, not per mapping. Linux keeps cache and
  * encryption bits in a VMA's vm_page_prot, and drivers whose pages differ
@@ -40,54 +40,27 @@
  *     the same atomic step that takes the mapping's reference; on a frame in
  *     use with another mode it fails with -EBUSY; the same mode is fine.
  *     Without PS_MAP_CACHE a mapping takes the frame's mode, never conflicts.
- *   - ps_space_set_cache() changes the mode of a free frame, or of one whose
+ *   - ps_prot_set_cache() changes the mode of a free frame, or of one whose
  *     only references are @expected_refs the caller accounts for (frozen
  *     for the change, so no mapping, pin or CPU map can appear meanwhile);
  *     otherwise -EBUSY, and the same mode is always fine. A mapped frame is
  *     changed by unmapping it first (Linux: free_memtype, then reserve).
  * Where Linux falls back silently (WC on a PAT without WC becomes UC-), the
- * encoders below fail with -EOPNOTSUPP; the page word itself never holds a
- * value outside enum ps_cache_mode.
+ * x86 encoders (pagestate/x86.h) fail with -EOPNOTSUPP; the page word
+ * itself never holds a value outside enum ps_cache_mode.
  *
- * A protection change (ps_space_mprotect(), mprotect-like: read-only or
+ * A protection change (ps_prot_mprotect(), mprotect-like: read-only or
  * writable) changes only MAYWRITE and WRITE of each entry (pte.h's
  * ps_pte_set_maywrite()): never the frame, the cache mode, ENC, uffd-wp,
  * DIRTY or ACCESSED, as Linux's pte_modify() keeps _PAGE_CHG_MASK.
- *
- * ---------------------------------------------------------------------------
- * x86 encodings (for users who write real page-table entries)
- * ---------------------------------------------------------------------------
- *
- * An x86 PTE selects one of the 8 slots of the IA32_PAT MSR with three bits:
- * slot = PAT << 2 | PCD << 1 | PWT. PWT is bit 3 and PCD bit 4. PAT is bit 7
- * in a 4 KiB entry and bit 12 in a 2 MiB or 1 GiB entry, where bit 7 means
- * "page size". ps_x86_cache_bits() picks the lowest slot holding the wanted
- * memory type, as Linux's __init_cache_modes() does. ps_x86_cache_mode()
- * decodes the slot back through the PAT. PS_X86_PAT_LINUX is the PAT Linux
- * programs by default (pat_init()):
- *
- *   slot  0   1   2    3   4   5   6    7
- *         WB  WC  UC-  UC  WB  WP  UC-  WT
- *
- * WT sits in slot 7, so an erratum that ignores the PAT bit lands on slot 3,
- * UC. Where a PAT has no slot for a mode, Linux silently maps WC, WT and WP to
- * UC-. Here the call fails with -EOPNOTSUPP instead, so the caller chooses.
  *
  * ---------------------------------------------------------------------------
  * Encryption (confidential computing)
  * ---------------------------------------------------------------------------
  *
  * A page is private (encrypted, owned by the guest) or shared (decrypted,
- * visible to the host and devices). In a guest's page-table entries one
- * physical-address bit encodes it, with opposite polarities:
- *
- *   AMD SEV/SME  C-bit (CPUID 0x8000001F EBX[5:0]): set = private/encrypted
- *   Intel TDX    shared bit = bit (gpa_width - 1) (47 or 51): set = shared
- *
- * struct ps_cc_platform describes the platform once, and the
- * ps_cc_pte_*() helpers apply its polarity (Linux's cc_mkenc()/cc_mkdec()).
- * Without confidential computing (PS_CC_NONE) there is no such bit: every
- * page is shared, and asking for a private encoding is -EOPNOTSUPP.
+ * visible to the host and devices). How a guest's page-table entries encode
+ * it (the AMD C-bit, the TDX shared bit) is pagestate/x86.h's.
  *
  * In the page word, PRIVATE is the state and INACCESSIBLE says "the CPU may
  * not touch the contents until the make-accessible hook ran" (a private
@@ -97,7 +70,7 @@
  * INACCESSIBLE together, before the frame is first mapped.
  *
  * ---------------------------------------------------------------------------
- * Conversion (ps_space_convert())
+ * Conversion (ps_prot_convert())
  * ---------------------------------------------------------------------------
  *
  * Converts the frames mapped in a range between shared and private, all or
@@ -109,7 +82,7 @@
  *      secondary mappings are torn down, and cached translations retry.
  *   2. Freeze every frame that is not yet in the target state, with its
  *      expected references: the mapping's one plus opts->extra_refs. The
- *      freeze fails if the frame holds any pin, any CPU map (ps_space_kmap()
+ *      freeze fails if the frame holds any pin, any CPU map (ps_prot_kmap()
  *      holds a reference, and the frame's CPU-map count is checked after
  *      the freeze, so declaring a map's reference in extra_refs does not
  *      hide it), or any other reference. That page is the first
@@ -133,7 +106,7 @@
  * or the freeze did, and the pin waits while the frame is frozen, then finds
  * it PRIVATE and fails with -EPERM. A page converted to private can never
  * be pinned by a path that expects shared memory. The same holds for CPU
- * maps (ps_space_kmap() without PS_KMAP_PRIVATE) and for the secondary-map
+ * maps (ps_prot_kmap() without PS_KMAP_PRIVATE) and for the secondary-map
  * helper (ps_space_map_secondary() never maps private frames).
  *
  * What a private pin means (PS_PIN_PRIVATE, pagestate/space.h): the frame
@@ -206,11 +179,11 @@
  *     records the attribute for unpopulated gfns.
  *
  * ---------------------------------------------------------------------------
- * CPU maps (ps_space_kmap(), seed 000)
+ * CPU maps (ps_prot_kmap(), seed 000)
  * ---------------------------------------------------------------------------
  *
  * A CPU that reads or writes a frame's contents brackets the access with
- * ps_space_kmap() / ps_space_kunmap(), as the kernel uses kmap(). A kmap
+ * ps_prot_kmap() / ps_prot_kunmap(), as the kernel uses kmap(). A kmap
  * takes a reference on the frame (so a conversion sees it and refuses the
  * page) and counts one CPU map in a per-frame counter kept outside the page
  * word. The first CPU map of an INACCESSIBLE frame calls the make-accessible
@@ -218,23 +191,23 @@
  * the same time: the 0 -> 1 transition of the count takes the frame's LOCKED
  * bit, later kmaps only increment. If the hook fails, the kmap fails with its
  * error and the count and references are as before. On success the frame is
- * accessible until a conversion to private or ps_space_set_inaccessible().
+ * accessible until a conversion to private or ps_prot_set_inaccessible().
  * Device pins never call the hook: a pin is not a CPU access (seed 000).
  * A kmap refuses private frames unless PS_KMAP_PRIVATE (a path that expects
  * plaintext must not read a private page's ciphertext), as pins do.
  * Write-back (ps_space_writeback()) hands frames to its callback as they
  * are: a callback that reads a frame that may be private or inaccessible
- * brackets the read with ps_space_kmap() / ps_space_kunmap().
+ * brackets the read with ps_prot_kmap() / ps_prot_kunmap().
  *
  * ---------------------------------------------------------------------------
- * The access check (ps_space_check_access())
+ * The access check (ps_prot_check_access())
  * ---------------------------------------------------------------------------
  *
  * A VMM's fault path learns from the hardware whether a guest access was
  * private or shared (the C-bit, the TDX shared bit, the SNP fault's error
  * code). If that kind does not match the page's state, KVM exits to the VMM
  * with KVM_EXIT_MEMORY_FAULT (gpa, size, KVM_MEMORY_EXIT_FLAG_PRIVATE) and
- * the VMM converts or kills the guest. ps_space_check_access() is that check:
+ * the VMM converts or kills the guest. ps_prot_check_access() is that check:
  * it fills a struct ps_memory_fault with the exact part of the access that
  * hit the first mismatching page, and its kind.
  *
@@ -242,27 +215,27 @@
  * Ordering and progress of the space operations
  * ---------------------------------------------------------------------------
  *
- *   wait-free   ps_space_check_access, ps_space_kmap_count, the encoders
- *   lock-free   ps_space_kmap when the frame is already CPU-mapped,
- *               ps_space_kunmap, ps_space_set_cache (with expected_refs it
+ *   wait-free   ps_prot_check_access, ps_prot_kmap_count
+ *   lock-free   ps_prot_kmap when the frame is already CPU-mapped,
+ *               ps_prot_kunmap, ps_prot_set_cache (with expected_refs it
  *               freezes the frame briefly: others wait meanwhile)
- *   blocking    ps_space_convert (writer mutex, invalidation, hooks, the
- *               wait), ps_space_mprotect (writer mutex, invalidation),
- *               ps_space_kmap's first CPU map (the LOCKED bit and the hook)
+ *   blocking    ps_prot_convert (writer mutex, invalidation, hooks, the
+ *               wait), ps_prot_mprotect (writer mutex, invalidation),
+ *               ps_prot_kmap's first CPU map (the LOCKED bit and the hook)
  *               and any kmap of a frame being converted (it waits for the
- *               unfreeze), ps_space_set_inaccessible (LOCKED),
- *               ps_space_set_prot_hooks (mutex)
+ *               unfreeze), ps_prot_set_inaccessible (LOCKED),
+ *               ps_prot_set_hooks (mutex)
  *
- *   ps_space_convert       the unfreeze of each frame is a release: a pin or
- *                          kmap that finds the frame in its new state (an
- *                          acquiring try) sees the new entry and what the
- *                          hooks wrote; the invalidation's end is a release
- *                          for secondary-mapping readers.
- *   ps_space_kmap          acquire: the caller sees what the make-accessible
- *                          hook did and what earlier holders wrote.
- *   ps_space_kunmap        release: the caller's accesses come before it.
- *   ps_space_check_access  acquire loads: an answer "matches" was true at
- *                          the instant of the load.
+ *   ps_prot_convert       the unfreeze of each frame is a release: a pin or
+ *                         kmap that finds the frame in its new state (an
+ *                         acquiring try) sees the new entry and what the
+ *                         hooks wrote; the invalidation's end is a release
+ *                         for secondary-mapping readers.
+ *   ps_prot_kmap          acquire: the caller sees what the make-accessible
+ *                         hook did and what earlier holders wrote.
+ *   ps_prot_kunmap        release: the caller's accesses come before it.
+ *   ps_prot_check_access  acquire loads: an answer "matches" was true at
+ *                         the instant of the load.
  *
  * The protocol, with numbered guarantees P1..P8 that the tests cite, is at
  * the top of lib/prot.c.
@@ -274,7 +247,6 @@
 #include <pagestate/page.h>
 #include <pagestate/space.h>
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -282,194 +254,11 @@ PS_BEGIN_DECLS
 
 /*
  * Cache modes and encryption states: enum ps_cache_mode, PS_CACHE_NR, enum
- * ps_enc_state, ps_cache_mode_name() and the page-word operations that store
- * them (ps_page_cache_mode(), ps_page_enc_state(),
+ * ps_enc_state, ps_page_cache_mode_name() and the page-word operations that
+ * store them (ps_page_cache_mode(), ps_page_enc_state(),
  * ps_page_get_or_revive_cache(), ps_page_set_cache_if_free()) are in
  * pagestate/page.h, beside the word that holds them.
  */
-
-/* --- x86 PAT / PCD / PWT -------------------------------------------------- */
-
-#define PS_X86_PTE_PWT (UINT64_C(1) << 3)
-#define PS_X86_PTE_PCD (UINT64_C(1) << 4)
-#define PS_X86_PTE_PAT (UINT64_C(1) << 7)	/* 4 KiB entries */
-#define PS_X86_PTE_PAT_LARGE (UINT64_C(1) << 12) /* 2 MiB / 1 GiB entries */
-
-/** enum ps_x86_level - which entry format: the PAT bit moves with it. */
-enum ps_x86_level {
-	PS_X86_4K = 0,	  /* PTE: PAT is bit 7 */
-	PS_X86_LARGE = 1, /* 2 MiB PDE / 1 GiB PDPTE: PAT is bit 12 */
-};
-
-/* IA32_PAT memory-type encodings, one byte per slot. */
-#define PS_X86_MT_UC 0x00
-#define PS_X86_MT_WC 0x01
-#define PS_X86_MT_WT 0x04
-#define PS_X86_MT_WP 0x05
-#define PS_X86_MT_WB 0x06
-#define PS_X86_MT_UC_MINUS 0x07
-
-/* The IA32_PAT value Linux programs: WB WC UC- UC WB WP UC- WT (slot 0..7). */
-#define PS_X86_PAT_LINUX UINT64_C(0x0407050600070106)
-
-/**
- * ps_x86_cache_bits() - PWT/PCD/PAT bits selecting @mode under @pat.
- * @pat: the IA32_PAT value in force (PS_X86_PAT_LINUX for Linux's).
- * @mode: the wanted cache mode.
- * @level: the entry format (where the PAT bit goes).
- * @bits: receives the bits, a subset of PWT | PCD | PAT(_LARGE).
- *
- * Picks the lowest slot holding @mode's memory type.
- * Context: any thread; pure.
- * Return: 0; -EINVAL for an unknown @mode or @level; -EOPNOTSUPP if @pat
- * has no slot for @mode (Linux would silently use UC- there). On error
- * @bits is untouched.
- */
-int ps_x86_cache_bits(uint64_t pat, enum ps_cache_mode mode,
-		      enum ps_x86_level level, uint64_t *bits);
-
-/**
- * ps_x86_cache_mode() - the cache mode an entry selects under @pat.
- * @pat: the IA32_PAT value in force.
- * @entry: an x86 page-table entry (only PWT, PCD and the PAT bit of @level
- *	are read).
- * @level: the entry format.
- * @mode: receives the mode.
- *
- * Context: any thread; pure.
- * Return: 0; -EINVAL for an unknown @level or if the slot holds a reserved
- * memory type (2 or 3, or above 7).
- */
-int ps_x86_cache_mode(uint64_t pat, uint64_t entry, enum ps_x86_level level,
-		      enum ps_cache_mode *mode);
-
-/**
- * ps_x86_cache_mask() - all cache-selecting bits of an entry at @level.
- * @level: the entry format.
- *
- * Context: any thread; pure.
- * Return: PWT | PCD | the PAT bit of @level.
- */
-static inline uint64_t ps_x86_cache_mask(enum ps_x86_level level)
-{
-	return PS_X86_PTE_PWT | PS_X86_PTE_PCD |
-	       (level == PS_X86_LARGE ? PS_X86_PTE_PAT_LARGE : PS_X86_PTE_PAT);
-}
-
-/* --- confidential computing: the encryption bit ---------------------------- */
-
-/** enum ps_cc_vendor - which polarity the encryption bit has. */
-enum ps_cc_vendor {
-	PS_CC_NONE = 0,	     /* no memory encryption */
-	PS_CC_AMD_SEV = 1,   /* C-bit set = private (SEV, SEV-ES, SEV-SNP, SME) */
-	PS_CC_INTEL_TDX = 2, /* shared bit set = shared */
-};
-
-/**
- * struct ps_cc_platform - the encryption bit of a platform.
- * @vendor: polarity.
- * @mask: the one bit (0 for PS_CC_NONE).
- *
- * Build it with ps_cc_platform_init(), not by hand.
- */
-struct ps_cc_platform {
-	enum ps_cc_vendor vendor;
-	uint64_t mask;
-};
-
-/**
- * ps_cc_platform_init() - describe a platform's encryption bit.
- * @p: the descriptor to fill.
- * @vendor: the polarity.
- * @bit: AMD: the C-bit position (CPUID 0x8000001F EBX[5:0]). TDX: the guest
- *	physical address width (TDG.VP.INFO), so the shared bit is @bit - 1.
- *	Ignored for PS_CC_NONE.
- *
- * Context: any thread; pure (it writes only *@p).
- * Return: 0; -EINVAL for an unknown @vendor or a bit outside what the
- * architecture allows (AMD: 32..63; TDX: width 32..64, i.e. the shared bit
- * above the 4 KiB page offset and the usual 32-bit range).
- */
-int ps_cc_platform_init(struct ps_cc_platform *p, enum ps_cc_vendor vendor,
-			unsigned int bit);
-
-/**
- * ps_cc_pte_is_private() - does @entry map its page as private?
- * @p: the platform.
- * @entry: an x86 page-table entry.
- *
- * Context: any thread; pure.
- * Return: AMD: the C-bit is set. TDX: the shared bit is clear. PS_CC_NONE:
- * false.
- */
-static inline bool ps_cc_pte_is_private(const struct ps_cc_platform *p,
-					uint64_t entry)
-{
-	switch (p->vendor) {
-	case PS_CC_AMD_SEV:
-		return (entry & p->mask) != 0;
-	case PS_CC_INTEL_TDX:
-		return (entry & p->mask) == 0;
-	case PS_CC_NONE:
-		break;
-	}
-	return false;
-}
-
-/**
- * ps_cc_pte_set_state() - @entry with its encryption bit set for @state.
- * @p: the platform.
- * @entry: an x86 page-table entry.
- * @state: private or shared.
- * @out: receives the entry. Only the encryption bit differs from @entry.
- *
- * This is Linux's cc_mkenc() / cc_mkdec().
- * Context: any thread; pure.
- * Return: 0; -EOPNOTSUPP for PS_ENC_PRIVATE on PS_CC_NONE; -EINVAL for an
- * unknown @state or vendor.
- */
-static inline int ps_cc_pte_set_state(const struct ps_cc_platform *p,
-				      uint64_t entry, enum ps_enc_state state,
-				      uint64_t *out)
-{
-	bool set;
-
-	if (state != PS_ENC_PRIVATE && state != PS_ENC_SHARED)
-		return -EINVAL;
-	switch (p->vendor) {
-	case PS_CC_NONE:
-		if (state == PS_ENC_PRIVATE)
-			return -EOPNOTSUPP;
-		*out = entry;
-		return 0;
-	case PS_CC_AMD_SEV:
-		set = state == PS_ENC_PRIVATE;
-		break;
-	case PS_CC_INTEL_TDX:
-		set = state == PS_ENC_SHARED;
-		break;
-	default:
-		return -EINVAL;
-	}
-	*out = set ? entry | p->mask : entry & ~p->mask;
-	return 0;
-}
-
-/**
- * ps_cc_phys_mask() - the address bits that are not the encryption bit.
- * @p: the platform.
- *
- * AND an entry's address field with this before using it as a physical
- * address (Linux: physical_mask &= ~sme_me_mask, or &= cc_mask - 1 on TDX).
- * Context: any thread; pure.
- * Return: the mask (all ones for PS_CC_NONE).
- */
-static inline uint64_t ps_cc_phys_mask(const struct ps_cc_platform *p)
-{
-	if (p->vendor == PS_CC_INTEL_TDX)
-		return p->mask - 1; /* the shared bit and everything above */
-	return ~p->mask;
-}
 
 /* --- the space operations: hooks ------------------------------------------ */
 
@@ -484,7 +273,7 @@ static inline uint64_t ps_cc_phys_mask(const struct ps_cc_platform *p)
  *	quarantined and the conversion fails with -EIO.
  * @make_accessible: the first CPU map of INACCESSIBLE frame @frame
  *	(arch_make_page_accessible(): export a secure page, put it back in the
- *	VMM's own mapping). Return 0, or a negative errno that ps_space_kmap()
+ *	VMM's own mapping). Return 0, or a negative errno that ps_prot_kmap()
  *	returns (nothing changed).
  * @ctx: handed to every hook.
  *
@@ -508,7 +297,7 @@ struct ps_prot_hooks {
 };
 
 /**
- * ps_space_set_prot_hooks() - install hooks for every later conversion and
+ * ps_prot_set_hooks() - install hooks for every later conversion and
  * kmap of a space.
  * @space: the space.
  * @hooks: the hooks (copied), or NULL to remove them.
@@ -522,15 +311,15 @@ struct ps_prot_hooks {
  * allocation).
  * Return: 0; -ENOMEM (nothing changed).
  */
-int ps_space_set_prot_hooks(struct ps_space *space,
-			    const struct ps_prot_hooks *hooks);
+int ps_prot_set_hooks(struct ps_space *space,
+		      const struct ps_prot_hooks *hooks);
 
 /* --- conversion ------------------------------------------------------------- */
 
 /* Conversion flags. */
 #define PS_CONVERT_WAIT 0x1u	     /* wait (bounded) for pins, CPU maps */
 #define PS_CONVERT_SKIP_MISSING 0x2u /* leave pages with no present entry */
-#define PS_CONVERT_INACCESSIBLE 0x4u /* to shared: keep the pages INACCESSIBLE */
+#define PS_CONVERT_INACCESSIBLE 0x4u /* to shared: keep pages INACCESSIBLE */
 #define PS_CONVERT_FLAGS_ALL \
 	(PS_CONVERT_WAIT | PS_CONVERT_SKIP_MISSING | PS_CONVERT_INACCESSIBLE)
 
@@ -547,7 +336,7 @@ int ps_space_set_prot_hooks(struct ps_space *space,
  *	mapping outside the range would keep the old ENC bit, and a frame
  *	mapped twice inside it fails the call with -EAGAIN at its second
  *	page). They must stay held during the call. A CPU map's reference
- *	(ps_space_kmap()) cannot be declared: a frame CPU-mapped when it is
+ *	(ps_prot_kmap()) cannot be declared: a frame CPU-mapped when it is
  *	frozen fails the call with -EAGAIN at its page, declared or not.
  *	Default 0.
  * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
@@ -566,7 +355,7 @@ struct ps_convert_opts {
 };
 
 /**
- * ps_space_convert() - convert the frames mapped in [@start, @start + @len)
+ * ps_prot_convert() - convert the frames mapped in [@start, @start + @len)
  * to @to, all or nothing (see "Conversion" above).
  * @space: the space.
  * @start: the first page (aligned, inside the space).
@@ -593,9 +382,9 @@ struct ps_convert_opts {
  * happened, not even the invalidation); -ENOMEM; or a per-page error listed
  * under "Errors and error_offset".
  */
-int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
-		     enum ps_enc_state to, unsigned int flags,
-		     struct ps_convert_opts *opts, uint64_t *error_offset);
+int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
+		    enum ps_enc_state to, unsigned int flags,
+		    struct ps_convert_opts *opts, uint64_t *error_offset);
 
 /* --- CPU maps ------------------------------------------------------------------ */
 
@@ -603,7 +392,7 @@ int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
 #define PS_KMAP_PRIVATE 0x1u /* allow a private frame (its ciphertext) */
 
 /**
- * ps_space_kmap() - the CPU is about to access @frame's contents.
+ * ps_prot_kmap() - the CPU is about to access @frame's contents.
  * @space: the space.
  * @frame: the frame (below nframes).
  * @flags: 0 or PS_KMAP_PRIVATE.
@@ -620,14 +409,16 @@ int ps_space_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * frozen frame is waited for).
  * Return: 0; -EINVAL (@frame out of range, unknown flags); -ENOENT (the
  * frame is free); -EPERM (private, without PS_KMAP_PRIVATE); -EHWPOISON
- * (poisoned); -EOVERFLOW (reference limit); the hook's negative errno. On
- * error nothing changed.
+ * (poisoned); -EOVERFLOW (reference limit); -ENOMEM (the space's first
+ * kmap, or first ps_prot_set_hooks(), reserves its per-frame CPU-map
+ * counts, 4 bytes of address space per frame, and that failed); the hook's
+ * negative errno. On error nothing changed.
  */
-int ps_space_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
+int ps_prot_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
 
 /**
- * ps_space_kunmap() - end one CPU map of @frame: the count and the
- * reference ps_space_kmap() took are dropped (the free_frame hook runs if
+ * ps_prot_kunmap() - end one CPU map of @frame: the count and the
+ * reference ps_prot_kmap() took are dropped (the free_frame hook runs if
  * that was the frame's last reference). The frame stays accessible.
  * @space: the space.
  * @frame: a frame this thread (or one it hands over to) CPU-mapped.
@@ -637,20 +428,20 @@ int ps_space_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
  * Return: 0; -EINVAL if @frame is out of range or not CPU-mapped (nothing
  * changed).
  */
-int ps_space_kunmap(struct ps_space *space, uint64_t frame);
+int ps_prot_kunmap(struct ps_space *space, uint64_t frame);
 
 /**
- * ps_space_kmap_count() - how many CPU maps a frame has now.
+ * ps_prot_kmap_count() - how many CPU maps a frame has now.
  * @space: the space.
  * @frame: the frame.
  *
  * Context: any thread. Ordering: acquire load. Progress: wait-free.
  * Return: the count, 0 if @frame is out of range.
  */
-uint32_t ps_space_kmap_count(struct ps_space *space, uint64_t frame);
+uint32_t ps_prot_kmap_count(struct ps_space *space, uint64_t frame);
 
 /**
- * ps_space_set_inaccessible() - the owner removed @frame from its own
+ * ps_prot_set_inaccessible() - the owner removed @frame from its own
  * mappings (from its "direct map"): mark it INACCESSIBLE, so the next first
  * CPU map calls the make-accessible hook again.
  *
@@ -664,7 +455,7 @@ uint32_t ps_space_kmap_count(struct ps_space *space, uint64_t frame);
  * Return: 0; -EINVAL (@frame out of range); -EBUSY while it is CPU-mapped
  * or being converted (nothing changed).
  */
-int ps_space_set_inaccessible(struct ps_space *space, uint64_t frame);
+int ps_prot_set_inaccessible(struct ps_space *space, uint64_t frame);
 
 /* --- the access check ----------------------------------------------------------- */
 
@@ -684,7 +475,7 @@ struct ps_memory_fault {
 };
 
 /**
- * ps_space_check_access() - does an access of kind @kind to [@addr, @addr +
+ * ps_prot_check_access() - does an access of kind @kind to [@addr, @addr +
  * @size) match the state of the pages it touches?
  * @space: the space.
  * @addr: the first byte accessed (any alignment).
@@ -704,14 +495,14 @@ struct ps_memory_fault {
  * -EHWPOISON if a page is poisoned (a POISONED marker or frame); -EINVAL for
  * @size 0, a range that wraps or leaves the space, or an unknown @kind.
  */
-int ps_space_check_access(struct ps_space *space, uint64_t addr,
-			  uint64_t size, enum ps_enc_state kind,
-			  struct ps_memory_fault *fault);
+int ps_prot_check_access(struct ps_space *space, uint64_t addr,
+			 uint64_t size, enum ps_enc_state kind,
+			 struct ps_memory_fault *fault);
 
 /* --- cache modes and protection changes ------------------------------------------- */
 
 /**
- * ps_space_set_cache() - give @frame cache mode @mode (see "Cache modes").
+ * ps_prot_set_cache() - give @frame cache mode @mode (see "Cache modes").
  * @space: the space.
  * @frame: the frame.
  * @mode: the mode.
@@ -731,15 +522,15 @@ int ps_space_check_access(struct ps_space *space, uint64_t addr,
  * copying it; retry after the write-back); -EHWPOISON (poisoned). On error
  * nothing changed.
  */
-int ps_space_set_cache(struct ps_space *space, uint64_t frame,
-		       enum ps_cache_mode mode, uint64_t expected_refs);
+int ps_prot_set_cache(struct ps_space *space, uint64_t frame,
+		      enum ps_cache_mode mode, uint64_t expected_refs);
 
-/* Protection of ps_space_mprotect(), mprotect()'s values. */
+/* Protection of ps_prot_mprotect(), mprotect()'s values. */
 #define PS_PROT_READ 0x1u
 #define PS_PROT_WRITE 0x2u
 
 /**
- * ps_space_mprotect() - change the access rights of the pages mapped in
+ * ps_prot_mprotect() - change the access rights of the pages mapped in
  * [@start, @start + @len).
  * @space: the space.
  * @start: the first page (aligned, inside the space).
@@ -762,8 +553,8 @@ int ps_space_set_cache(struct ps_space *space, uint64_t frame,
  * (entries have no "not readable" state: unmap, or write-protect with
  * uffd-wp, instead).
  */
-int ps_space_mprotect(struct ps_space *space, uint64_t start, uint64_t len,
-		      unsigned int prot);
+int ps_prot_mprotect(struct ps_space *space, uint64_t start, uint64_t len,
+		     unsigned int prot);
 
 PS_END_DECLS
 

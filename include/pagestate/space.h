@@ -29,8 +29,11 @@
  * Pins are taken as Linux's GUP-fast does: read the entry, take a
  * speculative pin on its frame, a full fence, read the entry again, and back
  * out if it changed (leaving no reference behind). Whoever changes entries
- * (unmap, discard, conversion) changes the entry first, then (after a full
- * fence) looks at the frame's pins: one of the two sees the other.
+ * (unmap, conversion) changes the entry first, then (after a full fence)
+ * looks at the frame's pins: one of the two sees the other. A balloon
+ * discard does not change the entry of a frame anything but its mapping
+ * holds: it freezes the frame at that one reference first, which a pin
+ * taken before makes fail and a pin tried after finds frozen.
  *
  * A pin expects shared memory unless the caller passes PS_PIN_PRIVATE: a
  * frame converted to private (pagestate/prot.h) cannot be pinned by a path
@@ -56,10 +59,10 @@
  *     the space records the address of every page written, every page
  *     pinned (any pin: it may be unpinned dirty) and every page mapped to
  *     a frame that is pinned or dirty, and write-back keeps a page whose
- *     frame is pinned or dirty (S9 in lib/space.c). So a frame unpinned
- *     dirty is written by the next write-back of the address it was pinned
- *     at, if it is still mapped there (there is no reverse map: an alias
- *     elsewhere is not found through it).
+ *     frame is pinned or dirty (S9 in lib/space-writeback.c). So a frame
+ *     unpinned dirty is written by the next write-back of the address it
+ *     was pinned at, if it is still mapped there (there is no reverse map:
+ *     an alias elsewhere is not found through it).
  *   - an address is in the dirty log (KVM's dirty bitmap) when it was
  *     written since the last harvest (ps_space_harvest()), which migration
  *     consumes. Every marking path above but ps_space_unpin() logs the
@@ -112,8 +115,10 @@
  *     instead refuses writable long-term pins of dirty-tracked files):
  *     cleaning write-back skips pinned frames; data-integrity write-back
  *     bounces them, and they stay dirty while pinned for write.
- *   - A balloon discard never discards a pinned frame; Linux's
- *     MADV_DONTNEED drops the mapping and lets the pin keep the page.
+ *   - A balloon discard never discards a pinned frame, nor one anything
+ *     else holds (another mapping, a CPU map, a freezer): it skips the
+ *     page and reports why. Linux's MADV_DONTNEED drops the mapping and
+ *     lets the pin (or the other holder) keep the page.
  *   - There is no reverse map (8 bytes per frame, no more). Write-back
  *     write-protects the address it visits, so a frame mapped writable at
  *     several addresses must be written back through each of them, or have
@@ -160,7 +165,7 @@ struct ps_space;
  *	not map, map_range, unmap or discard in that space, nor convert or
  *	mprotect it (pagestate/prot.h), which take that mutex. From
  *	ps_space_unpin(), a pin backing out, the secondary-map helper,
- *	ps_space_kunmap(), ps_space_writeback() (which holds a reference on
+ *	ps_prot_kunmap(), ps_space_writeback() (which holds a reference on
  *	each frame it writes until its callback has returned) and
  *	ps_space_destroy() no library lock is held.
  *	(Only if the space runs out of memory collecting unmapped frames may
@@ -234,7 +239,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
  * must have no subscription left. Pinned frames stay valid in the caller's
  * array, if the array is the caller's; a library-allocated array is freed.
  * Ordering: a seq_cst fence orders the zap before the puts (S2 in
- * lib/space.c), so the free_frame hooks run after the entries are gone.
+ * lib/space-pin.c), so the free_frame hooks run after the entries are gone.
  * Progress: blocking (destroying the page table waits for liburcu's pending
  * callbacks: not inside a read-side section); the hooks are the caller's.
  * Return: 0; -EBUSY if subscriptions remain (nothing is freed then).
@@ -415,8 +420,9 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * Context: may block only in the populate hook, in a conversion that holds
  * a frame frozen (waits for it), and in making an entry writable.
  * Ordering: S2: each pin is an acquire RMW on the page word, then a seq_cst
- * fence, then the entry is read again; pairs with the fence that unmap and
- * discard run between changing an entry and reading the frame's pins.
+ * fence, then the entry is read again; pairs with the fence that unmap
+ * runs between changing an entry and reading the frame's pins, and with
+ * discard's freeze (one RMW on the same word).
  * Progress: lock-free otherwise.
  * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL);
  * -EFAULT (missing without a hook, guard or bad access); -EAGAIN (sync
@@ -441,9 +447,10 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * Frames at or above nframes are skipped. A frame unpinned dirty is
  * written by the next ps_space_writeback() of the address it was pinned
  * at, if it is still mapped there: the pin recorded that address, and
- * write-back keeps it while the frame is pinned (S9 in lib/space.c). The
- * dirty log (migration) has the address only for a pin for write (see
- * Dirty state); for another pin, call ps_space_mark_dirty().
+ * write-back keeps it while the frame is pinned (S9 in
+ * lib/space-writeback.c). The dirty log (migration) has the address only
+ * for a pin for write (see Dirty state); for another pin, call
+ * ps_space_mark_dirty().
  * Context: any thread holding the pins; the dirty and free_frame hooks run
  * in it, with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
@@ -455,55 +462,81 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
 		    uint64_t n, bool dirty);
 
 /**
+ * enum ps_discard_reason - why ps_space_discard() left a page in place.
+ * @PS_DISCARD_PINNED: the frame is pinned (ps_space_pin_range()): a device
+ *	may be doing DMA to it. It stays until its pins are released; a
+ *	balloon retries after the unpin, or gives the host other pages.
+ * @PS_DISCARD_BUSY: the frame has a holder other than this mapping and
+ *	its pins: another mapping of the same frame (at another address, in
+ *	the range or not), a CPU map (pagestate/prot.h), its owner's own
+ *	reference, or a transient one (a lookup, a pin backing out, a
+ *	ps_space_writeback() copying it). Transient holders go soon: retry.
+ *	An alias goes when it is unmapped.
+ * @PS_DISCARD_FROZEN: another thread holds the frame frozen
+ *	(ps_page_freeze(): a cache-mode change, the owner's migration). Retry
+ *	after it unfreezes.
+ */
+enum ps_discard_reason {
+	PS_DISCARD_PINNED = 1,
+	PS_DISCARD_BUSY = 2,
+	PS_DISCARD_FROZEN = 3,
+};
+
+/**
+ * struct ps_discard_skip - a page ps_space_discard() left in place.
+ * @addr: the page.
+ * @frame: the frame mapped there (at the instant discard looked).
+ * @reason: why it stays.
+ */
+struct ps_discard_skip {
+	uint64_t addr;
+	uint64_t frame;
+	enum ps_discard_reason reason;
+};
+
+/**
  * ps_space_discard() - a balloon's MADV_DONTNEED: drop the pages of
- * [@start, @start + @len), except those it cannot drop now (pinned, or
- * frozen by another thread).
+ * [@start, @start + @len) whose frames only their mapping holds, and report
+ * every other page with the reason it stays.
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @skipped: receives the addresses of the pages left in place (up to
- *	@max_skipped of them; may be NULL if @max_skipped is 0).
+ * @skipped: receives the pages left in place, in address order, with their
+ *	frame and reason (up to @max_skipped of them; may be NULL if
+ *	@max_skipped is 0).
  * @max_skipped: room in @skipped.
  * @nskipped: receives how many pages were left in place (all of them,
  *	even beyond @max_skipped); may be NULL.
  *
- * Brackets itself with an invalidation (event CLEAR). A page whose frame is
- * pinned is left in place. So is a page whose frame another thread holds
- * frozen (ps_page_freeze(): prot.h's cache-mode change, the owner's own
- * migration): the freezer owns the frame until it unfreezes it with the
- * references it counted, so discard neither zaps nor frees it, and does
- * not wait for it either (it holds the writer mutex, which the freezer may
- * need). Both kinds are reported in @skipped: a balloon driver retries
- * them later or gives the host other pages. A frame held only by its
- * mapping is frozen by discard itself, so no pin can come in while it is
- * zapped. Any other page is zapped while discard holds a reference of its
- * own on the frame (so a freezer that does not count it fails until the
- * mapping's reference is dropped), then, after a full fence, its frame's
- * pins are checked; a frame pinned meanwhile gets its entry back and is
- * reported. A concurrent pin either sees the zap and backs out, or is
- * seen here. The entry comes back even if a protect (or the uffd bridge)
- * turned the zapped page into a UFFD_WP marker meanwhile, with that
- * protection kept (write-protected, as a map over the marker would be).
- * An unprotect that took away a marker the zap left brings it back
- * unprotected. In a registered range without markers (sync, anonymous,
- * no PS_WP_UNPOPULATED), where a protect leaves no trace on a page that
- * is away, it always comes back write-protected: a protect is never lost,
- * at the price of a spurious write-protect fault when none ran. It never
- * comes back writable: a write-back may have cleaned the frame meanwhile,
- * so the next write faults and dirties it again. Its address goes back
- * into the write-back set and, for a frame pinned for write, the dirty
- * log, which a write-back or harvest running during the zap may have
- * taken it out of.
+ * Brackets itself with an invalidation (event CLEAR). For each page with a
+ * present entry: if the frame's only holder is this mapping (one
+ * reference, no pin), discard freezes the frame with exactly that
+ * reference (ps_page_freeze()), zaps the entry (as ps_space_unmap() with
+ * PS_UNMAP_ZAP: write-protect markers stay where pgtable.h says) and frees
+ * the frame (the free_frame hook runs; its DIRTY flag stays in the free
+ * word, but its contents are given up). Any other page is left exactly as
+ * it was, entry and all, and reported: pinned, busy (another holder: an
+ * alias mapping, a CPU map, a reference) or frozen (another freezer),
+ * see enum ps_discard_reason. Discard never waits for a holder. Pages with
+ * no present entry are neither discarded nor reported.
+ * A pin racing with discard either comes first (the freeze fails and the
+ * page is reported pinned) or finds the frame frozen, waits, and then
+ * finds the page gone (it faults, as for any missing page): a pinned page
+ * is never unmapped, not even for a moment, and a pin never holds a frame
+ * discard freed.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
  * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
- * S2 (the freeze, or the zap, a seq_cst fence and the pin check).
+ * the freeze is an acquire RMW on the page word, ordered against every pin
+ * and reference taken on it, and the unfreeze that frees the frame is a
+ * release after the zap (S10 in lib/space-discard.c).
  * Progress: blocking (the writer mutex, S1; the invalidation's callbacks).
+ * Per page lock-free: it looks again only when the frame's word changed.
  * Return: 0; -EINVAL (range, or @skipped NULL with @max_skipped);
  * *@nskipped is not written on error.
  */
 int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
-		     uint64_t *skipped, uint64_t max_skipped,
+		     struct ps_discard_skip *skipped, uint64_t max_skipped,
 		     uint64_t *nskipped);
 
 /* --- CPU access ----------------------------------------------------------------- */
@@ -713,12 +746,13 @@ struct ps_writeback_stats {
  * @stats: receives what was done; may be NULL.
  *
  * Visits the pages of the range in the write-back set (written, pinned, or
- * mapped to a pinned or dirty frame: S9 in lib/space.c). The frame mapped
- * at a page is held with a reference of write-back's own, then LOCKED,
- * then the entry is read again (a frame unmapped meanwhile is let go and
- * the page looked at again); the reference is dropped after @fn returns,
- * so an unmap or discard during @fn does not free the frame under it (the
- * free_frame hook may then run in this thread, after @fn). An unpinned
+ * mapped to a pinned or dirty frame: S9 in lib/space-writeback.c). The
+ * frame mapped at a page is held with a reference of write-back's own,
+ * then LOCKED, then the entry is read again (a frame unmapped meanwhile is
+ * let go and the page looked at again); the reference is dropped after @fn
+ * returns, so an unmap during @fn does not free the frame under it (the
+ * free_frame hook may then run in this thread, after @fn), and a discard
+ * during @fn leaves the page (busy). An unpinned
  * frame: under its LOCKED bit, invalidate the page's secondary mappings
  * (event PROTECTION), write-protect its entry (stable pages), clear DIRTY,
  * end the invalidation (so a secondary mapping for write made after it

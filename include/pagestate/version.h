@@ -77,14 +77,14 @@ int ps_version_minor(void);
 int ps_version_patch(void);
 
 /**
- * ps_check_version() - is the library that is running at least a version?
+ * ps_version_check() - is the library that is running at least a version?
  * @major: the major version required.
  * @minor: the minor version required.
  * @patch: the patch level required.
  *
  * The run-time counterpart of PS_CHECK_VERSION(): a program built against
  * newer headers than the library it runs with can refuse to start, e.g.
- * ps_check_version(PS_VERSION_MAJOR, PS_VERSION_MINOR, PS_VERSION_PATCH).
+ * ps_version_check(PS_VERSION_MAJOR, PS_VERSION_MINOR, PS_VERSION_PATCH).
  * It compares versions only; while the major version is 0 a shared library
  * of another minor version has another SONAME and is never loaded instead.
  *
@@ -93,7 +93,7 @@ int ps_version_patch(void);
  * Return: true if the running library's version is @major.@minor.@patch or
  * newer; false if it is older (or an argument is negative).
  */
-bool ps_check_version(int major, int minor, int patch);
+bool ps_version_check(int major, int minor, int patch);
 
 PS_END_DECLS
 

@@ -68,7 +68,7 @@ void check_holds_live(void)
 		else
 			bad = !(w & PS_PAGE_LIVE) ||
 			      (w & PS_PAGE_INACCESSIBLE) ||
-			      !ps_space_kmap_count(g.sp, h->frame);
+			      !ps_prot_kmap_count(g.sp, h->frame);
 		if (bad) {
 			struct hold c = *h;
 
@@ -143,7 +143,7 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 	struct fmodel *m = &g.fm[f];
 	uint64_t w = ps_page_load(pw(f)), exp = maps + pins + kmaps;
 	uint64_t hooks = atomic_load(&m->hooks), cleans = atomic_load(&m->cleans);
-	unsigned int km = ps_space_kmap_count(g.sp, f);
+	unsigned int km = ps_prot_kmap_count(g.sp, f);
 	int s = atomic_load(&m->state);
 
 	if (s == F_FREE || s == F_LIMBO) {

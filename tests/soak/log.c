@@ -111,7 +111,7 @@ static void print_word(FILE *f, uint64_t frame)
 		w & PS_PAGE_PRIVATE ? " PRIVATE" : "",
 		w & PS_PAGE_INACCESSIBLE ? " INACCESSIBLE" : "",
 		w & PS_PAGE_POISONED ? " POISONED" : "", ps_page_word_cache(w),
-		g.sp ? ps_space_kmap_count(g.sp, frame) : 0,
+		g.sp ? ps_prot_kmap_count(g.sp, frame) : 0,
 		atomic_load(&g.fm[frame].state),
 		atomic_load(&g.fm[frame].gen), atomic_load(&g.fm[frame].t_alloc),
 		atomic_load(&g.fm[frame].hooks),

@@ -531,7 +531,13 @@ void record_zap(uint64_t addr, bool dontneed)
 	t0 = tick();
 	atomic_store(&m->zapped, t0);
 	if (dontneed && (r == REG_SCAN || r == REG_ASYNC) && !known(8)) {
-		record_write(addr, WK_ZAP);
+		/*
+		 * A write not yet reported stays owed: the zap of a written
+		 * page leaves a WRITTEN marker, which the next harvest
+		 * reports (#8). The zap itself is no write: a page re-armed
+		 * since its last write was protected, and its zap leaves
+		 * nothing to report, as in Linux.
+		 */
 	} else {
 		/*
 		 * A balloon's page: its contents are gone and nobody reads

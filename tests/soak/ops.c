@@ -321,7 +321,7 @@ static void op_mprotect(struct thr *t)
 	int rc;
 
 	op_begin(t, OP_MPROTECT, addr, "mprotect");
-	rc = ps_space_mprotect(g.sp, addr, len, prot);
+	rc = ps_prot_mprotect(g.sp, addr, len, prot);
 	op_end(t, OP_MPROTECT, addr, UINT64_MAX, len / PG | prot << 16, rc);
 }
 
@@ -337,8 +337,8 @@ static void op_mprotect(struct thr *t)
 static void rearm_run(enum region r, uint64_t start, uint64_t len)
 {
 	if (r == REG_UNREG) {
-		(void)ps_space_mprotect(g.sp, start, len, PS_PROT_READ);
-		(void)ps_space_mprotect(g.sp, start, len,
+		(void)ps_prot_mprotect(g.sp, start, len, PS_PROT_READ);
+		(void)ps_prot_mprotect(g.sp, start, len,
 					PS_PROT_READ | PS_PROT_WRITE);
 	} else {
 		(void)protect_range(start, len);
@@ -585,7 +585,8 @@ static void op_writeback(struct thr *t)
 static void op_discard(struct thr *t)
 {
 	uint64_t len, addr = pick_run(t, pick_region(t), 6, &len);
-	uint64_t skipped[8], nskipped = 0;
+	struct ps_discard_skip skipped[8];
+	uint64_t nskipped = 0;
 	int rc;
 
 	op_begin(t, OP_DISCARD, addr, "mm_lock");
@@ -599,7 +600,7 @@ static void op_discard(struct thr *t)
 		ps_pte_t e;
 
 		for (uint64_t i = 0; i < nskipped && i < 8; i++)
-			skip |= skipped[i] == p;
+			skip |= skipped[i].addr == p;
 		if (f < 0)
 			continue;
 		if (skip) {
@@ -645,8 +646,15 @@ static void op_unmap(struct thr *t)
 				  "ps_space_unmap() returned 0 but %#" PRIx64
 				  " is still present",
 				  p);
-		if (atomic_load(&m->frame) < 0)
+		if (atomic_load(&m->frame) < 0) {
+			/*
+			 * A full unmap removes what a discard left too (a
+			 * WRITTEN marker): like munmap(), it owes no report.
+			 */
+			if (!(flags & PS_UNMAP_ZAP))
+				record_zap(p, false);
 			continue;
+		}
 		atomic_store(&m->frame, -1);
 		record_zap(p, flags & PS_UNMAP_ZAP);
 	}
@@ -752,7 +760,7 @@ static void op_convert(struct thr *t)
 	}
 	op_phase(t, flags & PS_CONVERT_WAIT ? "convert WAIT" : "convert");
 	t0 = tick();
-	rc = ps_space_convert(g.sp, addr, len, to, flags, &opts, &off);
+	rc = ps_prot_convert(g.sp, addr, len, to, flags, &opts, &off);
 	t1 = tick();
 	for (uint64_t k = 0; !rc && k < n; k++) {
 		uint64_t f = frames[k], now;
@@ -763,7 +771,7 @@ static void op_convert(struct thr *t)
 		now = ps_page_load(pw(f)) & PS_PAGE_PRIVATE;
 		if (!now != (to == PS_ENC_SHARED))
 			violation("(d) conversion result", 0, addr + k * PG, f,
-				  "ps_space_convert() returned 0 but frame "
+				  "ps_prot_convert() returned 0 but frame "
 				  "%" PRIu64 " is not %s",
 				  f, to == PS_ENC_PRIVATE ? "private" : "shared");
 		if (now != before[k] && held_throughout(f, t0, t1, &h))
@@ -786,7 +794,7 @@ static void op_convert(struct thr *t)
 			violation("(d) conversion: -EBUSY without a long-term "
 				  "pin",
 				  9, addr + off, f,
-				  "ps_space_convert(%s) failed with -EBUSY "
+				  "ps_prot_convert(%s) failed with -EBUSY "
 				  "(\"pinned long-term\") at frame %" PRIu64
 				  ", but no long-term pin of it was held "
 				  "during the call: it should %s",
@@ -804,7 +812,7 @@ static void op_convert(struct thr *t)
 		    h.kind == H_PIN && (h.flags & PS_PIN_LONGTERM))
 			violation("(d) conversion waited for a long-term pin",
 				  0, addr + off, f,
-				  "ps_space_convert(WAIT) waited out its budget "
+				  "ps_prot_convert(WAIT) waited out its budget "
 				  "(-EAGAIN) for frame %" PRIu64
 				  ", held by a long-term pin: prot.h says "
 				  "-EBUSY at once",
@@ -824,11 +832,11 @@ static void kunmap_one(struct thr *t, int i)
 
 	op_begin(t, OP_KUNMAP, UINT64_MAX, "kunmap");
 	hold_release(t->kmap_rec[i]);
-	rc = ps_space_kunmap(g.sp, f);
+	rc = ps_prot_kunmap(g.sp, f);
 	hold_drop(t->kmap_rec[i]);
 	if (rc)
 		violation("(b) kunmap of a held CPU map failed", 0, UINT64_MAX,
-			  f, "ps_space_kunmap(%" PRIu64 ") = %d", f, rc);
+			  f, "ps_prot_kunmap(%" PRIu64 ") = %d", f, rc);
 	op_end(t, OP_KUNMAP, UINT64_MAX, f, 0, rc);
 	t->nkmaps--;
 	t->kmaps[i] = t->kmaps[t->nkmaps];
@@ -852,13 +860,13 @@ static void op_kmap(struct thr *t)
 	if (chance(t, 15)) {
 		/* The owner takes the frame out of its direct map. */
 		op_begin(t, OP_KMAP, addr, "set_inaccessible");
-		rc = ps_space_set_inaccessible(g.sp, f);
+		rc = ps_prot_set_inaccessible(g.sp, f);
 		op_end(t, OP_KMAP, addr, f, 1, rc);
 		return;
 	}
 	flags = chance(t, 30) ? PS_KMAP_PRIVATE : 0;
 	op_begin(t, OP_KMAP, addr, "kmap");
-	rc = ps_space_kmap(g.sp, f, flags);
+	rc = ps_prot_kmap(g.sp, f, flags);
 	op_end(t, OP_KMAP, addr, f, flags, rc);
 	if (rc)
 		return;
@@ -868,14 +876,14 @@ static void op_kmap(struct thr *t)
 	if ((w & PS_PAGE_INACCESSIBLE) || !(w & PS_PAGE_LIVE) ||
 	    (!(flags & PS_KMAP_PRIVATE) && (w & PS_PAGE_PRIVATE)))
 		violation("(d) kmap", 0, addr, f,
-			  "ps_space_kmap(%" PRIu64 ", %#x) returned 0 but the "
+			  "ps_prot_kmap(%" PRIu64 ", %#x) returned 0 but the "
 			  "frame's word is %#" PRIx64,
 			  f, flags, w);
-	rc = ps_space_set_inaccessible(g.sp, f);
+	rc = ps_prot_set_inaccessible(g.sp, f);
 	if (rc != -EBUSY)
 		violation("(d) set_inaccessible of a CPU-mapped frame", 0, addr,
 			  f,
-			  "ps_space_set_inaccessible(%" PRIu64 ") = %d while "
+			  "ps_prot_set_inaccessible(%" PRIu64 ") = %d while "
 			  "this thread holds a CPU map of it",
 			  f, rc);
 	if (!chance(t, 40))
@@ -920,11 +928,11 @@ static void op_cache(struct thr *t)
 						    F_CACHE))
 			return;
 		op_begin(t, OP_CACHE, UINT64_MAX, "set_cache free");
-		rc = ps_space_set_cache(g.sp, f, mode, 0);
+		rc = ps_prot_set_cache(g.sp, f, mode, 0);
 		if (rc)
 			violation("(b) set_cache of a free frame", 0, UINT64_MAX,
 				  f,
-				  "ps_space_set_cache(%" PRIu64 ", %d, 0) = %d "
+				  "ps_prot_set_cache(%" PRIu64 ", %d, 0) = %d "
 				  "on a frame its owner has free: someone "
 				  "holds it",
 				  f, mode, rc);
@@ -942,11 +950,11 @@ static void op_cache(struct thr *t)
 			unsigned int old = ps_page_word_cache(ps_page_load(pw(f)));
 
 			op_phase(t, "set_cache mapped");
-			rc = ps_space_set_cache(g.sp, f, mode, 0);
+			rc = ps_prot_set_cache(g.sp, f, mode, 0);
 			if ((unsigned int)mode != old && rc != -EBUSY)
 				violation("(b) set_cache of a mapped frame", 0,
 					  addr, f,
-					  "ps_space_set_cache(%" PRIu64
+					  "ps_prot_set_cache(%" PRIu64
 					  ", %d, 0) = %d on a mapped frame "
 					  "(mode %u)",
 					  f, mode, rc, old);
@@ -1001,12 +1009,12 @@ static int make_accessible(void *ctx, struct ps_space *space, uint64_t frame)
 
 	(void)ctx;
 	(void)space;
-	if (!(w & PS_PAGE_INACCESSIBLE) || ps_space_kmap_count(g.sp, frame))
+	if (!(w & PS_PAGE_INACCESSIBLE) || ps_prot_kmap_count(g.sp, frame))
 		violation("(d) make_accessible", 0, UINT64_MAX, frame,
 			  "make_accessible(%" PRIu64 ") with word %#" PRIx64
 			  " and %u CPU maps (P6: the first map of an "
 			  "inaccessible frame only)",
-			  frame, w, ps_space_kmap_count(g.sp, frame));
+			  frame, w, ps_prot_kmap_count(g.sp, frame));
 	return 0;
 }
 
@@ -1023,7 +1031,7 @@ static void op_hooks(struct thr *t)
 
 	op_begin(t, OP_HOOKS, UINT64_MAX, "set_prot_hooks");
 	/* Without prepare/finish the conversion commits while unfreezing. */
-	rc = ps_space_set_prot_hooks(g.sp,
+	rc = ps_prot_set_hooks(g.sp,
 				     on ? &prot_hooks
 					: &(struct ps_prot_hooks){
 						  .make_accessible =
@@ -1080,7 +1088,7 @@ enum ps_fault soak_resolve_wp_write(uint64_t addr)
 
 void soak_set_prot_hooks(bool on)
 {
-	(void)ps_space_set_prot_hooks(
+	(void)ps_prot_set_hooks(
 		g.sp, on ? &prot_hooks
 			 : &(struct ps_prot_hooks){.make_accessible =
 							   make_accessible});

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lib/failpoint.h - the test build's failpoints of the space's files and of
+ * prot: one list, one hook, one injection hook. Not installed; not API.
+ *
+ * A failpoint is a place in a race window where a test wants the racing
+ * change to happen exactly (tests/test-space.c, tests/test-prot.c cite
+ * them). They exist only in the test binaries that compile the library
+ * files they race into with -DPS_TEST_FAILPOINTS (tests/meson.build, which
+ * also links lib/failpoint.c, the hooks' definitions); in the library the
+ * macros below are empty and cost nothing.
+ */
+#ifndef PS_LIB_FAILPOINT_H
+#define PS_LIB_FAILPOINT_H
+
+#include <stdint.h>
+
+/* Every failpoint, numbered from 1 (where each sits: the file that has it). */
+/* clang-format off */
+enum {
+	FP_PIN_AFTER_LOOKUP = 1,   /* pin: read the entry, no pin yet */
+	FP_PIN_BEFORE_RECHECK,	   /* pin: pinned, entry not re-read */
+	FP_DISCARD_AFTER_CHECK,	   /* discard: saw the mapping's reference
+				    * alone, frame not frozen yet */
+	FP_DISCARD_FROZEN,	   /* discard: frame frozen, entry not zapped */
+	FP_MAP_RUN,		   /* inject: the page-table map of a run */
+	FP_FAULT_CHECKED,	   /* fault: a write classified, nothing
+				    * changed */
+	FP_FAULT_LOCKED,	   /* fault: frame LOCKED, entry not read
+				    * again */
+	FP_WB_BOUNCED,		   /* write-back: pinned frame copied, not
+				    * looked at again */
+	FP_CREATE_MUTEX,	   /* inject: the writer mutex's init */
+	FP_WB_LOOKED_UP,	   /* write-back: entry read, frame neither
+				    * held nor locked */
+	FP_WB_INVALIDATED,	   /* write-back: PROTECTION invalidation
+				    * ended, frame still LOCKED */
+	FP_PIN_RECHECKED,	   /* pin: re-check passed, address not
+				    * recorded yet */
+	FP_CONVERT_FROZEN,	   /* prot: every page frozen, no hook run, no
+				    * flip */
+	FP_NR
+};
+/* clang-format on */
+
+#ifdef PS_TEST_FAILPOINTS
+/* The test's hook: runs at every failpoint reached (NULL: none). */
+extern void (*ps__failpoint)(int point, uint64_t addr);
+/*
+ * The test's injected failures: returns 0 (carry on) or the negative errno
+ * that the call at @point fails with; a page-table map may first shorten
+ * *@len to the part it did (a run refused after a prefix, which only a
+ * store racing into the range against the page table's rules can cause).
+ */
+extern int (*ps__inject)(int point, uint64_t addr, uint64_t *len);
+#define FAILPOINT(point, addr)                        \
+	do {                                          \
+		if (ps__failpoint)                    \
+			ps__failpoint((point), (addr)); \
+	} while (0)
+#define INJECT(point, addr, len) \
+	(ps__inject ? ps__inject((point), (addr), (len)) : 0)
+#else
+#define FAILPOINT(point, addr) \
+	do {                   \
+	} while (0)
+#define INJECT(point, addr, len) 0
+#endif
+
+#endif /* PS_LIB_FAILPOINT_H */

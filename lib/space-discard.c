@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/space-discard.c - the balloon's discard (ps_space_discard()): drop
+ * the pages of a range whose frames only their mapping holds, and report
+ * every other page with the reason it stays. The space's rules:
+ * lib/space-impl.h. Discard replaces frames at addresses, so it holds the
+ * writer mutex (S1, lib/space.c). docs/discard.md says why it freezes or
+ * skips instead of zapping and giving back.
+ *
+ * ---------------------------------------------------------------------------
+ * Protocol (cited by tests/test-space.c as S10)
+ * ---------------------------------------------------------------------------
+ *
+ * S10 Freeze or skip. Discard drops a page only after it has frozen the
+ *     page's frame at exactly its mapping's reference: ps_page_freeze(p, 1),
+ *     one compare-and-swap that requires the frame LIVE with one reference
+ *     and no pin. Then, and only then, it zaps the entry and unfreezes the
+ *     frame with no reference (free: the free_frame hook runs, under the
+ *     writer mutex, S7). A frame with any other holder is not touched and
+ *     the page is reported with its reason:
+ *       - PINNED  the frame has pins (they count as references too);
+ *       - BUSY    it has another reference: another mapping of the frame
+ *                 (an alias, inside the range or not), a CPU map, its
+ *                 owner's reference, a lookup, a pin backing out or a
+ *                 write-back in flight;
+ *       - FROZEN  another thread holds it frozen (a cache-mode change, the
+ *                 owner's migration; not a conversion, which holds the
+ *                 writer mutex). Discard does not wait: the freezer may be
+ *                 waiting for the writer mutex.
+ *     Against a pin (S2, lib/space-pin.c), the freeze and the pin are RMWs
+ *     on one word, so one comes first. A pin first: the freeze fails, and
+ *     the page is reported PINNED. The freeze first: the pin's try fails
+ *     on the frozen frame and waits (yields), then either finds the frame
+ *     free (its acquire load of the word reads the release unfreeze, which
+ *     comes after the zap, so its next read of the entry sees the zap) or
+ *     the entry gone: it faults, and a pin never holds a frame discard
+ *     freed. So no fence is needed, no entry of a pinned page is ever
+ *     changed, not even for a moment, and nothing has to be given back:
+ *     the write-protect bit, dirty log and write-back set of a skipped
+ *     page are as they were. A freezer that is not discard is excluded the
+ *     same way (two freezes: one fails). Faults, write-back and the helper
+ *     take the frame with a try that fails on a frozen frame, or look it
+ *     up again under its LOCKED bit (S3): none keeps a frame that discard
+ *     freed. A discarded frame's flags (DIRTY included) stay in its free
+ *     word for its owner, as the balloon gave its contents up.
+ */
+#include <pagestate/space.h>
+
+#include "failpoint.h"
+#include "space-impl.h"
+
+/* --- discard (S10) ----------------------------------------------------------------- */
+
+/*
+ * Discard the page at @addr, mapped to @frame (below nframes, under the
+ * writer mutex): 0 if it was discarded, else why it stays. Lock-free: the
+ * loop runs again only when the frame's word changed between the load and
+ * the freeze.
+ */
+static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
+{
+	struct ps_page *p = &s->frames[frame];
+
+	for (;;) {
+		uint64_t w = ps_page_load(p);
+
+		if (w & PS_PAGE_FROZEN)
+			return PS_DISCARD_FROZEN; /* its freezer's */
+		if (!(w & PS_PAGE_LIVE))
+			return PS_DISCARD_BUSY; /* its mapping's reference put
+						 * by someone else: leave it */
+		if (ps_page_word_pins(w))
+			return PS_DISCARD_PINNED;
+		if (ps_page_word_refs(w) != 1)
+			return PS_DISCARD_BUSY;
+		FAILPOINT(FP_DISCARD_AFTER_CHECK, addr);
+		if (ps_page_freeze(p, 1))
+			break;
+		/* A pin, a reference, a freezer or a flag came: look again. */
+	}
+	FAILPOINT(FP_DISCARD_FROZEN, addr);
+	(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, NULL, NULL);
+	/*
+	 * Release (the unfreeze): the zap comes before any try that finds
+	 * the frame free. The mapping's reference was the only one: free.
+	 */
+	(void)ps_page_unfreeze(p, 0);
+	ps__space_frame_freed(s, frame);
+	return 0;
+}
+
+int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
+		     struct ps_discard_skip *skipped, uint64_t max_skipped,
+		     uint64_t *nskipped)
+{
+	uint64_t nskip = 0;
+	int rc;
+
+	if (!ps__space_range_ok(s, start, len) || (max_skipped && !skipped))
+		return -EINVAL;
+	pthread_mutex_lock(&s->writer);
+	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+					  PS_NOTIFIER_CLEAR, 0);
+	if (rc)
+		goto out;
+	for (uint64_t addr = start; addr < start + len; addr += PAGE_SIZE) {
+		uint64_t frame;
+		ps_pte_t e;
+		int why;
+
+		if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
+		    ps_pte_frame(e) >= s->nframes)
+			continue; /* only resident frames are discarded */
+		frame = ps_pte_frame(e);
+		why = discard_one(s, addr, frame);
+		if (!why)
+			continue;
+		if (nskip < max_skipped) {
+			skipped[nskip].addr = addr;
+			skipped[nskip].frame = frame;
+			skipped[nskip].reason = (enum ps_discard_reason)why;
+		}
+		nskip++;
+	}
+	rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+out:
+	pthread_mutex_unlock(&s->writer);
+	if (nskipped)
+		*nskipped = nskip;
+	return rc;
+}

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/space-fault.c - CPU faults through the space's mapping
+ * (ps_space_fault()), and the faulting-in that pins and the secondary-map
+ * helper use (ps__space_fault_in()). The space's rules: lib/space-impl.h.
+ *
+ * ---------------------------------------------------------------------------
+ * Protocol (cited by tests/test-space.c as S3)
+ * ---------------------------------------------------------------------------
+ *
+ * S3  Dirty before writable. An entry becomes writable only through
+ *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
+ *     resolution), and only under its frame's LOCKED bit. The fault takes the
+ *     bit of the frame it looked up, reads the entry again (a different frame
+ *     there now: it drops the bit and starts again), has the page table
+ *     classify the write without changing anything (PS_ACCESS_CHECK), marks the
+ *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5) and
+ *     logs the address, and only then makes exactly the entry it classified
+ *     writable, by one CAS. No write fault lets the page table resolve a write
+ *     on its own: the entry may have changed since it was looked at (mapped
+ *     meanwhile, write-protected by write-back). Write-back
+ *     (lib/space-writeback.c) takes the same bit around "write-protect the
+ *     entry, then clear DIRTY", and reads the entry again under it, as the
+ *     fault does: a frame unmapped and mapped elsewhere since write-back looked
+ *     is let go (its write fault at the new address may already have made that
+ *     entry writable). Hence a writable entry implies a dirty frame, whatever
+ *     the interleaving; the dirty hook has run before any thread can write
+ *     through the entry (seed 003); and a write during write-back faults and
+ *     re-dirties the frame (never lost). A write refused after the mark (a
+ *     protect or mprotect raced in) leaves the frame dirty: an over-report,
+ *     never a loss.
+ */
+#include <pagestate/space.h>
+
+#include "failpoint.h"
+#include "space-impl.h"
+
+/* --- one fault (S3) ------------------------------------------------------------ */
+
+/*
+ * A step of a write fault: it decided (the answer is in *@fr), or the entry
+ * moved under it. Internal: never mixed into enum ps_fault, which is what
+ * ps_space_fault() returns.
+ */
+enum fault_step {
+	FAULT_DONE = 0, /* *@fr is the answer */
+	FAULT_AGAIN,	/* the entry no longer maps the frame locked */
+	FAULT_CHANGED,	/* the entry changed since it was classified */
+};
+
+/*
+ * Make the entry @e at @addr, just classified with the write allowed, what
+ * the write makes of it (ps_pte_resolve_write()), by one CAS from exactly
+ * @e. FAULT_DONE with *@fr PS_FAULT_OK (also when nothing changes) or
+ * PS_FAULT_INVALID (the table refused), or FAULT_CHANGED (someone changed
+ * the entry: classify again). The callers decide whether the frame must be
+ * marked dirty first (S3).
+ */
+static enum fault_step resolve_write(struct ps_space *s, uint64_t addr,
+				     ps_pte_t e, enum ps_fault *fr)
+{
+	ps_pte_t n = ps_pte_resolve_write(e);
+	int rc;
+
+	*fr = PS_FAULT_OK;
+	if (n == e)
+		return FAULT_DONE;
+	rc = ps_pgtable_cmpxchg(s->pt, addr, &e, n);
+	if (rc == -EAGAIN)
+		return FAULT_CHANGED;
+	if (rc)
+		*fr = PS_FAULT_INVALID;
+	return FAULT_DONE;
+}
+
+/*
+ * A write the page table allows, to the entry of @frame at @addr, under
+ * that frame's LOCKED bit (S3). The entry is read again here, with the page
+ * table's classification (PS_ACCESS_CHECK: nothing changes). If it no
+ * longer maps @frame, FAULT_AGAIN: the caller takes the new frame's lock.
+ * Otherwise, for an entry that is not writable yet, the frame is marked
+ * dirty (the dirty hook runs on the clean-to-dirty transition) and the
+ * address logged first, and only then does exactly that entry become
+ * ps_pte_resolve_write() of itself, by one CAS. So the hook has run before
+ * any thread can write through the entry (seed 003), and the frame marked
+ * is the frame made writable. A failed CAS (a fault moved accessed bits,
+ * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks
+ * again; if the write is refused then (WP, BAD_ACCESS), the frame stays
+ * dirty: an over-report, never a lost write. FAULT_DONE: *@fr is the
+ * answer.
+ */
+static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
+					  unsigned int access, uint64_t frame,
+					  enum ps_fault *fr)
+{
+	for (;;) {
+		ps_pte_t e;
+
+		*fr = ps_pgtable_fault_pte(s->pt, addr,
+					   access | PS_ACCESS_CHECK, &e);
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frame)
+			return FAULT_AGAIN;
+		if (*fr != PS_FAULT_OK)
+			return FAULT_DONE; /* WP, BAD_ACCESS: no change */
+		/* Writable already: made so under this lock, dirty (S3). */
+		if (!ps_pte_is_writable(e)) {
+			ps__space_mark_frame_dirty(s, frame);
+			ps__space_log_written(s, addr);
+		}
+		if (resolve_write(s, addr, e, fr) == FAULT_DONE)
+			return FAULT_DONE;
+	}
+}
+
+/*
+ * One fault, no populate. Reads are the page table's fault: they never
+ * make an entry writable. A write is classified first (PS_ACCESS_CHECK),
+ * and no write path ever lets the page table make an entry writable on
+ * its own, because the entry may have changed since it was looked at
+ * (mapped meanwhile, or write-protected by write-back) and S3 would be
+ * lost. Instead:
+ *   - a missing page (none, swap, marker) gets a read fault, which finds
+ *     what the write would (pgtable.h's fault table), clears a stale
+ *     marker as the write would (G9 there), and makes nothing writable;
+ *     if it finds a page after all, one was mapped meanwhile: again;
+ *   - a refused write (WP, BAD_ACCESS) changes nothing;
+ *   - a writable entry (its frame is dirty, S3), or one whose frame is
+ *     outside the space's array (nothing to mark), gets the table's
+ *     transition by a CAS from exactly the entry classified;
+ *   - anything else becomes writable under its frame's LOCKED bit, dirty
+ *     first (write_fault_locked()).
+ */
+static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
+				unsigned int access)
+{
+	if (!(access & PS_ACCESS_WRITE))
+		return ps_pgtable_fault(s->pt, addr, access);
+	for (;;) {
+		enum fault_step step;
+		enum ps_fault fr;
+		struct ps_page *p;
+		ps_pte_t e;
+
+		fr = ps_pgtable_fault_pte(s->pt, addr,
+					  access | PS_ACCESS_CHECK, &e);
+		if (fr == PS_FAULT_INVALID)
+			return fr;
+		FAILPOINT(FP_FAULT_CHECKED, addr);
+		if (!ps_pte_is_present(e)) {
+			fr = ps_pgtable_fault(s->pt, addr, PS_ACCESS_READ);
+			if (fr != PS_FAULT_OK)
+				return fr;
+			continue; /* mapped meanwhile */
+		}
+		if (fr != PS_FAULT_OK)
+			return fr;
+		if (ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes) {
+			if (resolve_write(s, addr, e, &fr) == FAULT_DONE)
+				return fr;
+			continue; /* changed: classify again */
+		}
+		p = &s->frames[ps_pte_frame(e)];
+		ps_page_lock(p);
+		FAILPOINT(FP_FAULT_LOCKED, addr);
+		step = write_fault_locked(s, addr, access, ps_pte_frame(e),
+					  &fr);
+		ps_page_unlock(p);
+		if (step == FAULT_DONE)
+			return fr;
+	}
+}
+
+/* The populate hook for a missing page: 0, or its error (-EFAULT without). */
+static int populate(struct ps_space *s, uint64_t addr, unsigned int access)
+{
+	if (!s->hooks.populate)
+		return -EFAULT;
+	return s->hooks.populate(s->hooks.ctx, s, addr,
+				 access & PS_ACCESS_WRITE ? PS_ACCESS_WRITE
+							  : PS_ACCESS_READ);
+}
+
+enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
+					 unsigned int access)
+{
+	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
+		return PS_FAULT_INVALID;
+	return fault_once(s, addr, access);
+}
+
+enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
+			     unsigned int access)
+{
+	enum ps_fault fr;
+
+	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
+		return PS_FAULT_INVALID;
+	fr = fault_once(s, addr, access);
+	if (fr == PS_FAULT_MISSING && !populate(s, addr, access))
+		fr = fault_once(s, addr, access);
+	return fr;
+}
+
+/* --- faulting in, for pins and the secondary-map helper ------------------------- */
+
+/* Errno for a fault that did not let an access through. */
+static int fault_errno(enum ps_fault fr)
+{
+	switch (fr) {
+	case PS_FAULT_OK:
+		return 0;
+	case PS_FAULT_WP:
+		return -EAGAIN;
+	case PS_FAULT_POISONED:
+		return -EHWPOISON;
+	case PS_FAULT_INVALID:
+		return -EINVAL;
+	case PS_FAULT_MISSING:
+	case PS_FAULT_GUARD:
+	case PS_FAULT_BAD_ACCESS:
+		break;
+	}
+	return -EFAULT;
+}
+
+/*
+ * Fault @addr in for an internal user (pin, secondary map): 0 when the
+ * access may proceed, else an errno, a populate hook's own included.
+ */
+int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access)
+{
+	enum ps_fault fr = fault_once(s, addr, access);
+	int rc;
+
+	if (fr == PS_FAULT_MISSING) {
+		rc = populate(s, addr, access);
+		if (rc)
+			return rc;
+		fr = fault_once(s, addr, access);
+	}
+	return fault_errno(fr);
+}

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lib/space-impl.h - the address space's own state and the helpers its
+ * files share: for lib/space*.c only (the modules above use
+ * lib/space-internal.h; tests/check-layers.sh enforces it). Not installed;
+ * not API.
+ *
+ * One concern per file. Each file states the rules it governs (S1..S10,
+ * cited by tests/test-space.c and tests/test-prot.c) at its top, and
+ * refers to the others by file:
+ *
+ *   lib/space.c            lifetime; what replaces a frame at an address
+ *                          (map, map_range, unmap, the zap they share);
+ *                          what the space lends the modules above.
+ *                          S1 the writer mutex, S7 where the hooks run,
+ *                          S8 progress
+ *   lib/space-fault.c      CPU faults. S3 dirty before writable
+ *   lib/space-pin.c        pins. S2 pin versus entry change
+ *   lib/space-discard.c    the balloon's discard. S10 freeze or skip
+ *   lib/space-dirty.c      dirty marks, the dirty log, harvest. S5 one
+ *                          dirty hook per transition, S6 harvest never
+ *                          loses a mark
+ *   lib/space-secondary.c  the secondary-map helper (under S5)
+ *   lib/space-writeback.c  write-back and its set. S4 write-back versus
+ *                          pins, S9 no dirty frame escapes write-back
+ *
+ * The helpers below are static inline because the fault and pin paths call
+ * them per page from other files, and the library is built without LTO.
+ */
+#ifndef PS_LIB_SPACE_IMPL_H
+#define PS_LIB_SPACE_IMPL_H
+
+#include <pagestate/space.h>
+
+#include "hbitmap.h"
+#include "space-internal.h"
+
+#include <pthread.h>
+#include <stddef.h>
+
+#define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
+#define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
+
+struct ps_space {
+	struct ps__space_exts exts; /* first: ps__space_ext_find() */
+	struct ps_pgtable *pt;
+	struct ps_notifier notifier;
+	struct ps_page *frames;
+	void *frames_map;	/* library-allocated array, or NULL */
+	size_t frames_bytes;
+	uint64_t nframes;
+	uint64_t size;
+	struct ps__hbm log;	 /* dirty log: one bit per page (S6) */
+	struct ps__hbm wb;	 /* write-back set: one bit per page (S9) */
+	struct ps__hbm longterm; /* frames with long-term pins */
+	struct ps_space_hooks hooks;
+	pthread_mutex_t writer; /* S1 */
+};
+
+PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,
+		 "ps__space_ext_find() reads the extensions first");
+
+/* [@start, @start + @len): non-empty, page-aligned, inside the space. */
+static inline bool ps__space_range_ok(const struct ps_space *s,
+				      uint64_t start, uint64_t len)
+{
+	return len && !(start & (PAGE_SIZE - 1)) && !(len & (PAGE_SIZE - 1)) &&
+	       start < s->size && len <= s->size - start;
+}
+
+/* The bit of page @addr in the dirty log and the write-back set. */
+static inline uint64_t ps__space_page_index(uint64_t addr)
+{
+	return addr >> PAGE_SHIFT;
+}
+
+/* The frame's last reference is gone: tell the owner (S7). */
+static inline void ps__space_frame_freed(struct ps_space *s, uint64_t frame)
+{
+	if (s->hooks.free_frame)
+		s->hooks.free_frame(s->hooks.ctx, s, frame);
+}
+
+/* Drop a pin (the free_frame hook runs if it was the last reference). */
+static inline void ps__space_frame_unpin(struct ps_space *s, uint64_t frame)
+{
+	if (ps_page_unpin(&s->frames[frame]))
+		ps__space_frame_freed(s, frame);
+}
+
+/*
+ * Mark the frame dirty; the one caller that sees DIRTY clear runs the dirty
+ * hook (S5, lib/space-dirty.c). Returns true if this call made it dirty.
+ */
+static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
+					      uint64_t frame)
+{
+	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
+		return false;
+	if (s->hooks.dirty)
+		s->hooks.dirty(s->hooks.ctx, s, frame);
+	return true;
+}
+
+/*
+ * The page at @addr was written: for migration (the dirty log, S6) and
+ * write-back (its set, S9). ps__space_log_addr() is this, for the modules
+ * above.
+ */
+static inline void ps__space_log_written(struct ps_space *s, uint64_t addr)
+{
+	(void)ps__hbm_set(&s->log, ps__space_page_index(addr));
+	(void)ps__hbm_set(&s->wb, ps__space_page_index(addr));
+}
+
+/*
+ * Put @addr in the write-back set (S9) for a page that is pinned, or mapped
+ * to a pinned or dirty frame, without logging it as written. Test first:
+ * pinning pages already in the set (the common case: the set keeps a
+ * pinned page) costs one load, not an RMW. Why skipping the set when the
+ * bit reads set is safe, and where the callers must call this (after which
+ * fence or CAS): "Recording the address" under S9 in lib/space-writeback.c.
+ */
+static inline void ps__space_wb_note(struct ps_space *s, uint64_t addr)
+{
+	if (!ps__hbm_test(&s->wb, ps__space_page_index(addr)))
+		(void)ps__hbm_set(&s->wb, ps__space_page_index(addr));
+}
+
+/* Pinned for write right now (a device may write the frame)? (S4) */
+static inline bool ps__space_write_pinned(uint64_t w)
+{
+	return ps_page_word_pinned_for_write(w);
+}
+
+/*
+ * WRITE_PINNED is set by pins for write and cleared lazily here, once the
+ * frame has no pins at all: one CAS that requires pins == 0, so a pin
+ * taken meanwhile keeps it (S4).
+ */
+static inline void ps__space_clear_write_pinned(struct ps_page *p)
+{
+	(void)ps_page_clear_flag_if_unpinned(p, PS_PAGE_WRITE_PINNED);
+}
+
+/*
+ * Fault @addr in for an internal user (a pin, the secondary-map helper): 0
+ * when the access may proceed, else an errno, a populate hook's own
+ * included (lib/space-fault.c).
+ */
+int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access);
+
+/*
+ * Why a speculative grab of a frame (a try-pin, a masked try-get) failed,
+ * as an errno, or 0 to look at the entry again (the frame went away, or is
+ * frozen: then it yields first, S8). lib/space-pin.c.
+ */
+int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
+
+#endif /* PS_LIB_SPACE_IMPL_H */

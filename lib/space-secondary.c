@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/space-secondary.c - the secondary-map helper
+ * (ps_space_map_secondary()): seed 003's loop that maps one page into a
+ * caller's secondary mapping (IOMMU, shadow table) without ever mapping a
+ * clean frame writable. The space's rules: lib/space-impl.h; this file is
+ * bound by S5 (lib/space-dirty.c): it marks only after its retry check,
+ * under the caller's lock, and only for a write.
+ */
+#include <pagestate/space.h>
+
+#include "space-impl.h"
+
+/* Is @addr registered for async write protection? (wait-free) */
+static bool wp_async(struct ps_space *s, uint64_t addr)
+{
+	unsigned int flags;
+
+	return !ps_pgtable_registration(s->pt, addr, &flags) &&
+	       (flags & PS_WP_ASYNC);
+}
+
+int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
+			   uint64_t addr, bool write,
+			   const struct ps_secondary_ops *ops, void *ctx)
+{
+	const uint64_t reject = PS_PAGE_POISONED | PS_PAGE_PRIVATE;
+
+	if (!sub || !ops || !ops->lock || !ops->unlock || !ops->install ||
+	    sub->notifier != &s->notifier || (addr & (PAGE_SIZE - 1)) ||
+	    addr >= s->size || addr < ps_interval_start(sub) ||
+	    addr > ps_interval_last(sub))
+		return -EINVAL;
+	for (;;) {
+		uint64_t seq = ps_interval_read_begin(sub);
+		struct ps_page *p;
+		uint64_t frame;
+		ps_pte_t e;
+		int rc;
+
+		if (ps_pgtable_get(s->pt, addr, &e))
+			return -EINVAL;
+		if (!ps_pte_is_present(e)) {
+			rc = ps__space_fault_in(s, addr, PS_ACCESS_READ);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (write && !ps_pte_may_write(e))
+			return -EFAULT;
+		/*
+		 * A device write to a page protected in a sync range must be
+		 * seen before it happens: the caller resolves the fault. In an
+		 * async range it is recorded in the dirty log below and the
+		 * entry stays protected for the CPU.
+		 */
+		if (write && ps_pte_uffd_wp(e) && !wp_async(s, addr))
+			return -EAGAIN;
+		frame = ps_pte_frame(e);
+		if (frame >= s->nframes)
+			return -EFAULT;
+		p = &s->frames[frame];
+		/*
+		 * The lookup reference. No re-check of the entry: every change
+		 * of frame at @addr is bracketed by an invalidation, which the
+		 * retry check below sees.
+		 */
+		if (!ps_page_try_get_masked(p, 1, reject)) {
+			rc = ps__space_grab_failed(p, reject);
+			if (rc)
+				return rc;
+			continue;
+		}
+		ops->lock(ctx);
+		if (ps_interval_read_retry(sub, seq)) {
+			ops->unlock(ctx);
+			ps__space_frame_put(s, frame);
+			continue; /* an invalidation raced: again */
+		}
+		if (write) { /* dirty before the writable mapping (S5) */
+			ps__space_mark_frame_dirty(s, frame);
+			ps__space_log_written(s, addr);
+		}
+		rc = ops->install(ctx, addr, frame, write);
+		ops->unlock(ctx);
+		ps__space_frame_put(s, frame);
+		return rc;
+	}
+}

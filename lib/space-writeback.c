@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/space-writeback.c - write-back (ps_space_writeback()) and the
+ * write-back set it visits. The space's rules: lib/space-impl.h; write-back
+ * takes the frame's LOCKED bit as a write fault does (S3,
+ * lib/space-fault.c) and clears DIRTY inside its invalidation (S5,
+ * lib/space-dirty.c).
+ *
+ * ---------------------------------------------------------------------------
+ * Protocol (cited by tests/test-space.c as S4 and S9)
+ * ---------------------------------------------------------------------------
+ *
+ * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page
+ *     word (ps_page_fetch_clear_flags) and reads the pins in the value that
+ *     RMW returns: pins and the DIRTY bit live in one word, so every pin is
+ *     ordered before or after that clear. A pin before it makes the frame
+ *     "pinned" for this write-back; a pin for write after it re-reads the
+ *     entry, finds it write-protected (S2 then S3) and faults, dirtying the
+ *     frame again. A pin for write sets WRITE_PINNED in the CAS that takes
+ *     the pin (lib/space-pin.c), so every word that shows the pin shows it
+ *     as one for write: an INTEGRITY bounce, which looks at the word again
+ *     after its copy, keeps such a frame dirty even if the pin has not
+ *     finished its re-check yet (the flag alone, left by a pin that backed
+ *     out, is only a hint: ps__space_write_pinned() also wants pins).
+ *
+ * S9  No dirty frame escapes write-back. Write-back finds frames by address
+ *     (the wb set: one bit per page), and ps_space_unpin(..., dirty) knows
+ *     only frames. So the address is recorded when it is known: the wb set
+ *     holds every page logged as written (faults, the helper's writes,
+ *     mark_dirty, pins for write: ps__space_log_written()), every page
+ *     pinned, at the pin (ps__space_wb_note() for pins not for write), and
+ *     every page mapped to a frame that is pinned or dirty when it is
+ *     mapped (map_range() in lib/space.c). And write-back takes a page out
+ *     of the set only if nothing is mapped there, or if the frame mapped
+ *     there, read under its LOCKED bit (or after a bounce copy), is neither
+ *     pinned nor dirty: a clean pinned frame is kept, as is a frame
+ *     unpinned dirty while INTEGRITY write-back copied it. (Discard never
+ *     unmaps a pinned page, not even for a moment: S10,
+ *     lib/space-discard.c.) Hence a frame pinned at an address
+ *     and unpinned dirty while still mapped there is written by the next
+ *     write-back of that address: a visit whose read of the frame's word
+ *     comes after the unpin sees DIRTY; one whose read comes before it sees
+ *     the pin and keeps the page; a pin taken after the read puts the page
+ *     back itself (below: the test it starts with is enough, given the
+ *     seq_cst fence the visit runs between taking the bit and reading the
+ *     entry). The cost is on write-back, not on the pin: a pinned page is
+ *     visited by every write-back (a read pin adds one load of the set per
+ *     page, and an RMW when a write-back has taken its bit). Not covered:
+ *     a frame pinned, unmapped and unpinned dirty with no mapping left
+ *     (there is no address to write it at; its owner sees DIRTY in the
+ *     free_frame hook or when it maps it again, which records it); an
+ *     alias mapped elsewhere is written through its own address only if
+ *     that one is recorded (no reverse map). The dirty log (harvest) is
+ *     not the wb set: pins for write stay in it while pinned (S6); a pin
+ *     not for write that is unpinned dirty is not logged for migration.
+ *
+ *     Recording the address. ps__space_wb_note() tests the bit first and
+ *     skips the set when it reads set. That is safe because the bit read
+ *     set is either still set or was taken by a write-back's harvest whose
+ *     visit sees the pin or the entry:
+ *       - if the visit found the frame mapped, it takes the frame's LOCKED
+ *         bit (an RMW on the page word, acq_rel) after the take. If that
+ *         RMW precedes the pin's RMW on the word, the pin's acquire
+ *         synchronises with it, so the take happens before the test, which
+ *         then reads the take or a later set. If it follows, the visit
+ *         reads the pin.
+ *       - if the visit found no entry (mapped after it looked: map_range),
+ *         the visit runs a seq_cst fence Fv between the take (A0,
+ *         seq_cst) and its entry load (acquire), which read a value before
+ *         the entry CAS (seq_cst). For the mapper (map_range), whose test
+ *         (T0, seq_cst) is
+ *         sequenced after its CAS: the load is coherence-ordered before the
+ *         CAS, so Fv precedes the CAS in the total order S, and the CAS
+ *         precedes T0; A0 is sequenced before Fv, so T0 reads the take or a
+ *         later set (A0, T0 in lib/hbitmap.h). For a pin, whose entry loads
+ *         are acquire: its first read of the entry read the CAS or later,
+ *         so the visit's load is coherence-ordered before it; the pin's
+ *         fence (S2) is sequenced after that read and before its test, so
+ *         Fv precedes the pin's fence in S, and again T0 reads the take or
+ *         later. That is why a read pin tests after its fence and not after
+ *         its re-read (an acquire load that read the CAS would not order
+ *         the CAS before T0 in S). Without Fv, store buffering would let
+ *         the visit read the old entry while the test still reads the bit
+ *         the take took.
+ */
+#include <pagestate/space.h>
+
+#include "failpoint.h"
+#include "hbitmap.h"
+#include "space-impl.h"
+
+#include <sched.h>
+#include <string.h>
+
+/* --- write-back (S3, S4, S9) ------------------------------------------------------- */
+
+struct wb_ctx {
+	struct ps_space *s;
+	enum ps_writeback_mode mode;
+	ps_writeback_fn fn;
+	void *ctx;
+	struct ps_writeback_stats st;
+	int first_error;
+};
+
+/* Clear WRITE on the entry at @addr (stable pages), if it is @frame's. */
+static void write_protect_entry(struct ps_space *s, uint64_t addr,
+				uint64_t frame)
+{
+	ps_pte_t e;
+
+	if (ps_pgtable_get(s->pt, addr, &e))
+		return;
+	while (ps_pte_is_present(e) && ps_pte_frame(e) == frame &&
+	       ps_pte_is_writable(e)) {
+		if (!ps_pgtable_cmpxchg(s->pt, addr, &e, e & ~PS_PTE_WRITE))
+			break; /* else e was refreshed: look again */
+	}
+}
+
+/*
+ * Hold the frame mapped at @addr for a visit (S3, S9): a reference of the
+ * visit's own first, so that the frame can be neither freed nor handed to
+ * another owner while the visit looks at it and @fn copies it (an unmap
+ * meanwhile drops only the mapping's reference, and the visit's put frees
+ * it, after @fn; a discard finds the visit's reference and leaves the
+ * page, S10); then its LOCKED bit; then the entry read again
+ * under the bit, as a write fault does (S3). The frame may have been
+ * unmapped, freed and mapped elsewhere since the entry was first read: if
+ * the entry no longer maps it, let go and look again, like the fault's
+ * FAULT_AGAIN. Returns 0 with *@frame_out held and locked, 1 if nothing is
+ * mapped at @addr, or -EOVERFLOW (the frame is at the reference limit).
+ */
+static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
+{
+	for (;;) {
+		struct ps_page *p;
+		uint64_t frame, w;
+		ps_pte_t e;
+
+		if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
+		    ps_pte_frame(e) >= s->nframes)
+			return 1; /* nothing mapped: nothing to write */
+		frame = ps_pte_frame(e);
+		p = &s->frames[frame];
+		FAILPOINT(FP_WB_LOOKED_UP, addr);
+		if (!ps_page_try_get(p)) {
+			w = ps_page_load(p);
+			if ((w & PS_PAGE_LIVE) &&
+			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+				return -EOVERFLOW;
+			if (w & PS_PAGE_FROZEN)
+				sched_yield(); /* a conversion holds it (S8) */
+			continue; /* freed or frozen: look again */
+		}
+		ps_page_lock(p);
+		if (!ps_pgtable_get(s->pt, addr, &e) && ps_pte_is_present(e) &&
+		    ps_pte_frame(e) == frame) {
+			*frame_out = frame;
+			return 0;
+		}
+		/* Replaced under us: let go (the put may free it), again. */
+		ps_page_unlock(p);
+		ps__space_frame_put(s, frame);
+	}
+}
+
+/*
+ * Write back @frame, mapped at @addr, held and LOCKED by wb_hold(). Drops
+ * LOCKED (before @fn runs); the caller drops the reference.
+ */
+static enum ps__hbm_verdict writeback_frame(struct wb_ctx *c, uint64_t addr,
+					    uint64_t frame)
+{
+	struct ps_space *s = c->s;
+	struct ps_page *p = &s->frames[frame];
+	bool pinned, inval, redirty;
+	uint64_t w;
+	int rc;
+
+	w = ps_page_load(p);
+	if (!(w & PS_PAGE_DIRTY)) {
+		ps_page_unlock(p);
+		/* S9: a pinned frame may be unpinned dirty: keep watching. */
+		return ps_page_word_pins(w) ? PS__HBM_KEEP : PS__HBM_CLEAR;
+	}
+	pinned = ps_page_word_pins(w) != 0;
+	if (pinned && c->mode == PS_WB_CLEAN) {
+		ps_page_unlock(p);
+		c->st.skipped_pinned++;
+		return PS__HBM_KEEP; /* stays dirty */
+	}
+	/*
+	 * Stable pages: no writable mapping, primary or secondary, so a CPU
+	 * write from now on faults and dirties the frame again (S3). A pinned
+	 * frame too: the CPU may write it after the bounce copy. DIRTY is
+	 * cleared inside the invalidation, before it ends (S5): a secondary
+	 * mapping for write that the end lets through (the helper retries
+	 * until no invalidation is in progress) marks the frame dirty after
+	 * this clear, so it never maps a clean frame writable.
+	 */
+	inval = !ps_notifier_invalidate_start(&s->notifier, addr, PAGE_SIZE,
+					      PS_NOTIFIER_PROTECTION, 0);
+	if (inval)
+		write_protect_entry(s, addr, frame);
+	/* S4: the clear's old word orders every pin before or after it. */
+	w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
+	pinned = ps_page_word_pins(w) != 0;
+	redirty = pinned && c->mode == PS_WB_CLEAN;
+	if (redirty)
+		ps_page_set_flags(p, PS_PAGE_DIRTY); /* a pin raced in */
+	if (inval)
+		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
+	/* Keep right after the end: tests check DIRTY is clear here (S5). */
+	FAILPOINT(FP_WB_INVALIDATED, addr);
+	if (redirty) {
+		ps_page_unlock(p);
+		c->st.skipped_pinned++;
+		return PS__HBM_KEEP;
+	}
+	ps_page_set_flags(p, PS_PAGE_WRITEBACK);
+	ps_page_unlock(p);
+	rc = c->fn(c->ctx, addr, frame, pinned);
+	ps_page_clear_flags(p, PS_PAGE_WRITEBACK);
+	if (rc) {
+		c->st.errors++;
+		if (!c->first_error)
+			c->first_error = rc;
+		ps__space_mark_frame_dirty(s, frame);
+		return PS__HBM_KEEP;
+	}
+	if (!pinned) {
+		c->st.written++;
+		return PS__HBM_CLEAR;
+	}
+	c->st.bounced++;
+	FAILPOINT(FP_WB_BOUNCED, addr);
+	w = ps_page_load(p);
+	if (ps__space_write_pinned(w)) {
+		/* A device may have written after the copy: stays dirty. */
+		ps__space_mark_frame_dirty(s, frame);
+		c->st.kept_dirty++;
+		return PS__HBM_KEEP;
+	}
+	ps__space_clear_write_pinned(p);
+	/*
+	 * S9: still pinned (for read), or unpinned dirty after the copy (a
+	 * device that finished meanwhile): the next write-back looks again.
+	 */
+	if (ps_page_word_pins(w) || (w & PS_PAGE_DIRTY))
+		return PS__HBM_KEEP;
+	return PS__HBM_CLEAR;
+}
+
+static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
+{
+	struct wb_ctx *c = ctx;
+	uint64_t addr = bit << PAGE_SHIFT, frame;
+	enum ps__hbm_verdict v;
+	int rc;
+
+	/*
+	 * S9 - seq_cst fence: the harvest's take of this bit (A0, seq_cst)
+	 * before the entry loads (acquire, in ps_pgtable_get()). Pairs with the
+	 * seq_cst entry CAS of a map (map_range), followed by
+	 * ps__space_wb_note()'s test, and with a read pin's fence (S2), which
+	 * it runs between its read of the entry and that test: without it,
+	 * store buffering lets this visit read the old entry while the other
+	 * side's test still reads the bit set (see "Recording the address"
+	 * under S9 above).
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
+	rc = wb_hold(c->s, addr, &frame);
+	if (rc > 0)
+		return PS__HBM_CLEAR; /* nothing mapped: nothing to write */
+	if (rc < 0) {
+		c->st.errors++;
+		if (!c->first_error)
+			c->first_error = rc;
+		return PS__HBM_KEEP; /* not looked at: the next one will */
+	}
+	v = writeback_frame(c, addr, frame);
+	ps__space_frame_put(c->s, frame); /* the visit's own (S7) */
+	return v;
+}
+
+int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
+		       enum ps_writeback_mode mode, ps_writeback_fn fn,
+		       void *ctx, struct ps_writeback_stats *stats)
+{
+	struct wb_ctx c;
+
+	if (!ps__space_range_ok(s, start, len) || !fn ||
+	    (mode != PS_WB_CLEAN && mode != PS_WB_INTEGRITY))
+		return -EINVAL;
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.mode = mode;
+	c.fn = fn;
+	c.ctx = ctx;
+	(void)ps__hbm_harvest(&s->wb, ps__space_page_index(start),
+			      ps__space_page_index(len),
+			      writeback_visit, &c, NULL);
+	if (stats)
+		*stats = c.st;
+	return c.first_error;
+}
