@@ -145,11 +145,11 @@ struct ps_test_overlap_side {
 struct ps_test_overlap {
 	struct ps_test_overlap_side side[PS_TEST_OVERLAP_SIDES];
 	unsigned int nsides;
-	uint64_t cap_ns;	 /* the time cap, from ps_test_overlap_init() */
+	uint64_t cap_ns; /* the time cap, from ps_test_overlap_init() */
 	uint64_t start_ns;
-	_Atomic(int) capped;	 /* the cap passed before enough overlap */
-	_Atomic(int) stop;	 /* ps_test_overlap_stop(): an early end */
-	_Atomic(int) held;	 /* ps_test_overlap_hold() not yet released */
+	_Atomic(int) capped; /* the cap passed before enough overlap */
+	_Atomic(int) stop;   /* ps_test_overlap_stop(): an early end */
+	_Atomic(int) held;   /* ps_test_overlap_hold() not yet released */
 };
 
 /* One side's own view (its thread's stack). */
@@ -349,8 +349,7 @@ static inline bool ps_test_overlap_done(struct ps_test_side *s)
  * the writer runs only when everyone else yields, such a side could
  * otherwise always come between the writer's fault and its retry.
  */
-static inline void ps_test_overlap_wait(struct ps_test_side *s,
-					uint64_t max_ns)
+static inline void ps_test_overlap_wait(struct ps_test_side *s, uint64_t max_ns)
 {
 	uint64_t t0 = ps_test_now_ns();
 
@@ -426,9 +425,9 @@ static inline int ps_test_run(Suite *s)
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-#define PS_TEST_MAIN(suite_fn)              \
-	int main(void)                      \
-	{                                   \
+#define PS_TEST_MAIN(suite_fn)                  \
+	int main(void)                          \
+	{                                       \
 		return ps_test_run(suite_fn()); \
 	}
 

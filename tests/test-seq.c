@@ -168,7 +168,8 @@ static void *seq_reader(void *arg)
 			uint64_t t0 = ps_test_now_ns();
 
 			while (atomic_load_explicit(&sh->ov.side[0].ops,
-						    memory_order_relaxed) == w &&
+						    memory_order_relaxed) ==
+				       w &&
 			       ps_test_now_ns() - t0 < 1000000)
 				sched_yield();
 		}
@@ -206,8 +207,7 @@ START_TEST(stress_writer_reader)
 	pthread_join(t[0], NULL);
 	fprintf(stderr,
 		"seq stress: %llu accepted, %llu refused (%llu of them torn)\n",
-		(unsigned long long)sh.accepted,
-		(unsigned long long)sh.refused,
+		(unsigned long long)sh.accepted, (unsigned long long)sh.refused,
 		(unsigned long long)sh.torn_refused);
 	ck_assert_uint_eq(sh.violations, 0);
 	ck_assert_uint_gt(sh.accepted, 0);
