@@ -41,8 +41,8 @@
  *     same way (two freezes: one fails). Faults, write-back and the helper
  *     take the frame with a try that fails on a frozen frame, or look it
  *     up again under its LOCKED bit (S3): none keeps a frame that discard
- *     freed. A discarded frame's flags (DIRTY included) stay in its free
- *     word for its owner, as the balloon gave its contents up.
+ *     freed. A discarded frame's DIRTY goes with its lifetime, as every
+ *     free clears it (page.h): the balloon gave its contents up.
  */
 #include <pagestate/space.h>
 

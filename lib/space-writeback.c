@@ -47,8 +47,10 @@
  *     visited by every write-back (a read pin adds one load of the set per
  *     page, and an RMW when a write-back has taken its bit). Not covered:
  *     a frame pinned, unmapped and unpinned dirty with no mapping left
- *     (there is no address to write it at; its owner sees DIRTY in the
- *     free_frame hook or when it maps it again, which records it); an
+ *     (there is no address to write it at, and the free ends the frame's
+ *     lifetime, DIRTY included, page.h: an owner that must not lose such
+ *     a write keeps a reference of its own and looks at DIRTY before it
+ *     lets go); an
  *     alias mapped elsewhere is written through its own address only if
  *     that one is recorded (no reverse map). The dirty log (harvest) is
  *     not the wb set: pins for write stay in it while pinned (S6); a pin

@@ -182,8 +182,9 @@ START_TEST(counts_leave_flags_alone)
 	ck_assert(!ps_page_unpin(&p));
 	ck_assert(!ps_page_put(&p));
 	ck_assert_uint_eq(ps_page_flags(&p), all | PS_PAGE_LIVE);
-	ck_assert(ps_page_put(&p)); /* frees: only LIVE changes */
-	ck_assert_uint_eq(ps_page_flags(&p), all);
+	/* Frees: LIVE goes, and this lifetime's flags with it (#3). */
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(ps_page_flags(&p), all & ~PS_PAGE_LIFE_FLAGS);
 	ck_assert_uint_eq(ps_page_refs(&p), 0);
 }
 END_TEST
@@ -664,12 +665,12 @@ START_TEST(free_page_absorbs_failed_tries)
 	struct ps_page p = PS_PAGE_INIT(1);
 
 	ps_page_set_flags(&p, PS_PAGE_DIRTY | PS_PAGE_PRIVATE);
-	ck_assert(ps_page_put(&p)); /* freed: LIVE cleared */
+	ck_assert(ps_page_put(&p)); /* freed: LIVE cleared, and DIRTY (#3) */
 	ck_assert(!ps_page_is_live(&p));
 	/* Many failed tries: units land in the refs field and mean nothing. */
 	for (int i = 0; i < 100000; i++)
 		ck_assert(!ps_page_try_get(&p));
-	assert_visible(&p, 0, 0, PS_PAGE_DIRTY | PS_PAGE_PRIVATE);
+	assert_visible(&p, 0, 0, PS_PAGE_PRIVATE);
 	ck_assert(!ps_page_is_pinned(&p));
 	ck_assert(!ps_page_try_pin(&p));
 	ck_assert(!ps_page_freeze(&p, 0));
@@ -781,6 +782,142 @@ START_TEST(fetch_flag_ops_return_word)
 							       PS_PAGE_LIVE),
 			  mkword(4, 1, PS_PAGE_DIRTY));
 	ck_assert_uint_eq(raw(&p), mkword(4, 1, 0)); /* LIVE untouched */
+}
+END_TEST
+
+/* --- a free ends a lifetime (issue 15 #3) --------------------------------------- */
+
+/*
+ * Flags of the frame's memory (what prot and its owner set): a free keeps
+ * them. Flags of one lifetime: a free clears them (PS_PAGE_LIFE_FLAGS).
+ */
+#define KEPT_FLAGS                                                        \
+	(PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE | PS_PAGE_POISONED |      \
+	 cache_of(PS_CACHE_WC))
+
+static uint64_t cache_of(enum ps_cache_mode m)
+{
+	return (uint64_t)m << PS_PAGE_CACHE_SHIFT;
+}
+
+/*
+ * Regression (issue 15 #3): a page freed while DIRTY (or with a stale
+ * WRITE_PINNED) kept the flag in its free word, so its next owner's first
+ * write found it dirty and ran no dirty hook. Every transition that frees
+ * a page ends its lifetime: the last put, the last unpin, a put_many or
+ * unpin_many of the rest, an unfreeze to no reference.
+ */
+START_TEST(free_clears_lifetime_flags)
+{
+	const uint64_t life = PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED;
+	struct ps_page p;
+
+	ck_assert_uint_eq(PS_PAGE_LIFE_FLAGS, life);
+	/* The last put. */
+	set_raw(&p, mkword(1, 0, life | KEPT_FLAGS));
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), KEPT_FLAGS);
+	/* A put that is not the last keeps them. */
+	set_raw(&p, mkword(2, 0, life | KEPT_FLAGS));
+	ck_assert(!ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, life | KEPT_FLAGS));
+	/* The last unpin, and the *_many forms. */
+	set_raw(&p, mkword(1, 1, life));
+	ck_assert(ps_page_unpin(&p));
+	ck_assert_uint_eq(raw(&p), 0);
+	set_raw(&p, mkword(3, 0, life));
+	ck_assert(ps_page_put_many(&p, 3));
+	ck_assert_uint_eq(raw(&p), 0);
+	set_raw(&p, mkword(2, 2, life | PS_PAGE_PRIVATE));
+	ck_assert(ps_page_unpin_many(&p, 2));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE);
+	/* An unfreeze to no reference frees too; to some, it keeps them. */
+	set_raw(&p, mkword(1, 0, life | KEPT_FLAGS));
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 0), 0);
+	ck_assert_uint_eq(raw(&p), KEPT_FLAGS);
+	set_raw(&p, mkword(1, 0, life));
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, life));
+	/* A hand-built LIVE word with no reference, claimed. */
+	set_raw(&p, PS_PAGE_LIVE | life | KEPT_FLAGS);
+	ck_assert(ps__page_claim(&p));
+	ck_assert_uint_eq(raw(&p), KEPT_FLAGS);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * A free keeps LOCKED and WRITEBACK: they belong to the thread that set
+ * them, which clears them itself (clearing LOCKED here would hand a lock
+ * its holder still holds to the next locker). A holder of either keeps a
+ * reference, so a correct caller never frees a page with them set.
+ */
+START_TEST(free_keeps_lock_and_writeback)
+{
+	struct ps_page p;
+
+	set_raw(&p, mkword(1, 0, PS_PAGE_LOCKED | PS_PAGE_WRITEBACK |
+					 PS_PAGE_DIRTY));
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_LOCKED | PS_PAGE_WRITEBACK);
+	ck_assert(!ps_page_trylock(&p)); /* still its holder's */
+	ps_page_unlock(&p);
+	ps_page_clear_flags(&p, PS_PAGE_WRITEBACK);
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * A revival starts a lifetime clean, whatever landed on the free word
+ * (flags stay writable on a free page): the owner's memory flags stay,
+ * counts and lifetime flags are new.
+ */
+START_TEST(revive_starts_clean)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+	unsigned int old;
+
+	ps_page_set_flags(&p, PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED |
+				      PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE);
+	ck_assert(!ps_page_try_get(&p)); /* a meaningless unit too */
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE |
+						 PS_PAGE_INACCESSIBLE));
+	/* A LIVE page gains a reference and keeps its lifetime flags. */
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 0);
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_DIRTY |
+						 PS_PAGE_PRIVATE |
+						 PS_PAGE_INACCESSIBLE));
+	/* With a cache mode. */
+	set_raw(&p, PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED | cache_of(PS_CACHE_UC));
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, cache_of(PS_CACHE_WC)));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* A whole lifetime: written, freed, revived: the new one is clean. */
+START_TEST(next_lifetime_starts_clean)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1);
+	ck_assert(ps_page_try_pin_and_set_flags(&p, 1, 0,
+						PS_PAGE_WRITE_PINNED));
+	ck_assert(!ps_page_test_and_set_flag(&p, PS_PAGE_DIRTY));
+	ck_assert(!ps_page_unpin(&p));
+	ck_assert(ps_page_put(&p)); /* freed dirty */
+	ck_assert(!ps_page_test_flags(&p, PS_PAGE_LIFE_FLAGS));
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1);
+	/* The first write of the new lifetime is the clean-to-dirty one. */
+	ck_assert(!ps_page_test_and_set_flag(&p, PS_PAGE_DIRTY));
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(hooks(), 0);
 }
 END_TEST
 
@@ -2167,6 +2304,13 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, get_or_revive);
 	tcase_add_test(tc, get_or_revive_refuses_poisoned);
 	tcase_add_test(tc, fetch_flag_ops_return_word);
+
+	tc = ps_test_tcase(s, "a free ends a lifetime", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, free_clears_lifetime_flags);
+	tcase_add_test(tc, free_keeps_lock_and_writeback);
+	tcase_add_test(tc, revive_starts_clean);
+	tcase_add_test(tc, next_lifetime_starts_clean);
 
 	tc = ps_test_tcase(s, "lock", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);

@@ -1253,7 +1253,8 @@ START_TEST(discard_exact_path_frees)
 	ck_assert_uint_eq(nskipped, 0);
 	ck_assert(!ps_page_is_live(pg(100)));
 	ck_assert(!ps_page_is_frozen(pg(100)));
-	ck_assert(ps_page_test_flags(pg(100), PS_PAGE_DIRTY)); /* kept */
+	/* The free ends its lifetime (issue 15 #3): contents given up. */
+	ck_assert(!ps_page_test_flags(pg(100), PS_PAGE_DIRTY));
 	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
 }
 END_TEST
@@ -2110,6 +2111,62 @@ START_TEST(map_range_eexist_shows_no_entry)
 }
 END_TEST
 
+/* --- issue 15: a frame's lifetimes ------------------------------------------------------------ */
+
+/*
+ * Regression (issue 15 #3): a frame freed while dirty started its next
+ * lifetime dirty: after unmap (or discard) and a new map of the same
+ * frame, the first write ran no dirty hook, and write-back wrote a page
+ * never written in its new life. A free ends a lifetime (page.h).
+ */
+START_TEST(remapped_frame_starts_clean)
+{
+	struct ps_writeback_stats st;
+	uint64_t f;
+
+	/* Unmapped dirty, mapped again at the same address. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 40, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[40]), 1);
+	ck_assert(!ps_page_test_flags(pg(40), PS_PAGE_LIFE_FLAGS));
+	ck_assert_int_eq(ps_space_map(sp, 0, 40, PS_MAP_WRITE), 0);
+	/* Not written in this life: write-back has nothing to write. */
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY, wb_nop,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written + st.bounced, 0);
+	/* The first write of the new life is a clean-to-dirty transition. */
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 2);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY, wb_nop,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+
+	/* Discarded dirty (a balloon), mapped again elsewhere. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 41, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_discard(sp, PG, PG, NULL, 0, NULL), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[41]), 1);
+	ck_assert(!ps_page_test_flags(pg(41), PS_PAGE_LIFE_FLAGS));
+	ck_assert_int_eq(ps_space_map(sp, 2 * PG, 41, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[41]), 2);
+
+	/* Pinned for write, unmapped, unpinned dirty: freed clean. */
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 42, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 3 * PG, PG, PS_PIN_WRITE, &f),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 3 * PG, PG, 0), 0);
+	ps_space_unpin(sp, &f, 1, true); /* the last reference */
+	ck_assert_uint_eq(atomic_load(&seen.freed[42]), 1);
+	ck_assert(!ps_page_test_flags(pg(42), PS_PAGE_LIFE_FLAGS));
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -2536,6 +2593,10 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_write_pin_seen_by_bounce);
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
+
+	tc = ps_test_tcase(s, "a frame's lifetimes (issue 15)", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, remapped_frame_starts_clean);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -158,7 +158,9 @@ struct ps_space;
  *	ps_space_mark_dirty(), ps_space_unpin() and write-back with no
  *	library lock held.
  * @free_frame: the last reference to @frame was dropped; the frame's page
- *	word is free again. Runs in the thread that dropped it. When that is
+ *	word is free again, its lifetime over (DIRTY and WRITE_PINNED
+ *	cleared, pagestate/page.h: its next mapping starts clean). Runs in
+ *	the thread that dropped it. When that is
  *	ps_space_map() or ps_space_map_range() (a failed map giving back a
  *	reference whose owner dropped its own meanwhile), ps_space_unmap() or
  *	ps_space_discard(), it runs under the space's writer mutex: it must
@@ -513,11 +515,11 @@ struct ps_discard_skip {
  * reference, no pin), discard freezes the frame with exactly that
  * reference (ps_page_freeze()), zaps the entry (as ps_space_unmap() with
  * PS_UNMAP_ZAP: write-protect markers stay where pgtable.h says) and frees
- * the frame (the free_frame hook runs; its DIRTY flag stays in the free
- * word, but its contents are given up). Any other page is left exactly as
- * it was, entry and all, and reported: pinned, busy (another holder: an
- * alias mapping, a CPU map, a reference) or frozen (another freezer),
- * see enum ps_discard_reason. Discard never waits for a holder. Pages with
+ * the frame (the free_frame hook runs; its contents are given up, and the
+ * free clears DIRTY as every free does, pagestate/page.h). Any other page
+ * is left exactly as it was, entry and all, and reported: pinned, busy
+ * (another holder: an alias mapping, a CPU map, a reference) or frozen
+ * (another freezer), see enum ps_discard_reason. Discard never waits for a holder. Pages with
  * no present entry are neither discarded nor reported.
  * A pin racing with discard either comes first (the freeze fails and the
  * page is reported pinned) or finds the frame frozen, waits, and then
