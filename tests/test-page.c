@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* --- a counting error hook ------------------------------------------------ */
@@ -1005,6 +1006,118 @@ START_TEST(lock_waits_for_the_holder)
 }
 END_TEST
 
+/* --- a reference and the lock at once ----------------------------------------- */
+
+START_TEST(try_get_and_lock_semantics)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert(!ps_page_trylock(&p)); /* held */
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_DIRTY));
+	/* The holder may be the last: its release frees the page. */
+	ck_assert(ps_page_try_get_and_lock(&p));
+	ck_assert(!ps_page_put(&p)); /* the owner lets go meanwhile */
+	ck_assert(ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(raw(&p), 0); /* free, unlocked, a new lifetime */
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(try_get_and_lock_refusals)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	/* Free: nothing held, nothing changed. */
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), 0);
+	/* Frozen: the same. */
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert(ps_page_is_frozen(&p));
+	ck_assert(!ps_page_test_flags(&p, PS_PAGE_LOCKED));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	/* At the limit - 1 it takes the last one; at the limit, nothing. */
+	set_raw(&p, mkword(PS_PAGE_REFS_MAX - 1, 0, 0));
+	ck_assert(ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_LOCKED));
+	ck_assert(!ps_page_unlock_and_put(&p));
+	set_raw(&p, mkword(PS_PAGE_REFS_MAX, 0, 0));
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, 0));
+	/* Locked at the limit: the lone try-get is refused too. */
+	set_raw(&p, mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_LOCKED));
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_LOCKED));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* Misuse of the release: reported, no count written, the lock released. */
+START_TEST(unlock_and_put_misuse)
+{
+	struct ps_page p;
+
+	set_raw(&p, PS_PAGE_LOCKED); /* free, locked: a put after the free */
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(hooks(), 1);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_REF_UNDERFLOW);
+	ck_assert_uint_eq(raw(&p), 0);
+	set_raw(&p, mkword(1, 1, PS_PAGE_LOCKED)); /* the pin's reference */
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(hooks(), 2);
+	ck_assert_uint_eq(raw(&p), mkword(1, 1, 0));
+}
+END_TEST
+
+struct get_lock_waiter {
+	struct ps_page *page;
+	_Atomic(int) state; /* 0 started, 1 trying, 2 holds both */
+};
+
+static void *get_lock_waiter_fn(void *arg)
+{
+	struct get_lock_waiter *w = arg;
+
+	atomic_store(&w->state, 1);
+	if (ps_page_try_get_and_lock(w->page)) {
+		atomic_store(&w->state, 2);
+		(void)ps_page_unlock_and_put(w->page);
+	}
+	return NULL;
+}
+
+/*
+ * Locked by another thread: the call holds its reference while it waits,
+ * so the owner's put cannot free the page under it.
+ */
+START_TEST(try_get_and_lock_waits_holding)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	struct get_lock_waiter w = {.page = &p};
+	pthread_t t;
+
+	ck_assert(ps_page_trylock(&p));
+	ck_assert_int_eq(pthread_create(&t, NULL, get_lock_waiter_fn, &w), 0);
+	while (ps_page_refs(&p) != 2)
+		sched_yield();
+	for (int i = 0; i < 2000; i++)
+		sched_yield();
+	ck_assert_int_eq(atomic_load(&w.state), 1); /* still waiting */
+	ck_assert(!ps_page_put(&p)); /* the owner's: not the last */
+	ck_assert(ps_page_is_live(&p));
+	ps_page_unlock(&p);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(atomic_load(&w.state), 2);
+	ck_assert_uint_eq(raw(&p), 0); /* the waiter's release freed it */
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
 /* --- revive with a cache mode ------------------------------------------------ */
 
 static uint64_t cache_bits(enum ps_cache_mode m)
@@ -1989,6 +2102,101 @@ START_TEST(stress_lock_excludes)
 END_TEST
 
 /*
+ * A reference and the lock at once, against frees and revivals: an owner
+ * revives the page, dirties it and drops its reference, over and over,
+ * while two threads look it up without holding it and take it with
+ * ps_page_try_get_and_lock(). Checked: a holder always finds the page LIVE
+ * with its reference and alone under LOCKED (a plain counter), even when
+ * the owner's put came meanwhile; whoever drops the last reference frees
+ * (exactly one free per revival), and the free ends the lifetime (no
+ * DIRTY, no LOCKED left); the page ends free.
+ */
+struct get_lock_shared {
+	struct ps_page page;
+	uint64_t iters;
+	uint64_t counter; /* plain: only under the page lock */
+	_Atomic(uint64_t) revived, freed, held;
+	_Atomic(int) stop;
+	_Atomic(unsigned) violations;
+};
+
+static void get_lock_freed(struct get_lock_shared *sh)
+{
+	uint64_t w = ps_page_load(&sh->page);
+
+	atomic_fetch_add(&sh->freed, 1);
+	/*
+	 * Unless revived meanwhile, nothing of its lifetime is left: DIRTY
+	 * and LOCKED are set only by holders of a reference.
+	 */
+	if (!(w & PS_PAGE_LIVE) && (w & (PS_PAGE_LOCKED | PS_PAGE_LIFE_FLAGS)))
+		atomic_fetch_add(&sh->violations, 1);
+}
+
+static void *get_lock_worker(void *arg)
+{
+	struct get_lock_shared *sh = arg;
+
+	while (!atomic_load(&sh->stop)) {
+		uint64_t w;
+
+		if (!ps_page_try_get_and_lock(&sh->page))
+			continue;
+		w = ps_page_load(&sh->page);
+		if (!(w & PS_PAGE_LIVE) || ps_page_word_refs(w) < 1 ||
+		    !(w & PS_PAGE_LOCKED))
+			atomic_fetch_add(&sh->violations, 1);
+		sh->counter++;
+		atomic_fetch_add(&sh->held, 1);
+		ps_page_set_flags(&sh->page, PS_PAGE_DIRTY);
+		if (ps_page_unlock_and_put(&sh->page))
+			get_lock_freed(sh);
+	}
+	return NULL;
+}
+
+START_TEST(stress_get_lock_holds_page)
+{
+	struct get_lock_shared *sh = calloc(1, sizeof(*sh));
+	pthread_t t[2];
+	uint64_t counted = 0;
+
+	ck_assert_ptr_nonnull(sh);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, get_lock_worker,
+						sh),
+				 0);
+	for (uint64_t i = 0; i < sh->iters; i++) {
+		int rc = ps_page_get_or_revive(&sh->page);
+
+		if (rc < 0) {
+			atomic_fetch_add(&sh->violations, 1);
+			continue;
+		}
+		if (rc == 1)
+			atomic_fetch_add(&sh->revived, 1);
+		ps_page_lock(&sh->page);
+		sh->counter++;
+		counted++;
+		ps_page_unlock(&sh->page);
+		if (ps_page_put(&sh->page))
+			get_lock_freed(sh);
+	}
+	atomic_store(&sh->stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	ck_assert_uint_eq(atomic_load(&sh->freed), atomic_load(&sh->revived));
+	ck_assert_uint_eq(sh->counter, counted + atomic_load(&sh->held));
+	ck_assert(!ps_page_is_live(&sh->page));
+	ck_assert_uint_eq(ps_page_flags(&sh->page), 0);
+	ck_assert_uint_eq(hooks(), 0);
+	free(sh);
+}
+END_TEST
+
+/*
  * One frame, one mode while it has owners (prot.h's P7, held by the word
  * alone). Two threads race to own a page that starts free: each takes it
  * with a mode of its choice (get_or_revive_cache), or with whatever mode it
@@ -2318,6 +2526,13 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, lock_on_free_and_frozen_pages);
 	tcase_add_test(tc, lock_waits_for_the_holder);
 
+	tc = ps_test_tcase(s, "a reference and the lock at once", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, try_get_and_lock_semantics);
+	tcase_add_test(tc, try_get_and_lock_refusals);
+	tcase_add_test(tc, unlock_and_put_misuse);
+	tcase_add_test(tc, try_get_and_lock_waits_holding);
+
 	tc = ps_test_tcase(s, "revive with a cache mode", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, revive_cache_free_page);
@@ -2368,6 +2583,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_limits_concurrent);
 	tcase_add_test(tc, stress_exactly_one_free);
 	tcase_add_test(tc, stress_lock_excludes);
+	tcase_add_test(tc, stress_get_lock_holds_page);
 	tcase_add_test(tc, stress_cache_mode_owners);
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	return s;

@@ -198,9 +198,12 @@
  *              try_pin_and_set_flags, get_many, pin_many, get_or_revive and
  *              get_or_revive_cache, freeze, unfreeze and
  *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
- *              set_flags_unless_frozen, set_cache_if_free: a compare-and-swap
- *              loop that only retries after another thread changed the word
- *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear
+ *              set_flags_unless_frozen, set_cache_if_free, unlock_and_put: a
+ *              compare-and-swap loop that only retries after another thread
+ *              changed the word
+ *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
+ *              ps_page_try_get_and_lock(), which waits the same way when
+ *              LOCKED is held
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -1754,6 +1757,98 @@ static inline void ps_page_unlock(struct ps_page *page)
 	/* Release: pairs with the acquire in ps_page_trylock(). */
 	atomic_fetch_and_explicit(&page->word, ~PS_PAGE_LOCKED,
 				  memory_order_release);
+}
+
+/**
+ * ps_page_try_get_and_lock() - take a reference speculatively, then the
+ * page's bit lock: how a slow path that found a page without holding it
+ * (an entry read, Linux's folio_try_get() then folio_lock()) holds it
+ * before it looks at it under LOCKED.
+ * @page: a page that may be free, frozen or at its limit; its memory must
+ *	stay valid.
+ *
+ * When the page is LIVE and not locked, one compare-and-swap takes both.
+ * When another thread holds LOCKED, the reference is taken alone (as
+ * ps_page_try_get()) and the call waits for the lock as ps_page_lock()
+ * does: the reference keeps the page from being freed, and so from being
+ * handed to another owner, while it waits and while it holds the lock.
+ * Context: a thread that may block, not holding this page's lock, and not
+ * taking two page locks in an order another thread reverses.
+ * Ordering: acquire: pairs with the release of the put or unfreeze that
+ * came before (as a try-get) and of the last unlock (as a lock).
+ * Progress: blocking while another thread holds LOCKED (spin, then
+ * yield); otherwise lock-free (a CAS loop that retries only after another
+ * thread changed the word).
+ * Return: true with a reference and LOCKED held: release both with
+ * ps_page_unlock_and_put(); false if the page is free or frozen, or its
+ * references are at PS_PAGE_REFS_MAX: nothing is held (a failed try on a
+ * free or frozen page may leave a meaningless unit, as ps_page_try_get()).
+ */
+static inline PS_MUST_CHECK bool ps_page_try_get_and_lock(struct ps_page *page)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/*
+	 * Acquire: pairs with the release of the put or unfreeze that came
+	 * before, and of the last unlock (a clear LOCKED was released).
+	 */
+	if (PS_LIKELY(ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_LOCKED,
+				   PS_PAGE_LIVE, 0, PS_PAGE_LOCKED, 1, 0,
+				   PS__PAGE_ADD, memory_order_acquire, &seen,
+				   &why)))
+		return true;
+	if (why != PS__PAGE_MISMATCH || !(seen & PS_PAGE_LIVE))
+		return false; /* free, frozen, or at the limit */
+	/* Locked by another thread: hold the page, then wait for the lock. */
+	if (!ps_page_try_get(page))
+		return false;
+	ps_page_lock(page);
+	return true;
+}
+
+/**
+ * ps_page_unlock_and_put() - release the page's bit lock and drop one
+ * reference, in one atomic step: the release of
+ * ps_page_try_get_and_lock().
+ * @page: a page this thread locked and holds a reference to (not one owned
+ *	by a pin).
+ *
+ * One compare-and-swap that checks the counts before it writes, as
+ * ps_page_put(): the put that drops the last reference frees the page
+ * (LIVE and PS_PAGE_LIFE_FLAGS cleared). A refused put (misuse: underflow,
+ * a reference owned by a pin, a frozen or free page) goes to the error hook
+ * with no count written; LOCKED is released all the same, so that a
+ * misused put never leaves the lock held.
+ * Context: the holder of the lock and of the reference.
+ * Ordering: release: the holder's accesses come before the next taker's
+ * lock and before the free (pairs with the acquire of the next lock and
+ * of the put that frees); acquire too when returning true, as ps_page_put().
+ * Progress: lock-free (CAS loop).
+ * Return: true if this freed the page (the caller frees it); false
+ * otherwise, and on misuse.
+ */
+static inline bool ps_page_unlock_and_put(struct ps_page *page)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/*
+	 * Release: the holder's accesses under the lock and with its
+	 * reference happen before the next locker's acquire and before the
+	 * free (the acquire below, in whichever put frees the page).
+	 */
+	if (PS_UNLIKELY(!ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE,
+				      PS_PAGE_LOCKED, 0, 1, 0, PS__PAGE_SUB,
+				      memory_order_release, &seen, &why))) {
+		ps_page_unlock(page);
+		return ps_page_put_refused_slow(page, seen, 0, 1, 0);
+	}
+	if (PS_LIKELY(seen >= (UINT64_C(2) << PS_PAGE_REFS_SHIFT)))
+		return false; /* references remain */
+	/* Acquire: this freed the page (see ps__page_sub()). */
+	(void)atomic_load_explicit(&page->word, memory_order_acquire);
+	return true;
 }
 
 /* --- cache mode and encryption state -------------------------------------- */
