@@ -10,7 +10,11 @@
  *
  * S5  Exactly-once dirty hook. DIRTY is set only by ps_page_test_and_set
  *     (ps__space_mark_frame_dirty(), lib/space-impl.h): the one caller that
- *     sees it clear runs the hook. The secondary-map helper
+ *     sees it clear runs the hook. Every marker holds a reference on the
+ *     frame it marks (a write fault and mark_dirty take one and read the
+ *     entry again, S3; a pin, the helper's lookup, write-back's visit, an
+ *     unpin's own pin), so no hook runs for a freed frame and no DIRTY
+ *     lands on a free word. The secondary-map helper
  *     (lib/space-secondary.c) marks only after its retry check, under the
  *     caller's lock, and only for a write. Write-back
  *     (lib/space-writeback.c) clears DIRTY inside its PROTECTION
@@ -30,9 +34,11 @@
  */
 #include <pagestate/space.h>
 
+#include "failpoint.h"
 #include "hbitmap.h"
 #include "space-impl.h"
 
+#include <sched.h>
 #include <string.h>
 
 /* --- marks ----------------------------------------------------------------------- */
@@ -42,18 +48,59 @@ void ps__space_log_addr(struct ps_space *s, uint64_t addr)
 	ps__space_log_written(s, addr);
 }
 
-bool ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
+/* The frame mapped at @addr, or UINT64_MAX (none, or not the space's). */
+static uint64_t frame_at(struct ps_space *s, uint64_t addr)
 {
 	ps_pte_t e;
-	bool made;
 
-	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size ||
-	    ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
+	if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
 	    ps_pte_frame(e) >= s->nframes)
+		return UINT64_MAX;
+	return ps_pte_frame(e);
+}
+
+/*
+ * Mark the frame mapped at @addr holding it (S5): a reference first, so
+ * that it can be neither freed nor handed to another owner while it is
+ * marked (the dirty hook never runs for a freed frame), then the entry read
+ * again: a frame no longer mapped at @addr is let go and the page looked
+ * at again. No fence between the two: if the put that unmapped the frame
+ * comes before the try-get on the word, the try-get's acquire reads its
+ * release sequence and the re-read sees the unmap; if after, the mark is
+ * ordered before the unmap, on the same lifetime (the reference keeps that
+ * put from being the last).
+ */
+bool ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
+{
+	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return false;
-	made = ps__space_mark_frame_dirty(s, ps_pte_frame(e));
-	ps__space_log_written(s, addr);
-	return made;
+	for (;;) {
+		uint64_t frame = frame_at(s, addr), w;
+		struct ps_page *p;
+		bool made;
+
+		if (frame == UINT64_MAX)
+			return false; /* nothing mapped: nothing to mark */
+		FAILPOINT(FP_MARK_LOOKED_UP, addr);
+		p = &s->frames[frame];
+		if (!ps_page_try_get(p)) {
+			w = ps_page_load(p);
+			if ((w & PS_PAGE_LIVE) &&
+			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+				return false;
+			if (w & PS_PAGE_FROZEN)
+				sched_yield(); /* a freezer holds it (S8) */
+			continue; /* freed or frozen: look again */
+		}
+		if (frame_at(s, addr) != frame) {
+			ps__space_frame_put(s, frame); /* may free it (S7) */
+			continue;
+		}
+		made = ps__space_mark_frame_dirty(s, frame);
+		ps__space_log_written(s, addr);
+		ps__space_frame_put(s, frame);
+		return made;
+	}
 }
 
 int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)

@@ -38,10 +38,11 @@
  *     changed, not even for a moment, and nothing has to be given back:
  *     the write-protect bit, dirty log and write-back set of a skipped
  *     page are as they were. A freezer that is not discard is excluded the
- *     same way (two freezes: one fails). Faults, write-back and the helper
- *     take the frame with a try that fails on a frozen frame, or look it
- *     up again under its LOCKED bit (S3): none keeps a frame that discard
- *     freed. A discarded frame's DIRTY goes with its lifetime, as every
+ *     same way (two freezes: one fails). Write faults, mark_dirty,
+ *     write-back and the helper hold the frame they act on with a
+ *     reference taken by a try that fails on a frozen frame (S3): discard
+ *     finds that reference and leaves the page busy, and none keeps a
+ *     frame that discard freed. A discarded frame's DIRTY goes with its lifetime, as every
  *     free clears it (page.h): the balloon gave its contents up.
  */
 #include <pagestate/space.h>

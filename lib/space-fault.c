@@ -10,9 +10,20 @@
  *
  * S3  Dirty before writable. An entry becomes writable only through
  *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
- *     resolution), and only under its frame's LOCKED bit. The fault takes the
- *     bit of the frame it looked up, reads the entry again (a different frame
- *     there now: it drops the bit and starts again), has the page table
+ *     resolution), and only while the fault holds its frame: a reference,
+ *     then the frame's LOCKED bit (one compare-and-swap for both,
+ *     ps_page_try_get_and_lock(); the try fails on a free or frozen frame).
+ *     The reference is what keeps the frame from being freed, and so from
+ *     being handed to another owner, while the fault marks it: LOCKED alone
+ *     excludes only other lockers, and neither unmap nor discard takes it
+ *     (an unmap then drops only the mapping's reference, and discard finds
+ *     the fault's and leaves the page busy, S10). So the dirty hook never
+ *     runs for a freed frame, no DIRTY or LOCKED is ever left on a free
+ *     word, and a fault whose CAS lands on an identical entry installed
+ *     meanwhile (the frame unmapped and mapped again) makes writable the
+ *     very lifetime it marked dirty. The fault takes the frame it looked
+ *     up, reads the entry again (a different frame there now: it lets go,
+ *     which may free that frame, and starts again), has the page table
  *     classify the write without changing anything (PS_ACCESS_CHECK), marks the
  *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5) and
  *     logs the address, and only then makes exactly the entry it classified
@@ -34,6 +45,8 @@
 
 #include "failpoint.h"
 #include "space-impl.h"
+
+#include <sched.h>
 
 /* --- one fault (S3) ------------------------------------------------------------ */
 
@@ -102,14 +115,32 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 			return FAULT_AGAIN;
 		if (*fr != PS_FAULT_OK)
 			return FAULT_DONE; /* WP, BAD_ACCESS: no change */
+		FAILPOINT(FP_FAULT_RECHECKED, addr);
 		/* Writable already: made so under this lock, dirty (S3). */
 		if (!ps_pte_is_writable(e)) {
 			ps__space_mark_frame_dirty(s, frame);
 			ps__space_log_written(s, addr);
 		}
+		FAILPOINT(FP_FAULT_MARKED, addr);
 		if (resolve_write(s, addr, e, fr) == FAULT_DONE)
 			return FAULT_DONE;
 	}
+}
+
+/*
+ * The frame a write fault looked up could not be held (S3): 0 to look at
+ * the entry again (the frame was freed, or is frozen: then it yields
+ * first, S8), or -EOVERFLOW (its references are at the limit).
+ */
+static int hold_failed(struct ps_page *p)
+{
+	uint64_t w = ps_page_load(p);
+
+	if ((w & PS_PAGE_LIVE) && ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+		return -EOVERFLOW;
+	if (w & PS_PAGE_FROZEN)
+		sched_yield(); /* a freezer holds it: wait (S8) */
+	return 0;
 }
 
 /*
@@ -127,11 +158,17 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
  *   - a writable entry (its frame is dirty, S3), or one whose frame is
  *     outside the space's array (nothing to mark), gets the table's
  *     transition by a CAS from exactly the entry classified;
- *   - anything else becomes writable under its frame's LOCKED bit, dirty
- *     first (write_fault_locked()).
+ *   - anything else becomes writable holding its frame (a reference, then
+ *     LOCKED, one RMW: ps_page_try_get_and_lock()), dirty first
+ *     (write_fault_locked()), so the frame can be neither freed nor handed
+ *     to another owner while the fault marks it and makes its entry
+ *     writable (S3). Releasing it may free it (an unmap came meanwhile):
+ *     the free_frame hook then runs here, with no library lock held.
+ * A frame at the reference limit cannot be held: PS_FAULT_INVALID, and
+ * *@err (if not NULL) receives -EOVERFLOW.
  */
 static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
-				unsigned int access)
+				unsigned int access, int *err)
 {
 	if (!(access & PS_ACCESS_WRITE))
 		return ps_pgtable_fault(s->pt, addr, access);
@@ -160,11 +197,20 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 			continue; /* changed: classify again */
 		}
 		p = &s->frames[ps_pte_frame(e)];
-		ps_page_lock(p);
+		if (!ps_page_try_get_and_lock(p)) {
+			int rc = hold_failed(p); /* may yield */
+
+			if (!rc)
+				continue; /* freed or frozen: look again */
+			if (err)
+				*err = rc;
+			return PS_FAULT_INVALID;
+		}
 		FAILPOINT(FP_FAULT_LOCKED, addr);
 		step = write_fault_locked(s, addr, access, ps_pte_frame(e),
 					  &fr);
-		ps_page_unlock(p);
+		if (ps_page_unlock_and_put(p)) /* unmapped meanwhile */
+			ps__space_frame_freed(s, ps_pte_frame(e));
 		if (step == FAULT_DONE)
 			return fr;
 	}
@@ -185,7 +231,7 @@ enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
 {
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_FAULT_INVALID;
-	return fault_once(s, addr, access);
+	return fault_once(s, addr, access, NULL);
 }
 
 enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
@@ -195,9 +241,9 @@ enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
 
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_FAULT_INVALID;
-	fr = fault_once(s, addr, access);
+	fr = fault_once(s, addr, access, NULL);
 	if (fr == PS_FAULT_MISSING && !populate(s, addr, access))
-		fr = fault_once(s, addr, access);
+		fr = fault_once(s, addr, access, NULL);
 	return fr;
 }
 
@@ -229,14 +275,14 @@ static int fault_errno(enum ps_fault fr)
  */
 int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access)
 {
-	enum ps_fault fr = fault_once(s, addr, access);
-	int rc;
+	int rc = 0;
+	enum ps_fault fr = fault_once(s, addr, access, &rc);
 
 	if (fr == PS_FAULT_MISSING) {
 		rc = populate(s, addr, access);
 		if (rc)
 			return rc;
-		fr = fault_once(s, addr, access);
+		fr = fault_once(s, addr, access, &rc);
 	}
-	return fault_errno(fr);
+	return rc ? rc : fault_errno(fr);
 }

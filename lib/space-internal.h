@@ -128,7 +128,10 @@ void ps__space_log_addr(struct ps_space *space, uint64_t addr);
 
 /*
  * ps_space_fault() without the populate hook: a write that makes an entry
- * writable marks its frame dirty and logs the address first (S3).
+ * writable holds its frame (a reference and LOCKED) and marks it dirty
+ * first, then logs the address (S3). Releasing the frame may free it, if
+ * it was unmapped meanwhile: the free_frame hook then runs in the caller's
+ * thread, under whatever lock the caller holds.
  */
 enum ps_fault ps__space_fault_nopopulate(struct ps_space *space, uint64_t addr,
 					 unsigned int access);

@@ -33,10 +33,11 @@
  *         write-back's re-dirtying;
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
- *         none from unpin, a pin's back-out, the helper, kunmap, destroy
- *         or write-back (which holds a reference of its own on the frame it
- *         visits, so the frame is not freed while fn copies it, and drops
- *         it after fn, with no lock held);
+ *         none from unpin, a pin's back-out, the helper, kunmap, destroy,
+ *         a write fault or mark_dirty (which hold the frame they mark, and
+ *         let go with no lock held) or write-back (which holds a reference
+ *         of its own on the frame it visits, so the frame is not freed
+ *         while fn copies it, and drops it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard and
  *         prot.c's conversion and mprotect; the LOCKED bit of the frame
  *         being written back in write-back's PROTECTION invalidation; none

@@ -44,6 +44,8 @@ struct hooks_seen {
 	bool dirty_watch;
 	uint64_t dirty_addr;
 	_Atomic(unsigned) dirty_saw_writable, dirty_saw_unlocked;
+	/* Dirty hooks that found their frame freed (never allowed). */
+	_Atomic(unsigned) dirty_on_free;
 };
 
 static struct hooks_seen seen;
@@ -54,6 +56,8 @@ static void on_dirty(void *ctx, struct ps_space *s, uint64_t frame)
 	(void)ctx;
 	atomic_fetch_add(&seen.dirty[frame], 1);
 	atomic_fetch_add(&seen.dirty_total, 1);
+	if (!ps_page_is_live(ps_space_page(s, frame)))
+		atomic_fetch_add(&seen.dirty_on_free, 1);
 	if (seen.dirty_watch) {
 		ps_pte_t e;
 
@@ -2167,6 +2171,146 @@ START_TEST(remapped_frame_starts_clean)
 }
 END_TEST
 
+/*
+ * Regression (issue 15 #1): a write fault marked its frame dirty holding
+ * only the frame's LOCKED bit, and no reference. An unmap (or a discard,
+ * whose freeze ignored LOCKED) between the fault's look at the entry and
+ * its mark freed the frame: the dirty hook then ran for a frame whose free
+ * hook had run, and DIRTY and LOCKED were left on a free frame. The fault
+ * holds a reference, as write-back does.
+ */
+static void unmap_now(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+}
+
+START_TEST(fp_fault_unmap_before_mark)
+{
+	enum ps_fault fr;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 50, PS_MAP_WRITE), 0);
+	arm(FP_FAULT_RECHECKED, unmap_now);
+	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_msg(atomic_load(&seen.dirty_on_free) == 0,
+		      "the dirty hook ran for a frame already freed");
+	ck_assert_int_eq(fr, PS_FAULT_MISSING); /* the page is gone */
+	ck_assert(ps_pte_is_none(entry(0)));
+	/* Freed once (by the fault's own put), and nothing left on it. */
+	ck_assert_uint_eq(atomic_load(&seen.freed[50]), 1);
+	ck_assert(!ps_page_is_live(pg(50)));
+	ck_assert(!ps_page_test_flags(pg(50), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+}
+END_TEST
+
+static uint64_t fp_discard_nskipped;
+static struct ps_discard_skip fp_discard_skip;
+
+static void discard_now(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_discard(sp, addr, PG, &fp_discard_skip, 1,
+					  &fp_discard_nskipped),
+			 0);
+}
+
+START_TEST(fp_fault_discard_before_mark)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 51, PS_MAP_WRITE), 0);
+	fp_discard_nskipped = 99;
+	arm(FP_FAULT_RECHECKED, discard_now);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_msg(atomic_load(&seen.dirty_on_free) == 0,
+		      "the dirty hook ran for a frame discard freed");
+	/* The fault's reference: discard leaves the page, busy. */
+	ck_assert_uint_eq(fp_discard_nskipped, 1);
+	ck_assert_int_eq(fp_discard_skip.reason, PS_DISCARD_BUSY);
+	ck_assert_uint_eq(atomic_load(&seen.freed[51]), 0);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(ps_page_test_flags(pg(51), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(pg(51), PS_PAGE_LOCKED));
+	ck_assert_uint_eq(ps_page_refs(pg(51)), 1);
+}
+END_TEST
+
+/*
+ * The soak's ABA: between the fault's mark and its CAS, the frame is
+ * unmapped and mapped again at the same address with the same flags (an
+ * identical entry). Without a reference the frame was freed and revived
+ * clean, and the fault's CAS made the new lifetime's entry writable over a
+ * clean frame (S3). Holding it, the frame is never freed: the map takes
+ * another reference on the same, dirty lifetime.
+ */
+static void remap_same_frame(uint64_t addr)
+{
+	uint64_t frame = ps_pte_frame(entry(addr));
+
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, addr, frame, PS_MAP_WRITE), 0);
+}
+
+START_TEST(fp_fault_remap_before_writable)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 52, PS_MAP_WRITE), 0);
+	arm(FP_FAULT_MARKED, remap_same_frame);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(ps_page_test_flags(pg(52), PS_PAGE_DIRTY),
+			      "a writable entry over a clean frame: a stale "
+			      "fault made the frame's next lifetime writable");
+	ck_assert_uint_eq(atomic_load(&seen.freed[52]), 0); /* never freed */
+	ck_assert_uint_eq(ps_page_refs(pg(52)), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
+}
+END_TEST
+
+/*
+ * The same for ps_space_mark_dirty(): it read the entry and marked the
+ * frame with no reference. An unmap in between freed the frame: the hook
+ * ran for it, DIRTY landed on the free word, and the address was logged;
+ * mapped elsewhere meanwhile, the frame's new lifetime was marked for a
+ * write at an address it is no longer at.
+ */
+static void unmap_and_reuse(uint64_t addr)
+{
+	uint64_t frame = ps_pte_frame(entry(addr));
+
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 20 * PG, frame, PS_MAP_WRITE), 0);
+}
+
+START_TEST(fp_mark_dirty_unmap_before_mark)
+{
+	uint64_t got[4], n;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 53, PS_MAP_WRITE), 0);
+	arm(FP_MARK_LOOKED_UP, unmap_now);
+	ck_assert(!ps_space_mark_dirty(sp, 0)); /* nothing mapped (now) */
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[53]), 0);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[53]), 1);
+	ck_assert(!ps_page_is_live(pg(53)));
+	ck_assert_uint_eq(ps_page_flags(pg(53)), 0); /* a clean free word */
+
+	/* Unmapped and reused at another address meanwhile. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 54, PS_MAP_WRITE), 0);
+	arm(FP_MARK_LOOKED_UP, unmap_and_reuse);
+	ck_assert(!ps_space_mark_dirty(sp, PG));
+	disarm();
+	ck_assert_uint_eq(atomic_load(&seen.dirty[54]), 0);
+	ck_assert(!ps_page_test_flags(pg(54), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 32 * PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0); /* nothing was written */
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -2597,6 +2741,10 @@ static Suite *space_suite(void)
 	tc = ps_test_tcase(s, "a frame's lifetimes (issue 15)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, remapped_frame_starts_clean);
+	tcase_add_test(tc, fp_fault_unmap_before_mark);
+	tcase_add_test(tc, fp_fault_discard_before_mark);
+	tcase_add_test(tc, fp_fault_remap_before_writable);
+	tcase_add_test(tc, fp_mark_dirty_unmap_before_mark);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -77,9 +77,11 @@
  *     PS_HARVEST_REARM collects them too.
  *
  * Dirty before writable (seed 003). A writable entry implies a dirty frame.
- * The write fault that makes an entry writable does so under the frame's
- * LOCKED bit, in this order: read the entry again (if it maps another frame
- * now, start again with that frame's bit), mark the frame dirty (the dirty
+ * The write fault that makes an entry writable holds the frame (a reference,
+ * so that it can be neither freed nor handed to another owner meanwhile)
+ * and its LOCKED bit, and does this in order: read the entry again (if it
+ * maps another frame now, let go and start again with that frame), mark
+ * the frame dirty (the dirty
  * hook runs on the clean-to-dirty transition) and log the address, then
  * make exactly that entry writable. So the dirty hook has run before any
  * thread can write through the entry. Write-back takes the same bit around
@@ -168,8 +170,11 @@ struct ps_space;
  *	mprotect it (pagestate/prot.h), which take that mutex. From
  *	ps_space_unpin(), a pin backing out, the secondary-map helper,
  *	ps_prot_kunmap(), ps_space_writeback() (which holds a reference on
- *	each frame it writes until its callback has returned) and
- *	ps_space_destroy() no library lock is held.
+ *	each frame it writes until its callback has returned), a write fault
+ *	(ps_space_fault(), a pin's for write) and ps_space_mark_dirty()
+ *	(which hold the frame they mark, and may drop the last reference
+ *	when it was unmapped meanwhile) and ps_space_destroy() no library
+ *	lock is held.
  *	(Only if the space runs out of memory collecting unmapped frames may
  *	it run inside the page table's read-side section: S7 in lib/space.c.)
  * @ctx: handed to every hook.
@@ -553,11 +558,14 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  * pgtable.h's fault, plus: a missing page goes to the populate hook and is
  * retried once; a write that makes an entry writable first marks its frame
  * dirty (the dirty hook runs on a clean-to-dirty transition) and logs the
- * address, then makes the entry writable, all under the frame's LOCKED bit
- * and for the frame the entry maps under it (S3). A write the page table
- * refuses (PS_FAULT_WP, PS_FAULT_BAD_ACCESS) marks nothing.
+ * address, then makes the entry writable, all holding the frame (a
+ * reference and its LOCKED bit) and for the frame the entry maps under it
+ * (S3). A write the page table refuses (PS_FAULT_WP, PS_FAULT_BAD_ACCESS)
+ * marks nothing.
  * Context: any thread; the populate hook runs in it with no library lock
- * held, the dirty hook under the frame's LOCKED bit (S7).
+ * held, the dirty hook under the frame's LOCKED bit (S7), and the
+ * free_frame hook with no library lock held if the frame was unmapped
+ * while the fault held it (its release was the last reference).
  * Ordering: the page table's CAS (acquire and release); DIRTY (an acq_rel
  * RMW) is set before the CAS that makes the entry writable (S3).
  * Progress: lock-free for reads and for writes to a writable or non-present
@@ -565,7 +573,9 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  * bit (spin, then yield: blocking). The populate hook is the caller's.
  * Return: as ps_pgtable_fault(): PS_FAULT_OK, PS_FAULT_MISSING (no hook, or
  * the hook failed or left it missing), PS_FAULT_WP, ...; PS_FAULT_INVALID
- * also for an unaligned or out-of-space @addr.
+ * also for an unaligned or out-of-space @addr, and for a write whose frame
+ * is at the reference limit (PS_PAGE_REFS_MAX: the fault cannot hold it;
+ * nothing changed).
  */
 enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
 			     unsigned int access);
