@@ -5,7 +5,8 @@
  * helper use (ps__space_fault_in()). The space's rules: lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-space.c as S3)
+ * Protocol (cited by tests/test-space.c as S3; the fault's log order is
+ * S11's, lib/space-dirty.c)
  * ---------------------------------------------------------------------------
  *
  * S3  Dirty before writable. An entry becomes writable only through
@@ -25,11 +26,15 @@
  *     up, reads the entry again (a different frame there now: it lets go,
  *     which may free that frame, and starts again), has the page table
  *     classify the write without changing anything (PS_ACCESS_CHECK), marks the
- *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5) and
- *     logs the address, and only then makes exactly the entry it classified
- *     writable, by one CAS. No write fault lets the page table resolve a write
- *     on its own: the entry may have changed since it was looked at (mapped
- *     meanwhile, write-protected by write-back). Write-back
+ *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5), and
+ *     only then makes exactly the entry it classified writable, by one CAS;
+ *     it logs the address after that CAS, never before (S11: the log records
+ *     that writes may now go through the entry; logged before the CAS, a
+ *     harvest could take the mark before the entry became writable, and the
+ *     writes through it would be reported by no harvest). Dirty before
+ *     writable, logged after. No write fault lets the page table resolve a
+ *     write on its own: the entry may have changed since it was looked at
+ *     (mapped meanwhile, write-protected by write-back). Write-back
  *     (lib/space-writeback.c) takes the same bit around "write-protect the
  *     entry, then clear DIRTY", and reads the entry again under it, as the
  *     fault does: a frame unmapped and mapped elsewhere since write-back looked
@@ -87,25 +92,29 @@ static enum fault_step resolve_write(struct ps_space *s, uint64_t addr,
 }
 
 /*
- * A write the page table allows, to the entry of @frame at @addr, under
- * that frame's LOCKED bit (S3). The entry is read again here, with the page
- * table's classification (PS_ACCESS_CHECK: nothing changes). If it no
- * longer maps @frame, FAULT_AGAIN: the caller takes the new frame's lock.
- * Otherwise, for an entry that is not writable yet, the frame is marked
- * dirty (the dirty hook runs on the clean-to-dirty transition) and the
- * address logged first, and only then does exactly that entry become
+ * A write the page table allows, to the entry of @frame at @addr, holding
+ * that frame (a reference and its LOCKED bit, S3). The entry is read again
+ * here, with the page table's classification (PS_ACCESS_CHECK: nothing
+ * changes). If it no longer maps @frame, FAULT_AGAIN: the caller lets go
+ * and takes the new frame. Otherwise, for an entry that is not writable
+ * yet, the frame is marked dirty first (the dirty hook runs on the
+ * clean-to-dirty transition), and only then does exactly that entry become
  * ps_pte_resolve_write() of itself, by one CAS. So the hook has run before
  * any thread can write through the entry (seed 003), and the frame marked
  * is the frame made writable. A failed CAS (a fault moved accessed bits,
  * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks
  * again; if the write is refused then (WP, BAD_ACCESS), the frame stays
  * dirty: an over-report, never a lost write. FAULT_DONE: *@fr is the
- * answer.
+ * answer, and *@opened says whether this call's CAS made the entry
+ * writable: the caller then logs the address, after that CAS (S11 in
+ * lib/space-dirty.c), never before.
  */
 static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 					  unsigned int access, uint64_t frame,
-					  enum ps_fault *fr)
+					  enum ps_fault *fr, bool *opened)
 {
+	struct ps_page *p = &s->frames[frame];
+
 	for (;;) {
 		ps_pte_t e;
 
@@ -116,12 +125,17 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 		if (*fr != PS_FAULT_OK)
 			return FAULT_DONE; /* WP, BAD_ACCESS: no change */
 		FAILPOINT(FP_FAULT_RECHECKED, addr);
-		/* Writable already: made so under this lock, dirty (S3). */
-		if (!ps_pte_is_writable(e)) {
+		/*
+		 * Writable already: made so under this lock, dirty (S3). A
+		 * frame read DIRTY stays so while the fault holds it (only
+		 * write-back clears DIRTY, under LOCKED; a free, which the
+		 * reference excludes): the test spares the RMW.
+		 */
+		if (!ps_pte_is_writable(e) &&
+		    !ps_page_test_flags(p, PS_PAGE_DIRTY))
 			ps__space_mark_frame_dirty(s, frame);
-			ps__space_log_written(s, addr);
-		}
 		FAILPOINT(FP_FAULT_MARKED, addr);
+		*opened = !ps_pte_is_writable(e);
 		if (resolve_write(s, addr, e, fr) == FAULT_DONE)
 			return FAULT_DONE;
 	}
@@ -174,6 +188,7 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		return ps_pgtable_fault(s->pt, addr, access);
 	for (;;) {
 		enum fault_step step;
+		bool opened = false;
 		enum ps_fault fr;
 		struct ps_page *p;
 		ps_pte_t e;
@@ -208,11 +223,15 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		}
 		FAILPOINT(FP_FAULT_LOCKED, addr);
 		step = write_fault_locked(s, addr, access, ps_pte_frame(e),
-					  &fr);
+					  &fr, &opened);
 		if (ps_page_unlock_and_put(p)) /* unmapped meanwhile */
 			ps__space_frame_freed(s, ps_pte_frame(e));
-		if (step == FAULT_DONE)
-			return fr;
+		if (step != FAULT_DONE)
+			continue;
+		/* Logged after the CAS that made it writable (S11). */
+		if (fr == PS_FAULT_OK && opened)
+			ps__space_log_written(s, addr);
+		return fr;
 	}
 }
 

@@ -21,8 +21,10 @@
  *     fails on a frozen frame.
  *
  * A pin for write sets WRITE_PINNED in the pin's own CAS (S4,
- * lib/space-writeback.c) and logs the address (S6, S9); any other pin puts
- * the address in the write-back set after its fence (S9).
+ * lib/space-writeback.c) and logs the address (S6, S9) after its re-check
+ * found the entry writable: after the point from which the device may
+ * write (S11, lib/space-dirty.c); any other pin puts the address in the
+ * write-back set after its fence (S9).
  */
 #include <pagestate/space.h>
 

@@ -5,9 +5,10 @@
  * (back-out, all or nothing, write-protect, private frames), balloon
  * discard (pinned frames, frames another thread froze), write faults (dirty
  * before writable), the seed-003 secondary-map helper (exactly-once dirty
- * hook), dirty harvest (write pins, REARM, budget), write-back in both
+ * hook), dirty harvest (write pins, REARM re-arming every page it reports,
+ * budget), write-back in both
  * modes (no dirty frame escapes it), and stress for the races the
- * guarantees S1..S10 of the space's files are about (lib/space-impl.h says
+ * guarantees S1..S11 of the space's files are about (lib/space-impl.h says
  * which file states which). Failpoints and injected failures
  * (lib/failpoint.h: the space's files compiled with -DPS_TEST_FAILPOINTS)
  * put races and errors exactly where they hurt.
@@ -2311,6 +2312,157 @@ START_TEST(fp_mark_dirty_unmap_before_mark)
 }
 END_TEST
 
+/* --- issue 15: the next write after a harvest is seen ---------------------------------------- */
+
+static uint64_t harvest_all(uint64_t len, unsigned int flags, uint64_t *got,
+			    uint64_t max)
+{
+	uint64_t n;
+
+	ck_assert_int_eq(ps_space_harvest(sp, 0, len, flags, got, max, &n, NULL),
+			 0);
+	return n;
+}
+
+/*
+ * Regression (issue 15 #2): a re-arming harvest re-armed only async
+ * ranges. In a sync-registered or an unregistered range: write, harvest
+ * with REARM (reported; the entry stayed writable), write again (no
+ * fault: nothing marked), harvest: nothing. REARM re-arms every page it
+ * reports: uffd-wp in a sync range (the next write faults to the
+ * handler), WRITE cleared in an unregistered one (soft-dirty style: the
+ * next write faults on MAYWRITE && !WRITE); async pages as before.
+ */
+START_TEST(harvest_rearm_rearms_every_page)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct secmap m;
+	uint64_t got[8], n;
+
+	secmap_init(&m, 0, 8 * PG);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 60, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0); /* sync */
+	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, 2 * PG, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, 2 * PG), 0);
+	/* Pages 4..7 are not registered. Write 1 (sync), 2 (async), 5. */
+	for (uint64_t a = 1 * PG; a <= 5 * PG; a += a == 2 * PG ? 3 * PG : PG)
+		ck_assert_int_eq(ps_space_fault(sp, a, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(1 * PG)));
+	ck_assert(ps_pte_is_writable(entry(5 * PG)));
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 5 * PG, true,
+						&sec_secops, &m),
+			 0);
+	n = harvest_all(8 * PG, PS_HARVEST_REARM, got, 8);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(got[0], 1 * PG);
+	ck_assert_uint_eq(got[1], 2 * PG);
+	ck_assert_uint_eq(got[2], 5 * PG);
+	/* Re-armed, each as its range says; the secondary mapping torn down. */
+	ck_assert(ps_pte_uffd_wp(entry(1 * PG)));
+	ck_assert(!ps_pte_is_writable(entry(1 * PG)));
+	ck_assert(ps_pte_uffd_wp(entry(2 * PG)));
+	ck_assert(!ps_pte_uffd_wp(entry(5 * PG)));
+	ck_assert(!ps_pte_is_writable(entry(5 * PG)));
+	ck_assert(ps_pte_may_write(entry(5 * PG)));
+	ck_assert_uint_eq(atomic_load(&m.frame), UINT64_MAX);
+	/* The next writes fault, and are seen. */
+	ck_assert_int_eq(ps_space_fault(sp, 1 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_WP); /* the handler's */
+	ck_assert_int_eq(ps_space_fault(sp, 1 * PG, PS_ACCESS_WRITE |
+							PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	n = harvest_all(8 * PG, PS_HARVEST_REARM, got, 8);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(got[0], 1 * PG);
+	ck_assert_uint_eq(got[1], 2 * PG);
+	ck_assert_uint_eq(got[2], 5 * PG);
+	/* Nothing written since: nothing reported, nothing re-armed. */
+	ck_assert_uint_eq(harvest_all(8 * PG, PS_HARVEST_REARM, got, 8), 0);
+	/* A page left over by a budget is neither reported nor re-armed. */
+	ck_assert_int_eq(ps_space_fault(sp, 6 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(harvest_all(8 * PG, PS_HARVEST_REARM, got, 1), 1);
+	ck_assert_uint_eq(got[0], 6 * PG);
+	ck_assert(!ps_pte_is_writable(entry(6 * PG)));
+	ck_assert(ps_pte_is_writable(entry(7 * PG)));
+	ck_assert_uint_eq(harvest_all(8 * PG, PS_HARVEST_REARM, got, 8), 1);
+	ck_assert_uint_eq(got[0], 7 * PG);
+	ck_assert(!ps_pte_is_writable(entry(7 * PG)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	secmap_fini(&m);
+}
+END_TEST
+
+/*
+ * Regression (the soak's N1): harvest-then-protect lost a write. The write
+ * fault marked and logged, then made the entry it had classified
+ * writable by CAS. A harvest (plain, the user then protecting: the safe
+ * order) between the log and the CAS took the page's mark, and the
+ * protect changed nothing (the entry was still write-protected); the CAS
+ * then made the entry writable with no mark left, and the write through
+ * it was never reported. The fault logs after its CAS.
+ */
+static void harvest_then_protect(uint64_t addr)
+{
+	uint64_t got[4], n;
+
+	ck_assert_int_eq(ps_space_harvest(sp, addr, PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(ps_space_pgtable(sp), addr, PG), 0);
+}
+
+/* The same with an ABA: protected and unprotected (an identical entry). */
+static void harvest_then_protect_unprotect(uint64_t addr)
+{
+	harvest_then_protect(addr);
+	ck_assert_int_eq(ps_pgtable_unprotect(ps_space_pgtable(sp), addr, PG),
+			 0);
+}
+
+START_TEST(fp_fault_harvest_before_writable)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t got[4];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 70, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0); /* sync */
+	/* A write-protected page: the handler resolves the fault. */
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, PG), 0);
+	arm(FP_FAULT_MARKED, harvest_then_protect);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE |
+						       PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(harvest_all(2 * PG, 0, got, 4) == 1 &&
+				      got[0] == 0,
+			      "a writable entry whose write no harvest will "
+			      "report");
+	/* Unprotected, then protected and unprotected again meanwhile. */
+	arm(FP_FAULT_MARKED, harvest_then_protect_unprotect);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	if (ps_pte_is_writable(entry(PG)))
+		ck_assert_msg(harvest_all(2 * PG, 0, got, 4) == 1 &&
+				      got[0] == PG,
+			      "a writable entry whose write no harvest will "
+			      "report (ABA)");
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * PG), 0);
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -2745,6 +2897,11 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_fault_discard_before_mark);
 	tcase_add_test(tc, fp_fault_remap_before_writable);
 	tcase_add_test(tc, fp_mark_dirty_unmap_before_mark);
+
+	tc = ps_test_tcase(s, "the next write after a harvest (issue 15)", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, harvest_rearm_rearms_every_page);
+	tcase_add_test(tc, fp_fault_harvest_before_writable);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

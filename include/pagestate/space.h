@@ -74,17 +74,22 @@
  *     write, or ps_space_mark_dirty() the addresses. Writes through entries
  *     of a range registered for asynchronous write protection (pgtable.h)
  *     are tracked in the entries themselves, and a harvest with
- *     PS_HARVEST_REARM collects them too.
+ *     PS_HARVEST_REARM collects them too. A path that lets writes through
+ *     without a further fault (an entry made writable, a pin for write)
+ *     logs its address after it is open, never before (S11 in
+ *     lib/space-dirty.c), so a harvest that takes the mark comes after the
+ *     writes can start, and its re-arm ends the path: the next write
+ *     faults and is logged again.
  *
  * Dirty before writable (seed 003). A writable entry implies a dirty frame.
  * The write fault that makes an entry writable holds the frame (a reference,
  * so that it can be neither freed nor handed to another owner meanwhile)
  * and its LOCKED bit, and does this in order: read the entry again (if it
  * maps another frame now, let go and start again with that frame), mark
- * the frame dirty (the dirty
- * hook runs on the clean-to-dirty transition) and log the address, then
- * make exactly that entry writable. So the dirty hook has run before any
- * thread can write through the entry. Write-back takes the same bit around
+ * the frame dirty (the dirty hook runs on the clean-to-dirty transition),
+ * make exactly that entry writable, then log the address (dirty before
+ * writable, logged after). So the dirty hook has run before any thread can
+ * write through the entry. Write-back takes the same bit around
  * "write-protect, then clean" (Linux: folio lock, page_mkwrite,
  * clear_page_dirty_for_io). So a write that arrives during write-back faults
  * and dirties the frame again, and is never lost.
@@ -557,17 +562,19 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  *
  * pgtable.h's fault, plus: a missing page goes to the populate hook and is
  * retried once; a write that makes an entry writable first marks its frame
- * dirty (the dirty hook runs on a clean-to-dirty transition) and logs the
- * address, then makes the entry writable, all holding the frame (a
- * reference and its LOCKED bit) and for the frame the entry maps under it
- * (S3). A write the page table refuses (PS_FAULT_WP, PS_FAULT_BAD_ACCESS)
- * marks nothing.
+ * dirty (the dirty hook runs on a clean-to-dirty transition), then makes
+ * the entry writable, both holding the frame (a reference and its LOCKED
+ * bit) and for the frame the entry maps under it (S3), and then logs the
+ * address (S11: after the entry is writable, so that no harvest takes the
+ * mark before). A write the page table refuses (PS_FAULT_WP,
+ * PS_FAULT_BAD_ACCESS) marks nothing.
  * Context: any thread; the populate hook runs in it with no library lock
  * held, the dirty hook under the frame's LOCKED bit (S7), and the
  * free_frame hook with no library lock held if the frame was unmapped
  * while the fault held it (its release was the last reference).
  * Ordering: the page table's CAS (acquire and release); DIRTY (an acq_rel
- * RMW) is set before the CAS that makes the entry writable (S3).
+ * RMW) is set before the CAS that makes the entry writable (S3), and the
+ * log's bit (a release RMW) after it (S11).
  * Progress: lock-free for reads and for writes to a writable or non-present
  * entry; a write to a present, non-writable entry takes the frame's LOCKED
  * bit (spin, then yield: blocking). The populate hook is the caller's.
@@ -653,7 +660,7 @@ int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
 
 /* Harvest flags. */
-#define PS_HARVEST_REARM 0x1u /* also collect and re-protect entry writes */
+#define PS_HARVEST_REARM 0x1u /* re-arm what is reported (see below) */
 
 /**
  * ps_space_harvest() - return the dirty pages of [@start, @start + @len)
@@ -668,24 +675,51 @@ bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * @count: receives how many were written.
  * @resume: receives where to continue (@start + @len when complete).
  *
- * Reported: every address in the dirty log (software marks, the helper's
- * writes, write pins), and a page pinned for write always, even when its
- * mark is old (it stays logged until it is unpinned). With
- * PS_HARVEST_REARM: first the written entries of ranges registered for
- * async write protection are collected with the page table's
- * get-and-rearm scan (re-protected: the next write is seen), and secondary
- * mappings of every harvested page are invalidated (event SOFT_DIRTY), so
- * the next write through them is marked again.
+ * Reported: every address in the dirty log (write faults, software marks,
+ * the helper's writes, write pins), and a page pinned for write always,
+ * even when its mark is old (it stays logged until it is unpinned).
+ *
+ * PS_HARVEST_REARM: the next write to every page reported is seen. First
+ * the written entries of ranges registered for async write protection are
+ * collected with the page table's get-and-rearm scan (re-protected in the
+ * same step, per page). Then, after their marks are taken, the other
+ * pages reported are re-armed: in a range registered sync, write-protected
+ * (uffd-wp, as ps_pgtable_protect(): the next write faults with
+ * PS_FAULT_WP to the caller's handler); in an unregistered range, made
+ * read-only (WRITE cleared, MAYWRITE kept, soft-dirty style: the next
+ * write faults and is logged again). Last, the secondary mappings of every
+ * page reported are invalidated (event SOFT_DIRTY; it is also the TLB
+ * flush of the entries re-armed), so the next write through them is marked
+ * again. Pages beyond @max are neither reported nor re-armed: they stay
+ * logged for the next harvest. A page put back with ps_space_redirty()
+ * stays re-armed, and is reported again by the next harvest.
+ *
+ * REARM is the safe order, in one call: take the marks, then re-arm.
+ * Without it, a caller that re-arms itself must harvest first, then
+ * protect (or mprotect) what was reported; protect-then-harvest loses a
+ * write: a write fault between the two resolves the fresh protection
+ * (PS_ACCESS_RESOLVE_WP, or the entry is simply writable again), the
+ * harvest then takes its mark and reports the page, and nothing re-arms
+ * it after that, so the entry stays writable and the next write is never
+ * seen. Harvest-then-protect loses nothing: a write whose fault logs after
+ * the take is reported by the next harvest, one whose fault logged before
+ * it is in this one, and the protect after it ends the path (S11 in
+ * lib/space-dirty.c). Copy the reported pages after the harvest (and the
+ * caller's re-arm) returns.
  *
  * Cost: the number of dirty pages plus a small term per 128 MiB of range
  * (the log is a three-level bitmap), plus, with REARM, the page table's
- * scan of registered ranges.
+ * scan of registered ranges, a registration lookup per page reported, and
+ * a protect per run of sync pages or a compare-and-swap per unregistered
+ * writable page.
  * Context: any thread. With REARM it invalidates and takes the page table's
  * writer mutex: not from a notifier callback, nor holding a lock that a
  * callback takes, nor inside a read-side section.
  * Ordering: the dirty log's acquire (S6): what a marker wrote before its
  * mark happens before the harvest that reports it; with REARM, the page
- * table's get-and-rearm guarantee (G7 in lib/pgtable-scan.c).
+ * table's get-and-rearm guarantee (G7 in lib/pgtable-scan.c), and each
+ * re-arm is a seq_cst change of the entry after the take of its mark
+ * (S11).
  * Progress: lock-free without REARM; blocking with it.
  * Return: 0; -EINVAL (range, flags, @addrs or @count NULL, @max 0); with
  * REARM, the page-table scan's error (-ENOMEM; -ENOENT if the range is
