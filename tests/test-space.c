@@ -2784,6 +2784,251 @@ START_TEST(stress_harvest_never_loses)
 }
 END_TEST
 
+/*
+ * Issue 15 #2 and the soak's N1, under contention: a writer writes pages
+ * of an async, a sync and an unregistered part (resolving sync
+ * write-protect faults as a handler would; even pages are device writes,
+ * marked with ps_space_mark_dirty() after the write), one harvester runs
+ * re-arming harvests over everything, another plain harvests of the sync
+ * part followed by a protect of what it reported (harvest, then protect:
+ * the caller's safe order). Each copies what it reported after its
+ * re-arm. Checked: after a final re-arming harvest, every page's last
+ * write was copied (no write escaped every harvest).
+ */
+#define RA_PART 32
+#define RA_PAGES (3 * RA_PART) /* async, sync, unregistered */
+
+struct rearm_race {
+	_Atomic(uint64_t) version[RA_PAGES];
+	_Atomic(uint64_t) copied[RA_PAGES];
+	_Atomic(int) stop;
+	_Atomic(unsigned) bad_faults;
+	uint64_t iters;
+};
+
+static void rearm_copy(struct rearm_race *h, uint64_t addr)
+{
+	uint64_t p = addr / PG, v = atomic_load(&h->version[p]);
+	uint64_t old = atomic_load(&h->copied[p]);
+
+	while (old < v && !atomic_compare_exchange_weak(&h->copied[p], &old, v))
+		;
+}
+
+static void *rearm_writer(void *arg)
+{
+	struct rearm_race *h = arg;
+	struct ps_test_rng rng = ps_test_rng_new(47);
+
+	for (uint64_t i = 0; i < h->iters; i++) {
+		uint64_t page = ps_test_below(&rng, RA_PAGES);
+
+		if (!(page & 1)) {
+			atomic_fetch_add(&h->version[page], 1);
+			(void)ps_space_mark_dirty(sp, page * PG);
+			continue;
+		}
+		do {
+			enum ps_fault fr = ps_space_fault(sp, page * PG,
+							  PS_ACCESS_WRITE);
+
+			if (fr == PS_FAULT_WP) /* the sync handler's turn */
+				fr = ps_space_fault(sp, page * PG,
+						    PS_ACCESS_WRITE |
+							    PS_ACCESS_RESOLVE_WP);
+			if (fr != PS_FAULT_OK) {
+				atomic_fetch_add(&h->bad_faults, 1);
+				break;
+			}
+			atomic_fetch_add(&h->version[page], 1);
+			/* Still writable: the write went through it. */
+		} while (!ps_pte_is_writable(entry(page * PG)));
+	}
+	atomic_store(&h->stop, 1);
+	return NULL;
+}
+
+static void rearm_round(struct rearm_race *h)
+{
+	uint64_t got[16], n, resume = 0;
+
+	while (resume < RA_PAGES * PG) {
+		ck_assert_int_eq(ps_space_harvest(sp, resume,
+						  RA_PAGES * PG - resume,
+						  PS_HARVEST_REARM, got, 16,
+						  &n, &resume),
+				 0);
+		for (uint64_t k = 0; k < n; k++) /* copy after the harvest */
+			rearm_copy(h, got[k]);
+	}
+}
+
+static void *plain_harvester(void *arg)
+{
+	struct rearm_race *h = arg;
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	while (!atomic_load(&h->stop)) {
+		uint64_t got[8], n, resume = RA_PART * PG;
+
+		while (resume < 2 * RA_PART * PG) {
+			ck_assert_int_eq(ps_space_harvest(sp, resume,
+							  2 * RA_PART * PG -
+								  resume,
+							  0, got, 8, &n,
+							  &resume),
+					 0);
+			for (uint64_t k = 0; k < n; k++) /* then protect */
+				ck_assert_int_eq(ps_pgtable_protect(pt, got[k],
+								    PG),
+						 0);
+			for (uint64_t k = 0; k < n; k++) /* then copy */
+				rearm_copy(h, got[k]);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(stress_harvest_rearm_every_range)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct rearm_race *h = calloc(1, sizeof(*h));
+	uint64_t writes = 0;
+	pthread_t t[2];
+
+	ck_assert_ptr_nonnull(h);
+	h->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, RA_PAGES * PG, 0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, RA_PART * PG, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, RA_PART * PG, RA_PART * PG,
+					     0),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 2 * RA_PART * PG), 0);
+	ck_assert_int_eq(pthread_create(&t[0], NULL, rearm_writer, h), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, plain_harvester, h), 0);
+	while (!atomic_load(&h->stop))
+		rearm_round(h);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	rearm_round(h); /* the final one */
+	ck_assert_uint_eq(atomic_load(&h->bad_faults), 0);
+	for (int p = 0; p < RA_PAGES; p++) {
+		uint64_t v = atomic_load(&h->version[p]);
+
+		writes += v;
+		if (atomic_load(&h->copied[p]) != v)
+			ck_abort_msg("page %d (%s): version %llu written, "
+				     "%llu copied: a write was lost",
+				     p,
+				     p < RA_PART       ? "async"
+				     : p < 2 * RA_PART ? "sync"
+						       : "unregistered",
+				     (unsigned long long)v,
+				     (unsigned long long)atomic_load(
+					     &h->copied[p]));
+	}
+	ck_assert_uint_ge(writes, h->iters);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * RA_PART * PG), 0);
+	free(h);
+}
+END_TEST
+
+/*
+ * Issue 15 #1 under contention: a writer write-faults and mark_dirty()s the
+ * pages of a small range while a mapper unmaps, discards and maps them
+ * again, reusing a small pool of frames (a frame freed comes back soon, at
+ * the same address or another). Checked: no dirty hook ever finds its
+ * frame freed; at the end, with everything unmapped, no frame is LIVE,
+ * DIRTY or LOCKED, and a writable entry never sat on a clean frame.
+ */
+#define FR_PAGES 8
+#define FR_FRAMES 12
+#define FR_BASE 100
+
+struct fault_race {
+	_Atomic(int) stop;
+	_Atomic(unsigned) clean_writable;
+	uint64_t iters;
+};
+
+static void *fault_race_writer(void *arg)
+{
+	struct fault_race *r = arg;
+	struct ps_test_rng rng = ps_test_rng_new(53);
+
+	while (!atomic_load(&r->stop)) {
+		uint64_t a = ps_test_below(&rng, FR_PAGES) * PG;
+		ps_pte_t e;
+
+		if (ps_test_below(&rng, 4) == 0) {
+			(void)ps_space_mark_dirty(sp, a);
+			continue;
+		}
+		if (ps_space_fault(sp, a, PS_ACCESS_WRITE) != PS_FAULT_OK)
+			continue;
+		/* S3, sampled: writable implies dirty (a window remains, so
+		 * only a frame that is clean and still mapped writable there
+		 * after a re-read counts). */
+		e = entry(a);
+		if (ps_pte_is_writable(e) &&
+		    !ps_page_test_flags(pg(ps_pte_frame(e)), PS_PAGE_DIRTY) &&
+		    entry(a) == e && ps_page_is_live(pg(ps_pte_frame(e))) &&
+		    !ps_page_test_flags(pg(ps_pte_frame(e)), PS_PAGE_DIRTY))
+			atomic_fetch_add(&r->clean_writable, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_fault_holds_its_frame)
+{
+	struct fault_race r = {0};
+	struct ps_test_rng rng = ps_test_rng_new(59);
+	pthread_t t;
+
+	r.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	ck_assert_int_eq(pthread_create(&t, NULL, fault_race_writer, &r), 0);
+	for (uint64_t i = 0; i < r.iters; i++) {
+		uint64_t a = ps_test_below(&rng, FR_PAGES) * PG;
+		uint64_t f = FR_BASE + ps_test_below(&rng, FR_FRAMES);
+
+		switch (ps_test_below(&rng, 3)) {
+		case 0:
+			ck_assert_int_eq(ps_space_unmap(sp, a, PG, 0), 0);
+			break;
+		case 1:
+			ck_assert_int_eq(ps_space_discard(sp, a, PG, NULL, 0,
+							  NULL),
+					 0);
+			break;
+		default: /* a free frame, or an alias of a live one */
+			(void)ps_space_map(sp, a, f, PS_MAP_WRITE);
+			break;
+		}
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	ck_assert_msg(atomic_load(&seen.dirty_on_free) == 0,
+		      "%u dirty hooks ran for a freed frame",
+		      atomic_load(&seen.dirty_on_free));
+	ck_assert_msg(atomic_load(&r.clean_writable) == 0,
+		      "%u writable entries over a clean frame",
+		      atomic_load(&r.clean_writable));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, FR_PAGES * PG, 0), 0);
+	for (uint64_t f = FR_BASE; f < FR_BASE + FR_FRAMES; f++) {
+		ck_assert_msg(!ps_page_is_live(pg(f)), "frame %llu still held",
+			      (unsigned long long)f);
+		ck_assert_msg(!ps_page_test_flags(pg(f), PS_PAGE_DIRTY |
+								 PS_PAGE_LOCKED),
+			      "frame %llu free with %#llx",
+			      (unsigned long long)f,
+			      (unsigned long long)ps_page_flags(pg(f)));
+	}
+}
+END_TEST
+
 static Suite *space_suite(void)
 {
 	Suite *s = suite_create("space");
@@ -2909,6 +3154,8 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, stress_discard_never_drops_pinned);
 	tcase_add_test(tc, stress_dirty_hook_exactly_once);
 	tcase_add_test(tc, stress_harvest_never_loses);
+	tcase_add_test(tc, stress_harvest_rearm_every_range);
+	tcase_add_test(tc, stress_fault_holds_its_frame);
 	return s;
 }
 
