@@ -139,24 +139,24 @@ static uint64_t frame_at(struct ps_space *s, uint64_t addr)
  * ordered before the unmap, on the same lifetime (the reference keeps that
  * put from being the last).
  */
-bool ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
+enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 {
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
-		return false;
+		return PS_SPACE_MARK_INVALID;
 	for (;;) {
 		uint64_t frame = frame_at(s, addr), w;
 		struct ps_page *p;
 		bool made;
 
 		if (frame == UINT64_MAX)
-			return false; /* nothing mapped: nothing to mark */
+			return PS_SPACE_MARK_UNMAPPED; /* nothing to mark */
 		FAILPOINT(FP_MARK_LOOKED_UP, addr);
 		p = &s->frames[frame];
 		if (!ps_page_try_get(p)) {
 			w = ps_page_load(p);
 			if ((w & PS_PAGE_LIVE) &&
 			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
-				return false;
+				return PS_SPACE_MARK_OVERFLOW;
 			if (w & PS_PAGE_FROZEN)
 				sched_yield(); /* a freezer holds it (S8) */
 			continue; /* freed or frozen: look again */
@@ -168,7 +168,7 @@ bool ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 		made = ps__space_mark_frame_dirty(s, frame);
 		ps__space_log_written(s, addr);
 		ps__space_frame_put(s, frame);
-		return made;
+		return made ? PS_SPACE_MARK_DIRTIED : PS_SPACE_MARK_WAS_DIRTY;
 	}
 }
 

@@ -178,6 +178,8 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 			ps_pgtable_read_unlock();
 			/* All or nothing: release every pin taken. */
 			ps_space_unpin(s, frames_out, i, false);
+			/* Errors say where: the page that stopped the call. */
+			frames_out[0] = i << PAGE_SHIFT;
 			return rc;
 		}
 	}

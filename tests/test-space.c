@@ -753,10 +753,14 @@ START_TEST(mark_dirty_and_harvest)
 
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 130, PS_MAP_WRITE),
 			 0);
-	ck_assert(ps_space_mark_dirty(sp, 5 * PG));
-	ck_assert(!ps_space_mark_dirty(sp, 5 * PG)); /* already dirty */
-	ck_assert(ps_space_mark_dirty(sp, 2 * PG));
-	ck_assert(!ps_space_mark_dirty(sp, 9 * PG)); /* nothing mapped */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 2 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 9 * PG),
+			 PS_SPACE_MARK_UNMAPPED);
 	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 2);
 	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 8, &n,
 					  &resume),
@@ -769,7 +773,8 @@ START_TEST(mark_dirty_and_harvest)
 			 0);
 	ck_assert_uint_eq(n, 0); /* cleared */
 	/* Marks again after a harvest, and a failed transfer put back. */
-	ck_assert(!ps_space_mark_dirty(sp, 5 * PG)); /* frame still dirty */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY); /* frame still dirty */
 	ck_assert_int_eq(ps_space_redirty(sp, (uint64_t[]){7 * PG}, 1), 0);
 	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 8, &n, NULL),
 			 0);
@@ -2290,7 +2295,7 @@ START_TEST(fp_mark_dirty_unmap_before_mark)
 
 	ck_assert_int_eq(ps_space_map(sp, 0, 53, PS_MAP_WRITE), 0);
 	arm(FP_MARK_LOOKED_UP, unmap_now);
-	ck_assert(!ps_space_mark_dirty(sp, 0)); /* nothing mapped (now) */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_UNMAPPED);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
 	ck_assert_uint_eq(atomic_load(&seen.dirty[53]), 0);
@@ -2302,7 +2307,7 @@ START_TEST(fp_mark_dirty_unmap_before_mark)
 	/* Unmapped and reused at another address meanwhile. */
 	ck_assert_int_eq(ps_space_map(sp, PG, 54, PS_MAP_WRITE), 0);
 	arm(FP_MARK_LOOKED_UP, unmap_and_reuse);
-	ck_assert(!ps_space_mark_dirty(sp, PG));
+	ck_assert_int_eq(ps_space_mark_dirty(sp, PG), PS_SPACE_MARK_UNMAPPED);
 	disarm();
 	ck_assert_uint_eq(atomic_load(&seen.dirty[54]), 0);
 	ck_assert(!ps_page_test_flags(pg(54), PS_PAGE_DIRTY));
@@ -2460,6 +2465,96 @@ START_TEST(fp_fault_harvest_before_writable)
 			      "a writable entry whose write no harvest will "
 			      "report (ABA)");
 	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * PG), 0);
+}
+END_TEST
+
+/* --- issue 15 #12: errors say what failed ---------------------------------------------------- */
+
+/*
+ * Regression (issue 15 #12): ps_space_pin_range() said -EAGAIN for a sync
+ * write-protected page without saying which one, so a caller resolved
+ * every page of the range. On an error that concerns a page, frames_out[0]
+ * holds that page's offset from @start.
+ */
+START_TEST(pin_range_error_says_where)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t f[4];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 80, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
+	/* Page 2 is write-protected: resolve it, and only it. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, PS_PIN_WRITE, f),
+			 -EAGAIN);
+	ck_assert_uint_eq(f[0], 2 * PG);
+	ck_assert(!ps_page_is_pinned(pg(80)) && !ps_page_is_pinned(pg(81)));
+	ck_assert_int_eq(ps_space_fault(sp, f[0], PS_ACCESS_WRITE |
+							  PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, PS_PIN_WRITE, f),
+			 0);
+	ps_space_unpin(sp, f, 3, false);
+	/* From another start: the offset is from it. */
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, 2 * PG, PS_PIN_WRITE, f),
+			 -EAGAIN);
+	ck_assert_uint_eq(f[0], PG);
+	/* Page 3 is missing (no populate hook): -EFAULT there. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 4 * PG, 0, f), -EFAULT);
+	ck_assert_uint_eq(f[0], 3 * PG);
+	/* A private frame without PS_PIN_PRIVATE: -EPERM there. */
+	ps_page_set_flags(pg(81), PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, 0, f), -EPERM);
+	ck_assert_uint_eq(f[0], PG);
+	ps_page_clear_flags(pg(81), PS_PAGE_PRIVATE);
+	/* Bad arguments concern no page: frames_out is not written. */
+	f[0] = 12345;
+	ck_assert_int_eq(ps_space_pin_range(sp, 1, PG, 0, f), -EINVAL);
+	ck_assert_uint_eq(f[0], 12345);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+/*
+ * Regression (issue 15 #12): ps_space_mark_dirty() returned false both
+ * for "already dirty" (logged) and for "nothing mapped" (nothing done).
+ * One outcome each.
+ */
+START_TEST(mark_dirty_outcomes)
+{
+	uint64_t got[4], n;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 90, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[90]), 1);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, PG), PS_SPACE_MARK_UNMAPPED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 1), PS_SPACE_MARK_INVALID);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, SPACE_SIZE),
+			 PS_SPACE_MARK_INVALID);
+	/* A frame outside the space's array: not the space's to mark. */
+	ck_assert_int_eq(ps_pgtable_set(ps_space_pgtable(sp), 2 * PG,
+					ps_pte_mk_present(NFRAMES, 0), NULL),
+			 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 2 * PG),
+			 PS_SPACE_MARK_UNMAPPED);
+	ck_assert_int_eq(ps_pgtable_set(ps_space_pgtable(sp), 2 * PG,
+					PS_PTE_NONE, NULL),
+			 0);
+	/* At the reference limit it cannot hold the frame: nothing done. */
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 91, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_page_get_many(pg(91), PS_PAGE_REFS_MAX - 1), 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
+			 PS_SPACE_MARK_OVERFLOW);
+	ck_assert(!ps_page_test_flags(pg(91), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_put_many(pg(91), PS_PAGE_REFS_MAX - 1));
+	/* Logged: the two marks of page 0 only. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0);
 }
 END_TEST
 
@@ -3147,6 +3242,11 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, harvest_rearm_rearms_every_page);
 	tcase_add_test(tc, fp_fault_harvest_before_writable);
+
+	tc = ps_test_tcase(s, "errors say what failed (issue 15)", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, pin_range_error_says_where);
+	tcase_add_test(tc, mark_dirty_outcomes);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

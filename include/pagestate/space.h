@@ -407,7 +407,11 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
  * @flags: PS_PIN_*.
- * @frames_out: receives one frame number per page (len / 4096 entries).
+ * @frames_out: receives one frame number per page (len / 4096 entries);
+ *	on an error that concerns a page (all but -EINVAL), @frames_out[0]
+ *	receives instead the byte offset from @start of the page that
+ *	stopped the call (the pins are released, so the array holds no
+ *	frames then): the page to resolve or populate.
  *
  * For each page: read the entry; a missing page goes to the populate hook
  * (or fails with -EFAULT); a write pin on a write-protected page resolves it
@@ -436,12 +440,15 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * runs between changing an entry and reading the frame's pins, and with
  * discard's freeze (one RMW on the same word).
  * Progress: lock-free otherwise.
- * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL);
- * -EFAULT (missing without a hook, guard or bad access); -EAGAIN (sync
- * write-protect fault: the first page whose entry is write-protected;
- * resolve it and retry); -EHWPOISON (poisoned); -EPERM (a private frame
- * without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); a populate
- * hook's error. Dirty marks and logged addresses made on the way stay.
+ * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL:
+ * @frames_out is not written); -EFAULT (missing without a hook, guard or
+ * bad access); -EAGAIN (sync write-protect fault: the first page whose
+ * entry is write-protected, at @frames_out[0]; resolve it, e.g.
+ * ps_space_fault() with PS_ACCESS_RESOLVE_WP, and retry); -EHWPOISON
+ * (poisoned); -EPERM (a private frame without PS_PIN_PRIVATE); -EOVERFLOW
+ * (pin or reference limit); a populate hook's error. For each of those,
+ * @frames_out[0] is the offset of the page concerned. Dirty marks and
+ * logged addresses made on the way stay.
  */
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
@@ -645,19 +652,53 @@ int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 /* --- dirty tracking ----------------------------------------------------------------- */
 
 /**
+ * enum ps_space_mark - what ps_space_mark_dirty() did.
+ * @PS_SPACE_MARK_DIRTIED: the frame was clean: this call made it dirty
+ *	(the dirty hook ran) and logged the address.
+ * @PS_SPACE_MARK_WAS_DIRTY: the frame was dirty already (its clean-to-dirty
+ *	transition was another call's, and so was the hook): the address was
+ *	logged.
+ * @PS_SPACE_MARK_UNMAPPED: no frame of the space is mapped at the address
+ *	(none, a marker, a swap entry, or a frame at or above nframes):
+ *	nothing was marked or logged.
+ * @PS_SPACE_MARK_OVERFLOW: the frame mapped there is at the reference
+ *	limit (PS_PAGE_REFS_MAX): the call cannot hold it while it marks, and
+ *	did nothing. Retry once references are dropped.
+ * @PS_SPACE_MARK_INVALID: the address is unaligned or outside the space:
+ *	nothing was done.
+ *
+ * The first two mean the write is recorded (for write-back and the dirty
+ * log); the others that it is not.
+ */
+enum ps_space_mark {
+	PS_SPACE_MARK_DIRTIED = 0,
+	PS_SPACE_MARK_WAS_DIRTY = 1,
+	PS_SPACE_MARK_UNMAPPED = 2,
+	PS_SPACE_MARK_OVERFLOW = 3,
+	PS_SPACE_MARK_INVALID = 4,
+};
+
+/**
  * ps_space_mark_dirty() - the frame at @addr was written (by software or a
  * device the space cannot see): mark it dirty and log @addr.
  * @space: the space.
- * @addr: the page (aligned; anything else returns false).
+ * @addr: the page (aligned, inside the space).
  *
- * Context: any thread; the dirty hook runs in it, with no library lock held.
- * Progress: lock-free. Ordering: release (the caller's write happens before
- * the harvest or write-back that reports it).
- * Return: true if this call made the frame's clean-to-dirty transition (the
- * dirty hook ran); false if it was dirty already or nothing is mapped at
- * @addr (then nothing is logged).
+ * The frame mapped at @addr is held while it is marked (a reference, then
+ * the entry read again: a frame unmapped meanwhile is let go and the page
+ * looked at again), so the dirty hook never runs for a frame already freed
+ * or handed to another address (S5 in lib/space-dirty.c). The address is
+ * logged after the mark.
+ * Context: any thread; the dirty hook runs in it, with no library lock
+ * held, and so may the free_frame hook (if the frame was unmapped while
+ * this call held it, its release is the last reference).
+ * Progress: lock-free; it looks again only when the entry or the frame
+ * changed, and waits (yields) while the frame is frozen (a conversion, a
+ * cache-mode change, a discard). Ordering: release (the caller's write
+ * happens before the harvest or write-back that reports it).
+ * Return: one of enum ps_space_mark.
  */
-bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
+enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
 
 /* Harvest flags. */
 #define PS_HARVEST_REARM 0x1u /* re-arm what is reported (see below) */

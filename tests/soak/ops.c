@@ -243,15 +243,28 @@ static void op_pin(struct thr *t)
 	if (lt)
 		atomic_fetch_add(&g.lt_inflight, 1);
 	rc = ps_space_pin_range(g.sp, pg.addr, len, pg.flags, pg.frames);
-	if (rc == -EAGAIN && (pg.flags & PS_PIN_WRITE)) {
+	for (uint64_t k = 0; rc == -EAGAIN && (pg.flags & PS_PIN_WRITE) &&
+			     k < pg.n;
+	     k++) {
 		/*
-		 * A sync write-protected page, but which one? (issue 15 #12:
-		 * the error does not say). Resolve them all and retry once.
+		 * A sync write-protected page: the error says which
+		 * (frames[0], its offset). Resolve it and retry, once per
+		 * page at most.
 		 */
+		uint64_t off = pg.frames[0];
+
+		if (off >= len || off % PG) {
+			violation("(b) pin: -EAGAIN says no page", 0, pg.addr,
+				  UINT64_MAX,
+				  "ps_space_pin_range(%#" PRIx64 ", %" PRIu64
+				  " pages) = -EAGAIN with frames[0] = %#" PRIx64
+				  ", not the offset of a page of the range",
+				  pg.addr, pg.n, off);
+			break;
+		}
 		op_phase(t, "resolve wp for a pin");
 		fault_lock();
-		for (uint64_t k = 0; k < pg.n; k++)
-			(void)resolve_wp_write(pg.addr + k * PG);
+		(void)resolve_wp_write(pg.addr + off);
 		fault_unlock();
 		op_phase(t, "pin_range again");
 		rc = ps_space_pin_range(g.sp, pg.addr, len, pg.flags,
@@ -969,13 +982,18 @@ static void op_cache(struct thr *t)
 static void op_markdirty(struct thr *t)
 {
 	uint64_t addr = pick_addr(t, pick_region(t));
-	bool made;
+	enum ps_space_mark m;
 
 	op_begin(t, OP_MARKDIRTY, addr, "mark_dirty");
 	probe(t, addr);
-	made = ps_space_mark_dirty(g.sp, addr);
+	m = ps_space_mark_dirty(g.sp, addr);
 	t->probing = false;
-	op_end(t, OP_MARKDIRTY, addr, t->probe_frame, made, 0);
+	if (m == PS_SPACE_MARK_INVALID || m == PS_SPACE_MARK_OVERFLOW)
+		violation("(b) mark_dirty", 0, addr, t->probe_frame,
+			  "ps_space_mark_dirty(%#" PRIx64 ") = %d: an aligned "
+			  "address of the space, far below the reference limit",
+			  addr, (int)m);
+	op_end(t, OP_MARKDIRTY, addr, t->probe_frame, (uint64_t)m, 0);
 }
 
 static int prot_hook_check(void *ctx, struct ps_space *space, uint64_t addr,
