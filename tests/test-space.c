@@ -1831,6 +1831,54 @@ START_TEST(map_range_nomem_keeps_wp_markers)
 }
 END_TEST
 
+/*
+ * Regression (issue 15): a failed map's rollback turned every entry it took
+ * back into none (or a UFFD_WP marker). Over a WRITTEN marker (what a zap
+ * of a written page leaves in an async range, not yet reported), that
+ * dropped the written page: the next scan for written pages missed it. An
+ * async range's page comes back as the WRITTEN marker (what a zap of the
+ * written page the map installed would leave too), a protected one as its
+ * UFFD_WP marker, any other page as none.
+ */
+START_TEST(map_range_nomem_keeps_written_markers)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct ps_pgtable_region reg[4];
+	struct ps_pgtable_scan q;
+	const ps_pte_t written = ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 30, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, PS_UNMAP_ZAP), 0);
+	ck_assert_uint_eq(entry(0), written);
+	/* The map over it fails after installing its page: taken back. */
+	ck_assert_int_eq(map_range_failing(0, PG, 31, 0, PG), -ENOMEM);
+	ck_assert_msg(entry(0) == written,
+		      "the failed map dropped a WRITTEN marker (entry %#llx)",
+		      (unsigned long long)entry(0));
+	ck_assert_uint_eq(ps_page_refs(pg(31)), 0);
+	/* Page 1 was none: the map's written page comes back as a zap of
+	 * it would leave it (reported once, never lost). */
+	ck_assert_int_eq(map_range_failing(PG, PG, 32, PG, PG), -ENOMEM);
+	ck_assert_uint_eq(entry(PG), written);
+	/* The next scan for written pages reports both, once. */
+	memset(&q, 0, sizeof(q));
+	q.start = 0;
+	q.end = 2 * PG;
+	q.flags = PS_SCAN_WP_MATCHING;
+	q.category_mask = PS_CAT_WRITTEN;
+	q.return_mask = PS_CAT_WRITTEN;
+	q.vec = reg;
+	q.vec_len = 4;
+	ck_assert_int_eq(ps_pgtable_scan(pt, &q), 1);
+	ck_assert_uint_eq(reg[0].start, 0);
+	ck_assert_uint_eq(reg[0].end, 2 * PG);
+	ck_assert_int_eq(ps_pgtable_scan(pt, &q), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * PG), 0);
+}
+END_TEST
+
 /* --- regressions: write-back, write pins, discard's give-back, map_range ------------- */
 
 /*
@@ -3220,6 +3268,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, map_range_nomem_takes_back_the_failed_run);
 	tcase_add_test(tc, map_range_nomem_after_mapped_runs);
 	tcase_add_test(tc, map_range_nomem_keeps_wp_markers);
+	tcase_add_test(tc, map_range_nomem_keeps_written_markers);
 
 	tc = ps_test_tcase(s, "review regressions", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
