@@ -2606,6 +2606,38 @@ START_TEST(mark_dirty_outcomes)
 }
 END_TEST
 
+/*
+ * A write fault holds the frame it marks (#1): at the reference limit it
+ * cannot, and changes nothing (PS_FAULT_INVALID; a pin's fault-in says
+ * -EOVERFLOW, at the page). One below the limit it works.
+ */
+START_TEST(write_fault_at_reference_limit)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, PG, 92, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_page_get_many(pg(92), PS_PAGE_REFS_MAX - 1), 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE),
+			 PS_FAULT_INVALID);
+	ck_assert(!ps_pte_is_writable(entry(PG)));
+	ck_assert(!ps_page_test_flags(pg(92), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert_uint_eq(ps_page_refs(pg(92)), PS_PAGE_REFS_MAX);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * PG, PS_PIN_WRITE, &f),
+			 -EFAULT); /* page 0 is missing */
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_WRITE, &f),
+			 -EOVERFLOW);
+	ck_assert_uint_eq(f, 0);
+	/* A read fault takes no reference: fine at the limit. */
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_READ), PS_FAULT_OK);
+	ck_assert(!ps_page_put(pg(92)));
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[92]), 1);
+	ck_assert_uint_eq(ps_page_refs(pg(92)), PS_PAGE_REFS_MAX - 1);
+	ck_assert(!ps_page_put_many(pg(92), PS_PAGE_REFS_MAX - 2));
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -3296,6 +3328,7 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, pin_range_error_says_where);
 	tcase_add_test(tc, mark_dirty_outcomes);
+	tcase_add_test(tc, write_fault_at_reference_limit);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
