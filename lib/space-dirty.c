@@ -159,7 +159,7 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 				return PS_SPACE_MARK_OVERFLOW;
 			if (w & PS_PAGE_FROZEN)
 				sched_yield(); /* a freezer holds it (S8) */
-			continue; /* freed or frozen: look again */
+			continue;	       /* freed or frozen: look again */
 		}
 		if (frame_at(s, addr) != frame) {
 			ps__space_frame_put(s, frame); /* may free it (S7) */
@@ -383,8 +383,8 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	}
 	ps_pgtable_read_lock();
 	(void)ps__hbm_harvest(&s->log, ps__space_page_index(start),
-			      ps__space_page_index(len),
-			      harvest_visit, &h, &resume_bit);
+			      ps__space_page_index(len), harvest_visit, &h,
+			      &resume_bit);
 	ps_pgtable_read_unlock();
 	if (flags & PS_HARVEST_REARM) {
 		rearm_reported(s, addrs, h.n);

@@ -193,8 +193,8 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		struct ps_page *p;
 		ps_pte_t e;
 
-		fr = ps_pgtable_fault_pte(s->pt, addr,
-					  access | PS_ACCESS_CHECK, &e);
+		fr = ps_pgtable_fault_pte(s->pt, addr, access | PS_ACCESS_CHECK,
+					  &e);
 		if (fr == PS_FAULT_INVALID)
 			return fr;
 		FAILPOINT(FP_FAULT_CHECKED, addr);
@@ -222,8 +222,8 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 			return PS_FAULT_INVALID;
 		}
 		FAILPOINT(FP_FAULT_LOCKED, addr);
-		step = write_fault_locked(s, addr, access, ps_pte_frame(e),
-					  &fr, &opened);
+		step = write_fault_locked(s, addr, access, ps_pte_frame(e), &fr,
+					  &opened);
 		if (ps_page_unlock_and_put(p)) /* unmapped meanwhile */
 			ps__space_frame_freed(s, ps_pte_frame(e));
 		if (step != FAULT_DONE)

@@ -344,7 +344,8 @@ START_TEST(map_range_all_or_nothing)
 	ck_assert_int_eq(ps_page_init(pg(30), 1), 0);
 	ck_assert_int_eq(ps_page_init(pg(32), 1), 0);
 	ck_assert(ps_page_freeze(pg(32), 1));
-	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 3 * PG, 30, 0), -EBUSY);
+	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 3 * PG, 30, 0),
+			 -EBUSY);
 	ck_assert_uint_eq(ps_page_refs(pg(30)), 1);
 	ck_assert_int_eq(ps_page_unfreeze(pg(32), 1), 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
@@ -418,8 +419,8 @@ START_TEST(write_pin_makes_writable_and_dirty)
 	ck_assert(!ps_pte_is_writable(entry(0)));
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &f), 0);
 	ck_assert(ps_pte_is_writable(entry(0)));
-	ck_assert(ps_page_test_flags(pg(40), PS_PAGE_DIRTY |
-						     PS_PAGE_WRITE_PINNED));
+	ck_assert(ps_page_test_flags(pg(40),
+				     PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
 	/* Unpin dirty: already dirty, no second hook. */
 	ps_space_unpin(sp, &f, 1, true);
@@ -532,8 +533,7 @@ START_TEST(discard_skips_pinned)
 			 0);
 	e2 = entry(2 * PG);
 	e5 = entry(5 * PG);
-	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 4,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 4, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], 2 * PG, 82, PS_DISCARD_PINNED);
@@ -546,8 +546,7 @@ START_TEST(discard_skips_pinned)
 	/* Too little room: the count is still complete, and only the room
 	 * is written. */
 	memset(skipped, 0xa5, sizeof(skipped));
-	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 1,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 1, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], 2 * PG, 82, PS_DISCARD_PINNED);
@@ -582,8 +581,7 @@ START_TEST(discard_reports_busy_and_frozen)
 	ck_assert_int_eq(ps_space_map(sp, 4 * PG, 113, 0), 0);
 	for (int i = 0; i < 4; i++)
 		before[i] = entry((uint64_t)i * PG);
-	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 4);
 	assert_skip(&skipped[0], 0, 110, PS_DISCARD_BUSY);
@@ -602,8 +600,7 @@ START_TEST(discard_reports_busy_and_frozen)
 	 * both mappings are. */
 	ck_assert_int_eq(ps_page_unfreeze(pg(112), 1), 0);
 	ck_assert(!ps_page_put(pg(110)));
-	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], PG, 111, PS_DISCARD_BUSY);
@@ -858,7 +855,7 @@ START_TEST(harvest_rearm_collects_cpu_writes)
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(got[0], 1 * PG);
 	ck_assert_uint_eq(got[1], 6 * PG);
-	ck_assert(ps_pte_uffd_wp(entry(6 * PG))); /* re-armed */
+	ck_assert(ps_pte_uffd_wp(entry(6 * PG)));	      /* re-armed */
 	ck_assert_uint_eq(atomic_load(&m.frame), UINT64_MAX); /* torn down */
 	ck_assert_int_eq(atomic_load(&m.last_event), PS_NOTIFIER_SOFT_DIRTY);
 	/* Nothing written since: an empty harvest. */
@@ -1431,8 +1428,8 @@ START_TEST(write_fault_dirty_before_writable)
 			 PS_FAULT_WP);
 	ck_assert_uint_eq(atomic_load(&seen.dirty[23]), 0);
 	ck_assert(!ps_pte_is_writable(entry(3 * PG)));
-	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE |
-							PS_ACCESS_RESOLVE_WP),
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_OK);
 	watch_end();
 	ck_assert(ps_pte_is_writable(entry(3 * PG)));
@@ -1569,8 +1566,10 @@ START_TEST(unpin_dirty_read_pin_is_written_back)
 		ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, modes[m],
 						    wb_write, &w, &st),
 				 0);
-		ck_assert_msg(w.n == 1, "mode %d: the dirty frame was not "
-					"written back", m);
+		ck_assert_msg(w.n == 1,
+			      "mode %d: the dirty frame was not "
+			      "written back",
+			      m);
 		ck_assert_uint_eq(w.addrs[0], addr);
 		ck_assert_uint_eq(st.written, 1);
 		ck_assert(!ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
@@ -1768,7 +1767,8 @@ START_TEST(map_range_nomem_takes_back_the_failed_run)
 	for (uint64_t f = 10; f < 18; f++) {
 		ck_assert_msg(ps_pte_is_none(entry((f - 10) * PG)),
 			      "page %u still mapped to a frame without its "
-			      "reference", (unsigned)(f - 10));
+			      "reference",
+			      (unsigned)(f - 10));
 		ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
 		ck_assert(!ps_page_is_live(pg(f)));
 	}
@@ -1790,8 +1790,7 @@ START_TEST(map_range_nomem_after_mapped_runs)
 	ps_page_change_flags(pg(14), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
 	ck_assert_int_eq(ps_page_init(pg(11), 1), 0); /* the owner's */
-	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 5 * PG, PG),
-			 -ENOMEM);
+	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 5 * PG, PG), -ENOMEM);
 	for (uint64_t f = 10; f < 18; f++) {
 		ck_assert(ps_pte_is_none(entry((f - 10) * PG)));
 		ck_assert_uint_eq(ps_page_refs(pg(f)), f == 11 ? 1 : 0);
@@ -1814,14 +1813,12 @@ START_TEST(map_range_nomem_keeps_wp_markers)
 	ps_page_change_flags(pg(22), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
 	/* Runs [0, 2), [2, 3), [3, 4); the last fails before installing. */
-	ck_assert_int_eq(map_range_failing(0, 4 * PG, 20, 3 * PG, 0),
-			 -ENOMEM);
+	ck_assert_int_eq(map_range_failing(0, 4 * PG, 20, 3 * PG, 0), -ENOMEM);
 	for (uint64_t k = 0; k < 4; k++) {
 		ps_pte_t e = entry(k * PG);
 
 		ck_assert_msg(ps_pte_is_marker(e) && ps_pte_uffd_wp(e),
-			      "page %u lost its write protection",
-			      (unsigned)k);
+			      "page %u lost its write protection", (unsigned)k);
 		ck_assert_uint_eq(ps_page_refs(pg(20 + k)), 0);
 	}
 	/* One run, half installed. */
@@ -1947,8 +1944,7 @@ static int wb_discard_during(void *ctx, uint64_t addr, uint64_t frame,
 
 	(void)ctx;
 	(void)pinned;
-	ck_assert_int_eq(ps_space_discard(sp, addr, PG, &skipped, 1,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, addr, PG, &skipped, 1, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 1);
 	assert_skip(&skipped, addr, frame, PS_DISCARD_BUSY);
@@ -2373,7 +2369,8 @@ static uint64_t harvest_all(uint64_t len, unsigned int flags, uint64_t *got,
 {
 	uint64_t n;
 
-	ck_assert_int_eq(ps_space_harvest(sp, 0, len, flags, got, max, &n, NULL),
+	ck_assert_int_eq(ps_space_harvest(sp, 0, len, flags, got, max, &n,
+					  NULL),
 			 0);
 	return n;
 }
@@ -2425,8 +2422,8 @@ START_TEST(harvest_rearm_rearms_every_page)
 	/* The next writes fault, and are seen. */
 	ck_assert_int_eq(ps_space_fault(sp, 1 * PG, PS_ACCESS_WRITE),
 			 PS_FAULT_WP); /* the handler's */
-	ck_assert_int_eq(ps_space_fault(sp, 1 * PG, PS_ACCESS_WRITE |
-							PS_ACCESS_RESOLVE_WP),
+	ck_assert_int_eq(ps_space_fault(sp, 1 * PG,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_OK);
 	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
 			 PS_FAULT_OK);
@@ -2493,8 +2490,8 @@ START_TEST(fp_fault_harvest_before_writable)
 	/* A write-protected page: the handler resolves the fault. */
 	ck_assert_int_eq(ps_pgtable_protect(pt, 0, PG), 0);
 	arm(FP_FAULT_MARKED, harvest_then_protect);
-	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE |
-						       PS_ACCESS_RESOLVE_WP),
+	ck_assert_int_eq(ps_space_fault(sp, 0,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_OK);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
@@ -2539,11 +2536,10 @@ START_TEST(pin_range_error_says_where)
 			 -EAGAIN);
 	ck_assert_uint_eq(f[0], 2 * PG);
 	ck_assert(!ps_page_is_pinned(pg(80)) && !ps_page_is_pinned(pg(81)));
-	ck_assert_int_eq(ps_space_fault(sp, f[0], PS_ACCESS_WRITE |
-							  PS_ACCESS_RESOLVE_WP),
+	ck_assert_int_eq(ps_space_fault(sp, f[0],
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_OK);
-	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, PS_PIN_WRITE, f),
-			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, PS_PIN_WRITE, f), 0);
 	ps_space_unpin(sp, f, 3, false);
 	/* From another start: the offset is from it. */
 	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
@@ -2913,8 +2909,8 @@ static void harvest_round(struct harvest_race *h)
 	while (resume < HV_PAGES * PG) {
 		ck_assert_int_eq(ps_space_harvest(sp, resume,
 						  HV_PAGES * PG - resume,
-						  PS_HARVEST_REARM, got, 64,
-						  &n, &resume),
+						  PS_HARVEST_REARM, got, 64, &n,
+						  &resume),
 				 0);
 		for (uint64_t k = 0; k < n; k++) /* copy after the harvest */
 			h->copied[got[k] / PG] =
@@ -2934,8 +2930,7 @@ START_TEST(stress_harvest_never_loses)
 	ck_assert_int_eq(ps_space_map_range(sp, 0, HV_PAGES * PG, 0,
 					    PS_MAP_WRITE),
 			 0);
-	ck_assert_int_eq(ps_pgtable_register(pt, 0, HV_PAGES * PG,
-					     PS_WP_ASYNC),
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, HV_PAGES * PG, PS_WP_ASYNC),
 			 0);
 	ck_assert_int_eq(ps_pgtable_protect(pt, 0, HV_PAGES * PG), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, harvest_writer, h), 0);
@@ -3009,9 +3004,9 @@ static void *rearm_writer(void *arg)
 							  PS_ACCESS_WRITE);
 
 			if (fr == PS_FAULT_WP) /* the sync handler's turn */
-				fr = ps_space_fault(sp, page * PG,
-						    PS_ACCESS_WRITE |
-							    PS_ACCESS_RESOLVE_WP);
+				fr = ps_space_fault(
+					sp, page * PG,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP);
 			if (fr != PS_FAULT_OK) {
 				atomic_fetch_add(&h->bad_faults, 1);
 				break;
@@ -3031,8 +3026,8 @@ static void rearm_round(struct rearm_race *h)
 	while (resume < RA_PAGES * PG) {
 		ck_assert_int_eq(ps_space_harvest(sp, resume,
 						  RA_PAGES * PG - resume,
-						  PS_HARVEST_REARM, got, 16,
-						  &n, &resume),
+						  PS_HARVEST_REARM, got, 16, &n,
+						  &resume),
 				 0);
 		for (uint64_t k = 0; k < n; k++) /* copy after the harvest */
 			rearm_copy(h, got[k]);
@@ -3079,8 +3074,7 @@ START_TEST(stress_harvest_rearm_every_range)
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, RA_PART * PG, PS_WP_ASYNC),
 			 0);
-	ck_assert_int_eq(ps_pgtable_register(pt, RA_PART * PG, RA_PART * PG,
-					     0),
+	ck_assert_int_eq(ps_pgtable_register(pt, RA_PART * PG, RA_PART * PG, 0),
 			 0);
 	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 2 * RA_PART * PG), 0);
 	ck_assert_int_eq(pthread_create(&t[0], NULL, rearm_writer, h), 0);
@@ -3103,8 +3097,8 @@ START_TEST(stress_harvest_rearm_every_range)
 				     : p < 2 * RA_PART ? "sync"
 						       : "unregistered",
 				     (unsigned long long)v,
-				     (unsigned long long)atomic_load(
-					     &h->copied[p]));
+				     (unsigned long long)
+					     atomic_load(&h->copied[p]));
 	}
 	ck_assert_uint_ge(writes, h->iters);
 	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * RA_PART * PG), 0);
@@ -3196,8 +3190,9 @@ START_TEST(stress_fault_holds_its_frame)
 	for (uint64_t f = FR_BASE; f < FR_BASE + FR_FRAMES; f++) {
 		ck_assert_msg(!ps_page_is_live(pg(f)), "frame %llu still held",
 			      (unsigned long long)f);
-		ck_assert_msg(!ps_page_test_flags(pg(f), PS_PAGE_DIRTY |
-								 PS_PAGE_LOCKED),
+		ck_assert_msg(!ps_page_test_flags(pg(f),
+						  PS_PAGE_DIRTY |
+							  PS_PAGE_LOCKED),
 			      "frame %llu free with %#llx",
 			      (unsigned long long)f,
 			      (unsigned long long)ps_page_flags(pg(f)));
