@@ -6,6 +6,7 @@
 #ifndef PAGESTATE_PAGESTATE_H
 #define PAGESTATE_PAGESTATE_H
 
+#include <pagestate/fork.h>
 #include <pagestate/notifier.h>
 #include <pagestate/page.h>
 #include <pagestate/prot.h>
