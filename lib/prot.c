@@ -278,6 +278,7 @@ int ps_space_set_prot_hooks(struct ps_space *s,
 		return -ENOMEM;
 	if (hooks)
 		n->h = *hooks;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	/* Relaxed: the writer mutex orders the setters. */
 	n->prev = atomic_load_explicit(&s->prot_hooks, memory_order_relaxed);
@@ -717,6 +718,7 @@ int ps_space_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		return -ENOMEM;
 	c.was_inacc = c.frozen + words;
 
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer); /* P1 */
 	c.hooks = hooks_of(s);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
@@ -976,6 +978,7 @@ int ps_space_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	if (!prot)
 		return -EOPNOTSUPP;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer); /* P1 */
 	if (!write) {
 		rc = ps_notifier_invalidate_start(&s->notifier, start, len,

@@ -12,6 +12,7 @@
 
 #include <pagestate/space.h>
 
+#include "fork.h"
 #include "hbitmap.h"
 
 #include <pthread.h>
@@ -37,6 +38,7 @@ struct ps_space {
 	size_t kmaps_bytes;
 	/* The protection hooks in force; older sets are kept until destroy. */
 	PS_ATOMIC(struct ps__prot_hooks_node *) prot_hooks;
+	uint64_t born; /* fork generation at creation (lib/fork.h) */
 };
 
 /* prot.c's part of ps_space_create() / ps_space_destroy(). */

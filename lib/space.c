@@ -353,16 +353,20 @@ PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 {
 	struct ps_space *s;
-	uint64_t npages;
+	uint64_t npages, born;
 	int rc;
 
 	if (!cfg || !out || !cfg->size || (cfg->size & (PAGE_SIZE - 1)) ||
 	    cfg->size > PS_PGTABLE_ADDR_END || !cfg->nframes ||
 	    cfg->nframes > PS_SPACE_NFRAMES_MAX)
 		return -EINVAL;
+	rc = ps__fork_born(&born);
+	if (rc)
+		return rc; /* -ECHILD: a child of a plain fork() */
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->born = born;
 	npages = cfg->size >> PAGE_SHIFT;
 	s->size = cfg->size;
 	s->nframes = cfg->nframes;
@@ -487,8 +491,8 @@ int ps_space_destroy(struct ps_space *s)
 {
 	struct ps_notifier_stats st;
 
-	if (!s)
-		return 0;
+	if (!s || ps__fork_inherited(s->born))
+		return 0; /* in a child, an inherited space is only forgotten */
 	ps_notifier_get_stats(&s->notifier, &st);
 	if (st.subscriptions)
 		return -EBUSY;
@@ -663,6 +667,7 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	taken = calloc(npages, sizeof(*taken));
 	if (!taken)
 		return -ENOMEM;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	/*
 	 * All or nothing, and nothing visible on failure. References first,
@@ -731,6 +736,7 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);
@@ -1272,6 +1278,7 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!range_ok(s, start, len) || (max_skipped && !skipped))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_CLEAR, 0);
@@ -1527,6 +1534,7 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	struct harvest_ctx h = {s, addrs, max, 0};
 	uint64_t resume_bit;
 
+	PS__FORK_CHECK(s->born, "space");
 	if (!range_ok(s, start, len) || !addrs || !max || !count ||
 	    (flags & ~PS_HARVEST_REARM))
 		return -EINVAL;
@@ -1748,6 +1756,7 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!range_ok(s, start, len) || !fn ||
 	    (mode != PS_WB_CLEAN && mode != PS_WB_INTEGRITY))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	memset(&c, 0, sizeof(c));
 	c.s = s;
 	c.mode = mode;
