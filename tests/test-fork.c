@@ -836,6 +836,12 @@ static void on_signal(int sig)
 	(void)sig;
 	if (ps_page_get(&sig_word) || ps_page_pin(&sig_word))
 		bad++;
+	/* WRITEBACK is the handler's: main must never see it set. */
+	if (ps_page_set_flags(&sig_word, PS_PAGE_WRITEBACK) & PS_PAGE_WRITEBACK)
+		bad++;
+	if (ps_page_trylock(&sig_word)) /* fails while main holds it */
+		ps_page_unlock(&sig_word);
+	ps_page_clear_flags(&sig_word, PS_PAGE_WRITEBACK);
 	ps_pgtable_read_lock(); /* nests in main's section, if any */
 	bad += check_region();
 	ps_pgtable_read_unlock();
@@ -908,6 +914,15 @@ START_TEST(signal_handler_page_ops_and_lookups)
 		for (int i = 0; i < 64; i++) {
 			ck_assert_int_eq(ps_page_get(&sig_word), 0);
 			ck_assert_int_eq(ps_page_pin(&sig_word), 0);
+			ps_page_lock(&sig_word);
+			ps_page_set_flags(&sig_word, PS_PAGE_DIRTY);
+			ck_assert_uint_eq(ps_page_flags(&sig_word) &
+						  (PS_PAGE_WRITEBACK |
+						   PS_PAGE_LOCKED |
+						   PS_PAGE_DIRTY),
+					  PS_PAGE_LOCKED | PS_PAGE_DIRTY);
+			ps_page_clear_flags(&sig_word, PS_PAGE_DIRTY);
+			ps_page_unlock(&sig_word);
 			ck_assert(!ps_page_unpin(&sig_word));
 			ck_assert(!ps_page_put(&sig_word));
 		}
@@ -932,6 +947,10 @@ START_TEST(signal_handler_page_ops_and_lookups)
 		      atomic_load(&sig_runs));
 	ck_assert_uint_eq(ps_page_refs(&sig_word), 1);
 	ck_assert_uint_eq(ps_page_pins(&sig_word), 0);
+	ck_assert_uint_eq(ps_page_flags(&sig_word) &
+				  (PS_PAGE_WRITEBACK | PS_PAGE_LOCKED |
+				   PS_PAGE_DIRTY),
+			  0);
 	ps_pgtable_destroy(sig_pt);
 }
 END_TEST
