@@ -662,10 +662,15 @@ END_TEST
 struct section_holder {
 	pthread_t th;
 	_Atomic(int) state; /* 0 starting, 1 inside, 2 leaving */
+	_Atomic(bool) enough;
 	double until;
 };
 
-/* Stay in a read-side section until @until; flag 2 before leaving it. */
+/*
+ * Stay in a read-side section until told or until @until, whichever comes
+ * first (never waiting for the forking thread without a bound); flag 2
+ * before leaving it.
+ */
 static void *hold_section(void *arg)
 {
 	struct section_holder *h = arg;
@@ -673,7 +678,7 @@ static void *hold_section(void *arg)
 	ps_pgtable_read_lock();
 	(void)ps_pgtable_lookup(w.pt, 0);
 	atomic_store(&h->state, 1);
-	while (now_s() < h->until)
+	while (now_s() < h->until && !atomic_load(&h->enough))
 		nap_ms(1);
 	atomic_store(&h->state, 2);
 	ps_pgtable_read_unlock();
@@ -690,7 +695,7 @@ static void *hold_section(void *arg)
 START_TEST(fork_inside_read_section)
 {
 	enum bracket b = _i ? BRACKETED : PLAIN;
-	struct section_holder h = {.until = now_s() + 2};
+	struct section_holder h = {.until = now_s() + kid_deadline()};
 	struct kid k;
 
 	ps__rcu_barrier(); /* no grace period pending: prepare waits for none */
@@ -700,6 +705,7 @@ START_TEST(fork_inside_read_section)
 	k = spawn(b, kid_after_discard, &b);
 	ck_assert_msg(atomic_load(&h.state) == 1,
 		      "the section ended before the fork: nothing was tested");
+	atomic_store(&h.enough, true);
 	expect_exit0(k, "fork inside a read-side section");
 	pthread_join(h.th, NULL);
 }
