@@ -105,7 +105,8 @@ static void say(const char *s)
 	}
 }
 
-void ps__fork_refuse(const char *fn, const char *why)
+/* Print "libpagestate: @fn: @why (...)" to stderr and abort(). */
+static _Noreturn PS_COLD void refuse(const char *fn, const char *why)
 {
 	say("libpagestate: ");
 	say(fn);
@@ -130,14 +131,14 @@ void ps__fork_refuse_inherited(const char *fn, const char *what)
 void ps__fork_rcu_check(const char *fn)
 {
 	if (PS_UNLIKELY(preparing))
-		ps__fork_refuse(fn, "called between ps_fork_prepare() and "
-				    "ps_fork_parent()/ps_fork_child(), which "
-				    "hold liburcu-bp's locks");
+		refuse(fn, "called between ps_fork_prepare() and "
+			   "ps_fork_parent()/ps_fork_child(), which hold "
+			   "liburcu-bp's locks");
 	if (PS_UNLIKELY(!rcu_is_ours()))
-		ps__fork_refuse(fn, "a grace period or deferred free in a "
-				    "child of fork() without ps_fork_prepare() "
-				    "and ps_fork_child(): liburcu-bp's state "
-				    "is still the parent's");
+		refuse(fn, "a grace period or deferred free in a child of "
+			   "fork() without ps_fork_prepare() and "
+			   "ps_fork_child(): liburcu-bp's state is still the "
+			   "parent's");
 }
 
 int ps_fork_prepare(void)
@@ -160,8 +161,7 @@ int ps_fork_prepare(void)
 void ps_fork_parent(void)
 {
 	if (!preparing)
-		ps__fork_refuse(__func__, "no ps_fork_prepare() pending in "
-					  "this thread");
+		refuse(__func__, "no ps_fork_prepare() pending in this thread");
 	urcu_bp_after_fork_parent(); /* F3: reverse order */
 	urcu_bp_call_rcu_after_fork_parent();
 	preparing = false;
@@ -170,8 +170,7 @@ void ps_fork_parent(void)
 void ps_fork_child(void)
 {
 	if (!preparing)
-		ps__fork_refuse(__func__, "no ps_fork_prepare() before this "
-					  "fork()");
+		refuse(__func__, "no ps_fork_prepare() before this fork()");
 	urcu_bp_after_fork_child(); /* F3: reverse order */
 	urcu_bp_call_rcu_after_fork_child();
 	preparing = false;

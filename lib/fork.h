@@ -54,11 +54,11 @@ static inline bool ps__fork_inherited(uint64_t born)
 						memory_order_relaxed) != born);
 }
 
-/* Print "libpagestate: @fn: @why (...)" to stderr and abort(). */
-_Noreturn PS_COLD void ps__fork_refuse(const char *fn, const char *why);
-
-/* Refuse to touch an inherited @what (a string: "space", "page table"). */
-PS_COLD _Noreturn void ps__fork_refuse_inherited(const char *fn,
+/*
+ * Print "libpagestate: @fn: this @what was created before fork() by a
+ * parent ..." to stderr and abort(). @what: "space", "page table", ...
+ */
+_Noreturn PS_COLD void ps__fork_refuse_inherited(const char *fn,
 						 const char *what);
 
 #define PS__FORK_CHECK(born, what)                               \

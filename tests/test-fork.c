@@ -70,7 +70,7 @@
 /* liburcu-bp 0.13: this thread's registry slot (urcu/static/urcu-bp.h). */
 extern _Thread_local void *urcu_bp_reader;
 
-/* --- time --------------------------------------------------------------------- */
+/* --- time ----------------------------------------------------------------- */
 
 static double now_s(void)
 {
@@ -94,7 +94,7 @@ static void nap_ms(long ms)
 	nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000}, NULL);
 }
 
-/* --- kids: forked children, waited for with a deadline ----------------------- */
+/* --- kids: forked children, waited for with a deadline -------------------- */
 
 enum bracket {
 	PLAIN,	   /* fork() alone */
@@ -203,7 +203,7 @@ static void expect_refusal(struct kid k, const char *fn, const char *words)
 		      "%s: the message does not name the rule: %s", fn, out);
 }
 
-/* --- the world: objects alive at the fork --------------------------------------- */
+/* --- the world: objects alive at the fork --------------------------------- */
 
 /*
  * Counters every process sees (MAP_SHARED). foreign: hooks and callbacks of
@@ -342,16 +342,16 @@ static void world_teardown(void)
 	munmap(sh, sizeof(*sh));
 }
 
-/* --- what a kid may do ------------------------------------------------------------ */
+/* --- what a kid may do ---------------------------------------------------- */
 
 /* Rule 2: forget everything inherited; nothing may block or run a hook. */
 static int kid_destroy_all(void *arg)
 {
 	(void)arg;
 	KID_CHECK(ps_space_destroy(w.bare) == 0); /* no free hook runs */
-	KID_CHECK(ps_space_destroy(w.space) == 0); /* despite its subscription */
+	KID_CHECK(ps_space_destroy(w.space) == 0); /* subscription or not */
 	ps_pgtable_destroy(w.pt);
-	KID_CHECK(ps_notifier_destroy(&w.n) == 0); /* despite its subscription */
+	KID_CHECK(ps_notifier_destroy(&w.n) == 0); /* subscription or not */
 	KID_CHECK(atomic_load(&sh->foreign) == 0);
 	return 0;
 }
@@ -411,7 +411,7 @@ static int kid_use_new_objects(void)
 	KID_CHECK(ps_pgtable_unregister(t, 0, 64 * PG) == 0); /* synchronize */
 	KID_CHECK(ps_pgtable_zap(t, 0, 8 * PG, PS_ZAP_UNMAP, NULL, NULL) == 0);
 	KID_CHECK(ps_pgtable_trim(t, 0, SPACE_SIZE) == 0); /* call_rcu */
-	ps_pgtable_destroy(t);				   /* rcu_barrier */
+	ps_pgtable_destroy(t); /* rcu_barrier */
 
 	KID_CHECK(ps_notifier_init(&n) == 0);
 	KID_CHECK(ps_interval_insert(&sub, &n, 0, PG, &ops, NULL) == 0);
@@ -464,7 +464,7 @@ static int kid_create_refused(void *arg)
 	return kid_destroy_all(NULL);
 }
 
-/* --- fork with objects alive --------------------------------------------------------- */
+/* --- fork with objects alive ---------------------------------------------- */
 
 /*
  * After a plain fork() the child can destroy everything it inherited,
@@ -563,7 +563,7 @@ START_TEST(inherited_use_is_refused)
 }
 END_TEST
 
-/* --- the bracket itself -------------------------------------------------------------- */
+/* --- the bracket itself --------------------------------------------------- */
 
 static int kid_parent_without_prepare(void *arg)
 {
@@ -607,7 +607,7 @@ START_TEST(bracket_misuse_is_refused)
 }
 END_TEST
 
-/* --- fork during long operations --------------------------------------------------- */
+/* --- fork during long operations ------------------------------------------ */
 
 static void *discard_main(void *arg)
 {
@@ -711,7 +711,7 @@ START_TEST(fork_inside_read_section)
 }
 END_TEST
 
-/* --- thread exit ----------------------------------------------------------------- */
+/* --- thread exit ---------------------------------------------------------- */
 
 struct slot_note {
 	pthread_t th;
@@ -809,7 +809,7 @@ START_TEST(thread_exit_inside_section_does_not_block_grace_periods)
 }
 END_TEST
 
-/* --- signals ------------------------------------------------------------------------ */
+/* --- signals -------------------------------------------------------------- */
 
 #define SIG_PAGES 64 /* the table region the handler looks up */
 
@@ -961,7 +961,7 @@ START_TEST(signal_handler_page_ops_and_lookups)
 }
 END_TEST
 
-/* --- stress: forks while every module is busy ------------------------------------- */
+/* --- stress: forks while every module is busy ----------------------------- */
 
 #define STORM_WORKERS 2
 #define STORM_SLOTS 8 /* addresses/frames per worker, from page 32 */
@@ -1032,7 +1032,7 @@ START_TEST(stress_fork_while_busy)
 }
 END_TEST
 
-/* --- the uffd bridge ---------------------------------------------------------------- */
+/* --- the uffd bridge ------------------------------------------------------ */
 
 #ifdef PS_TEST_UFFD
 #define UNP 16			    /* pages attached */
@@ -1322,8 +1322,8 @@ static int uffd_skip(void)
 		if (!rc)
 			rc = ps_uffd_probe(PS_UFFD_ASYNC, &why);
 		if (rc) {
-			printf("skip: userfaultfd bridge unavailable: %s (%s)\n",
-			       why ? why : "?", strerror(-rc));
+			printf("skip: userfaultfd bridge unavailable: "
+			       "%s (%s)\n", why ? why : "?", strerror(-rc));
 			return 77;
 		}
 		return 0;
