@@ -29,7 +29,8 @@
  *      PS_SCAN_WP_MATCHING, ps_space_page() / _pgtable() / _notifier(),
  *      the page words' read accessors and the *_stats() functions. They
  *      see the state at the fork, including work other threads had half
- *      done.
+ *      done. This allocates in the child: the process's malloc() must
+ *      survive fork() in a multi-threaded process, as glibc's does.
  *   4. Nothing else may touch an inherited object. A call that would take
  *      its mutex, wait for its in-flight work, run its hooks over a range,
  *      or reach the parent through a descriptor aborts the child with a
