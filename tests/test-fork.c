@@ -1262,6 +1262,44 @@ START_TEST(uffd_inherited_use_is_refused)
 }
 END_TEST
 
+/* The open descriptors of this process, as a bitmap of the first 1024. */
+static void open_fds(uint64_t set[16])
+{
+	memset(set, 0, 16 * sizeof(set[0]));
+	for (int fd = 0; fd < 1024; fd++)
+		if (fcntl(fd, F_GETFD) >= 0)
+			set[fd / 64] |= UINT64_C(1) << (fd % 64);
+}
+
+/*
+ * Rule 1: every descriptor an attachment opens (the userfaultfd, the
+ * pagemap for async, the eventfd of the handler thread) is close-on-exec,
+ * so a helper that execs inherits none.
+ */
+START_TEST(uffd_descriptors_close_on_exec)
+{
+	uint64_t before[16], after[16];
+	unsigned int opened = 0;
+
+	open_fds(before);
+	uffd_attach(uffd_modes[_i]);
+	close(uf.pagemap); /* the test's own */
+	open_fds(after);
+	for (int fd = 0; fd < 1024; fd++) {
+		uint64_t bit = UINT64_C(1) << (fd % 64);
+
+		if (!(after[fd / 64] & bit) || (before[fd / 64] & bit))
+			continue;
+		opened++;
+		ck_assert_msg(fcntl(fd, F_GETFD) & FD_CLOEXEC,
+			      "descriptor %d survives exec", fd);
+	}
+	ck_assert_uint_eq(opened, 2); /* uffd + eventfd, or uffd + pagemap */
+	uf.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uffd_detach();
+}
+END_TEST
+
 /* The library's own threads: a handler thread ends with its attachment. */
 START_TEST(uffd_handler_threads_end_with_detach)
 {
@@ -1334,6 +1372,12 @@ static Suite *fork_suite(void)
 	tcase_set_tags(tc, "uffd");
 	tcase_add_checked_fixture(tc, world_setup, world_teardown);
 	tcase_add_loop_test(tc, uffd_inherited_use_is_refused, 0, 3);
+
+	tc = ps_test_tcase(s, "uffd_descriptors_close_on_exec", 60);
+	tcase_set_tags(tc, "uffd");
+	tcase_add_checked_fixture(tc, world_setup, world_teardown);
+	tcase_add_loop_test(tc, uffd_descriptors_close_on_exec, 0,
+			    (int)(sizeof(uffd_modes) / sizeof(uffd_modes[0])));
 
 	tc = ps_test_tcase(s, "uffd_handler_threads", 60);
 	tcase_set_tags(tc, "uffd");
