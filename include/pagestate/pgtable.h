@@ -452,8 +452,9 @@ void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
  * that enters a section of its own. Async-signal-safe, with
  * ps_pgtable_read_unlock(), ps_pgtable_lookup(), ps_pgtable_get() and
  * ps_pgtable_registration(), in a thread already registered (one section
- * before the handler can run: docs/fork-signals-threads.md). A thread
- * that exits inside a section does not block grace periods.
+ * before the handler can run) and from a handler on the thread's own stack
+ * (docs/fork-signals-threads.md). A thread that exits inside a section
+ * does not block grace periods.
  */
 void ps_pgtable_read_lock(void);
 
