@@ -626,8 +626,11 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
 		arg->walk_end = a.end;
 		return 0;
 	}
-	if (s.wp)
+	if (s.wp) {
+		/* Rule 3 of pagestate/fork.h: reading scans are allowed. */
+		PS__FORK_CHECK(t->born, "page table");
 		pthread_mutex_lock(&t->lock);
+	}
 	ps__rcu_read_lock();
 	rs = regs_load(t);
 	if (s.wp && !reg_covers(rs, a.start, a.end, 0))

@@ -463,11 +463,19 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 
 struct ps_pgtable *ps_pgtable_create(void)
 {
-	struct ps_pgtable *t = aligned_alloc(64, (sizeof(*t) + 63) & ~(size_t)63);
+	struct ps_pgtable *t;
+	uint64_t born;
+	int rc = ps__fork_born(&born);
 
+	if (rc) {
+		errno = -rc; /* ECHILD: a child of a plain fork() */
+		return NULL;
+	}
+	t = aligned_alloc(64, (sizeof(*t) + 63) & ~(size_t)63);
 	if (!t)
 		return NULL;
 	memset(t, 0, sizeof(*t));
+	t->born = born;
 	if (pthread_mutex_init(&t->lock, NULL)) {
 		free(t);
 		return NULL;
@@ -491,8 +499,8 @@ static void free_subtree(struct node *n, int depth)
 
 void ps_pgtable_destroy(struct ps_pgtable *t)
 {
-	if (!t)
-		return;
+	if (!t || ps__fork_inherited(t->born))
+		return; /* in a child, an inherited table is only forgotten */
 	ps__rcu_barrier(); /* trimmed levels and old registrations first */
 	free_subtree(&t->root, 3);
 	free(atomic_load_explicit(&t->regs, memory_order_relaxed)); /* Relaxed: sole user */
@@ -690,6 +698,7 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	    frame > PS_PTE_FRAME_MAX ||
 	    (len >> PAGE_SHIFT) - 1 > PS_PTE_FRAME_MAX - frame)
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	if (wp)
 		pthread_mutex_lock(&t->lock);
 	ps__rcu_read_lock();
@@ -740,6 +749,7 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		return -EINVAL;
 	if (flags & PS_WP_ASYNC)
 		flags |= PS_WP_UNPOPULATED; /* as WP_ASYNC implies it in Linux */
+	PS__FORK_CHECK(t->born, "page table");
 	pthread_mutex_lock(&t->lock);
 	rs = regs_load(t);
 	if (reg_segment(rs, start, end, &seg_end) || seg_end != end) {
@@ -774,6 +784,7 @@ int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len)
 
 	if (bad_range(start, len))
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	pthread_mutex_lock(&t->lock);
 	rs = regs_load(t);
 	nrs = regset_new((rs ? rs->n : 0) + 1); /* one may split in two */
@@ -850,11 +861,13 @@ static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len)
 {
+	PS__FORK_CHECK(t->born, "page table");
 	return wp_range(t, start, len, true);
 }
 
 int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len)
 {
+	PS__FORK_CHECK(t->born, "page table");
 	return wp_range(t, start, len, false);
 }
 
@@ -940,6 +953,7 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 
 	if (bad_range(start, len) || dst == src || (flags & ~PS_KEEP_WP))
 		return -EINVAL;
+	PS__FORK_CHECK(dst->born, "page table");
 	copy_move_begin(dst, flags);
 	err = target_ready(dst, start, len, flags);
 	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
@@ -968,6 +982,7 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 	if (bad_range(from, len) || bad_range(to, len) ||
 	    (from < to + len && to < from + len) || (flags & ~PS_KEEP_WP))
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	copy_move_begin(t, flags);
 	err = target_ready(t, to, len, flags);
 	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend)); p++) {
@@ -1031,6 +1046,7 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 
 	if (bad_range(start, len))
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t L = L0; L < L1;) {
 		uint64_t m = L >> MID_SHIFT, mid_end = (m + 1) << MID_SHIFT;

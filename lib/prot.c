@@ -246,6 +246,7 @@ int ps_prot_set_hooks(struct ps_space *s,
 		return -ENOMEM;
 	if (hooks)
 		n->h = *hooks;
+	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s);
 	/* Relaxed: the writer lock orders the setters. */
 	n->prev = atomic_load_explicit(&ps->hooks, memory_order_relaxed);
@@ -677,6 +678,7 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		return -ENOMEM;
 	c.was_inacc = c.frozen + words;
 
+	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	c.hooks = hooks_of(s);
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
@@ -952,6 +954,7 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	if (!prot)
 		return -EOPNOTSUPP;
+	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	if (!write) {
 		rc = ps_notifier_invalidate_start(ps_space_notifier(s), start,

@@ -19,6 +19,12 @@
  * liburcu-bp's shared library, and no LGPL code is compiled into
  * libpagestate.a (see README, License).
  *
+ * fork(): the three functions below that wait for or defer past a grace
+ * period abort with a message where liburcu-bp's state is not this
+ * process's own (a child of a plain fork()) or is locked by the calling
+ * thread (between ps_fork_prepare() and ps_fork_parent()): there they would
+ * hang, or leak for good. See lib/fork.h. The read side is not checked.
+ *
  * ThreadSanitizer does not see liburcu's grace periods, which are
  * membarrier() calls and uninstrumented counters. It would report every
  * deferred free as racing with the readers that finished before it. Under

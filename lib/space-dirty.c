@@ -197,6 +197,7 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || !addrs || !max || !count ||
 	    (flags & ~PS_HARVEST_REARM))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	if (flags & PS_HARVEST_REARM) {
 		int rc = rearm_into_log(s, start, start + len);
 

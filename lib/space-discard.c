@@ -98,6 +98,7 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!ps__space_range_ok(s, start, len) || (max_skipped && !skipped))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_CLEAR, 0);

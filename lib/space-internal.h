@@ -23,8 +23,26 @@
 
 #include <pagestate/space.h>
 
+#include "fork.h"
+
 #include <stdbool.h>
 #include <stdint.h>
+
+/* --- fork() (lib/fork.h) ---------------------------------------------------- */
+
+/* Was @space created by a parent of this process (fork())? Wait-free. */
+bool ps__space_inherited(const struct ps_space *space);
+
+/*
+ * For the modules above the space: refuse, with an abort naming the rule, a
+ * call on a space inherited through fork() that would take its writer lock
+ * or run its hooks in bulk (pagestate/fork.h).
+ */
+#define PS__SPACE_FORK_CHECK(space)                                  \
+	do {                                                         \
+		if (ps__space_inherited(space))                      \
+			ps__fork_refuse_inherited(__func__, "space"); \
+	} while (0)
 
 /* --- extensions: per-space state of a module above the space --------------- */
 

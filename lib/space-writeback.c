@@ -293,6 +293,7 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || !fn ||
 	    (mode != PS_WB_CLEAN && mode != PS_WB_INTEGRITY))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	memset(&c, 0, sizeof(c));
 	c.s = s;
 	c.mode = mode;

@@ -184,16 +184,20 @@ PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 {
 	struct ps_space *s;
-	uint64_t npages;
+	uint64_t npages, born;
 	int rc;
 
 	if (!cfg || !out || !cfg->size || (cfg->size & (PAGE_SIZE - 1)) ||
 	    cfg->size > PS_PGTABLE_ADDR_END || !cfg->nframes ||
 	    cfg->nframes > PS_SPACE_NFRAMES_MAX)
 		return -EINVAL;
+	rc = ps__fork_born(&born);
+	if (rc)
+		return rc; /* -ECHILD: a child of a plain fork() */
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->born = born;
 	npages = cfg->size >> PAGE_SHIFT;
 	s->size = cfg->size;
 	s->nframes = cfg->nframes;
@@ -312,12 +316,17 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	free(z.frames);
 }
 
+bool ps__space_inherited(const struct ps_space *space)
+{
+	return ps__fork_inherited(space->born);
+}
+
 int ps_space_destroy(struct ps_space *s)
 {
 	struct ps_notifier_stats st;
 
-	if (!s)
-		return 0;
+	if (!s || ps__fork_inherited(s->born))
+		return 0; /* in a child, an inherited space is only forgotten */
 	ps_notifier_get_stats(&s->notifier, &st);
 	if (st.subscriptions)
 		return -EBUSY;
@@ -492,6 +501,7 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	taken = calloc(npages, sizeof(*taken));
 	if (!taken)
 		return -ENOMEM;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	/*
 	 * All or nothing, and nothing visible on failure. References first,
@@ -560,6 +570,7 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!ps__space_range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);

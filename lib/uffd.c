@@ -124,6 +124,7 @@ struct ps_uffd {
 	int opened;
 	_Atomic(uint64_t) faults, mismatches, harvested, kernel_pages, errors;
 	_Atomic(int) last_error;
+	uint64_t born; /* fork generation at attach (lib/fork.h) */
 };
 
 static void count(_Atomic(uint64_t) *c, uint64_t n)
@@ -455,6 +456,7 @@ int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 
 	if (rc)
 		return rc;
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	pthread_mutex_lock(&u->lock);
 	rc = protect_locked(u, addr, len, true);
 	pthread_mutex_unlock(&u->lock);
@@ -467,6 +469,7 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 
 	if (rc)
 		return rc;
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	pthread_mutex_lock(&u->lock);
 	rc = protect_locked(u, addr, len, false);
 	pthread_mutex_unlock(&u->lock);
@@ -560,6 +563,7 @@ static int handle(struct ps_uffd *u, unsigned int max)
 
 int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max)
 {
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	if (u->flags & (PS_UFFD_ASYNC | PS_UFFD_THREAD))
 		return -EINVAL;
 	return handle(u, max);
@@ -889,6 +893,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		return rc;
 	if (!addrs || !max || !count_out)
 		return -EINVAL;
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	pthread_mutex_lock(&u->lock);
 	if (async)
 		rc = collect_kernel(u, start, start + len);
@@ -934,6 +939,7 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	struct uffdio_register reg;
 	unsigned int pgflags = 0;
 	struct ps_uffd *u;
+	uint64_t born;
 	int rc;
 
 	say(why, NULL);
@@ -958,11 +964,17 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 		rc = check_host(cfg, why);
 	if (rc)
 		return rc;
+	rc = ps__fork_born(&born);
+	if (rc) {
+		say(why, "fork"); /* -ECHILD: a child of a plain fork() */
+		return rc;
+	}
 	u = calloc(1, sizeof(*u));
 	if (!u) {
 		say(why, "memory");
 		return -ENOMEM;
 	}
+	u->born = born;
 	u->fd = u->pagemap = u->stop = -1;
 	u->host = (uintptr_t)cfg->host;
 	u->addr = cfg->addr;
@@ -1098,11 +1110,30 @@ static enum ps__hbm_verdict relog_visit(void *ctx, uint64_t bit)
 	return PS__HBM_CLEAR;
 }
 
+/*
+ * Detach in a child of fork() (pagestate/fork.h, rule 2): close the
+ * child's copies of the descriptors and nothing else. The userfaultfd and
+ * the pagemap descriptor act on the parent's address space, the eventfd
+ * would stop the parent's handler thread, and the child has no thread to
+ * join.
+ */
+static int forget(struct ps_uffd *u)
+{
+	if (u->stop >= 0)
+		close(u->stop);
+	if (u->pagemap >= 0)
+		close(u->pagemap);
+	close(u->fd);
+	return 0;
+}
+
 int ps_uffd_detach(struct ps_uffd *u)
 {
 	struct uffdio_range r = {.start = u->host, .len = u->len};
 	int rc = 0;
 
+	if (ps__fork_inherited(u->born))
+		return forget(u);
 	if (u->thread_running) {
 		uint64_t one = 1;
 

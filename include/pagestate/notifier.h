@@ -389,7 +389,8 @@ struct ps_notifier_stats {
  * threads as usual (a release store, a thread start, a lock).
  * Progress: blocking (calloc, mutex and condvar initialisation).
  * Return: 0, or -ENOMEM (also if the mutex or condvar cannot be
- * initialised; nothing is allocated then).
+ * initialised; nothing is allocated then); -ECHILD in a child of a plain
+ * fork() (pagestate/fork.h).
  */
 int ps_notifier_init(struct ps_notifier *n);
 
@@ -403,6 +404,8 @@ int ps_notifier_init(struct ps_notifier *n);
  * insert, remove, start and end that returned before the call.
  * Progress: blocking (the notifier's mutex; it never waits for a grace
  * period).
+ * In a child of fork(), a notifier inherited from the parent is only
+ * forgotten, whatever it holds (pagestate/fork.h, rule 2): 0 is returned.
  * Return: 0; -EBUSY (nothing freed) while a subscription is inserted or an
  * invalidation is in flight.
  */

@@ -418,7 +418,8 @@ struct ps_pgtable;
  * Progress: blocking only as aligned_alloc() and pthread_mutex_init() are;
  * it takes no lock of its own.
  * Return: the table, or NULL if out of memory (or if pthread_mutex_init()
- * fails).
+ * fails), or NULL with errno ECHILD in a child of a plain fork()
+ * (pagestate/fork.h).
  */
 struct ps_pgtable *ps_pgtable_create(void);
 
@@ -436,7 +437,8 @@ struct ps_pgtable *ps_pgtable_create(void);
  * queued before the call (trimmed levels, replaced registration sets) run
  * before it frees the rest.
  * Progress: blocking (urcu-bp's rcu_barrier(): it waits for liburcu's
- * callbacks to run).
+ * callbacks to run). In a child of fork(), a table inherited from the
+ * parent is only forgotten: nothing waits (pagestate/fork.h, rule 2).
  */
 void ps_pgtable_destroy(struct ps_pgtable *t);
 
@@ -468,7 +470,12 @@ void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
  * Progress: wait-free (a thread-local counter store, no fence with
  * sys_membarrier), except a thread's first section: urcu-bp registers the
  * thread then, under liburcu's registry mutex. So does every function here
- * that enters a section of its own.
+ * that enters a section of its own. Async-signal-safe, with
+ * ps_pgtable_read_unlock(), ps_pgtable_lookup(), ps_pgtable_get() and
+ * ps_pgtable_registration(), in a thread already registered (one section
+ * before the handler can run) and from a handler on the thread's own stack
+ * (docs/fork-signals-threads.md). A thread that exits inside a section
+ * does not block grace periods.
  */
 void ps_pgtable_read_lock(void);
 

@@ -225,8 +225,8 @@ struct ps_space_config {
  * Progress: blocking (allocation, mmap).
  * Return: 0; -EINVAL (@cfg or @out NULL, bad size, nframes 0 or above
  * PS_SPACE_NFRAMES_MAX); -ENOMEM (also if the writer mutex cannot be
- * initialised). On error nothing is left allocated and *@out is not
- * written.
+ * initialised); -ECHILD in a child of a plain fork() (pagestate/fork.h). On
+ * error nothing is left allocated and *@out is not written.
  */
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
 
@@ -242,6 +242,9 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
  * lib/space-pin.c), so the free_frame hooks run after the entries are gone.
  * Progress: blocking (destroying the page table waits for liburcu's pending
  * callbacks: not inside a read-side section); the hooks are the caller's.
+ * In a child of fork(), a space inherited from the parent is only
+ * forgotten, subscriptions or not: no hook runs, nothing waits, 0 is
+ * returned (pagestate/fork.h, rule 2).
  * Return: 0; -EBUSY if subscriptions remain (nothing is freed then).
  */
 int ps_space_destroy(struct ps_space *space);

@@ -277,7 +277,8 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD
  * included; @why "arguments"); -EOPNOTSUPP (pages not 4 KiB, a missing
  * feature, hugetlb memory: @why "HUGETLB"); -ENOSYS or -EPERM (no
- * userfaultfd); -EBUSY; -ENOMEM; or the errno of a failed step, which @why
+ * userfaultfd); -EBUSY; -ENOMEM; -ECHILD in a child of a plain fork() (@why
+ * "fork"; pagestate/fork.h); or the errno of a failed step, which @why
  * names (reading the host range's mappings: "/proc/self/maps"). On
  * failure nothing is left registered or open.
  */
@@ -321,6 +322,10 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
  * unregistering the library range clears every uffd-wp bit, so its scan
  * reports each present entry of the range as written (and each page
  * discarded while written, a WRITTEN marker that unregistering keeps).
+ * In a child of fork(), an attachment inherited from the parent is only
+ * forgotten: the child's copies of its descriptors are closed, and
+ * nothing else happens (its userfaultfd would act on the parent's memory,
+ * its eventfd would stop the parent's thread; pagestate/fork.h, rule 2).
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
