@@ -17,6 +17,10 @@
  *     write, library not protected: a protect unprotects the library
  *     range again, an unprotect or a fault's resolution (the writer then
  *     stays blocked, and the error is reported) already left it so.
+ *     In sync anonymous ranges without UNPOPULATED the kernel protects only
+ *     pages that have a PTE, so the kernel's half of a protect first gives
+ *     one (the zero page, by a read fault) to each host page under a
+ *     present library entry: what the library protects, the kernel does.
  *
  * U2  A sync fault is recorded before its writer is woken: the library
  *     entry is resolved as a write (space: frame dirty and address logged,
@@ -64,8 +68,13 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
@@ -87,6 +96,7 @@ enum {
 	FP_SCAN_EINTR = 0x8,
 	FP_POLL_ENOMEM = 0x10, /* the handler thread's next poll() fails */
 	FP_MUTEX_INIT = 0x20,  /* attach's pthread_mutex_init() fails */
+	FP_NO_POPULATE_READ = 0x40, /* MADV_POPULATE_READ fails: EINVAL */
 };
 #ifdef PS_UFFD_FAILPOINTS
 uint64_t ps__uffd_hide_features;
@@ -428,6 +438,94 @@ static void log_addrs(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 /* --- protect and unprotect (U1) --------------------------------------------- */
 
 /*
+ * Can the kernel protect a host page only where it has a PTE? Sync
+ * anonymous ranges without PS_UFFD_UNPOPULATED: UFFDIO_WRITEPROTECT skips a
+ * page with no PTE (never touched, or dropped by a discard's MADV_DONTNEED),
+ * and the first write there later maps a new page unprotected, without a
+ * fault. Shared ranges (the kernel keeps UFFD_WP markers) and ranges with
+ * WP_UNPOPULATED (async implies it) protect holes with markers.
+ */
+static bool kernel_needs_pte(const struct ps_uffd *u)
+{
+	return !(u->flags &
+		 (PS_UFFD_ASYNC | PS_UFFD_SHARED | PS_UFFD_UNPOPULATED));
+}
+
+/*
+ * Give host pages [host_of(addr), + len) a PTE without writing them: a read
+ * fault maps the zero page where there is no page (MADV_POPULATE_READ; an
+ * existing PTE is left alone). Before Linux 5.14 (EINVAL), each page is
+ * read instead, which faults the same way.
+ */
+static int populate_host(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	uintptr_t h = (uintptr_t)host_of(u, addr);
+
+	for (;;) {
+		if (FAILPOINT(FP_NO_POPULATE_READ))
+			errno = EINVAL;
+		else if (!madvise((void *)h, len, MADV_POPULATE_READ))
+			return 0;
+		if (errno != EINTR && errno != EAGAIN)
+			break;
+	}
+	if (errno != EINVAL)
+		return -errno;
+	for (uint64_t off = 0; off < len; off += PAGE_SIZE)
+		/* Relaxed: only the read fault matters, not the value. */
+		(void)atomic_load_explicit((PS_ATOMIC(char) *)(h + off),
+					   memory_order_relaxed);
+	return 0;
+}
+
+/*
+ * Give the host pages under the library's present entries of [addr, addr
+ * + len) a PTE (kernel_needs_pte()), so that the kernel protects what the
+ * library protects: every present entry of a registered range is protected
+ * after ps_pgtable_protect(). Holes of the library are left alone: the
+ * kernel protecting more than the library would cost mismatched faults.
+ */
+static int populate_present(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	struct ps_pgtable_region r[64];
+	struct ps_pgtable_scan q;
+
+	memset(&q, 0, sizeof(q));
+	q.start = addr;
+	q.end = addr + len;
+	q.category_mask = PS_CAT_PRESENT;
+	q.return_mask = PS_CAT_PRESENT;
+	q.vec = r;
+	q.vec_len = sizeof(r) / sizeof(r[0]);
+	while (q.start < q.end) {
+		long n = ps_pgtable_scan(u->pt, &q);
+
+		if (n < 0)
+			return (int)n; /* not for these arguments */
+		for (long i = 0; i < n; i++) {
+			int rc = populate_host(u, r[i].start,
+					       r[i].end - r[i].start);
+
+			if (rc)
+				return rc;
+		}
+		q.start = q.walk_end;
+	}
+	return 0;
+}
+
+/*
+ * The kernel's half of a protect: UFFDIO_WRITEPROTECT, after giving the
+ * library's present pages a PTE where the kernel needs one (U1).
+ */
+static int kernel_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	int rc = kernel_needs_pte(u) ? populate_present(u, addr, len) : 0;
+
+	return rc ? rc : kernel_wp(u, addr, len, true);
+}
+
+/*
  * U1: the library, then the kernel. If the kernel refuses a protect, the
  * library range is unprotected again: the library must never be more
  * protected than the kernel (a write the kernel lets through unreported
@@ -443,7 +541,8 @@ static int protect_locked(struct ps_uffd *u, uint64_t addr, uint64_t len,
 
 	if (rc)
 		return rc;
-	rc = kernel_wp(u, addr, len, protect);
+	rc = protect ? kernel_protect(u, addr, len)
+		     : kernel_wp(u, addr, len, false);
 	if (rc && protect)
 		(void)ps_pgtable_unprotect(u->pt, addr, len);
 	return rc;

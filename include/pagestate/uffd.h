@@ -342,6 +342,16 @@ int ps_uffd_detach(struct ps_uffd *u);
  * @addr: the first library page (aligned).
  * @len: bytes (a non-zero multiple of the page size).
  *
+ * Sync anonymous attachments without PS_UFFD_UNPOPULATED: the kernel can
+ * protect only a host page that has a page-table entry, and a write to a
+ * page without one maps a new page unprotected, without a fault. So the
+ * host pages under the library's present entries get one first, with
+ * MADV_POPULATE_READ (read-faulting each page before Linux 5.14): the
+ * zero page where the memory was never touched, which costs page tables
+ * (2 MiB per GiB), no memory, and a fault per page the first time.
+ * PS_UFFD_UNPOPULATED (the kernel protects holes with markers) avoids
+ * those faults where the kernel has it. The library's holes are left
+ * alone: a frame mapped there later is not protected in either.
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex).
  * Ordering: U1 (lib/uffd.c): the attachment's mutex is held across
@@ -353,11 +363,12 @@ int ps_uffd_detach(struct ps_uffd *u);
  * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
  * (outside the attachment, or the library range no longer registered);
  * -ENOMEM (markers need table levels); after these the kernel is not
- * touched. Or the ioctl's errno (-EINVAL for hugetlb memory mapped there
- * since the attach): then the library range is unprotected again and the
- * host range may be partly protected, the side that loses no write (sync:
- * a write there faults and is resolved; async: the next harvest reports
- * each page of the range). Retry, or detach.
+ * touched. Or the errno of the ioctl (-EINVAL for hugetlb memory mapped
+ * there since the attach) or of populating the host pages: then the
+ * library range is unprotected again and the host range may be partly
+ * protected, the side that loses no write (sync: a write there faults and
+ * is resolved; async: the next harvest reports each page of the range).
+ * Retry, or detach.
  */
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 
@@ -458,7 +469,8 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *     wrote are not invalidated: a writable secondary mapping is always in
  *     the space's log.
  * Sync: the pages are taken from the log first, then re-protected in both
- * places (U4).
+ * places (U4), as ps_uffd_protect() does (host page-table entries
+ * included).
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex); for a space, not from a notifier callback nor holding a lock
  * that one takes (the space's harvest invalidates). Concurrent harvests
