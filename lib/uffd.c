@@ -50,6 +50,31 @@
  *     read: the userfaultfd is non-blocking, the thread waits in poll() on
  *     it and on an eventfd that ps_uffd_detach() signals.
  *
+ * U6  Discard (ps_uffd_discard()). The space drops pages (S10) without
+ *     the attachment's mutex, so that its free_frame hook and notifier
+ *     callbacks may write to protected memory (the handler resolves that);
+ *     each page is noted in u->dropped after the hook released its host
+ *     memory. Then, under the mutex (U1), each noted page of the range
+ *       (a) gets a PTE in sync anonymous ranges without UNPOPULATED (the
+ *           zero page), so that the kernel can protect it at the next
+ *           re-arm whatever the library holds there: the library cannot
+ *           protect a hole in such a range, and a frame the balloon maps
+ *           there after that re-arm would be written without a fault
+ *           unless the kernel's page is protected;
+ *       (b) is protected in the kernel where the library's entry is (a
+ *           UFFD_WP marker of a shared range), whatever the hook did to
+ *           the host page, so both agree (a refusal: U1's safe side);
+ *       (c) is logged, so the next harvest reports it (its contents are
+ *           gone) and, in sync mode, re-arms it on both sides (U4).
+ *     A write after the hook released the page lands before (c), in the
+ *     contents the harvest after (c) copies, or after it: then the page
+ *     is still logged, or the harvest has re-armed it and the write is
+ *     seen (sync: it faults; async: the kernel's none PTE or marker is
+ *     written state). Overlapping discards may fix each other's pages;
+ *     a page is fixed by whichever takes its bit, under the mutex, so a
+ *     discard that finds its bits taken waits for the mutex, and returns
+ *     only after the pages it dropped were fixed.
+ *
  * Only Linux builds this file (meson option `uffd`).
  */
 #include <pagestate/uffd.h>
@@ -97,6 +122,7 @@ enum {
 	FP_POLL_ENOMEM = 0x10, /* the handler thread's next poll() fails */
 	FP_MUTEX_INIT = 0x20,  /* attach's pthread_mutex_init() fails */
 	FP_NO_POPULATE_READ = 0x40, /* MADV_POPULATE_READ fails: EINVAL */
+	FP_WP_EIO = 0x80,	    /* the next kernel protect fails: EIO */
 };
 #ifdef PS_UFFD_FAILPOINTS
 uint64_t ps__uffd_hide_features;
@@ -128,6 +154,7 @@ struct ps_uffd {
 	struct ps_space *space; /* NULL for a bare table */
 	struct ps_pgtable *pt;
 	struct ps__hbm log; /* pages to report (U3), index from addr */
+	struct ps__hbm dropped; /* pages a discard dropped (U6), likewise */
 	pthread_mutex_t lock; /* U1 */
 	pthread_t thread;
 	bool thread_running;
@@ -396,6 +423,8 @@ static int kernel_wp(struct ps_uffd *u, uint64_t addr, uint64_t len,
 	wp.range.start = host_of(u, addr);
 	wp.range.len = len;
 	wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+	if (protect && FAILPOINT_ONCE(FP_WP_EIO))
+		return -EIO;
 	/* -EAGAIN: the mm is changing (a fork or remap event); try again. */
 	while (ioctl(u->fd, UFFDIO_WRITEPROTECT, &wp)) {
 		if (errno != EAGAIN && errno != EINTR)
@@ -1023,6 +1052,103 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	return 0;
 }
 
+/* --- discard (U6) ------------------------------------------------------------------ */
+
+/* ps__space_discard()'s callback: @addr was dropped, its memory released. */
+static void note_dropped(void *ctx, uint64_t addr)
+{
+	struct ps_uffd *u = ctx;
+
+	(void)ps__hbm_set(&u->dropped, (addr - u->addr) >> PAGE_SHIFT);
+}
+
+/* The dropped pages being fixed up: [start, end), a run of them. */
+struct fixup {
+	struct ps_uffd *u;
+	uint64_t start, end;
+	int rc;
+};
+
+static void fixup_error(struct fixup *f, int rc)
+{
+	if (rc && !f->rc)
+		f->rc = rc;
+}
+
+/*
+ * The kernel's side of a run of dropped pages, under the attachment's
+ * mutex (U6): a PTE for each host page where the kernel needs one to
+ * protect it (the zero page), the host pages protected where the library's
+ * entries are (a refusal leaves those unprotected in the library too: U1's
+ * safe side), then the run logged for the next harvest.
+ */
+static void fixup_flush(struct fixup *f)
+{
+	struct ps_uffd *u = f->u;
+
+	if (f->end == f->start)
+		return;
+	if (kernel_needs_pte(u))
+		fixup_error(f, populate_host(u, f->start, f->end - f->start));
+	for (uint64_t a = f->start; a < f->end;) {
+		uint64_t b = a;
+		ps_pte_t e;
+		int rc;
+
+		while (b < f->end && !ps_pgtable_get(u->pt, b, &e) &&
+		       ps_pte_uffd_wp(e))
+			b += PAGE_SIZE;
+		if (b == a) {
+			a += PAGE_SIZE;
+			continue;
+		}
+		rc = kernel_protect(u, a, b - a);
+		if (rc)
+			(void)ps_pgtable_unprotect(u->pt, a, b - a);
+		fixup_error(f, rc);
+		a = b;
+	}
+	log_range(u, f->start, f->end - f->start);
+	f->start = f->end;
+}
+
+/* One dropped page: it extends the run, or flushes it and starts one. */
+static enum ps__hbm_verdict fixup_visit(void *ctx, uint64_t bit)
+{
+	struct fixup *f = ctx;
+	uint64_t a = f->u->addr + (bit << PAGE_SHIFT);
+
+	if (a != f->end) {
+		fixup_flush(f);
+		f->start = a;
+	}
+	f->end = a + PAGE_SIZE;
+	return PS__HBM_CLEAR;
+}
+
+int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    struct ps_discard_skip *skipped, uint64_t max_skipped,
+		    uint64_t *nskipped)
+{
+	struct fixup f = {u, 0, 0, 0};
+	int rc = range_check(u, start, len);
+
+	if (rc)
+		return rc;
+	if (!u->space || (max_skipped && !skipped))
+		return -EINVAL;
+	/* Without the mutex: its hooks may write to protected memory. */
+	rc = ps__space_discard(u->space, start, len, skipped, max_skipped,
+			       nskipped, note_dropped, u);
+	/* After an error too: pages dropped before it are fixed up. */
+	pthread_mutex_lock(&u->lock);
+	(void)ps__hbm_harvest(&u->dropped, (start - u->addr) >> PAGE_SHIFT,
+			      len >> PAGE_SHIFT, fixup_visit, &f, NULL);
+	fixup_flush(&f);
+	pthread_mutex_unlock(&u->lock);
+	return rc ? rc : f.rc;
+}
+
 /* --- attach and detach ----------------------------------------------------------- */
 
 static int attach(struct ps_space *space, struct ps_pgtable *t,
@@ -1101,6 +1227,8 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 		}
 	}
 	rc = ps__hbm_init(&u->log, cfg->len >> PAGE_SHIFT);
+	if (!rc && space)
+		rc = ps__hbm_init(&u->dropped, cfg->len >> PAGE_SHIFT);
 	if (rc) {
 		say(why, "log");
 		goto fail;
@@ -1159,6 +1287,7 @@ fail:
 	if (u->fd >= 0)
 		close(u->fd);
 	ps__hbm_destroy(&u->log);
+	ps__hbm_destroy(&u->dropped);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 	return rc;
@@ -1232,6 +1361,7 @@ int ps_uffd_detach(struct ps_uffd *u)
 		close(u->pagemap);
 	close(u->fd);
 	ps__hbm_destroy(&u->log);
+	ps__hbm_destroy(&u->dropped);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 	return rc;

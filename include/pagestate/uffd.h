@@ -46,6 +46,11 @@
  *     (ps_space_harvest() with PS_HARVEST_REARM), or a bare table's written
  *     entries (its WP_MATCHING scan). One call returns CPU writes and
  *     device/software writes, and leaves both re-armed.
+ *   - ps_uffd_discard() is a space's balloon discard (ps_space_discard())
+ *     through the bridge: the space drops the pages and its free_frame
+ *     hook releases their memory, then the bridge brings the kernel's side
+ *     into agreement and logs the pages for the next harvest (see
+ *     "Discarding attached memory").
  *
  * Backing: PS_UFFD_SHARED for memfd/shmem (the library range is registered
  * PS_WP_SHARED, so protection survives zaps as UFFD_WP markers, as the
@@ -76,6 +81,34 @@
  * it): WP_ASYNC for PS_UFFD_ASYNC, WP_UNPOPULATED for PS_UFFD_ASYNC and
  * PS_UFFD_UNPOPULATED, WP_HUGETLBFS_SHMEM for PS_UFFD_SHARED; PAGEMAP_SCAN
  * for PS_UFFD_ASYNC (checked at attach).
+ *
+ * ---------------------------------------------------------------------------
+ * Discarding attached memory (a balloon, free page reporting)
+ * ---------------------------------------------------------------------------
+ *
+ * Discard pages of a space attachment with ps_uffd_discard(), never behind
+ * the bridge. A VMM that gives attached host pages back itself
+ * (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, fallocate(PUNCH_HOLE)), or
+ * discards them with ps_space_discard() alone, leaves the kernel and the
+ * library in disagreement, and a migration's destination keeps stale
+ * pages:
+ *   - the discarded contents (zero from then on) are reported only in
+ *     async anonymous mode, where the kernel reports the none PTE its zap
+ *     left. With memfd backing both sides keep the page protected (a
+ *     UFFD_WP marker), so nothing says its contents changed (MADV_DONTNEED
+ *     alone is harmless there: the page cache keeps the contents); in sync
+ *     anonymous mode nothing reports it either;
+ *   - sync anonymous mode also loses later writes: the kernel's zap drops
+ *     uffd-wp with the page, so writes there no longer fault, while the
+ *     library still holds its entry protected (a discard behind its back)
+ *     or holds a hole it cannot protect (ps_space_discard(), then the
+ *     frame mapped again): the page is never reported nor protected again.
+ * The bridge cannot see such discards: it does not negotiate
+ * UFFD_FEATURE_EVENT_REMOVE, whose events would block every madvise() of
+ * the range until a handler read them (async mode has none). So a VMM
+ * whose balloon or free page reporting releases guest memory calls
+ * ps_uffd_discard() for those pages, and lets the space's free_frame hook
+ * release the host memory. A bare table's attachment has no discard.
  *
  * ---------------------------------------------------------------------------
  * Where the live kernel differs from its documentation and from the library
@@ -125,16 +158,19 @@
  * Concurrency
  * ---------------------------------------------------------------------------
  *
- * Protect, unprotect, harvest and the resolution of each fault hold the
- * attachment's mutex across "library, then kernel", so the two never
- * disagree on a page for longer than one such call: without it, a fault
+ * Protect, unprotect, harvest, the resolution of each fault and the
+ * kernel's half of a discard hold the attachment's mutex across "library,
+ * then kernel", so the two never disagree on a page for longer than one
+ * such call: without it, a fault
  * resolved (un-protected in both) while a protect runs could leave the
  * library protected and the kernel not, and later writes would go unseen.
  * A call whose kernel half fails reports it and leaves the library no
  * more protected than the kernel (ps_uffd_protect(),
  * ps_uffd_handle_events()).
  * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins)
- * take no bridge lock.
+ * take no bridge lock, and neither does the space's half of a discard
+ * (its free_frame hook and notifier callbacks may write to protected
+ * memory: the faults are resolved meanwhile).
  *
  * What a harvest guarantees: every write that completes after the harvest
  * re-armed its page is reported by a later harvest; a write that raced the
@@ -494,6 +530,59 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,
 		    uint64_t *resume);
+
+/**
+ * ps_uffd_discard() - ps_space_discard() for an attached range: the
+ * balloon's discard, with the kernel's side kept in agreement and every
+ * page it drops reported by the next harvest.
+ * @u: a space attachment.
+ * @start: the first library page (aligned, inside the attachment).
+ * @len: bytes (a non-zero multiple of the page size).
+ * @skipped: as for ps_space_discard(): the pages left in place, with
+ *	their frame and reason.
+ * @max_skipped: room in @skipped.
+ * @nskipped: as for ps_space_discard().
+ *
+ * The space discards as ps_space_discard() does (freeze or skip; the
+ * space's free_frame hook releases each dropped page's memory, e.g.
+ * MADV_DONTNEED or MADV_REMOVE of the host page). Then, for each page it
+ * dropped: the host page is write-protected if the library's entry is
+ * (a UFFD_WP marker, PS_UFFD_SHARED), so both agree whatever the hook did
+ * to the host page, and the page is logged: the next harvest reports it
+ * (its contents are gone: a migration sends it again) and, in sync mode,
+ * re-protects it on both sides. In sync anonymous ranges without
+ * PS_UFFD_UNPOPULATED the host page also gets a page-table entry at once
+ * (the zero page, as ps_uffd_protect() gives them): the library cannot
+ * protect the hole the discard leaves there, so it is the kernel's page
+ * that the next harvest's re-arm protects, and a write after that re-arm
+ * faults even when the balloon maps a frame there only afterwards.
+ * Skipped pages are not touched. Discard attached memory only this way
+ * (see "Discarding attached memory" above).
+ * Context: any thread; not inside a read-side section, nor from a
+ * notifier callback or a free_frame hook (the space's writer mutex).
+ * The space's free_frame hook and its invalidation's callbacks run in
+ * this thread without the attachment's mutex (so they may write to
+ * protected memory: its faults are resolved), but under the space's
+ * writer mutex, with the rules of ps_space_discard().
+ * Ordering: U6 (lib/uffd.c): the space drops the pages (S10), then, under
+ * the attachment's mutex (U1), the kernel is protected where the library
+ * is and the pages are logged; a write after the discard returns is
+ * reported by a later harvest (sync: it faults or its page is logged;
+ * async: the kernel sees it).
+ * Progress: blocking (the space's writer mutex and invalidation, the
+ * attachment's mutex, ioctls).
+ * Return: 0; -EINVAL (range, a bare table's attachment, @skipped NULL with
+ * @max_skipped); -ENOENT (outside the attachment); an error of the
+ * space's discard (as ps_space_discard(); any page it dropped before is
+ * fixed up and logged all the same); or the errno of protecting or
+ * populating the host pages: the pages were discarded and are logged all
+ * the same, @skipped and @nskipped are written, and those the kernel
+ * refused to protect are left unprotected in the library too, the side
+ * that loses no write.
+ */
+int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    struct ps_discard_skip *skipped, uint64_t max_skipped,
+		    uint64_t *nskipped);
 
 /**
  * ps_uffd_stats() - the attachment's counters.
