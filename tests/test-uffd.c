@@ -2329,8 +2329,8 @@ END_TEST
  * async).
  *
  * With ps_space_discard() (before ps_uffd_discard() existed; 128 pages,
- * about 150 discards a run) 70-100 pages differed in sync anonymous mode,
- * 10-25 in both memfd modes, none in async anonymous mode: a discarded
+ * about 150 discards a run) 69-98 pages differed in sync anonymous mode,
+ * 10-27 in each memfd mode, none in async anonymous mode: a discarded
  * page's new (zero) contents were never reported but there, and in sync
  * anonymous mode a page written after its discard stayed unprotected in
  * the kernel while the library protected it or held a hole there (its
