@@ -153,6 +153,14 @@
  *     un-protecting a UFFD_WP marker removes it (none); UFFDIO_UNREGISTER
  *     clears every uffd-wp bit and marker of the range. All as the library
  *     (ps_pgtable_unregister() clears the same).
+ *   - Sync anonymous ranges without WP_UNPOPULATED: UFFDIO_WRITEPROTECT
+ *     skips a page with no PTE (never touched, or zapped: MADV_DONTNEED
+ *     drops uffd-wp with the page), and a write there maps a new page
+ *     unprotected, without a fault; the library protects its present
+ *     entry whatever the host page holds. So the bridge gives those host
+ *     pages a PTE (the zero page) before it protects them, and a page
+ *     ps_uffd_discard() drops gets one at once (the library's hole there
+ *     cannot be protected either).
  *
  * ---------------------------------------------------------------------------
  * Concurrency
