@@ -2449,9 +2449,16 @@ static void mig_round(struct mig *m)
 						 MIG_MAX, &n, &resume), 0);
 		ck_assert_uint_gt(resume, at);
 		for (uint64_t k = 0; k < n; k++) {
-			uint64_t off = addrs[k] - LBASE;
+			unsigned int p = (unsigned int)((addrs[k] - LBASE) / PG);
+			uint64_t *to = (uint64_t *)(void *)(m->dest +
+							    (uint64_t)p * PG);
 
-			memcpy(m->dest + off, m->r.host + off, PG);
+			for (unsigned int i = 0; i < PG / 8; i++)
+				/* Relaxed: the copy races with the writers
+				 * by design, as a migration's does. */
+				to[i] = atomic_load_explicit(
+					st_word(m->r.host, p, i),
+					memory_order_relaxed);
 		}
 		m->reported += n;
 		at = resume;
