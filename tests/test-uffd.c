@@ -1076,11 +1076,12 @@ END_TEST
  * so the writes to pages 9 and 11 went unreported (the library held page
  * 9 protected; page 11 it could not protect while it had no frame, and
  * the kernel, with no PTE, could not either).
- * Loop index: shared * 2 + async.
+ * Loop index: shared * 2 + async; 4: sync anonymous with
+ * PS_UFFD_UNPOPULATED (both sides protect holes with markers).
  */
 START_TEST(discard_reports_dropped_pages_and_keeps_tracking)
 {
-	const bool async = _i & 1, shared = _i & 2;
+	const bool async = _i & 1, shared = _i & 2, unpop = _i == 4;
 	const unsigned int dropped[] = {2, 5, 9};
 	struct freeing f;
 	struct region r;
@@ -1089,7 +1090,8 @@ START_TEST(discard_reports_dropped_pages_and_keeps_tracking)
 	struct ps_space *s = freeing_setup(
 		&f, &r,
 		(async ? PS_UFFD_ASYNC : PS_UFFD_THREAD) |
-			(shared ? PS_UFFD_SHARED : 0),
+			(shared ? PS_UFFD_SHARED : 0) |
+			(unpop ? PS_UFFD_UNPOPULATED : 0),
 		&u);
 	struct ps_pgtable *t = ps_space_pgtable(s);
 	uint64_t addrs[NP], n = 1;
@@ -2634,7 +2636,7 @@ static Suite *uffd_suite(void)
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_test(tc, discard_rejects_bad_arguments);
 	tcase_add_loop_test(tc, discard_reports_dropped_pages_and_keeps_tracking,
-			    0, 4);
+			    0, 5);
 	tcase_add_loop_test(tc, discard_protects_the_host_page_as_the_library, 0,
 			    2);
 	tcase_add_test(tc, discard_skips_held_pages_and_reports_refusals);
