@@ -2401,7 +2401,7 @@ static void *mig_writer_main(void *arg)
 				      ((uint64_t)(w->id + 1) << 56) | k,
 				      memory_order_relaxed);
 		atomic_fetch_add_explicit(&m->writes, 1, memory_order_relaxed);
-		usleep(50); /* a page is not rewritten at once after a discard */
+		usleep(50); /* a discarded page is not rewritten at once */
 	}
 	return NULL;
 }
@@ -2451,7 +2451,8 @@ static void mig_round(struct mig *m)
 						 MIG_MAX, &n, &resume), 0);
 		ck_assert_uint_gt(resume, at);
 		for (uint64_t k = 0; k < n; k++) {
-			unsigned int p = (unsigned int)((addrs[k] - LBASE) / PG);
+			unsigned int p =
+				(unsigned int)((addrs[k] - LBASE) / PG);
 			uint64_t *to = (uint64_t *)(void *)(m->dest +
 							    (uint64_t)p * PG);
 
@@ -2635,9 +2636,11 @@ static Suite *uffd_suite(void)
 
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_test(tc, discard_rejects_bad_arguments);
-	tcase_add_loop_test(tc, discard_reports_dropped_pages_and_keeps_tracking,
-			    0, 5);
-	tcase_add_loop_test(tc, discard_protects_the_host_page_as_the_library, 0,
+	tcase_add_loop_test(tc,
+			    discard_reports_dropped_pages_and_keeps_tracking, 0,
+			    5);
+	tcase_add_loop_test(tc,
+			    discard_protects_the_host_page_as_the_library, 0,
 			    2);
 	tcase_add_test(tc, discard_skips_held_pages_and_reports_refusals);
 
