@@ -200,8 +200,9 @@
  * bit if the page is the frame's, or holds the mutex while another fault
  * waits for it: a deadlock (detach, which joins the handler thread,
  * included). Nor may such a thread, or a dirty hook, call
- * ps_uffd_protect(), ps_uffd_unprotect(), ps_uffd_harvest() or
- * ps_uffd_handle_events() of that attachment: the mutex is not recursive.
+ * ps_uffd_protect(), ps_uffd_unprotect(), ps_uffd_harvest(),
+ * ps_uffd_discard() or ps_uffd_handle_events() of that attachment: the
+ * mutex is not recursive.
  *
  * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
  * kernel feature (@why names it), -ENOSYS no userfaultfd, -EPERM userfaultfd
