@@ -55,9 +55,11 @@
  * Discard the page at @addr, mapped to @frame (below nframes, under the
  * writer mutex): 0 if it was discarded, else why it stays. Lock-free: the
  * loop runs again only when the frame's word changed between the load and
- * the freeze.
+ * the freeze. @dropped, if not NULL, is told of the page after its frame
+ * was freed (S10's last step: the free_frame hook ran).
  */
-static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
+static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame,
+		       ps__space_dropped_fn dropped, void *ctx)
 {
 	struct ps_page *p = &s->frames[frame];
 
@@ -86,12 +88,15 @@ static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	 */
 	(void)ps_page_unfreeze(p, 0);
 	ps__space_frame_freed(s, frame);
+	if (dropped)
+		dropped(ctx, addr);
 	return 0;
 }
 
-int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
-		     struct ps_discard_skip *skipped, uint64_t max_skipped,
-		     uint64_t *nskipped)
+int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
+		      struct ps_discard_skip *skipped, uint64_t max_skipped,
+		      uint64_t *nskipped, ps__space_dropped_fn dropped,
+		      void *ctx)
 {
 	uint64_t nskip = 0;
 	int rc;
@@ -113,7 +118,7 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 		    ps_pte_frame(e) >= s->nframes)
 			continue; /* only resident frames are discarded */
 		frame = ps_pte_frame(e);
-		why = discard_one(s, addr, frame);
+		why = discard_one(s, addr, frame, dropped, ctx);
 		if (!why)
 			continue;
 		if (nskip < max_skipped) {
@@ -129,4 +134,12 @@ out:
 	if (nskipped)
 		*nskipped = nskip;
 	return rc;
+}
+
+int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
+		     struct ps_discard_skip *skipped, uint64_t max_skipped,
+		     uint64_t *nskipped)
+{
+	return ps__space_discard(s, start, len, skipped, max_skipped, nskipped,
+				 NULL, NULL);
 }

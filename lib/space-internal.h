@@ -145,6 +145,23 @@ void ps__space_frame_put(struct ps_space *space, uint64_t frame);
 void ps__space_log_addr(struct ps_space *space, uint64_t addr);
 
 /*
+ * ps_space_discard() that also tells @dropped of each page it discards, in
+ * address order: @dropped(@ctx, addr) runs right after the page's frame was
+ * freed (its free_frame hook returned), in the discarding thread, under the
+ * writer lock (S1, S10) and inside the discard's invalidation: it must not
+ * take that lock nor anything a thread waiting for it may hold, and must
+ * not block for long (a wait-free record is what it is for: lib/uffd.c
+ * fixes the kernel's side of those pages after the return). NULL: none.
+ * Pages skipped are reported in @skipped as by ps_space_discard(), never to
+ * @dropped. Returns what ps_space_discard() returns.
+ */
+typedef void (*ps__space_dropped_fn)(void *ctx, uint64_t addr);
+int ps__space_discard(struct ps_space *space, uint64_t start, uint64_t len,
+		      struct ps_discard_skip *skipped, uint64_t max_skipped,
+		      uint64_t *nskipped, ps__space_dropped_fn dropped,
+		      void *ctx);
+
+/*
  * ps_space_fault() without the populate hook: a write that makes an entry
  * writable marks its frame dirty and logs the address first (S3).
  */

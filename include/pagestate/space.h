@@ -527,6 +527,9 @@ struct ps_discard_skip {
  * finds the page gone (it faults, as for any missing page): a pinned page
  * is never unmapped, not even for a moment, and a pin never holds a frame
  * discard freed.
+ * A range attached to the userfaultfd bridge is discarded with
+ * ps_uffd_discard() (pagestate/uffd.h), which also brings the kernel's
+ * write protection of the host pages into agreement and reports them.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
  * Ordering: the invalidation brackets the zaps (see notifier.h); per page,

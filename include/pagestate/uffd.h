@@ -46,6 +46,11 @@
  *     (ps_space_harvest() with PS_HARVEST_REARM), or a bare table's written
  *     entries (its WP_MATCHING scan). One call returns CPU writes and
  *     device/software writes, and leaves both re-armed.
+ *   - ps_uffd_discard() is a space's balloon discard (ps_space_discard())
+ *     through the bridge: the space drops the pages and its free_frame
+ *     hook releases their memory, then the bridge brings the kernel's side
+ *     into agreement and logs the pages for the next harvest (see
+ *     "Discarding attached memory").
  *
  * Backing: PS_UFFD_SHARED for memfd/shmem (the library range is registered
  * PS_WP_SHARED, so protection survives zaps as UFFD_WP markers, as the
@@ -76,6 +81,34 @@
  * it): WP_ASYNC for PS_UFFD_ASYNC, WP_UNPOPULATED for PS_UFFD_ASYNC and
  * PS_UFFD_UNPOPULATED, WP_HUGETLBFS_SHMEM for PS_UFFD_SHARED; PAGEMAP_SCAN
  * for PS_UFFD_ASYNC (checked at attach).
+ *
+ * ---------------------------------------------------------------------------
+ * Discarding attached memory (a balloon, free page reporting)
+ * ---------------------------------------------------------------------------
+ *
+ * Discard pages of a space attachment with ps_uffd_discard(), never behind
+ * the bridge. A VMM that gives attached host pages back itself
+ * (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, fallocate(PUNCH_HOLE)), or
+ * discards them with ps_space_discard() alone, leaves the kernel and the
+ * library in disagreement, and a migration's destination keeps stale
+ * pages:
+ *   - the discarded contents (zero from then on) are reported only in
+ *     async anonymous mode, where the kernel reports the none PTE its zap
+ *     left. With memfd backing both sides keep the page protected (a
+ *     UFFD_WP marker), so nothing says its contents changed (MADV_DONTNEED
+ *     alone is harmless there: the page cache keeps the contents); in sync
+ *     anonymous mode nothing reports it either;
+ *   - sync anonymous mode also loses later writes: the kernel's zap drops
+ *     uffd-wp with the page, so writes there no longer fault, while the
+ *     library still holds its entry protected (a discard behind its back)
+ *     or holds a hole it cannot protect (ps_space_discard(), then the
+ *     frame mapped again): the page is never reported nor protected again.
+ * The bridge cannot see such discards: it does not negotiate
+ * UFFD_FEATURE_EVENT_REMOVE, whose events would block every madvise() of
+ * the range until a handler read them (async mode has none). So a VMM
+ * whose balloon or free page reporting releases guest memory calls
+ * ps_uffd_discard() for those pages, and lets the space's free_frame hook
+ * release the host memory. A bare table's attachment has no discard.
  *
  * ---------------------------------------------------------------------------
  * Where the live kernel differs from its documentation and from the library
@@ -120,21 +153,32 @@
  *     un-protecting a UFFD_WP marker removes it (none); UFFDIO_UNREGISTER
  *     clears every uffd-wp bit and marker of the range. All as the library
  *     (ps_pgtable_unregister() clears the same).
+ *   - Sync anonymous ranges without WP_UNPOPULATED: UFFDIO_WRITEPROTECT
+ *     skips a page with no PTE (never touched, or zapped: MADV_DONTNEED
+ *     drops uffd-wp with the page), and a write there maps a new page
+ *     unprotected, without a fault; the library protects its present
+ *     entry whatever the host page holds. So the bridge gives those host
+ *     pages a PTE (the zero page) before it protects them, and a page
+ *     ps_uffd_discard() drops gets one at once (the library's hole there
+ *     cannot be protected either).
  *
  * ---------------------------------------------------------------------------
  * Concurrency
  * ---------------------------------------------------------------------------
  *
- * Protect, unprotect, harvest and the resolution of each fault hold the
- * attachment's mutex across "library, then kernel", so the two never
- * disagree on a page for longer than one such call: without it, a fault
+ * Protect, unprotect, harvest, the resolution of each fault and the
+ * kernel's half of a discard hold the attachment's mutex across "library,
+ * then kernel", so the two never disagree on a page for longer than one
+ * such call: without it, a fault
  * resolved (un-protected in both) while a protect runs could leave the
  * library protected and the kernel not, and later writes would go unseen.
  * A call whose kernel half fails reports it and leaves the library no
  * more protected than the kernel (ps_uffd_protect(),
  * ps_uffd_handle_events()).
  * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins)
- * take no bridge lock.
+ * take no bridge lock, and neither does the space's half of a discard
+ * (its free_frame hook and notifier callbacks may write to protected
+ * memory: the faults are resolved meanwhile).
  *
  * What a harvest guarantees: every write that completes after the harvest
  * re-armed its page is reported by a later harvest; a write that raced the
@@ -156,8 +200,9 @@
  * bit if the page is the frame's, or holds the mutex while another fault
  * waits for it: a deadlock (detach, which joins the handler thread,
  * included). Nor may such a thread, or a dirty hook, call
- * ps_uffd_protect(), ps_uffd_unprotect(), ps_uffd_harvest() or
- * ps_uffd_handle_events() of that attachment: the mutex is not recursive.
+ * ps_uffd_protect(), ps_uffd_unprotect(), ps_uffd_harvest(),
+ * ps_uffd_discard() or ps_uffd_handle_events() of that attachment: the
+ * mutex is not recursive.
  *
  * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
  * kernel feature (@why names it), -ENOSYS no userfaultfd, -EPERM userfaultfd
@@ -347,6 +392,16 @@ int ps_uffd_detach(struct ps_uffd *u);
  * @addr: the first library page (aligned).
  * @len: bytes (a non-zero multiple of the page size).
  *
+ * Sync anonymous attachments without PS_UFFD_UNPOPULATED: the kernel can
+ * protect only a host page that has a page-table entry, and a write to a
+ * page without one maps a new page unprotected, without a fault. So the
+ * host pages under the library's present entries get one first, with
+ * MADV_POPULATE_READ (read-faulting each page before Linux 5.14): the
+ * zero page where the memory was never touched, which costs page tables
+ * (2 MiB per GiB), no memory, and a fault per page the first time.
+ * PS_UFFD_UNPOPULATED (the kernel protects holes with markers) avoids
+ * those faults where the kernel has it. The library's holes are left
+ * alone: a frame mapped there later is not protected in either.
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex).
  * Ordering: U1 (lib/uffd.c): the attachment's mutex is held across
@@ -358,11 +413,12 @@ int ps_uffd_detach(struct ps_uffd *u);
  * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
  * (outside the attachment, or the library range no longer registered);
  * -ENOMEM (markers need table levels); after these the kernel is not
- * touched. Or the ioctl's errno (-EINVAL for hugetlb memory mapped there
- * since the attach): then the library range is unprotected again and the
- * host range may be partly protected, the side that loses no write (sync:
- * a write there faults and is resolved; async: the next harvest reports
- * each page of the range). Retry, or detach.
+ * touched. Or the errno of the ioctl (-EINVAL for hugetlb memory mapped
+ * there since the attach) or of populating the host pages: then the
+ * library range is unprotected again and the host range may be partly
+ * protected, the side that loses no write (sync: a write there faults and
+ * is resolved; async: the next harvest reports each page of the range).
+ * Retry, or detach.
  */
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 
@@ -463,7 +519,8 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *     wrote are not invalidated: a writable secondary mapping is always in
  *     the space's log.
  * Sync: the pages are taken from the log first, then re-protected in both
- * places (U4).
+ * places (U4), as ps_uffd_protect() does (host page-table entries
+ * included).
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex); for a space, not from a notifier callback nor holding a lock
  * that one takes (the space's harvest invalidates). Concurrent harvests
@@ -487,6 +544,59 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,
 		    uint64_t *resume);
+
+/**
+ * ps_uffd_discard() - ps_space_discard() for an attached range: the
+ * balloon's discard, with the kernel's side kept in agreement and every
+ * page it drops reported by the next harvest.
+ * @u: a space attachment.
+ * @start: the first library page (aligned, inside the attachment).
+ * @len: bytes (a non-zero multiple of the page size).
+ * @skipped: as for ps_space_discard(): the pages left in place, with
+ *	their frame and reason.
+ * @max_skipped: room in @skipped.
+ * @nskipped: as for ps_space_discard().
+ *
+ * The space discards as ps_space_discard() does (freeze or skip; the
+ * space's free_frame hook releases each dropped page's memory, e.g.
+ * MADV_DONTNEED or MADV_REMOVE of the host page). Then, for each page it
+ * dropped: the host page is write-protected if the library's entry is
+ * (a UFFD_WP marker, PS_UFFD_SHARED), so both agree whatever the hook did
+ * to the host page, and the page is logged: the next harvest reports it
+ * (its contents are gone: a migration sends it again) and, in sync mode,
+ * re-protects it on both sides. In sync anonymous ranges without
+ * PS_UFFD_UNPOPULATED the host page also gets a page-table entry at once
+ * (the zero page, as ps_uffd_protect() gives them): the library cannot
+ * protect the hole the discard leaves there, so it is the kernel's page
+ * that the next harvest's re-arm protects, and a write after that re-arm
+ * faults even when the balloon maps a frame there only afterwards.
+ * Skipped pages are not touched. Discard attached memory only this way
+ * (see "Discarding attached memory" above).
+ * Context: any thread; not inside a read-side section, nor from a
+ * notifier callback or a free_frame hook (the space's writer mutex).
+ * The space's free_frame hook and its invalidation's callbacks run in
+ * this thread without the attachment's mutex (so they may write to
+ * protected memory: its faults are resolved), but under the space's
+ * writer mutex, with the rules of ps_space_discard().
+ * Ordering: U6 (lib/uffd.c): the space drops the pages (S10), then, under
+ * the attachment's mutex (U1), the kernel is protected where the library
+ * is and the pages are logged; a write after the discard returns is
+ * reported by a later harvest (sync: it faults or its page is logged;
+ * async: the kernel sees it).
+ * Progress: blocking (the space's writer mutex and invalidation, the
+ * attachment's mutex, ioctls).
+ * Return: 0; -EINVAL (range, a bare table's attachment, @skipped NULL with
+ * @max_skipped); -ENOENT (outside the attachment); an error of the
+ * space's discard (as ps_space_discard(); any page it dropped before is
+ * fixed up and logged all the same); or the errno of protecting or
+ * populating the host pages: the pages were discarded and are logged all
+ * the same, @skipped and @nskipped are written, and those the kernel
+ * refused to protect are left unprotected in the library too, the side
+ * that loses no write.
+ */
+int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    struct ps_discard_skip *skipped, uint64_t max_skipped,
+		    uint64_t *nskipped);
 
 /**
  * ps_uffd_stats() - the attachment's counters.
