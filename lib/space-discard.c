@@ -103,7 +103,6 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!ps__space_range_ok(s, start, len) || (max_skipped && !skipped))
 		return -EINVAL;
-	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_CLEAR, 0);
@@ -140,6 +139,8 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
 		     uint64_t *nskipped)
 {
+	/* The callers' own name in the message (ps_uffd_discard() too). */
+	PS__FORK_CHECK(s->born, "space");
 	return ps__space_discard(s, start, len, skipped, max_skipped, nskipped,
 				 NULL, NULL);
 }

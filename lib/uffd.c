@@ -1142,6 +1142,8 @@ int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
 		return rc;
 	if (!u->space || (max_skipped && !skipped))
 		return -EINVAL;
+	PS__FORK_CHECK(u->born, "uffd attachment");
+	PS__SPACE_FORK_CHECK(u->space);
 	/* Without the mutex: its hooks may write to protected memory. */
 	rc = ps__space_discard(u->space, start, len, skipped, max_skipped,
 			       nskipped, note_dropped, u);
