@@ -61,9 +61,9 @@ static inline bool ps__fork_inherited(uint64_t born)
 _Noreturn PS_COLD void ps__fork_refuse_inherited(const char *fn,
 						 const char *what);
 
-#define PS__FORK_CHECK(born, what)                               \
-	do {                                                     \
-		if (ps__fork_inherited(born))                    \
+#define PS__FORK_CHECK(born, what)                                 \
+	do {                                                       \
+		if (ps__fork_inherited(born))                      \
 			ps__fork_refuse_inherited(__func__, what); \
 	} while (0)
 

@@ -47,7 +47,7 @@ struct ps_space {
 	struct ps_pgtable *pt;
 	struct ps_notifier notifier;
 	struct ps_page *frames;
-	void *frames_map;	/* library-allocated array, or NULL */
+	void *frames_map; /* library-allocated array, or NULL */
 	size_t frames_bytes;
 	uint64_t nframes;
 	uint64_t size;
@@ -56,15 +56,15 @@ struct ps_space {
 	struct ps__hbm longterm; /* frames with long-term pins */
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
-	uint64_t born; /* fork generation at creation (lib/fork.h) */
+	uint64_t born;		/* fork generation at creation (lib/fork.h) */
 };
 
 PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,
 		 "ps__space_ext_find() reads the extensions first");
 
 /* [@start, @start + @len): non-empty, page-aligned, inside the space. */
-static inline bool ps__space_range_ok(const struct ps_space *s,
-				      uint64_t start, uint64_t len)
+static inline bool ps__space_range_ok(const struct ps_space *s, uint64_t start,
+				      uint64_t len)
 {
 	return len && !(start & (PAGE_SIZE - 1)) && !(len & (PAGE_SIZE - 1)) &&
 	       start < s->size && len <= s->size - start;

@@ -38,9 +38,9 @@ bool ps__space_inherited(const struct ps_space *space);
  * call on a space inherited through fork() that would take its writer lock
  * or run its hooks in bulk (pagestate/fork.h).
  */
-#define PS__SPACE_FORK_CHECK(space)                                  \
-	do {                                                         \
-		if (ps__space_inherited(space))                      \
+#define PS__SPACE_FORK_CHECK(space)                                   \
+	do {                                                          \
+		if (ps__space_inherited(space))                       \
 			ps__fork_refuse_inherited(__func__, "space"); \
 	} while (0)
 
@@ -86,8 +86,8 @@ static inline struct ps__space_ext *ps__space_ext_find(struct ps_space *space,
 	/* A struct's address is its first member's (C11 6.7.2.1). */
 	struct ps__space_exts *l = (struct ps__space_exts *)(void *)space;
 	/* Acquire: pairs with the release CAS in ps__space_ext_add(). */
-	struct ps__space_ext *e =
-		atomic_load_explicit(&l->head, memory_order_acquire);
+	struct ps__space_ext *e = atomic_load_explicit(&l->head,
+						       memory_order_acquire);
 
 	while (e && e->key != key)
 		e = e->next;

@@ -71,8 +71,8 @@ static inline bool try_pin(struct ps_page *p, uint64_t reject, bool write)
 	 * came before), so the pinner sees the frame as it was left; S2's
 	 * fence follows.
 	 */
-	return ps_page_try_pin_and_set_flags(
-		p, 1, reject, write ? PS_PAGE_WRITE_PINNED : 0);
+	return ps_page_try_pin_and_set_flags(p, 1, reject,
+					     write ? PS_PAGE_WRITE_PINNED : 0);
 }
 
 /* Entries compare equal for the pin re-check unless A/D bits moved. */
@@ -95,8 +95,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		   uint64_t *frame_out)
 {
 	const bool write = flags & PS_PIN_WRITE;
-	const uint64_t reject =
-		PS_PAGE_POISONED | (flags & PS_PIN_PRIVATE ? 0 : PS_PAGE_PRIVATE);
+	const uint64_t reject = PS_PAGE_POISONED |
+				(flags & PS_PIN_PRIVATE ? 0 : PS_PAGE_PRIVATE);
 
 	for (;;) {
 		struct ps_page *p;
@@ -110,7 +110,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			/* Missing, or a write needs resolving: fault it in. */
 			ps_pgtable_read_unlock();
 			rc = ps__space_fault_in(s, addr,
-				      write ? PS_ACCESS_WRITE : PS_ACCESS_READ);
+						write ? PS_ACCESS_WRITE
+						      : PS_ACCESS_READ);
 			ps_pgtable_read_lock();
 			if (rc)
 				return rc;

@@ -151,7 +151,7 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 				return -EOVERFLOW;
 			if (w & PS_PAGE_FROZEN)
 				sched_yield(); /* a conversion holds it (S8) */
-			continue; /* freed or frozen: look again */
+			continue;	       /* freed or frozen: look again */
 		}
 		ps_page_lock(p);
 		if (!ps_pgtable_get(s->pt, addr, &e) && ps_pte_is_present(e) &&
@@ -300,8 +300,8 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	c.fn = fn;
 	c.ctx = ctx;
 	(void)ps__hbm_harvest(&s->wb, ps__space_page_index(start),
-			      ps__space_page_index(len),
-			      writeback_visit, &c, NULL);
+			      ps__space_page_index(len), writeback_visit, &c,
+			      NULL);
 	if (stats)
 		*stats = c.st;
 	return c.first_error;

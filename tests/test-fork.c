@@ -110,13 +110,13 @@ struct kid {
 typedef int (*kid_fn)(void *arg);
 
 /* In a kid: no Check assertions (they belong to the parent). */
-#define KID_CHECK(cond)                                                   \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr, "kid: %s:%d: %s failed\n",        \
-				__FILE__, __LINE__, #cond);               \
-			_exit(3);                                         \
-		}                                                         \
+#define KID_CHECK(cond)                                                      \
+	do {                                                                 \
+		if (!(cond)) {                                               \
+			fprintf(stderr, "kid: %s:%d: %s failed\n", __FILE__, \
+				__LINE__, #cond);                            \
+			_exit(3);                                            \
+		}                                                            \
 	} while (0)
 
 static struct kid spawn(enum bracket b, kid_fn fn, void *arg)
@@ -181,7 +181,8 @@ static void expect_exit0(struct kid k, const char *what)
 
 	ck_assert_msg(st != -1,
 		      "%s: the child did not end within %.0f s (a deadlock?);"
-		      " its stderr: %s", what, kid_deadline(), out);
+		      " its stderr: %s",
+		      what, kid_deadline(), out);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		      "%s: the child ended with status %#x; its stderr: %s",
 		      what, (unsigned int)st, out);
@@ -193,8 +194,10 @@ static void expect_refusal(struct kid k, const char *fn, const char *words)
 	char out[4096];
 	int st = reap(&k, out, sizeof(out));
 
-	ck_assert_msg(st != -1, "%s: no refusal but a deadlock (killed after"
-		      " %.0f s); stderr: %s", fn, kid_deadline(), out);
+	ck_assert_msg(st != -1,
+		      "%s: no refusal but a deadlock (killed after"
+		      " %.0f s); stderr: %s",
+		      fn, kid_deadline(), out);
 	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
 		      "%s: expected an abort, got status %#x; stderr: %s", fn,
 		      (unsigned int)st, out);
@@ -305,17 +308,21 @@ static void world_setup(void)
 	ck_assert_ptr_nonnull(w.bare);
 	ck_assert_int_eq(ps_space_map_range(w.bare, 0, 4 * PG, 0, 0), 0);
 	ck_assert_int_eq(ps_space_map_range(w.space, 0, NMAP * PG, 0,
-					    PS_MAP_WRITE), 0);
+					    PS_MAP_WRITE),
+			 0);
 	ck_assert_int_eq(ps_interval_insert(&w.space_sub,
 					    ps_space_notifier(w.space), 0,
-					    SPACE_SIZE, &ops, &world_mark), 0);
+					    SPACE_SIZE, &ops, &world_mark),
+			 0);
 	w.pt = ps_pgtable_create();
 	ck_assert_ptr_nonnull(w.pt);
 	ck_assert_int_eq(ps_pgtable_map(w.pt, 0, NMAP * PG, PT_FRAME0,
-					PS_PTE_MAYWRITE), 0);
+					PS_PTE_MAYWRITE),
+			 0);
 	ck_assert_int_eq(ps_notifier_init(&w.n), 0);
 	ck_assert_int_eq(ps_interval_insert(&w.sub, &w.n, 0, SPACE_SIZE, &ops,
-					    &world_mark), 0);
+					    &world_mark),
+			 0);
 }
 
 /* Everything still works in the parent, and no kid ran a hook. */
@@ -325,7 +332,8 @@ static void world_teardown(void)
 
 	ck_assert_uint_eq(atomic_load(&sh->foreign), 0);
 	ck_assert_int_eq(ps_notifier_invalidate_start(&w.n, 0, PG,
-						      PS_NOTIFIER_UNMAP, 0), 0);
+						      PS_NOTIFIER_UNMAP, 0),
+			 0);
 	ck_assert_int_eq(ps_notifier_invalidate_end(&w.n, 0, PG), 0);
 	ps_interval_remove(&w.sub);
 	ck_assert_int_eq(ps_notifier_destroy(&w.n), 0);
@@ -349,7 +357,7 @@ static void world_teardown(void)
 static int kid_destroy_all(void *arg)
 {
 	(void)arg;
-	KID_CHECK(ps_space_destroy(w.bare) == 0); /* no free hook runs */
+	KID_CHECK(ps_space_destroy(w.bare) == 0);  /* no free hook runs */
 	KID_CHECK(ps_space_destroy(w.space) == 0); /* subscription or not */
 	ps_pgtable_destroy(w.pt);
 	KID_CHECK(ps_notifier_destroy(&w.n) == 0); /* subscription or not */
@@ -412,7 +420,7 @@ static int kid_use_new_objects(void)
 	KID_CHECK(ps_pgtable_unregister(t, 0, 64 * PG) == 0); /* synchronize */
 	KID_CHECK(ps_pgtable_zap(t, 0, 8 * PG, PS_ZAP_UNMAP, NULL, NULL) == 0);
 	KID_CHECK(ps_pgtable_trim(t, 0, SPACE_SIZE) == 0); /* call_rcu */
-	ps_pgtable_destroy(t); /* rcu_barrier */
+	ps_pgtable_destroy(t);				   /* rcu_barrier */
 
 	KID_CHECK(ps_notifier_init(&n) == 0);
 	KID_CHECK(ps_interval_insert(&sub, &n, 0, PG, &ops, NULL) == 0);
@@ -752,7 +760,8 @@ START_TEST(exited_readers_give_back_their_slot)
 		for (int i = 0; i < WAVE; i++)
 			ck_assert_int_eq(pthread_create(&notes[i].th, NULL,
 							short_reader,
-							&notes[i]), 0);
+							&notes[i]),
+					 0);
 		for (int i = 0; i < WAVE; i++) {
 			unsigned int j;
 
@@ -765,8 +774,8 @@ START_TEST(exited_readers_give_back_their_slot)
 			if (j == nslots) {
 				ck_assert_msg(nslots < MAXSLOTS,
 					      "%u registry slots after %llu"
-					      " threads: slots leak", nslots,
-					      (unsigned long long)done);
+					      " threads: slots leak",
+					      nslots, (unsigned long long)done);
 				slots[nslots++] = notes[i].slot;
 			}
 		}
@@ -1012,17 +1021,18 @@ static void *storm_worker(void *arg)
 
 		storm_park_point();
 		if (ps_space_map(w.space, k * PG, k, PS_MAP_WRITE) == 0 &&
-		    ps_space_pin_range(w.space, k * PG, PG, PS_PIN_WRITE,
-				       &f) == 0)
+		    ps_space_pin_range(w.space, k * PG, PG, PS_PIN_WRITE, &f) ==
+			    0)
 			ps_space_unpin(w.space, &f, 1, ps_test_below(&r, 2));
 		if (ps_test_below(&r, 2))
 			(void)ps_space_unmap(w.space, k * PG, PG, 0);
 		else
 			(void)ps_space_discard(w.space, k * PG, PG, NULL, 0,
 					       NULL);
-		ck_assert_int_eq(ps_notifier_invalidate_start(
-					 &w.n, k * PG, PG, PS_NOTIFIER_CLEAR,
-					 0), 0);
+		ck_assert_int_eq(ps_notifier_invalidate_start(&w.n, k * PG, PG,
+							      PS_NOTIFIER_CLEAR,
+							      0),
+				 0);
 		ck_assert_int_eq(ps_notifier_invalidate_end(&w.n, k * PG, PG),
 				 0);
 		(void)ps_pgtable_trim(w.pt, 0, SPACE_SIZE);
@@ -1044,7 +1054,8 @@ START_TEST(stress_fork_while_busy)
 	atomic_store(&storm_stop, false);
 	for (intptr_t i = 0; i < STORM_WORKERS; i++)
 		ck_assert_int_eq(pthread_create(&th[i], NULL, storm_worker,
-						(void *)i), 0);
+						(void *)i),
+				 0);
 	for (uint64_t i = 0; i < n; i++) {
 		enum bracket b = i & 1 ? PLAIN : BRACKETED;
 		bool park = STORM_PARK && b == BRACKETED;
@@ -1076,7 +1087,7 @@ END_TEST
 /* --- the uffd bridge ------------------------------------------------------ */
 
 #ifdef PS_TEST_UFFD
-#define UNP 16			    /* pages attached */
+#define UNP 16			  /* pages attached */
 #define LBASE (UINT64_C(1) << 20) /* their library address */
 #define PMD (UINT64_C(2) << 20)
 #define PM_WP (UINT64_C(1) << 57) /* pagemap: uffd-wp */
@@ -1136,7 +1147,8 @@ static void uffd_attach(unsigned int mode)
 	uf.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(uf.pagemap, 0);
 	ck_assert_int_eq(ps_space_map_range(w.space, LBASE, UNP * PG, 64,
-					    PS_MAP_WRITE), 0);
+					    PS_MAP_WRITE),
+			 0);
 	c.host = uf.host;
 	c.addr = LBASE;
 	c.len = UNP * PG;
@@ -1217,7 +1229,8 @@ START_TEST(uffd_child_detach_leaves_parent_attached)
 		      " is gone");
 	pthread_join(th, NULL);
 	ck_assert_int_eq(ps_uffd_harvest(uf.u, LBASE, UNP * PG, addrs, UNP, &n,
-					 &resume), 0);
+					 &resume),
+			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(addrs[0], LBASE + 3 * PG);
 	ck_assert_uint_eq(uf.host[5 * PG], 1); /* the kid's writes stayed its */
@@ -1237,8 +1250,7 @@ static int kid_uffd_forbidden(void *arg)
 		(void)ps_uffd_protect(uf.u, LBASE, PG);
 		break;
 	case 1:
-		(void)ps_uffd_harvest(uf.u, LBASE, PG, addrs, UNP, &n,
-				      &resume);
+		(void)ps_uffd_harvest(uf.u, LBASE, PG, addrs, UNP, &n, &resume);
 		break;
 	case 2:
 		(void)ps_uffd_handle_events(uf.u, 0);
@@ -1408,7 +1420,8 @@ static int uffd_skip(void)
 			rc = ps_uffd_probe(PS_UFFD_ASYNC, &why);
 		if (rc) {
 			printf("skip: userfaultfd bridge unavailable: "
-			       "%s (%s)\n", why ? why : "?", strerror(-rc));
+			       "%s (%s)\n",
+			       why ? why : "?", strerror(-rc));
 			return 77;
 		}
 		return 0;

@@ -293,9 +293,9 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 #define PS_MAP_CACHE_SET 0x2u
 #define PS_MAP_CACHE_SHIFT 4
 #define PS_MAP_CACHE_MASK (0x7u << PS_MAP_CACHE_SHIFT)
-#define PS_MAP_CACHE(mode) \
-	(PS_MAP_CACHE_SET | (((unsigned int)(mode) << PS_MAP_CACHE_SHIFT) & \
-			     PS_MAP_CACHE_MASK))
+#define PS_MAP_CACHE(mode)  \
+	(PS_MAP_CACHE_SET | \
+	 (((unsigned int)(mode) << PS_MAP_CACHE_SHIFT) & PS_MAP_CACHE_MASK))
 
 /**
  * ps_space_map() - map @frame at page @addr.
@@ -461,8 +461,8 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * Progress: lock-free. Misuse (unpinning what was not pinned) goes to the
  * page word's error hook.
  */
-void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
-		    uint64_t n, bool dirty);
+void ps_space_unpin(struct ps_space *space, const uint64_t *frames, uint64_t n,
+		    bool dirty);
 
 /**
  * enum ps_discard_reason - why ps_space_discard() left a page in place.
@@ -702,8 +702,7 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  * Return: 0; -EINVAL (an address out of range or unaligned: the addresses
  * before it were put back).
  */
-int ps_space_redirty(struct ps_space *space, const uint64_t *addrs,
-		     uint64_t n);
+int ps_space_redirty(struct ps_space *space, const uint64_t *addrs, uint64_t n);
 
 /* --- write-back --------------------------------------------------------------------- */
 
