@@ -31,7 +31,7 @@
 static struct ps_pgtable *tab;
 static struct mtable model;
 
-/* --- building the state ----------------------------------------------------------- */
+/* --- building the state --------------------------------------------------- */
 
 static void op_register(struct in *in)
 {
@@ -142,7 +142,7 @@ static void op_fill(struct in *in)
 	}
 }
 
-/* --- scan arguments ----------------------------------------------------------------- */
+/* --- scan arguments ------------------------------------------------------- */
 
 static uint64_t gen_scan_addr(struct in *in)
 {

@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define EDGE_ADDR (SPACE_END - PG)
 #define MREG 0x80u
 
-/* --- where we are, and the abort ------------------------------------------- */
+/* --- where we are, and the abort ------------------------------------------ */
 
 static size_t fz_at;	   /* offset of the current operation */
 static unsigned int fz_op; /* its opcode */
@@ -75,11 +75,11 @@ static unsigned int fz_op; /* its opcode */
 		}                                                            \
 	} while (0)
 
-/* --- the input ------------------------------------------------------------------ */
+/* --- the input ------------------------------------------------------------ */
 
 /* struct in, u8(), raw64(): fuzz-input.h */
 
-/* --- pages ------------------------------------------------------------------------ */
+/* --- pages ---------------------------------------------------------------- */
 
 static uint64_t maddr(unsigned int i)
 {
@@ -115,7 +115,7 @@ static bool m_bad_range(uint64_t start, uint64_t len)
 	       start > SPACE_END || len > SPACE_END - start;
 }
 
-/* --- the model ---------------------------------------------------------------- */
+/* --- the model ------------------------------------------------------------ */
 
 struct mtable {
 	ps_pte_t e[NPAGES_M];
@@ -289,7 +289,7 @@ static uint64_t m_categories(ps_pte_t e, unsigned int r)
 	return c | (ps_pte_uffd_wp(e) ? PS_CAT_WP : PS_CAT_WRITTEN);
 }
 
-/* --- comparing the table with the model ------------------------------------------ */
+/* --- comparing the table with the model ----------------------------------- */
 
 static void compare_table(const struct ps_pgtable *t, const struct mtable *m)
 {
@@ -335,7 +335,7 @@ static void compare_table(const struct ps_pgtable *t, const struct mtable *m)
 	ps_pgtable_read_unlock();
 }
 
-/* --- the scan, by brute force ------------------------------------------------------ */
+/* --- the scan, by brute force --------------------------------------------- */
 
 #define VEC_MAX 80u
 
@@ -536,7 +536,7 @@ static void check_scan(struct ps_pgtable *t, struct mtable *m,
 		CHECK(!memcmp(&vec[i], &poison, sizeof(poison)));
 }
 
-/* --- generators -------------------------------------------------------------------- */
+/* --- generators ----------------------------------------------------------- */
 
 /* An entry: mostly valid, of every form; sometimes any 64 bits. */
 static ps_pte_t gen_entry(struct in *in)

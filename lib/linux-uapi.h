@@ -26,7 +26,7 @@
 #include <linux/userfaultfd.h>
 #include <sys/syscall.h>
 
-/* --- userfaultfd ----------------------------------------------------------- */
+/* --- userfaultfd ---------------------------------------------------------- */
 
 #ifndef __NR_userfaultfd
 #if defined(__x86_64__)
@@ -92,7 +92,7 @@
 #define UFFD_PAGEFAULT_FLAG_WP (1 << 1)
 #endif
 
-/* --- PAGEMAP_SCAN (Linux 6.7) ------------------------------------------------ */
+/* --- PAGEMAP_SCAN (Linux 6.7) --------------------------------------------- */
 
 #ifndef PAGE_IS_WPALLOWED
 #define PAGE_IS_WPALLOWED (1 << 0)
@@ -183,7 +183,7 @@ struct procmap_query {
 #define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
 #endif
 
-/* --- pagestate/pgtable.h keeps these values (checked when it is included) --- */
+/* --- pagestate/pgtable.h keeps these values (checked when it is included) - */
 
 #ifdef PAGESTATE_PGTABLE_H
 PS_STATIC_ASSERT(PS_CAT_WPALLOWED == PAGE_IS_WPALLOWED &&

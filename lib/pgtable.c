@@ -250,7 +250,7 @@ static void regs_publish(struct ps_pgtable *t, struct regset *rs)
 		ps__rcu_call(&old->rcu, regset_free_rcu);
 }
 
-/* --- transitions (pure: old entry -> new entry) ----------------------------------- */
+/* --- transitions (pure: old entry -> new entry) --------------------------- */
 
 static ps_pte_t tr_unprotect(ps_pte_t e, const struct op *op, uint64_t addr)
 {
@@ -318,7 +318,7 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 	return REFUSE;
 }
 
-/* --- the range walk ------------------------------------------------------------------ */
+/* --- the range walk ------------------------------------------------------- */
 
 /*
  * Apply @fn to entries [lo, hi) of leaf @l (first page @p0). Returns 0, or
@@ -461,7 +461,7 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 	return true;
 }
 
-/* --- lifetime and lookups ------------------------------------------------------------ */
+/* --- lifetime and lookups ------------------------------------------------- */
 
 struct ps_pgtable *ps_pgtable_create(void)
 {
@@ -547,7 +547,7 @@ int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
 	return 0;
 }
 
-/* --- single entries ----------------------------------------------------------------- */
+/* --- single entries ------------------------------------------------------- */
 
 /* Transition of ps_pgtable_set(): whatever was there becomes op->pflags. */
 static ps_pte_t tr_set(ps_pte_t e, const struct op *op, uint64_t addr)
@@ -682,7 +682,7 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
 	return update_one(t, addr, tr_swap_in, &op, old, -ENXIO);
 }
 
-/* --- ranges ---------------------------------------------------------------------------- */
+/* --- ranges --------------------------------------------------------------- */
 
 int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   uint64_t frame, uint64_t flags)
@@ -1075,7 +1075,7 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 	return 0;
 }
 
-/* --- faults ------------------------------------------------------------------------------ */
+/* --- faults --------------------------------------------------------------- */
 
 /*
  * The fault, in its own read-side section (@own) or in the caller's

@@ -109,7 +109,7 @@
 /* Lookups per page-table read-side section in the long loops. */
 #define SECTION_PAGES 256
 
-/* --- prot's state in a space ------------------------------------------------- */
+/* --- prot's state in a space ---------------------------------------------- */
 
 /* One installed set of hooks; replaced sets stay until destroy. */
 struct hooks_node {
@@ -254,7 +254,7 @@ int ps_prot_set_hooks(struct ps_space *s, const struct ps_prot_hooks *hooks)
 	return 0;
 }
 
-/* --- small helpers -------------------------------------------------------------- */
+/* --- small helpers -------------------------------------------------------- */
 
 /* [@start, @start + @len): non-empty, page-aligned, inside the space. */
 static bool range_ok(const struct ps_space *s, uint64_t start, uint64_t len)
@@ -319,7 +319,7 @@ static void entry_update(struct ps_pgtable *pt, uint64_t addr, ps_pte_t e,
 	}
 }
 
-/* --- conversion (P1..P4) ----------------------------------------------------- */
+/* --- conversion (P1..P4) -------------------------------------------------- */
 
 struct conv {
 	struct ps_space *s;
@@ -704,7 +704,7 @@ out:
 	return rc;
 }
 
-/* --- CPU maps (P5, P6) ------------------------------------------------------- */
+/* --- CPU maps (P5, P6) ---------------------------------------------------- */
 
 /*
  * Why the kmap's reference could not be taken, as an errno, or 0 to try
@@ -855,7 +855,7 @@ int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
 	return rc;
 }
 
-/* --- the access check ---------------------------------------------------------- */
+/* --- the access check ----------------------------------------------------- */
 
 int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 			 enum ps_enc_state kind, struct ps_memory_fault *fault)
@@ -901,7 +901,7 @@ int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 	return rc;
 }
 
-/* --- cache modes and protection changes (P7) ------------------------------------- */
+/* --- cache modes and protection changes (P7) ------------------------------ */
 
 int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 		      enum ps_cache_mode mode, uint64_t expected_refs)

@@ -35,7 +35,7 @@
 
 #include <string.h>
 
-/* --- marks ----------------------------------------------------------------------- */
+/* --- marks ---------------------------------------------------------------- */
 
 void ps__space_log_addr(struct ps_space *s, uint64_t addr)
 {
@@ -66,7 +66,7 @@ int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 	return 0;
 }
 
-/* --- harvest (S6) ---------------------------------------------------------------- */
+/* --- harvest (S6) --------------------------------------------------------- */
 
 /* ps_pgtable_harvest()'s callback: a run of written pages, into the log. */
 static void rearm_log_run(void *ctx, uint64_t start, uint64_t end)

@@ -49,7 +49,7 @@
 #include "failpoint.h"
 #include "space-impl.h"
 
-/* --- discard (S10) ----------------------------------------------------------------- */
+/* --- discard (S10) -------------------------------------------------------- */
 
 /*
  * Discard the page at @addr, mapped to @frame (below nframes, under the

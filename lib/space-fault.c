@@ -35,7 +35,7 @@
 #include "failpoint.h"
 #include "space-impl.h"
 
-/* --- one fault (S3) ------------------------------------------------------------ */
+/* --- one fault (S3) ------------------------------------------------------- */
 
 /*
  * A step of a write fault: it decided (the answer is in *@fr), or the entry
@@ -201,7 +201,7 @@ enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
 	return fr;
 }
 
-/* --- faulting in, for pins and the secondary-map helper ------------------------- */
+/* --- faulting in, for pins and the secondary-map helper ------------------- */
 
 /* Errno for a fault that did not let an access through. */
 static int fault_errno(enum ps_fault fr)

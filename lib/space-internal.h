@@ -26,7 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* --- extensions: per-space state of a module above the space --------------- */
+/* --- extensions: per-space state of a module above the space -------------- */
 
 /**
  * struct ps__space_ext - one module's state in a space, embedded in the
@@ -90,7 +90,7 @@ static inline struct ps__space_ext *ps__space_ext_find(struct ps_space *space,
 struct ps__space_ext *ps__space_ext_add(struct ps_space *space,
 					struct ps__space_ext *ext);
 
-/* --- what the space lends the modules above it -------------------------------- */
+/* --- what the space lends the modules above it ---------------------------- */
 
 /*
  * The page words of the space's frames, fixed for its life; *@nframes

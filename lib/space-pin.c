@@ -54,7 +54,7 @@ int ps__space_grab_failed(struct ps_page *p, uint64_t reject)
 	return 0; /* freed or replaced under us */
 }
 
-/* --- pins (S2) -------------------------------------------------------------------- */
+/* --- pins (S2) ------------------------------------------------------------ */
 
 /*
  * The speculative pin: ps_page_try_pin_masked() for one pin, which for a

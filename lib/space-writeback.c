@@ -92,7 +92,7 @@
 #include <sched.h>
 #include <string.h>
 
-/* --- write-back (S3, S4, S9) ------------------------------------------------------- */
+/* --- write-back (S3, S4, S9) ---------------------------------------------- */
 
 struct wb_ctx {
 	struct ps_space *s;

@@ -61,7 +61,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-/* --- accessors ------------------------------------------------------------------ */
+/* --- accessors ------------------------------------------------------------ */
 
 struct ps_page *ps_space_page(struct ps_space *s, uint64_t frame)
 {
@@ -78,7 +78,7 @@ struct ps_notifier *ps_space_notifier(struct ps_space *s)
 	return &s->notifier;
 }
 
-/* --- what the space lends the modules above it (space-internal.h) ------------- */
+/* --- what the space lends the modules above it (space-internal.h) --------- */
 
 struct ps_page *ps__space_frames(struct ps_space *s, uint64_t *nframes)
 {
@@ -171,7 +171,7 @@ void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 		ps__space_frame_freed(s, frame);
 }
 
-/* --- lifetime --------------------------------------------------------------- */
+/* --- lifetime ------------------------------------------------------------- */
 
 /* Every frame has an entry form, and a bit in the longterm bitmap. */
 PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
@@ -256,7 +256,7 @@ fail:
 	return rc;
 }
 
-/* --- zapping and dropping references (S7) ---------------------------------- */
+/* --- zapping and dropping references (S7) --------------------------------- */
 
 /* Frames a zap removed, kept until the zap has returned (S7). */
 struct zapped {
@@ -337,7 +337,7 @@ int ps_space_destroy(struct ps_space *s)
 	return 0;
 }
 
-/* --- mapping ------------------------------------------------------------------- */
+/* --- mapping -------------------------------------------------------------- */
 
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {

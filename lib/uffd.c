@@ -271,7 +271,7 @@ int ps_uffd_probe(unsigned int flags, const char **why)
 	return check_features(flags, why);
 }
 
-/* --- the host mapping --------------------------------------------------------- */
+/* --- the host mapping ----------------------------------------------------- */
 
 /*
  * The largest page size of the VMAs that [host, end) touches, from
@@ -370,7 +370,7 @@ static int check_host(const struct ps_uffd_config *cfg, const char **why)
 	return 0;
 }
 
-/* --- the kernel side ---------------------------------------------------------- */
+/* --- the kernel side ------------------------------------------------------ */
 
 static uint64_t host_of(const struct ps_uffd *u, uint64_t addr)
 {
@@ -426,7 +426,7 @@ static void log_addrs(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 	}
 }
 
-/* --- protect and unprotect (U1) --------------------------------------------- */
+/* --- protect and unprotect (U1) ------------------------------------------- */
 
 /*
  * U1: the library, then the kernel. If the kernel refuses a protect, the
@@ -474,7 +474,7 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 	return rc;
 }
 
-/* --- sync faults (U2, U5) ------------------------------------------------------ */
+/* --- sync faults (U2, U5) ------------------------------------------------- */
 
 /*
  * Resolve a write-protect fault at library page @addr (U1, U2): 0, or the
@@ -609,7 +609,7 @@ static void *handler_thread(void *arg)
 	return NULL;
 }
 
-/* --- harvest (U3, U4) ------------------------------------------------------------ */
+/* --- harvest (U3, U4) ----------------------------------------------------- */
 
 /*
  * Mirror the kernel's re-arm in the table. PAGEMAP_SCAN reports every none
@@ -924,7 +924,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	return 0;
 }
 
-/* --- attach and detach ----------------------------------------------------------- */
+/* --- attach and detach ---------------------------------------------------- */
 
 static int attach(struct ps_space *space, struct ps_pgtable *t,
 		  const struct ps_uffd_config *cfg, struct ps_uffd **out)

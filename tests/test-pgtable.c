@@ -55,7 +55,7 @@ static void set(struct ps_pgtable *t, uint64_t addr, ps_pte_t e)
 #define MP ps_pte_mk_marker(PS_PTE_MARKER_POISONED)
 #define MW ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN)
 
-/* --- entries ------------------------------------------------------------------ */
+/* --- entries -------------------------------------------------------------- */
 
 START_TEST(get_set_cmpxchg)
 {
@@ -177,7 +177,7 @@ START_TEST(map_semantics)
 }
 END_TEST
 
-/* --- errors: every one, and nothing changes --------------------------------------- */
+/* --- errors: every one, and nothing changes ------------------------------- */
 
 static uint64_t table_digest(const struct ps_pgtable *t, uint64_t start,
 			     unsigned int pages)
@@ -350,7 +350,7 @@ START_TEST(bad_input_changes_nothing)
 }
 END_TEST
 
-/* --- the transition table -------------------------------------------------------- */
+/* --- the transition table ------------------------------------------------- */
 
 enum form {
 	F_NONE,
@@ -1009,7 +1009,7 @@ START_TEST(registration_matches_oracle)
 }
 END_TEST
 
-/* --- zap, copy, move ---------------------------------------------------------------- */
+/* --- zap, copy, move ------------------------------------------------------ */
 
 struct seen {
 	unsigned int n;
@@ -1085,7 +1085,7 @@ START_TEST(move_across_leaves)
 }
 END_TEST
 
-/* --- scans --------------------------------------------------------------------------- */
+/* --- scans ---------------------------------------------------------------- */
 
 static struct ps_pgtable_region vec[64];
 
@@ -1408,7 +1408,7 @@ START_TEST(scan_hint_matches_oracle)
 }
 END_TEST
 
-/* --- memory -------------------------------------------------------------------------- */
+/* --- memory --------------------------------------------------------------- */
 
 START_TEST(empty_ranges_cost_nothing)
 {
@@ -1501,7 +1501,7 @@ START_TEST(trim_frees_only_empty_levels)
 }
 END_TEST
 
-/* --- regressions ------------------------------------------------------------------------ */
+/* --- regressions ---------------------------------------------------------- */
 
 /*
  * regress_scan_partial_line_keeps_hint: a WP_MATCHING scan that covered only
@@ -2163,7 +2163,7 @@ START_TEST(harvest_callback_may_call_the_table)
 }
 END_TEST
 
-/* --- zaps of written pages in async ranges (the WRITTEN marker) ------------------------ */
+/* --- zaps of written pages in async ranges (the WRITTEN marker) ----------- */
 
 /* Write page @i of R() through a fault, resolved in any mode. */
 static void write_page(unsigned int i)
@@ -2462,7 +2462,7 @@ START_TEST(copy_move_carry_written_markers)
 }
 END_TEST
 
-/* --- stress ------------------------------------------------------------------------------ */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Get-and-rearm against a writer (G7, G8). The writer owns every

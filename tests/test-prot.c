@@ -54,13 +54,13 @@ START_TEST(mode_names)
 }
 END_TEST
 
-/* === the space operations ==================================================== */
+/* === the space operations ================================================= */
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define NFRAMES 512
 #define SPACE_SIZE (UINT64_C(1) << 30)
 
-/* --- fixture: a space with recording hooks ---------------------------------------- */
+/* --- fixture: a space with recording hooks -------------------------------- */
 
 /* One call of a conversion hook, with the state the hook saw. */
 struct hook_call {
@@ -252,7 +252,7 @@ static uint64_t elapsed_ms(struct timespec a)
 			  (b.tv_nsec - a.tv_nsec) / 1000000);
 }
 
-/* --- cache modes (P7) -------------------------------------------------------------- */
+/* --- cache modes (P7) ----------------------------------------------------- */
 
 START_TEST(cache_set_on_free_and_in_use_frames)
 {
@@ -384,7 +384,7 @@ START_TEST(cache_map_range_unwind_restores_modes)
 }
 END_TEST
 
-/* --- mprotect --------------------------------------------------------------------- */
+/* --- mprotect ------------------------------------------------------------- */
 
 START_TEST(mprotect_keeps_every_other_bit)
 {
@@ -452,7 +452,7 @@ START_TEST(mprotect_keeps_every_other_bit)
 }
 END_TEST
 
-/* --- conversion (P1..P4) ------------------------------------------------------------ */
+/* --- conversion (P1..P4) -------------------------------------------------- */
 
 START_TEST(convert_flips_state_and_enc_only)
 {
@@ -872,7 +872,7 @@ START_TEST(convert_to_shared_inaccessible)
 }
 END_TEST
 
-/* --- hooks, rollback, quarantine (P3, P4) ---------------------------------------------- */
+/* --- hooks, rollback, quarantine (P3, P4) --------------------------------- */
 
 static void expect_call(unsigned k, char kind, uint64_t addr,
 			enum ps_enc_state to)
@@ -1029,7 +1029,7 @@ START_TEST(hooks_rollback_failure_quarantines_too)
 }
 END_TEST
 
-/* --- CPU maps (P5, P6) ------------------------------------------------------------- */
+/* --- CPU maps (P5, P6) ---------------------------------------------------- */
 
 START_TEST(kmap_calls_make_accessible_once)
 {
@@ -1189,7 +1189,7 @@ START_TEST(kunmap_of_the_last_reference_frees)
 }
 END_TEST
 
-/* --- prot's per-space state, created by the first kmap or set_prot_hooks --------- */
+/* --- prot's per-space state, created by the first kmap or set_prot_hooks -- */
 
 static struct ps_space *bare_space(void)
 {
@@ -1306,7 +1306,7 @@ START_TEST(prot_state_first_kmaps_race)
 }
 END_TEST
 
-/* --- the access check -------------------------------------------------------------- */
+/* --- the access check ----------------------------------------------------- */
 
 START_TEST(access_check_reports_exactly)
 {
@@ -1365,7 +1365,7 @@ START_TEST(access_check_reports_exactly)
 }
 END_TEST
 
-/* --- failpoints: pin versus conversion in its windows (P2) ---------------------- */
+/* --- failpoints: pin versus conversion in its windows (P2) ---------------- */
 
 /*
  * The failpoints (lib/failpoint.h): this test compiles the space's files,
@@ -1520,7 +1520,7 @@ START_TEST(fp_private_pin_waits_then_pins)
 }
 END_TEST
 
-/* --- stress ---------------------------------------------------------------------- */
+/* --- stress --------------------------------------------------------------- */
 
 #define RACE_PAGES 4
 #define RACE_FRAME 300

@@ -28,7 +28,7 @@
 #define NFRAMES 256
 #define SPACE_SIZE (UINT64_C(1) << 30)
 
-/* --- fixture: a space with counting hooks ------------------------------------ */
+/* --- fixture: a space with counting hooks --------------------------------- */
 
 struct hooks_seen {
 	_Atomic(unsigned) dirty[NFRAMES];
@@ -132,7 +132,7 @@ static ps_pte_t entry(uint64_t addr)
 	return e;
 }
 
-/* --- a secondary mapping for the helper and the invalidation checks ------------ */
+/* --- a secondary mapping for the helper and the invalidation checks ------- */
 
 struct secmap {
 	struct ps_interval sub;
@@ -209,7 +209,7 @@ static void secmap_fini(struct secmap *m)
 	pthread_mutex_destroy(&m->lock);
 }
 
-/* --- create / destroy ------------------------------------------------------------ */
+/* --- create / destroy ----------------------------------------------------- */
 
 START_TEST(create_rejects_bad_config)
 {
@@ -260,7 +260,7 @@ START_TEST(caller_frames_and_busy_destroy)
 }
 END_TEST
 
-/* --- map / unmap ----------------------------------------------------------------- */
+/* --- map / unmap ---------------------------------------------------------- */
 
 START_TEST(map_takes_a_reference)
 {
@@ -385,7 +385,7 @@ START_TEST(unmap_zap_keeps_markers)
 }
 END_TEST
 
-/* --- pins -------------------------------------------------------------------------- */
+/* --- pins ----------------------------------------------------------------- */
 
 START_TEST(pin_and_unpin)
 {
@@ -503,7 +503,7 @@ START_TEST(pin_private_and_poisoned)
 }
 END_TEST
 
-/* --- discard -------------------------------------------------------------------------- */
+/* --- discard -------------------------------------------------------------- */
 
 /* The skip records: address, frame and reason, in address order. */
 static void assert_skip(const struct ps_discard_skip *k, uint64_t addr,
@@ -611,7 +611,7 @@ START_TEST(discard_reports_busy_and_frozen)
 }
 END_TEST
 
-/* --- CPU faults --------------------------------------------------------------------------- */
+/* --- CPU faults ----------------------------------------------------------- */
 
 START_TEST(write_fault_marks_dirty_once)
 {
@@ -639,7 +639,7 @@ START_TEST(fault_populates)
 }
 END_TEST
 
-/* --- the secondary-map helper ---------------------------------------------------------------- */
+/* --- the secondary-map helper --------------------------------------------- */
 
 START_TEST(secondary_map_read_and_write)
 {
@@ -737,7 +737,7 @@ START_TEST(secondary_map_write_protected)
 }
 END_TEST
 
-/* --- dirty tracking and harvest ---------------------------------------------------------------- */
+/* --- dirty tracking and harvest ------------------------------------------- */
 
 START_TEST(mark_dirty_and_harvest)
 {
@@ -914,7 +914,7 @@ START_TEST(harvest_rearm_mixed_registrations)
 }
 END_TEST
 
-/* --- write-back ------------------------------------------------------------------------ */
+/* --- write-back ----------------------------------------------------------- */
 
 struct wb_seen {
 	uint64_t addrs[16];
@@ -1057,7 +1057,7 @@ START_TEST(writeback_error_redirties)
 }
 END_TEST
 
-/* --- failpoints: the races of S2, made to happen exactly in their windows ------ */
+/* --- failpoints: the races of S2, made to happen exactly in their windows - */
 
 /*
  * The failpoints (lib/failpoint.h): this test compiles the space's files
@@ -1256,7 +1256,7 @@ START_TEST(discard_exact_path_frees)
 }
 END_TEST
 
-/* --- discard and a frame frozen by another thread --------------------------------------- */
+/* --- discard and a frame frozen by another thread ------------------------- */
 
 /*
  * Discard one page whose frame @frame the test holds frozen with @refs (as
@@ -1362,7 +1362,7 @@ START_TEST(fp_discard_freeze_after_check)
 }
 END_TEST
 
-/* --- write faults: dirty before writable (seed 003, S3) -------------------------------- */
+/* --- write faults: dirty before writable (seed 003, S3) ------------------- */
 
 static void watch_dirty(uint64_t addr)
 {
@@ -1530,7 +1530,7 @@ START_TEST(fp_fault_writeback_meanwhile)
 }
 END_TEST
 
-/* --- unpin(..., dirty) reaches write-back (S9) ------------------------------------------ */
+/* --- unpin(..., dirty) reaches write-back (S9) ---------------------------- */
 
 /* A read pin unpinned dirty (a device wrote after all): write-back, of
  * either mode, writes the frame at the address it was pinned at. */
@@ -1660,7 +1660,7 @@ START_TEST(fp_unpin_dirty_during_bounce)
 }
 END_TEST
 
-/* --- create: the frame limit, the writer mutex ---------------------------------------- */
+/* --- create: the frame limit, the writer mutex ---------------------------- */
 
 /* The documented limit is the real one: 2^40 frames (the longterm bitmap),
  * not what an entry can name. */
@@ -1717,7 +1717,7 @@ START_TEST(create_checks_mutex_init)
 }
 END_TEST
 
-/* --- map_range: a page-table map that fails part-way ---------------------------------- */
+/* --- map_range: a page-table map that fails part-way ---------------------- */
 
 /*
  * ps_pgtable_map() checks a run, then installs it leaf by leaf; a level
@@ -1818,7 +1818,7 @@ START_TEST(map_range_nomem_keeps_wp_markers)
 }
 END_TEST
 
-/* --- regressions: write-back, write pins, discard's give-back, map_range ------------- */
+/* --- regressions: write-back, write pins, discard's give-back, map_range -- */
 
 /*
  * fp_writeback_frame_moved: write-back read A -> F, then (before it held or
@@ -2107,7 +2107,7 @@ START_TEST(map_range_eexist_shows_no_entry)
 }
 END_TEST
 
-/* --- stress ---------------------------------------------------------------------------------- */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Pin versus replacement: a mapper repeatedly unmaps and remaps page 0 with

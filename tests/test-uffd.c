@@ -64,7 +64,7 @@ extern _Atomic(unsigned int) ps__uffd_failpoints;
 #define FP_POLL_ENOMEM 0x10u
 #define FP_MUTEX_INIT 0x20u
 
-/* --- real memory ---------------------------------------------------------------- */
+/* --- real memory ---------------------------------------------------------- */
 
 struct region {
 	uint8_t *host; /* 2 MiB aligned; page 511 is a sentinel */
@@ -168,7 +168,7 @@ static void lib_categories(struct ps_pgtable *t, uint64_t base, unsigned int n,
 			cat[(p - base) / PG] = v[j].categories;
 }
 
-/* --- a writer thread (sync faults block their writer) ----------------------------- */
+/* --- a writer thread (sync faults block their writer) --------------------- */
 
 struct writer {
 	pthread_t th;
@@ -240,7 +240,7 @@ static struct ps_uffd_config config_of(const struct region *r, uint64_t np,
 	return c;
 }
 
-/* --- attach: arguments and features ---------------------------------------------- */
+/* --- attach: arguments and features --------------------------------------- */
 
 START_TEST(attach_rejects_bad_arguments)
 {
@@ -362,7 +362,7 @@ START_TEST(attach_names_missing_feature)
 }
 END_TEST
 
-/* --- sync mode ---------------------------------------------------------------------- */
+/* --- sync mode ------------------------------------------------------------ */
 
 static struct ps_space *space_new(void)
 {
@@ -543,7 +543,7 @@ START_TEST(sync_poll_table_memfd)
 }
 END_TEST
 
-/* --- async mode --------------------------------------------------------------------- */
+/* --- async mode ----------------------------------------------------------- */
 
 /* CPU writes (kernel) and library writes, one harvest, budget and resume. */
 START_TEST(async_harvest_merges)
@@ -805,7 +805,7 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 }
 END_TEST
 
-/* --- the space's log: a harvest leaves it what it does not return ---------- */
+/* --- the space's log: a harvest leaves it what it does not return --------- */
 
 /*
  * Device writes beyond a harvest's budget stay in the space's log, so they
@@ -917,7 +917,7 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 }
 END_TEST
 
-/* --- a failed PAGEMAP_SCAN ---------------------------------------------------- */
+/* --- a failed PAGEMAP_SCAN ------------------------------------------------ */
 
 /*
  * A PAGEMAP_SCAN that fails after it re-armed pages and copied them into
@@ -980,7 +980,7 @@ START_TEST(failed_scan_keeps_rearmed_pages)
 }
 END_TEST
 
-/* --- hugetlb: refused at attach; the kernel's refusals reported ------------- */
+/* --- hugetlb: refused at attach; the kernel's refusals reported ----------- */
 
 /*
  * The tcase raises /proc/sys/vm/nr_hugepages to HUGE_POOL if it is lower
@@ -1232,7 +1232,7 @@ START_TEST(hugetlb_sync_refused_resolution_is_reported)
 }
 END_TEST
 
-/* --- the differential test ---------------------------------------------------------- */
+/* --- the differential test ------------------------------------------------ */
 
 enum mode { ASYNC, SYNC_THREAD, SYNC_POLL, NMODES };
 static const char *const mode_name[] = {"async", "sync-thread", "sync-poll"};
@@ -1658,7 +1658,7 @@ START_TEST(differential)
 }
 END_TEST
 
-/* --- stress ------------------------------------------------------------------------ */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Writers store to real attached memory while a harvester loops "harvest,

@@ -407,7 +407,7 @@ int ps_notifier_init(struct ps_notifier *n);
  */
 int ps_notifier_destroy(struct ps_notifier *n);
 
-/* --- subscriptions --------------------------------------------------------- */
+/* --- subscriptions -------------------------------------------------------- */
 
 /**
  * ps_interval_insert() - subscribe @sub to [start, start + len) of @n.
@@ -598,7 +598,7 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
 	atomic_store_explicit(&sub->seq, cur_seq, memory_order_release);
 }
 
-/* --- invalidations ----------------------------------------------------------- */
+/* --- invalidations -------------------------------------------------------- */
 
 /**
  * ps_notifier_invalidate_start() - begin invalidating [start, start + len).
@@ -677,7 +677,7 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 			       uint64_t len);
 
-/* --- whole-space retry (KVM's mmu_invalidate_seq pattern) ------------------ */
+/* --- whole-space retry (KVM's mmu_invalidate_seq pattern) ----------------- */
 
 /*
  * The slow half of ps_notifier_read_retry_range(): exported for that inline
@@ -774,7 +774,7 @@ ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq, uint64_t addr)
 	return ps_notifier_read_retry_range(n, seq, addr, 1);
 }
 
-/* --- statistics -------------------------------------------------------------- */
+/* --- statistics ----------------------------------------------------------- */
 
 /**
  * ps_notifier_get_stats() - read the counters.

@@ -314,7 +314,7 @@ struct ps_prot_hooks {
 int ps_prot_set_hooks(struct ps_space *space,
 		      const struct ps_prot_hooks *hooks);
 
-/* --- conversion ------------------------------------------------------------- */
+/* --- conversion ----------------------------------------------------------- */
 
 /* Conversion flags. */
 #define PS_CONVERT_WAIT 0x1u	     /* wait (bounded) for pins, CPU maps */
@@ -386,7 +386,7 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
 		    enum ps_enc_state to, unsigned int flags,
 		    struct ps_convert_opts *opts, uint64_t *error_offset);
 
-/* --- CPU maps ------------------------------------------------------------------ */
+/* --- CPU maps ------------------------------------------------------------- */
 
 /* kmap flags. */
 #define PS_KMAP_PRIVATE 0x1u /* allow a private frame (its ciphertext) */
@@ -457,7 +457,7 @@ uint32_t ps_prot_kmap_count(struct ps_space *space, uint64_t frame);
  */
 int ps_prot_set_inaccessible(struct ps_space *space, uint64_t frame);
 
-/* --- the access check ----------------------------------------------------------- */
+/* --- the access check ----------------------------------------------------- */
 
 /* struct ps_memory_fault flags: KVM_MEMORY_EXIT_FLAG_PRIVATE's value. */
 #define PS_MEMORY_FAULT_PRIVATE (UINT64_C(1) << 3)
@@ -498,7 +498,7 @@ struct ps_memory_fault {
 int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
 			 enum ps_enc_state kind, struct ps_memory_fault *fault);
 
-/* --- cache modes and protection changes ------------------------------------------- */
+/* --- cache modes and protection changes ----------------------------------- */
 
 /**
  * ps_prot_set_cache() - give @frame cache mode @mode (see "Cache modes").

@@ -212,7 +212,7 @@ struct ps_space_config {
 	struct ps_space_hooks hooks;
 };
 
-/* --- lifetime ---------------------------------------------------------------- */
+/* --- lifetime ------------------------------------------------------------- */
 
 /**
  * ps_space_create() - build a space.
@@ -277,7 +277,7 @@ struct ps_notifier *ps_space_notifier(struct ps_space *space);
  */
 struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 
-/* --- mapping -------------------------------------------------------------------- */
+/* --- mapping -------------------------------------------------------------- */
 
 /* Mapping flags. */
 #define PS_MAP_WRITE 0x1u /* writes permitted (first write marks dirty) */
@@ -381,7 +381,7 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 		   unsigned int flags);
 
-/* --- pins ----------------------------------------------------------------------- */
+/* --- pins ----------------------------------------------------------------- */
 
 /* Pin flags. */
 #define PS_PIN_WRITE 0x1u    /* the device writes (FOLL_WRITE) */
@@ -539,7 +539,7 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
 		     uint64_t *nskipped);
 
-/* --- CPU access ----------------------------------------------------------------- */
+/* --- CPU access ----------------------------------------------------------- */
 
 /**
  * ps_space_fault() - a CPU access to @addr through the space's mapping.
@@ -568,7 +568,7 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
 			     unsigned int access);
 
-/* --- the secondary-map helper (seed 003) ---------------------------------------- */
+/* --- the secondary-map helper (seed 003) ---------------------------------- */
 
 /**
  * struct ps_secondary_ops - the caller's secondary mapping.
@@ -623,7 +623,7 @@ int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 			   uint64_t addr, bool write,
 			   const struct ps_secondary_ops *ops, void *ctx);
 
-/* --- dirty tracking ----------------------------------------------------------------- */
+/* --- dirty tracking ------------------------------------------------------- */
 
 /**
  * ps_space_mark_dirty() - the frame at @addr was written (by software or a
@@ -698,7 +698,7 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  */
 int ps_space_redirty(struct ps_space *space, const uint64_t *addrs, uint64_t n);
 
-/* --- write-back --------------------------------------------------------------------- */
+/* --- write-back ----------------------------------------------------------- */
 
 /**
  * enum ps_writeback_mode - Linux's WB_SYNC_NONE and WB_SYNC_ALL.
