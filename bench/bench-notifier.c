@@ -282,10 +282,9 @@ static double bench_invalidate(const struct bench_opts *o, uint64_t nsubs)
  * invalidations in flight at a time, one of a random page below A
  * ([0, 1024)) and one above it ([2048, 3072)), never A: every retry the
  * reader sees is false. KVM merges the two in-flight ranges into one that
- * covers A, and also retries whenever any invalidation ended. The
- * invalidator applies each invalidation to the notifier and to the KVM
- * baseline, under the lock the reader checks both under; the two threads
- * run on different CPUs.
+ * covers A, and also retries whenever any invalidation ended. The invalidator
+ * applies each invalidation to the notifier and to the KVM baseline, under the
+ * lock the reader checks both under; the two threads run on different CPUs.
  */
 struct busy {
 	struct ps_notifier n;

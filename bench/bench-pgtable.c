@@ -547,12 +547,11 @@ struct impl {
 };
 
 /*
- * measure() - run every implementation once per run, in turn (after one
- * warm-up each), so that a noisy stretch of the shared machine hits all of
- * them alike. Prints each one's median [min..max] in @unit (ns * @scale),
- * its ratio to impls[0] (the floor) and to impls[@peer] (-1: none), both
- * as medians of per-run ratios. Returns those ratios in @vs_floor and
- * @vs_peer (may be NULL).
+ * measure() - run every implementation once per run, in turn (after one warm-up
+ * each), so that a noisy stretch of the shared machine hits all of them alike.
+ * Prints each one's median [min..max] in @unit (ns * @scale), its ratio to
+ * impls[0] (the floor) and to impls[@peer] (-1: none), both as medians of
+ * per-run ratios. Returns those ratios in @vs_floor and @vs_peer (may be NULL).
  */
 static void measure(const struct bench_opts *o, const char *group,
 		    const char *op, const char *unit, double scale,

@@ -7,13 +7,12 @@
  * semantics, error list), not from lib/pgtable.c: where the two disagree,
  * the fuzzer aborts and a human decides which one is wrong.
  *
- * The model covers NPAGES_M pages: a window of WIN_PAGES pages that
- * straddles the leaf boundary at page 512 (and eight written-hint lines),
- * plus the last page of the address space (EDGE). Every other page is none
- * and unregistered, always: operations whose valid range would change one
- * of them are not generated, the others (zap, protect, unregister, copy,
- * trim, scans over the whole space) are modelled exactly, since their
- * effect on such pages is known.
+ * The model covers NPAGES_M pages: a window of WIN_PAGES pages that straddles
+ * the leaf boundary at page 512 (and eight written-hint lines), plus the last
+ * page of the address space (EDGE). Every other page is none and unregistered,
+ * always: operations whose valid range would change one of them are not
+ * generated, the others (zap, protect, unregister, copy, trim, scans over the
+ * whole space) are modelled exactly, since their effect on such pages is known.
  *
  * Per page the model holds the entry and the registration (0, or MREG |
  * PS_WP_* with PS_WP_ASYNC already implying PS_WP_UNPOPULATED, as the
@@ -394,10 +393,9 @@ static uint64_t ms_offer(struct mscan *s, uint64_t addr, uint64_t n, uint64_t c)
  * pages. Error precedence between -ENOENT and -EPERM is not documented:
  * *alt receives the other acceptable code (or the same).
  *
- * Linux's rules (pgtable.h, "Scans"): an unaligned end is rounded up to a
- * page; without a vector (vec_len 0) nothing is counted, so there is no
- * budget, and a WP_MATCHING scan takes (re-protects) every page whatever
- * the masks.
+ * Linux's rules (pgtable.h, "Scans"): an unaligned end is rounded up to a page;
+ * without a vector (vec_len 0) nothing is counted, so there is no budget, and a
+ * WP_MATCHING scan takes (re-protects) every page whatever the masks.
  */
 static long m_scan(struct mtable *m, const struct ps_pgtable_scan *a,
 		   struct mscan *s, long *alt)

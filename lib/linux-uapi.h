@@ -2,9 +2,8 @@
 /*
  * lib/linux-uapi.h - the Linux UAPI bits libpagestate's Linux code needs:
  * userfaultfd write protection (features, ioctls), PAGEMAP_SCAN (struct
- * pm_scan_arg, categories, flags) and PROCMAP_QUERY. Internal, not
- * installed; for the benchmarks and the Linux bridge (pagestate/uffd.h,
- * lib/uffd.c).
+ * pm_scan_arg, categories, flags) and PROCMAP_QUERY. Internal, not installed;
+ * for the benchmarks and the Linux bridge (pagestate/uffd.h, lib/uffd.c).
  *
  * Debian 12's headers (Linux 6.1) predate WP_UNPOPULATED (6.4), WP_ASYNC
  * (6.7), PAGEMAP_SCAN (6.7), PROCMAP_QUERY (6.11) and PAGE_IS_GUARD (6.15).

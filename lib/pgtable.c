@@ -42,9 +42,8 @@
  *     unlinked, through call_rcu, and so are replaced registration sets.
  *     Readers, faults and entry writers walk (and read the registrations)
  *     inside a urcu-bp read-side section, their own or, for lookup and
- *     fault_locked, the caller's; range writers hold t->lock, which
- *     trim and every registration change hold too. So no walk ever touches
- *     freed memory.
+ *     fault_locked, the caller's; range writers hold t->lock, which trim and
+ *     every registration change hold too. So no walk ever touches freed memory.
  * G2  Entry atomicity. Each entry is at every instant one ps_pte_valid()
  *     value; each change is one CAS from the value its transition read, so
  *     concurrent operations on one entry linearise at their CAS and none is
@@ -65,24 +64,23 @@
  * G7  Get-and-rearm loses no write: the scans' own guarantee, stated with
  *     them at the top of lib/pgtable-scan.c.
  * G8  The written hint. leaf->hint has one bit per 8 entries (a cache line).
- *     After every CAS that makes an entry written (not none, no uffd-wp)
- *     from not written, the writer sets its line's bit unless it sees it
- *     set. Protect and WP_MATCHING scans clear the bits of the lines they
- *     cover whole (one RMW per leaf) before they read those entries, and
- *     set them again for lines where an entry stays written (or that a
- *     stopped scan did not reach). Writer (CAS entry, load hint) against
- *     clearer (RMW hint, load entry) is the store-buffering pattern, so all
- *     four are seq_cst: in their total order, either the writer's hint load
- *     comes after the clear (it sees the bit clear and sets it) or the
- *     clearer's entry load comes after the writer's CAS (it sees the
- *     write). Hence every written entry lies in a hinted line, except while
- *     a protect or WP scan is processing that line. The writer's side is
- *     entry_cas(), the clearer's hint_begin() and hint_end() (all in
- *     lib/pgtable-internal.h); scans whose query requires WRITTEN read only
- *     hinted lines, which is safe by this invariant (the reader's side, at
- *     the top of lib/pgtable-scan.c). A zap that turns a written entry into
- *     a WRITTEN marker keeps it written, so its line needs no new bit: the
- *     marker is found where the written entry was.
+ *     After every CAS that makes an entry written (not none, no uffd-wp) from
+ *     not written, the writer sets its line's bit unless it sees it set.
+ *     Protect and WP_MATCHING scans clear the bits of the lines they cover
+ *     whole (one RMW per leaf) before they read those entries, and set them
+ *     again for lines where an entry stays written (or that a stopped scan did
+ *     not reach). Writer (CAS entry, load hint) against clearer (RMW hint, load
+ *     entry) is the store-buffering pattern, so all four are seq_cst: in their
+ *     total order, either the writer's hint load comes after the clear (it sees
+ *     the bit clear and sets it) or the clearer's entry load comes after the
+ *     writer's CAS (it sees the write). Hence every written entry lies in a
+ *     hinted line, except while a protect or WP scan is processing that line.
+ *     The writer's side is entry_cas(), the clearer's hint_begin() and
+ *     hint_end() (all in lib/pgtable-internal.h); scans whose query requires
+ *     WRITTEN read only hinted lines, which is safe by this invariant (the
+ *     reader's side, at the top of lib/pgtable-scan.c). A zap that turns a
+ *     written entry into a WRITTEN marker keeps it written, so its line needs
+ *     no new bit: the marker is found where the written entry was.
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
@@ -322,10 +320,9 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 
 /*
  * Apply @fn to entries [lo, hi) of leaf @l (first page @p0). Returns 0, or
- * -EEXIST when @fn refused an entry (the walk stops there). With
- * @clear_hint (protect: nothing stays written), the hint bits of the lines
- * covered whole are cleared first and set again where an entry stays
- * written (G8).
+ * -EEXIST when @fn refused an entry (the walk stops there). With @clear_hint
+ * (protect: nothing stays written), the hint bits of the lines covered whole
+ * are cleared first and set again where an entry stays written (G8).
  */
 static PS_ALWAYS_INLINE int update_leaf(struct leaf *l, uint64_t p0,
 					unsigned int lo, unsigned int hi,
@@ -575,10 +572,9 @@ static ps_pte_t tr_swap_in(ps_pte_t e, const struct op *op, uint64_t addr)
 }
 
 /*
- * update_one() - apply @fn to the entry of page @addr (in a read-side
- * section), allocating its leaf when @fn makes a none entry non-none.
- * *old receives the entry before. Returns 0, -ENOMEM, or @refused when @fn
- * refused the entry.
+ * update_one() - apply @fn to the entry of page @addr (in a read-side section),
+ * allocating its leaf when @fn makes a none entry non-none. *old receives the
+ * entry before. Returns 0, -ENOMEM, or @refused when @fn refused the entry.
  */
 static int update_one(struct ps_pgtable *t, uint64_t addr, tr_fn fn,
 		      struct op *op, ps_pte_t *old, int refused)

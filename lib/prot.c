@@ -29,16 +29,15 @@
  *     the entry's ENC bit, changed while frozen, is only a copy.
  *
  * P3  All or nothing. Phase 1 freezes every page to convert before any hook
- *     runs or any bit changes, so a failure there is undone by unfreezing
- *     with the same references. Phase 2 (prepare, flip, finish, page by
- *     page) is undone by converting the pages already flipped back, in
- *     reverse order, with the reverse hooks and each page's original
- *     INACCESSIBLE bit. Phase 3 unfreezes (release: P2's partners acquire).
- *     Without prepare/finish hooks nothing can fail after phase 1, which is
- *     then the commit point: phases 2 and 3 become one pass that updates
- *     each entry and flips the page word in its unfreezing CAS. A reader
- *     sees each page old (or frozen) until its unfreeze, new after it, as
- *     with three phases.
+ *     runs or any bit changes, so a failure there is undone by unfreezing with
+ *     the same references. Phase 2 (prepare, flip, finish, page by page) is
+ *     undone by converting the pages already flipped back, in reverse order,
+ *     with the reverse hooks and each page's original INACCESSIBLE bit. Phase 3
+ *     unfreezes (release: P2's partners acquire). Without prepare/finish hooks
+ *     nothing can fail after phase 1, which is then the commit point: phases 2
+ *     and 3 become one pass that updates each entry and flips the page word in
+ *     its unfreezing CAS. A reader sees each page old (or frozen) until its
+ *     unfreeze, new after it, as with three phases.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -79,12 +78,11 @@
  *     make_accessible under the frame's LOCKED bit with the kmap's
  *     reference held.
  *
- * State. What prot keeps per space (the CPU-map counts of P5 and P6, the
- * hooks) is prot's own: an extension of the space (lib/space-internal.h),
- * created by the first kmap or ps_prot_set_hooks() and freed by
- * ps_space_destroy(). Before it exists every reader reads "no CPU map, no
- * hooks", as a new one says. Prot reaches the space only through
- * lib/space-internal.h and pagestate/space.h.
+ * State. What prot keeps per space (the CPU-map counts of P5 and P6, the hooks)
+ * is prot's own: an extension of the space (lib/space-internal.h), created by
+ * the first kmap or ps_prot_set_hooks() and freed by ps_space_destroy(). Before
+ * it exists every reader reads "no CPU map, no hooks", as a new one says. Prot
+ * reaches the space only through lib/space-internal.h and pagestate/space.h.
  *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a

@@ -93,9 +93,8 @@ struct ps__space_ext *ps__space_ext_add(struct ps_space *space,
 /* --- what the space lends the modules above it ---------------------------- */
 
 /*
- * The page words of the space's frames, fixed for its life; *@nframes
- * receives how many. (ps_space_page() is the public per-frame lookup.)
- * Wait-free.
+ * The page words of the space's frames, fixed for its life; *@nframes receives
+ * how many. (ps_space_page() is the public per-frame lookup.) Wait-free.
  */
 struct ps_page *ps__space_frames(struct ps_space *space, uint64_t *nframes);
 

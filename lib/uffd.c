@@ -29,13 +29,12 @@
  *     lock per PMD), so a CPU write is reported by this harvest or the
  *     next. Its pages go into the attachment's log before that log is
  *     harvested, and so do a bare table's written entries (its own
- *     get-and-rearm scan); so a budget-limited harvest keeps the rest for
- *     the next call and nothing is lost. A space's pages (its harvest
- *     with PS_HARVEST_REARM, at most the budget) join them only if the
- *     budget returns them: the rest go back to the space's log before
- *     the call returns (collect_space()), so they are never only in the
- *     attachment's log. Detach moves what is left there (the CPU's
- *     pages) into the space's log.
+ *     get-and-rearm scan); so a budget-limited harvest keeps the rest for the
+ *     next call and nothing is lost. A space's pages (its harvest with
+ *     PS_HARVEST_REARM, at most the budget) join them only if the budget
+ *     returns them: the rest go back to the space's log before the call returns
+ *     (collect_space()), so they are never only in the attachment's log. Detach
+ *     moves what is left there (the CPU's pages) into the space's log.
  *
  * U4  Sync harvest: the log is harvested first, then the reported pages are
  *     re-protected in both places. A write between the two finds the page
@@ -615,13 +614,12 @@ static void *handler_thread(void *arg)
  * Mirror the kernel's re-arm in the table. PAGEMAP_SCAN reports every none
  * PTE as written (a page never protected, or dropped with its protection)
  * and re-arms it as a UFFD_WP marker, and every other page it reports it
- * re-protects; so each reported page is protected in the kernel after the
- * scan, and a none entry of the library there becomes a UFFD_WP marker
- * (U1: both protected). Only none entries change, each by one CAS: an
- * entry mapped meanwhile is the library's own business, and a written
- * library entry (a WRITTEN marker too: a page zapped while written, the
- * library's counterpart of that none PTE) is left for the library's own
- * harvest to report and re-arm.
+ * re-protects; so each reported page is protected in the kernel after the scan,
+ * and a none entry of the library there becomes a UFFD_WP marker (U1: both
+ * protected). Only none entries change, each by one CAS: an entry mapped
+ * meanwhile is the library's own business, and a written library entry (a
+ * WRITTEN marker too: a page zapped while written, the library's counterpart of
+ * that none PTE) is left for the library's own harvest to report and re-arm.
  *
  * The kernel is asked for WRITTEN alone (its fast path, see
  * collect_kernel()), so it does not say which reported pages were none: the
@@ -817,25 +815,23 @@ static enum ps__hbm_verdict merge_visit(void *ctx, uint64_t bit)
 }
 
 /*
- * Space: its harvest with PS_HARVEST_REARM (the library's written entries
- * of async ranges, re-armed; the dirty log's marks, resolved sync faults
- * and pages pinned for write; the secondary mappings of all of them
- * invalidated), at most @max pages into @addrs. Only the pages the
- * caller's budget returns move into the attachment's log: the budget
- * applies to their union with the pages already there (the kernel's), and
- * the space's pages beyond it go back to the space's log
- * (ps_space_redirty(), before the harvest returns; their invalidation was
- * merely early). So the space's log keeps every page a harvest does not
- * return: for the next harvest, for ps_space_harvest() and after detach.
- * *@resume: the first of the space's pages still recorded, or the end.
+ * Space: its harvest with PS_HARVEST_REARM (the library's written entries of
+ * async ranges, re-armed; the dirty log's marks, resolved sync faults and pages
+ * pinned for write; the secondary mappings of all of them invalidated), at most
+ * @max pages into @addrs. Only the pages the caller's budget returns move into
+ * the attachment's log: the budget applies to their union with the pages
+ * already there (the kernel's), and the space's pages beyond it go back to the
+ * space's log (ps_space_redirty(), before the harvest returns; their
+ * invalidation was merely early). So the space's log keeps every page a harvest
+ * does not return: for the next harvest, for ps_space_harvest() and after
+ * detach. *@resume: the first of the space's pages still recorded, or the end.
  *
  * The kernel's pages go straight into the attachment's log, not through
  * the space's, so they cost no notifier invalidation and no pin check: a
- * writable secondary mapping is always in the space's log (the helper logs
- * its page before installing it, and the harvest that takes the page
- * invalidates it), and a page pinned for write stays in that log while
- * pinned. So a page that only the CPU wrote has no writable secondary
- * mapping to tear down.
+ * writable secondary mapping is always in the space's log (the helper logs its
+ * page before installing it, and the harvest that takes the page invalidates
+ * it), and a page pinned for write stays in that log while pinned. So a page
+ * that only the CPU wrote has no writable secondary mapping to tear down.
  */
 static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 			 uint64_t *addrs, uint64_t max, uint64_t *resume)

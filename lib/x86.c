@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/x86.c - the x86 encodings of the per-page state (pagestate/x86.h):
- * the PAT/PCD/PWT bits of a cache mode and the confidential-computing
- * platform descriptor. Pure functions; nothing else in the library uses
- * them.
+ * lib/x86.c - the x86 encodings of the per-page state (pagestate/x86.h): the
+ * PAT/PCD/PWT bits of a cache mode and the confidential-computing platform
+ * descriptor. Pure functions; nothing else in the library uses them.
  */
 #include <pagestate/x86.h>
 

@@ -1651,11 +1651,10 @@ END_TEST
 #endif
 
 /*
- * regress_keep_wp_copy_vs_unregister: copy and move with PS_KEEP_WP took
- * the target's writer mutex inside their read-side section, while
- * unregister holds that mutex and waits for readers: each waited for the
- * other, even on unrelated ranges. With the bug this hangs (the tcase's
- * timeout fails it).
+ * regress_keep_wp_copy_vs_unregister: copy and move with PS_KEEP_WP took the
+ * target's writer mutex inside their read-side section, while unregister holds
+ * that mutex and waits for readers: each waited for the other, even on
+ * unrelated ranges. With the bug this hangs (the tcase's timeout fails it).
  */
 struct keepwp_shared {
 	struct ps_pgtable *dst;
@@ -2059,9 +2058,8 @@ START_TEST(harvest_resumes_past_a_full_batch)
 END_TEST
 
 /*
- * Every error is found before anything changes or the callback runs:
- * bad arguments, a range not wholly registered, CHECK_WPASYNC on a sync
- * range.
+ * Every error is found before anything changes or the callback runs: bad
+ * arguments, a range not wholly registered, CHECK_WPASYNC on a sync range.
  */
 START_TEST(harvest_checks_before_changing)
 {
@@ -2692,20 +2690,19 @@ START_TEST(stress_harvest_against_writer)
 END_TEST
 
 /*
- * Zaps of written pages against harvests (issue 15, item 8). One thread
- * writes, maps, swaps and zaps 64 pages of an async range across a leaf
- * boundary; the other harvests (ps_pgtable_harvest() over random
- * sub-ranges, and WP_MATCHING scans with small budgets). Every transition
- * of a page to written is an event: a write fault on a protected page, or a
- * map over a none page (a page protected when it was zapped). Only the
- * writer makes entries written and the harvester only re-arms written ones,
- * so an entry the writer finds not written stays so until it acts: it
- * counts each event exactly, before the event happens. A zap of a written
- * page (present or swapped out) carries its event in a WRITTEN marker, and
- * a map over the marker carries it on. So at every report the page's
- * reports may not exceed its events (no page reported twice without a new
- * write), and after a final harvest they must be equal (no written page
- * missed, zapped or not). The zap's visit checks what it leaves.
+ * Zaps of written pages against harvests (issue 15, item 8). One thread writes,
+ * maps, swaps and zaps 64 pages of an async range across a leaf boundary; the
+ * other harvests (ps_pgtable_harvest() over random sub-ranges, and WP_MATCHING
+ * scans with small budgets). Every transition of a page to written is an event:
+ * a write fault on a protected page, or a map over a none page (a page
+ * protected when it was zapped). Only the writer makes entries written and the
+ * harvester only re-arms written ones, so an entry the writer finds not written
+ * stays so until it acts: it counts each event exactly, before the event
+ * happens. A zap of a written page (present or swapped out) carries its event
+ * in a WRITTEN marker, and a map over the marker carries it on. So at every
+ * report the page's reports may not exceed its events (no page reported twice
+ * without a new write), and after a final harvest they must be equal (no
+ * written page missed, zapped or not). The zap's visit checks what it leaves.
  */
 #define ZS_PAGES 64u
 

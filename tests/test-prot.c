@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/test-prot.c - per-page protection: cache-mode and encryption state
- * of the page word, and the space operations of lib/prot.c with the guarantees P1..P8 they cite: cache-mode conflicts,
- * mprotect keeping every other bit, conversion (all or nothing, exact error
- * offsets, waits, long-term pins, hooks, rollback, quarantine), CPU maps
- * with an exactly-once make-accessible hook, the access check, the
- * pin-versus-conversion races made to happen in their windows (failpoints),
- * and stress for "never both" and "exactly once".
+ * tests/test-prot.c - per-page protection: cache-mode and encryption state of
+ * the page word, and the space operations of lib/prot.c with the guarantees
+ * P1..P8 they cite: cache-mode conflicts, mprotect keeping every other bit,
+ * conversion (all or nothing, exact error offsets, waits, long-term pins,
+ * hooks, rollback, quarantine), CPU maps with an exactly-once make-accessible
+ * hook, the access check, the pin-versus-conversion races made to happen in
+ * their windows (failpoints), and stress for "never both" and "exactly once".
  */
 #include <pagestate/prot.h>
 
@@ -613,9 +613,8 @@ START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 					 &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 0);
-	/* A frame mapped twice in the range, its alias declared: it is
-	 * frozen at the first page, so the second page fails; nothing
-	 * changes. */
+	/* A frame mapped twice in the range, its alias declared: it is frozen
+	 * at the first page, so the second page fails; nothing changes. */
 	ck_assert_int_eq(ps_space_map(sp, 8 * PG, 48, 0), 0);
 	ck_assert_int_eq(ps_space_map(sp, 9 * PG, 48, 0), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 8 * PG, 2 * PG, PS_ENC_PRIVATE, 0,
@@ -1526,13 +1525,12 @@ END_TEST
 #define RACE_FRAME 300
 
 /*
- * Pin versus conversion on the same pages (P2): a pinner pins random pages
- * of four, expecting shared memory, and checks while it holds the pin that
- * the frame is still shared; the converter converts the four pages to
- * private and back, sometimes waiting for pins. After a successful
- * conversion to private no shared pin may be held: every shared pin either
- * came first (the conversion failed) or failed. Counted on both sides; both
- * must be zero.
+ * Pin versus conversion on the same pages (P2): a pinner pins random pages of
+ * four, expecting shared memory, and checks while it holds the pin that the
+ * frame is still shared; the converter converts the four pages to private and
+ * back, sometimes waiting for pins. After a successful conversion to private no
+ * shared pin may be held: every shared pin either came first (the conversion
+ * failed) or failed. Counted on both sides; both must be zero.
  */
 struct race {
 	_Atomic(int) started, stop;

@@ -1,16 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/test-space.c - the address space: mapping and references (a
- * map_range failing part-way takes everything back), GUP-style pins
- * (back-out, all or nothing, write-protect, private frames), balloon
- * discard (pinned frames, frames another thread froze), write faults (dirty
- * before writable), the seed-003 secondary-map helper (exactly-once dirty
- * hook), dirty harvest (write pins, REARM, budget), write-back in both
- * modes (no dirty frame escapes it), and stress for the races the
- * guarantees S1..S10 of the space's files are about (lib/space-impl.h says
- * which file states which). Failpoints and injected failures
- * (lib/failpoint.h: the space's files compiled with -DPS_TEST_FAILPOINTS)
- * put races and errors exactly where they hurt.
+ * tests/test-space.c - the address space: mapping and references (a map_range
+ * failing part-way takes everything back), GUP-style pins (back-out, all or
+ * nothing, write-protect, private frames), balloon discard (pinned frames,
+ * frames another thread froze), write faults (dirty before writable), the
+ * seed-003 secondary-map helper (exactly-once dirty hook), dirty harvest (write
+ * pins, REARM, budget), write-back in both modes (no dirty frame escapes it),
+ * and stress for the races the guarantees S1..S10 of the space's files are
+ * about (lib/space-impl.h says which file states which). Failpoints and
+ * injected failures (lib/failpoint.h: the space's files compiled with
+ * -DPS_TEST_FAILPOINTS) put races and errors exactly where they hurt.
  */
 #include <pagestate/space.h>
 
@@ -1319,10 +1318,9 @@ static void freeze_now(uint64_t addr)
 }
 
 /*
- * A freeze (a cache-mode change, a migration) lands right after discard
- * looked at the frame: discard's own freeze fails, and it reports the page
- * frozen. A frame with another holder is reported busy before any freeze
- * is tried.
+ * A freeze (a cache-mode change, a migration) lands right after discard looked
+ * at the frame: discard's own freeze fails, and it reports the page frozen. A
+ * frame with another holder is reported busy before any freeze is tried.
  */
 START_TEST(fp_discard_freeze_after_check)
 {
@@ -1502,10 +1500,9 @@ static void write_back_now(uint64_t addr)
 	ck_assert(!ps_pte_is_writable(entry(addr))); /* stable page */
 }
 
-/* A write fault sees a writable entry; write-back write-protects and
- * cleans the frame before the fault acts: the fault must not make the
- * entry writable again without dirtying the frame (else the write is
- * never written back). */
+/* A write fault sees a writable entry; write-back write-protects and cleans the
+ * frame before the fault acts: the fault must not make the entry writable again
+ * without dirtying the frame (else the write is never written back). */
 START_TEST(fp_fault_writeback_meanwhile)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 33, PS_MAP_WRITE), 0);
@@ -1868,12 +1865,11 @@ START_TEST(fp_writeback_frame_moved)
 END_TEST
 
 /*
- * writeback_holds_frame_during_fn: write-back's fn ran with no reference
- * on the frame, so a discard (or unmap) during the copy freed it (the
- * free_frame hook ran; its owner could reuse it mid-copy). Write-back now
- * holds a reference of its own until fn has returned: a discard during fn
- * finds it and leaves the page (busy, S10), and an unmap during fn drops
- * only the mapping's reference.
+ * writeback_holds_frame_during_fn: write-back's fn ran with no reference on the
+ * frame, so a discard (or unmap) during the copy freed it (the free_frame hook
+ * ran; its owner could reuse it mid-copy). Write-back now holds a reference of
+ * its own until fn has returned: a discard during fn finds it and leaves the
+ * page (busy, S10), and an unmap during fn drops only the mapping's reference.
  */
 static unsigned freed_during_fn = 99;
 

@@ -920,13 +920,12 @@ END_TEST
 /* --- a failed PAGEMAP_SCAN ------------------------------------------------ */
 
 /*
- * A PAGEMAP_SCAN that fails after it re-armed pages and copied them into
- * the vector (the failpoint makes a call that ran fail, as the kernel's
- * error after a flush would): the pages are logged, not lost. With EIO the
- * harvest fails and the next one reports them; with EINTR the harvest asks
- * again and reports them at once. Without the fix both returned nothing:
- * the kernel had re-armed the pages. Loop index: 0 EIO, 1 EINTR; a bare
- * table and a space.
+ * A PAGEMAP_SCAN that fails after it re-armed pages and copied them into the
+ * vector (the failpoint makes a call that ran fail, as the kernel's error after
+ * a flush would): the pages are logged, not lost. With EIO the harvest fails
+ * and the next one reports them; with EINTR the harvest asks again and reports
+ * them at once. Without the fix both returned nothing: the kernel had re-armed
+ * the pages. Loop index: 0 EIO, 1 EINTR; a bare table and a space.
  */
 START_TEST(failed_scan_keeps_rearmed_pages)
 {
@@ -1666,15 +1665,14 @@ END_TEST
  * writer owns one 64-byte slot of every page and stores increasing values
  * there (relaxed atomics: the harvester's copy races with the writers by
  * design), so a write that no later harvest reported leaves the shadow
- * different from the memory. After the writers stop, one more harvest and
- * copy must make the shadow equal the memory, and every page must be
- * protected in the library and in the kernel (pagemap bit 57). On a
- * space over memfd memory a third writer plays a device: it writes through
- * a second, untracked mapping and calls ps_space_mark_dirty(), alone on
- * the last quarter of the pages, so only the library can report those.
- * In sync mode no writer may stay blocked (the deadline below), and every
- * fault the handler resolves finds a library entry it can resolve (no
- * mismatches, ps_uffd_stats()).
+ * different from the memory. After the writers stop, one more harvest and copy
+ * must make the shadow equal the memory, and every page must be protected in
+ * the library and in the kernel (pagemap bit 57). On a space over memfd memory
+ * a third writer plays a device: it writes through a second, untracked mapping
+ * and calls ps_space_mark_dirty(), alone on the last quarter of the pages, so
+ * only the library can report those. In sync mode no writer may stay blocked
+ * (the deadline below), and every fault the handler resolves finds a library
+ * entry it can resolve (no mismatches, ps_uffd_stats()).
  *
  * Sizes: PS_UFFD_STRESS_PAGES pages (default 64, at most 500), 2 writers,
  * PS_STRESS_ITERS / 100 writes each (async) or / 500 (sync, where a write
