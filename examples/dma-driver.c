@@ -505,7 +505,7 @@ static void *io_main(void *arg)
 				t->last_pattern[page + i] = pattern;
 			}
 		}
-		/* Relaxed: statistics, read after join or as a progress hint. */
+		/* Relaxed: statistics, read after join or as progress hints. */
 		if (!err)
 			atomic_fetch_add_explicit(other ? &t->other_ok : &t->ok,
 						  1, memory_order_relaxed);

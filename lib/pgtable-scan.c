@@ -237,7 +237,7 @@ scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
 
 	while (i < hi) { /* once per region started in here */
 		uint64_t pages = s->pages, cur_end = s->cur_end;
-		/* Keys that extend the open region (all matching, unrecorded). */
+		/* Keys extending the open region (all matching, unrecorded). */
 		const uint32_t ext = any     ? match
 				     : s->nr ? s->same[s->cur_key]
 					     : 0;
@@ -424,7 +424,7 @@ static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
 			const unsigned int i = a0 +
 					       (unsigned int)__builtin_ctz(wr);
 
-			/* Not matching but written: scan_hit() keeps it hinted. */
+			/* Unmatched but written: scan_hit() keeps it hinted. */
 			if (!scan_hit(s, l, p0, i, entry_load(l, i), still))
 				return i;
 		}

@@ -308,7 +308,7 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 {
 	uint64_t frame = op->frame + ((addr - op->start) >> PAGE_SHIFT);
 
-	/* Over a WRITTEN marker the page is still written (unless mapped wp). */
+	/* Over a WRITTEN marker the page stays written (unless mapped wp). */
 	if (e == PS_PTE_NONE || ps_pte_is_written_marker(e))
 		return ps_pte_mk_present(frame, op->pflags);
 	if (e == marker_uffd_wp())

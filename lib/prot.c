@@ -180,7 +180,7 @@ static int prot_create(struct ps_space *s, struct prot_space **out)
 		return -ENOMEM;
 	}
 	ps->kmaps_bytes = (size_t)ps->nframes * sizeof(*ps->kmaps);
-	/* Zero-filled on first touch: a frame never CPU-mapped costs nothing. */
+	/* Zero-filled on first touch: frames never CPU-mapped cost nothing. */
 	m = mmap(NULL, ps->kmaps_bytes, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m == MAP_FAILED) {

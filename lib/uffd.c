@@ -81,7 +81,7 @@
 enum {
 	FP_NO_PROCMAP_QUERY = 0x1, /* attach reads smaps instead */
 	FP_NO_HUGETLB_CHECK = 0x2, /* attach accepts hugetlb memory */
-	/* The next PAGEMAP_SCAN that reports pages fails after it ran (once): */
+	/* The next PAGEMAP_SCAN reporting pages fails after it ran (once): */
 	FP_SCAN_EIO = 0x4,
 	FP_SCAN_EINTR = 0x8,
 	FP_POLL_ENOMEM = 0x10, /* the handler thread's next poll() fails */

@@ -758,7 +758,7 @@ static bool vcache_invalidate(struct ps_interval *sub,
 	else if (pthread_mutex_trylock(&vc->lock))
 		return false; /* the caller gets -EAGAIN */
 	ps_interval_set_seq(sub, cur_seq);
-	vc->page = NULL; /* tear the secondary mapping down */
+	vc->page = NULL; /* tear down the secondary map */
 	pthread_mutex_unlock(&vc->lock);
 	return true;
 }
@@ -769,7 +769,7 @@ static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
 		uint64_t seq = ps_interval_read_begin(&vc->sub);
 		struct ps_page *page = guest_lookup_get(addr);
 
-		if (!page) /* look up and reference the page */
+		if (!page) /* look up, take a reference */
 			return -EFAULT;
 		pthread_mutex_lock(&vc->lock);
 		if (ps_interval_read_retry(&vc->sub, seq)) {
@@ -777,7 +777,7 @@ static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
 			(void)ps_page_put(page);
 			continue; /* an invalidation raced: again */
 		}
-		if (write) /* dirty before a writable mapping */
+		if (write) /* dirty before mapping writable */
 			ps_page_set_flags(page, PS_PAGE_DIRTY);
 		vc->page = page; /* install the secondary mapping */
 		vc->writable = write;

@@ -1826,7 +1826,7 @@ START_TEST(regress_scan_rounds_unaligned_end_up)
 			      &a.walk_end),
 			 1);
 	ck_assert_uint_eq(a.walk_end, R(2));
-	/* WP_MATCHING: the rounded range must be registered, and is re-armed. */
+	/* WP_MATCHING: the rounded range must be registered and is re-armed. */
 	ck_assert_int_eq(scan(BASE, R(3) + 1, PS_SCAN_WP_MATCHING, 0,
 			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64, NULL),
 			 -ENOENT);

@@ -78,7 +78,7 @@ struct seen {
 	_Atomic(int) make_yield; /* widen the hook's window (stress) */
 	struct hook_call log[64];
 	unsigned nlog;
-	/* Fail the hook at this address for this target state (UINT64_MAX: no). */
+	/* Where the hook fails, for this target state (UINT64_MAX: nowhere). */
 	uint64_t fail_prepare_addr, fail_finish_addr;
 	enum ps_enc_state fail_prepare_to, fail_finish_to;
 };

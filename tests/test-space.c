@@ -332,7 +332,7 @@ START_TEST(map_range_all_or_nothing)
 	ck_assert_uint_eq(ps_pte_cache(entry(5 * PG)), 0);
 	for (uint64_t f = 10; f < 18; f++)
 		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
-	/* The unwound frames were free before: no free hook (no double free). */
+	/* The unwound frames were free before: no free hook, no double free. */
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
 	/* A frame that was in use keeps its owner's reference on unwind. */
 	ck_assert_int_eq(ps_page_init(pg(30), 1), 0);

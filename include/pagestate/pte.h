@@ -13,10 +13,10 @@
  *
  *   none     all 64 bits zero (zero-filled memory is a table of none entries)
  *
- *   present  63                                12 11 10  9  7  6  5  4  3  2  1 0
- *            +-----------------------------------+--+--+-----+--+--+--+--+--+----+
- *            |            frame (52)             |R |E |cache|A |D |MW|W |WP| 01 |
- *            +-----------------------------------+--+--+-----+--+--+--+--+--+----+
+ *   present  63                             12 11 10  9  7  6  5  4  3  2  1 0
+ *            +--------------------------------+--+--+-----+--+--+--+--+--+----+
+ *            |           frame (52)           |R |E |cache|A |D |MW|W |WP| 01 |
+ *            +--------------------------------+--+--+-----+--+--+--+--+--+----+
  *              WP  uffd-wp: writes are reported (sync) or tracked (async)
  *              W   WRITE: writable now (a write needs no fault)
  *              MW  MAYWRITE: writes are permitted (Linux keeps this in the VMA,
@@ -26,17 +26,17 @@
  *              E   ENC: encrypted/private (the protection module's bit)
  *              R   reserved, zero
  *
- *   swap     63                                12 11   9 8       4  3  2  1 0
- *            +-----------------------------------+------+----------+--+--+----+
- *            |            offset (52)            | R(3) | type (5) |EX|WP| 10 |
- *            +-----------------------------------+------+----------+--+--+----+
+ *   swap     63                             12 11   9 8       4  3  2  1 0
+ *            +--------------------------------+------+----------+--+--+----+
+ *            |          offset (52)           | R(3) | type (5) |EX|WP| 10 |
+ *            +--------------------------------+------+----------+--+--+----+
  *              EX  exclusive (Linux's SWP_EXCLUSIVE: the swapped page had
  *                  one owner)
  *
- *   marker   63                                           6  5  4  3  2  1 0
- *            +----------------------------------------------+--+--+--+--+----+
- *            |               reserved, zero (58)            |WR|G |P |WP| 11 |
- *            +----------------------------------------------+--+--+--+--+----+
+ *   marker   63                                        6  5  4  3  2  1 0
+ *            +-------------------------------------------+--+--+--+--+----+
+ *            |            reserved, zero (58)            |WR|G |P |WP| 11 |
+ *            +-------------------------------------------+--+--+--+--+----+
  *              a non-empty set of PS_PTE_MARKER_{UFFD_WP,POISONED,GUARD},
  *              or PS_PTE_MARKER_WRITTEN (WR) alone; a marker never holds a
  *              frame. The set's UFFD_WP bit *is* the entry's bit 2, so
