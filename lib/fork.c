@@ -4,13 +4,12 @@
  * (lib/fork.h). Rationale and the liburcu-bp facts it relies on:
  * docs/fork-signals-threads.md.
  *
- * F1  The generation. ps__fork_generation is 0 in the first process and
- *     one more in each child of fork(): the pthread_atfork() child handler
- *     adds one, before fork() returns in the child. Objects record it at
- *     creation (ps__fork_born()). The handler is registered once, by the
- *     first creation, so no object can exist before it is; a process that
- *     never created one forks without the library noticing, and has
- *     nothing to notice.
+ * F1  The generation. ps__fork_generation is 0 in the first process and one
+ *     more in each child of fork(): the pthread_atfork() child handler adds
+ *     one, before fork() returns in the child. Objects record it at creation
+ *     (ps__fork_born()). The handler is registered once, by the first creation,
+ *     so no object can exist before it is; a process that never created one
+ *     forks without the library noticing, and has nothing to notice.
  *
  * F2  liburcu-bp's generation. rcu_generation is the generation whose
  *     liburcu-bp state (its locks, its reader registry, its call_rcu

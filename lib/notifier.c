@@ -114,9 +114,8 @@
  * flight" stays one load for any number in flight. It is exact where it
  * matters: it is 0 exactly when nothing is in flight, since it is
  * min(inflight, 127) after every update. A state value that A2 may read
- * after S1 comes from P3 or a later update, or from an update before P3
- * while already saturated: nonzero either way while the invalidation is in
- * flight.
+ * after S1 comes from P3 or a later update, or from an update before P3 while
+ * already saturated: nonzero either way while the invalidation is in flight.
  *
  * The whole-space check has no per-subscription sequence. Its reader:
  *
@@ -151,11 +150,10 @@
  * G5  Whole space, soundness: read_retry(seq, range) is true if an
  *     invalidation overlapping the range was in flight at any instant
  *     between read_begin and the call.
- * G6  Whole space, exactness: otherwise it is false, however many
- *     invalidations started or ended since read_begin. The one exception:
- *     ends the history could not keep after a failed allocation are
- *     forgotten, and a check reaching back to them is true (counted in
- *     conservative_retries).
+ * G6  Whole space, exactness: otherwise it is false, however many invalidations
+ *     started or ended since read_begin. The one exception: ends the history
+ *     could not keep after a failed allocation are forgotten, and a check
+ *     reaching back to them is true (counted in conservative_retries).
  * G7  After ps_interval_remove() returns, no callback runs for the
  *     subscription; it waited only for overlapping invalidations that were
  *     in flight.

@@ -42,9 +42,8 @@
  *     unlinked, through call_rcu, and so are replaced registration sets.
  *     Readers, faults and entry writers walk (and read the registrations)
  *     inside a urcu-bp read-side section, their own or, for lookup and
- *     fault_locked, the caller's; range writers hold t->lock, which
- *     trim and every registration change hold too. So no walk ever touches
- *     freed memory.
+ *     fault_locked, the caller's; range writers hold t->lock, which trim and
+ *     every registration change hold too. So no walk ever touches freed memory.
  * G2  Entry atomicity. Each entry is at every instant one ps_pte_valid()
  *     value; each change is one CAS from the value its transition read, so
  *     concurrent operations on one entry linearise at their CAS and none is
@@ -65,24 +64,23 @@
  * G7  Get-and-rearm loses no write: the scans' own guarantee, stated with
  *     them at the top of lib/pgtable-scan.c.
  * G8  The written hint. leaf->hint has one bit per 8 entries (a cache line).
- *     After every CAS that makes an entry written (not none, no uffd-wp)
- *     from not written, the writer sets its line's bit unless it sees it
- *     set. Protect and WP_MATCHING scans clear the bits of the lines they
- *     cover whole (one RMW per leaf) before they read those entries, and
- *     set them again for lines where an entry stays written (or that a
- *     stopped scan did not reach). Writer (CAS entry, load hint) against
- *     clearer (RMW hint, load entry) is the store-buffering pattern, so all
- *     four are seq_cst: in their total order, either the writer's hint load
- *     comes after the clear (it sees the bit clear and sets it) or the
- *     clearer's entry load comes after the writer's CAS (it sees the
- *     write). Hence every written entry lies in a hinted line, except while
- *     a protect or WP scan is processing that line. The writer's side is
- *     entry_cas(), the clearer's hint_begin() and hint_end() (all in
- *     lib/pgtable-internal.h); scans whose query requires WRITTEN read only
- *     hinted lines, which is safe by this invariant (the reader's side, at
- *     the top of lib/pgtable-scan.c). A zap that turns a written entry into
- *     a WRITTEN marker keeps it written, so its line needs no new bit: the
- *     marker is found where the written entry was.
+ *     After every CAS that makes an entry written (not none, no uffd-wp) from
+ *     not written, the writer sets its line's bit unless it sees it set.
+ *     Protect and WP_MATCHING scans clear the bits of the lines they cover
+ *     whole (one RMW per leaf) before they read those entries, and set them
+ *     again for lines where an entry stays written (or that a stopped scan did
+ *     not reach). Writer (CAS entry, load hint) against clearer (RMW hint, load
+ *     entry) is the store-buffering pattern, so all four are seq_cst: in their
+ *     total order, either the writer's hint load comes after the clear (it sees
+ *     the bit clear and sets it) or the clearer's entry load comes after the
+ *     writer's CAS (it sees the write). Hence every written entry lies in a
+ *     hinted line, except while a protect or WP scan is processing that line.
+ *     The writer's side is entry_cas(), the clearer's hint_begin() and
+ *     hint_end() (all in lib/pgtable-internal.h); scans whose query requires
+ *     WRITTEN read only hinted lines, which is safe by this invariant (the
+ *     reader's side, at the top of lib/pgtable-scan.c). A zap that turns a
+ *     written entry into a WRITTEN marker keeps it written, so its line needs
+ *     no new bit: the marker is found where the written entry was.
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
@@ -250,7 +248,7 @@ static void regs_publish(struct ps_pgtable *t, struct regset *rs)
 		ps__rcu_call(&old->rcu, regset_free_rcu);
 }
 
-/* --- transitions (pure: old entry -> new entry) ----------------------------------- */
+/* --- transitions (pure: old entry -> new entry) --------------------------- */
 
 static ps_pte_t tr_unprotect(ps_pte_t e, const struct op *op, uint64_t addr)
 {
@@ -310,7 +308,7 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 {
 	uint64_t frame = op->frame + ((addr - op->start) >> PAGE_SHIFT);
 
-	/* Over a WRITTEN marker the page is still written (unless mapped wp). */
+	/* Over a WRITTEN marker the page stays written (unless mapped wp). */
 	if (e == PS_PTE_NONE || ps_pte_is_written_marker(e))
 		return ps_pte_mk_present(frame, op->pflags);
 	if (e == marker_uffd_wp())
@@ -318,14 +316,13 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 	return REFUSE;
 }
 
-/* --- the range walk ------------------------------------------------------------------ */
+/* --- the range walk ------------------------------------------------------- */
 
 /*
  * Apply @fn to entries [lo, hi) of leaf @l (first page @p0). Returns 0, or
- * -EEXIST when @fn refused an entry (the walk stops there). With
- * @clear_hint (protect: nothing stays written), the hint bits of the lines
- * covered whole are cleared first and set again where an entry stays
- * written (G8).
+ * -EEXIST when @fn refused an entry (the walk stops there). With @clear_hint
+ * (protect: nothing stays written), the hint bits of the lines covered whole
+ * are cleared first and set again where an entry stays written (G8).
  */
 static PS_ALWAYS_INLINE int update_leaf(struct leaf *l, uint64_t p0,
 					unsigned int lo, unsigned int hi,
@@ -461,7 +458,7 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 	return true;
 }
 
-/* --- lifetime and lookups ------------------------------------------------------------ */
+/* --- lifetime and lookups ------------------------------------------------- */
 
 struct ps_pgtable *ps_pgtable_create(void)
 {
@@ -554,7 +551,7 @@ int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
 	return 0;
 }
 
-/* --- single entries ----------------------------------------------------------------- */
+/* --- single entries ------------------------------------------------------- */
 
 /* Transition of ps_pgtable_set(): whatever was there becomes op->pflags. */
 static ps_pte_t tr_set(ps_pte_t e, const struct op *op, uint64_t addr)
@@ -582,10 +579,9 @@ static ps_pte_t tr_swap_in(ps_pte_t e, const struct op *op, uint64_t addr)
 }
 
 /*
- * update_one() - apply @fn to the entry of page @addr (in a read-side
- * section), allocating its leaf when @fn makes a none entry non-none.
- * *old receives the entry before. Returns 0, -ENOMEM, or @refused when @fn
- * refused the entry.
+ * update_one() - apply @fn to the entry of page @addr (in a read-side section),
+ * allocating its leaf when @fn makes a none entry non-none. *old receives the
+ * entry before. Returns 0, -ENOMEM, or @refused when @fn refused the entry.
  */
 static int update_one(struct ps_pgtable *t, uint64_t addr, tr_fn fn,
 		      struct op *op, ps_pte_t *old, int refused)
@@ -689,7 +685,7 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
 	return update_one(t, addr, tr_swap_in, &op, old, -ENXIO);
 }
 
-/* --- ranges ---------------------------------------------------------------------------- */
+/* --- ranges --------------------------------------------------------------- */
 
 int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   uint64_t frame, uint64_t flags)
@@ -1090,7 +1086,7 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 	return 0;
 }
 
-/* --- faults ------------------------------------------------------------------------------ */
+/* --- faults --------------------------------------------------------------- */
 
 /*
  * The fault, in its own read-side section (@own) or in the caller's

@@ -9,11 +9,10 @@
  * RCU-protected memory enters and leaves its own read-side section. Nesting
  * inside a caller's own urcu-bp section is fine. With sys_membarrier (Linux
  * 4.3+, in use here) the read side needs no memory barrier: a thread-local
- * counter store and compiler barriers. But it is reached through
- * liburcu-bp's shared library: two calls and their dynamic-TLS lookups cost
- * about 12 ns per lock/unlock pair on the benchmark machine, more than a
- * page-table lookup, which is why ps_pgtable_lookup() lets callers batch
- * lookups in one section.
+ * counter store and compiler barriers. But it is reached through liburcu-bp's
+ * shared library: two calls and their dynamic-TLS lookups cost about 12 ns per
+ * lock/unlock pair on the benchmark machine, more than a page-table lookup,
+ * which is why ps_pgtable_lookup() lets callers batch lookups in one section.
  *
  * libpagestate does not define _LGPL_SOURCE: these calls go through
  * liburcu-bp's shared library, and no LGPL code is compiled into
@@ -27,11 +26,10 @@
  *
  * ThreadSanitizer does not see liburcu's grace periods, which are
  * membarrier() calls and uninstrumented counters. It would report every
- * deferred free as racing with the readers that finished before it. Under
- * TSan, each read-side unlock therefore releases a shared sync object, and
- * every deferred callback and synchronize acquires it (plus the object
- * handed to ps__rcu_call()). That is exactly the happens-before a grace
- * period provides.
+ * deferred free as racing with the readers that finished before it. Under TSan,
+ * each read-side unlock therefore releases a shared sync object, and every
+ * deferred callback and synchronize acquires it (plus the object handed to
+ * ps__rcu_call()). That is exactly the happens-before a grace period provides.
  */
 #ifndef PS_LIB_RCU_H
 #define PS_LIB_RCU_H

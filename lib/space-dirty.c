@@ -12,12 +12,11 @@
  *     (ps__space_mark_frame_dirty(), lib/space-impl.h): the one caller that
  *     sees it clear runs the hook. The secondary-map helper
  *     (lib/space-secondary.c) marks only after its retry check, under the
- *     caller's lock, and only for a write. Write-back
- *     (lib/space-writeback.c) clears DIRTY inside its PROTECTION
- *     invalidation, before invalidate_end: a helper that the end lets
- *     through marks after the clear, so a writable secondary mapping never
- *     covers a clean frame. (The helper takes no LOCKED bit: its callbacks
- *     run under LOCKED in write-back.)
+ *     caller's lock, and only for a write. Write-back (lib/space-writeback.c)
+ *     clears DIRTY inside its PROTECTION invalidation, before invalidate_end: a
+ *     helper that the end lets through marks after the clear, so a writable
+ *     secondary mapping never covers a clean frame. (The helper takes no LOCKED
+ *     bit: its callbacks run under LOCKED in write-back.)
  *
  * S6  Harvest never loses a mark. The dirty log is a three-level bitmap
  *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by it
@@ -35,7 +34,7 @@
 
 #include <string.h>
 
-/* --- marks ----------------------------------------------------------------------- */
+/* --- marks ---------------------------------------------------------------- */
 
 void ps__space_log_addr(struct ps_space *s, uint64_t addr)
 {
@@ -66,7 +65,7 @@ int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 	return 0;
 }
 
-/* --- harvest (S6) ---------------------------------------------------------------- */
+/* --- harvest (S6) --------------------------------------------------------- */
 
 /* ps_pgtable_harvest()'s callback: a run of written pages, into the log. */
 static void rearm_log_run(void *ctx, uint64_t start, uint64_t end)

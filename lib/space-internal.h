@@ -28,7 +28,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* --- fork() (lib/fork.h) ---------------------------------------------------- */
+/* --- fork() (lib/fork.h) -------------------------------------------------- */
 
 /* Was @space created by a parent of this process (fork())? Wait-free. */
 bool ps__space_inherited(const struct ps_space *space);
@@ -44,7 +44,7 @@ bool ps__space_inherited(const struct ps_space *space);
 			ps__fork_refuse_inherited(__func__, "space"); \
 	} while (0)
 
-/* --- extensions: per-space state of a module above the space --------------- */
+/* --- extensions: per-space state of a module above the space -------------- */
 
 /**
  * struct ps__space_ext - one module's state in a space, embedded in the
@@ -108,12 +108,11 @@ static inline struct ps__space_ext *ps__space_ext_find(struct ps_space *space,
 struct ps__space_ext *ps__space_ext_add(struct ps_space *space,
 					struct ps__space_ext *ext);
 
-/* --- what the space lends the modules above it -------------------------------- */
+/* --- what the space lends the modules above it ---------------------------- */
 
 /*
- * The page words of the space's frames, fixed for its life; *@nframes
- * receives how many. (ps_space_page() is the public per-frame lookup.)
- * Wait-free.
+ * The page words of the space's frames, fixed for its life; *@nframes receives
+ * how many. (ps_space_page() is the public per-frame lookup.) Wait-free.
  */
 struct ps_page *ps__space_frames(struct ps_space *space, uint64_t *nframes);
 

@@ -13,13 +13,12 @@
  * lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------
  *
- * S1  Map, map_range, unmap and discard serialise on the writer mutex: they
- *     are the only operations that replace one frame by another at an
- *     address. Everything else changes entries only by the page table's
- *     transitions (faults, protect, the write-back's write-protect), which
- *     never change the frame. The modules above take the same mutex
- *     (ps__space_writer_lock()) for what must not see a frame replaced
- *     (prot's conversion and mprotect).
+ * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
+ *     the only operations that replace one frame by another at an address.
+ *     Everything else changes entries only by the page table's transitions
+ *     (faults, protect, the write-back's write-protect), which never change the
+ *     frame. The modules above take the same mutex (ps__space_writer_lock())
+ *     for what must not see a frame replaced (prot's conversion and mprotect).
  *
  * S7  Where the hooks run. Never inside the page table's RCU read-side
  *     section: zapped frames are collected and put after the zap returns
@@ -46,10 +45,9 @@
  *     LOCKED bit must not write-fault, pin for write, write back or kmap
  *     that frame (each would wait for the lock it runs under).
  *
- * S8  Progress: see the table in pagestate/space.h. Retry loops (pin,
- *     secondary map) retry only because another thread changed the entry or
- *     the frame, except the wait for a frozen frame (a conversion), which
- *     yields.
+ * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
+ *     map) retry only because another thread changed the entry or the frame,
+ *     except the wait for a frozen frame (a conversion), which yields.
  */
 #include <pagestate/space.h>
 
@@ -61,7 +59,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-/* --- accessors ------------------------------------------------------------------ */
+/* --- accessors ------------------------------------------------------------ */
 
 struct ps_page *ps_space_page(struct ps_space *s, uint64_t frame)
 {
@@ -78,7 +76,7 @@ struct ps_notifier *ps_space_notifier(struct ps_space *s)
 	return &s->notifier;
 }
 
-/* --- what the space lends the modules above it (space-internal.h) ------------- */
+/* --- what the space lends the modules above it (space-internal.h) --------- */
 
 struct ps_page *ps__space_frames(struct ps_space *s, uint64_t *nframes)
 {
@@ -171,7 +169,7 @@ void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 		ps__space_frame_freed(s, frame);
 }
 
-/* --- lifetime --------------------------------------------------------------- */
+/* --- lifetime ------------------------------------------------------------- */
 
 /* Every frame has an entry form, and a bit in the longterm bitmap. */
 PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
@@ -260,7 +258,7 @@ fail:
 	return rc;
 }
 
-/* --- zapping and dropping references (S7) ---------------------------------- */
+/* --- zapping and dropping references (S7) --------------------------------- */
 
 /* Frames a zap removed, kept until the zap has returned (S7). */
 struct zapped {
@@ -308,9 +306,8 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 
 	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
-	 * S2 - seq_cst fence: the zap's entry CASes come before any read of
-	 * the frames' pins by whoever frees them; pairs with the pin path's
-	 * fence.
+	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
+	 * frames' pins by whoever frees them; pairs with the pin path's fence.
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (size_t i = 0; i < z.n; i++)
@@ -346,7 +343,7 @@ int ps_space_destroy(struct ps_space *s)
 	return 0;
 }
 
-/* --- mapping ------------------------------------------------------------------- */
+/* --- mapping -------------------------------------------------------------- */
 
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
@@ -364,14 +361,13 @@ struct taken {
  * PS_MAP_CACHE revived with another mode gets its old mode back, unless it
  * was revived again meanwhile (then its new owner's mode stands).
  *
- * That needs this put to be the last one. The map installs no entry
- * before it cannot fail (ps_space_map_range()), so no pin can have found
- * the frame through the map; another holder can only be one that took
- * the frame by its number (the owner's own kmap or get, a speculative pin
- * or lookup of an older mapping on its way out). Then the frame stays
- * LIVE, with the mode the revival gave it (a LIVE frame's mode changes
- * only while frozen, prot.c's P7), and that holder's last put frees it,
- * with the free hook (space.h says so).
+ * That needs this put to be the last one. The map installs no entry before it
+ * cannot fail (ps_space_map_range()), so no pin can have found the frame
+ * through the map; another holder can only be one that took the frame by its
+ * number (the owner's own kmap or get, a speculative pin or lookup of an older
+ * mapping on its way out). Then the frame stays LIVE, with the mode the revival
+ * gave it (a LIVE frame's mode changes only while frozen, prot.c's P7), and
+ * that holder's last put frees it, with the free hook (space.h says so).
  */
 static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {

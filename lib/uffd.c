@@ -9,18 +9,17 @@
  *
  * U1  Library first, kernel second, under the attachment's mutex. Protect,
  *     unprotect, each fault resolution and each harvest change the library
- *     table, then the host range, holding u->lock across both. So the two
- *     agree on a page whenever no such call is running on it (no
- *     interleaving of a protect with a resolution can leave the library
- *     protected and the kernel not). When the kernel refuses its half,
- *     the call fails and the page is left on the side that loses no
- *     write, library not protected: a protect unprotects the library
- *     range again, an unprotect or a fault's resolution (the writer then
- *     stays blocked, and the error is reported) already left it so.
- *     In sync anonymous ranges without UNPOPULATED the kernel protects only
- *     pages that have a PTE, so the kernel's half of a protect first gives
- *     one (the zero page, by a read fault) to each host page under a
- *     present library entry: what the library protects, the kernel does.
+ *     table, then the host range, holding u->lock across both. So the two agree
+ *     on a page whenever no such call is running on it (no interleaving of a
+ *     protect with a resolution can leave the library protected and the kernel
+ *     not). When the kernel refuses its half, the call fails and the page is
+ *     left on the side that loses no write, library not protected: a protect
+ *     unprotects the library range again, an unprotect or a fault's resolution
+ *     (the writer then stays blocked, and the error is reported) already left
+ *     it so. In sync anonymous ranges without UNPOPULATED the kernel protects
+ *     only pages that have a PTE, so the kernel's half of a protect first gives
+ *     one (the zero page, by a read fault) to each host page under a present
+ *     library entry: what the library protects, the kernel does.
  *
  * U2  A sync fault is recorded before its writer is woken: the library
  *     entry is resolved as a write (space: frame dirty and address logged,
@@ -33,13 +32,12 @@
  *     lock per PMD), so a CPU write is reported by this harvest or the
  *     next. Its pages go into the attachment's log before that log is
  *     harvested, and so do a bare table's written entries (its own
- *     get-and-rearm scan); so a budget-limited harvest keeps the rest for
- *     the next call and nothing is lost. A space's pages (its harvest
- *     with PS_HARVEST_REARM, at most the budget) join them only if the
- *     budget returns them: the rest go back to the space's log before
- *     the call returns (collect_space()), so they are never only in the
- *     attachment's log. Detach moves what is left there (the CPU's
- *     pages) into the space's log.
+ *     get-and-rearm scan); so a budget-limited harvest keeps the rest for the
+ *     next call and nothing is lost. A space's pages (its harvest with
+ *     PS_HARVEST_REARM, at most the budget) join them only if the budget
+ *     returns them: the rest go back to the space's log before the call returns
+ *     (collect_space()), so they are never only in the attachment's log. Detach
+ *     moves what is left there (the CPU's pages) into the space's log.
  *
  * U4  Sync harvest: the log is harvested first, then the reported pages are
  *     re-protected in both places. A write between the two finds the page
@@ -116,7 +114,7 @@
 enum {
 	FP_NO_PROCMAP_QUERY = 0x1, /* attach reads smaps instead */
 	FP_NO_HUGETLB_CHECK = 0x2, /* attach accepts hugetlb memory */
-	/* The next PAGEMAP_SCAN that reports pages fails after it ran (once): */
+	/* The next PAGEMAP_SCAN reporting pages fails after it ran (once): */
 	FP_SCAN_EIO = 0x4,
 	FP_SCAN_EINTR = 0x8,
 	FP_POLL_ENOMEM = 0x10,	    /* the handler thread's next poll() fails */
@@ -309,7 +307,7 @@ int ps_uffd_probe(unsigned int flags, const char **why)
 	return check_features(flags, why);
 }
 
-/* --- the host mapping --------------------------------------------------------- */
+/* --- the host mapping ----------------------------------------------------- */
 
 /*
  * The largest page size of the VMAs that [host, end) touches, from
@@ -408,7 +406,7 @@ static int check_host(const struct ps_uffd_config *cfg, const char **why)
 	return 0;
 }
 
-/* --- the kernel side ---------------------------------------------------------- */
+/* --- the kernel side ------------------------------------------------------ */
 
 static uint64_t host_of(const struct ps_uffd *u, uint64_t addr)
 {
@@ -466,7 +464,7 @@ static void log_addrs(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 	}
 }
 
-/* --- protect and unprotect (U1) --------------------------------------------- */
+/* --- protect and unprotect (U1) ------------------------------------------- */
 
 /*
  * Can the kernel protect a host page only where it has a PTE? Sync
@@ -605,7 +603,7 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 	return rc;
 }
 
-/* --- sync faults (U2, U5) ------------------------------------------------------ */
+/* --- sync faults (U2, U5) ------------------------------------------------- */
 
 /*
  * Resolve a write-protect fault at library page @addr (U1, U2): 0, or the
@@ -741,19 +739,18 @@ static void *handler_thread(void *arg)
 	return NULL;
 }
 
-/* --- harvest (U3, U4) ------------------------------------------------------------ */
+/* --- harvest (U3, U4) ----------------------------------------------------- */
 
 /*
  * Mirror the kernel's re-arm in the table. PAGEMAP_SCAN reports every none
  * PTE as written (a page never protected, or dropped with its protection)
  * and re-arms it as a UFFD_WP marker, and every other page it reports it
- * re-protects; so each reported page is protected in the kernel after the
- * scan, and a none entry of the library there becomes a UFFD_WP marker
- * (U1: both protected). Only none entries change, each by one CAS: an
- * entry mapped meanwhile is the library's own business, and a written
- * library entry (a WRITTEN marker too: a page zapped while written, the
- * library's counterpart of that none PTE) is left for the library's own
- * harvest to report and re-arm.
+ * re-protects; so each reported page is protected in the kernel after the scan,
+ * and a none entry of the library there becomes a UFFD_WP marker (U1: both
+ * protected). Only none entries change, each by one CAS: an entry mapped
+ * meanwhile is the library's own business, and a written library entry (a
+ * WRITTEN marker too: a page zapped while written, the library's counterpart of
+ * that none PTE) is left for the library's own harvest to report and re-arm.
  *
  * The kernel is asked for WRITTEN alone (its fast path, see
  * collect_kernel()), so it does not say which reported pages were none: the
@@ -949,25 +946,23 @@ static enum ps__hbm_verdict merge_visit(void *ctx, uint64_t bit)
 }
 
 /*
- * Space: its harvest with PS_HARVEST_REARM (the library's written entries
- * of async ranges, re-armed; the dirty log's marks, resolved sync faults
- * and pages pinned for write; the secondary mappings of all of them
- * invalidated), at most @max pages into @addrs. Only the pages the
- * caller's budget returns move into the attachment's log: the budget
- * applies to their union with the pages already there (the kernel's), and
- * the space's pages beyond it go back to the space's log
- * (ps_space_redirty(), before the harvest returns; their invalidation was
- * merely early). So the space's log keeps every page a harvest does not
- * return: for the next harvest, for ps_space_harvest() and after detach.
- * *@resume: the first of the space's pages still recorded, or the end.
+ * Space: its harvest with PS_HARVEST_REARM (the library's written entries of
+ * async ranges, re-armed; the dirty log's marks, resolved sync faults and pages
+ * pinned for write; the secondary mappings of all of them invalidated), at most
+ * @max pages into @addrs. Only the pages the caller's budget returns move into
+ * the attachment's log: the budget applies to their union with the pages
+ * already there (the kernel's), and the space's pages beyond it go back to the
+ * space's log (ps_space_redirty(), before the harvest returns; their
+ * invalidation was merely early). So the space's log keeps every page a harvest
+ * does not return: for the next harvest, for ps_space_harvest() and after
+ * detach. *@resume: the first of the space's pages still recorded, or the end.
  *
  * The kernel's pages go straight into the attachment's log, not through
  * the space's, so they cost no notifier invalidation and no pin check: a
- * writable secondary mapping is always in the space's log (the helper logs
- * its page before installing it, and the harvest that takes the page
- * invalidates it), and a page pinned for write stays in that log while
- * pinned. So a page that only the CPU wrote has no writable secondary
- * mapping to tear down.
+ * writable secondary mapping is always in the space's log (the helper logs its
+ * page before installing it, and the harvest that takes the page invalidates
+ * it), and a page pinned for write stays in that log while pinned. So a page
+ * that only the CPU wrote has no writable secondary mapping to tear down.
  */
 static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 			 uint64_t *addrs, uint64_t max, uint64_t *resume)
@@ -1057,7 +1052,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	return 0;
 }
 
-/* --- discard (U6) ------------------------------------------------------------------ */
+/* --- discard (U6) --------------------------------------------------------- */
 
 /* ps__space_discard()'s callback: @addr was dropped, its memory released. */
 static void note_dropped(void *ctx, uint64_t addr)
@@ -1156,7 +1151,7 @@ int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
 	return rc ? rc : f.rc;
 }
 
-/* --- attach and detach ----------------------------------------------------------- */
+/* --- attach and detach ---------------------------------------------------- */
 
 static int attach(struct ps_space *space, struct ps_pgtable *t,
 		  const struct ps_uffd_config *cfg, struct ps_uffd **out)
@@ -1341,11 +1336,10 @@ static enum ps__hbm_verdict relog_visit(void *ctx, uint64_t bit)
 }
 
 /*
- * Detach in a child of fork() (pagestate/fork.h, rule 2): close the
- * child's copies of the descriptors and nothing else. The userfaultfd and
- * the pagemap descriptor act on the parent's address space, the eventfd
- * would stop the parent's handler thread, and the child has no thread to
- * join.
+ * Detach in a child of fork() (pagestate/fork.h, rule 2): close the child's
+ * copies of the descriptors and nothing else. The userfaultfd and the pagemap
+ * descriptor act on the parent's address space, the eventfd would stop the
+ * parent's handler thread, and the child has no thread to join.
  */
 static int forget(struct ps_uffd *u)
 {

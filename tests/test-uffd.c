@@ -66,7 +66,7 @@ extern _Atomic(unsigned int) ps__uffd_failpoints;
 #define FP_NO_POPULATE_READ 0x40u
 #define FP_WP_EIO 0x80u
 
-/* --- real memory ---------------------------------------------------------------- */
+/* --- real memory ---------------------------------------------------------- */
 
 struct region {
 	uint8_t *host; /* 2 MiB aligned; page 511 is a sentinel */
@@ -170,7 +170,7 @@ static void lib_categories(struct ps_pgtable *t, uint64_t base, unsigned int n,
 			cat[(p - base) / PG] = v[j].categories;
 }
 
-/* --- a writer thread (sync faults block their writer) ----------------------------- */
+/* --- a writer thread (sync faults block their writer) --------------------- */
 
 struct writer {
 	pthread_t th;
@@ -242,7 +242,7 @@ static struct ps_uffd_config config_of(const struct region *r, uint64_t np,
 	return c;
 }
 
-/* --- attach: arguments and features ---------------------------------------------- */
+/* --- attach: arguments and features --------------------------------------- */
 
 START_TEST(attach_rejects_bad_arguments)
 {
@@ -364,7 +364,7 @@ START_TEST(attach_names_missing_feature)
 }
 END_TEST
 
-/* --- sync mode ---------------------------------------------------------------------- */
+/* --- sync mode ------------------------------------------------------------ */
 
 static struct ps_space *space_new(void)
 {
@@ -601,7 +601,7 @@ START_TEST(sync_poll_table_memfd)
 }
 END_TEST
 
-/* --- async mode --------------------------------------------------------------------- */
+/* --- async mode ----------------------------------------------------------- */
 
 /* CPU writes (kernel) and library writes, one harvest, budget and resume. */
 START_TEST(async_harvest_merges)
@@ -863,7 +863,7 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 }
 END_TEST
 
-/* --- the space's log: a harvest leaves it what it does not return ---------- */
+/* --- the space's log: a harvest leaves it what it does not return --------- */
 
 /*
  * Device writes beyond a harvest's budget stay in the space's log, so they
@@ -975,7 +975,7 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 }
 END_TEST
 
-/* --- discard through the bridge (ps_uffd_discard()) ----------------------------- */
+/* --- discard through the bridge (ps_uffd_discard()) ----------------------- */
 
 /* A space whose free_frame hook gives the host page back, as a VMM's does. */
 struct freeing {
@@ -1087,19 +1087,18 @@ START_TEST(discard_rejects_bad_arguments)
 END_TEST
 
 /*
- * The balloon's discard in all four modes (issue 15, item 11): page 2
- * written by the CPU, page 5 by the library (async: a write the table
- * alone saw) and page 9 untouched are discarded (their memory given back)
- * and mapped again. The next harvest reports each of them once, the one
- * after nothing; every page is then protected in the library and in the
- * kernel, and a write to page 9 is reported. Page 11 is harvested before
- * its frame is mapped again, then written: reported too. Before the fix,
- * the memfd modes never reported page 9 (both sides kept it protected, so
- * nothing said its contents were gone), and in sync anonymous mode the
- * kernel could not protect the pages again (a discarded page has no PTE),
- * so the writes to pages 9 and 11 went unreported (the library held page
- * 9 protected; page 11 it could not protect while it had no frame, and
- * the kernel, with no PTE, could not either).
+ * The balloon's discard in all four modes (issue 15, item 11): page 2 written
+ * by the CPU, page 5 by the library (async: a write the table alone saw) and
+ * page 9 untouched are discarded (their memory given back) and mapped again.
+ * The next harvest reports each of them once, the one after nothing; every page
+ * is then protected in the library and in the kernel, and a write to page 9 is
+ * reported. Page 11 is harvested before its frame is mapped again, then
+ * written: reported too. Before the fix, the memfd modes never reported page 9
+ * (both sides kept it protected, so nothing said its contents were gone), and
+ * in sync anonymous mode the kernel could not protect the pages again (a
+ * discarded page has no PTE), so the writes to pages 9 and 11 went unreported
+ * (the library held page 9 protected; page 11 it could not protect while it had
+ * no frame, and the kernel, with no PTE, could not either).
  * Loop index: shared * 2 + async; 4: sync anonymous with
  * PS_UFFD_UNPOPULATED (both sides protect holes with markers).
  */
@@ -1253,16 +1252,15 @@ START_TEST(discard_skips_held_pages_and_reports_refusals)
 }
 END_TEST
 
-/* --- a failed PAGEMAP_SCAN ---------------------------------------------------- */
+/* --- a failed PAGEMAP_SCAN ------------------------------------------------ */
 
 /*
- * A PAGEMAP_SCAN that fails after it re-armed pages and copied them into
- * the vector (the failpoint makes a call that ran fail, as the kernel's
- * error after a flush would): the pages are logged, not lost. With EIO the
- * harvest fails and the next one reports them; with EINTR the harvest asks
- * again and reports them at once. Without the fix both returned nothing:
- * the kernel had re-armed the pages. Loop index: 0 EIO, 1 EINTR; a bare
- * table and a space.
+ * A PAGEMAP_SCAN that fails after it re-armed pages and copied them into the
+ * vector (the failpoint makes a call that ran fail, as the kernel's error after
+ * a flush would): the pages are logged, not lost. With EIO the harvest fails
+ * and the next one reports them; with EINTR the harvest asks again and reports
+ * them at once. Without the fix both returned nothing: the kernel had re-armed
+ * the pages. Loop index: 0 EIO, 1 EINTR; a bare table and a space.
  */
 START_TEST(failed_scan_keeps_rearmed_pages)
 {
@@ -1316,7 +1314,7 @@ START_TEST(failed_scan_keeps_rearmed_pages)
 }
 END_TEST
 
-/* --- hugetlb: refused at attach; the kernel's refusals reported ------------- */
+/* --- hugetlb: refused at attach; the kernel's refusals reported ----------- */
 
 /*
  * The tcase raises /proc/sys/vm/nr_hugepages to HUGE_POOL if it is lower
@@ -1568,7 +1566,7 @@ START_TEST(hugetlb_sync_refused_resolution_is_reported)
 }
 END_TEST
 
-/* --- the differential test ---------------------------------------------------------- */
+/* --- the differential test ------------------------------------------------ */
 
 enum mode { ASYNC, SYNC_THREAD, SYNC_POLL, NMODES };
 static const char *const mode_name[] = {"async", "sync-thread", "sync-poll"};
@@ -1994,7 +1992,7 @@ START_TEST(differential)
 }
 END_TEST
 
-/* --- stress ------------------------------------------------------------------------ */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Writers store to real attached memory while a harvester loops "harvest,
@@ -2002,15 +2000,14 @@ END_TEST
  * writer owns one 64-byte slot of every page and stores increasing values
  * there (relaxed atomics: the harvester's copy races with the writers by
  * design), so a write that no later harvest reported leaves the shadow
- * different from the memory. After the writers stop, one more harvest and
- * copy must make the shadow equal the memory, and every page must be
- * protected in the library and in the kernel (pagemap bit 57). On a
- * space over memfd memory a third writer plays a device: it writes through
- * a second, untracked mapping and calls ps_space_mark_dirty(), alone on
- * the last quarter of the pages, so only the library can report those.
- * In sync mode no writer may stay blocked (the deadline below), and every
- * fault the handler resolves finds a library entry it can resolve (no
- * mismatches, ps_uffd_stats()).
+ * different from the memory. After the writers stop, one more harvest and copy
+ * must make the shadow equal the memory, and every page must be protected in
+ * the library and in the kernel (pagemap bit 57). On a space over memfd memory
+ * a third writer plays a device: it writes through a second, untracked mapping
+ * and calls ps_space_mark_dirty(), alone on the last quarter of the pages, so
+ * only the library can report those. In sync mode no writer may stay blocked
+ * (the deadline below), and every fault the handler resolves finds a library
+ * entry it can resolve (no mismatches, ps_uffd_stats()).
  *
  * Sizes: PS_UFFD_STRESS_PAGES pages (default 64, at most 500), 2 writers,
  * PS_STRESS_ITERS / 100 writes each (async) or / 500 (sync, where a write
@@ -2352,39 +2349,35 @@ START_TEST(stress_sync_faults_during_protect)
 }
 END_TEST
 
-/* --- migration with a balloon (issue 15, item 11) ------------------------------------ */
+/* --- migration with a balloon (issue 15, item 11) ------------------------- */
 
 /*
- * A VMM's live migration through the bridge while the guest balloons:
- * real memory attached to a space whose frame f is mapped at LBASE + f
- * pages (host page f), two guest writer threads storing to it (a pause
- * after each store, so that a discarded page is not rewritten at once),
- * and a balloon thread that discards one page at a time with
- * ps_uffd_discard() and maps its frame again. The space's free_frame hook
- * gives the memory back to the host as a VMM does: MADV_DONTNEED
- * (anonymous) or MADV_REMOVE (memfd), so the page reads zero afterwards.
- * The migration protects everything, copies everything to the
- * destination, then runs pre-copy rounds (harvest, copy what was
- * reported) while the writers and the balloon run, stops them, and runs a
- * final round: the destination must equal the source byte for byte, with
- * and without discards, in the four modes (anonymous or memfd, sync or
- * async).
+ * A VMM's live migration through the bridge while the guest balloons: real
+ * memory attached to a space whose frame f is mapped at LBASE + f pages (host
+ * page f), two guest writer threads storing to it (a pause after each store, so
+ * that a discarded page is not rewritten at once), and a balloon thread that
+ * discards one page at a time with ps_uffd_discard() and maps its frame again.
+ * The space's free_frame hook gives the memory back to the host as a VMM does:
+ * MADV_DONTNEED (anonymous) or MADV_REMOVE (memfd), so the page reads zero
+ * afterwards. The migration protects everything, copies everything to the
+ * destination, then runs pre-copy rounds (harvest, copy what was reported)
+ * while the writers and the balloon run, stops them, and runs a final round:
+ * the destination must equal the source byte for byte, with and without
+ * discards, in the four modes (anonymous or memfd, sync or async).
  *
- * With ps_space_discard() (before ps_uffd_discard() existed; 128 pages,
- * about 150 discards a run) 69-98 pages differed in sync anonymous mode,
- * 10-27 in each memfd mode, none in async anonymous mode: a discarded
- * page's new (zero) contents were never reported but there, and in sync
- * anonymous mode a page written after its discard stayed unprotected in
- * the kernel while the library protected it or held a hole there (its
- * writes were never reported).
+ * With ps_space_discard() (before ps_uffd_discard() existed; 128 pages, about
+ * 150 discards a run) 69-98 pages differed in sync anonymous mode, 10-27 in
+ * each memfd mode, none in async anonymous mode: a discarded page's new (zero)
+ * contents were never reported but there, and in sync anonymous mode a page
+ * written after its discard stayed unprotected in the kernel while the library
+ * protected it or held a hole there (its writes were never reported).
  *
  * Loop index: seed * 8 + discards * 4 + shared * 2 + sync.
- * Sizes: PS_UFFD_MIG_PAGES pages (default 128, at most 500),
- * PS_UFFD_MIG_ROUNDS pre-copy rounds (default 8), PS_UFFD_MIG_SEEDS seeds
- * (default 3; PS_TEST_SEED moves them); a round waits for
- * MIG_ROUND_WRITES writes and, with discards, MIG_ROUND_DISCARDS discards
- * (or PS_UFFD_MIG_ROUND_MS milliseconds, default 2000).
- * PS_UFFD_MIG_VERBOSE=1 prints each run.
+ * Sizes: PS_UFFD_MIG_PAGES pages (default 128, at most 500), PS_UFFD_MIG_ROUNDS
+ * pre-copy rounds (default 8), PS_UFFD_MIG_SEEDS seeds (default 3; PS_TEST_SEED
+ * moves them); a round waits for MIG_ROUND_WRITES writes and, with discards,
+ * MIG_ROUND_DISCARDS discards (or PS_UFFD_MIG_ROUND_MS milliseconds, default
+ * 2000). PS_UFFD_MIG_VERBOSE=1 prints each run.
  */
 #define MIG_WRITERS 2
 #define MIG_MAX 7 /* harvest budget: resumes are exercised too */

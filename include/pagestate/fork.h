@@ -15,12 +15,11 @@
  *   2. Objects the child inherited (spaces, page tables, notifiers, uffd
  *      attachments) may be left alone (exit or exec reclaims them) or
  *      destroyed. In a child, ps_space_destroy(), ps_pgtable_destroy(),
- *      ps_notifier_destroy() and ps_uffd_detach() of an inherited object
- *      only forget it: they close the child's copies of its descriptors
- *      and return 0. No hook runs, nothing waits, nothing reaches the
- *      parent, and its memory stays part of the child's copy of the
- *      parent's (freeing it would only copy the pages it frees). This
- *      holds after a plain fork().
+ *      ps_notifier_destroy() and ps_uffd_detach() of an inherited object only
+ *      forget it: they close the child's copies of its descriptors and
+ *      return 0. No hook runs, nothing waits, nothing reaches the parent, and
+ *      its memory stays part of the child's copy of the parent's (freeing it
+ *      would only copy the pages it frees). This holds after a plain fork().
  *   3. After a fork() between ps_fork_prepare() and ps_fork_parent() /
  *      ps_fork_child() (below), the child may also create objects and use
  *      them as any process does, and read inherited ones from any thread:
@@ -82,10 +81,9 @@ PS_BEGIN_DECLS
  * docs/fork-signals-threads.md for why.
  * Ordering: acquires liburcu-bp's locks; everything the parent did before
  * it is in the child's copy.
- * Progress: blocking: waits for a grace period in progress and for the
- * call_rcu thread to finish the callbacks it is running (polling each
- * millisecond). So no other thread may be waiting for the caller inside a
- * read-side section.
+ * Progress: blocking: waits for a grace period in progress and for the call_rcu
+ * thread to finish the callbacks it is running (polling each millisecond). So
+ * no other thread may be waiting for the caller inside a read-side section.
  * Return: 0; -EDEADLK inside a read-side section, or again before
  * ps_fork_parent() (it would deadlock); -ECHILD in a child of a plain fork()
  * (rule 3: liburcu-bp's locks may be held by threads that do not exist);

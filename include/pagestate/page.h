@@ -293,8 +293,7 @@ PS_STATIC_ASSERT(PS_CACHE_NR <= (1 << PS_PAGE_CACHE_WIDTH),
 		 "cache modes must fit the page word's CACHE field");
 
 /**
- * enum ps_enc_state - encryption state of a page, as held in its PRIVATE
- * flag.
+ * enum ps_enc_state - encryption state of a page, as held in its PRIVATE flag.
  * @PS_ENC_SHARED: decrypted: host- and device-visible (PRIVATE clear).
  * @PS_ENC_PRIVATE: encrypted: guest-owned (PRIVATE set).
  */
@@ -452,8 +451,7 @@ typedef void (*ps_page_error_hook_t)(const struct ps_page *page,
  * ps_page_set_error_hook() - replace the hook that receives misuse.
  * @hook: the new hook, or NULL for ps_page_default_error_hook().
  *
- * Context: any thread. A report already under way may still call the old
- * hook.
+ * Context: any thread. A report already under way may still call the old hook.
  * Ordering: acquire and release (one exchange); the hook is read with
  * acquire when an error is reported, which pairs with this release.
  * Progress: wait-free (one atomic exchange).
@@ -1277,9 +1275,8 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
  * step (so no other owner can see it with another mode in between).
  * @page: the page.
  * @mode: the mode the owner needs.
- * @old_mode: if not NULL, receives the mode the page had before the call
- *	(an owner undoing a revival restores it with
- *	ps_page_set_cache_if_free()).
+ * @old_mode: if not NULL, receives the mode the page had before the call (an
+ *	owner undoing a revival restores it with ps_page_set_cache_if_free()).
  *
  * Context: any thread, no reference needed; the memory must stay valid.
  * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
@@ -1680,8 +1677,7 @@ static inline PS_MUST_CHECK bool ps_page_trylock(struct ps_page *page)
  * for a while, then yields the processor between attempts (there is no
  * wait queue: a holder must not sleep for long).
  * Context: a thread that may block, not holding this page's lock (not
- * recursive) and not taking two page locks in an order another thread
- * reverses.
+ * recursive) and not taking two page locks in an order another thread reverses.
  * Ordering: acquire: pairs with the release of the last ps_page_unlock().
  * Progress: blocking.
  */
@@ -1724,8 +1720,7 @@ static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
 }
 
 /**
- * ps_page_enc_state() - the encryption state held in the page's PRIVATE
- * flag.
+ * ps_page_enc_state() - the encryption state held in the page's PRIVATE flag.
  * @page: the page; no reference needed.
  *
  * Context: any thread; the answer is a snapshot.

@@ -21,10 +21,9 @@
  * A mapping holds one reference on its frame. Mapping a free frame makes it
  * LIVE with that one reference (ps_page_get_or_revive()); mapping a frame
  * that is already LIVE adds one. A pin (ps_space_pin_range()) holds a pin,
- * which is also a reference, so a pinned frame outlives the unmapping of
- * its address, as in Linux. The put that drops a frame's last reference
- * frees it: the frame's page word is free again and the free_frame hook
- * runs.
+ * which is also a reference, so a pinned frame outlives the unmapping of its
+ * address, as in Linux. The put that drops a frame's last reference frees it:
+ * the frame's page word is free again and the free_frame hook runs.
  *
  * Pins are taken as Linux's GUP-fast does: read the entry, take a
  * speculative pin on its frame, a full fence, read the entry again, and back
@@ -50,31 +49,29 @@
  *
  * Two notions, as in Linux:
  *   - a frame is DIRTY (page.h's flag, Linux's PG_dirty) when its contents
- *     differ from its backing copy. The first write fault through a
- *     writable mapping (ps_space_fault()), a write through the secondary-map
- *     helper, ps_space_mark_dirty() and ps_space_unpin(..., dirty) make it
- *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
- *     clean-to-dirty transition, however many threads race. Write-back
- *     (ps_space_writeback()) cleans frames. It finds them by address, so
- *     the space records the address of every page written, every page
- *     pinned (any pin: it may be unpinned dirty) and every page mapped to
- *     a frame that is pinned or dirty, and write-back keeps a page whose
- *     frame is pinned or dirty (S9 in lib/space-writeback.c). So a frame
- *     unpinned dirty is written by the next write-back of the address it
- *     was pinned at, if it is still mapped there (there is no reverse map:
- *     an alias elsewhere is not found through it).
- *   - an address is in the dirty log (KVM's dirty bitmap) when it was
- *     written since the last harvest (ps_space_harvest()), which migration
- *     consumes. Every marking path above but ps_space_unpin() logs the
- *     address too (an unpin has frames, not addresses). Pins for write are
- *     logged instead: a device may write the frame at any moment, so a
- *     frame pinned for write is reported by every harvest until it is
- *     unpinned, and once more after that. A device write through a pin not
- *     for write reaches write-back (above) but not the dirty log: pin for
- *     write, or ps_space_mark_dirty() the addresses. Writes through entries
- *     of a range registered for asynchronous write protection (pgtable.h)
- *     are tracked in the entries themselves, and a harvest with
- *     PS_HARVEST_REARM collects them too.
+ *     differ from its backing copy. The first write fault through a writable
+ *     mapping (ps_space_fault()), a write through the secondary-map helper,
+ *     ps_space_mark_dirty() and ps_space_unpin(..., dirty) make it so. The
+ *     caller's dirty hook (set_page_dirty) runs exactly once per clean-to-dirty
+ *     transition, however many threads race. Write-back (ps_space_writeback())
+ *     cleans frames. It finds them by address, so the space records the address
+ *     of every page written, every page pinned (any pin: it may be unpinned
+ *     dirty) and every page mapped to a frame that is pinned or dirty, and
+ *     write-back keeps a page whose frame is pinned or dirty (S9 in
+ *     lib/space-writeback.c). So a frame unpinned dirty is written by the next
+ *     write-back of the address it was pinned at, if it is still mapped there
+ *     (there is no reverse map: an alias elsewhere is not found through it).
+ *   - an address is in the dirty log (KVM's dirty bitmap) when it was written
+ *     since the last harvest (ps_space_harvest()), which migration consumes.
+ *     Every marking path above but ps_space_unpin() logs the address too (an
+ *     unpin has frames, not addresses). Pins for write are logged instead: a
+ *     device may write the frame at any moment, so a frame pinned for write is
+ *     reported by every harvest until it is unpinned, and once more after that.
+ *     A device write through a pin not for write reaches write-back (above) but
+ *     not the dirty log: pin for write, or ps_space_mark_dirty() the addresses.
+ *     Writes through entries of a range registered for asynchronous write
+ *     protection (pgtable.h) are tracked in the entries themselves, and a
+ *     harvest with PS_HARVEST_REARM collects them too.
  *
  * Dirty before writable (seed 003). A writable entry implies a dirty frame.
  * The write fault that makes an entry writable does so under the frame's
@@ -121,9 +118,8 @@
  *     lets the pin (or the other holder) keep the page.
  *   - There is no reverse map (8 bytes per frame, no more). Write-back
  *     write-protects the address it visits, so a frame mapped writable at
- *     several addresses must be written back through each of them, or have
- *     its aliases write-protected first (Linux's page_mkclean walks the
- *     rmap).
+ *     several addresses must be written back through each of them, or have its
+ *     aliases write-protected first (Linux's page_mkclean walks the rmap).
  */
 #ifndef PAGESTATE_SPACE_H
 #define PAGESTATE_SPACE_H
@@ -145,10 +141,9 @@ struct ps_space;
  * struct ps_space_hooks - the caller's callbacks (each may be NULL).
  * @populate: a pin or the secondary-map helper found no page at @addr (none,
  *	swap entry or UFFD_WP marker). Map one (ps_space_map(), or swap it in)
- *	and return 0, or return a negative errno, which the caller gets.
- *	@access is PS_ACCESS_READ or PS_ACCESS_WRITE. Runs in the calling
- *	thread with no library lock held. Without it, missing pages are
- *	-EFAULT.
+ *	and return 0, or return a negative errno, which the caller gets. @access
+ *	is PS_ACCESS_READ or PS_ACCESS_WRITE. Runs in the calling thread with no
+ *	library lock held. Without it, missing pages are -EFAULT.
  * @dirty: frame @frame went from clean to dirty (set_page_dirty). Runs
  *	exactly once per transition, in the thread that made it. From a write
  *	fault (ps_space_fault(), a pin for write) it runs under the frame's
@@ -212,7 +207,7 @@ struct ps_space_config {
 	struct ps_space_hooks hooks;
 };
 
-/* --- lifetime ---------------------------------------------------------------- */
+/* --- lifetime ------------------------------------------------------------- */
 
 /**
  * ps_space_create() - build a space.
@@ -280,7 +275,7 @@ struct ps_notifier *ps_space_notifier(struct ps_space *space);
  */
 struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 
-/* --- mapping -------------------------------------------------------------------- */
+/* --- mapping -------------------------------------------------------------- */
 
 /* Mapping flags. */
 #define PS_MAP_WRITE 0x1u /* writes permitted (first write marks dirty) */
@@ -350,12 +345,11 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * page getting its marker back), and the references taken are given back.
  * A frame this call revived goes back to free without the free_frame hook,
  * and with the cache mode it had, unless another thread holds it at that
- * instant (one that took it by frame number: the owner's own kmap or
- * reference, or a speculative pin or lookup of an older mapping of it on
- * its way out): then it stays LIVE with the mode the map gave it, and the
- * last holder's put frees it with the free_frame hook. An owner that
- * reuses the frames of a failed map at once checks ps_page_is_live()
- * (or waits for the hook).
+ * instant (one that took it by frame number: the owner's own kmap or reference,
+ * or a speculative pin or lookup of an older mapping of it on its way out):
+ * then it stays LIVE with the mode the map gave it, and the last holder's put
+ * frees it with the free_frame hook. An owner that reuses the frames of a
+ * failed map at once checks ps_page_is_live() (or waits for the hook).
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
@@ -384,7 +378,7 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 		   unsigned int flags);
 
-/* --- pins ----------------------------------------------------------------------- */
+/* --- pins ----------------------------------------------------------------- */
 
 /* Pin flags. */
 #define PS_PIN_WRITE 0x1u    /* the device writes (FOLL_WRITE) */
@@ -405,16 +399,14 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * first as a write would (async: the page counts as written; sync: the pin
  * fails with -EAGAIN and the caller resolves the fault); a read-only entry
  * with MAYWRITE is made writable, marking the frame dirty; then take a
- * speculative pin and re-check the entry. A pin for write logs the address
- * (see Dirty state) and marks the frame WRITE_PINNED, in the same atomic
- * step as the pin (so no write-back sees the pin without the flag; a pin
- * that backs out leaves the flag as a hint, cleared once the frame has no
- * pins); any other pin puts
- * the address in the write-back set (it may be unpinned dirty). A
- * PS_PIN_LONGTERM pin is recorded against the frame (one bit per frame,
- * cleared when a conversion next freezes the frame, pagestate/prot.h): a
- * conversion waiting for pins to drain gives up on such a frame at once
- * (-EBUSY).
+ * speculative pin and re-check the entry. A pin for write logs the address (see
+ * Dirty state) and marks the frame WRITE_PINNED, in the same atomic step as the
+ * pin (so no write-back sees the pin without the flag; a pin that backs out
+ * leaves the flag as a hint, cleared once the frame has no pins); any other pin
+ * puts the address in the write-back set (it may be unpinned dirty). A
+ * PS_PIN_LONGTERM pin is recorded against the frame (one bit per frame, cleared
+ * when a conversion next freezes the frame, pagestate/prot.h): a conversion
+ * waiting for pins to drain gives up on such a frame at once (-EBUSY).
  * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
  * because it cannot write back a page a device may write at any time; here
  * integrity write-back bounces it, so the pin is allowed.
@@ -442,18 +434,16 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * @space: the space the pins were taken in.
  * @frames: the frames (as pin_range returned them).
  * @n: how many.
- * @dirty: mark each frame dirty first (Linux's
- *	unpin_user_pages_dirty_lock()); the dirty hook runs on each
- *	clean-to-dirty transition.
+ * @dirty: mark each frame dirty first (Linux's unpin_user_pages_dirty_lock());
+ *	the dirty hook runs on each clean-to-dirty transition.
  *
  * A frame whose last reference this drops is freed (free_frame hook).
  * Frames at or above nframes are skipped. A frame unpinned dirty is
  * written by the next ps_space_writeback() of the address it was pinned
  * at, if it is still mapped there: the pin recorded that address, and
- * write-back keeps it while the frame is pinned (S9 in
- * lib/space-writeback.c). The dirty log (migration) has the address only
- * for a pin for write (see Dirty state); for another pin, call
- * ps_space_mark_dirty().
+ * write-back keeps it while the frame is pinned (S9 in lib/space-writeback.c).
+ * The dirty log (migration) has the address only for a pin for write (see Dirty
+ * state); for another pin, call ps_space_mark_dirty().
  * Context: any thread holding the pins; the dirty and free_frame hooks run
  * in it, with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
@@ -475,9 +465,8 @@ void ps_space_unpin(struct ps_space *space, const uint64_t *frames, uint64_t n,
  *	reference, or a transient one (a lookup, a pin backing out, a
  *	ps_space_writeback() copying it). Transient holders go soon: retry.
  *	An alias goes when it is unmapped.
- * @PS_DISCARD_FROZEN: another thread holds the frame frozen
- *	(ps_page_freeze(): a cache-mode change, the owner's migration). Retry
- *	after it unfreezes.
+ * @PS_DISCARD_FROZEN: another thread holds the frame frozen (ps_page_freeze():
+ *	a cache-mode change, the owner's migration). Retry after it unfreezes.
  */
 enum ps_discard_reason {
 	PS_DISCARD_PINNED = 1,
@@ -515,20 +504,18 @@ struct ps_discard_skip {
  * present entry: if the frame's only holder is this mapping (one
  * reference, no pin), discard freezes the frame with exactly that
  * reference (ps_page_freeze()), zaps the entry (as ps_space_unmap() with
- * PS_UNMAP_ZAP: write-protect markers stay where pgtable.h says) and frees
- * the frame (the free_frame hook runs; its DIRTY flag stays in the free
- * word, but its contents are given up). Any other page is left exactly as
- * it was, entry and all, and reported: pinned, busy (another holder: an
- * alias mapping, a CPU map, a reference) or frozen (another freezer),
- * see enum ps_discard_reason. Discard never waits for a holder. Pages with
- * no present entry are neither discarded nor reported.
- * A pin racing with discard either comes first (the freeze fails and the
- * page is reported pinned) or finds the frame frozen, waits, and then
- * finds the page gone (it faults, as for any missing page): a pinned page
- * is never unmapped, not even for a moment, and a pin never holds a frame
- * discard freed.
- * A range attached to the userfaultfd bridge is discarded with
- * ps_uffd_discard() (pagestate/uffd.h), which also brings the kernel's
+ * PS_UNMAP_ZAP: write-protect markers stay where pgtable.h says) and frees the
+ * frame (the free_frame hook runs; its DIRTY flag stays in the free word, but
+ * its contents are given up). Any other page is left exactly as it was, entry
+ * and all, and reported: pinned, busy (another holder: an alias mapping, a CPU
+ * map, a reference) or frozen (another freezer), see enum ps_discard_reason.
+ * Discard never waits for a holder. Pages with no present entry are neither
+ * discarded nor reported. A pin racing with discard either comes first (the
+ * freeze fails and the page is reported pinned) or finds the frame frozen,
+ * waits, and then finds the page gone (it faults, as for any missing page): a
+ * pinned page is never unmapped, not even for a moment, and a pin never holds a
+ * frame discard freed. A range attached to the userfaultfd bridge is discarded
+ * with ps_uffd_discard() (pagestate/uffd.h), which also brings the kernel's
  * write protection of the host pages into agreement and reports them.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
@@ -545,7 +532,7 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
 		     uint64_t *nskipped);
 
-/* --- CPU access ----------------------------------------------------------------- */
+/* --- CPU access ----------------------------------------------------------- */
 
 /**
  * ps_space_fault() - a CPU access to @addr through the space's mapping.
@@ -574,7 +561,7 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
 			     unsigned int access);
 
-/* --- the secondary-map helper (seed 003) ---------------------------------------- */
+/* --- the secondary-map helper (seed 003) ---------------------------------- */
 
 /**
  * struct ps_secondary_ops - the caller's secondary mapping.
@@ -604,16 +591,14 @@ struct ps_secondary_ops {
  * if missing); take the caller's lock; if an invalidation raced, unlock,
  * drop the reference and start again; for a write, mark the frame dirty
  * (dirty hook on a clean-to-dirty transition, address logged) before
- * installing; install; unlock; drop the lookup reference. The secondary
- * mapping keeps no reference: the notifier tears it down before the frame
- * can change.
+ * installing; install; unlock; drop the lookup reference. The secondary mapping
+ * keeps no reference: the notifier tears it down before the frame can change.
  *
  * The dirty hook runs once per clean-to-dirty transition however many
  * mappers and invalidations race, never for a read mapping or a retried
- * attempt. A write to a page write-protected in a sync range fails with
- * -EAGAIN (resolve it first); in an async range the write is recorded in
- * the dirty log and the entry stays protected, so CPU writes are still
- * seen.
+ * attempt. A write to a page write-protected in a sync range fails with -EAGAIN
+ * (resolve it first); in an async range the write is recorded in the dirty log
+ * and the entry stays protected, so CPU writes are still seen.
  * Context: blocking (the caller's lock; read_begin may wait for an
  * overlapping invalidation). Do not hold @ops' lock when calling.
  * Ordering: the per-subscription check of notifier.h (read_begin's acquire;
@@ -629,7 +614,7 @@ int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 			   uint64_t addr, bool write,
 			   const struct ps_secondary_ops *ops, void *ctx);
 
-/* --- dirty tracking ----------------------------------------------------------------- */
+/* --- dirty tracking ------------------------------------------------------- */
 
 /**
  * ps_space_mark_dirty() - the frame at @addr was written (by software or a
@@ -704,7 +689,7 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  */
 int ps_space_redirty(struct ps_space *space, const uint64_t *addrs, uint64_t n);
 
-/* --- write-back --------------------------------------------------------------------- */
+/* --- write-back ----------------------------------------------------------- */
 
 /**
  * enum ps_writeback_mode - Linux's WB_SYNC_NONE and WB_SYNC_ALL.
@@ -751,24 +736,22 @@ struct ps_writeback_stats {
  * @stats: receives what was done; may be NULL.
  *
  * Visits the pages of the range in the write-back set (written, pinned, or
- * mapped to a pinned or dirty frame: S9 in lib/space-writeback.c). The
- * frame mapped at a page is held with a reference of write-back's own,
- * then LOCKED, then the entry is read again (a frame unmapped meanwhile is
- * let go and the page looked at again); the reference is dropped after @fn
- * returns, so an unmap during @fn does not free the frame under it (the
- * free_frame hook may then run in this thread, after @fn), and a discard
- * during @fn leaves the page (busy). An unpinned
- * frame: under its LOCKED bit, invalidate the page's secondary mappings
- * (event PROTECTION), write-protect its entry (stable pages), clear DIRTY,
- * end the invalidation (so a secondary mapping for write made after it
- * dirties the frame again), set WRITEBACK; then call @fn; then end
- * WRITEBACK. A write arriving meanwhile faults, dirties the frame again
- * and is never lost. A
- * pinned frame: CLEAN skips it (it stays dirty); INTEGRITY clears DIRTY,
- * calls @fn with @pinned true (bounce), and dirties it again if it is
- * still pinned for write. A pinned page stays in the set while its pins
- * last, dirty or not, and so does a page whose frame was unpinned dirty
- * during its bounce: a later write-back writes what the unpin dirtied.
+ * mapped to a pinned or dirty frame: S9 in lib/space-writeback.c). The frame
+ * mapped at a page is held with a reference of write-back's own, then LOCKED,
+ * then the entry is read again (a frame unmapped meanwhile is let go and the
+ * page looked at again); the reference is dropped after @fn returns, so an
+ * unmap during @fn does not free the frame under it (the free_frame hook may
+ * then run in this thread, after @fn), and a discard during @fn leaves the page
+ * (busy). An unpinned frame: under its LOCKED bit, invalidate the page's
+ * secondary mappings (event PROTECTION), write-protect its entry (stable
+ * pages), clear DIRTY, end the invalidation (so a secondary mapping for write
+ * made after it dirties the frame again), set WRITEBACK; then call @fn; then
+ * end WRITEBACK. A write arriving meanwhile faults, dirties the frame again and
+ * is never lost. A pinned frame: CLEAN skips it (it stays dirty); INTEGRITY
+ * clears DIRTY, calls @fn with @pinned true (bounce), and dirties it again if
+ * it is still pinned for write. A pinned page stays in the set while its pins
+ * last, dirty or not, and so does a page whose frame was unpinned dirty during
+ * its bounce: a later write-back writes what the unpin dirtied.
  * Context: blocking (LOCKED bits; the callback may block, and runs with no
  * library lock held). It invalidates: not from a notifier callback, nor
  * holding a lock that a notifier callback takes.

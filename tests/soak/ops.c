@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/soak/ops.c - the operations a worker thread runs, as a VMM would
- * use the library: CPU writes and reads through faults, pins with device
- * writes, protect/unprotect, harvests (re-arming and plain, with the
- * user's re-arm step where the protocol needs one), uffd-style scans,
- * write-back in both modes, balloon discard, unmap and map (a frame
- * allocator with a free hook), conversion, kmap, the secondary-map helper,
- * cache-mode changes, mark_dirty, mprotect. Each operation logs itself
- * (log.c) and checks what it can check at once; the rest is checked at
- * the quiescent checkpoints (check.c).
+ * tests/soak/ops.c - the operations a worker thread runs, as a VMM would use
+ * the library: CPU writes and reads through faults, pins with device writes,
+ * protect/unprotect, harvests (re-arming and plain, with the user's re-arm step
+ * where the protocol needs one), uffd-style scans, write-back in both modes,
+ * balloon discard, unmap and map (a frame allocator with a free hook),
+ * conversion, kmap, the secondary-map helper, cache-mode changes, mark_dirty,
+ * mprotect. Each operation logs itself (log.c) and checks what it can check at
+ * once; the rest is checked at the quiescent checkpoints (check.c).
  */
 #include "soak.h"
 
