@@ -17,12 +17,11 @@
  *     unpin's own pin), so no hook runs for a freed frame and no DIRTY
  *     lands on a free word. The secondary-map helper
  *     (lib/space-secondary.c) marks only after its retry check, under the
- *     caller's lock, and only for a write. Write-back
- *     (lib/space-writeback.c) clears DIRTY inside its PROTECTION
- *     invalidation, before invalidate_end: a helper that the end lets
- *     through marks after the clear, so a writable secondary mapping never
- *     covers a clean frame. (The helper takes no LOCKED bit: its callbacks
- *     run under LOCKED in write-back.)
+ *     caller's lock, and only for a write. Write-back (lib/space-writeback.c)
+ *     clears DIRTY inside its PROTECTION invalidation, before invalidate_end: a
+ *     helper that the end lets through marks after the clear, so a writable
+ *     secondary mapping never covers a clean frame. (The helper takes no LOCKED
+ *     bit: its callbacks run under LOCKED in write-back.)
  *
  * S6  Harvest never loses a mark. The dirty log is a three-level bitmap
  *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by it
@@ -59,38 +58,35 @@
  *     secondary mappings (I, which is also the TLB flush of R), then
  *     returns. R by P's registration: sync, uffd-wp protection
  *     (ps_pgtable_protect(): the next write faults to the handler);
- *     unregistered, WRITE cleared (soft-dirty style: the next write faults
- *     on MAYWRITE && !WRITE, and the fault logs it again); async, nothing
- *     after T, since the get-and-rearm scan before T already moved the
- *     entry's written state into the log and re-protected it, atomically
- *     per page (G7). If protect fails (unregistered meanwhile, no memory for
- *     a marker's leaf), WRITE is cleared instead: enough for the log.
- *     Proof for a CPU entry made writable by the CAS C, logged by L after
- *     it. Let T be the first take of P's bit that reads L's set or a later
- *     one; it exists, because a set bit stays until taken. T reads L's
- *     release (an acquire RMW, A0 in lib/hbitmap.h), so C happens before T,
- *     and before T's R, a seq_cst CAS on P's entry (or protect's), which
- *     therefore acts on C's entry or a later one. After R, no write goes
- *     through C's entry: a later entry made writable by another fault C'
- *     has its own L', and is covered the same way. So a W through C's
- *     entry happens before R, and T's harvest covers it. A take T' between
- *     C and L that reports P for an older mark may re-arm P earlier: a W
- *     before that re-arm is covered by T', and none after it goes through
- *     C's entry; a take between C and L that does not report P re-arms
- *     nothing of P. Nothing here compares entries, so an entry that
- *     changes and comes back (protect, then unprotect: ABA) changes
- *     nothing: every CAS that makes an entry writable is followed by its
- *     own L. The plain harvest is the same argument with the caller's
- *     protect, after the harvest, as R.
- *     Why the old order lost writes (the soak's N1): with L before C, a
- *     harvest could take the bit between them; its re-arm found the entry
- *     not writable yet (or changed and restored) and did nothing, and C then
- *     opened a path no mark covered.
- *     The safe order for a caller that re-arms itself is harvest, then
- *     protect. Protect-then-harvest loses a write that faults in between:
- *     the protect, then a fault's C and L, then T takes the bit; nothing
- *     re-arms after T, so the entry stays writable and the next write is
- *     never seen. PS_HARVEST_REARM is that order in one call.
+ *     unregistered, WRITE cleared (soft-dirty style: the next write faults on
+ *     MAYWRITE && !WRITE, and the fault logs it again); async, nothing after T,
+ *     since the get-and-rearm scan before T already moved the entry's written
+ *     state into the log and re-protected it, atomically per page (G7). If
+ *     protect fails (unregistered meanwhile, no memory for a marker's leaf),
+ *     WRITE is cleared instead: enough for the log. Proof for a CPU entry made
+ *     writable by the CAS C, logged by L after it. Let T be the first take of
+ *     P's bit that reads L's set or a later one; it exists, because a set bit
+ *     stays until taken. T reads L's release (an acquire RMW, A0 in
+ *     lib/hbitmap.h), so C happens before T, and before T's R, a seq_cst CAS on
+ *     P's entry (or protect's), which therefore acts on C's entry or a later
+ *     one. After R, no write goes through C's entry: a later entry made
+ *     writable by another fault C' has its own L', and is covered the same way.
+ *     So a W through C's entry happens before R, and T's harvest covers it. A
+ *     take T' between C and L that reports P for an older mark may re-arm P
+ *     earlier: a W before that re-arm is covered by T', and none after it goes
+ *     through C's entry; a take between C and L that does not report P re-arms
+ *     nothing of P. Nothing here compares entries, so an entry that changes and
+ *     comes back (protect, then unprotect: ABA) changes nothing: every CAS that
+ *     makes an entry writable is followed by its own L. The plain harvest is
+ *     the same argument with the caller's protect, after the harvest, as R. Why
+ *     the old order lost writes (the soak's N1): with L before C, a harvest
+ *     could take the bit between them; its re-arm found the entry not writable
+ *     yet (or changed and restored) and did nothing, and C then opened a path
+ *     no mark covered. The safe order for a caller that re-arms itself is
+ *     harvest, then protect. Protect-then-harvest loses a write that faults in
+ *     between: the protect, then a fault's C and L, then T takes the bit;
+ *     nothing re-arms after T, so the entry stays writable and the next write
+ *     is never seen. PS_HARVEST_REARM is that order in one call.
  *     The helper: its L and its install happen under the caller's lock,
  *     which the harvest's I takes in the callback (and the helper's retry
  *     check sees an invalidation that began before it took the lock). If L
@@ -110,7 +106,7 @@
 #include <sched.h>
 #include <string.h>
 
-/* --- marks ----------------------------------------------------------------------- */
+/* --- marks ---------------------------------------------------------------- */
 
 void ps__space_log_addr(struct ps_space *s, uint64_t addr)
 {
@@ -129,15 +125,14 @@ static uint64_t frame_at(struct ps_space *s, uint64_t addr)
 }
 
 /*
- * Mark the frame mapped at @addr holding it (S5): a reference first, so
- * that it can be neither freed nor handed to another owner while it is
- * marked (the dirty hook never runs for a freed frame), then the entry read
- * again: a frame no longer mapped at @addr is let go and the page looked
- * at again. No fence between the two: if the put that unmapped the frame
- * comes before the try-get on the word, the try-get's acquire reads its
- * release sequence and the re-read sees the unmap; if after, the mark is
- * ordered before the unmap, on the same lifetime (the reference keeps that
- * put from being the last).
+ * Mark the frame mapped at @addr holding it (S5): a reference first, so that it
+ * can be neither freed nor handed to another owner while it is marked (the
+ * dirty hook never runs for a freed frame), then the entry read again: a frame
+ * no longer mapped at @addr is let go and the page looked at again. No fence
+ * between the two: if the put that unmapped the frame comes before the try-get
+ * on the word, the try-get's acquire reads its release sequence and the re-read
+ * sees the unmap; if after, the mark is ordered before the unmap, on the same
+ * lifetime (the reference keeps that put from being the last).
  */
 enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 {
@@ -182,7 +177,7 @@ int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 	return 0;
 }
 
-/* --- harvest (S6) ---------------------------------------------------------------- */
+/* --- harvest (S6) --------------------------------------------------------- */
 
 /* ps_pgtable_harvest()'s callback: a run of written pages, into the log. */
 static void rearm_log_run(void *ctx, uint64_t start, uint64_t end)
@@ -375,6 +370,7 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || !addrs || !max || !count ||
 	    (flags & ~PS_HARVEST_REARM))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	if (flags & PS_HARVEST_REARM) {
 		int rc = rearm_into_log(s, start, start + len);
 

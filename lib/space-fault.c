@@ -53,7 +53,7 @@
 
 #include <sched.h>
 
-/* --- one fault (S3) ------------------------------------------------------------ */
+/* --- one fault (S3) ------------------------------------------------------- */
 
 /*
  * A step of a write fault: it decided (the answer is in *@fr), or the entry
@@ -102,12 +102,11 @@ static enum fault_step resolve_write(struct ps_space *s, uint64_t addr,
  * ps_pte_resolve_write() of itself, by one CAS. So the hook has run before
  * any thread can write through the entry (seed 003), and the frame marked
  * is the frame made writable. A failed CAS (a fault moved accessed bits,
- * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks
- * again; if the write is refused then (WP, BAD_ACCESS), the frame stays
- * dirty: an over-report, never a lost write. FAULT_DONE: *@fr is the
- * answer, and *@opened says whether this call's CAS made the entry
- * writable: the caller then logs the address, after that CAS (S11 in
- * lib/space-dirty.c), never before.
+ * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks again;
+ * if the write is refused then (WP, BAD_ACCESS), the frame stays dirty: an
+ * over-report, never a lost write. FAULT_DONE: *@fr is the answer, and *@opened
+ * says whether this call's CAS made the entry writable: the caller then logs
+ * the address, after that CAS (S11 in lib/space-dirty.c), never before.
  */
 static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 					  unsigned int access, uint64_t frame,
@@ -158,12 +157,11 @@ static int hold_failed(struct ps_page *p)
 }
 
 /*
- * One fault, no populate. Reads are the page table's fault: they never
- * make an entry writable. A write is classified first (PS_ACCESS_CHECK),
- * and no write path ever lets the page table make an entry writable on
- * its own, because the entry may have changed since it was looked at
- * (mapped meanwhile, or write-protected by write-back) and S3 would be
- * lost. Instead:
+ * One fault, no populate. Reads are the page table's fault: they never make an
+ * entry writable. A write is classified first (PS_ACCESS_CHECK), and no write
+ * path ever lets the page table make an entry writable on its own, because the
+ * entry may have changed since it was looked at (mapped meanwhile, or
+ * write-protected by write-back) and S3 would be lost. Instead:
  *   - a missing page (none, swap, marker) gets a read fault, which finds
  *     what the write would (pgtable.h's fault table), clears a stale
  *     marker as the write would (G9 there), and makes nothing writable;
@@ -266,7 +264,7 @@ enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
 	return fr;
 }
 
-/* --- faulting in, for pins and the secondary-map helper ------------------------- */
+/* --- faulting in, for pins and the secondary-map helper ------------------- */
 
 /* Errno for a fault that did not let an access through. */
 static int fault_errno(enum ps_fault fr)

@@ -33,6 +33,7 @@
 
 #include <pagestate/space.h>
 
+#include "fork.h"
 #include "hbitmap.h"
 #include "space-internal.h"
 
@@ -56,6 +57,7 @@ struct ps_space {
 	struct ps__hbm longterm; /* frames with long-term pins */
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
+	uint64_t born;		/* fork generation at creation (lib/fork.h) */
 };
 
 PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,

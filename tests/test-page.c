@@ -190,7 +190,7 @@ START_TEST(counts_leave_flags_alone)
 }
 END_TEST
 
-/* --- pin / unpin ------------------------------------------------------------ */
+/* --- pin / unpin ---------------------------------------------------------- */
 
 START_TEST(pin_is_a_reference)
 {
@@ -245,7 +245,7 @@ START_TEST(masked_try_refuses_flags)
 }
 END_TEST
 
-/* --- many ------------------------------------------------------------------ */
+/* --- many ----------------------------------------------------------------- */
 
 START_TEST(many_variants)
 {
@@ -306,7 +306,7 @@ START_TEST(many_zero_is_refused)
 }
 END_TEST
 
-/* --- is_pinned exactness ----------------------------------------------------- */
+/* --- is_pinned exactness -------------------------------------------------- */
 
 /* Linux's small-folio answer, for contrast (folio_maybe_dma_pinned()). */
 static bool linux_bias_maybe_pinned(uint32_t refcount)
@@ -344,7 +344,7 @@ START_TEST(is_pinned_exact)
 }
 END_TEST
 
-/* --- freeze / unfreeze ---------------------------------------------------------- */
+/* --- freeze / unfreeze ---------------------------------------------------- */
 
 START_TEST(freeze_needs_exact_count)
 {
@@ -440,7 +440,7 @@ START_TEST(unfreeze_errors)
 }
 END_TEST
 
-/* --- flags ------------------------------------------------------------------ */
+/* --- flags ---------------------------------------------------------------- */
 
 START_TEST(flag_operations)
 {
@@ -506,7 +506,7 @@ START_TEST(flags_cannot_touch_counts_or_frozen)
 }
 END_TEST
 
-/* --- limits ------------------------------------------------------------------ */
+/* --- limits --------------------------------------------------------------- */
 
 START_TEST(ref_limit)
 {
@@ -566,7 +566,7 @@ START_TEST(pin_limit)
 }
 END_TEST
 
-/* --- underflow and misuse --------------------------------------------------------- */
+/* --- underflow and misuse ------------------------------------------------- */
 
 START_TEST(put_underflow)
 {
@@ -661,7 +661,7 @@ START_TEST(default_hook_policy)
 }
 END_TEST
 
-/* --- freeing and speculative gets ------------------------------------------ */
+/* --- freeing and speculative gets ----------------------------------------- */
 
 START_TEST(free_page_absorbs_failed_tries)
 {
@@ -789,7 +789,7 @@ START_TEST(fetch_flag_ops_return_word)
 }
 END_TEST
 
-/* --- a free ends a lifetime (issue 15 #3) --------------------------------------- */
+/* --- a free ends a lifetime (issue 15 #3) --------------------------------- */
 
 /*
  * Flags of the frame's memory (what prot and its owner set): a free keeps
@@ -926,7 +926,7 @@ START_TEST(next_lifetime_starts_clean)
 }
 END_TEST
 
-/* --- the page lock ---------------------------------------------------------- */
+/* --- the page lock -------------------------------------------------------- */
 
 START_TEST(lock_trylock_unlock)
 {
@@ -1011,7 +1011,7 @@ START_TEST(lock_waits_for_the_holder)
 }
 END_TEST
 
-/* --- a reference and the lock at once ----------------------------------------- */
+/* --- a reference and the lock at once ------------------------------------- */
 
 START_TEST(try_get_and_lock_semantics)
 {
@@ -1124,7 +1124,7 @@ START_TEST(try_get_and_lock_waits_holding)
 }
 END_TEST
 
-/* --- revive with a cache mode ------------------------------------------------ */
+/* --- revive with a cache mode --------------------------------------------- */
 
 static uint64_t cache_bits(enum ps_cache_mode m)
 {
@@ -1196,7 +1196,7 @@ START_TEST(revive_cache_refusals)
 }
 END_TEST
 
-/* --- unfreeze with flag changes ---------------------------------------------- */
+/* --- unfreeze with flag changes ------------------------------------------- */
 
 START_TEST(unfreeze_change_flags_is_one_step)
 {
@@ -1262,7 +1262,7 @@ START_TEST(unfreeze_change_flags_refusals)
 }
 END_TEST
 
-/* --- pin and set a flag in one step -------------------------------------------- */
+/* --- pin and set a flag in one step --------------------------------------- */
 
 START_TEST(try_pin_and_set_flags_semantics)
 {
@@ -1324,7 +1324,7 @@ START_TEST(try_pin_and_set_flags_boundaries)
 }
 END_TEST
 
-/* --- clear a flag only while unpinned ------------------------------------------ */
+/* --- clear a flag only while unpinned ------------------------------------- */
 
 START_TEST(clear_flag_if_unpinned_semantics)
 {
@@ -1381,7 +1381,7 @@ START_TEST(clear_flag_if_unpinned_free_and_frozen)
 }
 END_TEST
 
-/* --- set flags unless frozen ---------------------------------------------------- */
+/* --- set flags unless frozen ---------------------------------------------- */
 
 START_TEST(set_flags_unless_frozen_semantics)
 {
@@ -1409,7 +1409,7 @@ START_TEST(set_flags_unless_frozen_semantics)
 }
 END_TEST
 
-/* --- cache mode of a free page ---------------------------------------------------- */
+/* --- cache mode of a free page -------------------------------------------- */
 
 START_TEST(set_cache_if_free_semantics)
 {
@@ -1469,7 +1469,7 @@ START_TEST(set_cache_if_free_refusals)
 }
 END_TEST
 
-/* --- what the flags encode -------------------------------------------------------- */
+/* --- what the flags encode ------------------------------------------------ */
 
 START_TEST(mode_and_state_accessors)
 {
@@ -1502,7 +1502,7 @@ START_TEST(mode_and_state_accessors)
 }
 END_TEST
 
-/* --- regressions ------------------------------------------------------------------ */
+/* --- regressions ---------------------------------------------------------- */
 
 /*
  * regress_change_flags_during_overflow: a flag change was refused while
@@ -1536,7 +1536,7 @@ START_TEST(regress_unpin_many_beyond_pin_limit)
 }
 END_TEST
 
-/* --- misuse never disturbs correct callers (issue 15, item 5) ------------------ */
+/* --- misuse never disturbs correct callers (issue 15, item 5) ------------- */
 
 /*
  * regress_misuse_on_frozen_leaves_nothing: a get or pin on a frozen page
@@ -1682,7 +1682,7 @@ START_TEST(misuse_window_overput_vs_put)
 }
 END_TEST
 
-/* --- stress --------------------------------------------------------------------- */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Two workers share one page that the test itself holds one reference to

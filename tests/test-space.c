@@ -6,12 +6,11 @@
  * discard (pinned frames, frames another thread froze), write faults (dirty
  * before writable), the seed-003 secondary-map helper (exactly-once dirty
  * hook), dirty harvest (write pins, REARM re-arming every page it reports,
- * budget), write-back in both
- * modes (no dirty frame escapes it), and stress for the races the
- * guarantees S1..S11 of the space's files are about (lib/space-impl.h says
- * which file states which). Failpoints and injected failures
- * (lib/failpoint.h: the space's files compiled with -DPS_TEST_FAILPOINTS)
- * put races and errors exactly where they hurt.
+ * budget), write-back in both modes (no dirty frame escapes it), and stress for
+ * the races the guarantees S1..S11 of the space's files are about
+ * (lib/space-impl.h says which file states which). Failpoints and injected
+ * failures (lib/failpoint.h: the space's files compiled with
+ * -DPS_TEST_FAILPOINTS) put races and errors exactly where they hurt.
  */
 #include <pagestate/space.h>
 
@@ -29,7 +28,7 @@
 #define NFRAMES 256
 #define SPACE_SIZE (UINT64_C(1) << 30)
 
-/* --- fixture: a space with counting hooks ------------------------------------ */
+/* --- fixture: a space with counting hooks --------------------------------- */
 
 struct hooks_seen {
 	_Atomic(unsigned) dirty[NFRAMES];
@@ -137,7 +136,7 @@ static ps_pte_t entry(uint64_t addr)
 	return e;
 }
 
-/* --- a secondary mapping for the helper and the invalidation checks ------------ */
+/* --- a secondary mapping for the helper and the invalidation checks ------- */
 
 struct secmap {
 	struct ps_interval sub;
@@ -214,7 +213,7 @@ static void secmap_fini(struct secmap *m)
 	pthread_mutex_destroy(&m->lock);
 }
 
-/* --- create / destroy ------------------------------------------------------------ */
+/* --- create / destroy ----------------------------------------------------- */
 
 START_TEST(create_rejects_bad_config)
 {
@@ -265,7 +264,7 @@ START_TEST(caller_frames_and_busy_destroy)
 }
 END_TEST
 
-/* --- map / unmap ----------------------------------------------------------------- */
+/* --- map / unmap ---------------------------------------------------------- */
 
 START_TEST(map_takes_a_reference)
 {
@@ -338,7 +337,7 @@ START_TEST(map_range_all_or_nothing)
 	ck_assert_uint_eq(ps_pte_cache(entry(5 * PG)), 0);
 	for (uint64_t f = 10; f < 18; f++)
 		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
-	/* The unwound frames were free before: no free hook (no double free). */
+	/* The unwound frames were free before: no free hook, no double free. */
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
 	/* A frame that was in use keeps its owner's reference on unwind. */
 	ck_assert_int_eq(ps_page_init(pg(30), 1), 0);
@@ -390,7 +389,7 @@ START_TEST(unmap_zap_keeps_markers)
 }
 END_TEST
 
-/* --- pins -------------------------------------------------------------------------- */
+/* --- pins ----------------------------------------------------------------- */
 
 START_TEST(pin_and_unpin)
 {
@@ -508,7 +507,7 @@ START_TEST(pin_private_and_poisoned)
 }
 END_TEST
 
-/* --- discard -------------------------------------------------------------------------- */
+/* --- discard -------------------------------------------------------------- */
 
 /* The skip records: address, frame and reason, in address order. */
 static void assert_skip(const struct ps_discard_skip *k, uint64_t addr,
@@ -616,7 +615,7 @@ START_TEST(discard_reports_busy_and_frozen)
 }
 END_TEST
 
-/* --- CPU faults --------------------------------------------------------------------------- */
+/* --- CPU faults ----------------------------------------------------------- */
 
 START_TEST(write_fault_marks_dirty_once)
 {
@@ -644,7 +643,7 @@ START_TEST(fault_populates)
 }
 END_TEST
 
-/* --- the secondary-map helper ---------------------------------------------------------------- */
+/* --- the secondary-map helper --------------------------------------------- */
 
 START_TEST(secondary_map_read_and_write)
 {
@@ -742,7 +741,7 @@ START_TEST(secondary_map_write_protected)
 }
 END_TEST
 
-/* --- dirty tracking and harvest ---------------------------------------------------------------- */
+/* --- dirty tracking and harvest ------------------------------------------- */
 
 START_TEST(mark_dirty_and_harvest)
 {
@@ -924,7 +923,7 @@ START_TEST(harvest_rearm_mixed_registrations)
 }
 END_TEST
 
-/* --- write-back ------------------------------------------------------------------------ */
+/* --- write-back ----------------------------------------------------------- */
 
 struct wb_seen {
 	uint64_t addrs[16];
@@ -1067,7 +1066,7 @@ START_TEST(writeback_error_redirties)
 }
 END_TEST
 
-/* --- failpoints: the races of S2, made to happen exactly in their windows ------ */
+/* --- failpoints: the races of S2, made to happen exactly in their windows - */
 
 /*
  * The failpoints (lib/failpoint.h): this test compiles the space's files
@@ -1267,7 +1266,7 @@ START_TEST(discard_exact_path_frees)
 }
 END_TEST
 
-/* --- discard and a frame frozen by another thread --------------------------------------- */
+/* --- discard and a frame frozen by another thread ------------------------- */
 
 /*
  * Discard one page whose frame @frame the test holds frozen with @refs (as
@@ -1330,10 +1329,9 @@ static void freeze_now(uint64_t addr)
 }
 
 /*
- * A freeze (a cache-mode change, a migration) lands right after discard
- * looked at the frame: discard's own freeze fails, and it reports the page
- * frozen. A frame with another holder is reported busy before any freeze
- * is tried.
+ * A freeze (a cache-mode change, a migration) lands right after discard looked
+ * at the frame: discard's own freeze fails, and it reports the page frozen. A
+ * frame with another holder is reported busy before any freeze is tried.
  */
 START_TEST(fp_discard_freeze_after_check)
 {
@@ -1373,7 +1371,7 @@ START_TEST(fp_discard_freeze_after_check)
 }
 END_TEST
 
-/* --- write faults: dirty before writable (seed 003, S3) -------------------------------- */
+/* --- write faults: dirty before writable (seed 003, S3) ------------------- */
 
 static void watch_dirty(uint64_t addr)
 {
@@ -1513,10 +1511,9 @@ static void write_back_now(uint64_t addr)
 	ck_assert(!ps_pte_is_writable(entry(addr))); /* stable page */
 }
 
-/* A write fault sees a writable entry; write-back write-protects and
- * cleans the frame before the fault acts: the fault must not make the
- * entry writable again without dirtying the frame (else the write is
- * never written back). */
+/* A write fault sees a writable entry; write-back write-protects and cleans the
+ * frame before the fault acts: the fault must not make the entry writable again
+ * without dirtying the frame (else the write is never written back). */
 START_TEST(fp_fault_writeback_meanwhile)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 33, PS_MAP_WRITE), 0);
@@ -1541,7 +1538,7 @@ START_TEST(fp_fault_writeback_meanwhile)
 }
 END_TEST
 
-/* --- unpin(..., dirty) reaches write-back (S9) ------------------------------------------ */
+/* --- unpin(..., dirty) reaches write-back (S9) ---------------------------- */
 
 /* A read pin unpinned dirty (a device wrote after all): write-back, of
  * either mode, writes the frame at the address it was pinned at. */
@@ -1671,7 +1668,7 @@ START_TEST(fp_unpin_dirty_during_bounce)
 }
 END_TEST
 
-/* --- create: the frame limit, the writer mutex ---------------------------------------- */
+/* --- create: the frame limit, the writer mutex ---------------------------- */
 
 /* The documented limit is the real one: 2^40 frames (the longterm bitmap),
  * not what an entry can name. */
@@ -1728,7 +1725,7 @@ START_TEST(create_checks_mutex_init)
 }
 END_TEST
 
-/* --- map_range: a page-table map that fails part-way ---------------------------------- */
+/* --- map_range: a page-table map that fails part-way ---------------------- */
 
 /*
  * ps_pgtable_map() checks a run, then installs it leaf by leaf; a level
@@ -1877,7 +1874,7 @@ START_TEST(map_range_nomem_keeps_written_markers)
 }
 END_TEST
 
-/* --- regressions: write-back, write pins, discard's give-back, map_range ------------- */
+/* --- regressions: write-back, write pins, map_range ------------------------ */
 
 /*
  * fp_writeback_frame_moved: write-back read A -> F, then (before it held or
@@ -1927,12 +1924,11 @@ START_TEST(fp_writeback_frame_moved)
 END_TEST
 
 /*
- * writeback_holds_frame_during_fn: write-back's fn ran with no reference
- * on the frame, so a discard (or unmap) during the copy freed it (the
- * free_frame hook ran; its owner could reuse it mid-copy). Write-back now
- * holds a reference of its own until fn has returned: a discard during fn
- * finds it and leaves the page (busy, S10), and an unmap during fn drops
- * only the mapping's reference.
+ * writeback_holds_frame_during_fn: write-back's fn ran with no reference on the
+ * frame, so a discard (or unmap) during the copy freed it (the free_frame hook
+ * ran; its owner could reuse it mid-copy). Write-back now holds a reference of
+ * its own until fn has returned: a discard during fn finds it and leaves the
+ * page (busy, S10), and an unmap during fn drops only the mapping's reference.
  */
 static unsigned freed_during_fn = 99;
 
@@ -2166,7 +2162,7 @@ START_TEST(map_range_eexist_shows_no_entry)
 }
 END_TEST
 
-/* --- issue 15: a frame's lifetimes ------------------------------------------------------------ */
+/* --- issue 15: a frame's lifetimes ---------------------------------------- */
 
 /*
  * Regression (issue 15 #3): a frame freed while dirty started its next
@@ -2362,7 +2358,7 @@ START_TEST(fp_mark_dirty_unmap_before_mark)
 }
 END_TEST
 
-/* --- issue 15: the next write after a harvest is seen ---------------------------------------- */
+/* --- issue 15: the next write after a harvest is seen --------------------- */
 
 static uint64_t harvest_all(uint64_t len, unsigned int flags, uint64_t *got,
 			    uint64_t max)
@@ -2514,7 +2510,7 @@ START_TEST(fp_fault_harvest_before_writable)
 }
 END_TEST
 
-/* --- issue 15 #12: errors say what failed ---------------------------------------------------- */
+/* --- issue 15 #12: errors say what failed --------------------------------- */
 
 /*
  * Regression (issue 15 #12): ps_space_pin_range() said -EAGAIN for a sync
@@ -2635,7 +2631,7 @@ START_TEST(write_fault_at_reference_limit)
 }
 END_TEST
 
-/* --- stress ---------------------------------------------------------------------------------- */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Pin versus replacement: a mapper repeatedly unmaps and remaps page 0 with

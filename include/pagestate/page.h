@@ -133,20 +133,19 @@
  *     writes back or cancels a dirty page before truncation frees it;
  *   - WRITE_PINNED: a hint about this lifetime's pins, and a free page has
  *     none.
- * Kept, as properties of the page's memory rather than of its owner:
- * PRIVATE and INACCESSIBLE (the memory's encryption state and its absence
- * from the direct map, changed only by a conversion or by prot), the CACHE
- * field (the memory type: a free page keeps it for its next mapping, which
- * may insist on another one, ps_page_get_or_revive_cache()), and POISONED
- * (quarantine outlives every owner: a free poisoned page is never revived).
- * Kept too, because they are not the free's to clear: LOCKED and WRITEBACK
- * belong to the thread that set them, which clears them itself (clearing
- * LOCKED at the free would give a lock its holder still holds to the next
- * locker). Their holders keep a reference while they hold them (the space
- * does: its faults and write-back hold the frame they lock), so a correct
- * caller never frees a page with either set; one that does leaves it to
- * its setter, and the page's next owner waits for LOCKED (ps_page_lock())
- * or sees WRITEBACK until then.
+ * Kept, as properties of the page's memory rather than of its owner: PRIVATE
+ * and INACCESSIBLE (the memory's encryption state and its absence from the
+ * direct map, changed only by a conversion or by prot), the CACHE field (the
+ * memory type: a free page keeps it for its next mapping, which may insist on
+ * another one, ps_page_get_or_revive_cache()), and POISONED (quarantine
+ * outlives every owner: a free poisoned page is never revived). Kept too,
+ * because they are not the free's to clear: LOCKED and WRITEBACK belong to the
+ * thread that set them, which clears them itself (clearing LOCKED at the free
+ * would give a lock its holder still holds to the next locker). Their holders
+ * keep a reference while they hold them (the space does: its faults and
+ * write-back hold the frame they lock), so a correct caller never frees a page
+ * with either set; one that does leaves it to its setter, and the page's next
+ * owner waits for LOCKED (ps_page_lock()) or sees WRITEBACK until then.
  *
  * Exact pins. Linux counts a pin on a small folio by adding
  * GUP_PIN_COUNTING_BIAS (1024) to the reference count, so
@@ -334,8 +333,7 @@ PS_STATIC_ASSERT(PS_CACHE_NR <= (1 << PS_PAGE_CACHE_WIDTH),
 		 "cache modes must fit the page word's CACHE field");
 
 /**
- * enum ps_enc_state - encryption state of a page, as held in its PRIVATE
- * flag.
+ * enum ps_enc_state - encryption state of a page, as held in its PRIVATE flag.
  * @PS_ENC_SHARED: decrypted: host- and device-visible (PRIVATE clear).
  * @PS_ENC_PRIVATE: encrypted: guest-owned (PRIVATE set).
  */
@@ -493,8 +491,7 @@ typedef void (*ps_page_error_hook_t)(const struct ps_page *page,
  * ps_page_set_error_hook() - replace the hook that receives misuse.
  * @hook: the new hook, or NULL for ps_page_default_error_hook().
  *
- * Context: any thread. A report already under way may still call the old
- * hook.
+ * Context: any thread. A report already under way may still call the old hook.
  * Ordering: acquire and release (one exchange); the hook is read with
  * acquire when an error is reported, which pairs with this release.
  * Progress: wait-free (one atomic exchange).
@@ -704,11 +701,10 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 }
 
 /*
- * ps__page_claim() - free a page that is LIVE with no reference and no
- * pin: clear LIVE and PS_PAGE_LIFE_FLAGS. Puts never leave such a page (the
- * put that drops the last reference frees it in its own CAS), so this only
- * meets a word built by hand, as the page tests build one; it fails on any
- * other page.
+ * ps__page_claim() - free a page that is LIVE with no reference and no pin:
+ * clear LIVE and PS_PAGE_LIFE_FLAGS. Puts never leave such a page (the put that
+ * drops the last reference frees it in its own CAS), so this only meets a word
+ * built by hand, as the page tests build one; it fails on any other page.
  */
 static inline bool ps__page_claim(struct ps_page *page)
 {
@@ -1331,9 +1327,8 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
  * with another mode in between).
  * @page: the page.
  * @mode: the mode the owner needs.
- * @old_mode: if not NULL, receives the mode the page had before the call
- *	(an owner undoing a revival restores it with
- *	ps_page_set_cache_if_free()).
+ * @old_mode: if not NULL, receives the mode the page had before the call (an
+ *	owner undoing a revival restores it with ps_page_set_cache_if_free()).
  *
  * Context: any thread, no reference needed; the memory must stay valid.
  * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
@@ -1736,8 +1731,7 @@ static inline PS_MUST_CHECK bool ps_page_trylock(struct ps_page *page)
  * for a while, then yields the processor between attempts (there is no
  * wait queue: a holder must not sleep for long).
  * Context: a thread that may block, not holding this page's lock (not
- * recursive) and not taking two page locks in an order another thread
- * reverses.
+ * recursive) and not taking two page locks in an order another thread reverses.
  * Ordering: acquire: pairs with the release of the last ps_page_unlock().
  * Progress: blocking.
  */
@@ -1813,8 +1807,7 @@ static inline PS_MUST_CHECK bool ps_page_try_get_and_lock(struct ps_page *page)
 
 /**
  * ps_page_unlock_and_put() - release the page's bit lock and drop one
- * reference, in one atomic step: the release of
- * ps_page_try_get_and_lock().
+ * reference, in one atomic step: the release of ps_page_try_get_and_lock().
  * @page: a page this thread locked and holds a reference to (not one owned
  *	by a pin).
  *
@@ -1872,8 +1865,7 @@ static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
 }
 
 /**
- * ps_page_enc_state() - the encryption state held in the page's PRIVATE
- * flag.
+ * ps_page_enc_state() - the encryption state held in the page's PRIVATE flag.
  * @page: the page; no reference needed.
  *
  * Context: any thread; the answer is a snapshot.

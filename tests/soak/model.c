@@ -213,10 +213,9 @@ void map_failed(uint64_t frame)
 /*
  * F_LIMBO frames go back to the pool two epochs later: an epoch ends when
  * every worker has completed an operation since it began, so by then every
- * operation that was in flight when the frame went F_LIMBO has ended, and
- * with it any put (a speculative pin's back-out, a lookup's put) whose
- * free hook was still to come. The hook runs inside the operation that
- * dropped the reference.
+ * operation that was in flight when the frame went F_LIMBO has ended, and with
+ * it any put (a speculative pin's back-out, a lookup's put) whose free hook was
+ * still to come. The hook runs inside the operation that dropped the reference.
  */
 void limbo_reclaim(void)
 {

@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/soak/ops.c - the operations a worker thread runs, as a VMM would
- * use the library: CPU writes and reads through faults, pins with device
- * writes, protect/unprotect, harvests (re-arming and plain, with the
- * user's re-arm step where the protocol needs one), uffd-style scans,
- * write-back in both modes, balloon discard, unmap and map (a frame
- * allocator with a free hook), conversion, kmap, the secondary-map helper,
- * cache-mode changes, mark_dirty, mprotect. Each operation logs itself
- * (log.c) and checks what it can check at once; the rest is checked at
- * the quiescent checkpoints (check.c).
+ * tests/soak/ops.c - the operations a worker thread runs, as a VMM would use
+ * the library: CPU writes and reads through faults, pins with device writes,
+ * protect/unprotect, harvests (re-arming and plain, with the user's re-arm step
+ * where the protocol needs one), uffd-style scans, write-back in both modes,
+ * balloon discard, unmap and map (a frame allocator with a free hook),
+ * conversion, kmap, the secondary-map helper, cache-mode changes, mark_dirty,
+ * mprotect. Each operation logs itself (log.c) and checks what it can check at
+ * once; the rest is checked at the quiescent checkpoints (check.c).
  */
 #include "soak.h"
 
@@ -223,9 +222,8 @@ static void op_pin(struct thr *t)
 	for (uint64_t k = 0;
 	     rc == -EAGAIN && (pg.flags & PS_PIN_WRITE) && k < pg.n; k++) {
 		/*
-		 * A sync write-protected page: the error says which
-		 * (frames[0], its offset). Resolve it and retry, once per
-		 * page at most.
+		 * A sync write-protected page: the error says which (frames[0],
+		 * its offset). Resolve it and retry, once per page at most.
 		 */
 		uint64_t off = pg.frames[0];
 
