@@ -1874,7 +1874,7 @@ START_TEST(map_range_nomem_keeps_written_markers)
 }
 END_TEST
 
-/* --- regressions: write-back, write pins, map_range ------------------------ */
+/* --- regressions: write-back, write pins, map_range ----------------------- */
 
 /*
  * fp_writeback_frame_moved: write-back read A -> F, then (before it held or
