@@ -27,21 +27,22 @@
  *                 owner's migration; not a conversion, which holds the
  *                 writer mutex). Discard does not wait: the freezer may be
  *                 waiting for the writer mutex.
- *     Against a pin (S2, lib/space-pin.c), the freeze and the pin are RMWs
- *     on one word, so one comes first. A pin first: the freeze fails, and
- *     the page is reported PINNED. The freeze first: the pin's try fails
- *     on the frozen frame and waits (yields), then either finds the frame
- *     free (its acquire load of the word reads the release unfreeze, which
- *     comes after the zap, so its next read of the entry sees the zap) or the
- *     entry gone: it faults, and a pin never holds a frame discard freed. So no
- *     fence is needed, no entry of a pinned page is ever changed, not even for
- *     a moment, and nothing has to be given back: the write-protect bit, dirty
- *     log and write-back set of a skipped page are as they were. A freezer that
- *     is not discard is excluded the same way (two freezes: one fails). Faults,
- *     write-back and the helper take the frame with a try that fails on a
- *     frozen frame, or look it up again under its LOCKED bit (S3): none keeps a
- *     frame that discard freed. A discarded frame's flags (DIRTY included) stay
- *     in its free word for its owner, as the balloon gave its contents up.
+ *     Against a pin (S2, lib/space-pin.c), the freeze and the pin are RMWs on
+ *     one word, so one comes first. A pin first: the freeze fails, and the page
+ *     is reported PINNED. The freeze first: the pin's try fails on the frozen
+ *     frame and waits (yields), then either finds the frame free (its acquire
+ *     load of the word reads the release unfreeze, which comes after the zap,
+ *     so its next read of the entry sees the zap) or the entry gone: it faults,
+ *     and a pin never holds a frame discard freed. So no fence is needed, no
+ *     entry of a pinned page is ever changed, not even for a moment, and
+ *     nothing has to be given back: the write-protect bit, dirty log and
+ *     write-back set of a skipped page are as they were. A freezer that is not
+ *     discard is excluded the same way (two freezes: one fails). Write faults,
+ *     mark_dirty, write-back and the helper hold the frame they act on with a
+ *     reference taken by a try that fails on a frozen frame (S3): discard finds
+ *     that reference and leaves the page busy, and none keeps a frame that
+ *     discard freed. A discarded frame's DIRTY goes with its lifetime, as every
+ *     free clears it (page.h): the balloon gave its contents up.
  */
 #include <pagestate/space.h>
 

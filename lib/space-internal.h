@@ -12,7 +12,7 @@
  * and hooks) hangs off the space as an extension (below), which the space
  * keeps and finalises without knowing what it is.
  *
- * The space's rules (S1..S10, stated in lib/space*.c) bind every user of
+ * The space's rules (S1..S11, stated in lib/space*.c) bind every user of
  * this interface: in particular, replacing one frame by another at an
  * address happens only under the writer lock (S1), and changing an entry
  * that a pin may be racing is followed by a seq_cst fence before the
@@ -140,7 +140,17 @@ void ps__space_longterm_forget(struct ps_space *space, uint64_t frame);
 /* Drop a reference on @frame (the free_frame hook runs if it was the last). */
 void ps__space_frame_put(struct ps_space *space, uint64_t frame);
 
-/* Log @addr as written: dirty log and write-back set (S6, S9). */
+/*
+ * Log @addr as written: dirty log and write-back set (S6, S9). The log
+ * records that writes may go through a path (S11 in lib/space-dirty.c): a
+ * caller that opens one logs after the point from which writes can go
+ * through it, never before, or a harvest may take the mark before the path
+ * is open and no harvest reports what goes through it. The bridge's sync
+ * resolution (lib/uffd.c) logs after the library's fault (which has logged
+ * already, after its CAS) and before the kernel's un-protect opens the host
+ * page, under the attachment's mutex, which ps_uffd_harvest() holds too:
+ * no harvest through the bridge falls between the two.
+ */
 void ps__space_log_addr(struct ps_space *space, uint64_t addr);
 
 /*
@@ -161,8 +171,14 @@ int ps__space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		      void *ctx);
 
 /*
- * ps_space_fault() without the populate hook: a write that makes an entry
- * writable marks its frame dirty and logs the address first (S3).
+ * ps_space_fault() without the populate hook, with the same contract (S3, S11):
+ * a write that makes an entry writable holds its frame (a reference and LOCKED)
+ * and marks it dirty first, then makes the entry writable by one CAS, then logs
+ * the address (after the CAS, so a harvest that takes the mark comes after the
+ * entry is writable and its re-arm ends the path). Releasing the frame may free
+ * it, if it was unmapped meanwhile: the free_frame hook then runs in the
+ * caller's thread, under whatever lock the caller holds. A frame at the
+ * reference limit: PS_FAULT_INVALID, nothing changed.
  */
 enum ps_fault ps__space_fault_nopopulate(struct ps_space *space, uint64_t addr,
 					 unsigned int access);

@@ -20,8 +20,10 @@
  *     lib/space-discard.c), and a pin's try fails on a frozen frame.
  *
  * A pin for write sets WRITE_PINNED in the pin's own CAS (S4,
- * lib/space-writeback.c) and logs the address (S6, S9); any other pin puts
- * the address in the write-back set after its fence (S9).
+ * lib/space-writeback.c) and logs the address (S6, S9) after its re-check
+ * found the entry writable: after the point from which the device may
+ * write (S11, lib/space-dirty.c); any other pin puts the address in the
+ * write-back set after its fence (S9).
  */
 #include <pagestate/space.h>
 
@@ -175,6 +177,8 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 			ps_pgtable_read_unlock();
 			/* All or nothing: release every pin taken. */
 			ps_space_unpin(s, frames_out, i, false);
+			/* Errors say where: the page that stopped the call. */
+			frames_out[0] = i << PAGE_SHIFT;
 			return rc;
 		}
 	}

@@ -44,12 +44,13 @@
  *     not on the pin: a pinned page is visited by every write-back (a read pin
  *     adds one load of the set per page, and an RMW when a write-back has taken
  *     its bit). Not covered: a frame pinned, unmapped and unpinned dirty with
- *     no mapping left (there is no address to write it at; its owner sees DIRTY
- *     in the free_frame hook or when it maps it again, which records it); an
- *     alias mapped elsewhere is written through its own address only if that
- *     one is recorded (no reverse map). The dirty log (harvest) is not the wb
- *     set: pins for write stay in it while pinned (S6); a pin not for write
- *     that is unpinned dirty is not logged for migration.
+ *     no mapping left (there is no address to write it at, and the free ends
+ *     the frame's lifetime, DIRTY included, page.h: an owner that must not lose
+ *     such a write keeps a reference of its own and looks at DIRTY before it
+ *     lets go); an alias mapped elsewhere is written through its own address
+ *     only if that one is recorded (no reverse map). The dirty log (harvest) is
+ *     not the wb set: pins for write stay in it while pinned (S6); a pin not
+ *     for write that is unpinned dirty is not logged for migration.
  *
  *     Recording the address. ps__space_wb_note() tests the bit first and
  *     skips the set when it reads set. That is safe because the bit read

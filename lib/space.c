@@ -7,9 +7,9 @@
  * with the rules they state in lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S10; this
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S11; this
  * file states S1, S7 and S8; S2 is in lib/space-pin.c, S3 in
- * lib/space-fault.c, S4 and S9 in lib/space-writeback.c, S5 and S6 in
+ * lib/space-fault.c, S4 and S9 in lib/space-writeback.c, S5, S6 and S11 in
  * lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------
  *
@@ -32,10 +32,11 @@
  *         write-back's re-dirtying;
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
- *         none from unpin, a pin's back-out, the helper, kunmap, destroy
- *         or write-back (which holds a reference of its own on the frame it
- *         visits, so the frame is not freed while fn copies it, and drops
- *         it after fn, with no lock held);
+ *         none from unpin, a pin's back-out, the helper, kunmap, destroy,
+ *         a write fault or mark_dirty (which hold the frame they mark, and
+ *         let go with no lock held) or write-back (which holds a reference
+ *         of its own on the frame it visits, so the frame is not freed
+ *         while fn copies it, and drops it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard and
  *         prot.c's conversion and mprotect; the LOCKED bit of the frame
  *         being written back in write-back's PROTECTION invalidation; none
@@ -423,23 +424,49 @@ static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 }
 
 /*
+ * What a page taken back by a failed map gets for its entry @e: the map's
+ * page was unprotected, so it counts as written (pgtable.h); in a range
+ * registered async, where that is tracked, it becomes a WRITTEN marker,
+ * as an async zap of it would leave.
+ */
+static ps_pte_t untaken_entry(struct ps_space *s, uint64_t addr, ps_pte_t e)
+{
+	unsigned int flags;
+
+	if (ps_pte_uffd_wp(e))
+		return ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	if (!ps_pgtable_registration(s->pt, addr, &flags) &&
+	    (flags & PS_WP_ASYNC))
+		return ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+	return PS_PTE_NONE;
+}
+
+/*
  * Take back the entries a map installed at pages [i, j) of [@start, ...):
  * each entry that still maps its frame (@first_frame + k at page k) goes
- * back to what the page held before the map, which had to be none or a
- * lone UFFD_WP marker (pgtable.h). The map kept such a marker's protection
- * as the entry's uffd-wp bit, so an entry with that bit becomes the marker
- * again and any other becomes none: a failed map drops no write
- * protection. (A protect that raced with the map and set the bit leaves a
- * marker too: more protection than it would have, never less.) Pages
- * without such an entry are left alone. Under the writer mutex no other
- * thread maps a frame here (S1); faults may still set accessed, dirty or
- * writable bits, and protect the uffd-wp bit: the CAS then looks again.
+ * back to what the page held before the map, which had to be none, a lone
+ * UFFD_WP marker or a WRITTEN marker (pgtable.h). The map kept a UFFD_WP
+ * marker's protection as the entry's uffd-wp bit, so an entry with that bit
+ * becomes the marker again: a failed map drops no write protection. (A protect
+ * that raced with the map and set the bit leaves a marker too: more protection
+ * than it would have, never less.) A map over a WRITTEN marker installs a
+ * written page (written pages of async ranges are what that marker records), so
+ * in an async range an entry without the bit becomes the WRITTEN marker: a
+ * failed map drops no written page. Where the page was none, the rollback
+ * cannot tell (the map keeps no record of what it replaced), and the page is
+ * reported written once: the written page the map installed was visible until
+ * now, and an async zap of it would leave the same marker. Outside async ranges
+ * an entry without the bit becomes none. (A WRITTEN marker outside an async
+ * range is a leftover of an earlier async registration, which unregister kept:
+ * a failed map over it loses it. This rollback runs only when a store raced
+ * into the range against pgtable.h's exclusion rules.) Pages without such an
+ * entry are left alone. Under the writer mutex no other thread maps a frame
+ * here (S1); faults may still set accessed, dirty or writable bits, and protect
+ * the uffd-wp bit: the CAS then looks again.
  */
 static void unmap_installed(struct ps_space *s, uint64_t start,
 			    uint64_t first_frame, uint64_t i, uint64_t j)
 {
-	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
-
 	for (uint64_t k = i; k < j; k++) {
 		uint64_t addr = start + (k << PAGE_SHIFT);
 		ps_pte_t e;
@@ -449,9 +476,7 @@ static void unmap_installed(struct ps_space *s, uint64_t start,
 		while (ps_pte_is_present(e) &&
 		       ps_pte_frame(e) == first_frame + k &&
 		       ps_pgtable_cmpxchg(s->pt, addr, &e,
-					  ps_pte_uffd_wp(e)
-						  ? marker
-						  : PS_PTE_NONE) == -EAGAIN)
+					  untaken_entry(s, addr, e)) == -EAGAIN)
 			;
 	}
 }

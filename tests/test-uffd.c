@@ -436,7 +436,8 @@ START_TEST(sync_thread_space)
 	ck_assert_uint_eq(st.mismatches, 0);
 
 	/* The harvest returns it with a device write, and re-arms both. */
-	ck_assert(ps_space_mark_dirty(s, LBASE + 9 * PG));
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 9 * PG),
+			 PS_SPACE_MARK_DIRTIED);
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
 					 &resume),
 			 0);
@@ -620,9 +621,10 @@ START_TEST(async_harvest_merges)
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
-	r.host[1 * PG] = 2;				   /* guest CPU */
-	r.host[7 * PG] = 2;				   /* guest CPU */
-	ck_assert(ps_space_mark_dirty(s, LBASE + 4 * PG)); /* a device */
+	r.host[1 * PG] = 2; /* guest CPU */
+	r.host[7 * PG] = 2; /* guest CPU */
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 4 * PG),
+			 PS_SPACE_MARK_DIRTIED); /* a device */
 	ck_assert_int_eq(ps_space_fault(s, LBASE + 12 * PG, PS_ACCESS_WRITE),
 			 PS_FAULT_OK); /* a write through the library */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 3, &n,
@@ -827,9 +829,10 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
-	r.host[1 * PG] = 2;				   /* CPU */
-	r.host[7 * PG] = 2;				   /* CPU */
-	ck_assert(ps_space_mark_dirty(s, LBASE + 4 * PG)); /* a device */
+	r.host[1 * PG] = 2; /* CPU */
+	r.host[7 * PG] = 2; /* CPU */
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 4 * PG),
+			 PS_SPACE_MARK_DIRTIED); /* a device */
 	ck_assert_int_eq(ps_pgtable_fault(ps_space_pgtable(s), LBASE + 12 * PG,
 					  PS_ACCESS_WRITE),
 			 PS_FAULT_OK); /* a write the table alone saw */
@@ -886,8 +889,10 @@ START_TEST(detach_keeps_the_space_log_pages)
 	c = config_of(&r, NP, _i ? PS_UFFD_ASYNC : 0);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
-	ck_assert(ps_space_mark_dirty(s, LBASE + 2 * PG)); /* a device */
-	ck_assert(ps_space_mark_dirty(s, LBASE + 5 * PG)); /* a device */
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 2 * PG),
+			 PS_SPACE_MARK_DIRTIED); /* a device */
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 5 * PG),
+			 PS_SPACE_MARK_DIRTIED); /* a device */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
 					 &resume),
 			 0);
@@ -927,10 +932,13 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
-	ck_assert(ps_space_mark_dirty(s, LBASE + 2 * PG));
-	ck_assert(ps_space_mark_dirty(s, LBASE + 3 * PG));
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 2 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 3 * PG),
+			 PS_SPACE_MARK_DIRTIED);
 	r.host[4 * PG] = 2; /* CPU */
-	ck_assert(ps_space_mark_dirty(s, LBASE + 5 * PG));
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 5 * PG),
+			 PS_SPACE_MARK_DIRTIED);
 	r.host[6 * PG] = 2; /* CPU */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 3, &n,
 					 &resume),
@@ -955,7 +963,8 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 	ck_assert_uint_eq(addrs[0], LBASE + 5 * PG);
 	ck_assert_uint_eq(resume, LBASE + 6 * PG);
 	r.host[9 * PG] = 2; /* CPU, collected by the next harvest */
-	ck_assert(ps_space_mark_dirty(s, LBASE + 1 * PG));
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 1 * PG),
+			 PS_SPACE_MARK_DIRTIED);
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
 					 &resume),
 			 0);
