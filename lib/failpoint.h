@@ -39,6 +39,12 @@ enum {
 				    * recorded yet */
 	FP_CONVERT_FROZEN,	   /* prot: every page frozen, no hook run, no
 				    * flip */
+	FP_FAULT_RECHECKED,	   /* fault: entry read again under LOCKED,
+				    * frame not marked yet */
+	FP_FAULT_MARKED,	   /* fault: frame marked dirty, entry not
+				    * writable yet */
+	FP_MARK_LOOKED_UP,	   /* mark_dirty: entry read, frame neither
+				    * held nor marked */
 	FP_NR
 };
 /* clang-format on */

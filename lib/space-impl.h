@@ -5,7 +5,7 @@
  * lib/space-internal.h; tests/check-layers.sh enforces it). Not installed;
  * not API.
  *
- * One concern per file. Each file states the rules it governs (S1..S10,
+ * One concern per file. Each file states the rules it governs (S1..S11,
  * cited by tests/test-space.c and tests/test-prot.c) at its top, and
  * refers to the others by file:
  *
@@ -19,7 +19,8 @@
  *   lib/space-discard.c    the balloon's discard. S10 freeze or skip
  *   lib/space-dirty.c      dirty marks, the dirty log, harvest. S5 one
  *                          dirty hook per transition, S6 harvest never
- *                          loses a mark
+ *                          loses a mark, S11 no write escapes every
+ *                          harvest (log after writable, re-arm after take)
  *   lib/space-secondary.c  the secondary-map helper (under S5)
  *   lib/space-writeback.c  write-back and its set. S4 write-back versus
  *                          pins, S9 no dirty frame escapes write-back
@@ -32,6 +33,7 @@
 
 #include <pagestate/space.h>
 
+#include "fork.h"
 #include "hbitmap.h"
 #include "space-internal.h"
 
@@ -55,6 +57,7 @@ struct ps_space {
 	struct ps__hbm longterm; /* frames with long-term pins */
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
+	uint64_t born;		/* fork generation at creation (lib/fork.h) */
 };
 
 PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,

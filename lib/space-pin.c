@@ -11,18 +11,19 @@
  * S2  Pin vs. entry change (Dekker). A pin reads entry e1, takes a
  *     speculative pin on e1's frame (an RMW on the page word), runs a
  *     seq_cst fence and reads the entry again (e2). An unmap (lib/space.c)
- *     changes the entry (a page-table CAS), runs a seq_cst fence, then
- *     reads the frame's pins. So either the pin reads the new entry and
- *     backs out (dropping its pin, freeing the frame if that was the last
- *     reference), or the changer reads the pin. A pin that got past its
- *     re-check holds a frame that was mapped at the address at that
- *     instant. Discard changes no entry whose frame a pin could hold: it
- *     freezes the frame first (S10, lib/space-discard.c), and a pin's try
- *     fails on a frozen frame.
+ *     changes the entry (a page-table CAS), runs a seq_cst fence, then reads
+ *     the frame's pins. So either the pin reads the new entry and backs out
+ *     (dropping its pin, freeing the frame if that was the last reference), or
+ *     the changer reads the pin. A pin that got past its re-check holds a frame
+ *     that was mapped at the address at that instant. Discard changes no entry
+ *     whose frame a pin could hold: it freezes the frame first (S10,
+ *     lib/space-discard.c), and a pin's try fails on a frozen frame.
  *
  * A pin for write sets WRITE_PINNED in the pin's own CAS (S4,
- * lib/space-writeback.c) and logs the address (S6, S9); any other pin puts
- * the address in the write-back set after its fence (S9).
+ * lib/space-writeback.c) and logs the address (S6, S9) after its re-check
+ * found the entry writable: after the point from which the device may
+ * write (S11, lib/space-dirty.c); any other pin puts the address in the
+ * write-back set after its fence (S9).
  */
 #include <pagestate/space.h>
 
@@ -54,7 +55,7 @@ int ps__space_grab_failed(struct ps_page *p, uint64_t reject)
 	return 0; /* freed or replaced under us */
 }
 
-/* --- pins (S2) -------------------------------------------------------------------- */
+/* --- pins (S2) ------------------------------------------------------------ */
 
 /*
  * The speculative pin: ps_page_try_pin_masked() for one pin, which for a
@@ -85,11 +86,10 @@ static bool same_mapping(ps_pte_t a, ps_pte_t b)
 
 /*
  * Pin the frame at @addr. Called inside the page table's read-side section,
- * which pin_range holds across all its pages (one section instead of one
- * per page: a urcu-bp section costs about 12 ns). The slow paths leave it:
- * faulting in (the populate and dirty hooks), waiting for a frozen frame,
- * and dropping a backed-out pin (the free hook), so no hook ever runs
- * inside it (S7).
+ * which pin_range holds across all its pages (one section instead of one per
+ * page: a urcu-bp section costs about 12 ns). The slow paths leave it: faulting
+ * in (the populate and dirty hooks), waiting for a frozen frame, and dropping a
+ * backed-out pin (the free hook), so no hook ever runs inside it (S7).
  */
 static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		   uint64_t *frame_out)
@@ -177,6 +177,8 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 			ps_pgtable_read_unlock();
 			/* All or nothing: release every pin taken. */
 			ps_space_unpin(s, frames_out, i, false);
+			/* Errors say where: the page that stopped the call. */
+			frames_out[0] = i << PAGE_SHIFT;
 			return rc;
 		}
 	}

@@ -2,9 +2,8 @@
 /*
  * lib/space-writeback.c - write-back (ps_space_writeback()) and the
  * write-back set it visits. The space's rules: lib/space-impl.h; write-back
- * takes the frame's LOCKED bit as a write fault does (S3,
- * lib/space-fault.c) and clears DIRTY inside its invalidation (S5,
- * lib/space-dirty.c).
+ * takes the frame's LOCKED bit as a write fault does (S3, lib/space-fault.c)
+ * and clears DIRTY inside its invalidation (S5, lib/space-dirty.c).
  *
  * ---------------------------------------------------------------------------
  * Protocol (cited by tests/test-space.c as S4 and S9)
@@ -29,59 +28,55 @@
  *     holds every page logged as written (faults, the helper's writes,
  *     mark_dirty, pins for write: ps__space_log_written()), every page
  *     pinned, at the pin (ps__space_wb_note() for pins not for write), and
- *     every page mapped to a frame that is pinned or dirty when it is
- *     mapped (map_range() in lib/space.c). And write-back takes a page out
- *     of the set only if nothing is mapped there, or if the frame mapped
- *     there, read under its LOCKED bit (or after a bounce copy), is neither
- *     pinned nor dirty: a clean pinned frame is kept, as is a frame
- *     unpinned dirty while INTEGRITY write-back copied it. (Discard never
- *     unmaps a pinned page, not even for a moment: S10,
- *     lib/space-discard.c.) Hence a frame pinned at an address
- *     and unpinned dirty while still mapped there is written by the next
- *     write-back of that address: a visit whose read of the frame's word
- *     comes after the unpin sees DIRTY; one whose read comes before it sees
- *     the pin and keeps the page; a pin taken after the read puts the page
- *     back itself (below: the test it starts with is enough, given the
- *     seq_cst fence the visit runs between taking the bit and reading the
- *     entry). The cost is on write-back, not on the pin: a pinned page is
- *     visited by every write-back (a read pin adds one load of the set per
- *     page, and an RMW when a write-back has taken its bit). Not covered:
- *     a frame pinned, unmapped and unpinned dirty with no mapping left
- *     (there is no address to write it at; its owner sees DIRTY in the
- *     free_frame hook or when it maps it again, which records it); an
- *     alias mapped elsewhere is written through its own address only if
- *     that one is recorded (no reverse map). The dirty log (harvest) is
- *     not the wb set: pins for write stay in it while pinned (S6); a pin
- *     not for write that is unpinned dirty is not logged for migration.
+ *     every page mapped to a frame that is pinned or dirty when it is mapped
+ *     (map_range() in lib/space.c). And write-back takes a page out of the set
+ *     only if nothing is mapped there, or if the frame mapped there, read under
+ *     its LOCKED bit (or after a bounce copy), is neither pinned nor dirty: a
+ *     clean pinned frame is kept, as is a frame unpinned dirty while INTEGRITY
+ *     write-back copied it. (Discard never unmaps a pinned page, not even for a
+ *     moment: S10, lib/space-discard.c.) Hence a frame pinned at an address and
+ *     unpinned dirty while still mapped there is written by the next write-back
+ *     of that address: a visit whose read of the frame's word comes after the
+ *     unpin sees DIRTY; one whose read comes before it sees the pin and keeps
+ *     the page; a pin taken after the read puts the page back itself (below:
+ *     the test it starts with is enough, given the seq_cst fence the visit runs
+ *     between taking the bit and reading the entry). The cost is on write-back,
+ *     not on the pin: a pinned page is visited by every write-back (a read pin
+ *     adds one load of the set per page, and an RMW when a write-back has taken
+ *     its bit). Not covered: a frame pinned, unmapped and unpinned dirty with
+ *     no mapping left (there is no address to write it at, and the free ends
+ *     the frame's lifetime, DIRTY included, page.h: an owner that must not lose
+ *     such a write keeps a reference of its own and looks at DIRTY before it
+ *     lets go); an alias mapped elsewhere is written through its own address
+ *     only if that one is recorded (no reverse map). The dirty log (harvest) is
+ *     not the wb set: pins for write stay in it while pinned (S6); a pin not
+ *     for write that is unpinned dirty is not logged for migration.
  *
  *     Recording the address. ps__space_wb_note() tests the bit first and
  *     skips the set when it reads set. That is safe because the bit read
  *     set is either still set or was taken by a write-back's harvest whose
  *     visit sees the pin or the entry:
- *       - if the visit found the frame mapped, it takes the frame's LOCKED
- *         bit (an RMW on the page word, acq_rel) after the take. If that
- *         RMW precedes the pin's RMW on the word, the pin's acquire
- *         synchronises with it, so the take happens before the test, which
- *         then reads the take or a later set. If it follows, the visit
- *         reads the pin.
- *       - if the visit found no entry (mapped after it looked: map_range),
- *         the visit runs a seq_cst fence Fv between the take (A0,
- *         seq_cst) and its entry load (acquire), which read a value before
- *         the entry CAS (seq_cst). For the mapper (map_range), whose test
- *         (T0, seq_cst) is
+ *       - if the visit found the frame mapped, it takes the frame's LOCKED bit
+ *         (an RMW on the page word, acq_rel) after the take. If that RMW
+ *         precedes the pin's RMW on the word, the pin's acquire synchronises
+ *         with it, so the take happens before the test, which then reads the
+ *         take or a later set. If it follows, the visit reads the pin.
+ *       - if the visit found no entry (mapped after it looked: map_range), the
+ *         visit runs a seq_cst fence Fv between the take (A0, seq_cst) and its
+ *         entry load (acquire), which read a value before the entry CAS
+ *         (seq_cst). For the mapper (map_range), whose test (T0, seq_cst) is
  *         sequenced after its CAS: the load is coherence-ordered before the
  *         CAS, so Fv precedes the CAS in the total order S, and the CAS
  *         precedes T0; A0 is sequenced before Fv, so T0 reads the take or a
- *         later set (A0, T0 in lib/hbitmap.h). For a pin, whose entry loads
- *         are acquire: its first read of the entry read the CAS or later,
- *         so the visit's load is coherence-ordered before it; the pin's
- *         fence (S2) is sequenced after that read and before its test, so
- *         Fv precedes the pin's fence in S, and again T0 reads the take or
- *         later. That is why a read pin tests after its fence and not after
- *         its re-read (an acquire load that read the CAS would not order
- *         the CAS before T0 in S). Without Fv, store buffering would let
- *         the visit read the old entry while the test still reads the bit
- *         the take took.
+ *         later set (A0, T0 in lib/hbitmap.h). For a pin, whose entry loads are
+ *         acquire: its first read of the entry read the CAS or later, so the
+ *         visit's load is coherence-ordered before it; the pin's fence (S2) is
+ *         sequenced after that read and before its test, so Fv precedes the
+ *         pin's fence in S, and again T0 reads the take or later. That is why a
+ *         read pin tests after its fence and not after its re-read (an acquire
+ *         load that read the CAS would not order the CAS before T0 in S).
+ *         Without Fv, store buffering would let the visit read the old entry
+ *         while the test still reads the bit the take took.
  */
 #include <pagestate/space.h>
 
@@ -92,7 +87,7 @@
 #include <sched.h>
 #include <string.h>
 
-/* --- write-back (S3, S4, S9) ------------------------------------------------------- */
+/* --- write-back (S3, S4, S9) ---------------------------------------------- */
 
 struct wb_ctx {
 	struct ps_space *s;
@@ -293,6 +288,7 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || !fn ||
 	    (mode != PS_WB_CLEAN && mode != PS_WB_INTEGRITY))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	memset(&c, 0, sizeof(c));
 	c.s = s;
 	c.mode = mode;

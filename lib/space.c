@@ -7,19 +7,18 @@
  * with the rules they state in lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S10; this
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S11; this
  * file states S1, S7 and S8; S2 is in lib/space-pin.c, S3 in
- * lib/space-fault.c, S4 and S9 in lib/space-writeback.c, S5 and S6 in
+ * lib/space-fault.c, S4 and S9 in lib/space-writeback.c, S5, S6 and S11 in
  * lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------
  *
- * S1  Map, map_range, unmap and discard serialise on the writer mutex: they
- *     are the only operations that replace one frame by another at an
- *     address. Everything else changes entries only by the page table's
- *     transitions (faults, protect, the write-back's write-protect), which
- *     never change the frame. The modules above take the same mutex
- *     (ps__space_writer_lock()) for what must not see a frame replaced
- *     (prot's conversion and mprotect).
+ * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
+ *     the only operations that replace one frame by another at an address.
+ *     Everything else changes entries only by the page table's transitions
+ *     (faults, protect, the write-back's write-protect), which never change the
+ *     frame. The modules above take the same mutex (ps__space_writer_lock())
+ *     for what must not see a frame replaced (prot's conversion and mprotect).
  *
  * S7  Where the hooks run. Never inside the page table's RCU read-side
  *     section: zapped frames are collected and put after the zap returns
@@ -33,10 +32,11 @@
  *         write-back's re-dirtying;
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
- *         none from unpin, a pin's back-out, the helper, kunmap, destroy
- *         or write-back (which holds a reference of its own on the frame it
- *         visits, so the frame is not freed while fn copies it, and drops
- *         it after fn, with no lock held);
+ *         none from unpin, a pin's back-out, the helper, kunmap, destroy,
+ *         a write fault or mark_dirty (which hold the frame they mark, and
+ *         let go with no lock held) or write-back (which holds a reference
+ *         of its own on the frame it visits, so the frame is not freed
+ *         while fn copies it, and drops it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard and
  *         prot.c's conversion and mprotect; the LOCKED bit of the frame
  *         being written back in write-back's PROTECTION invalidation; none
@@ -46,10 +46,9 @@
  *     LOCKED bit must not write-fault, pin for write, write back or kmap
  *     that frame (each would wait for the lock it runs under).
  *
- * S8  Progress: see the table in pagestate/space.h. Retry loops (pin,
- *     secondary map) retry only because another thread changed the entry or
- *     the frame, except the wait for a frozen frame (a conversion), which
- *     yields.
+ * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
+ *     map) retry only because another thread changed the entry or the frame,
+ *     except the wait for a frozen frame (a conversion), which yields.
  */
 #include <pagestate/space.h>
 
@@ -61,7 +60,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-/* --- accessors ------------------------------------------------------------------ */
+/* --- accessors ------------------------------------------------------------ */
 
 struct ps_page *ps_space_page(struct ps_space *s, uint64_t frame)
 {
@@ -78,7 +77,7 @@ struct ps_notifier *ps_space_notifier(struct ps_space *s)
 	return &s->notifier;
 }
 
-/* --- what the space lends the modules above it (space-internal.h) ------------- */
+/* --- what the space lends the modules above it (space-internal.h) --------- */
 
 struct ps_page *ps__space_frames(struct ps_space *s, uint64_t *nframes)
 {
@@ -171,7 +170,7 @@ void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 		ps__space_frame_freed(s, frame);
 }
 
-/* --- lifetime --------------------------------------------------------------- */
+/* --- lifetime ------------------------------------------------------------- */
 
 /* Every frame has an entry form, and a bit in the longterm bitmap. */
 PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
@@ -185,16 +184,20 @@ PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 {
 	struct ps_space *s;
-	uint64_t npages;
+	uint64_t npages, born;
 	int rc;
 
 	if (!cfg || !out || !cfg->size || (cfg->size & (PAGE_SIZE - 1)) ||
 	    cfg->size > PS_PGTABLE_ADDR_END || !cfg->nframes ||
 	    cfg->nframes > PS_SPACE_NFRAMES_MAX)
 		return -EINVAL;
+	rc = ps__fork_born(&born);
+	if (rc)
+		return rc; /* -ECHILD: a child of a plain fork() */
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->born = born;
 	npages = cfg->size >> PAGE_SHIFT;
 	s->size = cfg->size;
 	s->nframes = cfg->nframes;
@@ -256,7 +259,7 @@ fail:
 	return rc;
 }
 
-/* --- zapping and dropping references (S7) ---------------------------------- */
+/* --- zapping and dropping references (S7) --------------------------------- */
 
 /* Frames a zap removed, kept until the zap has returned (S7). */
 struct zapped {
@@ -304,9 +307,8 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 
 	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
-	 * S2 - seq_cst fence: the zap's entry CASes come before any read of
-	 * the frames' pins by whoever frees them; pairs with the pin path's
-	 * fence.
+	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
+	 * frames' pins by whoever frees them; pairs with the pin path's fence.
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (size_t i = 0; i < z.n; i++)
@@ -314,12 +316,17 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	free(z.frames);
 }
 
+bool ps__space_inherited(const struct ps_space *space)
+{
+	return ps__fork_inherited(space->born);
+}
+
 int ps_space_destroy(struct ps_space *s)
 {
 	struct ps_notifier_stats st;
 
-	if (!s)
-		return 0;
+	if (!s || ps__fork_inherited(s->born))
+		return 0; /* in a child, an inherited space is only forgotten */
 	ps_notifier_get_stats(&s->notifier, &st);
 	if (st.subscriptions)
 		return -EBUSY;
@@ -337,7 +344,7 @@ int ps_space_destroy(struct ps_space *s)
 	return 0;
 }
 
-/* --- mapping ------------------------------------------------------------------- */
+/* --- mapping -------------------------------------------------------------- */
 
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
@@ -355,14 +362,13 @@ struct taken {
  * PS_MAP_CACHE revived with another mode gets its old mode back, unless it
  * was revived again meanwhile (then its new owner's mode stands).
  *
- * That needs this put to be the last one. The map installs no entry
- * before it cannot fail (ps_space_map_range()), so no pin can have found
- * the frame through the map; another holder can only be one that took
- * the frame by its number (the owner's own kmap or get, a speculative pin
- * or lookup of an older mapping on its way out). Then the frame stays
- * LIVE, with the mode the revival gave it (a LIVE frame's mode changes
- * only while frozen, prot.c's P7), and that holder's last put frees it,
- * with the free hook (space.h says so).
+ * That needs this put to be the last one. The map installs no entry before it
+ * cannot fail (ps_space_map_range()), so no pin can have found the frame
+ * through the map; another holder can only be one that took the frame by its
+ * number (the owner's own kmap or get, a speculative pin or lookup of an older
+ * mapping on its way out). Then the frame stays LIVE, with the mode the revival
+ * gave it (a LIVE frame's mode changes only while frozen, prot.c's P7), and
+ * that holder's last put frees it, with the free hook (space.h says so).
  */
 static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {
@@ -418,23 +424,49 @@ static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 }
 
 /*
+ * What a page taken back by a failed map gets for its entry @e: the map's
+ * page was unprotected, so it counts as written (pgtable.h); in a range
+ * registered async, where that is tracked, it becomes a WRITTEN marker,
+ * as an async zap of it would leave.
+ */
+static ps_pte_t untaken_entry(struct ps_space *s, uint64_t addr, ps_pte_t e)
+{
+	unsigned int flags;
+
+	if (ps_pte_uffd_wp(e))
+		return ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	if (!ps_pgtable_registration(s->pt, addr, &flags) &&
+	    (flags & PS_WP_ASYNC))
+		return ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+	return PS_PTE_NONE;
+}
+
+/*
  * Take back the entries a map installed at pages [i, j) of [@start, ...):
  * each entry that still maps its frame (@first_frame + k at page k) goes
- * back to what the page held before the map, which had to be none or a
- * lone UFFD_WP marker (pgtable.h). The map kept such a marker's protection
- * as the entry's uffd-wp bit, so an entry with that bit becomes the marker
- * again and any other becomes none: a failed map drops no write
- * protection. (A protect that raced with the map and set the bit leaves a
- * marker too: more protection than it would have, never less.) Pages
- * without such an entry are left alone. Under the writer mutex no other
- * thread maps a frame here (S1); faults may still set accessed, dirty or
- * writable bits, and protect the uffd-wp bit: the CAS then looks again.
+ * back to what the page held before the map, which had to be none, a lone
+ * UFFD_WP marker or a WRITTEN marker (pgtable.h). The map kept a UFFD_WP
+ * marker's protection as the entry's uffd-wp bit, so an entry with that bit
+ * becomes the marker again: a failed map drops no write protection. (A protect
+ * that raced with the map and set the bit leaves a marker too: more protection
+ * than it would have, never less.) A map over a WRITTEN marker installs a
+ * written page (written pages of async ranges are what that marker records), so
+ * in an async range an entry without the bit becomes the WRITTEN marker: a
+ * failed map drops no written page. Where the page was none, the rollback
+ * cannot tell (the map keeps no record of what it replaced), and the page is
+ * reported written once: the written page the map installed was visible until
+ * now, and an async zap of it would leave the same marker. Outside async ranges
+ * an entry without the bit becomes none. (A WRITTEN marker outside an async
+ * range is a leftover of an earlier async registration, which unregister kept:
+ * a failed map over it loses it. This rollback runs only when a store raced
+ * into the range against pgtable.h's exclusion rules.) Pages without such an
+ * entry are left alone. Under the writer mutex no other thread maps a frame
+ * here (S1); faults may still set accessed, dirty or writable bits, and protect
+ * the uffd-wp bit: the CAS then looks again.
  */
 static void unmap_installed(struct ps_space *s, uint64_t start,
 			    uint64_t first_frame, uint64_t i, uint64_t j)
 {
-	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
-
 	for (uint64_t k = i; k < j; k++) {
 		uint64_t addr = start + (k << PAGE_SHIFT);
 		ps_pte_t e;
@@ -444,9 +476,7 @@ static void unmap_installed(struct ps_space *s, uint64_t start,
 		while (ps_pte_is_present(e) &&
 		       ps_pte_frame(e) == first_frame + k &&
 		       ps_pgtable_cmpxchg(s->pt, addr, &e,
-					  ps_pte_uffd_wp(e)
-						  ? marker
-						  : PS_PTE_NONE) == -EAGAIN)
+					  untaken_entry(s, addr, e)) == -EAGAIN)
 			;
 	}
 }
@@ -496,6 +526,7 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	taken = calloc(npages, sizeof(*taken));
 	if (!taken)
 		return -ENOMEM;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	/*
 	 * All or nothing, and nothing visible on failure. References first,
@@ -565,6 +596,7 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!ps__space_range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);

@@ -98,13 +98,12 @@ static inline uint64_t ps_test_below(struct ps_test_rng *r, uint64_t n)
 /*
  * --- Overlap of a stress tcase's threads ---------------------------------
  *
- * A stress test proves nothing unless its threads' operations interleave,
- * and nothing guarantees that they do: on a loaded machine, or on one CPU
- * under SCHED_FIFO (`chrt -f 1 taskset -c 0`), a thread can run its whole
- * loop before its partner is scheduled at all. So a stress loop neither
- * runs a fixed count that one side can finish alone nor trusts a partner to
- * be running: each side (thread) calls ps_test_overlap_step() after each of
- * its operations, and
+ * A stress test proves nothing unless its threads' operations interleave, and
+ * nothing guarantees that they do: on a loaded machine, or on one CPU under
+ * SCHED_FIFO (`chrt -f 1 taskset -c 0`), a thread can run its whole loop before
+ * its partner is scheduled at all. So a stress loop neither runs a fixed count
+ * that one side can finish alone nor trusts a partner to be running: each side
+ * (thread) calls ps_test_overlap_step() after each of its operations, and
  *
  *   - an operation counts as overlapped when a side it watches (by default
  *     every other side) completed an operation since this side's previous

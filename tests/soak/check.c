@@ -113,7 +113,7 @@ static void check_entry(uint64_t p, ps_pte_t e, uint64_t *maps)
 			  "frame %" PRIu64 " is mapped at %#" PRIx64
 			  " (word %#" PRIx64 ", owner state %d)",
 			  f, addr, w, s);
-	if (ps_pte_is_writable(e) && !(w & PS_PAGE_DIRTY) && !known(1))
+	if (ps_pte_is_writable(e) && !(w & PS_PAGE_DIRTY))
 		violation("(c) writable entry on a clean frame", 1, addr, f,
 			  "entry %#" PRIx64 " is writable, frame %" PRIu64
 			  " is clean (S3)",
@@ -161,7 +161,7 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 				  UINT64_MAX, f,
 				  "free frame %" PRIu64 ": word %#" PRIx64, f,
 				  w);
-		if ((w & PS_PAGE_DIRTY) && !known(3) && !known(1))
+		if (w & PS_PAGE_DIRTY)
 			violation("(b) a free frame is DIRTY", 3, UINT64_MAX, f,
 				  "free frame %" PRIu64 " keeps DIRTY: its "
 				  "next lifetime starts dirty",

@@ -80,15 +80,6 @@ static void new_life(uint64_t frame)
 	atomic_store(&m->hooks, 0);
 	atomic_store(&m->cleans, 0);
 	atomic_store(&m->frees, 0);
-	/*
-	 * Issue 15 #3 (and the DIRTY a late mark of #1 leaves on a free
-	 * frame): the owner's workaround is to clean the frame before its
-	 * next lifetime. Without it, the next lifetime starts dirty and the
-	 * checks say so.
-	 */
-	if ((known(3) || known(1)) &&
-	    ps_page_test_flags(pw(frame), PS_PAGE_DIRTY))
-		ps_page_clear_flags(pw(frame), PS_PAGE_DIRTY);
 }
 
 /*
@@ -222,10 +213,9 @@ void map_failed(uint64_t frame)
 /*
  * F_LIMBO frames go back to the pool two epochs later: an epoch ends when
  * every worker has completed an operation since it began, so by then every
- * operation that was in flight when the frame went F_LIMBO has ended, and
- * with it any put (a speculative pin's back-out, a lookup's put) whose
- * free hook was still to come. The hook runs inside the operation that
- * dropped the reference.
+ * operation that was in flight when the frame went F_LIMBO has ended, and with
+ * it any put (a speculative pin's back-out, a lookup's put) whose free hook was
+ * still to come. The hook runs inside the operation that dropped the reference.
  */
 void limbo_reclaim(void)
 {
@@ -365,19 +355,16 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 	 * here; the CPU write's S3 check catches what it leads to.)
 	 */
 	if (s != F_INUSE && s != F_AWAIT && s != F_CLAIMED) {
-		if (!known(1))
-			violation("(f) hooks: dirty hook for a freed frame", 1,
-				  self && self->probing ? self->probe_addr
-							: UINT64_MAX,
-				  frame,
-				  "set_page_dirty(%" PRIu64 ") ran for a frame "
-				  "the owner has in state %d (not in use: "
-				  "freed); page word "
-				  "%#" PRIx64,
-				  frame, s, w);
+		violation("(f) hooks: dirty hook for a freed frame", 1,
+			  self && self->probing ? self->probe_addr : UINT64_MAX,
+			  frame,
+			  "set_page_dirty(%" PRIu64 ") ran for a frame the "
+			  "owner has in state %d (not in use: freed); page "
+			  "word %#" PRIx64,
+			  frame, s, w);
 		return;
 	}
-	if (!(w & PS_PAGE_LIVE) && !known(1))
+	if (!(w & PS_PAGE_LIVE))
 		violation("(f) hooks: dirty hook for a freed frame", 1,
 			  UINT64_MAX, frame,
 			  "set_page_dirty(%" PRIu64 ") ran for a frame that "
@@ -390,7 +377,7 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 	 * reference, issue 15 #1).
 	 */
 	if (self && self->probing && self->probe_frame == frame &&
-	    atomic_load(&m->gen) != self->probe_gen && !known(1)) {
+	    atomic_load(&m->gen) != self->probe_gen) {
 		ps_pte_t e = 0;
 
 		(void)ps_pgtable_get(g.pt, self->probe_addr, &e);
