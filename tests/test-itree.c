@@ -556,9 +556,8 @@ END_TEST
  * entries of one version between the counter before its section and the
  * counter after it, plus one (the root of the next operation may be
  * published before its counter). The writer runs until it did its share and
- * every side overlapped in enough operations (harness.h): each reader's
- * visits while the writer progressed, the writer's operations while a
- * reader did.
+ * every side overlapped in enough operations (harness.h): each reader's visits
+ * while the writer progressed, the writer's operations while a reader did.
  */
 #define RACE_W 300
 #define RACE_M (RACE_W + 17) /* distinct items per window: M > W + 1 */

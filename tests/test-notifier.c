@@ -1401,11 +1401,10 @@ END_TEST
  * order, while a subscription over all of them is called and a reader's
  * read_begin waits for the overlapping ones. No start may fail or wait for
  * another invalidation; each holder's own ranges are in flight for the
- * whole-space check while it holds them; nothing is left in flight. Each
- * holder yields while it holds its invalidations, so that on one CPU too
- * the others start theirs meanwhile; all run until each holder did its
- * rounds and every thread overlapped the others in enough operations
- * (harness.h).
+ * whole-space check while it holds them; nothing is left in flight. Each holder
+ * yields while it holds its invalidations, so that on one CPU too the others
+ * start theirs meanwhile; all run until each holder did its rounds and every
+ * thread overlapped the others in enough operations (harness.h).
  */
 #define HOLDERS 4
 #define HOLD_MAX 48 /* invalidations one holder keeps at once */

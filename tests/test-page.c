@@ -2055,13 +2055,12 @@ END_TEST
  * revival between a put and its claim included, exactly one put per round
  * returns true, no put is refused, and the page ends free.
  *
- * The race must really happen, on one CPU too: the dropper drops only once
- * the speculator has started its round, and the speculator yields now and
- * then, sometimes while it holds its speculative reference (so that the
- * dropper's put is not the last). Checked: most rounds were contested (the
- * speculator took a reference before the page was freed), and each thread
- * made the freeing put in some rounds (the rounds go on until both did,
- * PS_STRESS_SECONDS at most).
+ * The race must really happen, on one CPU too: the dropper drops only once the
+ * speculator has started its round, and the speculator yields now and then,
+ * sometimes while it holds its speculative reference (so that the dropper's put
+ * is not the last). Checked: most rounds were contested (the speculator took a
+ * reference before the page was freed), and each thread made the freeing put in
+ * some rounds (the rounds go on until both did, PS_STRESS_SECONDS at most).
  */
 struct free_shared {
 	struct ps_page page;
@@ -2178,10 +2177,9 @@ END_TEST
  * it in turn and update a plain counter inside. The count adds up, and no
  * thread ever finds another inside (under TSan, the plain counter also
  * checks that unlock releases to the next lock's acquire). The waiting half
- * must really run, on one CPU too: a holder yields inside now and then, and
- * the workers run until each did its share and overlapped the other in
- * enough operations (harness.h); some lock calls must have found the lock
- * held.
+ * must really run, on one CPU too: a holder yields inside now and then, and the
+ * workers run until each did its share and overlapped the other in enough
+ * operations (harness.h); some lock calls must have found the lock held.
  */
 struct lock_shared {
 	struct ps_page page;
@@ -2356,9 +2354,8 @@ END_TEST
  * changes the free page's mode (set_cache_if_free), racing the other's
  * revival. Checked: a holder always reads the mode it was given; a revival
  * reports the mode the page had; -EBUSY only for another mode; the frees
- * balance the revivals; the page ends free with no counts. The two run
- * until each did its share and overlapped the other in enough operations
- * (harness.h).
+ * balance the revivals; the page ends free with no counts. The two run until
+ * each did its share and overlapped the other in enough operations (harness.h).
  */
 struct mode_shared {
 	struct ps_page page;
@@ -2455,15 +2452,14 @@ END_TEST
  * puts a page it holds a reference to (page A, one base reference held by
  * the test), and maps and frees a second page (B: get_or_revive, then put).
  * A misusing thread meanwhile makes only misuse that is always detectable:
- * unpins and puts of more than the page could hold, gets and pins of B when
- * it is free, puts on B. Checked: the correct thread is never refused and
- * never reported (the hook knows which thread calls it); the misuser is
- * reported; B's revivals and frees balance; at the end A holds its base
- * reference alone and B is free, both words exact. The windows a misuse
- * could open are a few instructions wide, so the test runs until each
- * thread did its share and the two really overlapped (each made progress
- * between two operations of the other) often enough, however busy the
- * machine, within a bound (harness.h).
+ * unpins and puts of more than the page could hold, gets and pins of B when it
+ * is free, puts on B. Checked: the correct thread is never refused and never
+ * reported (the hook knows which thread calls it); the misuser is reported; B's
+ * revivals and frees balance; at the end A holds its base reference alone and B
+ * is free, both words exact. The windows a misuse could open are a few
+ * instructions wide, so the test runs until each thread did its share and the
+ * two really overlapped (each made progress between two operations of the
+ * other) often enough, however busy the machine, within a bound (harness.h).
  */
 struct misuse_shared {
 	struct ps_page a, b;
