@@ -441,13 +441,13 @@ void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
  * every section begun before it.
  * Progress: wait-free (a thread-local counter store, no fence with
  * sys_membarrier), except a thread's first section: urcu-bp registers the
- * thread then, under liburcu's registry mutex. So does every function here
- * that enters a section of its own. Async-signal-safe, with
- * ps_pgtable_read_unlock(), ps_pgtable_lookup(), ps_pgtable_get() and
- * ps_pgtable_registration(), in a thread already registered (one section
- * before the handler can run) and from a handler on the thread's own stack
- * (docs/fork-signals-threads.md). A thread that exits inside a section
- * does not block grace periods.
+ * thread then, under liburcu's registry mutex, and so does the first call of
+ * any function of the table that enters a section of its own.
+ * Async-signal-safe, with ps_pgtable_read_unlock(), ps_pgtable_lookup(),
+ * ps_pgtable_get() and ps_pgtable_registration(), in a thread already
+ * registered (one section before the handler can run) and from a handler on the
+ * thread's own stack (docs/fork-signals-threads.md). A thread that exits inside
+ * a section does not block grace periods.
  */
 void ps_pgtable_read_lock(void);
 
@@ -986,7 +986,10 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
  * address order, and adjacent written pages come as one run unless a write
  * lands meanwhile. It never allocates: no none page becomes a marker.
  * Context: any thread, not inside a read-side section (each batch takes the
- * writer mutex, as a WP_MATCHING scan does); @fn as ps_pgtable_harvest_fn says.
+ * writer mutex, as a WP_MATCHING scan does). @fn runs in the calling thread
+ * between two batches, outside the writer mutex and the harvest's section,
+ * so it may call any function; it cannot refuse a run (the pages are
+ * already re-protected: a run it drops is a write lost).
  * Ordering: each batch is one ps_pgtable_scan(), so a write racing the
  * harvest is reported by it or by the next harvest (docs/pgtable.md,
  * "Get-and-rearm"). The registrations are read with acquire, once per batch.
