@@ -25,10 +25,11 @@
  * Readers and RCU
  * ---------------------------------------------------------------------------
  *
- * Every function enters its own read-side section of liburcu's urcu-bp
- * flavour, which needs no thread registration, except the two fast paths,
- * ps_pgtable_lookup() and ps_pgtable_fault_locked(), which run in the
- * caller's section and so save a section per call in a batch:
+ * Every function protects its own walk, with a read-side section of
+ * liburcu's urcu-bp flavour (which needs no thread registration) or the
+ * table's writer mutex, except the two fast paths, ps_pgtable_lookup() and
+ * ps_pgtable_fault_locked(), which run in the caller's section and so save
+ * a section per call in a batch:
  *
  *	ps_pgtable_read_lock();
  *	for (...)
@@ -140,11 +141,11 @@
  *   - Unprotect never makes an entry writable; the next write fault does,
  *     if MAYWRITE.
  *   - Protect, unprotect and WP_MATCHING scans on a range that is not fully
- *     registered fail with -ENOENT and change nothing (PAGEMAP_SCAN skips
- *     such ranges, and sync ones), and WP_MATCHING re-protects sync ranges.
+ *     registered fail with -ENOENT and change nothing, and WP_MATCHING
+ *     re-protects sync ranges (a WP_MATCHING PAGEMAP_SCAN skips both).
  *   - Copy (fork) does not write-protect the source for copy-on-write.
- *   - A fault on a UFFD_WP marker is MISSING, read or write: there is no
- *     zero page to map.
+ *   - A read fault on a UFFD_WP marker is MISSING, as a write fault is:
+ *     there is no zero page to map (Linux maps it, still protected).
  *   - No huge entries, soft-dirty or zero page: PS_CAT_HUGE, PS_CAT_SOFT_DIRTY
  *     and PS_CAT_PFNZERO are accepted in masks and never reported.
  *
