@@ -174,25 +174,18 @@
  * to the end of a range, each run of written pages handed to a callback.
  *
  * ---------------------------------------------------------------------------
- * Errors (negative errno; nothing is changed unless said otherwise)
+ * Errors
  * ---------------------------------------------------------------------------
  *
- *   -EINVAL  unaligned address or length, zero length, a range past 2^48 or
- *            overflowing, unknown flags, an entry that is not ps_pte_valid()
- *   -ENOENT  protect/unprotect/WP scan/KEEP_WP on a range not fully
- *            registered; unregister of a range with no registration
- *   -EBUSY   register over an existing registration
- *   -EEXIST  map over a page that is not none or a lone UFFD_WP or WRITTEN
- *            marker; copy or move into a range that is not all none
- *   -ENXIO   swap out of a non-present entry, swap in of a non-swap entry
- *   -EPERM   PS_SCAN_CHECK_WPASYNC and a page not registered async
- *   -EAGAIN  ps_pgtable_cmpxchg() found another value (returned in *expected)
- *   -ENOMEM  a level could not be allocated: range operations may have
- *            done a prefix of the range (its address is reported nowhere;
- *            repeat the call, every transition is idempotent). Not map:
- *            it allocates every level of its range before it installs
- *            anything, so its -ENOMEM installs nothing (the levels it
- *            allocated stay, empty, until a trim)
+ * Each function lists its own: a negative errno, and nothing changed unless
+ * it says otherwise. -EINVAL is always a bad argument (an unaligned address
+ * or length, a zero length, a range past 2^48 or overflowing, unknown flags,
+ * an entry that is not ps_pte_valid()); -ENOENT a page or range without the
+ * registration the call needs. -ENOMEM from a range operation means a level
+ * could not be allocated, and a prefix of the range may be done (its end is
+ * reported nowhere): repeat the call, every transition is idempotent.
+ * ps_pgtable_map() is the exception: it allocates every level before it
+ * installs anything, so its -ENOMEM installs nothing.
  */
 #ifndef PAGESTATE_PGTABLE_H
 #define PAGESTATE_PGTABLE_H
@@ -611,9 +604,10 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
  * PS_PTE_UFFD_WP the registration check and the installs hold the writer
  * mutex, so no unregister interleaves.
  * Progress: lock-free (blocking with PS_PTE_UFFD_WP: writer mutex).
- * Return: 0; -EINVAL (range, flags, frames past PS_PTE_FRAME_MAX); -EEXIST;
- * -ENOENT (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (nothing
- * installed: every level is allocated before the first install).
+ * Return: 0; -EINVAL (range, flags, frames past PS_PTE_FRAME_MAX); -EEXIST
+ * (a page is neither none nor a lone UFFD_WP or WRITTEN marker); -ENOENT
+ * (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (nothing installed:
+ * every level is allocated before the first install).
  */
 int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   uint64_t frame, uint64_t flags);
