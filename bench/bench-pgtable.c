@@ -37,8 +37,9 @@
  * 0%, 1% and 100% (10% is informative against the kernel); protect >= 20x
  * faster than the kernel; bytes per page <= 8.2.
  *
- * The machine is shared, so every case interleaves its implementations run
- * by run and reports ratios as medians of per-run ratios (measure()).
+ * The machine is shared, so every case interleaves its implementations round
+ * by round (bench_interleave()) and reports ratios as medians [min..max] of
+ * per-round ratios.
  */
 #include <pagestate/pgtable.h>
 
@@ -538,55 +539,38 @@ static bool kernel_setup(const struct bench_opts *o)
 
 /* --- driver --------------------------------------------------------------- */
 
-#define MAX_IMPLS 4
-
-struct impl {
-	const char *name;
-	bench_loop_fn fn;
-	void *arg;
-};
+#define MAX_IMPLS BENCH_MAX_IMPLS
 
 /*
- * measure() - run every implementation once per run, in turn (after one warm-up
- * each), so that a noisy stretch of the shared machine hits all of them alike.
- * Prints each one's median [min..max] in @unit (ns * @scale), its ratio to
- * impls[0] (the floor) and to impls[@peer] (-1: none), both as medians of
- * per-run ratios. Returns those ratios in @vs_floor and @vs_peer (may be NULL).
+ * measure() - bench_interleave() the implementations @im (im[0] the floor)
+ * and print them with their ratios to the floor and to im[@peer] (-1:
+ * none). Returns the comparison (valid until the next call).
  */
-static void measure(const struct bench_opts *o, const char *group,
-		    const char *op, const char *unit, double scale,
-		    const struct impl *im, int n, int peer, uint64_t iters,
-		    double *vs_floor, double *vs_peer)
+static const struct bench_cmp *measure(const struct bench_opts *o,
+				       const char *group, const char *op,
+				       const char *unit, double scale,
+				       const struct bench_impl *im, int n,
+				       int peer, uint64_t iters)
 {
-	double t[MAX_IMPLS][64], rf[MAX_IMPLS][64], rp[MAX_IMPLS][64];
-	unsigned int runs = o->runs < 64 ? o->runs : 64;
+	static struct bench_cmp c;
 
-	for (int k = 0; k < n; k++)
-		(void)im[k].fn(im[k].arg, iters); /* warm-up */
-	for (unsigned int r = 0; r < runs; r++)
-		for (int k = 0; k < n; k++)
-			t[k][r] = im[k].fn(im[k].arg, iters) / (double)iters *
-				  scale;
-	for (int k = 0; k < n; k++) {
-		struct bench_stats st, f = {0, 0, 0, 0}, pr = {0, 0, 0, 0};
+	bench_interleave(o, 1, NULL, im, (unsigned int)n, iters, scale, &c);
+	bench_emit_cmp(o, group, op, unit, &c, peer);
+	return &c;
+}
 
-		for (unsigned int r = 0; r < runs; r++) {
-			rf[k][r] = t[k][r] / t[0][r];
-			if (peer >= 0)
-				rp[k][r] = t[k][r] / t[peer][r];
-		}
-		if (k)
-			f = bench_stats_of(rf[k], runs);
-		if (peer >= 0 && k != peer)
-			pr = bench_stats_of(rp[k], runs);
-		st = bench_stats_of(t[k], runs);
-		bench_emit(o, group, op, im[k].name, unit, st, f.median,
-			   pr.median, "kernel");
-		if (vs_floor)
-			vs_floor[k] = f.median;
-		if (vs_peer)
-			vs_peer[k] = pr.median;
-	}
+/* Keep in *worst the statistics of the ratio with the larger median. */
+static void keep_max(struct bench_stats *worst, struct bench_stats r)
+{
+	if (!worst->runs || r.median > worst->median)
+		*worst = r;
+}
+
+/* ... or the smaller. */
+static void keep_min(struct bench_stats *worst, struct bench_stats r)
+{
+	if (!worst->runs || r.median < worst->median)
+		*worst = r;
 }
 
 static void choose_dirty(double fraction)
@@ -621,9 +605,10 @@ int main(int argc, char **argv)
 	struct bench_opts o;
 	struct ps_pgtable_stats st;
 	bool kernel, all;
-	double worst_lookup = 0, worst_scan_floor = 0;
-	double worst_rearm_kernel = 1e9, worst_report_kernel = 1e9;
-	double protect_vs_kernel = 0, bytes_per_page;
+	struct bench_stats worst_lookup = {0}, worst_scan_floor = {0};
+	struct bench_stats worst_rearm_kernel = {0}, worst_report_kernel = {0};
+	struct bench_stats protect_vs_kernel = {0};
+	double bytes_per_page;
 
 	bench_init(&o, argc, argv, "pgtable", NULL, NULL, NULL);
 	all = !o.filter;
@@ -659,38 +644,37 @@ int main(int argc, char **argv)
 	/* lookup */
 	for (int cold = 0; cold < 2; cold++) {
 		const char *op = cold ? "random-cold" : "random-warm";
-		const struct impl im[] = {
+		const struct bench_impl im[] = {
 			{"floor", cold ? lookup_floor_cold : lookup_floor,
 			 NULL},
 			{"pagestate",
 			 cold ? lookup_batched_cold : lookup_batched, NULL},
 			{"get", cold ? lookup_get_cold : lookup_get, NULL},
 		};
-		double vf[MAX_IMPLS];
+		const struct bench_cmp *c;
 
 		if (!bench_selected(&o, "lookup", op))
 			continue;
-		measure(&o, "lookup", op, "ns/op", 1, im, 3, -1,
-			bench_iters(&o, cold ? 4096 : 2000000), vf, NULL);
-		if (vf[1] > worst_lookup)
-			worst_lookup = vf[1];
+		c = measure(&o, "lookup", op, "ns/op", 1, im, 3, -1,
+			    bench_iters(&o, cold ? 4096 : 2000000));
+		keep_max(&worst_lookup, c->ratio[1]);
 	}
 
 	/* protect */
 	if (bench_selected(&o, "protect", "1GiB")) {
-		const struct impl im[] = {
+		const struct bench_impl im[] = {
 			{"floor", protect_floor, NULL},
 			{"pagestate", protect_table, NULL},
 #ifdef __linux__
 			{"kernel", protect_kernel, NULL},
 #endif
 		};
-		double vp[MAX_IMPLS];
+		const struct bench_cmp *c;
 
-		measure(&o, "protect", "1GiB", "ms", 1e-6, im, kernel ? 3 : 2,
-			kernel ? 2 : -1, 1, NULL, vp);
+		c = measure(&o, "protect", "1GiB", "ms", 1e-6, im,
+			    kernel ? 3 : 2, kernel ? 2 : -1, 1);
 		if (kernel)
-			protect_vs_kernel = 1 / vp[1];
+			protect_vs_kernel = bench_cmp_ratio(c, 2, 1);
 	}
 
 	/* scan */
@@ -714,36 +698,35 @@ int main(int argc, char **argv)
 			struct scan_case kc = {rearm != 0, kernel_dirty,
 					       kernel_scan};
 #endif
-			const struct impl im[] = {
+			const struct bench_impl im[] = {
 				{"floor", scan_run, &fc},
 				{"pagestate", scan_run, &tc},
 #ifdef __linux__
 				{"kernel", scan_run, &kc},
 #endif
 			};
-			double vf[MAX_IMPLS], vp[MAX_IMPLS];
+			const struct bench_cmp *c;
 			char op[32];
 
 			snprintf(op, sizeof(op), "%s-%s", names[pct],
 				 rearm ? "rearm" : "report");
 			if (!bench_selected(&o, "scan", op))
 				continue;
-			measure(&o, "scan", op, "us", 1e-3, im, kernel ? 3 : 2,
-				kernel ? 2 : -1, o.quick ? 1 : 2, vf, vp);
-			if (vf[1] > worst_scan_floor)
-				worst_scan_floor = vf[1];
-			if (fractions[pct] == 0.1) /* no kernel target there */
+			c = measure(&o, "scan", op, "us", 1e-3, im,
+				    kernel ? 3 : 2, kernel ? 2 : -1,
+				    o.quick ? 1 : 2);
+			keep_max(&worst_scan_floor, c->ratio[1]);
+			if (!kernel || fractions[pct] == 0.1) /* no target */
 				continue;
-			if (kernel && rearm && 1 / vp[1] < worst_rearm_kernel)
-				worst_rearm_kernel = 1 / vp[1];
-			if (kernel && !rearm && 1 / vp[1] < worst_report_kernel)
-				worst_report_kernel = 1 / vp[1];
+			keep_min(rearm ? &worst_rearm_kernel
+				       : &worst_report_kernel,
+				 bench_cmp_ratio(c, 2, 1));
 		}
 	}
 
 	/* fault */
 	if (bench_selected(&o, "fault", "async-first-write")) {
-		const struct impl im[] = {
+		const struct bench_impl im[] = {
 			{"floor", fault_floor, NULL},
 			{"pagestate", fault_table, NULL},
 			{"locked", fault_table_locked, NULL},
@@ -755,9 +738,9 @@ int main(int argc, char **argv)
 		if (ps_pgtable_protect(T, BASE, SPAN))
 			die("protect");
 		fault_next = 0;
-		measure(&o, "fault", "async-first-write", "ns/op", 1, im,
-			kernel ? 4 : 3, kernel ? 3 : -1, bench_iters(&o, 65536),
-			NULL, NULL);
+		(void)measure(&o, "fault", "async-first-write", "ns/op", 1, im,
+			      kernel ? 4 : 3, kernel ? 3 : -1,
+			      bench_iters(&o, 65536));
 	}
 
 	bench_note(&o,
@@ -766,23 +749,26 @@ int main(int argc, char **argv)
 		   bytes_per_page, (unsigned long long)st.leaves,
 		   (unsigned long long)st.nodes, (unsigned long long)st.bytes);
 	if (all) {
-		bench_target(&o, "lookup pagestate/floor (worst of warm, cold)",
-			     worst_lookup, "<=", 2.5);
-		bench_target(&o, "scan pagestate/floor (worst case)",
-			     worst_scan_floor, "<=", 2.0);
+		bench_target_ratio(&o,
+				   "lookup pagestate/floor (worst of warm, "
+				   "cold)",
+				   worst_lookup, "<=", 2.5);
+		bench_target_ratio(&o, "scan pagestate/floor (worst case)",
+				   worst_scan_floor, "<=", 2.0);
 		if (kernel) {
 			bench_note(&o,
 				   "report-only scans, kernel/pagestate "
 				   "(worst of 0%%, 1%%, 100%%): %.2f "
 				   "(informative: the issue's kernel figures "
 				   "are WP_MATCHING)",
-				   worst_report_kernel);
-			bench_target(&o,
-				     "get-and-rearm scan kernel/pagestate "
-				     "(worst of 0%, 1%, 100%)",
-				     worst_rearm_kernel, ">=", 10.0);
-			bench_target(&o, "protect 1 GiB kernel/pagestate",
-				     protect_vs_kernel, ">=", 20.0);
+				   worst_report_kernel.median);
+			bench_target_ratio(
+				&o,
+				"get-and-rearm scan kernel/pagestate "
+				"(worst of 0%, 1%, 100%)",
+				worst_rearm_kernel, ">=", 10.0);
+			bench_target_ratio(&o, "protect 1 GiB kernel/pagestate",
+					   protect_vs_kernel, ">=", 20.0);
 		}
 		bench_target(&o, "bytes per mapped page", bytes_per_page,
 			     "<=", 8.2);
