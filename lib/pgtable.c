@@ -28,7 +28,8 @@
  * ---------------------------------------------------------------------------
  *
  * Classes of operation:
- *   readers         lookup, get, registration, report-only scan
+ *   readers         lookup, get, get_range, registration, report-only
+ *                   scan
  *   faults          fault, fault_pte, fault_locked
  *   entry writers   set, cmpxchg, swap_out, swap_in, map, zap, copy, move
  *   range writers   register, unregister, protect, unprotect, WP_MATCHING
@@ -547,6 +548,42 @@ int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
 		return -EINVAL;
 	ps__rcu_read_lock();
 	*pte = ps_pgtable_lookup(t, addr);
+	ps__rcu_read_unlock();
+	return 0;
+}
+
+PS_STATIC_ASSERT(PS_PTE_NONE == 0, "get_range fills holes with memset");
+
+int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
+			 uint64_t npages, ps_pte_t *out)
+{
+	uint64_t p, pend;
+
+	if (bad_addr(start) || !npages ||
+	    npages > (PS_PGTABLE_ADDR_END - start) >> PAGE_SHIFT || !out)
+		return -EINVAL;
+	p = start >> PAGE_SHIFT;
+	pend = p + npages;
+	/* G1: one section for the run; each leaf is walked to once. */
+	ps__rcu_read_lock();
+	while (p < pend) {
+		uint64_t leaf_end = ((p >> LEVEL_BITS) + 1) << LEVEL_BITS;
+		unsigned int i = (unsigned int)(p & LEVEL_MASK);
+		unsigned int n =
+			(unsigned int)((leaf_end < pend ? leaf_end : pend) - p);
+		const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS);
+
+		if (!l) {
+			memset(out, 0, n * sizeof(*out)); /* PS_PTE_NONE */
+		} else {
+			for (unsigned int k = 0; k < n; k++)
+				/* Acquire: pairs with entry_cas()'s release. */
+				out[k] = atomic_load_explicit(
+					&l->e[i + k], memory_order_acquire);
+		}
+		out += n;
+		p += n;
+	}
 	ps__rcu_read_unlock();
 	return 0;
 }

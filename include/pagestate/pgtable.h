@@ -37,11 +37,12 @@
  *	ps_pgtable_read_unlock();
  *
  * Sections nest, and a caller's own urcu-bp section serves as well. Inside one,
- * call only the functions that never block: lookup, get, registration, stats,
- * set, cmpxchg, swap_out, swap_in, zap, the faults, map without PS_PTE_UFFD_WP,
- * map_prepare, copy and move without PS_KEEP_WP, and report-only scans. The
- * others take the table's writer mutex, which ps_pgtable_unregister() holds
- * while it waits for readers: one of them called inside a section can deadlock.
+ * call only the functions that never block: lookup, get, get_range,
+ * registration, stats, set, cmpxchg, swap_out, swap_in, zap, the faults, map
+ * without PS_PTE_UFFD_WP, map_prepare, copy and move without PS_KEEP_WP, and
+ * report-only scans. The others take the table's writer mutex, which
+ * ps_pgtable_unregister() holds while it waits for readers: one of them called
+ * inside a section can deadlock.
  *
  * ---------------------------------------------------------------------------
  * Concurrency
@@ -438,10 +439,10 @@ void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
  * thread then, under liburcu's registry mutex, and so does the first call of
  * any function of the table that enters a section of its own.
  * Async-signal-safe, with ps_pgtable_read_unlock(), ps_pgtable_lookup(),
- * ps_pgtable_get() and ps_pgtable_registration(), in a thread already
- * registered (one section before the handler can run) and from a handler on the
- * thread's own stack (docs/fork-signals-threads.md). A thread that exits inside
- * a section does not block grace periods.
+ * ps_pgtable_get(), ps_pgtable_get_range() and ps_pgtable_registration(), in a
+ * thread already registered (one section before the handler can run) and from a
+ * handler on the thread's own stack (docs/fork-signals-threads.md). A thread
+ * that exits inside a section does not block grace periods.
  */
 void ps_pgtable_read_lock(void);
 
@@ -485,6 +486,36 @@ ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr);
  * Return: 0, or -EINVAL for an unaligned or out-of-space @addr.
  */
 int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte);
+
+/**
+ * ps_pgtable_get_range() - the entries of @npages pages from @start, in one
+ * read-side section.
+ * @t: the table.
+ * @start: the first page (aligned, below PS_PGTABLE_ADDR_END).
+ * @npages: how many pages, at least 1; the run must end at or below
+ *	PS_PGTABLE_ADDR_END.
+ * @out: receives @npages entries: out[i] is the entry of page @start + i *
+ *	PS_PGTABLE_PAGE_SIZE, PS_PTE_NONE where nothing is stored. Untouched on
+ *	error.
+ *
+ * For a caller that works on a run of pages (a 2 MiB region, the pages
+ * behind a scatter list): one section for the run and one walk per leaf of
+ * 512 pages, where ps_pgtable_get() per page pays a section and a walk each.
+ * Each entry is read atomically, but the run is not a snapshot: an entry
+ * changed during the call is reported as it was before or after the change,
+ * independently of its neighbours.
+ * Context: any thread, also inside a read-side section (its own nests). The
+ * section lasts for the whole run, so a grace period that begins meanwhile
+ * (which ps_pgtable_unregister() waits for) cannot end before the call
+ * returns: split very long runs where that matters.
+ * Ordering: acquire for each entry, as ps_pgtable_lookup().
+ * Progress: wait-free, O(@npages) (after the thread's first read-side
+ * section, see ps_pgtable_read_lock()).
+ * Return: 0; -EINVAL if @start is unaligned or not below PS_PGTABLE_ADDR_END,
+ * @npages is 0 or takes the run past PS_PGTABLE_ADDR_END, or @out is NULL.
+ */
+int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
+			 uint64_t npages, ps_pte_t *out);
 
 /* --- single entries ------------------------------------------------------- */
 
