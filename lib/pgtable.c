@@ -527,25 +527,22 @@ void ps_pgtable_read_unlock(void)
 	ps__rcu_read_unlock();
 }
 
-ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr)
+/* ps_pgtable_get() in a thread's first section: out of the fast path. */
+static PS_COLD int get_first(const struct ps_pgtable *t, uint64_t addr,
+			     ps_pte_t *pte)
 {
-	uint64_t p = addr >> PAGE_SHIFT;
-	const struct leaf *l;
-
-	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
-		return PS_PTE_NONE;
-	l = leaf_lookup(t, p >> LEVEL_BITS);
-	if (!l)
-		return PS_PTE_NONE;
-	/* Acquire: pairs with the release of entry_cas(). */
-	return atomic_load_explicit(&l->e[p & LEVEL_MASK],
-				    memory_order_acquire);
+	ps__rcu_read_lock();
+	*pte = ps_pgtable_lookup(t, addr);
+	ps__rcu_read_unlock();
+	return 0;
 }
 
 int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
 {
 	if (bad_addr(addr))
 		return -EINVAL;
+	if (!ps__rcu_thread_registered())
+		return get_first(t, addr, pte); /* no call on the fast path */
 	ps__rcu_read_lock();
 	*pte = ps_pgtable_lookup(t, addr);
 	ps__rcu_read_unlock();

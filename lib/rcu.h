@@ -17,29 +17,38 @@
  * compile liburcu's own _urcu_bp_read_lock() and _urcu_bp_read_unlock()
  * (urcu/static/urcu-bp.h) into the caller: with sys_membarrier (Linux 4.3+,
  * in use here) each is a thread-local pointer load, a counter load and store
- * and compiler barriers, no fence and no call (about 1 ns for a pair, against
- * 12 ns for the two out-of-line calls and their four dynamic TLS lookups of
- * liburcu-bp's wrappers). Why an MIT library may do this:
+ * and compiler barriers, no fence and no call. A pair is about 20
+ * instructions where liburcu-bp's two out-of-line wrappers, each with two
+ * __tls_get_addr() calls, took about 95 (callgrind: ps_pgtable_get() went from
+ * 126 instructions to 51, 17 of them the walk). Why an MIT library may do this:
  *   - LGPL-2.1 section 5 leaves an object file that uses only "numerical
  *     parameters, data structure layouts and accessors, and small macros
  *     and small inline functions (ten lines or less in length)" of a
  *     library's header unrestricted, and liburcu's header says of exactly
  *     these two functions (with the two helpers they call) that they are
  *     under ten lines "to be invoked directly from non-LGPL code";
+ *     ps__rcu_thread_registered() reads the reader pointer they test, an
+ *     accessor of a layout the header declares;
  *   - libpagestate does not define _LGPL_SOURCE, so nothing else of liburcu
- *     is compiled in: the grace periods, call_rcu and registration below
- *     stay calls into liburcu-bp's shared library (README, License).
+ *     is compiled in: the grace periods, call_rcu and the registration
+ *     itself stay calls into liburcu-bp's shared library (README, License).
  * Those inline functions read liburcu-bp's reader record and grace-period
  * counter (urcu_bp_reader, urcu_bp_gp, urcu_bp_has_sys_membarrier), which
- * liburcu keeps for as long as its SONAME (liburcu-bp.so.8): a liburcu with
- * a new SONAME needs libpagestate rebuilt, as it would anyway to link it.
- * The access to urcu_bp_reader (thread-local, in liburcu-bp.so) is an
- * initial-exec load in a program linked with the archive (the linker
- * relaxes it); the shared library reaches it through a TLS descriptor
- * where the compiler supports them (-mtls-dialect=gnu2, lib/meson.build),
- * a call that returns the offset in two instructions, and else through
- * __tls_get_addr(). PS_RCU_INLINE is 0 where liburcu's header lacks the
+ * liburcu keeps for as long as its SONAME (liburcu-bp.so.8; its README promises
+ * inlined small functions match "as long as the library major version is
+ * unchanged"): a liburcu with a new SONAME needs libpagestate rebuilt, as it
+ * would anyway to link it. PS_RCU_INLINE is 0 where liburcu's header lacks the
  * inline functions, and then the read side calls liburcu-bp as before.
+ *
+ * urcu_bp_reader is thread-local in liburcu-bp.so. The library reaches it
+ * with the initial-exec model by default (meson option rcu_tls): one load,
+ * the same in the archive and in the shared library, which is then marked
+ * STATIC_TLS (a program that dlopen()s it while liburcu-bp is not loaded
+ * yet needs liburcu-bp's 80 bytes of TLS from glibc's static TLS surplus).
+ * rcu_tls=descriptor uses TLS descriptors instead (a two-instruction call
+ * per access, four per section pair: ps_pgtable_get() 67 instructions in
+ * the shared library); the general-dynamic model of liburcu-bp's own
+ * wrappers calls __tls_get_addr() four times a pair.
  *
  * fork(): the three functions below that wait for or defer past a grace
  * period abort with a message where liburcu-bp's state is not this
@@ -59,6 +68,7 @@
 
 #include <pagestate/compiler.h>
 
+#include <stdbool.h>
 #include <urcu-bp.h>
 
 #ifndef PS_RCU_INLINE
@@ -80,11 +90,39 @@ struct ps__rcu_head {
 	void (*fn)(struct ps__rcu_head *h);
 };
 
+#if PS_RCU_INLINE
+/* A thread's first section: registers it, then enters (lib/rcu.c). */
+PS_COLD void ps__rcu_read_lock_first(void);
+#endif
+
+/*
+ * Has the calling thread entered a read-side section before (is it
+ * registered with urcu-bp)? A fast path that tests this first and leaves
+ * the first section to a cold function makes no call of its own when it is
+ * registered, and so saves no registers.
+ */
+static inline bool ps__rcu_thread_registered(void)
+{
+#if PS_RCU_INLINE
+	return PS_LIKELY(URCU_TLS(urcu_bp_reader) != NULL);
+#else
+	return true;
+#endif
+}
+
 /* Enter a read-side section (wait-free; may register the thread once). */
 static inline void ps__rcu_read_lock(void)
 {
 #if PS_RCU_INLINE
-	_urcu_bp_read_lock();
+	/*
+	 * The registration test of _urcu_bp_read_lock(), made first so that
+	 * the compiler knows the thread is registered on the fast path and
+	 * drops the call, with the registers it would have to save.
+	 */
+	if (PS_UNLIKELY(!URCU_TLS(urcu_bp_reader)))
+		ps__rcu_read_lock_first();
+	else
+		_urcu_bp_read_lock();
 #else
 	urcu_bp_read_lock();
 #endif

@@ -456,11 +456,41 @@ void ps_pgtable_read_lock(void);
  */
 void ps_pgtable_read_unlock(void);
 
+/*
+ * The table's levels as ps_pgtable_lookup() walks them, compiled into the
+ * caller: not API, but their layout is ABI (docs/abi.md). A table starts
+ * with its root level; page number p = addr >> PS_PGTABLE_PAGE_SHIFT selects
+ * root slot p >> 27, then slot (p >> 18) & 511 of that level, slot
+ * (p >> 9) & 511 of the next, which points to the leaf holding entry p & 511.
+ * A NULL slot is an absent subtree (every entry none). Each slot and entry is
+ * written once per change with a release store or compare-and-swap.
+ */
+#define PS__PGTABLE_LEVEL_BITS 9
+#define PS__PGTABLE_FANOUT (1u << PS__PGTABLE_LEVEL_BITS)
+
+struct ps__pgtable_level {
+	PS_ATOMIC(void *) slot[PS__PGTABLE_FANOUT];
+};
+
+struct ps__pgtable_leaf {
+	PS_ATOMIC(ps_pte_t) e[PS__PGTABLE_FANOUT];
+};
+
+/* The child of @n at @slot: acquire, pairs with the release that made it. */
+static inline const void *ps__pgtable_child(const struct ps__pgtable_level *n,
+					    uint64_t slot)
+{
+	return atomic_load_explicit(&n->slot[slot & (PS__PGTABLE_FANOUT - 1)],
+				    memory_order_acquire);
+}
+
 /**
  * ps_pgtable_lookup() - the entry of the page holding @addr, fast path.
  * @t: the table.
  * @addr: any address; the entry is that of the page holding it.
  *
+ * Inline: four dependent loads compiled into the caller, the cost of a bare
+ * walk of the levels (which makes the layout above ABI).
  * Context: inside a read-side section (ps_pgtable_read_lock() or the
  * caller's own urcu-bp section).
  * Ordering: acquire; pairs with the release of the compare-and-swap that
@@ -469,7 +499,30 @@ void ps_pgtable_read_unlock(void);
  * Progress: wait-free (four loads).
  * Return: the entry; PS_PTE_NONE for an address past the space.
  */
-ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr);
+static inline ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t,
+					 uint64_t addr)
+{
+	const uint64_t p = addr >> PS_PGTABLE_PAGE_SHIFT;
+	const unsigned int b = PS__PGTABLE_LEVEL_BITS;
+	const struct ps__pgtable_level *n =
+		(const struct ps__pgtable_level *)(const void *)t;
+	const struct ps__pgtable_leaf *l;
+
+	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
+		return PS_PTE_NONE;
+	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 3 * b);
+	if (!n)
+		return PS_PTE_NONE;
+	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 2 * b);
+	if (!n)
+		return PS_PTE_NONE;
+	l = (const struct ps__pgtable_leaf *)ps__pgtable_child(n, p >> b);
+	if (!l)
+		return PS_PTE_NONE;
+	/* Acquire: pairs with the release of the entry's compare-and-swap. */
+	return atomic_load_explicit(&l->e[p & (PS__PGTABLE_FANOUT - 1)],
+				    memory_order_acquire);
+}
 
 /**
  * ps_pgtable_get() - the entry of page @addr, in its own read-side section.
