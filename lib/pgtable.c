@@ -565,18 +565,18 @@ int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
 	ps__rcu_read_lock();
 	while (p < pend) {
 		uint64_t leaf_end = ((p >> LEVEL_BITS) + 1) << LEVEL_BITS;
-		unsigned int i = (unsigned int)(p & LEVEL_MASK);
-		unsigned int n =
-			(unsigned int)((leaf_end < pend ? leaf_end : pend) - p);
+		size_t n = (size_t)((leaf_end < pend ? leaf_end : pend) - p);
 		const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS);
 
 		if (!l) {
 			memset(out, 0, n * sizeof(*out)); /* PS_PTE_NONE */
 		} else {
-			for (unsigned int k = 0; k < n; k++)
+			const _Atomic(ps_pte_t) *e = &l->e[p & LEVEL_MASK];
+
+			for (size_t k = 0; k < n; k++)
 				/* Acquire: pairs with entry_cas()'s release. */
 				out[k] = atomic_load_explicit(
-					&l->e[i + k], memory_order_acquire);
+					&e[k], memory_order_acquire);
 		}
 		out += n;
 		p += n;
