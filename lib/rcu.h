@@ -38,7 +38,8 @@
  * inlined small functions match "as long as the library major version is
  * unchanged"): a liburcu with a new SONAME needs libpagestate rebuilt, as it
  * would anyway to link it. PS_RCU_INLINE is 0 where liburcu's header lacks the
- * inline functions, and then the read side calls liburcu-bp as before.
+ * inline functions and in UBSan builds (lib/meson.build says why), and then
+ * the read side calls liburcu-bp as before.
  *
  * urcu_bp_reader is thread-local in liburcu-bp.so. The library reaches it
  * with the initial-exec model by default (meson option rcu_tls): one load,
