@@ -4,6 +4,28 @@
  * and the build configuration, and nothing else. Include the module headers
  * directly to depend on less.
  *
+ * Each header states its model and contracts in its overview and in its
+ * functions' comments, which are also the man pages (section 3; the list is
+ * libpagestate(7)). Why each module is built as it is, and how it differs
+ * from Linux, is in docs/, installed under share/doc/libpagestate:
+ *
+ *   header       what                                  design, in docs/
+ *   page.h       the page word: refs, DMA pins, flags  page.md
+ *   pte.h        64-bit page-table entries, markers    pgtable.md
+ *   pgtable.h    the lock-free radix page table        pgtable.md
+ *   seq.h        the sequence counter                  notifier.md
+ *   notifier.h   interval invalidation notifiers       notifier.md
+ *   space.h      the address space                     space.md
+ *   prot.h       per-page protection and conversion    prot.md
+ *   x86.h        x86 encodings of that state           prot.md
+ *   uffd.h       the Linux userfaultfd bridge          uffd.md
+ *   fork.h       fork(), signals and threads           fork-signals-threads.md
+ *   version.h    the version, the API/ABI policy       abi.md
+ *   config.h     how the installed library was built
+ *   compiler.h   the language shims the headers share
+ *
+ * docs/building.md says how to build, install and embed the library.
+ *
  * Names say where things live. A function's prefix names the header that
  * declares it: ps_page_*() is in page.h, ps_space_*() in space.h,
  * ps_prot_*() in prot.h. A header's types, enum constants and macros carry
@@ -44,24 +66,6 @@
  * (PS_HAVE_UFFD). notifier.h has three objects (the notifier, its intervals, an
  * invalidation) and x86.h two encodings (the PAT, the confidential-computing
  * bit), each with its own prefix.
- *
- *
- * Processes, signals and threads (reasons and sources:
- * docs/fork-signals-threads.md):
- *   - fork(): a child may exec, leave what it inherited, or destroy it (an
- *     inherited object is then only forgotten). With ps_fork_prepare(),
- *     ps_fork_parent() and ps_fork_child() around the fork, it may also read
- *     inherited objects and create new ones. Anything else on an inherited
- *     object is refused, with an abort naming the rule, wherever the library
- *     can tell without slowing a fast path (pagestate/fork.h).
- *   - Signal handlers may call the functions of pagestate/pte.h, the
- *     page-word operations of pagestate/page.h except ps_page_lock(), and
- *     the page table's read-side section and lookups in a thread that has
- *     entered a section before (pagestate/pgtable.h). Nothing else.
- *   - Threads need no registration and may exit at any time outside a
- *     library call; the registration liburcu made for a reader is reclaimed
- *     when it exits. Do not cancel a thread inside a library call: the
- *     library's mutexes are not released on cancellation.
  */
 #ifndef PAGESTATE_PAGESTATE_H
 #define PAGESTATE_PAGESTATE_H
