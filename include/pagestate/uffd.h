@@ -112,9 +112,18 @@
  * harvest is in the page's contents by the time the harvest returns. Copy the
  * reported pages after the harvest returns, as with KVM's dirty log.
  *
- * Deadlocks to avoid in sync mode, where a fault's resolution holds the
- * attachment's mutex while it takes the LOCKED bit of a space's frame (as
- * ps_space_fault() does; the dirty hook runs under both):
+ * The space's hooks and callbacks that run under the attachment's mutex, in
+ * the thread that holds it:
+ *   - a sync fault's resolution (in the handler thread, or in the thread
+ *     that calls ps_uffd_handle_events()) takes the LOCKED bit of the page's
+ *     frame, as ps_space_fault() does, and runs the dirty hook under both;
+ *     when the frame was unmapped or discarded while the fault held it, the
+ *     fault's release is the last reference and the free_frame hook runs
+ *     there too, under the mutex (not under the LOCKED bit);
+ *   - ps_uffd_harvest() runs the notifier callbacks of the space harvest's
+ *     invalidation.
+ *
+ * Deadlocks to avoid in sync mode:
  *   - the thread that calls ps_uffd_handle_events() must not itself write to
  *     protected attached memory: it would wait for itself;
  *   - a thread that holds a frame's LOCKED bit (in the make_accessible hook
@@ -124,9 +133,16 @@
  *     attachment: its write waits for a resolution, which waits for that
  *     bit, directly or behind the mutex (a detach joining the handler thread
  *     would wait too);
- *   - nor may such a thread, or a dirty hook, call ps_uffd_protect(),
- *     ps_uffd_unprotect(), ps_uffd_harvest(), ps_uffd_discard() or
- *     ps_uffd_handle_events() of that attachment: the mutex is not recursive.
+ *   - the free_frame hook, the dirty hook and a harvest's notifier callbacks
+ *     must not write to sync-protected memory of the attachment either (nor
+ *     of any attachment whose faults the same thread handles): run under the
+ *     mutex, such a write waits for a resolution, which waits for the mutex
+ *     (in the handler thread, for itself). A free_frame hook that gives the
+ *     host page back with MADV_DONTNEED or MADV_REMOVE writes nothing;
+ *   - nor may such a thread, hook or callback call ps_uffd_protect(),
+ *     ps_uffd_unprotect(), ps_uffd_harvest(), ps_uffd_discard(),
+ *     ps_uffd_handle_events() or ps_uffd_detach() of that attachment: the
+ *     mutex is not recursive.
  *
  * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
  * kernel feature (@why names it), -ENOSYS no userfaultfd, -EPERM userfaultfd
@@ -288,7 +304,7 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
  * the table's scan reports each present entry as written (and each WRITTEN
  * marker, which unregistering keeps). In a child of fork(), an inherited
  * attachment is only forgotten: the child's copies of its descriptors are
- * closed and nothing else happens (pagestate/fork.h, rule 2).
+ * closed and nothing else happens (rule 2 of the overview of pagestate/fork.h).
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
@@ -380,7 +396,9 @@ int ps_uffd_fd(const struct ps_uffd *u);
  * Context: the caller's thread, which must not itself write to protected
  * attached memory (it would wait for itself); not inside a read-side
  * section, nor holding a frame's LOCKED bit (each resolution takes one).
- * Concurrent calls are safe.
+ * The space's dirty hook, and its free_frame hook when a fault's release
+ * frees the frame, run in this thread under the attachment's mutex, with
+ * the rules of the overview's "Concurrency". Concurrent calls are safe.
  * Ordering: each fault is recorded (library entry resolved as a write,
  * address logged) before its writer is woken, so a harvest that runs after
  * the write reports it; each resolution holds the attachment's mutex, as
@@ -425,8 +443,9 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * places, as ps_uffd_protect() does. The design: docs/uffd.md, "Harvest".
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex); for a space, not from a notifier callback nor holding a lock
- * that one takes (the space's harvest invalidates). Concurrent harvests
- * of one attachment take turns.
+ * that one takes (the space's harvest invalidates: its callbacks run in
+ * this thread under the attachment's mutex). Concurrent harvests of one
+ * attachment take turns.
  * Ordering: a write that lands after its page was re-armed is reported by a
  * later harvest, and one that races the re-arm is reported by this harvest or
  * the next and is in the page's contents when this one returns: copy the
@@ -469,12 +488,13 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
  * that harvest faults even when the balloon maps a frame there only afterwards.
  * Skipped pages are not touched. Discard attached memory only this way (the
  * overview of pagestate/uffd.h, "Discarding attached memory").
- * Context: any thread; not inside a read-side section, nor from a
- * notifier callback or a free_frame hook (the space's writer mutex).
- * The space's free_frame hook and its invalidation's callbacks run in
- * this thread without the attachment's mutex (so they may write to
- * protected memory: its faults are resolved), but under the space's
- * writer mutex, with the rules of ps_space_discard().
+ * Context: any thread; not inside a read-side section, nor from a notifier
+ * callback or a free_frame hook (the space's writer mutex). The space's
+ * free_frame hook and its invalidation's callbacks run in this thread under the
+ * space's writer mutex, with the rules of ps_space_discard(), and without the
+ * attachment's mutex. In sync mode the same free_frame hook may also run under
+ * that mutex, from a fault's resolution, so it must not write to protected
+ * attached memory (the overview of pagestate/uffd.h, "Concurrency").
  * Ordering: the space drops the pages first, then, under the attachment's
  * mutex, the kernel is protected where the library is and the pages are
  * logged; a write after the discard returns is reported by a later harvest
