@@ -120,8 +120,9 @@ PS_BEGIN_DECLS
  * ps_fork_prepare() and ps_fork_parent(). Not async-signal-safe. A program
  * some other part of which already runs liburcu-bp's fork hooks around fork()
  * (for example through pthread_atfork()) must not call this as well: the
- * locks are not recursive. This is not a pthread_atfork() handler: see
- * docs/fork-signals-threads.md for why.
+ * locks are not recursive. This is not a pthread_atfork() handler:
+ * docs/fork-signals-threads.md, "Why the bracket, and why not
+ * pthread_atfork()", says why.
  * Ordering: acquires liburcu-bp's locks; everything the parent did before
  * it is in the child's copy.
  * Progress: blocking: waits for a grace period in progress and for the call_rcu
