@@ -1,40 +1,61 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagestate/pagestate.h - umbrella header: includes every module, the version
- * and the build configuration, and nothing else. Include the module headers
- * directly to depend on less.
+ * pagestate/pagestate.h - the umbrella header: includes every module of
+ * libpagestate, its version and its build configuration, and nothing else.
+ * Include the module headers directly to depend on less.
  *
- * Each header states its model and contracts in its overview and in its
- * functions' comments, which are also the man pages (section 3; the list is
- * libpagestate(7)). Why each module is built as it is, and how it differs
- * from Linux, is in docs/, installed under share/doc/libpagestate:
+ * libpagestate keeps, for memory a program manages by pages (a guest's RAM in a
+ * VMM, a userspace driver's DMA buffers), the state Linux keeps for a process's
+ * pages, as lock-free primitives in C11: each page's references, exact DMA pins
+ * and flags in one atomic word; a radix page table with userfaultfd-style write
+ * protection, markers, faults and scans; a sequence counter and interval
+ * invalidation notifiers for secondary mappings; an address space that ties
+ * them together with a dirty log; per-page protection; and a bridge that
+ * mirrors write protection onto real memory with Linux's userfaultfd. Fast
+ * paths take no lock, and every function states its progress guarantee.
  *
- *   header       what                                  design, in docs/
- *   page.h       the page word: refs, DMA pins, flags  page.md
- *   pte.h        64-bit page-table entries, markers    pgtable.md
- *   pgtable.h    the lock-free radix page table        pgtable.md
- *   seq.h        the sequence counter                  notifier.md
- *   notifier.h   interval invalidation notifiers       notifier.md
- *   space.h      the address space                     space.md
- *   prot.h       per-page protection and conversion    prot.md
- *   x86.h        x86 encodings of that state           prot.md
- *   uffd.h       the Linux userfaultfd bridge          uffd.md
- *   fork.h       fork(), signals and threads           fork-signals-threads.md
- *   version.h    the version, the API/ABI policy       abi.md
- *   config.h     how the installed library was built
- *   compiler.h   the language shims the headers share
+ *   header       what it is for
+ *   page.h       the page word: references, DMA pins, flags
+ *   pte.h        the 64-bit page-table entry: present, swap, markers
+ *   pgtable.h    the lock-free radix page table: protect, fault, scan
+ *   seq.h        the sequence counter
+ *   notifier.h   interval invalidation notifiers (secondary mappings)
+ *   space.h      the address space: map, pin, fault, dirty log, discard
+ *   prot.h       per-page encryption, cache mode, conversion, kmap
+ *   x86.h        x86 page-table bits for cache mode and encryption
+ *   uffd.h       the Linux userfaultfd bridge
+ *   fork.h       fork(), signals and threads
+ *   version.h    the version, at build time and at run time
+ *   config.h     how the installed library was built (PS_HAVE_*)
+ *   compiler.h   the C11/C++ shims the headers share (no API)
  *
- * docs/building.md says how to build, install and embed the library.
+ * Each header states its model and contracts in its overview and in the comment
+ * above each function, which is also the function's man page in section 3
+ * (ps_space_pin_range(3)); libpagestate(7) lists the pages by header. Why a
+ * module is built as it is, how it differs from Linux and what it costs are
+ * explained in docs/, installed under share/doc/libpagestate with CHANGELOG.md
+ * and LICENSE:
+ *
+ *   docs/pgtable.md               pte.h and pgtable.h
+ *   docs/uffd.md                  uffd.h
+ *   docs/discard.md               space.h's discard
+ *   docs/fork-signals-threads.md  fork.h
+ *   docs/abi.md                   version.h: what is API and ABI, 0.x policy
+ *   docs/building.md              building, installing and embedding
+ *   docs/contributing.md          the project's rules and checks
+ *
+ * A module without a document there explains its design in its header's
+ * overview.
  *
  * Names say where things live. A function's prefix names the header that
  * declares it: ps_page_*() is in page.h, ps_space_*() in space.h,
  * ps_prot_*() in prot.h. A header's types, enum constants and macros carry
- * its prefix too (struct ps_page, PS_PAGE_DIRTY), or a namespace the table
- * below gives that header (space.h's PS_PIN_WRITE); no namespace belongs to
- * two headers. A namespace N covers N itself and every N_*. The internal
- * forms, ps__page_*() and PS__PAGE_*, are a header's own inline machinery,
- * not API. The library's meta checks hold every installed header to this
- * table, and use it to tell which module an identifier belongs to.
+ * its prefix too (struct ps_page, PS_PAGE_DIRTY), or a namespace the naming
+ * table that follows gives that header (space.h's PS_PIN_WRITE); no namespace
+ * belongs to two headers. A namespace N covers N itself and every N_*. The
+ * internal forms, ps__page_*() and PS__PAGE_*, are a header's own inline
+ * machinery, not API. The library's meta checks hold every installed header to
+ * this table, and use it to tell which module an identifier belongs to.
  *
  *   header       functions        types, constants and macros also in
  *   compiler.h   -                PS_ATOMIC PS_BEGIN_DECLS PS_END_DECLS
