@@ -394,11 +394,11 @@ int ps_uffd_fd(const struct ps_uffd *u);
  * same, with the library page unprotected to match, and counted in
  * ps_uffd_stats().mismatches.
  * Context: the caller's thread, which must not itself write to protected
- * attached memory (it would wait for itself); not inside a read-side
- * section, nor holding a frame's LOCKED bit (each resolution takes one).
- * The space's dirty hook, and its free_frame hook when a fault's release
- * frees the frame, run in this thread under the attachment's mutex, with
- * the rules of the overview's "Concurrency". Concurrent calls are safe.
+ * attached memory (it would wait for itself); not inside a read-side section,
+ * nor holding a frame's LOCKED bit (each resolution takes one). The space's
+ * dirty hook, and its free_frame hook when a fault's release frees the frame,
+ * run in this thread under the attachment's mutex, with the rules of the
+ * overview of pagestate/uffd.h, "Concurrency". Concurrent calls are safe.
  * Ordering: each fault is recorded (library entry resolved as a write,
  * address logged) before its writer is woken, so a harvest that runs after
  * the write reports it; each resolution holds the attachment's mutex, as
