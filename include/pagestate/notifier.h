@@ -65,7 +65,7 @@
  * ps_notifier_stats.conservative_retries.
  *
  * ---------------------------------------------------------------------------
- * Where it differs from Linux (why: docs/notifier.md)
+ * Where it differs from Linux
  * ---------------------------------------------------------------------------
  *
  *   - ps_interval_read_begin() waits only for the overlapping invalidations
@@ -80,8 +80,11 @@
  *     ranges into one and retries whenever any invalidation ends.
  *   - Events have no owner (Linux's MMU_NOTIFY_MIGRATE has one);
  *     PS_NOTIFIER_CONVERSION has no Linux event.
- *   - Starts and ends take the notifier's mutex briefly, also with
- *     PS_NOTIFIER_NONBLOCK (which forbids the callbacks to sleep).
+ *   - Starts and ends take the notifier's mutex briefly (a pthread mutex;
+ *     Linux's is a spinlock), also with PS_NOTIFIER_NONBLOCK, which only
+ *     forbids the callbacks to sleep.
+ *
+ * Why each differs: docs/notifier.md, section "Where it differs from Linux".
  *
  * ---------------------------------------------------------------------------
  * Progress
@@ -175,7 +178,8 @@ enum ps_notifier_event {
  * Flags of an invalidation. PS_NOTIFIER_NONBLOCK: the invalidating context
  * must not sleep; callbacks must not block and may refuse (return false),
  * and ps_notifier_invalidate_start() then fails with -EAGAIN (Linux: a range
- * without MMU_NOTIFIER_RANGE_BLOCKABLE).
+ * without MMU_NOTIFIER_RANGE_BLOCKABLE). The start and end themselves still
+ * take the notifier's mutex briefly.
  */
 #define PS_NOTIFIER_NONBLOCK (1u << 0)
 #define PS_NOTIFIER_FLAGS_ALL PS_NOTIFIER_NONBLOCK
@@ -257,8 +261,8 @@ struct ps__notifier_impl;
 
 /**
  * struct ps_notifier - the invalidation state of one address space.
- * @state: the state word (its layout is at PS_NOTIFIER_INFLIGHT_SHIFT); read
- *	by the inline fast paths.
+ * @state: the state word (its layout is given with PS_NOTIFIER_INFLIGHT_SHIFT);
+ *	read by the inline fast paths.
  * @impl: the rest, private to the library (its mutex, the subscriptions,
  *	the in-flight invalidations, the ended ones).
  *
@@ -606,8 +610,9 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * ended invalidations: amortised O(log m) per end for m runs kept, O(m) for
  * the rare merge that rebuilds the largest level (docs/notifier.md, section
  * "Limits and costs").
- * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
- * exact range is in flight (misuse; nothing changes).
+ * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64; -ENOENT
+ * if no invalidation of exactly [start, start + len) is in flight (misuse;
+ * nothing changes).
  */
 int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 			       uint64_t len);

@@ -84,6 +84,8 @@ PS_BEGIN_DECLS
 
 /**
  * struct ps_seq - a sequence counter (8 bytes).
+ * @seq: the counter, even or odd as the overview of pagestate/seq.h says;
+ *	use it only through the functions of this header.
  *
  * Zero-filled memory is a valid counter with no write in progress.
  */
