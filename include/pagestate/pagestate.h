@@ -37,6 +37,7 @@
  * and LICENSE:
  *
  *   docs/pgtable.md               pte.h and pgtable.h
+ *   docs/notifier.md              seq.h and notifier.h
  *   docs/uffd.md                  uffd.h
  *   docs/discard.md               space.h's discard
  *   docs/fork-signals-threads.md  fork.h
