@@ -38,6 +38,8 @@ enum {
 				    * recorded yet */
 	FP_CONVERT_FROZEN,	   /* prot: every page frozen, no hook run, no
 				    * flip */
+	FP_WB_WAIT,		   /* write-back: INTEGRITY, about to wait
+				    * for another's WRITEBACK */
 	FP_NR
 };
 

@@ -7,7 +7,7 @@
  * before writable), the seed-003 secondary-map helper (exactly-once dirty
  * hook), dirty harvest (write pins, REARM, budget), write-back in both
  * modes (no dirty frame escapes it), and stress for the races the
- * guarantees S1..S10 of the space's files are about (lib/space-impl.h says
+ * guarantees S1..S11 of the space's files are about (lib/space-impl.h says
  * which file states which). Failpoints and injected failures
  * (lib/failpoint.h: the space's files compiled with -DPS_TEST_FAILPOINTS)
  * put races and errors exactly where they hurt.
@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define NFRAMES 256
@@ -2110,6 +2111,223 @@ START_TEST(map_range_eexist_shows_no_entry)
 }
 END_TEST
 
+/* --- two write-backs of one frame (the soak's N2) ------------------------------------ */
+
+/*
+ * Write-back A of a frame is in its callback (the frame clean, WRITEBACK
+ * set) when write-back B of the same page starts. The callbacks model I/O
+ * that takes its data when submitted and lands later: each copies the
+ * page's version on entry and stores it in "backing" on return. Before the
+ * fix, B ran its callback at once: with the page written again (dirty) it
+ * copied the newer version and landed first, then A landed the older one,
+ * and the frame was clean over a stale backing copy; with the page clean,
+ * an INTEGRITY B returned while A's copy had not landed. Linux: cleaning
+ * write-back skips a page under write-back, data-integrity write-back
+ * waits for it (folio_wait_writeback) before it writes the page again.
+ */
+struct wb_two {
+	_Atomic(unsigned) in_fn, max_in_fn;
+	_Atomic(uint64_t) version, backing; /* of the page; what landed */
+	_Atomic(int) b_done, b_called;
+	_Atomic(int) a_returned_with_b_done;
+	enum ps_writeback_mode b_mode;
+	bool rewrite; /* A's callback writes the page again first */
+	bool nested;  /* A's callback writes the page back itself */
+	int nested_rc;
+	struct ps_writeback_stats nested_st;
+	struct ps_writeback_stats b_st;
+	int b_rc;
+	pthread_t b;
+};
+
+static struct wb_two two;
+
+static void two_enter(void)
+{
+	unsigned n = atomic_fetch_add(&two.in_fn, 1) + 1;
+	unsigned m = atomic_load(&two.max_in_fn);
+
+	while (n > m && !atomic_compare_exchange_weak(&two.max_in_fn, &m, n))
+		;
+}
+
+/* B's callback (and any later one): copy, land. */
+static int wb_copy(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	uint64_t v;
+
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	two_enter();
+	atomic_store(&two.b_called, 1);
+	v = atomic_load(&two.version);
+	atomic_store(&two.backing, v);
+	atomic_fetch_sub(&two.in_fn, 1);
+	return 0;
+}
+
+static void *two_b(void *arg)
+{
+	(void)arg;
+	two.b_rc = ps_space_writeback(sp, 0, PG, two.b_mode, wb_copy, NULL,
+				      &two.b_st);
+	atomic_store(&two.b_done, 1);
+	return NULL;
+}
+
+/* A's callback: take the copy, let B run as far as it can, then land. */
+static int wb_first(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	uint64_t v;
+
+	(void)ctx;
+	(void)frame;
+	(void)pinned;
+	two_enter();
+	v = atomic_load(&two.version); /* submitted: the copy is taken */
+	if (two.rewrite) {
+		/* The entry is write-protected: the CPU write faults. */
+		ck_assert_int_eq(ps_space_fault(sp, addr, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+		atomic_fetch_add(&two.version, 1);
+	}
+	if (two.nested) {
+		two.nested_rc = ps_space_writeback(sp, addr, PG,
+						   PS_WB_INTEGRITY, wb_copy,
+						   NULL, &two.nested_st);
+	} else {
+		ck_assert_int_eq(pthread_create(&two.b, NULL, two_b, NULL), 0);
+		/* B's callback has run, B returned, or B waits for A. */
+		for (int i = 0; i < 5000 && !atomic_load(&two.b_done) &&
+				!atomic_load(&fp_hits[FP_WB_WAIT]);
+		     i++) {
+			struct timespec ts = {0, 1000000};
+
+			nanosleep(&ts, NULL);
+		}
+		atomic_store(&two.a_returned_with_b_done,
+			     atomic_load(&two.b_done));
+	}
+	atomic_store(&two.backing, v); /* the I/O lands */
+	atomic_fetch_sub(&two.in_fn, 1);
+	return 0;
+}
+
+static void fp_noop(uint64_t addr)
+{
+	(void)addr;
+}
+
+/* Write back page 0 (frame 64, written once) with A's callback. */
+static void two_run(enum ps_writeback_mode b_mode, bool rewrite, bool nested)
+{
+	struct ps_writeback_stats st;
+
+	memset(&two, 0, sizeof(two));
+	two.b_mode = b_mode;
+	two.rewrite = rewrite;
+	two.nested = nested;
+	ck_assert_int_eq(ps_space_map(sp, 0, 64, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	atomic_store(&two.version, 1);
+	arm(FP_WB_WAIT, fp_noop); /* count the waits */
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_first,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	if (!nested) {
+		pthread_join(two.b, NULL);
+		ck_assert_int_eq(two.b_rc, 0);
+	}
+	disarm();
+	ck_assert_msg(atomic_load(&two.max_in_fn) == 1,
+		      "two write-back callbacks of one frame ran at once");
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_WRITEBACK));
+}
+
+/* The page is clean and its copy landed: they agree. */
+static void two_check_landed(void)
+{
+	if (!ps_page_test_flags(pg(64), PS_PAGE_DIRTY))
+		ck_assert_msg(atomic_load(&two.backing) ==
+				      atomic_load(&two.version),
+			      "clean frame over a stale backing copy "
+			      "(version %llu landed, %llu written)",
+			      (unsigned long long)atomic_load(&two.backing),
+			      (unsigned long long)atomic_load(&two.version));
+}
+
+/* INTEGRITY B over a page written again during A's I/O: B waits for A,
+ * then writes the newer version, which lands last. */
+START_TEST(fp_integrity_waits_for_writeback)
+{
+	two_run(PS_WB_INTEGRITY, true, false);
+	ck_assert_msg(atomic_load(&fp_hits[FP_WB_WAIT]) >= 1,
+		      "integrity write-back did not wait for the write-back "
+		      "in flight");
+	ck_assert(atomic_load(&two.b_called));
+	ck_assert_uint_eq(two.b_st.written, 1);
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	two_check_landed();
+}
+END_TEST
+
+/* CLEAN B over a page written again during A's I/O: B skips it (it stays
+ * dirty and in the set); the next write-back writes the newer version. */
+START_TEST(fp_clean_skips_writeback)
+{
+	struct ps_writeback_stats st;
+
+	two_run(PS_WB_CLEAN, true, false);
+	ck_assert_msg(!atomic_load(&two.b_called),
+		      "cleaning write-back wrote a frame under write-back");
+	ck_assert_uint_eq(two.b_st.written, 0);
+	ck_assert(ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_copy,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	two_check_landed();
+}
+END_TEST
+
+/* INTEGRITY B while A writes a clean page: B returns only after A's I/O
+ * has landed (fsync waits for write-back in flight). */
+START_TEST(fp_integrity_waits_for_clean_writeback)
+{
+	two_run(PS_WB_INTEGRITY, false, false);
+	ck_assert_msg(!atomic_load(&two.a_returned_with_b_done),
+		      "integrity write-back returned while a write-back of "
+		      "its range was still in flight");
+	ck_assert(atomic_load(&fp_hits[FP_WB_WAIT]) >= 1);
+	ck_assert(!atomic_load(&two.b_called)); /* clean: nothing to write */
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	two_check_landed();
+}
+END_TEST
+
+/* A callback that writes back its own page with INTEGRITY would wait for
+ * itself: the nested write-back says -EDEADLK for that page instead. */
+START_TEST(nested_integrity_writeback_is_refused)
+{
+	two_run(PS_WB_INTEGRITY, true, true);
+	ck_assert_int_eq(two.nested_rc, -EDEADLK);
+	ck_assert_uint_eq(two.nested_st.errors, 1);
+	ck_assert_uint_eq(two.nested_st.written, 0);
+	ck_assert(!atomic_load(&two.b_called));
+	/* Written again meanwhile: still dirty, written by the next one. */
+	ck_assert(ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_copy, NULL, &two.b_st),
+			 0);
+	ck_assert_uint_eq(two.b_st.written, 1);
+	two_check_landed();
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -2431,6 +2649,153 @@ START_TEST(stress_harvest_never_loses)
 }
 END_TEST
 
+/*
+ * One write-back of a frame at a time (S11): a writer writes random pages
+ * (a write fault, then the write, which faults again if a write-back
+ * protected the entry in between), bumping each page's version; two
+ * write-back threads write back the whole range in either mode. Each
+ * callback copies the page's version on entry and lands it on return,
+ * sometimes after a yield. Invariants: never two callbacks of one frame at
+ * once; an INTEGRITY write-back returns only after every callback of its
+ * range that was running when it began has returned (with no third
+ * write-back in play here, see space.h); once everything stopped and a
+ * final INTEGRITY write-back ran, each page's landed copy is its last
+ * version, and no frame is left under write-back.
+ */
+#define WBR_PAGES 16
+#define WBR_FRAME0 100
+
+struct wb_race {
+	_Atomic(uint64_t) version[WBR_PAGES], backing[WBR_PAGES];
+	_Atomic(unsigned) in_fn[WBR_PAGES];
+	_Atomic(uint64_t) started[WBR_PAGES], ended[WBR_PAGES];
+	_Atomic(unsigned) overlaps, early_returns, bad_faults, integrity_waits;
+	_Atomic(int) stop;
+	uint64_t iters;
+};
+
+static struct wb_race *wbr;
+
+static int wbr_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	struct ps_test_rng *rng = ctx;
+	uint64_t p = addr / PG, v;
+
+	(void)pinned;
+	if (p >= WBR_PAGES || frame != WBR_FRAME0 + p)
+		ck_abort_msg("callback for page %llu frame %llu",
+			     (unsigned long long)p, (unsigned long long)frame);
+	if (atomic_fetch_add(&wbr->in_fn[p], 1))
+		atomic_fetch_add(&wbr->overlaps, 1);
+	atomic_fetch_add(&wbr->started[p], 1);
+	v = atomic_load(&wbr->version[p]);
+	if (ps_test_below(rng, 4) == 0)
+		sched_yield(); /* the I/O takes a while */
+	atomic_store(&wbr->backing[p], v);
+	atomic_fetch_add(&wbr->ended[p], 1);
+	atomic_fetch_sub(&wbr->in_fn[p], 1);
+	return 0;
+}
+
+static void wbr_writeback(struct ps_test_rng *rng, enum ps_writeback_mode m)
+{
+	struct ps_writeback_stats st;
+	uint64_t snap[WBR_PAGES];
+	unsigned running = 0;
+
+	for (int p = 0; p < WBR_PAGES; p++) {
+		snap[p] = atomic_load(&wbr->started[p]);
+		running += atomic_load(&wbr->in_fn[p]) != 0;
+	}
+	ck_assert_int_eq(ps_space_writeback(sp, 0, WBR_PAGES * PG, m, wbr_fn,
+					    rng, &st),
+			 0);
+	if (m != PS_WB_INTEGRITY)
+		return;
+	if (running)
+		atomic_fetch_add(&wbr->integrity_waits, 1);
+	for (int p = 0; p < WBR_PAGES; p++)
+		if (atomic_load(&wbr->ended[p]) < snap[p])
+			atomic_fetch_add(&wbr->early_returns, 1);
+}
+
+static void *wbr_writer(void *arg)
+{
+	struct ps_test_rng rng = ps_test_rng_new(41);
+
+	(void)arg;
+	for (uint64_t i = 0; i < wbr->iters; i++) {
+		uint64_t page = ps_test_below(&rng, WBR_PAGES);
+
+		do {
+			if (ps_space_fault(sp, page * PG, PS_ACCESS_WRITE) !=
+			    PS_FAULT_OK) {
+				atomic_fetch_add(&wbr->bad_faults, 1);
+				break;
+			}
+			atomic_fetch_add(&wbr->version[page], 1);
+			/* Still writable: the write went through it. */
+		} while (!ps_pte_is_writable(entry(page * PG)));
+	}
+	atomic_store(&wbr->stop, 1);
+	return NULL;
+}
+
+static void *wbr_flusher(void *arg)
+{
+	struct ps_test_rng rng = ps_test_rng_new(43);
+
+	(void)arg;
+	while (!atomic_load(&wbr->stop))
+		wbr_writeback(&rng, ps_test_below(&rng, 2) ? PS_WB_CLEAN
+							   : PS_WB_INTEGRITY);
+	return NULL;
+}
+
+START_TEST(stress_writeback_one_at_a_time)
+{
+	struct ps_test_rng rng = ps_test_rng_new(47);
+	pthread_t w, f;
+
+	wbr = calloc(1, sizeof(*wbr));
+	ck_assert_ptr_nonnull(wbr);
+	wbr->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 20;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, WBR_PAGES * PG, WBR_FRAME0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(pthread_create(&w, NULL, wbr_writer, NULL), 0);
+	ck_assert_int_eq(pthread_create(&f, NULL, wbr_flusher, NULL), 0);
+	while (!atomic_load(&wbr->stop))
+		wbr_writeback(&rng, ps_test_below(&rng, 3) ? PS_WB_INTEGRITY
+							   : PS_WB_CLEAN);
+	pthread_join(w, NULL);
+	pthread_join(f, NULL);
+	wbr_writeback(&rng, PS_WB_INTEGRITY); /* the final one */
+	ck_assert_uint_eq(atomic_load(&wbr->bad_faults), 0);
+	ck_assert_msg(atomic_load(&wbr->overlaps) == 0,
+		      "%u callbacks ran while another of the same frame ran",
+		      atomic_load(&wbr->overlaps));
+	ck_assert_msg(atomic_load(&wbr->early_returns) == 0,
+		      "%u times an INTEGRITY write-back returned before a "
+		      "callback of its range that ran when it began",
+		      atomic_load(&wbr->early_returns));
+	for (int p = 0; p < WBR_PAGES; p++) {
+		uint64_t w0 = ps_page_load(pg(WBR_FRAME0 + p));
+
+		ck_assert(!(w0 & PS_PAGE_WRITEBACK));
+		ck_assert(!(w0 & PS_PAGE_DIRTY));
+		ck_assert_msg(atomic_load(&wbr->backing[p]) ==
+				      atomic_load(&wbr->version[p]),
+			      "page %d: version %llu written, %llu landed "
+			      "last: a stale copy landed after a newer one",
+			      p,
+			      (unsigned long long)atomic_load(&wbr->version[p]),
+			      (unsigned long long)atomic_load(&wbr->backing[p]));
+	}
+	free(wbr);
+}
+END_TEST
+
 static Suite *space_suite(void)
 {
 	Suite *s = suite_create("space");
@@ -2537,12 +2902,20 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 
+	tc = ps_test_tcase(s, "two write-backs of one frame", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_integrity_waits_for_writeback);
+	tcase_add_test(tc, fp_clean_skips_writeback);
+	tcase_add_test(tc, fp_integrity_waits_for_clean_writeback);
+	tcase_add_test(tc, nested_integrity_writeback_is_refused);
+
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_pin_backs_out);
 	tcase_add_test(tc, stress_discard_never_drops_pinned);
 	tcase_add_test(tc, stress_dirty_hook_exactly_once);
 	tcase_add_test(tc, stress_harvest_never_loses);
+	tcase_add_test(tc, stress_writeback_one_at_a_time);
 	return s;
 }
 
