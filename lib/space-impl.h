@@ -5,7 +5,7 @@
  * lib/space-internal.h; tests/check-layers.sh enforces it). Not installed;
  * not API.
  *
- * One concern per file. Each file states the rules it governs (S1..S10,
+ * One concern per file. Each file states the rules it governs (S1..S11,
  * cited by tests/test-space.c and tests/test-prot.c) at its top, and
  * refers to the others by file:
  *
@@ -22,7 +22,8 @@
  *                          loses a mark
  *   lib/space-secondary.c  the secondary-map helper (under S5)
  *   lib/space-writeback.c  write-back and its set. S4 write-back versus
- *                          pins, S9 no dirty frame escapes write-back
+ *                          pins, S9 no dirty frame escapes write-back,
+ *                          S11 one write-back of a frame at a time
  *
  * The helpers below are static inline because the fault and pin paths call
  * them per page from other files, and the library is built without LTO.

@@ -7,10 +7,10 @@
  * with the rules they state in lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S10; this
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S11; this
  * file states S1, S7 and S8; S2 is in lib/space-pin.c, S3 in
- * lib/space-fault.c, S4 and S9 in lib/space-writeback.c, S5 and S6 in
- * lib/space-dirty.c, S10 in lib/space-discard.c)
+ * lib/space-fault.c, S4, S9 and S11 in lib/space-writeback.c, S5 and S6
+ * in lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they

@@ -143,6 +143,9 @@
  *                                  cache-mode changes.
  *   lock, trylock                  acquire when they take LOCKED; unlock
  *                                  releases (pairs with the next taker).
+ *   start_writeback, end_writeback acquire and release (flag RMWs); a wait
+ *   wait_writeback                 for WRITEBACK acquires what the end of
+ *                                  the write-back released.
  *   refs, pins, is_pinned, flags   acquire loads: a caller that reads "not
  *                                  pinned" after the last unpin also sees what
  *                                  the unpinner wrote before unpinning.
@@ -159,7 +162,8 @@
  *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free;
  *              a misused get or pin adds one CAS loop, lock-free), the flag
  *              set/clear/test-and-set/test-and-clear and their fetch_*
- *              forms, trylock, unlock, the accessors
+ *              forms, trylock, unlock, start_writeback, end_writeback, the
+ *              accessors
  *   lock-free  put, unpin, put_many, unpin_many (a CAS loop that checks before
  *              it writes: see "Misuse and concurrency" above),
  *              try_pin, try_get_many/try_pin_many, the masked try-operations,
@@ -168,7 +172,8 @@
  *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
  *              set_flags_unless_frozen, set_cache_if_free: a compare-and-swap
  *              loop that only retries after another thread changed the word
- *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear
+ *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
+ *              ps_page_wait_writeback(): likewise, until WRITEBACK is clear
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -507,6 +512,18 @@ PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page,
  * between attempts, until it takes LOCKED.
  */
 PS_COLD void ps_page_lock_slow(struct ps_page *page);
+
+/**
+ * ps_page_wait_writeback_slow() - the waiting half of
+ * ps_page_wait_writeback() (not API: call ps_page_wait_writeback()).
+ * @page: a page whose WRITEBACK flag a load found set.
+ *
+ * Context: as ps_page_wait_writeback().
+ * Ordering: acquire: its last load reads WRITEBACK clear.
+ * Progress: blocking: spins on a plain load for a while, then yields
+ * between loads, until WRITEBACK reads clear.
+ */
+PS_COLD void ps_page_wait_writeback_slow(struct ps_page *page);
 
 /* --- the update cores --------------------------------------------------- */
 
@@ -1703,6 +1720,81 @@ static inline void ps_page_unlock(struct ps_page *page)
 	/* Release: pairs with the acquire in ps_page_trylock(). */
 	atomic_fetch_and_explicit(&page->word, ~PS_PAGE_LOCKED,
 				  memory_order_release);
+}
+
+/* --- write-back in flight ------------------------------------------------ */
+
+/**
+ * ps_page_start_writeback() - mark the page under write-back (WRITEBACK),
+ * unless a write-back of it is already in flight.
+ * @page: the page; no reference needed, but its memory must stay valid.
+ *
+ * Linux's folio_start_writeback() together with the test of
+ * PG_writeback its callers make first: one write-back of a page is in
+ * flight at a time, so the copies reach the backing store in the order
+ * they were taken, and the last to land is the newest. On false another
+ * write-back holds the page: a cleaning write-back skips it, a
+ * data-integrity one waits (ps_page_wait_writeback()) and looks again.
+ * WRITEBACK excludes only other write-backs: counts and the other flags
+ * change as usual while it is set.
+ * Context: any thread. The page's writer-back calls it once per write of
+ * the page; a true return must be paired with ps_page_end_writeback().
+ * Ordering: acquire and release (one fetch-or): a true return acquires
+ * what the previous ps_page_end_writeback() released (that write-back's
+ * I/O is complete before this one's begins).
+ * Progress: wait-free.
+ * Return: true if this call set WRITEBACK; false if it was already set
+ * (nothing changed).
+ */
+static inline PS_MUST_CHECK bool ps_page_start_writeback(struct ps_page *page)
+{
+	return !ps_page_test_and_set_flag(page, PS_PAGE_WRITEBACK);
+}
+
+/**
+ * ps_page_end_writeback() - end the write-back this caller started.
+ * @page: a page whose WRITEBACK this caller set (ps_page_start_writeback()
+ *	returned true).
+ *
+ * Linux's folio_end_writeback(): the write is complete (or failed and the
+ * caller dirtied the page again first), and the next write-back may start;
+ * waiters in ps_page_wait_writeback() return.
+ * Context: the thread, or the I/O completion, that owns the write-back.
+ * Ordering: acquire and release (one fetch-and): the writer-back's accesses
+ * (its completed I/O, a DIRTY it set again) happen before whatever a waiter
+ * that sees WRITEBACK clear does next (pairs with the acquire of
+ * ps_page_wait_writeback() and of the next ps_page_start_writeback()).
+ * Progress: wait-free.
+ * Return: the word before the change (decode it with ps_page_word_*()); its
+ * WRITEBACK bit is set unless the caller did not own the write-back.
+ */
+static inline uint64_t ps_page_end_writeback(struct ps_page *page)
+{
+	return ps_page_fetch_clear_flags(page, PS_PAGE_WRITEBACK);
+}
+
+/**
+ * ps_page_wait_writeback() - wait until no write-back of the page is in
+ * flight (Linux's folio_wait_writeback()).
+ * @page: the page; its memory must stay valid (hold a reference if it
+ *	could otherwise be freed and reused).
+ *
+ * One load when WRITEBACK is clear. Otherwise ps_page_wait_writeback_slow()
+ * spins for a while, then yields between loads (there is no wait queue).
+ * A write-back may start again as soon as this returns: a caller that must
+ * exclude it serialises with the other writer-backs itself (the space
+ * starts write-backs only under the page's LOCKED bit).
+ * Context: a thread that may block, and that does not own a write-back of
+ * the page itself (it would wait for itself forever).
+ * Ordering: acquire: the load that reads WRITEBACK clear pairs with the
+ * release of ps_page_end_writeback().
+ * Progress: blocking, for as long as the write-back in flight lasts.
+ */
+static inline void ps_page_wait_writeback(struct ps_page *page)
+{
+	/* Acquire (ps_page_load()): pairs with ps_page_end_writeback(). */
+	if (PS_UNLIKELY(ps_page_test_flags(page, PS_PAGE_WRITEBACK)))
+		ps_page_wait_writeback_slow(page);
 }
 
 /* --- cache mode and encryption state -------------------------------------- */

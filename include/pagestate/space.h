@@ -97,7 +97,8 @@
  *   blocking    map, unmap, discard (the space's writer mutex, plus the
  *               notifier's invalidation); ps_space_fault of a write to a
  *               present, non-writable entry and ps_space_writeback (a
- *               frame's LOCKED bit: spin, then yield); the secondary-map
+ *               frame's LOCKED bit: spin, then yield; INTEGRITY also waits
+ *               for another write-back's callback); the secondary-map
  *               helper (the caller's lock, and read_begin may wait for an
  *               overlapping invalidation); harvest with REARM (protects;
  *               invalidates); create, destroy; the hooks are the caller's
@@ -719,6 +720,14 @@ enum ps_writeback_mode {
  * @frame: its frame.
  * @pinned: the frame is pinned: a device may be writing it right now. Take a
  *	copy at one instant (a bounce buffer) and write the copy.
+ *
+ * Runs with no library lock held, the frame under write-back (its
+ * WRITEBACK flag set, page.h) and held by a reference of write-back's own.
+ * Returning means the write is complete: the next write-back of the frame
+ * may start, and its copy must land after this one. It must not start an
+ * INTEGRITY write-back of its own frame (in its own thread that write-back
+ * fails with -EDEADLK for the page; in another thread that it waits for,
+ * the two wait for each other for ever).
  * Return: 0, or a negative errno: the frame is dirtied again and
  * ps_space_writeback() reports the first error.
  */
@@ -731,7 +740,10 @@ struct ps_writeback_stats {
 	uint64_t bounced;	 /* pinned frames written from a bounce copy */
 	uint64_t skipped_pinned; /* pinned frames skipped (CLEAN) */
 	uint64_t kept_dirty;	 /* still pinned for write after a bounce */
-	uint64_t errors;	 /* callbacks that failed (re-dirtied) */
+	uint64_t errors;	 /* callbacks that failed (re-dirtied), and
+				  * -EOVERFLOW / -EDEADLK pages */
+	uint64_t skipped_writeback; /* dirty frames skipped (CLEAN): another
+				     * write-back of them was in flight */
 };
 
 /**
@@ -764,16 +776,38 @@ struct ps_writeback_stats {
  * still pinned for write. A pinned page stays in the set while its pins
  * last, dirty or not, and so does a page whose frame was unpinned dirty
  * during its bounce: a later write-back writes what the unpin dirtied.
+ *
+ * One write-back of a frame at a time (Linux's PG_writeback): @fn never
+ * runs for a frame while another write-back's @fn runs for it, so the
+ * copies land in the order they were taken and a clean frame's backing
+ * copy is its newest. A frame found under another write-back is skipped
+ * by CLEAN (it stays dirty and in the set; stats: skipped_writeback) and
+ * waited for by INTEGRITY (folio_wait_writeback()), which then looks at it
+ * again: dirty, it writes it; clean, the write it waited for was the
+ * newest. A page stays in the set while its frame is under write-back, so
+ * an INTEGRITY write-back that begins while another's @fn runs visits it
+ * and waits (unless a third write-back has the page in hand at that
+ * instant: that one then waits for it, or skips it).
  * Context: blocking (LOCKED bits; the callback may block, and runs with no
  * library lock held). It invalidates: not from a notifier callback, nor
- * holding a lock that a notifier callback takes.
+ * holding a lock that a notifier callback takes. INTEGRITY waits for
+ * other write-backs' callbacks: not from a callback whose frame it would
+ * visit (see ps_writeback_fn), nor from a thread such a callback waits
+ * for.
  * Ordering: S3 and S4: under the frame's LOCKED bit the entry is
  * write-protected, then DIRTY is cleared by an acq_rel RMW whose old word
- * orders every pin before or after it.
- * Progress: blocking (LOCKED bits: spin, then yield; the invalidations).
+ * orders every pin before or after it. WRITEBACK is set under that bit
+ * and cleared with release after @fn: an INTEGRITY write-back that waited
+ * for it sees what the other write-back did (S11 in
+ * lib/space-writeback.c).
+ * Progress: blocking (LOCKED bits: spin, then yield; the invalidations);
+ * INTEGRITY also blocks on other write-backs' callbacks of the frames it
+ * visits, for as long as each takes.
  * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first callback error
  * (every frame is still visited); -EOVERFLOW if a frame was at the
- * reference limit (it is left dirty, for the next write-back).
+ * reference limit (it is left dirty, for the next write-back); -EDEADLK if
+ * a frame it visited is under write-back by a callback of this very thread
+ * (it is left as it is, for the next write-back).
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,

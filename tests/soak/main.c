@@ -347,7 +347,6 @@ static void set_up(void)
 		abort();
 	pthread_mutex_init(&g.mm_lock, NULL);
 	pthread_mutex_init(&g.hold_lock, NULL);
-	pthread_mutex_init(&g.wb_lock, NULL);
 	pthread_rwlock_init(&g.track_lock, NULL);
 	pthread_mutex_init(&g.epoch_lock, NULL);
 	model_init();

@@ -499,13 +499,13 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 	int running = atomic_fetch_add(&m->in_wb, 1);
 
 	(void)pinned;
-	if (running && !known(NEW(2)))
-		violation("(c) two write-backs of one frame at once", NEW(2),
+	if (running)
+		violation("(c) two write-backs of one frame at once", 0,
 			  addr, frame,
 			  "write-back calls fn for frame %" PRIu64 " while "
 			  "another write-back's fn for it is still running "
-			  "(WRITEBACK was set: nothing waits for it or skips "
-			  "the frame); the older copy may reach the backing "
+			  "(S11: a frame under write-back is skipped or "
+			  "waited for); the older copy may reach the backing "
 			  "store last",
 			  frame);
 	if (s != F_INUSE && s != F_AWAIT)
@@ -518,8 +518,8 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  "fn(%" PRIu64 ") runs on a frame that is not LIVE "
 			  "(word %#" PRIx64 ")",
 			  frame, w);
-	if (!(w & PS_PAGE_WRITEBACK) && !known(NEW(2)))
-		violation("(c) write-back without WRITEBACK", NEW(2), addr,
+	if (!(w & PS_PAGE_WRITEBACK))
+		violation("(c) write-back without WRITEBACK", 0, addr,
 			  frame,
 			  "fn(%" PRIu64 ") runs while the frame's WRITEBACK is "
 			  "clear (word %#" PRIx64 "): another write-back of "
@@ -571,11 +571,7 @@ static void op_writeback(struct thr *t)
 	}
 	op_begin(t, OP_WRITEBACK, start,
 		 mode == PS_WB_CLEAN ? "writeback CLEAN" : "writeback INTEGRITY");
-	if (known(NEW(2)))
-		pthread_mutex_lock(&g.wb_lock);
 	rc = ps_space_writeback(g.sp, start, len, mode, wb_fn, t, &st);
-	if (known(NEW(2)))
-		pthread_mutex_unlock(&g.wb_lock);
 	op_end(t, OP_WRITEBACK, start, UINT64_MAX,
 	       len / PG | (uint64_t)mode << 32, rc == -EIO ? 0 : rc);
 }

@@ -233,7 +233,6 @@ struct soak {
 	_Atomic bool failed;
 	_Atomic uint64_t checkpoints;
 	_Atomic bool hooks_on;
-	pthread_mutex_t wb_lock; /* serialises write-backs (N2 tolerated) */
 	pthread_rwlock_t track_lock; /* faults vs harvests (N1 tolerated) */
 	/* Epochs for F_LIMBO frames (model.c). */
 	pthread_mutex_t epoch_lock;
