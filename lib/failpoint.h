@@ -40,6 +40,8 @@ enum {
 				    * flip */
 	FP_WB_WAIT,		   /* write-back: INTEGRITY, about to wait
 				    * for another's WRITEBACK */
+	FP_MAP_TAKEN,		   /* map: every frame taken, no entry
+				    * installed yet */
 	FP_NR
 };
 

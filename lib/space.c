@@ -514,6 +514,7 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		    taken[ntaken].pte_flags != taken[ntaken - 1].pte_flags)
 			nruns++;
 	}
+	FAILPOINT(FP_MAP_TAKEN, start);
 	if (!rc && nruns > 1)
 		rc = ps_pgtable_map_prepare(s->pt, start, len);
 	for (i = 0; !rc && i < npages;) {

@@ -2328,6 +2328,108 @@ START_TEST(nested_integrity_writeback_is_refused)
 }
 END_TEST
 
+/* --- a failed map's frame (issue 15 #4) ------------------------------------------- */
+
+/*
+ * A pin read page 0's entry (frame 70) and stalled before its speculative
+ * pin. The owner unmapped page 0 (70 freed: the free hook ran) and mapped
+ * 70 again, in a map that fails (-EEXIST). Before the fix, the map revived
+ * 70, the stale pin landed on it between that revival and the map's
+ * rollback, the rollback's put was not the last, and the pin's back-out,
+ * after the map had returned, ran the free hook a second time for a frame
+ * the owner had been told (space.h: "checks ps_page_is_live()") was free
+ * again. Now a frame the map took free stays frozen, out of every
+ * speculative get's reach, until the map cannot fail: the stale pin finds
+ * it frozen and gives up, and the failed map gives it back free, no hook.
+ */
+static struct {
+	sem_t looked, go, recheck;
+	_Atomic(int) pin_done, at_recheck;
+	int pin_rc;
+	uint64_t pin_frame;
+} mr;
+
+static void mr_failpoint(int point, uint64_t addr)
+{
+	(void)addr;
+	ck_assert_int_lt(point, FP_NR);
+	if (atomic_fetch_add(&fp_hits[point], 1))
+		return; /* each point acts once */
+	switch (point) {
+	case FP_PIN_AFTER_LOOKUP: /* the pinner: entry read, no pin yet */
+		sem_post(&mr.looked);
+		sem_wait(&mr.go);
+		break;
+	case FP_MAP_TAKEN: /* the owner's map: frames taken, no entry */
+		sem_post(&mr.go);
+		/* The stale pin lands, or gives up and returns. */
+		while (!atomic_load(&mr.pin_done) &&
+		       !atomic_load(&mr.at_recheck))
+			sched_yield();
+		break;
+	case FP_PIN_BEFORE_RECHECK: /* it holds a pin: park it */
+		atomic_store(&mr.at_recheck, 1);
+		sem_wait(&mr.recheck);
+		break;
+	default:
+		break;
+	}
+}
+
+static void *mr_pinner(void *arg)
+{
+	(void)arg;
+	mr.pin_rc = ps_space_pin_range(sp, 0, PG, 0, &mr.pin_frame);
+	atomic_store(&mr.pin_done, 1);
+	return NULL;
+}
+
+START_TEST(fp_failed_map_frame_freed_once)
+{
+	pthread_t t;
+	int rc;
+
+	memset(&mr, 0, sizeof(mr));
+	sem_init(&mr.looked, 0, 0);
+	sem_init(&mr.go, 0, 0);
+	sem_init(&mr.recheck, 0, 0);
+	for (int i = 0; i < FP_NR; i++)
+		atomic_store(&fp_hits[i], 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 70, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 72, 0), 0);
+	ps__failpoint = mr_failpoint;
+	ck_assert_int_eq(pthread_create(&t, NULL, mr_pinner, NULL), 0);
+	sem_wait(&mr.looked);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[70]), 1);
+	/* The owner maps 70 (free) again; page 5 is taken: -EEXIST. */
+	rc = ps_space_map_range(sp, 4 * PG, 2 * PG, 70, 0);
+	if (atomic_load(&mr.at_recheck))
+		sem_post(&mr.recheck); /* the stale pin goes on */
+	pthread_join(t, NULL);
+	ps__failpoint = NULL;
+	ck_assert_int_eq(rc, -EEXIST);
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_TAKEN]), 1);
+	if (!mr.pin_rc)
+		ps_space_unpin(sp, &mr.pin_frame, 1, false);
+	ck_assert_msg(atomic_load(&seen.freed[70]) == 1,
+		      "the free hook ran again for frame 70, which the failed "
+		      "map gave back free");
+	ck_assert_uint_eq(atomic_load(&seen.freed[71]), 0);
+	ck_assert_int_eq(mr.pin_rc, -EFAULT); /* page 0 is empty now */
+	ck_assert(!ps_page_is_live(pg(70)));
+	ck_assert(!ps_page_is_frozen(pg(70)));
+	ck_assert(!ps_page_is_live(pg(71)));
+	/* The owner reuses it at once: one more lifetime, one more free. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 70, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[70]), 2);
+	sem_destroy(&mr.looked);
+	sem_destroy(&mr.go);
+	sem_destroy(&mr.recheck);
+}
+END_TEST
+
 /* --- stress ---------------------------------------------------------------------------------- */
 
 /*
@@ -2796,6 +2898,69 @@ START_TEST(stress_writeback_one_at_a_time)
 }
 END_TEST
 
+/*
+ * The same race, left to chance: an owner maps frame F at page 0, unmaps
+ * it, then maps F again in a map that fails (-EEXIST: page 5 is taken), and
+ * reuses F at once, over and over; a pinner pins page 0 all the while (its
+ * lookups go stale whenever the owner unmaps). Every free hook for F must
+ * come from an unmap of page 0: one per lifetime, none for a frame the
+ * owner holds as free after a failed map.
+ */
+struct failed_map_race {
+	_Atomic(int) stop;
+	_Atomic(uint64_t) pins;
+};
+
+static void *failed_map_pinner(void *arg)
+{
+	struct failed_map_race *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		uint64_t f;
+
+		if (!ps_space_pin_range(sp, 0, PG, 0, &f)) {
+			ps_space_unpin(sp, &f, 1, false);
+			atomic_fetch_add(&r->pins, 1);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(stress_failed_map_frees_once)
+{
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	struct failed_map_race r;
+	unsigned lives = 0;
+	pthread_t t;
+
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 90, 0), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, failed_map_pinner, &r), 0);
+	for (uint64_t i = 0; stress_more(i, iters, atomic_load(&r.pins) > 0);
+	     i++) {
+		ck_assert_int_eq(ps_space_map(sp, 0, 80, 0), 0);
+		lives++;
+		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+		/* The pins' references go soon; then the hook has run. */
+		while (atomic_load(&seen.freed[80]) != lives)
+			sched_yield();
+		ck_assert_int_eq(ps_space_map_range(sp, 4 * PG, 2 * PG, 80, 0),
+				 -EEXIST);
+		ck_assert_msg(!ps_page_is_live(pg(80)) &&
+				      !ps_page_is_frozen(pg(80)),
+			      "a failed map of a free frame left it held");
+		ck_assert_msg(atomic_load(&seen.freed[80]) == lives,
+			      "free hook for frame 80, free after a failed "
+			      "map (lifetime %u)", lives);
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&seen.freed[80]), lives);
+	ck_assert_uint_eq(atomic_load(&seen.freed[81]), 0);
+	ck_assert(!ps_page_is_live(pg(80)));
+}
+END_TEST
+
 static Suite *space_suite(void)
 {
 	Suite *s = suite_create("space");
@@ -2909,6 +3074,10 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_integrity_waits_for_clean_writeback);
 	tcase_add_test(tc, nested_integrity_writeback_is_refused);
 
+	tc = ps_test_tcase(s, "a failed map's frame", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_failed_map_frame_freed_once);
+
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_pin_backs_out);
@@ -2916,6 +3085,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, stress_dirty_hook_exactly_once);
 	tcase_add_test(tc, stress_harvest_never_loses);
 	tcase_add_test(tc, stress_writeback_one_at_a_time);
+	tcase_add_test(tc, stress_failed_map_frees_once);
 	return s;
 }
 
