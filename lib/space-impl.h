@@ -5,7 +5,7 @@
  * lib/space-internal.h; tests/check-layers.sh enforces it). Not installed;
  * not API.
  *
- * One concern per file. Each file states the rules it governs (S1..S11,
+ * One concern per file. Each file states the rules it governs (S1..S12,
  * cited by tests/test-space.c and tests/test-prot.c) at its top, and
  * refers to the others by file:
  *
@@ -13,7 +13,8 @@
  *                          (map, map_range, unmap, the zap they share);
  *                          what the space lends the modules above.
  *                          S1 the writer mutex, S7 where the hooks run,
- *                          S8 progress
+ *                          S8 progress, S12 a failed map gives back
+ *                          what it took
  *   lib/space-fault.c      CPU faults. S3 dirty before writable
  *   lib/space-pin.c        pins. S2 pin versus entry change
  *   lib/space-discard.c    the balloon's discard. S10 freeze or skip

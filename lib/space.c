@@ -7,8 +7,8 @@
  * with the rules they state in lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S11; this
- * file states S1, S7 and S8; S2 is in lib/space-pin.c, S3 in
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S12; this
+ * file states S1, S7, S8 and S12; S2 is in lib/space-pin.c, S3 in
  * lib/space-fault.c, S4, S9 and S11 in lib/space-writeback.c, S5 and S6
  * in lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------
@@ -48,8 +48,27 @@
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin,
  *     secondary map) retry only because another thread changed the entry or
- *     the frame, except the wait for a frozen frame (a conversion), which
- *     yields.
+ *     the frame, except the wait for a frozen frame (a conversion, or a
+ *     map that claimed it, S12), which yields.
+ *
+ * S12 A failed map gives back exactly what it took, and the free hook runs
+ *     once per frame lifetime whatever races with it. A map takes each
+ *     frame with ps_page_get_or_freeze(): a LIVE frame gains the mapping's
+ *     reference; a free one is claimed, frozen with no reference and with
+ *     the mode PS_MAP_CACHE asks for. A frozen frame fails every try-get
+ *     and try-pin (pins, write-back, the secondary-map helper, kmap,
+ *     lookups of an older mapping of the frame on their way out), and no
+ *     one else can change its mode or freeze it. Only once the map cannot
+ *     fail any more (every run installed) does it unfreeze its claimed
+ *     frames with the mapping's one reference (release). So a claimed
+ *     frame that the map gives back was never held by anyone else: it goes
+ *     back free with its old mode, and no hook runs; its owner may reuse it
+ *     at once. A frame that was LIVE loses the map's reference, and if
+ *     that was the last (its other holders let go meanwhile), its lifetime
+ *     ends there with the free hook, under the writer mutex (S7). Before,
+ *     a free frame was revived at once: a stale speculative pin could take
+ *     a reference to it before the rollback, whose put was then not the
+ *     last, and the pin's later back-out freed it again (issue 15 #4).
  */
 #include <pagestate/space.h>
 
@@ -340,70 +359,58 @@ int ps_space_destroy(struct ps_space *s)
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
 	uint64_t pte_flags;	/* its entry's flags (runs: equal flags) */
-	bool revived;		/* the frame was free: this map revived it */
+	bool claimed;		/* the frame was free: this map froze it (S12) */
 	bool wb;		/* pinned or dirty: its page goes in wb (S9) */
-	uint8_t old_cache;	/* its cache mode before the revival */
-	uint8_t new_cache;	/* the mode the revival gave it */
+	uint8_t old_cache;	/* a claimed frame's cache mode before */
 };
 
 /*
- * Give back a reference a failed map took. If the map revived the frame
- * (it was free), the frame goes back to free without the free hook: its
- * owner never saw it mapped, and may already count it as free. A frame that
- * PS_MAP_CACHE revived with another mode gets its old mode back, unless it
- * was revived again meanwhile (then its new owner's mode stands).
- *
- * That needs this put to be the last one. The map installs no entry
- * before it cannot fail (ps_space_map_range()), so no pin can have found
- * the frame through the map; another holder can only be one that took
- * the frame by its number (the owner's own kmap or get, a speculative pin
- * or lookup of an older mapping on its way out). Then the frame stays
- * LIVE, with the mode the revival gave it (a LIVE frame's mode changes
- * only while frozen, prot.c's P7), and that holder's last put frees it,
- * with the free hook (space.h says so).
+ * S12: give back what a failed map took. A frame it claimed (it was free)
+ * was frozen all along: nobody else took it, looked at its mode or froze
+ * it, so it goes back free exactly as it was, mode included, and no hook
+ * runs (its owner never saw it mapped). A frame that was LIVE loses the
+ * map's reference; if that was the last one (its other holders let go
+ * meanwhile), this put ends its lifetime and runs the free hook, as any
+ * last put does.
  */
 static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {
 	struct ps_page *p = &s->frames[frame];
-	bool freed = ps_page_put(p);
 
-	if (!t.revived) {
-		if (freed)
-			ps__space_frame_freed(s, frame);
+	if (t.claimed) {
+		(void)ps_page_unfreeze_change_flags(
+			p, 0, PS_PAGE_CACHE_MASK,
+			(uint64_t)t.old_cache << PS_PAGE_CACHE_SHIFT);
 		return;
 	}
-	if (!freed || t.old_cache == t.new_cache)
-		return;
-	/* Only if still free with the mode this map gave it. */
-	(void)ps_page_set_cache_if_free(p, (enum ps_cache_mode)t.old_cache,
-					t.new_cache);
+	if (ps_page_put(p))
+		ps__space_frame_freed(s, frame);
 }
 
-/* Take a mapping's reference on @frame and build its entry flags. */
+/*
+ * Take a mapping's reference on @frame and build its entry flags: a LIVE
+ * frame gains a reference; a free one is claimed, frozen with none, until
+ * the map commits (S12).
+ */
 static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 		      uint64_t *pte_flags, struct taken *t)
 {
 	struct ps_page *p = &s->frames[frame];
+	const int mode = flags & PS_MAP_CACHE_SET
+				 ? (int)((flags & PS_MAP_CACHE_MASK) >>
+					 PS_MAP_CACHE_SHIFT)
+				 : -1;
 	unsigned int old_mode = 0;
 	uint64_t w;
 	int rc;
 
-	if (flags & PS_MAP_CACHE_SET)
-		rc = ps_page_get_or_revive_cache(
-			p, (enum ps_cache_mode)((flags & PS_MAP_CACHE_MASK) >>
-						PS_MAP_CACHE_SHIFT),
-			&old_mode);
-	else
-		rc = ps_page_get_or_revive(p);
+	rc = ps_page_get_or_freeze(p, mode, &old_mode);
 	if (rc < 0)
 		return rc;
 	w = ps_page_load(p);
-	t->revived = rc == 1;
+	t->claimed = rc == 1;
+	t->old_cache = (uint8_t)old_mode;
 	t->wb = (w & PS_PAGE_DIRTY) || ps_page_word_pins(w);
-	t->new_cache = (uint8_t)ps_page_word_cache(w);
-	t->old_cache = t->new_cache;
-	if (t->revived && (flags & PS_MAP_CACHE_SET))
-		t->old_cache = (uint8_t)old_mode;
 	if (w & PS_PAGE_POISONED) {
 		untake_frame(s, frame, *t);
 		return -EHWPOISON;
@@ -494,16 +501,18 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		return -ENOMEM;
 	pthread_mutex_lock(&s->writer);
 	/*
-	 * All or nothing, and nothing visible on failure. References first,
-	 * then entries, so a reader never finds an entry whose frame lacks
-	 * the mapping's reference; while no entry is installed, no pin or
-	 * fault can find the frames. A run of frames with the same cache and
-	 * encryption state is mapped with one page-table map, which checks
-	 * its pages and allocates its levels before it installs anything.
-	 * With several runs, the page table is prepared for the whole range
-	 * first (every page vacant, every level allocated), so that no run
-	 * can fail once one is visible. A pin racing with the map finds each
-	 * page either not yet mapped, or mapped for good.
+	 * All or nothing, and nothing visible on failure. References first
+	 * (a free frame claimed, frozen: S12), then entries, so a reader never
+	 * finds an entry whose frame lacks the mapping's reference; while no
+	 * entry is installed, no pin or fault can find the frames. A run of
+	 * frames with the same cache and encryption state is mapped with one
+	 * page-table map, which checks its pages and allocates its levels
+	 * before it installs anything. With several runs, the page table is
+	 * prepared for the whole range first (every page vacant, every level
+	 * allocated), so that no run can fail once one is visible. A pin
+	 * racing with the map finds each page either not yet mapped, or
+	 * mapped for good (a claimed frame frozen until the last run is in:
+	 * the pin waits for it, as for a conversion).
 	 */
 	for (ntaken = 0; ntaken < npages; ntaken++) {
 		rc = take_frame(s, first_frame + ntaken, flags,
@@ -538,6 +547,15 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		for (uint64_t k = 0; k < ntaken; k++)
 			untake_frame(s, first_frame + k, taken[k]);
 	} else {
+		/*
+		 * S12: the map can no longer fail: the frames it claimed go
+		 * LIVE with the mapping's reference (release: pairs with the
+		 * acquire of the try-gets and try-pins that find them).
+		 */
+		for (uint64_t k = 0; k < npages; k++)
+			if (taken[k].claimed)
+				(void)ps_page_unfreeze(
+					&s->frames[first_frame + k], 1);
 		/* S9: once the entries are there, write-back can reach them. */
 		for (uint64_t k = 0; k < npages; k++)
 			if (taken[k].wb)

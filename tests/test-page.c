@@ -1031,6 +1031,94 @@ START_TEST(revive_cache_refusals)
 }
 END_TEST
 
+/* --- get or freeze (a new owner that may give the page back) ----------------- */
+
+/* A free page is frozen with the mode asked for, out of every try's reach;
+ * the owner keeps it (unfreeze with its references) or gives it back free
+ * as it was (unfreeze to 0 with the old mode). */
+START_TEST(get_or_freeze_free_page)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
+	ck_assert(!ps_page_try_get(&p)); /* a meaningless unit, wiped below */
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WC, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_FROZEN | PS_PAGE_PRIVATE |
+					   cache_bits(PS_CACHE_WC));
+	/* Nobody else takes it, changes its mode or freezes it. */
+	ck_assert(!ps_page_try_get(&p));
+	ck_assert(!ps_page_try_pin(&p));
+	ck_assert_int_eq(ps_page_get_or_revive(&p), -EBUSY);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, NULL), -EBUSY);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WB, -1),
+			 -EBUSY);
+	ck_assert(!ps_page_freeze(&p, 0));
+	ck_assert_uint_eq(ps_page_refs(&p), 0);
+	/* Given back: free, the old mode, nothing left of the tries. */
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0, PS_PAGE_CACHE_MASK,
+						       cache_bits(old)),
+			 0);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
+	/* Kept: LIVE with the owner's reference, the mode it asked for. */
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE |
+						 cache_bits(PS_CACHE_UC)));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* A LIVE page gains a reference (with its own mode, or any), as a revive. */
+START_TEST(get_or_freeze_live_page)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, cache_bits(PS_CACHE_WT));
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WT, &old), 0);
+	ck_assert_uint_eq(old, PS_CACHE_WT);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, NULL), 0);
+	ck_assert_uint_eq(raw(&p), mkword(3, 0, cache_bits(PS_CACHE_WT)));
+	ck_assert(!ps_page_put(&p));
+	ck_assert(!ps_page_put(&p));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(get_or_freeze_refusals)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	unsigned int old = 99;
+	uint64_t before = raw(&p);
+
+	/* LIVE with another mode; bad modes. */
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_UC, &old), -EBUSY);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_NR, &old), -EINVAL);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -2, &old), -EINVAL);
+	ck_assert_uint_eq(raw(&p), before);
+	ck_assert_uint_eq(old, 99);
+	/* Frozen by another: -EBUSY, whatever the mode. */
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), -EBUSY);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WB, &old), -EBUSY);
+	/* At the reference limit: -EOVERFLOW. */
+	ck_assert_int_eq(ps_page_unfreeze(&p, PS_PAGE_REFS_MAX), 0);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), -EOVERFLOW);
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, 0));
+	/* Free and poisoned: never handed out again. */
+	set_raw(&p, PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), -EHWPOISON);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WC, &old),
+			 -EHWPOISON);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_POISONED);
+	ck_assert_uint_eq(old, 99);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
 /* --- unfreeze with flag changes ---------------------------------------------- */
 
 START_TEST(unfreeze_change_flags_is_one_step)
@@ -1998,7 +2086,10 @@ END_TEST
  * has (get_or_revive), checks that the mode does not change while it holds
  * the reference, and puts. The thread whose put frees the page sometimes
  * changes the free page's mode (set_cache_if_free), racing the other's
- * revival. Checked: a holder always reads the mode it was given; a revival
+ * revival. Sometimes a thread claims the page instead (get_or_freeze, a
+ * map that may fail): a free page is frozen with its mode, nobody can take
+ * it or change the mode, and it is kept (unfrozen with one reference) or
+ * given back free with its old mode. Checked: a holder always reads the mode it was given; a revival
  * reports the mode the page had; -EBUSY only for another mode; the frees
  * balance the revivals; the page ends free with no counts.
  */
@@ -2006,6 +2097,7 @@ struct mode_shared {
 	struct ps_page page;
 	uint64_t iters;
 	_Atomic(uint64_t) revived, freed;
+	_Atomic(uint64_t) claims_begun, claims_done; /* get_or_freeze */
 	_Atomic(unsigned) violations;
 };
 
@@ -2026,12 +2118,55 @@ static void *mode_worker(void *arg)
 		unsigned int old = 99;
 		enum ps_cache_mode have;
 		bool any = ps_test_below(&rng, 4) == 0;
-		int rc = any ? ps_page_get_or_revive(&sh->page)
-			     : ps_page_get_or_revive_cache(&sh->page, want,
-							   &old);
+		uint64_t done_before = atomic_load(&sh->claims_done);
+		int rc;
 
+		if (ps_test_below(&rng, 4) == 0) {
+			/*
+			 * A map that may fail: a free page is frozen with
+			 * @want, then kept or given back as it was; no other
+			 * owner can take it or change its mode meanwhile.
+			 */
+			atomic_fetch_add(&sh->claims_begun, 1);
+			rc = ps_page_get_or_freeze(&sh->page, any ? -1 : (int)want,
+						   &old);
+			if (rc != 1)
+				atomic_fetch_add(&sh->claims_done, 1);
+			if (rc == 1) {
+				uint64_t w = raw(&sh->page);
+
+				if (!any &&
+				    ps_page_word_cache(w) != (unsigned)want)
+					atomic_fetch_add(&sh->violations, 1);
+				if (ps_page_try_get(&sh->page) ||
+				    raw(&sh->page) < w ||
+				    ps_page_word_cache(raw(&sh->page)) !=
+					    ps_page_word_cache(w))
+					atomic_fetch_add(&sh->violations, 1);
+				if (ps_test_below(&rng, 2)) {
+					rc = ps_page_unfreeze_change_flags(
+						&sh->page, 0,
+						PS_PAGE_CACHE_MASK,
+						cache_bits(old));
+					if (rc)
+						atomic_fetch_add(
+							&sh->violations, 1);
+					atomic_fetch_add(&sh->claims_done, 1);
+					continue; /* given back */
+				}
+				if (ps_page_unfreeze(&sh->page, 1))
+					atomic_fetch_add(&sh->violations, 1);
+				atomic_fetch_add(&sh->claims_done, 1);
+				/* Kept: a revival, with its reference. */
+			}
+		} else {
+			rc = any ? ps_page_get_or_revive(&sh->page)
+				 : ps_page_get_or_revive_cache(&sh->page,
+							       want, &old);
+		}
 		if (rc == -EBUSY) {
-			if (any)
+			/* Any mode is fine unless a claim held it frozen. */
+			if (any && atomic_load(&sh->claims_begun) == done_before)
 				atomic_fetch_add(&sh->violations, 1);
 			continue;
 		}
@@ -2324,6 +2459,12 @@ static Suite *page_suite(void)
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, revive_cache_free_page);
 	tcase_add_test(tc, revive_cache_refusals);
+
+	tc = ps_test_tcase(s, "get or freeze", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, get_or_freeze_free_page);
+	tcase_add_test(tc, get_or_freeze_live_page);
+	tcase_add_test(tc, get_or_freeze_refusals);
 
 	tc = ps_test_tcase(s, "unfreeze with flag changes", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);

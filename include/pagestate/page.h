@@ -167,8 +167,8 @@
  *   lock-free  put, unpin, put_many, unpin_many (a CAS loop that checks before
  *              it writes: see "Misuse and concurrency" above),
  *              try_pin, try_get_many/try_pin_many, the masked try-operations,
- *              try_pin_and_set_flags, get_many, pin_many, get_or_revive and
- *              get_or_revive_cache, freeze, unfreeze and
+ *              try_pin_and_set_flags, get_many, pin_many, get_or_revive,
+ *              get_or_revive_cache and get_or_freeze, freeze, unfreeze and
  *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
  *              set_flags_unless_frozen, set_cache_if_free: a compare-and-swap
  *              loop that only retries after another thread changed the word
@@ -773,15 +773,17 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 }
 
 /*
- * ps__page_revive() - the one revive loop behind ps_page_get_or_revive() and
- * ps_page_get_or_revive_cache(). A LIVE page whose CACHE field, under
- * @cache_mask (0: any mode), equals @cache gains a reference; a free page
- * that is not POISONED becomes LIVE with one reference, its counts reset and
- * its CACHE field, under @cache_mask, set to @cache. *@seen receives the word
- * the successful CAS replaced (the old mode of a revived page).
+ * ps__page_revive() - the one revive loop behind ps_page_get_or_revive(),
+ * ps_page_get_or_revive_cache() and ps_page_get_or_freeze(). A LIVE page
+ * whose CACHE field, under @cache_mask (0: any mode), equals @cache gains a
+ * reference; a free page that is not POISONED becomes @claim (LIVE with one
+ * reference, or FROZEN with none), its counts reset and its CACHE field,
+ * under @cache_mask, set to @cache. *@seen receives the word the successful
+ * CAS replaced (the old mode of a revived page).
  */
 static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
-				  uint64_t cache, uint64_t *seen)
+				  uint64_t cache, uint64_t claim,
+				  uint64_t *seen)
 {
 	enum ps__page_verdict why;
 
@@ -807,9 +809,8 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 				 0,
 				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
 					 cache_mask,
-				 PS_PAGE_LIVE | PS_PAGE_REF_ONE | cache, 0, 0,
-				 PS__PAGE_ADD, memory_order_acquire, seen,
-				 &why))
+				 claim | cache, 0, 0, PS__PAGE_ADD,
+				 memory_order_acquire, seen, &why))
 			return 1;
 		/* Revived, frozen or given a flag by another thread: again. */
 	}
@@ -1282,7 +1283,8 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 {
 	uint64_t seen;
 
-	return ps__page_revive(page, 0, 0, &seen);
+	return ps__page_revive(page, 0, 0, PS_PAGE_LIVE | PS_PAGE_REF_ONE,
+			       &seen);
 }
 
 /**
@@ -1314,7 +1316,58 @@ ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
 	if ((unsigned int)mode >= PS_CACHE_NR)
 		return -EINVAL;
 	rc = ps__page_revive(page, PS_PAGE_CACHE_MASK,
-			     (uint64_t)mode << PS_PAGE_CACHE_SHIFT, &seen);
+			     (uint64_t)mode << PS_PAGE_CACHE_SHIFT,
+			     PS_PAGE_LIVE | PS_PAGE_REF_ONE, &seen);
+	if (rc >= 0 && old_mode)
+		*old_mode = ps_page_word_cache(seen);
+	return rc;
+}
+
+/**
+ * ps_page_get_or_freeze() - take a reference for a new owner that may still
+ * give the page back: a LIVE page gains one; a free page is taken
+ * exclusively, FROZEN with no reference, so that no speculative get or pin
+ * can take it until the owner decides.
+ * @page: the page.
+ * @mode: the cache mode the owner needs, or -1 for any (as
+ *	ps_page_get_or_revive_cache() and ps_page_get_or_revive()).
+ * @old_mode: if not NULL, receives the mode the page had before the call.
+ *
+ * ps_page_get_or_revive() hands a free page out at once: a try-get that
+ * looked at the page in its previous life (a stale lookup, a speculative
+ * pin on its way out) can then take a reference to it. An owner that gives
+ * the page back (its operation failed) cannot then tell whether that
+ * holder's put has freed it already, or will: the free page's ownership is
+ * ambiguous. Here a free page is frozen instead (with @mode): every
+ * try-get and try-pin fails on it, and no one else can change its mode or
+ * freeze it. The caller ends the freeze exactly once: with
+ * ps_page_unfreeze(@page, n) it keeps the page, LIVE with its n references;
+ * with ps_page_unfreeze_change_flags(@page, 0, PS_PAGE_CACHE_MASK, the old
+ * mode) it gives it back free, as it was, and no one ever held it.
+ * Context: any thread, no reference needed; the memory must stay valid.
+ * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
+ * the put that freed the page, or of the put or unfreeze before a LIVE
+ * page's last change).
+ * Progress: lock-free.
+ * Return: 0 if the page was LIVE (one more reference); 1 if it was free and
+ * this call froze it; -EBUSY if it is frozen, or LIVE with another mode than
+ * @mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
+ * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
+ */
+static inline PS_MUST_CHECK int ps_page_get_or_freeze(struct ps_page *page,
+						      int mode,
+						      unsigned int *old_mode)
+{
+	const uint64_t mask = mode >= 0 ? PS_PAGE_CACHE_MASK : 0;
+	uint64_t seen;
+	int rc;
+
+	if (mode >= PS_CACHE_NR || mode < -1)
+		return -EINVAL;
+	rc = ps__page_revive(page, mask,
+			     mode >= 0 ? (uint64_t)mode << PS_PAGE_CACHE_SHIFT
+				       : 0,
+			     PS_PAGE_FROZEN, &seen);
 	if (rc >= 0 && old_mode)
 		*old_mode = ps_page_word_cache(seen);
 	return rc;

@@ -37,8 +37,9 @@
  * LIVE (mapped, pinned, CPU-mapped or referenced by its owner) keeps its
  * mode. Hence:
  *   - ps_space_map(..., PS_MAP_CACHE(mode)) on a free frame gives it @mode in
- *     the same atomic step that takes the mapping's reference; on a frame in
- *     use with another mode it fails with -EBUSY; the same mode is fine.
+ *     the same atomic step that claims it for the mapping (a failed map
+ *     gives the mode back); on a frame in use with another mode it fails
+ *     with -EBUSY; the same mode is fine.
  *     Without PS_MAP_CACHE a mapping takes the frame's mode, never conflicts.
  *   - ps_prot_set_cache() changes the mode of a free frame, or of one whose
  *     only references are @expected_refs the caller accounts for (frozen

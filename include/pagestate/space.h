@@ -19,8 +19,9 @@
  * ---------------------------------------------------------------------------
  *
  * A mapping holds one reference on its frame. Mapping a free frame makes it
- * LIVE with that one reference (ps_page_get_or_revive()); mapping a frame
- * that is already LIVE adds one. A pin (ps_space_pin_range()) holds a pin,
+ * LIVE with that one reference once the map has succeeded (until then the
+ * map holds it frozen: ps_page_get_or_freeze()); mapping a frame that is
+ * already LIVE adds one. A pin (ps_space_pin_range()) holds a pin,
  * which is also a reference, so a pinned frame outlives the unmapping of
  * its address, as in Linux. The put that drops a frame's last reference
  * frees it: the frame's page word is free again and the free_frame hook
@@ -311,8 +312,8 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
  * PS_MAP_CACHE(mode), a free frame is revived with @mode in the same atomic
  * step that takes the reference, and a frame in use (LIVE: mapped, pinned,
  * CPU-mapped or referenced by its owner) with another mode is refused with
- * -EBUSY; the same mode is fine. A failed map gives a frame it revived back
- * its previous mode.
+ * -EBUSY; the same mode is fine. A failed map gives a free frame back free,
+ * with its previous mode (see ps_space_map_range()).
  * Context: blocking (the writer mutex). Not from a notifier callback of
  * unmap or discard, nor from a free_frame hook run by map, unmap or
  * discard: they hold that mutex.
@@ -342,18 +343,24 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * range before the first entry is installed (ps_pgtable_map_prepare()), so
  * once an entry is visible the call cannot fail: a concurrent pin or fault
  * finds each page either not mapped yet or mapped for good.
+ * A frame that is free when the map takes it is claimed: frozen, with no
+ * reference, until the map can no longer fail, and only then LIVE with the
+ * mapping's reference. While claimed, no one else can take it: a pin or
+ * lookup through a new entry (or a stale one of an older mapping of the
+ * frame), a kmap or a reference by frame number waits for it or fails, as
+ * for a frame a conversion holds (pagestate/prot.h).
  * Return: as ps_space_map(). On error no entry was ever installed (unless
  * another thread stored into the range against pgtable.h's exclusion
  * rules: then the entries installed are taken back, a UFFD_WP marker's
  * page getting its marker back), and the references taken are given back.
- * A frame this call revived goes back to free without the free_frame hook,
- * and with the cache mode it had, unless another thread holds it at that
- * instant (one that took it by frame number: the owner's own kmap or
- * reference, or a speculative pin or lookup of an older mapping of it on
- * its way out): then it stays LIVE with the mode the map gave it, and the
- * last holder's put frees it with the free_frame hook. An owner that
- * reuses the frames of a failed map at once checks ps_page_is_live()
- * (or waits for the hook).
+ * Who owns each frame afterwards is certain, whatever raced with the map
+ * (S12 in lib/space.c): a frame that was free when the map took it is free
+ * again when the map returns, with the cache mode it had; no one held it
+ * meanwhile and no free_frame hook runs for it, now or later, so its owner
+ * may reuse it at once. A frame that was in use (LIVE) loses only the
+ * map's reference; if its other holders all let go meanwhile, that put is
+ * its last and the free_frame hook runs for it before the map returns
+ * (under the writer mutex), exactly once, as for any last put.
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
