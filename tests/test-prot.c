@@ -767,6 +767,48 @@ START_TEST(convert_never_waits_for_longterm_pins)
 }
 END_TEST
 
+/*
+ * convert_waits_after_longterm_unpin: a frame once pinned long-term kept
+ * its long-term mark until a conversion succeeded, so a later short-term
+ * pin made PS_CONVERT_WAIT fail at once with -EBUSY instead of waiting for
+ * it to drain (issue 15 #9). The mark is now exact: it is true while a
+ * long-term pin is held, and only then.
+ */
+START_TEST(convert_waits_after_longterm_unpin)
+{
+	struct ps_convert_opts o;
+	struct unpinner u;
+	uint64_t f[2], off = 999;
+	pthread_t t;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 90, 0), 0);
+	memset(&o, 0, sizeof(o));
+	o.wait_ns = 5 * UINT64_C(1000000000);
+	/* Two long-term pins: -EBUSY while either is held. */
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f[0]),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f[1]),
+			 0);
+	ps_space_unpin(sp, &f[0], 1, false);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					 PS_CONVERT_WAIT, &o, &off),
+			 -EBUSY);
+	ck_assert_uint_eq(off, PG);
+	ps_space_unpin(sp, &f[1], 1, false);
+	/* None held any more: a short-term pin is waited for. */
+	memset(&u, 0, sizeof(u));
+	u.delay_ms = 10;
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &u.frame), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, unpin_later, &u), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					 PS_CONVERT_WAIT, &o, &off),
+			 0);
+	pthread_join(t, NULL);
+	ck_assert(atomic_load(&u.done));
+	ck_assert_int_eq(ps_page_enc_state(pg(91)), PS_ENC_PRIVATE);
+}
+END_TEST
+
 START_TEST(convert_missing_poisoned_and_bad_input)
 {
 	struct ps_convert_opts o;
@@ -1725,6 +1767,7 @@ static Suite *prot_suite(void)
 			       convert_refuses_cpu_map_declared_in_extra_refs);
 		tcase_add_test(tc, convert_waits_for_pins_to_drain);
 		tcase_add_test(tc, convert_never_waits_for_longterm_pins);
+		tcase_add_test(tc, convert_waits_after_longterm_unpin);
 		tcase_add_test(tc, convert_missing_poisoned_and_bad_input);
 		tcase_add_test(tc, convert_private_pins);
 		tcase_add_test(tc, convert_to_shared_inaccessible);
