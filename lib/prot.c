@@ -418,8 +418,9 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			}
 			/*
 			 * No pin now and none until the unfreeze: a long-term
-			 * mark is stale (a later pin sets it again after its
-			 * pin, which comes after our unfreeze).
+			 * count left now is a unit leaked by a long-term pin
+			 * released without PS_UNPIN_LONGTERM (S13 in
+			 * lib/space-pin.c): reset it.
 			 */
 			ps__space_longterm_forget(c->s, frame);
 			return 0;

@@ -16,7 +16,8 @@
  *                          S8 progress, S12 a failed map gives back
  *                          what it took
  *   lib/space-fault.c      CPU faults. S3 dirty before writable
- *   lib/space-pin.c        pins. S2 pin versus entry change
+ *   lib/space-pin.c        pins. S2 pin versus entry change, S13 the
+ *                          long-term pin count
  *   lib/space-discard.c    the balloon's discard. S10 freeze or skip
  *   lib/space-dirty.c      dirty marks, the dirty log, harvest. S5 one
  *                          dirty hook per transition, S6 harvest never
@@ -54,7 +55,8 @@ struct ps_space {
 	uint64_t size;
 	struct ps__hbm log;	 /* dirty log: one bit per page (S6) */
 	struct ps__hbm wb;	 /* write-back set: one bit per page (S9) */
-	struct ps__hbm longterm; /* frames with long-term pins */
+	/* Long-term pins per frame (S13, lib/space-pin.c); NULL until the first. */
+	PS_ATOMIC(PS_ATOMIC(uint32_t) *) longterm;
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
 };
@@ -158,5 +160,8 @@ int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access);
  * frozen: then it yields first, S8). lib/space-pin.c.
  */
 int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
+
+/* Free the long-term pin counts (S13): the space is going away. */
+void ps__space_pins_fini(struct ps_space *s);
 
 #endif /* PS_LIB_SPACE_IMPL_H */

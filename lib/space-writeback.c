@@ -24,8 +24,8 @@
  *     out, is only a hint: ps__space_write_pinned() also wants pins).
  *
  * S9  No dirty frame escapes write-back. Write-back finds frames by address
- *     (the wb set: one bit per page), and ps_space_unpin(..., dirty) knows
- *     only frames. So the address is recorded when it is known: the wb set
+ *     (the wb set: one bit per page), and ps_space_unpin(...,
+ *     PS_UNPIN_DIRTY) knows only frames. So the address is recorded when it is known: the wb set
  *     holds every page logged as written (faults, the helper's writes,
  *     mark_dirty, pins for write: ps__space_log_written()), every page
  *     pinned, at the pin (ps__space_wb_note() for pins not for write), and

@@ -120,25 +120,6 @@ void ps__space_writer_unlock(struct ps_space *s)
 	pthread_mutex_unlock(&s->writer);
 }
 
-static enum ps__hbm_verdict consume(void *ctx, uint64_t bit)
-{
-	(void)ctx;
-	(void)bit;
-	return PS__HBM_CLEAR;
-}
-
-bool ps__space_longterm_pinned(struct ps_space *s, uint64_t frame)
-{
-	return ps__hbm_test(&s->longterm, frame);
-}
-
-void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
-{
-	if (ps__hbm_test(&s->longterm, frame))
-		(void)ps__hbm_harvest(&s->longterm, frame, 1, consume, NULL,
-				      NULL);
-}
-
 struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
 					struct ps__space_ext *ext)
 {
@@ -191,11 +172,15 @@ void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 
 /* --- lifetime --------------------------------------------------------------- */
 
-/* Every frame has an entry form, and a bit in the longterm bitmap. */
+/*
+ * Every frame has an entry form. The arrays indexed by frame (a
+ * library-allocated page-word array, 8 bytes a frame; the long-term pin
+ * counts, 4 bytes, S13) stay well within a 47-bit address space.
+ */
 PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
 		 "frames beyond what an entry can name");
-PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX <= PS__HBM_MAX_BITS,
-		 "frames beyond the longterm bitmap");
+PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX * 12 <= (UINT64_C(1) << 46),
+		 "frame arrays beyond half a 47-bit address space");
 PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
 			 PS__HBM_MAX_BITS,
 		 "pages beyond the dirty log and the write-back set");
@@ -250,18 +235,16 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	rc = ps__hbm_init(&s->log, npages);
 	if (!rc)
 		rc = ps__hbm_init(&s->wb, npages);
-	if (!rc)
-		rc = ps__hbm_init(&s->longterm, cfg->nframes);
 	if (rc)
 		goto fail_bitmaps;
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
+	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S13) */
 	*out = s;
 	return 0;
 
 fail_bitmaps:
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
-	ps__hbm_destroy(&s->longterm);
 	(void)ps_notifier_destroy(&s->notifier);
 fail_pt:
 	ps_pgtable_destroy(s->pt);
@@ -345,7 +328,7 @@ int ps_space_destroy(struct ps_space *s)
 	(void)ps_notifier_destroy(&s->notifier);
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
-	ps__hbm_destroy(&s->longterm);
+	ps__space_pins_fini(s);
 	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);

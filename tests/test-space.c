@@ -363,7 +363,7 @@ START_TEST(unmap_invalidates_and_keeps_pinned_frames)
 	/* The pin keeps frame 21 alive; the others were freed. */
 	ck_assert_uint_eq(ps_page_refs(pg(21)), 1);
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 3);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed[21]), 1);
 	secmap_fini(&m);
 	ck_assert_int_eq(ps_space_unmap(sp, 1, PG, 0), -EINVAL);
@@ -399,10 +399,48 @@ START_TEST(pin_and_unpin)
 		ck_assert_uint_eq(ps_page_refs(pg(f[i])), 2);
 		ck_assert(!ps_page_test_flags(pg(f[i]), PS_PAGE_WRITE_PINNED));
 	}
-	ps_space_unpin(sp, f, 4, false);
+	ps_space_unpin(sp, f, 4, 0);
 	for (int i = 0; i < 4; i++)
 		ck_assert(!ps_page_is_pinned(pg(30 + (uint64_t)i)));
 	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 0);
+}
+END_TEST
+
+/*
+ * ps_space_unpin()'s flags: unknown bits release nothing; PS_UNPIN_DIRTY
+ * dirties first; PS_UNPIN_LONGTERM for a pin that was not long-term is
+ * misuse, reported (-ENOENT), and the pin is released all the same.
+ */
+START_TEST(unpin_flags)
+{
+	uint64_t f[2];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 120, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * PG, 0, f), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 2, 0x100), -EINVAL);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 2, PS_PIN_PRIVATE), -EINVAL);
+	ck_assert_uint_eq(ps_page_pins(pg(120)), 1);
+	ck_assert_uint_eq(ps_page_pins(pg(121)), 1);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 2, PS_UNPIN_LONGTERM), -ENOENT);
+	ck_assert_uint_eq(ps_page_pins(pg(120)), 0);
+	ck_assert_uint_eq(ps_page_pins(pg(121)), 0);
+	ck_assert(!ps_page_test_flags(pg(120), PS_PAGE_DIRTY));
+	/* Long-term: counted and uncounted; the counts stay exact. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * PG, PS_PIN_LONGTERM, f),
+			 0);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 1,
+					PS_UNPIN_LONGTERM | PS_UNPIN_DIRTY),
+			 0);
+	ck_assert(ps_page_test_flags(pg(120), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(pg(121), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unpin(sp, &f[1], 1, PS_UNPIN_LONGTERM), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &f[1], 0, PS_UNPIN_LONGTERM), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(120)), 1);
+	ck_assert_uint_eq(ps_page_refs(pg(121)), 1);
+	/* Frames beyond the space are skipped. */
+	f[0] = NFRAMES;
+	ck_assert_int_eq(ps_space_unpin(sp, f, 1, PS_UNPIN_LONGTERM), 0);
 }
 END_TEST
 
@@ -418,7 +456,7 @@ START_TEST(write_pin_makes_writable_and_dirty)
 						     PS_PAGE_WRITE_PINNED));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
 	/* Unpin dirty: already dirty, no second hook. */
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
 	/* Read-only mapping: a write pin is a bad access. */
 	ck_assert_int_eq(ps_space_map(sp, PG, 41, 0), 0);
@@ -453,7 +491,7 @@ START_TEST(pin_populates_missing)
 	ck_assert_uint_eq(atomic_load(&seen.populated), 2);
 	ck_assert_uint_eq(f[0], 200);
 	ck_assert_uint_eq(f[1], 201);
-	ps_space_unpin(sp, f, 2, false);
+	ps_space_unpin(sp, f, 2, 0);
 	seen.populate_rc = -ENOSPC;
 	ck_assert_int_eq(ps_space_pin_range(sp, 8 * PG, PG, 0, f), -ENOSPC);
 }
@@ -473,7 +511,7 @@ START_TEST(pin_write_protected)
 			 -EAGAIN);
 	ck_assert(!ps_page_is_pinned(pg(60)));
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0); /* read ok */
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	/* Async: resolved as a write would: counts as written, dirty. */
 	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, 2 * PG, PS_WP_ASYNC),
 			 0);
@@ -482,7 +520,7 @@ START_TEST(pin_write_protected)
 			 0);
 	ck_assert(!ps_pte_uffd_wp(entry(2 * PG)));
 	ck_assert(ps_page_test_flags(pg(62), PS_PAGE_DIRTY));
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
 }
 END_TEST
@@ -495,7 +533,7 @@ START_TEST(pin_private_and_poisoned)
 	ps_page_set_flags(pg(70), PS_PAGE_PRIVATE);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EPERM);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE, &f), 0);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ps_page_set_flags(pg(71), PS_PAGE_POISONED);
 	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &f), -EHWPOISON);
 	ck_assert(!ps_page_is_pinned(pg(70)));
@@ -548,7 +586,7 @@ START_TEST(discard_skips_pinned)
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], 2 * PG, 82, PS_DISCARD_PINNED);
 	ck_assert_uint_eq(skipped[1].addr, UINT64_C(0xa5a5a5a5a5a5a5a5));
-	ps_space_unpin(sp, f, 2, false);
+	ps_space_unpin(sp, f, 2, 0);
 	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, NULL, 0, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 0);
@@ -812,7 +850,7 @@ START_TEST(harvest_reports_write_pinned_until_unpinned)
 		ck_assert_uint_eq(n, 1);
 		ck_assert_uint_eq(got[0], 3 * PG);
 	}
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	/* Once more after the unpin (writes up to it), then not again. */
 	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 4, &n, NULL),
 			 0);
@@ -1025,8 +1063,8 @@ START_TEST(writeback_pinned_modes)
 	ck_assert_uint_eq(st.kept_dirty, 1);
 	ck_assert(ps_page_test_flags(pg(180), PS_PAGE_DIRTY));
 	ck_assert(!ps_page_test_flags(pg(181), PS_PAGE_DIRTY));
-	ps_space_unpin(sp, &fw, 1, true);
-	ps_space_unpin(sp, &fr, 1, false);
+	ps_space_unpin(sp, &fw, 1, PS_UNPIN_DIRTY);
+	ps_space_unpin(sp, &fr, 1, 0);
 	/* After the unpin an ordinary write-back cleans it. */
 	wb_seen_init(&w);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, PS_WB_CLEAN,
@@ -1134,7 +1172,7 @@ START_TEST(fp_pin_backs_out_on_change)
 	ck_assert_uint_eq(ps_page_pins(pg(100)), 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
 	ck_assert_uint_eq(ps_page_pins(pg(101)), 1);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 }
 END_TEST
 
@@ -1150,7 +1188,7 @@ START_TEST(fp_pin_retries_on_freed_frame)
 	disarm();
 	ck_assert_uint_eq(f, 101);
 	ck_assert(!ps_page_is_live(pg(100)));
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 }
 END_TEST
 
@@ -1185,7 +1223,7 @@ START_TEST(fp_discard_pin_before_freeze)
 	ck_assert_uint_eq(entry(0), before);
 	ck_assert_uint_eq(ps_page_refs(pg(100)), 2); /* mapping + pin */
 	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 0);
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, 0);
 }
 END_TEST
 
@@ -1404,7 +1442,7 @@ START_TEST(write_fault_dirty_before_writable)
 	watch_end();
 	ck_assert(ps_pte_is_writable(entry(PG)));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[21]), 1);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	/* An async write-protected page, and a sync one resolved. */
 	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, PG, PS_WP_ASYNC), 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 3 * PG, PG, 0), 0);
@@ -1551,7 +1589,7 @@ START_TEST(unpin_dirty_read_pin_is_written_back)
 		uint64_t addr = (uint64_t)m * PG;
 
 		ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, 0, &f), 0);
-		ps_space_unpin(sp, &f, 1, true);
+		ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 		ck_assert(ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
 		ck_assert_uint_eq(atomic_load(&seen.dirty[f]), 1);
 		wb_seen_init(&w);
@@ -1584,7 +1622,7 @@ START_TEST(pinned_clean_page_stays_watched)
 				 0);
 		ck_assert_uint_eq(w.n, 0);
 	}
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	wb_seen_init(&w);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
 					    &w, &st),
@@ -1612,7 +1650,7 @@ START_TEST(remapped_pinned_frame_is_written_back)
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
 	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 43, PS_MAP_WRITE), 0);
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	wb_seen_init(&w);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, 8 * PG, PS_WB_CLEAN,
 					    wb_write, &w, &st),
@@ -1626,7 +1664,7 @@ END_TEST
 static void device_done_dirty(uint64_t addr)
 {
 	(void)addr;
-	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, PS_UNPIN_DIRTY);
 }
 
 /* INTEGRITY write-back bounces a write-pinned frame; the device finishes
@@ -1663,8 +1701,8 @@ END_TEST
 
 /* --- create: the frame limit, the writer mutex ---------------------------------------- */
 
-/* The documented limit is the real one: 2^40 frames (the longterm bitmap),
- * not what an entry can name. */
+/* The documented limit is the real one: 2^40 frames (the arrays indexed by
+ * frame), not what an entry can name. */
 START_TEST(create_frame_limit)
 {
 	struct ps_page frames[4];
@@ -1681,7 +1719,7 @@ START_TEST(create_frame_limit)
 	cfg.nframes = PS_PTE_FRAME_MAX + 1;
 	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
 	ck_assert_ptr_null(s);
-	/* The limit itself is accepted (its bitmaps only reserve address
+	/* The limit itself is accepted (its arrays only reserve address
 	 * space; a machine short of it says -ENOMEM). */
 	cfg.nframes = PS_SPACE_NFRAMES_MAX;
 	rc = ps_space_create(&cfg, &s);
@@ -2009,7 +2047,7 @@ START_TEST(fp_write_pin_seen_by_bounce)
 			 0);
 	ck_assert_uint_eq(st.bounced, 1);
 	ck_assert_uint_eq(st.kept_dirty, 1);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 }
 END_TEST
 
@@ -2051,7 +2089,7 @@ START_TEST(map_range_nomem_shows_no_entry)
 	ps__pgtable_alloc_fails = NULL;
 	ck_assert_int_eq(rc, -ENOMEM);
 	if (!alloc_fail_pin_rc)
-		ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+		ps_space_unpin(sp, &fp_pinned_frame, 1, 0);
 	ck_assert_msg(alloc_fail_pin_rc == -EFAULT,
 		      "a pin found an entry of the failed map (%d)",
 		      alloc_fail_pin_rc);
@@ -2101,7 +2139,7 @@ START_TEST(map_range_eexist_shows_no_entry)
 	ps__inject = NULL;
 	ck_assert_int_eq(rc, -EEXIST);
 	if (!eexist_pin_rc)
-		ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+		ps_space_unpin(sp, &fp_pinned_frame, 1, 0);
 	ck_assert_msg(eexist_pin_rc != 0, "a pin found an entry of the "
 					  "failed map");
 	ck_assert_uint_eq(atomic_load(&seen.freed[10]), 0);
@@ -2411,7 +2449,7 @@ START_TEST(fp_failed_map_frame_freed_once)
 	ck_assert_int_eq(rc, -EEXIST);
 	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_TAKEN]), 1);
 	if (!mr.pin_rc)
-		ps_space_unpin(sp, &mr.pin_frame, 1, false);
+		ps_space_unpin(sp, &mr.pin_frame, 1, 0);
 	ck_assert_msg(atomic_load(&seen.freed[70]) == 1,
 		      "the free hook ran again for frame 70, which the failed "
 		      "map gave back free");
@@ -2468,7 +2506,7 @@ static void *pin_race_pinner(void *arg)
 		if (rc || (f != 1 && f != 2) || !ps_page_is_pinned(pg(f)))
 			atomic_fetch_add(&r->bad, 1);
 		if (!rc) {
-			ps_space_unpin(sp, &f, 1, false);
+			ps_space_unpin(sp, &f, 1, 0);
 			atomic_fetch_add(&r->pins, 1);
 		}
 	}
@@ -2539,7 +2577,7 @@ static void *discard_pinner(void *arg)
 				atomic_fetch_add(&r->lost, 1);
 		}
 		atomic_fetch_add(&r->pinned_ok, 1);
-		ps_space_unpin(sp, &f, 1, false);
+		ps_space_unpin(sp, &f, 1, 0);
 	}
 	return NULL;
 }
@@ -2919,7 +2957,7 @@ static void *failed_map_pinner(void *arg)
 		uint64_t f;
 
 		if (!ps_space_pin_range(sp, 0, PG, 0, &f)) {
-			ps_space_unpin(sp, &f, 1, false);
+			ps_space_unpin(sp, &f, 1, 0);
 			atomic_fetch_add(&r->pins, 1);
 		}
 	}
@@ -2982,6 +3020,7 @@ static Suite *space_suite(void)
 	tc = ps_test_tcase(s, "pins", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, pin_and_unpin);
+	tcase_add_test(tc, unpin_flags);
 	tcase_add_test(tc, write_pin_makes_writable_and_dirty);
 	tcase_add_test(tc, pin_range_all_or_nothing);
 	tcase_add_test(tc, pin_write_protected);

@@ -128,10 +128,11 @@
  * until opts->wait_ns has passed since the first page it had to wait for.
  * A frame pinned with PS_PIN_LONGTERM is never
  * waited for: its pins will not drain on their own (the caller must unmap
- * it from the IOMMU first), so it fails at once with -EBUSY. (The mark is
- * per frame and cleared when a conversion freezes the frame; until then a
- * later short-term pin of a frame that once had a long-term pin also
- * counts as long-term.) While waiting,
+ * it from the IOMMU first), so it fails at once with -EBUSY. The space
+ * counts long-term pins per frame exactly (from before ps_space_pin_range()
+ * returns until ps_space_unpin(..., PS_UNPIN_LONGTERM)): -EBUSY while a
+ * long-term pin of the frame is held, and only then; short-term pins held
+ * alongside or after it are waited for. While waiting,
  * the pages frozen so far stay frozen and pins of them wait too; the budget
  * bounds that.
  *

@@ -53,8 +53,8 @@
  *   - a frame is DIRTY (page.h's flag, Linux's PG_dirty) when its contents
  *     differ from its backing copy. The first write fault through a
  *     writable mapping (ps_space_fault()), a write through the secondary-map
- *     helper, ps_space_mark_dirty() and ps_space_unpin(..., dirty) make it
- *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
+ *     helper, ps_space_mark_dirty() and ps_space_unpin(...,
+ *     PS_UNPIN_DIRTY) make it so. The caller's dirty hook (set_page_dirty) runs exactly once per
  *     clean-to-dirty transition, however many threads race. Write-back
  *     (ps_space_writeback()) cleans frames. It finds them by address, so
  *     the space records the address of every page written, every page
@@ -199,10 +199,11 @@ struct ps_space_hooks {
  *	until touched).
  * @nframes: number of frames, 0 .. nframes - 1: at least 1, at most
  *	PS_SPACE_NFRAMES_MAX (2^40, 4 PiB of 4 KiB frames). Entries could name
- *	more (PS_PTE_FRAME_MAX + 1), but the space keeps a bitmap indexed by
- *	frame (long-term pins), and its bitmaps stop at 2^40 bits. A
- *	library-allocated page-word array reserves 8 bytes of address space
- *	per frame (not resident until touched).
+ *	more (PS_PTE_FRAME_MAX + 1), but the space keeps arrays indexed by
+ *	frame, which must fit the address space: a library-allocated
+ *	page-word array reserves 8 bytes of address space per frame, and the
+ *	first long-term pin 4 more (long-term pin counts); neither is
+ *	resident until touched.
  * @frames: the caller's array of @nframes page words (zeroed, or already
  *	initialised by the caller), or NULL for a library-allocated one.
  * @hooks: the callbacks.
@@ -416,17 +417,21 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * that backs out leaves the flag as a hint, cleared once the frame has no
  * pins); any other pin puts
  * the address in the write-back set (it may be unpinned dirty). A
- * PS_PIN_LONGTERM pin is recorded against the frame (one bit per frame,
- * cleared when a conversion next freezes the frame, pagestate/prot.h): a
- * conversion waiting for pins to drain gives up on such a frame at once
- * (-EBUSY).
+ * PS_PIN_LONGTERM pin is counted against the frame until it is released
+ * with ps_space_unpin(..., PS_UNPIN_LONGTERM): a conversion waiting for
+ * pins to drain gives up at once (-EBUSY) on a frame while, and only
+ * while, a long-term pin of it is held (pagestate/prot.h). The first
+ * long-term pin in a space reserves the counts (4 bytes of address space
+ * per frame, not resident until touched). A pin not for the long term
+ * costs nothing more.
  * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
  * because it cannot write back a page a device may write at any time; here
  * integrity write-back bounces it, so the pin is allowed.
  *
  * On any failure every pin taken so far is released.
- * Context: may block only in the populate hook, in a conversion that holds
- * a frame frozen (waits for it), and in making an entry writable.
+ * Context: may block only in the populate hook, in a conversion (or a map)
+ * that holds a frame frozen (waits for it), and in making an entry
+ * writable.
  * Ordering: S2: each pin is an acquire RMW on the page word, then a seq_cst
  * fence, then the entry is read again; pairs with the fence that unmap
  * runs between changing an entry and reading the frame's pins, and with
@@ -436,20 +441,29 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * -EFAULT (missing without a hook, guard or bad access); -EAGAIN (sync
  * write-protect fault: the first page whose entry is write-protected;
  * resolve it and retry); -EHWPOISON (poisoned); -EPERM (a private frame
- * without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); a populate
+ * without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); -ENOMEM
+ * (the first long-term pin could not reserve the counts); a populate
  * hook's error. Dirty marks and logged addresses made on the way stay.
  */
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
+
+/* Unpin flags (not pin_range's: PS_PIN_WRITE would read as DIRTY). */
+#define PS_UNPIN_DIRTY 0x1u    /* the device wrote: mark dirty first */
+#define PS_UNPIN_LONGTERM 0x2u /* the pins were taken PS_PIN_LONGTERM */
 
 /**
  * ps_space_unpin() - release pins taken by ps_space_pin_range().
  * @space: the space the pins were taken in.
  * @frames: the frames (as pin_range returned them).
  * @n: how many.
- * @dirty: mark each frame dirty first (Linux's
+ * @flags: PS_UNPIN_DIRTY: mark each frame dirty first (Linux's
  *	unpin_user_pages_dirty_lock()); the dirty hook runs on each
- *	clean-to-dirty transition.
+ *	clean-to-dirty transition. PS_UNPIN_LONGTERM: the pins were taken
+ *	with PS_PIN_LONGTERM (required for those, and only for those: the
+ *	space counts long-term pins per frame, and a conversion refuses a
+ *	frame while its count is positive). Pins taken with different flags
+ *	are released by separate calls.
  *
  * A frame whose last reference this drops is freed (free_frame hook).
  * Frames at or above nframes are skipped. A frame unpinned dirty is
@@ -462,12 +476,20 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * Context: any thread holding the pins; the dirty and free_frame hooks run
  * in it, with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
- * frame, page.h); with @dirty, DIRTY is set (acq_rel) before the unpin.
- * Progress: lock-free. Misuse (unpinning what was not pinned) goes to the
- * page word's error hook.
+ * frame, page.h); with PS_UNPIN_DIRTY, DIRTY is set (acq_rel) before the
+ * unpin; with PS_UNPIN_LONGTERM, the frame's long-term count drops
+ * (release) before the unpin.
+ * Progress: lock-free (a pin not for the long term: one RMW per frame, as
+ * before; a long-term one adds a compare-and-swap loop on its count).
+ * Misuse (unpinning what was not pinned) goes to the page word's error
+ * hook.
+ * Return: 0; -EINVAL if @flags has unknown bits (nothing is released);
+ * -ENOENT if PS_UNPIN_LONGTERM was passed for a frame with no long-term
+ * pin counted (misuse: its pin is released all the same, the count stays
+ * at zero; the other frames are released as asked).
  */
-void ps_space_unpin(struct ps_space *space, const uint64_t *frames,
-		    uint64_t n, bool dirty);
+int ps_space_unpin(struct ps_space *space, const uint64_t *frames,
+		   uint64_t n, unsigned int flags);
 
 /**
  * enum ps_discard_reason - why ps_space_discard() left a page in place.

@@ -207,6 +207,7 @@ static void unpin_group(struct thr *t, int i)
 {
 	struct pin_group *pg = &t->pins[i];
 	bool write = pg->flags & PS_PIN_WRITE;
+	int rc;
 
 	op_begin(t, OP_UNPIN, pg->addr, "device write");
 	if (write)
@@ -214,10 +215,19 @@ static void unpin_group(struct thr *t, int i)
 	op_phase(t, "unpin");
 	for (uint64_t k = 0; k < pg->n; k++)
 		hold_release(pg->rec[k]);
-	ps_space_unpin(g.sp, pg->frames, pg->n, write || pg->dev_wrote);
+	rc = ps_space_unpin(g.sp, pg->frames, pg->n,
+			    (write || pg->dev_wrote ? PS_UNPIN_DIRTY : 0) |
+				    (pg->flags & PS_PIN_LONGTERM
+					     ? PS_UNPIN_LONGTERM
+					     : 0));
+	if (rc)
+		violation("(b) unpin", 0, pg->addr, pg->frames[0],
+			  "ps_space_unpin() of %" PRIu64 " pins taken with "
+			  "flags %#x failed: %d (a long-term pin not counted)",
+			  pg->n, pg->flags, rc);
 	for (uint64_t k = 0; k < pg->n; k++)
 		hold_drop(pg->rec[k]);
-	op_end(t, OP_UNPIN, pg->addr, pg->frames[0], pg->n, 0);
+	op_end(t, OP_UNPIN, pg->addr, pg->frames[0], pg->n, rc);
 	t->pins[i] = t->pins[--t->npins];
 }
 
@@ -786,10 +796,10 @@ static void op_convert(struct thr *t)
 
 		if (f != UINT64_MAX && !longterm_during(f, t0, t1) &&
 		    !atomic_load(&g.lt_inflight) &&
-		    atomic_load(&g.lt_last_end) < t0 && !known(9))
+		    atomic_load(&g.lt_last_end) < t0)
 			violation("(d) conversion: -EBUSY without a long-term "
 				  "pin",
-				  9, addr + off, f,
+				  0, addr + off, f,
 				  "ps_prot_convert(%s) failed with -EBUSY "
 				  "(\"pinned long-term\") at frame %" PRIu64
 				  ", but no long-term pin of it was held "
