@@ -436,7 +436,8 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * fence, then the entry is read again; pairs with the fence that unmap
  * runs between changing an entry and reading the frame's pins, and with
  * discard's freeze (one RMW on the same word).
- * Progress: lock-free otherwise.
+ * Progress: lock-free otherwise (the first long-term pin in a space also
+ * makes one mmap() call).
  * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL);
  * -EFAULT (missing without a hook, guard or bad access); -EAGAIN (sync
  * write-protect fault: the first page whose entry is write-protected;
