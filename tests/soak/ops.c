@@ -213,6 +213,9 @@ static void unpin_group(struct thr *t, int i)
 	if (write)
 		pin_device_write(t, pg, true); /* DMA went on meanwhile */
 	op_phase(t, "unpin");
+	/* A long-term release is in flight until the unpin returns. */
+	if (pg->flags & PS_PIN_LONGTERM)
+		atomic_fetch_add(&g.lt_inflight, 1);
 	for (uint64_t k = 0; k < pg->n; k++)
 		hold_release(pg->rec[k]);
 	rc = ps_space_unpin(g.sp, pg->frames, pg->n,
@@ -225,6 +228,10 @@ static void unpin_group(struct thr *t, int i)
 			  "ps_space_unpin() of %" PRIu64 " pins taken with "
 			  "flags %#x failed: %d (a long-term pin not counted)",
 			  pg->n, pg->flags, rc);
+	if (pg->flags & PS_PIN_LONGTERM) {
+		atomic_store(&g.lt_last_end, tick());
+		atomic_fetch_sub(&g.lt_inflight, 1);
+	}
 	for (uint64_t k = 0; k < pg->n; k++)
 		hold_drop(pg->rec[k]);
 	op_end(t, OP_UNPIN, pg->addr, pg->frames[0], pg->n, rc);
@@ -267,17 +274,18 @@ static void op_pin(struct thr *t)
 		rc = ps_space_pin_range(g.sp, pg.addr, len, pg.flags,
 					pg.frames);
 	}
+	op_end(t, OP_PIN, pg.addr, rc ? UINT64_MAX : pg.frames[0],
+	       pg.n | (uint64_t)pg.flags << 16, rc);
+	for (uint64_t k = 0; !rc && k < pg.n; k++)
+		pg.rec[k] = hold_add(H_PIN, pg.frames[k], pg.addr + k * PG,
+				     pg.flags);
+	/* In flight until the holds say so (a conversion's -EBUSY check). */
 	if (lt) {
 		atomic_store(&g.lt_last_end, tick());
 		atomic_fetch_sub(&g.lt_inflight, 1);
 	}
-	op_end(t, OP_PIN, pg.addr, rc ? UINT64_MAX : pg.frames[0],
-	       pg.n | (uint64_t)pg.flags << 16, rc);
 	if (rc)
 		return;
-	for (uint64_t k = 0; k < pg.n; k++)
-		pg.rec[k] = hold_add(H_PIN, pg.frames[k], pg.addr + k * PG,
-				     pg.flags);
 	if (pg.flags & PS_PIN_WRITE)
 		pin_device_write(t, &pg, true);
 	else if (chance(t, 50))

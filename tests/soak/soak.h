@@ -223,7 +223,7 @@ struct soak {
 	struct hold holds[MAX_HOLDS];
 	_Atomic uint64_t clock;
 	_Atomic uint64_t progress;
-	_Atomic int lt_inflight;	/* long-term pin_range calls running */
+	_Atomic int lt_inflight;	/* long-term pins or unpins running */
 	_Atomic uint64_t lt_last_end;	/* tick when the last one returned */
 	_Atomic bool stop, pause, done;
 	pthread_barrier_t bar_in, bar_out;
