@@ -286,7 +286,7 @@ void ps_page_lock_slow(struct ps_page *page)
 void ps_page_wait_writeback_slow(struct ps_page *page)
 {
 	for (unsigned int spins = 0;; spins++) {
-		/* Acquire: pairs with the release of ps_page_end_writeback(). */
+		/* Acquire: pairs with ps_page_end_writeback()'s release. */
 		if (!(atomic_load_explicit(&page->word, memory_order_acquire) &
 		      PS_PAGE_WRITEBACK))
 			return;

@@ -55,7 +55,7 @@ struct ps_space {
 	uint64_t size;
 	struct ps__hbm log;	 /* dirty log: one bit per page (S6) */
 	struct ps__hbm wb;	 /* write-back set: one bit per page (S9) */
-	/* Long-term pins per frame (S13, lib/space-pin.c); NULL until the first. */
+	/* Long-term pins per frame (S13, lib/space-pin.c), from the first. */
 	PS_ATOMIC(PS_ATOMIC(uint32_t) *) longterm;
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */

@@ -125,7 +125,8 @@ static int lt_counts_make(struct ps_space *s, lt_count_t **out)
 void ps__space_pins_fini(struct ps_space *s)
 {
 	/* Relaxed: no other thread uses the space any more. */
-	lt_count_t *c = atomic_load_explicit(&s->longterm, memory_order_relaxed);
+	lt_count_t *c =
+		atomic_load_explicit(&s->longterm, memory_order_relaxed);
 
 	if (c)
 		munmap((void *)(uintptr_t)c, (size_t)s->nframes * sizeof(*c));

@@ -25,9 +25,10 @@
  *
  * S9  No dirty frame escapes write-back. Write-back finds frames by address
  *     (the wb set: one bit per page), and ps_space_unpin(...,
- *     PS_UNPIN_DIRTY) knows only frames. So the address is recorded when it is known: the wb set
- *     holds every page logged as written (faults, the helper's writes,
- *     mark_dirty, pins for write: ps__space_log_written()), every page
+ *     PS_UNPIN_DIRTY) knows only frames. So the address is recorded when
+ *     it is known: the wb set holds every page logged as written (faults,
+ *     the helper's writes, mark_dirty, pins for write:
+ *     ps__space_log_written()), every page
  *     pinned, at the pin (ps__space_wb_note() for pins not for write), and
  *     every page mapped to a frame that is pinned or dirty when it is
  *     mapped (map_range() in lib/space.c). And write-back takes a page out
@@ -361,10 +362,10 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	for (;;) {
 		rc = wb_hold(c->s, addr, &frame);
 		if (rc > 0)
-			return PS__HBM_CLEAR; /* nothing mapped: nothing to write */
+			return PS__HBM_CLEAR; /* nothing mapped */
 		if (rc < 0) {
 			wb_error(c, rc);
-			return PS__HBM_KEEP; /* not looked at: the next one will */
+			return PS__HBM_KEEP; /* the next one looks */
 		}
 		v = writeback_frame(c, addr, frame);
 		if (v == WB_BUSY && wb_mine(c->s, frame)) {
@@ -376,7 +377,7 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 			ps__space_frame_put(c->s, frame); /* the visit's (S7) */
 			return (enum ps__hbm_verdict)v;
 		}
-		/* S11: wait, holding the frame, then look again from the top. */
+		/* S11: wait, holding the frame; then look again. */
 		FAILPOINT(FP_WB_WAIT, addr);
 		ps_page_wait_writeback(&c->s->frames[frame]);
 		ps__space_frame_put(c->s, frame);

@@ -342,7 +342,7 @@ int ps_space_destroy(struct ps_space *s)
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
 	uint64_t pte_flags;	/* its entry's flags (runs: equal flags) */
-	bool claimed;		/* the frame was free: this map froze it (S12) */
+	bool claimed;		/* it was free: this map froze it (S12) */
 	bool wb;		/* pinned or dirty: its page goes in wb (S9) */
 	uint8_t old_cache;	/* a claimed frame's cache mode before */
 };

@@ -1057,8 +1057,8 @@ START_TEST(get_or_freeze_free_page)
 	ck_assert(!ps_page_freeze(&p, 0));
 	ck_assert_uint_eq(ps_page_refs(&p), 0);
 	/* Given back: free, the old mode, nothing left of the tries. */
-	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0, PS_PAGE_CACHE_MASK,
-						       cache_bits(old)),
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(
+				 &p, 0, PS_PAGE_CACHE_MASK, cache_bits(old)),
 			 0);
 	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
 	/* Kept: LIVE with the owner's reference, the mode it asked for. */
@@ -2089,9 +2089,10 @@ END_TEST
  * revival. Sometimes a thread claims the page instead (get_or_freeze, a
  * map that may fail): a free page is frozen with its mode, nobody can take
  * it or change the mode, and it is kept (unfrozen with one reference) or
- * given back free with its old mode. Checked: a holder always reads the mode it was given; a revival
- * reports the mode the page had; -EBUSY only for another mode; the frees
- * balance the revivals; the page ends free with no counts.
+ * given back free with its old mode. Checked: a holder always reads the
+ * mode it was given; a revival reports the mode the page had; -EBUSY only
+ * for another mode (or a claim in flight); the frees balance the revivals
+ * (a kept claim counts as one); the page ends free with no counts.
  */
 struct mode_shared {
 	struct ps_page page;
@@ -2128,8 +2129,8 @@ static void *mode_worker(void *arg)
 			 * owner can take it or change its mode meanwhile.
 			 */
 			atomic_fetch_add(&sh->claims_begun, 1);
-			rc = ps_page_get_or_freeze(&sh->page, any ? -1 : (int)want,
-						   &old);
+			rc = ps_page_get_or_freeze(
+				&sh->page, any ? -1 : (int)want, &old);
 			if (rc != 1)
 				atomic_fetch_add(&sh->claims_done, 1);
 			if (rc == 1) {
@@ -2166,7 +2167,8 @@ static void *mode_worker(void *arg)
 		}
 		if (rc == -EBUSY) {
 			/* Any mode is fine unless a claim held it frozen. */
-			if (any && atomic_load(&sh->claims_begun) == done_before)
+			if (any &&
+			    atomic_load(&sh->claims_begun) == done_before)
 				atomic_fetch_add(&sh->violations, 1);
 			continue;
 		}

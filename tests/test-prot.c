@@ -833,8 +833,8 @@ START_TEST(convert_heals_a_leaked_longterm_count)
 			 -EBUSY);
 	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
 	/* Frozen with no pin: the leaked unit goes. */
-	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, &o, &off),
-			 0);
+	ck_assert_int_eq(
+		ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, &o, &off), 0);
 	memset(&u, 0, sizeof(u));
 	u.delay_ms = 10;
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE,

@@ -2929,8 +2929,10 @@ START_TEST(stress_writeback_one_at_a_time)
 			      "page %d: version %llu written, %llu landed "
 			      "last: a stale copy landed after a newer one",
 			      p,
-			      (unsigned long long)atomic_load(&wbr->version[p]),
-			      (unsigned long long)atomic_load(&wbr->backing[p]));
+			      (unsigned long long)atomic_load(
+				      &wbr->version[p]),
+			      (unsigned long long)atomic_load(
+				      &wbr->backing[p]));
 	}
 	free(wbr);
 }

@@ -54,8 +54,9 @@
  *     differ from its backing copy. The first write fault through a
  *     writable mapping (ps_space_fault()), a write through the secondary-map
  *     helper, ps_space_mark_dirty() and ps_space_unpin(...,
- *     PS_UNPIN_DIRTY) make it so. The caller's dirty hook (set_page_dirty) runs exactly once per
- *     clean-to-dirty transition, however many threads race. Write-back
+ *     PS_UNPIN_DIRTY) make it so. The caller's dirty hook (set_page_dirty)
+ *     runs exactly once per clean-to-dirty transition, however many
+ *     threads race. Write-back
  *     (ps_space_writeback()) cleans frames. It finds them by address, so
  *     the space records the address of every page written, every page
  *     pinned (any pin: it may be unpinned dirty) and every page mapped to
