@@ -42,6 +42,8 @@ enum {
 				    * for another's WRITEBACK */
 	FP_MAP_TAKEN,		   /* map: every frame taken, no entry
 				    * installed yet */
+	FP_WB_CLEARED,		   /* write-back: DIRTY cleared, frame still
+				    * LOCKED, invalidation not ended */
 	FP_NR
 };
 

@@ -273,6 +273,7 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 		write_protect_entry(s, addr, frame);
 	/* S4: the clear's old word orders every pin before or after it. */
 	w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
+	FAILPOINT(FP_WB_CLEARED, addr);
 	pinned = ps_page_word_pins(w) != 0;
 	redirty = pinned && c->mode == PS_WB_CLEAN;
 	if (redirty)

@@ -2366,6 +2366,72 @@ START_TEST(nested_integrity_writeback_is_refused)
 }
 END_TEST
 
+/*
+ * fp_clean_writeback_pin_race: a pin landed between a CLEAN write-back's
+ * first look (unpinned, dirty) and its clear of DIRTY. Write-back cleared
+ * DIRTY, saw the pin, and set DIRTY again: a mark in that window (here
+ * ps_space_mark_dirty(), on the failpoint right after the clear) found the
+ * frame clean and ran the dirty hook a second time for one clean-to-dirty
+ * transition, although no write-back had cleaned the frame (the soak's
+ * "hooks - cleans" check found it). A cleaning write-back now clears DIRTY
+ * only while the frame is unpinned, in one atomic step, so a pinned frame
+ * is never clean for a moment.
+ */
+static bool crp_pinned;
+
+static bool pin_on_protection(struct ps_interval *sub,
+			      const struct ps_invalidation *inv,
+			      uint64_t cur_seq, void *priv)
+{
+	(void)priv;
+	ps_interval_set_seq(sub, cur_seq);
+	if (inv->event == PS_NOTIFIER_PROTECTION && !crp_pinned) {
+		/* A read pin: allowed under the frame's LOCKED bit (S7). */
+		ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0,
+						    &fp_pinned_frame),
+				 0);
+		crp_pinned = true;
+	}
+	return true;
+}
+
+static const struct ps_interval_ops pin_on_protection_ops = {
+	.invalidate = pin_on_protection};
+
+static void mark_dirty_now(uint64_t addr)
+{
+	(void)ps_space_mark_dirty(sp, addr);
+}
+
+START_TEST(fp_clean_writeback_pin_race)
+{
+	struct ps_writeback_stats st;
+	struct ps_interval sub;
+
+	crp_pinned = false;
+	ck_assert_int_eq(ps_space_map(sp, 0, 66, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[66]), 1);
+	ck_assert_int_eq(ps_interval_insert(&sub, ps_space_notifier(sp), 0,
+					    PG, &pin_on_protection_ops, NULL),
+			 0);
+	arm(FP_WB_CLEARED, mark_dirty_now);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_nop,
+					    NULL, &st),
+			 0);
+	disarm();
+	ps_interval_remove(&sub);
+	ck_assert(crp_pinned);
+	ck_assert_uint_eq(st.skipped_pinned, 1);
+	ck_assert_uint_eq(st.written, 0);
+	ck_assert(ps_page_test_flags(pg(66), PS_PAGE_DIRTY));
+	ck_assert_msg(atomic_load(&seen.dirty[66]) == 1,
+		      "%u dirty hooks for one clean-to-dirty transition",
+		      atomic_load(&seen.dirty[66]));
+	ck_assert_int_eq(ps_space_unpin(sp, &fp_pinned_frame, 1, 0), 0);
+}
+END_TEST
+
 /* --- a failed map's frame (issue 15 #4) ------------------------------------------- */
 
 /*
@@ -3114,6 +3180,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_clean_skips_writeback);
 	tcase_add_test(tc, fp_integrity_waits_for_clean_writeback);
 	tcase_add_test(tc, nested_integrity_writeback_is_refused);
+	tcase_add_test(tc, fp_clean_writeback_pin_race);
 
 	tc = ps_test_tcase(s, "a failed map's frame", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
