@@ -11,12 +11,16 @@
  * ---------------------------------------------------------------------------
  *
  * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page
- *     word (ps_page_fetch_clear_flags) and reads the pins in the value that
- *     RMW returns: pins and the DIRTY bit live in one word, so every pin is
- *     ordered before or after that clear. A pin before it makes the frame
- *     "pinned" for this write-back; a pin for write after it re-reads the
- *     entry, finds it write-protected (S2 then S3) and faults, dirtying the
- *     frame again. A pin for write sets WRITE_PINNED in the CAS that takes
+ *     word and decides on the pins that RMW sees: pins and the DIRTY bit
+ *     live in one word, so every pin is ordered before or after that
+ *     clear. INTEGRITY clears unconditionally (ps_page_fetch_clear_flags)
+ *     and reads the pins in the old word: a pin before the clear makes the
+ *     frame "pinned" for this write-back (a bounce). CLEAN clears only while
+ *     unpinned (ps_page_clear_flag_if_unpinned, one CAS): a pin before it
+ *     leaves the frame dirty and untouched (skipped; it is never clean for
+ *     a moment, so no mark in between runs a second dirty hook, S5). A pin
+ *     for write after the clear re-reads the entry, finds it
+ *     write-protected (S2 then S3) and faults, dirtying the frame again. A pin for write sets WRITE_PINNED in the CAS that takes
  *     the pin (lib/space-pin.c), so every word that shows the pin shows it
  *     as one for write: an INTEGRITY bounce, which looks at the word again
  *     after its copy, keeps such a frame dirty even if the pin has not
@@ -228,7 +232,7 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 {
 	struct ps_space *s = c->s;
 	struct ps_page *p = &s->frames[frame];
-	bool pinned, inval, redirty, made_dirty;
+	bool pinned, inval, redirty, made_dirty, busy = false;
 	uint64_t w;
 	int rc;
 
@@ -271,33 +275,47 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 					      PS_NOTIFIER_PROTECTION, 0);
 	if (inval)
 		write_protect_entry(s, addr, frame);
-	/* S4: the clear's old word orders every pin before or after it. */
-	w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
+	/*
+	 * S11: WRITEBACK is set only under LOCKED, which this visit holds,
+	 * and it read clear above: the start cannot fail (a flag set by hand
+	 * is treated as another write-back's).
+	 */
+	if (!ps_page_start_writeback(p)) {
+		busy = true;
+	} else if (c->mode == PS_WB_CLEAN) {
+		/*
+		 * S4: one CAS clears DIRTY only while unpinned. A pin that
+		 * raced in since the look above (a pin for read needs no
+		 * LOCKED) keeps the frame dirty, never clean for a moment:
+		 * a mark in between would find it clean and run the dirty
+		 * hook for a transition no write-back made.
+		 */
+		pinned = !ps_page_clear_flag_if_unpinned(p, PS_PAGE_DIRTY);
+		if (pinned)
+			(void)ps_page_end_writeback(p);
+	} else {
+		/* S4: the clear's old word orders every pin before or after. */
+		w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
+		pinned = ps_page_word_pins(w) != 0;
+	}
 	FAILPOINT(FP_WB_CLEARED, addr);
-	pinned = ps_page_word_pins(w) != 0;
-	redirty = pinned && c->mode == PS_WB_CLEAN;
-	if (redirty)
-		ps_page_set_flags(p, PS_PAGE_DIRTY); /* a pin raced in */
 	if (inval)
 		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
 	/* Keep right after the end: tests check DIRTY is clear here (S5). */
 	FAILPOINT(FP_WB_INVALIDATED, addr);
-	if (redirty) {
+	if (busy || (pinned && c->mode == PS_WB_CLEAN)) {
 		ps_page_unlock(p);
+		if (busy)
+			return c->mode == PS_WB_INTEGRITY ? WB_BUSY
+							  : PS__HBM_KEEP;
 		c->st.skipped_pinned++;
-		return PS__HBM_KEEP;
+		return PS__HBM_KEEP; /* stays dirty */
 	}
 	/*
-	 * S11: WRITEBACK is set only under LOCKED, which this visit holds,
-	 * and it read clear above: the start cannot fail. The page goes back
-	 * into the set before the bit is dropped, so that a write-back that
-	 * begins while @fn runs visits it, and waits for @fn (INTEGRITY).
+	 * S11: the page goes back into the set before the bit is dropped,
+	 * so that a write-back that begins while @fn runs visits it, and
+	 * waits for @fn (INTEGRITY).
 	 */
-	if (!ps_page_start_writeback(p)) {
-		ps_page_set_flags(p, PS_PAGE_DIRTY); /* not ours to write */
-		ps_page_unlock(p);
-		return PS__HBM_KEEP;
-	}
 	(void)ps__hbm_set(&s->wb, ps__space_page_index(addr));
 	ps_page_unlock(p);
 	c->in_fn = frame;
