@@ -20,8 +20,9 @@
  *     leaves the frame dirty and untouched (skipped; it is never clean for
  *     a moment, so no mark in between runs a second dirty hook, S5). A pin
  *     for write after the clear re-reads the entry, finds it
- *     write-protected (S2 then S3) and faults, dirtying the frame again. A pin for write sets WRITE_PINNED in the CAS that takes
- *     the pin (lib/space-pin.c), so every word that shows the pin shows it
+ *     write-protected (S2 then S3) and faults, dirtying the frame again.
+ *     A pin for write sets WRITE_PINNED in the CAS that takes the pin
+ *     (lib/space-pin.c), so every word that shows the pin shows it
  *     as one for write: an INTEGRITY bounce, which looks at the word again
  *     after its copy, keeps such a frame dirty even if the pin has not
  *     finished its re-check yet (the flag alone, left by a pin that backed
