@@ -7,7 +7,7 @@
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S12, stated in the space's files, hold too: lib/space-impl.h)
+ * S1..S13, stated in the space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex

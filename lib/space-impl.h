@@ -5,7 +5,7 @@
  * lib/space-internal.h; tests/check-layers.sh enforces it). Not installed;
  * not API.
  *
- * One concern per file. Each file states the rules it governs (S1..S12,
+ * One concern per file. Each file states the rules it governs (S1..S13,
  * cited by tests/test-space.c and tests/test-prot.c) at its top, and
  * refers to the others by file:
  *

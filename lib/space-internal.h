@@ -12,7 +12,7 @@
  * and hooks) hangs off the space as an extension (below), which the space
  * keeps and finalises without knowing what it is.
  *
- * The space's rules (S1..S12, stated in lib/space*.c) bind every user of
+ * The space's rules (S1..S13, stated in lib/space*.c) bind every user of
  * this interface: in particular, replacing one frame by another at an
  * address happens only under the writer lock (S1), and changing an entry
  * that a pin may be racing is followed by a seq_cst fence before the

@@ -7,8 +7,8 @@
  * with the rules they state in lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S12; this
- * file states S1, S7, S8 and S12; S2 is in lib/space-pin.c, S3 in
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S13; this
+ * file states S1, S7, S8 and S12; S2 and S13 are in lib/space-pin.c, S3 in
  * lib/space-fault.c, S4, S9 and S11 in lib/space-writeback.c, S5 and S6
  * in lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------

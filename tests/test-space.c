@@ -7,7 +7,7 @@
  * before writable), the seed-003 secondary-map helper (exactly-once dirty
  * hook), dirty harvest (write pins, REARM, budget), write-back in both
  * modes (no dirty frame escapes it), and stress for the races the
- * guarantees S1..S12 of the space's files are about (lib/space-impl.h says
+ * guarantees S1..S13 of the space's files are about (lib/space-impl.h says
  * which file states which). Failpoints and injected failures
  * (lib/failpoint.h: the space's files compiled with -DPS_TEST_FAILPOINTS)
  * put races and errors exactly where they hurt.
