@@ -162,6 +162,7 @@ static const struct ps_interval_ops nop_ops = {nop_invalidate};
  * time reported is per pair.
  */
 #define UNROLL 8
+/* clang-format off */
 #define BENCH_PAIR(fn, body)                                        \
 	static double fn(void *arg, uint64_t n)                     \
 	{                                                           \
@@ -214,6 +215,7 @@ BENCH_PAIR(linux_pair, uint64_t v; uint64_t x; do {
 
 BENCH_PAIR(mutex_pair, pthread_mutex_lock(&c->mutex); acc += c->mdata;
 	   pthread_mutex_unlock(&c->mutex))
+/* clang-format on */
 
 /* --- invalidation cost ------------------------------------------------------------ */
 

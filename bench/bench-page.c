@@ -78,6 +78,7 @@ static inline void keep(uint64_t v)
  * reported time is per call (the driver multiplies n by PREDICATE_UNROLL).
  */
 #define PREDICATE_UNROLL 8
+/* clang-format off */
 #define BENCH_PREDICATE(fn, expr)                                     \
 	static double fn(void *arg, uint64_t n)                       \
 	{                                                             \
@@ -92,6 +93,7 @@ static inline void keep(uint64_t v)
 		}                                                     \
 		return bench_now_ns() - t0;                           \
 	}
+/* clang-format on */
 
 /* --- floor ------------------------------------------------------------- */
 
@@ -174,7 +176,7 @@ BENCH_PREDICATE(linux_is_pinned,
 
 /* --- exact pins with a CAS loop ------------------------------------------ */
 
-#define CAS_REFS(w) ((w) & 0xffffffffu)
+#define CAS_REFS(w) (0xffffffffu & (w))
 #define CAS_PINS(w) ((w) >> 32)
 #define CAS_LIMIT 0x7fffffffu
 

@@ -272,7 +272,7 @@ static double device_harvest_once(struct harvester *h)
 	uint64_t got;
 	double t0;
 
-	for (uint64_t i = 0; i < ndirty; i++) /* false once the frame is dirty */
+	for (uint64_t i = 0; i < ndirty; i++) /* false once dirty */
 		(void)ps_space_mark_dirty(h->s, LBASE + dirty[i] * PG);
 	t0 = bench_now_ns();
 	got = bridge_harvest(h);

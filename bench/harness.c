@@ -75,7 +75,8 @@ static void machine_line(const struct bench_opts *o)
 		       cpu, sysconf(_SC_NPROCESSORS_ONLN), u.release,
 		       "cc " __VERSION__, PS_BUILD_TYPE, date, o->name);
 	} else {
-		printf("# machine: %s; %ld cpus; Linux %s; cc %s; %s build; %s\n",
+		printf("# machine: %s; %ld cpus; Linux %s; cc %s; "
+		       "%s build; %s\n",
 		       cpu, sysconf(_SC_NPROCESSORS_ONLN), u.release,
 		       __VERSION__, PS_BUILD_TYPE, date);
 		printf("# bench-%s: %u runs per case after one warm-up; median "

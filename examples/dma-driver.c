@@ -754,8 +754,8 @@ int main(void)
 		EXPECT(mism == 0, "%llu requests used a stale translation",
 		       (unsigned long long)mism);
 		printf("[6] %llu requests done, %llu retried after a "
-		       "concurrent invalidation, %llu used a stale translation; "
-		       "A's table refilled %llu times\n",
+		       "concurrent invalidation, %llu used a stale "
+		       "translation; A's table refilled %llu times\n",
 		       (unsigned long long)ok, (unsigned long long)stale,
 		       (unsigned long long)mism,
 		       (unsigned long long)ld(&buf_a.refills));

@@ -52,6 +52,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+/* clang-format off */
 #define PAGE 4096ull
 #define WORDS (PAGE / 8)
 #define GUEST_SIZE (64ull << 20)           /* 64 MiB of guest RAM */
@@ -67,6 +68,7 @@
 #define CONV_GPA (48ull << 20)             /* the range made private */
 #define CONV_PAGES 64ull
 #define CONV_PINNED 37ull                  /* its page under DMA */
+/* clang-format on */
 
 static int failures;
 
@@ -664,8 +666,8 @@ int main(void)
 		EXPECT(pinned_seen == VFIO_PAGES,
 		       "round %d: %llu of the pinned pages reported", round,
 		       (unsigned long long)pinned_seen);
-		printf("    round %d (guest running): %lld pages sent, all %llu "
-		       "device-pinned pages among them\n", round,
+		printf("    round %d (guest running): %lld pages sent, all "
+		       "%llu device-pinned pages among them\n", round,
 		       (long long)sent, (unsigned long long)pinned_seen);
 	}
 	pause_writers(NVCPUS + 2);

@@ -454,7 +454,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 3: /* any 64 bits: predicates and getters must cope */
 			e = raw64(&in);
 			break;
-		case 4: /* one bit flipped: invalid neighbours of valid entries */
+		case 4: /* a bit flipped: invalid neighbours of valid ones */
 			e ^= B(u8(&in) % 64);
 			break;
 		case 5:

@@ -485,8 +485,9 @@ static void check_scan(struct ps_pgtable *t, struct mtable *m,
 	rc = ps_pgtable_scan(t, a);
 	if (rc != want && rc != alt)
 		fprintf(stderr,
-			"scan [%#llx, %#llx) flags %#llx inv %#llx mask %#llx "
-			"any %#llx ret %#llx max %llu vec_len %llu: %ld, want %ld\n",
+			"scan [%#llx, %#llx) flags %#llx inv %#llx "
+			"mask %#llx any %#llx ret %#llx max %llu "
+			"vec_len %llu: %ld, want %ld\n",
 			(unsigned long long)before.start,
 			(unsigned long long)before.end,
 			(unsigned long long)before.flags,

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 /* Every failpoint, numbered from 1 (where each sits: the file that has it). */
+/* clang-format off */
 enum {
 	FP_PIN_AFTER_LOOKUP = 1,   /* pin: read the entry, no pin yet */
 	FP_PIN_BEFORE_RECHECK,	   /* pin: pinned, entry not re-read */
@@ -46,6 +47,7 @@ enum {
 				    * LOCKED, invalidation not ended */
 	FP_NR
 };
+/* clang-format on */
 
 #ifdef PS_TEST_FAILPOINTS
 /* The test's hook: runs at every failpoint reached (NULL: none). */

@@ -146,10 +146,17 @@ static void keep_l2_if_set(struct ps__hbm *b, uint64_t w1)
 					 memory_order_release);
 }
 
-/* Put back bits a stopped harvest took but did not show. */
-static void put_back(struct ps__hbm *b, uint64_t chunk, uint64_t w1,
-		     uint64_t rest1, uint64_t w2, uint64_t rest2)
+/*
+ * Put back the bits a stopped harvest took but did not consume: @rest0 in
+ * level-0 word @w0 of @chunk (the ones kept, the one it stopped at and those
+ * not shown), then the summaries above it.
+ */
+static void put_back(struct ps__hbm *b, uint64_t chunk, uint64_t w0,
+		     uint64_t rest0, uint64_t w1, uint64_t rest1, uint64_t w2,
+		     uint64_t rest2)
 {
+	/* Release: as S0. */
+	atomic_fetch_or_explicit(&b->l0[w0], rest0, memory_order_release);
 	set_summaries(b, chunk);
 	if (rest1) {
 		/* Release: as S1 (restoring bits this harvest took). */
@@ -240,12 +247,8 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 							keep |= bit_of(bit);
 						} else if (v == PS__HBM_STOP) {
 							keep |= bit_of(bit) | t0;
-							/* Release: as S0. */
-							atomic_fetch_or_explicit(
-								&b->l0[w0], keep,
-								memory_order_release);
-							put_back(b, c, w1, t1,
-								 w2, t2);
+							put_back(b, c, w0, keep,
+								 w1, t1, w2, t2);
 							if (resume)
 								*resume = bit;
 							return shown;

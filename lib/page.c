@@ -104,8 +104,8 @@ void ps_page_default_error_hook(const struct ps_page *page,
 				enum ps_page_error error, uint64_t word)
 {
 	fprintf(stderr,
-		"libpagestate: page %p: %s (word 0x%016llx: refs %llu pins %llu "
-		"flags 0x%03llx)\n",
+		"libpagestate: page %p: %s (word 0x%016llx: refs %llu "
+		"pins %llu flags 0x%03llx)\n",
 		(const void *)page, ps_page_error_name(error),
 		(unsigned long long)word,
 		(unsigned long long)ps_page_word_refs(word),
@@ -226,7 +226,7 @@ bool ps_page_try_get_over_slow(struct ps_page *page)
 
 	for (;;) {
 		if (!(cur & PS_PAGE_LIVE))
-			return false; /* frozen meanwhile: the count was reset */
+			return false; /* frozen meanwhile: count was reset */
 		if (cur < ((PS_PAGE_REFS_MAX + 1) << PS_PAGE_REFS_SHIFT))
 			return true;
 		/* Relaxed: removes only our own unit; publishes nothing. */

@@ -112,7 +112,7 @@ struct scan {
 	unsigned int cur_key;  /* a key reported as the open region is */
 	uint64_t rcat[NKEYS]; /* reported categories of key k */
 	uint32_t same[NKEYS + 1]; /* matching keys reported as key k is;
-				     same[NKEYS] = 0: nothing extends */
+				   * same[NKEYS] = 0: nothing extends */
 };
 
 /*
@@ -308,7 +308,7 @@ scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
 					cur_end += PAGE_SIZE;
 				} else {
 					scan_take(s, addr, 1, k);
-					restart = true; /* reload the counters */
+					restart = true; /* reload counters */
 				}
 				break;
 			}
@@ -529,7 +529,7 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 			 * (vec_len or return_mask 0) re-arms all the same.
 			 */
 			if (!l && !s->pages)
-				return -ENOMEM; /* nothing reported or re-armed */
+				return -ENOMEM; /* none reported or re-armed */
 			if (!l) {
 				/*
 				 * Pages reported so far were re-armed: they

@@ -495,7 +495,8 @@ void ps_pgtable_destroy(struct ps_pgtable *t)
 		return;
 	ps__rcu_barrier(); /* trimmed levels and old registrations first */
 	free_subtree(&t->root, 3);
-	free(atomic_load_explicit(&t->regs, memory_order_relaxed)); /* Relaxed: sole user */
+	/* Relaxed: sole user. */
+	free(atomic_load_explicit(&t->regs, memory_order_relaxed));
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -739,7 +740,7 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	if (bad_range(start, len) || (flags & ~PS_WP_ALL))
 		return -EINVAL;
 	if (flags & PS_WP_ASYNC)
-		flags |= PS_WP_UNPOPULATED; /* as WP_ASYNC implies it in Linux */
+		flags |= PS_WP_UNPOPULATED; /* WP_ASYNC implies it in Linux */
 	pthread_mutex_lock(&t->lock);
 	rs = regs_load(t);
 	if (reg_segment(rs, start, end, &seg_end) || seg_end != end) {

@@ -1405,7 +1405,7 @@ START_TEST(mode_and_state_accessors)
 				 names[m]);
 	}
 	ck_assert_str_eq(ps_page_cache_mode_name(PS_CACHE_NR), "?");
-	ck_assert_str_eq(ps_page_cache_mode_name((enum ps_cache_mode)-1), "?");
+	ck_assert_str_eq(ps_page_cache_mode_name((enum ps_cache_mode)(-1)), "?");
 	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_SHARED);
 	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
 	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_PRIVATE);
@@ -1732,7 +1732,7 @@ static void *stress_worker(void *arg)
 			if (rc != 0)
 				violation(sh, "unfreeze failed");
 			break;
-		case 7: /* get_or_revive: the page is LIVE or frozen, never free */
+		case 7: /* get_or_revive: LIVE or frozen, never free */
 			if (refs == 0 || refs >= 8)
 				break;
 			rc = ps_page_get_or_revive(p);
@@ -2328,7 +2328,7 @@ static void *misuse_misuser(void *arg)
 		case 3: /* a pin B cannot have */
 			(void)ps_page_unpin_many(b, 2);
 			break;
-		default: /* a get or pin of B; on a LIVE B it holds, then puts */
+		default: /* get or pin B: on a LIVE B it holds, then puts */
 			if ((i & 1 ? ps_page_get(b) : ps_page_pin(b)) == 0) {
 				bool freed = i & 1 ? ps_page_put(b)
 						   : ps_page_unpin(b);

@@ -748,7 +748,8 @@ START_TEST(fault_locked_matches_fault)
 		for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
 			for (size_t k = 0; k < 5; k++) {
 				uint64_t a = ranges[r], b = a + 8 * PG;
-				ps_pte_t ea = 1, eb = 1; /* untouched if invalid */
+				/* Untouched if invalid. */
+				ps_pte_t ea = 1, eb = 1;
 				enum ps_fault fa, fb;
 
 				set(T, a, entries[i]);
@@ -1109,7 +1110,7 @@ static void assert_region(int i, uint64_t start, uint64_t end, uint64_t cats)
 		      (unsigned long long)cats);
 }
 
-#define R(i) (BASE + (uint64_t)(i) * PG)
+#define R(i) (BASE + PG * (uint64_t)(i))
 
 /* Pages 0-3 written, 4-5 wp, 6 swap, 7 swap wp, 8 U, 9 G, 10 P. */
 static void scan_layout(unsigned int regflags)
@@ -2446,7 +2447,8 @@ struct rearm_shared {
 	struct ps_pgtable *t;
 	uint64_t base, iters;
 	unsigned int stride; /* the writer writes pages 0, stride, ... */
-	bool whole; /* scans never stop early (no budget, room); half cover all */
+	/* Scans never stop early (no budget, room); half cover all. */
+	bool whole;
 	bool helper; /* harvest with ps_pgtable_harvest() instead of scans */
 	_Atomic(uint32_t) writes[ST_PAGES];
 	_Atomic(uint32_t) harvests[ST_PAGES];

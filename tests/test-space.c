@@ -963,7 +963,8 @@ struct wb_seen {
 	bool pinned[16];
 	unsigned n;
 	int fail_once;
-	uint64_t write_during; /* an address to write while its write-back runs */
+	/* An address to write while its write-back runs. */
+	uint64_t write_during;
 };
 
 static void wb_seen_init(struct wb_seen *w)

@@ -1243,7 +1243,7 @@ struct diff {
 	bool shared, swap;
 	bool ro[NP];		/* mprotect'ed read-only */
 	bool written_since[NP]; /* written since the last harvest */
-	uint8_t cache[NP];	/* memfd page cache: 0 no page, 1 clean, 2 dirty */
+	uint8_t cache[NP];	/* memfd cache: 0 no page, 1 clean, 2 dirty */
 	uint64_t frame;
 	char log[64][48];	/* the last operations, for a failure */
 	unsigned int nlog;
@@ -1298,7 +1298,8 @@ static void diff_fail(struct diff *d, unsigned int page, const char *what,
 
 		if (!mincore(d->r.host, NP * PG, vec))
 			for (unsigned int i = 0; i < NP; i++)
-				fprintf(stderr, "page %2u: model cache %u, mincore %u\n", i,
+				fprintf(stderr, "page %2u: model cache %u, "
+					"mincore %u\n", i,
 					d->cache[i], vec[i] & 1);
 		snprintf(cmd, sizeof(cmd), "grep -i %lx /proc/%d/maps >&2",
 			 (unsigned long)(uintptr_t)d->r.host >> 20, getpid());

@@ -61,7 +61,10 @@ using std::memory_order_relaxed;
 using std::memory_order_release;
 using std::memory_order_seq_cst;
 #endif
+/* clang-format 14 splits a braced macro body over lines: */
+/* clang-format off */
 #define PS_ATOMIC_INIT(v) {v}
+/* clang-format on */
 #define PS_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
 #define PS__EXTERN_C_BEGIN extern "C" {
 #define PS__EXTERN_C_END }

@@ -325,7 +325,9 @@ PS_STATIC_ASSERT(sizeof(struct ps_page) == 8, "struct ps_page is 8 bytes");
 	((((uint64_t)(refs)) << PS_PAGE_REFS_SHIFT) | ((refs) ? PS_PAGE_LIVE : 0))
 
 /* Static initialiser: @refs references (0: a free page), no pins. */
+/* clang-format off */
 #define PS_PAGE_INIT(refs) {PS_ATOMIC_INIT(PS_PAGE_WORD_INIT(refs))}
+/* clang-format on */
 
 /* --- decoding a snapshot (pure) ------------------------------------------ */
 
@@ -533,7 +535,7 @@ PS_COLD void ps_page_wait_writeback_slow(struct ps_page *page);
  */
 enum ps__page_verdict {
 	PS__PAGE_MISMATCH = 1, /* (old & must_mask) != must_value */
-	PS__PAGE_NOREF,	       /* PS__PAGE_ADD_HELD: the page has no reference */
+	PS__PAGE_NOREF,	       /* PS__PAGE_ADD_HELD: no reference on the page */
 	PS__PAGE_LIMIT,	       /* the new count would exceed its limit */
 	PS__PAGE_SHORT,	       /* PS__PAGE_SUB of more than the counts hold */
 };

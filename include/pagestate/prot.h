@@ -321,7 +321,7 @@ int ps_prot_set_hooks(struct ps_space *space,
 /* Conversion flags. */
 #define PS_CONVERT_WAIT 0x1u	     /* wait (bounded) for pins, CPU maps */
 #define PS_CONVERT_SKIP_MISSING 0x2u /* leave pages with no present entry */
-#define PS_CONVERT_INACCESSIBLE 0x4u /* to shared: keep the pages INACCESSIBLE */
+#define PS_CONVERT_INACCESSIBLE 0x4u /* to shared: keep pages INACCESSIBLE */
 #define PS_CONVERT_FLAGS_ALL \
 	(PS_CONVERT_WAIT | PS_CONVERT_SKIP_MISSING | PS_CONVERT_INACCESSIBLE)
 

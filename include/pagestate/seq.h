@@ -103,7 +103,9 @@ struct ps_seq {
 PS_STATIC_ASSERT(sizeof(struct ps_seq) == 8, "struct ps_seq is 8 bytes");
 
 /* Static initialiser: no write in progress. */
+/* clang-format off */
 #define PS_SEQ_INIT {PS_ATOMIC_INIT(0)}
+/* clang-format on */
 
 /* Cold but inlinable: GCC refuses noinline on an inline function. */
 #if defined(__GNUC__) || defined(__clang__)

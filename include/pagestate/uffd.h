@@ -177,7 +177,7 @@
 PS_BEGIN_DECLS
 
 /* Attachment flags (struct ps_uffd_config). */
-#define PS_UFFD_ASYNC 0x1u	 /* WP_ASYNC: writes resolve in place (else sync) */
+#define PS_UFFD_ASYNC 0x1u	 /* WP_ASYNC: resolve in place (else sync) */
 #define PS_UFFD_SHARED 0x2u	 /* memfd/shmem backing (else anonymous) */
 #define PS_UFFD_UNPOPULATED 0x4u /* sync anonymous: protect none PTEs too */
 #define PS_UFFD_THREAD 0x8u	 /* sync: the library runs the handler thread */
@@ -223,7 +223,7 @@ struct ps_uffd_config {
  */
 struct ps_uffd_stats {
 	uint64_t faults;       /* sync write-protect faults resolved */
-	uint64_t mismatches;   /* faults on pages the library had not protected */
+	uint64_t mismatches;   /* faults on pages the library did not protect */
 	uint64_t harvested;    /* pages reported by harvests */
 	uint64_t kernel_pages; /* of which PAGEMAP_SCAN reported (async) */
 	uint64_t errors;       /* failures of sync fault handling */

@@ -206,7 +206,7 @@ struct soak {
 	struct config cfg;
 	struct ps_space *sp;
 	struct ps_pgtable *pt;
-	struct ps_page *frames; /* the caller's page words (outlive the space) */
+	struct ps_page *frames; /* caller's page words (outlive the space) */
 	uint64_t npages, size;
 	uint64_t reg_start[NREG];
 	_Atomic uint64_t *arena;   /* frame i: PG_WORDS words at i * PG_WORDS */
