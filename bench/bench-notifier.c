@@ -92,9 +92,9 @@ static bool linux_read_retry(struct linux_sub *sub, uint64_t seq)
 /* --- KVM's merged range (mmu_invalidate_*), the false-retry baseline -------- */
 
 struct kvm {
-	uint64_t seq;		/* mmu_invalidate_seq */
-	long in_progress;	/* mmu_invalidate_in_progress */
-	uint64_t start, end;	/* mmu_invalidate_range_start/_end */
+	uint64_t seq;	     /* mmu_invalidate_seq */
+	long in_progress;    /* mmu_invalidate_in_progress */
+	uint64_t start, end; /* mmu_invalidate_range_start/_end */
 };
 
 #define KVM_INVALID UINT64_MAX
@@ -265,8 +265,7 @@ static double bench_invalidate(const struct bench_opts *o, uint64_t nsubs)
 				       &nop_ops, NULL))
 			abort();
 	st = bench_measure(o, 1, inv_loop, args, bench_iters(o, 400000));
-	snprintf(op, sizeof(op), "start+end n=%llu",
-		 (unsigned long long)nsubs);
+	snprintf(op, sizeof(op), "start+end n=%llu", (unsigned long long)nsubs);
 	bench_emit(o, "invalidate", op, "pagestate", "ns/op", st, 0, 0, NULL);
 	for (uint64_t i = 0; i < nsubs; i++)
 		ps_interval_remove(&c.subs[i]);
@@ -323,7 +322,7 @@ static void *busy_invalidator(void *arg)
 		uint64_t page[2];
 
 		x = x * 6364136223846793005ull + 1442695040888963407ull;
-		page[0] = x >> 54;		 /* below A */
+		page[0] = x >> 54;		     /* below A */
 		page[1] = 2048 + ((x >> 20) & 1023); /* above A */
 		for (int k = 0; k < 2; k++)
 			if (ps_notifier_invalidate_start(&b->n, page[k] * PG,
@@ -374,8 +373,8 @@ static double busy_reader(void *arg, uint64_t iters)
 			atomic_signal_fence(memory_order_seq_cst);
 		pthread_mutex_lock(&b->lock);
 		b->space_retries += ps_notifier_read_retry(&b->n, space, addr);
-		b->interval_retries +=
-			ps_interval_read_retry(&b->sub_a, interval);
+		b->interval_retries += ps_interval_read_retry(&b->sub_a,
+							      interval);
 		b->kvm_retries += kvm_retry(&b->kvm, kseq, addr);
 		pthread_mutex_unlock(&b->lock);
 		b->checks++;
@@ -397,10 +396,9 @@ static void bench_false_retries(const struct bench_opts *o, unsigned pause,
 		abort();
 	pthread_mutex_init(&b->lock, NULL);
 	b->pause = pause;
-	if (ps_interval_insert(&b->sub_a, &b->n, 1024 * PG, 64 * PG,
-			       &busy_ops, b) ||
-	    ps_interval_insert(&b->sub_lo, &b->n, 0, 1024 * PG, &busy_ops,
+	if (ps_interval_insert(&b->sub_a, &b->n, 1024 * PG, 64 * PG, &busy_ops,
 			       b) ||
+	    ps_interval_insert(&b->sub_lo, &b->n, 0, 1024 * PG, &busy_ops, b) ||
 	    ps_interval_insert(&b->sub_hi, &b->n, 2048 * PG, 1024 * PG,
 			       &busy_ops, b))
 		abort();
@@ -464,8 +462,10 @@ int main(int argc, char **argv)
 #if BENCH_HAVE_CK
 		{"ck", ck_pair},
 #endif
-		{"seq", seq_pair},	     {"interval", interval_pair},
-		{"space", space_pair},	     {"linux", linux_pair},
+		{"seq", seq_pair},
+		{"interval", interval_pair},
+		{"space", space_pair},
+		{"linux", linux_pair},
 		{"mutex", mutex_pair},
 	};
 	enum { NPAIRS = sizeof(pairs) / sizeof(pairs[0]) };
@@ -500,9 +500,11 @@ int main(int argc, char **argv)
 		for (int k = 0; k < NPAIRS; k++)
 			bench_emit(&o, "read-pair", "begin+load+retry",
 				   pairs[k].name, "ns/pair", st[k],
-				   base >= 0 && k != base ?
-					   st[k].median / st[base].median : 0,
-				   k != peer ? st[k].median / st[peer].median : 0,
+				   base >= 0 && k != base
+					   ? st[k].median / st[base].median
+					   : 0,
+				   k != peer ? st[k].median / st[peer].median
+					     : 0,
 				   "linux");
 		if (base >= 0)
 			seq_vs_ck = st[seq_k].median / st[base].median;
@@ -523,8 +525,9 @@ int main(int argc, char **argv)
 			bench_target(&o, "seq read pair / ck_sequence",
 				     seq_vs_ck, "<=", 1.10);
 		else
-			bench_note(&o, "seq read pair / ck_sequence: not "
-				       "measured (built without Concurrency Kit)");
+			bench_note(&o,
+				   "seq read pair / ck_sequence: not "
+				   "measured (built without Concurrency Kit)");
 		bench_target(&o, "invalidate cost n=100000 / n=1000",
 			     inv100k / inv1k, "<=", 3.0);
 		bench_target(&o, "false retries, exact checks (both streams)",

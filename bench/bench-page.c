@@ -60,15 +60,15 @@ static inline void keep(uint64_t v)
  * Every measured loop has the same shape: take the time, run the body
  * @n times, return the elapsed nanoseconds. The bodies are the point.
  */
-#define BENCH_LOOP(fn, body)                                  \
-	static double fn(void *arg, uint64_t n)               \
-	{                                                     \
-		struct slot *s = arg;                         \
-		double t0 = bench_now_ns();                   \
-		for (uint64_t i = 0; i < n; i++) {            \
-			body;                                 \
-		}                                             \
-		return bench_now_ns() - t0;                   \
+#define BENCH_LOOP(fn, body)                       \
+	static double fn(void *arg, uint64_t n)    \
+	{                                          \
+		struct slot *s = arg;              \
+		double t0 = bench_now_ns();        \
+		for (uint64_t i = 0; i < n; i++) { \
+			body;                      \
+		}                                  \
+		return bench_now_ns() - t0;        \
 	}
 
 /*
@@ -156,8 +156,9 @@ static inline bool linux_try_get(_Atomic(int) *r)
 	do {
 		if (old == 0)
 			return false;
-	} while (!atomic_compare_exchange_weak_explicit(
-		r, &old, old + 1, memory_order_acquire, memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(r, &old, old + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
 	return true;
 }
 
@@ -193,8 +194,9 @@ static inline bool cas_add(_Atomic(uint64_t) *w, int64_t refs, int64_t pins,
 		    r > CAS_LIMIT || p > CAS_LIMIT)
 			return false;
 		nw = (uint64_t)p << 32 | (uint64_t)r;
-	} while (!atomic_compare_exchange_weak_explicit(
-		w, &old, nw, memory_order_acq_rel, memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(w, &old, nw,
+							memory_order_acq_rel,
+							memory_order_relaxed));
 	return true;
 }
 
@@ -311,7 +313,7 @@ int main(int argc, char **argv)
 		const struct scenario *sc = &scenarios[si];
 		void *args[2] = {&slots[0], sc->shared ? &slots[0] : &slots[1]};
 		uint64_t iters = bench_iters(&o, (uint64_t)(2000000 *
-							   sc->iter_scale));
+							    sc->iter_scale));
 
 		for (size_t oi = 0; oi < sizeof(ops) / sizeof(ops[0]); oi++) {
 			const struct op *op = &ops[oi];
@@ -332,12 +334,15 @@ int main(int argc, char **argv)
 
 				bench_emit(&o, sc->name, op->name,
 					   op->impls[k].name, "ns/op", st[k],
-					   k ? vf : 0, k != 1 ? vl : 0, "linux");
+					   k ? vf : 0, k != 1 ? vl : 0,
+					   "linux");
 			}
-			if (si == 0 && st[2].median / st[0].median > un_ratio_max)
+			if (si == 0 &&
+			    st[2].median / st[0].median > un_ratio_max)
 				un_ratio_max = st[2].median / st[0].median;
 			if (!strcmp(sc->name, "shared") && oi == 1)
-				shared_pin_vs_linux = st[2].median / st[1].median;
+				shared_pin_vs_linux = st[2].median /
+						      st[1].median;
 			any = true;
 		}
 	}

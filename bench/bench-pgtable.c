@@ -185,8 +185,8 @@ static void table_dirty(void)
 
 static ps_pte_t flat_written(uint64_t i)
 {
-	return ps_pte_mk_present(i, PS_PTE_WRITE | PS_PTE_DIRTY |
-					    PS_PTE_ACCESSED);
+	return ps_pte_mk_present(i,
+				 PS_PTE_WRITE | PS_PTE_DIRTY | PS_PTE_ACCESSED);
 }
 
 static void flat_dirty(void)
@@ -299,14 +299,16 @@ static long floor_scan(bool rearm)
 	uint64_t nr = 0;
 
 	for (uint64_t i = 0; i < NPAGES; i++) {
-		ps_pte_t e = atomic_load_explicit(&flat[i], memory_order_acquire);
+		ps_pte_t e = atomic_load_explicit(&flat[i],
+						  memory_order_acquire);
 
 		if (!ps_pte_written(e))
 			continue;
 		/* Seq_cst: as the table's entry_cas(). */
-		if (rearm && !atomic_compare_exchange_strong_explicit(
-				     &flat[i], &e, ps_pte_mkuffd_wp(e),
-				     memory_order_seq_cst, memory_order_relaxed))
+		if (rearm &&
+		    !atomic_compare_exchange_strong_explicit(
+			    &flat[i], &e, ps_pte_mkuffd_wp(e),
+			    memory_order_seq_cst, memory_order_relaxed))
 			abort(); /* single-threaded: cannot fail */
 		if (nr && regions[nr - 1].end == BASE + i * PG)
 			regions[nr - 1].end += PG;
@@ -377,16 +379,19 @@ static double fault_floor(void *arg, uint64_t n)
 
 	(void)arg;
 	for (uint64_t i = 0; i < n; i++)
-		atomic_store_explicit(&flat[i], ps_pte_mkuffd_wp(flat_written(i)),
+		atomic_store_explicit(&flat[i],
+				      ps_pte_mkuffd_wp(flat_written(i)),
 				      memory_order_relaxed);
 	t0 = bench_now_ns();
 	for (uint64_t i = 0; i < n; i++) {
-		ps_pte_t e = atomic_load_explicit(&flat[i], memory_order_acquire);
+		ps_pte_t e = atomic_load_explicit(&flat[i],
+						  memory_order_acquire);
 
 		/* Seq_cst: as the table's entry_cas(). */
-		atomic_compare_exchange_strong_explicit(
-			&flat[i], &e, ps_pte_resolve_write(e),
-			memory_order_seq_cst, memory_order_relaxed);
+		atomic_compare_exchange_strong_explicit(&flat[i], &e,
+							ps_pte_resolve_write(e),
+							memory_order_seq_cst,
+							memory_order_relaxed);
 	}
 	return bench_now_ns() - t0;
 }
@@ -412,7 +417,8 @@ static long kernel_scan(bool rearm)
 {
 	struct pm_scan_arg a = {
 		.size = sizeof(a),
-		.flags = rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
+		.flags = rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC
+			       : 0,
 		.start = (uint64_t)(uintptr_t)kmem,
 		.end = (uint64_t)(uintptr_t)kmem + SPAN,
 		.vec = (uint64_t)(uintptr_t)regions,
@@ -597,7 +603,8 @@ static void choose_dirty(double fraction)
 		s ^= s >> 12;
 		s ^= s << 25;
 		s ^= s >> 27;
-		i = want == NPAGES ? ndirty : (s * 0x2545f4914f6cdd1dull) % NPAGES;
+		i = want == NPAGES ? ndirty
+				   : (s * 0x2545f4914f6cdd1dull) % NPAGES;
 		if (bits[i / 8] & (1u << (i % 8)))
 			continue;
 		bits[i / 8] |= (uint8_t)(1u << (i % 8));
@@ -654,9 +661,10 @@ int main(int argc, char **argv)
 	for (int cold = 0; cold < 2; cold++) {
 		const char *op = cold ? "random-cold" : "random-warm";
 		const struct impl im[] = {
-			{"floor", cold ? lookup_floor_cold : lookup_floor, NULL},
-			{"pagestate", cold ? lookup_batched_cold : lookup_batched,
+			{"floor", cold ? lookup_floor_cold : lookup_floor,
 			 NULL},
+			{"pagestate",
+			 cold ? lookup_batched_cold : lookup_batched, NULL},
 			{"get", cold ? lookup_get_cold : lookup_get, NULL},
 		};
 		double vf[MAX_IMPLS];
@@ -699,8 +707,10 @@ int main(int argc, char **argv)
 			kernel_dirty();
 #endif
 		for (int rearm = 0; rearm < 2; rearm++) {
-			struct scan_case fc = {rearm != 0, flat_dirty, floor_scan};
-			struct scan_case tc = {rearm != 0, table_dirty, table_scan};
+			struct scan_case fc = {rearm != 0, flat_dirty,
+					       floor_scan};
+			struct scan_case tc = {rearm != 0, table_dirty,
+					       table_scan};
 #ifdef __linux__
 			struct scan_case kc = {rearm != 0, kernel_dirty,
 					       kernel_scan};
@@ -747,12 +757,13 @@ int main(int argc, char **argv)
 			die("protect");
 		fault_next = 0;
 		measure(&o, "fault", "async-first-write", "ns/op", 1, im,
-			kernel ? 4 : 3, kernel ? 3 : -1,
-			bench_iters(&o, 65536), NULL, NULL);
+			kernel ? 4 : 3, kernel ? 3 : -1, bench_iters(&o, 65536),
+			NULL, NULL);
 	}
 
-	bench_note(&o, "memory: %.3f bytes per mapped page (dense 1 GiB: %llu "
-		       "leaves, %llu interior levels, %llu bytes)",
+	bench_note(&o,
+		   "memory: %.3f bytes per mapped page (dense 1 GiB: %llu "
+		   "leaves, %llu interior levels, %llu bytes)",
 		   bytes_per_page, (unsigned long long)st.leaves,
 		   (unsigned long long)st.nodes, (unsigned long long)st.bytes);
 	if (all) {
@@ -761,19 +772,21 @@ int main(int argc, char **argv)
 		bench_target(&o, "scan pagestate/floor (worst case)",
 			     worst_scan_floor, "<=", 2.0);
 		if (kernel) {
-			bench_note(&o, "report-only scans, kernel/pagestate "
-				       "(worst of 0%%, 1%%, 100%%): %.2f "
-				       "(informative: the issue's kernel figures "
-				       "are WP_MATCHING)",
+			bench_note(&o,
+				   "report-only scans, kernel/pagestate "
+				   "(worst of 0%%, 1%%, 100%%): %.2f "
+				   "(informative: the issue's kernel figures "
+				   "are WP_MATCHING)",
 				   worst_report_kernel);
-			bench_target(&o, "get-and-rearm scan kernel/pagestate "
-					 "(worst of 0%, 1%, 100%)",
+			bench_target(&o,
+				     "get-and-rearm scan kernel/pagestate "
+				     "(worst of 0%, 1%, 100%)",
 				     worst_rearm_kernel, ">=", 10.0);
 			bench_target(&o, "protect 1 GiB kernel/pagestate",
 				     protect_vs_kernel, ">=", 20.0);
 		}
-		bench_target(&o, "bytes per mapped page", bytes_per_page, "<=",
-			     8.2);
+		bench_target(&o, "bytes per mapped page", bytes_per_page,
+			     "<=", 8.2);
 	}
 	keep(sink);
 	ps_pgtable_destroy(T);

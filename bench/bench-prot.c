@@ -284,9 +284,9 @@ struct impl {
  */
 static void measure(const struct bench_opts *o, const char *group,
 		    const char *op, const char *unit, double per,
-		    const struct impl *im, int n, int peer, const char *peer_name,
-		    uint64_t iters, double *vs_floor, double *vs_peer,
-		    struct bench_stats *peer_st)
+		    const struct impl *im, int n, int peer,
+		    const char *peer_name, uint64_t iters, double *vs_floor,
+		    double *vs_peer, struct bench_stats *peer_st)
 {
 	double t[MAX_IMPLS][64], rf[MAX_IMPLS][64], rp[MAX_IMPLS][64];
 	unsigned int runs = o->runs < 64 ? o->runs : 64;
@@ -354,8 +354,8 @@ int main(int argc, char **argv)
 
 		struct bench_stats share;
 
-		measure(&o, "convert", "1GiB", "ns/page", (double)NPAGES, im,
-			6, 2, "convert+sub", bench_iters(&o, 4), vf, vp, ps);
+		measure(&o, "convert", "1GiB", "ns/page", (double)NPAGES, im, 6,
+			2, "convert+sub", bench_iters(&o, 4), vf, vp, ps);
 		/* The share as its own row, in parts per million. */
 		share = ps[5];
 		share.median *= 1e6;

@@ -317,7 +317,8 @@ static double harvest_flat(void *arg, uint64_t iters)
 			a->flat[w] = 0;
 			while (x) {
 				a->out[n++ % a->ndirty] =
-					(w * 64 + (uint64_t)__builtin_ctzll(x)) *
+					(w * 64 +
+					 (uint64_t)__builtin_ctzll(x)) *
 					PG;
 				x &= x - 1;
 			}
@@ -330,8 +331,8 @@ static double harvest_flat(void *arg, uint64_t iters)
 }
 
 /* A space of @size with @ndirty random pages mapped (distinct frames). */
-static void harvest_setup(struct harvest_arg *a, uint64_t size,
-			  uint64_t ndirty, unsigned seed)
+static void harvest_setup(struct harvest_arg *a, uint64_t size, uint64_t ndirty,
+			  unsigned seed)
 {
 	uint64_t npages = size / PG;
 
@@ -379,8 +380,10 @@ int main(int argc, char **argv)
 			die("map_range", rc);
 		a.frames = calloc(npages, sizeof(*a.frames));
 		args[0] = &a;
-		st[0] = bench_measure(&o, 1, pin_floor, args, bench_iters(&o, 3));
-		st[1] = bench_measure(&o, 1, pin_space, args, bench_iters(&o, 3));
+		st[0] = bench_measure(&o, 1, pin_floor, args,
+				      bench_iters(&o, 3));
+		st[1] = bench_measure(&o, 1, pin_space, args,
+				      bench_iters(&o, 3));
 		bench_emit(&o, "pin 1 GiB", "pin_range+unpin", "floor",
 			   "ns/page", st[0], 0, 0, NULL);
 		bench_emit(&o, "pin 1 GiB", "pin_range+unpin", "pagestate",
@@ -444,8 +447,8 @@ int main(int argc, char **argv)
 			a.floor = false;
 			st[1] = bench_measure(&o, 1, cases[i].fn, args,
 					      bench_iters(&o, 20));
-			bench_emit(&o, "write fault", cases[i].op,
-				   "page table", "ns/page", st[0], 0, 0, NULL);
+			bench_emit(&o, "write fault", cases[i].op, "page table",
+				   "ns/page", st[0], 0, 0, NULL);
 			bench_emit(&o, "write fault", cases[i].op, "pagestate",
 				   "ns/page", st[1],
 				   st[1].median / st[0].median, 0, NULL);
@@ -466,16 +469,16 @@ int main(int argc, char **argv)
 		st[1] = bench_measure(&o, 1, harvest_space, args,
 				      bench_iters(&o, 20));
 		bench_emit(&o, "harvest", "1 TiB, 1000 dirty", "flat bitmap",
-			   "us", (struct bench_stats){st[0].median / 1e3,
-						      st[0].min / 1e3,
-						      st[0].max / 1e3,
-						      st[0].runs},
+			   "us",
+			   (struct bench_stats){st[0].median / 1e3,
+						st[0].min / 1e3,
+						st[0].max / 1e3, st[0].runs},
 			   0, 0, NULL);
 		bench_emit(&o, "harvest", "1 TiB, 1000 dirty", "pagestate",
-			   "us", (struct bench_stats){st[1].median / 1e3,
-						      st[1].min / 1e3,
-						      st[1].max / 1e3,
-						      st[1].runs},
+			   "us",
+			   (struct bench_stats){st[1].median / 1e3,
+						st[1].min / 1e3,
+						st[1].max / 1e3, st[1].runs},
 			   0, st[1].median / st[0].median, "flat bitmap");
 		if (!o.filter) {
 			bench_target(&o, "harvest 1 TiB / 1000 dirty (us)",

@@ -98,15 +98,16 @@ static int pagemap = -1;
 struct harvester {
 	const char *name;
 	uint8_t *mem;
-	int uffd;		/* raw */
-	struct ps_uffd *u;	/* bridge */
+	int uffd;	   /* raw */
+	struct ps_uffd *u; /* bridge */
 	struct ps_pgtable *t;
 	struct ps_space *s;
 };
 
 static void choose(double fraction)
 {
-	uint64_t x = 0x9e3779b97f4a7c15ull, want = (uint64_t)(NPAGES * fraction);
+	uint64_t x = 0x9e3779b97f4a7c15ull,
+		 want = (uint64_t)(NPAGES * fraction);
 	uint8_t *bits = calloc(NPAGES / 8, 1);
 
 	if (!bits)
@@ -117,7 +118,8 @@ static void choose(double fraction)
 		x ^= x >> 12;
 		x ^= x << 25;
 		x ^= x >> 27;
-		i = want == NPAGES ? ndirty : (x * 0x2545f4914f6cdd1dull) % NPAGES;
+		i = want == NPAGES ? ndirty
+				   : (x * 0x2545f4914f6cdd1dull) % NPAGES;
 		if (bits[i / 8] & (1u << (i % 8)))
 			continue;
 		bits[i / 8] |= (uint8_t)(1u << (i % 8));
@@ -235,8 +237,8 @@ static void harvester_bridge(struct harvester *h, bool space)
 		h->t = ps_space_pgtable(h->s);
 	} else {
 		h->t = ps_pgtable_create();
-		if (!h->t || ps_pgtable_map(h->t, LBASE, SPAN, 0,
-					    PS_PTE_MAYWRITE))
+		if (!h->t ||
+		    ps_pgtable_map(h->t, LBASE, SPAN, 0, PS_PTE_MAYWRITE))
 			die("table set-up");
 	}
 	memset(&c, 0, sizeof(c));
@@ -312,8 +314,8 @@ static double invalidations_once(struct harvester *h)
 struct faulter {
 	const char *name;
 	uint8_t *mem;
-	int uffd;	    /* raw */
-	struct ps_uffd *u;  /* bridge */
+	int uffd;	   /* raw */
+	struct ps_uffd *u; /* bridge */
 	struct ps_pgtable *t;
 	pthread_t handler;  /* raw */
 	_Atomic(bool) stop; /* raw */
@@ -393,7 +395,8 @@ static void faulter_init(struct faulter *f, bool bridge)
 		struct uffdio_api api;
 		struct uffdio_register reg;
 
-		f->uffd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+		f->uffd = (int)syscall(__NR_userfaultfd,
+				       O_CLOEXEC | O_NONBLOCK);
 		memset(&api, 0, sizeof(api));
 		api.api = UFFD_API;
 		memset(&reg, 0, sizeof(reg));
@@ -460,8 +463,9 @@ int main(int argc, char **argv)
 	rc = ps_uffd_probe(PS_UFFD_ASYNC, &why);
 	pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (rc || pagemap < 0) {
-		bench_note(&o, "skipped: the kernel or this process cannot use "
-			       "the userfaultfd bridge (%s: %s)",
+		bench_note(&o,
+			   "skipped: the kernel or this process cannot use "
+			   "the userfaultfd bridge (%s: %s)",
 			   why ? why : "/proc/self/pagemap",
 			   strerror(rc ? -rc : errno));
 		return 0;
@@ -490,8 +494,8 @@ int main(int argc, char **argv)
 					t[k][r] = harvest_once(&h[k]);
 			snprintf(op, sizeof(op), "%s-written",
 				 pct ? "100%" : "1%");
-			report(&o, "harvest", op, "us", 1e-3, names, 3, t,
-			       runs, ratio);
+			report(&o, "harvest", op, "us", 1e-3, names, 3, t, runs,
+			       ratio);
 			if (ratio[1] > worst_table)
 				worst_table = ratio[1];
 			if (ratio[2] > worst_space)
@@ -545,21 +549,25 @@ int main(int argc, char **argv)
 	}
 
 	if (worst_table > 0) {
-		bench_target(&o, "harvest bridge(table)/raw PAGEMAP_SCAN "
-				 "(worst of 1%, 100%)",
+		bench_target(&o,
+			     "harvest bridge(table)/raw PAGEMAP_SCAN "
+			     "(worst of 1%, 100%)",
 			     worst_table, "<=", 1.2);
-		bench_target(&o, "harvest bridge(space)/raw PAGEMAP_SCAN "
-				 "(worst of 1%, 100%)",
+		bench_target(&o,
+			     "harvest bridge(space)/raw PAGEMAP_SCAN "
+			     "(worst of 1%, 100%)",
 			     worst_space, "<=", 1.2);
 	}
 	if (inval_share > 0)
-		bench_note(&o, "space, 1%% device-written: the notifier "
-			       "invalidations are %.0f%% of the harvest (CPU "
-			       "writes need none; no target)",
+		bench_note(&o,
+			   "space, 1%% device-written: the notifier "
+			   "invalidations are %.0f%% of the harvest (CPU "
+			   "writes need none; no target)",
 			   inval_share * 100);
 	if (fault_ratio > 0)
-		bench_note(&o, "sync fault round trip bridge/raw: %.2fx (no "
-			       "target; the bridge also updates the table)",
+		bench_note(&o,
+			   "sync fault round trip bridge/raw: %.2fx (no "
+			   "target; the bridge also updates the table)",
 			   fault_ratio);
 	keep(ndirty);
 	close(pagemap);

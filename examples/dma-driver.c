@@ -54,32 +54,37 @@
 #include <time.h>
 
 #define PAGE 4096ull
-#define PHYS_BASE 0x80000000ull /* where the device sees frame 0 */
-#define NFRAMES 1024ull          /* a 4 MiB arena */
+#define PHYS_BASE 0x80000000ull	 /* where the device sees frame 0 */
+#define NFRAMES 1024ull		 /* a 4 MiB arena */
 #define SPACE_SIZE (64ull << 20) /* the driver's virtual address space */
-#define MAX_REQ_PAGES 8          /* pages per request, at most */
+#define MAX_REQ_PAGES 8		 /* pages per request, at most */
 #define NTHREADS 2
 
 static int failures;
 
-#define EXPECT(cond, ...)                                        \
-	do {                                                     \
-		if (!(cond)) {                                   \
+#define EXPECT(cond, ...)                                                 \
+	do {                                                              \
+		if (!(cond)) {                                            \
 			printf("  FAILED (%s:%d): ", __FILE__, __LINE__); \
-			printf(__VA_ARGS__);                     \
-			printf("\n");                            \
-			failures++;                              \
-		}                                                \
+			printf(__VA_ARGS__);                              \
+			printf("\n");                                     \
+			failures++;                                       \
+		}                                                         \
 	} while (0)
 
 static const char *errname(int err)
 {
 	switch (err) {
-	case 0: return "ok";
-	case -ENOENT: return "ENOENT";
-	case -EFAULT: return "EFAULT";
-	case -ETIMEDOUT: return "ETIMEDOUT";
-	default: return strerror(-err);
+	case 0:
+		return "ok";
+	case -ENOENT:
+		return "ENOENT";
+	case -EFAULT:
+		return "EFAULT";
+	case -ETIMEDOUT:
+		return "ETIMEDOUT";
+	default:
+		return strerror(-err);
 	}
 }
 
@@ -110,22 +115,22 @@ struct dma_reg {
 	struct driver *drv;
 	uint64_t va;
 	uint64_t npages;
-	_Atomic int state;              /* enum reg_state */
-	struct ps_interval sub;         /* invalidations of [va, va + len) */
-	pthread_mutex_t fill_lock;      /* refill vs. invalidate (slow path) */
-	struct ps_seq xlate_seq;        /* guards nseq and phys[] */
-	_Atomic uint64_t nseq;          /* ps_notifier_read_begin() at fill */
-	_Atomic uint64_t *phys;         /* per page: device address, 0 = none */
-	_Atomic uint64_t refills;       /* slow-path fills */
+	_Atomic int state;		/* enum reg_state */
+	struct ps_interval sub;		/* invalidations of [va, va + len) */
+	pthread_mutex_t fill_lock;	/* refill vs. invalidate (slow path) */
+	struct ps_seq xlate_seq;	/* guards nseq and phys[] */
+	_Atomic uint64_t nseq;		/* ps_notifier_read_begin() at fill */
+	_Atomic uint64_t *phys;		/* per page: device address, 0 = none */
+	_Atomic uint64_t refills;	/* slow-path fills */
 	_Atomic uint64_t invalidations; /* callbacks that cleared entries */
 };
 
 struct driver {
 	struct ps_space *space;
 	struct ps_notifier *notifier;
-	unsigned char *arena; /* the memory behind the frames */
-	_Atomic uint64_t frees;                /* free_frame hook calls */
-	_Atomic uint8_t freed[NFRAMES];        /* 1 once a frame was freed */
+	unsigned char *arena;		/* the memory behind the frames */
+	_Atomic uint64_t frees;		/* free_frame hook calls */
+	_Atomic uint8_t freed[NFRAMES]; /* 1 once a frame was freed */
 };
 
 static uint64_t frame_phys(uint64_t frame)
@@ -177,8 +182,7 @@ static bool reg_invalidate(struct ps_interval *sub,
 		atomic_store_explicit(&reg->phys[i], 0, memory_order_relaxed);
 	ps_seq_write_end(&reg->xlate_seq);
 	ps_interval_set_seq(sub, cur_seq);
-	atomic_fetch_add_explicit(&reg->invalidations, 1,
-				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&reg->invalidations, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&reg->fill_lock);
 	return true;
 }
@@ -213,8 +217,9 @@ static void reg_refill(struct dma_reg *reg)
 		ps_pgtable_read_lock();
 		for (uint64_t i = 0; i < reg->npages; i++) {
 			ps_pte_t e = ps_pgtable_lookup(pt, reg->va + i * PAGE);
-			uint64_t phys = ps_pte_is_present(e) ?
-						frame_phys(ps_pte_frame(e)) : 0;
+			uint64_t phys = ps_pte_is_present(e)
+						? frame_phys(ps_pte_frame(e))
+						: 0;
 
 			/* Relaxed: inside the write section. */
 			atomic_store_explicit(&reg->phys[i], phys,
@@ -403,8 +408,8 @@ static int do_request(struct dma_reg *reg, uint64_t va, uint64_t n,
 		err = reg_vtophys(reg, va, n, phys, &seq);
 		if (err)
 			return err;
-		err = ps_space_pin_range(drv->space, va, n * PAGE,
-					 PS_PIN_WRITE, frames);
+		err = ps_space_pin_range(drv->space, va, n * PAGE, PS_PIN_WRITE,
+					 frames);
 		if (err)
 			return err; /* unmapped since: -EFAULT */
 		/* Seq_cst fence: the pin before the state load (Dekker). */
@@ -452,8 +457,8 @@ static int do_request(struct dma_reg *reg, uint64_t va, uint64_t n,
 struct io_thread {
 	pthread_t tid;
 	unsigned int id;
-	struct dma_reg *reg; /* the buffer it mostly uses */
-	struct dma_reg *other; /* a second buffer it uses now and then */
+	struct dma_reg *reg;	     /* the buffer it mostly uses */
+	struct dma_reg *other;	     /* a second buffer it uses now and then */
 	uint64_t first_page, npages; /* its slice of reg */
 	uint64_t other_first, other_npages; /* its slice of other */
 	uint64_t rng;
@@ -542,15 +547,15 @@ int main(void)
 	struct dma_reg buf_a, buf_b;
 	struct io_thread io[NTHREADS];
 	const uint64_t va_a = 1ull << 20, pages_a = 256; /* frames 0..255 */
-	const uint64_t va_b = 4ull << 20, pages_b = 64;  /* frames 256..319 */
-	const uint64_t spare = 512;                      /* hot-added frames */
+	const uint64_t va_b = 4ull << 20, pages_b = 64;	 /* frames 256..319 */
+	const uint64_t spare = 512;			 /* hot-added frames */
 	const uint64_t va_gone = va_a + 128 * PAGE, pages_gone = 128;
 	uint64_t requests = 2000, phys[1], seq, frames[1], old[128];
 	const char *env = getenv("PS_EXAMPLE_REQUESTS");
 	struct ps_space_config cfg = {
 		.size = SPACE_SIZE,
 		.nframes = NFRAMES,
-		.hooks = { .free_frame = drv_free_frame, .ctx = &drv },
+		.hooks = {.free_frame = drv_free_frame, .ctx = &drv},
 	};
 	uint64_t t0;
 	int err;
@@ -560,8 +565,8 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	printf("[setup] a %llu KiB arena of %llu frames; the device sees frame "
-	       "f at 0x%llx + f * 4096\n", NFRAMES * PAGE / 1024, NFRAMES,
-	       PHYS_BASE);
+	       "f at 0x%llx + f * 4096\n",
+	       NFRAMES * PAGE / 1024, NFRAMES, PHYS_BASE);
 	drv.arena = mmap(NULL, NFRAMES * PAGE, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (drv.arena == MAP_FAILED) {
@@ -587,9 +592,9 @@ int main(void)
 	err = reg_register(&drv, &buf_b, va_b, pages_b);
 	EXPECT(!err, "register B: %d", err);
 	printf("[1] registered buffer A: %llu pages at 0x%llx, buffer B: "
-	       "%llu pages at 0x%llx\n", (unsigned long long)pages_a,
-	       (unsigned long long)va_a, (unsigned long long)pages_b,
-	       (unsigned long long)va_b);
+	       "%llu pages at 0x%llx\n",
+	       (unsigned long long)pages_a, (unsigned long long)va_a,
+	       (unsigned long long)pages_b, (unsigned long long)va_b);
 
 	/* 2. The vtophys cache. */
 	err = reg_vtophys(&buf_a, va_a + 5 * PAGE, 1, phys, &seq);
@@ -597,7 +602,8 @@ int main(void)
 	       "vtophys(A + 5 pages) = %d, 0x%llx", err,
 	       (unsigned long long)phys[0]);
 	printf("[2] vtophys(0x%llx) = 0x%llx, lock-free, valid from notifier "
-	       "sequence %llu\n", (unsigned long long)(va_a + 5 * PAGE),
+	       "sequence %llu\n",
+	       (unsigned long long)(va_a + 5 * PAGE),
 	       (unsigned long long)phys[0], (unsigned long long)seq);
 
 	/* 3. I/O threads: each owns half of A and sometimes uses B. */
@@ -618,13 +624,13 @@ int main(void)
 	}
 	wait_progress(io, NTHREADS, requests);
 	printf("[3] %u I/O threads: %llu + %llu requests done, each pinned "
-	       "its pages, DMA'd, unpinned them dirty\n", NTHREADS,
-	       (unsigned long long)ld(&io[0].ok),
+	       "its pages, DMA'd, unpinned them dirty\n",
+	       NTHREADS, (unsigned long long)ld(&io[0].ok),
 	       (unsigned long long)ld(&io[1].ok));
 
 	/* 4. Unregister B while a request on it is stuck in the device. */
-	err = ps_space_pin_range(drv.space, va_b + 3 * PAGE, PAGE,
-				 PS_PIN_WRITE, frames);
+	err = ps_space_pin_range(drv.space, va_b + 3 * PAGE, PAGE, PS_PIN_WRITE,
+				 frames);
 	EXPECT(!err, "pin a page of B: %d", err);
 	t0 = now_ns();
 	err = reg_unregister(&buf_b, 50);
@@ -633,8 +639,8 @@ int main(void)
 		       REG_LIVE,
 	       "B is still registered after the timeout");
 	printf("[4] unregister B with one page pinned by a stuck request: "
-	       "%s after %.0f ms; B stays registered\n", errname(err),
-	       (double)(now_ns() - t0) / 1e6);
+	       "%s after %.0f ms; B stays registered\n",
+	       errname(err), (double)(now_ns() - t0) / 1e6);
 	ps_space_unpin(drv.space, frames, 1, PS_UNPIN_DIRTY);
 	err = reg_unregister(&buf_b, 2000);
 	EXPECT(!err, "unregister B: %d", err);
@@ -644,12 +650,10 @@ int main(void)
 	       "pins in flight, then invalidates: ok; vtophys(B) -> %s\n",
 	       errname(-ENOENT));
 	{
-		uint64_t before = ld(&io[0].other_ok) +
-				  ld(&io[1].other_ok);
+		uint64_t before = ld(&io[0].other_ok) + ld(&io[1].other_ok);
 
 		wait_progress(io, NTHREADS, requests / 4);
-		EXPECT(ld(&io[0].other_ok) +
-				       ld(&io[1].other_ok) == before,
+		EXPECT(ld(&io[0].other_ok) + ld(&io[1].other_ok) == before,
 		       "no request on B succeeds after unregister");
 		printf("    requests on B since: %llu refused, 0 done\n",
 		       (unsigned long long)(ld(&io[0].refused) +
@@ -677,7 +681,7 @@ int main(void)
 	EXPECT(!err, "unmap the removed range: %d", err);
 	EXPECT(!atomic_load_explicit(&drv.freed[old[0]],
 				     memory_order_acquire) &&
-	       ps_page_is_pinned(ps_space_page(drv.space, old[0])),
+		       ps_page_is_pinned(ps_space_page(drv.space, old[0])),
 	       "a frame under DMA outlives its mapping");
 	printf("[5] hot-remove 0x%llx..0x%llx: unmapped (A's callback ran "
 	       "%llu times); frame %llu stays until its DMA completes\n",
@@ -702,7 +706,8 @@ int main(void)
 	}
 	/* The memory really goes: give it back to the kernel. */
 	EXPECT(!madvise(drv.arena + old[0] * PAGE, pages_gone * PAGE,
-			MADV_DONTNEED), "madvise");
+			MADV_DONTNEED),
+	       "madvise");
 	printf("    every removed frame freed once its last pin went "
 	       "(%.1f ms); the arena pages are returned\n",
 	       (double)(now_ns() - t0) / 1e6);
@@ -766,8 +771,8 @@ int main(void)
 		       "harvest of A: %d, %llu dirty pages", err,
 		       (unsigned long long)n);
 		printf("    the dirty log reports %llu of A's %llu pages "
-		       "written by the device\n", (unsigned long long)n,
-		       (unsigned long long)pages_a);
+		       "written by the device\n",
+		       (unsigned long long)n, (unsigned long long)pages_a);
 		/*
 		 * The last DMA to each page of A is in the frame mapped there
 		 * now (for pages last written before the hot-remove, that
@@ -798,7 +803,8 @@ int main(void)
 		EXPECT(n > pages_a / 2, "%llu pages checked",
 		       (unsigned long long)n);
 		printf("    %llu pages hold exactly the data of their last "
-		       "DMA\n", (unsigned long long)n);
+		       "DMA\n",
+		       (unsigned long long)n);
 	}
 
 	/* Teardown. */

@@ -72,31 +72,37 @@
 
 static int failures;
 
-#define EXPECT(cond, ...)                                            \
-	do {                                                         \
-		if (!(cond)) {                                       \
+#define EXPECT(cond, ...)                                                 \
+	do {                                                              \
+		if (!(cond)) {                                            \
 			printf("  FAILED (%s:%d): ", __FILE__, __LINE__); \
-			printf(__VA_ARGS__);                         \
-			printf("\n");                                \
-			failures++;                                  \
-		}                                                    \
+			printf(__VA_ARGS__);                              \
+			printf("\n");                                     \
+			failures++;                                       \
+		}                                                         \
 	} while (0)
 
 static const char *errname(int err)
 {
 	switch (err) {
-	case 0: return "ok";
-	case -EAGAIN: return "EAGAIN";
-	case -EBUSY: return "EBUSY";
-	case -EFAULT: return "EFAULT";
-	case -EPERM: return "EPERM";
-	default: return strerror(-err);
+	case 0:
+		return "ok";
+	case -EAGAIN:
+		return "EAGAIN";
+	case -EBUSY:
+		return "EBUSY";
+	case -EFAULT:
+		return "EFAULT";
+	case -EPERM:
+		return "EPERM";
+	default:
+		return strerror(-err);
 	}
 }
 
 static void sleep_ms(unsigned int ms)
 {
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ms * 1000000L };
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
 
 	nanosleep(&ts, NULL);
 }
@@ -353,8 +359,7 @@ static void virtio_unlock(void *ctx)
 	pthread_mutex_unlock(&((struct virtio_dev *)ctx)->lock);
 }
 
-static int virtio_install(void *ctx, uint64_t addr, uint64_t frame,
-			  bool write)
+static int virtio_install(void *ctx, uint64_t addr, uint64_t frame, bool write)
 {
 	struct virtio_dev *d = ctx;
 
@@ -424,7 +429,7 @@ static void *virtio_main(void *arg)
 
 struct migration {
 	struct vmm *vm;
-	struct ps_uffd *uffd; /* NULL: software dirty log */
+	struct ps_uffd *uffd;	/* NULL: software dirty log */
 	_Atomic uint64_t *dest; /* the destination's RAM */
 	void *dest_host;
 	uint64_t addrs[4096];
@@ -440,8 +445,11 @@ struct migration {
 static int uffd_attach(struct vmm *vm, struct migration *m, const char **why)
 {
 	struct ps_uffd_config c = {
-		.host = vm->host, .addr = 0, .len = GUEST_SIZE,
-		.flags = PS_UFFD_ASYNC, .why = why,
+		.host = vm->host,
+		.addr = 0,
+		.len = GUEST_SIZE,
+		.flags = PS_UFFD_ASYNC,
+		.why = why,
 	};
 
 	return ps_uffd_attach_space(vm->space, &c, &m->uffd);
@@ -494,10 +502,10 @@ static void copy_page(struct migration *m, uint64_t gpa)
 
 	for (uint64_t w = 0; w < WORDS; w++)
 		/* Relaxed: racing writers are re-sent in the next round. */
-		atomic_store_explicit(&dst[w],
-				      atomic_load_explicit(&src[w],
-							   memory_order_relaxed),
-				      memory_order_relaxed);
+		atomic_store_explicit(
+			&dst[w],
+			atomic_load_explicit(&src[w], memory_order_relaxed),
+			memory_order_relaxed);
 }
 
 /*
@@ -512,11 +520,11 @@ static int64_t migration_round(struct migration *m, uint64_t *pinned_seen)
 	*pinned_seen = 0;
 	while (at < GUEST_SIZE) {
 		uint64_t n = 0;
-		int err = m->uffd ?
-			uffd_harvest(m, &at, &n) :
-			ps_space_harvest(m->vm->space, at, GUEST_SIZE - at,
-					 PS_HARVEST_REARM, m->addrs, 4096, &n,
-					 &at);
+		int err = m->uffd ? uffd_harvest(m, &at, &n)
+				  : ps_space_harvest(m->vm->space, at,
+						     GUEST_SIZE - at,
+						     PS_HARVEST_REARM, m->addrs,
+						     4096, &n, &at);
 
 		if (err)
 			return err;
@@ -545,12 +553,15 @@ int main(void)
 	struct ps_space_config cfg = {
 		.size = GUEST_SIZE,
 		.nframes = NFRAMES,
-		.hooks = { .free_frame = vmm_free_frame, .dirty = vmm_dirty,
-			   .ctx = &vm },
+		.hooks = {.free_frame = vmm_free_frame,
+			  .dirty = vmm_dirty,
+			  .ctx = &vm},
 	};
 	struct ps_prot_hooks prot_hooks = {
-		.prepare = vmm_prepare, .finish = vmm_finish,
-		.make_accessible = vmm_make_accessible, .ctx = &vm,
+		.prepare = vmm_prepare,
+		.finish = vmm_finish,
+		.make_accessible = vmm_make_accessible,
+		.ctx = &vm,
 	};
 	struct ps_discard_skip skipped[BALLOON_PAGES];
 	uint64_t nskipped = 0, pinned_seen, off;
@@ -645,8 +656,8 @@ int main(void)
 	/* 3. Live migration. */
 	printf("[3] migration: dirty tracking by %s\n",
 	       mig.uffd ? "the kernel (uffd-wp async + PAGEMAP_SCAN) and the "
-			  "library (device writes, pins)" :
-			  "software dirty logging");
+			  "library (device writes, pins)"
+			: "software dirty logging");
 	if (!mig.uffd)
 		printf("    (the uffd bridge is unavailable: %s)\n", why);
 	if (mig.uffd) {
@@ -667,8 +678,8 @@ int main(void)
 		       "round %d: %llu of the pinned pages reported", round,
 		       (unsigned long long)pinned_seen);
 		printf("    round %d (guest running): %lld pages sent, all "
-		       "%llu device-pinned pages among them\n", round,
-		       (long long)sent, (unsigned long long)pinned_seen);
+		       "%llu device-pinned pages among them\n",
+		       round, (long long)sent, (unsigned long long)pinned_seen);
 	}
 	pause_writers(NVCPUS + 2);
 	sent = migration_round(&mig, &pinned_seen);
@@ -676,9 +687,11 @@ int main(void)
 	EXPECT(!memcmp(mig.dest_host, vm.host, GUEST_SIZE),
 	       "the destination equals the source");
 	printf("    final round (guest paused): %lld pages sent; the "
-	       "destination equals the source: %s\n", (long long)sent,
-	       memcmp(mig.dest_host, vm.host, GUEST_SIZE) ?
-		       "NO" : "yes, no write lost");
+	       "destination equals the source: %s\n",
+	       (long long)sent,
+	       memcmp(mig.dest_host, vm.host, GUEST_SIZE)
+		       ? "NO"
+		       : "yes, no write lost");
 	printf("    (vCPUs wrote %llu times, the vfio device %llu, the virtio "
 	       "device %llu)\n",
 	       (unsigned long long)(ld(&vcpus[0].writes) +
@@ -701,10 +714,11 @@ int main(void)
 			      PS_ENC_PRIVATE, 0, &opts, &off);
 	EXPECT(err == -EAGAIN && off == CONV_PINNED * PAGE &&
 		       opts.converted == 0,
-	       "convert with a pinned page: %s at offset 0x%llx",
-	       errname(err), (unsigned long long)off);
+	       "convert with a pinned page: %s at offset 0x%llx", errname(err),
+	       (unsigned long long)off);
 	EXPECT(ps_page_enc_state(ps_space_page(vm.space, CONV_GPA / PAGE)) ==
-		       PS_ENC_SHARED, "nothing converted");
+		       PS_ENC_SHARED,
+	       "nothing converted");
 	printf("[4] convert %llu pages at 0x%llx to private while page %llu is "
 	       "under DMA: %s at offset 0x%llx, nothing converted\n",
 	       CONV_PAGES, CONV_GPA, CONV_PINNED, errname(err),
@@ -717,8 +731,8 @@ int main(void)
 	       "convert after the DMA: %s, %llu converted", errname(err),
 	       (unsigned long long)opts.converted);
 	printf("    after the DMA completes: %s, %llu pages private (prepare "
-	       "and finish ran %llu and %llu times)\n", errname(err),
-	       (unsigned long long)opts.converted,
+	       "and finish ran %llu and %llu times)\n",
+	       errname(err), (unsigned long long)opts.converted,
 	       (unsigned long long)ld(&vm.prepares),
 	       (unsigned long long)ld(&vm.finishes));
 	err = ps_prot_check_access(vm.space, CONV_GPA + 100, 8, PS_ENC_SHARED,
@@ -727,8 +741,9 @@ int main(void)
 		       !(mf.flags & PS_MEMORY_FAULT_PRIVATE),
 	       "access check: %s", errname(err));
 	printf("    a shared access of 8 bytes at 0x%llx: %s, memory fault "
-	       "{addr 0x%llx, size %llu, %s}\n", CONV_GPA + 100, errname(err),
-	       (unsigned long long)mf.addr, (unsigned long long)mf.size,
+	       "{addr 0x%llx, size %llu, %s}\n",
+	       CONV_GPA + 100, errname(err), (unsigned long long)mf.addr,
+	       (unsigned long long)mf.size,
 	       mf.flags & PS_MEMORY_FAULT_PRIVATE ? "private" : "shared");
 	err = ps_space_pin_range(vm.space, CONV_GPA, PAGE, 0, frames);
 	EXPECT(err == -EPERM, "a shared pin of a private page: %s",
@@ -743,15 +758,15 @@ int main(void)
 	err = ps_prot_kmap(vm.space, CONV_GPA / PAGE, PS_KMAP_PRIVATE);
 	EXPECT(!err && ld(&vm.accessible) == 1, "kmap: %s", errname(err));
 	if (!err)
-		err = ps_prot_kmap(vm.space, CONV_GPA / PAGE,
-				   PS_KMAP_PRIVATE);
+		err = ps_prot_kmap(vm.space, CONV_GPA / PAGE, PS_KMAP_PRIVATE);
 	EXPECT(!err && ld(&vm.accessible) == 1, "second kmap: %s",
 	       errname(err));
 	for (int i = 0; i < 2; i++)
 		EXPECT(!ps_prot_kunmap(vm.space, CONV_GPA / PAGE), "kunmap");
 	printf("    a shared pin of a private page: EPERM; a private pin does "
 	       "not call make-accessible; the first CPU map does, once "
-	       "(%llu)\n", (unsigned long long)ld(&vm.accessible));
+	       "(%llu)\n",
+	       (unsigned long long)ld(&vm.accessible));
 
 	/* 5. Unmap half of the virtio device's window under its feet. */
 	sleep_ms(10);

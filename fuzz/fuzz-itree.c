@@ -42,9 +42,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define NITEMS 64    /* distinct items; identity is (start, item) */
-#define MAXE 2048    /* model capacity */
-#define MAXWRITES 8  /* mutations inside one visit */
+#define NITEMS 64   /* distinct items; identity is (start, item) */
+#define MAXE 2048   /* model capacity */
+#define MAXWRITES 8 /* mutations inside one visit */
 
 static int items[NITEMS];
 
@@ -60,13 +60,13 @@ static unsigned int nmodel;
 static size_t fz_at;
 static unsigned int fz_op;
 
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (!(cond)) {                                             \
+#define CHECK(cond)                                                       \
+	do {                                                              \
+		if (!(cond)) {                                            \
 			fprintf(stderr, "%s:%d: %s (op %u at %zu)\n",     \
-				__FILE__, __LINE__, #cond, fz_op, fz_at);  \
-			abort();                                           \
-		}                                                          \
+				__FILE__, __LINE__, #cond, fz_op, fz_at); \
+			abort();                                          \
+		}                                                         \
 	} while (0)
 
 /* --- the model ------------------------------------------------------------ */
@@ -215,9 +215,22 @@ static void do_visit(uint64_t s, uint64_t l, unsigned int stop_after)
 /* --- input decoding ------------------------------------------------------- */
 
 static const uint64_t interesting[16] = {
-	0, 1, 2, 7, 4095, 4096, 4097, 1u << 20,
-	UINT64_MAX / 2, UINT64_MAX / 2 + 1, UINT64_MAX - 4096, UINT64_MAX - 2,
-	UINT64_MAX - 1, UINT64_MAX, 64, 65,
+	0,
+	1,
+	2,
+	7,
+	4095,
+	4096,
+	4097,
+	1u << 20,
+	UINT64_MAX / 2,
+	UINT64_MAX / 2 + 1,
+	UINT64_MAX - 4096,
+	UINT64_MAX - 2,
+	UINT64_MAX - 1,
+	UINT64_MAX,
+	64,
+	65,
 };
 
 static uint64_t addr(struct in *in)
@@ -235,9 +248,9 @@ static uint64_t addr(struct in *in)
 			uint64_t a = k & 1 ? e->last : e->start;
 			int d = (int)((k >> 1) % 3) - 1;
 
-			return d < 0 && a == 0		 ? a
+			return d < 0 && a == 0		  ? a
 			       : d > 0 && a == UINT64_MAX ? a
-							 : a + (uint64_t)d;
+							  : a + (uint64_t)d;
 		}
 		return k & 63;
 	default:

@@ -57,13 +57,13 @@ static void hook(const struct ps_page *page, enum ps_page_error error,
 	hook_calls++;
 }
 
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "fuzz-page: %s (op %u at %zu)\n",   \
-				#cond, op, at);                              \
-			abort();                                             \
-		}                                                            \
+#define CHECK(cond)                                                       \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			fprintf(stderr, "fuzz-page: %s (op %u at %zu)\n", \
+				#cond, op, at);                           \
+			abort();                                          \
+		}                                                         \
 	} while (0)
 
 static uint64_t visible_flags(const struct model *m)

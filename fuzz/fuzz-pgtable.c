@@ -157,7 +157,8 @@ static void op_map(int k, unsigned int variant, struct in *in)
 		CHECK_EQ(rc, -EINVAL);
 		return;
 	}
-	enoent = (flags & PS_PTE_UFFD_WP) && !all_registered(m, r.start, end, 0);
+	enoent = (flags & PS_PTE_UFFD_WP) &&
+		 !all_registered(m, r.start, end, 0);
 	FOR_PAGES(i, r.start, end)
 	{
 		if (m->e[i] != PS_PTE_NONE && m->e[i] != MU && m->e[i] != MWR)
@@ -319,7 +320,8 @@ static void op_swap_out(int k, unsigned int variant, struct in *in)
 static void op_swap_in(int k, unsigned int variant, struct in *in)
 {
 	uint64_t addr = gen_addr(in);
-	uint64_t frame = variant == 7 ? PS_PTE_FRAME_MAX + (u8(in) & 1) : u8(in);
+	uint64_t frame = variant == 7 ? PS_PTE_FRAME_MAX + (u8(in) & 1)
+				      : u8(in);
 	uint64_t flags = ((uint64_t)u8(in) << 2) & PS_PTE_PRESENT_FLAGS;
 	ps_pte_t old = 0x4242;
 	int i = mindex(addr), rc;
@@ -348,14 +350,15 @@ static void op_fault(int k, unsigned int variant, struct in *in)
 	uint8_t x = u8(in);
 	/* READ, WRITE, RESOLVE_WP, and CHECK (classify only) now and then. */
 	unsigned int access = (x & 7) |
-			      (variant == 4 || variant == 5 ? PS_ACCESS_CHECK : 0);
+			      (variant == 4 || variant == 5 ? PS_ACCESS_CHECK
+							    : 0);
 	int i = mindex(addr);
 	enum ps_fault fr, want;
 	ps_pte_t after = 0x4242, want_after;
 
 	if (variant == 7)
 		access |= 16u << (x % 28); /* an unknown access bit */
-	switch (variant % 3) { /* the three entry points */
+	switch (variant % 3) {		   /* the three entry points */
 	case 0:
 		fr = ps_pgtable_fault(tab[k], addr, access);
 		break;
@@ -369,14 +372,15 @@ static void op_fault(int k, unsigned int variant, struct in *in)
 		break;
 	}
 	if (m_bad_addr(addr) ||
-	    (access & ~(unsigned int)(PS_ACCESS_READ | PS_ACCESS_WRITE |
-				      PS_ACCESS_RESOLVE_WP | PS_ACCESS_CHECK)) ||
+	    (access &
+	     ~(unsigned int)(PS_ACCESS_READ | PS_ACCESS_WRITE |
+			     PS_ACCESS_RESOLVE_WP | PS_ACCESS_CHECK)) ||
 	    !(access & (PS_ACCESS_READ | PS_ACCESS_WRITE))) {
 		CHECK_EQ(fr, PS_FAULT_INVALID);
 		return;
 	}
-	want = m_fault(model[k].e[i], model[k].reg[i], access & ~PS_ACCESS_CHECK,
-		       &want_after);
+	want = m_fault(model[k].e[i], model[k].reg[i],
+		       access & ~PS_ACCESS_CHECK, &want_after);
 	if (access & PS_ACCESS_CHECK)
 		want_after = model[k].e[i]; /* answers, changes nothing */
 	if (fr != want)
@@ -415,8 +419,7 @@ static void op_copy(int k, unsigned int variant, struct in *in)
 	got_visits.n = want_visits.n = 0;
 	rc = ps_pgtable_copy(tab[d], tab[k], r.start, r.len, flags,
 			     visit ? visit_fn : NULL, &got_visits);
-	einval = m_bad_range(r.start, r.len) || d == k ||
-		 (flags & ~PS_KEEP_WP);
+	einval = m_bad_range(r.start, r.len) || d == k || (flags & ~PS_KEEP_WP);
 	if (einval) {
 		CHECK_EQ(rc, -EINVAL);
 		CHECK_EQ(got_visits.n, 0);
@@ -649,8 +652,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int k = 0; k < 2; k++) {
 		CHECK_EQ(ps_pgtable_unregister(tab[k], 0, SPACE_END),
 			 any_registered_at_all(&model[k]) ? 0 : -ENOENT);
-		CHECK_EQ(ps_pgtable_zap(tab[k], 0, SPACE_END, PS_ZAP_UNMAP, NULL,
-					NULL),
+		CHECK_EQ(ps_pgtable_zap(tab[k], 0, SPACE_END, PS_ZAP_UNMAP,
+					NULL, NULL),
 			 0);
 		CHECK_EQ(ps_pgtable_trim(tab[k], 0, SPACE_END), 0);
 		memset(&model[k], 0, sizeof(model[k]));

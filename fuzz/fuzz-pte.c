@@ -104,14 +104,14 @@ static uint64_t flags_in(struct in *in, uint64_t allowed)
 static size_t op_at;
 static unsigned int op_code;
 
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr,                                      \
-				"fuzz-pte: %s (op %u at %zu, line %d)\n",   \
-				#cond, op_code, op_at, __LINE__);            \
-			abort();                                             \
-		}                                                            \
+#define CHECK(cond)                                                       \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			fprintf(stderr,                                   \
+				"fuzz-pte: %s (op %u at %zu, line %d)\n", \
+				#cond, op_code, op_at, __LINE__);         \
+			abort();                                          \
+		}                                                         \
 	} while (0)
 
 /* ps_pte_valid(), written again from the header's invariant list. */
@@ -151,9 +151,8 @@ static void check_entry(ps_pte_t e)
 	CHECK(ps_pte_uffd_wp(e) == ((e & WP) != 0));
 	CHECK(ps_pte_written(e) == (e != 0 && !(e & WP)));
 	CHECK(ps_pte_frame(e) == (present ? e >> 12 : 0));
-	CHECK(ps_pte_flags(e) == (present ? e & (WP | W | MW | D | A | CACHE |
-						 ENC)
-					  : 0));
+	CHECK(ps_pte_flags(e) ==
+	      (present ? e & (WP | W | MW | D | A | CACHE | ENC) : 0));
 	CHECK(ps_pte_is_writable(e) == (present && (e & W)));
 	CHECK(ps_pte_may_write(e) == (present && (e & MW)));
 	CHECK(ps_pte_is_dirty(e) == (present && (e & D)));
@@ -315,7 +314,8 @@ static ps_pte_t op_mkuffd_wp(ps_pte_t e)
 		CHECK(ps_pte_may_write(n) == ps_pte_may_write(e));
 		if (ps_pte_is_marker(e))
 			CHECK(ps_pte_marker_bits(n) ==
-			      ((ps_pte_marker_bits(e) & ~PS_PTE_MARKER_WRITTEN) |
+			      ((ps_pte_marker_bits(e) &
+				~PS_PTE_MARKER_WRITTEN) |
 			       PS_PTE_MARKER_UFFD_WP));
 		/*
 		 * Protect then unprotect: back, except a present W, and a
@@ -471,8 +471,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 9:
 			arg = u8(&in);
-			e = op_set_cache(e, arg & 0x80 ? (unsigned int)number(&in)
-						       : arg & 15u);
+			e = op_set_cache(e, arg & 0x80
+						    ? (unsigned int)number(&in)
+						    : arg & 15u);
 			break;
 		case 10:
 			e = op_set_encrypted(e, u8(&in) & 1);

@@ -154,11 +154,17 @@ static uint64_t gen_scan_addr(struct in *in)
 	case 2: /* a page of the window, or its end */
 		return WIN_START + (uint64_t)(sel % (WIN_PAGES + 1)) * PG;
 	case 3:
-		return (const uint64_t[]){0, EDGE_ADDR, SPACE_END, WIN_START - PG,
-					  WIN_END + PG, SPACE_END + PG, 512 * PG,
+		return (const uint64_t[]){0,
+					  EDGE_ADDR,
+					  SPACE_END,
+					  WIN_START - PG,
+					  WIN_END + PG,
+					  SPACE_END + PG,
+					  512 * PG,
 					  UINT64_MAX & ~(PG - 1)}[sel & 7];
 	case 4: /* unaligned */
-		return WIN_START + (uint64_t)(sel & 31) * PG + 1 + (sel & 7) * 511;
+		return WIN_START + (uint64_t)(sel & 31) * PG + 1 +
+		       (sel & 7) * 511;
 	case 5:
 		return raw64(in);
 	default:
@@ -167,9 +173,9 @@ static uint64_t gen_scan_addr(struct in *in)
 }
 
 static const uint64_t cats[] = {
-	PS_CAT_WPALLOWED, PS_CAT_WRITTEN, PS_CAT_FILE,	   PS_CAT_PRESENT,
-	PS_CAT_SWAPPED,	  PS_CAT_PFNZERO, PS_CAT_HUGE,	   PS_CAT_SOFT_DIRTY,
-	PS_CAT_GUARD,	  PS_CAT_WP,	  PS_CAT_MARKER,   PS_CAT_POISONED,
+	PS_CAT_WPALLOWED, PS_CAT_WRITTEN, PS_CAT_FILE,	 PS_CAT_PRESENT,
+	PS_CAT_SWAPPED,	  PS_CAT_PFNZERO, PS_CAT_HUGE,	 PS_CAT_SOFT_DIRTY,
+	PS_CAT_GUARD,	  PS_CAT_WP,	  PS_CAT_MARKER, PS_CAT_POISONED,
 };
 #define NCATS (sizeof(cats) / sizeof(cats[0]))
 
@@ -337,7 +343,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_op = 10;
 	CHECK_EQ(ps_pgtable_unregister(tab, 0, SPACE_END),
 		 any_registered_at_all(&model) ? 0 : -ENOENT);
-	CHECK_EQ(ps_pgtable_zap(tab, 0, SPACE_END, PS_ZAP_UNMAP, NULL, NULL), 0);
+	CHECK_EQ(ps_pgtable_zap(tab, 0, SPACE_END, PS_ZAP_UNMAP, NULL, NULL),
+		 0);
 	CHECK_EQ(ps_pgtable_trim(tab, 0, SPACE_END), 0);
 	return 0;
 }

@@ -49,16 +49,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* --- where we are, and the abort ------------------------------------------- */
 
-static size_t fz_at;	     /* offset of the current operation */
-static unsigned int fz_op;   /* its opcode */
+static size_t fz_at;	   /* offset of the current operation */
+static unsigned int fz_op; /* its opcode */
 
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "%s:%d: %s (op %u at %zu)\n",       \
-				__FILE__, __LINE__, #cond, fz_op, fz_at);    \
-			abort();                                             \
-		}                                                            \
+#define CHECK(cond)                                                       \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			fprintf(stderr, "%s:%d: %s (op %u at %zu)\n",     \
+				__FILE__, __LINE__, #cond, fz_op, fz_at); \
+			abort();                                          \
+		}                                                         \
 	} while (0)
 
 #define CHECK_EQ(a, b)                                                       \
@@ -122,12 +122,12 @@ struct mtable {
 	unsigned int reg[NPAGES_M]; /* 0, or MREG | PS_WP_* */
 };
 
-#define FOR_PAGES(i, start, end)                                  \
-	for (unsigned int i = 0; i < NPAGES_M; i++)               \
+#define FOR_PAGES(i, start, end)                    \
+	for (unsigned int i = 0; i < NPAGES_M; i++) \
 		if (maddr(i) >= (start) && maddr(i) < (end))
 
-static bool all_registered(const struct mtable *m, uint64_t start,
-			   uint64_t end, unsigned int need)
+static bool all_registered(const struct mtable *m, uint64_t start, uint64_t end,
+			   unsigned int need)
 {
 	if (!covered(start, end))
 		return false;
@@ -139,8 +139,7 @@ static bool all_registered(const struct mtable *m, uint64_t start,
 	return true;
 }
 
-static bool any_registered(const struct mtable *m, uint64_t start,
-			   uint64_t end)
+static bool any_registered(const struct mtable *m, uint64_t start, uint64_t end)
 {
 	FOR_PAGES(i, start, end)
 	{
@@ -155,7 +154,7 @@ static bool any_registered_at_all(const struct mtable *m)
 	return any_registered(m, 0, SPACE_END);
 }
 
-static const ps_pte_t MU = 0x7; /* marker, UFFD_WP alone: 1 << 2 | 3 */
+static const ps_pte_t MU = 0x7;	  /* marker, UFFD_WP alone: 1 << 2 | 3 */
 static const ps_pte_t MWR = 0x23; /* marker, WRITTEN (alone): 8 << 2 | 3 */
 
 /* "A page uses markers if its range is shared or has PS_WP_UNPOPULATED." */
@@ -276,7 +275,8 @@ static uint64_t m_categories(ps_pte_t e, unsigned int r)
 	if (e == MWR)
 		return c | PS_CAT_WRITTEN | PS_CAT_MARKER;
 	if (ps_pte_is_present(e))
-		c |= PS_CAT_PRESENT | (r && (r & PS_WP_SHARED) ? PS_CAT_FILE : 0);
+		c |= PS_CAT_PRESENT |
+		     (r && (r & PS_WP_SHARED) ? PS_CAT_FILE : 0);
 	else
 		c |= PS_CAT_SWAPPED;
 	if (ps_pte_is_marker(e)) {
@@ -310,7 +310,8 @@ static void compare_table(const struct ps_pgtable *t, const struct mtable *m)
 		/* The registration, as registered (ASYNC with UNPOPULATED). */
 		flags = 0x5a5a;
 		if (m->reg[i]) {
-			CHECK_EQ(ps_pgtable_registration(t, maddr(i), &flags), 0);
+			CHECK_EQ(ps_pgtable_registration(t, maddr(i), &flags),
+				 0);
 			CHECK_EQ(flags, m->reg[i] & ~MREG);
 		} else {
 			CHECK_EQ(ps_pgtable_registration(t, maddr(i), &flags),
@@ -358,8 +359,7 @@ static bool m_scan_matches(const struct ps_pgtable_scan *a, uint64_t c)
  * Offer @n pages at @addr, all of categories @c, to the scan. Returns how
  * many it took; fewer than @n of matching pages stops the walk there.
  */
-static uint64_t ms_offer(struct mscan *s, uint64_t addr, uint64_t n,
-			 uint64_t c)
+static uint64_t ms_offer(struct mscan *s, uint64_t addr, uint64_t n, uint64_t c)
 {
 	const struct ps_pgtable_scan *a = s->a;
 	uint64_t k = n, rc = c & a->return_mask;
@@ -369,7 +369,8 @@ static uint64_t ms_offer(struct mscan *s, uint64_t addr, uint64_t n,
 	if (k > s->max - s->taken)
 		k = s->max - s->taken;
 	if (k && s->record) {
-		struct ps_pgtable_region *last = s->nr ? &s->v[s->nr - 1] : NULL;
+		struct ps_pgtable_region *last = s->nr ? &s->v[s->nr - 1]
+						       : NULL;
 
 		if (last && last->end == addr && last->categories == rc)
 			last->end += k * PG;
@@ -409,10 +410,10 @@ static long m_scan(struct mtable *m, const struct ps_pgtable_scan *a,
 	s->a = a;
 	*alt = 0;
 	if ((a->start % PG) || a->start > a->end || a->end > SPACE_END ||
-	    (a->flags & ~(uint64_t)(PS_SCAN_WP_MATCHING |
-				    PS_SCAN_CHECK_WPASYNC)) ||
-	    ((a->category_inverted | a->category_mask |
-	      a->category_anyof_mask | a->return_mask) &
+	    (a->flags &
+	     ~(uint64_t)(PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC)) ||
+	    ((a->category_inverted | a->category_mask | a->category_anyof_mask |
+	      a->return_mask) &
 	     ~PS_CAT_ALL) ||
 	    (!a->vec && a->vec_len))
 		return *alt = -EINVAL;
@@ -436,16 +437,19 @@ static long m_scan(struct mtable *m, const struct ps_pgtable_scan *a,
 		int i = mindex(p);
 
 		if (i >= 0) {
-			if (ms_offer(s, p, 1, m_categories(m->e[i], m->reg[i])) &&
-			    wp && (s->all || m_scan_matches(a, m_categories(
-							       m->e[i],
-							       m->reg[i]))))
+			if (ms_offer(s, p, 1,
+				     m_categories(m->e[i], m->reg[i])) &&
+			    wp &&
+			    (s->all ||
+			     m_scan_matches(a,
+					    m_categories(m->e[i], m->reg[i]))))
 				m->e[i] = m_protect(m->e[i], m->reg[i]);
 			p += PG;
 		} else {
 			/* Pages not modelled: none, unregistered, up to the
 			 * next modelled page. */
-			uint64_t run_end = p < WIN_START ? WIN_START : EDGE_ADDR;
+			uint64_t run_end = p < WIN_START ? WIN_START
+							 : EDGE_ADDR;
 
 			if (run_end > end)
 				run_end = end;
@@ -470,8 +474,8 @@ static void check_scan(struct ps_pgtable *t, struct mtable *m,
 	static struct ps_pgtable_region vec[VEC_MAX + 1];
 	static struct mscan s;
 	const struct ps_pgtable_region poison = {0x5a5a5a5a5a5a5a5aull,
-						  0xa5a5a5a5a5a5a5a5ull,
-						  0x1234567812345678ull};
+						 0xa5a5a5a5a5a5a5a5ull,
+						 0x1234567812345678ull};
 	struct ps_pgtable_scan before = *a;
 	long rc, want, alt;
 
@@ -504,8 +508,8 @@ static void check_scan(struct ps_pgtable *t, struct mtable *m,
 	      a->category_mask == before.category_mask &&
 	      a->category_inverted == before.category_inverted &&
 	      a->category_anyof_mask == before.category_anyof_mask &&
-	      a->return_mask == before.return_mask &&
-	      a->vec == before.vec && a->vec_len == before.vec_len);
+	      a->return_mask == before.return_mask && a->vec == before.vec &&
+	      a->vec_len == before.vec_len);
 	if (rc < 0) {
 		for (unsigned int i = 0; i <= VEC_MAX; i++)
 			CHECK(!memcmp(&vec[i], &poison, sizeof(poison)));
@@ -547,7 +551,8 @@ static ps_pte_t gen_entry(struct in *in)
 	case 2: /* present, any flags (the constructor keeps it valid) */
 		x = u8(in);
 		x |= (uint64_t)u8(in) << 8;
-		return ps_pte_mk_present(1 + (sel >> 3), x & PS_PTE_PRESENT_FLAGS);
+		return ps_pte_mk_present(1 + (sel >> 3),
+					 x & PS_PTE_PRESENT_FLAGS);
 	case 3:
 		x = u8(in);
 		return ps_pte_mk_swap((unsigned int)(x % 32), sel >> 3,
@@ -571,8 +576,8 @@ static ps_pte_t gen_entry(struct in *in)
 static uint64_t gen_addr(struct in *in)
 {
 	static const uint64_t bad[] = {
-		WIN_START + 1,	 WIN_START + PG - 1, SPACE_END,
-		SPACE_END + PG,	 UINT64_MAX,	     UINT64_MAX & ~(PG - 1),
+		WIN_START + 1,	   WIN_START + PG - 1, SPACE_END,
+		SPACE_END + PG,	   UINT64_MAX,	       UINT64_MAX & ~(PG - 1),
 		UINT64_C(1) << 63, EDGE_ADDR + 8,
 	};
 	uint8_t sel = u8(in);

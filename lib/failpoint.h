@@ -59,9 +59,9 @@ extern void (*ps__failpoint)(int point, uint64_t addr);
  * store racing into the range against the page table's rules can cause).
  */
 extern int (*ps__inject)(int point, uint64_t addr, uint64_t *len);
-#define FAILPOINT(point, addr)                        \
-	do {                                          \
-		if (ps__failpoint)                    \
+#define FAILPOINT(point, addr)                          \
+	do {                                            \
+		if (ps__failpoint)                      \
 			ps__failpoint((point), (addr)); \
 	} while (0)
 #define INJECT(point, addr, len) \

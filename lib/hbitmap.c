@@ -6,8 +6,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define CHUNK_WORDS 8			/* level-0 words per level-1 bit */
-#define CHUNK_SHIFT 9			/* 512 bits per chunk */
+#define CHUNK_WORDS 8 /* level-0 words per level-1 bit */
+#define CHUNK_SHIFT 9 /* 512 bits per chunk */
 
 static uint64_t words_for(uint64_t bits)
 {
@@ -41,7 +41,8 @@ int ps__hbm_init(struct ps__hbm *b, uint64_t nbits)
 	if (nbits == 0 || nbits > PS__HBM_MAX_BITS)
 		return -EINVAL;
 	n0 = words_for(nbits);
-	n1 = words_for((nbits + (UINT64_C(1) << CHUNK_SHIFT) - 1) >> CHUNK_SHIFT);
+	n1 = words_for((nbits + (UINT64_C(1) << CHUNK_SHIFT) - 1) >>
+		       CHUNK_SHIFT);
 	n2 = words_for(n1);
 	bytes = (size_t)((n0 + n1 + n2) * sizeof(uint64_t));
 	bytes = (bytes + page - 1) / page * page;
@@ -91,7 +92,8 @@ bool ps__hbm_set(struct ps__hbm *b, uint64_t bit)
 	 * records) happens before the harvest that takes the bit (A0).
 	 */
 	if (atomic_fetch_or_explicit(&b->l0[bit >> 6], m,
-				     memory_order_release) & m)
+				     memory_order_release) &
+	    m)
 		return false; /* its setter sets (or set) the summaries */
 	set_summaries(b, bit >> CHUNK_SHIFT);
 	return true;
@@ -109,7 +111,8 @@ void ps__hbm_set_range(struct ps__hbm *b, uint64_t first, uint64_t count)
 
 		/* S0 - release: as in ps__hbm_set(). */
 		if ((atomic_fetch_or_explicit(&b->l0[w], m,
-					      memory_order_release) & m) == m)
+					      memory_order_release) &
+		     m) == m)
 			continue; /* nothing new: their setters did the rest */
 		if (w / CHUNK_WORDS != chunk_gained) {
 			chunk_gained = w / CHUNK_WORDS;
@@ -213,7 +216,8 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 				t1 &= t1 - 1;
 				for (uint64_t w0 = c * CHUNK_WORDS;
 				     w0 < (c + 1) * CHUNK_WORDS; w0++) {
-					uint64_t m0 = range_mask(w0, first, last);
+					uint64_t m0 = range_mask(w0, first,
+								 last);
 					uint64_t t0, keep = 0;
 
 					/*
@@ -237,7 +241,9 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 					while (t0) {
 						uint64_t bit =
 							w0 * 64 +
-							(uint64_t)__builtin_ctzll(t0);
+							(uint64_t)
+								__builtin_ctzll(
+									t0);
 						enum ps__hbm_verdict v =
 							visit(ctx, bit);
 
@@ -246,9 +252,11 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 						if (v == PS__HBM_KEEP) {
 							keep |= bit_of(bit);
 						} else if (v == PS__HBM_STOP) {
-							keep |= bit_of(bit) | t0;
+							keep |= bit_of(bit) |
+								t0;
 							put_back(b, c, w0, keep,
-								 w1, t1, w2, t2);
+								 w1, t1, w2,
+								 t2);
 							if (resume)
 								*resume = bit;
 							return shown;

@@ -89,7 +89,8 @@ static inline bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit)
 {
 	/* T0 - seq_cst: ordered with A0 in the total order (see above). */
 	return (atomic_load_explicit(&b->l0[bit >> 6], memory_order_seq_cst) >>
-		(bit & 63)) & 1;
+		(bit & 63)) &
+	       1;
 }
 
 /*

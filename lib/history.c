@@ -184,8 +184,9 @@ static uint64_t merge(const struct ps__hist *h, const struct run *a,
 			if (x && sx - 1 < seg.last)
 				seg.last = sx - 1;
 		} else {
-			seg = (struct run){sx, x->last < y->last ? x->last
-								 : y->last,
+			seg = (struct run){sx,
+					   x->last < y->last ? x->last
+							     : y->last,
 					   newer(h, x->stamp, y->stamp)};
 		}
 		if (n && prev.stamp == seg.stamp &&
@@ -378,8 +379,7 @@ void ps__hist_destroy(struct ps__hist *h)
 	atomic_store_explicit(&h->ver, NULL, memory_order_relaxed);
 }
 
-void ps__hist_add(struct ps__hist *h, uint64_t e, uint64_t start,
-		  uint64_t last)
+void ps__hist_add(struct ps__hist *h, uint64_t e, uint64_t start, uint64_t last)
 {
 	/* Relaxed: the writer reads what only it writes. */
 	uint64_t base = atomic_load_explicit(&h->logbase, memory_order_relaxed);
@@ -395,8 +395,8 @@ void ps__hist_add(struct ps__hist *h, uint64_t e, uint64_t start,
 enum scan { SCAN_NO, SCAN_YES, SCAN_STALE };
 
 /* The ring's ends in (@from, @e1]: one overlapping [s, l]? */
-static enum scan scan_ring(const struct ps__hist *h, uint64_t from,
-			   uint64_t e1, uint64_t s, uint64_t l)
+static enum scan scan_ring(const struct ps__hist *h, uint64_t from, uint64_t e1,
+			   uint64_t s, uint64_t l)
 {
 	uint64_t n = dist(h, from, e1);
 
@@ -415,9 +415,8 @@ static enum scan scan_ring(const struct ps__hist *h, uint64_t from,
 }
 
 /* A run after @e0 overlapping [s, l] in one of @v's levels? */
-static bool levels_hit(const struct ps__hist *h,
-		       const struct ps__hist_ver *v, uint64_t e0, uint64_t s,
-		       uint64_t l)
+static bool levels_hit(const struct ps__hist *h, const struct ps__hist_ver *v,
+		       uint64_t e0, uint64_t s, uint64_t l)
 {
 	for (unsigned int k = 0; k < v->nlevels; k++) {
 		const struct runs *r = v->level[k];
@@ -425,7 +424,7 @@ static bool levels_hit(const struct ps__hist *h,
 
 		if (!after(h, r->newest, e0))
 			continue; /* nothing in it is after e0 */
-		while (n) { /* the first run with last >= s */
+		while (n) {	  /* the first run with last >= s */
 			uint64_t half = n / 2;
 
 			if (r->r[lo + half].last < s) {
@@ -443,8 +442,7 @@ static bool levels_hit(const struct ps__hist *h,
 }
 
 enum ps__hist_answer ps__hist_query(const struct ps__hist *h, uint64_t e0,
-				    uint64_t e1, uint64_t start,
-				    uint64_t last)
+				    uint64_t e1, uint64_t start, uint64_t last)
 {
 	enum ps__hist_answer ans = PS__HIST_NO;
 	uint64_t base;
@@ -473,8 +471,8 @@ enum ps__hist_answer ps__hist_query(const struct ps__hist *h, uint64_t e0,
 		/* Acquire: pairs with H2's release store of ver. */
 		v = atomic_load_explicit(&h->ver, memory_order_acquire);
 		/* Acquire: pairs with H3's release store of lost. */
-		if (after(h, atomic_load_explicit(&h->lost,
-						  memory_order_acquire),
+		if (after(h,
+			  atomic_load_explicit(&h->lost, memory_order_acquire),
 			  e0)) {
 			ans = PS__HIST_FORGOTTEN;
 			break;

@@ -98,8 +98,7 @@ void ps__hist_add(struct ps__hist *h, uint64_t e, uint64_t start,
  * failed allocation. PS__HIST_YES also if @e0 is after @e1 (misuse).
  */
 enum ps__hist_answer ps__hist_query(const struct ps__hist *h, uint64_t e0,
-				    uint64_t e1, uint64_t start,
-				    uint64_t last);
+				    uint64_t e1, uint64_t start, uint64_t last);
 
 /* The shape of the merged levels (for tests). */
 struct ps__hist_shape {

@@ -292,8 +292,7 @@ static struct ps__itree_node *entry_insert(struct upd *u,
  * right spine. Returns @t's fresh replacement and, if it split, the new
  * right sibling in *@right. On failure (u->failed) returns @t.
  */
-static struct ps__itree_node *tr_insert(struct upd *u,
-					struct ps__itree_node *t,
+static struct ps__itree_node *tr_insert(struct upd *u, struct ps__itree_node *t,
 					uint64_t start, uint64_t last,
 					void *item, bool spine,
 					struct ps__itree_node **right)
@@ -394,8 +393,7 @@ static void rebalance(struct upd *u, struct ps__itree_node *p, uint32_t i)
  * replacement, NULL if it became empty, or @t itself if @item is not there
  * (u->found stays false) or an allocation failed (u->failed).
  */
-static struct ps__itree_node *tr_remove(struct upd *u,
-					struct ps__itree_node *t,
+static struct ps__itree_node *tr_remove(struct upd *u, struct ps__itree_node *t,
 					uint64_t start, const void *item)
 {
 	uint32_t lo = lower_bound(t->start, t->n, start);
@@ -474,8 +472,8 @@ static void free_list(struct ps__itree_node *n)
 
 static void free_retired(struct ps__rcu_head *h)
 {
-	struct retired *r =
-		(struct retired *)((char *)h - offsetof(struct retired, rcu));
+	struct retired *r = (struct retired *)((char *)h -
+					       offsetof(struct retired, rcu));
 
 	free_list(r->list);
 	free(r);
@@ -648,8 +646,8 @@ bool ps__itree_contains(const struct ps__itree *t, uint64_t start,
 			   start, item);
 }
 
-static bool walk(const struct ps__itree_node *t, uint64_t start,
-		 uint64_t last, ps__itree_visit_fn fn, void *ctx)
+static bool walk(const struct ps__itree_node *t, uint64_t start, uint64_t last,
+		 ps__itree_visit_fn fn, void *ctx)
 {
 	uint32_t hi = upper_bound(t->start, t->n, last);
 

@@ -42,7 +42,7 @@ struct ps__itree_node;
 /* An interval set. Embed it; ps__itree_init() before use. */
 struct ps__itree {
 	PS_ATOMIC(struct ps__itree_node *) root; /* NULL: empty */
-	uint64_t count;				  /* writer-only */
+	uint64_t count;				 /* writer-only */
 };
 
 /*

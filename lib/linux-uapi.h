@@ -199,8 +199,7 @@ PS_STATIC_ASSERT(PS_CAT_WPALLOWED == PAGE_IS_WPALLOWED &&
 PS_STATIC_ASSERT(PS_SCAN_WP_MATCHING == PM_SCAN_WP_MATCHING &&
 			 PS_SCAN_CHECK_WPASYNC == PM_SCAN_CHECK_WPASYNC,
 		 "pgtable scan flags are the kernel's PM_SCAN_* values");
-PS_STATIC_ASSERT(sizeof(struct ps_pgtable_region) ==
-				 sizeof(struct page_region),
+PS_STATIC_ASSERT(sizeof(struct ps_pgtable_region) == sizeof(struct page_region),
 		 "ps_pgtable_region is laid out as page_region");
 #endif
 

@@ -223,9 +223,9 @@ PS_STATIC_ASSERT(PS_NOTIFIER_ENDS_WIDTH <= 62,
  * until destroy, so readers follow next without any other protection.
  */
 struct chunk {
-	PS_ATOMIC(uint64_t) busy;	 /* bitmap of the slots in use */
+	PS_ATOMIC(uint64_t) busy;	/* bitmap of the slots in use */
 	PS_ATOMIC(struct chunk *) next; /* NULL: the last chunk */
-	struct ps__rec slot[CHUNK];	 /* {ticket, start, last}; 0 = free */
+	struct ps__rec slot[CHUNK];	/* {ticket, start, last}; 0 = free */
 };
 
 /* One slot. */
@@ -238,13 +238,13 @@ struct slotref {
 
 struct ps__notifier_impl {
 	pthread_mutex_t lock;
-	pthread_cond_t wake;	/* broadcast by an end when waiters != 0 */
-	unsigned int waiters;	/* under lock */
-	uint64_t last_ticket;	/* under lock; odd */
+	pthread_cond_t wake;  /* broadcast by an end when waiters != 0 */
+	unsigned int waiters; /* under lock */
+	uint64_t last_ticket; /* under lock; odd */
 	PS_ATOMIC(uint64_t) inflight; /* written under lock; read for stats */
-	struct ps__itree tree;	/* the subscriptions; written under lock */
-	struct chunk slots;	/* the first chunk of in-flight slots */
-	struct ps__hist hist;	/* the ended invalidations (lib/history.h) */
+	struct ps__itree tree; /* the subscriptions; written under lock */
+	struct chunk slots;    /* the first chunk of in-flight slots */
+	struct ps__hist hist;  /* the ended invalidations (lib/history.h) */
 	/* Statistics; relaxed counters. */
 	PS_ATOMIC(uint64_t) st_invalidations;
 	PS_ATOMIC(uint64_t) st_nonblock_failures;
@@ -346,9 +346,9 @@ static uint64_t inflight_scan(const struct ps__notifier_impl *impl,
 
 		while (busy) {
 			uint64_t s, l;
-			uint64_t tag = ps__rec_read(&c->slot[__builtin_ctzll(
-							    busy)],
-						    &s, &l); /* A4 */
+			uint64_t tag =
+				ps__rec_read(&c->slot[__builtin_ctzll(busy)],
+					     &s, &l); /* A4 */
 
 			busy &= busy - 1;
 			if (tag && tag <= below && tag > found &&
@@ -597,11 +597,11 @@ uint64_t ps_interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 	/* A1 - Acquire: as in ps_interval_read_begin(). */
 	now = atomic_load_explicit(&sub->seq, memory_order_acquire);
 	return inflight_scan(impl, sub->start, sub->last, UINT64_MAX) ? seq
-								       : now;
+								      : now;
 }
 
 bool ps_notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
-			     uint64_t start, uint64_t last)
+			    uint64_t start, uint64_t last)
 {
 	struct ps__notifier_impl *impl = n->impl;
 	uint64_t state;

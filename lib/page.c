@@ -121,15 +121,16 @@ ps_page_error_hook_t ps_page_set_error_hook(ps_page_error_hook_t hook)
 	if (!hook)
 		hook = ps_page_default_error_hook;
 	/* Acq_rel: release publishes @hook to report(); acquire for the old. */
-	return atomic_exchange_explicit(&error_hook, hook, memory_order_acq_rel);
+	return atomic_exchange_explicit(&error_hook, hook,
+					memory_order_acq_rel);
 }
 
 static PS_COLD void report(const struct ps_page *page, enum ps_page_error error,
 			   uint64_t word)
 {
 	/* Acquire: pairs with the release in ps_page_set_error_hook(). */
-	ps_page_error_hook_t hook =
-		atomic_load_explicit(&error_hook, memory_order_acquire);
+	ps_page_error_hook_t hook = atomic_load_explicit(&error_hook,
+							 memory_order_acquire);
 
 	hook(page, error, word);
 }
@@ -190,8 +191,8 @@ int ps_page_get_refused_slow(struct ps_page *page, uint64_t seen, uint64_t undo)
 }
 
 /* A release refused by its compare-and-swap: nothing was written (M3). */
-bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen, uint64_t undo,
-			  uint64_t n, uint64_t npins)
+bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
+			      uint64_t undo, uint64_t n, uint64_t npins)
 {
 	enum ps_page_error error;
 
@@ -230,9 +231,10 @@ bool ps_page_try_get_over_slow(struct ps_page *page)
 		if (cur < ((PS_PAGE_REFS_MAX + 1) << PS_PAGE_REFS_SHIFT))
 			return true;
 		/* Relaxed: removes only our own unit; publishes nothing. */
-		if (atomic_compare_exchange_weak_explicit(
-			    &page->word, &cur, cur - PS_PAGE_REF_ONE,
-			    memory_order_relaxed, memory_order_relaxed))
+		if (atomic_compare_exchange_weak_explicit(&page->word, &cur,
+							  cur - PS_PAGE_REF_ONE,
+							  memory_order_relaxed,
+							  memory_order_relaxed))
 			return false;
 	}
 }
@@ -246,9 +248,9 @@ int ps_page_unfreeze_refused_slow(struct ps_page *page, uint64_t seen)
 const char *ps_page_cache_mode_name(enum ps_cache_mode mode)
 {
 	static const char *const names[PS_CACHE_NR] = {
-		[PS_CACHE_WB] = "WB", [PS_CACHE_WC] = "WC",
+		[PS_CACHE_WB] = "WB",	     [PS_CACHE_WC] = "WC",
 		[PS_CACHE_UC_MINUS] = "UC-", [PS_CACHE_UC] = "UC",
-		[PS_CACHE_WT] = "WT", [PS_CACHE_WP] = "WP",
+		[PS_CACHE_WT] = "WT",	     [PS_CACHE_WP] = "WP",
 	};
 
 	if ((unsigned int)mode >= PS_CACHE_NR)

@@ -110,8 +110,8 @@ static inline struct leaf *leaf_lookup(const struct ps_pgtable *t, uint64_t L)
  * The first existing leaf numbered in [*pL, Lend), skipping absent subtrees
  * whole; *pL receives its number. NULL if there is none.
  */
-static inline struct leaf *leaf_find(const struct ps_pgtable *t,
-				     uint64_t *pL, uint64_t Lend)
+static inline struct leaf *leaf_find(const struct ps_pgtable *t, uint64_t *pL,
+				     uint64_t Lend)
 {
 	uint64_t L = *pL;
 
@@ -143,8 +143,8 @@ static inline struct leaf *leaf_find(const struct ps_pgtable *t,
  * The leaf of the first page in [*p, pend) that has one; *p advances to that
  * page. NULL when no page left has a leaf. For entry-by-entry walks.
  */
-static inline struct leaf *leaf_next(const struct ps_pgtable *t,
-				     uint64_t *p, uint64_t pend)
+static inline struct leaf *leaf_next(const struct ps_pgtable *t, uint64_t *p,
+				     uint64_t pend)
 {
 	uint64_t L = *p >> LEVEL_BITS;
 	struct leaf *l;

@@ -99,17 +99,17 @@ static ps_pte_t key_entry(unsigned int k)
 
 struct scan {
 	struct ps_pgtable_scan *a;
-	struct op op;	   /* op.rf: registration of the current segment */
-	uint64_t max;	   /* page budget (UINT64_MAX: none) */
-	uint64_t pages;	   /* matching pages taken */
-	uint64_t nr;	   /* regions in a->vec; the last one is open */
-	uint64_t cur_end;  /* end of the open region */
-	uint64_t cur_cat;  /* its categories */
-	uint32_t match;	   /* bit k: entries with key k match */
-	bool record;	   /* regions are reported (vec_len, return_mask) */
-	bool wp;	   /* PS_SCAN_WP_MATCHING */
-	bool stopped;	   /* a->walk_end is set */
-	unsigned int cur_key;  /* a key reported as the open region is */
+	struct op op;	      /* op.rf: registration of the current segment */
+	uint64_t max;	      /* page budget (UINT64_MAX: none) */
+	uint64_t pages;	      /* matching pages taken */
+	uint64_t nr;	      /* regions in a->vec; the last one is open */
+	uint64_t cur_end;     /* end of the open region */
+	uint64_t cur_cat;     /* its categories */
+	uint32_t match;	      /* bit k: entries with key k match */
+	bool record;	      /* regions are reported (vec_len, return_mask) */
+	bool wp;	      /* PS_SCAN_WP_MATCHING */
+	bool stopped;	      /* a->walk_end is set */
+	unsigned int cur_key; /* a key reported as the open region is */
 	uint64_t rcat[NKEYS]; /* reported categories of key k */
 	uint32_t same[NKEYS + 1]; /* matching keys reported as key k is;
 				   * same[NKEYS] = 0: nothing extends */
@@ -186,9 +186,8 @@ static void scan_prepare(struct scan *s)
 /* Can the page at @addr, reported as @rc, be taken (budget, vec room)? */
 static inline bool scan_room(const struct scan *s, uint64_t addr, uint64_t rc)
 {
-	return s->pages < s->max &&
-	       (!s->record || s->nr < s->a->vec_len ||
-		(s->cur_end == addr && s->cur_cat == rc));
+	return s->pages < s->max && (!s->record || s->nr < s->a->vec_len ||
+				     (s->cur_end == addr && s->cur_cat == rc));
 }
 
 /* Take @n pages at @addr with key @k (scan_room() said yes). */
@@ -242,7 +241,9 @@ scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
 	while (i < hi) { /* once per region started in here */
 		uint64_t pages = s->pages, cur_end = s->cur_end;
 		/* Keys that extend the open region (all matching, unrecorded). */
-		const uint32_t ext = any ? match : s->nr ? s->same[s->cur_key] : 0;
+		const uint32_t ext = any     ? match
+				     : s->nr ? s->same[s->cur_key]
+					     : 0;
 		bool restart = false;
 
 		for (; i < hi && !restart; i++) {
@@ -271,7 +272,8 @@ scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
 						break;
 					if (ps_pte_written(n))
 						written |= UINT64_C(1)
-							   << (j / LINE_ENTRIES);
+							   << (j /
+							       LINE_ENTRIES);
 				}
 				pages += j - i;
 				cur_end += (uint64_t)(j - i) << PAGE_SHIFT;
@@ -328,7 +330,8 @@ scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
 static inline void prefetch_lines(const struct leaf *l, uint64_t lines)
 {
 	for (; lines; lines &= lines - 1)
-		__builtin_prefetch(&l->e[__builtin_ctzll(lines) * LINE_ENTRIES]);
+		__builtin_prefetch(
+			&l->e[__builtin_ctzll(lines) * LINE_ENTRIES]);
 }
 
 /* The hint of @l, as a guess for prefetching only. */
@@ -404,8 +407,8 @@ PS_STATIC_ASSERT(PS_PTE_TYPE_SHIFT == 0 && PS_PTE_TYPE_WIDTH == 2 &&
  * walk stopped.
  */
 static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
-			       unsigned int lo, unsigned int hi,
-			       uint64_t lines, uint64_t *still)
+			       unsigned int lo, unsigned int hi, uint64_t lines,
+			       uint64_t *still)
 {
 	for (; lines; lines &= lines - 1) {
 		const unsigned int line = (unsigned int)__builtin_ctzll(lines);
@@ -422,7 +425,8 @@ static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
 		for (unsigned int j = 0; j < LINE_ENTRIES; j++)
 			low |= (entry_load(l, a0 + j) & 7) << (8 * j);
 		for (wr = line_written(low) & in; wr; wr &= wr - 1) {
-			const unsigned int i = a0 + (unsigned int)__builtin_ctz(wr);
+			const unsigned int i = a0 +
+					       (unsigned int)__builtin_ctz(wr);
 
 			/* Not matching but written: scan_hit() keeps it hinted. */
 			if (!scan_hit(s, l, p0, i, entry_load(l, i), still))
@@ -468,8 +472,8 @@ static bool scan_leaf(struct scan *s, struct leaf *l, uint64_t p0,
 	else
 		stop = scan_lines(s, l, p0, lo, hi, lines & h, &still);
 	if (covered)
-		hint_end(l, covered & (still | lines_mask(stop / LINE_ENTRIES,
-							  64)));
+		hint_end(l, covered & (still |
+				       lines_mask(stop / LINE_ENTRIES, 64)));
 	return stop == hi;
 }
 
@@ -570,7 +574,8 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 			lend = send;
 		if (!scan_leaf(s, l, L << LEVEL_BITS,
 			       (unsigned int)(p & LEVEL_MASK),
-			       (unsigned int)(lend - (L << LEVEL_BITS)), hinted))
+			       (unsigned int)(lend - (L << LEVEL_BITS)),
+			       hinted))
 			break;
 		p = lend;
 	}

@@ -241,7 +241,8 @@ static struct regset *regset_new(size_t n)
 static void regs_publish(struct ps_pgtable *t, struct regset *rs)
 {
 	/* Relaxed: only the holder of t->lock stores t->regs. */
-	struct regset *old = atomic_load_explicit(&t->regs, memory_order_relaxed);
+	struct regset *old = atomic_load_explicit(&t->regs,
+						  memory_order_relaxed);
 
 	/* Release: pairs with regs_load(): the array is complete. */
 	atomic_store_explicit(&t->regs, rs, memory_order_release);
@@ -412,7 +413,8 @@ static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
 				lend = send;
 			err = update_leaf(l, L << LEVEL_BITS,
 					  (unsigned int)(p & LEVEL_MASK),
-					  (unsigned int)(lend - (L << LEVEL_BITS)),
+					  (unsigned int)(lend -
+							 (L << LEVEL_BITS)),
 					  fn, op, clear_hint);
 			if (err)
 				return err;
@@ -452,8 +454,8 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 		ps_pte_t e = entry_load(l, p & LEVEL_MASK);
 
 		if (e != PS_PTE_NONE &&
-		    !(markers_ok && (e == marker_uffd_wp() ||
-				     ps_pte_is_written_marker(e))))
+		    !(markers_ok &&
+		      (e == marker_uffd_wp() || ps_pte_is_written_marker(e))))
 			return false;
 	}
 	return true;
@@ -463,7 +465,8 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 
 struct ps_pgtable *ps_pgtable_create(void)
 {
-	struct ps_pgtable *t = aligned_alloc(64, (sizeof(*t) + 63) & ~(size_t)63);
+	struct ps_pgtable *t = aligned_alloc(64,
+					     (sizeof(*t) + 63) & ~(size_t)63);
 
 	if (!t)
 		return NULL;
@@ -530,7 +533,8 @@ ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr)
 	if (!l)
 		return PS_PTE_NONE;
 	/* Acquire: pairs with the release of entry_cas(). */
-	return atomic_load_explicit(&l->e[p & LEVEL_MASK], memory_order_acquire);
+	return atomic_load_explicit(&l->e[p & LEVEL_MASK],
+				    memory_order_acquire);
 }
 
 int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
@@ -629,8 +633,8 @@ int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
 	return update_one(t, addr, tr_set, &op, old, 0);
 }
 
-int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr,
-		       ps_pte_t *expected, ps_pte_t desired)
+int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr, ps_pte_t *expected,
+		       ps_pte_t desired)
 {
 	uint64_t p = addr >> PAGE_SHIFT;
 	struct leaf *l;
@@ -791,7 +795,8 @@ int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len)
 		}
 		hits++;
 		if (r.start < start)
-			nrs->r[nrs->n++] = (struct reg){r.start, start, r.flags};
+			nrs->r[nrs->n++] = (struct reg){r.start, start,
+							r.flags};
 		if (r.end > end)
 			nrs->r[nrs->n++] = (struct reg){end, r.end, r.flags};
 	}
@@ -945,7 +950,8 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 	err = target_ready(dst, start, len, flags);
 	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
 	     p++) {
-		ps_pte_t e = entry_load(l, p & LEVEL_MASK), n, cur = PS_PTE_NONE;
+		ps_pte_t e = entry_load(l, p & LEVEL_MASK), n,
+			 cur = PS_PTE_NONE;
 
 		n = tr_copy(e, &op, p << PAGE_SHIFT);
 		if (n == PS_PTE_NONE)
@@ -971,7 +977,8 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 		return -EINVAL;
 	copy_move_begin(t, flags);
 	err = target_ready(t, to, len, flags);
-	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend)); p++) {
+	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend));
+	     p++) {
 		uint64_t dst = (p << PAGE_SHIFT) - from + to;
 		ps_pte_t e = entry_load(l, p & LEVEL_MASK), cur = PS_PTE_NONE;
 
@@ -982,7 +989,8 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 		while (!err && e != PS_PTE_NONE) {
 			err = install(t, dst, &cur,
 				      tr_copy(e, &op, p << PAGE_SHIFT));
-			if (!err && entry_cas(l, p & LEVEL_MASK, &e, PS_PTE_NONE))
+			if (!err &&
+			    entry_cas(l, p & LEVEL_MASK, &e, PS_PTE_NONE))
 				break;
 		}
 		if (!err && e == PS_PTE_NONE)
@@ -1009,8 +1017,7 @@ static bool node_empty(const struct node *n)
 }
 
 /* Unlink the child in @slot (t->lock held) and free it after readers. */
-static void unlink_child(struct ps_pgtable *t, _Atomic(void *) *slot,
-			 bool leaf)
+static void unlink_child(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
 {
 	/* Relaxed: only the holder of t->lock unlinks. */
 	void *c = atomic_load_explicit(slot, memory_order_relaxed);
@@ -1051,7 +1058,8 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 				struct leaf *l = child(low, L & LEVEL_MASK);
 
 				if (l && leaf_empty(l))
-					unlink_child(t, &low->slot[L & LEVEL_MASK],
+					unlink_child(t,
+						     &low->slot[L & LEVEL_MASK],
 						     true);
 			}
 			if (low && low_first >= L0 && low_end <= L1 &&
@@ -1073,9 +1081,9 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
  * The fault, in its own read-side section (@own) or in the caller's
  * (ps_pgtable_fault_locked()): the one body of every fault entry point.
  */
-static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t,
-					    uint64_t addr, unsigned int access,
-					    ps_pte_t *pte, bool own)
+static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t, uint64_t addr,
+					    unsigned int access, ps_pte_t *pte,
+					    bool own)
 {
 	const unsigned int known = PS_ACCESS_READ | PS_ACCESS_WRITE |
 				   PS_ACCESS_RESOLVE_WP | PS_ACCESS_CHECK;

@@ -144,8 +144,8 @@ static void prot_fini(struct ps__space_ext *ext)
 {
 	struct prot_space *ps = (struct prot_space *)ext;
 	/* Relaxed: no other thread uses the space any more. */
-	struct hooks_node *n =
-		atomic_load_explicit(&ps->hooks, memory_order_relaxed);
+	struct hooks_node *n = atomic_load_explicit(&ps->hooks,
+						    memory_order_relaxed);
 
 	while (n) {
 		struct hooks_node *prev = n->prev;
@@ -233,8 +233,7 @@ static const struct ps_prot_hooks *hooks_of(struct ps_space *s)
 	return n ? &n->h : NULL;
 }
 
-int ps_prot_set_hooks(struct ps_space *s,
-		      const struct ps_prot_hooks *hooks)
+int ps_prot_set_hooks(struct ps_space *s, const struct ps_prot_hooks *hooks)
 {
 	struct prot_space *ps;
 	struct hooks_node *n;
@@ -541,8 +540,8 @@ static void quarantine(struct conv *c, uint64_t i, uint64_t frame)
 /* Undo the forward conversion of the frozen pages before @upto (P3). */
 static void roll_back(struct conv *c, uint64_t upto)
 {
-	const enum ps_enc_state back =
-		c->to == PS_ENC_PRIVATE ? PS_ENC_SHARED : PS_ENC_PRIVATE;
+	const enum ps_enc_state back = c->to == PS_ENC_PRIVATE ? PS_ENC_SHARED
+							       : PS_ENC_PRIVATE;
 
 	for (uint64_t i = upto; i-- > 0;) {
 		uint64_t frame, set;
@@ -733,8 +732,7 @@ static int kmap_refused(const struct ps_page *p, uint64_t reject)
 }
 
 /* The first CPU map (count 0 -> 1), under the frame's LOCKED bit (P6). */
-static int kmap_first(struct ps_space *s, struct prot_space *ps,
-		      uint64_t frame)
+static int kmap_first(struct ps_space *s, struct prot_space *ps, uint64_t frame)
 {
 	struct ps_page *p = &ps->frames[frame];
 	int rc = 0;
@@ -765,8 +763,8 @@ static int kmap_first(struct ps_space *s, struct prot_space *ps,
 
 int ps_prot_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
 {
-	const uint64_t reject =
-		PS_PAGE_POISONED | (flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
+	const uint64_t reject = PS_PAGE_POISONED |
+				(flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
 	struct prot_space *ps;
 	PS_ATOMIC(uint32_t) *cnt;
 	struct ps_page *p;
@@ -817,12 +815,13 @@ int ps_prot_kunmap(struct ps_space *s, uint64_t frame)
 	do {
 		if (!c)
 			return -EINVAL; /* not CPU-mapped: nothing changes */
-		/*
+					/*
 		 * Release: the CPU's accesses come before the count drops;
 		 * pairs with set_inaccessible's acquire load.
 		 */
-	} while (!atomic_compare_exchange_weak_explicit(
-		cnt, &c, c - 1, memory_order_release, memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(cnt, &c, c - 1,
+							memory_order_release,
+							memory_order_relaxed));
 	ps__space_frame_put(s, frame); /* P5: uncount, then put */
 	return 0;
 }
@@ -870,8 +869,7 @@ int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 	struct ps_page *frames = ps__space_frames(s, &nframes);
 	int rc = 0;
 
-	if (!fault || !size || addr >= space_size ||
-	    size > space_size - addr ||
+	if (!fault || !size || addr >= space_size || size > space_size - addr ||
 	    (kind != PS_ENC_PRIVATE && kind != PS_ENC_SHARED))
 		return -EINVAL;
 	end = addr + size;
@@ -957,8 +955,8 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 	ps__space_writer_lock(s); /* P1 */
 	if (!write) {
 		rc = ps_notifier_invalidate_start(ps_space_notifier(s), start,
-						  len,
-						  PS_NOTIFIER_PROTECTION, 0);
+						  len, PS_NOTIFIER_PROTECTION,
+						  0);
 		if (rc)
 			goto out;
 	}

@@ -205,8 +205,8 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	}
 	ps_pgtable_read_lock();
 	(void)ps__hbm_harvest(&s->log, ps__space_page_index(start),
-			      ps__space_page_index(len),
-			      harvest_visit, &h, &resume_bit);
+			      ps__space_page_index(len), harvest_visit, &h,
+			      &resume_bit);
 	ps_pgtable_read_unlock();
 	if (flags & PS_HARVEST_REARM)
 		invalidate_harvested(s, addrs, h.n);

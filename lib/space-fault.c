@@ -141,8 +141,8 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		struct ps_page *p;
 		ps_pte_t e;
 
-		fr = ps_pgtable_fault_pte(s->pt, addr,
-					  access | PS_ACCESS_CHECK, &e);
+		fr = ps_pgtable_fault_pte(s->pt, addr, access | PS_ACCESS_CHECK,
+					  &e);
 		if (fr == PS_FAULT_INVALID)
 			return fr;
 		FAILPOINT(FP_FAULT_CHECKED, addr);

@@ -49,12 +49,12 @@ struct ps_space {
 	struct ps_pgtable *pt;
 	struct ps_notifier notifier;
 	struct ps_page *frames;
-	void *frames_map;	/* library-allocated array, or NULL */
+	void *frames_map; /* library-allocated array, or NULL */
 	size_t frames_bytes;
 	uint64_t nframes;
 	uint64_t size;
-	struct ps__hbm log;	 /* dirty log: one bit per page (S6) */
-	struct ps__hbm wb;	 /* write-back set: one bit per page (S9) */
+	struct ps__hbm log; /* dirty log: one bit per page (S6) */
+	struct ps__hbm wb;  /* write-back set: one bit per page (S9) */
 	/* Long-term pins per frame (S13, lib/space-pin.c), from the first. */
 	PS_ATOMIC(PS_ATOMIC(uint32_t) *) longterm;
 	struct ps_space_hooks hooks;
@@ -65,8 +65,8 @@ PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,
 		 "ps__space_ext_find() reads the extensions first");
 
 /* [@start, @start + @len): non-empty, page-aligned, inside the space. */
-static inline bool ps__space_range_ok(const struct ps_space *s,
-				      uint64_t start, uint64_t len)
+static inline bool ps__space_range_ok(const struct ps_space *s, uint64_t start,
+				      uint64_t len)
 {
 	return len && !(start & (PAGE_SIZE - 1)) && !(len & (PAGE_SIZE - 1)) &&
 	       start < s->size && len <= s->size - start;

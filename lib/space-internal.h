@@ -68,8 +68,8 @@ static inline struct ps__space_ext *ps__space_ext_find(struct ps_space *space,
 	/* A struct's address is its first member's (C11 6.7.2.1). */
 	struct ps__space_exts *l = (struct ps__space_exts *)(void *)space;
 	/* Acquire: pairs with the release CAS in ps__space_ext_add(). */
-	struct ps__space_ext *e =
-		atomic_load_explicit(&l->head, memory_order_acquire);
+	struct ps__space_ext *e = atomic_load_explicit(&l->head,
+						       memory_order_acquire);
 
 	while (e && e->key != key)
 		e = e->next;

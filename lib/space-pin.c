@@ -112,9 +112,10 @@ static int lt_counts_make(struct ps_space *s, lt_count_t **out)
 	 * Release: the mapping is complete before a reader finds it (pairs
 	 * with the acquire in lt_counts()); acquire on failure, as that load.
 	 */
-	if (!atomic_compare_exchange_strong_explicit(
-		    &s->longterm, &seen, (lt_count_t *)m,
-		    memory_order_release, memory_order_acquire)) {
+	if (!atomic_compare_exchange_strong_explicit(&s->longterm, &seen,
+						     (lt_count_t *)m,
+						     memory_order_release,
+						     memory_order_acquire)) {
 		munmap(m, bytes); /* another pin made them first */
 		m = seen;
 	}
@@ -125,8 +126,8 @@ static int lt_counts_make(struct ps_space *s, lt_count_t **out)
 void ps__space_pins_fini(struct ps_space *s)
 {
 	/* Relaxed: no other thread uses the space any more. */
-	lt_count_t *c =
-		atomic_load_explicit(&s->longterm, memory_order_relaxed);
+	lt_count_t *c = atomic_load_explicit(&s->longterm,
+					     memory_order_relaxed);
 
 	if (c)
 		munmap((void *)(uintptr_t)c, (size_t)s->nframes * sizeof(*c));
@@ -141,14 +142,14 @@ static bool lt_count_add(lt_count_t *c)
 	do {
 		if (v >= PS_PAGE_PINS_MAX)
 			return false; /* more than pins can be: leaked units */
-		/*
+				      /*
 		 * Release: the pin it counts comes first (a reader that
 		 * acquires the count sees the pin); pairs with the acquire
 		 * in ps__space_longterm_pinned().
 		 */
 	} while (!atomic_compare_exchange_weak_explicit(c, &v, v + 1,
-							 memory_order_release,
-							 memory_order_relaxed));
+							memory_order_release,
+							memory_order_relaxed));
 	return true;
 }
 
@@ -163,8 +164,8 @@ static bool lt_count_sub(lt_count_t *c)
 			return false;
 		/* Release: before the unpin (pairs as lt_count_add()). */
 	} while (!atomic_compare_exchange_weak_explicit(c, &v, v - 1,
-							 memory_order_release,
-							 memory_order_relaxed));
+							memory_order_release,
+							memory_order_relaxed));
 	return true;
 }
 
@@ -207,8 +208,8 @@ static inline bool try_pin(struct ps_page *p, uint64_t reject, bool write)
 	 * came before), so the pinner sees the frame as it was left; S2's
 	 * fence follows.
 	 */
-	return ps_page_try_pin_and_set_flags(
-		p, 1, reject, write ? PS_PAGE_WRITE_PINNED : 0);
+	return ps_page_try_pin_and_set_flags(p, 1, reject,
+					     write ? PS_PAGE_WRITE_PINNED : 0);
 }
 
 /* Entries compare equal for the pin re-check unless A/D bits moved. */
@@ -231,8 +232,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		   lt_count_t *lt, uint64_t *frame_out)
 {
 	const bool write = flags & PS_PIN_WRITE;
-	const uint64_t reject =
-		PS_PAGE_POISONED | (flags & PS_PIN_PRIVATE ? 0 : PS_PAGE_PRIVATE);
+	const uint64_t reject = PS_PAGE_POISONED |
+				(flags & PS_PIN_PRIVATE ? 0 : PS_PAGE_PRIVATE);
 
 	for (;;) {
 		struct ps_page *p;
@@ -246,7 +247,8 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			/* Missing, or a write needs resolving: fault it in. */
 			ps_pgtable_read_unlock();
 			rc = ps__space_fault_in(s, addr,
-				      write ? PS_ACCESS_WRITE : PS_ACCESS_READ);
+						write ? PS_ACCESS_WRITE
+						      : PS_ACCESS_READ);
 			ps_pgtable_read_lock();
 			if (rc)
 				return rc;

@@ -131,7 +131,7 @@ struct wb_ctx {
 	void *ctx;
 	struct ps_writeback_stats st;
 	int first_error;
-	uint64_t in_fn;		 /* the frame @fn is writing, or UINT64_MAX */
+	uint64_t in_fn; /* the frame @fn is writing, or UINT64_MAX */
 	const struct wb_ctx *outer; /* this thread's enclosing write-back */
 };
 
@@ -206,7 +206,7 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 				return -EOVERFLOW;
 			if (w & PS_PAGE_FROZEN)
 				sched_yield(); /* a conversion holds it (S8) */
-			continue; /* freed or frozen: look again */
+			continue;	       /* freed or frozen: look again */
 		}
 		ps_page_lock(p);
 		if (!ps_pgtable_get(s->pt, addr, &e) && ps_pte_is_present(e) &&
@@ -336,8 +336,7 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	 * finds the frame dirty; the hook runs after the end, as any other
 	 * dirty hook runs with no write-back of the frame in flight.
 	 */
-	made_dirty = redirty &&
-		     !ps_page_test_and_set_flag(p, PS_PAGE_DIRTY);
+	made_dirty = redirty && !ps_page_test_and_set_flag(p, PS_PAGE_DIRTY);
 	w = ps_page_end_writeback(p);
 	if (made_dirty && s->hooks.dirty)
 		s->hooks.dirty(s->hooks.ctx, s, frame); /* S5: this call's */
@@ -422,8 +421,8 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	c.outer = wb_current;
 	wb_current = &c;
 	(void)ps__hbm_harvest(&s->wb, ps__space_page_index(start),
-			      ps__space_page_index(len),
-			      writeback_visit, &c, NULL);
+			      ps__space_page_index(len), writeback_visit, &c,
+			      NULL);
 	wb_current = c.outer;
 	if (stats)
 		*stats = c.st;

@@ -127,8 +127,8 @@ struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
 	 * Acquire: pairs with the release CAS that added the head, so the
 	 * nodes walked below are seen complete.
 	 */
-	struct ps__space_ext *head =
-		atomic_load_explicit(&s->exts.head, memory_order_acquire);
+	struct ps__space_ext *head = atomic_load_explicit(&s->exts.head,
+							  memory_order_acquire);
 
 	for (;;) {
 		struct ps__space_ext *e;
@@ -142,9 +142,10 @@ struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
 		 * ps__space_ext_find() returns it (pairs with its acquire).
 		 * Acquire on failure, as the load above.
 		 */
-		if (atomic_compare_exchange_weak_explicit(
-			    &s->exts.head, &head, ext, memory_order_release,
-			    memory_order_acquire))
+		if (atomic_compare_exchange_weak_explicit(&s->exts.head, &head,
+							  ext,
+							  memory_order_release,
+							  memory_order_acquire))
 			return ext;
 	}
 }
@@ -153,8 +154,8 @@ struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
 static void exts_fini(struct ps_space *s)
 {
 	/* Relaxed: no other thread uses the space any more. */
-	struct ps__space_ext *e =
-		atomic_load_explicit(&s->exts.head, memory_order_relaxed);
+	struct ps__space_ext *e = atomic_load_explicit(&s->exts.head,
+						       memory_order_relaxed);
 
 	while (e) {
 		struct ps__space_ext *next = e->next;
@@ -218,7 +219,8 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		/* Zero-filled on first touch: a zero word is a free frame. */
 		s->frames_map = mmap(NULL, s->frames_bytes,
 				     PROT_READ | PROT_WRITE,
-				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+				     MAP_PRIVATE | MAP_ANONYMOUS |
+					     MAP_NORESERVE,
 				     -1, 0);
 		if (s->frames_map == MAP_FAILED) {
 			s->frames_map = NULL;
@@ -341,10 +343,10 @@ int ps_space_destroy(struct ps_space *s)
 
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
-	uint64_t pte_flags;	/* its entry's flags (runs: equal flags) */
-	bool claimed;		/* it was free: this map froze it (S12) */
-	bool wb;		/* pinned or dirty: its page goes in wb (S9) */
-	uint8_t old_cache;	/* a claimed frame's cache mode before */
+	uint64_t pte_flags; /* its entry's flags (runs: equal flags) */
+	bool claimed;	    /* it was free: this map froze it (S12) */
+	bool wb;	    /* pinned or dirty: its page goes in wb (S9) */
+	uint8_t old_cache;  /* a claimed frame's cache mode before */
 };
 
 /*
@@ -431,9 +433,9 @@ static void unmap_installed(struct ps_space *s, uint64_t start,
 		while (ps_pte_is_present(e) &&
 		       ps_pte_frame(e) == first_frame + k &&
 		       ps_pgtable_cmpxchg(s->pt, addr, &e,
-					  ps_pte_uffd_wp(e) ? marker
-							    : PS_PTE_NONE) ==
-			       -EAGAIN)
+					  ps_pte_uffd_wp(e)
+						  ? marker
+						  : PS_PTE_NONE) == -EAGAIN)
 			;
 	}
 }
@@ -476,7 +478,8 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) ||
 	    (flags & ~(PS_MAP_WRITE | PS_MAP_CACHE_SET | PS_MAP_CACHE_MASK)) ||
 	    (!(flags & PS_MAP_CACHE_SET) && (flags & PS_MAP_CACHE_MASK)) ||
-	    ((flags & PS_MAP_CACHE_MASK) >> PS_MAP_CACHE_SHIFT) >= PS_CACHE_NR ||
+	    ((flags & PS_MAP_CACHE_MASK) >> PS_MAP_CACHE_SHIFT) >=
+		    PS_CACHE_NR ||
 	    first_frame >= s->nframes || npages > s->nframes - first_frame)
 		return -EINVAL;
 	taken = calloc(npages, sizeof(*taken));
@@ -511,7 +514,8 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		rc = ps_pgtable_map_prepare(s->pt, start, len);
 	for (i = 0; !rc && i < npages;) {
 		for (j = i + 1;
-		     j < npages && taken[j].pte_flags == taken[i].pte_flags; j++)
+		     j < npages && taken[j].pte_flags == taken[i].pte_flags;
+		     j++)
 			;
 		rc = map_run(s, start, first_frame, i, j, taken[i].pte_flags);
 		if (!rc)

@@ -93,13 +93,13 @@ uint64_t ps__uffd_hide_features;
 PS_ATOMIC(unsigned int) ps__uffd_failpoints;
 #define HIDDEN_FEATURES ps__uffd_hide_features
 /* Relaxed: set by the test before the call it is about (or joined). */
-#define FAILPOINT(fp)                                                      \
+#define FAILPOINT(fp)                                                        \
 	((atomic_load_explicit(&ps__uffd_failpoints, memory_order_relaxed) & \
 	  (fp)) != 0)
 /* Relaxed: as FAILPOINT(); the RMW makes it fire once. */
-#define FAILPOINT_ONCE(fp)                                                 \
+#define FAILPOINT_ONCE(fp)                                                     \
 	((atomic_fetch_and_explicit(&ps__uffd_failpoints, ~(unsigned int)(fp), \
-				    memory_order_relaxed) &                \
+				    memory_order_relaxed) &                    \
 	  (fp)) != 0)
 #else
 #define HIDDEN_FEATURES UINT64_C(0)
@@ -117,7 +117,7 @@ struct ps_uffd {
 	unsigned int flags;
 	struct ps_space *space; /* NULL for a bare table */
 	struct ps_pgtable *pt;
-	struct ps__hbm log; /* pages to report (U3), index from addr */
+	struct ps__hbm log;   /* pages to report (U3), index from addr */
 	pthread_mutex_t lock; /* U1 */
 	pthread_t thread;
 	bool thread_running;
@@ -338,7 +338,8 @@ static int host_page_size(uint64_t host, uint64_t len, uint64_t *size)
 		}
 		if (errno == ENOENT) /* no VMA at or above @at */
 			break;
-		rc = errno == ENOTTY ? smaps_page_size(host, end, size) : -errno;
+		rc = errno == ENOTTY ? smaps_page_size(host, end, size)
+				     : -errno;
 		break;
 	}
 	close(fd);
@@ -840,8 +841,8 @@ static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 			 uint64_t *addrs, uint64_t max, uint64_t *resume)
 {
 	struct merge m = {addrs, 0, 0, 0, max, u->addr};
-	int rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM,
-				  addrs, max, &m.ns, resume);
+	int rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM, addrs,
+				  max, &m.ns, resume);
 
 	if (rc || !m.ns)
 		return rc;
@@ -858,8 +859,7 @@ static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 }
 
 /* Sync: re-protect what was reported, run by run, in both places (U4). */
-static int rearm_reported(struct ps_uffd *u, const uint64_t *addrs,
-			  uint64_t n)
+static int rearm_reported(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 {
 	int rc = 0;
 
@@ -1147,14 +1147,14 @@ void ps_uffd_stats(const struct ps_uffd *u, struct ps_uffd_stats *st)
 {
 	/* Relaxed: counters, a snapshot that may be mid-update. */
 	st->faults = atomic_load_explicit(&u->faults, memory_order_relaxed);
-	st->mismatches =
-		atomic_load_explicit(&u->mismatches, memory_order_relaxed);
-	st->harvested =
-		atomic_load_explicit(&u->harvested, memory_order_relaxed);
-	st->kernel_pages =
-		atomic_load_explicit(&u->kernel_pages, memory_order_relaxed);
+	st->mismatches = atomic_load_explicit(&u->mismatches,
+					      memory_order_relaxed);
+	st->harvested = atomic_load_explicit(&u->harvested,
+					     memory_order_relaxed);
+	st->kernel_pages = atomic_load_explicit(&u->kernel_pages,
+						memory_order_relaxed);
 	st->errors = atomic_load_explicit(&u->errors, memory_order_relaxed);
-	st->last_error =
-		atomic_load_explicit(&u->last_error, memory_order_relaxed);
+	st->last_error = atomic_load_explicit(&u->last_error,
+					      memory_order_relaxed);
 	st->opened = u->opened;
 }

@@ -11,9 +11,12 @@
 
 /* IA32_PAT memory type of each cache mode (PS_CACHE_* order). */
 static const uint8_t mode_mtype[PS_CACHE_NR] = {
-	[PS_CACHE_WB] = PS_X86_MT_WB,		[PS_CACHE_WC] = PS_X86_MT_WC,
-	[PS_CACHE_UC_MINUS] = PS_X86_MT_UC_MINUS, [PS_CACHE_UC] = PS_X86_MT_UC,
-	[PS_CACHE_WT] = PS_X86_MT_WT,		[PS_CACHE_WP] = PS_X86_MT_WP,
+	[PS_CACHE_WB] = PS_X86_MT_WB,
+	[PS_CACHE_WC] = PS_X86_MT_WC,
+	[PS_CACHE_UC_MINUS] = PS_X86_MT_UC_MINUS,
+	[PS_CACHE_UC] = PS_X86_MT_UC,
+	[PS_CACHE_WT] = PS_X86_MT_WT,
+	[PS_CACHE_WP] = PS_X86_MT_WP,
 };
 
 static unsigned int pat_slot_type(uint64_t pat, unsigned int slot)

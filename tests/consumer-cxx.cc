@@ -14,16 +14,17 @@ static struct ps_page global_page = PS_PAGE_INIT(0);
 static struct ps_seq global_seq = PS_SEQ_INIT;
 static const uint64_t live_word = PS_PAGE_WORD_INIT(1);
 
-#define EXPECT(cond)                                                      \
-	do {                                                              \
-		if (!(cond)) {                                            \
+#define EXPECT(cond)                                                         \
+	do {                                                                 \
+		if (!(cond)) {                                               \
 			std::fprintf(stderr, "consumer-cxx (C++ %ld): %s\n", \
-				     (long)__cplusplus, #cond);           \
-			return 1;                                         \
-		}                                                         \
+				     (long)__cplusplus, #cond);              \
+			return 1;                                            \
+		}                                                            \
 	} while (0)
 
-namespace {
+namespace
+{
 
 bool on_invalidate(struct ps_interval *sub, const struct ps_invalidation *,
 		   uint64_t cur_seq, void *)
@@ -63,7 +64,8 @@ int main()
 	EXPECT(ps_notifier_init(&n) == 0);
 	EXPECT(ps_interval_insert(&sub, &n, 0, 4096, &ops, nullptr) == 0);
 	s = ps_interval_read_begin(&sub);
-	EXPECT(ps_notifier_invalidate_start(&n, 0, 1, PS_NOTIFIER_UNMAP, 0) == 0);
+	EXPECT(ps_notifier_invalidate_start(&n, 0, 1, PS_NOTIFIER_UNMAP, 0) ==
+	       0);
 	EXPECT(ps_notifier_invalidate_end(&n, 0, 1) == 0);
 	EXPECT(ps_interval_read_retry(&sub, s));
 	ps_interval_remove(&sub);

@@ -117,9 +117,9 @@ static inline int ps_test_run(Suite *s)
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-#define PS_TEST_MAIN(suite_fn)              \
-	int main(void)                      \
-	{                                   \
+#define PS_TEST_MAIN(suite_fn)                  \
+	int main(void)                          \
+	{                                       \
 		return ps_test_run(suite_fn()); \
 	}
 

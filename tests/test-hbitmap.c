@@ -54,8 +54,8 @@ END_TEST
 
 START_TEST(harvest_in_order_once)
 {
-	static const uint64_t bits[] = {3, 63, 64, 511, 512, 4095, 32767,
-					32768, 99999};
+	static const uint64_t bits[] = {3,    63,    64,    511,  512,
+					4095, 32767, 32768, 99999};
 	struct ps__hbm b;
 	struct seen s;
 	uint64_t resume;
@@ -90,8 +90,7 @@ START_TEST(harvest_range_only)
 	memset(&s, 0, sizeof(s));
 	s.keep_bit = UINT64_MAX;
 	/* [8198, 8198 + 8197): exactly bits 8198 and 12297. */
-	ck_assert_uint_eq(ps__hbm_harvest(&b, 8198, 8197, record, &s, NULL),
-			  2);
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 8198, 8197, record, &s, NULL), 2);
 	ck_assert_uint_eq(s.bits[0], 8198);
 	ck_assert_uint_eq(s.bits[1], 12297);
 	ck_assert(ps__hbm_test(&b, 4099));  /* outside: untouched */
@@ -121,8 +120,7 @@ START_TEST(harvest_keep_stop_resume)
 	memset(&s, 0, sizeof(s));
 	s.keep_bit = 3000;
 	s.stop_at = 10;
-	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 1u << 16, record, &s,
-					  &resume),
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 1u << 16, record, &s, &resume),
 			  10);
 	ck_assert_uint_eq(resume, 9000);
 	ck_assert(ps__hbm_test(&b, 3000)); /* kept */

@@ -60,8 +60,8 @@ static void add(struct ps__hist *h, struct model *m, uint64_t s, uint64_t l)
 }
 
 /* Did an end with index in [from, to) overlap [s, l]? */
-static bool want(const struct model *m, uint64_t from, uint64_t to,
-		 uint64_t s, uint64_t l)
+static bool want(const struct model *m, uint64_t from, uint64_t to, uint64_t s,
+		 uint64_t l)
 {
 	for (uint64_t i = from; i < to; i++)
 		if (m->start[i] <= l && s <= m->last[i])
@@ -73,9 +73,8 @@ static bool want(const struct model *m, uint64_t from, uint64_t to,
  * Ask about ends after index @i0 (e0 = the number before it), up to now
  * (a quiescent history: the answer must be exact).
  */
-static enum ps__hist_answer ask(const struct ps__hist *h,
-				const struct model *m, uint64_t i0,
-				uint64_t s, uint64_t l)
+static enum ps__hist_answer ask(const struct ps__hist *h, const struct model *m,
+				uint64_t i0, uint64_t s, uint64_t l)
 {
 	uint64_t e0 = (m->first + i0 - 1) & MASK;
 	uint64_t e1 = (m->first + m->n - 1) & MASK;
@@ -133,8 +132,7 @@ START_TEST(empty_and_ring)
 			 PS__HIST_YES);
 	ck_assert_int_eq(ps__hist_query(&h, 3, 3, 0, UINT64_MAX), PS__HIST_NO);
 	/* Misuse, e0 after e1: yes, at once (never a wait for the ring). */
-	ck_assert_int_eq(ps__hist_query(&h, 1000, 3, 5000, 5000),
-			 PS__HIST_YES);
+	ck_assert_int_eq(ps__hist_query(&h, 1000, 3, 5000, 5000), PS__HIST_YES);
 	/* Up to a full ring: still the ring alone, still exact. */
 	while (m.n < PS__HIST_LOG)
 		add(&h, &m, 1000 * m.n, 1000 * m.n + 10);
@@ -296,8 +294,7 @@ START_TEST(forgotten_after_failed_alloc)
 		add(&h, &m, m.n << 12, (m.n << 12) + 4095);
 	/* Reaching back into them: forgotten, even about other ranges. */
 	ck_assert_int_eq(ask(&h, &m, lost_from, 0, 0), PS__HIST_FORGOTTEN);
-	ck_assert_int_eq(ask(&h, &m, 0, 1 << 30, 1 << 30),
-			 PS__HIST_FORGOTTEN);
+	ck_assert_int_eq(ask(&h, &m, 0, 1 << 30, 1 << 30), PS__HIST_FORGOTTEN);
 	/* Not reaching back: exact, from the ring. */
 	check_exact(&h, &m, lost_to + 1, m.n << 12, m.n << 12);
 	check_exact(&h, &m, lost_to + 1, (m.n - 1) << 12, (m.n - 1) << 12);
@@ -357,13 +354,14 @@ static void *race_reader(void *arg)
 {
 	struct race *r = arg;
 	static _Atomic(unsigned) stream;
-	struct ps_test_rng rng =
-		ps_test_rng_new(200 + atomic_fetch_add(&stream, 1));
+	struct ps_test_rng rng = ps_test_rng_new(200 +
+						 atomic_fetch_add(&stream, 1));
 
 	for (;;) {
 		/* Acquire: the ends counted, and their model entries. */
 		uint64_t n1 = atomic_load_explicit(&r->count,
-						   memory_order_acquire), n2;
+						   memory_order_acquire),
+			 n2;
 		/* Mostly recent, some across levels, a few from the start. */
 		uint64_t back = ps_test_below(&rng, 8)
 					? ps_test_below(&rng, 600)

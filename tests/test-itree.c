@@ -349,7 +349,7 @@ START_TEST(equal_starts_span_leaves)
 	static bool in[N];
 
 	ps__itree_init(&t);
-	insert_ok(&t, 6, 6, N);	      /* neighbours on both sides */
+	insert_ok(&t, 6, 6, N); /* neighbours on both sides */
 	insert_ok(&t, 8, 8, N + 1);
 	for (unsigned int i = 0; i < N; i++) {
 		insert_ok(&t, 7, 7 + i, i);
@@ -393,8 +393,8 @@ START_TEST(large_counts)
 	for (uint64_t i = 0; i < N; i++) {
 		uint64_t k = (i * 7919) % N; /* a permutation: 7919 is prime */
 
-		ck_assert_int_eq(ps__itree_insert(&t, k << 12,
-						  (k << 12) + 4095, &big[k]),
+		ck_assert_int_eq(ps__itree_insert(&t, k << 12, (k << 12) + 4095,
+						  &big[k]),
 				 0);
 	}
 	sh = shape(&t);
@@ -443,8 +443,7 @@ START_TEST(matches_brute_force)
 	for (unsigned int i = 0; i < MODEL_N; i++) {
 		start[i] = ps_test_below(&rng, 1 << 16);
 		/* Mostly short, some long (nested and overlapping). */
-		last[i] = start[i] + ps_test_below(&rng,
-						   i % 10 ? 64 : 1 << 14);
+		last[i] = start[i] + ps_test_below(&rng, i % 10 ? 64 : 1 << 14);
 		if (i % 40 == 0)
 			start[i] = start[0]; /* equal starts */
 		if (last[i] < start[i])
@@ -643,8 +642,8 @@ static void *race_reader(void *arg)
 {
 	struct race *r = arg;
 	static _Atomic(unsigned) stream;
-	struct ps_test_rng rng =
-		ps_test_rng_new(100 + atomic_fetch_add(&stream, 1));
+	struct ps_test_rng rng = ps_test_rng_new(100 +
+						 atomic_fetch_add(&stream, 1));
 	struct seen s;
 	bool saw[RACE_M];
 
@@ -652,10 +651,11 @@ static void *race_reader(void *arg)
 	for (;;) {
 		/* Acquire: pairs with the writer's counter store. */
 		uint64_t t0 = atomic_load_explicit(&r->done,
-						   memory_order_acquire), t1;
+						   memory_order_acquire),
+			 t1;
 		uint64_t qs = ps_test_below(&rng, 1 << 20);
-		uint64_t ql = qs + ps_test_below(&rng,
-						 qs % 2 ? 1 << 8 : 1 << 18);
+		uint64_t ql = qs +
+			      ps_test_below(&rng, qs % 2 ? 1 << 8 : 1 << 18);
 		bool ok = false;
 
 		(void)visit(&r->t, qs, ql, &s);

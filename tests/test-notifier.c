@@ -235,8 +235,7 @@ START_TEST(insert_errors)
 			 -EINVAL);
 	ck_assert_int_eq(ps_interval_insert(&b.sub, &nt, 0, PG, &no_cb, &b),
 			 -EINVAL);
-	ck_assert_int_eq(ps_interval_insert(&b.sub, NULL, 0, PG, &tsub_ops,
-					    &b),
+	ck_assert_int_eq(ps_interval_insert(&b.sub, NULL, 0, PG, &tsub_ops, &b),
 			 -EINVAL);
 	ck_assert_uint_eq(stats(&nt).subscriptions, 0);
 }
@@ -368,8 +367,8 @@ START_TEST(tree_equal_starts)
 		order[i] = i;
 	}
 	for (int i = 0; i < 100; i++)
-		ck_assert_int_eq(ps_interval_insert(&t[i].sub, &nt, 7 * PG,
-						    PG, &tsub_ops, &t[i]),
+		ck_assert_int_eq(ps_interval_insert(&t[i].sub, &nt, 7 * PG, PG,
+						    &tsub_ops, &t[i]),
 				 -EEXIST);
 	for (int i = 99; i > 0; i--) { /* a random removal order */
 		int j = (int)ps_test_below(&rng, (uint64_t)i + 1), x = order[i];
@@ -630,7 +629,8 @@ START_TEST(range_errors)
 						      PS_NOTIFIER_UNMAP, 0),
 			 -EOVERFLOW);
 	ck_assert_int_eq(ps_notifier_invalidate_start(&nt, 0, PG,
-						      PS_NOTIFIER_UNMAP, 1u << 7),
+						      PS_NOTIFIER_UNMAP,
+						      1u << 7),
 			 -EINVAL);
 	ck_assert_uint_eq(calls(&a), 0);
 	ck_assert_uint_eq(ps_notifier_read_begin(&nt), state);
@@ -740,10 +740,10 @@ static struct ps_page *guest_lookup_get(uint64_t addr)
 	return ps_page_try_get(&ex_frames[f]) ? &ex_frames[f] : NULL;
 }
 
-struct vcache {				/* one cached translation */
-	struct ps_interval sub;		/* covers the guest region */
-	pthread_mutex_t lock;		/* the user lock */
-	struct ps_page *page;		/* NULL when not mapped */
+struct vcache {			/* one cached translation */
+	struct ps_interval sub; /* covers the guest region */
+	pthread_mutex_t lock;	/* the user lock */
+	struct ps_page *page;	/* NULL when not mapped */
 	bool writable;
 };
 
@@ -756,9 +756,9 @@ static bool vcache_invalidate(struct ps_interval *sub,
 	if (ps_invalidation_blockable(inv))
 		pthread_mutex_lock(&vc->lock);
 	else if (pthread_mutex_trylock(&vc->lock))
-		return false;		/* the caller gets -EAGAIN */
+		return false; /* the caller gets -EAGAIN */
 	ps_interval_set_seq(sub, cur_seq);
-	vc->page = NULL;		/* tear the secondary mapping down */
+	vc->page = NULL; /* tear the secondary mapping down */
 	pthread_mutex_unlock(&vc->lock);
 	return true;
 }
@@ -769,17 +769,17 @@ static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
 		uint64_t seq = ps_interval_read_begin(&vc->sub);
 		struct ps_page *page = guest_lookup_get(addr);
 
-		if (!page)		/* look up and reference the page */
+		if (!page) /* look up and reference the page */
 			return -EFAULT;
 		pthread_mutex_lock(&vc->lock);
 		if (ps_interval_read_retry(&vc->sub, seq)) {
 			pthread_mutex_unlock(&vc->lock);
 			(void)ps_page_put(page);
-			continue;	/* an invalidation raced: again */
+			continue; /* an invalidation raced: again */
 		}
-		if (write)		/* dirty before a writable mapping */
+		if (write) /* dirty before a writable mapping */
 			ps_page_set_flags(page, PS_PAGE_DIRTY);
-		vc->page = page;	/* install the secondary mapping */
+		vc->page = page; /* install the secondary mapping */
 		vc->writable = write;
 		pthread_mutex_unlock(&vc->lock);
 		/* The mapping keeps no reference: the notifier tears it
@@ -876,8 +876,8 @@ static bool hold(struct holder *h, uint64_t base, uint64_t n, unsigned flags)
 	atomic_store(&h->started, 0);
 	atomic_store(&h->rc, 0);
 	ck_assert_int_eq(pthread_create(&h->thread, NULL, hold_many, h), 0);
-	for (int i = 0; i < 3000 && atomic_load(&h->started) < n &&
-			!atomic_load(&h->rc);
+	for (int i = 0;
+	     i < 3000 && atomic_load(&h->started) < n && !atomic_load(&h->rc);
 	     i++)
 		sleep_ms(1);
 	if (atomic_load(&h->started) < n)
@@ -921,7 +921,7 @@ START_TEST(inflight_unlimited)
 	ck_assert_uint_eq(stats(&nt).inflight, MANY / 2);
 	seq = ps_notifier_read_begin(&nt);
 	ck_assert(!ps_notifier_read_retry(&nt, seq, 1 * PG)); /* ended */
-	ck_assert(ps_notifier_read_retry(&nt, seq, 2 * PG));	/* in flight */
+	ck_assert(ps_notifier_read_retry(&nt, seq, 2 * PG));  /* in flight */
 	for (i = 0; i < MANY; i += 2)
 		ck_assert_int_eq(ps_notifier_invalidate_end(&nt, i * PG, PG),
 				 0);
@@ -1008,8 +1008,8 @@ START_TEST(whole_space_exact_model)
 	for (unsigned int k = 0; k < ns; k++) {
 		for (int q = 0; q < 40; q++) {
 			uint64_t qs = ps_test_below(&rng, 5 << 20);
-			uint64_t ql = qs + (q % 4 ? 0
-						  : ps_test_below(&rng, PG));
+			uint64_t ql = qs +
+				      (q % 4 ? 0 : ps_test_below(&rng, PG));
 			bool want = false;
 
 			for (unsigned int i = first[k]; i < HIST_N && !want;
@@ -1116,8 +1116,7 @@ static void *st_invalidator(void *arg)
 			atomic_fetch_add_explicit(&st->table[p], 1,
 						  memory_order_release);
 			ck_assert_int_eq(ps_notifier_invalidate_end(&st->n,
-								    p * PG,
-								    PG),
+								    p * PG, PG),
 					 0);
 		} else if (rc == -EAGAIN) {
 			st->eagain++;
@@ -1188,14 +1187,16 @@ static void *st_reader(void *arg)
 		} else {
 			if (atomic_load_explicit(&st->table[p],
 						 memory_order_relaxed) != v)
-				st_violation(st, "accepted a stale translation");
+				st_violation(st,
+					     "accepted a stale translation");
 			st->cache[p] = v + 1;
 			st->accepted++;
 		}
 		for (int q = 0; q < ST_PAGES; q++)
 			if (st->cache[q] &&
 			    st->cache[q] != atomic_load(&st->table[q]) + 1)
-				st_violation(st, "a cached translation went stale");
+				st_violation(st,
+					     "a cached translation went stale");
 		pthread_mutex_unlock(&st->lock);
 	}
 	return NULL;
@@ -1238,8 +1239,7 @@ static void run_translation_stress(int mode)
 		"false, %llu unjustified but conservative (forgotten); "
 		"%llu -EAGAIN, %llu read_begin waits\n",
 		mode ? "whole space" : "interval",
-		(unsigned long long)st.accepted,
-		(unsigned long long)st.retries,
+		(unsigned long long)st.accepted, (unsigned long long)st.retries,
 		(unsigned long long)st.false_retries,
 		(unsigned long long)st.conservative,
 		(unsigned long long)st.eagain,
@@ -1293,8 +1293,8 @@ struct churn {
 static struct churn churn_st;
 
 static bool churn_invalidate(struct ps_interval *sub,
-			     const struct ps_invalidation *inv, uint64_t cur_seq,
-			     void *priv)
+			     const struct ps_invalidation *inv,
+			     uint64_t cur_seq, void *priv)
 {
 	struct tsub *t = priv;
 
@@ -1325,7 +1325,8 @@ static void *churn_updater(void *arg)
 
 			atomic_store(&t->live, 1);
 			if (ps_interval_insert(&t->sub, &c->n, s,
-					       (1 + ps_test_below(&rng, 8)) * PG,
+					       (1 + ps_test_below(&rng, 8)) *
+						       PG,
 					       &churn_ops, t))
 				atomic_fetch_add(&c->violations, 1);
 		}
@@ -1426,8 +1427,8 @@ static void *holder_main(void *arg)
 	uint64_t base = (uint64_t)a->id * 1000;
 
 	for (uint64_t r = 0; r < hs->rounds; r++) {
-		unsigned int k =
-			1 + (unsigned int)ps_test_below(&rng, HOLD_MAX);
+		unsigned int k = 1 +
+				 (unsigned int)ps_test_below(&rng, HOLD_MAX);
 		unsigned int order[HOLD_MAX];
 		uint64_t seq, now;
 
@@ -1442,7 +1443,8 @@ static void *holder_main(void *arg)
 			order[i] = i;
 		}
 		now = atomic_fetch_add(&hs->held, k) + k;
-		for (uint64_t p = atomic_load(&hs->peak); now > p &&
+		for (uint64_t p = atomic_load(&hs->peak);
+		     now > p &&
 		     !atomic_compare_exchange_weak(&hs->peak, &p, now);)
 			;
 		/* Everything held is in flight for the whole-space check. */
@@ -1452,8 +1454,8 @@ static void *holder_main(void *arg)
 						    (base + i) * PG + 1))
 				hold_violation(hs, "a held range not seen");
 		for (unsigned int i = k - 1; i > 0; i--) {
-			unsigned int j =
-				(unsigned int)ps_test_below(&rng, i + 1);
+			unsigned int j = (unsigned int)ps_test_below(&rng,
+								     i + 1);
 			unsigned int x = order[i];
 
 			order[i] = order[j];
@@ -1556,8 +1558,8 @@ static void *span_other(void *arg)
 {
 	struct span *sp = arg;
 	static _Atomic(unsigned) stream;
-	struct ps_test_rng rng =
-		ps_test_rng_new(500 + atomic_fetch_add(&stream, 1));
+	struct ps_test_rng rng = ps_test_rng_new(500 +
+						 atomic_fetch_add(&stream, 1));
 
 	while (!atomic_load_explicit(&sp->stop, memory_order_relaxed)) {
 		uint64_t p = 100 + ps_test_below(&rng, 100000);

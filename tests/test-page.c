@@ -468,11 +468,13 @@ START_TEST(flag_change_multibit)
 	struct ps_page p = PS_PAGE_INIT(4);
 
 	ck_assert_uint_eq(ps_page_change_flags(&p, PS_PAGE_CACHE_MASK,
-					       (uint64_t)3 << PS_PAGE_CACHE_SHIFT),
+					       (uint64_t)3
+						       << PS_PAGE_CACHE_SHIFT),
 			  PS_PAGE_LIVE);
 	ck_assert_uint_eq(ps_page_word_cache(raw(&p)), 3);
 	ck_assert_uint_eq(ps_page_change_flags(&p, PS_PAGE_CACHE_MASK,
-					       (uint64_t)5 << PS_PAGE_CACHE_SHIFT),
+					       (uint64_t)5
+						       << PS_PAGE_CACHE_SHIFT),
 			  (uint64_t)3 << PS_PAGE_CACHE_SHIFT | PS_PAGE_LIVE);
 	ck_assert_uint_eq(ps_page_word_cache(raw(&p)), 5);
 	ck_assert_uint_eq(ps_page_refs(&p), 4);
@@ -749,7 +751,8 @@ START_TEST(get_or_revive)
 	ck_assert_int_eq(ps_page_get_or_revive(&p), -EBUSY);
 	ck_assert_int_eq(ps_page_unfreeze(&p, PS_PAGE_REFS_MAX), 0);
 	ck_assert_int_eq(ps_page_get_or_revive(&p), -EOVERFLOW);
-	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_PRIVATE));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_PRIVATE));
 	ck_assert_uint_eq(hooks(), 0);
 }
 END_TEST
@@ -778,7 +781,7 @@ START_TEST(fetch_flag_ops_return_word)
 	ck_assert_uint_eq(ps_page_fetch_set_flags(&p, PS_PAGE_DIRTY),
 			  mkword(4, 1, 0));
 	ck_assert_uint_eq(ps_page_fetch_clear_flags(&p, PS_PAGE_DIRTY |
-							       PS_PAGE_LIVE),
+								PS_PAGE_LIVE),
 			  mkword(4, 1, PS_PAGE_DIRTY));
 	ck_assert_uint_eq(raw(&p), mkword(4, 1, 0)); /* LIVE untouched */
 }
@@ -797,7 +800,8 @@ START_TEST(lock_trylock_unlock)
 	ck_assert_int_eq(ps_page_pin(&p), 0);
 	ps_page_set_flags(&p, PS_PAGE_DIRTY);
 	ck_assert(!ps_page_unpin(&p));
-	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_LOCKED | PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(2, 0, PS_PAGE_LOCKED | PS_PAGE_DIRTY));
 	ps_page_unlock(&p);
 	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_DIRTY));
 	ps_page_lock(&p); /* free: taken at once */
@@ -878,8 +882,8 @@ START_TEST(writeback_start_end)
 
 	ps_page_set_flags(&p, PS_PAGE_DIRTY);
 	ck_assert(ps_page_start_writeback(&p));
-	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_DIRTY |
-						   PS_PAGE_WRITEBACK));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(2, 0, PS_PAGE_DIRTY | PS_PAGE_WRITEBACK));
 	ck_assert(!ps_page_start_writeback(&p)); /* one in flight */
 	/* Counts and other flags work as usual meanwhile. */
 	ck_assert_int_eq(ps_page_pin(&p), 0);
@@ -919,7 +923,7 @@ END_TEST
 
 struct wb_waiter {
 	struct ps_page *page;
-	uint64_t data;	    /* written before the end, read after the wait */
+	uint64_t data; /* written before the end, read after the wait */
 	uint64_t seen;
 	_Atomic(int) state; /* 0 started, 1 waiting, 2 done */
 };
@@ -976,8 +980,9 @@ START_TEST(revive_cache_free_page)
 	ck_assert(!ps_page_try_get(&p)); /* a meaningless unit, wiped below */
 	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, &old), 1);
 	ck_assert_uint_eq(old, PS_CACHE_UC);
-	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE |
-						 cache_bits(PS_CACHE_WC)));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(1, 0,
+				 PS_PAGE_PRIVATE | cache_bits(PS_CACHE_WC)));
 	ck_assert_int_eq(ps_page_cache_mode(&p), PS_CACHE_WC);
 	/* LIVE with the same mode: one more reference, the mode as it was. */
 	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, &old), 0);
@@ -1005,8 +1010,8 @@ START_TEST(revive_cache_refusals)
 	ck_assert_uint_eq(old, 99); /* untouched on error */
 	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_NR, &old),
 			 -EINVAL);
-	ck_assert_int_eq(ps_page_get_or_revive_cache(
-				 &p, (enum ps_cache_mode)7, &old),
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, (enum ps_cache_mode)7,
+						     &old),
 			 -EINVAL);
 	ck_assert_uint_eq(raw(&p), before);
 	/* Frozen: -EBUSY, whatever the mode. */
@@ -1057,16 +1062,18 @@ START_TEST(get_or_freeze_free_page)
 	ck_assert(!ps_page_freeze(&p, 0));
 	ck_assert_uint_eq(ps_page_refs(&p), 0);
 	/* Given back: free, the old mode, nothing left of the tries. */
-	ck_assert_int_eq(ps_page_unfreeze_change_flags(
-				 &p, 0, PS_PAGE_CACHE_MASK, cache_bits(old)),
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0,
+						       PS_PAGE_CACHE_MASK,
+						       cache_bits(old)),
 			 0);
 	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
 	/* Kept: LIVE with the owner's reference, the mode it asked for. */
 	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), 1);
 	ck_assert_uint_eq(old, PS_CACHE_UC);
 	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
-	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE |
-						 cache_bits(PS_CACHE_UC)));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(1, 0,
+				 PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC)));
 	ck_assert_uint_eq(hooks(), 0);
 }
 END_TEST
@@ -1131,8 +1138,8 @@ START_TEST(unfreeze_change_flags_is_one_step)
 				 &p, 2, PS_PAGE_DIRTY,
 				 PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE),
 			 0);
-	ck_assert_uint_eq(raw(&p), mkword(2, 0, PS_PAGE_PRIVATE |
-						 PS_PAGE_INACCESSIBLE));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(2, 0, PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE));
 	/* To zero references: a free page with the new flags. */
 	ck_assert(ps_page_freeze(&p, 2));
 	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0, PS_PAGE_PRIVATE,
@@ -1166,15 +1173,16 @@ START_TEST(unfreeze_change_flags_refusals)
 	ck_assert_uint_eq(raw(&p), mkword(2, 0, 0));
 	ck_assert(ps_page_freeze(&p, 2));
 	frozen = raw(&p);
-	ck_assert_int_eq(ps_page_unfreeze_change_flags(
-				 &p, PS_PAGE_REFS_MAX + 1, 0, PS_PAGE_PRIVATE),
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, PS_PAGE_REFS_MAX + 1,
+						       0, PS_PAGE_PRIVATE),
 			 -EOVERFLOW);
 	ck_assert_uint_eq(raw(&p), frozen);
 	/* Only user flags: FROZEN, LIVE and counts in @set are ignored. */
-	ck_assert_int_eq(ps_page_unfreeze_change_flags(
-				 &p, 0, PS_PAGE_LIVE,
-				 PS_PAGE_FROZEN | PS_PAGE_LIVE |
-					 PS_PAGE_PIN_ONE | PS_PAGE_REF_ONE),
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0, PS_PAGE_LIVE,
+						       PS_PAGE_FROZEN |
+							       PS_PAGE_LIVE |
+							       PS_PAGE_PIN_ONE |
+							       PS_PAGE_REF_ONE),
 			 0);
 	ck_assert_uint_eq(raw(&p), 0);
 	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, PS_PAGE_REFS_MAX, 0,
@@ -1200,14 +1208,15 @@ START_TEST(try_pin_and_set_flags_semantics)
 	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
 	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, PS_PAGE_PRIVATE,
 						 PS_PAGE_DIRTY));
-	ck_assert_uint_eq(raw(&p), mkword(5, 4, PS_PAGE_WRITE_PINNED |
-						PS_PAGE_PRIVATE));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(5, 4, PS_PAGE_WRITE_PINNED | PS_PAGE_PRIVATE));
 	/* Only user flags are set: no count, FROZEN or LIVE sneaks in. */
 	ck_assert(ps_page_try_pin_and_set_flags(
 		&p, 1, 0, PS_PAGE_FROZEN | PS_PAGE_REF_ONE | PS_PAGE_DIRTY));
-	ck_assert_uint_eq(raw(&p), mkword(6, 5, PS_PAGE_WRITE_PINNED |
-						PS_PAGE_PRIVATE |
-						PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(6, 5,
+				 PS_PAGE_WRITE_PINNED | PS_PAGE_PRIVATE |
+					 PS_PAGE_DIRTY));
 	ck_assert(!ps_page_try_pin_and_set_flags(&p, 0, 0, PS_PAGE_WRITEBACK));
 	ck_assert(!ps_page_test_flags(&p, PS_PAGE_WRITEBACK));
 	ck_assert_uint_eq(hooks(), 0);
@@ -1234,8 +1243,8 @@ START_TEST(try_pin_and_set_flags_boundaries)
 	ck_assert(ps_page_try_pin_and_set_flags(&p, 1, 0, 0));
 	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, 0,
 						 PS_PAGE_WRITE_PINNED));
-	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_PINS_MAX + 1,
-					  PS_PAGE_PINS_MAX, 0));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(PS_PAGE_PINS_MAX + 1, PS_PAGE_PINS_MAX, 0));
 	/* At the reference limit. */
 	ck_assert_int_eq(ps_page_init(&p, PS_PAGE_REFS_MAX), 0);
 	ck_assert(!ps_page_try_pin_and_set_flags(&p, 1, 0,
@@ -1322,8 +1331,9 @@ START_TEST(set_flags_unless_frozen_semantics)
 	ck_assert(ps_page_set_flags_unless_frozen(&p, PS_PAGE_DIRTY));
 	ck_assert_uint_eq(raw(&p), PS_PAGE_INACCESSIBLE | PS_PAGE_DIRTY);
 	/* Only user flags: it cannot set FROZEN, LIVE or a count. */
-	ck_assert(ps_page_set_flags_unless_frozen(
-		&p, PS_PAGE_FROZEN | PS_PAGE_LIVE | PS_PAGE_REF_ONE));
+	ck_assert(ps_page_set_flags_unless_frozen(&p, PS_PAGE_FROZEN |
+							      PS_PAGE_LIVE |
+							      PS_PAGE_REF_ONE));
 	ck_assert_uint_eq(raw(&p), PS_PAGE_INACCESSIBLE | PS_PAGE_DIRTY);
 	ck_assert_uint_eq(hooks(), 0);
 }
@@ -1405,7 +1415,8 @@ START_TEST(mode_and_state_accessors)
 				 names[m]);
 	}
 	ck_assert_str_eq(ps_page_cache_mode_name(PS_CACHE_NR), "?");
-	ck_assert_str_eq(ps_page_cache_mode_name((enum ps_cache_mode)(-1)), "?");
+	ck_assert_str_eq(ps_page_cache_mode_name((enum ps_cache_mode)(-1)),
+			 "?");
 	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_SHARED);
 	ps_page_set_flags(&p, PS_PAGE_PRIVATE);
 	ck_assert_int_eq(ps_page_enc_state(&p), PS_ENC_PRIVATE);
@@ -1415,8 +1426,9 @@ START_TEST(mode_and_state_accessors)
 	ck_assert(!ps_page_word_pinned_for_write(mkword(2, 1, 0)));
 	ck_assert(ps_page_word_pinned_for_write(mkword(2, 1,
 						       PS_PAGE_WRITE_PINNED)));
-	ck_assert(!ps_page_word_pinned_for_write(
-		PS_PAGE_FROZEN | PS_PAGE_PIN_ONE | PS_PAGE_WRITE_PINNED));
+	ck_assert(!ps_page_word_pinned_for_write(PS_PAGE_FROZEN |
+						 PS_PAGE_PIN_ONE |
+						 PS_PAGE_WRITE_PINNED));
 }
 END_TEST
 
@@ -1434,8 +1446,8 @@ START_TEST(regress_change_flags_during_overflow)
 
 	set_raw(&p, mkword(PS_PAGE_REFS_MAX + 1, 0, 0));
 	ps_page_change_flags(&p, 0, PS_PAGE_DIRTY);
-	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX + 1, 0,
-					  PS_PAGE_DIRTY));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(PS_PAGE_REFS_MAX + 1, 0, PS_PAGE_DIRTY));
 }
 END_TEST
 
@@ -1716,18 +1728,22 @@ static void *stress_worker(void *arg)
 				violation(sh, "frozen page with wrong state");
 			if (ps_page_try_get(p) || ps_page_try_pin(p))
 				violation(sh, "own try succeeded while frozen");
-			if (!inacc && ps_page_test_flags(p, PS_PAGE_INACCESSIBLE))
+			if (!inacc &&
+			    ps_page_test_flags(p, PS_PAGE_INACCESSIBLE))
 				violation(sh, "flag set unless frozen, frozen");
 			atomic_store(&sh->frozen_by[w->self], 0);
 			if (i & 1) {
-				ps_page_change_flags(p, PS_PAGE_CACHE_MASK,
-						     (uint64_t)(i & 7)
-							     << PS_PAGE_CACHE_SHIFT);
+				ps_page_change_flags(
+					p, PS_PAGE_CACHE_MASK,
+					(uint64_t)(i & 7)
+						<< PS_PAGE_CACHE_SHIFT);
 				rc = ps_page_unfreeze(p, STRESS_BASE + refs);
 			} else {
 				rc = ps_page_unfreeze_change_flags(
-					p, STRESS_BASE + refs, PS_PAGE_CACHE_MASK,
-					(uint64_t)(i & 7) << PS_PAGE_CACHE_SHIFT);
+					p, STRESS_BASE + refs,
+					PS_PAGE_CACHE_MASK,
+					(uint64_t)(i & 7)
+						<< PS_PAGE_CACHE_SHIFT);
 			}
 			if (rc != 0)
 				violation(sh, "unfreeze failed");
@@ -1739,12 +1755,12 @@ static void *stress_worker(void *arg)
 			if (rc == 0)
 				refs++;
 			else if (rc != -EBUSY)
-				violation(sh, "get_or_revive: revived or failed");
+				violation(sh,
+					  "get_or_revive: revived or failed");
 			break;
 		case 8: /* a pin for write: WRITE_PINNED in the pin's CAS */
-			if (refs >= 8 ||
-			    !ps_page_try_pin_and_set_flags(p, 1, 0,
-							   PS_PAGE_WRITE_PINNED))
+			if (refs >= 8 || !ps_page_try_pin_and_set_flags(
+						 p, 1, 0, PS_PAGE_WRITE_PINNED))
 				break;
 			if (atomic_load(&sh->frozen_by[other]))
 				violation(sh, "pin for write on a frozen page");
@@ -1753,10 +1769,11 @@ static void *stress_worker(void *arg)
 			wp = true;
 			break;
 		case 9: /* the lazy clear of the hint */
-			if (ps_page_clear_flag_if_unpinned(p,
-							   PS_PAGE_WRITE_PINNED) &&
+			if (ps_page_clear_flag_if_unpinned(
+				    p, PS_PAGE_WRITE_PINNED) &&
 			    pins)
-				violation(sh, "WRITE_PINNED cleared while pinned");
+				violation(sh,
+					  "WRITE_PINNED cleared while pinned");
 			break;
 		case 10: /* the page lock excludes */
 			ps_page_lock(p);
@@ -1772,14 +1789,15 @@ static void *stress_worker(void *arg)
 			ps_page_unlock(p);
 			break;
 		case 11: /* a flag a freezer decides: set unless frozen */
-			if (ps_page_set_flags_unless_frozen(p,
-							    PS_PAGE_INACCESSIBLE))
+			if (ps_page_set_flags_unless_frozen(
+				    p, PS_PAGE_INACCESSIBLE))
 				ps_page_clear_flags(p, PS_PAGE_INACCESSIBLE);
 			break;
 		default: /* observe */
 			if (pins && !ps_page_is_pinned(p))
 				violation(sh, "pin holder saw is_pinned false");
-			if (wp && !ps_page_word_pinned_for_write(ps_page_load(p)))
+			if (wp &&
+			    !ps_page_word_pinned_for_write(ps_page_load(p)))
 				violation(sh, "write pin not seen as one");
 			/* With references in hand no freeze can succeed. */
 			if (refs && (ps_page_refs(p) < STRESS_BASE + refs ||
@@ -2129,8 +2147,8 @@ static void *mode_worker(void *arg)
 			 * owner can take it or change its mode meanwhile.
 			 */
 			atomic_fetch_add(&sh->claims_begun, 1);
-			rc = ps_page_get_or_freeze(
-				&sh->page, any ? -1 : (int)want, &old);
+			rc = ps_page_get_or_freeze(&sh->page,
+						   any ? -1 : (int)want, &old);
 			if (rc != 1)
 				atomic_fetch_add(&sh->claims_done, 1);
 			if (rc == 1) {
@@ -2162,8 +2180,8 @@ static void *mode_worker(void *arg)
 			}
 		} else {
 			rc = any ? ps_page_get_or_revive(&sh->page)
-				 : ps_page_get_or_revive_cache(&sh->page,
-							       want, &old);
+				 : ps_page_get_or_revive_cache(&sh->page, want,
+							       &old);
 		}
 		if (rc == -EBUSY) {
 			/* Any mode is fine unless a claim held it frozen. */
@@ -2209,7 +2227,8 @@ START_TEST(stress_cache_mode_owners)
 	for (int i = 0; i < 2; i++) {
 		a[i].sh = &sh;
 		a[i].self = i;
-		ck_assert_int_eq(pthread_create(&t[i], NULL, mode_worker, &a[i]),
+		ck_assert_int_eq(pthread_create(&t[i], NULL, mode_worker,
+						&a[i]),
 				 0);
 	}
 	for (int i = 0; i < 2; i++)
@@ -2276,7 +2295,8 @@ static void *misuse_correct(void *arg)
 	     i++) {
 		int rc;
 
-		atomic_fetch_add_explicit(&sh->progress, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->progress, 1,
+					  memory_order_relaxed);
 
 		if (ps_page_pin(a) != 0 || ps_page_get(a) != 0)
 			atomic_fetch_add(&sh->violations, 1);

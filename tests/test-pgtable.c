@@ -123,15 +123,15 @@ START_TEST(swap_out_in_keeps_wp)
 					     PS_PTE_SWP_EXCLUSIVE, &old),
 			 0);
 	ck_assert_uint_eq(ps_pte_frame(old), 100);
-	ck_assert_uint_eq(get(T, BASE),
-			  ps_pte_mk_swap(3, 999, PS_PTE_UFFD_WP |
-							 PS_PTE_SWP_EXCLUSIVE));
+	ck_assert_uint_eq(
+		get(T, BASE),
+		ps_pte_mk_swap(3, 999, PS_PTE_UFFD_WP | PS_PTE_SWP_EXCLUSIVE));
 	ck_assert_int_eq(ps_pgtable_swap_in(T, BASE, 200, RW, &old), 0);
 	ck_assert_uint_eq(ps_pte_swap_offset(old), 999);
 	/* Protected again, and so not writable (the invariant). */
 	ck_assert_uint_eq(get(T, BASE),
-			  ps_pte_mk_present(200, PS_PTE_MAYWRITE |
-							 PS_PTE_UFFD_WP));
+			  ps_pte_mk_present(200,
+					    PS_PTE_MAYWRITE | PS_PTE_UFFD_WP));
 	/* An unprotected page comes back writable. */
 	ck_assert_int_eq(ps_pgtable_swap_out(T, BASE + PG, 0, 1, 0, NULL), 0);
 	ck_assert_int_eq(ps_pgtable_swap_in(T, BASE + PG, 201, RW, NULL), 0);
@@ -147,7 +147,8 @@ END_TEST
 
 START_TEST(map_semantics)
 {
-	ck_assert_int_eq(ps_pgtable_map(T, BASE, 3 * PG, 7, PS_PTE_MAYWRITE), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 3 * PG, 7, PS_PTE_MAYWRITE),
+			 0);
 	for (int i = 0; i < 3; i++)
 		ck_assert_uint_eq(get(T, BASE + (uint64_t)i * PG),
 				  ps_pte_mk_present(7 + (uint64_t)i,
@@ -222,7 +223,8 @@ START_TEST(bad_input_changes_nothing)
 		ck_assert_int_eq(ps_pgtable_registration(T, BASE + 1, &f),
 				 -EINVAL);
 		ck_assert_int_eq(ps_pgtable_registration(T, end, &f), -EINVAL);
-		ck_assert_int_eq(ps_pgtable_registration(T, UINT64_MAX & ~(PG - 1),
+		ck_assert_int_eq(ps_pgtable_registration(T,
+							 UINT64_MAX & ~(PG - 1),
 							 &f),
 				 -EINVAL);
 		ck_assert_uint_eq(f, 77);
@@ -230,8 +232,9 @@ START_TEST(bad_input_changes_nothing)
 	/* Invalid entries and arguments. */
 	ck_assert_int_eq(ps_pgtable_set(T, BASE, e | PS_PTE_RSVD_MASK, NULL),
 			 -EINVAL);
-	ck_assert_int_eq(ps_pgtable_set(T, BASE, RW | PS_PTE_UFFD_WP |
-							 PS_PTE_TYPE_PRESENT,
+	ck_assert_int_eq(ps_pgtable_set(T, BASE,
+					RW | PS_PTE_UFFD_WP |
+						PS_PTE_TYPE_PRESENT,
 					NULL),
 			 -EINVAL); /* writable + wp */
 	exp = get(T, BASE);
@@ -262,7 +265,8 @@ START_TEST(bad_input_changes_nothing)
 			 -EINVAL);
 	ck_assert_int_eq(ps_pgtable_map(T, 0, UINT64_MAX & ~(PG - 1), 1, 0),
 			 -EINVAL);
-	ck_assert_int_eq(ps_pgtable_map(T, 0, PG, 1, PS_PTE_SWP_RSVD_MASK << 40),
+	ck_assert_int_eq(ps_pgtable_map(T, 0, PG, 1,
+					PS_PTE_SWP_RSVD_MASK << 40),
 			 -EINVAL);
 	ck_assert_int_eq(ps_pgtable_map(T, 0, 2 * PG, PS_PTE_FRAME_MAX, 0),
 			 -EINVAL); /* frames run out */
@@ -291,7 +295,8 @@ START_TEST(bad_input_changes_nothing)
 	ck_assert_int_eq(ps_pgtable_protect(T, BASE + 7 * PG, 2 * PG), -ENOENT);
 	ck_assert_int_eq(ps_pgtable_unprotect(T, BASE + 7 * PG, 2 * PG),
 			 -ENOENT);
-	ck_assert_int_eq(ps_pgtable_copy(u, T, BASE, PG, PS_KEEP_WP, NULL, NULL),
+	ck_assert_int_eq(ps_pgtable_copy(u, T, BASE, PG, PS_KEEP_WP, NULL,
+					 NULL),
 			 -ENOENT);
 	ck_assert_int_eq(ps_pgtable_move(T, BASE, 9 * GiB, PG, PS_KEEP_WP),
 			 -ENOENT);
@@ -413,8 +418,8 @@ static const unsigned int regs[] = {
 /* The oracle: the header's tables, written out again from the text. */
 static bool markers(unsigned int r)
 {
-	return r != NOREG && (r & (PS_WP_SHARED | PS_WP_UNPOPULATED |
-				   PS_WP_ASYNC));
+	return r != NOREG &&
+	       (r & (PS_WP_SHARED | PS_WP_UNPOPULATED | PS_WP_ASYNC));
 }
 
 static ps_pte_t want_protect(ps_pte_t e, unsigned int r)
@@ -430,8 +435,7 @@ static ps_pte_t want_zap(ps_pte_t e, unsigned int r, unsigned int flags)
 {
 	bool shared = r != NOREG && (r & PS_WP_SHARED) &&
 		      !(flags & PS_ZAP_UNMAP);
-	bool async = r != NOREG && (r & PS_WP_ASYNC) &&
-		     !(flags & PS_ZAP_UNMAP);
+	bool async = r != NOREG && (r & PS_WP_ASYNC) && !(flags & PS_ZAP_UNMAP);
 	unsigned int m = ps_pte_marker_bits(e), keep = 0;
 
 	if (ps_pte_is_present(e) || ps_pte_is_swap(e)) {
@@ -455,9 +459,10 @@ static ps_pte_t want_copy(ps_pte_t e, bool keep)
 	if (e == MW)
 		return MW; /* written state, not protection: always */
 	if (ps_pte_is_marker(e))
-		return ps_pte_mk_marker(m & (PS_PTE_MARKER_GUARD |
-					     PS_PTE_MARKER_POISONED |
-					     (keep ? PS_PTE_MARKER_UFFD_WP : 0)));
+		return ps_pte_mk_marker(m &
+					(PS_PTE_MARKER_GUARD |
+					 PS_PTE_MARKER_POISONED |
+					 (keep ? PS_PTE_MARKER_UFFD_WP : 0)));
 	return keep ? e : ps_pte_clear_uffd_wp(e);
 }
 
@@ -509,9 +514,9 @@ enum op_kind {
 };
 
 static const char *const op_names[NOPS] = {
-	"protect", "unprotect", "unregister", "zap", "zap-unmap",
-	"swap-out", "swap-in", "fault-read", "fault-write", "fault-resolve",
-	"copy", "copy-wp", "move", "move-wp",
+	"protect",  "unprotect", "unregister", "zap",	      "zap-unmap",
+	"swap-out", "swap-in",	 "fault-read", "fault-write", "fault-resolve",
+	"copy",	    "copy-wp",	 "move",       "move-wp",
 };
 
 #define TR_ADDR (BASE + 5 * PG) /* the page under test */
@@ -556,7 +561,8 @@ static void transition_cell(int op, int f, unsigned int r)
 	case OP_ZAP:
 	case OP_ZAP_UNMAP:
 		rc = ps_pgtable_zap(t, BASE, 16 * PG,
-				    op == OP_ZAP ? 0 : PS_ZAP_UNMAP, NULL, NULL);
+				    op == OP_ZAP ? 0 : PS_ZAP_UNMAP, NULL,
+				    NULL);
 		want = want_zap(e, r, op == OP_ZAP ? 0 : PS_ZAP_UNMAP);
 		break;
 	case OP_SWAP_OUT:
@@ -599,7 +605,8 @@ static void transition_cell(int op, int f, unsigned int r)
 							     r),
 					 0);
 		rc = ps_pgtable_copy(c, t, BASE, 16 * PG,
-				     op == OP_COPY ? 0 : PS_KEEP_WP, NULL, NULL);
+				     op == OP_COPY ? 0 : PS_KEEP_WP, NULL,
+				     NULL);
 		want_rc = op == OP_COPY_WP && !reg ? -ENOENT : 0;
 		want2 = want_rc ? PS_PTE_NONE : want_copy(e, op == OP_COPY_WP);
 		ck_assert_msg(get(c, TR_ADDR) == want2, "%s: copy %#llx", what,
@@ -650,8 +657,9 @@ START_TEST(transition_spot_checks)
 	ck_assert_int_eq(ps_pgtable_register(T, BASE, 4 * PG, PS_WP_SHARED), 0);
 	set(T, BASE, p);
 	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 4 * PG), 0);
-	ck_assert_uint_eq(get(T, BASE), ps_pte_mk_present(3, PS_PTE_MAYWRITE |
-							      PS_PTE_UFFD_WP));
+	ck_assert_uint_eq(get(T, BASE),
+			  ps_pte_mk_present(3,
+					    PS_PTE_MAYWRITE | PS_PTE_UFFD_WP));
 	ck_assert_uint_eq(get(T, BASE + PG), MU);
 	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 4 * PG, 0, NULL, NULL), 0);
 	ck_assert_uint_eq(get(T, BASE), MU);
@@ -734,8 +742,11 @@ START_TEST(fault_locked_matches_fault)
 		MP,
 	};
 	static const unsigned int accesses[] = {
-		PS_ACCESS_READ, PS_ACCESS_WRITE,
-		PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP, 0, 0x10,
+		PS_ACCESS_READ,
+		PS_ACCESS_WRITE,
+		PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP,
+		0,
+		0x10,
 	};
 	/* Pages a (fault_pte) and a + 8 (fault_locked), in each range. */
 	const uint64_t ranges[] = {BASE, BASE + 16 * PG, BASE + 32 * PG};
@@ -745,7 +756,8 @@ START_TEST(fault_locked_matches_fault)
 					     PS_WP_ASYNC),
 			 0);
 	for (size_t r = 0; r < 3; r++)
-		for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
+		for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]);
+		     i++)
 			for (size_t k = 0; k < 5; k++) {
 				uint64_t a = ranges[r], b = a + 8 * PG;
 				/* Untouched if invalid. */
@@ -754,7 +766,8 @@ START_TEST(fault_locked_matches_fault)
 
 				set(T, a, entries[i]);
 				set(T, b, entries[i]);
-				fa = ps_pgtable_fault_pte(T, a, accesses[k], &ea);
+				fa = ps_pgtable_fault_pte(T, a, accesses[k],
+							  &ea);
 				ps_pgtable_read_lock();
 				fb = ps_pgtable_fault_locked(T, b, accesses[k],
 							     &eb);
@@ -843,7 +856,8 @@ START_TEST(stale_wp_is_cleared_lazily)
 			 PS_FAULT_MISSING);
 	ck_assert_uint_eq(get(T, BASE), PS_PTE_NONE);
 	set(T, BASE, ps_pte_mk_present(1, PS_PTE_MAYWRITE | PS_PTE_UFFD_WP));
-	ck_assert_int_eq(ps_pgtable_fault(T, BASE, PS_ACCESS_READ), PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_fault(T, BASE, PS_ACCESS_READ),
+			 PS_FAULT_OK);
 	ck_assert(ps_pte_uffd_wp(get(T, BASE))); /* a read leaves it */
 	ck_assert_int_eq(ps_pgtable_fault_pte(T, BASE, PS_ACCESS_WRITE, &e),
 			 PS_FAULT_OK);
@@ -855,14 +869,16 @@ START_TEST(stale_wp_is_cleared_lazily)
 	set(T, 2 * BASE, ps_pte_mk_present(1, RW));
 	ck_assert_int_eq(ps_pgtable_protect(T, 2 * BASE, 2 * PG), 0);
 	ck_assert_int_eq(ps_pgtable_unregister(T, 2 * BASE, 2 * PG), 0);
-	ck_assert_uint_eq(get(T, 2 * BASE), ps_pte_mk_present(1, PS_PTE_MAYWRITE));
+	ck_assert_uint_eq(get(T, 2 * BASE),
+			  ps_pte_mk_present(1, PS_PTE_MAYWRITE));
 	ck_assert_uint_eq(get(T, 2 * BASE + PG), PS_PTE_NONE);
 }
 END_TEST
 
 START_TEST(register_split_and_busy)
 {
-	ck_assert_int_eq(ps_pgtable_register(T, BASE, 16 * PG, PS_WP_SHARED), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 16 * PG, PS_WP_SHARED),
+			 0);
 	ck_assert_int_eq(ps_pgtable_register(T, BASE - PG, PG, 0), 0);
 	ck_assert_int_eq(ps_pgtable_register(T, BASE + 16 * PG, PG, 0), 0);
 	ck_assert_int_eq(ps_pgtable_register(T, BASE + 15 * PG, PG, 0), -EBUSY);
@@ -1100,14 +1116,15 @@ static long scan(uint64_t start, uint64_t end, uint64_t flags, uint64_t inv,
 
 static void assert_region(int i, uint64_t start, uint64_t end, uint64_t cats)
 {
-	ck_assert_msg(vec[i].start == start && vec[i].end == end &&
-			      vec[i].categories == cats,
-		      "region %d: [%#llx, %#llx) %#llx; want [%#llx, %#llx) %#llx",
-		      i, (unsigned long long)vec[i].start,
-		      (unsigned long long)vec[i].end,
-		      (unsigned long long)vec[i].categories,
-		      (unsigned long long)start, (unsigned long long)end,
-		      (unsigned long long)cats);
+	ck_assert_msg(
+		vec[i].start == start && vec[i].end == end &&
+			vec[i].categories == cats,
+		"region %d: [%#llx, %#llx) %#llx; want [%#llx, %#llx) %#llx", i,
+		(unsigned long long)vec[i].start,
+		(unsigned long long)vec[i].end,
+		(unsigned long long)vec[i].categories,
+		(unsigned long long)start, (unsigned long long)end,
+		(unsigned long long)cats);
 }
 
 #define R(i) (BASE + PG * (uint64_t)(i))
@@ -1128,7 +1145,8 @@ static void scan_layout(unsigned int regflags)
 START_TEST(scan_categories_and_merging)
 {
 	const uint64_t A = PS_CAT_WPALLOWED, F = PS_CAT_FILE,
-		       W = PS_CAT_WRITTEN, S = PS_CAT_SWAPPED, M = PS_CAT_MARKER;
+		       W = PS_CAT_WRITTEN, S = PS_CAT_SWAPPED,
+		       M = PS_CAT_MARKER;
 	uint64_t we;
 
 	scan_layout(PS_WP_SHARED | PS_WP_ASYNC);
@@ -1165,8 +1183,8 @@ START_TEST(scan_masks)
 	assert_region(1, R(6), R(7), PS_CAT_WRITTEN);
 	assert_region(2, R(9), R(11), PS_CAT_WRITTEN);
 	/* inverted: everything not present, none pages included */
-	ck_assert_int_eq(scan(BASE, R(32), 0, PS_CAT_PRESENT, PS_CAT_PRESENT,
-			      0, PS_CAT_PRESENT, 0, 64, NULL),
+	ck_assert_int_eq(scan(BASE, R(32), 0, PS_CAT_PRESENT, PS_CAT_PRESENT, 0,
+			      PS_CAT_PRESENT, 0, 64, NULL),
 			 1);
 	assert_region(0, R(6), R(32), 0);
 	/* only none pages: invert both PRESENT and SWAPPED */
@@ -1277,7 +1295,8 @@ START_TEST(scan_get_and_rearm)
 			 1);
 	assert_region(0, R(3), R(5), PS_CAT_WRITTEN);
 	ck_assert_uint_eq(we, R(20));
-	ck_assert(ps_pte_uffd_wp(get(T, R(3))) && !ps_pte_is_writable(get(T, R(3))));
+	ck_assert(ps_pte_uffd_wp(get(T, R(3))) &&
+		  !ps_pte_is_writable(get(T, R(3))));
 	ck_assert(ps_pte_is_writable(get(T, R(20))));
 	ck_assert_int_eq(scan(we, R(64), PS_SCAN_WP_MATCHING, 0, PS_CAT_WRITTEN,
 			      0, PS_CAT_WRITTEN, 0, 64, &we),
@@ -1324,8 +1343,10 @@ START_TEST(scan_hint_matches_oracle)
 			 0);
 	for (int round = 0; round < 300; round++) {
 		unsigned int a = (unsigned int)ps_test_below(&rng, N);
-		unsigned int b = a + 1 + (unsigned int)ps_test_below(&rng, N - a);
-		uint64_t s0 = base + (uint64_t)a * PG, s1 = base + (uint64_t)b * PG;
+		unsigned int b = a + 1 +
+				 (unsigned int)ps_test_below(&rng, N - a);
+		uint64_t s0 = base + (uint64_t)a * PG,
+			 s1 = base + (uint64_t)b * PG;
 		bool wp = ps_test_below(&rng, 2);
 		unsigned int written = 0, k = 0, reported = 0;
 		long n;
@@ -1339,27 +1360,33 @@ START_TEST(scan_hint_matches_oracle)
 			break;
 		case 2:
 			for (unsigned int i = a; i < b; i += 3)
-				(void)ps_pgtable_fault(T, base + (uint64_t)i * PG,
+				(void)ps_pgtable_fault(T,
+						       base + (uint64_t)i * PG,
 						       PS_ACCESS_WRITE);
 			break;
 		case 3:
-			ck_assert_int_eq(ps_pgtable_zap(T, s0, s1 - s0,
-							(unsigned int)ps_test_below(&rng, 2),
-							NULL, NULL),
-					 0);
+			ck_assert_int_eq(
+				ps_pgtable_zap(T, s0, s1 - s0,
+					       (unsigned int)ps_test_below(&rng,
+									   2),
+					       NULL, NULL),
+				0);
 			break;
 		case 4:
-			set(T, s0, ps_test_below(&rng, 2) ? MG
-							  : ps_pte_mk_swap(1, a, 0));
+			set(T, s0,
+			    ps_test_below(&rng, 2) ? MG
+						   : ps_pte_mk_swap(1, a, 0));
 			break;
 		default:
-			ck_assert_int_eq(ps_pgtable_unprotect(T, s0, s1 - s0), 0);
+			ck_assert_int_eq(ps_pgtable_unprotect(T, s0, s1 - s0),
+					 0);
 			break;
 		}
 		a = (unsigned int)ps_test_below(&rng, N);
 		b = a + 1 + (unsigned int)ps_test_below(&rng, N - a);
 		for (unsigned int i = a; i < b; i++)
-			written += ps_pte_written(get(T, base + (uint64_t)i * PG));
+			written += ps_pte_written(get(T,
+						      base + (uint64_t)i * PG));
 		n = scan(base + (uint64_t)a * PG, base + (uint64_t)b * PG,
 			 wp ? PS_SCAN_WP_MATCHING : 0, 0, PS_CAT_WRITTEN, 0,
 			 PS_CAT_WRITTEN, 0, 64, NULL);
@@ -1367,13 +1394,16 @@ START_TEST(scan_hint_matches_oracle)
 		if (n == 64)
 			continue; /* full: the oracle below would not hold */
 		for (long r = 0; r < n; r++) {
-			reported += (unsigned int)((vec[r].end - vec[r].start) / PG);
-			for (uint64_t p = vec[r].start; p < vec[r].end; p += PG, k++)
+			reported += (unsigned int)((vec[r].end - vec[r].start) /
+						   PG);
+			for (uint64_t p = vec[r].start; p < vec[r].end;
+			     p += PG, k++)
 				ck_assert(!wp || !ps_pte_written(get(T, p)) ||
 					  ps_pte_is_marker(get(T, p)));
 		}
-		ck_assert_msg(reported == written, "round %d: %u reported, %u written",
-			      round, reported, written);
+		ck_assert_msg(reported == written,
+			      "round %d: %u reported, %u written", round,
+			      reported, written);
 	}
 }
 END_TEST
@@ -1418,7 +1448,8 @@ START_TEST(sparse_terabyte)
 			      PS_CAT_PRESENT, 0, 64, &we),
 			 64);
 	ck_assert_uint_eq(vec[63].start, 100 * TiB + 63 * GiB);
-	ck_assert_uint_eq(get(T, 100 * TiB + 1023 * GiB), ps_pte_mk_present(1023, 0));
+	ck_assert_uint_eq(get(T, 100 * TiB + 1023 * GiB),
+			  ps_pte_mk_present(1023, 0));
 	ck_assert_int_eq(ps_pgtable_zap(T, 0, PS_PGTABLE_ADDR_END, 0, NULL,
 					NULL),
 			 0);
@@ -1501,7 +1532,8 @@ START_TEST(regress_refused_update_allocates_nothing)
 	struct ps_pgtable_stats before, after;
 
 	ps_pgtable_stats(T, &before);
-	ck_assert_int_eq(ps_pgtable_swap_out(T, 7 * GiB, 1, 2, 0, NULL), -ENXIO);
+	ck_assert_int_eq(ps_pgtable_swap_out(T, 7 * GiB, 1, 2, 0, NULL),
+			 -ENXIO);
 	ck_assert_int_eq(ps_pgtable_swap_in(T, 7 * GiB + PG, 3, 0, NULL),
 			 -ENXIO);
 	ps_pgtable_stats(T, &after);
@@ -1599,8 +1631,7 @@ START_TEST(regress_map_enomem_installs_nothing)
 	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0); /* leaf 0 */
 	ps__pgtable_alloc_fails = always_fail;
 	ck_assert_int_eq(ps_pgtable_map(T, next - PG, 2 * PG, 7, RW), -ENOMEM);
-	ck_assert_int_eq(ps_pgtable_map_prepare(T, next - PG, 2 * PG),
-			 -ENOMEM);
+	ck_assert_int_eq(ps_pgtable_map_prepare(T, next - PG, 2 * PG), -ENOMEM);
 	ps__pgtable_alloc_fails = NULL;
 	ck_assert_uint_eq(get(T, next - PG), PS_PTE_NONE);
 	ck_assert_uint_eq(get(T, next), PS_PTE_NONE);
@@ -1642,9 +1673,8 @@ static void *keepwp_copier(void *arg)
 		ck_assert_int_eq(ps_pgtable_move(sh->dst, BASE, BASE + 64 * PG,
 						 4 * PG, PS_KEEP_WP),
 				 0);
-		ck_assert_int_eq(ps_pgtable_zap(sh->dst, BASE + 64 * PG,
-						4 * PG, PS_ZAP_UNMAP, NULL,
-						NULL),
+		ck_assert_int_eq(ps_pgtable_zap(sh->dst, BASE + 64 * PG, 4 * PG,
+						PS_ZAP_UNMAP, NULL, NULL),
 				 0);
 	}
 	return NULL;
@@ -1660,7 +1690,8 @@ START_TEST(regress_keep_wp_copy_vs_unregister)
 	ck_assert_int_eq(ps_pgtable_register(sh.dst, BASE, 128 * PG, 0), 0);
 	ck_assert_int_eq(pthread_create(&c, NULL, keepwp_copier, &sh), 0);
 	for (int i = 0; i < 2000; i++) {
-		ck_assert_int_eq(ps_pgtable_register(sh.dst, 2 * GiB, PG, 0), 0);
+		ck_assert_int_eq(ps_pgtable_register(sh.dst, 2 * GiB, PG, 0),
+				 0);
 		ck_assert_int_eq(ps_pgtable_unregister(sh.dst, 2 * GiB, PG), 0);
 	}
 	atomic_store_explicit(&sh.done, 1, memory_order_release);
@@ -1753,9 +1784,9 @@ START_TEST(regress_scan_rejects_high_flags)
 		ck_assert_int_eq(scan(BASE, R(4), UINT64_C(1) << b, 0, 0, 0,
 				      PS_CAT_ALL, 0, 64, NULL),
 				 -EINVAL);
-		ck_assert_int_eq(scan(BASE, BASE, PS_SCAN_WP_MATCHING |
-							  UINT64_C(1) << b,
-				      0, 0, 0, 0, 0, 0, NULL),
+		ck_assert_int_eq(scan(BASE, BASE,
+				      PS_SCAN_WP_MATCHING | UINT64_C(1) << b, 0,
+				      0, 0, 0, 0, 0, NULL),
 				 -EINVAL);
 	}
 }
@@ -1855,13 +1886,15 @@ START_TEST(regress_wp_scan_without_vector_protects_all)
 		ck_assert_int_eq(ps_pgtable_scan(T, &a), 0);
 		ck_assert_uint_eq(a.walk_end, R(16));
 		for (int i = 0; i < 4; i++)
-			ck_assert_uint_eq(get(T, R(i)),
-					  ps_pte_mk_present(1 + (uint64_t)i,
-							    PS_PTE_MAYWRITE |
-								    PS_PTE_UFFD_WP));
+			ck_assert_uint_eq(
+				get(T, R(i)),
+				ps_pte_mk_present(1 + (uint64_t)i,
+						  PS_PTE_MAYWRITE |
+							  PS_PTE_UFFD_WP));
 		ck_assert_uint_eq(get(T, R(6)),
 				  ps_pte_mk_swap(1, 1, PS_PTE_UFFD_WP));
-		ck_assert_uint_eq(get(T, R(9)), MG); /* as protect leaves them */
+		ck_assert_uint_eq(get(T, R(9)),
+				  MG); /* as protect leaves them */
 		ck_assert_uint_eq(get(T, R(10)), MP);
 		for (int i = 11; i < 16; i++) /* async: none gets a marker */
 			ck_assert_uint_eq(get(T, R(i)), MU);
@@ -1874,8 +1907,8 @@ START_TEST(regress_wp_scan_without_vector_protects_all)
 				 0);
 	}
 	/* Still a WP_MATCHING scan: the whole range must be registered. */
-	ck_assert_int_eq(scan(BASE, R(40), PS_SCAN_WP_MATCHING, 0, 0, 0, 0, 0, 0,
-			      NULL),
+	ck_assert_int_eq(scan(BASE, R(40), PS_SCAN_WP_MATCHING, 0, 0, 0, 0, 0,
+			      0, NULL),
 			 -ENOENT);
 	/* Report-only without a vector: nothing recorded, the walk completes
 	 * (Linux ignores max_pages then), nothing changes. */
@@ -2040,8 +2073,8 @@ START_TEST(harvest_checks_before_changing)
 	ck_assert_int_eq(harvest_runs(&W, BASE + 1, R(4), 0), -EINVAL);
 	ck_assert_int_eq(harvest_runs(&W, BASE, R(4) + 1, 0), -EINVAL);
 	ck_assert_int_eq(harvest_runs(&W, BASE, BASE, 0), -EINVAL);
-	ck_assert_int_eq(ps_pgtable_harvest(T, PS_PGTABLE_ADDR_END - PG,
-					    2 * PG, 0, runs_fn, &W),
+	ck_assert_int_eq(ps_pgtable_harvest(T, PS_PGTABLE_ADDR_END - PG, 2 * PG,
+					    0, runs_fn, &W),
 			 -EINVAL);
 	ck_assert_int_eq(harvest_runs(&W, BASE, R(4), PS_SCAN_WP_MATCHING),
 			 -EINVAL);
@@ -2135,8 +2168,9 @@ END_TEST
 /* Write page @i of R() through a fault, resolved in any mode. */
 static void write_page(unsigned int i)
 {
-	ck_assert_int_eq(ps_pgtable_fault(T, R(i), PS_ACCESS_WRITE |
-							   PS_ACCESS_RESOLVE_WP),
+	ck_assert_int_eq(ps_pgtable_fault(T, R(i),
+					  PS_ACCESS_WRITE |
+						  PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_OK);
 }
 
@@ -2227,13 +2261,14 @@ START_TEST(zap_written_marker_semantics)
 			 PS_FAULT_MISSING);
 	ck_assert_int_eq(ps_pgtable_fault(T, R(0), PS_ACCESS_WRITE),
 			 PS_FAULT_MISSING);
-	ck_assert_int_eq(ps_pgtable_fault_pte(T, R(0), PS_ACCESS_WRITE |
-							       PS_ACCESS_CHECK,
+	ck_assert_int_eq(ps_pgtable_fault_pte(T, R(0),
+					      PS_ACCESS_WRITE | PS_ACCESS_CHECK,
 					      &e),
 			 PS_FAULT_MISSING);
 	ck_assert_uint_eq(e, MW);
-	ck_assert_int_eq(ps_pgtable_fault(T, R(0), PS_ACCESS_WRITE |
-							   PS_ACCESS_RESOLVE_WP),
+	ck_assert_int_eq(ps_pgtable_fault(T, R(0),
+					  PS_ACCESS_WRITE |
+						  PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_MISSING);
 	ck_assert_uint_eq(get(T, R(0)), MW);
 	/* A zap keeps it, a copy or move target refuses it (not none). */
@@ -2410,8 +2445,7 @@ START_TEST(copy_move_carry_written_markers)
 	ck_assert_int_eq(ps_pgtable_zap(c, BASE, 8 * PG, PS_ZAP_UNMAP, NULL,
 					NULL),
 			 0);
-	ck_assert_int_eq(ps_pgtable_copy(c, T, BASE, 8 * PG, 0, NULL, NULL),
-			 0);
+	ck_assert_int_eq(ps_pgtable_copy(c, T, BASE, 8 * PG, 0, NULL, NULL), 0);
 	ck_assert_uint_eq(get(c, R(1)), MW);
 	ck_assert_int_eq(ps_pgtable_move(T, BASE, R(32), 4 * PG, 0), 0);
 	ck_assert_uint_eq(get(T, R(0)), PS_PTE_NONE);
@@ -2486,7 +2520,8 @@ static void *rearm_writer(void *arg)
 				ps_pgtable_read_unlock();
 			} else {
 				f = ps_pgtable_fault_pte(sh->t, addr,
-							 PS_ACCESS_WRITE, &after);
+							 PS_ACCESS_WRITE,
+							 &after);
 			}
 			if (f != PS_FAULT_OK || ps_pte_uffd_wp(after) ||
 			    !ps_pte_is_writable(after))
@@ -2559,7 +2594,8 @@ static void *rearm_scanner(void *arg)
 	while (!atomic_load(&sh->done)) {
 		unsigned int a = (unsigned int)ps_test_below(&rng, ST_PAGES);
 		unsigned int b = a + 1 +
-				 (unsigned int)ps_test_below(&rng, ST_PAGES - a);
+				 (unsigned int)ps_test_below(&rng,
+							     ST_PAGES - a);
 
 		if (sh->whole && (a & 1)) { /* half of them: the whole range */
 			a = 0;
@@ -2637,7 +2673,8 @@ END_TEST
  */
 START_TEST(stress_get_and_rearm_one_per_line)
 {
-	rearm_stress(16, true, ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 2,
+	rearm_stress(16, true,
+		     ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 2,
 		     false);
 }
 END_TEST
@@ -2649,8 +2686,8 @@ END_TEST
  */
 START_TEST(stress_harvest_against_writer)
 {
-	rearm_stress(1, true, ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 2,
-		     true);
+	rearm_stress(1, true,
+		     ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 2, true);
 }
 END_TEST
 
@@ -2814,13 +2851,15 @@ START_TEST(stress_zap_against_harvest)
 	ck_assert_int_eq(pthread_create(&w, NULL, zap_writer, sh), 0);
 	while (!atomic_load(&sh->done)) {
 		unsigned int a = (unsigned int)ps_test_below(&rng, ZS_PAGES);
-		unsigned int b = a + 1 + (unsigned int)ps_test_below(
-						 &rng, ZS_PAGES - a);
+		unsigned int b = a + 1 +
+				 (unsigned int)ps_test_below(&rng,
+							     ZS_PAGES - a);
 
 		zap_harvest(sh, sh->base + (uint64_t)a * PG,
 			    sh->base + (uint64_t)b * PG,
-			    ps_test_below(&rng, 2) ? 0
-						   : 1 + ps_test_below(&rng, 5));
+			    ps_test_below(&rng, 2)
+				    ? 0
+				    : 1 + ps_test_below(&rng, 5));
 	}
 	pthread_join(w, NULL);
 	zap_harvest(sh, sh->base, sh->base + ZS_PAGES * PG, 0); /* final */
@@ -2910,9 +2949,11 @@ START_TEST(stress_registration_query)
 							   : PS_WP_SHARED),
 				 0);
 		(void)ps_pgtable_register(T, other, PG, PS_WP_ASYNC);
-		(void)ps_pgtable_register(T, BASE + ps_test_below(&rng, 64) * PG,
+		(void)ps_pgtable_register(T,
+					  BASE + ps_test_below(&rng, 64) * PG,
 					  PG, 0);
-		ck_assert_int_eq(ps_pgtable_unregister(T, RQ_MOVING, 8 * PG), 0);
+		ck_assert_int_eq(ps_pgtable_unregister(T, RQ_MOVING, 8 * PG),
+				 0);
 		if (i % 4 == 3) { /* drop the others now and then */
 			(void)ps_pgtable_unregister(T, BASE, 64 * PG);
 			(void)ps_pgtable_unregister(T, RQ_SHUFFLE, 8 * PG);

@@ -188,7 +188,7 @@ static void setup_with(bool hooks)
 	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
 	conv_hooks = hooks;
 	ck_assert_int_eq(ps_prot_set_hooks(sp, hooks ? &all_hooks
-							   : &make_only_hooks),
+						     : &make_only_hooks),
 			 0);
 }
 
@@ -227,8 +227,8 @@ static bool watch_invalidate(struct ps_interval *sub,
 	return true;
 }
 
-static const struct ps_interval_ops watch_ops = {.invalidate =
-							 watch_invalidate};
+static const struct ps_interval_ops watch_ops = {
+	.invalidate = watch_invalidate};
 
 static void watch_init(struct watch *w, uint64_t start, uint64_t len)
 {
@@ -291,8 +291,7 @@ START_TEST(cache_set_on_free_and_in_use_frames)
 					   PS_PAGE_REFS_MAX + 1),
 			 -EINVAL);
 	ps_page_set_flags(pg(7), PS_PAGE_POISONED);
-	ck_assert_int_eq(ps_prot_set_cache(sp, 7, PS_CACHE_WC, 0),
-			 -EHWPOISON);
+	ck_assert_int_eq(ps_prot_set_cache(sp, 7, PS_CACHE_WC, 0), -EHWPOISON);
 	ck_assert_int_eq(ps_page_cache_mode(pg(7)), PS_CACHE_WB);
 	ck_assert_int_eq(ps_page_cache_mode(pg(6)), PS_CACHE_WT);
 }
@@ -342,7 +341,8 @@ START_TEST(cache_map_requested_mode)
 	ck_assert(!ps_page_is_live(pg(11)));
 	/* A quarantined free frame is never revived, not even for a moment. */
 	ps_page_set_flags(pg(12), PS_PAGE_POISONED);
-	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 12, PS_MAP_CACHE(PS_CACHE_UC)),
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 12,
+				      PS_MAP_CACHE(PS_CACHE_UC)),
 			 -EHWPOISON);
 	ck_assert(!ps_page_is_live(pg(12)));
 	ck_assert_int_eq(ps_page_cache_mode(pg(12)), PS_CACHE_WB);
@@ -417,7 +417,8 @@ START_TEST(mprotect_keeps_every_other_bit)
 	ck_assert_int_eq(atomic_load(&w.last_event), PS_NOTIFIER_PROTECTION);
 	for (int i = 0; i < 3; i++) {
 		after = entry((uint64_t)i * PG);
-		ck_assert(!ps_pte_may_write(after) && !ps_pte_is_writable(after));
+		ck_assert(!ps_pte_may_write(after) &&
+			  !ps_pte_is_writable(after));
 		ck_assert_uint_eq(after & ~rights, before[i] & ~rights);
 	}
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE),
@@ -429,7 +430,8 @@ START_TEST(mprotect_keeps_every_other_bit)
 	ck_assert_uint_eq(atomic_load(&w.calls), 1);
 	for (int i = 0; i < 3; i++) {
 		after = entry((uint64_t)i * PG);
-		ck_assert(ps_pte_may_write(after) && !ps_pte_is_writable(after));
+		ck_assert(ps_pte_may_write(after) &&
+			  !ps_pte_is_writable(after));
 		ck_assert_uint_eq(after & ~rights, before[i] & ~rights);
 	}
 	ck_assert_uint_eq(ps_pte_cache(entry(0)), PS_CACHE_WT);
@@ -483,9 +485,8 @@ START_TEST(convert_flips_state_and_enc_only)
 		ps_pte_t e = entry(i * PG);
 
 		ck_assert_uint_eq(e, before[i] | PS_PTE_ENC);
-		ck_assert_uint_eq(flags_of(100 + i) &
-					  (PS_PAGE_PRIVATE |
-					   PS_PAGE_INACCESSIBLE),
+		ck_assert_uint_eq(flags_of(100 + i) & (PS_PAGE_PRIVATE |
+						       PS_PAGE_INACCESSIBLE),
 				  PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE);
 		ck_assert_int_eq(ps_page_enc_state(pg(100 + i)),
 				 PS_ENC_PRIVATE);
@@ -505,9 +506,8 @@ START_TEST(convert_flips_state_and_enc_only)
 	ck_assert_uint_eq(o.converted, n);
 	for (uint64_t i = 0; i < n; i++) {
 		ck_assert_uint_eq(entry(i * PG), before[i]);
-		ck_assert_uint_eq(flags_of(100 + i) &
-					  (PS_PAGE_PRIVATE |
-					   PS_PAGE_INACCESSIBLE),
+		ck_assert_uint_eq(flags_of(100 + i) & (PS_PAGE_PRIVATE |
+						       PS_PAGE_INACCESSIBLE),
 				  0);
 	}
 	/* No hook saw a frame outside a freeze. */
@@ -554,22 +554,22 @@ START_TEST(convert_pinned_page_in_the_middle)
 	snap(&s0, 0, 200, 16);
 	memset(&o, 0, sizeof(o));
 	o.converted = 77;
-	ck_assert_int_eq(ps_prot_convert(sp, 0, 16 * PG, PS_ENC_PRIVATE, 0,
-					 &o, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 16 * PG, PS_ENC_PRIVATE, 0, &o,
+					 &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 9 * PG);
 	ck_assert_uint_eq(o.converted, 0);
 	snap(&s1, 0, 200, 16);
-	assert_same(&s0, &s1, 16); /* converts nothing */
+	assert_same(&s0, &s1, 16);	 /* converts nothing */
 	ck_assert_uint_eq(seen.nlog, 0); /* not even a prepare */
 	/* The offset is relative to start. */
-	ck_assert_int_eq(ps_prot_convert(sp, 4 * PG, 8 * PG, PS_ENC_PRIVATE,
-					 0, NULL, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 4 * PG, 8 * PG, PS_ENC_PRIVATE, 0,
+					 NULL, &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 5 * PG);
 	ps_space_unpin(sp, &f, 1, 0);
-	ck_assert_int_eq(ps_prot_convert(sp, 0, 16 * PG, PS_ENC_PRIVATE, 0,
-					 &o, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 16 * PG, PS_ENC_PRIVATE, 0, &o,
+					 &off),
 			 0);
 	ck_assert_uint_eq(o.converted, 16);
 }
@@ -583,15 +583,15 @@ START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 40, 0), 0);
 	/* A CPU map holds a reference: the freeze sees it. */
 	ck_assert_int_eq(ps_prot_kmap(sp, 43, 0), 0);
-	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0,
-					 NULL, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, NULL,
+					 &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 3 * PG);
 	ck_assert_int_eq(ps_prot_kunmap(sp, 43), 0);
 	/* An undeclared reference: retried briefly, then -EAGAIN. */
 	ck_assert_int_eq(ps_page_get(pg(41)), 0);
-	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0,
-					 NULL, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, NULL,
+					 &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, PG);
 	/* Declared (every frame holds one more): converted. */
@@ -618,8 +618,8 @@ START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 	 * changes. */
 	ck_assert_int_eq(ps_space_map(sp, 8 * PG, 48, 0), 0);
 	ck_assert_int_eq(ps_space_map(sp, 9 * PG, 48, 0), 0);
-	ck_assert_int_eq(ps_prot_convert(sp, 8 * PG, 2 * PG, PS_ENC_PRIVATE,
-					 0, &o, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 8 * PG, 2 * PG, PS_ENC_PRIVATE, 0,
+					 &o, &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, PG);
 	ck_assert(!ps_page_is_frozen(pg(48)));
@@ -644,7 +644,7 @@ START_TEST(convert_refuses_cpu_map_declared_in_extra_refs)
 	uint64_t off = UINT64_MAX;
 
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 160, 0), 0);
-	ck_assert_int_eq(ps_page_get(pg(160)), 0); /* declared, not a map */
+	ck_assert_int_eq(ps_page_get(pg(160)), 0);     /* declared, not a map */
 	ck_assert_int_eq(ps_prot_kmap(sp, 161, 0), 0); /* the caller's own */
 	memset(&o, 0, sizeof(o));
 	o.extra_refs = 1;
@@ -704,8 +704,7 @@ START_TEST(convert_waits_for_pins_to_drain)
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 60, 0), 0);
 	memset(&u, 0, sizeof(u));
 	u.delay_ms = 20;
-	ck_assert_int_eq(ps_space_pin_range(sp, 2 * PG, PG, 0, &u.frame),
-			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 2 * PG, PG, 0, &u.frame), 0);
 	/* Bounded: the budget runs out while the pin is held. */
 	memset(&o, 0, sizeof(o));
 	o.wait_ns = 5 * 1000000;
@@ -833,8 +832,9 @@ START_TEST(convert_heals_a_leaked_longterm_count)
 			 -EBUSY);
 	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
 	/* Frozen with no pin: the leaked unit goes. */
-	ck_assert_int_eq(
-		ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, &o, &off), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, &o,
+					 &off),
+			 0);
 	memset(&u, 0, sizeof(u));
 	u.delay_ms = 10;
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE,
@@ -856,8 +856,8 @@ START_TEST(convert_missing_poisoned_and_bad_input)
 
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 80, 0), 0);
 	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 83, 0), 0);
-	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0,
-					 NULL, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, NULL,
+					 &off),
 			 -ENOENT);
 	ck_assert_uint_eq(off, 2 * PG);
 	ck_assert_int_eq(ps_page_enc_state(pg(80)), PS_ENC_SHARED);
@@ -879,8 +879,8 @@ START_TEST(convert_missing_poisoned_and_bad_input)
 	ck_assert_int_eq(ps_prot_convert(sp, 1, PG, PS_ENC_SHARED, 0, NULL,
 					 &off),
 			 -EINVAL);
-	ck_assert_int_eq(ps_prot_convert(sp, 0, PG + 1, PS_ENC_SHARED, 0,
-					 NULL, &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG + 1, PS_ENC_SHARED, 0, NULL,
+					 &off),
 			 -EINVAL);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 0, PS_ENC_SHARED, 0, NULL,
 					 &off),
@@ -895,8 +895,7 @@ START_TEST(convert_missing_poisoned_and_bad_input)
 					 &off),
 			 -EINVAL);
 	o.extra_refs = PS_PAGE_REFS_MAX;
-	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_SHARED, 0, &o,
-					 &off),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_SHARED, 0, &o, &off),
 			 -EINVAL);
 	ck_assert_uint_eq(off, 999);
 	ck_assert_uint_eq(atomic_load(&w.calls), 0);
@@ -970,8 +969,8 @@ static void expect_call(unsigned k, char kind, uint64_t addr,
 START_TEST(hooks_prepare_flip_finish_order)
 {
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 110, 0), 0);
-	ck_assert_int_eq(ps_prot_convert(sp, 0, 3 * PG, PS_ENC_PRIVATE, 0,
-					 NULL, NULL),
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 3 * PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL),
 			 0);
 	ck_assert_uint_eq(seen.nlog, 6);
 	for (unsigned i = 0; i < 3; i++) {
@@ -1037,11 +1036,9 @@ static void assert_quarantined(uint64_t addr, uint64_t frame)
 			 -EHWPOISON);
 	ck_assert_int_eq(ps_space_fault(sp, addr, PS_ACCESS_READ),
 			 PS_FAULT_POISONED);
-	ck_assert_int_eq(ps_prot_kmap(sp, frame, PS_KMAP_PRIVATE),
-			 -EHWPOISON);
+	ck_assert_int_eq(ps_prot_kmap(sp, frame, PS_KMAP_PRIVATE), -EHWPOISON);
 	ck_assert_int_eq(ps_space_map(sp, 500 * PG, frame, 0), -EHWPOISON);
-	ck_assert_int_eq(ps_prot_check_access(sp, addr, 8, PS_ENC_SHARED,
-					      &mf),
+	ck_assert_int_eq(ps_prot_check_access(sp, addr, 8, PS_ENC_SHARED, &mf),
 			 -EHWPOISON);
 	ck_assert_int_eq(ps_prot_convert(sp, addr, PG, PS_ENC_SHARED, 0, NULL,
 					 &off),
@@ -1191,7 +1188,8 @@ START_TEST(kmap_pins_never_call_the_hook)
 			 0);
 	ck_assert_int_eq(ps_prot_set_inaccessible(sp, 155), 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG,
-					    PS_PIN_PRIVATE | PS_PIN_WRITE, &f[0]),
+					    PS_PIN_PRIVATE | PS_PIN_WRITE,
+					    &f[0]),
 			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f[1]),
 			 0);
@@ -1306,12 +1304,10 @@ START_TEST(prot_state_absent_reads_as_empty)
 	ck_assert_int_eq(ps_prot_set_cache(s, 5, PS_CACHE_WC, 0), 0);
 	ck_assert_int_eq(ps_space_map(s, 0, 3, PS_MAP_WRITE), 0);
 	memset(&o, 0, sizeof(o));
-	ck_assert_int_eq(ps_prot_convert(s, 0, PG, PS_ENC_PRIVATE, 0, &o,
-					 NULL),
+	ck_assert_int_eq(ps_prot_convert(s, 0, PG, PS_ENC_PRIVATE, 0, &o, NULL),
 			 0);
 	ck_assert_uint_eq(o.converted, 1);
-	ck_assert_int_eq(ps_prot_check_access(s, 0, 8, PS_ENC_PRIVATE, &mf),
-			 0);
+	ck_assert_int_eq(ps_prot_check_access(s, 0, 8, PS_ENC_PRIVATE, &mf), 0);
 	ck_assert_int_eq(ps_prot_mprotect(s, 0, PG, PS_PROT_READ), 0);
 	ck_assert_int_eq(ps_prot_convert(s, 0, PG, PS_ENC_SHARED, 0, NULL,
 					 NULL),
@@ -1355,8 +1351,8 @@ static void *first_kmapper(void *arg)
  */
 START_TEST(prot_state_first_kmaps_race)
 {
-	uint64_t rounds =
-		ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 5000;
+	uint64_t rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			  5000;
 	struct first_kmaps k;
 
 	for (uint64_t r = 0; r < rounds; r++) {
@@ -1403,10 +1399,8 @@ START_TEST(access_check_reports_exactly)
 	ck_assert_int_eq(ps_prot_convert(sp, PG, PG, PS_ENC_PRIVATE, 0, NULL,
 					 NULL),
 			 0);
-	ck_assert_int_eq(ps_prot_check_access(sp, 8, 8, PS_ENC_SHARED, &mf),
-			 0);
-	ck_assert_int_eq(ps_prot_check_access(sp, PG, PG, PS_ENC_PRIVATE,
-					      &mf),
+	ck_assert_int_eq(ps_prot_check_access(sp, 8, 8, PS_ENC_SHARED, &mf), 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, PG, PG, PS_ENC_PRIVATE, &mf),
 			 0);
 	/* A shared access to the private page. */
 	ck_assert_int_eq(ps_prot_check_access(sp, PG + 16, 8, PS_ENC_SHARED,
@@ -1680,8 +1674,8 @@ START_TEST(stress_pin_versus_convert_never_both)
 		sched_yield();
 	for (uint64_t i = 0; i < iters; i++) {
 		unsigned int fl = i % 3 == 0 ? PS_CONVERT_WAIT : 0;
-		int rc = ps_prot_convert(sp, 0, RACE_PAGES * PG,
-					 PS_ENC_PRIVATE, fl, &o, NULL);
+		int rc = ps_prot_convert(sp, 0, RACE_PAGES * PG, PS_ENC_PRIVATE,
+					 fl, &o, NULL);
 
 		if (rc == 0) {
 			converted++;
@@ -1787,7 +1781,8 @@ START_TEST(stress_longterm_mark_is_exact)
 	ck_assert_uint_eq(atomic_load(&r.errors), 0);
 	ck_assert_msg(wrong_busy == 0,
 		      "%u conversions failed with -EBUSY while no long-term "
-		      "pin was held", wrong_busy);
+		      "pin was held",
+		      wrong_busy);
 	ck_assert_uint_gt(converted, 0);
 	ck_assert_uint_eq(ps_page_refs(pg(RACE_FRAME)), 1);
 	ck_assert_uint_eq(ps_page_pins(pg(RACE_FRAME)), 0);
@@ -1835,7 +1830,8 @@ START_TEST(stress_first_kmap_calls_hook_exactly_once)
 	ck_assert_int_eq(ps_prot_set_hooks(sp, &make_only_hooks), 0);
 	ck_assert_int_eq(ps_space_map(sp, 0, RACE_FRAME, 0), 0);
 	for (int i = 0; i < 2; i++)
-		ck_assert_int_eq(pthread_create(&t[i], NULL, kmap_racer, &k), 0);
+		ck_assert_int_eq(pthread_create(&t[i], NULL, kmap_racer, &k),
+				 0);
 	for (uint64_t i = 0; i < k.rounds; i++) {
 		while (ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE,
 				       PS_CONVERT_WAIT, NULL, NULL))
@@ -1882,13 +1878,17 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, mprotect_keeps_every_other_bit);
 
 	for (int hooks = 1; hooks >= 0; hooks--) {
-		tc = ps_test_tcase(s, hooks ? "conversion" : "conversion, no hooks",
+		tc = ps_test_tcase(s,
+				   hooks ? "conversion"
+					 : "conversion, no hooks",
 				   30);
-		tcase_add_checked_fixture(tc, hooks ? setup : setup_no_conv_hooks,
+		tcase_add_checked_fixture(tc,
+					  hooks ? setup : setup_no_conv_hooks,
 					  teardown);
 		tcase_add_test(tc, convert_flips_state_and_enc_only);
 		tcase_add_test(tc, convert_pinned_page_in_the_middle);
-		tcase_add_test(tc, convert_refuses_cpu_mapped_and_unexpected_refs);
+		tcase_add_test(tc,
+			       convert_refuses_cpu_mapped_and_unexpected_refs);
 		tcase_add_test(tc,
 			       convert_refuses_cpu_map_declared_in_extra_refs);
 		tcase_add_test(tc, convert_waits_for_pins_to_drain);
@@ -1924,7 +1924,6 @@ static Suite *prot_suite(void)
 	tc = ps_test_tcase(s, "prot state", 30);
 	tcase_add_test(tc, prot_state_absent_reads_as_empty);
 	tcase_add_test(tc, prot_state_first_kmaps_race);
-
 
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -34,9 +34,12 @@ END_TEST
 
 START_TEST(present_round_trip)
 {
-	static const uint64_t frames[] = {0, 1, 0x123456789ull,
+	static const uint64_t frames[] = {0,
+					  1,
+					  0x123456789ull,
 					  (UINT64_C(1) << 40) - 1,
-					  PS_PTE_FRAME_MAX - 1, PS_PTE_FRAME_MAX};
+					  PS_PTE_FRAME_MAX - 1,
+					  PS_PTE_FRAME_MAX};
 
 	for (size_t f = 0; f < sizeof(frames) / sizeof(frames[0]); f++) {
 		for (unsigned int mode = 0; mode < 8; mode++) {
@@ -97,7 +100,8 @@ END_TEST
 
 START_TEST(swap_round_trip)
 {
-	static const uint64_t offsets[] = {0, 1, 0xabcdef, PS_PTE_SWP_OFFSET_MAX};
+	static const uint64_t offsets[] = {0, 1, 0xabcdef,
+					   PS_PTE_SWP_OFFSET_MAX};
 
 	for (unsigned int type = 0; type <= PS_PTE_SWP_TYPE_MAX; type++) {
 		for (size_t o = 0; o < 4; o++) {
@@ -125,7 +129,8 @@ START_TEST(swap_round_trip)
 	ck_assert_uint_eq(ps_pte_mk_swap(0, PS_PTE_SWP_OFFSET_MAX + 1, 0),
 			  PS_PTE_NONE);
 	ck_assert_uint_eq(ps_pte_mk_swap(0, 0, PS_PTE_DIRTY), PS_PTE_NONE);
-	ck_assert(!ps_pte_valid(ps_pte_mk_swap(1, 1, 0) | PS_PTE_SWP_RSVD_MASK));
+	ck_assert(!ps_pte_valid(ps_pte_mk_swap(1, 1, 0) |
+				PS_PTE_SWP_RSVD_MASK));
 }
 END_TEST
 
@@ -169,7 +174,8 @@ START_TEST(written_marker_stands_alone)
 	ck_assert_uint_eq(ps_pte_frame(w), 0);
 	ck_assert_uint_eq(w & 0x1f, PS_PTE_TYPE_MARKER);
 	for (unsigned int bits = 1; bits <= PS_PTE_MARKER_ALL; bits++) {
-		ck_assert_uint_eq(ps_pte_mk_marker(bits | PS_PTE_MARKER_WRITTEN),
+		ck_assert_uint_eq(ps_pte_mk_marker(bits |
+						   PS_PTE_MARKER_WRITTEN),
 				  PS_PTE_NONE);
 		ck_assert(!ps_pte_valid(ps_pte_mk_marker(bits) | w));
 		ck_assert(!ps_pte_is_written_marker(ps_pte_mk_marker(bits)));
@@ -221,9 +227,9 @@ START_TEST(pure_transitions)
 	ck_assert_uint_eq(ps_pte_resolve_write(ps_pte_set_maywrite(p, false)),
 			  ps_pte_set_maywrite(p, false));
 	ck_assert_uint_eq(ps_pte_mkuffd_wp(PS_PTE_NONE), PS_PTE_NONE);
-	ck_assert_uint_eq(ps_pte_clear_uffd_wp(
-				  ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP)),
-			  PS_PTE_NONE);
+	ck_assert_uint_eq(
+		ps_pte_clear_uffd_wp(ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP)),
+		PS_PTE_NONE);
 	ck_assert_uint_eq(ps_pte_clear_uffd_wp(ps_pte_mk_marker(
 				  PS_PTE_MARKER_UFFD_WP | PS_PTE_MARKER_GUARD)),
 			  ps_pte_mk_marker(PS_PTE_MARKER_GUARD));
@@ -235,8 +241,8 @@ END_TEST
 START_TEST(mprotect_keeps_cache_enc_wp)
 {
 	ps_pte_t e = ps_pte_mk_present(77, PS_PTE_UFFD_WP | PS_PTE_MAYWRITE |
-						   PS_PTE_CACHE(5) | PS_PTE_ENC |
-						   PS_PTE_DIRTY);
+						   PS_PTE_CACHE(5) |
+						   PS_PTE_ENC | PS_PTE_DIRTY);
 	ps_pte_t ro = ps_pte_set_maywrite(e, false);
 	ps_pte_t rw = ps_pte_set_maywrite(ro, true);
 	ps_pte_t keep = PS_PTE_FRAME_MASK | PS_PTE_CACHE_MASK | PS_PTE_ENC |

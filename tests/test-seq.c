@@ -169,8 +169,7 @@ START_TEST(stress_writer_reader)
 	ck_assert_uint_gt(sh.accepted, 0);
 	fprintf(stderr,
 		"seq stress: %llu accepted, %llu refused (%llu of them torn)\n",
-		(unsigned long long)sh.accepted,
-		(unsigned long long)sh.refused,
+		(unsigned long long)sh.accepted, (unsigned long long)sh.refused,
 		(unsigned long long)sh.torn_refused);
 }
 END_TEST

@@ -340,7 +340,8 @@ START_TEST(map_range_all_or_nothing)
 	ck_assert_int_eq(ps_page_init(pg(30), 1), 0);
 	ck_assert_int_eq(ps_page_init(pg(32), 1), 0);
 	ck_assert(ps_page_freeze(pg(32), 1));
-	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 3 * PG, 30, 0), -EBUSY);
+	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 3 * PG, 30, 0),
+			 -EBUSY);
 	ck_assert_uint_eq(ps_page_refs(pg(30)), 1);
 	ck_assert_int_eq(ps_page_unfreeze(pg(32), 1), 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
@@ -452,8 +453,8 @@ START_TEST(write_pin_makes_writable_and_dirty)
 	ck_assert(!ps_pte_is_writable(entry(0)));
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &f), 0);
 	ck_assert(ps_pte_is_writable(entry(0)));
-	ck_assert(ps_page_test_flags(pg(40), PS_PAGE_DIRTY |
-						     PS_PAGE_WRITE_PINNED));
+	ck_assert(ps_page_test_flags(pg(40),
+				     PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
 	/* Unpin dirty: already dirty, no second hook. */
 	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
@@ -566,8 +567,7 @@ START_TEST(discard_skips_pinned)
 			 0);
 	e2 = entry(2 * PG);
 	e5 = entry(5 * PG);
-	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 4,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 4, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], 2 * PG, 82, PS_DISCARD_PINNED);
@@ -580,8 +580,7 @@ START_TEST(discard_skips_pinned)
 	/* Too little room: the count is still complete, and only the room
 	 * is written. */
 	memset(skipped, 0xa5, sizeof(skipped));
-	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 1,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, skipped, 1, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], 2 * PG, 82, PS_DISCARD_PINNED);
@@ -616,8 +615,7 @@ START_TEST(discard_reports_busy_and_frozen)
 	ck_assert_int_eq(ps_space_map(sp, 4 * PG, 113, 0), 0);
 	for (int i = 0; i < 4; i++)
 		before[i] = entry((uint64_t)i * PG);
-	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 4);
 	assert_skip(&skipped[0], 0, 110, PS_DISCARD_BUSY);
@@ -636,8 +634,7 @@ START_TEST(discard_reports_busy_and_frozen)
 	 * both mappings are. */
 	ck_assert_int_eq(ps_page_unfreeze(pg(112), 1), 0);
 	ck_assert(!ps_page_put(pg(110)));
-	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, 0, 6 * PG, skipped, 8, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], PG, 111, PS_DISCARD_BUSY);
@@ -887,7 +884,7 @@ START_TEST(harvest_rearm_collects_cpu_writes)
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(got[0], 1 * PG);
 	ck_assert_uint_eq(got[1], 6 * PG);
-	ck_assert(ps_pte_uffd_wp(entry(6 * PG))); /* re-armed */
+	ck_assert(ps_pte_uffd_wp(entry(6 * PG)));	      /* re-armed */
 	ck_assert_uint_eq(atomic_load(&m.frame), UINT64_MAX); /* torn down */
 	ck_assert_int_eq(atomic_load(&m.last_event), PS_NOTIFIER_SOFT_DIRTY);
 	/* Nothing written since: an empty harvest. */
@@ -1459,8 +1456,8 @@ START_TEST(write_fault_dirty_before_writable)
 			 PS_FAULT_WP);
 	ck_assert_uint_eq(atomic_load(&seen.dirty[23]), 0);
 	ck_assert(!ps_pte_is_writable(entry(3 * PG)));
-	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE |
-							PS_ACCESS_RESOLVE_WP),
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_OK);
 	watch_end();
 	ck_assert(ps_pte_is_writable(entry(3 * PG)));
@@ -1597,8 +1594,10 @@ START_TEST(unpin_dirty_read_pin_is_written_back)
 		ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, modes[m],
 						    wb_write, &w, &st),
 				 0);
-		ck_assert_msg(w.n == 1, "mode %d: the dirty frame was not "
-					"written back", m);
+		ck_assert_msg(w.n == 1,
+			      "mode %d: the dirty frame was not "
+			      "written back",
+			      m);
 		ck_assert_uint_eq(w.addrs[0], addr);
 		ck_assert_uint_eq(st.written, 1);
 		ck_assert(!ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
@@ -1796,7 +1795,8 @@ START_TEST(map_range_nomem_takes_back_the_failed_run)
 	for (uint64_t f = 10; f < 18; f++) {
 		ck_assert_msg(ps_pte_is_none(entry((f - 10) * PG)),
 			      "page %u still mapped to a frame without its "
-			      "reference", (unsigned)(f - 10));
+			      "reference",
+			      (unsigned)(f - 10));
 		ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
 		ck_assert(!ps_page_is_live(pg(f)));
 	}
@@ -1818,8 +1818,7 @@ START_TEST(map_range_nomem_after_mapped_runs)
 	ps_page_change_flags(pg(14), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
 	ck_assert_int_eq(ps_page_init(pg(11), 1), 0); /* the owner's */
-	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 5 * PG, PG),
-			 -ENOMEM);
+	ck_assert_int_eq(map_range_failing(0, 8 * PG, 10, 5 * PG, PG), -ENOMEM);
 	for (uint64_t f = 10; f < 18; f++) {
 		ck_assert(ps_pte_is_none(entry((f - 10) * PG)));
 		ck_assert_uint_eq(ps_page_refs(pg(f)), f == 11 ? 1 : 0);
@@ -1842,14 +1841,12 @@ START_TEST(map_range_nomem_keeps_wp_markers)
 	ps_page_change_flags(pg(22), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
 	/* Runs [0, 2), [2, 3), [3, 4); the last fails before installing. */
-	ck_assert_int_eq(map_range_failing(0, 4 * PG, 20, 3 * PG, 0),
-			 -ENOMEM);
+	ck_assert_int_eq(map_range_failing(0, 4 * PG, 20, 3 * PG, 0), -ENOMEM);
 	for (uint64_t k = 0; k < 4; k++) {
 		ps_pte_t e = entry(k * PG);
 
 		ck_assert_msg(ps_pte_is_marker(e) && ps_pte_uffd_wp(e),
-			      "page %u lost its write protection",
-			      (unsigned)k);
+			      "page %u lost its write protection", (unsigned)k);
 		ck_assert_uint_eq(ps_page_refs(pg(20 + k)), 0);
 	}
 	/* One run, half installed. */
@@ -1927,8 +1924,7 @@ static int wb_discard_during(void *ctx, uint64_t addr, uint64_t frame,
 
 	(void)ctx;
 	(void)pinned;
-	ck_assert_int_eq(ps_space_discard(sp, addr, PG, &skipped, 1,
-					  &nskipped),
+	ck_assert_int_eq(ps_space_discard(sp, addr, PG, &skipped, 1, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 1);
 	assert_skip(&skipped, addr, frame, PS_DISCARD_BUSY);
@@ -2359,8 +2355,8 @@ START_TEST(nested_integrity_writeback_is_refused)
 	ck_assert(!atomic_load(&two.b_called));
 	/* Written again meanwhile: still dirty, written by the next one. */
 	ck_assert(ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
-	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
-					    wb_copy, NULL, &two.b_st),
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY, wb_copy,
+					    NULL, &two.b_st),
 			 0);
 	ck_assert_uint_eq(two.b_st.written, 1);
 	two_check_landed();
@@ -2413,8 +2409,8 @@ START_TEST(fp_clean_writeback_pin_race)
 	ck_assert_int_eq(ps_space_map(sp, 0, 66, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
 	ck_assert_uint_eq(atomic_load(&seen.dirty[66]), 1);
-	ck_assert_int_eq(ps_interval_insert(&sub, ps_space_notifier(sp), 0,
-					    PG, &pin_on_protection_ops, NULL),
+	ck_assert_int_eq(ps_interval_insert(&sub, ps_space_notifier(sp), 0, PG,
+					    &pin_on_protection_ops, NULL),
 			 0);
 	arm(FP_WB_CLEARED, mark_dirty_now);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_nop,
@@ -2809,8 +2805,8 @@ static void harvest_round(struct harvest_race *h)
 	while (resume < HV_PAGES * PG) {
 		ck_assert_int_eq(ps_space_harvest(sp, resume,
 						  HV_PAGES * PG - resume,
-						  PS_HARVEST_REARM, got, 64,
-						  &n, &resume),
+						  PS_HARVEST_REARM, got, 64, &n,
+						  &resume),
 				 0);
 		for (uint64_t k = 0; k < n; k++) /* copy after the harvest */
 			h->copied[got[k] / PG] =
@@ -2830,8 +2826,7 @@ START_TEST(stress_harvest_never_loses)
 	ck_assert_int_eq(ps_space_map_range(sp, 0, HV_PAGES * PG, 0,
 					    PS_MAP_WRITE),
 			 0);
-	ck_assert_int_eq(ps_pgtable_register(pt, 0, HV_PAGES * PG,
-					     PS_WP_ASYNC),
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, HV_PAGES * PG, PS_WP_ASYNC),
 			 0);
 	ck_assert_int_eq(ps_pgtable_protect(pt, 0, HV_PAGES * PG), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, harvest_writer, h), 0);
@@ -2991,15 +2986,13 @@ START_TEST(stress_writeback_one_at_a_time)
 
 		ck_assert(!(w0 & PS_PAGE_WRITEBACK));
 		ck_assert(!(w0 & PS_PAGE_DIRTY));
-		ck_assert_msg(atomic_load(&wbr->backing[p]) ==
-				      atomic_load(&wbr->version[p]),
-			      "page %d: version %llu written, %llu landed "
-			      "last: a stale copy landed after a newer one",
-			      p,
-			      (unsigned long long)atomic_load(
-				      &wbr->version[p]),
-			      (unsigned long long)atomic_load(
-				      &wbr->backing[p]));
+		ck_assert_msg(
+			atomic_load(&wbr->backing[p]) ==
+				atomic_load(&wbr->version[p]),
+			"page %d: version %llu written, %llu landed "
+			"last: a stale copy landed after a newer one",
+			p, (unsigned long long)atomic_load(&wbr->version[p]),
+			(unsigned long long)atomic_load(&wbr->backing[p]));
 	}
 	free(wbr);
 }
@@ -3058,7 +3051,8 @@ START_TEST(stress_failed_map_frees_once)
 			      "a failed map of a free frame left it held");
 		ck_assert_msg(atomic_load(&seen.freed[80]) == lives,
 			      "free hook for frame 80, free after a failed "
-			      "map (lifetime %u)", lives);
+			      "map (lifetime %u)",
+			      lives);
 	}
 	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);

@@ -51,7 +51,7 @@
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define PMD (UINT64_C(2) << 20)
-#define NP 16			    /* pages in the differential region */
+#define NP 16			  /* pages in the differential region */
 #define LBASE (UINT64_C(1) << 32) /* library address of the region */
 
 /* lib/uffd.c failpoints (its FP_* values). */
@@ -67,9 +67,9 @@ extern _Atomic(unsigned int) ps__uffd_failpoints;
 /* --- real memory ---------------------------------------------------------------- */
 
 struct region {
-	uint8_t *host;	/* 2 MiB aligned; page 511 is a sentinel */
-	void *reserve;	/* the 4 MiB reservation it sits in */
-	int memfd;	/* -1 for anonymous */
+	uint8_t *host; /* 2 MiB aligned; page 511 is a sentinel */
+	void *reserve; /* the 4 MiB reservation it sits in */
+	int memfd;     /* -1 for anonymous */
 	int pagemap;
 };
 
@@ -414,8 +414,8 @@ START_TEST(sync_thread_space)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG); /* populated */
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
-					    PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+			 0);
 	c = config_of(&r, NP, PS_UFFD_THREAD);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
@@ -436,7 +436,8 @@ START_TEST(sync_thread_space)
 	/* The harvest returns it with a device write, and re-arms both. */
 	ck_assert(ps_space_mark_dirty(s, LBASE + 9 * PG));
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
-					 &resume), 0);
+					 &resume),
+			 0);
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(addrs[0], LBASE + 3 * PG);
 	ck_assert_uint_eq(addrs[1], LBASE + 9 * PG);
@@ -444,7 +445,8 @@ START_TEST(sync_thread_space)
 	ck_assert(pagemap_entry(&r, 3) & PM_WP);
 	ck_assert(lib_wp(t, LBASE + 3 * PG));
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
-					 NULL), 0);
+					 NULL),
+			 0);
 	ck_assert_uint_eq(n, 0);
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ck_assert(!(pagemap_entry(&r, 3) & PM_WP));
@@ -470,8 +472,8 @@ START_TEST(sync_thread_survives_poll_failure)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
-					PS_PTE_MAYWRITE), 0);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0, PS_PTE_MAYWRITE),
+			 0);
 	c = config_of(&r, NP, PS_UFFD_THREAD);
 	atomic_store(&ps__uffd_failpoints, FP_POLL_ENOMEM);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
@@ -514,8 +516,8 @@ START_TEST(sync_poll_table_memfd)
 
 	region_init(&r, true);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
-					PS_PTE_MAYWRITE), 0);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0, PS_PTE_MAYWRITE),
+			 0);
 	c = config_of(&r, NP, PS_UFFD_SHARED);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
@@ -529,7 +531,8 @@ START_TEST(sync_poll_table_memfd)
 	ck_assert(!lib_wp(t, LBASE + 5 * PG));
 	ck_assert(!(pagemap_entry(&r, 6) & PM_WP));
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
-					 NULL), 0);
+					 NULL),
+			 0);
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(addrs[0], LBASE + 5 * PG);
 	ck_assert(pagemap_entry(&r, 5) & PM_WP);
@@ -554,18 +557,19 @@ START_TEST(async_harvest_merges)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
-					    PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+			 0);
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
-	r.host[1 * PG] = 2;				 /* guest CPU */
-	r.host[7 * PG] = 2;				 /* guest CPU */
+	r.host[1 * PG] = 2;				   /* guest CPU */
+	r.host[7 * PG] = 2;				   /* guest CPU */
 	ck_assert(ps_space_mark_dirty(s, LBASE + 4 * PG)); /* a device */
 	ck_assert_int_eq(ps_space_fault(s, LBASE + 12 * PG, PS_ACCESS_WRITE),
 			 PS_FAULT_OK); /* a write through the library */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 3, &n,
-					 &resume), 0);
+					 &resume),
+			 0);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(addrs[0], LBASE + 1 * PG);
 	ck_assert_uint_eq(addrs[1], LBASE + 4 * PG);
@@ -573,12 +577,14 @@ START_TEST(async_harvest_merges)
 	ck_assert_uint_eq(resume, LBASE + 12 * PG);
 	ck_assert(pagemap_entry(&r, 1) & PM_WP); /* re-armed */
 	ck_assert_int_eq(ps_uffd_harvest(u, resume, LBASE + NP * PG - resume,
-					 addrs, NP, &n, &resume), 0);
+					 addrs, NP, &n, &resume),
+			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(addrs[0], LBASE + 12 * PG);
 	ck_assert(lib_wp(ps_space_pgtable(s), LBASE + 12 * PG));
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
-					 NULL), 0);
+					 NULL),
+			 0);
 	ck_assert_uint_eq(n, 0);
 	ps_uffd_stats(u, &st);
 	ck_assert_uint_eq(st.kernel_pages, 2);
@@ -608,19 +614,21 @@ START_TEST(async_harvest_mirrors_kernel_rearm)
 	ck_assert_ptr_nonnull(addrs);
 	region_init(&r, false);
 	memset(r.host, 1, np * PG);
-	ck_assert_int_eq(ps_pgtable_map(t, LBASE, np * PG, 0,
-					PS_PTE_MAYWRITE), 0);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, np * PG, 0, PS_PTE_MAYWRITE),
+			 0);
 	c = config_of(&r, np, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, np * PG), 0);
 	for (unsigned int k = 0; k < sizeof(zapped) / sizeof(zapped[0]); k++)
 		ck_assert_int_eq(ps_pgtable_zap(t, LBASE + zapped[k] * PG, PG,
-						0, NULL, NULL), 0);
+						0, NULL, NULL),
+				 0);
 	ck_assert(lib_none(t, LBASE + 7 * PG));
 	memset(r.host, 2, 300 * PG); /* one run: pages 0..299 */
 	r.host[350 * PG] = 2;	     /* one page */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, np * PG, addrs, np, &n,
-					 NULL), 0);
+					 NULL),
+			 0);
 	ck_assert_uint_eq(n, 301);
 	ck_assert_uint_eq(addrs[299], LBASE + 299 * PG);
 	ck_assert_uint_eq(addrs[300], LBASE + 350 * PG);
@@ -667,8 +675,8 @@ START_TEST(async_discarded_written_page_reported_once)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0,
-					PS_PTE_MAYWRITE), 0);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, NP * PG, 0, PS_PTE_MAYWRITE),
+			 0);
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
@@ -682,15 +690,16 @@ START_TEST(async_discarded_written_page_reported_once)
 			ck_assert_int_eq(madvise(r.host + pages[k] * PG, PG,
 						 MADV_DONTNEED),
 					 0);
-		ck_assert_int_eq(ps_pgtable_zap(t, LBASE + pages[k] * PG, PG,
-						0, NULL, NULL),
+		ck_assert_int_eq(ps_pgtable_zap(t, LBASE + pages[k] * PG, PG, 0,
+						NULL, NULL),
 				 0);
 	}
 	ck_assert(ps_pte_is_written_marker(lib_entry(t, LBASE + 2 * PG)));
 	ck_assert(ps_pte_is_written_marker(lib_entry(t, LBASE + 5 * PG)));
 	ck_assert(lib_none(t, LBASE + 9 * PG));
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
-					 NULL), 0);
+					 NULL),
+			 0);
 	ck_assert_uint_eq(n, 3);
 	for (unsigned int k = 0; k < 3; k++) {
 		ck_assert_uint_eq(addrs[k], LBASE + pages[k] * PG);
@@ -698,7 +707,8 @@ START_TEST(async_discarded_written_page_reported_once)
 		ck_assert(pagemap_entry(&r, pages[k]) & PM_WP);
 	}
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, NP, &n,
-					 NULL), 0);
+					 NULL),
+			 0);
 	ck_assert_uint_eq(n, 0);
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ps_pgtable_destroy(t);
@@ -751,10 +761,11 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 	memset(r.host, 1, NP * PG);
 	memset(&m, 0, sizeof(m));
 	m.base = LBASE;
-	ck_assert_int_eq(ps_interval_insert(&m.sub, ps_space_notifier(s),
-					    LBASE, NP * PG, &sec_ops, &m), 0);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
-					    PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_interval_insert(&m.sub, ps_space_notifier(s), LBASE,
+					    NP * PG, &sec_ops, &m),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+			 0);
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
@@ -767,15 +778,16 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 	for (unsigned int k = 0; k < 4; k++) {
 		ck_assert_int_eq(ps_uffd_harvest(u, resume,
 						 LBASE + NP * PG - resume,
-						 &addr, 1, &n, &resume), 0);
+						 &addr, 1, &n, &resume),
+				 0);
 		ck_assert_uint_eq(n, 1);
 		ck_assert_uint_eq(addr, LBASE + want[k] * PG);
 		/* The next page still recorded, or the end. */
 		ck_assert_uint_eq(resume, k < 3 ? LBASE + want[k + 1] * PG
 						: LBASE + NP * PG);
 	}
-	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, &addr, 1, &n,
-					 NULL), 0);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, &addr, 1, &n, NULL),
+			 0);
 	ck_assert_uint_eq(n, 0);
 	for (unsigned int i = 0; i < NP; i++) {
 		unsigned int hits = atomic_load(&m.hits[i]);
@@ -811,21 +823,23 @@ START_TEST(detach_keeps_the_space_log_pages)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
-					    PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+			 0);
 	c = config_of(&r, NP, _i ? PS_UFFD_ASYNC : 0);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
 	ck_assert(ps_space_mark_dirty(s, LBASE + 2 * PG)); /* a device */
 	ck_assert(ps_space_mark_dirty(s, LBASE + 5 * PG)); /* a device */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
-					 &resume), 0);
+					 &resume),
+			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(addrs[0], LBASE + 2 * PG);
 	ck_assert_uint_eq(resume, LBASE + 5 * PG);
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ck_assert_int_eq(ps_space_harvest(s, LBASE, NP * PG, 0, addrs, NP, &n,
-					  NULL), 0);
+					  NULL),
+			 0);
 	ck_assert_msg(n == 1 && addrs[0] == LBASE + 5 * PG,
 		      "the device's page 5 was lost at detach (n=%" PRIu64 ")",
 		      n);
@@ -850,8 +864,8 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0,
-					    PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+			 0);
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE, NP * PG), 0);
@@ -861,7 +875,8 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 	ck_assert(ps_space_mark_dirty(s, LBASE + 5 * PG));
 	r.host[6 * PG] = 2; /* CPU */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 3, &n,
-					 &resume), 0);
+					 &resume),
+			 0);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(addrs[0], LBASE + 2 * PG);
 	ck_assert_uint_eq(addrs[1], LBASE + 3 * PG);
@@ -869,27 +884,31 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 	ck_assert_uint_eq(resume, LBASE + 5 * PG);
 	/* The device's page 5 is in the space's log, not the attachment's. */
 	ck_assert_int_eq(ps_space_harvest(s, LBASE, NP * PG, 0, addrs, NP, &n,
-					  NULL), 0);
+					  NULL),
+			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(addrs[0], LBASE + 5 * PG);
 	(void)ps_space_mark_dirty(s, LBASE + 5 * PG); /* again (frame dirty) */
 	/* Budget 1: the device's 5 first; the CPU's 6 stays recorded. */
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
-					 &resume), 0);
+					 &resume),
+			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(addrs[0], LBASE + 5 * PG);
 	ck_assert_uint_eq(resume, LBASE + 6 * PG);
 	r.host[9 * PG] = 2; /* CPU, collected by the next harvest */
 	ck_assert(ps_space_mark_dirty(s, LBASE + 1 * PG));
 	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, NP * PG, addrs, 1, &n,
-					 &resume), 0);
+					 &resume),
+			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(addrs[0], LBASE + 1 * PG);
 	ck_assert_uint_eq(resume, LBASE + 6 * PG);
 	/* Detach hands the CPU's 6 and 9 to the space's log. */
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ck_assert_int_eq(ps_space_harvest(s, LBASE, NP * PG, 0, addrs, NP, &n,
-					  NULL), 0);
+					  NULL),
+			 0);
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(addrs[0], LBASE + 6 * PG);
 	ck_assert_uint_eq(addrs[1], LBASE + 9 * PG);
@@ -1034,14 +1053,14 @@ static uint8_t *huge_map(void *at, int *fd)
 	return p;
 }
 
-#define HUGE_OR_SKIP(host, at, fd)                                    \
-	do {                                                          \
-		(host) = huge_map((at), &(fd));                       \
-		if (!(host)) {                                        \
-			printf("skip %s: no hugetlb page (%s)\n",     \
-			       __func__, strerror(errno));            \
-			return;                                       \
-		}                                                     \
+#define HUGE_OR_SKIP(host, at, fd)                                          \
+	do {                                                                \
+		(host) = huge_map((at), &(fd));                             \
+		if (!(host)) {                                              \
+			printf("skip %s: no hugetlb page (%s)\n", __func__, \
+			       strerror(errno));                            \
+			return;                                             \
+		}                                                           \
 	} while (0)
 
 /*
@@ -1053,9 +1072,9 @@ static uint8_t *huge_map(void *at, int *fd)
  */
 START_TEST(attach_refuses_hugetlb)
 {
-	static const unsigned int flags[] = {
-		PS_UFFD_SHARED, PS_UFFD_SHARED | PS_UFFD_THREAD,
-		PS_UFFD_SHARED | PS_UFFD_ASYNC};
+	static const unsigned int flags[] = {PS_UFFD_SHARED,
+					     PS_UFFD_SHARED | PS_UFFD_THREAD,
+					     PS_UFFD_SHARED | PS_UFFD_ASYNC};
 	struct ps_pgtable *t = ps_pgtable_create();
 	struct ps_space *s = space_new();
 	struct ps_uffd *u;
@@ -1245,7 +1264,7 @@ struct diff {
 	bool written_since[NP]; /* written since the last harvest */
 	uint8_t cache[NP];	/* memfd cache: 0 no page, 1 clean, 2 dirty */
 	uint64_t frame;
-	char log[64][48];	/* the last operations, for a failure */
+	char log[64][48]; /* the last operations, for a failure */
 	unsigned int nlog;
 	unsigned long ops;
 };
@@ -1285,8 +1304,9 @@ static void diff_fail(struct diff *d, unsigned int page, const char *what,
 {
 	unsigned int first = d->nlog > 64 ? d->nlog - 64 : 0;
 
-	fprintf(stderr, "differential: %s %s, op %lu, page %u: %s kernel %#" PRIx64
-			" library %#" PRIx64 "\nlast operations:\n",
+	fprintf(stderr,
+		"differential: %s %s, op %lu, page %u: %s kernel %#" PRIx64
+		" library %#" PRIx64 "\nlast operations:\n",
 		d->shared ? "memfd" : "anon", mode_name[d->mode], d->ops, page,
 		what, kernel, lib);
 	for (unsigned int i = first; i < d->nlog; i++)
@@ -1298,9 +1318,10 @@ static void diff_fail(struct diff *d, unsigned int page, const char *what,
 
 		if (!mincore(d->r.host, NP * PG, vec))
 			for (unsigned int i = 0; i < NP; i++)
-				fprintf(stderr, "page %2u: model cache %u, "
-					"mincore %u\n", i,
-					d->cache[i], vec[i] & 1);
+				fprintf(stderr,
+					"page %2u: model cache %u, "
+					"mincore %u\n",
+					i, d->cache[i], vec[i] & 1);
 		snprintf(cmd, sizeof(cmd), "grep -i %lx /proc/%d/maps >&2",
 			 (unsigned long)(uintptr_t)d->r.host >> 20, getpid());
 		if (system(cmd)) {
@@ -1309,7 +1330,7 @@ static void diff_fail(struct diff *d, unsigned int page, const char *what,
 	ck_abort_msg("kernel and library differ (%s, page %u)", what, page);
 }
 
-#define CMP_CATS                                                     \
+#define CMP_CATS                                                            \
 	(PS_CAT_WPALLOWED | PS_CAT_WRITTEN | PS_CAT_FILE | PS_CAT_PRESENT | \
 	 PS_CAT_SWAPPED)
 
@@ -1329,9 +1350,9 @@ static void diff_compare(struct diff *d)
 			diff_fail(d, i, "uffd-wp (bit 57)", pm, e);
 		if (!!(pm & PM_PRESENT) != ps_pte_is_present(e))
 			diff_fail(d, i, "present (bit 63)", pm, e);
-		if (!!(pm & PM_SWAP) != (ps_pte_is_swap(e) ||
-					 (ps_pte_is_marker(e) &&
-					  !ps_pte_is_written_marker(e))))
+		if (!!(pm & PM_SWAP) !=
+		    (ps_pte_is_swap(e) ||
+		     (ps_pte_is_marker(e) && !ps_pte_is_written_marker(e))))
 			diff_fail(d, i, "swap or marker (bit 62)", pm, e);
 		if (ps_pte_is_none(e))
 			want |= PS_CAT_WRITTEN; /* kernel: none is written */
@@ -1391,18 +1412,18 @@ static void model_fault_around(struct diff *d, unsigned int i)
 		if (j != i && d->cache[j] &&
 		    (ps_pte_is_none(e) || ps_pte_is_written_marker(e)) &&
 		    (pagemap_entry(&d->r, j) & PM_PRESENT))
-			ck_assert_int_eq(ps_pgtable_map(d->t, a, PG, d->frame++,
-							d->ro[j]
-								? 0
-								: PS_PTE_MAYWRITE),
-					 0);
+			ck_assert_int_eq(
+				ps_pgtable_map(d->t, a, PG, d->frame++,
+					       d->ro[j] ? 0 : PS_PTE_MAYWRITE),
+				0);
 	}
 }
 
 static void model_zap(struct diff *d, unsigned int s, unsigned int n)
 {
 	ck_assert_int_eq(ps_pgtable_zap(d->t, LBASE + s * PG, n * PG, 0, NULL,
-					NULL), 0);
+					NULL),
+			 0);
 }
 
 /* mprotect: the kernel keeps uffd-wp; the library's MAYWRITE follows. */
@@ -1442,16 +1463,16 @@ static void diff_harvest(struct diff *d)
 			    (d->mode == ASYNC && ps_pte_is_none(e));
 	}
 	ck_assert_int_eq(ps_uffd_harvest(d->u, LBASE, NP * PG, addrs, NP, &n,
-					 NULL), 0);
+					 NULL),
+			 0);
 	for (uint64_t k = 0; k < n; k++)
 		got[(addrs[k] - LBASE) / PG] = true;
 	for (unsigned int i = 0; i < NP; i++) {
 		/* Sync: also the pages the handler resolved since. */
-		bool ok = d->mode == ASYNC
-				  ? got[i] == expect[i]
-				  : (!expect[i] || got[i]) &&
-					    (!got[i] || expect[i] ||
-					     d->written_since[i]);
+		bool ok = d->mode == ASYNC ? got[i] == expect[i]
+					   : (!expect[i] || got[i]) &&
+						     (!got[i] || expect[i] ||
+						      d->written_since[i]);
 
 		if (!ok)
 			diff_fail(d, i, "harvest", got[i], expect[i]);
@@ -1479,12 +1500,14 @@ static void diff_step(struct diff *d)
 	case OP_UNPROTECT:
 		if (!d->u)
 			return;
-		diff_log(d, o == OP_PROTECT ? "protect %u+%u" : "unprotect %u+%u",
+		diff_log(d,
+			 o == OP_PROTECT ? "protect %u+%u" : "unprotect %u+%u",
 			 s, n);
 		ck_assert_int_eq(o == OP_PROTECT
 					 ? ps_uffd_protect(d->u, LBASE + s * PG,
 							   n * PG)
-					 : ps_uffd_unprotect(d->u, LBASE + s * PG,
+					 : ps_uffd_unprotect(d->u,
+							     LBASE + s * PG,
 							     n * PG),
 				 0);
 		break;
@@ -1497,8 +1520,7 @@ static void diff_step(struct diff *d)
 		if (d->mode == ASYNC || !d->u)
 			*(volatile uint8_t *)h = 1;
 		else
-			write_via(&d->w, h,
-				  d->mode == SYNC_POLL ? d->u : NULL);
+			write_via(&d->w, h, d->mode == SYNC_POLL ? d->u : NULL);
 		d->written_since[i] = true;
 		break;
 	case OP_READ:
@@ -1529,7 +1551,8 @@ static void diff_step(struct diff *d)
 			ps_pte_t e;
 
 			ck_assert_int_eq(ps_pgtable_get(d->t, LBASE + j * PG,
-							&e), 0);
+							&e),
+					 0);
 			if (ps_pte_is_present(e) && d->cache[j] == 1)
 				d->cache[j] = 0;
 		}
@@ -1666,10 +1689,10 @@ END_TEST
 
 struct stress {
 	struct region r;
-	struct ps_space *s;  /* or NULL */
+	struct ps_space *s; /* or NULL */
 	struct ps_pgtable *t;
 	struct ps_uffd *u;
-	uint8_t *alias;	     /* memfd: an untracked mapping (a device's view) */
+	uint8_t *alias; /* memfd: an untracked mapping (a device's view) */
 	uint64_t *shadow;
 	unsigned int np;
 	uint64_t iters;
@@ -1738,7 +1761,8 @@ static void st_harvest(struct stress *st)
 		uint64_t addrs[ST_MAX], n, resume, prev = 0;
 
 		ck_assert_int_eq(ps_uffd_harvest(st->u, at, end - at, addrs,
-						 ST_MAX, &n, &resume), 0);
+						 ST_MAX, &n, &resume),
+				 0);
 		ck_assert_uint_le(n, ST_MAX);
 		ck_assert_uint_gt(resume, at);
 		for (uint64_t k = 0; k < n; k++) {
@@ -1779,16 +1803,19 @@ static void *st_protector_main(void *arg)
 
 	/* Relaxed: a stop flag; the join orders the rest. */
 	while (!atomic_load_explicit(&st->stop, memory_order_relaxed)) {
-		unsigned int s = half + (unsigned int)ps_test_below(&rng,
-								    st->np - half);
-		unsigned int n = 1 + (unsigned int)ps_test_below(&rng,
-								st->np - s);
+		unsigned int s = half +
+				 (unsigned int)ps_test_below(&rng,
+							     st->np - half);
+		unsigned int n = 1 +
+				 (unsigned int)ps_test_below(&rng, st->np - s);
 
 		ck_assert_int_eq(ps_uffd_unprotect(st->u, LBASE + s * PG,
-						   n * PG), 0);
+						   n * PG),
+				 0);
 		if (ps_test_below(&rng, 4))
 			ck_assert_int_eq(ps_uffd_protect(st->u, LBASE + s * PG,
-							 n * PG), 0);
+							 n * PG),
+					 0);
 		st->toggles++;
 		sched_yield();
 	}
@@ -1824,13 +1851,15 @@ static void st_setup(struct stress *st, bool space, bool shared, bool sync)
 		sc.nframes = st->np;
 		ck_assert_int_eq(ps_space_create(&sc, &st->s), 0);
 		ck_assert_int_eq(ps_space_map_range(st->s, LBASE, st->np * PG,
-						    0, PS_MAP_WRITE), 0);
+						    0, PS_MAP_WRITE),
+				 0);
 		st->t = ps_space_pgtable(st->s);
 	} else {
 		st->t = ps_pgtable_create();
 		ck_assert_ptr_nonnull(st->t);
 		ck_assert_int_eq(ps_pgtable_map(st->t, LBASE, st->np * PG, 0,
-						PS_PTE_MAYWRITE), 0);
+						PS_PTE_MAYWRITE),
+				 0);
 	}
 	c.host = st->r.host;
 	c.addr = LBASE;
@@ -1881,20 +1910,25 @@ static void st_run(struct stress *st, unsigned int nwriters)
 		w[i].st = st;
 		w[i].id = i;
 		ck_assert_int_eq(pthread_create(&th[i], NULL, st_writer_main,
-						&w[i]), 0);
+						&w[i]),
+				 0);
 	}
 	if (st->sync)
 		ck_assert_int_eq(pthread_create(&prot, NULL, st_protector_main,
-						st), 0);
+						st),
+				 0);
 	while (!st_writers_done(st, nwriters)) {
 		st_harvest(st);
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if ((double)(now.tv_sec - t0.tv_sec) > deadline) {
 			for (unsigned int i = 0; i < nwriters; i++)
-				fprintf(stderr, "writer %u: %" PRIu64 " of %" PRIu64
-						" writes\n", i,
-					atomic_load_explicit(&st->done[i],
-							     memory_order_relaxed),
+				fprintf(stderr,
+					"writer %u: %" PRIu64 " of %" PRIu64
+					" writes\n",
+					i,
+					atomic_load_explicit(
+						&st->done[i],
+						memory_order_relaxed),
 					st->iters);
 			ck_abort_msg("a writer is stuck (%.0f s)", deadline);
 		}
@@ -1939,9 +1973,10 @@ static void st_check(struct stress *st)
 	ck_assert_uint_eq(stats.mismatches, 0);
 	ck_assert_uint_ge(stats.harvested, 1);
 	if (getenv("PS_UFFD_STRESS_VERBOSE"))
-		fprintf(stderr, "%s: %" PRIu64 " writes x %u, %lu harvests, "
-				"%lu pages reported, %" PRIu64 " faults, %" PRIu64
-				" kernel pages, %lu protect toggles\n",
+		fprintf(stderr,
+			"%s: %" PRIu64 " writes x %u, %lu harvests, "
+			"%lu pages reported, %" PRIu64 " faults, %" PRIu64
+			" kernel pages, %lu protect toggles\n",
 			st->sync ? "sync" : "async", st->iters, ST_WRITERS,
 			st->harvests, st->reported, stats.faults,
 			stats.kernel_pages, st->toggles);
@@ -2019,8 +2054,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc, hugetlb_sync_refused_resolution_is_reported);
 
 	tc = ps_test_tcase(s, "differential", 60);
-	tcase_add_loop_test(tc, differential, 0,
-			    (int)(seeds * 2 * NMODES));
+	tcase_add_loop_test(tc, differential, 0, (int)(seeds * 2 * NMODES));
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_loop_test(tc, stress_async_harvest_copies_every_write, 0, 2);

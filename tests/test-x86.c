@@ -71,12 +71,14 @@ START_TEST(x86_round_trip_every_mode_and_level)
 						 (enum ps_x86_level)level,
 						 &bits),
 					 0);
-			ck_assert_uint_eq(bits & ~ps_x86_cache_mask(
-							 (enum ps_x86_level)level),
-					  0);
+			ck_assert_uint_eq(
+				bits & ~ps_x86_cache_mask((enum ps_x86_level)
+								  level),
+				0);
 			ck_assert_int_eq(ps_x86_cache_mode(
 						 PS_X86_PAT_LINUX, other | bits,
-						 (enum ps_x86_level)level, &back),
+						 (enum ps_x86_level)level,
+						 &back),
 					 0);
 			ck_assert_int_eq(back, all_modes[i]);
 		}
@@ -200,8 +202,7 @@ START_TEST(cc_tdx_polarity)
 	ck_assert_int_eq(ps_cc_pte_set_state(&p, e, PS_ENC_SHARED, &out), 0);
 	ck_assert_uint_eq(out, e | (UINT64_C(1) << 51)); /* set = shared */
 	ck_assert(!ps_cc_pte_is_private(&p, out));
-	ck_assert_int_eq(ps_cc_pte_set_state(&p, out, PS_ENC_PRIVATE, &out),
-			 0);
+	ck_assert_int_eq(ps_cc_pte_set_state(&p, out, PS_ENC_PRIVATE, &out), 0);
 	ck_assert_uint_eq(out, e);
 	ck_assert_uint_eq(ps_cc_phys_mask(&p), (UINT64_C(1) << 51) - 1);
 	ck_assert_int_eq(ps_cc_platform_init(&p, PS_CC_INTEL_TDX, 48), 0);
@@ -246,14 +247,11 @@ START_TEST(cc_none_and_bad_input)
 	ck_assert_uint_eq(ps_cc_phys_mask(&p), ~(uint64_t)0);
 	ck_assert_int_eq(ps_cc_platform_init(&p, PS_CC_AMD_SEV, 31), -EINVAL);
 	ck_assert_int_eq(ps_cc_platform_init(&p, PS_CC_AMD_SEV, 64), -EINVAL);
-	ck_assert_int_eq(ps_cc_platform_init(&p, PS_CC_INTEL_TDX, 31),
-			 -EINVAL);
-	ck_assert_int_eq(ps_cc_platform_init(&p, PS_CC_INTEL_TDX, 65),
-			 -EINVAL);
+	ck_assert_int_eq(ps_cc_platform_init(&p, PS_CC_INTEL_TDX, 31), -EINVAL);
+	ck_assert_int_eq(ps_cc_platform_init(&p, PS_CC_INTEL_TDX, 65), -EINVAL);
 	ck_assert_int_eq(ps_cc_platform_init(&p, (enum ps_cc_vendor)7, 48),
 			 -EINVAL);
-	ck_assert_int_eq(ps_cc_pte_set_state(&p, 0, (enum ps_enc_state)2,
-					     &out),
+	ck_assert_int_eq(ps_cc_pte_set_state(&p, 0, (enum ps_enc_state)2, &out),
 			 -EINVAL);
 }
 END_TEST

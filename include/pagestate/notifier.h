@@ -195,14 +195,13 @@ PS_BEGIN_DECLS
  */
 #define PS_NOTIFIER_INFLIGHT_SHIFT 0
 #define PS_NOTIFIER_INFLIGHT_WIDTH 7
-#define PS_NOTIFIER_INFLIGHT_MASK                        \
+#define PS_NOTIFIER_INFLIGHT_MASK                          \
 	(((UINT64_C(1) << PS_NOTIFIER_INFLIGHT_WIDTH) - 1) \
 	 << PS_NOTIFIER_INFLIGHT_SHIFT)
 #define PS_NOTIFIER_ENDS_SHIFT \
 	(PS_NOTIFIER_INFLIGHT_SHIFT + PS_NOTIFIER_INFLIGHT_WIDTH)
 #define PS_NOTIFIER_ENDS_WIDTH (64 - PS_NOTIFIER_ENDS_SHIFT)
 #define PS_NOTIFIER_END_ONE (UINT64_C(1) << PS_NOTIFIER_ENDS_SHIFT)
-
 
 /* --- events, invalidations, callbacks ------------------------------------ */
 
@@ -770,8 +769,7 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
  * forgotten when memory ran out).
  */
 static inline PS_MUST_CHECK bool
-ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq,
-		       uint64_t addr)
+ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq, uint64_t addr)
 {
 	return ps_notifier_read_retry_range(n, seq, addr, 1);
 }

@@ -321,8 +321,9 @@ struct ps_page {
 PS_STATIC_ASSERT(sizeof(struct ps_page) == 8, "struct ps_page is 8 bytes");
 
 /* Word of a page with @refs references, no pins, no flags. */
-#define PS_PAGE_WORD_INIT(refs) \
-	((((uint64_t)(refs)) << PS_PAGE_REFS_SHIFT) | ((refs) ? PS_PAGE_LIVE : 0))
+#define PS_PAGE_WORD_INIT(refs)                       \
+	((((uint64_t)(refs)) << PS_PAGE_REFS_SHIFT) | \
+	 ((refs) ? PS_PAGE_LIVE : 0))
 
 /* Static initialiser: @refs references (0: a free page), no pins. */
 /* clang-format off */
@@ -352,8 +353,9 @@ static inline uint64_t ps_page_word_refs(uint64_t w)
  */
 static inline uint64_t ps_page_word_pins(uint64_t w)
 {
-	return (w & PS_PAGE_LIVE) ? (w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT
-				  : 0;
+	return (w & PS_PAGE_LIVE)
+		       ? (w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT
+		       : 0;
 }
 
 /**
@@ -500,8 +502,7 @@ PS_COLD bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
 				      uint64_t undo, uint64_t n,
 				      uint64_t npins);
 PS_COLD bool ps_page_try_get_over_slow(struct ps_page *page);
-PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page,
-					  uint64_t seen);
+PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page, uint64_t seen);
 
 /**
  * ps_page_lock_slow() - the waiting half of ps_page_lock() (not API: call
@@ -580,11 +581,11 @@ enum ps__page_count {
  * flag). Callers pass constants for @how, so each wrapper compiles to the
  * checks it needs and no others.
  */
-static inline bool
-ps__page_cas(struct ps_page *page, uint64_t must_mask, uint64_t must_value,
-	     uint64_t clear, uint64_t set, uint64_t refs, uint64_t pins,
-	     enum ps__page_count how, memory_order success, uint64_t *seen,
-	     enum ps__page_verdict *why)
+static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
+				uint64_t must_value, uint64_t clear,
+				uint64_t set, uint64_t refs, uint64_t pins,
+				enum ps__page_count how, memory_order success,
+				uint64_t *seen, enum ps__page_verdict *why)
 {
 	const bool sub = how == PS__PAGE_SUB;
 	const uint64_t held = how == PS__PAGE_ADD_HELD;
@@ -663,14 +664,15 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 	 * Relaxed: the caller's own reference keeps the page stable, and a new
 	 * reference publishes nothing (refcount.h's "increments are relaxed").
 	 */
-	uint64_t old =
-		atomic_fetch_add_explicit(&page->word, delta, memory_order_relaxed);
+	uint64_t old = atomic_fetch_add_explicit(&page->word, delta,
+						 memory_order_relaxed);
 
 	/* LIVE, 1 <= refs <= MAX - 1 and, for a pin, pins <= MAX - 1. */
 	if (PS_LIKELY((old & PS_PAGE_LIVE) && old >= PS_PAGE_REF_ONE &&
 		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT) &&
-		      (!pin || (old & PS_PAGE_PINS_MASK) <
-				       (PS_PAGE_PINS_MAX << PS_PAGE_PINS_SHIFT))))
+		      (!pin ||
+		       (old & PS_PAGE_PINS_MASK) <
+			       (PS_PAGE_PINS_MAX << PS_PAGE_PINS_SHIFT))))
 		return 0;
 	return ps_page_get_refused_slow(page, old, delta);
 }
@@ -688,7 +690,8 @@ static inline bool ps__page_claim(struct ps_page *page)
 
 	/* Acquire: pairs with the release of every earlier put. */
 	return ps__page_cas(page,
-			    PS_PAGE_LIVE | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK,
+			    PS_PAGE_LIVE | PS_PAGE_REFS_MASK |
+				    PS_PAGE_PINS_MASK,
 			    PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 0, PS__PAGE_ADD,
 			    memory_order_acquire, &seen, &why);
 }
@@ -714,8 +717,8 @@ static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 	 * frees the page, and with the acquire of a later freeze.
 	 */
 	if (PS_UNLIKELY(!ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, n,
-				      npins, PS__PAGE_SUB,
-				      memory_order_release, &seen, &why)))
+				      npins, PS__PAGE_SUB, memory_order_release,
+				      &seen, &why)))
 		return ps_page_put_refused_slow(page, seen, 0, n, npins);
 	if (PS_LIKELY(seen >= (n + 1) << PS_PAGE_REFS_SHIFT))
 		return false; /* references remain */
@@ -768,8 +771,7 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 	 * Acquire on success: pairs with the release of the put or unfreeze
 	 * that came before, so the new holder sees the page as it was left.
 	 */
-	return ps__page_cas(page,
-			    PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
+	return ps__page_cas(page, PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
 			    PS_PAGE_LIVE, 0, set & PS_PAGE_USER_FLAGS, n, npins,
 			    PS__PAGE_ADD, memory_order_acquire, &seen, &why);
 }
@@ -806,13 +808,12 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 		if (*seen & PS_PAGE_POISONED)
 			return -EHWPOISON; /* free and quarantined */
 		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(page,
-				 PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED,
-				 0,
-				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
-					 cache_mask,
-				 claim | cache, 0, 0, PS__PAGE_ADD,
-				 memory_order_acquire, seen, &why))
+		if (ps__page_cas(
+			    page,
+			    PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED, 0,
+			    PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK | cache_mask,
+			    claim | cache, 0, 0, PS__PAGE_ADD,
+			    memory_order_acquire, seen, &why))
 			return 1;
 		/* Revived, frozen or given a flag by another thread: again. */
 	}
@@ -1223,8 +1224,8 @@ ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * limit would be passed (nothing changed).
  */
 static inline PS_MUST_CHECK bool
-ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n,
-			      uint64_t reject, uint64_t set)
+ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n, uint64_t reject,
+			      uint64_t set)
 {
 	return ps__page_try(page, n, n, reject, set);
 }
@@ -1356,9 +1357,8 @@ ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
  * @mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
  * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
  */
-static inline PS_MUST_CHECK int ps_page_get_or_freeze(struct ps_page *page,
-						      int mode,
-						      unsigned int *old_mode)
+static inline PS_MUST_CHECK int
+ps_page_get_or_freeze(struct ps_page *page, int mode, unsigned int *old_mode)
 {
 	const uint64_t mask = mode >= 0 ? PS_PAGE_CACHE_MASK : 0;
 	uint64_t seen;
@@ -1405,11 +1405,11 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 	if (expected_refs > PS_PAGE_REFS_MAX)
 		return false;
 	/* Acquire: see above. */
-	return ps__page_cas(page,
-			    PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK | PS_PAGE_LIVE,
-			    (expected_refs << PS_PAGE_REFS_SHIFT) | PS_PAGE_LIVE,
-			    PS_PAGE_REFS_MASK | PS_PAGE_LIVE, PS_PAGE_FROZEN, 0,
-			    0, PS__PAGE_ADD, memory_order_acquire, &seen, &why);
+	return ps__page_cas(
+		page, PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK | PS_PAGE_LIVE,
+		(expected_refs << PS_PAGE_REFS_SHIFT) | PS_PAGE_LIVE,
+		PS_PAGE_REFS_MASK | PS_PAGE_LIVE, PS_PAGE_FROZEN, 0, 0,
+		PS__PAGE_ADD, memory_order_acquire, &seen, &why);
 }
 
 /**
@@ -1442,7 +1442,8 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 		return -EOVERFLOW;
 	/* Release: see above. */
 	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
-			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK |
+				 PS_PAGE_PINS_MASK |
 				 (clear & PS_PAGE_USER_FLAGS),
 			 PS_PAGE_WORD_INIT(refs) | (set & PS_PAGE_USER_FLAGS),
 			 0, 0, PS__PAGE_ADD, memory_order_release, &seen, &why))
@@ -1509,8 +1510,7 @@ static inline uint64_t ps_page_flags(const struct ps_page *page)
  * Progress: wait-free.
  * Return: true if any flag of @mask was set at the load.
  */
-static inline bool ps_page_test_flags(const struct ps_page *page,
-				      uint64_t mask)
+static inline bool ps_page_test_flags(const struct ps_page *page, uint64_t mask)
 {
 	return (ps_page_load(page) & mask & PS_PAGE_FLAGS_MASK) != 0;
 }

@@ -246,8 +246,8 @@ PS_BEGIN_DECLS
 #define PS_PGTABLE_ADDR_END (UINT64_C(1) << PS_PGTABLE_ADDR_BITS)
 
 /* Registration flags (ps_pgtable_register()). */
-#define PS_WP_ASYNC 0x1u	 /* writes resolve in place (else sync) */
-#define PS_WP_SHARED 0x2u	 /* file/shmem-like backing (else anonymous) */
+#define PS_WP_ASYNC 0x1u       /* writes resolve in place (else sync) */
+#define PS_WP_SHARED 0x2u      /* file/shmem-like backing (else anonymous) */
 #define PS_WP_UNPOPULATED 0x4u /* protect none entries of anonymous ranges */
 #define PS_WP_ALL (PS_WP_ASYNC | PS_WP_SHARED | PS_WP_UNPOPULATED)
 
@@ -308,19 +308,18 @@ enum ps_fault {
 #define PS_CAT_WRITTEN (UINT64_C(1) << 1)   /* not none, not uffd-wp */
 #define PS_CAT_FILE (UINT64_C(1) << 2)	    /* present, shared backing */
 #define PS_CAT_PRESENT (UINT64_C(1) << 3)
-#define PS_CAT_SWAPPED (UINT64_C(1) << 4) /* swap entry or marker, not W */
-#define PS_CAT_PFNZERO (UINT64_C(1) << 5) /* never reported */
-#define PS_CAT_HUGE (UINT64_C(1) << 6)	  /* never reported */
+#define PS_CAT_SWAPPED (UINT64_C(1) << 4)    /* swap entry or marker, not W */
+#define PS_CAT_PFNZERO (UINT64_C(1) << 5)    /* never reported */
+#define PS_CAT_HUGE (UINT64_C(1) << 6)	     /* never reported */
 #define PS_CAT_SOFT_DIRTY (UINT64_C(1) << 7) /* never reported */
 #define PS_CAT_GUARD (UINT64_C(1) << 8)	     /* GUARD marker */
 #define PS_CAT_WP (UINT64_C(1) << 16)	     /* uffd-wp, any form */
 #define PS_CAT_MARKER (UINT64_C(1) << 17)    /* a marker, W included */
 #define PS_CAT_POISONED (UINT64_C(1) << 18)  /* POISONED marker */
-#define PS_CAT_ALL                                                      \
-	(PS_CAT_WPALLOWED | PS_CAT_WRITTEN | PS_CAT_FILE | PS_CAT_PRESENT | \
-	 PS_CAT_SWAPPED | PS_CAT_PFNZERO | PS_CAT_HUGE |                    \
-	 PS_CAT_SOFT_DIRTY | PS_CAT_GUARD | PS_CAT_WP | PS_CAT_MARKER |     \
-	 PS_CAT_POISONED)
+#define PS_CAT_ALL                                                           \
+	(PS_CAT_WPALLOWED | PS_CAT_WRITTEN | PS_CAT_FILE | PS_CAT_PRESENT |  \
+	 PS_CAT_SWAPPED | PS_CAT_PFNZERO | PS_CAT_HUGE | PS_CAT_SOFT_DIRTY | \
+	 PS_CAT_GUARD | PS_CAT_WP | PS_CAT_MARKER | PS_CAT_POISONED)
 
 /* Scan flags: the kernel's PM_SCAN_* values. */
 #define PS_SCAN_WP_MATCHING 0x1u   /* re-protect what is reported */
@@ -402,8 +401,7 @@ typedef void (*ps_pgtable_visit_fn)(void *ctx, uint64_t addr, ps_pte_t old,
  * a read-side section, see "Readers and RCU"). It cannot refuse a run: the
  * pages are already re-protected, and a run it drops is a write lost.
  */
-typedef void (*ps_pgtable_harvest_fn)(void *ctx, uint64_t start,
-				      uint64_t end);
+typedef void (*ps_pgtable_harvest_fn)(void *ctx, uint64_t start, uint64_t end);
 
 struct ps_pgtable;
 
@@ -555,8 +553,8 @@ int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
  * Return: 0 if replaced; -EAGAIN if the entry was another value, now in
  * *@expected; -EINVAL (bad address, !ps_pte_valid(@desired)); -ENOMEM.
  */
-int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr,
-		       ps_pte_t *expected, ps_pte_t desired);
+int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr, ps_pte_t *expected,
+		       ps_pte_t desired);
 
 /**
  * ps_pgtable_swap_out() - replace the present entry at @addr by a swap
@@ -668,8 +666,7 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * UFFD_WP or WRITTEN marker); -ENOMEM (some levels may have been allocated, nothing
  * else changed).
  */
-int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start,
-			   uint64_t len);
+int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
 /**
  * ps_pgtable_register() - register [@start, @start + @len) for write
@@ -1029,8 +1026,7 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
  * whose pages stay reported and re-armed. Never -ENOMEM.
  */
 int ps_pgtable_harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
-		       unsigned int flags, ps_pgtable_harvest_fn fn,
-		       void *ctx);
+		       unsigned int flags, ps_pgtable_harvest_fn fn, void *ctx);
 
 PS_END_DECLS
 

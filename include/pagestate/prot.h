@@ -497,9 +497,8 @@ struct ps_memory_fault {
  * -EHWPOISON if a page is poisoned (a POISONED marker or frame); -EINVAL for
  * @size 0, a range that wraps or leaves the space, or an unknown @kind.
  */
-int ps_prot_check_access(struct ps_space *space, uint64_t addr,
-			 uint64_t size, enum ps_enc_state kind,
-			 struct ps_memory_fault *fault);
+int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
+			 enum ps_enc_state kind, struct ps_memory_fault *fault);
 
 /* --- cache modes and protection changes ------------------------------------------- */
 

@@ -130,14 +130,14 @@ typedef uint64_t ps_pte_t;
 	((((uint64_t)(mode)) << PS_PTE_CACHE_SHIFT) & PS_PTE_CACHE_MASK)
 
 /* Every flag a present entry may carry. */
-#define PS_PTE_PRESENT_FLAGS                                          \
+#define PS_PTE_PRESENT_FLAGS                                              \
 	(PS_PTE_UFFD_WP | PS_PTE_WRITE | PS_PTE_MAYWRITE | PS_PTE_DIRTY | \
 	 PS_PTE_ACCESSED | PS_PTE_CACHE_MASK | PS_PTE_ENC)
 
 PS_STATIC_ASSERT(PS_PTE_FRAME_SHIFT + PS_PTE_FRAME_WIDTH == 64,
 		 "pte present: fields must fill exactly 64 bits");
-PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_PRESENT_FLAGS |
-		  PS_PTE_RSVD_MASK | PS_PTE_FRAME_MASK) == UINT64_MAX &&
+PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_PRESENT_FLAGS | PS_PTE_RSVD_MASK |
+		  PS_PTE_FRAME_MASK) == UINT64_MAX &&
 			 (PS_PTE_PRESENT_FLAGS & PS_PTE_FRAME_MASK) == 0 &&
 			 (PS_PTE_PRESENT_FLAGS & PS_PTE_TYPE_MASK) == 0,
 		 "pte present: fields overlap or leave holes");
@@ -160,7 +160,7 @@ PS_STATIC_ASSERT(PS_PTE_FRAME_SHIFT == 12,
 	(((UINT64_C(1) << PS_PTE_SWP_TYPE_WIDTH) - 1) << PS_PTE_SWP_TYPE_SHIFT)
 #define PS_PTE_SWP_RSVD_MASK \
 	(((UINT64_C(1) << PS_PTE_SWP_RSVD_WIDTH) - 1) << PS_PTE_SWP_RSVD_SHIFT)
-#define PS_PTE_SWP_OFFSET_MASK                                     \
+#define PS_PTE_SWP_OFFSET_MASK                          \
 	(((UINT64_C(1) << PS_PTE_SWP_OFFSET_WIDTH) - 1) \
 	 << PS_PTE_SWP_OFFSET_SHIFT)
 #define PS_PTE_SWP_TYPE_MAX ((1u << PS_PTE_SWP_TYPE_WIDTH) - 1)
@@ -171,9 +171,9 @@ PS_STATIC_ASSERT(PS_PTE_FRAME_SHIFT == 12,
 
 PS_STATIC_ASSERT(PS_PTE_SWP_OFFSET_SHIFT + PS_PTE_SWP_OFFSET_WIDTH == 64,
 		 "pte swap: fields must fill exactly 64 bits");
-PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS |
-		  PS_PTE_SWP_TYPE_MASK | PS_PTE_SWP_RSVD_MASK |
-		  PS_PTE_SWP_OFFSET_MASK) == UINT64_MAX &&
+PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS | PS_PTE_SWP_TYPE_MASK |
+		  PS_PTE_SWP_RSVD_MASK | PS_PTE_SWP_OFFSET_MASK) ==
+				 UINT64_MAX &&
 			 (PS_PTE_SWAP_FLAGS & PS_PTE_SWP_TYPE_MASK) == 0 &&
 			 (PS_PTE_SWP_TYPE_MASK & PS_PTE_SWP_RSVD_MASK) == 0,
 		 "pte swap: fields overlap or leave holes");
@@ -196,12 +196,12 @@ PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS |
 #define PS_PTE_MARKER_WIDTH 4
 #define PS_PTE_MARKER_MASK \
 	(((UINT64_C(1) << PS_PTE_MARKER_WIDTH) - 1) << PS_PTE_MARKER_SHIFT)
-#define PS_PTE_MARKER_RSVD_MASK \
-	(~(PS_PTE_TYPE_MASK | PS_PTE_MARKER_MASK))
+#define PS_PTE_MARKER_RSVD_MASK (~(PS_PTE_TYPE_MASK | PS_PTE_MARKER_MASK))
 
-PS_STATIC_ASSERT(((uint64_t)PS_PTE_MARKER_UFFD_WP << PS_PTE_MARKER_SHIFT) ==
-			 PS_PTE_UFFD_WP,
-		 "pte marker: the UFFD_WP marker bit is the entry's uffd-wp bit");
+PS_STATIC_ASSERT(
+	((uint64_t)PS_PTE_MARKER_UFFD_WP << PS_PTE_MARKER_SHIFT) ==
+		PS_PTE_UFFD_WP,
+	"pte marker: the UFFD_WP marker bit is the entry's uffd-wp bit");
 PS_STATIC_ASSERT((PS_PTE_MARKER_ALL | PS_PTE_MARKER_WRITTEN) ==
 			 (1u << PS_PTE_MARKER_WIDTH) - 1,
 		 "pte marker: the set fills its field");

@@ -294,9 +294,9 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 #define PS_MAP_CACHE_SET 0x2u
 #define PS_MAP_CACHE_SHIFT 4
 #define PS_MAP_CACHE_MASK (0x7u << PS_MAP_CACHE_SHIFT)
-#define PS_MAP_CACHE(mode) \
-	(PS_MAP_CACHE_SET | (((unsigned int)(mode) << PS_MAP_CACHE_SHIFT) & \
-			     PS_MAP_CACHE_MASK))
+#define PS_MAP_CACHE(mode)  \
+	(PS_MAP_CACHE_SET | \
+	 (((unsigned int)(mode) << PS_MAP_CACHE_SHIFT) & PS_MAP_CACHE_MASK))
 
 /**
  * ps_space_map() - map @frame at page @addr.
@@ -490,8 +490,8 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * pin counted (misuse: its pin is released all the same, the count stays
  * at zero; the other frames are released as asked).
  */
-int ps_space_unpin(struct ps_space *space, const uint64_t *frames,
-		   uint64_t n, unsigned int flags);
+int ps_space_unpin(struct ps_space *space, const uint64_t *frames, uint64_t n,
+		   unsigned int flags);
 
 /**
  * enum ps_discard_reason - why ps_space_discard() left a page in place.
@@ -728,8 +728,7 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  * Return: 0; -EINVAL (an address out of range or unaligned: the addresses
  * before it were put back).
  */
-int ps_space_redirty(struct ps_space *space, const uint64_t *addrs,
-		     uint64_t n);
+int ps_space_redirty(struct ps_space *space, const uint64_t *addrs, uint64_t n);
 
 /* --- write-back --------------------------------------------------------------------- */
 

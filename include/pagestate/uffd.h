@@ -282,7 +282,8 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * failure nothing is left registered or open.
  */
 int ps_uffd_attach_space(struct ps_space *space,
-			 const struct ps_uffd_config *cfg, struct ps_uffd **out);
+			 const struct ps_uffd_config *cfg,
+			 struct ps_uffd **out);
 
 /**
  * ps_uffd_attach_pgtable() - the same for a bare page table: the pages a

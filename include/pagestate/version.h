@@ -35,10 +35,10 @@
 #define PS_VERSION_PATCH 0
 #define PS_VERSION_STRING "0.1.0"
 
-#define PS_CHECK_VERSION(major, minor, patch)                          \
-	(PS_VERSION_MAJOR > (major) ||                                 \
-	 (PS_VERSION_MAJOR == (major) &&                               \
-	  (PS_VERSION_MINOR > (minor) ||                               \
+#define PS_CHECK_VERSION(major, minor, patch) \
+	(PS_VERSION_MAJOR > (major) ||        \
+	 (PS_VERSION_MAJOR == (major) &&      \
+	  (PS_VERSION_MINOR > (minor) ||      \
 	   (PS_VERSION_MINOR == (minor) && PS_VERSION_PATCH >= (patch)))))
 
 PS_BEGIN_DECLS

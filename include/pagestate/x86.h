@@ -61,7 +61,7 @@ PS_BEGIN_DECLS
 
 #define PS_X86_PTE_PWT (UINT64_C(1) << 3)
 #define PS_X86_PTE_PCD (UINT64_C(1) << 4)
-#define PS_X86_PTE_PAT (UINT64_C(1) << 7)	/* 4 KiB entries */
+#define PS_X86_PTE_PAT (UINT64_C(1) << 7)	 /* 4 KiB entries */
 #define PS_X86_PTE_PAT_LARGE (UINT64_C(1) << 12) /* 2 MiB / 1 GiB entries */
 
 /** enum ps_x86_level - which entry format: the PAT bit moves with it. */
@@ -129,8 +129,8 @@ static inline uint64_t ps_x86_cache_mask(enum ps_x86_level level)
 
 /** enum ps_cc_vendor - which polarity the encryption bit has. */
 enum ps_cc_vendor {
-	PS_CC_NONE = 0,	     /* no memory encryption */
-	PS_CC_AMD_SEV = 1,   /* C-bit set = private (SEV, SEV-ES, SEV-SNP, SME) */
+	PS_CC_NONE = 0,	   /* no memory encryption */
+	PS_CC_AMD_SEV = 1, /* C-bit set = private (SEV, SEV-ES, SEV-SNP, SME) */
 	PS_CC_INTEL_TDX = 2, /* shared bit set = shared */
 };
 

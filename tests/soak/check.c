@@ -41,9 +41,8 @@ void check_entries_live(void)
 		     ps_pte_uffd_wp(e)))
 			violation("(a) entry writable and write-protected", 0,
 				  p * PG, UINT64_MAX,
-				  "entry %#" PRIx64 " at %#" PRIx64
-				  " is %s",
-				  e, p * PG,
+				  "entry %#" PRIx64 " at %#" PRIx64 " is %s", e,
+				  p * PG,
 				  ps_pte_valid(e) ? "writable and uffd-wp"
 						  : "not valid");
 	}
@@ -94,7 +93,8 @@ static void check_entry(uint64_t p, ps_pte_t e, uint64_t *maps)
 	if (!ps_pte_is_present(e)) {
 		if (sf >= 0)
 			violation("(b) shadow mapping", 0, addr, (uint64_t)sf,
-				  "the shadow maps %#" PRIx64 " to frame %" PRId64
+				  "the shadow maps %#" PRIx64
+				  " to frame %" PRId64
 				  " but the entry is %#" PRIx64,
 				  addr, sf, e);
 		return;
@@ -142,16 +142,19 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 {
 	struct fmodel *m = &g.fm[f];
 	uint64_t w = ps_page_load(pw(f)), exp = maps + pins + kmaps;
-	uint64_t hooks = atomic_load(&m->hooks), cleans = atomic_load(&m->cleans);
+	uint64_t hooks = atomic_load(&m->hooks),
+		 cleans = atomic_load(&m->cleans);
 	unsigned int km = ps_prot_kmap_count(g.sp, f);
 	int s = atomic_load(&m->state);
 
 	if (s == F_FREE || s == F_LIMBO) {
 		if (exp || (w & (PS_PAGE_LIVE | PS_PAGE_FROZEN)) || km)
-			violation("(b) a free frame is in use", 0, UINT64_MAX, f,
+			violation("(b) a free frame is in use", 0, UINT64_MAX,
+				  f,
 				  "the owner has frame %" PRIu64 " free (state "
-				  "%d) but it has %" PRIu64 " mappings, %" PRIu64
-				  " pins, %" PRIu64 " CPU maps held",
+				  "%d) but it has %" PRIu64
+				  " mappings, %" PRIu64 " pins, %" PRIu64
+				  " CPU maps held",
 				  f, s, maps, pins, kmaps);
 		if (w & (PS_PAGE_LOCKED | PS_PAGE_WRITEBACK))
 			violation("(b) a free frame is LOCKED or WRITEBACK", 1,
@@ -172,8 +175,7 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 		violation("(b) references: an in-use frame is not LIVE", 0,
 			  UINT64_MAX, f,
 			  "frame %" PRIu64 " (owner state %d) is not LIVE and "
-			  "no free hook ran; expected %" PRIu64
-			  " references",
+			  "no free hook ran; expected %" PRIu64 " references",
 			  f, s, exp);
 	if (ps_page_word_refs(w) != exp || ps_page_word_pins(w) != pins ||
 	    km != kmaps)

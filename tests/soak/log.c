@@ -14,17 +14,28 @@
 #include <unistd.h>
 
 const char *const op_names[NOPS_ALL] = {
-	[OP_WRITE] = "write",	    [OP_READ] = "read",
-	[OP_PIN] = "pin",	    [OP_PROTECT] = "protect",
-	[OP_UNPROTECT] = "unprotect", [OP_HARVEST] = "harvest",
-	[OP_SCAN] = "scan",	    [OP_WRITEBACK] = "writeback",
-	[OP_DISCARD] = "discard",   [OP_UNMAP] = "unmap",
-	[OP_MAP] = "map",	    [OP_CONVERT] = "convert",
-	[OP_KMAP] = "kmap",	    [OP_SECONDARY] = "secondary",
-	[OP_CACHE] = "cache",	    [OP_MARKDIRTY] = "markdirty",
-	[OP_MPROTECT] = "mprotect", [OP_HOOKS] = "hooks",
-	[OP_UNPIN] = "unpin",	    [OP_KUNMAP] = "kunmap",
-	[OP_CHECKPOINT] = "checkpoint", [OP_POPULATE] = "populate",
+	[OP_WRITE] = "write",
+	[OP_READ] = "read",
+	[OP_PIN] = "pin",
+	[OP_PROTECT] = "protect",
+	[OP_UNPROTECT] = "unprotect",
+	[OP_HARVEST] = "harvest",
+	[OP_SCAN] = "scan",
+	[OP_WRITEBACK] = "writeback",
+	[OP_DISCARD] = "discard",
+	[OP_UNMAP] = "unmap",
+	[OP_MAP] = "map",
+	[OP_CONVERT] = "convert",
+	[OP_KMAP] = "kmap",
+	[OP_SECONDARY] = "secondary",
+	[OP_CACHE] = "cache",
+	[OP_MARKDIRTY] = "markdirty",
+	[OP_MPROTECT] = "mprotect",
+	[OP_HOOKS] = "hooks",
+	[OP_UNPIN] = "unpin",
+	[OP_KUNMAP] = "kunmap",
+	[OP_CHECKPOINT] = "checkpoint",
+	[OP_POPULATE] = "populate",
 };
 
 const char *region_name(enum region r)
@@ -43,8 +54,10 @@ const char *region_name(enum region r)
 const char *wkind_name(int k)
 {
 	static const char *const names[NWK] = {
-		[WK_NONE] = "none",   [WK_CPU] = "cpu-write",
-		[WK_IOMMU] = "iommu-write", [WK_PIN] = "write-pin-device-write",
+		[WK_NONE] = "none",
+		[WK_CPU] = "cpu-write",
+		[WK_IOMMU] = "iommu-write",
+		[WK_PIN] = "write-pin-device-write",
 		[WK_MARK] = "read-pin-device-write+mark_dirty",
 		[WK_ZAP] = "zap(discard/unmap)",
 	};
@@ -98,12 +111,15 @@ static void print_word(FILE *f, uint64_t frame)
 	w = ps_page_load(pw(frame));
 	fprintf(f,
 		"  frame %" PRIu64 ": word 0x%016" PRIx64 " (refs %" PRIu64
-		" pins %" PRIu64 "%s%s%s%s%s%s%s%s%s cache %u), kmaps %u; owner "
+		" pins %" PRIu64
+		"%s%s%s%s%s%s%s%s%s cache %u), kmaps %u; owner "
 		"state %d, lifetime %" PRIu64 " (allocated at tick %" PRIu64
-		"), dirty hooks %" PRIu64 " (latest tick %" PRIu64 "), cleans %"
-		PRIu64 ", frees %" PRIu64 " (latest tick %" PRIu64 ")\n",
+		"), dirty hooks %" PRIu64 " (latest tick %" PRIu64
+		"), cleans %" PRIu64 ", frees %" PRIu64 " (latest tick %" PRIu64
+		")\n",
 		frame, w, ps_page_word_refs(w), ps_page_word_pins(w),
-		w & PS_PAGE_LIVE ? " LIVE" : "", w & PS_PAGE_DIRTY ? " DIRTY" : "",
+		w & PS_PAGE_LIVE ? " LIVE" : "",
+		w & PS_PAGE_DIRTY ? " DIRTY" : "",
 		w & PS_PAGE_WRITEBACK ? " WRITEBACK" : "",
 		w & PS_PAGE_FROZEN ? " FROZEN" : "",
 		w & PS_PAGE_LOCKED ? " LOCKED" : "",
@@ -112,11 +128,12 @@ static void print_word(FILE *f, uint64_t frame)
 		w & PS_PAGE_INACCESSIBLE ? " INACCESSIBLE" : "",
 		w & PS_PAGE_POISONED ? " POISONED" : "", ps_page_word_cache(w),
 		g.sp ? ps_prot_kmap_count(g.sp, frame) : 0,
-		atomic_load(&g.fm[frame].state),
-		atomic_load(&g.fm[frame].gen), atomic_load(&g.fm[frame].t_alloc),
+		atomic_load(&g.fm[frame].state), atomic_load(&g.fm[frame].gen),
+		atomic_load(&g.fm[frame].t_alloc),
 		atomic_load(&g.fm[frame].hooks),
 		atomic_load(&g.fm[frame].t_dirty),
-		atomic_load(&g.fm[frame].cleans), atomic_load(&g.fm[frame].frees),
+		atomic_load(&g.fm[frame].cleans),
+		atomic_load(&g.fm[frame].frees),
 		atomic_load(&g.fm[frame].t_free));
 }
 
@@ -150,17 +167,26 @@ static void print_entry(FILE *f, uint64_t addr)
 static bool is_range_op(int kind)
 {
 	switch (kind) {
-	case OP_PIN: case OP_UNPIN: case OP_PROTECT: case OP_UNPROTECT:
-	case OP_HARVEST: case OP_SCAN: case OP_WRITEBACK: case OP_DISCARD:
-	case OP_UNMAP: case OP_MAP: case OP_CONVERT: case OP_MPROTECT:
+	case OP_PIN:
+	case OP_UNPIN:
+	case OP_PROTECT:
+	case OP_UNPROTECT:
+	case OP_HARVEST:
+	case OP_SCAN:
+	case OP_WRITEBACK:
+	case OP_DISCARD:
+	case OP_UNMAP:
+	case OP_MAP:
+	case OP_CONVERT:
+	case OP_MPROTECT:
 		return true;
 	default:
 		return false;
 	}
 }
 
-static void print_thread(FILE *f, struct thr *t, uint64_t addr,
-			 uint64_t frame, unsigned int tail)
+static void print_thread(FILE *f, struct thr *t, uint64_t addr, uint64_t frame,
+			 unsigned int tail)
 {
 	uint64_t n = atomic_load(&t->nlog);
 	uint64_t first = n > LOG_LEN ? n - LOG_LEN : 0;
@@ -169,8 +195,8 @@ static void print_thread(FILE *f, struct thr *t, uint64_t addr,
 
 	fprintf(f, " thread %d: ", t->id);
 	if (cur >= 0 && cur < NOPS_ALL)
-		fprintf(f, "in %s at 0x%" PRIx64 " since tick %" PRIu64
-			   " (%s)\n",
+		fprintf(f,
+			"in %s at 0x%" PRIx64 " since tick %" PRIu64 " (%s)\n",
 			op_names[cur], atomic_load(&t->cur_addr),
 			atomic_load(&t->cur_tick), phase ? phase : "");
 	else
@@ -192,12 +218,13 @@ static void print_thread(FILE *f, struct thr *t, uint64_t addr,
 
 		if (!hit && i + tail < n)
 			continue;
-		fprintf(f, "  %c tick %8" PRIu64 " %-10s addr 0x%06" PRIx64
-			   " frame %6" PRId64 " aux %#" PRIx64 " rc %d\n",
+		fprintf(f,
+			"  %c tick %8" PRIu64 " %-10s addr 0x%06" PRIx64
+			" frame %6" PRId64 " aux %#" PRIx64 " rc %d\n",
 			hit ? '*' : ' ',
 			atomic_load_explicit(&l->tick, memory_order_relaxed),
-			(unsigned int)kind < NOPS_ALL ? op_names[kind] : "?", la,
-			lf == UINT64_MAX ? (int64_t)-1 : (int64_t)lf, aux,
+			(unsigned int)kind < NOPS_ALL ? op_names[kind] : "?",
+			la, lf == UINT64_MAX ? (int64_t)-1 : (int64_t)lf, aux,
 			atomic_load_explicit(&l->rc, memory_order_relaxed));
 	}
 }
@@ -248,8 +275,8 @@ void violation(const char *inv, int defect, uint64_t addr, uint64_t frame,
 		atomic_load(&g.clock), self ? self->id : -1);
 	if (addr != UINT64_MAX)
 		print_entry(stderr, addr);
-	if (frame != UINT64_MAX && (addr == UINT64_MAX || !g.sp ||
-				    frame_of_addr(addr) != frame))
+	if (frame != UINT64_MAX &&
+	    (addr == UINT64_MAX || !g.sp || frame_of_addr(addr) != frame))
 		print_word(stderr, frame);
 	fprintf(stderr,
 		"  seed %#" PRIx64 "; reproduce: %s\n"
@@ -265,8 +292,9 @@ void violation(const char *inv, int defect, uint64_t addr, uint64_t frame,
 
 void watchdog_dump(void)
 {
-	fprintf(stderr, "\nsoak: WATCHDOG: no operation completed for %u "
-			"seconds (g: a deadlock or livelock)\n",
+	fprintf(stderr,
+		"\nsoak: WATCHDOG: no operation completed for %u "
+		"seconds (g: a deadlock or livelock)\n",
 		g.cfg.watchdog_s);
 	fprintf(stderr, "  seed %#" PRIx64 "; reproduce: %s\n", g.cfg.seed,
 		g.cfg.cmdline);

@@ -24,12 +24,12 @@ _Thread_local struct thr *self;
 
 /* Relative frequency of each operation (in percent, roughly). */
 static const unsigned int weight[NOPS] = {
-	[OP_WRITE] = 26,    [OP_READ] = 6,	 [OP_PIN] = 9,
+	[OP_WRITE] = 26,    [OP_READ] = 6,	[OP_PIN] = 9,
 	[OP_PROTECT] = 3,   [OP_UNPROTECT] = 2, [OP_HARVEST] = 5,
 	[OP_SCAN] = 3,	    [OP_WRITEBACK] = 4, [OP_DISCARD] = 4,
-	[OP_UNMAP] = 3,	    [OP_MAP] = 6,	 [OP_CONVERT] = 4,
+	[OP_UNMAP] = 3,	    [OP_MAP] = 6,	[OP_CONVERT] = 4,
 	[OP_KMAP] = 5,	    [OP_SECONDARY] = 8, [OP_CACHE] = 2,
-	[OP_MARKDIRTY] = 5, [OP_MPROTECT] = 2,	 [OP_HOOKS] = 1,
+	[OP_MARKDIRTY] = 5, [OP_MPROTECT] = 2,	[OP_HOOKS] = 1,
 };
 
 static uint64_t now_ns(void)
@@ -88,8 +88,9 @@ static int parse_ops(const char *list, uint64_t *ops)
 				*ops = (UINT64_C(1) << NOPS) - 1;
 			op = op_by_name(p + neg, n - neg);
 			if (op < 0) {
-				fprintf(stderr, "soak: unknown operation "
-						"\"%.*s\"\n",
+				fprintf(stderr,
+					"soak: unknown operation "
+					"\"%.*s\"\n",
 					(int)n, p);
 				return -1;
 			}
@@ -240,8 +241,9 @@ static void parse_args(int argc, char **argv)
 	if (!g.cfg.nframes)
 		g.cfg.nframes = 2 * g.npages;
 	if (g.cfg.nframes < g.npages) {
-		fprintf(stderr, "soak: --frames must be at least the %" PRIu64
-				" pages\n",
+		fprintf(stderr,
+			"soak: --frames must be at least the %" PRIu64
+			" pages\n",
 			g.npages);
 		exit(2);
 	}
@@ -253,8 +255,8 @@ static void page_error(const struct ps_page *page, enum ps_page_error error,
 {
 	uint64_t f = (uint64_t)(page - g.frames);
 
-	violation("(b) page-word misuse reported by the library", 5,
-		  UINT64_MAX, f < g.cfg.nframes ? f : UINT64_MAX,
+	violation("(b) page-word misuse reported by the library", 5, UINT64_MAX,
+		  f < g.cfg.nframes ? f : UINT64_MAX,
 		  "the page word's error hook: %s on frame %" PRIu64
 		  " (word %#" PRIx64 " as seen); the soak never misuses "
 		  "a page, so the library did (or a correct call was blamed)",
@@ -470,8 +472,8 @@ int main(int argc, char **argv)
 			printf("soak: checkpoint %" PRIu64 ": %" PRIu64
 			       " operations, tick %" PRIu64 ", %" PRIu64
 			       " pages mapped; frames free %" PRIu64
-			       ", in use %" PRIu64 ", awaiting the hook %" PRIu64
-			       "\n",
+			       ", in use %" PRIu64
+			       ", awaiting the hook %" PRIu64 "\n",
 			       atomic_load(&g.checkpoints), ops,
 			       atomic_load(&g.clock), mapped, st[F_FREE],
 			       st[F_INUSE], st[F_AWAIT]);

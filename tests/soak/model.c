@@ -124,11 +124,13 @@ int64_t alloc_frames(struct thr *t, uint64_t n)
 		uint64_t h = atomic_load(&hot_n);
 
 		for (uint64_t i = 0; i < HOT && i < h; i++) {
-			int64_t f = atomic_exchange(&hot[(h - 1 - i) % HOT], -1);
+			int64_t f = atomic_exchange(&hot[(h - 1 - i) % HOT],
+						    -1);
 			int want = F_FREE;
 
-			if (f < 0 || (ps_page_load(pw((uint64_t)f)) &
-				      (PS_PAGE_LIVE | PS_PAGE_FROZEN)) ||
+			if (f < 0 ||
+			    (ps_page_load(pw((uint64_t)f)) &
+			     (PS_PAGE_LIVE | PS_PAGE_FROZEN)) ||
 			    !atomic_compare_exchange_strong(&g.fm[f].state,
 							    &want, F_CLAIMED))
 				continue;
@@ -167,8 +169,7 @@ void map_done(uint64_t frame)
 {
 	int want = F_CLAIMED;
 
-	if (!atomic_compare_exchange_strong(&g.fm[frame].state, &want,
-					    F_INUSE))
+	if (!atomic_compare_exchange_strong(&g.fm[frame].state, &want, F_INUSE))
 		violation("(f) hooks: free hook during a successful map", 0,
 			  UINT64_MAX, frame,
 			  "frame %" PRIu64 " was mapped (the map returned 0) "
@@ -302,9 +303,10 @@ void hook_free(void *ctx, struct ps_space *space, uint64_t frame)
 			  "free_frame(%" PRIu64 ") ran but the frame is LIVE",
 			  frame);
 	if (held_now(frame, &kind))
-		violation("(b) refs: free hook for a held frame", 0,
-			  UINT64_MAX, frame,
-			  "free_frame(%" PRIu64 ") ran while a %s is held on it",
+		violation("(b) refs: free hook for a held frame", 0, UINT64_MAX,
+			  frame,
+			  "free_frame(%" PRIu64
+			  ") ran while a %s is held on it",
 			  frame, kind == H_PIN ? "pin" : "kmap");
 	atomic_fetch_add(&m->frees, 1);
 	atomic_store(&m->t_free, tick());
@@ -541,7 +543,8 @@ void record_zap(uint64_t addr, bool dontneed)
 		 */
 		uint64_t w = atomic_load(&m->w);
 
-		while (w && w < t0 && !atomic_compare_exchange_weak(&m->w, &w, 0))
+		while (w && w < t0 &&
+		       !atomic_compare_exchange_weak(&m->w, &w, 0))
 			;
 	}
 }

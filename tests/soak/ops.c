@@ -123,8 +123,8 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 			return -EIO;
 		}
 		if (!(w & PS_PAGE_DIRTY))
-			violation("(c) writable entry on a clean frame", 1, addr,
-				  f,
+			violation("(c) writable entry on a clean frame", 1,
+				  addr, f,
 				  "a CPU write through the writable entry "
 				  "%#" PRIx64 " finds frame %" PRIu64
 				  " clean (S3: dirty before writable); a write "
@@ -132,14 +132,15 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 				  "have made the entry of its new one writable",
 				  e, f);
 		if (!atomic_load(&g.fm[f].hooks) && !known(3) && !known(1))
-			violation("(f) hooks: write without a dirty hook in "
-				  "this lifetime",
-				  3, addr, f,
-				  "a CPU write through a writable entry of frame "
-				  "%" PRIu64 " in lifetime %" PRIu64
-				  ", but no dirty hook ran in this lifetime: the "
-				  "frame started it DIRTY (freed dirty)",
-				  f, atomic_load(&g.fm[f].gen));
+			violation(
+				"(f) hooks: write without a dirty hook in "
+				"this lifetime",
+				3, addr, f,
+				"a CPU write through a writable entry of frame "
+				"%" PRIu64 " in lifetime %" PRIu64
+				", but no dirty hook ran in this lifetime: the "
+				"frame started it DIRTY (freed dirty)",
+				f, atomic_load(&g.fm[f].gen));
 		device_write(f, rnd(t));
 		record_write(addr, WK_CPU);
 		pthread_mutex_unlock(&t->vtlb_lock);
@@ -357,7 +358,7 @@ static void rearm_run(enum region r, uint64_t start, uint64_t len)
 	if (r == REG_UNREG) {
 		(void)ps_prot_mprotect(g.sp, start, len, PS_PROT_READ);
 		(void)ps_prot_mprotect(g.sp, start, len,
-					PS_PROT_READ | PS_PROT_WRITE);
+				       PS_PROT_READ | PS_PROT_WRITE);
 	} else {
 		(void)protect_range(start, len);
 	}
@@ -441,8 +442,8 @@ static void op_harvest(struct thr *t)
 	}
 	op_begin(t, OP_HARVEST, start, rearm ? "harvest REARM" : "harvest");
 	rc = harvest_range(t, start, len, rearm);
-	op_end(t, OP_HARVEST, start, UINT64_MAX, len / PG | (uint64_t)rearm << 32,
-	       rc < 0 ? rc : 0);
+	op_end(t, OP_HARVEST, start, UINT64_MAX,
+	       len / PG | (uint64_t)rearm << 32, rc < 0 ? rc : 0);
 }
 
 /*
@@ -492,9 +493,8 @@ int scan_range(struct thr *t, uint64_t start, uint64_t len)
 
 static void op_scan(struct thr *t)
 {
-	uint64_t len, start = chance(t, 50)
-				      ? pick_run(t, REG_SCAN, 16, &len)
-				      : g.reg_start[REG_SCAN] * PG;
+	uint64_t len, start = chance(t, 50) ? pick_run(t, REG_SCAN, 16, &len)
+					    : g.reg_start[REG_SCAN] * PG;
 	int rc;
 
 	if (start == g.reg_start[REG_SCAN] * PG)
@@ -518,8 +518,8 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 
 	(void)pinned;
 	if (running)
-		violation("(c) two write-backs of one frame at once", 0,
-			  addr, frame,
+		violation("(c) two write-backs of one frame at once", 0, addr,
+			  frame,
 			  "write-back calls fn for frame %" PRIu64 " while "
 			  "another write-back's fn for it is still running "
 			  "(S11: a frame under write-back is skipped or "
@@ -537,8 +537,7 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  "(word %#" PRIx64 ")",
 			  frame, w);
 	if (!(w & PS_PAGE_WRITEBACK))
-		violation("(c) write-back without WRITEBACK", 0, addr,
-			  frame,
+		violation("(c) write-back without WRITEBACK", 0, addr, frame,
 			  "fn(%" PRIu64 ") runs while the frame's WRITEBACK is "
 			  "clear (word %#" PRIx64 "): another write-back of "
 			  "it ended meanwhile and cleared it",
@@ -549,8 +548,9 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 		violation("(f) hooks: write-back of a page never written in "
 			  "this lifetime",
 			  3, addr, frame,
-			  "write-back cleans frame %" PRIu64 " (lifetime %" PRIu64
-			  "): %" PRIu64 " dirty hooks, %" PRIu64
+			  "write-back cleans frame %" PRIu64
+			  " (lifetime %" PRIu64 "): %" PRIu64
+			  " dirty hooks, %" PRIu64
 			  " cleans so far in this lifetime: it was DIRTY "
 			  "from an earlier one",
 			  frame, atomic_load(&m->gen), atomic_load(&m->hooks),
@@ -588,7 +588,8 @@ static void op_writeback(struct thr *t)
 		len = g.cfg.reg_pages * PG;
 	}
 	op_begin(t, OP_WRITEBACK, start,
-		 mode == PS_WB_CLEAN ? "writeback CLEAN" : "writeback INTEGRITY");
+		 mode == PS_WB_CLEAN ? "writeback CLEAN"
+				     : "writeback INTEGRITY");
 	rc = ps_space_writeback(g.sp, start, len, mode, wb_fn, t, &st);
 	op_end(t, OP_WRITEBACK, start, UINT64_MAX,
 	       len / PG | (uint64_t)mode << 32, rc == -EIO ? 0 : rc);
@@ -707,7 +708,8 @@ static void op_map(struct thr *t)
 	if ((rc == 0) != (busy == 0) || (rc && rc != -EEXIST))
 		violation("(b) map result", 0, addr, (uint64_t)first,
 			  "ps_space_map_range(%#" PRIx64 ", %" PRIu64
-			  " pages, frame %" PRId64 ", flags %#x) = %d with %" PRIu64
+			  " pages, frame %" PRId64
+			  ", flags %#x) = %d with %" PRIu64
 			  " of its pages mapped",
 			  addr, n, first, flags, rc, busy);
 	pthread_mutex_unlock(&g.mm_lock);
@@ -787,7 +789,8 @@ static void op_convert(struct thr *t)
 			violation("(d) conversion result", 0, addr + k * PG, f,
 				  "ps_prot_convert() returned 0 but frame "
 				  "%" PRIu64 " is not %s",
-				  f, to == PS_ENC_PRIVATE ? "private" : "shared");
+				  f,
+				  to == PS_ENC_PRIVATE ? "private" : "shared");
 		if (now != before[k] && held_throughout(f, t0, t1, &h))
 			violation("(d) conversion of a pinned or CPU-mapped "
 				  "page",
@@ -795,7 +798,8 @@ static void op_convert(struct thr *t)
 				  "frame %" PRIu64 " was converted to %s while "
 				  "thread %d held a %s (flags %#x) on it for "
 				  "the whole call",
-				  f, to == PS_ENC_PRIVATE ? "private" : "shared",
+				  f,
+				  to == PS_ENC_PRIVATE ? "private" : "shared",
 				  h.thread, h.kind == H_PIN ? "pin" : "kmap",
 				  h.flags);
 	}
@@ -944,8 +948,8 @@ static void op_cache(struct thr *t)
 		op_begin(t, OP_CACHE, UINT64_MAX, "set_cache free");
 		rc = ps_prot_set_cache(g.sp, f, mode, 0);
 		if (rc)
-			violation("(b) set_cache of a free frame", 0, UINT64_MAX,
-				  f,
+			violation("(b) set_cache of a free frame", 0,
+				  UINT64_MAX, f,
 				  "ps_prot_set_cache(%" PRIu64 ", %d, 0) = %d "
 				  "on a frame its owner has free: someone "
 				  "holds it",
@@ -961,7 +965,8 @@ static void op_cache(struct thr *t)
 		pthread_mutex_lock(&g.mm_lock);
 		f = frame_at(addr, NULL);
 		if (f != UINT64_MAX) {
-			unsigned int old = ps_page_word_cache(ps_page_load(pw(f)));
+			unsigned int old =
+				ps_page_word_cache(ps_page_load(pw(f)));
 
 			op_phase(t, "set_cache mapped");
 			rc = ps_prot_set_cache(g.sp, f, mode, 0);
@@ -1045,8 +1050,7 @@ static void op_hooks(struct thr *t)
 
 	op_begin(t, OP_HOOKS, UINT64_MAX, "set_prot_hooks");
 	/* Without prepare/finish the conversion commits while unfreezing. */
-	rc = ps_prot_set_hooks(g.sp,
-				     on ? &prot_hooks
+	rc = ps_prot_set_hooks(g.sp, on ? &prot_hooks
 					: &(struct ps_prot_hooks){
 						  .make_accessible =
 							  make_accessible});
@@ -1060,25 +1064,62 @@ static void op_hooks(struct thr *t)
 void run_op(struct thr *t, enum op op)
 {
 	switch (op) {
-	case OP_WRITE: op_write(t); break;
-	case OP_READ: op_read(t); break;
-	case OP_PIN: op_pin(t); break;
-	case OP_PROTECT: op_protect(t); break;
-	case OP_UNPROTECT: op_unprotect(t); break;
-	case OP_HARVEST: op_harvest(t); break;
-	case OP_SCAN: op_scan(t); break;
-	case OP_WRITEBACK: op_writeback(t); break;
-	case OP_DISCARD: op_discard(t); break;
-	case OP_UNMAP: op_unmap(t); break;
-	case OP_MAP: op_map(t); break;
-	case OP_CONVERT: op_convert(t); break;
-	case OP_KMAP: op_kmap(t); break;
-	case OP_SECONDARY: op_secondary(t); break;
-	case OP_CACHE: op_cache(t); break;
-	case OP_MARKDIRTY: op_markdirty(t); break;
-	case OP_MPROTECT: op_mprotect(t); break;
-	case OP_HOOKS: op_hooks(t); break;
-	default: break;
+	case OP_WRITE:
+		op_write(t);
+		break;
+	case OP_READ:
+		op_read(t);
+		break;
+	case OP_PIN:
+		op_pin(t);
+		break;
+	case OP_PROTECT:
+		op_protect(t);
+		break;
+	case OP_UNPROTECT:
+		op_unprotect(t);
+		break;
+	case OP_HARVEST:
+		op_harvest(t);
+		break;
+	case OP_SCAN:
+		op_scan(t);
+		break;
+	case OP_WRITEBACK:
+		op_writeback(t);
+		break;
+	case OP_DISCARD:
+		op_discard(t);
+		break;
+	case OP_UNMAP:
+		op_unmap(t);
+		break;
+	case OP_MAP:
+		op_map(t);
+		break;
+	case OP_CONVERT:
+		op_convert(t);
+		break;
+	case OP_KMAP:
+		op_kmap(t);
+		break;
+	case OP_SECONDARY:
+		op_secondary(t);
+		break;
+	case OP_CACHE:
+		op_cache(t);
+		break;
+	case OP_MARKDIRTY:
+		op_markdirty(t);
+		break;
+	case OP_MPROTECT:
+		op_mprotect(t);
+		break;
+	case OP_HOOKS:
+		op_hooks(t);
+		break;
+	default:
+		break;
 	}
 }
 
@@ -1102,9 +1143,9 @@ enum ps_fault soak_resolve_wp_write(uint64_t addr)
 
 void soak_set_prot_hooks(bool on)
 {
-	(void)ps_prot_set_hooks(
-		g.sp, on ? &prot_hooks
-			 : &(struct ps_prot_hooks){.make_accessible =
+	(void)ps_prot_set_hooks(g.sp, on ? &prot_hooks
+					 : &(struct ps_prot_hooks){
+						   .make_accessible =
 							   make_accessible});
 	atomic_store(&g.hooks_on, on);
 }

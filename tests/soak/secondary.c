@@ -234,7 +234,8 @@ void inval_start(uint64_t start, uint64_t len, enum ps_notifier_event ev)
 
 void inval_end(uint64_t start, uint64_t len)
 {
-	int rc = ps_notifier_invalidate_end(ps_space_notifier(g.sp), start, len);
+	int rc = ps_notifier_invalidate_end(ps_space_notifier(g.sp), start,
+					    len);
 
 	if (rc)
 		violation("(g) invalidate_end failed", 0, start, UINT64_MAX,

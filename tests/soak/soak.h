@@ -91,10 +91,10 @@ struct config {
 	uint64_t seed;
 	unsigned int check_ms;
 	unsigned int watchdog_s;
-	uint64_t reg_pages;  /* pages per region */
+	uint64_t reg_pages; /* pages per region */
 	uint64_t nframes;
-	uint64_t ops;	     /* bit per enum op */
-	uint64_t known;	     /* bit per issue-15 defect number allowed */
+	uint64_t ops;	/* bit per enum op */
+	uint64_t known; /* bit per issue-15 defect number allowed */
 	bool verbose;
 	const char *argv0;
 	const char *cmdline; /* to print with a violation */
@@ -116,11 +116,11 @@ enum fstate {
 
 struct fmodel {
 	_Atomic int state;
-	_Atomic uint64_t gen;	   /* lifetimes so far */
-	_Atomic uint64_t hooks;	   /* dirty hooks in this lifetime */
-	_Atomic uint64_t cleans;   /* write-back callbacks in this lifetime */
-	_Atomic uint64_t frees;	   /* free hooks in this lifetime */
-	_Atomic int in_wb;	   /* write-back callbacks running on it */
+	_Atomic uint64_t gen;	 /* lifetimes so far */
+	_Atomic uint64_t hooks;	 /* dirty hooks in this lifetime */
+	_Atomic uint64_t cleans; /* write-back callbacks in this lifetime */
+	_Atomic uint64_t frees;	 /* free hooks in this lifetime */
+	_Atomic int in_wb;	 /* write-back callbacks running on it */
 	_Atomic uint64_t limbo_epoch; /* when it went F_LIMBO */
 	/* Ticks of the latest allocation, free hook and dirty hook. */
 	_Atomic uint64_t t_alloc, t_free, t_dirty;
@@ -128,12 +128,12 @@ struct fmodel {
 
 /* Per page: the latest write and the latest harvest that reported it. */
 struct pmodel {
-	_Atomic uint64_t w;	   /* tick of the latest recorded write */
-	_Atomic int wkind;	   /* its kind */
-	_Atomic int wthread;	   /* its thread */
-	_Atomic uint64_t h;	   /* tick after the latest report */
-	_Atomic uint64_t zapped;   /* tick of the latest zap */
-	_Atomic int64_t frame;	   /* shadow mapping: frame or -1 (mm_lock) */
+	_Atomic uint64_t w;	 /* tick of the latest recorded write */
+	_Atomic int wkind;	 /* its kind */
+	_Atomic int wthread;	 /* its thread */
+	_Atomic uint64_t h;	 /* tick after the latest report */
+	_Atomic uint64_t zapped; /* tick of the latest zap */
+	_Atomic int64_t frame;	 /* shadow mapping: frame or -1 (mm_lock) */
 };
 
 /* Held pins and CPU maps, for (b) and (d). */
@@ -223,8 +223,8 @@ struct soak {
 	struct hold holds[MAX_HOLDS];
 	_Atomic uint64_t clock;
 	_Atomic uint64_t progress;
-	_Atomic int lt_inflight;	/* long-term pins or unpins running */
-	_Atomic uint64_t lt_last_end;	/* tick when the last one returned */
+	_Atomic int lt_inflight;      /* long-term pins or unpins running */
+	_Atomic uint64_t lt_last_end; /* tick when the last one returned */
 	_Atomic bool stop, pause, done;
 	pthread_barrier_t bar_in, bar_out;
 	struct thr *thr; /* cfg.threads workers, then the checker */
