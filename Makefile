@@ -11,6 +11,9 @@
 #                 report
 #   make install PREFIX=/usr/local   the archive, headers, .pc, man pages
 #   make fuzz     run every libFuzzer target for FUZZ_SECONDS (default 60)
+#   make format   lay out every C/C++ file with .clang-format (clang-format
+#                 14), then report comments that are too wide or ragged
+#                 (docs/contributing.md)
 #
 # Build directories: build/ (debugoptimized, tests), build-asan/,
 # build-tsan/, build-fuzz/ (clang, libFuzzer, ASan+UBSan), build-release/
@@ -22,8 +25,9 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 TEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps-all deps-install deps-test deps-bench deps-fuzz test \
-	test-default test-asan test-tsan test-fuzz bench fuzz install clean
+.PHONY: all deps-all deps-install deps-test deps-bench deps-fuzz deps-format \
+	test test-default test-asan test-tsan test-fuzz bench fuzz format \
+	install clean
 
 all: deps-all build/build.ninja
 	$(MESON) compile -C build
@@ -38,6 +42,8 @@ deps-bench:
 	@tools/install-deps.sh bench
 deps-fuzz:
 	@tools/install-deps.sh fuzz
+deps-format:
+	@tools/install-deps.sh format
 
 # The default build makes both the archive and the shared library: the
 # tests that use only the public API link the shared one, and the meta
@@ -99,6 +105,12 @@ test-fuzz: build-fuzz/build.ninja
 fuzz: deps-fuzz build-fuzz/build.ninja
 	$(MESON) compile -C build-fuzz
 	@tools/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
+
+# clang-format lays out the code; the comments are for a person (or for
+# tools/reflow-check.py --fix FILE), so this only reports them.
+format: deps-format
+	tools/format.sh
+	tools/reflow-check.py --root .
 
 bench: deps-bench build-release/build.ninja
 	$(MESON) compile -C build-release

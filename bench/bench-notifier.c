@@ -56,7 +56,7 @@ static inline void keep(uint64_t v)
 	__asm__ __volatile__("" : : "r"(v) : "memory");
 }
 
-/* --- a Linux-style interval notifier read side ------------------------------ */
+/* --- a Linux-style interval notifier read side ---------------------------- */
 
 struct linux_subs {
 	pthread_spinlock_t lock;
@@ -89,7 +89,7 @@ static bool linux_read_retry(struct linux_sub *sub, uint64_t seq)
 				    memory_order_relaxed) != seq;
 }
 
-/* --- KVM's merged range (mmu_invalidate_*), the false-retry baseline -------- */
+/* --- KVM's merged range (mmu_invalidate_*), the false-retry baseline ------ */
 
 struct kvm {
 	uint64_t seq;	     /* mmu_invalidate_seq */
@@ -128,7 +128,7 @@ static bool kvm_retry(const struct kvm *k, uint64_t seq, uint64_t addr)
 	return k->seq != seq;
 }
 
-/* --- read pairs ----------------------------------------------------------------- */
+/* --- read pairs ----------------------------------------------------------- */
 
 struct ctx {
 #if BENCH_HAVE_CK
@@ -217,7 +217,7 @@ BENCH_PAIR(mutex_pair, pthread_mutex_lock(&c->mutex); acc += c->mdata;
 	   pthread_mutex_unlock(&c->mutex))
 /* clang-format on */
 
-/* --- invalidation cost ------------------------------------------------------------ */
+/* --- invalidation cost ---------------------------------------------------- */
 
 struct inv_ctx {
 	struct ps_notifier n;
@@ -275,17 +275,16 @@ static double bench_invalidate(const struct bench_opts *o, uint64_t nsubs)
 	return st.median;
 }
 
-/* --- a stream of non-overlapping invalidations: cost and false retries ------ */
+/* --- a stream of non-overlapping invalidations: cost and false retries ---- */
 
 /*
  * Region A (pages [1024, 1088)) is the reader's. The invalidator keeps two
  * invalidations in flight at a time, one of a random page below A
  * ([0, 1024)) and one above it ([2048, 3072)), never A: every retry the
  * reader sees is false. KVM merges the two in-flight ranges into one that
- * covers A, and also retries whenever any invalidation ended. The
- * invalidator applies each invalidation to the notifier and to the KVM
- * baseline, under the lock the reader checks both under; the two threads
- * run on different CPUs.
+ * covers A, and also retries whenever any invalidation ended. The invalidator
+ * applies each invalidation to the notifier and to the KVM baseline, under the
+ * lock the reader checks both under; the two threads run on different CPUs.
  */
 struct busy {
 	struct ps_notifier n;
@@ -445,7 +444,7 @@ static void bench_false_retries(const struct bench_opts *o, unsigned pause,
 	free(b);
 }
 
-/* --- driver ---------------------------------------------------------------------- */
+/* --- driver --------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {

@@ -233,7 +233,7 @@ static bool mutex_pinned(struct slot *s)
 
 BENCH_PREDICATE(mutex_is_pinned, mutex_pinned(s))
 
-/* --- driver ---------------------------------------------------------------- */
+/* --- driver --------------------------------------------------------------- */
 
 struct impl {
 	const char *name;

@@ -85,7 +85,7 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* --- lookup ------------------------------------------------------------------ */
+/* --- lookup --------------------------------------------------------------- */
 
 static double lookup_floor(void *arg, uint64_t n)
 {
@@ -163,7 +163,7 @@ static double lookup_get_cold(void *arg, uint64_t n)
 	return lookup_get(arg, n);
 }
 
-/* --- the state every other case starts from ---------------------------------- */
+/* --- the state every other case starts from ------------------------------- */
 
 /* Table: registered async, all mapped writable (all written). */
 static void table_all_written(void)
@@ -201,7 +201,7 @@ static void flat_dirty(void)
 				      memory_order_relaxed);
 }
 
-/* --- protect ------------------------------------------------------------------ */
+/* --- protect -------------------------------------------------------------- */
 
 static double protect_table(void *arg, uint64_t n)
 {
@@ -248,7 +248,7 @@ static double protect_floor(void *arg, uint64_t n)
 	return t;
 }
 
-/* --- scan --------------------------------------------------------------------------- */
+/* --- scan ----------------------------------------------------------------- */
 
 /* One implementation's scan: how to dirty the pages, how to scan. */
 struct scan_case {
@@ -320,7 +320,7 @@ static long floor_scan(bool rearm)
 	return (long)nr;
 }
 
-/* --- fault ---------------------------------------------------------------------------- */
+/* --- fault ---------------------------------------------------------------- */
 
 static uint64_t fault_next;
 
@@ -396,7 +396,7 @@ static double fault_floor(void *arg, uint64_t n)
 	return bench_now_ns() - t0;
 }
 
-/* --- the kernel ------------------------------------------------------------------------ */
+/* --- the kernel ----------------------------------------------------------- */
 
 #ifdef __linux__
 static int uffd = -1, pagemap = -1;
@@ -536,7 +536,7 @@ static bool kernel_setup(const struct bench_opts *o)
 }
 #endif
 
-/* --- driver ------------------------------------------------------------------------------- */
+/* --- driver --------------------------------------------------------------- */
 
 #define MAX_IMPLS 4
 
@@ -547,12 +547,11 @@ struct impl {
 };
 
 /*
- * measure() - run every implementation once per run, in turn (after one
- * warm-up each), so that a noisy stretch of the shared machine hits all of
- * them alike. Prints each one's median [min..max] in @unit (ns * @scale),
- * its ratio to impls[0] (the floor) and to impls[@peer] (-1: none), both
- * as medians of per-run ratios. Returns those ratios in @vs_floor and
- * @vs_peer (may be NULL).
+ * measure() - run every implementation once per run, in turn (after one warm-up
+ * each), so that a noisy stretch of the shared machine hits all of them alike.
+ * Prints each one's median [min..max] in @unit (ns * @scale), its ratio to
+ * impls[0] (the floor) and to impls[@peer] (-1: none), both as medians of
+ * per-run ratios. Returns those ratios in @vs_floor and @vs_peer (may be NULL).
  */
 static void measure(const struct bench_opts *o, const char *group,
 		    const char *op, const char *unit, double scale,

@@ -59,7 +59,7 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* --- convert 1 GiB -------------------------------------------------------------------- */
+/* --- convert 1 GiB -------------------------------------------------------- */
 
 static double floor_pages(void *arg, uint64_t n)
 {
@@ -197,7 +197,7 @@ static double inval_only(void *arg, uint64_t n)
 	return t1 - t0;
 }
 
-/* --- kmap pair ---------------------------------------------------------------------- */
+/* --- kmap pair ------------------------------------------------------------ */
 
 static _Atomic(uint64_t) floor_word;
 
@@ -262,7 +262,7 @@ static double kmap_first(void *arg, uint64_t n)
 	return kmap_loop(n);
 }
 
-/* --- driver ------------------------------------------------------------------------------- */
+/* --- driver --------------------------------------------------------------- */
 
 #define MAX_IMPLS 6
 

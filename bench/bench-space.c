@@ -63,7 +63,7 @@ static struct ps_space *make_space(uint64_t size, uint64_t nframes)
 	return s;
 }
 
-/* --- pin_range / unpin ------------------------------------------------------ */
+/* --- pin_range / unpin ---------------------------------------------------- */
 
 struct pin_arg {
 	struct ps_space *s;
@@ -176,7 +176,7 @@ static double raw_lookup(void *arg, uint64_t iters)
 	return (bench_now_ns() - t0) / (double)a->npages;
 }
 
-/* --- write faults -------------------------------------------------------------- */
+/* --- write faults --------------------------------------------------------- */
 
 struct fault_arg {
 	struct ps_space *s;
@@ -257,7 +257,7 @@ static double fault_resolve(void *arg, uint64_t iters)
 	return total / (double)a->npages;
 }
 
-/* --- harvest ------------------------------------------------------------------ */
+/* --- harvest -------------------------------------------------------------- */
 
 struct harvest_arg {
 	struct ps_space *s;

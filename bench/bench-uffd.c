@@ -88,7 +88,7 @@ static uint8_t *map_populated(uint64_t len)
 	return m;
 }
 
-/* --- harvest ------------------------------------------------------------------ */
+/* --- harvest -------------------------------------------------------------- */
 
 static uint64_t *dirty; /* page indexes written before each harvest */
 static uint64_t ndirty;
@@ -309,7 +309,7 @@ static double invalidations_once(struct harvester *h)
 	return bench_now_ns() - t0;
 }
 
-/* --- sync fault round trip ------------------------------------------------------ */
+/* --- sync fault round trip ------------------------------------------------ */
 
 struct faulter {
 	const char *name;
@@ -424,7 +424,7 @@ static void faulter_free(struct faulter *f)
 	munmap(f->mem, FAULT_PAGES * PG);
 }
 
-/* --- driver ----------------------------------------------------------------------- */
+/* --- driver --------------------------------------------------------------- */
 
 static void report(const struct bench_opts *o, const char *group,
 		   const char *op, const char *unit, double scale,

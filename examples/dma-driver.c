@@ -387,11 +387,10 @@ static void reg_free(struct dma_reg *reg)
 }
 
 /*
- * One request: the device writes @pattern to n pages at va; @frames
- * receives the frames it wrote. Translate
- * through the cache, pin (so the frames cannot go away under the DMA),
- * re-check that no invalidation of these pages ran since the translations
- * were taken, DMA, and unpin marking the pages dirty.
+ * One request: the device writes @pattern to n pages at va; @frames receives
+ * the frames it wrote. Translate through the cache, pin (so the frames cannot
+ * go away under the DMA), re-check that no invalidation of these pages ran
+ * since the translations were taken, DMA, and unpin marking the pages dirty.
  *
  * Return: 0; -ENOENT (not registered, or unregistering); -EFAULT (a page is
  * not mapped, e.g. hot-removed); -EIO if a translation disagreed with the
@@ -507,7 +506,7 @@ static void *io_main(void *arg)
 				t->last_pattern[page + i] = pattern;
 			}
 		}
-		/* Relaxed: statistics, read after join or as a progress hint. */
+		/* Relaxed: statistics, read after join or as progress hints. */
 		if (!err)
 			atomic_fetch_add_explicit(other ? &t->other_ok : &t->ok,
 						  1, memory_order_relaxed);

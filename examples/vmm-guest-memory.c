@@ -217,7 +217,7 @@ static void pause_writers(unsigned int n)
 {
 	/* Release: pairs with the acquire in writer_checkpoint. */
 	atomic_store_explicit(&paused, true, memory_order_release);
-	/* Acquire: pairs with the writers' release ack: their writes are done. */
+	/* Acquire: pairs with the writers' release: their writes are done. */
 	while (atomic_load_explicit(&parked, memory_order_acquire) < n)
 		sched_yield();
 }

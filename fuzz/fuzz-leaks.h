@@ -5,11 +5,10 @@
  * registrations and trimmed levels, the interval tree's replaced nodes).
  *
  * libFuzzer's leak check after an input (-detect_leaks) counts mallocs and
- * frees: such frees happen later and in another thread, so nearly every
- * input looks like a leak and costs a LeakSanitizer pass (half the smoke's
- * time, for nothing). It is turned off unless asked for; LeakSanitizer
- * still checks the whole process at exit, where memory lost by the library
- * would show.
+ * frees: such frees happen later and in another thread, so nearly every input
+ * looks like a leak and costs a LeakSanitizer pass (half the smoke's time, for
+ * nothing). It is turned off unless asked for; LeakSanitizer still checks the
+ * whole process at exit, where memory lost by the library would show.
  */
 #ifndef PS_FUZZ_LEAKS_H
 #define PS_FUZZ_LEAKS_H

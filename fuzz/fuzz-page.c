@@ -11,8 +11,7 @@
  * After every operation the fuzzer checks that the library agrees with the
  * model on the return value, on the misuse reported to the error hook (which
  * error, or none), and on everything the accessors show: refs, pins, flags,
- * frozen, live, pinned. Any disagreement aborts, and libFuzzer keeps the
- * input.
+ * frozen, live, pinned. Any disagreement aborts, and libFuzzer keeps the input.
  */
 #include <pagestate/page.h>
 

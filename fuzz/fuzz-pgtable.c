@@ -27,7 +27,7 @@
 static struct ps_pgtable *tab[2];
 static struct mtable model[2];
 
-/* --- visits --------------------------------------------------------------------- */
+/* --- visits --------------------------------------------------------------- */
 
 struct visit {
 	uint64_t addr;
@@ -75,7 +75,7 @@ static void check_visits(void)
 	CHECK(same);
 }
 
-/* --- operations ------------------------------------------------------------------ */
+/* --- operations ----------------------------------------------------------- */
 
 static int want_of(bool einval, int rc)
 {

@@ -1,37 +1,34 @@
 // SPDX-License-Identifier: MIT
 /*
- * fuzz/fuzz-scan.c - ps_pgtable_scan() argument validation and results
- * against a brute-force computation over the reference model
- * (fuzz/pgtable-model.h).
+ * fuzz/fuzz-scan.c - ps_pgtable_scan() argument validation and results against
+ * a brute-force computation over the reference model (fuzz/pgtable-model.h).
  *
  * The input is a program over one table: a few operations build a state
  * (registrations with every flag combination, entries of every form, maps,
- * async and sync write faults that make pages written, protect, unprotect
- * and zaps, which leave WRITTEN markers of written async pages), and scans
- * take arbitrary struct ps_pgtable_scan arguments:
- * aligned or not, inverted ranges, ranges past the space, unknown flags and
- * category bits, any masks (inverted, all-of, any-of, return), vec NULL or
- * not with any vec_len, any max_pages. A resume operation repeats a scan
- * from walk_end until the walk completes, as a caller with a small vec or
- * budget does.
+ * async and sync write faults that make pages written, protect, unprotect and
+ * zaps, which leave WRITTEN markers of written async pages), and scans take
+ * arbitrary struct ps_pgtable_scan arguments: aligned or not, inverted ranges,
+ * ranges past the space, unknown flags and category bits, any masks (inverted,
+ * all-of, any-of, return), vec NULL or not with any vec_len, any max_pages. A
+ * resume operation repeats a scan from walk_end until the walk completes, as a
+ * caller with a small vec or budget does.
  *
  * Every scan is checked against the model: the error the header's rules
  * give (or success), the regions (categories, merging of adjacent equal
- * regions, the budget, a full vec), walk_end, nothing written past the
- * regions (nor anything on error), and the entries afterwards, so a
- * PS_SCAN_WP_MATCHING scan must re-protect exactly the pages it took and
- * nothing else. As in Linux, an unaligned end is rounded up, and a scan
- * without a vector counts nothing (no budget) and, with WP_MATCHING,
- * protects every page of its range whatever the masks. Queries that
- * require WRITTEN read only the leaves' hinted lines, so every path that
- * makes a page written is checked to hint it.
+ * regions, the budget, a full vec), walk_end, nothing written past the regions
+ * (nor anything on error), and the entries afterwards, so a PS_SCAN_WP_MATCHING
+ * scan must re-protect exactly the pages it took and nothing else. As in Linux,
+ * an unaligned end is rounded up, and a scan without a vector counts nothing
+ * (no budget) and, with WP_MATCHING, protects every page of its range whatever
+ * the masks. Queries that require WRITTEN read only the leaves' hinted lines,
+ * so every path that makes a page written is checked to hint it.
  */
 #include "pgtable-model.h"
 
 static struct ps_pgtable *tab;
 static struct mtable model;
 
-/* --- building the state ----------------------------------------------------------- */
+/* --- building the state --------------------------------------------------- */
 
 static void op_register(struct in *in)
 {
@@ -142,7 +139,7 @@ static void op_fill(struct in *in)
 	}
 }
 
-/* --- scan arguments ----------------------------------------------------------------- */
+/* --- scan arguments ------------------------------------------------------- */
 
 static uint64_t gen_scan_addr(struct in *in)
 {

@@ -7,13 +7,12 @@
  * semantics, error list), not from lib/pgtable.c: where the two disagree,
  * the fuzzer aborts and a human decides which one is wrong.
  *
- * The model covers NPAGES_M pages: a window of WIN_PAGES pages that
- * straddles the leaf boundary at page 512 (and eight written-hint lines),
- * plus the last page of the address space (EDGE). Every other page is none
- * and unregistered, always: operations whose valid range would change one
- * of them are not generated, the others (zap, protect, unregister, copy,
- * trim, scans over the whole space) are modelled exactly, since their
- * effect on such pages is known.
+ * The model covers NPAGES_M pages: a window of WIN_PAGES pages that straddles
+ * the leaf boundary at page 512 (and eight written-hint lines), plus the last
+ * page of the address space (EDGE). Every other page is none and unregistered,
+ * always: operations whose valid range would change one of them are not
+ * generated, the others (zap, protect, unregister, copy, trim, scans over the
+ * whole space) are modelled exactly, since their effect on such pages is known.
  *
  * Per page the model holds the entry and the registration (0, or MREG |
  * PS_WP_* with PS_WP_ASYNC already implying PS_WP_UNPOPULATED, as the
@@ -47,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define EDGE_ADDR (SPACE_END - PG)
 #define MREG 0x80u
 
-/* --- where we are, and the abort ------------------------------------------- */
+/* --- where we are, and the abort ------------------------------------------ */
 
 static size_t fz_at;	   /* offset of the current operation */
 static unsigned int fz_op; /* its opcode */
@@ -75,11 +74,11 @@ static unsigned int fz_op; /* its opcode */
 		}                                                            \
 	} while (0)
 
-/* --- the input ------------------------------------------------------------------ */
+/* --- the input ------------------------------------------------------------ */
 
 /* struct in, u8(), raw64(): fuzz-input.h */
 
-/* --- pages ------------------------------------------------------------------------ */
+/* --- pages ---------------------------------------------------------------- */
 
 static uint64_t maddr(unsigned int i)
 {
@@ -115,7 +114,7 @@ static bool m_bad_range(uint64_t start, uint64_t len)
 	       start > SPACE_END || len > SPACE_END - start;
 }
 
-/* --- the model ---------------------------------------------------------------- */
+/* --- the model ------------------------------------------------------------ */
 
 struct mtable {
 	ps_pte_t e[NPAGES_M];
@@ -289,7 +288,7 @@ static uint64_t m_categories(ps_pte_t e, unsigned int r)
 	return c | (ps_pte_uffd_wp(e) ? PS_CAT_WP : PS_CAT_WRITTEN);
 }
 
-/* --- comparing the table with the model ------------------------------------------ */
+/* --- comparing the table with the model ----------------------------------- */
 
 static void compare_table(const struct ps_pgtable *t, const struct mtable *m)
 {
@@ -335,7 +334,7 @@ static void compare_table(const struct ps_pgtable *t, const struct mtable *m)
 	ps_pgtable_read_unlock();
 }
 
-/* --- the scan, by brute force ------------------------------------------------------ */
+/* --- the scan, by brute force --------------------------------------------- */
 
 #define VEC_MAX 80u
 
@@ -394,10 +393,9 @@ static uint64_t ms_offer(struct mscan *s, uint64_t addr, uint64_t n, uint64_t c)
  * pages. Error precedence between -ENOENT and -EPERM is not documented:
  * *alt receives the other acceptable code (or the same).
  *
- * Linux's rules (pgtable.h, "Scans"): an unaligned end is rounded up to a
- * page; without a vector (vec_len 0) nothing is counted, so there is no
- * budget, and a WP_MATCHING scan takes (re-protects) every page whatever
- * the masks.
+ * Linux's rules (pgtable.h, "Scans"): an unaligned end is rounded up to a page;
+ * without a vector (vec_len 0) nothing is counted, so there is no budget, and a
+ * WP_MATCHING scan takes (re-protects) every page whatever the masks.
  */
 static long m_scan(struct mtable *m, const struct ps_pgtable_scan *a,
 		   struct mscan *s, long *alt)
@@ -536,7 +534,7 @@ static void check_scan(struct ps_pgtable *t, struct mtable *m,
 		CHECK(!memcmp(&vec[i], &poison, sizeof(poison)));
 }
 
-/* --- generators -------------------------------------------------------------------- */
+/* --- generators ----------------------------------------------------------- */
 
 /* An entry: mostly valid, of every form; sometimes any 64 bits. */
 static ps_pte_t gen_entry(struct in *in)

@@ -45,6 +45,12 @@ enum {
 				    * installed yet */
 	FP_WB_CLEARED,		   /* write-back: DIRTY cleared, frame still
 				    * LOCKED, invalidation not ended */
+	FP_FAULT_RECHECKED,	   /* fault: entry read again under LOCKED,
+				    * frame not marked yet */
+	FP_FAULT_MARKED,	   /* fault: frame marked dirty, entry not
+				    * writable yet */
+	FP_MARK_LOOKED_UP,	   /* mark_dirty: entry read, frame neither
+				    * held nor marked */
 	FP_NR
 };
 /* clang-format on */

@@ -7,14 +7,13 @@
  *   level 1   1 bit per chunk of 8 level-0 words       (512 bits)
  *   level 0   1 bit per item                           (a 4 KiB page)
  *
- * With one bit per 4 KiB page, a chunk is 2 MiB and a level-2 bit 128 MiB.
- * A harvest reads every level-2 word of its range (for 1 TiB: 128 words),
- * then only the level-1 words and chunks whose summary bit is set. Its cost
- * is therefore the number of set bits plus a tiny term per 128 MiB, not the
- * size of the bitmap. The memory is one anonymous NORESERVE mapping, filled
- * with zeros by the kernel on first touch, so an untouched range costs no
- * resident memory (a 1 TiB range reserves 32 MiB + 64 KiB + 1 KiB of address
- * space).
+ * With one bit per 4 KiB page, a chunk is 2 MiB and a level-2 bit 128 MiB. A
+ * harvest reads every level-2 word of its range (for 1 TiB: 128 words), then
+ * only the level-1 words and chunks whose summary bit is set. Its cost is
+ * therefore the number of set bits plus a tiny term per 128 MiB, not the size
+ * of the bitmap. The memory is one anonymous NORESERVE mapping, filled with
+ * zeros by the kernel on first touch, so an untouched range costs no resident
+ * memory (a 1 TiB range reserves 32 MiB + 64 KiB + 1 KiB of address space).
  *
  * Protocol (every operation is lock-free; set is wait-free):
  *   set:     L0 |= bit, then, if that made it set, L1 |= chunk, L2 |= word.
@@ -94,12 +93,11 @@ static inline bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit)
 }
 
 /*
- * ps__hbm_harvest() - show every set bit in [first, first + count) to
- * @visit, in increasing order, taking it from the bitmap unless the visitor
- * keeps it. Returns how many bits were shown. With PS__HBM_STOP, *@resume
- * (if not NULL) is the bit to resume from; otherwise it is first + count.
- * Lock-free; concurrent harvests of overlapping ranges each see a disjoint
- * subset.
+ * ps__hbm_harvest() - show every set bit in [first, first + count) to @visit,
+ * in increasing order, taking it from the bitmap unless the visitor keeps it.
+ * Returns how many bits were shown. With PS__HBM_STOP, *@resume (if not NULL)
+ * is the bit to resume from; otherwise it is first + count. Lock-free;
+ * concurrent harvests of overlapping ranges each see a disjoint subset.
  */
 uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 			 ps__hbm_visit_fn visit, void *ctx, uint64_t *resume);

@@ -65,12 +65,11 @@
  *   acquires the tag (0 by RW1, or a newer number by RW4), both release
  *   stores made after H2/H3, so the reloads in Q2 see that merge.
  *
- * Why the levels answer "after e0" rather than "in (e0, e1]": a run keeps
- * only the newest end over its addresses, and the version a reader loads
- * may already hold ends after e1. If an end in (e0, e1] covered an
- * address, the newest end over that address is at least as new, so a run
- * after e0 covers it (never a missed end); a run after e0 is an end after
- * e0 (never a wrong one).
+ * Why the levels answer "after e0" rather than "in (e0, e1]": a run keeps only
+ * the newest end over its addresses, and the version a reader loads may already
+ * hold ends after e1. If an end in (e0, e1] covered an address, the newest end
+ * over that address is at least as new, so a run after e0 covers it (never a
+ * missed end); a run after e0 is an end after e0 (never a wrong one).
  *
  * ===========================================================================
  * Complexity (m runs kept)

@@ -4,14 +4,13 @@
  * number (internal, not installed): what makes the notifier's whole-space
  * check exact however many invalidations ended since read_begin.
  *
- * Ends are numbered 1, 2, 3, ... by the writer (the notifier numbers them
- * in its state word, modulo 2^PS_NOTIFIER_ENDS_WIDTH). The question a
- * reader asks: did an end numbered after e0 cover an address of
- * [start, last]? Every end up to e1, the latest the reader knows of,
- * counts; later ones, concurrent with the question, may or may not. The
- * answer is exact whatever e1 - e0 is, except after a failed allocation,
- * when the ends the writer could not keep are forgotten and a question
- * reaching back to them answers PS__HIST_FORGOTTEN.
+ * Ends are numbered 1, 2, 3, ... by the writer (the notifier numbers them in
+ * its state word, modulo 2^PS_NOTIFIER_ENDS_WIDTH). The question a reader asks:
+ * did an end numbered after e0 cover an address of [start, last]? Every end up
+ * to e1, the latest the reader knows of, counts; later ones, concurrent with
+ * the question, may or may not. The answer is exact whatever e1 - e0 is, except
+ * after a failed allocation, when the ends the writer could not keep are
+ * forgotten and a question reaching back to them answers PS__HIST_FORGOTTEN.
  *
  *   writer    ps__hist_add(): serialised by the caller (the notifier's
  *             mutex). O(1), plus every PS__HIST_LOG ends a merge into the
@@ -26,8 +25,7 @@
  * them), 24 bytes each. Old stretches are kept: a reader's e0 can be
  * arbitrarily old, and nothing tells the writer which ones are.
  *
- * The log format, the levels and the protocol are private to
- * lib/history.c.
+ * The log format, the levels and the protocol are private to lib/history.c.
  */
 #ifndef PS_LIB_HISTORY_H
 #define PS_LIB_HISTORY_H
@@ -64,9 +62,8 @@ enum ps__hist_answer {
 };
 
 /*
- * An empty history whose end numbers count modulo 2^@width (@width <= 62),
- * the next end being number @base + 1. Before it is shared. Allocates
- * nothing.
+ * An empty history whose end numbers count modulo 2^@width (@width <= 62), the
+ * next end being number @base + 1. Before it is shared. Allocates nothing.
  */
 void ps__hist_init(struct ps__hist *h, unsigned int width, uint64_t base);
 
@@ -85,13 +82,12 @@ void ps__hist_add(struct ps__hist *h, uint64_t e, uint64_t start,
 		  uint64_t last);
 
 /*
- * Did an end numbered after @e0 cover an address of [start, last]? @e1 is
- * the latest end the caller knows of: a number it learnt after
- * ps__hist_add(e1) returned (see there); e0 <= e1, and e1 - e0 less than
- * half the number space. Reader: lock-free, any thread; it retries only
- * when the writer merged the ring meanwhile. O(log m) per level searched
- * plus the runs in range, and O(e1 - e0) (at most PS__HIST_LOG) records of
- * the ring.
+ * Did an end numbered after @e0 cover an address of [start, last]? @e1 is the
+ * latest end the caller knows of: a number it learnt after ps__hist_add(e1)
+ * returned (see there); e0 <= e1, and e1 - e0 less than half the number
+ * space. Reader: lock-free, any thread; it retries only when the writer merged
+ * the ring meanwhile. O(log m) per level searched plus the runs in range, and
+ * O(e1 - e0) (at most PS__HIST_LOG) records of the ring.
  * Return: PS__HIST_YES if an end in (e0, e1] covered the range, and maybe
  * (not necessarily) if only a later one did; PS__HIST_NO if none after e0
  * did; PS__HIST_FORGOTTEN if the answer would need ends forgotten after a

@@ -2,9 +2,8 @@
 /*
  * lib/linux-uapi.h - the Linux UAPI bits libpagestate's Linux code needs:
  * userfaultfd write protection (features, ioctls), PAGEMAP_SCAN (struct
- * pm_scan_arg, categories, flags) and PROCMAP_QUERY. Internal, not
- * installed; for the benchmarks and the Linux bridge (pagestate/uffd.h,
- * lib/uffd.c).
+ * pm_scan_arg, categories, flags) and PROCMAP_QUERY. Internal, not installed;
+ * for the benchmarks and the Linux bridge (pagestate/uffd.h, lib/uffd.c).
  *
  * Debian 12's headers (Linux 6.1) predate WP_UNPOPULATED (6.4), WP_ASYNC
  * (6.7), PAGEMAP_SCAN (6.7), PROCMAP_QUERY (6.11) and PAGE_IS_GUARD (6.15).
@@ -26,7 +25,7 @@
 #include <linux/userfaultfd.h>
 #include <sys/syscall.h>
 
-/* --- userfaultfd ----------------------------------------------------------- */
+/* --- userfaultfd ---------------------------------------------------------- */
 
 #ifndef __NR_userfaultfd
 #if defined(__x86_64__)
@@ -92,7 +91,7 @@
 #define UFFD_PAGEFAULT_FLAG_WP (1 << 1)
 #endif
 
-/* --- PAGEMAP_SCAN (Linux 6.7) ------------------------------------------------ */
+/* --- PAGEMAP_SCAN (Linux 6.7) --------------------------------------------- */
 
 #ifndef PAGE_IS_WPALLOWED
 #define PAGE_IS_WPALLOWED (1 << 0)
@@ -183,7 +182,7 @@ struct procmap_query {
 #define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
 #endif
 
-/* --- pagestate/pgtable.h keeps these values (checked when it is included) --- */
+/* --- pagestate/pgtable.h keeps these values (checked when it is included) - */
 
 #ifdef PAGESTATE_PGTABLE_H
 PS_STATIC_ASSERT(PS_CAT_WPALLOWED == PAGE_IS_WPALLOWED &&

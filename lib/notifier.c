@@ -114,9 +114,8 @@
  * flight" stays one load for any number in flight. It is exact where it
  * matters: it is 0 exactly when nothing is in flight, since it is
  * min(inflight, 127) after every update. A state value that A2 may read
- * after S1 comes from P3 or a later update, or from an update before P3
- * while already saturated: nonzero either way while the invalidation is in
- * flight.
+ * after S1 comes from P3 or a later update, or from an update before P3 while
+ * already saturated: nonzero either way while the invalidation is in flight.
  *
  * The whole-space check has no per-subscription sequence. Its reader:
  *
@@ -151,11 +150,10 @@
  * G5  Whole space, soundness: read_retry(seq, range) is true if an
  *     invalidation overlapping the range was in flight at any instant
  *     between read_begin and the call.
- * G6  Whole space, exactness: otherwise it is false, however many
- *     invalidations started or ended since read_begin. The one exception:
- *     ends the history could not keep after a failed allocation are
- *     forgotten, and a check reaching back to them is true (counted in
- *     conservative_retries).
+ * G6  Whole space, exactness: otherwise it is false, however many invalidations
+ *     started or ended since read_begin. The one exception: ends the history
+ *     could not keep after a failed allocation are forgotten, and a check
+ *     reaching back to them is true (counted in conservative_retries).
  * G7  After ps_interval_remove() returns, no callback runs for the
  *     subscription; it waited only for overlapping invalidations that were
  *     in flight.
@@ -197,6 +195,7 @@
  */
 #include <pagestate/notifier.h>
 
+#include "fork.h"
 #include "history.h"
 #include "itree.h"
 #include "rcu.h"
@@ -253,6 +252,7 @@ struct ps__notifier_impl {
 	PS_ATOMIC(uint64_t) st_remove_waits;
 	PS_ATOMIC(uint64_t) st_conservative;
 	PS_ATOMIC(uint64_t) st_subscriptions;
+	uint64_t born; /* fork generation at init (lib/fork.h) */
 };
 
 static void count(PS_ATOMIC(uint64_t) *c, uint64_t n)
@@ -273,10 +273,16 @@ static bool overlaps(uint64_t s1, uint64_t l1, uint64_t s2, uint64_t l2)
 
 int ps_notifier_init(struct ps_notifier *n)
 {
-	struct ps__notifier_impl *impl = calloc(1, sizeof(*impl));
+	struct ps__notifier_impl *impl;
+	uint64_t born;
+	int rc = ps__fork_born(&born);
 
+	if (rc)
+		return rc; /* -ECHILD: a child of a plain fork() */
+	impl = calloc(1, sizeof(*impl));
 	if (!impl)
 		return -ENOMEM;
+	impl->born = born;
 	if (pthread_mutex_init(&impl->lock, NULL)) {
 		free(impl);
 		return -ENOMEM;
@@ -301,6 +307,8 @@ int ps_notifier_destroy(struct ps_notifier *n)
 	struct chunk *c;
 	bool busy;
 
+	if (ps__fork_inherited(impl->born))
+		return 0; /* in a child, an inherited notifier is forgotten */
 	pthread_mutex_lock(&impl->lock);
 	/* Relaxed: under the writers' mutex, which orders every update. */
 	busy = ps__itree_count(&impl->tree) ||
@@ -480,6 +488,7 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 	if (flags & ~PS_NOTIFIER_FLAGS_ALL)
 		return -EINVAL;
 
+	PS__FORK_CHECK(impl->born, "notifier");
 	pthread_mutex_lock(&impl->lock);
 	if (slot_get(impl, &ref)) { /* never waits: no limit (G11) */
 		pthread_mutex_unlock(&impl->lock);
@@ -542,6 +551,7 @@ int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 
 	if (bad_range(start, len))
 		return -EOVERFLOW;
+	PS__FORK_CHECK(impl->born, "notifier");
 	pthread_mutex_lock(&impl->lock);
 	/* The oldest in-flight record of exactly this range. */
 	for (struct chunk *c = &impl->slots; c;
@@ -583,6 +593,7 @@ uint64_t ps_interval_read_begin_slow(struct ps_interval *sub, uint64_t seq)
 		return seq; /* only other ranges are in flight */
 
 	count(&impl->st_read_begin_waits, 1);
+	PS__FORK_CHECK(impl->born, "notifier");
 	pthread_mutex_lock(&impl->lock);
 	wait_overlapping(impl, sub->start, sub->last, max_ticket);
 	pthread_mutex_unlock(&impl->lock);
@@ -645,6 +656,7 @@ int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
 		return -EINVAL;
 	impl = n->impl;
 
+	PS__FORK_CHECK(impl->born, "notifier");
 	pthread_mutex_lock(&impl->lock);
 	if (ps__itree_contains(&impl->tree, start, sub)) {
 		pthread_mutex_unlock(&impl->lock);
@@ -698,6 +710,7 @@ void ps_interval_remove(struct ps_interval *sub)
 	if (!n)
 		return;
 	impl = n->impl;
+	PS__FORK_CHECK(impl->born, "notifier");
 	for (;;) {
 		pthread_mutex_lock(&impl->lock);
 		rc = ps__itree_remove(&impl->tree, sub->start, sub); /* T1 */

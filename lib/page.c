@@ -33,26 +33,25 @@
  *     checks after. One that releases more than is held leaves its borrow in
  *     the word until it is undone, and a thread that uses the word in that
  *     window sees counts that are too small: its correct put is refused and
- *     blamed on it (a debug build aborts the innocent thread), a last put
- *     sees a holder that is not there, an undo that lands after a revival
- *     leaves a LIVE page with no reference. The victim cannot tell: what it
- *     reads is the same whether it misused the page or another thread did,
- *     so no check on its side can help. Hence put and unpin (and their
- *     *_many forms) are one compare-and-swap (ps__page_cas(), PS__PAGE_SUB)
- *     that checks the counts and writes only a valid word; a refused release
- *     writes nothing at all. The release that drops the last reference
- *     clears LIVE in the same CAS, so a LIVE page always holds a reference,
- *     and there is no window between a last put and a separate claim for a
- *     misused get to fall into. What it costs: uncontended, a load and a CAS
- *     instead of one fetch-and-sub (both one locked instruction on x86), and
- *     one CAS instead of two read-modify-writes for the put that frees.
- *     Contended, a CAS fails when another thread changed the word since the
- *     load and retries, so put and unpin are lock-free instead of wait-free.
- *     Keeping the fetch-and-sub for puts that "cannot underflow" does not
- *     work: whether one can is decided by the counts at the instant of the
- *     subtraction, which no earlier look at the word bounds (every other
- *     holder may put in between), and the misusing caller is exactly the
- *     one that does not know it holds too little.
+ *     blamed on it (a debug build aborts the innocent thread), a last put sees
+ *     a holder that is not there, an undo that lands after a revival leaves a
+ *     LIVE page with no reference. The victim cannot tell: what it reads is the
+ *     same whether it misused the page or another thread did, so no check on
+ *     its side can help. Hence put and unpin (and their *_many forms) are one
+ *     compare-and-swap (ps__page_cas(), PS__PAGE_SUB) that checks the counts
+ *     and writes only a valid word; a refused release writes nothing at all.
+ *     The release that drops the last reference clears LIVE in the same CAS, so
+ *     a LIVE page always holds a reference, and there is no window between a
+ *     last put and a separate claim for a misused get to fall into. What it
+ *     costs: uncontended, a load and a CAS instead of one fetch-and-sub (both
+ *     one locked instruction on x86), and one CAS instead of two
+ *     read-modify-writes for the put that frees. Contended, a CAS fails when
+ *     another thread changed the word since the load and retries, so put and
+ *     unpin are lock-free instead of wait-free. Keeping the fetch-and-sub for
+ *     puts that "cannot underflow" does not work: whether one can is decided by
+ *     the counts at the instant of the subtraction, which no earlier look at
+ *     the word bounds (every other holder may put in between), and the misusing
+ *     caller is exactly the one that does not know it holds too little.
  *
  * M4  Increments keep their fetch-and-add. A correct get or pin holds a
  *     reference, so it finds the page LIVE (M3: with a reference), and only
@@ -212,13 +211,12 @@ bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
 /*
  * ps_page_try_get() added a unit to a LIVE page whose refs were already at
  * the limit. A plain undo could be the decrement that takes the page to zero
- * (other holders may put meanwhile), and a try-get must never end up owning
- * a free. So decide on the current value, including our unit: if it fits
- * now, keep it (the try-get succeeded, and its fetch-and-add already
- * acquired); if not, take it back with a compare-and-swap, which only
- * succeeds while refs exceed the limit and so never reaches zero. This is not
- * ps__page_cas(): its condition is a count *above* a bound, which no mask
- * test expresses.
+ * (other holders may put meanwhile), and a try-get must never end up owning a
+ * free. So decide on the current value, including our unit: if it fits now,
+ * keep it (the try-get succeeded, and its fetch-and-add already acquired); if
+ * not, take it back with a compare-and-swap, which only succeeds while refs
+ * exceed the limit and so never reaches zero. This is not ps__page_cas(): its
+ * condition is a count *above* a bound, which no mask test expresses.
  */
 bool ps_page_try_get_over_slow(struct ps_page *page)
 {

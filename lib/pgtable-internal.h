@@ -18,6 +18,7 @@
 
 #include <pagestate/pgtable.h>
 
+#include "fork.h"
 #include "rcu.h"
 
 #include <pthread.h>
@@ -69,6 +70,7 @@ struct ps_pgtable {
 	_Atomic(struct regset *) regs;
 	pthread_mutex_t lock; /* range writers (see G5) */
 	_Atomic(uint64_t) bytes, leaves, nodes;
+	uint64_t born; /* fork generation at creation (lib/fork.h) */
 };
 
 /* Transitions return this to refuse an entry (never a valid entry). */

@@ -16,14 +16,13 @@
  * (scan_fixup(): the end rounded up to a page; without a vector, no budget
  * and, for WP_MATCHING, no masks), and the walk runs on that copy.
  *
- * A report-only scan is a reader: it walks inside its own read-side
- * section, like a lookup. A WP_MATCHING scan re-protects what it reports,
- * so it is a range writer (G5): it takes t->lock, then enters the section
- * (always in this order: unregister holds t->lock while it waits for
- * readers), and checks first that its whole range is registered (-ENOENT
- * otherwise, nothing changed). ps_pgtable_harvest() runs WP_MATCHING scans
- * of WRITTEN batch after batch and hands each batch's runs to its callback
- * between two scans, outside both.
+ * A report-only scan is a reader: it walks inside its own read-side section,
+ * like a lookup. A WP_MATCHING scan re-protects what it reports, so it is a
+ * range writer (G5): it takes t->lock, then enters the section (always in this
+ * order: unregister holds t->lock while it waits for readers), and checks first
+ * that its whole range is registered (-ENOENT otherwise, nothing changed).
+ * ps_pgtable_harvest() runs WP_MATCHING scans of WRITTEN batch after batch and
+ * hands each batch's runs to its callback between two scans, outside both.
  *
  * The range is cut into segments of equal registration. An entry's
  * categories depend only on its low five bits and its registration, so
@@ -48,20 +47,18 @@
  *     marker it leaves fails the scanner's CAS on the written entry, which
  *     re-reads, reports the marker and re-arms it; a zap after the CAS finds
  *     the entry protected and leaves none (or a UFFD_WP marker), nothing to
- *     report. A scan that
- *     stops early (vec full, budget spent, a leaf it could not allocate)
- *     stops before the first page it did not take, so every page it
- *     re-armed lies before walk_end and, if it records regions, in them.
+ *     report. A scan that stops early (vec full, budget spent, a leaf it could
+ *     not allocate) stops before the first page it did not take, so every page
+ *     it re-armed lies before walk_end and, if it records regions, in them.
  * G8  (lib/pgtable.c: every written entry lies in a hinted line, except
  *     while a protect or WP scan processes that line.) The reader's side:
  *     scans whose query requires WRITTEN read only hinted lines. Both scan
- *     paths (a leaf read straight through, or only its hinted lines, each
- *     line once and then its written entries) make every entry load
- *     through entry_load(), after hint_begin(); an entry the line's load
- *     saw unwritten and a racing write made written is the writer's to
- *     hint, by the argument of G8. The stress tcase with one written page
- *     per line is the one in which a hint bit lost this way stays lost
- *     (tests/test-pgtable.c).
+ *     paths (a leaf read straight through, or only its hinted lines, each line
+ *     once and then its written entries) make every entry load through
+ *     entry_load(), after hint_begin(); an entry the line's load saw unwritten
+ *     and a racing write made written is the writer's to hint, by the argument
+ *     of G8. The stress tcase with one written page per line is the one in
+ *     which a hint bit lost this way stays lost (tests/test-pgtable.c).
  */
 #include "pgtable-internal.h"
 
@@ -240,7 +237,7 @@ scan_entries(struct scan *s, struct leaf *l, uint64_t p0, unsigned int lo,
 
 	while (i < hi) { /* once per region started in here */
 		uint64_t pages = s->pages, cur_end = s->cur_end;
-		/* Keys that extend the open region (all matching, unrecorded). */
+		/* Keys extending the open region (all matching, unrecorded). */
 		const uint32_t ext = any     ? match
 				     : s->nr ? s->same[s->cur_key]
 					     : 0;
@@ -398,13 +395,12 @@ PS_STATIC_ASSERT(PS_PTE_TYPE_SHIFT == 0 && PS_PTE_TYPE_WIDTH == 2 &&
 		 "line_written() reads type and uffd-wp from bits 0-2");
 
 /*
- * scan_lines() - entries [lo, hi) of leaf @l, only those in the lines set
- * in @lines, for a query that only written pages can match (hinted lines,
- * G8). Each line is read once and its written entries found without a
- * branch per entry (mostly one, at a random place a branch would
- * mispredict); only those are judged, from the value read. Lines left with
- * a written entry are added to *still. Returns @hi, or the page where the
- * walk stopped.
+ * scan_lines() - entries [lo, hi) of leaf @l, only those in the lines set in
+ * @lines, for a query that only written pages can match (hinted lines, G8).
+ * Each line is read once and its written entries found without a branch per
+ * entry (mostly one, at a random place a branch would mispredict); only those
+ * are judged, from the value read. Lines left with a written entry are added to
+ * *still. Returns @hi, or the page where the walk stopped.
  */
 static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
 			       unsigned int lo, unsigned int hi, uint64_t lines,
@@ -428,7 +424,7 @@ static unsigned int scan_lines(struct scan *s, struct leaf *l, uint64_t p0,
 			const unsigned int i = a0 +
 					       (unsigned int)__builtin_ctz(wr);
 
-			/* Not matching but written: scan_hit() keeps it hinted. */
+			/* Unmatched but written: scan_hit() keeps it hinted. */
 			if (!scan_hit(s, l, p0, i, entry_load(l, i), still))
 				return i;
 		}
@@ -631,8 +627,11 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
 		arg->walk_end = a.end;
 		return 0;
 	}
-	if (s.wp)
+	if (s.wp) {
+		/* Rule 3 of pagestate/fork.h: reading scans are allowed. */
+		PS__FORK_CHECK(t->born, "page table");
 		pthread_mutex_lock(&t->lock);
+	}
 	ps__rcu_read_lock();
 	rs = regs_load(t);
 	if (s.wp && !reg_covers(rs, a.start, a.end, 0))

@@ -42,9 +42,8 @@
  *     unlinked, through call_rcu, and so are replaced registration sets.
  *     Readers, faults and entry writers walk (and read the registrations)
  *     inside a urcu-bp read-side section, their own or, for lookup and
- *     fault_locked, the caller's; range writers hold t->lock, which
- *     trim and every registration change hold too. So no walk ever touches
- *     freed memory.
+ *     fault_locked, the caller's; range writers hold t->lock, which trim and
+ *     every registration change hold too. So no walk ever touches freed memory.
  * G2  Entry atomicity. Each entry is at every instant one ps_pte_valid()
  *     value; each change is one CAS from the value its transition read, so
  *     concurrent operations on one entry linearise at their CAS and none is
@@ -65,24 +64,23 @@
  * G7  Get-and-rearm loses no write: the scans' own guarantee, stated with
  *     them at the top of lib/pgtable-scan.c.
  * G8  The written hint. leaf->hint has one bit per 8 entries (a cache line).
- *     After every CAS that makes an entry written (not none, no uffd-wp)
- *     from not written, the writer sets its line's bit unless it sees it
- *     set. Protect and WP_MATCHING scans clear the bits of the lines they
- *     cover whole (one RMW per leaf) before they read those entries, and
- *     set them again for lines where an entry stays written (or that a
- *     stopped scan did not reach). Writer (CAS entry, load hint) against
- *     clearer (RMW hint, load entry) is the store-buffering pattern, so all
- *     four are seq_cst: in their total order, either the writer's hint load
- *     comes after the clear (it sees the bit clear and sets it) or the
- *     clearer's entry load comes after the writer's CAS (it sees the
- *     write). Hence every written entry lies in a hinted line, except while
- *     a protect or WP scan is processing that line. The writer's side is
- *     entry_cas(), the clearer's hint_begin() and hint_end() (all in
- *     lib/pgtable-internal.h); scans whose query requires WRITTEN read only
- *     hinted lines, which is safe by this invariant (the reader's side, at
- *     the top of lib/pgtable-scan.c). A zap that turns a written entry into
- *     a WRITTEN marker keeps it written, so its line needs no new bit: the
- *     marker is found where the written entry was.
+ *     After every CAS that makes an entry written (not none, no uffd-wp) from
+ *     not written, the writer sets its line's bit unless it sees it set.
+ *     Protect and WP_MATCHING scans clear the bits of the lines they cover
+ *     whole (one RMW per leaf) before they read those entries, and set them
+ *     again for lines where an entry stays written (or that a stopped scan did
+ *     not reach). Writer (CAS entry, load hint) against clearer (RMW hint, load
+ *     entry) is the store-buffering pattern, so all four are seq_cst: in their
+ *     total order, either the writer's hint load comes after the clear (it sees
+ *     the bit clear and sets it) or the clearer's entry load comes after the
+ *     writer's CAS (it sees the write). Hence every written entry lies in a
+ *     hinted line, except while a protect or WP scan is processing that line.
+ *     The writer's side is entry_cas(), the clearer's hint_begin() and
+ *     hint_end() (all in lib/pgtable-internal.h); scans whose query requires
+ *     WRITTEN read only hinted lines, which is safe by this invariant (the
+ *     reader's side, at the top of lib/pgtable-scan.c). A zap that turns a
+ *     written entry into a WRITTEN marker keeps it written, so its line needs
+ *     no new bit: the marker is found where the written entry was.
  * G9  Stale protection is inert. uffd-wp in a range that is not registered
  *     (left by a raw set, or a copy/move of the caller's making) never makes
  *     a fault report PS_FAULT_WP: a fault clears a stale marker (one CAS,
@@ -250,7 +248,7 @@ static void regs_publish(struct ps_pgtable *t, struct regset *rs)
 		ps__rcu_call(&old->rcu, regset_free_rcu);
 }
 
-/* --- transitions (pure: old entry -> new entry) ----------------------------------- */
+/* --- transitions (pure: old entry -> new entry) --------------------------- */
 
 static ps_pte_t tr_unprotect(ps_pte_t e, const struct op *op, uint64_t addr)
 {
@@ -310,7 +308,7 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 {
 	uint64_t frame = op->frame + ((addr - op->start) >> PAGE_SHIFT);
 
-	/* Over a WRITTEN marker the page is still written (unless mapped wp). */
+	/* Over a WRITTEN marker the page stays written (unless mapped wp). */
 	if (e == PS_PTE_NONE || ps_pte_is_written_marker(e))
 		return ps_pte_mk_present(frame, op->pflags);
 	if (e == marker_uffd_wp())
@@ -318,14 +316,13 @@ static ps_pte_t tr_map(ps_pte_t e, const struct op *op, uint64_t addr)
 	return REFUSE;
 }
 
-/* --- the range walk ------------------------------------------------------------------ */
+/* --- the range walk ------------------------------------------------------- */
 
 /*
  * Apply @fn to entries [lo, hi) of leaf @l (first page @p0). Returns 0, or
- * -EEXIST when @fn refused an entry (the walk stops there). With
- * @clear_hint (protect: nothing stays written), the hint bits of the lines
- * covered whole are cleared first and set again where an entry stays
- * written (G8).
+ * -EEXIST when @fn refused an entry (the walk stops there). With @clear_hint
+ * (protect: nothing stays written), the hint bits of the lines covered whole
+ * are cleared first and set again where an entry stays written (G8).
  */
 static PS_ALWAYS_INLINE int update_leaf(struct leaf *l, uint64_t p0,
 					unsigned int lo, unsigned int hi,
@@ -461,16 +458,23 @@ static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
 	return true;
 }
 
-/* --- lifetime and lookups ------------------------------------------------------------ */
+/* --- lifetime and lookups ------------------------------------------------- */
 
 struct ps_pgtable *ps_pgtable_create(void)
 {
-	struct ps_pgtable *t = aligned_alloc(64,
-					     (sizeof(*t) + 63) & ~(size_t)63);
+	struct ps_pgtable *t;
+	uint64_t born;
+	int rc = ps__fork_born(&born);
 
+	if (rc) {
+		errno = -rc; /* ECHILD: a child of a plain fork() */
+		return NULL;
+	}
+	t = aligned_alloc(64, (sizeof(*t) + 63) & ~(size_t)63);
 	if (!t)
 		return NULL;
 	memset(t, 0, sizeof(*t));
+	t->born = born;
 	if (pthread_mutex_init(&t->lock, NULL)) {
 		free(t);
 		return NULL;
@@ -494,8 +498,8 @@ static void free_subtree(struct node *n, int depth)
 
 void ps_pgtable_destroy(struct ps_pgtable *t)
 {
-	if (!t)
-		return;
+	if (!t || ps__fork_inherited(t->born))
+		return; /* in a child, an inherited table is only forgotten */
 	ps__rcu_barrier(); /* trimmed levels and old registrations first */
 	free_subtree(&t->root, 3);
 	/* Relaxed: sole user. */
@@ -547,7 +551,7 @@ int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
 	return 0;
 }
 
-/* --- single entries ----------------------------------------------------------------- */
+/* --- single entries ------------------------------------------------------- */
 
 /* Transition of ps_pgtable_set(): whatever was there becomes op->pflags. */
 static ps_pte_t tr_set(ps_pte_t e, const struct op *op, uint64_t addr)
@@ -575,10 +579,9 @@ static ps_pte_t tr_swap_in(ps_pte_t e, const struct op *op, uint64_t addr)
 }
 
 /*
- * update_one() - apply @fn to the entry of page @addr (in a read-side
- * section), allocating its leaf when @fn makes a none entry non-none.
- * *old receives the entry before. Returns 0, -ENOMEM, or @refused when @fn
- * refused the entry.
+ * update_one() - apply @fn to the entry of page @addr (in a read-side section),
+ * allocating its leaf when @fn makes a none entry non-none. *old receives the
+ * entry before. Returns 0, -ENOMEM, or @refused when @fn refused the entry.
  */
 static int update_one(struct ps_pgtable *t, uint64_t addr, tr_fn fn,
 		      struct op *op, ps_pte_t *old, int refused)
@@ -682,7 +685,7 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
 	return update_one(t, addr, tr_swap_in, &op, old, -ENXIO);
 }
 
-/* --- ranges ---------------------------------------------------------------------------- */
+/* --- ranges --------------------------------------------------------------- */
 
 int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   uint64_t frame, uint64_t flags)
@@ -695,6 +698,7 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	    frame > PS_PTE_FRAME_MAX ||
 	    (len >> PAGE_SHIFT) - 1 > PS_PTE_FRAME_MAX - frame)
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	if (wp)
 		pthread_mutex_lock(&t->lock);
 	ps__rcu_read_lock();
@@ -745,6 +749,7 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		return -EINVAL;
 	if (flags & PS_WP_ASYNC)
 		flags |= PS_WP_UNPOPULATED; /* WP_ASYNC implies it in Linux */
+	PS__FORK_CHECK(t->born, "page table");
 	pthread_mutex_lock(&t->lock);
 	rs = regs_load(t);
 	if (reg_segment(rs, start, end, &seg_end) || seg_end != end) {
@@ -779,6 +784,7 @@ int ps_pgtable_unregister(struct ps_pgtable *t, uint64_t start, uint64_t len)
 
 	if (bad_range(start, len))
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	pthread_mutex_lock(&t->lock);
 	rs = regs_load(t);
 	nrs = regset_new((rs ? rs->n : 0) + 1); /* one may split in two */
@@ -856,11 +862,13 @@ static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len)
 {
+	PS__FORK_CHECK(t->born, "page table");
 	return wp_range(t, start, len, true);
 }
 
 int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len)
 {
+	PS__FORK_CHECK(t->born, "page table");
 	return wp_range(t, start, len, false);
 }
 
@@ -946,6 +954,7 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 
 	if (bad_range(start, len) || dst == src || (flags & ~PS_KEEP_WP))
 		return -EINVAL;
+	PS__FORK_CHECK(dst->born, "page table");
 	copy_move_begin(dst, flags);
 	err = target_ready(dst, start, len, flags);
 	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
@@ -975,6 +984,7 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 	if (bad_range(from, len) || bad_range(to, len) ||
 	    (from < to + len && to < from + len) || (flags & ~PS_KEEP_WP))
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	copy_move_begin(t, flags);
 	err = target_ready(t, to, len, flags);
 	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend));
@@ -1039,6 +1049,7 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 
 	if (bad_range(start, len))
 		return -EINVAL;
+	PS__FORK_CHECK(t->born, "page table");
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t L = L0; L < L1;) {
 		uint64_t m = L >> MID_SHIFT, mid_end = (m + 1) << MID_SHIFT;
@@ -1075,7 +1086,7 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 	return 0;
 }
 
-/* --- faults ------------------------------------------------------------------------------ */
+/* --- faults --------------------------------------------------------------- */
 
 /*
  * The fault, in its own read-side section (@own) or in the caller's

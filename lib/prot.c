@@ -7,7 +7,7 @@
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S13, stated in the space's files, hold too: lib/space-impl.h)
+ * S1..S14, stated in the space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -29,16 +29,15 @@
  *     the entry's ENC bit, changed while frozen, is only a copy.
  *
  * P3  All or nothing. Phase 1 freezes every page to convert before any hook
- *     runs or any bit changes, so a failure there is undone by unfreezing
- *     with the same references. Phase 2 (prepare, flip, finish, page by
- *     page) is undone by converting the pages already flipped back, in
- *     reverse order, with the reverse hooks and each page's original
- *     INACCESSIBLE bit. Phase 3 unfreezes (release: P2's partners acquire).
- *     Without prepare/finish hooks nothing can fail after phase 1, which is
- *     then the commit point: phases 2 and 3 become one pass that updates
- *     each entry and flips the page word in its unfreezing CAS. A reader
- *     sees each page old (or frozen) until its unfreeze, new after it, as
- *     with three phases.
+ *     runs or any bit changes, so a failure there is undone by unfreezing with
+ *     the same references. Phase 2 (prepare, flip, finish, page by page) is
+ *     undone by converting the pages already flipped back, in reverse order,
+ *     with the reverse hooks and each page's original INACCESSIBLE bit. Phase 3
+ *     unfreezes (release: P2's partners acquire). Without prepare/finish hooks
+ *     nothing can fail after phase 1, which is then the commit point: phases 2
+ *     and 3 become one pass that updates each entry and flips the page word in
+ *     its unfreezing CAS. A reader sees each page old (or frozen) until its
+ *     unfreeze, new after it, as with three phases.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -70,7 +69,7 @@
  * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
  *     (set_cache with expected references); a free frame's only by one CAS
  *     that requires it free (set_cache) or by the claim that gives it the
- *     mapper's mode and freezes it (a map's get_or_freeze, S12 in
+ *     mapper's mode and freezes it (a map's get_or_freeze, S13 in
  *     lib/space.c; a failed map restores the old mode in its unfreeze). So
  *     every holder of a reference sees one mode for as long as it holds it.
  *
@@ -80,12 +79,11 @@
  *     make_accessible under the frame's LOCKED bit with the kmap's
  *     reference held.
  *
- * State. What prot keeps per space (the CPU-map counts of P5 and P6, the
- * hooks) is prot's own: an extension of the space (lib/space-internal.h),
- * created by the first kmap or ps_prot_set_hooks() and freed by
- * ps_space_destroy(). Before it exists every reader reads "no CPU map, no
- * hooks", as a new one says. Prot reaches the space only through
- * lib/space-internal.h and pagestate/space.h.
+ * State. What prot keeps per space (the CPU-map counts of P5 and P6, the hooks)
+ * is prot's own: an extension of the space (lib/space-internal.h), created by
+ * the first kmap or ps_prot_set_hooks() and freed by ps_space_destroy(). Before
+ * it exists every reader reads "no CPU map, no hooks", as a new one says. Prot
+ * reaches the space only through lib/space-internal.h and pagestate/space.h.
  *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
@@ -110,7 +108,7 @@
 /* Lookups per page-table read-side section in the long loops. */
 #define SECTION_PAGES 256
 
-/* --- prot's state in a space ------------------------------------------------- */
+/* --- prot's state in a space ---------------------------------------------- */
 
 /* One installed set of hooks; replaced sets stay until destroy. */
 struct hooks_node {
@@ -183,7 +181,7 @@ static int prot_create(struct ps_space *s, struct prot_space **out)
 		return -ENOMEM;
 	}
 	ps->kmaps_bytes = (size_t)ps->nframes * sizeof(*ps->kmaps);
-	/* Zero-filled on first touch: a frame never CPU-mapped costs nothing. */
+	/* Zero-filled on first touch: frames never CPU-mapped cost nothing. */
 	m = mmap(NULL, ps->kmaps_bytes, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m == MAP_FAILED) {
@@ -246,6 +244,7 @@ int ps_prot_set_hooks(struct ps_space *s, const struct ps_prot_hooks *hooks)
 		return -ENOMEM;
 	if (hooks)
 		n->h = *hooks;
+	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s);
 	/* Relaxed: the writer lock orders the setters. */
 	n->prev = atomic_load_explicit(&ps->hooks, memory_order_relaxed);
@@ -255,7 +254,7 @@ int ps_prot_set_hooks(struct ps_space *s, const struct ps_prot_hooks *hooks)
 	return 0;
 }
 
-/* --- small helpers -------------------------------------------------------------- */
+/* --- small helpers -------------------------------------------------------- */
 
 /* [@start, @start + @len): non-empty, page-aligned, inside the space. */
 static bool range_ok(const struct ps_space *s, uint64_t start, uint64_t len)
@@ -320,7 +319,7 @@ static void entry_update(struct ps_pgtable *pt, uint64_t addr, ps_pte_t e,
 	}
 }
 
-/* --- conversion (P1..P4) ----------------------------------------------------- */
+/* --- conversion (P1..P4) -------------------------------------------------- */
 
 struct conv {
 	struct ps_space *s;
@@ -418,7 +417,7 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			/*
 			 * No pin now and none until the unfreeze: a long-term
 			 * count left now is a unit leaked by a long-term pin
-			 * released without PS_UNPIN_LONGTERM (S13 in
+			 * released without PS_UNPIN_LONGTERM (S14 in
 			 * lib/space-pin.c): reset it.
 			 */
 			ps__space_longterm_forget(c->s, frame);
@@ -678,6 +677,7 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		return -ENOMEM;
 	c.was_inacc = c.frozen + words;
 
+	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	c.hooks = hooks_of(s);
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
@@ -706,7 +706,7 @@ out:
 	return rc;
 }
 
-/* --- CPU maps (P5, P6) ------------------------------------------------------- */
+/* --- CPU maps (P5, P6) ---------------------------------------------------- */
 
 /*
  * Why the kmap's reference could not be taken, as an errno, or 0 to try
@@ -857,7 +857,7 @@ int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
 	return rc;
 }
 
-/* --- the access check ---------------------------------------------------------- */
+/* --- the access check ----------------------------------------------------- */
 
 int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 			 enum ps_enc_state kind, struct ps_memory_fault *fault)
@@ -903,7 +903,7 @@ int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 	return rc;
 }
 
-/* --- cache modes and protection changes (P7) ------------------------------------- */
+/* --- cache modes and protection changes (P7) ------------------------------ */
 
 int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 		      enum ps_cache_mode mode, uint64_t expected_refs)
@@ -952,6 +952,7 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	if (!prot)
 		return -EOPNOTSUPP;
+	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	if (!write) {
 		rc = ps_notifier_invalidate_start(ps_space_notifier(s), start,

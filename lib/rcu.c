@@ -2,6 +2,8 @@
 /* lib/rcu.c - see rcu.h. */
 #include "rcu.h"
 
+#include "fork.h"
+
 #include <stddef.h>
 
 #if PS_TSAN
@@ -24,6 +26,7 @@ static void trampoline(struct rcu_head *rh)
 
 void ps__rcu_call(struct ps__rcu_head *h, void (*fn)(struct ps__rcu_head *h))
 {
+	ps__fork_rcu_check("call_rcu");
 	h->fn = fn;
 #if PS_TSAN
 	__tsan_release(h);
@@ -33,6 +36,7 @@ void ps__rcu_call(struct ps__rcu_head *h, void (*fn)(struct ps__rcu_head *h))
 
 void ps__rcu_synchronize(void)
 {
+	ps__fork_rcu_check("synchronize_rcu");
 	urcu_bp_synchronize_rcu();
 #if PS_TSAN
 	__tsan_acquire(&ps__rcu_tsan_sync);
@@ -41,5 +45,6 @@ void ps__rcu_synchronize(void)
 
 void ps__rcu_barrier(void)
 {
+	ps__fork_rcu_check("rcu_barrier");
 	urcu_bp_barrier();
 }

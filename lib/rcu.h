@@ -9,23 +9,27 @@
  * RCU-protected memory enters and leaves its own read-side section. Nesting
  * inside a caller's own urcu-bp section is fine. With sys_membarrier (Linux
  * 4.3+, in use here) the read side needs no memory barrier: a thread-local
- * counter store and compiler barriers. But it is reached through
- * liburcu-bp's shared library: two calls and their dynamic-TLS lookups cost
- * about 12 ns per lock/unlock pair on the benchmark machine, more than a
- * page-table lookup, which is why ps_pgtable_lookup() lets callers batch
- * lookups in one section.
+ * counter store and compiler barriers. But it is reached through liburcu-bp's
+ * shared library: two calls and their dynamic-TLS lookups cost about 12 ns per
+ * lock/unlock pair on the benchmark machine, more than a page-table lookup,
+ * which is why ps_pgtable_lookup() lets callers batch lookups in one section.
  *
  * libpagestate does not define _LGPL_SOURCE: these calls go through
  * liburcu-bp's shared library, and no LGPL code is compiled into
  * libpagestate.a (see README, License).
  *
+ * fork(): the three functions below that wait for or defer past a grace
+ * period abort with a message where liburcu-bp's state is not this
+ * process's own (a child of a plain fork()) or is locked by the calling
+ * thread (between ps_fork_prepare() and ps_fork_parent()): there they would
+ * hang, or leak for good. See lib/fork.h. The read side is not checked.
+ *
  * ThreadSanitizer does not see liburcu's grace periods, which are
  * membarrier() calls and uninstrumented counters. It would report every
- * deferred free as racing with the readers that finished before it. Under
- * TSan, each read-side unlock therefore releases a shared sync object, and
- * every deferred callback and synchronize acquires it (plus the object
- * handed to ps__rcu_call()). That is exactly the happens-before a grace
- * period provides.
+ * deferred free as racing with the readers that finished before it. Under TSan,
+ * each read-side unlock therefore releases a shared sync object, and every
+ * deferred callback and synchronize acquires it (plus the object handed to
+ * ps__rcu_call()). That is exactly the happens-before a grace period provides.
  */
 #ifndef PS_LIB_RCU_H
 #define PS_LIB_RCU_H

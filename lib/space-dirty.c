@@ -2,22 +2,26 @@
 /*
  * lib/space-dirty.c - dirty marks and the dirty log: ps_space_mark_dirty(),
  * ps_space_redirty(), ps_space_harvest() (with REARM: the written entries
- * of async-registered ranges). The space's rules: lib/space-impl.h.
+ * of async-registered ranges, and the re-arm of every page reported). The
+ * space's rules: lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-space.c as S5 and S6)
+ * Protocol (cited by tests/test-space.c as S5, S6 and S11)
  * ---------------------------------------------------------------------------
  *
  * S5  Exactly-once dirty hook. DIRTY is set only by ps_page_test_and_set
  *     (ps__space_mark_frame_dirty(), lib/space-impl.h): the one caller that
- *     sees it clear runs the hook. The secondary-map helper
+ *     sees it clear runs the hook. Every marker holds a reference on the
+ *     frame it marks (a write fault and mark_dirty take one and read the
+ *     entry again, S3; a pin, the helper's lookup, write-back's visit, an
+ *     unpin's own pin), so no hook runs for a freed frame and no DIRTY
+ *     lands on a free word. The secondary-map helper
  *     (lib/space-secondary.c) marks only after its retry check, under the
- *     caller's lock, and only for a write. Write-back
- *     (lib/space-writeback.c) clears DIRTY inside its PROTECTION
- *     invalidation, before invalidate_end: a helper that the end lets
- *     through marks after the clear, so a writable secondary mapping never
- *     covers a clean frame. (The helper takes no LOCKED bit: its callbacks
- *     run under LOCKED in write-back.)
+ *     caller's lock, and only for a write. Write-back (lib/space-writeback.c)
+ *     clears DIRTY inside its PROTECTION invalidation, before invalidate_end: a
+ *     helper that the end lets through marks after the clear, so a writable
+ *     secondary mapping never covers a clean frame. (The helper takes no LOCKED
+ *     bit: its callbacks run under LOCKED in write-back.)
  *
  * S6  Harvest never loses a mark. The dirty log is a three-level bitmap
  *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by it
@@ -26,34 +30,141 @@
  *     never unmaps a pinned page, S10 in lib/space-discard.c, so no harvest
  *     finds such a page missing). With REARM, written entries of async ranges
  *     move into the log via the page table's get-and-rearm scan (its G7: a
- *     write racing the scan is reported by it or by the next one).
+ *     write racing the scan is reported by it or by the next one), and every
+ *     page reported is re-armed (S11).
+ *
+ * S11 The log is the migration record: no write escapes every harvest.
+ *     A write W to page P is covered by a harvest H that reports P if W
+ *     happens before H's re-arm of P: the caller reads P's contents after H
+ *     returns, and the re-arm (a REARM harvest's own, or the caller's
+ *     protect after a plain harvest) ends every path W could have taken
+ *     without a further fault. Claim: every W is covered by some harvest,
+ *     or P's mark is still in the log (the next harvest covers it).
+ *     The rule, for whoever opens a path for writes to P: set P's log bit
+ *     (L) after the point O from which writes can go through that path.
+ *       - A write fault (lib/space-fault.c): O is the CAS that makes the
+ *         entry writable (a MAYWRITE upgrade, a uffd-wp resolution); L
+ *         comes after it. The frame is marked DIRTY before O (S3): dirty
+ *         before writable, logged after.
+ *       - A pin for write (lib/space-pin.c): O is the re-check that found
+ *         the entry writable (made so by a fault, with its own L); L after
+ *         it, and the page stays logged while pinned (S6).
+ *       - ps_space_mark_dirty(): the caller's write came before the call;
+ *         L after it.
+ *       - The secondary-map helper (lib/space-secondary.c): L comes before
+ *         the install, both under the caller's lock; see below why that is
+ *         enough there.
+ *     A REARM harvest takes P's bit (T), re-arms P (R) and invalidates P's
+ *     secondary mappings (I, which is also the TLB flush of R), then
+ *     returns. R by P's registration: sync, uffd-wp protection
+ *     (ps_pgtable_protect(): the next write faults to the handler);
+ *     unregistered, WRITE cleared (soft-dirty style: the next write faults on
+ *     MAYWRITE && !WRITE, and the fault logs it again); async, nothing after T,
+ *     since the get-and-rearm scan before T already moved the entry's written
+ *     state into the log and re-protected it, atomically per page (G7). If
+ *     protect fails (unregistered meanwhile, no memory for a marker's leaf),
+ *     WRITE is cleared instead: enough for the log. Proof for a CPU entry made
+ *     writable by the CAS C, logged by L after it. Let T be the first take of
+ *     P's bit that reads L's set or a later one; it exists, because a set bit
+ *     stays until taken. T reads L's release (an acquire RMW, A0 in
+ *     lib/hbitmap.h), so C happens before T, and before T's R, a seq_cst CAS on
+ *     P's entry (or protect's), which therefore acts on C's entry or a later
+ *     one. After R, no write goes through C's entry: a later entry made
+ *     writable by another fault C' has its own L', and is covered the same way.
+ *     So a W through C's entry happens before R, and T's harvest covers it. A
+ *     take T' between C and L that reports P for an older mark may re-arm P
+ *     earlier: a W before that re-arm is covered by T', and none after it goes
+ *     through C's entry; a take between C and L that does not report P re-arms
+ *     nothing of P. Nothing here compares entries, so an entry that changes and
+ *     comes back (protect, then unprotect: ABA) changes nothing: every CAS that
+ *     makes an entry writable is followed by its own L. The plain harvest is
+ *     the same argument with the caller's protect, after the harvest, as R. Why
+ *     the old order lost writes (the soak's N1): with L before C, a harvest
+ *     could take the bit between them; its re-arm found the entry not writable
+ *     yet (or changed and restored) and did nothing, and C then opened a path
+ *     no mark covered. The safe order for a caller that re-arms itself is
+ *     harvest, then protect. Protect-then-harvest loses a write that faults in
+ *     between: the protect, then a fault's C and L, then T takes the bit;
+ *     nothing re-arms after T, so the entry stays writable and the next write
+ *     is never seen. PS_HARVEST_REARM is that order in one call.
+ *     The helper: its L and its install happen under the caller's lock,
+ *     which the harvest's I takes in the callback (and the helper's retry
+ *     check sees an invalidation that began before it took the lock). If L
+ *     precedes T, I comes after the install and tears the mapping down:
+ *     device writes through it precede the teardown, hence the harvest's
+ *     return; if T precedes L, the bit stays for the next harvest, whose I
+ *     tears the mapping down. Either way covered.
+ *     Budget: a page the harvest does not report (beyond @max) keeps its
+ *     mark and is not re-armed: the next harvest reports and re-arms it.
  */
 #include <pagestate/space.h>
 
+#include "failpoint.h"
 #include "hbitmap.h"
 #include "space-impl.h"
 
+#include <sched.h>
 #include <string.h>
 
-/* --- marks ----------------------------------------------------------------------- */
+/* --- marks ---------------------------------------------------------------- */
 
 void ps__space_log_addr(struct ps_space *s, uint64_t addr)
 {
 	ps__space_log_written(s, addr);
 }
 
-bool ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
+/* The frame mapped at @addr, or UINT64_MAX (none, or not the space's). */
+static uint64_t frame_at(struct ps_space *s, uint64_t addr)
 {
 	ps_pte_t e;
-	bool made;
 
-	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size ||
-	    ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
+	if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
 	    ps_pte_frame(e) >= s->nframes)
-		return false;
-	made = ps__space_mark_frame_dirty(s, ps_pte_frame(e));
-	ps__space_log_written(s, addr);
-	return made;
+		return UINT64_MAX;
+	return ps_pte_frame(e);
+}
+
+/*
+ * Mark the frame mapped at @addr holding it (S5): a reference first, so that it
+ * can be neither freed nor handed to another owner while it is marked (the
+ * dirty hook never runs for a freed frame), then the entry read again: a frame
+ * no longer mapped at @addr is let go and the page looked at again. No fence
+ * between the two: if the put that unmapped the frame comes before the try-get
+ * on the word, the try-get's acquire reads its release sequence and the re-read
+ * sees the unmap; if after, the mark is ordered before the unmap, on the same
+ * lifetime (the reference keeps that put from being the last).
+ */
+enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
+{
+	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
+		return PS_SPACE_MARK_INVALID;
+	for (;;) {
+		uint64_t frame = frame_at(s, addr), w;
+		struct ps_page *p;
+		bool made;
+
+		if (frame == UINT64_MAX)
+			return PS_SPACE_MARK_UNMAPPED; /* nothing to mark */
+		FAILPOINT(FP_MARK_LOOKED_UP, addr);
+		p = &s->frames[frame];
+		if (!ps_page_try_get(p)) {
+			w = ps_page_load(p);
+			if ((w & PS_PAGE_LIVE) &&
+			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+				return PS_SPACE_MARK_OVERFLOW;
+			if (w & PS_PAGE_FROZEN)
+				sched_yield(); /* a freezer holds it (S8) */
+			continue;	       /* freed or frozen: look again */
+		}
+		if (frame_at(s, addr) != frame) {
+			ps__space_frame_put(s, frame); /* may free it (S7) */
+			continue;
+		}
+		made = ps__space_mark_frame_dirty(s, frame);
+		ps__space_log_written(s, addr);
+		ps__space_frame_put(s, frame);
+		return made ? PS_SPACE_MARK_DIRTIED : PS_SPACE_MARK_WAS_DIRTY;
+	}
 }
 
 int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
@@ -66,7 +177,7 @@ int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 	return 0;
 }
 
-/* --- harvest (S6) ---------------------------------------------------------------- */
+/* --- harvest (S6) --------------------------------------------------------- */
 
 /* ps_pgtable_harvest()'s callback: a run of written pages, into the log. */
 static void rearm_log_run(void *ctx, uint64_t start, uint64_t end)
@@ -169,6 +280,68 @@ static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t bit)
 	return keep ? PS__HBM_KEEP : PS__HBM_CLEAR;
 }
 
+/* How a reported page is re-armed (S11): by its registration. */
+enum rearm_kind {
+	REARM_ASYNC, /* its entry: the get-and-rearm scan did it */
+	REARM_SYNC,  /* uffd-wp: the next write faults to the handler */
+	REARM_WRITE, /* not registered: WRITE cleared (soft-dirty style) */
+};
+
+static enum rearm_kind rearm_kind(struct ps_space *s, uint64_t addr)
+{
+	unsigned int flags;
+
+	if (ps_pgtable_registration(s->pt, addr, &flags))
+		return REARM_WRITE;
+	return flags & PS_WP_ASYNC ? REARM_ASYNC : REARM_SYNC;
+}
+
+/*
+ * Clear WRITE of the entry at @addr, whatever frame it maps: its next write
+ * faults on MAYWRITE && !WRITE, and the fault logs it again (S3, S11).
+ * Only a present entry is touched, so no leaf is ever allocated.
+ */
+static void clear_write(struct ps_space *s, uint64_t addr)
+{
+	ps_pte_t e;
+
+	if (ps_pgtable_get(s->pt, addr, &e))
+		return;
+	while (ps_pte_is_present(e) && ps_pte_is_writable(e) &&
+	       ps_pgtable_cmpxchg(s->pt, addr, &e, e & ~PS_PTE_WRITE) ==
+		       -EAGAIN)
+		; /* e was refreshed: look again */
+}
+
+/*
+ * Re-arm the reported pages outside async ranges, run by run (S11): after
+ * their marks were taken, before the invalidation that ends the harvest
+ * (the TLB flush of the entries changed here). A sync run is protected as
+ * ps_pgtable_protect() does; if that fails (the range was unregistered
+ * meanwhile, or a marker needed a leaf there was no memory for), its
+ * writable entries lose WRITE instead, which is enough for the next write
+ * to be seen, and never fails.
+ */
+static void rearm_reported(struct ps_space *s, const uint64_t *addrs,
+			   uint64_t n)
+{
+	for (uint64_t i = 0; i < n;) {
+		enum rearm_kind k = rearm_kind(s, addrs[i]);
+		uint64_t j = i + 1;
+
+		while (j < n && addrs[j] == addrs[j - 1] + PAGE_SIZE &&
+		       rearm_kind(s, addrs[j]) == k)
+			j++;
+		if (k == REARM_SYNC &&
+		    ps_pgtable_protect(s->pt, addrs[i], (j - i) << PAGE_SHIFT))
+			k = REARM_WRITE;
+		if (k == REARM_WRITE)
+			for (uint64_t m = i; m < j; m++)
+				clear_write(s, addrs[m]);
+		i = j;
+	}
+}
+
 /* Tear down secondary mappings of the harvested pages, run by run. */
 static void invalidate_harvested(struct ps_space *s, const uint64_t *addrs,
 				 uint64_t n)
@@ -197,6 +370,7 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || !addrs || !max || !count ||
 	    (flags & ~PS_HARVEST_REARM))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	if (flags & PS_HARVEST_REARM) {
 		int rc = rearm_into_log(s, start, start + len);
 
@@ -208,8 +382,10 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 			      ps__space_page_index(len), harvest_visit, &h,
 			      &resume_bit);
 	ps_pgtable_read_unlock();
-	if (flags & PS_HARVEST_REARM)
+	if (flags & PS_HARVEST_REARM) {
+		rearm_reported(s, addrs, h.n);
 		invalidate_harvested(s, addrs, h.n);
+	}
 	*count = h.n;
 	if (resume)
 		*resume = resume_bit << PAGE_SHIFT;

@@ -27,37 +27,39 @@
  *                 owner's migration; not a conversion, which holds the
  *                 writer mutex). Discard does not wait: the freezer may be
  *                 waiting for the writer mutex.
- *     Against a pin (S2, lib/space-pin.c), the freeze and the pin are RMWs
- *     on one word, so one comes first. A pin first: the freeze fails, and
- *     the page is reported PINNED. The freeze first: the pin's try fails
- *     on the frozen frame and waits (yields), then either finds the frame
- *     free (its acquire load of the word reads the release unfreeze, which
- *     comes after the zap, so its next read of the entry sees the zap) or
- *     the entry gone: it faults, and a pin never holds a frame discard
- *     freed. So no fence is needed, no entry of a pinned page is ever
- *     changed, not even for a moment, and nothing has to be given back:
- *     the write-protect bit, dirty log and write-back set of a skipped
- *     page are as they were. A freezer that is not discard is excluded the
- *     same way (two freezes: one fails). Faults, write-back and the helper
- *     take the frame with a try that fails on a frozen frame, or look it
- *     up again under its LOCKED bit (S3): none keeps a frame that discard
- *     freed. A discarded frame's flags (DIRTY included) stay in its free
- *     word for its owner, as the balloon gave its contents up.
+ *     Against a pin (S2, lib/space-pin.c), the freeze and the pin are RMWs on
+ *     one word, so one comes first. A pin first: the freeze fails, and the page
+ *     is reported PINNED. The freeze first: the pin's try fails on the frozen
+ *     frame and waits (yields), then either finds the frame free (its acquire
+ *     load of the word reads the release unfreeze, which comes after the zap,
+ *     so its next read of the entry sees the zap) or the entry gone: it faults,
+ *     and a pin never holds a frame discard freed. So no fence is needed, no
+ *     entry of a pinned page is ever changed, not even for a moment, and
+ *     nothing has to be given back: the write-protect bit, dirty log and
+ *     write-back set of a skipped page are as they were. A freezer that is not
+ *     discard is excluded the same way (two freezes: one fails). Write faults,
+ *     mark_dirty, write-back and the helper hold the frame they act on with a
+ *     reference taken by a try that fails on a frozen frame (S3): discard finds
+ *     that reference and leaves the page busy, and none keeps a frame that
+ *     discard freed. A discarded frame's DIRTY goes with its lifetime, as every
+ *     free clears it (page.h): the balloon gave its contents up.
  */
 #include <pagestate/space.h>
 
 #include "failpoint.h"
 #include "space-impl.h"
 
-/* --- discard (S10) ----------------------------------------------------------------- */
+/* --- discard (S10) -------------------------------------------------------- */
 
 /*
  * Discard the page at @addr, mapped to @frame (below nframes, under the
  * writer mutex): 0 if it was discarded, else why it stays. Lock-free: the
  * loop runs again only when the frame's word changed between the load and
- * the freeze.
+ * the freeze. @dropped, if not NULL, is told of the page after its frame
+ * was freed (S10's last step: the free_frame hook ran).
  */
-static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
+static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame,
+		       ps__space_dropped_fn dropped, void *ctx)
 {
 	struct ps_page *p = &s->frames[frame];
 
@@ -86,12 +88,15 @@ static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame)
 	 */
 	(void)ps_page_unfreeze(p, 0);
 	ps__space_frame_freed(s, frame);
+	if (dropped)
+		dropped(ctx, addr);
 	return 0;
 }
 
-int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
-		     struct ps_discard_skip *skipped, uint64_t max_skipped,
-		     uint64_t *nskipped)
+int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
+		      struct ps_discard_skip *skipped, uint64_t max_skipped,
+		      uint64_t *nskipped, ps__space_dropped_fn dropped,
+		      void *ctx)
 {
 	uint64_t nskip = 0;
 	int rc;
@@ -112,7 +117,7 @@ int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 		    ps_pte_frame(e) >= s->nframes)
 			continue; /* only resident frames are discarded */
 		frame = ps_pte_frame(e);
-		why = discard_one(s, addr, frame);
+		why = discard_one(s, addr, frame, dropped, ctx);
 		if (!why)
 			continue;
 		if (nskip < max_skipped) {
@@ -128,4 +133,14 @@ out:
 	if (nskipped)
 		*nskipped = nskip;
 	return rc;
+}
+
+int ps_space_discard(struct ps_space *s, uint64_t start, uint64_t len,
+		     struct ps_discard_skip *skipped, uint64_t max_skipped,
+		     uint64_t *nskipped)
+{
+	/* The callers' own name in the message (ps_uffd_discard() too). */
+	PS__FORK_CHECK(s->born, "space");
+	return ps__space_discard(s, start, len, skipped, max_skipped, nskipped,
+				 NULL, NULL);
 }

@@ -5,20 +5,36 @@
  * helper use (ps__space_fault_in()). The space's rules: lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-space.c as S3)
+ * Protocol (cited by tests/test-space.c as S3; the fault's log order is
+ * S11's, lib/space-dirty.c)
  * ---------------------------------------------------------------------------
  *
  * S3  Dirty before writable. An entry becomes writable only through
  *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
- *     resolution), and only under its frame's LOCKED bit. The fault takes the
- *     bit of the frame it looked up, reads the entry again (a different frame
- *     there now: it drops the bit and starts again), has the page table
+ *     resolution), and only while the fault holds its frame: a reference,
+ *     then the frame's LOCKED bit (one compare-and-swap for both,
+ *     ps_page_try_get_and_lock(); the try fails on a free or frozen frame).
+ *     The reference is what keeps the frame from being freed, and so from
+ *     being handed to another owner, while the fault marks it: LOCKED alone
+ *     excludes only other lockers, and neither unmap nor discard takes it
+ *     (an unmap then drops only the mapping's reference, and discard finds
+ *     the fault's and leaves the page busy, S10). So the dirty hook never
+ *     runs for a freed frame, no DIRTY or LOCKED is ever left on a free
+ *     word, and a fault whose CAS lands on an identical entry installed
+ *     meanwhile (the frame unmapped and mapped again) makes writable the
+ *     very lifetime it marked dirty. The fault takes the frame it looked
+ *     up, reads the entry again (a different frame there now: it lets go,
+ *     which may free that frame, and starts again), has the page table
  *     classify the write without changing anything (PS_ACCESS_CHECK), marks the
- *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5) and
- *     logs the address, and only then makes exactly the entry it classified
- *     writable, by one CAS. No write fault lets the page table resolve a write
- *     on its own: the entry may have changed since it was looked at (mapped
- *     meanwhile, write-protected by write-back). Write-back
+ *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5), and
+ *     only then makes exactly the entry it classified writable, by one CAS;
+ *     it logs the address after that CAS, never before (S11: the log records
+ *     that writes may now go through the entry; logged before the CAS, a
+ *     harvest could take the mark before the entry became writable, and the
+ *     writes through it would be reported by no harvest). Dirty before
+ *     writable, logged after. No write fault lets the page table resolve a
+ *     write on its own: the entry may have changed since it was looked at
+ *     (mapped meanwhile, write-protected by write-back). Write-back
  *     (lib/space-writeback.c) takes the same bit around "write-protect the
  *     entry, then clear DIRTY", and reads the entry again under it, as the
  *     fault does: a frame unmapped and mapped elsewhere since write-back looked
@@ -35,7 +51,9 @@
 #include "failpoint.h"
 #include "space-impl.h"
 
-/* --- one fault (S3) ------------------------------------------------------------ */
+#include <sched.h>
+
+/* --- one fault (S3) ------------------------------------------------------- */
 
 /*
  * A step of a write fault: it decided (the answer is in *@fr), or the entry
@@ -74,25 +92,28 @@ static enum fault_step resolve_write(struct ps_space *s, uint64_t addr,
 }
 
 /*
- * A write the page table allows, to the entry of @frame at @addr, under
- * that frame's LOCKED bit (S3). The entry is read again here, with the page
- * table's classification (PS_ACCESS_CHECK: nothing changes). If it no
- * longer maps @frame, FAULT_AGAIN: the caller takes the new frame's lock.
- * Otherwise, for an entry that is not writable yet, the frame is marked
- * dirty (the dirty hook runs on the clean-to-dirty transition) and the
- * address logged first, and only then does exactly that entry become
+ * A write the page table allows, to the entry of @frame at @addr, holding
+ * that frame (a reference and its LOCKED bit, S3). The entry is read again
+ * here, with the page table's classification (PS_ACCESS_CHECK: nothing
+ * changes). If it no longer maps @frame, FAULT_AGAIN: the caller lets go
+ * and takes the new frame. Otherwise, for an entry that is not writable
+ * yet, the frame is marked dirty first (the dirty hook runs on the
+ * clean-to-dirty transition), and only then does exactly that entry become
  * ps_pte_resolve_write() of itself, by one CAS. So the hook has run before
  * any thread can write through the entry (seed 003), and the frame marked
  * is the frame made writable. A failed CAS (a fault moved accessed bits,
- * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks
- * again; if the write is refused then (WP, BAD_ACCESS), the frame stays
- * dirty: an over-report, never a lost write. FAULT_DONE: *@fr is the
- * answer.
+ * protect set wp, mprotect took MAYWRITE, the frame was replaced) looks again;
+ * if the write is refused then (WP, BAD_ACCESS), the frame stays dirty: an
+ * over-report, never a lost write. FAULT_DONE: *@fr is the answer, and *@opened
+ * says whether this call's CAS made the entry writable: the caller then logs
+ * the address, after that CAS (S11 in lib/space-dirty.c), never before.
  */
 static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 					  unsigned int access, uint64_t frame,
-					  enum ps_fault *fr)
+					  enum ps_fault *fr, bool *opened)
 {
+	struct ps_page *p = &s->frames[frame];
+
 	for (;;) {
 		ps_pte_t e;
 
@@ -102,23 +123,45 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 			return FAULT_AGAIN;
 		if (*fr != PS_FAULT_OK)
 			return FAULT_DONE; /* WP, BAD_ACCESS: no change */
-		/* Writable already: made so under this lock, dirty (S3). */
-		if (!ps_pte_is_writable(e)) {
+		FAILPOINT(FP_FAULT_RECHECKED, addr);
+		/*
+		 * Writable already: made so under this lock, dirty (S3). A
+		 * frame read DIRTY stays so while the fault holds it (only
+		 * write-back clears DIRTY, under LOCKED; a free, which the
+		 * reference excludes): the test spares the RMW.
+		 */
+		if (!ps_pte_is_writable(e) &&
+		    !ps_page_test_flags(p, PS_PAGE_DIRTY))
 			ps__space_mark_frame_dirty(s, frame);
-			ps__space_log_written(s, addr);
-		}
+		FAILPOINT(FP_FAULT_MARKED, addr);
+		*opened = !ps_pte_is_writable(e);
 		if (resolve_write(s, addr, e, fr) == FAULT_DONE)
 			return FAULT_DONE;
 	}
 }
 
 /*
- * One fault, no populate. Reads are the page table's fault: they never
- * make an entry writable. A write is classified first (PS_ACCESS_CHECK),
- * and no write path ever lets the page table make an entry writable on
- * its own, because the entry may have changed since it was looked at
- * (mapped meanwhile, or write-protected by write-back) and S3 would be
- * lost. Instead:
+ * The frame a write fault looked up could not be held (S3): 0 to look at
+ * the entry again (the frame was freed, or is frozen: then it yields
+ * first, S8), or -EOVERFLOW (its references are at the limit).
+ */
+static int hold_failed(struct ps_page *p)
+{
+	uint64_t w = ps_page_load(p);
+
+	if ((w & PS_PAGE_LIVE) && ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+		return -EOVERFLOW;
+	if (w & PS_PAGE_FROZEN)
+		sched_yield(); /* a freezer holds it: wait (S8) */
+	return 0;
+}
+
+/*
+ * One fault, no populate. Reads are the page table's fault: they never make an
+ * entry writable. A write is classified first (PS_ACCESS_CHECK), and no write
+ * path ever lets the page table make an entry writable on its own, because the
+ * entry may have changed since it was looked at (mapped meanwhile, or
+ * write-protected by write-back) and S3 would be lost. Instead:
  *   - a missing page (none, swap, marker) gets a read fault, which finds
  *     what the write would (pgtable.h's fault table), clears a stale
  *     marker as the write would (G9 there), and makes nothing writable;
@@ -127,16 +170,23 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
  *   - a writable entry (its frame is dirty, S3), or one whose frame is
  *     outside the space's array (nothing to mark), gets the table's
  *     transition by a CAS from exactly the entry classified;
- *   - anything else becomes writable under its frame's LOCKED bit, dirty
- *     first (write_fault_locked()).
+ *   - anything else becomes writable holding its frame (a reference, then
+ *     LOCKED, one RMW: ps_page_try_get_and_lock()), dirty first
+ *     (write_fault_locked()), so the frame can be neither freed nor handed
+ *     to another owner while the fault marks it and makes its entry
+ *     writable (S3). Releasing it may free it (an unmap came meanwhile):
+ *     the free_frame hook then runs here, with no library lock held.
+ * A frame at the reference limit cannot be held: PS_FAULT_INVALID, and
+ * *@err (if not NULL) receives -EOVERFLOW.
  */
 static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
-				unsigned int access)
+				unsigned int access, int *err)
 {
 	if (!(access & PS_ACCESS_WRITE))
 		return ps_pgtable_fault(s->pt, addr, access);
 	for (;;) {
 		enum fault_step step;
+		bool opened = false;
 		enum ps_fault fr;
 		struct ps_page *p;
 		ps_pte_t e;
@@ -160,13 +210,26 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 			continue; /* changed: classify again */
 		}
 		p = &s->frames[ps_pte_frame(e)];
-		ps_page_lock(p);
+		if (!ps_page_try_get_and_lock(p)) {
+			int rc = hold_failed(p); /* may yield */
+
+			if (!rc)
+				continue; /* freed or frozen: look again */
+			if (err)
+				*err = rc;
+			return PS_FAULT_INVALID;
+		}
 		FAILPOINT(FP_FAULT_LOCKED, addr);
-		step = write_fault_locked(s, addr, access, ps_pte_frame(e),
-					  &fr);
-		ps_page_unlock(p);
-		if (step == FAULT_DONE)
-			return fr;
+		step = write_fault_locked(s, addr, access, ps_pte_frame(e), &fr,
+					  &opened);
+		if (ps_page_unlock_and_put(p)) /* unmapped meanwhile */
+			ps__space_frame_freed(s, ps_pte_frame(e));
+		if (step != FAULT_DONE)
+			continue;
+		/* Logged after the CAS that made it writable (S11). */
+		if (fr == PS_FAULT_OK && opened)
+			ps__space_log_written(s, addr);
+		return fr;
 	}
 }
 
@@ -185,7 +248,7 @@ enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
 {
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_FAULT_INVALID;
-	return fault_once(s, addr, access);
+	return fault_once(s, addr, access, NULL);
 }
 
 enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
@@ -195,13 +258,13 @@ enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
 
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_FAULT_INVALID;
-	fr = fault_once(s, addr, access);
+	fr = fault_once(s, addr, access, NULL);
 	if (fr == PS_FAULT_MISSING && !populate(s, addr, access))
-		fr = fault_once(s, addr, access);
+		fr = fault_once(s, addr, access, NULL);
 	return fr;
 }
 
-/* --- faulting in, for pins and the secondary-map helper ------------------------- */
+/* --- faulting in, for pins and the secondary-map helper ------------------- */
 
 /* Errno for a fault that did not let an access through. */
 static int fault_errno(enum ps_fault fr)
@@ -229,14 +292,14 @@ static int fault_errno(enum ps_fault fr)
  */
 int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access)
 {
-	enum ps_fault fr = fault_once(s, addr, access);
-	int rc;
+	int rc = 0;
+	enum ps_fault fr = fault_once(s, addr, access, &rc);
 
 	if (fr == PS_FAULT_MISSING) {
 		rc = populate(s, addr, access);
 		if (rc)
 			return rc;
-		fr = fault_once(s, addr, access);
+		fr = fault_once(s, addr, access, &rc);
 	}
-	return fault_errno(fr);
+	return rc ? rc : fault_errno(fr);
 }

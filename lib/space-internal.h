@@ -12,7 +12,7 @@
  * and hooks) hangs off the space as an extension (below), which the space
  * keeps and finalises without knowing what it is.
  *
- * The space's rules (S1..S13, stated in lib/space*.c) bind every user of
+ * The space's rules (S1..S14, stated in lib/space*.c) bind every user of
  * this interface: in particular, replacing one frame by another at an
  * address happens only under the writer lock (S1), and changing an entry
  * that a pin may be racing is followed by a seq_cst fence before the
@@ -23,10 +23,28 @@
 
 #include <pagestate/space.h>
 
+#include "fork.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
-/* --- extensions: per-space state of a module above the space --------------- */
+/* --- fork() (lib/fork.h) -------------------------------------------------- */
+
+/* Was @space created by a parent of this process (fork())? Wait-free. */
+bool ps__space_inherited(const struct ps_space *space);
+
+/*
+ * For the modules above the space: refuse, with an abort naming the rule, a
+ * call on a space inherited through fork() that would take its writer lock
+ * or run its hooks in bulk (pagestate/fork.h).
+ */
+#define PS__SPACE_FORK_CHECK(space)                                   \
+	do {                                                          \
+		if (ps__space_inherited(space))                       \
+			ps__fork_refuse_inherited(__func__, "space"); \
+	} while (0)
+
+/* --- extensions: per-space state of a module above the space -------------- */
 
 /**
  * struct ps__space_ext - one module's state in a space, embedded in the
@@ -90,12 +108,11 @@ static inline struct ps__space_ext *ps__space_ext_find(struct ps_space *space,
 struct ps__space_ext *ps__space_ext_add(struct ps_space *space,
 					struct ps__space_ext *ext);
 
-/* --- what the space lends the modules above it -------------------------------- */
+/* --- what the space lends the modules above it ---------------------------- */
 
 /*
- * The page words of the space's frames, fixed for its life; *@nframes
- * receives how many. (ps_space_page() is the public per-frame lookup.)
- * Wait-free.
+ * The page words of the space's frames, fixed for its life; *@nframes receives
+ * how many. (ps_space_page() is the public per-frame lookup.) Wait-free.
  */
 struct ps_page *ps__space_frames(struct ps_space *space, uint64_t *nframes);
 
@@ -111,7 +128,7 @@ void ps__space_writer_lock(struct ps_space *space);
 void ps__space_writer_unlock(struct ps_space *space);
 
 /*
- * Is a long-term pin of @frame held (S13 in lib/space-pin.c: counted from
+ * Is a long-term pin of @frame held (S14 in lib/space-pin.c: counted from
  * before ps_space_pin_range() returns until ps_space_unpin(...,
  * PS_UNPIN_LONGTERM))? Read by a conversion that waits for pins to drain (a
  * long-term pin will not). The forget is for the conversion that froze the
@@ -125,12 +142,45 @@ void ps__space_longterm_forget(struct ps_space *space, uint64_t frame);
 /* Drop a reference on @frame (the free_frame hook runs if it was the last). */
 void ps__space_frame_put(struct ps_space *space, uint64_t frame);
 
-/* Log @addr as written: dirty log and write-back set (S6, S9). */
+/*
+ * Log @addr as written: dirty log and write-back set (S6, S9). The log
+ * records that writes may go through a path (S11 in lib/space-dirty.c): a
+ * caller that opens one logs after the point from which writes can go
+ * through it, never before, or a harvest may take the mark before the path
+ * is open and no harvest reports what goes through it. The bridge's sync
+ * resolution (lib/uffd.c) logs after the library's fault (which has logged
+ * already, after its CAS) and before the kernel's un-protect opens the host
+ * page, under the attachment's mutex, which ps_uffd_harvest() holds too:
+ * no harvest through the bridge falls between the two.
+ */
 void ps__space_log_addr(struct ps_space *space, uint64_t addr);
 
 /*
- * ps_space_fault() without the populate hook: a write that makes an entry
- * writable marks its frame dirty and logs the address first (S3).
+ * ps_space_discard() that also tells @dropped of each page it discards, in
+ * address order: @dropped(@ctx, addr) runs right after the page's frame was
+ * freed (its free_frame hook returned), in the discarding thread, under the
+ * writer lock (S1, S10) and inside the discard's invalidation: it must not
+ * take that lock nor anything a thread waiting for it may hold, and must
+ * not block for long (a wait-free record is what it is for: lib/uffd.c
+ * fixes the kernel's side of those pages after the return). NULL: none.
+ * Pages skipped are reported in @skipped as by ps_space_discard(), never to
+ * @dropped. Returns what ps_space_discard() returns.
+ */
+typedef void (*ps__space_dropped_fn)(void *ctx, uint64_t addr);
+int ps__space_discard(struct ps_space *space, uint64_t start, uint64_t len,
+		      struct ps_discard_skip *skipped, uint64_t max_skipped,
+		      uint64_t *nskipped, ps__space_dropped_fn dropped,
+		      void *ctx);
+
+/*
+ * ps_space_fault() without the populate hook, with the same contract (S3, S11):
+ * a write that makes an entry writable holds its frame (a reference and LOCKED)
+ * and marks it dirty first, then makes the entry writable by one CAS, then logs
+ * the address (after the CAS, so a harvest that takes the mark comes after the
+ * entry is writable and its re-arm ends the path). Releasing the frame may free
+ * it, if it was unmapped meanwhile: the free_frame hook then runs in the
+ * caller's thread, under whatever lock the caller holds. A frame at the
+ * reference limit: PS_FAULT_INVALID, nothing changed.
  */
 enum ps_fault ps__space_fault_nopopulate(struct ps_space *space, uint64_t addr,
 					 unsigned int access);

@@ -11,41 +11,41 @@
  * S2  Pin vs. entry change (Dekker). A pin reads entry e1, takes a
  *     speculative pin on e1's frame (an RMW on the page word), runs a
  *     seq_cst fence and reads the entry again (e2). An unmap (lib/space.c)
- *     changes the entry (a page-table CAS), runs a seq_cst fence, then
- *     reads the frame's pins. So either the pin reads the new entry and
- *     backs out (dropping its pin, freeing the frame if that was the last
- *     reference), or the changer reads the pin. A pin that got past its
- *     re-check holds a frame that was mapped at the address at that
- *     instant. Discard changes no entry whose frame a pin could hold: it
- *     freezes the frame first (S10, lib/space-discard.c), and a pin's try
- *     fails on a frozen frame.
+ *     changes the entry (a page-table CAS), runs a seq_cst fence, then reads
+ *     the frame's pins. So either the pin reads the new entry and backs out
+ *     (dropping its pin, freeing the frame if that was the last reference), or
+ *     the changer reads the pin. A pin that got past its re-check holds a frame
+ *     that was mapped at the address at that instant. Discard changes no entry
+ *     whose frame a pin could hold: it freezes the frame first (S10,
+ *     lib/space-discard.c), and a pin's try fails on a frozen frame.
  *
  * A pin for write sets WRITE_PINNED in the pin's own CAS (S4,
- * lib/space-writeback.c) and logs the address (S6, S9); any other pin puts
- * the address in the write-back set after its fence (S9).
+ * lib/space-writeback.c) and logs the address (S6, S9) after its re-check
+ * found the entry writable: after the point from which the device may
+ * write (S11, lib/space-dirty.c); any other pin puts the address in the
+ * write-back set after its fence (S9).
  *
- * S13 The long-term pin count (cited by tests/test-prot.c). A conversion
+ * S14 The long-term pin count (cited by tests/test-prot.c). A conversion
  *     waiting for pins to drain gives up at once on a frame with a
  *     long-term pin (prot.h: it will not drain), so it must know exactly
  *     whether one is held. The page word has no room for it, and the pin
  *     fast path must not pay for it: each frame has a count of long-term
  *     pins in an array of the space's own (4 bytes a frame, a lazily
  *     zero-filled mapping made at the first long-term pin, so a space that
- *     never pins long-term has none). A long-term pin adds one after its
- *     pin passed the re-check (S2), and ps_space_unpin() with
- *     PS_UNPIN_LONGTERM takes one away before it drops the pin: so the
- *     count never exceeds the long-term pins held, and is positive from
- *     before pin_range() returns until the unpin. Both are compare-and-swap
- *     loops that keep the count within 0..PS_PAGE_PINS_MAX (it can never
- *     pass the pins themselves), so it never wraps; a release of more than
- *     was counted (a short-term pin released as long-term) is refused and
- *     reported. A pin not for the long term and its unpin never touch the
- *     count. A long-term pin released without PS_UNPIN_LONGTERM (misuse)
- *     leaves its unit behind: a conversion that freezes the frame (no pin
- *     can exist then, nor start) resets it (ps__space_longterm_forget()).
- *     Pins that carry their kind back through the unpin are what issue 18's
- *     owners (per range, with a class) build on: the count stays the
- *     per-frame question a conversion or discard asks.
+ *     never pins long-term has none). A long-term pin adds one after its pin
+ *     passed the re-check (S2), and ps_space_unpin() with PS_UNPIN_LONGTERM
+ *     takes one away before it drops the pin: so the count never exceeds the
+ *     long-term pins held, and is positive from before pin_range() returns
+ *     until the unpin. Both are compare-and-swap loops that keep the count
+ *     within 0..PS_PAGE_PINS_MAX (it can never pass the pins themselves), so it
+ *     never wraps; a release of more than was counted (a short-term pin
+ *     released as long-term) is refused and reported. A pin not for the long
+ *     term and its unpin never touch the count. A long-term pin released
+ *     without PS_UNPIN_LONGTERM (misuse) leaves its unit behind: a conversion
+ *     that freezes the frame (no pin can exist then, nor start) resets it
+ *     (ps__space_longterm_forget()). Pins that carry their kind back through
+ *     the unpin are what issue 18's owners (per range, with a class) build on:
+ *     the count stays the per-frame question a conversion or discard asks.
  */
 #include <pagestate/space.h>
 
@@ -70,7 +70,7 @@ int ps__space_grab_failed(struct ps_page *p, uint64_t reject)
 	if ((w & PS_PAGE_LIVE) && (w & reject & PS_PAGE_PRIVATE))
 		return -EPERM;
 	if (w & PS_PAGE_FROZEN) {
-		sched_yield(); /* a conversion holds it: wait (S8) */
+		sched_yield(); /* a freezer holds it (S8) */
 		return 0;
 	}
 	if ((w & PS_PAGE_LIVE) && (ps_page_word_pins(w) >= PS_PAGE_PINS_MAX ||
@@ -79,7 +79,7 @@ int ps__space_grab_failed(struct ps_page *p, uint64_t reject)
 	return 0; /* freed or replaced under us */
 }
 
-/* --- long-term pin counts (S13) ------------------------------------------------------ */
+/* --- long-term pin counts (S14) ------------------------------------------- */
 
 typedef PS_ATOMIC(uint32_t) lt_count_t;
 
@@ -140,9 +140,10 @@ static bool lt_count_add(lt_count_t *c)
 	uint32_t v = atomic_load_explicit(c, memory_order_relaxed);
 
 	do {
+		/* More than pins can be: leaked units. */
 		if (v >= PS_PAGE_PINS_MAX)
-			return false; /* more than pins can be: leaked units */
-				      /*
+			return false;
+		/*
 		 * Release: the pin it counts comes first (a reader that
 		 * acquires the count sees the pin); pairs with the acquire
 		 * in ps__space_longterm_pinned().
@@ -184,14 +185,14 @@ void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
 	/*
 	 * Relaxed load: the caller froze the frame, whose acquire follows
 	 * every unpin's release, and each unpin's count release precedes
-	 * it: a positive count here is a leaked unit (S13). Release store:
+	 * it: a positive count here is a leaked unit (S14). Release store:
 	 * pairs with the acquire in ps__space_longterm_pinned().
 	 */
 	if (c && atomic_load_explicit(&c[frame], memory_order_relaxed))
 		atomic_store_explicit(&c[frame], 0, memory_order_release);
 }
 
-/* --- pins (S2) -------------------------------------------------------------------- */
+/* --- pins (S2) ------------------------------------------------------------ */
 
 /*
  * The speculative pin: ps_page_try_pin_masked() for one pin, which for a
@@ -222,11 +223,11 @@ static bool same_mapping(ps_pte_t a, ps_pte_t b)
 
 /*
  * Pin the frame at @addr. Called inside the page table's read-side section,
- * which pin_range holds across all its pages (one section instead of one
- * per page: a urcu-bp section costs about 12 ns). The slow paths leave it:
- * faulting in (the populate and dirty hooks), waiting for a frozen frame,
- * and dropping a backed-out pin (the free hook), so no hook ever runs
- * inside it (S7). @lt: the long-term pin counts, for a PS_PIN_LONGTERM pin.
+ * which pin_range holds across all its pages (one section instead of one per
+ * page: a urcu-bp section costs about 12 ns). The slow paths leave it: faulting
+ * in (the populate and dirty hooks), waiting for a frozen frame, and dropping a
+ * backed-out pin (the free hook), so no hook ever runs inside it (S7). @lt:
+ * the long-term pin counts, for a PS_PIN_LONGTERM pin.
  */
 static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		   lt_count_t *lt, uint64_t *frame_out)
@@ -288,7 +289,7 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		}
 		FAILPOINT(FP_PIN_RECHECKED, addr);
 		if (lt && !lt_count_add(&lt[frame])) {
-			/* S13: more than pins can be: let go (outside). */
+			/* S14: more than pins can be: let go (outside). */
 			ps_pgtable_read_unlock();
 			ps__space_frame_unpin(s, frame);
 			ps_pgtable_read_lock();
@@ -312,7 +313,7 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
 		return -EINVAL;
 	if (flags & PS_PIN_LONGTERM) {
-		rc = lt_counts_make(s, &lt); /* S13: outside the section */
+		rc = lt_counts_make(s, &lt); /* S14: outside the section */
 		if (rc)
 			return rc;
 	}
@@ -326,6 +327,8 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 			/* All or nothing: release every pin taken. */
 			(void)ps_space_unpin(s, frames_out, i,
 					     lt ? PS_UNPIN_LONGTERM : 0);
+			/* Errors say where: the page that stopped the call. */
+			frames_out[0] = i << PAGE_SHIFT;
 			return rc;
 		}
 	}
@@ -348,7 +351,7 @@ int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 			continue;
 		if (flags & PS_UNPIN_DIRTY)
 			ps__space_mark_frame_dirty(s, frames[i]);
-		/* S13: uncount before the unpin; refuse below zero. */
+		/* S14: uncount before the unpin; refuse below zero. */
 		if ((flags & PS_UNPIN_LONGTERM) &&
 		    (!lt || !lt_count_sub(&lt[frames[i]])))
 			rc = -ENOENT;

@@ -5,7 +5,9 @@
  * caller's secondary mapping (IOMMU, shadow table) without ever mapping a
  * clean frame writable. The space's rules: lib/space-impl.h; this file is
  * bound by S5 (lib/space-dirty.c): it marks only after its retry check,
- * under the caller's lock, and only for a write.
+ * under the caller's lock, and only for a write; and by S11 there: it logs
+ * before it installs, which is safe only because both happen under the
+ * caller's lock, which a harvest's invalidation after its take also takes.
  */
 #include <pagestate/space.h>
 

@@ -2,94 +2,87 @@
 /*
  * lib/space-writeback.c - write-back (ps_space_writeback()) and the
  * write-back set it visits. The space's rules: lib/space-impl.h; write-back
- * takes the frame's LOCKED bit as a write fault does (S3,
- * lib/space-fault.c) and clears DIRTY inside its invalidation (S5,
- * lib/space-dirty.c).
+ * takes the frame's LOCKED bit as a write fault does (S3, lib/space-fault.c)
+ * and clears DIRTY inside its invalidation (S5, lib/space-dirty.c).
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-space.c as S4, S9 and S11)
+ * Protocol (cited by tests/test-space.c as S4, S9 and S12)
  * ---------------------------------------------------------------------------
  *
- * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page
- *     word and decides on the pins that RMW sees: pins and the DIRTY bit
- *     live in one word, so every pin is ordered before or after that
- *     clear. INTEGRITY clears unconditionally (ps_page_fetch_clear_flags)
- *     and reads the pins in the old word: a pin before the clear makes the
- *     frame "pinned" for this write-back (a bounce). CLEAN clears only while
- *     unpinned (ps_page_clear_flag_if_unpinned, one CAS): a pin before it
- *     leaves the frame dirty and untouched (skipped; it is never clean for
- *     a moment, so no mark in between runs a second dirty hook, S5). A pin
- *     for write after the clear re-reads the entry, finds it
- *     write-protected (S2 then S3) and faults, dirtying the frame again.
- *     A pin for write sets WRITE_PINNED in the CAS that takes the pin
- *     (lib/space-pin.c), so every word that shows the pin shows it
- *     as one for write: an INTEGRITY bounce, which looks at the word again
- *     after its copy, keeps such a frame dirty even if the pin has not
- *     finished its re-check yet (the flag alone, left by a pin that backed
- *     out, is only a hint: ps__space_write_pinned() also wants pins).
+ * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page word
+ *     and decides on the pins that RMW sees: pins and the DIRTY bit live in one
+ *     word, so every pin is ordered before or after that clear. INTEGRITY
+ *     clears unconditionally (ps_page_fetch_clear_flags) and reads the pins in
+ *     the old word: a pin before the clear makes the frame "pinned" for this
+ *     write-back (a bounce). CLEAN clears only while unpinned
+ *     (ps_page_clear_flag_if_unpinned, one CAS): a pin before it leaves the
+ *     frame dirty and untouched (skipped; it is never clean for a moment, so no
+ *     mark in between runs a second dirty hook, S5). A pin for write after the
+ *     clear re-reads the entry, finds it write-protected (S2 then S3) and
+ *     faults, dirtying the frame again. A pin for write sets WRITE_PINNED in
+ *     the CAS that takes the pin (lib/space-pin.c), so every word that shows
+ *     the pin shows it as one for write: an INTEGRITY bounce, which looks at
+ *     the word again after its copy, keeps such a frame dirty even if the pin
+ *     has not finished its re-check yet (the flag alone, left by a pin that
+ *     backed out, is only a hint: ps__space_write_pinned() also wants pins).
  *
  * S9  No dirty frame escapes write-back. Write-back finds frames by address
- *     (the wb set: one bit per page), and ps_space_unpin(...,
- *     PS_UNPIN_DIRTY) knows only frames. So the address is recorded when
- *     it is known: the wb set holds every page logged as written (faults,
- *     the helper's writes, mark_dirty, pins for write:
- *     ps__space_log_written()), every page
- *     pinned, at the pin (ps__space_wb_note() for pins not for write), and
- *     every page mapped to a frame that is pinned or dirty when it is
- *     mapped (map_range() in lib/space.c). And write-back takes a page out
- *     of the set only if nothing is mapped there, or if the frame mapped
- *     there, read under its LOCKED bit (or after a bounce copy), is neither
- *     pinned nor dirty: a clean pinned frame is kept, as is a frame
- *     unpinned dirty while INTEGRITY write-back copied it. (Discard never
- *     unmaps a pinned page, not even for a moment: S10,
- *     lib/space-discard.c.) Hence a frame pinned at an address
- *     and unpinned dirty while still mapped there is written by the next
- *     write-back of that address: a visit whose read of the frame's word
- *     comes after the unpin sees DIRTY; one whose read comes before it sees
- *     the pin and keeps the page; a pin taken after the read puts the page
- *     back itself (below: the test it starts with is enough, given the
- *     seq_cst fence the visit runs between taking the bit and reading the
- *     entry). The cost is on write-back, not on the pin: a pinned page is
- *     visited by every write-back (a read pin adds one load of the set per
- *     page, and an RMW when a write-back has taken its bit). Not covered:
- *     a frame pinned, unmapped and unpinned dirty with no mapping left
- *     (there is no address to write it at; its owner sees DIRTY in the
- *     free_frame hook or when it maps it again, which records it); an
- *     alias mapped elsewhere is written through its own address only if
- *     that one is recorded (no reverse map). The dirty log (harvest) is
- *     not the wb set: pins for write stay in it while pinned (S6); a pin
- *     not for write that is unpinned dirty is not logged for migration.
+ *     (the wb set: one bit per page), and ps_space_unpin(..., PS_UNPIN_DIRTY)
+ *     knows only frames. So the address is recorded when it is known: the wb
+ *     set holds every page logged as written (faults, the helper's writes,
+ *     mark_dirty, pins for write: ps__space_log_written()), every page pinned,
+ *     at the pin (ps__space_wb_note() for pins not for write), and every page
+ *     mapped to a frame that is pinned or dirty when it is mapped (map_range()
+ *     in lib/space.c). And write-back takes a page out of the set only if
+ *     nothing is mapped there, or if the frame mapped there, read under its
+ *     LOCKED bit (or after a bounce copy), is neither pinned nor dirty: a clean
+ *     pinned frame is kept, as is a frame unpinned dirty while INTEGRITY
+ *     write-back copied it. (Discard never unmaps a pinned page, not even for a
+ *     moment: S10, lib/space-discard.c.) Hence a frame pinned at an address and
+ *     unpinned dirty while still mapped there is written by the next write-back
+ *     of that address: a visit whose read of the frame's word comes after the
+ *     unpin sees DIRTY; one whose read comes before it sees the pin and keeps
+ *     the page; a pin taken after the read puts the page back itself (below:
+ *     the test it starts with is enough, given the seq_cst fence the visit runs
+ *     between taking the bit and reading the entry). The cost is on write-back,
+ *     not on the pin: a pinned page is visited by every write-back (a read pin
+ *     adds one load of the set per page, and an RMW when a write-back has taken
+ *     its bit). Not covered: a frame pinned, unmapped and unpinned dirty with
+ *     no mapping left (there is no address to write it at, and the free ends
+ *     the frame's lifetime, DIRTY included, page.h: an owner that must not lose
+ *     such a write keeps a reference of its own and looks at DIRTY before it
+ *     lets go); an alias mapped elsewhere is written through its own address
+ *     only if that one is recorded (no reverse map). The dirty log (harvest) is
+ *     not the wb set: pins for write stay in it while pinned (S6); a pin not
+ *     for write that is unpinned dirty is not logged for migration.
  *
  *     Recording the address. ps__space_wb_note() tests the bit first and
  *     skips the set when it reads set. That is safe because the bit read
  *     set is either still set or was taken by a write-back's harvest whose
  *     visit sees the pin or the entry:
- *       - if the visit found the frame mapped, it takes the frame's LOCKED
- *         bit (an RMW on the page word, acq_rel) after the take. If that
- *         RMW precedes the pin's RMW on the word, the pin's acquire
- *         synchronises with it, so the take happens before the test, which
- *         then reads the take or a later set. If it follows, the visit
- *         reads the pin.
- *       - if the visit found no entry (mapped after it looked: map_range),
- *         the visit runs a seq_cst fence Fv between the take (A0,
- *         seq_cst) and its entry load (acquire), which read a value before
- *         the entry CAS (seq_cst). For the mapper (map_range), whose test
- *         (T0, seq_cst) is
+ *       - if the visit found the frame mapped, it takes the frame's LOCKED bit
+ *         (an RMW on the page word, acq_rel) after the take. If that RMW
+ *         precedes the pin's RMW on the word, the pin's acquire synchronises
+ *         with it, so the take happens before the test, which then reads the
+ *         take or a later set. If it follows, the visit reads the pin.
+ *       - if the visit found no entry (mapped after it looked: map_range), the
+ *         visit runs a seq_cst fence Fv between the take (A0, seq_cst) and its
+ *         entry load (acquire), which read a value before the entry CAS
+ *         (seq_cst). For the mapper (map_range), whose test (T0, seq_cst) is
  *         sequenced after its CAS: the load is coherence-ordered before the
  *         CAS, so Fv precedes the CAS in the total order S, and the CAS
  *         precedes T0; A0 is sequenced before Fv, so T0 reads the take or a
- *         later set (A0, T0 in lib/hbitmap.h). For a pin, whose entry loads
- *         are acquire: its first read of the entry read the CAS or later,
- *         so the visit's load is coherence-ordered before it; the pin's
- *         fence (S2) is sequenced after that read and before its test, so
- *         Fv precedes the pin's fence in S, and again T0 reads the take or
- *         later. That is why a read pin tests after its fence and not after
- *         its re-read (an acquire load that read the CAS would not order
- *         the CAS before T0 in S). Without Fv, store buffering would let
- *         the visit read the old entry while the test still reads the bit
- *         the take took.
+ *         later set (A0, T0 in lib/hbitmap.h). For a pin, whose entry loads are
+ *         acquire: its first read of the entry read the CAS or later, so the
+ *         visit's load is coherence-ordered before it; the pin's fence (S2) is
+ *         sequenced after that read and before its test, so Fv precedes the
+ *         pin's fence in S, and again T0 reads the take or later. That is why a
+ *         read pin tests after its fence and not after its re-read (an acquire
+ *         load that read the CAS would not order the CAS before T0 in S).
+ *         Without Fv, store buffering would let the visit read the old entry
+ *         while the test still reads the bit the take took.
  *
- * S11 One write-back of a frame at a time (Linux's PG_writeback). A visit
+ * S12 One write-back of a frame at a time (Linux's PG_writeback). A visit
  *     sets WRITEBACK (ps_page_start_writeback()) under the frame's LOCKED
  *     bit, after it cleared DIRTY, and ends it (ps_page_end_writeback(),
  *     release) after @fn has returned, dirtying the frame again first if
@@ -99,18 +92,17 @@
  *     frame: the copies land in the order DIRTY was cleared, and the last
  *     is the newest. A visit that finds WRITEBACK set: CLEAN leaves the
  *     page in the set and the frame as it is (dirty: skipped_writeback);
- *     INTEGRITY drops LOCKED, waits for WRITEBACK to clear (acquire: it
- *     sees the other write-back's DIRTY), still holding its reference, and
- *     visits again from the top. The waiter holds no library lock, so the
- *     callback it waits for may fault, pin or take the frame's LOCKED bit.
- *     The page goes back into the set before @fn runs, so a write-back
- *     that begins meanwhile finds it (INTEGRITY waits for it) unless a
- *     third visit holds the bit at that instant; the next visit of a clean
- *     frame not under write-back takes it out again. Waiting for one's own
- *     callback would never end: each thread keeps its write-backs in a
- *     list (wb_current), and a visit that would wait for a frame this
- *     thread's @fn is writing gives -EDEADLK instead and keeps the page.
- *     Two callbacks in two threads that each wait for the other's
+ *     INTEGRITY drops LOCKED, waits for WRITEBACK to clear (acquire: it sees
+ *     the other write-back's DIRTY), still holding its reference, and visits
+ *     again from the top. The waiter holds no library lock, so the callback it
+ *     waits for may fault, pin or take the frame's LOCKED bit. The page goes
+ *     back into the set before @fn runs, so a write-back that begins meanwhile
+ *     finds it (INTEGRITY waits for it) unless a third visit holds the bit at
+ *     that instant; the next visit of a clean frame not under write-back takes
+ *     it out again. Waiting for one's own callback would never end: each thread
+ *     keeps its write-backs in a list (wb_current), and a visit that would wait
+ *     for a frame this thread's @fn is writing gives -EDEADLK instead and keeps
+ *     the page. Two callbacks in two threads that each wait for the other's
  *     INTEGRITY write-back are not detected (space.h forbids it).
  */
 #include <pagestate/space.h>
@@ -122,7 +114,7 @@
 #include <sched.h>
 #include <string.h>
 
-/* --- write-back (S3, S4, S9, S11) --------------------------------------------------- */
+/* --- write-back (S3, S4, S9, S12) ----------------------------------------- */
 
 struct wb_ctx {
 	struct ps_space *s;
@@ -138,11 +130,11 @@ struct wb_ctx {
 /*
  * This thread's write-backs, innermost first: a callback that starts an
  * INTEGRITY write-back of the frame it is writing would wait for itself
- * (S11). Only this thread reads or writes it.
+ * (S12). Only this thread reads or writes it.
  */
 static _Thread_local const struct wb_ctx *wb_current;
 
-/* Is a write-back of @frame in @s in flight in this very thread (S11)? */
+/* Is a write-back of @frame in @s in flight in this very thread (S12)? */
 static bool wb_mine(const struct ps_space *s, uint64_t frame)
 {
 	for (const struct wb_ctx *c = wb_current; c; c = c->outer)
@@ -205,7 +197,7 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
 				return -EOVERFLOW;
 			if (w & PS_PAGE_FROZEN)
-				sched_yield(); /* a conversion holds it (S8) */
+				sched_yield(); /* a freezer holds it (S8) */
 			continue;	       /* freed or frozen: look again */
 		}
 		ps_page_lock(p);
@@ -220,14 +212,14 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 	}
 }
 
-/* writeback_frame(): another write-back of the frame is in flight (S11). */
+/* writeback_frame(): another write-back of the frame is in flight (S12). */
 #define WB_BUSY (-1)
 
 /*
  * Write back @frame, mapped at @addr, held and LOCKED by wb_hold(). Drops
  * LOCKED (before @fn runs); the caller drops the reference. Returns the
  * visit's verdict, or WB_BUSY: an INTEGRITY write-back found the frame
- * under another write-back, and waits for it before it looks again (S11).
+ * under another write-back, and waits for it before it looks again (S12).
  */
 static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 {
@@ -240,7 +232,7 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	w = ps_page_load(p);
 	if (w & PS_PAGE_WRITEBACK) {
 		/*
-		 * S11: another write-back's @fn is writing the frame (it set
+		 * S12: another write-back's @fn is writing the frame (it set
 		 * WRITEBACK under this bit, and keeps the page in the set
 		 * until it ends). CLEAN leaves it (dirty or not) to that one
 		 * and to the next visit; INTEGRITY waits for it, unlocked.
@@ -277,7 +269,7 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	if (inval)
 		write_protect_entry(s, addr, frame);
 	/*
-	 * S11: WRITEBACK is set only under LOCKED, which this visit holds,
+	 * S12: WRITEBACK is set only under LOCKED, which this visit holds,
 	 * and it read clear above: the start cannot fail (a flag set by hand
 	 * is treated as another write-back's).
 	 */
@@ -313,7 +305,7 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 		return PS__HBM_KEEP; /* stays dirty */
 	}
 	/*
-	 * S11: the page goes back into the set before the bit is dropped,
+	 * S12: the page goes back into the set before the bit is dropped,
 	 * so that a write-back that begins while @fn runs visits it, and
 	 * waits for @fn (INTEGRITY).
 	 */
@@ -332,14 +324,14 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 			c->st.kept_dirty++;
 	}
 	/*
-	 * Dirty again before the write-back ends, so that a waiter (S11)
+	 * Dirty again before the write-back ends, so that a waiter (S12)
 	 * finds the frame dirty; the hook runs after the end, as any other
 	 * dirty hook runs with no write-back of the frame in flight.
 	 */
 	made_dirty = redirty && !ps_page_test_and_set_flag(p, PS_PAGE_DIRTY);
 	w = ps_page_end_writeback(p);
-	if (made_dirty && s->hooks.dirty)
-		s->hooks.dirty(s->hooks.ctx, s, frame); /* S5: this call's */
+	if (made_dirty)
+		ps__space_dirty_hook(s, frame); /* S5: this call's */
 	if (rc) {
 		wb_error(c, rc);
 		return PS__HBM_KEEP;
@@ -388,7 +380,7 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 		}
 		v = writeback_frame(c, addr, frame);
 		if (v == WB_BUSY && wb_mine(c->s, frame)) {
-			/* S11: this thread's own @fn is writing it. */
+			/* S12: this thread's own @fn is writing it. */
 			wb_error(c, -EDEADLK);
 			v = PS__HBM_KEEP;
 		}
@@ -396,7 +388,7 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 			ps__space_frame_put(c->s, frame); /* the visit's (S7) */
 			return (enum ps__hbm_verdict)v;
 		}
-		/* S11: wait, holding the frame; then look again. */
+		/* S12: wait, holding the frame; then look again. */
 		FAILPOINT(FP_WB_WAIT, addr);
 		ps_page_wait_writeback(&c->s->frames[frame]);
 		ps__space_frame_put(c->s, frame);
@@ -412,6 +404,7 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || !fn ||
 	    (mode != PS_WB_CLEAN && mode != PS_WB_INTEGRITY))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	memset(&c, 0, sizeof(c));
 	c.s = s;
 	c.mode = mode;

@@ -7,19 +7,18 @@
  * with the rules they state in lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S13; this
- * file states S1, S7, S8 and S12; S2 and S13 are in lib/space-pin.c, S3 in
- * lib/space-fault.c, S4, S9 and S11 in lib/space-writeback.c, S5 and S6
- * in lib/space-dirty.c, S10 in lib/space-discard.c)
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S14; this
+ * file states S1, S7, S8 and S13; S2 and S14 are in lib/space-pin.c, S3 in
+ * lib/space-fault.c, S4, S9 and S12 in lib/space-writeback.c, S5, S6 and
+ * S11 in lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------
  *
- * S1  Map, map_range, unmap and discard serialise on the writer mutex: they
- *     are the only operations that replace one frame by another at an
- *     address. Everything else changes entries only by the page table's
- *     transitions (faults, protect, the write-back's write-protect), which
- *     never change the frame. The modules above take the same mutex
- *     (ps__space_writer_lock()) for what must not see a frame replaced
- *     (prot's conversion and mprotect).
+ * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
+ *     the only operations that replace one frame by another at an address.
+ *     Everything else changes entries only by the page table's transitions
+ *     (faults, protect, the write-back's write-protect), which never change the
+ *     frame. The modules above take the same mutex (ps__space_writer_lock())
+ *     for what must not see a frame replaced (prot's conversion and mprotect).
  *
  * S7  Where the hooks run. Never inside the page table's RCU read-side
  *     section: zapped frames are collected and put after the zap returns
@@ -33,10 +32,11 @@
  *         write-back's re-dirtying;
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
- *         none from unpin, a pin's back-out, the helper, kunmap, destroy
- *         or write-back (which holds a reference of its own on the frame it
- *         visits, so the frame is not freed while fn copies it, and drops
- *         it after fn, with no lock held);
+ *         none from unpin, a pin's back-out, the helper, kunmap, destroy,
+ *         a write fault or mark_dirty (which hold the frame they mark, and
+ *         let go with no lock held) or write-back (which holds a reference
+ *         of its own on the frame it visits, so the frame is not freed
+ *         while fn copies it, and drops it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard and
  *         prot.c's conversion and mprotect; the LOCKED bit of the frame
  *         being written back in write-back's PROTECTION invalidation; none
@@ -46,29 +46,33 @@
  *     LOCKED bit must not write-fault, pin for write, write back or kmap
  *     that frame (each would wait for the lock it runs under).
  *
- * S8  Progress: see the table in pagestate/space.h. Retry loops (pin,
- *     secondary map) retry only because another thread changed the entry or
- *     the frame, except the wait for a frozen frame (a conversion, or a
- *     map that claimed it, S12), which yields.
+ * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
+ *     map, a write fault, mark_dirty) retry only because another thread changed
+ *     the entry or the frame, except the wait for a frozen frame (a conversion,
+ *     or a map that claimed it, S13), which yields.
  *
- * S12 A failed map gives back exactly what it took, and the free hook runs
- *     once per frame lifetime whatever races with it. A map takes each
- *     frame with ps_page_get_or_freeze(): a LIVE frame gains the mapping's
- *     reference; a free one is claimed, frozen with no reference and with
- *     the mode PS_MAP_CACHE asks for. A frozen frame fails every try-get
- *     and try-pin (pins, write-back, the secondary-map helper, kmap,
- *     lookups of an older mapping of the frame on their way out), and no
- *     one else can change its mode or freeze it. Only once the map cannot
- *     fail any more (every run installed) does it unfreeze its claimed
- *     frames with the mapping's one reference (release). So a claimed
- *     frame that the map gives back was never held by anyone else: it goes
- *     back free with its old mode, and no hook runs; its owner may reuse it
- *     at once. A frame that was LIVE loses the map's reference, and if
- *     that was the last (its other holders let go meanwhile), its lifetime
- *     ends there with the free hook, under the writer mutex (S7). Before,
- *     a free frame was revived at once: a stale speculative pin could take
- *     a reference to it before the rollback, whose put was then not the
- *     last, and the pin's later back-out freed it again (issue 15 #4).
+ * S13 A failed map gives back exactly what it took, and the free hook runs once
+ *     per frame lifetime whatever races with it. A map takes each frame with
+ *     ps_page_get_or_freeze(): a LIVE frame gains the mapping's reference; a
+ *     free one is claimed, frozen with no reference, with the mode PS_MAP_CACHE
+ *     asks for and without the last lifetime's flags (PS_PAGE_LIFE_FLAGS: a
+ *     new lifetime starts clean). A frozen frame fails every try-get and
+ *     try-pin (pins, write faults, mark_dirty, write-back, the secondary-map
+ *     helper, kmap, lookups of an older mapping of the frame on their way out):
+ *     whoever finds the map's entry before the map commits waits for it, as for
+ *     a conversion, and never marks the frame or runs a hook for it; no one
+ *     else can change its mode or freeze it. Only once the map cannot fail any
+ *     more (every run installed) does it unfreeze its claimed frames with the
+ *     mapping's one reference (release), clearing PS_PAGE_LIFE_FLAGS again in
+ *     the same step (ps_page_unfreeze_claimed()), whatever a stale flag setter
+ *     left on the word meanwhile. So a claimed frame that the map gives back
+ *     was never held by anyone else: it goes back free with its old mode, and
+ *     no hook runs; its owner may reuse it at once. A frame that was LIVE loses
+ *     the map's reference, and if that was the last (its other holders let go
+ *     meanwhile), its lifetime ends there with the free hook, under the writer
+ *     mutex (S7). Before, a free frame was revived at once: a stale speculative
+ *     pin could take a reference to it before the rollback, whose put was then
+ *     not the last, and the pin's later back-out freed it again (issue 15 #4).
  */
 #include <pagestate/space.h>
 
@@ -80,7 +84,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-/* --- accessors ------------------------------------------------------------------ */
+/* --- accessors ------------------------------------------------------------ */
 
 struct ps_page *ps_space_page(struct ps_space *s, uint64_t frame)
 {
@@ -97,7 +101,7 @@ struct ps_notifier *ps_space_notifier(struct ps_space *s)
 	return &s->notifier;
 }
 
-/* --- what the space lends the modules above it (space-internal.h) ------------- */
+/* --- what the space lends the modules above it (space-internal.h) --------- */
 
 struct ps_page *ps__space_frames(struct ps_space *s, uint64_t *nframes)
 {
@@ -171,12 +175,12 @@ void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 		ps__space_frame_freed(s, frame);
 }
 
-/* --- lifetime --------------------------------------------------------------- */
+/* --- lifetime ------------------------------------------------------------- */
 
 /*
  * Every frame has an entry form. The arrays indexed by frame (a
  * library-allocated page-word array, 8 bytes a frame; the long-term pin
- * counts, 4 bytes, S13) stay well within a 47-bit address space.
+ * counts, 4 bytes, S14) stay well within a 47-bit address space.
  */
 PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
 		 "frames beyond what an entry can name");
@@ -189,16 +193,20 @@ PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 {
 	struct ps_space *s;
-	uint64_t npages;
+	uint64_t npages, born;
 	int rc;
 
 	if (!cfg || !out || !cfg->size || (cfg->size & (PAGE_SIZE - 1)) ||
 	    cfg->size > PS_PGTABLE_ADDR_END || !cfg->nframes ||
 	    cfg->nframes > PS_SPACE_NFRAMES_MAX)
 		return -EINVAL;
+	rc = ps__fork_born(&born);
+	if (rc)
+		return rc; /* -ECHILD: a child of a plain fork() */
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->born = born;
 	npages = cfg->size >> PAGE_SHIFT;
 	s->size = cfg->size;
 	s->nframes = cfg->nframes;
@@ -240,7 +248,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	if (rc)
 		goto fail_bitmaps;
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
-	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S13) */
+	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S14) */
 	*out = s;
 	return 0;
 
@@ -258,7 +266,7 @@ fail:
 	return rc;
 }
 
-/* --- zapping and dropping references (S7) ---------------------------------- */
+/* --- zapping and dropping references (S7) --------------------------------- */
 
 /* Frames a zap removed, kept until the zap has returned (S7). */
 struct zapped {
@@ -306,9 +314,8 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 
 	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
-	 * S2 - seq_cst fence: the zap's entry CASes come before any read of
-	 * the frames' pins by whoever frees them; pairs with the pin path's
-	 * fence.
+	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
+	 * frames' pins by whoever frees them; pairs with the pin path's fence.
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (size_t i = 0; i < z.n; i++)
@@ -316,12 +323,17 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	free(z.frames);
 }
 
+bool ps__space_inherited(const struct ps_space *space)
+{
+	return ps__fork_inherited(space->born);
+}
+
 int ps_space_destroy(struct ps_space *s)
 {
 	struct ps_notifier_stats st;
 
-	if (!s)
-		return 0;
+	if (!s || ps__fork_inherited(s->born))
+		return 0; /* in a child, an inherited space is only forgotten */
 	ps_notifier_get_stats(&s->notifier, &st);
 	if (st.subscriptions)
 		return -EBUSY;
@@ -339,24 +351,23 @@ int ps_space_destroy(struct ps_space *s)
 	return 0;
 }
 
-/* --- mapping ------------------------------------------------------------------- */
+/* --- mapping -------------------------------------------------------------- */
 
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
 	uint64_t pte_flags; /* its entry's flags (runs: equal flags) */
-	bool claimed;	    /* it was free: this map froze it (S12) */
+	bool claimed;	    /* it was free: this map froze it (S13) */
 	bool wb;	    /* pinned or dirty: its page goes in wb (S9) */
 	uint8_t old_cache;  /* a claimed frame's cache mode before */
 };
 
 /*
- * S12: give back what a failed map took. A frame it claimed (it was free)
- * was frozen all along: nobody else took it, looked at its mode or froze
- * it, so it goes back free exactly as it was, mode included, and no hook
- * runs (its owner never saw it mapped). A frame that was LIVE loses the
- * map's reference; if that was the last one (its other holders let go
- * meanwhile), this put ends its lifetime and runs the free hook, as any
- * last put does.
+ * S13: give back what a failed map took. A frame it claimed (it was free) was
+ * frozen all along: nobody else took it, looked at its mode or froze it, so it
+ * goes back free exactly as it was, mode included, and no hook runs (its owner
+ * never saw it mapped). A frame that was LIVE loses the map's reference; if
+ * that was the last one (its other holders let go meanwhile), this put ends its
+ * lifetime and runs the free hook, as any last put does.
  */
 static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {
@@ -375,7 +386,7 @@ static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 /*
  * Take a mapping's reference on @frame and build its entry flags: a LIVE
  * frame gains a reference; a free one is claimed, frozen with none, until
- * the map commits (S12).
+ * the map commits (S13).
  */
 static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 		      uint64_t *pte_flags, struct taken *t)
@@ -407,23 +418,49 @@ static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 }
 
 /*
+ * What a page taken back by a failed map gets for its entry @e: the map's
+ * page was unprotected, so it counts as written (pgtable.h); in a range
+ * registered async, where that is tracked, it becomes a WRITTEN marker,
+ * as an async zap of it would leave.
+ */
+static ps_pte_t untaken_entry(struct ps_space *s, uint64_t addr, ps_pte_t e)
+{
+	unsigned int flags;
+
+	if (ps_pte_uffd_wp(e))
+		return ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+	if (!ps_pgtable_registration(s->pt, addr, &flags) &&
+	    (flags & PS_WP_ASYNC))
+		return ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+	return PS_PTE_NONE;
+}
+
+/*
  * Take back the entries a map installed at pages [i, j) of [@start, ...):
  * each entry that still maps its frame (@first_frame + k at page k) goes
- * back to what the page held before the map, which had to be none or a
- * lone UFFD_WP marker (pgtable.h). The map kept such a marker's protection
- * as the entry's uffd-wp bit, so an entry with that bit becomes the marker
- * again and any other becomes none: a failed map drops no write
- * protection. (A protect that raced with the map and set the bit leaves a
- * marker too: more protection than it would have, never less.) Pages
- * without such an entry are left alone. Under the writer mutex no other
- * thread maps a frame here (S1); faults may still set accessed, dirty or
- * writable bits, and protect the uffd-wp bit: the CAS then looks again.
+ * back to what the page held before the map, which had to be none, a lone
+ * UFFD_WP marker or a WRITTEN marker (pgtable.h). The map kept a UFFD_WP
+ * marker's protection as the entry's uffd-wp bit, so an entry with that bit
+ * becomes the marker again: a failed map drops no write protection. (A protect
+ * that raced with the map and set the bit leaves a marker too: more protection
+ * than it would have, never less.) A map over a WRITTEN marker installs a
+ * written page (written pages of async ranges are what that marker records), so
+ * in an async range an entry without the bit becomes the WRITTEN marker: a
+ * failed map drops no written page. Where the page was none, the rollback
+ * cannot tell (the map keeps no record of what it replaced), and the page is
+ * reported written once: the written page the map installed was visible until
+ * now, and an async zap of it would leave the same marker. Outside async ranges
+ * an entry without the bit becomes none. (A WRITTEN marker outside an async
+ * range is a leftover of an earlier async registration, which unregister kept:
+ * a failed map over it loses it. This rollback runs only when a store raced
+ * into the range against pgtable.h's exclusion rules.) Pages without such an
+ * entry are left alone. Under the writer mutex no other thread maps a frame
+ * here (S1); faults may still set accessed, dirty or writable bits, and protect
+ * the uffd-wp bit: the CAS then looks again.
  */
 static void unmap_installed(struct ps_space *s, uint64_t start,
 			    uint64_t first_frame, uint64_t i, uint64_t j)
 {
-	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
-
 	for (uint64_t k = i; k < j; k++) {
 		uint64_t addr = start + (k << PAGE_SHIFT);
 		ps_pte_t e;
@@ -433,22 +470,20 @@ static void unmap_installed(struct ps_space *s, uint64_t start,
 		while (ps_pte_is_present(e) &&
 		       ps_pte_frame(e) == first_frame + k &&
 		       ps_pgtable_cmpxchg(s->pt, addr, &e,
-					  ps_pte_uffd_wp(e)
-						  ? marker
-						  : PS_PTE_NONE) == -EAGAIN)
+					  untaken_entry(s, addr, e)) == -EAGAIN)
 			;
 	}
 }
 
 /*
- * Map frames first + [i, j) (references already taken) at their pages, all
- * or nothing. The page table checks every page and allocates every level
- * before it installs anything, so -EEXIST and -ENOMEM install nothing
- * (under the writer mutex nobody else maps here, S1), and after
- * ps_pgtable_map_prepare() neither can happen at all. Any other failure
- * (the test build's injection: a run refused part-way, as only a store
- * racing into the range against pgtable.h's exclusion rules could) takes
- * back what the run installed; the other pages are still vacant.
+ * Map frames first + [i, j) (references already taken) at their pages, all or
+ * nothing. The page table checks every page and allocates every level before it
+ * installs anything, so -EEXIST and -ENOMEM install nothing (under the writer
+ * mutex nobody else maps here, S1), and after ps_pgtable_map_prepare() neither
+ * can happen at all. Any other failure (the test build's injection: a run
+ * refused part-way, as only a store racing into the range against pgtable.h's
+ * exclusion rules could) takes back what the run installed; the other pages
+ * are still vacant.
  */
 static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		   uint64_t i, uint64_t j, uint64_t pte_flags)
@@ -485,10 +520,11 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	taken = calloc(npages, sizeof(*taken));
 	if (!taken)
 		return -ENOMEM;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	/*
 	 * All or nothing, and nothing visible on failure. References first
-	 * (a free frame claimed, frozen: S12), then entries, so a reader never
+	 * (a free frame claimed, frozen: S13), then entries, so a reader never
 	 * finds an entry whose frame lacks the mapping's reference; while no
 	 * entry is installed, no pin or fault can find the frames. A run of
 	 * frames with the same cache and encryption state is mapped with one
@@ -535,13 +571,15 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 			untake_frame(s, first_frame + k, taken[k]);
 	} else {
 		/*
-		 * S12: the map can no longer fail: the frames it claimed go
-		 * LIVE with the mapping's reference (release: pairs with the
-		 * acquire of the try-gets and try-pins that find them).
+		 * S13: the map can no longer fail: the frames it claimed go
+		 * LIVE with the mapping's reference, and without the life
+		 * flags a stale setter may have left on the frozen word: a
+		 * new lifetime starts clean (release: pairs with the acquire
+		 * of the try-gets and try-pins that find them).
 		 */
 		for (uint64_t k = 0; k < npages; k++)
 			if (taken[k].claimed)
-				(void)ps_page_unfreeze(
+				(void)ps_page_unfreeze_claimed(
 					&s->frames[first_frame + k], 1);
 		/* S9: once the entries are there, write-back can reach them. */
 		for (uint64_t k = 0; k < npages; k++)
@@ -566,6 +604,7 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!ps__space_range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);

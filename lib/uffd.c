@@ -9,14 +9,17 @@
  *
  * U1  Library first, kernel second, under the attachment's mutex. Protect,
  *     unprotect, each fault resolution and each harvest change the library
- *     table, then the host range, holding u->lock across both. So the two
- *     agree on a page whenever no such call is running on it (no
- *     interleaving of a protect with a resolution can leave the library
- *     protected and the kernel not). When the kernel refuses its half,
- *     the call fails and the page is left on the side that loses no
- *     write, library not protected: a protect unprotects the library
- *     range again, an unprotect or a fault's resolution (the writer then
- *     stays blocked, and the error is reported) already left it so.
+ *     table, then the host range, holding u->lock across both. So the two agree
+ *     on a page whenever no such call is running on it (no interleaving of a
+ *     protect with a resolution can leave the library protected and the kernel
+ *     not). When the kernel refuses its half, the call fails and the page is
+ *     left on the side that loses no write, library not protected: a protect
+ *     unprotects the library range again, an unprotect or a fault's resolution
+ *     (the writer then stays blocked, and the error is reported) already left
+ *     it so. In sync anonymous ranges without UNPOPULATED the kernel protects
+ *     only pages that have a PTE, so the kernel's half of a protect first gives
+ *     one (the zero page, by a read fault) to each host page under a present
+ *     library entry: what the library protects, the kernel does.
  *
  * U2  A sync fault is recorded before its writer is woken: the library
  *     entry is resolved as a write (space: frame dirty and address logged,
@@ -29,13 +32,12 @@
  *     lock per PMD), so a CPU write is reported by this harvest or the
  *     next. Its pages go into the attachment's log before that log is
  *     harvested, and so do a bare table's written entries (its own
- *     get-and-rearm scan); so a budget-limited harvest keeps the rest for
- *     the next call and nothing is lost. A space's pages (its harvest
- *     with PS_HARVEST_REARM, at most the budget) join them only if the
- *     budget returns them: the rest go back to the space's log before
- *     the call returns (collect_space()), so they are never only in the
- *     attachment's log. Detach moves what is left there (the CPU's
- *     pages) into the space's log.
+ *     get-and-rearm scan); so a budget-limited harvest keeps the rest for the
+ *     next call and nothing is lost. A space's pages (its harvest with
+ *     PS_HARVEST_REARM, at most the budget) join them only if the budget
+ *     returns them: the rest go back to the space's log before the call returns
+ *     (collect_space()), so they are never only in the attachment's log. Detach
+ *     moves what is left there (the CPU's pages) into the space's log.
  *
  * U4  Sync harvest: the log is harvested first, then the reported pages are
  *     re-protected in both places. A write between the two finds the page
@@ -45,6 +47,31 @@
  * U5  The handler thread and ps_uffd_handle_events() never block in a
  *     read: the userfaultfd is non-blocking, the thread waits in poll() on
  *     it and on an eventfd that ps_uffd_detach() signals.
+ *
+ * U6  Discard (ps_uffd_discard()). The space drops pages (S10) without
+ *     the attachment's mutex, so that its free_frame hook and notifier
+ *     callbacks may write to protected memory (the handler resolves that);
+ *     each page is noted in u->dropped after the hook released its host
+ *     memory. Then, under the mutex (U1), each noted page of the range
+ *       (a) gets a PTE in sync anonymous ranges without UNPOPULATED (the
+ *           zero page), so that the kernel can protect it at the next
+ *           re-arm whatever the library holds there: the library cannot
+ *           protect a hole in such a range, and a frame the balloon maps
+ *           there after that re-arm would be written without a fault
+ *           unless the kernel's page is protected;
+ *       (b) is protected in the kernel where the library's entry is (a
+ *           UFFD_WP marker of a shared range), whatever the hook did to
+ *           the host page, so both agree (a refusal: U1's safe side);
+ *       (c) is logged, so the next harvest reports it (its contents are
+ *           gone) and, in sync mode, re-arms it on both sides (U4).
+ *     A write after the hook released the page lands before (c), in the
+ *     contents the harvest after (c) copies, or after it: then the page
+ *     is still logged, or the harvest has re-armed it and the write is
+ *     seen (sync: it faults; async: the kernel's none PTE or marker is
+ *     written state). Overlapping discards may fix each other's pages;
+ *     a page is fixed by whichever takes its bit, under the mutex, so a
+ *     discard that finds its bits taken waits for the mutex, and returns
+ *     only after the pages it dropped were fixed.
  *
  * Only Linux builds this file (meson option `uffd`).
  */
@@ -64,8 +91,13 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
@@ -82,11 +114,13 @@
 enum {
 	FP_NO_PROCMAP_QUERY = 0x1, /* attach reads smaps instead */
 	FP_NO_HUGETLB_CHECK = 0x2, /* attach accepts hugetlb memory */
-	/* The next PAGEMAP_SCAN that reports pages fails after it ran (once): */
+	/* The next PAGEMAP_SCAN reporting pages fails after it ran (once): */
 	FP_SCAN_EIO = 0x4,
 	FP_SCAN_EINTR = 0x8,
-	FP_POLL_ENOMEM = 0x10, /* the handler thread's next poll() fails */
-	FP_MUTEX_INIT = 0x20,  /* attach's pthread_mutex_init() fails */
+	FP_POLL_ENOMEM = 0x10,	    /* the handler thread's next poll() fails */
+	FP_MUTEX_INIT = 0x20,	    /* attach's pthread_mutex_init() fails */
+	FP_NO_POPULATE_READ = 0x40, /* MADV_POPULATE_READ fails: EINVAL */
+	FP_WP_EIO = 0x80,	    /* the next kernel protect fails: EIO */
 };
 #ifdef PS_UFFD_FAILPOINTS
 uint64_t ps__uffd_hide_features;
@@ -117,13 +151,15 @@ struct ps_uffd {
 	unsigned int flags;
 	struct ps_space *space; /* NULL for a bare table */
 	struct ps_pgtable *pt;
-	struct ps__hbm log;   /* pages to report (U3), index from addr */
-	pthread_mutex_t lock; /* U1 */
+	struct ps__hbm log;	/* pages to report (U3), index from addr */
+	struct ps__hbm dropped; /* pages a discard dropped (U6), likewise */
+	pthread_mutex_t lock;	/* U1 */
 	pthread_t thread;
 	bool thread_running;
 	int opened;
 	_Atomic(uint64_t) faults, mismatches, harvested, kernel_pages, errors;
 	_Atomic(int) last_error;
+	uint64_t born; /* fork generation at attach (lib/fork.h) */
 };
 
 static void count(_Atomic(uint64_t) *c, uint64_t n)
@@ -271,7 +307,7 @@ int ps_uffd_probe(unsigned int flags, const char **why)
 	return check_features(flags, why);
 }
 
-/* --- the host mapping --------------------------------------------------------- */
+/* --- the host mapping ----------------------------------------------------- */
 
 /*
  * The largest page size of the VMAs that [host, end) touches, from
@@ -370,7 +406,7 @@ static int check_host(const struct ps_uffd_config *cfg, const char **why)
 	return 0;
 }
 
-/* --- the kernel side ---------------------------------------------------------- */
+/* --- the kernel side ------------------------------------------------------ */
 
 static uint64_t host_of(const struct ps_uffd *u, uint64_t addr)
 {
@@ -387,6 +423,8 @@ static int kernel_wp(struct ps_uffd *u, uint64_t addr, uint64_t len,
 	wp.range.start = host_of(u, addr);
 	wp.range.len = len;
 	wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+	if (protect && FAILPOINT_ONCE(FP_WP_EIO))
+		return -EIO;
 	/* -EAGAIN: the mm is changing (a fork or remap event); try again. */
 	while (ioctl(u->fd, UFFDIO_WRITEPROTECT, &wp)) {
 		if (errno != EAGAIN && errno != EINTR)
@@ -426,7 +464,95 @@ static void log_addrs(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 	}
 }
 
-/* --- protect and unprotect (U1) --------------------------------------------- */
+/* --- protect and unprotect (U1) ------------------------------------------- */
+
+/*
+ * Can the kernel protect a host page only where it has a PTE? Sync
+ * anonymous ranges without PS_UFFD_UNPOPULATED: UFFDIO_WRITEPROTECT skips a
+ * page with no PTE (never touched, or dropped by a discard's MADV_DONTNEED),
+ * and the first write there later maps a new page unprotected, without a
+ * fault. Shared ranges (the kernel keeps UFFD_WP markers) and ranges with
+ * WP_UNPOPULATED (async implies it) protect holes with markers.
+ */
+static bool kernel_needs_pte(const struct ps_uffd *u)
+{
+	return !(u->flags &
+		 (PS_UFFD_ASYNC | PS_UFFD_SHARED | PS_UFFD_UNPOPULATED));
+}
+
+/*
+ * Give host pages [host_of(addr), + len) a PTE without writing them: a read
+ * fault maps the zero page where there is no page (MADV_POPULATE_READ; an
+ * existing PTE is left alone). Before Linux 5.14 (EINVAL), each page is
+ * read instead, which faults the same way.
+ */
+static int populate_host(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	uintptr_t h = (uintptr_t)host_of(u, addr);
+
+	for (;;) {
+		if (FAILPOINT(FP_NO_POPULATE_READ))
+			errno = EINVAL;
+		else if (!madvise((void *)h, len, MADV_POPULATE_READ))
+			return 0;
+		if (errno != EINTR && errno != EAGAIN)
+			break;
+	}
+	if (errno != EINVAL)
+		return -errno;
+	for (uint64_t off = 0; off < len; off += PAGE_SIZE)
+		/* Relaxed: only the read fault matters, not the value. */
+		(void)atomic_load_explicit((PS_ATOMIC(char) *)(h + off),
+					   memory_order_relaxed);
+	return 0;
+}
+
+/*
+ * Give the host pages under the library's present entries of [addr, addr
+ * + len) a PTE (kernel_needs_pte()), so that the kernel protects what the
+ * library protects: every present entry of a registered range is protected
+ * after ps_pgtable_protect(). Holes of the library are left alone: the
+ * kernel protecting more than the library would cost mismatched faults.
+ */
+static int populate_present(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	struct ps_pgtable_region r[64];
+	struct ps_pgtable_scan q;
+
+	memset(&q, 0, sizeof(q));
+	q.start = addr;
+	q.end = addr + len;
+	q.category_mask = PS_CAT_PRESENT;
+	q.return_mask = PS_CAT_PRESENT;
+	q.vec = r;
+	q.vec_len = sizeof(r) / sizeof(r[0]);
+	while (q.start < q.end) {
+		long n = ps_pgtable_scan(u->pt, &q);
+
+		if (n < 0)
+			return (int)n; /* not for these arguments */
+		for (long i = 0; i < n; i++) {
+			int rc = populate_host(u, r[i].start,
+					       r[i].end - r[i].start);
+
+			if (rc)
+				return rc;
+		}
+		q.start = q.walk_end;
+	}
+	return 0;
+}
+
+/*
+ * The kernel's half of a protect: UFFDIO_WRITEPROTECT, after giving the
+ * library's present pages a PTE where the kernel needs one (U1).
+ */
+static int kernel_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
+{
+	int rc = kernel_needs_pte(u) ? populate_present(u, addr, len) : 0;
+
+	return rc ? rc : kernel_wp(u, addr, len, true);
+}
 
 /*
  * U1: the library, then the kernel. If the kernel refuses a protect, the
@@ -444,7 +570,8 @@ static int protect_locked(struct ps_uffd *u, uint64_t addr, uint64_t len,
 
 	if (rc)
 		return rc;
-	rc = kernel_wp(u, addr, len, protect);
+	rc = protect ? kernel_protect(u, addr, len)
+		     : kernel_wp(u, addr, len, false);
 	if (rc && protect)
 		(void)ps_pgtable_unprotect(u->pt, addr, len);
 	return rc;
@@ -456,6 +583,7 @@ int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 
 	if (rc)
 		return rc;
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	pthread_mutex_lock(&u->lock);
 	rc = protect_locked(u, addr, len, true);
 	pthread_mutex_unlock(&u->lock);
@@ -468,13 +596,14 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 
 	if (rc)
 		return rc;
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	pthread_mutex_lock(&u->lock);
 	rc = protect_locked(u, addr, len, false);
 	pthread_mutex_unlock(&u->lock);
 	return rc;
 }
 
-/* --- sync faults (U2, U5) ------------------------------------------------------ */
+/* --- sync faults (U2, U5) ------------------------------------------------- */
 
 /*
  * Resolve a write-protect fault at library page @addr (U1, U2): 0, or the
@@ -561,6 +690,7 @@ static int handle(struct ps_uffd *u, unsigned int max)
 
 int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max)
 {
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	if (u->flags & (PS_UFFD_ASYNC | PS_UFFD_THREAD))
 		return -EINVAL;
 	return handle(u, max);
@@ -609,19 +739,18 @@ static void *handler_thread(void *arg)
 	return NULL;
 }
 
-/* --- harvest (U3, U4) ------------------------------------------------------------ */
+/* --- harvest (U3, U4) ----------------------------------------------------- */
 
 /*
  * Mirror the kernel's re-arm in the table. PAGEMAP_SCAN reports every none
  * PTE as written (a page never protected, or dropped with its protection)
  * and re-arms it as a UFFD_WP marker, and every other page it reports it
- * re-protects; so each reported page is protected in the kernel after the
- * scan, and a none entry of the library there becomes a UFFD_WP marker
- * (U1: both protected). Only none entries change, each by one CAS: an
- * entry mapped meanwhile is the library's own business, and a written
- * library entry (a WRITTEN marker too: a page zapped while written, the
- * library's counterpart of that none PTE) is left for the library's own
- * harvest to report and re-arm.
+ * re-protects; so each reported page is protected in the kernel after the scan,
+ * and a none entry of the library there becomes a UFFD_WP marker (U1: both
+ * protected). Only none entries change, each by one CAS: an entry mapped
+ * meanwhile is the library's own business, and a written library entry (a
+ * WRITTEN marker too: a page zapped while written, the library's counterpart of
+ * that none PTE) is left for the library's own harvest to report and re-arm.
  *
  * The kernel is asked for WRITTEN alone (its fast path, see
  * collect_kernel()), so it does not say which reported pages were none: the
@@ -817,25 +946,23 @@ static enum ps__hbm_verdict merge_visit(void *ctx, uint64_t bit)
 }
 
 /*
- * Space: its harvest with PS_HARVEST_REARM (the library's written entries
- * of async ranges, re-armed; the dirty log's marks, resolved sync faults
- * and pages pinned for write; the secondary mappings of all of them
- * invalidated), at most @max pages into @addrs. Only the pages the
- * caller's budget returns move into the attachment's log: the budget
- * applies to their union with the pages already there (the kernel's), and
- * the space's pages beyond it go back to the space's log
- * (ps_space_redirty(), before the harvest returns; their invalidation was
- * merely early). So the space's log keeps every page a harvest does not
- * return: for the next harvest, for ps_space_harvest() and after detach.
- * *@resume: the first of the space's pages still recorded, or the end.
+ * Space: its harvest with PS_HARVEST_REARM (the library's written entries of
+ * async ranges, re-armed; the dirty log's marks, resolved sync faults and pages
+ * pinned for write; the secondary mappings of all of them invalidated), at most
+ * @max pages into @addrs. Only the pages the caller's budget returns move into
+ * the attachment's log: the budget applies to their union with the pages
+ * already there (the kernel's), and the space's pages beyond it go back to the
+ * space's log (ps_space_redirty(), before the harvest returns; their
+ * invalidation was merely early). So the space's log keeps every page a harvest
+ * does not return: for the next harvest, for ps_space_harvest() and after
+ * detach. *@resume: the first of the space's pages still recorded, or the end.
  *
  * The kernel's pages go straight into the attachment's log, not through
  * the space's, so they cost no notifier invalidation and no pin check: a
- * writable secondary mapping is always in the space's log (the helper logs
- * its page before installing it, and the harvest that takes the page
- * invalidates it), and a page pinned for write stays in that log while
- * pinned. So a page that only the CPU wrote has no writable secondary
- * mapping to tear down.
+ * writable secondary mapping is always in the space's log (the helper logs its
+ * page before installing it, and the harvest that takes the page invalidates
+ * it), and a page pinned for write stays in that log while pinned. So a page
+ * that only the CPU wrote has no writable secondary mapping to tear down.
  */
 static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 			 uint64_t *addrs, uint64_t max, uint64_t *resume)
@@ -889,6 +1016,7 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		return rc;
 	if (!addrs || !max || !count_out)
 		return -EINVAL;
+	PS__FORK_CHECK(u->born, "uffd attachment");
 	pthread_mutex_lock(&u->lock);
 	if (async)
 		rc = collect_kernel(u, start, start + len);
@@ -924,7 +1052,106 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	return 0;
 }
 
-/* --- attach and detach ----------------------------------------------------------- */
+/* --- discard (U6) --------------------------------------------------------- */
+
+/* ps__space_discard()'s callback: @addr was dropped, its memory released. */
+static void note_dropped(void *ctx, uint64_t addr)
+{
+	struct ps_uffd *u = ctx;
+
+	(void)ps__hbm_set(&u->dropped, (addr - u->addr) >> PAGE_SHIFT);
+}
+
+/* The dropped pages being fixed up: [start, end), a run of them. */
+struct fixup {
+	struct ps_uffd *u;
+	uint64_t start, end;
+	int rc;
+};
+
+static void fixup_error(struct fixup *f, int rc)
+{
+	if (rc && !f->rc)
+		f->rc = rc;
+}
+
+/*
+ * The kernel's side of a run of dropped pages, under the attachment's
+ * mutex (U6): a PTE for each host page where the kernel needs one to
+ * protect it (the zero page), the host pages protected where the library's
+ * entries are (a refusal leaves those unprotected in the library too: U1's
+ * safe side), then the run logged for the next harvest.
+ */
+static void fixup_flush(struct fixup *f)
+{
+	struct ps_uffd *u = f->u;
+
+	if (f->end == f->start)
+		return;
+	if (kernel_needs_pte(u))
+		fixup_error(f, populate_host(u, f->start, f->end - f->start));
+	for (uint64_t a = f->start; a < f->end;) {
+		uint64_t b = a;
+		ps_pte_t e;
+		int rc;
+
+		while (b < f->end && !ps_pgtable_get(u->pt, b, &e) &&
+		       ps_pte_uffd_wp(e))
+			b += PAGE_SIZE;
+		if (b == a) {
+			a += PAGE_SIZE;
+			continue;
+		}
+		rc = kernel_protect(u, a, b - a);
+		if (rc)
+			(void)ps_pgtable_unprotect(u->pt, a, b - a);
+		fixup_error(f, rc);
+		a = b;
+	}
+	log_range(u, f->start, f->end - f->start);
+	f->start = f->end;
+}
+
+/* One dropped page: it extends the run, or flushes it and starts one. */
+static enum ps__hbm_verdict fixup_visit(void *ctx, uint64_t bit)
+{
+	struct fixup *f = ctx;
+	uint64_t a = f->u->addr + (bit << PAGE_SHIFT);
+
+	if (a != f->end) {
+		fixup_flush(f);
+		f->start = a;
+	}
+	f->end = a + PAGE_SIZE;
+	return PS__HBM_CLEAR;
+}
+
+int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    struct ps_discard_skip *skipped, uint64_t max_skipped,
+		    uint64_t *nskipped)
+{
+	struct fixup f = {u, 0, 0, 0};
+	int rc = range_check(u, start, len);
+
+	if (rc)
+		return rc;
+	if (!u->space || (max_skipped && !skipped))
+		return -EINVAL;
+	PS__FORK_CHECK(u->born, "uffd attachment");
+	PS__SPACE_FORK_CHECK(u->space);
+	/* Without the mutex: its hooks may write to protected memory. */
+	rc = ps__space_discard(u->space, start, len, skipped, max_skipped,
+			       nskipped, note_dropped, u);
+	/* After an error too: pages dropped before it are fixed up. */
+	pthread_mutex_lock(&u->lock);
+	(void)ps__hbm_harvest(&u->dropped, (start - u->addr) >> PAGE_SHIFT,
+			      len >> PAGE_SHIFT, fixup_visit, &f, NULL);
+	fixup_flush(&f);
+	pthread_mutex_unlock(&u->lock);
+	return rc ? rc : f.rc;
+}
+
+/* --- attach and detach ---------------------------------------------------- */
 
 static int attach(struct ps_space *space, struct ps_pgtable *t,
 		  const struct ps_uffd_config *cfg, struct ps_uffd **out)
@@ -934,6 +1161,7 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	struct uffdio_register reg;
 	unsigned int pgflags = 0;
 	struct ps_uffd *u;
+	uint64_t born;
 	int rc;
 
 	say(why, NULL);
@@ -958,11 +1186,17 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 		rc = check_host(cfg, why);
 	if (rc)
 		return rc;
+	rc = ps__fork_born(&born);
+	if (rc) {
+		say(why, "fork"); /* -ECHILD: a child of a plain fork() */
+		return rc;
+	}
 	u = calloc(1, sizeof(*u));
 	if (!u) {
 		say(why, "memory");
 		return -ENOMEM;
 	}
+	u->born = born;
 	u->fd = u->pagemap = u->stop = -1;
 	u->host = (uintptr_t)cfg->host;
 	u->addr = cfg->addr;
@@ -1002,6 +1236,8 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 		}
 	}
 	rc = ps__hbm_init(&u->log, cfg->len >> PAGE_SHIFT);
+	if (!rc && space)
+		rc = ps__hbm_init(&u->dropped, cfg->len >> PAGE_SHIFT);
 	if (rc) {
 		say(why, "log");
 		goto fail;
@@ -1060,6 +1296,7 @@ fail:
 	if (u->fd >= 0)
 		close(u->fd);
 	ps__hbm_destroy(&u->log);
+	ps__hbm_destroy(&u->dropped);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 	return rc;
@@ -1098,11 +1335,29 @@ static enum ps__hbm_verdict relog_visit(void *ctx, uint64_t bit)
 	return PS__HBM_CLEAR;
 }
 
+/*
+ * Detach in a child of fork() (pagestate/fork.h, rule 2): close the child's
+ * copies of the descriptors and nothing else. The userfaultfd and the pagemap
+ * descriptor act on the parent's address space, the eventfd would stop the
+ * parent's handler thread, and the child has no thread to join.
+ */
+static int forget(struct ps_uffd *u)
+{
+	if (u->stop >= 0)
+		close(u->stop);
+	if (u->pagemap >= 0)
+		close(u->pagemap);
+	close(u->fd);
+	return 0;
+}
+
 int ps_uffd_detach(struct ps_uffd *u)
 {
 	struct uffdio_range r = {.start = u->host, .len = u->len};
 	int rc = 0;
 
+	if (ps__fork_inherited(u->born))
+		return forget(u);
 	if (u->thread_running) {
 		uint64_t one = 1;
 
@@ -1133,6 +1388,7 @@ int ps_uffd_detach(struct ps_uffd *u)
 		close(u->pagemap);
 	close(u->fd);
 	ps__hbm_destroy(&u->log);
+	ps__hbm_destroy(&u->dropped);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 	return rc;

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/x86.c - the x86 encodings of the per-page state (pagestate/x86.h):
- * the PAT/PCD/PWT bits of a cache mode and the confidential-computing
- * platform descriptor. Pure functions; nothing else in the library uses
- * them.
+ * lib/x86.c - the x86 encodings of the per-page state (pagestate/x86.h): the
+ * PAT/PCD/PWT bits of a cache mode and the confidential-computing platform
+ * descriptor. Pure functions; nothing else in the library uses them.
  */
 #include <pagestate/x86.h>
 
-/* --- PAT / PCD / PWT ------------------------------------------------------- */
+/* --- PAT / PCD / PWT ------------------------------------------------------ */
 
 /* IA32_PAT memory type of each cache mode (PS_CACHE_* order). */
 static const uint8_t mode_mtype[PS_CACHE_NR] = {
@@ -75,7 +74,7 @@ int ps_x86_cache_mode(uint64_t pat, uint64_t entry, enum ps_x86_level level,
 	return -EINVAL; /* a reserved memory type in that slot */
 }
 
-/* --- confidential computing ------------------------------------------------- */
+/* --- confidential computing ----------------------------------------------- */
 
 int ps_cc_platform_init(struct ps_cc_platform *p, enum ps_cc_vendor vendor,
 			unsigned int bit)

@@ -3,8 +3,8 @@
 # No circles between modules. Every file of lib/ and include/ belongs to a
 # module, and every module has a layer:
 #
-#   utilities   compiler.h, config.h; then version.h, rcu, hbitmap, rec,
-#               failpoint; itree, history
+#   utilities   compiler.h, config.h; then version.h, fork, hbitmap, rec,
+#               failpoint; then rcu; then itree, history
 #   page        page.h, lib/page.c
 #   pte, seq,   pte.h; seq.h; x86.h, lib/x86.c       (siblings)
 #   x86
@@ -35,22 +35,23 @@ set -eu
 MODULES='
 compiler	0	include/pagestate/compiler.h include/pagestate/config.h
 version		1	include/pagestate/version.h lib/version.c
-rcu		1	lib/rcu.h lib/rcu.c
+rcu		2	lib/rcu.h lib/rcu.c
 hbitmap		1	lib/hbitmap.h lib/hbitmap.c
 rec		1	lib/rec.h
 failpoint	1	lib/failpoint.h lib/failpoint.c
-itree		2	lib/itree.h lib/itree.c
-history		2	lib/history.h lib/history.c
-page		3	include/pagestate/page.h lib/page.c lib/page-*.[ch]
-pte		4	include/pagestate/pte.h lib/pte.c lib/pte-*.[ch]
-seq		4	include/pagestate/seq.h lib/seq.c lib/seq-*.[ch]
-x86		4	include/pagestate/x86.h lib/x86.c lib/x86-*.[ch]
-pgtable		5	include/pagestate/pgtable.h lib/pgtable.c lib/pgtable-*.[ch]
-notifier	6	include/pagestate/notifier.h lib/notifier.c lib/notifier-*.[ch]
-space		7	include/pagestate/space.h lib/space.c lib/space-*.[ch]
-prot		8	include/pagestate/prot.h lib/prot.c lib/prot-*.[ch]
-uffd		8	include/pagestate/uffd.h lib/uffd.c lib/uffd-*.[ch] lib/linux-uapi.h
-umbrella	9	include/pagestate/pagestate.h
+fork		1	include/pagestate/fork.h lib/fork.h lib/fork.c
+itree		3	lib/itree.h lib/itree.c
+history		3	lib/history.h lib/history.c
+page		4	include/pagestate/page.h lib/page.c lib/page-*.[ch]
+pte		5	include/pagestate/pte.h lib/pte.c lib/pte-*.[ch]
+seq		5	include/pagestate/seq.h lib/seq.c lib/seq-*.[ch]
+x86		5	include/pagestate/x86.h lib/x86.c lib/x86-*.[ch]
+pgtable		6	include/pagestate/pgtable.h lib/pgtable.c lib/pgtable-*.[ch]
+notifier	7	include/pagestate/notifier.h lib/notifier.c lib/notifier-*.[ch]
+space		8	include/pagestate/space.h lib/space.c lib/space-*.[ch]
+prot		9	include/pagestate/prot.h lib/prot.c lib/prot-*.[ch]
+uffd		9	include/pagestate/uffd.h lib/uffd.c lib/uffd-*.[ch] lib/linux-uapi.h
+umbrella	10	include/pagestate/pagestate.h
 '
 
 # Headers only their own module may include.

@@ -13,9 +13,8 @@
  *                             seeded from PS_TEST_SEED so that a failing
  *                             stress run can be replayed.
  *
- * Environment: PS_STRESS_ITERS (operations per stress thread),
- * PS_STRESS_SCALE / PS_STRESS_SCALE_DIV (multiply / divide every stress
- * size), PS_TEST_SEED.
+ * Environment: PS_STRESS_ITERS (operations per stress thread), PS_STRESS_SCALE
+ * / PS_STRESS_SCALE_DIV (multiply / divide every stress size), PS_TEST_SEED.
  */
 #ifndef PS_TESTS_HARNESS_H
 #define PS_TESTS_HARNESS_H

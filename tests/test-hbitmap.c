@@ -165,10 +165,9 @@ START_TEST(sparse_terabyte)
 END_TEST
 
 /*
- * Setters set random bits (counting the sets that made a bit go 0 -> 1)
- * while a harvester repeatedly harvests random sub-ranges. Each bit's
- * harvested count must equal its successful sets: nothing lost, nothing
- * shown twice.
+ * Setters set random bits (counting the sets that made a bit go 0 -> 1) while a
+ * harvester repeatedly harvests random sub-ranges. Each bit's harvested count
+ * must equal its successful sets: nothing lost, nothing shown twice.
  */
 #define STRESS_BITS (1u << 18)
 

@@ -3,11 +3,10 @@
  * tests/test-itree.c - the internal RCU interval tree (lib/itree.h): the
  * empty set, insert/remove/contains, overlaps at every boundary, deep trees
  * that split and merge nodes (the shape invariants S1/S2 of lib/itree.c,
- * checked after updates), large counts, random operations against a
- * brute-force array, a visit that keeps its version while the writer
- * changes the set under it, and readers racing a writer: every visit must
- * see exactly one published version (bounded, and a "stress" tcase sized by
- * PS_STRESS_ITERS).
+ * checked after updates), large counts, random operations against a brute-force
+ * array, a visit that keeps its version while the writer changes the set under
+ * it, and readers racing a writer: every visit must see exactly one published
+ * version (bounded, and a "stress" tcase sized by PS_STRESS_ITERS).
  */
 #include "../lib/itree.h"
 #include "../lib/rcu.h"

@@ -36,7 +36,7 @@ static struct ps_notifier_stats stats(const struct ps_notifier *n)
 	return st;
 }
 
-/* --- a recording subscription ------------------------------------------------ */
+/* --- a recording subscription --------------------------------------------- */
 
 struct tsub {
 	struct ps_interval sub;
@@ -185,7 +185,7 @@ static void wait_stat(const uint64_t *field, struct ps_notifier_stats *st,
 	ck_abort_msg("waited 2 s for a statistic");
 }
 
-/* --- init ---------------------------------------------------------------------- */
+/* --- init ----------------------------------------------------------------- */
 
 START_TEST(init_destroy_busy)
 {
@@ -206,7 +206,7 @@ START_TEST(init_destroy_busy)
 }
 END_TEST
 
-/* --- insert / remove -------------------------------------------------------------- */
+/* --- insert / remove ------------------------------------------------------ */
 
 START_TEST(insert_errors)
 {
@@ -390,7 +390,7 @@ START_TEST(tree_equal_starts)
 }
 END_TEST
 
-/* --- per-subscription retry ------------------------------------------------------ */
+/* --- per-subscription retry ----------------------------------------------- */
 
 START_TEST(read_retry_rules)
 {
@@ -562,7 +562,7 @@ START_TEST(remove_during_invalidation)
 }
 END_TEST
 
-/* --- non-blocking and errors ------------------------------------------------------- */
+/* --- non-blocking and errors ---------------------------------------------- */
 
 START_TEST(nonblock_eagain)
 {
@@ -668,7 +668,7 @@ START_TEST(identical_ranges_in_flight)
 }
 END_TEST
 
-/* --- whole-space retry ------------------------------------------------------------ */
+/* --- whole-space retry ---------------------------------------------------- */
 
 START_TEST(whole_space_exact)
 {
@@ -722,7 +722,7 @@ START_TEST(whole_space_exact)
 }
 END_TEST
 
-/* --- the worked example of notifier.h (keep in step with the header) --------- */
+/* --- the worked example of notifier.h (keep in step with the header) ------ */
 
 #define EX_PAGES 8
 static struct ps_page ex_frames[2 * EX_PAGES]; /* backing frames */
@@ -758,7 +758,7 @@ static bool vcache_invalidate(struct ps_interval *sub,
 	else if (pthread_mutex_trylock(&vc->lock))
 		return false; /* the caller gets -EAGAIN */
 	ps_interval_set_seq(sub, cur_seq);
-	vc->page = NULL; /* tear the secondary mapping down */
+	vc->page = NULL; /* tear down the secondary map */
 	pthread_mutex_unlock(&vc->lock);
 	return true;
 }
@@ -769,7 +769,7 @@ static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
 		uint64_t seq = ps_interval_read_begin(&vc->sub);
 		struct ps_page *page = guest_lookup_get(addr);
 
-		if (!page) /* look up and reference the page */
+		if (!page) /* look up, take a reference */
 			return -EFAULT;
 		pthread_mutex_lock(&vc->lock);
 		if (ps_interval_read_retry(&vc->sub, seq)) {
@@ -777,7 +777,7 @@ static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
 			(void)ps_page_put(page);
 			continue; /* an invalidation raced: again */
 		}
-		if (write) /* dirty before a writable mapping */
+		if (write) /* dirty before mapping writable */
 			ps_page_set_flags(page, PS_PAGE_DIRTY);
 		vc->page = page; /* install the secondary mapping */
 		vc->writable = write;
@@ -831,7 +831,7 @@ START_TEST(seed003_example)
 }
 END_TEST
 
-/* --- regressions ---------------------------------------------------------------- */
+/* --- regressions ---------------------------------------------------------- */
 
 /*
  * Issue 15, item 6: any number of invalidations may be in flight, as the
@@ -1029,7 +1029,7 @@ START_TEST(whole_space_exact_model)
 }
 END_TEST
 
-/* --- stress --------------------------------------------------------------------- */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * A translation table T[page] changed only under invalidate_start/_end, and

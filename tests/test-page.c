@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* --- a counting error hook ------------------------------------------------ */
@@ -182,13 +183,14 @@ START_TEST(counts_leave_flags_alone)
 	ck_assert(!ps_page_unpin(&p));
 	ck_assert(!ps_page_put(&p));
 	ck_assert_uint_eq(ps_page_flags(&p), all | PS_PAGE_LIVE);
-	ck_assert(ps_page_put(&p)); /* frees: only LIVE changes */
-	ck_assert_uint_eq(ps_page_flags(&p), all);
+	/* Frees: LIVE goes, and this lifetime's flags with it (#3). */
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(ps_page_flags(&p), all & ~PS_PAGE_LIFE_FLAGS);
 	ck_assert_uint_eq(ps_page_refs(&p), 0);
 }
 END_TEST
 
-/* --- pin / unpin ------------------------------------------------------------ */
+/* --- pin / unpin ---------------------------------------------------------- */
 
 START_TEST(pin_is_a_reference)
 {
@@ -243,7 +245,7 @@ START_TEST(masked_try_refuses_flags)
 }
 END_TEST
 
-/* --- many ------------------------------------------------------------------ */
+/* --- many ----------------------------------------------------------------- */
 
 START_TEST(many_variants)
 {
@@ -304,7 +306,7 @@ START_TEST(many_zero_is_refused)
 }
 END_TEST
 
-/* --- is_pinned exactness ----------------------------------------------------- */
+/* --- is_pinned exactness -------------------------------------------------- */
 
 /* Linux's small-folio answer, for contrast (folio_maybe_dma_pinned()). */
 static bool linux_bias_maybe_pinned(uint32_t refcount)
@@ -342,7 +344,7 @@ START_TEST(is_pinned_exact)
 }
 END_TEST
 
-/* --- freeze / unfreeze ---------------------------------------------------------- */
+/* --- freeze / unfreeze ---------------------------------------------------- */
 
 START_TEST(freeze_needs_exact_count)
 {
@@ -438,7 +440,7 @@ START_TEST(unfreeze_errors)
 }
 END_TEST
 
-/* --- flags ------------------------------------------------------------------ */
+/* --- flags ---------------------------------------------------------------- */
 
 START_TEST(flag_operations)
 {
@@ -504,7 +506,7 @@ START_TEST(flags_cannot_touch_counts_or_frozen)
 }
 END_TEST
 
-/* --- limits ------------------------------------------------------------------ */
+/* --- limits --------------------------------------------------------------- */
 
 START_TEST(ref_limit)
 {
@@ -564,7 +566,7 @@ START_TEST(pin_limit)
 }
 END_TEST
 
-/* --- underflow and misuse --------------------------------------------------------- */
+/* --- underflow and misuse ------------------------------------------------- */
 
 START_TEST(put_underflow)
 {
@@ -659,19 +661,19 @@ START_TEST(default_hook_policy)
 }
 END_TEST
 
-/* --- freeing and speculative gets ------------------------------------------ */
+/* --- freeing and speculative gets ----------------------------------------- */
 
 START_TEST(free_page_absorbs_failed_tries)
 {
 	struct ps_page p = PS_PAGE_INIT(1);
 
 	ps_page_set_flags(&p, PS_PAGE_DIRTY | PS_PAGE_PRIVATE);
-	ck_assert(ps_page_put(&p)); /* freed: LIVE cleared */
+	ck_assert(ps_page_put(&p)); /* freed: LIVE cleared, and DIRTY (#3) */
 	ck_assert(!ps_page_is_live(&p));
 	/* Many failed tries: units land in the refs field and mean nothing. */
 	for (int i = 0; i < 100000; i++)
 		ck_assert(!ps_page_try_get(&p));
-	assert_visible(&p, 0, 0, PS_PAGE_DIRTY | PS_PAGE_PRIVATE);
+	assert_visible(&p, 0, 0, PS_PAGE_PRIVATE);
 	ck_assert(!ps_page_is_pinned(&p));
 	ck_assert(!ps_page_try_pin(&p));
 	ck_assert(!ps_page_freeze(&p, 0));
@@ -787,7 +789,144 @@ START_TEST(fetch_flag_ops_return_word)
 }
 END_TEST
 
-/* --- the page lock ---------------------------------------------------------- */
+/* --- a free ends a lifetime (issue 15 #3) --------------------------------- */
+
+/*
+ * Flags of the frame's memory (what prot and its owner set): a free keeps
+ * them. Flags of one lifetime: a free clears them (PS_PAGE_LIFE_FLAGS).
+ */
+#define KEPT_FLAGS                                                   \
+	(PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE | PS_PAGE_POISONED | \
+	 cache_of(PS_CACHE_WC))
+
+static uint64_t cache_of(enum ps_cache_mode m)
+{
+	return (uint64_t)m << PS_PAGE_CACHE_SHIFT;
+}
+
+/*
+ * Regression (issue 15 #3): a page freed while DIRTY (or with a stale
+ * WRITE_PINNED) kept the flag in its free word, so its next owner's first
+ * write found it dirty and ran no dirty hook. Every transition that frees
+ * a page ends its lifetime: the last put, the last unpin, a put_many or
+ * unpin_many of the rest, an unfreeze to no reference.
+ */
+START_TEST(free_clears_lifetime_flags)
+{
+	const uint64_t life = PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED;
+	struct ps_page p;
+
+	ck_assert_uint_eq(PS_PAGE_LIFE_FLAGS, life);
+	/* The last put. */
+	set_raw(&p, mkword(1, 0, life | KEPT_FLAGS));
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), KEPT_FLAGS);
+	/* A put that is not the last keeps them. */
+	set_raw(&p, mkword(2, 0, life | KEPT_FLAGS));
+	ck_assert(!ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, life | KEPT_FLAGS));
+	/* The last unpin, and the *_many forms. */
+	set_raw(&p, mkword(1, 1, life));
+	ck_assert(ps_page_unpin(&p));
+	ck_assert_uint_eq(raw(&p), 0);
+	set_raw(&p, mkword(3, 0, life));
+	ck_assert(ps_page_put_many(&p, 3));
+	ck_assert_uint_eq(raw(&p), 0);
+	set_raw(&p, mkword(2, 2, life | PS_PAGE_PRIVATE));
+	ck_assert(ps_page_unpin_many(&p, 2));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE);
+	/* An unfreeze to no reference frees too; to some, it keeps them. */
+	set_raw(&p, mkword(1, 0, life | KEPT_FLAGS));
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 0), 0);
+	ck_assert_uint_eq(raw(&p), KEPT_FLAGS);
+	set_raw(&p, mkword(1, 0, life));
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, life));
+	/* A hand-built LIVE word with no reference, claimed. */
+	set_raw(&p, PS_PAGE_LIVE | life | KEPT_FLAGS);
+	ck_assert(ps__page_claim(&p));
+	ck_assert_uint_eq(raw(&p), KEPT_FLAGS);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * A free keeps LOCKED and WRITEBACK: they belong to the thread that set
+ * them, which clears them itself (clearing LOCKED here would hand a lock
+ * its holder still holds to the next locker). A holder of either keeps a
+ * reference, so a correct caller never frees a page with them set.
+ */
+START_TEST(free_keeps_lock_and_writeback)
+{
+	struct ps_page p;
+
+	set_raw(&p, mkword(1, 0,
+			   PS_PAGE_LOCKED | PS_PAGE_WRITEBACK | PS_PAGE_DIRTY));
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_LOCKED | PS_PAGE_WRITEBACK);
+	ck_assert(!ps_page_trylock(&p)); /* still its holder's */
+	ps_page_unlock(&p);
+	ps_page_clear_flags(&p, PS_PAGE_WRITEBACK);
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * A revival starts a lifetime clean, whatever landed on the free word
+ * (flags stay writable on a free page): the owner's memory flags stay,
+ * counts and lifetime flags are new.
+ */
+START_TEST(revive_starts_clean)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+	unsigned int old;
+
+	ps_page_set_flags(&p, PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED |
+				      PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE);
+	ck_assert(!ps_page_try_get(&p)); /* a meaningless unit too */
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1);
+	ck_assert_uint_eq(raw(&p),
+			  mkword(1, 0, PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE));
+	/* A LIVE page gains a reference and keeps its lifetime flags. */
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 0);
+	ck_assert_uint_eq(raw(&p), mkword(2, 0,
+					  PS_PAGE_DIRTY | PS_PAGE_PRIVATE |
+						  PS_PAGE_INACCESSIBLE));
+	/* With a cache mode. */
+	set_raw(&p,
+		PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED | cache_of(PS_CACHE_UC));
+	ck_assert_int_eq(ps_page_get_or_revive_cache(&p, PS_CACHE_WC, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, cache_of(PS_CACHE_WC)));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* A whole lifetime: written, freed, revived: the new one is clean. */
+START_TEST(next_lifetime_starts_clean)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1);
+	ck_assert(ps_page_try_pin_and_set_flags(&p, 1, 0,
+						PS_PAGE_WRITE_PINNED));
+	ck_assert(!ps_page_test_and_set_flag(&p, PS_PAGE_DIRTY));
+	ck_assert(!ps_page_unpin(&p));
+	ck_assert(ps_page_put(&p)); /* freed dirty */
+	ck_assert(!ps_page_test_flags(&p, PS_PAGE_LIFE_FLAGS));
+	ck_assert_int_eq(ps_page_get_or_revive(&p), 1);
+	/* The first write of the new lifetime is the clean-to-dirty one. */
+	ck_assert(!ps_page_test_and_set_flag(&p, PS_PAGE_DIRTY));
+	ck_assert(ps_page_put(&p));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- the page lock -------------------------------------------------------- */
 
 START_TEST(lock_trylock_unlock)
 {
@@ -872,7 +1011,7 @@ START_TEST(lock_waits_for_the_holder)
 }
 END_TEST
 
-/* --- write-back in flight ----------------------------------------------------- */
+/* --- write-back in flight ------------------------------------------------- */
 
 /* One write-back at a time: start sets WRITEBACK once, end clears it. */
 START_TEST(writeback_start_end)
@@ -964,7 +1103,120 @@ START_TEST(writeback_wait_for_the_end)
 }
 END_TEST
 
-/* --- revive with a cache mode ------------------------------------------------ */
+/* --- a reference and the lock at once ------------------------------------- */
+
+START_TEST(try_get_and_lock_semantics)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(2, 0, PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert(!ps_page_trylock(&p)); /* held */
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_DIRTY));
+	/* The holder may be the last: its release frees the page. */
+	ck_assert(ps_page_try_get_and_lock(&p));
+	ck_assert(!ps_page_put(&p)); /* the owner lets go meanwhile */
+	ck_assert(ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(raw(&p), 0); /* free, unlocked, a new lifetime */
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(try_get_and_lock_refusals)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	/* Free: nothing held, nothing changed. */
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), 0);
+	/* Frozen: the same. */
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert(ps_page_is_frozen(&p));
+	ck_assert(!ps_page_test_flags(&p, PS_PAGE_LOCKED));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	/* At the limit - 1 it takes the last one; at the limit, nothing. */
+	set_raw(&p, mkword(PS_PAGE_REFS_MAX - 1, 0, 0));
+	ck_assert(ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_LOCKED));
+	ck_assert(!ps_page_unlock_and_put(&p));
+	set_raw(&p, mkword(PS_PAGE_REFS_MAX, 0, 0));
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, 0));
+	/* Locked at the limit: the lone try-get is refused too. */
+	set_raw(&p, mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_LOCKED));
+	ck_assert(!ps_page_try_get_and_lock(&p));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, PS_PAGE_LOCKED));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* Misuse of the release: reported, no count written, the lock released. */
+START_TEST(unlock_and_put_misuse)
+{
+	struct ps_page p;
+
+	set_raw(&p, PS_PAGE_LOCKED); /* free, locked: a put after the free */
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(hooks(), 1);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_REF_UNDERFLOW);
+	ck_assert_uint_eq(raw(&p), 0);
+	set_raw(&p, mkword(1, 1, PS_PAGE_LOCKED)); /* the pin's reference */
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(hooks(), 2);
+	ck_assert_uint_eq(raw(&p), mkword(1, 1, 0));
+}
+END_TEST
+
+struct get_lock_waiter {
+	struct ps_page *page;
+	_Atomic(int) state; /* 0 started, 1 trying, 2 holds both */
+};
+
+static void *get_lock_waiter_fn(void *arg)
+{
+	struct get_lock_waiter *w = arg;
+
+	atomic_store(&w->state, 1);
+	if (ps_page_try_get_and_lock(w->page)) {
+		atomic_store(&w->state, 2);
+		(void)ps_page_unlock_and_put(w->page);
+	}
+	return NULL;
+}
+
+/*
+ * Locked by another thread: the call holds its reference while it waits,
+ * so the owner's put cannot free the page under it.
+ */
+START_TEST(try_get_and_lock_waits_holding)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	struct get_lock_waiter w = {.page = &p};
+	pthread_t t;
+
+	ck_assert(ps_page_trylock(&p));
+	ck_assert_int_eq(pthread_create(&t, NULL, get_lock_waiter_fn, &w), 0);
+	while (ps_page_refs(&p) != 2)
+		sched_yield();
+	for (int i = 0; i < 2000; i++)
+		sched_yield();
+	ck_assert_int_eq(atomic_load(&w.state), 1); /* still waiting */
+	ck_assert(!ps_page_put(&p)); /* the owner's: not the last */
+	ck_assert(ps_page_is_live(&p));
+	ps_page_unlock(&p);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(atomic_load(&w.state), 2);
+	ck_assert_uint_eq(raw(&p), 0); /* the waiter's release freed it */
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- revive with a cache mode --------------------------------------------- */
 
 static uint64_t cache_bits(enum ps_cache_mode m)
 {
@@ -1036,7 +1288,7 @@ START_TEST(revive_cache_refusals)
 }
 END_TEST
 
-/* --- get or freeze (a new owner that may give the page back) ----------------- */
+/* --- get or freeze (a new owner that may give the page back) -------------- */
 
 /* A free page is frozen with the mode asked for, out of every try's reach;
  * the owner keeps it (unfreeze with its references) or gives it back free
@@ -1126,7 +1378,49 @@ START_TEST(get_or_freeze_refusals)
 }
 END_TEST
 
-/* --- unfreeze with flag changes ---------------------------------------------- */
+/*
+ * A claim starts a new lifetime: the life flags (DIRTY, WRITE_PINNED) go
+ * with the claim, as with a revival, and the unfreeze that keeps the page
+ * (ps_page_unfreeze_claimed()) clears them again, whatever a stale setter
+ * put on the frozen word meanwhile; the memory's flags stay. A page frozen
+ * LIVE keeps its lifetime: ps_page_unfreeze() keeps DIRTY. A claim given
+ * back is a free: no life flags either.
+ */
+START_TEST(get_or_freeze_starts_clean)
+{
+	const uint64_t life = PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED;
+	struct ps_page p = PS_PAGE_INIT(0);
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, life | PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), 1);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_FROZEN | PS_PAGE_PRIVATE);
+	ps_page_set_flags(&p, PS_PAGE_DIRTY); /* a stale setter */
+	ck_assert_int_eq(ps_page_unfreeze_claimed(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE));
+	/* Frozen LIVE and unfrozen: the same lifetime, DIRTY kept. */
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p),
+			  mkword(1, 0, PS_PAGE_DIRTY | PS_PAGE_PRIVATE));
+	ck_assert(ps_page_put(&p)); /* freed: a new lifetime next */
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE);
+	/* Given back: a free, no life flags, the old mode. */
+	ps_page_set_flags(&p, life | cache_bits(PS_CACHE_UC));
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WC, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ps_page_set_flags(&p, life); /* a stale setter */
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0,
+						       PS_PAGE_CACHE_MASK,
+						       cache_bits(old)),
+			 0);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- unfreeze with flag changes ------------------------------------------- */
 
 START_TEST(unfreeze_change_flags_is_one_step)
 {
@@ -1192,7 +1486,7 @@ START_TEST(unfreeze_change_flags_refusals)
 }
 END_TEST
 
-/* --- pin and set a flag in one step -------------------------------------------- */
+/* --- pin and set a flag in one step --------------------------------------- */
 
 START_TEST(try_pin_and_set_flags_semantics)
 {
@@ -1254,7 +1548,7 @@ START_TEST(try_pin_and_set_flags_boundaries)
 }
 END_TEST
 
-/* --- clear a flag only while unpinned ------------------------------------------ */
+/* --- clear a flag only while unpinned ------------------------------------- */
 
 START_TEST(clear_flag_if_unpinned_semantics)
 {
@@ -1311,7 +1605,7 @@ START_TEST(clear_flag_if_unpinned_free_and_frozen)
 }
 END_TEST
 
-/* --- set flags unless frozen ---------------------------------------------------- */
+/* --- set flags unless frozen ---------------------------------------------- */
 
 START_TEST(set_flags_unless_frozen_semantics)
 {
@@ -1339,7 +1633,7 @@ START_TEST(set_flags_unless_frozen_semantics)
 }
 END_TEST
 
-/* --- cache mode of a free page ---------------------------------------------------- */
+/* --- cache mode of a free page -------------------------------------------- */
 
 START_TEST(set_cache_if_free_semantics)
 {
@@ -1399,7 +1693,7 @@ START_TEST(set_cache_if_free_refusals)
 }
 END_TEST
 
-/* --- what the flags encode -------------------------------------------------------- */
+/* --- what the flags encode ------------------------------------------------ */
 
 START_TEST(mode_and_state_accessors)
 {
@@ -1432,7 +1726,7 @@ START_TEST(mode_and_state_accessors)
 }
 END_TEST
 
-/* --- regressions ------------------------------------------------------------------ */
+/* --- regressions ---------------------------------------------------------- */
 
 /*
  * regress_change_flags_during_overflow: a flag change was refused while
@@ -1466,7 +1760,7 @@ START_TEST(regress_unpin_many_beyond_pin_limit)
 }
 END_TEST
 
-/* --- misuse never disturbs correct callers (issue 15, item 5) ------------------ */
+/* --- misuse never disturbs correct callers (issue 15, item 5) ------------- */
 
 /*
  * regress_misuse_on_frozen_leaves_nothing: a get or pin on a frozen page
@@ -1612,7 +1906,7 @@ START_TEST(misuse_window_overput_vs_put)
 }
 END_TEST
 
-/* --- stress --------------------------------------------------------------------- */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Two workers share one page that the test itself holds one reference to
@@ -2098,6 +2392,101 @@ START_TEST(stress_writeback_excludes)
 END_TEST
 
 /*
+ * A reference and the lock at once, against frees and revivals: an owner
+ * revives the page, dirties it and drops its reference, over and over,
+ * while two threads look it up without holding it and take it with
+ * ps_page_try_get_and_lock(). Checked: a holder always finds the page LIVE
+ * with its reference and alone under LOCKED (a plain counter), even when
+ * the owner's put came meanwhile; whoever drops the last reference frees
+ * (exactly one free per revival), and the free ends the lifetime (no
+ * DIRTY, no LOCKED left); the page ends free.
+ */
+struct get_lock_shared {
+	struct ps_page page;
+	uint64_t iters;
+	uint64_t counter; /* plain: only under the page lock */
+	_Atomic(uint64_t) revived, freed, held;
+	_Atomic(int) stop;
+	_Atomic(unsigned) violations;
+};
+
+static void get_lock_freed(struct get_lock_shared *sh)
+{
+	uint64_t w = ps_page_load(&sh->page);
+
+	atomic_fetch_add(&sh->freed, 1);
+	/*
+	 * Unless revived meanwhile, nothing of its lifetime is left: DIRTY
+	 * and LOCKED are set only by holders of a reference.
+	 */
+	if (!(w & PS_PAGE_LIVE) && (w & (PS_PAGE_LOCKED | PS_PAGE_LIFE_FLAGS)))
+		atomic_fetch_add(&sh->violations, 1);
+}
+
+static void *get_lock_worker(void *arg)
+{
+	struct get_lock_shared *sh = arg;
+
+	while (!atomic_load(&sh->stop)) {
+		uint64_t w;
+
+		if (!ps_page_try_get_and_lock(&sh->page))
+			continue;
+		w = ps_page_load(&sh->page);
+		if (!(w & PS_PAGE_LIVE) || ps_page_word_refs(w) < 1 ||
+		    !(w & PS_PAGE_LOCKED))
+			atomic_fetch_add(&sh->violations, 1);
+		sh->counter++;
+		atomic_fetch_add(&sh->held, 1);
+		ps_page_set_flags(&sh->page, PS_PAGE_DIRTY);
+		if (ps_page_unlock_and_put(&sh->page))
+			get_lock_freed(sh);
+	}
+	return NULL;
+}
+
+START_TEST(stress_get_lock_holds_page)
+{
+	struct get_lock_shared *sh = calloc(1, sizeof(*sh));
+	pthread_t t[2];
+	uint64_t counted = 0;
+
+	ck_assert_ptr_nonnull(sh);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, get_lock_worker,
+						sh),
+				 0);
+	for (uint64_t i = 0; i < sh->iters; i++) {
+		int rc = ps_page_get_or_revive(&sh->page);
+
+		if (rc < 0) {
+			atomic_fetch_add(&sh->violations, 1);
+			continue;
+		}
+		if (rc == 1)
+			atomic_fetch_add(&sh->revived, 1);
+		ps_page_lock(&sh->page);
+		sh->counter++;
+		counted++;
+		ps_page_unlock(&sh->page);
+		if (ps_page_put(&sh->page))
+			get_lock_freed(sh);
+	}
+	atomic_store(&sh->stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	ck_assert_uint_eq(atomic_load(&sh->freed), atomic_load(&sh->revived));
+	ck_assert_uint_eq(sh->counter, counted + atomic_load(&sh->held));
+	ck_assert(!ps_page_is_live(&sh->page));
+	ck_assert_uint_eq(ps_page_flags(&sh->page), 0);
+	ck_assert_uint_eq(hooks(), 0);
+	free(sh);
+}
+END_TEST
+
+/*
  * One frame, one mode while it has owners (prot.h's P7, held by the word
  * alone). Two threads race to own a page that starts free: each takes it
  * with a mode of its choice (get_or_revive_cache), or with whatever mode it
@@ -2465,6 +2854,13 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, get_or_revive_refuses_poisoned);
 	tcase_add_test(tc, fetch_flag_ops_return_word);
 
+	tc = ps_test_tcase(s, "a free ends a lifetime", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, free_clears_lifetime_flags);
+	tcase_add_test(tc, free_keeps_lock_and_writeback);
+	tcase_add_test(tc, revive_starts_clean);
+	tcase_add_test(tc, next_lifetime_starts_clean);
+
 	tc = ps_test_tcase(s, "lock", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, lock_trylock_unlock);
@@ -2476,6 +2872,12 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, writeback_start_end);
 	tcase_add_test(tc, writeback_on_free_and_frozen_pages);
 	tcase_add_test(tc, writeback_wait_for_the_end);
+	tc = ps_test_tcase(s, "a reference and the lock at once", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, try_get_and_lock_semantics);
+	tcase_add_test(tc, try_get_and_lock_refusals);
+	tcase_add_test(tc, unlock_and_put_misuse);
+	tcase_add_test(tc, try_get_and_lock_waits_holding);
 
 	tc = ps_test_tcase(s, "revive with a cache mode", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
@@ -2487,6 +2889,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, get_or_freeze_free_page);
 	tcase_add_test(tc, get_or_freeze_live_page);
 	tcase_add_test(tc, get_or_freeze_refusals);
+	tcase_add_test(tc, get_or_freeze_starts_clean);
 
 	tc = ps_test_tcase(s, "unfreeze with flag changes", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
@@ -2534,6 +2937,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_exactly_one_free);
 	tcase_add_test(tc, stress_lock_excludes);
 	tcase_add_test(tc, stress_writeback_excludes);
+	tcase_add_test(tc, stress_get_lock_holds_page);
 	tcase_add_test(tc, stress_cache_mode_owners);
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	return s;

@@ -55,7 +55,7 @@ static void set(struct ps_pgtable *t, uint64_t addr, ps_pte_t e)
 #define MP ps_pte_mk_marker(PS_PTE_MARKER_POISONED)
 #define MW ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN)
 
-/* --- entries ------------------------------------------------------------------ */
+/* --- entries -------------------------------------------------------------- */
 
 START_TEST(get_set_cmpxchg)
 {
@@ -177,7 +177,7 @@ START_TEST(map_semantics)
 }
 END_TEST
 
-/* --- errors: every one, and nothing changes --------------------------------------- */
+/* --- errors: every one, and nothing changes ------------------------------- */
 
 static uint64_t table_digest(const struct ps_pgtable *t, uint64_t start,
 			     unsigned int pages)
@@ -350,7 +350,7 @@ START_TEST(bad_input_changes_nothing)
 }
 END_TEST
 
-/* --- the transition table -------------------------------------------------------- */
+/* --- the transition table ------------------------------------------------- */
 
 enum form {
 	F_NONE,
@@ -1009,7 +1009,7 @@ START_TEST(registration_matches_oracle)
 }
 END_TEST
 
-/* --- zap, copy, move ---------------------------------------------------------------- */
+/* --- zap, copy, move ------------------------------------------------------ */
 
 struct seen {
 	unsigned int n;
@@ -1085,7 +1085,7 @@ START_TEST(move_across_leaves)
 }
 END_TEST
 
-/* --- scans --------------------------------------------------------------------------- */
+/* --- scans ---------------------------------------------------------------- */
 
 static struct ps_pgtable_region vec[64];
 
@@ -1408,7 +1408,7 @@ START_TEST(scan_hint_matches_oracle)
 }
 END_TEST
 
-/* --- memory -------------------------------------------------------------------------- */
+/* --- memory --------------------------------------------------------------- */
 
 START_TEST(empty_ranges_cost_nothing)
 {
@@ -1501,7 +1501,7 @@ START_TEST(trim_frees_only_empty_levels)
 }
 END_TEST
 
-/* --- regressions ------------------------------------------------------------------------ */
+/* --- regressions ---------------------------------------------------------- */
 
 /*
  * regress_scan_partial_line_keeps_hint: a WP_MATCHING scan that covered only
@@ -1651,11 +1651,10 @@ END_TEST
 #endif
 
 /*
- * regress_keep_wp_copy_vs_unregister: copy and move with PS_KEEP_WP took
- * the target's writer mutex inside their read-side section, while
- * unregister holds that mutex and waits for readers: each waited for the
- * other, even on unrelated ranges. With the bug this hangs (the tcase's
- * timeout fails it).
+ * regress_keep_wp_copy_vs_unregister: copy and move with PS_KEEP_WP took the
+ * target's writer mutex inside their read-side section, while unregister holds
+ * that mutex and waits for readers: each waited for the other, even on
+ * unrelated ranges. With the bug this hangs (the tcase's timeout fails it).
  */
 struct keepwp_shared {
 	struct ps_pgtable *dst;
@@ -1827,7 +1826,7 @@ START_TEST(regress_scan_rounds_unaligned_end_up)
 			      &a.walk_end),
 			 1);
 	ck_assert_uint_eq(a.walk_end, R(2));
-	/* WP_MATCHING: the rounded range must be registered, and is re-armed. */
+	/* WP_MATCHING: the rounded range must be registered and is re-armed. */
 	ck_assert_int_eq(scan(BASE, R(3) + 1, PS_SCAN_WP_MATCHING, 0,
 			      PS_CAT_WRITTEN, 0, PS_CAT_WRITTEN, 0, 64, NULL),
 			 -ENOENT);
@@ -2059,9 +2058,8 @@ START_TEST(harvest_resumes_past_a_full_batch)
 END_TEST
 
 /*
- * Every error is found before anything changes or the callback runs:
- * bad arguments, a range not wholly registered, CHECK_WPASYNC on a sync
- * range.
+ * Every error is found before anything changes or the callback runs: bad
+ * arguments, a range not wholly registered, CHECK_WPASYNC on a sync range.
  */
 START_TEST(harvest_checks_before_changing)
 {
@@ -2163,7 +2161,7 @@ START_TEST(harvest_callback_may_call_the_table)
 }
 END_TEST
 
-/* --- zaps of written pages in async ranges (the WRITTEN marker) ------------------------ */
+/* --- zaps of written pages in async ranges (the WRITTEN marker) ----------- */
 
 /* Write page @i of R() through a fault, resolved in any mode. */
 static void write_page(unsigned int i)
@@ -2462,7 +2460,7 @@ START_TEST(copy_move_carry_written_markers)
 }
 END_TEST
 
-/* --- stress ------------------------------------------------------------------------------ */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Get-and-rearm against a writer (G7, G8). The writer owns every
@@ -2692,20 +2690,19 @@ START_TEST(stress_harvest_against_writer)
 END_TEST
 
 /*
- * Zaps of written pages against harvests (issue 15, item 8). One thread
- * writes, maps, swaps and zaps 64 pages of an async range across a leaf
- * boundary; the other harvests (ps_pgtable_harvest() over random
- * sub-ranges, and WP_MATCHING scans with small budgets). Every transition
- * of a page to written is an event: a write fault on a protected page, or a
- * map over a none page (a page protected when it was zapped). Only the
- * writer makes entries written and the harvester only re-arms written ones,
- * so an entry the writer finds not written stays so until it acts: it
- * counts each event exactly, before the event happens. A zap of a written
- * page (present or swapped out) carries its event in a WRITTEN marker, and
- * a map over the marker carries it on. So at every report the page's
- * reports may not exceed its events (no page reported twice without a new
- * write), and after a final harvest they must be equal (no written page
- * missed, zapped or not). The zap's visit checks what it leaves.
+ * Zaps of written pages against harvests (issue 15, item 8). One thread writes,
+ * maps, swaps and zaps 64 pages of an async range across a leaf boundary; the
+ * other harvests (ps_pgtable_harvest() over random sub-ranges, and WP_MATCHING
+ * scans with small budgets). Every transition of a page to written is an event:
+ * a write fault on a protected page, or a map over a none page (a page
+ * protected when it was zapped). Only the writer makes entries written and the
+ * harvester only re-arms written ones, so an entry the writer finds not written
+ * stays so until it acts: it counts each event exactly, before the event
+ * happens. A zap of a written page (present or swapped out) carries its event
+ * in a WRITTEN marker, and a map over the marker carries it on. So at every
+ * report the page's reports may not exceed its events (no page reported twice
+ * without a new write), and after a final harvest they must be equal (no
+ * written page missed, zapped or not). The zap's visit checks what it leaves.
  */
 #define ZS_PAGES 64u
 

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/test-prot.c - per-page protection: cache-mode and encryption state
- * of the page word, and the space operations of lib/prot.c with the guarantees P1..P8 they cite: cache-mode conflicts,
- * mprotect keeping every other bit, conversion (all or nothing, exact error
- * offsets, waits, long-term pins, hooks, rollback, quarantine), CPU maps
- * with an exactly-once make-accessible hook, the access check, the
- * pin-versus-conversion races made to happen in their windows (failpoints),
- * and stress for "never both" and "exactly once".
+ * tests/test-prot.c - per-page protection: cache-mode and encryption state of
+ * the page word, and the space operations of lib/prot.c with the guarantees
+ * P1..P8 they cite: cache-mode conflicts, mprotect keeping every other bit,
+ * conversion (all or nothing, exact error offsets, waits, long-term pins,
+ * hooks, rollback, quarantine), CPU maps with an exactly-once make-accessible
+ * hook, the access check, the pin-versus-conversion races made to happen in
+ * their windows (failpoints), and stress for "never both" and "exactly once".
  */
 #include <pagestate/prot.h>
 
@@ -54,13 +54,13 @@ START_TEST(mode_names)
 }
 END_TEST
 
-/* === the space operations ==================================================== */
+/* === the space operations ================================================= */
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define NFRAMES 512
 #define SPACE_SIZE (UINT64_C(1) << 30)
 
-/* --- fixture: a space with recording hooks ---------------------------------------- */
+/* --- fixture: a space with recording hooks -------------------------------- */
 
 /* One call of a conversion hook, with the state the hook saw. */
 struct hook_call {
@@ -78,7 +78,7 @@ struct seen {
 	_Atomic(int) make_yield; /* widen the hook's window (stress) */
 	struct hook_call log[64];
 	unsigned nlog;
-	/* Fail the hook at this address for this target state (UINT64_MAX: no). */
+	/* Where the hook fails, for this target state (UINT64_MAX: nowhere). */
 	uint64_t fail_prepare_addr, fail_finish_addr;
 	enum ps_enc_state fail_prepare_to, fail_finish_to;
 };
@@ -252,7 +252,7 @@ static uint64_t elapsed_ms(struct timespec a)
 			  (b.tv_nsec - a.tv_nsec) / 1000000);
 }
 
-/* --- cache modes (P7) -------------------------------------------------------------- */
+/* --- cache modes (P7) ----------------------------------------------------- */
 
 START_TEST(cache_set_on_free_and_in_use_frames)
 {
@@ -384,7 +384,7 @@ START_TEST(cache_map_range_unwind_restores_modes)
 }
 END_TEST
 
-/* --- mprotect --------------------------------------------------------------------- */
+/* --- mprotect ------------------------------------------------------------- */
 
 START_TEST(mprotect_keeps_every_other_bit)
 {
@@ -452,7 +452,7 @@ START_TEST(mprotect_keeps_every_other_bit)
 }
 END_TEST
 
-/* --- conversion (P1..P4) ------------------------------------------------------------ */
+/* --- conversion (P1..P4) -------------------------------------------------- */
 
 START_TEST(convert_flips_state_and_enc_only)
 {
@@ -613,9 +613,8 @@ START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 					 &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 0);
-	/* A frame mapped twice in the range, its alias declared: it is
-	 * frozen at the first page, so the second page fails; nothing
-	 * changes. */
+	/* A frame mapped twice in the range, its alias declared: it is frozen
+	 * at the first page, so the second page fails; nothing changes. */
 	ck_assert_int_eq(ps_space_map(sp, 8 * PG, 48, 0), 0);
 	ck_assert_int_eq(ps_space_map(sp, 9 * PG, 48, 0), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 8 * PG, 2 * PG, PS_ENC_PRIVATE, 0,
@@ -954,7 +953,7 @@ START_TEST(convert_to_shared_inaccessible)
 }
 END_TEST
 
-/* --- hooks, rollback, quarantine (P3, P4) ---------------------------------------------- */
+/* --- hooks, rollback, quarantine (P3, P4) --------------------------------- */
 
 static void expect_call(unsigned k, char kind, uint64_t addr,
 			enum ps_enc_state to)
@@ -1111,7 +1110,7 @@ START_TEST(hooks_rollback_failure_quarantines_too)
 }
 END_TEST
 
-/* --- CPU maps (P5, P6) ------------------------------------------------------------- */
+/* --- CPU maps (P5, P6) ---------------------------------------------------- */
 
 START_TEST(kmap_calls_make_accessible_once)
 {
@@ -1272,7 +1271,7 @@ START_TEST(kunmap_of_the_last_reference_frees)
 }
 END_TEST
 
-/* --- prot's per-space state, created by the first kmap or set_prot_hooks --------- */
+/* --- prot's per-space state, created by the first kmap or set_prot_hooks -- */
 
 static struct ps_space *bare_space(void)
 {
@@ -1389,7 +1388,7 @@ START_TEST(prot_state_first_kmaps_race)
 }
 END_TEST
 
-/* --- the access check -------------------------------------------------------------- */
+/* --- the access check ----------------------------------------------------- */
 
 START_TEST(access_check_reports_exactly)
 {
@@ -1448,7 +1447,7 @@ START_TEST(access_check_reports_exactly)
 }
 END_TEST
 
-/* --- failpoints: pin versus conversion in its windows (P2) ---------------------- */
+/* --- failpoints: pin versus conversion in its windows (P2) ---------------- */
 
 /*
  * The failpoints (lib/failpoint.h): this test compiles the space's files,
@@ -1603,19 +1602,18 @@ START_TEST(fp_private_pin_waits_then_pins)
 }
 END_TEST
 
-/* --- stress ---------------------------------------------------------------------- */
+/* --- stress --------------------------------------------------------------- */
 
 #define RACE_PAGES 4
 #define RACE_FRAME 300
 
 /*
- * Pin versus conversion on the same pages (P2): a pinner pins random pages
- * of four, expecting shared memory, and checks while it holds the pin that
- * the frame is still shared; the converter converts the four pages to
- * private and back, sometimes waiting for pins. After a successful
- * conversion to private no shared pin may be held: every shared pin either
- * came first (the conversion failed) or failed. Counted on both sides; both
- * must be zero.
+ * Pin versus conversion on the same pages (P2): a pinner pins random pages of
+ * four, expecting shared memory, and checks while it holds the pin that the
+ * frame is still shared; the converter converts the four pages to private and
+ * back, sometimes waiting for pins. After a successful conversion to private no
+ * shared pin may be held: every shared pin either came first (the conversion
+ * failed) or failed. Counted on both sides; both must be zero.
  */
 struct race {
 	_Atomic(int) started, stop;

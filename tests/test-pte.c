@@ -183,7 +183,7 @@ START_TEST(written_marker_stands_alone)
 	ck_assert(!ps_pte_is_written_marker(PS_PTE_NONE));
 	ck_assert(!ps_pte_is_written_marker(ps_pte_mk_present(8, 0)));
 	ck_assert(!ps_pte_is_written_marker(ps_pte_mk_swap(0, 0, 0) | 0x20));
-	/* Protection re-arms it as a UFFD_WP marker; clearing changes nothing. */
+	/* Protect re-arms it as a UFFD_WP marker; clearing changes nothing. */
 	ck_assert_uint_eq(ps_pte_mkuffd_wp(w),
 			  ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP));
 	ck_assert_uint_eq(ps_pte_clear_uffd_wp(w), w);

@@ -94,7 +94,7 @@ START_TEST(read_begin_waits_for_writer)
 }
 END_TEST
 
-/* --- stress ------------------------------------------------------------------ */
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * One writer keeps b == 3a + 1 and c == a + b over three separately stored

@@ -5,12 +5,12 @@
  * (back-out, all or nothing, write-protect, private frames), balloon
  * discard (pinned frames, frames another thread froze), write faults (dirty
  * before writable), the seed-003 secondary-map helper (exactly-once dirty
- * hook), dirty harvest (write pins, REARM, budget), write-back in both
- * modes (no dirty frame escapes it), and stress for the races the
- * guarantees S1..S13 of the space's files are about (lib/space-impl.h says
- * which file states which). Failpoints and injected failures
- * (lib/failpoint.h: the space's files compiled with -DPS_TEST_FAILPOINTS)
- * put races and errors exactly where they hurt.
+ * hook), dirty harvest (write pins, REARM re-arming every page it reports,
+ * budget), write-back in both modes (no dirty frame escapes it, one at a time),
+ * and stress for the races the guarantees S1..S14 of the space's files are
+ * about (lib/space-impl.h says which file states which). Failpoints and
+ * injected failures (lib/failpoint.h: the space's files compiled with
+ * -DPS_TEST_FAILPOINTS) put races and errors exactly where they hurt.
  */
 #include <pagestate/space.h>
 
@@ -29,7 +29,7 @@
 #define NFRAMES 256
 #define SPACE_SIZE (UINT64_C(1) << 30)
 
-/* --- fixture: a space with counting hooks ------------------------------------ */
+/* --- fixture: a space with counting hooks --------------------------------- */
 
 struct hooks_seen {
 	_Atomic(unsigned) dirty[NFRAMES];
@@ -45,6 +45,8 @@ struct hooks_seen {
 	bool dirty_watch;
 	uint64_t dirty_addr;
 	_Atomic(unsigned) dirty_saw_writable, dirty_saw_unlocked;
+	/* Dirty hooks that found their frame freed (never allowed). */
+	_Atomic(unsigned) dirty_on_free;
 };
 
 static struct hooks_seen seen;
@@ -55,6 +57,8 @@ static void on_dirty(void *ctx, struct ps_space *s, uint64_t frame)
 	(void)ctx;
 	atomic_fetch_add(&seen.dirty[frame], 1);
 	atomic_fetch_add(&seen.dirty_total, 1);
+	if (!ps_page_is_live(ps_space_page(s, frame)))
+		atomic_fetch_add(&seen.dirty_on_free, 1);
 	if (seen.dirty_watch) {
 		ps_pte_t e;
 
@@ -133,7 +137,7 @@ static ps_pte_t entry(uint64_t addr)
 	return e;
 }
 
-/* --- a secondary mapping for the helper and the invalidation checks ------------ */
+/* --- a secondary mapping for the helper and the invalidation checks ------- */
 
 struct secmap {
 	struct ps_interval sub;
@@ -210,7 +214,7 @@ static void secmap_fini(struct secmap *m)
 	pthread_mutex_destroy(&m->lock);
 }
 
-/* --- create / destroy ------------------------------------------------------------ */
+/* --- create / destroy ----------------------------------------------------- */
 
 START_TEST(create_rejects_bad_config)
 {
@@ -261,7 +265,7 @@ START_TEST(caller_frames_and_busy_destroy)
 }
 END_TEST
 
-/* --- map / unmap ----------------------------------------------------------------- */
+/* --- map / unmap ---------------------------------------------------------- */
 
 START_TEST(map_takes_a_reference)
 {
@@ -334,7 +338,7 @@ START_TEST(map_range_all_or_nothing)
 	ck_assert_uint_eq(ps_pte_cache(entry(5 * PG)), 0);
 	for (uint64_t f = 10; f < 18; f++)
 		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
-	/* The unwound frames were free before: no free hook (no double free). */
+	/* The unwound frames were free before: no free hook, no double free. */
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
 	/* A frame that was in use keeps its owner's reference on unwind. */
 	ck_assert_int_eq(ps_page_init(pg(30), 1), 0);
@@ -386,7 +390,7 @@ START_TEST(unmap_zap_keeps_markers)
 }
 END_TEST
 
-/* --- pins -------------------------------------------------------------------------- */
+/* --- pins ----------------------------------------------------------------- */
 
 START_TEST(pin_and_unpin)
 {
@@ -542,7 +546,7 @@ START_TEST(pin_private_and_poisoned)
 }
 END_TEST
 
-/* --- discard -------------------------------------------------------------------------- */
+/* --- discard -------------------------------------------------------------- */
 
 /* The skip records: address, frame and reason, in address order. */
 static void assert_skip(const struct ps_discard_skip *k, uint64_t addr,
@@ -650,7 +654,7 @@ START_TEST(discard_reports_busy_and_frozen)
 }
 END_TEST
 
-/* --- CPU faults --------------------------------------------------------------------------- */
+/* --- CPU faults ----------------------------------------------------------- */
 
 START_TEST(write_fault_marks_dirty_once)
 {
@@ -678,7 +682,7 @@ START_TEST(fault_populates)
 }
 END_TEST
 
-/* --- the secondary-map helper ---------------------------------------------------------------- */
+/* --- the secondary-map helper --------------------------------------------- */
 
 START_TEST(secondary_map_read_and_write)
 {
@@ -776,7 +780,7 @@ START_TEST(secondary_map_write_protected)
 }
 END_TEST
 
-/* --- dirty tracking and harvest ---------------------------------------------------------------- */
+/* --- dirty tracking and harvest ------------------------------------------- */
 
 START_TEST(mark_dirty_and_harvest)
 {
@@ -784,10 +788,14 @@ START_TEST(mark_dirty_and_harvest)
 
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 130, PS_MAP_WRITE),
 			 0);
-	ck_assert(ps_space_mark_dirty(sp, 5 * PG));
-	ck_assert(!ps_space_mark_dirty(sp, 5 * PG)); /* already dirty */
-	ck_assert(ps_space_mark_dirty(sp, 2 * PG));
-	ck_assert(!ps_space_mark_dirty(sp, 9 * PG)); /* nothing mapped */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 2 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 9 * PG),
+			 PS_SPACE_MARK_UNMAPPED);
 	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 2);
 	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 8, &n,
 					  &resume),
@@ -800,7 +808,8 @@ START_TEST(mark_dirty_and_harvest)
 			 0);
 	ck_assert_uint_eq(n, 0); /* cleared */
 	/* Marks again after a harvest, and a failed transfer put back. */
-	ck_assert(!ps_space_mark_dirty(sp, 5 * PG)); /* frame still dirty */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY); /* frame still dirty */
 	ck_assert_int_eq(ps_space_redirty(sp, (uint64_t[]){7 * PG}, 1), 0);
 	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 8, &n, NULL),
 			 0);
@@ -953,7 +962,7 @@ START_TEST(harvest_rearm_mixed_registrations)
 }
 END_TEST
 
-/* --- write-back ------------------------------------------------------------------------ */
+/* --- write-back ----------------------------------------------------------- */
 
 struct wb_seen {
 	uint64_t addrs[16];
@@ -1096,7 +1105,7 @@ START_TEST(writeback_error_redirties)
 }
 END_TEST
 
-/* --- failpoints: the races of S2, made to happen exactly in their windows ------ */
+/* --- failpoints: the races of S2, made to happen exactly in their windows - */
 
 /*
  * The failpoints (lib/failpoint.h): this test compiles the space's files
@@ -1290,12 +1299,13 @@ START_TEST(discard_exact_path_frees)
 	ck_assert_uint_eq(nskipped, 0);
 	ck_assert(!ps_page_is_live(pg(100)));
 	ck_assert(!ps_page_is_frozen(pg(100)));
-	ck_assert(ps_page_test_flags(pg(100), PS_PAGE_DIRTY)); /* kept */
+	/* The free ends its lifetime (issue 15 #3): contents given up. */
+	ck_assert(!ps_page_test_flags(pg(100), PS_PAGE_DIRTY));
 	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
 }
 END_TEST
 
-/* --- discard and a frame frozen by another thread --------------------------------------- */
+/* --- discard and a frame frozen by another thread ------------------------- */
 
 /*
  * Discard one page whose frame @frame the test holds frozen with @refs (as
@@ -1358,10 +1368,9 @@ static void freeze_now(uint64_t addr)
 }
 
 /*
- * A freeze (a cache-mode change, a migration) lands right after discard
- * looked at the frame: discard's own freeze fails, and it reports the page
- * frozen. A frame with another holder is reported busy before any freeze
- * is tried.
+ * A freeze (a cache-mode change, a migration) lands right after discard looked
+ * at the frame: discard's own freeze fails, and it reports the page frozen. A
+ * frame with another holder is reported busy before any freeze is tried.
  */
 START_TEST(fp_discard_freeze_after_check)
 {
@@ -1401,7 +1410,7 @@ START_TEST(fp_discard_freeze_after_check)
 }
 END_TEST
 
-/* --- write faults: dirty before writable (seed 003, S3) -------------------------------- */
+/* --- write faults: dirty before writable (seed 003, S3) ------------------- */
 
 static void watch_dirty(uint64_t addr)
 {
@@ -1541,10 +1550,9 @@ static void write_back_now(uint64_t addr)
 	ck_assert(!ps_pte_is_writable(entry(addr))); /* stable page */
 }
 
-/* A write fault sees a writable entry; write-back write-protects and
- * cleans the frame before the fault acts: the fault must not make the
- * entry writable again without dirtying the frame (else the write is
- * never written back). */
+/* A write fault sees a writable entry; write-back write-protects and cleans the
+ * frame before the fault acts: the fault must not make the entry writable again
+ * without dirtying the frame (else the write is never written back). */
 START_TEST(fp_fault_writeback_meanwhile)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 33, PS_MAP_WRITE), 0);
@@ -1569,7 +1577,7 @@ START_TEST(fp_fault_writeback_meanwhile)
 }
 END_TEST
 
-/* --- unpin(..., dirty) reaches write-back (S9) ------------------------------------------ */
+/* --- unpin(..., dirty) reaches write-back (S9) ---------------------------- */
 
 /* A read pin unpinned dirty (a device wrote after all): write-back, of
  * either mode, writes the frame at the address it was pinned at. */
@@ -1699,7 +1707,7 @@ START_TEST(fp_unpin_dirty_during_bounce)
 }
 END_TEST
 
-/* --- create: the frame limit, the writer mutex ---------------------------------------- */
+/* --- create: the frame limit, the writer mutex ---------------------------- */
 
 /* The documented limit is the real one: 2^40 frames (the arrays indexed by
  * frame), not what an entry can name. */
@@ -1756,7 +1764,7 @@ START_TEST(create_checks_mutex_init)
 }
 END_TEST
 
-/* --- map_range: a page-table map that fails part-way ---------------------------------- */
+/* --- map_range: a page-table map that fails part-way ---------------------- */
 
 /*
  * ps_pgtable_map() checks a run, then installs it leaf by leaf; a level
@@ -1857,7 +1865,55 @@ START_TEST(map_range_nomem_keeps_wp_markers)
 }
 END_TEST
 
-/* --- regressions: write-back, write pins, discard's give-back, map_range ------------- */
+/*
+ * Regression (issue 15): a failed map's rollback turned every entry it took
+ * back into none (or a UFFD_WP marker). Over a WRITTEN marker (what a zap
+ * of a written page leaves in an async range, not yet reported), that
+ * dropped the written page: the next scan for written pages missed it. An
+ * async range's page comes back as the WRITTEN marker (what a zap of the
+ * written page the map installed would leave too), a protected one as its
+ * UFFD_WP marker, any other page as none.
+ */
+START_TEST(map_range_nomem_keeps_written_markers)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct ps_pgtable_region reg[4];
+	struct ps_pgtable_scan q;
+	const ps_pte_t written = ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 30, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, PS_UNMAP_ZAP), 0);
+	ck_assert_uint_eq(entry(0), written);
+	/* The map over it fails after installing its page: taken back. */
+	ck_assert_int_eq(map_range_failing(0, PG, 31, 0, PG), -ENOMEM);
+	ck_assert_msg(entry(0) == written,
+		      "the failed map dropped a WRITTEN marker (entry %#llx)",
+		      (unsigned long long)entry(0));
+	ck_assert_uint_eq(ps_page_refs(pg(31)), 0);
+	/* Page 1 was none: the map's written page comes back as a zap of
+	 * it would leave it (reported once, never lost). */
+	ck_assert_int_eq(map_range_failing(PG, PG, 32, PG, PG), -ENOMEM);
+	ck_assert_uint_eq(entry(PG), written);
+	/* The next scan for written pages reports both, once. */
+	memset(&q, 0, sizeof(q));
+	q.start = 0;
+	q.end = 2 * PG;
+	q.flags = PS_SCAN_WP_MATCHING;
+	q.category_mask = PS_CAT_WRITTEN;
+	q.return_mask = PS_CAT_WRITTEN;
+	q.vec = reg;
+	q.vec_len = 4;
+	ck_assert_int_eq(ps_pgtable_scan(pt, &q), 1);
+	ck_assert_uint_eq(reg[0].start, 0);
+	ck_assert_uint_eq(reg[0].end, 2 * PG);
+	ck_assert_int_eq(ps_pgtable_scan(pt, &q), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * PG), 0);
+}
+END_TEST
+
+/* --- regressions: write-back, write pins, map_range ----------------------- */
 
 /*
  * fp_writeback_frame_moved: write-back read A -> F, then (before it held or
@@ -1907,12 +1963,11 @@ START_TEST(fp_writeback_frame_moved)
 END_TEST
 
 /*
- * writeback_holds_frame_during_fn: write-back's fn ran with no reference
- * on the frame, so a discard (or unmap) during the copy freed it (the
- * free_frame hook ran; its owner could reuse it mid-copy). Write-back now
- * holds a reference of its own until fn has returned: a discard during fn
- * finds it and leaves the page (busy, S10), and an unmap during fn drops
- * only the mapping's reference.
+ * writeback_holds_frame_during_fn: write-back's fn ran with no reference on the
+ * frame, so a discard (or unmap) during the copy freed it (the free_frame hook
+ * ran; its owner could reuse it mid-copy). Write-back now holds a reference of
+ * its own until fn has returned: a discard during fn finds it and leaves the
+ * page (busy, S10), and an unmap during fn drops only the mapping's reference.
  */
 static unsigned freed_during_fn = 99;
 
@@ -2146,7 +2201,7 @@ START_TEST(map_range_eexist_shows_no_entry)
 }
 END_TEST
 
-/* --- two write-backs of one frame (the soak's N2) ------------------------------------ */
+/* --- two write-backs of one frame (the soak's N2) ------------------------- */
 
 /*
  * Write-back A of a frame is in its callback (the frame clean, WRITEBACK
@@ -2363,6 +2418,294 @@ START_TEST(nested_integrity_writeback_is_refused)
 }
 END_TEST
 
+/* --- issue 15: a frame's lifetimes ---------------------------------------- */
+
+/*
+ * Regression (issue 15 #3): a frame freed while dirty started its next
+ * lifetime dirty: after unmap (or discard) and a new map of the same
+ * frame, the first write ran no dirty hook, and write-back wrote a page
+ * never written in its new life. A free ends a lifetime (page.h).
+ */
+START_TEST(remapped_frame_starts_clean)
+{
+	struct ps_writeback_stats st;
+	uint64_t f;
+
+	/* Unmapped dirty, mapped again at the same address. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 40, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[40]), 1);
+	ck_assert(!ps_page_test_flags(pg(40), PS_PAGE_LIFE_FLAGS));
+	ck_assert_int_eq(ps_space_map(sp, 0, 40, PS_MAP_WRITE), 0);
+	/* Not written in this life: write-back has nothing to write. */
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY, wb_nop,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written + st.bounced, 0);
+	/* The first write of the new life is a clean-to-dirty transition. */
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 2);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY, wb_nop,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+
+	/* Discarded dirty (a balloon), mapped again elsewhere. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 41, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_discard(sp, PG, PG, NULL, 0, NULL), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[41]), 1);
+	ck_assert(!ps_page_test_flags(pg(41), PS_PAGE_LIFE_FLAGS));
+	ck_assert_int_eq(ps_space_map(sp, 2 * PG, 41, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[41]), 2);
+
+	/* Pinned for write, unmapped, unpinned dirty: freed clean. */
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 42, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 3 * PG, PG, PS_PIN_WRITE, &f),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 3 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY),
+			 0); /* the last */
+	ck_assert_uint_eq(atomic_load(&seen.freed[42]), 1);
+	ck_assert(!ps_page_test_flags(pg(42), PS_PAGE_LIFE_FLAGS));
+}
+END_TEST
+
+/*
+ * Regression (issue 15 #1): a write fault marked its frame dirty holding
+ * only the frame's LOCKED bit, and no reference. An unmap (or a discard,
+ * whose freeze ignored LOCKED) between the fault's look at the entry and
+ * its mark freed the frame: the dirty hook then ran for a frame whose free
+ * hook had run, and DIRTY and LOCKED were left on a free frame. The fault
+ * holds a reference, as write-back does.
+ */
+static void unmap_now(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+}
+
+START_TEST(fp_fault_unmap_before_mark)
+{
+	enum ps_fault fr;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 50, PS_MAP_WRITE), 0);
+	arm(FP_FAULT_RECHECKED, unmap_now);
+	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_msg(atomic_load(&seen.dirty_on_free) == 0,
+		      "the dirty hook ran for a frame already freed");
+	ck_assert_int_eq(fr, PS_FAULT_MISSING); /* the page is gone */
+	ck_assert(ps_pte_is_none(entry(0)));
+	/* Freed once (by the fault's own put), and nothing left on it. */
+	ck_assert_uint_eq(atomic_load(&seen.freed[50]), 1);
+	ck_assert(!ps_page_is_live(pg(50)));
+	ck_assert(!ps_page_test_flags(pg(50), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+}
+END_TEST
+
+static uint64_t fp_discard_nskipped;
+static struct ps_discard_skip fp_discard_skip;
+
+static void discard_now(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_discard(sp, addr, PG, &fp_discard_skip, 1,
+					  &fp_discard_nskipped),
+			 0);
+}
+
+START_TEST(fp_fault_discard_before_mark)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 51, PS_MAP_WRITE), 0);
+	fp_discard_nskipped = 99;
+	arm(FP_FAULT_RECHECKED, discard_now);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_msg(atomic_load(&seen.dirty_on_free) == 0,
+		      "the dirty hook ran for a frame discard freed");
+	/* The fault's reference: discard leaves the page, busy. */
+	ck_assert_uint_eq(fp_discard_nskipped, 1);
+	ck_assert_int_eq(fp_discard_skip.reason, PS_DISCARD_BUSY);
+	ck_assert_uint_eq(atomic_load(&seen.freed[51]), 0);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(ps_page_test_flags(pg(51), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(pg(51), PS_PAGE_LOCKED));
+	ck_assert_uint_eq(ps_page_refs(pg(51)), 1);
+}
+END_TEST
+
+/*
+ * The soak's ABA: between the fault's mark and its CAS, the frame is
+ * unmapped and mapped again at the same address with the same flags (an
+ * identical entry). Without a reference the frame was freed and revived
+ * clean, and the fault's CAS made the new lifetime's entry writable over a
+ * clean frame (S3). Holding it, the frame is never freed: the map takes
+ * another reference on the same, dirty lifetime.
+ */
+static void remap_same_frame(uint64_t addr)
+{
+	uint64_t frame = ps_pte_frame(entry(addr));
+
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, addr, frame, PS_MAP_WRITE), 0);
+}
+
+START_TEST(fp_fault_remap_before_writable)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 52, PS_MAP_WRITE), 0);
+	arm(FP_FAULT_MARKED, remap_same_frame);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(ps_page_test_flags(pg(52), PS_PAGE_DIRTY),
+			      "a writable entry over a clean frame: a stale "
+			      "fault made the frame's next lifetime writable");
+	ck_assert_uint_eq(atomic_load(&seen.freed[52]), 0); /* never freed */
+	ck_assert_uint_eq(ps_page_refs(pg(52)), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
+}
+END_TEST
+
+/*
+ * The same for ps_space_mark_dirty(): it read the entry and marked the
+ * frame with no reference. An unmap in between freed the frame: the hook
+ * ran for it, DIRTY landed on the free word, and the address was logged;
+ * mapped elsewhere meanwhile, the frame's new lifetime was marked for a
+ * write at an address it is no longer at.
+ */
+static void unmap_and_reuse(uint64_t addr)
+{
+	uint64_t frame = ps_pte_frame(entry(addr));
+
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 20 * PG, frame, PS_MAP_WRITE), 0);
+}
+
+START_TEST(fp_mark_dirty_unmap_before_mark)
+{
+	uint64_t got[4], n;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 53, PS_MAP_WRITE), 0);
+	arm(FP_MARK_LOOKED_UP, unmap_now);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_UNMAPPED);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[53]), 0);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[53]), 1);
+	ck_assert(!ps_page_is_live(pg(53)));
+	ck_assert_uint_eq(ps_page_flags(pg(53)), 0); /* a clean free word */
+
+	/* Unmapped and reused at another address meanwhile. */
+	ck_assert_int_eq(ps_space_map(sp, PG, 54, PS_MAP_WRITE), 0);
+	arm(FP_MARK_LOOKED_UP, unmap_and_reuse);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, PG), PS_SPACE_MARK_UNMAPPED);
+	disarm();
+	ck_assert_uint_eq(atomic_load(&seen.dirty[54]), 0);
+	ck_assert(!ps_page_test_flags(pg(54), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 32 * PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0); /* nothing was written */
+}
+END_TEST
+
+/* --- issue 15: the next write after a harvest is seen --------------------- */
+
+static uint64_t harvest_all(uint64_t len, unsigned int flags, uint64_t *got,
+			    uint64_t max)
+{
+	uint64_t n;
+
+	ck_assert_int_eq(ps_space_harvest(sp, 0, len, flags, got, max, &n,
+					  NULL),
+			 0);
+	return n;
+}
+
+/*
+ * Regression (issue 15 #2): a re-arming harvest re-armed only async
+ * ranges. In a sync-registered or an unregistered range: write, harvest
+ * with REARM (reported; the entry stayed writable), write again (no
+ * fault: nothing marked), harvest: nothing. REARM re-arms every page it
+ * reports: uffd-wp in a sync range (the next write faults to the
+ * handler), WRITE cleared in an unregistered one (soft-dirty style: the
+ * next write faults on MAYWRITE && !WRITE); async pages as before.
+ */
+START_TEST(harvest_rearm_rearms_every_page)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct secmap m;
+	uint64_t got[8], n;
+
+	secmap_init(&m, 0, 8 * PG);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 60, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0); /* sync */
+	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, 2 * PG, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, 2 * PG), 0);
+	/* Pages 4..7 are not registered. Write 1 (sync), 2 (async), 5. */
+	for (uint64_t a = 1 * PG; a <= 5 * PG; a += a == 2 * PG ? 3 * PG : PG)
+		ck_assert_int_eq(ps_space_fault(sp, a, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(1 * PG)));
+	ck_assert(ps_pte_is_writable(entry(5 * PG)));
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 5 * PG, true,
+						&sec_secops, &m),
+			 0);
+	n = harvest_all(8 * PG, PS_HARVEST_REARM, got, 8);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(got[0], 1 * PG);
+	ck_assert_uint_eq(got[1], 2 * PG);
+	ck_assert_uint_eq(got[2], 5 * PG);
+	/* Re-armed, each as its range says; the secondary mapping torn down. */
+	ck_assert(ps_pte_uffd_wp(entry(1 * PG)));
+	ck_assert(!ps_pte_is_writable(entry(1 * PG)));
+	ck_assert(ps_pte_uffd_wp(entry(2 * PG)));
+	ck_assert(!ps_pte_uffd_wp(entry(5 * PG)));
+	ck_assert(!ps_pte_is_writable(entry(5 * PG)));
+	ck_assert(ps_pte_may_write(entry(5 * PG)));
+	ck_assert_uint_eq(atomic_load(&m.frame), UINT64_MAX);
+	/* The next writes fault, and are seen. */
+	ck_assert_int_eq(ps_space_fault(sp, 1 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_WP); /* the handler's */
+	ck_assert_int_eq(ps_space_fault(sp, 1 * PG,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	n = harvest_all(8 * PG, PS_HARVEST_REARM, got, 8);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(got[0], 1 * PG);
+	ck_assert_uint_eq(got[1], 2 * PG);
+	ck_assert_uint_eq(got[2], 5 * PG);
+	/* Nothing written since: nothing reported, nothing re-armed. */
+	ck_assert_uint_eq(harvest_all(8 * PG, PS_HARVEST_REARM, got, 8), 0);
+	/* A page left over by a budget is neither reported nor re-armed. */
+	ck_assert_int_eq(ps_space_fault(sp, 6 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(harvest_all(8 * PG, PS_HARVEST_REARM, got, 1), 1);
+	ck_assert_uint_eq(got[0], 6 * PG);
+	ck_assert(!ps_pte_is_writable(entry(6 * PG)));
+	ck_assert(ps_pte_is_writable(entry(7 * PG)));
+	ck_assert_uint_eq(harvest_all(8 * PG, PS_HARVEST_REARM, got, 8), 1);
+	ck_assert_uint_eq(got[0], 7 * PG);
+	ck_assert(!ps_pte_is_writable(entry(7 * PG)));
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+	secmap_fini(&m);
+}
+END_TEST
+
 /*
  * fp_clean_writeback_pin_race: a pin landed between a CLEAN write-back's
  * first look (unpinned, dirty) and its clear of DIRTY. Write-back cleared
@@ -2429,7 +2772,7 @@ START_TEST(fp_clean_writeback_pin_race)
 }
 END_TEST
 
-/* --- a failed map's frame (issue 15 #4) ------------------------------------------- */
+/* --- a failed map's frame (issue 15 #4) ----------------------------------- */
 
 /*
  * A pin read page 0's entry (frame 70) and stalled before its speculative
@@ -2531,7 +2874,189 @@ START_TEST(fp_failed_map_frame_freed_once)
 }
 END_TEST
 
-/* --- stress ---------------------------------------------------------------------------------- */
+/*
+ * Regression (the soak's N1): harvest-then-protect lost a write. The write
+ * fault marked and logged, then made the entry it had classified
+ * writable by CAS. A harvest (plain, the user then protecting: the safe
+ * order) between the log and the CAS took the page's mark, and the
+ * protect changed nothing (the entry was still write-protected); the CAS
+ * then made the entry writable with no mark left, and the write through
+ * it was never reported. The fault logs after its CAS.
+ */
+static void harvest_then_protect(uint64_t addr)
+{
+	uint64_t got[4], n;
+
+	ck_assert_int_eq(ps_space_harvest(sp, addr, PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(ps_space_pgtable(sp), addr, PG), 0);
+}
+
+/* The same with an ABA: protected and unprotected (an identical entry). */
+static void harvest_then_protect_unprotect(uint64_t addr)
+{
+	harvest_then_protect(addr);
+	ck_assert_int_eq(ps_pgtable_unprotect(ps_space_pgtable(sp), addr, PG),
+			 0);
+}
+
+START_TEST(fp_fault_harvest_before_writable)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t got[4];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 70, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0); /* sync */
+	/* A write-protected page: the handler resolves the fault. */
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, PG), 0);
+	arm(FP_FAULT_MARKED, harvest_then_protect);
+	ck_assert_int_eq(ps_space_fault(sp, 0,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert_msg(harvest_all(2 * PG, 0, got, 4) == 1 &&
+				      got[0] == 0,
+			      "a writable entry whose write no harvest will "
+			      "report");
+	/* Unprotected, then protected and unprotected again meanwhile. */
+	arm(FP_FAULT_MARKED, harvest_then_protect_unprotect);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	if (ps_pte_is_writable(entry(PG)))
+		ck_assert_msg(harvest_all(2 * PG, 0, got, 4) == 1 &&
+				      got[0] == PG,
+			      "a writable entry whose write no harvest will "
+			      "report (ABA)");
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * PG), 0);
+}
+END_TEST
+
+/* --- issue 15 #12: errors say what failed --------------------------------- */
+
+/*
+ * Regression (issue 15 #12): ps_space_pin_range() said -EAGAIN for a sync
+ * write-protected page without saying which one, so a caller resolved
+ * every page of the range. On an error that concerns a page, frames_out[0]
+ * holds that page's offset from @start.
+ */
+START_TEST(pin_range_error_says_where)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t f[4];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 80, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
+	/* Page 2 is write-protected: resolve it, and only it. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, PS_PIN_WRITE, f),
+			 -EAGAIN);
+	ck_assert_uint_eq(f[0], 2 * PG);
+	ck_assert(!ps_page_is_pinned(pg(80)) && !ps_page_is_pinned(pg(81)));
+	ck_assert_int_eq(ps_space_fault(sp, f[0],
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, PS_PIN_WRITE, f), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 3, 0), 0);
+	/* From another start: the offset is from it. */
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, 2 * PG, PS_PIN_WRITE, f),
+			 -EAGAIN);
+	ck_assert_uint_eq(f[0], PG);
+	/* Page 3 is missing (no populate hook): -EFAULT there. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 4 * PG, 0, f), -EFAULT);
+	ck_assert_uint_eq(f[0], 3 * PG);
+	/* A private frame without PS_PIN_PRIVATE: -EPERM there. */
+	ps_page_set_flags(pg(81), PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, 0, f), -EPERM);
+	ck_assert_uint_eq(f[0], PG);
+	ps_page_clear_flags(pg(81), PS_PAGE_PRIVATE);
+	/* Bad arguments concern no page: frames_out is not written. */
+	f[0] = 12345;
+	ck_assert_int_eq(ps_space_pin_range(sp, 1, PG, 0, f), -EINVAL);
+	ck_assert_uint_eq(f[0], 12345);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
+}
+END_TEST
+
+/*
+ * Regression (issue 15 #12): ps_space_mark_dirty() returned false both
+ * for "already dirty" (logged) and for "nothing mapped" (nothing done).
+ * One outcome each.
+ */
+START_TEST(mark_dirty_outcomes)
+{
+	uint64_t got[4], n;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 90, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[90]), 1);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, PG), PS_SPACE_MARK_UNMAPPED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 1), PS_SPACE_MARK_INVALID);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, SPACE_SIZE),
+			 PS_SPACE_MARK_INVALID);
+	/* A frame outside the space's array: not the space's to mark. */
+	ck_assert_int_eq(ps_pgtable_set(ps_space_pgtable(sp), 2 * PG,
+					ps_pte_mk_present(NFRAMES, 0), NULL),
+			 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 2 * PG),
+			 PS_SPACE_MARK_UNMAPPED);
+	ck_assert_int_eq(ps_pgtable_set(ps_space_pgtable(sp), 2 * PG,
+					PS_PTE_NONE, NULL),
+			 0);
+	/* At the reference limit it cannot hold the frame: nothing done. */
+	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 91, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_page_get_many(pg(91), PS_PAGE_REFS_MAX - 1), 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
+			 PS_SPACE_MARK_OVERFLOW);
+	ck_assert(!ps_page_test_flags(pg(91), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_put_many(pg(91), PS_PAGE_REFS_MAX - 1));
+	/* Logged: the two marks of page 0 only. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0);
+}
+END_TEST
+
+/*
+ * A write fault holds the frame it marks (#1): at the reference limit it
+ * cannot, and changes nothing (PS_FAULT_INVALID; a pin's fault-in says
+ * -EOVERFLOW, at the page). One below the limit it works.
+ */
+START_TEST(write_fault_at_reference_limit)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, PG, 92, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_page_get_many(pg(92), PS_PAGE_REFS_MAX - 1), 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE),
+			 PS_FAULT_INVALID);
+	ck_assert(!ps_pte_is_writable(entry(PG)));
+	ck_assert(!ps_page_test_flags(pg(92), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert_uint_eq(ps_page_refs(pg(92)), PS_PAGE_REFS_MAX);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * PG, PS_PIN_WRITE, &f),
+			 -EFAULT); /* page 0 is missing */
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_WRITE, &f),
+			 -EOVERFLOW);
+	ck_assert_uint_eq(f, 0);
+	/* A read fault takes no reference: fine at the limit. */
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_READ), PS_FAULT_OK);
+	ck_assert(!ps_page_put(pg(92)));
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[92]), 1);
+	ck_assert_uint_eq(ps_page_refs(pg(92)), PS_PAGE_REFS_MAX - 1);
+	ck_assert(!ps_page_put_many(pg(92), PS_PAGE_REFS_MAX - 2));
+}
+END_TEST
+
+/* --- stress --------------------------------------------------------------- */
 
 /*
  * Pin versus replacement: a mapper repeatedly unmaps and remaps page 0 with
@@ -2852,16 +3377,15 @@ START_TEST(stress_harvest_never_loses)
 END_TEST
 
 /*
- * One write-back of a frame at a time (S11): a writer writes random pages
- * (a write fault, then the write, which faults again if a write-back
- * protected the entry in between), bumping each page's version; two
- * write-back threads write back the whole range in either mode. Each
- * callback copies the page's version on entry and lands it on return,
- * sometimes after a yield. Invariants: never two callbacks of one frame at
- * once; an INTEGRITY write-back returns only after every callback of its
- * range that was running when it began has returned (with no third
- * write-back in play here, see space.h); once everything stopped and a
- * final INTEGRITY write-back ran, each page's landed copy is its last
+ * One write-back of a frame at a time (S12): a writer writes random pages (a
+ * write fault, then the write, which faults again if a write-back protected the
+ * entry in between), bumping each page's version; two write-back threads write
+ * back the whole range in either mode. Each callback copies the page's version
+ * on entry and lands it on return, sometimes after a yield. Invariants: never
+ * two callbacks of one frame at once; an INTEGRITY write-back returns only
+ * after every callback of its range that was running when it began has returned
+ * (with no third write-back in play here, see space.h); once everything stopped
+ * and a final INTEGRITY write-back ran, each page's landed copy is its last
  * version, and no frame is left under write-back.
  */
 #define WBR_PAGES 16
@@ -3062,6 +3586,251 @@ START_TEST(stress_failed_map_frees_once)
 }
 END_TEST
 
+/*
+ * Issue 15 #2 and the soak's N1, under contention: a writer writes pages
+ * of an async, a sync and an unregistered part (resolving sync
+ * write-protect faults as a handler would; even pages are device writes,
+ * marked with ps_space_mark_dirty() after the write), one harvester runs
+ * re-arming harvests over everything, another plain harvests of the sync
+ * part followed by a protect of what it reported (harvest, then protect:
+ * the caller's safe order). Each copies what it reported after its
+ * re-arm. Checked: after a final re-arming harvest, every page's last
+ * write was copied (no write escaped every harvest).
+ */
+#define RA_PART 32
+#define RA_PAGES (3 * RA_PART) /* async, sync, unregistered */
+
+struct rearm_race {
+	_Atomic(uint64_t) version[RA_PAGES];
+	_Atomic(uint64_t) copied[RA_PAGES];
+	_Atomic(int) stop;
+	_Atomic(unsigned) bad_faults;
+	uint64_t iters;
+};
+
+static void rearm_copy(struct rearm_race *h, uint64_t addr)
+{
+	uint64_t p = addr / PG, v = atomic_load(&h->version[p]);
+	uint64_t old = atomic_load(&h->copied[p]);
+
+	while (old < v && !atomic_compare_exchange_weak(&h->copied[p], &old, v))
+		;
+}
+
+static void *rearm_writer(void *arg)
+{
+	struct rearm_race *h = arg;
+	struct ps_test_rng rng = ps_test_rng_new(47);
+
+	for (uint64_t i = 0; i < h->iters; i++) {
+		uint64_t page = ps_test_below(&rng, RA_PAGES);
+
+		if (!(page & 1)) {
+			atomic_fetch_add(&h->version[page], 1);
+			(void)ps_space_mark_dirty(sp, page * PG);
+			continue;
+		}
+		do {
+			enum ps_fault fr = ps_space_fault(sp, page * PG,
+							  PS_ACCESS_WRITE);
+
+			if (fr == PS_FAULT_WP) /* the sync handler's turn */
+				fr = ps_space_fault(
+					sp, page * PG,
+					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP);
+			if (fr != PS_FAULT_OK) {
+				atomic_fetch_add(&h->bad_faults, 1);
+				break;
+			}
+			atomic_fetch_add(&h->version[page], 1);
+			/* Still writable: the write went through it. */
+		} while (!ps_pte_is_writable(entry(page * PG)));
+	}
+	atomic_store(&h->stop, 1);
+	return NULL;
+}
+
+static void rearm_round(struct rearm_race *h)
+{
+	uint64_t got[16], n, resume = 0;
+
+	while (resume < RA_PAGES * PG) {
+		ck_assert_int_eq(ps_space_harvest(sp, resume,
+						  RA_PAGES * PG - resume,
+						  PS_HARVEST_REARM, got, 16, &n,
+						  &resume),
+				 0);
+		for (uint64_t k = 0; k < n; k++) /* copy after the harvest */
+			rearm_copy(h, got[k]);
+	}
+}
+
+static void *plain_harvester(void *arg)
+{
+	struct rearm_race *h = arg;
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	while (!atomic_load(&h->stop)) {
+		uint64_t got[8], n, resume = RA_PART * PG;
+
+		while (resume < 2 * RA_PART * PG) {
+			ck_assert_int_eq(ps_space_harvest(sp, resume,
+							  2 * RA_PART * PG -
+								  resume,
+							  0, got, 8, &n,
+							  &resume),
+					 0);
+			for (uint64_t k = 0; k < n; k++) /* then protect */
+				ck_assert_int_eq(ps_pgtable_protect(pt, got[k],
+								    PG),
+						 0);
+			for (uint64_t k = 0; k < n; k++) /* then copy */
+				rearm_copy(h, got[k]);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(stress_harvest_rearm_every_range)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct rearm_race *h = calloc(1, sizeof(*h));
+	uint64_t writes = 0;
+	pthread_t t[2];
+
+	ck_assert_ptr_nonnull(h);
+	h->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, RA_PAGES * PG, 0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, RA_PART * PG, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, RA_PART * PG, RA_PART * PG, 0),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 2 * RA_PART * PG), 0);
+	ck_assert_int_eq(pthread_create(&t[0], NULL, rearm_writer, h), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, plain_harvester, h), 0);
+	while (!atomic_load(&h->stop))
+		rearm_round(h);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	rearm_round(h); /* the final one */
+	ck_assert_uint_eq(atomic_load(&h->bad_faults), 0);
+	for (int p = 0; p < RA_PAGES; p++) {
+		uint64_t v = atomic_load(&h->version[p]);
+
+		writes += v;
+		if (atomic_load(&h->copied[p]) != v)
+			ck_abort_msg("page %d (%s): version %llu written, "
+				     "%llu copied: a write was lost",
+				     p,
+				     p < RA_PART       ? "async"
+				     : p < 2 * RA_PART ? "sync"
+						       : "unregistered",
+				     (unsigned long long)v,
+				     (unsigned long long)
+					     atomic_load(&h->copied[p]));
+	}
+	ck_assert_uint_ge(writes, h->iters);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 2 * RA_PART * PG), 0);
+	free(h);
+}
+END_TEST
+
+/*
+ * Issue 15 #1 under contention: a writer write-faults and mark_dirty()s the
+ * pages of a small range while a mapper unmaps, discards and maps them
+ * again, reusing a small pool of frames (a frame freed comes back soon, at
+ * the same address or another). Checked: no dirty hook ever finds its
+ * frame freed; at the end, with everything unmapped, no frame is LIVE,
+ * DIRTY or LOCKED, and a writable entry never sat on a clean frame.
+ */
+#define FR_PAGES 8
+#define FR_FRAMES 12
+#define FR_BASE 100
+
+struct fault_race {
+	_Atomic(int) stop;
+	_Atomic(unsigned) clean_writable;
+	uint64_t iters;
+};
+
+static void *fault_race_writer(void *arg)
+{
+	struct fault_race *r = arg;
+	struct ps_test_rng rng = ps_test_rng_new(53);
+
+	while (!atomic_load(&r->stop)) {
+		uint64_t a = ps_test_below(&rng, FR_PAGES) * PG;
+		ps_pte_t e;
+
+		if (ps_test_below(&rng, 4) == 0) {
+			(void)ps_space_mark_dirty(sp, a);
+			continue;
+		}
+		if (ps_space_fault(sp, a, PS_ACCESS_WRITE) != PS_FAULT_OK)
+			continue;
+		/* S3, sampled: writable implies dirty (a window remains, so
+		 * only a frame that is clean and still mapped writable there
+		 * after a re-read counts). */
+		e = entry(a);
+		if (ps_pte_is_writable(e) &&
+		    !ps_page_test_flags(pg(ps_pte_frame(e)), PS_PAGE_DIRTY) &&
+		    entry(a) == e && ps_page_is_live(pg(ps_pte_frame(e))) &&
+		    !ps_page_test_flags(pg(ps_pte_frame(e)), PS_PAGE_DIRTY))
+			atomic_fetch_add(&r->clean_writable, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_fault_holds_its_frame)
+{
+	struct fault_race r = {0};
+	struct ps_test_rng rng = ps_test_rng_new(59);
+	pthread_t t;
+
+	r.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	ck_assert_int_eq(pthread_create(&t, NULL, fault_race_writer, &r), 0);
+	for (uint64_t i = 0; i < r.iters; i++) {
+		uint64_t a = ps_test_below(&rng, FR_PAGES) * PG;
+		uint64_t f = FR_BASE + ps_test_below(&rng, FR_FRAMES);
+
+		switch (ps_test_below(&rng, 3)) {
+		case 0:
+			ck_assert_int_eq(ps_space_unmap(sp, a, PG, 0), 0);
+			break;
+		case 1:
+			ck_assert_int_eq(ps_space_discard(sp, a, PG, NULL, 0,
+							  NULL),
+					 0);
+			break;
+		default: /* a free frame, or an alias of a live one */
+			(void)ps_space_map(sp, a, f, PS_MAP_WRITE);
+			break;
+		}
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	ck_assert_msg(atomic_load(&seen.dirty_on_free) == 0,
+		      "%u dirty hooks ran for a freed frame",
+		      atomic_load(&seen.dirty_on_free));
+	ck_assert_msg(atomic_load(&r.clean_writable) == 0,
+		      "%u writable entries over a clean frame",
+		      atomic_load(&r.clean_writable));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, FR_PAGES * PG, 0), 0);
+	for (uint64_t f = FR_BASE; f < FR_BASE + FR_FRAMES; f++) {
+		ck_assert_msg(!ps_page_is_live(pg(f)), "frame %llu still held",
+			      (unsigned long long)f);
+		ck_assert_msg(!ps_page_test_flags(pg(f),
+						  PS_PAGE_DIRTY |
+							  PS_PAGE_LOCKED),
+			      "frame %llu free with %#llx",
+			      (unsigned long long)f,
+			      (unsigned long long)ps_page_flags(pg(f)));
+	}
+}
+END_TEST
+
 static Suite *space_suite(void)
 {
 	Suite *s = suite_create("space");
@@ -3159,6 +3928,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, map_range_nomem_takes_back_the_failed_run);
 	tcase_add_test(tc, map_range_nomem_after_mapped_runs);
 	tcase_add_test(tc, map_range_nomem_keeps_wp_markers);
+	tcase_add_test(tc, map_range_nomem_keeps_written_markers);
 
 	tc = ps_test_tcase(s, "review regressions", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -3180,6 +3950,24 @@ static Suite *space_suite(void)
 	tc = ps_test_tcase(s, "a failed map's frame", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, fp_failed_map_frame_freed_once);
+	tc = ps_test_tcase(s, "a frame's lifetimes (issue 15)", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, remapped_frame_starts_clean);
+	tcase_add_test(tc, fp_fault_unmap_before_mark);
+	tcase_add_test(tc, fp_fault_discard_before_mark);
+	tcase_add_test(tc, fp_fault_remap_before_writable);
+	tcase_add_test(tc, fp_mark_dirty_unmap_before_mark);
+
+	tc = ps_test_tcase(s, "the next write after a harvest (issue 15)", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, harvest_rearm_rearms_every_page);
+	tcase_add_test(tc, fp_fault_harvest_before_writable);
+
+	tc = ps_test_tcase(s, "errors say what failed (issue 15)", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, pin_range_error_says_where);
+	tcase_add_test(tc, mark_dirty_outcomes);
+	tcase_add_test(tc, write_fault_at_reference_limit);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -3189,6 +3977,8 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, stress_harvest_never_loses);
 	tcase_add_test(tc, stress_writeback_one_at_a_time);
 	tcase_add_test(tc, stress_failed_map_frees_once);
+	tcase_add_test(tc, stress_harvest_rearm_every_range);
+	tcase_add_test(tc, stress_fault_holds_its_frame);
 	return s;
 }
 

@@ -16,7 +16,7 @@ static const enum ps_cache_mode all_modes[] = {
 	PS_CACHE_UC, PS_CACHE_WT, PS_CACHE_WP,
 };
 
-/* --- x86 PAT ---------------------------------------------------------------- */
+/* --- x86 PAT -------------------------------------------------------------- */
 
 START_TEST(x86_linux_pat_bits)
 {
@@ -167,7 +167,7 @@ START_TEST(x86_bad_arguments)
 }
 END_TEST
 
-/* --- encryption bit ----------------------------------------------------------- */
+/* --- encryption bit ------------------------------------------------------- */
 
 START_TEST(cc_amd_polarity)
 {

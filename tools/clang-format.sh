@@ -15,7 +15,9 @@ find_clang_format() {
 		esac
 		clang_format_why="$clang_format is not version 14 ($v);"
 	done
-	clang_format_why="${clang_format_why:+$clang_format_why }no clang-format 14 found (Debian 12: apt-get install clang-format; or set CLANG_FORMAT)"
+	clang_format_why="${clang_format_why:+$clang_format_why }no clang-format 14"
+	clang_format_why="$clang_format_why found (Debian 12: apt-get install"
+	clang_format_why="$clang_format_why clang-format; or set CLANG_FORMAT)"
 	return 1
 }
 

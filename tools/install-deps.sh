@@ -1,12 +1,14 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Install the Debian packages a make target uses, when they are missing.
-# Usage: install-deps.sh all|install|test|bench|fuzz
+# Usage: install-deps.sh all|install|test|bench|fuzz|format
 #   install  `make install`: the library, headers, .pc and man pages
 #   all      `make`: the development build (library, tests, examples,
 #            benchmarks; C++ for the C++ tests)
-#   test     `make test`: `make`'s, plus the sanitizer runtimes and clang
-#            for the fuzz smoke build
+#   test     `make test`: `make`'s, plus the sanitizer runtimes, clang
+#            for the fuzz smoke build and clang-format (14, Debian 12's)
+#            for the layout check
+#   format   `make format`: clang-format
 #   bench    `make bench`: the release build, Concurrency Kit (the
 #            ck_sequence peer), gnuplot (the report's plots)
 #   fuzz     `make fuzz`: clang and its libFuzzer runtime
@@ -20,8 +22,9 @@ what=${1:-all}
 
 install="make meson ninja-build pkg-config gcc libc6-dev python3 liburcu-dev"
 all="$install check g++"
-test="$all libasan8 libubsan1 libtsan2 clang libclang-rt-14-dev"
+test="$all libasan8 libubsan1 libtsan2 clang libclang-rt-14-dev clang-format"
 bench="$install libck-dev gnuplot-nox"
+format="clang-format"
 fuzz="$install clang libclang-rt-14-dev"
 case $what in
 install) pkgs=$install ;;
@@ -29,6 +32,7 @@ all|build) pkgs=$all ;;
 test) pkgs=$test ;;
 bench) pkgs=$bench ;;
 fuzz) pkgs=$fuzz ;;
+format) pkgs=$format ;;
 *) echo "install-deps.sh: unknown target $what" >&2; exit 2 ;;
 esac
 

@@ -72,7 +72,7 @@
  *		else if (pthread_mutex_trylock(&vc->lock))
  *			return false;		// the caller gets -EAGAIN
  *		ps_interval_set_seq(sub, cur_seq);
- *		vc->page = NULL;		// tear the secondary mapping down
+ *		vc->page = NULL;		// tear down the secondary map
  *		pthread_mutex_unlock(&vc->lock);
  *		return true;
  *	}
@@ -83,7 +83,7 @@
  *			uint64_t seq = ps_interval_read_begin(&vc->sub);
  *			struct ps_page *page = guest_lookup_get(addr);
  *
- *			if (!page)		// look up and reference the page
+ *			if (!page)		// look up, take a reference
  *				return -EFAULT;
  *			pthread_mutex_lock(&vc->lock);
  *			if (ps_interval_read_retry(&vc->sub, seq)) {
@@ -91,7 +91,7 @@
  *				(void)ps_page_put(page);
  *				continue;	// an invalidation raced: again
  *			}
- *			if (write)		// dirty before a writable mapping
+ *			if (write)		// dirty before mapping writable
  *				ps_page_set_flags(page, PS_PAGE_DIRTY);
  *			vc->page = page;	// install the secondary mapping
  *			vc->writable = write;
@@ -325,8 +325,7 @@ struct ps__notifier_impl;
  * @impl: the rest, private to lib/notifier.c (mutex, RCU-protected
  *	interval tree, in-flight slots, history of ends).
  *
- * Embed it and call ps_notifier_init(). Use only through the functions
- * below.
+ * Embed it and call ps_notifier_init(). Use only through the functions below.
  */
 struct ps_notifier {
 	PS_ATOMIC(uint64_t) state;
@@ -388,7 +387,8 @@ struct ps_notifier_stats {
  * threads as usual (a release store, a thread start, a lock).
  * Progress: blocking (calloc, mutex and condvar initialisation).
  * Return: 0, or -ENOMEM (also if the mutex or condvar cannot be
- * initialised; nothing is allocated then).
+ * initialised; nothing is allocated then); -ECHILD in a child of a plain
+ * fork() (pagestate/fork.h).
  */
 int ps_notifier_init(struct ps_notifier *n);
 
@@ -400,14 +400,15 @@ int ps_notifier_init(struct ps_notifier *n);
  * earlier updates is freed by liburcu's call_rcu thread as usual.
  * Ordering: the check runs under the notifier's mutex, so it sees every
  * insert, remove, start and end that returned before the call.
- * Progress: blocking (the notifier's mutex; it never waits for a grace
- * period).
+ * Progress: blocking (the notifier's mutex; it never waits for a grace period).
+ * In a child of fork(), a notifier inherited from the parent is only forgotten,
+ * whatever it holds (pagestate/fork.h, rule 2): 0 is returned.
  * Return: 0; -EBUSY (nothing freed) while a subscription is inserted or an
  * invalidation is in flight.
  */
 int ps_notifier_destroy(struct ps_notifier *n);
 
-/* --- subscriptions --------------------------------------------------------- */
+/* --- subscriptions -------------------------------------------------------- */
 
 /**
  * ps_interval_insert() - subscribe @sub to [start, start + len) of @n.
@@ -446,18 +447,16 @@ int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
  * @sub: an inserted subscription (a subscription that is not inserted is
  *	left alone).
  *
- * The subscription leaves the set at once (invalidations starting later do
- * not see it). Then, as in Linux, remove waits for the invalidations that
- * were in flight and overlap it, since they may still call it; it does not
- * wait for invalidations of other ranges. When it returns, @sub's memory may
- * be reused.
+ * The subscription leaves the set at once (invalidations starting later do not
+ * see it). Then, as in Linux, remove waits for the invalidations that were in
+ * flight and overlap it, since they may still call it; it does not wait for
+ * invalidations of other ranges. When it returns, @sub's memory may be reused.
  *
  * Context: blocking. Must not be called from a callback, nor by a thread
  * between its own invalidate_start and _end of an overlapping range.
  * Ordering: the snapshot without @sub is published with a release store
  * (T1 in lib/notifier.c); the waits are under the notifier's mutex, so the
- * callbacks of the invalidations it waited for happen before it returns
- * (G7).
+ * callbacks of the invalidations it waited for happen before it returns (G7).
  * Progress: blocking: the mutex, the overlapping invalidations in flight
  * and, out of memory, liburcu's pending frees (rcu_barrier) and a sleep.
  * Complexity: O(log n). Cannot fail: if memory for the path copy
@@ -598,7 +597,7 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
 	atomic_store_explicit(&sub->seq, cur_seq, memory_order_release);
 }
 
-/* --- invalidations ----------------------------------------------------------- */
+/* --- invalidations -------------------------------------------------------- */
 
 /**
  * ps_notifier_invalidate_start() - begin invalidating [start, start + len).
@@ -622,14 +621,12 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * PS_NOTIFIER_NONBLOCK: the mutex is never held across a callback or a
  * wait). Blockable: callbacks may sleep. Callbacks run in this thread,
  * outside the mutex.
- * Progress: blocking: the mutex, an allocation (64 more in-flight slots)
- * when more invalidations are in flight than ever before, and the
- * callbacks, which may block when blockable. Never a wait for another
- * invalidation.
+ * Progress: blocking: the mutex, an allocation (64 more in-flight slots) when
+ * more invalidations are in flight than ever before, and the callbacks, which
+ * may block when blockable. Never a wait for another invalidation.
  * Ordering: the in-flight record is published (release) before the first
- * callback; a release fence then orders it before every store the caller
- * makes after the return (pairs with the acquire fence in
- * ps_notifier_read_retry()).
+ * callback; a release fence then orders it before every store the caller makes
+ * after the return (pairs with the acquire fence in ps_notifier_read_retry()).
  * Complexity: O(log n + hits) for n subscriptions of which hits overlap,
  * when subscriptions do not overlap each other; with overlapping ones,
  * entries that start before the range and end before it can be visited
@@ -642,8 +639,7 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * refused. After an error the
  * invalidation is over: do NOT call ps_notifier_invalidate_end(). (Callbacks
  * that ran before the refusal did their teardown; their readers retry. The
- * whole-space check counts the attempt as an invalidation that was in
- * flight.)
+ * whole-space check counts the attempt as an invalidation that was in flight.)
  */
 int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 				 uint64_t len, enum ps_notifier_event event,
@@ -662,22 +658,20 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * Context: blocking (the notifier's mutex, briefly). Any thread.
  * Ordering: release: the caller's changes to the primary mapping happen
  * before a reader that sees this end.
- * Progress: blocking (the notifier's mutex; it never waits for anything
- * else).
- * Complexity: O(invalidations in flight) to find the record; then O(1),
- * except that every 256th end merges the latest 256 into the history the
- * whole-space check searches: amortised O(log m) per end for m runs kept
- * (stretches of addresses whose latest end differs), O(m) for the rare
- * merge that rebuilds the largest level. If that merge cannot allocate,
- * the end still succeeds and those 256 ends are forgotten (see
- * ps_notifier_read_retry_range()).
+ * Progress: blocking (the notifier's mutex; it never waits for anything else).
+ * Complexity: O(invalidations in flight) to find the record; then O(1), except
+ * that every 256th end merges the latest 256 into the history the whole-space
+ * check searches: amortised O(log m) per end for m runs kept (stretches of
+ * addresses whose latest end differs), O(m) for the rare merge that rebuilds
+ * the largest level. If that merge cannot allocate, the end still succeeds and
+ * those 256 ends are forgotten (see ps_notifier_read_retry_range()).
  * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
  * exact range is in flight (misuse; nothing changes).
  */
 int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 			       uint64_t len);
 
-/* --- whole-space retry (KVM's mmu_invalidate_seq pattern) ------------------ */
+/* --- whole-space retry (KVM's mmu_invalidate_seq pattern) ----------------- */
 
 /*
  * The slow half of ps_notifier_read_retry_range(): exported for that inline
@@ -711,12 +705,11 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * @len: the length of that range (len >= 1).
  *
  * Exact: true if and only if an invalidation overlapping the range was in
- * flight at some instant between read_begin and this call: it was in flight
- * at read_begin, or started or ended since. Invalidations of other ranges
- * never make it true, however many ran, and ranges are never merged. One
- * exception, counted in the stats: true, conservatively, if the answer
- * needs ends that were forgotten because memory ran out (see
- * ps_notifier_invalidate_end()).
+ * flight at some instant between read_begin and this call: it was in flight at
+ * read_begin, or started or ended since. Invalidations of other ranges never
+ * make it true, however many ran, and ranges are never merged. One exception,
+ * counted in the stats: true, conservatively, if the answer needs ends that
+ * were forgotten because memory ran out (see ps_notifier_invalidate_end()).
  *
  * Authoritative when called under the user lock that the callbacks covering
  * the range take (as KVM calls mmu_invalidate_retry_gfn under mmu_lock):
@@ -727,12 +720,11 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * lookups before the call are covered (pairs with the release fence at the
  * end of invalidate_start). Progress: wait-free if nothing started or ended
  * since read_begin; else lock-free (see the header's progress notes).
- * Cost: with nothing started or ended since read_begin, an acquire fence
- * and one load. Otherwise a call: one load per 64 in-flight slots plus the
- * busy ones, and the ends since read_begin: one record each while they
- * are among the latest 256; reaching further back, an RCU read-side section
- * and a binary search per level of the history (about log2(ends / 256)
- * levels).
+ * Cost: with nothing started or ended since read_begin, an acquire fence and
+ * one load. Otherwise a call: one load per 64 in-flight slots plus the busy
+ * ones, and the ends since read_begin: one record each while they are among the
+ * latest 256; reaching further back, an RCU read-side section and a binary
+ * search per level of the history (about log2(ends / 256) levels).
  * Return: as above; true for len == 0 or a wrapping range (misuse).
  */
 static inline PS_MUST_CHECK bool
@@ -774,7 +766,7 @@ ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq, uint64_t addr)
 	return ps_notifier_read_retry_range(n, seq, addr, 1);
 }
 
-/* --- statistics -------------------------------------------------------------- */
+/* --- statistics ----------------------------------------------------------- */
 
 /**
  * ps_notifier_get_stats() - read the counters.

@@ -20,6 +20,8 @@
  *     4 P  WRITE_PINNED  a pin for write was taken (set in the pin's own
  *                        compare-and-swap, cleared lazily once unpinned:
  *                        may over-report, never under-reports while pinned)
+ *                  D and P are one lifetime's: a free clears them (see
+ *                  "A free ends a lifetime" below)
  *     5 E  PRIVATE       encryption state: private/encrypted; clear = shared
  *     6 I  INACCESSIBLE  CPU access needs the make-accessible hook first
  *     7 X  POISONED      quarantined: never handed out or converted again
@@ -116,6 +118,38 @@
  *     reads 0). Every try-get and try-pin fails until ps_page_unfreeze()
  *     makes it LIVE again with the count the freezer chooses.
  *
+ * A free ends a lifetime. Linux clears a page's flags when it frees it, so
+ * a page's next owner never inherits its last owner's state. Here the
+ * transition that frees a page (the put or unpin that drops the last
+ * reference, an unfreeze to no reference) clears PS_PAGE_LIFE_FLAGS in
+ * the same compare-and-swap, and a revival (ps_page_get_or_revive()) clears
+ * them again, whatever landed on the free word meanwhile (flags stay
+ * writable on a free page). A claim (ps_page_get_or_freeze() of a free
+ * page) clears them as a revival does, and the unfreeze that makes the
+ * claimed page LIVE (ps_page_unfreeze_claimed()) clears them once more,
+ * whatever landed on the frozen word:
+ *   - DIRTY: the contents were this lifetime's; the next one starts clean,
+ *     so its first write is a clean-to-dirty transition again. An owner
+ *     that must write a page back before it is freed holds a reference of
+ *     its own and looks at DIRTY before it lets go (freeze the page at its
+ *     own reference, write it back if DIRTY, unfreeze to 0), as Linux
+ *     writes back or cancels a dirty page before truncation frees it;
+ *   - WRITE_PINNED: a hint about this lifetime's pins, and a free page has
+ *     none.
+ * Kept, as properties of the page's memory rather than of its owner: PRIVATE
+ * and INACCESSIBLE (the memory's encryption state and its absence from the
+ * direct map, changed only by a conversion or by prot), the CACHE field (the
+ * memory type: a free page keeps it for its next mapping, which may insist on
+ * another one, ps_page_get_or_revive_cache()), and POISONED (quarantine
+ * outlives every owner: a free poisoned page is never revived). Kept too,
+ * because they are not the free's to clear: LOCKED and WRITEBACK belong to the
+ * thread that set them, which clears them itself (clearing LOCKED at the free
+ * would give a lock its holder still holds to the next locker). Their holders
+ * keep a reference while they hold them (the space does: its faults and
+ * write-back hold the frame they lock), so a correct caller never frees a page
+ * with either set; one that does leaves it to its setter, and the page's next
+ * owner waits for LOCKED (ps_page_lock()) or sees WRITEBACK until then.
+ *
  * Exact pins. Linux counts a pin on a small folio by adding
  * GUP_PIN_COUNTING_BIAS (1024) to the reference count, so
  * folio_maybe_dma_pinned() answers "maybe": 1024 ordinary references look
@@ -168,12 +202,15 @@
  *              it writes: see "Misuse and concurrency" above),
  *              try_pin, try_get_many/try_pin_many, the masked try-operations,
  *              try_pin_and_set_flags, get_many, pin_many, get_or_revive,
- *              get_or_revive_cache and get_or_freeze, freeze, unfreeze and
- *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
- *              set_flags_unless_frozen, set_cache_if_free: a compare-and-swap
- *              loop that only retries after another thread changed the word
+ *              get_or_revive_cache and get_or_freeze, freeze, unfreeze,
+ *              unfreeze_claimed and unfreeze_change_flags, change_flags,
+ *              clear_flag_if_unpinned, set_flags_unless_frozen,
+ *              set_cache_if_free, unlock_and_put: a compare-and-swap loop
+ *              that only retries after another thread changed the word
  *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
- *              ps_page_wait_writeback(): likewise, until WRITEBACK is clear
+ *              ps_page_try_get_and_lock(), which waits the same way when
+ *              LOCKED is held; ps_page_wait_writeback(): likewise, until
+ *              WRITEBACK is clear
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -266,6 +303,12 @@ PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
 #define PS_PAGE_USER_FLAGS \
 	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE))
 
+/*
+ * Flags of one lifetime of the page: the transition that frees it clears
+ * them, and so does a revival ("A free ends a lifetime" above).
+ */
+#define PS_PAGE_LIFE_FLAGS (PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED)
+
 /* --- what the flags encode ------------------------------------------------ */
 
 /**
@@ -298,8 +341,7 @@ PS_STATIC_ASSERT(PS_CACHE_NR <= (1 << PS_PAGE_CACHE_WIDTH),
 		 "cache modes must fit the page word's CACHE field");
 
 /**
- * enum ps_enc_state - encryption state of a page, as held in its PRIVATE
- * flag.
+ * enum ps_enc_state - encryption state of a page, as held in its PRIVATE flag.
  * @PS_ENC_SHARED: decrypted: host- and device-visible (PRIVATE clear).
  * @PS_ENC_PRIVATE: encrypted: guest-owned (PRIVATE set).
  */
@@ -457,8 +499,7 @@ typedef void (*ps_page_error_hook_t)(const struct ps_page *page,
  * ps_page_set_error_hook() - replace the hook that receives misuse.
  * @hook: the new hook, or NULL for ps_page_default_error_hook().
  *
- * Context: any thread. A report already under way may still call the old
- * hook.
+ * Context: any thread. A report already under way may still call the old hook.
  * Ordering: acquire and release (one exchange); the hook is read with
  * acquire when an error is reported, which pairs with this release.
  * Progress: wait-free (one atomic exchange).
@@ -561,8 +602,9 @@ enum ps__page_count {
  *   PS__PAGE_SUB       refs(old) >= refs, pins(old) >= pins, and the plain
  *                      references (refs - pins) cover refs - pins: a put
  *                      never takes a reference that belongs to a pin. The
- *                      transition that leaves no reference also clears LIVE,
- *                      in the same CAS: that is how a put frees a page.
+ *                      transition that leaves a LIVE page no reference also
+ *                      clears LIVE and PS_PAGE_LIFE_FLAGS, in the same CAS:
+ *                      that is how a put frees a page.
  * @clear and @set never touch a count the same call adds to or checks
  * (unfreeze, which rewrites refs, adds nothing). Every conditional transition
  * (put and unpin, the tries, the *_many increments, revive, freeze, unfreeze,
@@ -623,8 +665,9 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 			}
 			next = ((old & ~clear) | set) - refs * PS_PAGE_REF_ONE -
 			       pins * PS_PAGE_PIN_ONE;
-			if (next < PS_PAGE_REF_ONE)
-				next &= ~PS_PAGE_LIVE; /* the last reference */
+			/* The last reference of a LIVE page: it is freed. */
+			if (next < PS_PAGE_REF_ONE && (old & PS_PAGE_LIVE))
+				next &= ~(PS_PAGE_LIVE | PS_PAGE_LIFE_FLAGS);
 		} else {
 			if (refs && old > hi) {
 				*why = PS__PAGE_LIMIT;
@@ -678,10 +721,10 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 }
 
 /*
- * ps__page_claim() - clear LIVE of a page that is LIVE with no reference
- * and no pin. Puts never leave such a page (the put that drops the last
- * reference clears LIVE in its own CAS), so this only meets a word built by
- * hand, as the page tests build one; it fails on any other page.
+ * ps__page_claim() - free a page that is LIVE with no reference and no pin:
+ * clear LIVE and PS_PAGE_LIFE_FLAGS. Puts never leave such a page (the put that
+ * drops the last reference frees it in its own CAS), so this only meets a word
+ * built by hand, as the page tests build one; it fails on any other page.
  */
 static inline bool ps__page_claim(struct ps_page *page)
 {
@@ -692,15 +735,17 @@ static inline bool ps__page_claim(struct ps_page *page)
 	return ps__page_cas(page,
 			    PS_PAGE_LIVE | PS_PAGE_REFS_MASK |
 				    PS_PAGE_PINS_MASK,
-			    PS_PAGE_LIVE, PS_PAGE_LIVE, 0, 0, 0, PS__PAGE_ADD,
-			    memory_order_acquire, &seen, &why);
+			    PS_PAGE_LIVE, PS_PAGE_LIVE | PS_PAGE_LIFE_FLAGS, 0,
+			    0, 0, PS__PAGE_ADD, memory_order_acquire, &seen,
+			    &why);
 }
 
 /*
  * ps__page_sub() - release @n references, @npins of them pins (0 or n), by
  * one compare-and-swap that checks first: a release of more than the word
  * holds writes nothing (see "Misuse and concurrency" above). Returns true
- * when it dropped the last reference, and so cleared LIVE: the caller frees.
+ * when it dropped the last reference, and so cleared LIVE (and
+ * PS_PAGE_LIFE_FLAGS): the caller frees.
  */
 static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
 				uint64_t npins)
@@ -781,9 +826,9 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
  * ps_page_get_or_revive_cache() and ps_page_get_or_freeze(). A LIVE page
  * whose CACHE field, under @cache_mask (0: any mode), equals @cache gains a
  * reference; a free page that is not POISONED becomes @claim (LIVE with one
- * reference, or FROZEN with none), its counts reset and its CACHE field,
- * under @cache_mask, set to @cache. *@seen receives the word the successful
- * CAS replaced (the old mode of a revived page).
+ * reference, or FROZEN with none), its counts reset, PS_PAGE_LIFE_FLAGS cleared
+ * and its CACHE field, under @cache_mask, set to @cache. *@seen receives the
+ * word the successful CAS replaced (the old mode of a revived page).
  */
 static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 				  uint64_t cache, uint64_t claim,
@@ -808,12 +853,14 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 		if (*seen & PS_PAGE_POISONED)
 			return -EHWPOISON; /* free and quarantined */
 		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(
-			    page,
-			    PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED, 0,
-			    PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK | cache_mask,
-			    claim | cache, 0, 0, PS__PAGE_ADD,
-			    memory_order_acquire, seen, &why))
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN |
+					 PS_PAGE_POISONED,
+				 0,
+				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+					 PS_PAGE_LIFE_FLAGS | cache_mask,
+				 claim | cache, 0, 0, PS__PAGE_ADD,
+				 memory_order_acquire, seen, &why))
 			return 1;
 		/* Revived, frozen or given a flag by another thread: again. */
 	}
@@ -1067,9 +1114,10 @@ ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * release of every earlier put, so the caller frees after all holders).
  * Progress: lock-free (CAS loop).
  * Return: true if this freed the page: it dropped the last reference and
- * cleared LIVE in the same step, so the caller frees it. False otherwise,
- * and also on misuse (underflow, a reference owned by a pin, a frozen or
- * free page), which goes to the error hook with nothing written.
+ * cleared LIVE and PS_PAGE_LIFE_FLAGS in the same step (a free ends a
+ * lifetime, see above), so the caller frees it. False otherwise, and also
+ * on misuse (underflow, a reference owned by a pin, a frozen or free page),
+ * which goes to the error hook with nothing written.
  */
 static inline bool ps_page_put(struct ps_page *page)
 {
@@ -1084,7 +1132,8 @@ static inline bool ps_page_put(struct ps_page *page)
  * Context: a holder of the @n references.
  * Ordering: release; acquire too when returning true (as ps_page_put()).
  * Progress: lock-free (CAS loop).
- * Return: true if this freed the page (the caller frees it); false otherwise.
+ * Return: true if this freed the page (the caller frees it; the free
+ * clears PS_PAGE_LIFE_FLAGS, as ps_page_put()); false otherwise.
  * Also false on misuse, reported to the error hook with nothing written:
  * @n == 0 or @n > PS_PAGE_REFS_MAX (PS_PAGE_ERR_BAD_COUNT), underflow, a
  * reference owned by a pin, a frozen or free page.
@@ -1238,9 +1287,10 @@ ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n, uint64_t reject,
  * Context: the holder of the pin.
  * Ordering: release; acquire too when returning true (as ps_page_put()).
  * Progress: lock-free (CAS loop).
- * Return: true if this freed the page (the caller frees); false otherwise
- * and on misuse (no pin held, a frozen or free page), which goes to the
- * error hook with nothing written.
+ * Return: true if this freed the page (the caller frees; the free clears
+ * PS_PAGE_LIFE_FLAGS, as ps_page_put()); false otherwise and on misuse (no
+ * pin held, a frozen or free page), which goes to the error hook with
+ * nothing written.
  */
 static inline bool ps_page_unpin(struct ps_page *page)
 {
@@ -1255,7 +1305,8 @@ static inline bool ps_page_unpin(struct ps_page *page)
  * Context: the holder of the @n pins.
  * Ordering: release; acquire too when returning true (as ps_page_put()).
  * Progress: lock-free (CAS loop).
- * Return: true if this freed the page (the caller frees); false otherwise.
+ * Return: true if this freed the page (the caller frees; the free clears
+ * PS_PAGE_LIFE_FLAGS, as ps_page_put()); false otherwise.
  * Also false on misuse, reported to the error hook with nothing written:
  * @n == 0 or @n > PS_PAGE_PINS_MAX (PS_PAGE_ERR_BAD_COUNT), fewer than @n
  * pins held, a frozen or free page.
@@ -1267,8 +1318,9 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
 
 /**
  * ps_page_get_or_revive() - take a reference for a new owner: a LIVE page
- * gains one; a free page becomes LIVE with this one reference (its flags
- * kept, its counts reset).
+ * gains one; a free page becomes LIVE with this one reference (its counts
+ * reset, PS_PAGE_LIFE_FLAGS cleared: a new lifetime starts clean; its other
+ * flags kept).
  * @page: the page.
  *
  * This is how a mapping takes its frame, whether or not the frame was in
@@ -1293,13 +1345,13 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 /**
  * ps_page_get_or_revive_cache() - ps_page_get_or_revive() for a new owner
  * that needs cache mode @mode: a LIVE page with @mode gains a reference, a
- * free page becomes LIVE with this one reference and @mode, in one atomic
- * step (so no other owner can see it with another mode in between).
+ * free page becomes LIVE with this one reference and @mode (and without
+ * PS_PAGE_LIFE_FLAGS), in one atomic step (so no other owner can see it
+ * with another mode in between).
  * @page: the page.
  * @mode: the mode the owner needs.
- * @old_mode: if not NULL, receives the mode the page had before the call
- *	(an owner undoing a revival restores it with
- *	ps_page_set_cache_if_free()).
+ * @old_mode: if not NULL, receives the mode the page had before the call (an
+ *	owner undoing a revival restores it with ps_page_set_cache_if_free()).
  *
  * Context: any thread, no reference needed; the memory must stay valid.
  * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
@@ -1343,10 +1395,12 @@ ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
  * holder's put has freed it already, or will: the free page's ownership is
  * ambiguous. Here a free page is frozen instead (with @mode): every
  * try-get and try-pin fails on it, and no one else can change its mode or
- * freeze it. The caller ends the freeze exactly once: with
- * ps_page_unfreeze(@page, n) it keeps the page, LIVE with its n references;
- * with ps_page_unfreeze_change_flags(@page, 0, PS_PAGE_CACHE_MASK, the old
- * mode) it gives it back free, as it was, and no one ever held it.
+ * freeze it. A claimed page starts a new lifetime: PS_PAGE_LIFE_FLAGS are
+ * cleared by the claim itself (as by a revival). The caller ends the freeze
+ * exactly once: with ps_page_unfreeze_claimed(@page, n) it keeps the page,
+ * LIVE with its n references and still without PS_PAGE_LIFE_FLAGS; with
+ * ps_page_unfreeze_change_flags(@page, 0, PS_PAGE_CACHE_MASK, the old mode)
+ * it gives it back free, as it was, and no one ever held it.
  * Context: any thread, no reference needed; the memory must stay valid.
  * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
  * the put that freed the page, or of the put or unfreeze before a LIVE
@@ -1417,7 +1471,7 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
  * and change flags in the same atomic step.
  * @page: a page this thread froze.
  * @refs: the references the page holds from now on (no pins). 0 leaves a
- *	free page.
+ *	free page, and clears PS_PAGE_LIFE_FLAGS as every free does.
  * @clear: flags to clear; bits outside PS_PAGE_USER_FLAGS are ignored.
  * @set: flags to set once @clear is cleared; likewise.
  *
@@ -1440,6 +1494,8 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 
 	if (refs > PS_PAGE_REFS_MAX)
 		return -EOVERFLOW;
+	if (!refs) /* a free ends a lifetime */
+		clear |= PS_PAGE_LIFE_FLAGS;
 	/* Release: see above. */
 	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
 			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK |
@@ -1455,7 +1511,7 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
  * ps_page_unfreeze() - end a freeze, leaving @refs references.
  * @page: a page this thread froze.
  * @refs: the references the page holds from now on (no pins). 0 leaves a
- *	free page.
+ *	free page (PS_PAGE_LIFE_FLAGS cleared, as every free does).
  *
  * Context: the freezer, once per successful ps_page_freeze().
  * Ordering: release. It publishes the freezer's changes to the next
@@ -1467,6 +1523,33 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
 {
 	return ps_page_unfreeze_change_flags(page, refs, 0, 0);
+}
+
+/**
+ * ps_page_unfreeze_claimed() - end the freeze of a page that
+ * ps_page_get_or_freeze() claimed (it was free), keeping it: LIVE with
+ * @refs references, PS_PAGE_LIFE_FLAGS cleared in the same step.
+ * @page: a page this thread claimed (ps_page_get_or_freeze() returned 1).
+ * @refs: the references the page holds from now on (no pins); 0 gives it
+ *	back free, as ps_page_unfreeze() does.
+ *
+ * The claim cleared PS_PAGE_LIFE_FLAGS already; flags stay writable on a
+ * frozen page, so a stale setter from the page's previous lifetime (one
+ * that marks without holding the page, which is misuse) could have set one
+ * since. Clearing them again here, in the CAS that makes the page LIVE,
+ * means the new lifetime starts clean however the claim and its commit
+ * interleave with such a setter: the first mark of the new owner is a
+ * clean-to-dirty transition. Not for a page frozen LIVE by ps_page_freeze()
+ * (its lifetime goes on, DIRTY included): use ps_page_unfreeze() there.
+ * Context: the claimer, once per claim.
+ * Ordering: release (as ps_page_unfreeze(): pairs with the acquire of the
+ * next try-get or try-pin that takes the page).
+ * Progress: lock-free.
+ * Return: as ps_page_unfreeze().
+ */
+static inline int ps_page_unfreeze_claimed(struct ps_page *page, uint64_t refs)
+{
+	return ps_page_unfreeze_change_flags(page, refs, PS_PAGE_LIFE_FLAGS, 0);
 }
 
 /**
@@ -1750,8 +1833,7 @@ static inline PS_MUST_CHECK bool ps_page_trylock(struct ps_page *page)
  * for a while, then yields the processor between attempts (there is no
  * wait queue: a holder must not sleep for long).
  * Context: a thread that may block, not holding this page's lock (not
- * recursive) and not taking two page locks in an order another thread
- * reverses.
+ * recursive) and not taking two page locks in an order another thread reverses.
  * Ordering: acquire: pairs with the release of the last ps_page_unlock().
  * Progress: blocking.
  */
@@ -1784,14 +1866,13 @@ static inline void ps_page_unlock(struct ps_page *page)
  * unless a write-back of it is already in flight.
  * @page: the page; no reference needed, but its memory must stay valid.
  *
- * Linux's folio_start_writeback() together with the test of
- * PG_writeback its callers make first: one write-back of a page is in
- * flight at a time, so the copies reach the backing store in the order
- * they were taken, and the last to land is the newest. On false another
- * write-back holds the page: a cleaning write-back skips it, a
- * data-integrity one waits (ps_page_wait_writeback()) and looks again.
- * WRITEBACK excludes only other write-backs: counts and the other flags
- * change as usual while it is set.
+ * Linux's folio_start_writeback() together with the test of PG_writeback its
+ * callers make first: one write-back of a page is in flight at a time, so the
+ * copies reach the backing store in the order they were taken, and the last to
+ * land is the newest. On false another write-back holds the page: a cleaning
+ * write-back skips it, a data-integrity one waits (ps_page_wait_writeback())
+ * and looks again. WRITEBACK excludes only other write-backs: counts and the
+ * other flags change as usual while it is set.
  * Context: any thread. The page's writer-back calls it once per write of
  * the page; a true return must be paired with ps_page_end_writeback().
  * Ordering: acquire and release (one fetch-or): a true return acquires
@@ -1852,6 +1933,99 @@ static inline void ps_page_wait_writeback(struct ps_page *page)
 		ps_page_wait_writeback_slow(page);
 }
 
+/* --- a reference and the lock at once ------------------------------------- */
+
+/**
+ * ps_page_try_get_and_lock() - take a reference speculatively, then the
+ * page's bit lock: how a slow path that found a page without holding it
+ * (an entry read, Linux's folio_try_get() then folio_lock()) holds it
+ * before it looks at it under LOCKED.
+ * @page: a page that may be free, frozen or at its limit; its memory must
+ *	stay valid.
+ *
+ * When the page is LIVE and not locked, one compare-and-swap takes both.
+ * When another thread holds LOCKED, the reference is taken alone (as
+ * ps_page_try_get()) and the call waits for the lock as ps_page_lock()
+ * does: the reference keeps the page from being freed, and so from being
+ * handed to another owner, while it waits and while it holds the lock.
+ * Context: a thread that may block, not holding this page's lock, and not
+ * taking two page locks in an order another thread reverses.
+ * Ordering: acquire: pairs with the release of the put or unfreeze that
+ * came before (as a try-get) and of the last unlock (as a lock).
+ * Progress: blocking while another thread holds LOCKED (spin, then
+ * yield); otherwise lock-free (a CAS loop that retries only after another
+ * thread changed the word).
+ * Return: true with a reference and LOCKED held: release both with
+ * ps_page_unlock_and_put(); false if the page is free or frozen, or its
+ * references are at PS_PAGE_REFS_MAX: nothing is held (a failed try on a
+ * free or frozen page may leave a meaningless unit, as ps_page_try_get()).
+ */
+static inline PS_MUST_CHECK bool ps_page_try_get_and_lock(struct ps_page *page)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/*
+	 * Acquire: pairs with the release of the put or unfreeze that came
+	 * before, and of the last unlock (a clear LOCKED was released).
+	 */
+	if (PS_LIKELY(ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_LOCKED,
+				   PS_PAGE_LIVE, 0, PS_PAGE_LOCKED, 1, 0,
+				   PS__PAGE_ADD, memory_order_acquire, &seen,
+				   &why)))
+		return true;
+	if (why != PS__PAGE_MISMATCH || !(seen & PS_PAGE_LIVE))
+		return false; /* free, frozen, or at the limit */
+	/* Locked by another thread: hold the page, then wait for the lock. */
+	if (!ps_page_try_get(page))
+		return false;
+	ps_page_lock(page);
+	return true;
+}
+
+/**
+ * ps_page_unlock_and_put() - release the page's bit lock and drop one
+ * reference, in one atomic step: the release of ps_page_try_get_and_lock().
+ * @page: a page this thread locked and holds a reference to (not one owned
+ *	by a pin).
+ *
+ * One compare-and-swap that checks the counts before it writes, as
+ * ps_page_put(): the put that drops the last reference frees the page
+ * (LIVE and PS_PAGE_LIFE_FLAGS cleared). A refused put (misuse: underflow,
+ * a reference owned by a pin, a frozen or free page) goes to the error hook
+ * with no count written; LOCKED is released all the same, so that a
+ * misused put never leaves the lock held.
+ * Context: the holder of the lock and of the reference.
+ * Ordering: release: the holder's accesses come before the next taker's
+ * lock and before the free (pairs with the acquire of the next lock and
+ * of the put that frees); acquire too when returning true, as ps_page_put().
+ * Progress: lock-free (CAS loop).
+ * Return: true if this freed the page (the caller frees it); false
+ * otherwise, and on misuse.
+ */
+static inline bool ps_page_unlock_and_put(struct ps_page *page)
+{
+	enum ps__page_verdict why;
+	uint64_t seen;
+
+	/*
+	 * Release: the holder's accesses under the lock and with its
+	 * reference happen before the next locker's acquire and before the
+	 * free (the acquire below, in whichever put frees the page).
+	 */
+	if (PS_UNLIKELY(!ps__page_cas(page, PS_PAGE_LIVE, PS_PAGE_LIVE,
+				      PS_PAGE_LOCKED, 0, 1, 0, PS__PAGE_SUB,
+				      memory_order_release, &seen, &why))) {
+		ps_page_unlock(page);
+		return ps_page_put_refused_slow(page, seen, 0, 1, 0);
+	}
+	if (PS_LIKELY(seen >= (UINT64_C(2) << PS_PAGE_REFS_SHIFT)))
+		return false; /* references remain */
+	/* Acquire: this freed the page (see ps__page_sub()). */
+	(void)atomic_load_explicit(&page->word, memory_order_acquire);
+	return true;
+}
+
 /* --- cache mode and encryption state -------------------------------------- */
 
 /**
@@ -1869,8 +2043,7 @@ static inline enum ps_cache_mode ps_page_cache_mode(const struct ps_page *page)
 }
 
 /**
- * ps_page_enc_state() - the encryption state held in the page's PRIVATE
- * flag.
+ * ps_page_enc_state() - the encryption state held in the page's PRIVATE flag.
  * @page: the page; no reference needed.
  *
  * Context: any thread; the answer is a snapshot.

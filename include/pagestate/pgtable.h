@@ -131,23 +131,22 @@
  *
  * Where this differs from Linux, and why:
  *   - None entries and zaps in async mode. Linux: a zap leaves a none PTE
- *     ("dirtying by dropping uffd-wp", its documentation says), and the
- *     live kernel (6.18) reports every none PTE of an async range as
- *     WRITTEN, and so does a WP_MATCHING scan, which re-arms it as a
- *     marker: a hole without a page table, a page never protected and a
- *     page that was protected when it was zapped included (see
- *     pagestate/uffd.h, "Where the live kernel differs"). Here a zap of a
- *     written page leaves a W marker, which scans report as the kernel
- *     reports that none PTE (WRITTEN, not SWAPPED) and re-arm alike, and a
- *     none entry has no category. So a page is reported exactly when a write
- *     (or a zap of a written page) happened since its last report: a sparse
- *     or freshly registered async range does not report every page it has
- *     never protected (a harvest would otherwise allocate a leaf for every
- *     hole it re-arms), and a page protected when it was zapped is not
- *     reported (its discarded contents were reported before; a tracker
- *     that must treat the discard itself as a change gets every removed
- *     entry, wp bit included, from the zap's visit callback). The bridge
- *     maps library none <=> kernel WRITTEN for the rest.
+ *     ("dirtying by dropping uffd-wp", its documentation says), and the live
+ *     kernel (6.18) reports every none PTE of an async range as WRITTEN, and so
+ *     does a WP_MATCHING scan, which re-arms it as a marker: a hole without a
+ *     page table, a page never protected and a page that was protected when it
+ *     was zapped included (see pagestate/uffd.h, "Where the live kernel
+ *     differs"). Here a zap of a written page leaves a W marker, which scans
+ *     report as the kernel reports that none PTE (WRITTEN, not SWAPPED) and
+ *     re-arm alike, and a none entry has no category. So a page is reported
+ *     exactly when a write (or a zap of a written page) happened since its last
+ *     report: a sparse or freshly registered async range does not report every
+ *     page it has never protected (a harvest would otherwise allocate a leaf
+ *     for every hole it re-arms), and a page protected when it was zapped is
+ *     not reported (its discarded contents were reported before; a tracker that
+ *     must treat the discard itself as a change gets every removed entry, wp
+ *     bit included, from the zap's visit callback). The bridge maps library
+ *     none <=> kernel WRITTEN for the rest.
  *   - Unprotect never makes an entry writable (Linux does when it can prove
  *     the page exclusive); the next write fault does, if MAYWRITE.
  *   - Protect, unprotect and WP_MATCHING scans on a range that is not fully
@@ -416,7 +415,8 @@ struct ps_pgtable;
  * Progress: blocking only as aligned_alloc() and pthread_mutex_init() are;
  * it takes no lock of its own.
  * Return: the table, or NULL if out of memory (or if pthread_mutex_init()
- * fails).
+ * fails), or NULL with errno ECHILD in a child of a plain fork()
+ * (pagestate/fork.h).
  */
 struct ps_pgtable *ps_pgtable_create(void);
 
@@ -425,8 +425,7 @@ struct ps_pgtable *ps_pgtable_create(void);
  * deferred free.
  * @t: the table, or NULL (then nothing happens).
  *
- * Entries are dropped without visiting them (zap first to learn the
- * frames).
+ * Entries are dropped without visiting them (zap first to learn the frames).
  * Context: no other thread may use the table; not inside a read-side
  * section (it waits for liburcu's callbacks).
  * Ordering: the caller orders every other thread's last use of @t before
@@ -434,7 +433,8 @@ struct ps_pgtable *ps_pgtable_create(void);
  * queued before the call (trimmed levels, replaced registration sets) run
  * before it frees the rest.
  * Progress: blocking (urcu-bp's rcu_barrier(): it waits for liburcu's
- * callbacks to run).
+ * callbacks to run). In a child of fork(), a table inherited from the
+ * parent is only forgotten: nothing waits (pagestate/fork.h, rule 2).
  */
 void ps_pgtable_destroy(struct ps_pgtable *t);
 
@@ -444,9 +444,8 @@ void ps_pgtable_destroy(struct ps_pgtable *t);
  * @st: receives the counts.
  *
  * Context: any thread, also inside a read-side section.
- * Ordering: none: relaxed loads of three independent counters, so while
- * levels are being allocated or trimmed they may come from different
- * instants.
+ * Ordering: none: relaxed loads of three independent counters, so while levels
+ * are being allocated or trimmed they may come from different instants.
  * Progress: wait-free (three loads).
  */
 void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
@@ -466,13 +465,17 @@ void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
  * Progress: wait-free (a thread-local counter store, no fence with
  * sys_membarrier), except a thread's first section: urcu-bp registers the
  * thread then, under liburcu's registry mutex. So does every function here
- * that enters a section of its own.
+ * that enters a section of its own. Async-signal-safe, with
+ * ps_pgtable_read_unlock(), ps_pgtable_lookup(), ps_pgtable_get() and
+ * ps_pgtable_registration(), in a thread already registered (one section
+ * before the handler can run) and from a handler on the thread's own stack
+ * (docs/fork-signals-threads.md). A thread that exits inside a section
+ * does not block grace periods.
  */
 void ps_pgtable_read_lock(void);
 
 /**
- * ps_pgtable_read_unlock() - leave the section ps_pgtable_read_lock()
- * entered.
+ * ps_pgtable_read_unlock() - leave the section ps_pgtable_read_lock() entered.
  *
  * Context: the thread that entered the section.
  * Ordering: the section's accesses happen before the free of any level or
@@ -573,9 +576,8 @@ int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr, ps_pte_t *expected,
  * resolved first is in *@old (DIRTY); one after it finds MISSING.
  * Progress: lock-free (CAS loop, retried only when another thread changed
  * the entry).
- * Return: 0; -ENXIO if the entry is not present; -EINVAL (bad address,
- * type, offset or flags). A page without a leaf is refused without
- * allocating one.
+ * Return: 0; -ENXIO if the entry is not present; -EINVAL (bad address, type,
+ * offset or flags). A page without a leaf is refused without allocating one.
  */
 int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
 			uint64_t offset, uint64_t flags, ps_pte_t *old);
@@ -597,9 +599,8 @@ int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
  * into @frame before the call is seen by whoever acquires the new entry.
  * Progress: lock-free (CAS loop, retried only when another thread changed
  * the entry).
- * Return: 0; -ENXIO if the entry is not a swap entry; -EINVAL (bad
- * address, frame or flags). A page without a leaf is refused without
- * allocating one.
+ * Return: 0; -ENXIO if the entry is not a swap entry; -EINVAL (bad address,
+ * frame or flags). A page without a leaf is refused without allocating one.
  */
 int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
 		       uint64_t flags, ps_pte_t *old);
@@ -616,18 +617,16 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
  *	PS_PTE_FRAME_MAX.
  * @flags: the present entries' flags, PS_PTE_UFFD_WP included.
  *
- * Every page must be none or a marker holding only UFFD_WP or only
- * WRITTEN; a UFFD_WP marker's protection is kept (Linux installs the new
- * PTE with uffd-wp), and over a WRITTEN marker the page stays written
- * unless @flags protect it. With
- * PS_PTE_UFFD_WP in @flags the range must be registered (Linux's
- * UFFDIO_COPY_MODE_WP). Pages are checked first, so -EEXIST changes nothing
- * unless another thread maps the same pages meanwhile (see lib/pgtable.c,
- * the exclusion table).
- * Context: any thread; inside a read-side section only without
- * PS_PTE_UFFD_WP (with it, the writer mutex: see "Readers and RCU"). Not
- * concurrently with set, cmpxchg or map of the same pages, or a trim of the
- * range.
+ * Every page must be none or a marker holding only UFFD_WP or only WRITTEN; a
+ * UFFD_WP marker's protection is kept (Linux installs the new PTE with
+ * uffd-wp), and over a WRITTEN marker the page stays written unless @flags
+ * protect it. With PS_PTE_UFFD_WP in @flags the range must be registered
+ * (Linux's UFFDIO_COPY_MODE_WP). Pages are checked first, so -EEXIST changes
+ * nothing unless another thread maps the same pages meanwhile (see
+ * lib/pgtable.c, the exclusion table).
+ * Context: any thread; inside a read-side section only without PS_PTE_UFFD_WP
+ * (with it, the writer mutex: see "Readers and RCU"). Not concurrently with
+ * set, cmpxchg or map of the same pages, or a trim of the range.
  * Ordering: each entry is installed by one seq_cst CAS, in address order
  * (the range is not atomic): what the caller wrote into a frame before the
  * call is seen by whoever acquires its entry (lookup, get, a fault). With
@@ -652,19 +651,19 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * For a caller that maps one range in several ps_pgtable_map() calls (runs
  * of different flags) and wants all or nothing before any entry is seen:
  * after this returns 0, a ps_pgtable_map() of any part of the range without
- * PS_PTE_UFFD_WP fails neither with -EEXIST nor with -ENOMEM, as long as
- * nobody else stores into the range or trims it meanwhile (the exclusion
- * table in lib/pgtable.c; changes among none, UFFD_WP and WRITTEN markers,
- * by protect, zap, a scan or a fault, are fine). Nothing is installed; the levels it allocates stay,
- * empty, until a trim.
+ * PS_PTE_UFFD_WP fails neither with -EEXIST nor with -ENOMEM, as long as nobody
+ * else stores into the range or trims it meanwhile (the exclusion table in
+ * lib/pgtable.c; changes among none, UFFD_WP and WRITTEN markers, by protect,
+ * zap, a scan or a fault, are fine). Nothing is installed; the levels it
+ * allocates stay, empty, until a trim.
  * Context: any thread, inside a read-side section or not. Not concurrently
  * with a trim of the range.
  * Ordering: none beyond the page table's own (levels are published with
  * release, G1); it reads entries as ps_pgtable_get() does.
  * Progress: lock-free (level allocation calls malloc).
  * Return: 0; -EINVAL (range); -EEXIST (a page is neither none nor a lone
- * UFFD_WP or WRITTEN marker); -ENOMEM (some levels may have been allocated, nothing
- * else changed).
+ * UFFD_WP or WRITTEN marker); -ENOMEM (some levels may have been allocated,
+ * nothing else changed).
  */
 int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -678,11 +677,10 @@ int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start, uint64_t len);
  *
  * Entries are not touched.
  * Context: any thread, not inside a read-side section (writer mutex).
- * Ordering: the new registration set is published with a release store
- * under the writer mutex; it pairs with the acquire load of every
- * operation that reads registrations (faults, zaps, maps, scans, range
- * writers, ps_pgtable_registration()): each sees the old set or the new
- * one whole.
+ * Ordering: the new registration set is published with a release store under
+ * the writer mutex; it pairs with the acquire load of every operation that
+ * reads registrations (faults, zaps, maps, scans, range writers,
+ * ps_pgtable_registration()): each sees the old set or the new one whole.
  * Progress: blocking (writer mutex; readers and faults never wait).
  * Return: 0; -EINVAL (range, unknown flags); -EBUSY if any page is
  * registered already; -ENOMEM.
@@ -762,10 +760,9 @@ int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * @len: the length in bytes (a multiple of the page size, not 0).
  *
  * Context: any thread, not inside a read-side section (writer mutex).
- * Ordering: each entry changes by one seq_cst CAS, in address order (the
- * range is not atomic); an entry it leaves written (any that does not
- * become none) has its line hinted (G8), so the next scan for WRITTEN
- * finds it.
+ * Ordering: each entry changes by one seq_cst CAS, in address order (the range
+ * is not atomic); an entry it leaves written (any that does not become none)
+ * has its line hinted (G8), so the next scan for WRITTEN finds it.
  * Progress: blocking (writer mutex); it never allocates.
  * Return: 0; -EINVAL; -ENOENT unless every page is registered.
  */
@@ -810,8 +807,8 @@ int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * @ctx: passed to @visit.
  *
  * uffd-wp state is copied only with PS_KEEP_WP (then @dst's range must be
- * registered); POISONED, GUARD and WRITTEN markers always. @dst's range must
- * be all none (checked first, -EEXIST). @src may change meanwhile; each entry is
+ * registered); POISONED, GUARD and WRITTEN markers always. @dst's range must be
+ * all none (checked first, -EEXIST). @src may change meanwhile; each entry is
  * copied as one atomic snapshot.
  * Context: any thread; inside a read-side section only without PS_KEEP_WP
  * (with it, @dst's writer mutex). No other thread may store into @dst's
@@ -840,12 +837,11 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
  * @flags: 0 or PS_KEEP_WP.
  *
  * uffd-wp state is dropped unless PS_KEEP_WP (then the target must be
- * registered), as Linux does without UFFD_EVENT_REMAP; written state
- * (WRITTEN markers included) moves along. The target must be
- * all none (-EEXIST). Each entry is installed at the target before it is
- * cleared at the source, so a reader may see a page in both places for a
- * moment, never in neither; a fault racing the move on the source is
- * carried over.
+ * registered), as Linux does without UFFD_EVENT_REMAP; written state (WRITTEN
+ * markers included) moves along. The target must be all none (-EEXIST). Each
+ * entry is installed at the target before it is cleared at the source, so a
+ * reader may see a page in both places for a moment, never in neither; a fault
+ * racing the move on the source is carried over.
  * Context: any thread; inside a read-side section only without PS_KEEP_WP
  * (with it, the writer mutex). No other thread may store into the target
  * range meanwhile (the exclusion table in lib/pgtable.c).
@@ -875,8 +871,7 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
  * Ordering: a level is unlinked under the writer mutex and freed after a
  * grace period, so every walk that loaded it ends first (G1 in
  * lib/pgtable.c); it orders nothing else.
- * Progress: blocking (writer mutex); the frees are deferred, not waited
- * for.
+ * Progress: blocking (writer mutex); the frees are deferred, not waited for.
  * Return: 0; -EINVAL.
  */
 int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
@@ -894,12 +889,11 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
  *	PS_ACCESS_CHECK, as it was read); untouched for PS_FAULT_INVALID.
  *
  * Context: any thread, also inside a read-side section (its own nests).
- * Ordering: acquire and release (the resolving CAS; an acquire load only
- * with PS_ACCESS_CHECK). The entry is read with an acquire load, so a
- * present frame shows what the mapper wrote; a change (ACCESSED, a write's
- * WRITE, DIRTY and ACCESSED, a stale bit cleared) is one seq_cst CAS that
- * hints its line when it makes the entry written (G7 in
- * lib/pgtable-scan.c, G8 in lib/pgtable.c).
+ * Ordering: acquire and release (the resolving CAS; an acquire load only with
+ * PS_ACCESS_CHECK). The entry is read with an acquire load, so a present frame
+ * shows what the mapper wrote; a change (ACCESSED, a write's WRITE, DIRTY and
+ * ACCESSED, a stale bit cleared) is one seq_cst CAS that hints its line when it
+ * makes the entry written (G7 in lib/pgtable-scan.c, G8 in lib/pgtable.c).
  * Progress: lock-free (wait-free with PS_ACCESS_CHECK); never blocks, even
  * during protect, zap, scan or (un)registration (a thread's first
  * read-side section aside, see ps_pgtable_read_lock()).
@@ -937,8 +931,7 @@ enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
  * ps_pgtable_fault_pte() enters (about 12 ns, see "Readers and RCU"), as
  * ps_pgtable_lookup() does for lookups. Same semantics and checks; it never
  * blocks, so it may run in any section.
- * Context: inside ps_pgtable_read_lock() or the caller's own urcu-bp
- * section.
+ * Context: inside ps_pgtable_read_lock() or the caller's own urcu-bp section.
  * Ordering: acquire and release (the resolving CAS).
  * Progress: lock-free; never blocks.
  * Return: what ps_pgtable_fault_pte() returns.
@@ -965,16 +958,15 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
  * Return: the number of regions written to arg->vec (0 without a vector);
- * -EINVAL (unaligned start, an end before the start or past the space,
- * unknown flags or categories, vec NULL with vec_len); -ENOENT (WP_MATCHING
- * on a range not fully registered, the page holding an unaligned end
- * included); -EPERM (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING
- * re-arming none pages as UFFD_WP markers needed a leaf, and nothing was
- * re-armed yet). If pages were re-armed before the allocation failed, the
- * scan returns the regions taken (none without a vector) and stops there,
- * with arg->walk_end at the page that needed the leaf, so no re-armed page
- * goes unreported (G7). arg->walk_end is set on success; arg->end and the
- * other arguments are never changed.
+ * -EINVAL (unaligned start, an end before the start or past the space, unknown
+ * flags or categories, vec NULL with vec_len); -ENOENT (WP_MATCHING on a range
+ * not fully registered, the page holding an unaligned end included); -EPERM
+ * (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING re-arming none pages as UFFD_WP
+ * markers needed a leaf, and nothing was re-armed yet). If pages were re-armed
+ * before the allocation failed, the scan returns the regions taken (none
+ * without a vector) and stops there, with arg->walk_end at the page that needed
+ * the leaf, so no re-armed page goes unreported (G7). arg->walk_end is set on
+ * success; arg->end and the other arguments are never changed.
  */
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
 
@@ -1001,21 +993,18 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
  * scanned in batches of up to 512 runs (12 KiB of the caller's stack); @fn
  * is called for the runs of a batch after the batch's scan returned, so a
  * page it is told of is already protected. Runs are disjoint and in address
- * order across the whole call, and a batch completes the run it has open
- * before it stops, so adjacent written pages come as one run unless a
- * write lands meanwhile; a page written after the harvest passed it is
- * left for the next harvest.
- * It never allocates: pages that are not written are not re-armed, so no
- * none page becomes a UFFD_WP marker, and no -ENOMEM is possible.
+ * order across the whole call, and a batch completes the run it has open before
+ * it stops, so adjacent written pages come as one run unless a write lands
+ * meanwhile; a page written after the harvest passed it is left for the next
+ * harvest. It never allocates: pages that are not written are not re-armed, so
+ * no none page becomes a UFFD_WP marker, and no -ENOMEM is possible.
  * Context: any thread, not inside a read-side section (each batch takes the
- * writer mutex, as a WP_MATCHING scan does); @fn as
- * ps_pgtable_harvest_fn says.
- * Ordering: each batch is one ps_pgtable_scan(): a page is passed on only
- * after its seq_cst CAS to the re-protected value succeeded, and the hint
- * bits are cleared and set again with seq_cst RMWs, so a write racing the
- * harvest is reported by it or by the next harvest (G7 in
- * lib/pgtable-scan.c, G8 in lib/pgtable.c). The registrations are read with
- * acquire, once per batch.
+ * writer mutex, as a WP_MATCHING scan does); @fn as ps_pgtable_harvest_fn says.
+ * Ordering: each batch is one ps_pgtable_scan(): a page is passed on only after
+ * its seq_cst CAS to the re-protected value succeeded, and the hint bits are
+ * cleared and set again with seq_cst RMWs, so a write racing the harvest is
+ * reported by it or by the next harvest (G7 in lib/pgtable-scan.c, G8 in
+ * lib/pgtable.c). The registrations are read with acquire, once per batch.
  * Progress: blocking (the writer mutex, per batch); faults on the range run
  * concurrently and see each entry written or re-armed.
  * Return: 0; -EINVAL (range, unknown flags, @fn NULL); -ENOENT (a page of

@@ -9,10 +9,9 @@
  * Protection here is per page, not per mapping. Linux keeps cache and
  * encryption bits in a VMA's vm_page_prot, and drivers whose pages differ
  * inside one mapping (TTM's mixed system/IO placements, the vDSO's vvar page
- * under SEV) work around it (seed 004). Here each frame's page word holds
- * its cache mode and encryption state (page.h: the CACHE field and the
- * PRIVATE flag), and each mapping entry carries the same bits (pte.h: cache
- * and ENC).
+ * under SEV) work around it (seed 004). Here each frame's page word holds its
+ * cache mode and encryption state (page.h: the CACHE field and the PRIVATE
+ * flag), and each mapping entry carries the same bits (pte.h: cache and ENC).
  *
  * ---------------------------------------------------------------------------
  * Cache modes
@@ -118,23 +117,21 @@
  * trusted (TDISP) device, migration of encrypted contents.
  *
  * Waiting (PS_CONVERT_WAIT). Without it, a page held by a pin or a CPU map
- * fails the call at once; references that are neither (a racing lookup, a
- * pin that is backing out, a ps_space_writeback() whose callback is
- * copying the frame: write-back holds a reference until its callback
- * returns) are retried for up to PS_CONVERT_TRANSIENT_NS, as KVM drains
- * per-CPU LRU batches once before it gives up: a conversion that races
- * a slow write-back of the same pages wants PS_CONVERT_WAIT. With it, the
- * call waits (yielding, then sleeping) until every page can be frozen, or
- * until opts->wait_ns has passed since the first page it had to wait for.
- * A frame pinned with PS_PIN_LONGTERM is never
- * waited for: its pins will not drain on their own (the caller must unmap
- * it from the IOMMU first), so it fails at once with -EBUSY. The space
+ * fails the call at once; references that are neither (a racing lookup, a pin
+ * that is backing out, a ps_space_writeback() whose callback is copying the
+ * frame: write-back holds a reference until its callback returns) are retried
+ * for up to PS_CONVERT_TRANSIENT_NS, as KVM drains per-CPU LRU batches once
+ * before it gives up: a conversion that races a slow write-back of the same
+ * pages wants PS_CONVERT_WAIT. With it, the call waits (yielding, then
+ * sleeping) until every page can be frozen, or until opts->wait_ns has passed
+ * since the first page it had to wait for. A frame pinned with PS_PIN_LONGTERM
+ * is never waited for: its pins will not drain on their own (the caller must
+ * unmap it from the IOMMU first), so it fails at once with -EBUSY. The space
  * counts long-term pins per frame exactly (from before ps_space_pin_range()
  * returns until ps_space_unpin(..., PS_UNPIN_LONGTERM)): -EBUSY while a
  * long-term pin of the frame is held, and only then; short-term pins held
- * alongside or after it are waited for. While waiting,
- * the pages frozen so far stay frozen and pins of them wait too; the budget
- * bounds that.
+ * alongside or after it are waited for. While waiting, the pages frozen so far
+ * stay frozen and pins of them wait too; the budget bounds that.
  *
  * Hooks and quarantine (struct ps_prot_hooks). A prepare failure fails the
  * call with -EIO: that page is unchanged, the pages before it are converted
@@ -316,7 +313,7 @@ struct ps_prot_hooks {
 int ps_prot_set_hooks(struct ps_space *space,
 		      const struct ps_prot_hooks *hooks);
 
-/* --- conversion ------------------------------------------------------------- */
+/* --- conversion ----------------------------------------------------------- */
 
 /* Conversion flags. */
 #define PS_CONVERT_WAIT 0x1u	     /* wait (bounded) for pins, CPU maps */
@@ -335,17 +332,15 @@ int ps_prot_set_hooks(struct ps_space *space,
  * conversion (pass NULL for the defaults).
  * @extra_refs: in: references each frame holds beyond its mapping's, that
  *	the caller accounts for (its own, not another mapping's: an alias
- *	mapping outside the range would keep the old ENC bit, and a frame
- *	mapped twice inside it fails the call with -EAGAIN at its second
- *	page). They must stay held during the call. A CPU map's reference
- *	(ps_prot_kmap()) cannot be declared: a frame CPU-mapped when it is
- *	frozen fails the call with -EAGAIN at its page, declared or not.
- *	Default 0.
+ *	mapping outside the range would keep the old ENC bit, and a frame mapped
+ *	twice inside it fails the call with -EAGAIN at its second page). They
+ *	must stay held during the call. A CPU map's reference (ps_prot_kmap())
+ *	cannot be declared: a frame CPU-mapped when it is frozen fails the call
+ *	with -EAGAIN at its page, declared or not. Default 0.
  * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
  * @converted: out: pages whose state this call changed (0 on failure;
  *	pages already in the target state are not counted).
- * @quarantined: out: pages this call quarantined (see "Hooks and
- *	quarantine").
+ * @quarantined: out: pages this call quarantined (see "Hooks and quarantine").
  * @hook_error: out: the errno of the failed hook behind -EIO, else 0.
  */
 struct ps_convert_opts {
@@ -388,7 +383,7 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
 		    enum ps_enc_state to, unsigned int flags,
 		    struct ps_convert_opts *opts, uint64_t *error_offset);
 
-/* --- CPU maps ------------------------------------------------------------------ */
+/* --- CPU maps ------------------------------------------------------------- */
 
 /* kmap flags. */
 #define PS_KMAP_PRIVATE 0x1u /* allow a private frame (its ciphertext) */
@@ -459,7 +454,7 @@ uint32_t ps_prot_kmap_count(struct ps_space *space, uint64_t frame);
  */
 int ps_prot_set_inaccessible(struct ps_space *space, uint64_t frame);
 
-/* --- the access check ----------------------------------------------------------- */
+/* --- the access check ----------------------------------------------------- */
 
 /* struct ps_memory_fault flags: KVM_MEMORY_EXIT_FLAG_PRIVATE's value. */
 #define PS_MEMORY_FAULT_PRIVATE (UINT64_C(1) << 3)
@@ -500,7 +495,7 @@ struct ps_memory_fault {
 int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
 			 enum ps_enc_state kind, struct ps_memory_fault *fault);
 
-/* --- cache modes and protection changes ------------------------------------------- */
+/* --- cache modes and protection changes ----------------------------------- */
 
 /**
  * ps_prot_set_cache() - give @frame cache mode @mode (see "Cache modes").
@@ -517,11 +512,10 @@ int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
  * Context: any thread. Ordering: acquire and release (one CAS on a free
  * frame; freeze and unfreeze otherwise). Progress: lock-free (while the
  * frame is frozen for the change, others that want it wait).
- * Return: 0; -EINVAL (@frame out of range, unknown @mode, @expected_refs
- * over PS_PAGE_REFS_MAX); -EBUSY (in use otherwise: mapped, pinned,
- * CPU-mapped, frozen, or held by a ps_space_writeback() whose callback is
- * copying it; retry after the write-back); -EHWPOISON (poisoned). On error
- * nothing changed.
+ * Return: 0; -EINVAL (@frame out of range, unknown @mode, @expected_refs over
+ * PS_PAGE_REFS_MAX); -EBUSY (in use otherwise: mapped, pinned, CPU-mapped,
+ * frozen, or held by a ps_space_writeback() whose callback is copying it; retry
+ * after the write-back); -EHWPOISON (poisoned). On error nothing changed.
  */
 int ps_prot_set_cache(struct ps_space *space, uint64_t frame,
 		      enum ps_cache_mode mode, uint64_t expected_refs);

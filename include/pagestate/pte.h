@@ -13,10 +13,10 @@
  *
  *   none     all 64 bits zero (zero-filled memory is a table of none entries)
  *
- *   present  63                                12 11 10  9  7  6  5  4  3  2  1 0
- *            +-----------------------------------+--+--+-----+--+--+--+--+--+----+
- *            |            frame (52)             |R |E |cache|A |D |MW|W |WP| 01 |
- *            +-----------------------------------+--+--+-----+--+--+--+--+--+----+
+ *   present  63                             12 11 10  9  7  6  5  4  3  2  1 0
+ *            +--------------------------------+--+--+-----+--+--+--+--+--+----+
+ *            |           frame (52)           |R |E |cache|A |D |MW|W |WP| 01 |
+ *            +--------------------------------+--+--+-----+--+--+--+--+--+----+
  *              WP  uffd-wp: writes are reported (sync) or tracked (async)
  *              W   WRITE: writable now (a write needs no fault)
  *              MW  MAYWRITE: writes are permitted (Linux keeps this in the VMA,
@@ -26,17 +26,17 @@
  *              E   ENC: encrypted/private (the protection module's bit)
  *              R   reserved, zero
  *
- *   swap     63                                12 11   9 8       4  3  2  1 0
- *            +-----------------------------------+------+----------+--+--+----+
- *            |            offset (52)            | R(3) | type (5) |EX|WP| 10 |
- *            +-----------------------------------+------+----------+--+--+----+
+ *   swap     63                             12 11   9 8       4  3  2  1 0
+ *            +--------------------------------+------+----------+--+--+----+
+ *            |          offset (52)           | R(3) | type (5) |EX|WP| 10 |
+ *            +--------------------------------+------+----------+--+--+----+
  *              EX  exclusive (Linux's SWP_EXCLUSIVE: the swapped page had
  *                  one owner)
  *
- *   marker   63                                           6  5  4  3  2  1 0
- *            +----------------------------------------------+--+--+--+--+----+
- *            |               reserved, zero (58)            |WR|G |P |WP| 11 |
- *            +----------------------------------------------+--+--+--+--+----+
+ *   marker   63                                        6  5  4  3  2  1 0
+ *            +-------------------------------------------+--+--+--+--+----+
+ *            |            reserved, zero (58)            |WR|G |P |WP| 11 |
+ *            +-------------------------------------------+--+--+--+--+----+
  *              a non-empty set of PS_PTE_MARKER_{UFFD_WP,POISONED,GUARD},
  *              or PS_PTE_MARKER_WRITTEN (WR) alone; a marker never holds a
  *              frame. The set's UFFD_WP bit *is* the entry's bit 2, so
@@ -84,7 +84,7 @@ typedef uint64_t ps_pte_t;
 
 #define PS_PTE_NONE ((ps_pte_t)0)
 
-/* --- common fields ---------------------------------------------------------- */
+/* --- common fields -------------------------------------------------------- */
 
 #define PS_PTE_TYPE_SHIFT 0
 #define PS_PTE_TYPE_WIDTH 2
@@ -98,7 +98,7 @@ typedef uint64_t ps_pte_t;
 #define PS_PTE_UFFD_WP_SHIFT (PS_PTE_TYPE_SHIFT + PS_PTE_TYPE_WIDTH)
 #define PS_PTE_UFFD_WP (UINT64_C(1) << PS_PTE_UFFD_WP_SHIFT)
 
-/* --- present ------------------------------------------------------------------ */
+/* --- present -------------------------------------------------------------- */
 
 #define PS_PTE_WRITE_SHIFT (PS_PTE_UFFD_WP_SHIFT + 1)
 #define PS_PTE_MAYWRITE_SHIFT (PS_PTE_WRITE_SHIFT + 1)
@@ -145,7 +145,7 @@ PS_STATIC_ASSERT(PS_PTE_FRAME_WIDTH >= 40, "pte: at least 40 frame bits");
 PS_STATIC_ASSERT(PS_PTE_FRAME_SHIFT == 12,
 		 "pte: frame << 12 is the physical address");
 
-/* --- swap ------------------------------------------------------------------------ */
+/* --- swap ----------------------------------------------------------------- */
 
 #define PS_PTE_SWP_EXCLUSIVE_SHIFT (PS_PTE_UFFD_WP_SHIFT + 1)
 #define PS_PTE_SWP_TYPE_SHIFT (PS_PTE_SWP_EXCLUSIVE_SHIFT + 1)
@@ -178,7 +178,7 @@ PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS | PS_PTE_SWP_TYPE_MASK |
 			 (PS_PTE_SWP_TYPE_MASK & PS_PTE_SWP_RSVD_MASK) == 0,
 		 "pte swap: fields overlap or leave holes");
 
-/* --- marker ---------------------------------------------------------------------- */
+/* --- marker --------------------------------------------------------------- */
 
 /*
  * Marker bits, as a set: the first three are Linux's PTE_MARKER_* values and
@@ -208,7 +208,7 @@ PS_STATIC_ASSERT((PS_PTE_MARKER_ALL | PS_PTE_MARKER_WRITTEN) ==
 PS_STATIC_ASSERT(PS_PTE_MARKER_WRITTEN << PS_PTE_MARKER_SHIFT == 1u << 5,
 		 "pte marker: WRITTEN's low five bits are an empty marker's");
 
-/* --- forms ------------------------------------------------------------------------- */
+/* --- forms ---------------------------------------------------------------- */
 
 /**
  * ps_pte_type() - the form of @e: PS_PTE_TYPE_NONE/PRESENT/SWAP/MARKER.
@@ -302,7 +302,7 @@ static inline bool ps_pte_valid(ps_pte_t e)
 	}
 }
 
-/* --- constructors ------------------------------------------------------------------ */
+/* --- constructors --------------------------------------------------------- */
 
 /**
  * ps_pte_mk_present() - a present entry for @frame.
@@ -364,7 +364,7 @@ static inline ps_pte_t ps_pte_mk_marker(unsigned int bits)
 	       ((uint64_t)PS_PTE_TYPE_MARKER << PS_PTE_TYPE_SHIFT);
 }
 
-/* --- getters and predicates -------------------------------------------------------- */
+/* --- getters and predicates ----------------------------------------------- */
 
 /**
  * ps_pte_uffd_wp() - is @e write-protected (present, swap or marker)?
@@ -557,7 +557,7 @@ static inline bool ps_pte_is_written_marker(ps_pte_t e)
 		     ((uint64_t)PS_PTE_TYPE_MARKER << PS_PTE_TYPE_SHIFT));
 }
 
-/* --- transitions (pure) -------------------------------------------------------------- */
+/* --- transitions (pure) --------------------------------------------------- */
 
 /**
  * ps_pte_mkuffd_wp() - @e write-protected: present entries lose WRITE, swap

@@ -19,13 +19,12 @@
  * ---------------------------------------------------------------------------
  *
  * A mapping holds one reference on its frame. Mapping a free frame makes it
- * LIVE with that one reference once the map has succeeded (until then the
- * map holds it frozen: ps_page_get_or_freeze()); mapping a frame that is
- * already LIVE adds one. A pin (ps_space_pin_range()) holds a pin,
- * which is also a reference, so a pinned frame outlives the unmapping of
- * its address, as in Linux. The put that drops a frame's last reference
- * frees it: the frame's page word is free again and the free_frame hook
- * runs.
+ * LIVE with that one reference once the map has succeeded (until then the map
+ * holds it frozen: ps_page_get_or_freeze()); mapping a frame that is already
+ * LIVE adds one. A pin (ps_space_pin_range()) holds a pin, which is also a
+ * reference, so a pinned frame outlives the unmapping of its address, as in
+ * Linux. The put that drops a frame's last reference frees it: the frame's
+ * page word is free again and the free_frame hook runs.
  *
  * Pins are taken as Linux's GUP-fast does: read the entry, take a
  * speculative pin on its frame, a full fence, read the entry again, and back
@@ -51,20 +50,19 @@
  *
  * Two notions, as in Linux:
  *   - a frame is DIRTY (page.h's flag, Linux's PG_dirty) when its contents
- *     differ from its backing copy. The first write fault through a
- *     writable mapping (ps_space_fault()), a write through the secondary-map
- *     helper, ps_space_mark_dirty() and ps_space_unpin(...,
- *     PS_UNPIN_DIRTY) make it so. The caller's dirty hook (set_page_dirty)
- *     runs exactly once per clean-to-dirty transition, however many
- *     threads race. Write-back
- *     (ps_space_writeback()) cleans frames. It finds them by address, so
- *     the space records the address of every page written, every page
- *     pinned (any pin: it may be unpinned dirty) and every page mapped to
- *     a frame that is pinned or dirty, and write-back keeps a page whose
- *     frame is pinned or dirty (S9 in lib/space-writeback.c). So a frame
- *     unpinned dirty is written by the next write-back of the address it
- *     was pinned at, if it is still mapped there (there is no reverse map:
- *     an alias elsewhere is not found through it).
+ *     differ from its backing copy. The first write fault through a writable
+ *     mapping (ps_space_fault()), a write through the secondary-map helper,
+ *     ps_space_mark_dirty() and ps_space_unpin(..., PS_UNPIN_DIRTY) make it
+ *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
+ *     clean-to-dirty transition, however many threads race. Write-back
+ *     (ps_space_writeback()) cleans frames. It finds them by address, so the
+ *     space records the address of every page written, every page pinned (any
+ *     pin: it may be unpinned dirty) and every page mapped to a frame that is
+ *     pinned or dirty, and write-back keeps a page whose frame is pinned or
+ *     dirty (S9 in lib/space-writeback.c). So a frame unpinned dirty is written
+ *     by the next write-back of the address it was pinned at, if it is still
+ *     mapped there (there is no reverse map: an alias elsewhere is not found
+ *     through it).
  *   - an address is in the dirty log (KVM's dirty bitmap) when it was
  *     written since the last harvest (ps_space_harvest()), which migration
  *     consumes. Every marking path above but ps_space_unpin() logs the
@@ -76,18 +74,23 @@
  *     write, or ps_space_mark_dirty() the addresses. Writes through entries
  *     of a range registered for asynchronous write protection (pgtable.h)
  *     are tracked in the entries themselves, and a harvest with
- *     PS_HARVEST_REARM collects them too.
+ *     PS_HARVEST_REARM collects them too. A path that lets writes through
+ *     without a further fault (an entry made writable, a pin for write) logs
+ *     its address after it is open, never before (S11 in lib/space-dirty.c), so
+ *     a harvest that takes the mark comes after the writes can start, and its
+ *     re-arm ends the path: the next write faults and is logged again.
  *
- * Dirty before writable (seed 003). A writable entry implies a dirty frame.
- * The write fault that makes an entry writable does so under the frame's
- * LOCKED bit, in this order: read the entry again (if it maps another frame
- * now, start again with that frame's bit), mark the frame dirty (the dirty
- * hook runs on the clean-to-dirty transition) and log the address, then
- * make exactly that entry writable. So the dirty hook has run before any
- * thread can write through the entry. Write-back takes the same bit around
- * "write-protect, then clean" (Linux: folio lock, page_mkwrite,
- * clear_page_dirty_for_io). So a write that arrives during write-back faults
- * and dirties the frame again, and is never lost.
+ * Dirty before writable (seed 003). A writable entry implies a dirty frame. The
+ * write fault that makes an entry writable holds the frame (a reference, so
+ * that it can be neither freed nor handed to another owner meanwhile) and its
+ * LOCKED bit, and does this in order: read the entry again (if it maps another
+ * frame now, let go and start again with that frame), mark the frame dirty (the
+ * dirty hook runs on the clean-to-dirty transition), make exactly that entry
+ * writable, then log the address (dirty before writable, logged after). So the
+ * dirty hook has run before any thread can write through the entry. Write-back
+ * takes the same bit around "write-protect, then clean" (Linux: folio lock,
+ * page_mkwrite, clear_page_dirty_for_io). So a write that arrives during
+ * write-back faults and dirties the frame again, and is never lost.
  *
  * ---------------------------------------------------------------------------
  * Concurrency and progress
@@ -124,9 +127,8 @@
  *     lets the pin (or the other holder) keep the page.
  *   - There is no reverse map (8 bytes per frame, no more). Write-back
  *     write-protects the address it visits, so a frame mapped writable at
- *     several addresses must be written back through each of them, or have
- *     its aliases write-protected first (Linux's page_mkclean walks the
- *     rmap).
+ *     several addresses must be written back through each of them, or have its
+ *     aliases write-protected first (Linux's page_mkclean walks the rmap).
  */
 #ifndef PAGESTATE_SPACE_H
 #define PAGESTATE_SPACE_H
@@ -148,10 +150,9 @@ struct ps_space;
  * struct ps_space_hooks - the caller's callbacks (each may be NULL).
  * @populate: a pin or the secondary-map helper found no page at @addr (none,
  *	swap entry or UFFD_WP marker). Map one (ps_space_map(), or swap it in)
- *	and return 0, or return a negative errno, which the caller gets.
- *	@access is PS_ACCESS_READ or PS_ACCESS_WRITE. Runs in the calling
- *	thread with no library lock held. Without it, missing pages are
- *	-EFAULT.
+ *	and return 0, or return a negative errno, which the caller gets. @access
+ *	is PS_ACCESS_READ or PS_ACCESS_WRITE. Runs in the calling thread with no
+ *	library lock held. Without it, missing pages are -EFAULT.
  * @dirty: frame @frame went from clean to dirty (set_page_dirty). Runs
  *	exactly once per transition, in the thread that made it. From a write
  *	fault (ps_space_fault(), a pin for write) it runs under the frame's
@@ -160,19 +161,22 @@ struct ps_space;
  *	From the secondary-map helper it runs under the caller's lock; from
  *	ps_space_mark_dirty(), ps_space_unpin() and write-back with no
  *	library lock held.
- * @free_frame: the last reference to @frame was dropped; the frame's page
- *	word is free again. Runs in the thread that dropped it. When that is
- *	ps_space_map() or ps_space_map_range() (a failed map giving back a
- *	reference whose owner dropped its own meanwhile), ps_space_unmap() or
- *	ps_space_discard(), it runs under the space's writer mutex: it must
- *	not map, map_range, unmap or discard in that space, nor convert or
- *	mprotect it (pagestate/prot.h), which take that mutex. From
- *	ps_space_unpin(), a pin backing out, the secondary-map helper,
- *	ps_prot_kunmap(), ps_space_writeback() (which holds a reference on
- *	each frame it writes until its callback has returned) and
- *	ps_space_destroy() no library lock is held.
- *	(Only if the space runs out of memory collecting unmapped frames may
- *	it run inside the page table's read-side section: S7 in lib/space.c.)
+ * @free_frame: the last reference to @frame was dropped; the frame's page word
+ *	is free again, its lifetime over (DIRTY and WRITE_PINNED cleared,
+ *	pagestate/page.h: its next mapping starts clean). Runs in the thread
+ *	that dropped it. When that is ps_space_map() or ps_space_map_range() (a
+ *	failed map giving back a reference whose owner dropped its own
+ *	meanwhile), ps_space_unmap() or ps_space_discard(), it runs under the
+ *	space's writer mutex: it must not map, map_range, unmap or discard in
+ *	that space, nor convert or mprotect it (pagestate/prot.h), which take
+ *	that mutex. From ps_space_unpin(), a pin backing out, the secondary-map
+ *	helper, ps_prot_kunmap(), ps_space_writeback() (which holds a reference
+ *	on each frame it writes until its callback has returned), a write fault
+ *	(ps_space_fault(), a pin's for write) and ps_space_mark_dirty() (which
+ *	hold the frame they mark, and may drop the last reference when it was
+ *	unmapped meanwhile) and ps_space_destroy() no library lock is held.
+ *	(Only if the space runs out of memory collecting unmapped frames may it
+ *	run inside the page table's read-side section: S7 in lib/space.c.)
  * @ctx: handed to every hook.
  *
  * The notifier's callbacks (pagestate/notifier.h) have the same rules as
@@ -216,7 +220,7 @@ struct ps_space_config {
 	struct ps_space_hooks hooks;
 };
 
-/* --- lifetime ---------------------------------------------------------------- */
+/* --- lifetime ------------------------------------------------------------- */
 
 /**
  * ps_space_create() - build a space.
@@ -229,8 +233,8 @@ struct ps_space_config {
  * Progress: blocking (allocation, mmap).
  * Return: 0; -EINVAL (@cfg or @out NULL, bad size, nframes 0 or above
  * PS_SPACE_NFRAMES_MAX); -ENOMEM (also if the writer mutex cannot be
- * initialised). On error nothing is left allocated and *@out is not
- * written.
+ * initialised); -ECHILD in a child of a plain fork() (pagestate/fork.h). On
+ * error nothing is left allocated and *@out is not written.
  */
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
 
@@ -246,6 +250,9 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
  * lib/space-pin.c), so the free_frame hooks run after the entries are gone.
  * Progress: blocking (destroying the page table waits for liburcu's pending
  * callbacks: not inside a read-side section); the hooks are the caller's.
+ * In a child of fork(), a space inherited from the parent is only
+ * forgotten, subscriptions or not: no hook runs, nothing waits, 0 is
+ * returned (pagestate/fork.h, rule 2).
  * Return: 0; -EBUSY if subscriptions remain (nothing is freed then).
  */
 int ps_space_destroy(struct ps_space *space);
@@ -281,7 +288,7 @@ struct ps_notifier *ps_space_notifier(struct ps_space *space);
  */
 struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 
-/* --- mapping -------------------------------------------------------------------- */
+/* --- mapping -------------------------------------------------------------- */
 
 /* Mapping flags. */
 #define PS_MAP_WRITE 0x1u /* writes permitted (first write marks dirty) */
@@ -339,30 +346,37 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * @first_frame: the frame for @start; every frame must be below nframes.
  * @flags: 0 or PS_MAP_WRITE, optionally PS_MAP_CACHE(mode), for every page.
  *
- * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
- * Progress: blocking (the writer mutex, S1; allocation).
  * Every page is checked and every page-table level allocated for the whole
  * range before the first entry is installed (ps_pgtable_map_prepare()), so
  * once an entry is visible the call cannot fail: a concurrent pin or fault
  * finds each page either not mapped yet or mapped for good.
+ *
  * A frame that is free when the map takes it is claimed: frozen, with no
  * reference, until the map can no longer fail, and only then LIVE with the
- * mapping's reference. While claimed, no one else can take it: a pin or
- * lookup through a new entry (or a stale one of an older mapping of the
- * frame), a kmap or a reference by frame number waits for it or fails, as
- * for a frame a conversion holds (pagestate/prot.h).
+ * mapping's reference. Its new lifetime starts clean: no DIRTY, no
+ * WRITE_PINNED (page.h's PS_PAGE_LIFE_FLAGS), whatever its last one left.
+ * While claimed, no one else can take it: a pin, a write fault,
+ * ps_space_mark_dirty(), the secondary-map helper or write-back that finds a
+ * new entry (or a stale one of an older mapping of the frame), a kmap or a
+ * reference by frame number waits for it (or fails, for a try by frame
+ * number), as for a frame a conversion holds (pagestate/prot.h); none marks
+ * it dirty or runs a hook for it before the map has made it LIVE.
+ *
+ * Who owns each frame after a failed map is certain, whatever raced with
+ * the map (S13 in lib/space.c): a frame that was free when the map took it
+ * is free again when the map returns, with the cache mode it had; no one
+ * held it meanwhile and no free_frame hook runs for it, now or later, so
+ * its owner may reuse it at once. A frame that was in use (LIVE) loses only
+ * the map's reference; if its other holders all let go meanwhile, that put
+ * is its last and the free_frame hook runs for it before the map returns
+ * (under the writer mutex), exactly once, as for any last put.
+ * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
+ * Progress: blocking (the writer mutex, S1; allocation).
  * Return: as ps_space_map(). On error no entry was ever installed (unless
  * another thread stored into the range against pgtable.h's exclusion
  * rules: then the entries installed are taken back, a UFFD_WP marker's
- * page getting its marker back), and the references taken are given back.
- * Who owns each frame afterwards is certain, whatever raced with the map
- * (S12 in lib/space.c): a frame that was free when the map took it is free
- * again when the map returns, with the cache mode it had; no one held it
- * meanwhile and no free_frame hook runs for it, now or later, so its owner
- * may reuse it at once. A frame that was in use (LIVE) loses only the
- * map's reference; if its other holders all let go meanwhile, that put is
- * its last and the free_frame hook runs for it before the map returns
- * (under the writer mutex), exactly once, as for any last put.
+ * page getting its marker back, and a page of an async range a WRITTEN
+ * marker), and the references taken are given back.
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
@@ -391,7 +405,7 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 		   unsigned int flags);
 
-/* --- pins ----------------------------------------------------------------------- */
+/* --- pins ----------------------------------------------------------------- */
 
 /* Pin flags. */
 #define PS_PIN_WRITE 0x1u    /* the device writes (FOLL_WRITE) */
@@ -405,47 +419,51 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
  * @flags: PS_PIN_*.
- * @frames_out: receives one frame number per page (len / 4096 entries).
+ * @frames_out: receives one frame number per page (len / 4096 entries);
+ *	on an error that concerns a page (all but -EINVAL), @frames_out[0]
+ *	receives instead the byte offset from @start of the page that
+ *	stopped the call (the pins are released, so the array holds no
+ *	frames then): the page to resolve or populate.
  *
  * For each page: read the entry; a missing page goes to the populate hook
  * (or fails with -EFAULT); a write pin on a write-protected page resolves it
  * first as a write would (async: the page counts as written; sync: the pin
  * fails with -EAGAIN and the caller resolves the fault); a read-only entry
  * with MAYWRITE is made writable, marking the frame dirty; then take a
- * speculative pin and re-check the entry. A pin for write logs the address
- * (see Dirty state) and marks the frame WRITE_PINNED, in the same atomic
- * step as the pin (so no write-back sees the pin without the flag; a pin
- * that backs out leaves the flag as a hint, cleared once the frame has no
- * pins); any other pin puts
- * the address in the write-back set (it may be unpinned dirty). A
- * PS_PIN_LONGTERM pin is counted against the frame until it is released
- * with ps_space_unpin(..., PS_UNPIN_LONGTERM): a conversion waiting for
- * pins to drain gives up at once (-EBUSY) on a frame while, and only
- * while, a long-term pin of it is held (pagestate/prot.h). The first
- * long-term pin in a space reserves the counts (4 bytes of address space
- * per frame, not resident until touched). A pin not for the long term
- * costs nothing more.
+ * speculative pin and re-check the entry. A pin for write logs the address (see
+ * Dirty state) and marks the frame WRITE_PINNED, in the same atomic step as the
+ * pin (so no write-back sees the pin without the flag; a pin that backs out
+ * leaves the flag as a hint, cleared once the frame has no pins); any other pin
+ * puts the address in the write-back set (it may be unpinned dirty). A
+ * PS_PIN_LONGTERM pin is counted against the frame until it is released with
+ * ps_space_unpin(..., PS_UNPIN_LONGTERM): a conversion waiting for pins to
+ * drain gives up at once (-EBUSY) on a frame while, and only while, a long-term
+ * pin of it is held (pagestate/prot.h). The first long-term pin in a space
+ * reserves the counts (4 bytes of address space per frame, not resident until
+ * touched). A pin not for the long term costs nothing more.
  * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
  * because it cannot write back a page a device may write at any time; here
  * integrity write-back bounces it, so the pin is allowed.
  *
  * On any failure every pin taken so far is released.
- * Context: may block only in the populate hook, in a conversion (or a map)
- * that holds a frame frozen (waits for it), and in making an entry
- * writable.
+ * Context: may block only in the populate hook, in a conversion (or a map) that
+ * holds a frame frozen (waits for it), and in making an entry writable.
  * Ordering: S2: each pin is an acquire RMW on the page word, then a seq_cst
  * fence, then the entry is read again; pairs with the fence that unmap
  * runs between changing an entry and reading the frame's pins, and with
  * discard's freeze (one RMW on the same word).
  * Progress: lock-free otherwise (the first long-term pin in a space also
  * makes one mmap() call).
- * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL);
- * -EFAULT (missing without a hook, guard or bad access); -EAGAIN (sync
- * write-protect fault: the first page whose entry is write-protected;
- * resolve it and retry); -EHWPOISON (poisoned); -EPERM (a private frame
- * without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); -ENOMEM
- * (the first long-term pin could not reserve the counts); a populate
- * hook's error. Dirty marks and logged addresses made on the way stay.
+ * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL:
+ * @frames_out is not written); -EFAULT (missing without a hook, guard or bad
+ * access); -EAGAIN (sync write-protect fault: the first page whose entry is
+ * write-protected, at @frames_out[0]; resolve it, e.g. ps_space_fault() with
+ * PS_ACCESS_RESOLVE_WP, and retry); -EHWPOISON (poisoned); -EPERM (a private
+ * frame without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); a
+ * populate hook's error. For each of those, @frames_out[0] is the offset of the
+ * page concerned. -ENOMEM: the first long-term pin could not reserve the
+ * counts (@frames_out is not written). Dirty marks and logged addresses made
+ * on the way stay.
  */
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
@@ -471,10 +489,9 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * Frames at or above nframes are skipped. A frame unpinned dirty is
  * written by the next ps_space_writeback() of the address it was pinned
  * at, if it is still mapped there: the pin recorded that address, and
- * write-back keeps it while the frame is pinned (S9 in
- * lib/space-writeback.c). The dirty log (migration) has the address only
- * for a pin for write (see Dirty state); for another pin, call
- * ps_space_mark_dirty().
+ * write-back keeps it while the frame is pinned (S9 in lib/space-writeback.c).
+ * The dirty log (migration) has the address only for a pin for write (see Dirty
+ * state); for another pin, call ps_space_mark_dirty().
  * Context: any thread holding the pins; the dirty and free_frame hooks run
  * in it, with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
@@ -482,9 +499,8 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * unpin; with PS_UNPIN_LONGTERM, the frame's long-term count drops
  * (release) before the unpin.
  * Progress: lock-free (a pin not for the long term: one RMW per frame, as
- * before; a long-term one adds a compare-and-swap loop on its count).
- * Misuse (unpinning what was not pinned) goes to the page word's error
- * hook.
+ * before; a long-term one adds a compare-and-swap loop on its count). Misuse
+ * (unpinning what was not pinned) goes to the page word's error hook.
  * Return: 0; -EINVAL if @flags has unknown bits (nothing is released);
  * -ENOENT if PS_UNPIN_LONGTERM was passed for a frame with no long-term
  * pin counted (misuse: its pin is released all the same, the count stays
@@ -504,9 +520,8 @@ int ps_space_unpin(struct ps_space *space, const uint64_t *frames, uint64_t n,
  *	reference, or a transient one (a lookup, a pin backing out, a
  *	ps_space_writeback() copying it). Transient holders go soon: retry.
  *	An alias goes when it is unmapped.
- * @PS_DISCARD_FROZEN: another thread holds the frame frozen
- *	(ps_page_freeze(): a cache-mode change, the owner's migration). Retry
- *	after it unfreezes.
+ * @PS_DISCARD_FROZEN: another thread holds the frame frozen (ps_page_freeze():
+ *	a cache-mode change, the owner's migration). Retry after it unfreezes.
  */
 enum ps_discard_reason {
 	PS_DISCARD_PINNED = 1,
@@ -544,18 +559,20 @@ struct ps_discard_skip {
  * present entry: if the frame's only holder is this mapping (one
  * reference, no pin), discard freezes the frame with exactly that
  * reference (ps_page_freeze()), zaps the entry (as ps_space_unmap() with
- * PS_UNMAP_ZAP: write-protect markers stay where pgtable.h says) and frees
- * the frame (the free_frame hook runs; its DIRTY flag stays in the free
- * word, but its contents are given up). Any other page is left exactly as
- * it was, entry and all, and reported: pinned, busy (another holder: an
- * alias mapping, a CPU map, a reference) or frozen (another freezer),
- * see enum ps_discard_reason. Discard never waits for a holder. Pages with
- * no present entry are neither discarded nor reported.
- * A pin racing with discard either comes first (the freeze fails and the
- * page is reported pinned) or finds the frame frozen, waits, and then
- * finds the page gone (it faults, as for any missing page): a pinned page
- * is never unmapped, not even for a moment, and a pin never holds a frame
- * discard freed.
+ * PS_UNMAP_ZAP: write-protect markers stay where pgtable.h says) and frees the
+ * frame (the free_frame hook runs; its contents are given up, and the free
+ * clears DIRTY as every free does, pagestate/page.h). Any other page is left
+ * exactly as it was, entry and all, and reported: pinned, busy (another holder:
+ * an alias mapping, a CPU map, a reference) or frozen (another freezer), see
+ * enum ps_discard_reason. Discard never waits for a holder. Pages with no
+ * present entry are neither discarded nor reported. A pin racing with discard
+ * either comes first (the freeze fails and the page is reported pinned) or
+ * finds the frame frozen, waits, and then finds the page gone (it faults, as
+ * for any missing page): a pinned page is never unmapped, not even for a
+ * moment, and a pin never holds a frame discard freed. A range attached to the
+ * userfaultfd bridge is discarded with ps_uffd_discard() (pagestate/uffd.h),
+ * which also brings the kernel's write protection of the host pages into
+ * agreement and reports them.
  * Context: blocking; as ps_space_map() (the notifier callbacks and the
  * free_frame hooks run under the writer mutex).
  * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
@@ -571,7 +588,7 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
 		     uint64_t *nskipped);
 
-/* --- CPU access ----------------------------------------------------------------- */
+/* --- CPU access ----------------------------------------------------------- */
 
 /**
  * ps_space_fault() - a CPU access to @addr through the space's mapping.
@@ -582,25 +599,34 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  *
  * pgtable.h's fault, plus: a missing page goes to the populate hook and is
  * retried once; a write that makes an entry writable first marks its frame
- * dirty (the dirty hook runs on a clean-to-dirty transition) and logs the
- * address, then makes the entry writable, all under the frame's LOCKED bit
- * and for the frame the entry maps under it (S3). A write the page table
- * refuses (PS_FAULT_WP, PS_FAULT_BAD_ACCESS) marks nothing.
+ * dirty (the dirty hook runs on a clean-to-dirty transition), then makes
+ * the entry writable, both holding the frame (a reference and its LOCKED
+ * bit) and for the frame the entry maps under it (S3), and then logs the
+ * address (S11: after the entry is writable, so that no harvest takes the
+ * mark before). A write the page table refuses (PS_FAULT_WP,
+ * PS_FAULT_BAD_ACCESS) marks nothing.
  * Context: any thread; the populate hook runs in it with no library lock
- * held, the dirty hook under the frame's LOCKED bit (S7).
+ * held, the dirty hook under the frame's LOCKED bit (S7), and the
+ * free_frame hook with no library lock held if the frame was unmapped
+ * while the fault held it (its release was the last reference).
  * Ordering: the page table's CAS (acquire and release); DIRTY (an acq_rel
- * RMW) is set before the CAS that makes the entry writable (S3).
+ * RMW) is set before the CAS that makes the entry writable (S3), and the
+ * log's bit (a release RMW) after it (S11).
  * Progress: lock-free for reads and for writes to a writable or non-present
  * entry; a write to a present, non-writable entry takes the frame's LOCKED
- * bit (spin, then yield: blocking). The populate hook is the caller's.
+ * bit (spin, then yield: blocking), and waits (yields) while the frame is
+ * frozen (a conversion, or a map that claimed it and has not finished: no mark
+ * and no hook before the frame is LIVE). The populate hook is the caller's.
  * Return: as ps_pgtable_fault(): PS_FAULT_OK, PS_FAULT_MISSING (no hook, or
  * the hook failed or left it missing), PS_FAULT_WP, ...; PS_FAULT_INVALID
- * also for an unaligned or out-of-space @addr.
+ * also for an unaligned or out-of-space @addr, and for a write whose frame
+ * is at the reference limit (PS_PAGE_REFS_MAX: the fault cannot hold it;
+ * nothing changed).
  */
 enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
 			     unsigned int access);
 
-/* --- the secondary-map helper (seed 003) ---------------------------------------- */
+/* --- the secondary-map helper (seed 003) ---------------------------------- */
 
 /**
  * struct ps_secondary_ops - the caller's secondary mapping.
@@ -630,16 +656,14 @@ struct ps_secondary_ops {
  * if missing); take the caller's lock; if an invalidation raced, unlock,
  * drop the reference and start again; for a write, mark the frame dirty
  * (dirty hook on a clean-to-dirty transition, address logged) before
- * installing; install; unlock; drop the lookup reference. The secondary
- * mapping keeps no reference: the notifier tears it down before the frame
- * can change.
+ * installing; install; unlock; drop the lookup reference. The secondary mapping
+ * keeps no reference: the notifier tears it down before the frame can change.
  *
  * The dirty hook runs once per clean-to-dirty transition however many
  * mappers and invalidations race, never for a read mapping or a retried
- * attempt. A write to a page write-protected in a sync range fails with
- * -EAGAIN (resolve it first); in an async range the write is recorded in
- * the dirty log and the entry stays protected, so CPU writes are still
- * seen.
+ * attempt. A write to a page write-protected in a sync range fails with -EAGAIN
+ * (resolve it first); in an async range the write is recorded in the dirty log
+ * and the entry stays protected, so CPU writes are still seen.
  * Context: blocking (the caller's lock; read_begin may wait for an
  * overlapping invalidation). Do not hold @ops' lock when calling.
  * Ordering: the per-subscription check of notifier.h (read_begin's acquire;
@@ -655,25 +679,60 @@ int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 			   uint64_t addr, bool write,
 			   const struct ps_secondary_ops *ops, void *ctx);
 
-/* --- dirty tracking ----------------------------------------------------------------- */
+/* --- dirty tracking ------------------------------------------------------- */
+
+/**
+ * enum ps_space_mark - what ps_space_mark_dirty() did.
+ * @PS_SPACE_MARK_DIRTIED: the frame was clean: this call made it dirty
+ *	(the dirty hook ran) and logged the address.
+ * @PS_SPACE_MARK_WAS_DIRTY: the frame was dirty already (its clean-to-dirty
+ *	transition was another call's, and so was the hook): the address was
+ *	logged.
+ * @PS_SPACE_MARK_UNMAPPED: no frame of the space is mapped at the address
+ *	(none, a marker, a swap entry, or a frame at or above nframes):
+ *	nothing was marked or logged.
+ * @PS_SPACE_MARK_OVERFLOW: the frame mapped there is at the reference
+ *	limit (PS_PAGE_REFS_MAX): the call cannot hold it while it marks, and
+ *	did nothing. Retry once references are dropped.
+ * @PS_SPACE_MARK_INVALID: the address is unaligned or outside the space:
+ *	nothing was done.
+ *
+ * The first two mean the write is recorded (for write-back and the dirty
+ * log); the others that it is not.
+ */
+enum ps_space_mark {
+	PS_SPACE_MARK_DIRTIED = 0,
+	PS_SPACE_MARK_WAS_DIRTY = 1,
+	PS_SPACE_MARK_UNMAPPED = 2,
+	PS_SPACE_MARK_OVERFLOW = 3,
+	PS_SPACE_MARK_INVALID = 4,
+};
 
 /**
  * ps_space_mark_dirty() - the frame at @addr was written (by software or a
  * device the space cannot see): mark it dirty and log @addr.
  * @space: the space.
- * @addr: the page (aligned; anything else returns false).
+ * @addr: the page (aligned, inside the space).
  *
- * Context: any thread; the dirty hook runs in it, with no library lock held.
- * Progress: lock-free. Ordering: release (the caller's write happens before
- * the harvest or write-back that reports it).
- * Return: true if this call made the frame's clean-to-dirty transition (the
- * dirty hook ran); false if it was dirty already or nothing is mapped at
- * @addr (then nothing is logged).
+ * The frame mapped at @addr is held while it is marked (a reference, then
+ * the entry read again: a frame unmapped meanwhile is let go and the page
+ * looked at again), so the dirty hook never runs for a frame already freed
+ * or handed to another address (S5 in lib/space-dirty.c). The address is
+ * logged after the mark.
+ * Context: any thread; the dirty hook runs in it, with no library lock
+ * held, and so may the free_frame hook (if the frame was unmapped while
+ * this call held it, its release is the last reference).
+ * Progress: lock-free; it looks again only when the entry or the frame
+ * changed, and waits (yields) while the frame is frozen (a conversion, a
+ * cache-mode change, a discard, a map that claimed it and has not finished).
+ * Ordering: release (the caller's write happens before the harvest or
+ * write-back that reports it).
+ * Return: one of enum ps_space_mark.
  */
-bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
+enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
 
 /* Harvest flags. */
-#define PS_HARVEST_REARM 0x1u /* also collect and re-protect entry writes */
+#define PS_HARVEST_REARM 0x1u /* re-arm what is reported (see below) */
 
 /**
  * ps_space_harvest() - return the dirty pages of [@start, @start + @len)
@@ -688,24 +747,47 @@ bool ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * @count: receives how many were written.
  * @resume: receives where to continue (@start + @len when complete).
  *
- * Reported: every address in the dirty log (software marks, the helper's
- * writes, write pins), and a page pinned for write always, even when its
- * mark is old (it stays logged until it is unpinned). With
- * PS_HARVEST_REARM: first the written entries of ranges registered for
- * async write protection are collected with the page table's
- * get-and-rearm scan (re-protected: the next write is seen), and secondary
- * mappings of every harvested page are invalidated (event SOFT_DIRTY), so
- * the next write through them is marked again.
+ * Reported: every address in the dirty log (write faults, software marks,
+ * the helper's writes, write pins), and a page pinned for write always,
+ * even when its mark is old (it stays logged until it is unpinned).
  *
- * Cost: the number of dirty pages plus a small term per 128 MiB of range
- * (the log is a three-level bitmap), plus, with REARM, the page table's
- * scan of registered ranges.
+ * PS_HARVEST_REARM: the next write to every page reported is seen. First
+ * the written entries of ranges registered for async write protection are
+ * collected with the page table's get-and-rearm scan (re-protected in the same
+ * step, per page). Then, after their marks are taken, the other pages reported
+ * are re-armed: in a range registered sync, write-protected (uffd-wp, as
+ * ps_pgtable_protect(): the next write faults with PS_FAULT_WP to the caller's
+ * handler); in an unregistered range, made read-only (WRITE cleared, MAYWRITE
+ * kept, soft-dirty style: the next write faults and is logged again). Last, the
+ * secondary mappings of every page reported are invalidated (event SOFT_DIRTY;
+ * it is also the TLB flush of the entries re-armed), so the next write through
+ * them is marked again. Pages beyond @max are neither reported nor re-armed:
+ * they stay logged for the next harvest. A page put back with
+ * ps_space_redirty() stays re-armed, and is reported again by the next harvest.
+ *
+ * REARM is the safe order, in one call: take the marks, then re-arm.
+ * Without it, a caller that re-arms itself must harvest first, then
+ * protect (or mprotect) what was reported; protect-then-harvest loses a
+ * write: a write fault between the two resolves the fresh protection
+ * (PS_ACCESS_RESOLVE_WP, or the entry is simply writable again), the harvest
+ * then takes its mark and reports the page, and nothing re-arms it after that,
+ * so the entry stays writable and the next write is never seen.
+ * Harvest-then-protect loses nothing: a write whose fault logs after the take
+ * is reported by the next harvest, one whose fault logged before it is in this
+ * one, and the protect after it ends the path (S11 in lib/space-dirty.c). Copy
+ * the reported pages after the harvest (and the caller's re-arm) returns.
+ *
+ * Cost: the number of dirty pages plus a small term per 128 MiB of range (the
+ * log is a three-level bitmap), plus, with REARM, the page table's scan of
+ * registered ranges, a registration lookup per page reported, and a protect per
+ * run of sync pages or a compare-and-swap per unregistered writable page.
  * Context: any thread. With REARM it invalidates and takes the page table's
  * writer mutex: not from a notifier callback, nor holding a lock that a
  * callback takes, nor inside a read-side section.
- * Ordering: the dirty log's acquire (S6): what a marker wrote before its
- * mark happens before the harvest that reports it; with REARM, the page
- * table's get-and-rearm guarantee (G7 in lib/pgtable-scan.c).
+ * Ordering: the dirty log's acquire (S6): what a marker wrote before its mark
+ * happens before the harvest that reports it; with REARM, the page table's
+ * get-and-rearm guarantee (G7 in lib/pgtable-scan.c), and each re-arm is a
+ * seq_cst change of the entry after the take of its mark (S11).
  * Progress: lock-free without REARM; blocking with it.
  * Return: 0; -EINVAL (range, flags, @addrs or @count NULL, @max 0); with
  * REARM, the page-table scan's error (-ENOMEM; -ENOENT if the range is
@@ -730,7 +812,7 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  */
 int ps_space_redirty(struct ps_space *space, const uint64_t *addrs, uint64_t n);
 
-/* --- write-back --------------------------------------------------------------------- */
+/* --- write-back ----------------------------------------------------------- */
 
 /**
  * enum ps_writeback_mode - Linux's WB_SYNC_NONE and WB_SYNC_ALL.
@@ -788,48 +870,43 @@ struct ps_writeback_stats {
  * @stats: receives what was done; may be NULL.
  *
  * Visits the pages of the range in the write-back set (written, pinned, or
- * mapped to a pinned or dirty frame: S9 in lib/space-writeback.c). The
- * frame mapped at a page is held with a reference of write-back's own,
- * then LOCKED, then the entry is read again (a frame unmapped meanwhile is
- * let go and the page looked at again); the reference is dropped after @fn
- * returns, so an unmap during @fn does not free the frame under it (the
- * free_frame hook may then run in this thread, after @fn), and a discard
- * during @fn leaves the page (busy). An unpinned
- * frame: under its LOCKED bit, invalidate the page's secondary mappings
- * (event PROTECTION), write-protect its entry (stable pages), clear DIRTY,
- * end the invalidation (so a secondary mapping for write made after it
- * dirties the frame again), set WRITEBACK; then call @fn; then end
- * WRITEBACK. A write arriving meanwhile faults, dirties the frame again
- * and is never lost. A
- * pinned frame: CLEAN skips it (it stays dirty); INTEGRITY clears DIRTY,
- * calls @fn with @pinned true (bounce), and dirties it again if it is
- * still pinned for write. A pinned page stays in the set while its pins
- * last, dirty or not, and so does a page whose frame was unpinned dirty
- * during its bounce: a later write-back writes what the unpin dirtied.
+ * mapped to a pinned or dirty frame: S9 in lib/space-writeback.c). The frame
+ * mapped at a page is held with a reference of write-back's own, then LOCKED,
+ * then the entry is read again (a frame unmapped meanwhile is let go and the
+ * page looked at again); the reference is dropped after @fn returns, so an
+ * unmap during @fn does not free the frame under it (the free_frame hook may
+ * then run in this thread, after @fn), and a discard during @fn leaves the page
+ * (busy). An unpinned frame: under its LOCKED bit, invalidate the page's
+ * secondary mappings (event PROTECTION), write-protect its entry (stable
+ * pages), clear DIRTY, end the invalidation (so a secondary mapping for write
+ * made after it dirties the frame again), set WRITEBACK; then call @fn; then
+ * end WRITEBACK. A write arriving meanwhile faults, dirties the frame again and
+ * is never lost. A pinned frame: CLEAN skips it (it stays dirty); INTEGRITY
+ * clears DIRTY, calls @fn with @pinned true (bounce), and dirties it again if
+ * it is still pinned for write. A pinned page stays in the set while its pins
+ * last, dirty or not, and so does a page whose frame was unpinned dirty during
+ * its bounce: a later write-back writes what the unpin dirtied.
  *
- * One write-back of a frame at a time (Linux's PG_writeback): @fn never
- * runs for a frame while another write-back's @fn runs for it, so the
- * copies land in the order they were taken and a clean frame's backing
- * copy is its newest. A frame found under another write-back is skipped
- * by CLEAN (it stays dirty and in the set; stats: skipped_writeback) and
- * waited for by INTEGRITY (folio_wait_writeback()), which then looks at it
- * again: dirty, it writes it; clean, the write it waited for was the
- * newest. A page stays in the set while its frame is under write-back, so
- * an INTEGRITY write-back that begins while another's @fn runs visits it
- * and waits (unless a third write-back has the page in hand at that
- * instant: that one then waits for it, or skips it).
+ * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
+ * for a frame while another write-back's @fn runs for it, so the copies land
+ * in the order they were taken and a clean frame's backing copy is its newest.
+ * A frame found under another write-back is skipped by CLEAN (it stays dirty
+ * and in the set; stats: skipped_writeback) and waited for by INTEGRITY
+ * (folio_wait_writeback()), which then looks at it again: dirty, it writes it;
+ * clean, the write it waited for was the newest. A page stays in the set while
+ * its frame is under write-back, so an INTEGRITY write-back that begins while
+ * another's @fn runs visits it and waits (unless a third write-back has the
+ * page in hand at that instant: that one then waits for it, or skips it).
  * Context: blocking (LOCKED bits; the callback may block, and runs with no
- * library lock held). It invalidates: not from a notifier callback, nor
- * holding a lock that a notifier callback takes. INTEGRITY waits for
- * other write-backs' callbacks: not from a callback whose frame it would
- * visit (see ps_writeback_fn), nor from a thread such a callback waits
- * for.
+ * library lock held). It invalidates: not from a notifier callback, nor holding
+ * a lock that a notifier callback takes. INTEGRITY waits for other write-backs'
+ * callbacks: not from a callback whose frame it would visit (see
+ * ps_writeback_fn), nor from a thread such a callback waits for.
  * Ordering: S3 and S4: under the frame's LOCKED bit the entry is
  * write-protected, then DIRTY is cleared by an acq_rel RMW whose old word
- * orders every pin before or after it. WRITEBACK is set under that bit
- * and cleared with release after @fn: an INTEGRITY write-back that waited
- * for it sees what the other write-back did (S11 in
- * lib/space-writeback.c).
+ * orders every pin before or after it. WRITEBACK is set under that bit and
+ * cleared with release after @fn: an INTEGRITY write-back that waited for it
+ * sees what the other write-back did (S12 in lib/space-writeback.c).
  * Progress: blocking (LOCKED bits: spin, then yield; the invalidations);
  * INTEGRITY also blocks on other write-backs' callbacks of the frames it
  * visits, for as long as each takes.

@@ -14,12 +14,11 @@
  * Model
  * ---------------------------------------------------------------------------
  *
- * An attachment ties the caller's mapping [host, host + len) (mmap'd
- * anonymous memory, or a shared mapping of a memfd/shmem file; not hugetlb,
- * see Backing) to the
- * library range [addr, addr + len) of a struct ps_space or of a bare struct
- * ps_pgtable: host + i corresponds to addr + i. The library's table stays
- * the authority; the kernel mirrors it:
+ * An attachment ties the caller's mapping [host, host + len) (mmap'd anonymous
+ * memory, or a shared mapping of a memfd/shmem file; not hugetlb, see Backing)
+ * to the library range [addr, addr + len) of a struct ps_space or of a bare
+ * struct ps_pgtable: host + i corresponds to addr + i. The library's table
+ * stays the authority; the kernel mirrors it:
  *
  *   - ps_uffd_attach_*() opens a userfaultfd, negotiates the features the
  *     mode needs, registers the library range (ps_pgtable_register()) and
@@ -32,12 +31,11 @@
  *     only (that is allowed; the kernel then simply sees fewer faults).
  *   - Sync mode: a write to a protected host page blocks its writer and
  *     queues a message. The handler (a thread the library runs with
- *     PS_UFFD_THREAD, or the caller's loop calling ps_uffd_handle_events()
- *     when ps_uffd_fd() is readable) marks the library page written (for a
- *     space: the frame dirty and the address in the dirty log, as
- *     ps_space_fault() with PS_ACCESS_RESOLVE_WP does), un-protects the page
- *     in both places and wakes the writer (UFFDIO_WRITEPROTECT mode 0,
- *     which wakes).
+ *     PS_UFFD_THREAD, or the caller's loop calling ps_uffd_handle_events() when
+ *     ps_uffd_fd() is readable) marks the library page written (for a space:
+ *     the frame dirty and the address in the dirty log, as ps_space_fault()
+ *     with PS_ACCESS_RESOLVE_WP does), un-protects the page in both places and
+ *     wakes the writer (UFFDIO_WRITEPROTECT mode 0, which wakes).
  *   - Async mode (UFFD_FEATURE_WP_ASYNC): the kernel resolves writes in
  *     place. ps_uffd_harvest() collects them with PAGEMAP_SCAN
  *     (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, category WRITTEN: a
@@ -46,6 +44,11 @@
  *     (ps_space_harvest() with PS_HARVEST_REARM), or a bare table's written
  *     entries (its WP_MATCHING scan). One call returns CPU writes and
  *     device/software writes, and leaves both re-armed.
+ *   - ps_uffd_discard() is a space's balloon discard (ps_space_discard())
+ *     through the bridge: the space drops the pages and its free_frame
+ *     hook releases their memory, then the bridge brings the kernel's side
+ *     into agreement and logs the pages for the next harvest (see
+ *     "Discarding attached memory").
  *
  * Backing: PS_UFFD_SHARED for memfd/shmem (the library range is registered
  * PS_WP_SHARED, so protection survives zaps as UFFD_WP markers, as the
@@ -78,6 +81,33 @@
  * for PS_UFFD_ASYNC (checked at attach).
  *
  * ---------------------------------------------------------------------------
+ * Discarding attached memory (a balloon, free page reporting)
+ * ---------------------------------------------------------------------------
+ *
+ * Discard pages of a space attachment with ps_uffd_discard(), never behind
+ * the bridge. A VMM that gives attached host pages back itself
+ * (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, fallocate(PUNCH_HOLE)), or
+ * discards them with ps_space_discard() alone, leaves the kernel and the
+ * library in disagreement, and a migration's destination keeps stale pages:
+ *   - the discarded contents (zero from then on) are reported only in
+ *     async anonymous mode, where the kernel reports the none PTE its zap
+ *     left. With memfd backing both sides keep the page protected (a
+ *     UFFD_WP marker), so nothing says its contents changed (MADV_DONTNEED
+ *     alone is harmless there: the page cache keeps the contents); in sync
+ *     anonymous mode nothing reports it either;
+ *   - sync anonymous mode also loses later writes: the kernel's zap drops
+ *     uffd-wp with the page, so writes there no longer fault, while the
+ *     library still holds its entry protected (a discard behind its back)
+ *     or holds a hole it cannot protect (ps_space_discard(), then the
+ *     frame mapped again): the page is never reported nor protected again.
+ * The bridge cannot see such discards: it does not negotiate
+ * UFFD_FEATURE_EVENT_REMOVE, whose events would block every madvise() of
+ * the range until a handler read them (async mode has none). So a VMM
+ * whose balloon or free page reporting releases guest memory calls
+ * ps_uffd_discard() for those pages, and lets the space's free_frame hook
+ * release the host memory. A bare table's attachment has no discard.
+ *
+ * ---------------------------------------------------------------------------
  * Where the live kernel differs from its documentation and from the library
  * (measured on Linux 6.18; tests/test-uffd.c compares them page by page)
  * ---------------------------------------------------------------------------
@@ -85,22 +115,20 @@
  *   - None entries. PAGEMAP_SCAN reports PAGE_IS_WRITTEN for a none PTE and
  *     for a hole with no page table inside a registered async range
  *     (with WPALLOWED), and for a none PTE inside a populated page table
- *     everywhere else; its documentation says "none PTE -> 0 categories".
- *     The library reports WRITTEN for a WRITTEN marker, which its zap
- *     leaves of a page written since it was last protected in an async
- *     range (the kernel's none PTE there, and reported the same: WRITTEN,
- *     not SWAPPED, no uffd-wp), and no category for a none entry: a page
- *     never protected, or protected when it was zapped (pgtable.h, "Where
- *     this differs from Linux"). A comparison maps the WRITTEN marker <=>
- *     the kernel's none PTE, and library none <=> kernel WRITTEN. A
- *     harvest (WP_MATCHING, WRITTEN) reports a page written and then
- *     discarded from both sides, and each re-arms it as a UFFD_WP marker.
- *     The kernel also reports, once, each none PTE the library leaves none
- *     (the documentation's "dirtying by dropping uffd-wp" of a protected
- *     page): ps_uffd_harvest() reports what the kernel reports, and turns
- *     the library's none entry there into a UFFD_WP marker as the kernel
- *     did, so that both stay protected alike (found by the differential
- *     test).
+ *     everywhere else; its documentation says "none PTE -> 0 categories". The
+ *     library reports WRITTEN for a WRITTEN marker, which its zap leaves of a
+ *     page written since it was last protected in an async range (the kernel's
+ *     none PTE there, and reported the same: WRITTEN, not SWAPPED, no uffd-wp),
+ *     and no category for a none entry: a page never protected, or protected
+ *     when it was zapped (pgtable.h, "Where this differs from Linux"). A
+ *     comparison maps the WRITTEN marker <=> the kernel's none PTE, and library
+ *     none <=> kernel WRITTEN. A harvest (WP_MATCHING, WRITTEN) reports a page
+ *     written and then discarded from both sides, and each re-arms it as a
+ *     UFFD_WP marker. The kernel also reports, once, each none PTE the library
+ *     leaves none (the documentation's "dirtying by dropping uffd-wp" of a
+ *     protected page): ps_uffd_harvest() reports what the kernel reports, and
+ *     turns the library's none entry there into a UFFD_WP marker as the kernel
+ *     did, so that both stay protected alike (found by the differential test).
  *   - Shmem hole punch. fallocate(PUNCH_HOLE) and MADV_REMOVE of a
  *     protected memfd page leave a UFFD_WP marker: protection is kept, as
  *     for MADV_DONTNEED and MADV_PAGEOUT (which unmaps the page even with
@@ -120,29 +148,36 @@
  *     un-protecting a UFFD_WP marker removes it (none); UFFDIO_UNREGISTER
  *     clears every uffd-wp bit and marker of the range. All as the library
  *     (ps_pgtable_unregister() clears the same).
+ *   - Sync anonymous ranges without WP_UNPOPULATED: UFFDIO_WRITEPROTECT skips a
+ *     page with no PTE (never touched, or zapped: MADV_DONTNEED drops uffd-wp
+ *     with the page), and a write there maps a new page unprotected, without a
+ *     fault; the library protects its present entry whatever the host page
+ *     holds. So the bridge gives those host pages a PTE (the zero page) before
+ *     it protects them, and a page ps_uffd_discard() drops gets one at once
+ *     (the library's hole there cannot be protected either).
  *
  * ---------------------------------------------------------------------------
  * Concurrency
  * ---------------------------------------------------------------------------
  *
- * Protect, unprotect, harvest and the resolution of each fault hold the
- * attachment's mutex across "library, then kernel", so the two never
- * disagree on a page for longer than one such call: without it, a fault
- * resolved (un-protected in both) while a protect runs could leave the
- * library protected and the kernel not, and later writes would go unseen.
- * A call whose kernel half fails reports it and leaves the library no
- * more protected than the kernel (ps_uffd_protect(),
- * ps_uffd_handle_events()).
- * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins)
- * take no bridge lock.
+ * Protect, unprotect, harvest, the resolution of each fault and the kernel's
+ * half of a discard hold the attachment's mutex across "library, then kernel",
+ * so the two never disagree on a page for longer than one such call: without
+ * it, a fault resolved (un-protected in both) while a protect runs could leave
+ * the library protected and the kernel not, and later writes would go unseen. A
+ * call whose kernel half fails reports it and leaves the library no more
+ * protected than the kernel (ps_uffd_protect(), ps_uffd_handle_events()).
+ * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins) take
+ * no bridge lock, and neither does the space's half of a discard (its
+ * free_frame hook and notifier callbacks may write to protected memory: the
+ * faults are resolved meanwhile).
  *
  * What a harvest guarantees: every write that completes after the harvest
  * re-armed its page is reported by a later harvest; a write that raced the
  * harvest is in the page's contents by the time the harvest returns (async:
- * PAGEMAP_SCAN's get-and-rearm is atomic per page; sync: the page is
- * reported first, then re-protected, and a write in between finds it still
- * writable). Copy the reported pages after the harvest returns, as with
- * KVM's dirty log.
+ * PAGEMAP_SCAN's get-and-rearm is atomic per page; sync: the page is reported
+ * first, then re-protected, and a write in between finds it still writable).
+ * Copy the reported pages after the harvest returns, as with KVM's dirty log.
  *
  * Sync mode: the thread that calls ps_uffd_handle_events() must not itself
  * write to protected attached memory (it would wait for itself). And a
@@ -151,12 +186,12 @@
  * dirty hook runs under both). So a thread that holds a frame's LOCKED
  * bit - in the make_accessible hook (pagestate/prot.h), in a dirty hook
  * run by a write fault, in a notifier callback of write-back's
- * PS_NOTIFIER_PROTECTION invalidation - must not write to sync-protected
- * memory of a space attachment: its write waits for a resolution, which waits for that
- * bit if the page is the frame's, or holds the mutex while another fault
- * waits for it: a deadlock (detach, which joins the handler thread,
- * included). Nor may such a thread, or a dirty hook, call
- * ps_uffd_protect(), ps_uffd_unprotect(), ps_uffd_harvest() or
+ * PS_NOTIFIER_PROTECTION invalidation - must not write to sync-protected memory
+ * of a space attachment: its write waits for a resolution, which waits for that
+ * bit if the page is the frame's, or holds the mutex while another fault waits
+ * for it: a deadlock (detach, which joins the handler thread, included). Nor
+ * may such a thread, or a dirty hook, call ps_uffd_protect(),
+ * ps_uffd_unprotect(), ps_uffd_harvest(), ps_uffd_discard() or
  * ps_uffd_handle_events() of that attachment: the mutex is not recursive.
  *
  * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
@@ -246,10 +281,9 @@ struct ps_uffd;
  * Context: any thread; touches no library state.
  * Ordering: none (no shared state).
  * Progress: blocking (system calls).
- * Return: 0; -EINVAL for unknown flags (@why "flags"); -EOPNOTSUPP with
- * @why naming the missing feature; the errno of opening a userfaultfd
- * (-ENOSYS, -EPERM, ...; @why "userfaultfd") or of UFFDIO_API (@why
- * "UFFDIO_API").
+ * Return: 0; -EINVAL for unknown flags (@why "flags"); -EOPNOTSUPP with @why
+ * naming the missing feature; the errno of opening a userfaultfd (-ENOSYS,
+ * -EPERM, ...; @why "userfaultfd") or of UFFDIO_API (@why "UFFDIO_API").
  */
 int ps_uffd_probe(unsigned int flags, const char **why);
 
@@ -260,14 +294,13 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * @cfg: what to attach; the range must lie inside the space.
  * @out: receives the attachment.
  *
- * Checks the arguments, the 4 KiB page size, the kernel features the
- * flags need and that no mapping of the host range is hugetlb (see
- * Backing), then opens the userfaultfd (and /proc/self/pagemap for
- * PS_UFFD_ASYNC), registers the library range with PS_WP_ASYNC /
- * PS_WP_SHARED / PS_WP_UNPOPULATED as the flags say (so it must not be
- * registered yet: -EBUSY), registers the host range for write protection,
- * and with PS_UFFD_THREAD starts the handler thread. Nothing is protected
- * yet: call ps_uffd_protect().
+ * Checks the arguments, the 4 KiB page size, the kernel features the flags need
+ * and that no mapping of the host range is hugetlb (see Backing), then opens
+ * the userfaultfd (and /proc/self/pagemap for PS_UFFD_ASYNC), registers the
+ * library range with PS_WP_ASYNC / PS_WP_SHARED / PS_WP_UNPOPULATED as the
+ * flags say (so it must not be registered yet: -EBUSY), registers the host
+ * range for write protection, and with PS_UFFD_THREAD starts the handler
+ * thread. Nothing is protected yet: call ps_uffd_protect().
  * Context: any thread, not inside a read-side section (registering takes
  * the table's writer mutex, and undoing a failed attach waits for a grace
  * period). The memory must stay mapped until ps_uffd_detach().
@@ -277,7 +310,8 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD
  * included; @why "arguments"); -EOPNOTSUPP (pages not 4 KiB, a missing
  * feature, hugetlb memory: @why "HUGETLB"); -ENOSYS or -EPERM (no
- * userfaultfd); -EBUSY; -ENOMEM; or the errno of a failed step, which @why
+ * userfaultfd); -EBUSY; -ENOMEM; -ECHILD in a child of a plain fork() (@why
+ * "fork"; pagestate/fork.h); or the errno of a failed step, which @why
  * names (reading the host range's mappings: "/proc/self/maps"). On
  * failure nothing is left registered or open.
  */
@@ -310,24 +344,26 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
  * (ps_pgtable_unregister(): the same), close the descriptors, free @u.
  * @u: the attachment.
  *
- * Writers blocked on a sync fault are woken by the unregistration of the
- * host range. Nothing a harvest collected is lost: for a space, the pages
- * still in the attachment's log (CPU writes an async harvest's budget left
- * for the next call) move into the space's dirty log, where
- * ps_space_harvest() reports them, and the space's own pages never leave
- * its log unless a harvest returned them. Not collected: async CPU writes
- * since the last harvest, which only the kernel's page tables hold and
- * UFFDIO_UNREGISTER clears (harvest first to have them). A bare table has
- * no dirty log: pages left in the attachment's log are dropped, but
- * unregistering the library range clears every uffd-wp bit, so its scan
- * reports each present entry of the range as written (and each page
+ * Writers blocked on a sync fault are woken by the unregistration of the host
+ * range. Nothing a harvest collected is lost: for a space, the pages still in
+ * the attachment's log (CPU writes an async harvest's budget left for the next
+ * call) move into the space's dirty log, where ps_space_harvest() reports them,
+ * and the space's own pages never leave its log unless a harvest returned
+ * them. Not collected: async CPU writes since the last harvest, which only the
+ * kernel's page tables hold and UFFDIO_UNREGISTER clears (harvest first to have
+ * them). A bare table has no dirty log: pages left in the attachment's log are
+ * dropped, but unregistering the library range clears every uffd-wp bit, so its
+ * scan reports each present entry of the range as written (and each page
  * discarded while written, a WRITTEN marker that unregistering keeps).
+ * In a child of fork(), an attachment inherited from the parent is only
+ * forgotten: the child's copies of its descriptors are closed, and
+ * nothing else happens (its userfaultfd would act on the parent's memory,
+ * its eventfd would stop the parent's thread; pagestate/fork.h, rule 2).
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
- * Ordering: the handler thread is joined first, so its last resolution
- * happens before the return; the host range is unregistered before the
- * library range.
+ * Ordering: the handler thread is joined first, so its last resolution happens
+ * before the return; the host range is unregistered before the library range.
  * Progress: blocking (the join, system calls, a grace period).
  * Return: 0, or the first error (every step is still done): the errno of
  * stopping the thread or of UFFDIO_UNREGISTER, or ps_pgtable_unregister()'s
@@ -336,13 +372,21 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
 int ps_uffd_detach(struct ps_uffd *u);
 
 /**
- * ps_uffd_protect() - write-protect library range [@addr, @addr + @len) of
- * the attachment: ps_pgtable_protect(), then UFFDIO_WRITEPROTECT on the
- * host pages.
+ * ps_uffd_protect() - write-protect library range [@addr, @addr + @len) of the
+ * attachment: ps_pgtable_protect(), then UFFDIO_WRITEPROTECT on the host pages.
  * @u: the attachment.
  * @addr: the first library page (aligned).
  * @len: bytes (a non-zero multiple of the page size).
  *
+ * Sync anonymous attachments without PS_UFFD_UNPOPULATED: the kernel can
+ * protect only a host page that has a page-table entry, and a write to a page
+ * without one maps a new page unprotected, without a fault. So the host pages
+ * under the library's present entries get one first, with MADV_POPULATE_READ
+ * (read-faulting each page before Linux 5.14): the zero page where the memory
+ * was never touched, which costs page tables (2 MiB per GiB), no memory, and a
+ * fault per page the first time. PS_UFFD_UNPOPULATED (the kernel protects holes
+ * with markers) avoids those faults where the kernel has it. The library's
+ * holes are left alone: a frame mapped there later is not protected in either.
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex).
  * Ordering: U1 (lib/uffd.c): the attachment's mutex is held across
@@ -353,19 +397,18 @@ int ps_uffd_detach(struct ps_uffd *u);
  * ioctl, retried while the kernel says EAGAIN).
  * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
  * (outside the attachment, or the library range no longer registered);
- * -ENOMEM (markers need table levels); after these the kernel is not
- * touched. Or the ioctl's errno (-EINVAL for hugetlb memory mapped there
- * since the attach): then the library range is unprotected again and the
- * host range may be partly protected, the side that loses no write (sync:
- * a write there faults and is resolved; async: the next harvest reports
- * each page of the range). Retry, or detach.
+ * -ENOMEM (markers need table levels); after these the kernel is not touched.
+ * Or the errno of the ioctl (-EINVAL for hugetlb memory mapped there since the
+ * attach) or of populating the host pages: then the library range is
+ * unprotected again and the host range may be partly protected, the side that
+ * loses no write (sync: a write there faults and is resolved; async: the next
+ * harvest reports each page of the range). Retry, or detach.
  */
 int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 
 /**
  * ps_uffd_unprotect() - the reverse: ps_pgtable_unprotect(), then
- * UFFDIO_WRITEPROTECT mode 0, which also wakes writers blocked on these
- * pages.
+ * UFFDIO_WRITEPROTECT mode 0, which also wakes writers blocked on these pages.
  * @u: the attachment.
  * @addr: the first library page (aligned).
  * @len: bytes (a non-zero multiple of the page size).
@@ -454,12 +497,11 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *     at most @max, with the secondary mappings of those pages
  *     invalidated; those of them beyond the budget (merged with the pages
  *     above) go back to the space's log before the call returns, so
- *     ps_space_harvest() still sees them (a concurrent one may miss them
- *     until then, and finds them at its next call). Pages only the CPU
- *     wrote are not invalidated: a writable secondary mapping is always in
- *     the space's log.
+ *     ps_space_harvest() still sees them (a concurrent one may miss them until
+ *     then, and finds them at its next call). Pages only the CPU wrote are not
+ *     invalidated: a writable secondary mapping is always in the space's log.
  * Sync: the pages are taken from the log first, then re-protected in both
- * places (U4).
+ * places (U4), as ps_uffd_protect() does (host page-table entries included).
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex); for a space, not from a notifier callback nor holding a lock
  * that one takes (the space's harvest invalidates). Concurrent harvests
@@ -472,17 +514,67 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * reports the page (the log's release and acquire).
  * Progress: blocking (the attachment's mutex, the table's writer mutex,
  * ioctls, a space's invalidations).
- * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0); -ENOENT
- * (outside the attachment; a bare table's range, or in sync mode any
- * library range, unregistered behind the bridge); -ENOMEM; -EOPNOTSUPP
- * (async: the kernel cannot re-arm part of the range, a huge page it
- * covers in part: hugetlb memory mapped there since the attach); the
- * errno of a failed ioctl. After an error the pages already collected stay
- * recorded for the next call.
+ * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0); -ENOENT (outside
+ * the attachment; a bare table's range, or in sync mode any library range,
+ * unregistered behind the bridge); -ENOMEM; -EOPNOTSUPP (async: the kernel
+ * cannot re-arm part of the range, a huge page it covers in part: hugetlb
+ * memory mapped there since the attach); the errno of a failed ioctl. After an
+ * error the pages already collected stay recorded for the next call.
  */
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,
 		    uint64_t *resume);
+
+/**
+ * ps_uffd_discard() - ps_space_discard() for an attached range: the
+ * balloon's discard, with the kernel's side kept in agreement and every
+ * page it drops reported by the next harvest.
+ * @u: a space attachment.
+ * @start: the first library page (aligned, inside the attachment).
+ * @len: bytes (a non-zero multiple of the page size).
+ * @skipped: as for ps_space_discard(): the pages left in place, with
+ *	their frame and reason.
+ * @max_skipped: room in @skipped.
+ * @nskipped: as for ps_space_discard().
+ *
+ * The space discards as ps_space_discard() does (freeze or skip; the
+ * space's free_frame hook releases each dropped page's memory, e.g.
+ * MADV_DONTNEED or MADV_REMOVE of the host page). Then, for each page it
+ * dropped: the host page is write-protected if the library's entry is (a
+ * UFFD_WP marker, PS_UFFD_SHARED), so both agree whatever the hook did to the
+ * host page, and the page is logged: the next harvest reports it (its contents
+ * are gone: a migration sends it again) and, in sync mode, re-protects it on
+ * both sides. In sync anonymous ranges without PS_UFFD_UNPOPULATED the host
+ * page also gets a page-table entry at once (the zero page, as
+ * ps_uffd_protect() gives them): the library cannot protect the hole the
+ * discard leaves there, so it is the kernel's page that the next harvest's
+ * re-arm protects, and a write after that re-arm faults even when the balloon
+ * maps a frame there only afterwards. Skipped pages are not touched. Discard
+ * attached memory only this way (see "Discarding attached memory" above).
+ * Context: any thread; not inside a read-side section, nor from a
+ * notifier callback or a free_frame hook (the space's writer mutex).
+ * The space's free_frame hook and its invalidation's callbacks run in
+ * this thread without the attachment's mutex (so they may write to
+ * protected memory: its faults are resolved), but under the space's
+ * writer mutex, with the rules of ps_space_discard().
+ * Ordering: U6 (lib/uffd.c): the space drops the pages (S10), then, under
+ * the attachment's mutex (U1), the kernel is protected where the library
+ * is and the pages are logged; a write after the discard returns is
+ * reported by a later harvest (sync: it faults or its page is logged;
+ * async: the kernel sees it).
+ * Progress: blocking (the space's writer mutex and invalidation, the
+ * attachment's mutex, ioctls).
+ * Return: 0; -EINVAL (range, a bare table's attachment, @skipped NULL with
+ * @max_skipped); -ENOENT (outside the attachment); an error of the space's
+ * discard (as ps_space_discard(); any page it dropped before is fixed up and
+ * logged all the same); or the errno of protecting or populating the host
+ * pages: the pages were discarded and are logged all the same, @skipped and
+ * @nskipped are written, and those the kernel refused to protect are left
+ * unprotected in the library too, the side that loses no write.
+ */
+int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    struct ps_discard_skip *skipped, uint64_t max_skipped,
+		    uint64_t *nskipped);
 
 /**
  * ps_uffd_stats() - the attachment's counters.
@@ -490,9 +582,8 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
  * @st: receives them.
  *
  * Context: any thread, concurrently with any call on @u but detach.
- * Ordering: relaxed loads: each counter holds a value it had during the
- * call, in no particular order with the other counters or with the events
- * they count.
+ * Ordering: relaxed loads: each counter holds a value it had during the call,
+ * in no particular order with the other counters or with the events they count.
  * Progress: wait-free.
  */
 void ps_uffd_stats(const struct ps_uffd *u, struct ps_uffd_stats *st);

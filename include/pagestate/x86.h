@@ -125,7 +125,7 @@ static inline uint64_t ps_x86_cache_mask(enum ps_x86_level level)
 	       (level == PS_X86_LARGE ? PS_X86_PTE_PAT_LARGE : PS_X86_PTE_PAT);
 }
 
-/* --- confidential computing: the encryption bit ---------------------------- */
+/* --- confidential computing: the encryption bit --------------------------- */
 
 /** enum ps_cc_vendor - which polarity the encryption bit has. */
 enum ps_cc_vendor {

@@ -81,15 +81,6 @@ static void new_life(uint64_t frame)
 	atomic_store(&m->hooks, 0);
 	atomic_store(&m->cleans, 0);
 	atomic_store(&m->frees, 0);
-	/*
-	 * Issue 15 #3 (and the DIRTY a late mark of #1 leaves on a free
-	 * frame): the owner's workaround is to clean the frame before its
-	 * next lifetime. Without it, the next lifetime starts dirty and the
-	 * checks say so.
-	 */
-	if ((known(3) || known(1)) &&
-	    ps_page_test_flags(pw(frame), PS_PAGE_DIRTY))
-		ps_page_clear_flags(pw(frame), PS_PAGE_DIRTY);
 }
 
 /*
@@ -221,10 +212,9 @@ void map_failed(uint64_t frame)
 /*
  * F_LIMBO frames go back to the pool two epochs later: an epoch ends when
  * every worker has completed an operation since it began, so by then every
- * operation that was in flight when the frame went F_LIMBO has ended, and
- * with it any put (a speculative pin's back-out, a lookup's put) whose
- * free hook was still to come. The hook runs inside the operation that
- * dropped the reference.
+ * operation that was in flight when the frame went F_LIMBO has ended, and with
+ * it any put (a speculative pin's back-out, a lookup's put) whose free hook was
+ * still to come. The hook runs inside the operation that dropped the reference.
  */
 void limbo_reclaim(void)
 {
@@ -332,7 +322,7 @@ void hook_free(void *ctx, struct ps_space *space, uint64_t frame)
 				  frame);
 			return;
 		default:
-			violation("(f) hooks: free hook for a free frame", 4,
+			violation("(f) hooks: free hook for a free frame", 0,
 				  UINT64_MAX, frame,
 				  "free_frame(%" PRIu64 ") ran for a frame "
 				  "the allocator has in state %d (free, or "
@@ -360,20 +350,17 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 	 * here; the CPU write's S3 check catches what it leads to.)
 	 */
 	if (s != F_INUSE && s != F_AWAIT && s != F_CLAIMED) {
-		if (!known(1))
-			violation("(f) hooks: dirty hook for a freed frame", 1,
-				  self && self->probing ? self->probe_addr
-							: UINT64_MAX,
-				  frame,
-				  "set_page_dirty(%" PRIu64 ") ran for a frame "
-				  "the owner has in state %d (not in use: "
-				  "freed); page word "
-				  "%#" PRIx64,
-				  frame, s, w);
+		violation("(f) hooks: dirty hook for a freed frame", 0,
+			  self && self->probing ? self->probe_addr : UINT64_MAX,
+			  frame,
+			  "set_page_dirty(%" PRIu64 ") ran for a frame the "
+			  "owner has in state %d (not in use: freed); page "
+			  "word %#" PRIx64,
+			  frame, s, w);
 		return;
 	}
-	if (!(w & PS_PAGE_LIVE) && !known(1))
-		violation("(f) hooks: dirty hook for a freed frame", 1,
+	if (!(w & PS_PAGE_LIVE))
+		violation("(f) hooks: dirty hook for a freed frame", 0,
 			  UINT64_MAX, frame,
 			  "set_page_dirty(%" PRIu64 ") ran for a frame that "
 			  "is not LIVE (word %#" PRIx64 ")",
@@ -385,12 +372,12 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 	 * reference, issue 15 #1).
 	 */
 	if (self && self->probing && self->probe_frame == frame &&
-	    atomic_load(&m->gen) != self->probe_gen && !known(1)) {
+	    atomic_load(&m->gen) != self->probe_gen) {
 		ps_pte_t e = 0;
 
 		(void)ps_pgtable_get(g.pt, self->probe_addr, &e);
 		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frame)
-			violation("(f) hooks: dirty hook for a freed frame", 1,
+			violation("(f) hooks: dirty hook for a freed frame", 0,
 				  self->probe_addr, frame,
 				  "set_page_dirty(%" PRIu64 ") ran for the "
 				  "write at %#" PRIx64 " that found the frame "
@@ -477,9 +464,9 @@ bool write_counts(enum region r, enum wkind k)
 {
 	switch (r) {
 	case REG_SCAN:
-		return k == WK_CPU || (k == WK_ZAP && !known(8));
+		return k == WK_CPU || k == WK_ZAP;
 	case REG_ASYNC:
-		return k != WK_ZAP || !known(8);
+		return true;
 	case REG_SYNC:
 	case REG_SHARED:
 	case REG_UNREG:
@@ -527,7 +514,7 @@ void record_zap(uint64_t addr, bool dontneed)
 	 */
 	t0 = tick();
 	atomic_store(&m->zapped, t0);
-	if (dontneed && (r == REG_SCAN || r == REG_ASYNC) && !known(8)) {
+	if (dontneed && (r == REG_SCAN || r == REG_ASYNC)) {
 		/*
 		 * A write not yet reported stays owed: the zap of a written
 		 * page leaves a WRITTEN marker, which the next harvest
@@ -538,8 +525,7 @@ void record_zap(uint64_t addr, bool dontneed)
 	} else {
 		/*
 		 * A balloon's page: its contents are gone and nobody reads
-		 * them, so the writes before the zap need no report (in an
-		 * async region with #8 tolerated, the zap hides them).
+		 * them, so the writes before the zap need no report.
 		 */
 		uint64_t w = atomic_load(&m->w);
 

@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/soak/ops.c - the operations a worker thread runs, as a VMM would
- * use the library: CPU writes and reads through faults, pins with device
- * writes, protect/unprotect, harvests (re-arming and plain, with the
- * user's re-arm step where the protocol needs one), uffd-style scans,
- * write-back in both modes, balloon discard, unmap and map (a frame
- * allocator with a free hook), conversion, kmap, the secondary-map helper,
- * cache-mode changes, mark_dirty, mprotect. Each operation logs itself
- * (log.c) and checks what it can check at once; the rest is checked at
- * the quiescent checkpoints (check.c).
+ * tests/soak/ops.c - the operations a worker thread runs, as a VMM would use
+ * the library: CPU writes and reads through faults, pins with device writes,
+ * protect/unprotect, harvests (re-arming and plain, with the user's re-arm step
+ * where the protocol needs one), uffd-style scans, write-back in both modes,
+ * balloon discard, unmap and map (a frame allocator with a free hook),
+ * conversion, kmap, the secondary-map helper, cache-mode changes, mark_dirty,
+ * mprotect. Each operation logs itself (log.c) and checks what it can check at
+ * once; the rest is checked at the quiescent checkpoints (check.c).
  */
 #include "soak.h"
 
@@ -56,23 +55,6 @@ static enum ps_fault resolve_wp_write(uint64_t addr)
 }
 
 /*
- * N1 tolerated: write faults and a harvest with its re-arm step exclude
- * each other (the user's lock), so a harvest and its re-protect cannot
- * fall between a fault's log and the CAS that makes the entry writable.
- */
-static void fault_lock(void)
-{
-	if (known(NEW(1)))
-		pthread_rwlock_rdlock(&g.track_lock);
-}
-
-static void fault_unlock(void)
-{
-	if (known(NEW(1)))
-		pthread_rwlock_unlock(&g.track_lock);
-}
-
-/*
  * A CPU write, as a vCPU with a TLB makes it: the write is atomic with
  * respect to every invalidation of the page (its TLB subscription), so the
  * bytes land while the entry the fault made writable is still the one the
@@ -89,14 +71,12 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 
 		probe(t, addr);
 		op_phase(t, "write fault");
-		fault_lock();
 		fr = ps_space_fault(g.sp, addr, PS_ACCESS_WRITE);
 		if (fr == PS_FAULT_WP) {
 			/* Sync: the handler lets this write through. */
 			op_phase(t, "resolve wp");
 			fr = resolve_wp_write(addr);
 		}
-		fault_unlock();
 		t->probing = false;
 		if (fr != PS_FAULT_OK)
 			return -(int)fr;
@@ -117,13 +97,8 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 		 * clears DIRTY, inside an invalidation.
 		 */
 		w = ps_page_load(pw(f));
-		if (!(w & PS_PAGE_DIRTY) && known(1)) {
-			/* #1's ABA (see below): no write through it. */
-			pthread_mutex_unlock(&t->vtlb_lock);
-			return -EIO;
-		}
 		if (!(w & PS_PAGE_DIRTY))
-			violation("(c) writable entry on a clean frame", 1,
+			violation("(c) writable entry on a clean frame", 0,
 				  addr, f,
 				  "a CPU write through the writable entry "
 				  "%#" PRIx64 " finds frame %" PRIu64
@@ -131,11 +106,11 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 				  "fault of the frame's earlier lifetime may "
 				  "have made the entry of its new one writable",
 				  e, f);
-		if (!atomic_load(&g.fm[f].hooks) && !known(3) && !known(1))
+		if (!atomic_load(&g.fm[f].hooks))
 			violation(
 				"(f) hooks: write without a dirty hook in "
 				"this lifetime",
-				3, addr, f,
+				0, addr, f,
 				"a CPU write through a writable entry of frame "
 				"%" PRIu64 " in lifetime %" PRIu64
 				", but no dirty hook ran in this lifetime: the "
@@ -261,16 +236,25 @@ static void op_pin(struct thr *t)
 	if (lt)
 		atomic_fetch_add(&g.lt_inflight, 1);
 	rc = ps_space_pin_range(g.sp, pg.addr, len, pg.flags, pg.frames);
-	if (rc == -EAGAIN && (pg.flags & PS_PIN_WRITE)) {
+	for (uint64_t k = 0;
+	     rc == -EAGAIN && (pg.flags & PS_PIN_WRITE) && k < pg.n; k++) {
 		/*
-		 * A sync write-protected page, but which one? (issue 15 #12:
-		 * the error does not say). Resolve them all and retry once.
+		 * A sync write-protected page: the error says which (frames[0],
+		 * its offset). Resolve it and retry, once per page at most.
 		 */
+		uint64_t off = pg.frames[0];
+
+		if (off >= len || off % PG) {
+			violation("(b) pin: -EAGAIN says no page", 0, pg.addr,
+				  UINT64_MAX,
+				  "ps_space_pin_range(%#" PRIx64 ", %" PRIu64
+				  " pages) = -EAGAIN with frames[0] = %#" PRIx64
+				  ", not the offset of a page of the range",
+				  pg.addr, pg.n, off);
+			break;
+		}
 		op_phase(t, "resolve wp for a pin");
-		fault_lock();
-		for (uint64_t k = 0; k < pg.n; k++)
-			(void)resolve_wp_write(pg.addr + k * PG);
-		fault_unlock();
+		(void)resolve_wp_write(pg.addr + off);
 		op_phase(t, "pin_range again");
 		rc = ps_space_pin_range(g.sp, pg.addr, len, pg.flags,
 					pg.frames);
@@ -347,11 +331,10 @@ static void op_mprotect(struct thr *t)
 /* --- harvests (c) -------------------------------------------------------- */
 
 /*
- * The user's re-arm of pages a harvest reported, where the protocol needs
- * one: after a plain harvest (harvest, then protect: the safe order), and
- * after a re-arming one outside async ranges when issue 15 #2 is
- * tolerated. Unregistered pages have no write protection: mprotect makes
- * them read-only and writable again, so the next write faults.
+ * The user's re-arm of pages a plain harvest reported (harvest, then
+ * protect: the safe order; a re-arming harvest does it itself).
+ * Unregistered pages have no write protection: mprotect makes them
+ * read-only and writable again, so the next write faults.
  */
 static void rearm_run(enum region r, uint64_t start, uint64_t len)
 {
@@ -368,9 +351,7 @@ static bool needs_user_rearm(enum region r, bool rearm)
 {
 	if (r == REG_SCAN)
 		return false; /* not this channel's pages */
-	if (!rearm)
-		return true;
-	return r != REG_ASYNC && known(2);
+	return !rearm;
 }
 
 int harvest_range(struct thr *t, uint64_t start, uint64_t len, bool rearm)
@@ -381,8 +362,6 @@ int harvest_range(struct thr *t, uint64_t start, uint64_t len, bool rearm)
 
 	if (!got)
 		abort();
-	if (known(NEW(1)))
-		pthread_rwlock_wrlock(&g.track_lock);
 	while (at < end) {
 		uint64_t addrs[64], cnt = 0, resume = end;
 
@@ -409,8 +388,6 @@ int harvest_range(struct thr *t, uint64_t start, uint64_t len, bool rearm)
 			rearm_run(r, got[i], (j - i) * PG);
 		i = j;
 	}
-	if (known(NEW(1)))
-		pthread_rwlock_unlock(&g.track_lock);
 	th = tick();
 	for (uint64_t i = 0; i < n; i++)
 		if (region_of(got[i]) != REG_SCAN)
@@ -522,7 +499,7 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  frame,
 			  "write-back calls fn for frame %" PRIu64 " while "
 			  "another write-back's fn for it is still running "
-			  "(S11: a frame under write-back is skipped or "
+			  "(S12: a frame under write-back is skipped or "
 			  "waited for); the older copy may reach the backing "
 			  "store last",
 			  frame);
@@ -543,11 +520,10 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  "it ended meanwhile and cleared it",
 			  frame, w);
 	/* Each call follows one clean-to-... transition: a dirty hook. */
-	if (atomic_load(&m->hooks) <= atomic_load(&m->cleans) && !known(3) &&
-	    !known(1))
+	if (atomic_load(&m->hooks) <= atomic_load(&m->cleans))
 		violation("(f) hooks: write-back of a page never written in "
 			  "this lifetime",
-			  3, addr, frame,
+			  0, addr, frame,
 			  "write-back cleans frame %" PRIu64
 			  " (lifetime %" PRIu64 "): %" PRIu64
 			  " dirty hooks, %" PRIu64
@@ -988,13 +964,18 @@ static void op_cache(struct thr *t)
 static void op_markdirty(struct thr *t)
 {
 	uint64_t addr = pick_addr(t, pick_region(t));
-	bool made;
+	enum ps_space_mark m;
 
 	op_begin(t, OP_MARKDIRTY, addr, "mark_dirty");
 	probe(t, addr);
-	made = ps_space_mark_dirty(g.sp, addr);
+	m = ps_space_mark_dirty(g.sp, addr);
 	t->probing = false;
-	op_end(t, OP_MARKDIRTY, addr, t->probe_frame, made, 0);
+	if (m == PS_SPACE_MARK_INVALID || m == PS_SPACE_MARK_OVERFLOW)
+		violation("(b) mark_dirty", 0, addr, t->probe_frame,
+			  "ps_space_mark_dirty(%#" PRIx64 ") = %d: an aligned "
+			  "address of the space, far below the reference limit",
+			  addr, (int)m);
+	op_end(t, OP_MARKDIRTY, addr, t->probe_frame, (uint64_t)m, 0);
 }
 
 static int prot_hook_check(void *ctx, struct ps_space *space, uint64_t addr,
@@ -1133,12 +1114,7 @@ void release_all(struct thr *t)
 
 enum ps_fault soak_resolve_wp_write(uint64_t addr)
 {
-	enum ps_fault fr;
-
-	fault_lock();
-	fr = resolve_wp_write(addr);
-	fault_unlock();
-	return fr;
+	return resolve_wp_write(addr);
 }
 
 void soak_set_prot_hooks(bool on)

@@ -213,11 +213,10 @@ struct soak {
 	_Atomic uint64_t *backing; /* what write-back wrote, per frame */
 	struct fmodel *fm;
 	struct pmodel *pm;
-	/* Serialises what changes mappings (map, unmap, discard, convert)
-	 * with the shadow mapping: held around the library call and the
-	 * shadow update. Lock order: mm_lock, then the library's writer
-	 * mutex, then the vTLB and IOMMU locks (notifier callbacks), then
-	 * hold_lock. */
+	/* Serialises what changes mappings (map, unmap, discard, convert) with
+	 * the shadow mapping: held around the library call and the shadow
+	 * update. Lock order: mm_lock, then the library's writer mutex, then
+	 * the vTLB and IOMMU locks (notifier callbacks), then hold_lock. */
 	pthread_mutex_t mm_lock;
 	pthread_mutex_t hold_lock;
 	struct hold holds[MAX_HOLDS];
@@ -233,7 +232,6 @@ struct soak {
 	_Atomic bool failed;
 	_Atomic uint64_t checkpoints;
 	_Atomic bool hooks_on;
-	pthread_rwlock_t track_lock; /* faults vs harvests (N1 tolerated) */
 	/* Epochs for F_LIMBO frames (model.c). */
 	pthread_mutex_t epoch_lock;
 	_Atomic uint64_t epoch;
