@@ -51,6 +51,8 @@ enum {
 				    * writable yet */
 	FP_MARK_LOOKED_UP,	   /* mark_dirty: entry read, frame neither
 				    * held nor marked */
+	FP_MAP_INSTALLED,	   /* map: every entry installed, claimed
+				    * frames still frozen */
 	FP_NR
 };
 /* clang-format on */

@@ -557,6 +557,8 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		if (!rc)
 			i = j;
 	}
+	/* Entries installed; the frames the map claimed still frozen. */
+	FAILPOINT(FP_MAP_INSTALLED, start);
 	if (rc) {
 		/*
 		 * Only a store racing into the range against the exclusion

@@ -2875,6 +2875,105 @@ START_TEST(fp_failed_map_frame_freed_once)
 END_TEST
 
 /*
+ * The map's install window (issue 15 #1 meets #4): a map claims a free frame
+ * frozen and installs its entry before it makes the frame LIVE. A write fault
+ * and ps_space_mark_dirty() that find the entry in that window must wait for
+ * the map, as for a conversion: no mark of the frozen frame, no dirty hook for
+ * it. Once the map commits they mark it once, in a lifetime that starts clean
+ * although a stale setter left DIRTY on the free word before the map and on
+ * the frozen word during it (the claim and the commit clear the life flags).
+ * The racers are started at FP_MAP_INSTALLED (entries in, frames still
+ * frozen), and the map waits there until each has found the frame frozen at
+ * least once (its lookup failpoint hit twice).
+ */
+static struct {
+	_Atomic(int) go;
+	uint64_t addr, frame;
+	enum ps_fault fault_rc;
+	enum ps_space_mark mark_rc;
+} iw;
+
+static void *iw_faulter(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&iw.go))
+		sched_yield();
+	iw.fault_rc = ps_space_fault(sp, iw.addr, PS_ACCESS_WRITE);
+	return NULL;
+}
+
+static void *iw_marker(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&iw.go))
+		sched_yield();
+	iw.mark_rc = ps_space_mark_dirty(sp, iw.addr);
+	return NULL;
+}
+
+static void iw_window(uint64_t addr)
+{
+	struct timespec t0, t;
+
+	(void)addr;
+	ck_assert(ps_pte_is_present(entry(iw.addr)));
+	ck_assert(ps_page_is_frozen(pg(iw.frame)));
+	/* The claim cleared the stale DIRTY; a stale setter sets it again. */
+	ck_assert(!ps_page_test_flags(pg(iw.frame), PS_PAGE_LIFE_FLAGS));
+	ps_page_set_flags(pg(iw.frame), PS_PAGE_DIRTY);
+	atomic_store(&iw.go, 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (atomic_load(&fp_hits[FP_FAULT_CHECKED]) < 2 ||
+	       atomic_load(&fp_hits[FP_MARK_LOOKED_UP]) < 2) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		ck_assert_msg(t.tv_sec - t0.tv_sec < 8,
+			      "the racers never found the frozen frame");
+		sched_yield();
+	}
+	/* Both looked at the frozen frame: neither marked it. */
+	ck_assert_uint_eq(atomic_load(&seen.dirty[iw.frame]), 0);
+	ck_assert(ps_page_is_frozen(pg(iw.frame)));
+	ck_assert_uint_eq(ps_page_refs(pg(iw.frame)), 0);
+}
+
+static void iw_start(uint64_t addr, uint64_t frame, pthread_t t[2])
+{
+	memset(&iw, 0, sizeof(iw));
+	iw.addr = addr;
+	iw.frame = frame;
+	/* A stale setter left DIRTY on the free word. */
+	ps_page_set_flags(pg(frame), PS_PAGE_DIRTY);
+	ck_assert_int_eq(pthread_create(&t[0], NULL, iw_faulter, NULL), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, iw_marker, NULL), 0);
+	arm(FP_MAP_INSTALLED, iw_window);
+}
+
+START_TEST(fp_map_install_window_fault_and_mark_wait)
+{
+	pthread_t t[2];
+
+	iw_start(0, 75, t);
+	ck_assert_int_eq(ps_space_map(sp, 0, 75, PS_MAP_WRITE), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(iw.fault_rc, PS_FAULT_OK);
+	ck_assert(iw.mark_rc == PS_SPACE_MARK_DIRTIED ||
+		  iw.mark_rc == PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
+	ck_assert_msg(atomic_load(&seen.dirty[75]) == 1,
+		      "%u dirty hooks for the first writes of a new lifetime",
+		      atomic_load(&seen.dirty[75]));
+	ck_assert(ps_page_test_flags(pg(75), PS_PAGE_DIRTY));
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(ps_page_refs(pg(75)), 1); /* the mapping's */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[75]), 1);
+}
+END_TEST
+
+/*
  * Regression (the soak's N1): harvest-then-protect lost a write. The write
  * fault marked and logged, then made the entry it had classified
  * writable by CAS. A harvest (plain, the user then protecting: the safe
@@ -3950,6 +4049,7 @@ static Suite *space_suite(void)
 	tc = ps_test_tcase(s, "a failed map's frame", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, fp_failed_map_frame_freed_once);
+	tcase_add_test(tc, fp_map_install_window_fault_and_mark_wait);
 	tc = ps_test_tcase(s, "a frame's lifetimes (issue 15)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, remapped_frame_starts_clean);
