@@ -37,10 +37,10 @@
  *         let go with no lock held) or write-back (which holds a reference
  *         of its own on the frame it visits, so the frame is not freed
  *         while fn copies it, and drops it after fn, with no lock held);
- *       - notifier callbacks: the writer mutex in unmap, discard and
- *         prot.c's conversion and mprotect; the LOCKED bit of the frame
- *         being written back in write-back's PROTECTION invalidation; none
- *         in a REARM harvest.
+ *       - notifier callbacks: the writer mutex in unmap, discard, a failed
+ *         map's rollback of the entries it installed, and prot.c's conversion
+ *         and mprotect; the LOCKED bit of the frame being written back in
+ *         write-back's PROTECTION invalidation; none in a REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,
  *     discard, convert or mprotect in that space; one run under a frame's
  *     LOCKED bit must not write-fault, pin for write, write back or kmap
@@ -482,8 +482,8 @@ static void unmap_installed(struct ps_space *s, uint64_t start,
  * mutex nobody else maps here, S1), and after ps_pgtable_map_prepare() neither
  * can happen at all. Any other failure (the test build's injection: a run
  * refused part-way, as only a store racing into the range against pgtable.h's
- * exclusion rules could) takes back what the run installed; the other pages
- * are still vacant.
+ * exclusion rules could) may leave part of the run installed: the caller takes
+ * it back (undo_installed()); the other pages are still vacant.
  */
 static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		   uint64_t i, uint64_t j, uint64_t pte_flags)
@@ -498,15 +498,35 @@ static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		if (done)
 			rc = done;
 	}
-	if (rc && rc != -EEXIST)
-		unmap_installed(s, start, first_frame, i, j);
 	return rc;
+}
+
+/*
+ * A failed map takes back the entries it installed at pages [0, @end), inside
+ * an UNMAP invalidation, as an unmap would: they were visible, so the
+ * secondary-map helper may have mapped one of them meanwhile (its retry check
+ * sees no change of frame that no invalidation brackets), and the mapping it
+ * made must go before the frames are given back and mapped elsewhere. The
+ * callbacks run under the writer mutex, as an unmap's do (S7).
+ */
+static void undo_installed(struct ps_space *s, uint64_t start,
+			   uint64_t first_frame, uint64_t end)
+{
+	if (!end)
+		return;
+	/* Blockable: it cannot fail (notifier.h). */
+	(void)ps_notifier_invalidate_start(&s->notifier, start,
+					   end << PAGE_SHIFT, PS_NOTIFIER_UNMAP,
+					   0);
+	unmap_installed(s, start, first_frame, 0, end);
+	(void)ps_notifier_invalidate_end(&s->notifier, start,
+					 end << PAGE_SHIFT);
 }
 
 int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags)
 {
-	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j, nruns = 0;
+	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j = 0, nruns = 0;
 	struct taken *taken; /* per page: what to give back on failure */
 	int rc = 0;
 
@@ -563,10 +583,12 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		/*
 		 * Only a store racing into the range against the exclusion
 		 * rules (pgtable.h) fails a run after the prepare: then the
-		 * runs mapped before [i, ...) go (a failed run took its own
-		 * back), and every reference taken.
+		 * runs mapped before [i, ...) go, and what the failed run
+		 * installed (-EEXIST: nothing; its pages may hold entries of
+		 * others, which stay), and every reference taken.
 		 */
-		unmap_installed(s, start, first_frame, 0, i);
+		undo_installed(s, start, first_frame,
+			       rc == -EEXIST || j <= i ? i : j);
 		/* S2 - seq_cst fence: entries gone before the puts. */
 		atomic_thread_fence(memory_order_seq_cst);
 		for (uint64_t k = 0; k < ntaken; k++)

@@ -2882,7 +2882,8 @@ END_TEST
  * it. Once the map commits they mark it once, in a lifetime that starts clean
  * although a stale setter left DIRTY on the free word before the map and on
  * the frozen word during it (the claim and the commit clear the life flags).
- * The racers are started at FP_MAP_INSTALLED (entries in, frames still
+ * If the map fails instead, they find nothing: no mark, no hook, the frame
+ * free. The racers are started at FP_MAP_INSTALLED (entries in, frames still
  * frozen), and the map waits there until each has found the frame frozen at
  * least once (its lookup failpoint hit twice).
  */
@@ -2970,6 +2971,89 @@ START_TEST(fp_map_install_window_fault_and_mark_wait)
 	ck_assert_uint_eq(ps_page_refs(pg(75)), 1); /* the mapping's */
 	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed[75]), 1);
+}
+END_TEST
+
+START_TEST(fp_failed_map_install_window_marks_nothing)
+{
+	pthread_t t[2];
+	int rc;
+
+	iw_start(0, 76, t);
+	/* One run of two pages: the first installed, then -ENOMEM. */
+	inject_at = 0;
+	inject_keep = PG;
+	ps__inject = inject_map_nomem;
+	rc = ps_space_map_range(sp, 0, 2 * PG, 76, PS_MAP_WRITE);
+	ps__inject = NULL;
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	disarm();
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(iw.fault_rc, PS_FAULT_MISSING);
+	ck_assert_int_eq(iw.mark_rc, PS_SPACE_MARK_UNMAPPED);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	ck_assert(ps_pte_is_none(entry(0)));
+	for (uint64_t f = 76; f < 78; f++) {
+		ck_assert(!ps_page_is_live(pg(f)));
+		ck_assert(!ps_page_is_frozen(pg(f)));
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
+	}
+	ck_assert(!ps_page_test_flags(pg(76), PS_PAGE_LIFE_FLAGS));
+}
+END_TEST
+
+/*
+ * A failed map's rollback is an unmap of what it installed. The helper maps
+ * a page of a map that then fails (an injected -ENOMEM after the first page;
+ * the frame there is in use elsewhere, so the helper's reference succeeds).
+ * Its retry check sees a change of frame only through an invalidation:
+ * before the fix the rollback took the entry back with none, and the
+ * secondary mapping of a page no longer mapped stayed (the frame was free to
+ * be mapped elsewhere, or given back). The rollback now runs inside an UNMAP
+ * invalidation, which tears the secondary mapping down.
+ */
+static struct secmap *rb_m;
+static int rb_helper_rc;
+
+static void rb_map_secondary(uint64_t addr)
+{
+	(void)addr;
+	rb_helper_rc = ps_space_map_secondary(sp, &rb_m->sub, 0, false,
+					      &sec_secops, rb_m);
+}
+
+START_TEST(fp_failed_map_rollback_invalidates)
+{
+	struct secmap m;
+	int rc;
+
+	secmap_init(&m, 0, 2 * PG);
+	rb_m = &m;
+	rb_helper_rc = 99;
+	ck_assert_int_eq(ps_space_map(sp, 10 * PG, 78, 0), 0); /* in use */
+	arm(FP_MAP_INSTALLED, rb_map_secondary);
+	inject_at = 0;
+	inject_keep = PG;
+	ps__inject = inject_map_nomem;
+	rc = ps_space_map_range(sp, 0, 2 * PG, 78, 0);
+	ps__inject = NULL;
+	disarm();
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_int_eq(rb_helper_rc, 0);
+	ck_assert_uint_eq(atomic_load(&m.installs), 1);
+	ck_assert_msg(atomic_load(&m.frame) == UINT64_MAX,
+		      "a secondary mapping of page 0 (frame %llu) outlived "
+		      "the failed map's entry",
+		      (unsigned long long)atomic_load(&m.frame));
+	ck_assert_int_eq(atomic_load(&m.last_event), PS_NOTIFIER_UNMAP);
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert_uint_eq(ps_page_refs(pg(78)), 1); /* its other mapping */
+	ck_assert(!ps_page_is_live(pg(79)));
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	secmap_fini(&m);
 }
 END_TEST
 
@@ -4050,6 +4134,8 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, fp_failed_map_frame_freed_once);
 	tcase_add_test(tc, fp_map_install_window_fault_and_mark_wait);
+	tcase_add_test(tc, fp_failed_map_install_window_marks_nothing);
+	tcase_add_test(tc, fp_failed_map_rollback_invalidates);
 	tc = ps_test_tcase(s, "a frame's lifetimes (issue 15)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, remapped_frame_starts_clean);

@@ -324,8 +324,8 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
  * -EBUSY; the same mode is fine. A failed map gives a free frame back free,
  * with its previous mode (see ps_space_map_range()).
  * Context: blocking (the writer mutex). Not from a notifier callback of
- * unmap or discard, nor from a free_frame hook run by map, unmap or
- * discard: they hold that mutex.
+ * unmap, discard or a failed map's rollback, nor from a free_frame hook run
+ * by map, unmap or discard: they hold that mutex.
  * Ordering: release (the page-table CAS): a reader that finds the entry
  * sees the frame's word as mapped.
  * Progress: blocking (the writer mutex, S1; allocation).
@@ -374,9 +374,9 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * Progress: blocking (the writer mutex, S1; allocation).
  * Return: as ps_space_map(). On error no entry was ever installed (unless
  * another thread stored into the range against pgtable.h's exclusion
- * rules: then the entries installed are taken back, a UFFD_WP marker's
- * page getting its marker back, and a page of an async range a WRITTEN
- * marker), and the references taken are given back.
+ * rules: then the entries installed are taken back inside an UNMAP
+ * invalidation, a UFFD_WP marker's page getting its marker back, and a page of
+ * an async range a WRITTEN marker), and the references taken are given back.
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
