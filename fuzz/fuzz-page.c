@@ -126,6 +126,7 @@ static bool model_sub(struct model *m, uint64_t n, uint64_t npins, int *err)
 	if (m->live && m->refs == n && m->pins == npins) {
 		m->refs = m->pins = 0;
 		m->live = false;
+		m->flags &= ~PS_PAGE_LIFE_FLAGS; /* a free ends a lifetime */
 		return true;
 	}
 	*err = (m->live && m->pins < npins) ? PS_PAGE_ERR_PIN_UNDERFLOW
@@ -166,6 +167,7 @@ static int model_revive(struct model *m, int mode, unsigned int *old_mode)
 	if (mode >= 0)
 		m->flags = (m->flags & ~PS_PAGE_CACHE_MASK) |
 			   (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
+	m->flags &= ~PS_PAGE_LIFE_FLAGS; /* a new lifetime starts clean */
 	m->live = true;
 	m->refs = 1;
 	m->pins = 0;
@@ -314,6 +316,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				m.refs = n;
 				m.pins = 0;
 				m.live = n != 0;
+				if (!n) /* a free ends a lifetime */
+					m.flags &= ~PS_PAGE_LIFE_FLAGS;
 			}
 			CHECK(ps_page_unfreeze(&page, n) == want_rc);
 			break;
@@ -378,6 +382,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				m.refs = n;
 				m.pins = 0;
 				m.live = n != 0;
+				if (!n) /* a free ends a lifetime */
+					m.flags &= ~PS_PAGE_LIFE_FLAGS;
 				m.flags &= ~(mask & PS_PAGE_USER_FLAGS);
 				m.flags |= (mask >> 3) & PS_PAGE_USER_FLAGS;
 			}

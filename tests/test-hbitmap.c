@@ -165,9 +165,11 @@ START_TEST(sparse_terabyte)
 END_TEST
 
 /*
- * Setters set random bits (counting the sets that made a bit go 0 -> 1) while a
- * harvester repeatedly harvests random sub-ranges. Each bit's harvested count
- * must equal its successful sets: nothing lost, nothing shown twice.
+ * Setters set random bits (counting the sets that made a bit go 0 -> 1)
+ * while a harvester repeatedly harvests random sub-ranges. Each bit's
+ * harvested count must equal its successful sets: nothing lost, nothing
+ * shown twice. The two run until the setter did its share and each side
+ * overlapped the other in enough operations (harness.h).
  */
 #define STRESS_BITS (1u << 18)
 
@@ -175,7 +177,7 @@ struct hbm_stress {
 	struct ps__hbm b;
 	_Atomic(uint32_t) sets[STRESS_BITS];
 	_Atomic(uint32_t) shown[STRESS_BITS];
-	_Atomic(int) stop;
+	struct ps_test_overlap ov; /* side 0 the setter, 1 the harvester */
 	uint64_t iters;
 };
 
@@ -191,8 +193,9 @@ static void *hbm_setter(void *arg)
 {
 	struct hbm_stress *st = arg;
 	struct ps_test_rng rng = ps_test_rng_new(11);
+	struct ps_test_side me = ps_test_side(&st->ov, 0, 0);
 
-	for (uint64_t i = 0; i < st->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		/* Clustered bits: many share words and chunks. */
 		uint64_t bit = (ps_test_below(&rng, 64) << 12) +
 			       ps_test_below(&rng, 700);
@@ -201,7 +204,6 @@ static void *hbm_setter(void *arg)
 			atomic_fetch_add_explicit(&st->sets[bit], 1,
 						  memory_order_relaxed);
 	}
-	atomic_store(&st->stop, 1);
 	return NULL;
 }
 
@@ -209,14 +211,18 @@ START_TEST(stress_every_set_harvested_once)
 {
 	struct hbm_stress *st = calloc(1, sizeof(*st));
 	struct ps_test_rng rng = ps_test_rng_new(12);
+	struct ps_test_side me;
 	pthread_t t;
 	uint64_t total_sets = 0, total_shown = 0;
 
 	ck_assert_ptr_nonnull(st);
 	ck_assert_int_eq(ps__hbm_init(&st->b, STRESS_BITS), 0);
 	st->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
+	ps_test_overlap_init(&st->ov, 2, 0);
+	st->ov.side[0].min_ops = st->iters;
+	me = ps_test_side(&st->ov, 1, 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, hbm_setter, st), 0);
-	while (!atomic_load(&st->stop)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t first = ps_test_below(&rng, STRESS_BITS);
 
 		ps__hbm_harvest(&st->b, first,
@@ -237,6 +243,7 @@ START_TEST(stress_every_set_harvested_once)
 	}
 	ck_assert_uint_eq(total_sets, total_shown);
 	ck_assert_uint_gt(total_sets, 1000);
+	ps_test_overlap_check(&st->ov, "setter vs harvester");
 	ps__hbm_destroy(&st->b);
 	free(st);
 }

@@ -321,13 +321,20 @@ END_TEST
  * that count and a random e0 before it, asks about a random range, and
  * checks: an end in (e0, e1] overlapping means YES; NO means none did; YES
  * without one in (e0, e1] needs one between e1 and the count after the
- * question; FORGOTTEN never (no allocation fails).
+ * question; FORGOTTEN never (no allocation fails). The writer runs until it
+ * did its share and every side overlapped in enough operations (harness.h):
+ * each reader's questions while the writer progressed, the writer's ends
+ * while a reader asked. Past its share the writer waits (1 ms at most) for
+ * a reader's question before each end, so that the model's room, set from
+ * the share, the overlap needed and the time cap, is enough.
  */
 struct race {
 	struct ps__hist h;
 	struct model m;
-	uint64_t ends;
+	uint64_t ends, room;
 	_Atomic(uint64_t) count;
+	struct ps_test_overlap ov; /* side 0 the writer, then the readers */
+	_Atomic(unsigned) readers; /* readers started (their sides) */
 	_Atomic(unsigned) violations;
 	_Atomic(uint64_t) asked, far;
 };
@@ -336,28 +343,33 @@ static void *race_writer(void *arg)
 {
 	struct race *r = arg;
 	struct ps_test_rng rng = ps_test_rng_new(23);
+	struct ps_test_side me = ps_test_side(&r->ov, 0, 0);
 
-	for (uint64_t i = 0; i < r->ends; i++) {
+	for (uint64_t i = 0; i < r->room && !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		uint64_t s, l;
+
+		if (i >= r->ends)
+			ps_test_overlap_wait(&me, 1000000);
 
 		rand_range(&rng, &s, &l);
 		add(&r->h, &r->m, s, l);
 		/* Release: the end and its model entry first. */
 		atomic_store_explicit(&r->count, i + 1, memory_order_release);
-		if (i % 32 == 0)
-			sched_yield(); /* let the readers interleave on 1 CPU */
 	}
+	/* Done, or out of room: the readers' loops end too. */
+	ps_test_overlap_stop(&r->ov);
 	return NULL;
 }
 
 static void *race_reader(void *arg)
 {
 	struct race *r = arg;
-	static _Atomic(unsigned) stream;
-	struct ps_test_rng rng = ps_test_rng_new(200 +
-						 atomic_fetch_add(&stream, 1));
+	unsigned int side = 1 + atomic_fetch_add(&r->readers, 1);
+	struct ps_test_rng rng = ps_test_rng_new(200 + side);
+	struct ps_test_side me = ps_test_side(&r->ov, side, 1u << 0);
 
-	for (;;) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		/* Acquire: the ends counted, and their model entries. */
 		uint64_t n1 = atomic_load_explicit(&r->count,
 						   memory_order_acquire),
@@ -394,22 +406,26 @@ static void *race_reader(void *arg)
 		atomic_fetch_add(&r->asked, 1);
 		if (n1 - i0 > PS__HIST_LOG)
 			atomic_fetch_add(&r->far, 1);
-		if (n1 == r->ends)
-			break;
 	}
 	return NULL;
 }
 
-static void run_race(uint64_t ends, unsigned int readers)
+/* @need: overlapped operations per side (0: the default). */
+static void run_race(uint64_t ends, unsigned int readers, uint64_t need)
 {
 	static struct race r;
-	pthread_t w, rd[8];
+	pthread_t w, rd[PS_TEST_OVERLAP_SIDES - 1];
 
-	ck_assert_uint_le(readers, 8);
+	ck_assert_uint_le(readers, PS_TEST_OVERLAP_SIDES - 1);
 	memset(&r, 0, sizeof(r));
 	ps__hist_init(&r.h, WIDTH, 0);
-	model_init(&r.m, 1, ends);
 	r.ends = ends;
+	ps_test_overlap_init(&r.ov, 1 + readers, need);
+	r.ov.side[0].min_ops = ends;
+	/* Past the share: one end a millisecond at least, or an overlap. */
+	r.room = 2 * ends + 4 * r.ov.side[0].need + r.ov.cap_ns / 1000000 +
+		 1024;
+	model_init(&r.m, 1, r.room);
 	for (unsigned int i = 0; i < readers; i++)
 		ck_assert_int_eq(pthread_create(&rd[i], NULL, race_reader, &r),
 				 0);
@@ -420,12 +436,13 @@ static void run_race(uint64_t ends, unsigned int readers)
 	fprintf(stderr,
 		"history race: %llu ends, %u readers, %llu questions (%llu "
 		"reaching past the ring)\n",
-		(unsigned long long)ends, readers,
+		(unsigned long long)atomic_load(&r.count), readers,
 		(unsigned long long)atomic_load(&r.asked),
 		(unsigned long long)atomic_load(&r.far));
 	ck_assert_uint_eq(atomic_load(&r.violations), 0);
 	ck_assert_uint_gt(atomic_load(&r.asked), ends / 256);
 	ck_assert_uint_gt(atomic_load(&r.far), 0);
+	ps_test_overlap_check(&r.ov, "history writer vs readers");
 	(void)shape(&r.h);
 	ps__hist_destroy(&r.h);
 	model_free(&r.m);
@@ -433,13 +450,13 @@ static void run_race(uint64_t ends, unsigned int readers)
 
 START_TEST(readers_race_merges)
 {
-	run_race(30000, 1);
+	run_race(30000, 1, 100);
 }
 END_TEST
 
 START_TEST(stress_readers_race_merges)
 {
-	run_race(ps_test_stress_size("PS_STRESS_ITERS", 200000), 3);
+	run_race(ps_test_stress_size("PS_STRESS_ITERS", 200000), 3, 0);
 }
 END_TEST
 

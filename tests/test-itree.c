@@ -555,7 +555,9 @@ END_TEST
  * were published. A reader visits a random range and must see exactly the
  * entries of one version between the counter before its section and the
  * counter after it, plus one (the root of the next operation may be
- * published before its counter).
+ * published before its counter). The writer runs until it did its share and
+ * every side overlapped in enough operations (harness.h): each reader's visits
+ * while the writer progressed, the writer's operations while a reader did.
  */
 #define RACE_W 300
 #define RACE_M (RACE_W + 17) /* distinct items per window: M > W + 1 */
@@ -563,8 +565,10 @@ END_TEST
 struct race {
 	struct ps__itree t;
 	uint64_t start[RACE_M], last[RACE_M];
-	uint64_t ops;		/* writer operations to run */
-	_Atomic(uint64_t) done; /* operations published */
+	uint64_t ops;		   /* writer operations to run, at least */
+	_Atomic(uint64_t) done;	   /* operations published */
+	struct ps_test_overlap ov; /* side 0 the writer, then the readers */
+	_Atomic(unsigned) readers; /* readers started (their sides) */
 	_Atomic(unsigned) violations;
 	_Atomic(uint64_t) checked, skipped;
 };
@@ -590,9 +594,11 @@ static void race_live(uint64_t t, uint64_t *lo, uint64_t *hi)
 static void *race_writer(void *arg)
 {
 	struct race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 0, 0);
 	uint64_t t = 0;
 
-	for (uint64_t p = 0; t < r->ops; p++) {
+	for (uint64_t p = 0; !ps_test_overlap_done(&me);
+	     p++, ps_test_overlap_step(&me)) {
 		unsigned int id = (unsigned int)(p % RACE_M);
 
 		if (ps__itree_insert(&r->t, r->start[id], r->last[id],
@@ -600,7 +606,7 @@ static void *race_writer(void *arg)
 			atomic_fetch_add(&r->violations, 1);
 		/* Release: the version first; pairs with the readers. */
 		atomic_store_explicit(&r->done, ++t, memory_order_release);
-		if (p < RACE_W || t >= r->ops)
+		if (p < RACE_W)
 			continue;
 		id = (unsigned int)((p - RACE_W) % RACE_M);
 		if (ps__itree_remove(&r->t, r->start[id], item(id)))
@@ -640,14 +646,14 @@ static bool race_match(const struct race *r, uint64_t t, const bool *saw,
 static void *race_reader(void *arg)
 {
 	struct race *r = arg;
-	static _Atomic(unsigned) stream;
-	struct ps_test_rng rng = ps_test_rng_new(100 +
-						 atomic_fetch_add(&stream, 1));
+	unsigned int side = 1 + atomic_fetch_add(&r->readers, 1);
+	struct ps_test_rng rng = ps_test_rng_new(100 + side);
+	struct ps_test_side me = ps_test_side(&r->ov, side, 1u << 0);
 	struct seen s;
 	bool saw[RACE_M];
 
 	seen_init(&s, RACE_M + 1);
-	for (;;) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		/* Acquire: pairs with the writer's counter store. */
 		uint64_t t0 = atomic_load_explicit(&r->done,
 						   memory_order_acquire),
@@ -683,24 +689,25 @@ static void *race_reader(void *arg)
 				race_violation(r, "a visit saw no one version");
 			atomic_fetch_add(&r->checked, 1);
 		}
-		if (t0 >= r->ops)
-			break;
 	}
 	seen_free(&s);
 	return NULL;
 }
 
-static void run_race(uint64_t ops, unsigned int readers)
+/* @need: overlapped operations per side (0: the default). */
+static void run_race(uint64_t ops, unsigned int readers, uint64_t need)
 {
 	static struct race r;
-	pthread_t w, rd[8];
+	pthread_t w, rd[PS_TEST_OVERLAP_SIDES - 1];
 	uint64_t lo, hi;
 	struct ps_test_rng rng = ps_test_rng_new(5);
 
-	ck_assert_uint_le(readers, 8);
+	ck_assert_uint_le(readers, PS_TEST_OVERLAP_SIDES - 1);
 	memset(&r, 0, sizeof(r));
 	ps__itree_init(&r.t);
 	r.ops = ops;
+	ps_test_overlap_init(&r.ov, 1 + readers, need);
+	r.ov.side[0].min_ops = (ops + RACE_W) / 2; /* about @ops versions */
 	for (unsigned int i = 0; i < RACE_M; i++) {
 		r.start[i] = i % 29 ? ps_test_below(&rng, 1 << 20) : r.start[0];
 		r.last[i] = r.start[i] +
@@ -716,26 +723,27 @@ static void run_race(uint64_t ops, unsigned int readers)
 	fprintf(stderr,
 		"itree race: %llu writer ops, %u readers, %llu visits checked, "
 		"%llu too wide to check\n",
-		(unsigned long long)ops, readers,
+		(unsigned long long)atomic_load(&r.done), readers,
 		(unsigned long long)atomic_load(&r.checked),
 		(unsigned long long)atomic_load(&r.skipped));
 	ck_assert_uint_eq(atomic_load(&r.violations), 0);
 	ck_assert_uint_gt(atomic_load(&r.checked), 0);
+	ps_test_overlap_check(&r.ov, "itree writer vs readers");
 	/* Quiescent: exactly the last version, and a well-formed tree. */
-	race_live(ops, &lo, &hi);
+	race_live(atomic_load(&r.done), &lo, &hi);
 	ck_assert_uint_eq(shape(&r.t).entries, hi - lo + 1);
 	ps__itree_destroy(&r.t);
 }
 
 START_TEST(readers_see_one_version)
 {
-	run_race(20000, 1);
+	run_race(20000, 1, 100);
 }
 END_TEST
 
 START_TEST(stress_readers_and_writer)
 {
-	run_race(ps_test_stress_size("PS_STRESS_ITERS", 200000), 3);
+	run_race(ps_test_stress_size("PS_STRESS_ITERS", 200000), 3, 0);
 }
 END_TEST
 

@@ -3,10 +3,10 @@
  * tests/test-notifier.c - interval notifiers: Linux's behaviours (retry
  * rules, read_begin during an invalidation, insert and remove during one,
  * non-blocking -EAGAIN, range errors, sequence parity, check_retry), the
- * exact whole-space check, the seed-003 example of notifier.h, and bounded
- * two-thread stress: translation caches that must never use a translation
- * invalidated before their retry check, with zero false retries. Gn refers
- * to the guarantees at the top of lib/notifier.c.
+ * exact whole-space check, the worked example of docs/notifier.md, and
+ * bounded two-thread stress: translation caches that must never use a
+ * translation invalidated before their retry check, with zero false
+ * retries. Gn refers to the guarantees at the top of lib/notifier.c.
  */
 #include <pagestate/notifier.h>
 #include <pagestate/page.h>
@@ -722,7 +722,7 @@ START_TEST(whole_space_exact)
 }
 END_TEST
 
-/* --- the worked example of notifier.h (keep in step with the header) ------ */
+/* --- the worked example of docs/notifier.md (keep the two identical) ----- */
 
 #define EX_PAGES 8
 static struct ps_page ex_frames[2 * EX_PAGES]; /* backing frames */
@@ -783,7 +783,7 @@ static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
 		vc->writable = write;
 		pthread_mutex_unlock(&vc->lock);
 		/* The mapping keeps no reference: the notifier tears it
-		 * down before the page can change (seed 003). */
+		 * down before the page can change. */
 		(void)ps_page_put(page);
 		return 0;
 	}
@@ -1049,7 +1049,10 @@ END_TEST
  *     the check. The invalidator counts begun[] before
  *     invalidate_start and done[] after invalidate_end; a retry with
  *     begun(at the check) == done(before read_begin) had none in flight.
- *   - the reader really raced (some retries happened).
+ *   - the reader really raced: the two run until the invalidator did its
+ *     share and each side overlapped the other in enough operations
+ *     (harness.h), and some retries happened (one section in 16 waits,
+ *     bounded, for an invalidation it is about to end: on one CPU too).
  *
  * mode 0 validates with the subscription's read_begin/read_retry; mode 1
  * with the whole-space read_begin/read_retry(addr) of the notifier, per page.
@@ -1062,8 +1065,8 @@ struct tstress {
 	pthread_mutex_t lock; /* the user lock (one for both regions) */
 	_Atomic(uint64_t) table[2 * ST_PAGES];
 	_Atomic(uint64_t) begun[2 * ST_PAGES], done[2 * ST_PAGES];
-	uint64_t cache[ST_PAGES]; /* under lock; 0 = not cached */
-	_Atomic(int) stop;
+	uint64_t cache[ST_PAGES];  /* under lock; 0 = not cached */
+	struct ps_test_overlap ov; /* side 0 the invalidator, 1 the reader */
 	int mode;
 	uint64_t iters;
 	/* results */
@@ -1103,8 +1106,10 @@ static void *st_invalidator(void *arg)
 {
 	struct tstress *st = arg;
 	struct ps_test_rng rng = ps_test_rng_new(7);
+	struct ps_test_side me = ps_test_side(&st->ov, 0, 0);
 
-	for (uint64_t i = 0; i < st->iters; i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		uint64_t p = ps_test_below(&rng, 2 * ST_PAGES);
 		unsigned flags = i % 8 == 0 ? PS_NOTIFIER_NONBLOCK : 0;
 		int rc;
@@ -1124,10 +1129,7 @@ static void *st_invalidator(void *arg)
 			st_violation(st, "invalidate_start failed");
 		}
 		atomic_fetch_add(&st->done[p], 1);
-		if (i % 64 == 0)
-			sched_yield(); /* let the reader interleave on 1 CPU */
 	}
-	atomic_store(&st->stop, 1);
 	return NULL;
 }
 
@@ -1153,14 +1155,13 @@ static void *st_reader(void *arg)
 	struct tstress *st = arg;
 	struct ps_test_rng rng = ps_test_rng_new(8);
 	/*
-	 * Bounded: a reader that re-takes the user lock at once can starve
-	 * the invalidator's callback (a pthread mutex is not fair). After this
-	 * many sections the invalidator finishes alone.
+	 * A reader that re-takes the user lock at once could starve the
+	 * invalidator's callback (a pthread mutex is not fair): its sections
+	 * stop counting as overlapped then, and it yields (harness.h).
 	 */
-	uint64_t budget = 16 * st->iters;
+	struct ps_test_side me = ps_test_side(&st->ov, 1, 0);
 
-	while (!atomic_load_explicit(&st->stop, memory_order_relaxed) &&
-	       budget--) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t p = ps_test_below(&rng, ST_PAGES);
 		uint64_t done0 = st_count(st, st->done, p);
 		uint64_t seq = st->mode ? ps_notifier_read_begin(&st->n)
@@ -1172,6 +1173,15 @@ static void *st_reader(void *arg)
 
 		for (int spin = (int)ps_test_below(&rng, 64); spin > 0; spin--)
 			atomic_signal_fence(memory_order_seq_cst);
+		if (ps_test_below(&rng, 16) == 0) {
+			/* Until an invalidation the check is about ends. */
+			uint64_t t0 = ps_test_now_ns();
+
+			while (st_count(st, st->done, p) == done0 &&
+			       ps_test_now_ns() - t0 < 2000000 &&
+			       !ps_test_overlap_done(&me))
+				sched_yield();
+		}
 		pthread_mutex_lock(&st->lock);
 		cons0 = stats(&st->n).conservative_retries;
 		retry = st->mode ? ps_notifier_read_retry(&st->n, seq, p * PG)
@@ -1211,6 +1221,8 @@ static void run_translation_stress(int mode)
 	memset(&st, 0, sizeof(st));
 	st.mode = mode;
 	st.iters = ps_test_stress_size("PS_STRESS_ITERS", 200000);
+	ps_test_overlap_init(&st.ov, 2, 0);
+	st.ov.side[0].min_ops = st.iters;
 	pthread_mutex_init(&st.lock, NULL);
 	ck_assert_int_eq(ps_notifier_init(&st.n), 0);
 	if (mode == 0) {
@@ -1254,6 +1266,8 @@ static void run_translation_stress(int mode)
 	ck_assert_uint_eq(st.conservative, 0);
 	ck_assert_uint_eq(ns.conservative_retries, 0);
 	ck_assert_uint_gt(st.accepted, 0);
+	ck_assert_uint_gt(st.retries, 0);
+	ps_test_overlap_check(&st.ov, "invalidator vs reader");
 	ps_interval_remove(&st.sub_a);
 	if (mode == 0)
 		ps_interval_remove(&st.sub_b);
@@ -1278,14 +1292,15 @@ END_TEST
  * subscriptions (the treap's path copies and RCU frees, checked by ASan and
  * TSan), the other invalidates random ranges. A callback on a subscription
  * that is not live (removed, G7) or that does not overlap the invalidated
- * range is a violation.
+ * range is a violation. The two run until the updater did its share and
+ * each side overlapped the other in enough operations (harness.h).
  */
 #define CHURN_SUBS 64
 
 struct churn {
 	struct ps_notifier n;
 	struct tsub t[CHURN_SUBS];
-	_Atomic(int) stop;
+	struct ps_test_overlap ov; /* side 0 the updater, 1 the invalidator */
 	uint64_t iters;
 	_Atomic(unsigned) violations;
 };
@@ -1313,8 +1328,9 @@ static void *churn_updater(void *arg)
 {
 	struct churn *c = arg;
 	struct ps_test_rng rng = ps_test_rng_new(11);
+	struct ps_test_side me = ps_test_side(&c->ov, 0, 0);
 
-	for (uint64_t i = 0; i < c->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		struct tsub *t = &c->t[ps_test_below(&rng, CHURN_SUBS)];
 
 		if (atomic_load(&t->live)) {
@@ -1331,7 +1347,6 @@ static void *churn_updater(void *arg)
 				atomic_fetch_add(&c->violations, 1);
 		}
 	}
-	atomic_store(&c->stop, 1);
 	return NULL;
 }
 
@@ -1339,8 +1354,9 @@ static void *churn_invalidator(void *arg)
 {
 	struct churn *c = arg;
 	struct ps_test_rng rng = ps_test_rng_new(12);
+	struct ps_test_side me = ps_test_side(&c->ov, 1, 0);
 
-	while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t s = ps_test_below(&rng, 256) * PG;
 		uint64_t len = (1 + ps_test_below(&rng, 16)) * PG;
 
@@ -1361,6 +1377,8 @@ START_TEST(stress_churn)
 	memset(c, 0, sizeof(*c));
 	ck_assert_int_eq(ps_notifier_init(&c->n), 0);
 	c->iters = ps_test_stress_size("PS_STRESS_ITERS", 200000) / 4;
+	ps_test_overlap_init(&c->ov, 2, 0);
+	c->ov.side[0].min_ops = c->iters;
 	ck_assert_int_eq(pthread_create(&t[0], NULL, churn_invalidator, c), 0);
 	ck_assert_int_eq(pthread_create(&t[1], NULL, churn_updater, c), 0);
 	pthread_join(t[1], NULL);
@@ -1372,6 +1390,7 @@ START_TEST(stress_churn)
 	}
 	ck_assert_uint_eq(atomic_load(&c->violations), 0);
 	ck_assert_uint_gt(total, 0);
+	ps_test_overlap_check(&c->ov, "churn vs invalidations");
 	ck_assert_int_eq(ps_notifier_destroy(&c->n), 0);
 }
 END_TEST
@@ -1382,7 +1401,10 @@ END_TEST
  * order, while a subscription over all of them is called and a reader's
  * read_begin waits for the overlapping ones. No start may fail or wait for
  * another invalidation; each holder's own ranges are in flight for the
- * whole-space check while it holds them; nothing is left in flight.
+ * whole-space check while it holds them; nothing is left in flight. Each holder
+ * yields while it holds its invalidations, so that on one CPU too the others
+ * start theirs meanwhile; all run until each holder did its rounds and every
+ * thread overlapped the others in enough operations (harness.h).
  */
 #define HOLDERS 4
 #define HOLD_MAX 48 /* invalidations one holder keeps at once */
@@ -1391,7 +1413,7 @@ struct holders {
 	struct ps_notifier n;
 	struct ps_interval all; /* overlaps everything; never refuses */
 	uint64_t rounds;
-	_Atomic(int) stop;
+	struct ps_test_overlap ov; /* sides 0..HOLDERS-1 holders, then reader */
 	_Atomic(uint64_t) peak, held;
 	_Atomic(unsigned) violations;
 };
@@ -1423,10 +1445,11 @@ static void *holder_main(void *arg)
 	struct holder_arg *a = arg;
 	struct holders *hs = a->hs;
 	struct ps_test_rng rng = ps_test_rng_new(300 + a->id);
+	struct ps_test_side me = ps_test_side(&hs->ov, a->id, 0);
 	/* Holder id owns pages [id * 1000, id * 1000 + HOLD_MAX). */
 	uint64_t base = (uint64_t)a->id * 1000;
 
-	for (uint64_t r = 0; r < hs->rounds; r++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		unsigned int k = 1 +
 				 (unsigned int)ps_test_below(&rng, HOLD_MAX);
 		unsigned int order[HOLD_MAX];
@@ -1447,6 +1470,7 @@ static void *holder_main(void *arg)
 		     now > p &&
 		     !atomic_compare_exchange_weak(&hs->peak, &p, now);)
 			;
+		sched_yield(); /* the others may start theirs meanwhile */
 		/* Everything held is in flight for the whole-space check. */
 		seq = ps_notifier_read_begin(&hs->n);
 		for (unsigned int i = 0; i < k; i++)
@@ -1476,9 +1500,10 @@ static void *holder_reader(void *arg)
 {
 	struct holders *hs = arg;
 	struct ps_test_rng rng = ps_test_rng_new(399);
+	struct ps_test_side me = ps_test_side(&hs->ov, HOLDERS, 0);
 	struct ps_interval s;
 
-	while (!atomic_load(&hs->stop)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t p = ps_test_below(&rng, HOLDERS) * 1000 +
 			     ps_test_below(&rng, HOLD_MAX);
 
@@ -1500,6 +1525,9 @@ START_TEST(stress_many_held)
 
 	memset(&hs, 0, sizeof(hs));
 	hs.rounds = ps_test_stress_size("PS_STRESS_ITERS", 200000) / 200;
+	ps_test_overlap_init(&hs.ov, HOLDERS + 1, 0);
+	for (unsigned int i = 0; i < HOLDERS; i++)
+		hs.ov.side[i].min_ops = hs.rounds;
 	ck_assert_int_eq(ps_notifier_init(&hs.n), 0);
 	ck_assert_int_eq(ps_interval_insert(&hs.all, &hs.n, 0, UINT64_MAX,
 					    &nop_ops, NULL),
@@ -1513,7 +1541,6 @@ START_TEST(stress_many_held)
 	}
 	for (unsigned int i = 0; i < HOLDERS; i++)
 		pthread_join(t[i], NULL);
-	atomic_store(&hs.stop, 1);
 	pthread_join(rd, NULL);
 	ps_notifier_get_stats(&hs.n, &ns);
 	fprintf(stderr,
@@ -1524,6 +1551,7 @@ START_TEST(stress_many_held)
 		(unsigned long long)ns.callbacks,
 		(unsigned long long)ns.read_begin_waits);
 	ck_assert_uint_eq(atomic_load(&hs.violations), 0);
+	ps_test_overlap_check(&hs.ov, "holders vs reader");
 	ck_assert_uint_gt(atomic_load(&hs.peak), 64); /* past the old limit */
 	ck_assert_uint_eq(ns.inflight, 0);
 	ck_assert_uint_eq(ps_notifier_read_begin(&hs.n) &
@@ -1541,14 +1569,18 @@ END_TEST
  * third invalidates A now and then. The checker asserts both directions:
  * no false retry (no invalidation of A was in flight in between: counted
  * begun/done as in the translation stress), and no missed one (one began
- * after read_begin and ended before the check).
+ * after read_begin and ended before the check). All run until the checker
+ * did its share and every thread overlapped the checker in enough
+ * operations (harness.h; the checker's checks overlap the others by
+ * construction, the third's invalidations of A are slow, it needs fewer).
  */
 #define SPAN_A 7 /* page A; the others use pages >= 100 */
 
 struct span {
 	struct ps_notifier n;
 	_Atomic(uint64_t) begun, done; /* of page A */
-	_Atomic(int) stop;
+	struct ps_test_overlap ov; /* 0 the checker, 1 and 2 others, 3 A's */
+	_Atomic(unsigned) others;  /* span_other threads started */
 	uint64_t iters;
 	/* results */
 	uint64_t checks, long_checks, retries, false_retries, missed;
@@ -1557,11 +1589,11 @@ struct span {
 static void *span_other(void *arg)
 {
 	struct span *sp = arg;
-	static _Atomic(unsigned) stream;
-	struct ps_test_rng rng = ps_test_rng_new(500 +
-						 atomic_fetch_add(&stream, 1));
+	unsigned int side = 1 + atomic_fetch_add(&sp->others, 1);
+	struct ps_test_rng rng = ps_test_rng_new(499 + side);
+	struct ps_test_side me = ps_test_side(&sp->ov, side, 1u << 0);
 
-	while (!atomic_load_explicit(&sp->stop, memory_order_relaxed)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t p = 100 + ps_test_below(&rng, 100000);
 		uint64_t len = (1 + ps_test_below(&rng, 4)) * PG;
 
@@ -1577,8 +1609,9 @@ static void *span_own(void *arg)
 {
 	struct span *sp = arg;
 	struct ps_test_rng rng = ps_test_rng_new(510);
+	struct ps_test_side me = ps_test_side(&sp->ov, 3, 1u << 0);
 
-	while (!atomic_load_explicit(&sp->stop, memory_order_relaxed)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		sleep_ms((long)ps_test_below(&rng, 3));
 		atomic_fetch_add(&sp->begun, 1);
 		if (ps_notifier_invalidate_start(&sp->n, SPAN_A * PG, PG,
@@ -1594,8 +1627,9 @@ static void *span_checker(void *arg)
 {
 	struct span *sp = arg;
 	struct ps_test_rng rng = ps_test_rng_new(520);
+	struct ps_test_side me = ps_test_side(&sp->ov, 0, 0);
 
-	for (uint64_t i = 0; i < sp->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t done0 = atomic_load(&sp->done);
 		uint64_t seq = ps_notifier_read_begin(&sp->n);
 		uint64_t begun0 = atomic_load(&sp->begun), done1, begun1, ends;
@@ -1623,7 +1657,6 @@ static void *span_checker(void *arg)
 		if (!retry && done1 > begun0)
 			sp->missed++; /* one of A began after, ended before */
 	}
-	atomic_store(&sp->stop, 1);
 	return NULL;
 }
 
@@ -1634,6 +1667,9 @@ START_TEST(stress_no_false_retries)
 
 	memset(&sp, 0, sizeof(sp));
 	sp.iters = ps_test_stress_size("PS_STRESS_ITERS", 200000) / 400;
+	ps_test_overlap_init(&sp.ov, 4, sp.iters);
+	sp.ov.side[0].min_ops = sp.iters;
+	sp.ov.side[3].need = sp.iters / 20 ? sp.iters / 20 : 1;
 	ck_assert_int_eq(ps_notifier_init(&sp.n), 0);
 	ck_assert_int_eq(pthread_create(&t[0], NULL, span_other, &sp), 0);
 	ck_assert_int_eq(pthread_create(&t[1], NULL, span_other, &sp), 0);
@@ -1652,6 +1688,7 @@ START_TEST(stress_no_false_retries)
 	ck_assert_uint_eq(sp.false_retries, 0);
 	ck_assert_uint_eq(sp.missed, 0);
 	ck_assert_uint_gt(sp.long_checks, 0);
+	ps_test_overlap_check(&sp.ov, "span checker vs invalidators");
 	ck_assert_uint_eq(stats(&sp.n).conservative_retries, 0);
 	ck_assert_int_eq(ps_notifier_destroy(&sp.n), 0);
 }

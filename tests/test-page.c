@@ -1932,7 +1932,12 @@ END_TEST
  *     under it adds up;
  *   - a flag set unless frozen never appears during a freeze that began
  *     without it.
- * At the end the word equals the initial one (the cache field aside).
+ * At the end the word equals the initial one (the cache field aside). The
+ * workers run until each did its share and overlapped the other in enough
+ * operations (harness.h). Now and then a worker drops all it holds (else
+ * both soon hold some for good, and no freeze can succeed after the start),
+ * and a freezer sometimes yields while frozen: some freezes must have seen
+ * the other worker operate meanwhile, on one CPU too.
  */
 #define STRESS_BASE 1
 
@@ -1941,21 +1946,33 @@ struct stress_shared {
 	_Atomic(int) frozen_by[2];
 	_Atomic(unsigned) violations;
 	uint64_t iters;
-	_Atomic(int) lock_owner; /* -1, or the worker holding the page lock */
-	uint64_t under_lock;	 /* plain: written only under the page lock */
+	_Atomic(int) lock_owner;   /* -1, or the worker holding the page lock */
+	uint64_t under_lock;	   /* plain: written only under the page lock */
+	struct ps_test_overlap ov; /* side i worker i */
+	_Atomic(int) contested;	   /* a freeze saw the other operate */
 };
 
 struct stress_worker {
 	struct stress_shared *sh;
 	int self;
 	uint64_t freezes;
-	uint64_t locks; /* critical sections this worker ran */
+	uint64_t contested_freezes; /* the other did an operation meanwhile */
+	uint64_t locks;		    /* critical sections this worker ran */
 };
 
 static void violation(struct stress_shared *sh, const char *what)
 {
 	fprintf(stderr, "stress invariant broken: %s\n", what);
 	atomic_fetch_add(&sh->violations, 1);
+}
+
+/* Drop every reference a worker holds, its pins' included. */
+static void stress_release(struct ps_page *p, uint64_t *refs, uint64_t *pins)
+{
+	for (; *pins; --*pins, --*refs)
+		(void)ps_page_unpin(p);
+	for (; *refs; --*refs)
+		(void)ps_page_put(p);
 }
 
 static void *stress_worker(void *arg)
@@ -1967,11 +1984,26 @@ static void *stress_worker(void *arg)
 	uint64_t refs = 0, pins = 0; /* what this worker holds (pins incl.) */
 	bool wp = false; /* took a pin for write, held a pin ever since */
 	int other = 1 - w->self;
+	struct ps_test_side me = ps_test_side(&sh->ov, (unsigned)w->self, 0);
 
-	for (uint64_t i = 0; i < sh->iters; i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		unsigned op = (unsigned)ps_test_below(&rng, 13);
+		uint64_t other_ops;
 		bool ok, inacc;
 		int rc;
+
+		if (ps_test_below(&rng, 256) == 0) {
+			/*
+			 * Now and then hold nothing, so that the other can
+			 * freeze while this one runs, and yield so that it
+			 * can on one CPU too.
+			 */
+			stress_release(p, &refs, &pins);
+			wp = false;
+			sched_yield();
+			continue;
+		}
 
 		switch (op) {
 		case 0: /* get, only with a reference in hand */
@@ -2017,6 +2049,15 @@ static void *stress_worker(void *arg)
 			atomic_store(&sh->frozen_by[w->self], 1);
 			w->freezes++;
 			inacc = ps_page_test_flags(p, PS_PAGE_INACCESSIBLE);
+			other_ops = atomic_load(&sh->ov.side[other].ops);
+			if (ps_test_below(&rng, 4) == 0)
+				sched_yield(); /* the other runs against it */
+			if (atomic_load(&sh->ov.side[other].ops) != other_ops &&
+			    !w->contested_freezes++ &&
+			    /* Relaxed: once; orders nothing. */
+			    !atomic_exchange_explicit(&sh->contested, 1,
+						      memory_order_relaxed))
+				ps_test_overlap_release(&sh->ov);
 			if (ps_page_pins(p) != 0 || ps_page_refs(p) != 0 ||
 			    !ps_page_is_frozen(p) || ps_page_is_live(p))
 				violation(sh, "frozen page with wrong state");
@@ -2100,12 +2141,7 @@ static void *stress_worker(void *arg)
 			break;
 		}
 	}
-	while (pins--) {
-		(void)ps_page_unpin(p);
-		refs--;
-	}
-	while (refs--)
-		(void)ps_page_put(p);
+	stress_release(p, &refs, &pins);
 	return NULL;
 }
 
@@ -2121,10 +2157,14 @@ START_TEST(stress_counts_against_freeze)
 	ck_assert_int_eq(ps_page_init(&sh.page, STRESS_BASE), 0);
 	initial = raw(&sh.page);
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
+	ps_test_overlap_init(&sh.ov, 2, 0);
+	sh.ov.side[0].min_ops = sh.ov.side[1].min_ops = sh.iters;
+	ps_test_overlap_hold(&sh.ov); /* until a freeze was contested */
 	for (int i = 0; i < 2; i++) {
 		w[i].sh = &sh;
 		w[i].self = i;
 		w[i].freezes = 0;
+		w[i].contested_freezes = 0;
 		w[i].locks = 0;
 		ck_assert_int_eq(pthread_create(&t[i], NULL, stress_worker,
 						&w[i]),
@@ -2134,12 +2174,20 @@ START_TEST(stress_counts_against_freeze)
 		pthread_join(t[i], NULL);
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
 	ck_assert_uint_eq(hooks(), 0);
+	ps_test_overlap_check(&sh.ov, "page workers");
 	/* No pins are left, so the hint may go; nothing else may remain. */
 	(void)ps_page_clear_flag_if_unpinned(&sh.page, PS_PAGE_WRITE_PINNED);
 	/* The cache field was scribbled on while frozen; counts must match. */
 	ck_assert_uint_eq(raw(&sh.page) & ~PS_PAGE_CACHE_MASK, initial);
-	/* The freeze path was really exercised. */
+	/* The freeze path was really exercised, against the other's work. */
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"page workers: %" PRIu64 " freezes, %" PRIu64
+			" while the other worked\n",
+			w[0].freezes + w[1].freezes,
+			w[0].contested_freezes + w[1].contested_freezes);
 	ck_assert_uint_gt(w[0].freezes + w[1].freezes, 0);
+	ck_assert_uint_gt(w[0].contested_freezes + w[1].contested_freezes, 0);
 	ck_assert_uint_eq(sh.under_lock, w[0].locks + w[1].locks);
 }
 END_TEST
@@ -2147,11 +2195,14 @@ END_TEST
 /*
  * Two threads push against the limits at once: every get or pin at the limit
  * is refused, and a third party (the other thread between attempts) never
- * sees a wrapped, small count or a missing pin.
+ * sees a wrapped, small count or a missing pin. They run until each did its
+ * share and overlapped the other in enough operations (harness.h).
  */
 struct limit_shared {
 	struct ps_page page;
 	uint64_t iters;
+	struct ps_test_overlap ov;
+	_Atomic(unsigned) started; /* sides handed out */
 	_Atomic(unsigned) violations;
 	_Atomic(uint64_t) granted;
 };
@@ -2160,8 +2211,12 @@ static void *limit_worker(void *arg)
 {
 	struct limit_shared *sh = arg;
 	struct ps_page *p = &sh->page;
+	struct ps_test_side me = ps_test_side(&sh->ov,
+					      atomic_fetch_add(&sh->started, 1),
+					      0);
 
-	for (uint64_t i = 0; i < sh->iters; i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		bool pin = (i & 1) && i % 3 != 0;
 		int rc;
 
@@ -2200,12 +2255,15 @@ START_TEST(stress_limits_concurrent)
 				 PS_PAGE_DIRTY));
 	start = raw(&sh.page);
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000);
+	ps_test_overlap_init(&sh.ov, 2, 0);
+	sh.ov.side[0].min_ops = sh.ov.side[1].min_ops = sh.iters;
 	for (int i = 0; i < 2; i++)
 		ck_assert_int_eq(pthread_create(&t[i], NULL, limit_worker, &sh),
 				 0);
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ps_test_overlap_check(&sh.ov, "limit workers");
 	ck_assert_uint_eq(raw(&sh.page), start);
 	ck_assert_uint_gt(atomic_load(&sh.granted), 0);
 	ck_assert_uint_eq(hooks(), 0);
@@ -2220,13 +2278,22 @@ END_TEST
  * in the middle of the speculator's loop). Whatever the interleaving,
  * revival between a put and its claim included, exactly one put per round
  * returns true, no put is refused, and the page ends free.
+ *
+ * The race must really happen, on one CPU too: the dropper drops only once the
+ * speculator has started its round, and the speculator yields now and then,
+ * sometimes while it holds its speculative reference (so that the dropper's put
+ * is not the last). Checked: most rounds were contested (the speculator took a
+ * reference before the page was freed), and each thread made the freeing put in
+ * some rounds (the rounds go on until both did, PS_STRESS_SECONDS at most).
  */
 struct free_shared {
 	struct ps_page page;
 	_Atomic(uint64_t) round;   /* the round the page was prepared for */
+	_Atomic(uint64_t) started; /* the speculator's round */
 	_Atomic(uint64_t) done[2]; /* last round each thread finished */
 	_Atomic(uint64_t) frees;
-	uint64_t rounds;
+	_Atomic(int) stop; /* no round after the last one finished */
+	uint64_t contested, freed_by[2]; /* each written by one thread */
 };
 
 static void *free_dropper(void *arg)
@@ -2234,15 +2301,21 @@ static void *free_dropper(void *arg)
 	struct free_shared *sh = arg;
 	struct ps_test_rng rng = ps_test_rng_new(77);
 
-	for (uint64_t r = 1; r <= sh->rounds; r++) {
+	for (uint64_t r = 1;; r++) {
 		uint64_t spin = ps_test_below(&rng, 256);
 
-		while (atomic_load(&sh->round) != r)
+		while ((atomic_load(&sh->round) != r ||
+			atomic_load(&sh->started) != r) &&
+		       !atomic_load(&sh->stop))
 			sched_yield();
+		if (atomic_load(&sh->round) != r)
+			break;
 		while (spin--)
 			atomic_signal_fence(memory_order_seq_cst);
-		if (ps_page_put(&sh->page))
+		if (ps_page_put(&sh->page)) {
 			atomic_fetch_add(&sh->frees, 1);
+			sh->freed_by[0]++;
+		}
 		atomic_store(&sh->done[0], r);
 	}
 	return NULL;
@@ -2251,13 +2324,29 @@ static void *free_dropper(void *arg)
 static void *free_speculator(void *arg)
 {
 	struct free_shared *sh = arg;
+	struct ps_test_rng rng = ps_test_rng_new(78);
 
-	for (uint64_t r = 1; r <= sh->rounds; r++) {
-		while (atomic_load(&sh->round) != r)
+	for (uint64_t r = 1;; r++) {
+		while (atomic_load(&sh->round) != r && !atomic_load(&sh->stop))
 			sched_yield();
-		while (ps_page_try_get(&sh->page)) {
+		if (atomic_load(&sh->round) != r)
+			break;
+		atomic_store(&sh->started, r);
+		for (uint64_t n = 0;; n++) {
+			/* Every 64 tries a yield, half of them holding one. */
+			bool yield = n % 64 == 63;
+			bool holding = yield && ps_test_below(&rng, 2);
+
+			if (yield && !holding)
+				sched_yield();
+			if (!ps_page_try_get(&sh->page))
+				break; /* freed by the dropper */
+			sh->contested += n == 0;
+			if (holding)
+				sched_yield();
 			if (ps_page_put(&sh->page)) {
 				atomic_fetch_add(&sh->frees, 1);
+				sh->freed_by[1]++;
 				break;
 			}
 		}
@@ -2269,13 +2358,18 @@ static void *free_speculator(void *arg)
 START_TEST(stress_exactly_one_free)
 {
 	struct free_shared sh;
+	uint64_t rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	uint64_t cap = ps_test_env_u64("PS_STRESS_SECONDS", 60) * 1000000000u;
+	uint64_t t0 = ps_test_now_ns(), r;
 	pthread_t t[2];
 
 	memset(&sh, 0, sizeof(sh));
-	sh.rounds = ps_test_stress_size("PS_STRESS_ROUNDS", 20000);
 	ck_assert_int_eq(pthread_create(&t[0], NULL, free_dropper, &sh), 0);
 	ck_assert_int_eq(pthread_create(&t[1], NULL, free_speculator, &sh), 0);
-	for (uint64_t r = 1; r <= sh.rounds; r++) {
+	/* Its rounds, then on until each thread made a freeing put. */
+	for (r = 1; r <= rounds || ((!sh.freed_by[0] || !sh.freed_by[1]) &&
+				    ps_test_now_ns() - t0 < cap);
+	     r++) {
 		ck_assert_int_eq(ps_page_init(&sh.page, 1), 0);
 		atomic_store(&sh.round, r);
 		while (atomic_load(&sh.done[0]) != r ||
@@ -2285,9 +2379,20 @@ START_TEST(stress_exactly_one_free)
 		ck_assert(!ps_page_is_live(&sh.page));
 		ck_assert_uint_eq(ps_page_refs(&sh.page), 0);
 	}
+	atomic_store(&sh.stop, 1);
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
+	r--; /* rounds run */
 	ck_assert_uint_eq(hooks(), 0);
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"free race: %" PRIu64 " rounds, %" PRIu64
+			" contested, freed by the dropper %" PRIu64
+			", by the speculator %" PRIu64 "\n",
+			r, sh.contested, sh.freed_by[0], sh.freed_by[1]);
+	ck_assert_uint_ge(sh.contested, r / 2);
+	ck_assert_uint_gt(sh.freed_by[0], 0);
+	ck_assert_uint_gt(sh.freed_by[1], 0);
 }
 END_TEST
 
@@ -2295,7 +2400,10 @@ END_TEST
  * The page lock under contention, through its waiting half: two threads take
  * it in turn and update a plain counter inside. The count adds up, and no
  * thread ever finds another inside (under TSan, the plain counter also
- * checks that unlock releases to the next lock's acquire).
+ * checks that unlock releases to the next lock's acquire). The waiting half
+ * must really run, on one CPU too: a holder yields inside now and then, and the
+ * workers run until each did its share and overlapped the other in enough
+ * operations (harness.h); some lock calls must have found the lock held.
  */
 struct lock_shared {
 	struct ps_page page;
@@ -2303,23 +2411,41 @@ struct lock_shared {
 	uint64_t counter; /* plain: only under the page lock */
 	_Atomic(int) inside;
 	_Atomic(unsigned) violations;
+	_Atomic(uint64_t) contended; /* lock calls that found it held */
+	struct ps_test_overlap ov;
+	_Atomic(unsigned) started; /* sides handed out */
 };
 
 static void *lock_worker(void *arg)
 {
 	struct lock_shared *sh = arg;
+	struct ps_test_side me = ps_test_side(&sh->ov,
+					      atomic_fetch_add(&sh->started, 1),
+					      0);
+	uint64_t contended = 0;
 
-	for (uint64_t i = 0; i < sh->iters; i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		/*
+		 * Relaxed, here and on inside below: they must not order the
+		 * plain counter for TSan; only the page lock may.
+		 */
+		contended += atomic_load_explicit(&sh->inside,
+						  memory_order_relaxed) != 0;
 		ps_page_lock(&sh->page);
-		if (atomic_fetch_add(&sh->inside, 1) != 0)
+		if (atomic_fetch_add_explicit(&sh->inside, 1,
+					      memory_order_relaxed) != 0)
 			atomic_fetch_add(&sh->violations, 1);
 		sh->counter++;
-		atomic_fetch_sub(&sh->inside, 1);
+		if (i % 64 == 63)
+			sched_yield(); /* the other may come and wait */
+		atomic_fetch_sub_explicit(&sh->inside, 1, memory_order_relaxed);
 		ps_page_unlock(&sh->page);
 		/* A count operation never disturbs the lock, nor it them. */
 		if (ps_page_get(&sh->page) != 0 || ps_page_put(&sh->page))
 			atomic_fetch_add(&sh->violations, 1);
 	}
+	atomic_fetch_add(&sh->contended, contended);
 	return NULL;
 }
 
@@ -2331,14 +2457,19 @@ START_TEST(stress_lock_excludes)
 	memset(&sh, 0, sizeof(sh));
 	ck_assert_int_eq(ps_page_init(&sh.page, 1), 0);
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	ps_test_overlap_init(&sh.ov, 2, 0);
+	sh.ov.side[0].min_ops = sh.ov.side[1].min_ops = sh.iters;
 	for (int i = 0; i < 2; i++)
 		ck_assert_int_eq(pthread_create(&t[i], NULL, lock_worker, &sh),
 				 0);
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
-	ck_assert_uint_eq(sh.counter, 2 * sh.iters);
+	ck_assert_uint_eq(sh.counter, atomic_load(&sh.ov.side[0].ops) +
+					      atomic_load(&sh.ov.side[1].ops));
 	ck_assert_uint_eq(raw(&sh.page), mkword(1, 0, 0));
+	ps_test_overlap_check(&sh.ov, "lock workers");
+	ck_assert_uint_gt(atomic_load(&sh.contended), 0);
 	ck_assert_uint_eq(hooks(), 0);
 }
 END_TEST
@@ -2499,11 +2630,14 @@ END_TEST
  * given back free with its old mode. Checked: a holder always reads the
  * mode it was given; a revival reports the mode the page had; -EBUSY only
  * for another mode (or a claim in flight); the frees balance the revivals
- * (a kept claim counts as one); the page ends free with no counts.
+ * (a kept claim counts as one); the page ends free with no counts. The two
+ * run until each did its share and overlapped the other in enough operations
+ * (harness.h).
  */
 struct mode_shared {
 	struct ps_page page;
 	uint64_t iters;
+	struct ps_test_overlap ov;
 	_Atomic(uint64_t) revived, freed;
 	_Atomic(uint64_t) claims_begun, claims_done; /* get_or_freeze */
 	_Atomic(unsigned) violations;
@@ -2519,8 +2653,9 @@ static void *mode_worker(void *arg)
 	struct mode_arg *a = arg;
 	struct mode_shared *sh = a->sh;
 	struct ps_test_rng rng = ps_test_rng_new(11 + (uint64_t)a->self);
+	struct ps_test_side me = ps_test_side(&sh->ov, (unsigned)a->self, 0);
 
-	for (uint64_t i = 0; i < sh->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		enum ps_cache_mode want =
 			(enum ps_cache_mode)ps_test_below(&rng, 3);
 		unsigned int old = 99;
@@ -2613,6 +2748,8 @@ START_TEST(stress_cache_mode_owners)
 
 	memset(&sh, 0, sizeof(sh));
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	ps_test_overlap_init(&sh.ov, 2, 0);
+	sh.ov.side[0].min_ops = sh.ov.side[1].min_ops = sh.iters;
 	for (int i = 0; i < 2; i++) {
 		a[i].sh = &sh;
 		a[i].self = i;
@@ -2625,6 +2762,7 @@ START_TEST(stress_cache_mode_owners)
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
 	ck_assert_uint_eq(atomic_load(&sh.revived), atomic_load(&sh.freed));
 	ck_assert_uint_gt(atomic_load(&sh.revived), 1);
+	ps_test_overlap_check(&sh.ov, "mode owners");
 	ck_assert(!ps_page_is_live(&sh.page));
 	ck_assert_uint_eq(raw(&sh.page) & ~PS_PAGE_CACHE_MASK, 0);
 	ck_assert_uint_eq(hooks(), 0);
@@ -2636,20 +2774,19 @@ END_TEST
  * puts a page it holds a reference to (page A, one base reference held by
  * the test), and maps and frees a second page (B: get_or_revive, then put).
  * A misusing thread meanwhile makes only misuse that is always detectable:
- * unpins and puts of more than the page could hold, gets and pins of B when
- * it is free, puts on B. Checked: the correct thread is never refused and
- * never reported (the hook knows which thread calls it); the misuser is
- * reported; B's revivals and frees balance; at the end A holds its base
- * reference alone and B is free, both words exact. The windows a misuse
- * could open are a few instructions wide, so the test runs until the two
- * threads really overlapped (the correct thread made progress during a
- * misuse) often enough, however busy the machine, within a bound.
+ * unpins and puts of more than the page could hold, gets and pins of B when it
+ * is free, puts on B. Checked: the correct thread is never refused and never
+ * reported (the hook knows which thread calls it); the misuser is reported; B's
+ * revivals and frees balance; at the end A holds its base reference alone and B
+ * is free, both words exact. The windows a misuse could open are a few
+ * instructions wide, so the test runs until each thread did its share and the
+ * two really overlapped (each made progress between two operations of the
+ * other) often enough, however busy the machine, within a bound (harness.h).
  */
 struct misuse_shared {
 	struct ps_page a, b;
 	uint64_t iters;
-	_Atomic(int) started, done;
-	_Atomic(uint64_t) misuses, overlaps, progress;
+	struct ps_test_overlap ov; /* side 0 the correct one, 1 the misuser */
 	_Atomic(unsigned) violations;
 	_Atomic(uint64_t) revived, freed;
 };
@@ -2673,19 +2810,10 @@ static void *misuse_correct(void *arg)
 {
 	struct misuse_shared *sh = arg;
 	struct ps_page *a = &sh->a, *b = &sh->b;
+	struct ps_test_side me = ps_test_side(&sh->ov, 0, 0);
 
-	atomic_fetch_add(&sh->started, 1);
-	while (atomic_load(&sh->started) != 2)
-		sched_yield();
-	/* Until both did their share and overlapped enough (bounded). */
-	for (uint64_t i = 0;
-	     i < sh->iters || atomic_load(&sh->misuses) < sh->iters ||
-	     (atomic_load(&sh->overlaps) < sh->iters / 8 && i < 64 * sh->iters);
-	     i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		int rc;
-
-		atomic_fetch_add_explicit(&sh->progress, 1,
-					  memory_order_relaxed);
 
 		if (ps_page_pin(a) != 0 || ps_page_get(a) != 0)
 			atomic_fetch_add(&sh->violations, 1);
@@ -2705,7 +2833,6 @@ static void *misuse_correct(void *arg)
 		if (ps_page_put(b))
 			atomic_fetch_add(&sh->freed, 1);
 	}
-	atomic_store(&sh->done, 1);
 	return NULL;
 }
 
@@ -2713,17 +2840,11 @@ static void *misuse_misuser(void *arg)
 {
 	struct misuse_shared *sh = arg;
 	struct ps_page *a = &sh->a, *b = &sh->b;
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
 	uint64_t i = 0;
 
 	misuse_is_misuser = true;
-	atomic_fetch_add(&sh->started, 1);
-	while (atomic_load(&sh->started) != 2)
-		sched_yield();
-	while (!atomic_load(&sh->done)) {
-		uint64_t before = atomic_load_explicit(&sh->progress,
-						       memory_order_relaxed);
-
-		atomic_fetch_add(&sh->misuses, 1);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		switch (i++ % 6) {
 		case 0: /* more pins than A can have (at most 1) */
 			(void)ps_page_unpin_many(a, 2);
@@ -2747,9 +2868,6 @@ static void *misuse_misuser(void *arg)
 			}
 			break;
 		}
-		if (atomic_load_explicit(&sh->progress, memory_order_relaxed) !=
-		    before)
-			atomic_fetch_add(&sh->overlaps, 1);
 	}
 	return NULL;
 }
@@ -2765,6 +2883,8 @@ START_TEST(stress_misuse_spares_correct_callers)
 	ps_page_set_error_hook(misuse_hook);
 	ck_assert_int_eq(ps_page_init(&sh.a, 1), 0);
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	ps_test_overlap_init(&sh.ov, 2, sh.iters / 8 ? sh.iters / 8 : 1);
+	sh.ov.side[0].min_ops = sh.ov.side[1].min_ops = sh.iters;
 	ck_assert_int_eq(pthread_create(&t[0], NULL, misuse_correct, &sh), 0);
 	ck_assert_int_eq(pthread_create(&t[1], NULL, misuse_misuser, &sh), 0);
 	for (int i = 0; i < 2; i++)
@@ -2772,6 +2892,7 @@ START_TEST(stress_misuse_spares_correct_callers)
 	ck_assert_uint_eq(atomic_load(&misuse_correct_reports), 0);
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
 	ck_assert_uint_gt(atomic_load(&misuse_misuser_reports), 0);
+	ps_test_overlap_check(&sh.ov, "correct vs misusing thread");
 	ck_assert_uint_eq(atomic_load(&sh.revived), atomic_load(&sh.freed));
 	ck_assert_uint_eq(raw(&sh.a), mkword(1, 0, 0));
 	ck_assert_uint_eq(raw(&sh.b) & (PS_PAGE_LIVE | PS_PAGE_PINS_MASK), 0);

@@ -2463,6 +2463,26 @@ END_TEST
 /* --- stress --------------------------------------------------------------- */
 
 /*
+ * get() for the stress threads' loops: a Check assertion in fork mode
+ * writes to Check's file at every call (a system call, and a file lock both
+ * threads would queue on, serialising the race). A failure is counted here;
+ * each stress tcase checks the count.
+ */
+static _Atomic(unsigned int) stress_get_failures;
+
+static ps_pte_t stress_get(const struct ps_pgtable *t, uint64_t addr)
+{
+	ps_pte_t e = 0;
+
+	if (ps_pgtable_get(t, addr, &e)) {
+		fprintf(stderr, "stress: get of %#llx failed\n",
+			(unsigned long long)addr);
+		atomic_fetch_add(&stress_get_failures, 1);
+	}
+	return e;
+}
+
+/*
  * Get-and-rearm against a writer (G7, G8). The writer owns every
  * wp -> written transition: it picks a page, and if the page is protected,
  * writes it (an async fault: one CAS) and counts a write. It also cleans
@@ -2471,7 +2491,9 @@ END_TEST
  * WP_MATCHING scans in random sub-ranges and small budgets, counting every
  * reported page, and checks that no entry is ever writable + wp. Since a
  * page alternates written / harvested, after a final harvest the counts must
- * be equal page by page: a lost write or a double report both show.
+ * be equal page by page: a lost write or a double report both show. The two
+ * run until the writer did its share and each side overlapped the other
+ * (harness.h) in enough operations: a writer that ran alone would test no race.
  */
 #define ST_PAGES 256u
 
@@ -2484,7 +2506,7 @@ struct rearm_shared {
 	bool helper; /* harvest with ps_pgtable_harvest() instead of scans */
 	_Atomic(uint32_t) writes[ST_PAGES];
 	_Atomic(uint32_t) harvests[ST_PAGES];
-	_Atomic(int) done;
+	struct ps_test_overlap ov; /* side 0 the writer, 1 the scanner */
 	_Atomic(unsigned int) violations;
 	_Atomic(uint64_t) scans;
 };
@@ -2499,13 +2521,15 @@ static void *rearm_writer(void *arg)
 {
 	struct rearm_shared *sh = arg;
 	struct ps_test_rng rng = ps_test_rng_new(21);
+	struct ps_test_side me = ps_test_side(&sh->ov, 0, 0);
 
-	for (uint64_t i = 0; i < sh->iters; i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		unsigned int pg = (unsigned int)ps_test_below(
 					  &rng, ST_PAGES / sh->stride) *
 				  sh->stride;
 		uint64_t addr = sh->base + (uint64_t)pg * PG;
-		ps_pte_t e = get(sh->t, addr), after;
+		ps_pte_t e = stress_get(sh->t, addr), after;
 
 		if (ps_pte_uffd_wp(e)) {
 			enum ps_fault f;
@@ -2533,7 +2557,6 @@ static void *rearm_writer(void *arg)
 						       PS_PTE_ACCESSED));
 		}
 	}
-	atomic_store(&sh->done, 1);
 	return NULL;
 }
 
@@ -2588,8 +2611,9 @@ static void *rearm_scanner(void *arg)
 {
 	struct rearm_shared *sh = arg;
 	struct ps_test_rng rng = ps_test_rng_new(22);
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
 
-	while (!atomic_load(&sh->done)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		unsigned int a = (unsigned int)ps_test_below(&rng, ST_PAGES);
 		unsigned int b = a + 1 +
 				 (unsigned int)ps_test_below(&rng,
@@ -2603,7 +2627,8 @@ static void *rearm_scanner(void *arg)
 			sh->base + (uint64_t)b * PG,
 			sh->whole ? 0 : ps_test_below(&rng, 64));
 		for (unsigned int i = a; i < b; i += 7) {
-			ps_pte_t e = get(sh->t, sh->base + (uint64_t)i * PG);
+			ps_pte_t e = stress_get(sh->t,
+						sh->base + (uint64_t)i * PG);
 
 			if (!ps_pte_valid(e) ||
 			    (ps_pte_is_writable(e) && ps_pte_uffd_wp(e)))
@@ -2627,6 +2652,8 @@ static void rearm_stress(unsigned int stride, bool whole, uint64_t iters,
 	sh->whole = whole;
 	sh->helper = helper;
 	sh->iters = iters;
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = iters;
 	ck_assert_int_eq(ps_pgtable_register(T, sh->base, ST_PAGES * PG,
 					     PS_WP_ASYNC),
 			 0);
@@ -2638,6 +2665,8 @@ static void rearm_stress(unsigned int stride, bool whole, uint64_t iters,
 	pthread_join(s, NULL);
 	harvest(sh, sh->base, sh->base + ST_PAGES * PG, 0); /* the final one */
 	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	ck_assert_uint_eq(atomic_load(&stress_get_failures), 0);
+	ps_test_overlap_check(&sh->ov, "writer vs scanner");
 	for (unsigned int i = 0; i < ST_PAGES; i++) {
 		ck_assert_msg(atomic_load(&sh->writes[i]) ==
 				      atomic_load(&sh->harvests[i]),
@@ -2690,19 +2719,21 @@ START_TEST(stress_harvest_against_writer)
 END_TEST
 
 /*
- * Zaps of written pages against harvests (issue 15, item 8). One thread writes,
- * maps, swaps and zaps 64 pages of an async range across a leaf boundary; the
- * other harvests (ps_pgtable_harvest() over random sub-ranges, and WP_MATCHING
- * scans with small budgets). Every transition of a page to written is an event:
- * a write fault on a protected page, or a map over a none page (a page
- * protected when it was zapped). Only the writer makes entries written and the
- * harvester only re-arms written ones, so an entry the writer finds not written
- * stays so until it acts: it counts each event exactly, before the event
- * happens. A zap of a written page (present or swapped out) carries its event
- * in a WRITTEN marker, and a map over the marker carries it on. So at every
- * report the page's reports may not exceed its events (no page reported twice
- * without a new write), and after a final harvest they must be equal (no
- * written page missed, zapped or not). The zap's visit checks what it leaves.
+ * Zaps of written pages against harvests (issue 15, item 8). One thread
+ * writes, maps, swaps and zaps 64 pages of an async range across a leaf
+ * boundary; the other harvests (ps_pgtable_harvest() over random sub-ranges,
+ * and WP_MATCHING scans with small budgets). Every transition of a page to
+ * written is an event: a write fault on a protected page, or a map over a none
+ * page (a page protected when it was zapped). Only the writer makes entries
+ * written and the harvester only re-arms written ones, so an entry the writer
+ * finds not written stays so until it acts: it counts each event exactly,
+ * before the event happens. A zap of a written page (present or swapped out)
+ * carries its event in a WRITTEN marker, and a map over the marker carries it
+ * on. So at every report the page's reports may not exceed its events (no page
+ * reported twice without a new write), and after a final harvest they must be
+ * equal (no written page missed, zapped or not). The zap's visit checks what it
+ * leaves. The two run until the writer did its share and each overlapped the
+ * other in enough operations (harness.h).
  */
 #define ZS_PAGES 64u
 
@@ -2712,7 +2743,7 @@ struct zap_shared {
 	_Atomic(uint32_t) reports[ZS_PAGES];
 	_Atomic(uint64_t) written_zaps; /* zaps that left a WRITTEN marker */
 	_Atomic(uint64_t) harvests;
-	_Atomic(int) done;
+	struct ps_test_overlap ov; /* side 0 the writer, 1 the harvester */
 	_Atomic(unsigned int) violations;
 };
 
@@ -2742,13 +2773,14 @@ static void *zap_writer(void *arg)
 {
 	struct zap_shared *sh = arg;
 	struct ps_test_rng rng = ps_test_rng_new(23);
+	struct ps_test_side me = ps_test_side(&sh->ov, 0, 0);
 	uint64_t frame = 1;
 
-	for (uint64_t i = 0; i < sh->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		unsigned int pg = (unsigned int)ps_test_below(&rng, ZS_PAGES);
 		uint64_t addr = sh->base + (uint64_t)pg * PG;
 		unsigned int op = (unsigned int)ps_test_below(&rng, 8);
-		ps_pte_t e = get(T, addr);
+		ps_pte_t e = stress_get(T, addr);
 
 		if (op == 0) {
 			(void)ps_pgtable_zap(T, addr, PG, 0, zap_visit, sh);
@@ -2774,7 +2806,6 @@ static void *zap_writer(void *arg)
 				zap_violation(sh, "map refused", addr);
 		}
 	}
-	atomic_store(&sh->done, 1);
 	return NULL;
 }
 
@@ -2832,12 +2863,16 @@ START_TEST(stress_zap_against_harvest)
 {
 	struct zap_shared *sh = calloc(1, sizeof(*sh));
 	struct ps_test_rng rng = ps_test_rng_new(24);
+	struct ps_test_side me;
 	uint64_t events = 0;
 	pthread_t w;
 
 	ck_assert_ptr_nonnull(sh);
 	sh->base = BASE + 480 * PG; /* the leaf boundary at page 32 */
 	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 5;
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = sh->iters;
+	me = ps_test_side(&sh->ov, 1, 0);
 	ck_assert_int_eq(ps_pgtable_register(T, sh->base, ZS_PAGES * PG,
 					     PS_WP_ASYNC),
 			 0);
@@ -2846,7 +2881,7 @@ START_TEST(stress_zap_against_harvest)
 			 0);
 	ck_assert_int_eq(ps_pgtable_protect(T, sh->base, ZS_PAGES * PG), 0);
 	ck_assert_int_eq(pthread_create(&w, NULL, zap_writer, sh), 0);
-	while (!atomic_load(&sh->done)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		unsigned int a = (unsigned int)ps_test_below(&rng, ZS_PAGES);
 		unsigned int b = a + 1 +
 				 (unsigned int)ps_test_below(&rng,
@@ -2861,6 +2896,8 @@ START_TEST(stress_zap_against_harvest)
 	pthread_join(w, NULL);
 	zap_harvest(sh, sh->base, sh->base + ZS_PAGES * PG, 0); /* final */
 	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	ck_assert_uint_eq(atomic_load(&stress_get_failures), 0);
+	ps_test_overlap_check(&sh->ov, "zapper vs harvester");
 	for (unsigned int i = 0; i < ZS_PAGES; i++) {
 		ck_assert_msg(atomic_load(&sh->events[i]) ==
 				      atomic_load(&sh->reports[i]),
@@ -2884,12 +2921,13 @@ END_TEST
  * registrations come and go around it (so the set is copied, replaced and
  * freed under the reader), and about a page whose registration never
  * changes. Every answer must be one the writer published: ASan and TSan see
- * a read of a freed set.
+ * a read of a freed set. They run until the writer did its share and each
+ * side overlapped the other in enough operations (harness.h).
  */
 struct reg_shared {
 	struct ps_pgtable *t;
 	uint64_t iters;
-	_Atomic(int) done;
+	struct ps_test_overlap ov; /* side 0 the writer, 1 the reader */
 	_Atomic(unsigned int) violations;
 	_Atomic(uint64_t) reads;
 };
@@ -2902,8 +2940,10 @@ static void *reg_reader(void *arg)
 {
 	struct reg_shared *sh = arg;
 	const unsigned int async = PS_WP_ASYNC | PS_WP_UNPOPULATED;
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
 
-	for (uint64_t n = 0; !atomic_load(&sh->done); n++) {
+	for (uint64_t n = 0; !ps_test_overlap_done(&me);
+	     n++, ps_test_overlap_step(&me)) {
 		unsigned int f = 0;
 		bool nest = n % 16 == 0;
 		int err;
@@ -2931,14 +2971,21 @@ static void *reg_reader(void *arg)
 
 START_TEST(stress_registration_query)
 {
-	struct reg_shared sh = {.t = T};
+	static struct reg_shared sh;
 	struct ps_test_rng rng = ps_test_rng_new(33);
+	struct ps_test_side me;
 	pthread_t r;
 
+	memset(&sh, 0, sizeof(sh));
+	sh.t = T;
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 400000) / 200;
+	ps_test_overlap_init(&sh.ov, 2, 0);
+	sh.ov.side[0].min_ops = sh.iters;
+	me = ps_test_side(&sh.ov, 0, 0);
 	ck_assert_int_eq(ps_pgtable_register(T, RQ_FIXED, PG, PS_WP_SHARED), 0);
 	ck_assert_int_eq(pthread_create(&r, NULL, reg_reader, &sh), 0);
-	for (uint64_t i = 0; i < sh.iters; i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		uint64_t other = RQ_SHUFFLE + ps_test_below(&rng, 8) * PG;
 
 		ck_assert_int_eq(ps_pgtable_register(T, RQ_MOVING, 8 * PG,
@@ -2956,10 +3003,10 @@ START_TEST(stress_registration_query)
 			(void)ps_pgtable_unregister(T, RQ_SHUFFLE, 8 * PG);
 		}
 	}
-	atomic_store(&sh.done, 1);
 	pthread_join(r, NULL);
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
 	ck_assert_uint_gt(atomic_load(&sh.reads), 0);
+	ps_test_overlap_check(&sh.ov, "registrations vs queries");
 }
 END_TEST
 
@@ -2968,11 +3015,13 @@ END_TEST
  * (trim only has to be excluded from stores, and the writer is the only
  * one storing). ASan and TSan see any use of freed memory. Readers check
  * that every entry they see is a valid one the writer could have stored.
+ * They run until the writer did its share and each side overlapped the
+ * other in enough operations (harness.h).
  */
 struct trim_shared {
 	struct ps_pgtable *t;
 	uint64_t iters;
-	_Atomic(int) done;
+	struct ps_test_overlap ov; /* side 0 the writer, 1 the reader */
 	_Atomic(unsigned int) violations;
 	_Atomic(uint64_t) reads;
 };
@@ -2982,8 +3031,9 @@ static void *trim_reader(void *arg)
 	struct trim_shared *sh = arg;
 	struct ps_test_rng rng = ps_test_rng_new(31);
 	struct ps_pgtable_region v[4];
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
 
-	while (!atomic_load(&sh->done)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		struct ps_pgtable_scan a = {.start = BASE,
 					    .end = BASE + 4096 * PG,
 					    .category_mask = PS_CAT_PRESENT,
@@ -3009,13 +3059,19 @@ static void *trim_reader(void *arg)
 
 START_TEST(stress_trim_against_readers)
 {
-	struct trim_shared sh = {.t = T};
+	static struct trim_shared sh;
 	struct ps_test_rng rng = ps_test_rng_new(32);
+	struct ps_test_side me;
 	pthread_t r;
 
+	memset(&sh, 0, sizeof(sh));
+	sh.t = T;
 	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 400000) / 200;
+	ps_test_overlap_init(&sh.ov, 2, 0);
+	sh.ov.side[0].min_ops = sh.iters;
+	me = ps_test_side(&sh.ov, 0, 0);
 	ck_assert_int_eq(pthread_create(&r, NULL, trim_reader, &sh), 0);
-	for (uint64_t i = 0; i < sh.iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t pg = ps_test_below(&rng, 4096) & ~UINT64_C(511);
 		uint64_t n = 1 + ps_test_below(&rng, 1024);
 
@@ -3027,10 +3083,10 @@ START_TEST(stress_trim_against_readers)
 				 0);
 		ck_assert_int_eq(ps_pgtable_trim(T, BASE, 4096 * PG), 0);
 	}
-	atomic_store(&sh.done, 1);
 	pthread_join(r, NULL);
 	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
 	ck_assert_uint_gt(atomic_load(&sh.reads), 0);
+	ps_test_overlap_check(&sh.ov, "trims vs readers");
 }
 END_TEST
 

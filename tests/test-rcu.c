@@ -61,16 +61,22 @@ START_TEST(read_sections_nest)
 }
 END_TEST
 
+/*
+ * A writer replaces and frees the published object while a reader reads it,
+ * until the writer did its share and each side overlapped the other in
+ * enough operations (harness.h).
+ */
 static _Atomic(struct obj *) current;
-static _Atomic(int) stop;
 static _Atomic(unsigned) broken;
+static struct ps_test_overlap ov; /* side 0 the writer, 1 the reader */
 
 static void *reader(void *arg)
 {
+	struct ps_test_side me = ps_test_side(&ov, 1, 0);
 	uint64_t reads = 0;
 
 	(void)arg;
-	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		struct obj *o;
 
 		ps__rcu_read_lock();
@@ -87,25 +93,30 @@ static void *reader(void *arg)
 START_TEST(stress_replace_and_free)
 {
 	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 200000) / 10;
+	uint64_t i;
+	struct ps_test_side me;
 	pthread_t t;
 	void *reads;
 
 	atomic_store(&freed, 0);
 	atomic_store(&current, new_obj(0));
+	ps_test_overlap_init(&ov, 2, 0);
+	ov.side[0].min_ops = iters;
+	me = ps_test_side(&ov, 0, 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, reader, NULL), 0);
-	for (uint64_t i = 1; i <= iters; i++) {
+	for (i = 0; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		/* Release: publishes the initialised object to readers. */
 		struct obj *old = atomic_exchange_explicit(
-			&current, new_obj(i), memory_order_acq_rel);
+			&current, new_obj(++i), memory_order_acq_rel);
 
 		ps__rcu_call(&old->rcu, free_obj);
 	}
-	atomic_store(&stop, 1);
 	pthread_join(t, &reads);
 	ps__rcu_barrier();
 	ck_assert_uint_eq(atomic_load(&broken), 0);
-	ck_assert_uint_eq(atomic_load(&freed), iters);
+	ck_assert_uint_eq(atomic_load(&freed), i);
 	ck_assert_uint_gt((uintptr_t)reads, 0);
+	ps_test_overlap_check(&ov, "replace vs read");
 	free(atomic_load(&current));
 }
 END_TEST

@@ -2018,12 +2018,16 @@ END_TEST
  * (the deadline below), and every fault the handler resolves finds a library
  * entry it can resolve (no mismatches, ps_uffd_stats()).
  *
+ * All run until each writer did its share and every thread overlapped the
+ * others in enough operations (harness.h: harvests while writers wrote,
+ * writes between harvests).
+ *
  * Sizes: PS_UFFD_STRESS_PAGES pages (default 64, at most 500), 2 writers,
  * PS_STRESS_ITERS / 100 writes each (async) or / 500 (sync, where a write
- * may be a fault round trip), with a yield every fourth so that they
- * spread over many harvests; PS_UFFD_STRESS_DEADLINE seconds (default
- * 60) before a writer that has not finished counts as stuck;
- * PS_UFFD_STRESS_VERBOSE=1 prints what each run did.
+ * may be a fault round trip), at least, with a yield every fourth so that
+ * they spread over many harvests; PS_UFFD_STRESS_DEADLINE seconds (default
+ * PS_STRESS_SECONDS, 60) before a writer that has not finished counts as
+ * stuck; PS_UFFD_STRESS_VERBOSE=1 prints what each run did.
  */
 #define ST_WRITERS 2
 #define ST_SLOT 8 /* words per slot: one cache line */
@@ -2039,8 +2043,8 @@ struct stress {
 	unsigned int np;
 	uint64_t iters;
 	bool sync;
-	_Atomic(uint64_t) done[ST_WRITERS + 1]; /* writes done per writer */
-	_Atomic(bool) stop;
+	/* Side 0 the harvester, 1.. the writers, then the protector (sync). */
+	struct ps_test_overlap ov;
 	uint64_t *upper_touched; /* sync: pages the protector unprotected */
 	unsigned long harvests, reported, toggles;
 };
@@ -2065,8 +2069,11 @@ static void *st_writer_main(void *arg)
 
 	/* The CPU writers leave the last quarter to the device. */
 	unsigned int np = device || !st->alias ? st->np : st->np * 3 / 4;
+	/* A write overlaps when a harvest ended since the previous one. */
+	struct ps_test_side me = ps_test_side(&st->ov, 1 + w->id, 1u << 0);
 
-	for (uint64_t k = 1; k <= st->iters; k++) {
+	for (uint64_t k = 1; !ps_test_overlap_done(&me);
+	     k++, ps_test_overlap_step(&me)) {
 		unsigned int p = (unsigned int)ps_test_below(&rng, np);
 
 		/* Relaxed: the copy races by design; the final compare
@@ -2077,8 +2084,6 @@ static void *st_writer_main(void *arg)
 				      memory_order_relaxed);
 		if (device) /* a device's write: the kernel cannot see it */
 			(void)ps_space_mark_dirty(st->s, LBASE + p * PG);
-		atomic_store_explicit(&st->done[w->id], k,
-				      memory_order_relaxed);
 		if (!(k % 4)) /* spread the writes over many harvests */
 			sched_yield();
 	}
@@ -2121,16 +2126,6 @@ static void st_harvest(struct stress *st)
 	st->harvests++;
 }
 
-static bool st_writers_done(struct stress *st, unsigned int nwriters)
-{
-	for (unsigned int i = 0; i < nwriters; i++)
-		/* Relaxed: progress only; the join orders the memory. */
-		if (atomic_load_explicit(&st->done[i], memory_order_relaxed) <
-		    st->iters)
-			return false;
-	return true;
-}
-
 /*
  * Sync: protect and unprotect random runs of the upper half while faults
  * are resolved and harvests re-arm (U1). Writes to an unprotected page are
@@ -2142,9 +2137,12 @@ static void *st_protector_main(void *arg)
 	struct stress *st = arg;
 	struct ps_test_rng rng = ps_test_rng_new(0x9a7ec7u);
 	unsigned int half = st->np / 2;
+	/* The writers' progress counts (sides 1 to nsides - 2). */
+	struct ps_test_side me = ps_test_side(
+		&st->ov, st->ov.nsides - 1,
+		((UINT32_C(1) << (st->ov.nsides - 1)) - 1) & ~UINT32_C(1));
 
-	/* Relaxed: a stop flag; the join orders the rest. */
-	while (!atomic_load_explicit(&st->stop, memory_order_relaxed)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		unsigned int s = half +
 				 (unsigned int)ps_test_below(&rng,
 							     st->np - half);
@@ -2160,6 +2158,7 @@ static void *st_protector_main(void *arg)
 					 0);
 		st->toggles++;
 		sched_yield();
+		ps_test_overlap_wait(&me, 1000000); /* let a writer write */
 	}
 	return NULL;
 }
@@ -2231,23 +2230,32 @@ static void st_teardown(struct stress *st)
 	free(st->shadow);
 }
 
+/*
+ * The CPUs main() found: main() pins the process to one of them for the
+ * other tests, the stress tcases take them all back (and no more: under
+ * `taskset -c 0` they stay on CPU 0).
+ */
+static cpu_set_t st_cpus;
+
 /* Run the writers (and the protector), harvesting until they finish. */
 static void st_run(struct stress *st, unsigned int nwriters)
 {
-	double deadline = (double)ps_test_env_u64("PS_UFFD_STRESS_DEADLINE",
-						  60);
+	uint64_t deadline = ps_test_env_u64("PS_UFFD_STRESS_DEADLINE", 0);
 	struct st_writer w[ST_WRITERS + 1];
 	pthread_t th[ST_WRITERS + 1], prot;
-	struct timespec t0, now;
-	cpu_set_t was, all;
+	struct ps_test_side me;
+	cpu_set_t was;
 
-	/* main() pins the process to one CPU; stress wants both. */
 	ck_assert_int_eq(sched_getaffinity(0, sizeof(was), &was), 0);
-	CPU_ZERO(&all);
-	for (int c = 0; c < CPU_SETSIZE; c++)
-		CPU_SET(c, &all);
-	(void)sched_setaffinity(0, sizeof(all), &all);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	(void)sched_setaffinity(0, sizeof(st_cpus), &st_cpus);
+	ps_test_overlap_init(&st->ov, 1 + nwriters + st->sync, 0);
+	if (deadline)
+		st->ov.cap_ns = deadline * 1000000000u;
+	for (unsigned int i = 0; i < nwriters; i++)
+		st->ov.side[1 + i].min_ops = st->iters;
+	/* The writers' progress counts, not the protector's. */
+	me = ps_test_side(&st->ov, 0,
+			  ((UINT32_C(1) << (1 + nwriters)) - 1) & ~UINT32_C(1));
 	for (unsigned int i = 0; i < nwriters; i++) {
 		w[i].st = st;
 		w[i].id = i;
@@ -2259,29 +2267,29 @@ static void st_run(struct stress *st, unsigned int nwriters)
 		ck_assert_int_eq(pthread_create(&prot, NULL, st_protector_main,
 						st),
 				 0);
-	while (!st_writers_done(st, nwriters)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		st_harvest(st);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if ((double)(now.tv_sec - t0.tv_sec) > deadline) {
-			for (unsigned int i = 0; i < nwriters; i++)
-				fprintf(stderr,
-					"writer %u: %" PRIu64 " of %" PRIu64
-					" writes\n",
-					i,
-					atomic_load_explicit(
-						&st->done[i],
-						memory_order_relaxed),
-					st->iters);
-			ck_abort_msg("a writer is stuck (%.0f s)", deadline);
-		}
+		ps_test_overlap_wait(&me, 1000000); /* let a writer write */
+	}
+	if (atomic_load(&st->ov.capped)) {
+		/* A writer blocked for good cannot be joined: report. */
+		for (unsigned int i = 0; i < st->ov.nsides; i++)
+			fprintf(stderr,
+				"side %u: %" PRIu64 " operations (%" PRIu64
+				" needed), %" PRIu64 " overlapped\n",
+				i, atomic_load(&st->ov.side[i].ops),
+				st->ov.side[i].min_ops,
+				atomic_load(&st->ov.side[i].overlapped));
+		ck_abort_msg("a writer is stuck, or the threads did not run "
+			     "together (%.0f s)",
+			     (double)st->ov.cap_ns / 1e9);
 	}
 	for (unsigned int i = 0; i < nwriters; i++)
 		pthread_join(th[i], NULL);
-	if (st->sync) {
-		/* Relaxed: the join below orders everything after it. */
-		atomic_store_explicit(&st->stop, true, memory_order_relaxed);
+	if (st->sync)
 		pthread_join(prot, NULL);
-	}
+	ps_test_overlap_check(&st->ov,
+			      st->sync ? "sync stress" : "async stress");
 	(void)sched_setaffinity(0, sizeof(was), &was);
 }
 
@@ -2732,8 +2740,12 @@ int main(void)
 	 * One CPU for every thread: MADV_PAGEOUT drains only the calling
 	 * CPU's LRU batch, so a page faulted on another CPU could be skipped.
 	 */
+	if (sched_getaffinity(0, sizeof(st_cpus), &st_cpus))
+		CPU_ZERO(&st_cpus);
 	CPU_ZERO(&one);
 	CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &one);
+	if (!CPU_COUNT(&st_cpus))
+		st_cpus = one;
 	(void)sched_setaffinity(0, sizeof(one), &one);
 	return ps_test_run(uffd_suite());
 }

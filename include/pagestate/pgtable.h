@@ -6,55 +6,62 @@
  * that keep protection where Linux does, and PAGEMAP_SCAN-style scans that
  * can harvest written pages and re-arm them atomically.
  *
+ * The design, the concurrency protocol, the costs and the reasons for each
+ * difference from Linux are in docs/pgtable.md.
+ *
  * ---------------------------------------------------------------------------
- * Shape and cost
+ * The table
  * ---------------------------------------------------------------------------
  *
- * Four levels of 512 (9 + 9 + 9 bits of leaf number, 9 bits of page in the
- * leaf). The root is part of the table; the other levels are allocated on
- * first use with a compare-and-swap, so empty ranges cost nothing and a
- * sparse 1 TiB space costs only its mapped leaves. A leaf is 512 entries
- * plus a 64-bit "written" hint (one bit per 8 entries, see Scans) and an
- * RCU head: 4160 bytes. A dense 1 GiB mapping costs 8.17 bytes per page,
- * the table itself included (ps_pgtable_stats()). Interior levels are
- * freed only by ps_pgtable_trim(), through liburcu's call_rcu, so a reader
- * never touches freed memory.
- *
- * Every slot is read with an atomic load and every entry is changed only by
- * compare-and-swap. The protocol (who may run concurrently with whom, what a
- * concurrent fault sees) is at the top of lib/pgtable.c, with numbered
- * guarantees G1..G9 that the tests cite (the scans' G7 at the top of
- * lib/pgtable-scan.c).
+ * A struct ps_pgtable maps each page of [0, PS_PGTABLE_ADDR_END) to an
+ * entry, none until something is stored. Levels are allocated on the first
+ * store that needs them, so empty ranges cost nothing, and freed only by
+ * ps_pgtable_trim() and ps_pgtable_destroy() (ps_pgtable_stats() says what
+ * is held). Every entry changes by one compare-and-swap, so operations on
+ * one page are linearised and none is lost; an operation on a range is not
+ * atomic: it changes the pages one by one, in address order.
  *
  * ---------------------------------------------------------------------------
  * Readers and RCU
  * ---------------------------------------------------------------------------
  *
- * Every function here enters its own read-side section of liburcu's
- * "bulletproof" flavour (urcu-bp), which needs no thread registration: a
- * caller need not know about RCU at all. A read-side section costs a
- * function call into liburcu-bp each way (12 ns per lock+unlock pair on the
- * benchmark machine, more than the lookup itself), so the lookup fast path
- * leaves it to the caller:
+ * Every function protects its own walk, with a read-side section of
+ * liburcu's urcu-bp flavour (which needs no thread registration) or the
+ * table's writer mutex, except the two fast paths, ps_pgtable_lookup() and
+ * ps_pgtable_fault_locked(), which run in the caller's section and so save
+ * a section per call in a batch:
  *
  *	ps_pgtable_read_lock();
  *	for (...)
- *		pte = ps_pgtable_lookup(t, addr);   // no section of its own
+ *		pte = ps_pgtable_lookup(t, addr);
  *	ps_pgtable_read_unlock();
  *
- * ps_pgtable_read_lock() is urcu-bp's read lock, so a caller that already
- * uses urcu-bp may call ps_pgtable_lookup() from its own section instead.
- * Sections nest. Inside one, call only the functions that never block
- * (lookup, get, registration, set, cmpxchg, swap_out, swap_in, zap, the
- * faults, map without PS_PTE_UFFD_WP, copy and move without PS_KEEP_WP,
- * report-only scans): the others take the table's writer mutex, and
- * ps_pgtable_unregister() waits for readers while holding it.
- * ps_pgtable_get() is the self-contained, argument-checking lookup;
- * ps_pgtable_fault_locked() is the fault without a section of its own, for
- * batches of faults in one section.
+ * Sections nest, and a caller's own urcu-bp section serves as well. Inside one,
+ * call only the functions that never block: lookup, get, registration, stats,
+ * set, cmpxchg, swap_out, swap_in, zap, the faults, map without PS_PTE_UFFD_WP,
+ * map_prepare, copy and move without PS_KEEP_WP, and report-only scans. The
+ * others take the table's writer mutex, which ps_pgtable_unregister() holds
+ * while it waits for readers: one of them called inside a section can deadlock.
  *
  * ---------------------------------------------------------------------------
- * Write protection (Linux userfaultfd semantics; differences marked "Linux:")
+ * Concurrency
+ * ---------------------------------------------------------------------------
+ *
+ * Any function may run concurrently with any other, faults during protect,
+ * zap, scan, register and unregister included, except these pairs, which
+ * the caller must keep apart (as Linux's mmap lock orders them):
+ *   - ps_pgtable_trim() and any store into its range (set, cmpxchg, map,
+ *     swap_out, swap_in, or a copy or move into it); zaps and faults are
+ *     fine;
+ *   - ps_pgtable_map() and a set, cmpxchg or map of the same pages;
+ *   - ps_pgtable_copy() or ps_pgtable_move() and a store into its target;
+ *   - ps_pgtable_destroy() and everything.
+ * A concurrent fault sees, during a protect, each page protected or not yet;
+ * during a zap, present or already gone; during a WP_MATCHING scan, written
+ * or re-armed; during an unregister, the old registration or the new one.
+ *
+ * ---------------------------------------------------------------------------
+ * Write protection (Linux userfaultfd semantics)
  * ---------------------------------------------------------------------------
  *
  * ps_pgtable_register() marks a range for write protection with
@@ -100,12 +107,9 @@
  *
  * So a page written since it was last protected and then zapped in an async
  * range (a discard, MADV_DONTNEED) is reported by the next scan for written
- * pages, once: a protect or a WP_MATCHING scan re-arms the W as a U, and a
- * map over it installs a page that is written unless mapped with wp. A
- * page protected when it is zapped had nothing written since its last
- * report and is not reported. W is written state, not protection, so
- * unregister and copy or move without KEEP_WP keep it (they never make a
- * page less written); only an UNMAP zap drops it, as it drops GUARD.
+ * pages, once: a protect or a WP_MATCHING scan re-arms the W as a U. A page
+ * protected when it is zapped is not reported. W is written state, not
+ * protection: only a map (which replaces it) and an UNMAP zap remove it.
  *
  * Faults (ps_pgtable_fault()), in priority order: POISONED, then GUARD, then
  * UFFD_WP (as Linux's handle_pte_marker()):
@@ -123,108 +127,65 @@
  *                                               clears wp, sets W, D, A;
  *                                               no wp: OK (+W, D, A)
  *
- * A UFFD_WP bit in a range that is no longer registered is stale: a fault
- * clears a stale marker lazily and proceeds as missing, and a write clears a
- * stale present bit in the same CAS that resolves it. Linux: the syzbot
- * "writable + uffd-wp" reports came from exactly such stale bits; here no
- * path can produce that entry (ps_pte_valid() refuses it everywhere).
+ * A UFFD_WP bit in a range that is no longer registered is stale and never
+ * makes a fault return PS_FAULT_WP: a fault clears a stale marker and
+ * proceeds as missing, and a write clears a stale present bit in the same
+ * CAS that resolves it.
  *
- * Where this differs from Linux, and why:
- *   - None entries and zaps in async mode. Linux: a zap leaves a none PTE
- *     ("dirtying by dropping uffd-wp", its documentation says), and the live
- *     kernel (6.18) reports every none PTE of an async range as WRITTEN, and so
- *     does a WP_MATCHING scan, which re-arms it as a marker: a hole without a
- *     page table, a page never protected and a page that was protected when it
- *     was zapped included (see pagestate/uffd.h, "Where the live kernel
- *     differs"). Here a zap of a written page leaves a W marker, which scans
- *     report as the kernel reports that none PTE (WRITTEN, not SWAPPED) and
- *     re-arm alike, and a none entry has no category. So a page is reported
- *     exactly when a write (or a zap of a written page) happened since its last
- *     report: a sparse or freshly registered async range does not report every
- *     page it has never protected (a harvest would otherwise allocate a leaf
- *     for every hole it re-arms), and a page protected when it was zapped is
- *     not reported (its discarded contents were reported before; a tracker that
- *     must treat the discard itself as a change gets every removed entry, wp
- *     bit included, from the zap's visit callback). The bridge maps library
- *     none <=> kernel WRITTEN for the rest.
- *   - Unprotect never makes an entry writable (Linux does when it can prove
- *     the page exclusive); the next write fault does, if MAYWRITE.
+ * Where this differs from Linux (docs/pgtable.md, "Where the table differs
+ * from Linux", says why):
+ *   - In an async range a zap of a written page leaves a W marker, which
+ *     scans report as WRITTEN, and a none entry has no category; the live
+ *     kernel (6.18) reports every none PTE of an async range as written, a
+ *     page never protected or protected when it was zapped included.
+ *   - Unprotect never makes an entry writable; the next write fault does,
+ *     if MAYWRITE.
  *   - Protect, unprotect and WP_MATCHING scans on a range that is not fully
- *     registered fail with -ENOENT and change nothing. Linux:
- *     UFFDIO_WRITEPROTECT fails with -ENOENT too, PAGEMAP_SCAN silently
- *     skips such VMAs, and also VMAs registered in sync mode, which a
- *     WP_MATCHING scan here re-protects like any registered range.
- *   - copy (fork) does not write-protect the parent for copy-on-write: the
- *     caller owns frames and their sharing.
- *   - No huge entries, no soft-dirty, no zero page: PS_CAT_HUGE,
- *     PS_CAT_SOFT_DIRTY and PS_CAT_PFNZERO are accepted in masks and never
- *     reported.
+ *     registered fail with -ENOENT and change nothing, and WP_MATCHING
+ *     re-protects sync ranges (a WP_MATCHING PAGEMAP_SCAN skips both).
+ *   - Copy (fork) does not write-protect the source for copy-on-write.
+ *   - A read fault on a UFFD_WP marker is MISSING, as a write fault is:
+ *     there is no zero page to map (Linux maps it, still protected).
+ *   - No huge entries, soft-dirty or zero page: PS_CAT_HUGE, PS_CAT_SOFT_DIRTY
+ *     and PS_CAT_PFNZERO are accepted in masks and never reported.
  *
  * ---------------------------------------------------------------------------
  * Scans (ps_pgtable_scan(), Linux's PAGEMAP_SCAN)
  * ---------------------------------------------------------------------------
  *
- * Categories keep the kernel's values and meanings (PAGE_IS_*), so a bridge
- * maps them one to one, none entries aside (see "Where this differs from
- * Linux"): a none entry has no category (only WPALLOWED from its range);
- * WRITTEN is "not none and not uffd-wp", so a UFFD_WP marker is not written
- * while a GUARD or POISONED marker is; SWAPPED is every non-present, non-none
- * entry (markers included, as in the kernel) but the W marker, which is
- * reported as the kernel's none PTE it stands for: WRITTEN only. Three
- * extensions, above the kernel's bits, tell the non-present forms apart
- * (PS_CAT_MARKER includes W). Matching, merging, budget
- * and resume are the kernel's: c = categories ^ inverted; all of category_mask
- * and, if set, any of category_anyof_mask must be in c; adjacent pages with
- * equal c & return_mask merge into one region; the walk stops when vec is full
- * or max_pages pages were reported, and walk_end says where to resume. The
- * arguments are checked as the kernel checks them, and an end that is not
- * page-aligned is rounded up to the next page, as the kernel does (the
- * rounded end is where a complete walk ends). A scan without a vector
- * (vec_len 0) is the kernel's too: it records and counts nothing, so
- * max_pages does not apply and the walk completes; with PS_SCAN_WP_MATCHING
- * it write-protects every page of its range, whatever the masks say, as
- * ps_pgtable_protect() would (the kernel's "exclusive write-protect" path).
+ * The arguments, their checks and fix-ups, matching, merging, the budget
+ * and walk_end are the kernel's (struct ps_pgtable_scan gives each field's
+ * meaning): a page matches if c = categories ^ category_inverted holds all
+ * of category_mask and, if it is set, any of category_anyof_mask; adjacent
+ * matching pages with equal c & return_mask make one region.
  *
- * PS_SCAN_WP_MATCHING re-protects every page it reports (get-and-rearm).
- * Guarantee (G7 in lib/pgtable-scan.c): a write racing the scan is never
- * lost; it is reported by this scan or by the next one. Why: a write clears
- * wp with one CAS (and then makes sure its line's hint bit is set); the
- * scanner reports entry e only after its CAS from e to protect(e)
- * succeeded, so a write that landed after the scanner read e makes that CAS
- * fail and the scanner re-reads, and a write after the CAS finds the entry
- * protected again and leaves it written for the next scan.
+ * Categories keep the kernel's values and meanings (PAGE_IS_*), none
+ * entries aside: a none entry has no category (only WPALLOWED from its
+ * range); WRITTEN is ps_pte_written(), so a UFFD_WP marker is not written
+ * while a GUARD or POISONED marker is; SWAPPED is every non-present,
+ * non-none entry (markers included, as in the kernel) but the W marker,
+ * which is reported as the kernel's none PTE it stands for: WRITTEN only.
+ * PS_CAT_WP, PS_CAT_MARKER (W included) and PS_CAT_POISONED, above the
+ * kernel's bits, tell the non-present forms apart.
  *
- * ps_pgtable_harvest() is that scan for PS_CAT_WRITTEN run to the end of a
- * range, each run of written pages handed to a callback: a dirty tracker's
- * round, without a vector or walk_end to manage.
- *
- * Leaves keep a "written" hint: one bit per 8 entries, set after any CAS
- * that makes an entry written, cleared by protect and WP_MATCHING scans for
- * the lines they cover (and set again where an entry stays written). A scan
- * whose query requires WRITTEN reads only hinted lines, so clean memory
- * costs one word per leaf. A zap turns a written entry into a W marker,
- * which is written too, so its line stays hinted and the W is found there.
+ * PS_SCAN_WP_MATCHING re-protects every page it reports (get-and-rearm),
+ * and a write racing the scan is never lost: it is reported by this scan or
+ * by the next one. ps_pgtable_harvest() is that scan for PS_CAT_WRITTEN run
+ * to the end of a range, each run of written pages handed to a callback.
  *
  * ---------------------------------------------------------------------------
- * Errors (negative errno; nothing is changed unless said otherwise)
+ * Errors
  * ---------------------------------------------------------------------------
  *
- *   -EINVAL  unaligned address or length, zero length, a range past 2^48 or
- *            overflowing, unknown flags, an entry that is not ps_pte_valid()
- *   -ENOENT  protect/unprotect/WP scan/KEEP_WP on a range not fully
- *            registered; unregister of a range with no registration
- *   -EBUSY   register over an existing registration
- *   -EEXIST  map over a page that is not none or a lone UFFD_WP or WRITTEN
- *            marker; copy or move into a range that is not all none
- *   -ENXIO   swap out of a non-present entry, swap in of a non-swap entry
- *   -EPERM   PS_SCAN_CHECK_WPASYNC and a page not registered async
- *   -EAGAIN  ps_pgtable_cmpxchg() found another value (returned in *expected)
- *   -ENOMEM  a level could not be allocated: range operations may have
- *            done a prefix of the range (its address is reported nowhere;
- *            repeat the call, every transition is idempotent). Not map:
- *            it allocates every level of its range before it installs
- *            anything, so its -ENOMEM installs nothing (the levels it
- *            allocated stay, empty, until a trim)
+ * Each function lists its own: a negative errno, and nothing changed unless
+ * it says otherwise. -EINVAL is always a bad argument (an unaligned address
+ * or length, a zero length, a range past 2^48 or overflowing, unknown flags,
+ * an entry that is not ps_pte_valid()); -ENOENT a page or range without the
+ * registration the call needs. -ENOMEM from a range operation means a level
+ * could not be allocated, and a prefix of the range may be done (its end is
+ * reported nowhere): repeat the call, every transition is idempotent.
+ * ps_pgtable_map() is the exception: it allocates every level before it
+ * installs anything, so its -ENOMEM installs nothing.
  */
 #ifndef PAGESTATE_PGTABLE_H
 #define PAGESTATE_PGTABLE_H
@@ -324,7 +285,12 @@ enum ps_fault {
 #define PS_SCAN_WP_MATCHING 0x1u   /* re-protect what is reported */
 #define PS_SCAN_CHECK_WPASYNC 0x2u /* -EPERM unless all registered async */
 
-/** struct ps_pgtable_region - pages [start, end) with equal categories. */
+/**
+ * struct ps_pgtable_region - a run of pages reported with equal categories.
+ * @start: the first page of the run.
+ * @end: the end of the run (exclusive).
+ * @categories: the run's categories, masked with the scan's return_mask.
+ */
 struct ps_pgtable_region {
 	uint64_t start;
 	uint64_t end;
@@ -365,11 +331,16 @@ struct ps_pgtable_scan {
 	uint64_t vec_len;
 };
 
-/** struct ps_pgtable_stats - memory the table holds now. */
+/**
+ * struct ps_pgtable_stats - memory the table holds now.
+ * @bytes: bytes held: the table itself, its interior levels and its leaves.
+ * @leaves: leaves (512 entries each).
+ * @nodes: interior levels, the root excluded.
+ */
 struct ps_pgtable_stats {
-	uint64_t bytes;	 /* table, levels and leaves */
-	uint64_t leaves; /* leaves (512 entries each) */
-	uint64_t nodes;	 /* interior levels, the root excluded */
+	uint64_t bytes;
+	uint64_t leaves;
+	uint64_t nodes;
 };
 
 /**
@@ -381,7 +352,7 @@ struct ps_pgtable_stats {
  *
  * Context: runs inside the operation's read-side section, in the calling
  * thread, so it may call only the functions that never block (see
- * "Readers and RCU"), on this table or another.
+ * "Readers and RCU" in the overview), on this table or another.
  */
 typedef void (*ps_pgtable_visit_fn)(void *ctx, uint64_t addr, ps_pte_t old,
 				    ps_pte_t new_pte);
@@ -393,11 +364,11 @@ typedef void (*ps_pgtable_visit_fn)(void *ctx, uint64_t addr, ps_pte_t old,
  * @start: the first page of the run.
  * @end: the end of the run (exclusive; @start < @end).
  *
- * Context: runs in the thread that called ps_pgtable_harvest(), between two
- * of its batches: outside the table's writer mutex and outside any
- * read-side section of the harvest's own, so it may call any function of
- * this table or another (unless the caller of the harvest is itself inside
- * a read-side section, see "Readers and RCU"). It cannot refuse a run: the
+ * Context: runs in the thread that called ps_pgtable_harvest(), between two of
+ * its batches: outside the table's writer mutex and outside any read-side
+ * section of the harvest's own, so it may call any function of this table or
+ * another (unless the caller of the harvest is itself inside a read-side
+ * section, see "Readers and RCU" in the overview). It cannot refuse a run: the
  * pages are already re-protected, and a run it drops is a write lost.
  */
 typedef void (*ps_pgtable_harvest_fn)(void *ctx, uint64_t start, uint64_t end);
@@ -421,10 +392,10 @@ struct ps_pgtable;
 struct ps_pgtable *ps_pgtable_create(void);
 
 /**
- * ps_pgtable_destroy() - free the table, every level and every pending
- * deferred free.
+ * ps_pgtable_destroy() - free the table and everything it holds.
  * @t: the table, or NULL (then nothing happens).
  *
+ * Runs every pending deferred free, then frees every level and the table.
  * Entries are dropped without visiting them (zap first to learn the frames).
  * Context: no other thread may use the table; not inside a read-side
  * section (it waits for liburcu's callbacks).
@@ -456,21 +427,21 @@ void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
  * ps_pgtable_read_lock() - enter a read-side section (urcu-bp; nests).
  *
  * Context: any thread; leave it with ps_pgtable_read_unlock() in the same
- * thread. Inside, call only the functions that never block (see "Readers
- * and RCU").
+ * thread. Inside, call only the functions that never block (see the overview of
+ * pagestate/pgtable.h, "Readers and RCU").
  * Ordering: none on the caller's data. Levels and registration sets loaded
  * inside the section stay allocated until it ends: trim and registration
  * changes free them through call_rcu, after a grace period that waits for
- * every section begun before it (G1 in lib/pgtable.c).
+ * every section begun before it.
  * Progress: wait-free (a thread-local counter store, no fence with
  * sys_membarrier), except a thread's first section: urcu-bp registers the
- * thread then, under liburcu's registry mutex. So does every function here
- * that enters a section of its own. Async-signal-safe, with
- * ps_pgtable_read_unlock(), ps_pgtable_lookup(), ps_pgtable_get() and
- * ps_pgtable_registration(), in a thread already registered (one section
- * before the handler can run) and from a handler on the thread's own stack
- * (docs/fork-signals-threads.md). A thread that exits inside a section
- * does not block grace periods.
+ * thread then, under liburcu's registry mutex, and so does the first call of
+ * any function of the table that enters a section of its own.
+ * Async-signal-safe, with ps_pgtable_read_unlock(), ps_pgtable_lookup(),
+ * ps_pgtable_get() and ps_pgtable_registration(), in a thread already
+ * registered (one section before the handler can run) and from a handler on the
+ * thread's own stack (docs/fork-signals-threads.md). A thread that exits inside
+ * a section does not block grace periods.
  */
 void ps_pgtable_read_lock(void);
 
@@ -479,8 +450,7 @@ void ps_pgtable_read_lock(void);
  *
  * Context: the thread that entered the section.
  * Ordering: the section's accesses happen before the free of any level or
- * registration set that a grace period defers past them (G1 in
- * lib/pgtable.c); nothing else.
+ * registration set that a grace period defers past them; nothing else.
  * Progress: wait-free (a thread-local counter store).
  */
 void ps_pgtable_read_unlock(void);
@@ -506,8 +476,8 @@ ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr);
  * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
  * @pte: receives the entry; untouched on error.
  *
- * The pin path of a caller is: get, pin the frame, get again and compare
- * (with a full fence between the pin and the second get, see page.h).
+ * The pin path of a caller is: get, pin the frame, get again and compare (with
+ * a full fence between the pin and the second get, see pagestate/page.h).
  * Context: any thread, also inside a read-side section (its own nests).
  * Ordering: acquire, as ps_pgtable_lookup().
  * Progress: wait-free (after the thread's first read-side section, see
@@ -527,9 +497,9 @@ int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte);
  *
  * A raw store: no registration check. Storing a uffd-wp entry outside a
  * registered range leaves a stale bit that faults clear lazily.
- * Context: any thread, also inside a read-side section. Not concurrently
- * with a trim of the page, or a map, copy or move into it (the exclusion
- * table in lib/pgtable.c).
+ * Context: any thread, also inside a read-side section. Not concurrently with a
+ * trim of the page, or a map, copy or move into it (see the overview of
+ * pagestate/pgtable.h, "Concurrency").
  * Ordering: acquire and release: one seq_cst CAS, which releases @pte to
  * the acquire loads of lookups, faults and scans and acquires the entry it
  * replaced.
@@ -560,8 +530,7 @@ int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr, ps_pte_t *expected,
 		       ps_pte_t desired);
 
 /**
- * ps_pgtable_swap_out() - replace the present entry at @addr by a swap
- * entry (@type, @offset), keeping its uffd-wp bit.
+ * ps_pgtable_swap_out() - replace a present entry by a swap entry.
  * @t: the table.
  * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
  * @type: the swap type, at most PS_PTE_SWP_TYPE_MAX.
@@ -570,6 +539,7 @@ int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr, ps_pte_t *expected,
  * @old: if not NULL, receives the present entry (its frame is now free);
  *	on -ENXIO, the entry found.
  *
+ * The swap entry (@type, @offset) keeps the present entry's uffd-wp bit.
  * Context: any thread, also inside a read-side section; the exclusions of
  * ps_pgtable_set().
  * Ordering: one seq_cst CAS, as ps_pgtable_set(). A write fault that
@@ -583,16 +553,16 @@ int ps_pgtable_swap_out(struct ps_pgtable *t, uint64_t addr, unsigned int type,
 			uint64_t offset, uint64_t flags, ps_pte_t *old);
 
 /**
- * ps_pgtable_swap_in() - replace the swap entry at @addr by a present entry
- * for @frame with @flags (PS_PTE_PRESENT_FLAGS without UFFD_WP), keeping the
- * swap entry's uffd-wp bit (then WRITE is dropped).
+ * ps_pgtable_swap_in() - replace a swap entry by a present entry.
  * @t: the table.
  * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
  * @frame: the frame that now holds the page, at most PS_PTE_FRAME_MAX.
- * @flags: the present entry's flags.
+ * @flags: the present entry's flags: PS_PTE_PRESENT_FLAGS without
+ *	PS_PTE_UFFD_WP.
  * @old: if not NULL, receives the swap entry (its slot is now free); on
  *	-ENXIO, the entry found.
  *
+ * The present entry keeps the swap entry's uffd-wp bit (and then has no WRITE).
  * Context: any thread, also inside a read-side section; the exclusions of
  * ps_pgtable_set().
  * Ordering: one seq_cst CAS, as ps_pgtable_set(): what the caller wrote
@@ -608,8 +578,7 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
 /* --- ranges --------------------------------------------------------------- */
 
 /**
- * ps_pgtable_map() - map frames @frame, @frame + 1, ... at [@start, @start +
- * @len) with @flags (PS_PTE_PRESENT_FLAGS).
+ * ps_pgtable_map() - map consecutive frames at a range of pages.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
@@ -617,49 +586,51 @@ int ps_pgtable_swap_in(struct ps_pgtable *t, uint64_t addr, uint64_t frame,
  *	PS_PTE_FRAME_MAX.
  * @flags: the present entries' flags, PS_PTE_UFFD_WP included.
  *
- * Every page must be none or a marker holding only UFFD_WP or only WRITTEN; a
- * UFFD_WP marker's protection is kept (Linux installs the new PTE with
- * uffd-wp), and over a WRITTEN marker the page stays written unless @flags
- * protect it. With PS_PTE_UFFD_WP in @flags the range must be registered
- * (Linux's UFFDIO_COPY_MODE_WP). Pages are checked first, so -EEXIST changes
- * nothing unless another thread maps the same pages meanwhile (see
- * lib/pgtable.c, the exclusion table).
- * Context: any thread; inside a read-side section only without PS_PTE_UFFD_WP
- * (with it, the writer mutex: see "Readers and RCU"). Not concurrently with
- * set, cmpxchg or map of the same pages, or a trim of the range.
+ * Maps @frame at @start, @frame + 1 at the next page, and so on, each with
+ * @flags. Every page must be none or a marker holding only UFFD_WP or only
+ * WRITTEN; a UFFD_WP marker's protection is kept (Linux installs the new
+ * PTE with uffd-wp), and over a WRITTEN marker the page stays written
+ * unless @flags protect it. With PS_PTE_UFFD_WP in @flags the range must be
+ * registered (Linux's UFFDIO_COPY_MODE_WP). Pages are checked first, so
+ * -EEXIST changes nothing unless another thread maps the same pages
+ * meanwhile, which the caller must exclude.
+ * Context: any thread; inside a read-side section only without
+ * PS_PTE_UFFD_WP (with it, the writer mutex). Not concurrently with set,
+ * cmpxchg or map of the same pages, or a trim of the range (see the overview of
+ * pagestate/pgtable.h, "Concurrency").
  * Ordering: each entry is installed by one seq_cst CAS, in address order
  * (the range is not atomic): what the caller wrote into a frame before the
  * call is seen by whoever acquires its entry (lookup, get, a fault). With
  * PS_PTE_UFFD_WP the registration check and the installs hold the writer
  * mutex, so no unregister interleaves.
  * Progress: lock-free (blocking with PS_PTE_UFFD_WP: writer mutex).
- * Return: 0; -EINVAL (range, flags, frames past PS_PTE_FRAME_MAX); -EEXIST;
- * -ENOENT (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (nothing
- * installed: every level is allocated before the first install).
+ * Return: 0; -EINVAL (range, flags, frames past PS_PTE_FRAME_MAX); -EEXIST
+ * (a page is neither none nor a lone UFFD_WP or WRITTEN marker); -ENOENT
+ * (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (nothing installed:
+ * every level is allocated before the first install).
  */
 int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   uint64_t frame, uint64_t flags);
 
 /**
- * ps_pgtable_map_prepare() - make maps into [@start, @start + @len) unable
- * to fail: check that every page is vacant and allocate every level the
- * range needs.
+ * ps_pgtable_map_prepare() - make later maps into a range unable to fail.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
  *
- * For a caller that maps one range in several ps_pgtable_map() calls (runs
- * of different flags) and wants all or nothing before any entry is seen:
- * after this returns 0, a ps_pgtable_map() of any part of the range without
- * PS_PTE_UFFD_WP fails neither with -EEXIST nor with -ENOMEM, as long as nobody
- * else stores into the range or trims it meanwhile (the exclusion table in
- * lib/pgtable.c; changes among none, UFFD_WP and WRITTEN markers, by protect,
+ * Checks that every page of [@start, @start + @len) is vacant and allocates
+ * every level the range needs. For a caller that maps one range in several
+ * ps_pgtable_map() calls (runs of different flags) and wants all or nothing
+ * before any entry is seen: after this returns 0, a ps_pgtable_map() of any
+ * part of the range without PS_PTE_UFFD_WP fails neither with -EEXIST nor
+ * with -ENOMEM, as long as nobody else stores into the range or trims it
+ * meanwhile (changes among none, UFFD_WP and WRITTEN markers, by protect,
  * zap, a scan or a fault, are fine). Nothing is installed; the levels it
  * allocates stay, empty, until a trim.
  * Context: any thread, inside a read-side section or not. Not concurrently
  * with a trim of the range.
- * Ordering: none beyond the page table's own (levels are published with
- * release, G1); it reads entries as ps_pgtable_get() does.
+ * Ordering: none beyond the table's own (levels are published with release
+ * and read with acquire); it reads entries as ps_pgtable_get() does.
  * Progress: lock-free (level allocation calls malloc).
  * Return: 0; -EINVAL (range); -EEXIST (a page is neither none nor a lone
  * UFFD_WP or WRITTEN marker); -ENOMEM (some levels may have been allocated,
@@ -668,14 +639,15 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
 int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
 /**
- * ps_pgtable_register() - register [@start, @start + @len) for write
- * protection with @flags (PS_WP_*).
+ * ps_pgtable_register() - register a range for write protection.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
  * @flags: PS_WP_* (0: sync and anonymous).
  *
- * Entries are not touched.
+ * Registers [@start, @start + @len) with the mode and backing @flags say (see
+ * the overview of pagestate/pgtable.h, "Write protection"). Entries are not
+ * touched.
  * Context: any thread, not inside a read-side section (writer mutex).
  * Ordering: the new registration set is published with a release store under
  * the writer mutex; it pairs with the acquire load of every operation that
@@ -689,22 +661,23 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 			unsigned int flags);
 
 /**
- * ps_pgtable_unregister() - end the registrations inside [@start, @start +
- * @len) (splitting those that straddle it) and clear every write-protect
- * state in the range: uffd-wp bits and UFFD_WP markers. Written state stays:
- * written entries and WRITTEN markers (a page zapped while written, not yet
- * reported) are reported by a later scan for written pages.
+ * ps_pgtable_unregister() - end write protection of a range.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
  *
+ * Ends the registrations inside [@start, @start + @len), splitting those
+ * that straddle it, and clears every write-protect state in the range:
+ * uffd-wp bits and UFFD_WP markers. Written state stays: written entries
+ * and WRITTEN markers (a page zapped while written, not yet reported) are
+ * reported by a later scan for written pages.
  * Context: any thread, not inside a read-side section (it waits for a
  * grace period, so no operation that saw the old registration is still
  * running when it clears the range).
  * Ordering: the new set is published with a release store (as
  * ps_pgtable_register()); after the grace period each entry is cleared by
  * one seq_cst CAS. When it returns, no entry of the range carries uffd-wp
- * unless a set or cmpxchg stored one since (G6 in lib/pgtable.c).
+ * unless a set or cmpxchg stored one since.
  * Progress: blocking (writer mutex, then a grace period).
  * Return: 0; -EINVAL; -ENOENT if no page of the range was registered;
  * -ENOMEM (nothing changed).
@@ -733,46 +706,50 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
 			    unsigned int *flags);
 
 /**
- * ps_pgtable_protect() - write-protect [@start, @start + @len)
- * (UFFDIO_WRITEPROTECT with MODE_WP): see the transition table.
+ * ps_pgtable_protect() - write-protect a range (UFFDIO_WRITEPROTECT).
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
  *
+ * Each entry of [@start, @start + @len) changes as the row "protect" of the
+ * transition table says (the overview of pagestate/pgtable.h): present and swap
+ * entries gain uffd-wp, none pages that use markers become UFFD_WP markers.
  * Context: any thread, not inside a read-side section (writer mutex).
- * Ordering: each entry changes by one seq_cst CAS, in address order (the
- * range is not atomic). A leaf's written hint is cleared by a seq_cst RMW
- * before its entries are read and set again where an entry stays written:
- * against a writer's CAS and hint load, every entry a racing write leaves
- * written stays in a hinted line (G8 in lib/pgtable.c).
+ * Ordering: each entry changes by one seq_cst CAS, in address order (the range
+ * is not atomic). A write racing the protect lands either before the page's CAS
+ * (the page ends protected) or after it (the page ends written, and the next
+ * scan for written pages finds it: docs/pgtable.md, "The written hint").
  * Progress: blocking (writer mutex); each entry is one CAS, so faults run
  * concurrently and see each entry before or after.
- * Return: 0; -EINVAL; -ENOENT unless every page is registered; -ENOMEM
- * (markers need levels; after a prefix, see "Errors").
+ * Return: 0; -EINVAL; -ENOENT unless every page is registered (nothing
+ * changed); -ENOMEM (markers need levels: a prefix of the range may be
+ * protected, see the errors in the overview of pagestate/pgtable.h).
  */
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
 /**
- * ps_pgtable_unprotect() - remove write protection from [@start, @start +
- * @len) (UFFDIO_WRITEPROTECT mode 0): see the transition table.
+ * ps_pgtable_unprotect() - remove write protection from a range.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
  *
+ * UFFDIO_WRITEPROTECT without MODE_WP: each entry of [@start, @start +
+ * @len) loses uffd-wp, and a marker that held only UFFD_WP becomes none (the
+ * row "unprotect" of the transition table in the overview of
+ * pagestate/pgtable.h). A present entry stays read-only: the next write fault
+ * makes it writable, if MAYWRITE.
  * Context: any thread, not inside a read-side section (writer mutex).
- * Ordering: each entry changes by one seq_cst CAS, in address order (the range
- * is not atomic); an entry it leaves written (any that does not become none)
- * has its line hinted (G8), so the next scan for WRITTEN finds it.
+ * Ordering: each entry changes by one seq_cst CAS, in address order (the
+ * range is not atomic); an entry it leaves written is found by the next scan
+ * for written pages.
  * Progress: blocking (writer mutex); it never allocates.
- * Return: 0; -EINVAL; -ENOENT unless every page is registered.
+ * Return: 0; -EINVAL; -ENOENT unless every page is registered (nothing
+ * changed).
  */
 int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
 /**
- * ps_pgtable_zap() - clear [@start, @start + @len) (see the transition
- * table for what survives as a marker: in a range registered async, a page
- * written since it was last protected leaves a WRITTEN marker, which the
- * next scan for written pages reports).
+ * ps_pgtable_zap() - clear the entries of a range (MADV_DONTNEED, munmap).
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
@@ -781,13 +758,18 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  *	the caller drops its references to the frames and swap slots.
  * @ctx: passed to @visit.
  *
+ * What survives of each entry of [@start, @start + @len) as a marker is in
+ * the transition table (the overview of pagestate/pgtable.h): protection
+ * where the range is shared, GUARD until a zap with PS_ZAP_UNMAP, and in a
+ * range registered async a WRITTEN marker for a page written since it was
+ * last protected, which the next scan for written pages reports.
  * Context: any thread, also inside a read-side section; @visit runs inside
  * the zap's own section.
  * Ordering: each entry changes by one seq_cst CAS, in address order (the
  * range is not atomic), and @visit gets the exact entry replaced: a write
  * fault that resolved first is in it (DIRTY), one after it finds MISSING.
  * The registrations are read with acquire; ps_pgtable_unregister() waits
- * for a zap that still saw the old ones (G6 in lib/pgtable.c).
+ * for a zap that still saw the old ones.
  * Progress: lock-free; never allocates.
  * Return: 0; -EINVAL (range, unknown flags).
  */
@@ -795,8 +777,7 @@ int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   unsigned int flags, ps_pgtable_visit_fn visit, void *ctx);
 
 /**
- * ps_pgtable_copy() - copy [@start, @start + @len) of @src into the same
- * addresses of @dst (fork).
+ * ps_pgtable_copy() - copy a range of one table into another (fork).
  * @dst: the table copied into; not @src.
  * @src: the table copied from.
  * @start: the first page (aligned).
@@ -806,13 +787,14 @@ int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
  *	source entry): the caller takes its references for the copy.
  * @ctx: passed to @visit.
  *
- * uffd-wp state is copied only with PS_KEEP_WP (then @dst's range must be
- * registered); POISONED, GUARD and WRITTEN markers always. @dst's range must be
- * all none (checked first, -EEXIST). @src may change meanwhile; each entry is
- * copied as one atomic snapshot.
+ * Copies the entries of [@start, @start + @len) of @src to the same
+ * addresses of @dst. uffd-wp state is copied only with PS_KEEP_WP (then
+ * @dst's range must be registered); POISONED, GUARD and WRITTEN markers
+ * always. @dst's range must be all none (checked first, -EEXIST). @src may
+ * change meanwhile; each entry is copied as one atomic snapshot.
  * Context: any thread; inside a read-side section only without PS_KEEP_WP
  * (with it, @dst's writer mutex). No other thread may store into @dst's
- * range meanwhile (the exclusion table in lib/pgtable.c).
+ * range meanwhile (see the overview of pagestate/pgtable.h, "Concurrency").
  * Ordering: each source entry is read with an acquire load and installed
  * in @dst by one seq_cst CAS, in address order; the copy as a whole is not
  * a snapshot of @src. @visit runs after each install.
@@ -827,8 +809,7 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 		    ps_pgtable_visit_fn visit, void *ctx);
 
 /**
- * ps_pgtable_move() - move the entries of [@from, @from + @len) to [@to,
- * @to + @len) (mremap).
+ * ps_pgtable_move() - move the entries of a range to another (mremap).
  * @t: the table.
  * @from: the first page of the source (aligned).
  * @to: the first page of the target (aligned).
@@ -836,15 +817,16 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
  *	ranges must not overlap.
  * @flags: 0 or PS_KEEP_WP.
  *
+ * Moves the entries of [@from, @from + @len) to [@to, @to + @len).
  * uffd-wp state is dropped unless PS_KEEP_WP (then the target must be
- * registered), as Linux does without UFFD_EVENT_REMAP; written state (WRITTEN
- * markers included) moves along. The target must be all none (-EEXIST). Each
- * entry is installed at the target before it is cleared at the source, so a
- * reader may see a page in both places for a moment, never in neither; a fault
- * racing the move on the source is carried over.
+ * registered), as Linux does without UFFD_EVENT_REMAP; written state
+ * (WRITTEN markers included) moves along. The target must be all none
+ * (-EEXIST). Each entry is installed at the target before it is cleared at
+ * the source, so a reader may see a page in both places for a moment,
+ * never in neither; a fault racing the move on the source is carried over.
  * Context: any thread; inside a read-side section only without PS_KEEP_WP
  * (with it, the writer mutex). No other thread may store into the target
- * range meanwhile (the exclusion table in lib/pgtable.c).
+ * range meanwhile (see the overview of pagestate/pgtable.h, "Concurrency").
  * Ordering: per entry, one seq_cst CAS at the target, then one at the
  * source; in address order (the range is not atomic).
  * Progress: lock-free, retried only when another thread changed the
@@ -857,20 +839,19 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 		    uint64_t len, unsigned int flags);
 
 /**
- * ps_pgtable_trim() - free the levels of [@start, @start + @len) that hold
- * only none entries (leaves wholly inside the range, then interior levels
- * left empty).
+ * ps_pgtable_trim() - free the levels of a range that hold only none entries.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
  *
- * Freed through call_rcu: readers never touch freed memory.
+ * Frees the leaves wholly inside [@start, @start + @len) whose entries are
+ * all none, then the interior levels that this leaves empty. They are freed
+ * through call_rcu: readers never touch freed memory.
  * Context: any thread, not inside a read-side section (writer mutex). No
  * thread may store into the range meanwhile (set, cmpxchg, map, swap, copy
- * or move into it): see the exclusion table in lib/pgtable.c.
- * Ordering: a level is unlinked under the writer mutex and freed after a
- * grace period, so every walk that loaded it ends first (G1 in
- * lib/pgtable.c); it orders nothing else.
+ * or move into it; see the overview of pagestate/pgtable.h, "Concurrency").
+ * Ordering: a level is unlinked under the writer mutex and freed after a grace
+ * period, so every walk that loaded it ends first; it orders nothing else.
  * Progress: blocking (writer mutex); the frees are deferred, not waited for.
  * Return: 0; -EINVAL.
  */
@@ -879,8 +860,7 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
 /* --- faults and scans ----------------------------------------------------- */
 
 /**
- * ps_pgtable_fault_pte() - classify an access to page @addr and resolve it
- * where the semantics say so (see the fault table above).
+ * ps_pgtable_fault_pte() - classify an access to a page, and resolve it.
  * @t: the table.
  * @addr: the page accessed (aligned, below PS_PGTABLE_ADDR_END).
  * @access: PS_ACCESS_READ or PS_ACCESS_WRITE, optionally
@@ -888,18 +868,25 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * @pte: if not NULL, receives the entry as the fault left it (with
  *	PS_ACCESS_CHECK, as it was read); untouched for PS_FAULT_INVALID.
  *
+ * Returns what the fault table (the overview of pagestate/pgtable.h) says for
+ * the entry and the access, and resolves the access where it says so: a read
+ * sets ACCESSED, a permitted write sets WRITE, DIRTY and ACCESSED and clears
+ * uffd-wp (async mode, PS_ACCESS_RESOLVE_WP, or a stale bit), all in one CAS.
  * Context: any thread, also inside a read-side section (its own nests).
  * Ordering: acquire and release (the resolving CAS; an acquire load only with
  * PS_ACCESS_CHECK). The entry is read with an acquire load, so a present frame
- * shows what the mapper wrote; a change (ACCESSED, a write's WRITE, DIRTY and
- * ACCESSED, a stale bit cleared) is one seq_cst CAS that hints its line when it
- * makes the entry written (G7 in lib/pgtable-scan.c, G8 in lib/pgtable.c).
+ * shows what the mapper wrote; a change is one seq_cst CAS, and a write that
+ * races a WP_MATCHING scan or a harvest is reported by it or by the next one.
  * Progress: lock-free (wait-free with PS_ACCESS_CHECK); never blocks, even
  * during protect, zap, scan or (un)registration (a thread's first
  * read-side section aside, see ps_pgtable_read_lock()).
- * Return: the PS_FAULT_* of the fault table (with PS_ACCESS_CHECK: what
- * the fault would return); PS_FAULT_INVALID, with nothing changed, for bad
- * arguments. Never a negative errno.
+ * Return: PS_FAULT_OK, the access may proceed; PS_FAULT_MISSING, no page
+ * (none, swap, a UFFD_WP or WRITTEN marker: map or swap in, then retry);
+ * PS_FAULT_WP, a write to a protected page of a sync range (nothing
+ * changed); PS_FAULT_POISONED or PS_FAULT_GUARD, such a marker (judged in
+ * that order, before UFFD_WP); PS_FAULT_BAD_ACCESS, a write without
+ * MAYWRITE; PS_FAULT_INVALID, bad arguments (nothing changed). With
+ * PS_ACCESS_CHECK, what the fault would return. Never a negative errno.
  */
 enum ps_fault ps_pgtable_fault_pte(struct ps_pgtable *t, uint64_t addr,
 				   unsigned int access, ps_pte_t *pte);
@@ -919,20 +906,19 @@ enum ps_fault ps_pgtable_fault(struct ps_pgtable *t, uint64_t addr,
 			       unsigned int access);
 
 /**
- * ps_pgtable_fault_locked() - ps_pgtable_fault_pte() inside the caller's
- * read-side section.
+ * ps_pgtable_fault_locked() - ps_pgtable_fault_pte() in the caller's section.
  * @t: the table.
  * @addr: the page accessed.
  * @access: as for ps_pgtable_fault_pte().
  * @pte: if not NULL, receives the entry as the fault left it.
  *
  * For a handler that resolves faults in batches (a vCPU loop, a bridge
- * draining several userfaultfd messages): it saves the section pair that
- * ps_pgtable_fault_pte() enters (about 12 ns, see "Readers and RCU"), as
- * ps_pgtable_lookup() does for lookups. Same semantics and checks; it never
- * blocks, so it may run in any section.
+ * draining several userfaultfd messages): it saves the pair of calls into
+ * liburcu-bp that ps_pgtable_fault_pte() makes, as ps_pgtable_lookup() does for
+ * lookups (see the overview of pagestate/pgtable.h, "Readers and RCU"). Same
+ * semantics and checks; it never blocks, so it may run in any section.
  * Context: inside ps_pgtable_read_lock() or the caller's own urcu-bp section.
- * Ordering: acquire and release (the resolving CAS).
+ * Ordering: acquire and release (the resolving CAS), as ps_pgtable_fault_pte().
  * Progress: lock-free; never blocks.
  * Return: what ps_pgtable_fault_pte() returns.
  */
@@ -940,21 +926,22 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
 				      unsigned int access, ps_pte_t *pte);
 
 /**
- * ps_pgtable_scan() - report pages of [arg->start, arg->end) by category,
- * and with PS_SCAN_WP_MATCHING re-protect them (see Scans above).
+ * ps_pgtable_scan() - report the pages of a range by category (PAGEMAP_SCAN).
  * @t: the table.
  * @arg: the query (struct ps_pgtable_scan); receives the regions in
  *	arg->vec and where the walk stopped in arg->walk_end.
  *
+ * Reports the pages of [arg->start, arg->end) that match the query as regions,
+ * as Linux's PAGEMAP_SCAN does, and with PS_SCAN_WP_MATCHING re-protects each
+ * page it reports (see the overview of pagestate/pgtable.h, "Scans").
  * Context: any thread; report-only scans also inside a read-side section,
  * WP_MATCHING scans not (writer mutex).
  * Ordering: the registrations are read once, with acquire, and each entry
  * with an acquire (seq_cst) load: not a snapshot, each page is reported as
  * it was at some instant of the walk. With PS_SCAN_WP_MATCHING a page is
  * reported only after its seq_cst CAS from the value reported to the
- * re-armed one succeeded, and hint bits are cleared and set again with
- * seq_cst RMWs: paired with a writer's CAS and hint load, no write is lost
- * (G7 in lib/pgtable-scan.c, G8 in lib/pgtable.c).
+ * re-armed one succeeded, so a write racing the scan is reported by it or
+ * by the next scan (docs/pgtable.md, "Get-and-rearm").
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
  * Return: the number of regions written to arg->vec (0 without a vector);
@@ -965,16 +952,13 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * markers needed a leaf, and nothing was re-armed yet). If pages were re-armed
  * before the allocation failed, the scan returns the regions taken (none
  * without a vector) and stops there, with arg->walk_end at the page that needed
- * the leaf, so no re-armed page goes unreported (G7). arg->walk_end is set on
+ * the leaf, so no re-armed page goes unreported. arg->walk_end is set on
  * success; arg->end and the other arguments are never changed.
  */
 long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
 
 /**
- * ps_pgtable_harvest() - hand every written page of [@start, @start + @len)
- * to @fn, re-protecting each one as it is reported: the get-and-rearm scan
- * (PS_SCAN_WP_MATCHING of PS_CAT_WRITTEN), resumed from walk_end until the
- * whole range is done.
+ * ps_pgtable_harvest() - report and re-protect the written pages of a range.
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
@@ -983,28 +967,27 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
  * @fn: called with each run of written pages, in address order; not NULL.
  * @ctx: passed to @fn.
  *
- * What a dirty-page tracker runs each round: after it returns, every write
- * made to the range before the call has been reported, by this harvest or
- * an earlier one, and its page is protected again, so the next write to it
- * is seen by the next harvest. "Written" is PS_CAT_WRITTEN: present or swap
- * entries without uffd-wp, WRITTEN markers (pages zapped while written,
- * re-armed as UFFD_WP markers), and GUARD and POISONED markers, which
+ * The get-and-rearm scan (PS_SCAN_WP_MATCHING of PS_CAT_WRITTEN) over
+ * [@start, @start + @len), resumed from walk_end until the whole range is
+ * done: what a dirty-page tracker runs each round. After it returns, every
+ * write made to the range before the call has been reported, by this
+ * harvest or an earlier one, and its page is protected again. "Written" is
+ * PS_CAT_WRITTEN: present or swap entries without uffd-wp, WRITTEN markers
+ * (re-armed as UFFD_WP markers), and GUARD and POISONED markers, which
  * protection leaves alone and so every harvest reports again. The range is
  * scanned in batches of up to 512 runs (12 KiB of the caller's stack); @fn
  * is called for the runs of a batch after the batch's scan returned, so a
- * page it is told of is already protected. Runs are disjoint and in address
- * order across the whole call, and a batch completes the run it has open before
- * it stops, so adjacent written pages come as one run unless a write lands
- * meanwhile; a page written after the harvest passed it is left for the next
- * harvest. It never allocates: pages that are not written are not re-armed, so
- * no none page becomes a UFFD_WP marker, and no -ENOMEM is possible.
+ * page it is told of is already protected. Runs are disjoint and in
+ * address order, and adjacent written pages come as one run unless a write
+ * lands meanwhile. It never allocates: no none page becomes a marker.
  * Context: any thread, not inside a read-side section (each batch takes the
- * writer mutex, as a WP_MATCHING scan does); @fn as ps_pgtable_harvest_fn says.
- * Ordering: each batch is one ps_pgtable_scan(): a page is passed on only after
- * its seq_cst CAS to the re-protected value succeeded, and the hint bits are
- * cleared and set again with seq_cst RMWs, so a write racing the harvest is
- * reported by it or by the next harvest (G7 in lib/pgtable-scan.c, G8 in
- * lib/pgtable.c). The registrations are read with acquire, once per batch.
+ * writer mutex, as a WP_MATCHING scan does). @fn runs in the calling thread
+ * between two batches, outside the writer mutex and the harvest's section,
+ * so it may call any function; it cannot refuse a run (the pages are
+ * already re-protected: a run it drops is a write lost).
+ * Ordering: each batch is one ps_pgtable_scan(), so a write racing the
+ * harvest is reported by it or by the next harvest (docs/pgtable.md,
+ * "Get-and-rearm"). The registrations are read with acquire, once per batch.
  * Progress: blocking (the writer mutex, per batch); faults on the range run
  * concurrently and see each entry written or re-armed.
  * Return: 0; -EINVAL (range, unknown flags, @fn NULL); -ENOENT (a page of

@@ -50,23 +50,21 @@
  *   - W => MW; reserved bits are zero; a marker set is never empty (the
  *     constructor turns an empty set into none); none is exactly 0.
  *
- * The WRITTEN marker is a none entry that counts as written: what a zap
- * leaves of a written page in a range registered async (pagestate/pgtable.h,
- * transition table), so that the next scan for written pages still reports
- * the page whose contents the zap changed. Linux has no such marker: its
- * zap leaves a none PTE there, and its scan counts every none PTE of an
- * async range as written. Its low five bits are those of an empty marker,
- * which no valid entry has, so bits 0-4 still tell every valid entry's
- * form, protection and marker kind apart (the table's scans rely on it).
+ * The WRITTEN marker is a none page that counts as written: what a zap
+ * leaves of a written page in a range registered async (see the transition
+ * table in the overview of pagestate/pgtable.h), so that the next scan for
+ * written pages still reports the page whose contents the zap changed.
  *
- * Why one encoding. Linux keeps uffd-wp in three places (present bit, swap
- * bit, marker) and every path that moves an entry must translate between
- * them; that is where its bugs were (stale bits after mremap, markers leaking
- * into fork children, writable+uffd-wp entries). Here the bit never moves:
- * swap-out, swap-in, zap-to-marker and back all keep bit 2 as it is.
+ * Where Linux differs: it keeps uffd-wp in three encodings (a present PTE
+ * bit, a swap PTE bit and PTE_MARKER_UFFD_WP, include/linux/swapops.h) and
+ * translates between them; here it is bit 2 in every form, and swap-out,
+ * swap-in, zap-to-marker and back never move it. Linux has no WRITTEN
+ * marker (its zap leaves a none PTE), keeps write permission in the VMA,
+ * not in the entry, and reserves some of its 32 swap types for itself.
+ * The reasons are in docs/pgtable.md, section "The entry".
  *
- * Limits: frame and swap offset 52 bits (PS_PTE_FRAME_MAX, at least the 40
- * the issue asks for), 32 swap types (Linux's MAX_SWAPFILES_SHIFT = 5).
+ * Limits: frame and swap offset 52 bits (PS_PTE_FRAME_MAX,
+ * PS_PTE_SWP_OFFSET_MAX), 32 swap types (PS_PTE_SWP_TYPE_MAX).
  *
  * Ordering, progress: not applicable (pure functions of their arguments).
  */
@@ -80,6 +78,10 @@
 
 PS_BEGIN_DECLS
 
+/**
+ * typedef ps_pte_t - a page-table entry: one of the four forms above, as a
+ * plain 64-bit value (pagestate/pgtable.h stores it atomically).
+ */
 typedef uint64_t ps_pte_t;
 
 #define PS_PTE_NONE ((ps_pte_t)0)
@@ -183,7 +185,7 @@ PS_STATIC_ASSERT((PS_PTE_TYPE_MASK | PS_PTE_SWAP_FLAGS | PS_PTE_SWP_TYPE_MASK |
 /*
  * Marker bits, as a set: the first three are Linux's PTE_MARKER_* values and
  * combine freely; PS_PTE_MARKER_WRITTEN is the library's own and stands
- * alone (see the top of this file).
+ * alone (see the overview above).
  */
 #define PS_PTE_MARKER_UFFD_WP 0x1u
 #define PS_PTE_MARKER_POISONED 0x2u
@@ -211,7 +213,7 @@ PS_STATIC_ASSERT(PS_PTE_MARKER_WRITTEN << PS_PTE_MARKER_SHIFT == 1u << 5,
 /* --- forms ---------------------------------------------------------------- */
 
 /**
- * ps_pte_type() - the form of @e: PS_PTE_TYPE_NONE/PRESENT/SWAP/MARKER.
+ * ps_pte_type() - the form of an entry.
  * @e: an entry.
  *
  * Context: any; pure function of @e.
@@ -379,12 +381,13 @@ static inline bool ps_pte_uffd_wp(ps_pte_t e)
 }
 
 /**
- * ps_pte_written() - the kernel's PAGE_IS_WRITTEN for an entry: not none and
- * not write-protected. A GUARD or POISONED marker without UFFD_WP counts as
- * written, exactly as PAGEMAP_SCAN reports such a marker, and so does a
- * WRITTEN marker (as the kernel reports the none PTE it stands for).
+ * ps_pte_written() - is @e written (Linux's PAGE_IS_WRITTEN)?
  * @e: an entry.
  *
+ * Written means not none and not write-protected, in any form: a present
+ * or swap entry without uffd-wp, a GUARD or POISONED marker without
+ * UFFD_WP (as PAGEMAP_SCAN reports such a marker), and a WRITTEN marker (as
+ * the kernel reports the none PTE it stands for).
  * Context: any; pure function of @e.
  * Return: true if @e is written (PS_CAT_WRITTEN).
  */
@@ -544,10 +547,11 @@ static inline unsigned int ps_pte_marker_bits(ps_pte_t e)
 }
 
 /**
- * ps_pte_is_written_marker() - the WRITTEN marker: a none page that counts
- * as written (see the top of this file).
+ * ps_pte_is_written_marker() - is @e the WRITTEN marker?
  * @e: an entry.
  *
+ * The WRITTEN marker stands for a none page that counts as written (see the
+ * overview of pagestate/pte.h).
  * Context: any; pure function of @e.
  * Return: true if @e is the marker holding PS_PTE_MARKER_WRITTEN.
  */
@@ -560,12 +564,13 @@ static inline bool ps_pte_is_written_marker(ps_pte_t e)
 /* --- transitions (pure) --------------------------------------------------- */
 
 /**
- * ps_pte_mkuffd_wp() - @e write-protected: present entries lose WRITE, swap
- * entries and markers gain the bit, and a WRITTEN marker becomes a UFFD_WP
- * marker (re-armed). A none entry stays none: whether a none page gets a
- * UFFD_WP marker is the table's policy (ps_pgtable_protect()).
+ * ps_pte_mkuffd_wp() - @e write-protected.
  * @e: an entry.
  *
+ * A present entry gains uffd-wp and loses WRITE, a swap entry or a marker
+ * gains the bit, and a WRITTEN marker becomes a UFFD_WP marker (re-armed). A
+ * none entry stays none: whether a none page gets a UFFD_WP marker is the
+ * table's policy (ps_pgtable_protect()).
  * Context: any; pure function of @e.
  * Return: the write-protected entry (PS_PTE_NONE for none).
  */
@@ -581,12 +586,13 @@ static inline ps_pte_t ps_pte_mkuffd_wp(ps_pte_t e)
 }
 
 /**
- * ps_pte_clear_uffd_wp() - @e without write protection. A marker that held
- * only UFFD_WP becomes none (a WRITTEN marker, which holds no protection,
- * is returned unchanged). A present entry does not become writable: the
- * next write fault upgrades it if MAYWRITE (see ps_pte_resolve_write()).
+ * ps_pte_clear_uffd_wp() - @e without write protection.
  * @e: an entry.
  *
+ * A marker that held only UFFD_WP becomes none (a WRITTEN marker, which
+ * holds no protection, is returned unchanged). A present entry does not
+ * become writable: the next write fault upgrades it if MAYWRITE (see
+ * ps_pte_resolve_write()).
  * Context: any; pure function of @e.
  * Return: @e without uffd-wp (PS_PTE_NONE for a UFFD_WP-only marker).
  */
@@ -599,12 +605,12 @@ static inline ps_pte_t ps_pte_clear_uffd_wp(ps_pte_t e)
 }
 
 /**
- * ps_pte_resolve_write() - a present entry after a write went through it
- * "the way a write would": uffd-wp cleared, WRITE, DIRTY and ACCESSED set.
+ * ps_pte_resolve_write() - @e after a write fault resolved it.
  * @e: an entry.
  *
- * Only meaningful for a present entry with MAYWRITE; any other @e is
- * returned unchanged (the write is not allowed, or needs a page first).
+ * What a write does to a present entry with MAYWRITE: uffd-wp cleared,
+ * WRITE, DIRTY and ACCESSED set. Any other @e is returned unchanged (the
+ * write is not allowed, or needs a page first).
  * Context: any; pure function of @e.
  * Return: the resolved entry, or @e unchanged.
  */
@@ -617,8 +623,7 @@ static inline ps_pte_t ps_pte_resolve_write(ps_pte_t e)
 }
 
 /**
- * ps_pte_set_maywrite() - the mprotect-like change: grant or revoke write
- * permission of a present entry.
+ * ps_pte_set_maywrite() - grant or revoke write permission (mprotect).
  * @e: an entry.
  * @maywrite: grant (true) or revoke (false).
  *
@@ -639,11 +644,11 @@ static inline ps_pte_t ps_pte_set_maywrite(ps_pte_t e, bool maywrite)
 }
 
 /**
- * ps_pte_set_cache() - a present entry with cache mode @mode (0..7); other
- * forms (and a mode above 7) are returned unchanged.
+ * ps_pte_set_cache() - a present entry with another cache mode.
  * @e: an entry.
- * @mode: the cache mode.
+ * @mode: the cache mode (0..7).
  *
+ * Other forms, and a mode above 7, are returned unchanged.
  * Context: any; pure function of @e and @mode.
  * Return: the changed entry, or @e unchanged.
  */
@@ -659,6 +664,7 @@ static inline ps_pte_t ps_pte_set_cache(ps_pte_t e, unsigned int mode)
  * @e: an entry.
  * @enc: set (true) or clear (false) ENC.
  *
+ * Other forms are returned unchanged.
  * Context: any; pure function of @e and @enc.
  * Return: the changed entry; other forms unchanged.
  */
