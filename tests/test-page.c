@@ -2623,16 +2623,15 @@ END_TEST
  * with a mode of its choice (get_or_revive_cache), or with whatever mode it
  * has (get_or_revive), checks that the mode does not change while it holds
  * the reference, and puts. The thread whose put frees the page sometimes
- * changes the free page's mode (set_cache_if_free), racing the other's
- * revival. Sometimes a thread claims the page instead (get_or_freeze, a
- * map that may fail): a free page is frozen with its mode, nobody can take
- * it or change the mode, and it is kept (unfrozen with one reference) or
- * given back free with its old mode. Checked: a holder always reads the
- * mode it was given; a revival reports the mode the page had; -EBUSY only
- * for another mode (or a claim in flight); the frees balance the revivals
- * (a kept claim counts as one); the page ends free with no counts. The two
- * run until each did its share and overlapped the other in enough operations
- * (harness.h).
+ * changes the free page's mode (set_cache_if_free), racing the other's revival.
+ * Sometimes a thread claims the page instead (get_or_freeze, a map that may
+ * fail): a free page is frozen with its mode, nobody can take it or change the
+ * mode, and it is kept (unfrozen with one reference) or given back free with
+ * its old mode. Checked: a holder always reads the mode it was given; a revival
+ * reports the mode the page had; -EBUSY only for another mode (or a claim in
+ * flight); the frees balance the revivals (a kept claim counts as one); the
+ * page ends free with no counts. The two run until each did its share and
+ * overlapped the other in enough operations (harness.h).
  */
 struct mode_shared {
 	struct ps_page page;
