@@ -53,6 +53,9 @@ enum {
 				    * held nor marked */
 	FP_MAP_INSTALLED,	   /* map: every entry installed, claimed
 				    * frames still frozen */
+	FP_DIRTY_SET,		   /* a mark: DIRTY set, hook not run yet
+				    * (arg: the frame) */
+	FP_WB_ENDED,		   /* write-back: WRITEBACK ended after @fn */
 	FP_NR
 };
 /* clang-format on */

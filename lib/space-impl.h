@@ -36,6 +36,7 @@
 
 #include <pagestate/space.h>
 
+#include "failpoint.h"
 #include "fork.h"
 #include "hbitmap.h"
 #include "space-internal.h"
@@ -99,8 +100,8 @@ static inline void ps__space_frame_unpin(struct ps_space *s, uint64_t frame)
  * Run the owner's dirty hook for @frame: only for the one caller whose
  * test-and-set found DIRTY clear, holding a reference on the frame (S5,
  * lib/space-dirty.c). ps__space_mark_frame_dirty() is the usual caller;
- * write-back's re-dirty sets DIRTY itself, before its WRITEBACK ends, and
- * runs the hook after (S12, lib/space-writeback.c).
+ * write-back's re-dirty sets DIRTY itself and runs the hook before its
+ * WRITEBACK ends (S12, lib/space-writeback.c).
  */
 static inline void ps__space_dirty_hook(struct ps_space *s, uint64_t frame)
 {
@@ -119,6 +120,7 @@ static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 {
 	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
 		return false;
+	FAILPOINT(FP_DIRTY_SET, frame);
 	ps__space_dirty_hook(s, frame);
 	return true;
 }

@@ -336,6 +336,23 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 	return 0;
 }
 
+/*
+ * S5: an unpin for a device's write marks the frame under its LOCKED bit, as
+ * Linux's unpin_user_pages_dirty_lock() holds the folio lock. An INTEGRITY
+ * write-back clears DIRTY of a pinned frame too (S4), under that bit: without
+ * it, a write-back could clear the DIRTY this call set and write the frame
+ * back before this call's dirty hook ran, a clean with no dirtying before it.
+ * The unpin's own pin keeps the frame LIVE while it waits.
+ */
+static void unpin_mark_dirty(struct ps_space *s, uint64_t frame)
+{
+	struct ps_page *p = &s->frames[frame];
+
+	ps_page_lock(p);
+	(void)ps__space_mark_frame_dirty(s, frame);
+	ps_page_unlock(p);
+}
+
 int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 		   unsigned int flags)
 {
@@ -350,7 +367,7 @@ int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 		if (frames[i] >= s->nframes)
 			continue;
 		if (flags & PS_UNPIN_DIRTY)
-			ps__space_mark_frame_dirty(s, frames[i]);
+			unpin_mark_dirty(s, frames[i]);
 		/* S14: uncount before the unpin; refuse below zero. */
 		if ((flags & PS_UNPIN_LONGTERM) &&
 		    (!lt || !lt_count_sub(&lt[frames[i]])))

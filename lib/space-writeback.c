@@ -313,7 +313,6 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	ps_page_unlock(p);
 	c->in_fn = frame;
 	rc = c->fn(c->ctx, addr, frame, pinned);
-	c->in_fn = UINT64_MAX;
 	redirty = rc != 0;
 	if (!rc && pinned) {
 		c->st.bounced++;
@@ -324,14 +323,18 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 			c->st.kept_dirty++;
 	}
 	/*
-	 * Dirty again before the write-back ends, so that a waiter (S12)
-	 * finds the frame dirty; the hook runs after the end, as any other
-	 * dirty hook runs with no write-back of the frame in flight.
+	 * Dirty again, and the hook run, before the write-back ends: a waiter
+	 * (S12) finds the frame dirty, and no other write-back can clean it
+	 * before the hook for this dirtying has run (S5: every clean comes
+	 * after the hook of the dirtying it writes). A hook that would wait
+	 * for this write-back gets -EDEADLK (in_fn is still this frame).
 	 */
 	made_dirty = redirty && !ps_page_test_and_set_flag(p, PS_PAGE_DIRTY);
-	w = ps_page_end_writeback(p);
 	if (made_dirty)
 		ps__space_dirty_hook(s, frame); /* S5: this call's */
+	c->in_fn = UINT64_MAX;
+	w = ps_page_end_writeback(p);
+	FAILPOINT(FP_WB_ENDED, addr);
 	if (rc) {
 		wb_error(c, rc);
 		return PS__HBM_KEEP;

@@ -27,9 +27,9 @@
  *     Library locks held when they run:
  *       - populate: none;
  *       - dirty: the frame's LOCKED bit when a write fault (a CPU fault, a
- *         pin for write) runs it; the caller's own lock in the
- *         secondary-map helper; none from mark_dirty, unpin or
- *         write-back's re-dirtying;
+ *         pin for write), mark_dirty or an unpin with PS_UNPIN_DIRTY runs
+ *         it; the caller's own lock in the secondary-map helper; the
+ *         frame's WRITEBACK bit (no lock) in write-back's re-dirtying;
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
  *         none from unpin, a pin's back-out, the helper, kunmap, destroy,
@@ -43,8 +43,9 @@
  *         write-back's PROTECTION invalidation; none in a REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,
  *     discard, convert or mprotect in that space; one run under a frame's
- *     LOCKED bit must not write-fault, pin for write, write back or kmap
- *     that frame (each would wait for the lock it runs under).
+ *     LOCKED bit must not write-fault, pin for write, mark dirty, unpin
+ *     dirty, write back or kmap that frame (each would wait for the lock it
+ *     runs under).
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
  *     map, a write fault, mark_dirty) retry only because another thread changed

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define NFRAMES 256
@@ -1707,6 +1708,147 @@ START_TEST(fp_unpin_dirty_during_bounce)
 }
 END_TEST
 
+/*
+ * Regression (the soak's N3): a write-back cleaned a frame before the dirty
+ * hook of the dirtying it wrote had run. The hook counts dirtyings, @fn
+ * counts cleans; at every clean the hooks must be ahead (as a dirty-page
+ * account would be). wb_count_clean() records the hooks run when it cleans.
+ */
+static _Atomic(unsigned) clean_saw_hooks;
+
+static int wb_count_clean(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	atomic_store(&clean_saw_hooks, atomic_load(&seen.dirty_total));
+	return 0;
+}
+
+static void clean_now(uint64_t addr)
+{
+	struct ps_writeback_stats st;
+
+	ck_assert_int_eq(ps_space_writeback(sp, addr, PG, PS_WB_CLEAN,
+					    wb_count_clean, NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+}
+
+/*
+ * A write-back whose write fails dirties the frame again. Before the fix
+ * it ended WRITEBACK first and ran the hook after: a write-back in between
+ * (here, at the end) cleaned the frame with the hook still to come.
+ */
+START_TEST(fp_redirty_hook_before_writeback_ends)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 45, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	wb_seen_init(&w);
+	w.fail_once = 1;
+	atomic_store(&clean_saw_hooks, 0);
+	arm(FP_WB_ENDED, clean_now);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 -EIO);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 2);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 2,
+		      "a write-back cleaned the frame re-dirtied by a failed "
+		      "write before its dirty hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+	ck_assert(!ps_page_test_flags(pg(45), PS_PAGE_DIRTY));
+}
+END_TEST
+
+/*
+ * ps_space_unpin(PS_UNPIN_DIRTY) marks under the frame's LOCKED bit, as
+ * Linux's unpin_user_pages_dirty_lock() holds the folio lock. Before the
+ * fix it did not, and an INTEGRITY write-back, which clears DIRTY of a
+ * pinned frame too, cleaned (bounced) it between the unpin's DIRTY and its
+ * hook. Here the write-back starts in another thread at that instant; the
+ * unpin gives it 200 ms before it runs its hook.
+ */
+static _Atomic(bool) racer_done;
+
+static void *integrity_racer(void *arg)
+{
+	struct ps_writeback_stats st;
+
+	(void)arg;
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_count_clean, NULL, &st),
+			 0);
+	atomic_store(&racer_done, true);
+	return NULL;
+}
+
+static pthread_t racer;
+
+static void start_integrity_racer(uint64_t frame)
+{
+	(void)frame;
+	ck_assert_int_eq(pthread_create(&racer, NULL, integrity_racer, NULL),
+			 0);
+	for (int i = 0; i < 200 && !atomic_load(&racer_done); i++)
+		usleep(1000);
+}
+
+START_TEST(fp_unpin_dirty_marks_under_lock)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 46, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&clean_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_integrity_racer);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY), 0);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 1,
+		      "the unpin's dirtying was written back before its dirty "
+		      "hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+}
+END_TEST
+
+/*
+ * ps_space_mark_dirty() marks under the frame's LOCKED bit too. Before the
+ * fix it held only a reference, and an INTEGRITY write-back (here on a
+ * frame pinned for read, so that the page is in the write-back set) cleaned
+ * it between the mark's DIRTY and its hook.
+ */
+START_TEST(fp_mark_dirty_marks_under_lock)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 47, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&clean_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_integrity_racer);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_DIRTIED);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 1,
+		      "mark_dirty's dirtying was written back before its "
+		      "dirty hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
 /* --- create: the frame limit, the writer mutex ---------------------------- */
 
 /* The documented limit is the real one: 2^40 frames (the arrays indexed by
@@ -2738,9 +2880,29 @@ static bool pin_on_protection(struct ps_interval *sub,
 static const struct ps_interval_ops pin_on_protection_ops = {
 	.invalidate = pin_on_protection};
 
+/*
+ * A mark from another thread at that instant. mark_dirty takes the frame's
+ * LOCKED bit, which the write-back holds here, so it waits until the visit
+ * is done (it gets 100 ms; joined at the end of the test).
+ */
+static pthread_t crp_marker;
+static _Atomic(bool) crp_marked;
+
+static void *crp_mark(void *arg)
+{
+	(void)ps_space_mark_dirty(sp, (uint64_t)(uintptr_t)arg);
+	atomic_store(&crp_marked, true);
+	return NULL;
+}
+
 static void mark_dirty_now(uint64_t addr)
 {
-	(void)ps_space_mark_dirty(sp, addr);
+	atomic_store(&crp_marked, false);
+	ck_assert_int_eq(pthread_create(&crp_marker, NULL, crp_mark,
+					(void *)(uintptr_t)addr),
+			 0);
+	for (int i = 0; i < 100 && !atomic_load(&crp_marked); i++)
+		usleep(1000);
 }
 
 START_TEST(fp_clean_writeback_pin_race)
@@ -2759,6 +2921,7 @@ START_TEST(fp_clean_writeback_pin_race)
 	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_nop,
 					    NULL, &st),
 			 0);
+	pthread_join(crp_marker, NULL);
 	disarm();
 	ps_interval_remove(&sub);
 	ck_assert(crp_pinned);
@@ -4101,6 +4264,11 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, remapped_pinned_frame_is_written_back);
 	tcase_add_test(tc, fp_unpin_dirty_during_bounce);
 
+	tc = ps_test_tcase(s, "a clean comes after its dirty hook", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_redirty_hook_before_writeback_ends);
+	tcase_add_test(tc, fp_unpin_dirty_marks_under_lock);
+	tcase_add_test(tc, fp_mark_dirty_marks_under_lock);
 	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, discard_leaves_a_foreign_freeze);

@@ -492,15 +492,19 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * write-back keeps it while the frame is pinned (S9 in lib/space-writeback.c).
  * The dirty log (migration) has the address only for a pin for write (see Dirty
  * state); for another pin, call ps_space_mark_dirty().
- * Context: any thread holding the pins; the dirty and free_frame hooks run
- * in it, with no library lock held.
+ * Context: any thread holding the pins, not holding a frame's LOCKED bit
+ * (not from a dirty hook). The hooks run in it: the dirty hook with the
+ * frame's LOCKED bit held (as Linux's unpin_user_pages_dirty_lock() holds
+ * the folio lock, so that no write-back cleans the frame before the hook
+ * has run), the free_frame hook with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
  * frame, page.h); with PS_UNPIN_DIRTY, DIRTY is set (acq_rel) before the
  * unpin; with PS_UNPIN_LONGTERM, the frame's long-term count drops
  * (release) before the unpin.
- * Progress: lock-free (a pin not for the long term: one RMW per frame, as
- * before; a long-term one adds a compare-and-swap loop on its count). Misuse
- * (unpinning what was not pinned) goes to the page word's error hook.
+ * Progress: lock-free without PS_UNPIN_DIRTY (one RMW per frame; a
+ * long-term pin adds a compare-and-swap loop on its count); blocking with
+ * it (the frame's LOCKED bit, which faults and write-backs hold briefly).
+ * Misuse (unpinning what was not pinned) goes to the page word's error hook.
  * Return: 0; -EINVAL if @flags has unknown bits (nothing is released);
  * -ENOENT if PS_UNPIN_LONGTERM was passed for a frame with no long-term
  * pin counted (misuse: its pin is released all the same, the count stays
@@ -719,12 +723,15 @@ enum ps_space_mark {
  * looked at again), so the dirty hook never runs for a frame already freed
  * or handed to another address (S5 in lib/space-dirty.c). The address is
  * logged after the mark.
- * Context: any thread; the dirty hook runs in it, with no library lock
- * held, and so may the free_frame hook (if the frame was unmapped while
- * this call held it, its release is the last reference).
- * Progress: lock-free; it looks again only when the entry or the frame
- * changed, and waits (yields) while the frame is frozen (a conversion, a
- * cache-mode change, a discard, a map that claimed it and has not finished).
+ * Context: any thread not holding the frame's LOCKED bit (not from a dirty hook
+ * of that frame). The dirty hook runs in it with the frame's LOCKED bit held,
+ * as a write fault's does (so no write-back cleans the frame before the hook
+ * has run); the free_frame hook may run in it with no lock held (if the frame
+ * was unmapped while this call held it, its release is the last reference).
+ * Progress: blocking (the frame's LOCKED bit, which faults and write-backs
+ * hold briefly); it looks again only when the entry or the frame changed,
+ * and waits (yields) while the frame is frozen (a conversion, a cache-mode
+ * change, a discard, a map that claimed it and has not finished).
  * Ordering: release (the caller's write happens before the harvest or
  * write-back that reports it).
  * Return: one of enum ps_space_mark.
