@@ -74,8 +74,9 @@
  *   notifier.h   ps_notifier
  *                ps_interval
  *                ps_invalidation
- *   space.h      ps_space         PS_MAP PS_UNMAP PS_PIN PS_HARVEST
- *                                 ps_discard PS_DISCARD ps_secondary
+ *   space.h      ps_space         PS_MAP PS_UNMAP PS_PIN PS_UNPIN
+ *                                 PS_HARVEST ps_discard PS_DISCARD
+ *                                 ps_secondary
  *                                 ps_writeback PS_WB
  *   prot.h       ps_prot          ps_convert PS_CONVERT PS_KMAP
  *                                 ps_memory_fault PS_MEMORY_FAULT
