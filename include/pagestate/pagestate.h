@@ -36,6 +36,7 @@
  * explained in docs/, installed under share/doc/libpagestate with CHANGELOG.md
  * and LICENSE:
  *
+ *   docs/page.md                  page.h
  *   docs/pgtable.md               pte.h and pgtable.h
  *   docs/notifier.md              seq.h and notifier.h
  *   docs/uffd.md                  uffd.h
