@@ -39,6 +39,7 @@
  *   docs/page.md                  page.h
  *   docs/pgtable.md               pte.h and pgtable.h
  *   docs/notifier.md              seq.h and notifier.h
+ *   docs/prot.md                  prot.h and x86.h
  *   docs/uffd.md                  uffd.h
  *   docs/discard.md               space.h's discard
  *   docs/fork-signals-threads.md  fork.h
