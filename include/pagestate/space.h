@@ -785,6 +785,7 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * (the next write faults and is logged again). Last, their secondary mappings
  * are invalidated (PS_NOTIFIER_SOFT_DIRTY), which is also the TLB flush of the
  * entries re-armed. A page put back with ps_space_redirty() stays re-armed.
+ *
  * A caller that re-arms by itself must harvest first, then protect what was
  * reported: protect-then-harvest loses the write of a fault in between
  * (docs/space.md, "Harvest and re-arm"). Copy the reported pages after the
