@@ -126,10 +126,10 @@
  * dirty) and every address mapped to a frame that was pinned or dirty; a visit
  * keeps an address while its frame is pinned or dirty. There is no reverse
  * map: write-back finds a frame only at the addresses recorded for it. A frame
- * unpinned dirty after its last mapping went is freed with its DIRTY: an owner
- * that must keep such writes holds a reference of its own and reads DIRTY
- * before it lets go. docs/space.md, "Dirty tracking" and "Write-back", says
- * why.
+ * unpinned dirty after its last mapping went has no address left: its free
+ * ends its lifetime, DIRTY included. An owner that must keep such writes holds
+ * a reference of its own and reads DIRTY before it lets go. docs/space.md,
+ * "Dirty tracking" and "Write-back", says why.
  *
  * ---------------------------------------------------------------------------
  * Limits
@@ -454,9 +454,9 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * hook. A pin for write needs a writable entry and makes one as a write fault
  * does: a read-only entry with MAYWRITE becomes writable, marking the frame
  * dirty; a write-protected page of an async range counts as written; one of a
- * sync range fails the call with -EAGAIN. A pin for write logs its address and
- * marks the frame WRITE_PINNED in the atomic step that takes the pin; any
- * other pin puts the address in the write-back set (the overview of
+ * sync range fails the call with -EAGAIN. A pin for write marks the frame
+ * WRITE_PINNED in the atomic step that takes the pin, then logs its address;
+ * any other pin puts the address in the write-back set (the overview of
  * pagestate/space.h, "Dirty state"). Without PS_PIN_PRIVATE a private frame
  * is refused, in the same atomic step (pagestate/prot.h, "Pins and
  * conversions"). A PS_PIN_LONGTERM pin is counted per frame until
