@@ -192,8 +192,8 @@ struct ps_space;
  *	hook a missing page is -EFAULT (PS_FAULT_MISSING).
  * @dirty: @frame went from clean to dirty (Linux's set_page_dirty()). Runs
  *	exactly once per transition, in the thread that made it, before any
- *	write-back cleans that dirtying and before anyone writes through an
- *	entry the transition made writable.
+ *	write-back cleans that dirtying and, in a write fault, before the entry
+ *	becomes writable.
  * @free_frame: the last reference to @frame was dropped: its lifetime is
  *	over, its page word free again (DIRTY and WRITE_PINNED cleared, so its
  *	next mapping starts clean), and the frame its owner's to reuse. Runs
@@ -261,11 +261,11 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
  * (free_frame hooks run), and free the space.
  * @space: the space, or NULL (nothing happens; 0 is returned).
  *
- * Frames still pinned keep their pins in the page words: valid if the array is
- * the caller's; a library-allocated array is freed with the space. In a child
- * of fork(), a space inherited from the parent is only forgotten,
- * subscriptions or not: no hook runs, nothing waits, 0 is returned (rule 2 of
- * the overview of pagestate/fork.h).
+ * Pins still held are not released: a pinned frame is not freed, and keeps its
+ * pins in its page word if the array is the caller's (a library-allocated array
+ * is freed with the space). In a child of fork(), a space inherited from the
+ * parent is only forgotten, subscriptions or not: no hook runs, nothing waits,
+ * 0 is returned (rule 2 of the overview of pagestate/fork.h).
  * Context: no other thread may use the space, and its notifier must have no
  * subscription left; not inside a read-side section. The free_frame hooks run
  * in this thread with no lock of the space held.
