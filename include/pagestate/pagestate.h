@@ -44,6 +44,8 @@
  *   docs/abi.md                   version.h: what is API and ABI, 0.x policy
  *   docs/building.md              building, installing and embedding
  *   docs/contributing.md          the project's rules and checks
+ *   docs/linux-differences.md     where the library differs from Linux, why
+ *   docs/examples.md              a short program per module
  *
  * A module without a document there explains its design in its header's
  * overview.
