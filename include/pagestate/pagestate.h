@@ -39,9 +39,9 @@
  *   docs/page.md                  page.h
  *   docs/pgtable.md               pte.h and pgtable.h
  *   docs/notifier.md              seq.h and notifier.h
+ *   docs/space.md                 space.h
  *   docs/prot.md                  prot.h and x86.h
  *   docs/uffd.md                  uffd.h
- *   docs/discard.md               space.h's discard
  *   docs/fork-signals-threads.md  fork.h
  *   docs/abi.md                   version.h: what is API and ABI, 0.x policy
  *   docs/building.md              building, installing and embedding
