@@ -49,9 +49,6 @@
  *   docs/linux-differences.md     where the library differs from Linux, why
  *   docs/examples.md              a short program per module
  *
- * A module without a document there explains its design in its header's
- * overview.
- *
  * Names say where things live. A function's prefix names the header that
  * declares it: ps_page_*() is in page.h, ps_space_*() in space.h,
  * ps_prot_*() in prot.h. A header's types, enum constants and macros carry
