@@ -17,16 +17,23 @@
  *                  mutex      a mutex-protected lookup
  *   invalidate   ps_notifier_invalidate_start + _end of one page inside a
  *                random one of n non-overlapping subscriptions (n = 1,
- *                1,000, 100,000); the callback sets its sequence.
+ *                1,000, 100,000, interleaved round by round); the callback
+ *                sets its sequence. Also the per-round ratio of 100,000 to
+ *                1,000, median and min..max.
  *   busy         a reader's pair while another thread streams
  *                invalidations of other ranges (2 threads): interval and
  *                space, with their false-retry counts against KVM's
  *                mmu_invalidate_retry_gfn over the same stream (kvm: one
  *                merged range plus a global sequence).
  *
- * Targets (issue 4): seq read pair <= 1.10x ck_sequence; invalidate cost
- * grows at most 3x from 1,000 to 100,000 subscriptions; zero false retries
- * for the exact checks under a stream of non-overlapping invalidations.
+ * Targets (issues 4 and 14): seq read pair <= 1.10x ck_sequence; invalidate
+ * cost grows at most 2x from 1,000 to 100,000 subscriptions (the median of
+ * the per-round ratios); zero false retries for the exact checks under a
+ * stream of non-overlapping invalidations.
+ *
+ * --cachesim N runs only the invalidate loop, for callgrind's cache
+ * simulator (tools/cachesim-notifier.sh): timings are not evidence on a
+ * busy machine, instruction and miss counts are.
  */
 #include <pagestate/notifier.h>
 #include <pagestate/seq.h>
@@ -223,13 +230,14 @@ struct inv_ctx {
 	struct ps_notifier n;
 	struct ps_interval *subs;
 	uint64_t nsubs;
+	uint64_t x; /* the random sequence goes on from loop to loop */
 };
 
 /* Subscription i covers pages [2i, 2i + 1): one page, one page of gap. */
 static double inv_loop(void *arg, uint64_t iters)
 {
 	struct inv_ctx *c = arg;
-	uint64_t x = 0x9e3779b97f4a7c15ull;
+	uint64_t x = c->x;
 	double t0 = bench_now_ns();
 
 	for (uint64_t i = 0; i < iters; i++) {
@@ -244,35 +252,128 @@ static double inv_loop(void *arg, uint64_t iters)
 		    ps_notifier_invalidate_end(&c->n, page * PG + 64, 64))
 			abort();
 	}
+	c->x = x;
 	return bench_now_ns() - t0;
 }
 
-static double bench_invalidate(const struct bench_opts *o, uint64_t nsubs)
+static void inv_setup(struct inv_ctx *c, uint64_t nsubs)
 {
-	struct inv_ctx c;
-	struct bench_stats st;
-	char op[32];
-	void *args[1] = {&c};
-
-	if (ps_notifier_init(&c.n))
+	if (ps_notifier_init(&c->n))
 		abort();
-	c.nsubs = nsubs;
-	c.subs = calloc(nsubs, sizeof(*c.subs));
-	if (!c.subs)
+	c->nsubs = nsubs;
+	c->x = 0x9e3779b97f4a7c15ull;
+	c->subs = calloc(nsubs, sizeof(*c->subs));
+	if (!c->subs)
 		abort();
 	for (uint64_t i = 0; i < nsubs; i++)
-		if (ps_interval_insert(&c.subs[i], &c.n, 2 * i * PG, PG,
+		if (ps_interval_insert(&c->subs[i], &c->n, 2 * i * PG, PG,
 				       &nop_ops, NULL))
 			abort();
-	st = bench_measure(o, 1, inv_loop, args, bench_iters(o, 400000));
-	snprintf(op, sizeof(op), "start+end n=%llu", (unsigned long long)nsubs);
-	bench_emit(o, "invalidate", op, "pagestate", "ns/op", st, 0, 0, NULL);
-	for (uint64_t i = 0; i < nsubs; i++)
-		ps_interval_remove(&c.subs[i]);
-	free(c.subs);
-	if (ps_notifier_destroy(&c.n))
+}
+
+static void inv_teardown(struct inv_ctx *c)
+{
+	for (uint64_t i = 0; i < c->nsubs; i++)
+		ps_interval_remove(&c->subs[i]);
+	free(c->subs);
+	if (ps_notifier_destroy(&c->n))
 		abort();
+}
+
+/*
+ * The three subscription counts, interleaved round by round in this one
+ * process (the order rotates each round), so that a noisy stretch of the
+ * machine hits every count alike. The ratio 100,000 / 1,000 is taken per
+ * round; its median and min..max are what the target is checked against.
+ * Returns the median ratio.
+ */
+static double bench_invalidate(const struct bench_opts *o)
+{
+	enum { NC = 3 };
+	static const uint64_t counts[NC] = {1, 1000, 100000};
+	struct inv_ctx *c = calloc(NC, sizeof(*c));
+	uint64_t iters = bench_iters(o, 400000);
+	double *t[NC], *ratio = calloc(o->runs, sizeof(*ratio));
+	struct bench_stats st;
+	char op[32];
+
+	if (!c || !ratio)
+		abort();
+	for (int k = 0; k < NC; k++) {
+		inv_setup(&c[k], counts[k]);
+		t[k] = calloc(o->runs, sizeof(*t[k]));
+		if (!t[k])
+			abort();
+		(void)inv_loop(&c[k], iters); /* warm-up */
+	}
+	for (unsigned r = 0; r < o->runs; r++) {
+		for (int j = 0; j < NC; j++) {
+			int k = (int)((r + (unsigned)j) % NC);
+
+			t[k][r] = inv_loop(&c[k], iters) / (double)iters;
+		}
+		ratio[r] = t[2][r] / t[1][r];
+	}
+	for (int k = 0; k < NC; k++) {
+		snprintf(op, sizeof(op), "start+end n=%llu",
+			 (unsigned long long)counts[k]);
+		st = bench_stats_of(t[k], o->runs);
+		bench_emit(o, "invalidate", op, "pagestate", "ns/op", st, 0, 0,
+			   NULL);
+		free(t[k]);
+		inv_teardown(&c[k]);
+	}
+	st = bench_stats_of(ratio, o->runs);
+	bench_emit(o, "invalidate", "start+end 100000 / 1000 subscriptions",
+		   "per-round ratio", "x", st, 0, 0, NULL);
+	free(ratio);
+	free(c);
 	return st.median;
+}
+
+/*
+ * --cachesim N: the invalidate loop on N subscriptions for callgrind, no
+ * timing. Set up, warm the caches with 2 * N (at least 100,000)
+ * invalidations, then run --iters (default 100,000) of them inside
+ * cachesim_measured(), the only function to collect:
+ *
+ *   valgrind --tool=callgrind --cache-sim=yes \
+ *	--toggle-collect=cachesim_measured bench-notifier --cachesim 100000
+ *
+ * tools/cachesim-notifier.sh runs it for 1,000 and 100,000 and prints the
+ * instructions and cache misses per invalidation.
+ */
+__attribute__((noinline)) void cachesim_measured(struct inv_ctx *c,
+						 uint64_t iters);
+
+__attribute__((noinline)) void cachesim_measured(struct inv_ctx *c,
+						 uint64_t iters)
+{
+	(void)inv_loop(c, iters);
+}
+
+static int cachesim_opt(const char *arg, const char *val, void *ctx)
+{
+	if (strcmp(arg, "--cachesim") || !val)
+		return 0;
+	*(uint64_t *)ctx = strtoull(val, NULL, 0);
+	return 2;
+}
+
+static int cachesim_run(const struct bench_opts *o, uint64_t nsubs)
+{
+	struct inv_ctx c;
+	uint64_t iters = o->iters ? o->iters : 100000;
+
+	inv_setup(&c, nsubs);
+	(void)inv_loop(&c, 2 * nsubs > 100000 ? 2 * nsubs : 100000);
+	cachesim_measured(&c, iters);
+	bench_note(
+		o,
+		"cachesim: %llu invalidations measured on %llu subscriptions",
+		(unsigned long long)iters, (unsigned long long)nsubs);
+	inv_teardown(&c);
+	return 0;
 }
 
 /* --- a stream of non-overlapping invalidations: cost and false retries ---- */
@@ -451,7 +552,8 @@ int main(int argc, char **argv)
 	struct bench_opts o;
 	struct ctx *c;
 	void *args[1];
-	double inv1k = 0, inv100k = 0, seq_vs_ck = 0;
+	double inv_ratio = 0, seq_vs_ck = 0;
+	uint64_t cachesim = 0;
 	uint64_t exact_false = 0, conservative = 0;
 	bool all;
 	static const struct {
@@ -473,7 +575,12 @@ int main(int argc, char **argv)
 		  peer = NPAIRS - 2;
 	struct bench_stats st[NPAIRS];
 
-	bench_init(&o, argc, argv, "notifier", NULL, NULL, NULL);
+	bench_init(&o, argc, argv, "notifier",
+		   "  --cachesim N      only the invalidate loop on N "
+		   "subscriptions, for callgrind\n",
+		   cachesim_opt, &cachesim);
+	if (cachesim)
+		return cachesim_run(&o, cachesim);
 	all = !o.filter;
 	if (posix_memalign((void **)&c, 128, sizeof(*c)))
 		return 1;
@@ -509,9 +616,7 @@ int main(int argc, char **argv)
 			seq_vs_ck = st[seq_k].median / st[base].median;
 	}
 	if (bench_selected(&o, "invalidate", NULL)) {
-		(void)bench_invalidate(&o, 1);
-		inv1k = bench_invalidate(&o, 1000);
-		inv100k = bench_invalidate(&o, 100000);
+		inv_ratio = bench_invalidate(&o);
 	}
 	if (bench_selected(&o, "false-retries", NULL)) {
 		bench_false_retries(&o, 0, "flat-out", &exact_false,
@@ -527,8 +632,9 @@ int main(int argc, char **argv)
 			bench_note(&o,
 				   "seq read pair / ck_sequence: not "
 				   "measured (built without Concurrency Kit)");
-		bench_target(&o, "invalidate cost n=100000 / n=1000",
-			     inv100k / inv1k, "<=", 3.0);
+		bench_target(&o,
+			     "invalidate cost n=100000 / n=1000 (per-round)",
+			     inv_ratio, "<=", 2.0);
 		bench_target(&o, "false retries, exact checks (both streams)",
 			     (double)exact_false, "<=", 0);
 		bench_note(&o,
