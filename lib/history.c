@@ -148,58 +148,49 @@ static uint64_t newer(const struct ps__hist *h, uint64_t a, uint64_t b)
 /* --- merging runs (H1) ---------------------------------------------------- */
 
 /*
- * The envelope of two arrays of disjoint sorted runs: over each address the
- * newer stamp of the two (or the one there is), runs with one stamp that
- * touch joined. Writes @out if it is not NULL; returns the number of runs.
+ * The envelope of @o, older, and @w, newer (every stamp of @w is after every
+ * stamp of @o: the ends merged are always two consecutive spans of numbers,
+ * the older one first). Both are arrays of disjoint runs sorted by address
+ * and joined where they touch with one stamp. Over each address the result
+ * has @w's stamp if @w covers it, else @o's: @w's runs whole, and the pieces
+ * of @o's that they leave. So is the result sorted, disjoint and joined (two
+ * pieces of one run of @o have a run of @w between them, and no stamp is in
+ * both). One pass; each run of @w adds itself and at most one piece (the
+ * left end of a run of @o that goes on past it), so it writes at most
+ * no + 2 * nw runs to @out, and returns how many.
  */
-static uint64_t merge(const struct ps__hist *h, const struct run *a,
-		      uint64_t na, const struct run *b, uint64_t nb,
-		      struct run *out)
+static uint64_t paint(const struct run *o, uint64_t no, const struct run *w,
+		      uint64_t nw, struct run *out)
 {
-	uint64_t i = 0, j = 0, n = 0, pos = 0;
-	struct run prev = {0, 0, 0};
+	struct run head = {0, 0, 0}; /* o[i], or what @w left of it */
+	uint64_t i = 0, n = 0;
 
-	for (;;) {
-		const struct run *x, *y;
-		struct run seg;
-		uint64_t sx, sy;
+	if (no)
+		head = o[0];
+	for (uint64_t j = 0; j < nw; j++) {
+		const struct run *x = &w[j];
 
-		while (i < na && a[i].last < pos)
-			i++;
-		while (j < nb && b[j].last < pos)
-			j++;
-		x = i < na ? &a[i] : NULL;
-		y = j < nb ? &b[j] : NULL;
-		if (!x && !y)
-			break;
-		sx = x ? (x->start > pos ? x->start : pos) : 0;
-		sy = y ? (y->start > pos ? y->start : pos) : 0;
-		if (x && (!y || sx < sy)) {
-			seg = (struct run){sx, x->last, x->stamp};
-			if (y && sy - 1 < seg.last)
-				seg.last = sy - 1;
-		} else if (!x || sy < sx) {
-			seg = (struct run){sy, y->last, y->stamp};
-			if (x && sx - 1 < seg.last)
-				seg.last = sx - 1;
-		} else {
-			seg = (struct run){sx,
-					   x->last < y->last ? x->last
-							     : y->last,
-					   newer(h, x->stamp, y->stamp)};
+		while (i < no && head.last < x->start) { /* before x */
+			out[n++] = head;
+			if (++i < no)
+				head = o[i];
 		}
-		if (n && prev.stamp == seg.stamp &&
-		    prev.last + 1 == seg.start) {
-			prev.last = seg.last; /* touching, one stamp: join */
-		} else {
-			n++;
-			prev = seg;
+		if (i < no && head.start < x->start) { /* into x: its left */
+			out[n++] = (struct run){head.start, x->start - 1,
+						head.stamp};
+			head.start = x->start;
 		}
-		if (out)
-			out[n - 1] = prev;
-		if (seg.last == UINT64_MAX)
-			break;
-		pos = seg.last + 1;
+		while (i < no && head.last <= x->last) /* covered by x */
+			if (++i < no)
+				head = o[i];
+		if (i < no && head.start <= x->last) /* past x: its right */
+			head.start = x->last + 1;    /* x->last < head.last */
+		out[n++] = *x;
+	}
+	while (i < no) {
+		out[n++] = head;
+		if (++i < no)
+			head = o[i];
 	}
 	return n;
 }
@@ -211,6 +202,17 @@ static struct runs *runs_new(const struct ps__hist *h, uint64_t n)
 	if (r)
 		r->n = n;
 	return r;
+}
+
+/*
+ * @r, allocated for more runs than it got, down to r->n of them: in place
+ * (glibc shrinks a block where it is), or as it is if realloc() fails.
+ */
+static struct runs *runs_shrink(struct runs *r)
+{
+	struct runs *s = realloc(r, sizeof(*r) + r->n * sizeof(struct run));
+
+	return s ? s : r;
 }
 
 /*
@@ -250,7 +252,7 @@ static struct runs *envelope(struct ps__hist *h, uint64_t base, uint64_t e)
 			uint64_t a = off[g], b = off[g + 1], c = off[g + 2];
 
 			off[g / 2] = n;
-			n += merge(h, from + a, b - a, from + b, c - b, to + n);
+			n += paint(from + a, b - a, from + b, c - b, to + n);
 		}
 		if (g < ngroups) { /* the odd one out, as it is */
 			off[g / 2] = n;
@@ -307,12 +309,12 @@ static void flush(struct ps__hist *h, uint64_t e)
 	while (old && k < old->nlevels &&
 	       old->level[k]->weight <= 2 * cur->weight) {
 		const struct runs *l = old->level[k];
-		uint64_t n = merge(h, l->r, l->n, cur->r, cur->n, NULL);
-		struct runs *m = runs_new(h, n);
+		struct runs *m = runs_new(h, l->n + 2 * cur->n);
 
 		if (!m)
 			goto fail;
-		merge(h, l->r, l->n, cur->r, cur->n, m->r);
+		m->n = paint(l->r, l->n, cur->r, cur->n, m->r);
+		m = runs_shrink(m);
 		m->weight = l->weight + cur->weight;
 		m->newest = newer(h, l->newest, cur->newest);
 		free(cur);

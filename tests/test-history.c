@@ -230,6 +230,51 @@ START_TEST(envelope_replaces_covered)
 }
 END_TEST
 
+/*
+ * Every way a newer run meets older ones when levels merge: inside one (splits
+ * it), over several, over one end or the other, touching it, equal to it, at
+ * address 0 and at UINT64_MAX. Small ranges in two tiny windows make them all
+ * happen many times; every address of both windows is asked about from
+ * read_begins of every age, and the levels are checked after every merge.
+ */
+START_TEST(merge_edges)
+{
+	enum { N = 3000, W = 48 };
+	struct ps__hist h;
+	struct model m;
+	struct ps_test_rng rng = ps_test_rng_new(23);
+
+	ps__hist_init(&h, WIDTH, 0);
+	model_init(&m, 1, N);
+	for (uint64_t i = 0; i < N; i++) {
+		uint64_t s = ps_test_below(&rng, W),
+			 len = ps_test_below(&rng, 6);
+		uint64_t l = s + (i % 41 ? len : ps_test_below(&rng, W));
+
+		if (i % 2) { /* the top window, mirrored: ends at UINT64_MAX */
+			uint64_t x = UINT64_MAX - l;
+
+			l = UINT64_MAX - s;
+			s = x;
+		}
+		add(&h, &m, s, l);
+		if (i % PS__HIST_LOG == 0)
+			(void)shape(&h);
+	}
+	ck_assert_uint_ge(shape(&h).levels, 2);
+	for (uint64_t i0 = 0; i0 <= m.n; i0 += 1 + ps_test_below(&rng, 97)) {
+		for (uint64_t a = 0; a < W + 8; a++) {
+			check_exact(&h, &m, i0, a, a);
+			check_exact(&h, &m, i0, UINT64_MAX - a, UINT64_MAX - a);
+		}
+		check_exact(&h, &m, i0, W + 8, UINT64_MAX - W - 8);
+	}
+	ck_assert_uint_eq(ps__hist_forgotten(&h), 0);
+	ps__hist_destroy(&h);
+	model_free(&m);
+}
+END_TEST
+
 /* Numbers that wrap past 2^57 - 1 to 0 (the notifier's ends field). */
 START_TEST(numbers_wrap)
 {
@@ -471,6 +516,7 @@ static Suite *history_suite(void)
 	tc = ps_test_tcase(s, "levels", 60);
 	tcase_add_test(tc, exact_across_merges);
 	tcase_add_test(tc, envelope_replaces_covered);
+	tcase_add_test(tc, merge_edges);
 	tcase_add_test(tc, numbers_wrap);
 
 	tc = ps_test_tcase(s, "forgotten", 10);
