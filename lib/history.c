@@ -19,7 +19,8 @@
  *              into this array is number stamp. Adjacent runs with one
  *              stamp are one run. Per array: its newest stamp, and its
  *              weight (the ends merged into it), which sizes the cascade
- *   lost       ends up to lost may be forgotten (a merge failed to allocate)
+ *   lost       ends up to lost may be forgotten (a merge failed to
+ *              allocate, or the cap dropped their runs)
  *
  * Numbers are compared modulo mask + 1: "a after b" means 0 < a - b <=
  * mask / 2. Every number in use lies within half the space of the others
@@ -30,7 +31,7 @@
  * ===========================================================================
  *
  * add(e) (writer, serialised by the caller):
- *   H0  if the ring is full (e - logbase > 256): merge (H1-H3)
+ *   H0  if the ring is full (e - logbase > 256): merge (H1-H5)
  *   H4  log[e % 256] = {e | VALID, start, last} (ps__rec_write, RW1-RW4)
  * merge:
  *   H1  build the envelope of the 256 ends (logbase, e - 1] (newest stamp
@@ -38,6 +39,13 @@
  *       level while that level's weight is at most twice the result's, so
  *       weights at least double from one level to the next. Every array
  *       built is fresh; published arrays are never written.
+ *   H5  the cap: if the new version's levels hold more than max_runs runs,
+ *       drop the runs of the oldest stamps, whole levels from the oldest
+ *       and then part of one (a fresh copy), down to max_runs / 2. Levels
+ *       hold consecutive spans of end numbers, the oldest span last, so
+ *       every run kept is newer than every run dropped; X, the newest
+ *       stamp dropped, becomes lost (release store) before H2 publishes
+ *       the version without them.
  *   H2  ver = the new version (release store), then logbase = e - 1
  *       (release store). The replaced version and the arrays only it held
  *       are freed after a grace period (ps__rcu_call).
@@ -53,9 +61,10 @@
  *       not its number was overwritten (H4 of a later end, after an H2 or
  *       H3 for this one): go to Q2. Otherwise the answer is exact.
  *   Q2  under the RCU read lock: logbase (acquire), ver (acquire; pairs
- *       with H2's store of it), lost (acquire; pairs with H3), in this
- *       order, so the version covers every end up to the logbase read,
- *       except forgotten ones, and lost tells which. If lost is after e0,
+ *       with H2's store of it), lost (acquire; pairs with H3 and H5), in
+ *       this order, so the version covers every end up to the logbase read,
+ *       except forgotten ones, and lost tells which (a version without the
+ *       runs H5 dropped was stored after their lost). If lost is after e0,
  *       answer FORGOTTEN. Else read the ring from max(e0, logbase) to e1
  *       as in Q1 (nothing if logbase is not before e1: the writer merged
  *       past it; a mismatch: a merge happened since Q2 started, so start
@@ -69,7 +78,10 @@
  * the newest end over its addresses, and the version a reader loads may already
  * hold ends after e1. If an end in (e0, e1] covered an address, the newest end
  * over that address is at least as new, so a run after e0 covers it (never a
- * missed end); a run after e0 is an end after e0 (never a wrong one).
+ * missed end); a run after e0 is an end after e0 (never a wrong one). A
+ * question with e0 at or after lost needs no run H5 dropped: a dropped run's
+ * stamp is at most lost, so not after e0, and the runs newer than it over its
+ * addresses are in newer levels, which H5 never touches.
  *
  * ===========================================================================
  * Complexity (m runs kept)
@@ -84,8 +96,12 @@
  *   query    Q1: the ends since e0, at most 256 records. Q2: plus, per
  *            level whose newest stamp is after e0, a binary search and the
  *            runs overlapping [start, last]
- *   memory   the ring (6 KiB), the runs (24 bytes each), and, between a
- *            merge and its grace period, the arrays it replaced
+ *            (m <= max_runs); the cap's drop sorts the ages of the
+ *            level it cuts, O(m log m) once per max_runs / 2 new runs at
+ *            most
+ *   memory   the ring (6 KiB), the runs (24 bytes each, at most max_runs
+ *            after a merge), and, between a merge and its grace period, the
+ *            arrays it replaced
  */
 #include "history.h"
 
@@ -288,8 +304,96 @@ static void free_ver(struct ps__rcu_head *head)
 	free(v);
 }
 
+static int cmp_u64_desc(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
 /*
- * Merge the ring's ends (logbase, e - 1] into the levels (H1, H2), or
+ * The level @l without its @excess oldest runs or more (every run of the
+ * oldest stamps left out), fresh; NULL if out of memory. *@x receives the
+ * newest stamp dropped. A level's stamps lie within half the number space
+ * below its newest, so their ages (newest - stamp) sort them. @excess is less
+ * than l->n, and the newest stamp is one run (no end of the level is newer to
+ * cut it), so the level keeps at least that run.
+ */
+static struct runs *trim_level(const struct ps__hist *h, const struct runs *l,
+			       uint64_t excess, uint64_t *x)
+{
+	uint64_t *age = h->alloc(l->n * sizeof(uint64_t)), cut, n = 0;
+	struct runs *r = NULL;
+
+	if (!age)
+		return NULL;
+	for (uint64_t i = 0; i < l->n; i++)
+		age[i] = dist(h, l->r[i].stamp, l->newest);
+	qsort(age, l->n, sizeof(*age), cmp_u64_desc);
+	cut = age[excess - 1]; /* drop the runs at least this old */
+	for (uint64_t i = 0; i < l->n; i++)
+		n += dist(h, l->r[i].stamp, l->newest) < cut;
+	r = runs_new(h, n);
+	if (r) {
+		n = 0;
+		for (uint64_t i = 0; i < l->n; i++)
+			if (dist(h, l->r[i].stamp, l->newest) < cut)
+				r->r[n++] = l->r[i];
+		r->weight = l->weight;
+		r->newest = l->newest;
+		*x = (l->newest - cut) & h->mask;
+	}
+	free(age);
+	return r;
+}
+
+/*
+ * H5, the cap: if @v's levels hold more than h->max_runs runs, drop the oldest
+ * runs down to half of it, whole levels from the oldest and then part of one,
+ * and return the newest stamp dropped (@lost if nothing was). Levels 1 and up
+ * are @old's too: they go to its dead list (freed after a grace period); level
+ * 0 of @v, this merge's own and never published, is freed now. If an allocation
+ * fails it stops where it is (the cap is met again at a later merge).
+ */
+static uint64_t cap_levels(struct ps__hist *h, struct ps__hist_ver *v,
+			   struct ps__hist_ver *old, uint64_t lost)
+{
+	uint64_t total = 0, excess;
+
+	for (unsigned int k = 0; k < v->nlevels; k++)
+		total += v->level[k]->n;
+	if (total <= h->max_runs)
+		return lost;
+	excess = total - h->max_runs / 2;
+	while (excess) {
+		unsigned int j = v->nlevels - 1;
+		struct runs *l = v->level[j], *t;
+		uint64_t x;
+
+		if (j && l->n <= excess) { /* the whole oldest level */
+			lost = newer(h, lost, l->newest);
+			excess -= l->n;
+			old->dead[old->ndead++] = l; /* not level 0: old's */
+			v->nlevels--;
+			continue;
+		}
+		/* Part of it: fewer than it has (total - excess >= 1). */
+		t = trim_level(h, l, excess, &x);
+		if (!t)
+			break;
+		lost = newer(h, lost, x);
+		if (j)
+			old->dead[old->ndead++] = l;
+		else
+			free(l); /* this merge's own, never published */
+		v->level[j] = t;
+		break;
+	}
+	return lost;
+}
+
+/*
+ * Merge the ring's ends (logbase, e - 1] into the levels (H1, H5, H2), or
  * forget them (H3).
  */
 static void flush(struct ps__hist *h, uint64_t e)
@@ -299,6 +403,10 @@ static void flush(struct ps__hist *h, uint64_t e)
 							memory_order_relaxed);
 	uint64_t base = atomic_load_explicit(&h->logbase, memory_order_relaxed);
 	uint64_t upto = (e - 1) & h->mask;
+	/* Relaxed: as above. */
+	uint64_t prev_lost = atomic_load_explicit(&h->lost,
+						  memory_order_relaxed);
+	uint64_t lost = prev_lost;
 	struct runs *cur = envelope(h, base, e);
 	struct ps__hist_ver *v = h->alloc(sizeof(*v));
 	unsigned int k = 0;
@@ -331,6 +439,13 @@ static void flush(struct ps__hist *h, uint64_t e)
 		old->ndead = k; /* writer-only field; readers never read it */
 		memcpy(old->dead, old->level, k * sizeof(old->level[0]));
 	}
+	lost = cap_levels(h, v, old, prev_lost); /* H5 */
+	if (lost != prev_lost) {
+		h->forgotten += dist(h, prev_lost, lost);
+		/* H5 - Release: before the version without them; pairs with
+		 * Q2's acquire of lost after its acquire of ver. */
+		atomic_store_explicit(&h->lost, lost, memory_order_release);
+	}
 	/* H2 - Release: the new arrays and version first; pairs with Q2. */
 	atomic_store_explicit(&h->ver, v, memory_order_release);
 	/* H2 - Release: after the version; pairs with Q1/Q2's acquire. */
@@ -362,6 +477,7 @@ void ps__hist_init(struct ps__hist *h, unsigned int width, uint64_t base)
 	atomic_store_explicit(&h->lost, base, memory_order_relaxed);
 	h->last_end = base;
 	h->forgotten = 0;
+	h->max_runs = PS__HIST_MAX_RUNS;
 	h->alloc = malloc;
 }
 

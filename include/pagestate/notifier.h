@@ -44,10 +44,13 @@
  * waits until every invalidation in flight has ended, related or not. Here
  * both checks are exact however many invalidations run: in-flight ones are
  * kept as exact ranges, any number of them, and ended ones in a history
- * searchable by address and time. The one exception is memory: if the
- * history cannot allocate, the ends it could not keep are forgotten, and a
- * whole-space check reaching back to them answers true; each such answer
- * is counted in ps_notifier_stats.conservative_retries.
+ * searchable by address and time. The one exception is memory: the history
+ * keeps at most 65,536 stretches of addresses (1.5 MiB; ends of distinct
+ * pages are one stretch each), forgetting the oldest ends past that, and if it
+ * cannot allocate, the ends it could not keep are forgotten too. A
+ * whole-space check reaching back to forgotten ends answers true; each such
+ * answer is counted in ps_notifier_stats.conservative_retries. A check whose
+ * read_begin is among the latest 32,768 ends of distinct pages never does.
  *
  * ---------------------------------------------------------------------------
  * Worked example: the seed-003 loop (compiled and run in tests/test-notifier.c,
@@ -360,8 +363,8 @@ struct ps_interval {
  *	overlapping invalidation.
  * @remove_waits: ps_interval_remove calls that waited likewise.
  * @conservative_retries: whole-space checks answered true only because
- *	they reached back to ends forgotten after a failed allocation (see
- *	above); 0 unless memory ran out.
+ *	they reached back to forgotten ends (see above); 0 unless memory ran
+ *	out or a check's read_begin is older than the history keeps.
  * @subscriptions: subscriptions inserted now.
  * @inflight: invalidations in flight now (exact, not saturated).
  */
@@ -662,9 +665,10 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * Complexity: O(invalidations in flight) to find the record; then O(1), except
  * that every 256th end merges the latest 256 into the history the whole-space
  * check searches: amortised O(log m) per end for m runs kept (stretches of
- * addresses whose latest end differs), O(m) for the rare merge that rebuilds
- * the largest level. If that merge cannot allocate, the end still succeeds and
- * those 256 ends are forgotten (see ps_notifier_read_retry_range()).
+ * addresses whose latest end differs; at most 65,536, the oldest forgotten
+ * past that), O(m) for the rare merge that rebuilds the largest level. If that
+ * merge cannot allocate, the end still succeeds and those 256 ends are
+ * forgotten (see ps_notifier_read_retry_range()).
  * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
  * exact range is in flight (misuse; nothing changes).
  */
@@ -709,7 +713,8 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * read_begin, or started or ended since. Invalidations of other ranges never
  * make it true, however many ran, and ranges are never merged. One exception,
  * counted in the stats: true, conservatively, if the answer needs ends that
- * were forgotten because memory ran out (see ps_notifier_invalidate_end()).
+ * were forgotten, because memory ran out or they are older than the history
+ * keeps (see the overview and ps_notifier_invalidate_end()).
  *
  * Authoritative when called under the user lock that the callbacks covering
  * the range take (as KVM calls mmu_invalidate_retry_gfn under mmu_lock):
@@ -757,8 +762,8 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
  * acquire fence first). Progress: wait-free if nothing started or ended
  * since read_begin, else lock-free.
  * Return: true if an invalidation containing @addr was in flight at some
- * instant since read_begin (or, conservatively, the answer needs ends
- * forgotten when memory ran out).
+ * instant since read_begin (or, conservatively, the answer needs forgotten
+ * ends).
  */
 static inline PS_MUST_CHECK bool
 ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq, uint64_t addr)
