@@ -96,8 +96,8 @@
  *   query    Q1: the ends since e0, at most 256 records. Q2: plus, per
  *            level whose newest stamp is after e0, a binary search and the
  *            runs overlapping [start, last]
- *            (m <= max_runs); the cap's drop sorts the ages of the
- *            level it cuts, O(m log m) once per max_runs / 2 new runs at
+ *            (m <= max_runs); the cap's drop selects among the ages of
+ *            the level it cuts, O(m) once per max_runs / 2 new runs at
  *            most
  *   memory   the ring (6 KiB), the runs (24 bytes each, at most max_runs
  *            after a merge), and, between a merge and its grace period, the
@@ -304,11 +304,50 @@ static void free_ver(struct ps__rcu_head *head)
 	free(v);
 }
 
-static int cmp_u64_desc(const void *a, const void *b)
+/*
+ * The value that would be at index @k (0-based) of a[0..n) sorted in
+ * ascending order; reorders @a. Quickselect (Hoare's partition around a
+ * median of three): O(n) expected.
+ */
+static uint64_t select_kth(uint64_t *a, uint64_t n, uint64_t k)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t lo = 0, hi = n - 1;
 
-	return x < y ? 1 : x > y ? -1 : 0;
+	while (lo < hi) {
+		uint64_t x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi];
+		uint64_t p = x < y ? (y < z   ? y
+				      : x < z ? z
+					      : x)
+				   : (x < z   ? x
+				      : y < z ? z
+					      : y);
+		uint64_t i = lo, j = hi;
+
+		while (i <= j) {
+			uint64_t t;
+
+			while (a[i] < p)
+				i++;
+			while (a[j] > p)
+				j--;
+			if (i > j)
+				break;
+			t = a[i];
+			a[i] = a[j];
+			a[j] = t;
+			i++;
+			if (j-- == 0)
+				break;
+		}
+		/* a[lo..j] <= p <= a[i..hi], and a[j+1..i-1] == p */
+		if (k <= j && j != UINT64_MAX)
+			hi = j;
+		else if (k >= i)
+			lo = i;
+		else
+			return p;
+	}
+	return a[k];
 }
 
 /*
@@ -329,8 +368,8 @@ static struct runs *trim_level(const struct ps__hist *h, const struct runs *l,
 		return NULL;
 	for (uint64_t i = 0; i < l->n; i++)
 		age[i] = dist(h, l->r[i].stamp, l->newest);
-	qsort(age, l->n, sizeof(*age), cmp_u64_desc);
-	cut = age[excess - 1]; /* drop the runs at least this old */
+	/* The excess-th oldest: drop the runs at least this old. */
+	cut = select_kth(age, l->n, l->n - excess);
 	for (uint64_t i = 0; i < l->n; i++)
 		n += dist(h, l->r[i].stamp, l->newest) < cut;
 	r = runs_new(h, n);
