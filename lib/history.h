@@ -16,7 +16,8 @@
  *   writer    ps__hist_add(): serialised by the caller (the notifier's
  *             mutex). O(1), plus every PS__HIST_LOG ends a merge into the
  *             sorted levels: amortised O(log m) per end for m runs kept
- *             (one end in about m merges the largest level, O(m)).
+ *             (one end in about m / 16 merges 16 levels of the highest
+ *             tier, O(m)).
  *   readers   ps__hist_query(): lock-free, any thread, concurrently with the
  *             writer; no lock, no store to shared memory (an RCU read-side
  *             section of lib/rcu.h when the question reaches past the ring).
@@ -47,6 +48,7 @@
 
 #define PS__HIST_LOG 256 /* the ring of the latest ends (a power of two) */
 #define PS__HIST_MAX_RUNS 65536 /* the cap on runs kept (see Memory) */
+#define PS__HIST_FANIN 16 /* arrays of one tier merged into one of the next */
 
 struct ps__hist_ver;
 
@@ -62,6 +64,7 @@ struct ps__hist {
 			    * tests lower it */
 	/* The allocator of merges: malloc. Tests replace it to fail. */
 	void *(*alloc)(size_t size);
+	void *scratch; /* writer-only: a merge's working space, kept */
 	struct ps__rec log[PS__HIST_LOG]; /* end e: {e | valid, start, last} */
 };
 
@@ -115,10 +118,10 @@ struct ps__hist_shape {
 };
 
 /*
- * Check the invariants of lib/history.c (runs sorted, disjoint, joined
- * where they touch with one stamp; each level's newest stamp; weights that
- * at least double per level) and describe the shape, for tests. Writer, or
- * a quiescent history. O(m).
+ * Check the invariants of lib/history.c (runs sorted, disjoint, joined where
+ * they touch with one stamp; each level's newest stamp; each level older than
+ * the one before it; tiers rising, fewer than PS__HIST_FANIN of each) and
+ * describe the shape, for tests. Writer, or a quiescent history. O(m).
  * Return: 0 with *@shape filled in, or -EUCLEAN if an invariant is broken.
  */
 int ps__hist_check(const struct ps__hist *h, struct ps__hist_shape *shape);

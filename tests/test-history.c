@@ -94,6 +94,16 @@ static void check_exact(const struct ps__hist *h, const struct model *m,
 		      (unsigned long long)s, (unsigned long long)l, (int)a);
 }
 
+/* The levels after @merges merges: the digits of @merges in base FANIN. */
+static unsigned int digit_sum(uint64_t merges)
+{
+	unsigned int sum = 0;
+
+	for (; merges; merges /= PS__HIST_FANIN)
+		sum += (unsigned int)(merges % PS__HIST_FANIN);
+	return sum;
+}
+
 static struct ps__hist_shape shape(const struct ps__hist *h)
 {
 	struct ps__hist_shape sh;
@@ -174,9 +184,10 @@ START_TEST(exact_across_merges)
 	}
 	sh = shape(&h);
 	ck_assert_uint_ge(sh.levels, 2);
-	ck_assert_uint_le(sh.levels, 8); /* weights double: log2(N / 256) + 1 */
 	/* Everything before the ring is merged. */
 	ck_assert_uint_ge(sh.merged, N - PS__HIST_LOG);
+	/* One level per merge, FANIN of a tier become one: a counter. */
+	ck_assert_uint_eq(sh.levels, digit_sum(sh.merged / PS__HIST_LOG));
 	for (int q = 0; q < 3000; q++) {
 		/* Any age of e0: in the ring, one level back, or all. */
 		uint64_t i0 = q % 3 ? m.n - ps_test_below(&rng, 2000)
@@ -197,24 +208,30 @@ END_TEST
 /*
  * A later end over a range replaces the runs it covers, once merged: a
  * history of page-sized ends shrinks to a few runs after one end covers
- * them all and the cascade reaches the largest level.
+ * them all and a merge brings them together (the page ends are in two
+ * arrays of tier 1 and the covering end in a later one: FANIN of those
+ * merge into tier 2 after FANIN * FANIN ring merges).
  */
 START_TEST(envelope_replaces_covered)
 {
-	enum { PAGES = 8192 };
+	enum {
+		PAGES = 8192,
+		ENDS = PS__HIST_FANIN * PS__HIST_FANIN * PS__HIST_LOG +
+		       PS__HIST_LOG + 1
+	};
 	struct ps__hist h;
 	struct model m;
 	struct ps__hist_shape sh;
 
 	ps__hist_init(&h, WIDTH, 0);
-	model_init(&m, 1, 4 * PAGES + 1);
+	model_init(&m, 1, ENDS);
 	for (uint64_t p = 0; p < PAGES; p++) /* every page, scattered */
 		add(&h, &m, ((p * 4099) % PAGES) << 12,
 		    (((p * 4099) % PAGES) << 12) + 4095);
 	sh = shape(&h);
 	ck_assert_uint_ge(sh.runs, PAGES - 2 * PS__HIST_LOG);
 	add(&h, &m, 0, (uint64_t)PAGES << 12); /* all of them, and one more */
-	for (uint64_t k = 0; m.n < 4 * PAGES; k++) /* one page, many times */
+	for (uint64_t k = 0; m.n < ENDS; k++)  /* one page, many times */
 		add(&h, &m, 5 << 12, (5 << 12) + 4095);
 	sh = shape(&h);
 	ck_assert_uint_le(sh.runs, 8 * sh.levels); /* not one per page */
@@ -231,15 +248,17 @@ START_TEST(envelope_replaces_covered)
 END_TEST
 
 /*
- * Every way a newer run meets older ones when levels merge: inside one (splits
- * it), over several, over one end or the other, touching it, equal to it, at
- * address 0 and at UINT64_MAX. Small ranges in two tiny windows make them all
+ * Every way a newer run meets older ones when levels merge (two at a time for
+ * a ring's ends, FANIN at a time into a tier): inside one (splits it), over
+ * several, over one end or the other, touching it, equal to it, at address 0
+ * and at UINT64_MAX. Small ranges in two tiny windows make them all
  * happen many times; every address of both windows is asked about from
  * read_begins of every age, and the levels are checked after every merge.
  */
 START_TEST(merge_edges)
 {
-	enum { N = 3000, W = 48 };
+	/* Two merges of FANIN levels into tier 1, and all the ring ones. */
+	enum { N = 2 * PS__HIST_FANIN * PS__HIST_LOG + 500, W = 48 };
 	struct ps__hist h;
 	struct model m;
 	struct ps_test_rng rng = ps_test_rng_new(23);
