@@ -175,7 +175,7 @@ static double convert_fail_last(void *arg, uint64_t n)
 	if (ps_space_pin_range(S, SPAN - PG, PG, PS_PIN_PRIVATE, &f))
 		die("ps_space_pin_range");
 	t = convert_loop(n, -EAGAIN);
-	ps_space_unpin(S, &f, 1, false);
+	ps_space_unpin(S, &f, 1, 0);
 	return t;
 }
 

@@ -82,7 +82,7 @@ static double pin_space(void *arg, uint64_t iters)
 
 		if (rc)
 			die("pin_range", rc);
-		ps_space_unpin(a->s, a->frames, a->npages, false);
+		ps_space_unpin(a->s, a->frames, a->npages, 0);
 	}
 	return (bench_now_ns() - t0) / (double)a->npages;
 }

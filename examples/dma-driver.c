@@ -416,7 +416,7 @@ static int do_request(struct dma_reg *reg, uint64_t va, uint64_t n,
 		/* Relaxed: ordered by the fence. */
 		if (atomic_load_explicit(&reg->state, memory_order_relaxed) !=
 		    REG_LIVE) {
-			ps_space_unpin(drv->space, frames, n, false);
+			ps_space_unpin(drv->space, frames, n, 0);
 			return -ENOENT;
 		}
 		/*
@@ -428,12 +428,12 @@ static int do_request(struct dma_reg *reg, uint64_t va, uint64_t n,
 		if (!ps_notifier_read_retry_range(drv->notifier, seq, va,
 						  n * PAGE))
 			break;
-		ps_space_unpin(drv->space, frames, n, false);
+		ps_space_unpin(drv->space, frames, n, 0);
 		(*stale)++;
 	}
 	for (uint64_t i = 0; i < n; i++) {
 		if (phys[i] != frame_phys(frames[i])) {
-			ps_space_unpin(drv->space, frames, n, false);
+			ps_space_unpin(drv->space, frames, n, 0);
 			return -EIO;
 		}
 	}
@@ -444,7 +444,8 @@ static int do_request(struct dma_reg *reg, uint64_t va, uint64_t n,
 		for (size_t w = 0; w < PAGE / sizeof(*p); w++)
 			p[w] = pattern;
 	}
-	ps_space_unpin(drv->space, frames, n, true); /* the device wrote */
+	/* The device wrote. */
+	ps_space_unpin(drv->space, frames, n, PS_UNPIN_DIRTY);
 	return 0;
 }
 
@@ -639,7 +640,7 @@ int main(void)
 	printf("[4] unregister B with one page pinned by a stuck request: "
 	       "%s after %.0f ms; B stays registered\n",
 	       errname(err), (double)(now_ns() - t0) / 1e6);
-	ps_space_unpin(drv.space, frames, 1, true);
+	ps_space_unpin(drv.space, frames, 1, PS_UNPIN_DIRTY);
 	err = reg_unregister(&buf_b, 2000);
 	EXPECT(!err, "unregister B: %d", err);
 	err = reg_vtophys(&buf_b, va_b, 1, phys, &seq);
@@ -687,7 +688,7 @@ int main(void)
 	       (unsigned long long)(va_gone + pages_gone * PAGE - 1),
 	       (unsigned long long)ld(&buf_a.invalidations),
 	       (unsigned long long)old[0]);
-	ps_space_unpin(drv.space, frames, 1, true);
+	ps_space_unpin(drv.space, frames, 1, PS_UNPIN_DIRTY);
 	t0 = now_ns();
 	for (uint64_t i = 0; i < pages_gone; i++) {
 		/* Acquire: pairs with the release in drv_free_frame. */

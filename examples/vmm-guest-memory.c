@@ -723,7 +723,7 @@ int main(void)
 	       "under DMA: %s at offset 0x%llx, nothing converted\n",
 	       CONV_PAGES, CONV_GPA, CONV_PINNED, errname(err),
 	       (unsigned long long)off);
-	ps_space_unpin(vm.space, frames, 1, true);
+	ps_space_unpin(vm.space, frames, 1, PS_UNPIN_DIRTY);
 	err = ps_prot_convert(vm.space, CONV_GPA, CONV_PAGES * PAGE,
 			      PS_ENC_PRIVATE, 0, &opts, &off);
 	EXPECT(!err && opts.converted == CONV_PAGES &&
@@ -754,7 +754,7 @@ int main(void)
 	       "a private pin: %s, make-accessible %llu", errname(err),
 	       (unsigned long long)ld(&vm.accessible));
 	if (!err)
-		ps_space_unpin(vm.space, frames, 1, false);
+		ps_space_unpin(vm.space, frames, 1, 0);
 	err = ps_prot_kmap(vm.space, CONV_GPA / PAGE, PS_KMAP_PRIVATE);
 	EXPECT(!err && ld(&vm.accessible) == 1, "kmap: %s", errname(err));
 	if (!err)
@@ -801,7 +801,8 @@ int main(void)
 	pthread_join(dma.tid, NULL);
 	pthread_join(virtio.tid, NULL);
 	ps_interval_remove(&virtio.sub);
-	ps_space_unpin(vm.space, dma.frames, VFIO_PAGES, true);
+	ps_space_unpin(vm.space, dma.frames, VFIO_PAGES,
+		       PS_UNPIN_DIRTY | PS_UNPIN_LONGTERM);
 	err = ps_space_destroy(vm.space);
 	EXPECT(!err, "destroy: %s", errname(err));
 	pthread_mutex_destroy(&virtio.lock);

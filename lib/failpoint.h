@@ -39,12 +39,23 @@ enum {
 				    * recorded yet */
 	FP_CONVERT_FROZEN,	   /* prot: every page frozen, no hook run, no
 				    * flip */
+	FP_WB_WAIT,		   /* write-back: INTEGRITY, about to wait
+				    * for another's WRITEBACK */
+	FP_MAP_TAKEN,		   /* map: every frame taken, no entry
+				    * installed yet */
+	FP_WB_CLEARED,		   /* write-back: DIRTY cleared, frame still
+				    * LOCKED, invalidation not ended */
 	FP_FAULT_RECHECKED,	   /* fault: entry read again under LOCKED,
 				    * frame not marked yet */
 	FP_FAULT_MARKED,	   /* fault: frame marked dirty, entry not
 				    * writable yet */
 	FP_MARK_LOOKED_UP,	   /* mark_dirty: entry read, frame neither
 				    * held nor marked */
+	FP_MAP_INSTALLED,	   /* map: every entry installed, claimed
+				    * frames still frozen */
+	FP_DIRTY_SET,		   /* a mark: DIRTY set, hook not run yet
+				    * (arg: the frame) */
+	FP_WB_ENDED,		   /* write-back: WRITEBACK ended after @fn */
 	FP_NR
 };
 /* clang-format on */

@@ -277,3 +277,20 @@ void ps_page_lock_slow(struct ps_page *page)
 			sched_yield();
 	}
 }
+
+/*
+ * Wait on a plain load, as ps_page_lock_slow() does, yielding after
+ * LOCK_SPINS looks: the writer-back may be a preempted thread on this CPU,
+ * or its I/O may take long. The load that reads WRITEBACK clear acquires.
+ */
+void ps_page_wait_writeback_slow(struct ps_page *page)
+{
+	for (unsigned int spins = 0;; spins++) {
+		/* Acquire: pairs with ps_page_end_writeback()'s release. */
+		if (!(atomic_load_explicit(&page->word, memory_order_acquire) &
+		      PS_PAGE_WRITEBACK))
+			return;
+		if (spins >= LOCK_SPINS)
+			sched_yield();
+	}
+}

@@ -7,7 +7,7 @@
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S10, stated in the space's files, hold too: lib/space-impl.h)
+ * S1..S14, stated in the space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -68,8 +68,9 @@
  *
  * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
  *     (set_cache with expected references); a free frame's only by one CAS
- *     that requires it free (set_cache, a failed map's restore) or by the
- *     revival that gives it the mapper's mode (get_or_revive_cache). So
+ *     that requires it free (set_cache) or by the claim that gives it the
+ *     mapper's mode and freezes it (a map's get_or_freeze, S13 in
+ *     lib/space.c; a failed map restores the old mode in its unfreeze). So
  *     every holder of a reference sees one mode for as long as it holds it.
  *
  * P8  Hooks never run inside an RCU read-side section: the phase loops
@@ -415,8 +416,9 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			}
 			/*
 			 * No pin now and none until the unfreeze: a long-term
-			 * mark is stale (a later pin sets it again after its
-			 * pin, which comes after our unfreeze).
+			 * count left now is a unit leaked by a long-term pin
+			 * released without PS_UNPIN_LONGTERM (S14 in
+			 * lib/space-pin.c): reset it.
 			 */
 			ps__space_longterm_forget(c->s, frame);
 			return 0;

@@ -14,7 +14,7 @@ char ps__rcu_tsan_sync;
 #if PS_RCU_INLINE
 void ps__rcu_read_lock_first(void)
 {
-	_urcu_bp_read_lock(); /* registers the thread */
+	PS__RCU_TSAN_IGNORE(_urcu_bp_read_lock()); /* registers the thread */
 }
 #endif
 

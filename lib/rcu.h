@@ -38,7 +38,8 @@
  * inlined small functions match "as long as the library major version is
  * unchanged"): a liburcu with a new SONAME needs libpagestate rebuilt, as it
  * would anyway to link it. PS_RCU_INLINE is 0 where liburcu's header lacks the
- * inline functions, and then the read side calls liburcu-bp as before.
+ * inline functions and in UBSan builds (lib/meson.build says why), and then
+ * the read side calls liburcu-bp as before.
  *
  * urcu_bp_reader is thread-local in liburcu-bp.so. The library reaches it
  * with the initial-exec model by default (meson option rcu_tls): one load,
@@ -62,6 +63,13 @@
  * each read-side unlock therefore releases a shared sync object, and every
  * deferred callback and synchronize acquires it (plus the object handed to
  * ps__rcu_call()). That is exactly the happens-before a grace period provides.
+ * TSan would also see the inline read side's counter accesses, whose other
+ * side is uninstrumented liburcu. It reports the reuse of a reader record
+ * (freed by liburcu's thread-exit destructor, taken by a later thread's
+ * registration) as a race on its counter: it does not see the order that
+ * liburcu's registry gives the two threads. Those accesses are liburcu's
+ * protocol, not the library's, so TSan ignores them (PS__RCU_TSAN_IGNORE);
+ * the annotations above still apply.
  */
 #ifndef PS_LIB_RCU_H
 #define PS_LIB_RCU_H
@@ -82,6 +90,17 @@
 #if PS_TSAN
 #include <sanitizer/tsan_interface.h>
 extern char ps__rcu_tsan_sync;
+/* The TSan runtime's, undeclared by its header: ignore accesses between. */
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+#define PS__RCU_TSAN_IGNORE(stmt)             \
+	do {                                  \
+		__tsan_ignore_thread_begin(); \
+		stmt;                         \
+		__tsan_ignore_thread_end();   \
+	} while (0)
+#else
+#define PS__RCU_TSAN_IGNORE(stmt) stmt
 #endif
 
 /* An object to free after a grace period: embed it, pass a callback. */
@@ -122,7 +141,7 @@ static inline void ps__rcu_read_lock(void)
 	if (PS_UNLIKELY(!URCU_TLS(urcu_bp_reader)))
 		ps__rcu_read_lock_first();
 	else
-		_urcu_bp_read_lock();
+		PS__RCU_TSAN_IGNORE(_urcu_bp_read_lock());
 #else
 	urcu_bp_read_lock();
 #endif
@@ -135,7 +154,7 @@ static inline void ps__rcu_read_unlock(void)
 	__tsan_release(&ps__rcu_tsan_sync);
 #endif
 #if PS_RCU_INLINE
-	_urcu_bp_read_unlock();
+	PS__RCU_TSAN_IGNORE(_urcu_bp_read_unlock());
 #else
 	urcu_bp_read_unlock();
 #endif

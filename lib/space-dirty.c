@@ -11,11 +11,18 @@
  *
  * S5  Exactly-once dirty hook. DIRTY is set only by ps_page_test_and_set
  *     (ps__space_mark_frame_dirty(), lib/space-impl.h): the one caller that
- *     sees it clear runs the hook. Every marker holds a reference on the
- *     frame it marks (a write fault and mark_dirty take one and read the
- *     entry again, S3; a pin, the helper's lookup, write-back's visit, an
- *     unpin's own pin), so no hook runs for a freed frame and no DIRTY
- *     lands on a free word. The secondary-map helper
+ *     sees it clear runs the hook. And the hook of a dirtying runs before any
+ *     write-back cleans that dirtying (a dirty-page account never goes below
+ *     zero): write-back is the only cleaner, and clears DIRTY under the frame's
+ *     LOCKED bit with WRITEBACK clear (S12), so every marker that a write-back
+ *     could meet sets DIRTY and runs the hook under that bit (a write fault,
+ *     mark_dirty, an unpin for a device's write), or, in write-back's
+ *     re-dirtying, before WRITEBACK ends; the helper marks under the caller's
+ *     lock, which write-back's invalidation waits for before it clears DIRTY.
+ *     Every marker holds a reference on the frame it marks (a write fault and
+ *     mark_dirty take one and read the entry again, S3; a pin, the helper's
+ *     lookup, write-back's visit, an unpin's own pin), so no hook runs for a
+ *     freed frame and no DIRTY lands on a free word. The secondary-map helper
  *     (lib/space-secondary.c) marks only after its retry check, under the
  *     caller's lock, and only for a write. Write-back (lib/space-writeback.c)
  *     clears DIRTY inside its PROTECTION invalidation, before invalidate_end: a
@@ -160,7 +167,14 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 			ps__space_frame_put(s, frame); /* may free it (S7) */
 			continue;
 		}
+		/*
+		 * S5: under the frame's LOCKED bit, which every write-back
+		 * visit takes before it clears DIRTY: no write-back cleans
+		 * the frame between this DIRTY and its hook.
+		 */
+		ps_page_lock(p);
 		made = ps__space_mark_frame_dirty(s, frame);
+		ps_page_unlock(p);
 		ps__space_log_written(s, addr);
 		ps__space_frame_put(s, frame);
 		return made ? PS_SPACE_MARK_DIRTIED : PS_SPACE_MARK_WAS_DIRTY;

@@ -5,7 +5,7 @@
  * lib/space-internal.h; tests/check-layers.sh enforces it). Not installed;
  * not API.
  *
- * One concern per file. Each file states the rules it governs (S1..S11,
+ * One concern per file. Each file states the rules it governs (S1..S14,
  * cited by tests/test-space.c and tests/test-prot.c) at its top, and
  * refers to the others by file:
  *
@@ -13,9 +13,11 @@
  *                          (map, map_range, unmap, the zap they share);
  *                          what the space lends the modules above.
  *                          S1 the writer mutex, S7 where the hooks run,
- *                          S8 progress
+ *                          S8 progress, S13 a failed map gives back
+ *                          what it took
  *   lib/space-fault.c      CPU faults. S3 dirty before writable
- *   lib/space-pin.c        pins. S2 pin versus entry change
+ *   lib/space-pin.c        pins. S2 pin versus entry change, S14 the
+ *                          long-term pin count
  *   lib/space-discard.c    the balloon's discard. S10 freeze or skip
  *   lib/space-dirty.c      dirty marks, the dirty log, harvest. S5 one
  *                          dirty hook per transition, S6 harvest never
@@ -23,7 +25,8 @@
  *                          harvest (log after writable, re-arm after take)
  *   lib/space-secondary.c  the secondary-map helper (under S5)
  *   lib/space-writeback.c  write-back and its set. S4 write-back versus
- *                          pins, S9 no dirty frame escapes write-back
+ *                          pins, S9 no dirty frame escapes write-back,
+ *                          S12 one write-back of a frame at a time
  *
  * The helpers below are static inline because the fault and pin paths call
  * them per page from other files, and the library is built without LTO.
@@ -33,6 +36,7 @@
 
 #include <pagestate/space.h>
 
+#include "failpoint.h"
 #include "fork.h"
 #include "hbitmap.h"
 #include "space-internal.h"
@@ -52,9 +56,10 @@ struct ps_space {
 	size_t frames_bytes;
 	uint64_t nframes;
 	uint64_t size;
-	struct ps__hbm log;	 /* dirty log: one bit per page (S6) */
-	struct ps__hbm wb;	 /* write-back set: one bit per page (S9) */
-	struct ps__hbm longterm; /* frames with long-term pins */
+	struct ps__hbm log; /* dirty log: one bit per page (S6) */
+	struct ps__hbm wb;  /* write-back set: one bit per page (S9) */
+	/* Long-term pins per frame (S14, lib/space-pin.c), from the first. */
+	PS_ATOMIC(PS_ATOMIC(uint32_t) *) longterm;
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
 	uint64_t born;		/* fork generation at creation (lib/fork.h) */
@@ -92,16 +97,31 @@ static inline void ps__space_frame_unpin(struct ps_space *s, uint64_t frame)
 }
 
 /*
+ * Run the owner's dirty hook for @frame: only for the one caller whose
+ * test-and-set found DIRTY clear, holding a reference on the frame (S5,
+ * lib/space-dirty.c). ps__space_mark_frame_dirty() is the usual caller;
+ * write-back's re-dirty sets DIRTY itself and runs the hook before its
+ * WRITEBACK ends (S12, lib/space-writeback.c).
+ */
+static inline void ps__space_dirty_hook(struct ps_space *s, uint64_t frame)
+{
+	if (s->hooks.dirty)
+		s->hooks.dirty(s->hooks.ctx, s, frame);
+}
+
+/*
  * Mark the frame dirty; the one caller that sees DIRTY clear runs the dirty
- * hook (S5, lib/space-dirty.c). Returns true if this call made it dirty.
+ * hook (S5, lib/space-dirty.c). The caller holds a reference on the frame (a
+ * LIVE frame, not a frozen one: a frame a map claimed, S13, or a conversion
+ * froze is never marked). Returns true if this call made it dirty.
  */
 static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 					      uint64_t frame)
 {
 	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
 		return false;
-	if (s->hooks.dirty)
-		s->hooks.dirty(s->hooks.ctx, s, frame);
+	FAILPOINT(FP_DIRTY_SET, frame);
+	ps__space_dirty_hook(s, frame);
 	return true;
 }
 
@@ -159,5 +179,8 @@ int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access);
  * frozen: then it yields first, S8). lib/space-pin.c.
  */
 int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
+
+/* Free the long-term pin counts (S14): the space is going away. */
+void ps__space_pins_fini(struct ps_space *s);
 
 #endif /* PS_LIB_SPACE_IMPL_H */

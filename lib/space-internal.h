@@ -12,7 +12,7 @@
  * and hooks) hangs off the space as an extension (below), which the space
  * keeps and finalises without knowing what it is.
  *
- * The space's rules (S1..S11, stated in lib/space*.c) bind every user of
+ * The space's rules (S1..S14, stated in lib/space*.c) bind every user of
  * this interface: in particular, replacing one frame by another at an
  * address happens only under the writer lock (S1), and changing an entry
  * that a pin may be racing is followed by a seq_cst fence before the
@@ -128,11 +128,13 @@ void ps__space_writer_lock(struct ps_space *space);
 void ps__space_writer_unlock(struct ps_space *space);
 
 /*
- * The long-term pin mark of @frame: set by a PS_PIN_LONGTERM pin, read by a
- * conversion that waits for pins to drain (a long-term pin will not), and
- * forgotten by the conversion that froze the frame (no pin can exist until
- * it unfreezes). Wait-free (a bitmap test; the forget is a test, then one
- * RMW if set).
+ * Is a long-term pin of @frame held (S14 in lib/space-pin.c: counted from
+ * before ps_space_pin_range() returns until ps_space_unpin(...,
+ * PS_UNPIN_LONGTERM))? Read by a conversion that waits for pins to drain (a
+ * long-term pin will not). The forget is for the conversion that froze the
+ * frame (no pin can exist until it unfreezes): it resets a count that a
+ * long-term pin released without PS_UNPIN_LONGTERM left behind. Wait-free
+ * (a load or two; the forget adds a store if a count is left).
  */
 bool ps__space_longterm_pinned(struct ps_space *space, uint64_t frame);
 void ps__space_longterm_forget(struct ps_space *space, uint64_t frame);

@@ -24,6 +24,28 @@
  * found the entry writable: after the point from which the device may
  * write (S11, lib/space-dirty.c); any other pin puts the address in the
  * write-back set after its fence (S9).
+ *
+ * S14 The long-term pin count (cited by tests/test-prot.c). A conversion
+ *     waiting for pins to drain gives up at once on a frame with a
+ *     long-term pin (prot.h: it will not drain), so it must know exactly
+ *     whether one is held. The page word has no room for it, and the pin
+ *     fast path must not pay for it: each frame has a count of long-term
+ *     pins in an array of the space's own (4 bytes a frame, a lazily
+ *     zero-filled mapping made at the first long-term pin, so a space that
+ *     never pins long-term has none). A long-term pin adds one after its pin
+ *     passed the re-check (S2), and ps_space_unpin() with PS_UNPIN_LONGTERM
+ *     takes one away before it drops the pin: so the count never exceeds the
+ *     long-term pins held, and is positive from before pin_range() returns
+ *     until the unpin. Both are compare-and-swap loops that keep the count
+ *     within 0..PS_PAGE_PINS_MAX (it can never pass the pins themselves), so it
+ *     never wraps; a release of more than was counted (a short-term pin
+ *     released as long-term) is refused and reported. A pin not for the long
+ *     term and its unpin never touch the count. A long-term pin released
+ *     without PS_UNPIN_LONGTERM (misuse) leaves its unit behind: a conversion
+ *     that freezes the frame (no pin can exist then, nor start) resets it
+ *     (ps__space_longterm_forget()). Pins that carry their kind back through
+ *     the unpin are what issue 18's owners (per range, with a class) build on:
+ *     the count stays the per-frame question a conversion or discard asks.
  */
 #include <pagestate/space.h>
 
@@ -32,6 +54,8 @@
 #include "space-impl.h"
 
 #include <sched.h>
+#include <stdint.h>
+#include <sys/mman.h>
 
 /*
  * Why a speculative grab of a frame failed, as an errno, or 0 to retry (the
@@ -46,13 +70,126 @@ int ps__space_grab_failed(struct ps_page *p, uint64_t reject)
 	if ((w & PS_PAGE_LIVE) && (w & reject & PS_PAGE_PRIVATE))
 		return -EPERM;
 	if (w & PS_PAGE_FROZEN) {
-		sched_yield(); /* a conversion holds it: wait (S8) */
+		sched_yield(); /* a freezer holds it (S8) */
 		return 0;
 	}
 	if ((w & PS_PAGE_LIVE) && (ps_page_word_pins(w) >= PS_PAGE_PINS_MAX ||
 				   ps_page_word_refs(w) >= PS_PAGE_REFS_MAX))
 		return -EOVERFLOW;
 	return 0; /* freed or replaced under us */
+}
+
+/* --- long-term pin counts (S14) ------------------------------------------- */
+
+typedef PS_ATOMIC(uint32_t) lt_count_t;
+
+/* The counts, or NULL before the first long-term pin. */
+static lt_count_t *lt_counts(struct ps_space *s)
+{
+	/* Acquire: pairs with the release CAS in lt_counts_make(). */
+	return atomic_load_explicit(&s->longterm, memory_order_acquire);
+}
+
+/* The counts, mapped (zero-filled) at the first long-term pin. */
+static int lt_counts_make(struct ps_space *s, lt_count_t **out)
+{
+	lt_count_t *c = lt_counts(s), *seen = NULL;
+	size_t bytes;
+	void *m;
+
+	if (c) {
+		*out = c;
+		return 0;
+	}
+	if (s->nframes > SIZE_MAX / sizeof(*c))
+		return -ENOMEM;
+	bytes = (size_t)s->nframes * sizeof(*c);
+	m = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	/*
+	 * Release: the mapping is complete before a reader finds it (pairs
+	 * with the acquire in lt_counts()); acquire on failure, as that load.
+	 */
+	if (!atomic_compare_exchange_strong_explicit(&s->longterm, &seen,
+						     (lt_count_t *)m,
+						     memory_order_release,
+						     memory_order_acquire)) {
+		munmap(m, bytes); /* another pin made them first */
+		m = seen;
+	}
+	*out = m;
+	return 0;
+}
+
+void ps__space_pins_fini(struct ps_space *s)
+{
+	/* Relaxed: no other thread uses the space any more. */
+	lt_count_t *c = atomic_load_explicit(&s->longterm,
+					     memory_order_relaxed);
+
+	if (c)
+		munmap((void *)(uintptr_t)c, (size_t)s->nframes * sizeof(*c));
+}
+
+/* One long-term pin more on the frame of @c; false at the limit. */
+static bool lt_count_add(lt_count_t *c)
+{
+	/* Relaxed: only a guess for the CAS. */
+	uint32_t v = atomic_load_explicit(c, memory_order_relaxed);
+
+	do {
+		/* More than pins can be: leaked units. */
+		if (v >= PS_PAGE_PINS_MAX)
+			return false;
+		/*
+		 * Release: the pin it counts comes first (a reader that
+		 * acquires the count sees the pin); pairs with the acquire
+		 * in ps__space_longterm_pinned().
+		 */
+	} while (!atomic_compare_exchange_weak_explicit(c, &v, v + 1,
+							memory_order_release,
+							memory_order_relaxed));
+	return true;
+}
+
+/* One long-term pin less; false if none was counted (misuse). */
+static bool lt_count_sub(lt_count_t *c)
+{
+	/* Relaxed: only a guess for the CAS. */
+	uint32_t v = atomic_load_explicit(c, memory_order_relaxed);
+
+	do {
+		if (!v)
+			return false;
+		/* Release: before the unpin (pairs as lt_count_add()). */
+	} while (!atomic_compare_exchange_weak_explicit(c, &v, v - 1,
+							memory_order_release,
+							memory_order_relaxed));
+	return true;
+}
+
+bool ps__space_longterm_pinned(struct ps_space *s, uint64_t frame)
+{
+	lt_count_t *c = lt_counts(s);
+
+	/* Acquire: pairs with the release of lt_count_add(). */
+	return c && atomic_load_explicit(&c[frame], memory_order_acquire);
+}
+
+void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
+{
+	lt_count_t *c = lt_counts(s);
+
+	/*
+	 * Relaxed load: the caller froze the frame, whose acquire follows
+	 * every unpin's release, and each unpin's count release precedes
+	 * it: a positive count here is a leaked unit (S14). Release store:
+	 * pairs with the acquire in ps__space_longterm_pinned().
+	 */
+	if (c && atomic_load_explicit(&c[frame], memory_order_relaxed))
+		atomic_store_explicit(&c[frame], 0, memory_order_release);
 }
 
 /* --- pins (S2) ------------------------------------------------------------ */
@@ -89,10 +226,11 @@ static bool same_mapping(ps_pte_t a, ps_pte_t b)
  * which pin_range holds across all its pages (one section instead of one per
  * page: a urcu-bp section costs about 12 ns). The slow paths leave it: faulting
  * in (the populate and dirty hooks), waiting for a frozen frame, and dropping a
- * backed-out pin (the free hook), so no hook ever runs inside it (S7).
+ * backed-out pin (the free hook), so no hook ever runs inside it (S7). @lt:
+ * the long-term pin counts, for a PS_PIN_LONGTERM pin.
  */
 static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
-		   uint64_t *frame_out)
+		   lt_count_t *lt, uint64_t *frame_out)
 {
 	const bool write = flags & PS_PIN_WRITE;
 	const uint64_t reject = PS_PAGE_POISONED |
@@ -150,10 +288,15 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			continue;
 		}
 		FAILPOINT(FP_PIN_RECHECKED, addr);
+		if (lt && !lt_count_add(&lt[frame])) {
+			/* S14: more than pins can be: let go (outside). */
+			ps_pgtable_read_unlock();
+			ps__space_frame_unpin(s, frame);
+			ps_pgtable_read_lock();
+			return -EOVERFLOW;
+		}
 		if (write)
 			ps__space_log_written(s, addr); /* S6, S9 */
-		if (flags & PS_PIN_LONGTERM)
-			(void)ps__hbm_set(&s->longterm, frame);
 		*frame_out = frame;
 		return 0;
 	}
@@ -162,21 +305,28 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out)
 {
+	lt_count_t *lt = NULL;
 	uint64_t npages;
 	int rc = 0;
 
 	if (!ps__space_range_ok(s, start, len) || !frames_out ||
 	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
 		return -EINVAL;
+	if (flags & PS_PIN_LONGTERM) {
+		rc = lt_counts_make(s, &lt); /* S14: outside the section */
+		if (rc)
+			return rc;
+	}
 	npages = len >> PAGE_SHIFT;
 	ps_pgtable_read_lock();
 	for (uint64_t i = 0; i < npages; i++) {
-		rc = pin_one(s, start + (i << PAGE_SHIFT), flags,
+		rc = pin_one(s, start + (i << PAGE_SHIFT), flags, lt,
 			     &frames_out[i]);
 		if (rc) {
 			ps_pgtable_read_unlock();
 			/* All or nothing: release every pin taken. */
-			ps_space_unpin(s, frames_out, i, false);
+			(void)ps_space_unpin(s, frames_out, i,
+					     lt ? PS_UNPIN_LONGTERM : 0);
 			/* Errors say where: the page that stopped the call. */
 			frames_out[0] = i << PAGE_SHIFT;
 			return rc;
@@ -186,14 +336,43 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 	return 0;
 }
 
-void ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
-		    bool dirty)
+/*
+ * S5: an unpin for a device's write marks the frame under its LOCKED bit, as
+ * Linux's unpin_user_pages_dirty_lock() holds the folio lock. An INTEGRITY
+ * write-back clears DIRTY of a pinned frame too (S4), under that bit: without
+ * it, a write-back could clear the DIRTY this call set and write the frame
+ * back before this call's dirty hook ran, a clean with no dirtying before it.
+ * The unpin's own pin keeps the frame LIVE while it waits.
+ */
+static void unpin_mark_dirty(struct ps_space *s, uint64_t frame)
 {
+	struct ps_page *p = &s->frames[frame];
+
+	ps_page_lock(p);
+	(void)ps__space_mark_frame_dirty(s, frame);
+	ps_page_unlock(p);
+}
+
+int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
+		   unsigned int flags)
+{
+	lt_count_t *lt = NULL;
+	int rc = 0;
+
+	if (flags & ~(PS_UNPIN_DIRTY | PS_UNPIN_LONGTERM))
+		return -EINVAL;
+	if (flags & PS_UNPIN_LONGTERM)
+		lt = lt_counts(s);
 	for (uint64_t i = 0; i < n; i++) {
 		if (frames[i] >= s->nframes)
 			continue;
-		if (dirty)
-			ps__space_mark_frame_dirty(s, frames[i]);
+		if (flags & PS_UNPIN_DIRTY)
+			unpin_mark_dirty(s, frames[i]);
+		/* S14: uncount before the unpin; refuse below zero. */
+		if ((flags & PS_UNPIN_LONGTERM) &&
+		    (!lt || !lt_count_sub(&lt[frames[i]])))
+			rc = -ENOENT;
 		ps__space_frame_unpin(s, frames[i]);
 	}
+	return rc;
 }

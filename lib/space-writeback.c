@@ -6,33 +6,37 @@
  * and clears DIRTY inside its invalidation (S5, lib/space-dirty.c).
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-space.c as S4 and S9)
+ * Protocol (cited by tests/test-space.c as S4, S9 and S12)
  * ---------------------------------------------------------------------------
  *
- * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page
- *     word (ps_page_fetch_clear_flags) and reads the pins in the value that
- *     RMW returns: pins and the DIRTY bit live in one word, so every pin is
- *     ordered before or after that clear. A pin before it makes the frame
- *     "pinned" for this write-back; a pin for write after it re-reads the
- *     entry, finds it write-protected (S2 then S3) and faults, dirtying the
- *     frame again. A pin for write sets WRITE_PINNED in the CAS that takes
- *     the pin (lib/space-pin.c), so every word that shows the pin shows it
- *     as one for write: an INTEGRITY bounce, which looks at the word again
- *     after its copy, keeps such a frame dirty even if the pin has not
- *     finished its re-check yet (the flag alone, left by a pin that backed
- *     out, is only a hint: ps__space_write_pinned() also wants pins).
+ * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page word
+ *     and decides on the pins that RMW sees: pins and the DIRTY bit live in one
+ *     word, so every pin is ordered before or after that clear. INTEGRITY
+ *     clears unconditionally (ps_page_fetch_clear_flags) and reads the pins in
+ *     the old word: a pin before the clear makes the frame "pinned" for this
+ *     write-back (a bounce). CLEAN clears only while unpinned
+ *     (ps_page_clear_flag_if_unpinned, one CAS): a pin before it leaves the
+ *     frame dirty and untouched (skipped; it is never clean for a moment, so no
+ *     mark in between runs a second dirty hook, S5). A pin for write after the
+ *     clear re-reads the entry, finds it write-protected (S2 then S3) and
+ *     faults, dirtying the frame again. A pin for write sets WRITE_PINNED in
+ *     the CAS that takes the pin (lib/space-pin.c), so every word that shows
+ *     the pin shows it as one for write: an INTEGRITY bounce, which looks at
+ *     the word again after its copy, keeps such a frame dirty even if the pin
+ *     has not finished its re-check yet (the flag alone, left by a pin that
+ *     backed out, is only a hint: ps__space_write_pinned() also wants pins).
  *
  * S9  No dirty frame escapes write-back. Write-back finds frames by address
- *     (the wb set: one bit per page), and ps_space_unpin(..., dirty) knows
- *     only frames. So the address is recorded when it is known: the wb set
- *     holds every page logged as written (faults, the helper's writes,
- *     mark_dirty, pins for write: ps__space_log_written()), every page
- *     pinned, at the pin (ps__space_wb_note() for pins not for write), and
- *     every page mapped to a frame that is pinned or dirty when it is mapped
- *     (map_range() in lib/space.c). And write-back takes a page out of the set
- *     only if nothing is mapped there, or if the frame mapped there, read under
- *     its LOCKED bit (or after a bounce copy), is neither pinned nor dirty: a
- *     clean pinned frame is kept, as is a frame unpinned dirty while INTEGRITY
+ *     (the wb set: one bit per page), and ps_space_unpin(..., PS_UNPIN_DIRTY)
+ *     knows only frames. So the address is recorded when it is known: the wb
+ *     set holds every page logged as written (faults, the helper's writes,
+ *     mark_dirty, pins for write: ps__space_log_written()), every page pinned,
+ *     at the pin (ps__space_wb_note() for pins not for write), and every page
+ *     mapped to a frame that is pinned or dirty when it is mapped (map_range()
+ *     in lib/space.c). And write-back takes a page out of the set only if
+ *     nothing is mapped there, or if the frame mapped there, read under its
+ *     LOCKED bit (or after a bounce copy), is neither pinned nor dirty: a clean
+ *     pinned frame is kept, as is a frame unpinned dirty while INTEGRITY
  *     write-back copied it. (Discard never unmaps a pinned page, not even for a
  *     moment: S10, lib/space-discard.c.) Hence a frame pinned at an address and
  *     unpinned dirty while still mapped there is written by the next write-back
@@ -77,6 +81,29 @@
  *         load that read the CAS would not order the CAS before T0 in S).
  *         Without Fv, store buffering would let the visit read the old entry
  *         while the test still reads the bit the take took.
+ *
+ * S12 One write-back of a frame at a time (Linux's PG_writeback). A visit
+ *     sets WRITEBACK (ps_page_start_writeback()) under the frame's LOCKED
+ *     bit, after it cleared DIRTY, and ends it (ps_page_end_writeback(),
+ *     release) after @fn has returned, dirtying the frame again first if
+ *     the write failed or a device may have written after a bounce. Every
+ *     visit reads WRITEBACK under LOCKED before it does anything, so no
+ *     visit clears DIRTY or calls @fn while another's @fn runs for the
+ *     frame: the copies land in the order DIRTY was cleared, and the last
+ *     is the newest. A visit that finds WRITEBACK set: CLEAN leaves the
+ *     page in the set and the frame as it is (dirty: skipped_writeback);
+ *     INTEGRITY drops LOCKED, waits for WRITEBACK to clear (acquire: it sees
+ *     the other write-back's DIRTY), still holding its reference, and visits
+ *     again from the top. The waiter holds no library lock, so the callback it
+ *     waits for may fault, pin or take the frame's LOCKED bit. The page goes
+ *     back into the set before @fn runs, so a write-back that begins meanwhile
+ *     finds it (INTEGRITY waits for it) unless a third visit holds the bit at
+ *     that instant; the next visit of a clean frame not under write-back takes
+ *     it out again. Waiting for one's own callback would never end: each thread
+ *     keeps its write-backs in a list (wb_current), and a visit that would wait
+ *     for a frame this thread's @fn is writing gives -EDEADLK instead and keeps
+ *     the page. Two callbacks in two threads that each wait for the other's
+ *     INTEGRITY write-back are not detected (space.h forbids it).
  */
 #include <pagestate/space.h>
 
@@ -87,7 +114,7 @@
 #include <sched.h>
 #include <string.h>
 
-/* --- write-back (S3, S4, S9) ---------------------------------------------- */
+/* --- write-back (S3, S4, S9, S12) ----------------------------------------- */
 
 struct wb_ctx {
 	struct ps_space *s;
@@ -96,7 +123,32 @@ struct wb_ctx {
 	void *ctx;
 	struct ps_writeback_stats st;
 	int first_error;
+	uint64_t in_fn; /* the frame @fn is writing, or UINT64_MAX */
+	const struct wb_ctx *outer; /* this thread's enclosing write-back */
 };
+
+/*
+ * This thread's write-backs, innermost first: a callback that starts an
+ * INTEGRITY write-back of the frame it is writing would wait for itself
+ * (S12). Only this thread reads or writes it.
+ */
+static _Thread_local const struct wb_ctx *wb_current;
+
+/* Is a write-back of @frame in @s in flight in this very thread (S12)? */
+static bool wb_mine(const struct ps_space *s, uint64_t frame)
+{
+	for (const struct wb_ctx *c = wb_current; c; c = c->outer)
+		if (c->s == s && c->in_fn == frame)
+			return true;
+	return false;
+}
+
+static void wb_error(struct wb_ctx *c, int rc)
+{
+	c->st.errors++;
+	if (!c->first_error)
+		c->first_error = rc;
+}
 
 /* Clear WRITE on the entry at @addr (stable pages), if it is @frame's. */
 static void write_protect_entry(struct ps_space *s, uint64_t addr,
@@ -145,7 +197,7 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
 				return -EOVERFLOW;
 			if (w & PS_PAGE_FROZEN)
-				sched_yield(); /* a conversion holds it (S8) */
+				sched_yield(); /* a freezer holds it (S8) */
 			continue;	       /* freed or frozen: look again */
 		}
 		ps_page_lock(p);
@@ -160,20 +212,38 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 	}
 }
 
+/* writeback_frame(): another write-back of the frame is in flight (S12). */
+#define WB_BUSY (-1)
+
 /*
  * Write back @frame, mapped at @addr, held and LOCKED by wb_hold(). Drops
- * LOCKED (before @fn runs); the caller drops the reference.
+ * LOCKED (before @fn runs); the caller drops the reference. Returns the
+ * visit's verdict, or WB_BUSY: an INTEGRITY write-back found the frame
+ * under another write-back, and waits for it before it looks again (S12).
  */
-static enum ps__hbm_verdict writeback_frame(struct wb_ctx *c, uint64_t addr,
-					    uint64_t frame)
+static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 {
 	struct ps_space *s = c->s;
 	struct ps_page *p = &s->frames[frame];
-	bool pinned, inval, redirty;
+	bool pinned, inval, redirty, made_dirty, busy = false;
 	uint64_t w;
 	int rc;
 
 	w = ps_page_load(p);
+	if (w & PS_PAGE_WRITEBACK) {
+		/*
+		 * S12: another write-back's @fn is writing the frame (it set
+		 * WRITEBACK under this bit, and keeps the page in the set
+		 * until it ends). CLEAN leaves it (dirty or not) to that one
+		 * and to the next visit; INTEGRITY waits for it, unlocked.
+		 */
+		ps_page_unlock(p);
+		if (c->mode == PS_WB_INTEGRITY)
+			return WB_BUSY;
+		if (w & PS_PAGE_DIRTY)
+			c->st.skipped_writeback++;
+		return PS__HBM_KEEP;
+	}
 	if (!(w & PS_PAGE_DIRTY)) {
 		ps_page_unlock(p);
 		/* S9: a pinned frame may be unpinned dirty: keep watching. */
@@ -198,49 +268,88 @@ static enum ps__hbm_verdict writeback_frame(struct wb_ctx *c, uint64_t addr,
 					      PS_NOTIFIER_PROTECTION, 0);
 	if (inval)
 		write_protect_entry(s, addr, frame);
-	/* S4: the clear's old word orders every pin before or after it. */
-	w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
-	pinned = ps_page_word_pins(w) != 0;
-	redirty = pinned && c->mode == PS_WB_CLEAN;
-	if (redirty)
-		ps_page_set_flags(p, PS_PAGE_DIRTY); /* a pin raced in */
+	/*
+	 * S12: WRITEBACK is set only under LOCKED, which this visit holds,
+	 * and it read clear above: the start cannot fail (a flag set by hand
+	 * is treated as another write-back's).
+	 */
+	if (!ps_page_start_writeback(p)) {
+		busy = true;
+	} else if (c->mode == PS_WB_CLEAN) {
+		/*
+		 * S4: one CAS clears DIRTY only while unpinned. A pin that
+		 * raced in since the look above (a pin for read needs no
+		 * LOCKED) keeps the frame dirty, never clean for a moment:
+		 * a mark in between would find it clean and run the dirty
+		 * hook for a transition no write-back made.
+		 */
+		pinned = !ps_page_clear_flag_if_unpinned(p, PS_PAGE_DIRTY);
+		if (pinned)
+			(void)ps_page_end_writeback(p);
+	} else {
+		/* S4: the clear's old word orders every pin before or after. */
+		w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
+		pinned = ps_page_word_pins(w) != 0;
+	}
+	FAILPOINT(FP_WB_CLEARED, addr);
 	if (inval)
 		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
 	/* Keep right after the end: tests check DIRTY is clear here (S5). */
 	FAILPOINT(FP_WB_INVALIDATED, addr);
-	if (redirty) {
+	if (busy || (pinned && c->mode == PS_WB_CLEAN)) {
 		ps_page_unlock(p);
+		if (busy)
+			return c->mode == PS_WB_INTEGRITY ? WB_BUSY
+							  : PS__HBM_KEEP;
 		c->st.skipped_pinned++;
-		return PS__HBM_KEEP;
+		return PS__HBM_KEEP; /* stays dirty */
 	}
-	ps_page_set_flags(p, PS_PAGE_WRITEBACK);
+	/*
+	 * S12: the page goes back into the set before the bit is dropped,
+	 * so that a write-back that begins while @fn runs visits it, and
+	 * waits for @fn (INTEGRITY).
+	 */
+	(void)ps__hbm_set(&s->wb, ps__space_page_index(addr));
 	ps_page_unlock(p);
+	c->in_fn = frame;
 	rc = c->fn(c->ctx, addr, frame, pinned);
-	ps_page_clear_flags(p, PS_PAGE_WRITEBACK);
+	redirty = rc != 0;
+	if (!rc && pinned) {
+		c->st.bounced++;
+		FAILPOINT(FP_WB_BOUNCED, addr);
+		/* A device may have written after the copy: stays dirty. */
+		redirty = ps__space_write_pinned(ps_page_load(p));
+		if (redirty)
+			c->st.kept_dirty++;
+	}
+	/*
+	 * Dirty again, and the hook run, before the write-back ends: a waiter
+	 * (S12) finds the frame dirty, and no other write-back can clean it
+	 * before the hook for this dirtying has run (S5: every clean comes
+	 * after the hook of the dirtying it writes). A hook that would wait
+	 * for this write-back gets -EDEADLK (in_fn is still this frame).
+	 */
+	made_dirty = redirty && !ps_page_test_and_set_flag(p, PS_PAGE_DIRTY);
+	if (made_dirty)
+		ps__space_dirty_hook(s, frame); /* S5: this call's */
+	c->in_fn = UINT64_MAX;
+	w = ps_page_end_writeback(p);
+	FAILPOINT(FP_WB_ENDED, addr);
 	if (rc) {
-		c->st.errors++;
-		if (!c->first_error)
-			c->first_error = rc;
-		ps__space_mark_frame_dirty(s, frame);
+		wb_error(c, rc);
 		return PS__HBM_KEEP;
 	}
 	if (!pinned) {
 		c->st.written++;
 		return PS__HBM_CLEAR;
 	}
-	c->st.bounced++;
-	FAILPOINT(FP_WB_BOUNCED, addr);
-	w = ps_page_load(p);
-	if (ps__space_write_pinned(w)) {
-		/* A device may have written after the copy: stays dirty. */
-		ps__space_mark_frame_dirty(s, frame);
-		c->st.kept_dirty++;
+	if (redirty)
 		return PS__HBM_KEEP;
-	}
 	ps__space_clear_write_pinned(p);
 	/*
 	 * S9: still pinned (for read), or unpinned dirty after the copy (a
 	 * device that finished meanwhile): the next write-back looks again.
+	 * The end's old word is later than the copy.
 	 */
 	if (ps_page_word_pins(w) || (w & PS_PAGE_DIRTY))
 		return PS__HBM_KEEP;
@@ -251,8 +360,7 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 {
 	struct wb_ctx *c = ctx;
 	uint64_t addr = bit << PAGE_SHIFT, frame;
-	enum ps__hbm_verdict v;
-	int rc;
+	int rc, v;
 
 	/*
 	 * S9 - seq_cst fence: the harvest's take of this bit (A0, seq_cst)
@@ -265,18 +373,29 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	 * under S9 above).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
-	rc = wb_hold(c->s, addr, &frame);
-	if (rc > 0)
-		return PS__HBM_CLEAR; /* nothing mapped: nothing to write */
-	if (rc < 0) {
-		c->st.errors++;
-		if (!c->first_error)
-			c->first_error = rc;
-		return PS__HBM_KEEP; /* not looked at: the next one will */
+	for (;;) {
+		rc = wb_hold(c->s, addr, &frame);
+		if (rc > 0)
+			return PS__HBM_CLEAR; /* nothing mapped */
+		if (rc < 0) {
+			wb_error(c, rc);
+			return PS__HBM_KEEP; /* the next one looks */
+		}
+		v = writeback_frame(c, addr, frame);
+		if (v == WB_BUSY && wb_mine(c->s, frame)) {
+			/* S12: this thread's own @fn is writing it. */
+			wb_error(c, -EDEADLK);
+			v = PS__HBM_KEEP;
+		}
+		if (v != WB_BUSY) {
+			ps__space_frame_put(c->s, frame); /* the visit's (S7) */
+			return (enum ps__hbm_verdict)v;
+		}
+		/* S12: wait, holding the frame; then look again. */
+		FAILPOINT(FP_WB_WAIT, addr);
+		ps_page_wait_writeback(&c->s->frames[frame]);
+		ps__space_frame_put(c->s, frame);
 	}
-	v = writeback_frame(c, addr, frame);
-	ps__space_frame_put(c->s, frame); /* the visit's own (S7) */
-	return v;
 }
 
 int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
@@ -294,9 +413,13 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	c.mode = mode;
 	c.fn = fn;
 	c.ctx = ctx;
+	c.in_fn = UINT64_MAX;
+	c.outer = wb_current;
+	wb_current = &c;
 	(void)ps__hbm_harvest(&s->wb, ps__space_page_index(start),
 			      ps__space_page_index(len), writeback_visit, &c,
 			      NULL);
+	wb_current = c.outer;
 	if (stats)
 		*stats = c.st;
 	return c.first_error;

@@ -7,10 +7,10 @@
  * with the rules they state in lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-space.c as S1..S11; this
- * file states S1, S7 and S8; S2 is in lib/space-pin.c, S3 in
- * lib/space-fault.c, S4 and S9 in lib/space-writeback.c, S5, S6 and S11 in
- * lib/space-dirty.c, S10 in lib/space-discard.c)
+ * Protocol and guarantees (cited by tests/test-space.c as S1..S14; this
+ * file states S1, S7, S8 and S13; S2 and S14 are in lib/space-pin.c, S3 in
+ * lib/space-fault.c, S4, S9 and S12 in lib/space-writeback.c, S5, S6 and
+ * S11 in lib/space-dirty.c, S10 in lib/space-discard.c)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
@@ -27,9 +27,9 @@
  *     Library locks held when they run:
  *       - populate: none;
  *       - dirty: the frame's LOCKED bit when a write fault (a CPU fault, a
- *         pin for write) runs it; the caller's own lock in the
- *         secondary-map helper; none from mark_dirty, unpin or
- *         write-back's re-dirtying;
+ *         pin for write), mark_dirty or an unpin with PS_UNPIN_DIRTY runs
+ *         it; the caller's own lock in the secondary-map helper; the
+ *         frame's WRITEBACK bit (no lock) in write-back's re-dirtying;
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
  *         none from unpin, a pin's back-out, the helper, kunmap, destroy,
@@ -37,18 +37,43 @@
  *         let go with no lock held) or write-back (which holds a reference
  *         of its own on the frame it visits, so the frame is not freed
  *         while fn copies it, and drops it after fn, with no lock held);
- *       - notifier callbacks: the writer mutex in unmap, discard and
- *         prot.c's conversion and mprotect; the LOCKED bit of the frame
- *         being written back in write-back's PROTECTION invalidation; none
- *         in a REARM harvest.
+ *       - notifier callbacks: the writer mutex in unmap, discard, a failed
+ *         map's rollback of the entries it installed, and prot.c's conversion
+ *         and mprotect; the LOCKED bit of the frame being written back in
+ *         write-back's PROTECTION invalidation; none in a REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,
  *     discard, convert or mprotect in that space; one run under a frame's
- *     LOCKED bit must not write-fault, pin for write, write back or kmap
- *     that frame (each would wait for the lock it runs under).
+ *     LOCKED bit must not write-fault, pin for write, mark dirty, unpin
+ *     dirty, write back or kmap that frame (each would wait for the lock it
+ *     runs under).
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
- *     map) retry only because another thread changed the entry or the frame,
- *     except the wait for a frozen frame (a conversion), which yields.
+ *     map, a write fault, mark_dirty) retry only because another thread changed
+ *     the entry or the frame, except the wait for a frozen frame (a conversion,
+ *     or a map that claimed it, S13), which yields.
+ *
+ * S13 A failed map gives back exactly what it took, and the free hook runs once
+ *     per frame lifetime whatever races with it. A map takes each frame with
+ *     ps_page_get_or_freeze(): a LIVE frame gains the mapping's reference; a
+ *     free one is claimed, frozen with no reference, with the mode PS_MAP_CACHE
+ *     asks for and without the last lifetime's flags (PS_PAGE_LIFE_FLAGS: a
+ *     new lifetime starts clean). A frozen frame fails every try-get and
+ *     try-pin (pins, write faults, mark_dirty, write-back, the secondary-map
+ *     helper, kmap, lookups of an older mapping of the frame on their way out):
+ *     whoever finds the map's entry before the map commits waits for it, as for
+ *     a conversion, and never marks the frame or runs a hook for it; no one
+ *     else can change its mode or freeze it. Only once the map cannot fail any
+ *     more (every run installed) does it unfreeze its claimed frames with the
+ *     mapping's one reference (release), clearing PS_PAGE_LIFE_FLAGS again in
+ *     the same step (ps_page_unfreeze_claimed()), whatever a stale flag setter
+ *     left on the word meanwhile. So a claimed frame that the map gives back
+ *     was never held by anyone else: it goes back free with its old mode, and
+ *     no hook runs; its owner may reuse it at once. A frame that was LIVE loses
+ *     the map's reference, and if that was the last (its other holders let go
+ *     meanwhile), its lifetime ends there with the free hook, under the writer
+ *     mutex (S7). Before, a free frame was revived at once: a stale speculative
+ *     pin could take a reference to it before the rollback, whose put was then
+ *     not the last, and the pin's later back-out freed it again (issue 15 #4).
  */
 #include <pagestate/space.h>
 
@@ -98,25 +123,6 @@ void ps__space_writer_lock(struct ps_space *s)
 void ps__space_writer_unlock(struct ps_space *s)
 {
 	pthread_mutex_unlock(&s->writer);
-}
-
-static enum ps__hbm_verdict consume(void *ctx, uint64_t bit)
-{
-	(void)ctx;
-	(void)bit;
-	return PS__HBM_CLEAR;
-}
-
-bool ps__space_longterm_pinned(struct ps_space *s, uint64_t frame)
-{
-	return ps__hbm_test(&s->longterm, frame);
-}
-
-void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
-{
-	if (ps__hbm_test(&s->longterm, frame))
-		(void)ps__hbm_harvest(&s->longterm, frame, 1, consume, NULL,
-				      NULL);
 }
 
 struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
@@ -172,11 +178,15 @@ void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 
 /* --- lifetime ------------------------------------------------------------- */
 
-/* Every frame has an entry form, and a bit in the longterm bitmap. */
+/*
+ * Every frame has an entry form. The arrays indexed by frame (a
+ * library-allocated page-word array, 8 bytes a frame; the long-term pin
+ * counts, 4 bytes, S14) stay well within a 47-bit address space.
+ */
 PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX - 1 <= PS_PTE_FRAME_MAX,
 		 "frames beyond what an entry can name");
-PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX <= PS__HBM_MAX_BITS,
-		 "frames beyond the longterm bitmap");
+PS_STATIC_ASSERT(PS_SPACE_NFRAMES_MAX * 12 <= (UINT64_C(1) << 46),
+		 "frame arrays beyond half a 47-bit address space");
 PS_STATIC_ASSERT((PS_PGTABLE_ADDR_END >> PS_PGTABLE_PAGE_SHIFT) <=
 			 PS__HBM_MAX_BITS,
 		 "pages beyond the dirty log and the write-back set");
@@ -236,18 +246,16 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	rc = ps__hbm_init(&s->log, npages);
 	if (!rc)
 		rc = ps__hbm_init(&s->wb, npages);
-	if (!rc)
-		rc = ps__hbm_init(&s->longterm, cfg->nframes);
 	if (rc)
 		goto fail_bitmaps;
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
+	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S14) */
 	*out = s;
 	return 0;
 
 fail_bitmaps:
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
-	ps__hbm_destroy(&s->longterm);
 	(void)ps_notifier_destroy(&s->notifier);
 fail_pt:
 	ps_pgtable_destroy(s->pt);
@@ -335,7 +343,7 @@ int ps_space_destroy(struct ps_space *s)
 	(void)ps_notifier_destroy(&s->notifier);
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
-	ps__hbm_destroy(&s->longterm);
+	ps__space_pins_fini(s);
 	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
@@ -349,70 +357,57 @@ int ps_space_destroy(struct ps_space *s)
 /* What a map took from a frame, to give it back if the map fails. */
 struct taken {
 	uint64_t pte_flags; /* its entry's flags (runs: equal flags) */
-	bool revived;	    /* the frame was free: this map revived it */
+	bool claimed;	    /* it was free: this map froze it (S13) */
 	bool wb;	    /* pinned or dirty: its page goes in wb (S9) */
-	uint8_t old_cache;  /* its cache mode before the revival */
-	uint8_t new_cache;  /* the mode the revival gave it */
+	uint8_t old_cache;  /* a claimed frame's cache mode before */
 };
 
 /*
- * Give back a reference a failed map took. If the map revived the frame
- * (it was free), the frame goes back to free without the free hook: its
- * owner never saw it mapped, and may already count it as free. A frame that
- * PS_MAP_CACHE revived with another mode gets its old mode back, unless it
- * was revived again meanwhile (then its new owner's mode stands).
- *
- * That needs this put to be the last one. The map installs no entry before it
- * cannot fail (ps_space_map_range()), so no pin can have found the frame
- * through the map; another holder can only be one that took the frame by its
- * number (the owner's own kmap or get, a speculative pin or lookup of an older
- * mapping on its way out). Then the frame stays LIVE, with the mode the revival
- * gave it (a LIVE frame's mode changes only while frozen, prot.c's P7), and
- * that holder's last put frees it, with the free hook (space.h says so).
+ * S13: give back what a failed map took. A frame it claimed (it was free) was
+ * frozen all along: nobody else took it, looked at its mode or froze it, so it
+ * goes back free exactly as it was, mode included, and no hook runs (its owner
+ * never saw it mapped). A frame that was LIVE loses the map's reference; if
+ * that was the last one (its other holders let go meanwhile), this put ends its
+ * lifetime and runs the free hook, as any last put does.
  */
 static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 {
 	struct ps_page *p = &s->frames[frame];
-	bool freed = ps_page_put(p);
 
-	if (!t.revived) {
-		if (freed)
-			ps__space_frame_freed(s, frame);
+	if (t.claimed) {
+		(void)ps_page_unfreeze_change_flags(
+			p, 0, PS_PAGE_CACHE_MASK,
+			(uint64_t)t.old_cache << PS_PAGE_CACHE_SHIFT);
 		return;
 	}
-	if (!freed || t.old_cache == t.new_cache)
-		return;
-	/* Only if still free with the mode this map gave it. */
-	(void)ps_page_set_cache_if_free(p, (enum ps_cache_mode)t.old_cache,
-					t.new_cache);
+	if (ps_page_put(p))
+		ps__space_frame_freed(s, frame);
 }
 
-/* Take a mapping's reference on @frame and build its entry flags. */
+/*
+ * Take a mapping's reference on @frame and build its entry flags: a LIVE
+ * frame gains a reference; a free one is claimed, frozen with none, until
+ * the map commits (S13).
+ */
 static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
 		      uint64_t *pte_flags, struct taken *t)
 {
 	struct ps_page *p = &s->frames[frame];
+	const int mode = flags & PS_MAP_CACHE_SET
+				 ? (int)((flags & PS_MAP_CACHE_MASK) >>
+					 PS_MAP_CACHE_SHIFT)
+				 : -1;
 	unsigned int old_mode = 0;
 	uint64_t w;
 	int rc;
 
-	if (flags & PS_MAP_CACHE_SET)
-		rc = ps_page_get_or_revive_cache(
-			p,
-			(enum ps_cache_mode)((flags & PS_MAP_CACHE_MASK) >>
-					     PS_MAP_CACHE_SHIFT),
-			&old_mode);
-	else
-		rc = ps_page_get_or_revive(p);
+	rc = ps_page_get_or_freeze(p, mode, &old_mode);
 	if (rc < 0)
 		return rc;
 	w = ps_page_load(p);
-	t->revived = rc == 1;
+	t->claimed = rc == 1;
+	t->old_cache = (uint8_t)old_mode;
 	t->wb = (w & PS_PAGE_DIRTY) || ps_page_word_pins(w);
-	t->new_cache = (uint8_t)ps_page_word_cache(w);
-	t->old_cache = t->new_cache;
-	if (t->revived && (flags & PS_MAP_CACHE_SET))
-		t->old_cache = (uint8_t)old_mode;
 	if (w & PS_PAGE_POISONED) {
 		untake_frame(s, frame, *t);
 		return -EHWPOISON;
@@ -482,14 +477,14 @@ static void unmap_installed(struct ps_space *s, uint64_t start,
 }
 
 /*
- * Map frames first + [i, j) (references already taken) at their pages, all
- * or nothing. The page table checks every page and allocates every level
- * before it installs anything, so -EEXIST and -ENOMEM install nothing
- * (under the writer mutex nobody else maps here, S1), and after
- * ps_pgtable_map_prepare() neither can happen at all. Any other failure
- * (the test build's injection: a run refused part-way, as only a store
- * racing into the range against pgtable.h's exclusion rules could) takes
- * back what the run installed; the other pages are still vacant.
+ * Map frames first + [i, j) (references already taken) at their pages, all or
+ * nothing. The page table checks every page and allocates every level before it
+ * installs anything, so -EEXIST and -ENOMEM install nothing (under the writer
+ * mutex nobody else maps here, S1), and after ps_pgtable_map_prepare() neither
+ * can happen at all. Any other failure (the test build's injection: a run
+ * refused part-way, as only a store racing into the range against pgtable.h's
+ * exclusion rules could) may leave part of the run installed: the caller takes
+ * it back (undo_installed()); the other pages are still vacant.
  */
 static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		   uint64_t i, uint64_t j, uint64_t pte_flags)
@@ -504,15 +499,35 @@ static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 		if (done)
 			rc = done;
 	}
-	if (rc && rc != -EEXIST)
-		unmap_installed(s, start, first_frame, i, j);
 	return rc;
+}
+
+/*
+ * A failed map takes back the entries it installed at pages [0, @end), inside
+ * an UNMAP invalidation, as an unmap would: they were visible, so the
+ * secondary-map helper may have mapped one of them meanwhile (its retry check
+ * sees no change of frame that no invalidation brackets), and the mapping it
+ * made must go before the frames are given back and mapped elsewhere. The
+ * callbacks run under the writer mutex, as an unmap's do (S7).
+ */
+static void undo_installed(struct ps_space *s, uint64_t start,
+			   uint64_t first_frame, uint64_t end)
+{
+	if (!end)
+		return;
+	/* Blockable: it cannot fail (notifier.h). */
+	(void)ps_notifier_invalidate_start(&s->notifier, start,
+					   end << PAGE_SHIFT, PS_NOTIFIER_UNMAP,
+					   0);
+	unmap_installed(s, start, first_frame, 0, end);
+	(void)ps_notifier_invalidate_end(&s->notifier, start,
+					 end << PAGE_SHIFT);
 }
 
 int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags)
 {
-	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j, nruns = 0;
+	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j = 0, nruns = 0;
 	struct taken *taken; /* per page: what to give back on failure */
 	int rc = 0;
 
@@ -529,16 +544,18 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	/*
-	 * All or nothing, and nothing visible on failure. References first,
-	 * then entries, so a reader never finds an entry whose frame lacks
-	 * the mapping's reference; while no entry is installed, no pin or
-	 * fault can find the frames. A run of frames with the same cache and
-	 * encryption state is mapped with one page-table map, which checks
-	 * its pages and allocates its levels before it installs anything.
-	 * With several runs, the page table is prepared for the whole range
-	 * first (every page vacant, every level allocated), so that no run
-	 * can fail once one is visible. A pin racing with the map finds each
-	 * page either not yet mapped, or mapped for good.
+	 * All or nothing, and nothing visible on failure. References first
+	 * (a free frame claimed, frozen: S13), then entries, so a reader never
+	 * finds an entry whose frame lacks the mapping's reference; while no
+	 * entry is installed, no pin or fault can find the frames. A run of
+	 * frames with the same cache and encryption state is mapped with one
+	 * page-table map, which checks its pages and allocates its levels
+	 * before it installs anything. With several runs, the page table is
+	 * prepared for the whole range first (every page vacant, every level
+	 * allocated), so that no run can fail once one is visible. A pin
+	 * racing with the map finds each page either not yet mapped, or
+	 * mapped for good (a claimed frame frozen until the last run is in:
+	 * the pin waits for it, as for a conversion).
 	 */
 	for (ntaken = 0; ntaken < npages; ntaken++) {
 		rc = take_frame(s, first_frame + ntaken, flags,
@@ -549,6 +566,7 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		    taken[ntaken].pte_flags != taken[ntaken - 1].pte_flags)
 			nruns++;
 	}
+	FAILPOINT(FP_MAP_TAKEN, start);
 	if (!rc && nruns > 1)
 		rc = ps_pgtable_map_prepare(s->pt, start, len);
 	for (i = 0; !rc && i < npages;) {
@@ -560,19 +578,34 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		if (!rc)
 			i = j;
 	}
+	/* Entries installed; the frames the map claimed still frozen. */
+	FAILPOINT(FP_MAP_INSTALLED, start);
 	if (rc) {
 		/*
 		 * Only a store racing into the range against the exclusion
 		 * rules (pgtable.h) fails a run after the prepare: then the
-		 * runs mapped before [i, ...) go (a failed run took its own
-		 * back), and every reference taken.
+		 * runs mapped before [i, ...) go, and what the failed run
+		 * installed (-EEXIST: nothing; its pages may hold entries of
+		 * others, which stay), and every reference taken.
 		 */
-		unmap_installed(s, start, first_frame, 0, i);
+		undo_installed(s, start, first_frame,
+			       rc == -EEXIST || j <= i ? i : j);
 		/* S2 - seq_cst fence: entries gone before the puts. */
 		atomic_thread_fence(memory_order_seq_cst);
 		for (uint64_t k = 0; k < ntaken; k++)
 			untake_frame(s, first_frame + k, taken[k]);
 	} else {
+		/*
+		 * S13: the map can no longer fail: the frames it claimed go
+		 * LIVE with the mapping's reference, and without the life
+		 * flags a stale setter may have left on the frozen word: a
+		 * new lifetime starts clean (release: pairs with the acquire
+		 * of the try-gets and try-pins that find them).
+		 */
+		for (uint64_t k = 0; k < npages; k++)
+			if (taken[k].claimed)
+				(void)ps_page_unfreeze_claimed(
+					&s->frames[first_frame + k], 1);
 		/* S9: once the entries are there, write-back can reach them. */
 		for (uint64_t k = 0; k < npages; k++)
 			if (taken[k].wb)

@@ -9,6 +9,9 @@
 #     against the archive when one is installed;
 #   - every program of examples/ built with the README's consumer line and
 #     nothing else (no -D flags: they define what they need);
+#   - docs/ (every file), CHANGELOG.md and LICENSE are installed under
+#     share/doc/libpagestate, and every docs/ file an installed header
+#     cites is among them;
 #   - every public function has its man page, and libpagestate(7) exists;
 #     groff (when present) reads every page without a warning, and man
 #     (when present) finds ps_space_pin_range through MANPATH.
@@ -92,6 +95,25 @@ for ex in "$src"/examples/*.c; do
 	fi
 	echo "examples/$name.c: builds with the README's consumer line"
 done
+
+# The docs the headers cite ("docs/uffd.md, ...") are the reader's too.
+lic=$(find "$tmp/root" -path '*/share/doc/libpagestate/LICENSE' | head -n 1)
+[ -n "$lic" ] || { echo "no share/doc/libpagestate/LICENSE installed"; exit 1; }
+docdir=$(dirname "$lic")
+missing="" cited=""
+# docs/design/ holds proposals for work not built yet: not installed.
+for f in CHANGELOG.md LICENSE $(cd "$src/docs" && find . -type f \
+	-not -path './design/*' | sed 's|^\./||'); do
+	[ -f "$docdir/$f" ] || missing="$missing $f"
+done
+inc=$(find "$tmp/root" -path '*/include/pagestate' -type d | head -n 1)
+for f in $(grep -oh 'docs/[A-Za-z0-9_./-]*[A-Za-z0-9_]' "$inc"/*.h | sort -u); do
+	[ -f "$docdir/${f#docs/}" ] || cited="$cited $f"
+done
+[ -z "$missing" ] || { echo "not installed in ${docdir#"$tmp/root"}:$missing"; exit 1; }
+[ -z "$cited" ] || { echo "cited by an installed header, not installed:$cited"; exit 1; }
+echo "docs: $(find "$docdir" -type f | wc -l) files installed under" \
+	"${docdir#"$tmp/root"}, every one the headers cite among them"
 
 [ "$man" = man ] || { echo "man pages: not built (-Dman=false)"; exit 0; }
 page=$(find "$tmp/root" -path '*/man3/ps_space_pin_range.3' | head -n 1)

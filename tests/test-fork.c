@@ -440,7 +440,7 @@ static int kid_use_new_objects(void)
 	KID_CHECK(s);
 	KID_CHECK(ps_space_map(s, 0, 5, PS_MAP_WRITE) == 0);
 	KID_CHECK(ps_space_pin_range(s, 0, PG, PS_PIN_WRITE, &frame) == 0);
-	ps_space_unpin(s, &frame, 1, true);
+	KID_CHECK(ps_space_unpin(s, &frame, 1, PS_UNPIN_DIRTY) == 0);
 	KID_CHECK(ps_space_harvest(s, 0, PG, 0, addrs, 4, &count, &resume) ==
 		  0);
 	KID_CHECK(count == 1 && addrs[0] == 0);
@@ -1028,7 +1028,10 @@ static void *storm_worker(void *arg)
 		if (ps_space_map(w.space, k * PG, k, PS_MAP_WRITE) == 0 &&
 		    ps_space_pin_range(w.space, k * PG, PG, PS_PIN_WRITE, &f) ==
 			    0)
-			ps_space_unpin(w.space, &f, 1, ps_test_below(&r, 2));
+			(void)ps_space_unpin(w.space, &f, 1,
+					     ps_test_below(&r, 2)
+						     ? PS_UNPIN_DIRTY
+						     : 0);
 		if (ps_test_below(&r, 2))
 			(void)ps_space_unmap(w.space, k * PG, PG, 0);
 		else

@@ -3,10 +3,10 @@
  * tests/test-notifier.c - interval notifiers: Linux's behaviours (retry
  * rules, read_begin during an invalidation, insert and remove during one,
  * non-blocking -EAGAIN, range errors, sequence parity, check_retry), the
- * exact whole-space check, the seed-003 example of notifier.h, and bounded
- * two-thread stress: translation caches that must never use a translation
- * invalidated before their retry check, with zero false retries. Gn refers
- * to the guarantees at the top of lib/notifier.c.
+ * exact whole-space check, the worked example of docs/notifier.md, and
+ * bounded two-thread stress: translation caches that must never use a
+ * translation invalidated before their retry check, with zero false
+ * retries. Gn refers to the guarantees at the top of lib/notifier.c.
  */
 #include <pagestate/notifier.h>
 #include <pagestate/page.h>
@@ -722,7 +722,7 @@ START_TEST(whole_space_exact)
 }
 END_TEST
 
-/* --- the worked example of notifier.h (keep in step with the header) ------ */
+/* --- the worked example of docs/notifier.md (keep the two identical) ----- */
 
 #define EX_PAGES 8
 static struct ps_page ex_frames[2 * EX_PAGES]; /* backing frames */
@@ -783,7 +783,7 @@ static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
 		vc->writable = write;
 		pthread_mutex_unlock(&vc->lock);
 		/* The mapping keeps no reference: the notifier tears it
-		 * down before the page can change (seed 003). */
+		 * down before the page can change. */
 		(void)ps_page_put(page);
 		return 0;
 	}

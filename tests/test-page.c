@@ -1011,6 +1011,98 @@ START_TEST(lock_waits_for_the_holder)
 }
 END_TEST
 
+/* --- write-back in flight ------------------------------------------------- */
+
+/* One write-back at a time: start sets WRITEBACK once, end clears it. */
+START_TEST(writeback_start_end)
+{
+	struct ps_page p = PS_PAGE_INIT(2);
+	uint64_t w;
+
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(ps_page_start_writeback(&p));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(2, 0, PS_PAGE_DIRTY | PS_PAGE_WRITEBACK));
+	ck_assert(!ps_page_start_writeback(&p)); /* one in flight */
+	/* Counts and other flags work as usual meanwhile. */
+	ck_assert_int_eq(ps_page_pin(&p), 0);
+	ps_page_clear_flags(&p, PS_PAGE_DIRTY);
+	w = ps_page_end_writeback(&p);
+	ck_assert_uint_eq(w, mkword(3, 1, PS_PAGE_WRITEBACK));
+	ck_assert_uint_eq(raw(&p), mkword(3, 1, 0));
+	ps_page_wait_writeback(&p); /* none in flight: returns at once */
+	ck_assert(ps_page_start_writeback(&p));
+	ck_assert(!ps_page_unpin(&p));
+	ck_assert(ps_page_end_writeback(&p) & PS_PAGE_WRITEBACK);
+	/* An end without a start changes nothing and says so. */
+	ck_assert(!(ps_page_end_writeback(&p) & PS_PAGE_WRITEBACK));
+	ck_assert_uint_eq(raw(&p), mkword(2, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* The flag is a flag: free and frozen pages can be under write-back. */
+START_TEST(writeback_on_free_and_frozen_pages)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+
+	ck_assert(ps_page_start_writeback(&p));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_WRITEBACK);
+	ck_assert(ps_page_end_writeback(&p) & PS_PAGE_WRITEBACK);
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert(ps_page_start_writeback(&p));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_WRITEBACK));
+	ck_assert(ps_page_end_writeback(&p) & PS_PAGE_WRITEBACK);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+struct wb_waiter {
+	struct ps_page *page;
+	uint64_t data; /* written before the end, read after the wait */
+	uint64_t seen;
+	_Atomic(int) state; /* 0 started, 1 waiting, 2 done */
+};
+
+static void *wb_waiter_fn(void *arg)
+{
+	struct wb_waiter *w = arg;
+
+	atomic_store(&w->state, 1);
+	ps_page_wait_writeback(w->page);
+	w->seen = w->data; /* plain: the wait's acquire orders it */
+	atomic_store(&w->state, 2);
+	return NULL;
+}
+
+/* ps_page_wait_writeback() waits (spinning, then yielding) until the
+ * write-back ends, and then sees what the writer-back did before. */
+START_TEST(writeback_wait_for_the_end)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	struct wb_waiter w = {.page = &p};
+	pthread_t t;
+
+	ck_assert(ps_page_start_writeback(&p));
+	ck_assert_int_eq(pthread_create(&t, NULL, wb_waiter_fn, &w), 0);
+	while (atomic_load(&w.state) == 0)
+		sched_yield();
+	/* Long past the spinning phase: it must still be waiting. */
+	for (int i = 0; i < 2000; i++)
+		sched_yield();
+	ck_assert_int_eq(atomic_load(&w.state), 1);
+	w.data = 42;
+	(void)ps_page_end_writeback(&p);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(atomic_load(&w.state), 2);
+	ck_assert_uint_eq(w.seen, 42);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, 0));
+}
+END_TEST
+
 /* --- a reference and the lock at once ------------------------------------- */
 
 START_TEST(try_get_and_lock_semantics)
@@ -1192,6 +1284,138 @@ START_TEST(revive_cache_refusals)
 			 -EHWPOISON);
 	ck_assert_uint_eq(raw(&p), PS_PAGE_POISONED | cache_bits(PS_CACHE_WC));
 	ck_assert_uint_eq(old, 99);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* --- get or freeze (a new owner that may give the page back) -------------- */
+
+/* A free page is frozen with the mode asked for, out of every try's reach;
+ * the owner keeps it (unfreeze with its references) or gives it back free
+ * as it was (unfreeze to 0 with the old mode). */
+START_TEST(get_or_freeze_free_page)
+{
+	struct ps_page p = PS_PAGE_INIT(0);
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
+	ck_assert(!ps_page_try_get(&p)); /* a meaningless unit, wiped below */
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WC, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_FROZEN | PS_PAGE_PRIVATE |
+					   cache_bits(PS_CACHE_WC));
+	/* Nobody else takes it, changes its mode or freezes it. */
+	ck_assert(!ps_page_try_get(&p));
+	ck_assert(!ps_page_try_pin(&p));
+	ck_assert_int_eq(ps_page_get_or_revive(&p), -EBUSY);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, NULL), -EBUSY);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&p, PS_CACHE_WB, -1),
+			 -EBUSY);
+	ck_assert(!ps_page_freeze(&p, 0));
+	ck_assert_uint_eq(ps_page_refs(&p), 0);
+	/* Given back: free, the old mode, nothing left of the tries. */
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0,
+						       PS_PAGE_CACHE_MASK,
+						       cache_bits(old)),
+			 0);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
+	/* Kept: LIVE with the owner's reference, the mode it asked for. */
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p),
+			  mkword(1, 0,
+				 PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC)));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* A LIVE page gains a reference (with its own mode, or any), as a revive. */
+START_TEST(get_or_freeze_live_page)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, cache_bits(PS_CACHE_WT));
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WT, &old), 0);
+	ck_assert_uint_eq(old, PS_CACHE_WT);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, NULL), 0);
+	ck_assert_uint_eq(raw(&p), mkword(3, 0, cache_bits(PS_CACHE_WT)));
+	ck_assert(!ps_page_put(&p));
+	ck_assert(!ps_page_put(&p));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+START_TEST(get_or_freeze_refusals)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	unsigned int old = 99;
+	uint64_t before = raw(&p);
+
+	/* LIVE with another mode; bad modes. */
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_UC, &old), -EBUSY);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_NR, &old), -EINVAL);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -2, &old), -EINVAL);
+	ck_assert_uint_eq(raw(&p), before);
+	ck_assert_uint_eq(old, 99);
+	/* Frozen by another: -EBUSY, whatever the mode. */
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), -EBUSY);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WB, &old), -EBUSY);
+	/* At the reference limit: -EOVERFLOW. */
+	ck_assert_int_eq(ps_page_unfreeze(&p, PS_PAGE_REFS_MAX), 0);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), -EOVERFLOW);
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, 0));
+	/* Free and poisoned: never handed out again. */
+	set_raw(&p, PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), -EHWPOISON);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WC, &old),
+			 -EHWPOISON);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_POISONED);
+	ck_assert_uint_eq(old, 99);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * A claim starts a new lifetime: the life flags (DIRTY, WRITE_PINNED) go
+ * with the claim, as with a revival, and the unfreeze that keeps the page
+ * (ps_page_unfreeze_claimed()) clears them again, whatever a stale setter
+ * put on the frozen word meanwhile; the memory's flags stay. A page frozen
+ * LIVE keeps its lifetime: ps_page_unfreeze() keeps DIRTY. A claim given
+ * back is a free: no life flags either.
+ */
+START_TEST(get_or_freeze_starts_clean)
+{
+	const uint64_t life = PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED;
+	struct ps_page p = PS_PAGE_INIT(0);
+	unsigned int old = 99;
+
+	ps_page_set_flags(&p, life | PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, -1, &old), 1);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_FROZEN | PS_PAGE_PRIVATE);
+	ps_page_set_flags(&p, PS_PAGE_DIRTY); /* a stale setter */
+	ck_assert_int_eq(ps_page_unfreeze_claimed(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_PRIVATE));
+	/* Frozen LIVE and unfrozen: the same lifetime, DIRTY kept. */
+	ps_page_set_flags(&p, PS_PAGE_DIRTY);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	ck_assert_uint_eq(raw(&p),
+			  mkword(1, 0, PS_PAGE_DIRTY | PS_PAGE_PRIVATE));
+	ck_assert(ps_page_put(&p)); /* freed: a new lifetime next */
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE);
+	/* Given back: a free, no life flags, the old mode. */
+	ps_page_set_flags(&p, life | cache_bits(PS_CACHE_UC));
+	ck_assert_int_eq(ps_page_get_or_freeze(&p, PS_CACHE_WC, &old), 1);
+	ck_assert_uint_eq(old, PS_CACHE_UC);
+	ps_page_set_flags(&p, life); /* a stale setter */
+	ck_assert_int_eq(ps_page_unfreeze_change_flags(&p, 0,
+						       PS_PAGE_CACHE_MASK,
+						       cache_bits(old)),
+			 0);
+	ck_assert_uint_eq(raw(&p), PS_PAGE_PRIVATE | cache_bits(PS_CACHE_UC));
 	ck_assert_uint_eq(hooks(), 0);
 }
 END_TEST
@@ -2251,6 +2475,54 @@ START_TEST(stress_lock_excludes)
 END_TEST
 
 /*
+ * One write-back at a time, through the waiting half: two writer-backs
+ * start a write-back of one page in turn, update a plain counter while it
+ * is in flight, and end it; one that finds it in flight waits for the end
+ * and tries again (as data-integrity write-back does). The count adds up,
+ * and no thread ever finds another inside (under TSan, the plain counter
+ * also checks that end releases to the next start's and wait's acquire).
+ * Counts change meanwhile, undisturbed.
+ */
+static void *wb_worker(void *arg)
+{
+	struct lock_shared *sh = arg;
+
+	for (uint64_t i = 0; i < sh->iters; i++) {
+		while (!ps_page_start_writeback(&sh->page))
+			ps_page_wait_writeback(&sh->page);
+		if (atomic_fetch_add(&sh->inside, 1) != 0)
+			atomic_fetch_add(&sh->violations, 1);
+		sh->counter++;
+		atomic_fetch_sub(&sh->inside, 1);
+		if (!(ps_page_end_writeback(&sh->page) & PS_PAGE_WRITEBACK))
+			atomic_fetch_add(&sh->violations, 1);
+		if (ps_page_pin(&sh->page) != 0 || ps_page_unpin(&sh->page))
+			atomic_fetch_add(&sh->violations, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_writeback_excludes)
+{
+	struct lock_shared sh;
+	pthread_t t[2];
+
+	memset(&sh, 0, sizeof(sh));
+	ck_assert_int_eq(ps_page_init(&sh.page, 1), 0);
+	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, wb_worker, &sh),
+				 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_eq(sh.counter, 2 * sh.iters);
+	ck_assert_uint_eq(raw(&sh.page), mkword(1, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
  * A reference and the lock at once, against frees and revivals: an owner
  * revives the page, dirties it and drops its reference, over and over,
  * while two threads look it up without holding it and take it with
@@ -2351,17 +2623,22 @@ END_TEST
  * with a mode of its choice (get_or_revive_cache), or with whatever mode it
  * has (get_or_revive), checks that the mode does not change while it holds
  * the reference, and puts. The thread whose put frees the page sometimes
- * changes the free page's mode (set_cache_if_free), racing the other's
- * revival. Checked: a holder always reads the mode it was given; a revival
- * reports the mode the page had; -EBUSY only for another mode; the frees
- * balance the revivals; the page ends free with no counts. The two run until
- * each did its share and overlapped the other in enough operations (harness.h).
+ * changes the free page's mode (set_cache_if_free), racing the other's revival.
+ * Sometimes a thread claims the page instead (get_or_freeze, a map that may
+ * fail): a free page is frozen with its mode, nobody can take it or change the
+ * mode, and it is kept (unfrozen with one reference) or given back free with
+ * its old mode. Checked: a holder always reads the mode it was given; a revival
+ * reports the mode the page had; -EBUSY only for another mode (or a claim in
+ * flight); the frees balance the revivals (a kept claim counts as one); the
+ * page ends free with no counts. The two run until each did its share and
+ * overlapped the other in enough operations (harness.h).
  */
 struct mode_shared {
 	struct ps_page page;
 	uint64_t iters;
 	struct ps_test_overlap ov;
 	_Atomic(uint64_t) revived, freed;
+	_Atomic(uint64_t) claims_begun, claims_done; /* get_or_freeze */
 	_Atomic(unsigned) violations;
 };
 
@@ -2383,12 +2660,56 @@ static void *mode_worker(void *arg)
 		unsigned int old = 99;
 		enum ps_cache_mode have;
 		bool any = ps_test_below(&rng, 4) == 0;
-		int rc = any ? ps_page_get_or_revive(&sh->page)
-			     : ps_page_get_or_revive_cache(&sh->page, want,
-							   &old);
+		uint64_t done_before = atomic_load(&sh->claims_done);
+		int rc;
 
+		if (ps_test_below(&rng, 4) == 0) {
+			/*
+			 * A map that may fail: a free page is frozen with
+			 * @want, then kept or given back as it was; no other
+			 * owner can take it or change its mode meanwhile.
+			 */
+			atomic_fetch_add(&sh->claims_begun, 1);
+			rc = ps_page_get_or_freeze(&sh->page,
+						   any ? -1 : (int)want, &old);
+			if (rc != 1)
+				atomic_fetch_add(&sh->claims_done, 1);
+			if (rc == 1) {
+				uint64_t w = raw(&sh->page);
+
+				if (!any &&
+				    ps_page_word_cache(w) != (unsigned)want)
+					atomic_fetch_add(&sh->violations, 1);
+				if (ps_page_try_get(&sh->page) ||
+				    raw(&sh->page) < w ||
+				    ps_page_word_cache(raw(&sh->page)) !=
+					    ps_page_word_cache(w))
+					atomic_fetch_add(&sh->violations, 1);
+				if (ps_test_below(&rng, 2)) {
+					rc = ps_page_unfreeze_change_flags(
+						&sh->page, 0,
+						PS_PAGE_CACHE_MASK,
+						cache_bits(old));
+					if (rc)
+						atomic_fetch_add(
+							&sh->violations, 1);
+					atomic_fetch_add(&sh->claims_done, 1);
+					continue; /* given back */
+				}
+				if (ps_page_unfreeze(&sh->page, 1))
+					atomic_fetch_add(&sh->violations, 1);
+				atomic_fetch_add(&sh->claims_done, 1);
+				/* Kept: a revival, with its reference. */
+			}
+		} else {
+			rc = any ? ps_page_get_or_revive(&sh->page)
+				 : ps_page_get_or_revive_cache(&sh->page, want,
+							       &old);
+		}
 		if (rc == -EBUSY) {
-			if (any)
+			/* Any mode is fine unless a claim held it frozen. */
+			if (any &&
+			    atomic_load(&sh->claims_begun) == done_before)
 				atomic_fetch_add(&sh->violations, 1);
 			continue;
 		}
@@ -2666,6 +2987,11 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, lock_on_free_and_frozen_pages);
 	tcase_add_test(tc, lock_waits_for_the_holder);
 
+	tc = ps_test_tcase(s, "write-back in flight", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, writeback_start_end);
+	tcase_add_test(tc, writeback_on_free_and_frozen_pages);
+	tcase_add_test(tc, writeback_wait_for_the_end);
 	tc = ps_test_tcase(s, "a reference and the lock at once", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, try_get_and_lock_semantics);
@@ -2677,6 +3003,13 @@ static Suite *page_suite(void)
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, revive_cache_free_page);
 	tcase_add_test(tc, revive_cache_refusals);
+
+	tc = ps_test_tcase(s, "get or freeze", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, get_or_freeze_free_page);
+	tcase_add_test(tc, get_or_freeze_live_page);
+	tcase_add_test(tc, get_or_freeze_refusals);
+	tcase_add_test(tc, get_or_freeze_starts_clean);
 
 	tc = ps_test_tcase(s, "unfreeze with flag changes", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
@@ -2723,6 +3056,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_limits_concurrent);
 	tcase_add_test(tc, stress_exactly_one_free);
 	tcase_add_test(tc, stress_lock_excludes);
+	tcase_add_test(tc, stress_writeback_excludes);
 	tcase_add_test(tc, stress_get_lock_holds_page);
 	tcase_add_test(tc, stress_cache_mode_owners);
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);

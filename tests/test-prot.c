@@ -307,7 +307,7 @@ START_TEST(cache_pinned_frame_is_in_use)
 	/* Only the pin is left: still in use. */
 	ck_assert_int_eq(ps_prot_set_cache(sp, 8, PS_CACHE_WC, 0), -EBUSY);
 	ck_assert_int_eq(ps_prot_set_cache(sp, 8, PS_CACHE_WC, 1), -EBUSY);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_int_eq(ps_prot_set_cache(sp, 8, PS_CACHE_WC, 0), 0);
 }
 END_TEST
@@ -567,7 +567,7 @@ START_TEST(convert_pinned_page_in_the_middle)
 					 NULL, &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 5 * PG);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 16 * PG, PS_ENC_PRIVATE, 0, &o,
 					 &off),
 			 0);
@@ -688,7 +688,7 @@ static void *unpin_later(void *arg)
 
 	nanosleep(&ts, NULL);
 	atomic_store(&u->done, 1);
-	ps_space_unpin(sp, &u->frame, 1, false);
+	ps_space_unpin(sp, &u->frame, 1, 0);
 	return NULL;
 }
 
@@ -745,7 +745,7 @@ START_TEST(convert_never_waits_for_longterm_pins)
 			 -EBUSY);
 	ck_assert_uint_lt(elapsed_ms(t0), 1000);
 	ck_assert_uint_eq(off, PG);
-	ps_space_unpin(sp, &f, 1, false);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, PS_UNPIN_LONGTERM), 0);
 	/* Converted once the long-term pin is gone; its mark with it. */
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, &o,
 					 &off),
@@ -759,6 +759,88 @@ START_TEST(convert_never_waits_for_longterm_pins)
 	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &u.frame), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, unpin_later, &u), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					 PS_CONVERT_WAIT, &o, &off),
+			 0);
+	pthread_join(t, NULL);
+}
+END_TEST
+
+/*
+ * convert_waits_after_longterm_unpin: a frame once pinned long-term kept
+ * its long-term mark until a conversion succeeded, so a later short-term
+ * pin made PS_CONVERT_WAIT fail at once with -EBUSY instead of waiting for
+ * it to drain (issue 15 #9). The mark is now exact: it is true while a
+ * long-term pin is held, and only then.
+ */
+START_TEST(convert_waits_after_longterm_unpin)
+{
+	struct ps_convert_opts o;
+	struct unpinner u;
+	uint64_t f[2], off = 999;
+	pthread_t t;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 90, 0), 0);
+	memset(&o, 0, sizeof(o));
+	o.wait_ns = 5 * UINT64_C(1000000000);
+	/* Two long-term pins: -EBUSY while either is held. */
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f[0]),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f[1]),
+			 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &f[0], 1, PS_UNPIN_LONGTERM), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					 PS_CONVERT_WAIT, &o, &off),
+			 -EBUSY);
+	ck_assert_uint_eq(off, PG);
+	ck_assert_int_eq(ps_space_unpin(sp, &f[1], 1, PS_UNPIN_LONGTERM), 0);
+	/* None held any more: a short-term pin is waited for. */
+	memset(&u, 0, sizeof(u));
+	u.delay_ms = 10;
+	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &u.frame), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, unpin_later, &u), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE,
+					 PS_CONVERT_WAIT, &o, &off),
+			 0);
+	pthread_join(t, NULL);
+	ck_assert(atomic_load(&u.done));
+	ck_assert_int_eq(ps_page_enc_state(pg(91)), PS_ENC_PRIVATE);
+}
+END_TEST
+
+/*
+ * A long-term pin released without PS_UNPIN_LONGTERM (misuse) leaves its
+ * count behind: a later short-term pin then looks long-term (-EBUSY), as
+ * before issue 15 #9's fix, until a conversion freezes the frame, which
+ * resets the count (no pin can exist then). Correct callers never see it.
+ */
+START_TEST(convert_heals_a_leaked_longterm_count)
+{
+	struct ps_convert_opts o;
+	struct unpinner u;
+	uint64_t f, off;
+	pthread_t t;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 95, 0), 0);
+	memset(&o, 0, sizeof(o));
+	o.wait_ns = 5 * UINT64_C(1000000000);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_LONGTERM, &f), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0); /* misuse */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE,
+					 PS_CONVERT_WAIT, &o, &off),
+			 -EBUSY);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+	/* Frozen with no pin: the leaked unit goes. */
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, &o,
+					 &off),
+			 0);
+	memset(&u, 0, sizeof(u));
+	u.delay_ms = 10;
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE,
+					    &u.frame),
+			 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, unpin_later, &u), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_SHARED,
 					 PS_CONVERT_WAIT, &o, &off),
 			 0);
 	pthread_join(t, NULL);
@@ -843,12 +925,12 @@ START_TEST(convert_private_pins)
 					 &off),
 			 -EAGAIN);
 	ck_assert_uint_eq(off, 0);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_SHARED, 0, NULL,
 					 NULL),
 			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
 }
 END_TEST
@@ -1113,7 +1195,8 @@ START_TEST(kmap_pins_never_call_the_hook)
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
 	ck_assert(ps_page_test_flags(pg(154), PS_PAGE_INACCESSIBLE));
 	ck_assert(ps_page_test_flags(pg(155), PS_PAGE_INACCESSIBLE));
-	ps_space_unpin(sp, f, 2, false);
+	ps_space_unpin(sp, &f[0], 1, 0);
+	ps_space_unpin(sp, &f[1], 1, PS_UNPIN_LONGTERM);
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
 }
 END_TEST
@@ -1430,7 +1513,7 @@ START_TEST(fp_pin_first_then_conversion_fails)
 	ck_assert_int_eq(ps_page_enc_state(pg(180)), PS_ENC_SHARED);
 	ck_assert_uint_eq(f, 180);
 	ck_assert(ps_page_is_pinned(pg(180)));
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 }
 END_TEST
 
@@ -1515,7 +1598,7 @@ START_TEST(fp_private_pin_waits_then_pins)
 	ck_assert(ps_page_is_pinned(pg(182)));
 	ck_assert_int_eq(ps_page_enc_state(pg(182)), PS_ENC_PRIVATE);
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 0);
-	ps_space_unpin(sp, &fp_pinner.frame, 1, false);
+	ps_space_unpin(sp, &fp_pinner.frame, 1, 0);
 }
 END_TEST
 
@@ -1563,7 +1646,7 @@ static void *race_pinner(void *arg)
 				sched_yield();
 		}
 		atomic_fetch_sub(&r->held, 1);
-		ps_space_unpin(sp, &f, 1, false);
+		ps_space_unpin(sp, &f, 1, 0);
 		atomic_fetch_add(&r->pins_ok, 1);
 	}
 	return NULL;
@@ -1615,6 +1698,93 @@ START_TEST(stress_pin_versus_convert_never_both)
 		ck_assert_uint_eq(ps_page_pins(pg(f)), 0);
 		ck_assert(!ps_page_is_frozen(pg(f)));
 	}
+}
+END_TEST
+
+/*
+ * The long-term mark is exact (issue 15 #9): a pinner pins page 0 over and
+ * over, long-term or not, holds the pin a moment and unpins it; the main
+ * thread converts the page back and forth with PS_CONVERT_WAIT. A
+ * conversion may fail with -EBUSY only if a long-term pin was held at some
+ * instant of the call (counted with two tallies: long-term pins begun
+ * before the call ended, and ended before it began); otherwise it waits
+ * for the short-term pins to drain, and succeeds.
+ */
+struct lt_race {
+	_Atomic(int) stop;
+	_Atomic(uint64_t) lt_begun, lt_ended, pins;
+	_Atomic(unsigned) errors;
+};
+
+static void *lt_pinner(void *arg)
+{
+	struct lt_race *r = arg;
+	struct ps_test_rng rng = ps_test_rng_new(17);
+
+	while (!atomic_load(&r->stop)) {
+		bool lt = ps_test_below(&rng, 4) == 0;
+		unsigned int fl = PS_PIN_PRIVATE | (lt ? PS_PIN_LONGTERM : 0);
+		uint64_t f;
+		int rc;
+
+		if (lt)
+			atomic_fetch_add(&r->lt_begun, 1);
+		rc = ps_space_pin_range(sp, 0, PG, fl, &f);
+		if (!rc) {
+			atomic_fetch_add(&r->pins, 1);
+			sched_yield();
+			ps_space_unpin(sp, &f, 1, lt ? PS_UNPIN_LONGTERM : 0);
+		} else if (rc != -EAGAIN) {
+			atomic_fetch_add(&r->errors, 1);
+		}
+		if (lt)
+			atomic_fetch_add(&r->lt_ended, 1);
+		sched_yield(); /* a moment with no pin: conversions drain */
+	}
+	return NULL;
+}
+
+START_TEST(stress_longterm_mark_is_exact)
+{
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 200;
+	unsigned busy = 0, converted = 0, wrong_busy = 0;
+	enum ps_enc_state to = PS_ENC_PRIVATE;
+	struct ps_convert_opts o;
+	struct lt_race r;
+	pthread_t t;
+
+	memset(&r, 0, sizeof(r));
+	memset(&o, 0, sizeof(o));
+	o.wait_ns = 5 * UINT64_C(1000000000);
+	ck_assert_int_eq(ps_prot_set_hooks(sp, NULL), 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, RACE_FRAME, 0), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, lt_pinner, &r), 0);
+	for (uint64_t i = 0; i < iters || !atomic_load(&r.pins); i++) {
+		uint64_t ended = atomic_load(&r.lt_ended);
+		int rc = ps_prot_convert(sp, 0, PG, to, PS_CONVERT_WAIT, &o,
+					 NULL);
+
+		if (rc == -EBUSY) {
+			busy++;
+			if (atomic_load(&r.lt_begun) == ended)
+				wrong_busy++; /* no long-term pin overlapped */
+			continue;
+		}
+		ck_assert_int_eq(rc, 0);
+		converted++;
+		to = to == PS_ENC_PRIVATE ? PS_ENC_SHARED : PS_ENC_PRIVATE;
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&r.errors), 0);
+	ck_assert_msg(wrong_busy == 0,
+		      "%u conversions failed with -EBUSY while no long-term "
+		      "pin was held",
+		      wrong_busy);
+	ck_assert_uint_gt(converted, 0);
+	ck_assert_uint_eq(ps_page_refs(pg(RACE_FRAME)), 1);
+	ck_assert_uint_eq(ps_page_pins(pg(RACE_FRAME)), 0);
+	(void)busy;
 }
 END_TEST
 
@@ -1721,6 +1891,8 @@ static Suite *prot_suite(void)
 			       convert_refuses_cpu_map_declared_in_extra_refs);
 		tcase_add_test(tc, convert_waits_for_pins_to_drain);
 		tcase_add_test(tc, convert_never_waits_for_longterm_pins);
+		tcase_add_test(tc, convert_waits_after_longterm_unpin);
+		tcase_add_test(tc, convert_heals_a_leaked_longterm_count);
 		tcase_add_test(tc, convert_missing_poisoned_and_bad_input);
 		tcase_add_test(tc, convert_private_pins);
 		tcase_add_test(tc, convert_to_shared_inaccessible);
@@ -1755,6 +1927,7 @@ static Suite *prot_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_pin_versus_convert_never_both);
 	tcase_add_test(tc, stress_first_kmap_calls_hook_exactly_once);
+	tcase_add_test(tc, stress_longterm_mark_is_exact);
 	return s;
 }
 

@@ -6,10 +6,10 @@
  * discard (pinned frames, frames another thread froze), write faults (dirty
  * before writable), the seed-003 secondary-map helper (exactly-once dirty
  * hook), dirty harvest (write pins, REARM re-arming every page it reports,
- * budget), write-back in both modes (no dirty frame escapes it), and stress for
- * the races the guarantees S1..S11 of the space's files are about
- * (lib/space-impl.h says which file states which). Failpoints and injected
- * failures (lib/failpoint.h: the space's files compiled with
+ * budget), write-back in both modes (no dirty frame escapes it, one at a time),
+ * and stress for the races the guarantees S1..S14 of the space's files are
+ * about (lib/space-impl.h says which file states which). Failpoints and
+ * injected failures (lib/failpoint.h: the space's files compiled with
  * -DPS_TEST_FAILPOINTS) put races and errors exactly where they hurt.
  */
 #include <pagestate/space.h>
@@ -23,6 +23,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define NFRAMES 256
@@ -367,7 +369,7 @@ START_TEST(unmap_invalidates_and_keeps_pinned_frames)
 	/* The pin keeps frame 21 alive; the others were freed. */
 	ck_assert_uint_eq(ps_page_refs(pg(21)), 1);
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 3);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed[21]), 1);
 	secmap_fini(&m);
 	ck_assert_int_eq(ps_space_unmap(sp, 1, PG, 0), -EINVAL);
@@ -403,10 +405,48 @@ START_TEST(pin_and_unpin)
 		ck_assert_uint_eq(ps_page_refs(pg(f[i])), 2);
 		ck_assert(!ps_page_test_flags(pg(f[i]), PS_PAGE_WRITE_PINNED));
 	}
-	ps_space_unpin(sp, f, 4, false);
+	ps_space_unpin(sp, f, 4, 0);
 	for (int i = 0; i < 4; i++)
 		ck_assert(!ps_page_is_pinned(pg(30 + (uint64_t)i)));
 	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 0);
+}
+END_TEST
+
+/*
+ * ps_space_unpin()'s flags: unknown bits release nothing; PS_UNPIN_DIRTY
+ * dirties first; PS_UNPIN_LONGTERM for a pin that was not long-term is
+ * misuse, reported (-ENOENT), and the pin is released all the same.
+ */
+START_TEST(unpin_flags)
+{
+	uint64_t f[2];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 120, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * PG, 0, f), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 2, 0x100), -EINVAL);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 2, PS_PIN_PRIVATE), -EINVAL);
+	ck_assert_uint_eq(ps_page_pins(pg(120)), 1);
+	ck_assert_uint_eq(ps_page_pins(pg(121)), 1);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 2, PS_UNPIN_LONGTERM), -ENOENT);
+	ck_assert_uint_eq(ps_page_pins(pg(120)), 0);
+	ck_assert_uint_eq(ps_page_pins(pg(121)), 0);
+	ck_assert(!ps_page_test_flags(pg(120), PS_PAGE_DIRTY));
+	/* Long-term: counted and uncounted; the counts stay exact. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * PG, PS_PIN_LONGTERM, f),
+			 0);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 1,
+					PS_UNPIN_LONGTERM | PS_UNPIN_DIRTY),
+			 0);
+	ck_assert(ps_page_test_flags(pg(120), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(pg(121), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unpin(sp, &f[1], 1, PS_UNPIN_LONGTERM), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &f[1], 0, PS_UNPIN_LONGTERM), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(120)), 1);
+	ck_assert_uint_eq(ps_page_refs(pg(121)), 1);
+	/* Frames beyond the space are skipped. */
+	f[0] = NFRAMES;
+	ck_assert_int_eq(ps_space_unpin(sp, f, 1, PS_UNPIN_LONGTERM), 0);
 }
 END_TEST
 
@@ -422,7 +462,7 @@ START_TEST(write_pin_makes_writable_and_dirty)
 				     PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
 	/* Unpin dirty: already dirty, no second hook. */
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	ck_assert_uint_eq(atomic_load(&seen.dirty[40]), 1);
 	/* Read-only mapping: a write pin is a bad access. */
 	ck_assert_int_eq(ps_space_map(sp, PG, 41, 0), 0);
@@ -457,7 +497,7 @@ START_TEST(pin_populates_missing)
 	ck_assert_uint_eq(atomic_load(&seen.populated), 2);
 	ck_assert_uint_eq(f[0], 200);
 	ck_assert_uint_eq(f[1], 201);
-	ps_space_unpin(sp, f, 2, false);
+	ps_space_unpin(sp, f, 2, 0);
 	seen.populate_rc = -ENOSPC;
 	ck_assert_int_eq(ps_space_pin_range(sp, 8 * PG, PG, 0, f), -ENOSPC);
 }
@@ -477,7 +517,7 @@ START_TEST(pin_write_protected)
 			 -EAGAIN);
 	ck_assert(!ps_page_is_pinned(pg(60)));
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0); /* read ok */
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	/* Async: resolved as a write would: counts as written, dirty. */
 	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, 2 * PG, PS_WP_ASYNC),
 			 0);
@@ -486,7 +526,7 @@ START_TEST(pin_write_protected)
 			 0);
 	ck_assert(!ps_pte_uffd_wp(entry(2 * PG)));
 	ck_assert(ps_page_test_flags(pg(62), PS_PAGE_DIRTY));
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, 4 * PG), 0);
 }
 END_TEST
@@ -499,7 +539,7 @@ START_TEST(pin_private_and_poisoned)
 	ps_page_set_flags(pg(70), PS_PAGE_PRIVATE);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EPERM);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE, &f), 0);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	ps_page_set_flags(pg(71), PS_PAGE_POISONED);
 	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &f), -EHWPOISON);
 	ck_assert(!ps_page_is_pinned(pg(70)));
@@ -550,7 +590,7 @@ START_TEST(discard_skips_pinned)
 	ck_assert_uint_eq(nskipped, 2);
 	assert_skip(&skipped[0], 2 * PG, 82, PS_DISCARD_PINNED);
 	ck_assert_uint_eq(skipped[1].addr, UINT64_C(0xa5a5a5a5a5a5a5a5));
-	ps_space_unpin(sp, f, 2, false);
+	ps_space_unpin(sp, f, 2, 0);
 	ck_assert_int_eq(ps_space_discard(sp, 0, 8 * PG, NULL, 0, &nskipped),
 			 0);
 	ck_assert_uint_eq(nskipped, 0);
@@ -817,7 +857,7 @@ START_TEST(harvest_reports_write_pinned_until_unpinned)
 		ck_assert_uint_eq(n, 1);
 		ck_assert_uint_eq(got[0], 3 * PG);
 	}
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	/* Once more after the unpin (writes up to it), then not again. */
 	ck_assert_int_eq(ps_space_harvest(sp, 0, 8 * PG, 0, got, 4, &n, NULL),
 			 0);
@@ -1031,8 +1071,8 @@ START_TEST(writeback_pinned_modes)
 	ck_assert_uint_eq(st.kept_dirty, 1);
 	ck_assert(ps_page_test_flags(pg(180), PS_PAGE_DIRTY));
 	ck_assert(!ps_page_test_flags(pg(181), PS_PAGE_DIRTY));
-	ps_space_unpin(sp, &fw, 1, true);
-	ps_space_unpin(sp, &fr, 1, false);
+	ps_space_unpin(sp, &fw, 1, PS_UNPIN_DIRTY);
+	ps_space_unpin(sp, &fr, 1, 0);
 	/* After the unpin an ordinary write-back cleans it. */
 	wb_seen_init(&w);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * PG, PS_WB_CLEAN,
@@ -1140,7 +1180,7 @@ START_TEST(fp_pin_backs_out_on_change)
 	ck_assert_uint_eq(ps_page_pins(pg(100)), 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 1);
 	ck_assert_uint_eq(ps_page_pins(pg(101)), 1);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 }
 END_TEST
 
@@ -1156,7 +1196,7 @@ START_TEST(fp_pin_retries_on_freed_frame)
 	disarm();
 	ck_assert_uint_eq(f, 101);
 	ck_assert(!ps_page_is_live(pg(100)));
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 }
 END_TEST
 
@@ -1191,7 +1231,7 @@ START_TEST(fp_discard_pin_before_freeze)
 	ck_assert_uint_eq(entry(0), before);
 	ck_assert_uint_eq(ps_page_refs(pg(100)), 2); /* mapping + pin */
 	ck_assert_uint_eq(atomic_load(&seen.freed[100]), 0);
-	ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, 0);
 }
 END_TEST
 
@@ -1410,7 +1450,7 @@ START_TEST(write_fault_dirty_before_writable)
 	watch_end();
 	ck_assert(ps_pte_is_writable(entry(PG)));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[21]), 1);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 	/* An async write-protected page, and a sync one resolved. */
 	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, PG, PS_WP_ASYNC), 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 3 * PG, PG, 0), 0);
@@ -1556,7 +1596,7 @@ START_TEST(unpin_dirty_read_pin_is_written_back)
 		uint64_t addr = (uint64_t)m * PG;
 
 		ck_assert_int_eq(ps_space_pin_range(sp, addr, PG, 0, &f), 0);
-		ps_space_unpin(sp, &f, 1, true);
+		ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 		ck_assert(ps_page_test_flags(pg(f), PS_PAGE_DIRTY));
 		ck_assert_uint_eq(atomic_load(&seen.dirty[f]), 1);
 		wb_seen_init(&w);
@@ -1591,7 +1631,7 @@ START_TEST(pinned_clean_page_stays_watched)
 				 0);
 		ck_assert_uint_eq(w.n, 0);
 	}
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	wb_seen_init(&w);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_write,
 					    &w, &st),
@@ -1619,7 +1659,7 @@ START_TEST(remapped_pinned_frame_is_written_back)
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
 	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 43, PS_MAP_WRITE), 0);
-	ps_space_unpin(sp, &f, 1, true);
+	ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY);
 	wb_seen_init(&w);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, 8 * PG, PS_WB_CLEAN,
 					    wb_write, &w, &st),
@@ -1633,7 +1673,7 @@ END_TEST
 static void device_done_dirty(uint64_t addr)
 {
 	(void)addr;
-	ps_space_unpin(sp, &fp_pinned_frame, 1, true);
+	ps_space_unpin(sp, &fp_pinned_frame, 1, PS_UNPIN_DIRTY);
 }
 
 /* INTEGRITY write-back bounces a write-pinned frame; the device finishes
@@ -1668,10 +1708,151 @@ START_TEST(fp_unpin_dirty_during_bounce)
 }
 END_TEST
 
+/*
+ * Regression (the soak's N3): a write-back cleaned a frame before the dirty
+ * hook of the dirtying it wrote had run. The hook counts dirtyings, @fn
+ * counts cleans; at every clean the hooks must be ahead (as a dirty-page
+ * account would be). wb_count_clean() records the hooks run when it cleans.
+ */
+static _Atomic(unsigned) clean_saw_hooks;
+
+static int wb_count_clean(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	atomic_store(&clean_saw_hooks, atomic_load(&seen.dirty_total));
+	return 0;
+}
+
+static void clean_now(uint64_t addr)
+{
+	struct ps_writeback_stats st;
+
+	ck_assert_int_eq(ps_space_writeback(sp, addr, PG, PS_WB_CLEAN,
+					    wb_count_clean, NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+}
+
+/*
+ * A write-back whose write fails dirties the frame again. Before the fix
+ * it ended WRITEBACK first and ran the hook after: a write-back in between
+ * (here, at the end) cleaned the frame with the hook still to come.
+ */
+START_TEST(fp_redirty_hook_before_writeback_ends)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 45, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	wb_seen_init(&w);
+	w.fail_once = 1;
+	atomic_store(&clean_saw_hooks, 0);
+	arm(FP_WB_ENDED, clean_now);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 -EIO);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 2);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 2,
+		      "a write-back cleaned the frame re-dirtied by a failed "
+		      "write before its dirty hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+	ck_assert(!ps_page_test_flags(pg(45), PS_PAGE_DIRTY));
+}
+END_TEST
+
+/*
+ * ps_space_unpin(PS_UNPIN_DIRTY) marks under the frame's LOCKED bit, as
+ * Linux's unpin_user_pages_dirty_lock() holds the folio lock. Before the
+ * fix it did not, and an INTEGRITY write-back, which clears DIRTY of a
+ * pinned frame too, cleaned (bounced) it between the unpin's DIRTY and its
+ * hook. Here the write-back starts in another thread at that instant; the
+ * unpin gives it 200 ms before it runs its hook.
+ */
+static _Atomic(bool) racer_done;
+
+static void *integrity_racer(void *arg)
+{
+	struct ps_writeback_stats st;
+
+	(void)arg;
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_count_clean, NULL, &st),
+			 0);
+	atomic_store(&racer_done, true);
+	return NULL;
+}
+
+static pthread_t racer;
+
+static void start_integrity_racer(uint64_t frame)
+{
+	(void)frame;
+	ck_assert_int_eq(pthread_create(&racer, NULL, integrity_racer, NULL),
+			 0);
+	for (int i = 0; i < 200 && !atomic_load(&racer_done); i++)
+		usleep(1000);
+}
+
+START_TEST(fp_unpin_dirty_marks_under_lock)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 46, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&clean_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_integrity_racer);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY), 0);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 1,
+		      "the unpin's dirtying was written back before its dirty "
+		      "hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+}
+END_TEST
+
+/*
+ * ps_space_mark_dirty() marks under the frame's LOCKED bit too. Before the
+ * fix it held only a reference, and an INTEGRITY write-back (here on a
+ * frame pinned for read, so that the page is in the write-back set) cleaned
+ * it between the mark's DIRTY and its hook.
+ */
+START_TEST(fp_mark_dirty_marks_under_lock)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 47, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&clean_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_integrity_racer);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_DIRTIED);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 1,
+		      "mark_dirty's dirtying was written back before its "
+		      "dirty hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
 /* --- create: the frame limit, the writer mutex ---------------------------- */
 
-/* The documented limit is the real one: 2^40 frames (the longterm bitmap),
- * not what an entry can name. */
+/* The documented limit is the real one: 2^40 frames (the arrays indexed by
+ * frame), not what an entry can name. */
 START_TEST(create_frame_limit)
 {
 	struct ps_page frames[4];
@@ -1688,7 +1869,7 @@ START_TEST(create_frame_limit)
 	cfg.nframes = PS_PTE_FRAME_MAX + 1;
 	ck_assert_int_eq(ps_space_create(&cfg, &s), -EINVAL);
 	ck_assert_ptr_null(s);
-	/* The limit itself is accepted (its bitmaps only reserve address
+	/* The limit itself is accepted (its arrays only reserve address
 	 * space; a machine short of it says -ENOMEM). */
 	cfg.nframes = PS_SPACE_NFRAMES_MAX;
 	rc = ps_space_create(&cfg, &s);
@@ -2060,7 +2241,7 @@ START_TEST(fp_write_pin_seen_by_bounce)
 			 0);
 	ck_assert_uint_eq(st.bounced, 1);
 	ck_assert_uint_eq(st.kept_dirty, 1);
-	ps_space_unpin(sp, &f, 1, false);
+	ps_space_unpin(sp, &f, 1, 0);
 }
 END_TEST
 
@@ -2102,7 +2283,7 @@ START_TEST(map_range_nomem_shows_no_entry)
 	ps__pgtable_alloc_fails = NULL;
 	ck_assert_int_eq(rc, -ENOMEM);
 	if (!alloc_fail_pin_rc)
-		ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+		ps_space_unpin(sp, &fp_pinned_frame, 1, 0);
 	ck_assert_msg(alloc_fail_pin_rc == -EFAULT,
 		      "a pin found an entry of the failed map (%d)",
 		      alloc_fail_pin_rc);
@@ -2152,13 +2333,230 @@ START_TEST(map_range_eexist_shows_no_entry)
 	ps__inject = NULL;
 	ck_assert_int_eq(rc, -EEXIST);
 	if (!eexist_pin_rc)
-		ps_space_unpin(sp, &fp_pinned_frame, 1, false);
+		ps_space_unpin(sp, &fp_pinned_frame, 1, 0);
 	ck_assert_msg(eexist_pin_rc != 0, "a pin found an entry of the "
 					  "failed map");
 	ck_assert_uint_eq(atomic_load(&seen.freed[10]), 0);
 	ck_assert(!ps_page_is_live(pg(10)));
 	ck_assert(ps_pte_is_none(entry(0)));
 	eexist_pin_rc = 99;
+}
+END_TEST
+
+/* --- two write-backs of one frame (the soak's N2) ------------------------- */
+
+/*
+ * Write-back A of a frame is in its callback (the frame clean, WRITEBACK
+ * set) when write-back B of the same page starts. The callbacks model I/O
+ * that takes its data when submitted and lands later: each copies the
+ * page's version on entry and stores it in "backing" on return. Before the
+ * fix, B ran its callback at once: with the page written again (dirty) it
+ * copied the newer version and landed first, then A landed the older one,
+ * and the frame was clean over a stale backing copy; with the page clean,
+ * an INTEGRITY B returned while A's copy had not landed. Linux: cleaning
+ * write-back skips a page under write-back, data-integrity write-back
+ * waits for it (folio_wait_writeback) before it writes the page again.
+ */
+struct wb_two {
+	_Atomic(unsigned) in_fn, max_in_fn;
+	_Atomic(uint64_t) version, backing; /* of the page; what landed */
+	_Atomic(int) b_done, b_called;
+	_Atomic(int) a_returned_with_b_done;
+	enum ps_writeback_mode b_mode;
+	bool rewrite; /* A's callback writes the page again first */
+	bool nested;  /* A's callback writes the page back itself */
+	int nested_rc;
+	struct ps_writeback_stats nested_st;
+	struct ps_writeback_stats b_st;
+	int b_rc;
+	pthread_t b;
+};
+
+static struct wb_two two;
+
+static void two_enter(void)
+{
+	unsigned n = atomic_fetch_add(&two.in_fn, 1) + 1;
+	unsigned m = atomic_load(&two.max_in_fn);
+
+	while (n > m && !atomic_compare_exchange_weak(&two.max_in_fn, &m, n))
+		;
+}
+
+/* B's callback (and any later one): copy, land. */
+static int wb_copy(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	uint64_t v;
+
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	two_enter();
+	atomic_store(&two.b_called, 1);
+	v = atomic_load(&two.version);
+	atomic_store(&two.backing, v);
+	atomic_fetch_sub(&two.in_fn, 1);
+	return 0;
+}
+
+static void *two_b(void *arg)
+{
+	(void)arg;
+	two.b_rc = ps_space_writeback(sp, 0, PG, two.b_mode, wb_copy, NULL,
+				      &two.b_st);
+	atomic_store(&two.b_done, 1);
+	return NULL;
+}
+
+/* A's callback: take the copy, let B run as far as it can, then land. */
+static int wb_first(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	uint64_t v;
+
+	(void)ctx;
+	(void)frame;
+	(void)pinned;
+	two_enter();
+	v = atomic_load(&two.version); /* submitted: the copy is taken */
+	if (two.rewrite) {
+		/* The entry is write-protected: the CPU write faults. */
+		ck_assert_int_eq(ps_space_fault(sp, addr, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+		atomic_fetch_add(&two.version, 1);
+	}
+	if (two.nested) {
+		two.nested_rc = ps_space_writeback(sp, addr, PG,
+						   PS_WB_INTEGRITY, wb_copy,
+						   NULL, &two.nested_st);
+	} else {
+		ck_assert_int_eq(pthread_create(&two.b, NULL, two_b, NULL), 0);
+		/* B's callback has run, B returned, or B waits for A. */
+		for (int i = 0; i < 5000 && !atomic_load(&two.b_done) &&
+				!atomic_load(&fp_hits[FP_WB_WAIT]);
+		     i++) {
+			struct timespec ts = {0, 1000000};
+
+			nanosleep(&ts, NULL);
+		}
+		atomic_store(&two.a_returned_with_b_done,
+			     atomic_load(&two.b_done));
+	}
+	atomic_store(&two.backing, v); /* the I/O lands */
+	atomic_fetch_sub(&two.in_fn, 1);
+	return 0;
+}
+
+static void fp_noop(uint64_t addr)
+{
+	(void)addr;
+}
+
+/* Write back page 0 (frame 64, written once) with A's callback. */
+static void two_run(enum ps_writeback_mode b_mode, bool rewrite, bool nested)
+{
+	struct ps_writeback_stats st;
+
+	memset(&two, 0, sizeof(two));
+	two.b_mode = b_mode;
+	two.rewrite = rewrite;
+	two.nested = nested;
+	ck_assert_int_eq(ps_space_map(sp, 0, 64, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	atomic_store(&two.version, 1);
+	arm(FP_WB_WAIT, fp_noop); /* count the waits */
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_first,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	if (!nested) {
+		pthread_join(two.b, NULL);
+		ck_assert_int_eq(two.b_rc, 0);
+	}
+	disarm();
+	ck_assert_msg(atomic_load(&two.max_in_fn) == 1,
+		      "two write-back callbacks of one frame ran at once");
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_WRITEBACK));
+}
+
+/* The page is clean and its copy landed: they agree. */
+static void two_check_landed(void)
+{
+	if (!ps_page_test_flags(pg(64), PS_PAGE_DIRTY))
+		ck_assert_msg(atomic_load(&two.backing) ==
+				      atomic_load(&two.version),
+			      "clean frame over a stale backing copy "
+			      "(version %llu landed, %llu written)",
+			      (unsigned long long)atomic_load(&two.backing),
+			      (unsigned long long)atomic_load(&two.version));
+}
+
+/* INTEGRITY B over a page written again during A's I/O: B waits for A,
+ * then writes the newer version, which lands last. */
+START_TEST(fp_integrity_waits_for_writeback)
+{
+	two_run(PS_WB_INTEGRITY, true, false);
+	ck_assert_msg(atomic_load(&fp_hits[FP_WB_WAIT]) >= 1,
+		      "integrity write-back did not wait for the write-back "
+		      "in flight");
+	ck_assert(atomic_load(&two.b_called));
+	ck_assert_uint_eq(two.b_st.written, 1);
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	two_check_landed();
+}
+END_TEST
+
+/* CLEAN B over a page written again during A's I/O: B skips it (it stays
+ * dirty and in the set); the next write-back writes the newer version. */
+START_TEST(fp_clean_skips_writeback)
+{
+	struct ps_writeback_stats st;
+
+	two_run(PS_WB_CLEAN, true, false);
+	ck_assert_msg(!atomic_load(&two.b_called),
+		      "cleaning write-back wrote a frame under write-back");
+	ck_assert_uint_eq(two.b_st.written, 0);
+	ck_assert(ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_copy,
+					    NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	two_check_landed();
+}
+END_TEST
+
+/* INTEGRITY B while A writes a clean page: B returns only after A's I/O
+ * has landed (fsync waits for write-back in flight). */
+START_TEST(fp_integrity_waits_for_clean_writeback)
+{
+	two_run(PS_WB_INTEGRITY, false, false);
+	ck_assert_msg(!atomic_load(&two.a_returned_with_b_done),
+		      "integrity write-back returned while a write-back of "
+		      "its range was still in flight");
+	ck_assert(atomic_load(&fp_hits[FP_WB_WAIT]) >= 1);
+	ck_assert(!atomic_load(&two.b_called)); /* clean: nothing to write */
+	ck_assert(!ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	two_check_landed();
+}
+END_TEST
+
+/* A callback that writes back its own page with INTEGRITY would wait for
+ * itself: the nested write-back says -EDEADLK for that page instead. */
+START_TEST(nested_integrity_writeback_is_refused)
+{
+	two_run(PS_WB_INTEGRITY, true, true);
+	ck_assert_int_eq(two.nested_rc, -EDEADLK);
+	ck_assert_uint_eq(two.nested_st.errors, 1);
+	ck_assert_uint_eq(two.nested_st.written, 0);
+	ck_assert(!atomic_load(&two.b_called));
+	/* Written again meanwhile: still dirty, written by the next one. */
+	ck_assert(ps_page_test_flags(pg(64), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY, wb_copy,
+					    NULL, &two.b_st),
+			 0);
+	ck_assert_uint_eq(two.b_st.written, 1);
+	two_check_landed();
 }
 END_TEST
 
@@ -2212,7 +2610,8 @@ START_TEST(remapped_frame_starts_clean)
 	ck_assert_int_eq(ps_space_pin_range(sp, 3 * PG, PG, PS_PIN_WRITE, &f),
 			 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 3 * PG, PG, 0), 0);
-	ps_space_unpin(sp, &f, 1, true); /* the last reference */
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, PS_UNPIN_DIRTY),
+			 0); /* the last */
 	ck_assert_uint_eq(atomic_load(&seen.freed[42]), 1);
 	ck_assert(!ps_page_test_flags(pg(42), PS_PAGE_LIFE_FLAGS));
 }
@@ -2450,6 +2849,378 @@ START_TEST(harvest_rearm_rearms_every_page)
 END_TEST
 
 /*
+ * fp_clean_writeback_pin_race: a pin landed between a CLEAN write-back's
+ * first look (unpinned, dirty) and its clear of DIRTY. Write-back cleared
+ * DIRTY, saw the pin, and set DIRTY again: a mark in that window (here
+ * ps_space_mark_dirty(), on the failpoint right after the clear) found the
+ * frame clean and ran the dirty hook a second time for one clean-to-dirty
+ * transition, although no write-back had cleaned the frame (the soak's
+ * "hooks - cleans" check found it). A cleaning write-back now clears DIRTY
+ * only while the frame is unpinned, in one atomic step, so a pinned frame
+ * is never clean for a moment.
+ */
+static bool crp_pinned;
+
+static bool pin_on_protection(struct ps_interval *sub,
+			      const struct ps_invalidation *inv,
+			      uint64_t cur_seq, void *priv)
+{
+	(void)priv;
+	ps_interval_set_seq(sub, cur_seq);
+	if (inv->event == PS_NOTIFIER_PROTECTION && !crp_pinned) {
+		/* A read pin: allowed under the frame's LOCKED bit (S7). */
+		ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0,
+						    &fp_pinned_frame),
+				 0);
+		crp_pinned = true;
+	}
+	return true;
+}
+
+static const struct ps_interval_ops pin_on_protection_ops = {
+	.invalidate = pin_on_protection};
+
+/*
+ * A mark from another thread at that instant. mark_dirty takes the frame's
+ * LOCKED bit, which the write-back holds here, so it waits until the visit
+ * is done (it gets 100 ms; joined at the end of the test).
+ */
+static pthread_t crp_marker;
+static _Atomic(bool) crp_marked;
+
+static void *crp_mark(void *arg)
+{
+	(void)ps_space_mark_dirty(sp, (uint64_t)(uintptr_t)arg);
+	atomic_store(&crp_marked, true);
+	return NULL;
+}
+
+static void mark_dirty_now(uint64_t addr)
+{
+	atomic_store(&crp_marked, false);
+	ck_assert_int_eq(pthread_create(&crp_marker, NULL, crp_mark,
+					(void *)(uintptr_t)addr),
+			 0);
+	for (int i = 0; i < 100 && !atomic_load(&crp_marked); i++)
+		usleep(1000);
+}
+
+START_TEST(fp_clean_writeback_pin_race)
+{
+	struct ps_writeback_stats st;
+	struct ps_interval sub;
+
+	crp_pinned = false;
+	ck_assert_int_eq(ps_space_map(sp, 0, 66, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[66]), 1);
+	ck_assert_int_eq(ps_interval_insert(&sub, ps_space_notifier(sp), 0, PG,
+					    &pin_on_protection_ops, NULL),
+			 0);
+	arm(FP_WB_CLEARED, mark_dirty_now);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_nop,
+					    NULL, &st),
+			 0);
+	pthread_join(crp_marker, NULL);
+	disarm();
+	ps_interval_remove(&sub);
+	ck_assert(crp_pinned);
+	ck_assert_uint_eq(st.skipped_pinned, 1);
+	ck_assert_uint_eq(st.written, 0);
+	ck_assert(ps_page_test_flags(pg(66), PS_PAGE_DIRTY));
+	ck_assert_msg(atomic_load(&seen.dirty[66]) == 1,
+		      "%u dirty hooks for one clean-to-dirty transition",
+		      atomic_load(&seen.dirty[66]));
+	ck_assert_int_eq(ps_space_unpin(sp, &fp_pinned_frame, 1, 0), 0);
+}
+END_TEST
+
+/* --- a failed map's frame (issue 15 #4) ----------------------------------- */
+
+/*
+ * A pin read page 0's entry (frame 70) and stalled before its speculative
+ * pin. The owner unmapped page 0 (70 freed: the free hook ran) and mapped
+ * 70 again, in a map that fails (-EEXIST). Before the fix, the map revived
+ * 70, the stale pin landed on it between that revival and the map's
+ * rollback, the rollback's put was not the last, and the pin's back-out,
+ * after the map had returned, ran the free hook a second time for a frame
+ * the owner had been told (space.h: "checks ps_page_is_live()") was free
+ * again. Now a frame the map took free stays frozen, out of every
+ * speculative get's reach, until the map cannot fail: the stale pin finds
+ * it frozen and gives up, and the failed map gives it back free, no hook.
+ */
+static struct {
+	sem_t looked, go, recheck;
+	_Atomic(int) pin_done, at_recheck;
+	int pin_rc;
+	uint64_t pin_frame;
+} mr;
+
+static void mr_failpoint(int point, uint64_t addr)
+{
+	(void)addr;
+	ck_assert_int_lt(point, FP_NR);
+	if (atomic_fetch_add(&fp_hits[point], 1))
+		return; /* each point acts once */
+	switch (point) {
+	case FP_PIN_AFTER_LOOKUP: /* the pinner: entry read, no pin yet */
+		sem_post(&mr.looked);
+		sem_wait(&mr.go);
+		break;
+	case FP_MAP_TAKEN: /* the owner's map: frames taken, no entry */
+		sem_post(&mr.go);
+		/* The stale pin lands, or gives up and returns. */
+		while (!atomic_load(&mr.pin_done) &&
+		       !atomic_load(&mr.at_recheck))
+			sched_yield();
+		break;
+	case FP_PIN_BEFORE_RECHECK: /* it holds a pin: park it */
+		atomic_store(&mr.at_recheck, 1);
+		sem_wait(&mr.recheck);
+		break;
+	default:
+		break;
+	}
+}
+
+static void *mr_pinner(void *arg)
+{
+	(void)arg;
+	mr.pin_rc = ps_space_pin_range(sp, 0, PG, 0, &mr.pin_frame);
+	atomic_store(&mr.pin_done, 1);
+	return NULL;
+}
+
+START_TEST(fp_failed_map_frame_freed_once)
+{
+	pthread_t t;
+	int rc;
+
+	memset(&mr, 0, sizeof(mr));
+	sem_init(&mr.looked, 0, 0);
+	sem_init(&mr.go, 0, 0);
+	sem_init(&mr.recheck, 0, 0);
+	for (int i = 0; i < FP_NR; i++)
+		atomic_store(&fp_hits[i], 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, 70, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 72, 0), 0);
+	ps__failpoint = mr_failpoint;
+	ck_assert_int_eq(pthread_create(&t, NULL, mr_pinner, NULL), 0);
+	sem_wait(&mr.looked);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[70]), 1);
+	/* The owner maps 70 (free) again; page 5 is taken: -EEXIST. */
+	rc = ps_space_map_range(sp, 4 * PG, 2 * PG, 70, 0);
+	if (atomic_load(&mr.at_recheck))
+		sem_post(&mr.recheck); /* the stale pin goes on */
+	pthread_join(t, NULL);
+	ps__failpoint = NULL;
+	ck_assert_int_eq(rc, -EEXIST);
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_TAKEN]), 1);
+	if (!mr.pin_rc)
+		ps_space_unpin(sp, &mr.pin_frame, 1, 0);
+	ck_assert_msg(atomic_load(&seen.freed[70]) == 1,
+		      "the free hook ran again for frame 70, which the failed "
+		      "map gave back free");
+	ck_assert_uint_eq(atomic_load(&seen.freed[71]), 0);
+	ck_assert_int_eq(mr.pin_rc, -EFAULT); /* page 0 is empty now */
+	ck_assert(!ps_page_is_live(pg(70)));
+	ck_assert(!ps_page_is_frozen(pg(70)));
+	ck_assert(!ps_page_is_live(pg(71)));
+	/* The owner reuses it at once: one more lifetime, one more free. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 70, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[70]), 2);
+	sem_destroy(&mr.looked);
+	sem_destroy(&mr.go);
+	sem_destroy(&mr.recheck);
+}
+END_TEST
+
+/*
+ * The map's install window (issue 15 #1 meets #4): a map claims a free frame
+ * frozen and installs its entry before it makes the frame LIVE. A write fault
+ * and ps_space_mark_dirty() that find the entry in that window must wait for
+ * the map, as for a conversion: no mark of the frozen frame, no dirty hook for
+ * it. Once the map commits they mark it once, in a lifetime that starts clean
+ * although a stale setter left DIRTY on the free word before the map and on
+ * the frozen word during it (the claim and the commit clear the life flags).
+ * If the map fails instead, they find nothing: no mark, no hook, the frame
+ * free. The racers are started at FP_MAP_INSTALLED (entries in, frames still
+ * frozen), and the map waits there until each has found the frame frozen at
+ * least once (its lookup failpoint hit twice).
+ */
+static struct {
+	_Atomic(int) go;
+	uint64_t addr, frame;
+	enum ps_fault fault_rc;
+	enum ps_space_mark mark_rc;
+} iw;
+
+static void *iw_faulter(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&iw.go))
+		sched_yield();
+	iw.fault_rc = ps_space_fault(sp, iw.addr, PS_ACCESS_WRITE);
+	return NULL;
+}
+
+static void *iw_marker(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&iw.go))
+		sched_yield();
+	iw.mark_rc = ps_space_mark_dirty(sp, iw.addr);
+	return NULL;
+}
+
+static void iw_window(uint64_t addr)
+{
+	struct timespec t0, t;
+
+	(void)addr;
+	ck_assert(ps_pte_is_present(entry(iw.addr)));
+	ck_assert(ps_page_is_frozen(pg(iw.frame)));
+	/* The claim cleared the stale DIRTY; a stale setter sets it again. */
+	ck_assert(!ps_page_test_flags(pg(iw.frame), PS_PAGE_LIFE_FLAGS));
+	ps_page_set_flags(pg(iw.frame), PS_PAGE_DIRTY);
+	atomic_store(&iw.go, 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (atomic_load(&fp_hits[FP_FAULT_CHECKED]) < 2 ||
+	       atomic_load(&fp_hits[FP_MARK_LOOKED_UP]) < 2) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		ck_assert_msg(t.tv_sec - t0.tv_sec < 8,
+			      "the racers never found the frozen frame");
+		sched_yield();
+	}
+	/* Both looked at the frozen frame: neither marked it. */
+	ck_assert_uint_eq(atomic_load(&seen.dirty[iw.frame]), 0);
+	ck_assert(ps_page_is_frozen(pg(iw.frame)));
+	ck_assert_uint_eq(ps_page_refs(pg(iw.frame)), 0);
+}
+
+static void iw_start(uint64_t addr, uint64_t frame, pthread_t t[2])
+{
+	memset(&iw, 0, sizeof(iw));
+	iw.addr = addr;
+	iw.frame = frame;
+	/* A stale setter left DIRTY on the free word. */
+	ps_page_set_flags(pg(frame), PS_PAGE_DIRTY);
+	ck_assert_int_eq(pthread_create(&t[0], NULL, iw_faulter, NULL), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, iw_marker, NULL), 0);
+	arm(FP_MAP_INSTALLED, iw_window);
+}
+
+START_TEST(fp_map_install_window_fault_and_mark_wait)
+{
+	pthread_t t[2];
+
+	iw_start(0, 75, t);
+	ck_assert_int_eq(ps_space_map(sp, 0, 75, PS_MAP_WRITE), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(iw.fault_rc, PS_FAULT_OK);
+	ck_assert(iw.mark_rc == PS_SPACE_MARK_DIRTIED ||
+		  iw.mark_rc == PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
+	ck_assert_msg(atomic_load(&seen.dirty[75]) == 1,
+		      "%u dirty hooks for the first writes of a new lifetime",
+		      atomic_load(&seen.dirty[75]));
+	ck_assert(ps_page_test_flags(pg(75), PS_PAGE_DIRTY));
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(ps_page_refs(pg(75)), 1); /* the mapping's */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed[75]), 1);
+}
+END_TEST
+
+START_TEST(fp_failed_map_install_window_marks_nothing)
+{
+	pthread_t t[2];
+	int rc;
+
+	iw_start(0, 76, t);
+	/* One run of two pages: the first installed, then -ENOMEM. */
+	inject_at = 0;
+	inject_keep = PG;
+	ps__inject = inject_map_nomem;
+	rc = ps_space_map_range(sp, 0, 2 * PG, 76, PS_MAP_WRITE);
+	ps__inject = NULL;
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	disarm();
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(iw.fault_rc, PS_FAULT_MISSING);
+	ck_assert_int_eq(iw.mark_rc, PS_SPACE_MARK_UNMAPPED);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 0);
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	ck_assert(ps_pte_is_none(entry(0)));
+	for (uint64_t f = 76; f < 78; f++) {
+		ck_assert(!ps_page_is_live(pg(f)));
+		ck_assert(!ps_page_is_frozen(pg(f)));
+		ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
+	}
+	ck_assert(!ps_page_test_flags(pg(76), PS_PAGE_LIFE_FLAGS));
+}
+END_TEST
+
+/*
+ * A failed map's rollback is an unmap of what it installed. The helper maps
+ * a page of a map that then fails (an injected -ENOMEM after the first page;
+ * the frame there is in use elsewhere, so the helper's reference succeeds).
+ * Its retry check sees a change of frame only through an invalidation:
+ * before the fix the rollback took the entry back with none, and the
+ * secondary mapping of a page no longer mapped stayed (the frame was free to
+ * be mapped elsewhere, or given back). The rollback now runs inside an UNMAP
+ * invalidation, which tears the secondary mapping down.
+ */
+static struct secmap *rb_m;
+static int rb_helper_rc;
+
+static void rb_map_secondary(uint64_t addr)
+{
+	(void)addr;
+	rb_helper_rc = ps_space_map_secondary(sp, &rb_m->sub, 0, false,
+					      &sec_secops, rb_m);
+}
+
+START_TEST(fp_failed_map_rollback_invalidates)
+{
+	struct secmap m;
+	int rc;
+
+	secmap_init(&m, 0, 2 * PG);
+	rb_m = &m;
+	rb_helper_rc = 99;
+	ck_assert_int_eq(ps_space_map(sp, 10 * PG, 78, 0), 0); /* in use */
+	arm(FP_MAP_INSTALLED, rb_map_secondary);
+	inject_at = 0;
+	inject_keep = PG;
+	ps__inject = inject_map_nomem;
+	rc = ps_space_map_range(sp, 0, 2 * PG, 78, 0);
+	ps__inject = NULL;
+	disarm();
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_int_eq(rb_helper_rc, 0);
+	ck_assert_uint_eq(atomic_load(&m.installs), 1);
+	ck_assert_msg(atomic_load(&m.frame) == UINT64_MAX,
+		      "a secondary mapping of page 0 (frame %llu) outlived "
+		      "the failed map's entry",
+		      (unsigned long long)atomic_load(&m.frame));
+	ck_assert_int_eq(atomic_load(&m.last_event), PS_NOTIFIER_UNMAP);
+	ck_assert(ps_pte_is_none(entry(0)));
+	ck_assert_uint_eq(ps_page_refs(pg(78)), 1); /* its other mapping */
+	ck_assert(!ps_page_is_live(pg(79)));
+	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
+	secmap_fini(&m);
+}
+END_TEST
+
+/*
  * Regression (the soak's N1): harvest-then-protect lost a write. The write
  * fault marked and logged, then made the entry it had classified
  * writable by CAS. A harvest (plain, the user then protecting: the safe
@@ -2536,7 +3307,7 @@ START_TEST(pin_range_error_says_where)
 					PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP),
 			 PS_FAULT_OK);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, PS_PIN_WRITE, f), 0);
-	ps_space_unpin(sp, f, 3, false);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 3, 0), 0);
 	/* From another start: the offset is from it. */
 	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, PG, 2 * PG, PS_PIN_WRITE, f),
@@ -2669,7 +3440,7 @@ static void *pin_race_pinner(void *arg)
 		if (rc || (f != 1 && f != 2) || !ps_page_is_pinned(pg(f)))
 			atomic_fetch_add(&r->bad, 1);
 		if (!rc) {
-			ps_space_unpin(sp, &f, 1, false);
+			ps_space_unpin(sp, &f, 1, 0);
 			atomic_fetch_add(&r->pins, 1);
 		}
 	}
@@ -2740,7 +3511,7 @@ static void *discard_pinner(void *arg)
 				atomic_fetch_add(&r->lost, 1);
 		}
 		atomic_fetch_add(&r->pinned_ok, 1);
-		ps_space_unpin(sp, &f, 1, false);
+		ps_space_unpin(sp, &f, 1, 0);
 	}
 	return NULL;
 }
@@ -2948,6 +3719,216 @@ START_TEST(stress_harvest_never_loses)
 	ck_assert_uint_ge(writes, h->iters);
 	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, HV_PAGES * PG), 0);
 	free(h);
+}
+END_TEST
+
+/*
+ * One write-back of a frame at a time (S12): a writer writes random pages (a
+ * write fault, then the write, which faults again if a write-back protected the
+ * entry in between), bumping each page's version; two write-back threads write
+ * back the whole range in either mode. Each callback copies the page's version
+ * on entry and lands it on return, sometimes after a yield. Invariants: never
+ * two callbacks of one frame at once; an INTEGRITY write-back returns only
+ * after every callback of its range that was running when it began has returned
+ * (with no third write-back in play here, see space.h); once everything stopped
+ * and a final INTEGRITY write-back ran, each page's landed copy is its last
+ * version, and no frame is left under write-back.
+ */
+#define WBR_PAGES 16
+#define WBR_FRAME0 100
+
+struct wb_race {
+	_Atomic(uint64_t) version[WBR_PAGES], backing[WBR_PAGES];
+	_Atomic(unsigned) in_fn[WBR_PAGES];
+	_Atomic(uint64_t) started[WBR_PAGES], ended[WBR_PAGES];
+	_Atomic(unsigned) overlaps, early_returns, bad_faults, integrity_waits;
+	_Atomic(int) stop;
+	uint64_t iters;
+};
+
+static struct wb_race *wbr;
+
+static int wbr_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	struct ps_test_rng *rng = ctx;
+	uint64_t p = addr / PG, v;
+
+	(void)pinned;
+	if (p >= WBR_PAGES || frame != WBR_FRAME0 + p)
+		ck_abort_msg("callback for page %llu frame %llu",
+			     (unsigned long long)p, (unsigned long long)frame);
+	if (atomic_fetch_add(&wbr->in_fn[p], 1))
+		atomic_fetch_add(&wbr->overlaps, 1);
+	atomic_fetch_add(&wbr->started[p], 1);
+	v = atomic_load(&wbr->version[p]);
+	if (ps_test_below(rng, 4) == 0)
+		sched_yield(); /* the I/O takes a while */
+	atomic_store(&wbr->backing[p], v);
+	atomic_fetch_add(&wbr->ended[p], 1);
+	atomic_fetch_sub(&wbr->in_fn[p], 1);
+	return 0;
+}
+
+static void wbr_writeback(struct ps_test_rng *rng, enum ps_writeback_mode m)
+{
+	struct ps_writeback_stats st;
+	uint64_t snap[WBR_PAGES];
+	unsigned running = 0;
+
+	for (int p = 0; p < WBR_PAGES; p++) {
+		snap[p] = atomic_load(&wbr->started[p]);
+		running += atomic_load(&wbr->in_fn[p]) != 0;
+	}
+	ck_assert_int_eq(ps_space_writeback(sp, 0, WBR_PAGES * PG, m, wbr_fn,
+					    rng, &st),
+			 0);
+	if (m != PS_WB_INTEGRITY)
+		return;
+	if (running)
+		atomic_fetch_add(&wbr->integrity_waits, 1);
+	for (int p = 0; p < WBR_PAGES; p++)
+		if (atomic_load(&wbr->ended[p]) < snap[p])
+			atomic_fetch_add(&wbr->early_returns, 1);
+}
+
+static void *wbr_writer(void *arg)
+{
+	struct ps_test_rng rng = ps_test_rng_new(41);
+
+	(void)arg;
+	for (uint64_t i = 0; i < wbr->iters; i++) {
+		uint64_t page = ps_test_below(&rng, WBR_PAGES);
+
+		do {
+			if (ps_space_fault(sp, page * PG, PS_ACCESS_WRITE) !=
+			    PS_FAULT_OK) {
+				atomic_fetch_add(&wbr->bad_faults, 1);
+				break;
+			}
+			atomic_fetch_add(&wbr->version[page], 1);
+			/* Still writable: the write went through it. */
+		} while (!ps_pte_is_writable(entry(page * PG)));
+	}
+	atomic_store(&wbr->stop, 1);
+	return NULL;
+}
+
+static void *wbr_flusher(void *arg)
+{
+	struct ps_test_rng rng = ps_test_rng_new(43);
+
+	(void)arg;
+	while (!atomic_load(&wbr->stop))
+		wbr_writeback(&rng, ps_test_below(&rng, 2) ? PS_WB_CLEAN
+							   : PS_WB_INTEGRITY);
+	return NULL;
+}
+
+START_TEST(stress_writeback_one_at_a_time)
+{
+	struct ps_test_rng rng = ps_test_rng_new(47);
+	pthread_t w, f;
+
+	wbr = calloc(1, sizeof(*wbr));
+	ck_assert_ptr_nonnull(wbr);
+	wbr->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 20;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, WBR_PAGES * PG, WBR_FRAME0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(pthread_create(&w, NULL, wbr_writer, NULL), 0);
+	ck_assert_int_eq(pthread_create(&f, NULL, wbr_flusher, NULL), 0);
+	while (!atomic_load(&wbr->stop))
+		wbr_writeback(&rng, ps_test_below(&rng, 3) ? PS_WB_INTEGRITY
+							   : PS_WB_CLEAN);
+	pthread_join(w, NULL);
+	pthread_join(f, NULL);
+	wbr_writeback(&rng, PS_WB_INTEGRITY); /* the final one */
+	ck_assert_uint_eq(atomic_load(&wbr->bad_faults), 0);
+	ck_assert_msg(atomic_load(&wbr->overlaps) == 0,
+		      "%u callbacks ran while another of the same frame ran",
+		      atomic_load(&wbr->overlaps));
+	ck_assert_msg(atomic_load(&wbr->early_returns) == 0,
+		      "%u times an INTEGRITY write-back returned before a "
+		      "callback of its range that ran when it began",
+		      atomic_load(&wbr->early_returns));
+	for (int p = 0; p < WBR_PAGES; p++) {
+		uint64_t w0 = ps_page_load(pg(WBR_FRAME0 + p));
+
+		ck_assert(!(w0 & PS_PAGE_WRITEBACK));
+		ck_assert(!(w0 & PS_PAGE_DIRTY));
+		ck_assert_msg(
+			atomic_load(&wbr->backing[p]) ==
+				atomic_load(&wbr->version[p]),
+			"page %d: version %llu written, %llu landed "
+			"last: a stale copy landed after a newer one",
+			p, (unsigned long long)atomic_load(&wbr->version[p]),
+			(unsigned long long)atomic_load(&wbr->backing[p]));
+	}
+	free(wbr);
+}
+END_TEST
+
+/*
+ * The same race, left to chance: an owner maps frame F at page 0, unmaps
+ * it, then maps F again in a map that fails (-EEXIST: page 5 is taken), and
+ * reuses F at once, over and over; a pinner pins page 0 all the while (its
+ * lookups go stale whenever the owner unmaps). Every free hook for F must
+ * come from an unmap of page 0: one per lifetime, none for a frame the
+ * owner holds as free after a failed map.
+ */
+struct failed_map_race {
+	_Atomic(int) stop;
+	_Atomic(uint64_t) pins;
+};
+
+static void *failed_map_pinner(void *arg)
+{
+	struct failed_map_race *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		uint64_t f;
+
+		if (!ps_space_pin_range(sp, 0, PG, 0, &f)) {
+			ps_space_unpin(sp, &f, 1, 0);
+			atomic_fetch_add(&r->pins, 1);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(stress_failed_map_frees_once)
+{
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	struct failed_map_race r;
+	unsigned lives = 0;
+	pthread_t t;
+
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 90, 0), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, failed_map_pinner, &r), 0);
+	for (uint64_t i = 0; stress_more(i, iters, atomic_load(&r.pins) > 0);
+	     i++) {
+		ck_assert_int_eq(ps_space_map(sp, 0, 80, 0), 0);
+		lives++;
+		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+		/* The pins' references go soon; then the hook has run. */
+		while (atomic_load(&seen.freed[80]) != lives)
+			sched_yield();
+		ck_assert_int_eq(ps_space_map_range(sp, 4 * PG, 2 * PG, 80, 0),
+				 -EEXIST);
+		ck_assert_msg(!ps_page_is_live(pg(80)) &&
+				      !ps_page_is_frozen(pg(80)),
+			      "a failed map of a free frame left it held");
+		ck_assert_msg(atomic_load(&seen.freed[80]) == lives,
+			      "free hook for frame 80, free after a failed "
+			      "map (lifetime %u)",
+			      lives);
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&seen.freed[80]), lives);
+	ck_assert_uint_eq(atomic_load(&seen.freed[81]), 0);
+	ck_assert(!ps_page_is_live(pg(80)));
 }
 END_TEST
 
@@ -3217,6 +4198,7 @@ static Suite *space_suite(void)
 	tc = ps_test_tcase(s, "pins", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, pin_and_unpin);
+	tcase_add_test(tc, unpin_flags);
 	tcase_add_test(tc, write_pin_makes_writable_and_dirty);
 	tcase_add_test(tc, pin_range_all_or_nothing);
 	tcase_add_test(tc, pin_write_protected);
@@ -3282,6 +4264,11 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, remapped_pinned_frame_is_written_back);
 	tcase_add_test(tc, fp_unpin_dirty_during_bounce);
 
+	tc = ps_test_tcase(s, "a clean comes after its dirty hook", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_redirty_hook_before_writeback_ends);
+	tcase_add_test(tc, fp_unpin_dirty_marks_under_lock);
+	tcase_add_test(tc, fp_mark_dirty_marks_under_lock);
 	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, discard_leaves_a_foreign_freeze);
@@ -3303,6 +4290,20 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, map_range_nomem_shows_no_entry);
 	tcase_add_test(tc, map_range_eexist_shows_no_entry);
 
+	tc = ps_test_tcase(s, "two write-backs of one frame", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_integrity_waits_for_writeback);
+	tcase_add_test(tc, fp_clean_skips_writeback);
+	tcase_add_test(tc, fp_integrity_waits_for_clean_writeback);
+	tcase_add_test(tc, nested_integrity_writeback_is_refused);
+	tcase_add_test(tc, fp_clean_writeback_pin_race);
+
+	tc = ps_test_tcase(s, "a failed map's frame", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_failed_map_frame_freed_once);
+	tcase_add_test(tc, fp_map_install_window_fault_and_mark_wait);
+	tcase_add_test(tc, fp_failed_map_install_window_marks_nothing);
+	tcase_add_test(tc, fp_failed_map_rollback_invalidates);
 	tc = ps_test_tcase(s, "a frame's lifetimes (issue 15)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, remapped_frame_starts_clean);
@@ -3328,6 +4329,8 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, stress_discard_never_drops_pinned);
 	tcase_add_test(tc, stress_dirty_hook_exactly_once);
 	tcase_add_test(tc, stress_harvest_never_loses);
+	tcase_add_test(tc, stress_writeback_one_at_a_time);
+	tcase_add_test(tc, stress_failed_map_frees_once);
 	tcase_add_test(tc, stress_harvest_rearm_every_range);
 	tcase_add_test(tc, stress_fault_holds_its_frame);
 	return s;

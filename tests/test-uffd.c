@@ -1244,7 +1244,7 @@ START_TEST(discard_skips_held_pages_and_reports_refusals)
 	ck_assert_uint_eq(addrs[0], LBASE);
 	ck_assert_uint_eq(addrs[1], LBASE + PG);
 	ck_assert_uint_eq(addrs[2], LBASE + 3 * PG);
-	ps_space_unpin(s, &frame, 1, false);
+	ck_assert_int_eq(ps_space_unpin(s, &frame, 1, 0), 0);
 
 	atomic_store(&ps__uffd_failpoints, FP_WP_EIO);
 	ck_assert_int_eq(ps_uffd_discard(u, LBASE + 6 * PG, PG, skip, 4, &n),

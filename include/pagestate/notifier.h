@@ -7,7 +7,8 @@
  * A secondary mapping (a VMM's cached guest translation, a vhost worker's
  * map, a userspace driver's vtophys cache, an emulated IOMMU's IOTLB) is
  * built without the lock that invalidation takes, then validated with a
- * sequence number and retried if an invalidation raced with it (seed 003).
+ * sequence number and rebuilt if an invalidation raced with it. The design,
+ * the protocol and the comparison with Linux are in docs/notifier.md.
  *
  * ---------------------------------------------------------------------------
  * Objects
@@ -21,147 +22,82 @@
  *   invalidation         ps_notifier_invalidate_start() .. _end() brackets a
  *                        change of the primary mapping of [start, start+len)
  *                        (unmap, protection change, conversion, migration,
- *                        ...). Any number may be in flight at once.
+ *                        ...). Any number may be in flight at once, from any
+ *                        threads.
  *
- * Two ways to validate a mapping built without the lock:
+ * ---------------------------------------------------------------------------
+ * Two checks
+ * ---------------------------------------------------------------------------
  *
  *   per subscription   seq = ps_interval_read_begin(sub); look up;
  *   (Linux's interval   take the user lock; ps_interval_read_retry(sub, seq)?
- *   notifier)           The callback calls ps_interval_set_seq() under the
- *                       same lock. True only if an invalidation overlapping
- *                       the subscription ran its callback since read_begin.
+ *   notifier)           True only if an invalidation overlapping the
+ *                       subscription ran its callback since read_begin.
  *   whole space        seq = ps_notifier_read_begin(n); many lookups;
  *   (KVM's              ps_notifier_read_retry(n, seq, addr)?
  *   mmu_invalidate_seq) True only if an invalidation whose range contains
  *                       addr was in flight at some instant since read_begin.
  *
- * A "false retry" is a retry answer of true when no invalidation overlapping
- * the subscription (or containing addr) was in flight at any instant between
- * read_begin and the retry check. KVM produces them: it merges all
- * concurrent ranges into one covering range, and retries whenever any
- * invalidation ended anywhere. Linux's interval notifier produces false
- * waits instead: once an invalidation hit a subscription, its read_begin
- * waits until every invalidation in flight has ended, related or not. Here
- * both checks are exact however many invalidations run: in-flight ones are
- * kept as exact ranges, any number of them, and ended ones in a history
- * searchable by address and time. The one exception is memory: the history
- * keeps at most 65,536 stretches of addresses (1.5 MiB; ends of distinct
- * pages are one stretch each), forgetting the oldest ends past that, and if it
- * cannot allocate, the ends it could not keep are forgotten too. A
- * whole-space check reaching back to forgotten ends answers true; each such
- * answer is counted in ps_notifier_stats.conservative_retries. A check whose
- * read_begin is among the latest 32,768 ends of distinct pages never does.
+ * The user lock is the caller's own lock over its secondary mapping. The
+ * per-subscription pattern (docs/notifier.md, section "Worked example", has
+ * a complete program):
  *
- * ---------------------------------------------------------------------------
- * Worked example: the seed-003 loop (compiled and run in tests/test-notifier.c,
- * "example" tcase; keep the two in step)
- * ---------------------------------------------------------------------------
- *
- *	struct vcache {				// one cached translation
- *		struct ps_interval sub;		// covers the guest region
- *		pthread_mutex_t lock;		// the user lock
- *		struct ps_page *page;		// NULL when not mapped
- *		bool writable;
- *	};
- *
- *	static bool vcache_invalidate(struct ps_interval *sub,
- *				      const struct ps_invalidation *inv,
- *				      uint64_t cur_seq, void *priv)
- *	{
- *		struct vcache *vc = priv;
- *
- *		if (ps_invalidation_blockable(inv))
- *			pthread_mutex_lock(&vc->lock);
- *		else if (pthread_mutex_trylock(&vc->lock))
- *			return false;		// the caller gets -EAGAIN
+ *	bool invalidate(sub, inv, cur_seq, priv)	// the callback
+ *		lock the user lock (if !ps_invalidation_blockable(inv):
+ *			trylock, and return false if it is taken)
  *		ps_interval_set_seq(sub, cur_seq);
- *		vc->page = NULL;		// tear down the secondary map
- *		pthread_mutex_unlock(&vc->lock);
- *		return true;
- *	}
+ *		tear down the secondary mappings of the range
+ *		unlock the user lock; return true
  *
- *	static int vcache_map(struct vcache *vc, uint64_t addr, bool write)
- *	{
- *		for (;;) {
- *			uint64_t seq = ps_interval_read_begin(&vc->sub);
- *			struct ps_page *page = guest_lookup_get(addr);
+ *	build a mapping of addr:
+ *		seq = ps_interval_read_begin(sub);
+ *		look up addr in the primary mapping (no lock held)
+ *		lock the user lock
+ *		if (ps_interval_read_retry(sub, seq)): unlock, start again
+ *		install the secondary mapping
+ *		unlock the user lock
  *
- *			if (!page)		// look up, take a reference
- *				return -EFAULT;
- *			pthread_mutex_lock(&vc->lock);
- *			if (ps_interval_read_retry(&vc->sub, seq)) {
- *				pthread_mutex_unlock(&vc->lock);
- *				(void)ps_page_put(page);
- *				continue;	// an invalidation raced: again
- *			}
- *			if (write)		// dirty before mapping writable
- *				ps_page_set_flags(page, PS_PAGE_DIRTY);
- *			vc->page = page;	// install the secondary mapping
- *			vc->writable = write;
- *			pthread_mutex_unlock(&vc->lock);
- *			// The mapping keeps no reference: the notifier tears it
- *			// down before the page can change (seed 003).
- *			(void)ps_page_put(page);
- *			return 0;
- *		}
- *	}
- *
- * The invalidating side: ps_notifier_invalidate_start(n, start, len,
- * PS_NOTIFIER_UNMAP, 0); change the primary mapping (put the page);
- * ps_notifier_invalidate_end(n, start, len).
+ * Both checks are exact: invalidations of other ranges never make them
+ * true, however many run, and read_begin never waits for them. The one
+ * exception is memory: if the notifier cannot allocate to keep its record
+ * of ended invalidations, a whole-space check reaching back to the ends it
+ * forgot answers true, and each such answer is counted in
+ * ps_notifier_stats.conservative_retries.
  *
  * ---------------------------------------------------------------------------
- * Memory ordering (the protocol, with numbered guarantees, is at the top of
- * lib/notifier.c)
+ * Where it differs from Linux
  * ---------------------------------------------------------------------------
  *
- *   ps_interval_read_begin    acquire loads of the subscription's sequence
- *                             and of the notifier's state word
- *   ps_interval_read_retry    relaxed load: the user lock orders it against
- *                             the callback's ps_interval_set_seq()
- *   ps_interval_check_retry   relaxed load (a hint)
- *   ps_interval_set_seq       release store (pairs with read_begin)
- *   ps_notifier_read_begin    acquire load of the state word
- *   ps_notifier_read_retry    acquire fence, then loads: the caller's lookups
- *                             before the call are ordered before the check
- *   invalidate_start          the in-flight record is published before any
- *                             callback runs, and a release fence orders it
- *                             before every store the caller makes after
- *                             start returns (the primary-mapping change)
- *   invalidate_end            release: the caller's changes happen before a
- *                             reader that sees the invalidation ended
+ *   - ps_interval_read_begin() waits only for the overlapping invalidations
+ *     in flight when it was called; mmu_interval_read_begin(), once the
+ *     subscription was hit, waits until no invalidation at all is in flight.
+ *   - No reader takes a lock; mmu_interval_read_begin() takes a spinlock.
+ *   - Inserts and removes during an invalidation take effect at once (Linux
+ *     defers them to the end of the busy period). The caller's rules are
+ *     Linux's: a new subscription's read_begin waits for the overlapping
+ *     invalidations in flight, and remove waits for them.
+ *   - The whole-space check keeps every range apart; KVM merges concurrent
+ *     ranges into one and retries whenever any invalidation ends.
+ *   - Events have no owner (Linux's MMU_NOTIFY_MIGRATE has one);
+ *     PS_NOTIFIER_CONVERSION has no Linux event.
+ *   - Starts and ends take the notifier's mutex briefly (a pthread mutex;
+ *     Linux's is a spinlock), also with PS_NOTIFIER_NONBLOCK, which only
+ *     forbids the callbacks to sleep.
+ *
+ * Why each differs: docs/notifier.md, section "Where it differs from Linux".
  *
  * ---------------------------------------------------------------------------
  * Progress
  * ---------------------------------------------------------------------------
  *
- *   wait-free   ps_interval_read_begin with no invalidation in flight,
- *               ps_interval_read_retry, ps_interval_check_retry,
- *               ps_interval_set_seq, ps_notifier_read_begin, and
- *               ps_notifier_read_retry when nothing happened since read_begin
- *   lock-free   ps_notifier_read_retry otherwise, and ps_interval_read_begin
- *               while only non-overlapping invalidations are in flight: a
- *               scan of the in-flight slots and, for the whole-space
- *               check, of the ends since read_begin (the latest 256 in a
- *               ring, older ones in sorted levels, searched inside an RCU
- *               read-side section). It re-reads a slot only when an
- *               invalidation started or ended in it meanwhile, and the ring
- *               only when 256 more ends were merged into the levels
- *               meanwhile: every retry means writers made progress
- *   blocking    ps_interval_read_begin while an overlapping invalidation is
- *               in flight: it waits for the ones in flight when it was
- *               called (never for later or non-overlapping ones), as Linux
- *               does; insert, remove, invalidate_start/_end and destroy
- *               take the notifier's mutex (writers serialise on it; the
- *               callbacks run outside it), init allocates and initialises
- *               it; remove also waits for overlapping invalidations in
- *               flight
- *
- * None of the readers above takes a lock or stores to shared memory (the
- * exceptions: a read_begin that must wait, the conservative-retry counter,
- * and the RCU read-side section of a whole-space check that reaches back
- * past the latest 256 ends, which writes the thread's own liburcu-bp
- * counter). Linux's mmu_interval_read_begin() takes a spinlock.
+ * The checks take no lock. ps_interval_read_begin() is wait-free with
+ * nothing in flight, lock-free with only other ranges in flight, and blocks
+ * while an overlapping invalidation is in flight; ps_interval_read_retry(),
+ * ps_interval_check_retry() and ps_notifier_read_begin() are wait-free;
+ * ps_notifier_read_retry() is wait-free when nothing started or ended since
+ * read_begin, else lock-free. Set-up, subscriptions and invalidations take
+ * the notifier's mutex, which is never held across a callback. Each
+ * function states its own guarantee.
  */
 #ifndef PAGESTATE_NOTIFIER_H
 #define PAGESTATE_NOTIFIER_H
@@ -242,7 +178,8 @@ enum ps_notifier_event {
  * Flags of an invalidation. PS_NOTIFIER_NONBLOCK: the invalidating context
  * must not sleep; callbacks must not block and may refuse (return false),
  * and ps_notifier_invalidate_start() then fails with -EAGAIN (Linux: a range
- * without MMU_NOTIFIER_RANGE_BLOCKABLE).
+ * without MMU_NOTIFIER_RANGE_BLOCKABLE). The start and end themselves still
+ * take the notifier's mutex briefly.
  */
 #define PS_NOTIFIER_NONBLOCK (1u << 0)
 #define PS_NOTIFIER_FLAGS_ALL PS_NOTIFIER_NONBLOCK
@@ -324,11 +261,13 @@ struct ps__notifier_impl;
 
 /**
  * struct ps_notifier - the invalidation state of one address space.
- * @state: the state word (layout above); read by the inline fast paths.
- * @impl: the rest, private to lib/notifier.c (mutex, RCU-protected
- *	interval tree, in-flight slots, history of ends).
+ * @state: the state word (its layout is given with PS_NOTIFIER_INFLIGHT_SHIFT);
+ *	read by the inline fast paths.
+ * @impl: the rest, private to the library (its mutex, the subscriptions,
+ *	the in-flight invalidations, the ended ones).
  *
- * Embed it and call ps_notifier_init(). Use only through the functions below.
+ * Embed it and call ps_notifier_init(). Use it only through the functions of
+ * this header.
  */
 struct ps_notifier {
 	PS_ATOMIC(uint64_t) state;
@@ -337,7 +276,7 @@ struct ps_notifier {
 
 /**
  * struct ps_interval - a subscription (embed it in the secondary mapping's
- * own structure). All fields are private: use the functions below.
+ * own structure). All fields are private: use the functions of this header.
  * @seq: the subscription's sequence, always odd; changed only by
  *	ps_interval_set_seq() (callbacks) and insert.
  * @notifier: the notifier while inserted, NULL otherwise.
@@ -363,8 +302,8 @@ struct ps_interval {
  *	overlapping invalidation.
  * @remove_waits: ps_interval_remove calls that waited likewise.
  * @conservative_retries: whole-space checks answered true only because
- *	they reached back to forgotten ends (see above); 0 unless memory ran
- *	out or a check's read_begin is older than the history keeps.
+ *	they reached back to ends forgotten after a failed allocation (see
+ *	ps_notifier_read_retry_range()); 0 unless memory ran out.
  * @subscriptions: subscriptions inserted now.
  * @inflight: invalidations in flight now (exact, not saturated).
  */
@@ -399,13 +338,14 @@ int ps_notifier_init(struct ps_notifier *n);
  * ps_notifier_destroy() - free what ps_notifier_init() allocated.
  * @n: a notifier with no subscription and no invalidation in flight.
  *
- * Context: blocking; no other thread may use @n meanwhile. Memory retired by
- * earlier updates is freed by liburcu's call_rcu thread as usual.
+ * Memory retired by earlier updates is freed by liburcu's call_rcu thread
+ * as usual. In a child of fork(), a notifier inherited from the parent is
+ * only forgotten, whatever it holds (pagestate/fork.h, rule 2): nothing is
+ * freed and 0 is returned.
+ * Context: blocking; no other thread may use @n meanwhile.
  * Ordering: the check runs under the notifier's mutex, so it sees every
  * insert, remove, start and end that returned before the call.
  * Progress: blocking (the notifier's mutex; it never waits for a grace period).
- * In a child of fork(), a notifier inherited from the parent is only forgotten,
- * whatever it holds (pagestate/fork.h, rule 2): 0 is returned.
  * Return: 0; -EBUSY (nothing freed) while a subscription is inserted or an
  * invalidation is in flight.
  */
@@ -426,16 +366,14 @@ int ps_notifier_destroy(struct ps_notifier *n);
  * after this call returns calls it. Invalidations already in flight do not
  * call it, and, as in Linux, the new subscription must assume they include
  * its range: ps_interval_read_begin() waits for those of them that overlap
- * it. (Linux also defers the tree insertion itself until all invalidations
- * end, because its invalidators walk the tree unlocked; here they walk an
- * RCU-protected snapshot, so only the read side is deferred.)
+ * it. @sub must not be inserted in any notifier: its fields are overwritten.
+ * Undo with ps_interval_remove().
  *
  * Context: blocking (the notifier's mutex, allocation). May be called from a
- * callback. Ordering: the subscription is published with a release store.
+ * callback.
+ * Ordering: the subscription is published with a release store.
  * Progress: blocking (the notifier's mutex, malloc); never waits for a
- * grace period (the replaced nodes go to call_rcu).
- * Complexity: O(log n) (a path copy in a B+-tree; see lib/itree.c).
- * @sub must not be inserted (in any notifier): its fields are overwritten.
+ * grace period. Complexity: O(log n) for n subscriptions.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (as
  * Linux); -EINVAL if @n is NULL or @ops has no invalidate; -EEXIST if @sub
  * is already inserted in @n at @start (a double insert); -ENOMEM. On error
@@ -450,20 +388,22 @@ int ps_interval_insert(struct ps_interval *sub, struct ps_notifier *n,
  * @sub: an inserted subscription (a subscription that is not inserted is
  *	left alone).
  *
- * The subscription leaves the set at once (invalidations starting later do not
- * see it). Then, as in Linux, remove waits for the invalidations that were in
- * flight and overlap it, since they may still call it; it does not wait for
- * invalidations of other ranges. When it returns, @sub's memory may be reused.
+ * The subscription leaves the set at once: invalidations starting later do
+ * not see it. Then, as in Linux, remove waits for the invalidations that
+ * were in flight and overlap it, since they may still call it; it does not
+ * wait for invalidations of other ranges. When it returns, no callback runs
+ * for @sub and its memory may be reused. It cannot fail: if memory for the
+ * new subscription set cannot be allocated, it waits for memory.
  *
- * Context: blocking. Must not be called from a callback, nor by a thread
- * between its own invalidate_start and _end of an overlapping range.
- * Ordering: the snapshot without @sub is published with a release store
- * (T1 in lib/notifier.c); the waits are under the notifier's mutex, so the
- * callbacks of the invalidations it waited for happen before it returns (G7).
+ * Context: blocking. Not from a callback, nor from a thread between its own
+ * ps_notifier_invalidate_start() and ps_notifier_invalidate_end() of a range
+ * that overlaps @sub.
+ * Ordering: the subscription set without @sub is published with a release
+ * store; the waits are under the notifier's mutex, so the callbacks of the
+ * invalidations it waited for happen before it returns.
  * Progress: blocking: the mutex, the overlapping invalidations in flight
  * and, out of memory, liburcu's pending frees (rcu_barrier) and a sleep.
- * Complexity: O(log n). Cannot fail: if memory for the path copy
- * cannot be allocated, it waits for memory.
+ * Complexity: O(log n) for n subscriptions.
  */
 void ps_interval_remove(struct ps_interval *sub);
 
@@ -552,7 +492,7 @@ static inline uint64_t ps_interval_read_begin(struct ps_interval *sub)
  * mapping before dropping the lock: any later invalidation's callback will
  * find it and tear it down.
  * Context: under the user lock. Ordering: relaxed; the user lock orders it
- * against set_seq. Progress: wait-free.
+ * against ps_interval_set_seq(). Progress: wait-free.
  * Return: true if an invalidation overlapping @sub ran its callback since
  * read_begin (or is in flight and did before read_begin returned): the
  * lookup may be stale. Never true otherwise (no false retries).
@@ -589,6 +529,9 @@ ps_interval_check_retry(const struct ps_interval *sub, uint64_t seq)
  * @sub: the subscription the callback was called for.
  * @cur_seq: the callback's @cur_seq argument.
  *
+ * A callback that acts on the invalidation calls it under the user lock,
+ * before it tears its mappings down: from then on ps_interval_read_retry()
+ * is true for every reader whose ps_interval_read_begin() returned before.
  * Context: inside the invalidate callback, under the user lock.
  * Ordering: release; pairs with the acquire in ps_interval_read_begin().
  * Progress: wait-free.
@@ -616,33 +559,30 @@ static inline void ps_interval_set_seq(struct ps_interval *sub,
  * no secondary mapping of the range is in use: change the primary mapping,
  * then call ps_notifier_invalidate_end() with the same range.
  *
- * Any number of invalidations may be in flight at once, from any threads:
- * a start never waits for another invalidation to end, so a thread may
- * hold any number of them (as in Linux).
+ * Any number of invalidations may be in flight at once, from any threads (a
+ * thread may hold several, as in Linux). After an error the invalidation is
+ * over: do not call ps_notifier_invalidate_end(). After -EAGAIN, the callbacks
+ * that ran before the refusal did their teardown and their readers retry, and
+ * the whole-space check counts the attempt as an invalidation that was in
+ * flight.
  *
- * Context: takes the notifier's mutex briefly (blocking, also with
- * PS_NOTIFIER_NONBLOCK: the mutex is never held across a callback or a
- * wait). Blockable: callbacks may sleep. Callbacks run in this thread,
- * outside the mutex.
- * Progress: blocking: the mutex, an allocation (64 more in-flight slots) when
- * more invalidations are in flight than ever before, and the callbacks, which
- * may block when blockable. Never a wait for another invalidation.
+ * Context: any thread. The callbacks run in this thread, outside the
+ * notifier's mutex; without PS_NOTIFIER_NONBLOCK they may sleep.
  * Ordering: the in-flight record is published (release) before the first
- * callback; a release fence then orders it before every store the caller makes
- * after the return (pairs with the acquire fence in ps_notifier_read_retry()).
- * Complexity: O(log n + hits) for n subscriptions of which hits overlap,
- * when subscriptions do not overlap each other; with overlapping ones,
- * entries that start before the range and end before it can be visited
- * too (never more than O(n)). Plus the callbacks, and one load per 64
- * in-flight slots to find a free one.
+ * callback; a release fence then orders it before every store the caller
+ * makes after the return (pairs with the acquire fence in
+ * ps_notifier_read_retry_range()).
+ * Progress: blocking: the notifier's mutex, taken briefly also with
+ * PS_NOTIFIER_NONBLOCK; an allocation when more invalidations are in flight
+ * than ever before; the callbacks. Never a wait for another invalidation.
+ * Complexity: O(log n + k) for n subscriptions of which k overlap the range,
+ * when subscriptions do not overlap each other (never more than O(n)), plus
+ * the callbacks.
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64 (nothing is
- * called); -EINVAL for unknown @flags; -ENOMEM if more invalidations are in
- * flight than ever before and 64 more slots cannot be allocated (nothing is
- * published or called); -EAGAIN with PS_NOTIFIER_NONBLOCK if a callback
- * refused. After an error the
- * invalidation is over: do NOT call ps_notifier_invalidate_end(). (Callbacks
- * that ran before the refusal did their teardown; their readers retry. The
- * whole-space check counts the attempt as an invalidation that was in flight.)
+ * published or called); -EINVAL for unknown @flags; -ENOMEM if more
+ * invalidations are in flight than ever before and 64 more slots cannot be
+ * allocated (nothing is published or called); -EAGAIN with
+ * PS_NOTIFIER_NONBLOCK if a callback refused.
  */
 int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 				 uint64_t len, enum ps_notifier_event event,
@@ -655,22 +595,24 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * @start: as given to the successful ps_notifier_invalidate_start().
  * @len: likewise.
  *
- * Readers whose read_begin waits for this invalidation, and removers, are
- * woken. With several identical ranges in flight the oldest ends: they are
- * indistinguishable to readers.
- * Context: blocking (the notifier's mutex, briefly). Any thread.
+ * Readers whose ps_interval_read_begin() waits for this invalidation, and
+ * removers, are woken. With several identical ranges in flight the oldest
+ * ends: they are indistinguishable to readers. The end is recorded for the
+ * whole-space check; every 256th end merges the latest ones into a sorted
+ * record, and if that merge cannot allocate, the end still succeeds and the
+ * 256 ends before it are forgotten (see ps_notifier_read_retry_range()).
+ * Context: any thread; blocking (the notifier's mutex, briefly).
  * Ordering: release: the caller's changes to the primary mapping happen
  * before a reader that sees this end.
- * Progress: blocking (the notifier's mutex; it never waits for anything else).
- * Complexity: O(invalidations in flight) to find the record; then O(1), except
- * that every 256th end merges the latest 256 into the history the whole-space
- * check searches: amortised O(log m) per end for m runs kept (stretches of
- * addresses whose latest end differs; at most 65,536, the oldest forgotten
- * past that), O(m) for the rare merge that rebuilds the largest level. If that
- * merge cannot allocate, the end still succeeds and those 256 ends are
- * forgotten (see ps_notifier_read_retry_range()).
- * Return: 0; -EOVERFLOW for a bad range; -ENOENT if no invalidation of that
- * exact range is in flight (misuse; nothing changes).
+ * Progress: blocking (the notifier's mutex; it never waits for anything
+ * else). Complexity: O(invalidations in flight) to find the record, then
+ * O(1), except that every 256th end merges the latest 256 into the record of
+ * ended invalidations: amortised O(log m) per end for m runs kept, O(m) for
+ * the rare merge that rebuilds the largest level (docs/notifier.md, section
+ * "Limits and costs").
+ * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64; -ENOENT
+ * if no invalidation of exactly [start, start + len) is in flight (misuse;
+ * nothing changes).
  */
 int ps_notifier_invalidate_end(struct ps_notifier *n, uint64_t start,
 			       uint64_t len);
@@ -713,24 +655,23 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * read_begin, or started or ended since. Invalidations of other ranges never
  * make it true, however many ran, and ranges are never merged. One exception,
  * counted in the stats: true, conservatively, if the answer needs ends that
- * were forgotten, because memory ran out or they are older than the history
- * keeps (see the overview and ps_notifier_invalidate_end()).
+ * were forgotten because memory ran out (see ps_notifier_invalidate_end()).
  *
  * Authoritative when called under the user lock that the callbacks covering
- * the range take (as KVM calls mmu_invalidate_retry_gfn under mmu_lock):
+ * the range take (as KVM calls mmu_invalidate_retry_gfn() under mmu_lock):
  * then a false answer means the mapping may be installed before the lock is
  * dropped. Without the lock it is exact about the past, but an invalidation
  * may start right after it returns.
- * Context: any thread. Ordering: acquire fence first, so the caller's
- * lookups before the call are covered (pairs with the release fence at the
- * end of invalidate_start). Progress: wait-free if nothing started or ended
- * since read_begin; else lock-free (see the header's progress notes).
- * Cost: with nothing started or ended since read_begin, an acquire fence and
- * one load. Otherwise a call: one load per 64 in-flight slots plus the busy
- * ones, and the ends since read_begin: one record each while they are among the
- * latest 256; reaching further back, an RCU read-side section and a binary
- * search per level of the history (about log2(ends / 256) levels).
- * Return: as above; true for len == 0 or a wrapping range (misuse).
+ * Context: any thread.
+ * Ordering: an acquire fence first, so the caller's lookups before the call are
+ * covered (pairs with the release fence in ps_notifier_invalidate_start()).
+ * Progress: wait-free if nothing started or ended since read_begin: an
+ * acquire fence and one load. Else lock-free: a call that reads the
+ * invalidations in flight and the ends since read_begin, again only where a
+ * writer changed them meanwhile (docs/notifier.md, section "Limits and costs").
+ * Return: true if an invalidation overlapping the range was in flight at
+ * some instant since read_begin, or, conservatively, if the answer needs
+ * forgotten ends; else false. True for len == 0 or a wrapping range (misuse).
  */
 static inline PS_MUST_CHECK bool
 ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
@@ -740,7 +681,10 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
 
 	if (PS_UNLIKELY(len == 0 || start + (len - 1) < start))
 		return true;
-	/* A5 - Acquire fence: the caller's lookups first; pairs with P4. */
+	/*
+	 * Acquire fence: the caller's lookups first; pairs with the release
+	 * fence in ps_notifier_invalidate_start().
+	 */
 	atomic_thread_fence(memory_order_acquire);
 	/*
 	 * Acquire: pairs with the release RMWs of starts and ends, so the
@@ -762,8 +706,8 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
  * acquire fence first). Progress: wait-free if nothing started or ended
  * since read_begin, else lock-free.
  * Return: true if an invalidation containing @addr was in flight at some
- * instant since read_begin (or, conservatively, the answer needs forgotten
- * ends).
+ * instant since read_begin (or, conservatively, the answer needs ends
+ * forgotten when memory ran out).
  */
 static inline PS_MUST_CHECK bool
 ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq, uint64_t addr)

@@ -124,7 +124,10 @@
  * reference, an unfreeze to no reference) clears PS_PAGE_LIFE_FLAGS in
  * the same compare-and-swap, and a revival (ps_page_get_or_revive()) clears
  * them again, whatever landed on the free word meanwhile (flags stay
- * writable on a free page):
+ * writable on a free page). A claim (ps_page_get_or_freeze() of a free
+ * page) clears them as a revival does, and the unfreeze that makes the
+ * claimed page LIVE (ps_page_unfreeze_claimed()) clears them once more,
+ * whatever landed on the frozen word:
  *   - DIRTY: the contents were this lifetime's; the next one starts clean,
  *     so its first write is a clean-to-dirty transition again. An owner
  *     that must write a page back before it is freed holds a reference of
@@ -174,6 +177,9 @@
  *                                  cache-mode changes.
  *   lock, trylock                  acquire when they take LOCKED; unlock
  *                                  releases (pairs with the next taker).
+ *   start_writeback, end_writeback acquire and release (flag RMWs); a wait
+ *   wait_writeback                 for WRITEBACK acquires what the end of
+ *                                  the write-back released.
  *   refs, pins, is_pinned, flags   acquire loads: a caller that reads "not
  *                                  pinned" after the last unpin also sees what
  *                                  the unpinner wrote before unpinning.
@@ -190,19 +196,21 @@
  *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free;
  *              a misused get or pin adds one CAS loop, lock-free), the flag
  *              set/clear/test-and-set/test-and-clear and their fetch_*
- *              forms, trylock, unlock, the accessors
+ *              forms, trylock, unlock, start_writeback, end_writeback, the
+ *              accessors
  *   lock-free  put, unpin, put_many, unpin_many (a CAS loop that checks before
  *              it writes: see "Misuse and concurrency" above),
  *              try_pin, try_get_many/try_pin_many, the masked try-operations,
- *              try_pin_and_set_flags, get_many, pin_many, get_or_revive and
- *              get_or_revive_cache, freeze, unfreeze and
- *              unfreeze_change_flags, change_flags, clear_flag_if_unpinned,
- *              set_flags_unless_frozen, set_cache_if_free, unlock_and_put: a
- *              compare-and-swap loop that only retries after another thread
- *              changed the word
+ *              try_pin_and_set_flags, get_many, pin_many, get_or_revive,
+ *              get_or_revive_cache and get_or_freeze, freeze, unfreeze,
+ *              unfreeze_claimed and unfreeze_change_flags, change_flags,
+ *              clear_flag_if_unpinned, set_flags_unless_frozen,
+ *              set_cache_if_free, unlock_and_put: a compare-and-swap loop
+ *              that only retries after another thread changed the word
  *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
  *              ps_page_try_get_and_lock(), which waits the same way when
- *              LOCKED is held
+ *              LOCKED is held; ps_page_wait_writeback(): likewise, until
+ *              WRITEBACK is clear
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -549,6 +557,18 @@ PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page, uint64_t seen);
  */
 PS_COLD void ps_page_lock_slow(struct ps_page *page);
 
+/**
+ * ps_page_wait_writeback_slow() - the waiting half of
+ * ps_page_wait_writeback() (not API: call ps_page_wait_writeback()).
+ * @page: a page whose WRITEBACK flag a load found set.
+ *
+ * Context: as ps_page_wait_writeback().
+ * Ordering: acquire: its last load reads WRITEBACK clear.
+ * Progress: blocking: spins on a plain load for a while, then yields
+ * between loads, until WRITEBACK reads clear.
+ */
+PS_COLD void ps_page_wait_writeback_slow(struct ps_page *page);
+
 /* --- the update cores --------------------------------------------------- */
 
 /*
@@ -802,16 +822,17 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 }
 
 /*
- * ps__page_revive() - the one revive loop behind ps_page_get_or_revive() and
- * ps_page_get_or_revive_cache(). A LIVE page whose CACHE field, under
- * @cache_mask (0: any mode), equals @cache gains a reference; a free page
- * that is not POISONED becomes LIVE with one reference, its counts reset,
- * PS_PAGE_LIFE_FLAGS cleared and its CACHE field, under @cache_mask, set to
- * @cache. *@seen receives the word
- * the successful CAS replaced (the old mode of a revived page).
+ * ps__page_revive() - the one revive loop behind ps_page_get_or_revive(),
+ * ps_page_get_or_revive_cache() and ps_page_get_or_freeze(). A LIVE page
+ * whose CACHE field, under @cache_mask (0: any mode), equals @cache gains a
+ * reference; a free page that is not POISONED becomes @claim (LIVE with one
+ * reference, or FROZEN with none), its counts reset, PS_PAGE_LIFE_FLAGS cleared
+ * and its CACHE field, under @cache_mask, set to @cache. *@seen receives the
+ * word the successful CAS replaced (the old mode of a revived page).
  */
 static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
-				  uint64_t cache, uint64_t *seen)
+				  uint64_t cache, uint64_t claim,
+				  uint64_t *seen)
 {
 	enum ps__page_verdict why;
 
@@ -832,13 +853,14 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 		if (*seen & PS_PAGE_POISONED)
 			return -EHWPOISON; /* free and quarantined */
 		/* Acquire: pairs with the release of the freeing put. */
-		if (ps__page_cas(
-			    page,
-			    PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED, 0,
-			    PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
-				    PS_PAGE_LIFE_FLAGS | cache_mask,
-			    PS_PAGE_LIVE | PS_PAGE_REF_ONE | cache, 0, 0,
-			    PS__PAGE_ADD, memory_order_acquire, seen, &why))
+		if (ps__page_cas(page,
+				 PS_PAGE_LIVE | PS_PAGE_FROZEN |
+					 PS_PAGE_POISONED,
+				 0,
+				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
+					 PS_PAGE_LIFE_FLAGS | cache_mask,
+				 claim | cache, 0, 0, PS__PAGE_ADD,
+				 memory_order_acquire, seen, &why))
 			return 1;
 		/* Revived, frozen or given a flag by another thread: again. */
 	}
@@ -1316,7 +1338,8 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 {
 	uint64_t seen;
 
-	return ps__page_revive(page, 0, 0, &seen);
+	return ps__page_revive(page, 0, 0, PS_PAGE_LIVE | PS_PAGE_REF_ONE,
+			       &seen);
 }
 
 /**
@@ -1348,7 +1371,59 @@ ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
 	if ((unsigned int)mode >= PS_CACHE_NR)
 		return -EINVAL;
 	rc = ps__page_revive(page, PS_PAGE_CACHE_MASK,
-			     (uint64_t)mode << PS_PAGE_CACHE_SHIFT, &seen);
+			     (uint64_t)mode << PS_PAGE_CACHE_SHIFT,
+			     PS_PAGE_LIVE | PS_PAGE_REF_ONE, &seen);
+	if (rc >= 0 && old_mode)
+		*old_mode = ps_page_word_cache(seen);
+	return rc;
+}
+
+/**
+ * ps_page_get_or_freeze() - take a reference for a new owner that may still
+ * give the page back: a LIVE page gains one; a free page is taken
+ * exclusively, FROZEN with no reference, so that no speculative get or pin
+ * can take it until the owner decides.
+ * @page: the page.
+ * @mode: the cache mode the owner needs, or -1 for any (as
+ *	ps_page_get_or_revive_cache() and ps_page_get_or_revive()).
+ * @old_mode: if not NULL, receives the mode the page had before the call.
+ *
+ * ps_page_get_or_revive() hands a free page out at once: a try-get that
+ * looked at the page in its previous life (a stale lookup, a speculative
+ * pin on its way out) can then take a reference to it. An owner that gives
+ * the page back (its operation failed) cannot then tell whether that
+ * holder's put has freed it already, or will: the free page's ownership is
+ * ambiguous. Here a free page is frozen instead (with @mode): every
+ * try-get and try-pin fails on it, and no one else can change its mode or
+ * freeze it. A claimed page starts a new lifetime: PS_PAGE_LIFE_FLAGS are
+ * cleared by the claim itself (as by a revival). The caller ends the freeze
+ * exactly once: with ps_page_unfreeze_claimed(@page, n) it keeps the page,
+ * LIVE with its n references and still without PS_PAGE_LIFE_FLAGS; with
+ * ps_page_unfreeze_change_flags(@page, 0, PS_PAGE_CACHE_MASK, the old mode)
+ * it gives it back free, as it was, and no one ever held it.
+ * Context: any thread, no reference needed; the memory must stay valid.
+ * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
+ * the put that freed the page, or of the put or unfreeze before a LIVE
+ * page's last change).
+ * Progress: lock-free.
+ * Return: 0 if the page was LIVE (one more reference); 1 if it was free and
+ * this call froze it; -EBUSY if it is frozen, or LIVE with another mode than
+ * @mode; -EHWPOISON if it is free and POISONED; -EOVERFLOW at
+ * PS_PAGE_REFS_MAX; -EINVAL for an unknown @mode. On error nothing changes.
+ */
+static inline PS_MUST_CHECK int
+ps_page_get_or_freeze(struct ps_page *page, int mode, unsigned int *old_mode)
+{
+	const uint64_t mask = mode >= 0 ? PS_PAGE_CACHE_MASK : 0;
+	uint64_t seen;
+	int rc;
+
+	if (mode >= PS_CACHE_NR || mode < -1)
+		return -EINVAL;
+	rc = ps__page_revive(page, mask,
+			     mode >= 0 ? (uint64_t)mode << PS_PAGE_CACHE_SHIFT
+				       : 0,
+			     PS_PAGE_FROZEN, &seen);
 	if (rc >= 0 && old_mode)
 		*old_mode = ps_page_word_cache(seen);
 	return rc;
@@ -1448,6 +1523,33 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
 {
 	return ps_page_unfreeze_change_flags(page, refs, 0, 0);
+}
+
+/**
+ * ps_page_unfreeze_claimed() - end the freeze of a page that
+ * ps_page_get_or_freeze() claimed (it was free), keeping it: LIVE with
+ * @refs references, PS_PAGE_LIFE_FLAGS cleared in the same step.
+ * @page: a page this thread claimed (ps_page_get_or_freeze() returned 1).
+ * @refs: the references the page holds from now on (no pins); 0 gives it
+ *	back free, as ps_page_unfreeze() does.
+ *
+ * The claim cleared PS_PAGE_LIFE_FLAGS already; flags stay writable on a
+ * frozen page, so a stale setter from the page's previous lifetime (one
+ * that marks without holding the page, which is misuse) could have set one
+ * since. Clearing them again here, in the CAS that makes the page LIVE,
+ * means the new lifetime starts clean however the claim and its commit
+ * interleave with such a setter: the first mark of the new owner is a
+ * clean-to-dirty transition. Not for a page frozen LIVE by ps_page_freeze()
+ * (its lifetime goes on, DIRTY included): use ps_page_unfreeze() there.
+ * Context: the claimer, once per claim.
+ * Ordering: release (as ps_page_unfreeze(): pairs with the acquire of the
+ * next try-get or try-pin that takes the page).
+ * Progress: lock-free.
+ * Return: as ps_page_unfreeze().
+ */
+static inline int ps_page_unfreeze_claimed(struct ps_page *page, uint64_t refs)
+{
+	return ps_page_unfreeze_change_flags(page, refs, PS_PAGE_LIFE_FLAGS, 0);
 }
 
 /**
@@ -1756,6 +1858,82 @@ static inline void ps_page_unlock(struct ps_page *page)
 	atomic_fetch_and_explicit(&page->word, ~PS_PAGE_LOCKED,
 				  memory_order_release);
 }
+
+/* --- write-back in flight ------------------------------------------------ */
+
+/**
+ * ps_page_start_writeback() - mark the page under write-back (WRITEBACK),
+ * unless a write-back of it is already in flight.
+ * @page: the page; no reference needed, but its memory must stay valid.
+ *
+ * Linux's folio_start_writeback() together with the test of PG_writeback its
+ * callers make first: one write-back of a page is in flight at a time, so the
+ * copies reach the backing store in the order they were taken, and the last to
+ * land is the newest. On false another write-back holds the page: a cleaning
+ * write-back skips it, a data-integrity one waits (ps_page_wait_writeback())
+ * and looks again. WRITEBACK excludes only other write-backs: counts and the
+ * other flags change as usual while it is set.
+ * Context: any thread. The page's writer-back calls it once per write of
+ * the page; a true return must be paired with ps_page_end_writeback().
+ * Ordering: acquire and release (one fetch-or): a true return acquires
+ * what the previous ps_page_end_writeback() released (that write-back's
+ * I/O is complete before this one's begins).
+ * Progress: wait-free.
+ * Return: true if this call set WRITEBACK; false if it was already set
+ * (nothing changed).
+ */
+static inline PS_MUST_CHECK bool ps_page_start_writeback(struct ps_page *page)
+{
+	return !ps_page_test_and_set_flag(page, PS_PAGE_WRITEBACK);
+}
+
+/**
+ * ps_page_end_writeback() - end the write-back this caller started.
+ * @page: a page whose WRITEBACK this caller set (ps_page_start_writeback()
+ *	returned true).
+ *
+ * Linux's folio_end_writeback(): the write is complete (or failed and the
+ * caller dirtied the page again first), and the next write-back may start;
+ * waiters in ps_page_wait_writeback() return.
+ * Context: the thread, or the I/O completion, that owns the write-back.
+ * Ordering: acquire and release (one fetch-and): the writer-back's accesses
+ * (its completed I/O, a DIRTY it set again) happen before whatever a waiter
+ * that sees WRITEBACK clear does next (pairs with the acquire of
+ * ps_page_wait_writeback() and of the next ps_page_start_writeback()).
+ * Progress: wait-free.
+ * Return: the word before the change (decode it with ps_page_word_*()); its
+ * WRITEBACK bit is set unless the caller did not own the write-back.
+ */
+static inline uint64_t ps_page_end_writeback(struct ps_page *page)
+{
+	return ps_page_fetch_clear_flags(page, PS_PAGE_WRITEBACK);
+}
+
+/**
+ * ps_page_wait_writeback() - wait until no write-back of the page is in
+ * flight (Linux's folio_wait_writeback()).
+ * @page: the page; its memory must stay valid (hold a reference if it
+ *	could otherwise be freed and reused).
+ *
+ * One load when WRITEBACK is clear. Otherwise ps_page_wait_writeback_slow()
+ * spins for a while, then yields between loads (there is no wait queue).
+ * A write-back may start again as soon as this returns: a caller that must
+ * exclude it serialises with the other writer-backs itself (the space
+ * starts write-backs only under the page's LOCKED bit).
+ * Context: a thread that may block, and that does not own a write-back of
+ * the page itself (it would wait for itself forever).
+ * Ordering: acquire: the load that reads WRITEBACK clear pairs with the
+ * release of ps_page_end_writeback().
+ * Progress: blocking, for as long as the write-back in flight lasts.
+ */
+static inline void ps_page_wait_writeback(struct ps_page *page)
+{
+	/* Acquire (ps_page_load()): pairs with ps_page_end_writeback(). */
+	if (PS_UNLIKELY(ps_page_test_flags(page, PS_PAGE_WRITEBACK)))
+		ps_page_wait_writeback_slow(page);
+}
+
+/* --- a reference and the lock at once ------------------------------------- */
 
 /**
  * ps_page_try_get_and_lock() - take a reference speculatively, then the

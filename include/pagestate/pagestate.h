@@ -1,18 +1,64 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagestate/pagestate.h - umbrella header: includes every module, the version
- * and the build configuration, and nothing else. Include the module headers
- * directly to depend on less.
+ * pagestate/pagestate.h - the umbrella header: includes every module of
+ * libpagestate, its version and its build configuration, and nothing else.
+ * Include the module headers directly to depend on less.
+ *
+ * libpagestate keeps, for memory a program manages by pages (a guest's RAM in a
+ * VMM, a userspace driver's DMA buffers), the state Linux keeps for a process's
+ * pages, as lock-free primitives in C11: each page's references, exact DMA pins
+ * and flags in one atomic word; a radix page table with userfaultfd-style write
+ * protection, markers, faults and scans; a sequence counter and interval
+ * invalidation notifiers for secondary mappings; an address space that ties
+ * them together with a dirty log; per-page protection; and a bridge that
+ * mirrors write protection onto real memory with Linux's userfaultfd. Fast
+ * paths take no lock, and every function states its progress guarantee.
+ *
+ *   header       what it is for
+ *   page.h       the page word: references, DMA pins, flags
+ *   pte.h        the 64-bit page-table entry: present, swap, markers
+ *   pgtable.h    the lock-free radix page table: protect, fault, scan
+ *   seq.h        the sequence counter
+ *   notifier.h   interval invalidation notifiers (secondary mappings)
+ *   space.h      the address space: map, pin, fault, dirty log, discard
+ *   prot.h       per-page encryption, cache mode, conversion, kmap
+ *   x86.h        x86 page-table bits for cache mode and encryption
+ *   uffd.h       the Linux userfaultfd bridge
+ *   fork.h       fork(), signals and threads
+ *   version.h    the version, at build time and at run time
+ *   config.h     how the installed library was built (PS_HAVE_*)
+ *   compiler.h   the C11/C++ shims the headers share (no API)
+ *
+ * Each header states its model and contracts in its overview and in the comment
+ * above each function, which is also the function's man page in section 3
+ * (ps_space_pin_range(3)); libpagestate(7) lists the pages by header. Why a
+ * module is built as it is, how it differs from Linux and what it costs are
+ * explained in docs/, installed under share/doc/libpagestate with CHANGELOG.md
+ * and LICENSE:
+ *
+ *   docs/pgtable.md               pte.h and pgtable.h
+ *   docs/notifier.md              seq.h and notifier.h
+ *   docs/uffd.md                  uffd.h
+ *   docs/discard.md               space.h's discard
+ *   docs/fork-signals-threads.md  fork.h
+ *   docs/abi.md                   version.h: what is API and ABI, 0.x policy
+ *   docs/building.md              building, installing and embedding
+ *   docs/contributing.md          the project's rules and checks
+ *   docs/linux-differences.md     where the library differs from Linux, why
+ *   docs/examples.md              a short program per module
+ *
+ * A module without a document there explains its design in its header's
+ * overview.
  *
  * Names say where things live. A function's prefix names the header that
  * declares it: ps_page_*() is in page.h, ps_space_*() in space.h,
  * ps_prot_*() in prot.h. A header's types, enum constants and macros carry
- * its prefix too (struct ps_page, PS_PAGE_DIRTY), or a namespace the table
- * below gives that header (space.h's PS_PIN_WRITE); no namespace belongs to
- * two headers. A namespace N covers N itself and every N_*. The internal
- * forms, ps__page_*() and PS__PAGE_*, are a header's own inline machinery,
- * not API. The library's meta checks hold every installed header to this
- * table, and use it to tell which module an identifier belongs to.
+ * its prefix too (struct ps_page, PS_PAGE_DIRTY), or a namespace the naming
+ * table that follows gives that header (space.h's PS_PIN_WRITE); no namespace
+ * belongs to two headers. A namespace N covers N itself and every N_*. The
+ * internal forms, ps__page_*() and PS__PAGE_*, are a header's own inline
+ * machinery, not API. The library's meta checks hold every installed header to
+ * this table, and use it to tell which module an identifier belongs to.
  *
  *   header       functions        types, constants and macros also in
  *   compiler.h   -                PS_ATOMIC PS_BEGIN_DECLS PS_END_DECLS
@@ -30,8 +76,9 @@
  *   notifier.h   ps_notifier
  *                ps_interval
  *                ps_invalidation
- *   space.h      ps_space         PS_MAP PS_UNMAP PS_PIN PS_HARVEST
- *                                 ps_discard PS_DISCARD ps_secondary
+ *   space.h      ps_space         PS_MAP PS_UNMAP PS_PIN PS_UNPIN
+ *                                 PS_HARVEST ps_discard PS_DISCARD
+ *                                 ps_secondary
  *                                 ps_writeback PS_WB
  *   prot.h       ps_prot          ps_convert PS_CONVERT PS_KMAP
  *                                 ps_memory_fault PS_MEMORY_FAULT
@@ -44,24 +91,6 @@
  * (PS_HAVE_UFFD). notifier.h has three objects (the notifier, its intervals, an
  * invalidation) and x86.h two encodings (the PAT, the confidential-computing
  * bit), each with its own prefix.
- *
- *
- * Processes, signals and threads (reasons and sources:
- * docs/fork-signals-threads.md):
- *   - fork(): a child may exec, leave what it inherited, or destroy it (an
- *     inherited object is then only forgotten). With ps_fork_prepare(),
- *     ps_fork_parent() and ps_fork_child() around the fork, it may also read
- *     inherited objects and create new ones. Anything else on an inherited
- *     object is refused, with an abort naming the rule, wherever the library
- *     can tell without slowing a fast path (pagestate/fork.h).
- *   - Signal handlers may call the functions of pagestate/pte.h, the
- *     page-word operations of pagestate/page.h except ps_page_lock(), and
- *     the page table's read-side section and lookups in a thread that has
- *     entered a section before (pagestate/pgtable.h). Nothing else.
- *   - Threads need no registration and may exit at any time outside a
- *     library call; the registration liburcu made for a reader is reclaimed
- *     when it exits. Do not cancel a thread inside a library call: the
- *     library's mutexes are not released on cancellation.
  */
 #ifndef PAGESTATE_PAGESTATE_H
 #define PAGESTATE_PAGESTATE_H

@@ -36,8 +36,9 @@
  * LIVE (mapped, pinned, CPU-mapped or referenced by its owner) keeps its
  * mode. Hence:
  *   - ps_space_map(..., PS_MAP_CACHE(mode)) on a free frame gives it @mode in
- *     the same atomic step that takes the mapping's reference; on a frame in
- *     use with another mode it fails with -EBUSY; the same mode is fine.
+ *     the same atomic step that claims it for the mapping (a failed map
+ *     gives the mode back); on a frame in use with another mode it fails
+ *     with -EBUSY; the same mode is fine.
  *     Without PS_MAP_CACHE a mapping takes the frame's mode, never conflicts.
  *   - ps_prot_set_cache() changes the mode of a free frame, or of one whose
  *     only references are @expected_refs the caller accounts for (frozen
@@ -125,11 +126,12 @@
  * sleeping) until every page can be frozen, or until opts->wait_ns has passed
  * since the first page it had to wait for. A frame pinned with PS_PIN_LONGTERM
  * is never waited for: its pins will not drain on their own (the caller must
- * unmap it from the IOMMU first), so it fails at once with -EBUSY. (The mark is
- * per frame and cleared when a conversion freezes the frame; until then a later
- * short-term pin of a frame that once had a long-term pin also counts as
- * long-term.) While waiting, the pages frozen so far stay frozen and pins of
- * them wait too; the budget bounds that.
+ * unmap it from the IOMMU first), so it fails at once with -EBUSY. The space
+ * counts long-term pins per frame exactly (from before ps_space_pin_range()
+ * returns until ps_space_unpin(..., PS_UNPIN_LONGTERM)): -EBUSY while a
+ * long-term pin of the frame is held, and only then; short-term pins held
+ * alongside or after it are waited for. While waiting, the pages frozen so far
+ * stay frozen and pins of them wait too; the budget bounds that.
  *
  * Hooks and quarantine (struct ps_prot_hooks). A prepare failure fails the
  * call with -EIO: that page is unchanged, the pages before it are converted

@@ -43,33 +43,24 @@
  * Memory ordering
  * ---------------------------------------------------------------------------
  *
- *   read_begin   acquire load of the counter (R1). Pairs with write_end's
- *                release store (W2): a reader that saw the value written by
- *                write_end sees every store of that write section and of all
- *                earlier ones.
- *   read_retry   acquire fence, then a relaxed load of the counter (R2). The
- *                fence keeps the reader's data loads before the re-load. It
- *                pairs with write_begin's release fence (W1): if a data load
- *                saw a store of a write section, the re-load sees that
- *                section's odd value or later, and the reader retries.
- *   write_begin  relaxed store of the odd value, then a release fence (W1):
- *                the odd value is ordered before the data stores.
- *   write_end    release store of the next even value (W2).
+ *   R1  ps_seq_read_begin: acquire load of the counter; pairs with W2.
+ *   R2  ps_seq_read_retry: acquire fence, then a relaxed load; pairs with W1.
+ *   W1  ps_seq_write_begin: relaxed store of the odd value, then a release
+ *       fence: the odd value is ordered before the section's data stores.
+ *   W2  ps_seq_write_end: release store of the next even value.
  *
- * This is the C11 mapping of Linux's seqcount (smp_rmb/smp_wmb) given by
- * Boehm, "Can Seqlocks Get Along with Programming Language Memory Models?"
- * (MSPC 2012). On x86 both fences are compiler barriers only, so a read
- * section with no writer costs two loads and no stores, like ck_sequence.
+ * A reader that sees the value W2 wrote sees every store of that write
+ * section and of all earlier ones; a reader whose data load saw a store of a
+ * section re-loads that section's odd value or a later one, and retries. Under
+ * ThreadSanitizer (PS_TSAN), which does not model fences, W1 is an acq_rel
+ * fetch-and-add and R2 an acq_rel fetch-and-add of zero, so a reader stores to
+ * the counter; in every other build readers never store.
  *
- * ThreadSanitizer. TSan does not model atomic_thread_fence(), so it would
- * not see the W1/R2 edge. With TSan (PS_TSAN) the two fences are replaced by
- * read-modify-writes that TSan does model, Boehm's fence-free variant:
- * write_begin becomes an acq_rel fetch-and-add, and read_retry an acq_rel
- * fetch-and-add of zero (a "read-don't-modify-write": it reads the latest
- * value and releases the reader's data loads). TSan then sees the real
- * happens-before edges in both directions, and reports a plain (non-atomic)
- * data access only where C11 says it races. The cost: under TSan a reader
- * stores to the counter. In every other build readers do not store.
+ * Linux's seqcount_t (include/linux/seqlock.h) differs: its counter is an
+ * unsigned int, its data are plain loads and stores ordered by smp_rmb() and
+ * smp_wmb(), and it can name the writers' lock for lockdep
+ * (seqcount_LOCKNAME_t). Why, and how the C11 mapping works: docs/notifier.md,
+ * section "The sequence counter".
  *
  * ---------------------------------------------------------------------------
  * Progress
@@ -93,6 +84,8 @@ PS_BEGIN_DECLS
 
 /**
  * struct ps_seq - a sequence counter (8 bytes).
+ * @seq: the counter, even or odd as the overview of pagestate/seq.h says;
+ *	use it only through the functions of this header.
  *
  * Zero-filled memory is a valid counter with no write in progress.
  */
@@ -163,6 +156,7 @@ static inline PS__SEQ_COLD uint64_t ps__seq_read_wait(const struct ps_seq *s)
  * @s: the counter.
  *
  * Waits while a write section is open, then returns the (even) counter.
+ * Copy the data with atomic loads, then ask ps_seq_read_retry().
  * Context: any thread, except a writer inside its own write section (it
  * would wait for itself forever).
  * Ordering: acquire (R1), pairs with the release store in ps_seq_write_end()
@@ -187,8 +181,8 @@ static inline uint64_t ps_seq_read_begin(const struct ps_seq *s)
  *
  * Context: any thread, after reading the data with atomic loads.
  * Ordering: acquire fence before a relaxed load (R2), pairs with the release
- * fence in ps_seq_write_begin() (W1). Under TSan: an acq_rel add of zero (see
- * the header comment).
+ * fence in ps_seq_write_begin() (W1). Under ThreadSanitizer: an acq_rel add
+ * of zero (see the overview of pagestate/seq.h).
  * Progress: wait-free.
  * Return: true if a write section began or ended since @start was read: the
  * data may be inconsistent, read again. False: the data read in between is a
@@ -221,8 +215,8 @@ static inline PS_MUST_CHECK bool ps_seq_read_retry(const struct ps_seq *s,
  * Context: the only writer, or the holder of the writers' lock. Write
  * sections do not nest.
  * Ordering: the odd value is ordered before every later store of this thread
- * (release fence W1; pairs with R2 in ps_seq_read_retry()). Under TSan: an
- * acq_rel fetch-and-add.
+ * (release fence W1; pairs with R2 in ps_seq_read_retry()). Under
+ * ThreadSanitizer: an acq_rel fetch-and-add.
  * Progress: wait-free.
  */
 static inline void ps_seq_write_begin(struct ps_seq *s)

@@ -19,11 +19,12 @@
  * ---------------------------------------------------------------------------
  *
  * A mapping holds one reference on its frame. Mapping a free frame makes it
- * LIVE with that one reference (ps_page_get_or_revive()); mapping a frame
- * that is already LIVE adds one. A pin (ps_space_pin_range()) holds a pin,
- * which is also a reference, so a pinned frame outlives the unmapping of its
- * address, as in Linux. The put that drops a frame's last reference frees it:
- * the frame's page word is free again and the free_frame hook runs.
+ * LIVE with that one reference once the map has succeeded (until then the map
+ * holds it frozen: ps_page_get_or_freeze()); mapping a frame that is already
+ * LIVE adds one. A pin (ps_space_pin_range()) holds a pin, which is also a
+ * reference, so a pinned frame outlives the unmapping of its address, as in
+ * Linux. The put that drops a frame's last reference frees it: the frame's
+ * page word is free again and the free_frame hook runs.
  *
  * Pins are taken as Linux's GUP-fast does: read the entry, take a
  * speculative pin on its frame, a full fence, read the entry again, and back
@@ -51,16 +52,17 @@
  *   - a frame is DIRTY (page.h's flag, Linux's PG_dirty) when its contents
  *     differ from its backing copy. The first write fault through a writable
  *     mapping (ps_space_fault()), a write through the secondary-map helper,
- *     ps_space_mark_dirty() and ps_space_unpin(..., dirty) make it so. The
- *     caller's dirty hook (set_page_dirty) runs exactly once per clean-to-dirty
- *     transition, however many threads race. Write-back (ps_space_writeback())
- *     cleans frames. It finds them by address, so the space records the address
- *     of every page written, every page pinned (any pin: it may be unpinned
- *     dirty) and every page mapped to a frame that is pinned or dirty, and
- *     write-back keeps a page whose frame is pinned or dirty (S9 in
- *     lib/space-writeback.c). So a frame unpinned dirty is written by the next
- *     write-back of the address it was pinned at, if it is still mapped there
- *     (there is no reverse map: an alias elsewhere is not found through it).
+ *     ps_space_mark_dirty() and ps_space_unpin(..., PS_UNPIN_DIRTY) make it
+ *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
+ *     clean-to-dirty transition, however many threads race. Write-back
+ *     (ps_space_writeback()) cleans frames. It finds them by address, so the
+ *     space records the address of every page written, every page pinned (any
+ *     pin: it may be unpinned dirty) and every page mapped to a frame that is
+ *     pinned or dirty, and write-back keeps a page whose frame is pinned or
+ *     dirty (S9 in lib/space-writeback.c). So a frame unpinned dirty is written
+ *     by the next write-back of the address it was pinned at, if it is still
+ *     mapped there (there is no reverse map: an alias elsewhere is not found
+ *     through it).
  *   - an address is in the dirty log (KVM's dirty bitmap) when it was
  *     written since the last harvest (ps_space_harvest()), which migration
  *     consumes. Every marking path above but ps_space_unpin() logs the
@@ -100,7 +102,8 @@
  *   blocking    map, unmap, discard (the space's writer mutex, plus the
  *               notifier's invalidation); ps_space_fault of a write to a
  *               present, non-writable entry and ps_space_writeback (a
- *               frame's LOCKED bit: spin, then yield); the secondary-map
+ *               frame's LOCKED bit: spin, then yield; INTEGRITY also waits
+ *               for another write-back's callback); the secondary-map
  *               helper (the caller's lock, and read_begin may wait for an
  *               overlapping invalidation); harvest with REARM (protects;
  *               invalidates); create, destroy; the hooks are the caller's
@@ -201,10 +204,11 @@ struct ps_space_hooks {
  *	until touched).
  * @nframes: number of frames, 0 .. nframes - 1: at least 1, at most
  *	PS_SPACE_NFRAMES_MAX (2^40, 4 PiB of 4 KiB frames). Entries could name
- *	more (PS_PTE_FRAME_MAX + 1), but the space keeps a bitmap indexed by
- *	frame (long-term pins), and its bitmaps stop at 2^40 bits. A
- *	library-allocated page-word array reserves 8 bytes of address space
- *	per frame (not resident until touched).
+ *	more (PS_PTE_FRAME_MAX + 1), but the space keeps arrays indexed by
+ *	frame, which must fit the address space: a library-allocated
+ *	page-word array reserves 8 bytes of address space per frame, and the
+ *	first long-term pin 4 more (long-term pin counts); neither is
+ *	resident until touched.
  * @frames: the caller's array of @nframes page words (zeroed, or already
  *	initialised by the caller), or NULL for a library-allocated one.
  * @hooks: the callbacks.
@@ -317,11 +321,11 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
  * PS_MAP_CACHE(mode), a free frame is revived with @mode in the same atomic
  * step that takes the reference, and a frame in use (LIVE: mapped, pinned,
  * CPU-mapped or referenced by its owner) with another mode is refused with
- * -EBUSY; the same mode is fine. A failed map gives a frame it revived back
- * its previous mode.
+ * -EBUSY; the same mode is fine. A failed map gives a free frame back free,
+ * with its previous mode (see ps_space_map_range()).
  * Context: blocking (the writer mutex). Not from a notifier callback of
- * unmap or discard, nor from a free_frame hook run by map, unmap or
- * discard: they hold that mutex.
+ * unmap, discard or a failed map's rollback, nor from a free_frame hook run
+ * by map, unmap or discard: they hold that mutex.
  * Ordering: release (the page-table CAS): a reader that finds the entry
  * sees the frame's word as mapped.
  * Progress: blocking (the writer mutex, S1; allocation).
@@ -342,23 +346,37 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * @first_frame: the frame for @start; every frame must be below nframes.
  * @flags: 0 or PS_MAP_WRITE, optionally PS_MAP_CACHE(mode), for every page.
  *
- * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
- * Progress: blocking (the writer mutex, S1; allocation).
  * Every page is checked and every page-table level allocated for the whole
  * range before the first entry is installed (ps_pgtable_map_prepare()), so
  * once an entry is visible the call cannot fail: a concurrent pin or fault
  * finds each page either not mapped yet or mapped for good.
+ *
+ * A frame that is free when the map takes it is claimed: frozen, with no
+ * reference, until the map can no longer fail, and only then LIVE with the
+ * mapping's reference. Its new lifetime starts clean: no DIRTY, no
+ * WRITE_PINNED (page.h's PS_PAGE_LIFE_FLAGS), whatever its last one left.
+ * While claimed, no one else can take it: a pin, a write fault,
+ * ps_space_mark_dirty(), the secondary-map helper or write-back that finds a
+ * new entry (or a stale one of an older mapping of the frame), a kmap or a
+ * reference by frame number waits for it (or fails, for a try by frame
+ * number), as for a frame a conversion holds (pagestate/prot.h); none marks
+ * it dirty or runs a hook for it before the map has made it LIVE.
+ *
+ * Who owns each frame after a failed map is certain, whatever raced with
+ * the map (S13 in lib/space.c): a frame that was free when the map took it
+ * is free again when the map returns, with the cache mode it had; no one
+ * held it meanwhile and no free_frame hook runs for it, now or later, so
+ * its owner may reuse it at once. A frame that was in use (LIVE) loses only
+ * the map's reference; if its other holders all let go meanwhile, that put
+ * is its last and the free_frame hook runs for it before the map returns
+ * (under the writer mutex), exactly once, as for any last put.
+ * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
+ * Progress: blocking (the writer mutex, S1; allocation).
  * Return: as ps_space_map(). On error no entry was ever installed (unless
  * another thread stored into the range against pgtable.h's exclusion
- * rules: then the entries installed are taken back, a UFFD_WP marker's
- * page getting its marker back), and the references taken are given back.
- * A frame this call revived goes back to free without the free_frame hook,
- * and with the cache mode it had, unless another thread holds it at that
- * instant (one that took it by frame number: the owner's own kmap or reference,
- * or a speculative pin or lookup of an older mapping of it on its way out):
- * then it stays LIVE with the mode the map gave it, and the last holder's put
- * frees it with the free_frame hook. An owner that reuses the frames of a
- * failed map at once checks ps_page_is_live() (or waits for the hook).
+ * rules: then the entries installed are taken back inside an UNMAP
+ * invalidation, a UFFD_WP marker's page getting its marker back, and a page of
+ * an async range a WRITTEN marker), and the references taken are given back.
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
@@ -417,21 +435,25 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * pin (so no write-back sees the pin without the flag; a pin that backs out
  * leaves the flag as a hint, cleared once the frame has no pins); any other pin
  * puts the address in the write-back set (it may be unpinned dirty). A
- * PS_PIN_LONGTERM pin is recorded against the frame (one bit per frame, cleared
- * when a conversion next freezes the frame, pagestate/prot.h): a conversion
- * waiting for pins to drain gives up on such a frame at once (-EBUSY).
+ * PS_PIN_LONGTERM pin is counted against the frame until it is released with
+ * ps_space_unpin(..., PS_UNPIN_LONGTERM): a conversion waiting for pins to
+ * drain gives up at once (-EBUSY) on a frame while, and only while, a long-term
+ * pin of it is held (pagestate/prot.h). The first long-term pin in a space
+ * reserves the counts (4 bytes of address space per frame, not resident until
+ * touched). A pin not for the long term costs nothing more.
  * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
  * because it cannot write back a page a device may write at any time; here
  * integrity write-back bounces it, so the pin is allowed.
  *
  * On any failure every pin taken so far is released.
- * Context: may block only in the populate hook, in a conversion that holds
- * a frame frozen (waits for it), and in making an entry writable.
+ * Context: may block only in the populate hook, in a conversion (or a map) that
+ * holds a frame frozen (waits for it), and in making an entry writable.
  * Ordering: S2: each pin is an acquire RMW on the page word, then a seq_cst
  * fence, then the entry is read again; pairs with the fence that unmap
  * runs between changing an entry and reading the frame's pins, and with
  * discard's freeze (one RMW on the same word).
- * Progress: lock-free otherwise.
+ * Progress: lock-free otherwise (the first long-term pin in a space also
+ * makes one mmap() call).
  * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL:
  * @frames_out is not written); -EFAULT (missing without a hook, guard or bad
  * access); -EAGAIN (sync write-protect fault: the first page whose entry is
@@ -439,18 +461,29 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * PS_ACCESS_RESOLVE_WP, and retry); -EHWPOISON (poisoned); -EPERM (a private
  * frame without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); a
  * populate hook's error. For each of those, @frames_out[0] is the offset of the
- * page concerned. Dirty marks and logged addresses made on the way stay.
+ * page concerned. -ENOMEM: the first long-term pin could not reserve the
+ * counts (@frames_out is not written). Dirty marks and logged addresses made
+ * on the way stay.
  */
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
+
+/* Unpin flags (not pin_range's: PS_PIN_WRITE would read as DIRTY). */
+#define PS_UNPIN_DIRTY 0x1u    /* the device wrote: mark dirty first */
+#define PS_UNPIN_LONGTERM 0x2u /* the pins were taken PS_PIN_LONGTERM */
 
 /**
  * ps_space_unpin() - release pins taken by ps_space_pin_range().
  * @space: the space the pins were taken in.
  * @frames: the frames (as pin_range returned them).
  * @n: how many.
- * @dirty: mark each frame dirty first (Linux's unpin_user_pages_dirty_lock());
- *	the dirty hook runs on each clean-to-dirty transition.
+ * @flags: PS_UNPIN_DIRTY: mark each frame dirty first (Linux's
+ *	unpin_user_pages_dirty_lock()); the dirty hook runs on each
+ *	clean-to-dirty transition. PS_UNPIN_LONGTERM: the pins were taken
+ *	with PS_PIN_LONGTERM (required for those, and only for those: the
+ *	space counts long-term pins per frame, and a conversion refuses a
+ *	frame while its count is positive). Pins taken with different flags
+ *	are released by separate calls.
  *
  * A frame whose last reference this drops is freed (free_frame hook).
  * Frames at or above nframes are skipped. A frame unpinned dirty is
@@ -459,15 +492,26 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * write-back keeps it while the frame is pinned (S9 in lib/space-writeback.c).
  * The dirty log (migration) has the address only for a pin for write (see Dirty
  * state); for another pin, call ps_space_mark_dirty().
- * Context: any thread holding the pins; the dirty and free_frame hooks run
- * in it, with no library lock held.
+ * Context: any thread holding the pins, not holding a frame's LOCKED bit
+ * (not from a dirty hook). The hooks run in it: the dirty hook with the
+ * frame's LOCKED bit held (as Linux's unpin_user_pages_dirty_lock() holds
+ * the folio lock, so that no write-back cleans the frame before the hook
+ * has run), the free_frame hook with no library lock held.
  * Ordering: each unpin is a release RMW (acquire too when it frees the
- * frame, page.h); with @dirty, DIRTY is set (acq_rel) before the unpin.
- * Progress: lock-free. Misuse (unpinning what was not pinned) goes to the
- * page word's error hook.
+ * frame, page.h); with PS_UNPIN_DIRTY, DIRTY is set (acq_rel) before the
+ * unpin; with PS_UNPIN_LONGTERM, the frame's long-term count drops
+ * (release) before the unpin.
+ * Progress: lock-free without PS_UNPIN_DIRTY (one RMW per frame; a
+ * long-term pin adds a compare-and-swap loop on its count); blocking with
+ * it (the frame's LOCKED bit, which faults and write-backs hold briefly).
+ * Misuse (unpinning what was not pinned) goes to the page word's error hook.
+ * Return: 0; -EINVAL if @flags has unknown bits (nothing is released);
+ * -ENOENT if PS_UNPIN_LONGTERM was passed for a frame with no long-term
+ * pin counted (misuse: its pin is released all the same, the count stays
+ * at zero; the other frames are released as asked).
  */
-void ps_space_unpin(struct ps_space *space, const uint64_t *frames, uint64_t n,
-		    bool dirty);
+int ps_space_unpin(struct ps_space *space, const uint64_t *frames, uint64_t n,
+		   unsigned int flags);
 
 /**
  * enum ps_discard_reason - why ps_space_discard() left a page in place.
@@ -574,7 +618,9 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  * log's bit (a release RMW) after it (S11).
  * Progress: lock-free for reads and for writes to a writable or non-present
  * entry; a write to a present, non-writable entry takes the frame's LOCKED
- * bit (spin, then yield: blocking). The populate hook is the caller's.
+ * bit (spin, then yield: blocking), and waits (yields) while the frame is
+ * frozen (a conversion, or a map that claimed it and has not finished: no mark
+ * and no hook before the frame is LIVE). The populate hook is the caller's.
  * Return: as ps_pgtable_fault(): PS_FAULT_OK, PS_FAULT_MISSING (no hook, or
  * the hook failed or left it missing), PS_FAULT_WP, ...; PS_FAULT_INVALID
  * also for an unaligned or out-of-space @addr, and for a write whose frame
@@ -677,13 +723,17 @@ enum ps_space_mark {
  * looked at again), so the dirty hook never runs for a frame already freed
  * or handed to another address (S5 in lib/space-dirty.c). The address is
  * logged after the mark.
- * Context: any thread; the dirty hook runs in it, with no library lock
- * held, and so may the free_frame hook (if the frame was unmapped while
- * this call held it, its release is the last reference).
- * Progress: lock-free; it looks again only when the entry or the frame
- * changed, and waits (yields) while the frame is frozen (a conversion, a
- * cache-mode change, a discard). Ordering: release (the caller's write
- * happens before the harvest or write-back that reports it).
+ * Context: any thread not holding the frame's LOCKED bit (not from a dirty hook
+ * of that frame). The dirty hook runs in it with the frame's LOCKED bit held,
+ * as a write fault's does (so no write-back cleans the frame before the hook
+ * has run); the free_frame hook may run in it with no lock held (if the frame
+ * was unmapped while this call held it, its release is the last reference).
+ * Progress: blocking (the frame's LOCKED bit, which faults and write-backs
+ * hold briefly); it looks again only when the entry or the frame changed,
+ * and waits (yields) while the frame is frozen (a conversion, a cache-mode
+ * change, a discard, a map that claimed it and has not finished).
+ * Ordering: release (the caller's write happens before the harvest or
+ * write-back that reports it).
  * Return: one of enum ps_space_mark.
  */
 enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
@@ -789,6 +839,14 @@ enum ps_writeback_mode {
  * @frame: its frame.
  * @pinned: the frame is pinned: a device may be writing it right now. Take a
  *	copy at one instant (a bounce buffer) and write the copy.
+ *
+ * Runs with no library lock held, the frame under write-back (its
+ * WRITEBACK flag set, page.h) and held by a reference of write-back's own.
+ * Returning means the write is complete: the next write-back of the frame
+ * may start, and its copy must land after this one. It must not start an
+ * INTEGRITY write-back of its own frame (in its own thread that write-back
+ * fails with -EDEADLK for the page; in another thread that it waits for,
+ * the two wait for each other for ever).
  * Return: 0, or a negative errno: the frame is dirtied again and
  * ps_space_writeback() reports the first error.
  */
@@ -801,7 +859,10 @@ struct ps_writeback_stats {
 	uint64_t bounced;	 /* pinned frames written from a bounce copy */
 	uint64_t skipped_pinned; /* pinned frames skipped (CLEAN) */
 	uint64_t kept_dirty;	 /* still pinned for write after a bounce */
-	uint64_t errors;	 /* callbacks that failed (re-dirtied) */
+	uint64_t errors;	 /* callbacks that failed (re-dirtied), and
+				  * -EOVERFLOW / -EDEADLK pages */
+	uint64_t skipped_writeback; /* dirty frames skipped (CLEAN): another
+				     * write-back of them was in flight */
 };
 
 /**
@@ -832,16 +893,35 @@ struct ps_writeback_stats {
  * it is still pinned for write. A pinned page stays in the set while its pins
  * last, dirty or not, and so does a page whose frame was unpinned dirty during
  * its bounce: a later write-back writes what the unpin dirtied.
+ *
+ * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
+ * for a frame while another write-back's @fn runs for it, so the copies land
+ * in the order they were taken and a clean frame's backing copy is its newest.
+ * A frame found under another write-back is skipped by CLEAN (it stays dirty
+ * and in the set; stats: skipped_writeback) and waited for by INTEGRITY
+ * (folio_wait_writeback()), which then looks at it again: dirty, it writes it;
+ * clean, the write it waited for was the newest. A page stays in the set while
+ * its frame is under write-back, so an INTEGRITY write-back that begins while
+ * another's @fn runs visits it and waits (unless a third write-back has the
+ * page in hand at that instant: that one then waits for it, or skips it).
  * Context: blocking (LOCKED bits; the callback may block, and runs with no
- * library lock held). It invalidates: not from a notifier callback, nor
- * holding a lock that a notifier callback takes.
+ * library lock held). It invalidates: not from a notifier callback, nor holding
+ * a lock that a notifier callback takes. INTEGRITY waits for other write-backs'
+ * callbacks: not from a callback whose frame it would visit (see
+ * ps_writeback_fn), nor from a thread such a callback waits for.
  * Ordering: S3 and S4: under the frame's LOCKED bit the entry is
  * write-protected, then DIRTY is cleared by an acq_rel RMW whose old word
- * orders every pin before or after it.
- * Progress: blocking (LOCKED bits: spin, then yield; the invalidations).
+ * orders every pin before or after it. WRITEBACK is set under that bit and
+ * cleared with release after @fn: an INTEGRITY write-back that waited for it
+ * sees what the other write-back did (S12 in lib/space-writeback.c).
+ * Progress: blocking (LOCKED bits: spin, then yield; the invalidations);
+ * INTEGRITY also blocks on other write-backs' callbacks of the frames it
+ * visits, for as long as each takes.
  * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first callback error
  * (every frame is still visited); -EOVERFLOW if a frame was at the
- * reference limit (it is left dirty, for the next write-back).
+ * reference limit (it is left dirty, for the next write-back); -EDEADLK if
+ * a frame it visited is under write-back by a callback of this very thread
+ * (it is left as it is, for the next write-back).
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,

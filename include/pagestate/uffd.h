@@ -8,191 +8,141 @@
  * Built on Linux only (meson option `uffd`, auto: on for Linux); elsewhere
  * this header still compiles but the functions are not in the library
  * (PS_HAVE_UFFD in pagestate/config.h is 1 or 0, and
- * `pkg-config --variable=uffd pagestate` says yes or no).
+ * `pkg-config --variable=uffd pagestate` says yes or no). The design, the
+ * protocol and the measurements behind this contract: docs/uffd.md.
  *
  * ---------------------------------------------------------------------------
  * Model
  * ---------------------------------------------------------------------------
  *
- * An attachment ties the caller's mapping [host, host + len) (mmap'd anonymous
- * memory, or a shared mapping of a memfd/shmem file; not hugetlb, see Backing)
+ * An attachment (struct ps_uffd) ties the caller's mapping [host, host + len)
  * to the library range [addr, addr + len) of a struct ps_space or of a bare
- * struct ps_pgtable: host + i corresponds to addr + i. The library's table
- * stays the authority; the kernel mirrors it:
+ * struct ps_pgtable: host + i corresponds to addr + i. The library's table is
+ * the authority; the kernel mirrors it:
  *
  *   - ps_uffd_attach_*() opens a userfaultfd, negotiates the features the
- *     mode needs, registers the library range (ps_pgtable_register()) and
- *     the host range (UFFDIO_REGISTER_MODE_WP), in this order.
- *   - ps_uffd_protect() / ps_uffd_unprotect() are the explicit bridge calls
- *     that change both: the library range first (ps_pgtable_protect()), then
- *     the host range (UFFDIO_WRITEPROTECT). Explicit calls, not hooks in
- *     pgtable: the page table stays free of system calls, and a caller that
- *     protects through ps_pgtable_protect() directly changes the library
- *     only (that is allowed; the kernel then simply sees fewer faults).
- *   - Sync mode: a write to a protected host page blocks its writer and
- *     queues a message. The handler (a thread the library runs with
- *     PS_UFFD_THREAD, or the caller's loop calling ps_uffd_handle_events() when
- *     ps_uffd_fd() is readable) marks the library page written (for a space:
- *     the frame dirty and the address in the dirty log, as ps_space_fault()
- *     with PS_ACCESS_RESOLVE_WP does), un-protects the page in both places and
- *     wakes the writer (UFFDIO_WRITEPROTECT mode 0, which wakes).
- *   - Async mode (UFFD_FEATURE_WP_ASYNC): the kernel resolves writes in
- *     place. ps_uffd_harvest() collects them with PAGEMAP_SCAN
- *     (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, category WRITTEN: a
- *     get-and-rearm per page) and merges them with the library's own
- *     written state: a space's dirty log and async entries
- *     (ps_space_harvest() with PS_HARVEST_REARM), or a bare table's written
- *     entries (its WP_MATCHING scan). One call returns CPU writes and
- *     device/software writes, and leaves both re-armed.
- *   - ps_uffd_discard() is a space's balloon discard (ps_space_discard())
- *     through the bridge: the space drops the pages and its free_frame
- *     hook releases their memory, then the bridge brings the kernel's side
- *     into agreement and logs the pages for the next harvest (see
- *     "Discarding attached memory").
+ *     flags need, and registers the library range, then the host range.
+ *   - ps_uffd_protect() and ps_uffd_unprotect() change both: the library
+ *     range, then the host range. Protection changed through
+ *     pagestate/pgtable.h alone changes the library only: in sync mode the
+ *     CPU's writes there then go unreported.
+ *   - Sync mode: a write to a protected host page blocks its writer until
+ *     the handler (a thread the library runs with PS_UFFD_THREAD, or the
+ *     caller's loop calling ps_uffd_handle_events() when ps_uffd_fd() is
+ *     readable) has marked the library page written (for a space, as
+ *     ps_space_fault() with PS_ACCESS_RESOLVE_WP does: frame dirty, address
+ *     in the dirty log) and un-protected it in both places.
+ *   - Async mode (PS_UFFD_ASYNC): the kernel resolves writes in place;
+ *     ps_uffd_harvest() finds them with PAGEMAP_SCAN.
+ *   - ps_uffd_harvest() returns in one call the pages the CPU wrote and the
+ *     pages the library saw written (a space's dirty log and async entries,
+ *     or a bare table's written entries), and re-arms them on both sides.
+ *   - ps_uffd_discard() is a space's balloon discard through the bridge.
  *
- * Backing: PS_UFFD_SHARED for memfd/shmem (the library range is registered
- * PS_WP_SHARED, so protection survives zaps as UFFD_WP markers, as the
- * kernel's does); anonymous otherwise. The caller says which; the bridge
- * cannot see it. Transparent huge pages are fine (the kernel splits a huge
- * PMD to protect part of it). Hugetlb memory (hugetlbfs, MAP_HUGETLB,
- * memfd MFD_HUGETLB) is not supported: the kernel write-protects only
- * whole huge pages there (UFFDIO_WRITEPROTECT of one 4 KiB page fails,
- * and PAGEMAP_SCAN cannot re-arm part of a huge page), while the library
- * tracks 4 KiB pages. Attach reads the page size of the host range's
- * mappings (PROCMAP_QUERY, or /proc/self/smaps before Linux 6.11) and
- * refuses hugetlb with -EOPNOTSUPP, @why "HUGETLB". Hugetlb mapped over an
- * attached range afterwards breaks the contract ("stays mapped"); the
- * bridge then fails the calls the kernel refuses (harvest: -EOPNOTSUPP;
- * protect: the ioctl's errno) instead of looping or reporting success.
+ * Backing, which the caller states: PS_UFFD_SHARED for a shared mapping of a
+ * memfd/shmem file (the library range is registered PS_WP_SHARED, so that
+ * protection survives zaps as UFFD_WP markers, as in the kernel); anonymous
+ * memory otherwise. Transparent huge pages are fine. Hugetlb memory (hugetlbfs,
+ * MAP_HUGETLB, memfd MFD_HUGETLB) is not supported: attach refuses it with
+ * -EOPNOTSUPP, @why "HUGETLB", and hugetlb mapped over an attached range later
+ * makes the calls the kernel refuses fail (harvest: -EOPNOTSUPP; protect: the
+ * ioctl's errno) instead of looping or reporting success.
  *
- * One userfaultfd per attachment, so a mode is per attachment and a VMM with
- * several RAM regions attaches each (and polls several fds in sync mode).
- *
- * Opening: userfaultfd(2) without UFFD_USER_MODE_ONLY first (the kernel's
- * own accesses, e.g. a read(2) into guest memory, are handled too); if that
- * is refused, /dev/userfaultfd; if that is refused too, userfaultfd(2) with
- * UFFD_USER_MODE_ONLY, where a kernel-mode write to a protected page in sync
- * mode fails with EFAULT instead of being handled (async mode is
- * unaffected). ps_uffd_stats() says which was used.
+ * One userfaultfd per attachment, so a mode is per attachment: a VMM with
+ * several RAM regions attaches each (and polls several descriptors in sync
+ * mode). It is opened with userfaultfd(2), else /dev/userfaultfd, else
+ * userfaultfd(2) with UFFD_USER_MODE_ONLY, where a write the kernel itself
+ * makes to a sync-protected page (a read(2) into it) fails with EFAULT
+ * instead of being handled. ps_uffd_stats() says which was used.
  *
  * Features (UFFDIO_API; a missing one fails with -EOPNOTSUPP and @why names
  * it): WP_ASYNC for PS_UFFD_ASYNC, WP_UNPOPULATED for PS_UFFD_ASYNC and
  * PS_UFFD_UNPOPULATED, WP_HUGETLBFS_SHMEM for PS_UFFD_SHARED; PAGEMAP_SCAN
- * for PS_UFFD_ASYNC (checked at attach).
+ * for PS_UFFD_ASYNC.
  *
  * ---------------------------------------------------------------------------
  * Discarding attached memory (a balloon, free page reporting)
  * ---------------------------------------------------------------------------
  *
- * Discard pages of a space attachment with ps_uffd_discard(), never behind
- * the bridge. A VMM that gives attached host pages back itself
- * (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, fallocate(PUNCH_HOLE)), or
- * discards them with ps_space_discard() alone, leaves the kernel and the
- * library in disagreement, and a migration's destination keeps stale pages:
- *   - the discarded contents (zero from then on) are reported only in
- *     async anonymous mode, where the kernel reports the none PTE its zap
- *     left. With memfd backing both sides keep the page protected (a
- *     UFFD_WP marker), so nothing says its contents changed (MADV_DONTNEED
- *     alone is harmless there: the page cache keeps the contents); in sync
- *     anonymous mode nothing reports it either;
- *   - sync anonymous mode also loses later writes: the kernel's zap drops
- *     uffd-wp with the page, so writes there no longer fault, while the
- *     library still holds its entry protected (a discard behind its back)
- *     or holds a hole it cannot protect (ps_space_discard(), then the
- *     frame mapped again): the page is never reported nor protected again.
- * The bridge cannot see such discards: it does not negotiate
- * UFFD_FEATURE_EVENT_REMOVE, whose events would block every madvise() of
- * the range until a handler read them (async mode has none). So a VMM
- * whose balloon or free page reporting releases guest memory calls
- * ps_uffd_discard() for those pages, and lets the space's free_frame hook
- * release the host memory. A bare table's attachment has no discard.
+ * Discard pages of a space attachment with ps_uffd_discard() only. Memory
+ * given back behind the bridge (MADV_DONTNEED, MADV_FREE, MADV_REMOVE,
+ * fallocate(PUNCH_HOLE), or ps_space_discard() alone) leaves the kernel and
+ * the library in disagreement: the discarded contents are not reported
+ * (except in async anonymous mode), and in sync anonymous mode later writes
+ * to those pages are not reported either, so a migration's destination keeps
+ * stale pages (docs/uffd.md, "Discarding attached memory"). A bare table's
+ * attachment has no discard.
  *
  * ---------------------------------------------------------------------------
- * Where the live kernel differs from its documentation and from the library
- * (measured on Linux 6.18; tests/test-uffd.c compares them page by page)
+ * Where the live kernel differs (Linux 6.18; docs/uffd.md says why)
  * ---------------------------------------------------------------------------
  *
- *   - None entries. PAGEMAP_SCAN reports PAGE_IS_WRITTEN for a none PTE and
- *     for a hole with no page table inside a registered async range
- *     (with WPALLOWED), and for a none PTE inside a populated page table
- *     everywhere else; its documentation says "none PTE -> 0 categories". The
- *     library reports WRITTEN for a WRITTEN marker, which its zap leaves of a
- *     page written since it was last protected in an async range (the kernel's
- *     none PTE there, and reported the same: WRITTEN, not SWAPPED, no uffd-wp),
- *     and no category for a none entry: a page never protected, or protected
- *     when it was zapped (pgtable.h, "Where this differs from Linux"). A
- *     comparison maps the WRITTEN marker <=> the kernel's none PTE, and library
- *     none <=> kernel WRITTEN. A harvest (WP_MATCHING, WRITTEN) reports a page
- *     written and then discarded from both sides, and each re-arms it as a
- *     UFFD_WP marker. The kernel also reports, once, each none PTE the library
- *     leaves none (the documentation's "dirtying by dropping uffd-wp" of a
- *     protected page): ps_uffd_harvest() reports what the kernel reports, and
- *     turns the library's none entry there into a UFFD_WP marker as the kernel
- *     did, so that both stay protected alike (found by the differential test).
- *   - Shmem hole punch. fallocate(PUNCH_HOLE) and MADV_REMOVE of a
- *     protected memfd page leave a UFFD_WP marker: protection is kept, as
- *     for MADV_DONTNEED and MADV_PAGEOUT (which unmaps the page even with
- *     no swap device). The documentation's truncation path drops markers
- *     (ZAP_FLAG_DROP_MARKER); the live kernel does not for a hole punch. The
- *     library's zap without PS_ZAP_UNMAP does the same as the kernel, and
- *     that is what a caller should apply to its table for these.
- *   - Read faults on an anonymous UFFD_WP marker map the zero page, still
- *     protected (PAGE_IS_PFNZERO); the library has no zero page and maps a
- *     frame, protected too. PFNZERO is not compared.
- *   - PAGE_IS_FILE: the kernel knows the backing of every page; the library
- *     knows it only through a registration (PS_WP_SHARED), so after
- *     ps_uffd_detach() a memfd page is FILE to the kernel and not to the
- *     library.
- *   - Anonymous MADV_PAGEOUT without a swap device is a no-op; MADV_REMOVE
- *     on anonymous memory is EINVAL; mprotect() never changes uffd-wp;
- *     un-protecting a UFFD_WP marker removes it (none); UFFDIO_UNREGISTER
- *     clears every uffd-wp bit and marker of the range. All as the library
- *     (ps_pgtable_unregister() clears the same).
- *   - Sync anonymous ranges without WP_UNPOPULATED: UFFDIO_WRITEPROTECT skips a
- *     page with no PTE (never touched, or zapped: MADV_DONTNEED drops uffd-wp
- *     with the page), and a write there maps a new page unprotected, without a
- *     fault; the library protects its present entry whatever the host page
- *     holds. So the bridge gives those host pages a PTE (the zero page) before
- *     it protects them, and a page ps_uffd_discard() drops gets one at once
- *     (the library's hole there cannot be protected either).
+ *   - PAGEMAP_SCAN reports a none PTE (and, in an async range, a hole) as
+ *     WRITTEN, and re-arms it as a UFFD_WP marker. The library reports
+ *     WRITTEN for its WRITTEN marker (pagestate/pgtable.h) and nothing for a
+ *     none entry. ps_uffd_harvest() reports what the kernel reports, and
+ *     makes the library's none entries among those pages UFFD_WP markers, as
+ *     the kernel did.
+ *   - A hole punch or MADV_REMOVE of a protected memfd page keeps its UFFD_WP
+ *     marker, as MADV_DONTNEED and MADV_PAGEOUT do: the library's zap without
+ *     PS_ZAP_UNMAP is their counterpart.
+ *   - A read fault on an anonymous UFFD_WP marker maps the zero page, still
+ *     protected (PAGE_IS_PFNZERO); the library maps a frame, protected too.
+ *   - PAGE_IS_FILE: the library knows a page's backing only through its
+ *     registration, so after ps_uffd_detach() a memfd page is FILE to the
+ *     kernel and not to the library.
+ *   - Sync anonymous ranges without PS_UFFD_UNPOPULATED: the kernel protects
+ *     only host pages that have a page-table entry, and a write to one
+ *     without maps a new page, unprotected, without a fault. The bridge gives
+ *     the host pages it protects an entry first (see ps_uffd_protect()).
  *
  * ---------------------------------------------------------------------------
  * Concurrency
  * ---------------------------------------------------------------------------
  *
- * Protect, unprotect, harvest, the resolution of each fault and the kernel's
- * half of a discard hold the attachment's mutex across "library, then kernel",
- * so the two never disagree on a page for longer than one such call: without
- * it, a fault resolved (un-protected in both) while a protect runs could leave
- * the library protected and the kernel not, and later writes would go unseen. A
- * call whose kernel half fails reports it and leaves the library no more
- * protected than the kernel (ps_uffd_protect(), ps_uffd_handle_events()).
- * Faults on the library side (ps_pgtable_fault(), ps_space_fault(), pins) take
- * no bridge lock, and neither does the space's half of a discard (its
- * free_frame hook and notifier callbacks may write to protected memory: the
- * faults are resolved meanwhile).
+ * Protect, unprotect, harvest, the kernel's half of a discard and each sync
+ * fault's resolution hold the attachment's mutex across "library, then kernel",
+ * so the two never disagree on a page for longer than one such call. A call
+ * whose kernel half fails reports it and leaves the library no more protected
+ * than the kernel, the side that loses no write. Faults and pins on the library
+ * side take no bridge lock, and neither does the space's half of a discard.
  *
  * What a harvest guarantees: every write that completes after the harvest
  * re-armed its page is reported by a later harvest; a write that raced the
- * harvest is in the page's contents by the time the harvest returns (async:
- * PAGEMAP_SCAN's get-and-rearm is atomic per page; sync: the page is reported
- * first, then re-protected, and a write in between finds it still writable).
- * Copy the reported pages after the harvest returns, as with KVM's dirty log.
+ * harvest is in the page's contents by the time the harvest returns. Copy the
+ * reported pages after the harvest returns, as with KVM's dirty log.
  *
- * Sync mode: the thread that calls ps_uffd_handle_events() must not itself
- * write to protected attached memory (it would wait for itself). And a
- * fault's resolution holds the attachment's mutex while it takes, for a
- * space, the LOCKED bit of the page's frame (as ps_space_fault() does; the
- * dirty hook runs under both). So a thread that holds a frame's LOCKED
- * bit - in the make_accessible hook (pagestate/prot.h), in a dirty hook
- * run by a write fault, in a notifier callback of write-back's
- * PS_NOTIFIER_PROTECTION invalidation - must not write to sync-protected memory
- * of a space attachment: its write waits for a resolution, which waits for that
- * bit if the page is the frame's, or holds the mutex while another fault waits
- * for it: a deadlock (detach, which joins the handler thread, included). Nor
- * may such a thread, or a dirty hook, call ps_uffd_protect(),
- * ps_uffd_unprotect(), ps_uffd_harvest(), ps_uffd_discard() or
- * ps_uffd_handle_events() of that attachment: the mutex is not recursive.
+ * The space's hooks and callbacks that run under the attachment's mutex, in
+ * the thread that holds it:
+ *   - a sync fault's resolution (in the handler thread, or in the thread
+ *     that calls ps_uffd_handle_events()) takes the LOCKED bit of the page's
+ *     frame, as ps_space_fault() does, and runs the dirty hook under both;
+ *     when the frame was unmapped or discarded while the fault held it, the
+ *     fault's release is the last reference and the free_frame hook runs
+ *     there too, under the mutex (not under the LOCKED bit);
+ *   - ps_uffd_harvest() runs the notifier callbacks of the space harvest's
+ *     invalidation.
+ *
+ * Deadlocks to avoid in sync mode:
+ *   - the thread that calls ps_uffd_handle_events() must not itself write to
+ *     protected attached memory: it would wait for itself;
+ *   - a thread that holds a frame's LOCKED bit (in the make_accessible hook
+ *     of pagestate/prot.h, in a dirty hook run by a write fault, in a
+ *     notifier callback of write-back's PS_NOTIFIER_PROTECTION
+ *     invalidation) must not write to sync-protected memory of a space
+ *     attachment: its write waits for a resolution, which waits for that
+ *     bit, directly or behind the mutex (a detach joining the handler thread
+ *     would wait too);
+ *   - the free_frame hook, the dirty hook and a harvest's notifier callbacks
+ *     must not write to sync-protected memory of the attachment either (nor
+ *     of any attachment whose faults the same thread handles): run under the
+ *     mutex, such a write waits for a resolution, which waits for the mutex
+ *     (in the handler thread, for itself). A free_frame hook that gives the
+ *     host page back with MADV_DONTNEED or MADV_REMOVE writes nothing;
+ *   - nor may such a thread, hook or callback call ps_uffd_protect(),
+ *     ps_uffd_unprotect(), ps_uffd_harvest(), ps_uffd_discard(),
+ *     ps_uffd_handle_events() or ps_uffd_detach() of that attachment: the
+ *     mutex is not recursive.
  *
  * Errors (negative errno): -EINVAL bad arguments, -EOPNOTSUPP a missing
  * kernel feature (@why names it), -ENOSYS no userfaultfd, -EPERM userfaultfd
@@ -274,10 +224,10 @@ struct ps_uffd;
  * @why: if not NULL, receives what is missing (as ps_uffd_config.why), or
  *	NULL when nothing is.
  *
- * Opens a userfaultfd as an attachment would (see "Opening"), asks the
- * kernel for its features (UFFDIO_API) and closes it; with PS_UFFD_ASYNC
- * also tries an empty PAGEMAP_SCAN on /proc/self/pagemap. Attaches
- * nothing; the attach itself checks the page size too.
+ * Opens a userfaultfd as an attachment would, asks the kernel for its
+ * features (UFFDIO_API) and closes it; with PS_UFFD_ASYNC also tries an empty
+ * PAGEMAP_SCAN on /proc/self/pagemap. Attaches nothing: the attach itself
+ * also checks the page size and the host range's mappings.
  * Context: any thread; touches no library state.
  * Ordering: none (no shared state).
  * Progress: blocking (system calls).
@@ -289,18 +239,18 @@ int ps_uffd_probe(unsigned int flags, const char **why);
 
 /**
  * ps_uffd_attach_space() - attach host memory to [cfg->addr, cfg->addr +
- * cfg->len) of @space (see Model).
+ * cfg->len) of @space.
  * @space: the space whose page table mirrors the memory.
  * @cfg: what to attach; the range must lie inside the space.
  * @out: receives the attachment.
  *
- * Checks the arguments, the 4 KiB page size, the kernel features the flags need
- * and that no mapping of the host range is hugetlb (see Backing), then opens
- * the userfaultfd (and /proc/self/pagemap for PS_UFFD_ASYNC), registers the
+ * Checks the arguments, the 4 KiB page size, the kernel features the flags
+ * need and that no mapping of the host range is hugetlb, then opens the
+ * userfaultfd (and /proc/self/pagemap for PS_UFFD_ASYNC), registers the
  * library range with PS_WP_ASYNC / PS_WP_SHARED / PS_WP_UNPOPULATED as the
- * flags say (so it must not be registered yet: -EBUSY), registers the host
- * range for write protection, and with PS_UFFD_THREAD starts the handler
- * thread. Nothing is protected yet: call ps_uffd_protect().
+ * flags say (so it must not be registered yet), registers the host range for
+ * write protection, and with PS_UFFD_THREAD starts the handler thread.
+ * Nothing is protected yet: call ps_uffd_protect().
  * Context: any thread, not inside a read-side section (registering takes
  * the table's writer mutex, and undoing a failed attach waits for a grace
  * period). The memory must stay mapped until ps_uffd_detach().
@@ -310,10 +260,10 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD
  * included; @why "arguments"); -EOPNOTSUPP (pages not 4 KiB, a missing
  * feature, hugetlb memory: @why "HUGETLB"); -ENOSYS or -EPERM (no
- * userfaultfd); -EBUSY; -ENOMEM; -ECHILD in a child of a plain fork() (@why
- * "fork"; pagestate/fork.h); or the errno of a failed step, which @why
- * names (reading the host range's mappings: "/proc/self/maps"). On
- * failure nothing is left registered or open.
+ * userfaultfd); -EBUSY (the library range is registered already); -ENOMEM;
+ * -ECHILD in a child of a plain fork() (@why "fork"; pagestate/fork.h); or
+ * the errno of a failed step, which @why names (reading the host range's
+ * mappings: "/proc/self/maps"). On failure nothing is left registered or open.
  */
 int ps_uffd_attach_space(struct ps_space *space,
 			 const struct ps_uffd_config *cfg,
@@ -339,26 +289,22 @@ int ps_uffd_attach_pgtable(struct ps_pgtable *t,
 			   struct ps_uffd **out);
 
 /**
- * ps_uffd_detach() - stop the handler thread, unregister the host range
- * (the kernel clears its protection and markers) and the library range
- * (ps_pgtable_unregister(): the same), close the descriptors, free @u.
+ * ps_uffd_detach() - stop the handler thread, unregister the host range and
+ * the library range, close the descriptors, free @u.
  * @u: the attachment.
  *
- * Writers blocked on a sync fault are woken by the unregistration of the host
- * range. Nothing a harvest collected is lost: for a space, the pages still in
- * the attachment's log (CPU writes an async harvest's budget left for the next
- * call) move into the space's dirty log, where ps_space_harvest() reports them,
- * and the space's own pages never leave its log unless a harvest returned
- * them. Not collected: async CPU writes since the last harvest, which only the
- * kernel's page tables hold and UFFDIO_UNREGISTER clears (harvest first to have
- * them). A bare table has no dirty log: pages left in the attachment's log are
- * dropped, but unregistering the library range clears every uffd-wp bit, so its
- * scan reports each present entry of the range as written (and each page
- * discarded while written, a WRITTEN marker that unregistering keeps).
- * In a child of fork(), an attachment inherited from the parent is only
- * forgotten: the child's copies of its descriptors are closed, and
- * nothing else happens (its userfaultfd would act on the parent's memory,
- * its eventfd would stop the parent's thread; pagestate/fork.h, rule 2).
+ * Unregistering clears every uffd-wp bit and marker of both ranges
+ * (UFFDIO_UNREGISTER, ps_pgtable_unregister()) and wakes the writers blocked
+ * on a sync fault. Nothing a harvest collected is lost: for a space, the pages
+ * still in the attachment's log (CPU writes a harvest's budget left over)
+ * move into the space's dirty log, where ps_space_harvest() reports them.
+ * Lost: async CPU writes since the last harvest, which only the kernel's
+ * uffd-wp bits held (harvest first). A bare table has no dirty log: the pages
+ * left in the attachment's log are dropped, but with its uffd-wp bits cleared
+ * the table's scan reports each present entry as written (and each WRITTEN
+ * marker, which unregistering keeps). In a child of fork(), an inherited
+ * attachment is only forgotten: the child's copies of its descriptors are
+ * closed and nothing else happens (rule 2 of the overview of pagestate/fork.h).
  * Context: no other call on @u may run concurrently or follow (stop the
  * caller's ps_uffd_handle_events() loop first); not inside a read-side
  * section (ps_pgtable_unregister() waits for a grace period).
@@ -378,21 +324,18 @@ int ps_uffd_detach(struct ps_uffd *u);
  * @addr: the first library page (aligned).
  * @len: bytes (a non-zero multiple of the page size).
  *
- * Sync anonymous attachments without PS_UFFD_UNPOPULATED: the kernel can
- * protect only a host page that has a page-table entry, and a write to a page
- * without one maps a new page unprotected, without a fault. So the host pages
- * under the library's present entries get one first, with MADV_POPULATE_READ
- * (read-faulting each page before Linux 5.14): the zero page where the memory
- * was never touched, which costs page tables (2 MiB per GiB), no memory, and a
- * fault per page the first time. PS_UFFD_UNPOPULATED (the kernel protects holes
- * with markers) avoids those faults where the kernel has it. The library's
- * holes are left alone: a frame mapped there later is not protected in either.
+ * Sync anonymous attachments without PS_UFFD_UNPOPULATED: the host pages
+ * under the library's present entries first get a page-table entry, with
+ * MADV_POPULATE_READ (a read of each page before Linux 5.14): the zero page
+ * where the memory was never touched, which costs page tables (2 MiB per GiB)
+ * and a fault per page the first time. PS_UFFD_UNPOPULATED avoids those
+ * faults where the kernel has WP_UNPOPULATED. The library's holes are left
+ * alone: a frame mapped there later is not protected in either.
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex).
- * Ordering: U1 (lib/uffd.c): the attachment's mutex is held across
- * "library, then kernel", so protects, unprotects, fault resolutions and
- * harvests of the attachment never interleave halfway; each entry changes
- * with the table's release CAS.
+ * Ordering: the attachment's mutex is held across "library, then kernel", so
+ * protects, unprotects, fault resolutions and harvests of the attachment never
+ * interleave halfway; each entry changes with the table's release CAS.
  * Progress: blocking (the attachment's mutex, the table's writer mutex, an
  * ioctl, retried while the kernel says EAGAIN).
  * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
@@ -418,7 +361,7 @@ int ps_uffd_protect(struct ps_uffd *u, uint64_t addr, uint64_t len);
  * sync, a write to them no longer faults, and only a bare table's harvest
  * still reports them (its unprotected entries count as written).
  * Context: as ps_uffd_protect().
- * Ordering: as ps_uffd_protect() (U1).
+ * Ordering: as ps_uffd_protect().
  * Progress: blocking, as ps_uffd_protect().
  * Return: as ps_uffd_protect() (no -ENOMEM: unprotect allocates nothing);
  * after an ioctl error the library range is unprotected and the host range
@@ -440,26 +383,28 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len);
 int ps_uffd_fd(const struct ps_uffd *u);
 
 /**
- * ps_uffd_handle_events() - resolve the queued sync faults (see Model),
- * without blocking.
+ * ps_uffd_handle_events() - resolve the queued sync faults, without blocking.
  * @u: a sync attachment without PS_UFFD_THREAD.
  * @max: the most faults to resolve (0: until none is queued).
  *
- * Messages that are not write-protect faults inside the attachment are
- * read and dropped. A fault whose library side does not return
- * PS_FAULT_OK (no page there, a marker, no write permission) is resolved
- * in the kernel all the same, with the library page unprotected to match,
- * and counted in ps_uffd_stats().mismatches.
+ * Each write-protect fault inside the attachment is resolved as the overview
+ * of pagestate/uffd.h says ("Model", sync mode); other messages are read and
+ * dropped. A fault whose library side does not return PS_FAULT_OK (no page
+ * there, a marker, no write permission) is resolved in the kernel all the
+ * same, with the library page unprotected to match, and counted in
+ * ps_uffd_stats().mismatches.
  * Context: the caller's thread, which must not itself write to protected
- * attached memory (it would wait for itself); not inside a read-side
- * section, nor holding a frame's LOCKED bit (see Concurrency: each
- * resolution takes one). Concurrent calls are safe.
- * Ordering: U2 (lib/uffd.c): each fault is recorded (library entry
- * resolved as a write, address logged) before its writer is woken, so a
- * harvest that runs after the write reports it; U1 orders each resolution
- * against protects, unprotects and harvests.
+ * attached memory (it would wait for itself); not inside a read-side section,
+ * nor holding a frame's LOCKED bit (each resolution takes one). The space's
+ * dirty hook, and its free_frame hook when a fault's release frees the frame,
+ * run in this thread under the attachment's mutex, with the rules of the
+ * overview of pagestate/uffd.h, "Concurrency". Concurrent calls are safe.
+ * Ordering: each fault is recorded (library entry resolved as a write,
+ * address logged) before its writer is woken, so a harvest that runs after
+ * the write reports it; each resolution holds the attachment's mutex, as
+ * ps_uffd_protect() does.
  * Progress: blocking (the attachment's mutex, per fault), but it never
- * waits for a message (U5).
+ * waits for a message: the userfaultfd is non-blocking.
  * Return: the number of faults resolved (0 if none was queued); -EINVAL
  * for an async attachment or one with PS_UFFD_THREAD; the errno of a
  * failed read(2), or of a fault's failed UFFDIO_WRITEPROTECT (its library
@@ -472,7 +417,7 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
 /**
  * ps_uffd_harvest() - return the pages of library range [@start, @start +
  * @len) written since they were last reported, and re-arm them in the
- * library and the kernel (see Model and Concurrency).
+ * library and the kernel.
  * @u: the attachment.
  * @start: the first library page (aligned, inside the attachment).
  * @len: bytes (a non-zero multiple of the page size).
@@ -484,34 +429,29 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *	returned stay recorded for the next call: a space's in the space's
  *	dirty log, the others in the attachment's.
  *
- * The pages are collected, then taken in address order, at most @max:
- *   - async: PAGEMAP_SCAN get-and-rearm over the host range (category and
- *     return mask WRITTEN, the kernel's fast path); a none entry of the
- *     library among the pages it reports becomes a UFFD_WP marker, as the
- *     kernel's none PTE does (a WRITTEN marker is the library's own to
- *     report and re-arm, below);
+ * The pages are collected, then the first @max are taken in address order:
+ *   - async: the CPU's writes, with PAGEMAP_SCAN get-and-rearm over the host
+ *     range (a library none entry among them becomes a UFFD_WP marker, as
+ *     the kernel's none PTE does);
  *   - bare table: its written entries, with the table's get-and-rearm scan;
- *   - space: what ps_space_harvest() with PS_HARVEST_REARM returns (its
- *     dirty log: marks, the secondary-map helper's writes, resolved sync
- *     faults, pages pinned for write; its async entries' writes, re-armed),
- *     at most @max, with the secondary mappings of those pages
- *     invalidated; those of them beyond the budget (merged with the pages
- *     above) go back to the space's log before the call returns, so
- *     ps_space_harvest() still sees them (a concurrent one may miss them until
- *     then, and finds them at its next call). Pages only the CPU wrote are not
+ *   - space: what ps_space_harvest() with PS_HARVEST_REARM returns (its dirty
+ *     log and its async entries' writes), at most @max, with the secondary
+ *     mappings of those pages invalidated; those beyond the budget go back to
+ *     the space's log before the call returns. Pages only the CPU wrote are not
  *     invalidated: a writable secondary mapping is always in the space's log.
- * Sync: the pages are taken from the log first, then re-protected in both
- * places (U4), as ps_uffd_protect() does (host page-table entries included).
+ * Sync: the pages are taken from the log first, then protected again in both
+ * places, as ps_uffd_protect() does. The design: docs/uffd.md, "Harvest".
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex); for a space, not from a notifier callback nor holding a lock
- * that one takes (the space's harvest invalidates). Concurrent harvests
- * of one attachment take turns.
- * Ordering: U3 and U4 (lib/uffd.c): a write that lands after its page was
- * re-armed is reported by a later harvest, and one that races the re-arm
- * is reported by this harvest or the next and is in the page's contents
- * when it returns, so copy the pages after it returns. Whatever a marker
- * wrote before ps_space_mark_dirty() happens before the harvest that
- * reports the page (the log's release and acquire).
+ * that one takes (the space's harvest invalidates: its callbacks run in
+ * this thread under the attachment's mutex). Concurrent harvests of one
+ * attachment take turns.
+ * Ordering: a write that lands after its page was re-armed is reported by a
+ * later harvest, and one that races the re-arm is reported by this harvest or
+ * the next and is in the page's contents when this one returns: copy the
+ * pages after it returns. Whatever a marker wrote before
+ * ps_space_mark_dirty() happens before the harvest that reports the page (the
+ * log's release and acquire).
  * Progress: blocking (the attachment's mutex, the table's writer mutex,
  * ioctls, a space's invalidations).
  * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0); -ENOENT (outside
@@ -537,31 +477,28 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
  * @max_skipped: room in @skipped.
  * @nskipped: as for ps_space_discard().
  *
- * The space discards as ps_space_discard() does (freeze or skip; the
- * space's free_frame hook releases each dropped page's memory, e.g.
- * MADV_DONTNEED or MADV_REMOVE of the host page). Then, for each page it
- * dropped: the host page is write-protected if the library's entry is (a
- * UFFD_WP marker, PS_UFFD_SHARED), so both agree whatever the hook did to the
- * host page, and the page is logged: the next harvest reports it (its contents
- * are gone: a migration sends it again) and, in sync mode, re-protects it on
- * both sides. In sync anonymous ranges without PS_UFFD_UNPOPULATED the host
- * page also gets a page-table entry at once (the zero page, as
- * ps_uffd_protect() gives them): the library cannot protect the hole the
- * discard leaves there, so it is the kernel's page that the next harvest's
- * re-arm protects, and a write after that re-arm faults even when the balloon
- * maps a frame there only afterwards. Skipped pages are not touched. Discard
- * attached memory only this way (see "Discarding attached memory" above).
- * Context: any thread; not inside a read-side section, nor from a
- * notifier callback or a free_frame hook (the space's writer mutex).
- * The space's free_frame hook and its invalidation's callbacks run in
- * this thread without the attachment's mutex (so they may write to
- * protected memory: its faults are resolved), but under the space's
- * writer mutex, with the rules of ps_space_discard().
- * Ordering: U6 (lib/uffd.c): the space drops the pages (S10), then, under
- * the attachment's mutex (U1), the kernel is protected where the library
- * is and the pages are logged; a write after the discard returns is
- * reported by a later harvest (sync: it faults or its page is logged;
- * async: the kernel sees it).
+ * The space discards as ps_space_discard() does; its free_frame hook releases
+ * each dropped page's memory (e.g. MADV_DONTNEED or MADV_REMOVE of the host
+ * page). Then, for each page it dropped, the host page is write-protected where
+ * the library's entry is (a UFFD_WP marker, PS_UFFD_SHARED), whatever the hook
+ * did to it, and the page is logged: the next harvest reports it (its contents
+ * are gone: a migration sends it again) and, in sync mode, protects it on both
+ * sides. In sync anonymous ranges without PS_UFFD_UNPOPULATED the host page
+ * also gets a page-table entry at once (the zero page), so that a write after
+ * that harvest faults even when the balloon maps a frame there only afterwards.
+ * Skipped pages are not touched. Discard attached memory only this way (the
+ * overview of pagestate/uffd.h, "Discarding attached memory").
+ * Context: any thread; not inside a read-side section, nor from a notifier
+ * callback or a free_frame hook (the space's writer mutex). The space's
+ * free_frame hook and its invalidation's callbacks run in this thread under the
+ * space's writer mutex, with the rules of ps_space_discard(), and without the
+ * attachment's mutex. In sync mode the same free_frame hook may also run under
+ * that mutex, from a fault's resolution, so it must not write to protected
+ * attached memory (the overview of pagestate/uffd.h, "Concurrency").
+ * Ordering: the space drops the pages first, then, under the attachment's
+ * mutex, the kernel is protected where the library is and the pages are
+ * logged; a write after the discard returns is reported by a later harvest
+ * (sync: it faults or its page is logged; async: the kernel sees it).
  * Progress: blocking (the space's writer mutex and invalidation, the
  * attachment's mutex, ioctls).
  * Return: 0; -EINVAL (range, a bare table's attachment, @skipped NULL with

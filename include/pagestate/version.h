@@ -6,7 +6,10 @@
  * The version is MAJOR.MINOR.PATCH. While MAJOR is 0, every MINOR release
  * may change the API and the ABI, and the shared library's SONAME carries it
  * (libpagestate.so.0.MINOR): a program runs only with the minor version it
- * was built against. A PATCH release changes neither API nor ABI.
+ * was built against. A PATCH release changes neither API nor ABI. Which
+ * functions, structures, inline functions and word layouts are ABI, and how
+ * a break is handled: docs/abi.md. What each release changed: CHANGELOG.md,
+ * installed beside it (share/doc/libpagestate).
  *
  *   PS_VERSION_MAJOR, PS_VERSION_MINOR, PS_VERSION_PATCH
  *	the version of these headers, as integer constants.
@@ -20,8 +23,10 @@
  *		... use what 0.2.0 added ...
  *	#endif
  *
- * The functions below answer for the library actually linked, which for a
- * shared library may be a later PATCH release than the headers were.
+ * The functions ps_version(), ps_version_major(), ps_version_minor(),
+ * ps_version_patch() and ps_version_check() answer for the library actually
+ * linked, which for a shared library may be a later PATCH release than the
+ * headers were.
  */
 #ifndef PAGESTATE_VERSION_H
 #define PAGESTATE_VERSION_H
@@ -47,6 +52,8 @@ PS_BEGIN_DECLS
  * ps_version() - the version of the library that is running, as a string.
  *
  * Context: any thread; pure (a constant of the library).
+ * Ordering: none (no shared state).
+ * Progress: wait-free.
  * Return: a static string "MAJOR.MINOR.PATCH", never NULL; equal to the
  * PS_VERSION_STRING the library itself was built with.
  */
@@ -56,6 +63,8 @@ const char *ps_version(void);
  * ps_version_major() - the major version of the library that is running.
  *
  * Context: any thread; pure (a constant of the library).
+ * Ordering: none (no shared state).
+ * Progress: wait-free.
  * Return: the PS_VERSION_MAJOR the library was built with.
  */
 int ps_version_major(void);
@@ -64,6 +73,8 @@ int ps_version_major(void);
  * ps_version_minor() - the minor version of the library that is running.
  *
  * Context: any thread; pure (a constant of the library).
+ * Ordering: none (no shared state).
+ * Progress: wait-free.
  * Return: the PS_VERSION_MINOR the library was built with.
  */
 int ps_version_minor(void);
@@ -72,6 +83,8 @@ int ps_version_minor(void);
  * ps_version_patch() - the patch level of the library that is running.
  *
  * Context: any thread; pure (a constant of the library).
+ * Ordering: none (no shared state).
+ * Progress: wait-free.
  * Return: the PS_VERSION_PATCH the library was built with.
  */
 int ps_version_patch(void);
@@ -90,6 +103,8 @@ int ps_version_patch(void);
  *
  * Context: any thread; pure (a function of its arguments and of constants
  * of the library).
+ * Ordering: none (no shared state).
+ * Progress: wait-free.
  * Return: true if the running library's version is @major.@minor.@patch or
  * newer; false if it is older (or an argument is negative).
  */

@@ -114,7 +114,7 @@ static void check_entry(uint64_t p, ps_pte_t e, uint64_t *maps)
 			  " (word %#" PRIx64 ", owner state %d)",
 			  f, addr, w, s);
 	if (ps_pte_is_writable(e) && !(w & PS_PAGE_DIRTY))
-		violation("(c) writable entry on a clean frame", 1, addr, f,
+		violation("(c) writable entry on a clean frame", 0, addr, f,
 			  "entry %#" PRIx64 " is writable, frame %" PRIu64
 			  " is clean (S3)",
 			  e, f);
@@ -157,12 +157,12 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 				  " CPU maps held",
 				  f, s, maps, pins, kmaps);
 		if (w & (PS_PAGE_LOCKED | PS_PAGE_WRITEBACK))
-			violation("(b) a free frame is LOCKED or WRITEBACK", 1,
+			violation("(b) a free frame is LOCKED or WRITEBACK", 0,
 				  UINT64_MAX, f,
 				  "free frame %" PRIu64 ": word %#" PRIx64, f,
 				  w);
 		if (w & PS_PAGE_DIRTY)
-			violation("(b) a free frame is DIRTY", 3, UINT64_MAX, f,
+			violation("(b) a free frame is DIRTY", 0, UINT64_MAX, f,
 				  "free frame %" PRIu64 " keeps DIRTY: its "
 				  "next lifetime starts dirty",
 				  f);
@@ -205,8 +205,7 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 	if (hooks - cleans != !!(w & PS_PAGE_DIRTY))
 		violation("(f) hooks: one dirty hook per clean-to-dirty "
 			  "transition",
-			  hooks < cleans + 1 && (w & PS_PAGE_DIRTY) ? 3 : 0,
-			  UINT64_MAX, f,
+			  0, UINT64_MAX, f,
 			  "frame %" PRIu64 " lifetime %" PRIu64 ": %" PRIu64
 			  " dirty hooks, %" PRIu64 " write-back cleans, "
 			  "DIRTY %s",
@@ -217,20 +216,6 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 			  "frame %" PRIu64 " is clean but its contents differ "
 			  "from what write-back last wrote",
 			  f);
-}
-
-static int coverage_hint(uint64_t p)
-{
-	struct pmodel *m = &g.pm[p];
-	enum region r = region_of(p * PG);
-
-	if (atomic_load(&m->wkind) == WK_ZAP)
-		return 8;
-	if (r == REG_SCAN && atomic_load(&m->zapped) > atomic_load(&m->w))
-		return 8;
-	if (r == REG_SYNC || r == REG_SHARED || r == REG_UNREG)
-		return !known(2) ? 2 : !known(NEW(1)) ? NEW(1) : 0;
-	return 0;
 }
 
 void checkpoint(struct thr *t, bool final)
@@ -298,8 +283,8 @@ void checkpoint(struct thr *t, bool final)
 		uint64_t w = atomic_load(&m->w), h = atomic_load(&m->h);
 
 		if (w > h)
-			violation("(c) a recorded write is in no harvest",
-				  coverage_hint(p), p * PG, UINT64_MAX,
+			violation("(c) a recorded write is in no harvest", 0,
+				  p * PG, UINT64_MAX,
 				  "%s at %#" PRIx64 " (tick %" PRIu64
 				  ", thread %d) was reported by no harvest "
 				  "since (the latest report: tick %" PRIu64

@@ -255,7 +255,7 @@ static void page_error(const struct ps_page *page, enum ps_page_error error,
 {
 	uint64_t f = (uint64_t)(page - g.frames);
 
-	violation("(b) page-word misuse reported by the library", 5, UINT64_MAX,
+	violation("(b) page-word misuse reported by the library", 0, UINT64_MAX,
 		  f < g.cfg.nframes ? f : UINT64_MAX,
 		  "the page word's error hook: %s on frame %" PRIu64
 		  " (word %#" PRIx64 " as seen); the soak never misuses "
@@ -349,7 +349,6 @@ static void set_up(void)
 		abort();
 	pthread_mutex_init(&g.mm_lock, NULL);
 	pthread_mutex_init(&g.hold_lock, NULL);
-	pthread_mutex_init(&g.wb_lock, NULL);
 	pthread_mutex_init(&g.epoch_lock, NULL);
 	model_init();
 	(void)ps_page_set_error_hook(page_error);

@@ -7,10 +7,11 @@
  * Frame lifetimes (enum fstate). The owner maps only frames it has free;
  * the space's references decide when a mapped frame dies, and the free
  * hook gives it back. A failed map is handled as pagestate/space.h tells
- * an owner to: "checks ps_page_is_live() (or waits for the hook)". The
- * state word moves by compare-and-swap between the hook and the owner, so
- * each of them sees what the other did (F_CLAIMED -> F_HOOKED when the
- * hook comes first; F_CLAIMED -> F_AWAIT or F_LIMBO when the owner does).
+ * an owner to: a frame the map took free is free again, no hook to come.
+ * The state word moves by compare-and-swap between the hook and the
+ * owner, so each of them sees what the other did (F_CLAIMED -> F_HOOKED
+ * when a hook comes during the map, which is a violation; F_CLAIMED ->
+ * F_LIMBO when the owner learns that the map failed).
  */
 #include "soak.h"
 
@@ -169,44 +170,42 @@ void map_done(uint64_t frame)
 }
 
 /*
- * The map failed. As space.h says: if the frame is still LIVE someone else
- * holds it and the free hook will come (F_AWAIT); otherwise the owner may
- * reuse it at once (F_LIMBO here: reused after the next checkpoint, so a
- * hook that still comes is caught, not confused with the next lifetime).
+ * The map failed. As space.h says: a frame that was free when the map
+ * took it (the owner maps only free frames) is free again, and no free
+ * hook runs for it, now or later: the owner may reuse it at once (F_LIMBO
+ * here: reused after the next checkpoint, so a hook that still comes is
+ * caught, not confused with the next lifetime).
  */
 void map_failed(uint64_t frame)
 {
-	bool live = ps_page_is_live(pw(frame));
+	uint64_t w = ps_page_load(pw(frame));
 	int s = F_CLAIMED;
 
-	atomic_store(&g.fm[frame].limbo_epoch, atomic_load(&g.epoch));
-	if (atomic_compare_exchange_strong(&g.fm[frame].state, &s,
-					   live ? F_AWAIT : F_LIMBO))
-		return;
-	if (s != F_HOOKED) {
-		violation("(f) hooks: owner state", 0, UINT64_MAX, frame,
-			  "frame %" PRIu64 " of a failed map is in owner "
-			  "state %d",
-			  frame, s);
-		return;
-	}
-	/*
-	 * The free hook ran while the map was in flight: a holder took the
-	 * revived frame and dropped it after the map's own put. If the owner
-	 * now reads it free (as it is), space.h tells it to reuse it: a
-	 * second free of the same lifetime.
-	 */
-	if (!live && !known(4))
-		violation("(f) hooks: free hook once per lifetime", 4,
+	if (w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
+		violation("(f) hooks: a failed map's frame is held", 0,
 			  UINT64_MAX, frame,
-			  "a failed map of frame %" PRIu64
-			  " returned; the free_frame hook had already run "
-			  "for it (a speculative holder dropped the revived "
-			  "frame after the map's rollback), and the owner, "
-			  "checking ps_page_is_live() as space.h says, frees "
-			  "it a second time",
-			  frame);
+			  "a failed map of frame %" PRIu64 " (free when the "
+			  "map took it) returned, but the frame is not free "
+			  "(word %#" PRIx64 "): space.h says it is free "
+			  "again, with no hook to come",
+			  frame, w);
 	atomic_store(&g.fm[frame].limbo_epoch, atomic_load(&g.epoch));
+	if (atomic_compare_exchange_strong(&g.fm[frame].state, &s, F_LIMBO))
+		return;
+	/*
+	 * F_HOOKED: the free hook ran while the map was in flight, for a
+	 * frame the map took free and gives back free (issue 15 #4: a
+	 * speculative holder of the revived frame dropped it after the
+	 * map's rollback). The owner reuses it: a second free.
+	 */
+	violation("(f) hooks: free hook once per lifetime", 0, UINT64_MAX,
+		  frame,
+		  "a failed map of frame %" PRIu64 " returned with the frame "
+		  "in owner state %d (%s)",
+		  frame, s,
+		  s == F_HOOKED ? "the free hook ran for it while the map "
+				  "held it: a second free"
+				: "unexpected");
 	atomic_store(&g.fm[frame].state, F_LIMBO);
 }
 
@@ -315,19 +314,15 @@ void hook_free(void *ctx, struct ps_space *space, uint64_t frame)
 			next = F_HOOKED;
 			break;
 		case F_LIMBO:
-			if (!known(4))
-				violation("(f) hooks: free hook once per "
-					  "lifetime",
-					  4, UINT64_MAX, frame,
-					  "free_frame(%" PRIu64 ") ran after "
-					  "a failed map whose frame the owner "
-					  "already found free "
-					  "(!ps_page_is_live()) and reused, "
-					  "as space.h allows: a second free",
-					  frame);
+			violation("(f) hooks: free hook once per lifetime", 0,
+				  UINT64_MAX, frame,
+				  "free_frame(%" PRIu64 ") ran after a failed "
+				  "map gave the frame back free (space.h: no "
+				  "hook for it, now or later): a second free",
+				  frame);
 			return;
 		default:
-			violation("(f) hooks: free hook for a free frame", 4,
+			violation("(f) hooks: free hook for a free frame", 0,
 				  UINT64_MAX, frame,
 				  "free_frame(%" PRIu64 ") ran for a frame "
 				  "the allocator has in state %d (free, or "
@@ -355,7 +350,7 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 	 * here; the CPU write's S3 check catches what it leads to.)
 	 */
 	if (s != F_INUSE && s != F_AWAIT && s != F_CLAIMED) {
-		violation("(f) hooks: dirty hook for a freed frame", 1,
+		violation("(f) hooks: dirty hook for a freed frame", 0,
 			  self && self->probing ? self->probe_addr : UINT64_MAX,
 			  frame,
 			  "set_page_dirty(%" PRIu64 ") ran for a frame the "
@@ -365,7 +360,7 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 		return;
 	}
 	if (!(w & PS_PAGE_LIVE))
-		violation("(f) hooks: dirty hook for a freed frame", 1,
+		violation("(f) hooks: dirty hook for a freed frame", 0,
 			  UINT64_MAX, frame,
 			  "set_page_dirty(%" PRIu64 ") ran for a frame that "
 			  "is not LIVE (word %#" PRIx64 ")",
@@ -382,7 +377,7 @@ void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 
 		(void)ps_pgtable_get(g.pt, self->probe_addr, &e);
 		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frame)
-			violation("(f) hooks: dirty hook for a freed frame", 1,
+			violation("(f) hooks: dirty hook for a freed frame", 0,
 				  self->probe_addr, frame,
 				  "set_page_dirty(%" PRIu64 ") ran for the "
 				  "write at %#" PRIx64 " that found the frame "
@@ -469,9 +464,9 @@ bool write_counts(enum region r, enum wkind k)
 {
 	switch (r) {
 	case REG_SCAN:
-		return k == WK_CPU || (k == WK_ZAP && !known(8));
+		return k == WK_CPU || k == WK_ZAP;
 	case REG_ASYNC:
-		return k != WK_ZAP || !known(8);
+		return true;
 	case REG_SYNC:
 	case REG_SHARED:
 	case REG_UNREG:
@@ -519,7 +514,7 @@ void record_zap(uint64_t addr, bool dontneed)
 	 */
 	t0 = tick();
 	atomic_store(&m->zapped, t0);
-	if (dontneed && (r == REG_SCAN || r == REG_ASYNC) && !known(8)) {
+	if (dontneed && (r == REG_SCAN || r == REG_ASYNC)) {
 		/*
 		 * A write not yet reported stays owed: the zap of a written
 		 * page leaves a WRITTEN marker, which the next harvest
@@ -530,8 +525,7 @@ void record_zap(uint64_t addr, bool dontneed)
 	} else {
 		/*
 		 * A balloon's page: its contents are gone and nobody reads
-		 * them, so the writes before the zap need no report (in an
-		 * async region with #8 tolerated, the zap hides them).
+		 * them, so the writes before the zap need no report.
 		 */
 		uint64_t w = atomic_load(&m->w);
 

@@ -98,7 +98,7 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 		 */
 		w = ps_page_load(pw(f));
 		if (!(w & PS_PAGE_DIRTY))
-			violation("(c) writable entry on a clean frame", 1,
+			violation("(c) writable entry on a clean frame", 0,
 				  addr, f,
 				  "a CPU write through the writable entry "
 				  "%#" PRIx64 " finds frame %" PRIu64
@@ -110,7 +110,7 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 			violation(
 				"(f) hooks: write without a dirty hook in "
 				"this lifetime",
-				3, addr, f,
+				0, addr, f,
 				"a CPU write through a writable entry of frame "
 				"%" PRIu64 " in lifetime %" PRIu64
 				", but no dirty hook ran in this lifetime: the "
@@ -183,17 +183,34 @@ static void unpin_group(struct thr *t, int i)
 {
 	struct pin_group *pg = &t->pins[i];
 	bool write = pg->flags & PS_PIN_WRITE;
+	int rc;
 
 	op_begin(t, OP_UNPIN, pg->addr, "device write");
 	if (write)
 		pin_device_write(t, pg, true); /* DMA went on meanwhile */
 	op_phase(t, "unpin");
+	/* A long-term release is in flight until the unpin returns. */
+	if (pg->flags & PS_PIN_LONGTERM)
+		atomic_fetch_add(&g.lt_inflight, 1);
 	for (uint64_t k = 0; k < pg->n; k++)
 		hold_release(pg->rec[k]);
-	ps_space_unpin(g.sp, pg->frames, pg->n, write || pg->dev_wrote);
+	rc = ps_space_unpin(g.sp, pg->frames, pg->n,
+			    (write || pg->dev_wrote ? PS_UNPIN_DIRTY : 0) |
+				    (pg->flags & PS_PIN_LONGTERM
+					     ? PS_UNPIN_LONGTERM
+					     : 0));
+	if (rc)
+		violation("(b) unpin", 0, pg->addr, pg->frames[0],
+			  "ps_space_unpin() of %" PRIu64 " pins taken with "
+			  "flags %#x failed: %d (a long-term pin not counted)",
+			  pg->n, pg->flags, rc);
+	if (pg->flags & PS_PIN_LONGTERM) {
+		atomic_store(&g.lt_last_end, tick());
+		atomic_fetch_sub(&g.lt_inflight, 1);
+	}
 	for (uint64_t k = 0; k < pg->n; k++)
 		hold_drop(pg->rec[k]);
-	op_end(t, OP_UNPIN, pg->addr, pg->frames[0], pg->n, 0);
+	op_end(t, OP_UNPIN, pg->addr, pg->frames[0], pg->n, rc);
 	t->pins[i] = t->pins[--t->npins];
 }
 
@@ -242,17 +259,18 @@ static void op_pin(struct thr *t)
 		rc = ps_space_pin_range(g.sp, pg.addr, len, pg.flags,
 					pg.frames);
 	}
+	op_end(t, OP_PIN, pg.addr, rc ? UINT64_MAX : pg.frames[0],
+	       pg.n | (uint64_t)pg.flags << 16, rc);
+	for (uint64_t k = 0; !rc && k < pg.n; k++)
+		pg.rec[k] = hold_add(H_PIN, pg.frames[k], pg.addr + k * PG,
+				     pg.flags);
+	/* In flight until the holds say so (a conversion's -EBUSY check). */
 	if (lt) {
 		atomic_store(&g.lt_last_end, tick());
 		atomic_fetch_sub(&g.lt_inflight, 1);
 	}
-	op_end(t, OP_PIN, pg.addr, rc ? UINT64_MAX : pg.frames[0],
-	       pg.n | (uint64_t)pg.flags << 16, rc);
 	if (rc)
 		return;
-	for (uint64_t k = 0; k < pg.n; k++)
-		pg.rec[k] = hold_add(H_PIN, pg.frames[k], pg.addr + k * PG,
-				     pg.flags);
 	if (pg.flags & PS_PIN_WRITE)
 		pin_device_write(t, &pg, true);
 	else if (chance(t, 50))
@@ -476,13 +494,13 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 	int running = atomic_fetch_add(&m->in_wb, 1);
 
 	(void)pinned;
-	if (running && !known(NEW(2)))
-		violation("(c) two write-backs of one frame at once", NEW(2),
-			  addr, frame,
+	if (running)
+		violation("(c) two write-backs of one frame at once", 0, addr,
+			  frame,
 			  "write-back calls fn for frame %" PRIu64 " while "
 			  "another write-back's fn for it is still running "
-			  "(WRITEBACK was set: nothing waits for it or skips "
-			  "the frame); the older copy may reach the backing "
+			  "(S12: a frame under write-back is skipped or "
+			  "waited for); the older copy may reach the backing "
 			  "store last",
 			  frame);
 	if (s != F_INUSE && s != F_AWAIT)
@@ -495,9 +513,8 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  "fn(%" PRIu64 ") runs on a frame that is not LIVE "
 			  "(word %#" PRIx64 ")",
 			  frame, w);
-	if (!(w & PS_PAGE_WRITEBACK) && !known(NEW(2)))
-		violation("(c) write-back without WRITEBACK", NEW(2), addr,
-			  frame,
+	if (!(w & PS_PAGE_WRITEBACK))
+		violation("(c) write-back without WRITEBACK", 0, addr, frame,
 			  "fn(%" PRIu64 ") runs while the frame's WRITEBACK is "
 			  "clear (word %#" PRIx64 "): another write-back of "
 			  "it ended meanwhile and cleared it",
@@ -506,7 +523,7 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 	if (atomic_load(&m->hooks) <= atomic_load(&m->cleans))
 		violation("(f) hooks: write-back of a page never written in "
 			  "this lifetime",
-			  3, addr, frame,
+			  0, addr, frame,
 			  "write-back cleans frame %" PRIu64
 			  " (lifetime %" PRIu64 "): %" PRIu64
 			  " dirty hooks, %" PRIu64
@@ -549,11 +566,7 @@ static void op_writeback(struct thr *t)
 	op_begin(t, OP_WRITEBACK, start,
 		 mode == PS_WB_CLEAN ? "writeback CLEAN"
 				     : "writeback INTEGRITY");
-	if (known(NEW(2)))
-		pthread_mutex_lock(&g.wb_lock);
 	rc = ps_space_writeback(g.sp, start, len, mode, wb_fn, t, &st);
-	if (known(NEW(2)))
-		pthread_mutex_unlock(&g.wb_lock);
 	op_end(t, OP_WRITEBACK, start, UINT64_MAX,
 	       len / PG | (uint64_t)mode << 32, rc == -EIO ? 0 : rc);
 }
@@ -771,10 +784,10 @@ static void op_convert(struct thr *t)
 
 		if (f != UINT64_MAX && !longterm_during(f, t0, t1) &&
 		    !atomic_load(&g.lt_inflight) &&
-		    atomic_load(&g.lt_last_end) < t0 && !known(9))
+		    atomic_load(&g.lt_last_end) < t0)
 			violation("(d) conversion: -EBUSY without a long-term "
 				  "pin",
-				  9, addr + off, f,
+				  0, addr + off, f,
 				  "ps_prot_convert(%s) failed with -EBUSY "
 				  "(\"pinned long-term\") at frame %" PRIu64
 				  ", but no long-term pin of it was held "

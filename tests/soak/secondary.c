@@ -225,7 +225,7 @@ void inval_start(uint64_t start, uint64_t len, enum ps_notifier_event ev)
 					      len, ev, 0);
 
 	if (rc)
-		violation("(g) a blockable invalidation failed", 6, start,
+		violation("(g) a blockable invalidation failed", 0, start,
 			  UINT64_MAX,
 			  "ps_notifier_invalidate_start(%#" PRIx64 ", %#" PRIx64
 			  ") = %d",

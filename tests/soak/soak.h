@@ -222,7 +222,7 @@ struct soak {
 	struct hold holds[MAX_HOLDS];
 	_Atomic uint64_t clock;
 	_Atomic uint64_t progress;
-	_Atomic int lt_inflight;      /* long-term pin_range calls running */
+	_Atomic int lt_inflight;      /* long-term pins or unpins running */
 	_Atomic uint64_t lt_last_end; /* tick when the last one returned */
 	_Atomic bool stop, pause, done;
 	pthread_barrier_t bar_in, bar_out;
@@ -232,7 +232,6 @@ struct soak {
 	_Atomic bool failed;
 	_Atomic uint64_t checkpoints;
 	_Atomic bool hooks_on;
-	pthread_mutex_t wb_lock; /* serialises write-backs (N2 tolerated) */
 	/* Epochs for F_LIMBO frames (model.c). */
 	pthread_mutex_t epoch_lock;
 	_Atomic uint64_t epoch;
