@@ -7,19 +7,21 @@
 #
 # Usage: cachesim-notifier.sh BUILDDIR [COUNT...]   (default 1000 100000)
 #   BUILDDIR holds bench/bench-notifier (a release build with -g is best).
-#   ITERS (default 100000) invalidations are measured after a warm-up.
+#   ITERS (default 200000) invalidations are measured after a warm-up
+#   (docs/notifier.md's table is from the default).
 #   The caches simulated are this machine's kind (AMD EPYC): D1 32 KiB
 #   8-way, and the last level either its 512 KiB L2 (LL=l2, the default:
 #   the level whose misses grow with the subscriptions) or its 32 MiB L3
 #   (LL=l3). Valgrind's own guess here is a 256 MiB direct-mapped LL,
 #   which counts only cold misses.
 # Output: one line per count, per invalidation: Ir, D1 misses (reads +
-# writes), LL misses, then the functions with the most D1 misses.
+# writes), LL misses; with VERBOSE=1 also the functions with the most D1
+# misses.
 set -eu
 build=$1
 shift
 [ $# -gt 0 ] || set -- 1000 100000
-iters=${ITERS:-100000}
+iters=${ITERS:-200000}
 case ${LL:-l2} in
 l2) ll=524288,8,64 ;;
 l3) ll=33554432,16,64 ;;
