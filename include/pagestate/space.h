@@ -86,11 +86,15 @@
  * LOCKED bit, and does this in order: read the entry again (if it maps another
  * frame now, let go and start again with that frame), mark the frame dirty (the
  * dirty hook runs on the clean-to-dirty transition), make exactly that entry
- * writable, then log the address (dirty before writable, logged after). So the
- * dirty hook has run before any thread can write through the entry. Write-back
- * takes the same bit around "write-protect, then clean" (Linux: folio lock,
- * page_mkwrite, clear_page_dirty_for_io). So a write that arrives during
- * write-back faults and dirties the frame again, and is never lost.
+ * writable, then log the address (dirty before writable, logged after). A
+ * fault that finds the frame dirty already marks nothing: every other marker
+ * (the secondary-map helper, ps_space_mark_dirty(), ps_space_unpin() with
+ * PS_UNPIN_DIRTY, write-back's re-dirtying) also sets DIRTY and runs the hook
+ * under the frame's LOCKED bit, so the hook of the dirtying the fault found has
+ * run. So the dirty hook has run before any thread can write through the entry.
+ * Write-back takes the same bit around "write-protect, then clean" (Linux:
+ * folio lock, page_mkwrite, clear_page_dirty_for_io). So a write that arrives
+ * during write-back faults and dirties the frame again, and is never lost.
  *
  * ---------------------------------------------------------------------------
  * Concurrency and progress
@@ -154,13 +158,16 @@ struct ps_space;
  *	is PS_ACCESS_READ or PS_ACCESS_WRITE. Runs in the calling thread with no
  *	library lock held. Without it, missing pages are -EFAULT.
  * @dirty: frame @frame went from clean to dirty (set_page_dirty). Runs
- *	exactly once per transition, in the thread that made it. From a write
- *	fault (ps_space_fault(), a pin for write) it runs under the frame's
- *	LOCKED bit and before the entry becomes writable: it must not fault,
- *	pin for write, write back or CPU-map (pagestate/prot.h) that frame.
- *	From the secondary-map helper it runs under the caller's lock; from
- *	ps_space_mark_dirty(), ps_space_unpin() and write-back with no
- *	library lock held.
+ *	exactly once per transition, in the thread that made it, always under
+ *	the frame's LOCKED bit, and before any write through an entry that
+ *	the dirtying let through: a write fault (ps_space_fault(), a pin for
+ *	write) runs it before the entry becomes writable, and one that finds
+ *	the frame dirty already waits for that bit, so for the hook (see "Dirty
+ *	before writable"). It must not fault, pin for write, mark dirty, unpin
+ *	dirty, write back or CPU-map (pagestate/prot.h) that frame. From the
+ *	secondary-map helper it also runs under the caller's lock; from
+ *	write-back's re-dirtying (a failed write, a bounced frame still
+ *	pinned for write) with the frame under that write-back (WRITEBACK).
  * @free_frame: the last reference to @frame was dropped; the frame's page word
  *	is free again, its lifetime over (DIRTY and WRITE_PINNED cleared,
  *	pagestate/page.h: its next mapping starts clean). Runs in the thread
@@ -637,8 +644,9 @@ enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
  * @lock: take the lock that the subscription's invalidate callback takes.
  * @unlock: drop it.
  * @install: install the mapping of @addr to @frame (writable if @write),
- *	called under the lock. Return 0, or a negative errno the helper
- *	returns (the mapping is not considered installed).
+ *	called under the lock (and, if @write, under the frame's LOCKED bit).
+ *	Return 0, or a negative errno the helper returns (the mapping is not
+ *	considered installed).
  */
 struct ps_secondary_ops {
 	void (*lock)(void *ctx);
@@ -657,19 +665,30 @@ struct ps_secondary_ops {
  * @ctx: handed to @ops' callbacks.
  *
  * Loop: read_begin on @sub; look up and reference the frame (populate hook
- * if missing); take the caller's lock; if an invalidation raced, unlock,
- * drop the reference and start again; for a write, mark the frame dirty
- * (dirty hook on a clean-to-dirty transition, address logged) before
- * installing; install; unlock; drop the lookup reference. The secondary mapping
- * keeps no reference: the notifier tears it down before the frame can change.
+ * if missing); for a write, take the frame's LOCKED bit; take the caller's
+ * lock; if an invalidation raced, unlock both, drop the reference and start
+ * again; for a write, mark the frame dirty (dirty hook on a clean-to-dirty
+ * transition, address logged) before installing; install; unlock both; drop
+ * the lookup reference. The secondary mapping keeps no reference: the notifier
+ * tears it down before the frame can change. The mark is made under the
+ * frame's LOCKED bit, as every mark is, so that a CPU write fault that finds
+ * the frame dirty finds its dirty hook run ("Dirty before writable" above);
+ * the bit is taken before the caller's lock, the order in which write-back
+ * holds them (its PROTECTION invalidation's callbacks take the caller's lock
+ * under the bit).
  *
  * The dirty hook runs once per clean-to-dirty transition however many
  * mappers and invalidations race, never for a read mapping or a retried
  * attempt. A write to a page write-protected in a sync range fails with -EAGAIN
  * (resolve it first); in an async range the write is recorded in the dirty log
  * and the entry stays protected, so CPU writes are still seen.
- * Context: blocking (the caller's lock; read_begin may wait for an
- * overlapping invalidation). Do not hold @ops' lock when calling.
+ * Context: blocking (the caller's lock, and for a write the frame's LOCKED
+ * bit; read_begin may wait for an overlapping invalidation). Do not hold @ops'
+ * lock when calling, nor the frame's LOCKED bit (not from a dirty hook of that
+ * frame). Under @ops' lock, @install included, nothing may wait for a frame's
+ * LOCKED bit (a write fault, a pin for write, ps_space_mark_dirty(), a dirty
+ * unpin, write-back, a CPU map of pagestate/prot.h): a writing helper holds
+ * that bit while it waits for the lock.
  * Ordering: the per-subscription check of notifier.h (read_begin's acquire;
  * read_retry under @ops' lock, which orders it against the callback's
  * ps_interval_set_seq()); for a write, DIRTY and the log entry are set
