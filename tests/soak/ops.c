@@ -532,7 +532,14 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  "waited for); the older copy may reach the backing "
 			  "store last",
 			  frame);
-	if (s != F_INUSE && s != F_AWAIT)
+	/*
+	 * F_CLAIMED: as in hook_dirty(), the map that installed the frame has
+	 * committed (write-back cannot hold a frame the map still holds
+	 * frozen: the LIVE check below) but the owner has not yet learnt that
+	 * it returned; a write through the new entry put the page in the
+	 * write-back set meanwhile.
+	 */
+	if (s != F_INUSE && s != F_AWAIT && s != F_CLAIMED)
 		violation("(f) write-back of a freed frame", 0, addr, frame,
 			  "write-back calls fn for frame %" PRIu64
 			  " in owner state %d",
