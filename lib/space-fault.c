@@ -23,11 +23,12 @@
  *     word, and a fault whose CAS lands on an identical entry installed
  *     meanwhile (the frame unmapped and mapped again) makes writable the
  *     very lifetime it marked dirty. The fault takes the frame it looked
- *     up, reads the entry again (a different frame there now: it lets go,
- *     which may free that frame, and starts again), has the page table
- *     classify the write without changing anything (PS_ACCESS_CHECK), marks the
- *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5), and
- *     only then makes exactly the entry it classified writable, by one CAS;
+ *     up, reads the entry again (a different frame there now: it lets go, which
+ *     may free that frame, and starts again), has the page table classify the
+ *     write without changing anything (PS_ACCESS_CHECK), marks the frame DIRTY
+ *     (the dirty hook on the clean-to-dirty transition, S5; a frame found DIRTY
+ *     has had its hook, since every marker marks under the same bit), and only
+ *     then makes exactly the entry it classified writable, by one CAS;
  *     it logs the address after that CAS, never before (S11: the log records
  *     that writes may now go through the entry; logged before the CAS, a
  *     harvest could take the mark before the entry became writable, and the
@@ -128,7 +129,9 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 		 * Writable already: made so under this lock, dirty (S3). A
 		 * frame read DIRTY stays so while the fault holds it (only
 		 * write-back clears DIRTY, under LOCKED; a free, which the
-		 * reference excludes): the test spares the RMW.
+		 * reference excludes): the test spares the RMW. And the hook
+		 * of that dirtying has run: every marker sets DIRTY and runs
+		 * the hook under this bit (S5).
 		 */
 		if (!ps_pte_is_writable(e) &&
 		    !ps_page_test_flags(p, PS_PAGE_DIRTY))

@@ -45,12 +45,12 @@
  * Each hook runs in the thread whose call triggered it, holding:
  *
  *   populate    no lock of the space (a pin, a fault, the helper)
- *   dirty       the frame's LOCKED bit: a write fault (ps_space_fault(), a
- *               pin for write), ps_space_mark_dirty(), ps_space_unpin() with
- *               PS_UNPIN_DIRTY; the caller's lock: the secondary-map helper;
- *               no lock, the frame under write-back: a write-back dirtying
+ *   dirty       the frame's LOCKED bit, always: a write fault
+ *               (ps_space_fault(), a pin for write), ps_space_mark_dirty(),
+ *               ps_space_unpin() with PS_UNPIN_DIRTY, a write-back dirtying
  *               the frame again (a failed write, a bounce of a frame still
- *               pinned for write)
+ *               pinned for write); the secondary-map helper also holds the
+ *               caller's lock (taken after the bit)
  *   free_frame  the writer mutex: ps_space_map() and ps_space_map_range() (a
  *               failed map giving a reference back), ps_space_unmap(),
  *               ps_space_discard(); no lock of the space: everything else
@@ -107,8 +107,9 @@
  * free that ends a lifetime make it clean. The dirty hook runs once per
  * clean-to-dirty transition, however many threads race, before any write-back
  * cleans that dirtying, and before anyone can write through the entry a write
- * fault makes writable (dirty before writable). A write during write-back
- * faults and dirties the frame again: it is never lost.
+ * fault makes writable (dirty before writable: every marker sets DIRTY and runs
+ * the hook under the frame's LOCKED bit, which a write fault holds too). A
+ * write during write-back faults and dirties the frame again: it is never lost.
  *
  * The dirty log (KVM's dirty bitmap) holds the addresses written since a
  * harvest (ps_space_harvest()) last reported them, for migration. Every
@@ -191,9 +192,10 @@ struct ps_space;
  *	pin or fault asks (the helper always asks PS_ACCESS_READ). Without the
  *	hook a missing page is -EFAULT (PS_FAULT_MISSING).
  * @dirty: @frame went from clean to dirty (Linux's set_page_dirty()). Runs
- *	exactly once per transition, in the thread that made it, before any
- *	write-back cleans that dirtying and, in a write fault, before the entry
- *	becomes writable.
+ *	exactly once per transition, in the thread that made it, under the
+ *	frame's LOCKED bit, before any write-back cleans that dirtying and
+ *	before any write through an entry the dirtying let through (a write
+ *	fault that finds the frame dirty already waits for that bit).
  * @free_frame: the last reference to @frame was dropped: its lifetime is
  *	over, its page word free again (DIRTY and WRITE_PINNED cleared, so its
  *	next mapping starts clean), and the frame its owner's to reuse. Runs
@@ -644,8 +646,9 @@ enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
  * @lock: take the lock that the subscription's invalidate callback takes.
  * @unlock: drop it.
  * @install: install the mapping of @addr to @frame (writable if @write),
- *	called under the lock. Return 0, or a negative errno the helper
- *	returns (the mapping is not considered installed).
+ *	called under the lock (and, if @write, under the frame's LOCKED bit).
+ *	Return 0, or a negative errno the helper returns (the mapping is not
+ *	considered installed).
  */
 struct ps_secondary_ops {
 	void (*lock)(void *ctx);
@@ -668,10 +671,15 @@ struct ps_secondary_ops {
  * The secondary-MMU loop of Andrea Arcangeli's reply in the thread "Reference
  * count on pages held in secondary MMUs" (kvmarm list, June 2019):
  * ps_interval_read_begin() on @sub; look up the frame and hold it (populate
- * hook if missing); take the caller's lock; if an invalidation raced, unlock,
- * let go and start again; for a write, mark the frame dirty and log @addr;
- * install; unlock; let go. The secondary mapping keeps no reference: @sub's
- * invalidate callback tears it down before the frame at @addr can change.
+ * hook if missing); for a write, take the frame's LOCKED bit; take the
+ * caller's lock; if an invalidation raced, unlock both, let go and start
+ * again; for a write, mark the frame dirty and log @addr; install; unlock
+ * both; let go. The bit comes before the caller's lock, the order in which
+ * write-back holds them (its invalidation callbacks take the caller's lock
+ * under the bit), and makes the mark as every mark is made, so that a write
+ * fault that finds the frame dirty knows its dirty hook has run. The secondary
+ * mapping keeps no reference: @sub's invalidate callback tears it down before
+ * the frame at @addr can change.
  *
  * The dirty hook runs once per clean-to-dirty transition however many mappers
  * and invalidations race, never for a read mapping or a retried attempt. The
@@ -679,13 +687,20 @@ struct ps_secondary_ops {
  * sync range fails with -EAGAIN (resolve it first); in an async range it is
  * logged and the entry stays protected, so CPU writes are still seen. Private
  * frames are refused.
- * Context: any thread not holding @ops' lock; the populate hook runs in it with
- * no lock of the space held, the dirty hook and @ops->install under @ops' lock.
+ * Context: any thread holding neither @ops' lock nor the frame's LOCKED bit
+ * (not from a dirty hook of that frame); the populate hook runs in it with no
+ * lock of the space held, the dirty hook and @ops->install under @ops' lock
+ * (and, for a write, the frame's LOCKED bit). Under @ops' lock, @install
+ * included, nothing may wait for a frame's LOCKED bit (a write fault, a pin
+ * for write, ps_space_mark_dirty(), a dirty unpin, write-back, a CPU map of
+ * pagestate/prot.h): a writing helper holds that bit while it waits for the
+ * lock.
  * Ordering: the per-subscription check of pagestate/notifier.h (read_begin's
  * acquire; read_retry under @ops' lock, which orders it against the callback's
  * ps_interval_set_seq()); for a write, DIRTY and the log's bit are set before
  * @ops->install runs.
- * Progress: blocking (@ops' lock; read_begin waits for an overlapping
+ * Progress: blocking (@ops' lock, for a write the frame's LOCKED bit;
+ * read_begin waits for an overlapping
  * invalidation in flight); it loops again only after populating the page, or
  * when an invalidation or a change of the frame raced with it.
  * Return: 0; -EINVAL (@sub not a subscription of the space's notifier or not
