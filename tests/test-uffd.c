@@ -2235,6 +2235,8 @@ struct stress {
 	struct ps_test_overlap ov;
 	uint64_t *upper_touched; /* sync: pages the protector unprotected */
 	unsigned long harvests, reported, toggles;
+	/* The protector's failed calls (no ck_assert in a worker thread). */
+	_Atomic(unsigned) errors;
 };
 
 struct st_writer {
@@ -2337,13 +2339,17 @@ static void *st_protector_main(void *arg)
 		unsigned int n = 1 +
 				 (unsigned int)ps_test_below(&rng, st->np - s);
 
-		ck_assert_int_eq(ps_uffd_unprotect(st->u, LBASE + s * PG,
-						   n * PG),
-				 0);
-		if (ps_test_below(&rng, 4))
-			ck_assert_int_eq(ps_uffd_protect(st->u, LBASE + s * PG,
-							 n * PG),
-					 0);
+		int rc = ps_uffd_unprotect(st->u, LBASE + s * PG, n * PG);
+
+		if (!rc && ps_test_below(&rng, 4))
+			rc = ps_uffd_protect(st->u, LBASE + s * PG, n * PG);
+		if (rc) {
+			fprintf(stderr,
+				"protector: pages %u-%u: (un)protect failed: "
+				"%d\n",
+				s, s + n - 1, rc);
+			atomic_fetch_add(&st->errors, 1);
+		}
 		st->toggles++;
 		sched_yield();
 		ps_test_overlap_wait(&me, 1000000); /* let a writer write */
@@ -2476,6 +2482,7 @@ static void st_run(struct stress *st, unsigned int nwriters)
 		pthread_join(th[i], NULL);
 	if (st->sync)
 		pthread_join(prot, NULL);
+	ck_assert_uint_eq(atomic_load(&st->errors), 0);
 	ps_test_overlap_check(&st->ov,
 			      st->sync ? "sync stress" : "async stress");
 	(void)sched_setaffinity(0, sizeof(was), &was);
@@ -2599,8 +2606,16 @@ struct mig {
 	uint64_t seed;
 	_Atomic(bool) stop;
 	_Atomic(uint64_t) writes, discarded, skipped, freed;
+	/* The balloon's and the free hook's failures (no ck_assert there). */
+	_Atomic(unsigned) errors;
 	unsigned long reported;
 };
+
+static void mig_error(struct mig *m, const char *what, int rc)
+{
+	fprintf(stderr, "migration: %s: %d\n", what, rc);
+	atomic_fetch_add(&m->errors, 1);
+}
 
 struct mig_writer {
 	struct mig *m;
@@ -2614,9 +2629,9 @@ static void mig_free_frame(void *ctx, struct ps_space *space, uint64_t frame)
 	struct mig *m = ctx;
 
 	(void)space;
-	ck_assert_int_eq(madvise(m->r.host + frame * PG, PG,
-				 m->shared ? MADV_REMOVE : MADV_DONTNEED),
-			 0);
+	if (madvise(m->r.host + frame * PG, PG,
+		    m->shared ? MADV_REMOVE : MADV_DONTNEED))
+		mig_error(m, "madvise in the free_frame hook", -errno);
 	/* Relaxed: a statistic, read after the join. */
 	atomic_fetch_add_explicit(&m->freed, 1, memory_order_relaxed);
 }
@@ -2652,13 +2667,21 @@ static void mig_balloon_one(struct mig *m, unsigned int p)
 	int rc;
 
 	rc = ps_uffd_discard(m->u, addr, PG, &skip, 1, &nskip);
-	ck_assert_int_eq(rc, 0);
+	if (rc) {
+		mig_error(m, "ps_uffd_discard", rc);
+		return;
+	}
 	if (nskip) {
-		ck_assert_uint_eq(skip.addr, addr);
+		if (skip.addr != addr)
+			mig_error(m, "a discard skipped another page", 0);
 		atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
 		return;
 	}
-	ck_assert_int_eq(ps_space_map(m->s, addr, p, PS_MAP_WRITE), 0);
+	rc = ps_space_map(m->s, addr, p, PS_MAP_WRITE);
+	if (rc) {
+		mig_error(m, "ps_space_map after the discard", rc);
+		return;
+	}
 	/* Relaxed: progress only. */
 	atomic_fetch_add_explicit(&m->discarded, 1, memory_order_relaxed);
 }
@@ -2809,6 +2832,7 @@ START_TEST(migration_with_balloon)
 	if (m->discards)
 		pthread_join(balloon, NULL);
 	(void)sched_setaffinity(0, sizeof(was), &was);
+	ck_assert_uint_eq(atomic_load(&m->errors), 0);
 	mig_round(m);
 
 	for (unsigned int p = 0; p < m->np; p++) {
@@ -2841,6 +2865,7 @@ START_TEST(migration_with_balloon)
 
 	ck_assert_int_eq(ps_uffd_detach(m->u), 0);
 	ck_assert_int_eq(ps_space_destroy(m->s), 0);
+	ck_assert_uint_eq(atomic_load(&m->errors), 0);
 	region_fini(&m->r);
 	free(m->dest);
 	free(m);
