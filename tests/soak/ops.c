@@ -503,7 +503,14 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  "waited for); the older copy may reach the backing "
 			  "store last",
 			  frame);
-	if (s != F_INUSE && s != F_AWAIT)
+	/*
+	 * F_CLAIMED and LIVE: a map is installing the frame, past the point
+	 * where it can fail, and a write through the entry it installed
+	 * dirtied it (hook_dirty() allows that) before the owner learnt that
+	 * the map returned; a write-back may then write it.
+	 */
+	if (s != F_INUSE && s != F_AWAIT &&
+	    !(s == F_CLAIMED && (w & PS_PAGE_LIVE)))
 		violation("(f) write-back of a freed frame", 0, addr, frame,
 			  "write-back calls fn for frame %" PRIu64
 			  " in owner state %d",
