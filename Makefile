@@ -6,7 +6,7 @@
 #                 tests, examples, benchmarks, man pages
 #   make test     build, run every test suite: default build (archive and
 #                 shared library), ASan+UBSan build (shared library), TSan
-#                 build (stress), fuzz smoke build
+#                 build (stress, a 20 s soak), fuzz smoke build
 #   make bench    build in release mode, run every benchmark and print the
 #                 report
 #   make install PREFIX=/usr/local   the archive, headers, .pc, man pages
@@ -95,7 +95,7 @@ test-asan: build-asan/build.ninja
 test-tsan: build-tsan/build.ninja
 	$(MESON) compile -C build-tsan
 	$(MESON) test -C build-tsan --print-errorlogs --num-processes $(JOBS) \
-		--suite stress --suite examples $(TEST_ARGS)
+		--suite stress --suite soak --suite examples $(TEST_ARGS)
 
 test-fuzz: build-fuzz/build.ninja
 	$(MESON) compile -C build-fuzz

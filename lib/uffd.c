@@ -42,7 +42,12 @@
  * U4  Sync harvest: the log is harvested first, then the reported pages are
  *     re-protected in both places. A write between the two finds the page
  *     still writable and lands before the harvest returns (in the contents
- *     the caller copies afterwards); a write after it faults again.
+ *     the caller copies afterwards); a write after it faults again. The
+ *     pages a budget leaves over that the collect re-armed in the library
+ *     (the space's harvest, a bare table's scan) are protected in the kernel
+ *     too before the call returns, and stay recorded (U1: never protected in
+ *     the library alone; a write to one after that faults, and its page is
+ *     reported by a later harvest).
  *
  * U5  The handler thread and ps_uffd_handle_events() never block in a
  *     read: the userfaultfd is non-blocking, the thread waits in poll() on
@@ -889,19 +894,6 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 	return 0;
 }
 
-/* ps_pgtable_harvest()'s callback: a run of written pages, into the log. */
-static void table_log_run(void *ctx, uint64_t start, uint64_t end)
-{
-	log_range(ctx, start, end - start);
-}
-
-/* Bare table: its written entries, re-armed as reported, into the log. */
-static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t end)
-{
-	return ps_pgtable_harvest(u->pt, start, end - start, 0, table_log_run,
-				  u);
-}
-
 struct log_out {
 	uint64_t base;
 	uint64_t *addrs;
@@ -946,46 +938,23 @@ static enum ps__hbm_verdict merge_visit(void *ctx, uint64_t bit)
 }
 
 /*
- * Space: its harvest with PS_HARVEST_REARM (the library's written entries of
- * async ranges, re-armed; the dirty log's marks, resolved sync faults and pages
- * pinned for write; the secondary mappings of all of them invalidated), at most
- * @max pages into @addrs. Only the pages the caller's budget returns move into
- * the attachment's log: the budget applies to their union with the pages
- * already there (the kernel's), and the space's pages beyond it go back to the
- * space's log (ps_space_redirty(), before the harvest returns; their
- * invalidation was merely early). So the space's log keeps every page a harvest
- * does not return: for the next harvest, for ps_space_harvest() and after
- * detach. *@resume: the first of the space's pages still recorded, or the end.
- *
- * The kernel's pages go straight into the attachment's log, not through
- * the space's, so they cost no notifier invalidation and no pin check: a
- * writable secondary mapping is always in the space's log (the helper logs its
- * page before installing it, and the harvest that takes the page invalidates
- * it), and a page pinned for write stays in that log while pinned. So a page
- * that only the CPU wrote has no writable secondary mapping to tear down.
+ * Of the pages @pages[0..@n) a collect took (ascending, at most @max), how
+ * many the budget returns: those among the first @max pages of their union
+ * with the attachment's log over [@start, @start + @len).
  */
-static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
-			 uint64_t *addrs, uint64_t max, uint64_t *resume)
+static uint64_t within_budget(struct ps_uffd *u, uint64_t start, uint64_t len,
+			      const uint64_t *pages, uint64_t n, uint64_t max)
 {
-	struct merge m = {addrs, 0, 0, 0, max, u->addr};
-	int rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM, addrs,
-				  max, &m.ns, resume);
+	struct merge m = {pages, n, 0, 0, max, u->addr};
 
-	if (rc || !m.ns)
-		return rc;
 	(void)ps__hbm_harvest(&u->log, (start - u->addr) >> PAGE_SHIFT,
 			      len >> PAGE_SHIFT, merge_visit, &m, NULL);
 	for (; m.j < m.ns && m.t < max; m.j++)
 		m.t++;
-	if (m.j < m.ns) { /* beyond the budget: back where they were */
-		(void)ps_space_redirty(u->space, addrs + m.j, m.ns - m.j);
-		*resume = addrs[m.j];
-	}
-	log_addrs(u, addrs, m.j);
-	return 0;
+	return m.j;
 }
 
-/* Sync: re-protect what was reported, run by run, in both places (U4). */
+/* Sync: re-protect pages, run by run, in both places (U1, U4). */
 static int rearm_reported(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 {
 	int rc = 0;
@@ -1004,13 +973,119 @@ static int rearm_reported(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
 	return rc;
 }
 
+/*
+ * A bare table's collect: the runs its get-and-rearm scan reports. Async, or
+ * with no room left in @pages, a run goes straight into the log; in sync mode
+ * the first @max pages go into @pages (for within_budget()), and a page past
+ * them, which the budget cannot return, is logged and protected in the kernel
+ * at once (U1: the scan re-armed it in the library).
+ */
+struct table_collect {
+	struct ps_uffd *u;
+	uint64_t *pages;
+	uint64_t max, n; /* max 0: log every run (async) */
+	int rc;		 /* the first refusal of the kernel's half */
+};
+
+static void table_collect_run(void *ctx, uint64_t start, uint64_t end)
+{
+	struct table_collect *c = ctx;
+	uint64_t a = start;
+	int rc;
+
+	for (; a < end && c->n < c->max; a += PAGE_SIZE)
+		c->pages[c->n++] = a;
+	if (a == end)
+		return;
+	log_range(c->u, a, end - a);
+	if (!c->max)
+		return;
+	rc = protect_locked(c->u, a, end - a, true);
+	if (rc && !c->rc)
+		c->rc = rc;
+}
+
+/*
+ * Bare table: its written entries, re-armed in the library as reported, into
+ * the log. Sync: the pages the budget will not return are protected in the
+ * kernel too before the call returns (U1; those it returns are, after it,
+ * by rearm_reported()); the kernel's refusal goes to *@late, the library
+ * then unprotected there (protect_locked()), the pages still logged.
+ */
+static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t len,
+			 uint64_t *addrs, uint64_t max, int *late)
+{
+	bool sync = !(u->flags & PS_UFFD_ASYNC);
+	struct table_collect c = {u, addrs, sync ? max : 0, 0, 0};
+	int rc = ps_pgtable_harvest(u->pt, start, len, 0, table_collect_run,
+				    &c);
+	/* A failed harvest returns nothing: all of them are left over. */
+	uint64_t j = c.n && !rc ? within_budget(u, start, len, addrs, c.n, max)
+				: 0;
+
+	/* After a failed harvest too: what it re-armed is recorded. */
+	log_addrs(u, addrs, c.n);
+	if (j < c.n) {
+		int r = rearm_reported(u, addrs + j, c.n - j);
+
+		if (r && !c.rc)
+			c.rc = r;
+	}
+	*late = c.rc;
+	return rc;
+}
+
+/*
+ * Space: its harvest with PS_HARVEST_REARM (the library's written entries of
+ * async ranges, re-armed; the dirty log's marks, resolved sync faults and pages
+ * pinned for write, sync ones re-armed too; the secondary mappings of all of
+ * them invalidated), at most @max pages into @addrs. Only the pages the
+ * caller's budget returns move into the attachment's log: the budget applies to
+ * their union with the pages already there (the kernel's, a discard's), and
+ * the space's pages beyond it go back to the space's log (ps_space_redirty(),
+ * before the harvest returns; their invalidation was merely early). So the
+ * space's log keeps every page a harvest does not return: for the next
+ * harvest, for ps_space_harvest() and after detach. In sync mode those pages
+ * stay re-armed, as ps_space_redirty() leaves them, and are protected in the
+ * kernel too (U1); a refusal there goes to *@late (the library then
+ * unprotected there, protect_locked()). *@resume: the first of the space's
+ * pages still recorded, or the end.
+ *
+ * The kernel's pages go straight into the attachment's log, not through
+ * the space's, so they cost no notifier invalidation and no pin check: a
+ * writable secondary mapping is always in the space's log (the helper logs its
+ * page before installing it, and the harvest that takes the page invalidates
+ * it), and a page pinned for write stays in that log while pinned. So a page
+ * that only the CPU wrote has no writable secondary mapping to tear down.
+ */
+static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
+			 uint64_t *addrs, uint64_t max, uint64_t *resume,
+			 int *late)
+{
+	uint64_t ns, j;
+	int rc = ps_space_harvest(u->space, start, len, PS_HARVEST_REARM, addrs,
+				  max, &ns, resume);
+
+	if (rc || !ns)
+		return rc;
+	j = within_budget(u, start, len, addrs, ns, max);
+	if (j < ns) { /* beyond the budget: back where they were */
+		(void)ps_space_redirty(u->space, addrs + j, ns - j);
+		*resume = addrs[j];
+		if (!(u->flags & PS_UFFD_ASYNC))
+			*late = rearm_reported(u, addrs + j, ns - j);
+	}
+	log_addrs(u, addrs, j);
+	return 0;
+}
+
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count_out,
 		    uint64_t *resume)
 {
 	bool async = u->flags & PS_UFFD_ASYNC;
 	uint64_t n = 0, res = start + len, sres = start + len;
-	int rc = range_check(u, start, len);
+	int rc = range_check(u, start, len), late = 0;
 
 	if (rc)
 		return rc;
@@ -1021,8 +1096,9 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	if (async)
 		rc = collect_kernel(u, start, start + len);
 	if (!rc)
-		rc = u->space ? collect_space(u, start, len, addrs, max, &sres)
-			      : collect_table(u, start, start + len);
+		rc = u->space ? collect_space(u, start, len, addrs, max, &sres,
+					      &late)
+			      : collect_table(u, start, len, addrs, max, &late);
 	if (!rc) {
 		struct log_out o = {u->addr, addrs, max, 0};
 		uint64_t bit;
@@ -1036,6 +1112,8 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 	}
 	if (!rc && !async) {
 		rc = rearm_reported(u, addrs, n);
+		if (!rc)
+			rc = late; /* a page left over was refused */
 		/* Not all re-protected: report them again next time. */
 		if (rc && u->space)
 			(void)ps_space_redirty(u->space, addrs, n);

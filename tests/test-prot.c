@@ -76,6 +76,10 @@ struct seen {
 	_Atomic(unsigned) make_calls;
 	_Atomic(int) make_rc;
 	_Atomic(int) make_yield; /* widen the hook's window (stress) */
+	/* Hooks that ran without the LOCKED bit (teardown checks). */
+	_Atomic(unsigned) make_unlocked;
+	/* The kmap stress: racers inside kmap; hooks that saw both. */
+	_Atomic(unsigned) kmap_inside, make_contended;
 	struct hook_call log[64];
 	unsigned nlog;
 	/* Where the hook fails, for this target state (UINT64_MAX: nowhere). */
@@ -149,10 +153,18 @@ static int on_make_accessible(void *ctx, struct ps_space *s, uint64_t frame)
 {
 	(void)ctx;
 	(void)s;
-	/* P6: the hook runs under the frame's LOCKED bit. */
-	ck_assert(ps_page_test_flags(pg(frame), PS_PAGE_LOCKED));
-	if (atomic_load(&seen.make_yield))
+	/*
+	 * P6: the hook runs under the frame's LOCKED bit. Counted, not
+	 * asserted: a kmap may run it in a worker thread, where ck_assert is
+	 * not safe; teardown asserts the count.
+	 */
+	if (!ps_page_test_flags(pg(frame), PS_PAGE_LOCKED))
+		atomic_fetch_add(&seen.make_unlocked, 1);
+	if (atomic_load(&seen.make_yield)) {
 		sched_yield();
+		if (atomic_load(&seen.kmap_inside) > 1) /* the other racer */
+			atomic_fetch_add(&seen.make_contended, 1);
+	}
 	atomic_fetch_add(&seen.make_calls, 1);
 	return atomic_load(&seen.make_rc);
 }
@@ -204,6 +216,9 @@ static void setup_no_conv_hooks(void)
 
 static void teardown(void)
 {
+	ck_assert_msg(atomic_load(&seen.make_unlocked) == 0,
+		      "%u make_accessible hooks ran without the LOCKED bit",
+		      atomic_load(&seen.make_unlocked));
 	ck_assert_int_eq(ps_space_destroy(sp), 0);
 	sp = NULL;
 }
@@ -1608,26 +1623,45 @@ END_TEST
 #define RACE_FRAME 300
 
 /*
+ * The stress tcases run their threads until each did its share and they
+ * overlapped in enough operations (harness.h), on one CPU too, and fail if they
+ * did not; a race a tcase asserts happened holds the loops until it did
+ * (stress_seen()). Worker threads count what they find wrong (Check's
+ * assertions are safe only in the test's own thread), and the main thread
+ * asserts the counts after the join.
+ */
+
+/* A race the loops were held for happened: the first time, release them. */
+static void stress_seen(_Atomic(int) *once, struct ps_test_overlap *ov)
+{
+	if (!atomic_exchange(once, 1))
+		ps_test_overlap_release(ov);
+}
+
+/*
  * Pin versus conversion on the same pages (P2): a pinner pins random pages of
- * four, expecting shared memory, and checks while it holds the pin that the
- * frame is still shared; the converter converts the four pages to private and
- * back, sometimes waiting for pins. After a successful conversion to private no
+ * four, expecting shared memory, and checks while it holds the pin (yielding
+ * once, so that the converter runs meanwhile on one CPU too) that the frame is
+ * still shared; the converter converts the four pages to private and back,
+ * sometimes waiting for pins. After a successful conversion to private no
  * shared pin may be held: every shared pin either came first (the conversion
- * failed) or failed. Counted on both sides; both must be zero.
+ * failed) or failed. Counted on both sides; both must be zero. The loops run
+ * until a pin and a conversion to private succeeded.
  */
 struct race {
-	_Atomic(int) started, stop;
 	_Atomic(int) held; /* shared pins held right now */
 	_Atomic(unsigned) pinner_saw_private, pins_ok, pins_refused;
+	_Atomic(int) pinned, converted;
+	struct ps_test_overlap ov; /* side 0 the converter, 1 the pinner */
 };
 
 static void *race_pinner(void *arg)
 {
 	struct race *r = arg;
 	struct ps_test_rng rng = ps_test_rng_new(7);
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
 
-	atomic_store(&r->started, 1);
-	while (!atomic_load(&r->stop)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t page = ps_test_below(&rng, RACE_PAGES), f;
 		int rc = ps_space_pin_range(sp, page * PG, PG, 0, &f);
 
@@ -1648,35 +1682,42 @@ static void *race_pinner(void *arg)
 		atomic_fetch_sub(&r->held, 1);
 		ps_space_unpin(sp, &f, 1, 0);
 		atomic_fetch_add(&r->pins_ok, 1);
+		stress_seen(&r->pinned, &r->ov);
 	}
 	return NULL;
 }
 
 START_TEST(stress_pin_versus_convert_never_both)
 {
-	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
 	unsigned converted = 0, converter_saw_pin = 0;
 	struct ps_convert_opts o;
+	struct ps_test_side me;
 	struct race r;
 	pthread_t t;
 
 	memset(&r, 0, sizeof(r));
 	memset(&o, 0, sizeof(o));
 	o.wait_ns = 200000;
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       50;
+	ps_test_overlap_hold(&r.ov); /* until a pin succeeded */
+	ps_test_overlap_hold(&r.ov); /* until a conversion succeeded */
+	me = ps_test_side(&r.ov, 0, 0);
 	ck_assert_int_eq(ps_prot_set_hooks(sp, NULL), 0);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, RACE_PAGES * PG, RACE_FRAME,
 					    0),
 			 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, race_pinner, &r), 0);
-	while (!atomic_load(&r.started))
-		sched_yield();
-	for (uint64_t i = 0; i < iters; i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		unsigned int fl = i % 3 == 0 ? PS_CONVERT_WAIT : 0;
 		int rc = ps_prot_convert(sp, 0, RACE_PAGES * PG, PS_ENC_PRIVATE,
 					 fl, &o, NULL);
 
 		if (rc == 0) {
 			converted++;
+			stress_seen(&r.converted, &r.ov);
 			/* No shared pin can be held now (nor start). */
 			if (atomic_load(&r.held))
 				converter_saw_pin++;
@@ -1687,8 +1728,8 @@ START_TEST(stress_pin_versus_convert_never_both)
 				       PS_CONVERT_WAIT, &o, NULL))
 			;
 	}
-	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);
+	ps_test_overlap_check(&r.ov, "converter vs pinner");
 	ck_assert_uint_eq(converter_saw_pin, 0);
 	ck_assert_uint_eq(atomic_load(&r.pinner_saw_private), 0);
 	ck_assert_uint_gt(converted, 0);
@@ -1703,25 +1744,27 @@ END_TEST
 
 /*
  * The long-term mark is exact (issue 15 #9): a pinner pins page 0 over and
- * over, long-term or not, holds the pin a moment and unpins it; the main
- * thread converts the page back and forth with PS_CONVERT_WAIT. A
- * conversion may fail with -EBUSY only if a long-term pin was held at some
- * instant of the call (counted with two tallies: long-term pins begun
- * before the call ended, and ended before it began); otherwise it waits
- * for the short-term pins to drain, and succeeds.
+ * over, long-term or not, holds the pin a moment and unpins it; the main thread
+ * converts the page back and forth with PS_CONVERT_WAIT. A conversion may fail
+ * with -EBUSY only if a long-term pin was held at some instant of the call
+ * (counted with two tallies: long-term pins begun before the call ended, and
+ * ended before it began); otherwise it waits for the short-term pins to drain,
+ * and succeeds. The loops run until a pin and a conversion succeeded.
  */
 struct lt_race {
-	_Atomic(int) stop;
 	_Atomic(uint64_t) lt_begun, lt_ended, pins;
 	_Atomic(unsigned) errors;
+	_Atomic(int) pinned, converted;
+	struct ps_test_overlap ov; /* side 0 the converter, 1 the pinner */
 };
 
 static void *lt_pinner(void *arg)
 {
 	struct lt_race *r = arg;
 	struct ps_test_rng rng = ps_test_rng_new(17);
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
 
-	while (!atomic_load(&r->stop)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		bool lt = ps_test_below(&rng, 4) == 0;
 		unsigned int fl = PS_PIN_PRIVATE | (lt ? PS_PIN_LONGTERM : 0);
 		uint64_t f;
@@ -1732,6 +1775,7 @@ static void *lt_pinner(void *arg)
 		rc = ps_space_pin_range(sp, 0, PG, fl, &f);
 		if (!rc) {
 			atomic_fetch_add(&r->pins, 1);
+			stress_seen(&r->pinned, &r->ov);
 			sched_yield();
 			ps_space_unpin(sp, &f, 1, lt ? PS_UNPIN_LONGTERM : 0);
 		} else if (rc != -EAGAIN) {
@@ -1746,20 +1790,26 @@ static void *lt_pinner(void *arg)
 
 START_TEST(stress_longterm_mark_is_exact)
 {
-	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 200;
 	unsigned busy = 0, converted = 0, wrong_busy = 0;
 	enum ps_enc_state to = PS_ENC_PRIVATE;
 	struct ps_convert_opts o;
+	struct ps_test_side me;
 	struct lt_race r;
 	pthread_t t;
 
 	memset(&r, 0, sizeof(r));
 	memset(&o, 0, sizeof(o));
 	o.wait_ns = 5 * UINT64_C(1000000000);
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       200;
+	ps_test_overlap_hold(&r.ov); /* until a pin succeeded */
+	ps_test_overlap_hold(&r.ov); /* until a conversion succeeded */
+	me = ps_test_side(&r.ov, 0, 0);
 	ck_assert_int_eq(ps_prot_set_hooks(sp, NULL), 0);
 	ck_assert_int_eq(ps_space_map(sp, 0, RACE_FRAME, 0), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, lt_pinner, &r), 0);
-	for (uint64_t i = 0; i < iters || !atomic_load(&r.pins); i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t ended = atomic_load(&r.lt_ended);
 		int rc = ps_prot_convert(sp, 0, PG, to, PS_CONVERT_WAIT, &o,
 					 NULL);
@@ -1772,16 +1822,18 @@ START_TEST(stress_longterm_mark_is_exact)
 		}
 		ck_assert_int_eq(rc, 0);
 		converted++;
+		stress_seen(&r.converted, &r.ov);
 		to = to == PS_ENC_PRIVATE ? PS_ENC_SHARED : PS_ENC_PRIVATE;
 	}
-	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);
+	ps_test_overlap_check(&r.ov, "converter vs long-term pinner");
 	ck_assert_uint_eq(atomic_load(&r.errors), 0);
 	ck_assert_msg(wrong_busy == 0,
 		      "%u conversions failed with -EBUSY while no long-term "
 		      "pin was held",
 		      wrong_busy);
 	ck_assert_uint_gt(converted, 0);
+	ck_assert_uint_gt(atomic_load(&r.pins), 0);
 	ck_assert_uint_eq(ps_page_refs(pg(RACE_FRAME)), 1);
 	ck_assert_uint_eq(ps_page_pins(pg(RACE_FRAME)), 0);
 	(void)busy;
@@ -1791,22 +1843,41 @@ END_TEST
 /*
  * Exactly-once make-accessible (P6): each round converts the page to
  * private (inaccessible), then two threads kmap it at the same instant; the
- * hook must have run exactly once when both hold their map.
+ * hook must have run exactly once when both hold their map, each time under
+ * the frame's LOCKED bit. The hook yields, so that the other racer starts its
+ * kmap while it runs (on one CPU too): a round where it did is contended
+ * (seen.make_contended). The rounds go on until each racer did its share and
+ * overlapped the other (harness.h; in lockstep, each round) and at least
+ * PS_STRESS_OVERLAP / 20 rounds were contended: a hook never raced proves
+ * nothing.
  */
 struct kmap_race {
 	pthread_barrier_t go, done;
-	uint64_t rounds;
+	_Atomic(int) stop;
 	_Atomic(unsigned) errors;
+	struct ps_test_overlap ov; /* side i racer i */
+};
+
+struct kmap_racer_arg {
+	struct kmap_race *k;
+	unsigned int id;
 };
 
 static void *kmap_racer(void *arg)
 {
-	struct kmap_race *k = arg;
+	struct kmap_racer_arg *a = arg;
+	struct kmap_race *k = a->k;
+	struct ps_test_side me = ps_test_side(&k->ov, a->id, 0);
 
-	for (uint64_t i = 0; i < k->rounds; i++) {
+	for (;;) {
 		pthread_barrier_wait(&k->go);
+		if (atomic_load(&k->stop))
+			break;
+		atomic_fetch_add(&seen.kmap_inside, 1);
 		if (ps_prot_kmap(sp, RACE_FRAME, PS_KMAP_PRIVATE))
 			atomic_fetch_add(&k->errors, 1);
+		atomic_fetch_sub(&seen.kmap_inside, 1);
+		ps_test_overlap_step(&me);
 		pthread_barrier_wait(&k->done); /* the main thread checks */
 		pthread_barrier_wait(&k->done);
 		if (ps_prot_kunmap(sp, RACE_FRAME))
@@ -1817,20 +1888,42 @@ static void *kmap_racer(void *arg)
 
 START_TEST(stress_first_kmap_calls_hook_exactly_once)
 {
+	uint64_t need = ps_test_stress_size("PS_STRESS_OVERLAP", 1000) / 20;
+	struct kmap_racer_arg a[2];
+	bool contended = false;
 	struct kmap_race k;
 	pthread_t t[2];
+	uint64_t i;
 
 	memset(&k, 0, sizeof(k));
-	k.rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 500;
+	if (!need)
+		need = 1;
+	ps_test_overlap_init(&k.ov, 2, 0);
+	k.ov.side[0].min_ops = k.ov.side[1].min_ops =
+		ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 500;
+	ps_test_overlap_hold(&k.ov); /* until enough rounds were contended */
 	pthread_barrier_init(&k.go, NULL, 3);
 	pthread_barrier_init(&k.done, NULL, 3);
 	atomic_store(&seen.make_yield, 1);
 	ck_assert_int_eq(ps_prot_set_hooks(sp, &make_only_hooks), 0);
 	ck_assert_int_eq(ps_space_map(sp, 0, RACE_FRAME, 0), 0);
-	for (int i = 0; i < 2; i++)
-		ck_assert_int_eq(pthread_create(&t[i], NULL, kmap_racer, &k),
+	for (unsigned int r = 0; r < 2; r++) {
+		a[r].k = &k;
+		a[r].id = r;
+		ck_assert_int_eq(pthread_create(&t[r], NULL, kmap_racer, &a[r]),
 				 0);
-	for (uint64_t i = 0; i < k.rounds; i++) {
+	}
+	for (i = 0;; i++) {
+		if (!contended && atomic_load(&seen.make_contended) >= need) {
+			contended = true;
+			ps_test_overlap_release(&k.ov);
+		}
+		if (ps_test_overlap_enough(&k.ov))
+			break;
+		if (ps_test_now_ns() - k.ov.start_ns >= k.ov.cap_ns) {
+			atomic_store(&k.ov.capped, 1);
+			break;
+		}
 		while (ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE,
 				       PS_CONVERT_WAIT, NULL, NULL))
 			;
@@ -1845,9 +1938,23 @@ START_TEST(stress_first_kmap_calls_hook_exactly_once)
 				       PS_CONVERT_WAIT, NULL, NULL))
 			;
 	}
-	for (int i = 0; i < 2; i++)
-		pthread_join(t[i], NULL);
+	atomic_store(&k.stop, 1);
+	pthread_barrier_wait(&k.go);
+	for (int r = 0; r < 2; r++)
+		pthread_join(t[r], NULL);
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"first kmaps: %u of %" PRIu64 " rounds "
+			"contended\n",
+			atomic_load(&seen.make_contended), i);
 	ck_assert_uint_eq(atomic_load(&k.errors), 0);
+	ck_assert_uint_eq(atomic_load(&seen.make_unlocked), 0);
+	ps_test_overlap_check(&k.ov, "first kmaps");
+	ck_assert_msg(contended,
+		      "%u of %" PRIu64 " rounds had the other racer start its "
+		      "kmap while the hook ran, needs %" PRIu64 ": the race "
+		      "was not tested",
+		      atomic_load(&seen.make_contended), i, need);
 	ck_assert_uint_eq(ps_prot_kmap_count(sp, RACE_FRAME), 0);
 	ck_assert_uint_eq(ps_page_refs(pg(RACE_FRAME)), 1);
 	pthread_barrier_destroy(&k.go);

@@ -52,6 +52,8 @@ struct hooks_seen {
 
 static struct hooks_seen seen;
 static struct ps_space *sp;
+/* Broken invariants counted by stress workers (see "stress" below). */
+static _Atomic(unsigned) stress_violations;
 
 static void on_dirty(void *ctx, struct ps_space *s, uint64_t frame)
 {
@@ -98,6 +100,7 @@ static void setup_with(bool populate)
 	struct ps_space_config cfg;
 
 	memset(&seen, 0, sizeof(seen));
+	atomic_store(&stress_violations, 0);
 	seen.populate_frame = 200;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.size = SPACE_SIZE;
@@ -3522,44 +3525,82 @@ END_TEST
 /* --- stress --------------------------------------------------------------- */
 
 /*
- * Pin versus replacement: a mapper repeatedly unmaps and remaps page 0 with
- * alternating frames A and B while a pinner pins and unpins it. A pin must
- * always return the frame mapped at some instant (A or B), hold a pin on
- * it, and when both threads stop no reference or pin may be left behind
- * (the back-out leaves nothing).
+ * The stress tcases run their threads until each did its share and they
+ * overlapped in enough operations (harness.h), on one CPU too, and fail if they
+ * did not; a race a tcase must have seen holds the loops until it was
+ * (stress_seen()). Their worker threads never call ck_assert (Check's
+ * assertions are safe only in the test's own thread): they count a broken
+ * invariant with stress_violation(), which says what on stderr, and the main
+ * thread asserts the count after the join.
  */
-struct pin_race {
-	_Atomic(int) stop;
-	_Atomic(unsigned) bad;
-	_Atomic(uint64_t) pins;
-	uint64_t iters;
-};
+static void stress_violation(const char *what, uint64_t a, uint64_t b)
+{
+	fprintf(stderr,
+		"stress invariant broken: %s (%#" PRIx64 ", %#" PRIx64 ")\n",
+		what, a, b);
+	atomic_fetch_add(&stress_violations, 1);
+}
+
+static void stress_check_violations(void)
+{
+	ck_assert_msg(atomic_load(&stress_violations) == 0,
+		      "%u stress invariants broken (stderr says which)",
+		      atomic_load(&stress_violations));
+}
+
+/* entry() for a worker thread: a failed get is a violation. */
+static ps_pte_t stress_entry(uint64_t addr)
+{
+	ps_pte_t e;
+
+	if (ps_pgtable_get(ps_space_pgtable(sp), addr, &e)) {
+		stress_violation("ps_pgtable_get failed", addr, 0);
+		return PS_PTE_NONE;
+	}
+	return e;
+}
+
+/* A race the loops were held for happened: the first time, release them. */
+static void stress_seen(_Atomic(int) *once, struct ps_test_overlap *ov)
+{
+	if (!atomic_exchange(once, 1))
+		ps_test_overlap_release(ov);
+}
 
 /*
- * A stress loop runs its iterations, and then on until the racing thread
- * has made progress (on a loaded machine it may not have run at all yet),
- * up to 100 times as many: a race that never happened proves nothing.
+ * Pin versus replacement: a mapper maps page 0 with alternating frames A and B
+ * and unmaps it again (each of the two an operation, so that the pinner may
+ * run between them on one CPU too) while a pinner pins and unpins it. A pin
+ * must always return the frame mapped at some instant (A or B), hold a pin on
+ * it, and when both threads stop no reference or pin may be left behind (the
+ * back-out leaves nothing). The loops run until a pin succeeded.
  */
-static bool stress_more(uint64_t i, uint64_t iters, bool progress)
-{
-	return i < iters || (!progress && i < 100 * iters);
-}
+struct pin_race {
+	_Atomic(uint64_t) pins;
+	_Atomic(int) pinned;
+	struct ps_test_overlap ov; /* side 0 the mapper, 1 the pinner */
+};
 
 static void *pin_race_pinner(void *arg)
 {
 	struct pin_race *r = arg;
-	while (!atomic_load(&r->stop)) {
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t f;
 		int rc = ps_space_pin_range(sp, 0, PG, 0, &f);
 
 		if (rc == -EFAULT)
 			continue; /* unmapped at that instant */
-		if (rc || (f != 1 && f != 2) || !ps_page_is_pinned(pg(f)))
-			atomic_fetch_add(&r->bad, 1);
-		if (!rc) {
-			ps_space_unpin(sp, &f, 1, 0);
-			atomic_fetch_add(&r->pins, 1);
+		if (rc || (f != 1 && f != 2) || !ps_page_is_pinned(pg(f))) {
+			stress_violation("a pin failed, or got an unmapped "
+					 "or unpinned frame",
+					 (uint64_t)rc, f);
+			continue;
 		}
+		ps_space_unpin(sp, &f, 1, 0);
+		atomic_fetch_add(&r->pins, 1);
+		stress_seen(&r->pinned, &r->ov);
 	}
 	return NULL;
 }
@@ -3567,19 +3608,31 @@ static void *pin_race_pinner(void *arg)
 START_TEST(stress_pin_backs_out)
 {
 	struct pin_race r;
-	uint64_t maps = 0;
+	struct ps_test_side me;
+	uint64_t maps = 0, i;
 	pthread_t t;
 
 	memset(&r, 0, sizeof(r));
-	r.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops =
+		2 * (ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50);
+	ps_test_overlap_hold(&r.ov); /* until a pin succeeded */
+	me = ps_test_side(&r.ov, 0, 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, pin_race_pinner, &r), 0);
-	for (; stress_more(maps, r.iters, atomic_load(&r.pins) > 0); maps++) {
+	for (i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		if (i & 1) {
+			ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+			continue;
+		}
 		ck_assert_int_eq(ps_space_map(sp, 0, 1 + (maps & 1), 0), 0);
-		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+		maps++;
 	}
-	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);
-	ck_assert_uint_eq(atomic_load(&r.bad), 0);
+	if (i & 1) /* the last operation was a map */
+		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	stress_check_violations();
+	ps_test_overlap_check(&r.ov, "mapper vs pinner");
 	ck_assert_uint_eq(ps_page_refs(pg(1)), 0);
 	ck_assert_uint_eq(ps_page_refs(pg(2)), 0);
 	ck_assert_uint_eq(ps_page_pins(pg(1)), 0);
@@ -3598,36 +3651,56 @@ END_TEST
 
 /*
  * Pin versus discard (S10): a balloon thread discards page 0 and, when the
- * discard dropped it, maps a fresh frame there; a pinner pins page 0.
- * While the pinner holds its pin, the discard must skip the page and say
- * it is pinned, so the page stays mapped to exactly the pinned frame until
- * the unpin, and the frame keeps the pin (never lost). Every frame discard
- * dropped was freed exactly once, by discard; none was freed while pinned.
+ * discard dropped it, maps a fresh frame there; a pinner pins page 0, and
+ * unpins it in its next operation (so that, on one CPU too, the balloon may
+ * run while the pin is held). While the pinner holds its pin, the discard
+ * must skip the page and say it is pinned, so the page stays mapped to exactly
+ * the pinned frame until the unpin, and the frame keeps the pin (never lost):
+ * the pinner checks that after the pin and again before the unpin. Every
+ * frame discard dropped was freed exactly once, by discard; none was freed
+ * while pinned. The loops run until a discard skipped a pinned page.
  */
 struct discard_race {
-	_Atomic(int) stop;
-	_Atomic(unsigned) bad, lost, pinned_ok;
+	_Atomic(unsigned) pinned_ok;
+	_Atomic(int) skipped;
+	struct ps_test_overlap ov; /* side 0 the balloon, 1 the pinner */
 };
+
+static void discard_check_held(uint64_t f)
+{
+	ps_pte_t e = stress_entry(0);
+
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) != f)
+		stress_violation("a pinned page was unmapped or replaced", e,
+				 f);
+	if (!ps_page_is_pinned(pg(f)) || !ps_page_is_live(pg(f)))
+		stress_violation("a pinned frame lost its pin or was freed",
+				 ps_page_load(pg(f)), f);
+}
 
 static void *discard_pinner(void *arg)
 {
 	struct discard_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	uint64_t f = UINT64_MAX; /* the frame pinned, or none */
 
-	while (!atomic_load(&r->stop)) {
-		uint64_t f;
-		ps_pte_t e;
-
-		if (ps_space_pin_range(sp, 0, PG, 0, &f))
-			continue; /* discarded at that instant */
-		for (int k = 0; k < 8; k++) {
-			e = entry(0);
-			if (!ps_pte_is_present(e) || ps_pte_frame(e) != f)
-				atomic_fetch_add(&r->bad, 1);
-			if (!ps_page_is_pinned(pg(f)) ||
-			    !ps_page_is_live(pg(f)))
-				atomic_fetch_add(&r->lost, 1);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		if (f != UINT64_MAX) {
+			discard_check_held(f);
+			ps_space_unpin(sp, &f, 1, 0);
+			f = UINT64_MAX;
+			continue;
 		}
+		if (ps_space_pin_range(sp, 0, PG, 0, &f)) {
+			f = UINT64_MAX; /* it holds the failing offset */
+			continue;	/* discarded at that instant */
+		}
+		for (int k = 0; k < 8; k++)
+			discard_check_held(f);
 		atomic_fetch_add(&r->pinned_ok, 1);
+	}
+	if (f != UINT64_MAX) {
+		discard_check_held(f);
 		ps_space_unpin(sp, &f, 1, 0);
 	}
 	return NULL;
@@ -3635,16 +3708,20 @@ static void *discard_pinner(void *arg)
 
 START_TEST(stress_discard_never_drops_pinned)
 {
-	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
-	uint64_t frame = 10, dropped = 0, wrong_reason = 0;
+	uint64_t frame = 10, dropped = 0, wrong_reason = 0, skips = 0;
 	struct discard_race r;
+	struct ps_test_side me;
 	pthread_t t;
 
 	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       50;
+	ps_test_overlap_hold(&r.ov); /* until a pinned page was skipped */
+	me = ps_test_side(&r.ov, 0, 0);
 	ck_assert_int_eq(ps_space_map(sp, 0, frame, 0), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, discard_pinner, &r), 0);
-	for (uint64_t i = 0;
-	     stress_more(i, iters, atomic_load(&r.pinned_ok) > 0); i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		struct ps_discard_skip skipped;
 		uint64_t nskipped;
 
@@ -3654,8 +3731,12 @@ START_TEST(stress_discard_never_drops_pinned)
 		if (nskipped) {
 			/* Only the pinner holds anything: pinned. */
 			if (skipped.reason != PS_DISCARD_PINNED ||
-			    skipped.frame != frame)
+			    skipped.frame != frame) {
 				wrong_reason++;
+			} else {
+				skips++;
+				stress_seen(&r.skipped, &r.ov);
+			}
 			continue;
 		}
 		/* Dropped: discard freed it, with no pin on it. */
@@ -3666,55 +3747,61 @@ START_TEST(stress_discard_never_drops_pinned)
 		ck_assert(!ps_page_is_live(pg(frame)));
 		ck_assert_int_eq(ps_space_map(sp, 0, frame, 0), 0);
 	}
-	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);
-	ck_assert_uint_eq(atomic_load(&r.bad), 0);
-	ck_assert_uint_eq(atomic_load(&r.lost), 0);
+	stress_check_violations();
+	ps_test_overlap_check(&r.ov, "balloon vs pinner");
 	ck_assert_uint_eq(wrong_reason, 0);
 	ck_assert_uint_gt(atomic_load(&r.pinned_ok), 0);
+	ck_assert_uint_gt(skips, 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), dropped);
 }
 END_TEST
 
 /*
- * Exactly-once dirty: a mapper maps page 0 writable through the helper
- * (and read-only every third time) while the main thread invalidates the
- * page (forcing retries) and cleans its frame. Every clean-to-dirty
- * transition runs the hook once: hooks == cleans that found it dirty + (1
- * if dirty at the end), never more.
+ * Exactly-once dirty: a mapper maps page 0 writable through the helper (and
+ * read-only every third time) while the main thread invalidates the page
+ * (forcing retries) and cleans its frame. Every clean-to-dirty transition runs
+ * the hook once: hooks == cleans that found it dirty + (1 if dirty at the end),
+ * never more. The loops run until a clean found the frame dirty.
  */
 struct dirty_race {
 	struct secmap m;
-	_Atomic(int) stop;
 	_Atomic(unsigned) errors;
+	_Atomic(int) cleaned;
+	struct ps_test_overlap ov; /* side 0 the cleaner, 1 the mapper */
 };
 
 static void *dirty_mapper(void *arg)
 {
 	struct dirty_race *d = arg;
-	uint64_t i = 0;
+	struct ps_test_side me = ps_test_side(&d->ov, 1, 0);
 
-	while (!atomic_load(&d->stop)) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me))
 		if (ps_space_map_secondary(sp, &d->m.sub, 0, i % 3 != 0,
 					   &sec_secops, &d->m))
 			atomic_fetch_add(&d->errors, 1);
-		i++;
-	}
 	return NULL;
 }
 
 START_TEST(stress_dirty_hook_exactly_once)
 {
 	struct dirty_race d;
-	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 20;
+	struct ps_test_side me;
 	unsigned cleans = 0;
 	pthread_t t;
 
 	memset(&d, 0, sizeof(d));
+	ps_test_overlap_init(&d.ov, 2, 0);
+	d.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       20;
+	ps_test_overlap_hold(&d.ov); /* until a clean found it dirty */
+	me = ps_test_side(&d.ov, 0, 0);
 	ck_assert_int_eq(ps_space_map(sp, 0, 3, PS_MAP_WRITE), 0);
 	secmap_init(&d.m, 0, PG);
 	ck_assert_int_eq(pthread_create(&t, NULL, dirty_mapper, &d), 0);
-	for (uint64_t i = 0; stress_more(i, iters, cleans > 0); i++) {
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
 		if (i & 1) {
 			ck_assert_int_eq(ps_notifier_invalidate_start(
 						 ps_space_notifier(sp), 0, PG,
@@ -3725,11 +3812,12 @@ START_TEST(stress_dirty_hook_exactly_once)
 					 0);
 		} else if (ps_page_test_and_clear_flag(pg(3), PS_PAGE_DIRTY)) {
 			cleans++;
+			stress_seen(&d.cleaned, &d.ov);
 		}
 	}
-	atomic_store(&d.stop, 1);
 	pthread_join(t, NULL);
 	secmap_fini(&d.m);
+	ps_test_overlap_check(&d.ov, "cleaner vs secondary mapper");
 	ck_assert_uint_eq(atomic_load(&d.errors), 0);
 	ck_assert_uint_eq(atomic_load(&seen.dirty[3]),
 			  cleans + (ps_page_test_flags(pg(3), PS_PAGE_DIRTY)
@@ -3747,24 +3835,27 @@ END_TEST
  * copied version is its last one. Even pages are written by software and
  * marked with ps_space_mark_dirty() after the write; odd pages by the CPU:
  * a write fault, then the write, which, like hardware, faults again if a
- * harvest re-protected the entry in between.
+ * harvest re-protected the entry in between. After each round the harvester
+ * lets the writer write (ps_test_overlap_wait()): on one CPU it could
+ * otherwise come between every fault of the writer and its write.
  */
 #define HV_PAGES 256
 
 struct harvest_race {
 	_Atomic(uint64_t) version[HV_PAGES];
 	uint64_t copied[HV_PAGES];
-	_Atomic(int) stop;
 	_Atomic(unsigned) bad_faults;
 	uint64_t iters;
+	struct ps_test_overlap ov; /* side 0 the harvester, 1 the writer */
 };
 
 static void *harvest_writer(void *arg)
 {
 	struct harvest_race *h = arg;
 	struct ps_test_rng rng = ps_test_rng_new(31);
+	struct ps_test_side me = ps_test_side(&h->ov, 1, 0);
 
-	for (uint64_t i = 0; i < h->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t page = ps_test_below(&rng, HV_PAGES);
 
 		if (!(page & 1)) {
@@ -3780,9 +3871,8 @@ static void *harvest_writer(void *arg)
 			}
 			atomic_fetch_add(&h->version[page], 1);
 			/* Still writable: the write went through it. */
-		} while (!ps_pte_is_writable(entry(page * PG)));
+		} while (!ps_pte_is_writable(stress_entry(page * PG)));
 	}
-	atomic_store(&h->stop, 1);
 	return NULL;
 }
 
@@ -3806,11 +3896,15 @@ START_TEST(stress_harvest_never_loses)
 {
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	struct harvest_race *h = calloc(1, sizeof(*h));
+	struct ps_test_side me;
 	uint64_t writes = 0;
 	pthread_t t;
 
 	ck_assert_ptr_nonnull(h);
 	h->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	ps_test_overlap_init(&h->ov, 2, 0);
+	h->ov.side[1].min_ops = h->iters;
+	me = ps_test_side(&h->ov, 0, 0);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, HV_PAGES * PG, 0,
 					    PS_MAP_WRITE),
 			 0);
@@ -3818,10 +3912,14 @@ START_TEST(stress_harvest_never_loses)
 			 0);
 	ck_assert_int_eq(ps_pgtable_protect(pt, 0, HV_PAGES * PG), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, harvest_writer, h), 0);
-	while (!atomic_load(&h->stop))
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		harvest_round(h);
+		ps_test_overlap_wait(&me, 1000000); /* let the writer write */
+	}
 	pthread_join(t, NULL);
 	harvest_round(h); /* the final one */
+	stress_check_violations();
+	ps_test_overlap_check(&h->ov, "harvester vs writer");
 	ck_assert_uint_eq(atomic_load(&h->bad_faults), 0);
 	for (int p = 0; p < HV_PAGES; p++) {
 		uint64_t v = atomic_load(&h->version[p]);
@@ -3843,13 +3941,14 @@ END_TEST
  * One write-back of a frame at a time (S12): a writer writes random pages (a
  * write fault, then the write, which faults again if a write-back protected the
  * entry in between), bumping each page's version; two write-back threads write
- * back the whole range in either mode. Each callback copies the page's version
- * on entry and lands it on return, sometimes after a yield. Invariants: never
- * two callbacks of one frame at once; an INTEGRITY write-back returns only
- * after every callback of its range that was running when it began has returned
- * (with no third write-back in play here, see space.h); once everything stopped
- * and a final INTEGRITY write-back ran, each page's landed copy is its last
- * version, and no frame is left under write-back.
+ * back the whole range in either mode, each letting the writer write after
+ * each write-back (ps_test_overlap_wait()). Each callback copies the page's
+ * version on entry and lands it on return, sometimes after a yield.
+ * Invariants: never two callbacks of one frame at once; an INTEGRITY write-back
+ * returns only after every callback of its range that was running when it began
+ * has returned (with no third write-back in play here, see space.h); once
+ * everything stopped and a final INTEGRITY write-back ran, each page's landed
+ * copy is its last version, and no frame is left under write-back.
  */
 #define WBR_PAGES 16
 #define WBR_FRAME0 100
@@ -3859,8 +3958,9 @@ struct wb_race {
 	_Atomic(unsigned) in_fn[WBR_PAGES];
 	_Atomic(uint64_t) started[WBR_PAGES], ended[WBR_PAGES];
 	_Atomic(unsigned) overlaps, early_returns, bad_faults, integrity_waits;
-	_Atomic(int) stop;
 	uint64_t iters;
+	/* Side 0 the main write-back, 1 the writer, 2 the flusher. */
+	struct ps_test_overlap ov;
 };
 
 static struct wb_race *wbr;
@@ -3871,9 +3971,12 @@ static int wbr_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 	uint64_t p = addr / PG, v;
 
 	(void)pinned;
-	if (p >= WBR_PAGES || frame != WBR_FRAME0 + p)
-		ck_abort_msg("callback for page %llu frame %llu",
-			     (unsigned long long)p, (unsigned long long)frame);
+	if (p >= WBR_PAGES || frame != WBR_FRAME0 + p) {
+		stress_violation("a write-back callback for another page or "
+				 "frame",
+				 addr, frame);
+		return 0;
+	}
 	if (atomic_fetch_add(&wbr->in_fn[p], 1))
 		atomic_fetch_add(&wbr->overlaps, 1);
 	atomic_fetch_add(&wbr->started[p], 1);
@@ -3891,14 +3994,16 @@ static void wbr_writeback(struct ps_test_rng *rng, enum ps_writeback_mode m)
 	struct ps_writeback_stats st;
 	uint64_t snap[WBR_PAGES];
 	unsigned running = 0;
+	int rc;
 
 	for (int p = 0; p < WBR_PAGES; p++) {
 		snap[p] = atomic_load(&wbr->started[p]);
 		running += atomic_load(&wbr->in_fn[p]) != 0;
 	}
-	ck_assert_int_eq(ps_space_writeback(sp, 0, WBR_PAGES * PG, m, wbr_fn,
-					    rng, &st),
-			 0);
+	rc = ps_space_writeback(sp, 0, WBR_PAGES * PG, m, wbr_fn, rng, &st);
+	if (rc)
+		stress_violation("a write-back failed", (uint64_t)rc,
+				 (uint64_t)m);
 	if (m != PS_WB_INTEGRITY)
 		return;
 	if (running)
@@ -3911,9 +4016,10 @@ static void wbr_writeback(struct ps_test_rng *rng, enum ps_writeback_mode m)
 static void *wbr_writer(void *arg)
 {
 	struct ps_test_rng rng = ps_test_rng_new(41);
+	struct ps_test_side me = ps_test_side(&wbr->ov, 1, 0);
 
 	(void)arg;
-	for (uint64_t i = 0; i < wbr->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t page = ps_test_below(&rng, WBR_PAGES);
 
 		do {
@@ -3924,42 +4030,53 @@ static void *wbr_writer(void *arg)
 			}
 			atomic_fetch_add(&wbr->version[page], 1);
 			/* Still writable: the write went through it. */
-		} while (!ps_pte_is_writable(entry(page * PG)));
+		} while (!ps_pte_is_writable(stress_entry(page * PG)));
 	}
-	atomic_store(&wbr->stop, 1);
 	return NULL;
 }
 
 static void *wbr_flusher(void *arg)
 {
 	struct ps_test_rng rng = ps_test_rng_new(43);
+	/* A write-back overlaps when the writer wrote since the previous. */
+	struct ps_test_side me = ps_test_side(&wbr->ov, 2, 1u << 1);
 
 	(void)arg;
-	while (!atomic_load(&wbr->stop))
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		wbr_writeback(&rng, ps_test_below(&rng, 2) ? PS_WB_CLEAN
 							   : PS_WB_INTEGRITY);
+		ps_test_overlap_wait(&me, 1000000); /* let the writer write */
+	}
 	return NULL;
 }
 
 START_TEST(stress_writeback_one_at_a_time)
 {
 	struct ps_test_rng rng = ps_test_rng_new(47);
+	struct ps_test_side me;
 	pthread_t w, f;
 
 	wbr = calloc(1, sizeof(*wbr));
 	ck_assert_ptr_nonnull(wbr);
 	wbr->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 20;
+	ps_test_overlap_init(&wbr->ov, 3, 0);
+	wbr->ov.side[1].min_ops = wbr->iters;
+	me = ps_test_side(&wbr->ov, 0, 1u << 1);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, WBR_PAGES * PG, WBR_FRAME0,
 					    PS_MAP_WRITE),
 			 0);
 	ck_assert_int_eq(pthread_create(&w, NULL, wbr_writer, NULL), 0);
 	ck_assert_int_eq(pthread_create(&f, NULL, wbr_flusher, NULL), 0);
-	while (!atomic_load(&wbr->stop))
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		wbr_writeback(&rng, ps_test_below(&rng, 3) ? PS_WB_INTEGRITY
 							   : PS_WB_CLEAN);
+		ps_test_overlap_wait(&me, 1000000); /* let the writer write */
+	}
 	pthread_join(w, NULL);
 	pthread_join(f, NULL);
 	wbr_writeback(&rng, PS_WB_INTEGRITY); /* the final one */
+	stress_check_violations();
+	ps_test_overlap_check(&wbr->ov, "write-backs vs writer");
 	ck_assert_uint_eq(atomic_load(&wbr->bad_faults), 0);
 	ck_assert_msg(atomic_load(&wbr->overlaps) == 0,
 		      "%u callbacks ran while another of the same frame ran",
@@ -3986,28 +4103,32 @@ START_TEST(stress_writeback_one_at_a_time)
 END_TEST
 
 /*
- * The same race, left to chance: an owner maps frame F at page 0, unmaps
- * it, then maps F again in a map that fails (-EEXIST: page 5 is taken), and
- * reuses F at once, over and over; a pinner pins page 0 all the while (its
- * lookups go stale whenever the owner unmaps). Every free hook for F must
- * come from an unmap of page 0: one per lifetime, none for a frame the
- * owner holds as free after a failed map.
+ * The same race, left to chance: an owner maps frame F at page 0 (an
+ * operation), unmaps it, then maps F again in a map that fails (-EEXIST: page
+ * 5 is taken), and reuses F at once (the next operation), over and over; a
+ * pinner pins page 0 all the while (its lookups go stale whenever the owner
+ * unmaps). Every free hook for F must come from an unmap of page 0: one per
+ * lifetime, none for a frame the owner holds as free after a failed map. The
+ * loops run until a pin succeeded.
  */
 struct failed_map_race {
-	_Atomic(int) stop;
 	_Atomic(uint64_t) pins;
+	_Atomic(int) pinned;
+	struct ps_test_overlap ov; /* side 0 the owner, 1 the pinner */
 };
 
 static void *failed_map_pinner(void *arg)
 {
 	struct failed_map_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
 
-	while (!atomic_load(&r->stop)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t f;
 
 		if (!ps_space_pin_range(sp, 0, PG, 0, &f)) {
 			ps_space_unpin(sp, &f, 1, 0);
 			atomic_fetch_add(&r->pins, 1);
+			stress_seen(&r->pinned, &r->ov);
 		}
 	}
 	return NULL;
@@ -4015,18 +4136,27 @@ static void *failed_map_pinner(void *arg)
 
 START_TEST(stress_failed_map_frees_once)
 {
-	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50;
 	struct failed_map_race r;
+	struct ps_test_side me;
 	unsigned lives = 0;
+	uint64_t i;
 	pthread_t t;
 
 	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops =
+		2 * (ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 50);
+	ps_test_overlap_hold(&r.ov); /* until a pin succeeded */
+	me = ps_test_side(&r.ov, 0, 0);
 	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 90, 0), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, failed_map_pinner, &r), 0);
-	for (uint64_t i = 0; stress_more(i, iters, atomic_load(&r.pins) > 0);
-	     i++) {
-		ck_assert_int_eq(ps_space_map(sp, 0, 80, 0), 0);
-		lives++;
+	for (i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		if (!(i & 1)) { /* the pinner may pin it before the unmap */
+			ck_assert_int_eq(ps_space_map(sp, 0, 80, 0), 0);
+			lives++;
+			continue;
+		}
 		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
 		/* The pins' references go soon; then the hook has run. */
 		while (atomic_load(&seen.freed[80]) != lives)
@@ -4041,24 +4171,27 @@ START_TEST(stress_failed_map_frees_once)
 			      "map (lifetime %u)",
 			      lives);
 	}
-	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);
+	if (i & 1) /* the last operation was a map */
+		ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ps_test_overlap_check(&r.ov, "owner vs pinner");
 	ck_assert_uint_eq(atomic_load(&seen.freed[80]), lives);
 	ck_assert_uint_eq(atomic_load(&seen.freed[81]), 0);
 	ck_assert(!ps_page_is_live(pg(80)));
+	ck_assert_uint_gt(atomic_load(&r.pins), 0);
 }
 END_TEST
 
 /*
- * Issue 15 #2 and the soak's N1, under contention: a writer writes pages
- * of an async, a sync and an unregistered part (resolving sync
- * write-protect faults as a handler would; even pages are device writes,
- * marked with ps_space_mark_dirty() after the write), one harvester runs
- * re-arming harvests over everything, another plain harvests of the sync
- * part followed by a protect of what it reported (harvest, then protect:
- * the caller's safe order). Each copies what it reported after its
- * re-arm. Checked: after a final re-arming harvest, every page's last
- * write was copied (no write escaped every harvest).
+ * Issue 15 #2 and the soak's N1, under contention: a writer writes pages of an
+ * async, a sync and an unregistered part (resolving sync write-protect faults
+ * as a handler would; even pages are device writes, marked with
+ * ps_space_mark_dirty() after the write), one harvester runs re-arming harvests
+ * over everything, another plain harvests of the sync part followed by a
+ * protect of what it reported (harvest, then protect: the caller's safe order).
+ * Each copies what it reported after its re-arm, then lets the writer write
+ * (ps_test_overlap_wait()). Checked: after a final re-arming harvest, every
+ * page's last write was copied (no write escaped every harvest).
  */
 #define RA_PART 32
 #define RA_PAGES (3 * RA_PART) /* async, sync, unregistered */
@@ -4066,9 +4199,10 @@ END_TEST
 struct rearm_race {
 	_Atomic(uint64_t) version[RA_PAGES];
 	_Atomic(uint64_t) copied[RA_PAGES];
-	_Atomic(int) stop;
 	_Atomic(unsigned) bad_faults;
 	uint64_t iters;
+	/* Side 0 the re-arming harvester, 1 the writer, 2 the plain one. */
+	struct ps_test_overlap ov;
 };
 
 static void rearm_copy(struct rearm_race *h, uint64_t addr)
@@ -4084,8 +4218,9 @@ static void *rearm_writer(void *arg)
 {
 	struct rearm_race *h = arg;
 	struct ps_test_rng rng = ps_test_rng_new(47);
+	struct ps_test_side me = ps_test_side(&h->ov, 1, 0);
 
-	for (uint64_t i = 0; i < h->iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t page = ps_test_below(&rng, RA_PAGES);
 
 		if (!(page & 1)) {
@@ -4107,9 +4242,8 @@ static void *rearm_writer(void *arg)
 			}
 			atomic_fetch_add(&h->version[page], 1);
 			/* Still writable: the write went through it. */
-		} while (!ps_pte_is_writable(entry(page * PG)));
+		} while (!ps_pte_is_writable(stress_entry(page * PG)));
 	}
-	atomic_store(&h->stop, 1);
 	return NULL;
 }
 
@@ -4128,28 +4262,37 @@ static void rearm_round(struct rearm_race *h)
 	}
 }
 
+/* One plain harvest of the sync part, then a protect of what it reported. */
+static void plain_round(struct rearm_race *h)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t got[8], n, resume = RA_PART * PG;
+	int rc;
+
+	while (resume < 2 * RA_PART * PG) {
+		rc = ps_space_harvest(sp, resume, 2 * RA_PART * PG - resume, 0,
+				      got, 8, &n, &resume);
+		if (rc) {
+			stress_violation("a plain harvest failed", resume,
+					 (uint64_t)rc);
+			return;
+		}
+		for (uint64_t k = 0; k < n; k++) /* then protect */
+			if (ps_pgtable_protect(pt, got[k], PG))
+				stress_violation("a protect failed", got[k], 0);
+		for (uint64_t k = 0; k < n; k++) /* then copy */
+			rearm_copy(h, got[k]);
+	}
+}
+
 static void *plain_harvester(void *arg)
 {
 	struct rearm_race *h = arg;
-	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct ps_test_side me = ps_test_side(&h->ov, 2, 1u << 1);
 
-	while (!atomic_load(&h->stop)) {
-		uint64_t got[8], n, resume = RA_PART * PG;
-
-		while (resume < 2 * RA_PART * PG) {
-			ck_assert_int_eq(ps_space_harvest(sp, resume,
-							  2 * RA_PART * PG -
-								  resume,
-							  0, got, 8, &n,
-							  &resume),
-					 0);
-			for (uint64_t k = 0; k < n; k++) /* then protect */
-				ck_assert_int_eq(ps_pgtable_protect(pt, got[k],
-								    PG),
-						 0);
-			for (uint64_t k = 0; k < n; k++) /* then copy */
-				rearm_copy(h, got[k]);
-		}
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		plain_round(h);
+		ps_test_overlap_wait(&me, 1000000); /* let the writer write */
 	}
 	return NULL;
 }
@@ -4158,11 +4301,16 @@ START_TEST(stress_harvest_rearm_every_range)
 {
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	struct rearm_race *h = calloc(1, sizeof(*h));
+	struct ps_test_side me;
 	uint64_t writes = 0;
 	pthread_t t[2];
 
 	ck_assert_ptr_nonnull(h);
 	h->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	ps_test_overlap_init(&h->ov, 3, 0);
+	h->ov.side[1].min_ops = h->iters;
+	/* A harvest overlaps when the writer wrote since the previous. */
+	me = ps_test_side(&h->ov, 0, 1u << 1);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, RA_PAGES * PG, 0,
 					    PS_MAP_WRITE),
 			 0);
@@ -4173,11 +4321,15 @@ START_TEST(stress_harvest_rearm_every_range)
 	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 2 * RA_PART * PG), 0);
 	ck_assert_int_eq(pthread_create(&t[0], NULL, rearm_writer, h), 0);
 	ck_assert_int_eq(pthread_create(&t[1], NULL, plain_harvester, h), 0);
-	while (!atomic_load(&h->stop))
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		rearm_round(h);
+		ps_test_overlap_wait(&me, 1000000); /* let the writer write */
+	}
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
 	rearm_round(h); /* the final one */
+	stress_check_violations();
+	ps_test_overlap_check(&h->ov, "harvesters vs writer");
 	ck_assert_uint_eq(atomic_load(&h->bad_faults), 0);
 	for (int p = 0; p < RA_PAGES; p++) {
 		uint64_t v = atomic_load(&h->version[p]);
@@ -4213,17 +4365,17 @@ END_TEST
 #define FR_BASE 100
 
 struct fault_race {
-	_Atomic(int) stop;
 	_Atomic(unsigned) clean_writable;
-	uint64_t iters;
+	struct ps_test_overlap ov; /* side 0 the mapper, 1 the writer */
 };
 
 static void *fault_race_writer(void *arg)
 {
 	struct fault_race *r = arg;
 	struct ps_test_rng rng = ps_test_rng_new(53);
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
 
-	while (!atomic_load(&r->stop)) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t a = ps_test_below(&rng, FR_PAGES) * PG;
 		ps_pte_t e;
 
@@ -4236,10 +4388,11 @@ static void *fault_race_writer(void *arg)
 		/* S3, sampled: writable implies dirty (a window remains, so
 		 * only a frame that is clean and still mapped writable there
 		 * after a re-read counts). */
-		e = entry(a);
+		e = stress_entry(a);
 		if (ps_pte_is_writable(e) &&
 		    !ps_page_test_flags(pg(ps_pte_frame(e)), PS_PAGE_DIRTY) &&
-		    entry(a) == e && ps_page_is_live(pg(ps_pte_frame(e))) &&
+		    stress_entry(a) == e &&
+		    ps_page_is_live(pg(ps_pte_frame(e))) &&
 		    !ps_page_test_flags(pg(ps_pte_frame(e)), PS_PAGE_DIRTY))
 			atomic_fetch_add(&r->clean_writable, 1);
 	}
@@ -4248,13 +4401,18 @@ static void *fault_race_writer(void *arg)
 
 START_TEST(stress_fault_holds_its_frame)
 {
-	struct fault_race r = {0};
+	struct fault_race r;
 	struct ps_test_rng rng = ps_test_rng_new(59);
+	struct ps_test_side me;
 	pthread_t t;
 
-	r.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 10;
+	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       10;
+	me = ps_test_side(&r.ov, 0, 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, fault_race_writer, &r), 0);
-	for (uint64_t i = 0; i < r.iters; i++) {
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
 		uint64_t a = ps_test_below(&rng, FR_PAGES) * PG;
 		uint64_t f = FR_BASE + ps_test_below(&rng, FR_FRAMES);
 
@@ -4272,8 +4430,9 @@ START_TEST(stress_fault_holds_its_frame)
 			break;
 		}
 	}
-	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);
+	stress_check_violations();
+	ps_test_overlap_check(&r.ov, "mapper vs writer");
 	ck_assert_msg(atomic_load(&seen.dirty_on_free) == 0,
 		      "%u dirty hooks ran for a freed frame",
 		      atomic_load(&seen.dirty_on_free));

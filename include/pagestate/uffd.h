@@ -440,7 +440,10 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  *     the space's log before the call returns. Pages only the CPU wrote are not
  *     invalidated: a writable secondary mapping is always in the space's log.
  * Sync: the pages are taken from the log first, then protected again in both
- * places, as ps_uffd_protect() does. The design: docs/uffd.md, "Harvest".
+ * places, as ps_uffd_protect() does. Pages the budget leaves over that the
+ * call took from the space or the bare table are protected in both places too
+ * before it returns, and stay recorded: a write to one faults, and a later
+ * harvest reports the page. The design: docs/uffd.md, "Harvest".
  * Context: any thread; not inside a read-side section (the table's writer
  * mutex); for a space, not from a notifier callback nor holding a lock
  * that one takes (the space's harvest invalidates: its callbacks run in
@@ -459,7 +462,9 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * unregistered behind the bridge); -ENOMEM; -EOPNOTSUPP (async: the kernel
  * cannot re-arm part of the range, a huge page it covers in part: hugetlb
  * memory mapped there since the attach); the errno of a failed ioctl. After an
- * error the pages already collected stay recorded for the next call.
+ * error the pages already collected stay recorded for the next call; in sync
+ * mode a page the kernel refused to protect again is left unprotected in the
+ * library too.
  */
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,

@@ -533,13 +533,13 @@ static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 			  "store last",
 			  frame);
 	/*
-	 * F_CLAIMED: as in hook_dirty(), the map that installed the frame has
-	 * committed (write-back cannot hold a frame the map still holds
-	 * frozen: the LIVE check below) but the owner has not yet learnt that
-	 * it returned; a write through the new entry put the page in the
-	 * write-back set meanwhile.
+	 * F_CLAIMED and LIVE: a map is installing the frame, past the point
+	 * where it can fail, and a write through the entry it installed
+	 * dirtied it (hook_dirty() allows that) before the owner learnt that
+	 * the map returned; a write-back may then write it.
 	 */
-	if (s != F_INUSE && s != F_AWAIT && s != F_CLAIMED)
+	if (s != F_INUSE && s != F_AWAIT &&
+	    !(s == F_CLAIMED && (w & PS_PAGE_LIVE)))
 		violation("(f) write-back of a freed frame", 0, addr, frame,
 			  "write-back calls fn for frame %" PRIu64
 			  " in owner state %d",
