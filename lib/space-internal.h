@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * lib/space-internal.h - the address space's interface for the library's
- * modules above it (lib/prot.c: conversion, CPU maps; lib/uffd.c: the
- * userfaultfd bridge). Not installed; not API.
+ * modules above it (lib/prot-convert.c: conversion; lib/prot-kmap.c: CPU
+ * maps; lib/uffd.c: the userfaultfd bridge). Not installed; not API.
  *
  * A module above the space sees a struct ps_space only through the
  * functions below and the public ones of pagestate/space.h; the struct's

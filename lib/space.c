@@ -38,7 +38,7 @@
  *         of its own on the frame it visits, so the frame is not freed
  *         while fn copies it, and drops it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard, a failed
- *         map's rollback of the entries it installed, and prot.c's conversion
+ *         map's rollback of the entries it installed, and prot's conversion
  *         and mprotect; the LOCKED bit of the frame being written back in
  *         write-back's PROTECTION invalidation; none in a REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * tests/test-prot.c - per-page protection: cache-mode and encryption state of
- * the page word, and the space operations of lib/prot.c with the guarantees
- * P1..P8 they cite: cache-mode conflicts, mprotect keeping every other bit,
- * conversion (all or nothing, exact error offsets, waits, long-term pins,
- * hooks, rollback, quarantine), CPU maps with an exactly-once make-accessible
- * hook, the access check, the pin-versus-conversion races made to happen in
- * their windows (failpoints), and stress for "never both" and "exactly once".
+ * the page word, and the space operations of lib/prot-convert.c and
+ * lib/prot-kmap.c with the guarantees P1..P8 they cite: cache-mode conflicts,
+ * mprotect keeping every other bit, conversion (all or nothing, exact error
+ * offsets, waits, long-term pins, hooks, rollback, quarantine), CPU maps with
+ * an exactly-once make-accessible hook, the access check, the
+ * pin-versus-conversion races made to happen in their windows (failpoints), and
+ * stress for "never both" and "exactly once".
  */
 #include <pagestate/prot.h>
 
@@ -1451,7 +1452,7 @@ END_TEST
 
 /*
  * The failpoints (lib/failpoint.h): this test compiles the space's files,
- * lib/prot.c and lib/failpoint.c with -DPS_TEST_FAILPOINTS.
+ * lib/prot-*.c and lib/failpoint.c with -DPS_TEST_FAILPOINTS.
  */
 
 /* Count every point reached; fire the armed one once; pass all to fp_all. */

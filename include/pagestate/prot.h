@@ -237,7 +237,7 @@
  *                         the instant of the load.
  *
  * The protocol, with numbered guarantees P1..P8 that the tests cite, is at
- * the top of lib/prot.c.
+ * the top of lib/prot-convert.c and lib/prot-kmap.c.
  */
 #ifndef PAGESTATE_PROT_H
 #define PAGESTATE_PROT_H

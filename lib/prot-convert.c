@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/prot.c - per-page protection (pagestate/prot.h): the space
- * operations on cache mode and encryption state: conversion, CPU maps, the
- * access check, cache-mode changes and mprotect. (The x86 encodings of that
- * state are lib/x86.c's.)
+ * lib/prot-convert.c - the encryption and cache-mode state of a space's frames
+ * (pagestate/prot.h): conversion (ps_prot_convert()), the access check,
+ * cache-mode changes and mprotect. (The x86 encodings of that state are
+ * lib/x86.c's; CPU maps and prot's per-space state are lib/prot-kmap.c's.)
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S14, stated in the space's files, hold too: lib/space-impl.h)
+ * Protocol and guarantees (cited by tests/test-prot.c as P1..P4, P7, P8; P5
+ * and P6 are in lib/prot-kmap.c; the space's S1..S14, stated in the space's
+ * files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -46,26 +47,6 @@
  *     is never freed. Every path that takes a reference refuses POISONED
  *     (map, the masked tries of P2, conversion, set_cache).
  *
- * P5  CPU-map count. count(f) <= the references kmaps hold on f: a kmap
- *     takes its reference before it counts, a kunmap uncounts before it
- *     puts. A freeze counts references, not maps: the caller's declared
- *     extra_refs may cover its own CPU map. So the conversion reads the
- *     count after each freeze, and unfreezes and fails with -EAGAIN if it
- *     is positive (freeze_one(); no kmap can start while frozen). Hence
- *     INACCESSIBLE, which is set only while frozen (conversion) or under
- *     LOCKED with the count at 0 and the frame not frozen
- *     (set_inaccessible), is never set while the count is positive.
- *
- * P6  Exactly-once make-accessible. The count's 0 -> 1 transition happens
- *     only under the frame's LOCKED bit; other increments are a CAS that
- *     refuses 0. Under LOCKED, the thread that finds the frame INACCESSIBLE
- *     calls the hook, clears INACCESSIBLE, then counts with release. A
- *     racing first kmapper waits for LOCKED and finds the flag clear; a
- *     fast-path kmapper found the count positive, so (P5) the flag was
- *     already clear, and it acquires the count, so it sees what the hook
- *     did. The flag is set again only by a conversion to private or
- *     set_inaccessible, neither of which can happen while a map is held.
- *
  * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
  *     (set_cache with expected references); a free frame's only by one CAS
  *     that requires it free (set_cache) or by the claim that gives it the
@@ -79,180 +60,23 @@
  *     make_accessible under the frame's LOCKED bit with the kmap's
  *     reference held.
  *
- * State. What prot keeps per space (the CPU-map counts of P5 and P6, the hooks)
- * is prot's own: an extension of the space (lib/space-internal.h), created by
- * the first kmap or ps_prot_set_hooks() and freed by ps_space_destroy(). Before
- * it exists every reader reads "no CPU map, no hooks", as a new one says. Prot
- * reaches the space only through lib/space-internal.h and pagestate/space.h.
- *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
  * pinner that waits on a frozen page while holding another pin the
  * conversion waits for only delays it.
  */
-#include <pagestate/prot.h>
+#include "prot-impl.h"
 
 #include "failpoint.h"
-#include "space-internal.h"
 
 #include <pthread.h>
 #include <sched.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
-#define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
-#define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
 /* Lookups per page-table read-side section in the long loops. */
 #define SECTION_PAGES 256
-
-/* --- prot's state in a space ---------------------------------------------- */
-
-/* One installed set of hooks; replaced sets stay until destroy. */
-struct hooks_node {
-	struct ps_prot_hooks h;
-	struct hooks_node *prev;
-};
-
-/*
- * What prot keeps per space: an extension of the space (space-internal.h),
- * which the space keeps and frees at destroy without knowing what it is.
- * Created by the first operation that needs to write it (a kmap, setting
- * hooks); until then every reader finds none, which reads as a new state
- * would: no CPU maps, no hooks. Lock-free: the first creators race to
- * publish theirs, and the losers free their own.
- */
-struct prot_space {
-	struct ps__space_ext ext; /* first */
-	struct ps_page *frames;	  /* the space's, fixed for its life */
-	uint64_t nframes;
-	PS_ATOMIC(uint32_t) *kmaps; /* CPU maps per frame (lazily zeroed) */
-	void *kmaps_map;	    /* the mapping holding them */
-	size_t kmaps_bytes;
-	/* The protection hooks in force; older sets are kept until destroy. */
-	PS_ATOMIC(struct hooks_node *) hooks;
-};
-
-/* The extension's key: prot's, in every space. */
-static const char prot_key;
-
-static void prot_fini(struct ps__space_ext *ext)
-{
-	struct prot_space *ps = (struct prot_space *)ext;
-	/* Relaxed: no other thread uses the space any more. */
-	struct hooks_node *n = atomic_load_explicit(&ps->hooks,
-						    memory_order_relaxed);
-
-	while (n) {
-		struct hooks_node *prev = n->prev;
-
-		free(n);
-		n = prev;
-	}
-	if (ps->kmaps_map)
-		munmap(ps->kmaps_map, ps->kmaps_bytes);
-	free(ps);
-}
-
-/* Prot's state in @s, or NULL if no operation has needed one yet. */
-static inline struct prot_space *prot_peek(struct ps_space *s)
-{
-	/* The extension is the state's first member. */
-	return (struct prot_space *)ps__space_ext_find(s, &prot_key);
-}
-
-/* Create prot's state in @s (or find the one another thread created). */
-static int prot_create(struct ps_space *s, struct prot_space **out)
-{
-	struct prot_space *ps = calloc(1, sizeof(*ps));
-	struct ps__space_ext *won;
-	void *m;
-
-	if (!ps)
-		return -ENOMEM;
-	ps->ext.key = &prot_key;
-	ps->ext.fini = prot_fini;
-	ps->frames = ps__space_frames(s, &ps->nframes);
-	atomic_init(&ps->hooks, NULL); /* none yet */
-	if (ps->nframes > SIZE_MAX / sizeof(*ps->kmaps)) {
-		free(ps);
-		return -ENOMEM;
-	}
-	ps->kmaps_bytes = (size_t)ps->nframes * sizeof(*ps->kmaps);
-	/* Zero-filled on first touch: frames never CPU-mapped cost nothing. */
-	m = mmap(NULL, ps->kmaps_bytes, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m == MAP_FAILED) {
-		free(ps);
-		return -ENOMEM;
-	}
-	ps->kmaps_map = m;
-	ps->kmaps = m;
-	won = ps__space_ext_add(s, &ps->ext);
-	if (won != &ps->ext)
-		prot_fini(&ps->ext); /* another thread's came first */
-	*out = (struct prot_space *)won;
-	return 0;
-}
-
-/* Prot's state in @s, created if needed: 0, or -ENOMEM. */
-static inline int prot_get(struct ps_space *s, struct prot_space **out)
-{
-	*out = prot_peek(s);
-	return *out ? 0 : prot_create(s, out);
-}
-
-/* The CPU maps of @frame (below nframes) now: 0 if none was ever taken. */
-static uint32_t cpu_maps(struct ps_space *s, uint64_t frame)
-{
-	struct prot_space *ps = prot_peek(s);
-
-	/*
-	 * Acquire: pairs with the release of kmap_first() and of kunmap (a
-	 * kunmap's CPU accesses are over).
-	 */
-	return ps ? atomic_load_explicit(&ps->kmaps[frame],
-					 memory_order_acquire)
-		  : 0;
-}
-
-/* The hooks in force (never freed before the space). */
-static const struct ps_prot_hooks *hooks_of(struct ps_space *s)
-{
-	struct prot_space *ps = prot_peek(s);
-	struct hooks_node *n;
-
-	if (!ps)
-		return NULL;
-	/* Acquire: pairs with the release in ps_prot_set_hooks(). */
-	n = atomic_load_explicit(&ps->hooks, memory_order_acquire);
-	return n ? &n->h : NULL;
-}
-
-int ps_prot_set_hooks(struct ps_space *s, const struct ps_prot_hooks *hooks)
-{
-	struct prot_space *ps;
-	struct hooks_node *n;
-	int rc = prot_get(s, &ps);
-
-	if (rc)
-		return rc;
-	n = calloc(1, sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	if (hooks)
-		n->h = *hooks;
-	PS__SPACE_FORK_CHECK(s);
-	ps__space_writer_lock(s);
-	/* Relaxed: the writer lock orders the setters. */
-	n->prev = atomic_load_explicit(&ps->hooks, memory_order_relaxed);
-	/* Release: the copy is complete before a hooks_of() finds it. */
-	atomic_store_explicit(&ps->hooks, n, memory_order_release);
-	ps__space_writer_unlock(s);
-	return 0;
-}
 
 /* --- small helpers -------------------------------------------------------- */
 
@@ -364,7 +188,8 @@ static int freeze_obstacle(struct conv *c, uint64_t frame)
 {
 	uint64_t w = ps_page_load(&c->frames[frame]), now;
 	bool pinned = ps_page_word_pins(w) != 0;
-	bool cpu = cpu_maps(c->s, frame) != 0; /* a hint: the freeze decides */
+	bool cpu = ps__prot_cpu_maps(c->s, frame) !=
+		   0; /* a hint: the freeze decides */
 
 	if (pinned && ps__space_longterm_pinned(c->s, frame))
 		return -EBUSY; /* a long-term pin: will not drain */
@@ -407,10 +232,10 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			 * path and never call make_accessible. A map held
 			 * across the call counted itself before the call
 			 * began, and no kmap can start while frozen, so the
-			 * count read here (cpu_maps(), an acquire load) is
-			 * final until the unfreeze.
+			 * count read here (ps__prot_cpu_maps(), an acquire
+			 * load) is final until the unfreeze.
 			 */
-			if (cpu_maps(c->s, frame)) {
+			if (ps__prot_cpu_maps(c->s, frame)) {
 				(void)ps_page_unfreeze(p, c->expected);
 				return -EAGAIN;
 			}
@@ -679,7 +504,7 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
-	c.hooks = hooks_of(s);
+	c.hooks = ps__prot_hooks(s);
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)
@@ -703,157 +528,6 @@ out:
 	if (rc && rc != -ENOMEM && error_offset)
 		*error_offset = fail << PAGE_SHIFT;
 	free(c.frozen);
-	return rc;
-}
-
-/* --- CPU maps (P5, P6) ---------------------------------------------------- */
-
-/*
- * Why the kmap's reference could not be taken, as an errno, or 0 to try
- * again (the word changed, or a conversion holds the frame: wait).
- */
-static int kmap_refused(const struct ps_page *p, uint64_t reject)
-{
-	uint64_t w = ps_page_load(p);
-
-	if (w & PS_PAGE_POISONED)
-		return -EHWPOISON;
-	if (w & PS_PAGE_FROZEN) {
-		sched_yield(); /* being converted or migrated: wait */
-		return 0;
-	}
-	if (!(w & PS_PAGE_LIVE))
-		return -ENOENT;
-	if (w & reject & PS_PAGE_PRIVATE)
-		return -EPERM;
-	if (ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
-		return -EOVERFLOW;
-	return 0;
-}
-
-/* The first CPU map (count 0 -> 1), under the frame's LOCKED bit (P6). */
-static int kmap_first(struct ps_space *s, struct prot_space *ps, uint64_t frame)
-{
-	struct ps_page *p = &ps->frames[frame];
-	int rc = 0;
-
-	ps_page_lock(p);
-	/*
-	 * Under LOCKED the flag alone decides: a racing first map that held
-	 * LOCKED before us cleared it, and a positive count (a fast-path map,
-	 * outside the lock) means it is clear anyway (P5).
-	 */
-	if (ps_page_test_flags(p, PS_PAGE_INACCESSIBLE)) {
-		const struct ps_prot_hooks *h = hooks_of(s);
-
-		if (h && h->make_accessible)
-			rc = h->make_accessible(h->ctx, s, frame);
-		if (rc) {
-			ps_page_unlock(p);
-			ps__space_frame_put(s, frame);
-			return rc < 0 ? rc : -EIO;
-		}
-		ps_page_clear_flags(p, PS_PAGE_INACCESSIBLE);
-	}
-	/* P6 - Release: the hook's work before a kmap that acquires >= 1. */
-	atomic_fetch_add_explicit(&ps->kmaps[frame], 1, memory_order_release);
-	ps_page_unlock(p);
-	return 0;
-}
-
-int ps_prot_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
-{
-	const uint64_t reject = PS_PAGE_POISONED |
-				(flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
-	struct prot_space *ps;
-	PS_ATOMIC(uint32_t) *cnt;
-	struct ps_page *p;
-	uint32_t c;
-	int rc;
-
-	if (flags & ~PS_KMAP_PRIVATE)
-		return -EINVAL;
-	rc = prot_get(s, &ps);
-	if (rc)
-		return rc;
-	if (frame >= ps->nframes)
-		return -EINVAL;
-	p = &ps->frames[frame];
-	cnt = &ps->kmaps[frame];
-	/* P5: the reference first, so a conversion's freeze sees this map. */
-	while (!ps_page_try_get_masked(p, 1, reject)) {
-		rc = kmap_refused(p, reject);
-		if (rc)
-			return rc;
-	}
-	/*
-	 * Relaxed: only a guess for the CAS. The count cannot overflow: each
-	 * CPU map holds a reference, and references stop at PS_PAGE_REFS_MAX.
-	 */
-	c = atomic_load_explicit(cnt, memory_order_relaxed);
-	while (c) {
-		/* P6 - Acquire: pairs with kmap_first()'s release. */
-		if (atomic_compare_exchange_weak_explicit(cnt, &c, c + 1,
-							  memory_order_acquire,
-							  memory_order_relaxed))
-			return 0;
-	}
-	return kmap_first(s, ps, frame);
-}
-
-int ps_prot_kunmap(struct ps_space *s, uint64_t frame)
-{
-	struct prot_space *ps = prot_peek(s);
-	PS_ATOMIC(uint32_t) *cnt;
-	uint32_t c;
-
-	if (!ps || frame >= ps->nframes)
-		return -EINVAL; /* out of range, or never CPU-mapped */
-	cnt = &ps->kmaps[frame];
-	/* Relaxed: only a guess for the CAS. */
-	c = atomic_load_explicit(cnt, memory_order_relaxed);
-	do {
-		if (!c)
-			return -EINVAL; /* not CPU-mapped: nothing changes */
-					/*
-		 * Release: the CPU's accesses come before the count drops;
-		 * pairs with set_inaccessible's acquire load.
-		 */
-	} while (!atomic_compare_exchange_weak_explicit(cnt, &c, c - 1,
-							memory_order_release,
-							memory_order_relaxed));
-	ps__space_frame_put(s, frame); /* P5: uncount, then put */
-	return 0;
-}
-
-uint32_t ps_prot_kmap_count(struct ps_space *s, uint64_t frame)
-{
-	struct prot_space *ps = prot_peek(s);
-
-	if (!ps || frame >= ps->nframes)
-		return 0;
-	return cpu_maps(s, frame); /* an acquire load */
-}
-
-int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
-{
-	struct ps_page *p = ps_space_page(s, frame);
-	int rc = 0;
-
-	if (!p)
-		return -EINVAL;
-	ps_page_lock(p);
-	/*
-	 * cpu_maps()'s acquire pairs with kunmap's release: the CPU maps are
-	 * over. A count made positive under LOCKED (kmap_first()) after the
-	 * state was created is seen: the state's publication comes before it.
-	 */
-	if (cpu_maps(s, frame))
-		rc = -EBUSY;
-	/* One CAS that also refuses a frozen frame (P5). */
-	else if (!ps_page_set_flags_unless_frozen(p, PS_PAGE_INACCESSIBLE))
-		rc = -EBUSY; /* being converted: it decides */
-	ps_page_unlock(p);
 	return rc;
 }
 
