@@ -7,10 +7,19 @@
  * Cases, all over 1 GiB (262144 pages of 4 KiB):
  *   lookup       random pages; warm (table in cache as far as it fits) and
  *                cold (caches flushed by a 64 MiB sweep before each run).
- *                pagestate: ps_pgtable_lookup() in batches of 256 inside one
- *                read-side section; get: ps_pgtable_get(), which enters its
- *                own section per call (the cost of one urcu-bp section pair
- *                shows here); floor: an atomic load from a flat array.
+ *                floor: an atomic load from a flat array; walk: the table's
+ *                own 4-level walk compiled into the loop (leaf_lookup() of
+ *                lib/pgtable-internal.h), no section and no call, the floor
+ *                of the two below; pagestate: ps_pgtable_lookup() in batches
+ *                of 256 inside one read-side section; get: ps_pgtable_get(),
+ *                which enters its own section per call.
+ *   range        ps_pgtable_get_range() of a 2 MiB run (512 pages; random
+ *                runs, aligned to a leaf or not) into an array, per page.
+ *                floor: the same run copied from the flat array with atomic
+ *                loads; get: ps_pgtable_get() page by page; leafcopy: the
+ *                floor's copy from the table's own leaves, walked to before
+ *                the timing (the leaves' memory without the section and the
+ *                walks: where it and pagestate part, the library costs).
  *   protect      write-protect 1 GiB (all pages present and written).
  *                kernel: UFFDIO_WRITEPROTECT on the real mapping.
  *   scan         0%, 1%, 10% (random pages) and 100% written, report-only and
@@ -31,16 +40,22 @@
  * a note. The mapping uses MADV_NOHUGEPAGE so the kernel works on 4 KiB
  * PTEs, as the table does.
  *
- * Targets (issue 3): lookup <= 2.5x floor (warm and cold); scans <= 2x the
- * floor and, with get-and-rearm (the kernel's PM_SCAN_WP_MATCHING, which the
- * issue's kernel figures are), >= 10x faster than the kernel at the issue's
- * 0%, 1% and 100% (10% is informative against the kernel); protect >= 20x
- * faster than the kernel; bytes per page <= 8.2.
+ * Targets (issue 14): get <= 1.5x the walk and lookup in the caller's section
+ * <= 1.1x the walk (warm; cold is printed), a 2 MiB range lookup <= 1.5x the
+ * flat array per page (aligned and not). (Issue 3): lookup <= 2.5x floor (warm
+ * and cold); scans <= 2x the floor and, with get-and-rearm (the kernel's
+ * PM_SCAN_WP_MATCHING, which the issue's kernel figures are), >= 10x faster
+ * than the kernel at the issue's 0%, 1% and 100% (10% is informative against
+ * the kernel); protect >= 20x faster than the kernel; bytes per page <= 8.2.
  *
- * The machine is shared, so every case interleaves its implementations run
- * by run and reports ratios as medians of per-run ratios (measure()).
+ * The machine is shared, so every case interleaves its implementations round
+ * by round (bench_interleave()) and reports ratios as medians [min..max] of
+ * per-round ratios.
  */
 #include <pagestate/pgtable.h>
+
+/* The table's own layout and walk, for the walk floor (never its locks). */
+#include "../lib/pgtable-internal.h"
 
 #include "harness.h"
 
@@ -59,12 +74,12 @@
 #include <string.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
-#define NPAGES (UINT64_C(1) << 18) /* 1 GiB */
-#define SPAN (NPAGES * PG)
+#define TPAGES (UINT64_C(1) << 18) /* 1 GiB */
+#define SPAN (TPAGES * PG)
 #define BASE (UINT64_C(1) << 40)
 #define NADDR 16384 /* random lookup addresses, reused */
 #define LOOKUP_BATCH 256
-#define MAX_REGIONS NPAGES
+#define MAX_REGIONS TPAGES
 
 static struct ps_pgtable *T;
 static _Atomic(ps_pte_t) *flat;
@@ -97,6 +112,30 @@ static double lookup_floor(void *arg, uint64_t n)
 		acc += atomic_load_explicit(
 			&flat[(addrs[i % NADDR] - BASE) / PG],
 			memory_order_acquire);
+	keep(acc);
+	return bench_now_ns() - t0;
+}
+
+/* The walk ps_pgtable_lookup() makes, inline: no section, no call. */
+static inline ps_pte_t walk(const struct ps_pgtable *t, uint64_t addr)
+{
+	uint64_t p = addr >> PAGE_SHIFT;
+	const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS);
+
+	/* Acquire: as ps_pgtable_lookup(). */
+	return l ? atomic_load_explicit(&l->e[p & LEVEL_MASK],
+					memory_order_acquire)
+		 : PS_PTE_NONE;
+}
+
+static double lookup_walk(void *arg, uint64_t n)
+{
+	uint64_t acc = 0;
+	double t0 = bench_now_ns();
+
+	(void)arg;
+	for (uint64_t i = 0; i < n; i++)
+		acc += walk(T, addrs[i % NADDR]);
 	keep(acc);
 	return bench_now_ns() - t0;
 }
@@ -151,6 +190,12 @@ static double lookup_floor_cold(void *arg, uint64_t n)
 	return lookup_floor(arg, n);
 }
 
+static double lookup_walk_cold(void *arg, uint64_t n)
+{
+	evict();
+	return lookup_walk(arg, n);
+}
+
 static double lookup_batched_cold(void *arg, uint64_t n)
 {
 	evict();
@@ -163,13 +208,107 @@ static double lookup_get_cold(void *arg, uint64_t n)
 	return lookup_get(arg, n);
 }
 
+/* --- range --------------------------------------------------------------- */
+
+#define RUN 512	   /* pages per range lookup: 2 MiB */
+#define NRUNS 1024 /* random runs, reused */
+
+static uint64_t runs[NRUNS]; /* first page of each run (index from BASE) */
+static ps_pte_t run_out[RUN];
+
+static double range_floor(void *arg, uint64_t n)
+{
+	double t0 = bench_now_ns();
+
+	(void)arg;
+	for (uint64_t i = 0; i < n; i++) {
+		const _Atomic(ps_pte_t) *src = &flat[runs[i % NRUNS]];
+
+		for (unsigned int k = 0; k < RUN; k++)
+			run_out[k] = atomic_load_explicit(&src[k],
+							  memory_order_acquire);
+		keep(run_out[i % RUN]);
+	}
+	return bench_now_ns() - t0;
+}
+
+static const _Atomic(ps_pte_t) *run_src[NRUNS];
+
+static double range_leafcopy(void *arg, uint64_t n)
+{
+	double t0 = bench_now_ns();
+
+	(void)arg;
+	for (uint64_t i = 0; i < n; i++) {
+		const _Atomic(ps_pte_t) *src = run_src[i % NRUNS];
+
+		for (unsigned int k = 0; k < RUN; k++)
+			run_out[k] = atomic_load_explicit(&src[k],
+							  memory_order_acquire);
+		keep(run_out[i % RUN]);
+	}
+	return bench_now_ns() - t0;
+}
+
+static double range_table(void *arg, uint64_t n)
+{
+	double t0 = bench_now_ns();
+
+	(void)arg;
+	for (uint64_t i = 0; i < n; i++) {
+		if (ps_pgtable_get_range(T, BASE + runs[i % NRUNS] * PG, RUN,
+					 run_out))
+			die("ps_pgtable_get_range");
+		keep(run_out[i % RUN]);
+	}
+	return bench_now_ns() - t0;
+}
+
+static double range_get(void *arg, uint64_t n)
+{
+	double t0 = bench_now_ns();
+
+	(void)arg;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t a = BASE + runs[i % NRUNS] * PG;
+
+		for (unsigned int k = 0; k < RUN; k++)
+			(void)ps_pgtable_get(T, a + k * PG, &run_out[k]);
+		keep(run_out[i % RUN]);
+	}
+	return bench_now_ns() - t0;
+}
+
+/* Random runs inside the table, starting at a leaf's first page or not. */
+static void choose_runs(bool aligned)
+{
+	uint64_t s = 0x2545f4914f6cdd1dull;
+
+	for (int i = 0; i < NRUNS; i++) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		runs[i] = s % (TPAGES - RUN + 1);
+		if (aligned)
+			runs[i] &= ~(uint64_t)(RUN - 1);
+		else if (runs[i] % RUN == 0)
+			runs[i]++; /* always across a leaf edge */
+		{
+			uint64_t pg = (BASE >> PAGE_SHIFT) + runs[i];
+			const struct leaf *l = leaf_lookup(T, pg >> LEVEL_BITS);
+
+			run_src[i] = &l->e[pg & LEVEL_MASK];
+		}
+	}
+}
+
 /* --- the state every other case starts from ------------------------------- */
 
 /* Table: registered async, all mapped writable (all written). */
 static void table_all_written(void)
 {
 	(void)ps_pgtable_unprotect(T, BASE, SPAN);
-	for (uint64_t i = 0; i < NPAGES; i++)
+	for (uint64_t i = 0; i < TPAGES; i++)
 		(void)ps_pgtable_fault(T, BASE + i * PG, PS_ACCESS_WRITE);
 }
 
@@ -191,7 +330,7 @@ static ps_pte_t flat_written(uint64_t i)
 
 static void flat_dirty(void)
 {
-	for (uint64_t i = 0; i < NPAGES; i++)
+	for (uint64_t i = 0; i < TPAGES; i++)
 		atomic_store_explicit(&flat[i],
 				      ps_pte_mkuffd_wp(flat_written(i)),
 				      memory_order_relaxed);
@@ -230,11 +369,11 @@ static double protect_floor(void *arg, uint64_t n)
 	for (uint64_t k = 0; k < n; k++) {
 		double t0;
 
-		for (uint64_t i = 0; i < NPAGES; i++)
+		for (uint64_t i = 0; i < TPAGES; i++)
 			atomic_store_explicit(&flat[i], flat_written(i),
 					      memory_order_relaxed);
 		t0 = bench_now_ns();
-		for (uint64_t i = 0; i < NPAGES; i++) {
+		for (uint64_t i = 0; i < TPAGES; i++) {
 			ps_pte_t e = atomic_load_explicit(&flat[i],
 							  memory_order_relaxed);
 
@@ -298,7 +437,7 @@ static long floor_scan(bool rearm)
 {
 	uint64_t nr = 0;
 
-	for (uint64_t i = 0; i < NPAGES; i++) {
+	for (uint64_t i = 0; i < TPAGES; i++) {
 		ps_pte_t e = atomic_load_explicit(&flat[i],
 						  memory_order_acquire);
 
@@ -329,7 +468,7 @@ static uint64_t fault_take(uint64_t n)
 {
 	uint64_t first;
 
-	if (fault_next + n > NPAGES) {
+	if (fault_next + n > TPAGES) {
 		if (ps_pgtable_protect(T, BASE, SPAN))
 			die("protect");
 		fault_next = 0;
@@ -456,14 +595,14 @@ static double protect_kernel(void *arg, uint64_t n)
 	return t;
 }
 
-static uint64_t kfault_next = NPAGES;
+static uint64_t kfault_next = TPAGES;
 
 static double fault_kernel(void *arg, uint64_t n)
 {
 	double t0;
 
 	(void)arg;
-	if (kfault_next + n > NPAGES) {
+	if (kfault_next + n > TPAGES) {
 		kernel_wp(UFFDIO_WRITEPROTECT_MODE_WP);
 		kfault_next = 0;
 	}
@@ -498,7 +637,7 @@ static bool kernel_setup(const struct bench_opts *o)
 	}
 	if (!why) {
 		(void)madvise(kmem, SPAN, MADV_NOHUGEPAGE);
-		for (uint64_t i = 0; i < NPAGES; i++)
+		for (uint64_t i = 0; i < TPAGES; i++)
 			kmem[i * PG] = 1;
 		reg = (struct uffdio_register){
 			.range = {.start = (uint64_t)(uintptr_t)kmem,
@@ -538,79 +677,62 @@ static bool kernel_setup(const struct bench_opts *o)
 
 /* --- driver --------------------------------------------------------------- */
 
-#define MAX_IMPLS 4
-
-struct impl {
-	const char *name;
-	bench_loop_fn fn;
-	void *arg;
-};
+#define MAX_IMPLS BENCH_MAX_IMPLS
 
 /*
- * measure() - run every implementation once per run, in turn (after one warm-up
- * each), so that a noisy stretch of the shared machine hits all of them alike.
- * Prints each one's median [min..max] in @unit (ns * @scale), its ratio to
- * impls[0] (the floor) and to impls[@peer] (-1: none), both as medians of
- * per-run ratios. Returns those ratios in @vs_floor and @vs_peer (may be NULL).
+ * measure() - bench_interleave() the implementations @im (im[0] the floor)
+ * and print them with their ratios to the floor and to im[@peer] (-1:
+ * none). Returns the comparison (valid until the next call).
  */
-static void measure(const struct bench_opts *o, const char *group,
-		    const char *op, const char *unit, double scale,
-		    const struct impl *im, int n, int peer, uint64_t iters,
-		    double *vs_floor, double *vs_peer)
+static const struct bench_cmp *measure(const struct bench_opts *o,
+				       const char *group, const char *op,
+				       const char *unit, double scale,
+				       const struct bench_impl *im, int n,
+				       int peer, uint64_t iters)
 {
-	double t[MAX_IMPLS][64], rf[MAX_IMPLS][64], rp[MAX_IMPLS][64];
-	unsigned int runs = o->runs < 64 ? o->runs : 64;
+	static struct bench_cmp c;
 
-	for (int k = 0; k < n; k++)
-		(void)im[k].fn(im[k].arg, iters); /* warm-up */
-	for (unsigned int r = 0; r < runs; r++)
-		for (int k = 0; k < n; k++)
-			t[k][r] = im[k].fn(im[k].arg, iters) / (double)iters *
-				  scale;
-	for (int k = 0; k < n; k++) {
-		struct bench_stats st, f = {0, 0, 0, 0}, pr = {0, 0, 0, 0};
+	bench_interleave(o, 1, NULL, im, (unsigned int)n, iters, scale, &c);
+	bench_emit_cmp(o, group, op, unit, &c, peer);
+	return &c;
+}
 
-		for (unsigned int r = 0; r < runs; r++) {
-			rf[k][r] = t[k][r] / t[0][r];
-			if (peer >= 0)
-				rp[k][r] = t[k][r] / t[peer][r];
-		}
-		if (k)
-			f = bench_stats_of(rf[k], runs);
-		if (peer >= 0 && k != peer)
-			pr = bench_stats_of(rp[k], runs);
-		st = bench_stats_of(t[k], runs);
-		bench_emit(o, group, op, im[k].name, unit, st, f.median,
-			   pr.median, "kernel");
-		if (vs_floor)
-			vs_floor[k] = f.median;
-		if (vs_peer)
-			vs_peer[k] = pr.median;
-	}
+/* Keep in *worst the statistics of the ratio with the larger median. */
+static void keep_max(struct bench_stats *worst, struct bench_stats r)
+{
+	if (!worst->runs || r.median > worst->median)
+		*worst = r;
+}
+
+/* ... or the smaller. */
+static void keep_min(struct bench_stats *worst, struct bench_stats r)
+{
+	if (!worst->runs || r.median < worst->median)
+		*worst = r;
 }
 
 static void choose_dirty(double fraction)
 {
 	uint64_t s = 0x9e3779b97f4a7c15ull, want, i;
-	uint8_t *bits = calloc(NPAGES / 8, 1);
+	uint8_t *bits = calloc(TPAGES / 8, 1);
 
 	if (!bits)
 		die("calloc");
-	want = (uint64_t)((double)NPAGES * fraction);
+	want = (uint64_t)((double)TPAGES * fraction);
 	/* Random distinct pages (all of them at 100%), in address order. */
 	for (ndirty = 0; ndirty < want;) {
 		s ^= s >> 12;
 		s ^= s << 25;
 		s ^= s >> 27;
-		i = want == NPAGES ? ndirty
-				   : (s * 0x2545f4914f6cdd1dull) % NPAGES;
+		i = want == TPAGES ? ndirty
+				   : (s * 0x2545f4914f6cdd1dull) % TPAGES;
 		if (bits[i / 8] & (1u << (i % 8)))
 			continue;
 		bits[i / 8] |= (uint8_t)(1u << (i % 8));
 		ndirty++;
 	}
 	ndirty = 0;
-	for (i = 0; i < NPAGES; i++)
+	for (i = 0; i < TPAGES; i++)
 		if (bits[i / 8] & (1u << (i % 8)))
 			dirty_pages[ndirty++] = i;
 	free(bits);
@@ -621,15 +743,18 @@ int main(int argc, char **argv)
 	struct bench_opts o;
 	struct ps_pgtable_stats st;
 	bool kernel, all;
-	double worst_lookup = 0, worst_scan_floor = 0;
-	double worst_rearm_kernel = 1e9, worst_report_kernel = 1e9;
-	double protect_vs_kernel = 0, bytes_per_page;
+	struct bench_stats worst_lookup = {0}, worst_scan_floor = {0};
+	struct bench_stats lookup_vs_walk[2] = {{0}}, get_vs_walk[2] = {{0}};
+	struct bench_stats worst_range = {0};
+	struct bench_stats worst_rearm_kernel = {0}, worst_report_kernel = {0};
+	struct bench_stats protect_vs_kernel = {0};
+	double bytes_per_page;
 
 	bench_init(&o, argc, argv, "pgtable", NULL, NULL, NULL);
 	all = !o.filter;
 	T = ps_pgtable_create();
-	flat = aligned_alloc(64, NPAGES * sizeof(*flat));
-	dirty_pages = malloc(NPAGES * sizeof(*dirty_pages));
+	flat = aligned_alloc(64, TPAGES * sizeof(*flat));
+	dirty_pages = malloc(TPAGES * sizeof(*dirty_pages));
 	regions = malloc(MAX_REGIONS * sizeof(*regions));
 	sweep_buf = malloc(SWEEP);
 	if (!T || !flat || !dirty_pages || !regions || !sweep_buf)
@@ -639,7 +764,7 @@ int main(int argc, char **argv)
 	    ps_pgtable_map(T, BASE, SPAN, 0, PS_PTE_MAYWRITE))
 		die("table set-up");
 	table_all_written();
-	for (uint64_t i = 0; i < NPAGES; i++)
+	for (uint64_t i = 0; i < TPAGES; i++)
 		atomic_store_explicit(&flat[i], flat_written(i),
 				      memory_order_relaxed);
 	{
@@ -649,48 +774,69 @@ int main(int argc, char **argv)
 			s ^= s << 13;
 			s ^= s >> 7;
 			s ^= s << 17;
-			addrs[i] = BASE + (s % NPAGES) * PG;
+			addrs[i] = BASE + (s % TPAGES) * PG;
 		}
 	}
 	ps_pgtable_stats(T, &st);
-	bytes_per_page = (double)st.bytes / (double)NPAGES;
+	bytes_per_page = (double)st.bytes / (double)TPAGES;
 	kernel = kernel_setup(&o);
 
 	/* lookup */
 	for (int cold = 0; cold < 2; cold++) {
 		const char *op = cold ? "random-cold" : "random-warm";
-		const struct impl im[] = {
+		const struct bench_impl im[] = {
 			{"floor", cold ? lookup_floor_cold : lookup_floor,
 			 NULL},
+			{"walk", cold ? lookup_walk_cold : lookup_walk, NULL},
 			{"pagestate",
 			 cold ? lookup_batched_cold : lookup_batched, NULL},
 			{"get", cold ? lookup_get_cold : lookup_get, NULL},
 		};
-		double vf[MAX_IMPLS];
+		const struct bench_cmp *c;
 
 		if (!bench_selected(&o, "lookup", op))
 			continue;
-		measure(&o, "lookup", op, "ns/op", 1, im, 3, -1,
-			bench_iters(&o, cold ? 4096 : 2000000), vf, NULL);
-		if (vf[1] > worst_lookup)
-			worst_lookup = vf[1];
+		c = measure(&o, "lookup", op, "ns/op", 1, im, 4, 1,
+			    bench_iters(&o, cold ? 4096 : 2000000));
+		keep_max(&worst_lookup, c->ratio[2]);
+		lookup_vs_walk[cold] = bench_cmp_ratio(c, 2, 1);
+		get_vs_walk[cold] = bench_cmp_ratio(c, 3, 1);
+	}
+
+	/* range */
+	for (int aligned = 1; aligned >= 0; aligned--) {
+		const char *op = aligned ? "2MiB-aligned" : "2MiB-unaligned";
+		const struct bench_impl im[] = {
+			{"floor", range_floor, NULL},
+			{"pagestate", range_table, NULL},
+			{"get", range_get, NULL},
+			{"leafcopy", range_leafcopy, NULL},
+		};
+		const struct bench_cmp *c;
+
+		if (!bench_selected(&o, "range", op))
+			continue;
+		choose_runs(aligned);
+		c = measure(&o, "range", op, "ns/page", 1.0 / RUN, im, 4, -1,
+			    bench_iters(&o, 8000));
+		keep_max(&worst_range, c->ratio[1]);
 	}
 
 	/* protect */
 	if (bench_selected(&o, "protect", "1GiB")) {
-		const struct impl im[] = {
+		const struct bench_impl im[] = {
 			{"floor", protect_floor, NULL},
 			{"pagestate", protect_table, NULL},
 #ifdef __linux__
 			{"kernel", protect_kernel, NULL},
 #endif
 		};
-		double vp[MAX_IMPLS];
+		const struct bench_cmp *c;
 
-		measure(&o, "protect", "1GiB", "ms", 1e-6, im, kernel ? 3 : 2,
-			kernel ? 2 : -1, 1, NULL, vp);
+		c = measure(&o, "protect", "1GiB", "ms", 1e-6, im,
+			    kernel ? 3 : 2, kernel ? 2 : -1, 1);
 		if (kernel)
-			protect_vs_kernel = 1 / vp[1];
+			protect_vs_kernel = bench_cmp_ratio(c, 2, 1);
 	}
 
 	/* scan */
@@ -714,36 +860,35 @@ int main(int argc, char **argv)
 			struct scan_case kc = {rearm != 0, kernel_dirty,
 					       kernel_scan};
 #endif
-			const struct impl im[] = {
+			const struct bench_impl im[] = {
 				{"floor", scan_run, &fc},
 				{"pagestate", scan_run, &tc},
 #ifdef __linux__
 				{"kernel", scan_run, &kc},
 #endif
 			};
-			double vf[MAX_IMPLS], vp[MAX_IMPLS];
+			const struct bench_cmp *c;
 			char op[32];
 
 			snprintf(op, sizeof(op), "%s-%s", names[pct],
 				 rearm ? "rearm" : "report");
 			if (!bench_selected(&o, "scan", op))
 				continue;
-			measure(&o, "scan", op, "us", 1e-3, im, kernel ? 3 : 2,
-				kernel ? 2 : -1, o.quick ? 1 : 2, vf, vp);
-			if (vf[1] > worst_scan_floor)
-				worst_scan_floor = vf[1];
-			if (fractions[pct] == 0.1) /* no kernel target there */
+			c = measure(&o, "scan", op, "us", 1e-3, im,
+				    kernel ? 3 : 2, kernel ? 2 : -1,
+				    o.quick ? 1 : 2);
+			keep_max(&worst_scan_floor, c->ratio[1]);
+			if (!kernel || fractions[pct] == 0.1) /* no target */
 				continue;
-			if (kernel && rearm && 1 / vp[1] < worst_rearm_kernel)
-				worst_rearm_kernel = 1 / vp[1];
-			if (kernel && !rearm && 1 / vp[1] < worst_report_kernel)
-				worst_report_kernel = 1 / vp[1];
+			keep_min(rearm ? &worst_rearm_kernel
+				       : &worst_report_kernel,
+				 bench_cmp_ratio(c, 2, 1));
 		}
 	}
 
 	/* fault */
 	if (bench_selected(&o, "fault", "async-first-write")) {
-		const struct impl im[] = {
+		const struct bench_impl im[] = {
 			{"floor", fault_floor, NULL},
 			{"pagestate", fault_table, NULL},
 			{"locked", fault_table_locked, NULL},
@@ -755,9 +900,9 @@ int main(int argc, char **argv)
 		if (ps_pgtable_protect(T, BASE, SPAN))
 			die("protect");
 		fault_next = 0;
-		measure(&o, "fault", "async-first-write", "ns/op", 1, im,
-			kernel ? 4 : 3, kernel ? 3 : -1, bench_iters(&o, 65536),
-			NULL, NULL);
+		(void)measure(&o, "fault", "async-first-write", "ns/op", 1, im,
+			      kernel ? 4 : 3, kernel ? 3 : -1,
+			      bench_iters(&o, 65536));
 	}
 
 	bench_note(&o,
@@ -766,23 +911,45 @@ int main(int argc, char **argv)
 		   bytes_per_page, (unsigned long long)st.leaves,
 		   (unsigned long long)st.nodes, (unsigned long long)st.bytes);
 	if (all) {
-		bench_target(&o, "lookup pagestate/floor (worst of warm, cold)",
-			     worst_lookup, "<=", 2.5);
-		bench_target(&o, "scan pagestate/floor (worst case)",
-			     worst_scan_floor, "<=", 2.0);
+		/*
+		 * Issue 14's targets are judged warm, where the walk is
+		 * cheapest; cold, memory latency dominates both sides.
+		 */
+		bench_note(&o,
+			   "cold: get/walk %.2f [%.2f..%.2f], lookup in "
+			   "section/walk %.2f [%.2f..%.2f] (informative)",
+			   get_vs_walk[1].median, get_vs_walk[1].min,
+			   get_vs_walk[1].max, lookup_vs_walk[1].median,
+			   lookup_vs_walk[1].min, lookup_vs_walk[1].max);
+		bench_target_ratio(&o, "get/walk (warm)", get_vs_walk[0],
+				   "<=", 1.5);
+		bench_target_ratio(&o, "lookup in section/walk (warm)",
+				   lookup_vs_walk[0], "<=", 1.1);
+		bench_target_ratio(
+			&o,
+			"range 2 MiB pagestate/floor per page (worst "
+			"of aligned, not)",
+			worst_range, "<=", 1.5);
+		bench_target_ratio(&o,
+				   "lookup pagestate/floor (worst of warm, "
+				   "cold)",
+				   worst_lookup, "<=", 2.5);
+		bench_target_ratio(&o, "scan pagestate/floor (worst case)",
+				   worst_scan_floor, "<=", 2.0);
 		if (kernel) {
 			bench_note(&o,
 				   "report-only scans, kernel/pagestate "
 				   "(worst of 0%%, 1%%, 100%%): %.2f "
 				   "(informative: the issue's kernel figures "
 				   "are WP_MATCHING)",
-				   worst_report_kernel);
-			bench_target(&o,
-				     "get-and-rearm scan kernel/pagestate "
-				     "(worst of 0%, 1%, 100%)",
-				     worst_rearm_kernel, ">=", 10.0);
-			bench_target(&o, "protect 1 GiB kernel/pagestate",
-				     protect_vs_kernel, ">=", 20.0);
+				   worst_report_kernel.median);
+			bench_target_ratio(
+				&o,
+				"get-and-rearm scan kernel/pagestate "
+				"(worst of 0%, 1%, 100%)",
+				worst_rearm_kernel, ">=", 10.0);
+			bench_target_ratio(&o, "protect 1 GiB kernel/pagestate",
+					   protect_vs_kernel, ">=", 20.0);
 		}
 		bench_target(&o, "bytes per mapped page", bytes_per_page,
 			     "<=", 8.2);

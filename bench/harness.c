@@ -67,7 +67,8 @@ static void machine_line(const struct bench_opts *o)
 		       cpu, sysconf(_SC_NPROCESSORS_ONLN), u.release,
 		       "cc " __VERSION__, PS_BUILD_TYPE, date);
 		printf("bench,group,op,impl,unit,median,min,max,runs,vs_floor,"
-		       "vs_peer,peer\n");
+		       "vs_peer,peer,ratio_min,ratio_max,peer_ratio_min,"
+		       "peer_ratio_max\n");
 	} else if (o->format == BENCH_JSON) {
 		printf("{\"machine\":{\"cpu\":\"%s\",\"cpus\":%ld,"
 		       "\"kernel\":\"%s\",\"compiler\":\"%s\",\"build\":\"%s\","
@@ -80,7 +81,8 @@ static void machine_line(const struct bench_opts *o)
 		       cpu, sysconf(_SC_NPROCESSORS_ONLN), u.release,
 		       __VERSION__, PS_BUILD_TYPE, date);
 		printf("# bench-%s: %u runs per case after one warm-up; median "
-		       "[min..max] per operation\n",
+		       "[min..max] per operation; ratios: median [min..max] of "
+		       "per-round ratios where interleaved\n",
 		       o->name, o->runs);
 	}
 	fflush(stdout);
@@ -139,6 +141,11 @@ void bench_init(struct bench_opts *o, int argc, char **argv, const char *name,
 		o->runs = 5;
 	if (o->runs == 0)
 		o->runs = 1;
+	if (o->runs > BENCH_MAX_ROUNDS) {
+		fprintf(stderr, "%s: at most %d runs\n", argv[0],
+			BENCH_MAX_ROUNDS);
+		exit(2);
+	}
 	machine_line(o);
 }
 
@@ -271,9 +278,52 @@ struct bench_stats bench_measure(const struct bench_opts *o, unsigned nthreads,
 	return st;
 }
 
-void bench_emit(const struct bench_opts *o, const char *group, const char *op,
-		const char *impl, const char *unit, struct bench_stats st,
-		double vs_floor, double vs_peer, const char *peer)
+/* A ratio to print: its median and, if @range, its min..max. */
+struct ratio {
+	struct bench_stats st;
+	bool range;
+};
+
+static bool ratio_on(const struct ratio *r)
+{
+	return r->st.median > 0;
+}
+
+static void csv_ratio_range(const struct ratio *r)
+{
+	if (ratio_on(r) && r->range)
+		printf(",%.3f,%.3f", r->st.min, r->st.max);
+	else
+		printf(",,");
+}
+
+/* "key":median and, with a range, "<range>_min" and "<range>_max". */
+static void json_ratio(const char *key, const char *range,
+		       const struct ratio *r)
+{
+	if (!ratio_on(r))
+		return;
+	printf(",\"%s\":%.3f", key, r->st.median);
+	if (r->range)
+		printf(",\"%s_min\":%.3f,\"%s_max\":%.3f", range, r->st.min,
+		       range, r->st.max);
+}
+
+static void text_ratio(const struct ratio *r, const char *what)
+{
+	if (!ratio_on(r))
+		return;
+	if (r->range)
+		printf("  %5.2fx [%.2f..%.2f] %s", r->st.median, r->st.min,
+		       r->st.max, what);
+	else
+		printf("  %5.2fx %s", r->st.median, what);
+}
+
+static void emit_row(const struct bench_opts *o, const char *group,
+		     const char *op, const char *impl, const char *unit,
+		     struct bench_stats st, const struct ratio *vf,
+		     const struct ratio *vp, const char *peer)
 {
 	if (o->format != BENCH_TEXT) /* progress for long runs */
 		fprintf(stderr, "  bench-%s: %s / %s / %s: %.2f %s\n", o->name,
@@ -281,34 +331,58 @@ void bench_emit(const struct bench_opts *o, const char *group, const char *op,
 	if (o->format == BENCH_CSV) {
 		printf("%s,%s,%s,%s,%s,%.3f,%.3f,%.3f,%u,", o->name, group, op,
 		       impl, unit, st.median, st.min, st.max, st.runs);
-		if (vs_floor > 0)
-			printf("%.3f", vs_floor);
+		if (ratio_on(vf))
+			printf("%.3f", vf->st.median);
 		printf(",");
-		if (vs_peer > 0)
-			printf("%.3f", vs_peer);
-		printf(",%s\n", vs_peer > 0 && peer ? peer : "");
+		if (ratio_on(vp))
+			printf("%.3f", vp->st.median);
+		printf(",%s", ratio_on(vp) && peer ? peer : "");
+		csv_ratio_range(vf);
+		csv_ratio_range(vp);
+		printf("\n");
 	} else if (o->format == BENCH_JSON) {
 		printf("{\"bench\":\"%s\",\"group\":\"%s\",\"op\":\"%s\","
 		       "\"impl\":\"%s\",\"unit\":\"%s\",\"median\":%.3f,"
 		       "\"min\":%.3f,\"max\":%.3f,\"runs\":%u",
 		       o->name, group, op, impl, unit, st.median, st.min,
 		       st.max, st.runs);
-		if (vs_floor > 0)
-			printf(",\"vs_floor\":%.3f", vs_floor);
-		if (vs_peer > 0)
-			printf(",\"vs_peer\":%.3f,\"peer\":\"%s\"", vs_peer,
-			       peer ? peer : "");
+		json_ratio("vs_floor", "ratio", vf);
+		json_ratio("vs_peer", "peer_ratio", vp);
+		if (ratio_on(vp))
+			printf(",\"peer\":\"%s\"", peer ? peer : "");
 		printf("}\n");
 	} else {
 		printf("%-6s %-14s %-20s %-14s %10.2f [%.2f..%.2f] %s", o->name,
 		       group, op, impl, st.median, st.min, st.max, unit);
-		if (vs_floor > 0)
-			printf("  %5.2fx floor", vs_floor);
-		if (vs_peer > 0)
-			printf("  %5.2fx %s", vs_peer, peer ? peer : "peer");
+		text_ratio(vf, "floor");
+		text_ratio(vp, peer ? peer : "peer");
 		printf("\n");
 	}
 	fflush(stdout);
+}
+
+void bench_emit(const struct bench_opts *o, const char *group, const char *op,
+		const char *impl, const char *unit, struct bench_stats st,
+		double vs_floor, double vs_peer, const char *peer)
+{
+	struct ratio vf = {{vs_floor, vs_floor, vs_floor, 1}, false};
+	struct ratio vp = {{vs_peer, vs_peer, vs_peer, 1}, false};
+
+	emit_row(o, group, op, impl, unit, st, &vf, &vp, peer);
+}
+
+void bench_emit_ratio(const struct bench_opts *o, const char *group,
+		      const char *op, const char *impl, const char *unit,
+		      struct bench_stats st, struct bench_stats vs_floor,
+		      struct bench_stats vs_peer, const char *peer)
+{
+	struct ratio vf = {vs_floor, true}, vp = {vs_peer, true};
+
+	if (!vs_floor.runs)
+		vf.st.median = 0;
+	if (!vs_peer.runs)
+		vp.st.median = 0;
+	emit_row(o, group, op, impl, unit, st, &vf, &vp, peer);
 }
 
 void bench_note(const struct bench_opts *o, const char *fmt, ...)
@@ -325,18 +399,128 @@ void bench_note(const struct bench_opts *o, const char *fmt, ...)
 	fflush(stdout);
 }
 
+static bool target_row(const struct bench_opts *o, const char *what,
+		       const struct ratio *v, const char *op, double limit)
+{
+	double value = v->st.median;
+	bool met = op[0] == '<' ? value <= limit : value >= limit;
+	char range[64] = "";
+
+	if (v->range)
+		snprintf(range, sizeof(range), " [%.2f..%.2f]", v->st.min,
+			 v->st.max);
+	if (o->format == BENCH_TEXT) {
+		printf("# target %-52s %7.2f%s (%s %.2f): %s\n", what, value,
+		       range, op, limit, met ? "met" : "MISSED");
+	} else if (o->format == BENCH_JSON) {
+		printf("{\"bench\":\"%s\",\"target\":\"%s\",\"value\":%.3f",
+		       o->name, what, value);
+		if (v->range)
+			printf(",\"min\":%.3f,\"max\":%.3f", v->st.min,
+			       v->st.max);
+		printf(",\"op\":\"%s\",\"limit\":%.3f,\"met\":%s}\n", op, limit,
+		       met ? "true" : "false");
+	}
+	fflush(stdout);
+	return met;
+}
+
 bool bench_target(const struct bench_opts *o, const char *what, double value,
 		  const char *op, double limit)
 {
-	bool met = op[0] == '<' ? value <= limit : value >= limit;
+	struct ratio v = {{value, value, value, 1}, false};
 
-	if (o->format == BENCH_TEXT)
-		printf("# target %-52s %7.2f (%s %.2f): %s\n", what, value, op,
-		       limit, met ? "met" : "MISSED");
-	else if (o->format == BENCH_JSON)
-		printf("{\"bench\":\"%s\",\"target\":\"%s\",\"value\":%.3f,"
-		       "\"op\":\"%s\",\"limit\":%.3f,\"met\":%s}\n",
-		       o->name, what, value, op, limit, met ? "true" : "false");
-	fflush(stdout);
-	return met;
+	return target_row(o, what, &v, op, limit);
+}
+
+bool bench_target_ratio(const struct bench_opts *o, const char *what,
+			struct bench_stats r, const char *op, double limit)
+{
+	struct ratio v = {r, true};
+
+	return target_row(o, what, &v, op, limit);
+}
+
+/* --- interleaved comparisons ---------------------------------------------- */
+
+/* The threads' arguments of implementation @k. */
+static void *const *impl_args(void **argv, unsigned nthreads, void *const *args,
+			      const struct bench_impl *im)
+{
+	if (args)
+		return args;
+	for (unsigned i = 0; i < nthreads; i++)
+		argv[i] = im->arg;
+	return argv;
+}
+
+void bench_interleave(const struct bench_opts *o, unsigned nthreads,
+		      void *const *args, const struct bench_impl *im,
+		      unsigned n, uint64_t iters, double scale,
+		      struct bench_cmp *c)
+{
+	void *argv[BENCH_MAX_THREADS];
+	double s[BENCH_MAX_ROUNDS];
+
+	if (n < 2 || n > BENCH_MAX_IMPLS || o->runs > BENCH_MAX_ROUNDS ||
+	    !nthreads || nthreads > BENCH_MAX_THREADS || !iters) {
+		fprintf(stderr,
+			"bench_interleave: %u implementations (2..%d), %u "
+			"rounds (1..%d), %u threads (1..%d), %llu iterations\n",
+			n, BENCH_MAX_IMPLS, o->runs, BENCH_MAX_ROUNDS, nthreads,
+			BENCH_MAX_THREADS, (unsigned long long)iters);
+		exit(2);
+	}
+	memset(c, 0, sizeof(*c));
+	c->n = n;
+	c->rounds = o->runs;
+	for (unsigned k = 0; k < n; k++) {
+		c->name[k] = im[k].name;
+		(void)one_run(nthreads, im[k].fn,
+			      impl_args(argv, nthreads, args, &im[k]),
+			      iters); /* warm-up */
+	}
+	for (unsigned r = 0; r < c->rounds; r++) {
+		for (unsigned j = 0; j < n; j++) {
+			unsigned k = (r + j) % n;
+
+			c->t[k][r] = one_run(nthreads, im[k].fn,
+					     impl_args(argv, nthreads, args,
+						       &im[k]),
+					     iters) *
+				     scale;
+		}
+	}
+	for (unsigned k = 0; k < n; k++) {
+		memcpy(s, c->t[k], c->rounds * sizeof(*s));
+		c->time[k] = bench_stats_of(s, c->rounds);
+		c->ratio[k] = bench_cmp_ratio(c, k, 0);
+	}
+}
+
+struct bench_stats bench_cmp_ratio(const struct bench_cmp *c, unsigned k,
+				   unsigned j)
+{
+	double s[BENCH_MAX_ROUNDS];
+
+	for (unsigned r = 0; r < c->rounds; r++)
+		s[r] = c->t[j][r] > 0 ? c->t[k][r] / c->t[j][r] : 0;
+	return bench_stats_of(s, c->rounds);
+}
+
+void bench_emit_cmp(const struct bench_opts *o, const char *group,
+		    const char *op, const char *unit, const struct bench_cmp *c,
+		    int peer)
+{
+	static const struct bench_stats none = {0, 0, 0, 0};
+
+	for (unsigned k = 0; k < c->n; k++) {
+		bool vs_peer = peer >= 0 && (unsigned)peer != k;
+
+		bench_emit_ratio(o, group, op, c->name[k], unit, c->time[k],
+				 k ? c->ratio[k] : none,
+				 vs_peer ? bench_cmp_ratio(c, k, (unsigned)peer)
+					 : none,
+				 vs_peer ? c->name[peer] : NULL);
+	}
 }

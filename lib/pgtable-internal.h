@@ -73,6 +73,22 @@ struct ps_pgtable {
 	uint64_t born; /* fork generation at creation (lib/fork.h) */
 };
 
+/*
+ * ps_pgtable_lookup() walks these structures inline in its callers through
+ * the layout pagestate/pgtable.h declares (struct ps__pgtable_level and
+ * struct ps__pgtable_leaf): that layout is ABI, and these must match it.
+ */
+PS_STATIC_ASSERT(PS__PGTABLE_LEVEL_BITS == LEVEL_BITS, "levels");
+PS_STATIC_ASSERT(offsetof(struct ps_pgtable, root) == 0, "root first");
+PS_STATIC_ASSERT(offsetof(struct node, slot) == 0 &&
+			 sizeof(((struct node *)0)->slot) ==
+				 sizeof(struct ps__pgtable_level),
+		 "a node starts with the public level");
+PS_STATIC_ASSERT(offsetof(struct leaf, e) == 0 &&
+			 sizeof(((struct leaf *)0)->e) ==
+				 sizeof(struct ps__pgtable_leaf),
+		 "a leaf starts with the public entries");
+
 /* Transitions return this to refuse an entry (never a valid entry). */
 #define REFUSE UINT64_MAX
 /* Added to a registration's flags in struct op: the page is registered. */

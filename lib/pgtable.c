@@ -28,7 +28,8 @@
  * ---------------------------------------------------------------------------
  *
  * Classes of operation:
- *   readers         lookup, get, registration, report-only scan
+ *   readers         lookup, get, get_range, registration, report-only
+ *                   scan
  *   faults          fault, fault_pte, fault_locked
  *   entry writers   set, cmpxchg, swap_out, swap_in, map, zap, copy, move
  *   range writers   register, unregister, protect, unprotect, WP_MATCHING
@@ -526,27 +527,60 @@ void ps_pgtable_read_unlock(void)
 	ps__rcu_read_unlock();
 }
 
-ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr)
+/* ps_pgtable_get() in a thread's first section: out of the fast path. */
+static PS_COLD int get_first(const struct ps_pgtable *t, uint64_t addr,
+			     ps_pte_t *pte)
 {
-	uint64_t p = addr >> PAGE_SHIFT;
-	const struct leaf *l;
-
-	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
-		return PS_PTE_NONE;
-	l = leaf_lookup(t, p >> LEVEL_BITS);
-	if (!l)
-		return PS_PTE_NONE;
-	/* Acquire: pairs with the release of entry_cas(). */
-	return atomic_load_explicit(&l->e[p & LEVEL_MASK],
-				    memory_order_acquire);
+	ps__rcu_read_lock();
+	*pte = ps_pgtable_lookup(t, addr);
+	ps__rcu_read_unlock();
+	return 0;
 }
 
 int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
 {
 	if (bad_addr(addr))
 		return -EINVAL;
+	if (!ps__rcu_thread_registered())
+		return get_first(t, addr, pte); /* no call on the fast path */
 	ps__rcu_read_lock();
 	*pte = ps_pgtable_lookup(t, addr);
+	ps__rcu_read_unlock();
+	return 0;
+}
+
+PS_STATIC_ASSERT(PS_PTE_NONE == 0, "get_range fills holes with memset");
+
+int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
+			 uint64_t npages, ps_pte_t *out)
+{
+	uint64_t p, pend;
+
+	if (bad_addr(start) || !npages ||
+	    npages > (PS_PGTABLE_ADDR_END - start) >> PAGE_SHIFT || !out)
+		return -EINVAL;
+	p = start >> PAGE_SHIFT;
+	pend = p + npages;
+	/* G1: one section for the run; each leaf is walked to once. */
+	ps__rcu_read_lock();
+	while (p < pend) {
+		uint64_t leaf_end = ((p >> LEVEL_BITS) + 1) << LEVEL_BITS;
+		size_t n = (size_t)((leaf_end < pend ? leaf_end : pend) - p);
+		const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS);
+
+		if (!l) {
+			memset(out, 0, n * sizeof(*out)); /* PS_PTE_NONE */
+		} else {
+			const _Atomic(ps_pte_t) *e = &l->e[p & LEVEL_MASK];
+
+			for (size_t k = 0; k < n; k++)
+				/* Acquire: pairs with entry_cas()'s release. */
+				out[k] = atomic_load_explicit(
+					&e[k], memory_order_acquire);
+		}
+		out += n;
+		p += n;
+	}
 	ps__rcu_read_unlock();
 	return 0;
 }

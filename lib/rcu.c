@@ -11,6 +11,13 @@
 char ps__rcu_tsan_sync;
 #endif
 
+#if PS_RCU_INLINE
+void ps__rcu_read_lock_first(void)
+{
+	PS__RCU_TSAN_IGNORE(_urcu_bp_read_lock()); /* registers the thread */
+}
+#endif
+
 static void trampoline(struct rcu_head *rh)
 {
 	struct ps__rcu_head *h =

@@ -68,8 +68,13 @@
 #define SPACE_SIZE (UINT64_C(1) << 30)
 #define PT_FRAME0 100 /* the page table maps 100..115 at 0..15 pages */
 
-/* liburcu-bp 0.13: this thread's registry slot (urcu/static/urcu-bp.h). */
+/*
+ * liburcu-bp 0.13: this thread's registry slot, declared by
+ * urcu/static/urcu-bp.h where lib/rcu.h includes it (PS_RCU_INLINE).
+ */
+#if !PS_RCU_INLINE
 extern _Thread_local void *urcu_bp_reader;
+#endif
 
 /* --- time ----------------------------------------------------------------- */
 

@@ -177,6 +177,190 @@ START_TEST(map_semantics)
 }
 END_TEST
 
+/* --- range lookups (ps_pgtable_get_range()) ------------------------------ */
+
+#define LEAF_PAGES 512 /* pages per leaf: a run crossing this crosses leaves */
+#define CANARY ((ps_pte_t)0x5a5a5a5a5a5a5a5aull)
+
+/* get_range of [start, start + n pages) equals get of each page. */
+static void range_matches_get(uint64_t start, uint64_t n)
+{
+	ps_pte_t *out = malloc((n + 1) * sizeof(*out));
+
+	ck_assert_ptr_nonnull(out);
+	for (uint64_t i = 0; i <= n; i++)
+		out[i] = CANARY;
+	ck_assert_int_eq(ps_pgtable_get_range(T, start, n, out), 0);
+	for (uint64_t i = 0; i < n; i++)
+		ck_assert_msg(out[i] == get(T, start + i * PG),
+			      "page %#llx (run %#llx + %llu): %#llx, get says "
+			      "%#llx",
+			      (unsigned long long)(start + i * PG),
+			      (unsigned long long)start, (unsigned long long)i,
+			      (unsigned long long)out[i],
+			      (unsigned long long)get(T, start + i * PG));
+	ck_assert_uint_eq(out[n], CANARY); /* nothing past the run */
+	free(out);
+}
+
+/*
+ * Runs that start, end and cross at leaf edges (the walk restarts at each
+ * leaf), single pages at both ends of a leaf, and runs at both ends of the
+ * space, report exactly the entries get reports.
+ */
+START_TEST(range_leaf_edges)
+{
+	const uint64_t leaf = LEAF_PAGES * PG;
+	const uint64_t last = PS_PGTABLE_ADDR_END - PG;
+
+	/* Three leaves mapped, frame = page offset from BASE. */
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 3 * leaf, 0, RW), 0);
+	set(T, 0, ps_pte_mk_present(7, 0));
+	set(T, last, ps_pte_mk_present(9, 0));
+	range_matches_get(BASE, LEAF_PAGES);		  /* one whole leaf */
+	range_matches_get(BASE + leaf - PG, 2);		  /* 511 | 0 */
+	range_matches_get(BASE + leaf - PG, 1);		  /* the last entry */
+	range_matches_get(BASE + leaf, 1);		  /* the first one */
+	range_matches_get(BASE + 5 * PG, 2 * LEAF_PAGES); /* three leaves */
+	range_matches_get(BASE - 3 * PG, 3 * LEAF_PAGES + 6); /* and around */
+	range_matches_get(0, 2); /* the space's start */
+	range_matches_get(last - (LEAF_PAGES - 1) * PG, LEAF_PAGES); /* end */
+	range_matches_get(last, 1);
+	{
+		ps_pte_t out[LEAF_PAGES + 1];
+
+		ck_assert_int_eq(ps_pgtable_get_range(T, BASE + leaf - PG,
+						      LEAF_PAGES + 1, out),
+				 0);
+		ck_assert_uint_eq(ps_pte_frame(out[0]), LEAF_PAGES - 1);
+		ck_assert_uint_eq(ps_pte_frame(out[1]), LEAF_PAGES);
+		ck_assert_uint_eq(ps_pte_frame(out[LEAF_PAGES]),
+				  2 * LEAF_PAGES - 1);
+	}
+}
+END_TEST
+
+/*
+ * Holes read as PS_PTE_NONE whatever is missing (an entry, a leaf, a whole
+ * subtree), the caller's array is overwritten there, and reading allocates
+ * nothing.
+ */
+START_TEST(range_unmapped_holes)
+{
+	const uint64_t far = BASE + 4 * GiB; /* another mid-level subtree */
+	struct ps_pgtable_stats st0, st1;
+	ps_pte_t out[3 * LEAF_PAGES];
+
+	ck_assert_int_eq(ps_pgtable_map(T, BASE + 10 * PG, 4 * PG, 10, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, far, PG, 77, RW), 0);
+	ps_pgtable_stats(T, &st0);
+	for (size_t i = 0; i < 3 * LEAF_PAGES; i++)
+		out[i] = CANARY;
+	ck_assert_int_eq(ps_pgtable_get_range(T, BASE, 3 * LEAF_PAGES, out), 0);
+	for (uint64_t i = 0; i < 3 * LEAF_PAGES; i++)
+		if (i >= 10 && i < 14)
+			ck_assert_uint_eq(ps_pte_frame(out[i]), i);
+		else
+			ck_assert_uint_eq(out[i], PS_PTE_NONE);
+	/* Empty subtrees of every level, then the one page far away. */
+	for (size_t i = 0; i < 3; i++)
+		out[i] = CANARY;
+	ck_assert_int_eq(ps_pgtable_get_range(T, far - 2 * PG, 3, out), 0);
+	ck_assert_uint_eq(out[0], PS_PTE_NONE);
+	ck_assert_uint_eq(out[1], PS_PTE_NONE);
+	ck_assert_uint_eq(ps_pte_frame(out[2]), 77);
+	/* Under an absent mid level, then an absent root slot. */
+	for (uint64_t at = 0; at <= (UINT64_C(1) << 40);
+	     at += UINT64_C(1) << 40) {
+		for (size_t i = 0; i < 3 * LEAF_PAGES; i++)
+			out[i] = CANARY;
+		ck_assert_int_eq(ps_pgtable_get_range(T, at, 3 * LEAF_PAGES,
+						      out),
+				 0);
+		for (size_t i = 0; i < 3 * LEAF_PAGES; i++)
+			ck_assert_uint_eq(out[i], PS_PTE_NONE);
+	}
+	ps_pgtable_stats(T, &st1);
+	ck_assert_uint_eq(st1.bytes, st0.bytes);
+	ck_assert_uint_eq(st1.leaves, st0.leaves);
+	ck_assert_uint_eq(st1.nodes, st0.nodes);
+}
+END_TEST
+
+/*
+ * Every non-present form comes back as stored: markers (UFFD_WP, GUARD,
+ * POISONED, WRITTEN), swap entries, and present entries with uffd-wp.
+ */
+START_TEST(range_markers_and_swap)
+{
+	const ps_pte_t want[] = {
+		MU,
+		MG,
+		MP,
+		MW,
+		ps_pte_mk_swap(3, 999, PS_PTE_UFFD_WP),
+		ps_pte_mk_present(5, PS_PTE_MAYWRITE | PS_PTE_UFFD_WP),
+		PS_PTE_NONE,
+		ps_pte_mk_present(6, RW | PS_PTE_DIRTY),
+	};
+	const size_t n = sizeof(want) / sizeof(want[0]);
+	const uint64_t start = BASE + (LEAF_PAGES - 4) * PG; /* across a leaf */
+	ps_pte_t out[sizeof(want) / sizeof(want[0])];
+
+	for (size_t i = 0; i < n; i++)
+		if (want[i] != PS_PTE_NONE)
+			set(T, start + i * PG, want[i]);
+	ck_assert_int_eq(ps_pgtable_get_range(T, start, n, out), 0);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_uint_eq(out[i], want[i]);
+	/* In the caller's section as well (sections nest). */
+	ps_pgtable_read_lock();
+	memset(out, 0xff, sizeof(out));
+	ck_assert_int_eq(ps_pgtable_get_range(T, start, n, out), 0);
+	ps_pgtable_read_unlock();
+	for (size_t i = 0; i < n; i++)
+		ck_assert_uint_eq(out[i], want[i]);
+}
+END_TEST
+
+/*
+ * Bad arguments are -EINVAL and leave the caller's array untouched: an
+ * unaligned start, a start at or past the end of the space, no pages, a run
+ * that ends past the space (by one page, or because npages overflows), no
+ * array.
+ */
+START_TEST(range_bad_args)
+{
+	const uint64_t end = PS_PGTABLE_ADDR_END;
+	const uint64_t all = end / PG;
+	ps_pte_t out[2] = {CANARY, CANARY};
+
+	set(T, BASE, ps_pte_mk_present(1, 0));
+	ck_assert_int_eq(ps_pgtable_get_range(T, BASE + 1, 1, out), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, BASE + PG - 1, 1, out),
+			 -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, end, 1, out), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, UINT64_MAX & ~(PG - 1), 1,
+					      out),
+			 -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, BASE, 0, out), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, end - PG, 2, out), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, PG, all, out), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, BASE, UINT64_MAX, out),
+			 -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, BASE, UINT64_MAX / PG + 2,
+					      out),
+			 -EINVAL);
+	ck_assert_int_eq(ps_pgtable_get_range(T, BASE, 1, NULL), -EINVAL);
+	ck_assert_uint_eq(out[0], CANARY);
+	ck_assert_uint_eq(out[1], CANARY);
+	/* The limits themselves are fine. */
+	ck_assert_int_eq(ps_pgtable_get_range(T, end - PG, 1, out), 0);
+	ck_assert_uint_eq(out[0], PS_PTE_NONE);
+	ck_assert_uint_eq(out[1], CANARY);
+}
+END_TEST
+
 /* --- errors: every one, and nothing changes ------------------------------- */
 
 static uint64_t table_digest(const struct ps_pgtable *t, uint64_t start,
@@ -3090,6 +3274,100 @@ START_TEST(stress_trim_against_readers)
 }
 END_TEST
 
+/*
+ * G1, G2 for range lookups: readers read random runs (across leaf edges)
+ * while a writer maps, zaps and trims the leaves under them. Every entry a
+ * reader gets is none or the one the writer maps there (frame = page), each
+ * run fills exactly its slots, and ASan and TSan see any use of a freed
+ * level. They run until the writer did its share and each side overlapped
+ * the other in enough operations (harness.h).
+ */
+#define RANGE_PAGES 4096 /* eight leaves */
+#define RANGE_MAX 1100	 /* the longest run: up to four leaves */
+
+struct range_shared {
+	struct ps_pgtable *t;
+	uint64_t iters;
+	struct ps_test_overlap ov; /* side 0 the writer, 1 the reader */
+	_Atomic(unsigned int) violations;
+	_Atomic(uint64_t) reads, present;
+};
+
+static void *range_reader(void *arg)
+{
+	struct range_shared *sh = arg;
+	struct ps_test_rng rng = ps_test_rng_new(34);
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
+	static ps_pte_t out[RANGE_MAX + 1];
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t pg = ps_test_below(&rng, RANGE_PAGES);
+		uint64_t n = 1 + ps_test_below(&rng, RANGE_MAX);
+		uint64_t present = 0;
+
+		if (pg + n > RANGE_PAGES)
+			n = RANGE_PAGES - pg;
+		out[n] = CANARY;
+		if (ps_pgtable_get_range(sh->t, BASE + pg * PG, n, out))
+			atomic_fetch_add(&sh->violations, 1);
+		for (uint64_t i = 0; i < n; i++) {
+			if (out[i] == PS_PTE_NONE)
+				continue;
+			present++;
+			if (!ps_pte_is_present(out[i]) ||
+			    ps_pte_frame(out[i]) != pg + i)
+				atomic_fetch_add(&sh->violations, 1);
+		}
+		if (out[n] != CANARY)
+			atomic_fetch_add(&sh->violations, 1);
+		atomic_fetch_add(&sh->reads, 1);
+		atomic_fetch_add(&sh->present, present);
+	}
+	return NULL;
+}
+
+START_TEST(stress_range_against_map_unmap)
+{
+	static struct range_shared sh;
+	struct ps_test_rng rng = ps_test_rng_new(35);
+	struct ps_test_side me;
+	pthread_t r;
+
+	memset(&sh, 0, sizeof(sh));
+	sh.t = T;
+	sh.iters = ps_test_stress_size("PS_STRESS_ITERS", 400000) / 200;
+	ps_test_overlap_init(&sh.ov, 2, 0);
+	sh.ov.side[0].min_ops = sh.iters;
+	me = ps_test_side(&sh.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&r, NULL, range_reader, &sh), 0);
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		uint64_t pg = ps_test_below(&rng, RANGE_PAGES);
+		uint64_t n = 1 + ps_test_below(&rng, 1024);
+
+		if (pg + n > RANGE_PAGES)
+			n = RANGE_PAGES - pg;
+		(void)ps_pgtable_map(T, BASE + pg * PG, n * PG, pg, RW);
+		pg = ps_test_below(&rng, RANGE_PAGES);
+		n = 1 + ps_test_below(&rng, 1024);
+		if (pg + n > RANGE_PAGES)
+			n = RANGE_PAGES - pg;
+		ck_assert_int_eq(ps_pgtable_zap(T, BASE + pg * PG, n * PG, 0,
+						NULL, NULL),
+				 0);
+		if (i % 8 == 7) /* frees the emptied leaves after readers */
+			ck_assert_int_eq(ps_pgtable_trim(T, BASE,
+							 RANGE_PAGES * PG),
+					 0);
+	}
+	pthread_join(r, NULL);
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_gt(atomic_load(&sh.reads), 0);
+	ck_assert_uint_gt(atomic_load(&sh.present), 0);
+	ps_test_overlap_check(&sh.ov, "maps, zaps, trims vs range lookups");
+}
+END_TEST
+
 static Suite *pgtable_suite(void)
 {
 	Suite *s = suite_create("pgtable");
@@ -3105,6 +3383,22 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "errors", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, bad_input_changes_nothing);
+
+	tc = ps_test_tcase(s, "range: leaf edges", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, range_leaf_edges);
+
+	tc = ps_test_tcase(s, "range: holes", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, range_unmapped_holes);
+
+	tc = ps_test_tcase(s, "range: markers", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, range_markers_and_swap);
+
+	tc = ps_test_tcase(s, "range: errors", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, range_bad_args);
 
 	tc = ps_test_tcase(s, "transitions", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -3178,6 +3472,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, stress_zap_against_harvest);
 	tcase_add_test(tc, stress_trim_against_readers);
 	tcase_add_test(tc, stress_registration_query);
+	tcase_add_test(tc, stress_range_against_map_unmap);
 	return s;
 }
 

@@ -60,12 +60,21 @@ def fmt(x):
     return "%.2f" % x
 
 
+def ratio_range(d, key):
+    """ " [min..max]" of a ratio measured interleaved, else "". """
+    if key + "_min" not in d:
+        return ""
+    return " [%.2f..%.2f]" % (d[key + "_min"], d[key + "_max"])
+
+
 def table(rows):
     out = ["| group | case | impl | median | min..max | unit | vs floor |"
            " vs peer |", "|---|---|---|---:|---|---|---:|---|"]
     for r in rows:
-        vf = ("%.2fx" % r["vs_floor"]) if "vs_floor" in r else ""
-        vp = ("%.2fx %s" % (r["vs_peer"], r.get("peer", ""))
+        vf = (("%.2fx" % r["vs_floor"]) + ratio_range(r, "ratio")
+              if "vs_floor" in r else "")
+        vp = ("%.2fx%s %s" % (r["vs_peer"], ratio_range(r, "peer_ratio"),
+                              r.get("peer", ""))
               if "vs_peer" in r else "")
         impl = r["impl"]
         if impl == "pagestate":
@@ -281,20 +290,26 @@ def summary_rows(benches):
             pm = find(rows, group, op, impl)
             if pm:
                 peers[impl] = pm[0]["median"]
-        out.append((label, m[0]["median"], m[0]["unit"], peers))
+        out.append((label, m[0]["median"], m[0]["unit"], peers, m[0]))
     return out
 
 
 def summary_table(rows):
     md = ["| primitive | pagestate | unit | floor | pagestate / floor | peers: median (peer / pagestate) |",
           "|---|---:|---|---:|---:|---|"]
-    for label, v, unit, peers in rows:
+    for label, v, unit, peers, row in rows:
         fl = peers.get("floor")
         others = ", ".join("%s %s (%.2fx)" % (k, fmt(pv), pv / v if v else 0)
                            for k, pv in peers.items() if k != "floor")
+        # The program's own ratio (per-round, when interleaved) if it gave
+        # one; else the ratio of the two medians.
+        if "vs_floor" in row:
+            vf = "%.2fx%s" % (row["vs_floor"], ratio_range(row, "ratio"))
+        else:
+            vf = ("%.2fx" % (v / fl)) if fl else ""
         md.append("| %s | **%s** | %s | %s | %s | %s |" % (
-            label, fmt(v), unit, fmt(fl) if fl is not None else "",
-            ("%.2fx" % (v / fl)) if fl else "", others))
+            label, fmt(v), unit, fmt(fl) if fl is not None else "", vf,
+            others))
     return md
 
 
@@ -310,7 +325,7 @@ def plot_primitives(rows, plots, tmp):
     dat = os.path.join(tmp, "primitives.dat")
     with open(dat, "w") as f:
         f.write("primitive " + " ".join(used) + "\n")
-        for label, v, unit, peers in rows:
+        for label, v, unit, peers, _ in rows:
             vals = []
             for c in used:
                 x = v if c == "pagestate" else peers.get(c)
@@ -355,14 +370,18 @@ def main():
            "tools/bench-report.py). Every value is the median of repeated "
            "runs after a warm-up, with min..max; ratios are to the floor "
            "(the bare operation) and to the peer each program names, "
-           "measured in the same run.", ""]
+           "measured in the same run; where a ratio has a [min..max] it "
+           "was measured interleaved, round by round, and is the median "
+           "of the per-round ratios.", ""]
 
     md += ["## Targets", "", "| benchmark | target | value | limit | "
            "verdict |", "|---|---|---:|---:|---|"]
     for name, b in benches.items():
         for t in b["targets"]:
-            md.append("| %s | %s | %s | %s %s | %s |" % (
-                name, t["target"], fmt(t["value"]), t["op"],
+            rng = (" [%s..%s]" % (fmt(t["min"]), fmt(t["max"]))
+                   if "min" in t else "")
+            md.append("| %s | %s | %s%s | %s %s | %s |" % (
+                name, t["target"], fmt(t["value"]), rng, t["op"],
                 fmt(t["limit"]), "met" if t["met"] else "**missed**"))
     md.append("")
 

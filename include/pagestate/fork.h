@@ -31,12 +31,12 @@
  *      ps_fork_child(), the child may also create objects and use them as
  *      any process does, and read inherited ones from any thread:
  *      ps_pgtable_lookup() (in a read-side section), ps_pgtable_get(),
- *      ps_pgtable_registration(), ps_pgtable_scan() without
- *      PS_SCAN_WP_MATCHING, ps_space_page() / _pgtable() / _notifier(),
- *      the page words' read accessors and the *_stats() functions. They
- *      see the state at the fork, including work other threads had half
- *      done. This allocates in the child: the process's malloc() must
- *      survive fork() in a multi-threaded process, as glibc's does.
+ *      ps_pgtable_get_range(), ps_pgtable_registration(), ps_pgtable_scan()
+ *      without PS_SCAN_WP_MATCHING, ps_space_page() / _pgtable() / _notifier(),
+ *      the page words' read accessors and the *_stats() functions. They see the
+ *      state at the fork, including work other threads had half done. This
+ *      allocates in the child: the process's malloc() must survive fork() in a
+ *      multi-threaded process, as glibc's does.
  *   4. Nothing else may touch an inherited object. A call that would take its
  *      mutex, wait for its in-flight work, run its hooks over a range, or reach
  *      the parent through a descriptor aborts the child with a message naming

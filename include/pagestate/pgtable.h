@@ -37,11 +37,12 @@
  *	ps_pgtable_read_unlock();
  *
  * Sections nest, and a caller's own urcu-bp section serves as well. Inside one,
- * call only the functions that never block: lookup, get, registration, stats,
- * set, cmpxchg, swap_out, swap_in, zap, the faults, map without PS_PTE_UFFD_WP,
- * map_prepare, copy and move without PS_KEEP_WP, and report-only scans. The
- * others take the table's writer mutex, which ps_pgtable_unregister() holds
- * while it waits for readers: one of them called inside a section can deadlock.
+ * call only the functions that never block: lookup, get, get_range,
+ * registration, stats, set, cmpxchg, swap_out, swap_in, zap, the faults, map
+ * without PS_PTE_UFFD_WP, map_prepare, copy and move without PS_KEEP_WP, and
+ * report-only scans. The others take the table's writer mutex, which
+ * ps_pgtable_unregister() holds while it waits for readers: one of them called
+ * inside a section can deadlock.
  *
  * ---------------------------------------------------------------------------
  * Concurrency
@@ -438,10 +439,10 @@ void ps_pgtable_stats(const struct ps_pgtable *t, struct ps_pgtable_stats *st);
  * thread then, under liburcu's registry mutex, and so does the first call of
  * any function of the table that enters a section of its own.
  * Async-signal-safe, with ps_pgtable_read_unlock(), ps_pgtable_lookup(),
- * ps_pgtable_get() and ps_pgtable_registration(), in a thread already
- * registered (one section before the handler can run) and from a handler on the
- * thread's own stack (docs/fork-signals-threads.md). A thread that exits inside
- * a section does not block grace periods.
+ * ps_pgtable_get(), ps_pgtable_get_range() and ps_pgtable_registration(), in a
+ * thread already registered (one section before the handler can run) and from a
+ * handler on the thread's own stack (docs/fork-signals-threads.md). A thread
+ * that exits inside a section does not block grace periods.
  */
 void ps_pgtable_read_lock(void);
 
@@ -455,11 +456,41 @@ void ps_pgtable_read_lock(void);
  */
 void ps_pgtable_read_unlock(void);
 
+/*
+ * The table's levels as ps_pgtable_lookup() walks them, compiled into the
+ * caller: not API, but their layout is ABI (docs/abi.md). A table starts
+ * with its root level; page number p = addr >> PS_PGTABLE_PAGE_SHIFT selects
+ * root slot p >> 27, then slot (p >> 18) & 511 of that level, slot
+ * (p >> 9) & 511 of the next, which points to the leaf holding entry p & 511.
+ * A NULL slot is an absent subtree (every entry none). Each slot and entry is
+ * written once per change with a release store or compare-and-swap.
+ */
+#define PS__PGTABLE_LEVEL_BITS 9
+#define PS__PGTABLE_FANOUT (1u << PS__PGTABLE_LEVEL_BITS)
+
+struct ps__pgtable_level {
+	PS_ATOMIC(void *) slot[PS__PGTABLE_FANOUT];
+};
+
+struct ps__pgtable_leaf {
+	PS_ATOMIC(ps_pte_t) e[PS__PGTABLE_FANOUT];
+};
+
+/* The child of @n at @slot: acquire, pairs with the release that made it. */
+static inline const void *ps__pgtable_child(const struct ps__pgtable_level *n,
+					    uint64_t slot)
+{
+	return atomic_load_explicit(&n->slot[slot & (PS__PGTABLE_FANOUT - 1)],
+				    memory_order_acquire);
+}
+
 /**
  * ps_pgtable_lookup() - the entry of the page holding @addr, fast path.
  * @t: the table.
  * @addr: any address; the entry is that of the page holding it.
  *
+ * Inline: four dependent loads compiled into the caller, the cost of a bare
+ * walk of the levels (which makes the layout above ABI).
  * Context: inside a read-side section (ps_pgtable_read_lock() or the
  * caller's own urcu-bp section).
  * Ordering: acquire; pairs with the release of the compare-and-swap that
@@ -468,7 +499,30 @@ void ps_pgtable_read_unlock(void);
  * Progress: wait-free (four loads).
  * Return: the entry; PS_PTE_NONE for an address past the space.
  */
-ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr);
+static inline ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t,
+					 uint64_t addr)
+{
+	const uint64_t p = addr >> PS_PGTABLE_PAGE_SHIFT;
+	const unsigned int b = PS__PGTABLE_LEVEL_BITS;
+	const struct ps__pgtable_level *n =
+		(const struct ps__pgtable_level *)(const void *)t;
+	const struct ps__pgtable_leaf *l;
+
+	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
+		return PS_PTE_NONE;
+	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 3 * b);
+	if (!n)
+		return PS_PTE_NONE;
+	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 2 * b);
+	if (!n)
+		return PS_PTE_NONE;
+	l = (const struct ps__pgtable_leaf *)ps__pgtable_child(n, p >> b);
+	if (!l)
+		return PS_PTE_NONE;
+	/* Acquire: pairs with the release of the entry's compare-and-swap. */
+	return atomic_load_explicit(&l->e[p & (PS__PGTABLE_FANOUT - 1)],
+				    memory_order_acquire);
+}
 
 /**
  * ps_pgtable_get() - the entry of page @addr, in its own read-side section.
@@ -485,6 +539,36 @@ ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t, uint64_t addr);
  * Return: 0, or -EINVAL for an unaligned or out-of-space @addr.
  */
 int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte);
+
+/**
+ * ps_pgtable_get_range() - the entries of @npages pages from @start, in one
+ * read-side section.
+ * @t: the table.
+ * @start: the first page (aligned, below PS_PGTABLE_ADDR_END).
+ * @npages: how many pages, at least 1; the run must end at or below
+ *	PS_PGTABLE_ADDR_END.
+ * @out: receives @npages entries: out[i] is the entry of page @start + i *
+ *	PS_PGTABLE_PAGE_SIZE, PS_PTE_NONE where nothing is stored. Untouched on
+ *	error.
+ *
+ * For a caller that works on a run of pages (a 2 MiB region, the pages
+ * behind a scatter list): one section for the run and one walk per leaf of
+ * 512 pages, where ps_pgtable_get() per page pays a section and a walk each.
+ * Each entry is read atomically, but the run is not a snapshot: an entry
+ * changed during the call is reported as it was before or after the change,
+ * independently of its neighbours.
+ * Context: any thread, also inside a read-side section (its own nests). The
+ * section lasts for the whole run, so a grace period that begins meanwhile
+ * (which ps_pgtable_unregister() waits for) cannot end before the call
+ * returns: split very long runs where that matters.
+ * Ordering: acquire for each entry, as ps_pgtable_lookup().
+ * Progress: wait-free, O(@npages) (after the thread's first read-side
+ * section, see ps_pgtable_read_lock()).
+ * Return: 0; -EINVAL if @start is unaligned or not below PS_PGTABLE_ADDR_END,
+ * @npages is 0 or takes the run past PS_PGTABLE_ADDR_END, or @out is NULL.
+ */
+int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
+			 uint64_t npages, ps_pte_t *out);
 
 /* --- single entries ------------------------------------------------------- */
 
