@@ -168,9 +168,13 @@
  *                                  page also acquires (a load right after
  *                                  its CAS), so the caller frees after every
  *                                  other holder's accesses.
- *   try_get, try_pin               acquire on success (pairs with the release
+ *   try_get                        acquire on success (pairs with the release
  *                                  of the put/unfreeze that preceded it);
  *                                  nothing on failure.
+ *   try_pin and its variants       seq_cst on success: acquire (as try_get)
+ *                                  and a place in the single total order of
+ *                                  seq_cst operations (see below); nothing on
+ *                                  failure.
  *   freeze                         acquire on success; unfreeze releases.
  *   flag read-modify-writes        acquire and release (DIRTY hands data
  *                                  over); so are the conditional flag and
@@ -185,9 +189,13 @@
  *                                  the unpinner wrote before unpinning.
  *
  * Like Linux's GUP-fast, a caller that must order a pin against a later load
- * of *another* location (pin, then re-read a page-table entry) needs a full
- * fence between the two. The fence is the caller's, because only the caller
- * knows the partner.
+ * of *another* location (pin, then re-read a page-table entry, while the
+ * entry's changer changes it and then reads the pins) needs the
+ * store-buffering order between the two: a full fence between them, or, since
+ * a successful try-pin is seq_cst, a seq_cst load for the re-read (the pin and
+ * the load then take their places in the single total order, and so do the
+ * changer's seq_cst change and fence). Only the caller knows the partner, so
+ * the re-read is the caller's.
  *
  * ---------------------------------------------------------------------------
  * Progress
@@ -208,8 +216,8 @@
  *              set_cache_if_free, unlock_and_put: a compare-and-swap loop
  *              that only retries after another thread changed the word
  *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
- *              ps_page_try_get_and_lock(), which waits the same way when
- *              LOCKED is held; ps_page_wait_writeback(): likewise, until
+ *              ps_page_try_get_and_lock() and ps_page_try_get_lock_and_set(),
+ *              which wait the same way when LOCKED is held; ps_page_wait_writeback(): likewise, until
  *              WRITEBACK is clear
  */
 #ifndef PAGESTATE_PAGE_H
@@ -815,10 +823,14 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 	/*
 	 * Acquire on success: pairs with the release of the put or unfreeze
 	 * that came before, so the new holder sees the page as it was left.
+	 * A pin is seq_cst: a pinner that re-reads what maps the page with a
+	 * seq_cst load needs no fence between the two ("Memory ordering").
 	 */
 	return ps__page_cas(page, PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
 			    PS_PAGE_LIVE, 0, set & PS_PAGE_USER_FLAGS, n, npins,
-			    PS__PAGE_ADD, memory_order_acquire, &seen, &why);
+			    PS__PAGE_ADD,
+			    npins ? memory_order_seq_cst : memory_order_acquire,
+			    &seen, &why);
 }
 
 /*
@@ -1192,8 +1204,9 @@ static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
  * A compare-and-swap (pins never hold meaningless units, so is_pinned stays
  * one load).
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence ("Memory ordering" above); nothing to rely on after a failure.
  * Progress: lock-free.
  * Return: true with a pin (and its reference) taken; false if the page is
  * free or frozen, or a limit would be passed (nothing changed).
@@ -1210,8 +1223,9 @@ static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
  * @n: the pins to take (each also a reference).
  *
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence ("Memory ordering" above); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken; false if @n == 0,
  * the page is free or frozen, or a limit would be passed (nothing changed).
@@ -1236,8 +1250,9 @@ static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
  * freeze fails, or the freeze wins and the pin fails: on the missing LIVE
  * while frozen, on PRIVATE afterwards.
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence ("Memory ordering" above); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken; false if @n == 0,
  * a flag in @reject is set, the page is free or frozen, or a limit would be
@@ -1265,8 +1280,9 @@ ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * ps_page_fetch_clear_flags()) can never see the pin but not that it is
  * for write (ps_page_word_pinned_for_write()).
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence ("Memory ordering" above); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken and @set set; false
  * if @n == 0, a flag in @reject is set, the page is free or frozen, or a
@@ -1980,6 +1996,65 @@ static inline PS_MUST_CHECK bool ps_page_try_get_and_lock(struct ps_page *page)
 	if (!ps_page_try_get(page))
 		return false;
 	ps_page_lock(page);
+	return true;
+}
+
+/**
+ * ps_page_try_get_lock_and_set() - ps_page_try_get_and_lock() that also sets
+ * the flags in @set as it takes the lock: how a write fault holds the frame
+ * it marks dirty (a reference, LOCKED and DIRTY in one compare-and-swap).
+ * @page: a page that may be free, frozen or at its limit; its memory must
+ *	stay valid.
+ * @set: flags to set under the lock; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored (LOCKED is the call's own).
+ * @seen: receives the word just before @set was set: its @set bits say which
+ *	of them were set already (a DIRTY bit clear there means this call made
+ *	the clean-to-dirty transition). Meaningless when the call fails.
+ *
+ * When the page is LIVE and not locked, one compare-and-swap takes the
+ * reference and LOCKED and sets @set. When another thread holds LOCKED, the
+ * call takes the reference and waits for the lock as ps_page_try_get_and_lock()
+ * does, then sets @set with one fetch-or. Either way @set is set while the
+ * caller holds LOCKED, so a thread that clears one of those flags only under
+ * LOCKED (the space's write-back clears DIRTY so) cannot clear it before the
+ * caller unlocks.
+ * Context: a thread that may block, not holding this page's lock, and not
+ * taking two page locks in an order another thread reverses.
+ * Ordering: acquire and release: acquire as ps_page_try_get_and_lock(); the
+ * flags are set with release (DIRTY hands data over, as the flag
+ * read-modify-writes do).
+ * Progress: blocking while another thread holds LOCKED (spin, then yield);
+ * otherwise lock-free (a CAS loop that retries only after another thread
+ * changed the word).
+ * Return: true with a reference and LOCKED held and @set set: release the
+ * first two with ps_page_unlock_and_put(); false if the page is free or
+ * frozen, or its references are at PS_PAGE_REFS_MAX: nothing is held and
+ * nothing set (a failed try on a free or frozen page may leave a
+ * meaningless unit, as ps_page_try_get()).
+ */
+static inline PS_MUST_CHECK bool
+ps_page_try_get_lock_and_set(struct ps_page *page, uint64_t set, uint64_t *seen)
+{
+	const uint64_t f = set & PS_PAGE_USER_FLAGS & ~PS_PAGE_LOCKED;
+	enum ps__page_verdict why;
+
+	/*
+	 * Acq_rel: acquire pairs with the release of the put or unfreeze that
+	 * came before and of the last unlock; release publishes what the
+	 * flags hand over, as the flag read-modify-writes do.
+	 */
+	if (PS_LIKELY(ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_LOCKED,
+				   PS_PAGE_LIVE, 0, PS_PAGE_LOCKED | f, 1, 0,
+				   PS__PAGE_ADD, memory_order_acq_rel, seen,
+				   &why)))
+		return true;
+	if (why != PS__PAGE_MISMATCH || !(*seen & PS_PAGE_LIVE))
+		return false; /* free, frozen, or at the limit */
+	/* Locked by another thread: hold the page, wait, then set. */
+	if (!ps_page_try_get(page))
+		return false;
+	ps_page_lock(page);
+	*seen = ps_page_fetch_set_flags(page, f);
 	return true;
 }
 
