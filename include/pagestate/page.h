@@ -188,14 +188,13 @@
  *                                  pinned" after the last unpin also sees what
  *                                  the unpinner wrote before unpinning.
  *
- * Like Linux's GUP-fast, a caller that must order a pin against a later load
- * of *another* location (pin, then re-read a page-table entry, while the
- * entry's changer changes it and then reads the pins) needs the
- * store-buffering order between the two: a full fence between them, or, since
- * a successful try-pin is seq_cst, a seq_cst load for the re-read (the pin and
- * the load then take their places in the single total order, and so do the
- * changer's seq_cst change and fence). Only the caller knows the partner, so
- * the re-read is the caller's.
+ * Like Linux's GUP-fast, a caller that must order a pin against a later load of
+ * *another* location (pin, then re-read a page-table entry, while the entry's
+ * changer changes it and then reads the pins) needs the store-buffering order
+ * between the two: a full fence between them, or, since a successful try-pin is
+ * seq_cst, a seq_cst load for the re-read (the pin and the load then take their
+ * places in the single total order, and so do the changer's seq_cst change and
+ * fence). Only the caller knows the partner, so the re-read is the caller's.
  *
  * ---------------------------------------------------------------------------
  * Progress
@@ -217,8 +216,8 @@
  *              that only retries after another thread changed the word
  *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
  *              ps_page_try_get_and_lock() and ps_page_try_get_lock_and_set(),
- *              which wait the same way when LOCKED is held; ps_page_wait_writeback(): likewise, until
- *              WRITEBACK is clear
+ *              which wait the same way when LOCKED is held;
+ *              ps_page_wait_writeback(): likewise, until WRITEBACK is clear
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
