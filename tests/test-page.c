@@ -1259,53 +1259,25 @@ START_TEST(try_get_lock_and_set_semantics)
 }
 END_TEST
 
-struct get_lock_set_waiter {
-	struct ps_page *page;
-	_Atomic(int) state; /* 0 started, 1 trying, 2 holds, flags set */
-	uint64_t seen;
-};
-
-static void *get_lock_set_waiter_fn(void *arg)
-{
-	struct get_lock_set_waiter *w = arg;
-
-	atomic_store(&w->state, 1);
-	if (ps_page_try_get_lock_and_set(w->page, PS_PAGE_DIRTY, &w->seen)) {
-		atomic_store(&w->state, 2);
-		(void)ps_page_unlock_and_put(w->page);
-	}
-	return NULL;
-}
-
 /*
- * Locked by another thread: the call holds its reference while it waits,
- * and sets the flags only once it holds LOCKED: a holder that clears DIRTY
- * under LOCKED (write-back) never finds it set by a waiter, and the waiter
- * learns that the holder's clear came first (seen: clean).
+ * Locked by another thread: ps_page_try_get_lock_and_set() refuses at once,
+ * taking no reference and setting nothing, and says why (LOCKED in @seen).
+ * A holder that cleans under the lock (write-back) never finds DIRTY set by
+ * a would-be marker.
  */
-START_TEST(try_get_lock_and_set_waits_then_sets)
+START_TEST(try_get_lock_and_set_refuses_locked)
 {
 	struct ps_page p = PS_PAGE_INIT(1);
-	struct get_lock_set_waiter w = {.page = &p};
-	pthread_t t;
+	uint64_t seen = 0;
 
-	ps_page_set_flags(&p, PS_PAGE_DIRTY);
 	ck_assert(ps_page_trylock(&p));
-	ck_assert_int_eq(pthread_create(&t, NULL, get_lock_set_waiter_fn, &w),
-			 0);
-	while (ps_page_refs(&p) != 2)
-		sched_yield();
-	for (int i = 0; i < 2000; i++)
-		sched_yield();
-	ck_assert_int_eq(atomic_load(&w.state), 1); /* still waiting */
-	/* The holder cleans under the lock: the waiter has set nothing. */
-	ck_assert(ps_page_test_and_clear_flag(&p, PS_PAGE_DIRTY));
-	ck_assert(!ps_page_put(&p)); /* the owner's: not the last */
+	ck_assert(!ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert(seen & PS_PAGE_LOCKED);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_LOCKED));
 	ps_page_unlock(&p);
-	pthread_join(t, NULL);
-	ck_assert_int_eq(atomic_load(&w.state), 2);
-	ck_assert(!(w.seen & PS_PAGE_DIRTY)); /* it made the transition */
-	ck_assert_uint_eq(raw(&p), 0); /* the waiter's release freed it */
+	ck_assert(ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_DIRTY));
 	ck_assert_uint_eq(hooks(), 0);
 }
 END_TEST
@@ -3093,7 +3065,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, unlock_and_put_misuse);
 	tcase_add_test(tc, try_get_and_lock_waits_holding);
 	tcase_add_test(tc, try_get_lock_and_set_semantics);
-	tcase_add_test(tc, try_get_lock_and_set_waits_then_sets);
+	tcase_add_test(tc, try_get_lock_and_set_refuses_locked);
 
 	tc = ps_test_tcase(s, "revive with a cache mode", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);

@@ -212,12 +212,13 @@
  *              get_or_revive_cache and get_or_freeze, freeze, unfreeze,
  *              unfreeze_claimed and unfreeze_change_flags, change_flags,
  *              clear_flag_if_unpinned, set_flags_unless_frozen,
- *              set_cache_if_free, unlock_and_put: a compare-and-swap loop
+ *              set_cache_if_free, unlock_and_put, try_get_lock_and_set: a
+ *              compare-and-swap loop
  *              that only retries after another thread changed the word
  *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
- *              ps_page_try_get_and_lock() and ps_page_try_get_lock_and_set(),
- *              which wait the same way when LOCKED is held;
- *              ps_page_wait_writeback(): likewise, until WRITEBACK is clear
+ *              ps_page_try_get_and_lock(), which waits the same way when
+ *              LOCKED is held; ps_page_wait_writeback(): likewise, until
+ *              WRITEBACK is clear
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -1999,42 +2000,39 @@ static inline PS_MUST_CHECK bool ps_page_try_get_and_lock(struct ps_page *page)
 }
 
 /**
- * ps_page_try_get_lock_and_set() - ps_page_try_get_and_lock() that also sets
- * the flags in @set as it takes the lock: how a write fault holds the frame
- * it marks dirty (a reference, LOCKED and DIRTY in one compare-and-swap).
- * @page: a page that may be free, frozen or at its limit; its memory must
- *	stay valid.
- * @set: flags to set under the lock; bits outside PS_PAGE_USER_FLAGS are
+ * ps_page_try_get_lock_and_set() - take a reference speculatively, the page's
+ * bit lock and the flags in @set, all in one compare-and-swap, or nothing:
+ * how a write fault holds the frame it marks dirty (a reference, LOCKED and
+ * DIRTY at once) without ever waiting.
+ * @page: a page that may be free, frozen, locked or at its limit; its memory
+ *	must stay valid.
+ * @set: flags to set with the lock; bits outside PS_PAGE_USER_FLAGS are
  *	ignored (LOCKED is the call's own).
- * @seen: receives the word just before @set was set: its @set bits say which
- *	of them were set already (a DIRTY bit clear there means this call made
- *	the clean-to-dirty transition). Meaningless when the call fails.
+ * @seen: receives the word the call last saw: on success the word before the
+ *	change, whose @set bits say which of them were set already (DIRTY
+ *	clear there means this call made the clean-to-dirty transition); on
+ *	failure the word that refused it (LOCKED set: another thread holds the
+ *	lock).
  *
- * When the page is LIVE and not locked, one compare-and-swap takes the
- * reference and LOCKED and sets @set. When another thread holds LOCKED, the
- * call takes the reference and waits for the lock as ps_page_try_get_and_lock()
- * does, then sets @set with one fetch-or. Either way @set is set while the
- * caller holds LOCKED, so a thread that clears one of those flags only under
- * LOCKED (the space's write-back clears DIRTY so) cannot clear it before the
- * caller unlocks.
- * Context: a thread that may block, not holding this page's lock, and not
- * taking two page locks in an order another thread reverses.
- * Ordering: acquire and release: acquire as ps_page_try_get_and_lock(); the
- * flags are set with release (DIRTY hands data over, as the flag
- * read-modify-writes do).
- * Progress: blocking while another thread holds LOCKED (spin, then yield);
- * otherwise lock-free (a CAS loop that retries only after another thread
+ * Unlike ps_page_try_get_and_lock(), it never waits: it fails while another
+ * thread holds LOCKED, and the caller that must wait does so with
+ * ps_page_try_get_and_lock() (outside whatever it must not block in). The
+ * flags are set only together with LOCKED, so a thread that clears one of
+ * them only under LOCKED (the space's write-back clears DIRTY so) cannot
+ * clear them before the caller unlocks.
+ * Context: any thread; not one that holds this page's lock.
+ * Ordering: acquire and release on success: acquire as
+ * ps_page_try_get_and_lock(), release for what the flags hand over, as the
+ * flag read-modify-writes do; nothing on failure.
+ * Progress: lock-free (a CAS loop that retries only after another thread
  * changed the word).
  * Return: true with a reference and LOCKED held and @set set: release the
- * first two with ps_page_unlock_and_put(); false if the page is free or
- * frozen, or its references are at PS_PAGE_REFS_MAX: nothing is held and
- * nothing set (a failed try on a free or frozen page may leave a
- * meaningless unit, as ps_page_try_get()).
+ * first two with ps_page_unlock_and_put(); false if the page is free, frozen
+ * or locked, or its references are at PS_PAGE_REFS_MAX: nothing changed.
  */
 static inline PS_MUST_CHECK bool
 ps_page_try_get_lock_and_set(struct ps_page *page, uint64_t set, uint64_t *seen)
 {
-	const uint64_t f = set & PS_PAGE_USER_FLAGS & ~PS_PAGE_LOCKED;
 	enum ps__page_verdict why;
 
 	/*
@@ -2042,19 +2040,9 @@ ps_page_try_get_lock_and_set(struct ps_page *page, uint64_t set, uint64_t *seen)
 	 * came before and of the last unlock; release publishes what the
 	 * flags hand over, as the flag read-modify-writes do.
 	 */
-	if (PS_LIKELY(ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_LOCKED,
-				   PS_PAGE_LIVE, 0, PS_PAGE_LOCKED | f, 1, 0,
-				   PS__PAGE_ADD, memory_order_acq_rel, seen,
-				   &why)))
-		return true;
-	if (why != PS__PAGE_MISMATCH || !(*seen & PS_PAGE_LIVE))
-		return false; /* free, frozen, or at the limit */
-	/* Locked by another thread: hold the page, wait, then set. */
-	if (!ps_page_try_get(page))
-		return false;
-	ps_page_lock(page);
-	*seen = ps_page_fetch_set_flags(page, f);
-	return true;
+	return ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_LOCKED, PS_PAGE_LIVE,
+			    0, PS_PAGE_LOCKED | (set & PS_PAGE_USER_FLAGS), 1,
+			    0, PS__PAGE_ADD, memory_order_acq_rel, seen, &why);
 }
 
 /**
