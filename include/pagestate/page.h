@@ -2009,10 +2009,9 @@ static inline PS_MUST_CHECK bool ps_page_try_get_and_lock(struct ps_page *page)
  * @set: flags to set with the lock; bits outside PS_PAGE_USER_FLAGS are
  *	ignored (LOCKED is the call's own).
  * @seen: receives the word the call last saw: on success the word before the
- *	change, whose @set bits say which of them were set already (DIRTY
- *	clear there means this call made the clean-to-dirty transition); on
- *	failure the word that refused it (LOCKED set: another thread holds the
- *	lock).
+ *	change, whose @set bits say which of them were set already (DIRTY clear
+ *	there means this call made the clean-to-dirty transition); on failure
+ *	the word that refused it (LOCKED set: another thread holds the lock).
  *
  * Unlike ps_page_try_get_and_lock(), it never waits: it fails while another
  * thread holds LOCKED, and the caller that must wait does so with
