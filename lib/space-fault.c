@@ -11,40 +11,107 @@
  *
  * S3  Dirty before writable. An entry becomes writable only through
  *     ps_space_fault() (a write on MAYWRITE && !WRITE, or a uffd-wp
- *     resolution), and only while the fault holds its frame: a reference,
- *     then the frame's LOCKED bit (one compare-and-swap for both,
- *     ps_page_try_get_and_lock(); the try fails on a free or frozen frame).
- *     The reference is what keeps the frame from being freed, and so from
- *     being handed to another owner, while the fault marks it: LOCKED alone
- *     excludes only other lockers, and neither unmap nor discard takes it
- *     (an unmap then drops only the mapping's reference, and discard finds
- *     the fault's and leaves the page busy, S10). So the dirty hook never
- *     runs for a freed frame, no DIRTY or LOCKED is ever left on a free
- *     word, and a fault whose CAS lands on an identical entry installed
- *     meanwhile (the frame unmapped and mapped again) makes writable the
- *     very lifetime it marked dirty. The fault takes the frame it looked
- *     up, reads the entry again (a different frame there now: it lets go,
- *     which may free that frame, and starts again), has the page table
- *     classify the write without changing anything (PS_ACCESS_CHECK), marks the
- *     frame DIRTY (the dirty hook on the clean-to-dirty transition, S5), and
- *     only then makes exactly the entry it classified writable, by one CAS;
- *     it logs the address after that CAS, never before (S11: the log records
- *     that writes may now go through the entry; logged before the CAS, a
- *     harvest could take the mark before the entry became writable, and the
- *     writes through it would be reported by no harvest). Dirty before
- *     writable, logged after. No write fault lets the page table resolve a
- *     write on its own: the entry may have changed since it was looked at
- *     (mapped meanwhile, write-protected by write-back). Write-back
- *     (lib/space-writeback.c) takes the same bit around "write-protect the
- *     entry, then clear DIRTY", and reads the entry again under it, as the
- *     fault does: a frame unmapped and mapped elsewhere since write-back looked
- *     is let go (its write fault at the new address may already have made that
- *     entry writable). Hence a writable entry implies a dirty frame, whatever
- *     the interleaving; the dirty hook has run before any thread can write
- *     through the entry (seed 003); and a write during write-back faults and
- *     re-dirties the frame (never lost). A write refused after the mark (a
- *     protect or mprotect raced in) leaves the frame dirty: an over-report,
- *     never a loss.
+ *     resolution), and only while the fault holds its frame: a reference and
+ *     the frame's LOCKED bit. The reference is what keeps the frame from being
+ *     freed, and so from being handed to another owner, while the fault marks
+ *     it: LOCKED alone excludes only other lockers, and neither unmap nor
+ *     discard takes it (an unmap then drops only the mapping's reference, and
+ *     discard finds the fault's and leaves the page busy, S10). So the dirty
+ *     hook never runs for a freed frame, no DIRTY or LOCKED is ever left on a
+ *     free word, and a fault whose CAS lands on an identical entry installed
+ *     meanwhile (the frame unmapped and mapped again) makes writable the very
+ *     lifetime it marked dirty. The fault marks the frame DIRTY (the dirty hook
+ *     on the clean-to-dirty transition, S5), and only then makes exactly the
+ *     entry it classified writable, by one CAS from that entry; it logs the
+ *     address after that CAS, never before (S11: the log records that writes
+ *     may now go through the entry; logged before the CAS, a harvest could
+ *     take the mark before the entry became writable, and the writes through
+ *     it would be reported by no harvest). Dirty before writable, logged
+ *     after. No write fault lets the page table resolve a write on its own:
+ *     the entry may have changed since it was looked at (mapped meanwhile,
+ *     write-protected by write-back). Write-back (lib/space-writeback.c) takes
+ *     the same bit around "write-protect the entry, then clear DIRTY", and
+ *     reads the entry again under it: a frame unmapped and mapped elsewhere
+ *     since write-back looked is let go (its write fault at the new address may
+ *     already have made that entry writable). Hence a writable entry implies a
+ *     dirty frame, whatever the interleaving; the dirty hook has run before
+ *     any thread can write through the entry (seed 003); and a write during
+ *     write-back faults and re-dirties the frame (never lost). A write refused
+ *     after the mark (a protect or mprotect raced in, the entry replaced)
+ *     leaves the frame dirty: an over-report, never a loss.
+ *
+ *     The common fault, in three read-modify-writes and one walk
+ *     (fast_write()), plus one for each bitmap bit a harvest or a write-back
+ *     took since the last fault on the page (R4). A present entry without uffd-wp, with MAYWRITE and not
+ *     WRITE, of a frame of the space, is one whose write the page table's
+ *     fault table lets through and resolves to ps_pte_resolve_write() of it
+ *     (pgtable.h): the fault classifies it itself, from one acquire load
+ *     through a leaf cursor (ps_pgtable_lookup_leaf()), in a read-side section
+ *     it holds until the entry's CAS. Then:
+ *       R1  hold and mark, one CAS on the page word
+ *           (ps_page_try_get_lock_and_set()): a reference, LOCKED and DIRTY,
+ *           only if the frame is LIVE and not locked (else nothing changes and
+ *           the general path below waits, outside the section);
+ *       R2  the entry's CAS, through the same cursor
+ *           (ps_pgtable_cmpxchg_leaf(): the entry stays written, so no hint
+ *           is needed), from exactly the entry classified;
+ *       R3  release, one CAS (ps_page_unlock_and_put());
+ *       R4  the log (S11) and the write-back set (S9), each a load that
+ *           finds the bit set when nothing took it since the last fault,
+ *           else one RMW (two more, once per 2 MiB, for the bitmap's
+ *           summary bits, lib/hbitmap.h).
+ *     Why folding the mark into the lock keeps every rule:
+ *       - S3: DIRTY is set by R1, before R2 in this thread, and R2 is the only
+ *         change this fault makes writable. A writable entry therefore has a
+ *         dirty frame unless DIRTY was cleared after R1; DIRTY is cleared only
+ *         by write-back under LOCKED (S5, S12) or by the free that ends the
+ *         lifetime. LOCKED is held from R1 to R3, so a write-back clears it
+ *         after R3, and it write-protects the entry (its seq_cst CAS) before
+ *         it clears (its RMW on the word, which reads R3's release or later,
+ *         so R2 happens before the clear and the write-protect acts on R2's
+ *         entry or a later one). And the frame cannot be freed before R3: R1
+ *         took a reference.
+ *       - S5: the transition is R1's alone (the one CAS that found DIRTY
+ *         clear, in @seen), so exactly one hook runs for it, by this fault,
+ *         under LOCKED (held until R3) and holding the reference: no
+ *         write-back can clean that dirtying before the hook has run. The hook
+ *         is user code, so it runs outside the read-side section (S7): the
+ *         fault leaves the section around it and walks again after it (the
+ *         only case with a second walk).
+ *       - The entry may change between the classifying load and R2 (unmapped,
+ *         replaced, protected): R2 then fails, and the fault looks again,
+ *         still holding the frame (write_fault_locked()); if the entry no
+ *         longer maps the frame it lets go. The frame stays dirty, its hook
+ *         run once: an over-report, never a loss, and never a mark of a freed
+ *         frame (R1 held it). This is the one thing folding changes: the old
+ *         path read the entry again between taking LOCKED and marking, and
+ *         so did not mark a frame replaced in that narrow window (the window
+ *         right after that re-read was open all the same).
+ *       - A frame LOCKED by another thread is never waited for inside the
+ *         section (its holder may run a hook that waits for a grace period):
+ *         R1 fails and the general path takes it, outside.
+ *     Logging after the CAS (R4). The log bit L must be set after R2 (S11), and
+ *     reading it set may replace setting it: R2 is seq_cst, and so are the
+ *     test (T0) and a harvest's take (A0, lib/hbitmap.h). If T0 reads the bit
+ *     set, the take T that removes that value comes after T0 in the single
+ *     total order (T0 reads a value before T's in the word's modification
+ *     order), so R2 < T0 < T, and T's re-arm (a seq_cst CAS sequenced after T)
+ *     acts on R2's entry or a later one: the writes through R2's entry are
+ *     reported by T's harvest, as if this fault had set L. The write-back bit:
+ *     if a write-back took it, its visit takes LOCKED (an RMW on the word). If
+ *     that comes after R3 it reads DIRTY (R1) and writes the frame back; if it
+ *     comes before R1, R1 reads its unlock or later, so the take happens before
+ *     the test, which then reads the take or a later set (the set of a visit
+ *     that will come and see the frame). Either way the dirty frame is found.
+ *     Writes that came before the call would not be covered by a bit merely
+ *     read set (no release from this thread): that is why only paths that
+ *     open a way for later writes log this way (ps__space_log_opened()).
+ *
+ *     Every other case takes the general path: the page table classifies
+ *     (PS_ACCESS_CHECK, in its own section), the frame is held with
+ *     ps_page_try_get_and_lock() (which waits for a LOCKED holder), the entry
+ *     is read again under LOCKED and the frame marked with a test-and-set,
+ *     then the same CAS, release and log.
  */
 #include <pagestate/space.h>
 
@@ -64,6 +131,7 @@ enum fault_step {
 	FAULT_DONE = 0, /* *@fr is the answer */
 	FAULT_AGAIN,	/* the entry no longer maps the frame locked */
 	FAULT_CHANGED,	/* the entry changed since it was classified */
+	FAULT_GENERAL,	/* not the common case: take the general path */
 };
 
 /*
@@ -157,10 +225,93 @@ static int hold_failed(struct ps_page *p)
 }
 
 /*
+ * The common write fault (S3, "The common fault"): one walk, R1..R4.
+ * FAULT_DONE with the answer in *@fr; FAULT_AGAIN to look again (the entry
+ * moved); FAULT_GENERAL for everything else (not present, uffd-wp, no MAYWRITE,
+ * a frame outside the space's array, a frame that R1 could not hold: locked,
+ * frozen, freed or full), which the general path classifies and handles.
+ */
+static enum fault_step fast_write(struct ps_space *s, uint64_t addr,
+				  unsigned int access, enum ps_fault *fr)
+{
+	PS_ATOMIC(ps_pte_t) *slot;
+	enum fault_step step = FAULT_DONE;
+	bool opened = false;
+	struct ps_page *p;
+	uint64_t frame, seen;
+	ps_pte_t e, n;
+	int rc;
+
+	ps__space_read_lock();
+	slot = ps_pgtable_lookup_leaf(s->pt, addr);
+	/* Acquire: pairs with the entry's CAS (a frame's page is set up). */
+	e = slot ? atomic_load_explicit(slot, memory_order_acquire)
+		 : PS_PTE_NONE;
+	if (!ps_pte_is_present(e) || ps_pte_uffd_wp(e) ||
+	    !ps_pte_may_write(e) || ps_pte_frame(e) >= s->nframes) {
+		ps__space_read_unlock();
+		return FAULT_GENERAL;
+	}
+	FAILPOINT(FP_FAULT_CHECKED, addr);
+	n = ps_pte_resolve_write(e);
+	if (ps_pte_is_writable(e)) {
+		/* Its frame is dirty (S3): only A/D may need setting. */
+		rc = n == e ? 0
+			    : ps_pgtable_cmpxchg_leaf(s->pt, slot, addr, &e, n);
+		ps__space_read_unlock();
+		*fr = rc ? PS_FAULT_INVALID : PS_FAULT_OK;
+		return rc == -EAGAIN ? FAULT_AGAIN : FAULT_DONE;
+	}
+	frame = ps_pte_frame(e);
+	p = &s->frames[frame];
+	/* R1: a reference, LOCKED and DIRTY in one CAS, or nothing. */
+	if (!ps_page_try_get_lock_and_set(p, PS_PAGE_DIRTY, &seen)) {
+		ps__space_read_unlock();
+		return FAULT_GENERAL; /* locked, freed, frozen or full */
+	}
+	FAILPOINT(FP_FAULT_LOCKED, addr);
+	if (!(seen & PS_PAGE_DIRTY)) {
+		/* S5: R1 made the transition; its hook runs once, here. */
+		FAILPOINT(FP_DIRTY_SET, frame);
+		if (s->hooks.dirty) {
+			/* S7: never inside the section; walk again after. */
+			ps__space_read_unlock();
+			ps__space_dirty_hook(s, frame);
+			ps__space_read_lock();
+			slot = ps_pgtable_lookup_leaf(s->pt, addr);
+		}
+	}
+	FAILPOINT(FP_FAULT_MARKED, addr);
+	/* R2: exactly the entry classified becomes writable. */
+	rc = slot ? ps_pgtable_cmpxchg_leaf(s->pt, slot, addr, &e, n)
+		  : -EAGAIN; /* its leaf went: the entry is none */
+	ps__space_read_unlock();
+	if (!rc) {
+		*fr = PS_FAULT_OK;
+		opened = true;
+	} else if (rc != -EAGAIN) {
+		*fr = PS_FAULT_INVALID;
+	} else {
+		/* Changed since classified: look again, holding the frame. */
+		step = write_fault_locked(s, addr, access, frame, fr, &opened);
+	}
+	/* R3: release; an unmap meanwhile may make this the last put. */
+	if (ps_page_unlock_and_put(p))
+		ps__space_frame_freed(s, frame);
+	if (step != FAULT_DONE)
+		return FAULT_AGAIN;
+	/* R4: logged after the CAS that made it writable (S11). */
+	if (*fr == PS_FAULT_OK && opened)
+		ps__space_log_opened(s, addr);
+	return FAULT_DONE;
+}
+
+/*
  * One fault, no populate. Reads are the page table's fault: they never make an
- * entry writable. A write is classified first (PS_ACCESS_CHECK), and no write
- * path ever lets the page table make an entry writable on its own, because the
- * entry may have changed since it was looked at (mapped meanwhile, or
+ * entry writable. A write takes the common path (fast_write()) when it can;
+ * otherwise it is classified first (PS_ACCESS_CHECK), and no write path ever
+ * lets the page table make an entry writable on its own, because the entry
+ * may have changed since it was looked at (mapped meanwhile, or
  * write-protected by write-back) and S3 would be lost. Instead:
  *   - a missing page (none, swap, marker) gets a read fault, which finds
  *     what the write would (pgtable.h's fault table), clears a stale
@@ -171,11 +322,11 @@ static int hold_failed(struct ps_page *p)
  *     outside the space's array (nothing to mark), gets the table's
  *     transition by a CAS from exactly the entry classified;
  *   - anything else becomes writable holding its frame (a reference, then
- *     LOCKED, one RMW: ps_page_try_get_and_lock()), dirty first
- *     (write_fault_locked()), so the frame can be neither freed nor handed
- *     to another owner while the fault marks it and makes its entry
- *     writable (S3). Releasing it may free it (an unmap came meanwhile):
- *     the free_frame hook then runs here, with no library lock held.
+ *     LOCKED, one RMW: ps_page_try_get_and_lock(), which waits for a holder),
+ *     dirty first (write_fault_locked()), so the frame can be neither freed nor
+ *     handed to another owner while the fault marks it and makes its entry
+ *     writable (S3). Releasing it may free it (an unmap came meanwhile): the
+ *     free_frame hook then runs here, with no library lock held.
  * A frame at the reference limit cannot be held: PS_FAULT_INVALID, and
  * *@err (if not NULL) receives -EOVERFLOW.
  */
@@ -191,6 +342,11 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		struct ps_page *p;
 		ps_pte_t e;
 
+		step = fast_write(s, addr, access, &fr);
+		if (step == FAULT_DONE)
+			return fr;
+		if (step == FAULT_AGAIN)
+			continue;
 		fr = ps_pgtable_fault_pte(s->pt, addr, access | PS_ACCESS_CHECK,
 					  &e);
 		if (fr == PS_FAULT_INVALID)
@@ -228,7 +384,7 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 			continue;
 		/* Logged after the CAS that made it writable (S11). */
 		if (fr == PS_FAULT_OK && opened)
-			ps__space_log_written(s, addr);
+			ps__space_log_opened(s, addr);
 		return fr;
 	}
 }

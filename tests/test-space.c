@@ -1483,9 +1483,15 @@ static void replace_with_writable_frame(uint64_t addr)
 	ck_assert_int_eq(ps_space_map(sp, addr, 31, PS_MAP_WRITE), 0);
 }
 
-/* The entry changes to another frame while the fault holds the first
- * frame's lock: the fault must mark and make writable the new frame, under
- * the new frame's lock, and leave the old one alone. */
+/*
+ * The entry changes to another frame while the fault holds the first frame
+ * (its reference, LOCKED and DIRTY, taken in one CAS: R1 in
+ * lib/space-fault.c): the fault's CAS from the entry it classified fails, and
+ * it must mark and make writable the new frame, under the new frame's lock.
+ * The old frame was marked by R1 before the change: it stays dirty, its hook
+ * run exactly once while the fault held it (an over-report, never a mark of a
+ * freed frame), it is never made writable, and its lock is released.
+ */
 START_TEST(fp_fault_frame_changed_under_lock)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 30, PS_MAP_WRITE), 0);
@@ -1499,8 +1505,10 @@ START_TEST(fp_fault_frame_changed_under_lock)
 	ck_assert_uint_eq(ps_pte_frame(entry(0)), 31);
 	ck_assert(ps_pte_is_writable(entry(0)));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[31]), 1);
-	ck_assert_uint_eq(atomic_load(&seen.dirty[30]), 0);
-	ck_assert(!ps_page_test_flags(pg(30), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[30]), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
+	ck_assert(ps_page_test_flags(pg(30), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(pg(30), PS_PAGE_LOCKED));
 	ck_assert(!ps_page_test_flags(pg(31), PS_PAGE_LOCKED));
 	ck_assert(ps_page_put(pg(30)));
 }
@@ -1846,6 +1854,89 @@ START_TEST(fp_mark_dirty_marks_under_lock)
 		      "dirty hook ran (%u hooks then)",
 		      atomic_load(&clean_saw_hooks));
 	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
+/*
+ * A write fault marks its frame in the CAS that takes LOCKED (R1 in
+ * lib/space-fault.c), and its hook runs after that CAS: an INTEGRITY
+ * write-back (on a frame pinned for read, so that the page is in the
+ * write-back set) that starts between the two waits for LOCKED and cleans
+ * only after the hook has run (S5), and the entry made writable is the one
+ * it write-protects, so the frame stays dirty or its entry stays protected.
+ */
+START_TEST(fp_fault_marks_under_lock)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 48, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&clean_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_integrity_racer);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 1,
+		      "the fault's dirtying was written back before its dirty "
+		      "hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+	/* S3 after the write-back: writable implies dirty. */
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert(ps_page_test_flags(pg(48), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
+struct locked_fault {
+	_Atomic(int) state; /* 1 faulting, 2 done */
+	enum ps_fault fr;
+};
+
+static void *locked_faulter(void *arg)
+{
+	struct locked_fault *lf = arg;
+
+	atomic_store(&lf->state, 1);
+	lf->fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	atomic_store(&lf->state, 2);
+	return NULL;
+}
+
+/*
+ * A write fault whose frame another thread holds LOCKED waits for it outside
+ * the page table's read-side section: its one-CAS hold (R1) refuses a locked
+ * frame and the general path waits. Waiting inside the section would block
+ * grace periods for as long as the holder holds the bit, and a holder that
+ * waits for one (an unregister from a hook run under LOCKED) would never
+ * get it. Here the holder waits for a grace period (unregister, G6 in
+ * lib/pgtable.c) while the fault waits for its lock: both finish.
+ */
+START_TEST(fault_waits_for_lock_outside_section)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct locked_fault lf = {0};
+	pthread_t t;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 49, PS_MAP_WRITE), 0);
+	ps_page_lock(pg(49));
+	ck_assert_int_eq(pthread_create(&t, NULL, locked_faulter, &lf), 0);
+	while (atomic_load(&lf.state) == 0)
+		sched_yield();
+	while (ps_page_refs(pg(49)) != 2) /* the fault holds it, waits */
+		sched_yield();
+	ck_assert_int_eq(ps_pgtable_register(pt, 64 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 64 * PG, PG), 0);
+	ck_assert_int_eq(atomic_load(&lf.state), 1); /* still waiting */
+	ps_page_unlock(pg(49));
+	pthread_join(t, NULL);
+	ck_assert_int_eq(lf.fr, PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(ps_page_test_flags(pg(49), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[49]), 1);
+	ck_assert(!ps_page_test_flags(pg(49), PS_PAGE_LOCKED));
 }
 END_TEST
 
@@ -2635,7 +2726,8 @@ START_TEST(fp_fault_unmap_before_mark)
 	enum ps_fault fr;
 
 	ck_assert_int_eq(ps_space_map(sp, 0, 50, PS_MAP_WRITE), 0);
-	arm(FP_FAULT_RECHECKED, unmap_now);
+	/* Held (R1 in lib/space-fault.c), the entry not changed yet. */
+	arm(FP_FAULT_LOCKED, unmap_now);
 	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
@@ -2664,7 +2756,7 @@ START_TEST(fp_fault_discard_before_mark)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 51, PS_MAP_WRITE), 0);
 	fp_discard_nskipped = 99;
-	arm(FP_FAULT_RECHECKED, discard_now);
+	arm(FP_FAULT_LOCKED, discard_now); /* held, entry not changed yet */
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
@@ -4269,6 +4361,9 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_redirty_hook_before_writeback_ends);
 	tcase_add_test(tc, fp_unpin_dirty_marks_under_lock);
 	tcase_add_test(tc, fp_mark_dirty_marks_under_lock);
+	tcase_add_test(tc, fp_fault_marks_under_lock);
+	tcase_add_test(tc, fault_waits_for_lock_outside_section);
+
 	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, discard_leaves_a_foreign_freeze);
