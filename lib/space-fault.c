@@ -42,12 +42,12 @@
  *
  *     The common fault, in three read-modify-writes and one walk
  *     (fast_write()), plus one for each bitmap bit a harvest or a write-back
- *     took since the last fault on the page (R4). A present entry without uffd-wp, with MAYWRITE and not
- *     WRITE, of a frame of the space, is one whose write the page table's
- *     fault table lets through and resolves to ps_pte_resolve_write() of it
- *     (pgtable.h): the fault classifies it itself, from one acquire load
- *     through a leaf cursor (ps_pgtable_lookup_leaf()), in a read-side section
- *     it holds until the entry's CAS. Then:
+ *     took since the last fault on the page (R4). A present entry without
+ *     uffd-wp, with MAYWRITE and not WRITE, of a frame of the space, is one
+ *     whose write the page table's fault table lets through and resolves to
+ *     ps_pte_resolve_write() of it (pgtable.h): the fault classifies it itself,
+ *     from one acquire load through a leaf cursor (ps_pgtable_lookup_leaf()),
+ *     in a read-side section it holds until the entry's CAS. Then:
  *       R1  hold and mark, one CAS on the page word
  *           (ps_page_try_get_lock_and_set()): a reference, LOCKED and DIRTY,
  *           only if the frame is LIVE and not locked (else nothing changes and
