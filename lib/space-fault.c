@@ -307,12 +307,11 @@ static enum fault_step fast_write(struct ps_space *s, uint64_t addr,
 }
 
 /*
- * One fault, no populate. Reads are the page table's fault: they never make an
- * entry writable. A write takes the common path (fast_write()) when it can;
- * otherwise it is classified first (PS_ACCESS_CHECK), and no write path ever
- * lets the page table make an entry writable on its own, because the entry
- * may have changed since it was looked at (mapped meanwhile, or
- * write-protected by write-back) and S3 would be lost. Instead:
+ * A write fault, the general path (a read is the page table's fault: it never
+ * makes an entry writable). The write is classified first (PS_ACCESS_CHECK),
+ * and no write path ever lets the page table make an entry writable on its own,
+ * because the entry may have changed since it was looked at (mapped meanwhile,
+ * or write-protected by write-back) and S3 would be lost. Instead:
  *   - a missing page (none, swap, marker) gets a read fault, which finds
  *     what the write would (pgtable.h's fault table), clears a stale
  *     marker as the write would (G9 there), and makes nothing writable;
@@ -330,11 +329,9 @@ static enum fault_step fast_write(struct ps_space *s, uint64_t addr,
  * A frame at the reference limit cannot be held: PS_FAULT_INVALID, and
  * *@err (if not NULL) receives -EOVERFLOW.
  */
-static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
-				unsigned int access, int *err)
+static enum ps_fault fault_general(struct ps_space *s, uint64_t addr,
+				   unsigned int access, int *err)
 {
-	if (!(access & PS_ACCESS_WRITE))
-		return ps_pgtable_fault(s->pt, addr, access);
 	for (;;) {
 		enum fault_step step;
 		bool opened = false;
@@ -342,11 +339,6 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 		struct ps_page *p;
 		ps_pte_t e;
 
-		step = fast_write(s, addr, access, &fr);
-		if (step == FAULT_DONE)
-			return fr;
-		if (step == FAULT_AGAIN)
-			continue;
 		fr = ps_pgtable_fault_pte(s->pt, addr, access | PS_ACCESS_CHECK,
 					  &e);
 		if (fr == PS_FAULT_INVALID)
@@ -387,6 +379,23 @@ static enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 			ps__space_log_opened(s, addr);
 		return fr;
 	}
+}
+
+/*
+ * One fault, no populate: a read is the page table's; a write takes the common
+ * path (fast_write()) when it can, else the general one (fault_general()),
+ * which also takes every write the common path saw change under it.
+ */
+static inline enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
+				       unsigned int access, int *err)
+{
+	enum ps_fault fr;
+
+	if (!(access & PS_ACCESS_WRITE))
+		return ps_pgtable_fault(s->pt, addr, access);
+	if (fast_write(s, addr, access, &fr) == FAULT_DONE)
+		return fr;
+	return fault_general(s, addr, access, err);
 }
 
 /* The populate hook for a missing page: 0, or its error (-EFAULT without). */
