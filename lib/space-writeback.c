@@ -72,13 +72,15 @@
  *         sequenced after its CAS: the load is coherence-ordered before the
  *         CAS, so Fv precedes the CAS in the total order S, and the CAS
  *         precedes T0; A0 is sequenced before Fv, so T0 reads the take or a
- *         later set (A0, T0 in lib/hbitmap.h). For a pin, whose entry loads are
- *         acquire: its first read of the entry read the CAS or later, so the
- *         visit's load is coherence-ordered before it; the pin's fence (S2) is
- *         sequenced after that read and before its test, so Fv precedes the
- *         pin's fence in S, and again T0 reads the take or later. That is why a
- *         read pin tests after its fence and not after its re-read (an acquire
- *         load that read the CAS would not order the CAS before T0 in S).
+ *         later set (A0, T0 in lib/hbitmap.h). For a pin: its re-read of the
+ *         entry (e2, seq_cst, S2 in lib/space-pin.c) read the CAS or a later
+ *         entry (its first read did, and e2 comes after it), so the visit's
+ *         load is coherence-ordered before e2; Fv happens before that load and
+ *         e2 is seq_cst, so Fv precedes e2 in S, and e2 precedes the pin's test
+ *         (both seq_cst, sequenced): A0, Fv, e2, T0 in that order in S, and
+ *         again T0 reads the take or later. That is why a read pin tests after
+ *         its re-read, and why that re-read is seq_cst (an acquire load that
+ *         read the CAS would have no place in S).
  *         Without Fv, store buffering would let the visit read the old entry
  *         while the test still reads the bit the take took.
  *
@@ -366,11 +368,10 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	 * S9 - seq_cst fence: the harvest's take of this bit (A0, seq_cst)
 	 * before the entry loads (acquire, in ps_pgtable_get()). Pairs with the
 	 * seq_cst entry CAS of a map (map_range), followed by
-	 * ps__space_wb_note()'s test, and with a read pin's fence (S2), which
-	 * it runs between its read of the entry and that test: without it,
-	 * store buffering lets this visit read the old entry while the other
-	 * side's test still reads the bit set (see "Recording the address"
-	 * under S9 above).
+	 * ps__space_wb_note()'s test, and with a read pin's seq_cst re-read
+	 * (S2), which it runs before that test: without it, store buffering
+	 * lets this visit read the old entry while the other side's test still
+	 * reads the bit set (see "Recording the address" under S9 above).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (;;) {

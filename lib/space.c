@@ -316,7 +316,8 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
 	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
-	 * frames' pins by whoever frees them; pairs with the pin path's fence.
+	 * frames' pins by whoever frees them; pairs with the pin path's seq_cst
+	 * pin and seq_cst re-read (lib/space-pin.c).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (size_t i = 0; i < z.n; i++)

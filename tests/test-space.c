@@ -1200,6 +1200,55 @@ START_TEST(fp_pin_retries_on_freed_frame)
 }
 END_TEST
 
+static void replace_frame_and_trim(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	/* The leaf is empty now: trim unlinks it (freed after a grace
+	 * period, which the pinner's section holds off). */
+	ck_assert_int_eq(ps_pgtable_trim(ps_space_pgtable(sp), 0, 512 * PG), 0);
+	ck_assert_int_eq(ps_space_map(sp, addr, 101, 0), 0);
+}
+
+/*
+ * The pins read an entry twice through one leaf cursor (S2 in
+ * lib/space-pin.c). Here the frame is unmapped between the pin and its
+ * re-read, the leaf trimmed and a new leaf made for a new mapping: the
+ * cursor still points into the old leaf, which reads none, so the pin backs
+ * out and takes the frame mapped now; in a range, the pages after it are
+ * pinned through a cursor walked again.
+ */
+START_TEST(fp_pin_cursor_on_trimmed_leaf)
+{
+	uint64_t f[3];
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	arm(FP_PIN_BEFORE_RECHECK, replace_frame_and_trim);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, f), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(f[0], 101);
+	ck_assert(!ps_page_is_live(pg(100)));
+	ck_assert_uint_eq(ps_page_pins(pg(101)), 1);
+	ps_space_unpin(sp, f, 1, 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+
+	/* The same in the middle of a range: the cursor moves on. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, PG, 2 * PG, 102, 0), 0);
+	arm(FP_PIN_BEFORE_RECHECK, replace_frame);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, 0, f), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(f[0], 101); /* backed out, pinned again */
+	ck_assert_uint_eq(f[1], 102);
+	ck_assert_uint_eq(f[2], 103);
+	for (int i = 0; i < 3; i++)
+		ck_assert_uint_eq(ps_page_pins(pg(f[i])), 1);
+	ck_assert_uint_eq(ps_page_pins(pg(100)), 0);
+	ps_space_unpin(sp, f, 3, 0);
+}
+END_TEST
+
 static uint64_t fp_pinned_frame;
 
 static void pin_now(uint64_t addr)
@@ -4334,6 +4383,7 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, fp_pin_backs_out_on_change);
 	tcase_add_test(tc, fp_pin_retries_on_freed_frame);
+	tcase_add_test(tc, fp_pin_cursor_on_trimmed_leaf);
 	tcase_add_test(tc, fp_discard_pin_before_freeze);
 	tcase_add_test(tc, fp_discard_pin_while_frozen);
 	tcase_add_test(tc, discard_exact_path_frees);

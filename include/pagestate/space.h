@@ -26,14 +26,14 @@
  * Linux. The put that drops a frame's last reference frees it: the frame's
  * page word is free again and the free_frame hook runs.
  *
- * Pins are taken as Linux's GUP-fast does: read the entry, take a
- * speculative pin on its frame, a full fence, read the entry again, and back
- * out if it changed (leaving no reference behind). Whoever changes entries
- * (unmap, conversion) changes the entry first, then (after a full fence)
- * looks at the frame's pins: one of the two sees the other. A balloon
- * discard does not change the entry of a frame anything but its mapping
- * holds: it freezes the frame at that one reference first, which a pin
- * taken before makes fail and a pin tried after finds frozen.
+ * Pins are taken as Linux's GUP-fast does: read the entry, take a speculative
+ * pin on its frame, read the entry again (ordered after the pin as by a full
+ * fence: both are seq_cst), and back out if it changed (leaving no reference
+ * behind). Whoever changes entries (unmap, conversion) changes the entry first,
+ * then (after a full fence) looks at the frame's pins: one of the two sees the
+ * other. A balloon discard does not change the entry of a frame anything but
+ * its mapping holds: it freezes the frame at that one reference first, which a
+ * pin taken before makes fail and a pin tried after finds frozen.
  *
  * A pin expects shared memory unless the caller passes PS_PIN_PRIVATE: a
  * frame converted to private (pagestate/prot.h) cannot be pinned by a path
@@ -109,8 +109,9 @@
  *               invalidates); create, destroy; the hooks are the caller's
  *
  * Ordering: every operation that changes an entry publishes it with the page
- * table's release CAS; the pin path's re-read is ordered after the pin by a
- * full fence. Each function's comment says more where it matters.
+ * table's release CAS; the pin path's re-read is ordered after the pin as by a
+ * full fence (a seq_cst pin, a seq_cst re-read). Each function's comment says
+ * more where it matters.
  *
  * ---------------------------------------------------------------------------
  * Where this differs from Linux
