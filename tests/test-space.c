@@ -1210,12 +1210,11 @@ static void replace_frame_and_trim(uint64_t addr)
 }
 
 /*
- * The pins read an entry twice through one leaf cursor (S2 in
- * lib/space-pin.c). Here the frame is unmapped between the pin and its
- * re-read, the leaf trimmed and a new leaf made for a new mapping: the
- * cursor still points into the old leaf, which reads none, so the pin backs
- * out and takes the frame mapped now; in a range, the pages after it are
- * pinned through a cursor walked again.
+ * The pins read an entry twice through one leaf cursor (S2 in lib/space-pin.c).
+ * Here the frame is unmapped between the pin and its re-read, the leaf trimmed
+ * and a new leaf made for a new mapping: the cursor still points into the old
+ * leaf, which reads none, so the pin backs out and takes the frame mapped now;
+ * in a range, the pages after it are pinned through a cursor walked again.
  */
 START_TEST(fp_pin_cursor_on_trimmed_leaf)
 {
