@@ -19,15 +19,17 @@
  *     PS_NOTIFIER_PROTECTION.
  *
  * P2  One decision per page. A frame's PRIVATE flag changes only while a
- *     conversion holds it frozen, and the freeze is one compare-and-swap
- *     that requires exactly the expected references and no pins. Every
- *     other reference is taken with one compare-and-swap on the same word
- *     that fails on a frozen frame and (unless asked) on a PRIVATE one:
- *     pins (ps_page_try_pin_masked), CPU maps and secondary maps
- *     (ps_page_try_get_masked). Two RMWs on one word are totally ordered,
- *     so each reference is taken before the freeze (which then fails) or
- *     after the unfreeze (and sees the new state). No fence is needed, and
- *     the entry's ENC bit, changed while frozen, is only a copy.
+ *     conversion holds it frozen, and the freeze is one compare-and-swap that
+ *     requires exactly the expected references and no pins. Every other
+ *     reference is taken with one compare-and-swap on the same word that fails
+ *     on a frozen frame and (unless asked) on a PRIVATE one: pins
+ *     (ps_page_try_pin_masked), the CPU maps' one reference and secondary maps
+ *     (ps_page_try_get_masked). Two RMWs on one word are totally ordered, so
+ *     each reference is taken before the freeze (which then fails) or after the
+ *     unfreeze (and sees the new state). No fence is needed, and the entry's
+ *     ENC bit, changed while frozen, is only a copy. A CPU map that joins the
+ *     maps already holding the frame takes no reference: P5 (lib/prot-kmap.c)
+ *     says why it never joins a frame whose state changes.
  *
  * P3  All or nothing. Phase 1 freezes every page to convert before any hook
  *     runs or any bit changes, so a failure there is undone by unfreezing with
@@ -48,9 +50,10 @@
  *     (map, the masked tries of P2, conversion, set_cache).
  *
  * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
- *     (set_cache with expected references); a free frame's only by one CAS
- *     that requires it free (set_cache) or by the claim that gives it the
- *     mapper's mode and freezes it (a map's get_or_freeze, S13 in
+ *     (set_cache with expected references) and not CPU-mapped (the count, read
+ *     after the freeze, as the conversion reads it: P5); a free frame's only by
+ *     one CAS that requires it free (set_cache) or by the claim that gives it
+ *     the mapper's mode and freezes it (a map's get_or_freeze, S13 in
  *     lib/space.c; a failed map restores the old mode in its unfreeze). So
  *     every holder of a reference sees one mode for as long as it holds it.
  *
@@ -224,16 +227,17 @@ static int freeze_one(struct conv *c, uint64_t frame)
 
 		if (ps_page_freeze(p, c->expected)) {
 			/*
-			 * P5: a CPU map's reference can hide among the
+			 * P5: the CPU maps' one reference can hide among the
 			 * declared ones (the caller's own kmap in extra_refs:
 			 * the freeze cannot tell it from another reference),
 			 * and a CPU-mapped frame must never become
-			 * INACCESSIBLE: the next kmap would take the fast
-			 * path and never call make_accessible. A map held
-			 * across the call counted itself before the call
-			 * began, and no kmap can start while frozen, so the
-			 * count read here (ps__prot_cpu_maps(), an acquire
-			 * load) is final until the unfreeze.
+			 * INACCESSIBLE: the next kmap would join the count
+			 * and never call make_accessible. A map held across
+			 * the call counted itself before the call began, and
+			 * a zero count cannot rise while frozen (the 0 -> 1
+			 * transition needs a try-get), so the count read here
+			 * (ps__prot_cpu_maps(), an acquire load) is final
+			 * until the unfreeze.
 			 */
 			if (ps__prot_cpu_maps(c->s, frame)) {
 				(void)ps_page_unfreeze(p, c->expected);
@@ -604,6 +608,16 @@ int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 		if (!expected_refs || (w & PS_PAGE_FROZEN))
 			return -EBUSY; /* in use (P7) */
 		if (ps_page_freeze(p, expected_refs)) {
+			/*
+			 * P7: no CPU map either. The maps share one reference
+			 * (P5), which a caller holding a map could declare; the
+			 * count, read after the freeze, cannot rise until the
+			 * unfreeze unless it is positive already.
+			 */
+			if (ps__prot_cpu_maps(s, frame)) {
+				(void)ps_page_unfreeze(p, expected_refs);
+				return -EBUSY;
+			}
 			(void)ps_page_change_flags(p, PS_PAGE_CACHE_MASK, bits);
 			(void)ps_page_unfreeze(p, expected_refs);
 			return 0;

@@ -13,15 +13,38 @@
  * space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
- * P5  CPU-map count. count(f) <= the references kmaps hold on f: a kmap
- *     takes its reference before it counts, a kunmap uncounts before it
- *     puts. A freeze counts references, not maps: the caller's declared
- *     extra_refs may cover its own CPU map. So the conversion reads the
- *     count after each freeze, and unfreezes and fails with -EAGAIN if it
- *     is positive (freeze_one() in lib/prot-convert.c; no kmap can start
- *     while frozen). Hence INACCESSIBLE, which is set only while frozen
- *     (conversion) or under LOCKED with the count at 0 and the frame not
- *     frozen (set_inaccessible), is never set while the count is positive.
+ * P5  CPU-map count and its reference. The CPU maps of a frame hold one
+ *     reference on it between them: count(f) > 0 implies that reference is
+ *     held. Only the 0 -> 1 transition takes it (a try-get that fails on a
+ *     frozen frame and, unless allowed, a private one, before the count is
+ *     raised, under LOCKED: P6), and only the 1 -> 0 transition drops it
+ *     (after the count is lowered). Every other kmap and kunmap is one CAS
+ *     on the count, which never leaves 0 or reaches it: a kmap + kunmap of
+ *     a frame already CPU-mapped touches no page word. Consequences:
+ *       - A freeze counts references, not maps, and the maps' one reference
+ *         may be among those the caller declares (its own map). So whoever
+ *         changes a frame's state under a freeze (the conversion, set_cache)
+ *         reads the count after the freeze and gives up if it is positive
+ *         (freeze_one() and ps_prot_set_cache() in lib/prot-convert.c).
+ *         That read is final until the unfreeze: a positive count stays
+ *         positive (the caller's own map holds it), and a zero count cannot
+ *         rise, because the 0 -> 1 transition needs a try-get, which fails
+ *         on the frozen frame. A freeze that succeeds with the maps'
+ *         reference among the expected ones needs the caller to hold a map
+ *         (extra_refs are the caller's own), counted before the call.
+ *       - A kmap that joins (a CAS from a positive count) reads no word
+ *         first, so it cannot refuse a private frame by the try-get. It
+ *         reads the frame's state after the join instead: the count may
+ *         have gone to 0 and back since it read it (the map it joined
+ *         ended, a conversion ran, a new map began), but the join acquired
+ *         the count from the add of the map that made it positive, which
+ *         follows that map's try-get, which follows the conversion's
+ *         unfreeze: the state read is the new one, and the kmap undoes its
+ *         join and refuses. While it is counted no conversion can begin.
+ *       - Hence INACCESSIBLE, which is set only while frozen with the count at
+ *         0 (conversion) or under LOCKED with the count at 0 and the frame not
+ *         frozen (set_inaccessible), is never set while the count is positive.
+ *     The count is capped at PS_PAGE_REFS_MAX maps (-EOVERFLOW).
  *
  * P6  Exactly-once make-accessible. The count's 0 -> 1 transition happens
  *     only under the frame's LOCKED bit; other increments are a CAS that
@@ -33,12 +56,14 @@
  *     did. The flag is set again only by a conversion to private or
  *     set_inaccessible, neither of which can happen while a map is held.
  *
- * make_accessible runs under the frame's LOCKED bit with the kmap's
+ * make_accessible runs under the frame's LOCKED bit with the first map's
  * reference held, never inside a read-side section (P8, lib/prot-convert.c).
  *
  * Progress: see the table in pagestate/prot.h.
  */
 #include "prot-impl.h"
+
+#include "failpoint.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -149,13 +174,35 @@ static int kmap_refused(const struct ps_page *p, uint64_t reject)
 	return 0;
 }
 
-/* The first CPU map (count 0 -> 1), under the frame's LOCKED bit (P6). */
-static int kmap_first(struct ps_space *s, struct ps__prot_space *ps,
-		      uint64_t frame)
+/*
+ * Most CPU maps a frame may have at once: as many as it may have references
+ * (the count is not bounded by references any more: the maps share one).
+ */
+#define KMAP_MAX ((uint32_t)PS_PAGE_REFS_MAX)
+
+/*
+ * A CPU map that must take the maps' reference, or wait (P5, P6): the count
+ * read 0, the frame is being converted, or the fast path's check refused.
+ * Takes a reference of its own (a try-get that fails on a frozen frame and,
+ * unless allowed, a private one), then the frame's LOCKED bit, under which the
+ * count's 0 -> 1 transition alone happens: the thread that finds the frame
+ * INACCESSIBLE there runs the make-accessible hook. If the count is positive by
+ * then, another map holds the maps' reference already: this call's own goes.
+ */
+static int kmap_slow(struct ps_space *s, struct ps__prot_space *ps,
+		     uint64_t frame, uint64_t reject)
 {
 	struct ps_page *p = &ps->frames[frame];
+	PS_ATOMIC(uint32_t) *cnt = &ps->kmaps[frame];
+	uint32_t old;
 	int rc = 0;
 
+	/* P5: the reference first, so a conversion's freeze sees this map. */
+	while (!ps_page_try_get_masked(p, 1, reject)) {
+		rc = kmap_refused(p, reject);
+		if (rc)
+			return rc;
+	}
 	ps_page_lock(p);
 	/*
 	 * Under LOCKED the flag alone decides: a racing first map that held
@@ -174,50 +221,110 @@ static int kmap_first(struct ps_space *s, struct ps__prot_space *ps,
 		}
 		ps_page_clear_flags(p, PS_PAGE_INACCESSIBLE);
 	}
-	/* P6 - Release: the hook's work before a kmap that acquires >= 1. */
-	atomic_fetch_add_explicit(&ps->kmaps[frame], 1, memory_order_release);
+	/* Relaxed: under LOCKED only kunmaps lower it; the add decides. */
+	if (atomic_load_explicit(cnt, memory_order_relaxed) >= KMAP_MAX) {
+		ps_page_unlock(p);
+		ps__space_frame_put(s, frame);
+		return -EOVERFLOW;
+	}
+	/*
+	 * P6 - Release: the hook's work before a kmap that acquires >= 1.
+	 * Acquire: a kunmap's 1 -> 0 that this add follows released the
+	 * CPU's accesses of the map that ended (as the fast path's CAS).
+	 */
+	old = atomic_fetch_add_explicit(cnt, 1, memory_order_acq_rel);
 	ps_page_unlock(p);
+	/* P5: the maps hold one reference; a second is not theirs. */
+	if (old)
+		ps__space_frame_put(s,
+				    frame); /* never the last: theirs holds */
 	return 0;
+}
+
+/* A join that found the frame in a state it refuses: undo it (P5). */
+static PS_COLD int kmap_undo(struct ps_space *s, uint64_t frame)
+{
+	const uint64_t w = ps_page_load(ps_space_page(s, frame));
+
+	(void)ps_prot_kunmap(s, frame);
+	return w & PS_PAGE_POISONED ? -EHWPOISON : -EPERM;
+}
+
+/*
+ * ps_prot_kmap() off its straight path: create prot's state, check the
+ * frame, and take the maps' reference (kmap_slow()) or join them (P5).
+ */
+static PS_COLD int kmap_general(struct ps_space *s, uint64_t frame,
+				uint64_t reject)
+{
+	struct ps__prot_space *ps;
+	PS_ATOMIC(uint32_t) *cnt;
+	uint32_t c;
+	int rc = ps__prot_get(s, &ps);
+
+	if (rc)
+		return rc;
+	if (frame >= ps->nframes)
+		return -EINVAL;
+	cnt = &ps->kmaps[frame];
+	/* Relaxed: only a guess for the CAS. */
+	c = atomic_load_explicit(cnt, memory_order_relaxed);
+	if (c)
+		FAILPOINT(FP_KMAP_JOIN, frame);
+	while (c) {
+		if (c >= KMAP_MAX)
+			return -EOVERFLOW;
+		/* As ps_prot_kmap()'s join. */
+		if (atomic_compare_exchange_weak_explicit(
+			    cnt, &c, c + 1, memory_order_acquire,
+			    memory_order_relaxed)) {
+			if (!(ps_page_load(&ps->frames[frame]) & reject))
+				return 0;
+			return kmap_undo(s, frame);
+		}
+	}
+	return kmap_slow(s, ps, frame, reject);
 }
 
 int ps_prot_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
 {
 	const uint64_t reject = PS_PAGE_POISONED |
 				(flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
-	struct ps__prot_space *ps;
+	struct ps__prot_space *ps = ps__prot_peek(s);
 	PS_ATOMIC(uint32_t) *cnt;
-	struct ps_page *p;
 	uint32_t c;
-	int rc;
 
-	if (flags & ~PS_KMAP_PRIVATE)
+	if (PS_UNLIKELY(flags & ~PS_KMAP_PRIVATE))
 		return -EINVAL;
-	rc = ps__prot_get(s, &ps);
-	if (rc)
-		return rc;
-	if (frame >= ps->nframes)
-		return -EINVAL;
-	p = &ps->frames[frame];
+	if (PS_UNLIKELY(!ps || frame >= ps->nframes))
+		return kmap_general(s, frame, reject);
 	cnt = &ps->kmaps[frame];
-	/* P5: the reference first, so a conversion's freeze sees this map. */
-	while (!ps_page_try_get_masked(p, 1, reject)) {
-		rc = kmap_refused(p, reject);
-		if (rc)
-			return rc;
-	}
-	/*
-	 * Relaxed: only a guess for the CAS. The count cannot overflow: each
-	 * CPU map holds a reference, and references stop at PS_PAGE_REFS_MAX.
-	 */
+	/* Relaxed: only a guess for the CAS. */
 	c = atomic_load_explicit(cnt, memory_order_relaxed);
-	while (c) {
-		/* P6 - Acquire: pairs with kmap_first()'s release. */
-		if (atomic_compare_exchange_weak_explicit(cnt, &c, c + 1,
-							  memory_order_acquire,
-							  memory_order_relaxed))
-			return 0;
-	}
-	return kmap_first(s, ps, frame);
+	if (c)
+		FAILPOINT(FP_KMAP_JOIN, frame);
+	/*
+	 * P5, P6 - join the maps that hold the frame: a CAS that never makes
+	 * the 0 -> 1 transition. Acquire: pairs with the release of
+	 * kmap_slow()'s add (the hook's work) and of the kunmaps. One try
+	 * here; a count at 0 or the limit, or a CAS that lost, goes the
+	 * general way.
+	 */
+	if (PS_UNLIKELY(!c || c >= KMAP_MAX ||
+			!atomic_compare_exchange_strong_explicit(
+				cnt, &c, c + 1, memory_order_acquire,
+				memory_order_relaxed)))
+		return kmap_general(s, frame, reject);
+	/*
+	 * The count may have gone to 0 and back since it was read, over a
+	 * conversion (an ABA): the frame's state is read after the join,
+	 * which acquired the add of the map that made it positive again, so
+	 * a conversion before it is seen. While this map is counted, none can
+	 * begin (P5).
+	 */
+	if (PS_LIKELY(!(ps_page_load(&ps->frames[frame]) & reject)))
+		return 0;
+	return kmap_undo(s, frame);
 }
 
 int ps_prot_kunmap(struct ps_space *s, uint64_t frame)
@@ -236,12 +343,15 @@ int ps_prot_kunmap(struct ps_space *s, uint64_t frame)
 			return -EINVAL; /* not CPU-mapped: nothing changes */
 					/*
 		 * Release: the CPU's accesses come before the count drops;
-		 * pairs with set_inaccessible's acquire load.
+		 * pairs with set_inaccessible's acquire load and the next
+		 * map's acquire.
 		 */
 	} while (!atomic_compare_exchange_weak_explicit(cnt, &c, c - 1,
 							memory_order_release,
 							memory_order_relaxed));
-	ps__space_frame_put(s, frame); /* P5: uncount, then put */
+	/* P5: the last map ends: uncounted, then the maps' reference goes. */
+	if (c == 1)
+		ps__space_frame_put(s, frame);
 	return 0;
 }
 

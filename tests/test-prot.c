@@ -1129,7 +1129,8 @@ START_TEST(kmap_calls_make_accessible_once)
 	ck_assert_int_eq(ps_prot_kmap(sp, 150, PS_KMAP_PRIVATE), 0);
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
 	ck_assert_uint_eq(ps_prot_kmap_count(sp, 150), 2);
-	ck_assert_uint_eq(ps_page_refs(pg(150)), 3);
+	/* The maps hold one reference between them (P5). */
+	ck_assert_uint_eq(ps_page_refs(pg(150)), 2);
 	ck_assert_int_eq(ps_prot_kunmap(sp, 150), 0);
 	ck_assert_int_eq(ps_prot_kunmap(sp, 150), 0);
 	ck_assert_uint_eq(ps_prot_kmap_count(sp, 150), 0);
@@ -1225,6 +1226,40 @@ START_TEST(kmap_set_inaccessible_and_misuse)
 	ck_assert_uint_eq(ps_prot_kmap_count(sp, NFRAMES), 0);
 	ck_assert(!ps_page_is_live(pg(161)));
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+}
+END_TEST
+
+/*
+ * The CPU maps of a frame hold one reference between them (P5): the first
+ * takes it, later ones only count, the last kunmap drops it. A conversion
+ * or a cache-mode change refuses a CPU-mapped frame even when the caller
+ * declares that reference as its own (it holds a map itself).
+ */
+START_TEST(kmaps_share_one_reference)
+{
+	struct ps_convert_opts o;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 164, 0), 0);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(ps_prot_kmap(sp, 164, 0), 0);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 164), 3);
+	ck_assert_uint_eq(ps_page_refs(pg(164)), 2);
+	memset(&o, 0, sizeof(o));
+	o.extra_refs = 1; /* the maps' reference, declared */
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, &o,
+					 NULL),
+			 -EAGAIN);
+	ck_assert_int_eq(ps_prot_set_cache(sp, 164, PS_CACHE_WC, 2), -EBUSY);
+	ck_assert(!ps_page_is_frozen(pg(164)));
+	ck_assert_int_eq(ps_page_cache_mode(pg(164)), PS_CACHE_WB);
+	ck_assert_int_eq(ps_page_enc_state(pg(164)), PS_ENC_SHARED);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 164), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 164), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(164)), 2); /* one map left */
+	ck_assert_int_eq(ps_prot_kunmap(sp, 164), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(164)), 1); /* the mapping's */
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 164), 0);
+	ck_assert_int_eq(ps_prot_set_cache(sp, 164, PS_CACHE_WC, 1), 0);
 }
 END_TEST
 
@@ -1515,6 +1550,39 @@ START_TEST(fp_pin_first_then_conversion_fails)
 	ck_assert_uint_eq(f, 180);
 	ck_assert(ps_page_is_pinned(pg(180)));
 	ps_space_unpin(sp, &f, 1, 0);
+}
+END_TEST
+
+/*
+ * A kmap that expects shared memory read a positive CPU-map count (another
+ * map held the frame) and, before it joined, that map ended, the frame was
+ * converted to private and mapped again by a private kmap: the count is
+ * positive again (an ABA). The join succeeds on the count alone, so the
+ * kmap must read the frame after it and refuse (P5): -EPERM, its join
+ * undone, the private map and the reference as they were.
+ */
+static void unmap_convert_remap(uint64_t frame)
+{
+	ck_assert_int_eq(ps_prot_kunmap(sp, frame), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, frame, PS_KMAP_PRIVATE), 0);
+}
+
+START_TEST(fp_kmap_join_after_conversion_refuses)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 184, 0), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, 184, 0), 0);
+	arm_space(FP_KMAP_JOIN, unmap_convert_remap);
+	ck_assert_int_eq(ps_prot_kmap(sp, 184, 0), -EPERM);
+	disarm();
+	ck_assert_int_eq(atomic_load(&fp_space_fired), 1);
+	ck_assert_int_eq(ps_page_enc_state(pg(184)), PS_ENC_PRIVATE);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 184), 1);
+	ck_assert_uint_eq(ps_page_refs(pg(184)), 2);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 184), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(184)), 1);
 }
 END_TEST
 
@@ -1901,6 +1969,7 @@ static Suite *prot_suite(void)
 		tcase_add_test(tc, access_check_reports_exactly);
 		tcase_add_test(tc, fp_pin_first_then_conversion_fails);
 		tcase_add_test(tc, fp_conversion_first_then_pin_fails);
+		tcase_add_test(tc, fp_kmap_join_after_conversion_refuses);
 		tcase_add_test(tc, fp_pin_waits_on_frozen_then_sees_private);
 		tcase_add_test(tc, fp_private_pin_waits_then_pins);
 	}
@@ -1917,6 +1986,7 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, kmap_hook_failure_changes_nothing);
 	tcase_add_test(tc, kmap_pins_never_call_the_hook);
 	tcase_add_test(tc, kmap_set_inaccessible_and_misuse);
+	tcase_add_test(tc, kmaps_share_one_reference);
 	tcase_add_test(tc, kunmap_of_the_last_reference_frees);
 	tcase_add_test(tc, discard_skips_cpu_mapped_page);
 

@@ -183,19 +183,21 @@
  *
  * A CPU that reads or writes a frame's contents brackets the access with
  * ps_prot_kmap() / ps_prot_kunmap(), as the kernel uses kmap(). A kmap
- * takes a reference on the frame (so a conversion sees it and refuses the
- * page) and counts one CPU map in a per-frame counter kept outside the page
- * word. The first CPU map of an INACCESSIBLE frame calls the make-accessible
- * hook (arch_make_page_accessible()), once, however many threads kmap it at
- * the same time: the 0 -> 1 transition of the count takes the frame's LOCKED
- * bit, later kmaps only increment. If the hook fails, the kmap fails with its
- * error and the count and references are as before. On success the frame is
- * accessible until a conversion to private or ps_prot_set_inaccessible().
- * Device pins never call the hook: a pin is not a CPU access (seed 000).
- * A kmap refuses private frames unless PS_KMAP_PRIVATE (a path that expects
- * plaintext must not read a private page's ciphertext), as pins do.
- * Write-back (ps_space_writeback()) hands frames to its callback as they
- * are: a callback that reads a frame that may be private or inaccessible
+ * counts one CPU map in a per-frame counter kept outside the page word, and
+ * the CPU maps of a frame hold one reference on it between them (so a
+ * conversion sees them and refuses the page): the first map takes it, the last
+ * kunmap drops it, and a kmap + kunmap of a frame already CPU-mapped is one
+ * compare-and-swap each on the counter. The first CPU map of an INACCESSIBLE
+ * frame calls the make-accessible hook (arch_make_page_accessible()), once,
+ * however many threads kmap it at the same time: the 0 -> 1 transition of the
+ * count takes the frame's LOCKED bit, later kmaps only increment. If the hook
+ * fails, the kmap fails with its error and the count and references are as
+ * before. On success the frame is accessible until a conversion to private or
+ * ps_prot_set_inaccessible(). Device pins never call the hook: a pin is not a
+ * CPU access (seed 000). A kmap refuses private frames unless PS_KMAP_PRIVATE
+ * (a path that expects plaintext must not read a private page's ciphertext), as
+ * pins do. Write-back (ps_space_writeback()) hands frames to its callback as
+ * they are: a callback that reads a frame that may be private or inaccessible
  * brackets the read with ps_prot_kmap() / ps_prot_kunmap().
  *
  * ---------------------------------------------------------------------------
@@ -394,29 +396,30 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * @frame: the frame (below nframes).
  * @flags: 0 or PS_KMAP_PRIVATE.
  *
- * Takes a reference on the frame and counts one CPU map. The first CPU map
- * of an INACCESSIBLE frame calls the make-accessible hook first, exactly
- * once however many threads race (without a hook, the frame simply becomes
- * accessible, as Linux's default arch_make_page_accessible() is a no-op).
- * The frame must be in use (LIVE): the caller holds it mapped, pinned or
- * referenced. A frame being converted is waited for.
+ * Counts one CPU map; the CPU maps of the frame hold one reference on it
+ * between them, which the first takes. The first CPU map of an INACCESSIBLE
+ * frame calls the make-accessible hook first, exactly once however many
+ * threads race (without a hook, the frame simply becomes accessible, as
+ * Linux's default arch_make_page_accessible() is a no-op). The frame must be
+ * in use (LIVE): the caller holds it mapped, pinned or referenced. A frame
+ * being converted is waited for.
  * Context: any thread; not from this frame's make_accessible hook.
  * Ordering: acquire. Progress: lock-free when the frame is already
  * CPU-mapped; otherwise blocking (the frame's LOCKED bit and the hook; a
  * frozen frame is waited for).
  * Return: 0; -EINVAL (@frame out of range, unknown flags); -ENOENT (the
  * frame is free); -EPERM (private, without PS_KMAP_PRIVATE); -EHWPOISON
- * (poisoned); -EOVERFLOW (reference limit); -ENOMEM (the space's first
- * kmap, or first ps_prot_set_hooks(), reserves its per-frame CPU-map
- * counts, 4 bytes of address space per frame, and that failed); the hook's
- * negative errno. On error nothing changed.
+ * (poisoned); -EOVERFLOW (reference limit, or PS_PAGE_REFS_MAX CPU maps
+ * already); -ENOMEM (the space's first kmap, or first ps_prot_set_hooks(),
+ * reserves its per-frame CPU-map counts, 4 bytes of address space per frame,
+ * and that failed); the hook's negative errno. On error nothing changed.
  */
 int ps_prot_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
 
 /**
- * ps_prot_kunmap() - end one CPU map of @frame: the count and the
- * reference ps_prot_kmap() took are dropped (the free_frame hook runs if
- * that was the frame's last reference). The frame stays accessible.
+ * ps_prot_kunmap() - end one CPU map of @frame: the count drops, and with
+ * the last map the maps' reference (the free_frame hook runs if that was the
+ * frame's last reference). The frame stays accessible.
  * @space: the space.
  * @frame: a frame this thread (or one it hands over to) CPU-mapped.
  *
