@@ -306,9 +306,8 @@ int ps_prot_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
 	/*
 	 * P5, P6 - join the maps that hold the frame: a CAS that never makes
 	 * the 0 -> 1 transition. Acquire: pairs with the release of
-	 * kmap_slow()'s add (the hook's work) and of the kunmaps. One try
-	 * here; a count at 0 or the limit, or a CAS that lost, goes the
-	 * general way.
+	 * kmap_slow()'s add (the hook's work) and of the kunmaps. One try here;
+	 * a count at 0 or the limit, or a CAS that lost, goes the general way.
 	 */
 	if (PS_UNLIKELY(!c || c >= KMAP_MAX ||
 			!atomic_compare_exchange_strong_explicit(
