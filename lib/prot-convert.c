@@ -37,10 +37,19 @@
  *     undone by converting the pages already flipped back, in reverse order,
  *     with the reverse hooks and each page's original INACCESSIBLE bit. Phase 3
  *     unfreezes (release: P2's partners acquire). Without prepare/finish hooks
- *     nothing can fail after phase 1, which is then the commit point: phases 2
- *     and 3 become one pass that updates each entry and flips the page word in
- *     its unfreezing CAS. A reader sees each page old (or frozen) until its
- *     unfreeze, new after it, as with three phases.
+ *     nothing can fail after phase 1, which is then the commit point, and the
+ *     work of phase 2 moves into the passes that touch each page anyway: phase
+ *     1 flips each entry's ENC bit right after the page's freeze, through the
+ *     cursor its lookup used (one walk per leaf, one inline CAS:
+ *     ps_pgtable_cmpxchg_leaf()), and phase 3 flips the page word in its
+ *     unfreezing CAS. The entry's bit, changed while the frame is frozen, is
+ *     only a copy (P2): a reader that finds it new finds the frame frozen and
+ *     waits. If phase 1 fails after it flipped entries, phase 3 flips them back
+ *     before it unfreezes with the same references. Either way a reader sees
+ *     each page old (or frozen) until its unfreeze, new after it, as with three
+ *     phases; a failed call changes nothing visible. Per page that is the
+ *     three read-modify-writes a conversion needs (freeze, entry, unfreeze) and
+ *     two cursor loads.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -79,7 +88,7 @@
 #include <time.h>
 
 /* Lookups per page-table read-side section in the long loops. */
-#define SECTION_PAGES 256
+#define SECTION_PAGES 512
 
 /* --- small helpers -------------------------------------------------------- */
 
@@ -146,10 +155,73 @@ static void entry_update(struct ps_pgtable *pt, uint64_t addr, ps_pte_t e,
 	}
 }
 
+/*
+ * entry_update() of the ENC bit through @slot, a cursor on the entry at @addr
+ * (the walk already made): the ENC bit leaves the entry as written as it was,
+ * so each try is one inline CAS (ps_pgtable_cmpxchg_leaf()).
+ */
+static inline __attribute__((always_inline)) void
+entry_set_enc(struct ps_pgtable *pt, PS_ATOMIC(ps_pte_t) *slot, uint64_t addr,
+	      ps_pte_t e, uint64_t frame, ps_pte_t enc)
+{
+	while (ps_pte_is_present(e) && ps_pte_frame(e) == frame) {
+		ps_pte_t want = (e & ~PS_PTE_ENC) | enc;
+
+		if (want == e || ps_pgtable_cmpxchg_leaf(pt, slot, addr, &e,
+							 want) != -EAGAIN)
+			break; /* done (or refused: never for a valid entry) */
+	}
+}
+
+/*
+ * A leaf cursor that follows a walk through a range (ps_pgtable_lookup_leaf()):
+ * one walk per leaf, again after the read-side section was left (valid false).
+ */
+struct cursor {
+	PS_ATOMIC(ps_pte_t) *leaf; /* entry 0 of leaf number @n, or NULL */
+	uint64_t n;
+	bool valid;
+};
+
+/* The entry of page @addr through @k, in the current section (or NULL). */
+static inline __attribute__((always_inline)) PS_ATOMIC(ps_pte_t) *
+cursor_at(struct ps_pgtable *pt, struct cursor *k, uint64_t addr)
+{
+	const uint64_t p = addr >> PAGE_SHIFT;
+
+	if (!k->valid || k->n != p / PS_PGTABLE_LEAF_PAGES) {
+		PS_ATOMIC(ps_pte_t) *e = ps_pgtable_lookup_leaf(pt, addr);
+
+		k->n = p / PS_PGTABLE_LEAF_PAGES;
+		k->leaf = e ? e - p % PS_PGTABLE_LEAF_PAGES : NULL;
+		k->valid = true;
+	}
+	return k->leaf ? k->leaf + p % PS_PGTABLE_LEAF_PAGES : NULL;
+}
+
+/* The entry at @slot (a cursor's), PS_PTE_NONE where there is no leaf. */
+static ps_pte_t cursor_load(PS_ATOMIC(ps_pte_t) *slot)
+{
+	/* Acquire: as ps_pgtable_lookup() (pairs with the entry's CAS). */
+	return slot ? atomic_load_explicit(slot, memory_order_acquire)
+		    : PS_PTE_NONE;
+}
+
 /* --- conversion (P1..P4) -------------------------------------------------- */
 
 struct conv {
 	struct ps_space *s;
+	/*
+	 * Prot's state in the space when the call began, or NULL: a map the
+	 * caller holds (the only one a freeze can miss, P5) created it before.
+	 */
+	struct ps__prot_space *prot;
+	/*
+	 * Long-term pin counts existed when the call began: else no unit was
+	 * left to forget (S14). One a misused release leaves meanwhile is the
+	 * next conversion's to forget.
+	 */
+	bool longterm;
 	struct ps_pgtable *pt;	/* the space's */
 	struct ps_page *frames; /* the space's page words */
 	uint64_t nframes;
@@ -174,12 +246,17 @@ static uint64_t page_addr(const struct conv *c, uint64_t i)
 	return c->start + (i << PAGE_SHIFT);
 }
 
-/* Leave the read-side section every SECTION_PAGES pages (grace periods). */
-static void section_cycle(uint64_t i)
+/*
+ * Leave the read-side section every SECTION_PAGES pages (grace periods);
+ * a cursor found in it is invalid after.
+ */
+static void section_cycle(uint64_t i, struct cursor *k)
 {
 	if (i && i % SECTION_PAGES == 0) {
 		ps_pgtable_read_unlock();
 		ps_pgtable_read_lock();
+		if (k)
+			k->valid = false;
 	}
 }
 
@@ -217,8 +294,11 @@ static void backoff(struct conv *c)
 	}
 }
 
-/* Freeze @frame with the expected references, waiting as allowed. */
-static int freeze_one(struct conv *c, uint64_t frame)
+/*
+ * Freeze @frame with the expected references, waiting as allowed (outside
+ * the section: @k is then invalid).
+ */
+static int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
 {
 	struct ps_page *p = &c->frames[frame];
 
@@ -236,10 +316,14 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			 * the call counted itself before the call began, and
 			 * a zero count cannot rise while frozen (the 0 -> 1
 			 * transition needs a try-get), so the count read here
-			 * (ps__prot_cpu_maps(), an acquire load) is final
-			 * until the unfreeze.
+			 * (an acquire load, as ps__prot_cpu_maps()) is final
+			 * until the unfreeze. Prot's state is the one the
+			 * call began with: a map that could hide here is the
+			 * caller's own, made before the call.
 			 */
-			if (ps__prot_cpu_maps(c->s, frame)) {
+			if (c->prot &&
+			    atomic_load_explicit(&c->prot->kmaps[frame],
+						 memory_order_acquire)) {
 				(void)ps_page_unfreeze(p, c->expected);
 				return -EAGAIN;
 			}
@@ -249,7 +333,8 @@ static int freeze_one(struct conv *c, uint64_t frame)
 			 * released without PS_UNPIN_LONGTERM (S14 in
 			 * lib/space-pin.c): reset it.
 			 */
-			ps__space_longterm_forget(c->s, frame);
+			if (c->longterm)
+				ps__space_longterm_forget(c->s, frame);
 			return 0;
 		}
 		rc = freeze_obstacle(c, frame);
@@ -258,23 +343,35 @@ static int freeze_one(struct conv *c, uint64_t frame)
 		ps_pgtable_read_unlock(); /* P8: never wait inside it */
 		backoff(c);
 		ps_pgtable_read_lock();
+		k->valid = false;
 	}
 }
 
-/* Phase 1 (P3): freeze every page to convert; *@fail: the page that failed. */
-static int freeze_all(struct conv *c, uint64_t *fail)
+/*
+ * Phase 1 (P3): freeze every page to convert; *@fail: the page that failed.
+ * With @flip (the commit: no prepare/finish hook can fail later), each
+ * page's entry gets its new ENC bit right after its freeze, through the
+ * cursor its lookup used (P2: changed while frozen, the bit is only a copy);
+ * phase 3 flips it back if phase 1 fails later (unfreeze_all()).
+ */
+static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 {
 	const bool to_private = c->to == PS_ENC_PRIVATE;
+	const ps_pte_t enc = to_private ? PS_PTE_ENC : 0;
+	struct cursor k = {NULL, 0, false};
 	uint64_t i;
 	int rc = 0;
 
 	ps_pgtable_read_lock();
 	for (i = 0; i < c->npages; i++) {
-		ps_pte_t e;
+		const uint64_t addr = page_addr(c, i);
+		PS_ATOMIC(ps_pte_t) *slot;
 		uint64_t frame, w;
+		ps_pte_t e;
 
-		section_cycle(i);
-		e = ps_pgtable_lookup(c->pt, page_addr(c, i));
+		section_cycle(i, &k);
+		slot = cursor_at(c->pt, &k, addr);
+		e = cursor_load(slot);
 		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
 			rc = -EHWPOISON; /* a quarantined page */
 			break;
@@ -293,13 +390,20 @@ static int freeze_all(struct conv *c, uint64_t *fail)
 		}
 		if (!(w & PS_PAGE_PRIVATE) == !to_private)
 			continue; /* already there: nothing to do */
-		rc = freeze_one(c, frame);
+		rc = freeze_one(c, frame, &k);
 		if (rc)
 			break;
 		bit_set(c->frozen, i);
 		/* Frozen: only this call changes INACCESSIBLE now (P5). */
 		if (ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
 			bit_set(c->was_inacc, i);
+		if (flip) {
+			/* The freeze may have waited: the cursor again. */
+			slot = cursor_at(c->pt, &k, addr);
+			if (slot)
+				entry_set_enc(c->pt, slot, addr,
+					      cursor_load(slot), frame, enc);
+		}
 	}
 	ps_pgtable_read_unlock();
 	*fail = i;
@@ -398,7 +502,7 @@ static int flip_all(struct conv *c, uint64_t *fail)
 		enum step st;
 		ps_pte_t e;
 
-		section_cycle(i);
+		section_cycle(i, NULL);
 		if (!bit_test(c->frozen, i) ||
 		    !frame_at(c->pt, c->nframes, page_addr(c, i), &frame, &e))
 			continue;
@@ -417,15 +521,23 @@ static int flip_all(struct conv *c, uint64_t *fail)
 	return rc;
 }
 
+/* What phase 3 does besides unfreezing (P3). */
+enum thaw {
+	THAW_PLAIN,  /* nothing: the hooks' phase 2 flipped, or nothing did */
+	THAW_COMMIT, /* the page word's flip, in the unfreezing CAS */
+	THAW_UNDO,   /* phase 1 failed after flipping entries: flip them back */
+};
+
 /*
  * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
- * @commit (no prepare/finish hooks, so nothing can fail after phase 1), each
- * page is also flipped here, in one pass: the entry's ENC bit, then the
- * page word's flags in the unfreezing compare-and-swap.
+ * THAW_COMMIT (no prepare/finish hooks, so nothing could fail after phase 1,
+ * which flipped the entries), each page word's flags change in its unfreezing
+ * compare-and-swap; with THAW_UNDO each entry's ENC bit goes back first.
  */
-static uint64_t unfreeze_all(struct conv *c, bool commit)
+static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 {
-	const ps_pte_t enc = c->to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0;
+	const ps_pte_t old_enc = c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC;
+	struct cursor k = {NULL, 0, false};
 	uint64_t n = 0;
 
 	ps_pgtable_read_lock();
@@ -433,26 +545,33 @@ static uint64_t unfreeze_all(struct conv *c, bool commit)
 		uint64_t bits = c->frozen[wi];
 
 		while (bits) {
-			uint64_t i = wi * 64 + (uint64_t)__builtin_ctzll(bits),
-				 frame;
+			const uint64_t i = wi * 64 +
+					   (uint64_t)__builtin_ctzll(bits);
+			const uint64_t addr = page_addr(c, i);
+			PS_ATOMIC(ps_pte_t) *slot;
+			uint64_t frame;
 			ps_pte_t e;
 
 			bits &= bits - 1;
-			section_cycle(n);
-			if (!frame_at(c->pt, c->nframes, page_addr(c, i),
-				      &frame, &e))
+			section_cycle(n, &k);
+			slot = cursor_at(c->pt, &k, addr);
+			e = cursor_load(slot);
+			if (!ps_pte_is_present(e) ||
+			    ps_pte_frame(e) >= c->nframes)
 				continue;
+			frame = ps_pte_frame(e);
 			/*
 			 * The unfreeze releases: it publishes the flip and the
 			 * entry (P2's tries acquire).
 			 */
-			if (commit) {
-				entry_update(c->pt, page_addr(c, i), e, frame,
-					     PS_PTE_ENC, enc, false);
+			if (how == THAW_COMMIT) {
 				(void)ps_page_unfreeze_change_flags(
 					&c->frames[frame], c->expected,
 					c->fwd_clear, c->fwd_set);
 			} else {
+				if (how == THAW_UNDO)
+					entry_set_enc(c->pt, slot, addr, e,
+						      frame, old_enc);
 				(void)ps_page_unfreeze(&c->frames[frame],
 						       c->expected);
 			}
@@ -470,7 +589,8 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	const uint64_t extra = opts ? opts->extra_refs : 0;
 	struct conv c;
 	uint64_t fail = 0, words, n = 0;
-	bool commit = false;
+	enum thaw how = THAW_PLAIN;
+	bool commit;
 	int rc;
 
 	if (!range_ok(s, start, len) ||
@@ -509,18 +629,24 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	c.hooks = ps__prot_hooks(s);
+	c.prot = ps__prot_peek(s);
+	c.longterm = ps__space_longterm_any(s);
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)
 		goto out; /* cannot happen: a blockable start of a good range */
-	rc = freeze_all(&c, &fail);
+	/* No hook can fail: flip each entry in phase 1's walk. */
+	commit = !(c.hooks && (c.hooks->prepare || c.hooks->finish));
+	rc = freeze_all(&c, &fail, commit);
 	if (!rc)
 		FAILPOINT(FP_CONVERT_FROZEN, start);
-	if (!rc && (c.hooks && (c.hooks->prepare || c.hooks->finish)))
+	if (rc && commit)
+		how = THAW_UNDO;
+	else if (!rc && !commit)
 		rc = flip_all(&c, &fail);
 	else if (!rc)
-		commit = true; /* no hook can fail: flip while unfreezing */
-	n = unfreeze_all(&c, commit);
+		how = THAW_COMMIT; /* the page words, while unfreezing */
+	n = unfreeze_all(&c, how);
 	(void)ps_notifier_invalidate_end(ps_space_notifier(s), start, len);
 out:
 	ps__space_writer_unlock(s);
@@ -654,7 +780,7 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		const uint64_t addr = start + (i << PAGE_SHIFT);
 		ps_pte_t e;
 
-		section_cycle(i);
+		section_cycle(i, NULL);
 		e = ps_pgtable_lookup(pt, addr);
 		/* Only MAYWRITE/WRITE change; a racing fault refreshes e. */
 		while (ps_pte_is_present(e) && ps_pte_may_write(e) != write &&

@@ -200,6 +200,11 @@ bool ps__space_longterm_pinned(struct ps_space *s, uint64_t frame)
 	return c && atomic_load_explicit(&c[frame], memory_order_acquire);
 }
 
+bool ps__space_longterm_any(struct ps_space *s)
+{
+	return lt_counts(s) != NULL;
+}
+
 void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
 {
 	lt_count_t *c = lt_counts(s);

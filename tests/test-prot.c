@@ -576,6 +576,44 @@ START_TEST(convert_pinned_page_in_the_middle)
 }
 END_TEST
 
+/*
+ * Without prepare/finish hooks the conversion flips each entry's ENC bit in
+ * its first pass, right after the page's freeze (P3); a page that fails
+ * later in that pass makes it flip the entries back before it unfreezes.
+ * Both ways: nothing visible changes, entries included.
+ */
+START_TEST(convert_failure_restores_entries)
+{
+	struct snapshot s0, s1;
+	uint64_t f, off = 0;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 230, 0), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 8 * PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL),
+			 0);
+	ck_assert(ps_pte_is_encrypted(entry(0)));
+	ck_assert_int_eq(ps_space_pin_range(sp, 5 * PG, PG, PS_PIN_PRIVATE, &f),
+			 0);
+	snap(&s0, 0, 230, 8);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 8 * PG, PS_ENC_SHARED, 0, NULL,
+					 &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 5 * PG);
+	snap(&s1, 0, 230, 8);
+	assert_same(&s0, &s1, 8);
+	for (uint64_t i = 0; i < 8; i++) {
+		ck_assert(ps_pte_is_encrypted(entry(i * PG)));
+		ck_assert(!ps_page_is_frozen(pg(230 + i)));
+	}
+	ps_space_unpin(sp, &f, 1, 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 8 * PG, PS_ENC_SHARED, 0, NULL,
+					 NULL),
+			 0);
+	for (uint64_t i = 0; i < 8; i++)
+		ck_assert(!ps_pte_is_encrypted(entry(i * PG)));
+}
+END_TEST
+
 START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 {
 	struct ps_convert_opts o;
@@ -1954,6 +1992,7 @@ static Suite *prot_suite(void)
 					  teardown);
 		tcase_add_test(tc, convert_flips_state_and_enc_only);
 		tcase_add_test(tc, convert_pinned_page_in_the_middle);
+		tcase_add_test(tc, convert_failure_restores_entries);
 		tcase_add_test(tc,
 			       convert_refuses_cpu_mapped_and_unexpected_refs);
 		tcase_add_test(tc,
