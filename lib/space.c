@@ -39,13 +39,15 @@
  *         while fn copies it, and drops it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard, a failed
  *         map's rollback of the entries it installed, and prot's conversion
- *         and mprotect; the LOCKED bit of the frame being written back in
- *         write-back's PROTECTION invalidation; none in a REARM harvest.
+ *         and mprotect; the LOCKED bits of the frames being written back in
+ *         write-back's PROTECTION invalidation (every frame to write in its
+ *         range: write-back invalidates a run of pages at a time); none in a
+ *         REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,
- *     discard, convert or mprotect in that space; one run under a frame's
- *     LOCKED bit must not write-fault, pin for write, mark dirty, unpin
- *     dirty, write back or kmap that frame (each would wait for the lock it
- *     runs under).
+ *     discard, convert or mprotect in that space; one run under frames'
+ *     LOCKED bits must not write-fault, pin for write, mark dirty, unpin
+ *     dirty, write back or kmap those frames (each would wait for the lock it
+ *     runs under): for write-back's callback, the pages of its range.
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
  *     map, a write fault, mark_dirty) retry only because another thread changed

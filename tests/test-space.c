@@ -1634,6 +1634,203 @@ START_TEST(fp_fault_writeback_meanwhile)
 }
 END_TEST
 
+/* --- write-back in batches (B1..B5 under S9) ---------------------------- */
+
+/* What a PROTECTION callback saw of the frames of its range. */
+struct wb_batch_sub {
+	struct ps_interval sub;
+	uint64_t base_frame; /* frame of page 0: page i maps base + i */
+	unsigned calls;
+	uint64_t ranges[8][2];
+	bool unlocked_frame; /* a frame of the range was not LOCKED */
+};
+
+static bool wb_batch_invalidate(struct ps_interval *sub,
+				const struct ps_invalidation *inv,
+				uint64_t cur_seq, void *priv)
+{
+	struct wb_batch_sub *b = priv;
+
+	ps_interval_set_seq(sub, cur_seq);
+	if (inv->event != PS_NOTIFIER_PROTECTION)
+		return true;
+	if (b->calls < 8) {
+		b->ranges[b->calls][0] = inv->start;
+		b->ranges[b->calls][1] = inv->start + inv->len;
+	}
+	b->calls++;
+	for (uint64_t a = inv->start; a < inv->start + inv->len; a += PG)
+		if (!ps_page_test_flags(pg(b->base_frame + a / PG),
+					PS_PAGE_LOCKED))
+			b->unlocked_frame = true;
+	return true;
+}
+
+static const struct ps_interval_ops wb_batch_ops = {
+	.invalidate = wb_batch_invalidate};
+
+/* A callback that writes the next page of its run while it writes its own. */
+struct wb_batch_fn {
+	unsigned n;
+	uint64_t addrs[64];
+	bool saw_locked;	/* a frame of the batch was LOCKED during fn */
+	uint64_t write_next_of; /* fault the page after this one, or ~0 */
+};
+
+static int wb_batch_write(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	struct wb_batch_fn *w = ctx;
+
+	(void)frame;
+	(void)pinned;
+	if (w->n < 64)
+		w->addrs[w->n] = addr;
+	w->n++;
+	for (uint64_t f = 100; f < 164; f++)
+		if (ps_page_test_flags(pg(f), PS_PAGE_LOCKED))
+			w->saw_locked = true;
+	/* No library lock held: a write to another page of the run works. */
+	if (addr == w->write_next_of)
+		ck_assert_int_eq(ps_space_fault(sp, addr + PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	return 0;
+}
+
+/*
+ * Write-back takes a word of its set (64 pages) at a time (B1..B5 in
+ * lib/space-writeback.c): two runs of dirty pages in one word get one
+ * PROTECTION invalidation each, exactly their range, called under the LOCKED
+ * bits of the run's frames; a pinned page (CLEAN skips it) and clean pages in
+ * between break the runs; every LOCKED bit is dropped before the first @fn
+ * (which may then write to another page of its run: that page faults, is
+ * dirtied again under WRITEBACK and is written after all, dirty again).
+ */
+START_TEST(writeback_batches_runs)
+{
+	struct wb_batch_sub b;
+	struct wb_batch_fn w;
+	struct ps_writeback_stats st;
+	uint64_t f;
+
+	memset(&b, 0, sizeof(b));
+	memset(&w, 0, sizeof(w));
+	b.base_frame = 100;
+	w.write_next_of = 2 * PG;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 64 * PG, 100, PS_MAP_WRITE),
+			 0);
+	for (uint64_t i = 0; i < 64; i++)
+		if (i < 10 || (i >= 20 && i < 30) || i == 40)
+			ck_assert_int_eq(ps_space_fault(sp, i * PG,
+							PS_ACCESS_WRITE),
+					 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_pin_range(sp, 40 * PG, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 50 * PG, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_interval_insert(&b.sub, ps_space_notifier(sp), 0,
+					    64 * PG, &wb_batch_ops, &b),
+			 0);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 64 * PG, PS_WB_CLEAN,
+					    wb_batch_write, &w, &st),
+			 0);
+	ps_interval_remove(&b.sub);
+	ck_assert_uint_eq(st.written, 20);
+	ck_assert_uint_eq(st.skipped_pinned, 1); /* page 40 */
+	ck_assert_uint_eq(w.n, 20);
+	ck_assert_uint_eq(b.calls, 2);
+	ck_assert_uint_eq(b.ranges[0][0], 0);
+	ck_assert_uint_eq(b.ranges[0][1], 10 * PG);
+	ck_assert_uint_eq(b.ranges[1][0], 20 * PG);
+	ck_assert_uint_eq(b.ranges[1][1], 30 * PG);
+	ck_assert_msg(!b.unlocked_frame,
+		      "a run's invalidation ran with a frame of it unlocked");
+	ck_assert_msg(!w.saw_locked, "@fn ran with a frame of its run LOCKED");
+	for (uint64_t i = 0; i < 64; i++) {
+		bool dirty = ps_page_test_flags(pg(100 + i), PS_PAGE_DIRTY);
+
+		/* Page 3 was written during page 2's @fn: dirty again. */
+		ck_assert_msg(dirty == (i == 3 || i == 40), "page %u",
+			      (unsigned)i);
+		if (i < 30 && i != 3)
+			ck_assert(!ps_pte_is_writable(entry(i * PG)));
+	}
+	ck_assert(ps_pte_is_writable(entry(3 * PG)));
+	f = 140;
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+	f = 150;
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
+struct lock_holder {
+	struct ps_page *p;
+	_Atomic(int) state; /* 1 holds LOCKED, 2 told to let go */
+	unsigned n;
+	uint64_t addrs[8];
+};
+
+static void *lock_holder_fn(void *arg)
+{
+	struct lock_holder *h = arg;
+
+	ps_page_lock(h->p);
+	atomic_store(&h->state, 1);
+	while (atomic_load(&h->state) != 2)
+		sched_yield();
+	ps_page_unlock(h->p);
+	return NULL;
+}
+
+/* Record the order; the first write lets the lock holder go. */
+static int wb_release_write(void *ctx, uint64_t addr, uint64_t frame,
+			    bool pinned)
+{
+	struct lock_holder *h = ctx;
+
+	(void)frame;
+	(void)pinned;
+	if (h->n < 8)
+		h->addrs[h->n] = addr;
+	h->n++;
+	atomic_store(&h->state, 2);
+	return 0;
+}
+
+/*
+ * A frame another thread holds LOCKED is not waited for inside the batch
+ * (B1 never waits, and never inside its read-side section): the rest of the
+ * word is written first, and the page is visited on its own after them
+ * (B5), which waits for the bit. Here the holder lets go only once the
+ * first @fn has run: a batch that waited for it would never get there.
+ */
+START_TEST(writeback_batch_leaves_locked_frame_to_the_end)
+{
+	struct lock_holder h;
+	struct ps_writeback_stats st;
+	pthread_t t;
+
+	memset(&h, 0, sizeof(h));
+	h.p = pg(105);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 100, PS_MAP_WRITE),
+			 0);
+	for (uint64_t i = 0; i < 8; i++)
+		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(pthread_create(&t, NULL, lock_holder_fn, &h), 0);
+	while (atomic_load(&h.state) != 1)
+		sched_yield();
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 8 * PG, PS_WB_CLEAN,
+					    wb_release_write, &h, &st),
+			 0);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(st.written, 8);
+	ck_assert_uint_eq(h.n, 8);
+	ck_assert_uint_eq(h.addrs[7], 5 * PG); /* left to the end */
+	for (uint64_t i = 0; i < 8; i++) {
+		ck_assert(!ps_page_test_flags(pg(100 + i), PS_PAGE_DIRTY));
+		ck_assert(!ps_pte_is_writable(entry(i * PG)));
+	}
+}
+END_TEST
+
 /* --- unpin(..., dirty) reaches write-back (S9) ---------------------------- */
 
 /* A read pin unpinned dirty (a device wrote after all): write-back, of
@@ -4377,6 +4574,8 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, writeback_unpinned);
 	tcase_add_test(tc, writeback_pinned_modes);
 	tcase_add_test(tc, writeback_error_redirties);
+	tcase_add_test(tc, writeback_batches_runs);
+	tcase_add_test(tc, writeback_batch_leaves_locked_frame_to_the_end);
 
 	tc = ps_test_tcase(s, "races (failpoints)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -183,9 +183,10 @@ struct ps_space;
  * The notifier's callbacks (pagestate/notifier.h) have the same rules as
  * @free_frame for the invalidations of unmap and discard (and of
  * pagestate/prot.h's conversion and mprotect), which run under the writer
- * mutex; write-back's PROTECTION invalidation runs under the LOCKED bit of
- * the frame being written back: a callback must not fault, pin for write,
- * write back or CPU-map that frame.
+ * mutex; write-back's PROTECTION invalidation runs under the LOCKED bits of
+ * the frames being written back in its range (write-back invalidates a run of
+ * pages at a time): a callback must not fault, pin for write, write back or
+ * CPU-map the pages of its range.
  */
 struct ps_space_hooks {
 	int (*populate)(void *ctx, struct ps_space *space, uint64_t addr,
@@ -888,12 +889,15 @@ struct ps_writeback_stats {
  * secondary mappings (event PROTECTION), write-protect its entry (stable
  * pages), clear DIRTY, end the invalidation (so a secondary mapping for write
  * made after it dirties the frame again), set WRITEBACK; then call @fn; then
- * end WRITEBACK. A write arriving meanwhile faults, dirties the frame again and
- * is never lost. A pinned frame: CLEAN skips it (it stays dirty); INTEGRITY
- * clears DIRTY, calls @fn with @pinned true (bounce), and dirties it again if
- * it is still pinned for write. A pinned page stays in the set while its pins
- * last, dirty or not, and so does a page whose frame was unpinned dirty during
- * its bounce: a later write-back writes what the unpin dirtied.
+ * end WRITEBACK. Consecutive pages of the set are taken together (up to 64):
+ * one invalidation covers a run of them, under their frames' LOCKED bits, and
+ * every LOCKED bit is dropped before the first @fn of the run is called. A
+ * write arriving meanwhile faults, dirties the frame again and is never lost. A
+ * pinned frame: CLEAN skips it (it stays dirty); INTEGRITY clears DIRTY, calls
+ * @fn with @pinned true (bounce), and dirties it again if it is still pinned
+ * for write. A pinned page stays in the set while its pins last, dirty or not,
+ * and so does a page whose frame was unpinned dirty during its bounce: a later
+ * write-back writes what the unpin dirtied.
  *
  * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
  * for a frame while another write-back's @fn runs for it, so the copies land
