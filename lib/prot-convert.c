@@ -294,57 +294,70 @@ static void backoff(struct conv *c)
 	}
 }
 
+static inline int freeze_held(struct conv *c, uint64_t frame);
+
 /*
- * Freeze @frame with the expected references, waiting as allowed (outside
- * the section: @k is then invalid).
+ * freeze_one() off its straight path: the freeze failed; wait as allowed
+ * (outside the section) and try again, or fail.
  */
-static int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
+static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, struct cursor *k)
 {
 	struct ps_page *p = &c->frames[frame];
 
 	for (;;) {
-		int rc;
+		int rc = freeze_obstacle(c, frame);
 
-		if (ps_page_freeze(p, c->expected)) {
-			/*
-			 * P5: the CPU maps' one reference can hide among the
-			 * declared ones (the caller's own kmap in extra_refs:
-			 * the freeze cannot tell it from another reference),
-			 * and a CPU-mapped frame must never become
-			 * INACCESSIBLE: the next kmap would join the count
-			 * and never call make_accessible. A map held across
-			 * the call counted itself before the call began, and
-			 * a zero count cannot rise while frozen (the 0 -> 1
-			 * transition needs a try-get), so the count read here
-			 * (an acquire load, as ps__prot_cpu_maps()) is final
-			 * until the unfreeze. Prot's state is the one the
-			 * call began with: a map that could hide here is the
-			 * caller's own, made before the call.
-			 */
-			if (c->prot &&
-			    atomic_load_explicit(&c->prot->kmaps[frame],
-						 memory_order_acquire)) {
-				(void)ps_page_unfreeze(p, c->expected);
-				return -EAGAIN;
-			}
-			/*
-			 * No pin now and none until the unfreeze: a long-term
-			 * count left now is a unit leaked by a long-term pin
-			 * released without PS_UNPIN_LONGTERM (S14 in
-			 * lib/space-pin.c): reset it.
-			 */
-			if (c->longterm)
-				ps__space_longterm_forget(c->s, frame);
-			return 0;
-		}
-		rc = freeze_obstacle(c, frame);
 		if (rc)
 			return rc;
 		ps_pgtable_read_unlock(); /* P8: never wait inside it */
 		backoff(c);
 		ps_pgtable_read_lock();
 		k->valid = false;
+		if (ps_page_freeze(p, c->expected))
+			return freeze_held(c, frame);
 	}
+}
+
+/* Just frozen: the checks a freeze cannot make (P5, S14); 0 or -EAGAIN. */
+static inline int freeze_held(struct conv *c, uint64_t frame)
+{
+	/*
+	 * P5: the CPU maps' one reference can hide among the declared ones
+	 * (the caller's own kmap in extra_refs: the freeze cannot tell it from
+	 * another reference), and a CPU-mapped frame must never become
+	 * INACCESSIBLE: the next kmap would join the count and never call
+	 * make_accessible. A map held across the call counted itself before
+	 * the call began, and a zero count cannot rise while frozen (the 0 ->
+	 * 1 transition needs a try-get), so the count read here (an acquire
+	 * load, as ps__prot_cpu_maps()) is final until the unfreeze. Prot's
+	 * state is the one the call began with: a map that could hide here is
+	 * the caller's own, made before the call.
+	 */
+	if (PS_UNLIKELY(c->prot &&
+			atomic_load_explicit(&c->prot->kmaps[frame],
+					     memory_order_acquire))) {
+		(void)ps_page_unfreeze(&c->frames[frame], c->expected);
+		return -EAGAIN;
+	}
+	/*
+	 * No pin now and none until the unfreeze: a long-term count left now
+	 * is a unit leaked by a long-term pin released without
+	 * PS_UNPIN_LONGTERM (S14 in lib/space-pin.c): reset it.
+	 */
+	if (PS_UNLIKELY(c->longterm))
+		ps__space_longterm_forget(c->s, frame);
+	return 0;
+}
+
+/*
+ * Freeze @frame with the expected references, waiting as allowed (outside
+ * the section: @k is then invalid).
+ */
+static inline int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
+{
+	if (PS_LIKELY(ps_page_freeze(&c->frames[frame], c->expected)))
+		return freeze_held(c, frame);
+	return freeze_wait(c, frame, k);
 }
 
 /*
@@ -394,8 +407,12 @@ static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 		if (rc)
 			break;
 		bit_set(c->frozen, i);
-		/* Frozen: only this call changes INACCESSIBLE now (P5). */
-		if (ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
+		/*
+		 * Frozen: only this call changes INACCESSIBLE now (P5). Only a
+		 * rollback of the hooks' phase 2 needs the old bit.
+		 */
+		if (!flip &&
+		    ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
 			bit_set(c->was_inacc, i);
 		if (flip) {
 			/* The freeze may have waited: the cursor again. */
