@@ -318,7 +318,7 @@ int main(int argc, char **argv)
 		const struct bench_cmp *c;
 		struct bench_stats share;
 
-		/* ns per page; inval-only is per 1 GiB, printed per page too. */
+		/* ns per page (inval-only too: the share is what it is for). */
 		c = measure(&o, "convert", "1GiB", "ns/page",
 			    1.0 / (double)NPAGES, im, 6, 2, bench_iters(&o, 4));
 		convert_r = c->ratio[1];
