@@ -4,8 +4,8 @@
  * the pages of a range whose frames only their mapping holds, and report
  * every other page with the reason it stays. The space's rules:
  * lib/space-impl.h. Discard replaces frames at addresses, so it holds the
- * writer mutex (S1, lib/space.c). docs/discard.md says why it freezes or
- * skips instead of zapping and giving back.
+ * writer mutex (S1, lib/space.c). docs/space.md, "Balloon discard", says why
+ * it freezes or skips instead of zapping and giving back.
  *
  * ---------------------------------------------------------------------------
  * Protocol (cited by tests/test-space.c as S10)

@@ -21,21 +21,22 @@
  *     free word, and a fault whose CAS lands on an identical entry installed
  *     meanwhile (the frame unmapped and mapped again) makes writable the very
  *     lifetime it marked dirty. The fault marks the frame DIRTY (the dirty hook
- *     on the clean-to-dirty transition, S5), and only then makes exactly the
- *     entry it classified writable, by one CAS from that entry; it logs the
- *     address after that CAS, never before (S11: the log records that writes
- *     may now go through the entry; logged before the CAS, a harvest could
- *     take the mark before the entry became writable, and the writes through
- *     it would be reported by no harvest). Dirty before writable, logged
- *     after. No write fault lets the page table resolve a write on its own:
- *     the entry may have changed since it was looked at (mapped meanwhile,
+ *     on the clean-to-dirty transition, S5; a frame found DIRTY has had its
+ *     hook, since every marker marks under the same bit), and only then makes
+ *     exactly the entry it classified writable, by one CAS from that entry; it
+ *     logs the address after that CAS, never before (S11: the log records that
+ *     writes may now go through the entry; logged before the CAS, a harvest
+ *     could take the mark before the entry became writable, and the writes
+ *     through it would be reported by no harvest). Dirty before writable,
+ *     logged after. No write fault lets the page table resolve a write on its
+ *     own: the entry may have changed since it was looked at (mapped meanwhile,
  *     write-protected by write-back). Write-back (lib/space-writeback.c) takes
  *     the same bit around "write-protect the entry, then clear DIRTY", and
  *     reads the entry again under it: a frame unmapped and mapped elsewhere
  *     since write-back looked is let go (its write fault at the new address may
  *     already have made that entry writable). Hence a writable entry implies a
- *     dirty frame, whatever the interleaving; the dirty hook has run before
- *     any thread can write through the entry (seed 003); and a write during
+ *     dirty frame, whatever the interleaving; the dirty hook has run before any
+ *     thread can write through the entry (seed 003); and a write during
  *     write-back faults and re-dirties the frame (never lost). A write refused
  *     after the mark (a protect or mprotect raced in, the entry replaced)
  *     leaves the frame dirty: an over-report, never a loss.
@@ -196,7 +197,9 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 		 * Writable already: made so under this lock, dirty (S3). A
 		 * frame read DIRTY stays so while the fault holds it (only
 		 * write-back clears DIRTY, under LOCKED; a free, which the
-		 * reference excludes): the test spares the RMW.
+		 * reference excludes): the test spares the RMW. And the hook
+		 * of that dirtying has run: every marker sets DIRTY and runs
+		 * the hook under this bit (S5).
 		 */
 		if (!ps_pte_is_writable(e) &&
 		    !ps_page_test_flags(p, PS_PAGE_DIRTY))
@@ -272,13 +275,14 @@ static enum fault_step fast_write(struct ps_space *s, uint64_t addr,
 	FAILPOINT(FP_FAULT_LOCKED, addr);
 	if (!(seen & PS_PAGE_DIRTY)) {
 		/* S5: R1 made the transition; its hook runs once, here. */
-		FAILPOINT(FP_DIRTY_SET, frame);
 		if (s->hooks.dirty) {
 			/* S7: never inside the section; walk again after. */
 			ps__space_read_unlock();
-			ps__space_dirty_hook(s, frame);
+			ps__space_frame_dirtied(s, frame);
 			ps__space_read_lock();
 			slot = ps_pgtable_lookup_leaf(s->pt, addr);
+		} else {
+			FAILPOINT(FP_DIRTY_SET, frame);
 		}
 	}
 	FAILPOINT(FP_FAULT_MARKED, addr);

@@ -115,31 +115,34 @@ static inline void ps__space_frame_unpin(struct ps_space *s, uint64_t frame)
 }
 
 /*
- * Run the owner's dirty hook for @frame: only for the one caller whose
- * test-and-set found DIRTY clear, holding a reference on the frame (S5,
- * lib/space-dirty.c). ps__space_mark_frame_dirty() is the usual caller;
- * write-back's re-dirty sets DIRTY itself and runs the hook before its
- * WRITEBACK ends (S12, lib/space-writeback.c).
+ * The caller just made the frame's clean-to-dirty transition, holding a
+ * reference and the frame's LOCKED bit: run the dirty hook (S5,
+ * lib/space-dirty.c), still under that bit. Outside the page table's
+ * read-side section (S7).
  */
-static inline void ps__space_dirty_hook(struct ps_space *s, uint64_t frame)
+static inline void ps__space_frame_dirtied(struct ps_space *s, uint64_t frame)
 {
+	FAILPOINT(FP_DIRTY_SET, frame);
 	if (s->hooks.dirty)
 		s->hooks.dirty(s->hooks.ctx, s, frame);
 }
 
 /*
  * Mark the frame dirty; the one caller that sees DIRTY clear runs the dirty
- * hook (S5, lib/space-dirty.c). The caller holds a reference on the frame (a
- * LIVE frame, not a frozen one: a frame a map claimed, S13, or a conversion
- * froze is never marked). Returns true if this call made it dirty.
+ * hook (S5, lib/space-dirty.c). DIRTY is set only here and by a write fault's
+ * hold, which takes the reference, LOCKED and DIRTY in one CAS (R1 in
+ * lib/space-fault.c) and then runs ps__space_frame_dirtied() the same way. The
+ * caller holds a reference on the frame (a LIVE frame, not a frozen one: a
+ * frame a map claimed, S13, or a conversion froze is never marked) and its
+ * LOCKED bit, so that whoever reads DIRTY under that bit finds the hook run
+ * (S3, S5). Returns true if this call made it dirty.
  */
 static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 					      uint64_t frame)
 {
 	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
 		return false;
-	FAILPOINT(FP_DIRTY_SET, frame);
-	ps__space_dirty_hook(s, frame);
+	ps__space_frame_dirtied(s, frame);
 	return true;
 }
 

@@ -358,7 +358,7 @@ static int wb_write(struct wb_ctx *c, uint64_t addr, uint64_t frame,
 {
 	struct ps_space *s = c->s;
 	struct ps_page *p = &s->frames[frame];
-	bool redirty, made_dirty;
+	bool redirty;
 	uint64_t w;
 	int rc;
 
@@ -377,12 +377,16 @@ static int wb_write(struct wb_ctx *c, uint64_t addr, uint64_t frame,
 	 * Dirty again, and the hook run, before the write-back ends: a waiter
 	 * (S12) finds the frame dirty, and no other write-back can clean it
 	 * before the hook for this dirtying has run (S5: every clean comes
-	 * after the hook of the dirtying it writes). A hook that would wait
-	 * for this write-back gets -EDEADLK (in_fn is still this frame).
+	 * after the hook of the dirtying it writes). Under the frame's LOCKED
+	 * bit, as every marker (S5): a write fault that finds the frame dirty
+	 * under that bit makes its entry writable at once, trusting that the
+	 * hook has run (S3). No LOCKED bit of the batch is held here (B4).
 	 */
-	made_dirty = redirty && !ps_page_test_and_set_flag(p, PS_PAGE_DIRTY);
-	if (made_dirty)
-		ps__space_dirty_hook(s, frame); /* S5: this call's */
+	if (redirty) {
+		ps_page_lock(p);
+		(void)ps__space_mark_frame_dirty(s, frame);
+		ps_page_unlock(p);
+	}
 	c->in_fn = UINT64_MAX;
 	w = ps_page_end_writeback(p);
 	FAILPOINT(FP_WB_ENDED, addr);

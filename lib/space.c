@@ -26,10 +26,11 @@
  *     frame is put inside the zap, and a free_frame hook may run there).
  *     Library locks held when they run:
  *       - populate: none;
- *       - dirty: the frame's LOCKED bit when a write fault (a CPU fault, a
- *         pin for write), mark_dirty or an unpin with PS_UNPIN_DIRTY runs
- *         it; the caller's own lock in the secondary-map helper; the
- *         frame's WRITEBACK bit (no lock) in write-back's re-dirtying;
+ *       - dirty: the frame's LOCKED bit, whoever runs it (a write fault:
+ *         a CPU fault, a pin for write; mark_dirty; an unpin with
+ *         PS_UNPIN_DIRTY; the secondary-map helper, which also holds the
+ *         caller's own lock, taken after the bit; write-back's
+ *         re-dirtying, which also holds the frame's WRITEBACK bit; S5);
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
  *         none from unpin, a pin's back-out, the helper, kunmap, destroy,

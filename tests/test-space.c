@@ -2185,6 +2185,107 @@ START_TEST(fault_waits_for_lock_outside_section)
 }
 END_TEST
 
+/*
+ * A write fault that finds its frame DIRTY under the frame's LOCKED bit
+ * marks nothing and makes the entry writable: it trusts that the dirty hook
+ * of that dirtying has run (space.h: "the dirty hook has run before any
+ * thread can write through the entry"). So every marker must set DIRTY and
+ * run the hook under that bit. write_fault_racer() is a CPU write fault
+ * started, from another thread, between a marker's DIRTY and its hook (the
+ * marker gives it 200 ms); it records the hooks that had run when the fault
+ * let the write through.
+ */
+static _Atomic(unsigned) fault_saw_hooks;
+static _Atomic(int) racer_fault;
+
+static void *write_fault_racer(void *arg)
+{
+	(void)arg;
+	atomic_store(&racer_fault, ps_space_fault(sp, 0, PS_ACCESS_WRITE));
+	atomic_store(&fault_saw_hooks, atomic_load(&seen.dirty_total));
+	atomic_store(&racer_done, true);
+	return NULL;
+}
+
+static void start_write_fault_racer(uint64_t frame)
+{
+	(void)frame;
+	ck_assert_int_eq(pthread_create(&racer, NULL, write_fault_racer, NULL),
+			 0);
+	for (int i = 0; i < 200 && !atomic_load(&racer_done); i++)
+		usleep(1000);
+}
+
+/*
+ * Regression (the soak's "write without a dirty hook in this lifetime",
+ * TSan run): the secondary-map helper marked under the caller's lock only.
+ * A CPU write fault between its DIRTY and its hook found the fresh frame
+ * dirty, made the entry writable, and the CPU wrote before any dirty hook
+ * of the frame's lifetime had run.
+ */
+START_TEST(fp_secondary_write_marks_under_lock)
+{
+	struct secmap m;
+
+	secmap_init(&m, 0, 4 * PG);
+	ck_assert_int_eq(ps_space_map(sp, 0, 48, PS_MAP_WRITE), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&fault_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_write_fault_racer);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 0, true,
+						&sec_secops, &m),
+			 0);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(atomic_load(&racer_fault), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(atomic_load(&m.writable));
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&fault_saw_hooks) == 1,
+		      "a write fault made the entry writable between the "
+		      "helper's DIRTY and its dirty hook (%u hooks then)",
+		      atomic_load(&fault_saw_hooks));
+	secmap_fini(&m);
+}
+END_TEST
+
+/*
+ * Regression, the same window in write-back: a write that fails dirties the
+ * frame again, and that re-dirtying ran its hook holding only WRITEBACK, not
+ * LOCKED. A CPU write fault in between (the entry was write-protected for
+ * the write-back) made the entry writable before that hook ran.
+ */
+START_TEST(fp_redirty_marks_under_lock)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 49, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	wb_seen_init(&w);
+	w.fail_once = 1;
+	atomic_store(&racer_done, false);
+	atomic_store(&fault_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_write_fault_racer);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 -EIO);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(atomic_load(&racer_fault), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 2);
+	ck_assert_msg(atomic_load(&fault_saw_hooks) == 2,
+		      "a write fault made the entry writable between "
+		      "write-back's re-dirtying and its dirty hook (%u hooks "
+		      "then)",
+		      atomic_load(&fault_saw_hooks));
+}
+END_TEST
+
 /* --- create: the frame limit, the writer mutex ---------------------------- */
 
 /* The documented limit is the real one: 2^40 frames (the arrays indexed by
@@ -2497,18 +2598,32 @@ END_TEST
 static struct secmap *fp_secmap;
 static int fp_secmap_rc = 99;
 
+static void *secmap_writer(void *arg)
+{
+	fp_secmap_rc = ps_space_map_secondary(sp, &fp_secmap->sub,
+					      (uint64_t)(uintptr_t)arg, true,
+					      &sec_secops, fp_secmap);
+	atomic_store(&racer_done, true);
+	return NULL;
+}
+
 static void map_secondary_for_write(uint64_t addr)
 {
 	/*
 	 * FP_WB_INVALIDATED sits right after the invalidation's end
 	 * (lib/space-writeback.c says to keep it there): DIRTY must already
 	 * be clear at that point, and the map for write must dirty the frame
-	 * again.
+	 * again. The map runs in another thread, as the device's driver would:
+	 * it marks under the frame's LOCKED bit, which this write-back still
+	 * holds, so it is given 200 ms and may finish after the bit is dropped.
 	 */
 	ck_assert_msg(!ps_page_test_flags(pg(62), PS_PAGE_DIRTY),
 		      "the invalidation ended before DIRTY was cleared");
-	fp_secmap_rc = ps_space_map_secondary(sp, &fp_secmap->sub, addr, true,
-					      &sec_secops, fp_secmap);
+	ck_assert_int_eq(pthread_create(&racer, NULL, secmap_writer,
+					(void *)(uintptr_t)addr),
+			 0);
+	for (int i = 0; i < 200 && !atomic_load(&racer_done); i++)
+		usleep(1000);
 }
 
 START_TEST(fp_writeback_clean_before_invalidate_end)
@@ -2521,10 +2636,12 @@ START_TEST(fp_writeback_clean_before_invalidate_end)
 	fp_secmap = &m;
 	ck_assert_int_eq(ps_space_map(sp, 0, 62, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	atomic_store(&racer_done, false);
 	arm(FP_WB_INVALIDATED, map_secondary_for_write);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_nop,
 					    NULL, &st),
 			 0);
+	pthread_join(racer, NULL);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
 	ck_assert_int_eq(fp_secmap_rc, 0);
@@ -4611,6 +4728,11 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_mark_dirty_marks_under_lock);
 	tcase_add_test(tc, fp_fault_marks_under_lock);
 	tcase_add_test(tc, fault_waits_for_lock_outside_section);
+
+	tc = ps_test_tcase(s, "a write goes through after its dirty hook", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_secondary_write_marks_under_lock);
+	tcase_add_test(tc, fp_redirty_marks_under_lock);
 
 	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

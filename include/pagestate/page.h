@@ -3,8 +3,15 @@
  * pagestate/page.h - one 64-bit atomic word per page: exact references,
  * exact DMA pins and the page's flags.
  *
+ * A struct ps_page holds the state of one page (a frame of guest memory, a
+ * page of a DMA buffer): the references its holders took, the pins devices
+ * hold on it, and its flags. Every operation is one atomic instruction or a
+ * compare-and-swap loop on that word, and no other code touches it. Why the
+ * word is built as it is, the proofs behind its limits and orderings, and how
+ * it compares with Linux's struct page are in docs/page.md.
+ *
  * ---------------------------------------------------------------------------
- * Word layout (bit 63 on the left)
+ * Word layout (bit 63 on the left; ABI)
  * ---------------------------------------------------------------------------
  *
  *   63                          35 34                     12 11          0
@@ -14,211 +21,143 @@
  *
  *   flags, bit 0 upwards:
  *     0 D  DIRTY         contents differ from the backing copy
- *     1 W  WRITEBACK     a writeback of the page is in flight
+ *     1 W  WRITEBACK     a write-back of the page is in flight
  *     2 F  FROZEN        exclusively owned by a freezer (ps_page_freeze())
  *     3 L  LOCKED        the page's bit lock for slow paths (ps_page_lock())
- *     4 P  WRITE_PINNED  a pin for write was taken (set in the pin's own
- *                        compare-and-swap, cleared lazily once unpinned:
- *                        may over-report, never under-reports while pinned)
- *                  D and P are one lifetime's: a free clears them (see
- *                  "A free ends a lifetime" below)
+ *     4 P  WRITE_PINNED  a pin for write was taken (see "Pinned")
  *     5 E  PRIVATE       encryption state: private/encrypted; clear = shared
  *     6 I  INACCESSIBLE  CPU access needs the make-accessible hook first
  *     7 X  POISONED      quarantined: never handed out or converted again
  *     8-10 C CACHE       cache mode, 3 bits (enum ps_cache_mode); 0 is
  *                        write-back
- *     11 V LIVE          the page has owners: set while refs are counted,
- *                        clear on a free page and on a frozen one
+ *     11 V LIVE          the page has owners (see "States")
  *
- *   refs  Every reference, pins included: refs >= pins always. Meaningful
- *         only while LIVE (see "Speculative gets" below).
- *   pins  References taken for DMA (ps_page_pin()). A pin is also a
- *         reference, so one pin adds one to both fields in a single
- *         fetch-and-add. Also meaningful only while LIVE: a frozen or free
- *         page has no pins (a misused pin on one, reported to the error
- *         hook, is taken back before the call returns).
+ *   refs  Every reference, pins included: refs >= pins always.
+ *   pins  References taken for DMA (ps_page_pin()): a pin adds one to both
+ *         fields in one step.
+ *   Both counts are meaningful only while LIVE; on a free or frozen page the
+ *   accessors read 0 whatever the fields hold.
  *
  * An all-zero word is a free page: not LIVE, no references, no pins, cache
- * mode write-back. Arrays of pages can therefore come from calloc() or a
- * lazily zero-filled mmap() without being initialised page by page.
- *
- * Why this order. Increments are fetch-and-adds, and arithmetic only carries
- * upwards:
- *   - flags sit below both counters, so no count update ever touches them;
- *   - refs sit at the top, so the units failed try-gets leave on a free or
- *     frozen page, however many, carry out of the word and disturb nothing;
- *   - each counter's limit is half its field (PS_PAGE_*_MAX), and the other
- *     half is headroom for transient overflow attempts (next paragraph).
- * Releases are compare-and-swaps that check first (next section), so no
- * count ever borrows.
+ * mode write-back, shared. Arrays of pages can therefore come from calloc()
+ * or a lazily zero-filled mmap() without being initialised page by page.
  *
  * ---------------------------------------------------------------------------
- * Limits, overflow and underflow
+ * States
  * ---------------------------------------------------------------------------
  *
- *   refs: at most PS_PAGE_REFS_MAX = 2^28 - 1 (Linux's small folio: 2^31)
- *   pins: at most PS_PAGE_PINS_MAX = 2^22 - 1 (Linux's bias scheme: ~2^21)
+ *   free    neither LIVE nor FROZEN: no owner. A revival
+ *           (ps_page_get_or_revive(), ps_page_get_or_revive_cache()) makes it
+ *           live with one reference; a claim (ps_page_get_or_freeze()) makes
+ *           it frozen. Try-gets and try-pins fail on it.
+ *   live    LIVE, with refs >= 1. The put or unpin that drops the last
+ *           reference frees the page in the same atomic step and returns
+ *           true: its caller frees whatever the page stands for. Exactly one
+ *           put or unpin per lifetime returns true.
+ *   frozen  FROZEN: owned exclusively by its freezer, which froze a live page
+ *           holding exactly the references it accounts for and no pins
+ *           (ps_page_freeze()), or claimed a free one. Every try-get and
+ *           try-pin fails, and every get, pin, put or unpin is misuse, until
+ *           the freezer's unfreeze leaves it live with the references it
+ *           chooses, or free.
  *
- * ps_page_get(), ps_page_pin() and ps_page_try_get() are one fetch-and-add.
- * If the count they added to was already at its limit, the unit is taken back
- * and the call fails (-EOVERFLOW, or false): the word ends unchanged. In
- * between, the field holds limit + k, where k is the number of threads inside
- * that same window. Each thread is in at most one window, and Linux allows at
- * most 2^22 threads (PID_MAX_LIMIT), so k <= 2^22 fits in the headroom of
- * either field. Hence no carry ever reaches the next field or leaves the word,
- * and no thread can observe a wrapped, small count. Every other thread reads a
- * count at or above the limit and is refused too. The *_many() increments,
- * ps_page_try_pin() and the masked try-operations use a compare-and-swap
- * instead, which never writes a refused value, so their n may be large.
- *
- * A put or unpin of more than is held (an underflow), or of a reference that
- * belongs to a pin, is refused before it writes anything, and the error goes
- * to the error hook (ps_page_set_error_hook()). So does a get or pin on a
- * page that is not LIVE (a use-after-free in the caller), and any count
- * operation on a frozen page. The default hook prints the error and aborts in
- * debug builds of the library (built without NDEBUG). In release builds it
- * only prints, and the refused put leaks the page rather than wrap its count.
- *
- * Misuse and concurrency. Misuse the word can detect (the kinds above, which
- * the hook reports) disturbs nothing else, even while other threads use the
- * page: it never makes a correct concurrent call fail or be reported, never
- * leaves a LIVE page without a reference, and never loses or adds one.
- * Releases get this by checking in their compare-and-swap before they write
- * (a fetch-and-sub would show its borrow to every thread in between). A get
- * or pin keeps its fetch-and-add: a correct one always finds the page LIVE
- * with a reference, and the unit a misused one leaves on a free or frozen
- * page is taken back only if the page is still not LIVE, so a revival or
- * unfreeze meanwhile keeps its exact count. Misuse the word cannot detect is
- * not covered: the word holds counts, not owners, so a put by a thread that
- * holds nothing, on a page others hold, looks like a holder's put (as in
- * Linux) and takes one of their references.
+ * Flags stay writable in every state: a flag operation needs no reference.
+ * A free ends a lifetime: the step that frees a page, and the revival or claim
+ * that gives it a new owner, clear PS_PAGE_LIFE_FLAGS (DIRTY, WRITE_PINNED),
+ * so the next owner starts clean: an owner that must write a dirty page back
+ * looks at DIRTY while it still holds a reference. PRIVATE, INACCESSIBLE,
+ * POISONED and the cache mode describe the memory and are kept; LOCKED and
+ * WRITEBACK are left to the thread that set them, which holds a reference
+ * until it clears them. A free POISONED page is never revived.
  *
  * ---------------------------------------------------------------------------
- * Speculative gets, freeing and freezing (where this differs from Linux)
+ * Pinned
  * ---------------------------------------------------------------------------
  *
- * Linux's folio_try_get() is a compare-and-swap loop (add-unless-zero).
- * Under contention it retries, and its own developers propose a
- * fetch-and-add with a frozen bit (PAGEREF_FROZEN_BIT, not merged).
- * ps_page_try_get() is that design, made simpler by the layout:
- *
- *   - try_get adds one reference unconditionally. If the page was LIVE it
- *     succeeded. If not (free or frozen), it fails and leaves its unit in the
- *     refs field, where it means nothing: refs are only counted while LIVE,
- *     ps_page_refs() reads 0, and the refs field is at the top of the word,
- *     so such units wrap out of the word without ever touching pins or
- *     flags. Nothing needs cleaning up.
- *   - The put that brings refs to zero clears LIVE in the same
- *     compare-and-swap, and returns true ("the caller frees"). So a LIVE
- *     page always holds a reference, a try_get either comes before that put
- *     (and that put is not the last) or finds the page free, and exactly one
- *     put per lifetime of the page returns true.
- *   - ps_page_freeze() takes a LIVE page with an exact count and no pins,
- *     clears LIVE and sets FROZEN (Linux's page_ref_freeze(): the count then
- *     reads 0). Every try-get and try-pin fails until ps_page_unfreeze()
- *     makes it LIVE again with the count the freezer chooses.
- *
- * A free ends a lifetime. Linux clears a page's flags when it frees it, so
- * a page's next owner never inherits its last owner's state. Here the
- * transition that frees a page (the put or unpin that drops the last
- * reference, an unfreeze to no reference) clears PS_PAGE_LIFE_FLAGS in
- * the same compare-and-swap, and a revival (ps_page_get_or_revive()) clears
- * them again, whatever landed on the free word meanwhile (flags stay
- * writable on a free page). A claim (ps_page_get_or_freeze() of a free
- * page) clears them as a revival does, and the unfreeze that makes the
- * claimed page LIVE (ps_page_unfreeze_claimed()) clears them once more,
- * whatever landed on the frozen word:
- *   - DIRTY: the contents were this lifetime's; the next one starts clean,
- *     so its first write is a clean-to-dirty transition again. An owner
- *     that must write a page back before it is freed holds a reference of
- *     its own and looks at DIRTY before it lets go (freeze the page at its
- *     own reference, write it back if DIRTY, unfreeze to 0), as Linux
- *     writes back or cancels a dirty page before truncation frees it;
- *   - WRITE_PINNED: a hint about this lifetime's pins, and a free page has
- *     none.
- * Kept, as properties of the page's memory rather than of its owner: PRIVATE
- * and INACCESSIBLE (the memory's encryption state and its absence from the
- * direct map, changed only by a conversion or by prot), the CACHE field (the
- * memory type: a free page keeps it for its next mapping, which may insist on
- * another one, ps_page_get_or_revive_cache()), and POISONED (quarantine
- * outlives every owner: a free poisoned page is never revived). Kept too,
- * because they are not the free's to clear: LOCKED and WRITEBACK belong to the
- * thread that set them, which clears them itself (clearing LOCKED at the free
- * would give a lock its holder still holds to the next locker). Their holders
- * keep a reference while they hold them (the space does: its faults and
- * write-back hold the frame they lock), so a correct caller never frees a page
- * with either set; one that does leaves it to its setter, and the page's next
- * owner waits for LOCKED (ps_page_lock()) or sees WRITEBACK until then.
- *
- * Exact pins. Linux counts a pin on a small folio by adding
- * GUP_PIN_COUNTING_BIAS (1024) to the reference count, so
- * folio_maybe_dma_pinned() answers "maybe": 1024 ordinary references look
- * pinned. Here pins have their own field, so ps_page_is_pinned() is exact in
- * both directions. ps_page_maybe_dma_pinned() is the Linux-named alias, with
- * the same exact answer.
+ * A pin is a reference taken for DMA, released only by an unpin (a put of a
+ * pin's reference is misuse). "Pinned" is exact: ps_page_is_pinned() is true
+ * if and only if the page is live with at least one pin at the instant of its
+ * load. (Linux's folio_maybe_dma_pinned() may answer true for a small folio
+ * with 1024 ordinary references.) WRITE_PINNED is set in the step that takes
+ * a pin for write (ps_page_try_pin_and_set_flags()) and cleared only by a step
+ * that sees no pin (ps_page_clear_flag_if_unpinned()): it may over-report,
+ * and never under-reports while a pin for write is held
+ * (ps_page_word_pinned_for_write()).
  *
  * ---------------------------------------------------------------------------
- * Memory ordering
+ * Limits and misuse
  * ---------------------------------------------------------------------------
  *
- *   get, pin, *_many increments    relaxed: the caller already holds a
- *                                  reference, so the page is stable and
- *                                  nothing is published.
- *   put, unpin                     release. The put or unpin that frees the
- *                                  page also acquires (a load right after
- *                                  its CAS), so the caller frees after every
- *                                  other holder's accesses.
- *   try_get                        acquire on success (pairs with the release
- *                                  of the put/unfreeze that preceded it);
- *                                  nothing on failure.
- *   try_pin and its variants       seq_cst on success: acquire (as try_get)
- *                                  and a place in the single total order of
- *                                  seq_cst operations (see below); nothing on
- *                                  failure.
- *   freeze                         acquire on success; unfreeze releases.
- *   flag read-modify-writes        acquire and release (DIRTY hands data
- *                                  over); so are the conditional flag and
- *                                  cache-mode changes.
- *   lock, trylock                  acquire when they take LOCKED; unlock
- *                                  releases (pairs with the next taker).
- *   start_writeback, end_writeback acquire and release (flag RMWs); a wait
- *   wait_writeback                 for WRITEBACK acquires what the end of
- *                                  the write-back released.
- *   refs, pins, is_pinned, flags   acquire loads: a caller that reads "not
- *                                  pinned" after the last unpin also sees what
- *                                  the unpinner wrote before unpinning.
+ *   refs  at most PS_PAGE_REFS_MAX = 2^28 - 1 (Linux: 2^31)
+ *   pins  at most PS_PAGE_PINS_MAX = 2^22 - 1 (Linux's bias scheme: ~2^21)
  *
- * Like Linux's GUP-fast, a caller that must order a pin against a later load of
- * *another* location (pin, then re-read a page-table entry, while the entry's
- * changer changes it and then reads the pins) needs the store-buffering order
- * between the two: a full fence between them, or, since a successful try-pin is
- * seq_cst, a seq_cst load for the re-read (the pin and the load then take their
- * places in the single total order, and so do the changer's seq_cst change and
- * fence). Only the caller knows the partner, so the re-read is the caller's.
+ * An increment at a limit fails (-EOVERFLOW, or false) and leaves the word as
+ * it was: no count ever wraps. A get, pin or try_get of one unit is a
+ * fetch-and-add that takes its unit back when refused, so a concurrent reader
+ * may briefly see a count above its limit, never a wrapped one; the forms for
+ * several units use a compare-and-swap, so their n may be up to the limit.
+ *
+ * Misuse the word can detect is reported to the error hook
+ * (ps_page_set_error_hook(), enum ps_page_error) and leaves the word as it
+ * was: a put or unpin of more than is held or of a pin's reference, a get or
+ * pin on a free page (the caller's reference was gone), any count operation
+ * on a frozen page. It never makes a correct concurrent call fail or change
+ * its effect. The default hook prints and, in a debug build of the library
+ * (without NDEBUG), aborts; in a release build a refused put leaks the page.
+ * A put by a thread that holds nothing, on a page others hold, cannot be told
+ * from a holder's put (the word holds counts, not owners), as in Linux.
  *
  * ---------------------------------------------------------------------------
- * Progress
+ * Operations: progress and ordering
  * ---------------------------------------------------------------------------
  *
- *   wait-free  get, pin, try_get (at the limit it adds a CAS loop, lock-free;
- *              a misused get or pin adds one CAS loop, lock-free), the flag
- *              set/clear/test-and-set/test-and-clear and their fetch_*
- *              forms, trylock, unlock, start_writeback, end_writeback, the
- *              accessors
- *   lock-free  put, unpin, put_many, unpin_many (a CAS loop that checks before
- *              it writes: see "Misuse and concurrency" above),
- *              try_pin, try_get_many/try_pin_many, the masked try-operations,
- *              try_pin_and_set_flags, get_many, pin_many, get_or_revive,
- *              get_or_revive_cache and get_or_freeze, freeze, unfreeze,
- *              unfreeze_claimed and unfreeze_change_flags, change_flags,
- *              clear_flag_if_unpinned, set_flags_unless_frozen,
- *              set_cache_if_free, unlock_and_put, try_get_lock_and_set: a
- *              compare-and-swap loop
- *              that only retries after another thread changed the word
- *   blocking   ps_page_lock(): it spins, then yields, until LOCKED is clear;
- *              ps_page_try_get_and_lock(), which waits the same way when
- *              LOCKED is held; ps_page_wait_writeback(): likewise, until
- *              WRITEBACK is clear
+ *   operation                          progress    ordering
+ *   ---------------------------------  ----------  -------------------------
+ *   get, pin                           wait-free   relaxed
+ *   get_many, pin_many                 lock-free   relaxed
+ *   try_get                            wait-free   acquire on success
+ *   try_get_many, try_get_masked       lock-free   acquire on success
+ *   try_pin, try_pin_many,             lock-free   seq_cst on success
+ *   try_pin_masked, try_pin_and_set_flags
+ *   put, unpin, put_many, unpin_many,  lock-free   release; acquire too when
+ *   unlock_and_put                                 it frees the page
+ *   get_or_revive, get_or_freeze,      lock-free   acquire
+ *   get_or_revive_cache
+ *   freeze                             lock-free   acquire on success
+ *   unfreeze and its forms             lock-free   release
+ *   flag set, clear, test-and-set,     wait-free   acquire and release
+ *   test-and-clear, fetch forms
+ *   change_flags, set_cache_if_free,   lock-free   acquire and release on
+ *   clear_flag_if_unpinned,                        success
+ *   set_flags_unless_frozen
+ *   trylock                            wait-free   acquire when it takes it
+ *   lock                               blocking    acquire
+ *   unlock                             wait-free   release
+ *   try_get_and_lock                   blocking    acquire
+ *   try_get_lock_and_set               lock-free   acquire and release on
+ *                                                  success
+ *   start_writeback, end_writeback     wait-free   acquire and release
+ *   wait_writeback                     blocking    acquire
+ *   loads and accessors                wait-free   acquire
+ *
+ * Lock-free operations are compare-and-swap loops that retry only after
+ * another thread changed the word; a try_get at the limit, and a misused get
+ * or pin, add one such loop. Blocking ones spin, then yield (there is no wait
+ * queue). Each function's comment names what its ordering pairs with.
+ *
+ * Like Linux's GUP-fast, a caller that must order a pin against a later load
+ * of another location (pin, then re-read the page-table entry that led to the
+ * page) needs the store-buffering order between the two: a full fence, or,
+ * since a successful try-pin is seq_cst, a seq_cst load for the re-read. The
+ * re-read is the caller's, because only the caller knows the partner
+ * (docs/page.md, "Pin, then re-check").
+ *
+ * Where this differs from Linux (docs/page.md, "Where the word differs from
+ * Linux", says why): pins are exact, in a field of their own; limits refuse
+ * instead of wrapping or saturating; a release is checked before it writes;
+ * a speculative get is one fetch-and-add; a free clears the lifetime's flags
+ * in the freeing step; a free page can be claimed frozen; the lock has no
+ * wait queue.
  */
 #ifndef PAGESTATE_PAGE_H
 #define PAGESTATE_PAGE_H
@@ -313,7 +252,7 @@ PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
 
 /*
  * Flags of one lifetime of the page: the transition that frees it clears
- * them, and so does a revival ("A free ends a lifetime" above).
+ * them, and so do a revival and a claim (see "States" in the overview).
  */
 #define PS_PAGE_LIFE_FLAGS (PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED)
 
@@ -360,9 +299,11 @@ enum ps_enc_state {
 
 /**
  * struct ps_page - the state word of one page (8 bytes, no more).
+ * @word: the word, laid out as the overview of pagestate/page.h shows.
  *
- * Use only through the functions below. Zero-filled memory is a valid free
- * page (see the layout notes above).
+ * Read and change it only through the ps_page_*() functions: they are its
+ * one owner. Zero-filled memory is a valid free page; PS_PAGE_INIT() is the
+ * static initialiser, ps_page_init() the run-time one.
  */
 struct ps_page {
 	PS_ATOMIC(uint64_t) word;
@@ -370,7 +311,7 @@ struct ps_page {
 
 PS_STATIC_ASSERT(sizeof(struct ps_page) == 8, "struct ps_page is 8 bytes");
 
-/* Word of a page with @refs references, no pins, no flags. */
+/* Word of a page with @refs references (0: a free page), no pins, no flags. */
 #define PS_PAGE_WORD_INIT(refs)                       \
 	((((uint64_t)(refs)) << PS_PAGE_REFS_SHIFT) | \
 	 ((refs) ? PS_PAGE_LIVE : 0))
@@ -479,7 +420,7 @@ const char *ps_page_cache_mode_name(enum ps_cache_mode mode);
  * writes nothing; the unit a get or pin added to a free or frozen page is
  * taken back after the report, unless a revival or unfreeze rewrote the
  * counts meanwhile (then the unit went with them). Concurrent correct calls
- * on the page are not disturbed (see "Misuse and concurrency" above).
+ * on the page are not disturbed (docs/page.md, "Misuse and concurrency").
  */
 enum ps_page_error {
 	PS_PAGE_ERR_REF_UNDERFLOW = 1,
@@ -706,7 +647,8 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 /*
  * ps__page_add() - the fetch-and-add increment: one reference, plus one pin
  * if @pin. The caller holds a reference. Refused values are subtracted again
- * out of line (see "Limits" above for why nothing can observe them).
+ * out of line (docs/page.md, "Why a refused fetch-and-add cannot be
+ * observed", says why nothing can observe them).
  */
 static inline int ps__page_add(struct ps_page *page, bool pin)
 {
@@ -751,8 +693,8 @@ static inline bool ps__page_claim(struct ps_page *page)
 /*
  * ps__page_sub() - release @n references, @npins of them pins (0 or n), by
  * one compare-and-swap that checks first: a release of more than the word
- * holds writes nothing (see "Misuse and concurrency" above). Returns true
- * when it dropped the last reference, and so cleared LIVE (and
+ * holds writes nothing (docs/page.md, "Misuse and concurrency"). Returns
+ * true when it dropped the last reference, and so cleared LIVE (and
  * PS_PAGE_LIFE_FLAGS): the caller frees.
  */
 static inline bool ps__page_sub(struct ps_page *page, uint64_t n,
@@ -824,7 +766,7 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 	 * Acquire on success: pairs with the release of the put or unfreeze
 	 * that came before, so the new holder sees the page as it was left.
 	 * A pin is seq_cst: a pinner that re-reads what maps the page with a
-	 * seq_cst load needs no fence between the two ("Memory ordering").
+	 * seq_cst load needs no fence between the two (the overview).
 	 */
 	return ps__page_cas(page, PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
 			    PS_PAGE_LIVE, 0, set & PS_PAGE_USER_FLAGS, n, npins,
@@ -911,7 +853,8 @@ static inline int ps_page_init(struct ps_page *page, uint64_t refs)
  * Ordering: acquire; pairs with the release of the last put/unpin/unfreeze
  * (and of the flag read-modify-writes).
  * Progress: wait-free.
- * Return: the word as loaded (see the layout above).
+ * Return: the word as loaded (laid out as the overview of pagestate/page.h
+ * shows).
  */
 static inline uint64_t ps_page_load(const struct ps_page *page)
 {
@@ -927,7 +870,8 @@ static inline uint64_t ps_page_load(const struct ps_page *page)
  * Ordering: acquire load (see ps_page_load()).
  * Progress: wait-free.
  * Return: the count; 0 on a free or frozen page. It may read above
- * PS_PAGE_REFS_MAX while a get at the limit is refused (see "Limits" above).
+ * PS_PAGE_REFS_MAX while a get at the limit is being refused (see "Limits
+ * and misuse" in the overview of pagestate/page.h).
  */
 static inline uint64_t ps_page_refs(const struct ps_page *page)
 {
@@ -1042,8 +986,9 @@ static inline PS_MUST_CHECK int ps_page_get_many(struct ps_page *page,
  * @page: a page that may be free, frozen or at its limit. The memory must
  *	stay valid, e.g. an element of a frame array.
  *
- * One fetch-and-add. A failure on a free or frozen page leaves a unit in the
- * (then meaningless) refs field; see "Speculative gets" above.
+ * One fetch-and-add. A failure on a free or frozen page leaves its unit in
+ * the refs field, where it means nothing: the counts of a page that is not
+ * LIVE read 0, and the revival or unfreeze that makes it LIVE rewrites them.
  * Context: any thread, no reference needed.
  * Ordering: acquire on success (pairs with the release of the put or
  * unfreeze that came before); nothing to rely on after a failure.
@@ -1120,16 +1065,16 @@ ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * @page: a page the caller holds a reference to (not one owned by a pin).
  *
  * One compare-and-swap that checks the counts before it writes, so a misused
- * put disturbs no other caller (see "Misuse and concurrency" above).
+ * put disturbs no other caller.
  * Context: a holder of the reference.
  * Ordering: release; acquire too when returning true (pairs with the
  * release of every earlier put, so the caller frees after all holders).
  * Progress: lock-free (CAS loop).
  * Return: true if this freed the page: it dropped the last reference and
  * cleared LIVE and PS_PAGE_LIFE_FLAGS in the same step (a free ends a
- * lifetime, see above), so the caller frees it. False otherwise, and also
- * on misuse (underflow, a reference owned by a pin, a frozen or free page),
- * which goes to the error hook with nothing written.
+ * lifetime), so the caller frees it. False otherwise, and also on misuse
+ * (underflow, a reference owned by a pin, a frozen or free page), which goes
+ * to the error hook with nothing written.
  */
 static inline bool ps_page_put(struct ps_page *page)
 {
@@ -1162,7 +1107,9 @@ static inline bool ps_page_put_many(struct ps_page *page, uint64_t n)
  * @page: a page the caller already holds a reference to.
  *
  * Context: any thread holding a reference.
- * Ordering: relaxed (see the ordering notes for pin-then-recheck patterns).
+ * Ordering: relaxed. A caller that re-reads, after the pin, what led it to
+ * the page needs a full fence in between (the overview of pagestate/page.h,
+ * "Operations: progress and ordering").
  * Progress: wait-free (one fetch-and-add; a refusal at a limit adds one
  * fetch-and-sub); misuse adds one CAS loop (lock-free).
  * Return: 0; -EOVERFLOW at PS_PAGE_PINS_MAX or PS_PAGE_REFS_MAX (word
@@ -1181,7 +1128,7 @@ static inline PS_MUST_CHECK int ps_page_pin(struct ps_page *page)
  * @n: the pins to take (each also a reference), at least 1.
  *
  * Context: any thread holding a reference.
- * Ordering: relaxed, like a single pin (see the ordering notes).
+ * Ordering: relaxed, like ps_page_pin().
  * Progress: lock-free (CAS loop); @n == 1 is one fetch-and-add (wait-free).
  * Return: 0; -EINVAL if @n == 0, or the page is free, holds no reference or
  * is frozen (the last three also reach the error hook); -EOVERFLOW if pins
@@ -1206,7 +1153,7 @@ static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
  * Context: any thread, no reference needed.
  * Ordering: seq_cst on success: acquire (pairs with the release of the put
  * or unfreeze that came before), and a re-read by a seq_cst load needs no
- * fence ("Memory ordering" above); nothing to rely on after a failure.
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free.
  * Return: true with a pin (and its reference) taken; false if the page is
  * free or frozen, or a limit would be passed (nothing changed).
@@ -1225,7 +1172,7 @@ static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
  * Context: any thread, no reference needed.
  * Ordering: seq_cst on success: acquire (pairs with the release of the put
  * or unfreeze that came before), and a re-read by a seq_cst load needs no
- * fence ("Memory ordering" above); nothing to rely on after a failure.
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken; false if @n == 0,
  * the page is free or frozen, or a limit would be passed (nothing changed).
@@ -1252,7 +1199,7 @@ static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
  * Context: any thread, no reference needed.
  * Ordering: seq_cst on success: acquire (pairs with the release of the put
  * or unfreeze that came before), and a re-read by a seq_cst load needs no
- * fence ("Memory ordering" above); nothing to rely on after a failure.
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken; false if @n == 0,
  * a flag in @reject is set, the page is free or frozen, or a limit would be
@@ -1282,7 +1229,7 @@ ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * Context: any thread, no reference needed.
  * Ordering: seq_cst on success: acquire (pairs with the release of the put
  * or unfreeze that came before), and a re-read by a seq_cst load needs no
- * fence ("Memory ordering" above); nothing to rely on after a failure.
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken and @set set; false
  * if @n == 0, a flag in @reject is set, the page is free or frozen, or a
@@ -1333,14 +1280,15 @@ static inline bool ps_page_unpin_many(struct ps_page *page, uint64_t n)
 }
 
 /**
- * ps_page_get_or_revive() - take a reference for a new owner: a LIVE page
- * gains one; a free page becomes LIVE with this one reference (its counts
- * reset, PS_PAGE_LIFE_FLAGS cleared: a new lifetime starts clean; its other
- * flags kept).
+ * ps_page_get_or_revive() - take a reference for a new owner, reviving the
+ * page if it is free.
  * @page: the page.
  *
- * This is how a mapping takes its frame, whether or not the frame was in
- * use. Two racing callers on a free page both succeed, with two references.
+ * A LIVE page gains a reference. A free page becomes LIVE with this one
+ * reference: its counts are reset and PS_PAGE_LIFE_FLAGS cleared (a new
+ * lifetime starts clean); its other flags are kept. This is how a mapping
+ * takes its frame, whether or not the frame was in use. Two racing callers
+ * on a free page both succeed, with two references.
  * Context: any thread, no reference needed; the memory must stay valid.
  * Ordering: acquire (pairs with the release of the put that freed the page,
  * or of the put or unfreeze before a LIVE page's last change).
@@ -1360,15 +1308,15 @@ static inline PS_MUST_CHECK int ps_page_get_or_revive(struct ps_page *page)
 
 /**
  * ps_page_get_or_revive_cache() - ps_page_get_or_revive() for a new owner
- * that needs cache mode @mode: a LIVE page with @mode gains a reference, a
- * free page becomes LIVE with this one reference and @mode (and without
- * PS_PAGE_LIFE_FLAGS), in one atomic step (so no other owner can see it
- * with another mode in between).
+ * that needs cache mode @mode.
  * @page: the page.
  * @mode: the mode the owner needs.
  * @old_mode: if not NULL, receives the mode the page had before the call (an
  *	owner undoing a revival restores it with ps_page_set_cache_if_free()).
  *
+ * A LIVE page with @mode gains a reference. A free page becomes LIVE with
+ * this one reference and @mode, without PS_PAGE_LIFE_FLAGS, in one atomic
+ * step, so no other owner can see it with another mode in between.
  * Context: any thread, no reference needed; the memory must stay valid.
  * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
  * the put that dropped the last reference).
@@ -1395,28 +1343,22 @@ ps_page_get_or_revive_cache(struct ps_page *page, enum ps_cache_mode mode,
 }
 
 /**
- * ps_page_get_or_freeze() - take a reference for a new owner that may still
- * give the page back: a LIVE page gains one; a free page is taken
- * exclusively, FROZEN with no reference, so that no speculative get or pin
- * can take it until the owner decides.
+ * ps_page_get_or_freeze() - take a page for a new owner that may still give
+ * it back: a reference on a LIVE page, or a claim of a free one.
  * @page: the page.
  * @mode: the cache mode the owner needs, or -1 for any (as
  *	ps_page_get_or_revive_cache() and ps_page_get_or_revive()).
  * @old_mode: if not NULL, receives the mode the page had before the call.
  *
- * ps_page_get_or_revive() hands a free page out at once: a try-get that
- * looked at the page in its previous life (a stale lookup, a speculative
- * pin on its way out) can then take a reference to it. An owner that gives
- * the page back (its operation failed) cannot then tell whether that
- * holder's put has freed it already, or will: the free page's ownership is
- * ambiguous. Here a free page is frozen instead (with @mode): every
- * try-get and try-pin fails on it, and no one else can change its mode or
- * freeze it. A claimed page starts a new lifetime: PS_PAGE_LIFE_FLAGS are
- * cleared by the claim itself (as by a revival). The caller ends the freeze
- * exactly once: with ps_page_unfreeze_claimed(@page, n) it keeps the page,
- * LIVE with its n references and still without PS_PAGE_LIFE_FLAGS; with
- * ps_page_unfreeze_change_flags(@page, 0, PS_PAGE_CACHE_MASK, the old mode)
- * it gives it back free, as it was, and no one ever held it.
+ * A LIVE page with @mode gains a reference. A free page is claimed: frozen
+ * with no reference and with @mode, its PS_PAGE_LIFE_FLAGS cleared (a new
+ * lifetime starts), so that every try-get and try-pin fails on it and no one
+ * else can change its mode or freeze it. The claimer ends the freeze
+ * exactly once: ps_page_unfreeze_claimed(@page, n) keeps the page, LIVE with
+ * n references; ps_page_unfreeze_change_flags(@page, 0, PS_PAGE_CACHE_MASK,
+ * old mode << PS_PAGE_CACHE_SHIFT) gives it back free, as it was. Unlike a
+ * revival, no stale speculative get can take the page meanwhile, so giving
+ * it back is unambiguous (docs/page.md, "Claiming a free page").
  * Context: any thread, no reference needed; the memory must stay valid.
  * Ordering: acquire (as ps_page_get_or_revive(): pairs with the release of
  * the put that freed the page, or of the put or unfreeze before a LIVE
@@ -1549,19 +1491,18 @@ static inline int ps_page_unfreeze(struct ps_page *page, uint64_t refs)
  * @refs: the references the page holds from now on (no pins); 0 gives it
  *	back free, as ps_page_unfreeze() does.
  *
- * The claim cleared PS_PAGE_LIFE_FLAGS already; flags stay writable on a
- * frozen page, so a stale setter from the page's previous lifetime (one
- * that marks without holding the page, which is misuse) could have set one
- * since. Clearing them again here, in the CAS that makes the page LIVE,
- * means the new lifetime starts clean however the claim and its commit
- * interleave with such a setter: the first mark of the new owner is a
- * clean-to-dirty transition. Not for a page frozen LIVE by ps_page_freeze()
- * (its lifetime goes on, DIRTY included): use ps_page_unfreeze() there.
+ * Flags stay writable on a frozen page, so a thread that marks the page
+ * without holding it (misuse, e.g. a stale setter from its previous lifetime)
+ * may have set DIRTY since the claim. Clearing PS_PAGE_LIFE_FLAGS again in
+ * the step that makes the page LIVE means the new owner's first mark is a
+ * clean-to-dirty transition however the two interleave. For a page frozen by
+ * ps_page_freeze(), whose lifetime goes on, use ps_page_unfreeze().
  * Context: the claimer, once per claim.
  * Ordering: release (as ps_page_unfreeze(): pairs with the acquire of the
  * next try-get or try-pin that takes the page).
  * Progress: lock-free.
- * Return: as ps_page_unfreeze().
+ * Return: 0; -EOVERFLOW if @refs > PS_PAGE_REFS_MAX; -EINVAL if the page was
+ * not frozen (also reported to the error hook). On error nothing changes.
  */
 static inline int ps_page_unfreeze_claimed(struct ps_page *page, uint64_t refs)
 {
@@ -1884,11 +1825,11 @@ static inline void ps_page_unlock(struct ps_page *page)
  *
  * Linux's folio_start_writeback() together with the test of PG_writeback its
  * callers make first: one write-back of a page is in flight at a time, so the
- * copies reach the backing store in the order they were taken, and the last to
- * land is the newest. On false another write-back holds the page: a cleaning
- * write-back skips it, a data-integrity one waits (ps_page_wait_writeback())
- * and looks again. WRITEBACK excludes only other write-backs: counts and the
- * other flags change as usual while it is set.
+ * last copy to reach the backing store is the newest. On false another
+ * write-back holds the page: a cleaning write-back skips it, a data-integrity
+ * one waits (ps_page_wait_writeback()) and looks again. WRITEBACK excludes
+ * only other write-backs: counts and the other flags change as usual while it
+ * is set.
  * Context: any thread. The page's writer-back calls it once per write of
  * the page; a true return must be paired with ps_page_end_writeback().
  * Ordering: acquire and release (one fetch-or): a true return acquires
@@ -1953,17 +1894,17 @@ static inline void ps_page_wait_writeback(struct ps_page *page)
 
 /**
  * ps_page_try_get_and_lock() - take a reference speculatively, then the
- * page's bit lock: how a slow path that found a page without holding it
- * (an entry read, Linux's folio_try_get() then folio_lock()) holds it
- * before it looks at it under LOCKED.
+ * page's bit lock.
  * @page: a page that may be free, frozen or at its limit; its memory must
  *	stay valid.
  *
- * When the page is LIVE and not locked, one compare-and-swap takes both.
- * When another thread holds LOCKED, the reference is taken alone (as
- * ps_page_try_get()) and the call waits for the lock as ps_page_lock()
- * does: the reference keeps the page from being freed, and so from being
- * handed to another owner, while it waits and while it holds the lock.
+ * How a slow path that found a page without holding it (an entry read;
+ * Linux's folio_try_get() then folio_lock()) holds it before it looks at it
+ * under LOCKED. When the page is LIVE and not locked, one compare-and-swap
+ * takes both. When another thread holds LOCKED, the reference is taken alone
+ * (as ps_page_try_get()) and the call waits for the lock as ps_page_lock()
+ * does: the reference keeps the page from being freed, and so from being handed
+ * to another owner, while it waits and while it holds the lock.
  * Context: a thread that may block, not holding this page's lock, and not
  * taking two page locks in an order another thread reverses.
  * Ordering: acquire: pairs with the release of the put or unfreeze that

@@ -36,17 +36,18 @@
  * explained in docs/, installed under share/doc/libpagestate with CHANGELOG.md
  * and LICENSE:
  *
+ *   docs/page.md                  page.h
  *   docs/pgtable.md               pte.h and pgtable.h
  *   docs/notifier.md              seq.h and notifier.h
+ *   docs/space.md                 space.h
+ *   docs/prot.md                  prot.h and x86.h
  *   docs/uffd.md                  uffd.h
- *   docs/discard.md               space.h's discard
  *   docs/fork-signals-threads.md  fork.h
  *   docs/abi.md                   version.h: what is API and ABI, 0.x policy
  *   docs/building.md              building, installing and embedding
  *   docs/contributing.md          the project's rules and checks
- *
- * A module without a document there explains its design in its header's
- * overview.
+ *   docs/linux-differences.md     where the library differs from Linux, why
+ *   docs/examples.md              a short program per module
  *
  * Names say where things live. A function's prefix names the header that
  * declares it: ps_page_*() is in page.h, ps_space_*() in space.h,

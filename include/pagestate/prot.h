@@ -6,21 +6,19 @@
  * path, cache-mode changes and mprotect-like protection changes. (Their
  * x86 page-table encodings are in pagestate/x86.h.)
  *
- * Protection here is per page, not per mapping. Linux keeps cache and
- * encryption bits in a VMA's vm_page_prot, and drivers whose pages differ
- * inside one mapping (TTM's mixed system/IO placements, the vDSO's vvar page
- * under SEV) work around it (seed 004). Here each frame's page word holds its
- * cache mode and encryption state (page.h: the CACHE field and the PRIVATE
- * flag), and each mapping entry carries the same bits (pte.h: cache and ENC).
+ * Protection here is per frame, not per mapping: each frame's page word holds
+ * its cache mode and encryption state (pagestate/page.h: the CACHE field, the
+ * PRIVATE and INACCESSIBLE flags), and each entry that maps it carries the
+ * same bits (pagestate/pte.h: cache and ENC). Why, the protocol behind each
+ * guarantee, and the comparison with Linux and KVM are in docs/prot.md.
  *
  * ---------------------------------------------------------------------------
  * Cache modes
  * ---------------------------------------------------------------------------
  *
- * enum ps_cache_mode (page.h) numbers the modes as Linux's enum
- * page_cache_mode does (arch/x86/include/asm/pgtable_types.h), with
- * write-back at 0. That is why a zeroed page word or entry means write-back.
- * The values fit page.h's 3-bit CACHE field.
+ * enum ps_cache_mode (pagestate/page.h) numbers the modes as Linux's enum
+ * page_cache_mode does, with write-back at 0, so a zeroed page word or entry
+ * means write-back:
  *
  *   WB   write-back, normal memory
  *   WC   write-combining (frame buffers, doorbells)
@@ -29,130 +27,94 @@
  *   WT   write-through
  *   WP   write-protected (reads cached, writes go to memory)
  *
- * One frame, one cache mode. Linux tracks memory types per physical range
- * (memtype_reserve()) and refuses a conflicting type with -EBUSY while the
- * range is reserved by a mapping. There is no per-frame map count here (8
- * bytes per frame, no more), so "reserved" means "in use": a frame that is
- * LIVE (mapped, pinned, CPU-mapped or referenced by its owner) keeps its
- * mode. Hence:
- *   - ps_space_map(..., PS_MAP_CACHE(mode)) on a free frame gives it @mode in
- *     the same atomic step that claims it for the mapping (a failed map
- *     gives the mode back); on a frame in use with another mode it fails
- *     with -EBUSY; the same mode is fine.
- *     Without PS_MAP_CACHE a mapping takes the frame's mode, never conflicts.
+ * One frame, one cache mode: a frame in use (LIVE: mapped, pinned, CPU-mapped
+ * or referenced by its owner) keeps its mode.
+ *   - ps_space_map(..., PS_MAP_CACHE(mode)) gives a free frame @mode in the
+ *     atomic step that claims it (a failed map gives the old mode back); on a
+ *     frame in use with another mode it fails with -EBUSY. Without
+ *     PS_MAP_CACHE a mapping takes the frame's mode and never conflicts.
  *   - ps_prot_set_cache() changes the mode of a free frame, or of one whose
- *     only references are @expected_refs the caller accounts for (frozen
- *     for the change, so no mapping, pin or CPU map can appear meanwhile);
- *     otherwise -EBUSY, and the same mode is always fine. A mapped frame is
- *     changed by unmapping it first (Linux: free_memtype, then reserve).
- * Where Linux falls back silently (WC on a PAT without WC becomes UC-), the
- * x86 encoders (pagestate/x86.h) fail with -EOPNOTSUPP; the page word
- * itself never holds a value outside enum ps_cache_mode.
+ *     only references are the ones the caller accounts for (the frame is
+ *     frozen for the change); otherwise -EBUSY. The same mode is always
+ *     fine. A mapped frame is changed by unmapping it first.
+ * The x86 encoders (pagestate/x86.h) fail with -EOPNOTSUPP where Linux would
+ * fall back to UC- silently.
  *
- * A protection change (ps_prot_mprotect(), mprotect-like: read-only or
- * writable) changes only MAYWRITE and WRITE of each entry (pte.h's
- * ps_pte_set_maywrite()): never the frame, the cache mode, ENC, uffd-wp,
- * DIRTY or ACCESSED, as Linux's pte_modify() keeps _PAGE_CHG_MASK.
+ * A protection change (ps_prot_mprotect(): read-only or writable) changes
+ * only MAYWRITE and WRITE of each entry (ps_pte_set_maywrite()), never the
+ * frame, the cache mode, ENC, uffd-wp, DIRTY or ACCESSED, as Linux's
+ * pte_modify() keeps _PAGE_CHG_MASK.
  *
  * ---------------------------------------------------------------------------
- * Encryption (confidential computing)
+ * Encryption
  * ---------------------------------------------------------------------------
  *
  * A page is private (encrypted, owned by the guest) or shared (decrypted,
- * visible to the host and devices). How a guest's page-table entries encode
- * it (the AMD C-bit, the TDX shared bit) is pagestate/x86.h's.
- *
- * In the page word, PRIVATE is the state and INACCESSIBLE says "the CPU may
- * not touch the contents until the make-accessible hook ran" (a private
- * page, or a shared one removed from the VMM's own mappings). A frame is
- * created shared and accessible (a zero word); conversion to private sets
- * both flags. An owner that creates frames private by hand sets PRIVATE and
- * INACCESSIBLE together, before the frame is first mapped.
+ * visible to the host and to devices). In the page word PRIVATE is that
+ * state, and INACCESSIBLE says that the CPU may not touch the contents until
+ * the make-accessible hook has run (a private page, or a shared one removed
+ * from the owner's own mappings). A frame is created shared and accessible (a
+ * zero word); conversion to private sets both flags. An owner that creates
+ * frames private by hand sets PRIVATE and INACCESSIBLE together, before the
+ * frame is first mapped.
  *
  * ---------------------------------------------------------------------------
  * Conversion (ps_prot_convert())
  * ---------------------------------------------------------------------------
  *
  * Converts the frames mapped in a range between shared and private, all or
- * nothing, the way KVM's in-place guest_memfd conversion and Linux's
- * set_memory_decrypted() do, with the differences below. In order:
+ * nothing, in the order of Linux's set_memory_decrypted():
  *
  *   1. Take the space's writer mutex (no map, unmap or discard meanwhile)
- *      and start an invalidation of the range with PS_NOTIFIER_CONVERSION:
- *      secondary mappings are torn down, and cached translations retry.
- *   2. Freeze every frame that is not yet in the target state, with its
- *      expected references: the mapping's one plus opts->extra_refs. The
- *      freeze fails if the frame holds any pin, any CPU map (ps_prot_kmap()
- *      holds a reference, and the frame's CPU-map count is checked after
- *      the freeze, so declaring a map's reference in extra_refs does not
- *      hide it), or any other reference. That page is the first
- *      offending page: nothing has changed yet, every frame frozen so far is
- *      unfrozen, and the call fails with its offset (see Errors).
- *   3. Page by page, in address order: the prepare hook; the flip (the
- *      frame's PRIVATE flag, INACCESSIBLE with it, and the entry's ENC bit,
- *      nothing else); the finish hook (Linux's enc_status_change_prepare(),
- *      the page-table change, enc_status_change_finish()).
+ *      and start a PS_NOTIFIER_CONVERSION invalidation of the range.
+ *   2. Freeze every frame not yet in the target state with its expected
+ *      references: the mapping's one plus opts->extra_refs. A frame that
+ *      holds a pin, a CPU map (even one whose reference is declared in
+ *      extra_refs) or any other reference cannot be frozen: the call waits
+ *      (see "Waiting") or fails at that page, and every frame frozen so far
+ *      is unfrozen, with nothing changed.
+ *   3. Page by page, in address order: the prepare hook; the flip (PRIVATE,
+ *      INACCESSIBLE with it, and the entry's ENC bit, nothing else); the
+ *      finish hook.
  *   4. Unfreeze every frame with the same references, end the invalidation,
  *      drop the mutex.
- * Without prepare and finish hooks nothing can fail after step 2, so steps
- * 3 and 4 are one pass: each page's entry gets its ENC bit, then one
- * compare-and-swap flips the page word and unfreezes it.
  *
- * Pins and conversions (one atomic decision per page). A pin that expects
- * shared memory takes its pin with one compare-and-swap that also refuses a
- * PRIVATE frame (ps_page_try_pin_masked()), and a conversion's freeze is one
- * compare-and-swap on the same word that requires zero pins. So exactly one
- * wins: either the pin came first (the freeze fails: -EAGAIN at that page),
- * or the freeze did, and the pin waits while the frame is frozen, then finds
- * it PRIVATE and fails with -EPERM. A page converted to private can never
- * be pinned by a path that expects shared memory. The same holds for CPU
- * maps (ps_prot_kmap() without PS_KMAP_PRIVATE) and for the secondary-map
- * helper (ps_space_map_secondary() never maps private frames).
- *
- * What a private pin means (PS_PIN_PRIVATE, pagestate/space.h): the frame
- * stays resident and cannot be converted while pinned; its contents are not
- * made accessible to anyone (a pin never calls the make-accessible hook,
- * seed 000). It is for paths that hand private memory to a trusted agent as
- * is: a TDX/SNP firmware call, an IOMMU that maps private memory for a
- * trusted (TDISP) device, migration of encrypted contents.
+ * Pins and conversions. A pin that expects shared memory, a CPU map without
+ * PS_KMAP_PRIVATE and the secondary-map helper take their reference in one
+ * atomic step that also refuses a PRIVATE frame, on the word the conversion
+ * freezes. So exactly one wins: the pin first (the conversion fails at that
+ * page with -EAGAIN, or waits), or the conversion (the pin waits while the
+ * frame is frozen, then finds it PRIVATE and fails with -EPERM). A private
+ * pin (PS_PIN_PRIVATE, pagestate/space.h) keeps the frame resident and
+ * unconverted, and makes its contents accessible to no one: it is for
+ * trusted agents (firmware, a TDISP device, encrypted migration).
  *
  * Waiting (PS_CONVERT_WAIT). Without it, a page held by a pin or a CPU map
- * fails the call at once; references that are neither (a racing lookup, a pin
- * that is backing out, a ps_space_writeback() whose callback is copying the
- * frame: write-back holds a reference until its callback returns) are retried
- * for up to PS_CONVERT_TRANSIENT_NS, as KVM drains per-CPU LRU batches once
- * before it gives up: a conversion that races a slow write-back of the same
- * pages wants PS_CONVERT_WAIT. With it, the call waits (yielding, then
- * sleeping) until every page can be frozen, or until opts->wait_ns has passed
- * since the first page it had to wait for. A frame pinned with PS_PIN_LONGTERM
- * is never waited for: its pins will not drain on their own (the caller must
- * unmap it from the IOMMU first), so it fails at once with -EBUSY. The space
- * counts long-term pins per frame exactly (from before ps_space_pin_range()
- * returns until ps_space_unpin(..., PS_UNPIN_LONGTERM)): -EBUSY while a
- * long-term pin of the frame is held, and only then; short-term pins held
- * alongside or after it are waited for. While waiting, the pages frozen so far
- * stay frozen and pins of them wait too; the budget bounds that.
+ * fails the call at once; other references (a racing lookup, a pin backing
+ * out, a ps_space_writeback() callback copying the frame) are retried for up
+ * to PS_CONVERT_TRANSIENT_NS. With it, the call waits until every page can be
+ * frozen, or until opts->wait_ns has passed since the first page it had to
+ * wait for; pages frozen so far stay frozen meanwhile. A frame pinned with
+ * PS_PIN_LONGTERM is never waited for: -EBUSY at once, while a long-term pin
+ * of it is held, and only then.
  *
  * Hooks and quarantine (struct ps_prot_hooks). A prepare failure fails the
- * call with -EIO: that page is unchanged, the pages before it are converted
- * back (see below), so nothing has changed. A finish failure leaves the page
- * in a state nobody knows (Linux: set_memory_decrypted() failures must leak
- * the page, or its contents may reach the host): the page is quarantined and
- * the call fails with -EIO; the other pages are converted back. Converting
- * back runs the reverse conversion with the same hooks; a page whose reverse
- * hooks fail is quarantined too. Quarantine: the frame is marked POISONED,
- * its entry becomes a POISONED marker (faults report PS_FAULT_POISONED, pins
- * and maps fail with -EHWPOISON, conversion and kmap refuse it), and the
- * mapping's reference is leaked, so the frame is never freed and never
- * handed out again. opts->quarantined counts them.
+ * call with -EIO, and the pages before it are converted back: nothing has
+ * changed. A finish failure leaves the page's state unknown: the page is
+ * quarantined, the other pages are converted back, and the call fails with
+ * -EIO. Converting back runs the reverse conversion with the same hooks; a
+ * page whose reverse hooks fail is quarantined too. A quarantined frame is
+ * POISONED, its entry a POISONED marker (faults report PS_FAULT_POISONED;
+ * pins, maps, conversion and kmap refuse it), and its mapping's reference is
+ * leaked: it is never freed or handed out again. opts->quarantined counts them.
  *
- * Errors and error_offset. *error_offset receives the byte offset from
- * @start of the page that stopped the call, for every error that concerns a
- * page (all but -EINVAL and -ENOMEM); otherwise it is not written.
+ * Errors and error_offset. *error_offset receives the byte offset from @start
+ * of the page that stopped the call, for every error that concerns a page
+ * (all but -EINVAL and -ENOMEM); otherwise it is not written.
  *   -EAGAIN     a page is pinned (not long-term), CPU-mapped or holds other
  *               references than expected, or is frozen by someone else;
  *               with PS_CONVERT_WAIT: still so when the budget ran out.
- *               Drop them (or wait) and call again. As KVM's -EAGAIN.
+ *               Drop them (or wait) and call again.
  *   -EBUSY      a page is pinned with PS_PIN_LONGTERM: it will not drain.
  *   -ENOENT     a page has no present entry (without
  *               PS_CONVERT_SKIP_MISSING). Populate it first: the state
@@ -162,58 +124,45 @@
  * On every error no frame of the range has changed state, except the
  * quarantined ones.
  *
- * Where this differs from Linux and KVM:
- *   - The state lives in the frame, so the conversion sees pins exactly and
- *     decides per page with one compare-and-swap that also excludes every
- *     later pin; KVM's in-place conversion compares each folio's reference
- *     count with nr_pages + 1, which cannot tell a pin from any other
- *     reference, and keeps the state in a per-gfn attribute array.
- *   - It can wait, bounded, for short-term pins to drain, and says -EBUSY for
- *     long-term ones (OP-5: KVM fails with -EAGAIN and leaves userspace to
- *     find the pinner).
- *   - Platform hooks run per page, so a finish failure quarantines exactly
- *     one page, and a prepare failure is undone exactly; Linux runs them
- *     per range, and after a failure its callers must leak the whole range.
- *   - Pages without a present entry fail the call (or are skipped); KVM
- *     records the attribute for unpopulated gfns.
+ * Where this differs from Linux and KVM (docs/prot.md, "Where it differs from
+ * Linux and KVM", says why): pins are seen exactly and decided against per
+ * page in one atomic step; short-term pins can be waited for and long-term
+ * ones are -EBUSY; hooks run per page, so a failure quarantines one page, not
+ * the range; a page without a present entry fails (or is skipped).
  *
  * ---------------------------------------------------------------------------
- * CPU maps (ps_prot_kmap(), seed 000)
+ * CPU maps (ps_prot_kmap())
  * ---------------------------------------------------------------------------
  *
  * A CPU that reads or writes a frame's contents brackets the access with
- * ps_prot_kmap() / ps_prot_kunmap(), as the kernel uses kmap(). A kmap
- * counts one CPU map in a per-frame counter kept outside the page word, and
- * the CPU maps of a frame hold one reference on it between them (so a
- * conversion sees them and refuses the page): the first map takes it, the last
+ * ps_prot_kmap() / ps_prot_kunmap(), as the kernel uses kmap(). A kmap counts
+ * one CPU map, and the CPU maps of a frame hold one reference on it between
+ * them (so a conversion refuses the page): the first map takes it, the last
  * kunmap drops it, and a kmap + kunmap of a frame already CPU-mapped is one
- * compare-and-swap each on the counter. The first CPU map of an INACCESSIBLE
- * frame calls the make-accessible hook (arch_make_page_accessible()), once,
- * however many threads kmap it at the same time: the 0 -> 1 transition of the
- * count takes the frame's LOCKED bit, later kmaps only increment. If the hook
- * fails, the kmap fails with its error and the count and references are as
- * before. On success the frame is accessible until a conversion to private or
- * ps_prot_set_inaccessible(). Device pins never call the hook: a pin is not a
- * CPU access (seed 000). A kmap refuses private frames unless PS_KMAP_PRIVATE
- * (a path that expects plaintext must not read a private page's ciphertext), as
- * pins do. Write-back (ps_space_writeback()) hands frames to its callback as
- * they are: a callback that reads a frame that may be private or inaccessible
- * brackets the read with ps_prot_kmap() / ps_prot_kunmap().
+ * compare-and-swap each on the count. The first CPU map of an INACCESSIBLE
+ * frame calls the make-accessible hook (Linux's arch_make_page_accessible())
+ * exactly once, however many threads kmap it at the same time; if the hook
+ * fails, the kmap fails and nothing changes. The frame then stays accessible
+ * until a conversion to private or ps_prot_set_inaccessible(). A kmap refuses
+ * a private frame unless PS_KMAP_PRIVATE. Pins never call the hook: a pin is
+ * not a CPU access (Linux calls it for FOLL_PIN; docs/prot.md, "CPU maps and
+ * the make-accessible hook", says why). Write-back hands frames to its
+ * callback as they are: a callback that may read a private or inaccessible
+ * frame brackets the read with ps_prot_kmap() / ps_prot_kunmap().
  *
  * ---------------------------------------------------------------------------
  * The access check (ps_prot_check_access())
  * ---------------------------------------------------------------------------
  *
- * A VMM's fault path learns from the hardware whether a guest access was
- * private or shared (the C-bit, the TDX shared bit, the SNP fault's error
- * code). If that kind does not match the page's state, KVM exits to the VMM
- * with KVM_EXIT_MEMORY_FAULT (gpa, size, KVM_MEMORY_EXIT_FLAG_PRIVATE) and
- * the VMM converts or kills the guest. ps_prot_check_access() is that check:
- * it fills a struct ps_memory_fault with the exact part of the access that
- * hit the first mismatching page, and its kind.
+ * A VMM's fault path knows whether a guest access was private or shared. If
+ * that kind does not match the page's state, KVM exits to the VMM with
+ * KVM_EXIT_MEMORY_FAULT (gpa, size, KVM_MEMORY_EXIT_FLAG_PRIVATE), and the VMM
+ * converts the page or stops the guest. ps_prot_check_access() is that check:
+ * it fills a struct ps_memory_fault with the part of the access inside the
+ * first page that does not match, and its kind.
  *
  * ---------------------------------------------------------------------------
- * Ordering and progress of the space operations
+ * Ordering and progress
  * ---------------------------------------------------------------------------
  *
  *   wait-free   ps_prot_check_access, ps_prot_kmap_count
@@ -237,9 +186,6 @@
  *   ps_prot_kunmap        release: the caller's accesses come before it.
  *   ps_prot_check_access  acquire loads: an answer "matches" was true at
  *                         the instant of the load.
- *
- * The protocol, with numbered guarantees P1..P8 that the tests cite, is at
- * the top of lib/prot-convert.c and lib/prot-kmap.c.
  */
 #ifndef PAGESTATE_PROT_H
 #define PAGESTATE_PROT_H
@@ -336,13 +282,14 @@ int ps_prot_set_hooks(struct ps_space *space,
  *	the caller accounts for (its own, not another mapping's: an alias
  *	mapping outside the range would keep the old ENC bit, and a frame mapped
  *	twice inside it fails the call with -EAGAIN at its second page). They
- *	must stay held during the call. A CPU map's reference (ps_prot_kmap())
+ *	must stay held during the call. The CPU maps' reference (ps_prot_kmap())
  *	cannot be declared: a frame CPU-mapped when it is frozen fails the call
  *	with -EAGAIN at its page, declared or not. Default 0.
  * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
  * @converted: out: pages whose state this call changed (0 on failure;
  *	pages already in the target state are not counted).
- * @quarantined: out: pages this call quarantined (see "Hooks and quarantine").
+ * @quarantined: out: pages this call quarantined (the overview of
+ *	pagestate/prot.h, "Hooks and quarantine").
  * @hook_error: out: the errno of the failed hook behind -EIO, else 0.
  */
 struct ps_convert_opts {
@@ -355,7 +302,7 @@ struct ps_convert_opts {
 
 /**
  * ps_prot_convert() - convert the frames mapped in [@start, @start + @len)
- * to @to, all or nothing (see "Conversion" above).
+ * to @to, all or nothing.
  * @space: the space.
  * @start: the first page (aligned, inside the space).
  * @len: the length (a non-zero multiple of the page size, inside the space).
@@ -368,18 +315,23 @@ struct ps_convert_opts {
  * To private: PRIVATE and INACCESSIBLE are set, and the entry gets ENC. To
  * shared: both are cleared (INACCESSIBLE stays set with
  * PS_CONVERT_INACCESSIBLE), and ENC too. Pages already in the target state
- * are left as they are.
+ * are left as they are. The steps, the rule against pins and CPU maps, the
+ * waits and the hooks are in the overview of pagestate/prot.h, "Conversion".
  * Memory: two bits per page of the range, for the duration of the call.
  * Context: any thread; not from a notifier callback or a hook of this space
  * (the writer mutex), nor holding a lock a notifier callback takes.
  * Ordering: each frame's unfreeze is a release (a pin or kmap that finds
  * the new state sees the new entry and what the hooks did); the
- * invalidation brackets the change (notifier.h).
+ * invalidation brackets the change (pagestate/notifier.h).
  * Progress: blocking (the writer mutex, the invalidation, the hooks, the
  * bounded waits).
  * Return: 0; -EINVAL (bad range, @to, @flags or extra_refs; nothing
- * happened, not even the invalidation); -ENOMEM; or a per-page error listed
- * under "Errors and error_offset".
+ * happened, not even the invalidation); -ENOMEM; or a per-page error:
+ * -EAGAIN (pinned, CPU-mapped, other references, or frozen by someone else),
+ * -EBUSY (a long-term pin), -ENOENT (no present entry), -EHWPOISON
+ * (quarantined), -EIO (a hook failed), with the page's offset in *@error_offset
+ * (the overview of pagestate/prot.h, "Errors and error_offset"). On every error
+ * no frame has changed state but the quarantined ones.
  */
 int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
 		    enum ps_enc_state to, unsigned int flags,
@@ -393,7 +345,7 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
 /**
  * ps_prot_kmap() - the CPU is about to access @frame's contents.
  * @space: the space.
- * @frame: the frame (below nframes).
+ * @frame: the frame (an index below the space's nframes).
  * @flags: 0 or PS_KMAP_PRIVATE.
  *
  * Counts one CPU map; the CPU maps of the frame hold one reference on it
@@ -417,12 +369,13 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
 int ps_prot_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
 
 /**
- * ps_prot_kunmap() - end one CPU map of @frame: the count drops, and with
- * the last map the maps' reference (the free_frame hook runs if that was the
- * frame's last reference). The frame stays accessible.
+ * ps_prot_kunmap() - end one CPU map of @frame.
  * @space: the space.
  * @frame: a frame this thread (or one it hands over to) CPU-mapped.
  *
+ * The count drops; the last map's kunmap drops the maps' reference, and the
+ * free_frame hook runs if that was the frame's last reference. The frame stays
+ * accessible.
  * Context: any thread; the free_frame hook runs in it, with no library
  * lock held. Ordering: release. Progress: lock-free.
  * Return: 0; -EINVAL if @frame is out of range or not CPU-mapped (nothing
@@ -441,13 +394,12 @@ int ps_prot_kunmap(struct ps_space *space, uint64_t frame);
 uint32_t ps_prot_kmap_count(struct ps_space *space, uint64_t frame);
 
 /**
- * ps_prot_set_inaccessible() - the owner removed @frame from its own
- * mappings (from its "direct map"): mark it INACCESSIBLE, so the next first
- * CPU map calls the make-accessible hook again.
- *
+ * ps_prot_set_inaccessible() - mark @frame INACCESSIBLE again.
  * @space: the space.
  * @frame: the frame; it may be free.
  *
+ * For an owner that removed the frame from its own mappings (its "direct
+ * map"): the next first CPU map calls the make-accessible hook again.
  * Context: any thread; not from this frame's make_accessible hook.
  * Ordering: acquire load of the count (pairs with kunmap's release: the
  * CPU maps' accesses are over), acq_rel flag change.
@@ -501,7 +453,7 @@ int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
 /* --- cache modes and protection changes ----------------------------------- */
 
 /**
- * ps_prot_set_cache() - give @frame cache mode @mode (see "Cache modes").
+ * ps_prot_set_cache() - give @frame cache mode @mode.
  * @space: the space.
  * @frame: the frame.
  * @mode: the mode.
@@ -511,7 +463,8 @@ int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
  *
  * The same mode is always fine (0, nothing changes). Otherwise the frame
  * must be free (not LIVE, not frozen) or, with @expected_refs, LIVE with
- * exactly that many references and no pins.
+ * exactly that many references and no pins: one frame, one cache mode (the
+ * overview of pagestate/prot.h, "Cache modes").
  * Context: any thread. Ordering: acquire and release (one CAS on a free
  * frame; freeze and unfreeze otherwise). Progress: lock-free (while the
  * frame is frozen for the change, others that want it wait).

@@ -1,135 +1,172 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagestate/space.h - an address space: the piece a VMM or a userspace DMA
- * driver holds. It ties together
+ * pagestate/space.h - an address space as a VMM or a userspace DMA driver
+ * holds one: pages mapped to numbered frames, with GUP-style pins, CPU faults,
+ * a balloon's discard, a secondary-map helper, a dirty log for migration and
+ * write-back that knows about pins.
  *
- *   - a page table (pagestate/pgtable.h): address -> entry;
- *   - the page words of the frames it maps (pagestate/page.h): one
- *     struct ps_page per frame, 8 bytes, library-allocated (a lazily
- *     zero-filled mapping: frames never touched cost nothing) or the
- *     caller's array;
- *   - a notifier (pagestate/notifier.h) for its invalidations, so secondary
- *     mappings (IOMMU, shadow tables, vhost maps, translation caches) can be
- *     validated and torn down exactly;
- *   - dirty tracking for migration (harvest) and for write-back to a backing
- *     store, with pinned pages handled as seed 001 asks.
+ * The design, the protocol the code follows, where the space differs from
+ * Linux and why, and what it costs are in docs/space.md.
  *
  * ---------------------------------------------------------------------------
- * References, pins and frames
+ * Objects
  * ---------------------------------------------------------------------------
  *
- * A mapping holds one reference on its frame. Mapping a free frame makes it
- * LIVE with that one reference once the map has succeeded (until then the map
- * holds it frozen: ps_page_get_or_freeze()); mapping a frame that is already
- * LIVE adds one. A pin (ps_space_pin_range()) holds a pin, which is also a
- * reference, so a pinned frame outlives the unmapping of its address, as in
- * Linux. The put that drops a frame's last reference frees it: the frame's
- * page word is free again and the free_frame hook runs.
+ *   struct ps_space        [0, size) in 4 KiB pages, each mapped to one of
+ *                          the frames 0 .. nframes - 1 or not. It holds a
+ *                          page table (pagestate/pgtable.h), one page word
+ *                          per frame (pagestate/page.h), a notifier
+ *                          (pagestate/notifier.h), a dirty log and a
+ *                          write-back set. Create it with ps_space_create().
+ *   a frame                a number the caller gives a meaning to (a page of
+ *                          guest memory, of a DMA buffer); the space keeps
+ *                          its page word and never touches its contents.
+ *   struct ps_space_hooks  the caller's callbacks: populate a missing page;
+ *                          a frame became dirty; a frame was freed.
  *
- * Pins are taken as Linux's GUP-fast does: read the entry, take a speculative
- * pin on its frame, read the entry again (ordered after the pin as by a full
- * fence: both are seq_cst), and back out if it changed (leaving no reference
- * behind). Whoever changes entries (unmap, conversion) changes the entry first,
- * then (after a full fence) looks at the frame's pins: one of the two sees the
- * other. A balloon discard does not change the entry of a frame anything but
- * its mapping holds: it freezes the frame at that one reference first, which a
- * pin taken before makes fail and a pin tried after finds frozen.
+ * A mapping holds one reference on its frame, and a pin holds a pin, which is
+ * also a reference, so a pinned frame outlives the unmapping of its address,
+ * as in Linux. The put that drops a frame's last reference ends its lifetime:
+ * its page word is free again, without DIRTY or WRITE_PINNED (the next
+ * mapping starts clean), and the free_frame hook runs, once per lifetime.
  *
- * A pin expects shared memory unless the caller passes PS_PIN_PRIVATE: a
- * frame converted to private (pagestate/prot.h) cannot be pinned by a path
- * that expects shared memory. The check is part of the pin's single atomic
- * decision on the page word (ps_page_try_pin_masked()), so a pin and a
- * conversion of the same frame are linearizable. A private pin keeps a
- * private frame resident and blocks its conversion. It does not make the
- * frame's contents accessible to anyone: CPU access goes through the
- * make-accessible hook of the protection module (seed 000).
- *
- * ---------------------------------------------------------------------------
- * Dirty state (seeds 001 and 003)
- * ---------------------------------------------------------------------------
- *
- * Two notions, as in Linux:
- *   - a frame is DIRTY (page.h's flag, Linux's PG_dirty) when its contents
- *     differ from its backing copy. The first write fault through a writable
- *     mapping (ps_space_fault()), a write through the secondary-map helper,
- *     ps_space_mark_dirty() and ps_space_unpin(..., PS_UNPIN_DIRTY) make it
- *     so. The caller's dirty hook (set_page_dirty) runs exactly once per
- *     clean-to-dirty transition, however many threads race. Write-back
- *     (ps_space_writeback()) cleans frames. It finds them by address, so the
- *     space records the address of every page written, every page pinned (any
- *     pin: it may be unpinned dirty) and every page mapped to a frame that is
- *     pinned or dirty, and write-back keeps a page whose frame is pinned or
- *     dirty (S9 in lib/space-writeback.c). So a frame unpinned dirty is written
- *     by the next write-back of the address it was pinned at, if it is still
- *     mapped there (there is no reverse map: an alias elsewhere is not found
- *     through it).
- *   - an address is in the dirty log (KVM's dirty bitmap) when it was
- *     written since the last harvest (ps_space_harvest()), which migration
- *     consumes. Every marking path above but ps_space_unpin() logs the
- *     address too (an unpin has frames, not addresses). Pins for write are
- *     logged instead: a device may write the frame at any moment, so a
- *     frame pinned for write is reported by every harvest until it is
- *     unpinned, and once more after that. A device write through a pin not
- *     for write reaches write-back (above) but not the dirty log: pin for
- *     write, or ps_space_mark_dirty() the addresses. Writes through entries
- *     of a range registered for asynchronous write protection (pgtable.h)
- *     are tracked in the entries themselves, and a harvest with
- *     PS_HARVEST_REARM collects them too. A path that lets writes through
- *     without a further fault (an entry made writable, a pin for write) logs
- *     its address after it is open, never before (S11 in lib/space-dirty.c), so
- *     a harvest that takes the mark comes after the writes can start, and its
- *     re-arm ends the path: the next write faults and is logged again.
- *
- * Dirty before writable (seed 003). A writable entry implies a dirty frame. The
- * write fault that makes an entry writable holds the frame (a reference, so
- * that it can be neither freed nor handed to another owner meanwhile) and its
- * LOCKED bit, and does this in order: read the entry again (if it maps another
- * frame now, let go and start again with that frame), mark the frame dirty (the
- * dirty hook runs on the clean-to-dirty transition), make exactly that entry
- * writable, then log the address (dirty before writable, logged after). So the
- * dirty hook has run before any thread can write through the entry. Write-back
- * takes the same bit around "write-protect, then clean" (Linux: folio lock,
- * page_mkwrite, clear_page_dirty_for_io). So a write that arrives during
- * write-back faults and dirties the frame again, and is never lost.
+ * Map, map_range, unmap and discard are the only calls that replace the frame
+ * at an address; they take the space's writer mutex. Every change that a
+ * secondary mapping must follow is an invalidation of the space's notifier:
+ * unmap and a failed map's rollback (PS_NOTIFIER_UNMAP), discard
+ * (PS_NOTIFIER_CLEAR), write-back's write-protect (PS_NOTIFIER_PROTECTION), a
+ * re-arming harvest (PS_NOTIFIER_SOFT_DIRTY), and pagestate/prot.h's
+ * conversion and mprotect.
  *
  * ---------------------------------------------------------------------------
- * Concurrency and progress
+ * Hooks and callbacks
  * ---------------------------------------------------------------------------
  *
- *   lock-free   ps_space_pin_range (without populate), ps_space_unpin,
- *               ps_space_mark_dirty, ps_space_fault but a write to a
- *               present, non-writable entry, ps_space_harvest without REARM
- *   blocking    map, unmap, discard (the space's writer mutex, plus the
- *               notifier's invalidation); ps_space_fault of a write to a
- *               present, non-writable entry and ps_space_writeback (a
- *               frame's LOCKED bit: spin, then yield; INTEGRITY also waits
- *               for another write-back's callback); the secondary-map
- *               helper (the caller's lock, and read_begin may wait for an
- *               overlapping invalidation); harvest with REARM (protects;
- *               invalidates); create, destroy; the hooks are the caller's
+ * Each hook runs in the thread whose call triggered it, holding:
  *
- * Ordering: every operation that changes an entry publishes it with the page
- * table's release CAS; the pin path's re-read is ordered after the pin as by a
- * full fence (a seq_cst pin, a seq_cst re-read). Each function's comment says
- * more where it matters.
+ *   populate    no lock of the space (a pin, a fault, the helper)
+ *   dirty       the frame's LOCKED bit, always: a write fault
+ *               (ps_space_fault(), a pin for write), ps_space_mark_dirty(),
+ *               ps_space_unpin() with PS_UNPIN_DIRTY, a write-back dirtying
+ *               the frame again (a failed write, a bounce of a frame still
+ *               pinned for write); the secondary-map helper also holds the
+ *               caller's lock (taken after the bit)
+ *   free_frame  the writer mutex: ps_space_map() and ps_space_map_range() (a
+ *               failed map giving a reference back), ps_space_unmap(),
+ *               ps_space_discard(); no lock of the space: everything else
+ *               (an unpin, a pin backing out, a write fault, mark_dirty,
+ *               write-back, the helper, a CPU map or unmap, destroy)
+ *   notifier    the writer mutex: unmap, discard, a failed map, conversion
+ *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bits of the
+ *               frames being written back in the callback's range (a run of
+ *               up to 64 pages): write-back; no lock of the space: a
+ *               re-arming harvest
+ *
+ * So a hook or callback run under the writer mutex must not map, map_range,
+ * unmap, discard, convert or mprotect in that space; one run under frames'
+ * LOCKED bits must not fault for write, pin for write, mark dirty, unpin dirty,
+ * write back or CPU-map (ps_prot_kmap()) those frames (for write-back's
+ * callback, the pages of its range): each would wait for the lock it runs
+ * under. No hook runs inside the page table's read-side section,
+ * except a free_frame hook when an unmap or destroy runs out of memory while
+ * it collects the frames it unmapped. Through the userfaultfd bridge, the hooks
+ * of a sync fault's resolution and the callbacks of a bridge harvest also hold
+ * the attachment's mutex (pagestate/uffd.h, "Concurrency").
  *
  * ---------------------------------------------------------------------------
- * Where this differs from Linux
+ * Progress
  * ---------------------------------------------------------------------------
- *   - Pins are exact (page.h), so discard, write-back and harvest decide on
- *     "is it pinned", not "maybe pinned".
- *   - Write-back has both of Jan Kara's modes (not merged in Linux, which
- *     instead refuses writable long-term pins of dirty-tracked files):
- *     cleaning write-back skips pinned frames; data-integrity write-back
- *     bounces them, and they stay dirty while pinned for write.
- *   - A balloon discard never discards a pinned frame, nor one anything
- *     else holds (another mapping, a CPU map, a freezer): it skips the
- *     page and reports why. Linux's MADV_DONTNEED drops the mapping and
- *     lets the pin (or the other holder) keep the page.
- *   - There is no reverse map (8 bytes per frame, no more). Write-back
- *     write-protects the address it visits, so a frame mapped writable at
- *     several addresses must be written back through each of them, or have its
- *     aliases write-protected first (Linux's page_mkclean walks the rmap).
+ *
+ *   wait-free   ps_space_pgtable(), ps_space_notifier(), ps_space_page(),
+ *               ps_space_redirty()
+ *   lock-free   ps_space_pin_range() (but its hooks, making an entry
+ *               writable and waiting for a frozen frame), ps_space_unpin()
+ *               without PS_UNPIN_DIRTY, ps_space_fault() but a write to a
+ *               present entry that is not writable, ps_space_harvest()
+ *               without PS_HARVEST_REARM
+ *   blocking    map, map_range, unmap, discard (the writer mutex and the
+ *               invalidation); a write fault to a present entry that is not
+ *               writable, mark_dirty, an unpin with PS_UNPIN_DIRTY,
+ *               write-back (a frame's LOCKED bit: spin, then yield; an
+ *               INTEGRITY write-back also waits for another's callback); the
+ *               secondary-map helper (the caller's lock, an overlapping
+ *               invalidation); a harvest with PS_HARVEST_REARM; create,
+ *               destroy
+ *
+ * A call that finds a frame frozen (by a conversion, a cache-mode change, a
+ * discard, or a map that has not finished) waits for it, yielding; any other
+ * retry happens only because another thread changed the entry or the frame.
+ * The hooks and callbacks are the caller's and may block.
+ *
+ * ---------------------------------------------------------------------------
+ * Dirty state: the DIRTY flag, the dirty log, the write-back set
+ * ---------------------------------------------------------------------------
+ *
+ * A frame is DIRTY (pagestate/page.h, Linux's PG_dirty) when its contents may
+ * differ from its backing copy. A write fault that makes an entry writable, a
+ * write through the secondary-map helper, ps_space_mark_dirty() and
+ * ps_space_unpin() with PS_UNPIN_DIRTY make it so; only write-back and the
+ * free that ends a lifetime make it clean. The dirty hook runs once per
+ * clean-to-dirty transition, however many threads race, before any write-back
+ * cleans that dirtying, and before anyone can write through the entry a write
+ * fault makes writable (dirty before writable: every marker sets DIRTY and runs
+ * the hook under the frame's LOCKED bit, which a write fault holds too). A
+ * write during write-back faults and dirties the frame again: it is never lost.
+ *
+ * The dirty log (KVM's dirty bitmap) holds the addresses written since a
+ * harvest (ps_space_harvest()) last reported them, for migration. Every
+ * marking path but ps_space_unpin() logs the address (an unpin knows frames,
+ * not addresses); a pin for write logs it when it is taken, and every harvest
+ * reports the page until the first one after the unpin. So a device write
+ * through a pin not for write reaches write-back but not the log: pin for
+ * write, or mark the addresses with ps_space_mark_dirty(). CPU writes through
+ * entries of a range registered PS_WP_ASYNC (pagestate/pgtable.h) are recorded
+ * in the entries; a harvest with PS_HARVEST_REARM collects them too, and
+ * re-arms every page it reports so that the next write is seen.
+ *
+ * The write-back set holds the addresses ps_space_writeback() visits: every
+ * address logged, every address pinned (any pin: the frame may be unpinned
+ * dirty) and every address mapped to a frame that was pinned or dirty; a visit
+ * keeps an address while its frame is pinned or dirty. There is no reverse
+ * map: write-back finds a frame only at the addresses recorded for it. A frame
+ * unpinned dirty after its last mapping went has no address left: its free
+ * ends its lifetime, DIRTY included. An owner that must keep such writes holds
+ * a reference of its own and reads DIRTY before it lets go. docs/space.md,
+ * "Dirty tracking" and "Write-back", says why.
+ *
+ * ---------------------------------------------------------------------------
+ * Limits
+ * ---------------------------------------------------------------------------
+ *
+ *   - 4 KiB pages, no huge pages; at most 2^48 bytes and PS_SPACE_NFRAMES_MAX
+ *     (2^40) frames a space.
+ *   - A frame has at most PS_PAGE_REFS_MAX references and PS_PAGE_PINS_MAX pins
+ *     (pagestate/page.h): a call that would pass either fails (-EOVERFLOW,
+ *     PS_SPACE_MARK_OVERFLOW or PS_FAULT_INVALID) and changes nothing.
+ *   - Address space reserved, resident only where touched: 2 bits a page
+ *     (the dirty log and the write-back set), 8 bytes a frame for a
+ *     library-allocated page-word array, 4 more at the first long-term pin.
+ *   - One dirty log: a harvest takes what it reports, so two consumers (a
+ *     migration and a snapshot) each see only part.
+ *
+ * ---------------------------------------------------------------------------
+ * Where the space differs from Linux
+ * ---------------------------------------------------------------------------
+ *
+ *   - Pins are exact (pagestate/page.h): discard, write-back and harvest
+ *     decide on "pinned", not "maybe pinned".
+ *   - Writable long-term pins of memory that is written back are allowed
+ *     (Linux refuses them): cleaning write-back skips pinned frames,
+ *     data-integrity write-back bounces them, and a frame pinned for write
+ *     stays dirty. Jan Kara proposed both modes for Linux; they are not merged.
+ *   - A balloon's discard never drops a frame that anything but its mapping
+ *     holds (a pin, another mapping, a CPU map): it leaves the page and says
+ *     why. MADV_DONTNEED drops the mapping and lets the holder keep the page.
+ *   - No reverse map: write-back write-protects the address it visits, so a
+ *     frame mapped writable at several addresses is written back through each
+ *     (Linux's folio_mkclean() walks the rmap).
+ *
+ * Why: docs/space.md, "Where the space differs from Linux".
  */
 #ifndef PAGESTATE_SPACE_H
 #define PAGESTATE_SPACE_H
@@ -149,44 +186,27 @@ struct ps_space;
 
 /**
  * struct ps_space_hooks - the caller's callbacks (each may be NULL).
- * @populate: a pin or the secondary-map helper found no page at @addr (none,
- *	swap entry or UFFD_WP marker). Map one (ps_space_map(), or swap it in)
- *	and return 0, or return a negative errno, which the caller gets. @access
- *	is PS_ACCESS_READ or PS_ACCESS_WRITE. Runs in the calling thread with no
- *	library lock held. Without it, missing pages are -EFAULT.
- * @dirty: frame @frame went from clean to dirty (set_page_dirty). Runs
- *	exactly once per transition, in the thread that made it. From a write
- *	fault (ps_space_fault(), a pin for write) it runs under the frame's
- *	LOCKED bit and before the entry becomes writable: it must not fault,
- *	pin for write, write back or CPU-map (pagestate/prot.h) that frame.
- *	From the secondary-map helper it runs under the caller's lock; from
- *	ps_space_mark_dirty(), ps_space_unpin() and write-back with no
- *	library lock held.
- * @free_frame: the last reference to @frame was dropped; the frame's page word
- *	is free again, its lifetime over (DIRTY and WRITE_PINNED cleared,
- *	pagestate/page.h: its next mapping starts clean). Runs in the thread
- *	that dropped it. When that is ps_space_map() or ps_space_map_range() (a
- *	failed map giving back a reference whose owner dropped its own
- *	meanwhile), ps_space_unmap() or ps_space_discard(), it runs under the
- *	space's writer mutex: it must not map, map_range, unmap or discard in
- *	that space, nor convert or mprotect it (pagestate/prot.h), which take
- *	that mutex. From ps_space_unpin(), a pin backing out, the secondary-map
- *	helper, ps_prot_kunmap(), ps_space_writeback() (which holds a reference
- *	on each frame it writes until its callback has returned), a write fault
- *	(ps_space_fault(), a pin's for write) and ps_space_mark_dirty() (which
- *	hold the frame they mark, and may drop the last reference when it was
- *	unmapped meanwhile) and ps_space_destroy() no library lock is held.
- *	(Only if the space runs out of memory collecting unmapped frames may it
- *	run inside the page table's read-side section: S7 in lib/space.c.)
+ * @populate: a pin, a fault or the secondary-map helper found no page at
+ *	@addr (none, a swap entry, or a UFFD_WP or WRITTEN marker). Map one
+ *	(ps_space_map(), or swap it in) and return 0, or return a negative
+ *	errno, which the pin or the helper returns (a fault returns
+ *	PS_FAULT_MISSING). @access is PS_ACCESS_READ or PS_ACCESS_WRITE, as the
+ *	pin or fault asks (the helper always asks PS_ACCESS_READ). Without the
+ *	hook a missing page is -EFAULT (PS_FAULT_MISSING).
+ * @dirty: @frame went from clean to dirty (Linux's set_page_dirty()). Runs
+ *	exactly once per transition, in the thread that made it, under the
+ *	frame's LOCKED bit, before any write-back cleans that dirtying and
+ *	before any write through an entry the dirtying let through (a write
+ *	fault that finds the frame dirty already waits for that bit).
+ * @free_frame: the last reference to @frame was dropped: its lifetime is
+ *	over, its page word free again (DIRTY and WRITE_PINNED cleared, so its
+ *	next mapping starts clean), and the frame its owner's to reuse. Runs
+ *	exactly once per lifetime, in the thread that dropped the reference.
  * @ctx: handed to every hook.
  *
- * The notifier's callbacks (pagestate/notifier.h) have the same rules as
- * @free_frame for the invalidations of unmap and discard (and of
- * pagestate/prot.h's conversion and mprotect), which run under the writer
- * mutex; write-back's PROTECTION invalidation runs under the LOCKED bits of
- * the frames being written back in its range (write-back invalidates a run of
- * pages at a time): a callback must not fault, pin for write, write back or
- * CPU-map the pages of its range.
+ * The lock each hook runs under, and what it must not do there, is in the
+ * overview of pagestate/space.h, "Hooks and callbacks"; the notifier's
+ * callbacks (pagestate/notifier.h) are listed there too.
  */
 struct ps_space_hooks {
 	int (*populate)(void *ctx, struct ps_space *space, uint64_t addr,
@@ -202,15 +222,13 @@ struct ps_space_hooks {
 /**
  * struct ps_space_config - what ps_space_create() builds.
  * @size: bytes of address space, [0, size): page-aligned, at most 2^48.
- *	The dirty log reserves 2 bits of address space per page (not resident
- *	until touched).
+ *	The dirty log and the write-back set reserve 2 bits of address space
+ *	per page (not resident until touched).
  * @nframes: number of frames, 0 .. nframes - 1: at least 1, at most
- *	PS_SPACE_NFRAMES_MAX (2^40, 4 PiB of 4 KiB frames). Entries could name
- *	more (PS_PTE_FRAME_MAX + 1), but the space keeps arrays indexed by
- *	frame, which must fit the address space: a library-allocated
- *	page-word array reserves 8 bytes of address space per frame, and the
- *	first long-term pin 4 more (long-term pin counts); neither is
- *	resident until touched.
+ *	PS_SPACE_NFRAMES_MAX (2^40, 4 PiB of 4 KiB frames). The space keeps
+ *	arrays indexed by frame: a library-allocated page-word array reserves
+ *	8 bytes of address space per frame, and the first long-term pin 4 more
+ *	(the long-term pin counts); neither is resident until touched.
  * @frames: the caller's array of @nframes page words (zeroed, or already
  *	initialised by the caller), or NULL for a library-allocated one.
  * @hooks: the callbacks.
@@ -230,50 +248,58 @@ struct ps_space_config {
  *	space).
  * @out: receives the space on success.
  *
- * Context: blocking (allocates).
+ * The space starts empty: no page mapped, nothing logged, no subscription.
+ * Context: any thread.
  * Ordering: none: the space is the caller's alone until it publishes *@out.
  * Progress: blocking (allocation, mmap).
- * Return: 0; -EINVAL (@cfg or @out NULL, bad size, nframes 0 or above
- * PS_SPACE_NFRAMES_MAX); -ENOMEM (also if the writer mutex cannot be
- * initialised); -ECHILD in a child of a plain fork() (pagestate/fork.h). On
- * error nothing is left allocated and *@out is not written.
+ * Return: 0; -EINVAL (@cfg or @out NULL, @cfg->size 0, unaligned or above
+ * 2^48, @cfg->nframes 0 or above PS_SPACE_NFRAMES_MAX); -ENOMEM (also if the
+ * writer mutex cannot be initialised); -ECHILD in a child of a plain fork()
+ * (pagestate/fork.h). On error nothing is left allocated and *@out is not
+ * written.
  */
 int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out);
 
 /**
- * ps_space_destroy() - unmap everything (dropping the mappings' references;
- * free_frame hooks run) and free the space.
+ * ps_space_destroy() - unmap everything, dropping the mappings' references
+ * (free_frame hooks run), and free the space.
  * @space: the space, or NULL (nothing happens; 0 is returned).
  *
- * Context: blocking; no other thread may use the space, and the notifier
- * must have no subscription left. Pinned frames stay valid in the caller's
- * array, if the array is the caller's; a library-allocated array is freed.
- * Ordering: a seq_cst fence orders the zap before the puts (S2 in
- * lib/space-pin.c), so the free_frame hooks run after the entries are gone.
+ * Pins still held are not released: a pinned frame is not freed, and keeps its
+ * pins in its page word if the array is the caller's (a library-allocated array
+ * is freed with the space). In a child of fork(), a space inherited from the
+ * parent is only forgotten, subscriptions or not: no hook runs, nothing waits,
+ * 0 is returned (rule 2 of the overview of pagestate/fork.h).
+ * Context: no other thread may use the space, and its notifier must have no
+ * subscription left; not inside a read-side section. The free_frame hooks run
+ * in this thread with no lock of the space held.
+ * Ordering: a seq_cst fence orders the removal of the entries before the
+ * puts, so each free_frame hook runs after the frame's entries are gone.
  * Progress: blocking (destroying the page table waits for liburcu's pending
- * callbacks: not inside a read-side section); the hooks are the caller's.
- * In a child of fork(), a space inherited from the parent is only
- * forgotten, subscriptions or not: no hook runs, nothing waits, 0 is
- * returned (pagestate/fork.h, rule 2).
+ * callbacks); the hooks are the caller's.
  * Return: 0; -EBUSY if subscriptions remain (nothing is freed then).
  */
 int ps_space_destroy(struct ps_space *space);
 
 /**
- * ps_space_pgtable() - the space's page table (for scans, registration).
+ * ps_space_pgtable() - the space's page table: for registration, write
+ * protection and scans (pagestate/pgtable.h).
  * @space: the space.
  *
- * Context: any thread. Ordering: none (a field fixed at creation).
+ * Context: any thread.
+ * Ordering: none (a field fixed at creation).
  * Progress: wait-free.
  * Return: the table, valid until ps_space_destroy().
  */
 struct ps_pgtable *ps_space_pgtable(struct ps_space *space);
 
 /**
- * ps_space_notifier() - the space's notifier (for subscriptions).
+ * ps_space_notifier() - the space's notifier: for the subscriptions of
+ * secondary mappings (pagestate/notifier.h).
  * @space: the space.
  *
- * Context: any thread. Ordering: none (no load: the notifier is embedded).
+ * Context: any thread.
+ * Ordering: none (no load: the notifier is embedded).
  * Progress: wait-free.
  * Return: the notifier, valid until ps_space_destroy().
  */
@@ -284,7 +310,9 @@ struct ps_notifier *ps_space_notifier(struct ps_space *space);
  * @space: the space.
  * @frame: a frame number.
  *
- * Context: any thread. Ordering: none (the page word itself is not read).
+ * Read it with the accessors of pagestate/page.h.
+ * Context: any thread.
+ * Ordering: none (the page word itself is not read).
  * Progress: wait-free.
  * Return: &frames[@frame], or NULL if @frame >= nframes.
  */
@@ -296,7 +324,7 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 #define PS_MAP_WRITE 0x1u /* writes permitted (first write marks dirty) */
 /*
  * PS_MAP_CACHE(mode): map with cache mode @mode (enum ps_cache_mode,
- * pagestate/prot.h) and insist on it: a free frame takes that mode, a frame
+ * pagestate/page.h) and insist on it: a free frame takes that mode, a frame
  * in use must already have it (else -EBUSY, Linux's memtype conflict).
  * Without it the mapping takes whatever mode the frame has.
  */
@@ -312,29 +340,30 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
  * @space: the space.
  * @addr: the page (aligned, inside the space).
  * @frame: the frame (below nframes).
- * @flags: 0 (read-only) or PS_MAP_WRITE, optionally PS_MAP_CACHE(mode).
+ * @flags: 0 (read-only) or PS_MAP_WRITE, optionally with PS_MAP_CACHE(mode).
  *
- * The mapping takes a reference on the frame (a free frame becomes LIVE).
- * The entry carries the frame's cache mode and encryption state from its
- * page word. Writes need MAYWRITE; the entry becomes writable at the first
- * write fault, which marks the frame dirty (write-notify).
- *
- * One frame has one cache mode (pagestate/prot.h, "Cache modes"). With
- * PS_MAP_CACHE(mode), a free frame is revived with @mode in the same atomic
- * step that takes the reference, and a frame in use (LIVE: mapped, pinned,
- * CPU-mapped or referenced by its owner) with another mode is refused with
- * -EBUSY; the same mode is fine. A failed map gives a free frame back free,
- * with its previous mode (see ps_space_map_range()).
- * Context: blocking (the writer mutex). Not from a notifier callback of
- * unmap, discard or a failed map's rollback, nor from a free_frame hook run
- * by map, unmap or discard: they hold that mutex.
- * Ordering: release (the page-table CAS): a reader that finds the entry
- * sees the frame's word as mapped.
- * Progress: blocking (the writer mutex, S1; allocation).
- * Return: 0; -EINVAL (unaligned or out of range, unknown flags or mode);
- * -EEXIST (a page is mapped there); -EBUSY (the frame is frozen, or in use
- * with another cache mode than PS_MAP_CACHE asks for); -EHWPOISON (the
- * frame is poisoned); -EOVERFLOW (reference limit); -ENOMEM.
+ * The mapping takes a reference on the frame; a free frame starts a new
+ * lifetime, clean. The entry carries the frame's cache mode and encryption
+ * state from its page word. PS_MAP_WRITE permits writes: the entry becomes
+ * writable at the first write fault, which marks the frame dirty. Mapped over
+ * a UFFD_WP marker, the entry keeps its write protection (pagestate/pgtable.h).
+ * One frame has one cache mode (pagestate/prot.h, "Cache modes"): with
+ * PS_MAP_CACHE(mode), a free frame takes @mode in the same atomic step that
+ * takes the reference, and a frame in use (mapped, pinned, CPU-mapped or
+ * referenced by its owner) with another mode is refused. A failed map leaves
+ * every frame as it was (see ps_space_map_range()).
+ * Context: any thread not holding the space's writer mutex: not from a hook or
+ * notifier callback that runs under it (the overview of pagestate/space.h,
+ * "Hooks and callbacks").
+ * Ordering: release (the page table's CAS): a thread that finds the entry
+ * sees the frame's page word as mapped.
+ * Progress: blocking (the writer mutex; allocation).
+ * Return: 0; -EINVAL (@addr unaligned or outside the space, @frame out of
+ * range, unknown flags or mode); -EEXIST (@addr holds a page, a swap entry, or
+ * a marker other than a lone UFFD_WP or WRITTEN marker); -EBUSY (the frame is
+ * frozen, or in use with another cache mode than PS_MAP_CACHE asks for);
+ * -EHWPOISON (the frame is poisoned); -EOVERFLOW (the frame is at the
+ * reference limit); -ENOMEM.
  */
 int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
 		 unsigned int flags);
@@ -346,39 +375,31 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
  * @first_frame: the frame for @start; every frame must be below nframes.
- * @flags: 0 or PS_MAP_WRITE, optionally PS_MAP_CACHE(mode), for every page.
+ * @flags: as for ps_space_map(), for every page.
  *
- * Every page is checked and every page-table level allocated for the whole
- * range before the first entry is installed (ps_pgtable_map_prepare()), so
- * once an entry is visible the call cannot fail: a concurrent pin or fault
- * finds each page either not mapped yet or mapped for good.
+ * Every frame is taken, every page checked and every page-table level allocated
+ * before the first entry is installed, so once an entry is visible the call
+ * cannot fail: a pin or a fault finds each page either not mapped yet or mapped
+ * for good. A frame that is free is claimed: frozen, with no reference, until
+ * the map can no longer fail. Whoever finds its entry meanwhile (a pin, a
+ * fault, ps_space_mark_dirty(), write-back, the helper, a CPU map) waits for
+ * it, and nothing marks it dirty or runs a hook for it before it is mapped.
  *
- * A frame that is free when the map takes it is claimed: frozen, with no
- * reference, until the map can no longer fail, and only then LIVE with the
- * mapping's reference. Its new lifetime starts clean: no DIRTY, no
- * WRITE_PINNED (page.h's PS_PAGE_LIFE_FLAGS), whatever its last one left.
- * While claimed, no one else can take it: a pin, a write fault,
- * ps_space_mark_dirty(), the secondary-map helper or write-back that finds a
- * new entry (or a stale one of an older mapping of the frame), a kmap or a
- * reference by frame number waits for it (or fails, for a try by frame
- * number), as for a frame a conversion holds (pagestate/prot.h); none marks
- * it dirty or runs a hook for it before the map has made it LIVE.
- *
- * Who owns each frame after a failed map is certain, whatever raced with
- * the map (S13 in lib/space.c): a frame that was free when the map took it
- * is free again when the map returns, with the cache mode it had; no one
- * held it meanwhile and no free_frame hook runs for it, now or later, so
- * its owner may reuse it at once. A frame that was in use (LIVE) loses only
- * the map's reference; if its other holders all let go meanwhile, that put
- * is its last and the free_frame hook runs for it before the map returns
- * (under the writer mutex), exactly once, as for any last put.
- * Context: as ps_space_map(). Ordering: as ps_space_map(), for each entry.
- * Progress: blocking (the writer mutex, S1; allocation).
- * Return: as ps_space_map(). On error no entry was ever installed (unless
- * another thread stored into the range against pgtable.h's exclusion
- * rules: then the entries installed are taken back inside an UNMAP
- * invalidation, a UFFD_WP marker's page getting its marker back, and a page of
- * an async range a WRITTEN marker), and the references taken are given back.
+ * Who owns each frame after a failure is certain, whatever raced: a frame
+ * that was free is free again, with the cache mode it had, and no free_frame
+ * hook runs for it, now or later: its owner may reuse it at once. A frame that
+ * was in use loses only the map's reference; if its other holders all let go
+ * meanwhile, that put is its last, and its free_frame hook runs before the map
+ * returns, exactly once.
+ * Context: as ps_space_map(); the free_frame hooks and the notifier callbacks
+ * of a rollback run in this thread under the writer mutex.
+ * Ordering: as ps_space_map(), for each entry.
+ * Progress: blocking (the writer mutex; allocation).
+ * Return: as ps_space_map(), without saying which page failed. On error no
+ * entry was ever visible, unless another thread stored into the range against
+ * the exclusion rules of pagestate/pgtable.h: then the entries installed are
+ * taken back inside an UNMAP invalidation (a page that held a UFFD_WP marker
+ * gets it back, a page of an async range a WRITTEN marker).
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags);
@@ -387,22 +408,27 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 #define PS_UNMAP_ZAP 0x1u /* MADV_DONTNEED: keep markers where the table does */
 
 /**
- * ps_space_unmap() - unmap [@start, @start + @len): invalidation start
- * (event UNMAP), zap with the page table's marker semantics, drop the
- * mappings' references, invalidation end.
+ * ps_space_unmap() - unmap [@start, @start + @len) and drop the mappings'
+ * references.
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @flags: 0 for munmap/truncate (every marker goes), or PS_UNMAP_ZAP
- *	(MADV_DONTNEED: protection survives as markers where pgtable.h says).
+ * @flags: 0 for munmap or truncate (every marker goes), or PS_UNMAP_ZAP for
+ *	MADV_DONTNEED (write protection survives as markers where
+ *	pagestate/pgtable.h's zap keeps it).
  *
- * Pinned frames stay alive through their pins.
- * Context: blocking; as ps_space_map() (the notifier callbacks and the
- * free_frame hooks run under the writer mutex).
- * Ordering: the invalidation brackets the zap (see notifier.h); a seq_cst
- * fence orders the zap before the references are dropped (S2).
- * Progress: blocking (the writer mutex, S1; the invalidation's callbacks).
- * Return: 0; -EINVAL; -EAGAIN never (the invalidation is blockable).
+ * An invalidation (PS_NOTIFIER_UNMAP) brackets the zap, so secondary mappings
+ * are torn down before a frame can be freed or mapped elsewhere. A frame whose
+ * last reference was its mapping's is freed (free_frame hook); a pinned frame
+ * stays alive through its pins. Pages with nothing mapped cost nothing.
+ * Context: as ps_space_map(); the notifier callbacks and the free_frame hooks
+ * run in this thread under the writer mutex.
+ * Ordering: the invalidation brackets the zap (pagestate/notifier.h); a seq_cst
+ * fence orders the zap before the references are dropped, paired with a pin's
+ * seq_cst pin and re-read: a pin racing the unmap either backs out or is seen.
+ * Progress: blocking (the writer mutex; the invalidation's callbacks).
+ * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags). The
+ * invalidation is blockable: never -EAGAIN.
  */
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 		   unsigned int flags);
@@ -415,57 +441,50 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 #define PS_PIN_PRIVATE 0x4u  /* allow private (encrypted) frames */
 
 /**
- * ps_space_pin_range() - pin the frames mapped at [@start, @start + @len),
- * GUP-style, all or nothing.
+ * ps_space_pin_range() - pin the frames mapped at [@start, @start + @len) for
+ * a device, as Linux's pin_user_pages(), all or nothing.
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @flags: PS_PIN_*.
- * @frames_out: receives one frame number per page (len / 4096 entries);
- *	on an error that concerns a page (all but -EINVAL), @frames_out[0]
- *	receives instead the byte offset from @start of the page that
- *	stopped the call (the pins are released, so the array holds no
- *	frames then): the page to resolve or populate.
+ * @flags: PS_PIN_WRITE (the device writes), PS_PIN_LONGTERM (may be held
+ *	indefinitely), PS_PIN_PRIVATE (private frames allowed).
+ * @frames_out: receives one frame number per page (@len / 4096 of them). On an
+ *	error that concerns a page (all but -EINVAL and -ENOMEM), no pin is
+ *	held and @frames_out[0] receives instead the byte offset from @start of
+ *	the page that stopped the call: the page to resolve or populate.
  *
- * For each page: read the entry; a missing page goes to the populate hook
- * (or fails with -EFAULT); a write pin on a write-protected page resolves it
- * first as a write would (async: the page counts as written; sync: the pin
- * fails with -EAGAIN and the caller resolves the fault); a read-only entry
- * with MAYWRITE is made writable, marking the frame dirty; then take a
- * speculative pin and re-check the entry. A pin for write logs the address (see
- * Dirty state) and marks the frame WRITE_PINNED, in the same atomic step as the
- * pin (so no write-back sees the pin without the flag; a pin that backs out
- * leaves the flag as a hint, cleared once the frame has no pins); any other pin
- * puts the address in the write-back set (it may be unpinned dirty). A
- * PS_PIN_LONGTERM pin is counted against the frame until it is released with
- * ps_space_unpin(..., PS_UNPIN_LONGTERM): a conversion waiting for pins to
- * drain gives up at once (-EBUSY) on a frame while, and only while, a long-term
- * pin of it is held (pagestate/prot.h). The first long-term pin in a space
- * reserves the counts (4 bytes of address space per frame, not resident until
- * touched). A pin not for the long term costs nothing more.
- * Linux refuses FOLL_LONGTERM | FOLL_WRITE on dirty-tracked file mappings
- * because it cannot write back a page a device may write at any time; here
- * integrity write-back bounces it, so the pin is allowed.
- *
- * On any failure every pin taken so far is released.
- * Context: may block only in the populate hook, in a conversion (or a map) that
- * holds a frame frozen (waits for it), and in making an entry writable.
- * Ordering: S2: each pin is an acquire RMW on the page word, then a seq_cst
- * fence, then the entry is read again; pairs with the fence that unmap
- * runs between changing an entry and reading the frame's pins, and with
- * discard's freeze (one RMW on the same word).
- * Progress: lock-free otherwise (the first long-term pin in a space also
- * makes one mmap() call).
- * Return: 0; -EINVAL (alignment, range, flags, len 0, @frames_out NULL:
- * @frames_out is not written); -EFAULT (missing without a hook, guard or bad
- * access); -EAGAIN (sync write-protect fault: the first page whose entry is
- * write-protected, at @frames_out[0]; resolve it, e.g. ps_space_fault() with
+ * Per page, as GUP-fast: read the entry, pin its frame speculatively, read the
+ * entry again, and back out if it changed. A missing page goes to the populate
+ * hook. A pin for write needs a writable entry and makes one as a write fault
+ * does: a read-only entry with MAYWRITE becomes writable, marking the frame
+ * dirty; a write-protected page of an async range counts as written; one of a
+ * sync range fails the call with -EAGAIN. A pin for write marks the frame
+ * WRITE_PINNED in the atomic step that takes the pin, then logs its address;
+ * any other pin puts the address in the write-back set (the overview of
+ * pagestate/space.h, "Dirty state"). Without PS_PIN_PRIVATE a private frame
+ * is refused, in the same atomic step (pagestate/prot.h, "Pins and
+ * conversions"). A PS_PIN_LONGTERM pin is counted per frame until
+ * ps_space_unpin() with PS_UNPIN_LONGTERM: a conversion gives up at once on a
+ * frame while one is held; the first in a space reserves the counts.
+ * Context: any thread. For a pin for write, not holding the LOCKED bit of a
+ * frame in the range (not from its dirty hook). The populate and dirty hooks
+ * run in this thread.
+ * Ordering: each pin is a seq_cst RMW on the page word followed by a seq_cst
+ * re-read of the entry (no fence between: both are in the single total
+ * order); it pairs with the fence an unmap runs between changing an entry and
+ * dropping references, and with discard's freeze (an RMW on the same word): a
+ * pin that succeeds holds the frame mapped at its address at that instant.
+ * Progress: lock-free, but for the hooks, making an entry writable (the
+ * frame's LOCKED bit) and a frame frozen by a conversion or an unfinished map
+ * (waited for); the first long-term pin in a space makes one mmap() call.
+ * Return: 0; -EINVAL (alignment, range, flags, @frames_out NULL: @frames_out is
+ * not written); -ENOMEM (the first long-term pin could not reserve the counts:
+ * @frames_out is not written). With the page's offset in @frames_out[0]:
+ * -EFAULT (missing without a hook, a guard page, no write permission); -EAGAIN
+ * (write-protected in a sync range: resolve it, e.g. with ps_space_fault() and
  * PS_ACCESS_RESOLVE_WP, and retry); -EHWPOISON (poisoned); -EPERM (a private
  * frame without PS_PIN_PRIVATE); -EOVERFLOW (pin or reference limit); a
- * populate hook's error. For each of those, @frames_out[0] is the offset of the
- * page concerned. -ENOMEM: the first long-term pin could not reserve the
- * counts (@frames_out is not written). Dirty marks and logged addresses made
- * on the way stay.
+ * populate hook's error. Dirty marks and logged addresses made on the way stay.
  */
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
@@ -477,40 +496,35 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 /**
  * ps_space_unpin() - release pins taken by ps_space_pin_range().
  * @space: the space the pins were taken in.
- * @frames: the frames (as pin_range returned them).
+ * @frames: the frames, as ps_space_pin_range() returned them.
  * @n: how many.
- * @flags: PS_UNPIN_DIRTY: mark each frame dirty first (Linux's
- *	unpin_user_pages_dirty_lock()); the dirty hook runs on each
- *	clean-to-dirty transition. PS_UNPIN_LONGTERM: the pins were taken
- *	with PS_PIN_LONGTERM (required for those, and only for those: the
- *	space counts long-term pins per frame, and a conversion refuses a
- *	frame while its count is positive). Pins taken with different flags
- *	are released by separate calls.
+ * @flags: PS_UNPIN_DIRTY: the device wrote; mark each frame dirty first
+ *	(Linux's unpin_user_pages_dirty_lock()). PS_UNPIN_LONGTERM: the pins
+ *	were taken with PS_PIN_LONGTERM (required for those, and only for
+ *	those). Pins taken with different flags are released by separate calls.
  *
- * A frame whose last reference this drops is freed (free_frame hook).
- * Frames at or above nframes are skipped. A frame unpinned dirty is
- * written by the next ps_space_writeback() of the address it was pinned
- * at, if it is still mapped there: the pin recorded that address, and
- * write-back keeps it while the frame is pinned (S9 in lib/space-writeback.c).
- * The dirty log (migration) has the address only for a pin for write (see Dirty
- * state); for another pin, call ps_space_mark_dirty().
- * Context: any thread holding the pins, not holding a frame's LOCKED bit
- * (not from a dirty hook). The hooks run in it: the dirty hook with the
- * frame's LOCKED bit held (as Linux's unpin_user_pages_dirty_lock() holds
- * the folio lock, so that no write-back cleans the frame before the hook
- * has run), the free_frame hook with no library lock held.
- * Ordering: each unpin is a release RMW (acquire too when it frees the
- * frame, page.h); with PS_UNPIN_DIRTY, DIRTY is set (acq_rel) before the
- * unpin; with PS_UNPIN_LONGTERM, the frame's long-term count drops
- * (release) before the unpin.
- * Progress: lock-free without PS_UNPIN_DIRTY (one RMW per frame; a
- * long-term pin adds a compare-and-swap loop on its count); blocking with
- * it (the frame's LOCKED bit, which faults and write-backs hold briefly).
- * Misuse (unpinning what was not pinned) goes to the page word's error hook.
+ * A frame whose last reference this drops is freed (free_frame hook). Frames
+ * at or above nframes are skipped. A frame unpinned dirty is written by the
+ * next ps_space_writeback() of the address it was pinned at, if it is still
+ * mapped there. The dirty log has the address only if the pin was for write:
+ * after another pin, mark the addresses with ps_space_mark_dirty(). Unpinning
+ * what was not pinned is misuse, reported to the page word's error hook
+ * (pagestate/page.h).
+ * Context: any thread holding the pins; with PS_UNPIN_DIRTY, not holding a
+ * frame's LOCKED bit (not from a dirty hook). The dirty hook runs in this
+ * thread under the frame's LOCKED bit (so no write-back cleans the frame
+ * before the hook has run), the free_frame hook with no lock of the space.
+ * Ordering: each unpin is a release RMW on the page word (acquire too when it
+ * frees the frame); with PS_UNPIN_DIRTY, DIRTY is set (acq_rel) before the
+ * unpin; with PS_UNPIN_LONGTERM, the frame's long-term count drops (release)
+ * before the unpin.
+ * Progress: lock-free without PS_UNPIN_DIRTY (one RMW per frame, and a
+ * compare-and-swap loop on a long-term count); blocking with it (the frame's
+ * LOCKED bit, which faults and write-backs hold briefly).
  * Return: 0; -EINVAL if @flags has unknown bits (nothing is released);
- * -ENOENT if PS_UNPIN_LONGTERM was passed for a frame with no long-term
- * pin counted (misuse: its pin is released all the same, the count stays
- * at zero; the other frames are released as asked).
+ * -ENOENT if PS_UNPIN_LONGTERM was passed for a frame with no long-term pin
+ * counted (misuse, not said which: its pin is released all the same, and the
+ * other frames as asked).
  */
 int ps_space_unpin(struct ps_space *space, const uint64_t *frames, uint64_t n,
 		   unsigned int flags);
@@ -561,34 +575,29 @@ struct ps_discard_skip {
  * @nskipped: receives how many pages were left in place (all of them,
  *	even beyond @max_skipped); may be NULL.
  *
- * Brackets itself with an invalidation (event CLEAR). For each page with a
- * present entry: if the frame's only holder is this mapping (one
- * reference, no pin), discard freezes the frame with exactly that
- * reference (ps_page_freeze()), zaps the entry (as ps_space_unmap() with
- * PS_UNMAP_ZAP: write-protect markers stay where pgtable.h says) and frees the
- * frame (the free_frame hook runs; its contents are given up, and the free
- * clears DIRTY as every free does, pagestate/page.h). Any other page is left
- * exactly as it was, entry and all, and reported: pinned, busy (another holder:
- * an alias mapping, a CPU map, a reference) or frozen (another freezer), see
- * enum ps_discard_reason. Discard never waits for a holder. Pages with no
- * present entry are neither discarded nor reported. A pin racing with discard
- * either comes first (the freeze fails and the page is reported pinned) or
- * finds the frame frozen, waits, and then finds the page gone (it faults, as
- * for any missing page): a pinned page is never unmapped, not even for a
- * moment, and a pin never holds a frame discard freed. A range attached to the
- * userfaultfd bridge is discarded with ps_uffd_discard() (pagestate/uffd.h),
- * which also brings the kernel's write protection of the host pages into
- * agreement and reports them.
- * Context: blocking; as ps_space_map() (the notifier callbacks and the
- * free_frame hooks run under the writer mutex).
- * Ordering: the invalidation brackets the zaps (see notifier.h); per page,
- * the freeze is an acquire RMW on the page word, ordered against every pin
- * and reference taken on it, and the unfreeze that frees the frame is a
- * release after the zap (S10 in lib/space-discard.c).
- * Progress: blocking (the writer mutex, S1; the invalidation's callbacks).
- * Per page lock-free: it looks again only when the frame's word changed.
- * Return: 0; -EINVAL (range, or @skipped NULL with @max_skipped);
- * *@nskipped is not written on error.
+ * An invalidation (PS_NOTIFIER_CLEAR) brackets the call. A page with a present
+ * entry whose frame only this mapping holds (one reference, no pin) is
+ * dropped: the frame is frozen at exactly that reference, the entry zapped as
+ * ps_space_unmap() with PS_UNMAP_ZAP does (write-protect markers stay), and the
+ * frame freed (the free_frame hook runs; its contents and its DIRTY are given
+ * up). Any other page is left exactly as it was, entry, write protection, dirty
+ * log and write-back set included, and reported with its reason (enum
+ * ps_discard_reason); discard never waits for a holder. Pages without a
+ * present entry are neither dropped nor reported. A pinned page is never
+ * unmapped, not even for a moment: a pin racing with discard comes first (the
+ * page is reported pinned) or waits and then finds the page gone. Discard a
+ * range attached to the userfaultfd bridge with ps_uffd_discard()
+ * (pagestate/uffd.h). The design: docs/space.md, "Balloon discard".
+ * Context: as ps_space_map(); the notifier callbacks and the free_frame hooks
+ * run in this thread under the writer mutex.
+ * Ordering: the invalidation brackets the zaps (pagestate/notifier.h); per
+ * page, the freeze is an acquire RMW on the page word, ordered against every
+ * pin and reference taken on it, and the unfreeze that frees the frame is a
+ * release after the zap.
+ * Progress: blocking (the writer mutex; the invalidation's callbacks). Per
+ * page lock-free: it looks again only when the frame's word changed.
+ * Return: 0; -EINVAL (unaligned, empty or outside range, or @skipped NULL with
+ * @max_skipped not 0): *@nskipped is not written then.
  */
 int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
@@ -600,47 +609,48 @@ int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
  * ps_space_fault() - a CPU access to @addr through the space's mapping.
  * @space: the space.
  * @addr: the page (aligned, inside the space).
- * @access: PS_ACCESS_READ or PS_ACCESS_WRITE (pgtable.h), optionally
- *	PS_ACCESS_RESOLVE_WP.
+ * @access: PS_ACCESS_READ or PS_ACCESS_WRITE (pagestate/pgtable.h),
+ *	optionally with PS_ACCESS_RESOLVE_WP.
  *
- * pgtable.h's fault, plus: a missing page goes to the populate hook and is
- * retried once; a write that makes an entry writable first marks its frame
- * dirty (the dirty hook runs on a clean-to-dirty transition), then makes
- * the entry writable, both holding the frame (a reference and its LOCKED
- * bit) and for the frame the entry maps under it (S3), and then logs the
- * address (S11: after the entry is writable, so that no harvest takes the
- * mark before). A write the page table refuses (PS_FAULT_WP,
+ * ps_pgtable_fault() on the space's table, plus: a missing page goes to the
+ * populate hook, and the fault is tried once more; a write that makes an entry
+ * writable (read-only with MAYWRITE, or write-protected and resolved) holds
+ * the frame (a reference and its LOCKED bit), marks it dirty (the dirty hook
+ * runs on a clean-to-dirty transition), then makes the entry writable, then
+ * logs the address. A write the page table refuses (PS_FAULT_WP,
  * PS_FAULT_BAD_ACCESS) marks nothing.
- * Context: any thread; the populate hook runs in it with no library lock
- * held, the dirty hook under the frame's LOCKED bit (S7), and the
- * free_frame hook with no library lock held if the frame was unmapped
- * while the fault held it (its release was the last reference).
- * Ordering: the page table's CAS (acquire and release); DIRTY (an acq_rel
- * RMW) is set before the CAS that makes the entry writable (S3), and the
- * log's bit (a release RMW) after it (S11).
- * Progress: lock-free for reads and for writes to a writable or non-present
- * entry; a write to a present, non-writable entry takes the frame's LOCKED
- * bit (spin, then yield: blocking), and waits (yields) while the frame is
- * frozen (a conversion, or a map that claimed it and has not finished: no mark
- * and no hook before the frame is LIVE). The populate hook is the caller's.
+ * Context: any thread; for a write, not holding the LOCKED bit of the frame at
+ * @addr (not from its dirty hook). The populate hook runs in this thread with
+ * no lock of the space held, the dirty hook under the frame's LOCKED bit, and
+ * the free_frame hook with no lock of the space if the frame was unmapped
+ * while the fault held it (the fault's release was its last reference).
+ * Ordering: the page table's CAS (acquire and release); DIRTY (an acq_rel RMW)
+ * is set before the CAS that makes the entry writable, and the log's bit (a
+ * release RMW) after it.
+ * Progress: lock-free for reads, and for writes to a writable or missing
+ * entry; a write to a present entry that is not writable takes the frame's
+ * LOCKED bit (spin, then yield: blocking), and waits, yielding, while the frame
+ * is frozen (a conversion, or a map that claimed it and has not finished). The
+ * populate hook is the caller's.
  * Return: as ps_pgtable_fault(): PS_FAULT_OK, PS_FAULT_MISSING (no hook, or
- * the hook failed or left it missing), PS_FAULT_WP, ...; PS_FAULT_INVALID
- * also for an unaligned or out-of-space @addr, and for a write whose frame
- * is at the reference limit (PS_PAGE_REFS_MAX: the fault cannot hold it;
- * nothing changed).
+ * the hook failed or left the page missing), PS_FAULT_WP, PS_FAULT_POISONED,
+ * PS_FAULT_GUARD, PS_FAULT_BAD_ACCESS; PS_FAULT_INVALID also for an unaligned
+ * or outside @addr, and for a write whose frame is at the reference limit
+ * (PS_PAGE_REFS_MAX: the fault cannot hold it; nothing changed).
  */
 enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
 			     unsigned int access);
 
-/* --- the secondary-map helper (seed 003) ---------------------------------- */
+/* --- the secondary-map helper --------------------------------------------- */
 
 /**
  * struct ps_secondary_ops - the caller's secondary mapping.
  * @lock: take the lock that the subscription's invalidate callback takes.
  * @unlock: drop it.
  * @install: install the mapping of @addr to @frame (writable if @write),
- *	called under the lock. Return 0, or a negative errno the helper
- *	returns (the mapping is not considered installed).
+ *	called under the lock (and, if @write, under the frame's LOCKED bit).
+ *	Return 0, or a negative errno the helper returns (the mapping is not
+ *	considered installed).
  */
 struct ps_secondary_ops {
 	void (*lock)(void *ctx);
@@ -649,37 +659,58 @@ struct ps_secondary_ops {
 };
 
 /**
- * ps_space_map_secondary() - run the seed-003 loop for one page.
+ * ps_space_map_secondary() - map one page into the caller's secondary mapping
+ * (an IOMMU, a shadow page table, a vhost map), retrying while invalidations
+ * race, and never map a clean frame writable.
  * @space: the space.
  * @sub: the caller's subscription covering @addr (inserted in
  *	ps_space_notifier()).
- * @addr: the page.
+ * @addr: the page (aligned, inside @sub).
  * @write: the secondary mapping will be writable.
  * @ops: the caller's lock, unlock and install (all three required).
  * @ctx: handed to @ops' callbacks.
  *
- * Loop: read_begin on @sub; look up and reference the frame (populate hook
- * if missing); take the caller's lock; if an invalidation raced, unlock,
- * drop the reference and start again; for a write, mark the frame dirty
- * (dirty hook on a clean-to-dirty transition, address logged) before
- * installing; install; unlock; drop the lookup reference. The secondary mapping
- * keeps no reference: the notifier tears it down before the frame can change.
+ * The secondary-MMU loop of Andrea Arcangeli's reply in the thread "Reference
+ * count on pages held in secondary MMUs" (kvmarm list, June 2019):
+ * ps_interval_read_begin() on @sub; look up the frame and hold it (populate
+ * hook if missing); for a write, take the frame's LOCKED bit; take the
+ * caller's lock; if an invalidation raced, unlock both, let go and start
+ * again; for a write, mark the frame dirty and log @addr; install; unlock
+ * both; let go. The bit comes before the caller's lock, the order in which
+ * write-back holds them (its invalidation callbacks take the caller's lock
+ * under the bit), and makes the mark as every mark is made, so that a write
+ * fault that finds the frame dirty knows its dirty hook has run. The secondary
+ * mapping keeps no reference: @sub's invalidate callback tears it down before
+ * the frame at @addr can change.
  *
- * The dirty hook runs once per clean-to-dirty transition however many
- * mappers and invalidations race, never for a read mapping or a retried
- * attempt. A write to a page write-protected in a sync range fails with -EAGAIN
- * (resolve it first); in an async range the write is recorded in the dirty log
- * and the entry stays protected, so CPU writes are still seen.
- * Context: blocking (the caller's lock; read_begin may wait for an
- * overlapping invalidation). Do not hold @ops' lock when calling.
- * Ordering: the per-subscription check of notifier.h (read_begin's acquire;
- * read_retry under @ops' lock, which orders it against the callback's
- * ps_interval_set_seq()); for a write, DIRTY and the log entry are set
- * before install (S5).
- * Progress: blocking (as above); it loops again only after populating the
- * page, or when an invalidation or a change of the frame raced with it (S8).
- * Return: 0; -EINVAL; -EFAULT; -EAGAIN; -EHWPOISON; -EPERM (private frame);
- * -EOVERFLOW (reference limit); a populate hook's or install's error.
+ * The dirty hook runs once per clean-to-dirty transition however many mappers
+ * and invalidations race, never for a read mapping or a retried attempt. The
+ * primary entry is not made writable. A write to a page write-protected in a
+ * sync range fails with -EAGAIN (resolve it first); in an async range it is
+ * logged and the entry stays protected, so CPU writes are still seen. Private
+ * frames are refused.
+ * Context: any thread holding neither @ops' lock nor the frame's LOCKED bit
+ * (not from a dirty hook of that frame); the populate hook runs in it with no
+ * lock of the space held, the dirty hook and @ops->install under @ops' lock
+ * (and, for a write, the frame's LOCKED bit). Under @ops' lock, @install
+ * included, nothing may wait for a frame's LOCKED bit (a write fault, a pin
+ * for write, ps_space_mark_dirty(), a dirty unpin, write-back, a CPU map of
+ * pagestate/prot.h): a writing helper holds that bit while it waits for the
+ * lock.
+ * Ordering: the per-subscription check of pagestate/notifier.h (read_begin's
+ * acquire; read_retry under @ops' lock, which orders it against the callback's
+ * ps_interval_set_seq()); for a write, DIRTY and the log's bit are set before
+ * @ops->install runs.
+ * Progress: blocking (@ops' lock, for a write the frame's LOCKED bit;
+ * read_begin waits for an overlapping
+ * invalidation in flight); it loops again only after populating the page, or
+ * when an invalidation or a change of the frame raced with it.
+ * Return: 0; -EINVAL (@sub not a subscription of the space's notifier or not
+ * covering @addr, @addr unaligned or outside, @ops or one of its callbacks
+ * NULL); -EFAULT (missing without a populate hook, a guard page, a write
+ * without MAYWRITE); -EAGAIN (write-protected in a sync range); -EHWPOISON;
+ * -EPERM (a private frame); -EOVERFLOW (reference limit); a populate hook's or
+ * @ops->install's error.
  */
 int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
 			   uint64_t addr, bool write,
@@ -715,38 +746,37 @@ enum ps_space_mark {
 };
 
 /**
- * ps_space_mark_dirty() - the frame at @addr was written (by software or a
+ * ps_space_mark_dirty() - the frame at @addr was written (by software, or a
  * device the space cannot see): mark it dirty and log @addr.
  * @space: the space.
  * @addr: the page (aligned, inside the space).
  *
- * The frame mapped at @addr is held while it is marked (a reference, then
- * the entry read again: a frame unmapped meanwhile is let go and the page
- * looked at again), so the dirty hook never runs for a frame already freed
- * or handed to another address (S5 in lib/space-dirty.c). The address is
- * logged after the mark.
- * Context: any thread not holding the frame's LOCKED bit (not from a dirty hook
- * of that frame). The dirty hook runs in it with the frame's LOCKED bit held,
- * as a write fault's does (so no write-back cleans the frame before the hook
- * has run); the free_frame hook may run in it with no lock held (if the frame
- * was unmapped while this call held it, its release is the last reference).
+ * The frame mapped at @addr is held while it is marked (a reference, then the
+ * entry read again: a frame unmapped meanwhile is let go and the page looked
+ * at again), so the dirty hook never runs for a frame already freed or mapped
+ * elsewhere. The address is logged after the mark.
+ * Context: any thread not holding the frame's LOCKED bit (not from its dirty
+ * hook). The dirty hook runs in this thread under the frame's LOCKED bit, as a
+ * write fault's does, so no write-back cleans the frame before the hook has
+ * run; the free_frame hook runs here with no lock of the space if the frame
+ * was unmapped while this call held it.
+ * Ordering: release: what the caller wrote before the call happens before
+ * the harvest that reports @addr and the write-back that writes the frame.
  * Progress: blocking (the frame's LOCKED bit, which faults and write-backs
- * hold briefly); it looks again only when the entry or the frame changed,
- * and waits (yields) while the frame is frozen (a conversion, a cache-mode
+ * hold briefly); it looks again only when the entry or the frame changed, and
+ * waits, yielding, while the frame is frozen (a conversion, a cache-mode
  * change, a discard, a map that claimed it and has not finished).
- * Ordering: release (the caller's write happens before the harvest or
- * write-back that reports it).
  * Return: one of enum ps_space_mark.
  */
 enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
 
 /* Harvest flags. */
-#define PS_HARVEST_REARM 0x1u /* re-arm what is reported (see below) */
+#define PS_HARVEST_REARM 0x1u /* re-arm what is reported (ps_space_harvest) */
 
 /**
- * ps_space_harvest() - return the dirty pages of [@start, @start + @len)
- * and clear them, atomically per page: a page dirtied concurrently is either
- * in this harvest or stays dirty for the next, never lost.
+ * ps_space_harvest() - take the dirty pages of [@start, @start + @len) out of
+ * the dirty log and return them, atomically per page: a page dirtied
+ * concurrently is in this harvest or stays for the next, never lost.
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
@@ -754,70 +784,62 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * @addrs: receives page addresses, ascending.
  * @max: room in @addrs (at least 1).
  * @count: receives how many were written.
- * @resume: receives where to continue (@start + @len when complete).
+ * @resume: receives where to continue (@start + @len when complete); may be
+ *	NULL.
  *
- * Reported: every address in the dirty log (write faults, software marks,
- * the helper's writes, write pins), and a page pinned for write always,
- * even when its mark is old (it stays logged until it is unpinned).
+ * Reported: every address in the dirty log (write faults,
+ * ps_space_mark_dirty(), the helper's writes, pins for write), and a page
+ * pinned for write by every harvest until the first one after its unpin. Pages
+ * beyond @max are neither reported nor re-armed: they stay in the log for the
+ * next harvest.
  *
- * PS_HARVEST_REARM: the next write to every page reported is seen. First
- * the written entries of ranges registered for async write protection are
- * collected with the page table's get-and-rearm scan (re-protected in the same
- * step, per page). Then, after their marks are taken, the other pages reported
- * are re-armed: in a range registered sync, write-protected (uffd-wp, as
- * ps_pgtable_protect(): the next write faults with PS_FAULT_WP to the caller's
- * handler); in an unregistered range, made read-only (WRITE cleared, MAYWRITE
- * kept, soft-dirty style: the next write faults and is logged again). Last, the
- * secondary mappings of every page reported are invalidated (event SOFT_DIRTY;
- * it is also the TLB flush of the entries re-armed), so the next write through
- * them is marked again. Pages beyond @max are neither reported nor re-armed:
- * they stay logged for the next harvest. A page put back with
- * ps_space_redirty() stays re-armed, and is reported again by the next harvest.
+ * PS_HARVEST_REARM: the next write to every page reported is seen. First the
+ * written entries of ranges registered PS_WP_ASYNC are moved into the log by
+ * the page table's get-and-rearm scan (re-protected in the same step, per
+ * page). Then, after their marks are taken, the other pages reported are
+ * re-armed: in a sync range write-protected as ps_pgtable_protect() does (the
+ * next write faults with PS_FAULT_WP), in an unregistered range made read-only
+ * (the next write faults and is logged again). Last, their secondary mappings
+ * are invalidated (PS_NOTIFIER_SOFT_DIRTY), which is also the TLB flush of the
+ * entries re-armed. A page put back with ps_space_redirty() stays re-armed.
  *
- * REARM is the safe order, in one call: take the marks, then re-arm.
- * Without it, a caller that re-arms itself must harvest first, then
- * protect (or mprotect) what was reported; protect-then-harvest loses a
- * write: a write fault between the two resolves the fresh protection
- * (PS_ACCESS_RESOLVE_WP, or the entry is simply writable again), the harvest
- * then takes its mark and reports the page, and nothing re-arms it after that,
- * so the entry stays writable and the next write is never seen.
- * Harvest-then-protect loses nothing: a write whose fault logs after the take
- * is reported by the next harvest, one whose fault logged before it is in this
- * one, and the protect after it ends the path (S11 in lib/space-dirty.c). Copy
- * the reported pages after the harvest (and the caller's re-arm) returns.
- *
- * Cost: the number of dirty pages plus a small term per 128 MiB of range (the
- * log is a three-level bitmap), plus, with REARM, the page table's scan of
- * registered ranges, a registration lookup per page reported, and a protect per
- * run of sync pages or a compare-and-swap per unregistered writable page.
- * Context: any thread. With REARM it invalidates and takes the page table's
- * writer mutex: not from a notifier callback, nor holding a lock that a
+ * A caller that re-arms by itself must harvest first, then protect what was
+ * reported: protect-then-harvest loses the write of a fault in between
+ * (docs/space.md, "Harvest and re-arm"). Copy the reported pages after the
+ * harvest (and the caller's re-arm) returns.
+ * Context: any thread. With PS_HARVEST_REARM it takes the page table's writer
+ * mutex and invalidates: not from a notifier callback, nor holding a lock a
  * callback takes, nor inside a read-side section.
- * Ordering: the dirty log's acquire (S6): what a marker wrote before its mark
- * happens before the harvest that reports it; with REARM, the page table's
- * get-and-rearm guarantee (G7 in lib/pgtable-scan.c), and each re-arm is a
- * seq_cst change of the entry after the take of its mark (S11).
- * Progress: lock-free without REARM; blocking with it.
+ * Ordering: what a marker wrote before its mark happens before the harvest
+ * that reports it (the log's release and acquire). With PS_HARVEST_REARM, each
+ * re-arm is a seq_cst change of the entry after the take of its mark, so a
+ * write to a reported page happens before the re-arm (and is in the copy taken
+ * after the harvest returns) or faults and is logged again.
+ * Progress: lock-free without PS_HARVEST_REARM; blocking with it.
  * Return: 0; -EINVAL (range, flags, @addrs or @count NULL, @max 0); with
- * REARM, the page-table scan's error (-ENOMEM; -ENOENT if the range is
- * unregistered meanwhile): nothing is harvested, and pages already
- * re-armed wait in the log for the next harvest.
+ * PS_HARVEST_REARM, the page-table scan's error (-ENOMEM; -ENOENT if a range
+ * is unregistered meanwhile): nothing is harvested, and the pages the scan
+ * already moved into the log wait there for the next harvest.
  */
 int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
 		     unsigned int flags, uint64_t *addrs, uint64_t max,
 		     uint64_t *count, uint64_t *resume);
 
 /**
- * ps_space_redirty() - put harvested pages back (a transfer failed). Marks
- * made meanwhile are kept (it only adds).
+ * ps_space_redirty() - put harvested pages back into the dirty log (a
+ * transfer failed).
  * @space: the space.
  * @addrs: page addresses, as ps_space_harvest() returned them.
  * @n: how many.
  *
- * Context: any thread. Ordering: release (the dirty log's set, S6).
+ * It only adds: marks made meanwhile stay. A page a harvest re-armed stays
+ * re-armed, and the next harvest reports it again.
+ * Context: any thread.
+ * Ordering: release (the log's set), paired with the acquire of the harvest
+ * that takes it.
  * Progress: wait-free (one bitmap set per address).
- * Return: 0; -EINVAL (an address out of range or unaligned: the addresses
- * before it were put back).
+ * Return: 0; -EINVAL (an address unaligned or outside the space: the addresses
+ * before it were put back, it and those after it were not).
  */
 int ps_space_redirty(struct ps_space *space, const uint64_t *addrs, uint64_t n);
 
@@ -837,20 +859,23 @@ enum ps_writeback_mode {
 
 /**
  * typedef ps_writeback_fn - write one frame to its backing store.
+ * @ctx: as passed to ps_space_writeback().
  * @addr: the page being written back.
  * @frame: its frame.
  * @pinned: the frame is pinned: a device may be writing it right now. Take a
  *	copy at one instant (a bounce buffer) and write the copy.
  *
- * Runs with no library lock held, the frame under write-back (its
- * WRITEBACK flag set, page.h) and held by a reference of write-back's own.
- * Returning means the write is complete: the next write-back of the frame
- * may start, and its copy must land after this one. It must not start an
- * INTEGRITY write-back of its own frame (in its own thread that write-back
- * fails with -EDEADLK for the page; in another thread that it waits for,
- * the two wait for each other for ever).
- * Return: 0, or a negative errno: the frame is dirtied again and
- * ps_space_writeback() reports the first error.
+ * Runs in the thread of ps_space_writeback() with no lock of the space held,
+ * the frame under write-back (its WRITEBACK flag set, pagestate/page.h) and
+ * held by a reference of write-back's own. The frame is handed over as it is:
+ * to read one that may be private or inaccessible, bracket the read with
+ * ps_prot_kmap() and ps_prot_kunmap(). Returning means the write is complete:
+ * the next write-back of the frame may start, and its copy must land after
+ * this one. It must not start a PS_WB_INTEGRITY write-back of its own frame:
+ * in its own thread that write-back fails with -EDEADLK for the page; in
+ * another thread that it waits for, the two wait for each other for ever.
+ * Return: 0, or a negative errno: the frame is dirtied again (the dirty hook
+ * runs if it was clean) and ps_space_writeback() reports the first error.
  */
 typedef int (*ps_writeback_fn)(void *ctx, uint64_t addr, uint64_t frame,
 			       bool pinned);
@@ -878,55 +903,45 @@ struct ps_writeback_stats {
  * @ctx: its context.
  * @stats: receives what was done; may be NULL.
  *
- * Visits the pages of the range in the write-back set (written, pinned, or
- * mapped to a pinned or dirty frame: S9 in lib/space-writeback.c). The frame
- * mapped at a page is held with a reference of write-back's own, then LOCKED,
- * then the entry is read again (a frame unmapped meanwhile is let go and the
- * page looked at again); the reference is dropped after @fn returns, so an
- * unmap during @fn does not free the frame under it (the free_frame hook may
- * then run in this thread, after @fn), and a discard during @fn leaves the page
- * (busy). An unpinned frame: under its LOCKED bit, invalidate the page's
- * secondary mappings (event PROTECTION), write-protect its entry (stable
- * pages), clear DIRTY, end the invalidation (so a secondary mapping for write
- * made after it dirties the frame again), set WRITEBACK; then call @fn; then
- * end WRITEBACK. Consecutive pages of the set are taken together (up to 64):
- * one invalidation covers a run of them, under their frames' LOCKED bits, and
- * every LOCKED bit is dropped before the first @fn of the run is called. A
- * write arriving meanwhile faults, dirties the frame again and is never lost. A
- * pinned frame: CLEAN skips it (it stays dirty); INTEGRITY clears DIRTY, calls
- * @fn with @pinned true (bounce), and dirties it again if it is still pinned
- * for write. A pinned page stays in the set while its pins last, dirty or not,
- * and so does a page whose frame was unpinned dirty during its bounce: a later
- * write-back writes what the unpin dirtied.
+ * Visits the pages of the range in the write-back set (the overview of
+ * pagestate/space.h, "Dirty state"), each holding the frame mapped there (a
+ * reference of its own, then its LOCKED bit, then the entry read again). A
+ * dirty, unpinned frame: under its LOCKED bit, invalidate the page's secondary
+ * mappings (PS_NOTIFIER_PROTECTION), write-protect its entry, clear DIRTY, end
+ * the invalidation, set WRITEBACK; then call @fn; then clear WRITEBACK. A write
+ * meanwhile faults and dirties the frame again: it is never lost. A pinned
+ * frame: PS_WB_CLEAN skips it (it stays dirty); PS_WB_INTEGRITY writes it the
+ * same way with @pinned true, and leaves it dirty if it is still pinned for
+ * write. The frame's reference is dropped after @fn returns: an unmap during
+ * @fn does not free the frame under it (the free_frame hook then runs in this
+ * thread, after @fn), and a discard leaves the page (busy). Consecutive pages
+ * of the set are taken together (up to 64): one invalidation covers a run of
+ * them, under their frames' LOCKED bits, and every LOCKED bit is dropped
+ * before the first @fn of the run is called.
  *
  * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
  * for a frame while another write-back's @fn runs for it, so the copies land
- * in the order they were taken and a clean frame's backing copy is its newest.
- * A frame found under another write-back is skipped by CLEAN (it stays dirty
- * and in the set; stats: skipped_writeback) and waited for by INTEGRITY
- * (folio_wait_writeback()), which then looks at it again: dirty, it writes it;
- * clean, the write it waited for was the newest. A page stays in the set while
- * its frame is under write-back, so an INTEGRITY write-back that begins while
- * another's @fn runs visits it and waits (unless a third write-back has the
- * page in hand at that instant: that one then waits for it, or skips it).
- * Context: blocking (LOCKED bits; the callback may block, and runs with no
- * library lock held). It invalidates: not from a notifier callback, nor holding
- * a lock that a notifier callback takes. INTEGRITY waits for other write-backs'
- * callbacks: not from a callback whose frame it would visit (see
+ * in the order they were taken. PS_WB_CLEAN skips a frame under another
+ * write-back (it stays dirty; stats: skipped_writeback); PS_WB_INTEGRITY waits
+ * for it (Linux's folio_wait_writeback()), then looks at it again.
+ * Context: any thread. It invalidates: not from a notifier callback, nor
+ * holding a lock a callback takes. PS_WB_INTEGRITY waits for other
+ * write-backs' callbacks: not from a callback whose frame it would visit (see
  * ps_writeback_fn), nor from a thread such a callback waits for.
- * Ordering: S3 and S4: under the frame's LOCKED bit the entry is
- * write-protected, then DIRTY is cleared by an acq_rel RMW whose old word
- * orders every pin before or after it. WRITEBACK is set under that bit and
- * cleared with release after @fn: an INTEGRITY write-back that waited for it
- * sees what the other write-back did (S12 in lib/space-writeback.c).
+ * Ordering: under the frame's LOCKED bit the entry is write-protected, then
+ * DIRTY cleared by an acq_rel RMW on the page word, which orders every pin
+ * before it (the frame counts as pinned) or after it (a pin for write then
+ * faults and dirties the frame again). WRITEBACK is cleared with release after
+ * @fn: a write-back that waited for it sees what that write-back did.
  * Progress: blocking (LOCKED bits: spin, then yield; the invalidations);
- * INTEGRITY also blocks on other write-backs' callbacks of the frames it
+ * PS_WB_INTEGRITY also waits for other write-backs' callbacks of the frames it
  * visits, for as long as each takes.
- * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first callback error
- * (every frame is still visited); -EOVERFLOW if a frame was at the
- * reference limit (it is left dirty, for the next write-back); -EDEADLK if
- * a frame it visited is under write-back by a callback of this very thread
- * (it is left as it is, for the next write-back).
+ * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first error, every page
+ * still visited: a callback's error (the frame is dirty again); -EOVERFLOW (a
+ * frame at the reference limit: left dirty for the next write-back); -EDEADLK
+ * (a frame under write-back by a callback of this very thread: left as it
+ * was). @stats counts each; the error does not say which page (@fn was given
+ * the address of each write it failed).
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,

@@ -6,7 +6,8 @@
  * bit of confidential computing (enum ps_enc_state). Pure functions of
  * their arguments: nothing in the library calls them, and they touch no
  * page word, table or space. Its two prefixes: ps_x86_ (the PAT encoding)
- * and ps_cc_ (the confidential-computing platform).
+ * and ps_cc_ (the confidential-computing platform). docs/prot.md, "The x86
+ * encodings", says how they relate to Linux's.
  *
  * ---------------------------------------------------------------------------
  * Cache modes: PAT, PCD, PWT
@@ -64,10 +65,15 @@ PS_BEGIN_DECLS
 #define PS_X86_PTE_PAT (UINT64_C(1) << 7)	 /* 4 KiB entries */
 #define PS_X86_PTE_PAT_LARGE (UINT64_C(1) << 12) /* 2 MiB / 1 GiB entries */
 
-/** enum ps_x86_level - which entry format: the PAT bit moves with it. */
+/**
+ * enum ps_x86_level - which entry format: the PAT bit moves with it.
+ * @PS_X86_4K: a 4 KiB PTE: PAT is bit 7.
+ * @PS_X86_LARGE: a 2 MiB PDE or 1 GiB PDPTE: PAT is bit 12 (bit 7 is "page
+ *	size" there).
+ */
 enum ps_x86_level {
-	PS_X86_4K = 0,	  /* PTE: PAT is bit 7 */
-	PS_X86_LARGE = 1, /* 2 MiB PDE / 1 GiB PDPTE: PAT is bit 12 */
+	PS_X86_4K = 0,
+	PS_X86_LARGE = 1,
 };
 
 /* IA32_PAT memory-type encodings, one byte per slot. */
@@ -127,11 +133,16 @@ static inline uint64_t ps_x86_cache_mask(enum ps_x86_level level)
 
 /* --- confidential computing: the encryption bit --------------------------- */
 
-/** enum ps_cc_vendor - which polarity the encryption bit has. */
+/**
+ * enum ps_cc_vendor - which polarity the encryption bit has.
+ * @PS_CC_NONE: no memory encryption: every page is shared.
+ * @PS_CC_AMD_SEV: the C-bit set means private (SEV, SEV-ES, SEV-SNP, SME).
+ * @PS_CC_INTEL_TDX: the shared bit set means shared.
+ */
 enum ps_cc_vendor {
-	PS_CC_NONE = 0,	   /* no memory encryption */
-	PS_CC_AMD_SEV = 1, /* C-bit set = private (SEV, SEV-ES, SEV-SNP, SME) */
-	PS_CC_INTEL_TDX = 2, /* shared bit set = shared */
+	PS_CC_NONE = 0,
+	PS_CC_AMD_SEV = 1,
+	PS_CC_INTEL_TDX = 2,
 };
 
 /**
