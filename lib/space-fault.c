@@ -52,7 +52,11 @@
  *       R1  hold and mark, one CAS on the page word
  *           (ps_page_try_get_lock_and_set()): a reference, LOCKED and DIRTY,
  *           only if the frame is LIVE and not locked (else nothing changes and
- *           the general path below waits, outside the section);
+ *           the general path below waits, outside the section); then the
+ *           entry read again through the cursor (a load): if it no longer
+ *           maps the frame, R1 found the frame after it had been freed and
+ *           handed on (the reference closes that window only from R1 on),
+ *           and R1's DIRTY is taken back (below) and the frame let go;
  *       R2  the entry's CAS, through the same cursor
  *           (ps_pgtable_cmpxchg_leaf(): the entry stays written, so no hint
  *           is needed), from exactly the entry classified;
@@ -79,15 +83,25 @@
  *         is user code, so it runs outside the read-side section (S7): the
  *         fault leaves the section around it and walks again after it (the
  *         only case with a second walk).
- *       - The entry may change between the classifying load and R2 (unmapped,
+ *       - Taking the mark back. Between the classifying load and R1 the frame
+ *         may have been unmapped, freed and revived by another owner: R1
+ *         then marks that owner's lifetime. The re-read after R1 sees that
+ *         the entry no longer maps the frame, and if R1 made the transition
+ *         (@seen) it clears DIRTY again before anything runs. That is safe
+ *         because DIRTY is set, cleared and acted on only under the frame's
+ *         LOCKED bit (S5: every marker, write-back's clean and its look, a
+ *         write fault's test), which this fault holds from R1: no one saw the
+ *         mark. (Readers without the bit, a map deciding whether to note the
+ *         page for write-back, only over-include.) So no hook runs for a
+ *         lifetime the fault did not find mapped, as on the general path,
+ *         which reads the entry again under the bit before it marks.
+ *       - The entry may change after that re-read and before R2 (unmapped,
  *         replaced, protected): R2 then fails, and the fault looks again,
  *         still holding the frame (write_fault_locked()); if the entry no
- *         longer maps the frame it lets go. The frame stays dirty, its hook
- *         run once: an over-report, never a loss, and never a mark of a freed
- *         frame (R1 held it). This is the one thing folding changes: the old
- *         path read the entry again between taking LOCKED and marking, and
- *         so did not mark a frame replaced in that narrow window (the window
- *         right after that re-read was open all the same).
+ *         longer maps the frame it lets go. The frame, mapped at the address
+ *         at the re-read, stays dirty, its hook run once: an over-report,
+ *         never a loss, and never a mark of a freed frame (R1 held it), as
+ *         when the general path's entry changes right after its re-read.
  *       - A frame LOCKED by another thread is never waited for inside the
  *         section (its holder may run a hook that waits for a grace period):
  *         R1 fails and the general path takes it, outside.
@@ -242,7 +256,7 @@ static enum fault_step fast_write(struct ps_space *s, uint64_t addr,
 	bool opened = false;
 	struct ps_page *p;
 	uint64_t frame, seen;
-	ps_pte_t e, n;
+	ps_pte_t e, e2, n;
 	int rc;
 
 	ps__space_read_lock();
@@ -273,6 +287,27 @@ static enum fault_step fast_write(struct ps_space *s, uint64_t addr,
 		return FAULT_GENERAL; /* locked, freed, frozen or full */
 	}
 	FAILPOINT(FP_FAULT_LOCKED, addr);
+	/*
+	 * The entry again, under the bit, through the cursor (one load): R1
+	 * may have found the frame freed and handed to another owner since
+	 * the classifying read (the window the reference closes only from R1
+	 * on). If the entry no longer maps the frame, R1's mark is taken back
+	 * before anyone can act on it: DIRTY is set, cleared and acted on only
+	 * under LOCKED (S5), which this fault holds, so a DIRTY that R1 set
+	 * and this call clears again was seen by no marker and no cleaner.
+	 * Then let go (the put may free it) and look again.
+	 * Acquire: as the first read.
+	 */
+	e2 = atomic_load_explicit(slot, memory_order_acquire);
+	if (PS_UNLIKELY(!ps_pte_is_present(e2) || ps_pte_frame(e2) != frame)) {
+		if (!(seen & PS_PAGE_DIRTY))
+			(void)ps_page_clear_flags(p, PS_PAGE_DIRTY);
+		ps__space_read_unlock();
+		if (ps_page_unlock_and_put(p))
+			ps__space_frame_freed(s, frame);
+		return FAULT_AGAIN;
+	}
+	FAILPOINT(FP_FAULT_RECHECKED, addr);
 	if (!(seen & PS_PAGE_DIRTY)) {
 		/* S5: R1 made the transition; its hook runs once, here. */
 		if (s->hooks.dirty) {

@@ -1531,15 +1531,9 @@ static void replace_with_writable_frame(uint64_t addr)
 	ck_assert_int_eq(ps_space_map(sp, addr, 31, PS_MAP_WRITE), 0);
 }
 
-/*
- * The entry changes to another frame while the fault holds the first frame
- * (its reference, LOCKED and DIRTY, taken in one CAS: R1 in
- * lib/space-fault.c): the fault's CAS from the entry it classified fails, and
- * it must mark and make writable the new frame, under the new frame's lock.
- * The old frame was marked by R1 before the change: it stays dirty, its hook
- * run exactly once while the fault held it (an over-report, never a mark of a
- * freed frame), it is never made writable, and its lock is released.
- */
+/* The entry changes to another frame while the fault holds the first
+ * frame's lock: the fault must mark and make writable the new frame, under
+ * the new frame's lock, and leave the old one alone. */
 START_TEST(fp_fault_frame_changed_under_lock)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 30, PS_MAP_WRITE), 0);
@@ -1553,10 +1547,8 @@ START_TEST(fp_fault_frame_changed_under_lock)
 	ck_assert_uint_eq(ps_pte_frame(entry(0)), 31);
 	ck_assert(ps_pte_is_writable(entry(0)));
 	ck_assert_uint_eq(atomic_load(&seen.dirty[31]), 1);
-	ck_assert_uint_eq(atomic_load(&seen.dirty[30]), 1);
-	ck_assert_uint_eq(atomic_load(&seen.dirty_on_free), 0);
-	ck_assert(ps_page_test_flags(pg(30), PS_PAGE_DIRTY));
-	ck_assert(!ps_page_test_flags(pg(30), PS_PAGE_LOCKED));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[30]), 0);
+	ck_assert(!ps_page_test_flags(pg(30), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
 	ck_assert(!ps_page_test_flags(pg(31), PS_PAGE_LOCKED));
 	ck_assert(ps_page_put(pg(30)));
 }
@@ -3088,8 +3080,7 @@ START_TEST(fp_fault_unmap_before_mark)
 	enum ps_fault fr;
 
 	ck_assert_int_eq(ps_space_map(sp, 0, 50, PS_MAP_WRITE), 0);
-	/* Held (R1 in lib/space-fault.c), the entry not changed yet. */
-	arm(FP_FAULT_LOCKED, unmap_now);
+	arm(FP_FAULT_RECHECKED, unmap_now);
 	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
@@ -3101,6 +3092,45 @@ START_TEST(fp_fault_unmap_before_mark)
 	ck_assert_uint_eq(atomic_load(&seen.freed[50]), 1);
 	ck_assert(!ps_page_is_live(pg(50)));
 	ck_assert(!ps_page_test_flags(pg(50), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+}
+END_TEST
+
+/*
+ * The soak's lifetime race on the common write fault: it classified the entry
+ * of frame 54 at page 0; before its one-CAS hold (R1 in lib/space-fault.c), the
+ * page was unmapped (frame 54 freed) and the frame mapped again at page 5 by
+ * its owner: a new lifetime. R1 then holds and marks that lifetime. The fault
+ * must read the entry again under the bit, take its mark back and let go: no
+ * dirty hook for a lifetime it did not find mapped at its address, DIRTY and
+ * LOCKED clear, the new mapping's one reference left. Before the re-read, the
+ * hook ran for frame 54's new lifetime and DIRTY stayed set.
+ */
+static void unmap_and_map_elsewhere(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 54, PS_MAP_WRITE), 0);
+}
+
+START_TEST(fp_fault_frame_reused_before_hold)
+{
+	enum ps_fault fr;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 54, PS_MAP_WRITE), 0);
+	arm(FP_FAULT_CHECKED, unmap_and_map_elsewhere);
+	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(fr, PS_FAULT_MISSING);
+	ck_assert_uint_eq(atomic_load(&seen.freed[54]), 1);
+	ck_assert_msg(atomic_load(&seen.dirty[54]) == 0,
+		      "the dirty hook ran for the frame's next lifetime");
+	ck_assert(!ps_page_test_flags(pg(54), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert_uint_eq(ps_page_refs(pg(54)), 1);
+	ck_assert(!ps_pte_is_writable(entry(5 * PG)));
+	/* Its new owner's first write is a clean-to-dirty transition. */
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[54]), 1);
 }
 END_TEST
 
@@ -3118,7 +3148,7 @@ START_TEST(fp_fault_discard_before_mark)
 {
 	ck_assert_int_eq(ps_space_map(sp, 0, 51, PS_MAP_WRITE), 0);
 	fp_discard_nskipped = 99;
-	arm(FP_FAULT_LOCKED, discard_now); /* held, entry not changed yet */
+	arm(FP_FAULT_RECHECKED, discard_now);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
@@ -4773,6 +4803,7 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, remapped_frame_starts_clean);
 	tcase_add_test(tc, fp_fault_unmap_before_mark);
+	tcase_add_test(tc, fp_fault_frame_reused_before_hold);
 	tcase_add_test(tc, fp_fault_discard_before_mark);
 	tcase_add_test(tc, fp_fault_remap_before_writable);
 	tcase_add_test(tc, fp_mark_dirty_unmap_before_mark);
