@@ -57,15 +57,17 @@
  *               (an unpin, a pin backing out, a write fault, mark_dirty,
  *               write-back, the helper, a CPU map or unmap, destroy)
  *   notifier    the writer mutex: unmap, discard, a failed map, conversion
- *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bit of the frame
- *               being written back: write-back; no lock of the space: a
+ *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bits of the
+ *               frames being written back in the callback's range (a run of
+ *               up to 64 pages): write-back; no lock of the space: a
  *               re-arming harvest
  *
  * So a hook or callback run under the writer mutex must not map, map_range,
- * unmap, discard, convert or mprotect in that space; one run under a frame's
- * LOCKED bit must not fault for write, pin for write, mark dirty, unpin dirty,
- * write back or CPU-map (ps_prot_kmap()) that frame: each would wait for the
- * lock it runs under. No hook runs inside the page table's read-side section,
+ * unmap, discard, convert or mprotect in that space; one run under frames'
+ * LOCKED bits must not fault for write, pin for write, mark dirty, unpin dirty,
+ * write back or CPU-map (ps_prot_kmap()) those frames (for write-back's
+ * callback, the pages of its range): each would wait for the lock it runs
+ * under. No hook runs inside the page table's read-side section,
  * except a free_frame hook when an unmap or destroy runs out of memory while
  * it collects the frames it unmapped. Through the userfaultfd bridge, the hooks
  * of a sync fault's resolution and the callbacks of a bridge harvest also hold
@@ -421,9 +423,9 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
  * stays alive through its pins. Pages with nothing mapped cost nothing.
  * Context: as ps_space_map(); the notifier callbacks and the free_frame hooks
  * run in this thread under the writer mutex.
- * Ordering: the invalidation brackets the zap (pagestate/notifier.h); a
- * seq_cst fence orders the zap before the references are dropped, paired with
- * the fence of a pin: a pin racing the unmap either backs out or is seen.
+ * Ordering: the invalidation brackets the zap (pagestate/notifier.h); a seq_cst
+ * fence orders the zap before the references are dropped, paired with a pin's
+ * seq_cst pin and re-read: a pin racing the unmap either backs out or is seen.
  * Progress: blocking (the writer mutex; the invalidation's callbacks).
  * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags). The
  * invalidation is blockable: never -EAGAIN.
@@ -467,11 +469,11 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * Context: any thread. For a pin for write, not holding the LOCKED bit of a
  * frame in the range (not from its dirty hook). The populate and dirty hooks
  * run in this thread.
- * Ordering: each pin is an acquire RMW on the page word followed by a seq_cst
- * fence, then the entry is read again; it pairs with the fence an unmap runs
- * between changing an entry and dropping references, and with discard's freeze
- * (an RMW on the same word): a pin that succeeds holds the frame mapped at its
- * address at that instant.
+ * Ordering: each pin is a seq_cst RMW on the page word followed by a seq_cst
+ * re-read of the entry (no fence between: both are in the single total
+ * order); it pairs with the fence an unmap runs between changing an entry and
+ * dropping references, and with discard's freeze (an RMW on the same word): a
+ * pin that succeeds holds the frame mapped at its address at that instant.
  * Progress: lock-free, but for the hooks, making an entry writable (the
  * frame's LOCKED bit) and a frame frozen by a conversion or an unfinished map
  * (waited for); the first long-term pin in a space makes one mmap() call.
@@ -912,7 +914,10 @@ struct ps_writeback_stats {
  * same way with @pinned true, and leaves it dirty if it is still pinned for
  * write. The frame's reference is dropped after @fn returns: an unmap during
  * @fn does not free the frame under it (the free_frame hook then runs in this
- * thread, after @fn), and a discard leaves the page (busy).
+ * thread, after @fn), and a discard leaves the page (busy). Consecutive pages
+ * of the set are taken together (up to 64): one invalidation covers a run of
+ * them, under their frames' LOCKED bits, and every LOCKED bit is dropped
+ * before the first @fn of the run is called.
  *
  * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
  * for a frame while another write-back's @fn runs for it, so the copies land
