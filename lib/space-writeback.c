@@ -102,7 +102,10 @@
  *           then each frame's WRITEBACK set and DIRTY cleared (S4), all under
  *           the frames' LOCKED bits and before the run's invalidation ends
  *           (S5), as for one page. The invalidation's callbacks run under
- *           the LOCKED bits of the run's frames (S7 in lib/space.c);
+ *           the LOCKED bits of every frame the batch locked, those of the
+ *           word's other runs too (S7 in lib/space.c; space.h forbids a
+ *           callback to wait for any page of the block: to do, lock and
+ *           release run by run so that a callback holds only its own);
  *       B4  the pages to write go back into the set with one RMW for the
  *           word (S12: before their bits are dropped), every LOCKED bit is
  *           dropped before the first @fn runs (it runs with no library lock

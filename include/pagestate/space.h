@@ -58,20 +58,22 @@
  *               write-back, the helper, a CPU map or unmap, destroy)
  *   notifier    the writer mutex: unmap, discard, a failed map, conversion
  *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bits of the
- *               frames being written back in the callback's range (a run of
- *               up to 64 pages): write-back; no lock of the space: a
- *               re-arming harvest
+ *               frames being written back in the 64-page aligned block that
+ *               holds the callback's range (one write-back batch, which may
+ *               reach beyond that range): write-back; no lock of the space:
+ *               a re-arming harvest
  *
  * So a hook or callback run under the writer mutex must not map, map_range,
  * unmap, discard, convert or mprotect in that space; one run under frames'
  * LOCKED bits must not fault for write, pin for write, mark dirty, unpin dirty,
- * write back or CPU-map (ps_prot_kmap()) those frames (for write-back's
- * callback, the pages of its range): each would wait for the lock it runs
- * under. No hook runs inside the page table's read-side section,
- * except a free_frame hook when an unmap or destroy runs out of memory while
- * it collects the frames it unmapped. Through the userfaultfd bridge, the hooks
- * of a sync fault's resolution and the callbacks of a bridge harvest also hold
- * the attachment's mutex (pagestate/uffd.h, "Concurrency").
+ * write back or CPU-map (ps_prot_kmap()) those frames, nor wait for a thread
+ * that does (for write-back's callback: any page of the 64-page aligned block,
+ * 256 KiB, that holds its range, and any other address of those frames): each
+ * would wait for the lock it runs under. No hook runs inside the page table's
+ * read-side section, except a free_frame hook when an unmap or destroy runs out
+ * of memory while it collects the frames it unmapped. Through the userfaultfd
+ * bridge, the hooks of a sync fault's resolution and the callbacks of a bridge
+ * harvest also hold the attachment's mutex (pagestate/uffd.h, "Concurrency").
  *
  * ---------------------------------------------------------------------------
  * Progress
