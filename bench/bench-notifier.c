@@ -17,16 +17,23 @@
  *                  mutex      a mutex-protected lookup
  *   invalidate   ps_notifier_invalidate_start + _end of one page inside a
  *                random one of n non-overlapping subscriptions (n = 1,
- *                1,000, 100,000); the callback sets its sequence.
+ *                1,000, 100,000, interleaved round by round); the callback
+ *                sets its sequence. Also the per-round ratio of 100,000 to
+ *                1,000, median and min..max.
  *   busy         a reader's pair while another thread streams
  *                invalidations of other ranges (2 threads): interval and
  *                space, with their false-retry counts against KVM's
  *                mmu_invalidate_retry_gfn over the same stream (kvm: one
  *                merged range plus a global sequence).
  *
- * Targets (issue 4): seq read pair <= 1.10x ck_sequence; invalidate cost
- * grows at most 3x from 1,000 to 100,000 subscriptions; zero false retries
- * for the exact checks under a stream of non-overlapping invalidations.
+ * Targets (issues 4 and 14): seq read pair <= 1.10x ck_sequence; invalidate
+ * cost grows at most 2x from 1,000 to 100,000 subscriptions (the median of
+ * the per-round ratios); zero false retries for the exact checks under a
+ * stream of non-overlapping invalidations.
+ *
+ * --cachesim N runs only the invalidate loop, for callgrind's cache
+ * simulator (tools/cachesim-notifier.sh): timings are not evidence on a
+ * busy machine, instruction and miss counts are.
  */
 #include <pagestate/notifier.h>
 #include <pagestate/seq.h>
@@ -223,13 +230,14 @@ struct inv_ctx {
 	struct ps_notifier n;
 	struct ps_interval *subs;
 	uint64_t nsubs;
+	uint64_t x; /* the random sequence goes on from loop to loop */
 };
 
 /* Subscription i covers pages [2i, 2i + 1): one page, one page of gap. */
 static double inv_loop(void *arg, uint64_t iters)
 {
 	struct inv_ctx *c = arg;
-	uint64_t x = 0x9e3779b97f4a7c15ull;
+	uint64_t x = c->x;
 	double t0 = bench_now_ns();
 
 	for (uint64_t i = 0; i < iters; i++) {
@@ -244,35 +252,111 @@ static double inv_loop(void *arg, uint64_t iters)
 		    ps_notifier_invalidate_end(&c->n, page * PG + 64, 64))
 			abort();
 	}
+	c->x = x;
 	return bench_now_ns() - t0;
 }
 
-static double bench_invalidate(const struct bench_opts *o, uint64_t nsubs)
+static void inv_setup(struct inv_ctx *c, uint64_t nsubs)
 {
-	struct inv_ctx c;
-	struct bench_stats st;
-	char op[32];
-	void *args[1] = {&c};
-
-	if (ps_notifier_init(&c.n))
+	if (ps_notifier_init(&c->n))
 		abort();
-	c.nsubs = nsubs;
-	c.subs = calloc(nsubs, sizeof(*c.subs));
-	if (!c.subs)
+	c->nsubs = nsubs;
+	c->x = 0x9e3779b97f4a7c15ull;
+	c->subs = calloc(nsubs, sizeof(*c->subs));
+	if (!c->subs)
 		abort();
 	for (uint64_t i = 0; i < nsubs; i++)
-		if (ps_interval_insert(&c.subs[i], &c.n, 2 * i * PG, PG,
+		if (ps_interval_insert(&c->subs[i], &c->n, 2 * i * PG, PG,
 				       &nop_ops, NULL))
 			abort();
-	st = bench_measure(o, 1, inv_loop, args, bench_iters(o, 400000));
-	snprintf(op, sizeof(op), "start+end n=%llu", (unsigned long long)nsubs);
-	bench_emit(o, "invalidate", op, "pagestate", "ns/op", st, 0, 0, NULL);
-	for (uint64_t i = 0; i < nsubs; i++)
-		ps_interval_remove(&c.subs[i]);
-	free(c.subs);
-	if (ps_notifier_destroy(&c.n))
+}
+
+static void inv_teardown(struct inv_ctx *c)
+{
+	for (uint64_t i = 0; i < c->nsubs; i++)
+		ps_interval_remove(&c->subs[i]);
+	free(c->subs);
+	if (ps_notifier_destroy(&c->n))
 		abort();
-	return st.median;
+}
+
+/*
+ * The three subscription counts, interleaved round by round in this one
+ * process (bench_interleave(): the order rotates each round), so that a
+ * noisy stretch of the machine hits every count alike. n = 1 is the floor
+ * column; the target is the per-round ratio of 100,000 to 1,000, its median
+ * judged and its min..max printed. Returns that ratio's statistics.
+ */
+static struct bench_stats bench_invalidate(const struct bench_opts *o)
+{
+	enum { NC = 3 };
+	static const uint64_t counts[NC] = {1, 1000, 100000};
+	static const char *const names[NC] = {"n=1", "n=1000", "n=100000"};
+	static struct bench_cmp cmp;
+	struct inv_ctx *c = calloc(NC, sizeof(*c));
+	struct bench_impl im[NC];
+	struct bench_stats ratio;
+
+	if (!c)
+		abort();
+	for (int k = 0; k < NC; k++) {
+		inv_setup(&c[k], counts[k]);
+		im[k] = (struct bench_impl){names[k], inv_loop, &c[k]};
+	}
+	bench_interleave(o, 1, NULL, im, NC, bench_iters(o, 400000), 1, &cmp);
+	bench_emit_cmp(o, "invalidate", "start+end", "ns/op", &cmp, 1);
+	ratio = bench_cmp_ratio(&cmp, 2, 1);
+	for (int k = 0; k < NC; k++)
+		inv_teardown(&c[k]);
+	free(c);
+	return ratio;
+}
+
+/*
+ * --cachesim N: the invalidate loop on N subscriptions for callgrind, no
+ * timing. Set up, warm the caches with 2 * N (at least 100,000)
+ * invalidations, then run --iters (default 100,000) of them inside
+ * cachesim_measured(), the only function to collect:
+ *
+ *   valgrind --tool=callgrind --cache-sim=yes \
+ *	--toggle-collect=cachesim_measured bench-notifier --cachesim 100000
+ *
+ * tools/cachesim-notifier.sh runs it for 1,000 and 100,000 and prints the
+ * instructions and cache misses per invalidation.
+ */
+__attribute__((noinline)) void cachesim_measured(struct inv_ctx *c,
+						 uint64_t iters);
+
+__attribute__((noinline)) void cachesim_measured(struct inv_ctx *c,
+						 uint64_t iters)
+{
+	(void)inv_loop(c, iters);
+	/* No tail call: callgrind must see this function return. */
+	__asm__ __volatile__("" : : : "memory");
+}
+
+static int cachesim_opt(const char *arg, const char *val, void *ctx)
+{
+	if (strcmp(arg, "--cachesim") || !val)
+		return 0;
+	*(uint64_t *)ctx = strtoull(val, NULL, 0);
+	return 2;
+}
+
+static int cachesim_run(const struct bench_opts *o, uint64_t nsubs)
+{
+	struct inv_ctx c;
+	uint64_t iters = o->iters ? o->iters : 100000;
+
+	inv_setup(&c, nsubs);
+	(void)inv_loop(&c, 2 * nsubs > 100000 ? 2 * nsubs : 100000);
+	cachesim_measured(&c, iters);
+	bench_note(
+		o,
+		"cachesim: %llu invalidations measured on %llu subscriptions",
+		(unsigned long long)iters, (unsigned long long)nsubs);
+	inv_teardown(&c);
+	return 0;
 }
 
 /* --- a stream of non-overlapping invalidations: cost and false retries ---- */
@@ -450,8 +534,9 @@ int main(int argc, char **argv)
 {
 	struct bench_opts o;
 	struct ctx *c;
-	void *args[1];
-	double inv1k = 0, inv100k = 0, seq_vs_ck = 0;
+	struct bench_stats inv_ratio = {0, 0, 0, 0};
+	struct bench_stats seq_vs_ck = {0, 0, 0, 0};
+	uint64_t cachesim = 0;
 	uint64_t exact_false = 0, conservative = 0;
 	bool all;
 	static const struct {
@@ -468,17 +553,21 @@ int main(int argc, char **argv)
 		{"mutex", mutex_pair},
 	};
 	enum { NPAIRS = sizeof(pairs) / sizeof(pairs[0]) };
-	/* Without ck there is no floor column; linux stays the peer. */
-	const int base = BENCH_HAVE_CK ? 0 : -1, seq_k = base + 1,
-		  peer = NPAIRS - 2;
-	struct bench_stats st[NPAIRS];
+	/* Without ck, seq is the first column (the floor); linux the peer. */
+	const int seq_k = BENCH_HAVE_CK ? 1 : 0, peer = NPAIRS - 2;
+	struct bench_impl im[NPAIRS];
+	static struct bench_cmp cmp;
 
-	bench_init(&o, argc, argv, "notifier", NULL, NULL, NULL);
+	bench_init(&o, argc, argv, "notifier",
+		   "  --cachesim N      only the invalidate loop on N "
+		   "subscriptions, for callgrind\n",
+		   cachesim_opt, &cachesim);
+	if (cachesim)
+		return cachesim_run(&o, cachesim);
 	all = !o.filter;
 	if (posix_memalign((void **)&c, 128, sizeof(*c)))
 		return 1;
 	memset(c, 0, sizeof(*c));
-	args[0] = c;
 #if BENCH_HAVE_CK
 	ck_sequence_init(&c->ck);
 #endif
@@ -494,24 +583,17 @@ int main(int argc, char **argv)
 
 	if (bench_selected(&o, "read-pair", NULL)) {
 		for (int k = 0; k < NPAIRS; k++)
-			st[k] = bench_measure(&o, 1, pairs[k].fn, args,
-					      bench_iters(&o, 40000000));
-		for (int k = 0; k < NPAIRS; k++)
-			bench_emit(&o, "read-pair", "begin+load+retry",
-				   pairs[k].name, "ns/pair", st[k],
-				   base >= 0 && k != base
-					   ? st[k].median / st[base].median
-					   : 0,
-				   k != peer ? st[k].median / st[peer].median
-					     : 0,
-				   "linux");
-		if (base >= 0)
-			seq_vs_ck = st[seq_k].median / st[base].median;
+			im[k] = (struct bench_impl){pairs[k].name, pairs[k].fn,
+						    c};
+		bench_interleave(&o, 1, NULL, im, NPAIRS,
+				 bench_iters(&o, 40000000), 1, &cmp);
+		bench_emit_cmp(&o, "read-pair", "begin+load+retry", "ns/pair",
+			       &cmp, peer);
+		seq_vs_ck = bench_cmp_ratio(&cmp, (unsigned int)seq_k, 0);
 	}
+
 	if (bench_selected(&o, "invalidate", NULL)) {
-		(void)bench_invalidate(&o, 1);
-		inv1k = bench_invalidate(&o, 1000);
-		inv100k = bench_invalidate(&o, 100000);
+		inv_ratio = bench_invalidate(&o);
 	}
 	if (bench_selected(&o, "false-retries", NULL)) {
 		bench_false_retries(&o, 0, "flat-out", &exact_false,
@@ -521,14 +603,14 @@ int main(int argc, char **argv)
 	}
 	if (all) {
 		if (BENCH_HAVE_CK)
-			bench_target(&o, "seq read pair / ck_sequence",
-				     seq_vs_ck, "<=", 1.10);
+			bench_target_ratio(&o, "seq read pair / ck_sequence",
+					   seq_vs_ck, "<=", 1.10);
 		else
 			bench_note(&o,
 				   "seq read pair / ck_sequence: not "
 				   "measured (built without Concurrency Kit)");
-		bench_target(&o, "invalidate cost n=100000 / n=1000",
-			     inv100k / inv1k, "<=", 3.0);
+		bench_target_ratio(&o, "invalidate cost n=100000 / n=1000",
+				   inv_ratio, "<=", 2.0);
 		bench_target(&o, "false retries, exact checks (both streams)",
 			     (double)exact_false, "<=", 0);
 		bench_note(&o,

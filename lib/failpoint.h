@@ -56,6 +56,8 @@ enum {
 	FP_DIRTY_SET,		   /* a mark: DIRTY set, hook not run yet
 				    * (arg: the frame) */
 	FP_WB_ENDED,		   /* write-back: WRITEBACK ended after @fn */
+	FP_KMAP_JOIN,		   /* prot: kmap read a positive count, not
+				    * joined it yet */
 	FP_NR
 };
 /* clang-format on */

@@ -99,6 +99,15 @@ bool ps__hbm_set(struct ps__hbm *b, uint64_t bit)
 	return true;
 }
 
+void ps__hbm_set_mask(struct ps__hbm *b, uint64_t first, uint64_t mask)
+{
+	/* S0 - release: as in ps__hbm_set(). */
+	if (mask && (atomic_fetch_or_explicit(&b->l0[first >> 6], mask,
+					      memory_order_release) &
+		     mask) != mask)
+		set_summaries(b, first >> CHUNK_SHIFT);
+}
+
 void ps__hbm_set_range(struct ps__hbm *b, uint64_t first, uint64_t count)
 {
 	uint64_t last, chunk_gained = UINT64_MAX;
@@ -174,8 +183,14 @@ static void put_back(struct ps__hbm *b, uint64_t chunk, uint64_t w0,
 					 memory_order_release);
 }
 
-uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
-			 ps__hbm_visit_fn visit, void *ctx, uint64_t *resume)
+/*
+ * The one harvest loop: each level-0 word's taken bits go to @visit_word
+ * (one call a word) if it is set, else to @visit bit by bit.
+ */
+static uint64_t harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
+			ps__hbm_visit_fn visit,
+			ps__hbm_visit_word_fn visit_word, void *ctx,
+			uint64_t *resume)
 {
 	uint64_t last, c_first, c_last, w1_first, w1_last, shown = 0;
 
@@ -238,6 +253,15 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 						     &b->l0[w0], ~m0,
 						     memory_order_seq_cst) &
 					     m0;
+					if (visit_word) {
+						shown += (uint64_t)
+							__builtin_popcountll(
+								t0);
+						keep = visit_word(ctx, w0 * 64,
+								  t0) &
+						       t0;
+						t0 = 0;
+					}
 					while (t0) {
 						uint64_t bit =
 							w0 * 64 +
@@ -278,4 +302,17 @@ uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 		}
 	}
 	return shown;
+}
+
+uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
+			 ps__hbm_visit_fn visit, void *ctx, uint64_t *resume)
+{
+	return harvest(b, first, count, visit, NULL, ctx, resume);
+}
+
+uint64_t ps__hbm_harvest_words(struct ps__hbm *b, uint64_t first,
+			       uint64_t count, ps__hbm_visit_word_fn visit,
+			       void *ctx)
+{
+	return harvest(b, first, count, NULL, visit, ctx, NULL);
 }

@@ -78,6 +78,12 @@ void ps__hbm_destroy(struct ps__hbm *b);
 bool ps__hbm_set(struct ps__hbm *b, uint64_t bit);
 
 /*
+ * Set the bits of @mask in the level-0 word of bit @first (a multiple of 64):
+ * one RMW, and the summaries if it gained a bit. Wait-free.
+ */
+void ps__hbm_set_mask(struct ps__hbm *b, uint64_t first, uint64_t mask);
+
+/*
  * Set bits [@first, @first + @count): one RMW per level-0 word, and the
  * summaries once per chunk that gained a bit. Wait-free.
  */
@@ -101,5 +107,23 @@ static inline bool ps__hbm_test(const struct ps__hbm *b, uint64_t bit)
  */
 uint64_t ps__hbm_harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 			 ps__hbm_visit_fn visit, void *ctx, uint64_t *resume);
+
+/*
+ * A word visitor: shown the bits taken from one level-0 word at once (@bits,
+ * bit i standing for bit @first + i, @first a multiple of 64), it returns
+ * those to keep set (as PS__HBM_KEEP for each); the others stay clear.
+ */
+typedef uint64_t (*ps__hbm_visit_word_fn)(void *ctx, uint64_t first,
+					  uint64_t bits);
+
+/*
+ * ps__hbm_harvest() for a visitor that takes a level-0 word's bits together
+ * (one call per word that had any), in increasing order; it cannot stop.
+ * Returns how many bits were shown. The same guarantees: the word's bits are
+ * taken by one seq_cst RMW (A0) before the call.
+ */
+uint64_t ps__hbm_harvest_words(struct ps__hbm *b, uint64_t first,
+			       uint64_t count, ps__hbm_visit_word_fn visit,
+			       void *ctx);
 
 #endif /* PS_LIB_HBITMAP_H */

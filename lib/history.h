@@ -9,21 +9,30 @@
  * did an end numbered after e0 cover an address of [start, last]? Every end up
  * to e1, the latest the reader knows of, counts; later ones, concurrent with
  * the question, may or may not. The answer is exact whatever e1 - e0 is, except
- * after a failed allocation, when the ends the writer could not keep are
- * forgotten and a question reaching back to them answers PS__HIST_FORGOTTEN.
+ * for ends forgotten: after a failed allocation the ends the writer could not
+ * keep, and beyond the cap on memory the oldest (see Memory). A question
+ * reaching back to a forgotten end answers PS__HIST_FORGOTTEN.
  *
  *   writer    ps__hist_add(): serialised by the caller (the notifier's
  *             mutex). O(1), plus every PS__HIST_LOG ends a merge into the
  *             sorted levels: amortised O(log m) per end for m runs kept
- *             (one end in about m merges the largest level, O(m)).
+ *             (one end in about m / 16 merges 16 levels of the highest
+ *             tier, O(m)).
  *   readers   ps__hist_query(): lock-free, any thread, concurrently with the
  *             writer; no lock, no store to shared memory (an RCU read-side
  *             section of lib/rcu.h when the question reaches past the ring).
  *
  * Memory: the ring, plus one run per stretch of addresses whose latest end
  * differs from its neighbours' (a later end covering earlier ones replaces
- * them), 24 bytes each. Old stretches are kept: a reader's e0 can be
- * arbitrarily old, and nothing tells the writer which ones are.
+ * them), 24 bytes each, at most max_runs (PS__HIST_MAX_RUNS: 1.5 MiB) after
+ * every merge. Old stretches are kept while they fit, since a reader's e0 can
+ * be arbitrarily old and nothing tells the writer which ones are; past the
+ * cap, a merge drops the runs of the oldest ends down to half of it, and
+ * those ends are forgotten. Ends of distinct pages leave one run each, so
+ * readers whose e0 is among the latest 32,768 such ends keep exact answers,
+ * and the history costs at most about 3 * 1.5 MiB with the arrays a merge
+ * replaces, however many pages the address space has (without the cap it
+ * grew by 24 bytes per page ever invalidated).
  *
  * The log format, the levels and the protocol are private to lib/history.c.
  */
@@ -38,6 +47,8 @@
 #include <stdint.h>
 
 #define PS__HIST_LOG 256 /* the ring of the latest ends (a power of two) */
+#define PS__HIST_MAX_RUNS 65536 /* the cap on runs kept (see Memory) */
+#define PS__HIST_FANIN 16 /* arrays of one tier merged into one of the next */
 
 struct ps__hist_ver;
 
@@ -49,8 +60,11 @@ struct ps__hist {
 	uint64_t mask;			      /* end numbers are mod mask + 1 */
 	uint64_t last_end;		      /* writer-only: the latest end */
 	uint64_t forgotten;		      /* writer-only: ends forgotten */
+	uint64_t max_runs; /* writer-only: the cap (>= 4 * PS__HIST_LOG);
+			    * tests lower it */
 	/* The allocator of merges: malloc. Tests replace it to fail. */
 	void *(*alloc)(size_t size);
+	void *scratch; /* writer-only: a merge's working space, kept */
 	struct ps__rec log[PS__HIST_LOG]; /* end e: {e | valid, start, last} */
 };
 
@@ -104,10 +118,10 @@ struct ps__hist_shape {
 };
 
 /*
- * Check the invariants of lib/history.c (runs sorted, disjoint, joined
- * where they touch with one stamp; each level's newest stamp; weights that
- * at least double per level) and describe the shape, for tests. Writer, or
- * a quiescent history. O(m).
+ * Check the invariants of lib/history.c (runs sorted, disjoint, joined where
+ * they touch with one stamp; each level's newest stamp; each level older than
+ * the one before it; tiers rising, fewer than PS__HIST_FANIN of each) and
+ * describe the shape, for tests. Writer, or a quiescent history. O(m).
  * Return: 0 with *@shape filled in, or -EUCLEAN if an invariant is broken.
  */
 int ps__hist_check(const struct ps__hist *h, struct ps__hist_shape *shape);

@@ -12,10 +12,29 @@
  *                 published, except gc_next, which only writers use
  *   count         entries of the published version; writer-only
  *
- * Entry i of a node: start[i] is an entry's start (leaf) or the smallest
- * start in child i (internal); maxl[i] is the entry's last (leaf) or the
- * largest last in child i; pmax[i] = max(maxl[0..i]), a prefix maximum, so
- * it never decreases; ptr[i] is the item (leaf) or child i.
+ * Entry i of a node: key[i] is an entry's start (leaf) or the smallest start
+ * in child i (internal); slot[i].maxl is the entry's last (leaf) or the
+ * largest last in child i; slot[i].before = max(maxl[0..i-1]) (0 for i = 0),
+ * the largest last of the entries before it; slot[i].ptr is the item (leaf)
+ * or child i. An unused entry (i >= n) has key NONE and a zero slot, so a
+ * reader needs no count: see Search. A node's height is 0 for a leaf and
+ * one more than its children's.
+ *
+ * ===========================================================================
+ * Layout (one node: six cache lines, 384 bytes)
+ * ===========================================================================
+ *
+ *   line 0      key[8]: what a search compares, all of it in one line
+ *   lines 1-4   slot[8], 32 bytes each, two to a line: what a search needs
+ *               of the entry it chose, in one line
+ *   line 5      n, height, gc_next: the writers' (readers read the root's
+ *               height, and n only for a query that ends at UINT64_MAX)
+ *
+ * A reader touches two lines per level: the keys, then the slot it chose.
+ * The layout before this one kept 16 entries in four parallel arrays of a
+ * 576-byte node, and a search touched five or six of its nine lines; with
+ * 100,000 entries that was 14 first-level cache misses per search out of
+ * 26 per invalidation (callgrind, tools/cachesim-notifier.sh).
  *
  * ===========================================================================
  * Protocol
@@ -39,35 +58,43 @@
  * Search
  * ===========================================================================
  *
- * The entries overlapping [s, l] in a node: the ones with start <= l are a
- * prefix (binary search on start); the ones before the first pmax >= s all
- * end before s (binary search on pmax); each in between is tested (maxl >= s)
- * and, in an internal node, entered. For intervals that do not overlap each
- * other that is O(log B) per level and O(log n + hits) overall.
+ * The entries overlapping [s, l] in a node are those of the prefix with
+ * key <= l whose maxl >= s. The prefix's length hi is counted over all
+ * eight keys without a branch (an unused key, NONE, counts only when
+ * l = UINT64_MAX; then slot hi - 1 is unused, its ptr NULL, and n is read
+ * instead). If slot[hi - 1].before < s, no entry before hi - 1 reaches s,
+ * so the last of the prefix is the only candidate: one slot, one line, and
+ * the reader goes down (the usual case: intervals that do not overlap each
+ * other, or a query inside one of them). Otherwise it tests every entry of
+ * the prefix in order. While it reads a node's keys the four lines of the
+ * child's slots are already on their way (prefetched as soon as the child
+ * is known). For intervals that do not overlap each other a visit is
+ * O(log n + hits): one key line and one slot line per level.
  *
  * ===========================================================================
  * Shape
  * ===========================================================================
  *
- * S1  All leaves are at the same depth.
+ * S1  All leaves are at the same depth (every node's height is its
+ *     children's plus one).
  * S2  Every node but the root and the nodes on the right spine (the last
- *     child of the last child ... of the root) holds at least TREE_MIN =
- *     TREE_B / 4 entries. The root, if internal, has at least two children.
+ *     child of the last child ... of the root) holds at least TREE_MIN = 3
+ *     entries. The root, if internal, has at least two children.
  *
- * Insert: a full node splits in halves (8 + 9), except a node of the right
- * spine that receives an entry past its end: it keeps its 16 entries and the
+ * Insert: a full node splits in halves (4 + 5), except a node of the right
+ * spine that receives an entry past its end: it keeps its 8 entries and the
  * new entry starts a new right-spine node, so ascending inserts (the usual
  * pattern: address spaces are set up in order) fill nodes completely.
  * Neither breaks S2: the new node of a right-end split is on the spine.
  * Remove: a child left with fewer than TREE_MIN entries is merged with its
  * left neighbour (the right one for the first child) if both fit in
- * 3 * TREE_B / 4 entries, else the two share their entries evenly (>= 6
- * each). The merged node can be below TREE_MIN only if the neighbour was, so
- * only if the neighbour was on the right spine, and then so is the merged
- * node. An emptied child is dropped; a root left with one child gives way to
- * it. So S2 holds after every update. The first child of the root is off
- * the spine, and so is everything below it, so it holds at least
- * 4^(depth - 1) entries: the depth is at most 1 + log_4(n). It follows the
+ * TREE_MERGE_MAX = 6 entries, else the two share their entries evenly (>= 3
+ * each, as they hold >= 7). The merged node can be below TREE_MIN only if the
+ * neighbour was, so only if the neighbour was on the right spine, and then so
+ * is the merged node. An emptied child is dropped; a root left with one child
+ * gives way to it. So S2 holds after every update. The first child of the root
+ * is off the spine, and so is everything below it, so it holds at least
+ * 3^(depth - 1) entries: the depth is at most 1 + log_3(n). It follows the
  * current size, not the largest size the set ever had.
  *
  * ===========================================================================
@@ -88,10 +115,12 @@
  * (a copy-on-write sorted array would copy all n: 100,000 inserts would copy
  * 5 * 10^9 entries), and nothing is modified in place, so a reader walking
  * an old root sees a consistent, immutable tree until a grace period after
- * it is replaced. Nodes of 16 entries keep the search to a few cache lines
- * per level: with 100,000 entries a binary tree (a treap was the first
- * version) costs one cache miss per level, ~23 levels, and its searches were
- * 7.5x slower than with 1,000; this tree is 5 levels.
+ * it is replaced. Why eight entries a node: a search costs the lines it
+ * touches, not the entries it compares. Eight keys fill one line, and the
+ * slot it picks is one more; sixteen keys would take two lines per level for
+ * one level in four fewer (log_16 against log_8), and a binary tree (a treap
+ * was the first version) costs one line per level, ~23 levels with 100,000
+ * entries, 7.5x slower than with 1,000.
  */
 #include "itree.h"
 
@@ -102,23 +131,38 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TREE_B 16
-#define TREE_MIN (TREE_B / 4)		/* S2 */
-#define TREE_MERGE_MAX (3 * TREE_B / 4) /* merge when both fit in this */
+#define TREE_B PS__ITREE_FANOUT
+#define TREE_MIN PS__ITREE_MIN /* S2 */
+#define TREE_MERGE_MAX 6       /* merge when both fit in this */
+#define NONE UINT64_MAX	       /* the key of an unused entry */
+
+PS_STATIC_ASSERT(TREE_B == 8, "one line of keys: eight 64-bit starts");
+PS_STATIC_ASSERT(TREE_MERGE_MAX + 1 >= 2 * TREE_MIN &&
+			 TREE_MERGE_MAX <= TREE_B && TREE_MIN >= 2,
+		 "itree: a refill leaves both nodes at least TREE_MIN full");
+
+/* What a search needs of the entry it chose: 32 bytes, two to a line. */
+struct slot {
+	void *ptr;	 /* item (leaf) or child node; NULL: unused */
+	uint64_t maxl;	 /* the entry's last, or the child's largest last */
+	uint64_t before; /* the largest maxl of the slots before this one */
+	uint64_t spare;	 /* 0: keeps a slot within one line */
+};
 
 struct ps__itree_node {
-	_Alignas(64) uint32_t n; /* entries in use; nodes start a cache line */
-	bool leaf;
-	struct ps__itree_node *gc_next; /* writer-only: fresh or retired list */
-	uint64_t start[TREE_B];
-	uint64_t pmax[TREE_B];
-	uint64_t maxl[TREE_B];
-	void *ptr[TREE_B]; /* item (leaf) or child node */
+	_Alignas(64) uint64_t key[TREE_B]; /* line 0; NONE: unused */
+	struct slot slot[TREE_B];	   /* lines 1-4 */
+	uint32_t n;			   /* line 5: entries in use */
+	uint32_t height;		   /* 0: a leaf */
+	struct ps__itree_node *gc_next;	   /* writer-only: fresh or retired */
 };
 
 /* aligned_alloc() wants a size that is a multiple of the alignment. */
-PS_STATIC_ASSERT(sizeof(struct ps__itree_node) % 64 == 0,
-		 "tree nodes fill cache lines");
+PS_STATIC_ASSERT(sizeof(struct ps__itree_node) == 6 * 64,
+		 "tree nodes: keys, four lines of slots, a header line");
+PS_STATIC_ASSERT(offsetof(struct ps__itree_node, slot) == 64 &&
+			 sizeof(struct slot) == 32,
+		 "tree nodes: the keys fill line 0, no slot straddles a line");
 
 /* Nodes replaced by one update, freed together after a grace period. */
 struct retired {
@@ -163,23 +207,32 @@ static uint32_t lower_bound(const uint64_t *a, uint32_t n, uint64_t x)
 /* The subtree's largest last (its entry's maxl in the parent). */
 static uint64_t node_max(const struct ps__itree_node *t)
 {
-	return t->pmax[t->n - 1];
+	const struct slot *last = &t->slot[t->n - 1];
+
+	return last->maxl > last->before ? last->maxl : last->before;
 }
 
 /* --- changing fresh nodes (W1) -------------------------------------------- */
 
+/* Recompute the befores, and blank the unused entries (see State). */
 static void fix(struct ps__itree_node *t)
 {
 	uint64_t m = 0;
+	uint32_t i;
 
-	for (uint32_t i = 0; i < t->n; i++) {
-		if (t->maxl[i] > m)
-			m = t->maxl[i];
-		t->pmax[i] = m;
+	for (i = 0; i < t->n; i++) {
+		t->slot[i].before = m;
+		t->slot[i].spare = 0;
+		if (t->slot[i].maxl > m)
+			m = t->slot[i].maxl;
+	}
+	for (; i < TREE_B; i++) {
+		t->key[i] = NONE;
+		t->slot[i] = (struct slot){NULL, 0, 0, 0};
 	}
 }
 
-static struct ps__itree_node *node_new(struct upd *u, bool leaf)
+static struct ps__itree_node *node_new(struct upd *u, uint32_t height)
 {
 	struct ps__itree_node *n = aligned_alloc(64, sizeof(*n));
 
@@ -188,7 +241,8 @@ static struct ps__itree_node *node_new(struct upd *u, bool leaf)
 		return NULL;
 	}
 	n->n = 0;
-	n->leaf = leaf;
+	n->height = height;
+	fix(n);
 	n->gc_next = u->fresh;
 	u->fresh = n;
 	return n;
@@ -205,15 +259,13 @@ static void retire(struct upd *u, struct ps__itree_node *old)
 static struct ps__itree_node *node_copy(struct upd *u,
 					struct ps__itree_node *old)
 {
-	struct ps__itree_node *n = node_new(u, old->leaf);
+	struct ps__itree_node *n = node_new(u, old->height);
 
 	if (!n)
 		return NULL;
 	n->n = old->n;
-	memcpy(n->start, old->start, sizeof(n->start));
-	memcpy(n->pmax, old->pmax, sizeof(n->pmax));
-	memcpy(n->maxl, old->maxl, sizeof(n->maxl));
-	memcpy(n->ptr, old->ptr, sizeof(n->ptr));
+	memcpy(n->key, old->key, sizeof(n->key));
+	memcpy(n->slot, old->slot, sizeof(n->slot));
 	retire(u, old);
 	return n;
 }
@@ -221,25 +273,25 @@ static struct ps__itree_node *node_copy(struct upd *u,
 static void entry_set(struct ps__itree_node *t, uint32_t i, uint64_t start,
 		      uint64_t maxl, void *ptr)
 {
-	t->start[i] = start;
-	t->maxl[i] = maxl;
-	t->ptr[i] = ptr;
+	t->key[i] = start;
+	t->slot[i].maxl = maxl;
+	t->slot[i].ptr = ptr;
 }
 
 /* Entry @i of @t describes the node @child (after @child changed). */
 static void entry_child(struct ps__itree_node *t, uint32_t i,
 			struct ps__itree_node *child)
 {
-	entry_set(t, i, child->start[0], node_max(child), child);
+	entry_set(t, i, child->key[0], node_max(child), child);
 }
 
+/* Move @count entries; fix() recomputes the befores afterwards. */
 static void entry_move(struct ps__itree_node *to, uint32_t ti,
 		       const struct ps__itree_node *from, uint32_t fi,
 		       uint32_t count)
 {
-	memmove(&to->start[ti], &from->start[fi], count * sizeof(uint64_t));
-	memmove(&to->maxl[ti], &from->maxl[fi], count * sizeof(uint64_t));
-	memmove(&to->ptr[ti], &from->ptr[fi], count * sizeof(void *));
+	memmove(&to->key[ti], &from->key[fi], count * sizeof(uint64_t));
+	memmove(&to->slot[ti], &from->slot[fi], count * sizeof(struct slot));
 }
 
 static void entry_delete(struct ps__itree_node *t, uint32_t i)
@@ -267,7 +319,7 @@ static struct ps__itree_node *entry_insert(struct upd *u,
 		fix(t);
 		return NULL;
 	}
-	r = node_new(u, t->leaf);
+	r = node_new(u, t->height);
 	if (!r)
 		return NULL;
 	keep = pos == TREE_B && spine ? TREE_B : TREE_B / 2;
@@ -303,20 +355,20 @@ static struct ps__itree_node *tr_insert(struct upd *u, struct ps__itree_node *t,
 	*right = NULL;
 	if (!n)
 		return t;
-	pos = upper_bound(t->start, t->n, start);
-	if (t->leaf) {
+	pos = upper_bound(t->key, t->n, start);
+	if (!t->height) {
 		*right = entry_insert(u, n, pos, start, last, item, spine);
 		return u->failed ? t : n;
 	}
 	pos = pos ? pos - 1 : 0; /* the child whose range takes start */
-	child = tr_insert(u, t->ptr[pos], start, last, item,
+	child = tr_insert(u, t->slot[pos].ptr, start, last, item,
 			  spine && pos == t->n - 1, &split);
 	if (u->failed)
 		return t;
 	entry_child(n, pos, child);
 	fix(n);
 	if (split)
-		*right = entry_insert(u, n, pos + 1, split->start[0],
+		*right = entry_insert(u, n, pos + 1, split->key[0],
 				      node_max(split), split, spine);
 	return u->failed ? t : n;
 }
@@ -326,7 +378,7 @@ static struct ps__itree_node *grow_root(struct upd *u,
 					struct ps__itree_node *left,
 					struct ps__itree_node *right)
 {
-	struct ps__itree_node *r = node_new(u, false);
+	struct ps__itree_node *r = node_new(u, left->height + 1);
 
 	if (!r)
 		return left;
@@ -346,7 +398,7 @@ static struct ps__itree_node *grow_root(struct upd *u,
 static void rebalance(struct upd *u, struct ps__itree_node *p, uint32_t i)
 {
 	uint32_t j = i ? i - 1 : i + 1, a = i < j ? i : j;
-	struct ps__itree_node *c = p->ptr[i], *nb = p->ptr[j], *l, *r;
+	struct ps__itree_node *c = p->slot[i].ptr, *nb = p->slot[j].ptr, *l, *r;
 	uint32_t total = c->n + nb->n, want = total / 2;
 
 	if (total <= TREE_MERGE_MAX) { /* into @c, in order */
@@ -396,13 +448,13 @@ static void rebalance(struct upd *u, struct ps__itree_node *p, uint32_t i)
 static struct ps__itree_node *tr_remove(struct upd *u, struct ps__itree_node *t,
 					uint64_t start, const void *item)
 {
-	uint32_t lo = lower_bound(t->start, t->n, start);
-	uint32_t hi = upper_bound(t->start, t->n, start);
+	uint32_t lo = lower_bound(t->key, t->n, start);
+	uint32_t hi = upper_bound(t->key, t->n, start);
 	struct ps__itree_node *n, *child = NULL;
 	uint32_t i;
 
-	if (t->leaf) {
-		for (i = lo; i < hi && t->ptr[i] != item; i++)
+	if (!t->height) {
+		for (i = lo; i < hi && t->slot[i].ptr != item; i++)
 			;
 		if (i == hi)
 			return t;
@@ -410,7 +462,7 @@ static struct ps__itree_node *tr_remove(struct upd *u, struct ps__itree_node *t,
 	} else {
 		/* Equal starts may span children: from the one before lo. */
 		for (i = lo ? lo - 1 : 0; i < hi; i++) {
-			child = tr_remove(u, t->ptr[i], start, item);
+			child = tr_remove(u, t->slot[i].ptr, start, item);
 			if (u->failed || u->found)
 				break;
 		}
@@ -446,16 +498,16 @@ static bool tr_contains(const struct ps__itree_node *t, uint64_t start,
 
 	if (!t)
 		return false;
-	lo = lower_bound(t->start, t->n, start);
-	hi = upper_bound(t->start, t->n, start);
-	if (t->leaf) {
+	lo = lower_bound(t->key, t->n, start);
+	hi = upper_bound(t->key, t->n, start);
+	if (!t->height) {
 		for (uint32_t i = lo; i < hi; i++)
-			if (t->ptr[i] == item)
+			if (t->slot[i].ptr == item)
 				return true;
 		return false;
 	}
 	for (uint32_t i = lo ? lo - 1 : 0; i < hi; i++)
-		if (tr_contains(t->ptr[i], start, item))
+		if (tr_contains(t->slot[i].ptr, start, item))
 			return true;
 	return false;
 }
@@ -496,46 +548,59 @@ static void commit(struct upd *u, struct retired *batch)
 
 static void free_tree(struct ps__itree_node *t)
 {
-	if (!t->leaf)
+	if (t->height)
 		for (uint32_t i = 0; i < t->n; i++)
-			free_tree(t->ptr[i]);
+			free_tree(t->slot[i].ptr);
 	free(t);
+}
+
+/* The entries of @t: sorted, befores right, unused ones blank. */
+static bool node_ok(const struct ps__itree_node *t)
+{
+	uint64_t m = 0;
+
+	for (uint32_t i = 0; i < TREE_B; i++) {
+		const struct slot *sl = &t->slot[i];
+
+		if (i >= t->n) {
+			if (t->key[i] != NONE || sl->ptr || sl->maxl ||
+			    sl->before || sl->spare)
+				return false;
+			continue;
+		}
+		if ((i && t->key[i] < t->key[i - 1]) || sl->before != m ||
+		    sl->spare || !sl->ptr)
+			return false;
+		m = sl->maxl > m ? sl->maxl : m;
+	}
+	return true;
 }
 
 /* S1, S2, order and maxima below @t; -EUCLEAN at the first break. */
 static int check_node(const struct ps__itree_node *t, unsigned int depth,
 		      bool root, bool spine, struct ps__itree_shape *sh)
 {
-	uint64_t m = 0;
-
 	if (t->n < 1 || t->n > TREE_B || (!root && !spine && t->n < TREE_MIN) ||
-	    (root && !t->leaf && t->n < 2))
+	    (root && t->height && t->n < 2) || !node_ok(t))
 		return -EUCLEAN;
 	sh->nodes++;
-	for (uint32_t i = 0; i < t->n; i++) {
-		if (i && t->start[i] < t->start[i - 1])
-			return -EUCLEAN;
-		m = t->maxl[i] > m ? t->maxl[i] : m;
-		if (t->pmax[i] != m || !t->ptr[i])
-			return -EUCLEAN;
-	}
-	if (t->leaf) {
+	if (!t->height) {
 		if (sh->depth && sh->depth != depth)
 			return -EUCLEAN; /* S1 */
 		sh->depth = depth;
 		sh->entries += t->n;
 		for (uint32_t i = 0; i < t->n; i++)
-			if (t->maxl[i] < t->start[i])
+			if (t->slot[i].maxl < t->key[i])
 				return -EUCLEAN;
 		return 0;
 	}
 	for (uint32_t i = 0; i < t->n; i++) {
-		const struct ps__itree_node *c = t->ptr[i];
+		const struct ps__itree_node *c = t->slot[i].ptr;
 		int rc;
 
-		if (c->n < 1 || c->start[0] != t->start[i] ||
-		    node_max(c) != t->maxl[i] ||
-		    (i + 1 < t->n && c->start[c->n - 1] > t->start[i + 1]))
+		if (c->n < 1 || c->n > TREE_B || c->height + 1 != t->height ||
+		    c->key[0] != t->key[i] || node_max(c) != t->slot[i].maxl ||
+		    (i + 1 < t->n && c->key[c->n - 1] > t->key[i + 1]))
 			return -EUCLEAN;
 		rc = check_node(c, depth + 1, false, spine && i + 1 == t->n,
 				sh);
@@ -582,7 +647,7 @@ int ps__itree_insert(struct ps__itree *t, uint64_t start, uint64_t last,
 	if (!batch)
 		return -ENOMEM;
 	if (!root) {
-		root = node_new(&u, true);
+		root = node_new(&u, 0);
 		if (root) {
 			entry_set(root, 0, start, last, item);
 			root->n = 1;
@@ -625,8 +690,8 @@ int ps__itree_remove(struct ps__itree *t, uint64_t start, const void *item)
 		return u.failed ? -ENOMEM : -ENOENT;
 	}
 	/* A root left with one child gives way to it (S2). */
-	while (root && !root->leaf && root->n == 1) {
-		struct ps__itree_node *child = root->ptr[0];
+	while (root && root->height && root->n == 1) {
+		struct ps__itree_node *child = root->slot[0].ptr;
 
 		retire(&u, root); /* fresh or not: freed after W2 */
 		root = child;
@@ -646,22 +711,73 @@ bool ps__itree_contains(const struct ps__itree *t, uint64_t start,
 			   start, item);
 }
 
-static bool walk(const struct ps__itree_node *t, uint64_t start, uint64_t last,
-		 ps__itree_visit_fn fn, void *ctx)
+/* How many keys of @t are <= @l: compared all at once, no branch. */
+static uint32_t count_le(const struct ps__itree_node *t, uint64_t l)
 {
-	uint32_t hi = upper_bound(t->start, t->n, last);
+	uint32_t hi = 0;
 
-	for (uint32_t i = lower_bound(t->pmax, hi, start); i < hi; i++) {
-		if (t->maxl[i] < start)
+	for (uint32_t i = 0; i < TREE_B; i++)
+		hi += t->key[i] <= l;
+	return hi;
+}
+
+/* The four lines of @t's slots, wanted right after its keys. */
+static void prefetch_slots(const struct ps__itree_node *t)
+{
+	for (uint32_t i = 0; i < TREE_B; i += 2)
+		__builtin_prefetch(&t->slot[i]);
+}
+
+static bool walk(const struct ps__itree_node *t, uint32_t height,
+		 uint64_t start, uint64_t last, ps__itree_visit_fn fn,
+		 void *ctx);
+
+/* Every entry of the prefix [0, hi) of @t that reaches @start, in order. */
+static bool walk_all(const struct ps__itree_node *t, uint32_t height,
+		     uint32_t hi, uint64_t start, uint64_t last,
+		     ps__itree_visit_fn fn, void *ctx)
+{
+	for (uint32_t i = 0; i < hi; i++) {
+		const struct slot *sl = &t->slot[i];
+
+		if (sl->maxl < start)
 			continue;
-		if (!t->leaf) {
-			if (!walk(t->ptr[i], start, last, fn, ctx))
+		if (height) {
+			if (!walk(sl->ptr, height - 1, start, last, fn, ctx))
 				return false;
-		} else if (!fn(ctx, t->ptr[i], t->start[i], t->maxl[i])) {
+		} else if (!fn(ctx, sl->ptr, t->key[i], sl->maxl)) {
 			return false;
 		}
 	}
 	return true;
+}
+
+/* See Search: down the one candidate while there is one. */
+static bool walk(const struct ps__itree_node *t, uint32_t height,
+		 uint64_t start, uint64_t last, ps__itree_visit_fn fn,
+		 void *ctx)
+{
+	for (;;) {
+		uint32_t hi = count_le(t, last);
+		const struct slot *sl;
+
+		if (!hi)
+			return true;
+		sl = &t->slot[hi - 1];
+		if (!sl->ptr) { /* last = UINT64_MAX counted unused keys */
+			hi = t->n;
+			sl = &t->slot[hi - 1];
+		}
+		if (sl->before >= start)
+			return walk_all(t, height, hi, start, last, fn, ctx);
+		if (sl->maxl < start)
+			return true;
+		if (!height)
+			return fn(ctx, sl->ptr, t->key[hi - 1], sl->maxl);
+		t = sl->ptr;
+		height--;
+		prefetch_slots(t);
+	}
 }
 
 bool ps__itree_visit(const struct ps__itree *t, uint64_t start, uint64_t last,
@@ -671,7 +787,7 @@ bool ps__itree_visit(const struct ps__itree *t, uint64_t start, uint64_t last,
 	const struct ps__itree_node *root =
 		atomic_load_explicit(&t->root, memory_order_acquire);
 
-	return !root || walk(root, start, last, fn, ctx);
+	return !root || walk(root, root->height, start, last, fn, ctx);
 }
 
 int ps__itree_check(const struct ps__itree *t, struct ps__itree_shape *shape)

@@ -39,6 +39,14 @@
 
 struct ps__itree_node;
 
+/*
+ * Entries per node, and the fewest a node off the tree's right spine holds:
+ * the depth is at most 1 + log_3(n) for n entries (Shape in lib/itree.c).
+ * Tests state their bounds with these.
+ */
+#define PS__ITREE_FANOUT 8
+#define PS__ITREE_MIN 3
+
 /* An interval set. Embed it; ps__itree_init() before use. */
 struct ps__itree {
 	PS_ATOMIC(struct ps__itree_node *) root; /* NULL: empty */

@@ -130,8 +130,9 @@
  * the state load sees P3 (or later); if the slot is already free, E2 is
  * visible and the history has the end (E1). So every invalidation in flight
  * at any instant since read_begin is found, either in a slot or in the
- * history, and the history keeps every end (not just the last 256), so an
- * answer of true always has such an invalidation behind it.
+ * history, and the history keeps every end (not just the last 256) until it
+ * forgets one, which it reports (G6). So an answer of true has such an
+ * invalidation behind it, or a forgotten end, counted.
  *
  * ===========================================================================
  * Guarantees (cited by tests/test-notifier.c)
@@ -152,8 +153,11 @@
  *     between read_begin and the call.
  * G6  Whole space, exactness: otherwise it is false, however many invalidations
  *     started or ended since read_begin. The one exception: ends the history
- *     could not keep after a failed allocation are forgotten, and a check
- *     reaching back to them is true (counted in conservative_retries).
+ *     forgot are answered true (counted in conservative_retries): those it
+ *     could not keep after a failed allocation, and the oldest once it holds
+ *     more than PS__HIST_MAX_RUNS stretches of addresses (the cap on its
+ *     memory, lib/history.h: readers within the latest 32,768 ends of
+ *     distinct pages stay exact).
  * G7  After ps_interval_remove() returns, no callback runs for the
  *     subscription; it waited only for overlapping invalidations that were
  *     in flight.
@@ -633,7 +637,7 @@ bool ps_notifier_retry_slow(const struct ps_notifier *n, uint64_t seq,
 		return false;
 	case PS__HIST_YES:
 		return true;
-	default: /* forgotten after a failed allocation (G6) */
+	default: /* forgotten: a failed allocation, or the cap (G6) */
 		count(&impl->st_conservative, 1);
 		return true;
 	}

@@ -11,24 +11,33 @@
  *
  * S5  Exactly-once dirty hook. DIRTY is set only by ps_page_test_and_set
  *     (ps__space_mark_frame_dirty(), lib/space-impl.h): the one caller that
- *     sees it clear runs the hook. And the hook of a dirtying runs before any
- *     write-back cleans that dirtying (a dirty-page account never goes below
- *     zero): write-back is the only cleaner, and clears DIRTY under the frame's
- *     LOCKED bit with WRITEBACK clear (S12), so every marker that a write-back
- *     could meet sets DIRTY and runs the hook under that bit (a write fault,
- *     mark_dirty, an unpin for a device's write), or, in write-back's
- *     re-dirtying, before WRITEBACK ends; the helper marks under the caller's
- *     lock, which write-back's invalidation waits for before it clears DIRTY.
+ *     sees it clear runs the hook. Every marker sets DIRTY and runs the hook
+ *     under the frame's LOCKED bit: a write fault, mark_dirty, an unpin for a
+ *     device's write, the secondary-map helper and write-back's re-dirtying.
+ *     So a thread that holds the bit and reads DIRTY set knows that the hook of
+ *     that dirtying has run, and two things follow:
+ *       - the hook of a dirtying runs before any write-back cleans that
+ *         dirtying (a dirty-page account never goes below zero): write-back is
+ *         the only cleaner, and clears DIRTY under the bit with WRITEBACK
+ *         clear (S12); write-back's own re-dirtying also runs its hook before
+ *         WRITEBACK ends;
+ *       - the hook of a dirtying runs before any CPU write goes through an
+ *         entry made writable on it: a write fault that finds the frame dirty
+ *         under the bit marks nothing and makes the entry writable at once
+ *         (S3). Before, the helper marked under the caller's lock only, and
+ *         write-back re-dirtied under WRITEBACK only: a write fault between
+ *         their DIRTY and their hook let a CPU write through first.
  *     Every marker holds a reference on the frame it marks (a write fault and
  *     mark_dirty take one and read the entry again, S3; a pin, the helper's
  *     lookup, write-back's visit, an unpin's own pin), so no hook runs for a
  *     freed frame and no DIRTY lands on a free word. The secondary-map helper
  *     (lib/space-secondary.c) marks only after its retry check, under the
- *     caller's lock, and only for a write. Write-back (lib/space-writeback.c)
+ *     frame's LOCKED bit and the caller's lock (taken in that order, the order
+ *     in which write-back's PROTECTION invalidation runs its callbacks under
+ *     the bit), and only for a write. Write-back (lib/space-writeback.c)
  *     clears DIRTY inside its PROTECTION invalidation, before invalidate_end: a
  *     helper that the end lets through marks after the clear, so a writable
- *     secondary mapping never covers a clean frame. (The helper takes no LOCKED
- *     bit: its callbacks run under LOCKED in write-back.)
+ *     secondary mapping never covers a clean frame.
  *
  * S6  Harvest never loses a mark. The dirty log is a three-level bitmap
  *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by it

@@ -39,6 +39,7 @@
 #include "failpoint.h"
 #include "fork.h"
 #include "hbitmap.h"
+#include "rcu.h"
 #include "space-internal.h"
 
 #include <pthread.h>
@@ -67,6 +68,23 @@ struct ps_space {
 
 PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,
 		 "ps__space_ext_find() reads the extensions first");
+
+/*
+ * The page table's read-side section, entered inline (lib/rcu.h): the section
+ * ps_pgtable_read_lock() enters, without its call. The fast paths (a write
+ * fault, the pins) enter it once per call or per run, and read entries
+ * through a leaf cursor (ps_pgtable_lookup_leaf()) inside it. Wait-free
+ * (after the thread's first section).
+ */
+static inline void ps__space_read_lock(void)
+{
+	ps__rcu_read_lock();
+}
+
+static inline void ps__space_read_unlock(void)
+{
+	ps__rcu_read_unlock();
+}
 
 /* [@start, @start + @len): non-empty, page-aligned, inside the space. */
 static inline bool ps__space_range_ok(const struct ps_space *s, uint64_t start,
@@ -97,31 +115,34 @@ static inline void ps__space_frame_unpin(struct ps_space *s, uint64_t frame)
 }
 
 /*
- * Run the owner's dirty hook for @frame: only for the one caller whose
- * test-and-set found DIRTY clear, holding a reference on the frame (S5,
- * lib/space-dirty.c). ps__space_mark_frame_dirty() is the usual caller;
- * write-back's re-dirty sets DIRTY itself and runs the hook before its
- * WRITEBACK ends (S12, lib/space-writeback.c).
+ * The caller just made the frame's clean-to-dirty transition, holding a
+ * reference and the frame's LOCKED bit: run the dirty hook (S5,
+ * lib/space-dirty.c), still under that bit. Outside the page table's
+ * read-side section (S7).
  */
-static inline void ps__space_dirty_hook(struct ps_space *s, uint64_t frame)
+static inline void ps__space_frame_dirtied(struct ps_space *s, uint64_t frame)
 {
+	FAILPOINT(FP_DIRTY_SET, frame);
 	if (s->hooks.dirty)
 		s->hooks.dirty(s->hooks.ctx, s, frame);
 }
 
 /*
  * Mark the frame dirty; the one caller that sees DIRTY clear runs the dirty
- * hook (S5, lib/space-dirty.c). The caller holds a reference on the frame (a
- * LIVE frame, not a frozen one: a frame a map claimed, S13, or a conversion
- * froze is never marked). Returns true if this call made it dirty.
+ * hook (S5, lib/space-dirty.c). DIRTY is set only here and by a write fault's
+ * hold, which takes the reference, LOCKED and DIRTY in one CAS (R1 in
+ * lib/space-fault.c) and then runs ps__space_frame_dirtied() the same way. The
+ * caller holds a reference on the frame (a LIVE frame, not a frozen one: a
+ * frame a map claimed, S13, or a conversion froze is never marked) and its
+ * LOCKED bit, so that whoever reads DIRTY under that bit finds the hook run
+ * (S3, S5). Returns true if this call made it dirty.
  */
 static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 					      uint64_t frame)
 {
 	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
 		return false;
-	FAILPOINT(FP_DIRTY_SET, frame);
-	ps__space_dirty_hook(s, frame);
+	ps__space_frame_dirtied(s, frame);
 	return true;
 }
 
@@ -134,6 +155,28 @@ static inline void ps__space_log_written(struct ps_space *s, uint64_t addr)
 {
 	(void)ps__hbm_set(&s->log, ps__space_page_index(addr));
 	(void)ps__hbm_set(&s->wb, ps__space_page_index(addr));
+}
+
+/*
+ * A path for writes to the page at @addr has just been opened (a write fault's
+ * CAS made its entry writable, a pin for write passed its re-check): log it
+ * for migration (S11) and put it in the write-back set (S9), as
+ * ps__space_log_written(), but test each bit first: a bit that reads set
+ * costs one load, not an RMW. Only for writes that come after the call (the
+ * ones through the path just opened): a bit read set carries no release from
+ * this caller, so a write made before the call would not be ordered before
+ * the harvest that takes the bit; ps_space_mark_dirty() (the caller's write
+ * came first) sets with release instead. Why skipping is safe: "Logging after
+ * the CAS" in lib/space-fault.c.
+ */
+static inline void ps__space_log_opened(struct ps_space *s, uint64_t addr)
+{
+	const uint64_t i = ps__space_page_index(addr);
+
+	if (!ps__hbm_test(&s->log, i))
+		(void)ps__hbm_set(&s->log, i);
+	if (!ps__hbm_test(&s->wb, i))
+		(void)ps__hbm_set(&s->wb, i);
 }
 
 /*

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * lib/space-internal.h - the address space's interface for the library's
- * modules above it (lib/prot.c: conversion, CPU maps; lib/uffd.c: the
- * userfaultfd bridge). Not installed; not API.
+ * modules above it (lib/prot-convert.c: conversion; lib/prot-kmap.c: CPU
+ * maps; lib/uffd.c: the userfaultfd bridge). Not installed; not API.
  *
  * A module above the space sees a struct ps_space only through the
  * functions below and the public ones of pagestate/space.h; the struct's
@@ -138,6 +138,13 @@ void ps__space_writer_unlock(struct ps_space *space);
  */
 bool ps__space_longterm_pinned(struct ps_space *space, uint64_t frame);
 void ps__space_longterm_forget(struct ps_space *space, uint64_t frame);
+
+/*
+ * Has a long-term pin ever been taken in @space (the counts exist)? Once
+ * true, true for the space's life: a caller that reads false knows there is
+ * no count to forget from before the call. Wait-free (one acquire load).
+ */
+bool ps__space_longterm_any(struct ps_space *space);
 
 /* Drop a reference on @frame (the free_frame hook runs if it was the last). */
 void ps__space_frame_put(struct ps_space *space, uint64_t frame);

@@ -9,21 +9,43 @@
  * ---------------------------------------------------------------------------
  *
  * S2  Pin vs. entry change (Dekker). A pin reads entry e1, takes a
- *     speculative pin on e1's frame (an RMW on the page word), runs a
- *     seq_cst fence and reads the entry again (e2). An unmap (lib/space.c)
- *     changes the entry (a page-table CAS), runs a seq_cst fence, then reads
- *     the frame's pins. So either the pin reads the new entry and backs out
- *     (dropping its pin, freeing the frame if that was the last reference), or
- *     the changer reads the pin. A pin that got past its re-check holds a frame
- *     that was mapped at the address at that instant. Discard changes no entry
- *     whose frame a pin could hold: it freezes the frame first (S10,
+ *     speculative pin on e1's frame (P: a seq_cst CAS on the page word) and
+ *     reads the entry again (e2: a seq_cst load), with no fence between. An
+ *     unmap (lib/space.c) changes the entry (C: a seq_cst page-table CAS),
+ *     runs a seq_cst fence F, then reads the frame's pins (R). So either the
+ *     pin reads the new entry and backs out (dropping its pin, freeing the
+ *     frame if that was the last reference), or the changer reads the pin.
+ *     Proof, in the single total order S of seq_cst operations (C11 7.17.3):
+ *     suppose e2 reads an entry older than C's. Then e2 is coherence-ordered
+ *     before C, and both are seq_cst, so e2 precedes C in S; P precedes e2 in
+ *     S (sequenced before, both seq_cst), and C precedes F; so P precedes F.
+ *     Had R read a word older than P's, R would be coherence-ordered before
+ *     P, and F happens before R, so F would precede P in S: a contradiction.
+ *     So R reads P's pin or a later word. A fence in the pin as well (as the
+ *     old path ran) adds nothing once P and e2 are seq_cst: on x86 the CAS is
+ *     a locked instruction and the load a plain one either way; the fence
+ *     was an MFENCE per page. A pin that got past its re-check holds a frame
+ *     that was mapped at the address at that instant. Discard changes no
+ *     entry whose frame a pin could hold: it freezes the frame first (S10,
  *     lib/space-discard.c), and a pin's try fails on a frozen frame.
  *
+ *     One walk per leaf: the pins read e1 and e2 through a leaf cursor
+ *     (ps_pgtable_lookup_leaf()), taken once per leaf of the range in the
+ *     read-side section the call holds, and again only after a slow path
+ *     left the section. A cursor on a leaf that trim unlinked meanwhile
+ *     reads none there (trim unlinks only empty leaves): e2 then differs
+ *     from e1 and the pin backs out, as for any change.
+ *
  * A pin for write sets WRITE_PINNED in the pin's own CAS (S4,
- * lib/space-writeback.c) and logs the address (S6, S9) after its re-check
- * found the entry writable: after the point from which the device may
- * write (S11, lib/space-dirty.c); any other pin puts the address in the
- * write-back set after its fence (S9).
+ * lib/space-writeback.c) and logs the address (S6, S9) after its re-check found
+ * the entry writable: after the point from which the device may write (S11,
+ * lib/space-dirty.c); any other pin puts the address in the write-back set
+ * after its re-check (S9). Both test the bit first and skip the set when it
+ * reads set (ps__space_log_opened(), ps__space_wb_note()): the re-check is a
+ * seq_cst load, so it takes the place the fence had in the arguments that make
+ * that safe (S11's "Logging after the CAS" in lib/space-fault.c: the re-check
+ * reads the entry made writable by a fault's seq_cst CAS or a later one, so
+ * that CAS precedes the test in S; "Recording the address" under S9).
  *
  * S14 The long-term pin count (cited by tests/test-prot.c). A conversion
  *     waiting for pins to drain gives up at once on a frame with a
@@ -178,6 +200,11 @@ bool ps__space_longterm_pinned(struct ps_space *s, uint64_t frame)
 	return c && atomic_load_explicit(&c[frame], memory_order_acquire);
 }
 
+bool ps__space_longterm_any(struct ps_space *s)
+{
+	return lt_counts(s) != NULL;
+}
+
 void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
 {
 	lt_count_t *c = lt_counts(s);
@@ -205,9 +232,9 @@ void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
 static inline bool try_pin(struct ps_page *p, uint64_t reject, bool write)
 {
 	/*
-	 * It acquires (pairs with the release of the put or unfreeze that
-	 * came before), so the pinner sees the frame as it was left; S2's
-	 * fence follows.
+	 * Seq_cst on success: it acquires (pairs with the release of the put
+	 * or unfreeze that came before), so the pinner sees the frame as it
+	 * was left, and it is S2's P, ordered before the seq_cst re-read.
 	 */
 	return ps_page_try_pin_and_set_flags(p, 1, reject,
 					     write ? PS_PAGE_WRITE_PINNED : 0);
@@ -221,16 +248,23 @@ static bool same_mapping(ps_pte_t a, ps_pte_t b)
 	return (a & ~ignore) == (b & ~ignore);
 }
 
+/* A leaf cursor on @addr's entry, read in the caller's section (S2). */
+typedef PS_ATOMIC(ps_pte_t) *cursor_t;
+
 /*
  * Pin the frame at @addr. Called inside the page table's read-side section,
  * which pin_range holds across all its pages (one section instead of one per
- * page: a urcu-bp section costs about 12 ns). The slow paths leave it: faulting
- * in (the populate and dirty hooks), waiting for a frozen frame, and dropping a
- * backed-out pin (the free hook), so no hook ever runs inside it (S7). @lt:
- * the long-term pin counts, for a PS_PIN_LONGTERM pin.
+ * page), with *@cur a cursor on @addr's entry or NULL (pin_one() then walks,
+ * and leaves the new cursor there). The slow paths leave the section:
+ * faulting in (the populate and dirty hooks), waiting for a frozen frame, and
+ * dropping a backed-out pin (the free hook), so no hook ever runs inside it
+ * (S7); the cursor is then dropped (*@cur = NULL), since the leaf it points
+ * into is safe only inside the section it was found in. @lt: the long-term
+ * pin counts, for a PS_PIN_LONGTERM pin.
  */
-static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
-		   lt_count_t *lt, uint64_t *frame_out)
+static inline __attribute__((always_inline)) int
+pin_one(struct ps_space *s, uint64_t addr, unsigned int flags, lt_count_t *lt,
+	cursor_t *cur, uint64_t *frame_out)
 {
 	const bool write = flags & PS_PIN_WRITE;
 	const uint64_t reject = PS_PAGE_POISONED |
@@ -242,15 +276,20 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 		uint64_t frame;
 		int rc;
 
-		e1 = ps_pgtable_lookup(s->pt, addr);
+		if (!*cur)
+			*cur = ps_pgtable_lookup_leaf(s->pt, addr);
+		/* Acquire: pairs with the entry's CAS (the page is set up). */
+		e1 = *cur ? atomic_load_explicit(*cur, memory_order_acquire)
+			  : PS_PTE_NONE;
 		if (!ps_pte_is_present(e1) ||
 		    (write && !ps_pte_is_writable(e1))) {
 			/* Missing, or a write needs resolving: fault it in. */
-			ps_pgtable_read_unlock();
+			ps__space_read_unlock();
 			rc = ps__space_fault_in(s, addr,
 						write ? PS_ACCESS_WRITE
 						      : PS_ACCESS_READ);
-			ps_pgtable_read_lock();
+			ps__space_read_lock();
+			*cur = NULL;
 			if (rc)
 				return rc;
 			continue;
@@ -260,52 +299,161 @@ static int pin_one(struct ps_space *s, uint64_t addr, unsigned int flags,
 			return -EFAULT;
 		p = &s->frames[frame];
 		FAILPOINT(FP_PIN_AFTER_LOOKUP, addr);
+		/* S2's P (seq_cst). */
 		if (!try_pin(p, reject, write)) {
-			ps_pgtable_read_unlock();
+			ps__space_read_unlock();
 			rc = ps__space_grab_failed(p, reject); /* may yield */
-			ps_pgtable_read_lock();
+			ps__space_read_lock();
+			*cur = NULL;
 			if (rc)
 				return rc;
 			continue;
 		}
-		/* S2 - seq_cst fence: the pin before the re-read. */
-		atomic_thread_fence(memory_order_seq_cst);
+		FAILPOINT(FP_PIN_BEFORE_RECHECK, addr);
+		/*
+		 * S2's e2 - seq_cst: ordered after P in the total order, with
+		 * no fence between. The cursor is still valid: nothing left the
+		 * section since e1.
+		 */
+		e2 = atomic_load_explicit(*cur, memory_order_seq_cst);
+		if (!same_mapping(e1, e2)) {
+			/* Changed under us: back out (outside), again. */
+			ps__space_read_unlock();
+			ps__space_frame_unpin(s, frame);
+			ps__space_read_lock();
+			*cur = NULL;
+			continue;
+		}
 		/*
 		 * S9: a read pin's frame may be unpinned dirty. After the
-		 * fence ("Recording the address" under S9 says why); a pin
-		 * that backs out leaves the bit to the next write-back, which
-		 * finds it clean.
+		 * seq_cst re-read ("Recording the address" under S9 says why);
+		 * a pin that backs out leaves the bit to the next write-back,
+		 * which finds it clean.
 		 */
 		if (!write)
 			ps__space_wb_note(s, addr);
-		FAILPOINT(FP_PIN_BEFORE_RECHECK, addr);
-		e2 = ps_pgtable_lookup(s->pt, addr);
-		if (!same_mapping(e1, e2)) {
-			/* Changed under us: back out (outside), again. */
-			ps_pgtable_read_unlock();
-			ps__space_frame_unpin(s, frame);
-			ps_pgtable_read_lock();
-			continue;
-		}
 		FAILPOINT(FP_PIN_RECHECKED, addr);
 		if (lt && !lt_count_add(&lt[frame])) {
 			/* S14: more than pins can be: let go (outside). */
-			ps_pgtable_read_unlock();
+			ps__space_read_unlock();
 			ps__space_frame_unpin(s, frame);
-			ps_pgtable_read_lock();
+			ps__space_read_lock();
+			*cur = NULL;
 			return -EOVERFLOW;
 		}
 		if (write)
-			ps__space_log_written(s, addr); /* S6, S9 */
+			ps__space_log_opened(s, addr); /* S6, S9, S11 */
 		*frame_out = frame;
 		return 0;
 	}
 }
 
-int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
-		       unsigned int flags, uint64_t *frames_out)
+/*
+ * pin_page() off its straight path: pin_one()'s loop, in a section of its
+ * own. Errors say where: the one page, at offset 0.
+ */
+static PS_COLD int pin_page_slow(struct ps_space *s, uint64_t addr,
+				 unsigned int flags, uint64_t *frame_out)
+{
+	cursor_t cur = NULL;
+	int rc;
+
+	ps__space_read_lock();
+	rc = pin_one(s, addr, flags, NULL, &cur, frame_out);
+	ps__space_read_unlock();
+	if (rc)
+		frame_out[0] = 0;
+	return rc;
+}
+
+/* pin_page()'s entry changed under its pin: back out (S2), then the loop. */
+static PS_COLD int pin_page_backout(struct ps_space *s, uint64_t addr,
+				    unsigned int flags, uint64_t frame,
+				    uint64_t *frame_out)
+{
+	ps__space_frame_unpin(s, frame);
+	return pin_page_slow(s, addr, flags, frame_out);
+}
+
+/*
+ * pin_page()'s record of a page it pinned, when there is one to make: a read
+ * pin's page not in the write-back set (S9), a write pin's log (S6, S9,
+ * S11). After the re-read, as pin_one() records. Returns 0.
+ */
+static __attribute__((noinline)) int pin_page_record(struct ps_space *s,
+						     uint64_t addr, bool write)
+{
+	if (!write)
+		ps__space_wb_note(s, addr);
+	FAILPOINT(FP_PIN_RECHECKED, addr);
+	if (write)
+		ps__space_log_opened(s, addr);
+	return 0;
+}
+
+/*
+ * One page, not for the long term: what most pinners ask per I/O. The
+ * protocol of pin_one() (S2) with its success path straight through: one
+ * section, one walk, the pin, the seq_cst re-read, the record. Whatever
+ * else happens (a fault to resolve, a frame that cannot be pinned now, a
+ * change under the pin) leaves the section and is pin_one()'s, which loops.
+ */
+static __attribute__((noinline)) int pin_page(struct ps_space *s, uint64_t addr,
+					      unsigned int flags,
+					      uint64_t *frame_out)
+{
+	const bool write = flags & PS_PIN_WRITE;
+	const uint64_t reject = PS_PAGE_POISONED |
+				(flags & PS_PIN_PRIVATE ? 0 : PS_PAGE_PRIVATE);
+	uint64_t frame;
+	cursor_t cur;
+	ps_pte_t e1;
+
+	/* A thread's first section registers it: not on the straight path. */
+	if (PS_UNLIKELY(!ps__rcu_thread_registered()))
+		return pin_page_slow(s, addr, flags, frame_out);
+	ps__space_read_lock();
+	cur = ps_pgtable_lookup_leaf(s->pt, addr);
+	if (PS_UNLIKELY(!cur))
+		goto slow;
+	/* Acquire: pairs with the entry's CAS (the page is set up). */
+	e1 = atomic_load_explicit(cur, memory_order_acquire);
+	frame = ps_pte_frame(e1);
+	if (PS_UNLIKELY(!ps_pte_is_present(e1) ||
+			(write && !ps_pte_is_writable(e1)) ||
+			frame >= s->nframes))
+		goto slow;
+	FAILPOINT(FP_PIN_AFTER_LOOKUP, addr);
+	/* S2's P (seq_cst), then e2 (seq_cst), with no fence between. */
+	if (PS_UNLIKELY(!try_pin(&s->frames[frame], reject, write)))
+		goto slow;
+	FAILPOINT(FP_PIN_BEFORE_RECHECK, addr);
+	if (PS_UNLIKELY(!same_mapping(
+		    e1, atomic_load_explicit(cur, memory_order_seq_cst)))) {
+		ps__space_read_unlock(); /* back out outside (S7) */
+		return pin_page_backout(s, addr, flags, frame, frame_out);
+	}
+	ps__space_read_unlock();
+	*frame_out = frame;
+	/* The record, after e2 (outside the section: no order with it). */
+	if (PS_LIKELY(!write && ps__hbm_test(&s->wb, addr >> PAGE_SHIFT))) {
+		FAILPOINT(FP_PIN_RECHECKED, addr);
+		return 0; /* S9: in the set already ("Recording the address") */
+	}
+	return pin_page_record(s, addr, write);
+slow:
+	ps__space_read_unlock();
+	return pin_page_slow(s, addr, flags, frame_out);
+}
+
+/* Any range: checked, then pinned page by page in one section. */
+static __attribute__((noinline)) int pin_range(struct ps_space *s,
+					       uint64_t start, uint64_t len,
+					       unsigned int flags,
+					       uint64_t *frames_out)
 {
 	lt_count_t *lt = NULL;
+	cursor_t cur = NULL;
 	uint64_t npages;
 	int rc = 0;
 
@@ -318,12 +466,18 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 			return rc;
 	}
 	npages = len >> PAGE_SHIFT;
-	ps_pgtable_read_lock();
+	ps__space_read_lock();
 	for (uint64_t i = 0; i < npages; i++) {
-		rc = pin_one(s, start + (i << PAGE_SHIFT), flags, lt,
-			     &frames_out[i]);
+		const uint64_t addr = start + (i << PAGE_SHIFT);
+
+		/* One walk per leaf: the cursor moves on within it. */
+		if (cur && (addr >> PAGE_SHIFT) % PS_PGTABLE_LEAF_PAGES)
+			cur++;
+		else
+			cur = NULL;
+		rc = pin_one(s, addr, flags, lt, &cur, &frames_out[i]);
 		if (rc) {
-			ps_pgtable_read_unlock();
+			ps__space_read_unlock();
 			/* All or nothing: release every pin taken. */
 			(void)ps_space_unpin(s, frames_out, i,
 					     lt ? PS_UNPIN_LONGTERM : 0);
@@ -332,8 +486,19 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 			return rc;
 		}
 	}
-	ps_pgtable_read_unlock();
+	ps__space_read_unlock();
 	return 0;
+}
+
+int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
+		       unsigned int flags, uint64_t *frames_out)
+{
+	/* One page, not long-term: checked here, pinned in a tail call. */
+	if (PS_LIKELY(len == PAGE_SIZE && frames_out &&
+		      !(flags & ~(PS_PIN_WRITE | PS_PIN_PRIVATE)) &&
+		      !(start & (PAGE_SIZE - 1)) && start < s->size))
+		return pin_page(s, start, flags, frames_out);
+	return pin_range(s, start, len, flags, frames_out);
 }
 
 /*
@@ -353,12 +518,27 @@ static void unpin_mark_dirty(struct ps_space *s, uint64_t frame)
 	ps_page_unlock(p);
 }
 
-int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
-		   unsigned int flags)
+/* The last reference went with an unpin: the free hook (S7). */
+static PS_COLD void unpin_freed(struct ps_space *s, uint64_t frame)
+{
+	ps__space_frame_freed(s, frame);
+}
+
+/* ps_space_unpin() of more than one page, or with flags. */
+static __attribute__((noinline)) int unpin(struct ps_space *s,
+					   const uint64_t *frames, uint64_t n,
+					   unsigned int flags)
 {
 	lt_count_t *lt = NULL;
 	int rc = 0;
 
+	if (PS_LIKELY(!flags)) {
+		/* The common unpin: nothing to mark, nothing to uncount. */
+		for (uint64_t i = 0; i < n; i++)
+			if (frames[i] < s->nframes)
+				ps__space_frame_unpin(s, frames[i]);
+		return 0;
+	}
 	if (flags & ~(PS_UNPIN_DIRTY | PS_UNPIN_LONGTERM))
 		return -EINVAL;
 	if (flags & PS_UNPIN_LONGTERM)
@@ -375,4 +555,17 @@ int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 		ps__space_frame_unpin(s, frames[i]);
 	}
 	return rc;
+}
+
+int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
+		   unsigned int flags)
+{
+	/* One plain pin, the common case: one CAS on the page word. */
+	if (PS_LIKELY(n == 1 && !flags)) {
+		if (frames[0] < s->nframes &&
+		    PS_UNLIKELY(ps_page_unpin(&s->frames[frames[0]])))
+			unpin_freed(s, frames[0]);
+		return 0;
+	}
+	return unpin(s, frames, n, flags);
 }

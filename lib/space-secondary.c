@@ -2,12 +2,13 @@
 /*
  * lib/space-secondary.c - the secondary-map helper
  * (ps_space_map_secondary()): seed 003's loop that maps one page into a
- * caller's secondary mapping (IOMMU, shadow table) without ever mapping a
- * clean frame writable. The space's rules: lib/space-impl.h; this file is
- * bound by S5 (lib/space-dirty.c): it marks only after its retry check,
- * under the caller's lock, and only for a write; and by S11 there: it logs
- * before it installs, which is safe only because both happen under the
- * caller's lock, which a harvest's invalidation after its take also takes.
+ * caller's secondary mapping (IOMMU, shadow table) without ever mapping a clean
+ * frame writable. The space's rules: lib/space-impl.h; this file is bound by S5
+ * (lib/space-dirty.c): it marks only after its retry check, under the frame's
+ * LOCKED bit and the caller's lock (taken in that order), and only for a write;
+ * and by S11 there: it logs before it installs, which is safe only because both
+ * happen under the caller's lock, which a harvest's invalidation after its take
+ * also takes.
  */
 #include <pagestate/space.h>
 
@@ -20,6 +21,15 @@ static bool wp_async(struct ps_space *s, uint64_t addr)
 
 	return !ps_pgtable_registration(s->pt, addr, &flags) &&
 	       (flags & PS_WP_ASYNC);
+}
+
+/* Drop the lookup reference, and the LOCKED bit a write took (S5). */
+static void release(struct ps_space *s, uint64_t frame, bool locked)
+{
+	struct ps_page *p = &s->frames[frame];
+
+	if (locked ? ps_page_unlock_and_put(p) : ps_page_put(p))
+		ps__space_frame_freed(s, frame); /* unmapped meanwhile (S7) */
 }
 
 int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
@@ -73,10 +83,22 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 				return rc;
 			continue;
 		}
+		/*
+		 * S5: a write marks under the frame's LOCKED bit, as every
+		 * marker does. A write fault reads DIRTY under that bit and
+		 * trusts that the hook of the dirtying it finds has run (S3):
+		 * marked outside it, the fault could make the CPU's entry
+		 * writable, and the CPU write through it, between this DIRTY
+		 * and its hook. Taken before the caller's lock: write-back
+		 * holds LOCKED while its PROTECTION invalidation's callbacks
+		 * take that lock, so this is the order both keep.
+		 */
+		if (write)
+			ps_page_lock(p);
 		ops->lock(ctx);
 		if (ps_interval_read_retry(sub, seq)) {
 			ops->unlock(ctx);
-			ps__space_frame_put(s, frame);
+			release(s, frame, write);
 			continue; /* an invalidation raced: again */
 		}
 		if (write) { /* dirty before the writable mapping (S5) */
@@ -85,7 +107,7 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 		}
 		rc = ops->install(ctx, addr, frame, write);
 		ops->unlock(ctx);
-		ps__space_frame_put(s, frame);
+		release(s, frame, write);
 		return rc;
 	}
 }

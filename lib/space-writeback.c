@@ -72,15 +72,48 @@
  *         sequenced after its CAS: the load is coherence-ordered before the
  *         CAS, so Fv precedes the CAS in the total order S, and the CAS
  *         precedes T0; A0 is sequenced before Fv, so T0 reads the take or a
- *         later set (A0, T0 in lib/hbitmap.h). For a pin, whose entry loads are
- *         acquire: its first read of the entry read the CAS or later, so the
- *         visit's load is coherence-ordered before it; the pin's fence (S2) is
- *         sequenced after that read and before its test, so Fv precedes the
- *         pin's fence in S, and again T0 reads the take or later. That is why a
- *         read pin tests after its fence and not after its re-read (an acquire
- *         load that read the CAS would not order the CAS before T0 in S).
+ *         later set (A0, T0 in lib/hbitmap.h). For a pin: its re-read of the
+ *         entry (e2, seq_cst, S2 in lib/space-pin.c) read the CAS or a later
+ *         entry (its first read did, and e2 comes after it), so the visit's
+ *         load is coherence-ordered before e2; Fv happens before that load and
+ *         e2 is seq_cst, so Fv precedes e2 in S, and e2 precedes the pin's test
+ *         (both seq_cst, sequenced): A0, Fv, e2, T0 in that order in S, and
+ *         again T0 reads the take or later. That is why a read pin tests after
+ *         its re-read, and why that re-read is seq_cst (an acquire load that
+ *         read the CAS would have no place in S).
  *         Without Fv, store buffering would let the visit read the old entry
  *         while the test still reads the bit the take took.
+ *
+ *     Batches. The set is visited a level-0 word at a time (64 pages, one leaf
+ *     of the page table: ps__hbm_harvest_words()), and the word's pages go
+ *     through each step together (writeback_word()), so that what a visit
+ *     costs is paid per word or per run, not per page:
+ *       B1  one seq_cst fence (Fv above) for the word, after its take, then
+ *           one read-side section and one walk: each page's entry through a
+ *           leaf cursor, its frame held (a reference and LOCKED in one CAS,
+ *           ps_page_try_get_lock_and_set(), which never waits: a frame locked
+ *           by another thread is left to B5), the entry read again under the
+ *           bit through the same cursor (S3; a frame replaced meanwhile is let
+ *           go outside the section, which may free it, and left to B5);
+ *       B2  each frame looked at under its bit, as one page's visit does
+ *           (WRITEBACK, DIRTY, pins: wb_look());
+ *       B3  each run of consecutive pages to write gets one PROTECTION
+ *           invalidation: its entries write-protected through one cursor,
+ *           then each frame's WRITEBACK set and DIRTY cleared (S4), all under
+ *           the frames' LOCKED bits and before the run's invalidation ends
+ *           (S5), as for one page. The invalidation's callbacks run under
+ *           the LOCKED bits of the run's frames (S7 in lib/space.c);
+ *       B4  the pages to write go back into the set with one RMW for the
+ *           word (S12: before their bits are dropped), every LOCKED bit is
+ *           dropped before the first @fn runs (it runs with no library lock
+ *           held), then @fn, the re-dirtying and the end of WRITEBACK per
+ *           page, as for one page;
+ *       B5  the pages B1 or B2 left (a frame locked, frozen or freed, replaced
+ *           under the bit, or under another write-back that INTEGRITY waits
+ *           for) are visited one at a time, as before (writeback_page()).
+ *     Each page still sees, under its frame's LOCKED bit and inside an
+ *     invalidation of its address, write-protect then clear, so S3, S4, S5,
+ *     S9 and S12 hold page by page as before; only the grouping differs.
  *
  * S12 One write-back of a frame at a time (Linux's PG_writeback). A visit
  *     sets WRITEBACK (ps_page_start_writeback()) under the frame's LOCKED
@@ -216,20 +249,19 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 #define WB_BUSY (-1)
 
 /*
- * Write back @frame, mapped at @addr, held and LOCKED by wb_hold(). Drops
- * LOCKED (before @fn runs); the caller drops the reference. Returns the
- * visit's verdict, or WB_BUSY: an INTEGRITY write-back found the frame
- * under another write-back, and waits for it before it looks again (S12).
+ * What a visit does with a frame it holds (a reference and LOCKED), decided
+ * before it changes anything (S12, S4, S9): WB_WRITE, still LOCKED; or WB_DONE,
+ * unlocked, with the verdict in *@v (PS__HBM_KEEP or PS__HBM_CLEAR); or
+ * WB_BUSY, unlocked: an INTEGRITY write-back found the frame under another
+ * write-back and waits for it before it looks again.
  */
-static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
-{
-	struct ps_space *s = c->s;
-	struct ps_page *p = &s->frames[frame];
-	bool pinned, inval, redirty, made_dirty, busy = false;
-	uint64_t w;
-	int rc;
+#define WB_WRITE 100
+#define WB_DONE 101
 
-	w = ps_page_load(p);
+static int wb_look(struct wb_ctx *c, struct ps_page *p, int *v)
+{
+	uint64_t w = ps_page_load(p);
+
 	if (w & PS_PAGE_WRITEBACK) {
 		/*
 		 * S12: another write-back's @fn is writing the frame (it set
@@ -242,40 +274,44 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 			return WB_BUSY;
 		if (w & PS_PAGE_DIRTY)
 			c->st.skipped_writeback++;
-		return PS__HBM_KEEP;
+		*v = PS__HBM_KEEP;
+		return WB_DONE;
 	}
 	if (!(w & PS_PAGE_DIRTY)) {
 		ps_page_unlock(p);
 		/* S9: a pinned frame may be unpinned dirty: keep watching. */
-		return ps_page_word_pins(w) ? PS__HBM_KEEP : PS__HBM_CLEAR;
+		*v = ps_page_word_pins(w) ? PS__HBM_KEEP : PS__HBM_CLEAR;
+		return WB_DONE;
 	}
-	pinned = ps_page_word_pins(w) != 0;
-	if (pinned && c->mode == PS_WB_CLEAN) {
+	if (ps_page_word_pins(w) && c->mode == PS_WB_CLEAN) {
 		ps_page_unlock(p);
 		c->st.skipped_pinned++;
-		return PS__HBM_KEEP; /* stays dirty */
+		*v = PS__HBM_KEEP; /* stays dirty */
+		return WB_DONE;
 	}
-	/*
-	 * Stable pages: no writable mapping, primary or secondary, so a CPU
-	 * write from now on faults and dirties the frame again (S3). A pinned
-	 * frame too: the CPU may write it after the bounce copy. DIRTY is
-	 * cleared inside the invalidation, before it ends (S5): a secondary
-	 * mapping for write that the end lets through (the helper retries
-	 * until no invalidation is in progress) marks the frame dirty after
-	 * this clear, so it never maps a clean frame writable.
-	 */
-	inval = !ps_notifier_invalidate_start(&s->notifier, addr, PAGE_SIZE,
-					      PS_NOTIFIER_PROTECTION, 0);
-	if (inval)
-		write_protect_entry(s, addr, frame);
+	return WB_WRITE;
+}
+
+/*
+ * Under the frame's LOCKED bit, inside the PROTECTION invalidation and after
+ * its entry was write-protected: set WRITEBACK and clear DIRTY (S4, S5, S12).
+ * *@pinned: the clear's old word showed a pin (for CLEAN: it refused, the
+ * frame stays dirty, WRITEBACK ended again); *@busy: WRITEBACK was set by
+ * hand (never by a write-back: this visit read it clear under LOCKED).
+ */
+static void wb_clean(struct wb_ctx *c, struct ps_page *p, bool *pinned,
+		     bool *busy)
+{
+	*pinned = false;
 	/*
 	 * S12: WRITEBACK is set only under LOCKED, which this visit holds,
 	 * and it read clear above: the start cannot fail (a flag set by hand
 	 * is treated as another write-back's).
 	 */
-	if (!ps_page_start_writeback(p)) {
-		busy = true;
-	} else if (c->mode == PS_WB_CLEAN) {
+	*busy = !ps_page_start_writeback(p);
+	if (*busy)
+		return;
+	if (c->mode == PS_WB_CLEAN) {
 		/*
 		 * S4: one CAS clears DIRTY only while unpinned. A pin that
 		 * raced in since the look above (a pin for read needs no
@@ -283,34 +319,49 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 		 * a mark in between would find it clean and run the dirty
 		 * hook for a transition no write-back made.
 		 */
-		pinned = !ps_page_clear_flag_if_unpinned(p, PS_PAGE_DIRTY);
-		if (pinned)
+		*pinned = !ps_page_clear_flag_if_unpinned(p, PS_PAGE_DIRTY);
+		if (*pinned)
 			(void)ps_page_end_writeback(p);
 	} else {
 		/* S4: the clear's old word orders every pin before or after. */
-		w = ps_page_fetch_clear_flags(p, PS_PAGE_DIRTY);
-		pinned = ps_page_word_pins(w) != 0;
+		*pinned = ps_page_word_pins(ps_page_fetch_clear_flags(
+				  p, PS_PAGE_DIRTY)) != 0;
 	}
-	FAILPOINT(FP_WB_CLEARED, addr);
-	if (inval)
-		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
-	/* Keep right after the end: tests check DIRTY is clear here (S5). */
-	FAILPOINT(FP_WB_INVALIDATED, addr);
-	if (busy || (pinned && c->mode == PS_WB_CLEAN)) {
-		ps_page_unlock(p);
-		if (busy)
-			return c->mode == PS_WB_INTEGRITY ? WB_BUSY
-							  : PS__HBM_KEEP;
-		c->st.skipped_pinned++;
-		return PS__HBM_KEEP; /* stays dirty */
-	}
-	/*
-	 * S12: the page goes back into the set before the bit is dropped,
-	 * so that a write-back that begins while @fn runs visits it, and
-	 * waits for @fn (INTEGRITY).
-	 */
-	(void)ps__hbm_set(&s->wb, ps__space_page_index(addr));
+}
+
+/*
+ * After the invalidation ended, still LOCKED: a frame that will not be
+ * written (WRITEBACK set by hand, or pinned under CLEAN) is let go with its
+ * verdict, returned; WB_WRITE: the caller writes it (wb_write()) once it
+ * has put the page back into the set (S12) and dropped LOCKED.
+ */
+static int wb_after_clean(struct wb_ctx *c, struct ps_page *p, bool pinned,
+			  bool busy)
+{
+	if (!busy && !(pinned && c->mode == PS_WB_CLEAN))
+		return WB_WRITE;
 	ps_page_unlock(p);
+	if (busy)
+		return c->mode == PS_WB_INTEGRITY ? WB_BUSY : PS__HBM_KEEP;
+	c->st.skipped_pinned++;
+	return PS__HBM_KEEP; /* stays dirty */
+}
+
+/*
+ * Write @frame, mapped at @addr: held (a reference), WRITEBACK set, DIRTY
+ * cleared, the page back in the set, LOCKED dropped. Calls @fn, dirties the
+ * frame again if the write failed or a device may have written after a bounce,
+ * ends WRITEBACK; returns the verdict. The caller drops the reference.
+ */
+static int wb_write(struct wb_ctx *c, uint64_t addr, uint64_t frame,
+		    bool pinned)
+{
+	struct ps_space *s = c->s;
+	struct ps_page *p = &s->frames[frame];
+	bool redirty;
+	uint64_t w;
+	int rc;
+
 	c->in_fn = frame;
 	rc = c->fn(c->ctx, addr, frame, pinned);
 	redirty = rc != 0;
@@ -326,12 +377,16 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	 * Dirty again, and the hook run, before the write-back ends: a waiter
 	 * (S12) finds the frame dirty, and no other write-back can clean it
 	 * before the hook for this dirtying has run (S5: every clean comes
-	 * after the hook of the dirtying it writes). A hook that would wait
-	 * for this write-back gets -EDEADLK (in_fn is still this frame).
+	 * after the hook of the dirtying it writes). Under the frame's LOCKED
+	 * bit, as every marker (S5): a write fault that finds the frame dirty
+	 * under that bit makes its entry writable at once, trusting that the
+	 * hook has run (S3). No LOCKED bit of the batch is held here (B4).
 	 */
-	made_dirty = redirty && !ps_page_test_and_set_flag(p, PS_PAGE_DIRTY);
-	if (made_dirty)
-		ps__space_dirty_hook(s, frame); /* S5: this call's */
+	if (redirty) {
+		ps_page_lock(p);
+		(void)ps__space_mark_frame_dirty(s, frame);
+		ps_page_unlock(p);
+	}
 	c->in_fn = UINT64_MAX;
 	w = ps_page_end_writeback(p);
 	FAILPOINT(FP_WB_ENDED, addr);
@@ -356,23 +411,62 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	return PS__HBM_CLEAR;
 }
 
-static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
+/*
+ * Write back @frame, mapped at @addr, held and LOCKED by wb_hold(): one page
+ * on its own (the batch's exceptions). Drops LOCKED (before @fn runs); the
+ * caller drops the reference. Returns the visit's verdict, or WB_BUSY: an
+ * INTEGRITY write-back found the frame under another write-back, and waits
+ * for it before it looks again (S12).
+ */
+static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 {
-	struct wb_ctx *c = ctx;
+	struct ps_space *s = c->s;
+	struct ps_page *p = &s->frames[frame];
+	bool pinned, inval, busy;
+	int v = PS__HBM_KEEP, look = wb_look(c, p, &v);
+
+	if (look == WB_BUSY)
+		return WB_BUSY;
+	if (look == WB_DONE)
+		return v;
+	/*
+	 * Stable pages: no writable mapping, primary or secondary, so a CPU
+	 * write from now on faults and dirties the frame again (S3). A pinned
+	 * frame too: the CPU may write it after the bounce copy. DIRTY is
+	 * cleared inside the invalidation, before it ends (S5): a secondary
+	 * mapping for write that the end lets through (the helper retries
+	 * until no invalidation is in progress) marks the frame dirty after
+	 * this clear, so it never maps a clean frame writable.
+	 */
+	inval = !ps_notifier_invalidate_start(&s->notifier, addr, PAGE_SIZE,
+					      PS_NOTIFIER_PROTECTION, 0);
+	if (inval)
+		write_protect_entry(s, addr, frame);
+	wb_clean(c, p, &pinned, &busy);
+	FAILPOINT(FP_WB_CLEARED, addr);
+	if (inval)
+		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
+	/* Keep right after the end: tests check DIRTY is clear here (S5). */
+	FAILPOINT(FP_WB_INVALIDATED, addr);
+	v = wb_after_clean(c, p, pinned, busy);
+	if (v != WB_WRITE)
+		return v;
+	/*
+	 * S12: the page goes back into the set before the bit is dropped,
+	 * so that a write-back that begins while @fn runs visits it, and
+	 * waits for @fn (INTEGRITY).
+	 */
+	(void)ps__hbm_set(&s->wb, ps__space_page_index(addr));
+	ps_page_unlock(p);
+	return wb_write(c, addr, frame, pinned);
+}
+
+/* One page on its own: hold it, write it back, wait and again if busy. */
+static enum ps__hbm_verdict writeback_page(struct wb_ctx *c, uint64_t bit)
+{
 	uint64_t addr = bit << PAGE_SHIFT, frame;
 	int rc, v;
 
-	/*
-	 * S9 - seq_cst fence: the harvest's take of this bit (A0, seq_cst)
-	 * before the entry loads (acquire, in ps_pgtable_get()). Pairs with the
-	 * seq_cst entry CAS of a map (map_range), followed by
-	 * ps__space_wb_note()'s test, and with a read pin's fence (S2), which
-	 * it runs between its read of the entry and that test: without it,
-	 * store buffering lets this visit read the old entry while the other
-	 * side's test still reads the bit set (see "Recording the address"
-	 * under S9 above).
-	 */
-	atomic_thread_fence(memory_order_seq_cst);
 	for (;;) {
 		rc = wb_hold(c->s, addr, &frame);
 		if (rc > 0)
@@ -398,6 +492,186 @@ static enum ps__hbm_verdict writeback_visit(void *ctx, uint64_t bit)
 	}
 }
 
+/*
+ * The pages of one word of the write-back set together ("Batches" under S9):
+ * @bits, the word's taken bits, bit i for page @first + i (@first a multiple of
+ * 64, so all 64 share one leaf of the page table). Returns the bits to keep.
+ */
+static uint64_t writeback_word(void *ctx, uint64_t first, uint64_t bits)
+{
+	struct wb_ctx *c = ctx;
+	struct ps_space *s = c->s;
+	uint64_t frames[64];
+	uint64_t held = 0, write = 0, slow = 0, letgo = 0, keep = 0;
+	uint64_t pinned_m = 0, skip_m = 0;
+	PS_ATOMIC(ps_pte_t) *leaf;
+
+	/*
+	 * S9 - seq_cst fence: the harvest's take of this word (A0, seq_cst)
+	 * before the entry loads (acquire). Pairs with the seq_cst entry CAS
+	 * of a map (map_range), followed by ps__space_wb_note()'s test, and
+	 * with a read pin's seq_cst re-read (S2), which it runs before that
+	 * test: without it, store buffering lets this visit read the old entry
+	 * while the other side's test still reads the bit set (see "Recording
+	 * the address" under S9 above). One fence for the word's pages.
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
+
+	/* 1. Hold each page's frame: one section, one walk (B1). */
+	ps__space_read_lock();
+	leaf = ps_pgtable_lookup_leaf(s->pt, first << PAGE_SHIFT);
+	for (uint64_t m = bits; m; m &= m - 1) {
+		const unsigned int i = (unsigned int)__builtin_ctzll(m);
+		uint64_t seen;
+		ps_pte_t e;
+
+		/* Acquire: pairs with the entry's CAS (as a lookup). */
+		e = leaf ? atomic_load_explicit(&leaf[i], memory_order_acquire)
+			 : PS_PTE_NONE;
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) >= s->nframes)
+			continue; /* nothing mapped: nothing to write */
+		frames[i] = ps_pte_frame(e);
+		FAILPOINT(FP_WB_LOOKED_UP, (first + i) << PAGE_SHIFT);
+		if (!ps_page_try_get_lock_and_set(&s->frames[frames[i]], 0,
+						  &seen)) {
+			slow |= UINT64_C(1) << i; /* locked, freed, frozen */
+			continue;
+		}
+		/*
+		 * The entry again, under the bit (S3), through the cursor.
+		 * Acquire: as the first read.
+		 */
+		e = atomic_load_explicit(&leaf[i], memory_order_acquire);
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) != frames[i])
+			letgo |= UINT64_C(1) << i; /* replaced meanwhile */
+		else
+			held |= UINT64_C(1) << i;
+	}
+	ps__space_read_unlock();
+	for (uint64_t m = letgo; m; m &= m - 1) {
+		const unsigned int i = (unsigned int)__builtin_ctzll(m);
+
+		/* Outside the section: the put may free it (S7). */
+		if (ps_page_unlock_and_put(&s->frames[frames[i]]))
+			ps__space_frame_freed(s, frames[i]);
+	}
+	slow |= letgo;
+
+	/* 2. Look at each frame under its bit (B2). */
+	for (uint64_t m = held; m; m &= m - 1) {
+		const unsigned int i = (unsigned int)__builtin_ctzll(m);
+		int v = PS__HBM_KEEP;
+
+		switch (wb_look(c, &s->frames[frames[i]], &v)) {
+		case WB_WRITE:
+			write |= UINT64_C(1) << i;
+			continue;
+		case WB_BUSY:
+			slow |= UINT64_C(1) << i; /* it waits, on its own */
+			break;
+		default:
+			if (v == PS__HBM_KEEP)
+				keep |= UINT64_C(1) << i;
+			break;
+		}
+		ps__space_frame_put(s, frames[i]);
+	}
+
+	/* 3. Each run of pages to write: one invalidation around it (B3). */
+	for (uint64_t m = write; m;) {
+		const unsigned int r0 = (unsigned int)__builtin_ctzll(m);
+		const uint64_t rest = ~(m >> r0);
+		const unsigned int n =
+			rest ? (unsigned int)__builtin_ctzll(rest) : 64 - r0;
+		const uint64_t run = (n == 64 ? ~UINT64_C(0)
+					      : ((UINT64_C(1) << n) - 1))
+				     << r0;
+		const uint64_t start = (first + r0) << PAGE_SHIFT;
+		const bool inval = !ps_notifier_invalidate_start(
+			&s->notifier, start, (uint64_t)n << PAGE_SHIFT,
+			PS_NOTIFIER_PROTECTION, 0);
+
+		if (inval) {
+			/* Stable pages (S3), through one cursor again. */
+			ps__space_read_lock();
+			leaf = ps_pgtable_lookup_leaf(s->pt, start);
+			for (unsigned int k = 0; k < n; k++) {
+				ps_pte_t e;
+
+				if (!leaf)
+					break;
+				/* Acquire: as a lookup (a CAS guess). */
+				e = atomic_load_explicit(&leaf[k],
+							 memory_order_acquire);
+				while (ps_pte_is_present(e) &&
+				       ps_pte_frame(e) == frames[r0 + k] &&
+				       ps_pte_is_writable(e) &&
+				       ps_pgtable_cmpxchg_leaf(
+					       s->pt, &leaf[k],
+					       start + ((uint64_t)k
+							<< PAGE_SHIFT),
+					       &e,
+					       e & ~PS_PTE_WRITE) == -EAGAIN)
+					;
+			}
+			ps__space_read_unlock();
+		}
+		for (unsigned int k = 0; k < n; k++) {
+			const unsigned int i = r0 + k;
+			bool pinned, busy;
+
+			wb_clean(c, &s->frames[frames[i]], &pinned, &busy);
+			if (pinned)
+				pinned_m |= UINT64_C(1) << i;
+			if (wb_after_clean(c, &s->frames[frames[i]], pinned,
+					   busy) != WB_WRITE)
+				skip_m |= UINT64_C(1) << i;
+			FAILPOINT(FP_WB_CLEARED, (first + i) << PAGE_SHIFT);
+		}
+		if (inval)
+			(void)ps_notifier_invalidate_end(&s->notifier, start,
+							 (uint64_t)n
+								 << PAGE_SHIFT);
+		/* Keep right after the end: tests check DIRTY is clear here. */
+		for (unsigned int k = 0; k < n; k++)
+			FAILPOINT(FP_WB_INVALIDATED, (first + r0 + k)
+							     << PAGE_SHIFT);
+		m &= ~run;
+	}
+
+	/*
+	 * 4. S12: the pages to write go back into the set before their bits are
+	 * dropped (one RMW for the word), then every LOCKED bit goes before the
+	 * first @fn runs (it runs with no library lock held), then the writes.
+	 */
+	write &= ~skip_m;
+	ps__hbm_set_mask(&s->wb, first, write);
+	for (uint64_t m = write; m; m &= m - 1)
+		ps_page_unlock(&s->frames[frames[__builtin_ctzll(m)]]);
+	for (uint64_t m = skip_m; m; m &= m - 1) {
+		/* Let go by wb_after_clean(), with its verdict: KEEP. */
+		keep |= m & -m;
+		ps__space_frame_put(s, frames[__builtin_ctzll(m)]);
+	}
+	for (uint64_t m = write; m; m &= m - 1) {
+		const unsigned int i = (unsigned int)__builtin_ctzll(m);
+
+		if (wb_write(c, (first + i) << PAGE_SHIFT, frames[i],
+			     pinned_m >> i & 1) == PS__HBM_KEEP)
+			keep |= UINT64_C(1) << i;
+		ps__space_frame_put(s, frames[i]); /* the visit's (S7) */
+	}
+
+	/* 5. The exceptions, one page at a time, as before. */
+	for (uint64_t m = slow; m; m &= m - 1) {
+		const unsigned int i = (unsigned int)__builtin_ctzll(m);
+
+		if (writeback_page(c, first + i) == PS__HBM_KEEP)
+			keep |= UINT64_C(1) << i;
+	}
+	return keep;
+}
+
 int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,
 		       void *ctx, struct ps_writeback_stats *stats)
@@ -416,9 +690,9 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	c.in_fn = UINT64_MAX;
 	c.outer = wb_current;
 	wb_current = &c;
-	(void)ps__hbm_harvest(&s->wb, ps__space_page_index(start),
-			      ps__space_page_index(len), writeback_visit, &c,
-			      NULL);
+	(void)ps__hbm_harvest_words(&s->wb, ps__space_page_index(start),
+				    ps__space_page_index(len), writeback_word,
+				    &c);
 	wb_current = c.outer;
 	if (stats)
 		*stats = c.st;

@@ -26,10 +26,11 @@
  *     frame is put inside the zap, and a free_frame hook may run there).
  *     Library locks held when they run:
  *       - populate: none;
- *       - dirty: the frame's LOCKED bit when a write fault (a CPU fault, a
- *         pin for write), mark_dirty or an unpin with PS_UNPIN_DIRTY runs
- *         it; the caller's own lock in the secondary-map helper; the
- *         frame's WRITEBACK bit (no lock) in write-back's re-dirtying;
+ *       - dirty: the frame's LOCKED bit, whoever runs it (a write fault:
+ *         a CPU fault, a pin for write; mark_dirty; an unpin with
+ *         PS_UNPIN_DIRTY; the secondary-map helper, which also holds the
+ *         caller's own lock, taken after the bit; write-back's
+ *         re-dirtying, which also holds the frame's WRITEBACK bit; S5);
  *       - free_frame: the space's writer mutex when map or map_range (a
  *         failed map giving references back), unmap or discard runs it;
  *         none from unpin, a pin's back-out, the helper, kunmap, destroy,
@@ -38,14 +39,16 @@
  *         of its own on the frame it visits, so the frame is not freed
  *         while fn copies it, and drops it after fn, with no lock held);
  *       - notifier callbacks: the writer mutex in unmap, discard, a failed
- *         map's rollback of the entries it installed, and prot.c's conversion
- *         and mprotect; the LOCKED bit of the frame being written back in
- *         write-back's PROTECTION invalidation; none in a REARM harvest.
+ *         map's rollback of the entries it installed, and prot's conversion
+ *         and mprotect; the LOCKED bits of the frames being written back in
+ *         write-back's PROTECTION invalidation (every frame to write in its
+ *         range: write-back invalidates a run of pages at a time); none in a
+ *         REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,
- *     discard, convert or mprotect in that space; one run under a frame's
- *     LOCKED bit must not write-fault, pin for write, mark dirty, unpin
- *     dirty, write back or kmap that frame (each would wait for the lock it
- *     runs under).
+ *     discard, convert or mprotect in that space; one run under frames'
+ *     LOCKED bits must not write-fault, pin for write, mark dirty, unpin
+ *     dirty, write back or kmap those frames (each would wait for the lock it
+ *     runs under): for write-back's callback, the pages of its range.
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
  *     map, a write fault, mark_dirty) retry only because another thread changed
@@ -316,7 +319,8 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
 	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
-	 * frames' pins by whoever frees them; pairs with the pin path's fence.
+	 * frames' pins by whoever frees them; pairs with the pin path's seq_cst
+	 * pin and seq_cst re-read (lib/space-pin.c).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (size_t i = 0; i < z.n; i++)

@@ -21,7 +21,8 @@
 #   1. has no module (add it to MODULES below);
 #   2. includes a header of a higher layer or a sibling;
 #   3. includes a header private to another module (lib/space-impl.h: the
-#      space's struct, for lib/space*.c only; lib/pgtable-internal.h);
+#      space's struct, for lib/space*.c only; lib/prot-impl.h;
+#      lib/pgtable-internal.h);
 #   4. names, outside comments and strings, an identifier of a higher layer
 #      or a sibling: a function it calls, a type, a macro, found by its
 #      prefix (NAMESPACES below: ps_space_, ps__space_, ps_prot_, ...).
@@ -57,6 +58,7 @@ umbrella	10	include/pagestate/pagestate.h
 # Headers only their own module may include.
 PRIVATE='
 lib/space-impl.h	space
+lib/prot-impl.h	prot
 lib/pgtable-internal.h	pgtable
 '
 

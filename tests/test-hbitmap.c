@@ -142,6 +142,68 @@ START_TEST(harvest_keep_stop_resume)
 }
 END_TEST
 
+/* What a word visitor was shown; it keeps the bits of keep_mask. */
+struct seen_words {
+	uint64_t first[16], bits[16];
+	unsigned n;
+	uint64_t keep_mask;
+};
+
+static uint64_t record_word(void *ctx, uint64_t first, uint64_t bits)
+{
+	struct seen_words *s = ctx;
+
+	if (s->n < 16) {
+		s->first[s->n] = first;
+		s->bits[s->n] = bits;
+	}
+	s->n++;
+	return bits & s->keep_mask;
+}
+
+/*
+ * The word visitor sees each level-0 word's taken bits at once, in order,
+ * only within the range; the bits it keeps stay (and are found by the next
+ * harvest through their summaries), the others are gone. ps__hbm_set_mask()
+ * sets several bits of one word, summaries included.
+ */
+START_TEST(harvest_words_and_set_mask)
+{
+	struct ps__hbm b;
+	struct seen_words s;
+	struct seen one;
+
+	ck_assert_int_eq(ps__hbm_init(&b, 100000), 0);
+	ps__hbm_set_mask(&b, 64, UINT64_C(0x8000000000000005));
+	ps__hbm_set_mask(&b, 4096, 0); /* nothing */
+	ck_assert(ps__hbm_set(&b, 70000));
+	ck_assert(ps__hbm_set(&b, 3));
+	memset(&s, 0, sizeof(s));
+	s.keep_mask = UINT64_C(4); /* bit 66 */
+	/* The range leaves out bit 3 and cuts word 64..127 at 127. */
+	ck_assert_uint_eq(ps__hbm_harvest_words(&b, 4, 69997, record_word, &s),
+			  4);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_uint_eq(s.first[0], 64);
+	ck_assert_uint_eq(s.bits[0], UINT64_C(0x8000000000000005));
+	ck_assert_uint_eq(s.first[1], 69952);
+	ck_assert_uint_eq(s.bits[1], UINT64_C(1) << (70000 - 69952));
+	ck_assert(ps__hbm_test(&b, 3));	 /* outside the range */
+	ck_assert(ps__hbm_test(&b, 66)); /* kept */
+	ck_assert(!ps__hbm_test(&b, 64));
+	ck_assert(!ps__hbm_test(&b, 127));
+	ck_assert(!ps__hbm_test(&b, 70000));
+	/* What was kept is found again, through its summaries. */
+	memset(&one, 0, sizeof(one));
+	one.keep_bit = UINT64_MAX;
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 100000, record, &one, NULL),
+			  2);
+	ck_assert_uint_eq(one.bits[0], 3);
+	ck_assert_uint_eq(one.bits[1], 66);
+	ps__hbm_destroy(&b);
+}
+END_TEST
+
 START_TEST(sparse_terabyte)
 {
 	/* 1 TiB of 4 KiB pages: 2^28 bits, mapped but untouched. */
@@ -260,6 +322,7 @@ static Suite *hbitmap_suite(void)
 	tcase_add_test(tc, harvest_in_order_once);
 	tcase_add_test(tc, harvest_range_only);
 	tcase_add_test(tc, harvest_keep_stop_resume);
+	tcase_add_test(tc, harvest_words_and_set_mask);
 	tcase_add_test(tc, sparse_terabyte);
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_test(tc, stress_every_set_harvested_once);

@@ -110,14 +110,33 @@ static struct ps__itree_shape shape(const struct ps__itree *t)
 	return sh;
 }
 
-/* The largest depth S2 allows for n entries: 1 + floor(log_4(n)). */
+/* The largest depth S2 allows for n entries: 1 + floor(log_MIN(n)). */
 static unsigned int depth_bound(uint64_t n)
 {
 	unsigned int d = 1;
 
-	for (uint64_t p = 1; p * 4 <= n; p *= 4)
+	for (uint64_t p = 1; p * PS__ITREE_MIN <= n; p *= PS__ITREE_MIN)
 		d++;
 	return d;
+}
+
+/*
+ * The shape of n > 0 entries inserted in ascending order: every node but
+ * those of the right spine is full, so each level has ceil(below / FANOUT)
+ * nodes, up to a single root.
+ */
+static struct ps__itree_shape full_shape(uint64_t n)
+{
+	struct ps__itree_shape sh = {1, 0, n};
+	uint64_t level = (n + PS__ITREE_FANOUT - 1) / PS__ITREE_FANOUT;
+
+	for (;;) {
+		sh.nodes += level;
+		if (level == 1)
+			return sh;
+		sh.depth++;
+		level = (level + PS__ITREE_FANOUT - 1) / PS__ITREE_FANOUT;
+	}
 }
 
 static void insert_ok(struct ps__itree *t, uint64_t start, uint64_t last,
@@ -277,19 +296,19 @@ START_TEST(split_and_merge)
 	struct ps__itree t;
 	struct ps_test_rng rng = ps_test_rng_new(1);
 	static unsigned int order[N];
-	struct ps__itree_shape sh;
+	struct ps__itree_shape sh, full = full_shape(N);
 	unsigned int full_depth;
 
 	ps__itree_init(&t);
-	/* Ascending: right-end splits fill the nodes (about n / 16 leaves). */
+	/* Ascending: right-end splits fill the nodes (n / FANOUT leaves). */
 	for (unsigned int i = 0; i < N; i++) {
 		insert_ok(&t, 16 * (uint64_t)i, 16 * (uint64_t)i + 7, i);
 		if (i % 97 == 0)
 			(void)shape(&t);
 	}
 	sh = shape(&t);
-	ck_assert_uint_le(sh.nodes, N / 16 + N / 256 + 16 + 4);
-	ck_assert_uint_eq(sh.depth, 4); /* 313 leaves, 20 parents, 2, root */
+	ck_assert_uint_eq(sh.nodes, full.nodes); /* 625 + 79 + 10 + 2 + 1 */
+	ck_assert_uint_eq(sh.depth, full.depth); /* 5 */
 	full_depth = sh.depth;
 
 	/* Remove in random order down to 10: merges keep S2 and shrink it. */
@@ -332,6 +351,107 @@ START_TEST(split_and_merge)
 		remove_ok(&t, 16 * (uint64_t)i, i);
 	sh = shape(&t);
 	ck_assert_uint_eq(sh.depth, 0);
+	ps__itree_destroy(&t);
+}
+END_TEST
+
+/*
+ * The node boundaries of PS__ITREE_FANOUT entries: a full leaf, the entry
+ * past it (a right-end split keeps the full node), an entry inside a full
+ * leaf (split in halves), a second level that fills and grows a third, and
+ * the refill and merge when a node drops below PS__ITREE_MIN. Every visit
+ * across a boundary finds the entries on both sides.
+ */
+START_TEST(fanout_boundaries)
+{
+	enum { B = PS__ITREE_FANOUT };
+	struct ps__itree t;
+	struct ps__itree_shape sh;
+
+	ck_assert_uint_eq(B, 8);
+	ck_assert_uint_eq(PS__ITREE_MIN, 3);
+	ps__itree_init(&t);
+	for (unsigned int i = 0; i < B; i++)
+		insert_ok(&t, 10 * (uint64_t)i, 10 * (uint64_t)i + 4, i);
+	sh = shape(&t);
+	ck_assert_uint_eq(sh.nodes, 1);
+	ck_assert_uint_eq(sh.depth, 1);
+	ck_assert_uint_eq(hits(&t, 0, UINT64_MAX), B); /* a full node */
+	insert_ok(&t, 10 * B, 10 * B + 4, B);	       /* past the end */
+	sh = shape(&t);
+	ck_assert_uint_eq(sh.nodes, 3);
+	ck_assert_uint_eq(sh.depth, 2);
+	ck_assert_uint_eq(hits(&t, 10 * (B - 1), 10 * B), 2); /* both leaves */
+	ck_assert_uint_eq(hits(&t, 10 * B - 5, 10 * B - 1), 0);
+	ck_assert_uint_eq(hits(&t, 10 * B + 4, UINT64_MAX), 1);
+	/* Ascending to B * B entries fills B leaves; one more: a new level. */
+	for (unsigned int i = B + 1; i < B * B; i++)
+		insert_ok(&t, 10 * (uint64_t)i, 10 * (uint64_t)i + 4, i);
+	sh = shape(&t);
+	ck_assert_uint_eq(sh.nodes, full_shape(B * B).nodes);
+	ck_assert_uint_eq(sh.depth, 2);
+	insert_ok(&t, 10 * B * B, 10 * B * B + 4, B * B);
+	sh = shape(&t);
+	ck_assert_uint_eq(sh.nodes, full_shape(B * B + 1).nodes);
+	ck_assert_uint_eq(sh.depth, 3);
+	for (unsigned int i = 0; i <= B * B; i++) {
+		ck_assert_uint_eq(hits(&t, 10 * (uint64_t)i + 4,
+				       10 * (uint64_t)i + 10),
+				  i < B * B ? 2 : 1);
+		remove_ok(&t, 10 * (uint64_t)i, i);
+	}
+	ck_assert_uint_eq(shape(&t).nodes, 0);
+
+	/* A full leaf split inside: 4 + 5, and S2 holds. */
+	for (unsigned int i = 0; i < B; i++)
+		insert_ok(&t, 10 * (uint64_t)i, 10 * (uint64_t)i, i);
+	insert_ok(&t, 31, 31, 100);
+	sh = shape(&t);
+	ck_assert_uint_eq(sh.nodes, 3);
+	ck_assert_uint_eq(hits(&t, 31, 40), 2); /* 31 | 40: the split */
+	insert_ok(&t, 80, 80, 8);		/* right leaf: 5 */
+	/* Left [0 10 20 30 31]: down to 2, refilled from the right (7 > 6). */
+	remove_ok(&t, 0, 0);
+	remove_ok(&t, 10, 1);
+	remove_ok(&t, 20, 2);
+	sh = shape(&t);
+	ck_assert_uint_eq(sh.nodes, 3);
+	ck_assert_uint_eq(sh.entries, 7);
+	ck_assert_uint_eq(hits(&t, 0, 40), 3); /* [30 31 40] | [50 ... 80] */
+	ck_assert_uint_eq(hits(&t, 40, 50), 2);
+	/* Down to 2 again: 2 + 4 fit in one node; the root gives way. */
+	remove_ok(&t, 30, 3);
+	sh = shape(&t);
+	ck_assert_uint_eq(sh.nodes, 1);
+	ck_assert_uint_eq(sh.depth, 1);
+	ck_assert_uint_eq(hits(&t, 0, UINT64_MAX), 6);
+	ps__itree_destroy(&t);
+
+	/*
+	 * One leaf: a long entry first, short ones after it. A query inside
+	 * the long one only must still find it behind the later starts, and
+	 * a query ending at UINT64_MAX (which counts the unused keys too)
+	 * must stop at the entries in use, in a full node and in one that is
+	 * not; an entry may start at UINT64_MAX itself.
+	 */
+	ps__itree_init(&t);
+	insert_ok(&t, 0, 100, 0);
+	insert_ok(&t, 10, 11, 1);
+	insert_ok(&t, 20, 21, 2);
+	ck_assert_uint_eq(hits(&t, 50, 50), 1);
+	ck_assert_uint_eq(hits(&t, 20, 20), 2);
+	ck_assert_uint_eq(hits(&t, 12, UINT64_MAX), 2);
+	ck_assert_uint_eq(hits(&t, 101, UINT64_MAX), 0);
+	for (unsigned int i = 3; i < B - 1; i++)
+		insert_ok(&t, 10 * (uint64_t)i, 10 * (uint64_t)i, i);
+	insert_ok(&t, UINT64_MAX, UINT64_MAX, B - 1); /* full: key[7] = MAX */
+	ck_assert_uint_eq(shape(&t).nodes, 1);
+	ck_assert_uint_eq(hits(&t, UINT64_MAX, UINT64_MAX), 1);
+	ck_assert_uint_eq(hits(&t, UINT64_MAX - 1, UINT64_MAX - 1), 0);
+	ck_assert_uint_eq(hits(&t, 0, UINT64_MAX - 1), B - 1);
+	ck_assert_uint_eq(hits(&t, 61, UINT64_MAX), 2); /* [0, 100] too */
+	ck_assert_uint_eq(hits(&t, 101, UINT64_MAX), 1);
+	ck_assert_uint_eq(hits(&t, 0, UINT64_MAX), B);
 	ps__itree_destroy(&t);
 }
 END_TEST
@@ -763,6 +883,7 @@ static Suite *itree_suite(void)
 
 	tc = ps_test_tcase(s, "split and merge", 30);
 	tcase_add_test(tc, split_and_merge);
+	tcase_add_test(tc, fanout_boundaries);
 	tcase_add_test(tc, equal_starts_span_leaves);
 
 	tc = ps_test_tcase(s, "large counts", 60);

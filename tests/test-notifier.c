@@ -1029,6 +1029,38 @@ START_TEST(whole_space_exact_model)
 }
 END_TEST
 
+/*
+ * The history's memory is capped (notifier.h: 65,536 stretches of addresses;
+ * it grew by a run per page before). Ends of 100,000 distinct pages: a
+ * read_begin among the latest 32,768 stays exact both ways; one from before
+ * them answers true even for a page never invalidated, counted as
+ * conservative, and never false for a page invalidated since.
+ */
+START_TEST(whole_space_history_capped)
+{
+	enum { N = 100000, RECENT = 30000 };
+	uint64_t ancient = ps_notifier_read_begin(&nt), recent = 0, cons;
+
+	for (uint64_t p = 0; p < N; p++) {
+		if (p == N - RECENT)
+			recent = ps_notifier_read_begin(&nt);
+		invalidate(&nt, 2 * p * PG, PG); /* even pages only */
+	}
+	ck_assert(ps_notifier_read_retry(&nt, recent, 2 * (N - RECENT) * PG));
+	ck_assert(ps_notifier_read_retry(&nt, recent, 2 * (N - 1) * PG));
+	ck_assert(!ps_notifier_read_retry(&nt, recent,
+					  2 * (N - RECENT - 1) * PG));
+	ck_assert(!ps_notifier_read_retry(&nt, recent, 2 * (N - 10) * PG + PG));
+	ck_assert(!ps_notifier_read_retry(&nt, recent, 0));
+	ck_assert_uint_eq(stats(&nt).conservative_retries, 0);
+	ck_assert(ps_notifier_read_retry(&nt, ancient, 0));
+	ck_assert(ps_notifier_read_retry(&nt, ancient, 2 * (N - 1) * PG));
+	cons = stats(&nt).conservative_retries;
+	ck_assert(ps_notifier_read_retry(&nt, ancient, PG)); /* never: true */
+	ck_assert_uint_eq(stats(&nt).conservative_retries, cons + 1);
+}
+END_TEST
+
 /* --- stress --------------------------------------------------------------- */
 
 /*
@@ -1738,6 +1770,7 @@ static Suite *notifier_suite(void)
 	tcase_add_test(tc, inflight_unlimited);
 	tcase_add_test(tc, whole_space_exact_after_many_ends);
 	tcase_add_test(tc, whole_space_exact_model);
+	tcase_add_test(tc, whole_space_history_capped);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_test(tc, stress_interval_translations);

@@ -1216,6 +1216,72 @@ START_TEST(try_get_and_lock_waits_holding)
 }
 END_TEST
 
+/*
+ * ps_page_try_get_lock_and_set(): the reference, LOCKED and the flags in one
+ * step; @seen tells which flags were set before (the clean-to-dirty
+ * transition); refused on a free, frozen or full page with nothing set.
+ */
+START_TEST(try_get_lock_and_set_semantics)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	uint64_t seen = 0;
+
+	ck_assert(ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert(!(seen & PS_PAGE_DIRTY)); /* this call dirtied it */
+	ck_assert_uint_eq(raw(&p),
+			  mkword(2, 0, PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_DIRTY));
+	/* Dirty already: seen says so, nothing else changes. */
+	ck_assert(ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert(seen & PS_PAGE_DIRTY);
+	ck_assert(!ps_page_unlock_and_put(&p));
+	/* Only user flags: LIVE, FROZEN and counts cannot be set through it. */
+	ck_assert(ps_page_try_get_lock_and_set(
+		&p, PS_PAGE_FROZEN | PS_PAGE_LIVE | PS_PAGE_PIN_ONE, &seen));
+	ck_assert_uint_eq(raw(&p),
+			  mkword(2, 0, PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert(!ps_page_unlock_and_put(&p));
+	/* Free, frozen, at the limit: nothing held, nothing set. */
+	ck_assert(ps_page_put(&p)); /* freed: DIRTY goes with the lifetime */
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert(!ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_int_eq(ps_page_init(&p, 1), 0);
+	ck_assert(ps_page_freeze(&p, 1));
+	ck_assert(!ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert(!ps_page_test_flags(&p, PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert_int_eq(ps_page_unfreeze(&p, 1), 0);
+	set_raw(&p, mkword(PS_PAGE_REFS_MAX, 0, 0));
+	ck_assert(!ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert_uint_eq(raw(&p), mkword(PS_PAGE_REFS_MAX, 0, 0));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * Locked by another thread: ps_page_try_get_lock_and_set() refuses at once,
+ * taking no reference and setting nothing, and says why (LOCKED in @seen).
+ * A holder that cleans under the lock (write-back) never finds DIRTY set by
+ * a would-be marker.
+ */
+START_TEST(try_get_lock_and_set_refuses_locked)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	uint64_t seen = 0;
+
+	ck_assert(ps_page_trylock(&p));
+	ck_assert(!ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert(seen & PS_PAGE_LOCKED);
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_LOCKED));
+	ps_page_unlock(&p);
+	ck_assert(ps_page_try_get_lock_and_set(&p, PS_PAGE_DIRTY, &seen));
+	ck_assert(!ps_page_unlock_and_put(&p));
+	ck_assert_uint_eq(raw(&p), mkword(1, 0, PS_PAGE_DIRTY));
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
 /* --- revive with a cache mode --------------------------------------------- */
 
 static uint64_t cache_bits(enum ps_cache_mode m)
@@ -2998,6 +3064,8 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, try_get_and_lock_refusals);
 	tcase_add_test(tc, unlock_and_put_misuse);
 	tcase_add_test(tc, try_get_and_lock_waits_holding);
+	tcase_add_test(tc, try_get_lock_and_set_semantics);
+	tcase_add_test(tc, try_get_lock_and_set_refuses_locked);
 
 	tc = ps_test_tcase(s, "revive with a cache mode", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);

@@ -361,6 +361,128 @@ START_TEST(range_bad_args)
 }
 END_TEST
 
+/* --- cursors (ps_pgtable_lookup_leaf(), ps_pgtable_cmpxchg_leaf()) -------- */
+
+/*
+ * A cursor reads, entry by entry to the end of its leaf, what get reads; it
+ * is NULL where no leaf exists and past the space.
+ */
+START_TEST(cursor_reads_what_get_reads)
+{
+	const uint64_t leaf = LEAF_PAGES * PG;
+	static const uint64_t starts[] = {0, 1, 5, LEAF_PAGES - 1};
+
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 2 * leaf, 0, RW), 0);
+	set(T, BASE + 7 * PG, MU);
+	ps_pgtable_read_lock();
+	for (size_t s = 0; s < sizeof(starts) / sizeof(*starts); s++) {
+		for (uint64_t l = 0; l < 2; l++) {
+			uint64_t at = BASE + l * leaf + starts[s] * PG;
+			PS_ATOMIC(ps_pte_t) *c = ps_pgtable_lookup_leaf(T, at);
+
+			ck_assert_ptr_nonnull(c);
+			for (uint64_t i = 0; i < LEAF_PAGES - starts[s]; i++)
+				ck_assert_uint_eq(
+					atomic_load(&c[i]),
+					ps_pgtable_lookup(T, at + i * PG));
+		}
+	}
+	/* An unaligned address: the cursor of the page holding it. */
+	ck_assert_ptr_eq(ps_pgtable_lookup_leaf(T, BASE + 3 * PG + 17),
+			 ps_pgtable_lookup_leaf(T, BASE + 3 * PG));
+	ck_assert_ptr_null(ps_pgtable_lookup_leaf(T, BASE + 64 * GiB));
+	ck_assert_ptr_null(ps_pgtable_lookup_leaf(T, PS_PGTABLE_ADDR_END));
+	ck_assert_ptr_null(ps_pgtable_lookup_leaf(T, UINT64_MAX));
+	ps_pgtable_read_unlock();
+}
+END_TEST
+
+static unsigned int written_runs;
+
+static void count_written_run(void *ctx, uint64_t start, uint64_t end)
+{
+	(void)ctx;
+	(void)start;
+	(void)end;
+	written_runs++;
+}
+
+/*
+ * ps_pgtable_cmpxchg_leaf() is ps_pgtable_cmpxchg() without the walk: the
+ * same outcomes for a change that keeps the entry written or not, a
+ * refreshed expectation on -EAGAIN, invalid entries refused. A change that
+ * makes an entry written goes out of line and marks the written hint: a
+ * harvest after a protect (which cleared the hint of the line) still finds
+ * the write. Done inline, without the hint, it would be missed.
+ */
+START_TEST(cursor_cmpxchg)
+{
+	const ps_pte_t ro = ps_pte_mk_present(3, PS_PTE_MAYWRITE);
+	PS_ATOMIC(ps_pte_t) *c;
+	ps_pte_t exp;
+
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 16 * PG, 3, PS_PTE_MAYWRITE),
+			 0);
+	ps_pgtable_read_lock();
+	c = ps_pgtable_lookup_leaf(T, BASE);
+	ck_assert_ptr_nonnull(c);
+	/* Made writable: stays written, inline. */
+	exp = ro;
+	ck_assert_int_eq(ps_pgtable_cmpxchg_leaf(T, &c[0], BASE, &exp,
+						 ps_pte_resolve_write(ro)),
+			 0);
+	ck_assert_uint_eq(ps_pgtable_lookup(T, BASE), ps_pte_resolve_write(ro));
+	/* A stale expectation: refused, the entry found returned. */
+	exp = ro;
+	ck_assert_int_eq(ps_pgtable_cmpxchg_leaf(T, &c[0], BASE, &exp,
+						 ps_pte_set_encrypted(ro,
+								      true)),
+			 -EAGAIN);
+	ck_assert_uint_eq(exp, ps_pte_resolve_write(ro));
+	/* Invalid entries are refused, nothing changes. */
+	exp = ps_pte_mk_present(4, PS_PTE_MAYWRITE);
+	ck_assert_int_eq(ps_pgtable_cmpxchg_leaf(T, &c[1], BASE + PG, &exp,
+						 ro | PS_PTE_WRITE |
+							 PS_PTE_UFFD_WP),
+			 -EINVAL);
+	ck_assert_uint_eq(ps_pgtable_lookup(T, BASE + PG), exp);
+	/* From none: out of line (it may need a leaf), same outcome. */
+	ps_pgtable_read_unlock();
+	ck_assert_int_eq(ps_pgtable_set(T, BASE + 2 * PG, PS_PTE_NONE, NULL),
+			 0);
+	ps_pgtable_read_lock();
+	exp = PS_PTE_NONE;
+	ck_assert_int_eq(ps_pgtable_cmpxchg_leaf(T, &c[2], BASE + 2 * PG, &exp,
+						 ro),
+			 0);
+	ck_assert_uint_eq(ps_pgtable_lookup(T, BASE + 2 * PG), ro);
+	ps_pgtable_read_unlock();
+
+	/* Written again after a protect: the hint must know (G8). */
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 16 * PG, PS_WP_ASYNC), 0);
+	written_runs = 0;
+	ck_assert_int_eq(ps_pgtable_harvest(T, BASE, 16 * PG, 0,
+					    count_written_run, NULL),
+			 0); /* takes every write, protects every page */
+	ck_assert_uint_gt(written_runs, 0);
+	ps_pgtable_read_lock();
+	c = ps_pgtable_lookup_leaf(T, BASE);
+	exp = atomic_load(&c[9]);
+	ck_assert(ps_pte_uffd_wp(exp));
+	ck_assert_int_eq(ps_pgtable_cmpxchg_leaf(T, &c[9], BASE + 9 * PG, &exp,
+						 ps_pte_clear_uffd_wp(exp)),
+			 0);
+	ps_pgtable_read_unlock();
+	written_runs = 0;
+	ck_assert_int_eq(ps_pgtable_harvest(T, BASE, 16 * PG, 0,
+					    count_written_run, NULL),
+			 0);
+	ck_assert_uint_eq(written_runs, 1);
+	ck_assert(ps_pte_uffd_wp(get(T, BASE + 9 * PG)));
+	ck_assert_int_eq(ps_pgtable_unregister(T, BASE, 16 * PG), 0);
+}
+END_TEST
+
 /* --- errors: every one, and nothing changes ------------------------------- */
 
 static uint64_t table_digest(const struct ps_pgtable *t, uint64_t start,
@@ -3399,6 +3521,11 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "range: errors", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, range_bad_args);
+
+	tc = ps_test_tcase(s, "cursors", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, cursor_reads_what_get_reads);
+	tcase_add_test(tc, cursor_cmpxchg);
 
 	tc = ps_test_tcase(s, "transitions", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);

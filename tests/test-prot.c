@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * tests/test-prot.c - per-page protection: cache-mode and encryption state of
- * the page word, and the space operations of lib/prot.c with the guarantees
- * P1..P8 they cite: cache-mode conflicts, mprotect keeping every other bit,
- * conversion (all or nothing, exact error offsets, waits, long-term pins,
- * hooks, rollback, quarantine), CPU maps with an exactly-once make-accessible
- * hook, the access check, the pin-versus-conversion races made to happen in
- * their windows (failpoints), and stress for "never both" and "exactly once".
+ * the page word, and the space operations of lib/prot-convert.c and
+ * lib/prot-kmap.c with the guarantees P1..P8 they cite: cache-mode conflicts,
+ * mprotect keeping every other bit, conversion (all or nothing, exact error
+ * offsets, waits, long-term pins, hooks, rollback, quarantine), CPU maps with
+ * an exactly-once make-accessible hook, the access check, the
+ * pin-versus-conversion races made to happen in their windows (failpoints), and
+ * stress for "never both" and "exactly once".
  */
 #include <pagestate/prot.h>
 
@@ -590,6 +591,44 @@ START_TEST(convert_pinned_page_in_the_middle)
 }
 END_TEST
 
+/*
+ * Without prepare/finish hooks the conversion flips each entry's ENC bit in
+ * its first pass, right after the page's freeze (P3); a page that fails
+ * later in that pass makes it flip the entries back before it unfreezes.
+ * Both ways: nothing visible changes, entries included.
+ */
+START_TEST(convert_failure_restores_entries)
+{
+	struct snapshot s0, s1;
+	uint64_t f, off = 0;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 230, 0), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 8 * PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL),
+			 0);
+	ck_assert(ps_pte_is_encrypted(entry(0)));
+	ck_assert_int_eq(ps_space_pin_range(sp, 5 * PG, PG, PS_PIN_PRIVATE, &f),
+			 0);
+	snap(&s0, 0, 230, 8);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 8 * PG, PS_ENC_SHARED, 0, NULL,
+					 &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 5 * PG);
+	snap(&s1, 0, 230, 8);
+	assert_same(&s0, &s1, 8);
+	for (uint64_t i = 0; i < 8; i++) {
+		ck_assert(ps_pte_is_encrypted(entry(i * PG)));
+		ck_assert(!ps_page_is_frozen(pg(230 + i)));
+	}
+	ps_space_unpin(sp, &f, 1, 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, 8 * PG, PS_ENC_SHARED, 0, NULL,
+					 NULL),
+			 0);
+	for (uint64_t i = 0; i < 8; i++)
+		ck_assert(!ps_pte_is_encrypted(entry(i * PG)));
+}
+END_TEST
+
 START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 {
 	struct ps_convert_opts o;
@@ -1143,7 +1182,8 @@ START_TEST(kmap_calls_make_accessible_once)
 	ck_assert_int_eq(ps_prot_kmap(sp, 150, PS_KMAP_PRIVATE), 0);
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
 	ck_assert_uint_eq(ps_prot_kmap_count(sp, 150), 2);
-	ck_assert_uint_eq(ps_page_refs(pg(150)), 3);
+	/* The maps hold one reference between them (P5). */
+	ck_assert_uint_eq(ps_page_refs(pg(150)), 2);
 	ck_assert_int_eq(ps_prot_kunmap(sp, 150), 0);
 	ck_assert_int_eq(ps_prot_kunmap(sp, 150), 0);
 	ck_assert_uint_eq(ps_prot_kmap_count(sp, 150), 0);
@@ -1239,6 +1279,40 @@ START_TEST(kmap_set_inaccessible_and_misuse)
 	ck_assert_uint_eq(ps_prot_kmap_count(sp, NFRAMES), 0);
 	ck_assert(!ps_page_is_live(pg(161)));
 	ck_assert_uint_eq(atomic_load(&seen.make_calls), 1);
+}
+END_TEST
+
+/*
+ * The CPU maps of a frame hold one reference between them (P5): the first
+ * takes it, later ones only count, the last kunmap drops it. A conversion
+ * or a cache-mode change refuses a CPU-mapped frame even when the caller
+ * declares that reference as its own (it holds a map itself).
+ */
+START_TEST(kmaps_share_one_reference)
+{
+	struct ps_convert_opts o;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 164, 0), 0);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(ps_prot_kmap(sp, 164, 0), 0);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 164), 3);
+	ck_assert_uint_eq(ps_page_refs(pg(164)), 2);
+	memset(&o, 0, sizeof(o));
+	o.extra_refs = 1; /* the maps' reference, declared */
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, &o,
+					 NULL),
+			 -EAGAIN);
+	ck_assert_int_eq(ps_prot_set_cache(sp, 164, PS_CACHE_WC, 2), -EBUSY);
+	ck_assert(!ps_page_is_frozen(pg(164)));
+	ck_assert_int_eq(ps_page_cache_mode(pg(164)), PS_CACHE_WB);
+	ck_assert_int_eq(ps_page_enc_state(pg(164)), PS_ENC_SHARED);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 164), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 164), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(164)), 2); /* one map left */
+	ck_assert_int_eq(ps_prot_kunmap(sp, 164), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(164)), 1); /* the mapping's */
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 164), 0);
+	ck_assert_int_eq(ps_prot_set_cache(sp, 164, PS_CACHE_WC, 1), 0);
 }
 END_TEST
 
@@ -1466,7 +1540,7 @@ END_TEST
 
 /*
  * The failpoints (lib/failpoint.h): this test compiles the space's files,
- * lib/prot.c and lib/failpoint.c with -DPS_TEST_FAILPOINTS.
+ * lib/prot-*.c and lib/failpoint.c with -DPS_TEST_FAILPOINTS.
  */
 
 /* Count every point reached; fire the armed one once; pass all to fp_all. */
@@ -1529,6 +1603,39 @@ START_TEST(fp_pin_first_then_conversion_fails)
 	ck_assert_uint_eq(f, 180);
 	ck_assert(ps_page_is_pinned(pg(180)));
 	ps_space_unpin(sp, &f, 1, 0);
+}
+END_TEST
+
+/*
+ * A kmap that expects shared memory read a positive CPU-map count (another
+ * map held the frame) and, before it joined, that map ended, the frame was
+ * converted to private and mapped again by a private kmap: the count is
+ * positive again (an ABA). The join succeeds on the count alone, so the
+ * kmap must read the frame after it and refuse (P5): -EPERM, its join
+ * undone, the private map and the reference as they were.
+ */
+static void unmap_convert_remap(uint64_t frame)
+{
+	ck_assert_int_eq(ps_prot_kunmap(sp, frame), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, frame, PS_KMAP_PRIVATE), 0);
+}
+
+START_TEST(fp_kmap_join_after_conversion_refuses)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 184, 0), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, 184, 0), 0);
+	arm_space(FP_KMAP_JOIN, unmap_convert_remap);
+	ck_assert_int_eq(ps_prot_kmap(sp, 184, 0), -EPERM);
+	disarm();
+	ck_assert_int_eq(atomic_load(&fp_space_fired), 1);
+	ck_assert_int_eq(ps_page_enc_state(pg(184)), PS_ENC_PRIVATE);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 184), 1);
+	ck_assert_uint_eq(ps_page_refs(pg(184)), 2);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 184), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(184)), 1);
 }
 END_TEST
 
@@ -1992,6 +2099,7 @@ static Suite *prot_suite(void)
 					  teardown);
 		tcase_add_test(tc, convert_flips_state_and_enc_only);
 		tcase_add_test(tc, convert_pinned_page_in_the_middle);
+		tcase_add_test(tc, convert_failure_restores_entries);
 		tcase_add_test(tc,
 			       convert_refuses_cpu_mapped_and_unexpected_refs);
 		tcase_add_test(tc,
@@ -2007,6 +2115,7 @@ static Suite *prot_suite(void)
 		tcase_add_test(tc, access_check_reports_exactly);
 		tcase_add_test(tc, fp_pin_first_then_conversion_fails);
 		tcase_add_test(tc, fp_conversion_first_then_pin_fails);
+		tcase_add_test(tc, fp_kmap_join_after_conversion_refuses);
 		tcase_add_test(tc, fp_pin_waits_on_frozen_then_sees_private);
 		tcase_add_test(tc, fp_private_pin_waits_then_pins);
 	}
@@ -2023,6 +2132,7 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, kmap_hook_failure_changes_nothing);
 	tcase_add_test(tc, kmap_pins_never_call_the_hook);
 	tcase_add_test(tc, kmap_set_inaccessible_and_misuse);
+	tcase_add_test(tc, kmaps_share_one_reference);
 	tcase_add_test(tc, kunmap_of_the_last_reference_frees);
 	tcase_add_test(tc, discard_skips_cpu_mapped_page);
 

@@ -1203,6 +1203,54 @@ START_TEST(fp_pin_retries_on_freed_frame)
 }
 END_TEST
 
+static void replace_frame_and_trim(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	/* The leaf is empty now: trim unlinks it (freed after a grace
+	 * period, which the pinner's section holds off). */
+	ck_assert_int_eq(ps_pgtable_trim(ps_space_pgtable(sp), 0, 512 * PG), 0);
+	ck_assert_int_eq(ps_space_map(sp, addr, 101, 0), 0);
+}
+
+/*
+ * The pins read an entry twice through one leaf cursor (S2 in lib/space-pin.c).
+ * Here the frame is unmapped between the pin and its re-read, the leaf trimmed
+ * and a new leaf made for a new mapping: the cursor still points into the old
+ * leaf, which reads none, so the pin backs out and takes the frame mapped now;
+ * in a range, the pages after it are pinned through a cursor walked again.
+ */
+START_TEST(fp_pin_cursor_on_trimmed_leaf)
+{
+	uint64_t f[3];
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	arm(FP_PIN_BEFORE_RECHECK, replace_frame_and_trim);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, f), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(f[0], 101);
+	ck_assert(!ps_page_is_live(pg(100)));
+	ck_assert_uint_eq(ps_page_pins(pg(101)), 1);
+	ps_space_unpin(sp, f, 1, 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+
+	/* The same in the middle of a range: the cursor moves on. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, PG, 2 * PG, 102, 0), 0);
+	arm(FP_PIN_BEFORE_RECHECK, replace_frame);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, 0, f), 0);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(f[0], 101); /* backed out, pinned again */
+	ck_assert_uint_eq(f[1], 102);
+	ck_assert_uint_eq(f[2], 103);
+	for (int i = 0; i < 3; i++)
+		ck_assert_uint_eq(ps_page_pins(pg(f[i])), 1);
+	ck_assert_uint_eq(ps_page_pins(pg(100)), 0);
+	ps_space_unpin(sp, f, 3, 0);
+}
+END_TEST
+
 static uint64_t fp_pinned_frame;
 
 static void pin_now(uint64_t addr)
@@ -1581,6 +1629,203 @@ START_TEST(fp_fault_writeback_meanwhile)
 }
 END_TEST
 
+/* --- write-back in batches (B1..B5 under S9) ---------------------------- */
+
+/* What a PROTECTION callback saw of the frames of its range. */
+struct wb_batch_sub {
+	struct ps_interval sub;
+	uint64_t base_frame; /* frame of page 0: page i maps base + i */
+	unsigned calls;
+	uint64_t ranges[8][2];
+	bool unlocked_frame; /* a frame of the range was not LOCKED */
+};
+
+static bool wb_batch_invalidate(struct ps_interval *sub,
+				const struct ps_invalidation *inv,
+				uint64_t cur_seq, void *priv)
+{
+	struct wb_batch_sub *b = priv;
+
+	ps_interval_set_seq(sub, cur_seq);
+	if (inv->event != PS_NOTIFIER_PROTECTION)
+		return true;
+	if (b->calls < 8) {
+		b->ranges[b->calls][0] = inv->start;
+		b->ranges[b->calls][1] = inv->start + inv->len;
+	}
+	b->calls++;
+	for (uint64_t a = inv->start; a < inv->start + inv->len; a += PG)
+		if (!ps_page_test_flags(pg(b->base_frame + a / PG),
+					PS_PAGE_LOCKED))
+			b->unlocked_frame = true;
+	return true;
+}
+
+static const struct ps_interval_ops wb_batch_ops = {
+	.invalidate = wb_batch_invalidate};
+
+/* A callback that writes the next page of its run while it writes its own. */
+struct wb_batch_fn {
+	unsigned n;
+	uint64_t addrs[64];
+	bool saw_locked;	/* a frame of the batch was LOCKED during fn */
+	uint64_t write_next_of; /* fault the page after this one, or ~0 */
+};
+
+static int wb_batch_write(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	struct wb_batch_fn *w = ctx;
+
+	(void)frame;
+	(void)pinned;
+	if (w->n < 64)
+		w->addrs[w->n] = addr;
+	w->n++;
+	for (uint64_t f = 100; f < 164; f++)
+		if (ps_page_test_flags(pg(f), PS_PAGE_LOCKED))
+			w->saw_locked = true;
+	/* No library lock held: a write to another page of the run works. */
+	if (addr == w->write_next_of)
+		ck_assert_int_eq(ps_space_fault(sp, addr + PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	return 0;
+}
+
+/*
+ * Write-back takes a word of its set (64 pages) at a time (B1..B5 in
+ * lib/space-writeback.c): two runs of dirty pages in one word get one
+ * PROTECTION invalidation each, exactly their range, called under the LOCKED
+ * bits of the run's frames; a pinned page (CLEAN skips it) and clean pages in
+ * between break the runs; every LOCKED bit is dropped before the first @fn
+ * (which may then write to another page of its run: that page faults, is
+ * dirtied again under WRITEBACK and is written after all, dirty again).
+ */
+START_TEST(writeback_batches_runs)
+{
+	struct wb_batch_sub b;
+	struct wb_batch_fn w;
+	struct ps_writeback_stats st;
+	uint64_t f;
+
+	memset(&b, 0, sizeof(b));
+	memset(&w, 0, sizeof(w));
+	b.base_frame = 100;
+	w.write_next_of = 2 * PG;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 64 * PG, 100, PS_MAP_WRITE),
+			 0);
+	for (uint64_t i = 0; i < 64; i++)
+		if (i < 10 || (i >= 20 && i < 30) || i == 40)
+			ck_assert_int_eq(ps_space_fault(sp, i * PG,
+							PS_ACCESS_WRITE),
+					 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_pin_range(sp, 40 * PG, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 50 * PG, PG, 0, &f), 0);
+	ck_assert_int_eq(ps_interval_insert(&b.sub, ps_space_notifier(sp), 0,
+					    64 * PG, &wb_batch_ops, &b),
+			 0);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 64 * PG, PS_WB_CLEAN,
+					    wb_batch_write, &w, &st),
+			 0);
+	ps_interval_remove(&b.sub);
+	ck_assert_uint_eq(st.written, 20);
+	ck_assert_uint_eq(st.skipped_pinned, 1); /* page 40 */
+	ck_assert_uint_eq(w.n, 20);
+	ck_assert_uint_eq(b.calls, 2);
+	ck_assert_uint_eq(b.ranges[0][0], 0);
+	ck_assert_uint_eq(b.ranges[0][1], 10 * PG);
+	ck_assert_uint_eq(b.ranges[1][0], 20 * PG);
+	ck_assert_uint_eq(b.ranges[1][1], 30 * PG);
+	ck_assert_msg(!b.unlocked_frame,
+		      "a run's invalidation ran with a frame of it unlocked");
+	ck_assert_msg(!w.saw_locked, "@fn ran with a frame of its run LOCKED");
+	for (uint64_t i = 0; i < 64; i++) {
+		bool dirty = ps_page_test_flags(pg(100 + i), PS_PAGE_DIRTY);
+
+		/* Page 3 was written during page 2's @fn: dirty again. */
+		ck_assert_msg(dirty == (i == 3 || i == 40), "page %u",
+			      (unsigned)i);
+		if (i < 30 && i != 3)
+			ck_assert(!ps_pte_is_writable(entry(i * PG)));
+	}
+	ck_assert(ps_pte_is_writable(entry(3 * PG)));
+	f = 140;
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+	f = 150;
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
+struct lock_holder {
+	struct ps_page *p;
+	_Atomic(int) state; /* 1 holds LOCKED, 2 told to let go */
+	unsigned n;
+	uint64_t addrs[8];
+};
+
+static void *lock_holder_fn(void *arg)
+{
+	struct lock_holder *h = arg;
+
+	ps_page_lock(h->p);
+	atomic_store(&h->state, 1);
+	while (atomic_load(&h->state) != 2)
+		sched_yield();
+	ps_page_unlock(h->p);
+	return NULL;
+}
+
+/* Record the order; the first write lets the lock holder go. */
+static int wb_release_write(void *ctx, uint64_t addr, uint64_t frame,
+			    bool pinned)
+{
+	struct lock_holder *h = ctx;
+
+	(void)frame;
+	(void)pinned;
+	if (h->n < 8)
+		h->addrs[h->n] = addr;
+	h->n++;
+	atomic_store(&h->state, 2);
+	return 0;
+}
+
+/*
+ * A frame another thread holds LOCKED is not waited for inside the batch
+ * (B1 never waits, and never inside its read-side section): the rest of the
+ * word is written first, and the page is visited on its own after them
+ * (B5), which waits for the bit. Here the holder lets go only once the
+ * first @fn has run: a batch that waited for it would never get there.
+ */
+START_TEST(writeback_batch_leaves_locked_frame_to_the_end)
+{
+	struct lock_holder h;
+	struct ps_writeback_stats st;
+	pthread_t t;
+
+	memset(&h, 0, sizeof(h));
+	h.p = pg(105);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 100, PS_MAP_WRITE),
+			 0);
+	for (uint64_t i = 0; i < 8; i++)
+		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(pthread_create(&t, NULL, lock_holder_fn, &h), 0);
+	while (atomic_load(&h.state) != 1)
+		sched_yield();
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 8 * PG, PS_WB_CLEAN,
+					    wb_release_write, &h, &st),
+			 0);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(st.written, 8);
+	ck_assert_uint_eq(h.n, 8);
+	ck_assert_uint_eq(h.addrs[7], 5 * PG); /* left to the end */
+	for (uint64_t i = 0; i < 8; i++) {
+		ck_assert(!ps_page_test_flags(pg(100 + i), PS_PAGE_DIRTY));
+		ck_assert(!ps_pte_is_writable(entry(i * PG)));
+	}
+}
+END_TEST
+
 /* --- unpin(..., dirty) reaches write-back (S9) ---------------------------- */
 
 /* A read pin unpinned dirty (a device wrote after all): write-back, of
@@ -1849,6 +2094,190 @@ START_TEST(fp_mark_dirty_marks_under_lock)
 		      "dirty hook ran (%u hooks then)",
 		      atomic_load(&clean_saw_hooks));
 	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
+/*
+ * A write fault marks its frame in the CAS that takes LOCKED (R1 in
+ * lib/space-fault.c), and its hook runs after that CAS: an INTEGRITY
+ * write-back (on a frame pinned for read, so that the page is in the
+ * write-back set) that starts between the two waits for LOCKED and cleans
+ * only after the hook has run (S5), and the entry made writable is the one
+ * it write-protects, so the frame stays dirty or its entry stays protected.
+ */
+START_TEST(fp_fault_marks_under_lock)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 48, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&clean_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_integrity_racer);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&clean_saw_hooks) == 1,
+		      "the fault's dirtying was written back before its dirty "
+		      "hook ran (%u hooks then)",
+		      atomic_load(&clean_saw_hooks));
+	/* S3 after the write-back: writable implies dirty. */
+	if (ps_pte_is_writable(entry(0)))
+		ck_assert(ps_page_test_flags(pg(48), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+}
+END_TEST
+
+struct locked_fault {
+	_Atomic(int) state; /* 1 faulting, 2 done */
+	enum ps_fault fr;
+};
+
+static void *locked_faulter(void *arg)
+{
+	struct locked_fault *lf = arg;
+
+	atomic_store(&lf->state, 1);
+	lf->fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	atomic_store(&lf->state, 2);
+	return NULL;
+}
+
+/*
+ * A write fault whose frame another thread holds LOCKED waits for it outside
+ * the page table's read-side section: its one-CAS hold (R1) refuses a locked
+ * frame and the general path waits. Waiting inside the section would block
+ * grace periods for as long as the holder holds the bit, and a holder that
+ * waits for one (an unregister from a hook run under LOCKED) would never
+ * get it. Here the holder waits for a grace period (unregister, G6 in
+ * lib/pgtable.c) while the fault waits for its lock: both finish.
+ */
+START_TEST(fault_waits_for_lock_outside_section)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct locked_fault lf = {0};
+	pthread_t t;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 49, PS_MAP_WRITE), 0);
+	ps_page_lock(pg(49));
+	ck_assert_int_eq(pthread_create(&t, NULL, locked_faulter, &lf), 0);
+	while (atomic_load(&lf.state) == 0)
+		sched_yield();
+	while (ps_page_refs(pg(49)) != 2) /* the fault holds it, waits */
+		sched_yield();
+	ck_assert_int_eq(ps_pgtable_register(pt, 64 * PG, PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 64 * PG, PG), 0);
+	ck_assert_int_eq(atomic_load(&lf.state), 1); /* still waiting */
+	ps_page_unlock(pg(49));
+	pthread_join(t, NULL);
+	ck_assert_int_eq(lf.fr, PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(ps_page_test_flags(pg(49), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[49]), 1);
+	ck_assert(!ps_page_test_flags(pg(49), PS_PAGE_LOCKED));
+}
+END_TEST
+
+/*
+ * A write fault that finds its frame DIRTY under the frame's LOCKED bit
+ * marks nothing and makes the entry writable: it trusts that the dirty hook
+ * of that dirtying has run (space.h: "the dirty hook has run before any
+ * thread can write through the entry"). So every marker must set DIRTY and
+ * run the hook under that bit. write_fault_racer() is a CPU write fault
+ * started, from another thread, between a marker's DIRTY and its hook (the
+ * marker gives it 200 ms); it records the hooks that had run when the fault
+ * let the write through.
+ */
+static _Atomic(unsigned) fault_saw_hooks;
+static _Atomic(int) racer_fault;
+
+static void *write_fault_racer(void *arg)
+{
+	(void)arg;
+	atomic_store(&racer_fault, ps_space_fault(sp, 0, PS_ACCESS_WRITE));
+	atomic_store(&fault_saw_hooks, atomic_load(&seen.dirty_total));
+	atomic_store(&racer_done, true);
+	return NULL;
+}
+
+static void start_write_fault_racer(uint64_t frame)
+{
+	(void)frame;
+	ck_assert_int_eq(pthread_create(&racer, NULL, write_fault_racer, NULL),
+			 0);
+	for (int i = 0; i < 200 && !atomic_load(&racer_done); i++)
+		usleep(1000);
+}
+
+/*
+ * Regression (the soak's "write without a dirty hook in this lifetime",
+ * TSan run): the secondary-map helper marked under the caller's lock only.
+ * A CPU write fault between its DIRTY and its hook found the fresh frame
+ * dirty, made the entry writable, and the CPU wrote before any dirty hook
+ * of the frame's lifetime had run.
+ */
+START_TEST(fp_secondary_write_marks_under_lock)
+{
+	struct secmap m;
+
+	secmap_init(&m, 0, 4 * PG);
+	ck_assert_int_eq(ps_space_map(sp, 0, 48, PS_MAP_WRITE), 0);
+	atomic_store(&racer_done, false);
+	atomic_store(&fault_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_write_fault_racer);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 0, true,
+						&sec_secops, &m),
+			 0);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(atomic_load(&racer_fault), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert(atomic_load(&m.writable));
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	ck_assert_msg(atomic_load(&fault_saw_hooks) == 1,
+		      "a write fault made the entry writable between the "
+		      "helper's DIRTY and its dirty hook (%u hooks then)",
+		      atomic_load(&fault_saw_hooks));
+	secmap_fini(&m);
+}
+END_TEST
+
+/*
+ * Regression, the same window in write-back: a write that fails dirties the
+ * frame again, and that re-dirtying ran its hook holding only WRITEBACK, not
+ * LOCKED. A CPU write fault in between (the entry was write-protected for
+ * the write-back) made the entry writable before that hook ran.
+ */
+START_TEST(fp_redirty_marks_under_lock)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 49, PS_MAP_WRITE), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 1);
+	wb_seen_init(&w);
+	w.fail_once = 1;
+	atomic_store(&racer_done, false);
+	atomic_store(&fault_saw_hooks, 99);
+	arm(FP_DIRTY_SET, start_write_fault_racer);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_INTEGRITY,
+					    wb_write, &w, &st),
+			 -EIO);
+	pthread_join(racer, NULL);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(atomic_load(&racer_fault), PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(0)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty_total), 2);
+	ck_assert_msg(atomic_load(&fault_saw_hooks) == 2,
+		      "a write fault made the entry writable between "
+		      "write-back's re-dirtying and its dirty hook (%u hooks "
+		      "then)",
+		      atomic_load(&fault_saw_hooks));
 }
 END_TEST
 
@@ -2164,18 +2593,32 @@ END_TEST
 static struct secmap *fp_secmap;
 static int fp_secmap_rc = 99;
 
+static void *secmap_writer(void *arg)
+{
+	fp_secmap_rc = ps_space_map_secondary(sp, &fp_secmap->sub,
+					      (uint64_t)(uintptr_t)arg, true,
+					      &sec_secops, fp_secmap);
+	atomic_store(&racer_done, true);
+	return NULL;
+}
+
 static void map_secondary_for_write(uint64_t addr)
 {
 	/*
 	 * FP_WB_INVALIDATED sits right after the invalidation's end
 	 * (lib/space-writeback.c says to keep it there): DIRTY must already
 	 * be clear at that point, and the map for write must dirty the frame
-	 * again.
+	 * again. The map runs in another thread, as the device's driver would:
+	 * it marks under the frame's LOCKED bit, which this write-back still
+	 * holds, so it is given 200 ms and may finish after the bit is dropped.
 	 */
 	ck_assert_msg(!ps_page_test_flags(pg(62), PS_PAGE_DIRTY),
 		      "the invalidation ended before DIRTY was cleared");
-	fp_secmap_rc = ps_space_map_secondary(sp, &fp_secmap->sub, addr, true,
-					      &sec_secops, fp_secmap);
+	ck_assert_int_eq(pthread_create(&racer, NULL, secmap_writer,
+					(void *)(uintptr_t)addr),
+			 0);
+	for (int i = 0; i < 200 && !atomic_load(&racer_done); i++)
+		usleep(1000);
 }
 
 START_TEST(fp_writeback_clean_before_invalidate_end)
@@ -2188,10 +2631,12 @@ START_TEST(fp_writeback_clean_before_invalidate_end)
 	fp_secmap = &m;
 	ck_assert_int_eq(ps_space_map(sp, 0, 62, PS_MAP_WRITE), 0);
 	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	atomic_store(&racer_done, false);
 	arm(FP_WB_INVALIDATED, map_secondary_for_write);
 	ck_assert_int_eq(ps_space_writeback(sp, 0, PG, PS_WB_CLEAN, wb_nop,
 					    NULL, &st),
 			 0);
+	pthread_join(racer, NULL);
 	disarm();
 	ck_assert_uint_eq(fp_fired, 1);
 	ck_assert_int_eq(fp_secmap_rc, 0);
@@ -2650,6 +3095,45 @@ START_TEST(fp_fault_unmap_before_mark)
 	ck_assert_uint_eq(atomic_load(&seen.freed[50]), 1);
 	ck_assert(!ps_page_is_live(pg(50)));
 	ck_assert(!ps_page_test_flags(pg(50), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+}
+END_TEST
+
+/*
+ * The soak's lifetime race on the common write fault: it classified the entry
+ * of frame 54 at page 0; before its one-CAS hold (R1 in lib/space-fault.c), the
+ * page was unmapped (frame 54 freed) and the frame mapped again at page 5 by
+ * its owner: a new lifetime. R1 then holds and marks that lifetime. The fault
+ * must read the entry again under the bit, take its mark back and let go: no
+ * dirty hook for a lifetime it did not find mapped at its address, DIRTY and
+ * LOCKED clear, the new mapping's one reference left. Before the re-read, the
+ * hook ran for frame 54's new lifetime and DIRTY stayed set.
+ */
+static void unmap_and_map_elsewhere(uint64_t addr)
+{
+	ck_assert_int_eq(ps_space_unmap(sp, addr, PG, 0), 0);
+	ck_assert_int_eq(ps_space_map(sp, 5 * PG, 54, PS_MAP_WRITE), 0);
+}
+
+START_TEST(fp_fault_frame_reused_before_hold)
+{
+	enum ps_fault fr;
+
+	ck_assert_int_eq(ps_space_map(sp, 0, 54, PS_MAP_WRITE), 0);
+	arm(FP_FAULT_CHECKED, unmap_and_map_elsewhere);
+	fr = ps_space_fault(sp, 0, PS_ACCESS_WRITE);
+	disarm();
+	ck_assert_uint_eq(fp_fired, 1);
+	ck_assert_int_eq(fr, PS_FAULT_MISSING);
+	ck_assert_uint_eq(atomic_load(&seen.freed[54]), 1);
+	ck_assert_msg(atomic_load(&seen.dirty[54]) == 0,
+		      "the dirty hook ran for the frame's next lifetime");
+	ck_assert(!ps_page_test_flags(pg(54), PS_PAGE_DIRTY | PS_PAGE_LOCKED));
+	ck_assert_uint_eq(ps_page_refs(pg(54)), 1);
+	ck_assert(!ps_pte_is_writable(entry(5 * PG)));
+	/* Its new owner's first write is a clean-to-dirty transition. */
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[54]), 1);
 }
 END_TEST
 
@@ -4396,11 +4880,14 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, writeback_unpinned);
 	tcase_add_test(tc, writeback_pinned_modes);
 	tcase_add_test(tc, writeback_error_redirties);
+	tcase_add_test(tc, writeback_batches_runs);
+	tcase_add_test(tc, writeback_batch_leaves_locked_frame_to_the_end);
 
 	tc = ps_test_tcase(s, "races (failpoints)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, fp_pin_backs_out_on_change);
 	tcase_add_test(tc, fp_pin_retries_on_freed_frame);
+	tcase_add_test(tc, fp_pin_cursor_on_trimmed_leaf);
 	tcase_add_test(tc, fp_discard_pin_before_freeze);
 	tcase_add_test(tc, fp_discard_pin_while_frozen);
 	tcase_add_test(tc, discard_exact_path_frees);
@@ -4428,6 +4915,14 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, fp_redirty_hook_before_writeback_ends);
 	tcase_add_test(tc, fp_unpin_dirty_marks_under_lock);
 	tcase_add_test(tc, fp_mark_dirty_marks_under_lock);
+	tcase_add_test(tc, fp_fault_marks_under_lock);
+	tcase_add_test(tc, fault_waits_for_lock_outside_section);
+
+	tc = ps_test_tcase(s, "a write goes through after its dirty hook", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fp_secondary_write_marks_under_lock);
+	tcase_add_test(tc, fp_redirty_marks_under_lock);
+
 	tc = ps_test_tcase(s, "discard vs a foreign freeze", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, discard_leaves_a_foreign_freeze);
@@ -4467,6 +4962,7 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, remapped_frame_starts_clean);
 	tcase_add_test(tc, fp_fault_unmap_before_mark);
+	tcase_add_test(tc, fp_fault_frame_reused_before_hold);
 	tcase_add_test(tc, fp_fault_discard_before_mark);
 	tcase_add_test(tc, fp_fault_remap_before_writable);
 	tcase_add_test(tc, fp_mark_dirty_unmap_before_mark);

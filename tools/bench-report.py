@@ -192,7 +192,9 @@ def plot_notifier(b, plots, tmp):
     """Invalidation cost against subscription count (bench-notifier)."""
     pts = []
     for r in find(b["rows"], "invalidate"):
-        op = r["op"]
+        # The count is in the impl (interleaved columns) or, in older
+        # results, in the op.
+        op = r["op"] if "n=" in r["op"] else r["impl"]
         if "n=" in op:
             n = op.split("n=")[1].split()[0].replace(",", "")
             pts.append((int(n), r["median"]))

@@ -59,10 +59,13 @@
  *
  * Both checks are exact: invalidations of other ranges never make them
  * true, however many run, and read_begin never waits for them. The one
- * exception is memory: if the notifier cannot allocate to keep its record
- * of ended invalidations, a whole-space check reaching back to the ends it
- * forgot answers true, and each such answer is counted in
- * ps_notifier_stats.conservative_retries.
+ * exception is memory: the notifier's record of ended invalidations keeps at
+ * most 65,536 stretches of addresses (1.5 MiB; the ends of distinct pages
+ * are one stretch each) and forgets the oldest ends past that, and if it
+ * cannot allocate, it forgets the ends it could not keep. A whole-space check
+ * reaching back to forgotten ends answers true, and each such answer is
+ * counted in ps_notifier_stats.conservative_retries; a check whose read_begin
+ * is among the latest 32,768 ends of distinct pages never does.
  *
  * ---------------------------------------------------------------------------
  * Where it differs from Linux
@@ -302,8 +305,8 @@ struct ps_interval {
  *	overlapping invalidation.
  * @remove_waits: ps_interval_remove calls that waited likewise.
  * @conservative_retries: whole-space checks answered true only because
- *	they reached back to ends forgotten after a failed allocation (see
- *	ps_notifier_read_retry_range()); 0 unless memory ran out.
+ *	they reached back to forgotten ends (see above); 0 unless memory ran
+ *	out or a check's read_begin is older than the record keeps.
  * @subscriptions: subscriptions inserted now.
  * @inflight: invalidations in flight now (exact, not saturated).
  */
@@ -599,17 +602,17 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
  * removers, are woken. With several identical ranges in flight the oldest
  * ends: they are indistinguishable to readers. The end is recorded for the
  * whole-space check; every 256th end merges the latest ones into a sorted
- * record, and if that merge cannot allocate, the end still succeeds and the
- * 256 ends before it are forgotten (see ps_notifier_read_retry_range()).
+ * record (of at most 65,536 stretches of addresses: past that the oldest ends
+ * are forgotten), and if that merge cannot allocate, the end still succeeds and
+ * the 256 ends before it are forgotten (see ps_notifier_read_retry_range()).
  * Context: any thread; blocking (the notifier's mutex, briefly).
  * Ordering: release: the caller's changes to the primary mapping happen
  * before a reader that sees this end.
  * Progress: blocking (the notifier's mutex; it never waits for anything
- * else). Complexity: O(invalidations in flight) to find the record, then
- * O(1), except that every 256th end merges the latest 256 into the record of
- * ended invalidations: amortised O(log m) per end for m runs kept, O(m) for
- * the rare merge that rebuilds the largest level (docs/notifier.md, section
- * "Limits and costs").
+ * else). Complexity: O(invalidations in flight) to find the record, then O(1),
+ * except that every 256th end merges the latest 256 into the record of ended
+ * invalidations: amortised O(log m) per end for m runs kept, O(m) for the rare
+ * merge of the largest tier (docs/notifier.md, section "Limits and costs").
  * Return: 0; -EOVERFLOW if len == 0 or the range wraps past 2^64; -ENOENT
  * if no invalidation of exactly [start, start + len) is in flight (misuse;
  * nothing changes).
@@ -655,7 +658,8 @@ static inline uint64_t ps_notifier_read_begin(const struct ps_notifier *n)
  * read_begin, or started or ended since. Invalidations of other ranges never
  * make it true, however many ran, and ranges are never merged. One exception,
  * counted in the stats: true, conservatively, if the answer needs ends that
- * were forgotten because memory ran out (see ps_notifier_invalidate_end()).
+ * were forgotten, because memory ran out or they are older than the record
+ * keeps (see the overview and ps_notifier_invalidate_end()).
  *
  * Authoritative when called under the user lock that the callbacks covering
  * the range take (as KVM calls mmu_invalidate_retry_gfn() under mmu_lock):
@@ -706,8 +710,8 @@ ps_notifier_read_retry_range(const struct ps_notifier *n, uint64_t seq,
  * acquire fence first). Progress: wait-free if nothing started or ended
  * since read_begin, else lock-free.
  * Return: true if an invalidation containing @addr was in flight at some
- * instant since read_begin (or, conservatively, the answer needs ends
- * forgotten when memory ran out).
+ * instant since read_begin (or, conservatively, the answer needs forgotten
+ * ends).
  */
 static inline PS_MUST_CHECK bool
 ps_notifier_read_retry(const struct ps_notifier *n, uint64_t seq, uint64_t addr)

@@ -116,8 +116,9 @@
  *   get, pin                           wait-free   relaxed
  *   get_many, pin_many                 lock-free   relaxed
  *   try_get                            wait-free   acquire on success
- *   try_pin, the tries of n and the    lock-free   acquire on success
- *   masked tries, try_pin_and_set_flags
+ *   try_get_many, try_get_masked       lock-free   acquire on success
+ *   try_pin, try_pin_many,             lock-free   seq_cst on success
+ *   try_pin_masked, try_pin_and_set_flags
  *   put, unpin, put_many, unpin_many,  lock-free   release; acquire too when
  *   unlock_and_put                                 it frees the page
  *   get_or_revive, get_or_freeze,      lock-free   acquire
@@ -133,6 +134,8 @@
  *   lock                               blocking    acquire
  *   unlock                             wait-free   release
  *   try_get_and_lock                   blocking    acquire
+ *   try_get_lock_and_set               lock-free   acquire and release on
+ *                                                  success
  *   start_writeback, end_writeback     wait-free   acquire and release
  *   wait_writeback                     blocking    acquire
  *   loads and accessors                wait-free   acquire
@@ -144,8 +147,10 @@
  *
  * Like Linux's GUP-fast, a caller that must order a pin against a later load
  * of another location (pin, then re-read the page-table entry that led to the
- * page) needs a full fence between the two. The fence is the caller's, because
- * only the caller knows the partner (docs/page.md, "Pin, then re-check").
+ * page) needs the store-buffering order between the two: a full fence, or,
+ * since a successful try-pin is seq_cst, a seq_cst load for the re-read. The
+ * re-read is the caller's, because only the caller knows the partner
+ * (docs/page.md, "Pin, then re-check").
  *
  * Where this differs from Linux (docs/page.md, "Where the word differs from
  * Linux", says why): pins are exact, in a field of their own; limits refuse
@@ -760,10 +765,14 @@ static inline bool ps__page_try(struct ps_page *page, uint64_t n,
 	/*
 	 * Acquire on success: pairs with the release of the put or unfreeze
 	 * that came before, so the new holder sees the page as it was left.
+	 * A pin is seq_cst: a pinner that re-reads what maps the page with a
+	 * seq_cst load needs no fence between the two (the overview).
 	 */
 	return ps__page_cas(page, PS_PAGE_LIVE | (reject & PS_PAGE_USER_FLAGS),
 			    PS_PAGE_LIVE, 0, set & PS_PAGE_USER_FLAGS, n, npins,
-			    PS__PAGE_ADD, memory_order_acquire, &seen, &why);
+			    PS__PAGE_ADD,
+			    npins ? memory_order_seq_cst : memory_order_acquire,
+			    &seen, &why);
 }
 
 /*
@@ -1142,8 +1151,9 @@ static inline PS_MUST_CHECK int ps_page_pin_many(struct ps_page *page,
  * A compare-and-swap (pins never hold meaningless units, so is_pinned stays
  * one load).
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free.
  * Return: true with a pin (and its reference) taken; false if the page is
  * free or frozen, or a limit would be passed (nothing changed).
@@ -1160,8 +1170,9 @@ static inline PS_MUST_CHECK bool ps_page_try_pin(struct ps_page *page)
  * @n: the pins to take (each also a reference).
  *
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken; false if @n == 0,
  * the page is free or frozen, or a limit would be passed (nothing changed).
@@ -1186,8 +1197,9 @@ static inline PS_MUST_CHECK bool ps_page_try_pin_many(struct ps_page *page,
  * freeze fails, or the freeze wins and the pin fails: on the missing LIVE
  * while frozen, on PRIVATE afterwards.
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken; false if @n == 0,
  * a flag in @reject is set, the page is free or frozen, or a limit would be
@@ -1215,8 +1227,9 @@ ps_page_try_pin_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * ps_page_fetch_clear_flags()) can never see the pin but not that it is
  * for write (ps_page_word_pinned_for_write()).
  * Context: any thread, no reference needed.
- * Ordering: acquire on success (pairs with the release of the put or
- * unfreeze that came before); nothing to rely on after a failure.
+ * Ordering: seq_cst on success: acquire (pairs with the release of the put
+ * or unfreeze that came before), and a re-read by a seq_cst load needs no
+ * fence (see the overview); nothing to rely on after a failure.
  * Progress: lock-free (CAS loop).
  * Return: true with @n pins (and their references) taken and @set set; false
  * if @n == 0, a flag in @reject is set, the page is free or frozen, or a
@@ -1925,6 +1938,51 @@ static inline PS_MUST_CHECK bool ps_page_try_get_and_lock(struct ps_page *page)
 		return false;
 	ps_page_lock(page);
 	return true;
+}
+
+/**
+ * ps_page_try_get_lock_and_set() - take a reference speculatively, the page's
+ * bit lock and the flags in @set, all in one compare-and-swap, or nothing:
+ * how a write fault holds the frame it marks dirty (a reference, LOCKED and
+ * DIRTY at once) without ever waiting.
+ * @page: a page that may be free, frozen, locked or at its limit; its memory
+ *	must stay valid.
+ * @set: flags to set with the lock; bits outside PS_PAGE_USER_FLAGS are
+ *	ignored (LOCKED is the call's own).
+ * @seen: receives the word the call last saw: on success the word before the
+ *	change, whose @set bits say which of them were set already (DIRTY clear
+ *	there means this call made the clean-to-dirty transition); on failure
+ *	the word that refused it (LOCKED set: another thread holds the lock).
+ *
+ * Unlike ps_page_try_get_and_lock(), it never waits: it fails while another
+ * thread holds LOCKED, and the caller that must wait does so with
+ * ps_page_try_get_and_lock() (outside whatever it must not block in). The
+ * flags are set only together with LOCKED, so a thread that clears one of
+ * them only under LOCKED (the space's write-back clears DIRTY so) cannot
+ * clear them before the caller unlocks.
+ * Context: any thread; not one that holds this page's lock.
+ * Ordering: acquire and release on success: acquire as
+ * ps_page_try_get_and_lock(), release for what the flags hand over, as the
+ * flag read-modify-writes do; nothing on failure.
+ * Progress: lock-free (a CAS loop that retries only after another thread
+ * changed the word).
+ * Return: true with a reference and LOCKED held and @set set: release the
+ * first two with ps_page_unlock_and_put(); false if the page is free, frozen
+ * or locked, or its references are at PS_PAGE_REFS_MAX: nothing changed.
+ */
+static inline PS_MUST_CHECK bool
+ps_page_try_get_lock_and_set(struct ps_page *page, uint64_t set, uint64_t *seen)
+{
+	enum ps__page_verdict why;
+
+	/*
+	 * Acq_rel: acquire pairs with the release of the put or unfreeze that
+	 * came before and of the last unlock; release publishes what the
+	 * flags hand over, as the flag read-modify-writes do.
+	 */
+	return ps__page_cas(page, PS_PAGE_LIVE | PS_PAGE_LOCKED, PS_PAGE_LIVE,
+			    0, PS_PAGE_LOCKED | (set & PS_PAGE_USER_FLAGS), 1,
+			    0, PS__PAGE_ADD, memory_order_acq_rel, seen, &why);
 }
 
 /**

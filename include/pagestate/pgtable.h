@@ -524,6 +524,62 @@ static inline ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t,
 				    memory_order_acquire);
 }
 
+/* Pages per leaf: the reach of a ps_pgtable_lookup_leaf() cursor. */
+#define PS_PGTABLE_LEAF_PAGES PS__PGTABLE_FANOUT
+
+/**
+ * ps_pgtable_lookup_leaf() - a cursor on the entries of the leaf holding
+ * @addr, found by one walk.
+ * @t: the table.
+ * @addr: any address; the cursor starts at the entry of the page holding it.
+ *
+ * For a caller that visits a run of pages, or reads an entry, acts and reads
+ * or changes it again, with one walk: entry i of the result is that of the
+ * page i pages after @addr's, up to the end of the leaf (i below
+ * PS_PGTABLE_LEAF_PAGES minus @addr's page number modulo
+ * PS_PGTABLE_LEAF_PAGES). Read an entry with an atomic load of the order the
+ * caller's protocol needs (acquire, as ps_pgtable_lookup(); seq_cst where a
+ * store-buffering pattern needs it); change one only with
+ * ps_pgtable_cmpxchg_leaf() or the other entry writers, never by a store.
+ * Inline: the three dependent loads of ps_pgtable_lookup() before its entry
+ * load.
+ * Context: inside a read-side section (ps_pgtable_read_lock() or the
+ * caller's own urcu-bp section); the cursor is valid until the section ends.
+ * A leaf that trim unlinks meanwhile stays readable until then, with every
+ * entry none (trim unlinks only empty leaves, and no store may race it): a
+ * caller that reads an entry again through the cursor sees that it changed.
+ * Ordering: acquire, for each level pointer (the levels a cursor reaches
+ * were initialised before they were published).
+ * Progress: wait-free (three loads).
+ * Return: the entry of @addr's page in its leaf; NULL where that leaf does
+ * not exist (every entry it would hold is none) or @addr is past the space.
+ */
+static inline PS_ATOMIC(ps_pte_t) *ps_pgtable_lookup_leaf(struct ps_pgtable *t,
+							  uint64_t addr)
+{
+	const uint64_t p = addr >> PS_PGTABLE_PAGE_SHIFT;
+	const unsigned int b = PS__PGTABLE_LEVEL_BITS;
+	const struct ps__pgtable_level *n =
+		(const struct ps__pgtable_level *)(const void *)t;
+	struct ps__pgtable_leaf *l;
+
+	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
+		return NULL;
+	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 3 * b);
+	if (!n)
+		return NULL;
+	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 2 * b);
+	if (!n)
+		return NULL;
+	/* Acquire: pairs with the release that published the leaf. */
+	l = (struct ps__pgtable_leaf *)atomic_load_explicit(
+		&n->slot[(p >> b) & (PS__PGTABLE_FANOUT - 1)],
+		memory_order_acquire);
+	if (!l)
+		return NULL;
+	return &l->e[p & (PS__PGTABLE_FANOUT - 1)];
+}
+
 /**
  * ps_pgtable_get() - the entry of page @addr, in its own read-side section.
  * @t: the table.
@@ -612,6 +668,52 @@ int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
  */
 int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr, ps_pte_t *expected,
 		       ps_pte_t desired);
+
+/**
+ * ps_pgtable_cmpxchg_leaf() - ps_pgtable_cmpxchg() of an entry a cursor
+ * reaches, with no second walk.
+ * @t: the table.
+ * @slot: the entry of page @addr, from ps_pgtable_lookup_leaf() in the
+ *	caller's current read-side section.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @expected: the entry expected; on -EAGAIN, receives the entry found.
+ * @desired: the new entry; must be ps_pte_valid().
+ *
+ * One compare-and-swap, inline, when the change leaves the entry as written
+ * as it was (ps_pte_written()) and @expected is not none: a present entry
+ * made writable, its encryption or cache bits changed, write taken away. A
+ * change that makes an entry written must also mark the table's written
+ * hint, and a store into a none entry may need a leaf the cursor does not
+ * have: those are ps_pgtable_cmpxchg(), out of line.
+ * Context: inside the read-side section @slot was found in; the exclusions
+ * of ps_pgtable_set().
+ * Ordering: as ps_pgtable_cmpxchg(): one seq_cst CAS on success (it releases
+ * @desired to acquiring readers), acquire on failure.
+ * Progress: wait-free (one CAS; out of line, as ps_pgtable_cmpxchg()).
+ * Return: 0 if replaced; -EAGAIN if the entry was another value, now in
+ * *@expected; -EINVAL (!ps_pte_valid(@desired)); out of line also -ENOMEM.
+ */
+static inline int ps_pgtable_cmpxchg_leaf(struct ps_pgtable *t,
+					  PS_ATOMIC(ps_pte_t) *slot,
+					  uint64_t addr, ps_pte_t *expected,
+					  ps_pte_t desired)
+{
+	if (PS_UNLIKELY(!ps_pte_valid(desired)))
+		return -EINVAL;
+	if (PS_UNLIKELY(*expected == PS_PTE_NONE ||
+			(ps_pte_written(desired) &&
+			 !ps_pte_written(*expected))))
+		return ps_pgtable_cmpxchg(t, addr, expected, desired);
+	/*
+	 * Seq_cst on success, acquire on failure: the ordering of the table's
+	 * own entry CAS (ps_pgtable_cmpxchg()).
+	 */
+	if (atomic_compare_exchange_strong_explicit(slot, expected, desired,
+						    memory_order_seq_cst,
+						    memory_order_acquire))
+		return 0;
+	return -EAGAIN;
+}
 
 /**
  * ps_pgtable_swap_out() - replace a present entry by a swap entry.

@@ -135,18 +135,20 @@
  * ---------------------------------------------------------------------------
  *
  * A CPU that reads or writes a frame's contents brackets the access with
- * ps_prot_kmap() / ps_prot_kunmap(), as the kernel uses kmap(). A kmap takes a
- * reference on the frame (so a conversion refuses the page) and counts one CPU
- * map. The first CPU map of an INACCESSIBLE frame calls the make-accessible
- * hook (Linux's arch_make_page_accessible()) exactly once, however many
- * threads kmap it at the same time; if the hook fails, the kmap fails and
- * nothing changes. The frame then stays accessible until a conversion to
- * private or ps_prot_set_inaccessible(). A kmap refuses a private frame
- * unless PS_KMAP_PRIVATE. Pins never call the hook: a pin is not a CPU
- * access (Linux calls it for FOLL_PIN; docs/prot.md, "CPU maps and the
- * make-accessible hook", says why). Write-back hands frames to its callback
- * as they are: a callback that may read a private or inaccessible frame
- * brackets the read with ps_prot_kmap() / ps_prot_kunmap().
+ * ps_prot_kmap() / ps_prot_kunmap(), as the kernel uses kmap(). A kmap counts
+ * one CPU map, and the CPU maps of a frame hold one reference on it between
+ * them (so a conversion refuses the page): the first map takes it, the last
+ * kunmap drops it, and a kmap + kunmap of a frame already CPU-mapped is one
+ * compare-and-swap each on the count. The first CPU map of an INACCESSIBLE
+ * frame calls the make-accessible hook (Linux's arch_make_page_accessible())
+ * exactly once, however many threads kmap it at the same time; if the hook
+ * fails, the kmap fails and nothing changes. The frame then stays accessible
+ * until a conversion to private or ps_prot_set_inaccessible(). A kmap refuses
+ * a private frame unless PS_KMAP_PRIVATE. Pins never call the hook: a pin is
+ * not a CPU access (Linux calls it for FOLL_PIN; docs/prot.md, "CPU maps and
+ * the make-accessible hook", says why). Write-back hands frames to its
+ * callback as they are: a callback that may read a private or inaccessible
+ * frame brackets the read with ps_prot_kmap() / ps_prot_kunmap().
  *
  * ---------------------------------------------------------------------------
  * The access check (ps_prot_check_access())
@@ -280,7 +282,7 @@ int ps_prot_set_hooks(struct ps_space *space,
  *	the caller accounts for (its own, not another mapping's: an alias
  *	mapping outside the range would keep the old ENC bit, and a frame mapped
  *	twice inside it fails the call with -EAGAIN at its second page). They
- *	must stay held during the call. A CPU map's reference (ps_prot_kmap())
+ *	must stay held during the call. The CPU maps' reference (ps_prot_kmap())
  *	cannot be declared: a frame CPU-mapped when it is frozen fails the call
  *	with -EAGAIN at its page, declared or not. Default 0.
  * @wait_ns: in: the PS_CONVERT_WAIT budget, 0 for the default.
@@ -346,22 +348,23 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * @frame: the frame (an index below the space's nframes).
  * @flags: 0 or PS_KMAP_PRIVATE.
  *
- * Takes a reference on the frame and counts one CPU map. The first CPU map
- * of an INACCESSIBLE frame calls the make-accessible hook first, exactly
- * once however many threads race (without a hook, the frame simply becomes
- * accessible, as Linux's default arch_make_page_accessible() is a no-op).
- * The frame must be in use (LIVE): the caller holds it mapped, pinned or
- * referenced. A frame being converted is waited for.
+ * Counts one CPU map; the CPU maps of the frame hold one reference on it
+ * between them, which the first takes. The first CPU map of an INACCESSIBLE
+ * frame calls the make-accessible hook first, exactly once however many
+ * threads race (without a hook, the frame simply becomes accessible, as
+ * Linux's default arch_make_page_accessible() is a no-op). The frame must be
+ * in use (LIVE): the caller holds it mapped, pinned or referenced. A frame
+ * being converted is waited for.
  * Context: any thread; not from this frame's make_accessible hook.
  * Ordering: acquire. Progress: lock-free when the frame is already
  * CPU-mapped; otherwise blocking (the frame's LOCKED bit and the hook; a
  * frozen frame is waited for).
  * Return: 0; -EINVAL (@frame out of range, unknown flags); -ENOENT (the
  * frame is free); -EPERM (private, without PS_KMAP_PRIVATE); -EHWPOISON
- * (poisoned); -EOVERFLOW (reference limit); -ENOMEM (the space's first
- * kmap, or first ps_prot_set_hooks(), reserves its per-frame CPU-map
- * counts, 4 bytes of address space per frame, and that failed); the hook's
- * negative errno. On error nothing changed.
+ * (poisoned); -EOVERFLOW (reference limit, or PS_PAGE_REFS_MAX CPU maps
+ * already); -ENOMEM (the space's first kmap, or first ps_prot_set_hooks(),
+ * reserves its per-frame CPU-map counts, 4 bytes of address space per frame,
+ * and that failed); the hook's negative errno. On error nothing changed.
  */
 int ps_prot_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
 
@@ -370,8 +373,9 @@ int ps_prot_kmap(struct ps_space *space, uint64_t frame, unsigned int flags);
  * @space: the space.
  * @frame: a frame this thread (or one it hands over to) CPU-mapped.
  *
- * The count and the reference ps_prot_kmap() took are dropped; the free_frame
- * hook runs if that was the frame's last reference. The frame stays accessible.
+ * The count drops; the last map's kunmap drops the maps' reference, and the
+ * free_frame hook runs if that was the frame's last reference. The frame stays
+ * accessible.
  * Context: any thread; the free_frame hook runs in it, with no library
  * lock held. Ordering: release. Progress: lock-free.
  * Return: 0; -EINVAL if @frame is out of range or not CPU-mapped (nothing

@@ -45,27 +45,29 @@
  * Each hook runs in the thread whose call triggered it, holding:
  *
  *   populate    no lock of the space (a pin, a fault, the helper)
- *   dirty       the frame's LOCKED bit: a write fault (ps_space_fault(), a
- *               pin for write), ps_space_mark_dirty(), ps_space_unpin() with
- *               PS_UNPIN_DIRTY; the caller's lock: the secondary-map helper;
- *               no lock, the frame under write-back: a write-back dirtying
+ *   dirty       the frame's LOCKED bit, always: a write fault
+ *               (ps_space_fault(), a pin for write), ps_space_mark_dirty(),
+ *               ps_space_unpin() with PS_UNPIN_DIRTY, a write-back dirtying
  *               the frame again (a failed write, a bounce of a frame still
- *               pinned for write)
+ *               pinned for write); the secondary-map helper also holds the
+ *               caller's lock (taken after the bit)
  *   free_frame  the writer mutex: ps_space_map() and ps_space_map_range() (a
  *               failed map giving a reference back), ps_space_unmap(),
  *               ps_space_discard(); no lock of the space: everything else
  *               (an unpin, a pin backing out, a write fault, mark_dirty,
  *               write-back, the helper, a CPU map or unmap, destroy)
  *   notifier    the writer mutex: unmap, discard, a failed map, conversion
- *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bit of the frame
- *               being written back: write-back; no lock of the space: a
+ *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bits of the
+ *               frames being written back in the callback's range (a run of
+ *               up to 64 pages): write-back; no lock of the space: a
  *               re-arming harvest
  *
  * So a hook or callback run under the writer mutex must not map, map_range,
- * unmap, discard, convert or mprotect in that space; one run under a frame's
- * LOCKED bit must not fault for write, pin for write, mark dirty, unpin dirty,
- * write back or CPU-map (ps_prot_kmap()) that frame: each would wait for the
- * lock it runs under. No hook runs inside the page table's read-side section,
+ * unmap, discard, convert or mprotect in that space; one run under frames'
+ * LOCKED bits must not fault for write, pin for write, mark dirty, unpin dirty,
+ * write back or CPU-map (ps_prot_kmap()) those frames (for write-back's
+ * callback, the pages of its range): each would wait for the lock it runs
+ * under. No hook runs inside the page table's read-side section,
  * except a free_frame hook when an unmap or destroy runs out of memory while
  * it collects the frames it unmapped. Through the userfaultfd bridge, the hooks
  * of a sync fault's resolution and the callbacks of a bridge harvest also hold
@@ -107,8 +109,9 @@
  * free that ends a lifetime make it clean. The dirty hook runs once per
  * clean-to-dirty transition, however many threads race, before any write-back
  * cleans that dirtying, and before anyone can write through the entry a write
- * fault makes writable (dirty before writable). A write during write-back
- * faults and dirties the frame again: it is never lost.
+ * fault makes writable (dirty before writable: every marker sets DIRTY and runs
+ * the hook under the frame's LOCKED bit, which a write fault holds too). A
+ * write during write-back faults and dirties the frame again: it is never lost.
  *
  * The dirty log (KVM's dirty bitmap) holds the addresses written since a
  * harvest (ps_space_harvest()) last reported them, for migration. Every
@@ -191,9 +194,10 @@ struct ps_space;
  *	pin or fault asks (the helper always asks PS_ACCESS_READ). Without the
  *	hook a missing page is -EFAULT (PS_FAULT_MISSING).
  * @dirty: @frame went from clean to dirty (Linux's set_page_dirty()). Runs
- *	exactly once per transition, in the thread that made it, before any
- *	write-back cleans that dirtying and, in a write fault, before the entry
- *	becomes writable.
+ *	exactly once per transition, in the thread that made it, under the
+ *	frame's LOCKED bit, before any write-back cleans that dirtying and
+ *	before any write through an entry the dirtying let through (a write
+ *	fault that finds the frame dirty already waits for that bit).
  * @free_frame: the last reference to @frame was dropped: its lifetime is
  *	over, its page word free again (DIRTY and WRITE_PINNED cleared, so its
  *	next mapping starts clean), and the frame its owner's to reuse. Runs
@@ -419,9 +423,9 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
  * stays alive through its pins. Pages with nothing mapped cost nothing.
  * Context: as ps_space_map(); the notifier callbacks and the free_frame hooks
  * run in this thread under the writer mutex.
- * Ordering: the invalidation brackets the zap (pagestate/notifier.h); a
- * seq_cst fence orders the zap before the references are dropped, paired with
- * the fence of a pin: a pin racing the unmap either backs out or is seen.
+ * Ordering: the invalidation brackets the zap (pagestate/notifier.h); a seq_cst
+ * fence orders the zap before the references are dropped, paired with a pin's
+ * seq_cst pin and re-read: a pin racing the unmap either backs out or is seen.
  * Progress: blocking (the writer mutex; the invalidation's callbacks).
  * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags). The
  * invalidation is blockable: never -EAGAIN.
@@ -465,11 +469,11 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
  * Context: any thread. For a pin for write, not holding the LOCKED bit of a
  * frame in the range (not from its dirty hook). The populate and dirty hooks
  * run in this thread.
- * Ordering: each pin is an acquire RMW on the page word followed by a seq_cst
- * fence, then the entry is read again; it pairs with the fence an unmap runs
- * between changing an entry and dropping references, and with discard's freeze
- * (an RMW on the same word): a pin that succeeds holds the frame mapped at its
- * address at that instant.
+ * Ordering: each pin is a seq_cst RMW on the page word followed by a seq_cst
+ * re-read of the entry (no fence between: both are in the single total
+ * order); it pairs with the fence an unmap runs between changing an entry and
+ * dropping references, and with discard's freeze (an RMW on the same word): a
+ * pin that succeeds holds the frame mapped at its address at that instant.
  * Progress: lock-free, but for the hooks, making an entry writable (the
  * frame's LOCKED bit) and a frame frozen by a conversion or an unfinished map
  * (waited for); the first long-term pin in a space makes one mmap() call.
@@ -644,8 +648,9 @@ enum ps_fault ps_space_fault(struct ps_space *space, uint64_t addr,
  * @lock: take the lock that the subscription's invalidate callback takes.
  * @unlock: drop it.
  * @install: install the mapping of @addr to @frame (writable if @write),
- *	called under the lock. Return 0, or a negative errno the helper
- *	returns (the mapping is not considered installed).
+ *	called under the lock (and, if @write, under the frame's LOCKED bit).
+ *	Return 0, or a negative errno the helper returns (the mapping is not
+ *	considered installed).
  */
 struct ps_secondary_ops {
 	void (*lock)(void *ctx);
@@ -668,10 +673,15 @@ struct ps_secondary_ops {
  * The secondary-MMU loop of Andrea Arcangeli's reply in the thread "Reference
  * count on pages held in secondary MMUs" (kvmarm list, June 2019):
  * ps_interval_read_begin() on @sub; look up the frame and hold it (populate
- * hook if missing); take the caller's lock; if an invalidation raced, unlock,
- * let go and start again; for a write, mark the frame dirty and log @addr;
- * install; unlock; let go. The secondary mapping keeps no reference: @sub's
- * invalidate callback tears it down before the frame at @addr can change.
+ * hook if missing); for a write, take the frame's LOCKED bit; take the
+ * caller's lock; if an invalidation raced, unlock both, let go and start
+ * again; for a write, mark the frame dirty and log @addr; install; unlock
+ * both; let go. The bit comes before the caller's lock, the order in which
+ * write-back holds them (its invalidation callbacks take the caller's lock
+ * under the bit), and makes the mark as every mark is made, so that a write
+ * fault that finds the frame dirty knows its dirty hook has run. The secondary
+ * mapping keeps no reference: @sub's invalidate callback tears it down before
+ * the frame at @addr can change.
  *
  * The dirty hook runs once per clean-to-dirty transition however many mappers
  * and invalidations race, never for a read mapping or a retried attempt. The
@@ -679,13 +689,20 @@ struct ps_secondary_ops {
  * sync range fails with -EAGAIN (resolve it first); in an async range it is
  * logged and the entry stays protected, so CPU writes are still seen. Private
  * frames are refused.
- * Context: any thread not holding @ops' lock; the populate hook runs in it with
- * no lock of the space held, the dirty hook and @ops->install under @ops' lock.
+ * Context: any thread holding neither @ops' lock nor the frame's LOCKED bit
+ * (not from a dirty hook of that frame); the populate hook runs in it with no
+ * lock of the space held, the dirty hook and @ops->install under @ops' lock
+ * (and, for a write, the frame's LOCKED bit). Under @ops' lock, @install
+ * included, nothing may wait for a frame's LOCKED bit (a write fault, a pin
+ * for write, ps_space_mark_dirty(), a dirty unpin, write-back, a CPU map of
+ * pagestate/prot.h): a writing helper holds that bit while it waits for the
+ * lock.
  * Ordering: the per-subscription check of pagestate/notifier.h (read_begin's
  * acquire; read_retry under @ops' lock, which orders it against the callback's
  * ps_interval_set_seq()); for a write, DIRTY and the log's bit are set before
  * @ops->install runs.
- * Progress: blocking (@ops' lock; read_begin waits for an overlapping
+ * Progress: blocking (@ops' lock, for a write the frame's LOCKED bit;
+ * read_begin waits for an overlapping
  * invalidation in flight); it loops again only after populating the page, or
  * when an invalidation or a change of the frame raced with it.
  * Return: 0; -EINVAL (@sub not a subscription of the space's notifier or not
@@ -897,7 +914,10 @@ struct ps_writeback_stats {
  * same way with @pinned true, and leaves it dirty if it is still pinned for
  * write. The frame's reference is dropped after @fn returns: an unmap during
  * @fn does not free the frame under it (the free_frame hook then runs in this
- * thread, after @fn), and a discard leaves the page (busy).
+ * thread, after @fn), and a discard leaves the page (busy). Consecutive pages
+ * of the set are taken together (up to 64): one invalidation covers a run of
+ * them, under their frames' LOCKED bits, and every LOCKED bit is dropped
+ * before the first @fn of the run is called.
  *
  * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
  * for a frame while another write-back's @fn runs for it, so the copies land

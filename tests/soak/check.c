@@ -13,8 +13,9 @@
  *   (a) again, plus: each present entry's frame is the shadow mapping's,
  *       in use, LIVE, and its entry agrees with the frame's cache mode and
  *       encryption state; a writable entry has a dirty frame (S3);
- *   (b) every frame's references = its mappings + held pins + held CPU
- *       maps, pins and CPU-map counts exact; a frame the owner has free is
+ *   (b) every frame's references = its mappings + held pins + one if any
+ *       CPU map is held (the maps share one reference), pins and CPU-map
+ *       counts exact; a frame the owner has free is
  *       free in its page word (not LIVE, FROZEN, LOCKED, WRITEBACK or
  *       DIRTY);
  *   (c) every frame that is not DIRTY has the contents write-back last
@@ -141,7 +142,8 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 			uint64_t wpins, uint64_t kmaps, bool devw)
 {
 	struct fmodel *m = &g.fm[f];
-	uint64_t w = ps_page_load(pw(f)), exp = maps + pins + kmaps;
+	/* The CPU maps of a frame hold one reference between them (P5). */
+	uint64_t w = ps_page_load(pw(f)), exp = maps + pins + (kmaps != 0);
 	uint64_t hooks = atomic_load(&m->hooks),
 		 cleans = atomic_load(&m->cleans);
 	unsigned int km = ps_prot_kmap_count(g.sp, f);
@@ -183,7 +185,8 @@ static void check_frame(uint64_t f, uint64_t maps, uint64_t pins,
 			  "frame %" PRIu64 ": %" PRIu64 " refs, %" PRIu64
 			  " pins, %u CPU maps; the model holds %" PRIu64
 			  " mappings + %" PRIu64 " pins + %" PRIu64
-			  " CPU maps (nothing else may hold it at quiescence)",
+			  " CPU maps, which hold one reference (nothing else "
+			  "may hold it at quiescence)",
 			  f, ps_page_word_refs(w), ps_page_word_pins(w), km,
 			  maps, pins, kmaps);
 	if (w & (PS_PAGE_LOCKED | PS_PAGE_WRITEBACK | PS_PAGE_FROZEN))

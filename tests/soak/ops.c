@@ -55,6 +55,44 @@ static enum ps_fault resolve_wp_write(uint64_t addr)
 }
 
 /*
+ * (f) and S3: the dirty hook of the dirtying a CPU write goes through has run
+ * (space.h: "the dirty hook has run before any thread can write through the
+ * entry"). Called under the vCPU's TLB lock with no invalidation since the
+ * fault: the entry is writable and the frame DIRTY, and no write-back has
+ * cleared that DIRTY since (its invalidation comes first and waits for this
+ * lock). Each write-back callback (a clean) came after the hook of the dirtying
+ * it cleaned (S5), so the hooks of this lifetime are ahead of its cleans by the
+ * dirtying still in force. Cleans are read first: both only grow, so a clean
+ * counted between the loads cannot make a false report. Equal counts mean the
+ * write went through between a marker's DIRTY and its hook (a write fault found
+ * the frame dirty under its LOCKED bit and trusted that the hook had run), or,
+ * with no hook at all, that the frame started this lifetime DIRTY (issue 15
+ * #3).
+ */
+static void check_hook_before_write(uint64_t addr, uint64_t f)
+{
+	struct fmodel *m = &g.fm[f];
+	uint64_t cleans = atomic_load(&m->cleans);
+	uint64_t hooks = atomic_load(&m->hooks);
+
+	if (hooks > cleans)
+		return;
+	violation("(f) hooks: write before the dirty hook of its dirtying", 0,
+		  addr, f,
+		  "a CPU write through a writable entry of frame %" PRIu64
+		  " in lifetime %" PRIu64 ", with %" PRIu64 " dirty hooks "
+		  "and %" PRIu64 " write-back cleans in this lifetime: the "
+		  "frame is DIRTY but the hook of that dirtying has not run "
+		  "(%s)",
+		  f, atomic_load(&m->gen), hooks, cleans,
+		  hooks ? "a write fault made the entry writable between "
+			  "another marker's DIRTY and its hook, S3"
+			: "the frame started the lifetime DIRTY (freed "
+			  "dirty), or a write fault made the entry writable "
+			  "between another marker's DIRTY and its hook, S3");
+}
+
+/*
  * A CPU write, as a vCPU with a TLB makes it: the write is atomic with
  * respect to every invalidation of the page (its TLB subscription), so the
  * bytes land while the entry the fault made writable is still the one the
@@ -106,16 +144,7 @@ static int cpu_write(struct thr *t, uint64_t addr, uint64_t *frame_out)
 				  "fault of the frame's earlier lifetime may "
 				  "have made the entry of its new one writable",
 				  e, f);
-		if (!atomic_load(&g.fm[f].hooks))
-			violation(
-				"(f) hooks: write without a dirty hook in "
-				"this lifetime",
-				0, addr, f,
-				"a CPU write through a writable entry of frame "
-				"%" PRIu64 " in lifetime %" PRIu64
-				", but no dirty hook ran in this lifetime: the "
-				"frame started it DIRTY (freed dirty)",
-				f, atomic_load(&g.fm[f].gen));
+		check_hook_before_write(addr, f);
 		device_write(f, rnd(t));
 		record_write(addr, WK_CPU);
 		pthread_mutex_unlock(&t->vtlb_lock);

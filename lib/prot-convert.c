@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/prot.c - per-page protection (pagestate/prot.h): the space
- * operations on cache mode and encryption state: conversion, CPU maps, the
- * access check, cache-mode changes and mprotect. (The x86 encodings of that
- * state are lib/x86.c's.)
+ * lib/prot-convert.c - the encryption and cache-mode state of a space's frames
+ * (pagestate/prot.h): conversion (ps_prot_convert()), the access check,
+ * cache-mode changes and mprotect. (The x86 encodings of that state are
+ * lib/x86.c's; CPU maps and prot's per-space state are lib/prot-kmap.c's.)
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-prot.c as P1..P8; the space's
- * S1..S14, stated in the space's files, hold too: lib/space-impl.h)
+ * Protocol and guarantees (cited by tests/test-prot.c as P1..P4, P7, P8; P5
+ * and P6 are in lib/prot-kmap.c; the space's S1..S14, stated in the space's
+ * files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -18,15 +19,17 @@
  *     PS_NOTIFIER_PROTECTION.
  *
  * P2  One decision per page. A frame's PRIVATE flag changes only while a
- *     conversion holds it frozen, and the freeze is one compare-and-swap
- *     that requires exactly the expected references and no pins. Every
- *     other reference is taken with one compare-and-swap on the same word
- *     that fails on a frozen frame and (unless asked) on a PRIVATE one:
- *     pins (ps_page_try_pin_masked), CPU maps and secondary maps
- *     (ps_page_try_get_masked). Two RMWs on one word are totally ordered,
- *     so each reference is taken before the freeze (which then fails) or
- *     after the unfreeze (and sees the new state). No fence is needed, and
- *     the entry's ENC bit, changed while frozen, is only a copy.
+ *     conversion holds it frozen, and the freeze is one compare-and-swap that
+ *     requires exactly the expected references and no pins. Every other
+ *     reference is taken with one compare-and-swap on the same word that fails
+ *     on a frozen frame and (unless asked) on a PRIVATE one: pins
+ *     (ps_page_try_pin_masked), the CPU maps' one reference and secondary maps
+ *     (ps_page_try_get_masked). Two RMWs on one word are totally ordered, so
+ *     each reference is taken before the freeze (which then fails) or after the
+ *     unfreeze (and sees the new state). No fence is needed, and the entry's
+ *     ENC bit, changed while frozen, is only a copy. A CPU map that joins the
+ *     maps already holding the frame takes no reference: P5 (lib/prot-kmap.c)
+ *     says why it never joins a frame whose state changes.
  *
  * P3  All or nothing. Phase 1 freezes every page to convert before any hook
  *     runs or any bit changes, so a failure there is undone by unfreezing with
@@ -34,10 +37,19 @@
  *     undone by converting the pages already flipped back, in reverse order,
  *     with the reverse hooks and each page's original INACCESSIBLE bit. Phase 3
  *     unfreezes (release: P2's partners acquire). Without prepare/finish hooks
- *     nothing can fail after phase 1, which is then the commit point: phases 2
- *     and 3 become one pass that updates each entry and flips the page word in
- *     its unfreezing CAS. A reader sees each page old (or frozen) until its
- *     unfreeze, new after it, as with three phases.
+ *     nothing can fail after phase 1, which is then the commit point, and the
+ *     work of phase 2 moves into the passes that touch each page anyway: phase
+ *     1 flips each entry's ENC bit right after the page's freeze, through the
+ *     cursor its lookup used (one walk per leaf, one inline CAS:
+ *     ps_pgtable_cmpxchg_leaf()), and phase 3 flips the page word in its
+ *     unfreezing CAS. The entry's bit, changed while the frame is frozen, is
+ *     only a copy (P2): a reader that finds it new finds the frame frozen and
+ *     waits. If phase 1 fails after it flipped entries, phase 3 flips them back
+ *     before it unfreezes with the same references. Either way a reader sees
+ *     each page old (or frozen) until its unfreeze, new after it, as with three
+ *     phases; a failed call changes nothing visible. Per page that is the
+ *     three read-modify-writes a conversion needs (freeze, entry, unfreeze) and
+ *     two cursor loads.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -46,30 +58,11 @@
  *     is never freed. Every path that takes a reference refuses POISONED
  *     (map, the masked tries of P2, conversion, set_cache).
  *
- * P5  CPU-map count. count(f) <= the references kmaps hold on f: a kmap
- *     takes its reference before it counts, a kunmap uncounts before it
- *     puts. A freeze counts references, not maps: the caller's declared
- *     extra_refs may cover its own CPU map. So the conversion reads the
- *     count after each freeze, and unfreezes and fails with -EAGAIN if it
- *     is positive (freeze_one(); no kmap can start while frozen). Hence
- *     INACCESSIBLE, which is set only while frozen (conversion) or under
- *     LOCKED with the count at 0 and the frame not frozen
- *     (set_inaccessible), is never set while the count is positive.
- *
- * P6  Exactly-once make-accessible. The count's 0 -> 1 transition happens
- *     only under the frame's LOCKED bit; other increments are a CAS that
- *     refuses 0. Under LOCKED, the thread that finds the frame INACCESSIBLE
- *     calls the hook, clears INACCESSIBLE, then counts with release. A
- *     racing first kmapper waits for LOCKED and finds the flag clear; a
- *     fast-path kmapper found the count positive, so (P5) the flag was
- *     already clear, and it acquires the count, so it sees what the hook
- *     did. The flag is set again only by a conversion to private or
- *     set_inaccessible, neither of which can happen while a map is held.
- *
  * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
- *     (set_cache with expected references); a free frame's only by one CAS
- *     that requires it free (set_cache) or by the claim that gives it the
- *     mapper's mode and freezes it (a map's get_or_freeze, S13 in
+ *     (set_cache with expected references) and not CPU-mapped (the count, read
+ *     after the freeze, as the conversion reads it: P5); a free frame's only by
+ *     one CAS that requires it free (set_cache) or by the claim that gives it
+ *     the mapper's mode and freezes it (a map's get_or_freeze, S13 in
  *     lib/space.c; a failed map restores the old mode in its unfreeze). So
  *     every holder of a reference sees one mode for as long as it holds it.
  *
@@ -79,180 +72,23 @@
  *     make_accessible under the frame's LOCKED bit with the kmap's
  *     reference held.
  *
- * State. What prot keeps per space (the CPU-map counts of P5 and P6, the hooks)
- * is prot's own: an extension of the space (lib/space-internal.h), created by
- * the first kmap or ps_prot_set_hooks() and freed by ps_space_destroy(). Before
- * it exists every reader reads "no CPU map, no hooks", as a new one says. Prot
- * reaches the space only through lib/space-internal.h and pagestate/space.h.
- *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
  * pinner that waits on a frozen page while holding another pin the
  * conversion waits for only delays it.
  */
-#include <pagestate/prot.h>
+#include "prot-impl.h"
 
 #include "failpoint.h"
-#include "space-internal.h"
 
 #include <pthread.h>
 #include <sched.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
-#define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
-#define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
 /* Lookups per page-table read-side section in the long loops. */
-#define SECTION_PAGES 256
-
-/* --- prot's state in a space ---------------------------------------------- */
-
-/* One installed set of hooks; replaced sets stay until destroy. */
-struct hooks_node {
-	struct ps_prot_hooks h;
-	struct hooks_node *prev;
-};
-
-/*
- * What prot keeps per space: an extension of the space (space-internal.h),
- * which the space keeps and frees at destroy without knowing what it is.
- * Created by the first operation that needs to write it (a kmap, setting
- * hooks); until then every reader finds none, which reads as a new state
- * would: no CPU maps, no hooks. Lock-free: the first creators race to
- * publish theirs, and the losers free their own.
- */
-struct prot_space {
-	struct ps__space_ext ext; /* first */
-	struct ps_page *frames;	  /* the space's, fixed for its life */
-	uint64_t nframes;
-	PS_ATOMIC(uint32_t) *kmaps; /* CPU maps per frame (lazily zeroed) */
-	void *kmaps_map;	    /* the mapping holding them */
-	size_t kmaps_bytes;
-	/* The protection hooks in force; older sets are kept until destroy. */
-	PS_ATOMIC(struct hooks_node *) hooks;
-};
-
-/* The extension's key: prot's, in every space. */
-static const char prot_key;
-
-static void prot_fini(struct ps__space_ext *ext)
-{
-	struct prot_space *ps = (struct prot_space *)ext;
-	/* Relaxed: no other thread uses the space any more. */
-	struct hooks_node *n = atomic_load_explicit(&ps->hooks,
-						    memory_order_relaxed);
-
-	while (n) {
-		struct hooks_node *prev = n->prev;
-
-		free(n);
-		n = prev;
-	}
-	if (ps->kmaps_map)
-		munmap(ps->kmaps_map, ps->kmaps_bytes);
-	free(ps);
-}
-
-/* Prot's state in @s, or NULL if no operation has needed one yet. */
-static inline struct prot_space *prot_peek(struct ps_space *s)
-{
-	/* The extension is the state's first member. */
-	return (struct prot_space *)ps__space_ext_find(s, &prot_key);
-}
-
-/* Create prot's state in @s (or find the one another thread created). */
-static int prot_create(struct ps_space *s, struct prot_space **out)
-{
-	struct prot_space *ps = calloc(1, sizeof(*ps));
-	struct ps__space_ext *won;
-	void *m;
-
-	if (!ps)
-		return -ENOMEM;
-	ps->ext.key = &prot_key;
-	ps->ext.fini = prot_fini;
-	ps->frames = ps__space_frames(s, &ps->nframes);
-	atomic_init(&ps->hooks, NULL); /* none yet */
-	if (ps->nframes > SIZE_MAX / sizeof(*ps->kmaps)) {
-		free(ps);
-		return -ENOMEM;
-	}
-	ps->kmaps_bytes = (size_t)ps->nframes * sizeof(*ps->kmaps);
-	/* Zero-filled on first touch: frames never CPU-mapped cost nothing. */
-	m = mmap(NULL, ps->kmaps_bytes, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m == MAP_FAILED) {
-		free(ps);
-		return -ENOMEM;
-	}
-	ps->kmaps_map = m;
-	ps->kmaps = m;
-	won = ps__space_ext_add(s, &ps->ext);
-	if (won != &ps->ext)
-		prot_fini(&ps->ext); /* another thread's came first */
-	*out = (struct prot_space *)won;
-	return 0;
-}
-
-/* Prot's state in @s, created if needed: 0, or -ENOMEM. */
-static inline int prot_get(struct ps_space *s, struct prot_space **out)
-{
-	*out = prot_peek(s);
-	return *out ? 0 : prot_create(s, out);
-}
-
-/* The CPU maps of @frame (below nframes) now: 0 if none was ever taken. */
-static uint32_t cpu_maps(struct ps_space *s, uint64_t frame)
-{
-	struct prot_space *ps = prot_peek(s);
-
-	/*
-	 * Acquire: pairs with the release of kmap_first() and of kunmap (a
-	 * kunmap's CPU accesses are over).
-	 */
-	return ps ? atomic_load_explicit(&ps->kmaps[frame],
-					 memory_order_acquire)
-		  : 0;
-}
-
-/* The hooks in force (never freed before the space). */
-static const struct ps_prot_hooks *hooks_of(struct ps_space *s)
-{
-	struct prot_space *ps = prot_peek(s);
-	struct hooks_node *n;
-
-	if (!ps)
-		return NULL;
-	/* Acquire: pairs with the release in ps_prot_set_hooks(). */
-	n = atomic_load_explicit(&ps->hooks, memory_order_acquire);
-	return n ? &n->h : NULL;
-}
-
-int ps_prot_set_hooks(struct ps_space *s, const struct ps_prot_hooks *hooks)
-{
-	struct prot_space *ps;
-	struct hooks_node *n;
-	int rc = prot_get(s, &ps);
-
-	if (rc)
-		return rc;
-	n = calloc(1, sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	if (hooks)
-		n->h = *hooks;
-	PS__SPACE_FORK_CHECK(s);
-	ps__space_writer_lock(s);
-	/* Relaxed: the writer lock orders the setters. */
-	n->prev = atomic_load_explicit(&ps->hooks, memory_order_relaxed);
-	/* Release: the copy is complete before a hooks_of() finds it. */
-	atomic_store_explicit(&ps->hooks, n, memory_order_release);
-	ps__space_writer_unlock(s);
-	return 0;
-}
+#define SECTION_PAGES 512
 
 /* --- small helpers -------------------------------------------------------- */
 
@@ -319,10 +155,73 @@ static void entry_update(struct ps_pgtable *pt, uint64_t addr, ps_pte_t e,
 	}
 }
 
+/*
+ * entry_update() of the ENC bit through @slot, a cursor on the entry at @addr
+ * (the walk already made): the ENC bit leaves the entry as written as it was,
+ * so each try is one inline CAS (ps_pgtable_cmpxchg_leaf()).
+ */
+static inline __attribute__((always_inline)) void
+entry_set_enc(struct ps_pgtable *pt, PS_ATOMIC(ps_pte_t) *slot, uint64_t addr,
+	      ps_pte_t e, uint64_t frame, ps_pte_t enc)
+{
+	while (ps_pte_is_present(e) && ps_pte_frame(e) == frame) {
+		ps_pte_t want = (e & ~PS_PTE_ENC) | enc;
+
+		if (want == e || ps_pgtable_cmpxchg_leaf(pt, slot, addr, &e,
+							 want) != -EAGAIN)
+			break; /* done (or refused: never for a valid entry) */
+	}
+}
+
+/*
+ * A leaf cursor that follows a walk through a range (ps_pgtable_lookup_leaf()):
+ * one walk per leaf, again after the read-side section was left (valid false).
+ */
+struct cursor {
+	PS_ATOMIC(ps_pte_t) *leaf; /* entry 0 of leaf number @n, or NULL */
+	uint64_t n;
+	bool valid;
+};
+
+/* The entry of page @addr through @k, in the current section (or NULL). */
+static inline __attribute__((always_inline)) PS_ATOMIC(ps_pte_t) *
+cursor_at(struct ps_pgtable *pt, struct cursor *k, uint64_t addr)
+{
+	const uint64_t p = addr >> PAGE_SHIFT;
+
+	if (!k->valid || k->n != p / PS_PGTABLE_LEAF_PAGES) {
+		PS_ATOMIC(ps_pte_t) *e = ps_pgtable_lookup_leaf(pt, addr);
+
+		k->n = p / PS_PGTABLE_LEAF_PAGES;
+		k->leaf = e ? e - p % PS_PGTABLE_LEAF_PAGES : NULL;
+		k->valid = true;
+	}
+	return k->leaf ? k->leaf + p % PS_PGTABLE_LEAF_PAGES : NULL;
+}
+
+/* The entry at @slot (a cursor's), PS_PTE_NONE where there is no leaf. */
+static ps_pte_t cursor_load(PS_ATOMIC(ps_pte_t) *slot)
+{
+	/* Acquire: as ps_pgtable_lookup() (pairs with the entry's CAS). */
+	return slot ? atomic_load_explicit(slot, memory_order_acquire)
+		    : PS_PTE_NONE;
+}
+
 /* --- conversion (P1..P4) -------------------------------------------------- */
 
 struct conv {
 	struct ps_space *s;
+	/*
+	 * Prot's state in the space when the call began, or NULL: a map the
+	 * caller holds (the only one a freeze can miss, P5) created it before.
+	 */
+	struct ps__prot_space *prot;
+	/*
+	 * Long-term pin counts existed when the call began: else no unit was
+	 * left to forget (S14). One a misused release leaves meanwhile is the
+	 * next conversion's to forget.
+	 */
+	bool longterm;
 	struct ps_pgtable *pt;	/* the space's */
 	struct ps_page *frames; /* the space's page words */
 	uint64_t nframes;
@@ -347,12 +246,17 @@ static uint64_t page_addr(const struct conv *c, uint64_t i)
 	return c->start + (i << PAGE_SHIFT);
 }
 
-/* Leave the read-side section every SECTION_PAGES pages (grace periods). */
-static void section_cycle(uint64_t i)
+/*
+ * Leave the read-side section every SECTION_PAGES pages (grace periods);
+ * a cursor found in it is invalid after.
+ */
+static void section_cycle(uint64_t i, struct cursor *k)
 {
 	if (i && i % SECTION_PAGES == 0) {
 		ps_pgtable_read_unlock();
 		ps_pgtable_read_lock();
+		if (k)
+			k->valid = false;
 	}
 }
 
@@ -364,7 +268,8 @@ static int freeze_obstacle(struct conv *c, uint64_t frame)
 {
 	uint64_t w = ps_page_load(&c->frames[frame]), now;
 	bool pinned = ps_page_word_pins(w) != 0;
-	bool cpu = cpu_maps(c->s, frame) != 0; /* a hint: the freeze decides */
+	bool cpu = ps__prot_cpu_maps(c->s, frame) !=
+		   0; /* a hint: the freeze decides */
 
 	if (pinned && ps__space_longterm_pinned(c->s, frame))
 		return -EBUSY; /* a long-term pin: will not drain */
@@ -389,63 +294,97 @@ static void backoff(struct conv *c)
 	}
 }
 
-/* Freeze @frame with the expected references, waiting as allowed. */
-static int freeze_one(struct conv *c, uint64_t frame)
+static inline int freeze_held(struct conv *c, uint64_t frame);
+
+/*
+ * freeze_one() off its straight path: the freeze failed; wait as allowed
+ * (outside the section) and try again, or fail.
+ */
+static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, struct cursor *k)
 {
 	struct ps_page *p = &c->frames[frame];
 
 	for (;;) {
-		int rc;
+		int rc = freeze_obstacle(c, frame);
 
-		if (ps_page_freeze(p, c->expected)) {
-			/*
-			 * P5: a CPU map's reference can hide among the
-			 * declared ones (the caller's own kmap in extra_refs:
-			 * the freeze cannot tell it from another reference),
-			 * and a CPU-mapped frame must never become
-			 * INACCESSIBLE: the next kmap would take the fast
-			 * path and never call make_accessible. A map held
-			 * across the call counted itself before the call
-			 * began, and no kmap can start while frozen, so the
-			 * count read here (cpu_maps(), an acquire load) is
-			 * final until the unfreeze.
-			 */
-			if (cpu_maps(c->s, frame)) {
-				(void)ps_page_unfreeze(p, c->expected);
-				return -EAGAIN;
-			}
-			/*
-			 * No pin now and none until the unfreeze: a long-term
-			 * count left now is a unit leaked by a long-term pin
-			 * released without PS_UNPIN_LONGTERM (S14 in
-			 * lib/space-pin.c): reset it.
-			 */
-			ps__space_longterm_forget(c->s, frame);
-			return 0;
-		}
-		rc = freeze_obstacle(c, frame);
 		if (rc)
 			return rc;
 		ps_pgtable_read_unlock(); /* P8: never wait inside it */
 		backoff(c);
 		ps_pgtable_read_lock();
+		k->valid = false;
+		if (ps_page_freeze(p, c->expected))
+			return freeze_held(c, frame);
 	}
 }
 
-/* Phase 1 (P3): freeze every page to convert; *@fail: the page that failed. */
-static int freeze_all(struct conv *c, uint64_t *fail)
+/* Just frozen: the checks a freeze cannot make (P5, S14); 0 or -EAGAIN. */
+static inline int freeze_held(struct conv *c, uint64_t frame)
+{
+	/*
+	 * P5: the CPU maps' one reference can hide among the declared ones
+	 * (the caller's own kmap in extra_refs: the freeze cannot tell it from
+	 * another reference), and a CPU-mapped frame must never become
+	 * INACCESSIBLE: the next kmap would join the count and never call
+	 * make_accessible. A map held across the call counted itself before
+	 * the call began, and a zero count cannot rise while frozen (the 0 ->
+	 * 1 transition needs a try-get), so the count read here (an acquire
+	 * load, as ps__prot_cpu_maps()) is final until the unfreeze. Prot's
+	 * state is the one the call began with: a map that could hide here is
+	 * the caller's own, made before the call.
+	 */
+	if (PS_UNLIKELY(c->prot &&
+			atomic_load_explicit(&c->prot->kmaps[frame],
+					     memory_order_acquire))) {
+		(void)ps_page_unfreeze(&c->frames[frame], c->expected);
+		return -EAGAIN;
+	}
+	/*
+	 * No pin now and none until the unfreeze: a long-term count left now
+	 * is a unit leaked by a long-term pin released without
+	 * PS_UNPIN_LONGTERM (S14 in lib/space-pin.c): reset it.
+	 */
+	if (PS_UNLIKELY(c->longterm))
+		ps__space_longterm_forget(c->s, frame);
+	return 0;
+}
+
+/*
+ * Freeze @frame with the expected references, waiting as allowed (outside
+ * the section: @k is then invalid).
+ */
+static inline int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
+{
+	if (PS_LIKELY(ps_page_freeze(&c->frames[frame], c->expected)))
+		return freeze_held(c, frame);
+	return freeze_wait(c, frame, k);
+}
+
+/*
+ * Phase 1 (P3): freeze every page to convert; *@fail: the page that failed.
+ * With @flip (the commit: no prepare/finish hook can fail later), each
+ * page's entry gets its new ENC bit right after its freeze, through the
+ * cursor its lookup used (P2: changed while frozen, the bit is only a copy);
+ * phase 3 flips it back if phase 1 fails later (unfreeze_all()).
+ */
+static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 {
 	const bool to_private = c->to == PS_ENC_PRIVATE;
+	const ps_pte_t enc = to_private ? PS_PTE_ENC : 0;
+	struct cursor k = {NULL, 0, false};
 	uint64_t i;
 	int rc = 0;
 
 	ps_pgtable_read_lock();
 	for (i = 0; i < c->npages; i++) {
-		ps_pte_t e;
+		const uint64_t addr = page_addr(c, i);
+		PS_ATOMIC(ps_pte_t) *slot;
 		uint64_t frame, w;
+		ps_pte_t e;
 
-		section_cycle(i);
-		e = ps_pgtable_lookup(c->pt, page_addr(c, i));
+		section_cycle(i, &k);
+		slot = cursor_at(c->pt, &k, addr);
+		e = cursor_load(slot);
 		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
 			rc = -EHWPOISON; /* a quarantined page */
 			break;
@@ -464,13 +403,24 @@ static int freeze_all(struct conv *c, uint64_t *fail)
 		}
 		if (!(w & PS_PAGE_PRIVATE) == !to_private)
 			continue; /* already there: nothing to do */
-		rc = freeze_one(c, frame);
+		rc = freeze_one(c, frame, &k);
 		if (rc)
 			break;
 		bit_set(c->frozen, i);
-		/* Frozen: only this call changes INACCESSIBLE now (P5). */
-		if (ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
+		/*
+		 * Frozen: only this call changes INACCESSIBLE now (P5). Only a
+		 * rollback of the hooks' phase 2 needs the old bit.
+		 */
+		if (!flip &&
+		    ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
 			bit_set(c->was_inacc, i);
+		if (flip) {
+			/* The freeze may have waited: the cursor again. */
+			slot = cursor_at(c->pt, &k, addr);
+			if (slot)
+				entry_set_enc(c->pt, slot, addr,
+					      cursor_load(slot), frame, enc);
+		}
 	}
 	ps_pgtable_read_unlock();
 	*fail = i;
@@ -569,7 +519,7 @@ static int flip_all(struct conv *c, uint64_t *fail)
 		enum step st;
 		ps_pte_t e;
 
-		section_cycle(i);
+		section_cycle(i, NULL);
 		if (!bit_test(c->frozen, i) ||
 		    !frame_at(c->pt, c->nframes, page_addr(c, i), &frame, &e))
 			continue;
@@ -588,15 +538,23 @@ static int flip_all(struct conv *c, uint64_t *fail)
 	return rc;
 }
 
+/* What phase 3 does besides unfreezing (P3). */
+enum thaw {
+	THAW_PLAIN,  /* nothing: the hooks' phase 2 flipped, or nothing did */
+	THAW_COMMIT, /* the page word's flip, in the unfreezing CAS */
+	THAW_UNDO,   /* phase 1 failed after flipping entries: flip them back */
+};
+
 /*
  * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
- * @commit (no prepare/finish hooks, so nothing can fail after phase 1), each
- * page is also flipped here, in one pass: the entry's ENC bit, then the
- * page word's flags in the unfreezing compare-and-swap.
+ * THAW_COMMIT (no prepare/finish hooks, so nothing could fail after phase 1,
+ * which flipped the entries), each page word's flags change in its unfreezing
+ * compare-and-swap; with THAW_UNDO each entry's ENC bit goes back first.
  */
-static uint64_t unfreeze_all(struct conv *c, bool commit)
+static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 {
-	const ps_pte_t enc = c->to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0;
+	const ps_pte_t old_enc = c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC;
+	struct cursor k = {NULL, 0, false};
 	uint64_t n = 0;
 
 	ps_pgtable_read_lock();
@@ -604,26 +562,33 @@ static uint64_t unfreeze_all(struct conv *c, bool commit)
 		uint64_t bits = c->frozen[wi];
 
 		while (bits) {
-			uint64_t i = wi * 64 + (uint64_t)__builtin_ctzll(bits),
-				 frame;
+			const uint64_t i = wi * 64 +
+					   (uint64_t)__builtin_ctzll(bits);
+			const uint64_t addr = page_addr(c, i);
+			PS_ATOMIC(ps_pte_t) *slot;
+			uint64_t frame;
 			ps_pte_t e;
 
 			bits &= bits - 1;
-			section_cycle(n);
-			if (!frame_at(c->pt, c->nframes, page_addr(c, i),
-				      &frame, &e))
+			section_cycle(n, &k);
+			slot = cursor_at(c->pt, &k, addr);
+			e = cursor_load(slot);
+			if (!ps_pte_is_present(e) ||
+			    ps_pte_frame(e) >= c->nframes)
 				continue;
+			frame = ps_pte_frame(e);
 			/*
 			 * The unfreeze releases: it publishes the flip and the
 			 * entry (P2's tries acquire).
 			 */
-			if (commit) {
-				entry_update(c->pt, page_addr(c, i), e, frame,
-					     PS_PTE_ENC, enc, false);
+			if (how == THAW_COMMIT) {
 				(void)ps_page_unfreeze_change_flags(
 					&c->frames[frame], c->expected,
 					c->fwd_clear, c->fwd_set);
 			} else {
+				if (how == THAW_UNDO)
+					entry_set_enc(c->pt, slot, addr, e,
+						      frame, old_enc);
 				(void)ps_page_unfreeze(&c->frames[frame],
 						       c->expected);
 			}
@@ -641,7 +606,8 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	const uint64_t extra = opts ? opts->extra_refs : 0;
 	struct conv c;
 	uint64_t fail = 0, words, n = 0;
-	bool commit = false;
+	enum thaw how = THAW_PLAIN;
+	bool commit;
 	int rc;
 
 	if (!range_ok(s, start, len) ||
@@ -679,19 +645,25 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
-	c.hooks = hooks_of(s);
+	c.hooks = ps__prot_hooks(s);
+	c.prot = ps__prot_peek(s);
+	c.longterm = ps__space_longterm_any(s);
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)
 		goto out; /* cannot happen: a blockable start of a good range */
-	rc = freeze_all(&c, &fail);
+	/* No hook can fail: flip each entry in phase 1's walk. */
+	commit = !(c.hooks && (c.hooks->prepare || c.hooks->finish));
+	rc = freeze_all(&c, &fail, commit);
 	if (!rc)
 		FAILPOINT(FP_CONVERT_FROZEN, start);
-	if (!rc && (c.hooks && (c.hooks->prepare || c.hooks->finish)))
+	if (rc && commit)
+		how = THAW_UNDO;
+	else if (!rc && !commit)
 		rc = flip_all(&c, &fail);
 	else if (!rc)
-		commit = true; /* no hook can fail: flip while unfreezing */
-	n = unfreeze_all(&c, commit);
+		how = THAW_COMMIT; /* the page words, while unfreezing */
+	n = unfreeze_all(&c, how);
 	(void)ps_notifier_invalidate_end(ps_space_notifier(s), start, len);
 out:
 	ps__space_writer_unlock(s);
@@ -703,157 +675,6 @@ out:
 	if (rc && rc != -ENOMEM && error_offset)
 		*error_offset = fail << PAGE_SHIFT;
 	free(c.frozen);
-	return rc;
-}
-
-/* --- CPU maps (P5, P6) ---------------------------------------------------- */
-
-/*
- * Why the kmap's reference could not be taken, as an errno, or 0 to try
- * again (the word changed, or a conversion holds the frame: wait).
- */
-static int kmap_refused(const struct ps_page *p, uint64_t reject)
-{
-	uint64_t w = ps_page_load(p);
-
-	if (w & PS_PAGE_POISONED)
-		return -EHWPOISON;
-	if (w & PS_PAGE_FROZEN) {
-		sched_yield(); /* being converted or migrated: wait */
-		return 0;
-	}
-	if (!(w & PS_PAGE_LIVE))
-		return -ENOENT;
-	if (w & reject & PS_PAGE_PRIVATE)
-		return -EPERM;
-	if (ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
-		return -EOVERFLOW;
-	return 0;
-}
-
-/* The first CPU map (count 0 -> 1), under the frame's LOCKED bit (P6). */
-static int kmap_first(struct ps_space *s, struct prot_space *ps, uint64_t frame)
-{
-	struct ps_page *p = &ps->frames[frame];
-	int rc = 0;
-
-	ps_page_lock(p);
-	/*
-	 * Under LOCKED the flag alone decides: a racing first map that held
-	 * LOCKED before us cleared it, and a positive count (a fast-path map,
-	 * outside the lock) means it is clear anyway (P5).
-	 */
-	if (ps_page_test_flags(p, PS_PAGE_INACCESSIBLE)) {
-		const struct ps_prot_hooks *h = hooks_of(s);
-
-		if (h && h->make_accessible)
-			rc = h->make_accessible(h->ctx, s, frame);
-		if (rc) {
-			ps_page_unlock(p);
-			ps__space_frame_put(s, frame);
-			return rc < 0 ? rc : -EIO;
-		}
-		ps_page_clear_flags(p, PS_PAGE_INACCESSIBLE);
-	}
-	/* P6 - Release: the hook's work before a kmap that acquires >= 1. */
-	atomic_fetch_add_explicit(&ps->kmaps[frame], 1, memory_order_release);
-	ps_page_unlock(p);
-	return 0;
-}
-
-int ps_prot_kmap(struct ps_space *s, uint64_t frame, unsigned int flags)
-{
-	const uint64_t reject = PS_PAGE_POISONED |
-				(flags & PS_KMAP_PRIVATE ? 0 : PS_PAGE_PRIVATE);
-	struct prot_space *ps;
-	PS_ATOMIC(uint32_t) *cnt;
-	struct ps_page *p;
-	uint32_t c;
-	int rc;
-
-	if (flags & ~PS_KMAP_PRIVATE)
-		return -EINVAL;
-	rc = prot_get(s, &ps);
-	if (rc)
-		return rc;
-	if (frame >= ps->nframes)
-		return -EINVAL;
-	p = &ps->frames[frame];
-	cnt = &ps->kmaps[frame];
-	/* P5: the reference first, so a conversion's freeze sees this map. */
-	while (!ps_page_try_get_masked(p, 1, reject)) {
-		rc = kmap_refused(p, reject);
-		if (rc)
-			return rc;
-	}
-	/*
-	 * Relaxed: only a guess for the CAS. The count cannot overflow: each
-	 * CPU map holds a reference, and references stop at PS_PAGE_REFS_MAX.
-	 */
-	c = atomic_load_explicit(cnt, memory_order_relaxed);
-	while (c) {
-		/* P6 - Acquire: pairs with kmap_first()'s release. */
-		if (atomic_compare_exchange_weak_explicit(cnt, &c, c + 1,
-							  memory_order_acquire,
-							  memory_order_relaxed))
-			return 0;
-	}
-	return kmap_first(s, ps, frame);
-}
-
-int ps_prot_kunmap(struct ps_space *s, uint64_t frame)
-{
-	struct prot_space *ps = prot_peek(s);
-	PS_ATOMIC(uint32_t) *cnt;
-	uint32_t c;
-
-	if (!ps || frame >= ps->nframes)
-		return -EINVAL; /* out of range, or never CPU-mapped */
-	cnt = &ps->kmaps[frame];
-	/* Relaxed: only a guess for the CAS. */
-	c = atomic_load_explicit(cnt, memory_order_relaxed);
-	do {
-		if (!c)
-			return -EINVAL; /* not CPU-mapped: nothing changes */
-					/*
-		 * Release: the CPU's accesses come before the count drops;
-		 * pairs with set_inaccessible's acquire load.
-		 */
-	} while (!atomic_compare_exchange_weak_explicit(cnt, &c, c - 1,
-							memory_order_release,
-							memory_order_relaxed));
-	ps__space_frame_put(s, frame); /* P5: uncount, then put */
-	return 0;
-}
-
-uint32_t ps_prot_kmap_count(struct ps_space *s, uint64_t frame)
-{
-	struct prot_space *ps = prot_peek(s);
-
-	if (!ps || frame >= ps->nframes)
-		return 0;
-	return cpu_maps(s, frame); /* an acquire load */
-}
-
-int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
-{
-	struct ps_page *p = ps_space_page(s, frame);
-	int rc = 0;
-
-	if (!p)
-		return -EINVAL;
-	ps_page_lock(p);
-	/*
-	 * cpu_maps()'s acquire pairs with kunmap's release: the CPU maps are
-	 * over. A count made positive under LOCKED (kmap_first()) after the
-	 * state was created is seen: the state's publication comes before it.
-	 */
-	if (cpu_maps(s, frame))
-		rc = -EBUSY;
-	/* One CAS that also refuses a frozen frame (P5). */
-	else if (!ps_page_set_flags_unless_frozen(p, PS_PAGE_INACCESSIBLE))
-		rc = -EBUSY; /* being converted: it decides */
-	ps_page_unlock(p);
 	return rc;
 }
 
@@ -930,6 +751,16 @@ int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 		if (!expected_refs || (w & PS_PAGE_FROZEN))
 			return -EBUSY; /* in use (P7) */
 		if (ps_page_freeze(p, expected_refs)) {
+			/*
+			 * P7: no CPU map either. The maps share one reference
+			 * (P5), which a caller holding a map could declare; the
+			 * count, read after the freeze, cannot rise until the
+			 * unfreeze unless it is positive already.
+			 */
+			if (ps__prot_cpu_maps(s, frame)) {
+				(void)ps_page_unfreeze(p, expected_refs);
+				return -EBUSY;
+			}
 			(void)ps_page_change_flags(p, PS_PAGE_CACHE_MASK, bits);
 			(void)ps_page_unfreeze(p, expected_refs);
 			return 0;
@@ -966,7 +797,7 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		const uint64_t addr = start + (i << PAGE_SHIFT);
 		ps_pte_t e;
 
-		section_cycle(i);
+		section_cycle(i, NULL);
 		e = ps_pgtable_lookup(pt, addr);
 		/* Only MAYWRITE/WRITE change; a racing fault refreshes e. */
 		while (ps_pte_is_present(e) && ps_pte_may_write(e) != write &&
