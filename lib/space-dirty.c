@@ -181,9 +181,7 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 		 * visit takes before it clears DIRTY: no write-back cleans
 		 * the frame between this DIRTY and its hook.
 		 */
-		ps_page_lock(p);
-		made = ps__space_mark_frame_dirty(s, frame);
-		ps_page_unlock(p);
+		made = ps__space_lock_and_mark_dirty(s, frame);
 		ps__space_log_written(s, addr);
 		ps__space_frame_put(s, frame);
 		return made ? PS_SPACE_MARK_DIRTIED : PS_SPACE_MARK_WAS_DIRTY;

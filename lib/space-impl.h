@@ -147,6 +147,23 @@ static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 }
 
 /*
+ * ps__space_mark_frame_dirty() for a caller that holds a reference but not
+ * the frame's LOCKED bit (mark_dirty, an unpin for a device's write): it
+ * takes the bit around the mark, so that no write-back cleans the frame
+ * between its DIRTY and its hook (S5). Returns as ps__space_mark_frame_dirty().
+ */
+static inline bool ps__space_lock_and_mark_dirty(struct ps_space *s,
+						 uint64_t frame)
+{
+	bool made;
+
+	ps_page_lock(&s->frames[frame]);
+	made = ps__space_mark_frame_dirty(s, frame);
+	ps_page_unlock(&s->frames[frame]);
+	return made;
+}
+
+/*
  * The page at @addr was written: for migration (the dirty log, S6) and
  * write-back (its set, S9). ps__space_log_addr() is this, for the modules
  * above.

@@ -511,11 +511,7 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
  */
 static void unpin_mark_dirty(struct ps_space *s, uint64_t frame)
 {
-	struct ps_page *p = &s->frames[frame];
-
-	ps_page_lock(p);
-	(void)ps__space_mark_frame_dirty(s, frame);
-	ps_page_unlock(p);
+	(void)ps__space_lock_and_mark_dirty(s, frame);
 }
 
 /* The last reference went with an unpin: the free hook (S7). */
