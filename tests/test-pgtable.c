@@ -241,6 +241,28 @@ START_TEST(range_leaf_edges)
 END_TEST
 
 /*
+ * The copy of a leaf's run goes four entries a round, then one at a time:
+ * every length from 1 to 9 entries, starting at every offset from a leaf's
+ * first entry and ending at every offset before its last, reports each
+ * entry where it belongs (frame = page offset, so a misplaced or repeated
+ * entry shows) and writes nothing past the run.
+ */
+START_TEST(range_every_remainder)
+{
+	const uint64_t leaf = LEAF_PAGES * PG;
+
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, 2 * leaf, 0, RW), 0);
+	for (uint64_t n = 1; n <= 9; n++)
+		for (uint64_t off = 0; off < 5; off++) {
+			range_matches_get(BASE + off * PG, n);
+			range_matches_get(BASE + leaf - (off + n) * PG, n);
+			range_matches_get(BASE + leaf - (off + 1) * PG,
+					  n + off);
+		}
+}
+END_TEST
+
+/*
  * Holes read as PS_PTE_NONE whatever is missing (an entry, a leaf, a whole
  * subtree), the caller's array is overwritten there, and reading allocates
  * nothing.
@@ -3509,6 +3531,7 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "range: leaf edges", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, range_leaf_edges);
+	tcase_add_test(tc, range_every_remainder);
 
 	tc = ps_test_tcase(s, "range: holes", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
