@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 struct ps__itree_node;
+struct ps__itree_pool;
 
 /*
  * Entries per node, and the fewest a node off the tree's right spine holds:
@@ -51,6 +52,7 @@ struct ps__itree_node;
 struct ps__itree {
 	PS_ATOMIC(struct ps__itree_node *) root; /* NULL: empty */
 	uint64_t count;				 /* writer-only */
+	struct ps__itree_pool *pool; /* the nodes' memory; writer-only */
 };
 
 /*
