@@ -27,8 +27,9 @@
  *   line 0      key[8]: what a search compares, all of it in one line
  *   lines 1-4   slot[8], 32 bytes each, two to a line: what a search needs
  *               of the entry it chose, in one line
- *   line 5      n, height, gc_next: the writers' (readers read the root's
- *               height, and n only for a query that ends at UINT64_MAX)
+ *   line 5      n, height, gc_next, the pool's batch head: the writers'
+ *               (readers read the root's height, and n only for a query
+ *               that ends at UINT64_MAX)
  *
  * A reader touches two lines per level: the keys, then the slot it chose.
  * The layout before this one kept 16 entries in four parallel arrays of a
@@ -47,8 +48,9 @@
  *       written, so readers of the old version see it whole.
  *   T1  root = the new version (release store): the fresh nodes and what the
  *       caller wrote to the item are visible to a reader that loads it.
- *   W2  the replaced nodes go to ps__rcu_call() as one batch (allocated
- *       before W1, so W2 cannot fail), freed after a grace period.
+ *   W2  the replaced nodes go to ps__rcu_call() as one batch (its head is
+ *       in the first of them, so W2 cannot fail) and return to the tree's
+ *       pool after a grace period (P1/P2 of lib/itree-pool.c).
  * reader (visit, inside the caller's RCU read-side section):
  *   R1  root (acquire; pairs with T1), then plain loads of nodes reached from
  *       it. They stay valid until the section ends (W2), and they never
