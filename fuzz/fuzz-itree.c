@@ -19,12 +19,18 @@
  *                version it started with
  *   bulk insert  up to 64 entries in a pattern (ascending, descending,
  *                equal starts, nested), to grow deep trees
- *   bulk remove  up to 64 entries of the model, to shrink them (merges)
+ *   bulk remove  up to 64 entries of the model, to shrink them (merges);
+ *                with the op's top bits all set, then wait for every
+ *                grace-period callback, so the replaced nodes return to the
+ *                tree's pool (lib/itree-pool.h) and later updates reuse
+ *                them (under ASan a free pooled node is poisoned: a read of
+ *                one before its reuse aborts)
  *
  * Addresses are drawn so that entries overlap, share starts, touch and sit
  * at the ends of the 64-bit space. After every operation the return value
  * against the model's, the count, and ps__itree_check() (order, maxima,
- * fill, depth). Any disagreement aborts.
+ * fill, depth). Any disagreement aborts. Each input ends with a destroy while
+ * batches may be pending: the pool outlives it until they return.
  */
 #include "../lib/itree.h"
 #include "../lib/rcu.h"
@@ -411,6 +417,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		default:
 			bulk_remove(&in);
+			if ((op >> 3) == 31)
+				ps__rcu_barrier(); /* the pool gets them back */
 			break;
 		}
 		check_tree();

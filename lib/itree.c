@@ -27,8 +27,9 @@
  *   line 0      key[8]: what a search compares, all of it in one line
  *   lines 1-4   slot[8], 32 bytes each, two to a line: what a search needs
  *               of the entry it chose, in one line
- *   line 5      n, height, gc_next: the writers' (readers read the root's
- *               height, and n only for a query that ends at UINT64_MAX)
+ *   line 5      n, height, gc_next, the pool's batch head: the writers'
+ *               (readers read the root's height, and n only for a query
+ *               that ends at UINT64_MAX)
  *
  * A reader touches two lines per level: the keys, then the slot it chose.
  * The layout before this one kept 16 entries in four parallel arrays of a
@@ -47,8 +48,9 @@
  *       written, so readers of the old version see it whole.
  *   T1  root = the new version (release store): the fresh nodes and what the
  *       caller wrote to the item are visible to a reader that loads it.
- *   W2  the replaced nodes go to ps__rcu_call() as one batch (allocated
- *       before W1, so W2 cannot fail), freed after a grace period.
+ *   W2  the replaced nodes go to ps__rcu_call() as one batch (its head is
+ *       in the first of them, so W2 cannot fail) and return to the tree's
+ *       pool after a grace period (P1/P2 of lib/itree-pool.c).
  * reader (visit, inside the caller's RCU read-side section):
  *   R1  root (acquire; pairs with T1), then plain loads of nodes reached from
  *       it. They stay valid until the section ends (W2), and they never
@@ -124,6 +126,7 @@
  */
 #include "itree.h"
 
+#include "itree-pool.h"
 #include "rcu.h"
 
 #include <errno.h>
@@ -155,23 +158,20 @@ struct ps__itree_node {
 	uint32_t n;			   /* line 5: entries in use */
 	uint32_t height;		   /* 0: a leaf */
 	struct ps__itree_node *gc_next;	   /* writer-only: fresh or retired */
+	/* The pool's: a retired batch's head (lib/itree-pool.h). */
+	_Alignas(8) unsigned char batch[PS__ITREE_POOL_HEAD];
 };
 
-/* aligned_alloc() wants a size that is a multiple of the alignment. */
+/* The pool hands out whole lines. */
 PS_STATIC_ASSERT(sizeof(struct ps__itree_node) == 6 * 64,
 		 "tree nodes: keys, four lines of slots, a header line");
 PS_STATIC_ASSERT(offsetof(struct ps__itree_node, slot) == 64 &&
 			 sizeof(struct slot) == 32,
 		 "tree nodes: the keys fill line 0, no slot straddles a line");
 
-/* Nodes replaced by one update, freed together after a grace period. */
-struct retired {
-	struct ps__rcu_head rcu;
-	struct ps__itree_node *list;
-};
-
 /* One update in progress: what it allocated and what it replaced. */
 struct upd {
+	struct ps__itree_pool *pool;	/* the tree's node memory */
 	struct ps__itree_node *fresh;	/* allocated (freed on failure) */
 	struct ps__itree_node *retired; /* replaced (freed after W2) */
 	bool failed;			/* an allocation failed: discard */
@@ -234,7 +234,7 @@ static void fix(struct ps__itree_node *t)
 
 static struct ps__itree_node *node_new(struct upd *u, uint32_t height)
 {
-	struct ps__itree_node *n = aligned_alloc(64, sizeof(*n));
+	struct ps__itree_node *n = ps__itree_pool_get(u->pool);
 
 	if (!n) {
 		u->failed = true;
@@ -512,46 +512,40 @@ static bool tr_contains(const struct ps__itree_node *t, uint64_t start,
 	return false;
 }
 
-static void free_list(struct ps__itree_node *n)
+/* A failed update: its fresh nodes, never published, go straight back. */
+static void discard(struct upd *u)
 {
+	struct ps__itree_node *n = u->fresh;
+
 	while (n) {
 		struct ps__itree_node *next = n->gc_next;
 
-		free(n);
+		ps__itree_pool_put(u->pool, n);
 		n = next;
 	}
 }
 
-static void free_retired(struct ps__rcu_head *h)
-{
-	struct retired *r = (struct retired *)((char *)h -
-					       offsetof(struct retired, rcu));
-
-	free_list(r->list);
-	free(r);
-}
-
 /*
- * W2: hand the nodes an update replaced to liburcu. @batch was allocated
- * before the update, so this cannot fail (and never waits for a grace
- * period, so it is safe inside a read-side section).
+ * W2: the nodes an update replaced go back to the pool after a grace period,
+ * as one batch headed by the first of them. This cannot fail (and never
+ * waits for a grace period, so it is safe inside a read-side section).
  */
-static void commit(struct upd *u, struct retired *batch)
+static void commit(struct upd *u)
 {
-	if (!u->retired) {
-		free(batch);
-		return;
-	}
-	batch->list = u->retired;
-	ps__rcu_call(&batch->rcu, free_retired);
+	if (u->retired)
+		ps__itree_pool_retire(u->pool, u->retired);
 }
 
-static void free_tree(struct ps__itree_node *t)
+/* The tree's pool, made at its first insert; NULL if out of memory. */
+static struct ps__itree_pool *pool_of(struct ps__itree *t)
 {
-	if (t->height)
-		for (uint32_t i = 0; i < t->n; i++)
-			free_tree(t->slot[i].ptr);
-	free(t);
+	if (!t->pool)
+		t->pool = ps__itree_pool_new(sizeof(struct ps__itree_node),
+					     offsetof(struct ps__itree_node,
+						      gc_next),
+					     offsetof(struct ps__itree_node,
+						      batch));
+	return t->pool;
 }
 
 /* The entries of @t: sorted, befores right, unused ones blank. */
@@ -617,25 +611,21 @@ void ps__itree_init(struct ps__itree *t)
 	/* Relaxed: the set is not shared yet. */
 	atomic_store_explicit(&t->root, NULL, memory_order_relaxed);
 	t->count = 0;
+	t->pool = NULL;
 }
 
 void ps__itree_destroy(struct ps__itree *t)
 {
-	/* Relaxed: no reader or writer runs (the caller's promise). */
-	struct ps__itree_node *root =
-		atomic_load_explicit(&t->root, memory_order_relaxed);
-
-	if (root)
-		free_tree(root);
+	/* Every node is the pool's; those still pending keep it alive. */
+	ps__itree_pool_release(t->pool);
 	ps__itree_init(t);
 }
 
 int ps__itree_insert(struct ps__itree *t, uint64_t start, uint64_t last,
 		     void *item)
 {
-	struct upd u = {NULL, NULL, false, false};
+	struct upd u = {pool_of(t), NULL, NULL, false, false};
 	struct ps__itree_node *root, *split = NULL;
-	struct retired *batch;
 
 	if (start > last || !item)
 		return -EINVAL;
@@ -643,8 +633,7 @@ int ps__itree_insert(struct ps__itree *t, uint64_t start, uint64_t last,
 	root = atomic_load_explicit(&t->root, memory_order_relaxed);
 	if (tr_contains(root, start, item))
 		return -EEXIST;
-	batch = malloc(sizeof(*batch));
-	if (!batch)
+	if (!u.pool)
 		return -ENOMEM;
 	if (!root) {
 		root = node_new(&u, 0);
@@ -659,34 +648,28 @@ int ps__itree_insert(struct ps__itree *t, uint64_t start, uint64_t last,
 			root = grow_root(&u, root, split);
 	}
 	if (u.failed) {
-		free_list(u.fresh);
-		free(batch);
+		discard(&u);
 		return -ENOMEM;
 	}
 	t->count++;
 	/* T1 - Release: the fresh nodes and the item first; pairs with R1. */
 	atomic_store_explicit(&t->root, root, memory_order_release);
-	commit(&u, batch);
+	commit(&u);
 	return 0;
 }
 
 int ps__itree_remove(struct ps__itree *t, uint64_t start, const void *item)
 {
-	struct upd u = {NULL, NULL, false, false};
+	struct upd u = {t->pool, NULL, NULL, false, false};
 	struct ps__itree_node *root;
-	struct retired *batch;
 
 	/* Relaxed: writers are serialised; only they store root. */
 	root = atomic_load_explicit(&t->root, memory_order_relaxed);
 	if (!root)
 		return -ENOENT;
-	batch = malloc(sizeof(*batch));
-	if (!batch)
-		return -ENOMEM;
 	root = tr_remove(&u, root, start, item);
 	if (u.failed || !u.found) {
-		free_list(u.fresh);
-		free(batch);
+		discard(&u);
 		return u.failed ? -ENOMEM : -ENOENT;
 	}
 	/* A root left with one child gives way to it (S2). */
@@ -699,7 +682,7 @@ int ps__itree_remove(struct ps__itree *t, uint64_t start, const void *item)
 	t->count--;
 	/* T1 - Release: the fresh nodes first; pairs with R1. */
 	atomic_store_explicit(&t->root, root, memory_order_release);
-	commit(&u, batch);
+	commit(&u);
 	return 0;
 }
 

@@ -23,8 +23,9 @@
  *             freed only after every section that may see it has ended.
  *
  * Progress: visit is wait-free (bounded by the version's size; it never
- * retries); insert and remove are blocking only through malloc (and never
- * wait for a grace period: replaced nodes go to call_rcu).
+ * retries); insert and remove are blocking only through malloc when the
+ * tree's node pool needs a new chunk (lib/itree-pool.h), and never wait for
+ * a grace period: replaced nodes return to the pool through call_rcu.
  *
  * The node layout, the search and the proof notes are private to
  * lib/itree.c; nothing here depends on them.
@@ -38,6 +39,7 @@
 #include <stdint.h>
 
 struct ps__itree_node;
+struct ps__itree_pool;
 
 /*
  * Entries per node, and the fewest a node off the tree's right spine holds:
@@ -51,6 +53,7 @@ struct ps__itree_node;
 struct ps__itree {
 	PS_ATOMIC(struct ps__itree_node *) root; /* NULL: empty */
 	uint64_t count;				 /* writer-only */
+	struct ps__itree_pool *pool; /* the nodes' memory; writer-only */
 };
 
 /*
@@ -67,7 +70,8 @@ void ps__itree_init(struct ps__itree *t);
 /*
  * Free every node now (without a grace period). No reader may be inside a
  * visit of @t, nor start one, and no writer may run. Nodes replaced by
- * earlier updates are freed by liburcu's call_rcu thread as usual. The
+ * earlier updates and still waiting for their grace period keep the node
+ * pool allocated; the last of them to return frees it. The
  * items are the caller's. Afterwards @t is empty (init again to reuse).
  */
 void ps__itree_destroy(struct ps__itree *t);

@@ -41,7 +41,7 @@ hbitmap		1	lib/hbitmap.h lib/hbitmap.c
 rec		1	lib/rec.h
 failpoint	1	lib/failpoint.h lib/failpoint.c
 fork		1	include/pagestate/fork.h lib/fork.h lib/fork.c
-itree		3	lib/itree.h lib/itree.c
+itree		3	lib/itree.h lib/itree.c lib/itree-*.[ch]
 history		3	lib/history.h lib/history.c
 page		4	include/pagestate/page.h lib/page.c lib/page-*.[ch]
 pte		5	include/pagestate/pte.h lib/pte.c lib/pte-*.[ch]

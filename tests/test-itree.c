@@ -6,8 +6,12 @@
  * checked after updates), large counts, random operations against a brute-force
  * array, a visit that keeps its version while the writer changes the set under
  * it, and readers racing a writer: every visit must see exactly one published
- * version (bounded, and a "stress" tcase sized by PS_STRESS_ITERS).
+ * version (bounded, and a "stress" tcase sized by PS_STRESS_ITERS). The node
+ * pool (lib/itree-pool.h): replaced nodes come back after a grace period and
+ * are reused, never before; a tree destroyed with batches pending frees its
+ * pool when the last one returns.
  */
+#include "../lib/itree-pool.h"
 #include "../lib/itree.h"
 #include "../lib/rcu.h"
 
@@ -543,6 +547,94 @@ START_TEST(large_counts)
 }
 END_TEST
 
+/* --- the node pool -------------------------------------------------------- */
+
+static struct ps__itree_pool_stats pool_stats(const struct ps__itree *t)
+{
+	struct ps__itree_pool_stats st;
+
+	ps__itree_pool_stats(t->pool, &st);
+	return st;
+}
+
+/*
+ * Churn after a grace period reuses the replaced nodes: the pool stops
+ * growing. Before the grace period nothing is reused (a reader in a section
+ * could still be reading them).
+ */
+START_TEST(pool_reuses_after_grace_period)
+{
+	enum { N = 2000, ROUNDS = 4 };
+	struct ps__itree t;
+	struct ps__itree_pool_stats st, first = {0, 0, 0};
+
+	ps__itree_init(&t);
+	ck_assert_ptr_null(t.pool); /* init allocates nothing */
+	for (int r = 0; r < ROUNDS; r++) {
+		ps__rcu_read_lock(); /* holds this round's grace periods */
+		for (unsigned int i = 0; i < N; i++)
+			ck_assert_int_eq(ps__itree_insert(&t, 2 * i, 2 * i,
+							  item(i)),
+					 0);
+		for (unsigned int i = 0; i < N; i += 2)
+			ck_assert_int_eq(ps__itree_remove(&t, 2 * i, item(i)),
+					 0);
+		ck_assert_uint_eq(hits(&t, 0, UINT64_MAX), N / 2);
+		for (unsigned int i = 1; i < N; i += 2)
+			ck_assert_int_eq(ps__itree_remove(&t, 2 * i, item(i)),
+					 0);
+		/*
+		 * This round's replaced nodes are all pending; every node it
+		 * took came from the rounds before (first.objects: 0 in the
+		 * first round, then the nodes one round takes).
+		 */
+		ck_assert_uint_eq(pool_stats(&t).reused,
+				  (uint64_t)r * first.objects);
+		ps__rcu_read_unlock();
+		ck_assert_uint_eq(shape(&t).entries, 0);
+		ps__rcu_barrier(); /* every batch is back in the pool */
+		if (!r) {
+			first = pool_stats(&t);
+			continue;
+		}
+		st = pool_stats(&t);
+		/* Round r took every node from round r - 1's returns. */
+		ck_assert_uint_eq(st.objects, first.objects);
+		ck_assert_uint_eq(st.chunks, first.chunks);
+		ck_assert_uint_eq(st.reused, (uint64_t)r * first.objects);
+	}
+	ps__itree_destroy(&t);
+	ck_assert_ptr_null(t.pool);
+}
+END_TEST
+
+/*
+ * Destroy with batches still pending (a reader holds their grace period):
+ * the pool lives on until the last batch returns (ASan: no use after free,
+ * no leak), and the tree can be used again at once.
+ */
+START_TEST(pool_outlives_destroy)
+{
+	struct ps__itree t;
+
+	ps__itree_init(&t);
+	ps__rcu_read_lock();
+	for (unsigned int i = 0; i < 500; i++)
+		ck_assert_int_eq(ps__itree_insert(&t, i, i + 10, item(i)), 0);
+	for (unsigned int i = 0; i < 500; i += 3)
+		ck_assert_int_eq(ps__itree_remove(&t, i, item(i)), 0);
+	ps__itree_destroy(&t);
+	ck_assert_uint_eq(ps__itree_count(&t), 0);
+	ck_assert_int_eq(ps__itree_insert(&t, 7, 9, item(7)), 0);
+	ck_assert_uint_eq(hits(&t, 0, UINT64_MAX), 1);
+	ps__rcu_read_unlock();
+	ps__rcu_barrier(); /* the old pool's batches return; it is freed */
+	ck_assert_int_eq(ps__itree_remove(&t, 7, item(7)), 0);
+	ps__itree_destroy(&t);
+	ps__rcu_barrier();
+}
+END_TEST
+
 /* --- against a brute-force model ------------------------------------------ */
 
 #define MODEL_N 700
@@ -888,6 +980,10 @@ static Suite *itree_suite(void)
 
 	tc = ps_test_tcase(s, "large counts", 60);
 	tcase_add_test(tc, large_counts);
+
+	tc = ps_test_tcase(s, "node pool", 30);
+	tcase_add_test(tc, pool_reuses_after_grace_period);
+	tcase_add_test(tc, pool_outlives_destroy);
 
 	tc = ps_test_tcase(s, "brute force", 60);
 	tcase_add_test(tc, matches_brute_force);
