@@ -241,6 +241,7 @@ struct conv {
 	 * next conversion's to forget.
 	 */
 	bool longterm;
+	bool held_checks;	/* prot || longterm: freeze_held() has work */
 	struct ps_pgtable *pt;	/* the space's */
 	struct ps_page *frames; /* the space's page words */
 	uint64_t nframes;
@@ -384,7 +385,7 @@ static inline int freeze_held(struct conv *c, uint64_t frame)
 static inline int freeze_one(struct conv *c, uint64_t frame, bool *left)
 {
 	if (PS_LIKELY(ps_page_freeze(&c->frames[frame], c->expected)))
-		return freeze_held(c, frame);
+		return PS_LIKELY(!c->held_checks) ? 0 : freeze_held(c, frame);
 	return freeze_wait(c, frame, left);
 }
 
@@ -539,9 +540,17 @@ static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 			if (!flip)
 				continue;
 			record_run(c, &r, i, frame);
-			/* From the entry read before the freeze. */
-			entry_set_enc(c->pt, &slot[i - base], addr, e, frame,
-				      enc);
+			/*
+			 * From the entry read before the freeze (present, of
+			 * @frame): one CAS, and the loop only if it changed.
+			 */
+			if ((e & PS_PTE_ENC) != enc &&
+			    ps_pgtable_cmpxchg_leaf(c->pt, &slot[i - base],
+						    addr, &e,
+						    (e & ~PS_PTE_ENC) | enc) ==
+				    -EAGAIN)
+				entry_set_enc(c->pt, &slot[i - base], addr, e,
+					      frame, enc);
 		}
 		ps_pgtable_read_unlock();
 	}
@@ -828,6 +837,7 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	c.hooks = ps__prot_hooks(s);
 	c.prot = ps__prot_peek(s);
 	c.longterm = ps__space_longterm_any(s);
+	c.held_checks = c.prot || c.longterm;
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)
