@@ -695,12 +695,16 @@ static uint64_t unfreeze_runs(struct conv *c, enum thaw how)
 		const uint64_t expected = c->expected, clear = c->fwd_clear,
 			       set = c->fwd_set;
 
-		for (uint64_t r = 0; r < c->nruns; r++) {
+		/*
+		 * Backwards: phase 1 ended at the range's end, so the words
+		 * it touched last are the likeliest still in the cache.
+		 */
+		for (uint64_t r = c->nruns; r-- > 0;) {
 			struct ps_page *p = &c->frames[c->runs[r].frame];
 			const uint64_t len = c->runs[r].n;
 
 			/* Release: publishes the flip (P2's tries acquire). */
-			for (uint64_t j = 0; j < len; j++)
+			for (uint64_t j = len; j-- > 0;)
 				(void)ps_page_unfreeze_change_flags(&p[j],
 								    expected,
 								    clear, set);
