@@ -49,7 +49,21 @@
  *     each page old (or frozen) until its unfreeze, new after it, as with three
  *     phases; a failed call changes nothing visible. Per page that is the
  *     three read-modify-writes a conversion needs (freeze, entry, unfreeze) and
- *     two cursor loads.
+ *     one load of the entry and one of the page word.
+ *
+ *     Runs. Phase 1 of the commit path walks one leaf per read-side section
+ *     (one walk each, the section left at the leaf's end for grace periods,
+ *     and around a wait, after which it walks again) and records what it froze
+ *     as runs: pages [page, page + n) whose frames are [frame, frame + n).
+ *     Under the writer mutex (P1) no frame is replaced at an address, so the
+ *     runs still say, in phase 3, which frame each page maps: a commit then
+ *     unfreezes frame after frame with no walk, no entry read and no section,
+ *     touching only the page words. Room for the runs is fixed when the call
+ *     starts (one per leaf of the range, and 16 more); a range whose frames
+ *     are too scattered to fit moves its runs into the bitmap of frozen pages
+ *     and goes on in it, and phase 3 then finds each frame through its entry,
+ *     as the hooks' path does. An undo reads each entry to flip it back either
+ *     way.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -209,6 +223,11 @@ static ps_pte_t cursor_load(PS_ATOMIC(ps_pte_t) *slot)
 
 /* --- conversion (P1..P4) -------------------------------------------------- */
 
+/* Pages [page, page + n) of the range, frozen, map [frame, frame + n). */
+struct run {
+	uint64_t page, frame, n;
+};
+
 struct conv {
 	struct ps_space *s;
 	/*
@@ -222,6 +241,7 @@ struct conv {
 	 * next conversion's to forget.
 	 */
 	bool longterm;
+	bool held_checks;	/* prot || longterm: freeze_held() has work */
 	struct ps_pgtable *pt;	/* the space's */
 	struct ps_page *frames; /* the space's page words */
 	uint64_t nframes;
@@ -234,8 +254,15 @@ struct conv {
 	uint64_t fwd_set;    /* ... and sets */
 	uint64_t *frozen;    /* bit i: page i is frozen by this call */
 	uint64_t *was_inacc; /* bit i: page i was INACCESSIBLE before */
-	uint64_t wait_ns;    /* the PS_CONVERT_WAIT budget */
-	uint64_t t0;	     /* first wait (0: none yet) */
+	/*
+	 * The commit path's record of what it froze (P3, "Runs"): runs of
+	 * pages whose frames follow each other, while they fit in @runs_cap;
+	 * past that (nruns > runs_cap) the bitmap @frozen holds it all.
+	 */
+	struct run *runs;
+	uint64_t nruns, runs_cap;
+	uint64_t wait_ns; /* the PS_CONVERT_WAIT budget */
+	uint64_t t0;	  /* first wait (0: none yet) */
 	unsigned int waits;
 	uint64_t quarantined;
 	int hook_error;
@@ -295,12 +322,14 @@ static void backoff(struct conv *c)
 }
 
 static inline int freeze_held(struct conv *c, uint64_t frame);
+static void record_close(struct conv *c, struct run r);
 
 /*
  * freeze_one() off its straight path: the freeze failed; wait as allowed
- * (outside the section) and try again, or fail.
+ * (outside the section, after which *@left is true: cursors found in it are
+ * invalid) and try again, or fail.
  */
-static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, struct cursor *k)
+static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, bool *left)
 {
 	struct ps_page *p = &c->frames[frame];
 
@@ -312,7 +341,7 @@ static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, struct cursor *k)
 		ps_pgtable_read_unlock(); /* P8: never wait inside it */
 		backoff(c);
 		ps_pgtable_read_lock();
-		k->valid = false;
+		*left = true;
 		if (ps_page_freeze(p, c->expected))
 			return freeze_held(c, frame);
 	}
@@ -351,78 +380,182 @@ static inline int freeze_held(struct conv *c, uint64_t frame)
 
 /*
  * Freeze @frame with the expected references, waiting as allowed (outside
- * the section: @k is then invalid).
+ * the section: *@left is then true).
  */
-static inline int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
+static inline int freeze_one(struct conv *c, uint64_t frame, bool *left)
 {
 	if (PS_LIKELY(ps_page_freeze(&c->frames[frame], c->expected)))
-		return freeze_held(c, frame);
-	return freeze_wait(c, frame, k);
+		return PS_LIKELY(!c->held_checks) ? 0 : freeze_held(c, frame);
+	return freeze_wait(c, frame, left);
+}
+
+/*
+ * The commit path's record (P3, "Runs"): @r, the run being built, takes
+ * frozen page @i (frame @frame) if it follows on; else @r is closed into
+ * c->runs and starts again at @i. While a run is built, its page and frame
+ * say where it would go on.
+ */
+static inline void record_run(struct conv *c, struct run *r, uint64_t i,
+			      uint64_t frame)
+{
+	if (PS_LIKELY(r->page == i && r->frame == frame)) {
+		r->page++;
+		r->frame++;
+		r->n++;
+		return;
+	}
+	record_close(c, *r);
+	*r = (struct run){i + 1, frame + 1, 1};
+}
+
+/*
+ * Close the run @r (as record_run() builds it) into c->runs. Once the runs
+ * no longer fit, they move into the bitmap, which records the rest.
+ */
+static void record_close(struct conv *c, struct run r)
+{
+	const uint64_t page = r.page - r.n;
+
+	if (!r.n)
+		return;
+	if (c->nruns < c->runs_cap) {
+		c->runs[c->nruns++] = (struct run){page, r.frame - r.n, r.n};
+		return;
+	}
+	if (c->nruns == c->runs_cap) {
+		/* Too scattered: the bitmap from here on. */
+		for (uint64_t k = 0; k < c->nruns; k++)
+			for (uint64_t j = 0; j < c->runs[k].n; j++)
+				bit_set(c->frozen, c->runs[k].page + j);
+		c->nruns++;
+	}
+	for (uint64_t j = 0; j < r.n; j++)
+		bit_set(c->frozen, page + j);
+}
+
+/* Do the runs hold the record (else the bitmap does)? */
+static bool runs_hold(const struct conv *c)
+{
+	return c->nruns <= c->runs_cap;
+}
+
+/*
+ * Freeze page @i, whose entry is @e: 1 with its frame in *@frame when it is
+ * frozen, 0 when it needs nothing, else the errno that stops phase 1.
+ * *@left: the freeze left the section (cursors are stale).
+ */
+static inline int freeze_page(struct conv *c, uint64_t i, ps_pte_t e,
+			      uint64_t page_private, uint64_t *frame,
+			      bool *left)
+{
+	uint64_t w;
+	int rc;
+
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes) {
+		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED)
+			return -EHWPOISON; /* a quarantined page */
+		return c->flags & PS_CONVERT_SKIP_MISSING ? 0 : -ENOENT;
+	}
+	*frame = ps_pte_frame(e);
+	w = ps_page_load(&c->frames[*frame]);
+	if (w & PS_PAGE_POISONED)
+		return -EHWPOISON;
+	if ((w & PS_PAGE_PRIVATE) == page_private)
+		return 0; /* already there: nothing to do */
+	rc = freeze_one(c, *frame, left);
+	if (rc)
+		return rc;
+	if (!c->runs) {
+		/* The hooks' path: a bitmap. */
+		bit_set(c->frozen, i);
+		/*
+		 * Frozen: only this call changes INACCESSIBLE now (P5). Only a
+		 * rollback of the hooks' phase 2 needs the old bit.
+		 */
+		if (ps_page_test_flags(&c->frames[*frame],
+				       PS_PAGE_INACCESSIBLE))
+			bit_set(c->was_inacc, i);
+	}
+	return 1;
 }
 
 /*
  * Phase 1 (P3): freeze every page to convert; *@fail: the page that failed.
  * With @flip (the commit: no prepare/finish hook can fail later), each
  * page's entry gets its new ENC bit right after its freeze, through the
- * cursor its lookup used (P2: changed while frozen, the bit is only a copy);
- * phase 3 flips it back if phase 1 fails later (unfreeze_all()).
+ * cursor its lookup used (P2: changed while frozen, the bit is only a copy),
+ * and the pages frozen are recorded as runs; phase 3 flips the entries back if
+ * phase 1 fails later (unfreeze_all()). One walk and one read-side section per
+ * leaf of the range: the section is left at each leaf's end (grace periods),
+ * and a wait leaves it too, after which the leaf is walked again.
  */
 static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 {
-	const bool to_private = c->to == PS_ENC_PRIVATE;
-	const ps_pte_t enc = to_private ? PS_PTE_ENC : 0;
-	struct cursor k = {NULL, 0, false};
-	uint64_t i;
+	const ps_pte_t enc = c->to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0;
+	const uint64_t page_private = c->to == PS_ENC_PRIVATE ? PS_PAGE_PRIVATE
+							      : 0;
+	const uint64_t start = c->start, npages = c->npages;
+	struct run r = {0, 0, 0};
+	uint64_t i = 0;
 	int rc = 0;
 
-	ps_pgtable_read_lock();
-	for (i = 0; i < c->npages; i++) {
-		const uint64_t addr = page_addr(c, i);
+	if (!flip)
+		c->runs = NULL;
+	while (!rc && i < npages) {
+		const uint64_t first = (start >> PAGE_SHIFT) + i;
+		const uint64_t in_leaf = PS_PGTABLE_LEAF_PAGES -
+					 first % PS_PGTABLE_LEAF_PAGES;
+		const uint64_t end = npages - i < in_leaf ? npages
+							  : i + in_leaf;
+		/* The entry of page i is slot[i - base], in this leaf. */
+		uint64_t base = i;
 		PS_ATOMIC(ps_pte_t) *slot;
-		uint64_t frame, w;
-		ps_pte_t e;
 
-		section_cycle(i, &k);
-		slot = cursor_at(c->pt, &k, addr);
-		e = cursor_load(slot);
-		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
-			rc = -EHWPOISON; /* a quarantined page */
-			break;
-		}
-		if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes) {
-			if (c->flags & PS_CONVERT_SKIP_MISSING)
+		ps_pgtable_read_lock();
+		slot = ps_pgtable_lookup_leaf(c->pt, start + (i << PAGE_SHIFT));
+		for (; i < end; i++) {
+			const uint64_t addr = start + (i << PAGE_SHIFT);
+			bool left = false;
+			uint64_t frame;
+			ps_pte_t e;
+
+			/* Acquire: as ps_pgtable_lookup() (the entry's CAS). */
+			e = PS_LIKELY(slot)
+				    ? atomic_load_explicit(&slot[i - base],
+							   memory_order_acquire)
+				    : PS_PTE_NONE;
+			rc = freeze_page(c, i, e, page_private, &frame, &left);
+			if (rc <= 0) {
+				if (rc)
+					break;
 				continue;
-			rc = -ENOENT;
-			break;
+			}
+			rc = 0;
+			if (PS_UNLIKELY(left)) {
+				/* The freeze waited outside the section. */
+				slot = ps_pgtable_lookup_leaf(c->pt, addr);
+				base = i;
+				e = cursor_load(slot);
+			}
+			if (!flip)
+				continue;
+			record_run(c, &r, i, frame);
+			/*
+			 * From the entry read before the freeze (present, of
+			 * @frame): one CAS, and the loop only if it changed.
+			 */
+			if ((e & PS_PTE_ENC) != enc &&
+			    ps_pgtable_cmpxchg_leaf(c->pt, &slot[i - base],
+						    addr, &e,
+						    (e & ~PS_PTE_ENC) | enc) ==
+				    -EAGAIN)
+				entry_set_enc(c->pt, &slot[i - base], addr, e,
+					      frame, enc);
 		}
-		frame = ps_pte_frame(e);
-		w = ps_page_load(&c->frames[frame]);
-		if (w & PS_PAGE_POISONED) {
-			rc = -EHWPOISON;
-			break;
-		}
-		if (!(w & PS_PAGE_PRIVATE) == !to_private)
-			continue; /* already there: nothing to do */
-		rc = freeze_one(c, frame, &k);
-		if (rc)
-			break;
-		bit_set(c->frozen, i);
-		/*
-		 * Frozen: only this call changes INACCESSIBLE now (P5). Only a
-		 * rollback of the hooks' phase 2 needs the old bit.
-		 */
-		if (!flip &&
-		    ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
-			bit_set(c->was_inacc, i);
-		if (flip) {
-			/* The freeze may have waited: the cursor again. */
-			slot = cursor_at(c->pt, &k, addr);
-			if (slot)
-				entry_set_enc(c->pt, slot, addr,
-					      cursor_load(slot), frame, enc);
-		}
+		ps_pgtable_read_unlock();
 	}
-	ps_pgtable_read_unlock();
+	if (flip)
+		record_close(c, r);
 	*fail = i;
 	return rc;
 }
@@ -546,6 +679,61 @@ enum thaw {
 };
 
 /*
+ * unfreeze_all() of the commit path from its runs: the frames are known, so
+ * a commit touches only their page words, in frame order, with no walk and
+ * no read-side section (P1: under the writer mutex no frame is replaced at
+ * an address, so the runs still say what each page maps). An undo walks the
+ * entries to flip them back, one walk per leaf.
+ */
+static uint64_t unfreeze_runs(struct conv *c, enum thaw how)
+{
+	const ps_pte_t old_enc = c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC;
+	struct cursor k = {NULL, 0, false};
+	uint64_t n = 0;
+
+	if (how == THAW_COMMIT) {
+		const uint64_t expected = c->expected, clear = c->fwd_clear,
+			       set = c->fwd_set;
+
+		/*
+		 * Backwards: phase 1 ended at the range's end, so the words
+		 * it touched last are the likeliest still in the cache.
+		 */
+		for (uint64_t r = c->nruns; r-- > 0;) {
+			struct ps_page *p = &c->frames[c->runs[r].frame];
+			const uint64_t len = c->runs[r].n;
+
+			/* Release: publishes the flip (P2's tries acquire). */
+			for (uint64_t j = len; j-- > 0;)
+				(void)ps_page_unfreeze_change_flags(&p[j],
+								    expected,
+								    clear, set);
+			n += len;
+		}
+		return n;
+	}
+	ps_pgtable_read_lock();
+	for (uint64_t r = 0; r < c->nruns; r++) {
+		for (uint64_t j = 0; j < c->runs[r].n; j++, n++) {
+			const uint64_t addr = page_addr(c, c->runs[r].page + j);
+			const uint64_t frame = c->runs[r].frame + j;
+			PS_ATOMIC(ps_pte_t) *slot;
+
+			section_cycle(n, &k);
+			slot = cursor_at(c->pt, &k, addr);
+			if (slot)
+				entry_set_enc(c->pt, slot, addr,
+					      cursor_load(slot), frame,
+					      old_enc);
+			/* Release: publishes the entry (P2's tries acquire). */
+			(void)ps_page_unfreeze(&c->frames[frame], c->expected);
+		}
+	}
+	ps_pgtable_read_unlock();
+	return n;
+}
+
+/*
  * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
  * THAW_COMMIT (no prepare/finish hooks, so nothing could fail after phase 1,
  * which flipped the entries), each page word's flags change in its unfreezing
@@ -557,6 +745,8 @@ static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 	struct cursor k = {NULL, 0, false};
 	uint64_t n = 0;
 
+	if (how != THAW_PLAIN && runs_hold(c))
+		return unfreeze_runs(c, how);
 	ps_pgtable_read_lock();
 	for (uint64_t wi = 0; wi < (c->npages + 63) / 64; wi++) {
 		uint64_t bits = c->frozen[wi];
@@ -638,16 +828,20 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		opts->hook_error = 0;
 	}
 	words = (c.npages + 63) / 64;
-	c.frozen = calloc(2 * words, sizeof(*c.frozen));
+	/* Room for a run per leaf of the range, and a few more. */
+	c.runs_cap = c.npages / PS_PGTABLE_LEAF_PAGES + 16;
+	c.frozen = calloc(2 * words + 3 * c.runs_cap, sizeof(*c.frozen));
 	if (!c.frozen)
 		return -ENOMEM;
 	c.was_inacc = c.frozen + words;
+	c.runs = (struct run *)(void *)(c.frozen + 2 * words);
 
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	c.hooks = ps__prot_hooks(s);
 	c.prot = ps__prot_peek(s);
 	c.longterm = ps__space_longterm_any(s);
+	c.held_checks = c.prot || c.longterm;
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)

@@ -42,7 +42,7 @@
  *     leaves the frame dirty: an over-report, never a loss.
  *
  *     The common fault, in three read-modify-writes and one walk
- *     (fast_write()), plus one for each bitmap bit a harvest or a write-back
+ *     (write_fault()), plus one for each bitmap bit a harvest or a write-back
  *     took since the last fault on the page (R4). A present entry without
  *     uffd-wp, with MAYWRITE and not WRITE, of a frame of the space, is one
  *     whose write the page table's fault table lets through and resolves to
@@ -242,110 +242,6 @@ static int hold_failed(struct ps_page *p)
 }
 
 /*
- * The common write fault (S3, "The common fault"): one walk, R1..R4.
- * FAULT_DONE with the answer in *@fr; FAULT_AGAIN to look again (the entry
- * moved); FAULT_GENERAL for everything else (not present, uffd-wp, no MAYWRITE,
- * a frame outside the space's array, a frame that R1 could not hold: locked,
- * frozen, freed or full), which the general path classifies and handles.
- */
-static enum fault_step fast_write(struct ps_space *s, uint64_t addr,
-				  unsigned int access, enum ps_fault *fr)
-{
-	PS_ATOMIC(ps_pte_t) *slot;
-	enum fault_step step = FAULT_DONE;
-	bool opened = false;
-	struct ps_page *p;
-	uint64_t frame, seen;
-	ps_pte_t e, e2, n;
-	int rc;
-
-	ps__space_read_lock();
-	slot = ps_pgtable_lookup_leaf(s->pt, addr);
-	/* Acquire: pairs with the entry's CAS (a frame's page is set up). */
-	e = slot ? atomic_load_explicit(slot, memory_order_acquire)
-		 : PS_PTE_NONE;
-	if (!ps_pte_is_present(e) || ps_pte_uffd_wp(e) ||
-	    !ps_pte_may_write(e) || ps_pte_frame(e) >= s->nframes) {
-		ps__space_read_unlock();
-		return FAULT_GENERAL;
-	}
-	FAILPOINT(FP_FAULT_CHECKED, addr);
-	n = ps_pte_resolve_write(e);
-	if (ps_pte_is_writable(e)) {
-		/* Its frame is dirty (S3): only A/D may need setting. */
-		rc = n == e ? 0
-			    : ps_pgtable_cmpxchg_leaf(s->pt, slot, addr, &e, n);
-		ps__space_read_unlock();
-		*fr = rc ? PS_FAULT_INVALID : PS_FAULT_OK;
-		return rc == -EAGAIN ? FAULT_AGAIN : FAULT_DONE;
-	}
-	frame = ps_pte_frame(e);
-	p = &s->frames[frame];
-	/* R1: a reference, LOCKED and DIRTY in one CAS, or nothing. */
-	if (!ps_page_try_get_lock_and_set(p, PS_PAGE_DIRTY, &seen)) {
-		ps__space_read_unlock();
-		return FAULT_GENERAL; /* locked, freed, frozen or full */
-	}
-	FAILPOINT(FP_FAULT_LOCKED, addr);
-	/*
-	 * The entry again, under the bit, through the cursor (one load): R1
-	 * may have found the frame freed and handed to another owner since
-	 * the classifying read (the window the reference closes only from R1
-	 * on). If the entry no longer maps the frame, R1's mark is taken back
-	 * before anyone can act on it: DIRTY is set, cleared and acted on only
-	 * under LOCKED (S5), which this fault holds, so a DIRTY that R1 set
-	 * and this call clears again was seen by no marker and no cleaner.
-	 * Then let go (the put may free it) and look again.
-	 * Acquire: as the first read.
-	 */
-	e2 = atomic_load_explicit(slot, memory_order_acquire);
-	if (PS_UNLIKELY(!ps_pte_is_present(e2) || ps_pte_frame(e2) != frame)) {
-		if (!(seen & PS_PAGE_DIRTY))
-			(void)ps_page_clear_flags(p, PS_PAGE_DIRTY);
-		ps__space_read_unlock();
-		if (ps_page_unlock_and_put(p))
-			ps__space_frame_freed(s, frame);
-		return FAULT_AGAIN;
-	}
-	FAILPOINT(FP_FAULT_RECHECKED, addr);
-	if (!(seen & PS_PAGE_DIRTY)) {
-		/* S5: R1 made the transition; its hook runs once, here. */
-		if (s->hooks.dirty) {
-			/* S7: never inside the section; walk again after. */
-			ps__space_read_unlock();
-			ps__space_frame_dirtied(s, frame);
-			ps__space_read_lock();
-			slot = ps_pgtable_lookup_leaf(s->pt, addr);
-		} else {
-			FAILPOINT(FP_DIRTY_SET, frame);
-		}
-	}
-	FAILPOINT(FP_FAULT_MARKED, addr);
-	/* R2: exactly the entry classified becomes writable. */
-	rc = slot ? ps_pgtable_cmpxchg_leaf(s->pt, slot, addr, &e, n)
-		  : -EAGAIN; /* its leaf went: the entry is none */
-	ps__space_read_unlock();
-	if (!rc) {
-		*fr = PS_FAULT_OK;
-		opened = true;
-	} else if (rc != -EAGAIN) {
-		*fr = PS_FAULT_INVALID;
-	} else {
-		/* Changed since classified: look again, holding the frame. */
-		step = write_fault_locked(s, addr, access, frame, fr, &opened);
-	}
-	/* R3: release; an unmap meanwhile may make this the last put. */
-	if (ps_page_unlock_and_put(p))
-		ps__space_frame_freed(s, frame);
-	if (step != FAULT_DONE)
-		return FAULT_AGAIN;
-	/* R4: logged after the CAS that made it writable (S11). */
-	if (*fr == PS_FAULT_OK && opened)
-		ps__space_log_opened(s, addr);
-	return FAULT_DONE;
-}
-
-/*
  * A write fault, the general path (a read is the page table's fault: it never
  * makes an entry writable). The write is classified first (PS_ACCESS_CHECK),
  * and no write path ever lets the page table make an entry writable on its own,
@@ -421,20 +317,210 @@ static enum ps_fault fault_general(struct ps_space *s, uint64_t addr,
 }
 
 /*
+ * The common write fault (S3, "The common fault"): one walk, R1..R4, on a
+ * straight path that makes no call; every other turn is a tail call to a
+ * cold function that finishes the fault (the hook, a failed R2, the last
+ * put, a bitmap bit to set, the general path), so the straight path is one
+ * function entered once. Returns the fault's answer; @err and @fill (populate a
+ * missing page) are the general path's (fault_general_in()).
+ */
+static enum ps_fault write_fault(struct ps_space *s, uint64_t addr,
+				 unsigned int access, int *err, bool fill);
+
+/* The general path, and with @fill the populate hook on a missing page. */
+static PS_COLD enum ps_fault fault_general_in(struct ps_space *s, uint64_t addr,
+					      unsigned int access, int *err,
+					      bool fill);
+
+/*
+ * R4 (S11): log the address after the CAS that made its entry writable, and
+ * note it for write-back (S9), each a test first.
+ */
+static enum ps_fault write_logged(struct ps_space *s, uint64_t addr)
+{
+	ps__space_log_opened(s, addr);
+	return PS_FAULT_OK;
+}
+
+/*
+ * The common fault after R2, which returned @rc (0: the entry is writable,
+ * made so by this fault), with LOCKED and the reference of @frame held and
+ * the section left: a failed R2 looks again holding the frame
+ * (write_fault_locked()), then R3 and R4.
+ */
+static PS_COLD enum ps_fault write_after_r2(struct ps_space *s, uint64_t addr,
+					    unsigned int access, uint64_t frame,
+					    int rc, int *err, bool fill)
+{
+	enum fault_step step = FAULT_DONE;
+	bool opened = false;
+	enum ps_fault fr;
+
+	if (!rc) {
+		fr = PS_FAULT_OK;
+		opened = true;
+	} else if (rc != -EAGAIN) {
+		fr = PS_FAULT_INVALID;
+	} else {
+		/* Changed since classified: look again, holding the frame. */
+		step = write_fault_locked(s, addr, access, frame, &fr, &opened);
+	}
+	/* R3: release; an unmap meanwhile may make this the last put. */
+	if (ps_page_unlock_and_put(&s->frames[frame]))
+		ps__space_frame_freed(s, frame);
+	if (step != FAULT_DONE)
+		return fault_general_in(s, addr, access, err, fill);
+	/* R4: logged after the CAS that made it writable (S11). */
+	if (fr == PS_FAULT_OK && opened)
+		ps__space_log_opened(s, addr);
+	return fr;
+}
+
+/*
+ * The common fault whose R1 made the clean-to-dirty transition with a dirty
+ * hook set (S5): the hook runs once, here, under LOCKED and outside the
+ * section (S7); then the walk again, R2 from the entry @e classified (to
+ * @n), and the rest.
+ */
+static PS_COLD enum ps_fault write_with_hook(struct ps_space *s, uint64_t addr,
+					     unsigned int access,
+					     uint64_t frame, ps_pte_t e,
+					     ps_pte_t n, int *err, bool fill)
+{
+	PS_ATOMIC(ps_pte_t) *slot;
+	int rc;
+
+	ps__space_read_unlock();
+	ps__space_frame_dirtied(s, frame);
+	ps__space_read_lock();
+	slot = ps_pgtable_lookup_leaf(s->pt, addr);
+	FAILPOINT(FP_FAULT_MARKED, addr);
+	/* R2: exactly the entry classified becomes writable. */
+	rc = slot ? ps_pgtable_cmpxchg_leaf(s->pt, slot, addr, &e, n)
+		  : -EAGAIN; /* its leaf went: the entry is none */
+	ps__space_read_unlock();
+	return write_after_r2(s, addr, access, frame, rc, err, fill);
+}
+
+/*
+ * R1 held and marked @frame, but the entry no longer maps it (S3, "Taking
+ * the mark back"): R1's DIRTY, if R1 set it (@seen), is cleared before
+ * anyone can act on it, the frame is let go (the put may free it) and the
+ * general path takes the fault. Called with the section left.
+ */
+static PS_COLD enum ps_fault write_take_back(struct ps_space *s, uint64_t addr,
+					     unsigned int access,
+					     uint64_t frame, uint64_t seen,
+					     int *err, bool fill)
+{
+	struct ps_page *p = &s->frames[frame];
+
+	if (!(seen & PS_PAGE_DIRTY))
+		(void)ps_page_clear_flags(p, PS_PAGE_DIRTY);
+	if (ps_page_unlock_and_put(p))
+		ps__space_frame_freed(s, frame);
+	return fault_general_in(s, addr, access, err, fill);
+}
+
+/* The last put went with R3 (an unmap came meanwhile): the hook, then R4. */
+static PS_COLD enum ps_fault write_freed(struct ps_space *s, uint64_t addr,
+					 uint64_t frame)
+{
+	ps__space_frame_freed(s, frame);
+	return write_logged(s, addr);
+}
+
+static __attribute__((noinline)) enum ps_fault write_fault(struct ps_space *s,
+							   uint64_t addr,
+							   unsigned int access,
+							   int *err, bool fill)
+{
+	PS_ATOMIC(ps_pte_t) *slot;
+	struct ps_page *p;
+	uint64_t frame, seen;
+	ps_pte_t e, e2, n;
+	int rc;
+
+	/* A thread's first section registers it: not on the straight path. */
+	if (PS_UNLIKELY(!ps__rcu_thread_registered()))
+		return fault_general_in(s, addr, access, err, fill);
+	ps__space_read_lock();
+	slot = ps_pgtable_lookup_leaf(s->pt, addr);
+	if (PS_UNLIKELY(!slot))
+		goto general;
+	/* Acquire: pairs with the entry's CAS (a frame's page is set up). */
+	e = atomic_load_explicit(slot, memory_order_acquire);
+	frame = ps_pte_frame(e);
+	if (PS_UNLIKELY(!ps_pte_is_present(e) || ps_pte_uffd_wp(e) ||
+			!ps_pte_may_write(e) || frame >= s->nframes))
+		goto general;
+	FAILPOINT(FP_FAULT_CHECKED, addr);
+	n = ps_pte_resolve_write(e);
+	if (ps_pte_is_writable(e)) {
+		/* Its frame is dirty (S3): only A/D may need setting. */
+		rc = n == e ? 0
+			    : ps_pgtable_cmpxchg_leaf(s->pt, slot, addr, &e, n);
+		ps__space_read_unlock();
+		if (PS_LIKELY(!rc))
+			return PS_FAULT_OK;
+		if (rc != -EAGAIN)
+			return PS_FAULT_INVALID;
+		return fault_general_in(s, addr, access, err, fill);
+	}
+	p = &s->frames[frame];
+	/* R1: a reference, LOCKED and DIRTY in one CAS, or nothing. */
+	if (PS_UNLIKELY(!ps_page_try_get_lock_and_set(p, PS_PAGE_DIRTY, &seen)))
+		goto general; /* locked, freed, frozen or full */
+	FAILPOINT(FP_FAULT_LOCKED, addr);
+	/*
+	 * The entry again, under the bit, through the cursor (one load): R1
+	 * may have found the frame freed and handed to another owner since
+	 * the classifying read (the window the reference closes only from R1
+	 * on); write_take_back() then undoes R1. Acquire: as the first read.
+	 */
+	e2 = atomic_load_explicit(slot, memory_order_acquire);
+	if (PS_UNLIKELY(!ps_pte_is_present(e2) || ps_pte_frame(e2) != frame)) {
+		ps__space_read_unlock();
+		return write_take_back(s, addr, access, frame, seen, err, fill);
+	}
+	FAILPOINT(FP_FAULT_RECHECKED, addr);
+	if (!(seen & PS_PAGE_DIRTY)) {
+		/* S5: R1 made the transition; its hook runs once. */
+		if (s->hooks.dirty)
+			return write_with_hook(s, addr, access, frame, e, n,
+					       err, fill);
+		FAILPOINT(FP_DIRTY_SET, frame);
+	}
+	FAILPOINT(FP_FAULT_MARKED, addr);
+	/* R2: exactly the entry classified becomes writable. */
+	rc = ps_pgtable_cmpxchg_leaf(s->pt, slot, addr, &e, n);
+	ps__space_read_unlock();
+	if (PS_UNLIKELY(rc))
+		return write_after_r2(s, addr, access, frame, rc, err, fill);
+	/* R3: release; an unmap meanwhile may make this the last put. */
+	if (PS_UNLIKELY(ps_page_unlock_and_put(p)))
+		return write_freed(s, addr, frame);
+	/* R4: logged after the CAS that made it writable (S11). */
+	if (PS_LIKELY(ps__hbm_test(&s->log, ps__space_page_index(addr)) &&
+		      ps__hbm_test(&s->wb, ps__space_page_index(addr))))
+		return PS_FAULT_OK;
+	return write_logged(s, addr);
+general:
+	ps__space_read_unlock();
+	return fault_general_in(s, addr, access, err, fill);
+}
+
+/*
  * One fault, no populate: a read is the page table's; a write takes the common
- * path (fast_write()) when it can, else the general one (fault_general()),
+ * path (write_fault()) when it can, else the general one (fault_general()),
  * which also takes every write the common path saw change under it.
  */
 static inline enum ps_fault fault_once(struct ps_space *s, uint64_t addr,
 				       unsigned int access, int *err)
 {
-	enum ps_fault fr;
-
 	if (!(access & PS_ACCESS_WRITE))
 		return ps_pgtable_fault(s->pt, addr, access);
-	if (fast_write(s, addr, access, &fr) == FAULT_DONE)
-		return fr;
-	return fault_general(s, addr, access, err);
+	return write_fault(s, addr, access, err, false);
 }
 
 /* The populate hook for a missing page: 0, or its error (-EFAULT without). */
@@ -445,6 +531,17 @@ static int populate(struct ps_space *s, uint64_t addr, unsigned int access)
 	return s->hooks.populate(s->hooks.ctx, s, addr,
 				 access & PS_ACCESS_WRITE ? PS_ACCESS_WRITE
 							  : PS_ACCESS_READ);
+}
+
+static PS_COLD enum ps_fault fault_general_in(struct ps_space *s, uint64_t addr,
+					      unsigned int access, int *err,
+					      bool fill)
+{
+	enum ps_fault fr = fault_general(s, addr, access, err);
+
+	if (fr == PS_FAULT_MISSING && fill && !populate(s, addr, access))
+		fr = fault_once(s, addr, access, err);
+	return fr;
 }
 
 enum ps_fault ps__space_fault_nopopulate(struct ps_space *s, uint64_t addr,
@@ -462,7 +559,10 @@ enum ps_fault ps_space_fault(struct ps_space *s, uint64_t addr,
 
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_FAULT_INVALID;
-	fr = fault_once(s, addr, access, NULL);
+	/* A write: the common path, populating a missing page in its tail. */
+	if (access & PS_ACCESS_WRITE)
+		return write_fault(s, addr, access, NULL, true);
+	fr = ps_pgtable_fault(s->pt, addr, access);
 	if (fr == PS_FAULT_MISSING && !populate(s, addr, access))
 		fr = fault_once(s, addr, access, NULL);
 	return fr;

@@ -398,9 +398,10 @@ static __attribute__((noinline)) int pin_page_record(struct ps_space *s,
  * else happens (a fault to resolve, a frame that cannot be pinned now, a
  * change under the pin) leaves the section and is pin_one()'s, which loops.
  */
-static __attribute__((noinline)) int pin_page(struct ps_space *s, uint64_t addr,
-					      unsigned int flags,
-					      uint64_t *frame_out)
+static inline __attribute__((always_inline)) int pin_page(struct ps_space *s,
+							  uint64_t addr,
+							  unsigned int flags,
+							  uint64_t *frame_out)
 {
 	const bool write = flags & PS_PIN_WRITE;
 	const uint64_t reject = PS_PAGE_POISONED |
@@ -444,6 +445,24 @@ static __attribute__((noinline)) int pin_page(struct ps_space *s, uint64_t addr,
 slow:
 	ps__space_read_unlock();
 	return pin_page_slow(s, addr, flags, frame_out);
+}
+
+/*
+ * pin_page() of a plain pin (a read pin of shared memory, not long-term: what
+ * most pinners ask per I/O), its flags constants; and of any other one page.
+ */
+static __attribute__((noinline)) int
+pin_page_plain(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
+{
+	return pin_page(s, addr, 0, frame_out);
+}
+
+static __attribute__((noinline)) int pin_page_flags(struct ps_space *s,
+						    uint64_t addr,
+						    unsigned int flags,
+						    uint64_t *frame_out)
+{
+	return pin_page(s, addr, flags, frame_out);
 }
 
 /* Any range: checked, then pinned page by page in one section. */
@@ -495,9 +514,12 @@ int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 {
 	/* One page, not long-term: checked here, pinned in a tail call. */
 	if (PS_LIKELY(len == PAGE_SIZE && frames_out &&
-		      !(flags & ~(PS_PIN_WRITE | PS_PIN_PRIVATE)) &&
-		      !(start & (PAGE_SIZE - 1)) && start < s->size))
-		return pin_page(s, start, flags, frames_out);
+		      !(start & (PAGE_SIZE - 1)) && start < s->size)) {
+		if (PS_LIKELY(!flags))
+			return pin_page_plain(s, start, frames_out);
+		if (!(flags & ~(PS_PIN_WRITE | PS_PIN_PRIVATE)))
+			return pin_page_flags(s, start, flags, frames_out);
+	}
 	return pin_range(s, start, len, flags, frames_out);
 }
 
@@ -514,10 +536,11 @@ static void unpin_mark_dirty(struct ps_space *s, uint64_t frame)
 	(void)ps__space_lock_and_mark_dirty(s, frame);
 }
 
-/* The last reference went with an unpin: the free hook (S7). */
-static PS_COLD void unpin_freed(struct ps_space *s, uint64_t frame)
+/* The last reference went with an unpin: the free hook (S7). Returns 0. */
+static PS_COLD int unpin_freed(struct ps_space *s, uint64_t frame)
 {
 	ps__space_frame_freed(s, frame);
+	return 0;
 }
 
 /* ps_space_unpin() of more than one page, or with flags. */
@@ -556,11 +579,16 @@ static __attribute__((noinline)) int unpin(struct ps_space *s,
 int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 		   unsigned int flags)
 {
-	/* One plain pin, the common case: one CAS on the page word. */
+	/*
+	 * One plain pin, the common case: one RMW on the page word, and the
+	 * free hook in a tail call if that was the last reference.
+	 */
 	if (PS_LIKELY(n == 1 && !flags)) {
-		if (frames[0] < s->nframes &&
-		    PS_UNLIKELY(ps_page_unpin(&s->frames[frames[0]])))
-			unpin_freed(s, frames[0]);
+		const uint64_t frame = frames[0];
+
+		if (PS_LIKELY(frame < s->nframes) &&
+		    PS_UNLIKELY(ps_page_unpin(&s->frames[frame])))
+			return unpin_freed(s, frame);
 		return 0;
 	}
 	return unpin(s, frames, n, flags);

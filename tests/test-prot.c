@@ -536,8 +536,8 @@ END_TEST
 
 /* The page word and entry of every page of a range, to compare. */
 struct snapshot {
-	uint64_t word[16];
-	ps_pte_t pte[16];
+	uint64_t word[20];
+	ps_pte_t pte[20];
 };
 
 static void snap(struct snapshot *s, uint64_t start, uint64_t first_frame,
@@ -626,6 +626,89 @@ START_TEST(convert_failure_restores_entries)
 			 0);
 	for (uint64_t i = 0; i < 8; i++)
 		ck_assert(!ps_pte_is_encrypted(entry(i * PG)));
+}
+END_TEST
+
+/*
+ * The commit path records what it froze as runs of consecutive frames, one
+ * walk per leaf; past 16 runs (plus one per leaf) it falls back to a bitmap
+ * (P3, "Runs"). Either way every frozen page is unfrozen exactly once, with
+ * its entry flipped, or flipped back when a later page fails: scattered
+ * frames (each page its own run, more than fit) and a range that crosses a
+ * leaf boundary, converting and failing.
+ */
+static void convert_and_fail(uint64_t start, uint64_t n, const uint64_t *frames,
+			     uint64_t pin_at)
+{
+	struct snapshot s0, s1;
+	struct ps_convert_opts o;
+	uint64_t f, off = 0;
+
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(ps_prot_convert(sp, start, n * PG, PS_ENC_PRIVATE, 0,
+					 &o, NULL),
+			 0);
+	ck_assert_uint_eq(o.converted, n);
+	for (uint64_t i = 0; i < n; i++) {
+		ck_assert(ps_pte_is_encrypted(entry(start + i * PG)));
+		ck_assert_int_eq(ps_page_enc_state(pg(frames[i])),
+				 PS_ENC_PRIVATE);
+		ck_assert_uint_eq(ps_page_load(pg(frames[i])) &
+					  (PS_PAGE_FROZEN | PS_PAGE_LIVE),
+				  PS_PAGE_LIVE);
+		ck_assert_uint_eq(ps_page_refs(pg(frames[i])), 1);
+	}
+	ck_assert_int_eq(ps_space_pin_range(sp, start + pin_at * PG, PG,
+					    PS_PIN_PRIVATE, &f),
+			 0);
+	for (uint64_t i = 0; i < n; i++) {
+		s0.word[i] = ps_page_load(pg(frames[i]));
+		s0.pte[i] = entry(start + i * PG);
+	}
+	ck_assert_int_eq(ps_prot_convert(sp, start, n * PG, PS_ENC_SHARED, 0,
+					 NULL, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, pin_at * PG);
+	for (uint64_t i = 0; i < n; i++) {
+		s1.word[i] = ps_page_load(pg(frames[i]));
+		s1.pte[i] = entry(start + i * PG);
+	}
+	assert_same(&s0, &s1, n); /* entries flipped back, all unfrozen */
+	ps_space_unpin(sp, &f, 1, 0);
+	ck_assert_int_eq(ps_prot_convert(sp, start, n * PG, PS_ENC_SHARED, 0,
+					 &o, NULL),
+			 0);
+	ck_assert_uint_eq(o.converted, n);
+	for (uint64_t i = 0; i < n; i++) {
+		ck_assert(!ps_pte_is_encrypted(entry(start + i * PG)));
+		ck_assert_int_eq(ps_page_enc_state(pg(frames[i])),
+				 PS_ENC_SHARED);
+		ck_assert_uint_eq(ps_page_refs(pg(frames[i])), 1);
+	}
+}
+
+START_TEST(convert_runs_scattered_and_across_leaves)
+{
+	const uint64_t leaf = PS_PGTABLE_LEAF_PAGES * PG;
+	uint64_t frames[20];
+
+	/* 20 pages, each its own run: more than the 16 runs room holds. */
+	for (uint64_t i = 0; i < 20; i++) {
+		frames[i] = 300 + 2 * (19 - i);
+		ck_assert_int_eq(ps_space_map(sp, i * PG, frames[i],
+					      PS_MAP_WRITE),
+				 0);
+	}
+	convert_and_fail(0, 20, frames, 18);
+	/* 16 of them: the runs hold exactly. */
+	convert_and_fail(4 * PG, 16, frames + 4, 15);
+	/* Consecutive frames across a leaf boundary, failing past it. */
+	for (uint64_t i = 0; i < 16; i++)
+		frames[i] = 400 + i;
+	ck_assert_int_eq(ps_space_map_range(sp, leaf - 6 * PG, 16 * PG, 400,
+					    PS_MAP_WRITE),
+			 0);
+	convert_and_fail(leaf - 6 * PG, 16, frames, 11);
 }
 END_TEST
 
@@ -2100,6 +2183,9 @@ static Suite *prot_suite(void)
 		tcase_add_test(tc, convert_flips_state_and_enc_only);
 		tcase_add_test(tc, convert_pinned_page_in_the_middle);
 		tcase_add_test(tc, convert_failure_restores_entries);
+		if (!hooks) /* the commit path's runs */
+			tcase_add_test(
+				tc, convert_runs_scattered_and_across_leaves);
 		tcase_add_test(tc,
 			       convert_refuses_cpu_mapped_and_unexpected_refs);
 		tcase_add_test(tc,
