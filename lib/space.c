@@ -42,13 +42,14 @@
  *         map's rollback of the entries it installed, and prot's conversion
  *         and mprotect; the LOCKED bits of the frames being written back in
  *         write-back's PROTECTION invalidation (every frame to write in its
- *         range: write-back invalidates a run of pages at a time); none in a
- *         REARM harvest.
+ *         range, and no other: write-back locks, invalidates and writes a
+ *         run of pages at a time); none in a REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,
  *     discard, convert or mprotect in that space; one run under frames'
  *     LOCKED bits must not write-fault, pin for write, mark dirty, unpin
  *     dirty, write back or kmap those frames (each would wait for the lock it
- *     runs under): for write-back's callback, the pages of its range.
+ *     runs under): for write-back's callback, the pages of its range (any
+ *     other page is free of it).
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
  *     map, a write fault, mark_dirty) retry only because another thread changed

@@ -1826,6 +1826,311 @@ START_TEST(writeback_batch_leaves_locked_frame_to_the_end)
 }
 END_TEST
 
+/*
+ * What a PROTECTION callback saw of the frames of the word (frames base ..
+ * base + 63 at pages 0 .. 63) outside its own range, and a write it makes
+ * to a page of another run while it runs.
+ */
+struct wb_other_sub {
+	struct ps_interval sub;
+	uint64_t base_frame, at; /* page 0 of the word: frame, address */
+	unsigned calls;
+	uint64_t other_locked; /* pages outside the range found LOCKED */
+	uint64_t touch;	       /* page the first callback marks dirty */
+	int touch_rc;	       /* its outcome, or -1 if not tried */
+};
+
+static bool wb_other_invalidate(struct ps_interval *sub,
+				const struct ps_invalidation *inv,
+				uint64_t cur_seq, void *priv)
+{
+	struct wb_other_sub *b = priv;
+
+	ps_interval_set_seq(sub, cur_seq);
+	if (inv->event != PS_NOTIFIER_PROTECTION)
+		return true;
+	for (uint64_t i = 0; i < 64; i++) {
+		const uint64_t a = b->at + i * PG;
+
+		if ((a < inv->start || a >= inv->start + inv->len) &&
+		    ps_page_test_flags(pg(b->base_frame + i), PS_PAGE_LOCKED))
+			b->other_locked |= UINT64_C(1) << i;
+	}
+	/*
+	 * A page of another run: mark_dirty waits for its frame's LOCKED bit.
+	 * Tried only when it is not held, so that the test fails rather than
+	 * hangs where the batch holds it.
+	 */
+	if (!b->calls++ &&
+	    !ps_page_test_flags(pg(b->base_frame + (b->touch - b->at) / PG),
+				PS_PAGE_LOCKED))
+		b->touch_rc = (int)ps_space_mark_dirty(sp, b->touch);
+	return true;
+}
+
+static const struct ps_interval_ops wb_other_ops = {
+	.invalidate = wb_other_invalidate};
+
+/*
+ * Regression: a write-back batch held the LOCKED bit of every frame of a
+ * 64-page word to write while each run's invalidation ran, so a callback
+ * that touched a page of another run of the word (here: marks it dirty)
+ * waited for a bit its own thread held, for ever. Now a run is held, looked
+ * at, invalidated and written before the next is taken: a callback finds no
+ * frame outside its range LOCKED. Two shapes: runs apart in the set (pages
+ * 0-9 and 20-29), and one run of the set with a page not to write in it
+ * (page 12, pinned clean: kept, not written), which splits the pages to
+ * write into two runs (0-11 and 13-19) of one invalidation each.
+ */
+START_TEST(writeback_callback_may_touch_another_run)
+{
+	struct wb_other_sub b;
+	struct ps_writeback_stats st;
+	uint64_t f;
+
+	for (int shape = 0; shape < 2; shape++) {
+		const uint64_t base = 100;
+		const uint64_t at = shape ? 64 * PG : 0;
+
+		memset(&b, 0, sizeof(b));
+		b.base_frame = base;
+		b.at = at;
+		b.touch = at + (shape ? 15 : 25) * PG;
+		b.touch_rc = -1;
+		if (!shape) {
+			ck_assert_int_eq(ps_space_map_range(sp, at, 64 * PG,
+							    base, PS_MAP_WRITE),
+					 0);
+		} else {
+			/* The same frames, one word further on. */
+			ck_assert_int_eq(ps_space_unmap(sp, 0, 64 * PG, 0), 0);
+			ck_assert_int_eq(ps_space_map_range(sp, at, 64 * PG,
+							    base, PS_MAP_WRITE),
+					 0);
+		}
+		for (uint64_t i = 0; i < 30; i++) {
+			if (shape ? (i == 12 || i >= 20) : (i >= 10 && i < 20))
+				continue;
+			ck_assert_int_eq(ps_space_fault(sp, at + i * PG,
+							PS_ACCESS_WRITE),
+					 PS_FAULT_OK);
+		}
+		if (shape)
+			ck_assert_int_eq(ps_space_pin_range(sp, at + 12 * PG,
+							    PG, 0, &f),
+					 0);
+		ck_assert_int_eq(ps_interval_insert(&b.sub,
+						    ps_space_notifier(sp), at,
+						    64 * PG, &wb_other_ops, &b),
+				 0);
+		ck_assert_int_eq(ps_space_writeback(sp, at, 64 * PG,
+						    PS_WB_CLEAN, wb_nop, NULL,
+						    &st),
+				 0);
+		ps_interval_remove(&b.sub);
+		ck_assert_msg(!b.other_locked,
+			      "shape %d: a callback ran with frames of "
+			      "another run LOCKED (pages %#llx)",
+			      shape, (unsigned long long)b.other_locked);
+		ck_assert_uint_eq(b.calls, 2);
+		ck_assert_int_eq(b.touch_rc, PS_SPACE_MARK_WAS_DIRTY);
+		ck_assert_uint_eq(st.written, shape ? 19 : 20);
+		/* The other run was written after the mark: clean now. */
+		ck_assert(!ps_page_test_flags(pg(base + b.touch / PG - at / PG),
+					      PS_PAGE_DIRTY));
+		if (shape) {
+			ck_assert(!ps_page_test_flags(pg(base + 12),
+						      PS_PAGE_DIRTY));
+			ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+		}
+	}
+}
+END_TEST
+
+/*
+ * Write the pages of run 4-7; the callback of page 4 starts an INTEGRITY
+ * write-back of the whole word, whose pages 4-7 are all under this thread's
+ * write-back (4 being written, 5-7 to come).
+ */
+struct wb_nested_run {
+	int rc;
+	struct ps_writeback_stats st;
+	unsigned n;
+};
+
+static int wb_nested_run_write(void *ctx, uint64_t addr, uint64_t frame,
+			       bool pinned)
+{
+	struct wb_nested_run *r = ctx;
+
+	(void)frame;
+	(void)pinned;
+	r->n++;
+	if (addr == 4 * PG)
+		r->rc = ps_space_writeback(sp, 0, 8 * PG, PS_WB_INTEGRITY,
+					   wb_nop, NULL, &r->st);
+	return 0;
+}
+
+/*
+ * Regression: a callback that starts an INTEGRITY write-back of a page of
+ * its own run whose @fn has not run yet waited for that page's WRITEBACK,
+ * which only its own thread could end: it waited for ever. Such pages are
+ * this thread's write-backs too: -EDEADLK, each, and the first says where.
+ */
+START_TEST(writeback_fn_integrity_of_its_run_is_refused)
+{
+	struct wb_nested_run r;
+	struct ps_writeback_stats st;
+
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 100, PS_MAP_WRITE),
+			 0);
+	for (uint64_t i = 4; i < 8; i++)
+		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 8 * PG, PS_WB_CLEAN,
+					    wb_nested_run_write, &r, &st),
+			 0);
+	ck_assert_int_eq(r.rc, -EDEADLK);
+	ck_assert_uint_eq(r.st.errors, 4);
+	ck_assert_uint_eq(r.st.error_offset, 4 * PG);
+	ck_assert_uint_eq(r.st.written, 0);
+	ck_assert_uint_eq(r.n, 4);
+	ck_assert_uint_eq(st.written, 4);
+	for (uint64_t i = 4; i < 8; i++)
+		ck_assert(!ps_page_test_flags(pg(100 + i), PS_PAGE_DIRTY));
+}
+END_TEST
+
+/* Fail every invalidation's slot allocation; the first one frees h. */
+static struct lock_holder *nomem_holder;
+static _Atomic(unsigned) nomem_injected;
+
+static int inject_slot_nomem(int point, uint64_t addr, uint64_t *len)
+{
+	(void)addr;
+	(void)len;
+	if (point != FP_NOTIFIER_SLOT)
+		return 0;
+	atomic_fetch_add(&nomem_injected, 1);
+	if (nomem_holder)
+		atomic_store(&nomem_holder->state, 2);
+	return -ENOMEM;
+}
+
+/*
+ * Regression: when write-back's PROTECTION invalidation could not start
+ * (-ENOMEM: no slot), write-back went on without it: it cleared DIRTY and
+ * called @fn while secondary mappings could still be writable, so a write
+ * through one after the copy was lost. Now nothing is cleaned: the frames
+ * stay dirty, the pages stay in the set, @fn is not called, and the error
+ * says where. Pages 8-11 of a write-back from page 4: a run of the batch
+ * (8-9 and 11, around page 10, whose frame another thread holds LOCKED) and
+ * page 10 on its own (the holder lets go at the first injection).
+ */
+START_TEST(writeback_invalidation_nomem_keeps_pages_dirty)
+{
+	struct lock_holder h;
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	pthread_t t;
+
+	memset(&h, 0, sizeof(h));
+	h.p = pg(110);
+	wb_seen_init(&w);
+	ck_assert_int_eq(ps_space_map_range(sp, 8 * PG, 4 * PG, 108,
+					    PS_MAP_WRITE),
+			 0);
+	for (uint64_t i = 8; i < 12; i++)
+		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(pthread_create(&t, NULL, lock_holder_fn, &h), 0);
+	while (atomic_load(&h.state) != 1)
+		sched_yield();
+	nomem_holder = &h;
+	atomic_store(&nomem_injected, 0);
+	ps__inject = inject_slot_nomem;
+	ck_assert_int_eq(ps_space_writeback(sp, 4 * PG, 12 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 -ENOMEM);
+	ps__inject = NULL;
+	nomem_holder = NULL;
+	pthread_join(t, NULL);
+	ck_assert_uint_ge(atomic_load(&nomem_injected), 2);
+	ck_assert_msg(w.n == 0, "@fn ran without the invalidation (%u)", w.n);
+	ck_assert_uint_eq(st.written, 0);
+	ck_assert_uint_eq(st.errors, 4);
+	ck_assert_uint_eq(st.error_offset, 4 * PG); /* page 8 */
+	for (uint64_t i = 8; i < 12; i++) {
+		ck_assert_msg(ps_page_test_flags(pg(100 + i), PS_PAGE_DIRTY),
+			      "page %u cleaned", (unsigned)i);
+		ck_assert(!ps_page_test_flags(pg(100 + i),
+					      PS_PAGE_LOCKED |
+						      PS_PAGE_WRITEBACK));
+		ck_assert(ps_pte_is_writable(entry(i * PG)));
+		ck_assert_uint_eq(ps_page_refs(pg(100 + i)), 1);
+	}
+	/* Still in the set: the next write-back writes them. */
+	ck_assert_int_eq(ps_space_writeback(sp, 4 * PG, 12 * PG, PS_WB_CLEAN,
+					    wb_write, &w, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 4);
+	ck_assert_uint_eq(st.error_offset, 0);
+}
+END_TEST
+
+/* Fail the callback of page fail_at (-EIO). */
+static uint64_t wb_fail_at;
+
+static int wb_fail_one(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)frame;
+	(void)pinned;
+	return addr == wb_fail_at ? -EIO : 0;
+}
+
+/*
+ * Errors say where: the returned error's page, as a byte offset from @start,
+ * in stats.error_offset: a callback's error (page 6 of a write-back from
+ * page 2), a frame at the reference limit (-EOVERFLOW, page 9 of one from
+ * page 8). Every other page is still visited.
+ */
+START_TEST(writeback_errors_say_where)
+{
+	struct ps_writeback_stats st;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 12 * PG, 100, PS_MAP_WRITE),
+			 0);
+	for (uint64_t i = 0; i < 12; i++)
+		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	wb_fail_at = 6 * PG;
+	ck_assert_int_eq(ps_space_writeback(sp, 2 * PG, 6 * PG, PS_WB_CLEAN,
+					    wb_fail_one, NULL, &st),
+			 -EIO);
+	ck_assert_uint_eq(st.errors, 1);
+	ck_assert_uint_eq(st.written, 5);
+	ck_assert_uint_eq(st.error_offset, 4 * PG);
+
+	ck_assert_int_eq(ps_page_get_many(pg(109), PS_PAGE_REFS_MAX - 1), 0);
+	ck_assert_int_eq(ps_space_writeback(sp, 8 * PG, 4 * PG, PS_WB_CLEAN,
+					    wb_fail_one, NULL, &st),
+			 -EOVERFLOW);
+	ck_assert_uint_eq(st.errors, 1);
+	ck_assert_uint_eq(st.written, 3);
+	ck_assert_uint_eq(st.error_offset, PG);
+	ck_assert(ps_page_test_flags(pg(109), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_put_many(pg(109), PS_PAGE_REFS_MAX - 1));
+	/* Below the limit again: written. */
+	ck_assert_int_eq(ps_space_writeback(sp, 8 * PG, 4 * PG, PS_WB_CLEAN,
+					    wb_fail_one, NULL, &st),
+			 0);
+	ck_assert_uint_eq(st.written, 1);
+}
+END_TEST
+
 /* --- unpin(..., dirty) reaches write-back (S9) ---------------------------- */
 
 /* A read pin unpinned dirty (a device wrote after all): write-back, of
@@ -4890,6 +5195,10 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, writeback_error_redirties);
 	tcase_add_test(tc, writeback_batches_runs);
 	tcase_add_test(tc, writeback_batch_leaves_locked_frame_to_the_end);
+	tcase_add_test(tc, writeback_callback_may_touch_another_run);
+	tcase_add_test(tc, writeback_fn_integrity_of_its_run_is_refused);
+	tcase_add_test(tc, writeback_invalidation_nomem_keeps_pages_dirty);
+	tcase_add_test(tc, writeback_errors_say_where);
 
 	tc = ps_test_tcase(s, "races (failpoints)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
