@@ -36,6 +36,7 @@ struct hooks_seen {
 	_Atomic(unsigned) dirty[NFRAMES];
 	_Atomic(unsigned) freed[NFRAMES];
 	_Atomic(unsigned) dirty_total, freed_total, populated;
+	_Atomic(unsigned) populate_access; /* the last populate's access */
 	uint64_t populate_frame; /* next frame the populate hook maps */
 	int populate_rc;
 	/*
@@ -88,7 +89,7 @@ static int on_populate(void *ctx, struct ps_space *s, uint64_t addr,
 		       unsigned int access)
 {
 	(void)ctx;
-	(void)access;
+	atomic_store(&seen.populate_access, access);
 	if (seen.populate_rc)
 		return seen.populate_rc;
 	atomic_fetch_add(&seen.populated, 1);
@@ -724,6 +725,41 @@ START_TEST(secondary_map_read_and_write)
 	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 6 * PG, false,
 						&sec_secops, &m),
 			 -EPERM);
+	secmap_fini(&m);
+}
+END_TEST
+
+/*
+ * Regression: the helper asked the populate hook for a read even when it
+ * mapped for write, so an owner that populates differently for writes (no
+ * shared zero page) mapped the wrong kind of page. The hook is told the
+ * access; the primary entry still is not made writable.
+ */
+START_TEST(secondary_map_populates_for_its_access)
+{
+	struct secmap m;
+
+	secmap_init(&m, 0, 16 * PG);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 5 * PG, true,
+						&sec_secops, &m),
+			 0);
+	ck_assert_uint_eq(atomic_load(&seen.populated), 1);
+	ck_assert_uint_eq(atomic_load(&seen.populate_access), PS_ACCESS_WRITE);
+	ck_assert_uint_eq(atomic_load(&m.frame), 200);
+	ck_assert(atomic_load(&m.writable));
+	ck_assert(!ps_pte_is_writable(entry(5 * PG)));
+	ck_assert_uint_eq(atomic_load(&seen.dirty[200]), 1);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 6 * PG, false,
+						&sec_secops, &m),
+			 0);
+	ck_assert_uint_eq(atomic_load(&seen.populated), 2);
+	ck_assert_uint_eq(atomic_load(&seen.populate_access), PS_ACCESS_READ);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[201]), 0);
+	/* The hook's error is the helper's. */
+	seen.populate_rc = -ENOSPC;
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 7 * PG, true,
+						&sec_secops, &m),
+			 -ENOSPC);
 	secmap_fini(&m);
 }
 END_TEST
@@ -5164,6 +5200,10 @@ static Suite *space_suite(void)
 	tcase_add_checked_fixture(tc, setup_populate, teardown);
 	tcase_add_test(tc, pin_populates_missing);
 	tcase_add_test(tc, fault_populates);
+
+	tc = ps_test_tcase(s, "secondary map with populate", 10);
+	tcase_add_checked_fixture(tc, setup_populate, teardown);
+	tcase_add_test(tc, secondary_map_populates_for_its_access);
 
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

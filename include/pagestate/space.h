@@ -192,8 +192,10 @@ struct ps_space;
  *	(ps_space_map(), or swap it in) and return 0, or return a negative
  *	errno, which the pin or the helper returns (a fault returns
  *	PS_FAULT_MISSING). @access is PS_ACCESS_READ or PS_ACCESS_WRITE, as the
- *	pin or fault asks (the helper always asks PS_ACCESS_READ). Without the
- *	hook a missing page is -EFAULT (PS_FAULT_MISSING).
+ *	pin or fault asks, or as the helper maps (PS_ACCESS_WRITE for a
+ *	writable secondary mapping, which still leaves the primary entry as
+ *	the hook mapped it). Without the hook a missing page is -EFAULT
+ *	(PS_FAULT_MISSING).
  * @dirty: @frame went from clean to dirty (Linux's set_page_dirty()). Runs
  *	exactly once per transition, in the thread that made it, under the
  *	frame's LOCKED bit, before any write-back cleans that dirtying and
@@ -674,15 +676,15 @@ struct ps_secondary_ops {
  * The secondary-MMU loop of Andrea Arcangeli's reply in the thread "Reference
  * count on pages held in secondary MMUs" (kvmarm list, June 2019):
  * ps_interval_read_begin() on @sub; look up the frame and hold it (populate
- * hook if missing); for a write, take the frame's LOCKED bit; take the
- * caller's lock; if an invalidation raced, unlock both, let go and start
- * again; for a write, mark the frame dirty and log @addr; install; unlock
- * both; let go. The bit comes before the caller's lock, the order in which
- * write-back holds them (its invalidation callbacks take the caller's lock
- * under the bit), and makes the mark as every mark is made, so that a write
- * fault that finds the frame dirty knows its dirty hook has run. The secondary
- * mapping keeps no reference: @sub's invalidate callback tears it down before
- * the frame at @addr can change.
+ * hook if missing, asked for the access the mapping is for); for a write, take
+ * the frame's LOCKED bit; take the caller's lock; if an invalidation raced,
+ * unlock both, let go and start again; for a write, mark the frame dirty and
+ * log @addr; install; unlock both; let go. The bit comes before the caller's
+ * lock, the order in which write-back holds them (its invalidation callbacks
+ * take the caller's lock under the bit), and makes the mark as every mark is
+ * made, so that a write fault that finds the frame dirty knows its dirty hook
+ * has run. The secondary mapping keeps no reference: @sub's invalidate callback
+ * tears it down before the frame at @addr can change.
  *
  * The dirty hook runs once per clean-to-dirty transition however many mappers
  * and invalidations race, never for a read mapping or a retried attempt. The
