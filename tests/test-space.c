@@ -4206,6 +4206,54 @@ START_TEST(mark_dirty_outcomes)
 }
 END_TEST
 
+static _Atomic(int) marker_rc = -1;
+
+static void *marker_fn(void *arg)
+{
+	(void)arg;
+	atomic_store(&marker_rc, (int)ps_space_mark_dirty(sp, 0));
+	return NULL;
+}
+
+/*
+ * ps_space_mark_dirty() holds the frame with one CAS (a reference, LOCKED,
+ * DIRTY) that never waits; a frame another thread holds LOCKED is waited for,
+ * then marked under the bit: one transition, its hook under LOCKED, the
+ * reference given back.
+ */
+START_TEST(mark_dirty_waits_for_a_locked_frame)
+{
+	struct lock_holder h;
+	struct timespec ts = {0, 20000000};
+	pthread_t t, m;
+
+	memset(&h, 0, sizeof(h));
+	h.p = pg(95);
+	ck_assert_int_eq(ps_space_map(sp, 0, 95, PS_MAP_WRITE), 0);
+	seen.dirty_watch = true;
+	seen.dirty_addr = 0;
+	atomic_store(&marker_rc, -1);
+	ck_assert_int_eq(pthread_create(&t, NULL, lock_holder_fn, &h), 0);
+	while (atomic_load(&h.state) != 1)
+		sched_yield();
+	ck_assert_int_eq(pthread_create(&m, NULL, marker_fn, NULL), 0);
+	nanosleep(&ts, NULL);
+	ck_assert_int_eq(atomic_load(&marker_rc), -1); /* it waits */
+	ck_assert_uint_eq(atomic_load(&seen.dirty[95]), 0);
+	atomic_store(&h.state, 2);
+	pthread_join(t, NULL);
+	pthread_join(m, NULL);
+	ck_assert_int_eq(atomic_load(&marker_rc), PS_SPACE_MARK_DIRTIED);
+	ck_assert_uint_eq(atomic_load(&seen.dirty[95]), 1);
+	ck_assert_uint_eq(atomic_load(&seen.dirty_saw_unlocked), 0);
+	ck_assert(!ps_page_test_flags(pg(95), PS_PAGE_LOCKED));
+	ck_assert(ps_page_test_flags(pg(95), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(ps_page_refs(pg(95)), 1);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_uint_eq(ps_page_refs(pg(95)), 1);
+}
+END_TEST
+
 /*
  * A write fault holds the frame it marks (#1): at the reference limit it
  * cannot, and changes nothing (PS_FAULT_INVALID; a pin's fault-in says
@@ -5223,6 +5271,7 @@ static Suite *space_suite(void)
 	tc = ps_test_tcase(s, "dirty and harvest", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, mark_dirty_and_harvest);
+	tcase_add_test(tc, mark_dirty_waits_for_a_locked_frame);
 	tcase_add_test(tc, harvest_budget_and_resume);
 	tcase_add_test(tc, harvest_reports_write_pinned_until_unpinned);
 	tcase_add_test(tc, harvest_rearm_collects_cpu_writes);

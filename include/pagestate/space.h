@@ -757,7 +757,9 @@ enum ps_space_mark {
  * The frame mapped at @addr is held while it is marked (a reference, then the
  * entry read again: a frame unmapped meanwhile is let go and the page looked
  * at again), so the dirty hook never runs for a frame already freed or mapped
- * elsewhere. The address is logged after the mark.
+ * elsewhere. The address is logged after the mark. In the common case the
+ * page word sees two atomic read-modify-writes: one that takes a reference and
+ * LOCKED and sets DIRTY, one that drops both.
  * Context: any thread not holding the frame's LOCKED bit (not from its dirty
  * hook). The dirty hook runs in this thread under the frame's LOCKED bit, as a
  * write fault's does, so no write-back cleans the frame before the hook has
