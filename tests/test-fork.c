@@ -311,9 +311,9 @@ static void world_setup(void)
 	ck_assert_ptr_nonnull(w.space);
 	w.bare = new_space(&world_mark);
 	ck_assert_ptr_nonnull(w.bare);
-	ck_assert_int_eq(ps_space_map_range(w.bare, 0, 4 * PG, 0, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(w.bare, 0, 4 * PG, 0, 0, NULL), 0);
 	ck_assert_int_eq(ps_space_map_range(w.space, 0, NMAP * PG, 0,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	ck_assert_int_eq(ps_interval_insert(&w.space_sub,
 					    ps_space_notifier(w.space), 0,
@@ -1174,7 +1174,7 @@ static void uffd_attach(unsigned int mode)
 	uf.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(uf.pagemap, 0);
 	ck_assert_int_eq(ps_space_map_range(w.space, LBASE, UNP * PG, 64,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	c.host = uf.host;
 	c.addr = LBASE;

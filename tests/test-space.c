@@ -328,7 +328,8 @@ START_TEST(map_range_all_or_nothing)
 	/* Frame 13 in the middle is frozen: nothing stays mapped. */
 	ck_assert_int_eq(ps_page_init(pg(13), 1), 0);
 	ck_assert(ps_page_freeze(pg(13), 1));
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, 0), -EBUSY);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, 0, NULL),
+			 -EBUSY);
 	for (uint64_t f = 10; f < 18; f++) {
 		if (f != 13)
 			ck_assert_uint_eq(ps_page_refs(pg(f)), 0);
@@ -338,7 +339,7 @@ START_TEST(map_range_all_or_nothing)
 	/* A run split by a different cache mode maps in two runs. */
 	ps_page_change_flags(pg(14), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, 0, NULL), 0);
 	ck_assert_uint_eq(ps_pte_cache(entry(4 * PG)), 1);
 	ck_assert_uint_eq(ps_pte_cache(entry(5 * PG)), 0);
 	for (uint64_t f = 10; f < 18; f++)
@@ -349,7 +350,7 @@ START_TEST(map_range_all_or_nothing)
 	ck_assert_int_eq(ps_page_init(pg(30), 1), 0);
 	ck_assert_int_eq(ps_page_init(pg(32), 1), 0);
 	ck_assert(ps_page_freeze(pg(32), 1));
-	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 3 * PG, 30, 0),
+	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 3 * PG, 30, 0, NULL),
 			 -EBUSY);
 	ck_assert_uint_eq(ps_page_refs(pg(30)), 1);
 	ck_assert_int_eq(ps_page_unfreeze(pg(32), 1), 0);
@@ -363,7 +364,8 @@ START_TEST(unmap_invalidates_and_keeps_pinned_frames)
 	uint64_t f;
 
 	secmap_init(&m, 0, 4 * PG);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, 0, &f), 0);
 	ck_assert_uint_eq(f, 21);
@@ -401,7 +403,8 @@ START_TEST(pin_and_unpin)
 {
 	uint64_t f[4];
 
-	ck_assert_int_eq(ps_space_map_range(sp, 8 * PG, 4 * PG, 30, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 8 * PG, 4 * PG, 30, 0, NULL),
+			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 8 * PG, 4 * PG, 0, f), 0);
 	for (int i = 0; i < 4; i++) {
 		ck_assert_uint_eq(f[i], 30 + (uint64_t)i);
@@ -425,7 +428,8 @@ START_TEST(unpin_flags)
 {
 	uint64_t f[2];
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 120, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 120, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * PG, 0, f), 0);
 	ck_assert_int_eq(ps_space_unpin(sp, f, 2, 0x100), -EINVAL);
@@ -481,7 +485,7 @@ START_TEST(pin_range_all_or_nothing)
 	uint64_t f[4];
 
 	/* Pages 0, 1, 3 mapped; page 2 missing and no populate hook. */
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 50, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 50, 0, NULL), 0);
 	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 53, 0), 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, 4 * PG, 0, f), -EFAULT);
 	ck_assert(!ps_page_is_pinned(pg(50)));
@@ -512,7 +516,8 @@ START_TEST(pin_write_protected)
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	uint64_t f;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 60, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 60, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	/* Sync: the write pin returns the fault to the caller. */
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0);
@@ -539,7 +544,7 @@ START_TEST(pin_private_and_poisoned)
 {
 	uint64_t f;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 70, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 70, 0, NULL), 0);
 	ps_page_set_flags(pg(70), PS_PAGE_PRIVATE);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, 0, &f), -EPERM);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_PRIVATE, &f), 0);
@@ -568,7 +573,8 @@ START_TEST(discard_skips_pinned)
 	uint64_t f[2], nskipped = 99;
 	ps_pte_t e2, e5;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 80, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 80, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 2 * PG, PG, 0, &f[0]), 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 5 * PG, PG, PS_PIN_WRITE,
@@ -799,7 +805,8 @@ START_TEST(secondary_map_write_protected)
 	uint64_t got[4], n;
 
 	secmap_init(&m, 0, 16 * PG);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 120, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 120, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, PG, 0), 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, PG, PG, PS_WP_ASYNC), 0);
@@ -826,7 +833,8 @@ START_TEST(mark_dirty_and_harvest)
 {
 	uint64_t got[8], n, resume;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 130, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 130, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
 			 PS_SPACE_MARK_DIRTIED);
@@ -865,7 +873,7 @@ START_TEST(harvest_budget_and_resume)
 {
 	uint64_t got[3], n, resume, total = 0;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 10 * PG, 140, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 10 * PG, 140, 0, NULL), 0);
 	for (int i = 0; i < 10; i++)
 		(void)ps_space_mark_dirty(sp, (uint64_t)i * PG);
 	resume = 0;
@@ -915,7 +923,8 @@ START_TEST(harvest_rearm_collects_cpu_writes)
 	uint64_t got[8], n;
 
 	secmap_init(&m, 0, 8 * PG);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 160, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 160, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 8 * PG, PS_WP_ASYNC), 0);
 	ck_assert_int_eq(ps_pgtable_protect(pt, 0, 8 * PG), 0);
@@ -957,7 +966,8 @@ START_TEST(harvest_rearm_mixed_registrations)
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	uint64_t got[16], n;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 16 * PG, 100, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 16 * PG, 100, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, PS_WP_ASYNC), 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 4 * PG, 4 * PG, 0), 0);
@@ -1049,7 +1059,8 @@ START_TEST(writeback_unpinned)
 	struct wb_seen w;
 
 	wb_seen_init(&w);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 170, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 170, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
 	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
@@ -1087,7 +1098,8 @@ START_TEST(writeback_pinned_modes)
 	uint64_t fw, fr;
 
 	wb_seen_init(&w);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 180, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 180, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, PG, PS_PIN_WRITE, &fw), 0);
 	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
@@ -1272,7 +1284,7 @@ START_TEST(fp_pin_cursor_on_trimmed_leaf)
 
 	/* The same in the middle of a range: the cursor moves on. */
 	ck_assert_int_eq(ps_space_map(sp, 0, 100, 0), 0);
-	ck_assert_int_eq(ps_space_map_range(sp, PG, 2 * PG, 102, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, PG, 2 * PG, 102, 0, NULL), 0);
 	arm(FP_PIN_BEFORE_RECHECK, replace_frame);
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, 3 * PG, 0, f), 0);
 	disarm();
@@ -1523,7 +1535,8 @@ START_TEST(write_fault_dirty_before_writable)
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	uint64_t f;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	/* A CPU write fault. */
 	watch_dirty(0);
@@ -1747,7 +1760,8 @@ START_TEST(writeback_batches_runs)
 	memset(&w, 0, sizeof(w));
 	b.base_frame = 100;
 	w.write_next_of = 2 * PG;
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 64 * PG, 100, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 64 * PG, 100, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	for (uint64_t i = 0; i < 64; i++)
 		if (i < 10 || (i >= 20 && i < 30) || i == 40)
@@ -1840,7 +1854,8 @@ START_TEST(writeback_batch_leaves_locked_frame_to_the_end)
 
 	memset(&h, 0, sizeof(h));
 	h.p = pg(105);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 100, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 100, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	for (uint64_t i = 0; i < 8; i++)
 		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
@@ -1935,13 +1950,15 @@ START_TEST(writeback_callback_may_touch_another_run)
 		b.touch_rc = -1;
 		if (!shape) {
 			ck_assert_int_eq(ps_space_map_range(sp, at, 64 * PG,
-							    base, PS_MAP_WRITE),
+							    base, PS_MAP_WRITE,
+							    NULL),
 					 0);
 		} else {
 			/* The same frames, one word further on. */
 			ck_assert_int_eq(ps_space_unmap(sp, 0, 64 * PG, 0), 0);
 			ck_assert_int_eq(ps_space_map_range(sp, at, 64 * PG,
-							    base, PS_MAP_WRITE),
+							    base, PS_MAP_WRITE,
+							    NULL),
 					 0);
 		}
 		for (uint64_t i = 0; i < 30; i++) {
@@ -2020,7 +2037,8 @@ START_TEST(writeback_fn_integrity_of_its_run_is_refused)
 	struct ps_writeback_stats st;
 
 	memset(&r, 0, sizeof(r));
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 100, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 100, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	for (uint64_t i = 4; i < 8; i++)
 		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
@@ -2076,7 +2094,7 @@ START_TEST(writeback_invalidation_nomem_keeps_pages_dirty)
 	h.p = pg(110);
 	wb_seen_init(&w);
 	ck_assert_int_eq(ps_space_map_range(sp, 8 * PG, 4 * PG, 108,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	for (uint64_t i = 8; i < 12; i++)
 		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
@@ -2137,7 +2155,8 @@ START_TEST(writeback_errors_say_where)
 {
 	struct ps_writeback_stats st;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 12 * PG, 100, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 12 * PG, 100, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	for (uint64_t i = 0; i < 12; i++)
 		ck_assert_int_eq(ps_space_fault(sp, i * PG, PS_ACCESS_WRITE),
@@ -2179,7 +2198,8 @@ START_TEST(unpin_dirty_read_pin_is_written_back)
 	struct wb_seen w;
 	uint64_t f;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 40, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 40, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	for (int m = 0; m < 2; m++) {
 		uint64_t addr = (uint64_t)m * PG;
@@ -2712,7 +2732,7 @@ static int map_range_failing(uint64_t start, uint64_t len, uint64_t frame,
 	inject_at = fail_at;
 	inject_keep = keep;
 	ps__inject = inject_map_nomem;
-	rc = ps_space_map_range(sp, start, len, frame, PS_MAP_WRITE);
+	rc = ps_space_map_range(sp, start, len, frame, PS_MAP_WRITE, NULL);
 	ps__inject = NULL;
 	return rc;
 }
@@ -2733,7 +2753,8 @@ START_TEST(map_range_nomem_takes_back_the_failed_run)
 	/* They were free and never mapped: back to free, no free hook. */
 	ck_assert_uint_eq(atomic_load(&seen.freed_total), 0);
 	/* Nothing left over: the same map now succeeds. */
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 10, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	for (uint64_t f = 10; f < 18; f++)
 		ck_assert_uint_eq(ps_page_refs(pg(f)), 1);
@@ -3076,7 +3097,7 @@ START_TEST(map_range_nomem_shows_no_entry)
 	ps_page_change_flags(pg(11), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
 	ps__pgtable_alloc_fails = pin_then_fail;
-	rc = ps_space_map_range(sp, 511 * PG, 2 * PG, 10, PS_MAP_WRITE);
+	rc = ps_space_map_range(sp, 511 * PG, 2 * PG, 10, PS_MAP_WRITE, NULL);
 	ps__pgtable_alloc_fails = NULL;
 	ck_assert_int_eq(rc, -ENOMEM);
 	if (!alloc_fail_pin_rc)
@@ -3091,7 +3112,7 @@ START_TEST(map_range_nomem_shows_no_entry)
 	ck_assert(ps_pte_is_none(entry(512 * PG)));
 	/* The levels stay: the same map now succeeds. */
 	ck_assert_int_eq(ps_space_map_range(sp, 511 * PG, 2 * PG, 10,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	alloc_fail_pin_rc = 99;
 }
@@ -3126,7 +3147,7 @@ START_TEST(map_range_eexist_shows_no_entry)
 	ps_page_change_flags(pg(11), PS_PAGE_CACHE_MASK,
 			     (uint64_t)1 << PS_PAGE_CACHE_SHIFT);
 	ps__inject = pin_at_second_run;
-	rc = ps_space_map_range(sp, 0, 2 * PG, 10, PS_MAP_WRITE);
+	rc = ps_space_map_range(sp, 0, 2 * PG, 10, PS_MAP_WRITE, NULL);
 	ps__inject = NULL;
 	ck_assert_int_eq(rc, -EEXIST);
 	if (!eexist_pin_rc)
@@ -3622,7 +3643,8 @@ START_TEST(harvest_rearm_rearms_every_page)
 	uint64_t got[8], n;
 
 	secmap_init(&m, 0, 8 * PG);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 60, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 60, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0); /* sync */
 	ck_assert_int_eq(ps_pgtable_register(pt, 2 * PG, 2 * PG, PS_WP_ASYNC),
@@ -3846,7 +3868,7 @@ START_TEST(fp_failed_map_frame_freed_once)
 	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
 	ck_assert_uint_eq(atomic_load(&seen.freed[70]), 1);
 	/* The owner maps 70 (free) again; page 5 is taken: -EEXIST. */
-	rc = ps_space_map_range(sp, 4 * PG, 2 * PG, 70, 0);
+	rc = ps_space_map_range(sp, 4 * PG, 2 * PG, 70, 0, NULL);
 	if (atomic_load(&mr.at_recheck))
 		sem_post(&mr.recheck); /* the stale pin goes on */
 	pthread_join(t, NULL);
@@ -3983,7 +4005,7 @@ START_TEST(fp_failed_map_install_window_marks_nothing)
 	inject_at = 0;
 	inject_keep = PG;
 	ps__inject = inject_map_nomem;
-	rc = ps_space_map_range(sp, 0, 2 * PG, 76, PS_MAP_WRITE);
+	rc = ps_space_map_range(sp, 0, 2 * PG, 76, PS_MAP_WRITE, NULL);
 	ps__inject = NULL;
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
@@ -4037,7 +4059,7 @@ START_TEST(fp_failed_map_rollback_invalidates)
 	inject_at = 0;
 	inject_keep = PG;
 	ps__inject = inject_map_nomem;
-	rc = ps_space_map_range(sp, 0, 2 * PG, 78, 0);
+	rc = ps_space_map_range(sp, 0, 2 * PG, 78, 0, NULL);
 	ps__inject = NULL;
 	disarm();
 	ck_assert_int_eq(rc, -ENOMEM);
@@ -4087,7 +4109,8 @@ START_TEST(fp_fault_harvest_before_writable)
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	uint64_t got[4];
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 70, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 70, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 2 * PG, 0), 0); /* sync */
 	/* A write-protected page: the handler resolves the fault. */
@@ -4120,6 +4143,69 @@ END_TEST
 /* --- issue 15 #12: errors say what failed --------------------------------- */
 
 /*
+ * Errors say where: ps_space_map_range() puts the byte offset from @start of
+ * the page that stopped it in *@error_offset, for every error but -EINVAL
+ * and -ENOMEM (left unwritten): a frame frozen or in use with another cache
+ * mode (-EBUSY), poisoned (-EHWPOISON), at the reference limit
+ * (-EOVERFLOW), a page already mapped (-EEXIST), in a range of one run and
+ * of several (a private frame makes a run of its own, which the page-table
+ * prepare checks at once). Each failure leaves every frame as it was.
+ */
+START_TEST(map_range_error_says_where)
+{
+	uint64_t off;
+
+	/* -EBUSY: frame 123 (page 3) is mapped write-back, the range UC. */
+	ck_assert_int_eq(ps_space_map(sp, 100 * PG, 123, 0), 0);
+	off = 77;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 120,
+					    PS_MAP_CACHE(PS_CACHE_UC), &off),
+			 -EBUSY);
+	ck_assert_uint_eq(off, 3 * PG);
+	ck_assert_uint_eq(ps_page_refs(pg(123)), 1);
+	ck_assert(!ps_page_is_live(pg(120)));
+	/* -EHWPOISON: frame 134, page 4 of a range from 8 * PG. */
+	ps_page_set_flags(pg(134), PS_PAGE_POISONED);
+	ck_assert_int_eq(ps_space_map_range(sp, 8 * PG, 8 * PG, 130,
+					    PS_MAP_WRITE, &off),
+			 -EHWPOISON);
+	ck_assert_uint_eq(off, 4 * PG);
+	/* -EOVERFLOW: frame 141 at the reference limit, page 1. */
+	ck_assert_int_eq(ps_space_map(sp, 101 * PG, 141, 0), 0);
+	ck_assert_int_eq(ps_page_get_many(pg(141), PS_PAGE_REFS_MAX - 1), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 16 * PG, 4 * PG, 140,
+					    PS_MAP_WRITE, &off),
+			 -EOVERFLOW);
+	ck_assert_uint_eq(off, PG);
+	ck_assert(!ps_page_put_many(pg(141), PS_PAGE_REFS_MAX - 1));
+	/* -EEXIST, one run: page 5 of a range from 32 * PG is mapped. */
+	ck_assert_int_eq(ps_space_map(sp, 37 * PG, 50, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 32 * PG, 8 * PG, 150,
+					    PS_MAP_WRITE, &off),
+			 -EEXIST);
+	ck_assert_uint_eq(off, 5 * PG);
+	/* Several runs (frame 152 private): the same page, from the prepare. */
+	ps_page_set_flags(pg(152), PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_space_map_range(sp, 32 * PG, 8 * PG, 150,
+					    PS_MAP_WRITE, &off),
+			 -EEXIST);
+	ck_assert_uint_eq(off, 5 * PG);
+	for (uint64_t f = 150; f < 158; f++)
+		ck_assert(!ps_page_is_live(pg(f)));
+	/* -EINVAL concerns no page: not written. */
+	off = 77;
+	ck_assert_int_eq(ps_space_map_range(sp, 1, PG, 150, 0, &off), -EINVAL);
+	ck_assert_uint_eq(off, 77);
+	/* Success: not written; NULL is allowed. */
+	ck_assert_int_eq(ps_space_map_range(sp, 48 * PG, 2 * PG, 160, 0, &off),
+			 0);
+	ck_assert_uint_eq(off, 77);
+	ck_assert_int_eq(ps_space_map_range(sp, 37 * PG, PG, 170, 0, NULL),
+			 -EEXIST);
+}
+END_TEST
+
+/*
  * Regression (issue 15 #12): ps_space_pin_range() said -EAGAIN for a sync
  * write-protected page without saying which one, so a caller resolved
  * every page of the range. On an error that concerns a page, frames_out[0]
@@ -4130,7 +4216,8 @@ START_TEST(pin_range_error_says_where)
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	uint64_t f[4];
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 80, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 80, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, 4 * PG, 0), 0); /* sync */
 	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * PG, PG), 0);
@@ -4670,7 +4757,7 @@ START_TEST(stress_harvest_never_loses)
 	h->ov.side[1].min_ops = h->iters;
 	me = ps_test_side(&h->ov, 0, 0);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, HV_PAGES * PG, 0,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, HV_PAGES * PG, PS_WP_ASYNC),
 			 0);
@@ -4827,7 +4914,7 @@ START_TEST(stress_writeback_one_at_a_time)
 	wbr->ov.side[1].min_ops = wbr->iters;
 	me = ps_test_side(&wbr->ov, 0, 1u << 1);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, WBR_PAGES * PG, WBR_FRAME0,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	ck_assert_int_eq(pthread_create(&w, NULL, wbr_writer, NULL), 0);
 	ck_assert_int_eq(pthread_create(&f, NULL, wbr_flusher, NULL), 0);
@@ -4925,7 +5012,8 @@ START_TEST(stress_failed_map_frees_once)
 		/* The pins' references go soon; then the hook has run. */
 		while (atomic_load(&seen.freed[80]) != lives)
 			sched_yield();
-		ck_assert_int_eq(ps_space_map_range(sp, 4 * PG, 2 * PG, 80, 0),
+		ck_assert_int_eq(ps_space_map_range(sp, 4 * PG, 2 * PG, 80, 0,
+						    NULL),
 				 -EEXIST);
 		ck_assert_msg(!ps_page_is_live(pg(80)) &&
 				      !ps_page_is_frozen(pg(80)),
@@ -5076,7 +5164,7 @@ START_TEST(stress_harvest_rearm_every_range)
 	/* A harvest overlaps when the writer wrote since the previous. */
 	me = ps_test_side(&h->ov, 0, 1u << 1);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, RA_PAGES * PG, 0,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	ck_assert_int_eq(ps_pgtable_register(pt, 0, RA_PART * PG, PS_WP_ASYNC),
 			 0);
@@ -5381,6 +5469,7 @@ static Suite *space_suite(void)
 	tc = ps_test_tcase(s, "errors say what failed (issue 15)", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, pin_range_error_says_where);
+	tcase_add_test(tc, map_range_error_says_where);
 	tcase_add_test(tc, mark_dirty_outcomes);
 	tcase_add_test(tc, write_fault_at_reference_limit);
 

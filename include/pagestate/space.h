@@ -379,6 +379,8 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * @len: the length (a non-zero multiple of the page size, inside the space).
  * @first_frame: the frame for @start; every frame must be below nframes.
  * @flags: as for ps_space_map(), for every page.
+ * @error_offset: NULL, or receives the byte offset from @start of the page
+ *	that stopped the call (every error but -EINVAL and -ENOMEM).
  *
  * Every frame is taken, every page checked and every page-table level allocated
  * before the first entry is installed, so once an entry is visible the call
@@ -398,14 +400,17 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * of a rollback run in this thread under the writer mutex.
  * Ordering: as ps_space_map(), for each entry.
  * Progress: blocking (the writer mutex; allocation).
- * Return: as ps_space_map(), without saying which page failed. On error no
+ * Return: as ps_space_map(); for -EEXIST, -EBUSY, -EHWPOISON and -EOVERFLOW
+ * with the page's offset in *@error_offset (for -EEXIST the first page of the
+ * range that holds an entry a map may not replace). On error no
  * entry was ever visible, unless another thread stored into the range against
  * the exclusion rules of pagestate/pgtable.h: then the entries installed are
  * taken back inside an UNMAP invalidation (a page that held a UFFD_WP marker
  * gets it back, a page of an async range a WRITTEN marker).
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
-		       uint64_t first_frame, unsigned int flags);
+		       uint64_t first_frame, unsigned int flags,
+		       uint64_t *error_offset);
 
 /* Unmap flags. */
 #define PS_UNMAP_ZAP 0x1u /* MADV_DONTNEED: keep markers where the table does */
