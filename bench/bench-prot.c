@@ -301,7 +301,7 @@ int main(int argc, char **argv)
 		die("set-up");
 	for (uint64_t i = 0; i < NPAGES; i++)
 		atomic_init(&flat[i], 0);
-	if (ps_space_map_range(S, 0, SPAN, 0, PS_MAP_WRITE) ||
+	if (ps_space_map_range(S, 0, SPAN, 0, PS_MAP_WRITE, NULL) ||
 	    ps_space_map(S, SPAN, KFRAME, 0))
 		die("ps_space_map_range");
 	pthread_mutex_init(&sec.lock, NULL);

@@ -536,7 +536,7 @@ int main(int argc, char **argv)
 			{"floor", pin_floor, &a},
 			{"pagestate", pin_space, &a},
 		};
-		int rc = ps_space_map_range(a.s, 0, GIB, 0, PS_MAP_WRITE);
+		int rc = ps_space_map_range(a.s, 0, GIB, 0, PS_MAP_WRITE, NULL);
 
 		if (rc)
 			die("map_range", rc);
@@ -556,7 +556,8 @@ int main(int argc, char **argv)
 			{"page word", pin_one_word, &a},
 			{"pagestate", pin_one_space, &a},
 		};
-		int rc = ps_space_map_range(a.s, 0, 64 * PG, 0, PS_MAP_WRITE);
+		int rc = ps_space_map_range(a.s, 0, 64 * PG, 0, PS_MAP_WRITE,
+					    NULL);
 
 		if (rc)
 			die("map_range", rc);
@@ -573,7 +574,7 @@ int main(int argc, char **argv)
 		memset(&a, 0, sizeof(a));
 		a.npages = 4096;
 		a.s = make_space(GIB, a.npages);
-		rc = ps_space_map_range(a.s, 0, a.npages * PG, 0, 0);
+		rc = ps_space_map_range(a.s, 0, a.npages * PG, 0, 0, NULL);
 		if (!rc)
 			rc = ps_interval_insert(&a.sub, ps_space_notifier(a.s),
 						0, a.npages * PG, &sub_ops,
@@ -613,10 +614,10 @@ int main(int argc, char **argv)
 		if (!fl.flat)
 			die("calloc", -1);
 		rc = ps_space_map_range(sp.s, 0, sp.npages * PG, 0,
-					PS_MAP_WRITE);
+					PS_MAP_WRITE, NULL);
 		if (!rc)
 			rc = ps_space_map_range(pt.s, 0, pt.npages * PG, 0,
-						PS_MAP_WRITE);
+						PS_MAP_WRITE, NULL);
 		if (rc)
 			die("map_range", rc);
 		(void)fault_writable(&pt, 1); /* every entry writable */
@@ -649,7 +650,8 @@ int main(int argc, char **argv)
 		int rc;
 
 		a.s = make_space(a.npages * PG, a.npages);
-		rc = ps_space_map_range(a.s, 0, a.npages * PG, 0, PS_MAP_WRITE);
+		rc = ps_space_map_range(a.s, 0, a.npages * PG, 0, PS_MAP_WRITE,
+					NULL);
 		if (rc)
 			die("map_range", rc);
 		c = measure(&o, "write-back", "dirty page", "ns/page", 1, im, 2,

@@ -232,7 +232,8 @@ static void harvester_bridge(struct harvester *h, bool space)
 		sc.size = LBASE + SPAN;
 		sc.nframes = NPAGES;
 		if (ps_space_create(&sc, &h->s) ||
-		    ps_space_map_range(h->s, LBASE, SPAN, 0, PS_MAP_WRITE))
+		    ps_space_map_range(h->s, LBASE, SPAN, 0, PS_MAP_WRITE,
+				       NULL))
 			die("space set-up");
 		h->t = ps_space_pgtable(h->s);
 	} else {

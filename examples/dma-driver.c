@@ -579,10 +579,10 @@ int main(void)
 	}
 	drv.notifier = ps_space_notifier(drv.space);
 	err = ps_space_map_range(drv.space, va_a, pages_a * PAGE, 0,
-				 PS_MAP_WRITE);
+				 PS_MAP_WRITE, NULL);
 	EXPECT(!err, "map buffer A: %d", err);
 	err = ps_space_map_range(drv.space, va_b, pages_b * PAGE, 256,
-				 PS_MAP_WRITE);
+				 PS_MAP_WRITE, NULL);
 	EXPECT(!err, "map buffer B: %d", err);
 
 	/* 1. Registration. */
@@ -726,7 +726,7 @@ int main(void)
 
 	/* Hot-add: new frames at the same addresses. */
 	err = ps_space_map_range(drv.space, va_gone, pages_gone * PAGE, spare,
-				 PS_MAP_WRITE);
+				 PS_MAP_WRITE, NULL);
 	EXPECT(!err, "hot-add: %d", err);
 	wait_progress(io, NTHREADS, requests);
 	err = reg_vtophys(&buf_a, va_gone, 1, phys, &seq);

@@ -587,7 +587,7 @@ int main(void)
 	err = ps_space_create(&cfg, &vm.space);
 	if (!err)
 		err = ps_space_map_range(vm.space, 0, GUEST_SIZE, 0,
-					 PS_MAP_WRITE);
+					 PS_MAP_WRITE, NULL);
 	if (!err)
 		err = ps_prot_set_hooks(vm.space, &prot_hooks);
 	if (err) {

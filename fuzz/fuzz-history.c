@@ -29,6 +29,7 @@
 #include "../lib/history.h"
 #include "../lib/rcu.h"
 
+#include "fuzz-check.h"
 #include "fuzz-input.h"
 #include "fuzz-leaks.h"
 
@@ -48,18 +49,6 @@ static struct ps__hist hist;
 static uint64_t first; /* the number of the first end */
 static uint64_t mstart[MAXE], mlast[MAXE];
 static unsigned int nends;
-
-static size_t fz_at;
-static unsigned int fz_op;
-
-#define CHECK(cond)                                                       \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr, "%s:%d: %s (op %u at %zu)\n",     \
-				__FILE__, __LINE__, #cond, fz_op, fz_at); \
-			abort();                                          \
-		}                                                         \
-	} while (0)
 
 /* --- allocations that fail on demand -------------------------------------- */
 

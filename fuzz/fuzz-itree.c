@@ -35,6 +35,7 @@
 #include "../lib/itree.h"
 #include "../lib/rcu.h"
 
+#include "fuzz-check.h"
 #include "fuzz-input.h"
 #include "fuzz-leaks.h"
 
@@ -62,18 +63,6 @@ struct ent {
 static struct ps__itree tree;
 static struct ent model[MAXE];
 static unsigned int nmodel;
-
-static size_t fz_at;
-static unsigned int fz_op;
-
-#define CHECK(cond)                                                       \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr, "%s:%d: %s (op %u at %zu)\n",     \
-				__FILE__, __LINE__, #cond, fz_op, fz_at); \
-			abort();                                          \
-		}                                                         \
-	} while (0)
 
 /* --- the model ------------------------------------------------------------ */
 

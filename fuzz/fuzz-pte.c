@@ -27,6 +27,7 @@
  */
 #include <pagestate/pte.h>
 
+#include "fuzz-check.h"
 #include "fuzz-input.h"
 
 #include <stddef.h>
@@ -100,19 +101,6 @@ static uint64_t flags_in(struct in *in, uint64_t allowed)
 		return number(in);
 	return raw64(in) & allowed;
 }
-
-static size_t op_at;
-static unsigned int op_code;
-
-#define CHECK(cond)                                                       \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr,                                   \
-				"fuzz-pte: %s (op %u at %zu, line %d)\n", \
-				#cond, op_code, op_at, __LINE__);         \
-			abort();                                          \
-		}                                                         \
-	} while (0)
 
 /* ps_pte_valid(), written again from the header's invariant list. */
 static bool ref_valid(ps_pte_t e)
@@ -439,9 +427,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (in.at < in.n) {
 		uint8_t arg;
 
-		op_at = in.at;
-		op_code = u8(&in) % 12;
-		switch (op_code) {
+		fz_at = in.at;
+		fz_op = u8(&in) % 12;
+		switch (fz_op) {
 		case 0:
 			e = op_present(&in);
 			break;

@@ -23,6 +23,7 @@
 
 #include <pagestate/pgtable.h>
 
+#include "fuzz-check.h"
 #include "fuzz-input.h"
 #include "fuzz-leaks.h"
 
@@ -46,33 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define EDGE_ADDR (SPACE_END - PG)
 #define MREG 0x80u
 
-/* --- where we are, and the abort ------------------------------------------ */
-
-static size_t fz_at;	   /* offset of the current operation */
-static unsigned int fz_op; /* its opcode */
-
-#define CHECK(cond)                                                       \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			fprintf(stderr, "%s:%d: %s (op %u at %zu)\n",     \
-				__FILE__, __LINE__, #cond, fz_op, fz_at); \
-			abort();                                          \
-		}                                                         \
-	} while (0)
-
-#define CHECK_EQ(a, b)                                                       \
-	do {                                                                 \
-		unsigned long long a_ = (unsigned long long)(a);             \
-		unsigned long long b_ = (unsigned long long)(b);             \
-		if (a_ != b_) {                                              \
-			fprintf(stderr,                                      \
-				"%s:%d: %s == %s: %#llx != %#llx (op %u at " \
-				"%zu)\n",                                    \
-				__FILE__, __LINE__, #a, #b, a_, b_, fz_op,   \
-				fz_at);                                      \
-			abort();                                             \
-		}                                                            \
-	} while (0)
+/* Where we are, and the abort: fz_at, fz_op, CHECK, CHECK_EQ: fuzz-check.h */
 
 /* --- the input ------------------------------------------------------------ */
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lib/failpoint.h - the test build's failpoints of the space's files and of
- * prot: one list, one hook, one injection hook. Not installed; not API.
+ * lib/failpoint.h - the test build's failpoints of the space's files, of
+ * prot and of the notifier's allocation: one list, one hook, one injection
+ * hook. Not installed; not API.
  *
  * A failpoint is a place in a race window where a test wants the racing
  * change to happen exactly (tests/test-space.c, tests/test-prot.c cite
@@ -58,6 +59,8 @@ enum {
 	FP_WB_ENDED,		   /* write-back: WRITEBACK ended after @fn */
 	FP_KMAP_JOIN,		   /* prot: kmap read a positive count, not
 				    * joined it yet */
+	FP_NOTIFIER_SLOT,	   /* inject: an invalidation's slot
+				    * allocation (arg: its start) */
 	FP_NR
 };
 /* clang-format on */

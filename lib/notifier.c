@@ -199,6 +199,7 @@
  */
 #include <pagestate/notifier.h>
 
+#include "failpoint.h"
 #include "fork.h"
 #include "history.h"
 #include "itree.h"
@@ -374,12 +375,18 @@ static uint64_t inflight_scan(const struct ps__notifier_impl *impl,
 }
 
 /*
- * Under lock: a free slot; if every chunk is full, a new chunk is linked at
- * the end (P0). -ENOMEM if it cannot be allocated.
+ * Under lock: a free slot for the invalidation of @start; if every chunk is
+ * full, a new chunk is linked at the end (P0). -ENOMEM if it cannot be
+ * allocated (or the test build injects that failure: FP_NOTIFIER_SLOT).
  */
-static int slot_get(struct ps__notifier_impl *impl, struct slotref *ref)
+static int slot_get(struct ps__notifier_impl *impl, uint64_t start,
+		    struct slotref *ref)
 {
 	struct chunk *c = &impl->slots, *next;
+
+	(void)start; /* read only by the test build's injection */
+	if (INJECT(FP_NOTIFIER_SLOT, start, NULL))
+		return -ENOMEM;
 
 	for (;;) {
 		/* Relaxed: under the mutex, as every writer of the slots. */
@@ -494,7 +501,7 @@ int ps_notifier_invalidate_start(struct ps_notifier *n, uint64_t start,
 
 	PS__FORK_CHECK(impl->born, "notifier");
 	pthread_mutex_lock(&impl->lock);
-	if (slot_get(impl, &ref)) { /* never waits: no limit (G11) */
+	if (slot_get(impl, start, &ref)) { /* never waits: no limit (G11) */
 		pthread_mutex_unlock(&impl->lock);
 		return -ENOMEM;
 	}

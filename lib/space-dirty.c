@@ -10,7 +10,9 @@
  * ---------------------------------------------------------------------------
  *
  * S5  Exactly-once dirty hook. DIRTY is set only by ps_page_test_and_set
- *     (ps__space_mark_frame_dirty(), lib/space-impl.h): the one caller that
+ *     (ps__space_mark_frame_dirty(), lib/space-impl.h), or together with
+ *     LOCKED and a reference by the one CAS of ps_page_try_get_lock_and_set()
+ *     (a write fault's R1, mark_dirty's common case): the one caller that
  *     sees it clear runs the hook. Every marker sets DIRTY and runs the hook
  *     under the frame's LOCKED bit: a write fault, mark_dirty, an unpin for a
  *     device's write, the secondary-map helper and write-back's re-dirtying.
@@ -141,49 +143,87 @@ static uint64_t frame_at(struct ps_space *s, uint64_t addr)
 }
 
 /*
- * Mark the frame mapped at @addr holding it (S5): a reference first, so that it
- * can be neither freed nor handed to another owner while it is marked (the
- * dirty hook never runs for a freed frame), then the entry read again: a frame
- * no longer mapped at @addr is let go and the page looked at again. No fence
- * between the two: if the put that unmapped the frame comes before the try-get
- * on the word, the try-get's acquire reads its release sequence and the re-read
- * sees the unmap; if after, the mark is ordered before the unmap, on the same
- * lifetime (the reference keeps that put from being the last).
+ * Hold the frame mapped at @addr for a mark when the common CAS could not
+ * (another thread holds LOCKED, or the frame is free, frozen or full): a
+ * reference, then LOCKED, waiting for it (ps_page_try_get_and_lock()). Returns
+ * 0 with the frame held and locked, 1 to look at the entry again (freed,
+ * frozen: yielded), or PS_SPACE_MARK_OVERFLOW + 2.
+ */
+static int mark_hold_slow(struct ps_page *p)
+{
+	uint64_t w;
+
+	if (ps_page_try_get_and_lock(p))
+		return 0;
+	w = ps_page_load(p);
+	if ((w & PS_PAGE_LIVE) && ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+		return PS_SPACE_MARK_OVERFLOW + 2;
+	if (w & PS_PAGE_FROZEN)
+		sched_yield(); /* a freezer holds it (S8) */
+	return 1;	       /* freed or frozen: look again */
+}
+
+/*
+ * Mark the frame mapped at @addr holding it (S5): a reference, so that it can
+ * be neither freed nor handed to another owner while it is marked (the dirty
+ * hook never runs for a freed frame), and its LOCKED bit, which every
+ * write-back visit takes before it clears DIRTY, so that no write-back cleans
+ * the frame between this DIRTY and its hook. In the common case two RMWs on
+ * the page word: the reference, LOCKED and DIRTY in one CAS
+ * (ps_page_try_get_lock_and_set(), as a write fault's R1), and the release
+ * (ps_page_unlock_and_put(), whose last put runs the free hook). Between the
+ * two the entry is read again: between the lookup and the CAS the frame may
+ * have been unmapped, freed and mapped elsewhere, and the CAS then held and
+ * marked that other lifetime. If the entry no longer maps the frame, the
+ * mark is taken back before anything acts on it (DIRTY is set, cleared and
+ * acted on only under LOCKED, which this call holds, as for the fault:
+ * lib/space-fault.c), the frame let go and the page looked at again. No fence
+ * is needed: if the put that unmapped the frame comes before the CAS on the
+ * word, the CAS's acquire reads its release sequence and the re-read sees the
+ * unmap; if after, the mark is ordered before the unmap, on the same lifetime
+ * (the reference keeps that put from being the last). A frame another thread
+ * holds LOCKED is waited for (mark_hold_slow()), then marked by a
+ * test-and-set under the bit.
  */
 enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 {
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_SPACE_MARK_INVALID;
 	for (;;) {
-		uint64_t frame = frame_at(s, addr), w;
+		uint64_t frame = frame_at(s, addr), seen;
 		struct ps_page *p;
-		bool made;
+		bool fast, made = false;
+		int rc;
 
 		if (frame == UINT64_MAX)
 			return PS_SPACE_MARK_UNMAPPED; /* nothing to mark */
 		FAILPOINT(FP_MARK_LOOKED_UP, addr);
 		p = &s->frames[frame];
-		if (!ps_page_try_get(p)) {
-			w = ps_page_load(p);
-			if ((w & PS_PAGE_LIVE) &&
-			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
-				return PS_SPACE_MARK_OVERFLOW;
-			if (w & PS_PAGE_FROZEN)
-				sched_yield(); /* a freezer holds it (S8) */
-			continue;	       /* freed or frozen: look again */
+		fast = ps_page_try_get_lock_and_set(p, PS_PAGE_DIRTY, &seen);
+		if (PS_LIKELY(fast)) {
+			made = !(seen & PS_PAGE_DIRTY);
+		} else {
+			rc = mark_hold_slow(p);
+			if (rc > 1)
+				return (enum ps_space_mark)(rc - 2);
+			if (rc)
+				continue;
 		}
-		if (frame_at(s, addr) != frame) {
-			ps__space_frame_put(s, frame); /* may free it (S7) */
+		if (PS_UNLIKELY(frame_at(s, addr) != frame)) {
+			/* Not this lifetime's: take the mark back (S5). */
+			if (made)
+				(void)ps_page_clear_flags(p, PS_PAGE_DIRTY);
+			if (ps_page_unlock_and_put(p)) /* may free it (S7) */
+				ps__space_frame_freed(s, frame);
 			continue;
 		}
-		/*
-		 * S5: under the frame's LOCKED bit, which every write-back
-		 * visit takes before it clears DIRTY: no write-back cleans
-		 * the frame between this DIRTY and its hook.
-		 */
-		made = ps__space_lock_and_mark_dirty(s, frame);
+		if (!fast) /* held slowly: marked now, under the bit */
+			made = ps__space_mark_frame_dirty(s, frame);
+		else if (made) /* the CAS made the transition: its hook */
+			ps__space_frame_dirtied(s, frame);
 		ps__space_log_written(s, addr);
-		ps__space_frame_put(s, frame);
+		if (ps_page_unlock_and_put(p)) /* unmapped meanwhile (S7) */
+			ps__space_frame_freed(s, frame);
 		return made ? PS_SPACE_MARK_DIRTIED : PS_SPACE_MARK_WAS_DIRTY;
 	}
 }

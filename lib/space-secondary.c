@@ -23,6 +23,41 @@ static bool wp_async(struct ps_space *s, uint64_t addr)
 	       (flags & PS_WP_ASYNC);
 }
 
+/*
+ * Fault @addr in for the helper: a read fault (the helper never makes the
+ * primary entry writable); a missing page goes to the populate hook with the
+ * access the secondary mapping is for (PS_ACCESS_WRITE for a writable one:
+ * the owner may populate differently, e.g. not with a shared zero page),
+ * then is read-faulted again. 0 when the page may be looked up, else an
+ * errno, the populate hook's own included.
+ */
+static int fault_in(struct ps_space *s, uint64_t addr, bool write)
+{
+	enum ps_fault fr = ps__space_fault_nopopulate(s, addr, PS_ACCESS_READ);
+	int rc;
+
+	if (fr == PS_FAULT_MISSING) {
+		if (!s->hooks.populate)
+			return -EFAULT;
+		rc = s->hooks.populate(s->hooks.ctx, s, addr,
+				       write ? PS_ACCESS_WRITE
+					     : PS_ACCESS_READ);
+		if (rc)
+			return rc;
+		fr = ps__space_fault_nopopulate(s, addr, PS_ACCESS_READ);
+	}
+	switch (fr) {
+	case PS_FAULT_OK:
+		return 0;
+	case PS_FAULT_POISONED:
+		return -EHWPOISON;
+	case PS_FAULT_INVALID:
+		return -EINVAL;
+	default:
+		return -EFAULT; /* still missing, a guard page */
+	}
+}
+
 /* Drop the lookup reference, and the LOCKED bit a write took (S5). */
 static void release(struct ps_space *s, uint64_t frame, bool locked)
 {
@@ -53,7 +88,7 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 		if (ps_pgtable_get(s->pt, addr, &e))
 			return -EINVAL;
 		if (!ps_pte_is_present(e)) {
-			rc = ps__space_fault_in(s, addr, PS_ACCESS_READ);
+			rc = fault_in(s, addr, write);
 			if (rc)
 				return rc;
 			continue;

@@ -85,38 +85,47 @@
  *         while the test still reads the bit the take took.
  *
  *     Batches. The set is visited a level-0 word at a time (64 pages, one leaf
- *     of the page table: ps__hbm_harvest_words()), and the word's pages go
- *     through each step together (writeback_word()), so that what a visit
- *     costs is paid per word or per run, not per page:
- *       B1  one seq_cst fence (Fv above) for the word, after its take, then
- *           one read-side section and one walk: each page's entry through a
- *           leaf cursor, its frame held (a reference and LOCKED in one CAS,
+ *     of the page table: ps__hbm_harvest_words()), and within the word a run
+ *     at a time (writeback_word()), so that what a visit costs is paid per
+ *     word or per run, not per page, and no frame of one run is held while
+ *     another run is invalidated or written:
+ *       B1  one seq_cst fence (Fv above) for the word, after its take; then,
+ *           for the lowest run of consecutive pages of the word left, one
+ *           read-side section and one walk: each page's entry through a leaf
+ *           cursor, its frame held (a reference and LOCKED in one CAS,
  *           ps_page_try_get_lock_and_set(), which never waits: a frame locked
  *           by another thread is left to B5), the entry read again under the
  *           bit through the same cursor (S3; a frame replaced meanwhile is let
  *           go outside the section, which may free it, and left to B5);
  *       B2  each frame looked at under its bit, as one page's visit does
- *           (WRITEBACK, DIRTY, pins: wb_look());
- *       B3  each run of consecutive pages to write gets one PROTECTION
- *           invalidation: its entries write-protected through one cursor,
- *           then each frame's WRITEBACK set and DIRTY cleared (S4), all under
- *           the frames' LOCKED bits and before the run's invalidation ends
- *           (S5), as for one page. The invalidation's callbacks run under
- *           the LOCKED bits of every frame the batch locked, those of the
- *           word's other runs too (S7 in lib/space.c; space.h forbids a
- *           callback to wait for any page of the block: to do, lock and
- *           release run by run so that a callback holds only its own);
- *       B4  the pages to write go back into the set with one RMW for the
- *           word (S12: before their bits are dropped), every LOCKED bit is
- *           dropped before the first @fn runs (it runs with no library lock
- *           held), then @fn, the re-dirtying and the end of WRITEBACK per
- *           page, as for one page;
+ *           (WRITEBACK, DIRTY, pins: wb_look()); a frame not to write is let
+ *           go. If the pages to write do not follow each other (a clean or
+ *           skipped page between), the pages after the first gap are let go
+ *           unchanged and taken again (B1) as the next run;
+ *       B3  the run of pages to write gets one PROTECTION invalidation: its
+ *           entries write-protected through one cursor, then each frame's
+ *           WRITEBACK set and DIRTY cleared (S4), all under the frames'
+ *           LOCKED bits and before the invalidation ends (S5), as for one
+ *           page. The invalidation's callbacks run under the LOCKED bits of
+ *           the run's frames, and of no other frame of the batch (S7 in
+ *           lib/space.c): a callback may touch any page outside its range.
+ *           If the invalidation cannot start (-ENOMEM), nothing is cleaned:
+ *           the run's frames stay dirty and in the set, @fn is not called
+ *           (secondary mappings may still be writable: a write through one
+ *           after the copy would be lost), and the error says where;
+ *       B4  the pages to write go back into the set with one RMW (S12: before
+ *           their bits are dropped), every LOCKED bit of the run is dropped
+ *           before its first @fn runs (it runs with no library lock held),
+ *           then @fn, the re-dirtying and the end of WRITEBACK per page, as
+ *           for one page; then the next run (B1);
  *       B5  the pages B1 or B2 left (a frame locked, frozen or freed, replaced
  *           under the bit, or under another write-back that INTEGRITY waits
  *           for) are visited one at a time, as before (writeback_page()).
  *     Each page still sees, under its frame's LOCKED bit and inside an
  *     invalidation of its address, write-protect then clear, so S3, S4, S5,
- *     S9 and S12 hold page by page as before; only the grouping differs.
+ *     S9 and S12 hold page by page as before; only the grouping differs. A
+ *     run whose pages are all to write (the common case) costs what the
+ *     word-wide batch cost: one section and one CAS per frame to hold it.
  *
  * S12 One write-back of a frame at a time (Linux's PG_writeback). A visit
  *     sets WRITEBACK (ps_page_start_writeback()) under the frame's LOCKED
@@ -137,9 +146,10 @@
  *     that instant; the next visit of a clean frame not under write-back takes
  *     it out again. Waiting for one's own callback would never end: each thread
  *     keeps its write-backs in a list (wb_current), and a visit that would wait
- *     for a frame this thread's @fn is writing gives -EDEADLK instead and keeps
- *     the page. Two callbacks in two threads that each wait for the other's
- *     INTEGRITY write-back are not detected (space.h forbids it).
+ *     for a frame this thread's @fn is writing, or one of its run under
+ *     WRITEBACK whose @fn is still to come (B4), gives -EDEADLK instead and
+ *     keeps the page. Two callbacks in two threads that each wait for the
+ *     other's INTEGRITY write-back are not detected (space.h forbids it).
  */
 #include <pagestate/space.h>
 
@@ -158,8 +168,12 @@ struct wb_ctx {
 	ps_writeback_fn fn;
 	void *ctx;
 	struct ps_writeback_stats st;
+	uint64_t start; /* of the range: errors say where from it */
 	int first_error;
 	uint64_t in_fn; /* the frame @fn is writing, or UINT64_MAX */
+	/* The run being written (B4): frames under WRITEBACK, @fn to come. */
+	const uint64_t *run_frames;
+	uint64_t run_pending;
 	const struct wb_ctx *outer; /* this thread's enclosing write-back */
 };
 
@@ -170,20 +184,33 @@ struct wb_ctx {
  */
 static _Thread_local const struct wb_ctx *wb_current;
 
-/* Is a write-back of @frame in @s in flight in this very thread (S12)? */
+/*
+ * Is a write-back of @frame in @s in flight in this very thread (S12): the
+ * frame @fn is writing, or one of its run that WRITEBACK already covers and
+ * whose @fn is still to come?
+ */
 static bool wb_mine(const struct ps_space *s, uint64_t frame)
 {
-	for (const struct wb_ctx *c = wb_current; c; c = c->outer)
-		if (c->s == s && c->in_fn == frame)
+	for (const struct wb_ctx *c = wb_current; c; c = c->outer) {
+		if (c->s != s)
+			continue;
+		if (c->in_fn == frame)
 			return true;
+		for (uint64_t m = c->run_pending; m; m &= m - 1)
+			if (c->run_frames[__builtin_ctzll(m)] == frame)
+				return true;
+	}
 	return false;
 }
 
-static void wb_error(struct wb_ctx *c, int rc)
+/* Count an error at page @addr; the first says where (stats). */
+static void wb_error(struct wb_ctx *c, int rc, uint64_t addr)
 {
 	c->st.errors++;
-	if (!c->first_error)
+	if (!c->first_error) {
 		c->first_error = rc;
+		c->st.error_offset = addr - c->start;
+	}
 }
 
 /* Clear WRITE on the entry at @addr (stable pages), if it is @frame's. */
@@ -394,7 +421,7 @@ static int wb_write(struct wb_ctx *c, uint64_t addr, uint64_t frame,
 	w = ps_page_end_writeback(p);
 	FAILPOINT(FP_WB_ENDED, addr);
 	if (rc) {
-		wb_error(c, rc);
+		wb_error(c, rc, addr);
 		return PS__HBM_KEEP;
 	}
 	if (!pinned) {
@@ -425,8 +452,8 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 {
 	struct ps_space *s = c->s;
 	struct ps_page *p = &s->frames[frame];
-	bool pinned, inval, busy;
-	int v = PS__HBM_KEEP, look = wb_look(c, p, &v);
+	bool pinned, busy;
+	int v = PS__HBM_KEEP, look = wb_look(c, p, &v), rc;
 
 	if (look == WB_BUSY)
 		return WB_BUSY;
@@ -441,14 +468,23 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	 * until no invalidation is in progress) marks the frame dirty after
 	 * this clear, so it never maps a clean frame writable.
 	 */
-	inval = !ps_notifier_invalidate_start(&s->notifier, addr, PAGE_SIZE,
-					      PS_NOTIFIER_PROTECTION, 0);
-	if (inval)
-		write_protect_entry(s, addr, frame);
+	rc = ps_notifier_invalidate_start(&s->notifier, addr, PAGE_SIZE,
+					  PS_NOTIFIER_PROTECTION, 0);
+	if (rc) {
+		/*
+		 * -ENOMEM: a secondary mapping may still be writable, so the
+		 * frame is not cleaned (a write through it would be lost):
+		 * it stays dirty, the page stays in the set, @fn is not
+		 * called, and the error says where.
+		 */
+		ps_page_unlock(p);
+		wb_error(c, rc, addr);
+		return PS__HBM_KEEP;
+	}
+	write_protect_entry(s, addr, frame);
 	wb_clean(c, p, &pinned, &busy);
 	FAILPOINT(FP_WB_CLEARED, addr);
-	if (inval)
-		(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
+	(void)ps_notifier_invalidate_end(&s->notifier, addr, PAGE_SIZE);
 	/* Keep right after the end: tests check DIRTY is clear here (S5). */
 	FAILPOINT(FP_WB_INVALIDATED, addr);
 	v = wb_after_clean(c, p, pinned, busy);
@@ -475,13 +511,13 @@ static enum ps__hbm_verdict writeback_page(struct wb_ctx *c, uint64_t bit)
 		if (rc > 0)
 			return PS__HBM_CLEAR; /* nothing mapped */
 		if (rc < 0) {
-			wb_error(c, rc);
+			wb_error(c, rc, addr);
 			return PS__HBM_KEEP; /* the next one looks */
 		}
 		v = writeback_frame(c, addr, frame);
 		if (v == WB_BUSY && wb_mine(c->s, frame)) {
 			/* S12: this thread's own @fn is writing it. */
-			wb_error(c, -EDEADLK);
+			wb_error(c, -EDEADLK, addr);
 			v = PS__HBM_KEEP;
 		}
 		if (v != WB_BUSY) {
@@ -495,35 +531,34 @@ static enum ps__hbm_verdict writeback_page(struct wb_ctx *c, uint64_t bit)
 	}
 }
 
-/*
- * The pages of one word of the write-back set together ("Batches" under S9):
- * @bits, the word's taken bits, bit i for page @first + i (@first a multiple of
- * 64, so all 64 share one leaf of the page table). Returns the bits to keep.
- */
-static uint64_t writeback_word(void *ctx, uint64_t first, uint64_t bits)
+/* The lowest run of consecutive set bits of @m (not 0). */
+static uint64_t lowest_run(uint64_t m)
 {
-	struct wb_ctx *c = ctx;
+	const unsigned int r0 = (unsigned int)__builtin_ctzll(m);
+	const uint64_t rest = ~(m >> r0);
+	const unsigned int n = rest ? (unsigned int)__builtin_ctzll(rest)
+				    : 64 - r0;
+
+	return (n == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << n) - 1)) << r0;
+}
+
+/*
+ * B1: hold the frames of the pages in @run (consecutive bits of the word that
+ * starts at page @first): one read-side section, one walk, a reference and
+ * LOCKED in one CAS that never waits, the entry read again under the bit.
+ * Returns the pages held (their frames in @frames); the pages whose frame
+ * was locked, freed, frozen or replaced go into *@slow (B5).
+ */
+static uint64_t wb_hold_run(struct wb_ctx *c, uint64_t first, uint64_t run,
+			    uint64_t *frames, uint64_t *slow)
+{
 	struct ps_space *s = c->s;
-	uint64_t frames[64];
-	uint64_t held = 0, write = 0, slow = 0, letgo = 0, keep = 0;
-	uint64_t pinned_m = 0, skip_m = 0;
+	uint64_t held = 0, letgo = 0;
 	PS_ATOMIC(ps_pte_t) *leaf;
 
-	/*
-	 * S9 - seq_cst fence: the harvest's take of this word (A0, seq_cst)
-	 * before the entry loads (acquire). Pairs with the seq_cst entry CAS
-	 * of a map (map_range), followed by ps__space_wb_note()'s test, and
-	 * with a read pin's seq_cst re-read (S2), which it runs before that
-	 * test: without it, store buffering lets this visit read the old entry
-	 * while the other side's test still reads the bit set (see "Recording
-	 * the address" under S9 above). One fence for the word's pages.
-	 */
-	atomic_thread_fence(memory_order_seq_cst);
-
-	/* 1. Hold each page's frame: one section, one walk (B1). */
 	ps__space_read_lock();
 	leaf = ps_pgtable_lookup_leaf(s->pt, first << PAGE_SHIFT);
-	for (uint64_t m = bits; m; m &= m - 1) {
+	for (uint64_t m = run; m; m &= m - 1) {
 		const unsigned int i = (unsigned int)__builtin_ctzll(m);
 		uint64_t seen;
 		ps_pte_t e;
@@ -537,7 +572,7 @@ static uint64_t writeback_word(void *ctx, uint64_t first, uint64_t bits)
 		FAILPOINT(FP_WB_LOOKED_UP, (first + i) << PAGE_SHIFT);
 		if (!ps_page_try_get_lock_and_set(&s->frames[frames[i]], 0,
 						  &seen)) {
-			slow |= UINT64_C(1) << i; /* locked, freed, frozen */
+			*slow |= UINT64_C(1) << i; /* locked, freed, frozen */
 			continue;
 		}
 		/*
@@ -558,96 +593,122 @@ static uint64_t writeback_word(void *ctx, uint64_t first, uint64_t bits)
 		if (ps_page_unlock_and_put(&s->frames[frames[i]]))
 			ps__space_frame_freed(s, frames[i]);
 	}
-	slow |= letgo;
+	*slow |= letgo;
+	return held;
+}
 
-	/* 2. Look at each frame under its bit (B2). */
+/*
+ * B2: look at each frame of @held under its bit. Returns the pages to write,
+ * still held and LOCKED; the others are let go, with their verdict in *@keep
+ * or, for an INTEGRITY write-back that waits, in *@slow (B5).
+ */
+static uint64_t wb_look_run(struct wb_ctx *c, const uint64_t *frames,
+			    uint64_t held, uint64_t *keep, uint64_t *slow)
+{
+	uint64_t write = 0;
+
 	for (uint64_t m = held; m; m &= m - 1) {
 		const unsigned int i = (unsigned int)__builtin_ctzll(m);
 		int v = PS__HBM_KEEP;
 
-		switch (wb_look(c, &s->frames[frames[i]], &v)) {
+		switch (wb_look(c, &c->s->frames[frames[i]], &v)) {
 		case WB_WRITE:
 			write |= UINT64_C(1) << i;
 			continue;
 		case WB_BUSY:
-			slow |= UINT64_C(1) << i; /* it waits, on its own */
+			*slow |= UINT64_C(1) << i; /* it waits, on its own */
 			break;
 		default:
 			if (v == PS__HBM_KEEP)
-				keep |= UINT64_C(1) << i;
+				*keep |= UINT64_C(1) << i;
 			break;
 		}
-		ps__space_frame_put(s, frames[i]);
+		ps__space_frame_put(c->s, frames[i]);
 	}
+	return write;
+}
 
-	/* 3. Each run of pages to write: one invalidation around it (B3). */
-	for (uint64_t m = write; m;) {
-		const unsigned int r0 = (unsigned int)__builtin_ctzll(m);
-		const uint64_t rest = ~(m >> r0);
-		const unsigned int n =
-			rest ? (unsigned int)__builtin_ctzll(rest) : 64 - r0;
-		const uint64_t run = (n == 64 ? ~UINT64_C(0)
-					      : ((UINT64_C(1) << n) - 1))
-				     << r0;
-		const uint64_t start = (first + r0) << PAGE_SHIFT;
-		const bool inval = !ps_notifier_invalidate_start(
-			&s->notifier, start, (uint64_t)n << PAGE_SHIFT,
-			PS_NOTIFIER_PROTECTION, 0);
+/* Stable pages (S3): clear WRITE on the run's entries, through one cursor. */
+static void write_protect_run(struct ps_space *s, uint64_t start,
+			      const uint64_t *frames, unsigned int n)
+{
+	PS_ATOMIC(ps_pte_t) *leaf;
 
-		if (inval) {
-			/* Stable pages (S3), through one cursor again. */
-			ps__space_read_lock();
-			leaf = ps_pgtable_lookup_leaf(s->pt, start);
-			for (unsigned int k = 0; k < n; k++) {
-				ps_pte_t e;
+	ps__space_read_lock();
+	leaf = ps_pgtable_lookup_leaf(s->pt, start);
+	for (unsigned int k = 0; leaf && k < n; k++) {
+		/* Acquire: as a lookup (a CAS guess). */
+		ps_pte_t e = atomic_load_explicit(&leaf[k],
+						  memory_order_acquire);
 
-				if (!leaf)
-					break;
-				/* Acquire: as a lookup (a CAS guess). */
-				e = atomic_load_explicit(&leaf[k],
-							 memory_order_acquire);
-				while (ps_pte_is_present(e) &&
-				       ps_pte_frame(e) == frames[r0 + k] &&
-				       ps_pte_is_writable(e) &&
-				       ps_pgtable_cmpxchg_leaf(
-					       s->pt, &leaf[k],
+		while (ps_pte_is_present(e) && ps_pte_frame(e) == frames[k] &&
+		       ps_pte_is_writable(e) &&
+		       ps_pgtable_cmpxchg_leaf(s->pt, &leaf[k],
 					       start + ((uint64_t)k
 							<< PAGE_SHIFT),
 					       &e,
 					       e & ~PS_PTE_WRITE) == -EAGAIN)
-					;
-			}
-			ps__space_read_unlock();
-		}
-		for (unsigned int k = 0; k < n; k++) {
-			const unsigned int i = r0 + k;
-			bool pinned, busy;
-
-			wb_clean(c, &s->frames[frames[i]], &pinned, &busy);
-			if (pinned)
-				pinned_m |= UINT64_C(1) << i;
-			if (wb_after_clean(c, &s->frames[frames[i]], pinned,
-					   busy) != WB_WRITE)
-				skip_m |= UINT64_C(1) << i;
-			FAILPOINT(FP_WB_CLEARED, (first + i) << PAGE_SHIFT);
-		}
-		if (inval)
-			(void)ps_notifier_invalidate_end(&s->notifier, start,
-							 (uint64_t)n
-								 << PAGE_SHIFT);
-		/* Keep right after the end: tests check DIRTY is clear here. */
-		for (unsigned int k = 0; k < n; k++)
-			FAILPOINT(FP_WB_INVALIDATED, (first + r0 + k)
-							     << PAGE_SHIFT);
-		m &= ~run;
+			;
 	}
+	ps__space_read_unlock();
+}
+
+/*
+ * B3 and B4 for @run, consecutive pages of the word at page @first whose
+ * frames (in @frames) are held and LOCKED, and to be written: one PROTECTION
+ * invalidation around the write-protect and the DIRTY clears, then the pages
+ * back into the set, every LOCKED bit of the run dropped, then @fn for each.
+ * Returns the pages to keep. If the invalidation cannot start (-ENOMEM), its
+ * secondary mappings may still be writable: nothing is cleaned, every frame
+ * stays dirty, every page in the set, and @fn is not called (a write through
+ * such a mapping after a clean would be lost).
+ */
+static uint64_t wb_write_run(struct wb_ctx *c, uint64_t first, uint64_t run,
+			     const uint64_t *frames)
+{
+	struct ps_space *s = c->s;
+	const unsigned int r0 = (unsigned int)__builtin_ctzll(run);
+	const unsigned int n = (unsigned int)__builtin_popcountll(run);
+	const uint64_t start = (first + r0) << PAGE_SHIFT;
+	const uint64_t len = (uint64_t)n << PAGE_SHIFT;
+	uint64_t keep = 0, pinned_m = 0, skip_m = 0, write;
+	int rc;
+
+	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+					  PS_NOTIFIER_PROTECTION, 0);
+	if (rc) {
+		for (uint64_t m = run; m; m &= m - 1) {
+			const unsigned int i = (unsigned int)__builtin_ctzll(m);
+
+			if (ps_page_unlock_and_put(&s->frames[frames[i]]))
+				ps__space_frame_freed(s, frames[i]);
+			wb_error(c, rc, (first + i) << PAGE_SHIFT);
+		}
+		return run;
+	}
+	write_protect_run(s, start, frames + r0, n);
+	for (unsigned int i = r0; i < r0 + n; i++) {
+		bool pinned, busy;
+
+		wb_clean(c, &s->frames[frames[i]], &pinned, &busy);
+		if (pinned)
+			pinned_m |= UINT64_C(1) << i;
+		if (wb_after_clean(c, &s->frames[frames[i]], pinned, busy) !=
+		    WB_WRITE)
+			skip_m |= UINT64_C(1) << i;
+		FAILPOINT(FP_WB_CLEARED, (first + i) << PAGE_SHIFT);
+	}
+	(void)ps_notifier_invalidate_end(&s->notifier, start, len);
+	/* Keep right after the end: tests check DIRTY is clear here. */
+	for (unsigned int i = r0; i < r0 + n; i++)
+		FAILPOINT(FP_WB_INVALIDATED, (first + i) << PAGE_SHIFT);
 
 	/*
-	 * 4. S12: the pages to write go back into the set before their bits are
-	 * dropped (one RMW for the word), then every LOCKED bit goes before the
-	 * first @fn runs (it runs with no library lock held), then the writes.
+	 * B4, S12: the pages to write go back into the set before their bits
+	 * are dropped (one RMW), then every LOCKED bit of the run goes before
+	 * its first @fn runs (it runs with no library lock held).
 	 */
-	write &= ~skip_m;
+	write = run & ~skip_m;
 	ps__hbm_set_mask(&s->wb, first, write);
 	for (uint64_t m = write; m; m &= m - 1)
 		ps_page_unlock(&s->frames[frames[__builtin_ctzll(m)]]);
@@ -656,16 +717,74 @@ static uint64_t writeback_word(void *ctx, uint64_t first, uint64_t bits)
 		keep |= m & -m;
 		ps__space_frame_put(s, frames[__builtin_ctzll(m)]);
 	}
+	/* S12: the run's frames this thread has under WRITEBACK (wb_mine). */
+	c->run_frames = frames;
+	c->run_pending = write;
 	for (uint64_t m = write; m; m &= m - 1) {
 		const unsigned int i = (unsigned int)__builtin_ctzll(m);
 
 		if (wb_write(c, (first + i) << PAGE_SHIFT, frames[i],
 			     pinned_m >> i & 1) == PS__HBM_KEEP)
 			keep |= UINT64_C(1) << i;
+		c->run_pending &= ~(UINT64_C(1) << i);
 		ps__space_frame_put(s, frames[i]); /* the visit's (S7) */
 	}
+	c->run_frames = NULL;
+	return keep;
+}
 
-	/* 5. The exceptions, one page at a time, as before. */
+/*
+ * The pages of one word of the write-back set ("Batches" under S9): @bits,
+ * the word's taken bits, bit i for page @first + i (@first a multiple of 64,
+ * so all 64 share one leaf of the page table). Run by run: the lowest run of
+ * consecutive pages left is held (B1) and looked at (B2); its lowest run of
+ * pages to write is invalidated, cleaned and written (B3, B4) while no other
+ * frame of the word is held; pages to write above a gap are let go and taken
+ * again as the next run. Returns the bits to keep.
+ */
+static uint64_t writeback_word(void *ctx, uint64_t first, uint64_t bits)
+{
+	struct wb_ctx *c = ctx;
+	uint64_t frames[64];
+	uint64_t todo = bits, keep = 0, slow = 0;
+
+	/*
+	 * S9 - seq_cst fence: the harvest's take of this word (A0, seq_cst)
+	 * before the entry loads (acquire). Pairs with the seq_cst entry CAS
+	 * of a map (map_range), followed by ps__space_wb_note()'s test, and
+	 * with a read pin's seq_cst re-read (S2), which it runs before that
+	 * test: without it, store buffering lets this visit read the old entry
+	 * while the other side's test still reads the bit set (see "Recording
+	 * the address" under S9 above). One fence for the word's pages.
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
+
+	while (todo) {
+		const uint64_t cand = lowest_run(todo);
+		uint64_t held, write, run, later;
+
+		held = wb_hold_run(c, first, cand, frames, &slow);
+		write = wb_look_run(c, frames, held, &keep, &slow);
+		run = write ? lowest_run(write) : 0;
+		/*
+		 * Pages to write beyond a gap: let go, unchanged (nothing was
+		 * done to them under the bit), and held again as the next
+		 * run, so that no frame of another run is LOCKED while this
+		 * run's callbacks and @fn run. The put may free one (S7).
+		 */
+		later = write & ~run;
+		for (uint64_t m = later; m; m &= m - 1) {
+			const unsigned int i = (unsigned int)__builtin_ctzll(m);
+
+			if (ps_page_unlock_and_put(&c->s->frames[frames[i]]))
+				ps__space_frame_freed(c->s, frames[i]);
+		}
+		todo = (todo & ~cand) | later;
+		if (run)
+			keep |= wb_write_run(c, first, run, frames);
+	}
+
+	/* B5: the exceptions, one page at a time, holding nothing else. */
 	for (uint64_t m = slow; m; m &= m - 1) {
 		const unsigned int i = (unsigned int)__builtin_ctzll(m);
 
@@ -690,6 +809,7 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	c.mode = mode;
 	c.fn = fn;
 	c.ctx = ctx;
+	c.start = start;
 	c.in_fn = UINT64_MAX;
 	c.outer = wb_current;
 	wb_current = &c;

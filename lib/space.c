@@ -42,13 +42,14 @@
  *         map's rollback of the entries it installed, and prot's conversion
  *         and mprotect; the LOCKED bits of the frames being written back in
  *         write-back's PROTECTION invalidation (every frame to write in its
- *         range: write-back invalidates a run of pages at a time); none in a
- *         REARM harvest.
+ *         range, and no other: write-back locks, invalidates and writes a
+ *         run of pages at a time); none in a REARM harvest.
  *     So a hook run under the writer mutex must not map, map_range, unmap,
  *     discard, convert or mprotect in that space; one run under frames'
  *     LOCKED bits must not write-fault, pin for write, mark dirty, unpin
  *     dirty, write back or kmap those frames (each would wait for the lock it
- *     runs under): for write-back's callback, the pages of its range.
+ *     runs under): for write-back's callback, the pages of its range (any
+ *     other page is free of it).
  *
  * S8  Progress: see the table in pagestate/space.h. Retry loops (pin, secondary
  *     map, a write fault, mark_dirty) retry only because another thread changed
@@ -528,10 +529,33 @@ static void undo_installed(struct ps_space *s, uint64_t start,
 					 end << PAGE_SHIFT);
 }
 
-int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
-		       uint64_t first_frame, unsigned int flags)
+/*
+ * Errors say where: the first page of pages [@i, @j) of [@start, ...) that a
+ * map may not replace (pgtable.h's -EEXIST): an entry other than none, a
+ * lone UFFD_WP marker or a WRITTEN marker. The caller holds the writer
+ * mutex (S1), so only a store racing into the range against pgtable.h's
+ * exclusion rules can have removed it since: then @i.
+ */
+static uint64_t first_occupied(struct ps_space *s, uint64_t start, uint64_t i,
+			       uint64_t j)
 {
-	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j = 0, nruns = 0;
+	for (uint64_t k = i; k < j; k++) {
+		ps_pte_t e;
+
+		if (!ps_pgtable_get(s->pt, start + (k << PAGE_SHIFT), &e) &&
+		    e != PS_PTE_NONE &&
+		    e != ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP) &&
+		    !ps_pte_is_written_marker(e))
+			return k;
+	}
+	return i;
+}
+
+int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
+		       uint64_t first_frame, unsigned int flags,
+		       uint64_t *error_offset)
+{
+	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j = 0, nruns = 0, where;
 	struct taken *taken; /* per page: what to give back on failure */
 	int rc = 0;
 
@@ -571,8 +595,13 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 			nruns++;
 	}
 	FAILPOINT(FP_MAP_TAKEN, start);
-	if (!rc && nruns > 1)
+	/* Errors say where: the frame that could not be taken. */
+	where = ntaken;
+	if (!rc && nruns > 1) {
 		rc = ps_pgtable_map_prepare(s->pt, start, len);
+		if (rc == -EEXIST)
+			where = first_occupied(s, start, 0, npages);
+	}
 	for (i = 0; !rc && i < npages;) {
 		for (j = i + 1;
 		     j < npages && taken[j].pte_flags == taken[i].pte_flags;
@@ -581,6 +610,8 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		rc = map_run(s, start, first_frame, i, j, taken[i].pte_flags);
 		if (!rc)
 			i = j;
+		else if (rc == -EEXIST)
+			where = first_occupied(s, start, i, j);
 	}
 	/* Entries installed; the frames the map claimed still frozen. */
 	FAILPOINT(FP_MAP_INSTALLED, start);
@@ -617,13 +648,16 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 	}
 	pthread_mutex_unlock(&s->writer);
 	free(taken);
+	/* Every error but -EINVAL and -ENOMEM concerns a page. */
+	if (rc && rc != -ENOMEM && error_offset)
+		*error_offset = where << PAGE_SHIFT;
 	return rc;
 }
 
 int ps_space_map(struct ps_space *s, uint64_t addr, uint64_t frame,
 		 unsigned int flags)
 {
-	return ps_space_map_range(s, addr, PAGE_SIZE, frame, flags);
+	return ps_space_map_range(s, addr, PAGE_SIZE, frame, flags, NULL);
 }
 
 int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,

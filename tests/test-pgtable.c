@@ -1987,22 +1987,40 @@ END_TEST
 struct keepwp_shared {
 	struct ps_pgtable *dst;
 	_Atomic int done;
+	/* The copier's first failure (no Check assertion off the main thread):
+	 * which call (1 copy, 2 move, 3 zap) and its return, checked after the
+	 * join. */
+	_Atomic int failed_op, failed_rc;
 };
+
+/* Record the copier's first failed call; true if @rc is a failure. */
+static bool keepwp_failed(struct keepwp_shared *sh, int op, int rc)
+{
+	int none = 0;
+
+	if (!rc)
+		return false;
+	if (atomic_compare_exchange_strong(&sh->failed_op, &none, op))
+		atomic_store(&sh->failed_rc, rc);
+	return true;
+}
 
 static void *keepwp_copier(void *arg)
 {
 	struct keepwp_shared *sh = arg;
 
 	while (!atomic_load_explicit(&sh->done, memory_order_acquire)) {
-		ck_assert_int_eq(ps_pgtable_copy(sh->dst, T, BASE, 4 * PG,
-						 PS_KEEP_WP, NULL, NULL),
-				 0);
-		ck_assert_int_eq(ps_pgtable_move(sh->dst, BASE, BASE + 64 * PG,
-						 4 * PG, PS_KEEP_WP),
-				 0);
-		ck_assert_int_eq(ps_pgtable_zap(sh->dst, BASE + 64 * PG, 4 * PG,
-						PS_ZAP_UNMAP, NULL, NULL),
-				 0);
+		if (keepwp_failed(sh, 1,
+				  ps_pgtable_copy(sh->dst, T, BASE, 4 * PG,
+						  PS_KEEP_WP, NULL, NULL)) ||
+		    keepwp_failed(sh, 2,
+				  ps_pgtable_move(sh->dst, BASE, BASE + 64 * PG,
+						  4 * PG, PS_KEEP_WP)) ||
+		    keepwp_failed(sh, 3,
+				  ps_pgtable_zap(sh->dst, BASE + 64 * PG,
+						 4 * PG, PS_ZAP_UNMAP, NULL,
+						 NULL)))
+			break; /* the main thread reports it after the join */
 	}
 	return NULL;
 }
@@ -2023,6 +2041,9 @@ START_TEST(regress_keep_wp_copy_vs_unregister)
 	}
 	atomic_store_explicit(&sh.done, 1, memory_order_release);
 	ck_assert_int_eq(pthread_join(c, NULL), 0);
+	ck_assert_msg(!atomic_load(&sh.failed_op),
+		      "copier: call %d (1 copy, 2 move, 3 zap) returned %d",
+		      atomic_load(&sh.failed_op), atomic_load(&sh.failed_rc));
 	ck_assert_int_eq(ps_pgtable_unregister(sh.dst, BASE, 128 * PG), 0);
 	ps_pgtable_destroy(sh.dst);
 }

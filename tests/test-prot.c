@@ -372,7 +372,7 @@ START_TEST(cache_map_range_unwind_restores_modes)
 	ck_assert_int_eq(ps_prot_set_cache(sp, 20, PS_CACHE_UC, 0), 0);
 	ck_assert_int_eq(ps_space_map(sp, 100 * PG, 22, 0), 0);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20,
-					    PS_MAP_CACHE(PS_CACHE_WC)),
+					    PS_MAP_CACHE(PS_CACHE_WC), NULL),
 			 -EBUSY);
 	for (uint64_t i = 0; i < 4; i++)
 		ck_assert(ps_pte_is_none(entry(i * PG)));
@@ -387,11 +387,11 @@ START_TEST(cache_map_range_unwind_restores_modes)
 	/* -EEXIST after the frames were taken: the modes come back too. */
 	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 30, 0), 0);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20,
-					    PS_MAP_CACHE(PS_CACHE_WT)),
+					    PS_MAP_CACHE(PS_CACHE_WT), NULL),
 			 -EBUSY);
 	ck_assert_int_eq(ps_space_unmap(sp, 100 * PG, PG, 0), 0);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 20,
-					    PS_MAP_CACHE(PS_CACHE_WT)),
+					    PS_MAP_CACHE(PS_CACHE_WT), NULL),
 			 -EEXIST);
 	ck_assert_int_eq(ps_page_cache_mode(pg(20)), PS_CACHE_UC);
 	ck_assert_int_eq(ps_page_cache_mode(pg(21)), PS_CACHE_WB);
@@ -413,7 +413,8 @@ START_TEST(mprotect_keeps_every_other_bit)
 	/* Page 0: writable, written (W, D, A), WT, private. */
 	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 40,
 					    PS_MAP_WRITE |
-						    PS_MAP_CACHE(PS_CACHE_WT)),
+						    PS_MAP_CACHE(PS_CACHE_WT),
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
 					 NULL),
@@ -481,7 +482,8 @@ START_TEST(convert_flips_state_and_enc_only)
 	watch_init(&w, 0, n * PG);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, n * PG, 100,
 					    PS_MAP_WRITE |
-						    PS_MAP_CACHE(PS_CACHE_WC)),
+						    PS_MAP_CACHE(PS_CACHE_WC),
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_fault(sp, 2 * PG, PS_ACCESS_WRITE),
 			 PS_FAULT_OK);
@@ -564,7 +566,8 @@ START_TEST(convert_pinned_page_in_the_middle)
 	struct ps_convert_opts o;
 	uint64_t f, off = 0;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 16 * PG, 200, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 16 * PG, 200, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, 9 * PG, PG, 0, &f), 0);
 	snap(&s0, 0, 200, 16);
@@ -602,7 +605,7 @@ START_TEST(convert_failure_restores_entries)
 	struct snapshot s0, s1;
 	uint64_t f, off = 0;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 230, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 8 * PG, 230, 0, NULL), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 8 * PG, PS_ENC_PRIVATE, 0, NULL,
 					 NULL),
 			 0);
@@ -706,7 +709,7 @@ START_TEST(convert_runs_scattered_and_across_leaves)
 	for (uint64_t i = 0; i < 16; i++)
 		frames[i] = 400 + i;
 	ck_assert_int_eq(ps_space_map_range(sp, leaf - 6 * PG, 16 * PG, 400,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	convert_and_fail(leaf - 6 * PG, 16, frames, 11);
 }
@@ -717,7 +720,7 @@ START_TEST(convert_refuses_cpu_mapped_and_unexpected_refs)
 	struct ps_convert_opts o;
 	uint64_t off;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 40, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 40, 0, NULL), 0);
 	/* A CPU map holds a reference: the freeze sees it. */
 	ck_assert_int_eq(ps_prot_kmap(sp, 43, 0), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, NULL,
@@ -779,7 +782,7 @@ START_TEST(convert_refuses_cpu_map_declared_in_extra_refs)
 	struct ps_convert_opts o;
 	uint64_t off = UINT64_MAX;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 160, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 160, 0, NULL), 0);
 	ck_assert_int_eq(ps_page_get(pg(160)), 0);     /* declared, not a map */
 	ck_assert_int_eq(ps_prot_kmap(sp, 161, 0), 0); /* the caller's own */
 	memset(&o, 0, sizeof(o));
@@ -837,7 +840,7 @@ START_TEST(convert_waits_for_pins_to_drain)
 	pthread_t t;
 	uint64_t off;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 60, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 60, 0, NULL), 0);
 	memset(&u, 0, sizeof(u));
 	u.delay_ms = 20;
 	ck_assert_int_eq(ps_space_pin_range(sp, 2 * PG, PG, 0, &u.frame), 0);
@@ -871,7 +874,7 @@ START_TEST(convert_never_waits_for_longterm_pins)
 	uint64_t f, off;
 	pthread_t t;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 70, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 70, 0, NULL), 0);
 	ck_assert_int_eq(ps_space_pin_range(sp, PG, PG, PS_PIN_LONGTERM, &f),
 			 0);
 	memset(&o, 0, sizeof(o));
@@ -916,7 +919,7 @@ START_TEST(convert_waits_after_longterm_unpin)
 	uint64_t f[2], off = 999;
 	pthread_t t;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 90, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 90, 0, NULL), 0);
 	memset(&o, 0, sizeof(o));
 	o.wait_ns = 5 * UINT64_C(1000000000);
 	/* Two long-term pins: -EBUSY while either is held. */
@@ -990,7 +993,7 @@ START_TEST(convert_missing_poisoned_and_bad_input)
 	struct watch w;
 	uint64_t off = 999;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 80, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 80, 0, NULL), 0);
 	ck_assert_int_eq(ps_space_map(sp, 3 * PG, 83, 0), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 4 * PG, PS_ENC_PRIVATE, 0, NULL,
 					 &off),
@@ -1104,7 +1107,7 @@ static void expect_call(unsigned k, char kind, uint64_t addr,
 
 START_TEST(hooks_prepare_flip_finish_order)
 {
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 110, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 110, 0, NULL), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, 3 * PG, PS_ENC_PRIVATE, 0, NULL,
 					 NULL),
 			 0);
@@ -1129,7 +1132,7 @@ START_TEST(hooks_prepare_failure_changes_nothing)
 	struct ps_convert_opts o;
 	uint64_t off;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 120, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 120, 0, NULL), 0);
 	snap(&s0, 0, 120, 4);
 	seen.fail_prepare_addr = 2 * PG;
 	seen.fail_prepare_to = PS_ENC_PRIVATE;
@@ -1191,7 +1194,7 @@ START_TEST(hooks_finish_failure_quarantines)
 	struct ps_convert_opts o;
 	uint64_t off;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 130, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 4 * PG, 130, 0, NULL), 0);
 	seen.fail_finish_addr = PG;
 	seen.fail_finish_to = PS_ENC_PRIVATE;
 	memset(&o, 0, sizeof(o));
@@ -1228,7 +1231,7 @@ START_TEST(hooks_rollback_failure_quarantines_too)
 	struct ps_convert_opts o;
 	uint64_t off;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 140, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * PG, 140, 0, NULL), 0);
 	seen.fail_finish_addr = 2 * PG;
 	seen.fail_finish_to = PS_ENC_PRIVATE;
 	seen.fail_prepare_addr = 0;
@@ -1318,7 +1321,8 @@ START_TEST(kmap_pins_never_call_the_hook)
 {
 	uint64_t f[2];
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 154, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 154, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
 					 NULL),
@@ -1566,7 +1570,7 @@ START_TEST(access_check_reports_exactly)
 {
 	struct ps_memory_fault mf;
 
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 170, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 170, 0, NULL), 0);
 	ck_assert_int_eq(ps_prot_convert(sp, PG, PG, PS_ENC_PRIVATE, 0, NULL,
 					 NULL),
 			 0);
@@ -1896,7 +1900,7 @@ START_TEST(stress_pin_versus_convert_never_both)
 	me = ps_test_side(&r.ov, 0, 0);
 	ck_assert_int_eq(ps_prot_set_hooks(sp, NULL), 0);
 	ck_assert_int_eq(ps_space_map_range(sp, 0, RACE_PAGES * PG, RACE_FRAME,
-					    0),
+					    0, NULL),
 			 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, race_pinner, &r), 0);
 	for (uint64_t i = 0; !ps_test_overlap_done(&me);

@@ -416,7 +416,8 @@ START_TEST(sync_thread_space)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG); /* populated */
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	c = config_of(&r, NP, PS_UFFD_THREAD);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
@@ -526,10 +527,11 @@ START_TEST(sync_anonymous_protect_gives_pages_a_pte)
 	uint64_t addrs[NP], n;
 
 	region_init(&r, false); /* pages 0..NP-1 never touched */
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, 6 * PG, 0, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, 6 * PG, 0, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	ck_assert_int_eq(ps_space_map_range(s, LBASE + 7 * PG, (NP - 7) * PG, 7,
-					    PS_MAP_WRITE),
+					    PS_MAP_WRITE, NULL),
 			 0);
 	c = config_of(&r, NP, PS_UFFD_THREAD);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
@@ -616,7 +618,8 @@ START_TEST(async_harvest_merges)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
@@ -824,7 +827,8 @@ START_TEST(async_space_harvest_invalidates_space_pages)
 	ck_assert_int_eq(ps_interval_insert(&m.sub, ps_space_notifier(s), LBASE,
 					    NP * PG, &sec_ops, &m),
 			 0);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
@@ -884,7 +888,8 @@ START_TEST(detach_keeps_the_space_log_pages)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	c = config_of(&r, NP, _i ? PS_UFFD_ASYNC : 0);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
@@ -927,7 +932,8 @@ START_TEST(budget_leaves_every_page_somewhere_harvestable)
 
 	region_init(&r, false);
 	memset(r.host, 1, NP * PG);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	c = config_of(&r, NP, PS_UFFD_ASYNC);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
@@ -1035,7 +1041,8 @@ static struct ps_space *freeing_setup(struct freeing *f, struct region *r,
 	sc.hooks.free_frame = freeing_free_frame;
 	sc.hooks.ctx = f;
 	ck_assert_int_eq(ps_space_create(&sc, &s), 0);
-	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE),
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE,
+					    NULL),
 			 0);
 	c = config_of(r, NP, flags);
 	ck_assert_int_eq(ps_uffd_attach_space(s, &c, u), 0);
@@ -1117,7 +1124,7 @@ static void budget_setup(struct budget *b, int i)
 		b->s = space_new();
 		b->t = ps_space_pgtable(b->s);
 		ck_assert_int_eq(ps_space_map_range(b->s, LBASE, NP * PG, 0,
-						    PS_MAP_WRITE),
+						    PS_MAP_WRITE, NULL),
 				 0);
 	}
 	c = config_of(&b->r, NP, PS_UFFD_THREAD | (i & 2 ? PS_UFFD_SHARED : 0));
@@ -1474,7 +1481,8 @@ START_TEST(failed_scan_keeps_rearmed_pages)
 	for (unsigned int k = 0; k < 2; k++) {
 		if (k) {
 			ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG,
-							    0, PS_MAP_WRITE),
+							    0, PS_MAP_WRITE,
+							    NULL),
 					 0);
 			ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
 		} else {
@@ -2386,7 +2394,7 @@ static void st_setup(struct stress *st, bool space, bool shared, bool sync)
 		sc.nframes = st->np;
 		ck_assert_int_eq(ps_space_create(&sc, &st->s), 0);
 		ck_assert_int_eq(ps_space_map_range(st->s, LBASE, st->np * PG,
-						    0, PS_MAP_WRITE),
+						    0, PS_MAP_WRITE, NULL),
 				 0);
 		st->t = ps_space_pgtable(st->s);
 	} else {
@@ -2787,7 +2795,7 @@ START_TEST(migration_with_balloon)
 	sc.hooks.ctx = m;
 	ck_assert_int_eq(ps_space_create(&sc, &m->s), 0);
 	ck_assert_int_eq(ps_space_map_range(m->s, LBASE, (uint64_t)m->np * PG,
-					    0, PS_MAP_WRITE),
+					    0, PS_MAP_WRITE, NULL),
 			 0);
 	c.host = m->r.host;
 	c.addr = LBASE;

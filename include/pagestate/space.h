@@ -58,18 +58,17 @@
  *               write-back, the helper, a CPU map or unmap, destroy)
  *   notifier    the writer mutex: unmap, discard, a failed map, conversion
  *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bits of the
- *               frames being written back in the 64-page aligned block that
- *               holds the callback's range (one write-back batch, which may
- *               reach beyond that range): write-back; no lock of the space:
- *               a re-arming harvest
+ *               frames being written back in the callback's range, and of
+ *               no other frame: write-back; no lock of the space: a
+ *               re-arming harvest
  *
  * So a hook or callback run under the writer mutex must not map, map_range,
  * unmap, discard, convert or mprotect in that space; one run under frames'
  * LOCKED bits must not fault for write, pin for write, mark dirty, unpin dirty,
  * write back or CPU-map (ps_prot_kmap()) those frames, nor wait for a thread
- * that does (for write-back's callback: any page of the 64-page aligned block,
- * 256 KiB, that holds its range, and any other address of those frames): each
- * would wait for the lock it runs under. No hook runs inside the page table's
+ * that does (for write-back's callback: the pages of its range, and any other
+ * address of their frames; every other page is free of it): each would wait
+ * for the lock it runs under. No hook runs inside the page table's
  * read-side section, except a free_frame hook when an unmap or destroy runs out
  * of memory while it collects the frames it unmapped. Through the userfaultfd
  * bridge, the hooks of a sync fault's resolution and the callbacks of a bridge
@@ -193,8 +192,10 @@ struct ps_space;
  *	(ps_space_map(), or swap it in) and return 0, or return a negative
  *	errno, which the pin or the helper returns (a fault returns
  *	PS_FAULT_MISSING). @access is PS_ACCESS_READ or PS_ACCESS_WRITE, as the
- *	pin or fault asks (the helper always asks PS_ACCESS_READ). Without the
- *	hook a missing page is -EFAULT (PS_FAULT_MISSING).
+ *	pin or fault asks, or as the helper maps (PS_ACCESS_WRITE for a
+ *	writable secondary mapping, which still leaves the primary entry as
+ *	the hook mapped it). Without the hook a missing page is -EFAULT
+ *	(PS_FAULT_MISSING).
  * @dirty: @frame went from clean to dirty (Linux's set_page_dirty()). Runs
  *	exactly once per transition, in the thread that made it, under the
  *	frame's LOCKED bit, before any write-back cleans that dirtying and
@@ -378,6 +379,8 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * @len: the length (a non-zero multiple of the page size, inside the space).
  * @first_frame: the frame for @start; every frame must be below nframes.
  * @flags: as for ps_space_map(), for every page.
+ * @error_offset: NULL, or receives the byte offset from @start of the page
+ *	that stopped the call (every error but -EINVAL and -ENOMEM).
  *
  * Every frame is taken, every page checked and every page-table level allocated
  * before the first entry is installed, so once an entry is visible the call
@@ -397,14 +400,17 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * of a rollback run in this thread under the writer mutex.
  * Ordering: as ps_space_map(), for each entry.
  * Progress: blocking (the writer mutex; allocation).
- * Return: as ps_space_map(), without saying which page failed. On error no
+ * Return: as ps_space_map(); for -EEXIST, -EBUSY, -EHWPOISON and -EOVERFLOW
+ * with the page's offset in *@error_offset (for -EEXIST the first page of the
+ * range that holds an entry a map may not replace). On error no
  * entry was ever visible, unless another thread stored into the range against
  * the exclusion rules of pagestate/pgtable.h: then the entries installed are
  * taken back inside an UNMAP invalidation (a page that held a UFFD_WP marker
  * gets it back, a page of an async range a WRITTEN marker).
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
-		       uint64_t first_frame, unsigned int flags);
+		       uint64_t first_frame, unsigned int flags,
+		       uint64_t *error_offset);
 
 /* Unmap flags. */
 #define PS_UNMAP_ZAP 0x1u /* MADV_DONTNEED: keep markers where the table does */
@@ -675,15 +681,15 @@ struct ps_secondary_ops {
  * The secondary-MMU loop of Andrea Arcangeli's reply in the thread "Reference
  * count on pages held in secondary MMUs" (kvmarm list, June 2019):
  * ps_interval_read_begin() on @sub; look up the frame and hold it (populate
- * hook if missing); for a write, take the frame's LOCKED bit; take the
- * caller's lock; if an invalidation raced, unlock both, let go and start
- * again; for a write, mark the frame dirty and log @addr; install; unlock
- * both; let go. The bit comes before the caller's lock, the order in which
- * write-back holds them (its invalidation callbacks take the caller's lock
- * under the bit), and makes the mark as every mark is made, so that a write
- * fault that finds the frame dirty knows its dirty hook has run. The secondary
- * mapping keeps no reference: @sub's invalidate callback tears it down before
- * the frame at @addr can change.
+ * hook if missing, asked for the access the mapping is for); for a write, take
+ * the frame's LOCKED bit; take the caller's lock; if an invalidation raced,
+ * unlock both, let go and start again; for a write, mark the frame dirty and
+ * log @addr; install; unlock both; let go. The bit comes before the caller's
+ * lock, the order in which write-back holds them (its invalidation callbacks
+ * take the caller's lock under the bit), and makes the mark as every mark is
+ * made, so that a write fault that finds the frame dirty knows its dirty hook
+ * has run. The secondary mapping keeps no reference: @sub's invalidate callback
+ * tears it down before the frame at @addr can change.
  *
  * The dirty hook runs once per clean-to-dirty transition however many mappers
  * and invalidations race, never for a read mapping or a retried attempt. The
@@ -756,7 +762,9 @@ enum ps_space_mark {
  * The frame mapped at @addr is held while it is marked (a reference, then the
  * entry read again: a frame unmapped meanwhile is let go and the page looked
  * at again), so the dirty hook never runs for a frame already freed or mapped
- * elsewhere. The address is logged after the mark.
+ * elsewhere. The address is logged after the mark. In the common case the
+ * page word sees two atomic read-modify-writes: one that takes a reference and
+ * LOCKED and sets DIRTY, one that drops both.
  * Context: any thread not holding the frame's LOCKED bit (not from its dirty
  * hook). The dirty hook runs in this thread under the frame's LOCKED bit, as a
  * write fault's does, so no write-back cleans the frame before the hook has
@@ -873,9 +881,11 @@ enum ps_writeback_mode {
  * to read one that may be private or inaccessible, bracket the read with
  * ps_prot_kmap() and ps_prot_kunmap(). Returning means the write is complete:
  * the next write-back of the frame may start, and its copy must land after
- * this one. It must not start a PS_WB_INTEGRITY write-back of its own frame:
- * in its own thread that write-back fails with -EDEADLK for the page; in
- * another thread that it waits for, the two wait for each other for ever.
+ * this one. It must not start a PS_WB_INTEGRITY write-back of its own frame,
+ * nor of a frame of its run still to be written: in its own thread that
+ * write-back fails with -EDEADLK for the page; in another thread that it
+ * waits for, the two wait for each other for ever. Any other page it may
+ * fault, pin, mark or write back.
  * Return: 0, or a negative errno: the frame is dirtied again (the dirty hook
  * runs if it was clean) and ps_space_writeback() reports the first error.
  */
@@ -889,9 +899,12 @@ struct ps_writeback_stats {
 	uint64_t skipped_pinned; /* pinned frames skipped (CLEAN) */
 	uint64_t kept_dirty;	 /* still pinned for write after a bounce */
 	uint64_t errors;	 /* callbacks that failed (re-dirtied), and
-				  * -EOVERFLOW / -EDEADLK pages */
+				  * -EOVERFLOW / -EDEADLK / -ENOMEM pages */
 	uint64_t skipped_writeback; /* dirty frames skipped (CLEAN): another
 				     * write-back of them was in flight */
+	uint64_t error_offset;	    /* where the error returned is: the
+				     * byte offset from @start of its page
+				     * (0 if none) */
 };
 
 /**
@@ -917,9 +930,13 @@ struct ps_writeback_stats {
  * write. The frame's reference is dropped after @fn returns: an unmap during
  * @fn does not free the frame under it (the free_frame hook then runs in this
  * thread, after @fn), and a discard leaves the page (busy). Consecutive pages
- * of the set are taken together (up to 64): one invalidation covers a run of
- * them, under their frames' LOCKED bits, and every LOCKED bit is dropped
- * before the first @fn of the run is called.
+ * to write are taken together, a run at a time (up to 64 pages, within one
+ * 64-page aligned block): one invalidation covers the run, under the LOCKED
+ * bits of its frames and of no other, and every LOCKED bit of the run is
+ * dropped before its first @fn is called; the next run's frames are held
+ * only after the run's last @fn has returned. If an invalidation cannot
+ * start (-ENOMEM), its pages stay dirty and in the set, and @fn is not
+ * called for them.
  *
  * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
  * for a frame while another write-back's @fn runs for it, so the copies land
@@ -941,9 +958,11 @@ struct ps_writeback_stats {
  * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first error, every page
  * still visited: a callback's error (the frame is dirty again); -EOVERFLOW (a
  * frame at the reference limit: left dirty for the next write-back); -EDEADLK
- * (a frame under write-back by a callback of this very thread: left as it
- * was). @stats counts each; the error does not say which page (@fn was given
- * the address of each write it failed).
+ * (a frame under write-back by a callback of this very thread, the one it
+ * writes or one of its run still to be written: left as it was); -ENOMEM (an
+ * invalidation could not start: its pages left dirty, not written). @stats
+ * counts each page's error, and its error_offset says where the error
+ * returned is: the byte offset from @start of its page.
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,

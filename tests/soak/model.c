@@ -397,7 +397,7 @@ int map_locked(uint64_t addr, uint64_t n, uint64_t first, unsigned int flags)
 
 	for (uint64_t k = 0; k < n; k++)
 		fill_frame(first + k);
-	rc = ps_space_map_range(g.sp, addr, n * PG, first, flags);
+	rc = ps_space_map_range(g.sp, addr, n * PG, first, flags, NULL);
 	for (uint64_t k = 0; k < n; k++) {
 		if (!rc) {
 			atomic_store(&g.pm[page_of(addr) + k].frame,

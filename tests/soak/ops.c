@@ -721,7 +721,7 @@ static void op_map(struct thr *t)
 		violation("(b) map result", 0, addr, (uint64_t)first,
 			  "ps_space_map_range(%#" PRIx64 ", %" PRIu64
 			  " pages, frame %" PRId64
-			  ", flags %#x) = %d with %" PRIu64
+			  ", flags %#x, NULL) = %d with %" PRIu64
 			  " of its pages mapped",
 			  addr, n, first, flags, rc, busy);
 	pthread_mutex_unlock(&g.mm_lock);
