@@ -150,8 +150,8 @@ static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
  * ps__space_mark_frame_dirty() for a caller that holds a reference but not
  * the frame's LOCKED bit (an unpin for a device's write; mark_dirty takes
  * the bit with its reference in one CAS instead): it takes the bit around
- * the mark, so that no write-back cleans the frame
- * between its DIRTY and its hook (S5). Returns as ps__space_mark_frame_dirty().
+ * the mark, so that no write-back cleans the frame between its DIRTY and
+ * its hook (S5). Returns as ps__space_mark_frame_dirty().
  */
 static inline bool ps__space_lock_and_mark_dirty(struct ps_space *s,
 						 uint64_t frame)
