@@ -8,6 +8,7 @@
 
 #include "harness.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -1871,7 +1872,7 @@ struct window {
 	_Atomic(int) phase; /* 0 idle, 1 misuser parked, 2 partner done */
 	_Atomic(int) partner_rc;
 	_Atomic(unsigned) partner_reports;
-	_Atomic(int) partner_op; /* 0 revive, 1 put */
+	_Atomic(int) partner_op; /* 0 revive, 1 put, 2 unpin */
 };
 
 static struct window *the_window;
@@ -1902,8 +1903,10 @@ static void *window_partner(void *arg)
 		sched_yield();
 	if (atomic_load(&w->partner_op) == 0)
 		rc = ps_page_get_or_revive(w->page);
-	else
+	else if (atomic_load(&w->partner_op) == 1)
 		rc = ps_page_put(w->page);
+	else
+		rc = ps_page_unpin(w->page);
 	atomic_store(&w->partner_rc, rc);
 	atomic_store(&w->phase, 2);
 	return NULL;
@@ -1963,6 +1966,215 @@ START_TEST(misuse_window_overput_vs_put)
 
 	window_start(&w, &p, 1, &t);
 	ck_assert(!ps_page_put_many(&p, 2));
+	pthread_join(t, NULL);
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_REF_UNDERFLOW);
+	ck_assert_int_eq(atomic_load(&w.partner_rc), 1); /* freed it */
+	ck_assert_uint_eq(atomic_load(&w.partner_reports), 0);
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 1);
+}
+END_TEST
+
+/* --- single releases: one fetch-and-sub, misuse repaired after the fact --- */
+
+/* The refs and pins fields of a word, whatever LIVE says. */
+static uint64_t refs_field(uint64_t w)
+{
+	return w >> PS_PAGE_REFS_SHIFT;
+}
+
+static uint64_t pins_field(uint64_t w)
+{
+	return (w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
+}
+
+/* A LIVE word whose counts are @refs and @pins as the fields hold them. */
+static uint64_t live_word(uint64_t refs, uint64_t pins, uint64_t flags)
+{
+	return ((refs << PS_PAGE_REFS_SHIFT) + (pins << PS_PAGE_PINS_SHIFT)) |
+	       flags | PS_PAGE_LIVE;
+}
+
+/*
+ * Each misuse a single put or unpin can only see after its fetch-and-sub:
+ * a put of a pin's reference, a put or unpin on the word of a last put in
+ * flight (LIVE, no counts), an unpin with no pin. The misuser repairs with
+ * the inverse add before its report: the hook already sees the old word, and
+ * the word ends exactly as it was, flags included.
+ */
+START_TEST(release_misuse_repaired)
+{
+	static const struct {
+		uint64_t refs, pins;
+		bool pin;
+		int error;
+	} cases[] = {
+		{1, 1, false,
+		 PS_PAGE_ERR_REF_UNDERFLOW}, /* the pin's reference */
+		{3, 3, false, PS_PAGE_ERR_REF_UNDERFLOW}, /* all are pins' */
+		{0, 0, false,
+		 PS_PAGE_ERR_REF_UNDERFLOW}, /* last put in flight */
+		{0, 0, true, PS_PAGE_ERR_PIN_UNDERFLOW},
+		{2, 0, true, PS_PAGE_ERR_PIN_UNDERFLOW}, /* no pin */
+		{PS_PAGE_REFS_MAX, 0, true, PS_PAGE_ERR_PIN_UNDERFLOW},
+		{PS_PAGE_PINS_MAX, PS_PAGE_PINS_MAX, false,
+		 PS_PAGE_ERR_REF_UNDERFLOW},
+	};
+	struct ps_page p;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t w = live_word(cases[i].refs, cases[i].pins,
+				       PS_PAGE_DIRTY | PS_PAGE_LOCKED);
+		unsigned before = hooks();
+
+		set_raw(&p, w);
+		ck_assert(!(cases[i].pin ? ps_page_unpin(&p)
+					 : ps_page_put(&p)));
+		ck_assert_uint_eq(hooks(), before + 1);
+		ck_assert_int_eq(last_error(), cases[i].error);
+		ck_assert_uint_eq(atomic_load(&hook_last_word), w);
+		ck_assert_uint_eq(raw(&p), w);
+	}
+}
+END_TEST
+
+/*
+ * The instant between a last put's fetch-and-sub and its free: a get by a
+ * holder is ordered before that put (as a try-get is), so it succeeds, the
+ * free fails, and the getter's put frees the page.
+ */
+START_TEST(get_during_last_put_wins)
+{
+	struct ps_page p;
+
+	for (int pin = 0; pin < 2; pin++) {
+		set_raw(&p, PS_PAGE_LIVE);
+		ck_assert_int_eq(pin ? ps_page_pin(&p) : ps_page_get(&p), 0);
+		ck_assert(!ps__page_claim(&p));
+		ck_assert_uint_eq(ps_page_refs(&p), 1);
+		ck_assert(pin ? ps_page_unpin(&p) : ps_page_put(&p));
+		ck_assert_uint_eq(raw(&p), 0);
+	}
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * A thread whose own update meets a misused release's borrow still in flight
+ * (here built by hand: the misuser has not repaired yet) cannot know the
+ * exact count, so it saturates the word: reported once, never freed again,
+ * read as pinned, every increment refused, every release a no-op, and it
+ * stays saturated however many updates follow.
+ */
+START_TEST(borrow_in_flight_saturates)
+{
+	struct ps_page p;
+	/* refs 0 < pins 1: a put took the only pin's reference. */
+	const uint64_t borrowed = live_word(0, 1, PS_PAGE_PRIVATE);
+	int which;
+
+	for (which = 0; which < 5; which++) {
+		unsigned before = hooks();
+		uint64_t w;
+
+		set_raw(&p, borrowed);
+		switch (which) {
+		case 0:
+			ck_assert(!ps_page_unpin(&p));
+			break;
+		case 1:
+			ck_assert(!ps_page_put(&p));
+			break;
+		case 2:
+			ck_assert_int_eq(ps_page_get(&p), -EOVERFLOW);
+			break;
+		case 3:
+			ck_assert_int_eq(ps_page_pin(&p), -EOVERFLOW);
+			break;
+		default:
+			ck_assert(!ps_page_try_get(&p));
+			break;
+		}
+		ck_assert_uint_eq(hooks(), before + 1);
+		ck_assert_int_eq(last_error(), PS_PAGE_ERR_SATURATED);
+		w = raw(&p);
+		ck_assert_uint_eq(refs_field(w), PS_PAGE_REFS_SAT);
+		ck_assert_uint_eq(pins_field(w), PS_PAGE_PINS_MAX);
+		ck_assert_uint_eq(ps_page_flags(&p),
+				  PS_PAGE_PRIVATE | PS_PAGE_LIVE);
+		ck_assert(ps_page_is_pinned(&p));
+	}
+	/* Saturated: nothing frees it, nothing is reported again. */
+	for (int i = 0; i < 100000; i++) {
+		ck_assert(!ps_page_put(&p));
+		ck_assert(!ps_page_unpin(&p));
+		ck_assert_int_eq(ps_page_get(&p), -EOVERFLOW);
+		ck_assert(!ps_page_try_get(&p));
+	}
+	ck_assert(!ps_page_put_many(&p, PS_PAGE_REFS_MAX));
+	ck_assert(!ps_page_unpin_many(&p, PS_PAGE_PINS_MAX));
+	ck_assert(!ps_page_freeze(&p, PS_PAGE_REFS_SAT));
+	ck_assert(!ps_page_try_pin(&p));
+	ck_assert_uint_eq(hooks(), 5);
+	ck_assert(ps_page_is_pinned(&p));
+	ck_assert_uint_ge(refs_field(raw(&p)), PS_PAGE_REFS_MAX + 1);
+	ck_assert_uint_ge(pins_field(raw(&p)), 1);
+}
+END_TEST
+
+struct repairer {
+	struct ps_page *page;
+	uint64_t delta;
+};
+
+static void *repair_later(void *arg)
+{
+	struct repairer *r = arg;
+
+	for (int i = 0; i < 50; i++)
+		sched_yield();
+	atomic_fetch_add(&r->page->word, r->delta);
+	return NULL;
+}
+
+/*
+ * The last put's free meets a misused put on the dying word, not yet
+ * repaired (refs -1): it waits for the repair and then frees, exactly once.
+ * Before the wait, it gave up, and the page stayed LIVE with no reference.
+ */
+START_TEST(last_put_waits_for_repair)
+{
+	struct ps_page p;
+	struct repairer r = {&p, PS_PAGE_REF_ONE};
+	pthread_t t;
+
+	/* What the last put left (LIVE, no counts) minus a misused put. */
+	set_raw(&p, (PS_PAGE_LIVE | PS_PAGE_DIRTY) - PS_PAGE_REF_ONE);
+	ck_assert_int_eq(pthread_create(&t, NULL, repair_later, &r), 0);
+	/* As ps_page_put() calls it after its fetch-and-sub saw refs 1. */
+	ck_assert(ps_page_release_slow(&p, live_word(1, 0, PS_PAGE_DIRTY),
+				       false));
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * A put of the only pin's reference, reported while the pin's holder unpins:
+ * the misuse was repaired before the report, so the unpin is the last
+ * release and frees the page, unblamed.
+ */
+START_TEST(misuse_window_pin_ref_put_vs_unpin)
+{
+	struct ps_page p = PS_PAGE_INIT(1);
+	struct window w;
+	pthread_t t;
+
+	ck_assert_int_eq(ps_page_pin(&p), 0);
+	ck_assert(!ps_page_put(&p)); /* the mapping's reference goes */
+	window_start(&w, &p, 2, &t);
+	ck_assert(!ps_page_put(&p)); /* misuse: the pin's reference */
 	pthread_join(t, NULL);
 	ck_assert_int_eq(last_error(), PS_PAGE_ERR_REF_UNDERFLOW);
 	ck_assert_int_eq(atomic_load(&w.partner_rc), 1); /* freed it */
@@ -2965,6 +3177,116 @@ START_TEST(stress_misuse_spares_correct_callers)
 }
 END_TEST
 
+/*
+ * Single releases that misuse, against a correct thread, on one page whose
+ * pins are always 0 (so every misused unpin is detectable: it borrows). The
+ * correct thread holds BASE + 0..2 references by get/put and try_get; the
+ * misuser unpins pins nobody has. Each misuse is repaired by its misuser;
+ * a correct update that lands in a misuse's window saturates the word
+ * instead. Checked: no release ever frees the page (the test holds a
+ * reference), is_pinned() never reads true while the word is exact, the
+ * correct thread is never reported except for a saturation, and at the end
+ * the word is exact (only reference: the test's) or saturated, and
+ * saturated only if a saturation was reported.
+ */
+struct single_misuse {
+	struct ps_page page;
+	struct ps_test_overlap ov;
+	_Atomic(unsigned) violations, correct_reports, saturations;
+	_Atomic(uint64_t) misuses, misuse_reports;
+};
+
+static struct single_misuse *the_single;
+
+static void single_misuse_hook(const struct ps_page *page,
+			       enum ps_page_error error, uint64_t word)
+{
+	struct single_misuse *sh = the_single;
+
+	(void)page;
+	(void)word;
+	if (error == PS_PAGE_ERR_SATURATED)
+		atomic_fetch_add(&sh->saturations, 1);
+	else if (misuse_is_misuser)
+		atomic_fetch_add(&sh->misuse_reports, 1);
+	else
+		atomic_fetch_add(&sh->correct_reports, 1);
+}
+
+static void *single_correct(void *arg)
+{
+	struct single_misuse *sh = arg;
+	struct ps_test_side me = ps_test_side(&sh->ov, 0, 0);
+
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		bool got = i & 1 ? ps_page_try_get(&sh->page)
+				 : ps_page_get(&sh->page) == 0;
+		uint64_t w = ps_page_load(&sh->page);
+
+		if (ps__page_word_exact(w) && ps_page_word_pins(w) != 0)
+			atomic_fetch_add(&sh->violations, 1);
+		if (got && ps_page_put(&sh->page))
+			atomic_fetch_add(&sh->violations, 1);
+	}
+	return NULL;
+}
+
+static void *single_misuser(void *arg)
+{
+	struct single_misuse *sh = arg;
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
+
+	misuse_is_misuser = true;
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		if (ps_page_unpin(&sh->page))
+			atomic_fetch_add(&sh->violations, 1);
+		atomic_fetch_add(&sh->misuses, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_single_release_misuse)
+{
+	struct single_misuse sh;
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 4;
+	pthread_t t[2];
+	uint64_t w;
+
+	memset(&sh, 0, sizeof(sh));
+	the_single = &sh;
+	ps_page_set_error_hook(single_misuse_hook);
+	ck_assert_int_eq(ps_page_init(&sh.page, 1), 0);
+	ps_test_overlap_init(&sh.ov, 2, iters / 8 ? iters / 8 : 1);
+	sh.ov.side[0].min_ops = sh.ov.side[1].min_ops = iters;
+	ck_assert_int_eq(pthread_create(&t[0], NULL, single_correct, &sh), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, single_misuser, &sh), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ps_test_overlap_check(&sh.ov, "correct vs single-release misuser");
+	ck_assert_uint_eq(atomic_load(&sh.violations), 0);
+	ck_assert_uint_eq(atomic_load(&sh.correct_reports), 0);
+	w = raw(&sh.page);
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"single misuse: %" PRIu64 " misuses, %" PRIu64
+			" reported, %u saturations, word 0x%016" PRIx64 "\n",
+			atomic_load(&sh.misuses),
+			atomic_load(&sh.misuse_reports),
+			atomic_load(&sh.saturations), w);
+	if (atomic_load(&sh.saturations) == 0) {
+		ck_assert_uint_eq(w, mkword(1, 0, 0));
+		ck_assert_uint_eq(atomic_load(&sh.misuse_reports),
+				  atomic_load(&sh.misuses));
+		ck_assert(ps_page_put(&sh.page));
+	} else {
+		ck_assert_uint_eq(refs_field(w) >> (PS_PAGE_REFS_WIDTH - 1), 1);
+		ck_assert(ps_page_is_pinned(&sh.page));
+		ck_assert(!ps_page_put(&sh.page));
+	}
+}
+END_TEST
+
 static Suite *page_suite(void)
 {
 	Suite *s = suite_create("page");
@@ -3117,6 +3439,15 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, regress_misuse_on_frozen_leaves_nothing);
 	tcase_add_test(tc, misuse_window_get_vs_revive);
 	tcase_add_test(tc, misuse_window_overput_vs_put);
+	tcase_add_test(tc, misuse_window_pin_ref_put_vs_unpin);
+
+	tc = ps_test_tcase(s, "single releases repair misuse after the fact",
+			   10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, release_misuse_repaired);
+	tcase_add_test(tc, get_during_last_put_wins);
+	tcase_add_test(tc, borrow_in_flight_saturates);
+	tcase_add_test(tc, last_put_waits_for_repair);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
@@ -3128,6 +3459,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_get_lock_holds_page);
 	tcase_add_test(tc, stress_cache_mode_owners);
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);
+	tcase_add_test(tc, stress_single_release_misuse);
 	return s;
 }
 

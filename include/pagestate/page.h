@@ -101,11 +101,19 @@
  * (ps_page_set_error_hook(), enum ps_page_error) and leaves the word as it
  * was: a put or unpin of more than is held or of a pin's reference, a get or
  * pin on a free page (the caller's reference was gone), any count operation
- * on a frozen page. It never makes a correct concurrent call fail or change
- * its effect. The default hook prints and, in a debug build of the library
- * (without NDEBUG), aborts; in a release build a refused put leaks the page.
- * A put by a thread that holds nothing, on a page others hold, cannot be told
- * from a holder's put (the word holds counts, not owners), as in Linux.
+ * on a frozen page. The *_many() releases check before they write. A single
+ * put or unpin is one fetch-and-sub and finds out afterwards, from the word
+ * it returned: the misuser then adds its unit back before it reports, so the
+ * word is as it was by the time the hook runs. In the few instructions in
+ * between the word is inexact (a guard bit set, or pins > refs), and a
+ * correct call whose own atomic step lands there never frees the page, never
+ * reads a held pin as gone and never counts its increment on the inexact word:
+ * it saturates the word instead (PS_PAGE_ERR_SATURATED), as Linux's refcount_t
+ * saturates: the page is leaked, reads as pinned, is never freed again, and
+ * refuses every increment. The default hook prints and, in a debug build of the
+ * library (without NDEBUG), aborts; in a release build a refused put leaks the
+ * page. A put by a thread that holds nothing, on a page others hold, cannot be
+ * told from a holder's put (the word holds counts, not owners), as in Linux.
  *
  * ---------------------------------------------------------------------------
  * Operations: progress and ordering
@@ -119,7 +127,9 @@
  *   try_get_many, try_get_masked       lock-free   acquire on success
  *   try_pin, try_pin_many,             lock-free   seq_cst on success
  *   try_pin_masked, try_pin_and_set_flags
- *   put, unpin, put_many, unpin_many,  lock-free   release; acquire too when
+ *   put, unpin                         wait-free*  release; acquire too when
+ *                                                  it frees the page
+ *   put_many, unpin_many,              lock-free   release; acquire too when
  *   unlock_and_put                                 it frees the page
  *   get_or_revive, get_or_freeze,      lock-free   acquire
  *   get_or_revive_cache
@@ -140,6 +150,11 @@
  *   wait_writeback                     blocking    acquire
  *   loads and accessors                wait-free   acquire
  *
+ * (*) One fetch-and-sub; the one that drops the last reference adds a
+ * compare-and-swap loop (lock-free) to free the page, and waits while a
+ * misused release on the same word is being repaired (blocking, for a few
+ * instructions unless the misuser is preempted).
+ *
  * Lock-free operations are compare-and-swap loops that retry only after
  * another thread changed the word; a try_get at the limit, and a misused get
  * or pin, add one such loop. Blocking ones spin, then yield (there is no wait
@@ -154,7 +169,8 @@
  *
  * Where this differs from Linux (docs/page.md, "Where the word differs from
  * Linux", says why): pins are exact, in a field of their own; limits refuse
- * instead of wrapping or saturating; a release is checked before it writes;
+ * instead of wrapping or saturating (only misuse saturates); a misused
+ * release is repaired, not only detected;
  * a speculative get is one fetch-and-add; a free clears the lifetime's flags
  * in the freeing step; a free page can be claimed frozen; the lock has no
  * wait queue.
@@ -209,6 +225,34 @@ PS_STATIC_ASSERT(PS_PAGE_PINS_MAX >= (UINT64_C(1) << 20),
 		 "page word: at least 2^20 pins");
 PS_STATIC_ASSERT(PS_PAGE_PINS_MAX < PS_PAGE_REFS_MAX,
 		 "page word: every pin must fit as a reference");
+/*
+ * The top bit of each count field (its "guard"): clear on every count a
+ * correct caller can see. It is set only above a limit (an increment refused
+ * at the limit, not yet taken back; a saturated word) or below zero (a
+ * misused release, not yet repaired), so one mask test tells a fast path that
+ * the word needs a closer look (docs/page.md, "Releases: one fetch-and-sub").
+ */
+#define PS_PAGE_REFS_GUARD \
+	(UINT64_C(1) << (PS_PAGE_REFS_SHIFT + PS_PAGE_REFS_WIDTH - 1))
+#define PS_PAGE_PINS_GUARD \
+	(UINT64_C(1) << (PS_PAGE_PINS_SHIFT + PS_PAGE_PINS_WIDTH - 1))
+#define PS_PAGE_GUARDS (PS_PAGE_REFS_GUARD | PS_PAGE_PINS_GUARD)
+
+/*
+ * A saturated word (Linux's REFCOUNT_SATURATED): refs at 5/8 of the refs
+ * field (inside its guarded half, 2^25 above the limit's neighbourhood and
+ * 2^26 below a borrow's), pins at PS_PAGE_PINS_MAX. A word that a misuse
+ * left without an exact count saturates: it is never freed again and reads
+ * as pinned, and no bounded number of racing updates brings it back.
+ */
+#define PS_PAGE_REFS_SAT (UINT64_C(5) << (PS_PAGE_REFS_WIDTH - 3))
+
+PS_STATIC_ASSERT(PS_PAGE_REFS_GUARD == (PS_PAGE_REFS_MAX + 1)
+					       << PS_PAGE_REFS_SHIFT &&
+			 PS_PAGE_PINS_GUARD == (PS_PAGE_PINS_MAX + 1)
+						       << PS_PAGE_PINS_SHIFT,
+		 "page word: a field's guard bit is its limit plus one");
+
 /* Headroom above each limit holds one transient unit per thread (<= 2^22). */
 PS_STATIC_ASSERT((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1 - PS_PAGE_PINS_MAX >=
 			 (UINT64_C(1) << 22),
@@ -415,12 +459,22 @@ const char *ps_page_cache_mode_name(enum ps_cache_mode mode);
  * @PS_PAGE_ERR_NOT_FROZEN: ps_page_unfreeze() on a page that is not frozen.
  * @PS_PAGE_ERR_BAD_COUNT: a *_many() release with n == 0 or n beyond the
  *	limit of a field it releases from.
+ * @PS_PAGE_ERR_SATURATED: the word was saturated: a thread's own update met
+ *	the borrow of a misused release still in flight (another thread's
+ *	misuse, or its own second one), so no exact count was left to repair.
+ *	The page is leaked: never freed again, read as pinned, every increment
+ *	refused. Reported once, by the thread that saturated it; the misuser
+ *	reports its own error too.
  *
- * In every case the word is left as it was before the call. A put or unpin
- * writes nothing; the unit a get or pin added to a free or frozen page is
- * taken back after the report, unless a revival or unfreeze rewrote the
- * counts meanwhile (then the unit went with them). Concurrent correct calls
- * on the page are not disturbed (docs/page.md, "Misuse and concurrency").
+ * In every case but the last the word is left as it was before the call,
+ * before the hook runs. A single put or unpin (one fetch-and-sub) that took
+ * what was not there is repaired by the misuser with the inverse
+ * fetch-and-add; the *_many() releases write nothing; the unit a get or pin
+ * added to a free or frozen page is taken back, unless a revival or unfreeze
+ * rewrote the counts meanwhile (then the unit went with them). A correct call
+ * that meets a misused release in its window never frees, never reads a pin
+ * as gone and never wraps a count: it saturates the word instead
+ * (PS_PAGE_ERR_SATURATED; docs/page.md, "Misuse and concurrency").
  */
 enum ps_page_error {
 	PS_PAGE_ERR_REF_UNDERFLOW = 1,
@@ -429,6 +483,7 @@ enum ps_page_error {
 	PS_PAGE_ERR_FROZEN,
 	PS_PAGE_ERR_NOT_FROZEN,
 	PS_PAGE_ERR_BAD_COUNT,
+	PS_PAGE_ERR_SATURATED,
 };
 
 /**
@@ -491,7 +546,9 @@ PS_COLD int ps_page_get_refused_slow(struct ps_page *page, uint64_t seen,
 PS_COLD bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
 				      uint64_t undo, uint64_t n,
 				      uint64_t npins);
+PS_COLD bool ps_page_release_slow(struct ps_page *page, uint64_t old, bool pin);
 PS_COLD bool ps_page_try_get_over_slow(struct ps_page *page);
+PS_COLD bool ps_page_try_get_slow(struct ps_page *page, uint64_t old);
 PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page, uint64_t seen);
 
 /**
@@ -529,6 +586,7 @@ enum ps__page_verdict {
 	PS__PAGE_NOREF,	       /* PS__PAGE_ADD_HELD: no reference on the page */
 	PS__PAGE_LIMIT,	       /* the new count would exceed its limit */
 	PS__PAGE_SHORT,	       /* PS__PAGE_SUB of more than the counts hold */
+	PS__PAGE_GUARDED,      /* PS__PAGE_SUB on a word with a guard bit set */
 };
 
 /* What ps__page_cas() does with its counts (internal). */
@@ -548,7 +606,11 @@ enum ps__page_count {
  *                      count another thread pushed transiently over its
  *                      limit);
  *   PS__PAGE_ADD_HELD  the same, and refs(old) != 0;
- *   PS__PAGE_SUB       refs(old) >= refs, pins(old) >= pins, and the plain
+ *   PS__PAGE_SUB       no guard bit set on a LIVE word
+ *                      (PS__PAGE_GUARDED: a refused increment, a misused
+ *                      release in flight or a saturated word; the
+ *                      caller's slow path decides),
+ *                      refs(old) >= refs, pins(old) >= pins, and the plain
  *                      references (refs - pins) cover refs - pins: a put
  *                      never takes a reference that belongs to a pin. The
  *                      transition that leaves a LIVE page no reference also
@@ -602,6 +664,11 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 			*why = sub ? PS__PAGE_SHORT : PS__PAGE_NOREF;
 			break;
 		}
+		if (sub && (old & PS_PAGE_GUARDS) && (old & PS_PAGE_LIVE)) {
+			/* A count beyond its limits: nothing to take. */
+			*why = PS__PAGE_GUARDED;
+			break;
+		}
 		if (sub) {
 			const uint64_t p = (old & PS_PAGE_PINS_MASK) >>
 					   PS_PAGE_PINS_SHIFT;
@@ -645,10 +712,24 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 }
 
 /*
+ * ps__page_word_exact() - true if word @w is LIVE with no guard bit set and
+ * pins(w) <= refs(w): a word whose counts a correct caller can act on (the
+ * test every single-unit fast path makes on the word its RMW returned).
+ */
+static inline bool ps__page_word_exact(uint64_t w)
+{
+	return (w & (PS_PAGE_LIVE | PS_PAGE_GUARDS)) == PS_PAGE_LIVE &&
+	       ((w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT) <=
+		       (w >> PS_PAGE_REFS_SHIFT);
+}
+
+/*
  * ps__page_add() - the fetch-and-add increment: one reference, plus one pin
  * if @pin. The caller holds a reference. Refused values are subtracted again
  * out of line (docs/page.md, "Why a refused fetch-and-add cannot be
- * observed", says why nothing can observe them).
+ * observed", says why nothing can observe them). A word whose last reference
+ * is being dropped (LIVE, no counts) is taken like any LIVE one: the get is
+ * ordered before that put, whose free then fails (docs/page.md).
  */
 static inline int ps__page_add(struct ps_page *page, bool pin)
 {
@@ -660,14 +741,49 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 	uint64_t old = atomic_fetch_add_explicit(&page->word, delta,
 						 memory_order_relaxed);
 
-	/* LIVE, 1 <= refs <= MAX - 1 and, for a pin, pins <= MAX - 1. */
-	if (PS_LIKELY((old & PS_PAGE_LIVE) && old >= PS_PAGE_REF_ONE &&
+	/* Exact, refs <= MAX - 1 and, for a pin, pins <= MAX - 1. */
+	if (PS_LIKELY(ps__page_word_exact(old) &&
 		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT) &&
 		      (!pin ||
 		       (old & PS_PAGE_PINS_MASK) <
 			       (PS_PAGE_PINS_MAX << PS_PAGE_PINS_SHIFT))))
 		return 0;
 	return ps_page_get_refused_slow(page, old, delta);
+}
+
+/*
+ * ps__page_release() - the fetch-and-sub release of one reference, and of
+ * one pin if @pin: put and unpin. The common case is one locked instruction
+ * and a test of the word it returned: the page stays LIVE with at least one
+ * reference, the released unit was there (a plain reference for a put, a pin
+ * for an unpin) and no guard bit is set. Everything else is decided after
+ * the fact by ps_page_release_slow() from that same word: the release that
+ * dropped the last reference frees the page with a compare-and-swap (the
+ * word is LIVE with no counts in between, and a try-get there wins instead);
+ * a misused release is repaired by its own inverse add (docs/page.md,
+ * "Releases: one fetch-and-sub").
+ */
+static inline bool ps__page_release(struct ps_page *page, bool pin)
+{
+	const uint64_t delta = PS_PAGE_REF_ONE + (pin ? PS_PAGE_PIN_ONE : 0);
+	/*
+	 * Release: the caller's accesses to the page happen before its
+	 * reference is gone. Pairs with the acquire CAS of whichever release
+	 * frees the page, and with the acquire of a later freeze.
+	 */
+	uint64_t old = atomic_fetch_sub_explicit(&page->word, delta,
+						 memory_order_release);
+	const uint64_t pins = (old & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
+
+	/*
+	 * LIVE, no guard, refs >= 2, and the unit was there: pins < refs for a
+	 * put (a plain reference), 1 <= pins <= refs for an unpin.
+	 */
+	if (PS_LIKELY((old & (PS_PAGE_LIVE | PS_PAGE_GUARDS)) == PS_PAGE_LIVE &&
+		      old >= (UINT64_C(2) << PS_PAGE_REFS_SHIFT) &&
+		      (pin ? pins - 1 : pins) < (old >> PS_PAGE_REFS_SHIFT)))
+		return false;
+	return ps_page_release_slow(page, old, pin);
 }
 
 /*
@@ -1006,13 +1122,17 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 	uint64_t old = atomic_fetch_add_explicit(&page->word, PS_PAGE_REF_ONE,
 						 memory_order_acquire);
 
-	/* LIVE (so refs >= 1) and refs <= MAX - 1. */
-	if (PS_LIKELY((old & PS_PAGE_LIVE) &&
+	/*
+	 * Exact and refs <= MAX - 1. LIVE with no reference is the instant
+	 * between a last put's fetch-and-sub and its free: the try-get wins,
+	 * and that put's free fails (docs/page.md).
+	 */
+	if (PS_LIKELY(ps__page_word_exact(old) &&
 		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT)))
 		return true;
 	if (!(old & PS_PAGE_LIVE))
 		return false; /* free or frozen: the unit stays, meaningless */
-	return ps_page_try_get_over_slow(page);
+	return ps_page_try_get_slow(page, old);
 }
 
 /**
@@ -1064,21 +1184,29 @@ ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * ps_page_put() - drop one reference.
  * @page: a page the caller holds a reference to (not one owned by a pin).
  *
- * One compare-and-swap that checks the counts before it writes, so a misused
- * put disturbs no other caller.
+ * One fetch-and-sub, checked afterwards on the word it returned. The put
+ * that drops the last reference leaves the page LIVE with no counts for an
+ * instant and frees it with a compare-and-swap; a try-get or get that comes
+ * in between wins (it is ordered before this put, which then does not free).
+ * A misused put (of a pin's reference, or of nothing) is repaired by this
+ * call, with the inverse add, before it reports; a put that meets another
+ * thread's misuse in flight saturates the word (see "Limits and misuse").
  * Context: a holder of the reference.
- * Ordering: release; acquire too when returning true (pairs with the
- * release of every earlier put, so the caller frees after all holders).
- * Progress: lock-free (CAS loop).
+ * Ordering: release; acquire too when returning true (the freeing
+ * compare-and-swap reads the last of every earlier release, so the caller
+ * frees after all holders).
+ * Progress: wait-free (one fetch-and-sub), except the put that frees: a CAS
+ * loop (lock-free) that waits while a misused release on the dying word is
+ * repaired (blocking for a few instructions).
  * Return: true if this freed the page: it dropped the last reference and
  * cleared LIVE and PS_PAGE_LIFE_FLAGS in the same step (a free ends a
  * lifetime), so the caller frees it. False otherwise, and also on misuse
  * (underflow, a reference owned by a pin, a frozen or free page), which goes
- * to the error hook with nothing written.
+ * to the error hook once the word is as it was.
  */
 static inline bool ps_page_put(struct ps_page *page)
 {
-	return ps__page_sub(page, 1, 0);
+	return ps__page_release(page, false);
 }
 
 /**
@@ -1246,18 +1374,19 @@ ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n, uint64_t reject,
  * ps_page_unpin() - drop one pin and its reference.
  * @page: a page the caller holds a pin on.
  *
- * One compare-and-swap that checks before it writes, as ps_page_put().
+ * One fetch-and-sub, checked afterwards, as ps_page_put(): an unpin of a pin
+ * nobody holds is repaired by this call before it reports.
  * Context: the holder of the pin.
  * Ordering: release; acquire too when returning true (as ps_page_put()).
- * Progress: lock-free (CAS loop).
+ * Progress: as ps_page_put().
  * Return: true if this freed the page (the caller frees; the free clears
  * PS_PAGE_LIFE_FLAGS, as ps_page_put()); false otherwise and on misuse (no
- * pin held, a frozen or free page), which goes to the error hook with
- * nothing written.
+ * pin held, a frozen or free page), which goes to the error hook once the
+ * word is as it was.
  */
 static inline bool ps_page_unpin(struct ps_page *page)
 {
-	return ps__page_sub(page, 1, 1);
+	return ps__page_release(page, true);
 }
 
 /**
