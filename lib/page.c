@@ -134,6 +134,8 @@ const char *ps_page_error_name(enum ps_page_error error)
 		return "bad count for a *_many() operation";
 	case PS_PAGE_ERR_SATURATED:
 		return "count saturated after a misuse (page leaked)";
+	case PS_PAGE_ERR_SPLIT:
+		return "release on a split huge word (release on its parts)";
 	}
 	return "unknown page error";
 }
@@ -302,6 +304,15 @@ static void give_back(struct ps_page *page, uint64_t delta)
 
 int ps_page_get_refused_slow(struct ps_page *page, uint64_t seen, uint64_t undo)
 {
+	if (!(seen & PS_PAGE_LIVE) && (seen & PS_PAGE_SPLIT)) {
+		/*
+		 * A huge word split, being split or merged: not misuse, the
+		 * caller goes to the sub-words (or, merging, back to the huge
+		 * word). The unit means nothing; take it back (M4).
+		 */
+		take_back(page, undo);
+		return -ESTALE;
+	}
 	if (!(seen & PS_PAGE_LIVE)) {
 		report(page,
 		       seen & PS_PAGE_FROZEN ? PS_PAGE_ERR_FROZEN
@@ -360,8 +371,9 @@ bool ps_page_release_slow(struct ps_page *page, uint64_t old, bool pin)
 	if (!(old & PS_PAGE_LIVE)) {
 		/* Free or frozen: the borrow is in counts that mean nothing. */
 		report(page,
-		       old & PS_PAGE_FROZEN ? PS_PAGE_ERR_FROZEN
-					    : PS_PAGE_ERR_REF_UNDERFLOW,
+		       old & PS_PAGE_SPLIT    ? PS_PAGE_ERR_SPLIT
+		       : old & PS_PAGE_FROZEN ? PS_PAGE_ERR_FROZEN
+					      : PS_PAGE_ERR_REF_UNDERFLOW,
 		       old);
 		give_back(page, delta);
 		return false;
@@ -436,6 +448,8 @@ bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
 	}
 	if (n == 0 || n > PS_PAGE_REFS_MAX || npins > PS_PAGE_PINS_MAX)
 		error = PS_PAGE_ERR_BAD_COUNT;
+	else if (seen & PS_PAGE_SPLIT)
+		error = PS_PAGE_ERR_SPLIT;
 	else if (seen & PS_PAGE_FROZEN)
 		error = PS_PAGE_ERR_FROZEN;
 	else if ((seen & PS_PAGE_LIVE) && ps_page_word_pins(seen) < npins)
@@ -547,4 +561,286 @@ void ps_page_wait_writeback_slow(struct ps_page *page)
 		if (spins >= LOCK_SPINS)
 			sched_yield();
 	}
+}
+
+/*
+ * ---------------------------------------------------------------------------
+ * Huge frames: split and merge (docs/page.md, "Huge frames")
+ * ---------------------------------------------------------------------------
+ *
+ * H1  A huge word is split in place of being frozen: the first CAS clears
+ *     LIVE and sets FROZEN | SPLIT together, so its holders' gets and pins
+ *     fail with -ESTALE (SPLIT; not misuse) rather than being reported as
+ *     count operations on a frozen page, and tries fail (not LIVE).
+ * H2  The counts it captured in that CAS are exact: every release before it
+ *     is in the word, and none after it counts (a release on a SPLIT word is
+ *     reported and undone). Each part gets them whole: a reference or pin
+ *     of the frame is one on each part.
+ * H3  Nothing is lost: DIRTY and WRITE_PINNED set on the huge word after the
+ *     freeze (flags need no reference) are copied onto every part before the
+ *     split ends, and the merge carries a DIRTY set on a frozen part onto
+ *     the huge word after it became whole.
+ */
+
+/* Flags a part inherits from its frame (and the frame from its parts). */
+#define HUGE_COPIED                                                  \
+	(PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED | PS_PAGE_CACHE_MASK | \
+	 PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE | PS_PAGE_POISONED)
+/* Of those, what must be equal on every part for a merge. */
+#define HUGE_UNIFORM                                                   \
+	(PS_PAGE_CACHE_MASK | PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE | \
+	 PS_PAGE_POISONED)
+/* What makes a word busy for a split or a merge. */
+#define HUGE_BUSY \
+	(PS_PAGE_FROZEN | PS_PAGE_SPLIT | PS_PAGE_LOCKED | PS_PAGE_WRITEBACK)
+#define COUNTS_MASK (PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK)
+
+/*
+ * Set @page's word to what @next() makes of it, in a CAS loop that gives up
+ * when @stop() holds for the current word. One loop for every step of split
+ * and merge (each passes its own pair of rules).
+ */
+struct step {
+	uint64_t stop_mask, stop_value; /* give up when (w & mask) != value */
+	uint64_t clear, set;		/* next = (w & ~clear) | set */
+};
+
+static bool step(struct ps_page *page, const struct step *s, uint64_t *seen,
+		 memory_order order)
+{
+	/* Relaxed: a guess; the CAS re-validates. */
+	uint64_t cur = atomic_load_explicit(&page->word, memory_order_relaxed);
+
+	for (;;) {
+		if ((cur & s->stop_mask) != s->stop_value) {
+			*seen = cur;
+			return false;
+		}
+		/* @order: each caller names the pair it belongs to. */
+		if (atomic_compare_exchange_weak_explicit(
+			    &page->word, &cur, (cur & ~s->clear) | s->set,
+			    order, memory_order_relaxed)) {
+			*seen = cur;
+			return true;
+		}
+	}
+}
+
+/* Free again the parts [0, n) a refused split wrote (they were free). */
+static void split_undo_parts(struct ps_page *sub, size_t n)
+{
+	const struct step free_part = {
+		0, 0, PS_PAGE_LIVE | COUNTS_MASK | PS_PAGE_LIFE_FLAGS, 0};
+	uint64_t seen;
+
+	/* Release: as the split's own writes of the parts. */
+	for (size_t i = 0; i < n; i++)
+		(void)step(&sub[i], &free_part, &seen, memory_order_release);
+}
+
+int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
+		  size_t *where)
+{
+	uint64_t old, seen, part, copied;
+	bool live;
+
+	if (!nsub)
+		return -EINVAL;
+	if (where)
+		*where = nsub;
+	/*
+	 * The parts must be free; look before freezing, so that a refusal
+	 * changes nothing. (A part taken meanwhile breaks the contract; step
+	 * (2) then frees again the parts it wrote, with the frame's flags.)
+	 */
+	old = ps_page_load(huge);
+	if ((old & PS_PAGE_SPLIT) && !(old & PS_PAGE_FROZEN))
+		return -EALREADY;
+	if (old & HUGE_BUSY)
+		return -EBUSY;
+	for (size_t i = 0; i < nsub; i++)
+		if (ps_page_load(&sub[i]) & (PS_PAGE_LIVE | HUGE_BUSY)) {
+			if (where)
+				*where = i;
+			return -EBUSY;
+		}
+	/* (1) Acquire: pairs with the release of every earlier put/unpin. */
+	/* Relaxed: a guess; the CAS below re-validates. */
+	old = atomic_load_explicit(&huge->word, memory_order_relaxed);
+	for (;;) {
+		if ((old & PS_PAGE_SPLIT) && !(old & PS_PAGE_FROZEN))
+			return -EALREADY;
+		if ((old & HUGE_BUSY) ||
+		    ((old & PS_PAGE_LIVE) &&
+		     (!ps__page_word_exact(old) || old < PS_PAGE_REF_ONE)))
+			return -EBUSY;
+		/* Acquire: see (1) above. */
+		if (atomic_compare_exchange_weak_explicit(
+			    &huge->word, &old,
+			    (old & ~PS_PAGE_LIVE) | PS_PAGE_FROZEN |
+				    PS_PAGE_SPLIT,
+			    memory_order_acquire, memory_order_relaxed))
+			break;
+	}
+	live = old & PS_PAGE_LIVE;
+	copied = old & HUGE_COPIED &
+		 (live ? ~UINT64_C(0) : ~PS_PAGE_LIFE_FLAGS);
+	part = copied | (live ? (old & COUNTS_MASK) | PS_PAGE_LIVE : 0);
+	/* (2) Each part, which must be free; release: see ps_page_split(). */
+	for (size_t i = 0; i < nsub; i++) {
+		const struct step write = {PS_PAGE_LIVE | HUGE_BUSY, 0,
+					   ~UINT64_C(0), part};
+
+		if (!step(&sub[i], &write, &seen, memory_order_release)) {
+			const struct step back = {
+				PS_PAGE_FROZEN | PS_PAGE_SPLIT,
+				PS_PAGE_FROZEN | PS_PAGE_SPLIT,
+				PS_PAGE_FROZEN | PS_PAGE_SPLIT | COUNTS_MASK,
+				old & (PS_PAGE_LIVE | COUNTS_MASK)};
+
+			split_undo_parts(sub, i);
+			/* Release: gives the frame back to its holders. */
+			(void)step(huge, &back, &seen, memory_order_release);
+			if (where)
+				*where = i;
+			return -EBUSY;
+		}
+	}
+	/*
+	 * (3) and (4): end the split, from exactly the word whose DIRTY and
+	 * WRITE_PINNED are on every part: copy any set on the huge word since
+	 * (1) first (H3), and try again if the flags change meanwhile.
+	 */
+	/* Relaxed: a guess; the CAS re-validates. */
+	old = atomic_load_explicit(&huge->word, memory_order_relaxed);
+	for (;;) {
+		/* A free frame's DIRTY belongs to its last life: not copied. */
+		const uint64_t late = live ? old &
+						      (PS_PAGE_DIRTY |
+						       PS_PAGE_WRITE_PINNED) &
+						      ~copied
+					   : 0;
+
+		for (size_t i = 0; late && i < nsub; i++)
+			(void)ps_page_fetch_set_flags(&sub[i], late);
+		copied |= late;
+		/* Release: pairs with ps_page_huge_state()'s acquire. */
+		if (atomic_compare_exchange_weak_explicit(
+			    &huge->word, &old,
+			    old & ~(PS_PAGE_FROZEN | COUNTS_MASK |
+				    PS_PAGE_LIFE_FLAGS),
+			    memory_order_release, memory_order_relaxed))
+			return 0;
+	}
+}
+
+/* Give the parts [0, n) a refused merge froze back to their holders. */
+static void merge_undo_parts(struct ps_page *sub, size_t n, uint64_t live)
+{
+	const struct step thaw = {0, 0, PS_PAGE_FROZEN | PS_PAGE_SPLIT, live};
+	uint64_t seen;
+
+	/* Release: as an unfreeze (pairs with the next try-get's acquire). */
+	for (size_t i = 0; i < n; i++)
+		(void)step(&sub[i], &thaw, &seen, memory_order_release);
+}
+
+/* Why part word @w cannot merge with part 0's word @w0 (OK if it can). */
+static enum ps_page_merge_reason merge_differs(uint64_t w, uint64_t w0)
+{
+	if (w & HUGE_BUSY)
+		return PS_PAGE_MERGE_BUSY;
+	if ((w ^ w0) & PS_PAGE_LIVE)
+		return PS_PAGE_MERGE_REFS;
+	if ((w & PS_PAGE_LIVE) &&
+	    (!ps__page_word_exact(w) || w < PS_PAGE_REF_ONE))
+		return PS_PAGE_MERGE_BUSY;
+	if ((w & PS_PAGE_LIVE) && ((w ^ w0) & PS_PAGE_REFS_MASK))
+		return PS_PAGE_MERGE_REFS;
+	if ((w & PS_PAGE_LIVE) && ((w ^ w0) & PS_PAGE_PINS_MASK))
+		return PS_PAGE_MERGE_PINS;
+	if ((w ^ w0) & HUGE_UNIFORM)
+		return PS_PAGE_MERGE_MODE;
+	return PS_PAGE_MERGE_OK;
+}
+
+int ps_page_merge(struct ps_page *huge, struct ps_page *sub, size_t nsub,
+		  struct ps_page_merge_refusal *why)
+{
+	const struct step claim = {PS_PAGE_SPLIT | PS_PAGE_FROZEN,
+				   PS_PAGE_SPLIT, 0, PS_PAGE_FROZEN};
+	uint64_t seen, w0 = 0, dirty = 0;
+	struct step whole;
+
+	if (why)
+		*why = (struct ps_page_merge_refusal){0, PS_PAGE_MERGE_OK, 0};
+	if (!nsub)
+		return -EINVAL;
+	/* Acquire: pairs with the release that ended the split. */
+	if (!step(huge, &claim, &seen, memory_order_acquire))
+		return (seen & PS_PAGE_SPLIT) ? -EBUSY : -EINVAL;
+	for (size_t i = 0; i < nsub; i++) {
+		/* Relaxed: a guess; the CAS re-validates. */
+		uint64_t cur = atomic_load_explicit(&sub[i].word,
+						    memory_order_relaxed);
+		enum ps_page_merge_reason r;
+
+		if (i == 0)
+			w0 = cur;
+		for (;;) {
+			r = merge_differs(cur, w0);
+			if (r != PS_PAGE_MERGE_OK)
+				break;
+			/* Acquire: pairs with the releases before (H2). */
+			if (atomic_compare_exchange_weak_explicit(
+				    &sub[i].word, &cur,
+				    (cur & ~PS_PAGE_LIVE) | PS_PAGE_FROZEN |
+					    PS_PAGE_SPLIT,
+				    memory_order_acquire, memory_order_relaxed))
+				break;
+			if (i == 0)
+				w0 = cur;
+		}
+		if (r != PS_PAGE_MERGE_OK) {
+			const struct step unclaim = {0, 0, PS_PAGE_FROZEN, 0};
+
+			merge_undo_parts(sub, i, w0 & PS_PAGE_LIVE);
+			/* Release: the split word as it was. */
+			(void)step(huge, &unclaim, &seen, memory_order_release);
+			if (why)
+				*why = (struct ps_page_merge_refusal){i, r,
+								      cur};
+			return -EBUSY;
+		}
+		dirty |= cur;
+	}
+	/* The frame becomes whole with part 0's counts and flags (H3). */
+	dirty &= PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED;
+	whole = (struct step){PS_PAGE_FROZEN | PS_PAGE_SPLIT,
+			      PS_PAGE_FROZEN | PS_PAGE_SPLIT,
+			      PS_PAGE_FROZEN | PS_PAGE_SPLIT | COUNTS_MASK |
+				      HUGE_COPIED,
+			      (w0 & (PS_PAGE_LIVE | HUGE_COPIED |
+				     (w0 & PS_PAGE_LIVE ? COUNTS_MASK : 0))) |
+				      ((w0 & PS_PAGE_LIVE) ? dirty : 0)};
+	/* Release: pairs with the acquire of the next try-get on @huge. */
+	(void)step(huge, &whole, &seen, memory_order_release);
+	for (size_t i = 0; i < nsub; i++) {
+		const struct step release_part = {0, 0,
+						  PS_PAGE_FROZEN |
+							  PS_PAGE_SPLIT |
+							  PS_PAGE_LIVE |
+							  COUNTS_MASK |
+							  PS_PAGE_LIFE_FLAGS,
+						  0};
+
+		/* Release: the part is free (pairs with a later revival). */
+		(void)step(&sub[i], &release_part, &seen, memory_order_release);
+		if ((w0 & PS_PAGE_LIVE) &&
+		    (seen & ~dirty & (PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED)))
+			(void)ps_page_fetch_set_flags(
+				huge,
+				seen & (PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED));
+	}
+	return 0;
 }

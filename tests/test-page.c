@@ -124,17 +124,21 @@ END_TEST
 
 START_TEST(layout_is_documented)
 {
-	/* The documented bit map: flags 0-11, pins 12-34, refs 35-63. */
+	/*
+	 * The documented bit map: flags 0-12, pins 13-34, refs 35-63 (0.2: the
+	 * pins gave their top bit to SPLIT).
+	 */
 	ck_assert_uint_eq(PS_PAGE_LIVE, 1u << 11);
+	ck_assert_uint_eq(PS_PAGE_SPLIT, 1u << 12);
 	ck_assert_uint_eq(PS_PAGE_FLAGS_SHIFT, 0);
-	ck_assert_uint_eq(PS_PAGE_PINS_SHIFT, 12);
+	ck_assert_uint_eq(PS_PAGE_PINS_SHIFT, 13);
 	ck_assert_uint_eq(PS_PAGE_REFS_SHIFT, 35);
 	ck_assert_uint_eq(PS_PAGE_DIRTY, 1u << 0);
 	ck_assert_uint_eq(PS_PAGE_FROZEN, 1u << 2);
 	ck_assert_uint_eq(PS_PAGE_POISONED, 1u << 7);
 	ck_assert_uint_eq(PS_PAGE_CACHE_MASK, 7u << 8);
 	ck_assert_uint_eq(PS_PAGE_REFS_MAX, (1u << 28) - 1);
-	ck_assert_uint_eq(PS_PAGE_PINS_MAX, (1u << 22) - 1);
+	ck_assert_uint_eq(PS_PAGE_PINS_MAX, (1u << 21) - 1);
 }
 END_TEST
 
@@ -2184,6 +2188,392 @@ START_TEST(misuse_window_pin_ref_put_vs_unpin)
 }
 END_TEST
 
+/* --- huge frames: split and merge ---------------------------------------- */
+
+#define NSUB 8
+
+static uint64_t cache_field(enum ps_cache_mode m)
+{
+	return (uint64_t)m << PS_PAGE_CACHE_SHIFT;
+}
+
+/*
+ * The split's transition table: each whole word, LIVE or free, with every
+ * flag a part inherits, and what every part and the huge word hold after.
+ */
+START_TEST(split_transitions)
+{
+	static const struct {
+		uint64_t refs, pins, flags;
+	} cases[] = {
+		{0, 0, 0},
+		{0, 0, PS_PAGE_POISONED | PS_PAGE_PRIVATE},
+		{1, 0, 0},
+		{1, 1, PS_PAGE_WRITE_PINNED},
+		{3, 2,
+		 PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED | PS_PAGE_PRIVATE |
+			 PS_PAGE_INACCESSIBLE},
+		{PS_PAGE_REFS_MAX, PS_PAGE_PINS_MAX, PS_PAGE_DIRTY},
+	};
+	struct ps_page huge, sub[NSUB];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		const uint64_t flags = cases[c].flags |
+				       cache_field(PS_CACHE_WC);
+		const uint64_t w = cases[c].refs ? mkword(cases[c].refs,
+							  cases[c].pins, flags)
+						 : flags | PS_PAGE_DIRTY;
+		size_t where = 99;
+
+		memset(sub, 0, sizeof(sub));
+		set_raw(&huge, w);
+		ck_assert_int_eq(ps_page_huge_state(&huge), PS_PAGE_HUGE_WHOLE);
+		ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, &where), 0);
+		ck_assert_uint_eq(where, NSUB);
+		ck_assert_int_eq(ps_page_huge_state(&huge), PS_PAGE_HUGE_SPLIT);
+		/* The huge word: SPLIT, not LIVE, memory flags kept. */
+		ck_assert_uint_eq(raw(&huge),
+				  PS_PAGE_SPLIT |
+					  (flags & ~PS_PAGE_LIFE_FLAGS));
+		for (int i = 0; i < NSUB; i++) {
+			/* A free frame's DIRTY ended with its last life. */
+			ck_assert_uint_eq(raw(&sub[i]),
+					  cases[c].refs ? w : flags);
+			ck_assert_uint_eq(ps_page_refs(&sub[i]), cases[c].refs);
+			ck_assert_uint_eq(ps_page_pins(&sub[i]), cases[c].pins);
+		}
+		ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, NULL),
+				 -EALREADY);
+	}
+	ck_assert_int_eq(ps_page_split(&huge, sub, 0, NULL), -EINVAL);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * After SPLIT the huge word counts nothing: gets and pins fail at once with
+ * -ESTALE (the fetch-and-add finds SPLIT after the fact and takes its unit
+ * back), tries fail, a revival or freeze fails; none of these is reported.
+ * A release on it is misuse (its references are on the parts now):
+ * reported as PS_PAGE_ERR_SPLIT and undone.
+ */
+START_TEST(split_word_refuses_counts)
+{
+	struct ps_page huge = PS_PAGE_INIT(2), sub[NSUB];
+	uint64_t w;
+
+	memset(sub, 0, sizeof(sub));
+	ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, NULL), 0);
+	w = raw(&huge);
+	ck_assert_int_eq(ps_page_get(&huge), -ESTALE);
+	ck_assert_int_eq(ps_page_pin(&huge), -ESTALE);
+	ck_assert_int_eq(ps_page_get_many(&huge, 3), -ESTALE);
+	ck_assert_int_eq(ps_page_pin_many(&huge, 3), -ESTALE);
+	ck_assert_uint_eq(raw(&huge), w);
+	ck_assert(!ps_page_try_pin(&huge));
+	ck_assert(!ps_page_try_get_many(&huge, 2));
+	ck_assert(!ps_page_freeze(&huge, 0));
+	ck_assert_int_eq(ps_page_get_or_revive(&huge), -ESTALE);
+	ck_assert_int_eq(ps_page_get_or_freeze(&huge, -1, NULL), -ESTALE);
+	ck_assert_int_eq(ps_page_set_cache_if_free(&huge, PS_CACHE_UC, -1),
+			 -EBUSY);
+	ck_assert_uint_eq(raw(&huge), w);
+	ck_assert(!ps_page_try_get(&huge)); /* its unit means nothing */
+	ck_assert_uint_eq(ps_page_refs(&huge), 0);
+	ck_assert(!ps_page_is_pinned(&huge));
+	ck_assert_uint_eq(hooks(), 0);
+	set_raw(&huge, w);
+	ck_assert(!ps_page_put(&huge));
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_SPLIT);
+	ck_assert(!ps_page_unpin(&huge));
+	ck_assert(!ps_page_put_many(&huge, 2));
+	ck_assert_int_eq(last_error(), PS_PAGE_ERR_SPLIT);
+	ck_assert_uint_eq(raw(&huge), w);
+	ck_assert_int_eq(ps_page_unfreeze(&huge, 1), -EINVAL);
+	ck_assert_uint_eq(raw(&huge), w);
+	ck_assert_uint_eq(hooks(), 4);
+	/* The parts hold the references, and their holders release there. */
+	for (int i = 0; i < NSUB; i++) {
+		ck_assert(!ps_page_put(&sub[i]));
+		ck_assert(ps_page_put(&sub[i]));
+	}
+}
+END_TEST
+
+/*
+ * A split refused changes nothing: a busy huge word (frozen, locked, under
+ * write-back, a last put in flight), or a part that is not free (the parts
+ * written before it are free again, the huge word is as it was).
+ */
+START_TEST(split_refusals)
+{
+	static const uint64_t busy[] = {
+		PS_PAGE_FROZEN,
+		PS_PAGE_LOCKED,
+		PS_PAGE_WRITEBACK,
+	};
+	struct ps_page huge, sub[NSUB];
+	uint64_t w;
+	size_t where;
+
+	memset(sub, 0, sizeof(sub));
+	for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++) {
+		w = busy[i] == PS_PAGE_FROZEN ? PS_PAGE_FROZEN
+					      : mkword(2, 1, busy[i]);
+		set_raw(&huge, w);
+		ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, &where),
+				 -EBUSY);
+		ck_assert_uint_eq(where, NSUB);
+		ck_assert_uint_eq(raw(&huge), w);
+	}
+	set_raw(&huge, PS_PAGE_LIVE); /* the dying word of a last put */
+	ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, NULL), -EBUSY);
+	for (int bad = 0; bad < NSUB; bad += NSUB - 1) {
+		w = mkword(3, 1, PS_PAGE_DIRTY | cache_field(PS_CACHE_UC));
+		set_raw(&huge, w);
+		memset(sub, 0, sizeof(sub));
+		set_raw(&sub[bad], mkword(1, 0, 0));
+		ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, &where),
+				 -EBUSY);
+		ck_assert_uint_eq(where, (size_t)bad);
+		ck_assert_uint_eq(raw(&huge), w);
+		for (int i = 0; i < NSUB; i++)
+			if (i != bad)
+				ck_assert(!ps_page_is_live(&sub[i]));
+		ck_assert_uint_eq(raw(&sub[bad]), mkword(1, 0, 0));
+	}
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * Merge is the inverse: uniform parts (same counts, mode and encryption)
+ * make the word whole again with their counts and the union of DIRTY and
+ * WRITE_PINNED, and the parts free. Each way the parts can differ is refused
+ * with its reason and index, and changes nothing.
+ */
+START_TEST(merge_transitions)
+{
+	struct ps_page huge, sub[NSUB], before[NSUB];
+	struct ps_page_merge_refusal why;
+	uint64_t hw;
+	static const struct {
+		int index;
+		uint64_t word;
+		enum ps_page_merge_reason reason;
+	} differs[] = {
+		{3, 0, PS_PAGE_MERGE_REFS},	   /* free among LIVE parts */
+		{NSUB - 1, 0, PS_PAGE_MERGE_REFS}, /* 3 refs, not 2 */
+		{1, 0, PS_PAGE_MERGE_PINS},
+		{5, 0, PS_PAGE_MERGE_MODE},
+		{2, 0, PS_PAGE_MERGE_BUSY},
+		{0, 0, PS_PAGE_MERGE_BUSY}, /* part 0 itself */
+	};
+
+	memset(sub, 0, sizeof(sub));
+	ck_assert_int_eq(ps_page_init(&huge, 2), 0);
+	ck_assert_int_eq(ps_page_pin(&huge), 0);
+	ps_page_set_flags(&huge, PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_page_merge(&huge, sub, NSUB, &why), -EINVAL);
+	ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, NULL), 0);
+	hw = raw(&huge);
+	for (size_t d = 0; d < sizeof(differs) / sizeof(differs[0]); d++) {
+		const int k = differs[d].index;
+		const uint64_t w = raw(&sub[k]);
+		uint64_t bad;
+
+		switch (d) {
+		case 0:
+			bad = PS_PAGE_PRIVATE;
+			break;
+		case 1:
+			bad = w + PS_PAGE_REF_ONE;
+			break;
+		case 2:
+			bad = w + PS_PAGE_PIN_ONE; /* pins 2 of refs 3 */
+			break;
+		case 3:
+			bad = w | cache_field(PS_CACHE_WT);
+			break;
+		default:
+			bad = w | PS_PAGE_LOCKED;
+			break;
+		}
+		set_raw(&sub[k], bad);
+		memcpy(before, sub, sizeof(sub));
+		ck_assert_int_eq(ps_page_merge(&huge, sub, NSUB, &why), -EBUSY);
+		ck_assert_uint_eq(why.index, (size_t)k);
+		ck_assert_int_eq(why.reason, differs[d].reason);
+		ck_assert_uint_eq(why.word, bad);
+		ck_assert_uint_eq(raw(&huge), hw);
+		for (int i = 0; i < NSUB; i++)
+			ck_assert_uint_eq(raw(&sub[i]), raw(&before[i]));
+		set_raw(&sub[k], w);
+	}
+	/* DIRTY on one part, WRITE_PINNED on another: the frame gets both. */
+	ps_page_set_flags(&sub[2], PS_PAGE_DIRTY);
+	ps_page_set_flags(&sub[6], PS_PAGE_WRITE_PINNED);
+	ck_assert_int_eq(ps_page_merge(&huge, sub, NSUB, &why), 0);
+	ck_assert_int_eq(why.reason, PS_PAGE_MERGE_OK);
+	ck_assert_int_eq(ps_page_huge_state(&huge), PS_PAGE_HUGE_WHOLE);
+	ck_assert_uint_eq(raw(&huge), mkword(3, 1,
+					     PS_PAGE_PRIVATE | PS_PAGE_DIRTY |
+						     PS_PAGE_WRITE_PINNED));
+	for (int i = 0; i < NSUB; i++)
+		ck_assert_uint_eq(raw(&sub[i]), PS_PAGE_PRIVATE);
+	ck_assert_int_eq(ps_page_merge(&huge, sub, NSUB, &why), -EINVAL);
+	/* Free parts merge into a free frame. */
+	ck_assert(!ps_page_unpin(&huge));
+	ck_assert(!ps_page_put(&huge));
+	ck_assert(ps_page_put(&huge));
+	ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, NULL), 0);
+	ck_assert_int_eq(ps_page_merge(&huge, sub, NSUB, NULL), 0);
+	ck_assert_uint_eq(raw(&huge), PS_PAGE_PRIVATE);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * The new pin limit (2^21 - 1, 22 bits) through a split: a frame at the
+ * limit splits into parts at the limit, which refuse one more pin, and one
+ * below it takes one.
+ */
+START_TEST(split_at_the_pin_limit)
+{
+	struct ps_page huge, sub[2];
+
+	for (uint64_t pins = PS_PAGE_PINS_MAX - 1; pins <= PS_PAGE_PINS_MAX;
+	     pins++) {
+		memset(sub, 0, sizeof(sub));
+		set_raw(&huge, mkword(pins + 1, pins, 0));
+		ck_assert_int_eq(ps_page_split(&huge, sub, 2, NULL), 0);
+		for (int i = 0; i < 2; i++) {
+			ck_assert_uint_eq(ps_page_pins(&sub[i]), pins);
+			ck_assert_int_eq(ps_page_pin(&sub[i]),
+					 pins < PS_PAGE_PINS_MAX ? 0
+								 : -EOVERFLOW);
+			ck_assert(!ps_page_try_pin(&sub[i]));
+			ck_assert_uint_eq(ps_page_pins(&sub[i]),
+					  PS_PAGE_PINS_MAX);
+		}
+	}
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
+ * Split against pins and gets on the huge word, in a bounded 2-thread
+ * stress: a holder of the frame's reference pins, gets and try-pins the
+ * huge word until it finds it split, then checks the parts. Every increment
+ * that succeeded is on every part, and none that failed is: the sum over
+ * the parts is the pins taken times the parts (no pin lost, none invented),
+ * and the refs likewise. Rounds repeat until the split landed among the
+ * holder's increments often enough.
+ */
+#define SPLIT_PARTS 64
+
+struct split_race {
+	struct ps_page huge, sub[SPLIT_PARTS];
+	_Atomic(uint64_t) round, done;
+	_Atomic(int) go;
+	uint64_t pins, refs; /* the holder's successes, this round */
+	_Atomic(unsigned) violations;
+};
+
+static void *split_holder(void *arg)
+{
+	struct split_race *sh = arg;
+
+	for (uint64_t r = 1;; r++) {
+		uint64_t pins = 0, refs = 0;
+
+		while (atomic_load(&sh->round) != r)
+			if (atomic_load(&sh->round) == UINT64_MAX)
+				return NULL;
+		atomic_store(&sh->go, 1);
+		for (uint64_t i = 0;; i++) {
+			int rc;
+
+			switch (i % 3) {
+			case 0:
+				rc = ps_page_pin(&sh->huge);
+				pins += rc == 0;
+				refs += rc == 0;
+				break;
+			case 1:
+				rc = ps_page_get(&sh->huge);
+				refs += rc == 0;
+				break;
+			default:
+				rc = ps_page_try_pin(&sh->huge) ? 0 : -ESTALE;
+				pins += rc == 0;
+				refs += rc == 0;
+				break;
+			}
+			if (rc == -ESTALE)
+				break;
+			if (rc != 0)
+				atomic_fetch_add(&sh->violations, 1);
+		}
+		sh->pins = pins;
+		sh->refs = refs;
+		atomic_store(&sh->done, r);
+	}
+}
+
+START_TEST(stress_split_against_pins)
+{
+	struct split_race *sh = calloc(1, sizeof(*sh));
+	uint64_t rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			  1000;
+	uint64_t mid = 0; /* rounds where the split came between increments */
+	pthread_t t;
+
+	ck_assert_ptr_nonnull(sh);
+	if (rounds < 50)
+		rounds = 50;
+	ck_assert_int_eq(pthread_create(&t, NULL, split_holder, sh), 0);
+	for (uint64_t r = 1; r <= rounds; r++) {
+		int rc;
+
+		memset(sh->sub, 0, sizeof(sh->sub));
+		ck_assert_int_eq(ps_page_init(&sh->huge, 1), 0);
+		atomic_store(&sh->go, 0);
+		atomic_store(&sh->round, r);
+		while (!atomic_load(&sh->go))
+			sched_yield();
+		for (uint64_t spin = (r * 7919) % 2000; spin; spin--)
+			__asm__ __volatile__("" ::: "memory");
+		do
+			rc = ps_page_split(&sh->huge, sh->sub, SPLIT_PARTS,
+					   NULL);
+		while (rc == -EBUSY); /* a refused increment's unit in flight */
+		ck_assert_int_eq(rc, 0);
+		while (atomic_load(&sh->done) != r)
+			sched_yield();
+		mid += sh->pins != 0;
+		for (int i = 0; i < SPLIT_PARTS; i++) {
+			ck_assert_uint_eq(ps_page_pins(&sh->sub[i]), sh->pins);
+			ck_assert_uint_eq(ps_page_refs(&sh->sub[i]),
+					  1 + sh->refs);
+		}
+		ck_assert_uint_eq(ps_page_refs(&sh->huge), 0);
+		ck_assert(!ps_page_is_pinned(&sh->huge));
+	}
+	atomic_store(&sh->round, UINT64_MAX);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	ck_assert_uint_eq(hooks(), 0);
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"split race: %" PRIu64 " rounds, %" PRIu64
+			" with increments before the split\n",
+			rounds, mid);
+	ck_assert_uint_gt(mid, 0);
+	free(sh);
+}
+END_TEST
+
 /* --- stress --------------------------------------------------------------- */
 
 /*
@@ -3449,6 +3839,14 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, borrow_in_flight_saturates);
 	tcase_add_test(tc, last_put_waits_for_repair);
 
+	tc = ps_test_tcase(s, "huge frames: split and merge", 10);
+	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
+	tcase_add_test(tc, split_transitions);
+	tcase_add_test(tc, split_word_refuses_counts);
+	tcase_add_test(tc, split_refusals);
+	tcase_add_test(tc, merge_transitions);
+	tcase_add_test(tc, split_at_the_pin_limit);
+
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
 	tcase_add_test(tc, stress_counts_against_freeze);
@@ -3460,6 +3858,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_cache_mode_owners);
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	tcase_add_test(tc, stress_single_release_misuse);
+	tcase_add_test(tc, stress_split_against_pins);
 	return s;
 }
 

@@ -14,10 +14,10 @@
  * Word layout (bit 63 on the left; ABI)
  * ---------------------------------------------------------------------------
  *
- *   63                          35 34                     12 11          0
- *   +-----------------------------+-------------------------+------------+
- *   |         refs (29)           |        pins (23)        | flags (12) |
- *   +-----------------------------+-------------------------+------------+
+ *   63                          35 34                    13 12           0
+ *   +-----------------------------+------------------------+-------------+
+ *   |         refs (29)           |       pins (22)        | flags (13)  |
+ *   +-----------------------------+------------------------+-------------+
  *
  *   flags, bit 0 upwards:
  *     0 D  DIRTY         contents differ from the backing copy
@@ -31,6 +31,8 @@
  *     8-10 C CACHE       cache mode, 3 bits (enum ps_cache_mode); 0 is
  *                        write-back
  *     11 V LIVE          the page has owners (see "States")
+ *     12 S SPLIT         a huge frame's word whose state lives in its
+ *                        sub-words (see "Huge frames")
  *
  *   refs  Every reference, pins included: refs >= pins always.
  *   pins  References taken for DMA (ps_page_pin()): a pin adds one to both
@@ -89,7 +91,7 @@
  * ---------------------------------------------------------------------------
  *
  *   refs  at most PS_PAGE_REFS_MAX = 2^28 - 1 (Linux: 2^31)
- *   pins  at most PS_PAGE_PINS_MAX = 2^22 - 1 (Linux's bias scheme: ~2^21)
+ *   pins  at most PS_PAGE_PINS_MAX = 2^21 - 1 (Linux's bias scheme: ~2^21)
  *
  * An increment at a limit fails (-EOVERFLOW, or false) and leaves the word as
  * it was: no count ever wraps. A get, pin or try_get of one unit is a
@@ -114,6 +116,20 @@
  * library (without NDEBUG), aborts; in a release build a refused put leaks the
  * page. A put by a thread that holds nothing, on a page others hold, cannot be
  * told from a holder's put (the word holds counts, not owners), as in Linux.
+ *
+ * ---------------------------------------------------------------------------
+ * Huge frames
+ * ---------------------------------------------------------------------------
+ *
+ * The word of a 2 MiB or 1 GiB frame is its folio's while the frame is
+ * whole: references, pins and flags of the whole frame count there, and a
+ * pin of the frame is one pin (the limit is per frame). ps_page_split()
+ * moves that state into one word per part (a whole-frame reference or pin
+ * counts as one on each part) and sets SPLIT; ps_page_merge() moves uniform
+ * parts back. A SPLIT word is not LIVE and counts nothing: gets and pins on
+ * it fail with -ESTALE (not misuse: the caller goes to the parts, as
+ * ps_page_huge_state() says), tries fail, and a release on it is misuse
+ * (PS_PAGE_ERR_SPLIT): the references it held are on the parts.
  *
  * ---------------------------------------------------------------------------
  * Operations: progress and ordering
@@ -182,6 +198,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 PS_BEGIN_DECLS
@@ -189,12 +206,12 @@ PS_BEGIN_DECLS
 /* --- layout ------------------------------------------------------------- */
 
 #define PS_PAGE_FLAGS_SHIFT 0
-#define PS_PAGE_FLAGS_WIDTH 12
+#define PS_PAGE_FLAGS_WIDTH 13
 #define PS_PAGE_FLAGS_MASK \
 	(((UINT64_C(1) << PS_PAGE_FLAGS_WIDTH) - 1) << PS_PAGE_FLAGS_SHIFT)
 
 #define PS_PAGE_PINS_SHIFT (PS_PAGE_FLAGS_SHIFT + PS_PAGE_FLAGS_WIDTH)
-#define PS_PAGE_PINS_WIDTH 23
+#define PS_PAGE_PINS_WIDTH 22
 #define PS_PAGE_PINS_MASK \
 	(((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1) << PS_PAGE_PINS_SHIFT)
 
@@ -253,10 +270,13 @@ PS_STATIC_ASSERT(PS_PAGE_REFS_GUARD == (PS_PAGE_REFS_MAX + 1)
 						       << PS_PAGE_PINS_SHIFT,
 		 "page word: a field's guard bit is its limit plus one");
 
-/* Headroom above each limit holds one transient unit per thread (<= 2^22). */
+/*
+ * Headroom above each limit holds one transient unit per thread inside a
+ * window of the word (docs/page.md: at most 2^20 threads at once for pins).
+ */
 PS_STATIC_ASSERT((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1 - PS_PAGE_PINS_MAX >=
-			 (UINT64_C(1) << 22),
-		 "page word: pin headroom below PID_MAX_LIMIT");
+			 (UINT64_C(1) << 21),
+		 "page word: pin headroom for 2^21 racing increments");
 
 /* Flags: one bit each, chained from bit 0, with the 3-bit cache field. */
 #define PS_PAGE_DIRTY_SHIFT PS_PAGE_FLAGS_SHIFT
@@ -270,8 +290,9 @@ PS_STATIC_ASSERT((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1 - PS_PAGE_PINS_MAX >=
 #define PS_PAGE_CACHE_SHIFT (PS_PAGE_POISONED_SHIFT + 1)
 #define PS_PAGE_CACHE_WIDTH 3
 #define PS_PAGE_LIVE_SHIFT (PS_PAGE_CACHE_SHIFT + PS_PAGE_CACHE_WIDTH)
+#define PS_PAGE_SPLIT_SHIFT (PS_PAGE_LIVE_SHIFT + 1)
 
-PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
+PS_STATIC_ASSERT(PS_PAGE_SPLIT_SHIFT + 1 ==
 			 PS_PAGE_FLAGS_SHIFT + PS_PAGE_FLAGS_WIDTH,
 		 "page word: flags must fill the flags field exactly");
 
@@ -286,13 +307,15 @@ PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
 #define PS_PAGE_CACHE_MASK \
 	(((UINT64_C(1) << PS_PAGE_CACHE_WIDTH) - 1) << PS_PAGE_CACHE_SHIFT)
 #define PS_PAGE_LIVE (UINT64_C(1) << PS_PAGE_LIVE_SHIFT)
+#define PS_PAGE_SPLIT (UINT64_C(1) << PS_PAGE_SPLIT_SHIFT)
 
 /*
  * Flags the flag operations may change. FROZEN and LIVE belong to the count
- * operations (freeze/unfreeze, init, the freeing put).
+ * operations (freeze/unfreeze, init, the freeing put), SPLIT to the split and
+ * merge of a huge frame's word.
  */
 #define PS_PAGE_USER_FLAGS \
-	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE))
+	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE | PS_PAGE_SPLIT))
 
 /*
  * Flags of one lifetime of the page: the transition that frees it clears
@@ -465,6 +488,9 @@ const char *ps_page_cache_mode_name(enum ps_cache_mode mode);
  *	The page is leaked: never freed again, read as pinned, every increment
  *	refused. Reported once, by the thread that saturated it; the misuser
  *	reports its own error too.
+ * @PS_PAGE_ERR_SPLIT: a put or unpin on a huge frame's word that is split
+ *	(or being split or merged): the references it held are on the
+ *	sub-words now (ps_page_split()), and must be released there.
  *
  * In every case but the last the word is left as it was before the call,
  * before the hook runs. A single put or unpin (one fetch-and-sub) that took
@@ -484,6 +510,7 @@ enum ps_page_error {
 	PS_PAGE_ERR_NOT_FROZEN,
 	PS_PAGE_ERR_BAD_COUNT,
 	PS_PAGE_ERR_SATURATED,
+	PS_PAGE_ERR_SPLIT,
 };
 
 /**
@@ -917,6 +944,8 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 			return 0;
 		if (why == PS__PAGE_LIMIT)
 			return -EOVERFLOW;
+		if (*seen & PS_PAGE_SPLIT)
+			return -ESTALE; /* split huge word: use its parts */
 		/* LIVE here means another mode: only with a cache_mask. */
 		if (*seen & (PS_PAGE_FROZEN | PS_PAGE_LIVE))
 			return -EBUSY;
@@ -925,7 +954,7 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 		/* Acquire: pairs with the release of the freeing put. */
 		if (ps__page_cas(page,
 				 PS_PAGE_LIVE | PS_PAGE_FROZEN |
-					 PS_PAGE_POISONED,
+					 PS_PAGE_POISONED | PS_PAGE_SPLIT,
 				 0,
 				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
 					 PS_PAGE_LIFE_FLAGS | cache_mask,
@@ -1584,7 +1613,7 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 	if (!refs) /* a free ends a lifetime */
 		clear |= PS_PAGE_LIFE_FLAGS;
 	/* Release: see above. */
-	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
+	if (ps__page_cas(page, PS_PAGE_FROZEN | PS_PAGE_SPLIT, PS_PAGE_FROZEN,
 			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK |
 				 PS_PAGE_PINS_MASK |
 				 (clear & PS_PAGE_USER_FLAGS),
@@ -2157,6 +2186,150 @@ static inline bool ps_page_unlock_and_put(struct ps_page *page)
 	return true;
 }
 
+/* --- huge frames: split and merge ----------------------------------------- */
+
+/**
+ * enum ps_page_huge_state - what a huge frame's word says about its state.
+ * @PS_PAGE_HUGE_WHOLE: the word holds the frame's state (not SPLIT).
+ * @PS_PAGE_HUGE_BUSY: a split or a merge is under way (SPLIT and FROZEN):
+ *	gets and pins fail with -ESTALE; look again shortly.
+ * @PS_PAGE_HUGE_SPLIT: the state lives in the sub-words (SPLIT): take
+ *	references and pins there.
+ */
+enum ps_page_huge_state {
+	PS_PAGE_HUGE_WHOLE = 0,
+	PS_PAGE_HUGE_BUSY,
+	PS_PAGE_HUGE_SPLIT,
+};
+
+/**
+ * ps_page_huge_state() - is a huge frame's word whole, split, or busy?
+ * @page: the word of a 2 MiB or 1 GiB frame; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()): a caller that reads
+ * PS_PAGE_HUGE_SPLIT sees the sub-words as the split wrote them (pairs with
+ * the release that ends ps_page_split()).
+ * Progress: wait-free.
+ * Return: the state at the load.
+ */
+static inline enum ps_page_huge_state
+ps_page_huge_state(const struct ps_page *page)
+{
+	uint64_t w = ps_page_load(page);
+
+	if (!(w & PS_PAGE_SPLIT))
+		return PS_PAGE_HUGE_WHOLE;
+	return (w & PS_PAGE_FROZEN) ? PS_PAGE_HUGE_BUSY : PS_PAGE_HUGE_SPLIT;
+}
+
+/**
+ * ps_page_split() - move a huge frame's state from its word into one word
+ * per part (Linux's __split_huge_page() for struct pages).
+ * @huge: the word of the whole frame (2 MiB, or 1 GiB).
+ * @sub: the words of its parts, in order (512 4 KiB words of a 2 MiB frame, or
+ *	512 2 MiB words of a 1 GiB frame). They must be free (zeroed memory is),
+ *	and nobody may take references on them until the split returns: they are
+ *	reached only through @huge, which fails every get and pin meanwhile.
+ * @nsub: how many, at least 1.
+ * @where: if not NULL, receives on -EBUSY the index of the part that was
+ *	not free (or @nsub when @huge itself was busy).
+ *
+ * Four steps. (1) One compare-and-swap freezes @huge at its exact count: it
+ * clears LIVE and sets FROZEN and SPLIT, so from here on every get and pin of
+ * @huge fails with -ESTALE (no report: the caller goes to the sub-words) and
+ * every try fails. (2) Each part gets the whole frame's counts and flags: a
+ * reference or pin of the whole frame counts as one on each part; DIRTY,
+ * WRITE_PINNED, the cache mode, PRIVATE, INACCESSIBLE and POISONED are
+ * copied; LOCKED and WRITEBACK are not (a split refuses a frame that has
+ * them). (3) DIRTY or WRITE_PINNED set on @huge meanwhile (flags need no
+ * reference) is copied too, so none is lost. (4) FROZEN is cleared, SPLIT
+ * stays: @huge is a split word, not LIVE, counting nothing. A free frame
+ * splits into free parts with its memory flags.
+ *
+ * Holders of references or pins of the whole frame hold them on every part
+ * afterwards and release them there (a put or unpin on the split @huge is
+ * reported as PS_PAGE_ERR_SPLIT and undone); a caller must not release on
+ * @huge while a split of it may be under way (ps_page_huge_state()).
+ * Context: one splitter or merger of @huge at a time (the others get
+ * -EBUSY); any thread; does not block.
+ * Ordering: acquire when it freezes @huge (pairs with the release of every
+ * earlier put and unpin); release on every part and when it ends (pairs with
+ * the acquire of ps_page_huge_state() and of the first try-get on a part).
+ * Progress: lock-free (each step a CAS loop that retries only after another
+ * thread changed the word); @nsub + 2 of them.
+ * Return: 0; -EALREADY if @huge is split already; -EBUSY if @huge is frozen,
+ * locked, under write-back, being split or merged, its last reference is
+ * being dropped, or a part is not free (then nothing changed: the parts
+ * written are free again and @huge is as it was); -EINVAL if @nsub is 0.
+ */
+int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
+		  size_t *where);
+
+/**
+ * enum ps_page_merge_reason - why ps_page_merge() refused.
+ * @PS_PAGE_MERGE_OK: not refused.
+ * @PS_PAGE_MERGE_REFS: a part holds another number of references than
+ *	the first part, or is free while the first is LIVE (or the reverse).
+ * @PS_PAGE_MERGE_PINS: a part holds another number of pins.
+ * @PS_PAGE_MERGE_MODE: a part has another cache mode, or differs in
+ *	PRIVATE, INACCESSIBLE or POISONED.
+ * @PS_PAGE_MERGE_BUSY: a part is frozen, locked, under write-back, or its
+ *	last reference is being dropped.
+ */
+enum ps_page_merge_reason {
+	PS_PAGE_MERGE_OK = 0,
+	PS_PAGE_MERGE_REFS,
+	PS_PAGE_MERGE_PINS,
+	PS_PAGE_MERGE_MODE,
+	PS_PAGE_MERGE_BUSY,
+};
+
+/**
+ * struct ps_page_merge_refusal - where and why ps_page_merge() refused.
+ * @index: the first part found to differ from part 0 (or busy).
+ * @reason: what differs.
+ * @word: that part's word as the merge saw it (decode with ps_page_word_*()).
+ */
+struct ps_page_merge_refusal {
+	size_t index;
+	enum ps_page_merge_reason reason;
+	uint64_t word;
+};
+
+/**
+ * ps_page_merge() - the inverse of ps_page_split(): move uniform parts' state
+ * back into the huge frame's word.
+ * @huge: a split word (ps_page_huge_state() is PS_PAGE_HUGE_SPLIT).
+ * @sub: the words of its parts, as given to ps_page_split().
+ * @nsub: how many, at least 1.
+ * @why: if not NULL, receives the refusal (index, reason, word) on -EBUSY;
+ *	its reason is PS_PAGE_MERGE_OK otherwise.
+ *
+ * The parts are uniform when every one holds the same references and pins
+ * as part 0 (all LIVE, or all free) with the same cache mode, PRIVATE,
+ * INACCESSIBLE and POISONED, and none is frozen, locked, under write-back or
+ * dying. DIRTY and WRITE_PINNED may differ: the whole frame gets their union,
+ * so none is lost. Each part is frozen in turn at its exact count (FROZEN
+ * and SPLIT: its gets and pins fail with -ESTALE, as on a split word); the
+ * first part that differs undoes the freezes done and refuses. Then @huge
+ * becomes whole with part 0's counts and flags (LIVE, or free if the parts
+ * were), and the parts become free; a DIRTY set on a part meanwhile is
+ * carried over to @huge.
+ * Context: one splitter or merger of @huge at a time; any thread; does not
+ * block. Holders of the parts' references hold them on @huge afterwards.
+ * Ordering: acquire when it freezes each part (pairs with the releases
+ * before), release when @huge becomes whole (pairs with the acquire of the
+ * next try-get on @huge) and when each part becomes free.
+ * Progress: lock-free (CAS loops that retry only after another thread
+ * changed the word).
+ * Return: 0; -EINVAL if @huge is not split or @nsub is 0; -EBUSY if a split
+ * or merge of @huge is under way, or the parts are not uniform (@why says
+ * where and why; nothing changed).
+ */
+int ps_page_merge(struct ps_page *huge, struct ps_page *sub, size_t nsub,
+		  struct ps_page_merge_refusal *why);
+
 /* --- cache mode and encryption state -------------------------------------- */
 
 /**
@@ -2205,8 +2378,9 @@ static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
  * Ordering: acquire and release on success, like the flag read-modify-writes
  * (a later revival acquires the new mode); nothing on failure.
  * Progress: lock-free (CAS loop).
- * Return: 0 if the page is free and now has @mode; -EBUSY if it is LIVE or
- * frozen; -EHWPOISON if it is POISONED (quarantined pages are not changed);
+ * Return: 0 if the page is free and now has @mode; -EBUSY if it is LIVE,
+ * frozen or a split huge word; -EHWPOISON if it is POISONED (quarantined
+ * pages are not changed);
  * -ESTALE if its mode is not @expect; -EINVAL for an unknown @mode or
  * @expect. On error nothing changes.
  */
@@ -2214,6 +2388,7 @@ static inline int ps_page_set_cache_if_free(struct ps_page *page,
 					    enum ps_cache_mode mode, int expect)
 {
 	const uint64_t must = PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED |
+			      PS_PAGE_SPLIT |
 			      (expect >= 0 ? PS_PAGE_CACHE_MASK : 0);
 	enum ps__page_verdict why;
 	uint64_t seen;
@@ -2229,7 +2404,7 @@ static inline int ps_page_set_cache_if_free(struct ps_page *page,
 			 (uint64_t)mode << PS_PAGE_CACHE_SHIFT, 0, 0,
 			 PS__PAGE_ADD, memory_order_acq_rel, &seen, &why))
 		return 0;
-	if (seen & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
+	if (seen & (PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_SPLIT))
 		return -EBUSY;
 	if (seen & PS_PAGE_POISONED)
 		return -EHWPOISON;
