@@ -20,7 +20,7 @@
  *              into this array is number stamp. Adjacent runs with one
  *              stamp are one run. Per array: its newest stamp, its weight
  *              (the ends merged into it) and its tier: 0 for one ring's
- *              ends, t + 1 for FANIN (16) arrays of tier t merged
+ *              ends, t + 1 for FANIN (32) arrays of tier t merged
  *   lost       ends up to lost may be forgotten (a merge failed to
  *              allocate, or the cap dropped their runs)
  *
@@ -93,15 +93,20 @@
  *   add      O(1); every 256th end merges: O(256 log 256) for the
  *            envelope, plus the tiers, amortised O(FANIN log_FANIN m) per
  *            end: a run is copied once per tier it reaches (about
- *            log_16(m / 256) + 1 of them), each copy comparing the FANIN
- *            arrays' current runs. The levels before this one doubled in
+ *            log_32(m / 256) + 1 of them), each copy comparing the FANIN
+ *            arrays' current runs. The levels before these doubled in
  *            weight from one to the next, and a run was copied once per
  *            level, about log_2(m / 256): four times as many copies,
  *            half of the cache misses of an invalidation at 100,000
- *            distinct pages (callgrind, tools/cachesim-notifier.sh)
+ *            distinct pages (callgrind, tools/cachesim-notifier.sh).
+ *            Why 32: with 16, those ends filled a tier-2 level (65,536
+ *            runs, the cap) that the cap then read and cut again; with
+ *            32 the cap cuts tier-1 levels of 8,192 runs (0.9 fewer L2
+ *            misses and 95 fewer instructions per invalidation there).
+ *            64 costs more again (a deeper heap in each merge)
  *   query    Q1: the ends since e0, at most 256 records. Q2: plus, per
- *            level whose newest stamp is after e0 (fewer than FANIN per
- *            tier), a binary search and the runs overlapping [start, last]
+ *            level whose newest stamp is after e0 (fewer than FANIN, 32,
+ *            per tier), a binary search and the runs overlapping [start, last]
  *            (m <= max_runs); the cap's drop selects among the ages of
  *            the level it cuts, O(m) once per max_runs / 2 new runs at
  *            most

@@ -16,7 +16,7 @@
  *   writer    ps__hist_add(): serialised by the caller (the notifier's
  *             mutex). O(1), plus every PS__HIST_LOG ends a merge into the
  *             sorted levels: amortised O(log m) per end for m runs kept
- *             (one end in about m / 16 merges 16 levels of the highest
+ *             (one end in about m / 32 merges 32 levels of the highest
  *             tier, O(m)).
  *   readers   ps__hist_query(): lock-free, any thread, concurrently with the
  *             writer; no lock, no store to shared memory (an RCU read-side
@@ -48,7 +48,7 @@
 
 #define PS__HIST_LOG 256 /* the ring of the latest ends (a power of two) */
 #define PS__HIST_MAX_RUNS 65536 /* the cap on runs kept (see Memory) */
-#define PS__HIST_FANIN 16 /* arrays of one tier merged into one of the next */
+#define PS__HIST_FANIN 32 /* arrays of one tier merged into one of the next */
 
 struct ps__hist_ver;
 

@@ -13,30 +13,36 @@
  *   count         entries of the published version; writer-only
  *
  * Entry i of a node: key[i] is an entry's start (leaf) or the smallest start
- * in child i (internal); slot[i].maxl is the entry's last (leaf) or the
- * largest last in child i; slot[i].before = max(maxl[0..i-1]) (0 for i = 0),
- * the largest last of the entries before it; slot[i].ptr is the item (leaf)
- * or child i. An unused entry (i >= n) has key NONE and a zero slot, so a
- * reader needs no count: see Search. A node's height is 0 for a leaf and
- * one more than its children's.
+ * in child i (internal); maxl[i] is the entry's last (leaf) or the largest
+ * last in child i; before[i] = max(maxl[0..i-1]) (0 for i = 0), the largest
+ * last of the entries before it; ptr[i] is the item (leaf) or child i. A
+ * node is disjoint when before[i] < key[i] for every i: no entry reaches
+ * the next one's start (intervals that do not overlap each other make every
+ * node disjoint). An unused entry (i >= n) has key NONE and zeros
+ * elsewhere, so a reader needs no count: see Search. A node's height is 0
+ * for a leaf and one more than its children's.
  *
  * ===========================================================================
- * Layout (one node: six cache lines, 384 bytes)
+ * Layout (one node: five cache lines, 320 bytes)
  * ===========================================================================
  *
  *   line 0      key[8]: what a search compares, all of it in one line
- *   lines 1-4   slot[8], 32 bytes each, two to a line: what a search needs
- *               of the entry it chose, in one line
- *   line 5      n, height, gc_next, the pool's batch head: the writers'
- *               (readers read the root's height, and n only for a query
- *               that ends at UINT64_MAX)
+ *   internal    line 1: child[8], each tagged in its low bit with the
+ *               child's disjoint flag (nodes are 64-byte aligned); lines
+ *               2-3: {maxl, before}[8], 16 bytes each
+ *   leaf        lines 1-2: {item, last}[8], 16 bytes each, what a hit
+ *               needs; line 3: before[8]
+ *   line 4      n, height, the disjoint flag (readers read the root's),
+ *               gc_next, the pool's batch head: the writers'
  *
- * A reader touches two lines per level: the keys, then the slot it chose.
- * The layout before this one kept 16 entries in four parallel arrays of a
- * 576-byte node, and a search touched five or six of its nine lines; with
- * 100,000 entries that was 14 first-level cache misses per search out of
- * 26 per invalidation (callgrind, tools/cachesim-notifier.sh).
- *
+ * A reader of a disjoint tree touches two lines per level: the keys, then
+ * the child pointers (internal) or the entry it chose (leaf). The maxima
+ * are read only where intervals overlap. The layout before this one put
+ * {ptr, maxl, before} in 32-byte slots over four lines, so each internal
+ * node had five hot lines; with 100,000 entries the level above the leaves
+ * (1,563 nodes) was about 500 KiB of them, more than an L2, and is 200 KiB
+ * now.
+
  * ===========================================================================
  * Protocol
  * ===========================================================================
@@ -63,15 +69,21 @@
  * The entries overlapping [s, l] in a node are those of the prefix with
  * key <= l whose maxl >= s. The prefix's length hi is counted over all
  * eight keys without a branch (an unused key, NONE, counts only when
- * l = UINT64_MAX; then slot hi - 1 is unused, its ptr NULL, and n is read
- * instead). If slot[hi - 1].before < s, no entry before hi - 1 reaches s,
- * so the last of the prefix is the only candidate: one slot, one line, and
- * the reader goes down (the usual case: intervals that do not overlap each
- * other, or a query inside one of them). Otherwise it tests every entry of
- * the prefix in order. While it reads a node's keys the four lines of the
- * child's slots are already on their way (prefetched as soon as the child
- * is known). For intervals that do not overlap each other a visit is
- * O(log n + hits): one key line and one slot line per level.
+ * l = UINT64_MAX; then entry hi - 1 is unused, its ptr NULL, and n is read
+ * instead). The last of the prefix is the only candidate if no entry before
+ * it reaches s: known without the maxima when the node is disjoint and
+ * key[hi - 1] <= s (every maxl before it is below key[hi - 1]), and else
+ * when before[hi - 1] < s. Then the reader goes down child hi - 1 without
+ * reading its maxl (a child that does not reach s has no hit below, and
+ * the leaf's last says so), or, in a leaf, tests the entry's last. That is
+ * the usual case: intervals that do not overlap each other, or a query
+ * inside one of them. Otherwise it tests every entry of the prefix in
+ * order. The child's flag comes with the pointer to it (its tag), the
+ * root's from its header. While it reads a node's keys, the line it reads
+ * next is already on its way (prefetched as soon as the node is known: the
+ * child pointers, or a leaf's two entry lines, one of which it uses). For
+ * intervals that do not overlap each other a visit is O(log n + hits): two
+ * lines per level.
  *
  * ===========================================================================
  * Shape
@@ -119,10 +131,10 @@
  * an old root sees a consistent, immutable tree until a grace period after
  * it is replaced. Why eight entries a node: a search costs the lines it
  * touches, not the entries it compares. Eight keys fill one line, and the
- * slot it picks is one more; sixteen keys would take two lines per level for
- * one level in four fewer (log_16 against log_8), and a binary tree (a treap
- * was the first version) costs one line per level, ~23 levels with 100,000
- * entries, 7.5x slower than with 1,000.
+ * child pointers (or the leaf entry it picks) one more; sixteen keys would
+ * take two lines per level for one level in four fewer (log_16 against
+ * log_8), and a binary tree (a treap was the first version) costs one line
+ * per level, ~23 levels with 100,000 entries, 7.5x slower than with 1,000.
  */
 #include "itree.h"
 
@@ -135,39 +147,55 @@
 #include <string.h>
 
 #define TREE_B PS__ITREE_FANOUT
-#define TREE_MIN PS__ITREE_MIN /* S2 */
-#define TREE_MERGE_MAX 6       /* merge when both fit in this */
-#define NONE UINT64_MAX	       /* the key of an unused entry */
+#define TREE_MIN PS__ITREE_MIN	/* S2 */
+#define TREE_MERGE_MAX 6	/* merge when both fit in this */
+#define NONE UINT64_MAX		/* the key of an unused entry */
+#define DISJOINT ((uintptr_t)1) /* a child pointer's tag: see Layout */
 
 PS_STATIC_ASSERT(TREE_B == 8, "one line of keys: eight 64-bit starts");
 PS_STATIC_ASSERT(TREE_MERGE_MAX + 1 >= 2 * TREE_MIN &&
 			 TREE_MERGE_MAX <= TREE_B && TREE_MIN >= 2,
 		 "itree: a refill leaves both nodes at least TREE_MIN full");
 
-/* What a search needs of the entry it chose: 32 bytes, two to a line. */
-struct slot {
-	void *ptr;	 /* item (leaf) or child node; NULL: unused */
-	uint64_t maxl;	 /* the entry's last, or the child's largest last */
-	uint64_t before; /* the largest maxl of the slots before this one */
-	uint64_t spare;	 /* 0: keeps a slot within one line */
+/* A leaf's entry: what a hit needs, 16 bytes, four to a line. */
+struct leaf_ent {
+	void *item; /* NULL: unused */
+	uint64_t last;
+};
+
+/* An internal entry's maxima, read only where intervals overlap. */
+struct reach {
+	uint64_t maxl;	 /* the child's largest last */
+	uint64_t before; /* the largest maxl of the entries before this one */
 };
 
 struct ps__itree_node {
 	_Alignas(64) uint64_t key[TREE_B]; /* line 0; NONE: unused */
-	struct slot slot[TREE_B];	   /* lines 1-4 */
-	uint32_t n;			   /* line 5: entries in use */
-	uint32_t height;		   /* 0: a leaf */
-	struct ps__itree_node *gc_next;	   /* writer-only: fresh or retired */
+	union {
+		struct {			    /* height > 0 */
+			uintptr_t child[TREE_B];    /* line 1: node | tag */
+			struct reach reach[TREE_B]; /* lines 2-3 */
+		} in;
+		struct {			     /* height 0 */
+			struct leaf_ent ent[TREE_B]; /* lines 1-2 */
+			uint64_t before[TREE_B];     /* line 3 */
+		} lf;
+	} u;
+	uint32_t n;	   /* line 4: entries in use */
+	uint32_t height;   /* 0: a leaf */
+	uint32_t disjoint; /* see Layout; the root's is read here */
+	struct ps__itree_node *gc_next; /* writer-only: fresh or retired */
 	/* The pool's: a retired batch's head (lib/itree-pool.h). */
 	_Alignas(8) unsigned char batch[PS__ITREE_POOL_HEAD];
 };
 
 /* The pool hands out whole lines. */
-PS_STATIC_ASSERT(sizeof(struct ps__itree_node) == 6 * 64,
-		 "tree nodes: keys, four lines of slots, a header line");
-PS_STATIC_ASSERT(offsetof(struct ps__itree_node, slot) == 64 &&
-			 sizeof(struct slot) == 32,
-		 "tree nodes: the keys fill line 0, no slot straddles a line");
+PS_STATIC_ASSERT(sizeof(struct ps__itree_node) == 5 * 64,
+		 "tree nodes: keys, three lines of entries, a header line");
+PS_STATIC_ASSERT(offsetof(struct ps__itree_node, u) == 64 &&
+			 sizeof(struct leaf_ent) == 16 &&
+			 sizeof(struct reach) == 16,
+		 "tree nodes: the keys fill line 0, no entry straddles a line");
 
 /* One update in progress: what it allocated and what it replaced. */
 struct upd {
@@ -204,31 +232,70 @@ static uint32_t lower_bound(const uint64_t *a, uint32_t n, uint64_t x)
 	return x ? upper_bound(a, n, x - 1) : 0;
 }
 
+/* Child @i of the internal node @t, without its tag. */
+static struct ps__itree_node *child_at(const struct ps__itree_node *t,
+				       uint32_t i)
+{
+	return (struct ps__itree_node *)(t->u.in.child[i] & ~DISJOINT);
+}
+
+/* Entry @i's item (leaf) or child (internal). */
+static void *ptr_at(const struct ps__itree_node *t, uint32_t i)
+{
+	return t->height ? (void *)child_at(t, i) : t->u.lf.ent[i].item;
+}
+
+/* Entry @i's last (leaf) or its child's largest last (internal). */
+static uint64_t maxl_at(const struct ps__itree_node *t, uint32_t i)
+{
+	return t->height ? t->u.in.reach[i].maxl : t->u.lf.ent[i].last;
+}
+
+/* The largest maxl of the entries before @i. */
+static uint64_t before_at(const struct ps__itree_node *t, uint32_t i)
+{
+	return t->height ? t->u.in.reach[i].before : t->u.lf.before[i];
+}
+
 /* The subtree's largest last (its entry's maxl in the parent). */
 static uint64_t node_max(const struct ps__itree_node *t)
 {
-	const struct slot *last = &t->slot[t->n - 1];
+	uint64_t m = maxl_at(t, t->n - 1), b = before_at(t, t->n - 1);
 
-	return last->maxl > last->before ? last->maxl : last->before;
+	return m > b ? m : b;
 }
 
 /* --- changing fresh nodes (W1) -------------------------------------------- */
 
-/* Recompute the befores, and blank the unused entries (see State). */
+/*
+ * Recompute the befores and the disjoint flag, and blank the unused entries
+ * (see State).
+ */
 static void fix(struct ps__itree_node *t)
 {
 	uint64_t m = 0;
 	uint32_t i;
 
+	t->disjoint = 1;
 	for (i = 0; i < t->n; i++) {
-		t->slot[i].before = m;
-		t->slot[i].spare = 0;
-		if (t->slot[i].maxl > m)
-			m = t->slot[i].maxl;
+		if (i && m >= t->key[i])
+			t->disjoint = 0;
+		if (t->height)
+			t->u.in.reach[i].before = m;
+		else
+			t->u.lf.before[i] = m;
+		if (maxl_at(t, i) > m)
+			m = maxl_at(t, i);
 	}
 	for (; i < TREE_B; i++) {
 		t->key[i] = NONE;
-		t->slot[i] = (struct slot){NULL, 0, 0, 0};
+		if (t->height) {
+			t->u.in.child[i] = 0;
+			t->u.in.reach[i] = (struct reach){0, 0};
+		} else {
+			t->u.lf.ent[i] = (struct leaf_ent){NULL, 0};
+			t->u.lf.before[i] = 0;
+		}
 	}
 }
 
@@ -264,18 +331,30 @@ static struct ps__itree_node *node_copy(struct upd *u,
 	if (!n)
 		return NULL;
 	n->n = old->n;
+	n->disjoint = old->disjoint;
 	memcpy(n->key, old->key, sizeof(n->key));
-	memcpy(n->slot, old->slot, sizeof(n->slot));
+	memcpy(&n->u, &old->u, sizeof(n->u));
 	retire(u, old);
 	return n;
 }
 
+/*
+ * Entry @i of @t: @ptr is an item (leaf) or a finished child node, whose
+ * disjoint flag goes into the tag (internal).
+ */
 static void entry_set(struct ps__itree_node *t, uint32_t i, uint64_t start,
 		      uint64_t maxl, void *ptr)
 {
 	t->key[i] = start;
-	t->slot[i].maxl = maxl;
-	t->slot[i].ptr = ptr;
+	if (t->height) {
+		const struct ps__itree_node *c = ptr;
+
+		t->u.in.child[i] = (uintptr_t)ptr |
+				   (c->disjoint ? DISJOINT : 0);
+		t->u.in.reach[i].maxl = maxl;
+	} else {
+		t->u.lf.ent[i] = (struct leaf_ent){ptr, maxl};
+	}
 }
 
 /* Entry @i of @t describes the node @child (after @child changed). */
@@ -285,13 +364,24 @@ static void entry_child(struct ps__itree_node *t, uint32_t i,
 	entry_set(t, i, child->key[0], node_max(child), child);
 }
 
-/* Move @count entries; fix() recomputes the befores afterwards. */
+/*
+ * Move @count entries between nodes of one height; fix() recomputes the
+ * befores afterwards.
+ */
 static void entry_move(struct ps__itree_node *to, uint32_t ti,
 		       const struct ps__itree_node *from, uint32_t fi,
 		       uint32_t count)
 {
 	memmove(&to->key[ti], &from->key[fi], count * sizeof(uint64_t));
-	memmove(&to->slot[ti], &from->slot[fi], count * sizeof(struct slot));
+	if (from->height) {
+		memmove(&to->u.in.child[ti], &from->u.in.child[fi],
+			count * sizeof(uintptr_t));
+		memmove(&to->u.in.reach[ti], &from->u.in.reach[fi],
+			count * sizeof(struct reach));
+	} else {
+		memmove(&to->u.lf.ent[ti], &from->u.lf.ent[fi],
+			count * sizeof(struct leaf_ent));
+	}
 }
 
 static void entry_delete(struct ps__itree_node *t, uint32_t i)
@@ -361,7 +451,7 @@ static struct ps__itree_node *tr_insert(struct upd *u, struct ps__itree_node *t,
 		return u->failed ? t : n;
 	}
 	pos = pos ? pos - 1 : 0; /* the child whose range takes start */
-	child = tr_insert(u, t->slot[pos].ptr, start, last, item,
+	child = tr_insert(u, child_at(t, pos), start, last, item,
 			  spine && pos == t->n - 1, &split);
 	if (u->failed)
 		return t;
@@ -398,7 +488,7 @@ static struct ps__itree_node *grow_root(struct upd *u,
 static void rebalance(struct upd *u, struct ps__itree_node *p, uint32_t i)
 {
 	uint32_t j = i ? i - 1 : i + 1, a = i < j ? i : j;
-	struct ps__itree_node *c = p->slot[i].ptr, *nb = p->slot[j].ptr, *l, *r;
+	struct ps__itree_node *c = child_at(p, i), *nb = child_at(p, j), *l, *r;
 	uint32_t total = c->n + nb->n, want = total / 2;
 
 	if (total <= TREE_MERGE_MAX) { /* into @c, in order */
@@ -454,7 +544,7 @@ static struct ps__itree_node *tr_remove(struct upd *u, struct ps__itree_node *t,
 	uint32_t i;
 
 	if (!t->height) {
-		for (i = lo; i < hi && t->slot[i].ptr != item; i++)
+		for (i = lo; i < hi && t->u.lf.ent[i].item != item; i++)
 			;
 		if (i == hi)
 			return t;
@@ -462,7 +552,7 @@ static struct ps__itree_node *tr_remove(struct upd *u, struct ps__itree_node *t,
 	} else {
 		/* Equal starts may span children: from the one before lo. */
 		for (i = lo ? lo - 1 : 0; i < hi; i++) {
-			child = tr_remove(u, t->slot[i].ptr, start, item);
+			child = tr_remove(u, child_at(t, i), start, item);
 			if (u->failed || u->found)
 				break;
 		}
@@ -502,12 +592,12 @@ static bool tr_contains(const struct ps__itree_node *t, uint64_t start,
 	hi = upper_bound(t->key, t->n, start);
 	if (!t->height) {
 		for (uint32_t i = lo; i < hi; i++)
-			if (t->slot[i].ptr == item)
+			if (t->u.lf.ent[i].item == item)
 				return true;
 		return false;
 	}
 	for (uint32_t i = lo ? lo - 1 : 0; i < hi; i++)
-		if (tr_contains(t->slot[i].ptr, start, item))
+		if (tr_contains(child_at(t, i), start, item))
 			return true;
 	return false;
 }
@@ -548,29 +638,33 @@ static struct ps__itree_pool *pool_of(struct ps__itree *t)
 	return t->pool;
 }
 
-/* The entries of @t: sorted, befores right, unused ones blank. */
+/* The entries of @t: sorted, befores and flag right, unused ones blank. */
 static bool node_ok(const struct ps__itree_node *t)
 {
 	uint64_t m = 0;
+	bool disjoint = true;
 
 	for (uint32_t i = 0; i < TREE_B; i++) {
-		const struct slot *sl = &t->slot[i];
+		bool used = t->height ? t->u.in.child[i] != 0
+				      : t->u.lf.ent[i].item != NULL;
 
 		if (i >= t->n) {
-			if (t->key[i] != NONE || sl->ptr || sl->maxl ||
-			    sl->before || sl->spare)
+			if (t->key[i] != NONE || used || maxl_at(t, i) ||
+			    before_at(t, i))
 				return false;
 			continue;
 		}
-		if ((i && t->key[i] < t->key[i - 1]) || sl->before != m ||
-		    sl->spare || !sl->ptr)
+		if ((i && t->key[i] < t->key[i - 1]) || before_at(t, i) != m ||
+		    !used)
 			return false;
-		m = sl->maxl > m ? sl->maxl : m;
+		if (i && m >= t->key[i])
+			disjoint = false;
+		m = maxl_at(t, i) > m ? maxl_at(t, i) : m;
 	}
-	return true;
+	return t->disjoint == disjoint;
 }
 
-/* S1, S2, order and maxima below @t; -EUCLEAN at the first break. */
+/* S1, S2, order, maxima and tags below @t; -EUCLEAN at the first break. */
 static int check_node(const struct ps__itree_node *t, unsigned int depth,
 		      bool root, bool spine, struct ps__itree_shape *sh)
 {
@@ -584,16 +678,18 @@ static int check_node(const struct ps__itree_node *t, unsigned int depth,
 		sh->depth = depth;
 		sh->entries += t->n;
 		for (uint32_t i = 0; i < t->n; i++)
-			if (t->slot[i].maxl < t->key[i])
+			if (t->u.lf.ent[i].last < t->key[i])
 				return -EUCLEAN;
 		return 0;
 	}
 	for (uint32_t i = 0; i < t->n; i++) {
-		const struct ps__itree_node *c = t->slot[i].ptr;
+		const struct ps__itree_node *c = child_at(t, i);
+		bool tag = t->u.in.child[i] & DISJOINT;
 		int rc;
 
 		if (c->n < 1 || c->n > TREE_B || c->height + 1 != t->height ||
-		    c->key[0] != t->key[i] || node_max(c) != t->slot[i].maxl ||
+		    c->key[0] != t->key[i] || node_max(c) != maxl_at(t, i) ||
+		    tag != (bool)c->disjoint ||
 		    (i + 1 < t->n && c->key[c->n - 1] > t->key[i + 1]))
 			return -EUCLEAN;
 		rc = check_node(c, depth + 1, false, spine && i + 1 == t->n,
@@ -674,7 +770,7 @@ int ps__itree_remove(struct ps__itree *t, uint64_t start, const void *item)
 	}
 	/* A root left with one child gives way to it (S2). */
 	while (root && root->height && root->n == 1) {
-		struct ps__itree_node *child = root->slot[0].ptr;
+		struct ps__itree_node *child = child_at(root, 0);
 
 		retire(&u, root); /* fresh or not: freed after W2 */
 		root = child;
@@ -704,14 +800,22 @@ static uint32_t count_le(const struct ps__itree_node *t, uint64_t l)
 	return hi;
 }
 
-/* The four lines of @t's slots, wanted right after its keys. */
-static void prefetch_slots(const struct ps__itree_node *t)
+/*
+ * What a search of @t reads after its keys, on its way while it reads them:
+ * the child pointers (internal), or the entries (a leaf: its two lines, one
+ * of which the search will use).
+ */
+static void prefetch_entries(const struct ps__itree_node *t, uint32_t height)
 {
-	for (uint32_t i = 0; i < TREE_B; i += 2)
-		__builtin_prefetch(&t->slot[i]);
+	if (height) {
+		__builtin_prefetch(&t->u.in.child[0]);
+	} else {
+		__builtin_prefetch(&t->u.lf.ent[0]);
+		__builtin_prefetch(&t->u.lf.ent[TREE_B / 2]);
+	}
 }
 
-static bool walk(const struct ps__itree_node *t, uint32_t height,
+static bool walk(const struct ps__itree_node *t, uint32_t height, bool disjoint,
 		 uint64_t start, uint64_t last, ps__itree_visit_fn fn,
 		 void *ctx);
 
@@ -721,45 +825,71 @@ static bool walk_all(const struct ps__itree_node *t, uint32_t height,
 		     ps__itree_visit_fn fn, void *ctx)
 {
 	for (uint32_t i = 0; i < hi; i++) {
-		const struct slot *sl = &t->slot[i];
-
-		if (sl->maxl < start)
-			continue;
 		if (height) {
-			if (!walk(sl->ptr, height - 1, start, last, fn, ctx))
+			uintptr_t c = t->u.in.child[i];
+
+			if (t->u.in.reach[i].maxl < start)
+				continue;
+			if (!walk((const struct ps__itree_node *)(c &
+								  ~DISJOINT),
+				  height - 1, c & DISJOINT, start, last, fn,
+				  ctx))
 				return false;
-		} else if (!fn(ctx, sl->ptr, t->key[i], sl->maxl)) {
-			return false;
+		} else {
+			const struct leaf_ent *e = &t->u.lf.ent[i];
+
+			if (e->last >= start &&
+			    !fn(ctx, e->item, t->key[i], e->last))
+				return false;
 		}
 	}
 	return true;
 }
 
 /* See Search: down the one candidate while there is one. */
-static bool walk(const struct ps__itree_node *t, uint32_t height,
+static bool walk(const struct ps__itree_node *t, uint32_t height, bool disjoint,
 		 uint64_t start, uint64_t last, ps__itree_visit_fn fn,
 		 void *ctx)
 {
 	for (;;) {
-		uint32_t hi = count_le(t, last);
-		const struct slot *sl;
+		uint32_t hi = count_le(t, last), i;
+		uintptr_t c;
 
 		if (!hi)
 			return true;
-		sl = &t->slot[hi - 1];
-		if (!sl->ptr) { /* last = UINT64_MAX counted unused keys */
-			hi = t->n;
-			sl = &t->slot[hi - 1];
+		i = hi - 1;
+		if (!height) { /* a leaf: the entry, then the hit */
+			const struct leaf_ent *e = &t->u.lf.ent[i];
+
+			if (!e->item) { /* last = UINT64_MAX counted unused */
+				i = t->n - 1;
+				e = &t->u.lf.ent[i];
+			}
+			if ((!disjoint || t->key[i] > start) &&
+			    t->u.lf.before[i] >= start)
+				return walk_all(t, 0, i + 1, start, last, fn,
+						ctx);
+			return e->last < start ||
+			       fn(ctx, e->item, t->key[i], e->last);
 		}
-		if (sl->before >= start)
-			return walk_all(t, height, hi, start, last, fn, ctx);
-		if (sl->maxl < start)
-			return true;
-		if (!height)
-			return fn(ctx, sl->ptr, t->key[hi - 1], sl->maxl);
-		t = sl->ptr;
+		c = t->u.in.child[i];
+		if (!c) { /* as above */
+			i = t->n - 1;
+			c = t->u.in.child[i];
+		}
+		if (!disjoint || t->key[i] > start) { /* the maxima decide */
+			const struct reach *r = &t->u.in.reach[i];
+
+			if (r->before >= start)
+				return walk_all(t, height, i + 1, start, last,
+						fn, ctx);
+			if (r->maxl < start)
+				return true;
+		}
+		t = (const struct ps__itree_node *)(c & ~DISJOINT);
+		disjoint = c & DISJOINT;
 		height--;
-		prefetch_slots(t);
+		prefetch_entries(t, height);
 	}
 }
 
@@ -770,7 +900,8 @@ bool ps__itree_visit(const struct ps__itree *t, uint64_t start, uint64_t last,
 	const struct ps__itree_node *root =
 		atomic_load_explicit(&t->root, memory_order_acquire);
 
-	return !root || walk(root, root->height, start, last, fn, ctx);
+	return !root ||
+	       walk(root, root->height, root->disjoint, start, last, fn, ctx);
 }
 
 int ps__itree_check(const struct ps__itree *t, struct ps__itree_shape *shape)

@@ -292,6 +292,53 @@ START_TEST(overlap_boundaries)
 }
 END_TEST
 
+/*
+ * A tree of intervals that do not overlap each other is searched without the
+ * maxima (lib/itree.c, Search): one candidate per level while the query starts
+ * at or after that entry's start. Queries that start before it (across a gap
+ * and a start, at every node boundary too), in a gap, and one entry that
+ * overlaps its neighbour or a long one over many leaves, which make nodes
+ * not disjoint, then their removal: every answer as the intervals say.
+ */
+START_TEST(disjoint_shortcut)
+{
+	enum { N = 1000 };
+	struct ps__itree t;
+
+	ps__itree_init(&t);
+	for (unsigned int i = 0; i < N; i++)
+		insert_ok(&t, 10 * i, 10 * i + 4, i);
+	ck_assert_uint_eq(shape(&t).depth, 4);
+	for (uint64_t i = 0; i < N; i++) {
+		ck_assert_uint_eq(hits(&t, 10 * i + 2, 10 * i + 2), 1);
+		ck_assert_uint_eq(hits(&t, 10 * i + 5, 10 * i + 9), 0);
+		ck_assert_uint_eq(hits(&t, 10 * i + 5, 10 * i + 10), i + 1 < N);
+		ck_assert_uint_eq(hits(&t, 10 * i + 4, 10 * i + 10),
+				  1 + (i + 1 < N));
+		ck_assert_uint_eq(hits(&t, 10 * i, 10 * i + 25),
+				  i + 2 < N ? 3 : N - i);
+	}
+	/* One entry over its neighbour's start: its node is not disjoint. */
+	insert_ok(&t, 10 * 77 + 1, 10 * 78 + 1, N);
+	ck_assert_uint_eq(hits(&t, 10 * 78 + 1, 10 * 78 + 1), 2);
+	ck_assert_uint_eq(hits(&t, 10 * 78 + 2, 10 * 78 + 2), 1);
+	ck_assert_uint_eq(hits(&t, 10 * 77 + 5, 10 * 77 + 9), 1);
+	ck_assert_uint_eq(hits(&t, 10 * 500 + 2, 10 * 500 + 2), 1);
+	remove_ok(&t, 10 * 77 + 1, N);
+	ck_assert_uint_eq(hits(&t, 10 * 78 + 1, 10 * 78 + 1), 1);
+	/* One over many leaves: every node on its path reaches far. */
+	insert_ok(&t, 3, 10 * 600, N + 1);
+	for (uint64_t i = 0; i < N; i++) {
+		unsigned int over = 10 * i + 2 >= 3 && 10 * i + 2 <= 10 * 600;
+
+		ck_assert_uint_eq(hits(&t, 10 * i + 2, 10 * i + 2), 1 + over);
+		ck_assert_uint_eq(hits(&t, 10 * i + 6, 10 * i + 6),
+				  10 * i + 6 <= 10 * 600);
+	}
+	ps__itree_destroy(&t);
+}
+END_TEST
+
 /* --- deep trees: splits, merges and the depth bound ----------------------- */
 
 START_TEST(split_and_merge)
@@ -972,6 +1019,7 @@ static Suite *itree_suite(void)
 
 	tc = ps_test_tcase(s, "overlap boundaries", 10);
 	tcase_add_test(tc, overlap_boundaries);
+	tcase_add_test(tc, disjoint_shortcut);
 
 	tc = ps_test_tcase(s, "split and merge", 30);
 	tcase_add_test(tc, split_and_merge);
