@@ -2188,6 +2188,93 @@ START_TEST(misuse_window_pin_ref_put_vs_unpin)
 }
 END_TEST
 
+/*
+ * The compare-and-swap increments on a word whose put took a pin's reference
+ * and is not repaired yet (refs 1 < pins 2, built by hand: two pins held,
+ * true count refs 2). Such an increment must not count as done (M5): its
+ * references would make the word look exact while it counts one too few, and
+ * the holders' releases would then free the page while the taker holds it.
+ * Each op here takes k references if it succeeds; the two pin holders unpin,
+ * the taker puts all but one: no release may free the page.
+ */
+static int cas_inc_try_get_many(struct ps_page *p)
+{
+	return ps_page_try_get_many(p, 1) ? 1 : 0;
+}
+
+static int cas_inc_try_get_masked(struct ps_page *p)
+{
+	return ps_page_try_get_masked(p, 2, PS_PAGE_POISONED) ? 2 : 0;
+}
+
+static int cas_inc_get_or_revive(struct ps_page *p)
+{
+	return ps_page_get_or_revive(p) == 0 ? 1 : 0;
+}
+
+static int cas_inc_get_or_revive_cache(struct ps_page *p)
+{
+	return ps_page_get_or_revive_cache(p, PS_CACHE_WB, NULL) == 0 ? 1 : 0;
+}
+
+static int cas_inc_get_or_freeze(struct ps_page *p)
+{
+	return ps_page_get_or_freeze(p, -1, NULL) == 0 ? 1 : 0;
+}
+
+static int cas_inc_get_many(struct ps_page *p)
+{
+	return ps_page_get_many(p, 2) == 0 ? 2 : 0; /* by a pin's holder */
+}
+
+static int cas_inc_try_get_and_lock(struct ps_page *p)
+{
+	if (!ps_page_try_get_and_lock(p))
+		return 0;
+	ps_page_unlock(p);
+	return 1;
+}
+
+static int cas_inc_try_get_lock_and_set(struct ps_page *p)
+{
+	uint64_t seen;
+
+	if (!ps_page_try_get_lock_and_set(p, PS_PAGE_DIRTY, &seen))
+		return 0;
+	ps_page_unlock(p);
+	return 1;
+}
+
+START_TEST(cas_increment_on_borrow_not_counted)
+{
+	static int (*const ops[])(struct ps_page *) = {
+		cas_inc_try_get_many,	  cas_inc_try_get_masked,
+		cas_inc_get_or_revive,	  cas_inc_get_or_revive_cache,
+		cas_inc_get_or_freeze,	  cas_inc_get_many,
+		cas_inc_try_get_and_lock, cas_inc_try_get_lock_and_set,
+	};
+	struct ps_page p;
+
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		int k;
+		bool freed = false;
+
+		set_raw(&p, live_word(1, 2, 0));
+		k = ops[i](&p);
+		freed |= ps_page_unpin(&p); /* the pins' holders */
+		freed |= ps_page_unpin(&p);
+		for (int j = 1; j < k; j++)
+			freed |= ps_page_put(&p); /* the taker keeps one */
+		/* (The misuser's repair has not landed yet.) */
+		ck_assert_msg(!freed, "op %zu: freed while held (took %d)", i,
+			      k);
+		atomic_fetch_add(&p.word, PS_PAGE_REF_ONE); /* the repair */
+		ck_assert(ps_page_is_live(&p));
+		ck_assert_uint_ge(ps_page_refs(&p), k ? 1 : 0);
+	}
+}
+END_TEST
+
 /* --- huge frames: split and merge ---------------------------------------- */
 
 #define NSUB 8
@@ -3838,6 +3925,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, get_during_last_put_wins);
 	tcase_add_test(tc, borrow_in_flight_saturates);
 	tcase_add_test(tc, last_put_waits_for_repair);
+	tcase_add_test(tc, cas_increment_on_borrow_not_counted);
 
 	tc = ps_test_tcase(s, "huge frames: split and merge", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);

@@ -722,6 +722,21 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 				*why = PS__PAGE_LIMIT;
 				break;
 			}
+			/*
+			 * pins > refs on a LIVE word: a put took a pin's
+			 * reference and is not repaired yet (docs/page.md,
+			 * "Releases: one fetch-and-sub"). More references than
+			 * pins could make the word look exact while it counts
+			 * one too few, and a holder's last release would free a
+			 * held page. Refused as at a limit, never counted;
+			 * constant false when refs == pins (the pins).
+			 */
+			if (refs > pins && (old & PS_PAGE_LIVE) &&
+			    (old & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT >
+				    old >> PS_PAGE_REFS_SHIFT) {
+				*why = PS__PAGE_LIMIT;
+				break;
+			}
 			next = ((old & ~clear) | set) + refs * PS_PAGE_REF_ONE +
 			       pins * PS_PAGE_PIN_ONE;
 		}
