@@ -2661,6 +2661,98 @@ START_TEST(stress_split_against_pins)
 }
 END_TEST
 
+/*
+ * A merge refused at its last part gives the parts it froze back to their
+ * holders with the counts they had. Meanwhile a try-get that met a frozen
+ * part failed and left its unit in the counts, meaningless while the part is
+ * not LIVE (as on any frozen word); the thaw must not make it count. Here no
+ * try-get can succeed (every part is at PS_PAGE_REFS_MAX, a LIVE part refuses
+ * and takes its unit back), so every part must end with exactly its count.
+ * Before the fix the thaw kept the units: the parts ended above their count,
+ * with references nobody held (never freed; a pin's unit would read pinned).
+ */
+#define MERGE_PARTS 512
+
+struct merge_race {
+	struct ps_page huge, sub[MERGE_PARTS];
+	struct ps_test_overlap ov; /* side 0 merges, side 1 try-gets */
+	_Atomic(unsigned) violations;
+	_Atomic(uint64_t) frozen; /* the try-getter's count, at its end */
+};
+
+/* Try-gets that met a frozen part the loops wait for (the race happened). */
+#define MERGE_FROZEN 20
+
+static void *merge_try_getter(void *arg)
+{
+	struct merge_race *sh = arg;
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
+
+	uint64_t frozen = 0; /* failed try-gets that then saw the part frozen */
+
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		struct ps_page *part = &sh->sub[i % (MERGE_PARTS - 1)];
+
+		if (ps_page_try_get(part))
+			atomic_fetch_add(&sh->violations, 1); /* at the limit */
+		else if (ps_page_is_frozen(part) && ++frozen == MERGE_FROZEN)
+			ps_test_overlap_release(&sh->ov);
+	}
+	atomic_store(&sh->frozen, frozen);
+	return NULL;
+}
+
+START_TEST(stress_refused_merge_keeps_counts)
+{
+	struct merge_race *sh = calloc(1, sizeof(*sh));
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 100;
+	uint64_t other = 0; /* refusals other than the last part's mode */
+	struct ps_test_side me;
+	pthread_t t;
+
+	ck_assert_ptr_nonnull(sh);
+	ck_assert_int_eq(ps_page_init(&sh->huge, PS_PAGE_REFS_MAX), 0);
+	ck_assert_int_eq(ps_page_split(&sh->huge, sh->sub, MERGE_PARTS, NULL),
+			 0);
+	ps_page_change_flags(&sh->sub[MERGE_PARTS - 1], PS_PAGE_CACHE_MASK,
+			     cache_field(PS_CACHE_UC));
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = sh->ov.side[1].min_ops = iters ? iters : 1;
+	ps_test_overlap_hold(&sh->ov);
+	me = ps_test_side(&sh->ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, merge_try_getter, sh), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		struct ps_page_merge_refusal why;
+
+		if (ps_page_merge(&sh->huge, sh->sub, MERGE_PARTS, &why) !=
+		    -EBUSY)
+			atomic_fetch_add(&sh->violations, 1);
+		else if (why.index != MERGE_PARTS - 1 ||
+			 why.reason != PS_PAGE_MERGE_MODE)
+			other++; /* a refused try-get's unit in flight */
+	}
+	pthread_join(t, NULL);
+	ps_test_overlap_check(&sh->ov, "refused merge vs try-gets");
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"refused merges: %" PRIu64 " busy, %" PRIu64
+			" try-gets met a frozen part\n",
+			other, atomic_load(&sh->frozen));
+	ck_assert_uint_ge(atomic_load(&sh->frozen), MERGE_FROZEN);
+	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	for (int i = 0; i < MERGE_PARTS; i++)
+		ck_assert_uint_eq(raw(&sh->sub[i]),
+				  live_word(PS_PAGE_REFS_MAX, 0,
+					    i == MERGE_PARTS - 1
+						    ? cache_field(PS_CACHE_UC)
+						    : 0));
+	ck_assert_uint_eq(ps_page_huge_state(&sh->huge), PS_PAGE_HUGE_SPLIT);
+	ck_assert_uint_eq(hooks(), 0);
+	free(sh);
+}
+END_TEST
+
 /* --- stress --------------------------------------------------------------- */
 
 /*
@@ -3947,6 +4039,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	tcase_add_test(tc, stress_single_release_misuse);
 	tcase_add_test(tc, stress_split_against_pins);
+	tcase_add_test(tc, stress_refused_merge_keeps_counts);
 	return s;
 }
 
