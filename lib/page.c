@@ -415,8 +415,9 @@ bool ps_page_release_slow(struct ps_page *page, uint64_t old, bool pin)
 
 /*
  * A release refused by its compare-and-swap: nothing was written (M3). A
- * guard bit made it refuse (PS__PAGE_GUARDED): a refused increment or a
- * misused single release is in flight, and both are taken back within a few
+ * guard bit made it refuse (PS__PAGE_GUARDED), or pins > refs did (a put of a
+ * pin's reference, which sets no guard bit): a refused increment or a misused
+ * single release is in flight, and both are taken back within a few
  * instructions; wait for that and try again. A saturated word is left as it is.
  */
 bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
@@ -427,7 +428,8 @@ bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
 	(void)undo; /* always 0: releases never write a refused value */
 	for (unsigned int spins = 0;
 	     n != 0 && n <= PS_PAGE_REFS_MAX && npins <= PS_PAGE_PINS_MAX &&
-	     (seen & PS_PAGE_LIVE) && (seen & PS_PAGE_GUARDS);
+	     (seen & PS_PAGE_LIVE) &&
+	     ((seen & PS_PAGE_GUARDS) || PINS_FIELD(seen) > REFS_FIELD(seen));
 	     spins++) {
 		enum ps__page_verdict why;
 

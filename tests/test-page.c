@@ -2165,6 +2165,29 @@ START_TEST(last_put_waits_for_repair)
 END_TEST
 
 /*
+ * A pin holder's unpin_many (a compare-and-swap release, M3) meets another
+ * thread's put of a pin's reference not yet repaired (refs 1 < pins 2, built
+ * by hand; a thread repairs it shortly). No guard bit is set there, but the
+ * word is not exact: the release must wait for the repair, as it does for a
+ * guard bit, and then release. Before the fix it was refused as underflow:
+ * the correct caller was blamed and its pin stayed counted for good.
+ */
+START_TEST(cas_release_waits_for_pin_ref_repair)
+{
+	struct ps_page p;
+	struct repairer r = {&p, PS_PAGE_REF_ONE};
+	pthread_t t;
+
+	set_raw(&p, live_word(1, 2, PS_PAGE_DIRTY));
+	ck_assert_int_eq(pthread_create(&t, NULL, repair_later, &r), 0);
+	ck_assert(!ps_page_unpin_many(&p, 1));
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(hooks(), 0);
+	ck_assert_uint_eq(raw(&p), live_word(1, 1, PS_PAGE_DIRTY));
+}
+END_TEST
+
+/*
  * A put of the only pin's reference, reported while the pin's holder unpins:
  * the misuse was repaired before the report, so the unpin is the last
  * release and frees the page, unblamed.
@@ -4018,6 +4041,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, borrow_in_flight_saturates);
 	tcase_add_test(tc, last_put_waits_for_repair);
 	tcase_add_test(tc, cas_increment_on_borrow_not_counted);
+	tcase_add_test(tc, cas_release_waits_for_pin_ref_repair);
 
 	tc = ps_test_tcase(s, "huge frames: split and merge", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
