@@ -2188,6 +2188,26 @@ START_TEST(cas_release_waits_for_pin_ref_repair)
 END_TEST
 
 /*
+ * The word of a last put in flight (LIVE, no counts) is not a page with zero
+ * references to freeze: ps_page_freeze(0) must fail there, so that the last
+ * put's free happens and returns true. Before the fix the freeze took it:
+ * the put's free failed, no release returned true, and the frame was frozen
+ * with nobody knowing it had to free it.
+ */
+START_TEST(freeze_zero_spares_the_dying_word)
+{
+	struct ps_page p;
+
+	set_raw(&p, PS_PAGE_LIVE | PS_PAGE_DIRTY);
+	ck_assert(!ps_page_freeze(&p, 0));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_LIVE | PS_PAGE_DIRTY);
+	ck_assert(ps__page_claim(&p)); /* the last put's free */
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
  * A put of the only pin's reference, reported while the pin's holder unpins:
  * the misuse was repaired before the report, so the unpin is the last
  * release and frees the page, unblamed.
@@ -4042,6 +4062,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, last_put_waits_for_repair);
 	tcase_add_test(tc, cas_increment_on_borrow_not_counted);
 	tcase_add_test(tc, cas_release_waits_for_pin_ref_repair);
+	tcase_add_test(tc, freeze_zero_spares_the_dying_word);
 
 	tc = ps_test_tcase(s, "huge frames: split and merge", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);

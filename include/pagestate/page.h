@@ -1579,7 +1579,8 @@ ps_page_get_or_freeze(struct ps_page *page, int mode, unsigned int *old_mode)
  * Ordering: acquire on success (pairs with the release of every earlier put
  * or unpin).
  * Progress: lock-free.
- * Return: true if frozen; false otherwise (nothing changed).
+ * Return: true if frozen; false otherwise, and always for @expected_refs 0
+ * (nothing changed).
  */
 static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 						uint64_t expected_refs)
@@ -1587,7 +1588,12 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 	enum ps__page_verdict why;
 	uint64_t seen;
 
-	if (expected_refs > PS_PAGE_REFS_MAX)
+	/*
+	 * A LIVE page holds a reference, except for the instant of a last
+	 * put (LIVE, no counts): that word is the put's to free, not a page
+	 * with zero references to freeze.
+	 */
+	if (expected_refs == 0 || expected_refs > PS_PAGE_REFS_MAX)
 		return false;
 	/* Acquire: see above. */
 	return ps__page_cas(
