@@ -415,8 +415,9 @@ bool ps_page_release_slow(struct ps_page *page, uint64_t old, bool pin)
 
 /*
  * A release refused by its compare-and-swap: nothing was written (M3). A
- * guard bit made it refuse (PS__PAGE_GUARDED): a refused increment or a
- * misused single release is in flight, and both are taken back within a few
+ * guard bit made it refuse (PS__PAGE_GUARDED), or pins > refs did (a put of a
+ * pin's reference, which sets no guard bit): a refused increment or a misused
+ * single release is in flight, and both are taken back within a few
  * instructions; wait for that and try again. A saturated word is left as it is.
  */
 bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
@@ -427,7 +428,8 @@ bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
 	(void)undo; /* always 0: releases never write a refused value */
 	for (unsigned int spins = 0;
 	     n != 0 && n <= PS_PAGE_REFS_MAX && npins <= PS_PAGE_PINS_MAX &&
-	     (seen & PS_PAGE_LIVE) && (seen & PS_PAGE_GUARDS);
+	     (seen & PS_PAGE_LIVE) &&
+	     ((seen & PS_PAGE_GUARDS) || PINS_FIELD(seen) > REFS_FIELD(seen));
 	     spins++) {
 		enum ps__page_verdict why;
 
@@ -734,10 +736,18 @@ int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 	}
 }
 
-/* Give the parts [0, n) a refused merge froze back to their holders. */
-static void merge_undo_parts(struct ps_page *sub, size_t n, uint64_t live)
+/*
+ * Give the parts [0, n) a refused merge froze back to their holders, with the
+ * counts they were frozen with (@counts: LIVE and part 0's counts, which every
+ * frozen part had, or 0 for free parts). The counts are rewritten, not kept: a
+ * failed try-get, or a get or pin refused with -ESTALE, may have left its
+ * meaningless unit in a frozen part, and keeping it would make it count.
+ */
+static void merge_undo_parts(struct ps_page *sub, size_t n, uint64_t counts)
 {
-	const struct step thaw = {0, 0, PS_PAGE_FROZEN | PS_PAGE_SPLIT, live};
+	const struct step thaw = {0, 0,
+				  PS_PAGE_FROZEN | PS_PAGE_SPLIT | COUNTS_MASK,
+				  counts};
 	uint64_t seen;
 
 	/* Release: as an unfreeze (pairs with the next try-get's acquire). */
@@ -804,7 +814,11 @@ int ps_page_merge(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		if (r != PS_PAGE_MERGE_OK) {
 			const struct step unclaim = {0, 0, PS_PAGE_FROZEN, 0};
 
-			merge_undo_parts(sub, i, w0 & PS_PAGE_LIVE);
+			merge_undo_parts(sub, i,
+					 w0 & PS_PAGE_LIVE
+						 ? w0 & (PS_PAGE_LIVE |
+							 COUNTS_MASK)
+						 : 0);
 			/* Release: the split word as it was. */
 			(void)step(huge, &unclaim, &seen, memory_order_release);
 			if (why)

@@ -2165,6 +2165,49 @@ START_TEST(last_put_waits_for_repair)
 END_TEST
 
 /*
+ * A pin holder's unpin_many (a compare-and-swap release, M3) meets another
+ * thread's put of a pin's reference not yet repaired (refs 1 < pins 2, built
+ * by hand; a thread repairs it shortly). No guard bit is set there, but the
+ * word is not exact: the release must wait for the repair, as it does for a
+ * guard bit, and then release. Before the fix it was refused as underflow:
+ * the correct caller was blamed and its pin stayed counted for good.
+ */
+START_TEST(cas_release_waits_for_pin_ref_repair)
+{
+	struct ps_page p;
+	struct repairer r = {&p, PS_PAGE_REF_ONE};
+	pthread_t t;
+
+	set_raw(&p, live_word(1, 2, PS_PAGE_DIRTY));
+	ck_assert_int_eq(pthread_create(&t, NULL, repair_later, &r), 0);
+	ck_assert(!ps_page_unpin_many(&p, 1));
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(hooks(), 0);
+	ck_assert_uint_eq(raw(&p), live_word(1, 1, PS_PAGE_DIRTY));
+}
+END_TEST
+
+/*
+ * The word of a last put in flight (LIVE, no counts) is not a page with zero
+ * references to freeze: ps_page_freeze(0) must fail there, so that the last
+ * put's free happens and returns true. Before the fix the freeze took it:
+ * the put's free failed, no release returned true, and the frame was frozen
+ * with nobody knowing it had to free it.
+ */
+START_TEST(freeze_zero_spares_the_dying_word)
+{
+	struct ps_page p;
+
+	set_raw(&p, PS_PAGE_LIVE | PS_PAGE_DIRTY);
+	ck_assert(!ps_page_freeze(&p, 0));
+	ck_assert_uint_eq(raw(&p), PS_PAGE_LIVE | PS_PAGE_DIRTY);
+	ck_assert(ps__page_claim(&p)); /* the last put's free */
+	ck_assert_uint_eq(raw(&p), 0);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
  * A put of the only pin's reference, reported while the pin's holder unpins:
  * the misuse was repaired before the report, so the unpin is the last
  * release and frees the page, unblamed.
@@ -2185,6 +2228,93 @@ START_TEST(misuse_window_pin_ref_put_vs_unpin)
 	ck_assert_uint_eq(atomic_load(&w.partner_reports), 0);
 	ck_assert_uint_eq(raw(&p), 0);
 	ck_assert_uint_eq(hooks(), 1);
+}
+END_TEST
+
+/*
+ * The compare-and-swap increments on a word whose put took a pin's reference
+ * and is not repaired yet (refs 1 < pins 2, built by hand: two pins held,
+ * true count refs 2). Such an increment must not count as done (M5): its
+ * references would make the word look exact while it counts one too few, and
+ * the holders' releases would then free the page while the taker holds it.
+ * Each op here takes k references if it succeeds; the two pin holders unpin,
+ * the taker puts all but one: no release may free the page.
+ */
+static int cas_inc_try_get_many(struct ps_page *p)
+{
+	return ps_page_try_get_many(p, 1) ? 1 : 0;
+}
+
+static int cas_inc_try_get_masked(struct ps_page *p)
+{
+	return ps_page_try_get_masked(p, 2, PS_PAGE_POISONED) ? 2 : 0;
+}
+
+static int cas_inc_get_or_revive(struct ps_page *p)
+{
+	return ps_page_get_or_revive(p) == 0 ? 1 : 0;
+}
+
+static int cas_inc_get_or_revive_cache(struct ps_page *p)
+{
+	return ps_page_get_or_revive_cache(p, PS_CACHE_WB, NULL) == 0 ? 1 : 0;
+}
+
+static int cas_inc_get_or_freeze(struct ps_page *p)
+{
+	return ps_page_get_or_freeze(p, -1, NULL) == 0 ? 1 : 0;
+}
+
+static int cas_inc_get_many(struct ps_page *p)
+{
+	return ps_page_get_many(p, 2) == 0 ? 2 : 0; /* by a pin's holder */
+}
+
+static int cas_inc_try_get_and_lock(struct ps_page *p)
+{
+	if (!ps_page_try_get_and_lock(p))
+		return 0;
+	ps_page_unlock(p);
+	return 1;
+}
+
+static int cas_inc_try_get_lock_and_set(struct ps_page *p)
+{
+	uint64_t seen;
+
+	if (!ps_page_try_get_lock_and_set(p, PS_PAGE_DIRTY, &seen))
+		return 0;
+	ps_page_unlock(p);
+	return 1;
+}
+
+START_TEST(cas_increment_on_borrow_not_counted)
+{
+	static int (*const ops[])(struct ps_page *) = {
+		cas_inc_try_get_many,	  cas_inc_try_get_masked,
+		cas_inc_get_or_revive,	  cas_inc_get_or_revive_cache,
+		cas_inc_get_or_freeze,	  cas_inc_get_many,
+		cas_inc_try_get_and_lock, cas_inc_try_get_lock_and_set,
+	};
+	struct ps_page p;
+
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		int k;
+		bool freed = false;
+
+		set_raw(&p, live_word(1, 2, 0));
+		k = ops[i](&p);
+		freed |= ps_page_unpin(&p); /* the pins' holders */
+		freed |= ps_page_unpin(&p);
+		for (int j = 1; j < k; j++)
+			freed |= ps_page_put(&p); /* the taker keeps one */
+		/* (The misuser's repair has not landed yet.) */
+		ck_assert_msg(!freed, "op %zu: freed while held (took %d)", i,
+			      k);
+		atomic_fetch_add(&p.word, PS_PAGE_REF_ONE); /* the repair */
+		ck_assert(ps_page_is_live(&p));
+		ck_assert_uint_ge(ps_page_refs(&p), k ? 1 : 0);
+	}
 }
 END_TEST
 
@@ -2570,6 +2700,98 @@ START_TEST(stress_split_against_pins)
 			" with increments before the split\n",
 			rounds, mid);
 	ck_assert_uint_gt(mid, 0);
+	free(sh);
+}
+END_TEST
+
+/*
+ * A merge refused at its last part gives the parts it froze back to their
+ * holders with the counts they had. Meanwhile a try-get that met a frozen
+ * part failed and left its unit in the counts, meaningless while the part is
+ * not LIVE (as on any frozen word); the thaw must not make it count. Here no
+ * try-get can succeed (every part is at PS_PAGE_REFS_MAX, a LIVE part refuses
+ * and takes its unit back), so every part must end with exactly its count.
+ * Before the fix the thaw kept the units: the parts ended above their count,
+ * with references nobody held (never freed; a pin's unit would read pinned).
+ */
+#define MERGE_PARTS 512
+
+struct merge_race {
+	struct ps_page huge, sub[MERGE_PARTS];
+	struct ps_test_overlap ov; /* side 0 merges, side 1 try-gets */
+	_Atomic(unsigned) violations;
+	_Atomic(uint64_t) frozen; /* the try-getter's count, at its end */
+};
+
+/* Try-gets that met a frozen part the loops wait for (the race happened). */
+#define MERGE_FROZEN 20
+
+static void *merge_try_getter(void *arg)
+{
+	struct merge_race *sh = arg;
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
+
+	uint64_t frozen = 0; /* failed try-gets that then saw the part frozen */
+
+	for (uint64_t i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		struct ps_page *part = &sh->sub[i % (MERGE_PARTS - 1)];
+
+		if (ps_page_try_get(part))
+			atomic_fetch_add(&sh->violations, 1); /* at the limit */
+		else if (ps_page_is_frozen(part) && ++frozen == MERGE_FROZEN)
+			ps_test_overlap_release(&sh->ov);
+	}
+	atomic_store(&sh->frozen, frozen);
+	return NULL;
+}
+
+START_TEST(stress_refused_merge_keeps_counts)
+{
+	struct merge_race *sh = calloc(1, sizeof(*sh));
+	uint64_t iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 100;
+	uint64_t other = 0; /* refusals other than the last part's mode */
+	struct ps_test_side me;
+	pthread_t t;
+
+	ck_assert_ptr_nonnull(sh);
+	ck_assert_int_eq(ps_page_init(&sh->huge, PS_PAGE_REFS_MAX), 0);
+	ck_assert_int_eq(ps_page_split(&sh->huge, sh->sub, MERGE_PARTS, NULL),
+			 0);
+	ps_page_change_flags(&sh->sub[MERGE_PARTS - 1], PS_PAGE_CACHE_MASK,
+			     cache_field(PS_CACHE_UC));
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = sh->ov.side[1].min_ops = iters ? iters : 1;
+	ps_test_overlap_hold(&sh->ov);
+	me = ps_test_side(&sh->ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, merge_try_getter, sh), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		struct ps_page_merge_refusal why;
+
+		if (ps_page_merge(&sh->huge, sh->sub, MERGE_PARTS, &why) !=
+		    -EBUSY)
+			atomic_fetch_add(&sh->violations, 1);
+		else if (why.index != MERGE_PARTS - 1 ||
+			 why.reason != PS_PAGE_MERGE_MODE)
+			other++; /* a refused try-get's unit in flight */
+	}
+	pthread_join(t, NULL);
+	ps_test_overlap_check(&sh->ov, "refused merge vs try-gets");
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"refused merges: %" PRIu64 " busy, %" PRIu64
+			" try-gets met a frozen part\n",
+			other, atomic_load(&sh->frozen));
+	ck_assert_uint_ge(atomic_load(&sh->frozen), MERGE_FROZEN);
+	ck_assert_uint_eq(atomic_load(&sh->violations), 0);
+	for (int i = 0; i < MERGE_PARTS; i++)
+		ck_assert_uint_eq(raw(&sh->sub[i]),
+				  live_word(PS_PAGE_REFS_MAX, 0,
+					    i == MERGE_PARTS - 1
+						    ? cache_field(PS_CACHE_UC)
+						    : 0));
+	ck_assert_uint_eq(ps_page_huge_state(&sh->huge), PS_PAGE_HUGE_SPLIT);
+	ck_assert_uint_eq(hooks(), 0);
 	free(sh);
 }
 END_TEST
@@ -3838,6 +4060,9 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, get_during_last_put_wins);
 	tcase_add_test(tc, borrow_in_flight_saturates);
 	tcase_add_test(tc, last_put_waits_for_repair);
+	tcase_add_test(tc, cas_increment_on_borrow_not_counted);
+	tcase_add_test(tc, cas_release_waits_for_pin_ref_repair);
+	tcase_add_test(tc, freeze_zero_spares_the_dying_word);
 
 	tc = ps_test_tcase(s, "huge frames: split and merge", 10);
 	tcase_add_checked_fixture(tc, hook_setup, hook_teardown);
@@ -3859,6 +4084,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	tcase_add_test(tc, stress_single_release_misuse);
 	tcase_add_test(tc, stress_split_against_pins);
+	tcase_add_test(tc, stress_refused_merge_keeps_counts);
 	return s;
 }
 

@@ -722,6 +722,21 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 				*why = PS__PAGE_LIMIT;
 				break;
 			}
+			/*
+			 * pins > refs on a LIVE word: a put took a pin's
+			 * reference and is not repaired yet (docs/page.md,
+			 * "Releases: one fetch-and-sub"). More references than
+			 * pins could make the word look exact while it counts
+			 * one too few, and a holder's last release would free a
+			 * held page. Refused as at a limit, never counted;
+			 * constant false when refs == pins (the pins).
+			 */
+			if (refs > pins && (old & PS_PAGE_LIVE) &&
+			    (old & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT >
+				    old >> PS_PAGE_REFS_SHIFT) {
+				*why = PS__PAGE_LIMIT;
+				break;
+			}
 			next = ((old & ~clear) | set) + refs * PS_PAGE_REF_ONE +
 			       pins * PS_PAGE_PIN_ONE;
 		}
@@ -1564,7 +1579,8 @@ ps_page_get_or_freeze(struct ps_page *page, int mode, unsigned int *old_mode)
  * Ordering: acquire on success (pairs with the release of every earlier put
  * or unpin).
  * Progress: lock-free.
- * Return: true if frozen; false otherwise (nothing changed).
+ * Return: true if frozen; false otherwise, and always for @expected_refs 0
+ * (nothing changed).
  */
 static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 						uint64_t expected_refs)
@@ -1572,7 +1588,12 @@ static inline PS_MUST_CHECK bool ps_page_freeze(struct ps_page *page,
 	enum ps__page_verdict why;
 	uint64_t seen;
 
-	if (expected_refs > PS_PAGE_REFS_MAX)
+	/*
+	 * A LIVE page holds a reference, except for the instant of a last
+	 * put (LIVE, no counts): that word is the put's to free, not a page
+	 * with zero references to freeze.
+	 */
+	if (expected_refs == 0 || expected_refs > PS_PAGE_REFS_MAX)
 		return false;
 	/* Acquire: see above. */
 	return ps__page_cas(
