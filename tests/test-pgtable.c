@@ -15,6 +15,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -4184,6 +4185,187 @@ START_TEST(huge_collapse_refusals)
 }
 END_TEST
 
+/*
+ * H1..H4 under races: the structure side splits, harvests and collapses
+ * 2 MiB leaves (half of them tracked whole) while the fault side
+ * writes random pages (async), splits pages and reads them. Every write is
+ * flagged before it is made and unflagged when a harvest reports its page, and
+ * a flagged page is not written again: after a final harvest no flag may be
+ * left (no write lost to a split or a collapse). The fault side checks every
+ * entry it reads: valid, never writable and protected, its frame where it was
+ * mapped, DIRTY (everything is mapped dirty and nothing cleans): a half-built
+ * child would show none entries or wrong frames. Counted in atomics, asserted
+ * after the join.
+ */
+#define HS_EXT 4 /* extents: 0, 1 split-tracked; 2, 3 whole-tracked */
+#define HS_PAGES (HS_EXT * 512)
+
+struct huge_shared {
+	uint64_t iters;
+	struct ps_test_overlap ov; /* side 0 structure, 1 faults */
+	_Atomic(unsigned int) violations;
+	_Atomic(unsigned char) flag[HS_PAGES];
+	_Atomic(uint64_t) writes, collapses, splits;
+	char first[128];
+};
+
+static void hs_violation(struct huge_shared *sh, const char *what, uint64_t a)
+{
+	if (atomic_fetch_add(&sh->violations, 1) == 0)
+		snprintf(sh->first, sizeof(sh->first), "%s at %#llx", what,
+			 (unsigned long long)a);
+}
+
+static void hs_check(struct huge_shared *sh, uint64_t i)
+{
+	const uint64_t a = HBASE + i * PG;
+	ps_pte_t e, leaf;
+	unsigned int order;
+
+	if (ps_pgtable_get_level(T, a, &e, &order, &leaf)) {
+		hs_violation(sh, "get_level failed", a);
+		return;
+	}
+	if (!ps_pte_valid(e) || (ps_pte_is_writable(e) && ps_pte_uffd_wp(e)))
+		hs_violation(sh, "invalid or writable+wp", a);
+	if (ps_pte_frame(e) != 512 + i)
+		hs_violation(sh, "frame lost (half-built child?)", a);
+	if (!ps_pte_is_dirty(e))
+		hs_violation(sh, "dirty lost", a);
+	if (order && ps_pte_huge_subpage(leaf, order, i) != e)
+		hs_violation(sh, "leaf and view disagree", a);
+}
+
+#ifdef PS_PGTABLE_FAILPOINTS
+extern void (*ps__pgtable_fault_window)(void);
+
+/* Widen H4's window: now and then a fault pauses after its walk. */
+static void hs_fault_pause(void)
+{
+	static _Thread_local uint64_t n;
+
+	if (++n % 8 == 0)
+		sched_yield();
+}
+#endif
+
+static void *huge_fault_side(void *arg)
+{
+	struct huge_shared *sh = arg;
+	struct ps_test_rng rng = ps_test_rng_new(31);
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t i = ps_test_below(&rng, HS_PAGES);
+		uint64_t a = HBASE + i * PG;
+
+		if (ps_test_below(&rng, 16) == 0) {
+			if (ps_pgtable_split(T, a, PG))
+				hs_violation(sh, "split failed", a);
+			atomic_fetch_add(&sh->splits, 1);
+		} else if (!atomic_load(&sh->flag[i])) {
+			/*
+			 * Not again until a harvest reported it: a later
+			 * write would hide this one's loss.
+			 */
+			atomic_store(&sh->flag[i], 1);
+			if (ps_pgtable_fault(T, a, PS_ACCESS_WRITE) !=
+			    PS_FAULT_OK)
+				hs_violation(sh, "async write refused", a);
+			atomic_fetch_add(&sh->writes, 1);
+		}
+		hs_check(sh, i);
+		hs_check(sh, ps_test_below(&rng, HS_PAGES));
+	}
+	return NULL;
+}
+
+static void hs_reported(void *ctx, uint64_t s, uint64_t e, unsigned int order)
+{
+	struct huge_shared *sh = ctx;
+
+	(void)order;
+	for (uint64_t a = s; a < e; a += PG)
+		atomic_store(&sh->flag[(a - HBASE) / PG], 0);
+}
+
+START_TEST(stress_huge_split_collapse_vs_faults)
+{
+	struct huge_shared *sh = calloc(1, sizeof(*sh));
+	struct ps_test_rng rng = ps_test_rng_new(30);
+	struct ps_pgtable_collapse_err err;
+	struct ps_test_side me;
+	pthread_t w;
+
+	ck_assert_ptr_nonnull(sh);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 200;
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = sh->iters;
+	me = ps_test_side(&sh->ov, 0, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE, 2 * M2, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + 2 * M2, 2 * M2,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, HS_EXT * M2, 512,
+					     PS_PTE_MAYWRITE | PS_PTE_DIRTY,
+					     O2M, NULL),
+			 0);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = hs_fault_pause;
+#endif
+	ck_assert_int_eq(pthread_create(&w, NULL, huge_fault_side, sh), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t x = HBASE + ps_test_below(&rng, HS_EXT) * M2;
+		int rc;
+
+		switch (ps_test_below(&rng, 4)) {
+		case 0:
+		case 1:
+			/* Re-arm (reported: a protect would drop writes). */
+			if (ps_pgtable_harvest_order(T, x, M2, 0, hs_reported,
+						     sh))
+				hs_violation(sh, "harvest failed", x);
+			rc = ps_pgtable_collapse(T, x, M2, O2M, &err);
+			if (!rc)
+				atomic_fetch_add(&sh->collapses, 1);
+			else if (rc != -EBUSY)
+				hs_violation(sh, "collapse failed", x);
+			break;
+		case 2:
+			if (ps_pgtable_harvest_order(T, x, M2, 0, hs_reported,
+						     sh))
+				hs_violation(sh, "harvest failed", x);
+			break;
+		default:
+			if (ps_pgtable_split(T, x, M2))
+				hs_violation(sh, "split failed", x);
+			break;
+		}
+	}
+	pthread_join(w, NULL);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = NULL;
+#endif
+	ck_assert_int_eq(ps_pgtable_harvest_order(T, HBASE, HS_EXT * M2, 0,
+						  hs_reported, sh),
+			 0);
+	ck_assert_msg(atomic_load(&sh->violations) == 0, "%u violations: %s",
+		      atomic_load(&sh->violations), sh->first);
+	for (unsigned int i = 0; i < HS_PAGES; i++)
+		ck_assert_msg(atomic_load(&sh->flag[i]) == 0,
+			      "page %u: a write was lost", i);
+	ck_assert_uint_gt(atomic_load(&sh->writes), 0);
+	ck_assert_uint_gt(atomic_load(&sh->collapses), 0);
+	if (getenv("PS_STRESS_VERBOSE"))
+		printf("huge: %llu writes, %llu collapses, %llu splits\n",
+		       (unsigned long long)atomic_load(&sh->writes),
+		       (unsigned long long)atomic_load(&sh->collapses),
+		       (unsigned long long)atomic_load(&sh->splits));
+	ps_test_overlap_check(&sh->ov, "split/collapse vs faults");
+	free(sh);
+}
+END_TEST
+
 static Suite *pgtable_suite(void)
 {
 	Suite *s = suite_create("pgtable");
@@ -4314,6 +4496,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, stress_trim_against_readers);
 	tcase_add_test(tc, stress_registration_query);
 	tcase_add_test(tc, stress_range_against_map_unmap);
+	tcase_add_test(tc, stress_huge_split_collapse_vs_faults);
 	return s;
 }
 
