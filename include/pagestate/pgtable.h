@@ -887,6 +887,9 @@ int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
  * @expected: the entry expected; on -EAGAIN, receives the entry found.
  * @desired: the new entry; must be ps_pte_valid().
  *
+ * A page under a huge leaf: *@expected is compared with its 4 KiB view, and
+ * a change splits the leaf first (see the overview, "Huge leaves"), as set,
+ * swap_out and swap_in do.
  * Context: any thread, also inside a read-side section; the exclusions of
  * ps_pgtable_set().
  * Ordering: acquire and release on success (one seq_cst CAS, as
@@ -1107,9 +1110,11 @@ int ps_pgtable_map_huge(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * the writer mutex; it pairs with the acquire load of every operation that
  * reads registrations (faults, zaps, maps, scans, range writers,
  * ps_pgtable_registration()): each sees the old set or the new one whole.
- * Progress: blocking (writer mutex; readers and faults never wait).
- * Return: 0; -EINVAL (range, unknown flags); -EBUSY if any page is
- * registered already; -ENOMEM.
+ * Progress: blocking (writer mutex; readers and faults never wait). With
+ * PS_WP_HUGE_WHOLE, huge leaves in the range are tracked whole (see the
+ * overview, "Huge leaves"); with PS_WP_HUGE_SPLIT or neither, 4 KiB at a time.
+ * Return: 0; -EINVAL (range, unknown flags, both PS_WP_HUGE_SPLIT and
+ * PS_WP_HUGE_WHOLE); -EBUSY if any page is registered already; -ENOMEM.
  */
 int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 			unsigned int flags);
@@ -1175,9 +1180,13 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
  * scan for written pages finds it: docs/pgtable.md, "The written hint").
  * Progress: blocking (writer mutex); each entry is one CAS, so faults run
  * concurrently and see each entry before or after.
- * Return: 0; -EINVAL; -ENOENT unless every page is registered (nothing
- * changed); -ENOMEM (markers need levels: a prefix of the range may be
- * protected, see the errors in the overview of pagestate/pgtable.h).
+ * A huge leaf the range covers whole stays whole (one CAS); one it covers in
+ * part is split first, or refused where it is tracked whole.
+ * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
+ * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
+ * page is registered (nothing changed); -ENOMEM (markers or a split need
+ * levels: a prefix of the range may be protected, see the errors in the
+ * overview of pagestate/pgtable.h).
  */
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -1197,8 +1206,10 @@ int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * range is not atomic); an entry it leaves written is found by the next scan
  * for written pages.
  * Progress: blocking (writer mutex); it never allocates.
- * Return: 0; -EINVAL; -ENOENT unless every page is registered (nothing
- * changed).
+ * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
+ * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
+ * page is registered (nothing changed); -ENOMEM (a huge leaf covered in
+ * part could not be split; a prefix may be done).
  */
 int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -1461,9 +1472,16 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * by the next scan (docs/pgtable.md, "Get-and-rearm").
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
+ * Pages under a huge leaf are reported with PS_CAT_HUGE. With
+ * PS_SCAN_WP_MATCHING a leaf the scan covers whole, with room for all its
+ * pages, is re-armed whole by one CAS; otherwise it is split first, or, in a
+ * PS_WP_HUGE_WHOLE registration, the scan stops before it (as Linux backs out
+ * of a hugetlb page), or a split that finds no memory stops it there.
  * Return: the number of regions written to arg->vec (0 without a vector);
  * -EINVAL (unaligned start, an end before the start or past the space, unknown
- * flags or categories, vec NULL with vec_len); -ENOENT (WP_MATCHING on a range
+ * flags or categories, vec NULL with vec_len; a WP_MATCHING scan that begins
+ * or ends inside a huge leaf of a PS_WP_HUGE_WHOLE registration, nothing
+ * changed); -ENOENT (WP_MATCHING on a range
  * not fully registered, the page holding an unaligned end included); -EPERM
  * (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING re-arming none pages as UFFD_WP
  * markers needed a leaf, and nothing was re-armed yet). If pages were re-armed
