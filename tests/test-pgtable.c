@@ -3522,11 +3522,15 @@ static void same_views(const struct ps_pgtable *a, const struct ps_pgtable *b,
 	ck_assert_uint_le(n, (1 << 18) + 16);
 	ck_assert_int_eq(ps_pgtable_get_range(a, start, n, va), 0);
 	ck_assert_int_eq(ps_pgtable_get_range(b, start, n, vb), 0);
-	for (uint64_t i = 0; i < n; i++)
-		ck_assert_msg(va[i] == vb[i], "%s: page %#llx: %#llx vs %#llx",
-			      what, (unsigned long long)(start + i * PG),
-			      (unsigned long long)va[i],
-			      (unsigned long long)vb[i]);
+	uint64_t i = 0;
+
+	/* One assertion (each is a write to Check's pipe), at the first. */
+	while (i < n && va[i] == vb[i])
+		i++;
+	ck_assert_msg(i == n, "%s: page %#llx: %#llx vs %#llx", what,
+		      (unsigned long long)(start + i * PG),
+		      (unsigned long long)(i < n ? va[i] : 0),
+		      (unsigned long long)(i < n ? vb[i] : 0));
 }
 
 START_TEST(huge_map_and_views)
@@ -3777,13 +3781,30 @@ static bool hop_is_page_op(int op)
 	       (op >= HOP_FAULT_READ && op <= HOP_FAULT_RESOLVE);
 }
 
+/*
+ * The cells' tables, reused: emptied, unregistered and trimmed after each
+ * cell (a destroy after a collapse or a map over levels waits for liburcu's
+ * callback thread, about 10 ms a cell).
+ */
+static struct ps_pgtable *cell_t[4];
+
+static void cell_reset(struct ps_pgtable *t)
+{
+	int rc = ps_pgtable_unregister(t, HBASE, 4 * GiB);
+
+	ck_assert(rc == 0 || rc == -ENOENT);
+	ck_assert_int_eq(ps_pgtable_zap(t, 0, PS_PGTABLE_ADDR_END, PS_ZAP_UNMAP,
+					NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_trim(t, 0, PS_PGTABLE_ADDR_END), 0);
+}
+
 static void huge_cell(int op, unsigned int f, unsigned int r, bool whole,
 		      unsigned int order)
 {
 	const uint64_t n = UINT64_C(1) << order, ext = n * PG;
 	const ps_pte_t h = hform_leaf(f, order);
-	struct ps_pgtable *a = ps_pgtable_create(), *b = ps_pgtable_create();
-	struct ps_pgtable *ca = ps_pgtable_create(), *cb = ps_pgtable_create();
+	struct ps_pgtable *a, *b, *ca, *cb;
 	uint64_t lo = whole ? HBASE : HBASE + 3 * PG;
 	uint64_t hi = whole ? HBASE + ext : HBASE + 10 * PG;
 	bool fault = op >= HOP_FAULT_READ && op <= HOP_FAULT_RESOLVE;
@@ -3792,6 +3813,13 @@ static void huge_cell(int op, unsigned int f, unsigned int r, bool whole,
 	int rca, rcb;
 	char what[128];
 
+	for (int k = 0; k < 4; k++)
+		if (!cell_t[k])
+			ck_assert_ptr_nonnull(cell_t[k] = ps_pgtable_create());
+	a = cell_t[0];
+	b = cell_t[1];
+	ca = cell_t[2];
+	cb = cell_t[3];
 	snprintf(what, sizeof(what),
 		 "%s on huge form %u (order %u), reg %#x, %s", hop_names[op], f,
 		 order, r, whole ? "whole" : "part");
@@ -3884,10 +3912,8 @@ static void huge_cell(int op, unsigned int f, unsigned int r, bool whole,
 	if (op == HOP_SPLIT)
 		ck_assert_msg(oa == 0, "%s: order %u", what, oa);
 out:
-	ps_pgtable_destroy(a);
-	ps_pgtable_destroy(b);
-	ps_pgtable_destroy(ca);
-	ps_pgtable_destroy(cb);
+	for (int k = 0; k < 4; k++)
+		cell_reset(cell_t[k]);
 }
 
 START_TEST(huge_transition_table)
@@ -4509,7 +4535,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_collapse_refusals);
 
-	tc = ps_test_tcase(s, "huge: transitions", 300);
+	tc = ps_test_tcase(s, "huge: transitions", 60);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, huge_transition_table, 0, NHOPS);
 	tcase_add_test(tc, huge_transition_table_1g);
