@@ -1061,28 +1061,51 @@ static enum ps__hbm_verdict log_visit(void *ctx, uint64_t bit)
 }
 
 /*
+ * THP, before the log is taken: a noted block with a page missing from the log
+ * is no longer whole (a page of it was taken alone since, or the block lies
+ * partly outside the attachment), so its note goes. (A harvest of the log takes
+ * a word of bits at a time, so this cannot be asked during one.)
+ */
+static enum ps__hbm_verdict prune_visit(void *ctx, uint64_t bit)
+{
+	struct ps_uffd *u = ctx;
+	uint64_t a = u->hbase + (bit << HUGE_SHIFT), first;
+
+	if (a < u->addr || a + HUGE_SIZE > u->addr + u->len)
+		return PS__HBM_CLEAR;
+	first = (a - u->addr) >> PAGE_SHIFT;
+	for (uint64_t i = 0; i < HUGE_PAGES; i++)
+		if (!ps__hbm_test(&u->log, first + i))
+			return PS__HBM_CLEAR;
+	return PS__HBM_KEEP;
+}
+
+static void prune_huge(struct ps_uffd *u, uint64_t start, uint64_t end)
+{
+	uint64_t first = huge_bit(u, start);
+
+	if (u->flags & PS_UFFD_THP)
+		(void)ps__hbm_harvest(&u->huge, first,
+				      huge_bit(u, end - 1) + 1 - first,
+				      prune_visit, u, NULL);
+}
+
+/*
  * Is the 2 MiB block at @a a huge page tracked whole (U7)? Hugetlb: every
  * block (the log holds whole ones). THP: a block the kernel reported whole,
- * inside the harvest's range, with every page still in the log (a page taken
- * since, or not recorded, makes it 4 KiB: it was split).
+ * inside the harvest's range, with every page still in the log
+ * (prune_huge() saw to that).
  */
 static bool whole_huge(const struct log_out *o, uint64_t a)
 {
 	const struct ps_uffd *u = o->u;
-	uint64_t first;
 
 	if (a & (HUGE_SIZE - 1))
 		return false;
 	if (is_hugetlb(u))
 		return true;
-	if (!(u->flags & PS_UFFD_THP) || a + HUGE_SIZE > o->hi ||
-	    !ps__hbm_test(&u->huge, huge_bit(u, a)))
-		return false;
-	first = (a - u->addr) >> PAGE_SHIFT;
-	for (uint64_t i = 1; i < HUGE_PAGES; i++)
-		if (!ps__hbm_test(&u->log, first + i))
-			return false;
-	return true;
+	return (u->flags & PS_UFFD_THP) && a + HUGE_SIZE <= o->hi &&
+	       ps__hbm_test(&u->huge, huge_bit(u, a));
 }
 
 /* Runs: a page extends the last run, or starts one, with its granularity. */
@@ -1344,6 +1367,8 @@ static int harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 					     &late)
 			     : collect_table(u, start, len, buf, bufmax, &late);
 	if (!rc) {
+		if (o->runs)
+			prune_huge(u, start, start + len);
 		(void)ps__hbm_harvest(&u->log, (start - u->addr) >> PAGE_SHIFT,
 				      len >> PAGE_SHIFT,
 				      o->runs ? runs_visit : log_visit, o,

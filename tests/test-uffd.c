@@ -328,6 +328,10 @@ START_TEST(attach_names_missing_feature)
 		 "WP_UNPOPULATED"},
 		{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_SHARED,
 		 "WP_HUGETLBFS_SHMEM"},
+		{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_HUGETLB,
+		 "WP_HUGETLBFS_SHMEM"},
+		{UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+		 PS_UFFD_HUGETLB | PS_UFFD_ASYNC, "WP_HUGETLBFS_SHMEM"},
 		{UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0, "PAGEFAULT_FLAG_WP"},
 		{UINT64_C(1) << 63, PS_UFFD_ASYNC, "PAGEMAP_SCAN"},
 	};
@@ -343,6 +347,8 @@ START_TEST(attach_names_missing_feature)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		ps__uffd_hide_features = cases[i].hide;
 		c.flags = cases[i].flags;
+		/* Hugetlb wants 2 MiB ranges: the feature is named first. */
+		c.len = c.flags & PS_UFFD_HUGETLB ? PMD : NP * PG;
 		why = NULL;
 		ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u),
 				 -EOPNOTSUPP);
@@ -1547,8 +1553,11 @@ static void huge_pool_write(long v)
 
 static void huge_pool_setup(void)
 {
-	long v = huge_pool_read();
+	long v;
 
+	if (access("/sys/kernel/mm/hugepages/hugepages-2048kB", F_OK))
+		return; /* no 2 MiB pool: the tests skip */
+	v = huge_pool_read();
 	if (v >= 0 && v < HUGE_POOL) {
 		huge_pool_was = v;
 		huge_pool_write(HUGE_POOL);
@@ -1562,26 +1571,36 @@ static void huge_pool_teardown(void)
 	huge_pool_was = -1;
 }
 
-/* One 2 MiB hugetlb memfd page mapped at @at (NULL: anywhere), or NULL. */
-static uint8_t *huge_map(void *at, int *fd)
+/*
+ * @n 2 MiB hugetlb memfd pages mapped shared at @at (NULL: anywhere), the
+ * first written if @touch, or NULL.
+ */
+static uint8_t *huge_map_n(void *at, unsigned int n, bool touch, int *fd)
 {
 	uint8_t *p;
 
 	*fd = memfd_create("ps-huge", MFD_CLOEXEC | MFD_HUGETLB);
 	if (*fd < 0)
 		return NULL;
-	if (ftruncate(*fd, (off_t)HP)) {
+	if (ftruncate(*fd, (off_t)(n * HP))) {
 		close(*fd);
 		return NULL;
 	}
-	p = mmap(at, HP, PROT_READ | PROT_WRITE,
+	p = mmap(at, n * HP, PROT_READ | PROT_WRITE,
 		 MAP_SHARED | (at ? MAP_FIXED : 0), *fd, 0);
 	if (p == MAP_FAILED) { /* no huge page to reserve */
 		close(*fd);
 		return NULL;
 	}
-	p[0] = 1;
+	if (touch)
+		p[0] = 1;
 	return p;
+}
+
+/* One 2 MiB hugetlb memfd page mapped at @at (NULL: anywhere), or NULL. */
+static uint8_t *huge_map(void *at, int *fd)
+{
+	return huge_map_n(at, 1, true, fd);
 }
 
 #define HUGE_OR_SKIP(host, at, fd)                                          \
@@ -1760,6 +1779,358 @@ START_TEST(hugetlb_sync_refused_resolution_is_reported)
 	ps_pgtable_destroy(t);
 	munmap(host, HP);
 	close(fd);
+}
+END_TEST
+
+/* The kernel's categories of host page @p (report-only PAGEMAP_SCAN). */
+static uint64_t host_categories(int pagemap, const uint8_t *p)
+{
+	struct page_region v;
+	struct pm_scan_arg a;
+
+	memset(&a, 0, sizeof(a));
+	memset(&v, 0, sizeof(v));
+	a.size = sizeof(a);
+	a.start = (uintptr_t)p;
+	a.end = (uintptr_t)p + PG;
+	a.vec = (uintptr_t)&v;
+	a.vec_len = 1;
+	a.return_mask = PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_FILE |
+			PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_HUGE;
+	ck_assert_int_ge(ioctl(pagemap, PAGEMAP_SCAN, &a), 0);
+	return v.categories;
+}
+
+static bool host_wp(int pagemap, const uint8_t *p)
+{
+	uint64_t e = 0;
+
+	ck_assert_int_eq(pread(pagemap, &e, 8, (off_t)((uintptr_t)p / PG * 8)),
+			 8);
+	return e & (UINT64_C(1) << 57);
+}
+
+static void check_run(const struct ps_uffd_run *r, uint64_t addr, uint64_t len,
+		      unsigned int shift)
+{
+	ck_assert_uint_eq(r->addr, addr);
+	ck_assert_uint_eq(r->len, len);
+	ck_assert_uint_eq(r->shift, shift);
+}
+
+/*
+ * PS_UFFD_HUGETLB: attach accepts hugetlb memory of 2 MiB pages with ranges
+ * aligned to them, and refuses the rest, named: unaligned ranges, THP with
+ * it, and memory that is not hugetlb.
+ */
+START_TEST(hugetlb_attach_checks_the_memory)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct region r;
+	const char *why;
+	uint8_t *host;
+	int fd;
+
+	HUGE_OR_SKIP(host, NULL, fd);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = HP;
+	c.why = &why;
+	for (unsigned int fp = 0; fp < 2; fp++) {
+		atomic_store(&ps__uffd_failpoints,
+			     fp ? FP_NO_PROCMAP_QUERY : 0u);
+		c.flags = PS_UFFD_HUGETLB | (fp ? PS_UFFD_ASYNC : 0);
+		ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+		ck_assert_ptr_null(why);
+		ck_assert_int_eq(ps_uffd_detach(u), 0);
+	}
+	atomic_store(&ps__uffd_failpoints, 0u);
+	/* Part of a huge page, a library address inside one, THP too. */
+	for (unsigned int k = 0; k < 3; k++) {
+		c.len = k == 0 ? PG : HP;
+		c.addr = k == 1 ? LBASE + PG : LBASE;
+		c.flags = PS_UFFD_HUGETLB | (k == 2 ? PS_UFFD_THP : 0);
+		why = NULL;
+		ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+		ck_assert_str_eq(why, "arguments");
+	}
+	/* 4 KiB memory is not hugetlb. */
+	region_init(&r, false);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = HP;
+	c.flags = PS_UFFD_HUGETLB;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	ck_assert_str_eq(why, "not HUGETLB");
+	/* Nothing was left registered in the library. */
+	ck_assert_int_eq(ps_pgtable_register(t, LBASE, HP, 0), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(t, LBASE, HP), 0);
+	region_fini(&r);
+	ps_pgtable_destroy(t);
+	munmap(host, HP);
+	close(fd);
+}
+END_TEST
+
+/*
+ * Async hugetlb is tracked whole, as the kernel tracks it: part of a huge
+ * page cannot be protected or harvested (-EINVAL, the library untouched), a
+ * 4 KiB write reports the whole page as one 2 MiB run, and the page API
+ * returns whole huge pages only, under a budget too.
+ */
+START_TEST(hugetlb_async_tracked_whole)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t *addrs = calloc(2 * HP / PG, sizeof(*addrs)), n, res;
+	int fd, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint8_t *host;
+
+	ck_assert_ptr_nonnull(addrs);
+	ck_assert_int_ge(pm, 0);
+	host = huge_map_n(NULL, 2, false, &fd);
+	if (!host) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		return;
+	}
+	memset(host, 1, 2 * HP);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, 2 * HP, 0, PS_PTE_MAYWRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED | PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE + PG, PG), -EINVAL);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, HP + PG), -EINVAL);
+	ck_assert(!lib_wp(t, LBASE + PG));
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, 2 * HP), 0);
+	ck_assert(lib_wp(t, LBASE) && lib_wp(t, LBASE + 2 * HP - PG));
+	ck_assert(host_wp(pm, host) && host_wp(pm, host + 2 * HP - PG));
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+
+	host[HP + 5 * PG] = 2; /* the kernel un-protects the whole page */
+	ck_assert(!host_wp(pm, host + HP));
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE + PG, PG, runs, 4, &n,
+					      NULL),
+			 -EINVAL);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 511, &n,
+					 NULL),
+			 -EINVAL);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      &res),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, PS_UFFD_SHIFT_2M);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+	ck_assert(host_wp(pm, host + HP) && lib_wp(t, LBASE + HP + 5 * PG));
+
+	/* Pages: whole huge pages within the budget, the rest kept. */
+	host[0] = 3;
+	host[HP + 7 * PG] = 3;
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE);
+	ck_assert_uint_eq(addrs[n - 1], LBASE + HP - PG);
+	ck_assert_uint_eq(res, LBASE + HP);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE + HP);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(host, 2 * HP);
+	close(fd);
+	close(pm);
+	free(addrs);
+}
+END_TEST
+
+/*
+ * Sync hugetlb: a 4 KiB write fault is resolved by un-protecting the whole
+ * huge page in both places (the kernel refuses less), logged whole; the
+ * harvest reports one 2 MiB run and protects it again on both sides.
+ */
+START_TEST(hugetlb_sync_fault_resolves_whole_page)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_stats st;
+	struct ps_uffd_run runs[4];
+	struct writer w;
+	uint64_t n;
+	int fd, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint8_t *host;
+
+	ck_assert_int_ge(pm, 0);
+	host = huge_map_n(NULL, 2, false, &fd);
+	if (!host) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		return;
+	}
+	memset(host, 1, 2 * HP);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, 2 * HP, 0, PS_PTE_MAYWRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED | PS_UFFD_THREAD;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, 2 * HP), 0);
+	writer_start(&w);
+	write_via(&w, host + HP + 3 * PG, NULL);
+	writer_stop(&w);
+	ps_uffd_stats(u, &st);
+	ck_assert_uint_eq(st.faults, 1);
+	ck_assert_uint_eq(st.mismatches, 0);
+	ck_assert_uint_eq(st.errors, 0);
+	ck_assert(!lib_wp(t, LBASE + HP) && !lib_wp(t, LBASE + 2 * HP - PG));
+	ck_assert(!host_wp(pm, host + HP + 9 * PG));
+	ck_assert(lib_wp(t, LBASE) && host_wp(pm, host));
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, PS_UFFD_SHIFT_2M);
+	for (uint64_t o = HP; o < 2 * HP; o += 64 * PG)
+		ck_assert(lib_wp(t, LBASE + o) && host_wp(pm, host + o));
+	ck_assert_int_eq(ps_uffd_discard(u, LBASE, HP, NULL, 0, NULL),
+			 -EINVAL); /* a bare table */
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(host, 2 * HP);
+	close(fd);
+	close(pm);
+}
+END_TEST
+
+/*
+ * Two THP-backed blocks of anonymous memory, PMD-mapped, at @b (2 MiB
+ * aligned inside the 3-block reservation *@res), or NULL when the kernel gave
+ * no huge page (THP disabled, or fragmented memory).
+ */
+static uint8_t *thp_map(void **res)
+{
+	uint8_t *b;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(pm, 0);
+	*res = mmap(NULL, 3 * HP, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(*res, MAP_FAILED);
+	b = (uint8_t *)(((uintptr_t)*res + HP - 1) & ~(HP - 1));
+	if (madvise(b, 2 * HP, MADV_HUGEPAGE)) {
+		close(pm);
+		return NULL;
+	}
+	memset(b, 1, 2 * HP);
+	if (!(host_categories(pm, b) & PAGE_IS_HUGE) ||
+	    !(host_categories(pm, b + HP) & PAGE_IS_HUGE))
+		b = NULL;
+	close(pm);
+	return b;
+}
+
+/*
+ * THP, async: a huge page reported whole is one 2 MiB run (PS_UFFD_THP; 4 KiB
+ * without it) and stays whole, protected as a PMD; a write to it splits it,
+ * and the written page alone comes back at 4 KiB; a 2 MiB run is returned
+ * whole or not at all; a page API harvest of part of a block makes the rest
+ * 4 KiB. Loop: with PS_UFFD_THP, without.
+ */
+START_TEST(thp_runs_report_granularity)
+{
+	const unsigned int big = _i == 0 ? PS_UFFD_SHIFT_2M : PS_UFFD_SHIFT_4K;
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t addrs[10], n, res;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	void *reserve;
+	uint8_t *host = thp_map(&reserve);
+
+	if (!host) {
+		printf("skip %s: no transparent huge page\n", __func__);
+		munmap(reserve, 3 * HP);
+		return;
+	}
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, 2 * HP, 0, PS_PTE_MAYWRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_ASYNC | (_i == 0 ? PS_UFFD_THP : 0);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE, 2 * HP, big);
+	/* Re-armed whole: still huge, protected in both. */
+	ck_assert_uint_eq(host_categories(pm, host) &
+				  (PAGE_IS_HUGE | PAGE_IS_WRITTEN),
+			  PAGE_IS_HUGE);
+	ck_assert(host_wp(pm, host + 77 * PG) && lib_wp(t, LBASE + 77 * PG));
+
+	host[5 * PG] = 2; /* async write: the kernel splits the PMD */
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE, 0);
+	ck_assert_uint_eq(host_categories(pm, host + HP) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + 5 * PG, PG, PS_UFFD_SHIFT_4K);
+
+	/* A whole run or none: the budget stops before it. */
+	host[3 * PG] = 2;
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE + HP, HP), 0);
+	ck_assert_uint_eq(host_categories(pm, host + HP) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 1, &n,
+					      &res),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + 3 * PG, PG, PS_UFFD_SHIFT_4K);
+	ck_assert_uint_eq(res, LBASE + HP);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 1, &n,
+					      &res),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, big);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+
+	/* Part of a block taken by the page API: the rest is 4 KiB. */
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE + HP, HP), 0);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 10, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 10);
+	ck_assert_uint_eq(addrs[0], LBASE + HP);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP + 10 * PG, HP - 10 * PG,
+		  PS_UFFD_SHIFT_4K);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(reserve, 3 * HP);
+	close(pm);
 }
 END_TEST
 
@@ -2920,6 +3291,12 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc, attach_refuses_hugetlb);
 	tcase_add_test(tc, hugetlb_async_refusals_are_reported);
 	tcase_add_test(tc, hugetlb_sync_refused_resolution_is_reported);
+	tcase_add_test(tc, hugetlb_attach_checks_the_memory);
+	tcase_add_test(tc, hugetlb_async_tracked_whole);
+	tcase_add_test(tc, hugetlb_sync_fault_resolves_whole_page);
+
+	tc = ps_test_tcase(s, "thp", 10);
+	tcase_add_loop_test(tc, thp_runs_report_granularity, 0, 2);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0, (int)(seeds * 2 * NMODES));
