@@ -1212,12 +1212,37 @@ struct table_collect {
 	int rc;		 /* the first refusal of the kernel's half */
 };
 
+/*
+ * Async hugetlb (U7): the library's own re-arm turns a WRITTEN marker (a page
+ * written, then zapped) into a UFFD_WP marker. The kernel's counterpart, a
+ * none huge entry, is not WRITTEN to PAGEMAP_SCAN, so the kernel's scan left
+ * it unprotected; and protecting it in the kernel now could re-protect a page
+ * the CPU wrote since the scan. So those library pages of [a, end) go back to
+ * none, with one CAS each (U1: never protected in the library alone). A write
+ * there later maps a page the kernel reports as written.
+ */
+static void unmark_hugetlb(struct ps_uffd *u, uint64_t a, uint64_t end)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+
+	if (!is_hugetlb(u) || !(u->flags & PS_UFFD_ASYNC))
+		return;
+	ps_pgtable_read_lock();
+	for (; a < end; a += PAGE_SIZE) {
+		ps_pte_t e = marker;
+
+		(void)ps_pgtable_cmpxchg(u->pt, a, &e, PS_PTE_NONE);
+	}
+	ps_pgtable_read_unlock();
+}
+
 static void table_collect_run(void *ctx, uint64_t start, uint64_t end)
 {
 	struct table_collect *c = ctx;
 	uint64_t a = start;
 	int rc;
 
+	unmark_hugetlb(c->u, start, end);
 	for (; a < end && c->n < c->max; a += PAGE_SIZE)
 		c->pages[c->n++] = a;
 	if (a == end)
@@ -1293,6 +1318,8 @@ static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 
 	if (rc || !ns)
 		return rc;
+	for (uint64_t i = 0; i < ns; i++)
+		unmark_hugetlb(u, addrs[i], addrs[i] + PAGE_SIZE);
 	j = within_budget(u, start, len, addrs, ns, max);
 	if (j < ns) { /* beyond the budget: back where they were */
 		(void)ps_space_redirty(u->space, addrs + j, ns - j);
