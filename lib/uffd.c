@@ -4,7 +4,7 @@
  * protection and PAGEMAP_SCAN mirrored from a space or page table.
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-uffd.c as U1..U5)
+ * Protocol (cited by tests/test-uffd.c as U1..U7)
  * ---------------------------------------------------------------------------
  *
  * U1  Library first, kernel second, under the attachment's mutex. Protect,
