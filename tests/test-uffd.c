@@ -2084,6 +2084,82 @@ START_TEST(hugetlb_async_zapped_written_page_not_protected_alone)
 END_TEST
 
 /*
+ * A space over hugetlb memory: a device's 4 KiB page (ps_space_mark_dirty())
+ * is reported as its whole huge page, by runs and by pages, and a budget
+ * leaves the next huge page whole for the next call, protected on both
+ * sides. Loop: sync, async.
+ */
+START_TEST(hugetlb_space_device_page_counts_whole)
+{
+	struct ps_space *s = space_new();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t *addrs = calloc(2 * HP / PG, sizeof(*addrs)), n, res;
+	int fd, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint8_t *host;
+
+	ck_assert_ptr_nonnull(addrs);
+	ck_assert_int_ge(pm, 0);
+	host = huge_map_n(NULL, 2, false, &fd);
+	if (!host) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		return;
+	}
+	memset(host, 1, 2 * HP);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, 2 * HP, 0, PS_MAP_WRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED | (_i ? PS_UFFD_ASYNC : 0);
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_discard(u, LBASE, HP, NULL, 0, NULL),
+			 -EOPNOTSUPP);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, 2 * HP), 0);
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + HP + 5 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, PS_UFFD_SHIFT_2M);
+	ck_assert(host_wp(pm, host + HP) &&
+		  lib_wp(ps_space_pgtable(s), LBASE + HP + 5 * PG));
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 7 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + HP + 9 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE);
+	ck_assert_uint_eq(res, LBASE + HP);
+	for (uint64_t o = 0; o < 2 * HP; o += 64 * PG)
+		ck_assert(host_wp(pm, host + o) &&
+			  lib_wp(ps_space_pgtable(s), LBASE + o));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE + HP);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	munmap(host, 2 * HP);
+	close(fd);
+	close(pm);
+	free(addrs);
+}
+END_TEST
+
+/*
  * Two THP-backed blocks of anonymous memory, PMD-mapped, at @b (2 MiB
  * aligned inside the 3-block reservation *@res), or NULL when the kernel gave
  * no huge page (THP disabled, or fragmented memory).
@@ -3888,6 +3964,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc, hugetlb_sync_fault_resolves_whole_page);
 	tcase_add_test(tc,
 		       hugetlb_async_zapped_written_page_not_protected_alone);
+	tcase_add_loop_test(tc, hugetlb_space_device_page_counts_whole, 0, 2);
 
 	tc = ps_test_tcase(s, "thp", 10);
 	tcase_add_loop_test(tc, thp_runs_report_granularity, 0, 2);
