@@ -3270,6 +3270,7 @@ struct stress {
 	unsigned int np;
 	uint64_t iters;
 	bool sync;
+	unsigned int huge; /* 0, or PS_UFFD_THP or PS_UFFD_HUGETLB */
 	/* Side 0 the harvester, 1.. the writers, then the protector (sync). */
 	struct ps_test_overlap ov;
 	uint64_t *upper_touched; /* sync: pages the protector unprotected */
@@ -3328,11 +3329,51 @@ static void st_copy(struct stress *st, unsigned int p)
 			st_word(st->r.host, p, i), memory_order_relaxed);
 }
 
+/*
+ * Huge memory: one pass with ps_uffd_harvest_runs() in budgets of ST_MAX runs,
+ * copying every page of each run; hugetlb runs must be whole huge pages.
+ */
+static void st_harvest_runs(struct stress *st)
+{
+	uint64_t at = LBASE, end = LBASE + st->np * PG;
+
+	while (at < end) {
+		struct ps_uffd_run runs[ST_MAX];
+		uint64_t n, resume, prev = at;
+
+		ck_assert_int_eq(ps_uffd_harvest_runs(st->u, at, end - at, runs,
+						      ST_MAX, &n, &resume),
+				 0);
+		ck_assert_uint_le(n, ST_MAX);
+		ck_assert_uint_gt(resume, at);
+		for (uint64_t k = 0; k < n; k++) {
+			uint64_t sz = UINT64_C(1) << runs[k].shift;
+
+			ck_assert(runs[k].addr >= prev && runs[k].len &&
+				  !(runs[k].addr & (sz - 1)) &&
+				  !(runs[k].len & (sz - 1)) &&
+				  runs[k].addr + runs[k].len <= resume);
+			ck_assert(st->huge != PS_UFFD_HUGETLB ||
+				  runs[k].shift == PS_UFFD_SHIFT_2M);
+			prev = runs[k].addr + runs[k].len;
+			for (uint64_t a = runs[k].addr; a < prev; a += PG)
+				st_copy(st, (unsigned int)((a - LBASE) / PG));
+			st->reported += runs[k].len / PG;
+		}
+		at = resume;
+	}
+	st->harvests++;
+}
+
 /* One harvest pass over the whole range in budgets of ST_MAX; copies. */
 static void st_harvest(struct stress *st)
 {
 	uint64_t at = LBASE, end = LBASE + st->np * PG;
 
+	if (st->huge) {
+		st_harvest_runs(st);
+		return;
+	}
 	while (at < end) {
 		uint64_t addrs[ST_MAX], n, resume, prev = 0;
 
@@ -3377,8 +3418,13 @@ static void *st_protector_main(void *arg)
 							     st->np - half);
 		unsigned int n = 1 +
 				 (unsigned int)ps_test_below(&rng, st->np - s);
+		int rc;
 
-		int rc = ps_uffd_unprotect(st->u, LBASE + s * PG, n * PG);
+		if (st->huge == PS_UFFD_HUGETLB) { /* whole huge pages */
+			s = half;
+			n = st->np - half;
+		}
+		rc = ps_uffd_unprotect(st->u, LBASE + s * PG, n * PG);
 
 		if (!rc && ps_test_below(&rng, 4))
 			rc = ps_uffd_protect(st->u, LBASE + s * PG, n * PG);
@@ -3450,6 +3496,60 @@ static void st_setup(struct stress *st, bool space, bool shared, bool sync)
 	memcpy(st->shadow, st->r.host, st->np * PG);
 }
 
+/*
+ * Huge memory, a bare table: two THP-backed blocks (async) or two 2 MiB
+ * hugetlb pages, @huge PS_UFFD_THP or PS_UFFD_HUGETLB. False if the
+ * machine gives no such memory (the caller skips).
+ */
+static bool st_setup_huge(struct stress *st, unsigned int huge, bool sync)
+{
+	struct ps_uffd_config c = {0};
+	const char *why = NULL;
+
+	memset(st, 0, sizeof(*st));
+	st->np = HNP;
+	st->sync = sync;
+	st->huge = huge;
+	st->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+		    (sync ? 500 : 100);
+	if (!st->iters)
+		st->iters = 1;
+	st->r.memfd = -1;
+	if (huge == PS_UFFD_HUGETLB) {
+		st->r.host = huge_map_n(NULL, 2, false, &st->r.memfd);
+		if (!st->r.host)
+			return false;
+	} else {
+		st->r.reserve = mmap(NULL, 3 * HP, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		ck_assert_ptr_ne(st->r.reserve, MAP_FAILED);
+		st->r.host = (uint8_t *)(((uintptr_t)st->r.reserve + HP - 1) &
+					 ~(HP - 1));
+		ck_assert_int_eq(madvise(st->r.host, 2 * HP, MADV_HUGEPAGE), 0);
+	}
+	memset(st->r.host, 0, 2 * HP); /* populated, huge where it can be */
+	st->r.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(st->r.pagemap, 0);
+	st->t = ps_pgtable_create();
+	ck_assert_ptr_nonnull(st->t);
+	ck_assert_int_eq(ps_pgtable_map(st->t, LBASE, 2 * HP, 0,
+					PS_PTE_MAYWRITE),
+			 0);
+	c.host = st->r.host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = huge | (sync ? PS_UFFD_THREAD : PS_UFFD_ASYNC) |
+		  (huge == PS_UFFD_HUGETLB ? PS_UFFD_SHARED : 0);
+	c.why = &why;
+	ck_assert_msg(!ps_uffd_attach_pgtable(st->t, &c, &st->u), "attach: %s",
+		      why ? why : "?");
+	ck_assert_int_eq(ps_uffd_protect(st->u, LBASE, 2 * HP), 0);
+	st->shadow = malloc(2 * HP);
+	ck_assert_ptr_nonnull(st->shadow);
+	memcpy(st->shadow, st->r.host, 2 * HP);
+	return true;
+}
+
 static void st_teardown(struct stress *st)
 {
 	ck_assert_int_eq(ps_uffd_detach(st->u), 0);
@@ -3459,7 +3559,15 @@ static void st_teardown(struct stress *st)
 		ps_pgtable_destroy(st->t);
 	if (st->alias)
 		munmap(st->alias, st->np * PG);
-	region_fini(&st->r);
+	if (st->huge) {
+		munmap(st->r.reserve ? st->r.reserve : st->r.host,
+		       st->r.reserve ? 3 * HP : 2 * HP);
+		if (st->r.memfd >= 0)
+			close(st->r.memfd);
+		close(st->r.pagemap);
+	} else {
+		region_fini(&st->r);
+	}
 	free(st->shadow);
 }
 
@@ -3574,6 +3682,29 @@ START_TEST(stress_async_harvest_copies_every_write)
 	ck_assert_ptr_nonnull(st);
 	st_setup(st, _i == 1, _i == 1, false);
 	st_run(st, _i == 1 ? ST_WRITERS + 1 : ST_WRITERS);
+	st_check(st);
+	st_teardown(st);
+	free(st);
+}
+END_TEST
+
+/*
+ * Huge memory: writers against the harvest-and-copy loop, harvesting runs.
+ * Loop index: 0 THP async (writes split protected huge pages), 1 hugetlb
+ * async, 2 hugetlb sync (the handler thread resolves whole huge pages while
+ * the protector toggles the upper one).
+ */
+START_TEST(stress_huge_harvest_copies_every_write)
+{
+	struct stress *st = calloc(1, sizeof(*st));
+
+	ck_assert_ptr_nonnull(st);
+	if (!st_setup_huge(st, _i ? PS_UFFD_HUGETLB : PS_UFFD_THP, _i == 2)) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		free(st);
+		return;
+	}
+	st_run(st, ST_WRITERS);
 	st_check(st);
 	st_teardown(st);
 	free(st);
@@ -3984,6 +4115,8 @@ static Suite *uffd_suite(void)
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_loop_test(tc, stress_async_harvest_copies_every_write, 0, 2);
 	tcase_add_loop_test(tc, stress_sync_faults_during_protect, 0, 2);
+	tcase_add_unchecked_fixture(tc, huge_pool_setup, huge_pool_teardown);
+	tcase_add_loop_test(tc, stress_huge_harvest_copies_every_write, 0, 3);
 	return s;
 }
 
