@@ -649,6 +649,18 @@ static int protect_locked(struct ps_uffd *u, uint64_t addr, uint64_t len,
 	int rc;
 
 	round_huge(u, &addr, &len);
+	/*
+	 * THP: the kernel splits a huge PMD that the range covers in part,
+	 * whether or not its protection changes (change_pmd_range() in
+	 * mm/mprotect.c); the library splits such a leaf only where it
+	 * changes a page. Split it here too, so that both keep the same
+	 * granularity (U7). A failed split (ENOMEM) only costs that.
+	 */
+	if (!is_hugetlb(u) && (addr & (HUGE_SIZE - 1)))
+		(void)ps_pgtable_split(u->pt, addr, PAGE_SIZE);
+	if (!is_hugetlb(u) && ((addr + len) & (HUGE_SIZE - 1)))
+		(void)ps_pgtable_split(u->pt, addr + len - PAGE_SIZE,
+				       PAGE_SIZE);
 	rc = protect ? ps_pgtable_protect(u->pt, addr, len)
 		     : ps_pgtable_unprotect(u->pt, addr, len);
 	if (rc)
@@ -1236,12 +1248,27 @@ static void unmark_hugetlb(struct ps_uffd *u, uint64_t a, uint64_t end)
 	ps_pgtable_read_unlock();
 }
 
-static void table_collect_run(void *ctx, uint64_t start, uint64_t end)
+static void table_collect_run(void *ctx, uint64_t start, uint64_t end,
+			      unsigned int order)
 {
 	struct table_collect *c = ctx;
 	uint64_t a = start;
 	int rc;
 
+	/*
+	 * A THP leaf the library re-armed whole, still a huge page (present,
+	 * so the kernel's is PMD-mapped too): report it whole (U7). A huge
+	 * marker leaf (a huge page zapped) is a hole to the kernel, which
+	 * re-arms it 4 KiB at a time.
+	 */
+	if (order == PS_PGTABLE_ORDER_2M && (c->u->flags & PS_UFFD_THP))
+		for (uint64_t b = start; b < end; b += HUGE_SIZE) {
+			ps_pte_t e;
+
+			if (!ps_pgtable_get(c->u->pt, b, &e) &&
+			    ps_pte_is_present(e))
+				note_huge(c->u, b, HUGE_SIZE);
+		}
 	unmark_hugetlb(c->u, start, end);
 	for (; a < end && c->n < c->max; a += PAGE_SIZE)
 		c->pages[c->n++] = a;
@@ -1267,8 +1294,8 @@ static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t len,
 {
 	bool sync = !(u->flags & PS_UFFD_ASYNC);
 	struct table_collect c = {u, addrs, sync ? max : 0, 0, 0};
-	int rc = ps_pgtable_harvest(u->pt, start, len, 0, table_collect_run,
-				    &c);
+	int rc = ps_pgtable_harvest_order(u->pt, start, len, 0,
+					  table_collect_run, &c);
 	/* A failed harvest returns nothing: all of them are left over. */
 	uint64_t j = c.n && !rc ? within_budget(u, start, len, addrs, c.n, max)
 				: 0;
@@ -1677,9 +1704,17 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	}
 	if (cfg->flags & PS_UFFD_ASYNC)
 		pgflags |= PS_WP_ASYNC;
-	/* Hugetlb VMAs keep protection in markers, as shmem does (U7). */
+	/*
+	 * Hugetlb VMAs keep protection in markers, as shmem does, and are
+	 * tracked whole; THP splits to 4 KiB (U7). The library's huge leaves
+	 * follow the same granularity.
+	 */
 	if (cfg->flags & (PS_UFFD_SHARED | PS_UFFD_HUGETLB))
 		pgflags |= PS_WP_SHARED;
+	if (cfg->flags & PS_UFFD_HUGETLB)
+		pgflags |= PS_WP_HUGE_WHOLE;
+	if (cfg->flags & PS_UFFD_THP)
+		pgflags |= PS_WP_HUGE_SPLIT;
 	if (cfg->flags & PS_UFFD_UNPOPULATED)
 		pgflags |= PS_WP_UNPOPULATED;
 	rc = ps_pgtable_register(t, cfg->addr, cfg->len, pgflags);

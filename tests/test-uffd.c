@@ -2275,6 +2275,109 @@ START_TEST(thp_runs_report_granularity)
 }
 END_TEST
 
+static unsigned int order_at(struct ps_pgtable *t, uint64_t addr)
+{
+	unsigned int order = 0;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get_level(t, addr, &e, &order, NULL), 0);
+	return order;
+}
+
+/*
+ * THP mirrored by huge leaves (PS_WP_HUGE_SPLIT): the kernel splits a huge
+ * PMD that a protect or unprotect covers in part even when nothing changes
+ * there, and the bridge splits the library's leaf the same way (it stayed
+ * huge: found by differential_huge, this failed before protect_locked()
+ * split the edges); a protect of a whole leaf keeps both huge, and an async
+ * write splits both. A huge page zapped whole leaves a hole to the kernel and a
+ * huge WRITTEN marker to the library: reported at 4 KiB, as the kernel re-arms
+ * it (this reported 2 MiB before table_collect_run() asked for a present leaf).
+ */
+START_TEST(thp_leaves_split_with_the_kernel)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[8];
+	uint64_t n;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	void *reserve;
+	uint8_t *host = thp_map(&reserve);
+
+	if (!host) {
+		printf("skip %s: no transparent huge page\n", __func__);
+		munmap(reserve, 3 * HP);
+		return;
+	}
+	ck_assert_int_eq(ps_pgtable_map_huge(t, LBASE, 2 * HP, 0,
+					     PS_PTE_MAYWRITE,
+					     PS_PGTABLE_ORDER_2M, NULL),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_ASYNC | PS_UFFD_THP;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	/* Unprotect part of an unprotected huge page: both split. */
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE + HP + 3 * PG, PG), 0);
+	ck_assert_uint_eq(host_categories(pm, host + HP) & PAGE_IS_HUGE, 0);
+	ck_assert_uint_eq(order_at(t, LBASE + HP), PS_PGTABLE_ORDER_4K);
+	/* Protect the other whole: both stay huge, protected. */
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, HP), 0);
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+	ck_assert_uint_eq(order_at(t, LBASE), PS_PGTABLE_ORDER_2M);
+	ck_assert(host_wp(pm, host + 9 * PG) && lib_wp(t, LBASE + 9 * PG));
+	/* An async write splits both; the library learns it by its fault. */
+	host[7 * PG] = 1;
+	ck_assert_int_eq(ps_pgtable_fault(t, LBASE + 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE, 0);
+	ck_assert_uint_eq(order_at(t, LBASE), PS_PGTABLE_ORDER_4K);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 8, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	check_run(&runs[0], LBASE + 7 * PG, PG, PS_UFFD_SHIFT_4K);
+	check_run(&runs[1], LBASE + HP, HP, PS_UFFD_SHIFT_4K);
+
+	/* A whole huge page zapped: a hole, reported at 4 KiB. */
+	ck_assert_int_eq(ps_pgtable_split(t, LBASE, HP), 0);
+	ck_assert_int_eq(ps_pgtable_collapse(t, LBASE, HP, PS_PGTABLE_ORDER_2M,
+					     NULL),
+			 -EBUSY); /* page 7 was written: refused */
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	t = ps_pgtable_create();
+	munmap(reserve, 3 * HP);
+	host = thp_map(&reserve);
+	if (!host) {
+		printf("skip %s: no transparent huge page again\n", __func__);
+		goto out;
+	}
+	c.host = host;
+	ck_assert_int_eq(ps_pgtable_map_huge(t, LBASE, 2 * HP, 0,
+					     PS_PTE_MAYWRITE,
+					     PS_PGTABLE_ORDER_2M, NULL),
+			 0);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_pgtable_fault(t, LBASE, PS_ACCESS_WRITE),
+			 PS_FAULT_OK); /* written since it was protected */
+	ck_assert_int_eq(madvise(host, HP, MADV_DONTNEED), 0);
+	ck_assert_int_eq(ps_pgtable_zap(t, LBASE, HP, 0, NULL, NULL), 0);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, HP, runs, 8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE, HP, PS_UFFD_SHIFT_4K);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+out:
+	ps_pgtable_destroy(t);
+	munmap(reserve, 3 * HP);
+	close(pm);
+}
+END_TEST
+
 /* --- the differential test ------------------------------------------------ */
 
 enum mode { ASYNC, SYNC_THREAD, SYNC_POLL, NMODES };
@@ -2706,19 +2809,25 @@ END_TEST
 /*
  * The same comparison over two 2 MiB blocks (HNP pages), page by page, for
  * THP-backed anonymous memory (PS_UFFD_THP) and 2 MiB hugetlb memfd memory
- * (PS_UFFD_HUGETLB), in the three modes. The library's table has 4 KiB entries;
- * the model applies each operation with the kernel's semantics for the backing:
- *   - THP: a write or read fault on a block the kernel maps huge (found after
- *     the access, PAGE_IS_HUGE) maps every page of it in the library
- *     (adopted, not predicted: whether the kernel gives a huge page depends
- *     on its page table and its free memory; so is a collapse by khugepaged
- *     while unregistered); a partial protect, harvest or
+ * (PS_UFFD_HUGETLB), in the three modes. A huge page of the kernel is a huge
+ * leaf of the library (ps_pgtable_map_huge()), registered with the matching
+ * granularity (PS_WP_HUGE_SPLIT, PS_WP_HUGE_WHOLE); the model applies each
+ * operation with the kernel's semantics for the backing:
+ *   - THP: a fault on a block where the library has nothing protected or
+ *     present waits for the kernel's choice (PAGE_IS_HUGE after the access):
+ *     a huge page is mapped as one leaf, else 4 KiB pages (adopted, not
+ *     predicted: whether the kernel gives a huge page depends on its page
+ *     table and its free memory). A partial protect or unprotect, a partial
  *     DONTNEED and an async write to a protected huge page split it in the
- *     kernel, which the library's 4 KiB entries need not model. A huge block
- *     must be uniform in the library (present and uffd-wp alike).
+ *     kernel; the bridge and the library must split the leaf alike, which the
+ *     comparison of HUGE checks. The model itself splits only where the
+ *     kernel split an unprotected huge page on a write (the huge zero page),
+ *     and adopts at 4 KiB a khugepaged collapse while unregistered (that
+ *     block's HUGE is then not compared until the kernel splits it).
  *   - Hugetlb: protect, unprotect, DONTNEED and MADV_REMOVE act on whole
- *     pages; a fault on a page maps the whole huge page, and an async write
- *     un-protects it whole: the model faults all 512 library pages.
+ *     pages; a fault maps the whole huge page as one leaf (over a huge marker
+ *     leaf too, keeping its protection), and an async write un-protects the
+ *     leaf whole (PS_WP_HUGE_WHOLE).
  * Mapped differences, besides the 4 KiB ones (top of this file):
  *   - THP: a hole with no page table (a huge page zapped whole, or a page
  *     table the kernel reclaimed when MADV_DONTNEED emptied it: no sentinel
@@ -2729,7 +2838,9 @@ END_TEST
  *     not either, and a library WRITTEN marker (a written page zapped) is the
  *     kernel's none entry (not WRITTEN); a hugetlb UFFD_WP marker has pagemap
  *     bit 62 clear; every page is HUGE to the kernel.
- *   - PAGE_IS_HUGE is not compared with the library's (4 KiB) categories.
+ *   - PAGE_IS_HUGE is compared with the library's PS_CAT_HUGE for present
+ *     pages only (hugetlb holes are HUGE to the kernel; a zapped huge leaf
+ *     may leave a huge marker leaf where the kernel has a hole).
  * Harvests use ps_uffd_harvest_runs(): hugetlb runs are all 2 MiB; a THP run
  * is 2 MiB only for a block the kernel mapped huge with every page WRITTEN,
  * and in async mode such a block must come back as one.
@@ -2763,6 +2874,7 @@ struct hdiff {
 	struct writer w;
 	struct ps_test_rng rng;
 	bool written_since[HNP];
+	bool unmirrored[2]; /* a khugepaged collapse the library did not make */
 	uint64_t frame;
 	char log[64][48];
 	unsigned int nlog;
@@ -2851,6 +2963,34 @@ static bool hdiff_huge(struct hdiff *d, unsigned int page)
 	return d->kc[page] & PAGE_IS_HUGE;
 }
 
+static unsigned int lib_order(struct hdiff *d, unsigned int i)
+{
+	unsigned int order = 0;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get_level(d->t, LBASE + i * PG, &e, &order,
+					      NULL),
+			 0);
+	return order;
+}
+
+/*
+ * May the kernel map a new THP at the block of page @b on a fault? Only
+ * where the library has nothing protected or present there (every entry
+ * none or a WRITTEN marker): then no sync fault comes to the bridge, and
+ * the library's side can wait until the kernel has chosen.
+ */
+static bool hdiff_vacant(struct hdiff *d, unsigned int b)
+{
+	for (unsigned int j = b; j < b + HP / PG; j++) {
+		ps_pte_t e = lib_entry(d->t, LBASE + j * PG);
+
+		if (!ps_pte_is_none(e) && !ps_pte_is_written_marker(e))
+			return false;
+	}
+	return true;
+}
+
 /*
  * A THP block the kernel maps huge has every page present; the library maps
  * the ones it lacks (none or a WRITTEN marker: the kernel had no page table
@@ -2881,13 +3021,19 @@ static void hdiff_compare(struct hdiff *d)
 	 * Unregistered, khugepaged may collapse a block with none PTEs into a
 	 * huge page (it refuses while uffd-wp is armed): adopted.
 	 */
-	if (!d->u)
-		for (unsigned int b = 0; b < HNP; b += HP / PG)
+	for (unsigned int b = 0; b < HNP; b += HP / PG) {
+		if (!(d->kc[b] & PAGE_IS_HUGE))
+			d->unmirrored[b / (HP / PG)] = false;
+		else if (!d->u && lib_order(d, b) != PS_PGTABLE_ORDER_2M &&
+			 !hdiff_vacant(d, b)) {
 			hdiff_adopt_block(d, b);
+			d->unmirrored[b / (HP / PG)] = true;
+		}
+	}
 	memset(&q, 0, sizeof(q));
 	q.start = LBASE;
 	q.end = LBASE + 2 * HP;
-	q.return_mask = CMP_CATS;
+	q.return_mask = CMP_CATS | PS_CAT_HUGE;
 	q.vec = d->lv;
 	q.vec_len = HNP;
 	k = ps_pgtable_scan(d->t, &q);
@@ -2909,10 +3055,15 @@ static void hdiff_compare(struct hdiff *d)
 			hdiff_fail(d, i, "present (bit 63)", pm, e);
 		if (!!(pm & PM_SWAP) != (ps_pte_is_swap(e) || marker62))
 			hdiff_fail(d, i, "swap or marker (bit 62)", pm, e);
-		if (kc & PAGE_IS_HUGE) {
+		/* HUGE: of present pages (hugetlb holes are HUGE too). */
+		if ((kc & PAGE_IS_PRESENT) && !d->unmirrored[i / (HP / PG)] &&
+		    (kc & PAGE_IS_HUGE) != (want & PS_CAT_HUGE))
+			hdiff_fail(d, i, "HUGE (huge page, huge leaf)", kc,
+				   want);
+		if (kc & want & PAGE_IS_HUGE)
 			d->huge_seen++;
-			kc &= ~(uint64_t)PAGE_IS_HUGE;
-		}
+		kc &= ~(uint64_t)PAGE_IS_HUGE;
+		want &= ~PS_CAT_HUGE;
 		if (d->kind == H_THP &&
 		    (ps_pte_is_none(e) || ps_pte_is_written_marker(e))) {
 			/* None is written; a hole only in an async range. */
@@ -2926,21 +3077,6 @@ static void hdiff_compare(struct hdiff *d)
 			kc &= ~(uint64_t)PS_CAT_FILE;
 		if (kc != want)
 			hdiff_fail(d, i, "PAGEMAP_SCAN categories", kc, want);
-	}
-	/* A block the kernel maps huge is one state in the library. */
-	for (unsigned int b = 0; b < HNP; b += HP / PG) {
-		if (d->kind != H_THP || !(d->kc[b] & PAGE_IS_HUGE))
-			continue;
-		for (unsigned int i = b; i < b + HP / PG; i++) {
-			ps_pte_t e = lib_entry(d->t, LBASE + i * PG);
-
-			if (!ps_pte_is_present(e) ||
-			    ps_pte_uffd_wp(e) !=
-				    ps_pte_uffd_wp(lib_entry(d->t,
-							     LBASE + b * PG)))
-				hdiff_fail(d, i, "huge block not uniform",
-					   d->kc[i], e);
-		}
 	}
 }
 
@@ -2960,23 +3096,79 @@ static void hdiff_access1(struct hdiff *d, unsigned int i, unsigned int access)
 		ck_assert_int_eq(fr, PS_FAULT_OK);
 }
 
-/* Before the real access: hugetlb faults the whole huge page. */
-static void hdiff_access(struct hdiff *d, unsigned int i, unsigned int n,
-			 unsigned int access)
+/*
+ * Map the block of page @b as one huge leaf, as the kernel maps a huge page
+ * there (frames aligned to it); false if the library's block is not vacant
+ * (ps_pgtable_map_huge(): only none entries and lone markers).
+ */
+static bool hdiff_map_huge(struct hdiff *d, unsigned int b)
 {
-	if (d->kind == H_HUGETLB) {
-		i &= ~(unsigned int)(HP / PG - 1);
-		n = HP / PG;
-	}
-	for (unsigned int j = i; j < i + n; j++)
-		hdiff_access1(d, j, access);
+	uint64_t frame = (d->frame + HP / PG - 1) & ~(HP / PG - 1);
+	int rc = ps_pgtable_map_huge(d->t, LBASE + b * PG, HP, frame,
+				     PS_PTE_MAYWRITE, PS_PGTABLE_ORDER_2M,
+				     NULL);
+
+	if (rc == -EEXIST)
+		return false;
+	ck_assert_int_eq(rc, 0);
+	d->frame = frame + HP / PG;
+	return true;
 }
 
-/* After the real access to page @i: a fault may have given a huge page. */
-static void hdiff_adopt(struct hdiff *d, unsigned int i)
+/*
+ * Before the real access to pages [@i, @i + @n): hugetlb maps its whole huge
+ * page as one leaf (or finds it) and faults @i alone, the leaf standing for
+ * the page (an async write resolves it whole, PS_WP_HUGE_WHOLE). THP faults
+ * each page at 4 KiB, unless the block is vacant: then the library waits for
+ * the kernel (hdiff_after()). Returns whether it waits.
+ */
+static bool hdiff_access(struct hdiff *d, unsigned int i, unsigned int n,
+			 unsigned int access)
 {
-	if (d->kind == H_THP && hdiff_huge(d, i))
-		hdiff_adopt_block(d, i & ~(unsigned int)(HP / PG - 1));
+	unsigned int b = i & ~(unsigned int)(HP / PG - 1);
+
+	if (d->kind == H_HUGETLB) {
+		/* A huge marker leaf is vacant: mapped over, wp kept. */
+		if (lib_order(d, b) != PS_PGTABLE_ORDER_2M ||
+		    !ps_pte_is_present(lib_entry(d->t, LBASE + b * PG)))
+			(void)hdiff_map_huge(d, b);
+		hdiff_access1(d, i, access);
+		return false;
+	}
+	if (hdiff_vacant(d, b))
+		return true;
+	for (unsigned int j = i; j < i + n; j++)
+		hdiff_access1(d, j, access);
+	return false;
+}
+
+/*
+ * After the real access to pages [@i, @i + @n) of one block (THP): if the
+ * library waited, the kernel's choice decides: a huge page is one huge
+ * leaf, else 4 KiB pages. If the kernel split a huge page the library held
+ * unprotected (a write to the huge zero page), the library splits too: a
+ * split for write protection is the library's own to make.
+ */
+static void hdiff_after(struct hdiff *d, unsigned int i, unsigned int n,
+			unsigned int access, bool waited, bool was_wp)
+{
+	unsigned int b = i & ~(unsigned int)(HP / PG - 1);
+	bool huge;
+
+	if (d->kind != H_THP)
+		return;
+	huge = hdiff_huge(d, i);
+	if (waited) {
+		if (huge && hdiff_map_huge(d, b))
+			n = 1; /* the leaf stands for every page */
+		for (unsigned int j = i; j < i + n; j++)
+			hdiff_access1(d, j, access);
+		if (!huge)
+			hdiff_adopt_block(d, b);
+		return;
+	}
+	if (!huge && !was_wp && lib_order(d, b) == PS_PGTABLE_ORDER_2M)
+		ck_assert_int_eq(ps_pgtable_split(d->t, LBASE + b * PG, HP), 0);
 }
 
 static void hdiff_harvest(struct hdiff *d)
@@ -3074,6 +3266,7 @@ static void hdiff_write(struct hdiff *d, unsigned int i, size_t len)
 static void hdiff_step(struct hdiff *d)
 {
 	unsigned int total = 0, pick, o, s, n, i;
+	bool waited, was_wp;
 
 	for (o = 0; o < NHOPS; o++)
 		total += hop_weight[o];
@@ -3109,21 +3302,23 @@ static void hdiff_step(struct hdiff *d)
 			n = 1;
 		}
 		hdiff_log(d, "write %u+%u", i, n);
-		hdiff_access(d, i, n, PS_ACCESS_WRITE);
+		was_wp = lib_wp(d->t, LBASE + i * PG);
+		waited = hdiff_access(d, i, n, PS_ACCESS_WRITE);
 		hdiff_write(d, i, n == 1 ? 0 : HP);
+		hdiff_after(d, i, n, PS_ACCESS_WRITE, waited, was_wp);
 		for (unsigned int j = i; j < i + n; j++)
 			d->written_since[j] = true;
 		if (d->kind == H_HUGETLB)
 			for (unsigned int j = i & ~(unsigned int)(HP / PG - 1);
 			     j < (i | (HP / PG - 1)) + 1; j++)
 				d->written_since[j] = true;
-		hdiff_adopt(d, i);
 		break;
 	case HOP_READ:
 		hdiff_log(d, "read %u", i, 0);
+		was_wp = lib_wp(d->t, LBASE + i * PG);
+		waited = hdiff_access(d, i, 1, PS_ACCESS_READ);
 		(void)*(volatile uint8_t *)(d->host + i * PG);
-		hdiff_access(d, i, 1, PS_ACCESS_READ);
-		hdiff_adopt(d, i);
+		hdiff_after(d, i, 1, PS_ACCESS_READ, waited, was_wp);
 		break;
 	case HOP_DONTNEED:
 		if (d->kind == H_HUGETLB && ps_test_below(&d->rng, 2)) {
@@ -4099,6 +4294,7 @@ static Suite *uffd_suite(void)
 
 	tc = ps_test_tcase(s, "thp", 10);
 	tcase_add_loop_test(tc, thp_runs_report_granularity, 0, 2);
+	tcase_add_test(tc, thp_leaves_split_with_the_kernel);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0, (int)(seeds * 2 * NMODES));
