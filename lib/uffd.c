@@ -90,7 +90,11 @@
  *     re-armed in part, or written while protected in async mode); the async
  *     scan also asks for PAGE_IS_HUGE, and a block it reports whole is noted
  *     in u->huge, so that a harvest that takes the block whole reports one
- *     2 MiB run; taking any page of it alone forgets the note.
+ *     2 MiB run; taking any page of it alone forgets the note. The library
+ *     range is registered PS_WP_HUGE_WHOLE (hugetlb) or PS_WP_HUGE_SPLIT
+ *     (THP), so its huge leaves split where the kernel's huge pages do; a
+ *     protect or unprotect splits the leaves at its unaligned ends first, as
+ *     the kernel splits a PMD a range covers in part (protect_locked()).
  *
  * Only Linux builds this file (meson option `uffd`).
  */

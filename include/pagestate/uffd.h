@@ -48,8 +48,12 @@
  *     protected or harvested, or when it is written while protected in async
  *     mode, and tracks 4 KiB pages from then on; a huge page protected or
  *     re-armed whole stays whole. Harvests report a huge page reported whole
- *     as one 2 MiB run (ps_uffd_harvest_runs()). Without the flag THP memory
- *     works all the same, reported at 4 KiB.
+ *     as one 2 MiB run (ps_uffd_harvest_runs()). The library range is
+ *     registered PS_WP_HUGE_SPLIT, so that a huge leaf (ps_pgtable_map_huge())
+ *     mirroring a huge page splits where the kernel's does; a protect or
+ *     unprotect that covers part of a 2 MiB block splits the library's leaf
+ *     there, as the kernel splits its PMD whether or not anything changes.
+ *     Without the flag THP memory works all the same, reported at 4 KiB.
  *   - PS_UFFD_HUGETLB: hugetlb memory of 2 MiB pages (MAP_HUGETLB with
  *     MAP_HUGE_2MB, a hugetlbfs file, memfd MFD_HUGETLB), which needs the
  *     kernel's WP_HUGETLBFS_SHMEM. Tracked whole, as the kernel tracks it:
@@ -58,8 +62,9 @@
  *     re-arm part of a huge page), a write anywhere in a huge page reports the
  *     whole page, and a page the library reports (a space's dirty page)
  *     counts for its whole huge page. The library range is registered
- *     PS_WP_SHARED: the kernel keeps a hugetlb page's protection across zaps
- *     as a marker, as for shmem.
+ *     PS_WP_SHARED | PS_WP_HUGE_WHOLE: the kernel keeps a hugetlb page's
+ *     protection across zaps as a marker, as for shmem, and a huge leaf
+ *     mirroring a huge page is tracked whole.
  * Hugetlb memory attached without PS_UFFD_HUGETLB, or of another page size, is
  * refused with -EOPNOTSUPP, @why "HUGETLB"; hugetlb mapped over an attached
  * range later makes the calls the kernel refuses fail (harvest: -EOPNOTSUPP;
