@@ -3693,8 +3693,9 @@ static void st_setup(struct stress *st, bool space, bool shared, bool sync)
 
 /*
  * Huge memory, a bare table: two THP-backed blocks (async) or two 2 MiB
- * hugetlb pages, @huge PS_UFFD_THP or PS_UFFD_HUGETLB. False if the
- * machine gives no such memory (the caller skips).
+ * hugetlb pages, @huge PS_UFFD_THP or PS_UFFD_HUGETLB, each huge page mapped
+ * as a huge leaf. False if the machine gives no such memory (the caller
+ * skips).
  */
 static bool st_setup_huge(struct stress *st, unsigned int huge, bool sync)
 {
@@ -3727,9 +3728,17 @@ static bool st_setup_huge(struct stress *st, unsigned int huge, bool sync)
 	ck_assert_int_ge(st->r.pagemap, 0);
 	st->t = ps_pgtable_create();
 	ck_assert_ptr_nonnull(st->t);
-	ck_assert_int_eq(ps_pgtable_map(st->t, LBASE, 2 * HP, 0,
-					PS_PTE_MAYWRITE),
-			 0);
+	/* A huge page is a huge leaf, as the kernel maps it. */
+	for (uint64_t b = 0; b < 2 * HP; b += HP)
+		ck_assert_int_eq(
+			host_categories(st->r.pagemap, st->r.host + b) &
+					PAGE_IS_HUGE
+				? ps_pgtable_map_huge(st->t, LBASE + b, HP,
+						      b / PG, PS_PTE_MAYWRITE,
+						      PS_PGTABLE_ORDER_2M, NULL)
+				: ps_pgtable_map(st->t, LBASE + b, HP, b / PG,
+						 PS_PTE_MAYWRITE),
+			0);
 	c.host = st->r.host;
 	c.addr = LBASE;
 	c.len = 2 * HP;
