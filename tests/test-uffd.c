@@ -3692,10 +3692,9 @@ static void st_setup(struct stress *st, bool space, bool shared, bool sync)
 }
 
 /*
- * Huge memory, a bare table: two THP-backed blocks (async) or two 2 MiB
- * hugetlb pages, @huge PS_UFFD_THP or PS_UFFD_HUGETLB, each huge page mapped
- * as a huge leaf. False if the machine gives no such memory (the caller
- * skips).
+ * Huge memory, a bare table: two THP-backed blocks (async) or two 2 MiB hugetlb
+ * pages, @huge PS_UFFD_THP or PS_UFFD_HUGETLB, each huge page mapped as a huge
+ * leaf. False if the machine gives no such memory (the caller skips).
  */
 static bool st_setup_huge(struct stress *st, unsigned int huge, bool sync)
 {
