@@ -273,6 +273,14 @@ START_TEST(attach_rejects_bad_arguments)
 	ck_assert_int_eq(ps_uffd_probe(0x100, &why), -EINVAL);
 	c.flags = 0;
 	ck_assert_int_eq(ps_uffd_attach_pgtable(NULL, &c, &u), -EINVAL);
+	/* THP: a host huge page must be a library 2 MiB block. */
+	c.flags = PS_UFFD_THP;
+	c.addr = LBASE + PG;
+	why = NULL;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	ck_assert_str_eq(why, "arguments");
+	c.addr = LBASE;
+	c.flags = 0;
 
 	/* A registered library range: -EBUSY, and nothing left behind. */
 	ck_assert_int_eq(ps_pgtable_register(t, LBASE, PG, 0), 0);
@@ -286,6 +294,23 @@ START_TEST(attach_rejects_bad_arguments)
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE + NP * PG, PG), -ENOENT);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE + 1, PG), -EINVAL);
 	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE, 0), -EINVAL);
+	{
+		struct ps_uffd_run run;
+		uint64_t n;
+
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, PG, NULL, 1, &n,
+						      NULL),
+				 -EINVAL);
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, PG, &run, 0, &n,
+						      NULL),
+				 -EINVAL);
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, PG, &run, 1,
+						      NULL, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE + NP * PG, PG,
+						      &run, 1, &n, NULL),
+				 -ENOENT);
+	}
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ps_pgtable_destroy(t);
 	region_fini(&r);
