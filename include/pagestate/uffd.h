@@ -47,12 +47,14 @@
  *     pages (MADV_HUGEPAGE). The kernel splits a huge page when part of it is
  *     protected or harvested, or when it is written while protected in async
  *     mode, and tracks 4 KiB pages from then on; a huge page protected or
- *     re-armed whole stays whole. Harvests report a huge page reported whole
- *     as one 2 MiB run (ps_uffd_harvest_runs()). The library range is
- *     registered PS_WP_HUGE_SPLIT, so that a huge leaf (ps_pgtable_map_huge())
- *     mirroring a huge page splits where the kernel's does; a protect or
- *     unprotect that covers part of a 2 MiB block splits the library's leaf
- *     there, as the kernel splits its PMD whether or not anything changes.
+ *     re-armed whole stays whole. Harvests report a huge page reported whole as
+ *     one 2 MiB run (ps_uffd_harvest_runs()). The library range is registered
+ *     PS_WP_HUGE_SPLIT, so that a huge leaf (ps_pgtable_map_huge()) mirroring a
+ *     huge page splits where the kernel's does; a protect or unprotect that
+ *     covers part of a 2 MiB block splits the library's leaf there, as the
+ *     kernel splits its PMD whether or not anything changes. The async scan
+ *     then asks the kernel which runs are huge, which costs it its fast path (a
+ *     harvest of split THP memory took about 1.9 times as long; docs/uffd.md).
  *     Without the flag THP memory works all the same, reported at 4 KiB.
  *   - PS_UFFD_HUGETLB: hugetlb memory of 2 MiB pages (MAP_HUGETLB with
  *     MAP_HUGE_2MB, a hugetlbfs file, memfd MFD_HUGETLB), which needs the
