@@ -52,8 +52,9 @@
  *     PS_WP_HUGE_SPLIT, so that a huge leaf (ps_pgtable_map_huge()) mirroring a
  *     huge page splits where the kernel's does; a protect or unprotect that
  *     covers part of a 2 MiB block splits the library's leaf there, as the
- *     kernel splits its PMD whether or not anything changes. The async scan
- *     then asks the kernel which runs are huge, which costs it its fast path (a
+ *     kernel splits its PMD whether or not anything changes. With the flag the
+ *     async scan asks the kernel which runs are huge, which costs it its fast
+ *     path (a
  *     harvest of split THP memory took about 1.9 times as long; docs/uffd.md).
  *     Without the flag THP memory works all the same, reported at 4 KiB.
  *   - PS_UFFD_HUGETLB: hugetlb memory of 2 MiB pages (MAP_HUGETLB with
