@@ -27,6 +27,10 @@
  *   lib/space-writeback.c  write-back and its set. S4 write-back versus
  *                          pins, S9 no dirty frame escapes write-back,
  *                          S12 one write-back of a frame at a time
+ *   lib/space-huge.c       frames of three sizes (lib/space-huge.h): the
+ *                          huge page words, their declaration, stats,
+ *                          and the pins, unpins and maps of huge frames.
+ *                          H1..H4
  *
  * The helpers below are static inline because the fault and pin paths call
  * them per page from other files, and the library is built without LTO.
@@ -40,6 +44,7 @@
 #include "fork.h"
 #include "hbitmap.h"
 #include "rcu.h"
+#include "space-huge.h"
 #include "space-internal.h"
 
 #include <pthread.h>
@@ -64,6 +69,8 @@ struct ps_space {
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
 	uint64_t born;		/* fork generation at creation (lib/fork.h) */
+	/* Huge frames (lib/space-huge.c), from the first declaration. */
+	PS_ATOMIC(struct ps__space_huge *) huge;
 };
 
 PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,
@@ -239,6 +246,19 @@ int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access);
  * frozen: then it yields first, S8). lib/space-pin.c.
  */
 int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
+
+/*
+ * The space's huge-frame state, or NULL while no frame was ever declared huge
+ * (every frame's state is then its 4 KiB word). Acquire: pairs with the
+ * release CAS that publishes it (lib/space-huge.c, H1).
+ */
+static inline struct ps__space_huge *ps__space_huge(struct ps_space *s)
+{
+	return atomic_load_explicit(&s->huge, memory_order_acquire);
+}
+
+/* Free the huge-frame state: the space is going away. */
+void ps__space_huge_fini(struct ps_space *s);
 
 /* Free the long-term pin counts (S14): the space is going away. */
 void ps__space_pins_fini(struct ps_space *s);

@@ -253,6 +253,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		goto fail_bitmaps;
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
 	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S14) */
+	atomic_init(&s->huge, NULL);	  /* no huge frame yet (H1) */
 	*out = s;
 	return 0;
 
@@ -348,6 +349,7 @@ int ps_space_destroy(struct ps_space *s)
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
 	ps__space_pins_fini(s);
+	ps__space_huge_fini(s);
 	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);

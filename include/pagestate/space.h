@@ -320,6 +320,135 @@ struct ps_notifier *ps_space_notifier(struct ps_space *space);
  */
 struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 
+/* --- frames of three sizes ----------------------------------------------- */
+
+/*
+ * Frame orders: a frame of order o is 2^o 4 KiB frames, numbered by its first
+ * 4 KiB frame, which is a multiple of 2^o.
+ */
+#define PS_SPACE_ORDER_4K 0u
+#define PS_SPACE_ORDER_2M 9u
+#define PS_SPACE_ORDER_1G 18u
+
+/**
+ * ps_space_set_frame_order() - say that the frames [@first_frame,
+ * @first_frame + @nframes) are backed by 4 KiB, 2 MiB or 1 GiB frames.
+ * @space: the space.
+ * @first_frame: the first 4 KiB frame: a multiple of 512 (2 MiB), and of
+ *	262144 for @order PS_SPACE_ORDER_1G.
+ * @nframes: how many 4 KiB frames: a non-zero multiple of 512 (262144 for
+ *	PS_SPACE_ORDER_1G); the range must lie below nframes.
+ * @order: PS_SPACE_ORDER_4K, PS_SPACE_ORDER_2M or PS_SPACE_ORDER_1G.
+ *
+ * Every frame of a space starts as a 4 KiB frame with its own page word. A
+ * 2 MiB or 1 GiB frame has one page word while it is whole (Linux's folio):
+ * its references, pins, DIRTY, LOCKED, WRITEBACK, cache mode and encryption
+ * state count there, one unit standing for the whole frame, and the 4 KiB page
+ * words of its pages are not touched (their array stays unresident there).
+ * ps_space_frame_word() finds the word that holds a frame's state. A pin of a
+ * whole huge frame (ps_space_pin_units()) is one read-modify-write on that
+ * word, and means exactly a pin of each of its 4 KiB pages. The first call
+ * reserves the arrays of huge page words (8 bytes per 2 MiB and per 1 GiB of
+ * frames, not resident until touched).
+ * Context: any thread not holding the writer mutex (not from a hook or
+ * callback that runs under it). No frame of the range may be in use (mapped,
+ * pinned, referenced, frozen); every 4 KiB page word of the range that is
+ * resident is checked, the others are free by construction.
+ * Ordering: release: a thread that finds one of the frames through an entry
+ * (acquire) sees the new order.
+ * Progress: blocking (the writer mutex; the first call maps the arrays).
+ * Return: 0; -EINVAL (alignment, an empty range or one beyond nframes, an
+ * unknown @order); -EBUSY (a frame of the range is in use, or a huge frame of
+ * it has split state: nothing changed); -ENOMEM.
+ */
+int ps_space_set_frame_order(struct ps_space *space, uint64_t first_frame,
+			     uint64_t nframes, unsigned int order);
+
+/**
+ * ps_space_frame_order() - the order of the frame that backs @frame.
+ * @space: the space.
+ * @frame: a 4 KiB frame number.
+ *
+ * Context: any thread.
+ * Ordering: acquire (pairs with ps_space_set_frame_order()'s release).
+ * Progress: wait-free (a load or two).
+ * Return: PS_SPACE_ORDER_4K, PS_SPACE_ORDER_2M or PS_SPACE_ORDER_1G, as the
+ * last ps_space_set_frame_order() of @frame said; PS_SPACE_ORDER_4K for a
+ * frame at or above nframes.
+ */
+unsigned int ps_space_frame_order(struct ps_space *space, uint64_t frame);
+
+/**
+ * ps_space_frame_word() - the page word that holds @frame's state now.
+ * @space: the space.
+ * @frame: a 4 KiB frame number (below nframes).
+ * @order: receives the order of the unit that word counts for (may be NULL):
+ *	PS_SPACE_ORDER_1G or PS_SPACE_ORDER_2M for a whole huge frame (or a
+ *	whole 2 MiB part of a 1 GiB frame whose state was split), else
+ *	PS_SPACE_ORDER_4K (@frame's own word, ps_space_page()).
+ *
+ * Read it with the accessors of pagestate/page.h: a 4 KiB page inside a whole
+ * huge frame is pinned, dirty or referenced exactly when that frame is. The
+ * answer can change when a huge frame's state is split (a pin, map or discard
+ * of part of it), after which the 4 KiB words count.
+ * Context: any thread.
+ * Ordering: acquire loads of the order and of the huge word.
+ * Progress: wait-free (at most three loads).
+ * Return: the word, or NULL if @frame >= nframes.
+ */
+struct ps_page *ps_space_frame_word(struct ps_space *space, uint64_t frame,
+				    unsigned int *order);
+
+/**
+ * struct ps_space_stats - the memory a space holds for its metadata now.
+ * @metadata_bytes: the sum of the fields below but @frames_split: resident
+ *	bytes of everything the space keeps per page or per frame.
+ * @words_bytes: resident bytes of the page-word arrays, by order: [0] the
+ *	4 KiB words (the caller's array included), [1] the 2 MiB words, [2]
+ *	the 1 GiB words.
+ * @pgtable_bytes: the page table (ps_pgtable_stats()).
+ * @bitmap_bytes: resident bytes of the dirty log and the write-back set.
+ * @longterm_bytes: resident bytes of the long-term pin counts.
+ * @frames_split: huge frames whose state was split into 4 KiB (or 2 MiB)
+ *	words since creation (a count, never wraps in practice: 64 bits).
+ */
+struct ps_space_stats {
+	uint64_t metadata_bytes;
+	uint64_t words_bytes[3];
+	uint64_t pgtable_bytes;
+	uint64_t bitmap_bytes;
+	uint64_t longterm_bytes;
+	uint64_t frames_split;
+};
+
+/**
+ * ps_space_stats() - measure the space's metadata.
+ * @space: the space.
+ * @st: receives the figures.
+ *
+ * Resident bytes are counted by page (mincore(2)) over the space's own
+ * arrays, so the call costs one bit of work per 4 KiB page of each array: for
+ * a 1 TiB space, about 2 ms.
+ * Context: any thread.
+ * Ordering: none: the figures are a snapshot that concurrent operations may
+ * change while it is taken.
+ * Progress: blocking (system calls).
+ * Return: 0; -EINVAL (@st NULL); -ENOMEM (mincore's vector).
+ */
+int ps_space_stats(struct ps_space *space, struct ps_space_stats *st);
+
+/*
+ * A pin unit (ps_space_pin_units(), ps_space_unpin()): a frame number with the
+ * order of the unit in its top byte. A 4 KiB unit is the plain frame number.
+ */
+#define PS_SPACE_UNIT_ORDER_SHIFT 56
+#define PS_SPACE_UNIT(frame, order) \
+	((uint64_t)(frame) | ((uint64_t)(order) << PS_SPACE_UNIT_ORDER_SHIFT))
+#define PS_SPACE_UNIT_FRAME(unit) \
+	((unit) & ((UINT64_C(1) << PS_SPACE_UNIT_ORDER_SHIFT) - 1))
+#define PS_SPACE_UNIT_ORDER(unit) \
+	((unsigned int)((unit) >> PS_SPACE_UNIT_ORDER_SHIFT))
+
 /* --- mapping -------------------------------------------------------------- */
 
 /* Mapping flags. */

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lib/space-huge.h - frames of three sizes: the space's arrays of page words
+ * for 2 MiB and 1 GiB frames, the order of each 2 MiB of frames, and the
+ * lookup of the word that holds a frame's state. For lib/space*.c only
+ * (tests/check-layers.sh); not installed, not API. The rules (H1..H4) are
+ * stated at the top of lib/space-huge.c; docs/space.md, "Huge frames", has
+ * the design.
+ */
+#ifndef PS_LIB_SPACE_HUGE_H
+#define PS_LIB_SPACE_HUGE_H
+
+#include <pagestate/page.h>
+#include <pagestate/space.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PS__SPACE_2M_PAGES (UINT64_C(1) << PS_SPACE_ORDER_2M)
+#define PS__SPACE_1G_PAGES (UINT64_C(1) << PS_SPACE_ORDER_1G)
+
+/*
+ * What a space keeps for huge frames, made at the first
+ * ps_space_set_frame_order() and fixed (but for the contents) until destroy.
+ * Each array is one anonymous MAP_NORESERVE mapping: zero-filled on first
+ * touch, so a 2 MiB of frames that is never declared huge costs nothing.
+ */
+struct ps__space_huge {
+	struct ps_page *w2m;	   /* one word per 2 MiB of frames */
+	struct ps_page *w1g;	   /* one word per 1 GiB of frames */
+	PS_ATOMIC(uint8_t) *order; /* per 2 MiB of frames: 0, 9 or 18 (H1) */
+	size_t w2m_bytes, w1g_bytes, order_bytes;
+	uint64_t n2m, n1g;	    /* entries of each array */
+	PS_ATOMIC(uint64_t) splits; /* huge frames split (stats) */
+};
+
+/*
+ * Has the huge word @w split state (its parts count in the words below)?
+ * Until the page word gains its SPLIT flag (design step 2, branch i16-page),
+ * no huge frame is ever split and this reads false.
+ */
+static inline bool ps__space_word_split(uint64_t w)
+{
+	(void)w;
+	return false;
+}
+
+/* The order the 4 KiB frame @frame is declared with (H1). */
+static inline unsigned int ps__space_huge_order(const struct ps__space_huge *h,
+						uint64_t frame)
+{
+	/* Acquire: pairs with the release store of the declaration (H1). */
+	return atomic_load_explicit(&h->order[frame >> PS_SPACE_ORDER_2M],
+				    memory_order_acquire);
+}
+
+/*
+ * The word that holds @frame's state now (H2): the 1 GiB word while that frame
+ * is whole, else the 2 MiB word while that one is whole, else the 4 KiB word
+ * @frames4k[@frame]. *@order receives the unit's order. A splitter freezes the
+ * huge word before it writes the parts and sets SPLIT, so a caller that then
+ * fails its try on the frozen word looks again and finds the parts (H3).
+ */
+static inline struct ps_page *ps__space_huge_word(struct ps__space_huge *h,
+						  struct ps_page *frames4k,
+						  uint64_t frame,
+						  unsigned int *order)
+{
+	unsigned int o = ps__space_huge_order(h, frame);
+
+	if (o == PS_SPACE_ORDER_1G) {
+		struct ps_page *p = &h->w1g[frame >> PS_SPACE_ORDER_1G];
+
+		if (!ps__space_word_split(ps_page_load(p))) {
+			*order = PS_SPACE_ORDER_1G;
+			return p;
+		}
+		o = PS_SPACE_ORDER_2M; /* its 2 MiB parts count */
+	}
+	if (o == PS_SPACE_ORDER_2M) {
+		struct ps_page *p = &h->w2m[frame >> PS_SPACE_ORDER_2M];
+
+		if (!ps__space_word_split(ps_page_load(p))) {
+			*order = PS_SPACE_ORDER_2M;
+			return p;
+		}
+	}
+	*order = PS_SPACE_ORDER_4K;
+	return &frames4k[frame];
+}
+
+#endif /* PS_LIB_SPACE_HUGE_H */
