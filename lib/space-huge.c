@@ -51,6 +51,7 @@
 #include "space-impl.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -73,6 +74,8 @@ static void huge_free(struct ps__space_huge *h)
 		munmap(h->w1g, h->w1g_bytes);
 	if (h->order)
 		munmap((void *)(uintptr_t)h->order, h->order_bytes);
+	if (h->order1g)
+		munmap((void *)(uintptr_t)h->order1g, h->order1g_bytes);
 	free(h);
 }
 
@@ -93,11 +96,13 @@ static int huge_make(struct ps_space *s, struct ps__space_huge **out)
 	h->w2m_bytes = (size_t)h->n2m * sizeof(struct ps_page);
 	h->w1g_bytes = (size_t)h->n1g * sizeof(struct ps_page);
 	h->order_bytes = (size_t)h->n2m;
+	h->order1g_bytes = (size_t)h->n1g;
 	h->w2m = map_zeroed(h->w2m_bytes);
 	h->w1g = map_zeroed(h->w1g_bytes);
 	h->order = map_zeroed(h->order_bytes);
+	h->order1g = map_zeroed(h->order1g_bytes);
 	atomic_init(&h->splits, 0);
-	if (!h->w2m || !h->w1g || !h->order) {
+	if (!h->w2m || !h->w1g || !h->order || !h->order1g) {
 		huge_free(h);
 		return -ENOMEM;
 	}
@@ -187,7 +192,14 @@ static bool range_2m_busy(struct ps_space *s, struct ps__space_huge *h,
 			  uint64_t i)
 {
 	const uint64_t first = i << PS_SPACE_ORDER_2M;
-	unsigned int o = ps__space_huge_order(h, first);
+	unsigned int o = PS_SPACE_ORDER_4K;
+
+	/* The order as declared, without mapping a page of orders never set. */
+	if (atomic_load_explicit(&h->order1g[first >> PS_SPACE_ORDER_1G],
+				 memory_order_acquire)) /* H1 */
+		o = PS_SPACE_ORDER_1G;
+	else if (any_resident((const void *)(uintptr_t)&h->order[i], 1))
+		o = ps__space_huge_order(h, first);
 
 	if (o == PS_SPACE_ORDER_1G &&
 	    word_busy(ps_page_load(&h->w1g[first >> PS_SPACE_ORDER_1G])))
@@ -220,18 +232,43 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	rc = huge_make(s, &h);
+	/* A 1 GiB frame changes whole, or not at all. */
+	if (!rc &&
+	    (((first_frame & (PS__SPACE_1G_PAGES - 1)) &&
+	      ps__space_huge_order(h, first_frame) == PS_SPACE_ORDER_1G) ||
+	     (((first_frame + nframes) & (PS__SPACE_1G_PAGES - 1)) &&
+	      first_frame + nframes < s->nframes &&
+	      ps__space_huge_order(h, first_frame + nframes) ==
+		      PS_SPACE_ORDER_1G)))
+		rc = -EINVAL;
 	for (uint64_t i = first_frame >> PS_SPACE_ORDER_2M;
 	     !rc && i < (first_frame + nframes) >> PS_SPACE_ORDER_2M; i++)
 		if (range_2m_busy(s, h, i))
 			rc = -EBUSY;
 	/*
-	 * Release: the order is stored before the map that installs an entry of
-	 * these frames (H1; pairs with the acquire in ps__space_huge_order()).
+	 * Release: the order is stored before the map that installs an entry
+	 * of these frames (H1; pairs with the acquire in
+	 * ps__space_huge_order()). 1 GiB frames are said per GiB only; the
+	 * bytes per 2 MiB under them are not read while it says so.
 	 */
+	if (!rc && order == PS_SPACE_ORDER_1G)
+		for (uint64_t j = first_frame >> PS_SPACE_ORDER_1G;
+		     j < (first_frame + nframes) >> PS_SPACE_ORDER_1G; j++)
+			atomic_store_explicit(&h->order1g[j], 1,
+					      memory_order_release);
 	for (uint64_t i = first_frame >> PS_SPACE_ORDER_2M;
-	     !rc && i < (first_frame + nframes) >> PS_SPACE_ORDER_2M; i++)
+	     !rc && order != PS_SPACE_ORDER_1G &&
+	     i < (first_frame + nframes) >> PS_SPACE_ORDER_2M;
+	     i++) {
+		/* Release: as above. */
 		atomic_store_explicit(&h->order[i], (uint8_t)order,
 				      memory_order_release);
+		/* Release: as above (a GiB is covered whole, checked above). */
+		if (!(i & (PS__SPACE_2M_PAGES - 1)))
+			atomic_store_explicit(
+				&h->order1g[i >> PS_SPACE_ORDER_2M], 0,
+				memory_order_release);
+	}
 	pthread_mutex_unlock(&s->writer);
 	return rc;
 }
@@ -282,6 +319,9 @@ int ps_space_stats(struct ps_space *s, struct ps_space_stats *st)
 		rc |= resident_bytes((const void *)(uintptr_t)h->order,
 				     h->order_bytes, &r);
 		st->words_bytes[1] += r; /* the orders: per 2 MiB of frames */
+		rc |= resident_bytes((const void *)(uintptr_t)h->order1g,
+				     h->order1g_bytes, &r);
+		st->words_bytes[2] += r; /* and per 1 GiB */
 		/* Relaxed: a counter read for a snapshot. */
 		st->frames_split = atomic_load_explicit(&h->splits,
 							memory_order_relaxed);
@@ -303,4 +343,743 @@ int ps_space_stats(struct ps_space *s, struct ps_space_stats *st)
 			     st->words_bytes[2] + st->pgtable_bytes +
 			     st->bitmap_bytes + st->longterm_bytes;
 	return rc ? -ENOMEM : 0;
+}
+
+/* --- units: whole frames and their parts (H3) ----------------------------- */
+
+/* Pages in a unit of @order. */
+static inline uint64_t unit_pages(unsigned int order)
+{
+	return UINT64_C(1) << order;
+}
+
+/*
+ * Split the state of the huge frame of @order that holds @frame (H4): its
+ * parts of the next order down get the whole word's counts and flags. Waits
+ * for the page word's split transition (branch i16-page): until then no
+ * state is ever split, and an operation on part of a whole frame is refused.
+ */
+static int split_state(struct ps_space *s, struct ps__space_huge *h,
+		       uint64_t frame, unsigned int order)
+{
+	(void)s;
+	(void)h;
+	(void)frame;
+	(void)order;
+	return -EOPNOTSUPP;
+}
+
+/*
+ * The largest unit that starts at page @p (a page number), fits in [@p, @end)
+ * and is no larger than @max_order: a whole 1 GiB or 2 MiB extent, or a page.
+ */
+static unsigned int unit_order_at(uint64_t p, uint64_t end,
+				  unsigned int max_order)
+{
+	if (max_order >= PS_SPACE_ORDER_1G && !(p & (PS__SPACE_1G_PAGES - 1)) &&
+	    end - p >= PS__SPACE_1G_PAGES)
+		return PS_SPACE_ORDER_1G;
+	if (max_order >= PS_SPACE_ORDER_2M && !(p & (PS__SPACE_2M_PAGES - 1)) &&
+	    end - p >= PS__SPACE_2M_PAGES)
+		return PS_SPACE_ORDER_2M;
+	return PS_SPACE_ORDER_4K;
+}
+
+/*
+ * The word of the unit of @order at @frame (aligned to it), with the state
+ * split down to @order first where a larger whole frame holds it (H3: an
+ * operation on part of a whole frame splits it). *@o receives the order of
+ * the word returned: @order, or less where the state is split finer (the
+ * caller then works on the parts). 0, or split_state()'s error.
+ */
+static int unit_word(struct ps_space *s, struct ps__space_huge *h,
+		     uint64_t frame, unsigned int order, struct ps_page **p,
+		     unsigned int *o)
+{
+	for (;;) {
+		int rc;
+
+		*p = ps__space_huge_word(h, s->frames, frame, o);
+		if (*o <= order)
+			return 0;
+		rc = split_state(s, h, frame, *o);
+		if (rc)
+			return rc;
+	}
+}
+
+/*
+ * Release one reference (@pin false) or one pin (@pin true, with @flags as
+ * for ps_space_unpin()) of the unit of @order at @frame: on the unit's word if
+ * it is whole, else one on each part (H3). The free_frame hook runs for the
+ * unit's first frame when it frees a whole unit, per part otherwise.
+ * Returns 0, -ENOENT (a long-term count missing: see ps_space_unpin()), or
+ * split_state()'s error (a release of part of a whole frame before the split
+ * transition exists: nothing released).
+ */
+static int release_unit(struct ps_space *s, struct ps__space_huge *h,
+			uint64_t frame, unsigned int order, bool pin,
+			unsigned int flags)
+{
+	struct ps_page *p;
+	unsigned int o;
+	int rc = unit_word(s, h, frame, order, &p, &o);
+
+	if (rc)
+		return rc;
+	if (o < order) {
+		for (uint64_t k = 0; k < unit_pages(order);
+		     k += unit_pages(o)) {
+			int r = release_unit(s, h, frame + k, o, pin, flags);
+
+			if (r && !rc)
+				rc = r;
+		}
+		return rc;
+	}
+	if (pin && (flags & PS_UNPIN_DIRTY)) {
+		/* S5: the mark under the word's LOCKED bit, hook inside. */
+		ps_page_lock(p);
+		if (!ps_page_test_and_set_flag(p, PS_PAGE_DIRTY))
+			ps__space_frame_dirtied(s, frame);
+		ps_page_unlock(p);
+	}
+	if (pin ? ps_page_unpin(p) : ps_page_put(p))
+		ps__space_frame_freed(s, frame);
+	return 0;
+}
+
+/*
+ * Does @units[@i ..] start with the 2^@order consecutive frames from
+ * @units[@i] (aligned to them)? Such a run is one unit (H3).
+ */
+static bool run_is_unit(const uint64_t *units, uint64_t i, uint64_t n,
+			unsigned int order)
+{
+	const uint64_t f = units[i], len = unit_pages(order);
+
+	if (!order || (f & (len - 1)) || n - i < len)
+		return false;
+	for (uint64_t k = 1; k < len; k++)
+		if (units[i + k] != f + k)
+			return false;
+	return true;
+}
+
+/*
+ * Release what @units hold: each a plain frame number or a PS_SPACE_UNIT().
+ * Plain frames of huge frames are grouped: a run of all the frames of one
+ * frame (or one 2 MiB part of a 1 GiB frame), in order, is released as that
+ * unit, which is the same as releasing each (H3) without splitting it.
+ */
+static int release_units(struct ps_space *s, struct ps__space_huge *h,
+			 const uint64_t *units, uint64_t n, bool pin,
+			 unsigned int flags)
+{
+	int rc = 0;
+
+	for (uint64_t i = 0; i < n;) {
+		uint64_t f = PS_SPACE_UNIT_FRAME(units[i]);
+		unsigned int order = PS_SPACE_UNIT_ORDER(units[i]), d;
+		int r = 0;
+
+		if ((order != PS_SPACE_ORDER_4K && order != PS_SPACE_ORDER_2M &&
+		     order != PS_SPACE_ORDER_1G) ||
+		    (f & (unit_pages(order) - 1)) || f >= s->nframes ||
+		    unit_pages(order) > s->nframes - f) {
+			i++; /* not a unit of the space: skipped */
+			continue;
+		}
+		if (!order) {
+			d = ps__space_huge_order(h, f);
+			if (run_is_unit(units, i, n, d))
+				order = d;
+			else if (d == PS_SPACE_ORDER_1G &&
+				 run_is_unit(units, i, n, PS_SPACE_ORDER_2M))
+				order = PS_SPACE_ORDER_2M;
+			i += unit_pages(order);
+		} else {
+			i++;
+		}
+		r = release_unit(s, h, f, order, pin, flags);
+		if (r && !rc)
+			rc = r;
+	}
+	return rc;
+}
+
+int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
+			 unsigned int flags)
+{
+	if (flags & ~(PS_UNPIN_DIRTY | PS_UNPIN_LONGTERM))
+		return -EINVAL;
+	if (flags & PS_UNPIN_LONGTERM)
+		return -EOPNOTSUPP; /* not yet with huge frames */
+	return release_units(s, ps__space_huge(s), units, n, true, flags);
+}
+
+void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+
+	for (uint64_t f = first; f < first + count;) {
+		unsigned int order = unit_order_at(f, first + count,
+						   ps__space_huge_order(h, f));
+
+		(void)release_unit(s, h, f, order, false, 0);
+		f += unit_pages(order);
+	}
+}
+
+/* --- pins (S2 with units, H3) --------------------------------------------- */
+
+/* Entries compare equal for a pin's re-check unless A/D bits moved (S2). */
+static bool same_leaf(ps_pte_t a, ps_pte_t b)
+{
+	const ps_pte_t ignore = PS_PTE_ACCESSED | PS_PTE_DIRTY;
+
+	return (a & ~ignore) == (b & ~ignore);
+}
+
+/*
+ * Are the 64 bits from @bit (a multiple of 64) all set? Seq_cst, as
+ * ps__hbm_test() (T0 in lib/hbitmap.h): the skip it allows is the one S9's
+ * "Recording the address" proves safe for a test after the re-check.
+ */
+static bool hbm_word_full(const struct ps__hbm *b, uint64_t bit)
+{
+	/* Seq_cst: T0's order (lib/hbitmap.h), after S2's fence. */
+	return atomic_load_explicit(&b->l0[bit >> 6], memory_order_seq_cst) ==
+	       ~UINT64_C(0);
+}
+
+/*
+ * Record a unit pinned at pages [@p, @p + @n): a pin for write logs them
+ * (S6, S9, S11: after the re-check, the device may write from now on), any
+ * other pin puts them in the write-back set (S9). Each level-0 word of the
+ * bitmaps is tested first: a range already set costs loads only.
+ */
+static void record_pinned(struct ps_space *s, uint64_t p, uint64_t n,
+			  bool write)
+{
+	if (n == 1) {
+		if (write)
+			ps__space_log_opened(s, p << PAGE_SHIFT);
+		else
+			ps__space_wb_note(s, p << PAGE_SHIFT);
+		return;
+	}
+	for (uint64_t i = p; i < p + n; i += 64) {
+		/* Units of 512 or more pages: whole level-0 words. */
+		if (write && !hbm_word_full(&s->log, i))
+			ps__hbm_set_range(&s->log, i, 64);
+		if (!hbm_word_full(&s->wb, i))
+			ps__hbm_set_range(&s->wb, i, 64);
+	}
+}
+
+/*
+ * Pin the unit at page @p of a range ending at page @end: the whole frame a
+ * huge leaf maps when the leaf's extent starts at @p and fits (one RMW on its
+ * word, H3), else the page at @p, or a part of a whole frame whose state is
+ * split (then the word of that part). GUP-fast's protocol (S2): read the entry
+ * and its leaf, pin speculatively (a seq_cst RMW), a seq_cst fence, read them
+ * again; a changed leaf (or order) backs out. The fence pairs with the one an
+ * unmap runs between its zap and its puts: with both fences, either the
+ * re-read sees the zap or the put sees the pin (C11's fence rules). *@unit
+ * receives the unit (PS_SPACE_UNIT()), *@npages its pages.
+ */
+static int pin_unit_at(struct ps_space *s, struct ps__space_huge *h, uint64_t p,
+		       uint64_t end, unsigned int flags, uint64_t *unit,
+		       uint64_t *npages)
+{
+	const bool write = flags & PS_PIN_WRITE;
+	const uint64_t reject = PS_PAGE_POISONED |
+				(flags & PS_PIN_PRIVATE ? 0 : PS_PAGE_PRIVATE);
+	const uint64_t addr = p << PAGE_SHIFT;
+
+	for (;;) {
+		ps_pte_t e, leaf, e2, leaf2;
+		unsigned int lo, lo2, u, o;
+		struct ps_page *w;
+		uint64_t f;
+		int rc;
+
+		if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf))
+			return -EINVAL;
+		if (!ps_pte_is_present(e) ||
+		    (write && !ps_pte_is_writable(e))) {
+			rc = ps__space_fault_in(s, addr,
+						write ? PS_ACCESS_WRITE
+						      : PS_ACCESS_READ);
+			if (rc)
+				return rc;
+			continue;
+		}
+		f = ps_pte_frame(e);
+		u = unit_order_at(p, end, lo);
+		if (f >= s->nframes || unit_pages(u) > s->nframes - f)
+			return -EFAULT;
+		rc = unit_word(s, h, f, u, &w, &o);
+		if (rc)
+			return rc;
+		u = o; /* state split finer than the leaf: its part */
+		FAILPOINT(FP_PIN_AFTER_LOOKUP, addr);
+		/* S2's P: seq_cst on success (the page word's try-pin). */
+		if (!ps_page_try_pin_and_set_flags(w, 1, reject,
+						   write ? PS_PAGE_WRITE_PINNED
+							 : 0)) {
+			rc = ps__space_grab_failed(w, reject); /* may yield */
+			if (rc)
+				return rc;
+			continue;
+		}
+		FAILPOINT(FP_PIN_BEFORE_RECHECK, addr);
+		/* S2: seq_cst fence, pairs with the unmap's (lib/space.c). */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (ps_pgtable_get_level(s->pt, addr, &e2, &lo2, &leaf2) ||
+		    lo2 != lo || !same_leaf(leaf, leaf2) || !same_leaf(e, e2)) {
+			/* Changed under us: back out, look again. */
+			(void)release_unit(s, h, f, u, true, 0);
+			continue;
+		}
+		record_pinned(s, p, unit_pages(u), write);
+		FAILPOINT(FP_PIN_RECHECKED, addr);
+		*unit = PS_SPACE_UNIT(f, u);
+		*npages = unit_pages(u);
+		return 0;
+	}
+}
+
+/*
+ * Pin [@start, @start + @len) unit by unit; @emit stores each unit. All or
+ * nothing: on an error the units pinned are released from what @emit stored
+ * (@undo), so no memory proportional to the range is kept. Returns 0, or the
+ * error with *@where the offset of the page that stopped the call.
+ */
+struct pin_out {
+	uint64_t *out;
+	uint64_t max, n;
+	bool per_page; /* ps_space_pin_range(): a frame per page */
+};
+
+static int pin_emit(struct pin_out *o, uint64_t unit, uint64_t npages)
+{
+	if (o->per_page) {
+		for (uint64_t k = 0; k < npages; k++)
+			o->out[o->n + k] = PS_SPACE_UNIT_FRAME(unit) + k;
+		o->n += npages;
+		return 0;
+	}
+	if (o->n == o->max)
+		return -ENOBUFS;
+	o->out[o->n++] = unit;
+	return 0;
+}
+
+static int pin_walk(struct ps_space *s, uint64_t start, uint64_t len,
+		    unsigned int flags, struct pin_out *o)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+	const uint64_t end = (start + len) >> PAGE_SHIFT;
+	uint64_t p = start >> PAGE_SHIFT;
+	int rc = 0;
+
+	if (flags & PS_PIN_LONGTERM)
+		return -EOPNOTSUPP; /* not yet with huge frames */
+	while (p < end) {
+		uint64_t unit, n;
+
+		rc = pin_unit_at(s, h, p, end, flags, &unit, &n);
+		if (!rc) {
+			rc = pin_emit(o, unit, n);
+			if (rc)
+				(void)release_unit(s, h,
+						   PS_SPACE_UNIT_FRAME(unit),
+						   PS_SPACE_UNIT_ORDER(unit),
+						   true, 0);
+		}
+		if (rc)
+			break;
+		p += n;
+	}
+	if (rc) {
+		(void)release_units(s, h, o->out, o->n, true, 0);
+		o->out[0] = (p << PAGE_SHIFT) - start;
+		o->n = 0;
+	}
+	return rc;
+}
+
+int ps__space_pin_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
+			     unsigned int flags, uint64_t *frames_out)
+{
+	struct pin_out o = {frames_out, 0, 0, true};
+
+	if (!ps__space_range_ok(s, start, len) || !frames_out ||
+	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
+		return -EINVAL;
+	return pin_walk(s, start, len, flags, &o);
+}
+
+int ps_space_pin_units(struct ps_space *s, uint64_t start, uint64_t len,
+		       unsigned int flags, uint64_t *units, uint64_t max,
+		       uint64_t *count)
+{
+	struct pin_out o = {units, max, 0, false};
+	int rc;
+
+	if (!ps__space_range_ok(s, start, len) || !units || !max || !count ||
+	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
+		return -EINVAL;
+	if (!ps__space_huge(s)) {
+		/* No huge frame: a unit per page, the pin_range path. */
+		if (len >> PAGE_SHIFT > max) {
+			units[0] = max
+				   << PAGE_SHIFT; /* the first without room */
+			return -ENOBUFS;
+		}
+		rc = ps_space_pin_range(s, start, len, flags, units);
+		*count = rc ? 0 : len >> PAGE_SHIFT;
+		return rc;
+	}
+	rc = pin_walk(s, start, len, flags, &o);
+	*count = o.n;
+	return rc;
+}
+
+/* --- maps (S13 with units, H3) -------------------------------------------- */
+
+/*
+ * The unit a map of frame @f at page @p, in a range ending at page @end,
+ * takes: the whole frame when the frame and the page are both aligned to it
+ * and it fits, else smaller. A unit smaller than the frame that backs @f is
+ * part of a huge frame (its state is split first, H3).
+ */
+static unsigned int map_unit_order(struct ps__space_huge *h, uint64_t f,
+				   uint64_t p, uint64_t end)
+{
+	/* @p and @end are page numbers of the space (alignment counts). */
+	unsigned int d = ps__space_huge_order(h, f);
+
+	while (d && ((f | p) & (unit_pages(d) - 1) || end - p < unit_pages(d)))
+		d = d == PS_SPACE_ORDER_1G ? PS_SPACE_ORDER_2M
+					   : PS_SPACE_ORDER_4K;
+	return d;
+}
+
+/*
+ * S13 for a unit: take the mapping's reference on its word. A LIVE word gains
+ * one; a free one is claimed, frozen with none and with its mode unchanged,
+ * until the map commits (then it takes the mode PS_MAP_CACHE asks for). So a
+ * failed map finds what it claimed by the FROZEN bit alone (nobody else can
+ * freeze a word this map holds, under the writer mutex) and gives it back as
+ * it was: no record per unit is kept (design 6).
+ */
+static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
+		     unsigned int u, int mode)
+{
+	struct ps_page *w;
+	unsigned int o;
+	uint64_t word;
+	int rc = unit_word(s, h, f, u, &w, &o);
+
+	if (rc)
+		return rc;
+	if (o != u)
+		return -EOPNOTSUPP; /* split finer: taken part by part */
+	rc = ps_page_get_or_freeze(w, -1, NULL);
+	if (rc < 0)
+		return rc;
+	word = ps_page_load(w);
+	if ((word & PS_PAGE_POISONED) ||
+	    (mode >= 0 && rc == 0 &&
+	     ps_page_word_cache(word) != (unsigned)mode))
+		rc = word & PS_PAGE_POISONED ? -EHWPOISON : -EBUSY;
+	else
+		return 0;
+	if (word & PS_PAGE_FROZEN)
+		(void)ps_page_unfreeze_change_flags(w, 0, 0, 0);
+	else if (ps_page_put(w))
+		ps__space_frame_freed(s, f);
+	return rc;
+}
+
+/* Give back what take_unit() took (S13): a claimed word goes back free. */
+static void untake_unit(struct ps_space *s, struct ps__space_huge *h,
+			uint64_t f, unsigned int u)
+{
+	unsigned int o;
+	struct ps_page *w = ps__space_huge_word(h, s->frames, f, &o);
+
+	if (ps_page_load(w) & PS_PAGE_FROZEN)
+		(void)ps_page_unfreeze_change_flags(w, 0, 0, 0);
+	else if (ps_page_put(w))
+		ps__space_frame_freed(s, f);
+	(void)u;
+}
+
+/* The entry flags of a unit taken (its word is held: stable). */
+static uint64_t unit_pte_flags(struct ps_space *s, struct ps__space_huge *h,
+			       uint64_t f, unsigned int flags, int mode)
+{
+	unsigned int o;
+	uint64_t w = ps_page_load(ps__space_huge_word(h, s->frames, f, &o));
+
+	return (flags & PS_MAP_WRITE ? PS_PTE_MAYWRITE : 0) |
+	       PS_PTE_CACHE(mode >= 0 ? (unsigned)mode
+				      : ps_page_word_cache(w)) |
+	       (w & PS_PAGE_PRIVATE ? PS_PTE_ENC : 0);
+}
+
+/*
+ * Commit a unit (S13): a claimed word goes LIVE with the mapping's reference,
+ * clean, in the mode asked for (release: pairs with the acquire of the tries
+ * that find it); a word pinned or dirty puts its pages in the write-back set
+ * (S9).
+ */
+static void commit_unit(struct ps_space *s, struct ps__space_huge *h,
+			uint64_t f, unsigned int u, uint64_t p, int mode)
+{
+	unsigned int o;
+	struct ps_page *w = ps__space_huge_word(h, s->frames, f, &o);
+	uint64_t word = ps_page_load(w);
+
+	if (word & PS_PAGE_FROZEN)
+		(void)ps_page_unfreeze_change_flags(
+			w, 1,
+			PS_PAGE_LIFE_FLAGS |
+				(mode >= 0 ? PS_PAGE_CACHE_MASK : 0),
+			mode >= 0 ? (uint64_t)mode << PS_PAGE_CACHE_SHIFT : 0);
+	else if ((word & PS_PAGE_DIRTY) || ps_page_word_pins(word))
+		ps__hbm_set_range(&s->wb, p, unit_pages(u));
+}
+
+/*
+ * Install the units of pages [@p, @q) of the range (taken), one table map per
+ * run of units of one order and one set of entry flags. *@done receives the
+ * pages before the first that may not be installed.
+ */
+static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
+		   uint64_t first_frame, uint64_t p, uint64_t q,
+		   unsigned int flags, int mode, uint64_t *done)
+{
+	const uint64_t p0 = start >> PAGE_SHIFT;
+
+	while (p < q) {
+		const uint64_t f = first_frame + p;
+		const unsigned int u = map_unit_order(h, f, p0 + p, p0 + q);
+		const uint64_t fl = unit_pte_flags(s, h, f, flags, mode);
+		uint64_t r = p + unit_pages(u), len;
+		int rc;
+
+		while (r < q &&
+		       map_unit_order(h, first_frame + r, p0 + r, p0 + q) ==
+			       u &&
+		       unit_pte_flags(s, h, first_frame + r, flags, mode) == fl)
+			r += unit_pages(u);
+		len = (r - p) << PAGE_SHIFT;
+		rc = INJECT(FP_MAP_RUN, start + (p << PAGE_SHIFT), &len);
+		if (!rc && len)
+			rc = u ? ps_pgtable_map_huge(s->pt,
+						     start + (p << PAGE_SHIFT),
+						     len, f, fl, u, NULL)
+			       : ps_pgtable_map(s->pt,
+						start + (p << PAGE_SHIFT), len,
+						f, fl);
+		if (rc) {
+			*done = p + (len >> PAGE_SHIFT); /* may be partial */
+			return rc;
+		}
+		p = r;
+	}
+	*done = q;
+	return 0;
+}
+
+int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
+			     uint64_t first_frame, unsigned int flags)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+	const uint64_t npages = len >> PAGE_SHIFT, p0 = start >> PAGE_SHIFT;
+	const int mode = flags & PS_MAP_CACHE_SET
+				 ? (int)((flags & PS_MAP_CACHE_MASK) >>
+					 PS_MAP_CACHE_SHIFT)
+				 : -1;
+	uint64_t p, taken, done = 0;
+	int rc = 0;
+
+	PS__FORK_CHECK(s->born, "space");
+	pthread_mutex_lock(&s->writer);
+	/* References first (S13), unit by unit; none kept in memory. */
+	for (taken = 0; taken < npages;) {
+		const unsigned int u = map_unit_order(h, first_frame + taken,
+						      p0 + taken, p0 + npages);
+
+		rc = take_unit(s, h, first_frame + taken, u, mode);
+		if (rc)
+			break;
+		taken += unit_pages(u);
+	}
+	FAILPOINT(FP_MAP_TAKEN, start);
+	if (!rc)
+		rc = install(s, h, start, first_frame, 0, npages, flags, mode,
+			     &done);
+	FAILPOINT(FP_MAP_INSTALLED, start);
+	if (rc) {
+		if (done) {
+			/* Visible entries go inside an invalidation (S13). */
+			(void)ps_notifier_invalidate_start(&s->notifier, start,
+							   done << PAGE_SHIFT,
+							   PS_NOTIFIER_UNMAP,
+							   0);
+			(void)ps_pgtable_zap(s->pt, start, done << PAGE_SHIFT,
+					     0, NULL, NULL);
+			(void)ps_notifier_invalidate_end(&s->notifier, start,
+							 done << PAGE_SHIFT);
+		}
+		/* S2 - seq_cst fence: entries gone before the puts. */
+		atomic_thread_fence(memory_order_seq_cst);
+		for (p = 0; p < taken;) {
+			const unsigned int u = map_unit_order(h,
+							      first_frame + p,
+							      p0 + p,
+							      p0 + npages);
+
+			untake_unit(s, h, first_frame + p, u);
+			p += unit_pages(u);
+		}
+	} else {
+		for (p = 0; p < npages;) {
+			const unsigned int u = map_unit_order(h,
+							      first_frame + p,
+							      p0 + p,
+							      p0 + npages);
+
+			commit_unit(s, h, first_frame + p, u, p0 + p, mode);
+			p += unit_pages(u);
+		}
+	}
+	pthread_mutex_unlock(&s->writer);
+	return rc;
+}
+
+/*
+ * Until a frame's state can be split (split_state()), an unmap or discard
+ * must not cut a whole huge frame: is the unit at either end of [@start,
+ * @start + @len) mapped from its first frame to its last inside the range?
+ * 0, or -EOPNOTSUPP (nothing done).
+ */
+int ps__space_huge_edges_ok(struct ps_space *s, uint64_t start, uint64_t len)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+	const uint64_t last = start + len - PAGE_SIZE;
+	ps_pte_t e;
+	unsigned int o;
+
+	if (!ps_pgtable_get(s->pt, start, &e) && ps_pte_is_present(e) &&
+	    ps_pte_frame(e) < s->nframes) {
+		(void)ps__space_huge_word(h, s->frames, ps_pte_frame(e), &o);
+		if (ps_pte_frame(e) & (unit_pages(o) - 1))
+			return -EOPNOTSUPP;
+	}
+	if (!ps_pgtable_get(s->pt, last, &e) && ps_pte_is_present(e) &&
+	    ps_pte_frame(e) < s->nframes) {
+		(void)ps__space_huge_word(h, s->frames, ps_pte_frame(e), &o);
+		if ((ps_pte_frame(e) + 1) & (unit_pages(o) - 1))
+			return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+/* --- write faults on huge entries (S3 for a whole frame) ------------------ */
+
+/*
+ * A write fault at @addr, a page under a huge entry: true with *@fr the
+ * answer, false if @addr is not under one (the caller goes on). The page
+ * table's own fault makes the whole entry writable, dirty and accessed by one
+ * CAS of the entry (a CAS of one page of it would split it); S3 needs the
+ * frame marked dirty before, holding it, and the entry made writable to be
+ * the one that maps it. The page table's fault cannot be told which entry to
+ * expect, so the frame is pinned to the address instead: under the writer
+ * mutex no frame is replaced at an address (S1), and holding the frame's word
+ * (a reference and LOCKED) the fault marks it, then runs the table's fault,
+ * then logs the extent's pages (S11: after the path opened). Blocking (the
+ * writer mutex), once per frame and dirtying: the next writes find the
+ * entry writable and dirty, and need no CAS at all.
+ */
+bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
+				unsigned int access, enum ps_fault *fr,
+				int *err)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+
+	for (;;) {
+		ps_pte_t e, leaf, n;
+		unsigned int lo, o;
+		struct ps_page *w;
+		uint64_t f, p0;
+
+		if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf) || !lo ||
+		    !ps_pte_is_present(e))
+			return false;
+		n = ps_pte_resolve_write(e);
+		if (ps_pte_is_writable(e) && n == e) {
+			*fr = PS_FAULT_OK; /* writable, dirty, accessed */
+			return true;
+		}
+		f = ps_pte_frame(leaf);
+		if (f >= s->nframes || unit_pages(lo) > s->nframes - f)
+			return false;
+		pthread_mutex_lock(&s->writer);
+		if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf) || !lo ||
+		    ps_pte_frame(leaf) != f) {
+			pthread_mutex_unlock(&s->writer);
+			continue; /* replaced before the mutex: again */
+		}
+		*fr = ps_pgtable_fault_pte(s->pt, addr,
+					   access | PS_ACCESS_CHECK, &e);
+		if (*fr != PS_FAULT_OK || ps_pte_is_writable(e)) {
+			/* Refused, or writable: the table's fault alone. */
+			if (*fr == PS_FAULT_OK)
+				*fr = ps_pgtable_fault(s->pt, addr, access);
+			pthread_mutex_unlock(&s->writer);
+			return true;
+		}
+		w = ps__space_huge_word(h, s->frames, f, &o);
+		if (o != lo || !ps_page_try_get_and_lock(w)) {
+			uint64_t word = ps_page_load(w);
+
+			pthread_mutex_unlock(&s->writer);
+			if (o != lo) {
+				/* Split state under a huge entry: per page. */
+				*fr = PS_FAULT_INVALID;
+				if (err)
+					*err = -EOPNOTSUPP;
+				return true;
+			}
+			if ((word & PS_PAGE_LIVE) &&
+			    ps_page_word_refs(word) >= PS_PAGE_REFS_MAX) {
+				*fr = PS_FAULT_INVALID;
+				if (err)
+					*err = -EOVERFLOW;
+				return true;
+			}
+			sched_yield(); /* frozen or locked: wait (S8) */
+			continue;
+		}
+		/* S3, S5: dirty first, the hook under LOCKED, for the frame. */
+		if (!ps_page_test_and_set_flag(w, PS_PAGE_DIRTY))
+			ps__space_frame_dirtied(s, f);
+		*fr = ps_pgtable_fault(s->pt, addr, access);
+		(void)ps_page_unlock_and_put(w); /* the mapping holds it */
+		pthread_mutex_unlock(&s->writer);
+		if (*fr == PS_FAULT_OK) {
+			/* S11: logged after the path opened, every page. */
+			p0 = (addr >> PAGE_SHIFT) & ~(unit_pages(lo) - 1);
+			ps__hbm_set_range(&s->log, p0, unit_pages(lo));
+			ps__hbm_set_range(&s->wb, p0, unit_pages(lo));
+		}
+		return true;
+	}
 }

@@ -26,10 +26,11 @@
  * touch, so a 2 MiB of frames that is never declared huge costs nothing.
  */
 struct ps__space_huge {
-	struct ps_page *w2m;	   /* one word per 2 MiB of frames */
-	struct ps_page *w1g;	   /* one word per 1 GiB of frames */
-	PS_ATOMIC(uint8_t) *order; /* per 2 MiB of frames: 0, 9 or 18 (H1) */
-	size_t w2m_bytes, w1g_bytes, order_bytes;
+	struct ps_page *w2m;	     /* one word per 2 MiB of frames */
+	struct ps_page *w1g;	     /* one word per 1 GiB of frames */
+	PS_ATOMIC(uint8_t) *order1g; /* per 1 GiB of frames: 18 or 0 (H1) */
+	PS_ATOMIC(uint8_t) *order;   /* per 2 MiB of frames: 0 or 9 (H1) */
+	size_t w2m_bytes, w1g_bytes, order1g_bytes, order_bytes;
 	uint64_t n2m, n1g;	    /* entries of each array */
 	PS_ATOMIC(uint64_t) splits; /* huge frames split (stats) */
 };
@@ -45,11 +46,19 @@ static inline bool ps__space_word_split(uint64_t w)
 	return false;
 }
 
-/* The order the 4 KiB frame @frame is declared with (H1). */
+/*
+ * The order the 4 KiB frame @frame is declared with (H1): a byte per 1 GiB of
+ * frames says 1 GiB, else a byte per 2 MiB says 2 MiB or 4 KiB. Two arrays,
+ * so that 1 GiB frames cost a byte per GiB, not one per 2 MiB.
+ */
 static inline unsigned int ps__space_huge_order(const struct ps__space_huge *h,
 						uint64_t frame)
 {
-	/* Acquire: pairs with the release store of the declaration (H1). */
+	/* Acquire: pairs with the release stores of the declaration (H1). */
+	if (atomic_load_explicit(&h->order1g[frame >> PS_SPACE_ORDER_1G],
+				 memory_order_acquire))
+		return PS_SPACE_ORDER_1G;
+	/* Acquire: as above. */
 	return atomic_load_explicit(&h->order[frame >> PS_SPACE_ORDER_2M],
 				    memory_order_acquire);
 }

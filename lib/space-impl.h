@@ -107,6 +107,38 @@ static inline uint64_t ps__space_page_index(uint64_t addr)
 	return addr >> PAGE_SHIFT;
 }
 
+/*
+ * The space's huge-frame state, or NULL while no frame was ever declared huge
+ * (every frame's state is then its 4 KiB word). Acquire: pairs with the
+ * release CAS that publishes it (lib/space-huge.c, H1).
+ */
+static inline struct ps__space_huge *ps__space_huge(struct ps_space *s)
+{
+	return atomic_load_explicit(&s->huge, memory_order_acquire);
+}
+
+/*
+ * The page word that holds @frame's state (H2 in lib/space-huge.c): its own
+ * 4 KiB word, or the word of the whole huge frame it is part of. *@unit
+ * receives the frame the hooks are told of: @frame, or that huge frame's first
+ * frame. One load more than &s->frames[@frame] in a space without huge frames.
+ */
+static inline struct ps_page *ps__space_word(struct ps_space *s, uint64_t frame,
+					     uint64_t *unit)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+	struct ps_page *p;
+	unsigned int o;
+
+	if (PS_LIKELY(!h)) {
+		*unit = frame;
+		return &s->frames[frame];
+	}
+	p = ps__space_huge_word(h, s->frames, frame, &o);
+	*unit = frame & ~((UINT64_C(1) << o) - 1);
+	return p;
+}
+
 /* The frame's last reference is gone: tell the owner (S7). */
 static inline void ps__space_frame_freed(struct ps_space *s, uint64_t frame)
 {
@@ -147,9 +179,12 @@ static inline void ps__space_frame_dirtied(struct ps_space *s, uint64_t frame)
 static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 					      uint64_t frame)
 {
-	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
+	uint64_t unit;
+
+	if (ps_page_test_and_set_flag(ps__space_word(s, frame, &unit),
+				      PS_PAGE_DIRTY))
 		return false;
-	ps__space_frame_dirtied(s, frame);
+	ps__space_frame_dirtied(s, unit);
 	return true;
 }
 
@@ -162,11 +197,13 @@ static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 static inline bool ps__space_lock_and_mark_dirty(struct ps_space *s,
 						 uint64_t frame)
 {
+	uint64_t unit;
+	struct ps_page *p = ps__space_word(s, frame, &unit);
 	bool made;
 
-	ps_page_lock(&s->frames[frame]);
+	ps_page_lock(p);
 	made = ps__space_mark_frame_dirty(s, frame);
-	ps_page_unlock(&s->frames[frame]);
+	ps_page_unlock(p);
 	return made;
 }
 
@@ -248,14 +285,22 @@ int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access);
 int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
 
 /*
- * The space's huge-frame state, or NULL while no frame was ever declared huge
- * (every frame's state is then its 4 KiB word). Acquire: pairs with the
- * release CAS that publishes it (lib/space-huge.c, H1).
+ * A space with huge frames (lib/space-huge.c): the public pin, unpin and map
+ * calls hand over to these once ps__space_huge() is not NULL; an unmap puts
+ * the frames it zapped by runs (whole frames as one unit, H3), and refuses to
+ * cut a whole frame until its state can be split.
  */
-static inline struct ps__space_huge *ps__space_huge(struct ps_space *s)
-{
-	return atomic_load_explicit(&s->huge, memory_order_acquire);
-}
+int ps__space_pin_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
+			     unsigned int flags, uint64_t *frames_out);
+int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
+			 unsigned int flags);
+int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
+			     uint64_t first_frame, unsigned int flags);
+void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count);
+int ps__space_huge_edges_ok(struct ps_space *s, uint64_t start, uint64_t len);
+bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
+				unsigned int access, enum ps_fault *fr,
+				int *err);
 
 /* Free the huge-frame state: the space is going away. */
 void ps__space_huge_fini(struct ps_space *s);

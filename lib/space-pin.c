@@ -493,6 +493,10 @@ static __attribute__((noinline)) int pin_range(struct ps_space *s,
 int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out)
 {
+	/* Frames of three sizes: lib/space-huge.c. */
+	if (PS_UNLIKELY(ps__space_huge(s)))
+		return ps__space_pin_range_huge(s, start, len, flags,
+						frames_out);
 	/* One page, not long-term: checked here, pinned in a tail call. */
 	if (PS_LIKELY(len == PAGE_SIZE && frames_out &&
 		      !(flags & ~(PS_PIN_WRITE | PS_PIN_PRIVATE)) &&
@@ -556,6 +560,9 @@ static __attribute__((noinline)) int unpin(struct ps_space *s,
 int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 		   unsigned int flags)
 {
+	/* Frames of three sizes, units: lib/space-huge.c. */
+	if (PS_UNLIKELY(ps__space_huge(s)))
+		return ps__space_unpin_huge(s, frames, n, flags);
 	/* One plain pin, the common case: one CAS on the page word. */
 	if (PS_LIKELY(n == 1 && !flags)) {
 		if (frames[0] < s->nframes &&

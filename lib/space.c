@@ -273,11 +273,17 @@ fail:
 
 /* --- zapping and dropping references (S7) --------------------------------- */
 
-/* Frames a zap removed, kept until the zap has returned (S7). */
+/*
+ * Frames a zap removed, kept until the zap has returned (S7). In a space with
+ * huge frames they are kept as runs (frames[2i], frames[2i + 1]: the first
+ * frame and how many follow it), so that a huge leaf costs one record, not
+ * 512, and a whole frame is put as one unit (lib/space-huge.c, H3).
+ */
 struct zapped {
 	struct ps_space *s;
 	uint64_t *frames;
 	size_t n, cap;
+	bool runs;
 };
 
 static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
@@ -291,19 +297,29 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 	if (!ps_pte_is_present(old) || ps_pte_frame(old) >= z->s->nframes)
 		return;
 	frame = ps_pte_frame(old);
-	if (z->n == z->cap) {
+	if (z->runs && z->n &&
+	    z->frames[z->n - 2] + z->frames[z->n - 1] == frame) {
+		z->frames[z->n - 1]++; /* the run goes on */
+		return;
+	}
+	if (z->n + 2 > z->cap) {
 		size_t cap = z->cap ? 2 * z->cap : 256;
 		uint64_t *f = realloc(z->frames, cap * sizeof(*f));
 
 		if (!f) {
 			/* Out of memory: drop it here, inside the section. */
-			ps__space_frame_put(z->s, frame);
+			if (z->runs)
+				ps__space_put_run(z->s, frame, 1);
+			else
+				ps__space_frame_put(z->s, frame);
 			return;
 		}
 		z->frames = f;
 		z->cap = cap;
 	}
 	z->frames[z->n++] = frame;
+	if (z->runs)
+		z->frames[z->n++] = 1;
 }
 
 /*
@@ -315,7 +331,7 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 			unsigned int zap_flags)
 {
-	struct zapped z = {s, NULL, 0, 0};
+	struct zapped z = {s, NULL, 0, 0, ps__space_huge(s) != NULL};
 
 	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
@@ -324,8 +340,11 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	 * pin and seq_cst re-read (lib/space-pin.c).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
-	for (size_t i = 0; i < z.n; i++)
-		ps__space_frame_put(s, z.frames[i]);
+	for (size_t i = 0; i < z.n; i += z.runs ? 2 : 1)
+		if (z.runs)
+			ps__space_put_run(s, z.frames[i], z.frames[i + 1]);
+		else
+			ps__space_frame_put(s, z.frames[i]);
 	free(z.frames);
 }
 
@@ -544,6 +563,9 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		    PS_CACHE_NR ||
 	    first_frame >= s->nframes || npages > s->nframes - first_frame)
 		return -EINVAL;
+	if (ps__space_huge(s)) /* frames of three sizes (lib/space-huge.c) */
+		return ps__space_map_range_huge(s, start, len, first_frame,
+						flags);
 	taken = calloc(npages, sizeof(*taken));
 	if (!taken)
 		return -ENOMEM;
@@ -637,8 +659,10 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
-	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
-					  PS_NOTIFIER_UNMAP, 0);
+	rc = ps__space_huge(s) ? ps__space_huge_edges_ok(s, start, len) : 0;
+	if (!rc)
+		rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+						  PS_NOTIFIER_UNMAP, 0);
 	if (!rc) {
 		zap_and_put(s, start, len,
 			    flags & PS_UNMAP_ZAP ? 0 : PS_ZAP_UNMAP);

@@ -197,16 +197,280 @@ START_TEST(stats_count_what_is_resident)
 	ck_assert_int_eq(ps_space_stats(sp, &st2), 0);
 	ck_assert_uint_eq(st2.words_bytes[0], (uint64_t)sysconf(_SC_PAGESIZE));
 	ck_assert_uint_gt(st2.pgtable_bytes, st.pgtable_bytes);
-	/* A declaration touches one page of orders, no words. */
+	/* A 1 GiB declaration touches one page of orders, no words. */
 	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
 						  PS_SPACE_ORDER_1G),
 			 0);
 	ck_assert_int_eq(ps_space_stats(sp, &st), 0);
 	ck_assert_uint_eq(st.words_bytes[0], st2.words_bytes[0]);
-	ck_assert_uint_eq(st.words_bytes[1], (uint64_t)sysconf(_SC_PAGESIZE));
-	ck_assert_uint_eq(st.words_bytes[2], 0);
+	ck_assert_uint_eq(st.words_bytes[1], 0);
+	ck_assert_uint_eq(st.words_bytes[2], (uint64_t)sysconf(_SC_PAGESIZE));
 	ck_assert_uint_eq(st.frames_split, 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+}
+END_TEST
+
+/* --- map and unmap of whole frames (H3) ----------------------------------- */
+
+/* The word of the unit that holds @frame, and its order. */
+static struct ps_page *word(uint64_t frame, unsigned int *o)
+{
+	return ps_space_frame_word(sp, frame, o);
+}
+
+/* Declare the first 8 MiB of frames 2 MiB frames, the second GiB 1 GiB. */
+static void declare(void)
+{
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 4 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+}
+
+static void setup_declared(void)
+{
+	setup();
+	declare();
+}
+
+/* The leaf order of the page at @addr (asserting it is present). */
+static unsigned int leaf_order(uint64_t addr, uint64_t *frame)
+{
+	ps_pte_t e, leaf;
+	unsigned int o;
+
+	ck_assert_int_eq(ps_pgtable_get_level(ps_space_pgtable(sp), addr, &e,
+					      &o, &leaf),
+			 0);
+	ck_assert(ps_pte_is_present(e));
+	if (frame)
+		*frame = ps_pte_frame(e);
+	return o;
+}
+
+START_TEST(map_whole_frames_as_huge_entries)
+{
+	struct ps_space_stats st;
+	uint64_t f;
+	unsigned int o;
+
+	/* Two 2 MiB frames at a 2 MiB-aligned address: two huge leaves. */
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P2M * PG, 2 * P2M * PG, P2M,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_uint_eq(leaf_order(2 * P2M * PG, &f), 9);
+	ck_assert_uint_eq(f, P2M);
+	ck_assert_uint_eq(leaf_order(4 * P2M * PG - PG, &f), 9);
+	ck_assert_uint_eq(f, 3 * P2M - 1);
+	/* One reference on each frame's word; its 4 KiB pages answer so. */
+	ck_assert_uint_eq(ps_page_refs(word(P2M, &o)), 1);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_refs(word(2 * P2M - 1, NULL)), 1);
+	ck_assert_uint_eq(ps_page_refs(word(2 * P2M, NULL)), 1);
+	ck_assert_ptr_ne(word(P2M, NULL), word(2 * P2M, NULL));
+	/* A 1 GiB frame at a 1 GiB-aligned address: one leaf. */
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P1G * PG, P1G * PG, P1G, 0),
+			 0);
+	ck_assert_uint_eq(leaf_order(2 * P1G * PG + 12345 * PG, &f), 18);
+	ck_assert_uint_eq(f, P1G + 12345);
+	ck_assert_uint_eq(ps_page_refs(word(P1G + 7, &o)), 1);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_1G);
+	/* Not one 4 KiB page word was touched. */
+	ck_assert_int_eq(ps_space_stats(sp, &st), 0);
+	ck_assert_uint_eq(st.words_bytes[0], 0);
+	/* Unmap: each frame is freed once, reported by its first frame. */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+	ck_assert(!ps_page_is_live(word(P2M, NULL)));
+	ck_assert(!ps_page_is_live(word(P1G, NULL)));
+}
+END_TEST
+
+START_TEST(map_part_of_a_frame_is_refused)
+{
+	/* Until a frame's state can be split: part of one, or unaligned. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, PG, P2M, 0), -EOPNOTSUPP);
+	ck_assert_int_eq(ps_space_map_range(sp, PG, P2M * PG, P2M, 0),
+			 -EOPNOTSUPP);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M + 1, 0),
+			 -EOPNOTSUPP);
+	/* 2 MiB of a 1 GiB frame is part of it too. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P1G, 0),
+			 -EOPNOTSUPP);
+	ck_assert(!ps_page_is_live(word(P2M, NULL)));
+	ck_assert(!ps_page_is_frozen(word(P2M, NULL)));
+	ck_assert(!ps_page_is_live(word(P1G, NULL)));
+	/* 4 KiB frames still map as before in the same space. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 4 * P2M, 0), 0);
+	ck_assert_uint_eq(leaf_order(PG, NULL), 0);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 4 * P2M + 1)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2);
+}
+END_TEST
+
+START_TEST(map_all_or_nothing)
+{
+	struct ps_page *third = word(2 * P2M, NULL);
+	ps_pte_t e;
+
+	/* The third frame is frozen by another: the map takes nothing. */
+	ck_assert_int_eq(ps_page_init(third, 1), 0);
+	ck_assert(ps_page_freeze(third, 1));
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * P2M * PG, 0, 0), -EBUSY);
+	ck_assert(!ps_page_is_live(word(0, NULL)));
+	ck_assert(!ps_page_is_frozen(word(0, NULL)));
+	ck_assert(!ps_page_is_live(word(P2M, NULL)));
+	ck_assert(!ps_page_is_frozen(word(P2M, NULL)));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 0, &e), 0);
+	ck_assert(!ps_pte_is_present(e));
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(ps_page_unfreeze(third, 0), 0);
+	/* A frame already in use gains a reference; a cache conflict fails. */
+	ck_assert_int_eq(ps_page_init(word(P2M, NULL), 1), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_CACHE(PS_CACHE_UC)),
+			 -EBUSY);
+	ck_assert(!ps_page_is_live(word(0, NULL)));
+	ck_assert_uint_eq(ps_page_refs(word(P2M, NULL)), 1);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0), 0);
+	ck_assert_uint_eq(ps_page_refs(word(P2M, NULL)), 2);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert(ps_page_put(word(P2M, NULL)));
+	/* A free frame claimed takes the mode asked for. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0,
+					    PS_MAP_CACHE(PS_CACHE_WC)),
+			 0);
+	ck_assert_uint_eq(ps_page_cache_mode(word(0, NULL)), PS_CACHE_WC);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(unmap_part_of_a_frame_is_refused)
+{
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, PG, PG, 0), -EOPNOTSUPP);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG - PG, 0), -EOPNOTSUPP);
+	ck_assert_uint_eq(leaf_order(PG, NULL), 9);
+	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, PS_UNMAP_ZAP), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+}
+END_TEST
+
+/* --- pins (S2 per unit, H3) ----------------------------------------------- */
+
+START_TEST(pin_units_one_rmw_per_frame)
+{
+	uint64_t units[8], n = 0, frames[2 * P2M + 1];
+	unsigned int o;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0), 0);
+	/* Whole frames: one unit each, one pin on each word. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG, 0, units, 8,
+					    &n),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(units[0], PS_SPACE_UNIT(0, PS_SPACE_ORDER_2M));
+	ck_assert_uint_eq(units[1], PS_SPACE_UNIT(P2M, PS_SPACE_ORDER_2M));
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 1);
+	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 2);
+	/* A 4 KiB page inside answers from the frame's word. */
+	ck_assert(ps_page_is_pinned(word(P2M + 300, &o)));
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	/* 1 GiB. */
+	ck_assert_int_eq(ps_space_pin_units(sp, P1G * PG, P1G * PG, 0, units, 1,
+					    &n),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(units[0], PS_SPACE_UNIT(P1G, PS_SPACE_ORDER_1G));
+	ck_assert_uint_eq(ps_page_pins(word(2 * P1G - 1, NULL)), 1);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P1G, NULL)), 0);
+	/* pin_range: a frame per page, one pin per frame; the unpin groups. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * P2M * PG, PS_PIN_WRITE,
+					    frames),
+			 0);
+	for (uint64_t i = 0; i < 2 * P2M; i++)
+		ck_assert_uint_eq(frames[i], i);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 1);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 1);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_WRITE_PINNED));
+	ck_assert_int_eq(ps_space_unpin(sp, frames, 2 * P2M, PS_UNPIN_DIRTY),
+			 0);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+}
+END_TEST
+
+START_TEST(pin_units_all_or_nothing)
+{
+	uint64_t units[4], n = 9;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0), 0);
+	/* No room for the second unit: nothing stays pinned. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG, 0, units, 1,
+					    &n),
+			 -ENOBUFS);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_uint_eq(units[0], P2M * PG);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	/* A missing page after the frames: -EFAULT at its offset. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG + PG, 0, units,
+					    4, &n),
+			 -EFAULT);
+	ck_assert_uint_eq(units[0], 2 * P2M * PG);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	/* Part of a whole frame: refused until its state can be split. */
+	ck_assert_int_eq(ps_space_pin_units(sp, PG, PG, 0, units, 4, &n),
+			 -EOPNOTSUPP);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	/* A write pin of a read-only mapping: -EFAULT, nothing pinned. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, PS_PIN_WRITE,
+					    units, 4, &n),
+			 -EFAULT);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(pin_for_write_faults_the_whole_frame_dirty)
+{
+	uint64_t units[2], n;
+	uint64_t got[512];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, PS_PIN_WRITE,
+					    units, 2, &n),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	/* The write fault marked the frame dirty once, hook included. */
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	/* Every page of the unit is in the dirty log. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, 0, got, 512, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, 512);
+	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 }
 END_TEST
 
@@ -220,6 +484,19 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, set_order_rejects_bad_ranges);
 	tcase_add_test(tc, set_order_and_lookup);
 	tcase_add_test(tc, set_order_refuses_frames_in_use);
+
+	tc = ps_test_tcase(s, "map/unmap", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, map_whole_frames_as_huge_entries);
+	tcase_add_test(tc, map_part_of_a_frame_is_refused);
+	tcase_add_test(tc, map_all_or_nothing);
+	tcase_add_test(tc, unmap_part_of_a_frame_is_refused);
+
+	tc = ps_test_tcase(s, "pins", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, pin_units_one_rmw_per_frame);
+	tcase_add_test(tc, pin_units_all_or_nothing);
+	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
 
 	tc = ps_test_tcase(s, "stats", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

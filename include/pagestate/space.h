@@ -620,6 +620,45 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
 
+/**
+ * ps_space_pin_units() - ps_space_pin_range() that returns one unit per frame
+ * pinned: a whole 2 MiB or 1 GiB frame is one unit, pinned by one
+ * read-modify-write on its page word.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
+ * @flags: as for ps_space_pin_range(); PS_PIN_LONGTERM is refused
+ *	(-EOPNOTSUPP) in a space with huge frames, for now.
+ * @units: receives the units, in address order: PS_SPACE_UNIT(frame, order)
+ *	for a whole huge frame that a huge entry maps and the range covers
+ *	(frame is its first 4 KiB frame), a plain frame number for a 4 KiB
+ *	page (of a 4 KiB frame, or of a huge frame whose state is split). On an
+ *	error that concerns a page, @units[0] receives the byte offset from
+ *	@start of the page that stopped the call, as for ps_space_pin_range().
+ * @max: room in @units (at least 1). A range of 2 MiB frames needs @len /
+ *	2 MiB, at most @len / 4096.
+ * @count: receives how many units were written (0 on error).
+ *
+ * All or nothing, as ps_space_pin_range(): on an error the units pinned are
+ * released (from @units: no memory of the range's size is used). A unit of a
+ * huge frame stands for a pin of each of its 4 KiB pages; ps_space_unpin()
+ * releases it (and accepts, for the same frame, its 4 KiB frames in order).
+ * The pin follows S2's protocol per unit: the huge entry, the pin, a seq_cst
+ * fence, the entry again. A pin for write logs every page of the unit.
+ * Context: as ps_space_pin_range().
+ * Ordering: as ps_space_pin_range(), per unit (a seq_cst RMW, a seq_cst fence,
+ * then the re-read).
+ * Progress: as ps_space_pin_range(); the call holds no lock and no read-side
+ * section across units, so pinning terabytes never blocks a grace period.
+ * Return: as ps_space_pin_range(); -ENOBUFS if @max was too small (nothing
+ * pinned; @units[0] receives the offset of the first page without room);
+ * -EOPNOTSUPP for a pin of part of a whole huge frame, until the page word can
+ * split a frame's state.
+ */
+int ps_space_pin_units(struct ps_space *space, uint64_t start, uint64_t len,
+		       unsigned int flags, uint64_t *units, uint64_t max,
+		       uint64_t *count);
+
 /* Unpin flags (not pin_range's: PS_PIN_WRITE would read as DIRTY). */
 #define PS_UNPIN_DIRTY 0x1u    /* the device wrote: mark dirty first */
 #define PS_UNPIN_LONGTERM 0x2u /* the pins were taken PS_PIN_LONGTERM */
