@@ -10,7 +10,9 @@
 #include "../lib/failpoint.h"
 #include "harness.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -474,6 +476,149 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 }
 END_TEST
 
+
+/* --- stress: whole-frame pins against replacement (S2 per unit) ----------- */
+
+static _Atomic(unsigned) violations;
+
+static void violation(const char *what, uint64_t a, uint64_t b)
+{
+	/* Recorded, asserted after the join (no ck_assert off the main
+	 * thread). */
+	if (!atomic_fetch_add(&violations, 1))
+		fprintf(stderr, "violation: %s (%#llx, %#llx)\n", what,
+			(unsigned long long)a, (unsigned long long)b);
+}
+
+static void on_free_checked(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	unsigned int o;
+
+	(void)ctx;
+	atomic_fetch_add(&freed_total, 1);
+	if (ps_page_is_live(ps_space_frame_word(s, frame, &o)))
+		violation("a frame was freed while held", frame, o);
+}
+
+/*
+ * A mapper maps 2 MiB at address 0 with the 2 MiB frames A (0) and B (512)
+ * in turn, and unmaps it again (each an operation); a pinner pins the 2 MiB
+ * whole, by ps_space_pin_units() and by ps_space_pin_range() in turn, checks
+ * that it holds a pin on the frame it was given (A or B, one unit, or its 512
+ * frames in order) and unpins. No pin is lost or left behind, no frame is
+ * freed while pinned, and each lifetime is freed once. The loops run until a
+ * pin succeeded.
+ */
+struct unit_race {
+	_Atomic(uint64_t) pins;
+	_Atomic(int) pinned;
+	uint64_t frames[P2M];
+	struct ps_test_overlap ov; /* side 0 the mapper, 1 the pinner */
+};
+
+static void *unit_race_pinner(void *arg)
+{
+	struct unit_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	uint64_t i = 0;
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me), i++) {
+		uint64_t unit = 0, n = 0, f;
+		int rc;
+
+		if (i & 1) {
+			rc = ps_space_pin_range(sp, 0, P2M * PG, 0, r->frames);
+			n = P2M;
+			f = r->frames[0];
+			for (uint64_t k = 1; !rc && k < P2M; k++)
+				if (r->frames[k] != f + k)
+					violation("pin_range: frames out of "
+						  "order",
+						  f, r->frames[k]);
+		} else {
+			rc = ps_space_pin_units(sp, 0, P2M * PG, 0, &unit, 1,
+						&n);
+			f = PS_SPACE_UNIT_FRAME(unit);
+			if (!rc && (n != 1 || PS_SPACE_UNIT_ORDER(unit) !=
+						      PS_SPACE_ORDER_2M))
+				violation("pin_units: not one 2 MiB unit",
+					  unit, n);
+		}
+		if (rc == -EFAULT)
+			continue; /* unmapped at that instant */
+		if (rc || (f != 0 && f != P2M) ||
+		    !ps_page_is_pinned(ps_space_frame_word(sp, f, NULL))) {
+			violation("a pin failed, or holds no pin", (uint64_t)rc,
+				  f);
+			continue;
+		}
+		if (i & 1)
+			rc = ps_space_unpin(sp, r->frames, P2M, 0);
+		else
+			rc = ps_space_unpin(sp, &unit, 1, 0);
+		if (rc)
+			violation("unpin failed", (uint64_t)rc, f);
+		atomic_fetch_add(&r->pins, 1);
+		if (!atomic_exchange(&r->pinned, 1))
+			ps_test_overlap_release(&r->ov);
+	}
+	return NULL;
+}
+
+START_TEST(stress_unit_pins_against_remap)
+{
+	struct ps_space_config cfg;
+	static struct unit_race r;
+	struct ps_test_side me;
+	uint64_t maps = 0, i;
+	pthread_t t;
+
+	/* A space of its own: its free hook checks the frame is not held. */
+	ck_assert_int_eq(ps_space_destroy(sp), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NFRAMES;
+	cfg.hooks.free_frame = on_free_checked;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 2 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops =
+		2 * (ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 500);
+	ps_test_overlap_hold(&r.ov); /* until a pin succeeded */
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, unit_race_pinner, &r), 0);
+	for (i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		if (i & 1) {
+			ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+			continue;
+		}
+		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG,
+						    (maps & 1) * P2M, 0),
+				 0);
+		maps++;
+	}
+	pthread_join(t, NULL);
+	if (i & 1) /* the last operation was a map */
+		ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "mapper vs whole-frame pinner");
+	for (uint64_t f = 0; f < 2 * P2M; f += P2M) {
+		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, f, NULL)),
+				  0);
+		ck_assert(!ps_page_is_live(ps_space_frame_word(sp, f, NULL)));
+	}
+	/* Each lifetime freed once (a pin across a remap merges two). */
+	ck_assert_uint_le(atomic_load(&freed_total), maps);
+	ck_assert_uint_gt(atomic_load(&freed_total), 0);
+	ck_assert_uint_gt(atomic_load(&r.pins), 0);
+}
+END_TEST
+
 static Suite *space_huge_suite(void)
 {
 	Suite *s = suite_create("space-huge");
@@ -497,6 +642,10 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, pin_units_one_rmw_per_frame);
 	tcase_add_test(tc, pin_units_all_or_nothing);
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
+
+	tc = ps_test_stress_tcase(s, "stress", 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, stress_unit_pins_against_remap);
 
 	tc = ps_test_tcase(s, "stats", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
