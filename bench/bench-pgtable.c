@@ -120,7 +120,8 @@ static double lookup_floor(void *arg, uint64_t n)
 static inline ps_pte_t walk(const struct ps_pgtable *t, uint64_t addr)
 {
 	uint64_t p = addr >> PAGE_SHIFT;
-	const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS);
+	struct hit h;
+	const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS, &h);
 
 	/* Acquire: as ps_pgtable_lookup(). */
 	return l ? atomic_load_explicit(&l->e[p & LEVEL_MASK],
@@ -295,7 +296,9 @@ static void choose_runs(bool aligned)
 			runs[i]++; /* always across a leaf edge */
 		{
 			uint64_t pg = (BASE >> PAGE_SHIFT) + runs[i];
-			const struct leaf *l = leaf_lookup(T, pg >> LEVEL_BITS);
+			struct hit h;
+			const struct leaf *l = leaf_lookup(T, pg >> LEVEL_BITS,
+							   &h);
 
 			run_src[i] = &l->e[pg & LEVEL_MASK];
 		}

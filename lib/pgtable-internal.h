@@ -50,6 +50,7 @@ struct leaf {
 
 struct node {
 	_Atomic(void *) slot[FANOUT];
+	unsigned int depth; /* 1: its levels are leaves; 2: low nodes */
 	struct ps__rcu_head rcu;
 };
 
@@ -105,83 +106,243 @@ static inline ps_pte_t marker_written(void)
 	return ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN);
 }
 
-/* Load a child pointer (G1: inside a read-side section or under t->lock). */
-static inline void *child(const struct node *n, uint64_t i)
+/*
+ * Slots. A slot of a node holds 0 (an absent subtree), a level (a pointer:
+ * bits 1-0 are 00), a huge leaf (bit 0 set: a pte.h entry, in the mid
+ * nodes' slots of order 18, in the low nodes' of order 9; never in the
+ * root's) or a level being collapsed (the pointer with bits 1-0 = 10,
+ * "frozen": lib/pgtable-huge.c). Readers descend into a frozen level;
+ * writers thaw it first (thaw()), which fails the collapse (H4).
+ */
+#define SLOT_FROZEN ((uintptr_t)2)
+#define ORDER_MID PS_PTE_ORDER_1G /* huge leaves in a mid node's slots */
+#define ORDER_LOW PS_PTE_ORDER_2M /* ... in a low node's */
+
+static inline uintptr_t slot_load(const _Atomic(void *) *slot)
 {
-	/* Acquire: pairs with the release CAS of child_alloc(). */
-	return atomic_load_explicit(&n->slot[i], memory_order_acquire);
+	/* Acquire: pairs with the release CAS that published the slot. */
+	return (uintptr_t)atomic_load_explicit(slot, memory_order_acquire);
 }
 
-static inline struct leaf *leaf_lookup(const struct ps_pgtable *t, uint64_t L)
+static inline bool slot_level(uintptr_t v)
 {
-	const struct node *n = child(&t->root, L >> MID_SHIFT);
+	return !ps__pgtable_not_level(v);
+}
 
+static inline bool slot_huge(uintptr_t v)
+{
+	return v & 1;
+}
+
+static inline bool slot_frozen(uintptr_t v)
+{
+	return (v & 3) == SLOT_FROZEN;
+}
+
+/*
+ * The level a slot leads a reader to (a frozen one included), or NULL for
+ * none and a huge leaf (G1: inside a read-side section or under t->lock).
+ */
+static inline void *child(const struct node *n, uint64_t i)
+{
+	uintptr_t v = slot_load(&n->slot[i]);
+
+	if (slot_frozen(v))
+		v &= ~(uintptr_t)3;
+	return slot_level(v) ? (void *)v : NULL;
+}
+
+/*
+ * What a walk found above a page that has no leaf: a huge leaf (@v, of
+ * @order, over pages [@p0, @p0 + 2^@order), in @slot) or nothing (@v 0).
+ * @frozen: a frozen slot the walk descended through (writers thaw it).
+ */
+struct hit {
+	uintptr_t v;
+	unsigned int order;
+	uint64_t p0;
+	_Atomic(void *) *slot;
+	_Atomic(void *) *frozen;
+};
+
+static inline void hit_clear(struct hit *h)
+{
+	*h = (struct hit){0};
+}
+
+/* The view of page @p under the huge leaf of @h. */
+static inline ps_pte_t hit_view(const struct hit *h, uint64_t p)
+{
+	return ps_pte_huge_subpage((ps_pte_t)h->v, h->order, p - h->p0);
+}
+
+/*
+ * One step of a reader's walk: the level in @slot (@order: of a huge leaf
+ * there; @first: the first page the slot covers), or NULL with @h telling
+ * whether a huge leaf stands there.
+ */
+static inline void *walk_slot(_Atomic(void *) *slot, unsigned int order,
+			      uint64_t first, struct hit *h)
+{
+	uintptr_t v = slot_load(slot);
+
+	if (PS_LIKELY(slot_level(v)))
+		return (void *)v;
+	if (slot_frozen(v)) {
+		h->frozen = slot;
+		return (void *)(v & ~(uintptr_t)3);
+	}
+	if (slot_huge(v)) {
+		h->v = v;
+		h->order = order;
+		h->p0 = first;
+		h->slot = slot;
+	}
+	return NULL;
+}
+
+/* The leaf numbered @L, or NULL (then @h says if a huge leaf is there). */
+static inline struct leaf *leaf_lookup(const struct ps_pgtable *t, uint64_t L,
+				       struct hit *h)
+{
+	struct node *n;
+
+	hit_clear(h);
+	n = child(&t->root, L >> MID_SHIFT);
 	if (!n)
 		return NULL;
-	n = child(n, (L >> LOW_SHIFT) & LEVEL_MASK);
+	n = walk_slot(&n->slot[(L >> LOW_SHIFT) & LEVEL_MASK], ORDER_MID,
+		      (L >> LOW_SHIFT) << (LOW_SHIFT + LEVEL_BITS), h);
 	if (!n)
 		return NULL;
-	return child(n, L & LEVEL_MASK);
+	return walk_slot(&n->slot[L & LEVEL_MASK], ORDER_LOW, L << LEVEL_BITS,
+			 h);
 }
 
 /*
  * The first existing leaf numbered in [*pL, Lend), skipping absent subtrees
- * whole; *pL receives its number. NULL if there is none.
+ * whole; *pL receives its number. NULL if there is none, or if a huge leaf
+ * comes first: then @h says so and *pL is the first leaf number it covers
+ * at or after the one asked for.
  */
 static inline struct leaf *leaf_find(const struct ps_pgtable *t, uint64_t *pL,
-				     uint64_t Lend)
+				     uint64_t Lend, struct hit *h)
 {
 	uint64_t L = *pL;
 
+	hit_clear(h);
 	while (L < Lend) {
-		const struct node *mid = child(&t->root, L >> MID_SHIFT);
-		const struct node *low;
+		struct node *mid = child(&t->root, L >> MID_SHIFT);
+		struct node *low;
 		struct leaf *l;
 
 		if (!mid) {
 			L = ((L >> MID_SHIFT) + 1) << MID_SHIFT;
 			continue;
 		}
-		low = child(mid, (L >> LOW_SHIFT) & LEVEL_MASK);
+		low = walk_slot(&mid->slot[(L >> LOW_SHIFT) & LEVEL_MASK],
+				ORDER_MID,
+				(L >> LOW_SHIFT) << (LOW_SHIFT + LEVEL_BITS),
+				h);
 		if (!low) {
+			if (h->v)
+				break;
 			L = ((L >> LOW_SHIFT) + 1) << LOW_SHIFT;
 			continue;
 		}
-		l = child(low, L & LEVEL_MASK);
-		if (l) {
+		l = walk_slot(&low->slot[L & LEVEL_MASK], ORDER_LOW,
+			      L << LEVEL_BITS, h);
+		if (l || h->v) {
 			*pL = L;
 			return l;
 		}
 		L++;
 	}
+	if (h->v)
+		*pL = L;
 	return NULL;
 }
 
 /*
  * The leaf of the first page in [*p, pend) that has one; *p advances to that
- * page. NULL when no page left has a leaf. For entry-by-entry walks.
+ * page. NULL when no page left has a leaf, or when a huge leaf comes first
+ * (@h says so; *p advances to its first page in the range).
  */
 static inline struct leaf *leaf_next(const struct ps_pgtable *t, uint64_t *p,
-				     uint64_t pend)
+				     uint64_t pend, struct hit *h)
 {
 	uint64_t L = *p >> LEVEL_BITS;
 	struct leaf *l;
 
+	hit_clear(h);
 	if (*p >= pend)
 		return NULL;
-	l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1);
-	if (l && L << LEVEL_BITS > *p)
+	l = leaf_find(t, &L, ((pend - 1) >> LEVEL_BITS) + 1, h);
+	if ((l || h->v) && L << LEVEL_BITS > *p)
 		*p = L << LEVEL_BITS;
 	return l;
 }
 
 /*
  * ps__pgtable_leaf_alloc() - the leaf numbered @L, allocated (with the
- * levels above it) and published if absent (lib/pgtable.c). NULL only when
- * out of memory. Lock-free: each level is published with a release CAS
- * into a NULL slot (G1).
+ * levels above it) and published if absent (lib/pgtable.c), for a writer:
+ * a huge leaf above it is split, a frozen level thawed. NULL only when out
+ * of memory. Lock-free: each level is published with a release CAS into
+ * the slot value it replaces (G1).
  */
 struct leaf *ps__pgtable_leaf_alloc(struct ps_pgtable *t, uint64_t L);
+
+/*
+ * ps__pgtable_level_get() - the level in @slot for a writer (lib/pgtable.c):
+ * a frozen one is thawed, a huge leaf (of @order) split, an absent one
+ * allocated if @alloc (a leaf if @leaf). NULL if absent and !@alloc, or
+ * out of memory (then *@nomem is set).
+ */
+void *ps__pgtable_level_get(struct ps_pgtable *t, _Atomic(void *) *slot,
+			    unsigned int order, bool leaf, bool alloc,
+			    bool *nomem);
+
+/*
+ * ps__pgtable_split_slot() - split the huge leaf *@v of @order in @slot
+ * (lib/pgtable-huge.c): build the child and CAS it in from *@v. Returns the
+ * child published; NULL if the CAS failed (*@v receives the slot's value)
+ * or if out of memory (*@nomem set).
+ */
+void *ps__pgtable_split_slot(struct ps_pgtable *t, _Atomic(void *) *slot,
+			     uintptr_t *v, unsigned int order, bool *nomem);
+
+/*
+ * ps__pgtable_thaw() - undo a collapse in progress at @slot, which held the
+ * frozen value @v (lib/pgtable-huge.c). After it the slot holds the level,
+ * or whatever the collapse put there meanwhile (the caller walks again).
+ */
+void ps__pgtable_thaw(_Atomic(void *) *slot, uintptr_t v);
+
+/*
+ * ps__pgtable_occupied() - the first page of [start, end) a map may not
+ * replace (lib/pgtable.c); @end if there is none. In a read-side section.
+ */
+uint64_t ps__pgtable_occupied(const struct ps_pgtable *t, uint64_t start,
+			      uint64_t end, bool markers_ok);
+
+/*
+ * ps__pgtable_cuts_whole() - does [start, end) begin or end inside a huge
+ * leaf of a page registered PS_WP_HUGE_WHOLE (lib/pgtable-huge.c)? Such a
+ * leaf cannot be protected, unprotected or re-armed in part. In a
+ * read-side section or under t->lock.
+ */
+bool ps__pgtable_cuts_whole(const struct ps_pgtable *t, const struct regset *rs,
+			    uint64_t start, uint64_t end);
+
+/*
+ * Level accounting (lib/pgtable.c): a level allocated, uninitialised (the
+ * caller fills every entry or slot and the rest before publishing it), or
+ * given up (never published: the caller frees it).
+ */
+void *ps__pgtable_level_new_raw(struct ps_pgtable *t, bool leaf);
+void ps__pgtable_level_forget(struct ps_pgtable *t, bool leaf);
+/* Free the subtree of level @c (a leaf if @leaf) after a grace period. */
+void ps__pgtable_level_free_rcu(struct ps_pgtable *t, void *c, bool leaf);
 
 /* --- argument checks ------------------------------------------------ */
 

@@ -65,6 +65,13 @@
 #include <errno.h>
 #include <pthread.h>
 
+/*
+ * Internal category, never in PS_CAT_ALL (so never asked for by a caller):
+ * a page under a 1 GiB leaf, which ps_pgtable_harvest_order() asks for to
+ * tell the orders of its runs apart.
+ */
+#define CAT_HUGE_1G (UINT64_C(1) << 40)
+
 /* As uint64_t: complemented, it must reject the upper half of the flags too. */
 #define SCAN_FLAGS ((uint64_t)(PS_SCAN_WP_MATCHING | PS_SCAN_CHECK_WPASYNC))
 /*
@@ -213,6 +220,100 @@ static void scan_stop(struct scan *s, uint64_t addr)
 {
 	s->stopped = true;
 	s->a->walk_end = addr;
+}
+
+/*
+ * Take @n pages at @addr under a huge leaf, reported as @rc (scan_room()
+ * said yes): scan_take() with categories no key has (PS_CAT_HUGE). The
+ * open region's key becomes one reported alike, if any, so that 4 KiB
+ * pages reported the same extend it.
+ */
+static void scan_take_huge(struct scan *s, uint64_t addr, uint64_t n,
+			   uint64_t rc)
+{
+	struct ps_pgtable_region *v = s->a->vec;
+
+	s->pages += n;
+	if (!s->record)
+		return;
+	if (s->nr && s->cur_end == addr && s->cur_cat == rc) {
+		s->cur_end += n << PAGE_SHIFT;
+		return;
+	}
+	if (s->nr)
+		v[s->nr - 1].end = s->cur_end;
+	v[s->nr++] = (struct ps_pgtable_region){addr, 0, rc};
+	s->cur_end = addr + (n << PAGE_SHIFT);
+	s->cur_cat = rc;
+	s->cur_key = NKEYS;
+	for (unsigned int k = 0; k < NKEYS; k++)
+		if (((s->match >> k) & 1) && s->rcat[k] == rc)
+			s->cur_key = k;
+}
+
+enum huge_step { HUGE_DONE, HUGE_STOP, HUGE_AGAIN };
+
+/*
+ * scan_huge() - pages [lo, hi) under the huge leaf of @h (H2). Every page
+ * of it has the leaf's categories and PS_CAT_HUGE. A report-only scan
+ * takes what its budget and vector allow. A WP_MATCHING scan re-arms the
+ * leaf whole, by one CAS from the value reported (G7), when it covers the
+ * leaf and can take all of it; otherwise, in a range tracked whole
+ * (PS_WP_HUGE_WHOLE) it stops before the leaf, as Linux backs out of a
+ * hugetlb page it cannot protect whole, and elsewhere it splits the leaf
+ * and walks again (HUGE_AGAIN, also after a lost CAS).
+ */
+static enum huge_step scan_huge(struct ps_pgtable *t, struct scan *s,
+				struct hit *h, uint64_t lo, uint64_t hi)
+{
+	const uint64_t xend = h->p0 + (UINT64_C(1) << h->order);
+	const ps_pte_t v = (ps_pte_t)h->v;
+	uint64_t c = page_categories(v, s->op.rf) | PS_CAT_HUGE |
+		     (h->order == PS_PTE_ORDER_1G ? CAT_HUGE_1G : 0);
+	const uint64_t rc = c & s->a->return_mask;
+	uint64_t n = hi - lo;
+	uintptr_t cur = h->v;
+	bool nomem = false;
+	ps_pte_t nv;
+
+	if (!scan_matches(s->a, c & PS_CAT_ALL))
+		return HUGE_DONE;
+	if (n > s->max - s->pages)
+		n = s->max - s->pages;
+	if (n && !scan_room(s, lo << PAGE_SHIFT, rc))
+		n = 0;
+	if (!s->wp) {
+		if (n)
+			scan_take_huge(s, lo << PAGE_SHIFT, n, rc);
+		if (n == hi - lo)
+			return HUGE_DONE;
+		scan_stop(s, (lo + n) << PAGE_SHIFT);
+		return HUGE_STOP;
+	}
+	if (lo == h->p0 && hi == xend && n == hi - lo) {
+		nv = tr_protect(v, &s->op, lo << PAGE_SHIFT);
+		/*
+		 * Seq_cst: the re-arm CAS of G7 on the slot; acquire on
+		 * failure (walk again and judge the new value).
+		 */
+		if (nv != v &&
+		    !atomic_compare_exchange_strong_explicit(
+			    h->slot, (void **)&cur, (void *)(uintptr_t)nv,
+			    memory_order_seq_cst, memory_order_acquire))
+			return HUGE_AGAIN;
+		scan_take_huge(s, lo << PAGE_SHIFT, n, rc);
+		return HUGE_DONE;
+	}
+	if (s->op.rf & PS_WP_HUGE_WHOLE) {
+		scan_stop(s, lo << PAGE_SHIFT);
+		return HUGE_STOP;
+	}
+	if (!ps__pgtable_split_slot(t, h->slot, &cur, h->order, &nomem) &&
+	    nomem) {
+		scan_stop(s, lo << PAGE_SHIFT); /* G7: taken pages precede */
+		return HUGE_STOP;
+	}
+	return HUGE_AGAIN;
 }
 
 /*
@@ -500,37 +601,51 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 	bool alloc = s->wp && (s->match & 1) &&
 		     tr_protect(PS_PTE_NONE, &s->op, 0) != PS_PTE_NONE;
 	/*
-	 * The next AHEAD leaves, as a ring: memory-level parallelism for
-	 * sparse written pages. The hint of the last one is prefetched as it
-	 * joins, the hinted lines of one halfway there.
+	 * The next AHEAD leaves (or huge leaves), as a ring: memory-level
+	 * parallelism for sparse written pages. The hint of the last one is
+	 * prefetched as it joins, the hinted lines of one halfway there.
 	 */
 	enum { AHEAD = 8 };
 	struct leaf *ring[AHEAD];
-	uint64_t ringL[AHEAD], findL = p >> LEVEL_BITS, L;
-	unsigned int head = 0;
+	struct hit ringH[AHEAD];
+	uint64_t ringL[AHEAD], findL, L;
+	unsigned int head;
 
+again:
+	findL = p >> LEVEL_BITS;
+	head = 0;
 	for (unsigned int k = 0; k < AHEAD; k++) {
-		ring[k] = alloc || (k && !ring[k - 1])
+		hit_clear(&ringH[k]);
+		ring[k] = alloc || (k && !ring[k - 1] && !ringH[k - 1].v)
 				  ? NULL
-				  : leaf_find(t, &findL, Lend);
-		ringL[k] = findL++;
+				  : leaf_find(t, &findL, Lend, &ringH[k]);
+		ringL[k] = findL;
+		if (ringH[k].v) /* the next search starts past it */
+			findL = (ringH[k].p0 +
+				 (UINT64_C(1) << ringH[k].order)) >>
+				LEVEL_BITS;
+		else
+			findL++;
 		if (ring[k])
 			__builtin_prefetch(&ring[k]->hint);
 	}
 	while (p < send && !s->stopped) {
 		uint64_t lend;
 		struct leaf *l;
+		struct hit h;
 
 		if (alloc) {
 			L = p >> LEVEL_BITS;
-			l = ps__pgtable_leaf_alloc(t, L);
+			l = leaf_lookup(t, L, &h);
+			if (!h.v)
+				l = ps__pgtable_leaf_alloc(t, L);
 			/*
 			 * Pages, not regions: a scan that records nothing
 			 * (vec_len or return_mask 0) re-arms all the same.
 			 */
-			if (!l && !s->pages)
+			if (!l && !h.v && !s->pages)
 				return -ENOMEM; /* none reported or re-armed */
-			if (!l) {
+			if (!l && !h.v) {
 				/*
 				 * Pages reported so far were re-armed: they
 				 * must reach the caller (G7). Stop here; the
@@ -541,10 +656,12 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 			}
 		} else {
 			unsigned int mid = (head + AHEAD / 2) % AHEAD;
+			unsigned int last = (head + AHEAD - 1) % AHEAD;
 
 			l = ring[head];
+			h = ringH[head];
 			L = ringL[head];
-			if (!l) {
+			if (!l && !h.v) {
 				scan_hole(s, p, send);
 				break;
 			}
@@ -555,15 +672,39 @@ static int scan_segment(struct ps_pgtable *t, struct scan *s, uint64_t p,
 				p = L << LEVEL_BITS;
 			}
 			/* Refill the slot; the ring ends at the first NULL. */
-			ring[head] = ring[(head + AHEAD - 1) % AHEAD]
-					     ? leaf_find(t, &findL, Lend)
+			hit_clear(&ringH[head]);
+			ring[head] = ring[last] || ringH[last].v
+					     ? leaf_find(t, &findL, Lend,
+							 &ringH[head])
 					     : NULL;
-			ringL[head] = findL++;
+			ringL[head] = findL;
+			if (ringH[head].v)
+				findL = (ringH[head].p0 +
+					 (UINT64_C(1) << ringH[head].order)) >>
+					LEVEL_BITS;
+			else
+				findL++;
 			if (ring[head])
 				__builtin_prefetch(&ring[head]->hint);
 			if (hinted && ring[mid])
 				prefetch_lines(ring[mid], hint_peek(ring[mid]));
 			head = (head + 1) % AHEAD;
+		}
+		if (PS_UNLIKELY(h.v)) {
+			uint64_t xend = h.p0 + (UINT64_C(1) << h.order);
+			uint64_t hi = xend < send ? xend : send;
+
+			if (h.p0 > p) /* the ring's L is its first leaf */
+				p = h.p0;
+			switch (scan_huge(t, s, &h, p, hi)) {
+			case HUGE_DONE:
+				p = hi;
+				continue;
+			case HUGE_STOP:
+				return 0;
+			case HUGE_AGAIN:
+				goto again; /* split or changed: walk again */
+			}
 		}
 		lend = (L + 1) << LEVEL_BITS;
 		if (lend > send)
@@ -601,7 +742,9 @@ static void scan_fixup(struct ps_pgtable_scan *a,
 	}
 }
 
-long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
+/* ps_pgtable_scan(), and the internal categories @extra in return_mask. */
+static long scan_run(struct ps_pgtable *t, struct ps_pgtable_scan *arg,
+		     uint64_t extra)
 {
 	struct ps_pgtable_scan a;
 	struct scan s = {
@@ -617,8 +760,9 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
 	if ((arg->start & (PAGE_SIZE - 1)) || arg->start > arg->end ||
 	    arg->end > PS_PGTABLE_ADDR_END || (arg->flags & ~SCAN_FLAGS) ||
 	    ((arg->category_inverted | arg->category_mask |
-	      arg->category_anyof_mask | arg->return_mask) &
+	      arg->category_anyof_mask) &
 	     ~PS_CAT_ALL) ||
+	    (arg->return_mask & ~(PS_CAT_ALL | extra)) ||
 	    (!arg->vec && arg->vec_len))
 		return -EINVAL;
 	scan_fixup(&a, arg);
@@ -636,6 +780,8 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
 	rs = regs_load(t);
 	if (s.wp && !reg_covers(rs, a.start, a.end, 0))
 		err = -ENOENT;
+	else if (s.wp && ps__pgtable_cuts_whole(t, rs, a.start, a.end))
+		err = -EINVAL; /* part of a leaf tracked whole (hugetlb) */
 	else if ((a.flags & PS_SCAN_CHECK_WPASYNC) &&
 		 !reg_covers(rs, a.start, a.end, PS_WP_ASYNC))
 		err = -EPERM;
@@ -660,41 +806,83 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
 	return (long)s.nr;
 }
 
+long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg)
+{
+	return scan_run(t, arg, 0);
+}
+
 /* --- harvest ------------------------------------------------------------ */
 
 /* Runs per batch of ps_pgtable_harvest(): 12 KiB of the caller's stack. */
 #define HARVEST_BATCH 512
 
-int ps_pgtable_harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
-		       unsigned int flags, ps_pgtable_harvest_fn fn, void *ctx)
+/*
+ * The harvest of ps_pgtable_harvest() (@fn) and ps_pgtable_harvest_order()
+ * (@ofn: runs split by order, asked for with PS_CAT_HUGE and the internal
+ * CAT_HUGE_1G).
+ */
+static int harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		   unsigned int flags, ps_pgtable_harvest_fn fn,
+		   ps_pgtable_harvest_order_fn ofn, void *ctx)
 {
 	struct ps_pgtable_region vec[HARVEST_BATCH];
+	const uint64_t extra = ofn ? PS_CAT_HUGE | CAT_HUGE_1G : 0;
 	struct ps_pgtable_scan q = {
 		.start = start,
 		.end = start + len,
 		.flags = PS_SCAN_WP_MATCHING | flags,
 		.category_mask = PS_CAT_WRITTEN,
-		.return_mask = PS_CAT_WRITTEN,
+		.return_mask = PS_CAT_WRITTEN | extra,
 		.vec = vec,
 		.vec_len = HARVEST_BATCH,
 	};
 
-	if (bad_range(start, len) || (flags & ~PS_SCAN_CHECK_WPASYNC) || !fn)
+	if (bad_range(start, len) || (flags & ~PS_SCAN_CHECK_WPASYNC) ||
+	    (!fn && !ofn))
 		return -EINVAL;
 	/*
 	 * Only WRITTEN matches, so no none page is re-armed and the scan
-	 * never allocates (scan_segment()'s alloc is false): no -ENOMEM.
+	 * never allocates (scan_segment()'s alloc is false): no -ENOMEM
+	 * (a huge leaf it must split aside: then it stops before it, G7).
 	 * Every batch makes progress: it stops only when vec is full, after
 	 * at least one run, at the first page it did not take (G7).
 	 */
 	while (q.start < q.end) {
-		long n = ps_pgtable_scan(t, &q);
+		long n = scan_run(t, &q, extra);
 
 		if (n < 0)
 			return (int)n;
-		for (long i = 0; i < n; i++)
-			fn(ctx, vec[i].start, vec[i].end);
+		for (long i = 0; i < n; i++) {
+			const uint64_t c = vec[i].categories;
+
+			if (ofn)
+				ofn(ctx, vec[i].start, vec[i].end,
+				    !(c & PS_CAT_HUGE)	? 0
+				    : (c & CAT_HUGE_1G) ? PS_PGTABLE_ORDER_1G
+							: PS_PGTABLE_ORDER_2M);
+			else
+				fn(ctx, vec[i].start, vec[i].end);
+		}
+		if (!n && q.walk_end == q.start)
+			return -ENOMEM; /* no progress: a split failed */
 		q.start = q.walk_end;
 	}
 	return 0;
+}
+
+int ps_pgtable_harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
+		       unsigned int flags, ps_pgtable_harvest_fn fn, void *ctx)
+{
+	if (!fn)
+		return -EINVAL;
+	return harvest(t, start, len, flags, fn, NULL, ctx);
+}
+
+int ps_pgtable_harvest_order(struct ps_pgtable *t, uint64_t start, uint64_t len,
+			     unsigned int flags, ps_pgtable_harvest_order_fn fn,
+			     void *ctx)
+{
+	if (!fn)
+		return -EINVAL;
+	return harvest(t, start, len, flags, NULL, fn, ctx);
 }

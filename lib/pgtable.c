@@ -126,22 +126,45 @@
 
 /* --- levels --------------------------------------------------------------- */
 
+/*
+ * Allocation failure injection, in the test build only
+ * (-DPS_PGTABLE_FAILPOINTS, see tests/meson.build): the test sets the hook,
+ * which says whether the next allocation of a level fails.
+ */
+#ifdef PS_PGTABLE_FAILPOINTS
+bool (*ps__pgtable_alloc_fails)(void);
+#define ALLOC_FAILS() (ps__pgtable_alloc_fails && ps__pgtable_alloc_fails())
+#else
+#define ALLOC_FAILS() false
+#endif
+
 static void count(_Atomic(uint64_t) *c, int64_t delta)
 {
 	/* Relaxed: statistics only, no other data depends on them. */
 	atomic_fetch_add_explicit(c, (uint64_t)delta, memory_order_relaxed);
 }
 
-static void *level_new(struct ps_pgtable *t, bool leaf)
+static void *level_alloc(struct ps_pgtable *t, bool leaf)
 {
 	size_t size = leaf ? sizeof(struct leaf) : sizeof(struct node);
-	void *p = aligned_alloc(64, (size + 63) & ~(size_t)63);
+	void *p;
 
+	if (ALLOC_FAILS())
+		return NULL;
+	p = aligned_alloc(64, (size + 63) & ~(size_t)63);
 	if (!p)
 		return NULL;
-	memset(p, 0, size); /* none entries and NULL slots, before publishing */
 	count(&t->bytes, (int64_t)size);
 	count(leaf ? &t->leaves : &t->nodes, 1);
+	return p;
+}
+
+static void *level_new(struct ps_pgtable *t, bool leaf)
+{
+	void *p = level_alloc(t, leaf);
+
+	if (p) /* none entries and NULL slots, before publishing */
+		memset(p, 0, leaf ? sizeof(struct leaf) : sizeof(struct node));
 	return p;
 }
 
@@ -150,6 +173,16 @@ static void level_forget(struct ps_pgtable *t, bool leaf)
 	count(&t->bytes,
 	      -(int64_t)(leaf ? sizeof(struct leaf) : sizeof(struct node)));
 	count(leaf ? &t->leaves : &t->nodes, -1);
+}
+
+void *ps__pgtable_level_new_raw(struct ps_pgtable *t, bool leaf)
+{
+	return level_alloc(t, leaf);
+}
+
+void ps__pgtable_level_forget(struct ps_pgtable *t, bool leaf)
+{
+	level_forget(t, leaf);
 }
 
 static void leaf_free_rcu(struct ps__rcu_head *h)
@@ -163,58 +196,98 @@ static void node_free_rcu(struct ps__rcu_head *h)
 }
 
 /*
+ * Free level @c and the levels below it after a grace period (each through
+ * its own call_rcu): it was unlinked, so only walks begun before can hold
+ * it (G1). Huge leaves in its slots are values, not levels.
+ */
+void ps__pgtable_level_free_rcu(struct ps_pgtable *t, void *c, bool leaf)
+{
+	level_forget(t, leaf);
+	if (leaf) {
+		ps__rcu_call(&((struct leaf *)c)->rcu, leaf_free_rcu);
+		return;
+	}
+	for (unsigned int i = 0; i < FANOUT; i++) {
+		uintptr_t v = slot_load(&((struct node *)c)->slot[i]);
+
+		/* A node's children are leaves iff it is a low node. */
+		if (slot_level(v))
+			ps__pgtable_level_free_rcu(t, (void *)v,
+						   ((struct node *)c)->depth ==
+							   1);
+	}
+	ps__rcu_call(&((struct node *)c)->rcu, node_free_rcu);
+}
+
+/*
  * The child in @slot, allocated and published if absent. Returns NULL only
  * when out of memory.
  */
-/*
- * Allocation failure injection, in the test build only
- * (-DPS_PGTABLE_FAILPOINTS, see tests/meson.build): the test sets the hook,
- * which says whether the next allocation of a level fails.
- */
-#ifdef PS_PGTABLE_FAILPOINTS
-bool (*ps__pgtable_alloc_fails)(void);
-#define ALLOC_FAILS() (ps__pgtable_alloc_fails && ps__pgtable_alloc_fails())
-#else
-#define ALLOC_FAILS() false
-#endif
 
-static void *child_alloc(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
+void *ps__pgtable_level_get(struct ps_pgtable *t, _Atomic(void *) *slot,
+			    unsigned int order, bool leaf, bool alloc,
+			    bool *nomem)
 {
-	/* Acquire: pairs with the release CAS below in the publisher. */
-	void *c = atomic_load_explicit(slot, memory_order_acquire);
+	uintptr_t v = slot_load(slot);
 	void *fresh;
 
-	if (c)
-		return c;
-	if (ALLOC_FAILS())
-		return NULL;
-	fresh = level_new(t, leaf);
-	if (!fresh)
-		return NULL;
-	/*
-	 * Release: the zeroed level is visible to every walker that loads the
-	 * slot with acquire. Acquire on failure: we use the winner's level.
-	 */
-	if (atomic_compare_exchange_strong_explicit(slot, &c, fresh,
-						    memory_order_acq_rel,
-						    memory_order_acquire))
-		return fresh;
-	level_forget(t, leaf);
-	free(fresh); /* never published */
-	return c;
+	for (;;) {
+		if (PS_LIKELY(slot_level(v)))
+			return (void *)v;
+		if (slot_frozen(v)) {
+			ps__pgtable_thaw(slot, v); /* H4: a writer */
+			v = slot_load(slot);
+			continue;
+		}
+		if (slot_huge(v)) {
+			fresh = ps__pgtable_split_slot(t, slot, &v, order,
+						       nomem);
+			if (fresh || *nomem)
+				return fresh;
+			continue; /* changed: v is the new value */
+		}
+		if (!alloc)
+			return NULL;
+		if (!(fresh = level_new(t, leaf))) {
+			*nomem = true;
+			return NULL;
+		}
+		if (!leaf)
+			((struct node *)fresh)->depth = order ? 1 : 2;
+		/*
+		 * Release: the zeroed level is visible to every walker that
+		 * loads the slot with acquire. Acquire on failure: we use the
+		 * winner's value.
+		 */
+		if (atomic_compare_exchange_strong_explicit(
+			    slot, (void **)&v, fresh, memory_order_acq_rel,
+			    memory_order_acquire))
+			return fresh;
+		level_forget(t, leaf);
+		free(fresh); /* never published */
+	}
+}
+
+static void *child_alloc(struct ps_pgtable *t, _Atomic(void *) *slot,
+			 unsigned int order, bool leaf)
+{
+	bool nomem = false;
+
+	return ps__pgtable_level_get(t, slot, order, leaf, true, &nomem);
 }
 
 static struct leaf *leaf_alloc(struct ps_pgtable *t, uint64_t L)
 {
 	struct node *mid, *low;
 
-	mid = child_alloc(t, &t->root.slot[L >> MID_SHIFT], false);
+	mid = child_alloc(t, &t->root.slot[L >> MID_SHIFT], 0, false);
 	if (!mid)
 		return NULL;
-	low = child_alloc(t, &mid->slot[(L >> LOW_SHIFT) & LEVEL_MASK], false);
+	low = child_alloc(t, &mid->slot[(L >> LOW_SHIFT) & LEVEL_MASK],
+			  ORDER_MID, false);
 	if (!low)
 		return NULL;
-	return child_alloc(t, &low->slot[L & LEVEL_MASK], true);
+	return child_alloc(t, &low->slot[L & LEVEL_MASK], ORDER_LOW, true);
 }
 
 struct leaf *ps__pgtable_leaf_alloc(struct ps_pgtable *t, uint64_t L)
@@ -368,10 +441,69 @@ static PS_ALWAYS_INLINE int update_leaf(struct leaf *l, uint64_t p0,
 }
 
 /*
+ * update_huge() - apply @fn to pages [*p, send) of the huge leaf of @h
+ * (they start inside it). An operation on the whole extent changes the
+ * leaf with one CAS (@visit is told of each page); one on part of it, or
+ * one whose result is no huge leaf (a swap entry), splits it first (H1).
+ * Transitions are functions of the entry's bits, uniform over the extent
+ * (tr_map, the one that reads the address, refuses present leaves), so the
+ * first page's change stands for all. Returns 0 with *p past the pages
+ * done (or unchanged: the caller walks again after a split or a race),
+ * -EEXIST (refused), -ENOMEM (a split could not allocate).
+ */
+static int update_huge(struct ps_pgtable *t, struct hit *h, uint64_t *p,
+		       uint64_t send, tr_fn fn, const struct op *op)
+{
+	const uint64_t xend = h->p0 + (UINT64_C(1) << h->order);
+	const uint64_t hi = send < xend ? send : xend;
+	ps_pte_t v = (ps_pte_t)h->v, view, n;
+	uintptr_t cur = h->v;
+	bool nomem = false;
+
+	view = hit_view(h, *p);
+	n = fn(view, op, *p << PAGE_SHIFT);
+	if (n == REFUSE)
+		return -EEXIST;
+	if (n == view) {
+		*p = hi;
+		return 0;
+	}
+	if (*p == h->p0 && hi == xend) {
+		n = fn(v, op, h->p0 << PAGE_SHIFT);
+		if (n == PS_PTE_NONE || ps_pte_huge_valid(n, h->order)) {
+			/*
+			 * Seq_cst: the slot's CAS is an entry CAS (G2, G8's
+			 * writer side needs no hint: huge leaves are read
+			 * whole by every scan); release to acquiring readers.
+			 */
+			if (!atomic_compare_exchange_strong_explicit(
+				    h->slot, (void **)&cur,
+				    (void *)(uintptr_t)n, memory_order_seq_cst,
+				    memory_order_acquire))
+				return 0; /* changed: walk again */
+			if (op->visit)
+				for (uint64_t q = h->p0; q < xend; q++)
+					op->visit(
+						op->ctx, q << PAGE_SHIFT,
+						hit_view(h, q),
+						ps_pte_huge_subpage(n, h->order,
+								    q - h->p0));
+			*p = xend;
+			return 0;
+		}
+	}
+	if (!ps__pgtable_split_slot(t, h->slot, &cur, h->order, &nomem) &&
+	    nomem)
+		return -ENOMEM;
+	return 0; /* split (by us or another): walk again */
+}
+
+/*
  * update_range() - apply @fn to every entry of [start, end), segment by
  * segment of equal registration (@rs), allocating leaves only where @fn
- * turns a none entry into something else. @clear_hint: see update_leaf().
- * Returns 0, -ENOMEM or -EEXIST.
+ * turns a none entry into something else. Huge leaves met on the way go
+ * to update_huge(); frozen levels are thawed (H4). @clear_hint: see
+ * update_leaf(). Returns 0, -ENOMEM or -EEXIST.
  */
 static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
 					 const struct regset *rs,
@@ -392,19 +524,47 @@ static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
 		while (p < send) {
 			uint64_t L = p >> LEVEL_BITS, lend;
 			struct leaf *l;
+			struct hit h;
 			int err;
 
 			if (alloc) {
-				l = leaf_alloc(t, L);
+				l = leaf_lookup(t, L, &h);
+				if (h.frozen) { /* H4: a writer thaws */
+					ps__pgtable_thaw(h.frozen,
+							 slot_load(h.frozen));
+					continue;
+				}
+				if (h.v) {
+					err = update_huge(t, &h, &p, send, fn,
+							  op);
+					if (err)
+						return err;
+					continue;
+				}
+				if (!l)
+					l = leaf_alloc(t, L);
 				if (!l)
 					return -ENOMEM;
 			} else {
 				l = leaf_find(t, &L,
-					      ((send - 1) >> LEVEL_BITS) + 1);
-				if (!l)
-					break;
+					      ((send - 1) >> LEVEL_BITS) + 1,
+					      &h);
 				if (L << LEVEL_BITS > p)
 					p = L << LEVEL_BITS;
+				if (h.frozen) { /* H4: a writer thaws */
+					ps__pgtable_thaw(h.frozen,
+							 slot_load(h.frozen));
+					continue;
+				}
+				if (h.v) {
+					err = update_huge(t, &h, &p, send, fn,
+							  op);
+					if (err)
+						return err;
+					continue;
+				}
+				if (!l)
+					break;
 			}
 			lend = (L + 1) << LEVEL_BITS;
 			if (lend > send)
@@ -439,24 +599,38 @@ static int levels_alloc(struct ps_pgtable *t, uint64_t start, uint64_t end)
 }
 
 /*
- * Is every entry of [start, end) none, or, with @markers_ok, also a lone
- * UFFD_WP or WRITTEN marker (what a map may replace)?
+ * The first page of [start, end) that is not none, nor, with @markers_ok,
+ * a lone UFFD_WP or WRITTEN marker (what a map may replace); @end if none.
  */
-static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
-			 uint64_t end, bool markers_ok)
+uint64_t ps__pgtable_occupied(const struct ps_pgtable *t, uint64_t start,
+			      uint64_t end, bool markers_ok)
 {
 	uint64_t p = start >> PAGE_SHIFT, pend = end >> PAGE_SHIFT;
 	struct leaf *l;
+	struct hit h;
 
-	for (; (l = leaf_next(t, &p, pend)); p++) {
-		ps_pte_t e = entry_load(l, p & LEVEL_MASK);
+	for (; (l = leaf_next(t, &p, pend, &h)) || h.v; p++) {
+		ps_pte_t e = l ? entry_load(l, p & LEVEL_MASK)
+			       : hit_view(&h, p);
 
 		if (e != PS_PTE_NONE &&
 		    !(markers_ok &&
 		      (e == marker_uffd_wp() || ps_pte_is_written_marker(e))))
-			return false;
+			return p << PAGE_SHIFT;
+		if (!l) { /* every page of a huge leaf reads the same here */
+			uint64_t xend = h.p0 + (UINT64_C(1) << h.order);
+
+			p = (xend < pend ? xend : pend) - 1;
+		}
 	}
-	return true;
+	return end;
+}
+
+/* Is every entry of [start, end) vacant (see ps__pgtable_occupied())? */
+static bool range_vacant(const struct ps_pgtable *t, uint64_t start,
+			 uint64_t end, bool markers_ok)
+{
+	return ps__pgtable_occupied(t, start, end, markers_ok) == end;
 }
 
 /* --- lifetime and lookups ------------------------------------------------- */
@@ -475,6 +649,7 @@ struct ps_pgtable *ps_pgtable_create(void)
 	if (!t)
 		return NULL;
 	memset(t, 0, sizeof(*t));
+	t->root.depth = 3;
 	t->born = born;
 	if (pthread_mutex_init(&t->lock, NULL)) {
 		free(t);
@@ -487,7 +662,7 @@ struct ps_pgtable *ps_pgtable_create(void)
 static void free_subtree(struct node *n, int depth)
 {
 	for (unsigned int i = 0; i < FANOUT; i++) {
-		void *c = child(n, i);
+		void *c = child(n, i); /* NULL for a huge leaf: a value */
 
 		if (!c)
 			continue;
@@ -549,6 +724,33 @@ int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte)
 	return 0;
 }
 
+int ps_pgtable_get_level(const struct ps_pgtable *t, uint64_t addr,
+			 ps_pte_t *pte, unsigned int *order, ps_pte_t *leaf)
+{
+	uint64_t p = addr >> PAGE_SHIFT;
+	const struct leaf *l;
+	struct hit h;
+	ps_pte_t e = PS_PTE_NONE;
+
+	if (bad_addr(addr))
+		return -EINVAL;
+	ps__rcu_read_lock();
+	l = leaf_lookup(t, p >> LEVEL_BITS, &h);
+	if (l)
+		/* Acquire: pairs with entry_cas()'s release. */
+		e = atomic_load_explicit(&l->e[p & LEVEL_MASK],
+					 memory_order_acquire);
+	ps__rcu_read_unlock();
+	if (h.v)
+		e = hit_view(&h, p);
+	*pte = e;
+	if (order)
+		*order = h.v ? h.order : PS_PGTABLE_ORDER_4K;
+	if (leaf)
+		*leaf = h.v ? (ps_pte_t)h.v : e;
+	return 0;
+}
+
 PS_STATIC_ASSERT(PS_PTE_NONE == 0, "get_range fills holes with memset");
 
 int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
@@ -566,9 +768,13 @@ int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
 	while (p < pend) {
 		uint64_t leaf_end = ((p >> LEVEL_BITS) + 1) << LEVEL_BITS;
 		size_t n = (size_t)((leaf_end < pend ? leaf_end : pend) - p);
-		const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS);
+		struct hit h;
+		const struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS, &h);
 
-		if (!l) {
+		if (PS_UNLIKELY(h.v)) {
+			for (size_t k = 0; k < n; k++)
+				out[k] = hit_view(&h, p + k);
+		} else if (!l) {
 			memset(out, 0, n * sizeof(*out)); /* PS_PTE_NONE */
 		} else {
 			const _Atomic(ps_pte_t) *e = &l->e[p & LEVEL_MASK];
@@ -625,19 +831,23 @@ static int update_one(struct ps_pgtable *t, uint64_t addr, tr_fn fn,
 	int err = 0;
 	ps_pte_t e, n;
 
+	struct hit h;
+
 	ps__rcu_read_lock();
-	l = leaf_lookup(t, p >> LEVEL_BITS);
-	if (!l) {
-		n = fn(PS_PTE_NONE, op, addr);
-		if (n == PS_PTE_NONE || n == REFUSE) {
+	l = leaf_lookup(t, p >> LEVEL_BITS, &h);
+	if (!l || h.frozen) {
+		/* Under a huge leaf: the view (H1 splits to change it). */
+		e = l	  ? entry_load(l, p & LEVEL_MASK)
+		    : h.v ? hit_view(&h, p)
+			  : PS_PTE_NONE;
+		n = fn(e, op, addr);
+		if (n == e || n == REFUSE) {
 			/* Nothing to do or refused: nothing allocated. */
-			e = PS_PTE_NONE;
 			err = n == REFUSE ? refused : 0;
 			goto out;
 		}
+		l = leaf_alloc(t, p >> LEVEL_BITS); /* splits, thaws */
 	}
-	if (!l)
-		l = leaf_alloc(t, p >> LEVEL_BITS);
 	if (!l) {
 		err = -ENOMEM;
 		e = PS_PTE_NONE;
@@ -679,15 +889,22 @@ int ps_pgtable_cmpxchg(struct ps_pgtable *t, uint64_t addr, ps_pte_t *expected,
 
 	if (bad_addr(addr) || !ps_pte_valid(desired))
 		return -EINVAL;
+	struct hit h;
+
 	ps__rcu_read_lock();
-	l = leaf_lookup(t, p >> LEVEL_BITS);
-	if (!l && (*expected != PS_PTE_NONE || desired == PS_PTE_NONE)) {
-		err = *expected == PS_PTE_NONE ? 0 : -EAGAIN;
-		*expected = PS_PTE_NONE;
-		goto out;
+	l = leaf_lookup(t, p >> LEVEL_BITS, &h);
+	if (!l || h.frozen) {
+		ps_pte_t e = l	   ? entry_load(l, p & LEVEL_MASK)
+			     : h.v ? hit_view(&h, p)
+				   : PS_PTE_NONE;
+
+		if (*expected != e || desired == e) {
+			err = *expected == e ? 0 : -EAGAIN;
+			*expected = e;
+			goto out;
+		}
+		l = leaf_alloc(t, p >> LEVEL_BITS); /* splits, thaws */
 	}
-	if (!l)
-		l = leaf_alloc(t, p >> LEVEL_BITS);
 	if (!l)
 		err = -ENOMEM;
 	else if (!entry_cas(l, p & LEVEL_MASK, expected, desired))
@@ -779,7 +996,9 @@ int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	size_t i, j = 0;
 	int err = 0;
 
-	if (bad_range(start, len) || (flags & ~PS_WP_ALL))
+	if (bad_range(start, len) || (flags & ~PS_WP_ALL) ||
+	    (flags & (PS_WP_HUGE_SPLIT | PS_WP_HUGE_WHOLE)) ==
+		    (PS_WP_HUGE_SPLIT | PS_WP_HUGE_WHOLE))
 		return -EINVAL;
 	if (flags & PS_WP_ASYNC)
 		flags |= PS_WP_UNPOPULATED; /* WP_ASYNC implies it in Linux */
@@ -882,14 +1101,18 @@ static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	if (bad_range(start, len))
 		return -EINVAL;
 	pthread_mutex_lock(&t->lock);
+	ps__rcu_read_lock();
 	if (!reg_covers(regs_load(t), start, start + len, 0))
 		err = -ENOENT;
+	else if (ps__pgtable_cuts_whole(t, regs_load(t), start, start + len))
+		err = -EINVAL; /* part of a leaf tracked whole */
 	else if (protect)
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_protect, &op, true);
 	else
 		err = update_range(t, regs_load(t), start, start + len,
 				   tr_unprotect, &op, false);
+	ps__rcu_read_unlock();
 	pthread_mutex_unlock(&t->lock);
 	return err;
 }
@@ -984,6 +1207,7 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (start + len) >> PAGE_SHIFT;
 	struct leaf *l;
+	struct hit h;
 	int err;
 
 	if (bad_range(start, len) || dst == src || (flags & ~PS_KEEP_WP))
@@ -991,10 +1215,12 @@ int ps_pgtable_copy(struct ps_pgtable *dst, const struct ps_pgtable *src,
 	PS__FORK_CHECK(dst->born, "page table");
 	copy_move_begin(dst, flags);
 	err = target_ready(dst, start, len, flags);
-	for (p = start >> PAGE_SHIFT; !err && (l = leaf_next(src, &p, pend));
-	     p++) {
-		ps_pte_t e = entry_load(l, p & LEVEL_MASK), n,
-			 cur = PS_PTE_NONE;
+	for (p = start >> PAGE_SHIFT;
+	     !err && ((l = leaf_next(src, &p, pend, &h)) || h.v); p++) {
+		/* A huge source leaf is copied as its 4 KiB views (H1). */
+		ps_pte_t e = l ? entry_load(l, p & LEVEL_MASK)
+			       : hit_view(&h, p),
+			 n, cur = PS_PTE_NONE;
 
 		n = tr_copy(e, &op, p << PAGE_SHIFT);
 		if (n == PS_PTE_NONE)
@@ -1013,6 +1239,7 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 	struct op op = {.flags = flags};
 	uint64_t p, pend = (from + len) >> PAGE_SHIFT;
 	struct leaf *l;
+	struct hit h;
 	int err;
 
 	if (bad_range(from, len) || bad_range(to, len) ||
@@ -1021,9 +1248,18 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
 	PS__FORK_CHECK(t->born, "page table");
 	copy_move_begin(t, flags);
 	err = target_ready(t, to, len, flags);
-	for (p = from >> PAGE_SHIFT; !err && (l = leaf_next(t, &p, pend));
-	     p++) {
+	for (p = from >> PAGE_SHIFT;
+	     !err && ((l = leaf_next(t, &p, pend, &h)) || h.v); p++) {
 		uint64_t dst = (p << PAGE_SHIFT) - from + to;
+
+		if (!l || h.frozen) {
+			/* The source changes: split it, thaw it (H1, H4). */
+			l = leaf_alloc(t, p >> LEVEL_BITS);
+			if (!l) {
+				err = -ENOMEM;
+				break;
+			}
+		}
 		ps_pte_t e = entry_load(l, p & LEVEL_MASK), cur = PS_PTE_NONE;
 
 		/*
@@ -1055,7 +1291,7 @@ static bool leaf_empty(const struct leaf *l)
 static bool node_empty(const struct node *n)
 {
 	for (unsigned int i = 0; i < FANOUT; i++)
-		if (child(n, i))
+		if (slot_load(&n->slot[i])) /* a level or a huge leaf */
 			return false;
 	return true;
 }
@@ -1123,6 +1359,136 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 /* --- faults --------------------------------------------------------------- */
 
 /*
+ * fault_judge() - what a fault with @access finds in entry @e of page @addr
+ * (the fault table of pagestate/pgtable.h), and *@n, the entry it leaves
+ * (@e where nothing changes). *@reg receives the page's registration when
+ * @e is write-protected (NULL: unregistered, or @e not protected).
+ */
+static PS_ALWAYS_INLINE enum ps_fault
+fault_judge(const struct ps_pgtable *t, uint64_t addr, unsigned int access,
+	    ps_pte_t e, ps_pte_t *n, const struct reg **reg)
+{
+	unsigned int m = ps_pte_marker_bits(e);
+	enum ps_fault r = PS_FAULT_OK;
+
+	*reg = NULL;
+	if (ps_pte_uffd_wp(e))
+		*reg = reg_find_page(regs_load(t), addr);
+	*n = e;
+	if (e == PS_PTE_NONE || ps_pte_is_swap(e) ||
+	    m == PS_PTE_MARKER_WRITTEN) {
+		r = PS_FAULT_MISSING; /* WRITTEN: a none page */
+	} else if (m & PS_PTE_MARKER_POISONED) {
+		r = PS_FAULT_POISONED;
+	} else if (m & PS_PTE_MARKER_GUARD) {
+		r = PS_FAULT_GUARD;
+	} else if (m) {
+		r = PS_FAULT_MISSING; /* UFFD_WP: stays, unless stale */
+		if (!*reg)
+			*n = ps_pte_clear_uffd_wp(e); /* G9 */
+	} else if (!(access & PS_ACCESS_WRITE)) {
+		*n = e | PS_PTE_ACCESSED;
+	} else if (!(e & PS_PTE_MAYWRITE)) {
+		r = PS_FAULT_BAD_ACCESS;
+	} else if (*reg && !((*reg)->flags & PS_WP_ASYNC) &&
+		   !(access & PS_ACCESS_RESOLVE_WP)) {
+		r = PS_FAULT_WP;
+	} else {
+		*n = ps_pte_resolve_write(e); /* one CAS: -wp, +W D A */
+	}
+	return r;
+}
+
+/*
+ * May a fault clear the protection of the whole huge leaf of @h, for a
+ * page registered @reg (NULL: not registered, the bit is stale)? Only if
+ * the leaf is tracked whole: one registration with PS_WP_HUGE_WHOLE covers
+ * it, or no registration meets it (stale everywhere, G9).
+ */
+static bool wp_whole(const struct ps_pgtable *t, const struct reg *reg,
+		     const struct hit *h)
+{
+	const uint64_t a0 = h->p0 << PAGE_SHIFT;
+	const uint64_t a1 = (h->p0 + (UINT64_C(1) << h->order)) << PAGE_SHIFT;
+	uint64_t seg_end;
+
+	if (reg)
+		return (reg->flags & PS_WP_HUGE_WHOLE) && reg->start <= a0 &&
+		       reg->end >= a1;
+	return !reg_segment(regs_load(t), a0, a1, &seg_end) && seg_end == a1;
+}
+
+/*
+ * The fault of a page under a huge leaf or a frozen level (H2, H4): in the
+ * caller's section, walking again after every change it loses to. A write
+ * that resolves the protection of a leaf in a range tracked 4 KiB at a
+ * time (PS_WP_HUGE_SPLIT, or neither flag) splits it and resolves the page
+ * only; every other change is made to the whole leaf, by one CAS of its
+ * slot from the value judged.
+ */
+static PS_COLD enum ps_fault fault_slow(struct ps_pgtable *t, uint64_t addr,
+					unsigned int access, ps_pte_t *pte)
+{
+	const uint64_t p = addr >> PAGE_SHIFT;
+	enum ps_fault r;
+	ps_pte_t e, n;
+
+	for (;;) {
+		const struct reg *reg;
+		struct hit h;
+		struct leaf *l = leaf_lookup(t, p >> LEVEL_BITS, &h);
+		uintptr_t cur = h.v;
+		bool nomem = false;
+
+		e = l	  ? entry_load(l, p & LEVEL_MASK)
+		    : h.v ? hit_view(&h, p)
+			  : PS_PTE_NONE;
+		r = fault_judge(t, addr, access, e, &n, &reg);
+		if (access & PS_ACCESS_CHECK) {
+			n = e; /* classified: nothing changes */
+			break;
+		}
+		if (n == e)
+			break;
+		if (h.frozen) {
+			ps__pgtable_thaw(h.frozen, slot_load(h.frozen));
+			continue;
+		}
+		if (l) {
+			if (entry_cas(l, p & LEVEL_MASK, &e, n))
+				break;
+			continue;
+		}
+		if (ps_pte_uffd_wp(e) && !ps_pte_uffd_wp(n) &&
+		    !wp_whole(t, reg, &h)) {
+			/* THP-like: split, then resolve the page alone. */
+			if (ps__pgtable_split_slot(t, h.slot, &cur, h.order,
+						   &nomem) ||
+			    !nomem)
+				continue;
+			/* No memory to split: resolve it whole, lose none. */
+		}
+		(void)fault_judge(t, h.p0 << PAGE_SHIFT, access, (ps_pte_t)h.v,
+				  &n, &reg);
+		/*
+		 * Seq_cst: an entry CAS (G2) on the slot, from the leaf
+		 * judged; release to acquiring readers. Huge leaves need no
+		 * written hint (every scan reads them whole).
+		 */
+		if (atomic_compare_exchange_strong_explicit(
+			    h.slot, (void **)&cur, (void *)(uintptr_t)n,
+			    memory_order_seq_cst, memory_order_acquire)) {
+			h.v = (uintptr_t)n;
+			n = n ? hit_view(&h, p) : PS_PTE_NONE;
+			break;
+		}
+	}
+	if (pte)
+		*pte = n;
+	return r;
+}
+
+/*
  * The fault, in its own read-side section (@own) or in the caller's
  * (ps_pgtable_fault_locked()): the one body of every fault entry point.
  */
@@ -1135,6 +1501,7 @@ static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t, uint64_t addr,
 	uint64_t p = addr >> PAGE_SHIFT;
 	enum ps_fault r;
 	struct leaf *l;
+	struct hit h;
 	ps_pte_t e = PS_PTE_NONE, n;
 
 	if (bad_addr(addr) || (access & ~known) ||
@@ -1142,38 +1509,19 @@ static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t, uint64_t addr,
 		return PS_FAULT_INVALID;
 	if (own)
 		ps__rcu_read_lock();
-	l = leaf_lookup(t, p >> LEVEL_BITS);
+	l = leaf_lookup(t, p >> LEVEL_BITS, &h);
+	if (PS_UNLIKELY(h.v || h.frozen)) {
+		r = fault_slow(t, addr, access, pte);
+		if (own)
+			ps__rcu_read_unlock();
+		return r;
+	}
 	if (l)
 		e = entry_load(l, p & LEVEL_MASK);
 	for (;;) {
-		const struct reg *reg = NULL;
-		unsigned int m = ps_pte_marker_bits(e);
+		const struct reg *reg;
 
-		if (ps_pte_uffd_wp(e))
-			reg = reg_find_page(regs_load(t), addr);
-		r = PS_FAULT_OK;
-		n = e;
-		if (e == PS_PTE_NONE || ps_pte_is_swap(e) ||
-		    m == PS_PTE_MARKER_WRITTEN) {
-			r = PS_FAULT_MISSING; /* WRITTEN: a none page */
-		} else if (m & PS_PTE_MARKER_POISONED) {
-			r = PS_FAULT_POISONED;
-		} else if (m & PS_PTE_MARKER_GUARD) {
-			r = PS_FAULT_GUARD;
-		} else if (m) {
-			r = PS_FAULT_MISSING; /* UFFD_WP: stays, unless stale */
-			if (!reg)
-				n = ps_pte_clear_uffd_wp(e); /* G9 */
-		} else if (!(access & PS_ACCESS_WRITE)) {
-			n = e | PS_PTE_ACCESSED;
-		} else if (!(e & PS_PTE_MAYWRITE)) {
-			r = PS_FAULT_BAD_ACCESS;
-		} else if (reg && !(reg->flags & PS_WP_ASYNC) &&
-			   !(access & PS_ACCESS_RESOLVE_WP)) {
-			r = PS_FAULT_WP;
-		} else {
-			n = ps_pte_resolve_write(e); /* one CAS: -wp, +W D A */
-		}
+		r = fault_judge(t, addr, access, e, &n, &reg);
 		if (access & PS_ACCESS_CHECK) {
 			n = e; /* classified: nothing changes */
 			break;

@@ -577,7 +577,12 @@ START_TEST(bad_input_changes_nothing)
 	ck_assert_int_eq(ps_pgtable_map(T, 0, 2 * PG, PS_PTE_FRAME_MAX, 0),
 			 -EINVAL); /* frames run out */
 	ck_assert_int_eq(ps_pgtable_register(T, 1, PG, 0), -EINVAL);
-	ck_assert_int_eq(ps_pgtable_register(T, 0, PG, 8), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_register(T, 0, PG, PS_WP_ALL + 1),
+			 -EINVAL); /* the next flag */
+	ck_assert_int_eq(ps_pgtable_register(T, 0, PG,
+					     PS_WP_HUGE_SPLIT |
+						     PS_WP_HUGE_WHOLE),
+			 -EINVAL); /* two granularities */
 	ck_assert_int_eq(ps_pgtable_unregister(T, BASE, 0), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_protect(T, BASE, PG - 1), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_unprotect(T, end, PG), -EINVAL);
@@ -3490,6 +3495,152 @@ START_TEST(stress_range_against_map_unmap)
 }
 END_TEST
 
+/* --- huge leaves ---------------------------------------------------------- */
+
+#define M2 (UINT64_C(2) << 20)
+#define HBASE (8 * GiB) /* 1 GiB aligned */
+#define O2M PS_PGTABLE_ORDER_2M
+#define O1G PS_PGTABLE_ORDER_1G
+
+static unsigned int order_at(const struct ps_pgtable *t, uint64_t addr)
+{
+	unsigned int order = 99;
+	ps_pte_t e, leaf;
+
+	ck_assert_int_eq(ps_pgtable_get_level(t, addr, &e, &order, &leaf), 0);
+	ck_assert_uint_eq(e, get(t, addr));
+	return order;
+}
+
+/* Every page of [start, start + n pages) reads the same in @a and @b. */
+static void same_views(const struct ps_pgtable *a, const struct ps_pgtable *b,
+		       uint64_t start, uint64_t n, const char *what)
+{
+	static ps_pte_t va[1 << 18], vb[1 << 18];
+
+	ck_assert_uint_le(n, 1 << 18);
+	ck_assert_int_eq(ps_pgtable_get_range(a, start, n, va), 0);
+	ck_assert_int_eq(ps_pgtable_get_range(b, start, n, vb), 0);
+	for (uint64_t i = 0; i < n; i++)
+		ck_assert_msg(va[i] == vb[i], "%s: page %#llx: %#llx vs %#llx",
+			      what, (unsigned long long)(start + i * PG),
+			      (unsigned long long)va[i],
+			      (unsigned long long)vb[i]);
+}
+
+START_TEST(huge_map_and_views)
+{
+	const uint64_t fl = RW | PS_PTE_DIRTY | PS_PTE_CACHE(2) | PS_PTE_ENC;
+	const uint64_t f2 = 512 * 7, f1 = UINT64_C(1) << 19;
+	ps_pte_t e, leaf, run[1030];
+	unsigned int order;
+
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, 2 * M2, f2, fl, O2M,
+					     NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, GiB, f1, fl, O1G,
+					     NULL),
+			 0);
+	for (uint64_t i = 0; i < 1024; i += 73) {
+		uint64_t a = HBASE + i * PG;
+
+		ck_assert_int_eq(ps_pgtable_get_level(T, a, &e, &order, &leaf),
+				 0);
+		ck_assert_uint_eq(e, ps_pte_mk_present(f2 + i, fl));
+		ck_assert_uint_eq(order, O2M);
+		ck_assert_uint_eq(leaf,
+				  ps_pte_mk_present(f2 + (i & ~511u), fl));
+		ps_pgtable_read_lock();
+		ck_assert_uint_eq(ps_pgtable_lookup(T, a + 5), e);
+		/* No cursor into a huge leaf: callers go out of line. */
+		ck_assert_ptr_null(ps_pgtable_lookup_leaf(T, a));
+		ps_pgtable_read_unlock();
+	}
+	for (uint64_t i = 0; i < (UINT64_C(1) << 18); i += 4097) {
+		ck_assert_uint_eq(get(T, HBASE + GiB + i * PG),
+				  ps_pte_mk_present(f1 + i, fl));
+		ck_assert_uint_eq(order_at(T, HBASE + GiB + i * PG), O1G);
+	}
+	/* A run across a leaf edge and into none pages. */
+	ck_assert_int_eq(ps_pgtable_get_range(T, HBASE + 2 * M2 - 3 * PG, 6,
+					      run),
+			 0);
+	ck_assert_uint_eq(run[0], ps_pte_mk_present(f2 + 1021, fl));
+	ck_assert_uint_eq(run[2], ps_pte_mk_present(f2 + 1023, fl));
+	ck_assert_uint_eq(run[3], PS_PTE_NONE);
+	ck_assert_uint_eq(order_at(T, HBASE + 2 * M2), 0);
+	/* A 4 KiB entry reports order 0 and itself as the leaf. */
+	set(T, HBASE + 3 * M2, ps_pte_mk_present(9, 0));
+	ck_assert_int_eq(ps_pgtable_get_level(T, HBASE + 3 * M2, &e, &order,
+					      &leaf),
+			 0);
+	ck_assert_uint_eq(order, 0);
+	ck_assert_uint_eq(leaf, e);
+	ck_assert_int_eq(ps_pgtable_get_level(T, HBASE + 1, &e, NULL, NULL),
+			 -EINVAL);
+}
+END_TEST
+
+START_TEST(huge_map_errors_say_where)
+{
+	struct ps_pgtable_stats st0, st1;
+	uint64_t where = 1;
+
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + PG, M2, 0, 0, O2M,
+					     &where),
+			 -EINVAL);
+	ck_assert_uint_eq(where, HBASE + PG);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2 + PG, 0, 0, O2M,
+					     &where),
+			 -EINVAL);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 0, 0, 10, &where),
+			 -EINVAL);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 513, 0, O2M, &where),
+			 -EINVAL); /* frame not aligned */
+	ck_assert_uint_eq(where, HBASE);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 512, 1u << 11, O2M,
+					     &where),
+			 -EINVAL); /* reserved flag */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2,
+					     PS_PTE_FRAME_MAX + 1 - 256, 0, O2M,
+					     &where),
+			 -EINVAL); /* frames run out */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 0, 0, O1G, &where),
+			 -EINVAL); /* 2 MiB is not a 1 GiB multiple */
+	/* -EEXIST names the first occupied page, and installs nothing. */
+	set(T, HBASE + M2 + 9 * PG, ps_pte_mk_swap(1, 1, 0));
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, 2 * M2, 0, 0, O2M,
+					     &where),
+			 -EEXIST);
+	ck_assert_uint_eq(where, HBASE + M2 + 9 * PG);
+	ck_assert_uint_eq(get(T, HBASE), PS_PTE_NONE);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 0, PS_PTE_UFFD_WP,
+					     O2M, &where),
+			 -ENOENT);
+	ck_assert_uint_eq(where, HBASE);
+	/* Over a huge present leaf: -EEXIST, for 4 KiB maps too. */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 0, 0, O2M, NULL), 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 0, 0, O2M, &where),
+			 -EEXIST);
+	ck_assert_int_eq(ps_pgtable_map(T, HBASE + 4 * PG, PG, 0, 0), -EEXIST);
+	/* Over vacant levels: replaced, freed (the counts drop at once). */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + 4 * M2, M2,
+					     PS_WP_UNPOPULATED),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, HBASE + 4 * M2, M2), 0);
+	ps_pgtable_stats(T, &st0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + 4 * M2, M2, 1024, RW,
+					     O2M, NULL),
+			 0);
+	ps_pgtable_stats(T, &st1);
+	ck_assert_uint_eq(st1.leaves + 1, st0.leaves);
+	/* The markers' protection is kept (it never drops). */
+	ck_assert_uint_eq(get(T, HBASE + 4 * M2 + 7 * PG),
+			  ps_pte_mk_present(1024 + 7, RW | PS_PTE_UFFD_WP));
+	ck_assert_uint_eq(order_at(T, HBASE + 4 * M2), O2M);
+}
+END_TEST
+
 static Suite *pgtable_suite(void)
 {
 	Suite *s = suite_create("pgtable");
@@ -3590,6 +3741,11 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, regress_scan_rejects_high_flags);
 	tcase_add_test(tc, regress_scan_rounds_unaligned_end_up);
 	tcase_add_test(tc, regress_wp_scan_without_vector_protects_all);
+
+	tc = ps_test_tcase(s, "huge: entries", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, huge_map_and_views);
+	tcase_add_test(tc, huge_map_errors_say_where);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);

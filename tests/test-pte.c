@@ -268,6 +268,79 @@ START_TEST(mprotect_keeps_cache_enc_wp)
 }
 END_TEST
 
+/* --- huge leaves ---------------------------------------------------------- */
+
+START_TEST(huge_canonical_forms)
+{
+	const uint64_t fl = PS_PTE_MAYWRITE | PS_PTE_DIRTY | PS_PTE_CACHE(3) |
+			    PS_PTE_ENC | PS_PTE_ACCESSED;
+	static const unsigned int orders[] = {PS_PTE_ORDER_2M, PS_PTE_ORDER_1G};
+
+	for (unsigned int o = 0; o < 2; o++) {
+		const unsigned int order = orders[o];
+		const uint64_t n = UINT64_C(1) << order;
+		ps_pte_t h = ps_pte_mk_huge(3 * n, fl, order);
+
+		ck_assert(ps_pte_huge_valid(h, order));
+		ck_assert_uint_eq(h, ps_pte_mk_present(3 * n, fl));
+		/* Frames must be aligned to the extent. */
+		ck_assert_uint_eq(ps_pte_mk_huge(3 * n + 1, fl, order),
+				  PS_PTE_NONE);
+		ck_assert(!ps_pte_huge_valid(ps_pte_mk_present(3 * n + 1, fl),
+					     order));
+		/* The last extent that fits, and the one that does not. */
+		ck_assert(ps_pte_mk_huge(PS_PTE_FRAME_MAX + 1 - n, 0, order));
+		ck_assert_uint_eq(ps_pte_mk_huge(PS_PTE_FRAME_MAX + 1, 0,
+						 order),
+				  PS_PTE_NONE);
+		/* Same invariants: never writable and protected. */
+		h = ps_pte_mk_huge(n, PS_PTE_WRITE | PS_PTE_UFFD_WP, order);
+		ck_assert(!ps_pte_is_writable(h) && ps_pte_uffd_wp(h));
+		ck_assert(ps_pte_may_write(ps_pte_mk_huge(n, PS_PTE_WRITE,
+							  order)));
+		/* Markers are canonical at any order; swap and none never. */
+		ck_assert(ps_pte_huge_valid(
+			ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP), order));
+		ck_assert(ps_pte_huge_valid(
+			ps_pte_mk_marker(PS_PTE_MARKER_WRITTEN), order));
+		ck_assert(!ps_pte_huge_valid(ps_pte_mk_swap(1, n, 0), order));
+		ck_assert(!ps_pte_huge_valid(PS_PTE_NONE, order));
+		ck_assert(!ps_pte_huge_valid(ps_pte_mk_present(1, 1 << 11),
+					     order)); /* reserved bit */
+	}
+	ck_assert(!ps_pte_huge_valid(ps_pte_mk_present(0, 0), 0));
+	ck_assert(!ps_pte_huge_valid(ps_pte_mk_present(0, 0), 10));
+	ck_assert_uint_eq(ps_pte_mk_huge(0, 0, 10), PS_PTE_NONE);
+	ck_assert_uint_eq(ps_pte_mk_huge(0, UINT64_C(1) << 11, PS_PTE_ORDER_2M),
+			  PS_PTE_NONE); /* flags out of range */
+}
+END_TEST
+
+START_TEST(huge_subpage_views)
+{
+	const uint64_t fl = PS_PTE_MAYWRITE | PS_PTE_WRITE | PS_PTE_DIRTY |
+			    PS_PTE_CACHE(6) | PS_PTE_ENC;
+	ps_pte_t h = ps_pte_mk_huge(UINT64_C(5) << 18, fl, PS_PTE_ORDER_1G);
+	ps_pte_t m = ps_pte_mk_marker(PS_PTE_MARKER_GUARD |
+				      PS_PTE_MARKER_UFFD_WP);
+
+	for (uint64_t i = 0; i < (UINT64_C(1) << 18); i += 4099) {
+		ps_pte_t v = ps_pte_huge_subpage(h, PS_PTE_ORDER_1G, i);
+
+		ck_assert(ps_pte_valid(v));
+		ck_assert_uint_eq(ps_pte_frame(v), (UINT64_C(5) << 18) + i);
+		ck_assert_uint_eq(ps_pte_flags(v), ps_pte_flags(h));
+		ck_assert_uint_eq(ps_pte_huge_subpage(m, PS_PTE_ORDER_1G, i),
+				  m);
+	}
+	/* The last page; the index wraps within the extent. */
+	ck_assert_uint_eq(ps_pte_frame(ps_pte_huge_subpage(h, PS_PTE_ORDER_2M,
+							   511 + 512)),
+			  (UINT64_C(5) << 18) + 511);
+	ck_assert_uint_eq(ps_pte_huge_subpage(h, PS_PTE_ORDER_2M, 0), h);
+}
+END_TEST
+
 static Suite *pte_suite(void)
 {
 	Suite *s = suite_create("pte");
@@ -288,6 +361,9 @@ static Suite *pte_suite(void)
 	tcase_add_test(tc, written_follows_the_kernel);
 	tcase_add_test(tc, pure_transitions);
 	tcase_add_test(tc, mprotect_keeps_cache_enc_wp);
+	tc = ps_test_tcase(s, "huge", 10);
+	tcase_add_test(tc, huge_canonical_forms);
+	tcase_add_test(tc, huge_subpage_views);
 	return s;
 }
 

@@ -147,8 +147,52 @@
  *   - Copy (fork) does not write-protect the source for copy-on-write.
  *   - A read fault on a UFFD_WP marker is MISSING, as a write fault is:
  *     there is no zero page to map (Linux maps it, still protected).
- *   - No huge entries, soft-dirty or zero page: PS_CAT_HUGE, PS_CAT_SOFT_DIRTY
- *     and PS_CAT_PFNZERO are accepted in masks and never reported.
+ *   - No soft-dirty or zero page: PS_CAT_SOFT_DIRTY and PS_CAT_PFNZERO are
+ *     accepted in masks and never reported.
+ *
+ * ---------------------------------------------------------------------------
+ * Huge leaves (Linux's THP and hugetlb mappings)
+ * ---------------------------------------------------------------------------
+ *
+ * A slot of the level whose slots span 2 MiB, or of the one whose slots
+ * span 1 GiB, may hold a huge leaf instead of a lower level: a pte.h entry
+ * in the present or marker form, canonical for its order
+ * (ps_pte_huge_valid()), standing for every page of its extent. It is made
+ * by ps_pgtable_map_huge() (or ps_pgtable_collapse()); every reader returns
+ * the 4 KiB view of a page inside it (ps_pte_huge_subpage(): the frame plus
+ * the page's index, the same bits), and ps_pgtable_get_level() also says
+ * the order of the leaf it came from.
+ *
+ * An operation on a whole extent changes the huge leaf by one CAS (protect,
+ * unprotect, zap, a fault's ACCESSED, DIRTY and WRITE, a WP_MATCHING scan).
+ * An operation that would change part of an extent splits it first: a
+ * child level holding the huge leaf's bits at every offset (a 1 GiB leaf
+ * becomes 512 2 MiB leaves, which split again on demand) is built and
+ * published by one CAS from the huge leaf it copied, so a reader sees the
+ * huge leaf or the complete child, never a mixture, and a bit that changed
+ * meanwhile fails the CAS and is copied by the next try. Partial
+ * operations that split: protect and unprotect (-EINVAL instead in a range
+ * registered PS_WP_HUGE_WHOLE), zap, swap_out, set and cmpxchg of a page,
+ * copy and move of part, an async write fault in a range registered
+ * PS_WP_HUGE_SPLIT (or with neither flag), a WP_MATCHING scan of part in such a
+ * range; ps_pgtable_split() splits on request. Transitions per form are those
+ * of the table above, applied to the huge leaf as to each page it stands for.
+ *
+ * Faults on a huge leaf: a read sets ACCESSED on the whole leaf; a
+ * permitted write sets WRITE, DIRTY and ACCESSED on the whole leaf, except
+ * a write that resolves uffd-wp (async, or PS_ACCESS_RESOLVE_WP) in a range
+ * registered PS_WP_HUGE_SPLIT or with neither flag, which splits and
+ * resolves the 4 KiB page only (Linux's async uffd-wp on THP); with
+ * PS_WP_HUGE_WHOLE it resolves the whole leaf (Linux's hugetlb). Scans
+ * report PS_CAT_HUGE for every page of a huge leaf.
+ *
+ * ps_pgtable_lookup_leaf() returns NULL for a page under a huge leaf, as
+ * for a page without a leaf: its caller then uses the out-of-line
+ * functions (ps_pgtable_get(), ps_pgtable_cmpxchg(), the faults), which
+ * know the huge leaf. A collapse (ps_pgtable_collapse()) never discards a
+ * change made through a cursor: it freezes the child, waits for every
+ * read-side section that may hold a cursor into it, and only then
+ * validates it (docs/pgtable.md, "Huge leaves").
  *
  * ---------------------------------------------------------------------------
  * Scans (ps_pgtable_scan(), Linux's PAGEMAP_SCAN)
@@ -210,7 +254,27 @@ PS_BEGIN_DECLS
 #define PS_WP_ASYNC 0x1u       /* writes resolve in place (else sync) */
 #define PS_WP_SHARED 0x2u      /* file/shmem-like backing (else anonymous) */
 #define PS_WP_UNPOPULATED 0x4u /* protect none entries of anonymous ranges */
-#define PS_WP_ALL (PS_WP_ASYNC | PS_WP_SHARED | PS_WP_UNPOPULATED)
+/*
+ * Granularity of write protection on huge leaves (at most one; neither
+ * behaves as PS_WP_HUGE_SPLIT): SPLIT tracks 4 KiB pages (THP-like: an
+ * async write to a protected huge leaf splits it and resolves its page),
+ * WHOLE tracks the huge leaf whole (hugetlb-like: a protect, unprotect or
+ * WP_MATCHING scan that covers part of one is -EINVAL).
+ */
+#define PS_WP_HUGE_SPLIT 0x8u
+#define PS_WP_HUGE_WHOLE 0x10u
+#define PS_WP_ALL                                                            \
+	(PS_WP_ASYNC | PS_WP_SHARED | PS_WP_UNPOPULATED | PS_WP_HUGE_SPLIT | \
+	 PS_WP_HUGE_WHOLE)
+
+/*
+ * Orders of the leaves a page may sit under (ps_pgtable_get_level(),
+ * ps_pgtable_map_huge()): 0 for a 4 KiB entry, else pte.h's
+ * PS_PTE_ORDER_2M or PS_PTE_ORDER_1G; the extent is 2^order pages.
+ */
+#define PS_PGTABLE_ORDER_4K 0u
+#define PS_PGTABLE_ORDER_2M PS_PTE_ORDER_2M
+#define PS_PGTABLE_ORDER_1G PS_PTE_ORDER_1G
 
 /* Zap flags (ps_pgtable_zap()). */
 #define PS_ZAP_UNMAP 0x1u /* unmap/truncate: drop every marker, GUARD too */
@@ -271,7 +335,7 @@ enum ps_fault {
 #define PS_CAT_PRESENT (UINT64_C(1) << 3)
 #define PS_CAT_SWAPPED (UINT64_C(1) << 4)    /* swap entry or marker, not W */
 #define PS_CAT_PFNZERO (UINT64_C(1) << 5)    /* never reported */
-#define PS_CAT_HUGE (UINT64_C(1) << 6)	     /* never reported */
+#define PS_CAT_HUGE (UINT64_C(1) << 6)	     /* under a huge leaf */
 #define PS_CAT_SOFT_DIRTY (UINT64_C(1) << 7) /* never reported */
 #define PS_CAT_GUARD (UINT64_C(1) << 8)	     /* GUARD marker */
 #define PS_CAT_WP (UINT64_C(1) << 16)	     /* uffd-wp, any form */
@@ -374,6 +438,57 @@ typedef void (*ps_pgtable_visit_fn)(void *ctx, uint64_t addr, ps_pte_t old,
  */
 typedef void (*ps_pgtable_harvest_fn)(void *ctx, uint64_t start, uint64_t end);
 
+/**
+ * typedef ps_pgtable_harvest_order_fn - ps_pgtable_harvest_fn with the
+ * granularity of the run (ps_pgtable_harvest_order()).
+ * @ctx: the caller's context.
+ * @start: the first page of the run.
+ * @end: the end of the run (exclusive; @start < @end).
+ * @order: 0 if the run's pages are tracked 4 KiB at a time; else the order
+ *	of the huge leaves the run is made of (PS_PGTABLE_ORDER_2M or _1G):
+ *	each was re-protected whole, and the run covers whole leaves.
+ *
+ * Context: as ps_pgtable_harvest_fn.
+ */
+typedef void (*ps_pgtable_harvest_order_fn)(void *ctx, uint64_t start,
+					    uint64_t end, unsigned int order);
+
+/**
+ * enum ps_pgtable_collapse_reason - why ps_pgtable_collapse() refused an
+ * extent.
+ * @PS_PGTABLE_COLLAPSE_OK: nothing refused.
+ * @PS_PGTABLE_COLLAPSE_FORM: a page is of another form than the first page of
+ *	its extent (none, swap, another marker set), or at 1 GiB a part is not a
+ *	2 MiB huge leaf.
+ * @PS_PGTABLE_COLLAPSE_FRAME: the frames are not consecutive from a frame
+ *	aligned to the extent.
+ * @PS_PGTABLE_COLLAPSE_WP: the page's uffd-wp differs (one part written,
+ *	another protected: merging them would lose a write or a protection).
+ * @PS_PGTABLE_COLLAPSE_DIRTY: the page's DIRTY differs (per-page dirty state).
+ * @PS_PGTABLE_COLLAPSE_BITS: the page's MAYWRITE, cache mode or ENC differs.
+ * @PS_PGTABLE_COLLAPSE_RACED: the page changed while the collapse ran (a fault
+ *	or another writer won); the extent is left as it was.
+ */
+enum ps_pgtable_collapse_reason {
+	PS_PGTABLE_COLLAPSE_OK = 0,
+	PS_PGTABLE_COLLAPSE_FORM,
+	PS_PGTABLE_COLLAPSE_FRAME,
+	PS_PGTABLE_COLLAPSE_WP,
+	PS_PGTABLE_COLLAPSE_DIRTY,
+	PS_PGTABLE_COLLAPSE_BITS,
+	PS_PGTABLE_COLLAPSE_RACED,
+};
+
+/**
+ * struct ps_pgtable_collapse_err - where and why a collapse was refused.
+ * @addr: the page that differs from the first page of its extent.
+ * @reason: what differs.
+ */
+struct ps_pgtable_collapse_err {
+	uint64_t addr;
+	enum ps_pgtable_collapse_reason reason;
+};
+
 struct ps_pgtable;
 
 /* --- lifetime ------------------------------------------------------------- */
@@ -460,10 +575,14 @@ void ps_pgtable_read_unlock(void);
  * The table's levels as ps_pgtable_lookup() walks them, compiled into the
  * caller: not API, but their layout is ABI (docs/abi.md). A table starts
  * with its root level; page number p = addr >> PS_PGTABLE_PAGE_SHIFT selects
- * root slot p >> 27, then slot (p >> 18) & 511 of that level, slot
- * (p >> 9) & 511 of the next, which points to the leaf holding entry p & 511.
- * A NULL slot is an absent subtree (every entry none). Each slot and entry is
- * written once per change with a release store or compare-and-swap.
+ * root slot p >> 27, then slot (p >> 18) & 511 of that level, slot (p >> 9) &
+ * 511 of the next, which points to the leaf holding entry p & 511. A NULL slot
+ * is an absent subtree (every entry none). A slot of the second or third level
+ * with bit 0 set holds a huge leaf (a pte.h entry of order 18 or 9, the rest of
+ * its bits as in pte.h); one whose bits 1-0 are 10 holds a level being
+ * collapsed, at the address with those bits cleared (readers descend into it).
+ * A level's address is a multiple of 64. Each slot and entry is written once
+ * per change with a release store or compare-and-swap.
  */
 #define PS__PGTABLE_LEVEL_BITS 9
 #define PS__PGTABLE_FANOUT (1u << PS__PGTABLE_LEVEL_BITS)
@@ -476,12 +595,41 @@ struct ps__pgtable_leaf {
 	PS_ATOMIC(ps_pte_t) e[PS__PGTABLE_FANOUT];
 };
 
-/* The child of @n at @slot: acquire, pairs with the release that made it. */
-static inline const void *ps__pgtable_child(const struct ps__pgtable_level *n,
-					    uint64_t slot)
+PS_STATIC_ASSERT(sizeof(void *) == sizeof(ps_pte_t),
+		 "a level's slot holds a pointer or a huge leaf");
+
+/* The slot of @n at @slot: acquire, pairs with the release that made it. */
+static inline uintptr_t ps__pgtable_child(const struct ps__pgtable_level *n,
+					  uint64_t slot)
 {
-	return atomic_load_explicit(&n->slot[slot & (PS__PGTABLE_FANOUT - 1)],
-				    memory_order_acquire);
+	return (uintptr_t)
+		atomic_load_explicit(&n->slot[slot & (PS__PGTABLE_FANOUT - 1)],
+				     memory_order_acquire);
+}
+
+/*
+ * Is slot value @v anything but a level (none, a huge leaf, a level being
+ * collapsed)? One test: its lowest set bit is below bit 2, or it is 0.
+ */
+static inline bool ps__pgtable_not_level(uintptr_t v)
+{
+	return (v & (0 - v)) < 4;
+}
+
+/*
+ * The rare slots on ps_pgtable_lookup()'s walk: none, a huge leaf of
+ * @order (the view of page @p), or a level being collapsed (descend: *@v
+ * becomes its address and the result is ~0, never a valid entry).
+ */
+static inline ps_pte_t ps__pgtable_slot_view(uintptr_t *v, uint64_t p,
+					     unsigned int order)
+{
+	if (*v & 1)
+		return ps_pte_huge_subpage((ps_pte_t)*v, order, p);
+	if (!*v)
+		return PS_PTE_NONE;
+	*v &= ~(uintptr_t)3;
+	return ~(ps_pte_t)0;
 }
 
 /**
@@ -490,7 +638,8 @@ static inline const void *ps__pgtable_child(const struct ps__pgtable_level *n,
  * @addr: any address; the entry is that of the page holding it.
  *
  * Inline: four dependent loads compiled into the caller, the cost of a bare
- * walk of the levels (which makes the layout above ABI).
+ * walk of the levels (which makes the layout above ABI). A page under a huge
+ * leaf gets its 4 KiB view (ps_pte_huge_subpage()), after three loads or two.
  * Context: inside a read-side section (ps_pgtable_read_lock() or the
  * caller's own urcu-bp section).
  * Ordering: acquire; pairs with the release of the compare-and-swap that
@@ -508,17 +657,29 @@ static inline ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t,
 		(const struct ps__pgtable_level *)(const void *)t;
 	const struct ps__pgtable_leaf *l;
 
+	uintptr_t v;
+	ps_pte_t view;
+
 	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
 		return PS_PTE_NONE;
-	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 3 * b);
-	if (!n)
+	v = ps__pgtable_child(n, p >> 3 * b);
+	if (!v)
 		return PS_PTE_NONE;
-	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 2 * b);
-	if (!n)
-		return PS_PTE_NONE;
-	l = (const struct ps__pgtable_leaf *)ps__pgtable_child(n, p >> b);
-	if (!l)
-		return PS_PTE_NONE;
+	n = (const struct ps__pgtable_level *)v;
+	v = ps__pgtable_child(n, p >> 2 * b);
+	if (PS_UNLIKELY(ps__pgtable_not_level(v))) {
+		view = ps__pgtable_slot_view(&v, p, PS_PTE_ORDER_1G);
+		if (view != ~(ps_pte_t)0)
+			return view;
+	}
+	n = (const struct ps__pgtable_level *)v;
+	v = ps__pgtable_child(n, p >> b);
+	if (PS_UNLIKELY(ps__pgtable_not_level(v))) {
+		view = ps__pgtable_slot_view(&v, p, PS_PTE_ORDER_2M);
+		if (view != ~(ps_pte_t)0)
+			return view;
+	}
+	l = (const struct ps__pgtable_leaf *)v;
 	/* Acquire: pairs with the release of the entry's compare-and-swap. */
 	return atomic_load_explicit(&l->e[p & (PS__PGTABLE_FANOUT - 1)],
 				    memory_order_acquire);
@@ -552,7 +713,10 @@ static inline ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t,
  * were initialised before they were published).
  * Progress: wait-free (three loads).
  * Return: the entry of @addr's page in its leaf; NULL where that leaf does
- * not exist (every entry it would hold is none) or @addr is past the space.
+ * not exist (every entry it would hold is none, or a huge leaf stands for
+ * them, or it is being collapsed: see the overview, "Huge leaves"; then
+ * ps_pgtable_lookup() and ps_pgtable_get() return the entry) or @addr is
+ * past the space.
  */
 static inline PS_ATOMIC(ps_pte_t) *ps_pgtable_lookup_leaf(struct ps_pgtable *t,
 							  uint64_t addr)
@@ -563,20 +727,25 @@ static inline PS_ATOMIC(ps_pte_t) *ps_pgtable_lookup_leaf(struct ps_pgtable *t,
 		(const struct ps__pgtable_level *)(const void *)t;
 	struct ps__pgtable_leaf *l;
 
+	uintptr_t v;
+
 	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
 		return NULL;
-	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 3 * b);
-	if (!n)
+	v = ps__pgtable_child(n, p >> 3 * b);
+	if (!v)
 		return NULL;
-	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 2 * b);
-	if (!n)
+	n = (const struct ps__pgtable_level *)v;
+	v = ps__pgtable_child(n, p >> 2 * b);
+	if (PS_UNLIKELY(ps__pgtable_not_level(v)))
 		return NULL;
+	n = (const struct ps__pgtable_level *)v;
 	/* Acquire: pairs with the release that published the leaf. */
-	l = (struct ps__pgtable_leaf *)atomic_load_explicit(
+	v = (uintptr_t)atomic_load_explicit(
 		&n->slot[(p >> b) & (PS__PGTABLE_FANOUT - 1)],
 		memory_order_acquire);
-	if (!l)
+	if (PS_UNLIKELY(ps__pgtable_not_level(v)))
 		return NULL;
+	l = (struct ps__pgtable_leaf *)v;
 	return &l->e[p & (PS__PGTABLE_FANOUT - 1)];
 }
 
@@ -625,6 +794,28 @@ int ps_pgtable_get(const struct ps_pgtable *t, uint64_t addr, ps_pte_t *pte);
  */
 int ps_pgtable_get_range(const struct ps_pgtable *t, uint64_t start,
 			 uint64_t npages, ps_pte_t *out);
+
+/**
+ * ps_pgtable_get_level() - ps_pgtable_get(), and the order of the leaf the
+ * entry comes from.
+ * @t: the table.
+ * @addr: the page (aligned, below PS_PGTABLE_ADDR_END).
+ * @pte: receives the page's entry (the 4 KiB view under a huge leaf);
+ *	untouched on error.
+ * @order: if not NULL, receives PS_PGTABLE_ORDER_4K for a 4 KiB entry (none
+ *	included), PS_PGTABLE_ORDER_2M or PS_PGTABLE_ORDER_1G for a page under
+ *	a huge leaf of that order; untouched on error.
+ * @leaf: if not NULL, receives the huge leaf itself (the entry of the
+ *	extent's first page), or *@pte for a 4 KiB entry; untouched on error.
+ *
+ * The entry, the order and the leaf come from one load: they agree.
+ * Context: any thread, also inside a read-side section (its own nests).
+ * Ordering: acquire, as ps_pgtable_lookup().
+ * Progress: wait-free (after the thread's first read-side section).
+ * Return: 0, or -EINVAL for an unaligned or out-of-space @addr.
+ */
+int ps_pgtable_get_level(const struct ps_pgtable *t, uint64_t addr,
+			 ps_pte_t *pte, unsigned int *order, ps_pte_t *leaf);
 
 /* --- single entries ------------------------------------------------------- */
 
@@ -823,6 +1014,44 @@ int ps_pgtable_map(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * nothing else changed).
  */
 int ps_pgtable_map_prepare(struct ps_pgtable *t, uint64_t start, uint64_t len);
+
+/**
+ * ps_pgtable_map_huge() - map consecutive frames at a range with huge leaves.
+ * @t: the table.
+ * @start: the first page, a multiple of the extent (2 MiB or 1 GiB).
+ * @len: the length in bytes, a non-zero multiple of the extent.
+ * @frame: the frame of the first page, a multiple of 2^@order; the last one
+ *	is at most PS_PTE_FRAME_MAX.
+ * @flags: the leaves' flags, as for ps_pgtable_map(), PS_PTE_UFFD_WP included.
+ * @order: PS_PGTABLE_ORDER_2M or PS_PGTABLE_ORDER_1G.
+ * @where: if not NULL, receives on error the address at fault: @start for
+ *	a bad @start, @len, @order or @flags, the page of the first
+ *	misaligned or out-of-range frame for a bad @frame, the first page that
+ *	is not vacant for -EEXIST, the first page not registered for -ENOENT,
+ *	@start for -ENOMEM; untouched on success.
+ *
+ * ps_pgtable_map() with one huge leaf per extent: the leaf for the extent
+ * at @start + k * extent maps frames @frame + k * 2^@order onwards. Every
+ * page must be vacant as for ps_pgtable_map(): none, or a lone UFFD_WP or
+ * WRITTEN marker; a leaf is protected if @flags say so or if any page of
+ * its extent holds a UFFD_WP marker (protection is never dropped), and the
+ * levels below it (empty ones, or holding only such markers) are replaced
+ * by it and freed after a grace period.
+ * Context: any thread, not inside a read-side section (writer mutex: it
+ * replaces levels). Not concurrently with set, cmpxchg or map of the same
+ * pages (see the overview of pagestate/pgtable.h, "Concurrency").
+ * Ordering: each leaf is installed by one seq_cst CAS, in address order
+ * (the range is not atomic): what the caller wrote into the frames before
+ * the call is seen by whoever acquires the leaf.
+ * Progress: blocking (writer mutex); faults run concurrently.
+ * Return: 0; -EINVAL (alignment of @start, @len or @frame, @order, flags,
+ * frames past PS_PTE_FRAME_MAX); -EEXIST (a page is not vacant); -ENOENT
+ * (PS_PTE_UFFD_WP and a page not registered); -ENOMEM (nothing
+ * installed: every level is allocated before the first install).
+ */
+int ps_pgtable_map_huge(struct ps_pgtable *t, uint64_t start, uint64_t len,
+			uint64_t frame, uint64_t flags, unsigned int order,
+			uint64_t *where);
 
 /**
  * ps_pgtable_register() - register a range for write protection.
@@ -1043,6 +1272,69 @@ int ps_pgtable_move(struct ps_pgtable *t, uint64_t from, uint64_t to,
  */
 int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
+/* --- huge leaves ---------------------------------------------------------- */
+
+/**
+ * ps_pgtable_split() - split every huge leaf that meets a range.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ *
+ * The VMM's eager split (before dirty tracking starts, off the vCPU path):
+ * each huge leaf with a page in [@start, @start + @len) is replaced by 512
+ * 4 KiB entries (a 1 GiB leaf by 512 2 MiB leaves, each then split in
+ * turn) holding its bits at every offset: wp, DIRTY, ACCESSED, WRITE,
+ * cache mode, ENC, the marker set. A reader sees the huge leaf or the
+ * complete child, never a mixture; a fault that changes the huge leaf
+ * meanwhile makes the publishing CAS fail, and the split copies the new
+ * value. Nothing else changes: the pages' entries read the same before and
+ * after (ps_pgtable_get()); only their order does.
+ * Context: any thread, also inside a read-side section.
+ * Ordering: each child is initialised, then published by one seq_cst CAS
+ * from the exact huge leaf it copied (release: a reader that acquires the
+ * slot sees the whole child).
+ * Progress: lock-free (a retry only after a fault changed the huge leaf);
+ * it allocates one level per split.
+ * Return: 0; -EINVAL (range); -ENOMEM (a prefix of the range may be split;
+ * repeat the call).
+ */
+int ps_pgtable_split(struct ps_pgtable *t, uint64_t start, uint64_t len);
+
+/**
+ * ps_pgtable_collapse() - replace uniform extents by huge leaves
+ * (MADV_COLLAPSE).
+ * @t: the table.
+ * @start: the first page, a multiple of the extent.
+ * @len: the length in bytes, a non-zero multiple of the extent.
+ * @order: PS_PGTABLE_ORDER_2M (512 4 KiB entries become one leaf) or
+ *	PS_PGTABLE_ORDER_1G (512 2 MiB leaves become one).
+ * @err: if not NULL, receives the first page refused and why
+ *	(PS_PGTABLE_COLLAPSE_OK and @start + @len when nothing was refused).
+ *
+ * Each extent of the range whose parts are uniform becomes one huge leaf:
+ * the same form, consecutive frames from an aligned one, the same bits but
+ * ACCESSED (any makes the leaf accessed) and WRITE (the leaf is writable
+ * only if every part is; a write fault restores it). Parts that differ in
+ * uffd-wp, DIRTY, MAYWRITE, cache mode or ENC are refused, as is a change
+ * that races the collapse: the extent is left exactly as it was. An extent
+ * with no lower level (already a huge leaf, or all none) is left alone.
+ * The replaced level is freed after a grace period.
+ * Context: any thread, not inside a read-side section (writer mutex, and
+ * it waits for a grace period per extent).
+ * Ordering: the level is first frozen by one seq_cst CAS (readers still
+ * descend into it; an entry writer that finds it frozen thaws it, failing
+ * the collapse); after a grace period no cursor into it is left, and it is
+ * validated and replaced by one seq_cst CAS from the frozen value.
+ * Progress: blocking (writer mutex, grace periods); faults and readers
+ * never wait for it.
+ * Return: 0 (every extent collapsed or left alone); -EINVAL (alignment,
+ * @order); -EBUSY (an extent refused, @err says where and why; the extents
+ * before it are collapsed, the rest untouched); -ENOMEM is never returned.
+ */
+int ps_pgtable_collapse(struct ps_pgtable *t, uint64_t start, uint64_t len,
+			unsigned int order,
+			struct ps_pgtable_collapse_err *err);
+
 /* --- faults and scans ----------------------------------------------------- */
 
 /**
@@ -1185,6 +1477,35 @@ long ps_pgtable_scan(struct ps_pgtable *t, struct ps_pgtable_scan *arg);
  */
 int ps_pgtable_harvest(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		       unsigned int flags, ps_pgtable_harvest_fn fn, void *ctx);
+
+/**
+ * ps_pgtable_harvest_order() - ps_pgtable_harvest(), with the granularity of
+ * each run.
+ * @t: the table.
+ * @start: the first page (aligned).
+ * @len: the length in bytes (a multiple of the page size, not 0).
+ * @flags: as for ps_pgtable_harvest().
+ * @fn: called with each run and its order (see ps_pgtable_harvest_order_fn);
+ *	not NULL.
+ * @ctx: passed to @fn.
+ *
+ * The same scan as ps_pgtable_harvest(), except that runs never mix pages
+ * under huge leaves with 4 KiB entries, nor leaves of two orders: a run of
+ * order 0 was written and re-armed 4 KiB at a time, a run of a huge order whole
+ * leaf by whole leaf (in a PS_WP_HUGE_WHOLE range, or where the harvest covered
+ * the leaf whole).
+ * Context: as ps_pgtable_harvest(): not inside a read-side section; @fn
+ * runs between two batches, outside the writer mutex.
+ * Ordering: as ps_pgtable_harvest(); a huge leaf is re-armed by one seq_cst
+ * CAS from the value reported, so a write racing it is reported by this
+ * harvest or the next.
+ * Progress: blocking (the writer mutex, per batch), as ps_pgtable_harvest().
+ * Return: as ps_pgtable_harvest(); also -ENOMEM if a huge leaf that must be
+ * split to be re-armed in part could not be (the runs before it were reported).
+ */
+int ps_pgtable_harvest_order(struct ps_pgtable *t, uint64_t start, uint64_t len,
+			     unsigned int flags, ps_pgtable_harvest_order_fn fn,
+			     void *ctx);
 
 PS_END_DECLS
 

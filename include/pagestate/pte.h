@@ -675,6 +675,83 @@ static inline ps_pte_t ps_pte_set_encrypted(ps_pte_t e, bool enc)
 	return enc ? e | PS_PTE_ENC : e & ~PS_PTE_ENC;
 }
 
+/* --- huge leaves ---------------------------------------------------------- */
+
+/*
+ * A huge leaf maps an extent of 2^order pages with one entry: order
+ * PS_PTE_ORDER_2M (2 MiB) or PS_PTE_ORDER_1G (1 GiB). It has exactly the layout
+ * above, in the present or the marker form only (no huge swap entry: a swap-out
+ * splits first), so it carries every bit a 4 KiB entry carries, with the same
+ * invariants. Its one canonical form per order: a present huge leaf holds the
+ * extent's first frame, aligned to 2^order frames; a marker holds its set for
+ * the whole extent. The entry of page i of the extent, its "4 KiB view", is
+ * ps_pte_huge_subpage(): the frame plus i, the same bits.
+ */
+#define PS_PTE_ORDER_2M 9u
+#define PS_PTE_ORDER_1G 18u
+
+/**
+ * ps_pte_huge_valid() - is @e a canonical huge leaf of @order?
+ * @e: an entry.
+ * @order: PS_PTE_ORDER_2M or PS_PTE_ORDER_1G.
+ *
+ * True for a ps_pte_valid() present entry whose frame is a multiple of
+ * 2^@order, and for a ps_pte_valid() marker. False for none, swap entries,
+ * any other @order, and a present entry with an unaligned frame.
+ * Context: any; pure function of its arguments.
+ * Return: true if @e may stand for a whole extent of 2^@order pages.
+ */
+static inline bool ps_pte_huge_valid(ps_pte_t e, unsigned int order)
+{
+	if ((order != PS_PTE_ORDER_2M && order != PS_PTE_ORDER_1G) ||
+	    !ps_pte_valid(e))
+		return false;
+	if (ps_pte_is_marker(e))
+		return true;
+	return ps_pte_is_present(e) &&
+	       !((e >> PS_PTE_FRAME_SHIFT) & ((UINT64_C(1) << order) - 1));
+}
+
+/**
+ * ps_pte_mk_huge() - a present huge leaf of @order for the frames from @frame.
+ * @frame: the extent's first frame, a multiple of 2^@order, at most
+ *	PS_PTE_FRAME_MAX + 1 - 2^@order.
+ * @flags: as for ps_pte_mk_present(), with the same invariants enforced.
+ * @order: PS_PTE_ORDER_2M or PS_PTE_ORDER_1G.
+ *
+ * Context: any; pure function of its arguments.
+ * Return: the huge leaf; PS_PTE_NONE if @frame is unaligned or out of range,
+ * @flags out of range, or @order neither of the two.
+ */
+static inline ps_pte_t ps_pte_mk_huge(uint64_t frame, uint64_t flags,
+				      unsigned int order)
+{
+	if ((order != PS_PTE_ORDER_2M && order != PS_PTE_ORDER_1G) ||
+	    (frame & ((UINT64_C(1) << order) - 1)) ||
+	    frame > PS_PTE_FRAME_MAX - ((UINT64_C(1) << order) - 1))
+		return PS_PTE_NONE;
+	return ps_pte_mk_present(frame, flags);
+}
+
+/**
+ * ps_pte_huge_subpage() - the 4 KiB view of page @i of a huge leaf.
+ * @e: a huge leaf (ps_pte_huge_valid(@e, @order)).
+ * @order: its order.
+ * @i: the page's index in the extent; only its low @order bits are used.
+ *
+ * A present leaf gives the entry of frame (its frame + @i) with the same
+ * bits; a marker gives itself (each page of the extent holds that set).
+ * Context: any; pure function of its arguments.
+ * Return: the entry page @i would have if the leaf were split.
+ */
+static inline ps_pte_t ps_pte_huge_subpage(ps_pte_t e, unsigned int order,
+					   uint64_t i)
+{
+	if (!ps_pte_is_present(e))
+		return e;
+	return e + ((i & ((UINT64_C(1) << order) - 1)) << PS_PTE_FRAME_SHIFT);
+}
+
 PS_END_DECLS
 
 #endif /* PAGESTATE_PTE_H */
