@@ -476,7 +476,6 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 }
 END_TEST
 
-
 /* --- stress: whole-frame pins against replacement (S2 per unit) ----------- */
 
 static _Atomic(unsigned) violations;
@@ -501,13 +500,12 @@ static void on_free_checked(void *ctx, struct ps_space *s, uint64_t frame)
 }
 
 /*
- * A mapper maps 2 MiB at address 0 with the 2 MiB frames A (0) and B (512)
- * in turn, and unmaps it again (each an operation); a pinner pins the 2 MiB
- * whole, by ps_space_pin_units() and by ps_space_pin_range() in turn, checks
- * that it holds a pin on the frame it was given (A or B, one unit, or its 512
- * frames in order) and unpins. No pin is lost or left behind, no frame is
- * freed while pinned, and each lifetime is freed once. The loops run until a
- * pin succeeded.
+ * A mapper maps 2 MiB at address 0 with the 2 MiB frames A (0) and B (512) in
+ * turn, and unmaps it again (each an operation); a pinner pins the 2 MiB whole,
+ * by ps_space_pin_units() and by ps_space_pin_range() in turn, checks that it
+ * holds a pin on the frame it was given (A or B, one unit, or its 512 frames in
+ * order) and unpins. No pin is lost or left behind, no frame is freed while
+ * pinned, and each lifetime is freed once. The loops run until a pin succeeded.
  */
 struct unit_race {
 	_Atomic(uint64_t) pins;
@@ -541,8 +539,8 @@ static void *unit_race_pinner(void *arg)
 			f = PS_SPACE_UNIT_FRAME(unit);
 			if (!rc && (n != 1 || PS_SPACE_UNIT_ORDER(unit) !=
 						      PS_SPACE_ORDER_2M))
-				violation("pin_units: not one 2 MiB unit",
-					  unit, n);
+				violation("pin_units: not one 2 MiB unit", unit,
+					  n);
 		}
 		if (rc == -EFAULT)
 			continue; /* unmapped at that instant */
@@ -608,7 +606,8 @@ START_TEST(stress_unit_pins_against_remap)
 	ck_assert_uint_eq(atomic_load(&violations), 0);
 	ps_test_overlap_check(&r.ov, "mapper vs whole-frame pinner");
 	for (uint64_t f = 0; f < 2 * P2M; f += P2M) {
-		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, f, NULL)),
+		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, f,
+								   NULL)),
 				  0);
 		ck_assert(!ps_page_is_live(ps_space_frame_word(sp, f, NULL)));
 	}

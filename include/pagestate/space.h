@@ -643,8 +643,9 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * released (from @units: no memory of the range's size is used). A unit of a
  * huge frame stands for a pin of each of its 4 KiB pages; ps_space_unpin()
  * releases it (and accepts, for the same frame, its 4 KiB frames in order).
- * The pin follows S2's protocol per unit: the huge entry, the pin, a seq_cst
- * fence, the entry again. A pin for write logs every page of the unit.
+ * Each unit is pinned as ps_space_pin_range() pins a page: the huge entry,
+ * the pin, a seq_cst fence, the entry again. A pin for write logs every page
+ * of the unit.
  * Context: as ps_space_pin_range().
  * Ordering: as ps_space_pin_range(), per unit (a seq_cst RMW, a seq_cst fence,
  * then the re-read).
