@@ -1083,3 +1083,40 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 		return true;
 	}
 }
+
+/* --- discard (S10 for a unit) --------------------------------------------- */
+
+/*
+ * The unit a discard finds at @addr (a present page, its frame *@frame below
+ * nframes; the range ends at @end): a whole frame that a huge entry maps from
+ * its first page, inside the range (*@frame its first frame, *@p its word,
+ * *@n its pages: discarded as one, S10 on its word), or a 4 KiB page whose
+ * state is its own word (*@n 1). Part of a whole frame cannot be discarded
+ * until its state can be split: PS_DISCARD_BUSY for its pages in the range,
+ * *@n of them (the frame stays, whole). Returns 0 or that reason.
+ */
+int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
+			   uint64_t *frame, struct ps_page **p, uint64_t *n)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+	const uint64_t pg = addr >> PAGE_SHIFT;
+	ps_pte_t e, leaf;
+	unsigned int lo, u, o;
+
+	*n = 1;
+	if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf))
+		return 0;
+	u = unit_order_at(pg, end >> PAGE_SHIFT, lo);
+	*p = ps__space_huge_word(h, s->frames, *frame, &o);
+	if (o == PS_SPACE_ORDER_4K)
+		return 0; /* its own word: a page */
+	if (o == u && ps_pte_frame(leaf) == *frame) {
+		*n = unit_pages(u); /* the whole frame, from its first page */
+		return 0;
+	}
+	/* Part of a whole frame: the pages of it from here, in the range. */
+	*n = unit_pages(o) - (*frame & (unit_pages(o) - 1));
+	if (*n > (end - addr) >> PAGE_SHIFT)
+		*n = (end - addr) >> PAGE_SHIFT;
+	return PS_DISCARD_BUSY;
+}

@@ -298,6 +298,8 @@ int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 			     uint64_t first_frame, unsigned int flags);
 void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count);
 int ps__space_huge_edges_ok(struct ps_space *s, uint64_t start, uint64_t len);
+int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
+			   uint64_t *frame, struct ps_page **p, uint64_t *n);
 bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 				unsigned int access, enum ps_fault *fr,
 				int *err);

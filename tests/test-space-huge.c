@@ -476,6 +476,51 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 }
 END_TEST
 
+/* --- discard (S10 per unit) ----------------------------------------------- */
+
+START_TEST(discard_whole_frames)
+{
+	struct ps_discard_skip skip[4];
+	uint64_t units[2], n, nskip = 99;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0), 0);
+	/* The second 2 MiB frame pinned: its 512 pages stay, said pinned. */
+	ck_assert_int_eq(ps_space_pin_units(sp, P2M * PG, P2M * PG, 0, units, 2,
+					    &n),
+			 0);
+	ck_assert_int_eq(ps_space_discard(sp, 0, 2 * P2M * PG, skip, 4, &nskip),
+			 0);
+	ck_assert_uint_eq(nskip, P2M);
+	ck_assert_uint_eq(skip[0].addr, P2M * PG);
+	ck_assert_uint_eq(skip[0].frame, P2M);
+	ck_assert_uint_eq(skip[3].frame, P2M + 3);
+	ck_assert_int_eq(skip[0].reason, PS_DISCARD_PINNED);
+	/* The first was dropped whole: one free, no entry left. */
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert(!ps_page_is_live(word(0, NULL)));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 5 * PG, &e), 0);
+	ck_assert(!ps_pte_is_present(e));
+	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 9);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	/* Part of a whole frame stays (busy) until it can be split. */
+	ck_assert_int_eq(ps_space_discard(sp, P2M * PG + PG, 2 * PG, skip, 4,
+					  &nskip),
+			 0);
+	ck_assert_uint_eq(nskip, 2);
+	ck_assert_int_eq(skip[1].reason, PS_DISCARD_BUSY);
+	ck_assert_uint_eq(skip[1].frame, P2M + 2);
+	ck_assert_uint_eq(ps_page_refs(word(P2M, NULL)), 1);
+	/* 1 GiB whole, and the 2 MiB frame left: two frees more. */
+	ck_assert_int_eq(ps_space_discard(sp, 0, SPACE_SIZE, NULL, 0, &nskip),
+			 0);
+	ck_assert_uint_eq(nskip, 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+	ck_assert(!ps_page_is_live(word(P1G, NULL)));
+}
+END_TEST
+
 /* --- stress: whole-frame pins against replacement (S2 per unit) ----------- */
 
 static _Atomic(unsigned) violations;
@@ -641,6 +686,10 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, pin_units_one_rmw_per_frame);
 	tcase_add_test(tc, pin_units_all_or_nothing);
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
+
+	tc = ps_test_tcase(s, "discard", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, discard_whole_frames);
 
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
