@@ -3516,9 +3516,9 @@ static unsigned int order_at(const struct ps_pgtable *t, uint64_t addr)
 static void same_views(const struct ps_pgtable *a, const struct ps_pgtable *b,
 		       uint64_t start, uint64_t n, const char *what)
 {
-	static ps_pte_t va[1 << 18], vb[1 << 18];
+	static ps_pte_t va[(1 << 18) + 16], vb[(1 << 18) + 16];
 
-	ck_assert_uint_le(n, 1 << 18);
+	ck_assert_uint_le(n, (1 << 18) + 16);
 	ck_assert_int_eq(ps_pgtable_get_range(a, start, n, va), 0);
 	ck_assert_int_eq(ps_pgtable_get_range(b, start, n, vb), 0);
 	for (uint64_t i = 0; i < n; i++)
@@ -3641,6 +3641,280 @@ START_TEST(huge_map_errors_say_where)
 }
 END_TEST
 
+/*
+ * The transition table on huge leaves, checked against 4 KiB entries: table A
+ * holds a huge leaf over the extent at HBASE, table B the 512 (or 262144) 4 KiB
+ * entries it stands for; every operation, on the whole extent and on part of
+ * it, must leave every page of A reading what the same page of B reads (the 4
+ * KiB semantics are the reference), and A's order must say whether the leaf
+ * stayed whole (a whole-extent change) or was split (a partial one). Faults
+ * that change a leaf whole are applied to every page of B; the one that splits
+ * (an async write on protection, THP-like) to its page only.
+ */
+enum huge_op {
+	HOP_PROTECT,
+	HOP_UNPROTECT,
+	HOP_UNREGISTER,
+	HOP_ZAP,
+	HOP_ZAP_UNMAP,
+	HOP_SWAP_OUT,
+	HOP_SET,
+	HOP_CMPXCHG,
+	HOP_FAULT_READ,
+	HOP_FAULT_WRITE,
+	HOP_FAULT_RESOLVE,
+	HOP_WP_SCAN,
+	HOP_HARVEST,
+	HOP_COPY,
+	HOP_MOVE,
+	HOP_SPLIT,
+	HOP_TRIM,
+	NHOPS
+};
+
+static const char *const hop_names[NHOPS] = {
+	"protect",	 "unprotect", "unregister", "zap",	  "zap-unmap",
+	"swap-out",	 "set",	      "cmpxchg",    "fault-read", "fault-write",
+	"fault-resolve", "wp-scan",   "harvest",    "copy",	  "move",
+	"split",	 "trim",
+};
+
+static const uint64_t hforms[] = {
+	RW | PS_PTE_DIRTY | PS_PTE_ACCESSED | PS_PTE_CACHE(1) | PS_PTE_ENC,
+	PS_PTE_MAYWRITE | PS_PTE_UFFD_WP | PS_PTE_DIRTY, PS_PTE_MAYWRITE,
+	0, /* read-only */
+};
+#define HMARKERS 4 /* then markers: U, W, G, P|U */
+#define NHFORMS (sizeof(hforms) / sizeof(hforms[0]) + HMARKERS)
+
+static ps_pte_t hform_leaf(unsigned int f, unsigned int order)
+{
+	static const unsigned int m[HMARKERS] = {PS_PTE_MARKER_UFFD_WP,
+						 PS_PTE_MARKER_WRITTEN,
+						 PS_PTE_MARKER_GUARD,
+						 PS_PTE_MARKER_POISONED |
+							 PS_PTE_MARKER_UFFD_WP};
+
+	if (f < sizeof(hforms) / sizeof(hforms[0]))
+		return ps_pte_mk_huge(UINT64_C(3) << order, hforms[f], order);
+	return ps_pte_mk_marker(m[f - sizeof(hforms) / sizeof(hforms[0])]);
+}
+
+static const unsigned int hregs[] = {
+	NOREG,
+	0,
+	PS_WP_ASYNC,
+	PS_WP_SHARED | PS_WP_HUGE_SPLIT,
+	PS_WP_ASYNC | PS_WP_HUGE_WHOLE,
+	PS_WP_UNPOPULATED | PS_WP_HUGE_WHOLE,
+};
+#define NHREGS (sizeof(hregs) / sizeof(hregs[0]))
+
+static void noop_run(void *ctx, uint64_t s, uint64_t e)
+{
+	(void)ctx;
+	(void)s;
+	(void)e;
+}
+
+/* Apply @op to [lo, hi) of @t (a page op to @lo). */
+static int hop_apply(struct ps_pgtable *t, int op, uint64_t lo, uint64_t hi,
+		     struct ps_pgtable *copy_to)
+{
+	struct ps_pgtable_scan q = {.start = lo,
+				    .end = hi,
+				    .flags = PS_SCAN_WP_MATCHING};
+	ps_pte_t e, old;
+
+	switch (op) {
+	case HOP_PROTECT:
+		return ps_pgtable_protect(t, lo, hi - lo);
+	case HOP_UNPROTECT:
+		return ps_pgtable_unprotect(t, lo, hi - lo);
+	case HOP_UNREGISTER:
+		return ps_pgtable_unregister(t, lo, hi - lo);
+	case HOP_ZAP:
+		return ps_pgtable_zap(t, lo, hi - lo, 0, NULL, NULL);
+	case HOP_ZAP_UNMAP:
+		return ps_pgtable_zap(t, lo, hi - lo, PS_ZAP_UNMAP, NULL, NULL);
+	case HOP_SWAP_OUT:
+		return ps_pgtable_swap_out(t, lo, 2, 77, 0, &old);
+	case HOP_SET:
+		return ps_pgtable_set(t, lo, ps_pte_mk_swap(1, 5, 0), &old);
+	case HOP_CMPXCHG:
+		e = get(t, lo);
+		return ps_pgtable_cmpxchg(t, lo, &e,
+					  ps_pte_is_present(e)
+						  ? e | PS_PTE_ACCESSED
+						  : PS_PTE_NONE);
+	case HOP_FAULT_READ:
+		return (int)ps_pgtable_fault(t, lo, PS_ACCESS_READ);
+	case HOP_FAULT_WRITE:
+		return (int)ps_pgtable_fault(t, lo, PS_ACCESS_WRITE);
+	case HOP_FAULT_RESOLVE:
+		return (int)ps_pgtable_fault(t, lo,
+					     PS_ACCESS_WRITE |
+						     PS_ACCESS_RESOLVE_WP);
+	case HOP_WP_SCAN:
+		return (int)ps_pgtable_scan(t, &q);
+	case HOP_HARVEST:
+		return ps_pgtable_harvest(t, lo, hi - lo, 0, noop_run, NULL);
+	case HOP_COPY:
+		return ps_pgtable_copy(copy_to, t, lo, hi - lo, 0, NULL, NULL);
+	case HOP_MOVE:
+		return ps_pgtable_move(t, lo, lo + 2 * GiB, hi - lo, 0);
+	case HOP_SPLIT:
+		return ps_pgtable_split(t, lo, hi - lo);
+	default:
+		return ps_pgtable_trim(t, lo, hi - lo);
+	}
+}
+
+static bool hop_is_page_op(int op)
+{
+	return op == HOP_SWAP_OUT || op == HOP_SET || op == HOP_CMPXCHG ||
+	       (op >= HOP_FAULT_READ && op <= HOP_FAULT_RESOLVE);
+}
+
+static void huge_cell(int op, unsigned int f, unsigned int r, bool whole,
+		      unsigned int order)
+{
+	const uint64_t n = UINT64_C(1) << order, ext = n * PG;
+	const ps_pte_t h = hform_leaf(f, order);
+	struct ps_pgtable *a = ps_pgtable_create(), *b = ps_pgtable_create();
+	struct ps_pgtable *ca = ps_pgtable_create(), *cb = ps_pgtable_create();
+	uint64_t lo = whole ? HBASE : HBASE + 3 * PG;
+	uint64_t hi = whole ? HBASE + ext : HBASE + 10 * PG;
+	bool fault = op >= HOP_FAULT_READ && op <= HOP_FAULT_RESOLVE;
+	bool split_fault = false, whole_fault = false;
+	unsigned int oa;
+	int rca, rcb;
+	char what[128];
+
+	snprintf(what, sizeof(what),
+		 "%s on huge form %u (order %u), reg %#x, %s", hop_names[op], f,
+		 order, r, whole ? "whole" : "part");
+	if (r == NOREG && ps_pte_uffd_wp(h) && ps_pte_is_present(h))
+		goto out; /* a map cannot protect it */
+	if (r != NOREG) {
+		ck_assert_int_eq(ps_pgtable_register(a, HBASE, 4 * GiB, r), 0);
+		ck_assert_int_eq(ps_pgtable_register(b, HBASE, 4 * GiB, r), 0);
+	}
+	/* A: one huge leaf; B: the 4 KiB entries it stands for. */
+	if (ps_pte_is_present(h)) {
+		ck_assert_int_eq(ps_pgtable_map_huge(a, HBASE, ext,
+						     ps_pte_frame(h),
+						     ps_pte_flags(h), order,
+						     NULL),
+				 0);
+		ck_assert_int_eq(ps_pgtable_map(b, HBASE, ext, ps_pte_frame(h),
+						ps_pte_flags(h)),
+				 0);
+	} else {
+		/* A marker leaf: collapse the markers into one. */
+		for (uint64_t i = 0; i < n; i++) {
+			set(a, HBASE + i * PG, h);
+			set(b, HBASE + i * PG, h);
+		}
+		if (order == O1G)
+			ck_assert_int_eq(ps_pgtable_collapse(a, HBASE, ext, O2M,
+							     NULL),
+					 0);
+		ck_assert_int_eq(ps_pgtable_collapse(a, HBASE, ext, order,
+						     NULL),
+				 0);
+	}
+	ck_assert_uint_eq(order_at(a, HBASE), order);
+	same_views(a, b, HBASE, n, what);
+	if (fault) {
+		/* Which faults split (THP-like async wp) or change it whole. */
+		ps_pte_t after;
+		enum ps_fault fr = ps_pgtable_fault_pte(
+			b, lo,
+			(op == HOP_FAULT_READ ? PS_ACCESS_READ
+			 : op == HOP_FAULT_WRITE
+				 ? PS_ACCESS_WRITE
+				 : PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP) |
+				PS_ACCESS_CHECK,
+			&after);
+
+		(void)fr;
+		split_fault = ps_pte_is_present(h) && ps_pte_uffd_wp(h) &&
+			      op != HOP_FAULT_READ && ps_pte_may_write(h) &&
+			      r != NOREG &&
+			      ((r & PS_WP_ASYNC) || op == HOP_FAULT_RESOLVE) &&
+			      !(r & PS_WP_HUGE_WHOLE);
+		whole_fault = !split_fault;
+	}
+	rca = hop_apply(a, op, lo, hi, ca);
+	if (whole_fault) {
+		for (uint64_t p = HBASE; p < HBASE + ext; p += PG)
+			rcb = hop_apply(b, op, p, p + PG, cb);
+	} else {
+		rcb = hop_apply(b, op, lo, hi, cb);
+	}
+	if ((op == HOP_PROTECT || op == HOP_UNPROTECT) && !whole &&
+	    r != NOREG && (r & PS_WP_HUGE_WHOLE) && order) {
+		/* Tracked whole: a part cannot be (un)protected. */
+		ck_assert_msg(rca == -EINVAL, "%s: rc %d", what, rca);
+		ck_assert_uint_eq(order_at(a, HBASE), order);
+		goto out;
+	}
+	if ((op == HOP_WP_SCAN || op == HOP_HARVEST) && !whole && r != NOREG &&
+	    (r & PS_WP_HUGE_WHOLE)) {
+		ck_assert_msg(rca == -EINVAL, "%s: rc %d", what, rca);
+		goto out;
+	}
+	ck_assert_msg(rca == rcb, "%s: rc %d, 4 KiB rc %d", what, rca, rcb);
+	same_views(a, b, HBASE - 4 * PG, n + 8, what);
+	if (op == HOP_COPY)
+		same_views(ca, cb, HBASE - 4 * PG, n + 8, what);
+	if (op == HOP_MOVE)
+		same_views(a, b, HBASE + 2 * GiB - 4 * PG, n + 8, what);
+	/* Whole: the leaf stays whole (if anything is left of it). */
+	oa = order_at(a, lo);
+	if (whole && !hop_is_page_op(op) && op != HOP_SPLIT && op != HOP_MOVE &&
+	    get(a, lo) != PS_PTE_NONE)
+		ck_assert_msg(oa == order, "%s: order %u", what, oa);
+	if (whole_fault && get(a, lo) != PS_PTE_NONE)
+		ck_assert_msg(oa == order, "%s: order %u", what, oa);
+	if (split_fault && rca == PS_FAULT_OK)
+		ck_assert_msg(oa < order, "%s: not split", what);
+	if (op == HOP_SPLIT)
+		ck_assert_msg(oa == 0, "%s: order %u", what, oa);
+out:
+	ps_pgtable_destroy(a);
+	ps_pgtable_destroy(b);
+	ps_pgtable_destroy(ca);
+	ps_pgtable_destroy(cb);
+}
+
+START_TEST(huge_transition_table)
+{
+	for (unsigned int f = 0; f < NHFORMS; f++)
+		for (unsigned int r = 0; r < NHREGS; r++) {
+			huge_cell(_i, f, hregs[r], true, O2M);
+			huge_cell(_i, f, hregs[r], false, O2M);
+		}
+}
+END_TEST
+
+/* The same at 1 GiB, for the range operations, on fewer forms. */
+START_TEST(huge_transition_table_1g)
+{
+	static const int ops[] = {HOP_PROTECT, HOP_ZAP, HOP_SPLIT, HOP_WP_SCAN,
+				  HOP_FAULT_WRITE};
+
+	for (unsigned int k = 0; k < sizeof(ops) / sizeof(ops[0]); k++)
+		for (unsigned int f = 0; f < 3; f++) {
+			huge_cell(ops[k], f, PS_WP_ASYNC, true, O1G);
+			huge_cell(ops[k], f, PS_WP_ASYNC, false, O1G);
+		}
+	huge_cell(HOP_FAULT_WRITE, 1, PS_WP_ASYNC | PS_WP_HUGE_WHOLE, true,
+		  O1G);
+}
+END_TEST
+
 static Suite *pgtable_suite(void)
 {
 	Suite *s = suite_create("pgtable");
@@ -3746,6 +4020,11 @@ static Suite *pgtable_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_map_and_views);
 	tcase_add_test(tc, huge_map_errors_say_where);
+
+	tc = ps_test_tcase(s, "huge: transitions", 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_loop_test(tc, huge_transition_table, 0, NHOPS);
+	tcase_add_test(tc, huge_transition_table_1g);
 
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_checked_fixture(tc, setup, teardown);
