@@ -155,14 +155,14 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_SPACE_MARK_INVALID;
 	for (;;) {
-		uint64_t frame = frame_at(s, addr), w;
+		uint64_t frame = frame_at(s, addr), w, unit;
 		struct ps_page *p;
 		bool made;
 
 		if (frame == UINT64_MAX)
 			return PS_SPACE_MARK_UNMAPPED; /* nothing to mark */
 		FAILPOINT(FP_MARK_LOOKED_UP, addr);
-		p = &s->frames[frame];
+		p = ps__space_word(s, frame, &unit); /* H2, lib/space-huge.c */
 		if (!ps_page_try_get(p)) {
 			w = ps_page_load(p);
 			if ((w & PS_PAGE_LIVE) &&
@@ -389,7 +389,7 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	uint64_t resume_bit;
 
 	if (!ps__space_range_ok(s, start, len) || !addrs || !max || !count ||
-	    (flags & ~PS_HARVEST_REARM))
+	    (flags & ~(PS_HARVEST_REARM | PS_HARVEST_UNITS)))
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
 	if (flags & PS_HARVEST_REARM) {
@@ -407,6 +407,8 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 		rearm_reported(s, addrs, h.n);
 		invalidate_harvested(s, addrs, h.n);
 	}
+	if (flags & PS_HARVEST_UNITS) /* lib/space-huge.c */
+		h.n = ps__space_harvest_units(addrs, h.n);
 	*count = h.n;
 	if (resume)
 		*resume = resume_bit << PAGE_SHIFT;

@@ -1120,3 +1120,38 @@ int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 		*n = (end - addr) >> PAGE_SHIFT;
 	return PS_DISCARD_BUSY;
 }
+
+/* --- harvest in units ----------------------------------------------------- */
+
+/*
+ * PS_HARVEST_UNITS: rewrite @addrs[0 .. @n) (page addresses, ascending, each
+ * once) in place, a run of every page of an aligned 1 GiB or 2 MiB extent
+ * becoming one entry, addr | order. Returns the entries left. Since the
+ * addresses ascend without repeats, the run is whole exactly when the entry
+ * 2^order - 1 places on is the extent's last page: one compare per unit.
+ */
+uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n)
+{
+	static const unsigned int orders[] = {PS_SPACE_ORDER_1G,
+					      PS_SPACE_ORDER_2M};
+	uint64_t out = 0;
+
+	for (uint64_t i = 0; i < n;) {
+		const uint64_t a = addrs[i];
+		unsigned int o = PS_SPACE_ORDER_4K;
+
+		for (unsigned int k = 0; k < 2; k++) {
+			const uint64_t len = unit_pages(orders[k]);
+
+			if (!((a >> PAGE_SHIFT) & (len - 1)) && n - i >= len &&
+			    addrs[i + len - 1] ==
+				    a + ((len - 1) << PAGE_SHIFT)) {
+				o = orders[k];
+				break;
+			}
+		}
+		addrs[out++] = a | o;
+		i += unit_pages(o);
+	}
+	return out;
+}

@@ -300,6 +300,7 @@ void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count);
 int ps__space_huge_edges_ok(struct ps_space *s, uint64_t start, uint64_t len);
 int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 			   uint64_t *frame, struct ps_page **p, uint64_t *n);
+uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n);
 bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 				unsigned int access, enum ps_fault *fr,
 				int *err);

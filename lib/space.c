@@ -175,8 +175,11 @@ static void exts_fini(struct ps_space *s)
 
 void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 {
-	if (ps_page_put(&s->frames[frame]))
-		ps__space_frame_freed(s, frame);
+	uint64_t unit;
+
+	/* The word of the frame's unit (lib/space-huge.c, H2). */
+	if (ps_page_put(ps__space_word(s, frame, &unit)))
+		ps__space_frame_freed(s, unit);
 }
 
 /* --- lifetime ------------------------------------------------------------- */

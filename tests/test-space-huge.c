@@ -471,6 +471,28 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 					  NULL),
 			 0);
 	ck_assert_uint_eq(n, 512);
+	ck_assert_uint_eq(got[0], 0);
+	ck_assert_uint_eq(got[511], 511 * PG);
+	/* In units: the extent is one entry, its order in the low bits. */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_redirty(sp, got, 512), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	/* A page short of the extent: pages, at 4 KiB. */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 4 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[0], 3 * PG);
+	ck_assert_uint_eq(got[1], 4 * PG);
 	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 }

@@ -943,6 +943,13 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
 
 /* Harvest flags. */
 #define PS_HARVEST_REARM 0x1u /* re-arm what is reported (ps_space_harvest) */
+/*
+ * Report every page of an aligned 2 MiB or 1 GiB extent (a whole huge frame
+ * written through its huge entry, say) as one address, with the extent's
+ * order (PS_SPACE_ORDER_2M, _1G) in its low bits: addr | order. Other pages
+ * are reported as before (their low bits are 0).
+ */
+#define PS_HARVEST_UNITS 0x2u
 
 /**
  * ps_space_harvest() - take the dirty pages of [@start, @start + @len) out of
@@ -951,13 +958,17 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @flags: 0 or PS_HARVEST_REARM.
+ * @flags: 0, PS_HARVEST_REARM, PS_HARVEST_UNITS, or both.
  * @addrs: receives page addresses, ascending.
  * @max: room in @addrs (at least 1).
  * @count: receives how many were written.
  * @resume: receives where to continue (@start + @len when complete); may be
  *	NULL.
  *
+ * With PS_HARVEST_UNITS the pages taken are reported in units: a run of
+ * every page of an aligned 2 MiB or 1 GiB extent is one entry, the extent's
+ * address with its order in the low bits; @max still counts pages taken
+ * (so an extent is one unit only if @max leaves room for all its pages).
  * Reported: every address in the dirty log (write faults,
  * ps_space_mark_dirty(), the helper's writes, pins for write), and a page
  * pinned for write by every harvest until the first one after its unpin. Pages
