@@ -437,6 +437,10 @@ static int release_unit(struct ps_space *s, struct ps__space_huge *h,
 		}
 		return rc;
 	}
+	/* S14: uncount before the unpin; refuse below zero. */
+	if (pin && (flags & PS_UNPIN_LONGTERM) &&
+	    !ps__space_longterm_sub(s, frame))
+		rc = -ENOENT;
 	if (pin && (flags & PS_UNPIN_DIRTY)) {
 		/* S5: the mark under the word's LOCKED bit, hook inside. */
 		ps_page_lock(p);
@@ -446,7 +450,7 @@ static int release_unit(struct ps_space *s, struct ps__space_huge *h,
 	}
 	if (pin ? ps_page_unpin(p) : ps_page_put(p))
 		ps__space_frame_freed(s, frame);
-	return 0;
+	return rc;
 }
 
 /*
@@ -513,8 +517,6 @@ int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
 {
 	if (flags & ~(PS_UNPIN_DIRTY | PS_UNPIN_LONGTERM))
 		return -EINVAL;
-	if (flags & PS_UNPIN_LONGTERM)
-		return -EOPNOTSUPP; /* not yet with huge frames */
 	return release_units(s, ps__space_huge(s), units, n, true, flags);
 }
 
@@ -685,26 +687,39 @@ static int pin_walk(struct ps_space *s, uint64_t start, uint64_t len,
 	uint64_t p = start >> PAGE_SHIFT;
 	int rc = 0;
 
-	if (flags & PS_PIN_LONGTERM)
-		return -EOPNOTSUPP; /* not yet with huge frames */
 	while (p < end) {
 		uint64_t unit, n;
 
 		rc = pin_unit_at(s, h, p, end, flags, &unit, &n);
-		if (!rc) {
-			rc = pin_emit(o, unit, n);
+		/* S14: counted after the re-check, at the unit's frame. */
+		if (!rc && (flags & PS_PIN_LONGTERM)) {
+			rc = ps__space_longterm_add(s,
+						    PS_SPACE_UNIT_FRAME(unit));
 			if (rc)
 				(void)release_unit(s, h,
 						   PS_SPACE_UNIT_FRAME(unit),
 						   PS_SPACE_UNIT_ORDER(unit),
 						   true, 0);
 		}
+		if (!rc) {
+			rc = pin_emit(o, unit, n);
+			if (rc)
+				(void)release_unit(s, h,
+						   PS_SPACE_UNIT_FRAME(unit),
+						   PS_SPACE_UNIT_ORDER(unit),
+						   true,
+						   flags & PS_PIN_LONGTERM
+							   ? PS_UNPIN_LONGTERM
+							   : 0);
+		}
 		if (rc)
 			break;
 		p += n;
 	}
 	if (rc) {
-		(void)release_units(s, h, o->out, o->n, true, 0);
+		(void)release_units(s, h, o->out, o->n, true,
+				    flags & PS_PIN_LONGTERM ? PS_UNPIN_LONGTERM
+							    : 0);
 		o->out[0] = (p << PAGE_SHIFT) - start;
 		o->n = 0;
 	}

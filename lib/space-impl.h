@@ -308,6 +308,14 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 /* Free the huge-frame state: the space is going away. */
 void ps__space_huge_fini(struct ps_space *s);
 
+/*
+ * Count one long-term pin more of the unit at @frame (S14; the counts are
+ * made at the first): 0, -ENOMEM or -EOVERFLOW; and one less: false if none
+ * was counted. lib/space-pin.c, for lib/space-huge.c.
+ */
+int ps__space_longterm_add(struct ps_space *s, uint64_t frame);
+bool ps__space_longterm_sub(struct ps_space *s, uint64_t frame);
+
 /* Free the long-term pin counts (S14): the space is going away. */
 void ps__space_pins_fini(struct ps_space *s);
 

@@ -219,6 +219,29 @@ void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
 		atomic_store_explicit(&c[frame], 0, memory_order_release);
 }
 
+/*
+ * S14 for the units of lib/space-huge.c: a long-term pin of a whole huge frame
+ * is counted at its first frame (and at each part's first frame once its
+ * state is split). Add: 0, -ENOMEM (the counts could not be made) or
+ * -EOVERFLOW; sub: false if none was counted.
+ */
+int ps__space_longterm_add(struct ps_space *s, uint64_t frame)
+{
+	lt_count_t *lt;
+	int rc = lt_counts_make(s, &lt);
+
+	if (rc)
+		return rc;
+	return lt_count_add(&lt[frame]) ? 0 : -EOVERFLOW;
+}
+
+bool ps__space_longterm_sub(struct ps_space *s, uint64_t frame)
+{
+	lt_count_t *lt = lt_counts(s);
+
+	return lt && lt_count_sub(&lt[frame]);
+}
+
 /* --- pins (S2) ------------------------------------------------------------ */
 
 /*

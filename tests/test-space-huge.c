@@ -398,6 +398,21 @@ START_TEST(pin_units_one_rmw_per_frame)
 	ck_assert_uint_eq(ps_page_pins(word(2 * P1G - 1, NULL)), 1);
 	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
 	ck_assert_uint_eq(ps_page_pins(word(P1G, NULL)), 0);
+	/* Long-term: counted once per unit, released with the flag. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG,
+					    PS_PIN_LONGTERM, units, 8, &n),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(ps_space_unpin(sp, units, 2, PS_UNPIN_LONGTERM), 0);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	/* A long-term release of a pin not counted: -ENOENT, released. */
+	ck_assert_int_eq(ps_space_pin_units(sp, P2M * PG, P2M * PG, 0, units, 8,
+					    &n),
+			 0);
+	ck_assert_int_eq(ps_space_unpin(sp, units, 1, PS_UNPIN_LONGTERM),
+			 -ENOENT);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
 	/* pin_range: a frame per page, one pin per frame; the unpin groups. */
 	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * P2M * PG, PS_PIN_WRITE,
 					    frames),

@@ -627,8 +627,8 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @flags: as for ps_space_pin_range(); PS_PIN_LONGTERM is refused
- *	(-EOPNOTSUPP) in a space with huge frames, for now.
+ * @flags: as for ps_space_pin_range(). A PS_PIN_LONGTERM pin of a whole
+ *	huge frame is counted once, at its first frame.
  * @units: receives the units, in address order: PS_SPACE_UNIT(frame, order)
  *	for a whole huge frame that a huge entry maps and the range covers
  *	(frame is its first 4 KiB frame), a plain frame number for a 4 KiB
