@@ -134,8 +134,18 @@
 #ifdef PS_PGTABLE_FAILPOINTS
 bool (*ps__pgtable_alloc_fails)(void);
 #define ALLOC_FAILS() (ps__pgtable_alloc_fails && ps__pgtable_alloc_fails())
+/* Called by a fault between its read of an entry and its CAS (H4's race). */
+void (*ps__pgtable_fault_window)(void);
+#define FAULT_WINDOW()                              \
+	do {                                        \
+		if (ps__pgtable_fault_window)       \
+			ps__pgtable_fault_window(); \
+	} while (0)
 #else
 #define ALLOC_FAILS() false
+#define FAULT_WINDOW() \
+	do {           \
+	} while (0)
 #endif
 
 static void count(_Atomic(uint64_t) *c, int64_t delta)
@@ -1518,6 +1528,7 @@ static PS_ALWAYS_INLINE enum ps_fault fault(struct ps_pgtable *t, uint64_t addr,
 	}
 	if (l)
 		e = entry_load(l, p & LEVEL_MASK);
+	FAULT_WINDOW();
 	for (;;) {
 		const struct reg *reg;
 

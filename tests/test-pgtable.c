@@ -15,6 +15,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -3915,6 +3916,456 @@ START_TEST(huge_transition_table_1g)
 }
 END_TEST
 
+/* H2: faults change a leaf whole, but a THP-like async write splits it. */
+START_TEST(huge_faults_by_granularity)
+{
+	const uint64_t fl = PS_PTE_MAYWRITE | PS_PTE_DIRTY;
+	ps_pte_t e;
+
+	/* SPLIT (the default): one page is resolved, the rest stays wp. */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE, GiB, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 512, fl, O2M, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + 9 * PG, PS_ACCESS_READ),
+			 PS_FAULT_OK);
+	ck_assert(ps_pte_is_accessed(get(T, HBASE + 300 * PG))); /* whole */
+	ck_assert_uint_eq(order_at(T, HBASE), O2M);
+	ck_assert_int_eq(ps_pgtable_protect(T, HBASE, M2), 0);
+	ck_assert_uint_eq(order_at(T, HBASE), O2M);
+	ck_assert_int_eq(ps_pgtable_fault_pte(T, HBASE + 5 * PG,
+					      PS_ACCESS_WRITE, &e),
+			 PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(e) && !ps_pte_uffd_wp(e));
+	ck_assert_uint_eq(order_at(T, HBASE), 0);
+	ck_assert(ps_pte_uffd_wp(get(T, HBASE + 4 * PG)));
+	ck_assert(ps_pte_uffd_wp(get(T, HBASE + 6 * PG)));
+	ck_assert_uint_eq(ps_pte_frame(get(T, HBASE + 6 * PG)), 512 + 6);
+	ck_assert_int_eq(ps_pgtable_unregister(T, HBASE, GiB), 0);
+
+	/* WHOLE: the write resolves the leaf whole, which stays huge. */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + GiB, GiB,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, GiB,
+					     UINT64_C(1) << 18, fl, O1G, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, HBASE + GiB, GiB), 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + GiB + 77 * PG,
+					  PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(order_at(T, HBASE + GiB), O1G);
+	ck_assert(ps_pte_is_writable(get(T, HBASE + 2 * GiB - PG)));
+	ck_assert_int_eq(ps_pgtable_protect(T, HBASE + GiB + M2, M2),
+			 -EINVAL); /* part of a leaf tracked whole */
+	ck_assert(ps_pte_is_writable(get(T, HBASE + GiB + M2)));
+
+	/* Sync: a write reports WP and changes nothing; RESOLVE_WP splits. */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + 2 * GiB, M2, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + 2 * GiB, M2, 1024,
+					     fl | PS_PTE_UFFD_WP, O2M, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + 2 * GiB, PS_ACCESS_WRITE),
+			 PS_FAULT_WP);
+	ck_assert_uint_eq(order_at(T, HBASE + 2 * GiB), O2M);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + 2 * GiB + PG,
+					  PS_ACCESS_WRITE |
+						  PS_ACCESS_RESOLVE_WP),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(order_at(T, HBASE + 2 * GiB), 0);
+	ck_assert(ps_pte_uffd_wp(get(T, HBASE + 2 * GiB)));
+	/* A write without MAYWRITE, and a check-only fault: nothing. */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + 3 * GiB, M2, 2048, 0,
+					     O2M, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + 3 * GiB, PS_ACCESS_WRITE),
+			 PS_FAULT_BAD_ACCESS);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + 3 * GiB,
+					  PS_ACCESS_READ | PS_ACCESS_CHECK),
+			 PS_FAULT_OK);
+	ck_assert(!ps_pte_is_accessed(get(T, HBASE + 3 * GiB)));
+}
+END_TEST
+
+/* Scans report PS_CAT_HUGE; budgets cut report-only scans anywhere. */
+START_TEST(huge_scan_reports_huge)
+{
+	struct ps_pgtable_region v[8];
+	struct ps_pgtable_scan q = {.start = HBASE - 2 * PG,
+				    .end = HBASE + M2 + 2 * PG,
+				    .category_mask = PS_CAT_PRESENT,
+				    .return_mask = PS_CAT_ALL,
+				    .vec = v,
+				    .vec_len = 8};
+
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE - M2, 4 * M2,
+					     PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, 512, RW, O2M, NULL),
+			 0);
+	set(T, HBASE + M2, ps_pte_mk_present(5, RW));
+	ck_assert_int_eq(ps_pgtable_scan(T, &q), 2);
+	ck_assert_uint_eq(v[0].start, HBASE);
+	ck_assert_uint_eq(v[0].end, HBASE + M2);
+	ck_assert_uint_eq(v[0].categories, PS_CAT_HUGE | PS_CAT_PRESENT |
+						   PS_CAT_WRITTEN |
+						   PS_CAT_WPALLOWED);
+	ck_assert_uint_eq(v[1].categories & PS_CAT_HUGE, 0);
+	/* Without HUGE in the return mask the two merge. */
+	q.return_mask = PS_CAT_WRITTEN;
+	ck_assert_int_eq(ps_pgtable_scan(T, &q), 1);
+	ck_assert_uint_eq(v[0].end, HBASE + M2 + PG);
+	/* A budget ends a report-only scan inside the leaf. */
+	q.max_pages = 5;
+	q.category_mask = PS_CAT_HUGE;
+	ck_assert_int_eq(ps_pgtable_scan(T, &q), 1);
+	ck_assert_uint_eq(q.walk_end, HBASE + 5 * PG);
+	ck_assert_uint_eq(v[0].end, HBASE + 5 * PG);
+}
+END_TEST
+
+static void order_runs(void *ctx, uint64_t s, uint64_t e, unsigned int order)
+{
+	uint64_t *r = ctx;
+
+	r[0]++;
+	r[1] = s;
+	r[2] = e;
+	r[3] = order;
+}
+
+/* WP_MATCHING on huge leaves: whole re-arm, -EINVAL, back-out, split. */
+START_TEST(huge_wp_scan_and_harvest_order)
+{
+	struct ps_pgtable_region v[4];
+	struct ps_pgtable_scan q = {.flags = PS_SCAN_WP_MATCHING,
+				    .category_mask = PS_CAT_WRITTEN,
+				    .return_mask = PS_CAT_WRITTEN,
+				    .vec = v,
+				    .vec_len = 4};
+	uint64_t r[4] = {0};
+
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE, GiB,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + GiB, GiB, PS_WP_ASYNC),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, 2 * M2, 512, RW, O2M,
+					     NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, GiB,
+					     UINT64_C(1) << 18, RW, O1G, NULL),
+			 0);
+	/* WHOLE: part of a leaf is -EINVAL, before anything changes. */
+	q.start = HBASE + PG;
+	q.end = HBASE + M2;
+	ck_assert_int_eq(ps_pgtable_scan(T, &q), -EINVAL);
+	ck_assert(ps_pte_written(get(T, HBASE + PG)));
+	/* A budget that cannot take the leaf whole stops before it. */
+	q.start = HBASE;
+	q.end = HBASE + 2 * M2;
+	q.max_pages = 100;
+	ck_assert_int_eq(ps_pgtable_scan(T, &q), 0);
+	ck_assert_uint_eq(q.walk_end, HBASE);
+	ck_assert(ps_pte_written(get(T, HBASE)));
+	q.max_pages = 0;
+	ck_assert_int_eq(ps_pgtable_scan(T, &q), 1);
+	ck_assert_uint_eq(v[0].end, HBASE + 2 * M2);
+	ck_assert(ps_pte_uffd_wp(get(T, HBASE + M2 + 3 * PG)));
+	ck_assert_uint_eq(order_at(T, HBASE), O2M);
+	/* harvest_order: whole leaves give runs of their order. */
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_harvest_order(T, HBASE, GiB, 0, order_runs,
+						  r),
+			 0);
+	ck_assert_uint_eq(r[0], 1);
+	ck_assert_uint_eq(r[1], HBASE);
+	ck_assert_uint_eq(r[2], HBASE + M2);
+	ck_assert_uint_eq(r[3], O2M);
+	r[0] = 0;
+	ck_assert_int_eq(ps_pgtable_harvest_order(T, HBASE + GiB, GiB, 0,
+						  order_runs, r),
+			 0);
+	ck_assert_uint_eq(r[0], 1);
+	ck_assert_uint_eq(r[2] - r[1], GiB);
+	ck_assert_uint_eq(r[3], O1G);
+	/* SPLIT: an async write splits; the run is that page, order 0. */
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + GiB + 7 * PG,
+					  PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	r[0] = 0;
+	ck_assert_int_eq(ps_pgtable_harvest_order(T, HBASE + GiB, GiB, 0,
+						  order_runs, r),
+			 0);
+	ck_assert_uint_eq(r[0], 1);
+	ck_assert_uint_eq(r[1], HBASE + GiB + 7 * PG);
+	ck_assert_uint_eq(r[2], HBASE + GiB + 8 * PG);
+	ck_assert_uint_eq(r[3], 0);
+}
+END_TEST
+
+/* H4's refusals: each reason, at the first page that differs. */
+START_TEST(huge_collapse_refusals)
+{
+	const uint64_t fl = PS_PTE_MAYWRITE | PS_PTE_DIRTY;
+	struct ps_pgtable_collapse_err err;
+	struct ps_pgtable_stats st0, st1;
+	static const struct {
+		unsigned int page;
+		ps_pte_t e;
+		enum ps_pgtable_collapse_reason why;
+	} cases[] = {
+		{7, 0, PS_PGTABLE_COLLAPSE_FORM},
+		{8, 1, PS_PGTABLE_COLLAPSE_FRAME},
+		{9, 2, PS_PGTABLE_COLLAPSE_WP},
+		{10, 3, PS_PGTABLE_COLLAPSE_DIRTY},
+		{11, 4, PS_PGTABLE_COLLAPSE_BITS},
+		{12, 5, PS_PGTABLE_COLLAPSE_FORM},
+	};
+
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE, GiB, PS_WP_ASYNC), 0);
+	for (unsigned int k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		const uint64_t a = HBASE + k * M2, p = a + cases[k].page * PG;
+		const uint64_t f = 512 * (k + 1) + cases[k].page;
+		ps_pte_t bad[] = {
+			PS_PTE_NONE,
+			ps_pte_mk_present(f + 1, fl),
+			ps_pte_mk_present(f, fl | PS_PTE_UFFD_WP),
+			ps_pte_mk_present(f, PS_PTE_MAYWRITE),
+			ps_pte_mk_present(f, fl | PS_PTE_CACHE(4)),
+			ps_pte_mk_swap(1, 1, 0),
+		};
+
+		ck_assert_int_eq(ps_pgtable_map(T, a, M2, 512 * (k + 1), fl),
+				 0);
+		set(T, p, bad[cases[k].e]);
+		ck_assert_int_eq(ps_pgtable_collapse(T, a, M2, O2M, &err),
+				 -EBUSY);
+		ck_assert_uint_eq(err.addr, p);
+		ck_assert_int_eq(err.reason, cases[k].why);
+		ck_assert_uint_eq(order_at(T, a), 0);
+		ck_assert_uint_eq(get(T, p), bad[cases[k].e]);
+	}
+	/* A and W are loose: any accessed, all writable. */
+	ck_assert_int_eq(ps_pgtable_map(T, HBASE + 8 * M2, M2, 512 * 20,
+					fl | PS_PTE_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + 8 * M2 + 3 * PG,
+					  PS_ACCESS_READ),
+			 PS_FAULT_OK);
+	ps_pgtable_stats(T, &st0);
+	ck_assert_int_eq(ps_pgtable_collapse(T, HBASE + 8 * M2, M2, O2M, &err),
+			 0);
+	ps_pgtable_stats(T, &st1);
+	ck_assert_int_eq(err.reason, PS_PGTABLE_COLLAPSE_OK);
+	ck_assert_uint_eq(st1.leaves + 1, st0.leaves);
+	ck_assert_uint_eq(order_at(T, HBASE + 8 * M2 + 100 * PG), O2M);
+	ck_assert_uint_eq(get(T, HBASE + 8 * M2 + 100 * PG),
+			  ps_pte_mk_present(512 * 20 + 100,
+					    fl | PS_PTE_WRITE |
+						    PS_PTE_ACCESSED));
+	/* 1 GiB: 512 uniform 2 MiB leaves; a 4 KiB part refuses. */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, 2 * HBASE, GiB,
+					     UINT64_C(1) << 18, fl, O1G, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_split(T, 2 * HBASE, PG), 0);
+	ck_assert_uint_eq(order_at(T, 2 * HBASE), 0);
+	ck_assert_uint_eq(order_at(T, 2 * HBASE + M2), O2M);
+	ck_assert_int_eq(ps_pgtable_collapse(T, 2 * HBASE, GiB, O1G, &err),
+			 -EBUSY);
+	ck_assert_int_eq(err.reason, PS_PGTABLE_COLLAPSE_FORM);
+	ck_assert_uint_eq(err.addr, 2 * HBASE);
+	ck_assert_int_eq(ps_pgtable_collapse(T, 2 * HBASE, M2, O2M, &err), 0);
+	ck_assert_int_eq(ps_pgtable_collapse(T, 2 * HBASE, GiB, O1G, &err), 0);
+	ck_assert_uint_eq(order_at(T, 2 * HBASE + 5 * M2), O1G);
+	ck_assert_int_eq(ps_pgtable_collapse(T, 2 * HBASE, M2, 10, &err),
+			 -EINVAL);
+	ck_assert_int_eq(ps_pgtable_collapse(T, 2 * HBASE + PG, M2, O2M, &err),
+			 -EINVAL);
+}
+END_TEST
+
+/*
+ * H1..H4 under races: the structure side splits, harvests and collapses
+ * 2 MiB leaves (half of them tracked whole) while the fault side
+ * writes random pages (async), splits pages and reads them. Every write is
+ * flagged before it is made and unflagged when a harvest reports its page, and
+ * a flagged page is not written again: after a final harvest no flag may be
+ * left (no write lost to a split or a collapse). The fault side checks every
+ * entry it reads: valid, never writable and protected, its frame where it was
+ * mapped, DIRTY (everything is mapped dirty and nothing cleans): a half-built
+ * child would show none entries or wrong frames. Counted in atomics, asserted
+ * after the join.
+ */
+#define HS_EXT 4 /* extents: 0, 1 split-tracked; 2, 3 whole-tracked */
+#define HS_PAGES (HS_EXT * 512)
+
+struct huge_shared {
+	uint64_t iters;
+	struct ps_test_overlap ov; /* side 0 structure, 1 faults */
+	_Atomic(unsigned int) violations;
+	_Atomic(unsigned char) flag[HS_PAGES];
+	_Atomic(uint64_t) writes, collapses, splits;
+	char first[128];
+};
+
+static void hs_violation(struct huge_shared *sh, const char *what, uint64_t a)
+{
+	if (atomic_fetch_add(&sh->violations, 1) == 0)
+		snprintf(sh->first, sizeof(sh->first), "%s at %#llx", what,
+			 (unsigned long long)a);
+}
+
+static void hs_check(struct huge_shared *sh, uint64_t i)
+{
+	const uint64_t a = HBASE + i * PG;
+	ps_pte_t e, leaf;
+	unsigned int order;
+
+	if (ps_pgtable_get_level(T, a, &e, &order, &leaf)) {
+		hs_violation(sh, "get_level failed", a);
+		return;
+	}
+	if (!ps_pte_valid(e) || (ps_pte_is_writable(e) && ps_pte_uffd_wp(e)))
+		hs_violation(sh, "invalid or writable+wp", a);
+	if (ps_pte_frame(e) != 512 + i)
+		hs_violation(sh, "frame lost (half-built child?)", a);
+	if (!ps_pte_is_dirty(e))
+		hs_violation(sh, "dirty lost", a);
+	if (order && ps_pte_huge_subpage(leaf, order, i) != e)
+		hs_violation(sh, "leaf and view disagree", a);
+}
+
+#ifdef PS_PGTABLE_FAILPOINTS
+extern void (*ps__pgtable_fault_window)(void);
+
+/* Widen H4's window: now and then a fault pauses after its walk. */
+static void hs_fault_pause(void)
+{
+	static _Thread_local uint64_t n;
+
+	if (++n % 8 == 0)
+		sched_yield();
+}
+#endif
+
+static void *huge_fault_side(void *arg)
+{
+	struct huge_shared *sh = arg;
+	struct ps_test_rng rng = ps_test_rng_new(31);
+	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t i = ps_test_below(&rng, HS_PAGES);
+		uint64_t a = HBASE + i * PG;
+
+		if (ps_test_below(&rng, 16) == 0) {
+			if (ps_pgtable_split(T, a, PG))
+				hs_violation(sh, "split failed", a);
+			atomic_fetch_add(&sh->splits, 1);
+		} else if (!atomic_load(&sh->flag[i])) {
+			/*
+			 * Not again until a harvest reported it: a later
+			 * write would hide this one's loss.
+			 */
+			atomic_store(&sh->flag[i], 1);
+			if (ps_pgtable_fault(T, a, PS_ACCESS_WRITE) !=
+			    PS_FAULT_OK)
+				hs_violation(sh, "async write refused", a);
+			atomic_fetch_add(&sh->writes, 1);
+		}
+		hs_check(sh, i);
+		hs_check(sh, ps_test_below(&rng, HS_PAGES));
+	}
+	return NULL;
+}
+
+static void hs_reported(void *ctx, uint64_t s, uint64_t e, unsigned int order)
+{
+	struct huge_shared *sh = ctx;
+
+	(void)order;
+	for (uint64_t a = s; a < e; a += PG)
+		atomic_store(&sh->flag[(a - HBASE) / PG], 0);
+}
+
+START_TEST(stress_huge_split_collapse_vs_faults)
+{
+	struct huge_shared *sh = calloc(1, sizeof(*sh));
+	struct ps_test_rng rng = ps_test_rng_new(30);
+	struct ps_pgtable_collapse_err err;
+	struct ps_test_side me;
+	pthread_t w;
+
+	ck_assert_ptr_nonnull(sh);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 200;
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = sh->iters;
+	me = ps_test_side(&sh->ov, 0, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE, 2 * M2, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + 2 * M2, 2 * M2,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, HS_EXT * M2, 512,
+					     PS_PTE_MAYWRITE | PS_PTE_DIRTY,
+					     O2M, NULL),
+			 0);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = hs_fault_pause;
+#endif
+	ck_assert_int_eq(pthread_create(&w, NULL, huge_fault_side, sh), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t x = HBASE + ps_test_below(&rng, HS_EXT) * M2;
+		int rc;
+
+		switch (ps_test_below(&rng, 4)) {
+		case 0:
+		case 1:
+			/* Re-arm (reported: a protect would drop writes). */
+			if (ps_pgtable_harvest_order(T, x, M2, 0, hs_reported,
+						     sh))
+				hs_violation(sh, "harvest failed", x);
+			rc = ps_pgtable_collapse(T, x, M2, O2M, &err);
+			if (!rc)
+				atomic_fetch_add(&sh->collapses, 1);
+			else if (rc != -EBUSY)
+				hs_violation(sh, "collapse failed", x);
+			break;
+		case 2:
+			if (ps_pgtable_harvest_order(T, x, M2, 0, hs_reported,
+						     sh))
+				hs_violation(sh, "harvest failed", x);
+			break;
+		default:
+			if (ps_pgtable_split(T, x, M2))
+				hs_violation(sh, "split failed", x);
+			break;
+		}
+	}
+	pthread_join(w, NULL);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = NULL;
+#endif
+	ck_assert_int_eq(ps_pgtable_harvest_order(T, HBASE, HS_EXT * M2, 0,
+						  hs_reported, sh),
+			 0);
+	ck_assert_msg(atomic_load(&sh->violations) == 0, "%u violations: %s",
+		      atomic_load(&sh->violations), sh->first);
+	for (unsigned int i = 0; i < HS_PAGES; i++)
+		ck_assert_msg(atomic_load(&sh->flag[i]) == 0,
+			      "page %u: a write was lost", i);
+	ck_assert_uint_gt(atomic_load(&sh->writes), 0);
+	ck_assert_uint_gt(atomic_load(&sh->collapses), 0);
+	if (getenv("PS_STRESS_VERBOSE"))
+		printf("huge: %llu writes, %llu collapses, %llu splits\n",
+		       (unsigned long long)atomic_load(&sh->writes),
+		       (unsigned long long)atomic_load(&sh->collapses),
+		       (unsigned long long)atomic_load(&sh->splits));
+	ps_test_overlap_check(&sh->ov, "split/collapse vs faults");
+	free(sh);
+}
+END_TEST
+
 static Suite *pgtable_suite(void)
 {
 	Suite *s = suite_create("pgtable");
@@ -4021,6 +4472,16 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, huge_map_and_views);
 	tcase_add_test(tc, huge_map_errors_say_where);
 
+	tc = ps_test_tcase(s, "huge: faults and scans", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, huge_faults_by_granularity);
+	tcase_add_test(tc, huge_scan_reports_huge);
+	tcase_add_test(tc, huge_wp_scan_and_harvest_order);
+
+	tc = ps_test_tcase(s, "huge: collapse", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, huge_collapse_refusals);
+
 	tc = ps_test_tcase(s, "huge: transitions", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, huge_transition_table, 0, NHOPS);
@@ -4035,6 +4496,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, stress_trim_against_readers);
 	tcase_add_test(tc, stress_registration_query);
 	tcase_add_test(tc, stress_range_against_map_unmap);
+	tcase_add_test(tc, stress_huge_split_collapse_vs_faults);
 	return s;
 }
 
