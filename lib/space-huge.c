@@ -29,6 +29,11 @@
  *     KiB page of the 2 MiB array, and the 512 4 KiB words of a 2 MiB frame
  *     one 4 KiB page of the 4 KiB array: splitting a frame's state touches
  *     one page of memory, and a whole frame touches none of the array below.
+ *     The words below a whole frame are free: declared so (the declaration
+ *     checks every resident one), and a merge back into a whole frame must
+ *     leave them so. The 4 KiB paths that take a word without asking (a pin's
+ *     straight path, a write fault's common path) rely on it: their try on a
+ *     free word fails, and they fall to the paths that ask.
  *
  * H3  Whole-frame units. A reference or a pin on a whole huge frame's word
  *     stands for the whole frame: a mapping of it by one huge entry, a pin of

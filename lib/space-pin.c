@@ -381,6 +381,14 @@ static PS_COLD int pin_page_slow(struct ps_space *s, uint64_t addr,
 	cursor_t cur = NULL;
 	int rc;
 
+	/*
+	 * Frames of three sizes (lib/space-huge.c). pin_page()'s straight path
+	 * needs no test: a huge entry has no leaf cursor, and the 4 KiB word of
+	 * a page inside a whole huge frame is free (H2), so both come here.
+	 */
+	if (PS_UNLIKELY(ps__space_huge(s)))
+		return ps__space_pin_range_huge(s, addr, PAGE_SIZE, flags,
+						frame_out);
 	ps__space_read_lock();
 	rc = pin_one(s, addr, flags, NULL, &cur, frame_out);
 	ps__space_read_unlock();
@@ -483,6 +491,9 @@ static __attribute__((noinline)) int pin_range(struct ps_space *s,
 	if (!ps__space_range_ok(s, start, len) || !frames_out ||
 	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
 		return -EINVAL;
+	if (PS_UNLIKELY(ps__space_huge(s))) /* lib/space-huge.c */
+		return ps__space_pin_range_huge(s, start, len, flags,
+						frames_out);
 	if (flags & PS_PIN_LONGTERM) {
 		rc = lt_counts_make(s, &lt); /* S14: outside the section */
 		if (rc)
@@ -516,10 +527,6 @@ static __attribute__((noinline)) int pin_range(struct ps_space *s,
 int ps_space_pin_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out)
 {
-	/* Frames of three sizes: lib/space-huge.c. */
-	if (PS_UNLIKELY(ps__space_huge(s)))
-		return ps__space_pin_range_huge(s, start, len, flags,
-						frames_out);
 	/* One page, not long-term: checked here, pinned in a tail call. */
 	if (PS_LIKELY(len == PAGE_SIZE && frames_out &&
 		      !(flags & ~(PS_PIN_WRITE | PS_PIN_PRIVATE)) &&
