@@ -12,6 +12,10 @@
  * model on the return value, on the misuse reported to the error hook (which
  * error, or none), and on everything the accessors show: refs, pins, flags,
  * frozen, live, pinned. Any disagreement aborts, and libFuzzer keeps the input.
+ *
+ * The page is also a huge frame's word with NPARTS parts: split and merge move
+ * its state to the parts and back, and gets and puts on one part make the parts
+ * differ, so a merge is refused with each reason the model can reach.
  */
 #include <pagestate/page.h>
 
@@ -40,9 +44,18 @@ static const uint64_t counts[] = {
 
 /* The model: what page.h says the word means, without the word. */
 struct model {
-	bool live, frozen;
+	bool live, frozen, split;
 	uint64_t refs, pins, flags; /* flags: PS_PAGE_USER_FLAGS bits only */
 };
+
+#define NPARTS 4
+/* Flags a part inherits from its frame; those a merge needs equal. */
+#define COPIED                                                       \
+	(PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED | PS_PAGE_CACHE_MASK | \
+	 PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE | PS_PAGE_POISONED)
+#define UNIFORM                                                        \
+	(PS_PAGE_CACHE_MASK | PS_PAGE_PRIVATE | PS_PAGE_INACCESSIBLE | \
+	 PS_PAGE_POISONED)
 
 static int last_error;
 static unsigned hook_calls;
@@ -68,7 +81,8 @@ static void hook(const struct ps_page *page, enum ps_page_error error,
 static uint64_t visible_flags(const struct model *m)
 {
 	return m->flags | (m->live ? PS_PAGE_LIVE : 0) |
-	       (m->frozen ? PS_PAGE_FROZEN : 0);
+	       (m->frozen ? PS_PAGE_FROZEN : 0) |
+	       (m->split ? PS_PAGE_SPLIT : 0);
 }
 
 /* Expected result of a holder's increment by @n (pins too if @pin). */
@@ -76,6 +90,8 @@ static int model_add(struct model *m, uint64_t n, bool pin, int *err)
 {
 	if (n == 0)
 		return -EINVAL;
+	if (m->split)
+		return -ESTALE; /* not misuse: go to the parts */
 	if (m->frozen) {
 		*err = PS_PAGE_ERR_FROZEN; /* the unit is taken back */
 		return -EINVAL;
@@ -113,6 +129,10 @@ static bool model_sub(struct model *m, uint64_t n, uint64_t npins, int *err)
 		*err = PS_PAGE_ERR_BAD_COUNT;
 		return false;
 	}
+	if (m->split) {
+		*err = PS_PAGE_ERR_SPLIT; /* undone */
+		return false;
+	}
 	if (m->frozen) {
 		*err = PS_PAGE_ERR_FROZEN; /* nothing written */
 		return false;
@@ -148,6 +168,8 @@ static int model_revive(struct model *m, int mode, unsigned int *old_mode)
 {
 	if (mode >= PS_CACHE_NR)
 		return -EINVAL;
+	if (m->split)
+		return -ESTALE;
 	if (m->frozen)
 		return -EBUSY;
 	if (m->live) {
@@ -179,7 +201,7 @@ static int model_set_cache(struct model *m, unsigned int mode, int expect)
 {
 	if (mode >= PS_CACHE_NR || expect >= PS_CACHE_NR || expect < -1)
 		return -EINVAL;
-	if (m->live || m->frozen)
+	if (m->live || m->frozen || m->split)
 		return -EBUSY;
 	if (m->flags & PS_PAGE_POISONED)
 		return -EHWPOISON;
@@ -188,6 +210,67 @@ static int model_set_cache(struct model *m, unsigned int mode, int expect)
 	m->flags = (m->flags & ~PS_PAGE_CACHE_MASK) |
 		   (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
 	return 0;
+}
+
+/* Expected result of ps_page_split() of @m into @part. */
+static int model_split(struct model *m, struct model *part)
+{
+	if (m->split)
+		return -EALREADY;
+	if (m->frozen || (m->flags & (PS_PAGE_LOCKED | PS_PAGE_WRITEBACK)))
+		return -EBUSY;
+	for (int i = 0; i < NPARTS; i++)
+		if (part[i].live || part[i].frozen || part[i].split ||
+		    (part[i].flags & (PS_PAGE_LOCKED | PS_PAGE_WRITEBACK)))
+			return -EBUSY;
+	for (int i = 0; i < NPARTS; i++) {
+		part[i] = *m;
+		part[i].flags &= COPIED;
+		if (!m->live)
+			part[i].flags &= ~PS_PAGE_LIFE_FLAGS;
+	}
+	m->live = false;
+	m->split = true;
+	m->refs = m->pins = 0;
+	m->flags &= ~PS_PAGE_LIFE_FLAGS;
+	return 0;
+}
+
+/* Expected result of ps_page_merge(): the reason, or OK. */
+static enum ps_page_merge_reason model_merge(struct model *m,
+					     struct model *part, size_t *at)
+{
+	uint64_t dirty = 0;
+
+	for (int i = 0; i < NPARTS; i++) {
+		const struct model *p = &part[i];
+
+		*at = (size_t)i;
+		if (p->frozen || p->split ||
+		    (p->flags & (PS_PAGE_LOCKED | PS_PAGE_WRITEBACK)))
+			return PS_PAGE_MERGE_BUSY;
+		if (p->live != part[0].live ||
+		    (p->live && p->refs != part[0].refs))
+			return PS_PAGE_MERGE_REFS;
+		if (p->live && p->pins != part[0].pins)
+			return PS_PAGE_MERGE_PINS;
+		if ((p->flags ^ part[0].flags) & UNIFORM)
+			return PS_PAGE_MERGE_MODE;
+		dirty |= p->flags;
+	}
+	m->split = false;
+	m->live = part[0].live;
+	m->refs = part[0].live ? part[0].refs : 0;
+	m->pins = part[0].live ? part[0].pins : 0;
+	m->flags = (m->flags & ~COPIED) | (part[0].flags & COPIED);
+	if (m->live)
+		m->flags |= dirty & (PS_PAGE_DIRTY | PS_PAGE_WRITE_PINNED);
+	for (int i = 0; i < NPARTS; i++) {
+		part[i].live = false;
+		part[i].refs = part[i].pins = 0;
+		part[i].flags &= ~PS_PAGE_LIFE_FLAGS;
+	}
+	return PS_PAGE_MERGE_OK;
 }
 
 static void check_visible(const struct ps_page *p, const struct model *m,
@@ -204,14 +287,16 @@ static void check_visible(const struct ps_page *p, const struct model *m,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct ps_page page;
-	struct model m = {0};
+	struct ps_page page, part[NPARTS];
+	struct model m = {0}, pm[NPARTS] = {{0}};
 	size_t at = 0;
 
 	ps_page_set_error_hook(hook);
 	(void)ps_page_init(&page, 0);
+	for (int i = 0; i < NPARTS; i++)
+		(void)ps_page_init(&part[i], 0);
 	while (at < size) {
-		unsigned op = data[at++] % 28;
+		unsigned op = data[at++] % 32;
 		/* The argument byte, if any (0 past the end of the input). */
 		const uint8_t arg = at < size ? data[at] : 0;
 		uint64_t n = counts[arg % NCOUNTS];
@@ -442,6 +527,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				ps_page_unlock(&page);
 			}
 			break;
+		case 28: /* split */
+			want_rc = model_split(&m, pm);
+			CHECK(ps_page_split(&page, part, NPARTS, NULL) ==
+			      want_rc);
+			break;
+		case 29: { /* merge */
+			struct ps_page_merge_refusal why;
+			enum ps_page_merge_reason want_r = PS_PAGE_MERGE_OK;
+			size_t want_at = 0;
+
+			if (!m.split || m.frozen)
+				want_rc = -EINVAL;
+			else {
+				want_r = model_merge(&m, pm, &want_at);
+				want_rc = want_r ? -EBUSY : 0;
+			}
+			CHECK(ps_page_merge(&page, part, NPARTS, &why) ==
+			      want_rc);
+			CHECK(why.reason == want_r);
+			CHECK(!want_r || why.index == want_at);
+			break;
+		}
+		case 30: /* a get on one part */
+			at++;
+			want_rc = model_add(&pm[arg % NPARTS], 1, false,
+					    &want_err);
+			CHECK(ps_page_get(&part[arg % NPARTS]) == want_rc);
+			break;
+		case 31: /* a put on one part */
+			at++;
+			want_b = model_sub(&pm[arg % NPARTS], 1, 0, &want_err);
+			CHECK(ps_page_put(&part[arg % NPARTS]) == want_b);
+			break;
 		default: /* change_flags: clear one set of bits, set another */
 			at++;
 			before = visible_flags(&m);
@@ -455,6 +573,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(hook_calls == (rc ? 1u : 0u));
 		CHECK(last_error == rc);
 		check_visible(&page, &m, op, at);
+		for (int i = 0; i < NPARTS; i++)
+			check_visible(&part[i], &pm[i], op, at);
 	}
 	return 0;
 }

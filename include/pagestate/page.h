@@ -14,10 +14,10 @@
  * Word layout (bit 63 on the left; ABI)
  * ---------------------------------------------------------------------------
  *
- *   63                          35 34                     12 11          0
- *   +-----------------------------+-------------------------+------------+
- *   |         refs (29)           |        pins (23)        | flags (12) |
- *   +-----------------------------+-------------------------+------------+
+ *   63                          35 34                    13 12           0
+ *   +-----------------------------+------------------------+-------------+
+ *   |         refs (29)           |       pins (22)        | flags (13)  |
+ *   +-----------------------------+------------------------+-------------+
  *
  *   flags, bit 0 upwards:
  *     0 D  DIRTY         contents differ from the backing copy
@@ -31,6 +31,8 @@
  *     8-10 C CACHE       cache mode, 3 bits (enum ps_cache_mode); 0 is
  *                        write-back
  *     11 V LIVE          the page has owners (see "States")
+ *     12 S SPLIT         a huge frame's word whose state lives in its
+ *                        sub-words (see "Huge frames")
  *
  *   refs  Every reference, pins included: refs >= pins always.
  *   pins  References taken for DMA (ps_page_pin()): a pin adds one to both
@@ -89,7 +91,7 @@
  * ---------------------------------------------------------------------------
  *
  *   refs  at most PS_PAGE_REFS_MAX = 2^28 - 1 (Linux: 2^31)
- *   pins  at most PS_PAGE_PINS_MAX = 2^22 - 1 (Linux's bias scheme: ~2^21)
+ *   pins  at most PS_PAGE_PINS_MAX = 2^21 - 1 (Linux's bias scheme: ~2^21)
  *
  * An increment at a limit fails (-EOVERFLOW, or false) and leaves the word as
  * it was: no count ever wraps. A get, pin or try_get of one unit is a
@@ -101,11 +103,33 @@
  * (ps_page_set_error_hook(), enum ps_page_error) and leaves the word as it
  * was: a put or unpin of more than is held or of a pin's reference, a get or
  * pin on a free page (the caller's reference was gone), any count operation
- * on a frozen page. It never makes a correct concurrent call fail or change
- * its effect. The default hook prints and, in a debug build of the library
- * (without NDEBUG), aborts; in a release build a refused put leaks the page.
- * A put by a thread that holds nothing, on a page others hold, cannot be told
- * from a holder's put (the word holds counts, not owners), as in Linux.
+ * on a frozen page. The *_many() releases check before they write. A single
+ * put or unpin is one fetch-and-sub and finds out afterwards, from the word
+ * it returned: the misuser then adds its unit back before it reports, so the
+ * word is as it was by the time the hook runs. In the few instructions in
+ * between the word is inexact (a guard bit set, or pins > refs), and a
+ * correct call whose own atomic step lands there never frees the page, never
+ * reads a held pin as gone and never counts its increment on the inexact word:
+ * it saturates the word instead (PS_PAGE_ERR_SATURATED), as Linux's refcount_t
+ * saturates: the page is leaked, reads as pinned, is never freed again, and
+ * refuses every increment. The default hook prints and, in a debug build of the
+ * library (without NDEBUG), aborts; in a release build a refused put leaks the
+ * page. A put by a thread that holds nothing, on a page others hold, cannot be
+ * told from a holder's put (the word holds counts, not owners), as in Linux.
+ *
+ * ---------------------------------------------------------------------------
+ * Huge frames
+ * ---------------------------------------------------------------------------
+ *
+ * The word of a 2 MiB or 1 GiB frame is its folio's while the frame is
+ * whole: references, pins and flags of the whole frame count there, and a
+ * pin of the frame is one pin (the limit is per frame). ps_page_split()
+ * moves that state into one word per part (a whole-frame reference or pin
+ * counts as one on each part) and sets SPLIT; ps_page_merge() moves uniform
+ * parts back. A SPLIT word is not LIVE and counts nothing: gets and pins on
+ * it fail with -ESTALE (not misuse: the caller goes to the parts, as
+ * ps_page_huge_state() says), tries fail, and a release on it is misuse
+ * (PS_PAGE_ERR_SPLIT): the references it held are on the parts.
  *
  * ---------------------------------------------------------------------------
  * Operations: progress and ordering
@@ -119,7 +143,9 @@
  *   try_get_many, try_get_masked       lock-free   acquire on success
  *   try_pin, try_pin_many,             lock-free   seq_cst on success
  *   try_pin_masked, try_pin_and_set_flags
- *   put, unpin, put_many, unpin_many,  lock-free   release; acquire too when
+ *   put, unpin                         wait-free*  release; acquire too when
+ *                                                  it frees the page
+ *   put_many, unpin_many,              lock-free   release; acquire too when
  *   unlock_and_put                                 it frees the page
  *   get_or_revive, get_or_freeze,      lock-free   acquire
  *   get_or_revive_cache
@@ -140,6 +166,11 @@
  *   wait_writeback                     blocking    acquire
  *   loads and accessors                wait-free   acquire
  *
+ * (*) One fetch-and-sub; the one that drops the last reference adds a
+ * compare-and-swap loop (lock-free) to free the page, and waits while a
+ * misused release on the same word is being repaired (blocking, for a few
+ * instructions unless the misuser is preempted).
+ *
  * Lock-free operations are compare-and-swap loops that retry only after
  * another thread changed the word; a try_get at the limit, and a misused get
  * or pin, add one such loop. Blocking ones spin, then yield (there is no wait
@@ -154,7 +185,8 @@
  *
  * Where this differs from Linux (docs/page.md, "Where the word differs from
  * Linux", says why): pins are exact, in a field of their own; limits refuse
- * instead of wrapping or saturating; a release is checked before it writes;
+ * instead of wrapping or saturating (only misuse saturates); a misused
+ * release is repaired, not only detected;
  * a speculative get is one fetch-and-add; a free clears the lifetime's flags
  * in the freeing step; a free page can be claimed frozen; the lock has no
  * wait queue.
@@ -166,6 +198,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 PS_BEGIN_DECLS
@@ -173,12 +206,12 @@ PS_BEGIN_DECLS
 /* --- layout ------------------------------------------------------------- */
 
 #define PS_PAGE_FLAGS_SHIFT 0
-#define PS_PAGE_FLAGS_WIDTH 12
+#define PS_PAGE_FLAGS_WIDTH 13
 #define PS_PAGE_FLAGS_MASK \
 	(((UINT64_C(1) << PS_PAGE_FLAGS_WIDTH) - 1) << PS_PAGE_FLAGS_SHIFT)
 
 #define PS_PAGE_PINS_SHIFT (PS_PAGE_FLAGS_SHIFT + PS_PAGE_FLAGS_WIDTH)
-#define PS_PAGE_PINS_WIDTH 23
+#define PS_PAGE_PINS_WIDTH 22
 #define PS_PAGE_PINS_MASK \
 	(((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1) << PS_PAGE_PINS_SHIFT)
 
@@ -209,10 +242,41 @@ PS_STATIC_ASSERT(PS_PAGE_PINS_MAX >= (UINT64_C(1) << 20),
 		 "page word: at least 2^20 pins");
 PS_STATIC_ASSERT(PS_PAGE_PINS_MAX < PS_PAGE_REFS_MAX,
 		 "page word: every pin must fit as a reference");
-/* Headroom above each limit holds one transient unit per thread (<= 2^22). */
+/*
+ * The top bit of each count field (its "guard"): clear on every count a
+ * correct caller can see. It is set only above a limit (an increment refused
+ * at the limit, not yet taken back; a saturated word) or below zero (a
+ * misused release, not yet repaired), so one mask test tells a fast path that
+ * the word needs a closer look (docs/page.md, "Releases: one fetch-and-sub").
+ */
+#define PS_PAGE_REFS_GUARD \
+	(UINT64_C(1) << (PS_PAGE_REFS_SHIFT + PS_PAGE_REFS_WIDTH - 1))
+#define PS_PAGE_PINS_GUARD \
+	(UINT64_C(1) << (PS_PAGE_PINS_SHIFT + PS_PAGE_PINS_WIDTH - 1))
+#define PS_PAGE_GUARDS (PS_PAGE_REFS_GUARD | PS_PAGE_PINS_GUARD)
+
+/*
+ * A saturated word (Linux's REFCOUNT_SATURATED): refs at 5/8 of the refs
+ * field (inside its guarded half, 2^25 above the limit's neighbourhood and
+ * 2^26 below a borrow's), pins at PS_PAGE_PINS_MAX. A word that a misuse
+ * left without an exact count saturates: it is never freed again and reads
+ * as pinned, and no bounded number of racing updates brings it back.
+ */
+#define PS_PAGE_REFS_SAT (UINT64_C(5) << (PS_PAGE_REFS_WIDTH - 3))
+
+PS_STATIC_ASSERT(PS_PAGE_REFS_GUARD == (PS_PAGE_REFS_MAX + 1)
+					       << PS_PAGE_REFS_SHIFT &&
+			 PS_PAGE_PINS_GUARD == (PS_PAGE_PINS_MAX + 1)
+						       << PS_PAGE_PINS_SHIFT,
+		 "page word: a field's guard bit is its limit plus one");
+
+/*
+ * Headroom above each limit holds one transient unit per thread inside a
+ * window of the word (docs/page.md: at most 2^20 threads at once for pins).
+ */
 PS_STATIC_ASSERT((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1 - PS_PAGE_PINS_MAX >=
-			 (UINT64_C(1) << 22),
-		 "page word: pin headroom below PID_MAX_LIMIT");
+			 (UINT64_C(1) << 21),
+		 "page word: pin headroom for 2^21 racing increments");
 
 /* Flags: one bit each, chained from bit 0, with the 3-bit cache field. */
 #define PS_PAGE_DIRTY_SHIFT PS_PAGE_FLAGS_SHIFT
@@ -226,8 +290,9 @@ PS_STATIC_ASSERT((UINT64_C(1) << PS_PAGE_PINS_WIDTH) - 1 - PS_PAGE_PINS_MAX >=
 #define PS_PAGE_CACHE_SHIFT (PS_PAGE_POISONED_SHIFT + 1)
 #define PS_PAGE_CACHE_WIDTH 3
 #define PS_PAGE_LIVE_SHIFT (PS_PAGE_CACHE_SHIFT + PS_PAGE_CACHE_WIDTH)
+#define PS_PAGE_SPLIT_SHIFT (PS_PAGE_LIVE_SHIFT + 1)
 
-PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
+PS_STATIC_ASSERT(PS_PAGE_SPLIT_SHIFT + 1 ==
 			 PS_PAGE_FLAGS_SHIFT + PS_PAGE_FLAGS_WIDTH,
 		 "page word: flags must fill the flags field exactly");
 
@@ -242,13 +307,15 @@ PS_STATIC_ASSERT(PS_PAGE_LIVE_SHIFT + 1 ==
 #define PS_PAGE_CACHE_MASK \
 	(((UINT64_C(1) << PS_PAGE_CACHE_WIDTH) - 1) << PS_PAGE_CACHE_SHIFT)
 #define PS_PAGE_LIVE (UINT64_C(1) << PS_PAGE_LIVE_SHIFT)
+#define PS_PAGE_SPLIT (UINT64_C(1) << PS_PAGE_SPLIT_SHIFT)
 
 /*
  * Flags the flag operations may change. FROZEN and LIVE belong to the count
- * operations (freeze/unfreeze, init, the freeing put).
+ * operations (freeze/unfreeze, init, the freeing put), SPLIT to the split and
+ * merge of a huge frame's word.
  */
 #define PS_PAGE_USER_FLAGS \
-	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE))
+	(PS_PAGE_FLAGS_MASK & ~(PS_PAGE_FROZEN | PS_PAGE_LIVE | PS_PAGE_SPLIT))
 
 /*
  * Flags of one lifetime of the page: the transition that frees it clears
@@ -415,12 +482,25 @@ const char *ps_page_cache_mode_name(enum ps_cache_mode mode);
  * @PS_PAGE_ERR_NOT_FROZEN: ps_page_unfreeze() on a page that is not frozen.
  * @PS_PAGE_ERR_BAD_COUNT: a *_many() release with n == 0 or n beyond the
  *	limit of a field it releases from.
+ * @PS_PAGE_ERR_SATURATED: the word was saturated: a thread's own update met
+ *	the borrow of a misused release still in flight (another thread's
+ *	misuse, or its own second one), so no exact count was left to repair.
+ *	The page is leaked: never freed again, read as pinned, every increment
+ *	refused. Reported once, by the thread that saturated it; the misuser
+ *	reports its own error too.
+ * @PS_PAGE_ERR_SPLIT: a put or unpin on a huge frame's word that is split
+ *	(or being split or merged): the references it held are on the
+ *	sub-words now (ps_page_split()), and must be released there.
  *
- * In every case the word is left as it was before the call. A put or unpin
- * writes nothing; the unit a get or pin added to a free or frozen page is
- * taken back after the report, unless a revival or unfreeze rewrote the
- * counts meanwhile (then the unit went with them). Concurrent correct calls
- * on the page are not disturbed (docs/page.md, "Misuse and concurrency").
+ * In every case but the last the word is left as it was before the call,
+ * before the hook runs. A single put or unpin (one fetch-and-sub) that took
+ * what was not there is repaired by the misuser with the inverse
+ * fetch-and-add; the *_many() releases write nothing; the unit a get or pin
+ * added to a free or frozen page is taken back, unless a revival or unfreeze
+ * rewrote the counts meanwhile (then the unit went with them). A correct call
+ * that meets a misused release in its window never frees, never reads a pin
+ * as gone and never wraps a count: it saturates the word instead
+ * (PS_PAGE_ERR_SATURATED; docs/page.md, "Misuse and concurrency").
  */
 enum ps_page_error {
 	PS_PAGE_ERR_REF_UNDERFLOW = 1,
@@ -429,6 +509,8 @@ enum ps_page_error {
 	PS_PAGE_ERR_FROZEN,
 	PS_PAGE_ERR_NOT_FROZEN,
 	PS_PAGE_ERR_BAD_COUNT,
+	PS_PAGE_ERR_SATURATED,
+	PS_PAGE_ERR_SPLIT,
 };
 
 /**
@@ -491,7 +573,9 @@ PS_COLD int ps_page_get_refused_slow(struct ps_page *page, uint64_t seen,
 PS_COLD bool ps_page_put_refused_slow(struct ps_page *page, uint64_t seen,
 				      uint64_t undo, uint64_t n,
 				      uint64_t npins);
+PS_COLD bool ps_page_release_slow(struct ps_page *page, uint64_t old, bool pin);
 PS_COLD bool ps_page_try_get_over_slow(struct ps_page *page);
+PS_COLD bool ps_page_try_get_slow(struct ps_page *page, uint64_t old);
 PS_COLD int ps_page_unfreeze_refused_slow(struct ps_page *page, uint64_t seen);
 
 /**
@@ -529,6 +613,7 @@ enum ps__page_verdict {
 	PS__PAGE_NOREF,	       /* PS__PAGE_ADD_HELD: no reference on the page */
 	PS__PAGE_LIMIT,	       /* the new count would exceed its limit */
 	PS__PAGE_SHORT,	       /* PS__PAGE_SUB of more than the counts hold */
+	PS__PAGE_GUARDED,      /* PS__PAGE_SUB on a word with a guard bit set */
 };
 
 /* What ps__page_cas() does with its counts (internal). */
@@ -548,7 +633,11 @@ enum ps__page_count {
  *                      count another thread pushed transiently over its
  *                      limit);
  *   PS__PAGE_ADD_HELD  the same, and refs(old) != 0;
- *   PS__PAGE_SUB       refs(old) >= refs, pins(old) >= pins, and the plain
+ *   PS__PAGE_SUB       no guard bit set on a LIVE word
+ *                      (PS__PAGE_GUARDED: a refused increment, a misused
+ *                      release in flight or a saturated word; the
+ *                      caller's slow path decides),
+ *                      refs(old) >= refs, pins(old) >= pins, and the plain
  *                      references (refs - pins) cover refs - pins: a put
  *                      never takes a reference that belongs to a pin. The
  *                      transition that leaves a LIVE page no reference also
@@ -602,6 +691,11 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 			*why = sub ? PS__PAGE_SHORT : PS__PAGE_NOREF;
 			break;
 		}
+		if (sub && (old & PS_PAGE_GUARDS) && (old & PS_PAGE_LIVE)) {
+			/* A count beyond its limits: nothing to take. */
+			*why = PS__PAGE_GUARDED;
+			break;
+		}
 		if (sub) {
 			const uint64_t p = (old & PS_PAGE_PINS_MASK) >>
 					   PS_PAGE_PINS_SHIFT;
@@ -645,10 +739,24 @@ static inline bool ps__page_cas(struct ps_page *page, uint64_t must_mask,
 }
 
 /*
+ * ps__page_word_exact() - true if word @w is LIVE with no guard bit set and
+ * pins(w) <= refs(w): a word whose counts a correct caller can act on (the
+ * test every single-unit fast path makes on the word its RMW returned).
+ */
+static inline bool ps__page_word_exact(uint64_t w)
+{
+	return (w & (PS_PAGE_LIVE | PS_PAGE_GUARDS)) == PS_PAGE_LIVE &&
+	       ((w & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT) <=
+		       (w >> PS_PAGE_REFS_SHIFT);
+}
+
+/*
  * ps__page_add() - the fetch-and-add increment: one reference, plus one pin
  * if @pin. The caller holds a reference. Refused values are subtracted again
  * out of line (docs/page.md, "Why a refused fetch-and-add cannot be
- * observed", says why nothing can observe them).
+ * observed", says why nothing can observe them). A word whose last reference
+ * is being dropped (LIVE, no counts) is taken like any LIVE one: the get is
+ * ordered before that put, whose free then fails (docs/page.md).
  */
 static inline int ps__page_add(struct ps_page *page, bool pin)
 {
@@ -660,14 +768,49 @@ static inline int ps__page_add(struct ps_page *page, bool pin)
 	uint64_t old = atomic_fetch_add_explicit(&page->word, delta,
 						 memory_order_relaxed);
 
-	/* LIVE, 1 <= refs <= MAX - 1 and, for a pin, pins <= MAX - 1. */
-	if (PS_LIKELY((old & PS_PAGE_LIVE) && old >= PS_PAGE_REF_ONE &&
+	/* Exact, refs <= MAX - 1 and, for a pin, pins <= MAX - 1. */
+	if (PS_LIKELY(ps__page_word_exact(old) &&
 		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT) &&
 		      (!pin ||
 		       (old & PS_PAGE_PINS_MASK) <
 			       (PS_PAGE_PINS_MAX << PS_PAGE_PINS_SHIFT))))
 		return 0;
 	return ps_page_get_refused_slow(page, old, delta);
+}
+
+/*
+ * ps__page_release() - the fetch-and-sub release of one reference, and of
+ * one pin if @pin: put and unpin. The common case is one locked instruction
+ * and a test of the word it returned: the page stays LIVE with at least one
+ * reference, the released unit was there (a plain reference for a put, a pin
+ * for an unpin) and no guard bit is set. Everything else is decided after
+ * the fact by ps_page_release_slow() from that same word: the release that
+ * dropped the last reference frees the page with a compare-and-swap (the
+ * word is LIVE with no counts in between, and a try-get there wins instead);
+ * a misused release is repaired by its own inverse add (docs/page.md,
+ * "Releases: one fetch-and-sub").
+ */
+static inline bool ps__page_release(struct ps_page *page, bool pin)
+{
+	const uint64_t delta = PS_PAGE_REF_ONE + (pin ? PS_PAGE_PIN_ONE : 0);
+	/*
+	 * Release: the caller's accesses to the page happen before its
+	 * reference is gone. Pairs with the acquire CAS of whichever release
+	 * frees the page, and with the acquire of a later freeze.
+	 */
+	uint64_t old = atomic_fetch_sub_explicit(&page->word, delta,
+						 memory_order_release);
+	const uint64_t pins = (old & PS_PAGE_PINS_MASK) >> PS_PAGE_PINS_SHIFT;
+
+	/*
+	 * LIVE, no guard, refs >= 2, and the unit was there: pins < refs for a
+	 * put (a plain reference), 1 <= pins <= refs for an unpin.
+	 */
+	if (PS_LIKELY((old & (PS_PAGE_LIVE | PS_PAGE_GUARDS)) == PS_PAGE_LIVE &&
+		      old >= (UINT64_C(2) << PS_PAGE_REFS_SHIFT) &&
+		      (pin ? pins - 1 : pins) < (old >> PS_PAGE_REFS_SHIFT)))
+		return false;
+	return ps_page_release_slow(page, old, pin);
 }
 
 /*
@@ -801,6 +944,8 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 			return 0;
 		if (why == PS__PAGE_LIMIT)
 			return -EOVERFLOW;
+		if (*seen & PS_PAGE_SPLIT)
+			return -ESTALE; /* split huge word: use its parts */
 		/* LIVE here means another mode: only with a cache_mask. */
 		if (*seen & (PS_PAGE_FROZEN | PS_PAGE_LIVE))
 			return -EBUSY;
@@ -809,7 +954,7 @@ static inline int ps__page_revive(struct ps_page *page, uint64_t cache_mask,
 		/* Acquire: pairs with the release of the freeing put. */
 		if (ps__page_cas(page,
 				 PS_PAGE_LIVE | PS_PAGE_FROZEN |
-					 PS_PAGE_POISONED,
+					 PS_PAGE_POISONED | PS_PAGE_SPLIT,
 				 0,
 				 PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK |
 					 PS_PAGE_LIFE_FLAGS | cache_mask,
@@ -1006,13 +1151,17 @@ static inline PS_MUST_CHECK bool ps_page_try_get(struct ps_page *page)
 	uint64_t old = atomic_fetch_add_explicit(&page->word, PS_PAGE_REF_ONE,
 						 memory_order_acquire);
 
-	/* LIVE (so refs >= 1) and refs <= MAX - 1. */
-	if (PS_LIKELY((old & PS_PAGE_LIVE) &&
+	/*
+	 * Exact and refs <= MAX - 1. LIVE with no reference is the instant
+	 * between a last put's fetch-and-sub and its free: the try-get wins,
+	 * and that put's free fails (docs/page.md).
+	 */
+	if (PS_LIKELY(ps__page_word_exact(old) &&
 		      old < (PS_PAGE_REFS_MAX << PS_PAGE_REFS_SHIFT)))
 		return true;
 	if (!(old & PS_PAGE_LIVE))
 		return false; /* free or frozen: the unit stays, meaningless */
-	return ps_page_try_get_over_slow(page);
+	return ps_page_try_get_slow(page, old);
 }
 
 /**
@@ -1064,21 +1213,29 @@ ps_page_try_get_masked(struct ps_page *page, uint64_t n, uint64_t reject)
  * ps_page_put() - drop one reference.
  * @page: a page the caller holds a reference to (not one owned by a pin).
  *
- * One compare-and-swap that checks the counts before it writes, so a misused
- * put disturbs no other caller.
+ * One fetch-and-sub, checked afterwards on the word it returned. The put
+ * that drops the last reference leaves the page LIVE with no counts for an
+ * instant and frees it with a compare-and-swap; a try-get or get that comes
+ * in between wins (it is ordered before this put, which then does not free).
+ * A misused put (of a pin's reference, or of nothing) is repaired by this
+ * call, with the inverse add, before it reports; a put that meets another
+ * thread's misuse in flight saturates the word (see "Limits and misuse").
  * Context: a holder of the reference.
- * Ordering: release; acquire too when returning true (pairs with the
- * release of every earlier put, so the caller frees after all holders).
- * Progress: lock-free (CAS loop).
+ * Ordering: release; acquire too when returning true (the freeing
+ * compare-and-swap reads the last of every earlier release, so the caller
+ * frees after all holders).
+ * Progress: wait-free (one fetch-and-sub), except the put that frees: a CAS
+ * loop (lock-free) that waits while a misused release on the dying word is
+ * repaired (blocking for a few instructions).
  * Return: true if this freed the page: it dropped the last reference and
  * cleared LIVE and PS_PAGE_LIFE_FLAGS in the same step (a free ends a
  * lifetime), so the caller frees it. False otherwise, and also on misuse
  * (underflow, a reference owned by a pin, a frozen or free page), which goes
- * to the error hook with nothing written.
+ * to the error hook once the word is as it was.
  */
 static inline bool ps_page_put(struct ps_page *page)
 {
-	return ps__page_sub(page, 1, 0);
+	return ps__page_release(page, false);
 }
 
 /**
@@ -1246,18 +1403,19 @@ ps_page_try_pin_and_set_flags(struct ps_page *page, uint64_t n, uint64_t reject,
  * ps_page_unpin() - drop one pin and its reference.
  * @page: a page the caller holds a pin on.
  *
- * One compare-and-swap that checks before it writes, as ps_page_put().
+ * One fetch-and-sub, checked afterwards, as ps_page_put(): an unpin of a pin
+ * nobody holds is repaired by this call before it reports.
  * Context: the holder of the pin.
  * Ordering: release; acquire too when returning true (as ps_page_put()).
- * Progress: lock-free (CAS loop).
+ * Progress: as ps_page_put().
  * Return: true if this freed the page (the caller frees; the free clears
  * PS_PAGE_LIFE_FLAGS, as ps_page_put()); false otherwise and on misuse (no
- * pin held, a frozen or free page), which goes to the error hook with
- * nothing written.
+ * pin held, a frozen or free page), which goes to the error hook once the
+ * word is as it was.
  */
 static inline bool ps_page_unpin(struct ps_page *page)
 {
-	return ps__page_sub(page, 1, 1);
+	return ps__page_release(page, true);
 }
 
 /**
@@ -1455,7 +1613,7 @@ static inline int ps_page_unfreeze_change_flags(struct ps_page *page,
 	if (!refs) /* a free ends a lifetime */
 		clear |= PS_PAGE_LIFE_FLAGS;
 	/* Release: see above. */
-	if (ps__page_cas(page, PS_PAGE_FROZEN, PS_PAGE_FROZEN,
+	if (ps__page_cas(page, PS_PAGE_FROZEN | PS_PAGE_SPLIT, PS_PAGE_FROZEN,
 			 PS_PAGE_FROZEN | PS_PAGE_REFS_MASK |
 				 PS_PAGE_PINS_MASK |
 				 (clear & PS_PAGE_USER_FLAGS),
@@ -2028,6 +2186,150 @@ static inline bool ps_page_unlock_and_put(struct ps_page *page)
 	return true;
 }
 
+/* --- huge frames: split and merge ----------------------------------------- */
+
+/**
+ * enum ps_page_huge_state - what a huge frame's word says about its state.
+ * @PS_PAGE_HUGE_WHOLE: the word holds the frame's state (not SPLIT).
+ * @PS_PAGE_HUGE_BUSY: a split or a merge is under way (SPLIT and FROZEN):
+ *	gets and pins fail with -ESTALE; look again shortly.
+ * @PS_PAGE_HUGE_SPLIT: the state lives in the sub-words (SPLIT): take
+ *	references and pins there.
+ */
+enum ps_page_huge_state {
+	PS_PAGE_HUGE_WHOLE = 0,
+	PS_PAGE_HUGE_BUSY,
+	PS_PAGE_HUGE_SPLIT,
+};
+
+/**
+ * ps_page_huge_state() - is a huge frame's word whole, split, or busy?
+ * @page: the word of a 2 MiB or 1 GiB frame; no reference needed.
+ *
+ * Context: any thread; the answer is a snapshot.
+ * Ordering: acquire load (see ps_page_load()): a caller that reads
+ * PS_PAGE_HUGE_SPLIT sees the sub-words as the split wrote them (pairs with
+ * the release that ends ps_page_split()).
+ * Progress: wait-free.
+ * Return: the state at the load.
+ */
+static inline enum ps_page_huge_state
+ps_page_huge_state(const struct ps_page *page)
+{
+	uint64_t w = ps_page_load(page);
+
+	if (!(w & PS_PAGE_SPLIT))
+		return PS_PAGE_HUGE_WHOLE;
+	return (w & PS_PAGE_FROZEN) ? PS_PAGE_HUGE_BUSY : PS_PAGE_HUGE_SPLIT;
+}
+
+/**
+ * ps_page_split() - move a huge frame's state from its word into one word
+ * per part (Linux's __split_huge_page() for struct pages).
+ * @huge: the word of the whole frame (2 MiB, or 1 GiB).
+ * @sub: the words of its parts, in order (512 4 KiB words of a 2 MiB frame, or
+ *	512 2 MiB words of a 1 GiB frame). They must be free (zeroed memory is),
+ *	and nobody may take references on them until the split returns: they are
+ *	reached only through @huge, which fails every get and pin meanwhile.
+ * @nsub: how many, at least 1.
+ * @where: if not NULL, receives on -EBUSY the index of the part that was
+ *	not free (or @nsub when @huge itself was busy).
+ *
+ * Four steps. (1) One compare-and-swap freezes @huge at its exact count: it
+ * clears LIVE and sets FROZEN and SPLIT, so from here on every get and pin of
+ * @huge fails with -ESTALE (no report: the caller goes to the sub-words) and
+ * every try fails. (2) Each part gets the whole frame's counts and flags: a
+ * reference or pin of the whole frame counts as one on each part; DIRTY,
+ * WRITE_PINNED, the cache mode, PRIVATE, INACCESSIBLE and POISONED are
+ * copied; LOCKED and WRITEBACK are not (a split refuses a frame that has
+ * them). (3) DIRTY or WRITE_PINNED set on @huge meanwhile (flags need no
+ * reference) is copied too, so none is lost. (4) FROZEN is cleared, SPLIT
+ * stays: @huge is a split word, not LIVE, counting nothing. A free frame
+ * splits into free parts with its memory flags.
+ *
+ * Holders of references or pins of the whole frame hold them on every part
+ * afterwards and release them there (a put or unpin on the split @huge is
+ * reported as PS_PAGE_ERR_SPLIT and undone); a caller must not release on
+ * @huge while a split of it may be under way (ps_page_huge_state()).
+ * Context: one splitter or merger of @huge at a time (the others get
+ * -EBUSY); any thread; does not block.
+ * Ordering: acquire when it freezes @huge (pairs with the release of every
+ * earlier put and unpin); release on every part and when it ends (pairs with
+ * the acquire of ps_page_huge_state() and of the first try-get on a part).
+ * Progress: lock-free (each step a CAS loop that retries only after another
+ * thread changed the word); @nsub + 2 of them.
+ * Return: 0; -EALREADY if @huge is split already; -EBUSY if @huge is frozen,
+ * locked, under write-back, being split or merged, its last reference is
+ * being dropped, or a part is not free (then nothing changed: the parts
+ * written are free again and @huge is as it was); -EINVAL if @nsub is 0.
+ */
+int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
+		  size_t *where);
+
+/**
+ * enum ps_page_merge_reason - why ps_page_merge() refused.
+ * @PS_PAGE_MERGE_OK: not refused.
+ * @PS_PAGE_MERGE_REFS: a part holds another number of references than
+ *	the first part, or is free while the first is LIVE (or the reverse).
+ * @PS_PAGE_MERGE_PINS: a part holds another number of pins.
+ * @PS_PAGE_MERGE_MODE: a part has another cache mode, or differs in
+ *	PRIVATE, INACCESSIBLE or POISONED.
+ * @PS_PAGE_MERGE_BUSY: a part is frozen, locked, under write-back, or its
+ *	last reference is being dropped.
+ */
+enum ps_page_merge_reason {
+	PS_PAGE_MERGE_OK = 0,
+	PS_PAGE_MERGE_REFS,
+	PS_PAGE_MERGE_PINS,
+	PS_PAGE_MERGE_MODE,
+	PS_PAGE_MERGE_BUSY,
+};
+
+/**
+ * struct ps_page_merge_refusal - where and why ps_page_merge() refused.
+ * @index: the first part found to differ from part 0 (or busy).
+ * @reason: what differs.
+ * @word: that part's word as the merge saw it (decode with ps_page_word_*()).
+ */
+struct ps_page_merge_refusal {
+	size_t index;
+	enum ps_page_merge_reason reason;
+	uint64_t word;
+};
+
+/**
+ * ps_page_merge() - the inverse of ps_page_split(): move uniform parts' state
+ * back into the huge frame's word.
+ * @huge: a split word (ps_page_huge_state() is PS_PAGE_HUGE_SPLIT).
+ * @sub: the words of its parts, as given to ps_page_split().
+ * @nsub: how many, at least 1.
+ * @why: if not NULL, receives the refusal (index, reason, word) on -EBUSY;
+ *	its reason is PS_PAGE_MERGE_OK otherwise.
+ *
+ * The parts are uniform when every one holds the same references and pins
+ * as part 0 (all LIVE, or all free) with the same cache mode, PRIVATE,
+ * INACCESSIBLE and POISONED, and none is frozen, locked, under write-back or
+ * dying. DIRTY and WRITE_PINNED may differ: the whole frame gets their union,
+ * so none is lost. Each part is frozen in turn at its exact count (FROZEN
+ * and SPLIT: its gets and pins fail with -ESTALE, as on a split word); the
+ * first part that differs undoes the freezes done and refuses. Then @huge
+ * becomes whole with part 0's counts and flags (LIVE, or free if the parts
+ * were), and the parts become free; a DIRTY set on a part meanwhile is
+ * carried over to @huge.
+ * Context: one splitter or merger of @huge at a time; any thread; does not
+ * block. Holders of the parts' references hold them on @huge afterwards.
+ * Ordering: acquire when it freezes each part (pairs with the releases
+ * before), release when @huge becomes whole (pairs with the acquire of the
+ * next try-get on @huge) and when each part becomes free.
+ * Progress: lock-free (CAS loops that retry only after another thread
+ * changed the word).
+ * Return: 0; -EINVAL if @huge is not split or @nsub is 0; -EBUSY if a split
+ * or merge of @huge is under way, or the parts are not uniform (@why says
+ * where and why; nothing changed).
+ */
+int ps_page_merge(struct ps_page *huge, struct ps_page *sub, size_t nsub,
+		  struct ps_page_merge_refusal *why);
+
 /* --- cache mode and encryption state -------------------------------------- */
 
 /**
@@ -2076,8 +2378,9 @@ static inline enum ps_enc_state ps_page_enc_state(const struct ps_page *page)
  * Ordering: acquire and release on success, like the flag read-modify-writes
  * (a later revival acquires the new mode); nothing on failure.
  * Progress: lock-free (CAS loop).
- * Return: 0 if the page is free and now has @mode; -EBUSY if it is LIVE or
- * frozen; -EHWPOISON if it is POISONED (quarantined pages are not changed);
+ * Return: 0 if the page is free and now has @mode; -EBUSY if it is LIVE,
+ * frozen or a split huge word; -EHWPOISON if it is POISONED (quarantined
+ * pages are not changed);
  * -ESTALE if its mode is not @expect; -EINVAL for an unknown @mode or
  * @expect. On error nothing changes.
  */
@@ -2085,6 +2388,7 @@ static inline int ps_page_set_cache_if_free(struct ps_page *page,
 					    enum ps_cache_mode mode, int expect)
 {
 	const uint64_t must = PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_POISONED |
+			      PS_PAGE_SPLIT |
 			      (expect >= 0 ? PS_PAGE_CACHE_MASK : 0);
 	enum ps__page_verdict why;
 	uint64_t seen;
@@ -2100,7 +2404,7 @@ static inline int ps_page_set_cache_if_free(struct ps_page *page,
 			 (uint64_t)mode << PS_PAGE_CACHE_SHIFT, 0, 0,
 			 PS__PAGE_ADD, memory_order_acq_rel, &seen, &why))
 		return 0;
-	if (seen & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
+	if (seen & (PS_PAGE_LIVE | PS_PAGE_FROZEN | PS_PAGE_SPLIT))
 		return -EBUSY;
 	if (seen & PS_PAGE_POISONED)
 		return -EHWPOISON;

@@ -36,9 +36,9 @@
 #include <stdbool.h>
 
 #define PS_VERSION_MAJOR 0
-#define PS_VERSION_MINOR 1
+#define PS_VERSION_MINOR 2
 #define PS_VERSION_PATCH 0
-#define PS_VERSION_STRING "0.1.0"
+#define PS_VERSION_STRING "0.2.0"
 
 #define PS_CHECK_VERSION(major, minor, patch) \
 	(PS_VERSION_MAJOR > (major) ||        \
