@@ -173,7 +173,7 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 			continue;	       /* freed or frozen: look again */
 		}
 		if (frame_at(s, addr) != frame) {
-			ps__space_frame_put(s, frame); /* may free it (S7) */
+			ps__space_frame_put(s, unit); /* may free it (S7) */
 			continue;
 		}
 		/*
@@ -183,7 +183,7 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 		 */
 		made = ps__space_lock_and_mark_dirty(s, frame);
 		ps__space_log_written(s, addr);
-		ps__space_frame_put(s, frame);
+		ps__space_frame_put(s, unit);
 		return made ? PS_SPACE_MARK_DIRTIED : PS_SPACE_MARK_WAS_DIRTY;
 	}
 }

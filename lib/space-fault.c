@@ -416,7 +416,7 @@ static enum ps_fault fault_general(struct ps_space *s, uint64_t addr,
 		step = write_fault_locked(s, addr, access, ps_pte_frame(e), &fr,
 					  &opened);
 		if (ps_page_unlock_and_put(p)) /* unmapped meanwhile */
-			ps__space_frame_freed(s, unit);
+			ps__space_frame_freed(s, PS_SPACE_UNIT_FRAME(unit));
 		if (step != FAULT_DONE)
 			continue;
 		/* Logged after the CAS that made it writable (S11). */

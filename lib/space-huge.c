@@ -77,10 +77,10 @@ static void huge_free(struct ps__space_huge *h)
 		munmap(h->w2m, h->w2m_bytes);
 	if (h->w1g)
 		munmap(h->w1g, h->w1g_bytes);
-	if (h->order)
-		munmap((void *)(uintptr_t)h->order, h->order_bytes);
-	if (h->order1g)
-		munmap((void *)(uintptr_t)h->order1g, h->order1g_bytes);
+	if (h->gate2m)
+		munmap((void *)(uintptr_t)h->gate2m, h->gate2m_bytes);
+	if (h->gate1g)
+		munmap((void *)(uintptr_t)h->gate1g, h->gate1g_bytes);
 	free(h);
 }
 
@@ -100,14 +100,14 @@ static int huge_make(struct ps_space *s, struct ps__space_huge **out)
 	h->n1g = (s->nframes + PS__SPACE_1G_PAGES - 1) >> PS_SPACE_ORDER_1G;
 	h->w2m_bytes = (size_t)h->n2m * sizeof(struct ps_page);
 	h->w1g_bytes = (size_t)h->n1g * sizeof(struct ps_page);
-	h->order_bytes = (size_t)h->n2m;
-	h->order1g_bytes = (size_t)h->n1g;
+	h->gate2m_bytes = (size_t)h->n2m * sizeof(*h->gate2m);
+	h->gate1g_bytes = (size_t)h->n1g * sizeof(*h->gate1g);
 	h->w2m = map_zeroed(h->w2m_bytes);
 	h->w1g = map_zeroed(h->w1g_bytes);
-	h->order = map_zeroed(h->order_bytes);
-	h->order1g = map_zeroed(h->order1g_bytes);
+	h->gate2m = map_zeroed(h->gate2m_bytes);
+	h->gate1g = map_zeroed(h->gate1g_bytes);
 	atomic_init(&h->splits, 0);
-	if (!h->w2m || !h->w1g || !h->order || !h->order1g) {
+	if (!h->w2m || !h->w1g || !h->gate2m || !h->gate1g) {
 		huge_free(h);
 		return -ENOMEM;
 	}
@@ -180,6 +180,9 @@ static bool any_resident(const void *p, size_t bytes)
 	return resident_bytes(p, bytes, &r) || r; /* unknown: look */
 }
 
+static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
+		       unsigned int order);
+
 /* --- declaration (H1) ----------------------------------------------------- */
 
 /* Is the word @w in use: held, frozen, or split (H3, H4)? */
@@ -199,17 +202,28 @@ static bool range_2m_busy(struct ps_space *s, struct ps__space_huge *h,
 	const uint64_t first = i << PS_SPACE_ORDER_2M;
 	unsigned int o = PS_SPACE_ORDER_4K;
 
-	/* The order as declared, without mapping a page of orders never set. */
-	if (atomic_load_explicit(&h->order1g[first >> PS_SPACE_ORDER_1G],
-				 memory_order_acquire)) /* H1 */
+	/*
+	 * The order as declared, without mapping a page of orders never set.
+	 * Acquire: pairs with the release store of the declaration (H1).
+	 */
+	if (atomic_load_explicit(&h->gate1g[first >> PS_SPACE_ORDER_1G],
+				 memory_order_acquire) &
+	    PS__SPACE_GATE_ORDER)
 		o = PS_SPACE_ORDER_1G;
-	else if (any_resident((const void *)(uintptr_t)&h->order[i], 1))
+	else if (any_resident((const void *)(uintptr_t)&h->gate2m[i],
+			      sizeof(*h->gate2m)))
 		o = ps__space_huge_order(h, first);
 
+	/* A split frame whose parts are all free is merged, then free. */
 	if (o == PS_SPACE_ORDER_1G &&
-	    word_busy(ps_page_load(&h->w1g[first >> PS_SPACE_ORDER_1G])))
+	    word_busy(ps_page_load(&h->w1g[first >> PS_SPACE_ORDER_1G])) &&
+	    !(ps__space_word_split(
+		      ps_page_load(&h->w1g[first >> PS_SPACE_ORDER_1G])) &&
+	      merge_free(s, h, first, PS_SPACE_ORDER_1G)))
 		return true;
-	if (o != PS_SPACE_ORDER_4K && word_busy(ps_page_load(&h->w2m[i])))
+	if (o == PS_SPACE_ORDER_2M && word_busy(ps_page_load(&h->w2m[i])) &&
+	    !(ps__space_word_split(ps_page_load(&h->w2m[i])) &&
+	      merge_free(s, h, first, PS_SPACE_ORDER_2M)))
 		return true;
 	if (o == PS_SPACE_ORDER_4K &&
 	    any_resident(&s->frames[first],
@@ -259,19 +273,19 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 	if (!rc && order == PS_SPACE_ORDER_1G)
 		for (uint64_t j = first_frame >> PS_SPACE_ORDER_1G;
 		     j < (first_frame + nframes) >> PS_SPACE_ORDER_1G; j++)
-			atomic_store_explicit(&h->order1g[j], 1,
+			atomic_store_explicit(&h->gate1g[j], PS_SPACE_ORDER_1G,
 					      memory_order_release);
 	for (uint64_t i = first_frame >> PS_SPACE_ORDER_2M;
 	     !rc && order != PS_SPACE_ORDER_1G &&
 	     i < (first_frame + nframes) >> PS_SPACE_ORDER_2M;
 	     i++) {
 		/* Release: as above. */
-		atomic_store_explicit(&h->order[i], (uint8_t)order,
+		atomic_store_explicit(&h->gate2m[i], order,
 				      memory_order_release);
 		/* Release: as above (a GiB is covered whole, checked above). */
 		if (!(i & (PS__SPACE_2M_PAGES - 1)))
 			atomic_store_explicit(
-				&h->order1g[i >> PS_SPACE_ORDER_2M], 0,
+				&h->gate1g[i >> PS_SPACE_ORDER_2M], 0,
 				memory_order_release);
 	}
 	pthread_mutex_unlock(&s->writer);
@@ -321,11 +335,11 @@ int ps_space_stats(struct ps_space *s, struct ps_space_stats *st)
 	if (h) {
 		rc |= resident_bytes(h->w2m, h->w2m_bytes, &st->words_bytes[1]);
 		rc |= resident_bytes(h->w1g, h->w1g_bytes, &st->words_bytes[2]);
-		rc |= resident_bytes((const void *)(uintptr_t)h->order,
-				     h->order_bytes, &r);
+		rc |= resident_bytes((const void *)(uintptr_t)h->gate2m,
+				     h->gate2m_bytes, &r);
 		st->words_bytes[1] += r; /* the orders: per 2 MiB of frames */
-		rc |= resident_bytes((const void *)(uintptr_t)h->order1g,
-				     h->order1g_bytes, &r);
+		rc |= resident_bytes((const void *)(uintptr_t)h->gate1g,
+				     h->gate1g_bytes, &r);
 		st->words_bytes[2] += r; /* and per 1 GiB */
 		/* Relaxed: a counter read for a snapshot. */
 		st->frames_split = atomic_load_explicit(&h->splits,
@@ -358,20 +372,86 @@ static inline uint64_t unit_pages(unsigned int order)
 	return UINT64_C(1) << order;
 }
 
+/* The gate of the whole frame of @order (9 or 18) that holds @frame (H4). */
+static PS_ATOMIC(uint32_t) *gate_of(struct ps__space_huge *h, uint64_t frame,
+				    unsigned int order)
+{
+	return order == PS_SPACE_ORDER_1G
+		       ? &h->gate1g[frame >> PS_SPACE_ORDER_1G]
+		       : &h->gate2m[frame >> PS_SPACE_ORDER_2M];
+}
+
+/* Wait while a split of the frame behind @g is under way (S8: yields). */
+static void gate_wait(PS_ATOMIC(uint32_t) *g)
+{
+	/* Acquire: pairs with the release that ends the split. */
+	while (atomic_load_explicit(g, memory_order_acquire) &
+	       PS__SPACE_GATE_SPLITTING)
+		sched_yield();
+}
+
 /*
- * Split the state of the huge frame of @order that holds @frame (H4): its
- * parts of the next order down get the whole word's counts and flags. Waits
- * for the page word's split transition (branch i16-page): until then no
- * state is ever split, and an operation on part of a whole frame is refused.
+ * Split the state of the whole frame of @order (9 or 18) that holds @frame
+ * (H4): its parts of the next order down get the whole word's counts and
+ * flags (ps_page_split()). A release of a unit on the whole word must not
+ * meet the split (it would land on a word that counts nothing): the gate
+ * keeps them apart. The splitter sets SPLITTING and waits for the releases in
+ * flight to drain; a releaser counts itself in and backs off if it finds
+ * SPLITTING. Both are read-modify-writes of the one gate word, so one of
+ * them sees the other. 0 when the caller may look at the frame again (split
+ * by this call or another), -EBUSY when a part is not free (H2 broken).
+ * Blocking: it waits for releases in flight and for a LOCKED or WRITEBACK
+ * frame (yielding).
  */
 static int split_state(struct ps_space *s, struct ps__space_huge *h,
 		       uint64_t frame, unsigned int order)
 {
-	(void)s;
-	(void)h;
-	(void)frame;
-	(void)order;
-	return -EOPNOTSUPP;
+	PS_ATOMIC(uint32_t) *g = gate_of(h, frame, order);
+	const uint64_t head = frame & ~(unit_pages(order) - 1);
+	struct ps_page *huge, *parts;
+	size_t where;
+	int rc;
+
+	if (order == PS_SPACE_ORDER_1G) {
+		huge = &h->w1g[head >> PS_SPACE_ORDER_1G];
+		parts = &h->w2m[head >> PS_SPACE_ORDER_2M];
+	} else {
+		huge = &h->w2m[head >> PS_SPACE_ORDER_2M];
+		parts = &s->frames[head];
+	}
+	for (;;) {
+		/*
+		 * Acq_rel: ordered with every releaser's count on the same
+		 * word; acquire pairs with the release of their count drops.
+		 */
+		uint32_t v = atomic_fetch_or_explicit(g,
+						      PS__SPACE_GATE_SPLITTING,
+						      memory_order_acq_rel);
+
+		if (v & PS__SPACE_GATE_SPLITTING) {
+			gate_wait(g); /* another splits it: look again */
+			return 0;
+		}
+		/* Acquire: pairs with each releaser's release count drop. */
+		while (atomic_load_explicit(g, memory_order_acquire) >=
+		       PS__SPACE_GATE_ONE)
+			sched_yield();
+		rc = ps_page_split(huge, parts, 512, &where);
+		/* Release: the parts are written before anyone passes. */
+		(void)atomic_fetch_and_explicit(g, ~PS__SPACE_GATE_SPLITTING,
+						memory_order_release);
+		if (!rc) {
+			/* Relaxed: a statistic. */
+			atomic_fetch_add_explicit(&h->splits, 1,
+						  memory_order_relaxed);
+			return 0;
+		}
+		if (rc == -EALREADY)
+			return 0;
+		if (where < 512)
+			return -EBUSY; /* a part in use: H2 broken */
+		sched_yield(); /* locked, under write-back, frozen: wait */
+	}
 }
 
 /*
@@ -414,48 +494,95 @@ static int unit_word(struct ps_space *s, struct ps__space_huge *h,
 }
 
 /*
- * Release one reference (@pin false) or one pin (@pin true, with @flags as
- * for ps_space_unpin()) of the unit of @order at @frame: on the unit's word if
- * it is whole, else one on each part (H3). The free_frame hook runs for the
- * unit's first frame when it frees a whole unit, per part otherwise.
- * Returns 0, -ENOENT (a long-term count missing: see ps_space_unpin()), or
- * split_state()'s error (a release of part of a whole frame before the split
- * transition exists: nothing released).
+ * Release one reference (@pin false) or one pin (@pin true; @dirty: mark the
+ * frame dirty first, as PS_UNPIN_DIRTY) of the unit of @order at @frame: on
+ * the unit's word if it is whole, else one on each part (H3). A release on a
+ * whole huge word passes its gate (H4), so that no split meets it. The
+ * free_frame hook runs for the unit's first frame when it frees a whole unit,
+ * per part otherwise. Returns 0, or split_state()'s error (a release of part
+ * of a whole frame whose parts are not free: nothing released).
  */
 static int release_unit(struct ps_space *s, struct ps__space_huge *h,
 			uint64_t frame, unsigned int order, bool pin,
-			unsigned int flags)
+			bool dirty)
 {
-	struct ps_page *p;
-	unsigned int o;
-	int rc = unit_word(s, h, frame, order, &p, &o);
+	for (;;) {
+		PS_ATOMIC(uint32_t) *g = NULL;
+		struct ps_page *p;
+		unsigned int o;
+		int rc = unit_word(s, h, frame, order, &p, &o);
 
-	if (rc)
-		return rc;
-	if (o < order) {
-		for (uint64_t k = 0; k < unit_pages(order);
-		     k += unit_pages(o)) {
-			int r = release_unit(s, h, frame + k, o, pin, flags);
+		if (rc)
+			return rc;
+		if (o < order) {
+			for (uint64_t k = 0; k < unit_pages(order);
+			     k += unit_pages(o)) {
+				int r = release_unit(s, h, frame + k, o, pin,
+						     dirty);
 
-			if (r && !rc)
-				rc = r;
+				if (r && !rc)
+					rc = r;
+			}
+			return rc;
 		}
-		return rc;
+		if (o) {
+			g = gate_of(h, frame, o);
+			/* Acq_rel: see split_state(). */
+			if (atomic_fetch_add_explicit(g, PS__SPACE_GATE_ONE,
+						      memory_order_acq_rel) &
+			    PS__SPACE_GATE_SPLITTING) {
+				/* Release: as the drop below. */
+				atomic_fetch_sub_explicit(g, PS__SPACE_GATE_ONE,
+							  memory_order_release);
+				gate_wait(g);
+				continue;
+			}
+			if (ps__space_word_split(ps_page_load(p))) {
+				/* Split before this release came in. */
+				atomic_fetch_sub_explicit(g, PS__SPACE_GATE_ONE,
+							  memory_order_release);
+				continue;
+			}
+		}
+		if (dirty) {
+			/* S5: the mark under the word's LOCKED bit. */
+			ps_page_lock(p);
+			if (!ps_page_test_and_set_flag(p, PS_PAGE_DIRTY))
+				ps__space_frame_dirtied(s, frame);
+			ps_page_unlock(p);
+		}
+		rc = pin ? ps_page_unpin(p) : ps_page_put(p);
+		if (g)
+			/*
+			 * Release: this release happens before the split that
+			 * waits for the count (pairs with its acquire load).
+			 */
+			atomic_fetch_sub_explicit(g, PS__SPACE_GATE_ONE,
+						  memory_order_release);
+		if (rc)
+			ps__space_frame_freed(s, frame);
+		return 0;
 	}
-	/* S14: uncount before the unpin; refuse below zero. */
+}
+
+/*
+ * A release of a unit as the caller took it, with @flags as for
+ * ps_space_unpin(): a long-term count is dropped once, at the unit's first
+ * frame, where the pin counted it (S14), whatever happened to the frame's
+ * state since. -ENOENT if none was counted (released all the same).
+ */
+static int release_taken(struct ps_space *s, struct ps__space_huge *h,
+			 uint64_t frame, unsigned int order, bool pin,
+			 unsigned int flags)
+{
+	int rc = 0, r;
+
 	if (pin && (flags & PS_UNPIN_LONGTERM) &&
 	    !ps__space_longterm_sub(s, frame))
 		rc = -ENOENT;
-	if (pin && (flags & PS_UNPIN_DIRTY)) {
-		/* S5: the mark under the word's LOCKED bit, hook inside. */
-		ps_page_lock(p);
-		if (!ps_page_test_and_set_flag(p, PS_PAGE_DIRTY))
-			ps__space_frame_dirtied(s, frame);
-		ps_page_unlock(p);
-	}
-	if (pin ? ps_page_unpin(p) : ps_page_put(p))
-		ps__space_frame_freed(s, frame);
-	return rc;
+	r = release_unit(s, h, frame, order, pin,
+			 pin && (flags & PS_UNPIN_DIRTY));
+	return r ? r : rc;
 }
 
 /*
@@ -510,7 +637,7 @@ static int release_units(struct ps_space *s, struct ps__space_huge *h,
 		} else {
 			i++;
 		}
-		r = release_unit(s, h, f, order, pin, flags);
+		r = release_taken(s, h, f, order, pin, flags);
 		if (r && !rc)
 			rc = r;
 	}
@@ -525,6 +652,12 @@ int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
 	return release_units(s, ps__space_huge(s), units, n, true, flags);
 }
 
+void ps__space_put_unit(struct ps_space *s, uint64_t unit)
+{
+	(void)release_unit(s, ps__space_huge(s), PS_SPACE_UNIT_FRAME(unit),
+			   PS_SPACE_UNIT_ORDER(unit), false, false);
+}
+
 void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count)
 {
 	struct ps__space_huge *h = ps__space_huge(s);
@@ -533,7 +666,7 @@ void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count)
 		unsigned int order = unit_order_at(f, first + count,
 						   ps__space_huge_order(h, f));
 
-		(void)release_unit(s, h, f, order, false, 0);
+		(void)release_unit(s, h, f, order, false, false);
 		f += unit_pages(order);
 	}
 }
@@ -647,7 +780,7 @@ static int pin_unit_at(struct ps_space *s, struct ps__space_huge *h, uint64_t p,
 		if (ps_pgtable_get_level(s->pt, addr, &e2, &lo2, &leaf2) ||
 		    lo2 != lo || !same_leaf(leaf, leaf2) || !same_leaf(e, e2)) {
 			/* Changed under us: back out, look again. */
-			(void)release_unit(s, h, f, u, true, 0);
+			(void)release_unit(s, h, f, u, true, false);
 			continue;
 		}
 		record_pinned(s, p, unit_pages(u), write);
@@ -704,18 +837,18 @@ static int pin_walk(struct ps_space *s, uint64_t start, uint64_t len,
 				(void)release_unit(s, h,
 						   PS_SPACE_UNIT_FRAME(unit),
 						   PS_SPACE_UNIT_ORDER(unit),
-						   true, 0);
+						   true, false);
 		}
 		if (!rc) {
 			rc = pin_emit(o, unit, n);
 			if (rc)
-				(void)release_unit(s, h,
-						   PS_SPACE_UNIT_FRAME(unit),
-						   PS_SPACE_UNIT_ORDER(unit),
-						   true,
-						   flags & PS_PIN_LONGTERM
-							   ? PS_UNPIN_LONGTERM
-							   : 0);
+				(void)release_taken(s, h,
+						    PS_SPACE_UNIT_FRAME(unit),
+						    PS_SPACE_UNIT_ORDER(unit),
+						    true,
+						    flags & PS_PIN_LONGTERM
+							    ? PS_UNPIN_LONGTERM
+							    : 0);
 		}
 		if (rc)
 			break;
@@ -796,6 +929,43 @@ static unsigned int map_unit_order(struct ps__space_huge *h, uint64_t f,
  * freeze a word this map holds, under the writer mutex) and gives it back as
  * it was: no record per unit is kept (design 6).
  */
+static void untake_unit(struct ps_space *s, struct ps__space_huge *h,
+			uint64_t f, unsigned int u);
+
+/*
+ * The frame of @order at @f has split state: if every part is free, make it
+ * whole again (ps_page_merge()), so that a map of the whole frame takes one
+ * word. Only free parts are merged: nobody holds one, so no release on a part
+ * can meet the merge (a release that frees one has finished, or the merge
+ * finds the part dying and refuses). A part split further (1 GiB) is merged
+ * first. True if the frame is whole now.
+ */
+static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
+		       unsigned int order)
+{
+	const uint64_t head = f & ~(unit_pages(order) - 1);
+	struct ps_page *huge, *parts;
+
+	if (order == PS_SPACE_ORDER_1G) {
+		huge = &h->w1g[head >> PS_SPACE_ORDER_1G];
+		parts = &h->w2m[head >> PS_SPACE_ORDER_2M];
+	} else {
+		huge = &h->w2m[head >> PS_SPACE_ORDER_2M];
+		parts = &s->frames[head];
+	}
+	for (uint64_t k = 0; k < 512; k++) {
+		uint64_t w = ps_page_load(&parts[k]);
+
+		if (order == PS_SPACE_ORDER_1G && ps__space_word_split(w) &&
+		    !merge_free(s, h, head + (k << PS_SPACE_ORDER_2M),
+				PS_SPACE_ORDER_2M))
+			return false;
+		if (ps_page_load(&parts[k]) & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
+			return false;
+	}
+	return !ps_page_merge(huge, parts, 512, NULL);
+}
+
 static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 		     unsigned int u, int mode)
 {
@@ -806,9 +976,25 @@ static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 
 	if (rc)
 		return rc;
-	if (o != u)
-		return -EOPNOTSUPP; /* split finer: taken part by part */
+	if (o < u && merge_free(s, h, f, u))
+		return take_unit(s, h, f, u, mode); /* whole again */
+	if (o < u) {
+		/* Split finer (H3): the unit is each of its parts. */
+		for (uint64_t k = 0; k < unit_pages(u); k += unit_pages(o)) {
+			rc = take_unit(s, h, f + k, o, mode);
+			if (rc) {
+				while (k) {
+					k -= unit_pages(o);
+					untake_unit(s, h, f + k, o);
+				}
+				return rc;
+			}
+		}
+		return 0;
+	}
 	rc = ps_page_get_or_freeze(w, -1, NULL);
+	if (rc == -ESTALE)
+		return take_unit(s, h, f, u, mode); /* split meanwhile */
 	if (rc < 0)
 		return rc;
 	word = ps_page_load(w);
@@ -818,25 +1004,28 @@ static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 		rc = word & PS_PAGE_POISONED ? -EHWPOISON : -EBUSY;
 	else
 		return 0;
-	if (word & PS_PAGE_FROZEN)
-		(void)ps_page_unfreeze_change_flags(w, 0, 0, 0);
-	else if (ps_page_put(w))
-		ps__space_frame_freed(s, f);
+	untake_unit(s, h, f, u);
 	return rc;
 }
 
-/* Give back what take_unit() took (S13): a claimed word goes back free. */
+/*
+ * Give back what take_unit() took (S13): a claimed word (FROZEN: no split
+ * takes a frozen word) goes back free as it was; a reference goes as any
+ * release does (release_unit(): to the parts if the frame was split since).
+ */
 static void untake_unit(struct ps_space *s, struct ps__space_huge *h,
 			uint64_t f, unsigned int u)
 {
 	unsigned int o;
 	struct ps_page *w = ps__space_huge_word(h, s->frames, f, &o);
 
-	if (ps_page_load(w) & PS_PAGE_FROZEN)
+	if (o == u && (ps_page_load(w) & PS_PAGE_FROZEN))
 		(void)ps_page_unfreeze_change_flags(w, 0, 0, 0);
-	else if (ps_page_put(w))
-		ps__space_frame_freed(s, f);
-	(void)u;
+	else if (o < u && (ps_page_load(w) & PS_PAGE_FROZEN))
+		for (uint64_t k = 0; k < unit_pages(u); k += unit_pages(o))
+			untake_unit(s, h, f + k, o);
+	else
+		(void)release_unit(s, h, f, u, false, false);
 }
 
 /* The entry flags of a unit taken (its word is held: stable). */
@@ -865,6 +1054,12 @@ static void commit_unit(struct ps_space *s, struct ps__space_huge *h,
 	struct ps_page *w = ps__space_huge_word(h, s->frames, f, &o);
 	uint64_t word = ps_page_load(w);
 
+	if (o < u) {
+		/* Taken part by part (split state): committed so. */
+		for (uint64_t k = 0; k < unit_pages(u); k += unit_pages(o))
+			commit_unit(s, h, f + k, o, p + k, mode);
+		return;
+	}
 	if (word & PS_PAGE_FROZEN)
 		(void)ps_page_unfreeze_change_flags(
 			w, 1,
@@ -984,34 +1179,6 @@ int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 	return rc;
 }
 
-/*
- * Until a frame's state can be split (split_state()), an unmap or discard
- * must not cut a whole huge frame: is the unit at either end of [@start,
- * @start + @len) mapped from its first frame to its last inside the range?
- * 0, or -EOPNOTSUPP (nothing done).
- */
-int ps__space_huge_edges_ok(struct ps_space *s, uint64_t start, uint64_t len)
-{
-	struct ps__space_huge *h = ps__space_huge(s);
-	const uint64_t last = start + len - PAGE_SIZE;
-	ps_pte_t e;
-	unsigned int o;
-
-	if (!ps_pgtable_get(s->pt, start, &e) && ps_pte_is_present(e) &&
-	    ps_pte_frame(e) < s->nframes) {
-		(void)ps__space_huge_word(h, s->frames, ps_pte_frame(e), &o);
-		if (ps_pte_frame(e) & (unit_pages(o) - 1))
-			return -EOPNOTSUPP;
-	}
-	if (!ps_pgtable_get(s->pt, last, &e) && ps_pte_is_present(e) &&
-	    ps_pte_frame(e) < s->nframes) {
-		(void)ps__space_huge_word(h, s->frames, ps_pte_frame(e), &o);
-		if ((ps_pte_frame(e) + 1) & (unit_pages(o) - 1))
-			return -EOPNOTSUPP;
-	}
-	return 0;
-}
-
 /* --- write faults on huge entries (S3 for a whole frame) ------------------ */
 
 /*
@@ -1110,10 +1277,11 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
  * The unit a discard finds at @addr (a present page, its frame *@frame below
  * nframes; the range ends at @end): a whole frame that a huge entry maps from
  * its first page, inside the range (*@frame its first frame, *@p its word,
- * *@n its pages: discarded as one, S10 on its word), or a 4 KiB page whose
- * state is its own word (*@n 1). Part of a whole frame cannot be discarded
- * until its state can be split: PS_DISCARD_BUSY for its pages in the range,
- * *@n of them (the frame stays, whole). Returns 0 or that reason.
+ * *@n its pages: discarded as one, S10 on its word), or a 4 KiB page with its
+ * own word (*@n 1). Part of a whole frame: the frame's state is split first
+ * (H3), and the page is discarded alone; the table splits the entry in the
+ * zap. Returns 0, or PS_DISCARD_BUSY for the page if the split could not be
+ * made (a part in use: H2 broken).
  */
 int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 			   uint64_t *frame, struct ps_page **p, uint64_t *n)
@@ -1127,18 +1295,13 @@ int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 	if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf))
 		return 0;
 	u = unit_order_at(pg, end >> PAGE_SHIFT, lo);
-	*p = ps__space_huge_word(h, s->frames, *frame, &o);
-	if (o == PS_SPACE_ORDER_4K)
-		return 0; /* its own word: a page */
-	if (o == u && ps_pte_frame(leaf) == *frame) {
-		*n = unit_pages(u); /* the whole frame, from its first page */
-		return 0;
-	}
-	/* Part of a whole frame: the pages of it from here, in the range. */
-	*n = unit_pages(o) - (*frame & (unit_pages(o) - 1));
-	if (*n > (end - addr) >> PAGE_SHIFT)
-		*n = (end - addr) >> PAGE_SHIFT;
-	return PS_DISCARD_BUSY;
+	if (ps_pte_frame(leaf) != *frame)
+		u = PS_SPACE_ORDER_4K; /* not from the extent's first page */
+	if (unit_word(s, h, *frame, u, p, &o))
+		return PS_DISCARD_BUSY;
+	*n = unit_pages(o);
+	*frame &= ~(unit_pages(o) - 1);
+	return 0;
 }
 
 /* --- harvest in units ----------------------------------------------------- */

@@ -20,6 +20,16 @@
 #define PS__SPACE_1G_PAGES (UINT64_C(1) << PS_SPACE_ORDER_1G)
 
 /*
+ * A frame's gate: one 32-bit word per 2 MiB of frames and per 1 GiB of frames
+ * (H1, H4). Bits 0-4 hold the declared order (9 in a 2 MiB gate, 18 in a 1
+ * GiB gate, else 0), bit 5 says a split of that frame's state is under way,
+ * bits 6-31 count the releases of a unit on its whole word in flight.
+ */
+#define PS__SPACE_GATE_ORDER 0x1fu
+#define PS__SPACE_GATE_SPLITTING 0x20u
+#define PS__SPACE_GATE_ONE 0x40u
+
+/*
  * What a space keeps for huge frames, made at the first
  * ps_space_set_frame_order() and fixed (but for the contents) until destroy.
  * Each array is one anonymous MAP_NORESERVE mapping: zero-filled on first
@@ -28,39 +38,36 @@
 struct ps__space_huge {
 	struct ps_page *w2m;	     /* one word per 2 MiB of frames */
 	struct ps_page *w1g;	     /* one word per 1 GiB of frames */
-	PS_ATOMIC(uint8_t) *order1g; /* per 1 GiB of frames: 18 or 0 (H1) */
-	PS_ATOMIC(uint8_t) *order;   /* per 2 MiB of frames: 0 or 9 (H1) */
-	size_t w2m_bytes, w1g_bytes, order1g_bytes, order_bytes;
+	PS_ATOMIC(uint32_t) *gate1g; /* per 1 GiB of frames: order 18 or 0 */
+	PS_ATOMIC(uint32_t) *gate2m; /* per 2 MiB of frames: order 9 or 0 */
+	size_t w2m_bytes, w1g_bytes, gate1g_bytes, gate2m_bytes;
 	uint64_t n2m, n1g;	    /* entries of each array */
 	PS_ATOMIC(uint64_t) splits; /* huge frames split (stats) */
 };
 
-/*
- * Has the huge word @w split state (its parts count in the words below)?
- * Until the page word gains its SPLIT flag (design step 2, branch i16-page),
- * no huge frame is ever split and this reads false.
- */
+/* Has the huge word @w split state (its parts count in the words below)? */
 static inline bool ps__space_word_split(uint64_t w)
 {
-	(void)w;
-	return false;
+	return w & PS_PAGE_SPLIT;
 }
 
 /*
- * The order the 4 KiB frame @frame is declared with (H1): a byte per 1 GiB of
- * frames says 1 GiB, else a byte per 2 MiB says 2 MiB or 4 KiB. Two arrays,
- * so that 1 GiB frames cost a byte per GiB, not one per 2 MiB.
+ * The order the 4 KiB frame @frame is declared with (H1): the gate of its 1
+ * GiB of frames says 1 GiB, else the gate of its 2 MiB says 2 MiB or 4 KiB.
+ * Two arrays, so that 1 GiB frames cost a gate per GiB, not one per 2 MiB.
  */
 static inline unsigned int ps__space_huge_order(const struct ps__space_huge *h,
 						uint64_t frame)
 {
 	/* Acquire: pairs with the release stores of the declaration (H1). */
-	if (atomic_load_explicit(&h->order1g[frame >> PS_SPACE_ORDER_1G],
-				 memory_order_acquire))
+	if (atomic_load_explicit(&h->gate1g[frame >> PS_SPACE_ORDER_1G],
+				 memory_order_acquire) &
+	    PS__SPACE_GATE_ORDER)
 		return PS_SPACE_ORDER_1G;
 	/* Acquire: as above. */
-	return atomic_load_explicit(&h->order[frame >> PS_SPACE_ORDER_2M],
-				    memory_order_acquire);
+	return atomic_load_explicit(&h->gate2m[frame >> PS_SPACE_ORDER_2M],
+				    memory_order_acquire) &
+	       PS__SPACE_GATE_ORDER;
 }
 
 /*

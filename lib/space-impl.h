@@ -120,8 +120,10 @@ static inline struct ps__space_huge *ps__space_huge(struct ps_space *s)
 /*
  * The page word that holds @frame's state (H2 in lib/space-huge.c): its own
  * 4 KiB word, or the word of the whole huge frame it is part of. *@unit
- * receives the frame the hooks are told of: @frame, or that huge frame's first
- * frame. One load more than &s->frames[@frame] in a space without huge frames.
+ * receives what a holder of that word holds: @frame, or PS_SPACE_UNIT() of
+ * that huge frame (its first frame, its order), which is what it releases
+ * (ps__space_frame_put()) and PS_SPACE_UNIT_FRAME() of which the hooks are
+ * told. One load more than &s->frames[@frame] in a space without huge frames.
  */
 static inline struct ps_page *ps__space_word(struct ps_space *s, uint64_t frame,
 					     uint64_t *unit)
@@ -135,7 +137,7 @@ static inline struct ps_page *ps__space_word(struct ps_space *s, uint64_t frame,
 		return &s->frames[frame];
 	}
 	p = ps__space_huge_word(h, s->frames, frame, &o);
-	*unit = frame & ~((UINT64_C(1) << o) - 1);
+	*unit = PS_SPACE_UNIT(frame & ~((UINT64_C(1) << o) - 1), o);
 	return p;
 }
 
@@ -184,7 +186,7 @@ static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 	if (ps_page_test_and_set_flag(ps__space_word(s, frame, &unit),
 				      PS_PAGE_DIRTY))
 		return false;
-	ps__space_frame_dirtied(s, unit);
+	ps__space_frame_dirtied(s, PS_SPACE_UNIT_FRAME(unit));
 	return true;
 }
 
@@ -287,8 +289,7 @@ int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
 /*
  * A space with huge frames (lib/space-huge.c): the public pin, unpin and map
  * calls hand over to these once ps__space_huge() is not NULL; an unmap puts
- * the frames it zapped by runs (whole frames as one unit, H3), and refuses to
- * cut a whole frame until its state can be split.
+ * the frames it zapped by runs (whole frames as one unit, H3).
  */
 int ps__space_pin_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 			     unsigned int flags, uint64_t *frames_out);
@@ -297,7 +298,7 @@ int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
 int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 			     uint64_t first_frame, unsigned int flags);
 void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count);
-int ps__space_huge_edges_ok(struct ps_space *s, uint64_t start, uint64_t len);
+void ps__space_put_unit(struct ps_space *s, uint64_t unit);
 int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 			   uint64_t *frame, struct ps_page **p, uint64_t *n);
 uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n);

@@ -175,11 +175,13 @@ static void exts_fini(struct ps_space *s)
 
 void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 {
-	uint64_t unit;
-
-	/* The word of the frame's unit (lib/space-huge.c, H2). */
-	if (ps_page_put(ps__space_word(s, frame, &unit)))
-		ps__space_frame_freed(s, unit);
+	/* A unit, or a frame of a huge frame: lib/space-huge.c (H3, H4). */
+	if (PS_UNLIKELY(ps__space_huge(s))) {
+		ps__space_put_unit(s, frame);
+		return;
+	}
+	if (ps_page_put(&s->frames[frame]))
+		ps__space_frame_freed(s, frame);
 }
 
 /* --- lifetime ------------------------------------------------------------- */
@@ -662,10 +664,8 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
-	rc = ps__space_huge(s) ? ps__space_huge_edges_ok(s, start, len) : 0;
-	if (!rc)
-		rc = ps_notifier_invalidate_start(&s->notifier, start, len,
-						  PS_NOTIFIER_UNMAP, 0);
+	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+					  PS_NOTIFIER_UNMAP, 0);
 	if (!rc) {
 		zap_and_put(s, start, len,
 			    flags & PS_UNMAP_ZAP ? 0 : PS_ZAP_UNMAP);

@@ -290,26 +290,60 @@ START_TEST(map_whole_frames_as_huge_entries)
 }
 END_TEST
 
-START_TEST(map_part_of_a_frame_is_refused)
+/* The order of the word that holds @frame's state now. */
+static unsigned int state_order(uint64_t frame)
 {
-	/* Until a frame's state can be split: part of one, or unaligned. */
-	ck_assert_int_eq(ps_space_map_range(sp, 0, PG, P2M, 0), -EOPNOTSUPP);
-	ck_assert_int_eq(ps_space_map_range(sp, PG, P2M * PG, P2M, 0),
-			 -EOPNOTSUPP);
-	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M + 1, 0),
-			 -EOPNOTSUPP);
-	/* 2 MiB of a 1 GiB frame is part of it too. */
-	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P1G, 0),
-			 -EOPNOTSUPP);
-	ck_assert(!ps_page_is_live(word(P2M, NULL)));
-	ck_assert(!ps_page_is_frozen(word(P2M, NULL)));
+	unsigned int o;
+
+	ck_assert_ptr_nonnull(word(frame, &o));
+	return o;
+}
+
+static uint64_t splits(void)
+{
+	struct ps_space_stats st;
+
+	ck_assert_int_eq(ps_space_stats(sp, &st), 0);
+	return st.frames_split;
+}
+
+START_TEST(map_part_of_a_frame_splits_it)
+{
+	/* 4 KiB of a whole 2 MiB frame: its state splits, the part maps. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, PG, P2M, 0), 0);
+	ck_assert_uint_eq(splits(), 1);
+	ck_assert_uint_eq(state_order(P2M), PS_SPACE_ORDER_4K);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, P2M)), 1);
+	ck_assert(!ps_page_is_live(ps_space_page(sp, P2M + 1)));
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	/* The rest, at an address not aligned to it: page by page. */
+	ck_assert_int_eq(ps_space_map_range(sp, 5 * P2M * PG + PG,
+					    (P2M - 1) * PG, P2M + 1, 0),
+			 0);
+	ck_assert_uint_eq(splits(), 1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2 * P2M - 1)), 1);
+	/* 2 MiB of a whole 1 GiB frame: the 1 GiB splits into 2 MiB frames,
+	 * and the part maps with a 2 MiB entry. */
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P2M * PG, P2M * PG,
+					    P1G + P2M, 0),
+			 0);
+	ck_assert_uint_eq(splits(), 2);
+	ck_assert_uint_eq(state_order(P1G + P2M + 5), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_refs(word(P1G + P2M, NULL)), 1);
 	ck_assert(!ps_page_is_live(word(P1G, NULL)));
-	/* 4 KiB frames still map as before in the same space. */
-	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * PG, 4 * P2M, 0), 0);
-	ck_assert_uint_eq(leaf_order(PG, NULL), 0);
-	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 4 * P2M + 1)), 1);
-	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * PG, 0), 0);
-	ck_assert_uint_eq(atomic_load(&freed_total), 2);
+	ck_assert_uint_eq(leaf_order(2 * P2M * PG + 7 * PG, NULL), 9);
+	/* Unmapped: each part freed on its own. */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M + 1);
+	/* Free parts mapped whole again: the frame is whole again. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M, 0), 0);
+	ck_assert_uint_eq(state_order(P2M), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0), 0);
+	ck_assert_uint_eq(state_order(P1G), PS_SPACE_ORDER_1G);
+	ck_assert_uint_eq(ps_page_refs(word(P1G, NULL)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M + 3);
 }
 END_TEST
 
@@ -351,15 +385,19 @@ START_TEST(map_all_or_nothing)
 }
 END_TEST
 
-START_TEST(unmap_part_of_a_frame_is_refused)
+START_TEST(unmap_part_of_a_frame_splits_it)
 {
 	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
-	ck_assert_int_eq(ps_space_unmap(sp, PG, PG, 0), -EOPNOTSUPP);
-	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG - PG, 0), -EOPNOTSUPP);
-	ck_assert_uint_eq(leaf_order(PG, NULL), 9);
-	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 1);
-	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, PS_UNMAP_ZAP), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, PG, PG, 0), 0);
+	/* The entry and the state split; page 1's frame alone is freed. */
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
 	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert(!ps_page_is_live(ps_space_page(sp, 1)));
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 0)), 1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, PS_UNMAP_ZAP), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
 }
 END_TEST
 
@@ -453,16 +491,59 @@ START_TEST(pin_units_all_or_nothing)
 	ck_assert_uint_eq(units[0], 2 * P2M * PG);
 	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
 	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
-	/* Part of a whole frame: refused until its state can be split. */
-	ck_assert_int_eq(ps_space_pin_units(sp, PG, PG, 0, units, 4, &n),
-			 -EOPNOTSUPP);
-	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
 	/* A write pin of a read-only mapping: -EFAULT, nothing pinned. */
 	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, PS_PIN_WRITE,
 					    units, 4, &n),
 			 -EFAULT);
 	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(pin_part_of_a_frame_splits_it)
+{
+	uint64_t whole, part, units[P2M], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &whole, 1, &n),
+			 0);
+	ck_assert_uint_eq(ps_page_pins(word(7, NULL)), 1);
+	/* 4 KiB of it: the state splits, the whole pin is on every part. */
+	ck_assert_int_eq(ps_space_pin_units(sp, PG, PG, 0, &part, 1, &n), 0);
+	ck_assert_uint_eq(part, 1);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 2);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 2)), 1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2)), 2);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9); /* the entry stays huge */
+	/* The whole pin goes from every part; page 1 keeps its own. */
+	ck_assert_int_eq(ps_space_unpin(sp, &whole, 1, 0), 0);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 1);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 2)), 0);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2)), 1);
+	/* A whole-frame pin of split state: a unit per part. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, units, P2M, &n),
+			 0);
+	ck_assert_uint_eq(n, P2M);
+	ck_assert_uint_eq(units[511], 511);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 2);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, PS_UNPIN_DIRTY), 0);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 0);
+	ck_assert(ps_page_test_flags(ps_space_page(sp, 1), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(ps_space_page(sp, 2), PS_PAGE_DIRTY));
+	/* 2 MiB of a whole 1 GiB frame: a 2 MiB unit of its split state. */
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0), 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, (P1G + P2M) * PG, P2M * PG, 0,
+					    &part, 1, &n),
+			 0);
+	ck_assert_uint_eq(part, PS_SPACE_UNIT(P1G + P2M, PS_SPACE_ORDER_2M));
+	ck_assert_uint_eq(state_order(P1G), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_pins(word(P1G + P2M, NULL)), 1);
+	ck_assert_uint_eq(ps_page_pins(word(P1G, NULL)), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M + P2M);
 }
 END_TEST
 
@@ -541,19 +622,20 @@ START_TEST(discard_whole_frames)
 	ck_assert(!ps_pte_is_present(e));
 	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 9);
 	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
-	/* Part of a whole frame stays (busy) until it can be split. */
+	/* Part of a whole frame: its state splits, the part goes alone. */
 	ck_assert_int_eq(ps_space_discard(sp, P2M * PG + PG, 2 * PG, skip, 4,
 					  &nskip),
 			 0);
-	ck_assert_uint_eq(nskip, 2);
-	ck_assert_int_eq(skip[1].reason, PS_DISCARD_BUSY);
-	ck_assert_uint_eq(skip[1].frame, P2M + 2);
-	ck_assert_uint_eq(ps_page_refs(word(P2M, NULL)), 1);
-	/* 1 GiB whole, and the 2 MiB frame left: two frees more. */
+	ck_assert_uint_eq(nskip, 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+	ck_assert(!ps_page_is_live(ps_space_page(sp, P2M + 2)));
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, P2M + 3)), 1);
+	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 0);
+	/* 1 GiB whole, and the 510 parts left: 511 frees more. */
 	ck_assert_int_eq(ps_space_discard(sp, 0, SPACE_SIZE, NULL, 0, &nskip),
 			 0);
 	ck_assert_uint_eq(nskip, 0);
-	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3 + 511);
 	ck_assert(!ps_page_is_live(word(P1G, NULL)));
 }
 END_TEST
@@ -714,14 +796,15 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_tcase(s, "map/unmap", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, map_whole_frames_as_huge_entries);
-	tcase_add_test(tc, map_part_of_a_frame_is_refused);
+	tcase_add_test(tc, map_part_of_a_frame_splits_it);
 	tcase_add_test(tc, map_all_or_nothing);
-	tcase_add_test(tc, unmap_part_of_a_frame_is_refused);
+	tcase_add_test(tc, unmap_part_of_a_frame_splits_it);
 
 	tc = ps_test_tcase(s, "pins", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, pin_units_one_rmw_per_frame);
 	tcase_add_test(tc, pin_units_all_or_nothing);
+	tcase_add_test(tc, pin_part_of_a_frame_splits_it);
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
 
 	tc = ps_test_tcase(s, "discard", 10);
