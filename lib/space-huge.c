@@ -53,6 +53,7 @@
  */
 #include <pagestate/space.h>
 
+#include "failpoint.h"
 #include "space-impl.h"
 
 #include <errno.h>
@@ -526,6 +527,7 @@ static int release_unit(struct ps_space *s, struct ps__space_huge *h,
 			return rc;
 		}
 		if (o) {
+			FAILPOINT(FP_HUGE_RELEASE_RESOLVED, frame);
 			g = gate_of(h, frame, o);
 			/* Acq_rel: see split_state(). */
 			if (atomic_fetch_add_explicit(g, PS__SPACE_GATE_ONE,
