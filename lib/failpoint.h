@@ -61,6 +61,9 @@ enum {
 				    * joined it yet */
 	FP_NOTIFIER_SLOT,	   /* inject: an invalidation's slot
 				    * allocation (arg: its start) */
+	FP_HUGE_RELEASE_RESOLVED,  /* space-huge: a release found a whole
+				    * huge word, not in its gate yet (arg:
+				    * the unit's first frame) */
 	FP_NR
 };
 /* clang-format on */

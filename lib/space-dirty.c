@@ -164,6 +164,49 @@ static int mark_hold_slow(struct ps_page *p)
 }
 
 /*
+ * ps_space_mark_dirty() in a space with huge frames: the word that holds the
+ * frame's state is found by S16 and released through its unit (S17, S18,
+ * lib/space-huge.c), which may be a whole huge frame's word behind its gate,
+ * so the two-RMW path below, which releases on the 4 KiB word itself, is not
+ * used. Held by a reference first, then LOCKED around the mark (S5).
+ */
+static enum ps_space_mark mark_dirty_huge(struct ps_space *s, uint64_t addr)
+{
+	for (;;) {
+		uint64_t frame = frame_at(s, addr), w, unit;
+		struct ps_page *p;
+		bool made;
+
+		if (frame == UINT64_MAX)
+			return PS_SPACE_MARK_UNMAPPED; /* nothing to mark */
+		FAILPOINT(FP_MARK_LOOKED_UP, addr);
+		p = ps__space_word(s, frame, &unit); /* S16, lib/space-huge.c */
+		if (!ps_page_try_get(p)) {
+			w = ps_page_load(p);
+			if ((w & PS_PAGE_LIVE) &&
+			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
+				return PS_SPACE_MARK_OVERFLOW;
+			if (w & PS_PAGE_FROZEN)
+				sched_yield(); /* a freezer holds it (S8) */
+			continue;	       /* freed or frozen: look again */
+		}
+		if (frame_at(s, addr) != frame) {
+			ps__space_frame_put(s, unit); /* may free it (S7) */
+			continue;
+		}
+		/*
+		 * S5: under the frame's LOCKED bit, which every write-back
+		 * visit takes before it clears DIRTY: no write-back cleans
+		 * the frame between this DIRTY and its hook.
+		 */
+		made = ps__space_lock_and_mark_dirty(s, frame);
+		ps__space_log_written(s, addr);
+		ps__space_frame_put(s, unit);
+		return made ? PS_SPACE_MARK_DIRTIED : PS_SPACE_MARK_WAS_DIRTY;
+	}
+}
+
+/*
  * Mark the frame mapped at @addr holding it (S5): a reference, so that it can
  * be neither freed nor handed to another owner while it is marked (the dirty
  * hook never runs for a freed frame), and its LOCKED bit, which every
@@ -189,6 +232,8 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 {
 	if ((addr & (PAGE_SIZE - 1)) || addr >= s->size)
 		return PS_SPACE_MARK_INVALID;
+	if (PS_UNLIKELY(ps__space_huge(s)))
+		return mark_dirty_huge(s, addr);
 	for (;;) {
 		uint64_t frame = frame_at(s, addr), seen;
 		struct ps_page *p;
@@ -429,7 +474,7 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 	uint64_t resume_bit;
 
 	if (!ps__space_range_ok(s, start, len) || !addrs || !max || !count ||
-	    (flags & ~PS_HARVEST_REARM))
+	    (flags & ~(PS_HARVEST_REARM | PS_HARVEST_UNITS)))
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
 	if (flags & PS_HARVEST_REARM) {
@@ -447,6 +492,8 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 		rearm_reported(s, addrs, h.n);
 		invalidate_harvested(s, addrs, h.n);
 	}
+	if (flags & PS_HARVEST_UNITS) /* lib/space-huge.c */
+		h.n = ps__space_harvest_units(addrs, h.n);
 	*count = h.n;
 	if (resume)
 		*resume = resume_bit << PAGE_SHIFT;

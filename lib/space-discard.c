@@ -52,17 +52,18 @@
 /* --- discard (S10) -------------------------------------------------------- */
 
 /*
- * Discard the page at @addr, mapped to @frame (below nframes, under the
- * writer mutex): 0 if it was discarded, else why it stays. Lock-free: the
- * loop runs again only when the frame's word changed between the load and
- * the freeze. @dropped, if not NULL, is told of the page after its frame
- * was freed (S10's last step: the free_frame hook ran).
+ * Discard the @npages pages at @addr, mapped to @frame onwards (below
+ * nframes, under the writer mutex), whose state is the word @p: one page, or
+ * a whole huge frame mapped by one huge entry (lib/space-huge.c, S17). 0 if
+ * they were discarded, else why they stay. Lock-free: the loop runs again
+ * only when the word changed between the load and the freeze. @dropped, if
+ * not NULL, is told of each page after the frame was freed (S10's last step:
+ * the free_frame hook ran).
  */
 static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame,
+		       struct ps_page *p, uint64_t npages,
 		       ps__space_dropped_fn dropped, void *ctx)
 {
-	struct ps_page *p = &s->frames[frame];
-
 	for (;;) {
 		uint64_t w = ps_page_load(p);
 
@@ -81,15 +82,15 @@ static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame,
 		/* A pin, a reference, a freezer or a flag came: look again. */
 	}
 	FAILPOINT(FP_DISCARD_FROZEN, addr);
-	(void)ps_pgtable_zap(s->pt, addr, PAGE_SIZE, 0, NULL, NULL);
+	(void)ps_pgtable_zap(s->pt, addr, npages << PAGE_SHIFT, 0, NULL, NULL);
 	/*
 	 * Release (the unfreeze): the zap comes before any try that finds
 	 * the frame free. The mapping's reference was the only one: free.
 	 */
 	(void)ps_page_unfreeze(p, 0);
 	ps__space_frame_freed(s, frame);
-	if (dropped)
-		dropped(ctx, addr);
+	for (uint64_t k = 0; dropped && k < npages; k++)
+		dropped(ctx, addr + (k << PAGE_SHIFT));
 	return 0;
 }
 
@@ -108,24 +109,34 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 					  PS_NOTIFIER_CLEAR, 0);
 	if (rc)
 		goto out;
-	for (uint64_t addr = start; addr < start + len; addr += PAGE_SIZE) {
+	for (uint64_t addr = start, n = 1; addr < start + len;
+	     addr += n << PAGE_SHIFT) {
+		struct ps_page *p;
 		uint64_t frame;
 		ps_pte_t e;
 		int why;
 
+		n = 1;
 		if (ps_pgtable_get(s->pt, addr, &e) || !ps_pte_is_present(e) ||
 		    ps_pte_frame(e) >= s->nframes)
 			continue; /* only resident frames are discarded */
 		frame = ps_pte_frame(e);
-		why = discard_one(s, addr, frame, dropped, ctx);
+		p = &s->frames[frame];
+		/* Frames of three sizes: the unit there (lib/space-huge.c). */
+		if (ps__space_huge(s))
+			why = ps__space_discard_unit(s, addr, start + len,
+						     &frame, &p, &n);
+		else
+			why = 0;
 		if (!why)
-			continue;
-		if (nskip < max_skipped) {
-			skipped[nskip].addr = addr;
-			skipped[nskip].frame = frame;
-			skipped[nskip].reason = (enum ps_discard_reason)why;
-		}
-		nskip++;
+			why = discard_one(s, addr, frame, p, n, dropped, ctx);
+		for (uint64_t k = 0; why && k < n; k++, nskip++)
+			if (nskip < max_skipped) {
+				skipped[nskip].addr = addr + (k << PAGE_SHIFT);
+				skipped[nskip].frame = frame + k;
+				skipped[nskip].reason =
+					(enum ps_discard_reason)why;
+			}
 	}
 	rc = ps_notifier_invalidate_end(&s->notifier, start, len);
 out:

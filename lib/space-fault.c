@@ -195,7 +195,8 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 					  unsigned int access, uint64_t frame,
 					  enum ps_fault *fr, bool *opened)
 {
-	struct ps_page *p = &s->frames[frame];
+	uint64_t unit;
+	struct ps_page *p = ps__space_word(s, frame, &unit); /* S16 */
 
 	for (;;) {
 		ps_pte_t e;
@@ -272,6 +273,7 @@ static enum ps_fault fault_general(struct ps_space *s, uint64_t addr,
 		bool opened = false;
 		enum ps_fault fr;
 		struct ps_page *p;
+		uint64_t unit;
 		ps_pte_t e;
 
 		fr = ps_pgtable_fault_pte(s->pt, addr, access | PS_ACCESS_CHECK,
@@ -287,12 +289,16 @@ static enum ps_fault fault_general(struct ps_space *s, uint64_t addr,
 		}
 		if (fr != PS_FAULT_OK)
 			return fr;
+		/* Under a huge entry: the whole frame (lib/space-huge.c). */
+		if (PS_UNLIKELY(ps__space_huge(s)) &&
+		    ps__space_huge_write_fault(s, addr, access, &fr, err))
+			return fr;
 		if (ps_pte_is_writable(e) || ps_pte_frame(e) >= s->nframes) {
 			if (resolve_write(s, addr, e, &fr) == FAULT_DONE)
 				return fr;
 			continue; /* changed: classify again */
 		}
-		p = &s->frames[ps_pte_frame(e)];
+		p = ps__space_word(s, ps_pte_frame(e), &unit); /* S16 */
 		if (!ps_page_try_get_and_lock(p)) {
 			int rc = hold_failed(p); /* may yield */
 
@@ -306,7 +312,7 @@ static enum ps_fault fault_general(struct ps_space *s, uint64_t addr,
 		step = write_fault_locked(s, addr, access, ps_pte_frame(e), &fr,
 					  &opened);
 		if (ps_page_unlock_and_put(p)) /* unmapped meanwhile */
-			ps__space_frame_freed(s, ps_pte_frame(e));
+			ps__space_frame_freed(s, PS_SPACE_UNIT_FRAME(unit));
 		if (step != FAULT_DONE)
 			continue;
 		/* Logged after the CAS that made it writable (S11). */

@@ -27,6 +27,10 @@
  *   lib/space-writeback.c  write-back and its set. S4 write-back versus
  *                          pins, S9 no dirty frame escapes write-back,
  *                          S12 one write-back of a frame at a time
+ *   lib/space-huge.c       frames of three sizes (lib/space-huge.h): the
+ *                          huge page words, their declaration, stats,
+ *                          and the pins, unpins and maps of huge frames.
+ *                          S15..S18
  *
  * The helpers below are static inline because the fault and pin paths call
  * them per page from other files, and the library is built without LTO.
@@ -40,6 +44,7 @@
 #include "fork.h"
 #include "hbitmap.h"
 #include "rcu.h"
+#include "space-huge.h"
 #include "space-internal.h"
 
 #include <pthread.h>
@@ -64,6 +69,8 @@ struct ps_space {
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
 	uint64_t born;		/* fork generation at creation (lib/fork.h) */
+	/* Huge frames (lib/space-huge.c), from the first declaration. */
+	PS_ATOMIC(struct ps__space_huge *) huge;
 };
 
 PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,
@@ -98,6 +105,40 @@ static inline bool ps__space_range_ok(const struct ps_space *s, uint64_t start,
 static inline uint64_t ps__space_page_index(uint64_t addr)
 {
 	return addr >> PAGE_SHIFT;
+}
+
+/*
+ * The space's huge-frame state, or NULL while no frame was ever declared huge
+ * (every frame's state is then its 4 KiB word). Acquire: pairs with the
+ * release CAS that publishes it (lib/space-huge.c, S15).
+ */
+static inline struct ps__space_huge *ps__space_huge(struct ps_space *s)
+{
+	return atomic_load_explicit(&s->huge, memory_order_acquire);
+}
+
+/*
+ * The page word that holds @frame's state (S16 in lib/space-huge.c): its own
+ * 4 KiB word, or the word of the whole huge frame it is part of. *@unit
+ * receives what a holder of that word holds: @frame, or PS_SPACE_UNIT() of
+ * that huge frame (its first frame, its order), which is what it releases
+ * (ps__space_frame_put()) and PS_SPACE_UNIT_FRAME() of which the hooks are
+ * told. One load more than &s->frames[@frame] in a space without huge frames.
+ */
+static inline struct ps_page *ps__space_word(struct ps_space *s, uint64_t frame,
+					     uint64_t *unit)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+	struct ps_page *p;
+	unsigned int o;
+
+	if (PS_LIKELY(!h)) {
+		*unit = frame;
+		return &s->frames[frame];
+	}
+	p = ps__space_huge_word(h, s->frames, frame, &o);
+	*unit = PS_SPACE_UNIT(frame & ~((UINT64_C(1) << o) - 1), o);
+	return p;
 }
 
 /* The frame's last reference is gone: tell the owner (S7). */
@@ -140,9 +181,12 @@ static inline void ps__space_frame_dirtied(struct ps_space *s, uint64_t frame)
 static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 					      uint64_t frame)
 {
-	if (ps_page_test_and_set_flag(&s->frames[frame], PS_PAGE_DIRTY))
+	uint64_t unit;
+
+	if (ps_page_test_and_set_flag(ps__space_word(s, frame, &unit),
+				      PS_PAGE_DIRTY))
 		return false;
-	ps__space_frame_dirtied(s, frame);
+	ps__space_frame_dirtied(s, PS_SPACE_UNIT_FRAME(unit));
 	return true;
 }
 
@@ -156,11 +200,13 @@ static inline bool ps__space_mark_frame_dirty(struct ps_space *s,
 static inline bool ps__space_lock_and_mark_dirty(struct ps_space *s,
 						 uint64_t frame)
 {
+	uint64_t unit;
+	struct ps_page *p = ps__space_word(s, frame, &unit);
 	bool made;
 
-	ps_page_lock(&s->frames[frame]);
+	ps_page_lock(p);
 	made = ps__space_mark_frame_dirty(s, frame);
-	ps_page_unlock(&s->frames[frame]);
+	ps_page_unlock(p);
 	return made;
 }
 
@@ -240,6 +286,37 @@ int ps__space_fault_in(struct ps_space *s, uint64_t addr, unsigned int access);
  * frozen: then it yields first, S8). lib/space-pin.c.
  */
 int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
+
+/*
+ * A space with huge frames (lib/space-huge.c): the public pin, unpin and map
+ * calls hand over to these once ps__space_huge() is not NULL; an unmap puts
+ * the frames it zapped by runs (whole frames as one unit, S17).
+ */
+int ps__space_pin_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
+			     unsigned int flags, uint64_t *frames_out);
+int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
+			 unsigned int flags);
+int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
+			     uint64_t first_frame, unsigned int flags);
+void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count);
+void ps__space_put_unit(struct ps_space *s, uint64_t unit);
+int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
+			   uint64_t *frame, struct ps_page **p, uint64_t *n);
+uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n);
+bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
+				unsigned int access, enum ps_fault *fr,
+				int *err);
+
+/* Free the huge-frame state: the space is going away. */
+void ps__space_huge_fini(struct ps_space *s);
+
+/*
+ * Count one long-term pin more of the unit at @frame (S14; the counts are
+ * made at the first): 0, -ENOMEM or -EOVERFLOW; and one less: false if none
+ * was counted. lib/space-pin.c, for lib/space-huge.c.
+ */
+int ps__space_longterm_add(struct ps_space *s, uint64_t frame);
+bool ps__space_longterm_sub(struct ps_space *s, uint64_t frame);
 
 /* Free the long-term pin counts (S14): the space is going away. */
 void ps__space_pins_fini(struct ps_space *s);

@@ -219,6 +219,29 @@ void ps__space_longterm_forget(struct ps_space *s, uint64_t frame)
 		atomic_store_explicit(&c[frame], 0, memory_order_release);
 }
 
+/*
+ * S14 for the units of lib/space-huge.c: a long-term pin of a whole huge frame
+ * is counted at its first frame (and at each part's first frame once its
+ * state is split). Add: 0, -ENOMEM (the counts could not be made) or
+ * -EOVERFLOW; sub: false if none was counted.
+ */
+int ps__space_longterm_add(struct ps_space *s, uint64_t frame)
+{
+	lt_count_t *lt;
+	int rc = lt_counts_make(s, &lt);
+
+	if (rc)
+		return rc;
+	return lt_count_add(&lt[frame]) ? 0 : -EOVERFLOW;
+}
+
+bool ps__space_longterm_sub(struct ps_space *s, uint64_t frame)
+{
+	lt_count_t *lt = lt_counts(s);
+
+	return lt && lt_count_sub(&lt[frame]);
+}
+
 /* --- pins (S2) ------------------------------------------------------------ */
 
 /*
@@ -358,6 +381,14 @@ static PS_COLD int pin_page_slow(struct ps_space *s, uint64_t addr,
 	cursor_t cur = NULL;
 	int rc;
 
+	/*
+	 * Frames of three sizes (lib/space-huge.c). pin_page()'s straight path
+	 * needs no test: a huge entry has no leaf cursor, and the 4 KiB word of
+	 * a page inside a whole huge frame is free (S16), so both come here.
+	 */
+	if (PS_UNLIKELY(ps__space_huge(s)))
+		return ps__space_pin_range_huge(s, addr, PAGE_SIZE, flags,
+						frame_out);
 	ps__space_read_lock();
 	rc = pin_one(s, addr, flags, NULL, &cur, frame_out);
 	ps__space_read_unlock();
@@ -479,6 +510,9 @@ static __attribute__((noinline)) int pin_range(struct ps_space *s,
 	if (!ps__space_range_ok(s, start, len) || !frames_out ||
 	    (flags & ~(PS_PIN_WRITE | PS_PIN_LONGTERM | PS_PIN_PRIVATE)))
 		return -EINVAL;
+	if (PS_UNLIKELY(ps__space_huge(s))) /* lib/space-huge.c */
+		return ps__space_pin_range_huge(s, start, len, flags,
+						frames_out);
 	if (flags & PS_PIN_LONGTERM) {
 		rc = lt_counts_make(s, &lt); /* S14: outside the section */
 		if (rc)
@@ -579,6 +613,9 @@ static __attribute__((noinline)) int unpin(struct ps_space *s,
 int ps_space_unpin(struct ps_space *s, const uint64_t *frames, uint64_t n,
 		   unsigned int flags)
 {
+	/* Frames of three sizes, units: lib/space-huge.c. */
+	if (PS_UNLIKELY(ps__space_huge(s)))
+		return ps__space_unpin_huge(s, frames, n, flags);
 	/*
 	 * One plain pin, the common case: one RMW on the page word, and the
 	 * free hook in a tail call if that was the last reference.

@@ -10,7 +10,8 @@
  * Protocol and guarantees (cited by tests/test-space.c as S1..S14; this
  * file states S1, S7, S8 and S13; S2 and S14 are in lib/space-pin.c, S3 in
  * lib/space-fault.c, S4, S9 and S12 in lib/space-writeback.c, S5, S6 and
- * S11 in lib/space-dirty.c, S10 in lib/space-discard.c)
+ * S11 in lib/space-dirty.c, S10 in lib/space-discard.c, S15..S18, the huge
+ * frames', in lib/space-huge.c)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
@@ -176,6 +177,11 @@ static void exts_fini(struct ps_space *s)
 
 void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 {
+	/* A unit, or a frame of a huge frame: lib/space-huge.c (S17, S18). */
+	if (PS_UNLIKELY(ps__space_huge(s))) {
+		ps__space_put_unit(s, frame);
+		return;
+	}
 	if (ps_page_put(&s->frames[frame]))
 		ps__space_frame_freed(s, frame);
 }
@@ -254,6 +260,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		goto fail_bitmaps;
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
 	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S14) */
+	atomic_init(&s->huge, NULL);	  /* no huge frame yet (S15) */
 	*out = s;
 	return 0;
 
@@ -273,11 +280,17 @@ fail:
 
 /* --- zapping and dropping references (S7) --------------------------------- */
 
-/* Frames a zap removed, kept until the zap has returned (S7). */
+/*
+ * Frames a zap removed, kept until the zap has returned (S7). In a space with
+ * huge frames they are kept as runs (frames[2i], frames[2i + 1]: the first
+ * frame and how many follow it), so that a huge leaf costs one record, not
+ * 512, and a whole frame is put as one unit (lib/space-huge.c, S17).
+ */
 struct zapped {
 	struct ps_space *s;
 	uint64_t *frames;
 	size_t n, cap;
+	bool runs;
 };
 
 static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
@@ -291,19 +304,29 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 	if (!ps_pte_is_present(old) || ps_pte_frame(old) >= z->s->nframes)
 		return;
 	frame = ps_pte_frame(old);
-	if (z->n == z->cap) {
+	if (z->runs && z->n &&
+	    z->frames[z->n - 2] + z->frames[z->n - 1] == frame) {
+		z->frames[z->n - 1]++; /* the run goes on */
+		return;
+	}
+	if (z->n + 2 > z->cap) {
 		size_t cap = z->cap ? 2 * z->cap : 256;
 		uint64_t *f = realloc(z->frames, cap * sizeof(*f));
 
 		if (!f) {
 			/* Out of memory: drop it here, inside the section. */
-			ps__space_frame_put(z->s, frame);
+			if (z->runs)
+				ps__space_put_run(z->s, frame, 1);
+			else
+				ps__space_frame_put(z->s, frame);
 			return;
 		}
 		z->frames = f;
 		z->cap = cap;
 	}
 	z->frames[z->n++] = frame;
+	if (z->runs)
+		z->frames[z->n++] = 1;
 }
 
 /*
@@ -315,7 +338,7 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 			unsigned int zap_flags)
 {
-	struct zapped z = {s, NULL, 0, 0};
+	struct zapped z = {s, NULL, 0, 0, ps__space_huge(s) != NULL};
 
 	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
@@ -324,8 +347,11 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	 * pin and seq_cst re-read (lib/space-pin.c).
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
-	for (size_t i = 0; i < z.n; i++)
-		ps__space_frame_put(s, z.frames[i]);
+	for (size_t i = 0; i < z.n; i += z.runs ? 2 : 1)
+		if (z.runs)
+			ps__space_put_run(s, z.frames[i], z.frames[i + 1]);
+		else
+			ps__space_frame_put(s, z.frames[i]);
 	free(z.frames);
 }
 
@@ -349,6 +375,7 @@ int ps_space_destroy(struct ps_space *s)
 	ps__hbm_destroy(&s->log);
 	ps__hbm_destroy(&s->wb);
 	ps__space_pins_fini(s);
+	ps__space_huge_fini(s);
 	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
@@ -566,6 +593,9 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		    PS_CACHE_NR ||
 	    first_frame >= s->nframes || npages > s->nframes - first_frame)
 		return -EINVAL;
+	if (ps__space_huge(s)) /* frames of three sizes (lib/space-huge.c) */
+		return ps__space_map_range_huge(s, start, len, first_frame,
+						flags);
 	taken = calloc(npages, sizeof(*taken));
 	if (!taken)
 		return -ENOMEM;

@@ -58,6 +58,7 @@ umbrella	10	include/pagestate/pagestate.h
 # Headers only their own module may include.
 PRIVATE='
 lib/space-impl.h	space
+lib/space-huge.h	space
 lib/prot-impl.h	prot
 lib/pgtable-internal.h	pgtable
 '

@@ -55,7 +55,11 @@
  *               failed map giving a reference back), ps_space_unmap(),
  *               ps_space_discard(); no lock of the space: everything else
  *               (an unpin, a pin backing out, a write fault, mark_dirty,
- *               write-back, the helper, a CPU map or unmap, destroy)
+ *               write-back, the helper, a CPU map or unmap, destroy). A
+ *               whole 2 MiB or 1 GiB frame is freed once, told of by its
+ *               first frame; a split one part by part. The dirty hook of a
+ *               write fault on a huge entry also runs under the writer
+ *               mutex.
  *   notifier    the writer mutex: unmap, discard, a failed map, conversion
  *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bits of the
  *               frames being written back in the callback's range, and of
@@ -139,8 +143,9 @@
  * Limits
  * ---------------------------------------------------------------------------
  *
- *   - 4 KiB pages, no huge pages; at most 2^48 bytes and PS_SPACE_NFRAMES_MAX
- *     (2^40) frames a space.
+ *   - 4 KiB pages; frames of 4 KiB, or of 2 MiB and 1 GiB where declared
+ *     (ps_space_set_frame_order()); at most 2^48 bytes and
+ *     PS_SPACE_NFRAMES_MAX (2^40) frames a space.
  *   - A frame has at most PS_PAGE_REFS_MAX references and PS_PAGE_PINS_MAX pins
  *     (pagestate/page.h): a call that would pass either fails (-EOVERFLOW,
  *     PS_SPACE_MARK_OVERFLOW or PS_FAULT_INVALID) and changes nothing.
@@ -321,6 +326,135 @@ struct ps_notifier *ps_space_notifier(struct ps_space *space);
  */
 struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
 
+/* --- frames of three sizes ----------------------------------------------- */
+
+/*
+ * Frame orders: a frame of order o is 2^o 4 KiB frames, numbered by its first
+ * 4 KiB frame, which is a multiple of 2^o.
+ */
+#define PS_SPACE_ORDER_4K 0u
+#define PS_SPACE_ORDER_2M 9u
+#define PS_SPACE_ORDER_1G 18u
+
+/**
+ * ps_space_set_frame_order() - say that the frames [@first_frame,
+ * @first_frame + @nframes) are backed by 4 KiB, 2 MiB or 1 GiB frames.
+ * @space: the space.
+ * @first_frame: the first 4 KiB frame: a multiple of 512 (2 MiB), and of
+ *	262144 for @order PS_SPACE_ORDER_1G.
+ * @nframes: how many 4 KiB frames: a non-zero multiple of 512 (262144 for
+ *	PS_SPACE_ORDER_1G); the range must lie below nframes.
+ * @order: PS_SPACE_ORDER_4K, PS_SPACE_ORDER_2M or PS_SPACE_ORDER_1G.
+ *
+ * Every frame of a space starts as a 4 KiB frame with its own page word. A
+ * 2 MiB or 1 GiB frame has one page word while it is whole (Linux's folio):
+ * its references, pins, DIRTY, LOCKED, WRITEBACK, cache mode and encryption
+ * state count there, one unit standing for the whole frame, and the 4 KiB page
+ * words of its pages are not touched (their array stays unresident there).
+ * ps_space_frame_word() finds the word that holds a frame's state. A pin of a
+ * whole huge frame (ps_space_pin_units()) is one read-modify-write on that
+ * word, and means exactly a pin of each of its 4 KiB pages. The first call
+ * reserves the arrays of huge page words (8 bytes per 2 MiB and per 1 GiB of
+ * frames, not resident until touched).
+ * Context: any thread not holding the writer mutex (not from a hook or
+ * callback that runs under it). No frame of the range may be in use (mapped,
+ * pinned, referenced, frozen); every 4 KiB page word of the range that is
+ * resident is checked, the others are free by construction.
+ * Ordering: release: a thread that finds one of the frames through an entry
+ * (acquire) sees the new order.
+ * Progress: blocking (the writer mutex; the first call maps the arrays).
+ * Return: 0; -EINVAL (alignment, an empty range or one beyond nframes, an
+ * unknown @order); -EBUSY (a frame of the range is in use, or a huge frame of
+ * it has split state: nothing changed); -ENOMEM.
+ */
+int ps_space_set_frame_order(struct ps_space *space, uint64_t first_frame,
+			     uint64_t nframes, unsigned int order);
+
+/**
+ * ps_space_frame_order() - the order of the frame that backs @frame.
+ * @space: the space.
+ * @frame: a 4 KiB frame number.
+ *
+ * Context: any thread.
+ * Ordering: acquire (pairs with ps_space_set_frame_order()'s release).
+ * Progress: wait-free (a load or two).
+ * Return: PS_SPACE_ORDER_4K, PS_SPACE_ORDER_2M or PS_SPACE_ORDER_1G, as the
+ * last ps_space_set_frame_order() of @frame said; PS_SPACE_ORDER_4K for a
+ * frame at or above nframes.
+ */
+unsigned int ps_space_frame_order(struct ps_space *space, uint64_t frame);
+
+/**
+ * ps_space_frame_word() - the page word that holds @frame's state now.
+ * @space: the space.
+ * @frame: a 4 KiB frame number (below nframes).
+ * @order: receives the order of the unit that word counts for (may be NULL):
+ *	PS_SPACE_ORDER_1G or PS_SPACE_ORDER_2M for a whole huge frame (or a
+ *	whole 2 MiB part of a 1 GiB frame whose state was split), else
+ *	PS_SPACE_ORDER_4K (@frame's own word, ps_space_page()).
+ *
+ * Read it with the accessors of pagestate/page.h: a 4 KiB page inside a whole
+ * huge frame is pinned, dirty or referenced exactly when that frame is. The
+ * answer can change when a huge frame's state is split (a pin, map or discard
+ * of part of it), after which the 4 KiB words count.
+ * Context: any thread.
+ * Ordering: acquire loads of the order and of the huge word.
+ * Progress: wait-free (at most three loads).
+ * Return: the word, or NULL if @frame >= nframes.
+ */
+struct ps_page *ps_space_frame_word(struct ps_space *space, uint64_t frame,
+				    unsigned int *order);
+
+/**
+ * struct ps_space_stats - the memory a space holds for its metadata now.
+ * @metadata_bytes: the sum of the fields below but @frames_split: resident
+ *	bytes of everything the space keeps per page or per frame.
+ * @words_bytes: resident bytes of the page-word arrays, by order: [0] the
+ *	4 KiB words (the caller's array included), [1] the 2 MiB words, [2]
+ *	the 1 GiB words.
+ * @pgtable_bytes: the page table (ps_pgtable_stats()).
+ * @bitmap_bytes: resident bytes of the dirty log and the write-back set.
+ * @longterm_bytes: resident bytes of the long-term pin counts.
+ * @frames_split: huge frames whose state was split into 4 KiB (or 2 MiB)
+ *	words since creation (a count, never wraps in practice: 64 bits).
+ */
+struct ps_space_stats {
+	uint64_t metadata_bytes;
+	uint64_t words_bytes[3];
+	uint64_t pgtable_bytes;
+	uint64_t bitmap_bytes;
+	uint64_t longterm_bytes;
+	uint64_t frames_split;
+};
+
+/**
+ * ps_space_stats() - measure the space's metadata.
+ * @space: the space.
+ * @st: receives the figures.
+ *
+ * Resident bytes are counted by page (mincore(2)) over the space's own
+ * arrays, so the call costs one bit of work per 4 KiB page of each array: for
+ * a 1 TiB space, about 2 ms.
+ * Context: any thread.
+ * Ordering: none: the figures are a snapshot that concurrent operations may
+ * change while it is taken.
+ * Progress: blocking (system calls).
+ * Return: 0; -EINVAL (@st NULL); -ENOMEM (mincore's vector).
+ */
+int ps_space_stats(struct ps_space *space, struct ps_space_stats *st);
+
+/*
+ * A pin unit (ps_space_pin_units(), ps_space_unpin()): a frame number with the
+ * order of the unit in its top byte. A 4 KiB unit is the plain frame number.
+ */
+#define PS_SPACE_UNIT_ORDER_SHIFT 56
+#define PS_SPACE_UNIT(frame, order) \
+	((uint64_t)(frame) | ((uint64_t)(order) << PS_SPACE_UNIT_ORDER_SHIFT))
+#define PS_SPACE_UNIT_FRAME(unit) \
+	((unit) & ((UINT64_C(1) << PS_SPACE_UNIT_ORDER_SHIFT) - 1))
+#define PS_SPACE_UNIT_ORDER(unit) \
+	((unsigned int)((unit) >> PS_SPACE_UNIT_ORDER_SHIFT))
+
 /* --- mapping -------------------------------------------------------------- */
 
 /* Mapping flags. */
@@ -497,6 +631,44 @@ int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *frames_out);
 
+/**
+ * ps_space_pin_units() - ps_space_pin_range() that returns one unit per frame
+ * pinned: a whole 2 MiB or 1 GiB frame is one unit, pinned by one
+ * read-modify-write on its page word.
+ * @space: the space.
+ * @start: the first page (aligned).
+ * @len: the length (a non-zero multiple of the page size, inside the space).
+ * @flags: as for ps_space_pin_range(). A PS_PIN_LONGTERM pin of a whole
+ *	huge frame is counted once, at its first frame.
+ * @units: receives the units, in address order: PS_SPACE_UNIT(frame, order)
+ *	for a whole huge frame that a huge entry maps and the range covers
+ *	(frame is its first 4 KiB frame), a plain frame number for a 4 KiB
+ *	page (of a 4 KiB frame, or of a huge frame whose state is split). On an
+ *	error that concerns a page, @units[0] receives the byte offset from
+ *	@start of the page that stopped the call, as for ps_space_pin_range().
+ * @max: room in @units (at least 1). A range of 2 MiB frames needs @len /
+ *	2 MiB, at most @len / 4096.
+ * @count: receives how many units were written (0 on error).
+ *
+ * All or nothing, as ps_space_pin_range(): on an error the units pinned are
+ * released (from @units: no memory of the range's size is used). A unit of a
+ * huge frame stands for a pin of each of its 4 KiB pages; ps_space_unpin()
+ * releases it (and accepts, for the same frame, its 4 KiB frames in order).
+ * Each unit is pinned as ps_space_pin_range() pins a page: the huge entry,
+ * the pin, a seq_cst fence, the entry again. A pin for write logs every page
+ * of the unit.
+ * Context: as ps_space_pin_range().
+ * Ordering: as ps_space_pin_range(), per unit (a seq_cst RMW, a seq_cst fence,
+ * then the re-read).
+ * Progress: as ps_space_pin_range(); the call holds no lock and no read-side
+ * section across units, so pinning terabytes never blocks a grace period.
+ * Return: as ps_space_pin_range(); -ENOBUFS if @max was too small (nothing
+ * pinned; @units[0] receives the offset of the first page without room).
+ */
+int ps_space_pin_units(struct ps_space *space, uint64_t start, uint64_t len,
+		       unsigned int flags, uint64_t *units, uint64_t max,
+		       uint64_t *count);
+
 /* Unpin flags (not pin_range's: PS_PIN_WRITE would read as DIRTY). */
 #define PS_UNPIN_DIRTY 0x1u    /* the device wrote: mark dirty first */
 #define PS_UNPIN_LONGTERM 0x2u /* the pins were taken PS_PIN_LONGTERM */
@@ -515,9 +687,10 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * at or above nframes are skipped. A frame unpinned dirty is written by the
  * next ps_space_writeback() of the address it was pinned at, if it is still
  * mapped there. The dirty log has the address only if the pin was for write:
- * after another pin, mark the addresses with ps_space_mark_dirty(). Unpinning
- * what was not pinned is misuse, reported to the page word's error hook
- * (pagestate/page.h).
+ * after another pin, mark the addresses with ps_space_mark_dirty(). @frames may
+ * hold the units of ps_space_pin_units(); the 4 KiB frames of a whole huge
+ * frame, all of them in order, release its one pin. Unpinning what was not
+ * pinned is misuse, reported to the page word's error hook (pagestate/page.h).
  * Context: any thread holding the pins; with PS_UNPIN_DIRTY, not holding a
  * frame's LOCKED bit (not from a dirty hook). The dirty hook runs in this
  * thread under the frame's LOCKED bit (so no write-back cleans the frame
@@ -717,7 +890,8 @@ struct ps_secondary_ops {
  * covering @addr, @addr unaligned or outside, @ops or one of its callbacks
  * NULL); -EFAULT (missing without a populate hook, a guard page, a write
  * without MAYWRITE); -EAGAIN (write-protected in a sync range); -EHWPOISON;
- * -EPERM (a private frame); -EOVERFLOW (reference limit); a populate hook's or
+ * -EPERM (a private frame); -EOVERFLOW (reference limit); -EOPNOTSUPP (a
+ * whole 2 MiB or 1 GiB frame: not built yet); a populate hook's or
  * @ops->install's error.
  */
 int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
@@ -782,6 +956,13 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
 
 /* Harvest flags. */
 #define PS_HARVEST_REARM 0x1u /* re-arm what is reported (ps_space_harvest) */
+/*
+ * Report every page of an aligned 2 MiB or 1 GiB extent (a whole huge frame
+ * written through its huge entry, say) as one address, with the extent's
+ * order (PS_SPACE_ORDER_2M, _1G) in its low bits: addr | order. Other pages
+ * are reported as before (their low bits are 0).
+ */
+#define PS_HARVEST_UNITS 0x2u
 
 /**
  * ps_space_harvest() - take the dirty pages of [@start, @start + @len) out of
@@ -790,13 +971,17 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * @space: the space.
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
- * @flags: 0 or PS_HARVEST_REARM.
+ * @flags: 0, PS_HARVEST_REARM, PS_HARVEST_UNITS, or both.
  * @addrs: receives page addresses, ascending.
  * @max: room in @addrs (at least 1).
  * @count: receives how many were written.
  * @resume: receives where to continue (@start + @len when complete); may be
  *	NULL.
  *
+ * With PS_HARVEST_UNITS the pages taken are reported in units: a run of
+ * every page of an aligned 2 MiB or 1 GiB extent is one entry, the extent's
+ * address with its order in the low bits; @max still counts pages taken
+ * (so an extent is one unit only if @max leaves room for all its pages).
  * Reported: every address in the dirty log (write faults,
  * ps_space_mark_dirty(), the helper's writes, pins for write), and a page
  * pinned for write by every harvest until the first one after its unpin. Pages
@@ -955,14 +1140,15 @@ struct ps_writeback_stats {
  * Progress: blocking (LOCKED bits: spin, then yield; the invalidations);
  * PS_WB_INTEGRITY also waits for other write-backs' callbacks of the frames it
  * visits, for as long as each takes.
- * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first error, every page
- * still visited: a callback's error (the frame is dirty again); -EOVERFLOW (a
- * frame at the reference limit: left dirty for the next write-back); -EDEADLK
- * (a frame under write-back by a callback of this very thread, the one it
- * writes or one of its run still to be written: left as it was); -ENOMEM (an
+ * Return: 0; -EINVAL (range, @mode, @fn NULL); -EOPNOTSUPP in a space with huge
+ * frames (ps_space_set_frame_order()): not built yet; or the first error, every
+ * page still visited: a callback's error (the frame is dirty again); -EOVERFLOW
+ * (a frame at the reference limit: left dirty for the next write-back);
+ * -EDEADLK (a frame under write-back by a callback of this very thread, the one
+ * it writes or one of its run still to be written: left as it was); -ENOMEM (an
  * invalidation could not start: its pages left dirty, not written). @stats
- * counts each page's error, and its error_offset says where the error
- * returned is: the byte offset from @start of its page.
+ * counts each page's error, and its error_offset says where the error returned
+ * is: the byte offset from @start of its page.
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,

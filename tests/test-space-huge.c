@@ -1,0 +1,1080 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tests/test-space-huge.c - frames of three sizes in a space
+ * (lib/space-huge.c, rules S15..S18): the declaration of which frames are 2
+ * MiB and 1 GiB frames, where a frame's state lives, and the metadata the
+ * space holds (ps_space_stats()).
+ */
+#include <pagestate/space.h>
+
+#include "../lib/failpoint.h"
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PG PS_PGTABLE_PAGE_SIZE
+#define P2M (UINT64_C(1) << PS_SPACE_ORDER_2M)
+#define P1G (UINT64_C(1) << PS_SPACE_ORDER_1G)
+/* Two 1 GiB frames of frames, and a space of 4 GiB. */
+#define NFRAMES (2 * P1G)
+#define SPACE_SIZE (UINT64_C(4) << 30)
+
+static struct ps_space *sp;
+static _Atomic(unsigned) freed_total, dirty_total;
+
+static void on_free(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	(void)ctx;
+	(void)s;
+	(void)frame;
+	atomic_fetch_add(&freed_total, 1);
+}
+
+static void on_dirty(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	(void)ctx;
+	(void)s;
+	(void)frame;
+	atomic_fetch_add(&dirty_total, 1);
+}
+
+static void setup(void)
+{
+	struct ps_space_config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	atomic_store(&freed_total, 0);
+	atomic_store(&dirty_total, 0);
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NFRAMES;
+	cfg.hooks.free_frame = on_free;
+	cfg.hooks.dirty = on_dirty;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+}
+
+static void teardown(void)
+{
+	ck_assert_int_eq(ps_space_destroy(sp), 0);
+	sp = NULL;
+}
+
+/* --- declaration (S15) ---------------------------------------------------- */
+
+START_TEST(set_order_rejects_bad_ranges)
+{
+	/* Unknown order, empty, unaligned, beyond nframes. */
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, P2M, 1), -EINVAL);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 0, PS_SPACE_ORDER_2M),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 1, P2M,
+						  PS_SPACE_ORDER_2M),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, P2M + 1,
+						  PS_SPACE_ORDER_2M),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P2M, P1G,
+						  PS_SPACE_ORDER_1G),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, P2M,
+						  PS_SPACE_ORDER_1G),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, NFRAMES - P2M, 2 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 -EINVAL);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, NFRAMES, P2M,
+						  PS_SPACE_ORDER_2M),
+			 -EINVAL);
+	/* The last 2 MiB and the last 1 GiB are fine. */
+	ck_assert_int_eq(ps_space_set_frame_order(sp, NFRAMES - P2M, P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, NFRAMES - P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+}
+END_TEST
+
+START_TEST(set_order_and_lookup)
+{
+	unsigned int o = 99;
+
+	ck_assert_uint_eq(ps_space_frame_order(sp, 0), PS_SPACE_ORDER_4K);
+	ck_assert_ptr_eq(ps_space_frame_word(sp, 5, &o), ps_space_page(sp, 5));
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_4K);
+	ck_assert_ptr_null(ps_space_frame_word(sp, NFRAMES, &o));
+	ck_assert_uint_eq(ps_space_frame_order(sp, NFRAMES), 0);
+
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 2 * P2M, 2 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+	/* Boundaries: the frame before, first, last, the frame after. */
+	ck_assert_uint_eq(ps_space_frame_order(sp, 2 * P2M - 1), 0);
+	ck_assert_uint_eq(ps_space_frame_order(sp, 2 * P2M), 9);
+	ck_assert_uint_eq(ps_space_frame_order(sp, 4 * P2M - 1), 9);
+	ck_assert_uint_eq(ps_space_frame_order(sp, 4 * P2M), 0);
+	ck_assert_uint_eq(ps_space_frame_order(sp, P1G - 1), 0);
+	ck_assert_uint_eq(ps_space_frame_order(sp, P1G), 18);
+	ck_assert_uint_eq(ps_space_frame_order(sp, NFRAMES - 1), 18);
+
+	/* A 4 KiB page inside a whole frame answers from the frame's word. */
+	{
+		struct ps_page *a = ps_space_frame_word(sp, 2 * P2M + 7, &o);
+
+		ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+		ck_assert_ptr_ne(a, ps_space_page(sp, 2 * P2M + 7));
+		ck_assert_ptr_eq(ps_space_frame_word(sp, 2 * P2M, NULL), a);
+		ck_assert_ptr_eq(ps_space_frame_word(sp, 3 * P2M - 1, NULL), a);
+		ck_assert_ptr_ne(ps_space_frame_word(sp, 3 * P2M, NULL), a);
+	}
+	{
+		struct ps_page *g = ps_space_frame_word(sp, P1G + 12345, &o);
+
+		ck_assert_uint_eq(o, PS_SPACE_ORDER_1G);
+		ck_assert_ptr_eq(ps_space_frame_word(sp, NFRAMES - 1, NULL), g);
+	}
+	/* Back to 4 KiB frames. */
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 2 * P2M, P2M,
+						  PS_SPACE_ORDER_4K),
+			 0);
+	ck_assert_uint_eq(ps_space_frame_order(sp, 2 * P2M), 0);
+	ck_assert_uint_eq(ps_space_frame_order(sp, 3 * P2M), 9);
+}
+END_TEST
+
+START_TEST(set_order_refuses_frames_in_use)
+{
+	struct ps_page *g;
+
+	/* A 4 KiB frame mapped in the range: busy, nothing changes. */
+	ck_assert_int_eq(ps_space_map(sp, 0, P2M + 3, 0), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 2 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 -EBUSY);
+	ck_assert_uint_eq(ps_space_frame_order(sp, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 2 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	/* A huge word held: the frame is in use. */
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+	g = ps_space_frame_word(sp, P1G, NULL);
+	ck_assert_int_eq(ps_page_init(g, 1), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_2M),
+			 -EBUSY);
+	ck_assert_uint_eq(ps_space_frame_order(sp, P1G), 18);
+	ck_assert(ps_page_put(g));
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_2M),
+			 0);
+}
+END_TEST
+
+/* --- stats ---------------------------------------------------------------- */
+
+START_TEST(stats_count_what_is_resident)
+{
+	struct ps_space_stats st, st2;
+
+	ck_assert_int_eq(ps_space_stats(sp, NULL), -EINVAL);
+	ck_assert_int_eq(ps_space_stats(sp, &st), 0);
+	ck_assert_uint_eq(st.words_bytes[0], 0);
+	ck_assert_uint_eq(st.words_bytes[1], 0);
+	ck_assert_uint_eq(st.words_bytes[2], 0);
+	ck_assert_uint_gt(st.pgtable_bytes, 0);
+	ck_assert_uint_eq(st.metadata_bytes,
+			  st.pgtable_bytes + st.bitmap_bytes);
+	/* One 4 KiB frame mapped: one page of words, and some table. */
+	ck_assert_int_eq(ps_space_map(sp, 0, 7, 0), 0);
+	ck_assert_int_eq(ps_space_stats(sp, &st2), 0);
+	ck_assert_uint_eq(st2.words_bytes[0], (uint64_t)sysconf(_SC_PAGESIZE));
+	ck_assert_uint_gt(st2.pgtable_bytes, st.pgtable_bytes);
+	/* A 1 GiB declaration touches one page of orders, no words. */
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+	ck_assert_int_eq(ps_space_stats(sp, &st), 0);
+	ck_assert_uint_eq(st.words_bytes[0], st2.words_bytes[0]);
+	ck_assert_uint_eq(st.words_bytes[1], 0);
+	ck_assert_uint_eq(st.words_bytes[2], (uint64_t)sysconf(_SC_PAGESIZE));
+	ck_assert_uint_eq(st.frames_split, 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, PG, 0), 0);
+}
+END_TEST
+
+/* --- map and unmap of whole frames (S17) ---------------------------------- */
+
+/* The word of the unit that holds @frame, and its order. */
+static struct ps_page *word(uint64_t frame, unsigned int *o)
+{
+	return ps_space_frame_word(sp, frame, o);
+}
+
+/* Declare the first 8 MiB of frames 2 MiB frames, the second GiB 1 GiB. */
+static void declare(void)
+{
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 4 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+}
+
+static void setup_declared(void)
+{
+	setup();
+	declare();
+}
+
+/* The leaf order of the page at @addr (asserting it is present). */
+static unsigned int leaf_order(uint64_t addr, uint64_t *frame)
+{
+	ps_pte_t e, leaf;
+	unsigned int o;
+
+	ck_assert_int_eq(ps_pgtable_get_level(ps_space_pgtable(sp), addr, &e,
+					      &o, &leaf),
+			 0);
+	ck_assert(ps_pte_is_present(e));
+	if (frame)
+		*frame = ps_pte_frame(e);
+	return o;
+}
+
+START_TEST(map_whole_frames_as_huge_entries)
+{
+	struct ps_space_stats st;
+	uint64_t f;
+	unsigned int o;
+
+	/* Two 2 MiB frames at a 2 MiB-aligned address: two huge leaves. */
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P2M * PG, 2 * P2M * PG, P2M,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_uint_eq(leaf_order(2 * P2M * PG, &f), 9);
+	ck_assert_uint_eq(f, P2M);
+	ck_assert_uint_eq(leaf_order(4 * P2M * PG - PG, &f), 9);
+	ck_assert_uint_eq(f, 3 * P2M - 1);
+	/* One reference on each frame's word; its 4 KiB pages answer so. */
+	ck_assert_uint_eq(ps_page_refs(word(P2M, &o)), 1);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_refs(word(2 * P2M - 1, NULL)), 1);
+	ck_assert_uint_eq(ps_page_refs(word(2 * P2M, NULL)), 1);
+	ck_assert_ptr_ne(word(P2M, NULL), word(2 * P2M, NULL));
+	/* A 1 GiB frame at a 1 GiB-aligned address: one leaf. */
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	ck_assert_uint_eq(leaf_order(2 * P1G * PG + 12345 * PG, &f), 18);
+	ck_assert_uint_eq(f, P1G + 12345);
+	ck_assert_uint_eq(ps_page_refs(word(P1G + 7, &o)), 1);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_1G);
+	/* Not one 4 KiB page word was touched. */
+	ck_assert_int_eq(ps_space_stats(sp, &st), 0);
+	ck_assert_uint_eq(st.words_bytes[0], 0);
+	/* Unmap: each frame is freed once, reported by its first frame. */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+	ck_assert(!ps_page_is_live(word(P2M, NULL)));
+	ck_assert(!ps_page_is_live(word(P1G, NULL)));
+}
+END_TEST
+
+/* The order of the word that holds @frame's state now. */
+static unsigned int state_order(uint64_t frame)
+{
+	unsigned int o;
+
+	ck_assert_ptr_nonnull(word(frame, &o));
+	return o;
+}
+
+static uint64_t splits(void)
+{
+	struct ps_space_stats st;
+
+	ck_assert_int_eq(ps_space_stats(sp, &st), 0);
+	return st.frames_split;
+}
+
+START_TEST(map_part_of_a_frame_splits_it)
+{
+	/* 4 KiB of a whole 2 MiB frame: its state splits, the part maps. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, PG, P2M, 0, NULL), 0);
+	ck_assert_uint_eq(splits(), 1);
+	ck_assert_uint_eq(state_order(P2M), PS_SPACE_ORDER_4K);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, P2M)), 1);
+	ck_assert(!ps_page_is_live(ps_space_page(sp, P2M + 1)));
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	/* The rest, at an address not aligned to it: page by page. */
+	ck_assert_int_eq(ps_space_map_range(sp, 5 * P2M * PG + PG,
+					    (P2M - 1) * PG, P2M + 1, 0, NULL),
+			 0);
+	ck_assert_uint_eq(splits(), 1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2 * P2M - 1)), 1);
+	/* 2 MiB of a whole 1 GiB frame: the 1 GiB splits into 2 MiB frames,
+	 * and the part maps with a 2 MiB entry. */
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P2M * PG, P2M * PG,
+					    P1G + P2M, 0, NULL),
+			 0);
+	ck_assert_uint_eq(splits(), 2);
+	ck_assert_uint_eq(state_order(P1G + P2M + 5), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_refs(word(P1G + P2M, NULL)), 1);
+	ck_assert(!ps_page_is_live(word(P1G, NULL)));
+	ck_assert_uint_eq(leaf_order(2 * P2M * PG + 7 * PG, NULL), 9);
+	/* Unmapped: each part freed on its own. */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M + 1);
+	/* Free parts mapped whole again: the frame is whole again. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M, 0, NULL), 0);
+	ck_assert_uint_eq(state_order(P2M), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	ck_assert_uint_eq(state_order(P1G), PS_SPACE_ORDER_1G);
+	ck_assert_uint_eq(ps_page_refs(word(P1G, NULL)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M + 3);
+}
+END_TEST
+
+START_TEST(map_all_or_nothing)
+{
+	struct ps_page *third = word(2 * P2M, NULL);
+	ps_pte_t e;
+
+	/* The third frame is frozen by another: the map takes nothing. */
+	ck_assert_int_eq(ps_page_init(third, 1), 0);
+	ck_assert(ps_page_freeze(third, 1));
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * P2M * PG, 0, 0, NULL),
+			 -EBUSY);
+	ck_assert(!ps_page_is_live(word(0, NULL)));
+	ck_assert(!ps_page_is_frozen(word(0, NULL)));
+	ck_assert(!ps_page_is_live(word(P2M, NULL)));
+	ck_assert(!ps_page_is_frozen(word(P2M, NULL)));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 0, &e), 0);
+	ck_assert(!ps_pte_is_present(e));
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(ps_page_unfreeze(third, 0), 0);
+	/* A frame already in use gains a reference; a cache conflict fails. */
+	ck_assert_int_eq(ps_page_init(word(P2M, NULL), 1), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_CACHE(PS_CACHE_UC), NULL),
+			 -EBUSY);
+	ck_assert(!ps_page_is_live(word(0, NULL)));
+	ck_assert_uint_eq(ps_page_refs(word(P2M, NULL)), 1);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0, NULL),
+			 0);
+	ck_assert_uint_eq(ps_page_refs(word(P2M, NULL)), 2);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert(ps_page_put(word(P2M, NULL)));
+	/* A free frame claimed takes the mode asked for. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0,
+					    PS_MAP_CACHE(PS_CACHE_WC), NULL),
+			 0);
+	ck_assert_uint_eq(ps_page_cache_mode(word(0, NULL)), PS_CACHE_WC);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(unmap_part_of_a_frame_splits_it)
+{
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, PG, PG, 0), 0);
+	/* The entry and the state split; page 1's frame alone is freed. */
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert(!ps_page_is_live(ps_space_page(sp, 1)));
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 0)), 1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, PS_UNMAP_ZAP), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
+/* --- pins (S2 per unit, S17) ---------------------------------------------- */
+
+START_TEST(pin_units_one_rmw_per_frame)
+{
+	uint64_t units[8], n = 0, frames[2 * P2M + 1];
+	unsigned int o;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	/* Whole frames: one unit each, one pin on each word. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG, 0, units, 8,
+					    &n),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(units[0], PS_SPACE_UNIT(0, PS_SPACE_ORDER_2M));
+	ck_assert_uint_eq(units[1], PS_SPACE_UNIT(P2M, PS_SPACE_ORDER_2M));
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 1);
+	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 2);
+	/* A 4 KiB page inside answers from the frame's word. */
+	ck_assert(ps_page_is_pinned(word(P2M + 300, &o)));
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	/* 1 GiB. */
+	ck_assert_int_eq(ps_space_pin_units(sp, P1G * PG, P1G * PG, 0, units, 1,
+					    &n),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(units[0], PS_SPACE_UNIT(P1G, PS_SPACE_ORDER_1G));
+	ck_assert_uint_eq(ps_page_pins(word(2 * P1G - 1, NULL)), 1);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P1G, NULL)), 0);
+	/* Long-term: counted once per unit, released with the flag. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG,
+					    PS_PIN_LONGTERM, units, 8, &n),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(ps_space_unpin(sp, units, 2, PS_UNPIN_LONGTERM), 0);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	/* A long-term release of a pin not counted: -ENOENT, released. */
+	ck_assert_int_eq(ps_space_pin_units(sp, P2M * PG, P2M * PG, 0, units, 8,
+					    &n),
+			 0);
+	ck_assert_int_eq(ps_space_unpin(sp, units, 1, PS_UNPIN_LONGTERM),
+			 -ENOENT);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	/* pin_range: a frame per page, one pin per frame; the unpin groups. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, 2 * P2M * PG, PS_PIN_WRITE,
+					    frames),
+			 0);
+	for (uint64_t i = 0; i < 2 * P2M; i++)
+		ck_assert_uint_eq(frames[i], i);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 1);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 1);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_WRITE_PINNED));
+	ck_assert_int_eq(ps_space_unpin(sp, frames, 2 * P2M, PS_UNPIN_DIRTY),
+			 0);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+}
+END_TEST
+
+START_TEST(pin_units_all_or_nothing)
+{
+	uint64_t units[4], n = 9;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0, NULL),
+			 0);
+	/* No room for the second unit: nothing stays pinned. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG, 0, units, 1,
+					    &n),
+			 -ENOBUFS);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_uint_eq(units[0], P2M * PG);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	/* A missing page after the frames: -EFAULT at its offset. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, 2 * P2M * PG + PG, 0, units,
+					    4, &n),
+			 -EFAULT);
+	ck_assert_uint_eq(units[0], 2 * P2M * PG);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_uint_eq(ps_page_pins(word(P2M, NULL)), 0);
+	/* A write pin of a read-only mapping: -EFAULT, nothing pinned. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, PS_PIN_WRITE,
+					    units, 4, &n),
+			 -EFAULT);
+	ck_assert_uint_eq(ps_page_pins(word(0, NULL)), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(pin_part_of_a_frame_splits_it)
+{
+	uint64_t whole, part, units[P2M], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &whole, 1, &n),
+			 0);
+	ck_assert_uint_eq(ps_page_pins(word(7, NULL)), 1);
+	/* 4 KiB of it: the state splits, the whole pin is on every part. */
+	ck_assert_int_eq(ps_space_pin_units(sp, PG, PG, 0, &part, 1, &n), 0);
+	ck_assert_uint_eq(part, 1);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 2);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 2)), 1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2)), 2);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9); /* the entry stays huge */
+	/* The whole pin goes from every part; page 1 keeps its own. */
+	ck_assert_int_eq(ps_space_unpin(sp, &whole, 1, 0), 0);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 1);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 2)), 0);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2)), 1);
+	/* A whole-frame pin of split state: a unit per part. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, units, P2M, &n),
+			 0);
+	ck_assert_uint_eq(n, P2M);
+	ck_assert_uint_eq(units[511], 511);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 2);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, PS_UNPIN_DIRTY), 0);
+	ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, 1)), 0);
+	ck_assert(ps_page_test_flags(ps_space_page(sp, 1), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(ps_space_page(sp, 2), PS_PAGE_DIRTY));
+	/* 2 MiB of a whole 1 GiB frame: a 2 MiB unit of its split state. */
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, (P1G + P2M) * PG, P2M * PG, 0,
+					    &part, 1, &n),
+			 0);
+	ck_assert_uint_eq(part, PS_SPACE_UNIT(P1G + P2M, PS_SPACE_ORDER_2M));
+	ck_assert_uint_eq(state_order(P1G), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_pins(word(P1G + P2M, NULL)), 1);
+	ck_assert_uint_eq(ps_page_pins(word(P1G, NULL)), 0);
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, SPACE_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M + P2M);
+}
+END_TEST
+
+START_TEST(write_fault_on_split_state_splits_the_entry)
+{
+	uint64_t part, n;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, PG, PG, 0, &part, 1, &n), 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	/* The entry splits; only the page written is dirty and writable. */
+	ck_assert_int_eq(ps_space_fault(sp, 9 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert(ps_page_test_flags(ps_space_page(sp, 9), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(ps_space_page(sp, 10), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 9 * PG, &e), 0);
+	ck_assert(ps_pte_is_writable(e));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 10 * PG, &e), 0);
+	ck_assert(!ps_pte_is_writable(e));
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
+START_TEST(pin_for_write_faults_the_whole_frame_dirty)
+{
+	uint64_t units[2], n;
+	uint64_t got[512];
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, PS_PIN_WRITE,
+					    units, 2, &n),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	/* The write fault marked the frame dirty once, hook included. */
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	/* Every page of the unit is in the dirty log. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, 0, got, 512, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, 512);
+	ck_assert_uint_eq(got[0], 0);
+	ck_assert_uint_eq(got[511], 511 * PG);
+	/* In units: the extent is one entry, its order in the low bits. */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_redirty(sp, got, 512), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	/* A page short of the extent: pages, at 4 KiB. */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 4 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[0], 3 * PG);
+	ck_assert_uint_eq(got[1], 4 * PG);
+	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	return 0;
+}
+
+/* Write-back does not know huge frames yet: refused, never a silent skip. */
+START_TEST(writeback_refused_with_huge_frames)
+{
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    NULL, NULL),
+			 -EOPNOTSUPP);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+/* --- discard (S10 per unit) ----------------------------------------------- */
+
+START_TEST(discard_whole_frames)
+{
+	struct ps_discard_skip skip[4];
+	uint64_t units[2], n, nskip = 99;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	/* The second 2 MiB frame pinned: its 512 pages stay, said pinned. */
+	ck_assert_int_eq(ps_space_pin_units(sp, P2M * PG, P2M * PG, 0, units, 2,
+					    &n),
+			 0);
+	ck_assert_int_eq(ps_space_discard(sp, 0, 2 * P2M * PG, skip, 4, &nskip),
+			 0);
+	ck_assert_uint_eq(nskip, P2M);
+	ck_assert_uint_eq(skip[0].addr, P2M * PG);
+	ck_assert_uint_eq(skip[0].frame, P2M);
+	ck_assert_uint_eq(skip[3].frame, P2M + 3);
+	ck_assert_int_eq(skip[0].reason, PS_DISCARD_PINNED);
+	/* The first was dropped whole: one free, no entry left. */
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert(!ps_page_is_live(word(0, NULL)));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 5 * PG, &e), 0);
+	ck_assert(!ps_pte_is_present(e));
+	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 9);
+	ck_assert_int_eq(ps_space_unpin(sp, units, n, 0), 0);
+	/* Part of a whole frame: its state splits, the part goes alone. */
+	ck_assert_int_eq(ps_space_discard(sp, P2M * PG + PG, 2 * PG, skip, 4,
+					  &nskip),
+			 0);
+	ck_assert_uint_eq(nskip, 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3);
+	ck_assert(!ps_page_is_live(ps_space_page(sp, P2M + 2)));
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, P2M + 3)), 1);
+	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 0);
+	/* 1 GiB whole, and the 510 parts left: 511 frees more. */
+	ck_assert_int_eq(ps_space_discard(sp, 0, SPACE_SIZE, NULL, 0, &nskip),
+			 0);
+	ck_assert_uint_eq(nskip, 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 3 + 511);
+	ck_assert(!ps_page_is_live(word(P1G, NULL)));
+}
+END_TEST
+
+/* --- races (failpoints) --------------------------------------------------- */
+
+static _Atomic(unsigned) violations;
+static void violation(const char *what, uint64_t a, uint64_t b);
+
+static _Atomic(int) fp_once;
+
+/* At FP_HUGE_RELEASE_RESOLVED, once: split the frame (pin 4 KiB of it). */
+static void split_at_release(int point, uint64_t frame)
+{
+	uint64_t unit, n;
+
+	if (point != FP_HUGE_RELEASE_RESOLVED || atomic_exchange(&fp_once, 1))
+		return;
+	if (ps_space_pin_units(sp, (frame + 3) * PG, PG, 0, &unit, 1, &n))
+		violation("the racing 4 KiB pin failed", frame, 0);
+}
+
+/*
+ * A release of a whole-frame pin that found the frame whole, and the split
+ * that comes before it passes the gate (S18): the release must land on the
+ * parts, one on each, not on the split word (PS_PAGE_ERR_SPLIT, lost).
+ */
+START_TEST(fp_release_after_the_split)
+{
+	uint64_t whole, n;
+
+	atomic_store(&violations, 0);
+	atomic_store(&fp_once, 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &whole, 1, &n),
+			 0);
+	ps__failpoint = split_at_release;
+	ck_assert_int_eq(ps_space_unpin(sp, &whole, 1, 0), 0);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ck_assert_int_eq(atomic_load(&fp_once), 1);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	/* The racing 4 KiB pin alone is left, on page 3. */
+	for (uint64_t j = 0; j < P2M; j++)
+		ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, j)), j == 3);
+	ck_assert_int_eq(ps_space_unpin(sp, (uint64_t[]){3}, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
+/* --- stress: whole-frame pins against replacement (S2 per unit) ----------- */
+
+static void violation(const char *what, uint64_t a, uint64_t b)
+{
+	/* Recorded, asserted after the join (no ck_assert off the main
+	 * thread). */
+	if (!atomic_fetch_add(&violations, 1))
+		fprintf(stderr, "violation: %s (%#llx, %#llx)\n", what,
+			(unsigned long long)a, (unsigned long long)b);
+}
+
+static void on_free_checked(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	unsigned int o;
+
+	(void)ctx;
+	atomic_fetch_add(&freed_total, 1);
+	if (ps_page_is_live(ps_space_frame_word(s, frame, &o)))
+		violation("a frame was freed while held", frame, o);
+}
+
+/*
+ * A mapper maps 2 MiB at address 0 with the 2 MiB frames A (0) and B (512) in
+ * turn, and unmaps it again (each an operation); a pinner pins the 2 MiB whole,
+ * by ps_space_pin_units() and by ps_space_pin_range() in turn, checks that it
+ * holds a pin on the frame it was given (A or B, one unit, or its 512 frames in
+ * order) and unpins. No pin is lost or left behind, no frame is freed while
+ * pinned, and each lifetime is freed once. The loops run until a pin succeeded.
+ */
+struct unit_race {
+	_Atomic(uint64_t) pins;
+	_Atomic(int) pinned;
+	uint64_t frames[P2M];
+	struct ps_test_overlap ov; /* side 0 the mapper, 1 the pinner */
+};
+
+static void *unit_race_pinner(void *arg)
+{
+	struct unit_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	uint64_t i = 0;
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me), i++) {
+		uint64_t unit = 0, n = 0, f;
+		int rc;
+
+		if (i & 1) {
+			rc = ps_space_pin_range(sp, 0, P2M * PG, 0, r->frames);
+			n = P2M;
+			f = r->frames[0];
+			for (uint64_t k = 1; !rc && k < P2M; k++)
+				if (r->frames[k] != f + k)
+					violation("pin_range: frames out of "
+						  "order",
+						  f, r->frames[k]);
+		} else {
+			rc = ps_space_pin_units(sp, 0, P2M * PG, 0, &unit, 1,
+						&n);
+			f = PS_SPACE_UNIT_FRAME(unit);
+			if (!rc && (n != 1 || PS_SPACE_UNIT_ORDER(unit) !=
+						      PS_SPACE_ORDER_2M))
+				violation("pin_units: not one 2 MiB unit", unit,
+					  n);
+		}
+		if (rc == -EFAULT)
+			continue; /* unmapped at that instant */
+		if (rc || (f != 0 && f != P2M) ||
+		    !ps_page_is_pinned(ps_space_frame_word(sp, f, NULL))) {
+			violation("a pin failed, or holds no pin", (uint64_t)rc,
+				  f);
+			continue;
+		}
+		if (i & 1)
+			rc = ps_space_unpin(sp, r->frames, P2M, 0);
+		else
+			rc = ps_space_unpin(sp, &unit, 1, 0);
+		if (rc)
+			violation("unpin failed", (uint64_t)rc, f);
+		atomic_fetch_add(&r->pins, 1);
+		if (!atomic_exchange(&r->pinned, 1))
+			ps_test_overlap_release(&r->ov);
+	}
+	return NULL;
+}
+
+START_TEST(stress_unit_pins_against_remap)
+{
+	struct ps_space_config cfg;
+	static struct unit_race r;
+	struct ps_test_side me;
+	uint64_t maps = 0, i;
+	pthread_t t;
+
+	/* A space of its own: its free hook checks the frame is not held. */
+	ck_assert_int_eq(ps_space_destroy(sp), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NFRAMES;
+	cfg.hooks.free_frame = on_free_checked;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 2 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops =
+		2 * (ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 500);
+	ps_test_overlap_hold(&r.ov); /* until a pin succeeded */
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, unit_race_pinner, &r), 0);
+	for (i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		if (i & 1) {
+			ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+			continue;
+		}
+		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG,
+						    (maps & 1) * P2M, 0, NULL),
+				 0);
+		maps++;
+	}
+	pthread_join(t, NULL);
+	if (i & 1) /* the last operation was a map */
+		ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "mapper vs whole-frame pinner");
+	for (uint64_t f = 0; f < 2 * P2M; f += P2M) {
+		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, f,
+								   NULL)),
+				  0);
+		ck_assert(!ps_page_is_live(ps_space_frame_word(sp, f, NULL)));
+	}
+	/* Each lifetime freed once (a pin across a remap merges two). */
+	ck_assert_uint_le(atomic_load(&freed_total), maps);
+	ck_assert_uint_gt(atomic_load(&freed_total), 0);
+	ck_assert_uint_gt(atomic_load(&r.pins), 0);
+}
+END_TEST
+
+/*
+ * A 4 KiB pin racing a whole-frame pin and the split it causes (S17, S18): each
+ * round starts with the 2 MiB frame whole and mapped by a huge entry; one
+ * thread pins one 4 KiB page of it (which splits the frame's state), the
+ * other pins the whole 2 MiB (before, during or after that split, as the
+ * race goes). With both pins held, every part holds exactly the whole pin,
+ * and the 4 KiB page one more: no pin lost, none counted twice. Then both
+ * unpin, every part holds none, and the unmap frees each part once. Rounds
+ * run until the two threads overlapped (barriers start them together).
+ */
+struct split_race {
+	pthread_barrier_t start, held, done;
+	_Atomic(int) stop;
+	_Atomic(uint64_t) page;	 /* the 4 KiB page of the round */
+	_Atomic(int) unpin_race; /* the whole pin is taken before, released */
+	uint64_t whole[P2M], nwhole;
+	struct ps_test_overlap ov; /* side 0 the 4 KiB pinner, 1 the whole */
+};
+
+static void *split_race_worker(struct split_race *r, unsigned int side)
+{
+	struct ps_test_side me = ps_test_side(&r->ov, side, 0);
+
+	for (;;) {
+		uint64_t unit, n, pg;
+		int rc;
+
+		pthread_barrier_wait(&r->start);
+		if (atomic_load(&r->stop))
+			break;
+		pg = atomic_load(&r->page);
+		if (side == 0)
+			rc = ps_space_pin_units(sp, pg * PG, PG, 0, &unit, 1,
+						&n);
+		else if (atomic_load(&r->unpin_race))
+			rc = ps_space_unpin(sp, r->whole, r->nwhole, 0);
+		else
+			rc = ps_space_pin_units(sp, 0, P2M * PG, 0, r->whole,
+						P2M, &r->nwhole);
+		if (rc)
+			violation("a pin or unpin failed", (uint64_t)rc, side);
+		if (side == 0 && !rc && (n != 1 || unit != pg))
+			violation("a 4 KiB pin got another unit", unit, pg);
+		ps_test_overlap_step(&me);
+		pthread_barrier_wait(&r->held);
+		pthread_barrier_wait(&r->done); /* the main thread checked */
+		if (side == 0)
+			rc = rc ? 0 : ps_space_unpin(sp, &unit, 1, 0);
+		else if (!atomic_load(&r->unpin_race))
+			rc = rc ? 0
+				: ps_space_unpin(sp, r->whole, r->nwhole, 0);
+		if (rc)
+			violation("an unpin failed", (uint64_t)rc, side);
+		pthread_barrier_wait(&r->held);
+	}
+	return NULL;
+}
+
+static void *split_race_page(void *arg)
+{
+	return split_race_worker(arg, 0);
+}
+
+static void *split_race_whole(void *arg)
+{
+	return split_race_worker(arg, 1);
+}
+
+START_TEST(stress_split_against_pins)
+{
+	static struct split_race r;
+	struct ps_test_rng rng = ps_test_rng_new(16);
+	uint64_t rounds = 0, max_rounds;
+	pthread_t t[2];
+
+	declare();
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	max_rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 100;
+	pthread_barrier_init(&r.start, NULL, 3);
+	pthread_barrier_init(&r.held, NULL, 3);
+	pthread_barrier_init(&r.done, NULL, 3);
+	ck_assert_int_eq(pthread_create(&t[0], NULL, split_race_page, &r), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, split_race_whole, &r), 0);
+	for (;;) {
+		uint64_t pg = ps_test_below(&rng, P2M), bad = 0;
+
+		if (ps_test_overlap_enough(&r.ov) || rounds >= max_rounds) {
+			atomic_store(&r.stop, 1);
+			pthread_barrier_wait(&r.start);
+			break;
+		}
+		/* Whole again (the free parts merge), under a huge entry. */
+		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0,
+						    NULL),
+				 0);
+		ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_2M);
+		atomic_store(&r.page, pg);
+		/*
+		 * Odd rounds: the whole pin is taken here, and released by
+		 * its thread while the other's 4 KiB pin splits the frame (a
+		 * release racing a split: the gate, S18).
+		 */
+		atomic_store(&r.unpin_race, (int)(rounds & 1));
+		if (rounds & 1)
+			ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0,
+							    r.whole, P2M,
+							    &r.nwhole),
+					 0);
+		pthread_barrier_wait(&r.start);
+		pthread_barrier_wait(&r.held);
+		/* Split, exact on every part: the whole pin, and 4 KiB's. */
+		ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+		for (uint64_t j = 0; j < P2M; j++)
+			if (ps_page_pins(ps_space_page(sp, j)) !=
+			    (uint64_t) !(rounds & 1) + (j == pg))
+				bad++;
+		ck_assert_uint_eq(bad, 0);
+		pthread_barrier_wait(&r.done);
+		pthread_barrier_wait(&r.held);
+		for (uint64_t j = 0; j < P2M; j++)
+			if (ps_page_pins(ps_space_page(sp, j)) ||
+			    ps_page_refs(ps_space_page(sp, j)) != 1)
+				bad++;
+		ck_assert_uint_eq(bad, 0);
+		ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+		rounds++;
+		ck_assert_uint_eq(atomic_load(&freed_total), rounds * P2M);
+	}
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "4 KiB pin vs whole pin and the split");
+	ck_assert_uint_gt(rounds, 0);
+}
+END_TEST
+
+static Suite *space_huge_suite(void)
+{
+	Suite *s = suite_create("space-huge");
+	TCase *tc;
+
+	tc = ps_test_tcase(s, "declaration", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, set_order_rejects_bad_ranges);
+	tcase_add_test(tc, set_order_and_lookup);
+	tcase_add_test(tc, set_order_refuses_frames_in_use);
+
+	tc = ps_test_tcase(s, "map/unmap", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, map_whole_frames_as_huge_entries);
+	tcase_add_test(tc, map_part_of_a_frame_splits_it);
+	tcase_add_test(tc, map_all_or_nothing);
+	tcase_add_test(tc, unmap_part_of_a_frame_splits_it);
+
+	tc = ps_test_tcase(s, "pins", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, pin_units_one_rmw_per_frame);
+	tcase_add_test(tc, pin_units_all_or_nothing);
+	tcase_add_test(tc, pin_part_of_a_frame_splits_it);
+	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
+	tcase_add_test(tc, write_fault_on_split_state_splits_the_entry);
+
+	tc = ps_test_tcase(s, "discard", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, discard_whole_frames);
+	tcase_add_test(tc, writeback_refused_with_huge_frames);
+
+	tc = ps_test_tcase(s, "races (failpoints)", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, fp_release_after_the_split);
+
+	tc = ps_test_stress_tcase(s, "stress", 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, stress_unit_pins_against_remap);
+	tcase_add_test(tc, stress_split_against_pins);
+
+	tc = ps_test_tcase(s, "stats", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, stats_count_what_is_resident);
+	return s;
+}
+
+PS_TEST_MAIN(space_huge_suite)
