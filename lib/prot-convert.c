@@ -6,9 +6,9 @@
  * lib/x86.c's; CPU maps and prot's per-space state are lib/prot-kmap.c's.)
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-prot.c as P1..P4, P7, P8; P5
- * and P6 are in lib/prot-kmap.c; the space's S1..S14, stated in the space's
- * files, hold too: lib/space-impl.h)
+ * Protocol and guarantees (cited by tests/test-prot.c as P1..P4, P7, P8, and by
+ * tests/test-prot-huge.c as P9; P5 and P6 are in lib/prot-kmap.c; the space's
+ * S1..S14, stated in the space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -71,6 +71,24 @@
  *     prepare/finish run with the writer mutex held and the frame frozen;
  *     make_accessible under the frame's LOCKED bit with the kmap's
  *     reference held.
+ *
+ * P9  Huge frames. A conversion works on units: a 4 KiB page with its own word,
+ *     or a huge unit: the pages of one huge leaf, or of one whole huge frame
+ *     mapped by smaller entries, whichever is larger. It first splits what
+ *     straddles an edge of the range (split_edge(): the huge leaf, by
+ *     ps_pgtable_split(); the frame's state, by ps__space_split_frame(), H3
+ *     and H4 in lib/space-huge.c), so that each unit lies inside the range or
+ *     outside it. A huge unit is then P2's one decision on each word that holds
+ *     its state (one word for a whole frame; each part's where the state is
+ *     split, as after a pin of part of it), frozen at its exact count, and one
+ *     compare-and-swap of the huge leaf's ENC bit (ps_pgtable_cmpxchg_huge())
+ *     once every part is frozen; phase 3 unfreezes each word once. So a whole 2
+ *     MiB or 1 GiB frame costs what a 4 KiB page costs, and a conversion of
+ *     part of a frame freezes exactly that part's words: a pin of another part
+ *     is on another word (a pin of part of a whole frame splits its state
+ *     first, H3), never seen, so it never makes the call fail or wait. With
+ *     prepare or finish hooks, which are per 4 KiB page, everything in the
+ *     range is split first (split_all()) and converted page by page.
  *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
@@ -264,9 +282,9 @@ static void section_cycle(uint64_t i, struct cursor *k)
  * Why a frame cannot be frozen, as the errno to fail with, or 0 to wait and
  * try again (see "Waiting" in prot.h).
  */
-static int freeze_obstacle(struct conv *c, uint64_t frame)
+static int freeze_obstacle(struct conv *c, struct ps_page *p, uint64_t frame)
 {
-	uint64_t w = ps_page_load(&c->frames[frame]), now;
+	uint64_t w = ps_page_load(p), now;
 	bool pinned = ps_page_word_pins(w) != 0;
 	bool cpu = ps__prot_cpu_maps(c->s, frame) !=
 		   0; /* a hint: the freeze decides */
@@ -294,18 +312,19 @@ static void backoff(struct conv *c)
 	}
 }
 
-static inline int freeze_held(struct conv *c, uint64_t frame);
+static inline int freeze_held(struct conv *c, struct ps_page *p,
+			      uint64_t frame);
 
 /*
- * freeze_one() off its straight path: the freeze failed; wait as allowed
- * (outside the section) and try again, or fail.
+ * freeze_one() off its straight path: the freeze of @p (the word holding
+ * @frame's state; @frame is the first frame of its unit) failed; wait as
+ * allowed (outside the section) and try again, or fail.
  */
-static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, struct cursor *k)
+static PS_COLD int freeze_wait(struct conv *c, struct ps_page *p,
+			       uint64_t frame, struct cursor *k)
 {
-	struct ps_page *p = &c->frames[frame];
-
 	for (;;) {
-		int rc = freeze_obstacle(c, frame);
+		int rc = freeze_obstacle(c, p, frame);
 
 		if (rc)
 			return rc;
@@ -314,12 +333,12 @@ static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, struct cursor *k)
 		ps_pgtable_read_lock();
 		k->valid = false;
 		if (ps_page_freeze(p, c->expected))
-			return freeze_held(c, frame);
+			return freeze_held(c, p, frame);
 	}
 }
 
 /* Just frozen: the checks a freeze cannot make (P5, S14); 0 or -EAGAIN. */
-static inline int freeze_held(struct conv *c, uint64_t frame)
+static inline int freeze_held(struct conv *c, struct ps_page *p, uint64_t frame)
 {
 	/*
 	 * P5: the CPU maps' one reference can hide among the declared ones
@@ -336,7 +355,7 @@ static inline int freeze_held(struct conv *c, uint64_t frame)
 	if (PS_UNLIKELY(c->prot &&
 			atomic_load_explicit(&c->prot->kmaps[frame],
 					     memory_order_acquire))) {
-		(void)ps_page_unfreeze(&c->frames[frame], c->expected);
+		(void)ps_page_unfreeze(p, c->expected);
 		return -EAGAIN;
 	}
 	/*
@@ -355,9 +374,236 @@ static inline int freeze_held(struct conv *c, uint64_t frame)
  */
 static inline int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
 {
-	if (PS_LIKELY(ps_page_freeze(&c->frames[frame], c->expected)))
-		return freeze_held(c, frame);
-	return freeze_wait(c, frame, k);
+	struct ps_page *p = &c->frames[frame];
+
+	if (PS_LIKELY(ps_page_freeze(p, c->expected)))
+		return freeze_held(c, p, frame);
+	return freeze_wait(c, p, frame, k);
+}
+
+/* --- huge frames (P9) ----------------------------------------------------- */
+
+/* What phase 3 does besides unfreezing (P3). */
+enum thaw {
+	THAW_PLAIN,  /* nothing: the hooks' phase 2 flipped, or nothing did */
+	THAW_COMMIT, /* the page word's flip, in the unfreezing CAS */
+	THAW_UNDO,   /* phase 1 failed after flipping entries: flip them back */
+};
+
+/* Freeze the word @p holding the state of the unit at frame @frame. */
+static PS_COLD int freeze_wait_unit(struct conv *c, struct ps_page *p,
+				    uint64_t frame, struct cursor *k)
+{
+	if (ps_page_freeze(p, c->expected))
+		return freeze_held(c, p, frame);
+	return freeze_wait(c, p, frame, k);
+}
+
+/* Pages in a unit or leaf of @order. */
+static inline uint64_t order_pages(unsigned int order)
+{
+	return UINT64_C(1) << order;
+}
+
+/*
+ * Give every entry that maps pages [@i, @i + @n) the ENC bit @enc: a huge
+ * leaf by one compare-and-swap of the whole leaf (never split here: P9), a
+ * 4 KiB entry by entry_update(). Setting a value, not flipping one, so a leaf
+ * met again (the parts of a leaf whose state is split) is left as it is.
+ */
+static PS_COLD void set_enc_span(struct conv *c, uint64_t i, uint64_t n,
+				 ps_pte_t enc)
+{
+	for (uint64_t q = i; q < i + n;) {
+		const uint64_t addr = page_addr(c, q);
+		ps_pte_t e, leaf;
+		unsigned int lo = 0;
+
+		if (ps_pgtable_get_level(c->pt, addr, &e, &lo, &leaf))
+			return; /* past the table: cannot be (range_ok) */
+		if (!lo) {
+			entry_update(c->pt, addr, e, ps_pte_frame(e),
+				     PS_PTE_ENC, enc, false);
+			q++;
+			continue;
+		}
+		while (ps_pte_is_present(leaf) && (leaf & PS_PTE_ENC) != enc &&
+		       ps_pgtable_cmpxchg_huge(
+			       c->pt, addr & ~((PAGE_SIZE << lo) - 1), lo,
+			       &leaf, (leaf & ~PS_PTE_ENC) | enc) == -EAGAIN)
+			; /* a fault changed A/D/W: again, from the new leaf */
+		q = (q | (order_pages(lo) - 1)) + 1; /* the leaf's end */
+	}
+}
+
+/*
+ * Phase 1 for a huge unit at page @i (P9): the pages mapped by one huge leaf,
+ * or the pages of one whole huge frame mapped by smaller entries, whichever is
+ * larger; split_edges() made the range start and end at their boundaries.
+ * Freezes each word holding the state of part of it (one word for a whole
+ * frame, the parts' words where its state is split), then, with @flip, gives
+ * each entry of it its new ENC bit (one CAS for a huge leaf). *@n receives the
+ * unit's pages, 0 if the page is not in a huge unit after all (a 4 KiB frame:
+ * the caller's path); *@fail the page that failed. 0 or the errno.
+ */
+static PS_COLD int freeze_unit(struct conv *c, uint64_t i, struct cursor *k,
+			       bool flip, uint64_t *n, uint64_t *fail)
+{
+	const bool to_private = c->to == PS_ENC_PRIVATE;
+	const uint64_t addr = page_addr(c, i);
+	unsigned int lo = 0, o;
+	bool any = false;
+	ps_pte_t e, leaf;
+	uint64_t f;
+	int rc = 0;
+
+	*n = 0;
+	*fail = i;
+	if (ps_pgtable_get_level(c->pt, addr, &e, &lo, &leaf))
+		return -EINVAL; /* cannot be: range_ok() */
+	if (lo && !ps_pte_is_present(leaf)) {
+		/* A huge marker: the extent as one missing page would be. */
+		if (ps_pte_marker_bits(leaf) & PS_PTE_MARKER_POISONED)
+			return -EHWPOISON;
+		if (!(c->flags & PS_CONVERT_SKIP_MISSING))
+			return -ENOENT;
+		*n = order_pages(lo) - (i & (order_pages(lo) - 1));
+		return 0;
+	}
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes)
+		return 0; /* none: the caller's path says what */
+	f = ps_pte_frame(e);
+	(void)ps_space_frame_word(c->s, f, &o);
+	if (!lo && !o)
+		return 0; /* a 4 KiB entry of a 4 KiB word */
+	if (o < lo)
+		o = lo; /* the leaf is the unit; its parts are frozen below */
+	if ((f & (order_pages(o) - 1)) || order_pages(o) > c->npages - i)
+		return -EBUSY; /* not at an edge split_edge() made: H3 */
+	*n = order_pages(o);
+	for (uint64_t q = 0; q < *n; q += order_pages(o)) {
+		struct ps_page *p = ps_space_frame_word(c->s, f + q, &o);
+		const uint64_t w = ps_page_load(p);
+
+		*fail = i + q;
+		if (w & PS_PAGE_POISONED) {
+			rc = -EHWPOISON;
+			break;
+		}
+		if (!(w & PS_PAGE_PRIVATE) == !to_private)
+			continue; /* already there */
+		rc = freeze_wait_unit(c, p, f + q, k);
+		if (rc)
+			break;
+		bit_set(c->frozen, i + q);
+		if (!flip && ps_page_test_flags(p, PS_PAGE_INACCESSIBLE))
+			bit_set(c->was_inacc, i + q);
+		any = true;
+	}
+	if (!rc && any && flip)
+		set_enc_span(c, i, *n, to_private ? PS_PTE_ENC : 0);
+	return rc;
+}
+
+/*
+ * Phase 3 for the frozen word holding the state of frame @frame (mapped at
+ * page @i, the first of its unit): unfreeze it as unfreeze_all() says for
+ * @how. Returns the unit's pages, 0 if the word was not frozen (cannot be).
+ */
+static PS_COLD uint64_t thaw_unit(struct conv *c, uint64_t i, uint64_t frame,
+				  enum thaw how)
+{
+	unsigned int o;
+	struct ps_page *p = ps_space_frame_word(c->s, frame, &o);
+
+	if (!(ps_page_load(p) & PS_PAGE_FROZEN))
+		return 0;
+	if (how == THAW_COMMIT) {
+		(void)ps_page_unfreeze_change_flags(p, c->expected,
+						    c->fwd_clear, c->fwd_set);
+		return order_pages(o);
+	}
+	if (how == THAW_UNDO)
+		set_enc_span(c, i, order_pages(o),
+			     c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC);
+	(void)ps_page_unfreeze(p, c->expected);
+	return order_pages(o);
+}
+
+/*
+ * Split what straddles the edge @b of the range (a page number of the space):
+ * a huge leaf with pages on both sides (ps_pgtable_split()), and the state of
+ * a whole huge frame with pages on both sides (ps__space_split_frame()), so
+ * that each huge unit inside the range is converted whole and nothing outside
+ * it changes (P9). 0, -ENOMEM, or -EBUSY (a frame's state cannot be split).
+ */
+static int split_edge(struct conv *c, uint64_t b)
+{
+	const uint64_t end = ps__space_size(c->s) >> PAGE_SHIFT;
+	int rc = 0;
+
+	while (b < end) {
+		ps_pte_t e, leaf;
+		unsigned int lo = 0;
+
+		if (ps_pgtable_get_level(c->pt, b << PAGE_SHIFT, &e, &lo,
+					 &leaf) ||
+		    !lo || !(b & (order_pages(lo) - 1)))
+			break;
+		rc = ps_pgtable_split(c->pt, b << PAGE_SHIFT, PAGE_SIZE);
+		if (rc)
+			return rc;
+	}
+	/* The frames at the pages on each side of the edge. */
+	for (uint64_t q = b ? b - 1 : b; !rc && q <= b && q < end; q++) {
+		ps_pte_t e;
+		uint64_t f, edge;
+		unsigned int o;
+
+		if (ps_pgtable_get(c->pt, q << PAGE_SHIFT, &e) ||
+		    !ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes)
+			continue;
+		f = ps_pte_frame(e);
+		edge = q < b ? f + 1 : f; /* where a unit must end or begin */
+		for (;;) {
+			(void)ps_space_frame_word(c->s, f, &o);
+			if (!o || !(edge & (order_pages(o) - 1)))
+				break;
+			rc = ps__space_split_frame(c->s, f,
+						   o == PS_SPACE_ORDER_1G
+							   ? PS_SPACE_ORDER_2M
+							   : PS_SPACE_ORDER_4K);
+			if (rc)
+				break;
+		}
+	}
+	return rc;
+}
+
+/*
+ * With prepare or finish hooks every page is converted alone (the hooks, the
+ * quarantine and the rollback are per 4 KiB page): split every huge leaf and
+ * every huge frame's state in the range first. *@fail: the page that failed.
+ */
+static int split_all(struct conv *c, uint64_t *fail)
+{
+	int rc = ps_pgtable_split(c->pt, c->start, c->npages << PAGE_SHIFT);
+
+	*fail = 0;
+	for (uint64_t i = 0; !rc && i < c->npages; i++) {
+		ps_pte_t e;
+		unsigned int o;
+
+		if (ps_pgtable_get(c->pt, page_addr(c, i), &e) ||
+		    !ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes)
+			continue;
+		(void)ps_space_frame_word(c->s, ps_pte_frame(e), &o);
+		if (o)
+			rc = ps__space_split_frame(c->s, ps_pte_frame(e),
+						   PS_SPACE_ORDER_4K);
+		*fail = i;
+	}
+	return rc;
 }
 
 /*
@@ -372,19 +618,31 @@ static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 	const bool to_private = c->to == PS_ENC_PRIVATE;
 	const ps_pte_t enc = to_private ? PS_PTE_ENC : 0;
 	struct cursor k = {NULL, 0, false};
-	uint64_t i;
+	uint64_t i, steps = 0;
 	int rc = 0;
 
 	ps_pgtable_read_lock();
 	for (i = 0; i < c->npages; i++) {
 		const uint64_t addr = page_addr(c, i);
 		PS_ATOMIC(ps_pte_t) *slot;
-		uint64_t frame, w;
+		uint64_t frame, w, n;
 		ps_pte_t e;
 
-		section_cycle(i, &k);
+		section_cycle(++steps, &k);
 		slot = cursor_at(c->pt, &k, addr);
 		e = cursor_load(slot);
+		if (PS_UNLIKELY(!slot)) {
+			/* No leaf: none, or a huge leaf (P9). */
+			rc = freeze_unit(c, i, &k, flip, &n, fail);
+			if (rc) {
+				ps_pgtable_read_unlock();
+				return rc; /* *fail: the page */
+			}
+			if (n) {
+				i += n - 1;
+				continue;
+			}
+		}
 		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
 			rc = -EHWPOISON; /* a quarantined page */
 			break;
@@ -397,6 +655,18 @@ static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 		}
 		frame = ps_pte_frame(e);
 		w = ps_page_load(&c->frames[frame]);
+		if (PS_UNLIKELY(!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN)))) {
+			/* A mapped 4 KiB word is LIVE: a huge frame's (P9). */
+			rc = freeze_unit(c, i, &k, flip, &n, fail);
+			if (rc) {
+				ps_pgtable_read_unlock();
+				return rc; /* *fail: the page */
+			}
+			if (n) {
+				i += n - 1;
+				continue;
+			}
+		}
 		if (w & PS_PAGE_POISONED) {
 			rc = -EHWPOISON;
 			break;
@@ -538,13 +808,6 @@ static int flip_all(struct conv *c, uint64_t *fail)
 	return rc;
 }
 
-/* What phase 3 does besides unfreezing (P3). */
-enum thaw {
-	THAW_PLAIN,  /* nothing: the hooks' phase 2 flipped, or nothing did */
-	THAW_COMMIT, /* the page word's flip, in the unfreezing CAS */
-	THAW_UNDO,   /* phase 1 failed after flipping entries: flip them back */
-};
-
 /*
  * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
  * THAW_COMMIT (no prepare/finish hooks, so nothing could fail after phase 1,
@@ -555,7 +818,7 @@ static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 {
 	const ps_pte_t old_enc = c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC;
 	struct cursor k = {NULL, 0, false};
-	uint64_t n = 0;
+	uint64_t n = 0, steps = 0;
 
 	ps_pgtable_read_lock();
 	for (uint64_t wi = 0; wi < (c->npages + 63) / 64; wi++) {
@@ -570,13 +833,22 @@ static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 			ps_pte_t e;
 
 			bits &= bits - 1;
-			section_cycle(n, &k);
+			section_cycle(++steps, &k);
 			slot = cursor_at(c->pt, &k, addr);
 			e = cursor_load(slot);
+			if (PS_UNLIKELY(!slot))
+				(void)ps_pgtable_get(c->pt, addr, &e);
 			if (!ps_pte_is_present(e) ||
 			    ps_pte_frame(e) >= c->nframes)
 				continue;
 			frame = ps_pte_frame(e);
+			if (PS_UNLIKELY(!slot ||
+					!(ps_page_load(&c->frames[frame]) &
+					  PS_PAGE_FROZEN))) {
+				/* Not its own 4 KiB word: a huge unit's. */
+				n += thaw_unit(c, i, frame, how);
+				continue;
+			}
 			/*
 			 * The unfreeze releases: it publishes the flip and the
 			 * entry (P2's tries acquire).
@@ -654,6 +926,22 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		goto out; /* cannot happen: a blockable start of a good range */
 	/* No hook can fail: flip each entry in phase 1's walk. */
 	commit = !(c.hooks && (c.hooks->prepare || c.hooks->finish));
+	/* P9: huge units inside the range whole, or everything per page. */
+	if (commit) {
+		fail = 0;
+		rc = split_edge(&c, start >> PAGE_SHIFT);
+		if (!rc) {
+			fail = c.npages - 1;
+			rc = split_edge(&c, (start + len) >> PAGE_SHIFT);
+		}
+	} else {
+		rc = split_all(&c, &fail);
+	}
+	if (rc) {
+		(void)ps_notifier_invalidate_end(ps_space_notifier(s), start,
+						 len);
+		goto out;
+	}
 	rc = freeze_all(&c, &fail, commit);
 	if (!rc)
 		FAILPOINT(FP_CONVERT_FROZEN, start);

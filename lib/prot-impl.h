@@ -11,7 +11,7 @@
  *                       access check, cache-mode changes, mprotect.
  *                       P1 serialisation, P2 one decision per page, P3 all
  *                       or nothing, P4 quarantine, P7 cache mode, P8 hooks
- *                       outside read-side sections
+ *                       outside read-side sections, P9 huge frames
  *   lib/prot-kmap.c     CPU maps (kmap, kunmap, set_inaccessible) and prot's
  *                       per-space state below (created there).
  *                       P5 the CPU-map count, P6 exactly-once
