@@ -678,6 +678,93 @@ static bool kernel_setup(const struct bench_opts *o)
 }
 #endif
 
+/* --- huge leaves ---------------------------------------------------------- */
+
+/*
+ * Issue 16's targets for the page table: a split of one 2 MiB and of one
+ * 1 GiB leaf (512 entries built and published by one CAS) <= 2x writing the
+ * same number of entries linearly (a 4 KiB map of 512 pages into a range
+ * without a leaf: a leaf allocated and 512 entries stored); and map +
+ * protect of 1 GiB with 2 MiB leaves <= 1/100 of the same with 4 KiB
+ * entries. Set-up and tear-down of each round are outside the timing.
+ */
+#define HUGE_BASE (UINT64_C(1) << 41)
+#define HUGE_M2 (UINT64_C(2) << 20)
+
+static struct ps_pgtable *TH;
+
+static void huge_reset(uint64_t start, uint64_t len)
+{
+	if (ps_pgtable_zap(TH, start, len, PS_ZAP_UNMAP, NULL, NULL) ||
+	    ps_pgtable_trim(TH, start, len))
+		die("huge reset");
+}
+
+/* 512 entries written linearly: a 4 KiB map into a range with no leaf. */
+static double huge_linear(void *arg, uint64_t n)
+{
+	double t = 0;
+
+	(void)arg;
+	for (uint64_t k = 0; k < n; k++) {
+		double t0 = bench_now_ns();
+
+		if (ps_pgtable_map(TH, HUGE_BASE, HUGE_M2, 512,
+				   PS_PTE_MAYWRITE | PS_PTE_DIRTY))
+			die("map 512");
+		t += bench_now_ns() - t0;
+		huge_reset(HUGE_BASE, HUGE_M2);
+	}
+	return t;
+}
+
+/* The split of one huge leaf of order *arg (512 entries either way). */
+static double huge_split(void *arg, uint64_t n)
+{
+	const unsigned int order = *(const unsigned int *)arg;
+	const uint64_t len = PG << order;
+	double t = 0;
+
+	for (uint64_t k = 0; k < n; k++) {
+		double t0;
+
+		if (ps_pgtable_map_huge(TH, HUGE_BASE, len,
+					UINT64_C(1) << order,
+					PS_PTE_MAYWRITE | PS_PTE_DIRTY, order,
+					NULL))
+			die("map huge");
+		t0 = bench_now_ns();
+		/* 1 GiB: the first page, so only the top leaf splits. */
+		if (ps_pgtable_split(TH, HUGE_BASE + len - PG, PG))
+			die("split");
+		t += bench_now_ns() - t0;
+		huge_reset(HUGE_BASE, len);
+	}
+	return t;
+}
+
+/* Map and protect 1 GiB, with leaves of order *arg (0: 4 KiB entries). */
+static double huge_map_protect(void *arg, uint64_t n)
+{
+	const unsigned int order = *(const unsigned int *)arg;
+	double t = 0;
+
+	for (uint64_t k = 0; k < n; k++) {
+		double t0 = bench_now_ns();
+		int rc = order ? ps_pgtable_map_huge(TH, HUGE_BASE, SPAN, 0,
+						     PS_PTE_MAYWRITE, order,
+						     NULL)
+			       : ps_pgtable_map(TH, HUGE_BASE, SPAN, 0,
+						PS_PTE_MAYWRITE);
+
+		if (rc || ps_pgtable_protect(TH, HUGE_BASE, SPAN))
+			die("map + protect");
+		t += bench_now_ns() - t0;
+		huge_reset(HUGE_BASE, SPAN);
+	}
+	return t;
+}
+
 /* --- driver --------------------------------------------------------------- */
 
 #define MAX_IMPLS BENCH_MAX_IMPLS
@@ -751,6 +838,7 @@ int main(int argc, char **argv)
 	struct bench_stats worst_range = {0};
 	struct bench_stats worst_rearm_kernel = {0}, worst_report_kernel = {0};
 	struct bench_stats protect_vs_kernel = {0};
+	struct bench_stats split_vs_linear[2] = {{0}}, huge_vs_small = {0};
 	double bytes_per_page;
 
 	bench_init(&o, argc, argv, "pgtable", NULL, NULL, NULL);
@@ -908,6 +996,40 @@ int main(int argc, char **argv)
 			      bench_iters(&o, 65536));
 	}
 
+	/* huge leaves */
+	TH = ps_pgtable_create();
+	if (!TH || ps_pgtable_register(TH, HUGE_BASE, SPAN, PS_WP_ASYNC))
+		die("huge set-up");
+	for (int g = 0; g < 2; g++) {
+		static unsigned int orders[] = {PS_PGTABLE_ORDER_2M,
+						PS_PGTABLE_ORDER_1G};
+		const struct bench_impl im[] = {
+			{"linear-512", huge_linear, NULL},
+			{"split", huge_split, &orders[g]},
+		};
+		const struct bench_cmp *c;
+
+		if (!bench_selected(&o, "huge",
+				    g ? "split-1GiB" : "split-2MiB"))
+			continue;
+		c = measure(&o, "huge", g ? "split-1GiB" : "split-2MiB", "us",
+			    1e-3, im, 2, -1, bench_iters(&o, 2000));
+		split_vs_linear[g] = bench_cmp_ratio(c, 1, 0);
+	}
+	if (bench_selected(&o, "huge", "map+protect-1GiB")) {
+		static unsigned int orders[] = {0, PS_PGTABLE_ORDER_2M};
+		const struct bench_impl im[] = {
+			{"4KiB", huge_map_protect, &orders[0]},
+			{"2MiB", huge_map_protect, &orders[1]},
+		};
+		const struct bench_cmp *c;
+
+		c = measure(&o, "huge", "map+protect-1GiB", "ms", 1e-6, im, 2,
+			    -1, o.quick ? 1 : 3);
+		huge_vs_small = bench_cmp_ratio(c, 1, 0);
+	}
+	ps_pgtable_destroy(TH);
+
 	bench_note(&o,
 		   "memory: %.3f bytes per mapped page (dense 1 GiB: %llu "
 		   "leaves, %llu interior levels, %llu bytes)",
@@ -956,6 +1078,14 @@ int main(int argc, char **argv)
 		}
 		bench_target(&o, "bytes per mapped page", bytes_per_page,
 			     "<=", 8.2);
+		bench_target_ratio(&o, "split 2 MiB / 512 entries linearly",
+				   split_vs_linear[0], "<=", 2.0);
+		bench_target_ratio(&o, "split 1 GiB / 512 entries linearly",
+				   split_vs_linear[1], "<=", 2.0);
+		bench_target_ratio(&o,
+				   "map+protect 1 GiB, 2 MiB leaves / 4 KiB "
+				   "entries",
+				   huge_vs_small, "<=", 0.01);
 	}
 	keep(sink);
 	ps_pgtable_destroy(T);

@@ -58,6 +58,9 @@ enum {
 	FP_WB_ENDED,		   /* write-back: WRITEBACK ended after @fn */
 	FP_KMAP_JOIN,		   /* prot: kmap read a positive count, not
 				    * joined it yet */
+	FP_HUGE_RELEASE_RESOLVED,  /* space-huge: a release found a whole
+				    * huge word, not in its gate yet (arg:
+				    * the unit's first frame) */
 	FP_NR
 };
 /* clang-format on */

@@ -51,6 +51,39 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+int ps__pgtable_huge_enable(struct ps_pgtable *t, uint64_t start, uint64_t end)
+{
+	const unsigned int shift = PAGE_SHIFT + MID_SHIFT + LEVEL_BITS;
+	bool changed = false;
+
+	for (uint64_t r = start >> shift; r <= (end - 1) >> shift; r++) {
+		_Atomic(void *) *slot = &t->root.slot[r];
+		bool nomem = false;
+		uintptr_t v;
+
+		if (!ps__pgtable_level_get(t, slot, 0, false, true, &nomem))
+			return -ENOMEM;
+		v = slot_load(slot);
+		if (v & ROOT_HUGE)
+			continue;
+		/*
+		 * Relaxed: the grace period below orders it. Only the holder
+		 * of t->lock changes a root slot that holds a level.
+		 */
+		atomic_store_explicit(slot, (void *)(v | ROOT_HUGE),
+				      memory_order_relaxed);
+		changed = true;
+	}
+	/*
+	 * Every read-side section that read a slot without the bit (and so
+	 * walks plain) ends before this returns; every later one reads it (a
+	 * grace period's guarantee) before any huge slot exists below.
+	 */
+	if (changed)
+		ps__rcu_synchronize();
+	return 0;
+}
+
 /* --- split ---------------------------------------------------------------- */
 
 void *ps__pgtable_split_slot(struct ps_pgtable *t, _Atomic(void *) *slot,
@@ -219,6 +252,7 @@ static _Atomic(void *) *extent_slot(struct ps_pgtable *t, uint64_t p,
 	mid = ps__pgtable_level_get(
 		t, &t->root.slot[p >> (MID_SHIFT + LEVEL_BITS)], 0, false, true,
 		&nomem);
+	mid = (struct node *)((uintptr_t)mid & ~ROOT_HUGE);
 	if (!mid)
 		return NULL;
 	if (order == ORDER_MID)
@@ -249,6 +283,12 @@ int ps_pgtable_map_huge(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		goto inval;
 	PS__FORK_CHECK(t->born, "page table");
 	pthread_mutex_lock(&t->lock);
+	if (ps__pgtable_huge_enable(t, start, start + len)) {
+		pthread_mutex_unlock(&t->lock);
+		if (where)
+			*where = start;
+		return -ENOMEM;
+	}
 	ps__rcu_read_lock();
 	if (flags & PS_PTE_UFFD_WP) {
 		const struct regset *rs = regs_load(t);
@@ -477,12 +517,13 @@ int ps_pgtable_collapse(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t a = start; !rc && a < start + len; a += ext) {
 		const uint64_t p = a >> PAGE_SHIFT;
-		struct node *mid = child(&t->root,
-					 p >> (MID_SHIFT + LEVEL_BITS));
+		struct node *mid = root_child(t, p >> (MID_SHIFT + LEVEL_BITS));
 		struct node *low;
 
 		if (!mid)
 			continue;
+		/* Its mid node exists: this allocates nothing, cannot fail. */
+		(void)ps__pgtable_huge_enable(t, a, a + ext);
 		if (order == ORDER_MID) {
 			rc = collapse_one(
 				t,

@@ -140,8 +140,21 @@ static inline bool slot_frozen(uintptr_t v)
 }
 
 /*
+ * Root slots: a mid node's address, with ROOT_HUGE set once huge leaves or
+ * frozen levels may exist below it (pagestate/pgtable.h; set by
+ * ps__pgtable_huge_enable()). Never a huge leaf.
+ */
+#define ROOT_HUGE PS__PGTABLE_ROOT_HUGE
+
+static inline struct node *root_child(const struct ps_pgtable *t, uint64_t i)
+{
+	return (struct node *)(slot_load(&t->root.slot[i]) & ~ROOT_HUGE);
+}
+
+/*
  * The level a slot leads a reader to (a frozen one included), or NULL for
  * none and a huge leaf (G1: inside a read-side section or under t->lock).
+ * Not for root slots (root_child()).
  */
 static inline void *child(const struct node *n, uint64_t i)
 {
@@ -208,7 +221,7 @@ static inline struct leaf *leaf_lookup(const struct ps_pgtable *t, uint64_t L,
 	struct node *n;
 
 	hit_clear(h);
-	n = child(&t->root, L >> MID_SHIFT);
+	n = root_child(t, L >> MID_SHIFT);
 	if (!n)
 		return NULL;
 	n = walk_slot(&n->slot[(L >> LOW_SHIFT) & LEVEL_MASK], ORDER_MID,
@@ -232,7 +245,7 @@ static inline struct leaf *leaf_find(const struct ps_pgtable *t, uint64_t *pL,
 
 	hit_clear(h);
 	while (L < Lend) {
-		struct node *mid = child(&t->root, L >> MID_SHIFT);
+		struct node *mid = root_child(t, L >> MID_SHIFT);
 		struct node *low;
 		struct leaf *l;
 
@@ -317,6 +330,15 @@ void *ps__pgtable_split_slot(struct ps_pgtable *t, _Atomic(void *) *slot,
  * or whatever the collapse put there meanwhile (the caller walks again).
  */
 void ps__pgtable_thaw(_Atomic(void *) *slot, uintptr_t v);
+
+/*
+ * ps__pgtable_huge_enable() - set ROOT_HUGE in the root slots of [start, end)
+ * (lib/pgtable-huge.c), allocating their mid nodes, before a huge leaf or
+ * frozen level is published there: the first time, it waits for a grace period,
+ * so every walk that read a slot without it has ended (pagestate/pgtable.h).
+ * Under t->lock, outside a read-side section. Returns 0 or -ENOMEM.
+ */
+int ps__pgtable_huge_enable(struct ps_pgtable *t, uint64_t start, uint64_t end);
 
 /*
  * ps__pgtable_occupied() - the first page of [start, end) a map may not

@@ -242,6 +242,8 @@ void *ps__pgtable_level_get(struct ps_pgtable *t, _Atomic(void *) *slot,
 	void *fresh;
 
 	for (;;) {
+		if (!order && v)
+			return (void *)v; /* a root slot: ROOT_HUGE kept */
 		if (PS_LIKELY(slot_level(v)))
 			return (void *)v;
 		if (slot_frozen(v)) {
@@ -291,6 +293,7 @@ static struct leaf *leaf_alloc(struct ps_pgtable *t, uint64_t L)
 	struct node *mid, *low;
 
 	mid = child_alloc(t, &t->root.slot[L >> MID_SHIFT], 0, false);
+	mid = (struct node *)((uintptr_t)mid & ~ROOT_HUGE);
 	if (!mid)
 		return NULL;
 	low = child_alloc(t, &mid->slot[(L >> LOW_SHIFT) & LEVEL_MASK],
@@ -672,7 +675,11 @@ struct ps_pgtable *ps_pgtable_create(void)
 static void free_subtree(struct node *n, int depth)
 {
 	for (unsigned int i = 0; i < FANOUT; i++) {
-		void *c = child(n, i); /* NULL for a huge leaf: a value */
+		/* NULL for a huge leaf: a value */
+		void *c = depth == 3
+				  ? (void *)root_child((struct ps_pgtable *)n,
+						       i)
+				  : child(n, i);
 
 		if (!c)
 			continue;
@@ -1310,7 +1317,9 @@ static bool node_empty(const struct node *n)
 static void unlink_child(struct ps_pgtable *t, _Atomic(void *) *slot, bool leaf)
 {
 	/* Relaxed: only the holder of t->lock unlinks. */
-	void *c = atomic_load_explicit(slot, memory_order_relaxed);
+	void *c = (void *)((uintptr_t)atomic_load_explicit(
+				   slot, memory_order_relaxed) &
+			   ~ROOT_HUGE); /* a root slot's bit (pgtable.h) */
 
 	/* Relaxed: publishes nothing; readers holding c keep it (G1). */
 	atomic_store_explicit(slot, NULL, memory_order_relaxed);
@@ -1333,7 +1342,7 @@ int ps_pgtable_trim(struct ps_pgtable *t, uint64_t start, uint64_t len)
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t L = L0; L < L1;) {
 		uint64_t m = L >> MID_SHIFT, mid_end = (m + 1) << MID_SHIFT;
-		struct node *mid = child(&t->root, m);
+		struct node *mid = root_child(t, m);
 
 		if (!mid) {
 			L = mid_end;

@@ -3894,6 +3894,15 @@ START_TEST(huge_transition_table)
 {
 	for (unsigned int f = 0; f < NHFORMS; f++)
 		for (unsigned int r = 0; r < NHREGS; r++) {
+			/*
+			 * Marker leaves are made by a collapse, whose freed
+			 * level makes the table's destroy wait for liburcu's
+			 * callback thread (about 10 ms): three registrations
+			 * (none, async, shared) are enough for them.
+			 */
+			if (f >= NHFORMS - HMARKERS && r != 0 && r != 2 &&
+			    r != 3)
+				continue;
 			huge_cell(_i, f, hregs[r], true, O2M);
 			huge_cell(_i, f, hregs[r], false, O2M);
 		}
@@ -4482,7 +4491,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_collapse_refusals);
 
-	tc = ps_test_tcase(s, "huge: transitions", 120);
+	tc = ps_test_tcase(s, "huge: transitions", 300);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, huge_transition_table, 0, NHOPS);
 	tcase_add_test(tc, huge_transition_table_1g);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * tests/test-space-huge.c - frames of three sizes in a space
- * (lib/space-huge.c, rules H1..H4): the declaration of which frames are 2
+ * (lib/space-huge.c, rules S15..S18): the declaration of which frames are 2
  * MiB and 1 GiB frames, where a frame's state lives, and the metadata the
  * space holds (ps_space_stats()).
  */
@@ -63,7 +63,7 @@ static void teardown(void)
 	sp = NULL;
 }
 
-/* --- declaration (H1) ----------------------------------------------------- */
+/* --- declaration (S15) ---------------------------------------------------- */
 
 START_TEST(set_order_rejects_bad_ranges)
 {
@@ -212,7 +212,7 @@ START_TEST(stats_count_what_is_resident)
 }
 END_TEST
 
-/* --- map and unmap of whole frames (H3) ----------------------------------- */
+/* --- map and unmap of whole frames (S17) ---------------------------------- */
 
 /* The word of the unit that holds @frame, and its order. */
 static struct ps_page *word(uint64_t frame, unsigned int *o)
@@ -401,7 +401,7 @@ START_TEST(unmap_part_of_a_frame_splits_it)
 }
 END_TEST
 
-/* --- pins (S2 per unit, H3) ----------------------------------------------- */
+/* --- pins (S2 per unit, S17) ---------------------------------------------- */
 
 START_TEST(pin_units_one_rmw_per_frame)
 {
@@ -640,9 +640,54 @@ START_TEST(discard_whole_frames)
 }
 END_TEST
 
-/* --- stress: whole-frame pins against replacement (S2 per unit) ----------- */
+/* --- races (failpoints) --------------------------------------------------- */
 
 static _Atomic(unsigned) violations;
+static void violation(const char *what, uint64_t a, uint64_t b);
+
+static _Atomic(int) fp_once;
+
+/* At FP_HUGE_RELEASE_RESOLVED, once: split the frame (pin 4 KiB of it). */
+static void split_at_release(int point, uint64_t frame)
+{
+	uint64_t unit, n;
+
+	if (point != FP_HUGE_RELEASE_RESOLVED || atomic_exchange(&fp_once, 1))
+		return;
+	if (ps_space_pin_units(sp, (frame + 3) * PG, PG, 0, &unit, 1, &n))
+		violation("the racing 4 KiB pin failed", frame, 0);
+}
+
+/*
+ * A release of a whole-frame pin that found the frame whole, and the split
+ * that comes before it passes the gate (S18): the release must land on the
+ * parts, one on each, not on the split word (PS_PAGE_ERR_SPLIT, lost).
+ */
+START_TEST(fp_release_after_the_split)
+{
+	uint64_t whole, n;
+
+	atomic_store(&violations, 0);
+	atomic_store(&fp_once, 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &whole, 1, &n),
+			 0);
+	ps__failpoint = split_at_release;
+	ck_assert_int_eq(ps_space_unpin(sp, &whole, 1, 0), 0);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ck_assert_int_eq(atomic_load(&fp_once), 1);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	/* The racing 4 KiB pin alone is left, on page 3. */
+	for (uint64_t j = 0; j < P2M; j++)
+		ck_assert_uint_eq(ps_page_pins(ps_space_page(sp, j)), j == 3);
+	ck_assert_int_eq(ps_space_unpin(sp, (uint64_t[]){3}, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
+/* --- stress: whole-frame pins against replacement (S2 per unit) ----------- */
 
 static void violation(const char *what, uint64_t a, uint64_t b)
 {
@@ -782,6 +827,142 @@ START_TEST(stress_unit_pins_against_remap)
 }
 END_TEST
 
+/*
+ * A 4 KiB pin racing a whole-frame pin and the split it causes (S17, S18): each
+ * round starts with the 2 MiB frame whole and mapped by a huge entry; one
+ * thread pins one 4 KiB page of it (which splits the frame's state), the
+ * other pins the whole 2 MiB (before, during or after that split, as the
+ * race goes). With both pins held, every part holds exactly the whole pin,
+ * and the 4 KiB page one more: no pin lost, none counted twice. Then both
+ * unpin, every part holds none, and the unmap frees each part once. Rounds
+ * run until the two threads overlapped (barriers start them together).
+ */
+struct split_race {
+	pthread_barrier_t start, held, done;
+	_Atomic(int) stop;
+	_Atomic(uint64_t) page;	 /* the 4 KiB page of the round */
+	_Atomic(int) unpin_race; /* the whole pin is taken before, released */
+	uint64_t whole[P2M], nwhole;
+	struct ps_test_overlap ov; /* side 0 the 4 KiB pinner, 1 the whole */
+};
+
+static void *split_race_worker(struct split_race *r, unsigned int side)
+{
+	struct ps_test_side me = ps_test_side(&r->ov, side, 0);
+
+	for (;;) {
+		uint64_t unit, n, pg;
+		int rc;
+
+		pthread_barrier_wait(&r->start);
+		if (atomic_load(&r->stop))
+			break;
+		pg = atomic_load(&r->page);
+		if (side == 0)
+			rc = ps_space_pin_units(sp, pg * PG, PG, 0, &unit, 1,
+						&n);
+		else if (atomic_load(&r->unpin_race))
+			rc = ps_space_unpin(sp, r->whole, r->nwhole, 0);
+		else
+			rc = ps_space_pin_units(sp, 0, P2M * PG, 0, r->whole,
+						P2M, &r->nwhole);
+		if (rc)
+			violation("a pin or unpin failed", (uint64_t)rc, side);
+		if (side == 0 && !rc && (n != 1 || unit != pg))
+			violation("a 4 KiB pin got another unit", unit, pg);
+		ps_test_overlap_step(&me);
+		pthread_barrier_wait(&r->held);
+		pthread_barrier_wait(&r->done); /* the main thread checked */
+		if (side == 0)
+			rc = rc ? 0 : ps_space_unpin(sp, &unit, 1, 0);
+		else if (!atomic_load(&r->unpin_race))
+			rc = rc ? 0
+				: ps_space_unpin(sp, r->whole, r->nwhole, 0);
+		if (rc)
+			violation("an unpin failed", (uint64_t)rc, side);
+		pthread_barrier_wait(&r->held);
+	}
+	return NULL;
+}
+
+static void *split_race_page(void *arg)
+{
+	return split_race_worker(arg, 0);
+}
+
+static void *split_race_whole(void *arg)
+{
+	return split_race_worker(arg, 1);
+}
+
+START_TEST(stress_split_against_pins)
+{
+	static struct split_race r;
+	struct ps_test_rng rng = ps_test_rng_new(16);
+	uint64_t rounds = 0, max_rounds;
+	pthread_t t[2];
+
+	declare();
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	max_rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 100;
+	pthread_barrier_init(&r.start, NULL, 3);
+	pthread_barrier_init(&r.held, NULL, 3);
+	pthread_barrier_init(&r.done, NULL, 3);
+	ck_assert_int_eq(pthread_create(&t[0], NULL, split_race_page, &r), 0);
+	ck_assert_int_eq(pthread_create(&t[1], NULL, split_race_whole, &r), 0);
+	for (;;) {
+		uint64_t pg = ps_test_below(&rng, P2M), bad = 0;
+
+		if (ps_test_overlap_enough(&r.ov) || rounds >= max_rounds) {
+			atomic_store(&r.stop, 1);
+			pthread_barrier_wait(&r.start);
+			break;
+		}
+		/* Whole again (the free parts merge), under a huge entry. */
+		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+		ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_2M);
+		atomic_store(&r.page, pg);
+		/*
+		 * Odd rounds: the whole pin is taken here, and released by
+		 * its thread while the other's 4 KiB pin splits the frame (a
+		 * release racing a split: the gate, S18).
+		 */
+		atomic_store(&r.unpin_race, (int)(rounds & 1));
+		if (rounds & 1)
+			ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0,
+							    r.whole, P2M,
+							    &r.nwhole),
+					 0);
+		pthread_barrier_wait(&r.start);
+		pthread_barrier_wait(&r.held);
+		/* Split, exact on every part: the whole pin, and 4 KiB's. */
+		ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+		for (uint64_t j = 0; j < P2M; j++)
+			if (ps_page_pins(ps_space_page(sp, j)) !=
+			    (uint64_t) !(rounds & 1) + (j == pg))
+				bad++;
+		ck_assert_uint_eq(bad, 0);
+		pthread_barrier_wait(&r.done);
+		pthread_barrier_wait(&r.held);
+		for (uint64_t j = 0; j < P2M; j++)
+			if (ps_page_pins(ps_space_page(sp, j)) ||
+			    ps_page_refs(ps_space_page(sp, j)) != 1)
+				bad++;
+		ck_assert_uint_eq(bad, 0);
+		ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+		rounds++;
+		ck_assert_uint_eq(atomic_load(&freed_total), rounds * P2M);
+	}
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "4 KiB pin vs whole pin and the split");
+	ck_assert_uint_gt(rounds, 0);
+}
+END_TEST
+
 static Suite *space_huge_suite(void)
 {
 	Suite *s = suite_create("space-huge");
@@ -811,9 +992,14 @@ static Suite *space_huge_suite(void)
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, discard_whole_frames);
 
+	tc = ps_test_tcase(s, "races (failpoints)", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, fp_release_after_the_split);
+
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_unit_pins_against_remap);
+	tcase_add_test(tc, stress_split_against_pins);
 
 	tc = ps_test_tcase(s, "stats", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -573,16 +573,17 @@ void ps_pgtable_read_unlock(void);
 
 /*
  * The table's levels as ps_pgtable_lookup() walks them, compiled into the
- * caller: not API, but their layout is ABI (docs/abi.md). A table starts
- * with its root level; page number p = addr >> PS_PGTABLE_PAGE_SHIFT selects
- * root slot p >> 27, then slot (p >> 18) & 511 of that level, slot (p >> 9) &
- * 511 of the next, which points to the leaf holding entry p & 511. A NULL slot
- * is an absent subtree (every entry none). A slot of the second or third level
- * with bit 0 set holds a huge leaf (a pte.h entry of order 18 or 9, the rest of
- * its bits as in pte.h); one whose bits 1-0 are 10 holds a level being
- * collapsed, at the address with those bits cleared (readers descend into it).
- * A level's address is a multiple of 64. Each slot and entry is written once
- * per change with a release store or compare-and-swap.
+ * caller: not API, but their layout is ABI (docs/abi.md). A table starts with
+ * its root level; page number p = addr >> PS_PGTABLE_PAGE_SHIFT selects root
+ * slot p >> 27, then slot (p >> 18) & 511 of that level, slot (p >> 9) & 511 of
+ * the next, which points to the leaf holding entry p & 511. A NULL slot is an
+ * absent subtree (every entry none). A slot of the second or third level with
+ * bit 0 set holds a huge leaf (a pte.h entry of order 18 or 9, the rest of its
+ * bits as in pte.h); one whose bits 1-0 are 10 holds a level being collapsed,
+ * at the address with those bits cleared (readers descend into it). A level's
+ * address is a multiple of 64. Such slots exist only below a root slot with bit
+ * 63 set (the level's address is the value with it cleared). Each slot and
+ * entry is written once per change with a release store or compare-and-swap.
  */
 #define PS__PGTABLE_LEVEL_BITS 9
 #define PS__PGTABLE_FANOUT (1u << PS__PGTABLE_LEVEL_BITS)
@@ -617,6 +618,16 @@ static inline bool ps__pgtable_not_level(uintptr_t v)
 }
 
 /*
+ * A root slot with bit 63 set leads to a level (the address with the bit
+ * cleared) under which huge leaves or frozen levels may exist. The bit is
+ * set once (it goes only with the level) and a grace period before the
+ * first such slot under it is published, so a walk in a read-side section
+ * that read the root slot without it meets none: walks take the plain path
+ * (the sign test replaces the NULL test: no instruction added) or the one
+ * that knows huge leaves.
+ */
+#define PS__PGTABLE_ROOT_HUGE ((uintptr_t)1 << 63)
+/*
  * The rare slots on ps_pgtable_lookup()'s walk: none, a huge leaf of
  * @order (the view of page @p), or a level being collapsed (descend: *@v
  * becomes its address and the result is ~0, never a valid entry).
@@ -632,14 +643,49 @@ static inline ps_pte_t ps__pgtable_slot_view(uintptr_t *v, uint64_t p,
 	return ~(ps_pte_t)0;
 }
 
+/*
+ * ps_pgtable_lookup() below root slot value @root, which has
+ * PS__PGTABLE_ROOT_HUGE: huge leaves and frozen levels may be met.
+ */
+static inline ps_pte_t ps__pgtable_lookup_huge(uintptr_t root, uint64_t addr)
+{
+	const uint64_t p = addr >> PS_PGTABLE_PAGE_SHIFT;
+	const unsigned int b = PS__PGTABLE_LEVEL_BITS;
+	const struct ps__pgtable_level *n =
+		(const struct ps__pgtable_level *)(root &
+						   ~PS__PGTABLE_ROOT_HUGE);
+	const struct ps__pgtable_leaf *l;
+	uintptr_t v;
+	ps_pte_t view;
+
+	v = ps__pgtable_child(n, p >> 2 * b);
+	if (ps__pgtable_not_level(v)) {
+		view = ps__pgtable_slot_view(&v, p, PS_PTE_ORDER_1G);
+		if (view != ~(ps_pte_t)0)
+			return view;
+	}
+	n = (const struct ps__pgtable_level *)v;
+	v = ps__pgtable_child(n, p >> b);
+	if (ps__pgtable_not_level(v)) {
+		view = ps__pgtable_slot_view(&v, p, PS_PTE_ORDER_2M);
+		if (view != ~(ps_pte_t)0)
+			return view;
+	}
+	l = (const struct ps__pgtable_leaf *)v;
+	/* Acquire: pairs with the release of the entry's compare-and-swap. */
+	return atomic_load_explicit(&l->e[p & (PS__PGTABLE_FANOUT - 1)],
+				    memory_order_acquire);
+}
+
 /**
  * ps_pgtable_lookup() - the entry of the page holding @addr, fast path.
  * @t: the table.
  * @addr: any address; the entry is that of the page holding it.
  *
  * Inline: four dependent loads compiled into the caller, the cost of a bare
- * walk of the levels (which makes the layout above ABI). A page under a huge
- * leaf gets its 4 KiB view (ps_pte_huge_subpage()), after three loads or two.
+ * walk of the levels (which makes the layout above ABI). Under a root slot
+ * that may hold huge leaves (PS__PGTABLE_ROOT_HUGE), a page under one gets
+ * its 4 KiB view (ps_pte_huge_subpage()).
  * Context: inside a read-side section (ps_pgtable_read_lock() or the
  * caller's own urcu-bp section).
  * Ordering: acquire; pairs with the release of the compare-and-swap that
@@ -658,28 +704,19 @@ static inline ps_pte_t ps_pgtable_lookup(const struct ps_pgtable *t,
 	const struct ps__pgtable_leaf *l;
 
 	uintptr_t v;
-	ps_pte_t view;
 
 	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
 		return PS_PTE_NONE;
 	v = ps__pgtable_child(n, p >> 3 * b);
-	if (!v)
+	if (PS_UNLIKELY((intptr_t)v <= 0)) /* none, or huge leaves below */
+		return v ? ps__pgtable_lookup_huge(v, addr) : PS_PTE_NONE;
+	n = (const struct ps__pgtable_level *)v;
+	n = (const struct ps__pgtable_level *)ps__pgtable_child(n, p >> 2 * b);
+	if (!n)
 		return PS_PTE_NONE;
-	n = (const struct ps__pgtable_level *)v;
-	v = ps__pgtable_child(n, p >> 2 * b);
-	if (PS_UNLIKELY(ps__pgtable_not_level(v))) {
-		view = ps__pgtable_slot_view(&v, p, PS_PTE_ORDER_1G);
-		if (view != ~(ps_pte_t)0)
-			return view;
-	}
-	n = (const struct ps__pgtable_level *)v;
-	v = ps__pgtable_child(n, p >> b);
-	if (PS_UNLIKELY(ps__pgtable_not_level(v))) {
-		view = ps__pgtable_slot_view(&v, p, PS_PTE_ORDER_2M);
-		if (view != ~(ps_pte_t)0)
-			return view;
-	}
-	l = (const struct ps__pgtable_leaf *)v;
+	l = (const struct ps__pgtable_leaf *)ps__pgtable_child(n, p >> b);
+	if (!l)
+		return PS_PTE_NONE;
 	/* Acquire: pairs with the release of the entry's compare-and-swap. */
 	return atomic_load_explicit(&l->e[p & (PS__PGTABLE_FANOUT - 1)],
 				    memory_order_acquire);
@@ -728,22 +765,24 @@ static inline PS_ATOMIC(ps_pte_t) *ps_pgtable_lookup_leaf(struct ps_pgtable *t,
 	struct ps__pgtable_leaf *l;
 
 	uintptr_t v;
+	bool huge;
 
 	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
 		return NULL;
 	v = ps__pgtable_child(n, p >> 3 * b);
 	if (!v)
 		return NULL;
-	n = (const struct ps__pgtable_level *)v;
+	huge = (intptr_t)v < 0;
+	n = (const struct ps__pgtable_level *)(v & ~PS__PGTABLE_ROOT_HUGE);
 	v = ps__pgtable_child(n, p >> 2 * b);
-	if (PS_UNLIKELY(ps__pgtable_not_level(v)))
+	if (PS_UNLIKELY(huge) ? ps__pgtable_not_level(v) : !v)
 		return NULL;
 	n = (const struct ps__pgtable_level *)v;
 	/* Acquire: pairs with the release that published the leaf. */
 	v = (uintptr_t)atomic_load_explicit(
 		&n->slot[(p >> b) & (PS__PGTABLE_FANOUT - 1)],
 		memory_order_acquire);
-	if (PS_UNLIKELY(ps__pgtable_not_level(v)))
+	if (PS_UNLIKELY(huge) ? ps__pgtable_not_level(v) : !v)
 		return NULL;
 	l = (struct ps__pgtable_leaf *)v;
 	return &l->e[p & (PS__PGTABLE_FANOUT - 1)];
@@ -848,6 +887,9 @@ int ps_pgtable_set(struct ps_pgtable *t, uint64_t addr, ps_pte_t pte,
  * @expected: the entry expected; on -EAGAIN, receives the entry found.
  * @desired: the new entry; must be ps_pte_valid().
  *
+ * A page under a huge leaf: *@expected is compared with its 4 KiB view, and
+ * a change splits the leaf first (see the overview, "Huge leaves"), as set,
+ * swap_out and swap_in do.
  * Context: any thread, also inside a read-side section; the exclusions of
  * ps_pgtable_set().
  * Ordering: acquire and release on success (one seq_cst CAS, as
@@ -1068,9 +1110,11 @@ int ps_pgtable_map_huge(struct ps_pgtable *t, uint64_t start, uint64_t len,
  * the writer mutex; it pairs with the acquire load of every operation that
  * reads registrations (faults, zaps, maps, scans, range writers,
  * ps_pgtable_registration()): each sees the old set or the new one whole.
- * Progress: blocking (writer mutex; readers and faults never wait).
- * Return: 0; -EINVAL (range, unknown flags); -EBUSY if any page is
- * registered already; -ENOMEM.
+ * Progress: blocking (writer mutex; readers and faults never wait). With
+ * PS_WP_HUGE_WHOLE, huge leaves in the range are tracked whole (see the
+ * overview, "Huge leaves"); with PS_WP_HUGE_SPLIT or neither, 4 KiB at a time.
+ * Return: 0; -EINVAL (range, unknown flags, both PS_WP_HUGE_SPLIT and
+ * PS_WP_HUGE_WHOLE); -EBUSY if any page is registered already; -ENOMEM.
  */
 int ps_pgtable_register(struct ps_pgtable *t, uint64_t start, uint64_t len,
 			unsigned int flags);
@@ -1136,9 +1180,13 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
  * scan for written pages finds it: docs/pgtable.md, "The written hint").
  * Progress: blocking (writer mutex); each entry is one CAS, so faults run
  * concurrently and see each entry before or after.
- * Return: 0; -EINVAL; -ENOENT unless every page is registered (nothing
- * changed); -ENOMEM (markers need levels: a prefix of the range may be
- * protected, see the errors in the overview of pagestate/pgtable.h).
+ * A huge leaf the range covers whole stays whole (one CAS); one it covers in
+ * part is split first, or refused where it is tracked whole.
+ * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
+ * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
+ * page is registered (nothing changed); -ENOMEM (markers or a split need
+ * levels: a prefix of the range may be protected, see the errors in the
+ * overview of pagestate/pgtable.h).
  */
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -1158,8 +1206,10 @@ int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * range is not atomic); an entry it leaves written is found by the next scan
  * for written pages.
  * Progress: blocking (writer mutex); it never allocates.
- * Return: 0; -EINVAL; -ENOENT unless every page is registered (nothing
- * changed).
+ * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
+ * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
+ * page is registered (nothing changed); -ENOMEM (a huge leaf covered in
+ * part could not be split; a prefix may be done).
  */
 int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -1452,9 +1502,16 @@ enum ps_fault ps_pgtable_fault_locked(struct ps_pgtable *t, uint64_t addr,
  * by the next scan (docs/pgtable.md, "Get-and-rearm").
  * Progress: report-only scans are lock-free and never block; a
  * WP_MATCHING scan takes the writer mutex (it protects).
+ * Pages under a huge leaf are reported with PS_CAT_HUGE. With
+ * PS_SCAN_WP_MATCHING a leaf the scan covers whole, with room for all its
+ * pages, is re-armed whole by one CAS; otherwise it is split first, or, in a
+ * PS_WP_HUGE_WHOLE registration, the scan stops before it (as Linux backs out
+ * of a hugetlb page), or a split that finds no memory stops it there.
  * Return: the number of regions written to arg->vec (0 without a vector);
  * -EINVAL (unaligned start, an end before the start or past the space, unknown
- * flags or categories, vec NULL with vec_len); -ENOENT (WP_MATCHING on a range
+ * flags or categories, vec NULL with vec_len; a WP_MATCHING scan that begins
+ * or ends inside a huge leaf of a PS_WP_HUGE_WHOLE registration, nothing
+ * changed); -ENOENT (WP_MATCHING on a range
  * not fully registered, the page holding an unaligned end included); -EPERM
  * (PS_SCAN_CHECK_WPASYNC); -ENOMEM (WP_MATCHING re-arming none pages as UFFD_WP
  * markers needed a leaf, and nothing was re-armed yet). If pages were re-armed
