@@ -76,8 +76,8 @@
  *     or a huge unit: the pages of one huge leaf, or of one whole huge frame
  *     mapped by smaller entries, whichever is larger. It first splits what
  *     straddles an edge of the range (split_edge(): the huge leaf, by
- *     ps_pgtable_split(); the frame's state, by ps__space_split_frame(), H3
- *     and H4 in lib/space-huge.c), so that each unit lies inside the range or
+ *     ps_pgtable_split(); the frame's state, by ps__space_split_frame(), S17
+ *     and S18 in lib/space-huge.c), so that each unit lies inside the range or
  *     outside it. A huge unit is then P2's one decision on each word that holds
  *     its state (one word for a whole frame; each part's where the state is
  *     split, as after a pin of part of it), frozen at its exact count, and one
@@ -86,7 +86,7 @@
  *     MiB or 1 GiB frame costs what a 4 KiB page costs, and a conversion of
  *     part of a frame freezes exactly that part's words: a pin of another part
  *     is on another word (a pin of part of a whole frame splits its state
- *     first, H3), never seen, so it never makes the call fail or wait. With
+ *     first, S17), never seen, so it never makes the call fail or wait. With
  *     prepare or finish hooks, which are per 4 KiB page, everything in the
  *     range is split first (split_all()) and converted page by page.
  *
@@ -479,7 +479,7 @@ static PS_COLD int freeze_unit(struct conv *c, uint64_t i, struct cursor *k,
 	if (o < lo)
 		o = lo; /* the leaf is the unit; its parts are frozen below */
 	if ((f & (order_pages(o) - 1)) || order_pages(o) > c->npages - i)
-		return -EBUSY; /* not at an edge split_edge() made: H3 */
+		return -EBUSY; /* not at an edge split_edge() made: S17 */
 	*n = order_pages(o);
 	for (uint64_t q = 0; q < *n; q += order_pages(o)) {
 		struct ps_page *p = ps_space_frame_word(c->s, f + q, &o);

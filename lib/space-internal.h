@@ -194,12 +194,12 @@ enum ps_fault ps__space_fault_nopopulate(struct ps_space *space, uint64_t addr,
 
 /*
  * Split the state of the huge frame holding @frame until the word that holds
- * @frame's state is of @order or smaller (H3, H4 in lib/space-huge.c): a
+ * @frame's state is of @order or smaller (S17, S18 in lib/space-huge.c): a
  * conversion or a cache-mode change of part of a whole huge frame splits it
  * first, as a pin of part of it does. The caller must not hold that frame's
  * word frozen, locked or under write-back (the split waits for them). 0 (also
  * when no split was needed), or -EBUSY when a part is not free (the words
- * below a whole frame are in use: H2 broken; nothing changed). Blocking
+ * below a whole frame are in use: S16 broken; nothing changed). Blocking
  * (yields while releases of the whole frame are in flight).
  */
 int ps__space_split_frame(struct ps_space *space, uint64_t frame,
