@@ -1105,6 +1105,18 @@ struct ps_writeback_stats {
  * them, under their frames' LOCKED bits, and every LOCKED bit is dropped
  * before the first @fn of the run is called.
  *
+ * A whole 2 MiB or 1 GiB frame (ps_space_set_frame_order()) mapped by a huge
+ * entry is one unit: its one DIRTY flag says whether all of it is written. It
+ * is visited once, with one invalidation of the huge entry's extent, the entry
+ * write-protected whole (it is not split), DIRTY cleared and WRITEBACK set on
+ * the frame's word, and then @fn is called for each 4 KiB page of the frame in
+ * address order, with that page's address and frame, as for 4 KiB frames: the
+ * whole frame is written when @start and @len cover only part of it. The
+ * first error stops the calls for that frame and leaves it dirty (all of it is
+ * written by the next write-back); @stats count 4 KiB pages written or
+ * bounced, and one skip, error or kept-dirty per frame. A huge frame whose
+ * state was split (a pin or map of part of it) is written page by page.
+ *
  * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
  * for a frame while another write-back's @fn runs for it, so the copies land
  * in the order they were taken. PS_WB_CLEAN skips a frame under another
