@@ -337,6 +337,23 @@ static PS_COLD int freeze_wait(struct conv *c, struct ps_page *p,
 	}
 }
 
+/*
+ * Is the frozen word @p, which holds @frame's state, CPU-mapped (P5)? A 4 KiB
+ * word's maps count at its frame; a whole huge frame's at each 4 KiB frame a
+ * map names (P10 in lib/prot-kmap.c), all of which the freeze covers: every
+ * count of the unit is read (a 1 GiB frame: 256 KiB pages' counts, 1 MiB).
+ */
+static bool frozen_cpu_mapped(struct conv *c, struct ps_page *p, uint64_t frame)
+{
+	unsigned int o = 0;
+
+	if (PS_LIKELY(p == &c->frames[frame]) ||
+	    ps_space_frame_word(c->s, frame, &o) != p)
+		o = 0;
+	return ps__prot_cpu_mapped(c->prot, frame & ~((UINT64_C(1) << o) - 1),
+				   UINT64_C(1) << o);
+}
+
 /* Just frozen: the checks a freeze cannot make (P5, S14); 0 or -EAGAIN. */
 static inline int freeze_held(struct conv *c, struct ps_page *p, uint64_t frame)
 {
@@ -352,9 +369,7 @@ static inline int freeze_held(struct conv *c, struct ps_page *p, uint64_t frame)
 	 * state is the one the call began with: a map that could hide here is
 	 * the caller's own, made before the call.
 	 */
-	if (PS_UNLIKELY(c->prot &&
-			atomic_load_explicit(&c->prot->kmaps[frame],
-					     memory_order_acquire))) {
+	if (PS_UNLIKELY(c->prot && frozen_cpu_mapped(c, p, frame))) {
 		(void)ps_page_unfreeze(p, c->expected);
 		return -EAGAIN;
 	}

@@ -170,6 +170,100 @@ START_TEST(convert_whole_frame_pinned_fails)
 }
 END_TEST
 
+/* --- CPU maps of pages inside whole frames (P5, P6 per unit) -------------- */
+
+START_TEST(kmap_inside_whole_frame)
+{
+	unsigned int o;
+	struct ps_page *w;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+	w = ps_space_frame_word(sp, 0, &o);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	/* A page of the whole frame: one reference on the frame's word. */
+	ck_assert_int_eq(ps_prot_kmap(sp, 7, 0), 0);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 7), 1);
+	ck_assert_uint_eq(ps_page_refs(w), 2);
+	/* A second map of it joins; another page takes one more. */
+	ck_assert_int_eq(ps_prot_kmap(sp, 7, 0), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, 300, 0), 0);
+	ck_assert_uint_eq(ps_page_refs(w), 3);
+	/* Not split: the frame stays one unit. */
+	ck_assert_ptr_eq(ps_space_frame_word(sp, 7, &o), w);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(frames_split(), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 7), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 7), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 7), -EINVAL);
+	ck_assert_uint_eq(ps_page_refs(w), 2);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 300), 0);
+	ck_assert_uint_eq(ps_page_refs(w), 1);
+	ck_assert_uint_eq(frames_split(), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+/* A map taken on the whole word, released after the frame split. */
+START_TEST(kmap_whole_then_split)
+{
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, P1G + 5, 0), 0);
+	/* A 4 KiB pin elsewhere splits the 1 GiB frame down to that page. */
+	ck_assert_int_eq(ps_space_pin_range(sp, (P1G + 3 * P2M) * PG, PG, 0,
+					    &f),
+			 0);
+	ck_assert_uint_gt(frames_split(), 0);
+	/* The map's reference is on every part now: released from each. */
+	ck_assert_uint_eq(ps_page_refs(ps_space_frame_word(sp, P1G + 5, NULL)),
+			  2);
+	ck_assert_int_eq(ps_prot_kunmap(sp, P1G + 5), 0);
+	ck_assert_uint_eq(ps_page_refs(ps_space_frame_word(sp, P1G + 5, NULL)),
+			  1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_frame_word(sp, P1G + 3 * P2M,
+							   NULL)),
+			  2); /* the mapping's and the pin's */
+	ck_assert_uint_eq(ps_page_refs(ps_space_frame_word(sp, 2 * P1G - 1,
+							   NULL)),
+			  1);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+}
+END_TEST
+
+/*
+ * A conversion of a whole frame sees a CPU map of any page of it, even one
+ * whose reference the caller declares (P5): -EAGAIN, nothing changed.
+ */
+START_TEST(convert_whole_frame_cpu_mapped_inside)
+{
+	struct ps_convert_opts o = {0};
+	uint64_t off = 99;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, 100, 0), 0);
+	o.extra_refs = 1; /* the caller's own map */
+	ck_assert_int_eq(ps_prot_convert(sp, 0, P2M * PG, PS_ENC_PRIVATE, 0, &o,
+					 &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, 0);
+	ck_assert(!frame_private(100, NULL));
+	ck_assert_int_eq(ps_prot_kunmap(sp, 100), 0);
+	o.extra_refs = 0;
+	ck_assert_int_eq(ps_prot_convert(sp, 0, P2M * PG, PS_ENC_PRIVATE, 0, &o,
+					 NULL),
+			 0);
+	/* Private now: a map must ask; the first makes it accessible. */
+	ck_assert_int_eq(ps_prot_kmap(sp, 100, 0), -EPERM);
+	ck_assert_int_eq(ps_prot_kmap(sp, 100, PS_KMAP_PRIVATE), 0);
+	ck_assert(!(ps_page_load(ps_space_frame_word(sp, 0, NULL)) &
+		    PS_PAGE_INACCESSIBLE));
+	ck_assert_int_eq(ps_prot_kunmap(sp, 100), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
 /* --- part of a frame: split first, exactly that part ---------------------- */
 
 START_TEST(convert_4k_inside_2m_frame)
@@ -471,6 +565,12 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, convert_whole_2m_frame);
 	tcase_add_test(tc, convert_whole_1g_frame);
 	tcase_add_test(tc, convert_whole_frame_pinned_fails);
+
+	tc = ps_test_tcase(s, "kmap", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, kmap_inside_whole_frame);
+	tcase_add_test(tc, kmap_whole_then_split);
+	tcase_add_test(tc, convert_whole_frame_cpu_mapped_inside);
 
 	tc = ps_test_tcase(s, "part", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);

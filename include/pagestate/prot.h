@@ -354,7 +354,12 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * threads race (without a hook, the frame simply becomes accessible, as
  * Linux's default arch_make_page_accessible() is a no-op). The frame must be
  * in use (LIVE): the caller holds it mapped, pinned or referenced. A frame
- * being converted is waited for.
+ * being converted is waited for. A 4 KiB frame of a whole 2 MiB or 1 GiB
+ * frame (ps_space_set_frame_order()) is mapped without splitting that frame:
+ * the maps' reference is one on the whole frame's word (released by the last
+ * kunmap, also if the frame was split meanwhile), the frame is private,
+ * poisoned or inaccessible as a whole, and the first map of any of its pages
+ * that finds it inaccessible calls the hook for each of its 4 KiB frames.
  * Context: any thread; not from this frame's make_accessible hook.
  * Ordering: acquire. Progress: lock-free when the frame is already
  * CPU-mapped; otherwise blocking (the frame's LOCKED bit and the hook; a
