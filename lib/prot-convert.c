@@ -1029,20 +1029,25 @@ int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 
 /* --- cache modes and protection changes (P7) ------------------------------ */
 
-int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
-		      enum ps_cache_mode mode, uint64_t expected_refs)
+/*
+ * ps_prot_set_cache() on the word @p that holds the state of the unit of
+ * @order at @frame (P7; P9 for a huge unit): one CAS on a free word, else a
+ * freeze with @expected_refs, the CPU maps of every 4 KiB frame of the unit
+ * read after it (P5, P10), the change, the unfreeze.
+ */
+static int set_cache_word(struct ps_space *s, struct ps_page *p, uint64_t frame,
+			  unsigned int order, enum ps_cache_mode mode,
+			  uint64_t expected_refs)
 {
 	const uint64_t bits = (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
-	struct ps_page *p = ps_space_page(s, frame);
 
-	if (!p || (unsigned int)mode >= PS_CACHE_NR ||
-	    expected_refs > PS_PAGE_REFS_MAX)
-		return -EINVAL;
 	for (;;) {
 		uint64_t w = ps_page_load(p);
 
 		if (w & PS_PAGE_POISONED)
 			return -EHWPOISON;
+		if (w & PS_PAGE_SPLIT)
+			return -EBUSY; /* split since the caller looked (S17) */
 		if (ps_page_word_cache(w) == (unsigned int)mode)
 			return 0; /* the same mode is always fine */
 		if (!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))) {
@@ -1054,13 +1059,17 @@ int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 		if (!expected_refs || (w & PS_PAGE_FROZEN))
 			return -EBUSY; /* in use (P7) */
 		if (ps_page_freeze(p, expected_refs)) {
+			struct ps__prot_space *ps = ps__prot_peek(s);
+
 			/*
 			 * P7: no CPU map either. The maps share one reference
 			 * (P5), which a caller holding a map could declare; the
 			 * count, read after the freeze, cannot rise until the
-			 * unfreeze unless it is positive already.
+			 * unfreeze unless it is positive already. A huge
+			 * unit's maps count at each of its frames (P10).
 			 */
-			if (ps__prot_cpu_maps(s, frame)) {
+			if (ps && ps__prot_cpu_mapped(ps, frame,
+						      order_pages(order))) {
 				(void)ps_page_unfreeze(p, expected_refs);
 				return -EBUSY;
 			}
@@ -1074,11 +1083,73 @@ int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 	}
 }
 
+int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
+		      enum ps_cache_mode mode, uint64_t expected_refs)
+{
+	const unsigned int order = PS_SPACE_UNIT_ORDER(frame);
+	struct ps_page *p;
+	unsigned int o;
+	int rc;
+
+	frame = PS_SPACE_UNIT_FRAME(frame);
+	if ((order != PS_SPACE_ORDER_4K && order != PS_SPACE_ORDER_2M &&
+	     order != PS_SPACE_ORDER_1G) ||
+	    (frame & (order_pages(order) - 1)) ||
+	    (unsigned int)mode >= PS_CACHE_NR ||
+	    expected_refs > PS_PAGE_REFS_MAX)
+		return -EINVAL;
+	p = ps_space_frame_word(s, frame, &o);
+	if (!p || (order && !ps_space_page(s, frame + order_pages(order) - 1)))
+		return -EINVAL;
+	if (PS_LIKELY(!order && !o))
+		return set_cache_word(s, p, frame, 0, mode, expected_refs);
+	if (order) {
+		/* P9: a whole frame, named as its unit: its word, once. */
+		if (o != order)
+			return -EINVAL; /* not a whole frame of that order */
+		return set_cache_word(s, p, frame, order, mode, expected_refs);
+	}
+	/*
+	 * P9: a 4 KiB frame of a whole huge frame: the frame's state is split
+	 * first (S17), then that page's word changes. Under the writer mutex,
+	 * so that no map merges the free parts back between (a merge is a
+	 * map's, S1).
+	 */
+	if (ps_page_word_cache(ps_page_load(p)) == (unsigned int)mode)
+		return 0; /* the same mode is always fine */
+	ps__space_writer_lock(s);
+	rc = ps__space_split_frame(s, frame, PS_SPACE_ORDER_4K);
+	p = ps_space_frame_word(s, frame, &o);
+	if (!rc && o)
+		rc = -EBUSY; /* could not be split down to the page */
+	if (!rc)
+		rc = set_cache_word(s, p, frame, 0, mode, expected_refs);
+	ps__space_writer_unlock(s);
+	return rc;
+}
+
+/*
+ * mprotect's change of one huge leaf that lies inside the range, at page @addr
+ * (its first), of @order: one compare-and-swap of the whole leaf (P9: a whole
+ * frame is one transition, never split); a racing fault refreshes it.
+ */
+static void mprotect_leaf(struct ps_pgtable *pt, uint64_t addr,
+			  unsigned int order, ps_pte_t leaf, bool write)
+{
+	while (ps_pte_is_present(leaf) && ps_pte_may_write(leaf) != write &&
+	       ps_pgtable_cmpxchg_huge(pt, addr, order, &leaf,
+				       ps_pte_set_maywrite(leaf, write)) ==
+		       -EAGAIN)
+		;
+}
+
 int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		     unsigned int prot)
 {
 	const bool write = prot & PS_PROT_WRITE;
 	struct ps_pgtable *pt = ps_space_pgtable(s);
+	const uint64_t n = len >> PAGE_SHIFT;
+	struct conv c;
 	int rc = 0;
 
 	if (!range_ok(s, start, len) ||
@@ -1088,6 +1159,21 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EOPNOTSUPP;
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
+	/*
+	 * P9: what straddles an edge is split first, the huge leaf and the
+	 * frame's state (as a conversion does), so every huge leaf met below
+	 * lies inside the range and changes whole. The splits change no page's
+	 * entry or state, only their grouping: on -ENOMEM nothing else is done.
+	 */
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.pt = pt;
+	c.frames = ps__space_frames(s, &c.nframes);
+	rc = split_edge(&c, start >> PAGE_SHIFT);
+	if (!rc)
+		rc = split_edge(&c, (start + len) >> PAGE_SHIFT);
+	if (rc)
+		goto out;
 	if (!write) {
 		rc = ps_notifier_invalidate_start(ps_space_notifier(s), start,
 						  len, PS_NOTIFIER_PROTECTION,
@@ -1096,12 +1182,20 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 			goto out;
 	}
 	ps_pgtable_read_lock();
-	for (uint64_t i = 0; i < len >> PAGE_SHIFT; i++) {
+	for (uint64_t i = 0; i < n; i++) {
 		const uint64_t addr = start + (i << PAGE_SHIFT);
-		ps_pte_t e;
+		ps_pte_t e, leaf;
+		unsigned int lo = 0;
 
 		section_cycle(i, NULL);
-		e = ps_pgtable_lookup(pt, addr);
+		if (ps_pgtable_get_level(pt, addr, &e, &lo, &leaf))
+			continue;
+		if (lo && !(i & (order_pages(lo) - 1)) &&
+		    order_pages(lo) <= n - i) {
+			mprotect_leaf(pt, addr, lo, leaf, write);
+			i += order_pages(lo) - 1;
+			continue;
+		}
 		/* Only MAYWRITE/WRITE change; a racing fault refreshes e. */
 		while (ps_pte_is_present(e) && ps_pte_may_write(e) != write &&
 		       ps_pgtable_cmpxchg(pt, addr, &e,

@@ -264,6 +264,126 @@ START_TEST(convert_whole_frame_cpu_mapped_inside)
 }
 END_TEST
 
+/* --- mprotect of huge frames: whole is one CAS, part splits first --------- */
+
+START_TEST(mprotect_whole_frame_keeps_the_leaf)
+{
+	unsigned int lo;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert(ps_pte_is_writable(entry(5 * PG, &lo)));
+	/* Read-only over the whole first frame: its leaf, not split. */
+	ck_assert_int_eq(ps_prot_mprotect(sp, 0, P2M * PG, PS_PROT_READ), 0);
+	e = entry((P2M - 1) * PG, &lo);
+	ck_assert_uint_eq(lo, PS_SPACE_ORDER_2M);
+	ck_assert(!ps_pte_may_write(e));
+	ck_assert(!ps_pte_is_writable(e));
+	ck_assert(ps_pte_may_write(entry(P2M * PG, &lo)));
+	ck_assert_uint_eq(lo, PS_SPACE_ORDER_2M);
+	ck_assert_int_ne(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	/* And back: writable again on a write fault. */
+	ck_assert_int_eq(ps_prot_mprotect(sp, 0, P2M * PG,
+					  PS_PROT_READ | PS_PROT_WRITE),
+			 0);
+	ck_assert(ps_pte_may_write(entry(7 * PG, &lo)));
+	ck_assert_uint_eq(lo, PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(frames_split(), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(mprotect_part_splits_first)
+{
+	unsigned int lo;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_prot_mprotect(sp, 3 * PG, 2 * PG, PS_PROT_READ), 0);
+	/* Exactly that part: the leaf and the frame's state split. */
+	ck_assert(!ps_pte_may_write(entry(3 * PG, &lo)));
+	ck_assert_uint_eq(lo, 0);
+	ck_assert(!ps_pte_may_write(entry(4 * PG, NULL)));
+	ck_assert(ps_pte_may_write(entry(2 * PG, NULL)));
+	ck_assert(ps_pte_may_write(entry(5 * PG, NULL)));
+	ck_assert(ps_pte_may_write(entry((P2M - 1) * PG, NULL)));
+	ck_assert_uint_gt(frames_split(), 0);
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_ne(ps_space_fault(sp, 4 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(mprotect_whole_1g_frame)
+{
+	unsigned int lo;
+
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_prot_mprotect(sp, P1G * PG, P1G * PG, PS_PROT_READ),
+			 0);
+	ck_assert(!ps_pte_may_write(entry((P1G + 777) * PG, &lo)));
+	ck_assert_uint_eq(lo, PS_SPACE_ORDER_1G);
+	ck_assert_uint_eq(frames_split(), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+}
+END_TEST
+
+/* --- cache modes of huge frames: a unit is one transition ----------------- */
+
+START_TEST(set_cache_whole_and_part)
+{
+	unsigned int o;
+
+	/* A free whole frame, named as its unit: one word, no split. */
+	ck_assert_int_eq(
+		ps_prot_set_cache(sp, PS_SPACE_UNIT(P2M, PS_SPACE_ORDER_2M),
+				  PS_CACHE_WC, 0),
+		0);
+	ck_assert_uint_eq(ps_page_word_cache(ps_page_load(
+				  ps_space_frame_word(sp, P2M + 9, &o))),
+			  PS_CACHE_WC);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(frames_split(), 0);
+	/* Not a whole frame of that order: refused. */
+	ck_assert_int_eq(
+		ps_prot_set_cache(sp, PS_SPACE_UNIT(P2M + 1, PS_SPACE_ORDER_2M),
+				  PS_CACHE_WC, 0),
+		-EINVAL);
+	ck_assert_int_eq(
+		ps_prot_set_cache(sp, PS_SPACE_UNIT(P2M, PS_SPACE_ORDER_1G),
+				  PS_CACHE_WC, 0),
+		-EINVAL);
+	/* A 4 KiB frame of it: the frame's state splits, that page changes. */
+	ck_assert_int_eq(ps_prot_set_cache(sp, P2M + 9, PS_CACHE_UC, 0), 0);
+	ck_assert_uint_eq(frames_split(), 1);
+	ck_assert_uint_eq(ps_page_word_cache(ps_page_load(
+				  ps_space_frame_word(sp, P2M + 9, &o))),
+			  PS_CACHE_UC);
+	ck_assert_uint_eq(o, 0);
+	ck_assert_uint_eq(ps_page_word_cache(ps_page_load(
+				  ps_space_frame_word(sp, P2M + 10, NULL))),
+			  PS_CACHE_WC);
+	/* A mapped whole frame is in use. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+	ck_assert_int_eq(ps_prot_set_cache(sp,
+					   PS_SPACE_UNIT(0, PS_SPACE_ORDER_2M),
+					   PS_CACHE_WC, 0),
+			 -EBUSY);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
 /* --- part of a frame: split first, exactly that part ---------------------- */
 
 START_TEST(convert_4k_inside_2m_frame)
@@ -571,6 +691,13 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, kmap_inside_whole_frame);
 	tcase_add_test(tc, kmap_whole_then_split);
 	tcase_add_test(tc, convert_whole_frame_cpu_mapped_inside);
+
+	tc = ps_test_tcase(s, "mprotect", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, mprotect_whole_frame_keeps_the_leaf);
+	tcase_add_test(tc, mprotect_part_splits_first);
+	tcase_add_test(tc, mprotect_whole_1g_frame);
+	tcase_add_test(tc, set_cache_whole_and_part);
 
 	tc = ps_test_tcase(s, "part", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);

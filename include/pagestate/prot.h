@@ -460,11 +460,17 @@ int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
 /**
  * ps_prot_set_cache() - give @frame cache mode @mode.
  * @space: the space.
- * @frame: the frame.
+ * @frame: the frame, or a whole 2 MiB or 1 GiB frame named as its unit
+ *	(PS_SPACE_UNIT() of its first frame and its order).
  * @mode: the mode.
  * @expected_refs: 0 for a free frame; otherwise the exact references the
  *	frame holds that the caller accounts for and that are not mappings
  *	(e.g. the owner's own). The frame is frozen for the change.
+ *
+ * A unit changes the whole frame's word, once (it must be a whole frame of
+ * that order: -EINVAL otherwise). A 4 KiB frame of a whole huge frame splits
+ * that frame's state first (under the space's writer mutex), and only its own
+ * word changes.
  *
  * The same mode is always fine (0, nothing changes). Otherwise the frame
  * must be free (not LIVE, not frozen) or, with @expected_refs, LIVE with
@@ -500,14 +506,18 @@ int ps_prot_set_cache(struct ps_space *space, uint64_t frame,
  * and the frame dirty (dirty before writable). Revoking write is bracketed
  * by an invalidation (PS_NOTIFIER_PROTECTION), so writable secondary
  * mappings go. Entries that are not present are left alone (there is no
- * VMA; a page mapped later takes its map's flags).
+ * VMA; a page mapped later takes its map's flags). A 2 MiB or 1 GiB entry
+ * inside the range changes whole, by one compare-and-swap (it is not split);
+ * one that the range cuts is split first, with the state of a whole huge frame
+ * it maps (as ps_prot_convert() does), and its pages in the range change.
  * Context: any thread; not from a notifier callback or a hook of this space
  * (the writer mutex). Ordering: each entry changes by the page table's
  * release CAS, inside the invalidation when write is revoked.
  * Progress: blocking (the writer mutex, the invalidation).
  * Return: 0; -EINVAL (bad range, unknown bits); -EOPNOTSUPP for PROT_NONE
  * (entries have no "not readable" state: unmap, or write-protect with
- * uffd-wp, instead).
+ * uffd-wp, instead); -ENOMEM or -EBUSY (splitting a huge entry or frame
+ * at an edge of the range failed: no access right changed).
  */
 int ps_prot_mprotect(struct ps_space *space, uint64_t start, uint64_t len,
 		     unsigned int prot);
