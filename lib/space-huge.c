@@ -1256,11 +1256,24 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 
 			pthread_mutex_unlock(&s->writer);
 			if (o != lo) {
-				/* Split state under a huge entry: per page. */
-				*fr = PS_FAULT_INVALID;
-				if (err)
-					*err = -EOPNOTSUPP;
-				return true;
+				/*
+				 * Split state under a huge entry: making the
+				 * entry writable would need every part dirty
+				 * first. Split the entry instead (THP-like) and
+				 * let the 4 KiB path make this page's part
+				 * dirty and its entry writable.
+				 */
+				const uint64_t ext = unit_pages(lo)
+						     << PAGE_SHIFT;
+
+				if (ps_pgtable_split(s->pt, addr & ~(ext - 1),
+						     ext)) {
+					*fr = PS_FAULT_INVALID;
+					if (err)
+						*err = -ENOMEM;
+					return true;
+				}
+				return false;
 			}
 			if ((word & PS_PAGE_LIVE) &&
 			    ps_page_word_refs(word) >= PS_PAGE_REFS_MAX) {
