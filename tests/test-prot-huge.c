@@ -675,6 +675,99 @@ START_TEST(stress_convert_4k_while_other_parts_pinned)
 }
 END_TEST
 
+/*
+ * CPU maps of a whole frame's page against the split of that frame (P10): each
+ * round maps a 2 MiB frame whole; one thread kmaps and kunmaps a page of it
+ * (the maps' reference on the whole word, or on the 4 KiB word once split),
+ * while the other splits the frame's state with a 4 KiB pin of another page
+ * and unpins. After each round every part holds exactly the mapping's
+ * reference: no map's reference is lost or left behind across the split.
+ */
+struct kmap_race {
+	pthread_barrier_t start, done;
+	_Atomic(int) stop;
+	_Atomic(uint64_t) maps;
+	struct ps_test_overlap ov;
+};
+
+static void *kmap_race_mapper(void *arg)
+{
+	struct kmap_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+
+	for (;;) {
+		pthread_barrier_wait(&r->start);
+		if (atomic_load(&r->stop))
+			return NULL;
+		for (int k = 0; k < 64; k++, ps_test_overlap_step(&me)) {
+			const uint64_t f = 5 + (uint64_t)(k & 3) * 100;
+			int rc = ps_prot_kmap(sp, f, 0);
+
+			if (rc) {
+				violation("kmap failed", f, (uint64_t)-rc);
+				continue;
+			}
+			if (!ps_prot_kmap_count(sp, f))
+				violation("kmap not counted", f, 0);
+			if (ps_prot_kunmap(sp, f))
+				violation("kunmap failed", f, 0);
+			atomic_fetch_add(&r->maps, 1);
+		}
+		pthread_barrier_wait(&r->done);
+	}
+}
+
+START_TEST(stress_kmap_against_split)
+{
+	static struct kmap_race r;
+	struct ps_test_side me;
+	struct ps_test_rng rng = ps_test_rng_new(18);
+	uint64_t rounds = 0, max_rounds, bad;
+	pthread_t t;
+
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 2, 0);
+	max_rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 200;
+	me = ps_test_side(&r.ov, 0, 0);
+	pthread_barrier_init(&r.start, NULL, 2);
+	pthread_barrier_init(&r.done, NULL, 2);
+	ck_assert_int_eq(pthread_create(&t, NULL, kmap_race_mapper, &r), 0);
+	for (;;) {
+		uint64_t f;
+
+		if (ps_test_overlap_enough(&r.ov) || rounds >= max_rounds) {
+			atomic_store(&r.stop, 1);
+			pthread_barrier_wait(&r.start);
+			break;
+		}
+		/* Whole again: the free parts merge under a huge entry. */
+		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0), 0);
+		pthread_barrier_wait(&r.start);
+		for (uint64_t k = ps_test_below(&rng, 64); k; k--)
+			ps_test_overlap_step(&me);
+		if (ps_space_pin_range(sp, 300 * PG, PG, 0, &f) ||
+		    ps_space_unpin(sp, &f, 1, 0))
+			violation("4 KiB pin or unpin failed", rounds, 0);
+		ps_test_overlap_step(&me);
+		pthread_barrier_wait(&r.done);
+		bad = 0;
+		for (uint64_t p = 0; p < P2M; p++)
+			if (ps_page_refs(ps_space_frame_word(sp, p, NULL)) !=
+				    1 ||
+			    ps_prot_kmap_count(sp, p))
+				bad++;
+		ck_assert_uint_eq(bad, 0);
+		ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+		rounds++;
+	}
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "kmap of a page vs the frame's split");
+	ck_assert_uint_gt(atomic_load(&r.maps), 0);
+}
+END_TEST
+
 static Suite *prot_huge_suite(void)
 {
 	Suite *s = suite_create("prot-huge");
@@ -711,6 +804,7 @@ static Suite *prot_huge_suite(void)
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_convert_4k_while_other_parts_pinned);
+	tcase_add_test(tc, stress_kmap_against_split);
 	return s;
 }
 
