@@ -479,25 +479,67 @@ uint32_t ps_prot_kmap_count(struct ps_space *s, uint64_t frame)
 	return ps__prot_cpu_maps(s, frame); /* an acquire load */
 }
 
-int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
+/*
+ * ps_prot_set_inaccessible() on the word @p that holds the state of the unit
+ * of @order at @frame: under its LOCKED bit, no CPU map of any of the unit's
+ * 4 KiB frames (P10), then the flag in one CAS that refuses a frozen frame.
+ */
+static int set_inaccessible_word(struct ps_space *s, struct ps_page *p,
+				 uint64_t frame, unsigned int order)
 {
-	struct ps_page *p = ps_space_page(s, frame);
+	struct ps__prot_space *ps = ps__prot_peek(s);
 	int rc = 0;
 
-	if (!p)
-		return -EINVAL;
 	ps_page_lock(p);
 	/*
-	 * ps__prot_cpu_maps()'s acquire pairs with kunmap's release: the CPU
-	 * maps are over. A count made positive under LOCKED (kmap_first())
+	 * ps__prot_cpu_mapped()'s acquire pairs with kunmap's release: the CPU
+	 * maps are over. A count made positive under LOCKED (kmap_slow())
 	 * after the state was created is seen: the state's publication comes
 	 * before it.
 	 */
-	if (ps__prot_cpu_maps(s, frame))
+	if (ps && ps__prot_cpu_mapped(ps, frame, UINT64_C(1) << order))
 		rc = -EBUSY;
 	/* One CAS that also refuses a frozen frame (P5). */
 	else if (!ps_page_set_flags_unless_frozen(p, PS_PAGE_INACCESSIBLE))
 		rc = -EBUSY; /* being converted: it decides */
 	ps_page_unlock(p);
+	return rc;
+}
+
+int ps_prot_set_inaccessible(struct ps_space *s, uint64_t frame)
+{
+	const unsigned int order = PS_SPACE_UNIT_ORDER(frame);
+	struct ps_page *p;
+	unsigned int o;
+	int rc;
+
+	frame = PS_SPACE_UNIT_FRAME(frame);
+	if ((order != PS_SPACE_ORDER_4K && order != PS_SPACE_ORDER_2M &&
+	     order != PS_SPACE_ORDER_1G) ||
+	    (frame & ((UINT64_C(1) << order) - 1)))
+		return -EINVAL;
+	p = ps_space_frame_word(s, frame, &o);
+	if (!p || !ps_space_page(s, frame + (UINT64_C(1) << order) - 1))
+		return -EINVAL;
+	if (PS_LIKELY(!order && !o))
+		return set_inaccessible_word(s, p, frame, 0);
+	if (order)
+		/* P10: a whole frame, named as its unit: its word. */
+		return o == order ? set_inaccessible_word(s, p, frame, order)
+				  : -EINVAL;
+	/*
+	 * A 4 KiB frame of a whole frame: the frame's state is split first
+	 * (S17), under the writer mutex so that no map merges the free parts
+	 * back before the flag is set (a merge is a map's, S1). The writer
+	 * mutex before a page's LOCKED bit, as a huge write fault takes them.
+	 */
+	ps__space_writer_lock(s);
+	rc = ps__space_split_frame(s, frame, PS_SPACE_ORDER_4K);
+	p = ps_space_frame_word(s, frame, &o);
+	if (!rc && o)
+		rc = -EBUSY; /* could not be split down to the page */
+	if (!rc)
+		rc = set_inaccessible_word(s, p, frame, 0);
+	ps__space_writer_unlock(s);
 	return rc;
 }

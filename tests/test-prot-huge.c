@@ -384,6 +384,37 @@ START_TEST(set_cache_whole_and_part)
 }
 END_TEST
 
+START_TEST(set_inaccessible_whole_and_part)
+{
+	unsigned int o;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0), 0);
+	/* A whole frame as its unit: its word, no split. */
+	ck_assert_int_eq(ps_prot_set_inaccessible(
+				 sp, PS_SPACE_UNIT(P2M, PS_SPACE_ORDER_2M)),
+			 0);
+	ck_assert(ps_page_load(ps_space_frame_word(sp, P2M + 3, &o)) &
+		  PS_PAGE_INACCESSIBLE);
+	ck_assert_uint_eq(o, PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(frames_split(), 0);
+	/* CPU-mapped anywhere in it: -EBUSY. */
+	ck_assert_int_eq(ps_prot_kmap(sp, P2M + 3, 0), 0);
+	ck_assert_int_eq(ps_prot_set_inaccessible(
+				 sp, PS_SPACE_UNIT(P2M, PS_SPACE_ORDER_2M)),
+			 -EBUSY);
+	ck_assert_int_eq(ps_prot_kunmap(sp, P2M + 3), 0);
+	/* A 4 KiB frame of a whole frame: split first, that page alone. */
+	ck_assert_int_eq(ps_prot_set_inaccessible(sp, 7), 0);
+	ck_assert_uint_eq(frames_split(), 1);
+	ck_assert(ps_page_load(ps_space_frame_word(sp, 7, &o)) &
+		  PS_PAGE_INACCESSIBLE);
+	ck_assert_uint_eq(o, 0);
+	ck_assert(!(ps_page_load(ps_space_frame_word(sp, 8, NULL)) &
+		    PS_PAGE_INACCESSIBLE));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
 /* --- part of a frame: split first, exactly that part ---------------------- */
 
 START_TEST(convert_4k_inside_2m_frame)
@@ -784,6 +815,7 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, kmap_inside_whole_frame);
 	tcase_add_test(tc, kmap_whole_then_split);
 	tcase_add_test(tc, convert_whole_frame_cpu_mapped_inside);
+	tcase_add_test(tc, set_inaccessible_whole_and_part);
 
 	tc = ps_test_tcase(s, "mprotect", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -401,16 +401,24 @@ uint32_t ps_prot_kmap_count(struct ps_space *space, uint64_t frame);
 /**
  * ps_prot_set_inaccessible() - mark @frame INACCESSIBLE again.
  * @space: the space.
- * @frame: the frame; it may be free.
+ * @frame: the frame; it may be free. Or a whole 2 MiB or 1 GiB frame named as
+ *	its unit (PS_SPACE_UNIT() of its first frame and its order).
  *
  * For an owner that removed the frame from its own mappings (its "direct
- * map"): the next first CPU map calls the make-accessible hook again.
- * Context: any thread; not from this frame's make_accessible hook.
+ * map"): the next first CPU map calls the make-accessible hook again. A unit
+ * marks the whole frame's word (it must be a whole frame of that order:
+ * -EINVAL otherwise), refused while any of its pages is CPU-mapped. A 4 KiB
+ * frame of a whole huge frame splits that frame's state first, under the
+ * space's writer mutex, and marks its own word only.
+ * Context: any thread; not from this frame's make_accessible hook, nor, for a
+ * 4 KiB frame of a whole huge frame, from a hook or callback run under the
+ * writer mutex.
  * Ordering: acquire load of the count (pairs with kunmap's release: the
  * CPU maps' accesses are over), acq_rel flag change.
- * Progress: blocking (the frame's LOCKED bit).
- * Return: 0; -EINVAL (@frame out of range); -EBUSY while it is CPU-mapped
- * or being converted (nothing changed).
+ * Progress: blocking (the frame's LOCKED bit; the writer mutex for a split).
+ * Return: 0; -EINVAL (@frame out of range, not a whole frame of the unit's
+ * order); -EBUSY while it is CPU-mapped or being converted, or its huge frame
+ * could not be split (nothing changed).
  */
 int ps_prot_set_inaccessible(struct ps_space *space, uint64_t frame);
 
