@@ -541,3 +541,44 @@ int ps_pgtable_collapse(struct ps_pgtable *t, uint64_t start, uint64_t len,
 	pthread_mutex_unlock(&t->lock);
 	return rc;
 }
+
+/* --- whole-leaf compare-and-swap (H2) ------------------------------------- */
+
+int ps_pgtable_cmpxchg_huge(struct ps_pgtable *t, uint64_t addr,
+			    unsigned int order, ps_pte_t *expected,
+			    ps_pte_t desired)
+{
+	const uint64_t p = addr >> PAGE_SHIFT;
+	uintptr_t cur;
+	struct hit h;
+	int err = 0;
+
+	if (bad_addr(addr) || (order != ORDER_LOW && order != ORDER_MID) ||
+	    (p & ((UINT64_C(1) << order) - 1)) || !expected ||
+	    !ps_pte_huge_valid(desired, order))
+		return -EINVAL;
+	ps__rcu_read_lock();
+	(void)leaf_lookup(t, p >> LEVEL_BITS, &h);
+	if (!h.v || h.order != order || h.p0 != p) {
+		err = -ENOENT; /* a level, none, or a leaf of another order */
+	} else if ((ps_pte_t)h.v != *expected) {
+		*expected = (ps_pte_t)h.v;
+		err = -EAGAIN;
+	} else {
+		cur = h.v;
+		/*
+		 * Seq_cst on success: an entry CAS (G2; H2: huge leaves need
+		 * no hint bit), releasing @desired to acquiring readers;
+		 * acquire on failure, as ps_pgtable_cmpxchg().
+		 */
+		if (!atomic_compare_exchange_strong_explicit(
+			    h.slot, (void **)&cur, (void *)(uintptr_t)desired,
+			    memory_order_seq_cst, memory_order_acquire)) {
+			*expected = slot_huge(cur) ? (ps_pte_t)cur
+						   : PS_PTE_NONE;
+			err = slot_huge(cur) ? -EAGAIN : -ENOENT;
+		}
+	}
+	ps__rcu_read_unlock();
+	return err;
+}

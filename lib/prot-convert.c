@@ -6,9 +6,9 @@
  * lib/x86.c's; CPU maps and prot's per-space state are lib/prot-kmap.c's.)
  *
  * ---------------------------------------------------------------------------
- * Protocol and guarantees (cited by tests/test-prot.c as P1..P4, P7, P8; P5
- * and P6 are in lib/prot-kmap.c; the space's S1..S14, stated in the space's
- * files, hold too: lib/space-impl.h)
+ * Protocol and guarantees (cited by tests/test-prot.c as P1..P4, P7, P8, and by
+ * tests/test-prot-huge.c as P9; P5 and P6 are in lib/prot-kmap.c; the space's
+ * S1..S14, stated in the space's files, hold too: lib/space-impl.h)
  * ---------------------------------------------------------------------------
  *
  * P1  Serialisation. Conversion and mprotect take the space's writer mutex
@@ -49,21 +49,7 @@
  *     each page old (or frozen) until its unfreeze, new after it, as with three
  *     phases; a failed call changes nothing visible. Per page that is the
  *     three read-modify-writes a conversion needs (freeze, entry, unfreeze) and
- *     one load of the entry and one of the page word.
- *
- *     Runs. Phase 1 of the commit path walks one leaf per read-side section
- *     (one walk each, the section left at the leaf's end for grace periods,
- *     and around a wait, after which it walks again) and records what it froze
- *     as runs: pages [page, page + n) whose frames are [frame, frame + n).
- *     Under the writer mutex (P1) no frame is replaced at an address, so the
- *     runs still say, in phase 3, which frame each page maps: a commit then
- *     unfreezes frame after frame with no walk, no entry read and no section,
- *     touching only the page words. Room for the runs is fixed when the call
- *     starts (one per leaf of the range, and 16 more); a range whose frames
- *     are too scattered to fit moves its runs into the bitmap of frozen pages
- *     and goes on in it, and phase 3 then finds each frame through its entry,
- *     as the hooks' path does. An undo reads each entry to flip it back either
- *     way.
+ *     two cursor loads.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -85,6 +71,24 @@
  *     prepare/finish run with the writer mutex held and the frame frozen;
  *     make_accessible under the frame's LOCKED bit with the kmap's
  *     reference held.
+ *
+ * P9  Huge frames. A conversion works on units: a 4 KiB page with its own word,
+ *     or a huge unit: the pages of one huge leaf, or of one whole huge frame
+ *     mapped by smaller entries, whichever is larger. It first splits what
+ *     straddles an edge of the range (split_edge(): the huge leaf, by
+ *     ps_pgtable_split(); the frame's state, by ps__space_split_frame(), S17
+ *     and S18 in lib/space-huge.c), so that each unit lies inside the range or
+ *     outside it. A huge unit is then P2's one decision on each word that holds
+ *     its state (one word for a whole frame; each part's where the state is
+ *     split, as after a pin of part of it), frozen at its exact count, and one
+ *     compare-and-swap of the huge leaf's ENC bit (ps_pgtable_cmpxchg_huge())
+ *     once every part is frozen; phase 3 unfreezes each word once. So a whole 2
+ *     MiB or 1 GiB frame costs what a 4 KiB page costs, and a conversion of
+ *     part of a frame freezes exactly that part's words: a pin of another part
+ *     is on another word (a pin of part of a whole frame splits its state
+ *     first, S17), never seen, so it never makes the call fail or wait. With
+ *     prepare or finish hooks, which are per 4 KiB page, everything in the
+ *     range is split first (split_all()) and converted page by page.
  *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
@@ -223,11 +227,6 @@ static ps_pte_t cursor_load(PS_ATOMIC(ps_pte_t) *slot)
 
 /* --- conversion (P1..P4) -------------------------------------------------- */
 
-/* Pages [page, page + n) of the range, frozen, map [frame, frame + n). */
-struct run {
-	uint64_t page, frame, n;
-};
-
 struct conv {
 	struct ps_space *s;
 	/*
@@ -241,7 +240,6 @@ struct conv {
 	 * next conversion's to forget.
 	 */
 	bool longterm;
-	bool held_checks;	/* prot || longterm: freeze_held() has work */
 	struct ps_pgtable *pt;	/* the space's */
 	struct ps_page *frames; /* the space's page words */
 	uint64_t nframes;
@@ -254,15 +252,8 @@ struct conv {
 	uint64_t fwd_set;    /* ... and sets */
 	uint64_t *frozen;    /* bit i: page i is frozen by this call */
 	uint64_t *was_inacc; /* bit i: page i was INACCESSIBLE before */
-	/*
-	 * The commit path's record of what it froze (P3, "Runs"): runs of
-	 * pages whose frames follow each other, while they fit in @runs_cap;
-	 * past that (nruns > runs_cap) the bitmap @frozen holds it all.
-	 */
-	struct run *runs;
-	uint64_t nruns, runs_cap;
-	uint64_t wait_ns; /* the PS_CONVERT_WAIT budget */
-	uint64_t t0;	  /* first wait (0: none yet) */
+	uint64_t wait_ns;    /* the PS_CONVERT_WAIT budget */
+	uint64_t t0;	     /* first wait (0: none yet) */
 	unsigned int waits;
 	uint64_t quarantined;
 	int hook_error;
@@ -291,9 +282,9 @@ static void section_cycle(uint64_t i, struct cursor *k)
  * Why a frame cannot be frozen, as the errno to fail with, or 0 to wait and
  * try again (see "Waiting" in prot.h).
  */
-static int freeze_obstacle(struct conv *c, uint64_t frame)
+static int freeze_obstacle(struct conv *c, struct ps_page *p, uint64_t frame)
 {
-	uint64_t w = ps_page_load(&c->frames[frame]), now;
+	uint64_t w = ps_page_load(p), now;
 	bool pinned = ps_page_word_pins(w) != 0;
 	bool cpu = ps__prot_cpu_maps(c->s, frame) !=
 		   0; /* a hint: the freeze decides */
@@ -321,34 +312,50 @@ static void backoff(struct conv *c)
 	}
 }
 
-static inline int freeze_held(struct conv *c, uint64_t frame);
-static void record_close(struct conv *c, struct run r);
+static inline int freeze_held(struct conv *c, struct ps_page *p,
+			      uint64_t frame);
 
 /*
- * freeze_one() off its straight path: the freeze failed; wait as allowed
- * (outside the section, after which *@left is true: cursors found in it are
- * invalid) and try again, or fail.
+ * freeze_one() off its straight path: the freeze of @p (the word holding
+ * @frame's state; @frame is the first frame of its unit) failed; wait as
+ * allowed (outside the section) and try again, or fail.
  */
-static PS_COLD int freeze_wait(struct conv *c, uint64_t frame, bool *left)
+static PS_COLD int freeze_wait(struct conv *c, struct ps_page *p,
+			       uint64_t frame, struct cursor *k)
 {
-	struct ps_page *p = &c->frames[frame];
-
 	for (;;) {
-		int rc = freeze_obstacle(c, frame);
+		int rc = freeze_obstacle(c, p, frame);
 
 		if (rc)
 			return rc;
 		ps_pgtable_read_unlock(); /* P8: never wait inside it */
 		backoff(c);
 		ps_pgtable_read_lock();
-		*left = true;
+		k->valid = false;
 		if (ps_page_freeze(p, c->expected))
-			return freeze_held(c, frame);
+			return freeze_held(c, p, frame);
 	}
 }
 
+/*
+ * Is the frozen word @p, which holds @frame's state, CPU-mapped (P5)? A 4 KiB
+ * word's maps count at its frame; a whole huge frame's at each 4 KiB frame a
+ * map names (P10 in lib/prot-kmap.c), all of which the freeze covers: every
+ * count of the unit is read (a 1 GiB frame: 256 KiB pages' counts, 1 MiB).
+ */
+static bool frozen_cpu_mapped(struct conv *c, struct ps_page *p, uint64_t frame)
+{
+	unsigned int o = 0;
+
+	if (PS_LIKELY(p == &c->frames[frame]) ||
+	    ps_space_frame_word(c->s, frame, &o) != p)
+		o = 0;
+	return ps__prot_cpu_mapped(c->prot, frame & ~((UINT64_C(1) << o) - 1),
+				   UINT64_C(1) << o);
+}
+
 /* Just frozen: the checks a freeze cannot make (P5, S14); 0 or -EAGAIN. */
-static inline int freeze_held(struct conv *c, uint64_t frame)
+static inline int freeze_held(struct conv *c, struct ps_page *p, uint64_t frame)
 {
 	/*
 	 * P5: the CPU maps' one reference can hide among the declared ones
@@ -362,10 +369,8 @@ static inline int freeze_held(struct conv *c, uint64_t frame)
 	 * state is the one the call began with: a map that could hide here is
 	 * the caller's own, made before the call.
 	 */
-	if (PS_UNLIKELY(c->prot &&
-			atomic_load_explicit(&c->prot->kmaps[frame],
-					     memory_order_acquire))) {
-		(void)ps_page_unfreeze(&c->frames[frame], c->expected);
+	if (PS_UNLIKELY(c->prot && frozen_cpu_mapped(c, p, frame))) {
+		(void)ps_page_unfreeze(p, c->expected);
 		return -EAGAIN;
 	}
 	/*
@@ -380,182 +385,329 @@ static inline int freeze_held(struct conv *c, uint64_t frame)
 
 /*
  * Freeze @frame with the expected references, waiting as allowed (outside
- * the section: *@left is then true).
+ * the section: @k is then invalid).
  */
-static inline int freeze_one(struct conv *c, uint64_t frame, bool *left)
+static inline int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
 {
-	if (PS_LIKELY(ps_page_freeze(&c->frames[frame], c->expected)))
-		return PS_LIKELY(!c->held_checks) ? 0 : freeze_held(c, frame);
-	return freeze_wait(c, frame, left);
+	struct ps_page *p = &c->frames[frame];
+
+	if (PS_LIKELY(ps_page_freeze(p, c->expected)))
+		return freeze_held(c, p, frame);
+	return freeze_wait(c, p, frame, k);
+}
+
+/* --- huge frames (P9) ----------------------------------------------------- */
+
+/* What phase 3 does besides unfreezing (P3). */
+enum thaw {
+	THAW_PLAIN,  /* nothing: the hooks' phase 2 flipped, or nothing did */
+	THAW_COMMIT, /* the page word's flip, in the unfreezing CAS */
+	THAW_UNDO,   /* phase 1 failed after flipping entries: flip them back */
+};
+
+/* Freeze the word @p holding the state of the unit at frame @frame. */
+static PS_COLD int freeze_wait_unit(struct conv *c, struct ps_page *p,
+				    uint64_t frame, struct cursor *k)
+{
+	if (ps_page_freeze(p, c->expected))
+		return freeze_held(c, p, frame);
+	return freeze_wait(c, p, frame, k);
+}
+
+/* Pages in a unit or leaf of @order. */
+static inline uint64_t order_pages(unsigned int order)
+{
+	return UINT64_C(1) << order;
 }
 
 /*
- * The commit path's record (P3, "Runs"): @r, the run being built, takes
- * frozen page @i (frame @frame) if it follows on; else @r is closed into
- * c->runs and starts again at @i. While a run is built, its page and frame
- * say where it would go on.
+ * Give every entry that maps pages [@i, @i + @n) the ENC bit @enc: a huge
+ * leaf by one compare-and-swap of the whole leaf (never split here: P9), a
+ * 4 KiB entry by entry_update(). Setting a value, not flipping one, so a leaf
+ * met again (the parts of a leaf whose state is split) is left as it is.
  */
-static inline void record_run(struct conv *c, struct run *r, uint64_t i,
-			      uint64_t frame)
+static PS_COLD void set_enc_span(struct conv *c, uint64_t i, uint64_t n,
+				 ps_pte_t enc)
 {
-	if (PS_LIKELY(r->page == i && r->frame == frame)) {
-		r->page++;
-		r->frame++;
-		r->n++;
-		return;
+	for (uint64_t q = i; q < i + n;) {
+		const uint64_t addr = page_addr(c, q);
+		ps_pte_t e, leaf;
+		unsigned int lo = 0;
+
+		if (ps_pgtable_get_level(c->pt, addr, &e, &lo, &leaf))
+			return; /* past the table: cannot be (range_ok) */
+		if (!lo) {
+			entry_update(c->pt, addr, e, ps_pte_frame(e),
+				     PS_PTE_ENC, enc, false);
+			q++;
+			continue;
+		}
+		while (ps_pte_is_present(leaf) && (leaf & PS_PTE_ENC) != enc &&
+		       ps_pgtable_cmpxchg_huge(
+			       c->pt, addr & ~((PAGE_SIZE << lo) - 1), lo,
+			       &leaf, (leaf & ~PS_PTE_ENC) | enc) == -EAGAIN)
+			; /* a fault changed A/D/W: again, from the new leaf */
+		q = (q | (order_pages(lo) - 1)) + 1; /* the leaf's end */
 	}
-	record_close(c, *r);
-	*r = (struct run){i + 1, frame + 1, 1};
 }
 
 /*
- * Close the run @r (as record_run() builds it) into c->runs. Once the runs
- * no longer fit, they move into the bitmap, which records the rest.
+ * Phase 1 for a huge unit at page @i (P9): the pages mapped by one huge leaf,
+ * or the pages of one whole huge frame mapped by smaller entries, whichever is
+ * larger; split_edges() made the range start and end at their boundaries.
+ * Freezes each word holding the state of part of it (one word for a whole
+ * frame, the parts' words where its state is split), then, with @flip, gives
+ * each entry of it its new ENC bit (one CAS for a huge leaf). *@n receives the
+ * unit's pages, 0 if the page is not in a huge unit after all (a 4 KiB frame:
+ * the caller's path); *@fail the page that failed. 0 or the errno.
  */
-static void record_close(struct conv *c, struct run r)
+static PS_COLD int freeze_unit(struct conv *c, uint64_t i, struct cursor *k,
+			       bool flip, uint64_t *n, uint64_t *fail)
 {
-	const uint64_t page = r.page - r.n;
+	const bool to_private = c->to == PS_ENC_PRIVATE;
+	const uint64_t addr = page_addr(c, i);
+	unsigned int lo = 0, o;
+	bool any = false;
+	ps_pte_t e, leaf;
+	uint64_t f;
+	int rc = 0;
 
-	if (!r.n)
-		return;
-	if (c->nruns < c->runs_cap) {
-		c->runs[c->nruns++] = (struct run){page, r.frame - r.n, r.n};
-		return;
+	*n = 0;
+	*fail = i;
+	if (ps_pgtable_get_level(c->pt, addr, &e, &lo, &leaf))
+		return -EINVAL; /* cannot be: range_ok() */
+	if (lo && !ps_pte_is_present(leaf)) {
+		/* A huge marker: the extent as one missing page would be. */
+		if (ps_pte_marker_bits(leaf) & PS_PTE_MARKER_POISONED)
+			return -EHWPOISON;
+		if (!(c->flags & PS_CONVERT_SKIP_MISSING))
+			return -ENOENT;
+		*n = order_pages(lo) - (i & (order_pages(lo) - 1));
+		return 0;
 	}
-	if (c->nruns == c->runs_cap) {
-		/* Too scattered: the bitmap from here on. */
-		for (uint64_t k = 0; k < c->nruns; k++)
-			for (uint64_t j = 0; j < c->runs[k].n; j++)
-				bit_set(c->frozen, c->runs[k].page + j);
-		c->nruns++;
-	}
-	for (uint64_t j = 0; j < r.n; j++)
-		bit_set(c->frozen, page + j);
-}
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes)
+		return 0; /* none: the caller's path says what */
+	f = ps_pte_frame(e);
+	(void)ps_space_frame_word(c->s, f, &o);
+	if (!lo && !o)
+		return 0; /* a 4 KiB entry of a 4 KiB word */
+	if (o < lo)
+		o = lo; /* the leaf is the unit; its parts are frozen below */
+	if ((f & (order_pages(o) - 1)) || order_pages(o) > c->npages - i)
+		return -EBUSY; /* not at an edge split_edge() made: S17 */
+	*n = order_pages(o);
+	for (uint64_t q = 0; q < *n; q += order_pages(o)) {
+		struct ps_page *p = ps_space_frame_word(c->s, f + q, &o);
+		const uint64_t w = ps_page_load(p);
 
-/* Do the runs hold the record (else the bitmap does)? */
-static bool runs_hold(const struct conv *c)
-{
-	return c->nruns <= c->runs_cap;
+		*fail = i + q;
+		if (w & PS_PAGE_POISONED) {
+			rc = -EHWPOISON;
+			break;
+		}
+		if (!(w & PS_PAGE_PRIVATE) == !to_private)
+			continue; /* already there */
+		rc = freeze_wait_unit(c, p, f + q, k);
+		if (rc)
+			break;
+		bit_set(c->frozen, i + q);
+		if (!flip && ps_page_test_flags(p, PS_PAGE_INACCESSIBLE))
+			bit_set(c->was_inacc, i + q);
+		any = true;
+	}
+	if (!rc && any && flip)
+		set_enc_span(c, i, *n, to_private ? PS_PTE_ENC : 0);
+	return rc;
 }
 
 /*
- * Freeze page @i, whose entry is @e: 1 with its frame in *@frame when it is
- * frozen, 0 when it needs nothing, else the errno that stops phase 1.
- * *@left: the freeze left the section (cursors are stale).
+ * Phase 3 for the frozen word holding the state of frame @frame (mapped at
+ * page @i, the first of its unit): unfreeze it as unfreeze_all() says for
+ * @how. Returns the unit's pages, 0 if the word was not frozen (cannot be).
  */
-static inline int freeze_page(struct conv *c, uint64_t i, ps_pte_t e,
-			      uint64_t page_private, uint64_t *frame,
-			      bool *left)
+static PS_COLD uint64_t thaw_unit(struct conv *c, uint64_t i, uint64_t frame,
+				  enum thaw how)
 {
-	uint64_t w;
-	int rc;
+	unsigned int o;
+	struct ps_page *p = ps_space_frame_word(c->s, frame, &o);
 
-	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes) {
-		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED)
-			return -EHWPOISON; /* a quarantined page */
-		return c->flags & PS_CONVERT_SKIP_MISSING ? 0 : -ENOENT;
+	if (!(ps_page_load(p) & PS_PAGE_FROZEN))
+		return 0;
+	if (how == THAW_COMMIT) {
+		(void)ps_page_unfreeze_change_flags(p, c->expected,
+						    c->fwd_clear, c->fwd_set);
+		return order_pages(o);
 	}
-	*frame = ps_pte_frame(e);
-	w = ps_page_load(&c->frames[*frame]);
-	if (w & PS_PAGE_POISONED)
-		return -EHWPOISON;
-	if ((w & PS_PAGE_PRIVATE) == page_private)
-		return 0; /* already there: nothing to do */
-	rc = freeze_one(c, *frame, left);
-	if (rc)
-		return rc;
-	if (!c->runs) {
-		/* The hooks' path: a bitmap. */
-		bit_set(c->frozen, i);
-		/*
-		 * Frozen: only this call changes INACCESSIBLE now (P5). Only a
-		 * rollback of the hooks' phase 2 needs the old bit.
-		 */
-		if (ps_page_test_flags(&c->frames[*frame],
-				       PS_PAGE_INACCESSIBLE))
-			bit_set(c->was_inacc, i);
+	if (how == THAW_UNDO)
+		set_enc_span(c, i, order_pages(o),
+			     c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC);
+	(void)ps_page_unfreeze(p, c->expected);
+	return order_pages(o);
+}
+
+/*
+ * Split what straddles the edge @b of the range (a page number of the space):
+ * a huge leaf with pages on both sides (ps_pgtable_split()), and the state of
+ * a whole huge frame with pages on both sides (ps__space_split_frame()), so
+ * that each huge unit inside the range is converted whole and nothing outside
+ * it changes (P9). 0, -ENOMEM, or -EBUSY (a frame's state cannot be split).
+ */
+static int split_edge(struct conv *c, uint64_t b)
+{
+	const uint64_t end = ps__space_size(c->s) >> PAGE_SHIFT;
+	int rc = 0;
+
+	while (b < end) {
+		ps_pte_t e, leaf;
+		unsigned int lo = 0;
+
+		if (ps_pgtable_get_level(c->pt, b << PAGE_SHIFT, &e, &lo,
+					 &leaf) ||
+		    !lo || !(b & (order_pages(lo) - 1)))
+			break;
+		rc = ps_pgtable_split(c->pt, b << PAGE_SHIFT, PAGE_SIZE);
+		if (rc)
+			return rc;
 	}
-	return 1;
+	/* The frames at the pages on each side of the edge. */
+	for (uint64_t q = b ? b - 1 : b; !rc && q <= b && q < end; q++) {
+		ps_pte_t e;
+		uint64_t f, edge;
+		unsigned int o;
+
+		if (ps_pgtable_get(c->pt, q << PAGE_SHIFT, &e) ||
+		    !ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes)
+			continue;
+		f = ps_pte_frame(e);
+		edge = q < b ? f + 1 : f; /* where a unit must end or begin */
+		for (;;) {
+			(void)ps_space_frame_word(c->s, f, &o);
+			if (!o || !(edge & (order_pages(o) - 1)))
+				break;
+			rc = ps__space_split_frame(c->s, f,
+						   o == PS_SPACE_ORDER_1G
+							   ? PS_SPACE_ORDER_2M
+							   : PS_SPACE_ORDER_4K);
+			if (rc)
+				break;
+		}
+	}
+	return rc;
+}
+
+/*
+ * With prepare or finish hooks every page is converted alone (the hooks, the
+ * quarantine and the rollback are per 4 KiB page): split every huge leaf and
+ * every huge frame's state in the range first. *@fail: the page that failed.
+ */
+static int split_all(struct conv *c, uint64_t *fail)
+{
+	int rc = ps_pgtable_split(c->pt, c->start, c->npages << PAGE_SHIFT);
+
+	*fail = 0;
+	for (uint64_t i = 0; !rc && i < c->npages; i++) {
+		ps_pte_t e;
+		unsigned int o;
+
+		if (ps_pgtable_get(c->pt, page_addr(c, i), &e) ||
+		    !ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes)
+			continue;
+		(void)ps_space_frame_word(c->s, ps_pte_frame(e), &o);
+		if (o)
+			rc = ps__space_split_frame(c->s, ps_pte_frame(e),
+						   PS_SPACE_ORDER_4K);
+		*fail = i;
+	}
+	return rc;
 }
 
 /*
  * Phase 1 (P3): freeze every page to convert; *@fail: the page that failed.
  * With @flip (the commit: no prepare/finish hook can fail later), each
  * page's entry gets its new ENC bit right after its freeze, through the
- * cursor its lookup used (P2: changed while frozen, the bit is only a copy),
- * and the pages frozen are recorded as runs; phase 3 flips the entries back if
- * phase 1 fails later (unfreeze_all()). One walk and one read-side section per
- * leaf of the range: the section is left at each leaf's end (grace periods),
- * and a wait leaves it too, after which the leaf is walked again.
+ * cursor its lookup used (P2: changed while frozen, the bit is only a copy);
+ * phase 3 flips it back if phase 1 fails later (unfreeze_all()).
  */
 static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
 {
-	const ps_pte_t enc = c->to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0;
-	const uint64_t page_private = c->to == PS_ENC_PRIVATE ? PS_PAGE_PRIVATE
-							      : 0;
-	const uint64_t start = c->start, npages = c->npages;
-	struct run r = {0, 0, 0};
-	uint64_t i = 0;
+	const bool to_private = c->to == PS_ENC_PRIVATE;
+	const ps_pte_t enc = to_private ? PS_PTE_ENC : 0;
+	struct cursor k = {NULL, 0, false};
+	uint64_t i, steps = 0;
 	int rc = 0;
 
-	if (!flip)
-		c->runs = NULL;
-	while (!rc && i < npages) {
-		const uint64_t first = (start >> PAGE_SHIFT) + i;
-		const uint64_t in_leaf = PS_PGTABLE_LEAF_PAGES -
-					 first % PS_PGTABLE_LEAF_PAGES;
-		const uint64_t end = npages - i < in_leaf ? npages
-							  : i + in_leaf;
-		/* The entry of page i is slot[i - base], in this leaf. */
-		uint64_t base = i;
+	ps_pgtable_read_lock();
+	for (i = 0; i < c->npages; i++) {
+		const uint64_t addr = page_addr(c, i);
 		PS_ATOMIC(ps_pte_t) *slot;
+		uint64_t frame, w, n;
+		ps_pte_t e;
 
-		ps_pgtable_read_lock();
-		slot = ps_pgtable_lookup_leaf(c->pt, start + (i << PAGE_SHIFT));
-		for (; i < end; i++) {
-			const uint64_t addr = start + (i << PAGE_SHIFT);
-			bool left = false;
-			uint64_t frame;
-			ps_pte_t e;
-
-			/* Acquire: as ps_pgtable_lookup() (the entry's CAS). */
-			e = PS_LIKELY(slot)
-				    ? atomic_load_explicit(&slot[i - base],
-							   memory_order_acquire)
-				    : PS_PTE_NONE;
-			rc = freeze_page(c, i, e, page_private, &frame, &left);
-			if (rc <= 0) {
-				if (rc)
-					break;
+		section_cycle(++steps, &k);
+		slot = cursor_at(c->pt, &k, addr);
+		e = cursor_load(slot);
+		if (PS_UNLIKELY(!slot)) {
+			/* No leaf: none, or a huge leaf (P9). */
+			rc = freeze_unit(c, i, &k, flip, &n, fail);
+			if (rc) {
+				ps_pgtable_read_unlock();
+				return rc; /* *fail: the page */
+			}
+			if (n) {
+				i += n - 1;
 				continue;
 			}
-			rc = 0;
-			if (PS_UNLIKELY(left)) {
-				/* The freeze waited outside the section. */
-				slot = ps_pgtable_lookup_leaf(c->pt, addr);
-				base = i;
-				e = cursor_load(slot);
-			}
-			if (!flip)
-				continue;
-			record_run(c, &r, i, frame);
-			/*
-			 * From the entry read before the freeze (present, of
-			 * @frame): one CAS, and the loop only if it changed.
-			 */
-			if ((e & PS_PTE_ENC) != enc &&
-			    ps_pgtable_cmpxchg_leaf(c->pt, &slot[i - base],
-						    addr, &e,
-						    (e & ~PS_PTE_ENC) | enc) ==
-				    -EAGAIN)
-				entry_set_enc(c->pt, &slot[i - base], addr, e,
-					      frame, enc);
 		}
-		ps_pgtable_read_unlock();
+		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
+			rc = -EHWPOISON; /* a quarantined page */
+			break;
+		}
+		if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes) {
+			if (c->flags & PS_CONVERT_SKIP_MISSING)
+				continue;
+			rc = -ENOENT;
+			break;
+		}
+		frame = ps_pte_frame(e);
+		w = ps_page_load(&c->frames[frame]);
+		if (PS_UNLIKELY(!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN)))) {
+			/* A mapped 4 KiB word is LIVE: a huge frame's (P9). */
+			rc = freeze_unit(c, i, &k, flip, &n, fail);
+			if (rc) {
+				ps_pgtable_read_unlock();
+				return rc; /* *fail: the page */
+			}
+			if (n) {
+				i += n - 1;
+				continue;
+			}
+		}
+		if (w & PS_PAGE_POISONED) {
+			rc = -EHWPOISON;
+			break;
+		}
+		if (!(w & PS_PAGE_PRIVATE) == !to_private)
+			continue; /* already there: nothing to do */
+		rc = freeze_one(c, frame, &k);
+		if (rc)
+			break;
+		bit_set(c->frozen, i);
+		/*
+		 * Frozen: only this call changes INACCESSIBLE now (P5). Only a
+		 * rollback of the hooks' phase 2 needs the old bit.
+		 */
+		if (!flip &&
+		    ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
+			bit_set(c->was_inacc, i);
+		if (flip) {
+			/* The freeze may have waited: the cursor again. */
+			slot = cursor_at(c->pt, &k, addr);
+			if (slot)
+				entry_set_enc(c->pt, slot, addr,
+					      cursor_load(slot), frame, enc);
+		}
 	}
-	if (flip)
-		record_close(c, r);
+	ps_pgtable_read_unlock();
 	*fail = i;
 	return rc;
 }
@@ -671,68 +823,6 @@ static int flip_all(struct conv *c, uint64_t *fail)
 	return rc;
 }
 
-/* What phase 3 does besides unfreezing (P3). */
-enum thaw {
-	THAW_PLAIN,  /* nothing: the hooks' phase 2 flipped, or nothing did */
-	THAW_COMMIT, /* the page word's flip, in the unfreezing CAS */
-	THAW_UNDO,   /* phase 1 failed after flipping entries: flip them back */
-};
-
-/*
- * unfreeze_all() of the commit path from its runs: the frames are known, so
- * a commit touches only their page words, in frame order, with no walk and
- * no read-side section (P1: under the writer mutex no frame is replaced at
- * an address, so the runs still say what each page maps). An undo walks the
- * entries to flip them back, one walk per leaf.
- */
-static uint64_t unfreeze_runs(struct conv *c, enum thaw how)
-{
-	const ps_pte_t old_enc = c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC;
-	struct cursor k = {NULL, 0, false};
-	uint64_t n = 0;
-
-	if (how == THAW_COMMIT) {
-		const uint64_t expected = c->expected, clear = c->fwd_clear,
-			       set = c->fwd_set;
-
-		/*
-		 * Backwards: phase 1 ended at the range's end, so the words
-		 * it touched last are the likeliest still in the cache.
-		 */
-		for (uint64_t r = c->nruns; r-- > 0;) {
-			struct ps_page *p = &c->frames[c->runs[r].frame];
-			const uint64_t len = c->runs[r].n;
-
-			/* Release: publishes the flip (P2's tries acquire). */
-			for (uint64_t j = len; j-- > 0;)
-				(void)ps_page_unfreeze_change_flags(&p[j],
-								    expected,
-								    clear, set);
-			n += len;
-		}
-		return n;
-	}
-	ps_pgtable_read_lock();
-	for (uint64_t r = 0; r < c->nruns; r++) {
-		for (uint64_t j = 0; j < c->runs[r].n; j++, n++) {
-			const uint64_t addr = page_addr(c, c->runs[r].page + j);
-			const uint64_t frame = c->runs[r].frame + j;
-			PS_ATOMIC(ps_pte_t) *slot;
-
-			section_cycle(n, &k);
-			slot = cursor_at(c->pt, &k, addr);
-			if (slot)
-				entry_set_enc(c->pt, slot, addr,
-					      cursor_load(slot), frame,
-					      old_enc);
-			/* Release: publishes the entry (P2's tries acquire). */
-			(void)ps_page_unfreeze(&c->frames[frame], c->expected);
-		}
-	}
-	ps_pgtable_read_unlock();
-	return n;
-}
-
 /*
  * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
  * THAW_COMMIT (no prepare/finish hooks, so nothing could fail after phase 1,
@@ -743,10 +833,8 @@ static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 {
 	const ps_pte_t old_enc = c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC;
 	struct cursor k = {NULL, 0, false};
-	uint64_t n = 0;
+	uint64_t n = 0, steps = 0;
 
-	if (how != THAW_PLAIN && runs_hold(c))
-		return unfreeze_runs(c, how);
 	ps_pgtable_read_lock();
 	for (uint64_t wi = 0; wi < (c->npages + 63) / 64; wi++) {
 		uint64_t bits = c->frozen[wi];
@@ -760,13 +848,22 @@ static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 			ps_pte_t e;
 
 			bits &= bits - 1;
-			section_cycle(n, &k);
+			section_cycle(++steps, &k);
 			slot = cursor_at(c->pt, &k, addr);
 			e = cursor_load(slot);
+			if (PS_UNLIKELY(!slot))
+				(void)ps_pgtable_get(c->pt, addr, &e);
 			if (!ps_pte_is_present(e) ||
 			    ps_pte_frame(e) >= c->nframes)
 				continue;
 			frame = ps_pte_frame(e);
+			if (PS_UNLIKELY(!slot ||
+					!(ps_page_load(&c->frames[frame]) &
+					  PS_PAGE_FROZEN))) {
+				/* Not its own 4 KiB word: a huge unit's. */
+				n += thaw_unit(c, i, frame, how);
+				continue;
+			}
 			/*
 			 * The unfreeze releases: it publishes the flip and the
 			 * entry (P2's tries acquire).
@@ -828,26 +925,38 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		opts->hook_error = 0;
 	}
 	words = (c.npages + 63) / 64;
-	/* Room for a run per leaf of the range, and a few more. */
-	c.runs_cap = c.npages / PS_PGTABLE_LEAF_PAGES + 16;
-	c.frozen = calloc(2 * words + 3 * c.runs_cap, sizeof(*c.frozen));
+	c.frozen = calloc(2 * words, sizeof(*c.frozen));
 	if (!c.frozen)
 		return -ENOMEM;
 	c.was_inacc = c.frozen + words;
-	c.runs = (struct run *)(void *)(c.frozen + 2 * words);
 
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	c.hooks = ps__prot_hooks(s);
 	c.prot = ps__prot_peek(s);
 	c.longterm = ps__space_longterm_any(s);
-	c.held_checks = c.prot || c.longterm;
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)
 		goto out; /* cannot happen: a blockable start of a good range */
 	/* No hook can fail: flip each entry in phase 1's walk. */
 	commit = !(c.hooks && (c.hooks->prepare || c.hooks->finish));
+	/* P9: huge units inside the range whole, or everything per page. */
+	if (commit) {
+		fail = 0;
+		rc = split_edge(&c, start >> PAGE_SHIFT);
+		if (!rc) {
+			fail = c.npages - 1;
+			rc = split_edge(&c, (start + len) >> PAGE_SHIFT);
+		}
+	} else {
+		rc = split_all(&c, &fail);
+	}
+	if (rc) {
+		(void)ps_notifier_invalidate_end(ps_space_notifier(s), start,
+						 len);
+		goto out;
+	}
 	rc = freeze_all(&c, &fail, commit);
 	if (!rc)
 		FAILPOINT(FP_CONVERT_FROZEN, start);
@@ -920,20 +1029,25 @@ int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 
 /* --- cache modes and protection changes (P7) ------------------------------ */
 
-int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
-		      enum ps_cache_mode mode, uint64_t expected_refs)
+/*
+ * ps_prot_set_cache() on the word @p that holds the state of the unit of
+ * @order at @frame (P7; P9 for a huge unit): one CAS on a free word, else a
+ * freeze with @expected_refs, the CPU maps of every 4 KiB frame of the unit
+ * read after it (P5, P10), the change, the unfreeze.
+ */
+static int set_cache_word(struct ps_space *s, struct ps_page *p, uint64_t frame,
+			  unsigned int order, enum ps_cache_mode mode,
+			  uint64_t expected_refs)
 {
 	const uint64_t bits = (uint64_t)mode << PS_PAGE_CACHE_SHIFT;
-	struct ps_page *p = ps_space_page(s, frame);
 
-	if (!p || (unsigned int)mode >= PS_CACHE_NR ||
-	    expected_refs > PS_PAGE_REFS_MAX)
-		return -EINVAL;
 	for (;;) {
 		uint64_t w = ps_page_load(p);
 
 		if (w & PS_PAGE_POISONED)
 			return -EHWPOISON;
+		if (w & PS_PAGE_SPLIT)
+			return -EBUSY; /* split since the caller looked (S17) */
 		if (ps_page_word_cache(w) == (unsigned int)mode)
 			return 0; /* the same mode is always fine */
 		if (!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))) {
@@ -945,13 +1059,17 @@ int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 		if (!expected_refs || (w & PS_PAGE_FROZEN))
 			return -EBUSY; /* in use (P7) */
 		if (ps_page_freeze(p, expected_refs)) {
+			struct ps__prot_space *ps = ps__prot_peek(s);
+
 			/*
 			 * P7: no CPU map either. The maps share one reference
 			 * (P5), which a caller holding a map could declare; the
 			 * count, read after the freeze, cannot rise until the
-			 * unfreeze unless it is positive already.
+			 * unfreeze unless it is positive already. A huge
+			 * unit's maps count at each of its frames (P10).
 			 */
-			if (ps__prot_cpu_maps(s, frame)) {
+			if (ps && ps__prot_cpu_mapped(ps, frame,
+						      order_pages(order))) {
 				(void)ps_page_unfreeze(p, expected_refs);
 				return -EBUSY;
 			}
@@ -965,11 +1083,73 @@ int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 	}
 }
 
+int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
+		      enum ps_cache_mode mode, uint64_t expected_refs)
+{
+	const unsigned int order = PS_SPACE_UNIT_ORDER(frame);
+	struct ps_page *p;
+	unsigned int o;
+	int rc;
+
+	frame = PS_SPACE_UNIT_FRAME(frame);
+	if ((order != PS_SPACE_ORDER_4K && order != PS_SPACE_ORDER_2M &&
+	     order != PS_SPACE_ORDER_1G) ||
+	    (frame & (order_pages(order) - 1)) ||
+	    (unsigned int)mode >= PS_CACHE_NR ||
+	    expected_refs > PS_PAGE_REFS_MAX)
+		return -EINVAL;
+	p = ps_space_frame_word(s, frame, &o);
+	if (!p || (order && !ps_space_page(s, frame + order_pages(order) - 1)))
+		return -EINVAL;
+	if (PS_LIKELY(!order && !o))
+		return set_cache_word(s, p, frame, 0, mode, expected_refs);
+	if (order) {
+		/* P9: a whole frame, named as its unit: its word, once. */
+		if (o != order)
+			return -EINVAL; /* not a whole frame of that order */
+		return set_cache_word(s, p, frame, order, mode, expected_refs);
+	}
+	/*
+	 * P9: a 4 KiB frame of a whole huge frame: the frame's state is split
+	 * first (S17), then that page's word changes. Under the writer mutex,
+	 * so that no map merges the free parts back between (a merge is a
+	 * map's, S1).
+	 */
+	if (ps_page_word_cache(ps_page_load(p)) == (unsigned int)mode)
+		return 0; /* the same mode is always fine */
+	ps__space_writer_lock(s);
+	rc = ps__space_split_frame(s, frame, PS_SPACE_ORDER_4K);
+	p = ps_space_frame_word(s, frame, &o);
+	if (!rc && o)
+		rc = -EBUSY; /* could not be split down to the page */
+	if (!rc)
+		rc = set_cache_word(s, p, frame, 0, mode, expected_refs);
+	ps__space_writer_unlock(s);
+	return rc;
+}
+
+/*
+ * mprotect's change of one huge leaf that lies inside the range, at page @addr
+ * (its first), of @order: one compare-and-swap of the whole leaf (P9: a whole
+ * frame is one transition, never split); a racing fault refreshes it.
+ */
+static void mprotect_leaf(struct ps_pgtable *pt, uint64_t addr,
+			  unsigned int order, ps_pte_t leaf, bool write)
+{
+	while (ps_pte_is_present(leaf) && ps_pte_may_write(leaf) != write &&
+	       ps_pgtable_cmpxchg_huge(pt, addr, order, &leaf,
+				       ps_pte_set_maywrite(leaf, write)) ==
+		       -EAGAIN)
+		;
+}
+
 int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		     unsigned int prot)
 {
 	const bool write = prot & PS_PROT_WRITE;
 	struct ps_pgtable *pt = ps_space_pgtable(s);
+	const uint64_t n = len >> PAGE_SHIFT;
+	struct conv c;
 	int rc = 0;
 
 	if (!range_ok(s, start, len) ||
@@ -979,6 +1159,21 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EOPNOTSUPP;
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
+	/*
+	 * P9: what straddles an edge is split first, the huge leaf and the
+	 * frame's state (as a conversion does), so every huge leaf met below
+	 * lies inside the range and changes whole. The splits change no page's
+	 * entry or state, only their grouping: on -ENOMEM nothing else is done.
+	 */
+	memset(&c, 0, sizeof(c));
+	c.s = s;
+	c.pt = pt;
+	c.frames = ps__space_frames(s, &c.nframes);
+	rc = split_edge(&c, start >> PAGE_SHIFT);
+	if (!rc)
+		rc = split_edge(&c, (start + len) >> PAGE_SHIFT);
+	if (rc)
+		goto out;
 	if (!write) {
 		rc = ps_notifier_invalidate_start(ps_space_notifier(s), start,
 						  len, PS_NOTIFIER_PROTECTION,
@@ -987,12 +1182,20 @@ int ps_prot_mprotect(struct ps_space *s, uint64_t start, uint64_t len,
 			goto out;
 	}
 	ps_pgtable_read_lock();
-	for (uint64_t i = 0; i < len >> PAGE_SHIFT; i++) {
+	for (uint64_t i = 0; i < n; i++) {
 		const uint64_t addr = start + (i << PAGE_SHIFT);
-		ps_pte_t e;
+		ps_pte_t e, leaf;
+		unsigned int lo = 0;
 
 		section_cycle(i, NULL);
-		e = ps_pgtable_lookup(pt, addr);
+		if (ps_pgtable_get_level(pt, addr, &e, &lo, &leaf))
+			continue;
+		if (lo && !(i & (order_pages(lo) - 1)) &&
+		    order_pages(lo) <= n - i) {
+			mprotect_leaf(pt, addr, lo, leaf, write);
+			i += order_pages(lo) - 1;
+			continue;
+		}
 		/* Only MAYWRITE/WRITE change; a racing fault refreshes e. */
 		while (ps_pte_is_present(e) && ps_pte_may_write(e) != write &&
 		       ps_pgtable_cmpxchg(pt, addr, &e,

@@ -11,7 +11,7 @@
  *                       access check, cache-mode changes, mprotect.
  *                       P1 serialisation, P2 one decision per page, P3 all
  *                       or nothing, P4 quarantine, P7 cache mode, P8 hooks
- *                       outside read-side sections
+ *                       outside read-side sections, P9 huge frames
  *   lib/prot-kmap.c     CPU maps (kmap, kunmap, set_inaccessible) and prot's
  *                       per-space state below (created there).
  *                       P5 the CPU-map count, P6 exactly-once
@@ -86,6 +86,16 @@ static inline int ps__prot_get(struct ps_space *s, struct ps__prot_space **out)
 	return *out ? 0 : ps__prot_create(s, out);
 }
 
+/*
+ * A frame's CPU-map word (P5, P10 in lib/prot-kmap.c): the count in bits 0-27
+ * (at most PS_PAGE_REFS_MAX maps), and in bits 30-31 the order of the unit
+ * the maps' one reference was taken on (0: the frame's 4 KiB word, 1: a whole
+ * 2 MiB frame's word, 2: a whole 1 GiB frame's), so that the last kunmap
+ * releases what the first kmap took, whatever the frame's state became.
+ */
+#define PS__PROT_KMAP_COUNT 0x0fffffffu
+#define PS__PROT_KMAP_UNIT_SHIFT 30
+
 /* The CPU maps of @frame (below nframes) now: 0 if none was ever taken. */
 static inline uint32_t ps__prot_cpu_maps(struct ps_space *s, uint64_t frame)
 {
@@ -96,8 +106,26 @@ static inline uint32_t ps__prot_cpu_maps(struct ps_space *s, uint64_t frame)
 	 * kunmap's CPU accesses are over), lib/prot-kmap.c.
 	 */
 	return ps ? atomic_load_explicit(&ps->kmaps[frame],
-					 memory_order_acquire)
+					 memory_order_acquire) &
+			       PS__PROT_KMAP_COUNT
 		  : 0;
+}
+
+/*
+ * Is any of the @n frames from @frame CPU-mapped now (P10: a whole huge
+ * frame's maps count at the 4 KiB frame they map)? One acquire load per
+ * frame, as ps__prot_cpu_maps().
+ */
+static inline bool ps__prot_cpu_mapped(struct ps__prot_space *ps,
+				       uint64_t frame, uint64_t n)
+{
+	for (uint64_t k = 0; k < n; k++)
+		/* Acquire: as ps__prot_cpu_maps(). */
+		if (atomic_load_explicit(&ps->kmaps[frame + k],
+					 memory_order_acquire) &
+		    PS__PROT_KMAP_COUNT)
+			return true;
+	return false;
 }
 
 /* The hooks in force (never freed before the space). */

@@ -1368,3 +1368,17 @@ uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n)
 	}
 	return out;
 }
+
+/* --- splits for the modules above the space (lib/space-internal.h) ------- */
+
+int ps__space_split_frame(struct ps_space *s, uint64_t frame,
+			  unsigned int order)
+{
+	struct ps__space_huge *h = ps__space_huge(s);
+	struct ps_page *p;
+	unsigned int o;
+
+	if (!h || frame >= s->nframes)
+		return 0; /* no huge frame: every word is 4 KiB already */
+	return unit_word(s, h, frame, order, &p, &o);
+}

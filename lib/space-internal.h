@@ -192,4 +192,17 @@ int ps__space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 enum ps_fault ps__space_fault_nopopulate(struct ps_space *space, uint64_t addr,
 					 unsigned int access);
 
+/*
+ * Split the state of the huge frame holding @frame until the word that holds
+ * @frame's state is of @order or smaller (S17, S18 in lib/space-huge.c): a
+ * conversion or a cache-mode change of part of a whole huge frame splits it
+ * first, as a pin of part of it does. The caller must not hold that frame's
+ * word frozen, locked or under write-back (the split waits for them). 0 (also
+ * when no split was needed), or -EBUSY when a part is not free (the words
+ * below a whole frame are in use: S16 broken; nothing changed). Blocking
+ * (yields while releases of the whole frame are in flight).
+ */
+int ps__space_split_frame(struct ps_space *space, uint64_t frame,
+			  unsigned int order);
+
 #endif /* PS_LIB_SPACE_INTERNAL_H */

@@ -6,7 +6,8 @@
  * and clears DIRTY inside its invalidation (S5, lib/space-dirty.c).
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-space.c as S4, S9 and S12)
+ * Protocol (cited by tests/test-space.c as S4, S9 and S12; S19 by
+ * tests/test-space-huge.c)
  * ---------------------------------------------------------------------------
  *
  * S4  Write-back vs pins. Write-back clears DIRTY with an RMW on the page word
@@ -150,6 +151,43 @@
  *     WRITEBACK whose @fn is still to come (B4), gives -EDEADLK instead and
  *     keeps the page. Two callbacks in two threads that each wait for the
  *     other's INTEGRITY write-back are not detected (space.h forbids it).
+ *
+ * S19 Whole huge frames (S16, S17 in lib/space-huge.c). The state of a
+ *     whole 2 MiB or 1 GiB frame is one word (DIRTY, WRITEBACK, LOCKED,
+ *     pins), its 4 KiB words are free and its pages have no leaf of 4 KiB
+ *     entries (a cursor finds none: ps_pgtable_lookup_leaf() gives NULL), so
+ *     a visit that read 4 KiB words and cursors found nothing mapped and
+ *     took the pages out of the set: a dirty whole frame was never written.
+ *     A word of the set with no leaf, in a space with huge frames, goes
+ *     page by page through the unit's path instead (writeback_huge_word()):
+ *     the frame is held (a reference and LOCKED on its word in one CAS,
+ *     which never waits, then the huge leaf read again under the bit: S3),
+ *     looked at (wb_look()), and if it is to be written, one PROTECTION
+ *     invalidation of the leaf's extent covers the write-protect of the leaf
+ *     (one CAS, ps_pgtable_cmpxchg_huge(): the leaf is not split) and the clear
+ *     of DIRTY with WRITEBACK set on the word (S4, S5, S12 on the unit's word
+ *     exactly as on a 4 KiB one). Every page of the unit goes back into the set
+ *     before LOCKED is dropped (S12), then @fn is called for each 4 KiB page of
+ *     the unit in order, with that page's address and frame: the callback's
+ *     contract is one 4 KiB frame, and a caller written for it would write 4
+ *     KiB of a 2 MiB frame if told only the first one; DIRTY is one bit for the
+ *     whole frame, so the whole frame is written, also when the range covers
+ *     part of it (Linux writes back a whole folio). The first error stops the
+ *     loop and dirties the frame again, so the next write-back writes all of
+ *     it. The re-dirtying rules are wb_write()'s. LOCKED and WRITEBACK keep the
+ *     word whole meanwhile: a split waits for both (split_state()); the visit's
+ *     reference is released as the unit (ps__space_put_unit(), through the
+ *     gate, S18). One visit serves the 64 pages of the word (the unit covers
+ *     them); the other words of the unit find it clean and clear their bits,
+ *     or, when this write-back kept it (pinned under CLEAN, busy, failed), keep
+ *     their bits without a visit (keeping a bit is always safe, S9). Split
+ *     state under a huge leaf goes the 4 KiB way (wb_hold(); write-protecting
+ *     one page splits the leaf, as ps_pgtable_cmpxchg() does); so does a whole
+ *     2 MiB part of a split 1 GiB frame under a 1 GiB leaf: its state is split
+ *     to 4 KiB and the leaf with it for that 2 MiB (ps_pgtable_split(): 2 MiB
+ *     leaves for the other parts), since write-protecting the part alone would
+ *     split the leaf under a whole 2 MiB word (S17), and the huge write fault
+ *     refuses state of another order than its leaf.
  */
 #include <pagestate/space.h>
 
@@ -175,6 +213,11 @@ struct wb_ctx {
 	const uint64_t *run_frames;
 	uint64_t run_pending;
 	const struct wb_ctx *outer; /* this thread's enclosing write-back */
+	/*
+	 * The addresses of the last whole huge frame whose visit kept it in
+	 * the set (S19): its other words keep their bits without a visit.
+	 */
+	uint64_t kept_start, kept_end;
 };
 
 /*
@@ -228,6 +271,9 @@ static void write_protect_entry(struct ps_space *s, uint64_t addr,
 	}
 }
 
+/* wb_hold(): the 4 KiB word is free in a space with huge frames. */
+#define WB_AGAIN 2
+
 /*
  * Hold the frame mapped at @addr for a visit (S3, S9): a reference of the
  * visit's own first, so that the frame can be neither freed nor handed to
@@ -239,7 +285,9 @@ static void write_protect_entry(struct ps_space *s, uint64_t addr,
  * unmapped, freed and mapped elsewhere since the entry was first read: if
  * the entry no longer maps it, let go and look again, like the fault's
  * FAULT_AGAIN. Returns 0 with *@frame_out held and locked, 1 if nothing is
- * mapped at @addr, or -EOVERFLOW (the frame is at the reference limit).
+ * mapped at @addr, -EOVERFLOW (the frame is at the reference limit), or
+ * WB_AGAIN: the 4 KiB word is free and the space has huge frames, so the page
+ * may be part of a whole frame now (S19): the caller looks again from the top.
  */
 static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 {
@@ -261,7 +309,9 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 				return -EOVERFLOW;
 			if (w & PS_PAGE_FROZEN)
 				sched_yield(); /* a freezer holds it (S8) */
-			continue;	       /* freed or frozen: look again */
+			else if (ps__space_huge(s))
+				return WB_AGAIN; /* in a whole frame? S19 */
+			continue; /* freed or frozen: look again */
 		}
 		ps_page_lock(p);
 		if (!ps_pgtable_get(s->pt, addr, &e) && ps_pte_is_present(e) &&
@@ -500,6 +550,279 @@ static int writeback_frame(struct wb_ctx *c, uint64_t addr, uint64_t frame)
 	return wb_write(c, addr, frame, pinned);
 }
 
+/* --- whole huge frames: one unit (S19; S17 in lib/space-huge.c) --- */
+
+/* A whole huge frame a visit holds (a reference and LOCKED on its word). */
+struct wb_unit {
+	uint64_t addr;	    /* the unit's first page */
+	uint64_t head;	    /* its first frame */
+	unsigned int order; /* PS_SPACE_ORDER_2M or _1G */
+	uint64_t la;	    /* the first page of the leaf that maps it */
+	unsigned int lo;    /* that leaf's order (>= order) */
+	uint64_t lframe;    /* that leaf's frame */
+	struct ps_page *p;  /* the unit's word */
+};
+
+/* wb_hold_unit(): the page is not under a whole frame's word. */
+#define WBU_PAGE 1
+/* wb_hold_unit(): nothing is mapped at the page. */
+#define WBU_NONE 2
+/* wb_hold_unit(): it split the unit's state to 4 KiB: as WBU_PAGE. */
+#define WBU_SPLIT 4
+
+/*
+ * Hold the whole huge frame whose page @addr is, if a huge leaf maps it and its
+ * state is whole (S19): a reference of the visit's own and LOCKED in one CAS on
+ * the unit's word, which never waits (a word locked by another thread, frozen,
+ * or split meanwhile: yield and look again, S8), then the leaf read again under
+ * the bit (S3). LOCKED also keeps the word whole: a split waits for it
+ * (split_state() in lib/space-huge.c). Returns 0 with *@u filled, WBU_PAGE (a 4
+ * KiB entry, or state split to 4 KiB words under the leaf: the caller visits
+ * the page on its own), WBU_SPLIT (the same, after this call split the state of
+ * a 2 MiB part of a 1 GiB frame: every page of the part is dirty if it was),
+ * WBU_NONE, -EOVERFLOW, or -EBUSY (a split refused: a part in use, S16 broken).
+ */
+static int wb_hold_unit(struct ps_space *s, uint64_t addr, struct wb_unit *u)
+{
+	for (;;) {
+		ps_pte_t e, leaf, e2, leaf2;
+		unsigned int lo, lo2, o;
+		uint64_t f, unit, unit2, seen;
+		struct ps_page *p;
+
+		if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf) ||
+		    !ps_pte_is_present(e) || ps_pte_frame(e) >= s->nframes)
+			return WBU_NONE;
+		if (!lo)
+			return WBU_PAGE;
+		f = ps_pte_frame(e);
+		p = ps__space_word(s, f, &unit);
+		o = PS_SPACE_UNIT_ORDER(unit);
+		if (!o || o > lo)
+			return WBU_PAGE; /* split to 4 KiB (or not declared) */
+		if (o < lo) {
+			/*
+			 * A whole 2 MiB part of a split 1 GiB frame under a 1
+			 * GiB leaf: write-protecting it alone splits the leaf
+			 * (to 4 KiB entries there), so its state goes to 4 KiB
+			 * words first (S17), and the page the 4 KiB way.
+			 */
+			const uint64_t a2m =
+				addr & ~((PAGE_SIZE << PS_SPACE_ORDER_2M) - 1);
+			int rc = ps__space_split_frame(s, f, PS_SPACE_ORDER_4K);
+
+			if (rc)
+				return rc;
+			/*
+			 * The entry too, for that 2 MiB only (its other parts
+			 * get 2 MiB leaves over their whole words), so that
+			 * write faults find entries of their state's order.
+			 * On -ENOMEM the 1 GiB leaf stays: the 4 KiB path
+			 * still writes the part back.
+			 */
+			(void)ps_pgtable_split(s->pt, a2m,
+					       PAGE_SIZE << PS_SPACE_ORDER_2M);
+			/*
+			 * Every page has the part's DIRTY now: all of them in
+			 * the set (S9), not only those logged.
+			 */
+			ps__hbm_set_range(&s->wb, ps__space_page_index(a2m),
+					  PS__SPACE_2M_PAGES);
+			return WBU_SPLIT;
+		}
+		FAILPOINT(FP_WB_LOOKED_UP, addr);
+		if (!ps_page_try_get_lock_and_set(p, 0, &seen)) {
+			if ((seen & PS_PAGE_LIVE) &&
+			    ps_page_word_refs(seen) >= PS_PAGE_REFS_MAX)
+				return -EOVERFLOW;
+			sched_yield(); /* locked, frozen, split: again (S8) */
+			continue;
+		}
+		/* Under the bit (S3): the same leaf, the word still whole. */
+		if (!ps_pgtable_get_level(s->pt, addr, &e2, &lo2, &leaf2) &&
+		    lo2 == lo && ps_pte_is_present(leaf2) &&
+		    ps_pte_frame(leaf2) == ps_pte_frame(leaf) &&
+		    ps__space_word(s, f, &unit2) == p && unit2 == unit) {
+			u->order = o;
+			u->head = PS_SPACE_UNIT_FRAME(unit);
+			u->addr = addr & ~((PAGE_SIZE << o) - 1);
+			u->lo = lo;
+			u->la = addr & ~((PAGE_SIZE << lo) - 1);
+			u->lframe = ps_pte_frame(leaf);
+			u->p = p;
+			return 0;
+		}
+		/* Replaced under us: let go (the put may free it), again. */
+		ps_page_unlock(p);
+		ps__space_put_unit(s, unit);
+	}
+}
+
+/*
+ * Clear WRITE on the huge leaf that maps the unit, in one CAS (stable pages,
+ * S3), if it still maps the same frames: the leaf is not split.
+ */
+static void write_protect_leaf(struct ps_space *s, const struct wb_unit *u)
+{
+	ps_pte_t e, leaf;
+	unsigned int lo;
+
+	if (ps_pgtable_get_level(s->pt, u->la, &e, &lo, &leaf))
+		return;
+	while (lo == u->lo && ps_pte_is_present(leaf) &&
+	       ps_pte_frame(leaf) == u->lframe && ps_pte_is_writable(leaf) &&
+	       ps_pgtable_cmpxchg_huge(s->pt, u->la, u->lo, &leaf,
+				       leaf & ~PS_PTE_WRITE) == -EAGAIN)
+		; /* leaf was refreshed (a fault set A/D): again */
+}
+
+/*
+ * wb_write() for a unit: @fn for each 4 KiB page of it, in order, with the
+ * page's address and frame (the callback's contract is one 4 KiB frame), and
+ * the pinned flag the unit's clear decided; the first error stops the loop
+ * (the unit is dirty again: all of it is written next time). Then as
+ * wb_write(): dirty again if the write failed or a device may have written
+ * after a bounce, end WRITEBACK on the unit's word, the verdict.
+ */
+static int wb_write_unit(struct wb_ctx *c, const struct wb_unit *u, bool pinned)
+{
+	struct ps_space *s = c->s;
+	const uint64_t n = UINT64_C(1) << u->order;
+	bool redirty;
+	uint64_t w, k;
+	int rc = 0;
+
+	c->in_fn = u->head;
+	for (k = 0; k < n && !rc; k++)
+		rc = c->fn(c->ctx, u->addr + (k << PAGE_SHIFT), u->head + k,
+			   pinned);
+	redirty = rc != 0;
+	if (!rc && pinned) {
+		c->st.bounced += n;
+		FAILPOINT(FP_WB_BOUNCED, u->addr);
+		/* A device may have written after the copy: stays dirty. */
+		redirty = ps__space_write_pinned(ps_page_load(u->p));
+		if (redirty)
+			c->st.kept_dirty++;
+	}
+	/* As wb_write(): the mark and its hook under LOCKED (S5, S12). */
+	if (redirty) {
+		ps_page_lock(u->p);
+		if (!ps_page_test_and_set_flag(u->p, PS_PAGE_DIRTY))
+			ps__space_frame_dirtied(s, u->head);
+		ps_page_unlock(u->p);
+	}
+	c->in_fn = UINT64_MAX;
+	w = ps_page_end_writeback(u->p);
+	FAILPOINT(FP_WB_ENDED, u->addr);
+	if (rc) {
+		wb_error(c, rc, u->addr);
+		return PS__HBM_KEEP;
+	}
+	if (!pinned) {
+		c->st.written += n;
+		return PS__HBM_CLEAR;
+	}
+	if (redirty)
+		return PS__HBM_KEEP;
+	ps__space_clear_write_pinned(u->p);
+	if (ps_page_word_pins(w) || (w & PS_PAGE_DIRTY))
+		return PS__HBM_KEEP; /* S9, as wb_write() */
+	return PS__HBM_CLEAR;
+}
+
+/*
+ * writeback_frame() for a unit held by wb_hold_unit(): one look, one
+ * PROTECTION invalidation of the leaf's extent, the leaf write-protected in
+ * one CAS, WRITEBACK set and DIRTY cleared on the unit's word (S4, S5, S12),
+ * every page of the unit back in the set before LOCKED is dropped, then the
+ * write. Returns the verdict or WB_BUSY, as writeback_frame().
+ */
+static int writeback_unit(struct wb_ctx *c, const struct wb_unit *u)
+{
+	struct ps_space *s = c->s;
+	const uint64_t len = PAGE_SIZE << u->lo;
+	bool pinned, busy;
+	int rc, v = PS__HBM_KEEP, look = wb_look(c, u->p, &v);
+
+	if (look == WB_BUSY)
+		return WB_BUSY;
+	if (look == WB_DONE)
+		return v;
+	rc = ps_notifier_invalidate_start(&s->notifier, u->la, len,
+					  PS_NOTIFIER_PROTECTION, 0);
+	if (rc) {
+		/* -ENOMEM: not cleaned, as writeback_frame() does. */
+		ps_page_unlock(u->p);
+		wb_error(c, rc, u->addr);
+		return PS__HBM_KEEP;
+	}
+	write_protect_leaf(s, u);
+	wb_clean(c, u->p, &pinned, &busy);
+	FAILPOINT(FP_WB_CLEARED, u->addr);
+	(void)ps_notifier_invalidate_end(&s->notifier, u->la, len);
+	FAILPOINT(FP_WB_INVALIDATED, u->addr);
+	v = wb_after_clean(c, u->p, pinned, busy);
+	if (v != WB_WRITE)
+		return v;
+	/* S12: back in the set, every page of the unit, before the bit. */
+	ps__hbm_set_range(&s->wb, ps__space_page_index(u->addr),
+			  UINT64_C(1) << u->order);
+	ps_page_unlock(u->p);
+	return wb_write_unit(c, u, pinned);
+}
+
+/* writeback_huge_page(): the verdict is the unit's (it covers the word). */
+#define WBU_UNIT 3
+
+/*
+ * The page @bit as part of a whole huge frame: hold the unit, write it back,
+ * wait and again if busy (as writeback_page()). Returns WBU_UNIT with the
+ * unit's verdict in *@v, WBU_NONE (nothing mapped: *@v CLEAR), 0 (an error
+ * counted: *@v KEEP), or WBU_PAGE or WBU_SPLIT: the page is the caller's,
+ * per 4 KiB.
+ */
+static int writeback_huge_page(struct wb_ctx *c, uint64_t bit, int *v)
+{
+	const uint64_t addr = bit << PAGE_SHIFT;
+	struct wb_unit u;
+	int rc;
+
+	memset(&u, 0, sizeof(u));
+	for (;;) {
+		rc = wb_hold_unit(c->s, addr, &u);
+		if (rc == WBU_PAGE || rc == WBU_SPLIT)
+			return rc;
+		if (rc == WBU_NONE) {
+			*v = PS__HBM_CLEAR;
+			return WBU_NONE;
+		}
+		if (rc < 0) {
+			wb_error(c, rc, addr);
+			*v = PS__HBM_KEEP;
+			return 0;
+		}
+		*v = writeback_unit(c, &u);
+		if (*v == WB_BUSY && wb_mine(c->s, u.head)) {
+			wb_error(c, -EDEADLK,
+				 addr); /* S12: this thread's own @fn */
+			*v = PS__HBM_KEEP;
+		}
+		if (*v != WB_BUSY) {
+			ps__space_put_unit(c->s,
+					   PS_SPACE_UNIT(u.head, u.order));
+			if (*v == PS__HBM_KEEP) {
+				c->kept_start = u.addr;
+				c->kept_end = u.addr + (PAGE_SIZE << u.order);
+			}
+			return WBU_UNIT;
+		}
+		FAILPOINT(FP_WB_WAIT, addr);
+		ps_page_wait_writeback(u.p);
+		ps__space_put_unit(c->s, PS_SPACE_UNIT(u.head, u.order));
+	}
+}
+
 /* One page on its own: hold it, write it back, wait and again if busy. */
 static enum ps__hbm_verdict writeback_page(struct wb_ctx *c, uint64_t bit)
 {
@@ -507,7 +830,16 @@ static enum ps__hbm_verdict writeback_page(struct wb_ctx *c, uint64_t bit)
 	int rc, v;
 
 	for (;;) {
+		if (PS_UNLIKELY(ps__space_huge(c->s))) {
+			rc = writeback_huge_page(c, bit, &v);
+			if (rc != WBU_PAGE && rc != WBU_SPLIT)
+				return (enum ps__hbm_verdict)v; /* S19 */
+		}
 		rc = wb_hold(c->s, addr, &frame);
+		if (rc == WB_AGAIN) {
+			sched_yield();
+			continue;
+		}
 		if (rc > 0)
 			return PS__HBM_CLEAR; /* nothing mapped */
 		if (rc < 0) {
@@ -558,6 +890,15 @@ static uint64_t wb_hold_run(struct wb_ctx *c, uint64_t first, uint64_t run,
 
 	ps__space_read_lock();
 	leaf = ps_pgtable_lookup_leaf(s->pt, first << PAGE_SHIFT);
+	if (PS_UNLIKELY(!leaf) && ps__space_huge(s)) {
+		/*
+		 * Perhaps a huge leaf, which has no cursor (S19): not "nothing
+		 * mapped". B5's page path knows huge frames.
+		 */
+		ps__space_read_unlock();
+		*slow |= run;
+		return 0;
+	}
 	for (uint64_t m = run; m; m &= m - 1) {
 		const unsigned int i = (unsigned int)__builtin_ctzll(m);
 		uint64_t seen;
@@ -734,6 +1075,70 @@ static uint64_t wb_write_run(struct wb_ctx *c, uint64_t first, uint64_t run,
 }
 
 /*
+ * The word's pages where no leaf of 4 KiB entries covers them, in a space
+ * with huge frames (S19): under a huge leaf, a whole frame is visited once
+ * for all its pages (its unit covers the word: 64 pages, aligned), split
+ * state page by page as 4 KiB frames are. Returns the bits to keep.
+ */
+static uint64_t writeback_huge_word(struct wb_ctx *c, uint64_t first,
+				    uint64_t bits)
+{
+	uint64_t keep = 0;
+
+	/*
+	 * A unit this write-back kept (skipped pinned, under another
+	 * write-back, failed): its other words are kept as they are, without
+	 * a visit each. Keeping a bit is always safe (S9); clearing one is
+	 * not, so a unit written is looked at again by each word (its pages
+	 * are back in the set, S12, and found clean).
+	 */
+	if ((first << PAGE_SHIFT) >= c->kept_start &&
+	    (first << PAGE_SHIFT) < c->kept_end)
+		return bits;
+	for (uint64_t todo = bits, done = 0; todo;) {
+		const unsigned int i = (unsigned int)__builtin_ctzll(todo);
+		int v = PS__HBM_KEEP;
+
+		todo &= todo - 1;
+		done |= UINT64_C(1) << i;
+		switch (writeback_huge_page(c, first + i, &v)) {
+		case WBU_UNIT:
+			/* The unit covers the word: its verdict. */
+			return v == PS__HBM_KEEP
+				       ? keep | todo | (UINT64_C(1) << i)
+				       : keep;
+		case WBU_SPLIT:
+			/*
+			 * The part is dirty on every page now if it was, and
+			 * all of them back in the set: the next words are
+			 * visited by this pass, this word's pages here.
+			 */
+			todo = ~done;
+			/* fall through */
+		case WBU_PAGE:
+			v = writeback_page(c, first + i);
+			break;
+		default:
+			break;
+		}
+		if (v == PS__HBM_KEEP)
+			keep |= UINT64_C(1) << i;
+	}
+	return keep;
+}
+
+/* Has the word that starts at page @first a leaf of 4 KiB entries? */
+static bool wb_has_leaf(struct ps_space *s, uint64_t first)
+{
+	bool has;
+
+	ps__space_read_lock();
+	has = ps_pgtable_lookup_leaf(s->pt, first << PAGE_SHIFT) != NULL;
+	ps__space_read_unlock();
+	return has;
+}
+
+/*
  * The pages of one word of the write-back set ("Batches" under S9): @bits,
  * the word's taken bits, bit i for page @first + i (@first a multiple of 64,
  * so all 64 share one leaf of the page table). Run by run: the lowest run of
@@ -759,6 +1164,9 @@ static uint64_t writeback_word(void *ctx, uint64_t first, uint64_t bits)
 	 */
 	atomic_thread_fence(memory_order_seq_cst);
 
+	/* S19: no leaf of 4 KiB entries, in a space with huge frames. */
+	if (PS_UNLIKELY(ps__space_huge(c->s)) && !wb_has_leaf(c->s, first))
+		return writeback_huge_word(c, first, bits);
 	while (todo) {
 		const uint64_t cand = lowest_run(todo);
 		uint64_t held, write, run, later;
@@ -803,13 +1211,6 @@ int ps_space_writeback(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || !fn ||
 	    (mode != PS_WB_CLEAN && mode != PS_WB_INTEGRITY))
 		return -EINVAL;
-	/*
-	 * Write-back of huge frames is not built yet (design step 3): it would
-	 * look for a whole frame's state in its 4 KiB words and skip the dirty
-	 * frame. Refused rather than dropping a dirty frame silently.
-	 */
-	if (PS_UNLIKELY(ps__space_huge(s)))
-		return -EOPNOTSUPP;
 	PS__FORK_CHECK(s->born, "space");
 	memset(&c, 0, sizeof(c));
 	c.s = s;

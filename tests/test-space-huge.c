@@ -633,26 +633,241 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 }
 END_TEST
 
+/* --- write-back of huge frames (S4, S9, S12 per unit) --------------------- */
+
+/* What the write-back callback saw. */
+struct wb_seen {
+	uint64_t calls, pinned, first_addr, last_addr, bad;
+	int fail; /* returned by every call */
+};
+
 static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
 {
-	(void)ctx;
-	(void)addr;
-	(void)frame;
-	(void)pinned;
-	return 0;
+	struct wb_seen *w = ctx;
+	unsigned int o;
+	struct ps_page *p = word(frame, &o);
+
+	if (!w->calls)
+		w->first_addr = addr;
+	w->last_addr = addr;
+	w->calls++;
+	w->pinned += pinned;
+	/* Called under WRITEBACK on the unit's word, with no LOCKED held. */
+	if (!ps_page_test_flags(p, PS_PAGE_WRITEBACK) ||
+	    ps_page_test_flags(p, PS_PAGE_LOCKED))
+		w->bad++;
+	return w->fail;
 }
 
-/* Write-back does not know huge frames yet: refused, never a silent skip. */
-START_TEST(writeback_refused_with_huge_frames)
+/* Is the entry at @addr writable? */
+static bool writable_at(uint64_t addr)
 {
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), addr, &e), 0);
+	return ps_pte_is_writable(e);
+}
+
+START_TEST(writeback_whole_2m_frame)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
 	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
 					    NULL),
 			 0);
-	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
-	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
-					    NULL, NULL),
-			 -EOPNOTSUPP);
+	/* A write fault dirties the whole frame. */
+	ck_assert_int_eq(ps_space_fault(sp, 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
 	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert(writable_at(7 * PG));
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 0);
+	/* Every 4 KiB of the unit, in order, with the frame's word. */
+	ck_assert_uint_eq(w.calls, P2M);
+	ck_assert_uint_eq(w.first_addr, 0);
+	ck_assert_uint_eq(w.last_addr, (P2M - 1) * PG);
+	ck_assert_uint_eq(w.bad, 0);
+	ck_assert_uint_eq(w.pinned, 0);
+	ck_assert_uint_eq(st.written, P2M);
+	ck_assert(!ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY |
+							     PS_PAGE_WRITEBACK |
+							     PS_PAGE_LOCKED));
+	/* Write-protected in one CAS: still one huge leaf. */
+	ck_assert(!writable_at(7 * PG));
+	ck_assert(!writable_at((P2M - 1) * PG));
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_2M);
+	/* Clean: the next write-back writes nothing. */
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 0);
+	ck_assert_uint_eq(w.calls, 0);
+	/* A write after it faults and dirties it again (hook once more). */
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_int_eq(ps_space_fault(sp, 9 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(atomic_load(&dirty_total), 2);
+	/* Part of the range: the unit is written whole (one DIRTY bit). */
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 64 * PG, PG, PS_WB_INTEGRITY,
+					    wb_fn, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.calls, P2M);
+	ck_assert(!ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+}
+END_TEST
+
+START_TEST(writeback_whole_1g_frame_mark_dirty)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	const uint64_t base = 2 * P1G * PG;
+
+	ck_assert_int_eq(ps_space_map_range(sp, base, P1G * PG, P1G, 0, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, base + 12345 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, base, P1G * PG, PS_WB_CLEAN,
+					    wb_fn, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.calls, P1G);
+	ck_assert_uint_eq(w.first_addr, base);
+	ck_assert_uint_eq(w.last_addr, base + (P1G - 1) * PG);
+	ck_assert_uint_eq(w.bad, 0);
+	ck_assert(!ps_page_test_flags(word(P1G, NULL),
+				      PS_PAGE_DIRTY | PS_PAGE_WRITEBACK));
+	ck_assert_uint_eq(leaf_order(base, NULL), 18);
+	ck_assert_int_eq(ps_space_unmap(sp, base, P1G * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(writeback_whole_frame_pinned_and_failing)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t unit, n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &unit, 1, &n),
+			 0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_DIRTIED);
+	/* CLEAN skips a pinned unit, once, and leaves it dirty. */
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 0);
+	ck_assert_uint_eq(w.calls, 0);
+	ck_assert_uint_eq(st.skipped_pinned, 1);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	/* INTEGRITY bounces it: every call says pinned. */
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_INTEGRITY,
+					    wb_fn, &w, &st),
+			 0);
+	ck_assert_uint_eq(w.calls, P2M);
+	ck_assert_uint_eq(w.pinned, P2M);
+	ck_assert_uint_eq(st.bounced, P2M);
+	ck_assert(!ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unpin(sp, &unit, 1, 0), 0);
+	/* A failing write leaves the unit dirty, the hook run once more. */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_DIRTIED);
+	ck_assert_uint_eq(atomic_load(&dirty_total), 2);
+	memset(&w, 0, sizeof(w));
+	w.fail = -EIO;
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 -EIO);
+	ck_assert_uint_eq(w.calls, 1); /* it stops at the first error */
+	ck_assert_uint_eq(st.errors, 1);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(word(0, NULL), PS_PAGE_WRITEBACK));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 3);
+	/* ... and in the set: the next write-back writes it. */
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 0);
+	ck_assert_uint_eq(w.calls, P2M);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(writeback_2m_part_of_split_1g_frame)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	const uint64_t base = 2 * P1G * PG;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, base, P1G * PG, P1G,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	/* A pin of one page: the 1 GiB frame splits to 2 MiB parts. */
+	ck_assert_int_eq(ps_space_pin_range(sp, base, PG, 0, &f), 0);
+	ck_assert_uint_eq(state_order(P1G + P2M), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(leaf_order(base + P2M * PG, NULL), 18);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, base + (P2M + 5) * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, base, P1G * PG, PS_WB_CLEAN,
+					    wb_fn, &w, &st),
+			 0);
+	/* The part went to 4 KiB: every page of it written, now clean. */
+	ck_assert_uint_eq(w.calls, P2M);
+	ck_assert_uint_eq(w.first_addr, base + (P2M + 5) * PG); /* logged */
+	ck_assert_uint_eq(w.bad, 0);
+	for (uint64_t k = 0; k < P2M; k++)
+		ck_assert(!ps_page_test_flags(word(P1G + P2M + k, NULL),
+					      PS_PAGE_DIRTY));
+	ck_assert(!writable_at(base + (P2M + 5) * PG));
+	/* Its entries split with it; the other parts keep 2 MiB leaves. */
+	ck_assert_uint_eq(leaf_order(base + (P2M + 5) * PG, NULL), 0);
+	ck_assert_uint_eq(leaf_order(base + 2 * P2M * PG, NULL), 9);
+	/* Another 2 MiB part is still a unit under its own leaf. */
+	ck_assert_uint_eq(state_order(P1G + 2 * P2M), PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_space_fault(sp, base + (P2M + 5) * PG,
+					PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, base, P1G * PG, 0), 0);
+}
+END_TEST
+
+START_TEST(writeback_split_frame_per_page)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+	uint64_t f;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	/* A pin of one page splits the frame's state. */
+	ck_assert_int_eq(ps_space_pin_range(sp, 3 * PG, PG, 0, &f), 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 5 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 300 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 0);
+	ck_assert_uint_eq(w.calls, 2);
+	ck_assert_uint_eq(w.first_addr, 5 * PG);
+	ck_assert_uint_eq(w.last_addr, 300 * PG);
+	ck_assert(!ps_page_test_flags(word(5, NULL), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(word(300, NULL), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 }
 END_TEST
@@ -1031,6 +1246,126 @@ START_TEST(stress_split_against_pins)
 }
 END_TEST
 
+/*
+ * Write-back of whole frames against writes (S19 with S3, S4, S12): one
+ * thread writes generations into a model of two 2 MiB frames' memory and
+ * makes each write known the two ways a caller does: the first frame through
+ * a write fault (before the write, then re-checking that the entry stayed
+ * writable, as a CPU's store would fault again), the second through
+ * ps_space_mark_dirty() (after the write), with now and then a 4 KiB pin of
+ * it that splits its state, so that its pages go the 4 KiB way. The other
+ * thread writes back (CLEAN and INTEGRITY in turn), copying the model into a
+ * backing store. After the join, one INTEGRITY write-back must leave the
+ * backing store equal to the memory: no write lost.
+ */
+struct wb_race {
+	_Atomic(uint64_t) mem[2 * P2M];
+	uint64_t backing[2 * P2M]; /* written by write-back only */
+	struct ps_test_overlap ov; /* side 0 write-back, 1 the writer */
+};
+
+static int wb_race_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	struct wb_race *r = ctx;
+	struct ps_page *p = word(frame, NULL);
+
+	(void)pinned;
+	if (frame != addr / PG || frame >= 2 * P2M)
+		violation("write-back: frame not the page's", addr, frame);
+	else if (!ps_page_test_flags(p, PS_PAGE_WRITEBACK))
+		violation("write-back: @fn without WRITEBACK", addr, frame);
+	else
+		r->backing[frame] = atomic_load(&r->mem[frame]);
+	return 0;
+}
+
+static void *wb_race_writer(void *arg)
+{
+	struct wb_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	struct ps_test_rng rng = ps_test_rng_new(17);
+	uint64_t gen = 0;
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		const uint64_t pg = ps_test_below(&rng, 2 * P2M);
+		ps_pte_t e;
+		int rc;
+
+		gen++;
+		if (pg < P2M) {
+			/* A CPU store: writable at the store, or fault. */
+			do {
+				if (ps_space_fault(sp, pg * PG,
+						   PS_ACCESS_WRITE) !=
+				    PS_FAULT_OK) {
+					violation("write fault refused", pg, 0);
+					return NULL;
+				}
+				atomic_store(&r->mem[pg], gen);
+				(void)ps_pgtable_get(ps_space_pgtable(sp),
+						     pg * PG, &e);
+			} while (!ps_pte_is_writable(e));
+			continue;
+		}
+		atomic_store(&r->mem[pg], gen);
+		rc = ps_space_mark_dirty(sp, pg * PG);
+		if (rc != PS_SPACE_MARK_DIRTIED &&
+		    rc != PS_SPACE_MARK_WAS_DIRTY)
+			violation("mark_dirty failed", pg, (uint64_t)rc);
+		if (!(gen & 255)) {
+			uint64_t f;
+
+			/* A 4 KiB pin: the second frame's state splits. */
+			if (ps_space_pin_range(sp, pg * PG, PG, 0, &f) ||
+			    ps_space_unpin(sp, &f, 1, 0))
+				violation("4 KiB pin or unpin failed", pg, 0);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(stress_writeback_against_writes)
+{
+	static struct wb_race r;
+	struct ps_test_side me;
+	struct ps_writeback_stats st;
+	uint64_t i, bad = 0;
+	pthread_t t;
+	int rc;
+
+	declare();
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ps_test_overlap_init(&r.ov, 2, 0);
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, wb_race_writer, &r), 0);
+	for (i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		rc = ps_space_writeback(sp, 0, 2 * P2M * PG,
+					(i & 1) ? PS_WB_INTEGRITY : PS_WB_CLEAN,
+					wb_race_fn, &r, NULL);
+		if (rc)
+			violation("write-back failed", (uint64_t)rc, i);
+	}
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "write-back vs writes to whole frames");
+	ck_assert_int_eq(ps_space_writeback(sp, 0, 2 * P2M * PG,
+					    PS_WB_INTEGRITY, wb_race_fn, &r,
+					    &st),
+			 0);
+	for (uint64_t p = 0; p < 2 * P2M; p++)
+		if (r.backing[p] != atomic_load(&r.mem[p]))
+			bad++;
+	ck_assert_uint_eq(bad, 0);
+	ck_assert(!ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
 static Suite *space_huge_suite(void)
 {
 	Suite *s = suite_create("space-huge");
@@ -1057,10 +1392,17 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
 	tcase_add_test(tc, write_fault_on_split_state_splits_the_entry);
 
+	tc = ps_test_tcase(s, "write-back", 30);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, writeback_whole_2m_frame);
+	tcase_add_test(tc, writeback_whole_1g_frame_mark_dirty);
+	tcase_add_test(tc, writeback_whole_frame_pinned_and_failing);
+	tcase_add_test(tc, writeback_split_frame_per_page);
+	tcase_add_test(tc, writeback_2m_part_of_split_1g_frame);
+
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, discard_whole_frames);
-	tcase_add_test(tc, writeback_refused_with_huge_frames);
 
 	tc = ps_test_tcase(s, "races (failpoints)", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
@@ -1070,6 +1412,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_unit_pins_against_remap);
 	tcase_add_test(tc, stress_split_against_pins);
+	tcase_add_test(tc, stress_writeback_against_writes);
 
 	tc = ps_test_tcase(s, "stats", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -1388,6 +1388,36 @@ int ps_pgtable_collapse(struct ps_pgtable *t, uint64_t start, uint64_t len,
 			unsigned int order,
 			struct ps_pgtable_collapse_err *err);
 
+/**
+ * ps_pgtable_cmpxchg_huge() - replace a whole huge leaf by another, in one
+ * compare-and-swap.
+ * @t: the table.
+ * @addr: the first page of the leaf's extent (aligned to it).
+ * @order: the leaf's order: PS_PGTABLE_ORDER_2M or PS_PGTABLE_ORDER_1G.
+ * @expected: the leaf expected; on -EAGAIN receives the leaf found, on
+ *	-ENOENT PS_PTE_NONE.
+ * @desired: the new leaf; must be a canonical huge leaf of @order
+ *	(ps_pte_huge_valid()).
+ *
+ * For a caller that changes a bit every page of an extent shares (its
+ * encryption or cache bits, write taken away) without splitting it, as
+ * ps_pgtable_cmpxchg() changes one 4 KiB entry: ps_pgtable_cmpxchg() of a page
+ * under a huge leaf splits the leaf first. The leaf is found by a walk that
+ * allocates nothing.
+ * Context: any thread, also inside a read-side section; the exclusions of
+ * ps_pgtable_set().
+ * Ordering: as ps_pgtable_cmpxchg(): one seq_cst CAS on success (it releases
+ * @desired to acquiring readers), acquire on failure.
+ * Progress: wait-free (one walk, one CAS, never retried).
+ * Return: 0 if replaced; -EAGAIN if the leaf was another value, now in
+ * *@expected; -ENOENT if no huge leaf of @order starts at @addr (a lower
+ * level, none, or a leaf of the other order: nothing changed); -EINVAL (bad
+ * address, order or alignment, @expected NULL, @desired not a leaf of @order).
+ */
+int ps_pgtable_cmpxchg_huge(struct ps_pgtable *t, uint64_t addr,
+			    unsigned int order, ps_pte_t *expected,
+			    ps_pte_t desired);
+
 /* --- faults and scans ----------------------------------------------------- */
 
 /**

@@ -317,8 +317,7 @@ struct ps_convert_opts {
  * PS_CONVERT_INACCESSIBLE), and ENC too. Pages already in the target state
  * are left as they are. The steps, the rule against pins and CPU maps, the
  * waits and the hooks are in the overview of pagestate/prot.h, "Conversion".
- * Memory: two bits per page of the range, and 24 bytes per 2 MiB of it plus
- * 384, for the duration of the call.
+ * Memory: two bits per page of the range, for the duration of the call.
  * Context: any thread; not from a notifier callback or a hook of this space
  * (the writer mutex), nor holding a lock a notifier callback takes.
  * Ordering: each frame's unfreeze is a release (a pin or kmap that finds
@@ -355,7 +354,12 @@ int ps_prot_convert(struct ps_space *space, uint64_t start, uint64_t len,
  * threads race (without a hook, the frame simply becomes accessible, as
  * Linux's default arch_make_page_accessible() is a no-op). The frame must be
  * in use (LIVE): the caller holds it mapped, pinned or referenced. A frame
- * being converted is waited for.
+ * being converted is waited for. A 4 KiB frame of a whole 2 MiB or 1 GiB
+ * frame (ps_space_set_frame_order()) is mapped without splitting that frame:
+ * the maps' reference is one on the whole frame's word (released by the last
+ * kunmap, also if the frame was split meanwhile), the frame is private,
+ * poisoned or inaccessible as a whole, and the first map of any of its pages
+ * that finds it inaccessible calls the hook for each of its 4 KiB frames.
  * Context: any thread; not from this frame's make_accessible hook.
  * Ordering: acquire. Progress: lock-free when the frame is already
  * CPU-mapped; otherwise blocking (the frame's LOCKED bit and the hook; a
@@ -397,16 +401,24 @@ uint32_t ps_prot_kmap_count(struct ps_space *space, uint64_t frame);
 /**
  * ps_prot_set_inaccessible() - mark @frame INACCESSIBLE again.
  * @space: the space.
- * @frame: the frame; it may be free.
+ * @frame: the frame; it may be free. Or a whole 2 MiB or 1 GiB frame named as
+ *	its unit (PS_SPACE_UNIT() of its first frame and its order).
  *
  * For an owner that removed the frame from its own mappings (its "direct
- * map"): the next first CPU map calls the make-accessible hook again.
- * Context: any thread; not from this frame's make_accessible hook.
+ * map"): the next first CPU map calls the make-accessible hook again. A unit
+ * marks the whole frame's word (it must be a whole frame of that order:
+ * -EINVAL otherwise), refused while any of its pages is CPU-mapped. A 4 KiB
+ * frame of a whole huge frame splits that frame's state first, under the
+ * space's writer mutex, and marks its own word only.
+ * Context: any thread; not from this frame's make_accessible hook, nor, for a
+ * 4 KiB frame of a whole huge frame, from a hook or callback run under the
+ * writer mutex.
  * Ordering: acquire load of the count (pairs with kunmap's release: the
  * CPU maps' accesses are over), acq_rel flag change.
- * Progress: blocking (the frame's LOCKED bit).
- * Return: 0; -EINVAL (@frame out of range); -EBUSY while it is CPU-mapped
- * or being converted (nothing changed).
+ * Progress: blocking (the frame's LOCKED bit; the writer mutex for a split).
+ * Return: 0; -EINVAL (@frame out of range, not a whole frame of the unit's
+ * order); -EBUSY while it is CPU-mapped or being converted, or its huge frame
+ * could not be split (nothing changed).
  */
 int ps_prot_set_inaccessible(struct ps_space *space, uint64_t frame);
 
@@ -456,11 +468,17 @@ int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
 /**
  * ps_prot_set_cache() - give @frame cache mode @mode.
  * @space: the space.
- * @frame: the frame.
+ * @frame: the frame, or a whole 2 MiB or 1 GiB frame named as its unit
+ *	(PS_SPACE_UNIT() of its first frame and its order).
  * @mode: the mode.
  * @expected_refs: 0 for a free frame; otherwise the exact references the
  *	frame holds that the caller accounts for and that are not mappings
  *	(e.g. the owner's own). The frame is frozen for the change.
+ *
+ * A unit changes the whole frame's word, once (it must be a whole frame of
+ * that order: -EINVAL otherwise). A 4 KiB frame of a whole huge frame splits
+ * that frame's state first (under the space's writer mutex), and only its own
+ * word changes.
  *
  * The same mode is always fine (0, nothing changes). Otherwise the frame
  * must be free (not LIVE, not frozen) or, with @expected_refs, LIVE with
@@ -496,14 +514,18 @@ int ps_prot_set_cache(struct ps_space *space, uint64_t frame,
  * and the frame dirty (dirty before writable). Revoking write is bracketed
  * by an invalidation (PS_NOTIFIER_PROTECTION), so writable secondary
  * mappings go. Entries that are not present are left alone (there is no
- * VMA; a page mapped later takes its map's flags).
+ * VMA; a page mapped later takes its map's flags). A 2 MiB or 1 GiB entry
+ * inside the range changes whole, by one compare-and-swap (it is not split);
+ * one that the range cuts is split first, with the state of a whole huge frame
+ * it maps (as ps_prot_convert() does), and its pages in the range change.
  * Context: any thread; not from a notifier callback or a hook of this space
  * (the writer mutex). Ordering: each entry changes by the page table's
  * release CAS, inside the invalidation when write is revoked.
  * Progress: blocking (the writer mutex, the invalidation).
  * Return: 0; -EINVAL (bad range, unknown bits); -EOPNOTSUPP for PROT_NONE
  * (entries have no "not readable" state: unmap, or write-protect with
- * uffd-wp, instead).
+ * uffd-wp, instead); -ENOMEM or -EBUSY (splitting a huge entry or frame
+ * at an edge of the range failed: no access right changed).
  */
 int ps_prot_mprotect(struct ps_space *space, uint64_t start, uint64_t len,
 		     unsigned int prot);

@@ -1123,6 +1123,18 @@ struct ps_writeback_stats {
  * start (-ENOMEM), its pages stay dirty and in the set, and @fn is not
  * called for them.
  *
+ * A whole 2 MiB or 1 GiB frame (ps_space_set_frame_order()) mapped by a huge
+ * entry is one unit: its one DIRTY flag says whether all of it is written. It
+ * is visited once, with one invalidation of the huge entry's extent, the entry
+ * write-protected whole (it is not split), DIRTY cleared and WRITEBACK set on
+ * the frame's word, and then @fn is called for each 4 KiB page of the frame in
+ * address order, with that page's address and frame, as for 4 KiB frames: the
+ * whole frame is written when @start and @len cover only part of it. The
+ * first error stops the calls for that frame and leaves it dirty (all of it is
+ * written by the next write-back); @stats count 4 KiB pages written or
+ * bounced, and one skip, error or kept-dirty per frame. A huge frame whose
+ * state was split (a pin or map of part of it) is written page by page.
+ *
  * One write-back of a frame at a time (Linux's PG_writeback): @fn never runs
  * for a frame while another write-back's @fn runs for it, so the copies land
  * in the order they were taken. PS_WB_CLEAN skips a frame under another
@@ -1140,15 +1152,15 @@ struct ps_writeback_stats {
  * Progress: blocking (LOCKED bits: spin, then yield; the invalidations);
  * PS_WB_INTEGRITY also waits for other write-backs' callbacks of the frames it
  * visits, for as long as each takes.
- * Return: 0; -EINVAL (range, @mode, @fn NULL); -EOPNOTSUPP in a space with huge
- * frames (ps_space_set_frame_order()): not built yet; or the first error, every
- * page still visited: a callback's error (the frame is dirty again); -EOVERFLOW
- * (a frame at the reference limit: left dirty for the next write-back);
- * -EDEADLK (a frame under write-back by a callback of this very thread, the one
- * it writes or one of its run still to be written: left as it was); -ENOMEM (an
- * invalidation could not start: its pages left dirty, not written). @stats
- * counts each page's error, and its error_offset says where the error returned
- * is: the byte offset from @start of its page.
+ * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first error, every page
+ * still visited: a callback's error (the frame is dirty again); -EOVERFLOW (a
+ * frame at the reference limit: left dirty for the next write-back); -EDEADLK
+ * (a frame under write-back by a callback of this very thread, the one it
+ * writes or one of its run still to be written: left as it was); -ENOMEM (an
+ * invalidation could not start: its pages left dirty, not written); -EBUSY (a
+ * 2 MiB part of a split 1 GiB frame whose state could not be split to 4 KiB:
+ * left dirty). @stats counts each page's error, and its error_offset says
+ * where the error returned is: the byte offset from @start of its page.
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
 		       enum ps_writeback_mode mode, ps_writeback_fn fn,
