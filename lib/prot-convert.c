@@ -49,7 +49,22 @@
  *     each page old (or frozen) until its unfreeze, new after it, as with three
  *     phases; a failed call changes nothing visible. Per page that is the
  *     three read-modify-writes a conversion needs (freeze, entry, unfreeze) and
- *     two cursor loads.
+ *     one load of the entry and one of the page word.
+ *
+ *     Runs. Phase 1 of the commit path walks one leaf per read-side section
+ *     (one walk each, the section left at the leaf's end for grace periods,
+ *     and around a wait, after which it walks again) and records the 4 KiB
+ *     frames it froze as runs: pages [page, page + n) whose frames are
+ *     [frame, frame + n). Under the writer mutex (P1) no frame is replaced at
+ *     an address, so the runs still say, in phase 3, which frame each page
+ *     maps: a commit then unfreezes frame after frame with no walk, no entry
+ *     read and no section, touching only the page words. Room for the runs is
+ *     fixed when the call starts (one per leaf of the range, and 16 more); a
+ *     range whose frames are too scattered to fit moves its runs into the
+ *     bitmap of frozen pages and goes on in it, and phase 3 then finds each
+ *     frame through its entry, as the hooks' path does. An undo reads each
+ *     entry to flip it back either way. Huge units (P9) are never in the
+ *     runs: they stay in the bitmap, which phase 3 walks after the runs.
  *
  * P4  Quarantine. A page whose finish hook (or reverse hook) failed is
  *     marked POISONED while frozen, its entry becomes a POISONED marker
@@ -227,6 +242,11 @@ static ps_pte_t cursor_load(PS_ATOMIC(ps_pte_t) *slot)
 
 /* --- conversion (P1..P4) -------------------------------------------------- */
 
+/* Pages [page, page + n) of the range, frozen, map [frame, frame + n). */
+struct run {
+	uint64_t page, frame, n;
+};
+
 struct conv {
 	struct ps_space *s;
 	/*
@@ -240,6 +260,8 @@ struct conv {
 	 * next conversion's to forget.
 	 */
 	bool longterm;
+	bool held_checks;	/* prot || longterm: freeze_held() has work */
+	bool units;		/* freeze_unit() froze a word (in @frozen) */
 	struct ps_pgtable *pt;	/* the space's */
 	struct ps_page *frames; /* the space's page words */
 	uint64_t nframes;
@@ -252,8 +274,16 @@ struct conv {
 	uint64_t fwd_set;    /* ... and sets */
 	uint64_t *frozen;    /* bit i: page i is frozen by this call */
 	uint64_t *was_inacc; /* bit i: page i was INACCESSIBLE before */
-	uint64_t wait_ns;    /* the PS_CONVERT_WAIT budget */
-	uint64_t t0;	     /* first wait (0: none yet) */
+	/*
+	 * The commit path's record of the 4 KiB frames it froze (P3, "Runs"):
+	 * runs of pages whose frames follow each other, while they fit in
+	 * @runs_cap; past that (nruns > runs_cap) the bitmap @frozen holds it
+	 * all. NULL on the hooks' path.
+	 */
+	struct run *runs;
+	uint64_t nruns, runs_cap;
+	uint64_t wait_ns; /* the PS_CONVERT_WAIT budget */
+	uint64_t t0;	  /* first wait (0: none yet) */
 	unsigned int waits;
 	uint64_t quarantined;
 	int hook_error;
@@ -318,10 +348,11 @@ static inline int freeze_held(struct conv *c, struct ps_page *p,
 /*
  * freeze_one() off its straight path: the freeze of @p (the word holding
  * @frame's state; @frame is the first frame of its unit) failed; wait as
- * allowed (outside the section) and try again, or fail.
+ * allowed (outside the section, after which *@left is true: cursors found in
+ * it are invalid) and try again, or fail.
  */
 static PS_COLD int freeze_wait(struct conv *c, struct ps_page *p,
-			       uint64_t frame, struct cursor *k)
+			       uint64_t frame, bool *left)
 {
 	for (;;) {
 		int rc = freeze_obstacle(c, p, frame);
@@ -331,7 +362,7 @@ static PS_COLD int freeze_wait(struct conv *c, struct ps_page *p,
 		ps_pgtable_read_unlock(); /* P8: never wait inside it */
 		backoff(c);
 		ps_pgtable_read_lock();
-		k->valid = false;
+		*left = true;
 		if (ps_page_freeze(p, c->expected))
 			return freeze_held(c, p, frame);
 	}
@@ -385,15 +416,16 @@ static inline int freeze_held(struct conv *c, struct ps_page *p, uint64_t frame)
 
 /*
  * Freeze @frame with the expected references, waiting as allowed (outside
- * the section: @k is then invalid).
+ * the section: *@left is then true).
  */
-static inline int freeze_one(struct conv *c, uint64_t frame, struct cursor *k)
+static inline int freeze_one(struct conv *c, uint64_t frame, bool *left)
 {
 	struct ps_page *p = &c->frames[frame];
 
 	if (PS_LIKELY(ps_page_freeze(p, c->expected)))
-		return freeze_held(c, p, frame);
-	return freeze_wait(c, p, frame, k);
+		return PS_LIKELY(!c->held_checks) ? 0
+						  : freeze_held(c, p, frame);
+	return freeze_wait(c, p, frame, left);
 }
 
 /* --- huge frames (P9) ----------------------------------------------------- */
@@ -407,11 +439,11 @@ enum thaw {
 
 /* Freeze the word @p holding the state of the unit at frame @frame. */
 static PS_COLD int freeze_wait_unit(struct conv *c, struct ps_page *p,
-				    uint64_t frame, struct cursor *k)
+				    uint64_t frame, bool *left)
 {
 	if (ps_page_freeze(p, c->expected))
 		return freeze_held(c, p, frame);
-	return freeze_wait(c, p, frame, k);
+	return freeze_wait(c, p, frame, left);
 }
 
 /* Pages in a unit or leaf of @order. */
@@ -461,7 +493,7 @@ static PS_COLD void set_enc_span(struct conv *c, uint64_t i, uint64_t n,
  * unit's pages, 0 if the page is not in a huge unit after all (a 4 KiB frame:
  * the caller's path); *@fail the page that failed. 0 or the errno.
  */
-static PS_COLD int freeze_unit(struct conv *c, uint64_t i, struct cursor *k,
+static PS_COLD int freeze_unit(struct conv *c, uint64_t i, bool *left,
 			       bool flip, uint64_t *n, uint64_t *fail)
 {
 	const bool to_private = c->to == PS_ENC_PRIVATE;
@@ -507,10 +539,11 @@ static PS_COLD int freeze_unit(struct conv *c, uint64_t i, struct cursor *k,
 		}
 		if (!(w & PS_PAGE_PRIVATE) == !to_private)
 			continue; /* already there */
-		rc = freeze_wait_unit(c, p, f + q, k);
+		rc = freeze_wait_unit(c, p, f + q, left);
 		if (rc)
 			break;
 		bit_set(c->frozen, i + q);
+		c->units = true;
 		if (!flip && ps_page_test_flags(p, PS_PAGE_INACCESSIBLE))
 			bit_set(c->was_inacc, i + q);
 		any = true;
@@ -621,94 +654,210 @@ static int split_all(struct conv *c, uint64_t *fail)
 	return rc;
 }
 
+static void record_close(struct conv *c, struct run r);
+
 /*
- * Phase 1 (P3): freeze every page to convert; *@fail: the page that failed.
- * With @flip (the commit: no prepare/finish hook can fail later), each
- * page's entry gets its new ENC bit right after its freeze, through the
- * cursor its lookup used (P2: changed while frozen, the bit is only a copy);
- * phase 3 flips it back if phase 1 fails later (unfreeze_all()).
+ * The commit path's record (P3, "Runs"): @r, the run being built, takes
+ * frozen page @i (4 KiB frame @frame) if it follows on; else @r is closed
+ * into c->runs and starts again at @i. While a run is built, its page and
+ * frame say where it would go on.
  */
-static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
+static inline void record_run(struct conv *c, struct run *r, uint64_t i,
+			      uint64_t frame)
 {
-	const bool to_private = c->to == PS_ENC_PRIVATE;
-	const ps_pte_t enc = to_private ? PS_PTE_ENC : 0;
-	struct cursor k = {NULL, 0, false};
-	uint64_t i, steps = 0;
-	int rc = 0;
+	if (PS_LIKELY(r->page == i && r->frame == frame)) {
+		r->page++;
+		r->frame++;
+		r->n++;
+		return;
+	}
+	record_close(c, *r);
+	*r = (struct run){i + 1, frame + 1, 1};
+}
 
-	ps_pgtable_read_lock();
-	for (i = 0; i < c->npages; i++) {
-		const uint64_t addr = page_addr(c, i);
-		PS_ATOMIC(ps_pte_t) *slot;
-		uint64_t frame, w, n;
-		ps_pte_t e;
+/*
+ * Close the run @r (as record_run() builds it) into c->runs. Once the runs
+ * no longer fit, they move into the bitmap, which records the rest.
+ */
+static void record_close(struct conv *c, struct run r)
+{
+	const uint64_t page = r.page - r.n;
 
-		section_cycle(++steps, &k);
-		slot = cursor_at(c->pt, &k, addr);
-		e = cursor_load(slot);
-		if (PS_UNLIKELY(!slot)) {
-			/* No leaf: none, or a huge leaf (P9). */
-			rc = freeze_unit(c, i, &k, flip, &n, fail);
-			if (rc) {
-				ps_pgtable_read_unlock();
-				return rc; /* *fail: the page */
-			}
-			if (n) {
-				i += n - 1;
-				continue;
-			}
-		}
-		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED) {
-			rc = -EHWPOISON; /* a quarantined page */
-			break;
-		}
-		if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes) {
-			if (c->flags & PS_CONVERT_SKIP_MISSING)
-				continue;
-			rc = -ENOENT;
-			break;
-		}
-		frame = ps_pte_frame(e);
-		w = ps_page_load(&c->frames[frame]);
-		if (PS_UNLIKELY(!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN)))) {
-			/* A mapped 4 KiB word is LIVE: a huge frame's (P9). */
-			rc = freeze_unit(c, i, &k, flip, &n, fail);
-			if (rc) {
-				ps_pgtable_read_unlock();
-				return rc; /* *fail: the page */
-			}
-			if (n) {
-				i += n - 1;
-				continue;
-			}
-		}
-		if (w & PS_PAGE_POISONED) {
-			rc = -EHWPOISON;
-			break;
-		}
-		if (!(w & PS_PAGE_PRIVATE) == !to_private)
-			continue; /* already there: nothing to do */
-		rc = freeze_one(c, frame, &k);
-		if (rc)
-			break;
+	if (!r.n)
+		return;
+	if (c->nruns < c->runs_cap) {
+		c->runs[c->nruns++] = (struct run){page, r.frame - r.n, r.n};
+		return;
+	}
+	if (c->nruns == c->runs_cap) {
+		/* Too scattered: the bitmap from here on. */
+		for (uint64_t k = 0; k < c->nruns; k++)
+			for (uint64_t j = 0; j < c->runs[k].n; j++)
+				bit_set(c->frozen, c->runs[k].page + j);
+		c->nruns++;
+	}
+	for (uint64_t j = 0; j < r.n; j++)
+		bit_set(c->frozen, page + j);
+}
+
+/* Do the runs hold the record of the 4 KiB frames (else the bitmap does)? */
+static bool runs_hold(const struct conv *c)
+{
+	return c->nruns <= c->runs_cap;
+}
+
+/* freeze_page()'s answer for a page whose state is a huge unit's (P9). */
+#define FREEZE_UNIT 2
+
+/*
+ * Freeze page @i, whose entry is @e: 1 with its frame in *@frame when it is
+ * frozen, 0 when it needs nothing, FREEZE_UNIT (only with @unit_check) when the
+ * frame's word is not its own 4 KiB word (freeze_unit()'s), else the errno that
+ * stops phase 1. *@left: the freeze left the section (cursors are stale).
+ */
+static inline int freeze_page(struct conv *c, uint64_t i, ps_pte_t e,
+			      uint64_t page_private, bool unit_check,
+			      uint64_t *frame, bool *left)
+{
+	uint64_t w;
+	int rc;
+
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= c->nframes) {
+		if (ps_pte_marker_bits(e) & PS_PTE_MARKER_POISONED)
+			return -EHWPOISON; /* a quarantined page */
+		return c->flags & PS_CONVERT_SKIP_MISSING ? 0 : -ENOENT;
+	}
+	*frame = ps_pte_frame(e);
+	w = ps_page_load(&c->frames[*frame]);
+	/* A mapped 4 KiB word is LIVE: else a huge frame's (P9). */
+	if (PS_UNLIKELY(unit_check && !(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))))
+		return FREEZE_UNIT;
+	if (w & PS_PAGE_POISONED)
+		return -EHWPOISON;
+	if ((w & PS_PAGE_PRIVATE) == page_private)
+		return 0; /* already there: nothing to do */
+	rc = freeze_one(c, *frame, left);
+	if (rc)
+		return rc;
+	if (!c->runs) {
+		/* The hooks' path: a bitmap. */
 		bit_set(c->frozen, i);
 		/*
 		 * Frozen: only this call changes INACCESSIBLE now (P5). Only a
 		 * rollback of the hooks' phase 2 needs the old bit.
 		 */
-		if (!flip &&
-		    ps_page_test_flags(&c->frames[frame], PS_PAGE_INACCESSIBLE))
+		if (ps_page_test_flags(&c->frames[*frame],
+				       PS_PAGE_INACCESSIBLE))
 			bit_set(c->was_inacc, i);
-		if (flip) {
-			/* The freeze may have waited: the cursor again. */
-			slot = cursor_at(c->pt, &k, addr);
-			if (slot)
-				entry_set_enc(c->pt, slot, addr,
-					      cursor_load(slot), frame, enc);
-		}
 	}
-	ps_pgtable_read_unlock();
-	*fail = i;
+	return 1;
+}
+
+/*
+ * Phase 1 (P3): freeze every page to convert; *@fail: the page that failed.
+ * With @flip (the commit: no prepare/finish hook can fail later), each
+ * page's entry gets its new ENC bit right after its freeze, through the
+ * cursor its lookup used (P2: changed while frozen, the bit is only a copy),
+ * and the 4 KiB frames frozen are recorded as runs; phase 3 flips the entries
+ * back if phase 1 fails later (unfreeze_all()). One walk and one read-side
+ * section per leaf of the range: the section is left at each leaf's end (grace
+ * periods), and a wait leaves it too, after which the leaf is walked again. A
+ * page without a leaf (none, or a huge leaf) or whose frame's state is a huge
+ * frame's goes to freeze_unit() (P9), and the walk starts again after its unit.
+ */
+static int freeze_all(struct conv *c, uint64_t *fail, bool flip)
+{
+	const ps_pte_t enc = c->to == PS_ENC_PRIVATE ? PS_PTE_ENC : 0;
+	const uint64_t page_private = c->to == PS_ENC_PRIVATE ? PS_PAGE_PRIVATE
+							      : 0;
+	const uint64_t start = c->start, npages = c->npages;
+	struct run r = {0, 0, 0};
+	bool unit_failed = false;
+	uint64_t i = 0;
+	int rc = 0;
+
+	if (!flip)
+		c->runs = NULL;
+	while (!rc && i < npages) {
+		const uint64_t first = (start >> PAGE_SHIFT) + i;
+		const uint64_t in_leaf = PS_PGTABLE_LEAF_PAGES -
+					 first % PS_PGTABLE_LEAF_PAGES;
+		const uint64_t end = npages - i < in_leaf ? npages
+							  : i + in_leaf;
+		/* The entry of page i is slot[i - base], in this leaf. */
+		uint64_t base = i;
+		PS_ATOMIC(ps_pte_t) *slot;
+
+		ps_pgtable_read_lock();
+		slot = ps_pgtable_lookup_leaf(c->pt, start + (i << PAGE_SHIFT));
+		for (; i < end; i++) {
+			const uint64_t addr = start + (i << PAGE_SHIFT);
+			bool left = false;
+			uint64_t frame, n;
+			ps_pte_t e = PS_PTE_NONE;
+
+			if (PS_LIKELY(slot)) {
+				/* Acquire: as ps_pgtable_lookup() (the CAS). */
+				e = atomic_load_explicit(&slot[i - base],
+							 memory_order_acquire);
+				rc = freeze_page(c, i, e, page_private, true,
+						 &frame, &left);
+			} else {
+				rc = FREEZE_UNIT; /* none, or a huge leaf */
+			}
+			if (PS_UNLIKELY(rc == FREEZE_UNIT)) {
+				rc = freeze_unit(c, i, &left, flip, &n, fail);
+				if (rc) {
+					unit_failed = true; /* *fail: set */
+					break;
+				}
+				if (n) {
+					i += n; /* walk again from there */
+					break;
+				}
+				/* Not a huge unit after all: a 4 KiB page. */
+				rc = freeze_page(c, i, e, page_private, false,
+						 &frame, &left);
+			}
+			if (rc <= 0) {
+				if (rc)
+					break;
+				continue;
+			}
+			rc = 0;
+			if (PS_UNLIKELY(left)) {
+				/* The freeze waited outside the section. */
+				slot = ps_pgtable_lookup_leaf(c->pt, addr);
+				base = i;
+				if (PS_UNLIKELY(!slot)) {
+					/* None now (cannot be under P1). */
+					if (flip)
+						record_run(c, &r, i, frame);
+					continue;
+				}
+				e = cursor_load(slot);
+			}
+			if (!flip)
+				continue;
+			record_run(c, &r, i, frame);
+			/*
+			 * From the entry read before the freeze (present, of
+			 * @frame): one CAS, and the loop only if it changed.
+			 */
+			if ((e & PS_PTE_ENC) != enc &&
+			    ps_pgtable_cmpxchg_leaf(c->pt, &slot[i - base],
+						    addr, &e,
+						    (e & ~PS_PTE_ENC) | enc) ==
+				    -EAGAIN)
+				entry_set_enc(c->pt, &slot[i - base], addr, e,
+					      frame, enc);
+		}
+		ps_pgtable_read_unlock();
+	}
+	if (flip)
+		record_close(c, r);
+	if (!unit_failed)
+		*fail = i;
 	return rc;
 }
 
@@ -824,10 +973,69 @@ static int flip_all(struct conv *c, uint64_t *fail)
 }
 
 /*
+ * unfreeze_all() of the commit path's 4 KiB frames from their runs: the frames
+ * are known, so a commit touches only their page words, with no walk and no
+ * read-side section (P1: under the writer mutex no frame is replaced at an
+ * address, so the runs still say what each page maps). An undo walks the
+ * entries to flip them back, one walk per leaf.
+ */
+static uint64_t unfreeze_runs(struct conv *c, enum thaw how)
+{
+	const ps_pte_t old_enc = c->to == PS_ENC_PRIVATE ? 0 : PS_PTE_ENC;
+	struct cursor k = {NULL, 0, false};
+	uint64_t n = 0;
+
+	if (how == THAW_COMMIT) {
+		const uint64_t expected = c->expected, clear = c->fwd_clear,
+			       set = c->fwd_set;
+
+		/*
+		 * Backwards: phase 1 ended at the range's end, so the words
+		 * it touched last are the likeliest still in the cache. Any
+		 * order keeps P3: each page is old (or frozen) until its own
+		 * unfreeze.
+		 */
+		for (uint64_t r = c->nruns; r-- > 0;) {
+			struct ps_page *p = &c->frames[c->runs[r].frame];
+			const uint64_t len = c->runs[r].n;
+
+			/* Release: publishes the flip (P2's tries acquire). */
+			for (uint64_t j = len; j-- > 0;)
+				(void)ps_page_unfreeze_change_flags(&p[j],
+								    expected,
+								    clear, set);
+			n += len;
+		}
+		return n;
+	}
+	ps_pgtable_read_lock();
+	for (uint64_t r = 0; r < c->nruns; r++) {
+		for (uint64_t j = 0; j < c->runs[r].n; j++, n++) {
+			const uint64_t addr = page_addr(c, c->runs[r].page + j);
+			const uint64_t frame = c->runs[r].frame + j;
+			PS_ATOMIC(ps_pte_t) *slot;
+
+			section_cycle(n, &k);
+			slot = cursor_at(c->pt, &k, addr);
+			if (slot)
+				entry_set_enc(c->pt, slot, addr,
+					      cursor_load(slot), frame,
+					      old_enc);
+			/* Release: publishes the entry (P2's tries acquire). */
+			(void)ps_page_unfreeze(&c->frames[frame], c->expected);
+		}
+	}
+	ps_pgtable_read_unlock();
+	return n;
+}
+
+/*
  * Phase 3 (P3): unfreeze what is still frozen; returns how many. With
  * THAW_COMMIT (no prepare/finish hooks, so nothing could fail after phase 1,
  * which flipped the entries), each page word's flags change in its unfreezing
- * compare-and-swap; with THAW_UNDO each entry's ENC bit goes back first.
+ * compare-and-swap; with THAW_UNDO each entry's ENC bit goes back first. The
+ * commit path's 4 KiB frames come from their runs while these hold them
+ * (unfreeze_runs()); the bitmap then holds only huge units (P9).
  */
 static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 {
@@ -835,6 +1043,11 @@ static uint64_t unfreeze_all(struct conv *c, enum thaw how)
 	struct cursor k = {NULL, 0, false};
 	uint64_t n = 0, steps = 0;
 
+	if (how != THAW_PLAIN && runs_hold(c)) {
+		n = unfreeze_runs(c, how);
+		if (!c->units)
+			return n; /* the bitmap is empty */
+	}
 	ps_pgtable_read_lock();
 	for (uint64_t wi = 0; wi < (c->npages + 63) / 64; wi++) {
 		uint64_t bits = c->frozen[wi];
@@ -925,16 +1138,20 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 		opts->hook_error = 0;
 	}
 	words = (c.npages + 63) / 64;
-	c.frozen = calloc(2 * words, sizeof(*c.frozen));
+	/* Room for a run per leaf of the range, and a few more. */
+	c.runs_cap = c.npages / PS_PGTABLE_LEAF_PAGES + 16;
+	c.frozen = calloc(2 * words + 3 * c.runs_cap, sizeof(*c.frozen));
 	if (!c.frozen)
 		return -ENOMEM;
 	c.was_inacc = c.frozen + words;
+	c.runs = (struct run *)(void *)(c.frozen + 2 * words);
 
 	PS__SPACE_FORK_CHECK(s);
 	ps__space_writer_lock(s); /* P1 */
 	c.hooks = ps__prot_hooks(s);
 	c.prot = ps__prot_peek(s);
 	c.longterm = ps__space_longterm_any(s);
+	c.held_checks = c.prot || c.longterm;
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)

@@ -575,6 +575,63 @@ START_TEST(convert_across_two_frames_edge)
 }
 END_TEST
 
+/*
+ * Runs (P3) and a huge unit (P9) in one range: three 4 KiB pages split off the
+ * frame before, a whole 2 MiB frame, three split off the frame after. A commit
+ * unfreezes the 4 KiB frames from its runs and the whole frame from the bitmap;
+ * an undo (the last page holds an undeclared reference) puts both back.
+ */
+static void check_mixed(uint64_t first, uint64_t n, bool priv)
+{
+	for (uint64_t f = first; f < first + n; f++) {
+		unsigned int lo, fo;
+		struct ps_page *w = ps_space_frame_word(sp, f, &fo);
+		const bool whole = f >= P2M && f < 2 * P2M;
+
+		ck_assert_int_eq(!!(entry(f * PG, &lo) & PS_PTE_ENC), priv);
+		ck_assert_uint_eq(lo, whole ? PS_SPACE_ORDER_2M : 0);
+		ck_assert_uint_eq(fo, whole ? PS_SPACE_ORDER_2M : 0);
+		ck_assert_int_eq(!!(ps_page_load(w) & PS_PAGE_PRIVATE), priv);
+		ck_assert(!ps_page_is_frozen(w));
+		if (!whole || f == P2M)
+			ck_assert_uint_eq(ps_page_refs(w), 1);
+	}
+}
+
+START_TEST(convert_runs_beside_a_whole_frame)
+{
+	const uint64_t first = P2M - 3, n = P2M + 6;
+	struct ps_convert_opts o = {0};
+	uint64_t off = 0;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 3 * P2M * PG, 0, 0, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, first * PG, n * PG, PS_ENC_PRIVATE,
+					 0, &o, NULL),
+			 0);
+	ck_assert_uint_eq(o.converted, n);
+	check_mixed(first, n, true);
+	ck_assert(!frame_private(first - 1, NULL));
+	ck_assert(!frame_private(first + n, NULL));
+	/* The last page's frame holds a reference nobody declared. */
+	ck_assert_int_eq(ps_page_get(ps_space_frame_word(sp, first + n - 1,
+							 NULL)),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, first * PG, n * PG, PS_ENC_SHARED,
+					 0, &o, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, (n - 1) * PG);
+	(void)ps_page_put(ps_space_frame_word(sp, first + n - 1, NULL));
+	check_mixed(first, n, true);
+	ck_assert_int_eq(ps_prot_convert(sp, first * PG, n * PG, PS_ENC_SHARED,
+					 0, &o, NULL),
+			 0);
+	ck_assert_uint_eq(o.converted, n);
+	check_mixed(first, n, false);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 3 * P2M * PG, 0), 0);
+}
+END_TEST
+
 static _Atomic(unsigned) prepares;
 
 static int count_prepare(void *ctx, struct ps_space *s, uint64_t addr,
@@ -843,6 +900,7 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, convert_4k_with_other_subpage_pinned);
 	tcase_add_test(tc, convert_whole_leaf_over_split_state);
 	tcase_add_test(tc, convert_across_two_frames_edge);
+	tcase_add_test(tc, convert_runs_beside_a_whole_frame);
 	tcase_add_test(tc, convert_with_hooks_splits_the_frame);
 
 	tc = ps_test_stress_tcase(s, "stress", 120);
