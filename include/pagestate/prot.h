@@ -317,7 +317,8 @@ struct ps_convert_opts {
  * PS_CONVERT_INACCESSIBLE), and ENC too. Pages already in the target state
  * are left as they are. The steps, the rule against pins and CPU maps, the
  * waits and the hooks are in the overview of pagestate/prot.h, "Conversion".
- * Memory: two bits per page of the range, for the duration of the call.
+ * Memory: two bits per page of the range, and 24 bytes per 2 MiB of it plus
+ * 384, for the duration of the call.
  * Context: any thread; not from a notifier callback or a hook of this space
  * (the writer mutex), nor holding a lock a notifier callback takes.
  * Ordering: each frame's unfreeze is a release (a pin or kmap that finds
