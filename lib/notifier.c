@@ -331,6 +331,12 @@ int ps_notifier_destroy(struct ps_notifier *n)
 		free(c);
 		c = next;
 	}
+	/*
+	 * The tree is empty but its node pool lives on from the first
+	 * insert; batches still in their grace period keep it until the last
+	 * returns (lib/itree-pool.h), so this never waits.
+	 */
+	ps__itree_destroy(&impl->tree);
 	ps__hist_destroy(&impl->hist);
 	pthread_cond_destroy(&impl->wake);
 	pthread_mutex_destroy(&impl->lock);
