@@ -4,7 +4,7 @@
  * protection and PAGEMAP_SCAN mirrored from a space or page table.
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-uffd.c as U1..U5)
+ * Protocol (cited by tests/test-uffd.c as U1..U7)
  * ---------------------------------------------------------------------------
  *
  * U1  Library first, kernel second, under the attachment's mutex. Protect,
@@ -78,6 +78,24 @@
  *     discard that finds its bits taken waits for the mutex, and returns
  *     only after the pages it dropped were fixed.
  *
+ * U7  Huge pages. Hugetlb (PS_UFFD_HUGETLB) is tracked whole, as the kernel
+ *     tracks it: every range the bridge protects, un-protects, logs or
+ *     harvests is widened to whole 2 MiB pages (round_huge()), and the
+ *     public calls refuse a range that covers part of one (-EINVAL, where
+ *     the kernel's UFFDIO_WRITEPROTECT says EINVAL and PAGEMAP_SCAN's re-arm
+ *     makes no progress). A sync fault un-protects the whole huge page in
+ *     the kernel, so its resolution un-protects and logs the whole page in
+ *     the library too (U1, U2). THP (PS_UFFD_THP) is 4 KiB memory to the
+ *     kernel's write protection (it splits a huge PMD that is protected or
+ *     re-armed in part, or written while protected in async mode); the async
+ *     scan also asks for PAGE_IS_HUGE, and a block it reports whole is noted
+ *     in u->huge, so that a harvest that takes the block whole reports one
+ *     2 MiB run; taking any page of it alone forgets the note. The library
+ *     range is registered PS_WP_HUGE_WHOLE (hugetlb) or PS_WP_HUGE_SPLIT
+ *     (THP), so its huge leaves split where the kernel's huge pages do; a
+ *     protect or unprotect splits the leaves at its unaligned ends first, as
+ *     the kernel splits a PMD a range covers in part (protect_locked()).
+ *
  * Only Linux builds this file (meson option `uffd`).
  */
 #include <pagestate/uffd.h>
@@ -106,8 +124,12 @@
 
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
-#define SCAN_VEC 512 /* regions per PAGEMAP_SCAN call */
-#define MSG_BATCH 16 /* userfaultfd messages per read */
+#define HUGE_SHIFT PS_UFFD_SHIFT_2M
+#define HUGE_SIZE (UINT64_C(1) << HUGE_SHIFT)
+#define HUGE_PAGES (HUGE_SIZE >> PAGE_SHIFT) /* 4 KiB pages in a huge page */
+#define RUN_BATCH 256 /* a space's pages per ps_uffd_harvest_runs() */
+#define SCAN_VEC 512  /* regions per PAGEMAP_SCAN call */
+#define MSG_BATCH 16  /* userfaultfd messages per read */
 
 /*
  * Failpoints: in the test build only (-DPS_UFFD_FAILPOINTS), features in
@@ -158,7 +180,13 @@ struct ps_uffd {
 	struct ps_pgtable *pt;
 	struct ps__hbm log;	/* pages to report (U3), index from addr */
 	struct ps__hbm dropped; /* pages a discard dropped (U6), likewise */
-	pthread_mutex_t lock;	/* U1 */
+	/*
+	 * THP: the 2 MiB blocks the kernel reported whole (U7), one bit per
+	 * block from hbase (addr rounded down to 2 MiB); not mapped otherwise.
+	 */
+	struct ps__hbm huge;
+	uint64_t hbase;
+	pthread_mutex_t lock; /* U1 */
 	pthread_t thread;
 	bool thread_running;
 	int opened;
@@ -231,7 +259,8 @@ static const struct {
 	{UFFD_FEATURE_WP_ASYNC, PS_UFFD_ASYNC, "WP_ASYNC"},
 	{UFFD_FEATURE_WP_UNPOPULATED, PS_UFFD_ASYNC | PS_UFFD_UNPOPULATED,
 	 "WP_UNPOPULATED"},
-	{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_SHARED, "WP_HUGETLBFS_SHMEM"},
+	{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_SHARED | PS_UFFD_HUGETLB,
+	 "WP_HUGETLBFS_SHMEM"},
 };
 
 static uint64_t features_for(unsigned int flags)
@@ -314,13 +343,23 @@ int ps_uffd_probe(unsigned int flags, const char **why)
 
 /* --- the host mapping ----------------------------------------------------- */
 
+/* Widen [*lo, *hi] to take in page size @size. */
+static void size_seen(uint64_t size, uint64_t *lo, uint64_t *hi)
+{
+	if (size < *lo)
+		*lo = size;
+	if (size > *hi)
+		*hi = size;
+}
+
 /*
- * The largest page size of the VMAs that [host, end) touches, from
- * /proc/self/smaps (KernelPageSize), the way before PROCMAP_QUERY. Reading
- * smaps walks every VMA's page tables; only kernels older than 6.11 take
- * this path.
+ * The smallest and largest page sizes of the VMAs that [host, end) touches,
+ * from /proc/self/smaps (KernelPageSize), the way before PROCMAP_QUERY.
+ * Reading smaps walks every VMA's page tables; only kernels older than 6.11
+ * take this path.
  */
-static int smaps_page_size(uint64_t host, uint64_t end, uint64_t *size)
+static int smaps_page_size(uint64_t host, uint64_t end, uint64_t *lo,
+			   uint64_t *hi)
 {
 	FILE *f = fopen("/proc/self/smaps", "re");
 	char *line = NULL;
@@ -338,9 +377,8 @@ static int smaps_page_size(uint64_t host, uint64_t end, uint64_t *size)
 			in = a < end && b > host;
 			continue;
 		}
-		if (in && sscanf(line, "KernelPageSize: %llu kB", &kb) == 1 &&
-		    kb << 10 > *size)
-			*size = kb << 10;
+		if (in && sscanf(line, "KernelPageSize: %llu kB", &kb) == 1)
+			size_seen(kb << 10, lo, hi);
 	}
 	free(line);
 	fclose(f);
@@ -348,16 +386,19 @@ static int smaps_page_size(uint64_t host, uint64_t end, uint64_t *size)
 }
 
 /*
- * The largest page size of the VMAs that [host, host + len) touches
- * (holes do not count: the registration fails on them), into *@size:
- * PROCMAP_QUERY, one ioctl per VMA, or smaps where the kernel lacks it.
+ * The smallest and largest page sizes of the VMAs that [host, host + len)
+ * touches (holes do not count: the registration fails on them), into *@lo
+ * and *@hi (UINT64_MAX and 0 if none): PROCMAP_QUERY, one ioctl per VMA, or
+ * smaps where the kernel lacks it.
  */
-static int host_page_size(uint64_t host, uint64_t len, uint64_t *size)
+static int host_page_size(uint64_t host, uint64_t len, uint64_t *lo,
+			  uint64_t *hi)
 {
 	const uint64_t end = host + len;
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC), rc = 0;
 
-	*size = 0;
+	*lo = UINT64_MAX;
+	*hi = 0;
 	if (fd < 0)
 		return -errno;
 	for (uint64_t at = host; at < end;) {
@@ -372,14 +413,13 @@ static int host_page_size(uint64_t host, uint64_t len, uint64_t *size)
 		} else if (!ioctl(fd, PROCMAP_QUERY, &q)) {
 			if (q.vma_start >= end)
 				break;
-			if (q.vma_page_size > *size)
-				*size = q.vma_page_size;
+			size_seen(q.vma_page_size, lo, hi);
 			at = q.vma_end;
 			continue;
 		}
 		if (errno == ENOENT) /* no VMA at or above @at */
 			break;
-		rc = errno == ENOTTY ? smaps_page_size(host, end, size)
+		rc = errno == ENOTTY ? smaps_page_size(host, end, lo, hi)
 				     : -errno;
 		break;
 	}
@@ -388,27 +428,40 @@ static int host_page_size(uint64_t host, uint64_t len, uint64_t *size)
 }
 
 /*
- * Refuse memory the bridge cannot protect page by page: hugetlb (hugetlbfs
- * files, MAP_HUGETLB, memfd MFD_HUGETLB). The kernel write-protects only
- * whole huge pages there: UFFDIO_WRITEPROTECT of one 4 KiB page fails with
- * EINVAL, and PAGEMAP_SCAN with WP_MATCHING backs out of a huge page its
- * range covers in part, reporting nothing and not advancing. THP is fine:
- * the kernel splits a huge PMD to protect part of it.
+ * The host range's page size must be what the flags say. Hugetlb memory
+ * (hugetlbfs files, MAP_HUGETLB, memfd MFD_HUGETLB) is write-protected only in
+ * whole huge pages: UFFDIO_WRITEPROTECT of one 4 KiB page fails with EINVAL,
+ * and PAGEMAP_SCAN with WP_MATCHING backs out of a huge page its range covers
+ * in part, reporting nothing and not advancing. So it is attached only with
+ * PS_UFFD_HUGETLB, which tracks it whole (U7), and only of 2 MiB pages;
+ * PS_UFFD_HUGETLB needs every VMA of the range to be that. THP is 4 KiB memory
+ * to the VMA: the kernel splits a huge PMD to protect part of it.
  */
 static int check_host(const struct ps_uffd_config *cfg, const char **why)
 {
-	uint64_t size;
-	int rc = host_page_size((uintptr_t)cfg->host, cfg->len, &size);
+	uint64_t lo, hi;
+	int rc = host_page_size((uintptr_t)cfg->host, cfg->len, &lo, &hi);
 
 	if (rc) {
 		say(why, "/proc/self/maps");
 		return rc;
 	}
-	if (size > PAGE_SIZE && !FAILPOINT(FP_NO_HUGETLB_CHECK)) {
+	if (FAILPOINT(FP_NO_HUGETLB_CHECK))
+		return 0;
+	if (!(cfg->flags & PS_UFFD_HUGETLB)) {
+		if (hi <= PAGE_SIZE)
+			return 0;
 		say(why, "HUGETLB");
 		return -EOPNOTSUPP;
 	}
-	return 0;
+	if (lo == HUGE_SIZE && hi == HUGE_SIZE)
+		return 0;
+	if (hi <= PAGE_SIZE) {
+		say(why, "not HUGETLB");
+		return -EINVAL;
+	}
+	say(why, "HUGETLB"); /* 1 GiB pages, or some 4 KiB memory too */
+	return -EOPNOTSUPP;
 }
 
 /* --- the kernel side ------------------------------------------------------ */
@@ -438,20 +491,45 @@ static int kernel_wp(struct ps_uffd *u, uint64_t addr, uint64_t len,
 	return 0;
 }
 
-/* Library address range check: inside the attachment, aligned, not empty. */
+static bool is_hugetlb(const struct ps_uffd *u)
+{
+	return u->flags & PS_UFFD_HUGETLB;
+}
+
+/*
+ * Library address range check: inside the attachment, aligned (to whole huge
+ * pages for hugetlb, U7), not empty.
+ */
 static int range_check(const struct ps_uffd *u, uint64_t addr, uint64_t len)
 {
-	if (!len || (addr & (PAGE_SIZE - 1)) || (len & (PAGE_SIZE - 1)) ||
-	    addr + len < addr)
+	uint64_t mask = is_hugetlb(u) ? HUGE_SIZE - 1 : PAGE_SIZE - 1;
+
+	if (!len || (addr & mask) || (len & mask) || addr + len < addr)
 		return -EINVAL;
 	if (addr < u->addr || addr + len > u->addr + u->len)
 		return -ENOENT;
 	return 0;
 }
 
-/* Record library pages [addr, addr + len) in the attachment's log (U3). */
+/* Hugetlb: [*addr, *addr + *len) widened to whole huge pages (U7). */
+static void round_huge(const struct ps_uffd *u, uint64_t *addr, uint64_t *len)
+{
+	uint64_t end = *addr + *len;
+
+	if (!is_hugetlb(u))
+		return;
+	*addr &= ~(HUGE_SIZE - 1);
+	end = (end + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
+	*len = end - *addr;
+}
+
+/*
+ * Record library pages [addr, addr + len) in the attachment's log (U3); for
+ * hugetlb, their whole huge pages (U7).
+ */
 static void log_range(struct ps_uffd *u, uint64_t addr, uint64_t len)
 {
+	round_huge(u, &addr, &len);
 	ps__hbm_set_range(&u->log, (addr - u->addr) >> PAGE_SHIFT,
 			  len >> PAGE_SHIFT);
 }
@@ -481,8 +559,9 @@ static void log_addrs(struct ps_uffd *u, const uint64_t *addrs, uint64_t n)
  */
 static bool kernel_needs_pte(const struct ps_uffd *u)
 {
-	return !(u->flags &
-		 (PS_UFFD_ASYNC | PS_UFFD_SHARED | PS_UFFD_UNPOPULATED));
+	/* Hugetlb VMAs use markers as shmem does. */
+	return !(u->flags & (PS_UFFD_ASYNC | PS_UFFD_SHARED |
+			     PS_UFFD_UNPOPULATED | PS_UFFD_HUGETLB));
 }
 
 /*
@@ -566,13 +645,28 @@ static int kernel_protect(struct ps_uffd *u, uint64_t addr, uint64_t len)
  * would be lost), while the reverse only costs spurious reports (async:
  * the library's unprotected entries are written) or faults that resolve
  * as usual (sync). A refused unprotect leaves that safe side as it is.
+ * Hugetlb: whole huge pages (U7), the only unit the kernel protects.
  */
 static int protect_locked(struct ps_uffd *u, uint64_t addr, uint64_t len,
 			  bool protect)
 {
-	int rc = protect ? ps_pgtable_protect(u->pt, addr, len)
-			 : ps_pgtable_unprotect(u->pt, addr, len);
+	int rc;
 
+	round_huge(u, &addr, &len);
+	/*
+	 * THP: the kernel splits a huge PMD that the range covers in part,
+	 * whether or not its protection changes (change_pmd_range() in
+	 * mm/mprotect.c); the library splits such a leaf only where it
+	 * changes a page. Split it here too, so that both keep the same
+	 * granularity (U7). A failed split (ENOMEM) only costs that.
+	 */
+	if (!is_hugetlb(u) && (addr & (HUGE_SIZE - 1)))
+		(void)ps_pgtable_split(u->pt, addr, PAGE_SIZE);
+	if (!is_hugetlb(u) && ((addr + len) & (HUGE_SIZE - 1)))
+		(void)ps_pgtable_split(u->pt, addr + len - PAGE_SIZE,
+				       PAGE_SIZE);
+	rc = protect ? ps_pgtable_protect(u->pt, addr, len)
+		     : ps_pgtable_unprotect(u->pt, addr, len);
 	if (rc)
 		return rc;
 	rc = protect ? kernel_protect(u, addr, len)
@@ -618,8 +712,12 @@ int ps_uffd_unprotect(struct ps_uffd *u, uint64_t addr, uint64_t len)
 static int resolve(struct ps_uffd *u, uint64_t addr)
 {
 	const unsigned int access = PS_ACCESS_WRITE | PS_ACCESS_RESOLVE_WP;
+	uint64_t wa = addr, wlen = PAGE_SIZE;
 	enum ps_fault fr;
 	int rc;
+
+	/* Hugetlb: the kernel un-protects the whole huge page (U7). */
+	round_huge(u, &wa, &wlen);
 
 	pthread_mutex_lock(&u->lock);
 	if (u->space)
@@ -639,7 +737,16 @@ static int resolve(struct ps_uffd *u, uint64_t addr)
 		ps__space_log_addr(u->space, addr);
 	else
 		log_range(u, addr, PAGE_SIZE);
-	rc = kernel_wp(u, addr, PAGE_SIZE, false); /* wakes the writer */
+	if (wlen != PAGE_SIZE) {
+		/*
+		 * The rest of the huge page becomes writable in the kernel
+		 * with it: unprotected in the library too (U1), and logged,
+		 * since a write there will not fault.
+		 */
+		(void)ps_pgtable_unprotect(u->pt, wa, wlen);
+		log_range(u, wa, wlen);
+	}
+	rc = kernel_wp(u, wa, wlen, false); /* wakes the writer */
 	if (rc)
 		note_error(u, rc);
 	else
@@ -822,6 +929,46 @@ static void mirror_rearm(struct ps_uffd *u, const struct page_region *vec,
 	ps_pgtable_read_unlock();
 }
 
+/* Set or test the bit of the 2 MiB block of library address @a (THP, U7). */
+static uint64_t huge_bit(const struct ps_uffd *u, uint64_t a)
+{
+	return (a - u->hbase) >> HUGE_SHIFT;
+}
+
+/*
+ * THP: the kernel reported [a, a + len) as written huge pages (PMD-mapped,
+ * so whole aligned blocks: the scan's range may cut one only at the
+ * attachment's ends, and the kernel splits a huge page it reports in part).
+ * Each whole block is noted, to be reported at 2 MiB if it is taken whole.
+ */
+static void note_huge(struct ps_uffd *u, uint64_t a, uint64_t len)
+{
+	uint64_t b = (a + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
+
+	for (; b + HUGE_SIZE <= a + len; b += HUGE_SIZE)
+		(void)ps__hbm_set(&u->huge, huge_bit(u, b));
+}
+
+static enum ps__hbm_verdict clear_visit(void *ctx, uint64_t bit)
+{
+	(void)ctx;
+	(void)bit;
+	return PS__HBM_CLEAR;
+}
+
+/* THP: a page of @a's block is taken, so the block is no longer whole. */
+static void forget_huge(struct ps_uffd *u, uint64_t a)
+{
+	uint64_t bit;
+
+	if (!(u->flags & PS_UFFD_THP))
+		return;
+	bit = huge_bit(u, a);
+	if (ps__hbm_test(&u->huge, bit))
+		(void)ps__hbm_harvest(&u->huge, bit, 1, clear_visit, NULL,
+				      NULL);
+}
+
 /*
  * Async: the CPU's writes, from PAGEMAP_SCAN get-and-rearm, into the log.
  * The query is exactly the kernel's fast path (category and return mask
@@ -843,7 +990,12 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 	a.vec = (uint64_t)(uintptr_t)vec;
 	a.vec_len = SCAN_VEC;
 	a.category_mask = PAGE_IS_WRITTEN;
-	a.return_mask = PAGE_IS_WRITTEN;
+	/*
+	 * THP: which runs are huge pages re-armed whole (U7). This leaves the
+	 * fast path, the price of knowing.
+	 */
+	a.return_mask = PAGE_IS_WRITTEN |
+			(u->flags & PS_UFFD_THP ? PAGE_IS_HUGE : 0);
 	memset(vec, 0, sizeof(vec)); /* see below: zero where not written */
 	while (a.start < hend) {
 		long n = ioctl(u->pagemap, PAGEMAP_SCAN, &a);
@@ -873,6 +1025,9 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 			uint64_t len = vec[i].end - vec[i].start;
 
 			log_range(u, u->addr + (vec[i].start - u->host), len);
+			if (vec[i].categories & PAGE_IS_HUGE)
+				note_huge(u, u->addr + (vec[i].start - u->host),
+					  len);
 			pages += len >> PAGE_SHIFT;
 		}
 		count(&u->kernel_pages, pages);
@@ -894,19 +1049,105 @@ static int collect_kernel(struct ps_uffd *u, uint64_t start, uint64_t end)
 	return 0;
 }
 
+/*
+ * What a harvest returns, taken from the log: page addresses
+ * (ps_uffd_harvest()) or runs (ps_uffd_harvest_runs()), at most @max.
+ */
 struct log_out {
-	uint64_t base;
-	uint64_t *addrs;
+	struct ps_uffd *u;
+	uint64_t *addrs;	  /* pages, or NULL */
+	struct ps_uffd_run *runs; /* runs, or NULL */
 	uint64_t max, n;
+	uint64_t lo, hi;   /* the harvest's library range */
+	uint64_t skip_end; /* runs: the end of a huge page taken whole */
 };
 
+/* Pages: hugetlb takes whole huge pages only (U7). */
 static enum ps__hbm_verdict log_visit(void *ctx, uint64_t bit)
 {
 	struct log_out *o = ctx;
+	uint64_t a = o->u->addr + (bit << PAGE_SHIFT);
 
-	if (o->n == o->max)
+	if (o->n == o->max || (is_hugetlb(o->u) && !(a & (HUGE_SIZE - 1)) &&
+			       o->max - o->n < HUGE_PAGES))
 		return PS__HBM_STOP;
-	o->addrs[o->n++] = o->base + (bit << PAGE_SHIFT);
+	o->addrs[o->n++] = a;
+	forget_huge(o->u, a);
+	return PS__HBM_CLEAR;
+}
+
+/*
+ * THP, before the log is taken: a noted block with a page missing from the log
+ * is no longer whole (a page of it was taken alone since, or the block lies
+ * partly outside the attachment), so its note goes. (A harvest of the log takes
+ * a word of bits at a time, so this cannot be asked during one.)
+ */
+static enum ps__hbm_verdict prune_visit(void *ctx, uint64_t bit)
+{
+	struct ps_uffd *u = ctx;
+	uint64_t a = u->hbase + (bit << HUGE_SHIFT), first;
+
+	if (a < u->addr || a + HUGE_SIZE > u->addr + u->len)
+		return PS__HBM_CLEAR;
+	first = (a - u->addr) >> PAGE_SHIFT;
+	for (uint64_t i = 0; i < HUGE_PAGES; i++)
+		if (!ps__hbm_test(&u->log, first + i))
+			return PS__HBM_CLEAR;
+	return PS__HBM_KEEP;
+}
+
+static void prune_huge(struct ps_uffd *u, uint64_t start, uint64_t end)
+{
+	uint64_t first = huge_bit(u, start);
+
+	if (u->flags & PS_UFFD_THP)
+		(void)ps__hbm_harvest(&u->huge, first,
+				      huge_bit(u, end - 1) + 1 - first,
+				      prune_visit, u, NULL);
+}
+
+/*
+ * Is the 2 MiB block at @a a huge page tracked whole (U7)? Hugetlb: every
+ * block (the log holds whole ones). THP: a block the kernel reported whole,
+ * inside the harvest's range, with every page still in the log
+ * (prune_huge() saw to that).
+ */
+static bool whole_huge(const struct log_out *o, uint64_t a)
+{
+	const struct ps_uffd *u = o->u;
+
+	if (a & (HUGE_SIZE - 1))
+		return false;
+	if (is_hugetlb(u))
+		return true;
+	return (u->flags & PS_UFFD_THP) && a + HUGE_SIZE <= o->hi &&
+	       ps__hbm_test(&u->huge, huge_bit(u, a));
+}
+
+/* Runs: a page extends the last run, or starts one, with its granularity. */
+static enum ps__hbm_verdict runs_visit(void *ctx, uint64_t bit)
+{
+	struct log_out *o = ctx;
+	uint64_t a = o->u->addr + (bit << PAGE_SHIFT);
+	unsigned int shift = PAGE_SHIFT;
+	struct ps_uffd_run *r = o->n ? &o->runs[o->n - 1] : NULL;
+
+	if (a < o->skip_end)
+		return PS__HBM_CLEAR; /* inside a huge page taken whole */
+	if (whole_huge(o, a)) {
+		shift = HUGE_SHIFT;
+		o->skip_end = a + HUGE_SIZE;
+	}
+	if (!r || r->shift != shift || r->addr + r->len != a) {
+		if (o->n == o->max)
+			return PS__HBM_STOP;
+		r = &o->runs[o->n++];
+		r->addr = a;
+		r->len = 0;
+		r->shift = shift;
+	}
+	r->len += UINT64_C(1) << shift;
+	forget_huge(o->u, a);
 	return PS__HBM_CLEAR;
 }
 
@@ -987,12 +1228,52 @@ struct table_collect {
 	int rc;		 /* the first refusal of the kernel's half */
 };
 
-static void table_collect_run(void *ctx, uint64_t start, uint64_t end)
+/*
+ * Async hugetlb (U7): the library's own re-arm turns a WRITTEN marker (a page
+ * written, then zapped) into a UFFD_WP marker. The kernel's counterpart, a
+ * none huge entry, is not WRITTEN to PAGEMAP_SCAN, so the kernel's scan left
+ * it unprotected; and protecting it in the kernel now could re-protect a page
+ * the CPU wrote since the scan. So those library pages of [a, end) go back to
+ * none, with one CAS each (U1: never protected in the library alone). A write
+ * there later maps a page the kernel reports as written.
+ */
+static void unmark_hugetlb(struct ps_uffd *u, uint64_t a, uint64_t end)
+{
+	const ps_pte_t marker = ps_pte_mk_marker(PS_PTE_MARKER_UFFD_WP);
+
+	if (!is_hugetlb(u) || !(u->flags & PS_UFFD_ASYNC))
+		return;
+	ps_pgtable_read_lock();
+	for (; a < end; a += PAGE_SIZE) {
+		ps_pte_t e = marker;
+
+		(void)ps_pgtable_cmpxchg(u->pt, a, &e, PS_PTE_NONE);
+	}
+	ps_pgtable_read_unlock();
+}
+
+static void table_collect_run(void *ctx, uint64_t start, uint64_t end,
+			      unsigned int order)
 {
 	struct table_collect *c = ctx;
 	uint64_t a = start;
 	int rc;
 
+	/*
+	 * A THP leaf the library re-armed whole, still a huge page (present,
+	 * so the kernel's is PMD-mapped too): report it whole (U7). A huge
+	 * marker leaf (a huge page zapped) is a hole to the kernel, which
+	 * re-arms it 4 KiB at a time.
+	 */
+	if (order == PS_PGTABLE_ORDER_2M && (c->u->flags & PS_UFFD_THP))
+		for (uint64_t b = start; b < end; b += HUGE_SIZE) {
+			ps_pte_t e;
+
+			if (!ps_pgtable_get(c->u->pt, b, &e) &&
+			    ps_pte_is_present(e))
+				note_huge(c->u, b, HUGE_SIZE);
+		}
+	unmark_hugetlb(c->u, start, end);
 	for (; a < end && c->n < c->max; a += PAGE_SIZE)
 		c->pages[c->n++] = a;
 	if (a == end)
@@ -1017,8 +1298,8 @@ static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t len,
 {
 	bool sync = !(u->flags & PS_UFFD_ASYNC);
 	struct table_collect c = {u, addrs, sync ? max : 0, 0, 0};
-	int rc = ps_pgtable_harvest(u->pt, start, len, 0, table_collect_run,
-				    &c);
+	int rc = ps_pgtable_harvest_order(u->pt, start, len, 0,
+					  table_collect_run, &c);
 	/* A failed harvest returns nothing: all of them are left over. */
 	uint64_t j = c.n && !rc ? within_budget(u, start, len, addrs, c.n, max)
 				: 0;
@@ -1068,6 +1349,8 @@ static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 
 	if (rc || !ns)
 		return rc;
+	for (uint64_t i = 0; i < ns; i++)
+		unmark_hugetlb(u, addrs[i], addrs[i] + PAGE_SIZE);
 	j = within_budget(u, start, len, addrs, ns, max);
 	if (j < ns) { /* beyond the budget: back where they were */
 		(void)ps_space_redirty(u->space, addrs + j, ns - j);
@@ -1079,54 +1362,144 @@ static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 	return 0;
 }
 
-int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
-		    uint64_t *addrs, uint64_t max, uint64_t *count_out,
-		    uint64_t *resume)
+/* Sync: re-protect the runs a harvest returns, in both places (U1, U4). */
+static int rearm_runs(struct ps_uffd *u, const struct ps_uffd_run *runs,
+		      uint64_t n)
+{
+	int rc = 0;
+
+	for (uint64_t i = 0; i < n; i++) {
+		int r = protect_locked(u, runs[i].addr, runs[i].len, true);
+
+		if (r && !rc)
+			rc = r;
+	}
+	return rc;
+}
+
+/*
+ * Sync, after a refused re-arm: the runs a harvest would have returned go
+ * back where they are reported again, a space's into the space's log, page
+ * by page through @buf.
+ */
+static void unreport_runs(struct ps_uffd *u, const struct ps_uffd_run *runs,
+			  uint64_t n, uint64_t *buf, uint64_t bufmax)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t a = runs[i].addr, end = a + runs[i].len;
+
+		if (!u->space) {
+			log_range(u, a, runs[i].len);
+			continue;
+		}
+		while (a < end) {
+			uint64_t k = 0;
+
+			for (; k < bufmax && a < end; a += PAGE_SIZE)
+				buf[k++] = a;
+			(void)ps_space_redirty(u->space, buf, k);
+		}
+	}
+}
+
+/*
+ * The harvest of both calls: collect into the log (@buf, room @bufmax, is
+ * the collect's scratch), then take what @o has room for, then (sync)
+ * re-arm it. Returns the pages taken in *@pages.
+ */
+static int harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
+		   uint64_t *buf, uint64_t bufmax, struct log_out *o,
+		   uint64_t *pages, uint64_t *resume)
 {
 	bool async = u->flags & PS_UFFD_ASYNC;
-	uint64_t n = 0, res = start + len, sres = start + len;
-	int rc = range_check(u, start, len), late = 0;
+	uint64_t res = start + len, sres = start + len, bit = 0;
+	int rc = 0, late = 0;
 
-	if (rc)
-		return rc;
-	if (!addrs || !max || !count_out)
-		return -EINVAL;
-	PS__FORK_CHECK(u->born, "uffd attachment");
+	*pages = 0;
 	pthread_mutex_lock(&u->lock);
 	if (async)
 		rc = collect_kernel(u, start, start + len);
 	if (!rc)
-		rc = u->space ? collect_space(u, start, len, addrs, max, &sres,
-					      &late)
-			      : collect_table(u, start, len, addrs, max, &late);
+		rc = u->space
+			     ? collect_space(u, start, len, buf, bufmax, &sres,
+					     &late)
+			     : collect_table(u, start, len, buf, bufmax, &late);
 	if (!rc) {
-		struct log_out o = {u->addr, addrs, max, 0};
-		uint64_t bit;
-
+		if (o->runs)
+			prune_huge(u, start, start + len);
 		(void)ps__hbm_harvest(&u->log, (start - u->addr) >> PAGE_SHIFT,
-				      len >> PAGE_SHIFT, log_visit, &o, &bit);
-		n = o.n;
+				      len >> PAGE_SHIFT,
+				      o->runs ? runs_visit : log_visit, o,
+				      &bit);
 		res = u->addr + (bit << PAGE_SHIFT);
 		if (sres < res) /* the space still holds an earlier page */
 			res = sres;
 	}
 	if (!rc && !async) {
-		rc = rearm_reported(u, addrs, n);
+		rc = o->runs ? rearm_runs(u, o->runs, o->n)
+			     : rearm_reported(u, o->addrs, o->n);
 		if (!rc)
 			rc = late; /* a page left over was refused */
 		/* Not all re-protected: report them again next time. */
-		if (rc && u->space)
-			(void)ps_space_redirty(u->space, addrs, n);
+		if (rc && o->runs)
+			unreport_runs(u, o->runs, o->n, buf, bufmax);
+		else if (rc && u->space)
+			(void)ps_space_redirty(u->space, o->addrs, o->n);
 		else if (rc)
-			log_addrs(u, addrs, n);
+			log_addrs(u, o->addrs, o->n);
 	}
 	pthread_mutex_unlock(&u->lock);
 	if (rc)
 		return rc;
-	count(&u->harvested, n);
-	*count_out = n;
+	if (o->runs)
+		for (uint64_t i = 0; i < o->n; i++)
+			*pages += o->runs[i].len >> PAGE_SHIFT;
+	else
+		*pages = o->n;
 	if (resume)
 		*resume = res;
+	return 0;
+}
+
+int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
+		    uint64_t *addrs, uint64_t max, uint64_t *count_out,
+		    uint64_t *resume)
+{
+	struct log_out o = {u, addrs, NULL, max, 0, start, start + len, 0};
+	uint64_t pages;
+	int rc = range_check(u, start, len);
+
+	if (rc)
+		return rc;
+	if (!addrs || !max || !count_out || (is_hugetlb(u) && max < HUGE_PAGES))
+		return -EINVAL;
+	PS__FORK_CHECK(u->born, "uffd attachment");
+	rc = harvest(u, start, len, addrs, max, &o, &pages, resume);
+	if (rc)
+		return rc;
+	count(&u->harvested, pages);
+	*count_out = o.n;
+	return 0;
+}
+
+int ps_uffd_harvest_runs(struct ps_uffd *u, uint64_t start, uint64_t len,
+			 struct ps_uffd_run *runs, uint64_t max,
+			 uint64_t *count_out, uint64_t *resume)
+{
+	struct log_out o = {u, NULL, runs, max, 0, start, start + len, 0};
+	uint64_t buf[RUN_BATCH], pages;
+	int rc = range_check(u, start, len);
+
+	if (rc)
+		return rc;
+	if (!runs || !max || !count_out)
+		return -EINVAL;
+	PS__FORK_CHECK(u->born, "uffd attachment");
+	rc = harvest(u, start, len, buf, RUN_BATCH, &o, &pages, resume);
+	if (rc)
+		return rc;
+	count(&u->harvested, pages);
+	*count_out = o.n;
 	return 0;
 }
 
@@ -1215,6 +1588,8 @@ int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
 		return rc;
 	if (!u->space || (max_skipped && !skipped))
 		return -EINVAL;
+	if (is_hugetlb(u))
+		return -EOPNOTSUPP; /* hugetlb pages go back whole: not yet */
 	PS__FORK_CHECK(u->born, "uffd attachment");
 	PS__SPACE_FORK_CHECK(u->space);
 	/* Without the mutex: its hooks may write to protected memory. */
@@ -1248,6 +1623,12 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 	    (cfg->addr & (PAGE_SIZE - 1)) || (cfg->len & (PAGE_SIZE - 1)) ||
 	    (cfg->flags & ~PS_UFFD_ALL) ||
 	    ((cfg->flags & PS_UFFD_ASYNC) && (cfg->flags & PS_UFFD_THREAD)) ||
+	    ((cfg->flags & PS_UFFD_HUGETLB) &&
+	     ((cfg->flags & PS_UFFD_THP) ||
+	      (((uintptr_t)cfg->host | cfg->addr | cfg->len) &
+	       (HUGE_SIZE - 1)))) ||
+	    ((cfg->flags & PS_UFFD_THP) &&
+	     (((uintptr_t)cfg->host - cfg->addr) & (HUGE_SIZE - 1))) ||
 	    cfg->addr + cfg->len < cfg->addr ||
 	    cfg->addr + cfg->len > PS_PGTABLE_ADDR_END ||
 	    (uintptr_t)cfg->host + cfg->len < (uintptr_t)cfg->host ||
@@ -1313,17 +1694,31 @@ static int attach(struct ps_space *space, struct ps_pgtable *t,
 			goto fail;
 		}
 	}
+	u->hbase = cfg->addr & ~(HUGE_SIZE - 1);
 	rc = ps__hbm_init(&u->log, cfg->len >> PAGE_SHIFT);
 	if (!rc && space)
 		rc = ps__hbm_init(&u->dropped, cfg->len >> PAGE_SHIFT);
+	if (!rc && (cfg->flags & PS_UFFD_THP))
+		rc = ps__hbm_init(&u->huge,
+				  (cfg->addr + cfg->len - u->hbase + HUGE_SIZE -
+				   1) >> HUGE_SHIFT);
 	if (rc) {
 		say(why, "log");
 		goto fail;
 	}
 	if (cfg->flags & PS_UFFD_ASYNC)
 		pgflags |= PS_WP_ASYNC;
-	if (cfg->flags & PS_UFFD_SHARED)
+	/*
+	 * Hugetlb VMAs keep protection in markers, as shmem does, and are
+	 * tracked whole; THP splits to 4 KiB (U7). The library's huge leaves
+	 * follow the same granularity.
+	 */
+	if (cfg->flags & (PS_UFFD_SHARED | PS_UFFD_HUGETLB))
 		pgflags |= PS_WP_SHARED;
+	if (cfg->flags & PS_UFFD_HUGETLB)
+		pgflags |= PS_WP_HUGE_WHOLE;
+	if (cfg->flags & PS_UFFD_THP)
+		pgflags |= PS_WP_HUGE_SPLIT;
 	if (cfg->flags & PS_UFFD_UNPOPULATED)
 		pgflags |= PS_WP_UNPOPULATED;
 	rc = ps_pgtable_register(t, cfg->addr, cfg->len, pgflags);
@@ -1375,6 +1770,7 @@ fail:
 		close(u->fd);
 	ps__hbm_destroy(&u->log);
 	ps__hbm_destroy(&u->dropped);
+	ps__hbm_destroy(&u->huge);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 	return rc;
@@ -1467,6 +1863,7 @@ int ps_uffd_detach(struct ps_uffd *u)
 	close(u->fd);
 	ps__hbm_destroy(&u->log);
 	ps__hbm_destroy(&u->dropped);
+	ps__hbm_destroy(&u->huge);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 	return rc;

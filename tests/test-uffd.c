@@ -175,6 +175,7 @@ static void lib_categories(struct ps_pgtable *t, uint64_t base, unsigned int n,
 struct writer {
 	pthread_t th;
 	_Atomic(uint8_t *) target; /* NULL: idle */
+	_Atomic(size_t) len;	   /* bytes from target, a byte a page; 0: 1 */
 	_Atomic(bool) quit;
 };
 
@@ -189,7 +190,9 @@ static void *writer_main(void *arg)
 			sched_yield();
 			continue;
 		}
-		*(volatile uint8_t *)p = 1; /* a store: no read fault first */
+		/* Stores: no read fault first. */
+		for (size_t k = 0; k < atomic_load(&w->len) || !k; k += PG)
+			((volatile uint8_t *)p)[k] = 1;
 		atomic_store(&w->target, NULL);
 	}
 	return NULL;
@@ -198,6 +201,7 @@ static void *writer_main(void *arg)
 static void writer_start(struct writer *w)
 {
 	atomic_store(&w->target, NULL);
+	atomic_store(&w->len, 0);
 	atomic_store(&w->quit, false);
 	ck_assert_int_eq(pthread_create(&w->th, NULL, writer_main, w), 0);
 }
@@ -269,6 +273,14 @@ START_TEST(attach_rejects_bad_arguments)
 	ck_assert_int_eq(ps_uffd_probe(0x100, &why), -EINVAL);
 	c.flags = 0;
 	ck_assert_int_eq(ps_uffd_attach_pgtable(NULL, &c, &u), -EINVAL);
+	/* THP: a host huge page must be a library 2 MiB block. */
+	c.flags = PS_UFFD_THP;
+	c.addr = LBASE + PG;
+	why = NULL;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	ck_assert_str_eq(why, "arguments");
+	c.addr = LBASE;
+	c.flags = 0;
 
 	/* A registered library range: -EBUSY, and nothing left behind. */
 	ck_assert_int_eq(ps_pgtable_register(t, LBASE, PG, 0), 0);
@@ -282,6 +294,23 @@ START_TEST(attach_rejects_bad_arguments)
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE + NP * PG, PG), -ENOENT);
 	ck_assert_int_eq(ps_uffd_protect(u, LBASE + 1, PG), -EINVAL);
 	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE, 0), -EINVAL);
+	{
+		struct ps_uffd_run run;
+		uint64_t n;
+
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, PG, NULL, 1, &n,
+						      NULL),
+				 -EINVAL);
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, PG, &run, 0, &n,
+						      NULL),
+				 -EINVAL);
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, PG, &run, 1,
+						      NULL, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE + NP * PG, PG,
+						      &run, 1, &n, NULL),
+				 -ENOENT);
+	}
 	ck_assert_int_eq(ps_uffd_detach(u), 0);
 	ps_pgtable_destroy(t);
 	region_fini(&r);
@@ -328,6 +357,10 @@ START_TEST(attach_names_missing_feature)
 		 "WP_UNPOPULATED"},
 		{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_SHARED,
 		 "WP_HUGETLBFS_SHMEM"},
+		{UFFD_FEATURE_WP_HUGETLBFS_SHMEM, PS_UFFD_HUGETLB,
+		 "WP_HUGETLBFS_SHMEM"},
+		{UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+		 PS_UFFD_HUGETLB | PS_UFFD_ASYNC, "WP_HUGETLBFS_SHMEM"},
 		{UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0, "PAGEFAULT_FLAG_WP"},
 		{UINT64_C(1) << 63, PS_UFFD_ASYNC, "PAGEMAP_SCAN"},
 	};
@@ -343,6 +376,8 @@ START_TEST(attach_names_missing_feature)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		ps__uffd_hide_features = cases[i].hide;
 		c.flags = cases[i].flags;
+		/* Hugetlb wants 2 MiB ranges: the feature is named first. */
+		c.len = c.flags & PS_UFFD_HUGETLB ? PMD : NP * PG;
 		why = NULL;
 		ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u),
 				 -EOPNOTSUPP);
@@ -1547,8 +1582,11 @@ static void huge_pool_write(long v)
 
 static void huge_pool_setup(void)
 {
-	long v = huge_pool_read();
+	long v;
 
+	if (access("/sys/kernel/mm/hugepages/hugepages-2048kB", F_OK))
+		return; /* no 2 MiB pool: the tests skip */
+	v = huge_pool_read();
 	if (v >= 0 && v < HUGE_POOL) {
 		huge_pool_was = v;
 		huge_pool_write(HUGE_POOL);
@@ -1562,26 +1600,36 @@ static void huge_pool_teardown(void)
 	huge_pool_was = -1;
 }
 
-/* One 2 MiB hugetlb memfd page mapped at @at (NULL: anywhere), or NULL. */
-static uint8_t *huge_map(void *at, int *fd)
+/*
+ * @n 2 MiB hugetlb memfd pages mapped shared at @at (NULL: anywhere), the
+ * first written if @touch, or NULL.
+ */
+static uint8_t *huge_map_n(void *at, unsigned int n, bool touch, int *fd)
 {
 	uint8_t *p;
 
 	*fd = memfd_create("ps-huge", MFD_CLOEXEC | MFD_HUGETLB);
 	if (*fd < 0)
 		return NULL;
-	if (ftruncate(*fd, (off_t)HP)) {
+	if (ftruncate(*fd, (off_t)(n * HP))) {
 		close(*fd);
 		return NULL;
 	}
-	p = mmap(at, HP, PROT_READ | PROT_WRITE,
+	p = mmap(at, n * HP, PROT_READ | PROT_WRITE,
 		 MAP_SHARED | (at ? MAP_FIXED : 0), *fd, 0);
 	if (p == MAP_FAILED) { /* no huge page to reserve */
 		close(*fd);
 		return NULL;
 	}
-	p[0] = 1;
+	if (touch)
+		p[0] = 1;
 	return p;
+}
+
+/* One 2 MiB hugetlb memfd page mapped at @at (NULL: anywhere), or NULL. */
+static uint8_t *huge_map(void *at, int *fd)
+{
+	return huge_map_n(at, 1, true, fd);
 }
 
 #define HUGE_OR_SKIP(host, at, fd)                                          \
@@ -1760,6 +1808,598 @@ START_TEST(hugetlb_sync_refused_resolution_is_reported)
 	ps_pgtable_destroy(t);
 	munmap(host, HP);
 	close(fd);
+}
+END_TEST
+
+/* The kernel's categories of host page @p (report-only PAGEMAP_SCAN). */
+static uint64_t host_categories(int pagemap, const uint8_t *p)
+{
+	struct page_region v;
+	struct pm_scan_arg a;
+
+	memset(&a, 0, sizeof(a));
+	memset(&v, 0, sizeof(v));
+	a.size = sizeof(a);
+	a.start = (uintptr_t)p;
+	a.end = (uintptr_t)p + PG;
+	a.vec = (uintptr_t)&v;
+	a.vec_len = 1;
+	a.return_mask = PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_FILE |
+			PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_HUGE;
+	ck_assert_int_ge(ioctl(pagemap, PAGEMAP_SCAN, &a), 0);
+	return v.categories;
+}
+
+static bool host_wp(int pagemap, const uint8_t *p)
+{
+	uint64_t e = 0;
+
+	ck_assert_int_eq(pread(pagemap, &e, 8, (off_t)((uintptr_t)p / PG * 8)),
+			 8);
+	return e & (UINT64_C(1) << 57);
+}
+
+static void check_run(const struct ps_uffd_run *r, uint64_t addr, uint64_t len,
+		      unsigned int shift)
+{
+	ck_assert_uint_eq(r->addr, addr);
+	ck_assert_uint_eq(r->len, len);
+	ck_assert_uint_eq(r->shift, shift);
+}
+
+/*
+ * PS_UFFD_HUGETLB: attach accepts hugetlb memory of 2 MiB pages with ranges
+ * aligned to them, and refuses the rest, named: unaligned ranges, THP with
+ * it, and memory that is not hugetlb.
+ */
+START_TEST(hugetlb_attach_checks_the_memory)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct region r;
+	const char *why;
+	uint8_t *host;
+	int fd;
+
+	HUGE_OR_SKIP(host, NULL, fd);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = HP;
+	c.why = &why;
+	for (unsigned int fp = 0; fp < 2; fp++) {
+		atomic_store(&ps__uffd_failpoints,
+			     fp ? FP_NO_PROCMAP_QUERY : 0u);
+		c.flags = PS_UFFD_HUGETLB | (fp ? PS_UFFD_ASYNC : 0);
+		ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+		ck_assert_ptr_null(why);
+		ck_assert_int_eq(ps_uffd_detach(u), 0);
+	}
+	atomic_store(&ps__uffd_failpoints, 0u);
+	/* Part of a huge page, a library address inside one, THP too. */
+	for (unsigned int k = 0; k < 3; k++) {
+		c.len = k == 0 ? PG : HP;
+		c.addr = k == 1 ? LBASE + PG : LBASE;
+		c.flags = PS_UFFD_HUGETLB | (k == 2 ? PS_UFFD_THP : 0);
+		why = NULL;
+		ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+		ck_assert_str_eq(why, "arguments");
+	}
+	/* 4 KiB memory is not hugetlb. */
+	region_init(&r, false);
+	c.host = r.host;
+	c.addr = LBASE;
+	c.len = HP;
+	c.flags = PS_UFFD_HUGETLB;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), -EINVAL);
+	ck_assert_str_eq(why, "not HUGETLB");
+	/* Nothing was left registered in the library. */
+	ck_assert_int_eq(ps_pgtable_register(t, LBASE, HP, 0), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(t, LBASE, HP), 0);
+	region_fini(&r);
+	ps_pgtable_destroy(t);
+	munmap(host, HP);
+	close(fd);
+}
+END_TEST
+
+/*
+ * Async hugetlb is tracked whole, as the kernel tracks it: part of a huge
+ * page cannot be protected or harvested (-EINVAL, the library untouched), a
+ * 4 KiB write reports the whole page as one 2 MiB run, and the page API
+ * returns whole huge pages only, under a budget too.
+ */
+START_TEST(hugetlb_async_tracked_whole)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t *addrs = calloc(2 * HP / PG, sizeof(*addrs)), n, res;
+	int fd, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint8_t *host;
+
+	ck_assert_ptr_nonnull(addrs);
+	ck_assert_int_ge(pm, 0);
+	host = huge_map_n(NULL, 2, false, &fd);
+	if (!host) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		return;
+	}
+	memset(host, 1, 2 * HP);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, 2 * HP, 0, PS_PTE_MAYWRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED | PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE + PG, PG), -EINVAL);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, HP + PG), -EINVAL);
+	ck_assert(!lib_wp(t, LBASE + PG));
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, 2 * HP), 0);
+	ck_assert(lib_wp(t, LBASE) && lib_wp(t, LBASE + 2 * HP - PG));
+	ck_assert(host_wp(pm, host) && host_wp(pm, host + 2 * HP - PG));
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+
+	host[HP + 5 * PG] = 2; /* the kernel un-protects the whole page */
+	ck_assert(!host_wp(pm, host + HP));
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE + PG, PG, runs, 4, &n,
+					      NULL),
+			 -EINVAL);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 511, &n,
+					 NULL),
+			 -EINVAL);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      &res),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, PS_UFFD_SHIFT_2M);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+	ck_assert(host_wp(pm, host + HP) && lib_wp(t, LBASE + HP + 5 * PG));
+
+	/* Pages: whole huge pages within the budget, the rest kept. */
+	host[0] = 3;
+	host[HP + 7 * PG] = 3;
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE);
+	ck_assert_uint_eq(addrs[n - 1], LBASE + HP - PG);
+	ck_assert_uint_eq(res, LBASE + HP);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE + HP);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(host, 2 * HP);
+	close(fd);
+	close(pm);
+	free(addrs);
+}
+END_TEST
+
+/*
+ * Sync hugetlb: a 4 KiB write fault is resolved by un-protecting the whole
+ * huge page in both places (the kernel refuses less), logged whole; the
+ * harvest reports one 2 MiB run and protects it again on both sides.
+ */
+START_TEST(hugetlb_sync_fault_resolves_whole_page)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_stats st;
+	struct ps_uffd_run runs[4];
+	struct writer w;
+	uint64_t n;
+	int fd, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint8_t *host;
+
+	ck_assert_int_ge(pm, 0);
+	host = huge_map_n(NULL, 2, false, &fd);
+	if (!host) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		return;
+	}
+	memset(host, 1, 2 * HP);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, 2 * HP, 0, PS_PTE_MAYWRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED | PS_UFFD_THREAD;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, 2 * HP), 0);
+	writer_start(&w);
+	write_via(&w, host + HP + 3 * PG, NULL);
+	writer_stop(&w);
+	ps_uffd_stats(u, &st);
+	ck_assert_uint_eq(st.faults, 1);
+	ck_assert_uint_eq(st.mismatches, 0);
+	ck_assert_uint_eq(st.errors, 0);
+	ck_assert(!lib_wp(t, LBASE + HP) && !lib_wp(t, LBASE + 2 * HP - PG));
+	ck_assert(!host_wp(pm, host + HP + 9 * PG));
+	ck_assert(lib_wp(t, LBASE) && host_wp(pm, host));
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, PS_UFFD_SHIFT_2M);
+	for (uint64_t o = HP; o < 2 * HP; o += 64 * PG)
+		ck_assert(lib_wp(t, LBASE + o) && host_wp(pm, host + o));
+	ck_assert_int_eq(ps_uffd_discard(u, LBASE, HP, NULL, 0, NULL),
+			 -EINVAL); /* a bare table */
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(host, 2 * HP);
+	close(fd);
+	close(pm);
+}
+END_TEST
+
+/*
+ * Async hugetlb: a written page zapped is a WRITTEN marker in the library and
+ * a none huge entry in the kernel, which PAGEMAP_SCAN does not count as
+ * written, so its re-arm leaves it unprotected. The harvest reports the page
+ * (the library's report) and must not leave it protected in the library alone:
+ * it was a UFFD_WP marker there, the kernel unprotected (found by
+ * differential_huge; this failed before unmark_hugetlb()).
+ */
+START_TEST(hugetlb_async_zapped_written_page_not_protected_alone)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t n;
+	int fd, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint8_t *host;
+
+	ck_assert_int_ge(pm, 0);
+	HUGE_OR_SKIP(host, NULL, fd);
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, HP, 0, PS_PTE_MAYWRITE), 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED | PS_UFFD_ASYNC;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, HP), 0);
+	host[PG] = 2; /* the CPU; the library sees a write too */
+	for (uint64_t o = 0; o < HP; o += PG)
+		ck_assert_int_eq(ps_pgtable_fault(t, LBASE + o,
+						  PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+	ck_assert_int_eq(madvise(host, HP, MADV_DONTNEED), 0);
+	ck_assert_int_eq(ps_pgtable_zap(t, LBASE, HP, 0, NULL, NULL), 0);
+	ck_assert(ps_pte_is_written_marker(lib_entry(t, LBASE)));
+	ck_assert(!host_wp(pm, host));
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, HP, runs, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE, HP, PS_UFFD_SHIFT_2M);
+	for (uint64_t o = 0; o < HP; o += 64 * PG) {
+		ck_assert(!host_wp(pm, host + o));
+		ck_assert(!lib_wp(t, LBASE + o));
+	}
+	/* Nothing is reported twice; a later write is. */
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, HP, runs, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+	host[3 * PG] = 4;
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, HP, runs, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE, HP, PS_UFFD_SHIFT_2M);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(host, HP);
+	close(fd);
+	close(pm);
+}
+END_TEST
+
+/*
+ * A space over hugetlb memory: a device's 4 KiB page (ps_space_mark_dirty())
+ * is reported as its whole huge page, by runs and by pages, and a budget
+ * leaves the next huge page whole for the next call, protected on both
+ * sides. Loop: sync, async.
+ */
+START_TEST(hugetlb_space_device_page_counts_whole)
+{
+	struct ps_space *s = space_new();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t *addrs = calloc(2 * HP / PG, sizeof(*addrs)), n, res;
+	int fd, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint8_t *host;
+
+	ck_assert_ptr_nonnull(addrs);
+	ck_assert_int_ge(pm, 0);
+	host = huge_map_n(NULL, 2, false, &fd);
+	if (!host) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		return;
+	}
+	memset(host, 1, 2 * HP);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, 2 * HP, 0, PS_MAP_WRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED | (_i ? PS_UFFD_ASYNC : 0);
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_discard(u, LBASE, HP, NULL, 0, NULL),
+			 -EOPNOTSUPP);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, 2 * HP), 0);
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + HP + 5 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, PS_UFFD_SHIFT_2M);
+	ck_assert(host_wp(pm, host + HP) &&
+		  lib_wp(ps_space_pgtable(s), LBASE + HP + 5 * PG));
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + 7 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_space_mark_dirty(s, LBASE + HP + 9 * PG),
+			 PS_SPACE_MARK_DIRTIED);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE);
+	ck_assert_uint_eq(res, LBASE + HP);
+	for (uint64_t o = 0; o < 2 * HP; o += 64 * PG)
+		ck_assert(host_wp(pm, host + o) &&
+			  lib_wp(ps_space_pgtable(s), LBASE + o));
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 600, &n,
+					 &res),
+			 0);
+	ck_assert_uint_eq(n, HP / PG);
+	ck_assert_uint_eq(addrs[0], LBASE + HP);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	munmap(host, 2 * HP);
+	close(fd);
+	close(pm);
+	free(addrs);
+}
+END_TEST
+
+/*
+ * Two THP-backed blocks of anonymous memory, PMD-mapped, at @b (2 MiB
+ * aligned inside the 3-block reservation *@res), or NULL when the kernel gave
+ * no huge page (THP disabled, or fragmented memory).
+ */
+static uint8_t *thp_map(void **res)
+{
+	uint8_t *b;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(pm, 0);
+	*res = mmap(NULL, 3 * HP, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(*res, MAP_FAILED);
+	b = (uint8_t *)(((uintptr_t)*res + HP - 1) & ~(HP - 1));
+	if (madvise(b, 2 * HP, MADV_HUGEPAGE)) {
+		close(pm);
+		return NULL;
+	}
+	memset(b, 1, 2 * HP);
+	if (!(host_categories(pm, b) & PAGE_IS_HUGE) ||
+	    !(host_categories(pm, b + HP) & PAGE_IS_HUGE))
+		b = NULL;
+	close(pm);
+	return b;
+}
+
+/*
+ * THP, async: a huge page reported whole is one 2 MiB run (PS_UFFD_THP; 4 KiB
+ * without it) and stays whole, protected as a PMD; a write to it splits it,
+ * and the written page alone comes back at 4 KiB; a 2 MiB run is returned
+ * whole or not at all; a page API harvest of part of a block makes the rest
+ * 4 KiB. Loop: with PS_UFFD_THP, without.
+ */
+START_TEST(thp_runs_report_granularity)
+{
+	const unsigned int big = _i == 0 ? PS_UFFD_SHIFT_2M : PS_UFFD_SHIFT_4K;
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t addrs[10], n, res;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	void *reserve;
+	uint8_t *host = thp_map(&reserve);
+
+	if (!host) {
+		printf("skip %s: no transparent huge page\n", __func__);
+		munmap(reserve, 3 * HP);
+		return;
+	}
+	ck_assert_int_eq(ps_pgtable_map(t, LBASE, 2 * HP, 0, PS_PTE_MAYWRITE),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_ASYNC | (_i == 0 ? PS_UFFD_THP : 0);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE, 2 * HP, big);
+	/* Re-armed whole: still huge, protected in both. */
+	ck_assert_uint_eq(host_categories(pm, host) &
+				  (PAGE_IS_HUGE | PAGE_IS_WRITTEN),
+			  PAGE_IS_HUGE);
+	ck_assert(host_wp(pm, host + 77 * PG) && lib_wp(t, LBASE + 77 * PG));
+
+	host[5 * PG] = 2; /* async write: the kernel splits the PMD */
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE, 0);
+	ck_assert_uint_eq(host_categories(pm, host + HP) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + 5 * PG, PG, PS_UFFD_SHIFT_4K);
+
+	/* A whole run or none: the budget stops before it. */
+	host[3 * PG] = 2;
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE + HP, HP), 0);
+	ck_assert_uint_eq(host_categories(pm, host + HP) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 1, &n,
+					      &res),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + 3 * PG, PG, PS_UFFD_SHIFT_4K);
+	ck_assert_uint_eq(res, LBASE + HP);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 1, &n,
+					      &res),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP, HP, big);
+	ck_assert_uint_eq(res, LBASE + 2 * HP);
+
+	/* Part of a block taken by the page API: the rest is 4 KiB. */
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE + HP, HP), 0);
+	ck_assert_int_eq(ps_uffd_harvest(u, LBASE, 2 * HP, addrs, 10, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 10);
+	ck_assert_uint_eq(addrs[0], LBASE + HP);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 4, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE + HP + 10 * PG, HP - 10 * PG,
+		  PS_UFFD_SHIFT_4K);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	munmap(reserve, 3 * HP);
+	close(pm);
+}
+END_TEST
+
+static unsigned int order_at(struct ps_pgtable *t, uint64_t addr)
+{
+	unsigned int order = 0;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get_level(t, addr, &e, &order, NULL), 0);
+	return order;
+}
+
+/*
+ * THP mirrored by huge leaves (PS_WP_HUGE_SPLIT): the kernel splits a huge
+ * PMD that a protect or unprotect covers in part even when nothing changes
+ * there, and the bridge splits the library's leaf the same way (it stayed
+ * huge: found by differential_huge, this failed before protect_locked()
+ * split the edges); a protect of a whole leaf keeps both huge, and an async
+ * write splits both. A huge page zapped whole leaves a hole to the kernel and a
+ * huge WRITTEN marker to the library: reported at 4 KiB, as the kernel re-arms
+ * it (this reported 2 MiB before table_collect_run() asked for a present leaf).
+ */
+START_TEST(thp_leaves_split_with_the_kernel)
+{
+	struct ps_pgtable *t = ps_pgtable_create();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[8];
+	uint64_t n;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	void *reserve;
+	uint8_t *host = thp_map(&reserve);
+
+	if (!host) {
+		printf("skip %s: no transparent huge page\n", __func__);
+		munmap(reserve, 3 * HP);
+		return;
+	}
+	ck_assert_int_eq(ps_pgtable_map_huge(t, LBASE, 2 * HP, 0,
+					     PS_PTE_MAYWRITE,
+					     PS_PGTABLE_ORDER_2M, NULL),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_ASYNC | PS_UFFD_THP;
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	/* Unprotect part of an unprotected huge page: both split. */
+	ck_assert_int_eq(ps_uffd_unprotect(u, LBASE + HP + 3 * PG, PG), 0);
+	ck_assert_uint_eq(host_categories(pm, host + HP) & PAGE_IS_HUGE, 0);
+	ck_assert_uint_eq(order_at(t, LBASE + HP), PS_PGTABLE_ORDER_4K);
+	/* Protect the other whole: both stay huge, protected. */
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, HP), 0);
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE,
+			  PAGE_IS_HUGE);
+	ck_assert_uint_eq(order_at(t, LBASE), PS_PGTABLE_ORDER_2M);
+	ck_assert(host_wp(pm, host + 9 * PG) && lib_wp(t, LBASE + 9 * PG));
+	/* An async write splits both; the library learns it by its fault. */
+	host[7 * PG] = 1;
+	ck_assert_int_eq(ps_pgtable_fault(t, LBASE + 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(host_categories(pm, host) & PAGE_IS_HUGE, 0);
+	ck_assert_uint_eq(order_at(t, LBASE), PS_PGTABLE_ORDER_4K);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, 2 * HP, runs, 8, &n,
+					      NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	check_run(&runs[0], LBASE + 7 * PG, PG, PS_UFFD_SHIFT_4K);
+	check_run(&runs[1], LBASE + HP, HP, PS_UFFD_SHIFT_4K);
+
+	/* A whole huge page zapped: a hole, reported at 4 KiB. */
+	ck_assert_int_eq(ps_pgtable_split(t, LBASE, HP), 0);
+	ck_assert_int_eq(ps_pgtable_collapse(t, LBASE, HP, PS_PGTABLE_ORDER_2M,
+					     NULL),
+			 -EBUSY); /* page 7 was written: refused */
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ps_pgtable_destroy(t);
+	t = ps_pgtable_create();
+	munmap(reserve, 3 * HP);
+	host = thp_map(&reserve);
+	if (!host) {
+		printf("skip %s: no transparent huge page again\n", __func__);
+		goto out;
+	}
+	c.host = host;
+	ck_assert_int_eq(ps_pgtable_map_huge(t, LBASE, 2 * HP, 0,
+					     PS_PTE_MAYWRITE,
+					     PS_PGTABLE_ORDER_2M, NULL),
+			 0);
+	ck_assert_int_eq(ps_uffd_attach_pgtable(t, &c, &u), 0);
+	ck_assert_int_eq(ps_pgtable_fault(t, LBASE, PS_ACCESS_WRITE),
+			 PS_FAULT_OK); /* written since it was protected */
+	ck_assert_int_eq(madvise(host, HP, MADV_DONTNEED), 0);
+	ck_assert_int_eq(ps_pgtable_zap(t, LBASE, HP, 0, NULL, NULL), 0);
+	ck_assert_int_eq(ps_uffd_harvest_runs(u, LBASE, HP, runs, 8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	check_run(&runs[0], LBASE, HP, PS_UFFD_SHIFT_4K);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+out:
+	ps_pgtable_destroy(t);
+	munmap(reserve, 3 * HP);
+	close(pm);
 }
 END_TEST
 
@@ -2189,6 +2829,652 @@ START_TEST(differential)
 }
 END_TEST
 
+/* --- the differential test on huge pages ---------------------------------- */
+
+/*
+ * The same comparison over two 2 MiB blocks (HNP pages), page by page, for
+ * THP-backed anonymous memory (PS_UFFD_THP) and 2 MiB hugetlb memfd memory
+ * (PS_UFFD_HUGETLB), in the three modes. A huge page of the kernel is a huge
+ * leaf of the library (ps_pgtable_map_huge()), registered with the matching
+ * granularity (PS_WP_HUGE_SPLIT, PS_WP_HUGE_WHOLE); the model applies each
+ * operation with the kernel's semantics for the backing:
+ *   - THP: a fault on a block where the library has nothing protected or
+ *     present waits for the kernel's choice (PAGE_IS_HUGE after the access):
+ *     a huge page is mapped as one leaf, else 4 KiB pages (adopted, not
+ *     predicted: whether the kernel gives a huge page depends on its page
+ *     table and its free memory). A partial protect or unprotect, a partial
+ *     DONTNEED and an async write to a protected huge page split it in the
+ *     kernel; the bridge and the library must split the leaf alike, which the
+ *     comparison of HUGE checks. The model itself splits only where the
+ *     kernel split an unprotected huge page on a write (the huge zero page),
+ *     and adopts at 4 KiB a khugepaged collapse (when /proc/vmstat counts one;
+ *     that block's HUGE is then not compared until the kernel splits it).
+ *   - Hugetlb: protect, unprotect, DONTNEED and MADV_REMOVE act on whole
+ *     pages; a fault maps the whole huge page as one leaf (over a huge marker
+ *     leaf too, keeping its protection), and an async write un-protects the
+ *     leaf whole (PS_WP_HUGE_WHOLE).
+ * Mapped differences, besides the 4 KiB ones (top of this file):
+ *   - THP: a hole with no page table (a huge page zapped whole, or a page
+ *     table the kernel reclaimed when MADV_DONTNEED emptied it: no sentinel
+ *     page keeps it here) is WRITTEN to the kernel only in an async range,
+ *     so the WRITTEN of a library none entry or WRITTEN marker is compared
+ *     only in async mode while attached.
+ *   - Hugetlb: a none huge PTE is not WRITTEN, so a library none entry is
+ *     not either, and a library WRITTEN marker (a written page zapped) is the
+ *     kernel's none entry (not WRITTEN); a hugetlb UFFD_WP marker has pagemap
+ *     bit 62 clear; every page is HUGE to the kernel.
+ *   - PAGE_IS_HUGE is compared with the library's PS_CAT_HUGE for present
+ *     pages only (hugetlb holes are HUGE to the kernel; a zapped huge leaf
+ *     may leave a huge marker leaf where the kernel has a hole).
+ * Harvests use ps_uffd_harvest_runs(): hugetlb runs are all 2 MiB; a THP run
+ * is 2 MiB only for a block the kernel mapped huge with every page WRITTEN,
+ * and in async mode such a block must come back as one.
+ */
+#define HNP (2 * HP / PG)
+
+enum hkind { H_THP, H_HUGETLB, NHKINDS };
+static const char *const hkind_name[] = {"thp", "hugetlb"};
+
+enum hop {
+	HOP_PROTECT,
+	HOP_UNPROTECT,
+	HOP_WRITE,
+	HOP_FILL, /* write every page of a block */
+	HOP_READ,
+	HOP_DONTNEED, /* or MADV_REMOVE (hugetlb) */
+	HOP_REGISTER,
+	HOP_HARVEST,
+	NHOPS,
+};
+static const unsigned int hop_weight[] = {12, 8, 20, 6, 10, 8, 3, 8};
+
+struct hdiff {
+	enum hkind kind;
+	enum mode mode;
+	void *reserve;
+	uint8_t *host;
+	int memfd, pagemap;
+	struct ps_pgtable *t;
+	struct ps_uffd *u;
+	struct writer w;
+	struct ps_test_rng rng;
+	bool written_since[HNP];
+	bool unmirrored[2]; /* a khugepaged collapse the library did not make */
+	uint64_t collapses; /* /proc/vmstat thp_collapse_alloc, last seen */
+	uint64_t frame;
+	char log[64][48];
+	unsigned int nlog;
+	unsigned long ops;
+	uint64_t huge_seen, runs_2m; /* for the report: events that happened */
+	uint64_t pm[HNP], kc[HNP], lc[HNP];
+	struct page_region kv[HNP];
+	struct ps_pgtable_region lv[HNP];
+};
+
+static void hdiff_log(struct hdiff *d, const char *fmt, unsigned int a,
+		      unsigned int b)
+{
+	snprintf(d->log[d->nlog++ % 64], sizeof(d->log[0]), fmt, a, b);
+}
+
+static void hdiff_fail(struct hdiff *d, unsigned int page, const char *what,
+		       uint64_t kernel, uint64_t lib)
+{
+	unsigned int first = d->nlog > 64 ? d->nlog - 64 : 0;
+
+	fprintf(stderr,
+		"differential: %s %s, op %lu, page %u: %s kernel %#" PRIx64
+		" library %#" PRIx64 "\nlast operations:\n",
+		hkind_name[d->kind], mode_name[d->mode], d->ops, page, what,
+		kernel, lib);
+	for (unsigned int i = first; i < d->nlog; i++)
+		fprintf(stderr, "  %s\n", d->log[i % 64]);
+	if (getenv("PS_UFFD_DEBUG"))
+		for (unsigned int i = 0; i < HNP; i++)
+			fprintf(stderr,
+				"page %4u: kernel %#" PRIx64 " %#" PRIx64
+				" library %#" PRIx64 "\n",
+				i, d->kc[i], d->pm[i], d->lc[i]);
+	ck_abort_msg("kernel and library differ (%s, page %u)", what, page);
+}
+
+static void hdiff_attach(struct hdiff *d)
+{
+	struct ps_uffd_config c = {0};
+	const char *why = NULL;
+
+	c.host = d->host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = d->kind == H_HUGETLB ? PS_UFFD_HUGETLB | PS_UFFD_SHARED
+				       : PS_UFFD_THP;
+	if (d->mode == ASYNC)
+		c.flags |= PS_UFFD_ASYNC;
+	else
+		c.flags |= PS_UFFD_UNPOPULATED |
+			   (d->mode == SYNC_THREAD ? PS_UFFD_THREAD : 0);
+	c.why = &why;
+	ck_assert_msg(!ps_uffd_attach_pgtable(d->t, &c, &d->u), "attach: %s",
+		      why ? why : "?");
+}
+
+/* The kernel's view of every page: pagemap entries and categories. */
+static void hdiff_kernel(struct hdiff *d)
+{
+	struct pm_scan_arg a;
+	long k;
+
+	ck_assert_int_eq(pread(d->pagemap, d->pm, sizeof(d->pm),
+			       (off_t)((uintptr_t)d->host / PG * 8)),
+			 (ssize_t)sizeof(d->pm));
+	memset(&a, 0, sizeof(a));
+	a.size = sizeof(a);
+	a.start = (uintptr_t)d->host;
+	a.end = (uintptr_t)d->host + 2 * HP;
+	a.vec = (uintptr_t)d->kv;
+	a.vec_len = HNP;
+	a.return_mask = CMP_CATS | PAGE_IS_HUGE;
+	k = ioctl(d->pagemap, PAGEMAP_SCAN, &a);
+	ck_assert_int_ge(k, 0);
+	memset(d->kc, 0, sizeof(d->kc));
+	for (long j = 0; j < k; j++)
+		for (uint64_t p = d->kv[j].start; p < d->kv[j].end; p += PG)
+			d->kc[(p - (uintptr_t)d->host) / PG] =
+				d->kv[j].categories;
+}
+
+static bool hdiff_huge(struct hdiff *d, unsigned int page)
+{
+	hdiff_kernel(d);
+	return d->kc[page] & PAGE_IS_HUGE;
+}
+
+static unsigned int lib_order(struct hdiff *d, unsigned int i)
+{
+	unsigned int order = 0;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get_level(d->t, LBASE + i * PG, &e, &order,
+					      NULL),
+			 0);
+	return order;
+}
+
+/*
+ * May the kernel map a new THP at the block of page @b on a fault? Only
+ * where the library has nothing protected or present there (every entry
+ * none or a WRITTEN marker): then no sync fault comes to the bridge, and
+ * the library's side can wait until the kernel has chosen.
+ */
+static bool hdiff_vacant(struct hdiff *d, unsigned int b)
+{
+	for (unsigned int j = b; j < b + HP / PG; j++) {
+		ps_pte_t e = lib_entry(d->t, LBASE + j * PG);
+
+		if (!ps_pte_is_none(e) && !ps_pte_is_written_marker(e))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A THP block the kernel maps huge has every page present; the library maps
+ * the ones it lacks (none or a WRITTEN marker: the kernel had no page table
+ * there either). Needs d->kc fresh.
+ */
+static void hdiff_adopt_block(struct hdiff *d, unsigned int b)
+{
+	if (d->kind != H_THP || !(d->kc[b] & PAGE_IS_HUGE))
+		return;
+	for (unsigned int j = b; j < b + HP / PG; j++) {
+		uint64_t a = LBASE + j * PG;
+		ps_pte_t e = lib_entry(d->t, a);
+
+		if (ps_pte_is_none(e) || ps_pte_is_written_marker(e))
+			ck_assert_int_eq(ps_pgtable_map(d->t, a, PG, d->frame++,
+							PS_PTE_MAYWRITE),
+					 0);
+	}
+}
+
+/* A counter of /proc/vmstat, or 0. */
+static uint64_t vmstat(const char *name)
+{
+	FILE *f = fopen("/proc/vmstat", "r");
+	char key[64];
+	unsigned long long v;
+	uint64_t r = 0;
+
+	if (!f)
+		return 0;
+	while (fscanf(f, "%63s %llu", key, &v) == 2)
+		if (!strcmp(key, name))
+			r = v;
+	fclose(f);
+	return r;
+}
+
+static void hdiff_compare(struct hdiff *d)
+{
+	struct ps_pgtable_scan q;
+	uint64_t collapses;
+	long k;
+
+	hdiff_kernel(d);
+	/*
+	 * khugepaged may collapse a block into a huge page behind the test
+	 * (one with none PTEs only while unregistered, one with every page
+	 * present and none protected also while registered). Adopted only when
+	 * /proc/vmstat says a collapse happened since the last comparison, so
+	 * that a split the bridge makes and the kernel does not stays a
+	 * difference.
+	 */
+	collapses = vmstat("thp_collapse_alloc");
+	for (unsigned int b = 0; b < HNP; b += HP / PG) {
+		if (!(d->kc[b] & PAGE_IS_HUGE))
+			d->unmirrored[b / (HP / PG)] = false;
+		else if (collapses != d->collapses &&
+			 lib_order(d, b) != PS_PGTABLE_ORDER_2M &&
+			 !hdiff_vacant(d, b)) {
+			hdiff_adopt_block(d, b);
+			d->unmirrored[b / (HP / PG)] = true;
+		}
+	}
+	d->collapses = collapses;
+	memset(&q, 0, sizeof(q));
+	q.start = LBASE;
+	q.end = LBASE + 2 * HP;
+	q.return_mask = CMP_CATS | PS_CAT_HUGE;
+	q.vec = d->lv;
+	q.vec_len = HNP;
+	k = ps_pgtable_scan(d->t, &q);
+	ck_assert_int_ge(k, 0);
+	memset(d->lc, 0, sizeof(d->lc));
+	for (long j = 0; j < k; j++)
+		for (uint64_t p = d->lv[j].start; p < d->lv[j].end; p += PG)
+			d->lc[(p - LBASE) / PG] = d->lv[j].categories;
+	for (unsigned int i = 0; i < HNP; i++) {
+		uint64_t pm = d->pm[i], want = d->lc[i], kc = d->kc[i];
+		ps_pte_t e = lib_entry(d->t, LBASE + i * PG);
+		bool marker62 = ps_pte_is_marker(e) &&
+				!ps_pte_is_written_marker(e) &&
+				d->kind == H_THP;
+
+		if (!!(pm & PM_WP) != ps_pte_uffd_wp(e))
+			hdiff_fail(d, i, "uffd-wp (bit 57)", pm, e);
+		if (!!(pm & PM_PRESENT) != ps_pte_is_present(e))
+			hdiff_fail(d, i, "present (bit 63)", pm, e);
+		if (!!(pm & PM_SWAP) != (ps_pte_is_swap(e) || marker62))
+			hdiff_fail(d, i, "swap or marker (bit 62)", pm, e);
+		/* HUGE: of present pages (hugetlb holes are HUGE too). */
+		if ((kc & PAGE_IS_PRESENT) && !d->unmirrored[i / (HP / PG)] &&
+		    (kc & PAGE_IS_HUGE) != (want & PS_CAT_HUGE))
+			hdiff_fail(d, i, "HUGE (huge page, huge leaf)", kc,
+				   want);
+		if (kc & want & PAGE_IS_HUGE)
+			d->huge_seen++;
+		kc &= ~(uint64_t)PAGE_IS_HUGE;
+		want &= ~PS_CAT_HUGE;
+		if (d->kind == H_THP &&
+		    (ps_pte_is_none(e) || ps_pte_is_written_marker(e))) {
+			/* None is written; a hole only in an async range. */
+			want |= PS_CAT_WRITTEN;
+			if (d->mode != ASYNC || !d->u)
+				kc |= PS_CAT_WRITTEN;
+		}
+		if (d->kind == H_HUGETLB && ps_pte_is_written_marker(e))
+			want &= ~PS_CAT_WRITTEN; /* the kernel's none */
+		if (!d->u)
+			kc &= ~(uint64_t)PS_CAT_FILE;
+		if (kc != want)
+			hdiff_fail(d, i, "PAGEMAP_SCAN categories", kc, want);
+	}
+}
+
+/* The library's side of an access to page @i, as model_access(). */
+static void hdiff_access1(struct hdiff *d, unsigned int i, unsigned int access)
+{
+	uint64_t a = LBASE + i * PG;
+	enum ps_fault fr = ps_pgtable_fault(d->t, a, access);
+
+	if (fr == PS_FAULT_MISSING) {
+		ck_assert_int_eq(ps_pgtable_map(d->t, a, PG, d->frame++,
+						PS_PTE_MAYWRITE),
+				 0);
+		fr = ps_pgtable_fault(d->t, a, access);
+	}
+	if (!(access & PS_ACCESS_WRITE))
+		ck_assert_int_eq(fr, PS_FAULT_OK);
+}
+
+/*
+ * Map the block of page @b as one huge leaf, as the kernel maps a huge page
+ * there (frames aligned to it); false if the library's block is not vacant
+ * (ps_pgtable_map_huge(): only none entries and lone markers).
+ */
+static bool hdiff_map_huge(struct hdiff *d, unsigned int b)
+{
+	uint64_t frame = (d->frame + HP / PG - 1) & ~(HP / PG - 1);
+	int rc = ps_pgtable_map_huge(d->t, LBASE + b * PG, HP, frame,
+				     PS_PTE_MAYWRITE, PS_PGTABLE_ORDER_2M,
+				     NULL);
+
+	if (rc == -EEXIST)
+		return false;
+	ck_assert_int_eq(rc, 0);
+	d->frame = frame + HP / PG;
+	return true;
+}
+
+/*
+ * Before the real access to pages [@i, @i + @n): hugetlb maps its whole huge
+ * page as one leaf (or finds it) and faults @i alone, the leaf standing for
+ * the page (an async write resolves it whole, PS_WP_HUGE_WHOLE). THP faults
+ * each page at 4 KiB, unless the block is vacant: then the library waits for
+ * the kernel (hdiff_after()). Returns whether it waits.
+ */
+static bool hdiff_access(struct hdiff *d, unsigned int i, unsigned int n,
+			 unsigned int access)
+{
+	unsigned int b = i & ~(unsigned int)(HP / PG - 1);
+
+	if (d->kind == H_HUGETLB) {
+		/* A huge marker leaf is vacant: mapped over, wp kept. */
+		if (lib_order(d, b) != PS_PGTABLE_ORDER_2M ||
+		    !ps_pte_is_present(lib_entry(d->t, LBASE + b * PG)))
+			(void)hdiff_map_huge(d, b);
+		hdiff_access1(d, i, access);
+		return false;
+	}
+	if (hdiff_vacant(d, b))
+		return true;
+	for (unsigned int j = i; j < i + n; j++)
+		hdiff_access1(d, j, access);
+	return false;
+}
+
+/*
+ * After the real access to pages [@i, @i + @n) of one block (THP): if the
+ * library waited, the kernel's choice decides: a huge page is one huge
+ * leaf, else 4 KiB pages. If the kernel split a huge page the library held
+ * unprotected (a write to the huge zero page), the library splits too: a
+ * split for write protection is the library's own to make.
+ */
+static void hdiff_after(struct hdiff *d, unsigned int i, unsigned int n,
+			unsigned int access, bool waited, bool was_wp)
+{
+	unsigned int b = i & ~(unsigned int)(HP / PG - 1);
+	bool huge;
+
+	if (d->kind != H_THP)
+		return;
+	huge = hdiff_huge(d, i);
+	if (waited) {
+		if (huge && hdiff_map_huge(d, b))
+			n = 1; /* the leaf stands for every page */
+		for (unsigned int j = i; j < i + n; j++)
+			hdiff_access1(d, j, access);
+		if (!huge)
+			hdiff_adopt_block(d, b);
+		return;
+	}
+	if (!huge && !was_wp && lib_order(d, b) == PS_PGTABLE_ORDER_2M)
+		ck_assert_int_eq(ps_pgtable_split(d->t, LBASE + b * PG, HP), 0);
+}
+
+static void hdiff_harvest(struct hdiff *d)
+{
+	static bool expect[HNP], got[HNP], whole[2];
+	struct ps_uffd_run runs[HNP];
+	uint64_t n;
+
+	hdiff_kernel(d);
+	for (unsigned int i = 0; i < HNP; i++) {
+		ps_pte_t e = lib_entry(d->t, LBASE + i * PG);
+
+		/* lc holds the categories just compared. */
+		expect[i] = (d->lc[i] & PS_CAT_WRITTEN) ||
+			    (d->mode == ASYNC && d->kind == H_THP &&
+			     ps_pte_is_none(e));
+		if (d->kind == H_HUGETLB && ps_pte_is_written_marker(e))
+			expect[i] = true; /* the library's own report */
+		got[i] = false;
+	}
+	for (unsigned int b = 0; b < 2; b++) {
+		whole[b] = d->kind == H_THP && d->mode == ASYNC &&
+			   (d->kc[b * HP / PG] & PAGE_IS_HUGE);
+		for (unsigned int i = 0; i < HP / PG; i++)
+			if (!(d->kc[b * HP / PG + i] & PAGE_IS_WRITTEN))
+				whole[b] = false;
+	}
+	ck_assert_int_eq(ps_uffd_harvest_runs(d->u, LBASE, 2 * HP, runs, HNP,
+					      &n, NULL),
+			 0);
+	for (uint64_t k = 0; k < n; k++) {
+		unsigned int p0 = (unsigned int)((runs[k].addr - LBASE) / PG);
+
+		if (runs[k].shift == PS_UFFD_SHIFT_2M) {
+			d->runs_2m++;
+			for (uint64_t o = 0; o < runs[k].len; o += HP)
+				if (d->kind == H_THP &&
+				    !(d->kc[p0 + o / PG] & PAGE_IS_HUGE))
+					hdiff_fail(d,
+						   p0 + (unsigned int)(o / PG),
+						   "2 MiB run, not huge", 0, 0);
+		} else if (d->kind == H_HUGETLB) {
+			hdiff_fail(d, p0, "hugetlb run not 2 MiB",
+				   runs[k].shift, runs[k].len);
+		}
+		for (uint64_t o = 0; o < runs[k].len; o += PG) {
+			unsigned int p = p0 + (unsigned int)(o / PG);
+
+			got[p] = true;
+			if (whole[p / (HP / PG)] &&
+			    runs[k].shift != PS_UFFD_SHIFT_2M)
+				hdiff_fail(d, p, "whole huge page not 2 MiB",
+					   runs[k].shift, runs[k].len);
+		}
+	}
+	for (unsigned int i = 0; i < HNP; i++) {
+		bool ok = d->mode == ASYNC ? got[i] == expect[i]
+					   : (!expect[i] || got[i]) &&
+						     (!got[i] || expect[i] ||
+						      d->written_since[i]);
+
+		if (!ok)
+			hdiff_fail(d, i, "harvest", got[i], expect[i]);
+		d->written_since[i] = false;
+	}
+}
+
+/* A random run of pages: THP any, half of them whole blocks; hugetlb whole. */
+static void hdiff_run(struct hdiff *d, unsigned int *s, unsigned int *n)
+{
+	if (d->kind == H_HUGETLB || ps_test_below(&d->rng, 2)) {
+		*s = (unsigned int)ps_test_below(&d->rng, 2) * (HP / PG);
+		*n = HP / PG *
+		     (1 +
+		      (unsigned int)ps_test_below(&d->rng, 2 - *s / (HP / PG)));
+		return;
+	}
+	*s = (unsigned int)ps_test_below(&d->rng, HNP);
+	*n = 1 + (unsigned int)ps_test_below(&d->rng,
+					     HNP - *s < 64 ? HNP - *s : 64);
+}
+
+static void hdiff_write(struct hdiff *d, unsigned int i, size_t len)
+{
+	if (d->mode == ASYNC || !d->u) {
+		for (size_t k = 0; k < len || !k; k += PG)
+			d->host[i * PG + k] = 1;
+		return;
+	}
+	atomic_store(&d->w.len, len);
+	write_via(&d->w, d->host + i * PG, d->mode == SYNC_POLL ? d->u : NULL);
+	atomic_store(&d->w.len, 0);
+}
+
+static void hdiff_step(struct hdiff *d)
+{
+	unsigned int total = 0, pick, o, s, n, i;
+	bool waited, was_wp;
+
+	for (o = 0; o < NHOPS; o++)
+		total += hop_weight[o];
+	pick = (unsigned int)ps_test_below(&d->rng, total);
+	for (o = 0; pick >= hop_weight[o]; o++)
+		pick -= hop_weight[o];
+	hdiff_run(d, &s, &n);
+	i = (unsigned int)ps_test_below(&d->rng, HNP);
+	d->ops++;
+	switch (o) {
+	case HOP_PROTECT:
+	case HOP_UNPROTECT:
+		if (!d->u)
+			return;
+		hdiff_log(d,
+			  o == HOP_PROTECT ? "protect %u+%u"
+					   : "unprotect %u+%u",
+			  s, n);
+		ck_assert_int_eq(o == HOP_PROTECT
+					 ? ps_uffd_protect(d->u, LBASE + s * PG,
+							   n * PG)
+					 : ps_uffd_unprotect(d->u,
+							     LBASE + s * PG,
+							     n * PG),
+				 0);
+		break;
+	case HOP_WRITE:
+	case HOP_FILL:
+		if (o == HOP_FILL) {
+			i &= ~(unsigned int)(HP / PG - 1);
+			n = HP / PG;
+		} else {
+			n = 1;
+		}
+		hdiff_log(d, "write %u+%u", i, n);
+		was_wp = lib_wp(d->t, LBASE + i * PG);
+		waited = hdiff_access(d, i, n, PS_ACCESS_WRITE);
+		hdiff_write(d, i, n == 1 ? 0 : HP);
+		hdiff_after(d, i, n, PS_ACCESS_WRITE, waited, was_wp);
+		for (unsigned int j = i; j < i + n; j++)
+			d->written_since[j] = true;
+		if (d->kind == H_HUGETLB)
+			for (unsigned int j = i & ~(unsigned int)(HP / PG - 1);
+			     j < (i | (HP / PG - 1)) + 1; j++)
+				d->written_since[j] = true;
+		break;
+	case HOP_READ:
+		hdiff_log(d, "read %u", i, 0);
+		was_wp = lib_wp(d->t, LBASE + i * PG);
+		waited = hdiff_access(d, i, 1, PS_ACCESS_READ);
+		(void)*(volatile uint8_t *)(d->host + i * PG);
+		hdiff_after(d, i, 1, PS_ACCESS_READ, waited, was_wp);
+		break;
+	case HOP_DONTNEED:
+		if (d->kind == H_HUGETLB && ps_test_below(&d->rng, 2)) {
+			hdiff_log(d, "remove %u+%u", s, n);
+			ck_assert_int_eq(madvise(d->host + s * PG, n * PG,
+						 MADV_REMOVE),
+					 0);
+		} else {
+			hdiff_log(d, "dontneed %u+%u", s, n);
+			ck_assert_int_eq(madvise(d->host + s * PG, n * PG,
+						 MADV_DONTNEED),
+					 0);
+		}
+		ck_assert_int_eq(ps_pgtable_zap(d->t, LBASE + s * PG, n * PG, 0,
+						NULL, NULL),
+				 0);
+		break;
+	case HOP_REGISTER:
+		if (d->u) {
+			hdiff_log(d, "unregister", 0, 0);
+			ck_assert_int_eq(ps_uffd_detach(d->u), 0);
+			d->u = NULL;
+		} else {
+			hdiff_log(d, "register", 0, 0);
+			hdiff_attach(d);
+		}
+		break;
+	default:
+		if (!d->u)
+			return;
+		hdiff_log(d, "harvest", 0, 0);
+		hdiff_harvest(d);
+		break;
+	}
+	hdiff_compare(d);
+}
+
+static bool hdiff_map(struct hdiff *d)
+{
+	d->memfd = -1;
+	if (d->kind == H_HUGETLB) {
+		d->host = huge_map_n(NULL, 2, false, &d->memfd);
+		return d->host != NULL;
+	}
+	d->reserve = mmap(NULL, 3 * HP, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(d->reserve, MAP_FAILED);
+	d->host = (uint8_t *)(((uintptr_t)d->reserve + HP - 1) & ~(HP - 1));
+	return !madvise(d->host, 2 * HP, MADV_HUGEPAGE);
+}
+
+/* Loop index: seed * 6 + kind * 3 + mode. */
+START_TEST(differential_huge)
+{
+	uint64_t nops = ps_test_env_u64("PS_UFFD_DIFF_OPS", 250);
+	struct hdiff *d = calloc(1, sizeof(*d));
+	struct ps_uffd_stats st;
+
+	ck_assert_ptr_nonnull(d);
+	d->mode = (enum mode)(_i % NMODES);
+	d->kind = (enum hkind)((_i / NMODES) % NHKINDS);
+	d->rng = ps_test_rng_new(0x48756765u + (uint64_t)_i / (2 * NMODES));
+	d->frame = 1;
+	d->collapses = vmstat("thp_collapse_alloc");
+	d->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(d->pagemap, 0);
+	if (!hdiff_map(d)) {
+		printf("skip %s: no %s memory\n", __func__,
+		       hkind_name[d->kind]);
+		if (d->reserve)
+			munmap(d->reserve, 3 * HP);
+		close(d->pagemap);
+		free(d);
+		return;
+	}
+	d->t = ps_pgtable_create();
+	ck_assert_ptr_nonnull(d->t);
+	writer_start(&d->w);
+	hdiff_attach(d);
+	hdiff_compare(d);
+	for (uint64_t k = 0; k < nops; k++)
+		hdiff_step(d);
+	if (d->u) {
+		ps_uffd_stats(d->u, &st);
+		ck_assert_uint_eq(st.mismatches, 0);
+		ck_assert_int_eq(ps_uffd_detach(d->u), 0);
+	}
+	if (getenv("PS_UFFD_DIFF_VERBOSE"))
+		printf("differential %s %s: %" PRIu64
+		       " page-comparisons huge, %" PRIu64 " 2 MiB runs\n",
+		       hkind_name[d->kind], mode_name[d->mode], d->huge_seen,
+		       d->runs_2m);
+	writer_stop(&d->w);
+	if (d->reserve)
+		munmap(d->reserve, 3 * HP);
+	else
+		munmap(d->host, 2 * HP);
+	if (d->memfd >= 0)
+		close(d->memfd);
+	close(d->pagemap);
+	ps_pgtable_destroy(d->t);
+	free(d);
+}
+END_TEST
+
 /* --- stress --------------------------------------------------------------- */
 
 /*
@@ -2231,6 +3517,7 @@ struct stress {
 	unsigned int np;
 	uint64_t iters;
 	bool sync;
+	unsigned int huge; /* 0, or PS_UFFD_THP or PS_UFFD_HUGETLB */
 	/* Side 0 the harvester, 1.. the writers, then the protector (sync). */
 	struct ps_test_overlap ov;
 	uint64_t *upper_touched; /* sync: pages the protector unprotected */
@@ -2289,11 +3576,51 @@ static void st_copy(struct stress *st, unsigned int p)
 			st_word(st->r.host, p, i), memory_order_relaxed);
 }
 
+/*
+ * Huge memory: one pass with ps_uffd_harvest_runs() in budgets of ST_MAX runs,
+ * copying every page of each run; hugetlb runs must be whole huge pages.
+ */
+static void st_harvest_runs(struct stress *st)
+{
+	uint64_t at = LBASE, end = LBASE + st->np * PG;
+
+	while (at < end) {
+		struct ps_uffd_run runs[ST_MAX];
+		uint64_t n, resume, prev = at;
+
+		ck_assert_int_eq(ps_uffd_harvest_runs(st->u, at, end - at, runs,
+						      ST_MAX, &n, &resume),
+				 0);
+		ck_assert_uint_le(n, ST_MAX);
+		ck_assert_uint_gt(resume, at);
+		for (uint64_t k = 0; k < n; k++) {
+			uint64_t sz = UINT64_C(1) << runs[k].shift;
+
+			ck_assert(runs[k].addr >= prev && runs[k].len &&
+				  !(runs[k].addr & (sz - 1)) &&
+				  !(runs[k].len & (sz - 1)) &&
+				  runs[k].addr + runs[k].len <= resume);
+			ck_assert(st->huge != PS_UFFD_HUGETLB ||
+				  runs[k].shift == PS_UFFD_SHIFT_2M);
+			prev = runs[k].addr + runs[k].len;
+			for (uint64_t a = runs[k].addr; a < prev; a += PG)
+				st_copy(st, (unsigned int)((a - LBASE) / PG));
+			st->reported += runs[k].len / PG;
+		}
+		at = resume;
+	}
+	st->harvests++;
+}
+
 /* One harvest pass over the whole range in budgets of ST_MAX; copies. */
 static void st_harvest(struct stress *st)
 {
 	uint64_t at = LBASE, end = LBASE + st->np * PG;
 
+	if (st->huge) {
+		st_harvest_runs(st);
+		return;
+	}
 	while (at < end) {
 		uint64_t addrs[ST_MAX], n, resume, prev = 0;
 
@@ -2338,8 +3665,13 @@ static void *st_protector_main(void *arg)
 							     st->np - half);
 		unsigned int n = 1 +
 				 (unsigned int)ps_test_below(&rng, st->np - s);
+		int rc;
 
-		int rc = ps_uffd_unprotect(st->u, LBASE + s * PG, n * PG);
+		if (st->huge == PS_UFFD_HUGETLB) { /* whole huge pages */
+			s = half;
+			n = st->np - half;
+		}
+		rc = ps_uffd_unprotect(st->u, LBASE + s * PG, n * PG);
 
 		if (!rc && ps_test_below(&rng, 4))
 			rc = ps_uffd_protect(st->u, LBASE + s * PG, n * PG);
@@ -2411,6 +3743,68 @@ static void st_setup(struct stress *st, bool space, bool shared, bool sync)
 	memcpy(st->shadow, st->r.host, st->np * PG);
 }
 
+/*
+ * Huge memory, a bare table: two THP-backed blocks (async) or two 2 MiB hugetlb
+ * pages, @huge PS_UFFD_THP or PS_UFFD_HUGETLB, each huge page mapped as a huge
+ * leaf. False if the machine gives no such memory (the caller skips).
+ */
+static bool st_setup_huge(struct stress *st, unsigned int huge, bool sync)
+{
+	struct ps_uffd_config c = {0};
+	const char *why = NULL;
+
+	memset(st, 0, sizeof(*st));
+	st->np = HNP;
+	st->sync = sync;
+	st->huge = huge;
+	st->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+		    (sync ? 500 : 100);
+	if (!st->iters)
+		st->iters = 1;
+	st->r.memfd = -1;
+	if (huge == PS_UFFD_HUGETLB) {
+		st->r.host = huge_map_n(NULL, 2, false, &st->r.memfd);
+		if (!st->r.host)
+			return false;
+	} else {
+		st->r.reserve = mmap(NULL, 3 * HP, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		ck_assert_ptr_ne(st->r.reserve, MAP_FAILED);
+		st->r.host = (uint8_t *)(((uintptr_t)st->r.reserve + HP - 1) &
+					 ~(HP - 1));
+		ck_assert_int_eq(madvise(st->r.host, 2 * HP, MADV_HUGEPAGE), 0);
+	}
+	memset(st->r.host, 0, 2 * HP); /* populated, huge where it can be */
+	st->r.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(st->r.pagemap, 0);
+	st->t = ps_pgtable_create();
+	ck_assert_ptr_nonnull(st->t);
+	/* A huge page is a huge leaf, as the kernel maps it. */
+	for (uint64_t b = 0; b < 2 * HP; b += HP)
+		ck_assert_int_eq(
+			host_categories(st->r.pagemap, st->r.host + b) &
+					PAGE_IS_HUGE
+				? ps_pgtable_map_huge(st->t, LBASE + b, HP,
+						      b / PG, PS_PTE_MAYWRITE,
+						      PS_PGTABLE_ORDER_2M, NULL)
+				: ps_pgtable_map(st->t, LBASE + b, HP, b / PG,
+						 PS_PTE_MAYWRITE),
+			0);
+	c.host = st->r.host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = huge | (sync ? PS_UFFD_THREAD : PS_UFFD_ASYNC) |
+		  (huge == PS_UFFD_HUGETLB ? PS_UFFD_SHARED : 0);
+	c.why = &why;
+	ck_assert_msg(!ps_uffd_attach_pgtable(st->t, &c, &st->u), "attach: %s",
+		      why ? why : "?");
+	ck_assert_int_eq(ps_uffd_protect(st->u, LBASE, 2 * HP), 0);
+	st->shadow = malloc(2 * HP);
+	ck_assert_ptr_nonnull(st->shadow);
+	memcpy(st->shadow, st->r.host, 2 * HP);
+	return true;
+}
+
 static void st_teardown(struct stress *st)
 {
 	ck_assert_int_eq(ps_uffd_detach(st->u), 0);
@@ -2420,7 +3814,15 @@ static void st_teardown(struct stress *st)
 		ps_pgtable_destroy(st->t);
 	if (st->alias)
 		munmap(st->alias, st->np * PG);
-	region_fini(&st->r);
+	if (st->huge) {
+		munmap(st->r.reserve ? st->r.reserve : st->r.host,
+		       st->r.reserve ? 3 * HP : 2 * HP);
+		if (st->r.memfd >= 0)
+			close(st->r.memfd);
+		close(st->r.pagemap);
+	} else {
+		region_fini(&st->r);
+	}
 	free(st->shadow);
 }
 
@@ -2535,6 +3937,29 @@ START_TEST(stress_async_harvest_copies_every_write)
 	ck_assert_ptr_nonnull(st);
 	st_setup(st, _i == 1, _i == 1, false);
 	st_run(st, _i == 1 ? ST_WRITERS + 1 : ST_WRITERS);
+	st_check(st);
+	st_teardown(st);
+	free(st);
+}
+END_TEST
+
+/*
+ * Huge memory: writers against the harvest-and-copy loop, harvesting runs.
+ * Loop index: 0 THP async (writes split protected huge pages), 1 hugetlb
+ * async, 2 hugetlb sync (the handler thread resolves whole huge pages while
+ * the protector toggles the upper one).
+ */
+START_TEST(stress_huge_harvest_copies_every_write)
+{
+	struct stress *st = calloc(1, sizeof(*st));
+
+	ck_assert_ptr_nonnull(st);
+	if (!st_setup_huge(st, _i ? PS_UFFD_HUGETLB : PS_UFFD_THP, _i == 2)) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		free(st);
+		return;
+	}
+	st_run(st, ST_WRITERS);
 	st_check(st);
 	st_teardown(st);
 	free(st);
@@ -2920,9 +4345,24 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc, attach_refuses_hugetlb);
 	tcase_add_test(tc, hugetlb_async_refusals_are_reported);
 	tcase_add_test(tc, hugetlb_sync_refused_resolution_is_reported);
+	tcase_add_test(tc, hugetlb_attach_checks_the_memory);
+	tcase_add_test(tc, hugetlb_async_tracked_whole);
+	tcase_add_test(tc, hugetlb_sync_fault_resolves_whole_page);
+	tcase_add_test(tc,
+		       hugetlb_async_zapped_written_page_not_protected_alone);
+	tcase_add_loop_test(tc, hugetlb_space_device_page_counts_whole, 0, 2);
+
+	tc = ps_test_tcase(s, "thp", 10);
+	tcase_add_loop_test(tc, thp_runs_report_granularity, 0, 2);
+	tcase_add_test(tc, thp_leaves_split_with_the_kernel);
 
 	tc = ps_test_tcase(s, "differential", 60);
 	tcase_add_loop_test(tc, differential, 0, (int)(seeds * 2 * NMODES));
+
+	tc = ps_test_tcase(s, "differential huge", 120);
+	tcase_add_unchecked_fixture(tc, huge_pool_setup, huge_pool_teardown);
+	tcase_add_loop_test(tc, differential_huge, 0,
+			    (int)(seeds * NHKINDS * NMODES));
 
 	tc = ps_test_tcase(s, "migration", 120);
 	tcase_add_loop_test(tc, migration_with_balloon, 0,
@@ -2931,6 +4371,8 @@ static Suite *uffd_suite(void)
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_loop_test(tc, stress_async_harvest_copies_every_write, 0, 2);
 	tcase_add_loop_test(tc, stress_sync_faults_during_protect, 0, 2);
+	tcase_add_unchecked_fixture(tc, huge_pool_setup, huge_pool_teardown);
+	tcase_add_loop_test(tc, stress_huge_harvest_copies_every_write, 0, 3);
 	return s;
 }
 

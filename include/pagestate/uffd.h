@@ -42,11 +42,36 @@
  * Backing, which the caller states: PS_UFFD_SHARED for a shared mapping of a
  * memfd/shmem file (the library range is registered PS_WP_SHARED, so that
  * protection survives zaps as UFFD_WP markers, as in the kernel); anonymous
- * memory otherwise. Transparent huge pages are fine. Hugetlb memory (hugetlbfs,
- * MAP_HUGETLB, memfd MFD_HUGETLB) is not supported: attach refuses it with
- * -EOPNOTSUPP, @why "HUGETLB", and hugetlb mapped over an attached range later
- * makes the calls the kernel refuses fail (harvest: -EOPNOTSUPP; protect: the
- * ioctl's errno) instead of looping or reporting success.
+ * memory otherwise. Huge pages, which the caller states too:
+ *   - PS_UFFD_THP: anonymous memory that may be backed by transparent huge
+ *     pages (MADV_HUGEPAGE). The kernel splits a huge page when part of it is
+ *     protected or harvested, or when it is written while protected in async
+ *     mode, and tracks 4 KiB pages from then on; a huge page protected or
+ *     re-armed whole stays whole. Harvests report a huge page reported whole as
+ *     one 2 MiB run (ps_uffd_harvest_runs()). The library range is registered
+ *     PS_WP_HUGE_SPLIT, so that a huge leaf (ps_pgtable_map_huge()) mirroring a
+ *     huge page splits where the kernel's does; a protect or unprotect that
+ *     covers part of a 2 MiB block splits the library's leaf there, as the
+ *     kernel splits its PMD whether or not anything changes. With the flag the
+ *     async scan asks the kernel which runs are huge, which costs it its fast
+ *     path (a
+ *     harvest of split THP memory took about 1.9 times as long; docs/uffd.md).
+ *     Without the flag THP memory works all the same, reported at 4 KiB.
+ *   - PS_UFFD_HUGETLB: hugetlb memory of 2 MiB pages (MAP_HUGETLB with
+ *     MAP_HUGE_2MB, a hugetlbfs file, memfd MFD_HUGETLB), which needs the
+ *     kernel's WP_HUGETLBFS_SHMEM. Tracked whole, as the kernel tracks it:
+ *     the host range, the library range and every range passed to the calls
+ *     must be 2 MiB aligned (-EINVAL otherwise: the kernel cannot protect or
+ *     re-arm part of a huge page), a write anywhere in a huge page reports the
+ *     whole page, and a page the library reports (a space's dirty page)
+ *     counts for its whole huge page. The library range is registered
+ *     PS_WP_SHARED | PS_WP_HUGE_WHOLE: the kernel keeps a hugetlb page's
+ *     protection across zaps as a marker, as for shmem, and a huge leaf
+ *     mirroring a huge page is tracked whole.
+ * Hugetlb memory attached without PS_UFFD_HUGETLB, or of another page size, is
+ * refused with -EOPNOTSUPP, @why "HUGETLB"; hugetlb mapped over an attached
+ * range later makes the calls the kernel refuses fail (harvest: -EOPNOTSUPP;
+ * protect: the ioctl's errno) instead of looping or reporting success.
  *
  * One userfaultfd per attachment, so a mode is per attachment: a VMM with
  * several RAM regions attaches each (and polls several descriptors in sync
@@ -57,8 +82,8 @@
  *
  * Features (UFFDIO_API; a missing one fails with -EOPNOTSUPP and @why names
  * it): WP_ASYNC for PS_UFFD_ASYNC, WP_UNPOPULATED for PS_UFFD_ASYNC and
- * PS_UFFD_UNPOPULATED, WP_HUGETLBFS_SHMEM for PS_UFFD_SHARED; PAGEMAP_SCAN
- * for PS_UFFD_ASYNC.
+ * PS_UFFD_UNPOPULATED, WP_HUGETLBFS_SHMEM for PS_UFFD_SHARED and
+ * PS_UFFD_HUGETLB; PAGEMAP_SCAN for PS_UFFD_ASYNC.
  *
  * ---------------------------------------------------------------------------
  * Discarding attached memory (a balloon, free page reporting)
@@ -166,8 +191,15 @@ PS_BEGIN_DECLS
 #define PS_UFFD_SHARED 0x2u	 /* memfd/shmem backing (else anonymous) */
 #define PS_UFFD_UNPOPULATED 0x4u /* sync anonymous: protect none PTEs too */
 #define PS_UFFD_THREAD 0x8u	 /* sync: the library runs the handler thread */
-#define PS_UFFD_ALL \
-	(PS_UFFD_ASYNC | PS_UFFD_SHARED | PS_UFFD_UNPOPULATED | PS_UFFD_THREAD)
+#define PS_UFFD_HUGETLB 0x10u	 /* hugetlb 2 MiB backing, tracked whole */
+#define PS_UFFD_THP 0x20u	 /* anonymous, may be transparent huge pages */
+#define PS_UFFD_ALL                                             \
+	(PS_UFFD_ASYNC | PS_UFFD_SHARED | PS_UFFD_UNPOPULATED | \
+	 PS_UFFD_THREAD | PS_UFFD_HUGETLB | PS_UFFD_THP)
+
+/* Granularity of a harvested run (struct ps_uffd_run.shift). */
+#define PS_UFFD_SHIFT_4K 12 /* pages tracked 4 KiB at a time */
+#define PS_UFFD_SHIFT_2M 21 /* huge pages tracked whole */
 
 /* How the userfaultfd was opened (struct ps_uffd_stats.opened). */
 #define PS_UFFD_OPENED_SYSCALL 1   /* userfaultfd(2), kernel faults too */
@@ -180,10 +212,13 @@ PS_BEGIN_DECLS
  *	ps_uffd_detach().
  * @addr: the library address that @host corresponds to (page-aligned).
  * @len: bytes (page-aligned, not 0).
- * @flags: PS_UFFD_*.
- * @why: if not NULL, receives on failure a static string naming what
- *	failed: the missing feature ("WP_ASYNC", "WP_UNPOPULATED",
- *	"WP_HUGETLBFS_SHMEM", "PAGEMAP_SCAN"), "HUGETLB" for hugetlb memory,
+ * @flags: PS_UFFD_*. With PS_UFFD_HUGETLB, @host, @addr and @len are 2 MiB
+ *	aligned; with PS_UFFD_THP, @host and @addr are equal modulo 2 MiB (a
+ *	huge page of the host is a 2 MiB block of the library).
+ * @why: if not NULL, receives on failure a static string naming what failed:
+ *	the missing feature ("WP_ASYNC", "WP_UNPOPULATED", "WP_HUGETLBFS_SHMEM",
+ *	"PAGEMAP_SCAN"), "HUGETLB" for hugetlb memory without PS_UFFD_HUGETLB or
+ *	not of 2 MiB pages, "not HUGETLB" for PS_UFFD_HUGETLB over other memory,
  *	or the step ("userfaultfd", "UFFDIO_API", "/proc/self/maps",
  *	"UFFDIO_REGISTER", "library range", ...); NULL on success.
  */
@@ -245,7 +280,8 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * @out: receives the attachment.
  *
  * Checks the arguments, the 4 KiB page size, the kernel features the flags
- * need and that no mapping of the host range is hugetlb, then opens the
+ * need and that no mapping of the host range is hugetlb (with PS_UFFD_HUGETLB:
+ * that every one is, of 2 MiB pages), then opens the
  * userfaultfd (and /proc/self/pagemap for PS_UFFD_ASYNC), registers the
  * library range with PS_WP_ASYNC / PS_WP_SHARED / PS_WP_UNPOPULATED as the
  * flags say (so it must not be registered yet), registers the host range for
@@ -257,9 +293,13 @@ int ps_uffd_probe(unsigned int flags, const char **why);
  * Ordering: the library range is registered before the host range, and
  * the handler thread starts after both; *@out is written last.
  * Progress: blocking (system calls, the table's writer mutex).
- * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD
- * included; @why "arguments"); -EOPNOTSUPP (pages not 4 KiB, a missing
- * feature, hugetlb memory: @why "HUGETLB"); -ENOSYS or -EPERM (no
+ * Return: 0; -EINVAL for bad arguments (PS_UFFD_ASYNC with PS_UFFD_THREAD,
+ * PS_UFFD_HUGETLB with PS_UFFD_THP or with ranges not 2 MiB aligned,
+ * PS_UFFD_THP with @host and @addr not equal modulo 2 MiB included; @why
+ * "arguments"; PS_UFFD_HUGETLB over memory that is not hugetlb: @why "not
+ * HUGETLB"); -EOPNOTSUPP (pages not 4 KiB, a missing feature, hugetlb memory
+ * without PS_UFFD_HUGETLB or not of 2 MiB pages: @why "HUGETLB"); -ENOSYS or
+ * -EPERM (no
  * userfaultfd); -EBUSY (the library range is registered already); -ENOMEM;
  * -ECHILD in a child of a plain fork() (@why "fork"; pagestate/fork.h); or
  * the errno of a failed step, which @why names (reading the host range's
@@ -338,7 +378,8 @@ int ps_uffd_detach(struct ps_uffd *u);
  * interleave halfway; each entry changes with the table's release CAS.
  * Progress: blocking (the attachment's mutex, the table's writer mutex, an
  * ioctl, retried while the kernel says EAGAIN).
- * Return: 0; -EINVAL (zero, unaligned or overflowing range); -ENOENT
+ * Return: 0; -EINVAL (zero, unaligned or overflowing range; with
+ * PS_UFFD_HUGETLB, a range that covers part of a huge page); -ENOENT
  * (outside the attachment, or the library range no longer registered);
  * -ENOMEM (markers need table levels); after these the kernel is not touched.
  * Or the errno of the ioctl (-EINVAL for hugetlb memory mapped there since the
@@ -457,18 +498,68 @@ int ps_uffd_handle_events(struct ps_uffd *u, unsigned int max);
  * log's release and acquire).
  * Progress: blocking (the attachment's mutex, the table's writer mutex,
  * ioctls, a space's invalidations).
- * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0); -ENOENT (outside
- * the attachment; a bare table's range, or in sync mode any library range,
- * unregistered behind the bridge); -ENOMEM; -EOPNOTSUPP (async: the kernel
- * cannot re-arm part of the range, a huge page it covers in part: hugetlb
- * memory mapped there since the attach); the errno of a failed ioctl. After an
- * error the pages already collected stay recorded for the next call; in sync
- * mode a page the kernel refused to protect again is left unprotected in the
- * library too.
+ * With PS_UFFD_HUGETLB the pages come in whole huge pages: 512 addresses each,
+ * never part of one (@max must be at least 512), and the range must not cover
+ * part of a huge page (as PAGEMAP_SCAN's re-arm, which cannot either).
+ * Return: 0; -EINVAL (range, @addrs or @count NULL, @max 0; with
+ * PS_UFFD_HUGETLB, a range covering part of a huge page or @max below 512,
+ * checked before anything is collected); -ENOENT (outside the attachment; a
+ * bare table's range, or in sync mode any library range, unregistered behind
+ * the bridge); -ENOMEM; -EOPNOTSUPP (async: the kernel cannot re-arm part of
+ * the range, a huge page it covers in part: hugetlb memory mapped there since
+ * the attach); the errno of a failed ioctl. After an error the pages already
+ * collected stay recorded for the next call; in sync mode a page the kernel
+ * refused to protect again is left unprotected in the library too.
  */
 int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
 		    uint64_t *addrs, uint64_t max, uint64_t *count,
 		    uint64_t *resume);
+
+/**
+ * struct ps_uffd_run - a run of written pages, as ps_uffd_harvest_runs()
+ * reports it.
+ * @addr: the first library address (aligned to 1 << @shift).
+ * @len: bytes, a non-zero multiple of 1 << @shift.
+ * @shift: the granularity the pages were tracked at: PS_UFFD_SHIFT_4K, or
+ *	PS_UFFD_SHIFT_2M for huge pages tracked whole (every huge page of a
+ *	PS_UFFD_HUGETLB attachment; a transparent huge page of a PS_UFFD_THP
+ *	attachment that the kernel reported whole, unsplit). A 2 MiB run says
+ *	that the pages were written or unprotected as one: which of its 4 KiB
+ *	pages changed is not known.
+ */
+struct ps_uffd_run {
+	uint64_t addr;
+	uint64_t len;
+	unsigned int shift;
+};
+
+/**
+ * ps_uffd_harvest_runs() - ps_uffd_harvest(), reporting runs of pages with
+ * the granularity each was tracked at.
+ * @u: the attachment.
+ * @start: the first library page (aligned, inside the attachment).
+ * @len: bytes (a non-zero multiple of the page size).
+ * @runs: receives runs, ascending and disjoint; two runs of one granularity
+ *	are never adjacent.
+ * @max: room in @runs (at least 1).
+ * @count: receives how many runs were written.
+ * @resume: as for ps_uffd_harvest().
+ *
+ * Collects and re-arms as ps_uffd_harvest() does, with the same budgets'
+ * rules: the pages not returned stay recorded. A space's pages are asked for
+ * in batches of at most 256 pages, so a call returns at most that many of
+ * them (the rest stay in the space's log: *@resume says where). A 2 MiB run
+ * is returned whole or not at all; a transparent huge page that a later
+ * report split (part of it harvested, or a 4 KiB page of it reported since by
+ * the library) is reported at 4 KiB.
+ * Context: as ps_uffd_harvest().
+ * Ordering: as ps_uffd_harvest().
+ * Progress: blocking, as ps_uffd_harvest().
+ * Return: as ps_uffd_harvest() (@max at least 1, also with PS_UFFD_HUGETLB).
+ */
+int ps_uffd_harvest_runs(struct ps_uffd *u, uint64_t start, uint64_t len,
+			 struct ps_uffd_run *runs, uint64_t max,
+			 uint64_t *count, uint64_t *resume);
 
 /**
  * ps_uffd_discard() - ps_space_discard() for an attached range: the
@@ -507,7 +598,9 @@ int ps_uffd_harvest(struct ps_uffd *u, uint64_t start, uint64_t len,
  * Progress: blocking (the space's writer mutex and invalidation, the
  * attachment's mutex, ioctls).
  * Return: 0; -EINVAL (range, a bare table's attachment, @skipped NULL with
- * @max_skipped); -ENOENT (outside the attachment); an error of the space's
+ * @max_skipped); -EOPNOTSUPP (PS_UFFD_HUGETLB: a hugetlb page is given back
+ * whole, which the space's discard does not do yet; nothing is touched);
+ * -ENOENT (outside the attachment); an error of the space's
  * discard (as ps_space_discard(); any page it dropped before is fixed up and
  * logged all the same); or the errno of protecting or populating the host
  * pages: the pages were discarded and are logged all the same, @skipped and
