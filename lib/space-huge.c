@@ -1205,7 +1205,7 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 
 	for (;;) {
 		ps_pte_t e, leaf, n;
-		unsigned int lo, o;
+		unsigned int lo, lo2 = 0, o;
 		struct ps_page *w;
 		uint64_t f, p0;
 
@@ -1261,12 +1261,26 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 		if (!ps_page_test_and_set_flag(w, PS_PAGE_DIRTY))
 			ps__space_frame_dirtied(s, f);
 		*fr = ps_pgtable_fault(s->pt, addr, access);
+		/*
+		 * A protected leaf of a PS_WP_HUGE_SPLIT range was split by
+		 * the fault, which made only @addr's page writable: the log
+		 * gets that page alone (4 KiB tracking). Otherwise the whole
+		 * leaf became writable and every page of it may be written
+		 * from now on. Read under the writer mutex, which every split
+		 * and collapse holds: the level is the one the fault left.
+		 */
+		if (*fr == PS_FAULT_OK &&
+		    (ps_pgtable_get_level(s->pt, addr, &e, &lo2, &leaf) ||
+		     lo2 != PS_PGTABLE_ORDER_4K))
+			lo2 = lo;
 		(void)ps_page_unlock_and_put(w); /* the mapping holds it */
 		pthread_mutex_unlock(&s->writer);
 		if (*fr == PS_FAULT_OK) {
-			/* S11: logged after the path opened, every page. */
+			/* S11: logged after the path opened. */
+			p0 = (addr >> PAGE_SHIFT) & ~(unit_pages(lo2) - 1);
+			ps__hbm_set_range(&s->log, p0, unit_pages(lo2));
+			/* Write-back: the frame's pages, as before. */
 			p0 = (addr >> PAGE_SHIFT) & ~(unit_pages(lo) - 1);
-			ps__hbm_set_range(&s->log, p0, unit_pages(lo));
 			ps__hbm_set_range(&s->wb, p0, unit_pages(lo));
 		}
 		return true;

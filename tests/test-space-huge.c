@@ -594,6 +594,54 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 }
 END_TEST
 
+/*
+ * A write to a write-protected 2 MiB entry of a range registered async and
+ * PS_WP_HUGE_SPLIT: the table splits the entry and makes only the written
+ * page writable, so the dirty log holds that page alone (4 KiB tracking), not
+ * the extent. The frame is dirty as a whole (one word). Without the split (an
+ * unregistered range, a read-only entry made writable whole) every page of
+ * the extent is logged: they can all be written from then on.
+ */
+START_TEST(async_write_in_a_split_registration_logs_its_page)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t got[512], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, P2M * PG,
+					     PS_WP_ASYNC | PS_WP_HUGE_SPLIT),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, P2M * PG), 0);
+	ck_assert_uint_eq(leaf_order(3 * PG, NULL), 9);
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(3 * PG, NULL), 0); /* split */
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 3 * PG);
+	/* Unregistered, read-only: writable whole, every page logged. */
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, P2M * PG), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, P2M * PG, P2M * PG,
+					  PS_HARVEST_REARM, got, 512, &n, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, P2M * PG + 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 9);
+	ck_assert_int_eq(ps_space_harvest(sp, P2M * PG, P2M * PG,
+					  PS_HARVEST_UNITS, got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], P2M * PG | PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
 /* --- discard (S10 per unit) ----------------------------------------------- */
 
 START_TEST(discard_whole_frames)
@@ -987,6 +1035,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, pin_units_all_or_nothing);
 	tcase_add_test(tc, pin_part_of_a_frame_splits_it);
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
+	tcase_add_test(tc, async_write_in_a_split_registration_logs_its_page);
 
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
