@@ -162,7 +162,7 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 		if (frame == UINT64_MAX)
 			return PS_SPACE_MARK_UNMAPPED; /* nothing to mark */
 		FAILPOINT(FP_MARK_LOOKED_UP, addr);
-		p = ps__space_word(s, frame, &unit); /* H2, lib/space-huge.c */
+		p = ps__space_word(s, frame, &unit); /* S16, lib/space-huge.c */
 		if (!ps_page_try_get(p)) {
 			w = ps_page_load(p);
 			if ((w & PS_PAGE_LIVE) &&

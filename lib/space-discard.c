@@ -54,7 +54,7 @@
 /*
  * Discard the @npages pages at @addr, mapped to @frame onwards (below
  * nframes, under the writer mutex), whose state is the word @p: one page, or
- * a whole huge frame mapped by one huge entry (lib/space-huge.c, H3). 0 if
+ * a whole huge frame mapped by one huge entry (lib/space-huge.c, S17). 0 if
  * they were discarded, else why they stay. Lock-free: the loop runs again
  * only when the word changed between the load and the freeze. @dropped, if
  * not NULL, is told of each page after the frame was freed (S10's last step:

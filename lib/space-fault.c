@@ -196,7 +196,7 @@ static enum fault_step write_fault_locked(struct ps_space *s, uint64_t addr,
 					  enum ps_fault *fr, bool *opened)
 {
 	uint64_t unit;
-	struct ps_page *p = ps__space_word(s, frame, &unit); /* H2 */
+	struct ps_page *p = ps__space_word(s, frame, &unit); /* S16 */
 
 	for (;;) {
 		ps_pte_t e;
@@ -402,7 +402,7 @@ static enum ps_fault fault_general(struct ps_space *s, uint64_t addr,
 				return fr;
 			continue; /* changed: classify again */
 		}
-		p = ps__space_word(s, ps_pte_frame(e), &unit); /* H2 */
+		p = ps__space_word(s, ps_pte_frame(e), &unit); /* S16 */
 		if (!ps_page_try_get_and_lock(p)) {
 			int rc = hold_failed(p); /* may yield */
 

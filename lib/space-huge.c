@@ -7,22 +7,24 @@
  * figures (ps_space_stats()). The space's other rules: lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-space-huge.c as H1..H4)
+ * Protocol (cited by tests/test-space-huge.c as S15..S18)
  * ---------------------------------------------------------------------------
  *
- * H1  The order of a frame is declared per 2 MiB of frames, in a byte array
- *     (0, 9 or 18), under the writer mutex (S1), while no frame of the range
- *     is in use, and stored with release. Every path finds a frame through an
- *     entry that a map installed after the declaration (the map holds the
- *     writer mutex too, and the entry's CAS is a release that the finder
- *     acquires), so whoever reads the order of a frame it found reads the
- *     declaration's value; the loads are acquire all the same, so that a caller
- *     who passes a frame number it got some other way (an unpin) pairs with the
- *     store directly. The structure holding the arrays is published once, by a
- *     release CAS (ps__space_huge()'s acquire): a space that never declares a
- *     huge frame keeps NULL there, and its 4 KiB paths pay one load for it.
+ * S15 Declaration. The order of a frame is declared per 2 MiB of frames and
+ *     per 1 GiB of frames, in the low bits of the frame's gate (a 32-bit word
+ *     per 2 MiB and per 1 GiB of frames), under the writer mutex (S1), while
+ *     no frame of the range is in use, and stored with release. Every path
+ *     finds a frame through an entry that a map installed after the
+ *     declaration (the map holds the writer mutex too, and the entry's CAS is
+ *     a release that the finder acquires), so whoever reads the order of a
+ *     frame it found reads the declaration's value; the loads are acquire all
+ *     the same, so that a caller who passes a frame number it got some other
+ *     way (an unpin) pairs with the store directly. The structure holding the
+ *     arrays is published once, by a release CAS (ps__space_huge()'s
+ *     acquire): a space that never declares a huge frame keeps NULL there,
+ *     and its 4 KiB paths pay one load for it.
  *
- * H2  Where a frame's state lives: in its 1 GiB frame's word while that frame
+ * S16 Where a frame's state lives: in its 1 GiB frame's word while that frame
  *     is whole, else in its 2 MiB frame's word while that one is whole (a 2
  *     MiB part of a split 1 GiB frame is a 2 MiB frame of its own), else in
  *     its 4 KiB word. The 512 2 MiB words of a 1 GiB frame are exactly one 4
@@ -30,26 +32,39 @@
  *     one 4 KiB page of the 4 KiB array: splitting a frame's state touches
  *     one page of memory, and a whole frame touches none of the array below.
  *     The words below a whole frame are free: declared so (the declaration
- *     checks every resident one), and a merge back into a whole frame must
- *     leave them so. The 4 KiB paths that take a word without asking (a pin's
- *     straight path, a write fault's common path) rely on it: their try on a
- *     free word fails, and they fall to the paths that ask.
+ *     checks every resident one), split from a whole word (ps_page_split()
+ *     fills them) and merged back only when all are free (ps_page_merge()
+ *     leaves them free). The 4 KiB paths that take a word without asking (a
+ *     pin's straight path, a write fault's common path) rely on it: their try
+ *     on a free word fails, and they fall to the paths that ask.
  *
- * H3  Whole-frame units. A reference or a pin on a whole huge frame's word
+ * S17 Whole-frame units. A reference or a pin on a whole huge frame's word
  *     stands for the whole frame: a mapping of it by one huge entry, a pin of
  *     all of it, a holder of all of it. It means exactly a reference or pin on
  *     each of its parts: a split gives every part the whole word's counts and
  *     flags, and the release of a whole unit on a split frame releases one
  *     unit on each part. Nothing holds part of a whole frame: an operation on
- *     part of one (a pin, a map or an unmap of part of it) splits the frame's
- *     state first. So is_pinned, dirty and the reference count of a 4 KiB
- *     page inside a whole frame are the whole frame's, and exact.
+ *     part of one (a pin, a map, an unmap or a discard of part of it) splits
+ *     the frame's state first. So is_pinned, dirty and the reference count
+ *     of a 4 KiB page inside a whole frame are the whole frame's, and exact;
+ *     and a pin of another 4 KiB of a split frame is that page's alone. A
+ *     long-term pin is counted once, at the first frame of the unit as it was
+ *     pinned, and uncounted there by its release, whatever the frame's state
+ *     became meanwhile (S14).
  *
- * H4  A split freezes the huge word at its exact counts, writes the parts,
- *     and unfreezes it with SPLIT set (the page word's split transition).
- *     A try-get or try-pin on the frozen word fails and its caller looks
- *     again (S8: it yields), then finds SPLIT and the parts. A holder that
- *     took its unit before the freeze is counted in the parts.
+ * S18 The split gate. ps_page_split() freezes the huge word at its exact
+ *     count (gets and pins on it fail from then on, and their callers look
+ *     again and find the parts) and writes the parts; a holder that took its
+ *     unit before the freeze is counted in them. A release cannot be refused
+ *     that way: one that found the word whole and lands on it after the split
+ *     would be lost (PS_PAGE_ERR_SPLIT). So a release of a unit on a whole
+ *     huge word counts itself in the frame's gate (fetch-and-add), and a
+ *     splitter sets SPLITTING in the same word (fetch-or), then waits for the
+ *     count to drain. Both are read-modify-writes of one word, so one of them
+ *     sees the other: the release backs off and waits for the split (then
+ *     finds the parts), or the split waits for the release to finish. Inside
+ *     the gate the release reads the word again: a split that finished
+ *     between its lookup and its entry sends it to the parts.
  */
 #include <pagestate/space.h>
 
@@ -62,7 +77,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* --- the arrays (H1, H2) -------------------------------------------------- */
+/* --- the arrays (S15, S16) ------------------------------------------------ */
 
 static void *map_zeroed(size_t bytes)
 {
@@ -85,7 +100,7 @@ static void huge_free(struct ps__space_huge *h)
 	free(h);
 }
 
-/* The huge-frame state, made and published at the first declaration (H1). */
+/* The huge-frame state, made and published at the first declaration (S15). */
 static int huge_make(struct ps_space *s, struct ps__space_huge **out)
 {
 	struct ps__space_huge *h = ps__space_huge(s), *seen = NULL;
@@ -184,9 +199,9 @@ static bool any_resident(const void *p, size_t bytes)
 static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 		       unsigned int order);
 
-/* --- declaration (H1) ----------------------------------------------------- */
+/* --- declaration (S15) ---------------------------------------------------- */
 
-/* Is the word @w in use: held, frozen, or split (H3, H4)? */
+/* Is the word @w in use: held, frozen, or split (S17, S18)? */
 static bool word_busy(uint64_t w)
 {
 	return (w & (PS_PAGE_LIVE | PS_PAGE_FROZEN)) || ps__space_word_split(w);
@@ -205,7 +220,7 @@ static bool range_2m_busy(struct ps_space *s, struct ps__space_huge *h,
 
 	/*
 	 * The order as declared, without mapping a page of orders never set.
-	 * Acquire: pairs with the release store of the declaration (H1).
+	 * Acquire: pairs with the release store of the declaration (S15).
 	 */
 	if (atomic_load_explicit(&h->gate1g[first >> PS_SPACE_ORDER_1G],
 				 memory_order_acquire) &
@@ -267,7 +282,7 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 			rc = -EBUSY;
 	/*
 	 * Release: the order is stored before the map that installs an entry
-	 * of these frames (H1; pairs with the acquire in
+	 * of these frames (S15; pairs with the acquire in
 	 * ps__space_huge_order()). 1 GiB frames are said per GiB only; the
 	 * bytes per 2 MiB under them are not read while it says so.
 	 */
@@ -365,7 +380,7 @@ int ps_space_stats(struct ps_space *s, struct ps_space_stats *st)
 	return rc ? -ENOMEM : 0;
 }
 
-/* --- units: whole frames and their parts (H3) ----------------------------- */
+/* --- units: whole frames and their parts (S17) ---------------------------- */
 
 /* Pages in a unit of @order. */
 static inline uint64_t unit_pages(unsigned int order)
@@ -373,7 +388,7 @@ static inline uint64_t unit_pages(unsigned int order)
 	return UINT64_C(1) << order;
 }
 
-/* The gate of the whole frame of @order (9 or 18) that holds @frame (H4). */
+/* The gate of the whole frame of @order (9 or 18) that holds @frame (S18). */
 static PS_ATOMIC(uint32_t) *gate_of(struct ps__space_huge *h, uint64_t frame,
 				    unsigned int order)
 {
@@ -393,14 +408,14 @@ static void gate_wait(PS_ATOMIC(uint32_t) *g)
 
 /*
  * Split the state of the whole frame of @order (9 or 18) that holds @frame
- * (H4): its parts of the next order down get the whole word's counts and
+ * (S18): its parts of the next order down get the whole word's counts and
  * flags (ps_page_split()). A release of a unit on the whole word must not
  * meet the split (it would land on a word that counts nothing): the gate
  * keeps them apart. The splitter sets SPLITTING and waits for the releases in
  * flight to drain; a releaser counts itself in and backs off if it finds
  * SPLITTING. Both are read-modify-writes of the one gate word, so one of
  * them sees the other. 0 when the caller may look at the frame again (split
- * by this call or another), -EBUSY when a part is not free (H2 broken).
+ * by this call or another), -EBUSY when a part is not free (S16 broken).
  * Blocking: it waits for releases in flight and for a LOCKED or WRITEBACK
  * frame (yielding).
  */
@@ -450,7 +465,7 @@ static int split_state(struct ps_space *s, struct ps__space_huge *h,
 		if (rc == -EALREADY)
 			return 0;
 		if (where < 512)
-			return -EBUSY; /* a part in use: H2 broken */
+			return -EBUSY; /* a part in use: S16 broken */
 		sched_yield(); /* locked, under write-back, frozen: wait */
 	}
 }
@@ -473,7 +488,7 @@ static unsigned int unit_order_at(uint64_t p, uint64_t end,
 
 /*
  * The word of the unit of @order at @frame (aligned to it), with the state
- * split down to @order first where a larger whole frame holds it (H3: an
+ * split down to @order first where a larger whole frame holds it (S17: an
  * operation on part of a whole frame splits it). *@o receives the order of
  * the word returned: @order, or less where the state is split finer (the
  * caller then works on the parts). 0, or split_state()'s error.
@@ -497,8 +512,8 @@ static int unit_word(struct ps_space *s, struct ps__space_huge *h,
 /*
  * Release one reference (@pin false) or one pin (@pin true; @dirty: mark the
  * frame dirty first, as PS_UNPIN_DIRTY) of the unit of @order at @frame: on
- * the unit's word if it is whole, else one on each part (H3). A release on a
- * whole huge word passes its gate (H4), so that no split meets it. The
+ * the unit's word if it is whole, else one on each part (S17). A release on a
+ * whole huge word passes its gate (S18), so that no split meets it. The
  * free_frame hook runs for the unit's first frame when it frees a whole unit,
  * per part otherwise. Returns 0, or split_state()'s error (a release of part
  * of a whole frame whose parts are not free: nothing released).
@@ -589,7 +604,7 @@ static int release_taken(struct ps_space *s, struct ps__space_huge *h,
 
 /*
  * Does @units[@i ..] start with the 2^@order consecutive frames from
- * @units[@i] (aligned to them)? Such a run is one unit (H3).
+ * @units[@i] (aligned to them)? Such a run is one unit (S17).
  */
 static bool run_is_unit(const uint64_t *units, uint64_t i, uint64_t n,
 			unsigned int order)
@@ -608,7 +623,7 @@ static bool run_is_unit(const uint64_t *units, uint64_t i, uint64_t n,
  * Release what @units hold: each a plain frame number or a PS_SPACE_UNIT().
  * Plain frames of huge frames are grouped: a run of all the frames of one
  * frame (or one 2 MiB part of a 1 GiB frame), in order, is released as that
- * unit, which is the same as releasing each (H3) without splitting it.
+ * unit, which is the same as releasing each (S17) without splitting it.
  */
 static int release_units(struct ps_space *s, struct ps__space_huge *h,
 			 const uint64_t *units, uint64_t n, bool pin,
@@ -673,7 +688,7 @@ void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count)
 	}
 }
 
-/* --- pins (S2 with units, H3) --------------------------------------------- */
+/* --- pins (S2 with units, S17) -------------------------------------------- */
 
 /* Entries compare equal for a pin's re-check unless A/D bits moved (S2). */
 static bool same_leaf(ps_pte_t a, ps_pte_t b)
@@ -723,7 +738,7 @@ static void record_pinned(struct ps_space *s, uint64_t p, uint64_t n,
 /*
  * Pin the unit at page @p of a range ending at page @end: the whole frame a
  * huge leaf maps when the leaf's extent starts at @p and fits (one RMW on its
- * word, H3), else the page at @p, or a part of a whole frame whose state is
+ * word, S17), else the page at @p, or a part of a whole frame whose state is
  * split (then the word of that part). GUP-fast's protocol (S2): read the entry
  * and its leaf, pin speculatively (a seq_cst RMW), a seq_cst fence, read them
  * again; a changed leaf (or order) backs out. The fence pairs with the one an
@@ -903,13 +918,13 @@ int ps_space_pin_units(struct ps_space *s, uint64_t start, uint64_t len,
 	return rc;
 }
 
-/* --- maps (S13 with units, H3) -------------------------------------------- */
+/* --- maps (S13 with units, S17) ------------------------------------------- */
 
 /*
  * The unit a map of frame @f at page @p, in a range ending at page @end,
  * takes: the whole frame when the frame and the page are both aligned to it
  * and it fits, else smaller. A unit smaller than the frame that backs @f is
- * part of a huge frame (its state is split first, H3).
+ * part of a huge frame (its state is split first, S17).
  */
 static unsigned int map_unit_order(struct ps__space_huge *h, uint64_t f,
 				   uint64_t p, uint64_t end)
@@ -981,7 +996,7 @@ static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 	if (o < u && merge_free(s, h, f, u))
 		return take_unit(s, h, f, u, mode); /* whole again */
 	if (o < u) {
-		/* Split finer (H3): the unit is each of its parts. */
+		/* Split finer (S17): the unit is each of its parts. */
 		for (uint64_t k = 0; k < unit_pages(u); k += unit_pages(o)) {
 			rc = take_unit(s, h, f + k, o, mode);
 			if (rc) {
@@ -1295,9 +1310,9 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
  * its first page, inside the range (*@frame its first frame, *@p its word,
  * *@n its pages: discarded as one, S10 on its word), or a 4 KiB page with its
  * own word (*@n 1). Part of a whole frame: the frame's state is split first
- * (H3), and the page is discarded alone; the table splits the entry in the
+ * (S17), and the page is discarded alone; the table splits the entry in the
  * zap. Returns 0, or PS_DISCARD_BUSY for the page if the split could not be
- * made (a part in use: H2 broken).
+ * made (a part in use: S16 broken).
  */
 int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 			   uint64_t *frame, struct ps_page **p, uint64_t *n)

@@ -3,7 +3,7 @@
  * lib/space-huge.h - frames of three sizes: the space's arrays of page words
  * for 2 MiB and 1 GiB frames, the order of each 2 MiB of frames, and the
  * lookup of the word that holds a frame's state. For lib/space*.c only
- * (tests/check-layers.sh); not installed, not API. The rules (H1..H4) are
+ * (tests/check-layers.sh); not installed, not API. The rules (S15..S18) are
  * stated at the top of lib/space-huge.c; docs/space.md, "Huge frames", has
  * the design.
  */
@@ -21,7 +21,7 @@
 
 /*
  * A frame's gate: one 32-bit word per 2 MiB of frames and per 1 GiB of frames
- * (H1, H4). Bits 0-4 hold the declared order (9 in a 2 MiB gate, 18 in a 1
+ * (S15, S18). Bits 0-4 hold the declared order (9 in a 2 MiB gate, 18 in a 1
  * GiB gate, else 0), bit 5 says a split of that frame's state is under way,
  * bits 6-31 count the releases of a unit on its whole word in flight.
  */
@@ -52,14 +52,14 @@ static inline bool ps__space_word_split(uint64_t w)
 }
 
 /*
- * The order the 4 KiB frame @frame is declared with (H1): the gate of its 1
+ * The order the 4 KiB frame @frame is declared with (S15): the gate of its 1
  * GiB of frames says 1 GiB, else the gate of its 2 MiB says 2 MiB or 4 KiB.
  * Two arrays, so that 1 GiB frames cost a gate per GiB, not one per 2 MiB.
  */
 static inline unsigned int ps__space_huge_order(const struct ps__space_huge *h,
 						uint64_t frame)
 {
-	/* Acquire: pairs with the release stores of the declaration (H1). */
+	/* Acquire: pairs with the release stores of the declaration (S15). */
 	if (atomic_load_explicit(&h->gate1g[frame >> PS_SPACE_ORDER_1G],
 				 memory_order_acquire) &
 	    PS__SPACE_GATE_ORDER)
@@ -71,11 +71,11 @@ static inline unsigned int ps__space_huge_order(const struct ps__space_huge *h,
 }
 
 /*
- * The word that holds @frame's state now (H2): the 1 GiB word while that frame
+ * The word that holds @frame's state now (S16): the 1 GiB word while that frame
  * is whole, else the 2 MiB word while that one is whole, else the 4 KiB word
  * @frames4k[@frame]. *@order receives the unit's order. A splitter freezes the
  * huge word before it writes the parts and sets SPLIT, so a caller that then
- * fails its try on the frozen word looks again and finds the parts (H3).
+ * fails its try on the frozen word looks again and finds the parts (S17).
  */
 static inline struct ps_page *ps__space_huge_word(struct ps__space_huge *h,
 						  struct ps_page *frames4k,

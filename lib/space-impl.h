@@ -30,7 +30,7 @@
  *   lib/space-huge.c       frames of three sizes (lib/space-huge.h): the
  *                          huge page words, their declaration, stats,
  *                          and the pins, unpins and maps of huge frames.
- *                          H1..H4
+ *                          S15..S18
  *
  * The helpers below are static inline because the fault and pin paths call
  * them per page from other files, and the library is built without LTO.
@@ -110,7 +110,7 @@ static inline uint64_t ps__space_page_index(uint64_t addr)
 /*
  * The space's huge-frame state, or NULL while no frame was ever declared huge
  * (every frame's state is then its 4 KiB word). Acquire: pairs with the
- * release CAS that publishes it (lib/space-huge.c, H1).
+ * release CAS that publishes it (lib/space-huge.c, S15).
  */
 static inline struct ps__space_huge *ps__space_huge(struct ps_space *s)
 {
@@ -118,7 +118,7 @@ static inline struct ps__space_huge *ps__space_huge(struct ps_space *s)
 }
 
 /*
- * The page word that holds @frame's state (H2 in lib/space-huge.c): its own
+ * The page word that holds @frame's state (S16 in lib/space-huge.c): its own
  * 4 KiB word, or the word of the whole huge frame it is part of. *@unit
  * receives what a holder of that word holds: @frame, or PS_SPACE_UNIT() of
  * that huge frame (its first frame, its order), which is what it releases
@@ -289,7 +289,7 @@ int ps__space_grab_failed(struct ps_page *p, uint64_t reject);
 /*
  * A space with huge frames (lib/space-huge.c): the public pin, unpin and map
  * calls hand over to these once ps__space_huge() is not NULL; an unmap puts
- * the frames it zapped by runs (whole frames as one unit, H3).
+ * the frames it zapped by runs (whole frames as one unit, S17).
  */
 int ps__space_pin_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 			     unsigned int flags, uint64_t *frames_out);

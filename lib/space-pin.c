@@ -384,7 +384,7 @@ static PS_COLD int pin_page_slow(struct ps_space *s, uint64_t addr,
 	/*
 	 * Frames of three sizes (lib/space-huge.c). pin_page()'s straight path
 	 * needs no test: a huge entry has no leaf cursor, and the 4 KiB word of
-	 * a page inside a whole huge frame is free (H2), so both come here.
+	 * a page inside a whole huge frame is free (S16), so both come here.
 	 */
 	if (PS_UNLIKELY(ps__space_huge(s)))
 		return ps__space_pin_range_huge(s, addr, PAGE_SIZE, flags,

@@ -10,7 +10,8 @@
  * Protocol and guarantees (cited by tests/test-space.c as S1..S14; this
  * file states S1, S7, S8 and S13; S2 and S14 are in lib/space-pin.c, S3 in
  * lib/space-fault.c, S4, S9 and S12 in lib/space-writeback.c, S5, S6 and
- * S11 in lib/space-dirty.c, S10 in lib/space-discard.c)
+ * S11 in lib/space-dirty.c, S10 in lib/space-discard.c, S15..S18, the huge
+ * frames', in lib/space-huge.c)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
@@ -175,7 +176,7 @@ static void exts_fini(struct ps_space *s)
 
 void ps__space_frame_put(struct ps_space *s, uint64_t frame)
 {
-	/* A unit, or a frame of a huge frame: lib/space-huge.c (H3, H4). */
+	/* A unit, or a frame of a huge frame: lib/space-huge.c (S17, S18). */
 	if (PS_UNLIKELY(ps__space_huge(s))) {
 		ps__space_put_unit(s, frame);
 		return;
@@ -258,7 +259,7 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		goto fail_bitmaps;
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
 	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S14) */
-	atomic_init(&s->huge, NULL);	  /* no huge frame yet (H1) */
+	atomic_init(&s->huge, NULL);	  /* no huge frame yet (S15) */
 	*out = s;
 	return 0;
 
@@ -282,7 +283,7 @@ fail:
  * Frames a zap removed, kept until the zap has returned (S7). In a space with
  * huge frames they are kept as runs (frames[2i], frames[2i + 1]: the first
  * frame and how many follow it), so that a huge leaf costs one record, not
- * 512, and a whole frame is put as one unit (lib/space-huge.c, H3).
+ * 512, and a whole frame is put as one unit (lib/space-huge.c, S17).
  */
 struct zapped {
 	struct ps_space *s;

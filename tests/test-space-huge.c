@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * tests/test-space-huge.c - frames of three sizes in a space
- * (lib/space-huge.c, rules H1..H4): the declaration of which frames are 2
+ * (lib/space-huge.c, rules S15..S18): the declaration of which frames are 2
  * MiB and 1 GiB frames, where a frame's state lives, and the metadata the
  * space holds (ps_space_stats()).
  */
@@ -63,7 +63,7 @@ static void teardown(void)
 	sp = NULL;
 }
 
-/* --- declaration (H1) ----------------------------------------------------- */
+/* --- declaration (S15) ---------------------------------------------------- */
 
 START_TEST(set_order_rejects_bad_ranges)
 {
@@ -212,7 +212,7 @@ START_TEST(stats_count_what_is_resident)
 }
 END_TEST
 
-/* --- map and unmap of whole frames (H3) ----------------------------------- */
+/* --- map and unmap of whole frames (S17) ---------------------------------- */
 
 /* The word of the unit that holds @frame, and its order. */
 static struct ps_page *word(uint64_t frame, unsigned int *o)
@@ -401,7 +401,7 @@ START_TEST(unmap_part_of_a_frame_splits_it)
 }
 END_TEST
 
-/* --- pins (S2 per unit, H3) ----------------------------------------------- */
+/* --- pins (S2 per unit, S17) ---------------------------------------------- */
 
 START_TEST(pin_units_one_rmw_per_frame)
 {
@@ -708,7 +708,7 @@ static void split_at_release(int point, uint64_t frame)
 
 /*
  * A release of a whole-frame pin that found the frame whole, and the split
- * that comes before it passes the gate (H4): the release must land on the
+ * that comes before it passes the gate (S18): the release must land on the
  * parts, one on each, not on the split word (PS_PAGE_ERR_SPLIT, lost).
  */
 START_TEST(fp_release_after_the_split)
@@ -876,7 +876,7 @@ START_TEST(stress_unit_pins_against_remap)
 END_TEST
 
 /*
- * A 4 KiB pin racing a whole-frame pin and the split it causes (H3, H4): each
+ * A 4 KiB pin racing a whole-frame pin and the split it causes (S17, S18): each
  * round starts with the 2 MiB frame whole and mapped by a huge entry; one
  * thread pins one 4 KiB page of it (which splits the frame's state), the
  * other pins the whole 2 MiB (before, during or after that split, as the
@@ -975,7 +975,7 @@ START_TEST(stress_split_against_pins)
 		/*
 		 * Odd rounds: the whole pin is taken here, and released by
 		 * its thread while the other's 4 KiB pin splits the frame (a
-		 * release racing a split: the gate, H4).
+		 * release racing a split: the gate, S18).
 		 */
 		atomic_store(&r.unpin_race, (int)(rounds & 1));
 		if (rounds & 1)

@@ -55,7 +55,11 @@
  *               failed map giving a reference back), ps_space_unmap(),
  *               ps_space_discard(); no lock of the space: everything else
  *               (an unpin, a pin backing out, a write fault, mark_dirty,
- *               write-back, the helper, a CPU map or unmap, destroy)
+ *               write-back, the helper, a CPU map or unmap, destroy). A
+ *               whole 2 MiB or 1 GiB frame is freed once, told of by its
+ *               first frame; a split one part by part. The dirty hook of a
+ *               write fault on a huge entry also runs under the writer
+ *               mutex.
  *   notifier    the writer mutex: unmap, discard, a failed map, conversion
  *   callbacks   and mprotect (pagestate/prot.h); the LOCKED bits of the
  *               frames being written back in the 64-page aligned block that
@@ -140,8 +144,9 @@
  * Limits
  * ---------------------------------------------------------------------------
  *
- *   - 4 KiB pages, no huge pages; at most 2^48 bytes and PS_SPACE_NFRAMES_MAX
- *     (2^40) frames a space.
+ *   - 4 KiB pages; frames of 4 KiB, or of 2 MiB and 1 GiB where declared
+ *     (ps_space_set_frame_order()); at most 2^48 bytes and
+ *     PS_SPACE_NFRAMES_MAX (2^40) frames a space.
  *   - A frame has at most PS_PAGE_REFS_MAX references and PS_PAGE_PINS_MAX pins
  *     (pagestate/page.h): a call that would pass either fails (-EOVERFLOW,
  *     PS_SPACE_MARK_OVERFLOW or PS_FAULT_INVALID) and changes nothing.
@@ -652,9 +657,7 @@ int ps_space_pin_range(struct ps_space *space, uint64_t start, uint64_t len,
  * Progress: as ps_space_pin_range(); the call holds no lock and no read-side
  * section across units, so pinning terabytes never blocks a grace period.
  * Return: as ps_space_pin_range(); -ENOBUFS if @max was too small (nothing
- * pinned; @units[0] receives the offset of the first page without room);
- * -EOPNOTSUPP for a pin of part of a whole huge frame, until the page word can
- * split a frame's state.
+ * pinned; @units[0] receives the offset of the first page without room).
  */
 int ps_space_pin_units(struct ps_space *space, uint64_t start, uint64_t len,
 		       unsigned int flags, uint64_t *units, uint64_t max,
@@ -678,9 +681,10 @@ int ps_space_pin_units(struct ps_space *space, uint64_t start, uint64_t len,
  * at or above nframes are skipped. A frame unpinned dirty is written by the
  * next ps_space_writeback() of the address it was pinned at, if it is still
  * mapped there. The dirty log has the address only if the pin was for write:
- * after another pin, mark the addresses with ps_space_mark_dirty(). Unpinning
- * what was not pinned is misuse, reported to the page word's error hook
- * (pagestate/page.h).
+ * after another pin, mark the addresses with ps_space_mark_dirty(). @frames may
+ * hold the units of ps_space_pin_units(); the 4 KiB frames of a whole huge
+ * frame, all of them in order, release its one pin. Unpinning what was not
+ * pinned is misuse, reported to the page word's error hook (pagestate/page.h).
  * Context: any thread holding the pins; with PS_UNPIN_DIRTY, not holding a
  * frame's LOCKED bit (not from a dirty hook). The dirty hook runs in this
  * thread under the frame's LOCKED bit (so no write-back cleans the frame
