@@ -578,6 +578,15 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	/*
+	 * Pinned for write, the frame stays in the log (S6): after the unpin,
+	 * the first harvest still reports it, the next only what is marked.
+	 */
+	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
 	/* A page short of the extent: pages, at 4 KiB. */
 	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
 			 PS_SPACE_MARK_WAS_DIRTY);
@@ -589,7 +598,6 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(got[0], 3 * PG);
 	ck_assert_uint_eq(got[1], 4 * PG);
-	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 }
 END_TEST
@@ -639,6 +647,42 @@ START_TEST(async_write_in_a_split_registration_logs_its_page)
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(got[0], P2M * PG | PS_SPACE_ORDER_2M);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
+/*
+ * A whole frame pinned for write stays in the dirty log while the pin lasts
+ * (S6): the device may write it at any time, so every harvest reports it,
+ * until the first one after the unpin.
+ */
+START_TEST(write_pinned_frame_is_in_every_harvest)
+{
+	uint64_t units[1], got[512], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, PS_PIN_WRITE,
+					    units, 1, &n),
+			 0);
+	for (int round = 0; round < 3; round++) {
+		ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG,
+						  PS_HARVEST_REARM |
+							  PS_HARVEST_UNITS,
+						  got, 512, &n, NULL),
+				 0);
+		ck_assert_uint_eq(n, 1);
+		ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	}
+	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1); /* the first harvest after the unpin */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 }
 END_TEST
 
@@ -1036,6 +1080,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, pin_part_of_a_frame_splits_it);
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
 	tcase_add_test(tc, async_write_in_a_split_registration_logs_its_page);
+	tcase_add_test(tc, write_pinned_frame_is_in_every_harvest);
 
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
