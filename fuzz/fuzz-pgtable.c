@@ -189,10 +189,12 @@ static void op_register(int k, unsigned int variant, struct in *in)
 	int rc;
 
 	if ((variant & 7) == 7 && (u8(in) & 1))
-		flags |= 0x8u << (u8(in) % 28); /* an unknown flag */
+		flags |= (PS_WP_ALL + 1) << (u8(in) % 26); /* an unknown flag */
 	rc = ps_pgtable_register(tab[k], r.start, r.len, flags);
-	if (m_bad_range(r.start, r.len) || (flags & ~PS_WP_ALL)) {
-		CHECK_EQ(rc, -EINVAL);
+	if (m_bad_range(r.start, r.len) || (flags & ~PS_WP_ALL) ||
+	    (flags & (PS_WP_HUGE_SPLIT | PS_WP_HUGE_WHOLE)) ==
+		    (PS_WP_HUGE_SPLIT | PS_WP_HUGE_WHOLE)) {
+		CHECK_EQ(rc, -EINVAL); /* at most one huge granularity */
 		return;
 	}
 	if (any_registered(m, r.start, r.start + r.len)) {

@@ -36,8 +36,10 @@ static void op_register(struct in *in)
 	unsigned int flags = u8(in) & PS_WP_ALL;
 	int rc = ps_pgtable_register(tab, r.start, r.len, flags);
 
-	if (m_bad_range(r.start, r.len)) {
-		CHECK_EQ(rc, -EINVAL);
+	if (m_bad_range(r.start, r.len) ||
+	    (flags & (PS_WP_HUGE_SPLIT | PS_WP_HUGE_WHOLE)) ==
+		    (PS_WP_HUGE_SPLIT | PS_WP_HUGE_WHOLE)) {
+		CHECK_EQ(rc, -EINVAL); /* at most one huge granularity */
 		return;
 	}
 	if (any_registered(&model, r.start, r.start + r.len)) {

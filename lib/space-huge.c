@@ -1256,11 +1256,24 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 
 			pthread_mutex_unlock(&s->writer);
 			if (o != lo) {
-				/* Split state under a huge entry: per page. */
-				*fr = PS_FAULT_INVALID;
-				if (err)
-					*err = -EOPNOTSUPP;
-				return true;
+				/*
+				 * Split state under a huge entry: making the
+				 * entry writable would need every part dirty
+				 * first. Split the entry instead (THP-like) and
+				 * let the 4 KiB path make this page's part
+				 * dirty and its entry writable.
+				 */
+				const uint64_t ext = unit_pages(lo)
+						     << PAGE_SHIFT;
+
+				if (ps_pgtable_split(s->pt, addr & ~(ext - 1),
+						     ext)) {
+					*fr = PS_FAULT_INVALID;
+					if (err)
+						*err = -ENOMEM;
+					return true;
+				}
+				return false;
 			}
 			if ((word & PS_PAGE_LIVE) &&
 			    ps_page_word_refs(word) >= PS_PAGE_REFS_MAX) {
@@ -1278,15 +1291,16 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 		*fr = ps_pgtable_fault(s->pt, addr, access);
 		/*
 		 * A protected leaf of a PS_WP_HUGE_SPLIT range was split by
-		 * the fault, which made only @addr's page writable: the log
-		 * gets that page alone (4 KiB tracking). Otherwise the whole
-		 * leaf became writable and every page of it may be written
-		 * from now on. Read under the writer mutex, which every split
-		 * and collapse holds: the level is the one the fault left.
+		 * the fault, which made only the leaf now at @addr writable
+		 * (a 4 KiB page, or a 2 MiB part of a 1 GiB leaf): the log
+		 * gets that leaf's pages alone (4 KiB tracking). Otherwise the
+		 * whole leaf became writable and every page of it may be
+		 * written from now on. Read under the writer mutex, which
+		 * every split and collapse holds: the level the fault left.
 		 */
 		if (*fr == PS_FAULT_OK &&
 		    (ps_pgtable_get_level(s->pt, addr, &e, &lo2, &leaf) ||
-		     lo2 != PS_PGTABLE_ORDER_4K))
+		     lo2 > lo))
 			lo2 = lo;
 		(void)ps_page_unlock_and_put(w); /* the mapping holds it */
 		pthread_mutex_unlock(&s->writer);

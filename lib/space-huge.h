@@ -45,10 +45,16 @@ struct ps__space_huge {
 	PS_ATOMIC(uint64_t) splits; /* huge frames split (stats) */
 };
 
-/* Has the huge word @w split state (its parts count in the words below)? */
+/*
+ * Has the huge word @w split state (its parts count in the words below)? Not
+ * while a split or a merge is under way (SPLIT and FROZEN): the parts are
+ * being written then, and the word is the one to wait on. A try on it fails
+ * and looks again; a release waits at the frame's gate (S18), which the
+ * splitter holds until the parts are complete.
+ */
 static inline bool ps__space_word_split(uint64_t w)
 {
-	return w & PS_PAGE_SPLIT;
+	return (w & (PS_PAGE_SPLIT | PS_PAGE_FROZEN)) == PS_PAGE_SPLIT;
 }
 
 /*

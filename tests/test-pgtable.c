@@ -4195,8 +4195,8 @@ START_TEST(huge_collapse_refusals)
 END_TEST
 
 /*
- * H1..H4 under races: the structure side splits, harvests and collapses
- * 2 MiB leaves (half of them tracked whole) while the fault side
+ * H1..H4 under races: the structure side splits, harvests, protects and
+ * collapses 2 MiB leaves (half of them tracked whole) while the fault side
  * writes random pages (async), splits pages and reads them. Every write is
  * flagged before it is made and unflagged when a harvest reports its page, and
  * a flagged page is not written again: after a final harvest no flag may be
@@ -4327,7 +4327,25 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 		uint64_t x = HBASE + ps_test_below(&rng, HS_EXT) * M2;
 		int rc;
 
-		switch (ps_test_below(&rng, 4)) {
+		switch (ps_test_below(&rng, 5)) {
+		case 4:
+			/*
+			 * Protect drops the written state of writes before
+			 * its CAS (their flags go after it returns); a write
+			 * after its CAS stays written, for a harvest.
+			 */
+			rc = ps_pgtable_protect(T, x, M2);
+			if (rc && rc != -EINVAL)
+				hs_violation(sh, "protect failed", x);
+			for (unsigned int i = 0; !rc && i < 512; i++)
+				atomic_store(&sh->flag[(x - HBASE) / PG + i],
+					     0);
+			rc = ps_pgtable_collapse(T, x, M2, O2M, &err);
+			if (!rc)
+				atomic_fetch_add(&sh->collapses, 1);
+			else if (rc != -EBUSY)
+				hs_violation(sh, "collapse failed", x);
+			break;
 		case 0:
 		case 1:
 			/* Re-arm (reported: a protect would drop writes). */

@@ -547,6 +547,33 @@ START_TEST(pin_part_of_a_frame_splits_it)
 }
 END_TEST
 
+START_TEST(write_fault_on_split_state_splits_the_entry)
+{
+	uint64_t part, n;
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, PG, PG, 0, &part, 1, &n), 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	/* The entry splits; only the page written is dirty and writable. */
+	ck_assert_int_eq(ps_space_fault(sp, 9 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert(ps_page_test_flags(ps_space_page(sp, 9), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(ps_space_page(sp, 10), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 9 * PG, &e), 0);
+	ck_assert(ps_pte_is_writable(e));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 10 * PG, &e), 0);
+	ck_assert(!ps_pte_is_writable(e));
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
 START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 {
 	uint64_t units[2], n;
@@ -1081,6 +1108,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
 	tcase_add_test(tc, async_write_in_a_split_registration_logs_its_page);
 	tcase_add_test(tc, write_pinned_frame_is_in_every_harvest);
+	tcase_add_test(tc, write_fault_on_split_state_splits_the_entry);
 
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);

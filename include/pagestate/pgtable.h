@@ -765,24 +765,27 @@ static inline PS_ATOMIC(ps_pte_t) *ps_pgtable_lookup_leaf(struct ps_pgtable *t,
 	struct ps__pgtable_leaf *l;
 
 	uintptr_t v;
-	bool huge;
+	bool huge = false;
 
 	if (PS_UNLIKELY(addr >= PS_PGTABLE_ADDR_END))
 		return NULL;
 	v = ps__pgtable_child(n, p >> 3 * b);
-	if (!v)
-		return NULL;
-	huge = (intptr_t)v < 0;
-	n = (const struct ps__pgtable_level *)(v & ~PS__PGTABLE_ROOT_HUGE);
+	if (PS_UNLIKELY((intptr_t)v <= 0)) { /* none, or huge leaves below */
+		if (!v)
+			return NULL;
+		huge = true;
+		v &= ~PS__PGTABLE_ROOT_HUGE;
+	}
+	n = (const struct ps__pgtable_level *)v;
 	v = ps__pgtable_child(n, p >> 2 * b);
-	if (PS_UNLIKELY(huge) ? ps__pgtable_not_level(v) : !v)
+	if (!v || (PS_UNLIKELY(huge) && ps__pgtable_not_level(v)))
 		return NULL;
 	n = (const struct ps__pgtable_level *)v;
 	/* Acquire: pairs with the release that published the leaf. */
 	v = (uintptr_t)atomic_load_explicit(
 		&n->slot[(p >> b) & (PS__PGTABLE_FANOUT - 1)],
 		memory_order_acquire);
-	if (PS_UNLIKELY(huge) ? ps__pgtable_not_level(v) : !v)
+	if (!v || (PS_UNLIKELY(huge) && ps__pgtable_not_level(v)))
 		return NULL;
 	l = (struct ps__pgtable_leaf *)v;
 	return &l->e[p & (PS__PGTABLE_FANOUT - 1)];
