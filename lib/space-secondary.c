@@ -71,6 +71,11 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 		frame = ps_pte_frame(e);
 		if (frame >= s->nframes)
 			return -EFAULT;
+		/* Not yet for a whole huge frame (lib/space-huge.c, S16). */
+		if (PS_UNLIKELY(ps__space_huge(s)) &&
+		    ps_space_frame_order(s, frame) != PS_SPACE_ORDER_4K &&
+		    ps_space_frame_word(s, frame, NULL) != &s->frames[frame])
+			return -EOPNOTSUPP;
 		p = &s->frames[frame];
 		/*
 		 * The lookup reference. No re-check of the entry: every change

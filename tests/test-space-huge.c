@@ -713,6 +713,29 @@ START_TEST(write_pinned_frame_is_in_every_harvest)
 }
 END_TEST
 
+static int wb_fn(void *ctx, uint64_t addr, uint64_t frame, bool pinned)
+{
+	(void)ctx;
+	(void)addr;
+	(void)frame;
+	(void)pinned;
+	return 0;
+}
+
+/* Write-back does not know huge frames yet: refused, never a silent skip. */
+START_TEST(writeback_refused_with_huge_frames)
+{
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, PG, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    NULL, NULL),
+			 -EOPNOTSUPP);
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
 /* --- discard (S10 per unit) ----------------------------------------------- */
 
 START_TEST(discard_whole_frames)
@@ -1113,6 +1136,7 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, discard_whole_frames);
+	tcase_add_test(tc, writeback_refused_with_huge_frames);
 
 	tc = ps_test_tcase(s, "races (failpoints)", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);

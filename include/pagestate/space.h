@@ -884,7 +884,8 @@ struct ps_secondary_ops {
  * covering @addr, @addr unaligned or outside, @ops or one of its callbacks
  * NULL); -EFAULT (missing without a populate hook, a guard page, a write
  * without MAYWRITE); -EAGAIN (write-protected in a sync range); -EHWPOISON;
- * -EPERM (a private frame); -EOVERFLOW (reference limit); a populate hook's or
+ * -EPERM (a private frame); -EOVERFLOW (reference limit); -EOPNOTSUPP (a
+ * whole 2 MiB or 1 GiB frame: not built yet); a populate hook's or
  * @ops->install's error.
  */
 int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
@@ -1122,11 +1123,12 @@ struct ps_writeback_stats {
  * Progress: blocking (LOCKED bits: spin, then yield; the invalidations);
  * PS_WB_INTEGRITY also waits for other write-backs' callbacks of the frames it
  * visits, for as long as each takes.
- * Return: 0; -EINVAL (range, @mode, @fn NULL); or the first error, every page
- * still visited: a callback's error (the frame is dirty again); -EOVERFLOW (a
- * frame at the reference limit: left dirty for the next write-back); -EDEADLK
- * (a frame under write-back by a callback of this very thread: left as it
- * was). @stats counts each; the error does not say which page (@fn was given
+ * Return: 0; -EINVAL (range, @mode, @fn NULL); -EOPNOTSUPP in a space with huge
+ * frames (ps_space_set_frame_order()): not built yet; or the first error, every
+ * page still visited: a callback's error (the frame is dirty again); -EOVERFLOW
+ * (a frame at the reference limit: left dirty for the next write-back);
+ * -EDEADLK (a frame under write-back by a callback of this very thread: left as
+ * it was). @stats counts each; the error does not say which page (@fn was given
  * the address of each write it failed).
  */
 int ps_space_writeback(struct ps_space *space, uint64_t start, uint64_t len,
