@@ -674,6 +674,26 @@ START_TEST(async_write_in_a_split_registration_logs_its_page)
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(got[0], P2M * PG | PS_SPACE_ORDER_2M);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+
+	/* A 1 GiB frame: the leaf the fault leaves writable, no more. */
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G,
+					    PS_MAP_WRITE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, P1G * PG, P1G * PG,
+					     PS_WP_ASYNC | PS_WP_HUGE_SPLIT),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, P1G * PG, P1G * PG), 0);
+	ck_assert_uint_eq(leaf_order(P1G * PG + 7 * PG, NULL), 18);
+	ck_assert_int_eq(ps_space_fault(sp, P1G * PG + 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(P1G * PG + 7 * PG, NULL), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, P1G * PG, P1G * PG,
+					  PS_HARVEST_UNITS, got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], P1G * PG + 7 * PG);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, P1G * PG, P1G * PG), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
 }
 END_TEST
 
