@@ -765,26 +765,17 @@ static int hround(struct hguest *g)
 
 #if PS_HAVE_UFFD
 		/*
-		 * THP: runs, each with the granularity the kernel tracked
-		 * it at. Hugetlb: addresses, 512 for each huge page written
-		 * (tracked whole).
+		 * Runs, each with the granularity the kernel tracked it at:
+		 * 4 KiB inside THP once split, 2 MiB for a THP reported whole
+		 * and for every hugetlb page (tracked whole).
 		 */
-		if (g->uffd && g->backing == BACK_THP) {
+		if (g->uffd) {
 			err = ps_uffd_harvest_runs(g->uffd, at,
 						   HGUEST_SIZE - at, g->runs,
 						   256, &n, &at);
 			for (uint64_t i = 0; !err && i < n; i++)
 				hsend(g, g->runs[i].addr, g->runs[i].len,
 				      g->runs[i].shift == PS_UFFD_SHIFT_2M);
-			if (err)
-				return err;
-			continue;
-		}
-		if (g->uffd) {
-			err = ps_uffd_harvest(g->uffd, at, HGUEST_SIZE - at,
-					      g->addrs, 4096, &n, &at);
-			for (uint64_t i = 0; !err && i < n; i++)
-				hsend(g, g->addrs[i], PAGE, true);
 			if (err)
 				return err;
 			continue;
@@ -948,9 +939,10 @@ static void huge_guest(enum backing backing, bool try_uffd)
 		       "round %d: nothing tracked at 4 KiB", round);
 		EXPECT(backing != BACK_HUGETLB || g.sent4k == 0,
 		       "round %d: hugetlb memory reported at 4 KiB", round);
-		printf("    round %d (%s): the pinned frame whole, %llu huge "
-		       "pages whole, %llu pages of 4 KiB in %llu others "
-		       "(%.1f MiB; %llu MiB at 2 MiB granularity)\n",
+		printf("    round %d (%s): the pinned frame whole, %llu sends "
+		       "of a whole 2 MiB page, %llu of a 4 KiB page in %llu "
+		       "huge pages (%.1f MiB; %llu MiB at 2 MiB "
+		       "granularity)\n",
 		       round, round == 3 ? "guest paused" : "guest running",
 		       (unsigned long long)g.sent2m,
 		       (unsigned long long)g.sent4k, (unsigned long long)hit,
