@@ -1199,20 +1199,6 @@ int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 /* --- write faults on huge entries (S3 for a whole frame) ------------------ */
 
 /*
- * A write fault at @addr, a page under a huge entry: true with *@fr the
- * answer, false if @addr is not under one (the caller goes on). The page
- * table's own fault makes the whole entry writable, dirty and accessed by one
- * CAS of the entry (a CAS of one page of it would split it); S3 needs the
- * frame marked dirty before, holding it, and the entry made writable to be
- * the one that maps it. The page table's fault cannot be told which entry to
- * expect, so the frame is pinned to the address instead: under the writer
- * mutex no frame is replaced at an address (S1), and holding the frame's word
- * (a reference and LOCKED) the fault marks it, then runs the table's fault,
- * then logs the extent's pages (S11: after the path opened). Blocking (the
- * writer mutex), once per frame and dirtying: the next writes find the
- * entry writable and dirty, and need no CAS at all.
- */
-/*
  * After a write fault at @addr split a leaf of order @lo and left a leaf of
  * order @lo2 < @lo writable there: does every other part of the extent still
  * refuse writes (not writable)? A part found writable (the leaf was made
@@ -1250,6 +1236,20 @@ static bool others_refuse_writes(struct ps_space *s, uint64_t addr,
 	return true;
 }
 
+/*
+ * A write fault at @addr, a page under a huge entry: true with *@fr the
+ * answer, false if @addr is not under one (the caller goes on). The page
+ * table's own fault makes the whole entry writable, dirty and accessed by one
+ * CAS of the entry (a CAS of one page of it would split it); S3 needs the
+ * frame marked dirty before, holding it, and the entry made writable to be
+ * the one that maps it. The page table's fault cannot be told which entry to
+ * expect, so the frame is pinned to the address instead: under the writer
+ * mutex no frame is replaced at an address (S1), and holding the frame's word
+ * (a reference and LOCKED) the fault marks it, then runs the table's fault,
+ * then logs the extent's pages (S11: after the path opened). Blocking (the
+ * writer mutex), once per frame and dirtying: the next writes find the
+ * entry writable and dirty, and need no CAS at all.
+ */
 bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 				unsigned int access, enum ps_fault *fr,
 				int *err)
