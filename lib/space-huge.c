@@ -1246,9 +1246,10 @@ static bool others_refuse_writes(struct ps_space *s, uint64_t addr,
  * expect, so the frame is pinned to the address instead: under the writer
  * mutex no frame is replaced at an address (S1), and holding the frame's word
  * (a reference and LOCKED) the fault marks it, then runs the table's fault,
- * then logs the extent's pages (S11: after the path opened). Blocking (the
- * writer mutex), once per frame and dirtying: the next writes find the
- * entry writable and dirty, and need no CAS at all.
+ * then logs the pages it made writable: the extent's, or the part left writable
+ * where a protected leaf split (S11: after the path opened). Blocking (the
+ * writer mutex), once per frame and dirtying: the next writes find the entry
+ * writable and dirty, and need no CAS at all.
  */
 bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 				unsigned int access, enum ps_fault *fr,
