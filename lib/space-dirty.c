@@ -372,11 +372,14 @@ static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t bit)
 	/*
 	 * A page pinned for write stays dirty while its pins last (S6). The
 	 * harvest holds the page table's read-side section across the visits
-	 * (no hook runs here), so this is a bare lookup.
+	 * (no hook runs here), so this is a bare lookup. The pin is on the
+	 * word that holds the frame's state: a whole huge frame's (S16).
 	 */
 	e = ps_pgtable_lookup(h->s->pt, addr);
 	if (ps_pte_is_present(e) && ps_pte_frame(e) < h->s->nframes) {
-		struct ps_page *p = &h->s->frames[ps_pte_frame(e)];
+		uint64_t unit;
+		struct ps_page *p = ps__space_word(h->s, ps_pte_frame(e),
+						   &unit);
 		uint64_t w = ps_page_load(p);
 
 		keep = ps__space_write_pinned(w);

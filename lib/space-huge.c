@@ -1199,6 +1199,44 @@ int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 /* --- write faults on huge entries (S3 for a whole frame) ------------------ */
 
 /*
+ * After a write fault at @addr split a leaf of order @lo and left a leaf of
+ * order @lo2 < @lo writable there: does every other part of the extent still
+ * refuse writes (not writable)? A part found writable (the leaf was made
+ * writable whole and split by someone else, or another fault since) makes
+ * the caller log the whole extent, which never loses a write.
+ */
+static bool others_refuse_writes(struct ps_space *s, uint64_t addr,
+				 unsigned int lo, unsigned int lo2)
+{
+	const uint64_t sub = UINT64_C(1) << (PS_SPACE_ORDER_2M + PAGE_SHIFT);
+	const uint64_t base = addr & ~((unit_pages(lo) << PAGE_SHIFT) - 1);
+	ps_pte_t v[PS__SPACE_2M_PAGES];
+
+	for (uint64_t a = base; a < base + (unit_pages(lo) << PAGE_SHIFT);
+	     a += sub) {
+		const bool mine = (addr & ~(sub - 1)) == a;
+
+		if (mine && lo2 != PS_SPACE_ORDER_4K)
+			continue; /* @addr's 2 MiB leaf, writable whole */
+		if (!mine || lo == PS_SPACE_ORDER_1G) {
+			/* A 2 MiB part: its first page says for a leaf. */
+			if (ps_pgtable_get(s->pt, a, &v[0]) ||
+			    (a != addr && ps_pte_is_writable(v[0])))
+				return false;
+			if (!mine)
+				continue;
+		}
+		if (ps_pgtable_get_range(s->pt, a, PS__SPACE_2M_PAGES, v))
+			return false;
+		for (uint64_t i = 0; i < PS__SPACE_2M_PAGES; i++)
+			if (a + (i << PAGE_SHIFT) != addr &&
+			    ps_pte_is_writable(v[i]))
+				return false;
+	}
+	return true;
+}
+
+/*
  * A write fault at @addr, a page under a huge entry: true with *@fr the
  * answer, false if @addr is not under one (the caller goes on). The page
  * table's own fault makes the whole entry writable, dirty and accessed by one
@@ -1208,9 +1246,10 @@ int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
  * expect, so the frame is pinned to the address instead: under the writer
  * mutex no frame is replaced at an address (S1), and holding the frame's word
  * (a reference and LOCKED) the fault marks it, then runs the table's fault,
- * then logs the extent's pages (S11: after the path opened). Blocking (the
- * writer mutex), once per frame and dirtying: the next writes find the
- * entry writable and dirty, and need no CAS at all.
+ * then logs the pages it made writable: the extent's, or the part left writable
+ * where a protected leaf split (S11: after the path opened). Blocking (the
+ * writer mutex), once per frame and dirtying: the next writes find the entry
+ * writable and dirty, and need no CAS at all.
  */
 bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 				unsigned int access, enum ps_fault *fr,
@@ -1220,7 +1259,7 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 
 	for (;;) {
 		ps_pte_t e, leaf, n;
-		unsigned int lo, o;
+		unsigned int lo, lo2 = 0, o;
 		struct ps_page *w;
 		uint64_t f, p0;
 
@@ -1289,12 +1328,30 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 		if (!ps_page_test_and_set_flag(w, PS_PAGE_DIRTY))
 			ps__space_frame_dirtied(s, f);
 		*fr = ps_pgtable_fault(s->pt, addr, access);
+		/*
+		 * A write-protected leaf of a PS_WP_HUGE_SPLIT range is split
+		 * by the fault, which makes only the leaf now at @addr
+		 * writable (a 4 KiB page, or a 2 MiB part of a 1 GiB leaf):
+		 * the log gets that leaf's pages alone (4 KiB tracking).
+		 * Otherwise the whole leaf became writable and every page of
+		 * it may be written from now on. The table's own writers
+		 * (an unprotect, a split) do not take the space's mutex, so
+		 * the narrowing is kept only if the leaf was protected and
+		 * every other part of the extent still refuses writes.
+		 */
+		lo2 = lo;
+		if (*fr == PS_FAULT_OK && ps_pte_uffd_wp(e) &&
+		    !ps_pgtable_get_level(s->pt, addr, &n, &lo2, &leaf) &&
+		    (lo2 >= lo || !others_refuse_writes(s, addr, lo, lo2)))
+			lo2 = lo;
 		(void)ps_page_unlock_and_put(w); /* the mapping holds it */
 		pthread_mutex_unlock(&s->writer);
 		if (*fr == PS_FAULT_OK) {
-			/* S11: logged after the path opened, every page. */
+			/* S11: logged after the path opened. */
+			p0 = (addr >> PAGE_SHIFT) & ~(unit_pages(lo2) - 1);
+			ps__hbm_set_range(&s->log, p0, unit_pages(lo2));
+			/* Write-back: the frame's pages, as before. */
 			p0 = (addr >> PAGE_SHIFT) & ~(unit_pages(lo) - 1);
-			ps__hbm_set_range(&s->log, p0, unit_pages(lo));
 			ps__hbm_set_range(&s->wb, p0, unit_pages(lo));
 		}
 		return true;

@@ -1317,6 +1317,43 @@ static int collect_table(struct ps_uffd *u, uint64_t start, uint64_t len,
 }
 
 /*
+ * Hugetlb: the space's harvest stops after a number of pages, so its
+ * *@resume may fall inside a huge page, and the next call, covering part of
+ * one, would be refused. If the huge page was logged whole by this call
+ * (the last of the @n_taken pages @taken is in it), its pages still in the
+ * space's log are taken now: the huge page is reported whole, they add nothing.
+ * Otherwise none of its pages was taken, none lies before *@resume in the
+ * space's log, and the next call starts at the huge page. @end: the range's.
+ */
+static void resume_between_huge(struct ps_uffd *u, uint64_t end,
+				const uint64_t *taken, uint64_t n_taken,
+				uint64_t *resume)
+{
+	const uint64_t h = *resume & ~(HUGE_SIZE - 1);
+	uint64_t rest[HUGE_PAGES], n = 0;
+
+	if (*resume >= end || *resume == h)
+		return;
+	if (!n_taken || taken[n_taken - 1] < h) {
+		*resume = h;
+		return;
+	}
+	/*
+	 * The whole huge page, as the kernel and a PS_WP_HUGE_WHOLE scan want
+	 * it: pages taken already are not in the log (but those pinned for
+	 * write, which are reported again, to no effect).
+	 */
+	if (ps_space_harvest(u->space, h, HUGE_SIZE, PS_HARVEST_REARM, rest,
+			     HUGE_PAGES, &n, resume)) {
+		*resume = h; /* left in the space's log: reported again */
+		return;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		unmark_hugetlb(u, rest[i], rest[i] + PAGE_SIZE);
+	log_addrs(u, rest, n);
+}
+
+/*
  * Space: its harvest with PS_HARVEST_REARM (the library's written entries of
  * async ranges, re-armed; the dirty log's marks, resolved sync faults and pages
  * pinned for write, sync ones re-armed too; the secondary mappings of all of
@@ -1359,6 +1396,8 @@ static int collect_space(struct ps_uffd *u, uint64_t start, uint64_t len,
 			*late = rearm_reported(u, addrs + j, ns - j);
 	}
 	log_addrs(u, addrs, j);
+	if (is_hugetlb(u))
+		resume_between_huge(u, start + len, addrs, j, resume);
 	return 0;
 }
 

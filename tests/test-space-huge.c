@@ -617,6 +617,15 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 			 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	/*
+	 * Pinned for write, the frame stays in the log (S6): after the unpin,
+	 * the first harvest still reports it, the next only what is marked.
+	 */
+	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
 	/* A page short of the extent: pages, at 4 KiB. */
 	ck_assert_int_eq(ps_space_mark_dirty(sp, 3 * PG),
 			 PS_SPACE_MARK_WAS_DIRTY);
@@ -628,7 +637,111 @@ START_TEST(pin_for_write_faults_the_whole_frame_dirty)
 	ck_assert_uint_eq(n, 2);
 	ck_assert_uint_eq(got[0], 3 * PG);
 	ck_assert_uint_eq(got[1], 4 * PG);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+/*
+ * A write to a write-protected 2 MiB entry of a range registered async and
+ * PS_WP_HUGE_SPLIT: the table splits the entry and makes only the written
+ * page writable, so the dirty log holds that page alone (4 KiB tracking), not
+ * the extent. The frame is dirty as a whole (one word). Without the split (an
+ * unregistered range, a read-only entry made writable whole) every page of
+ * the extent is logged: they can all be written from then on.
+ */
+START_TEST(async_write_in_a_split_registration_logs_its_page)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t got[512], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, P2M * PG,
+					     PS_WP_ASYNC | PS_WP_HUGE_SPLIT),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, P2M * PG), 0);
+	ck_assert_uint_eq(leaf_order(3 * PG, NULL), 9);
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(3 * PG, NULL), 0); /* split */
+	ck_assert(ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 3 * PG);
+	/* Unregistered, read-only: writable whole, every page logged. */
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, P2M * PG), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, P2M * PG, P2M * PG,
+					  PS_HARVEST_REARM, got, 512, &n, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, P2M * PG + 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 9);
+	ck_assert_int_eq(ps_space_harvest(sp, P2M * PG, P2M * PG,
+					  PS_HARVEST_UNITS, got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], P2M * PG | PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+
+	/* A 1 GiB frame: the leaf the fault leaves writable, no more. */
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, P1G * PG, P1G * PG,
+					     PS_WP_ASYNC | PS_WP_HUGE_SPLIT),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, P1G * PG, P1G * PG), 0);
+	ck_assert_uint_eq(leaf_order(P1G * PG + 7 * PG, NULL), 18);
+	ck_assert_int_eq(ps_space_fault(sp, P1G * PG + 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(leaf_order(P1G * PG + 7 * PG, NULL), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, P1G * PG, P1G * PG,
+					  PS_HARVEST_UNITS, got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], P1G * PG + 7 * PG);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, P1G * PG, P1G * PG), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+}
+END_TEST
+
+/*
+ * A whole frame pinned for write stays in the dirty log while the pin lasts
+ * (S6): the device may write it at any time, so every harvest reports it,
+ * until the first one after the unpin.
+ */
+START_TEST(write_pinned_frame_is_in_every_harvest)
+{
+	uint64_t units[1], got[512], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, PS_PIN_WRITE,
+					    units, 1, &n),
+			 0);
+	for (int round = 0; round < 3; round++) {
+		ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG,
+						  PS_HARVEST_REARM |
+							  PS_HARVEST_UNITS,
+						  got, 512, &n, NULL),
+				 0);
+		ck_assert_uint_eq(n, 1);
+		ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	}
 	ck_assert_int_eq(ps_space_unpin(sp, units, 1, 0), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1); /* the first harvest after the unpin */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, 512, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 }
 END_TEST
@@ -1390,6 +1503,8 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, pin_units_all_or_nothing);
 	tcase_add_test(tc, pin_part_of_a_frame_splits_it);
 	tcase_add_test(tc, pin_for_write_faults_the_whole_frame_dirty);
+	tcase_add_test(tc, async_write_in_a_split_registration_logs_its_page);
+	tcase_add_test(tc, write_pinned_frame_is_in_every_harvest);
 	tcase_add_test(tc, write_fault_on_split_state_splits_the_entry);
 
 	tc = ps_test_tcase(s, "write-back", 30);

@@ -2194,6 +2194,74 @@ START_TEST(hugetlb_space_device_page_counts_whole)
 END_TEST
 
 /*
+ * A harvest in runs takes a space's pages in batches smaller than a huge
+ * page: over hugetlb memory its resume must still fall between huge pages,
+ * or the next call, covering part of one, is refused (-EINVAL). Huge page 0
+ * has 300 pages in the space's log (more than a batch), huge page 1 one page
+ * past its first: each comes back once, as one 2 MiB run, and the resumes reach
+ * the end; sync and async, 4 KiB and 2 MiB frames (huge entries, whose scans
+ * must cover whole leaves). (Regression: the second call failed with -EINVAL.)
+ */
+START_TEST(hugetlb_space_runs_resume_between_huge_pages)
+{
+	struct ps_space *s = space_new();
+	struct ps_uffd *u;
+	struct ps_uffd_config c = {0};
+	struct ps_uffd_run runs[4];
+	uint64_t at = LBASE, n, got[2] = {0, 0}, calls = 0;
+	uint8_t *host;
+	int fd;
+
+	host = huge_map_n(NULL, 2, false, &fd);
+	if (!host) {
+		printf("skip %s: no hugetlb pages\n", __func__);
+		(void)ps_space_destroy(s);
+		return;
+	}
+	memset(host, 1, 2 * HP);
+	if (_i & 2) /* 2 MiB frames: the library's entries are huge too */
+		ck_assert_int_eq(ps_space_set_frame_order(s, 0, 2 * HP / PG,
+							  PS_SPACE_ORDER_2M),
+				 0);
+	ck_assert_int_eq(ps_space_map_range(s, LBASE, 2 * HP, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	c.host = host;
+	c.addr = LBASE;
+	c.len = 2 * HP;
+	c.flags = PS_UFFD_HUGETLB | PS_UFFD_SHARED |
+		  (_i & 1 ? PS_UFFD_ASYNC : 0);
+	ck_assert_int_eq(ps_uffd_attach_space(s, &c, &u), 0);
+	ck_assert_int_eq(ps_uffd_protect(u, LBASE, 2 * HP), 0);
+	for (uint64_t p = 0; p < 300; p++)
+		ck_assert_int_lt(ps_space_mark_dirty(s, LBASE + p * PG),
+				 PS_SPACE_MARK_UNMAPPED);
+	ck_assert_int_lt(ps_space_mark_dirty(s, LBASE + HP + 9 * PG),
+			 PS_SPACE_MARK_UNMAPPED);
+	while (at < LBASE + 2 * HP) {
+		ck_assert_uint_lt(++calls, 16);
+		ck_assert_int_eq(ps_uffd_harvest_runs(u, at,
+						      LBASE + 2 * HP - at, runs,
+						      4, &n, &at),
+				 0);
+		for (uint64_t i = 0; i < n; i++) {
+			ck_assert_uint_eq(runs[i].shift, PS_UFFD_SHIFT_2M);
+			ck_assert_uint_eq(runs[i].addr % HP, 0);
+			for (uint64_t a = runs[i].addr;
+			     a < runs[i].addr + runs[i].len; a += HP)
+				got[(a - LBASE) / HP]++;
+		}
+	}
+	ck_assert_uint_eq(got[0], 1);
+	ck_assert_uint_eq(got[1], 1);
+	ck_assert_int_eq(ps_uffd_detach(u), 0);
+	ck_assert_int_eq(ps_space_destroy(s), 0);
+	munmap(host, 2 * HP);
+	close(fd);
+}
+END_TEST
+
+/*
  * Two THP-backed blocks of anonymous memory, PMD-mapped, at @b (2 MiB
  * aligned inside the 3-block reservation *@res), or NULL when the kernel gave
  * no huge page (THP disabled, or fragmented memory).
@@ -4360,6 +4428,8 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc,
 		       hugetlb_async_zapped_written_page_not_protected_alone);
 	tcase_add_loop_test(tc, hugetlb_space_device_page_counts_whole, 0, 2);
+	tcase_add_loop_test(tc, hugetlb_space_runs_resume_between_huge_pages, 0,
+			    4);
 
 	tc = ps_test_tcase(s, "thp", 10);
 	tcase_add_loop_test(tc, thp_runs_report_granularity, 0, 2);
