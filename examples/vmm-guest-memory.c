@@ -33,7 +33,8 @@
  *      memory (THP): a write to a protected 2 MiB entry splits it and only
  *      the 4 KiB page written is sent. Hugetlb memory is tracked whole, as
  *      the kernel tracks it (2 MiB per write). The destination must equal
- *      the source byte for byte.
+ *      the source byte for byte. Then one 4 KiB page inside a 2 MiB frame
+ *      is converted to private while another page of that frame is pinned.
  *
  * It prints each step and exits non-zero if an outcome is not the expected
  * one; the test suite runs it (meson test --suite examples), once as is
@@ -834,6 +835,52 @@ static int hprotect(struct hguest *g, bool try_uffd, const char **why)
 	return err ? err : ps_pgtable_protect(pt, 0, HGUEST_SIZE);
 }
 
+/*
+ * A confidential guest converts one 4 KiB page inside a 2 MiB frame to
+ * private while a device holds another 4 KiB page of the same frame pinned:
+ * the conversion splits the frame (its entry and its state) and converts
+ * exactly that page, without a false EAGAIN from the other page's pin; the
+ * pinned page itself still refuses, at its offset.
+ */
+static void hconvert(struct hguest *g)
+{
+	const uint64_t frame_gpa = 5 * HUGE, conv = frame_gpa + 5 * PAGE;
+	const uint64_t pinned = frame_gpa + 300 * PAGE;
+	struct ps_convert_opts opts;
+	uint64_t pin[1], off = UINT64_MAX;
+	unsigned int order = 0;
+	int err;
+
+	err = ps_space_pin_range(g->space, pinned, PAGE, PS_PIN_WRITE, pin);
+	EXPECT(!err, "pin of one 4 KiB page: %s", errname(err));
+	memset(&opts, 0, sizeof(opts));
+	err = ps_prot_convert(g->space, conv, PAGE, PS_ENC_PRIVATE, 0, &opts,
+			      &off);
+	EXPECT(!err && opts.converted == 1, "convert 4 KiB in a frame: %s",
+	       errname(err));
+	EXPECT(ps_page_enc_state(ps_space_frame_word(g->space, conv / PAGE,
+						     &order)) ==
+			       PS_ENC_PRIVATE &&
+		       order == PS_SPACE_ORDER_4K,
+	       "the page converted is private, with its own word");
+	EXPECT(ps_page_enc_state(ps_space_frame_word(g->space, conv / PAGE + 1,
+						     NULL)) == PS_ENC_SHARED,
+	       "its neighbour is still shared");
+	printf("    convert the 4 KiB page at 0x%llx to private while the one "
+	       "at 0x%llx (same 2 MiB frame) is pinned: %s, %llu page "
+	       "converted, the frame split\n",
+	       (unsigned long long)conv, (unsigned long long)pinned,
+	       errname(err), (unsigned long long)opts.converted);
+	memset(&opts, 0, sizeof(opts));
+	err = ps_prot_convert(g->space, pinned, PAGE, PS_ENC_PRIVATE, 0, &opts,
+			      &off);
+	EXPECT(err == -EAGAIN && off == 0 && opts.converted == 0,
+	       "convert the pinned page: %s", errname(err));
+	printf("    convert the pinned page itself: %s, nothing converted\n",
+	       errname(err));
+	ps_space_unpin(g->space, pin, 1, PS_UNPIN_DIRTY);
+}
+
 static void huge_guest(enum backing backing, bool try_uffd)
 {
 	static struct hguest g;
@@ -959,13 +1006,8 @@ static void huge_guest(enum backing backing, bool try_uffd)
 	       diff < 0 ? "yes, no write lost" : "NO",
 	       (unsigned long long)ld(&g.writes),
 	       (unsigned long long)ld(&g.dma_writes));
-	/*
-	 * A 4 KiB conversion inside one of these frames (a confidential
-	 * guest's page made private) is not shown: the library does not
-	 * convert part of a huge frame yet.
-	 */
 
-	/* Teardown. */
+	/* The guest stops; migration is over. */
 	atomic_store_explicit(&stopping, true, memory_order_relaxed);
 	resume_writers();
 	for (unsigned int i = 0; i < NVCPUS; i++)
@@ -975,6 +1017,9 @@ static void huge_guest(enum backing backing, bool try_uffd)
 	if (g.uffd)
 		EXPECT(!ps_uffd_detach(g.uffd), "detach");
 #endif
+	hconvert(&g);
+
+	/* Teardown. */
 	EXPECT(!ps_space_unpin(g.space, g.unit, 1, PS_UNPIN_DIRTY), "unpin");
 	err = ps_space_destroy(g.space);
 	EXPECT(!err, "destroy: %s", errname(err));
