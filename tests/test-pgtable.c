@@ -4412,10 +4412,12 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 				atomic_store(&sh->flag[(x - HBASE) / PG + i],
 					     0);
 			rc = ps_pgtable_collapse(T, x, M2, O2M, &err);
-			if (!rc && !atomic_fetch_add(&sh->collapses, 1))
-				ps_test_overlap_release(&sh->ov);
-			else if (rc != -EBUSY)
+			if (rc == 0) {
+				if (!atomic_fetch_add(&sh->collapses, 1))
+					ps_test_overlap_release(&sh->ov);
+			} else if (rc != -EBUSY) {
 				hs_violation(sh, "collapse failed", x);
+			}
 			break;
 		case 0:
 		case 1:
@@ -4424,10 +4426,12 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 						     sh))
 				hs_violation(sh, "harvest failed", x);
 			rc = ps_pgtable_collapse(T, x, M2, O2M, &err);
-			if (!rc && !atomic_fetch_add(&sh->collapses, 1))
-				ps_test_overlap_release(&sh->ov);
-			else if (rc != -EBUSY)
+			if (rc == 0) {
+				if (!atomic_fetch_add(&sh->collapses, 1))
+					ps_test_overlap_release(&sh->ov);
+			} else if (rc != -EBUSY) {
 				hs_violation(sh, "collapse failed", x);
+			}
 			break;
 		case 2:
 			if (ps_pgtable_harvest_order(T, x, M2, 0, hs_reported,
