@@ -194,26 +194,37 @@ static inline bool scan_room(const struct scan *s, uint64_t addr, uint64_t rc)
 				     (s->cur_end == addr && s->cur_cat == rc));
 }
 
-/* Take @n pages at @addr with key @k (scan_room() said yes). */
-static inline void scan_take(struct scan *s, uint64_t addr, uint64_t n,
-			     unsigned int k)
+/*
+ * Count @n pages at @addr reported as @rc, extending the open region or
+ * opening a new one (scan_room() said yes). Returns true if it opened one:
+ * the caller then says which key it has.
+ */
+static inline bool scan_record(struct scan *s, uint64_t addr, uint64_t n,
+			       uint64_t rc)
 {
 	struct ps_pgtable_region *v = s->a->vec;
-	const uint64_t rc = s->rcat[k];
 
 	s->pages += n;
 	if (!s->record)
-		return;
+		return false;
 	if (s->nr && s->cur_end == addr && s->cur_cat == rc) {
 		s->cur_end += n << PAGE_SHIFT;
-		return;
+		return false;
 	}
 	if (s->nr)
 		v[s->nr - 1].end = s->cur_end;
 	v[s->nr++] = (struct ps_pgtable_region){addr, 0, rc};
 	s->cur_end = addr + (n << PAGE_SHIFT);
 	s->cur_cat = rc;
-	s->cur_key = k;
+	return true;
+}
+
+/* Take @n pages at @addr with key @k (scan_room() said yes). */
+static inline void scan_take(struct scan *s, uint64_t addr, uint64_t n,
+			     unsigned int k)
+{
+	if (scan_record(s, addr, n, s->rcat[k]))
+		s->cur_key = k;
 }
 
 static void scan_stop(struct scan *s, uint64_t addr)
@@ -231,20 +242,8 @@ static void scan_stop(struct scan *s, uint64_t addr)
 static void scan_take_huge(struct scan *s, uint64_t addr, uint64_t n,
 			   uint64_t rc)
 {
-	struct ps_pgtable_region *v = s->a->vec;
-
-	s->pages += n;
-	if (!s->record)
+	if (!scan_record(s, addr, n, rc))
 		return;
-	if (s->nr && s->cur_end == addr && s->cur_cat == rc) {
-		s->cur_end += n << PAGE_SHIFT;
-		return;
-	}
-	if (s->nr)
-		v[s->nr - 1].end = s->cur_end;
-	v[s->nr++] = (struct ps_pgtable_region){addr, 0, rc};
-	s->cur_end = addr + (n << PAGE_SHIFT);
-	s->cur_cat = rc;
 	s->cur_key = NKEYS;
 	for (unsigned int k = 0; k < NKEYS; k++)
 		if (((s->match >> k) & 1) && s->rcat[k] == rc)
