@@ -542,42 +542,29 @@ static PS_ALWAYS_INLINE int update_range(struct ps_pgtable *t,
 
 			if (alloc) {
 				l = leaf_lookup(t, L, &h);
-				if (h.frozen) { /* H4: a writer thaws */
-					ps__pgtable_thaw(h.frozen,
-							 slot_load(h.frozen));
-					continue;
-				}
-				if (h.v) {
-					err = update_huge(t, &h, &p, send, fn,
-							  op);
-					if (err)
-						return err;
-					continue;
-				}
-				if (!l)
-					l = leaf_alloc(t, L);
-				if (!l)
-					return -ENOMEM;
 			} else {
 				l = leaf_find(t, &L,
 					      ((send - 1) >> LEVEL_BITS) + 1,
 					      &h);
 				if (L << LEVEL_BITS > p)
 					p = L << LEVEL_BITS;
-				if (h.frozen) { /* H4: a writer thaws */
-					ps__pgtable_thaw(h.frozen,
-							 slot_load(h.frozen));
-					continue;
-				}
-				if (h.v) {
-					err = update_huge(t, &h, &p, send, fn,
-							  op);
-					if (err)
-						return err;
-					continue;
-				}
-				if (!l)
+			}
+			if (h.frozen) { /* H4: a writer thaws */
+				ps__pgtable_thaw(h.frozen, slot_load(h.frozen));
+				continue;
+			}
+			if (h.v) {
+				err = update_huge(t, &h, &p, send, fn, op);
+				if (err)
+					return err;
+				continue;
+			}
+			if (!l) {
+				if (!alloc)
 					break;
+				l = leaf_alloc(t, L);
+				if (!l)
+					return -ENOMEM;
 			}
 			lend = (L + 1) << LEVEL_BITS;
 			if (lend > send)
