@@ -275,12 +275,24 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *s, uint64_t addr)
 
 int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 {
+	int rc = 0;
+
+	/* L4 (lib/space-ledger.c): the log, or the default consumer's set. */
+	ps_pgtable_read_lock();
 	for (uint64_t i = 0; i < n; i++) {
-		if ((addrs[i] & (PAGE_SIZE - 1)) || addrs[i] >= s->size)
-			return -EINVAL;
-		(void)ps__hbm_set(&s->log, ps__space_page_index(addrs[i]));
+		if ((addrs[i] & (PAGE_SIZE - 1)) || addrs[i] >= s->size) {
+			rc = -EINVAL;
+			break;
+		}
+		if (PS_UNLIKELY(ps__space_ledger(s)))
+			ps__space_ledger_redirty(
+				s, ps__space_page_index(addrs[i]));
+		else
+			(void)ps__hbm_set(&s->log,
+					  ps__space_page_index(addrs[i]));
 	}
-	return 0;
+	ps_pgtable_read_unlock();
+	return rc;
 }
 
 /* --- harvest (S6) --------------------------------------------------------- */
@@ -314,7 +326,7 @@ static int rearm_region(struct ps_space *s, uint64_t start, uint64_t end,
  * async regions with a report scan, which reads every entry of the range
  * (0.13 ms a GiB), where the scan of written pages reads only hinted lines.
  */
-static int rearm_into_log(struct ps_space *s, uint64_t start, uint64_t end)
+int ps__space_rearm_into_log(struct ps_space *s, uint64_t start, uint64_t end)
 {
 	struct ps_pgtable_region reg[64];
 	struct ps_pgtable_scan q;
@@ -353,6 +365,30 @@ static int rearm_into_log(struct ps_space *s, uint64_t start, uint64_t end)
 	return 0;
 }
 
+/*
+ * Does the page at @addr keep its mark when taken? A page pinned for write
+ * stays dirty while its pins last (S6). The caller holds the page table's
+ * read-side section across its visits (no hook runs here), so this is a bare
+ * lookup. The pin is on the word that holds the frame's state: a whole huge
+ * frame's (S16). A stale WRITE_PINNED (the pins are gone) is cleared here.
+ */
+static bool log_keeps(struct ps_space *s, uint64_t addr)
+{
+	ps_pte_t e = ps_pgtable_lookup(s->pt, addr);
+	bool keep = false;
+
+	if (ps_pte_is_present(e) && ps_pte_frame(e) < s->nframes) {
+		uint64_t unit;
+		struct ps_page *p = ps__space_word(s, ps_pte_frame(e), &unit);
+		uint64_t w = ps_page_load(p);
+
+		keep = ps__space_write_pinned(w);
+		if ((w & PS_PAGE_WRITE_PINNED) && !keep)
+			ps__space_clear_write_pinned(p);
+	}
+	return keep;
+}
+
 struct harvest_ctx {
 	struct ps_space *s;
 	uint64_t *addrs;
@@ -363,30 +399,43 @@ static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t bit)
 {
 	struct harvest_ctx *h = ctx;
 	uint64_t addr = bit << PAGE_SHIFT;
-	bool keep = false;
-	ps_pte_t e;
 
 	if (h->n == h->max)
 		return PS__HBM_STOP; /* kept, shown again on resume */
 	h->addrs[h->n++] = addr;
-	/*
-	 * A page pinned for write stays dirty while its pins last (S6). The
-	 * harvest holds the page table's read-side section across the visits
-	 * (no hook runs here), so this is a bare lookup. The pin is on the
-	 * word that holds the frame's state: a whole huge frame's (S16).
-	 */
-	e = ps_pgtable_lookup(h->s->pt, addr);
-	if (ps_pte_is_present(e) && ps_pte_frame(e) < h->s->nframes) {
-		uint64_t unit;
-		struct ps_page *p = ps__space_word(h->s, ps_pte_frame(e),
-						   &unit);
-		uint64_t w = ps_page_load(p);
+	return log_keeps(h->s, addr) ? PS__HBM_KEEP : PS__HBM_CLEAR;
+}
 
-		keep = ps__space_write_pinned(w);
-		if ((w & PS_PAGE_WRITE_PINNED) && !keep)
-			ps__space_clear_write_pinned(p);
+struct take_ctx {
+	struct ps_space *s;
+	ps__space_take_fn take;
+	void *ctx;
+};
+
+/* ps__space_log_take()'s word visitor: show all, keep the pinned (S6). */
+static uint64_t take_word(void *ctx, uint64_t base, uint64_t bits)
+{
+	struct take_ctx *t = ctx;
+	uint64_t keep = 0;
+
+	for (uint64_t m = bits; m; m &= m - 1) {
+		unsigned int i = (unsigned int)__builtin_ctzll(m);
+
+		if (log_keeps(t->s, (base + i) << PAGE_SHIFT))
+			keep |= UINT64_C(1) << i;
 	}
-	return keep ? PS__HBM_KEEP : PS__HBM_CLEAR;
+	t->take(t->ctx, base, bits);
+	return keep;
+}
+
+void ps__space_log_take(struct ps_space *s, uint64_t first, uint64_t count,
+			ps__space_take_fn take, void *ctx)
+{
+	struct take_ctx t = {s, take, ctx};
+
+	ps_pgtable_read_lock(); /* log_keeps()'s lookups */
+	(void)ps__hbm_harvest_words(&s->log, first, count, take_word, &t);
+	ps_pgtable_read_unlock();
 }
 
 /* How a reported page is re-armed (S11): by its registration. */
@@ -469,6 +518,13 @@ static void invalidate_harvested(struct ps_space *s, const uint64_t *addrs,
 	}
 }
 
+void ps__space_rearm_reported(struct ps_space *s, const uint64_t *addrs,
+			      uint64_t n)
+{
+	rearm_reported(s, addrs, n);
+	invalidate_harvested(s, addrs, n);
+}
+
 int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 		     unsigned int flags, uint64_t *addrs, uint64_t max,
 		     uint64_t *count, uint64_t *resume)
@@ -481,20 +537,26 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
 	if (flags & PS_HARVEST_REARM) {
-		int rc = rearm_into_log(s, start, start + len);
+		int rc = ps__space_rearm_into_log(s, start, start + len);
 
 		if (rc)
 			return rc;
 	}
 	ps_pgtable_read_lock();
-	(void)ps__hbm_harvest(&s->log, ps__space_page_index(start),
-			      ps__space_page_index(len), harvest_visit, &h,
-			      &resume_bit);
-	ps_pgtable_read_unlock();
-	if (flags & PS_HARVEST_REARM) {
-		rearm_reported(s, addrs, h.n);
-		invalidate_harvested(s, addrs, h.n);
+	if (PS_LIKELY(!ps__space_ledger(s))) { /* L4, lib/space-ledger.c */
+		(void)ps__hbm_harvest(&s->log, ps__space_page_index(start),
+				      ps__space_page_index(len), harvest_visit,
+				      &h, &resume_bit);
+		ps_pgtable_read_unlock();
+	} else {
+		ps_pgtable_read_unlock(); /* the default consumer's take */
+		h.n = ps__space_ledger_take_default(s,
+						    ps__space_page_index(start),
+						    ps__space_page_index(len),
+						    addrs, max, &resume_bit);
 	}
+	if (flags & PS_HARVEST_REARM)
+		ps__space_rearm_reported(s, addrs, h.n);
 	if (flags & PS_HARVEST_UNITS) /* lib/space-huge.c */
 		h.n = ps__space_harvest_units(addrs, h.n);
 	*count = h.n;

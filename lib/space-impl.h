@@ -31,6 +31,8 @@
  *                          huge page words, their declaration, stats,
  *                          and the pins, unpins and maps of huge frames.
  *                          S15..S18
+ *   lib/space-ledger.c     the dirty ledger (pagestate/ledger.h): consumers
+ *                          of the log, transactional harvests. L1..L4
  *
  * The helpers below are static inline because the fault and pin paths call
  * them per page from other files, and the library is built without LTO.
@@ -71,6 +73,8 @@ struct ps_space {
 	uint64_t born;		/* fork generation at creation (lib/fork.h) */
 	/* Huge frames (lib/space-huge.c), from the first declaration. */
 	PS_ATOMIC(struct ps__space_huge *) huge;
+	/* The dirty ledger (lib/space-ledger.c, L4), once a consumer is added. */
+	PS_ATOMIC(struct ps__space_ledger *) ledger;
 };
 
 PS_STATIC_ASSERT(offsetof(struct ps_space, exts) == 0,
@@ -320,5 +324,47 @@ bool ps__space_longterm_sub(struct ps_space *s, uint64_t frame);
 
 /* Free the long-term pin counts (S14): the space is going away. */
 void ps__space_pins_fini(struct ps_space *s);
+
+/*
+ * The dirty log's take, for the ledger (lib/space-dirty.c, S6; L1 in
+ * lib/space-ledger.c): take every mark of pages [@first, @first + @count) out
+ * of the log and show them to @take a level-0 word at a time (@bits of the
+ * pages @base .. @base + 63, @base a multiple of 64), in increasing order. A
+ * page pinned for write is shown and keeps its mark (S6). Lock-free; enters
+ * the page table's read-side section itself.
+ */
+typedef void (*ps__space_take_fn)(void *ctx, uint64_t base, uint64_t bits);
+void ps__space_log_take(struct ps_space *s, uint64_t first, uint64_t count,
+			ps__space_take_fn take, void *ctx);
+
+/*
+ * A REARM harvest's two steps (lib/space-dirty.c, S11), for the ledger's
+ * harvests: before the take, the written entries of async ranges into the
+ * log; after it, the re-arm and invalidation of the pages reported.
+ */
+int ps__space_rearm_into_log(struct ps_space *s, uint64_t start, uint64_t end);
+void ps__space_rearm_reported(struct ps_space *s, const uint64_t *addrs,
+			      uint64_t n);
+
+/* The ledger, or NULL before the first consumer (acquire: L4). */
+static inline struct ps__space_ledger *ps__space_ledger(struct ps_space *s)
+{
+	/* Acquire: pairs with the release store that publishes it (L4). */
+	return atomic_load_explicit(&s->ledger, memory_order_acquire);
+}
+
+/*
+ * The default consumer (ps_space_harvest(), ps_space_redirty()) once the
+ * ledger exists (lib/space-ledger.c, L4): drain, then take pages [@first,
+ * @first + @count) from its pending set, at most @max into @addrs; returns
+ * how many, *@resume the page to resume from. And put pages back.
+ */
+uint64_t ps__space_ledger_take_default(struct ps_space *s, uint64_t first,
+				       uint64_t count, uint64_t *addrs,
+				       uint64_t max, uint64_t *resume);
+void ps__space_ledger_redirty(struct ps_space *s, uint64_t page);
+
+/* Free the ledger: the space is going away. */
+void ps__space_ledger_fini(struct ps_space *s);
 
 #endif /* PS_LIB_SPACE_IMPL_H */

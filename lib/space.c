@@ -376,6 +376,7 @@ int ps_space_destroy(struct ps_space *s)
 	ps__hbm_destroy(&s->wb);
 	ps__space_pins_fini(s);
 	ps__space_huge_fini(s);
+	ps__space_ledger_fini(s);
 	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);

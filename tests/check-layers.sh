@@ -49,7 +49,7 @@ seq		5	include/pagestate/seq.h lib/seq.c lib/seq-*.[ch]
 x86		5	include/pagestate/x86.h lib/x86.c lib/x86-*.[ch]
 pgtable		6	include/pagestate/pgtable.h lib/pgtable.c lib/pgtable-*.[ch]
 notifier	7	include/pagestate/notifier.h lib/notifier.c lib/notifier-*.[ch]
-space		8	include/pagestate/space.h lib/space.c lib/space-*.[ch]
+space		8	include/pagestate/space.h include/pagestate/ledger.h lib/space.c lib/space-*.[ch]
 prot		9	include/pagestate/prot.h lib/prot.c lib/prot-*.[ch]
 uffd		9	include/pagestate/uffd.h lib/uffd.c lib/uffd-*.[ch] lib/linux-uapi.h
 umbrella	10	include/pagestate/pagestate.h
@@ -145,6 +145,7 @@ check() {
 		awk '$2 == "fn" || $2 == "own" {
 			m = $1; sub(/\.h$/, "", m)
 			if (m == "pagestate") m = "umbrella"
+			if (m == "ledger") m = "space"	# ledger.h is the space's
 			p = $3; sub(/_$/, "", p)
 			print p, m
 			if ($2 == "fn") {

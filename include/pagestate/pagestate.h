@@ -21,6 +21,7 @@
  *   seq.h        the sequence counter
  *   notifier.h   interval invalidation notifiers (secondary mappings)
  *   space.h      the address space: map, pin, fault, dirty log, discard
+ *   ledger.h     the dirty ledger: several consumers, harvest transactions
  *   prot.h       per-page encryption, cache mode, conversion, kmap
  *   x86.h        x86 page-table bits for cache mode and encryption
  *   uffd.h       the Linux userfaultfd bridge
@@ -40,6 +41,7 @@
  *   docs/pgtable.md               pte.h and pgtable.h
  *   docs/notifier.md              seq.h and notifier.h
  *   docs/space.md                 space.h
+ *   docs/ledger.md                ledger.h
  *   docs/prot.md                  prot.h and x86.h
  *   docs/uffd.md                  uffd.h
  *   docs/fork-signals-threads.md  fork.h
@@ -79,6 +81,7 @@
  *                                 PS_HARVEST ps_discard PS_DISCARD
  *                                 ps_secondary
  *                                 ps_writeback PS_WB
+ *   ledger.h     ps_ledger
  *   prot.h       ps_prot          ps_convert PS_CONVERT PS_KMAP
  *                                 ps_memory_fault PS_MEMORY_FAULT
  *   uffd.h       ps_uffd
@@ -96,6 +99,7 @@
 
 #include <pagestate/config.h>
 #include <pagestate/fork.h>
+#include <pagestate/ledger.h>
 #include <pagestate/notifier.h>
 #include <pagestate/page.h>
 #include <pagestate/prot.h>

@@ -1,0 +1,567 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lib/space-ledger.c - the dirty ledger (pagestate/ledger.h): consumers of
+ * the space's dirty log, each with its own pending and in-flight sets, and
+ * harvests that are transactions. The design: docs/ledger.md. The space's
+ * rules: lib/space-impl.h; the log's: S5, S6, S11 in lib/space-dirty.c.
+ *
+ * ---------------------------------------------------------------------------
+ * Protocol (cited by tests/test-ledger.c as L1..L4)
+ * ---------------------------------------------------------------------------
+ *
+ * L1  Nothing in transit. Marks go to the space's one log, as before. A
+ *     harvest of any consumer first drains the log's marks of its range:
+ *     under the ledger's drain mutex it takes them through the log's one take
+ *     entry point (ps__space_log_take(), lib/space-dirty.c: each level-0 word
+ *     by one seq_cst RMW, A0 in lib/hbitmap.h) and sets each in the pending
+ *     set of every registered consumer (release RMWs, S0..S2 of the bitmap),
+ *     then unlocks. The set of registered consumers changes only under that
+ *     mutex. So for a consumer C and a mark M whose log bit is set after C was
+ *     registered, M's bit is, at any instant outside a drain, in the log, in
+ *     C's pending set, in C's in-flight set, or was reported by a harvest C
+ *     committed; and a harvest of C, which drains under the mutex before it
+ *     takes, finds a mark completed before it began in C's pending set (the
+ *     mutex orders the drain that moved it before this take). A page pinned
+ *     for write keeps its log bit (S6), so every drain hands it to every
+ *     consumer again: it is reported to each while it is pinned.
+ *
+ * L2  Transactions. A consumer's harvest takes up to @max pages from its
+ *     pending set (the bitmap's acquire take, A0) and sets them in its
+ *     in-flight set before it returns; its token names the consumer and a
+ *     serial never given before. Commit clears the in-flight set; abort
+ *     takes its bits and sets them in the pending set, where every mark made
+ *     meanwhile already is (an OR: a page both in flight and marked again is
+ *     pending once). Harvest, commit, abort and remove of one consumer hold
+ *     its mutex, so none sees the in-flight set half moved, and a harvest
+ *     while one is open joins it (same token). Together with L1: after every
+ *     commit, the consumer's committed harvests plus its pending and
+ *     in-flight sets (plus the log) cover every mark made since it was
+ *     registered; nothing is lost, and nothing is reported to another
+ *     consumer because of this one (each has its own sets).
+ *
+ * L3  Re-arm. S11 with "take" read as "drain, then take from pending": the
+ *     drain that moves P's mark reads L's release, so it comes after the CAS
+ *     C that opened the path; the consumer's take from pending reads the
+ *     drain's set (release, acquire), so its re-arm (PS_HARVEST_REARM, or the
+ *     caller's protect after the harvest) comes after C, and acts on C's
+ *     entry or a later one. A write through C's entry before any re-arm
+ *     after C is in the copy the consumer makes after its harvest returns. The
+ *     async ranges' get-and-rearm scan runs once per REARM harvest, before
+ *     the drain, and serves every consumer (G7: written state and re-arm
+ *     atomically per page). A page reported to K consumers is re-armed by
+ *     each (the second finds it armed).
+ *
+ * L4  The default consumer and the ledger's birth. ps_space_harvest() and
+ *     ps_space_redirty() read s->ledger inside the page table's read-side
+ *     section; while it is NULL they take from (set) the log itself. The first
+ *     ps_ledger_consumer_add() publishes the ledger (release store; the
+ *     readers acquire), waits for a grace period (ps__rcu_synchronize()), then
+ *     marks it ready; no consumer is registered before that, so every take
+ *     that read NULL has finished before any consumer can be handed a mark,
+ *     and no mark logged after a registration is taken by the old path.
+ *     After publication the default consumer drains and takes from its own
+ *     pending set, and is committed at once (no in-flight set); a take
+ *     through either path during the grace period belongs to the default
+ *     consumer, the only one registered then.
+ *
+ * Initially set (docs/ledger.md): a consumer registered with
+ * PS_LEDGER_INITIALLY_SET has a zero-filled bitmap of one bit per 2 MiB chunk
+ * (512 pages), "materialised". A harvest walks its range in ascending order:
+ * the pages before the next chunk not materialised are taken from pending as
+ * usual; that chunk's pages are then all set in pending and the chunk marked
+ * (under the consumer's mutex: its only writer), and the walk goes on, until
+ * the range or the budget ends. A chunk whose pages are in pending is
+ * materialised, so none is reported twice by this rule.
+ */
+#include <pagestate/ledger.h>
+
+#include "hbitmap.h"
+#include "rcu.h"
+#include "space-impl.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#define SLOTS PS_LEDGER_CONSUMERS_MAX
+#define DEFAULT_SLOT SLOTS /* ps_space_harvest()'s consumer */
+#define SLOT_BITS 4	   /* an id or token: serial << 4 | slot */
+#define CHUNK_SHIFT 9	   /* 512 pages: 2 MiB */
+
+PS_STATIC_ASSERT(SLOTS < (1 << SLOT_BITS), "a slot fits in an id");
+
+struct consumer {
+	pthread_mutex_t lock; /* L2: harvest, commit, abort, remove */
+	uint64_t id;	      /* 0: a free slot (written under both locks) */
+	uint64_t open;	      /* the open harvest's token, or 0 */
+	bool active;	      /* drains hand it marks (drain mutex) */
+	struct ps__hbm pending;
+	struct ps__hbm inflight;
+	uint64_t *init; /* initially set: one bit per chunk materialised */
+	size_t init_bytes;
+	uint64_t init_left; /* chunks not yet materialised */
+};
+
+struct ps__space_ledger {
+	pthread_mutex_t drain; /* L1: drains, (un)registration */
+	PS_ATOMIC(uint64_t) serial;
+	PS_ATOMIC(bool) ready; /* L4: the grace period has passed */
+	uint64_t npages;
+	struct consumer c[SLOTS + 1];
+};
+
+/* Serialises the creation of ledgers (the first add of each space). */
+static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* An id or token never given before in this ledger. */
+static uint64_t next_serial(struct ps__space_ledger *l, unsigned int slot)
+{
+	/* Relaxed: uniqueness only; the locks order what it names. */
+	uint64_t n = atomic_fetch_add_explicit(&l->serial, 1,
+					       memory_order_relaxed) +
+		     1;
+
+	return n << SLOT_BITS | slot;
+}
+
+static uint64_t serial_of(uint64_t v)
+{
+	return v >> SLOT_BITS;
+}
+
+static unsigned int slot_of(uint64_t v)
+{
+	return (unsigned int)(v & ((1u << SLOT_BITS) - 1));
+}
+
+/* --- drain (L1) ----------------------------------------------------------- */
+
+struct drain_ctx {
+	struct ps__space_ledger *l;
+};
+
+/* The log's take: hand a word of marks to every registered consumer. */
+static void drain_word(void *ctx, uint64_t base, uint64_t bits)
+{
+	struct ps__space_ledger *l = ((struct drain_ctx *)ctx)->l;
+
+	for (unsigned int k = 0; k <= SLOTS; k++)
+		if (l->c[k].active)
+			ps__hbm_set_mask(&l->c[k].pending, base, bits);
+}
+
+/* Move the log's marks of pages [first, first + count) (the drain mutex). */
+static void drain_locked(struct ps_space *s, struct ps__space_ledger *l,
+			 uint64_t first, uint64_t count)
+{
+	struct drain_ctx d = {l};
+
+	ps__space_log_take(s, first, count, drain_word, &d);
+}
+
+static void drain(struct ps_space *s, struct ps__space_ledger *l,
+		  uint64_t first, uint64_t count)
+{
+	pthread_mutex_lock(&l->drain);
+	drain_locked(s, l, first, count);
+	pthread_mutex_unlock(&l->drain);
+}
+
+/* --- the ledger's birth (L4) ---------------------------------------------- */
+
+static void consumer_free_sets(struct consumer *c)
+{
+	ps__hbm_destroy(&c->pending);
+	ps__hbm_destroy(&c->inflight);
+	if (c->init)
+		munmap(c->init, c->init_bytes);
+	c->init = NULL;
+	c->init_left = 0;
+}
+
+static struct ps__space_ledger *ledger_new(uint64_t npages)
+{
+	struct ps__space_ledger *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	if (ps__hbm_init(&l->c[DEFAULT_SLOT].pending, npages)) {
+		free(l);
+		return NULL;
+	}
+	pthread_mutex_init(&l->drain, NULL);
+	for (unsigned int k = 0; k <= SLOTS; k++)
+		pthread_mutex_init(&l->c[k].lock, NULL);
+	l->npages = npages;
+	l->c[DEFAULT_SLOT].active = true;
+	return l;
+}
+
+/* The space's ledger, created and made ready (L4) if needed. */
+static struct ps__space_ledger *ledger_get(struct ps_space *s)
+{
+	struct ps__space_ledger *l = ps__space_ledger(s);
+
+	/* Acquire: pairs with the release store of ready below. */
+	if (l && atomic_load_explicit(&l->ready, memory_order_acquire))
+		return l;
+	pthread_mutex_lock(&create_lock);
+	l = ps__space_ledger(s);
+	if (!l) {
+		l = ledger_new(s->size >> PAGE_SHIFT);
+		if (!l) {
+			pthread_mutex_unlock(&create_lock);
+			return NULL;
+		}
+		/* Release: pairs with ps__space_ledger()'s acquire. */
+		atomic_store_explicit(&s->ledger, l, memory_order_release);
+		/* L4: every take that read NULL has finished after this. */
+		ps__rcu_synchronize();
+		/* Release: pairs with the acquire above. */
+		atomic_store_explicit(&l->ready, true, memory_order_release);
+	}
+	pthread_mutex_unlock(&create_lock);
+	return l;
+}
+
+void ps__space_ledger_fini(struct ps_space *s)
+{
+	/* Relaxed: no other thread uses the space any more. */
+	struct ps__space_ledger *l = atomic_load_explicit(&s->ledger,
+							  memory_order_relaxed);
+
+	if (!l)
+		return;
+	for (unsigned int k = 0; k <= SLOTS; k++) {
+		consumer_free_sets(&l->c[k]);
+		pthread_mutex_destroy(&l->c[k].lock);
+	}
+	pthread_mutex_destroy(&l->drain);
+	free(l);
+}
+
+/* --- registration --------------------------------------------------------- */
+
+static int consumer_init_sets(struct consumer *c, uint64_t npages,
+			      bool initially_set)
+{
+	uint64_t nchunks = (npages + (UINT64_C(1) << CHUNK_SHIFT) - 1) >>
+			   CHUNK_SHIFT;
+
+	if (ps__hbm_init(&c->pending, npages))
+		return -ENOMEM;
+	if (ps__hbm_init(&c->inflight, npages)) {
+		ps__hbm_destroy(&c->pending);
+		return -ENOMEM;
+	}
+	if (initially_set) {
+		/* Zero-filled on first touch: O(1) whatever the size. */
+		c->init_bytes = (size_t)((nchunks + 63) / 64 * 8);
+		c->init = mmap(NULL, c->init_bytes, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+			       0);
+		if (c->init == MAP_FAILED) {
+			c->init = NULL;
+			consumer_free_sets(c);
+			return -ENOMEM;
+		}
+		c->init_left = nchunks;
+	}
+	return 0;
+}
+
+int ps_ledger_consumer_add(struct ps_space *s, unsigned int flags, uint64_t *id)
+{
+	struct ps__space_ledger *l;
+
+	if (!s || !id || (flags & ~PS_LEDGER_INITIALLY_SET))
+		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
+	l = ledger_get(s);
+	if (!l)
+		return -ENOMEM;
+	for (unsigned int k = 0; k < SLOTS; k++) {
+		struct consumer *c = &l->c[k];
+		int rc;
+
+		pthread_mutex_lock(&c->lock);
+		if (c->id) {
+			pthread_mutex_unlock(&c->lock);
+			continue;
+		}
+		rc = consumer_init_sets(c, l->npages,
+					flags & PS_LEDGER_INITIALLY_SET);
+		if (!rc) {
+			/*
+			 * L1: the marks logged so far go to the consumers
+			 * already there; this one gets the later ones.
+			 */
+			pthread_mutex_lock(&l->drain);
+			drain_locked(s, l, 0, l->npages);
+			c->id = next_serial(l, k);
+			c->open = 0;
+			c->active = true;
+			*id = c->id;
+			pthread_mutex_unlock(&l->drain);
+		}
+		pthread_mutex_unlock(&c->lock);
+		return rc;
+	}
+	return -ENOSPC;
+}
+
+/* The consumer @id, locked, or NULL (no such consumer). */
+static struct consumer *consumer_lock(struct ps__space_ledger *l, uint64_t id)
+{
+	struct consumer *c;
+
+	if (!l || slot_of(id) >= SLOTS)
+		return NULL;
+	c = &l->c[slot_of(id)];
+	pthread_mutex_lock(&c->lock);
+	if (c->id && c->id == id)
+		return c;
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+int ps_ledger_consumer_remove(struct ps_space *s, uint64_t id)
+{
+	struct ps__space_ledger *l;
+	struct consumer *c;
+
+	if (!s)
+		return -EINVAL;
+	l = ps__space_ledger(s);
+	c = consumer_lock(l, id);
+	if (!c)
+		return -ENOENT;
+	/* Its open harvest is aborted: its token is stale from now (L2). */
+	pthread_mutex_lock(&l->drain);
+	c->active = false;
+	c->id = 0;
+	c->open = 0;
+	pthread_mutex_unlock(&l->drain);
+	consumer_free_sets(c);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* --- harvest (L2) --------------------------------------------------------- */
+
+struct take_ctx {
+	struct ps__hbm *inflight; /* NULL: the default consumer */
+	uint64_t *addrs;
+	uint64_t max, n;
+};
+
+static enum ps__hbm_verdict take_visit(void *ctx, uint64_t bit)
+{
+	struct take_ctx *t = ctx;
+
+	if (t->n == t->max)
+		return PS__HBM_STOP; /* stays pending */
+	t->addrs[t->n++] = bit << PAGE_SHIFT;
+	if (t->inflight)
+		(void)ps__hbm_set(t->inflight, bit);
+	return PS__HBM_CLEAR;
+}
+
+/* Take pending pages [first, end); false if the budget stopped it. */
+static bool take_pending(struct ps__hbm *pending, struct take_ctx *t,
+			 uint64_t first, uint64_t end, uint64_t *resume)
+{
+	uint64_t r;
+
+	if (first >= end)
+		return true;
+	(void)ps__hbm_harvest(pending, first, end - first, take_visit, t, &r);
+	*resume = r;
+	return r >= end;
+}
+
+/* The first chunk in [lo, hi] not yet materialised, or UINT64_MAX. */
+static uint64_t next_unmaterialised(const struct consumer *c, uint64_t lo,
+				    uint64_t hi)
+{
+	for (uint64_t w = lo / 64; w <= hi / 64; w++) {
+		uint64_t z = ~c->init[w];
+
+		if (w == lo / 64)
+			z &= ~UINT64_C(0) << (lo % 64);
+		if (z) {
+			uint64_t k = w * 64 + (uint64_t)__builtin_ctzll(z);
+
+			return k <= hi ? k : UINT64_MAX;
+		}
+	}
+	return UINT64_MAX;
+}
+
+/*
+ * Take the consumer's pages [first, first + count), materialising the
+ * initially-set chunks as the walk reaches them (see the top). Returns the
+ * page to resume from.
+ */
+static uint64_t take(struct ps__space_ledger *l, struct consumer *c,
+		     struct take_ctx *t, uint64_t first, uint64_t count)
+{
+	const uint64_t end = first + count;
+	uint64_t at = first, resume = end;
+
+	while (c->init_left) {
+		uint64_t k = next_unmaterialised(c, at >> CHUNK_SHIFT,
+						 (end - 1) >> CHUNK_SHIFT);
+		uint64_t k0, n;
+
+		if (k == UINT64_MAX)
+			break;
+		k0 = k << CHUNK_SHIFT;
+		if (!take_pending(&c->pending, t, at, k0, &resume))
+			return resume;
+		n = l->npages - k0 < (UINT64_C(1) << CHUNK_SHIFT)
+			    ? l->npages - k0
+			    : UINT64_C(1) << CHUNK_SHIFT;
+		ps__hbm_set_range(&c->pending, k0, n);
+		c->init[k / 64] |= UINT64_C(1) << (k % 64);
+		c->init_left--;
+		if (k0 > at)
+			at = k0;
+	}
+	if (!take_pending(&c->pending, t, at, end, &resume))
+		return resume;
+	return end;
+}
+
+int ps_ledger_harvest(struct ps_space *s, uint64_t id, uint64_t start,
+		      uint64_t len, unsigned int flags, uint64_t *addrs,
+		      uint64_t max, uint64_t *count, uint64_t *resume,
+		      uint64_t *token)
+{
+	struct ps__space_ledger *l;
+	struct consumer *c;
+	struct take_ctx t = {NULL, addrs, max, 0};
+	uint64_t first, npages, r;
+
+	if (!s || !ps__space_range_ok(s, start, len) || !addrs || !max ||
+	    !count || !token ||
+	    (flags & ~(PS_HARVEST_REARM | PS_HARVEST_UNITS)))
+		return -EINVAL;
+	PS__FORK_CHECK(s->born, "space");
+	l = ps__space_ledger(s);
+	c = consumer_lock(l, id);
+	if (!c)
+		return -ENOENT;
+	if (flags & PS_HARVEST_REARM) {
+		int rc = ps__space_rearm_into_log(s, start, start + len);
+
+		if (rc) {
+			pthread_mutex_unlock(&c->lock);
+			return rc;
+		}
+	}
+	first = ps__space_page_index(start);
+	npages = ps__space_page_index(len);
+	drain(s, l, first, npages); /* L1 */
+	t.inflight = &c->inflight;
+	r = take(l, c, &t, first, npages);
+	if (flags & PS_HARVEST_REARM) /* L3 */
+		ps__space_rearm_reported(s, addrs, t.n);
+	if (flags & PS_HARVEST_UNITS) /* lib/space-huge.c */
+		t.n = ps__space_harvest_units(addrs, t.n);
+	if (!c->open)
+		c->open = next_serial(l, slot_of(id));
+	*token = c->open;
+	*count = t.n;
+	if (resume)
+		*resume = r << PAGE_SHIFT;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* --- commit and abort (L2) ------------------------------------------------ */
+
+/* Abort's visitor: the in-flight bits back into pending. */
+static uint64_t merge_back(void *ctx, uint64_t base, uint64_t bits)
+{
+	ps__hbm_set_mask(ctx, base, bits);
+	return 0;
+}
+
+/* Commit's visitor: the in-flight bits are dropped. */
+static uint64_t drop(void *ctx, uint64_t base, uint64_t bits)
+{
+	(void)ctx;
+	(void)base;
+	(void)bits;
+	return 0;
+}
+
+/* The consumer of @token, locked with @token open; or an errno. */
+static int token_lock(struct ps_space *s, uint64_t token, struct consumer **cp)
+{
+	struct ps__space_ledger *l;
+	struct consumer *c;
+
+	if (!s)
+		return -EINVAL;
+	l = ps__space_ledger(s);
+	/* Relaxed: a bound, not an order (the serials given so far). */
+	if (!l || !serial_of(token) || slot_of(token) >= SLOTS ||
+	    serial_of(token) >
+		    atomic_load_explicit(&l->serial, memory_order_relaxed))
+		return -EINVAL;
+	c = &l->c[slot_of(token)];
+	pthread_mutex_lock(&c->lock);
+	if (!c->id || c->open != token) {
+		pthread_mutex_unlock(&c->lock);
+		return -ESTALE;
+	}
+	*cp = c;
+	return 0;
+}
+
+static int finish(struct ps_space *s, uint64_t token, bool commit)
+{
+	struct consumer *c;
+	int rc = token_lock(s, token, &c);
+
+	if (rc)
+		return rc;
+	(void)ps__hbm_harvest_words(&c->inflight, 0, c->inflight.nbits,
+				    commit ? drop : merge_back, &c->pending);
+	c->open = 0;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+int ps_ledger_commit(struct ps_space *s, uint64_t token)
+{
+	return finish(s, token, true);
+}
+
+int ps_ledger_abort(struct ps_space *s, uint64_t token)
+{
+	return finish(s, token, false);
+}
+
+/* --- the default consumer (L4) -------------------------------------------- */
+
+uint64_t ps__space_ledger_take_default(struct ps_space *s, uint64_t first,
+				       uint64_t count, uint64_t *addrs,
+				       uint64_t max, uint64_t *resume)
+{
+	struct ps__space_ledger *l = ps__space_ledger(s);
+	struct take_ctx t = {NULL, addrs, max, 0};
+
+	drain(s, l, first, count);
+	(void)take_pending(&l->c[DEFAULT_SLOT].pending, &t, first,
+			   first + count, resume);
+	return t.n;
+}
+
+void ps__space_ledger_redirty(struct ps_space *s, uint64_t page)
+{
+	(void)ps__hbm_set(&ps__space_ledger(s)->c[DEFAULT_SLOT].pending, page);
+}
