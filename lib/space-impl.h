@@ -73,7 +73,7 @@ struct ps_space {
 	uint64_t born;		/* fork generation at creation (lib/fork.h) */
 	/* Huge frames (lib/space-huge.c), from the first declaration. */
 	PS_ATOMIC(struct ps__space_huge *) huge;
-	/* The dirty ledger (lib/space-ledger.c, L4), once a consumer is added. */
+	/* The dirty ledger (lib/space-ledger.c, L4), from the first add. */
 	PS_ATOMIC(struct ps__space_ledger *) ledger;
 };
 
