@@ -10,7 +10,7 @@
 #   x86
 #   pgtable     pgtable.h, lib/pgtable*
 #   notifier    notifier.h, lib/notifier*
-#   space       space.h, lib/space*
+#   space       space.h, ledger.h, lib/space*
 #   prot, uffd  prot.h, lib/prot*; uffd.h, lib/uffd*, lib/linux-uapi.h
 #               (siblings)
 #   umbrella    pagestate.h
@@ -145,7 +145,7 @@ check() {
 		awk '$2 == "fn" || $2 == "own" {
 			m = $1; sub(/\.h$/, "", m)
 			if (m == "pagestate") m = "umbrella"
-			if (m == "ledger") m = "space"	# ledger.h is the space's
+			if (m == "ledger") m = "space"	# ledger.h: the space module
 			p = $3; sub(/_$/, "", p)
 			print p, m
 			if ($2 == "fn") {

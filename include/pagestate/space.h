@@ -153,7 +153,9 @@
  *     (the dirty log and the write-back set), 8 bytes a frame for a
  *     library-allocated page-word array, 4 more at the first long-term pin.
  *   - One dirty log: a harvest takes what it reports, so two consumers (a
- *     migration and a snapshot) each see only part.
+ *     migration and a snapshot) each see only part, unless each registers
+ *     with pagestate/ledger.h (then ps_space_harvest() is the default
+ *     consumer, and sees every mark as before).
  *
  * ---------------------------------------------------------------------------
  * Where the space differs from Linux
