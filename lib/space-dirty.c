@@ -49,7 +49,11 @@
  *     finds such a page missing). With REARM, written entries of async ranges
  *     move into the log via the page table's get-and-rearm scan (its G7: a
  *     write racing the scan is reported by it or by the next one), and every
- *     page reported is re-armed (S11).
+ *     page reported is re-armed (S11). With consumers (pagestate/ledger.h),
+ *     the log's marks are taken only by ps__space_log_take(), which shows
+ *     each to the ledger (L1 in lib/space-ledger.c) and keeps a page pinned
+ *     for write the same way; ps_space_harvest() is then the default
+ *     consumer, which takes from its own set (L4).
  *
  * S11 The log is the migration record: no write escapes every harvest.
  *     A write W to page P is covered by a harvest H that reports P if W
