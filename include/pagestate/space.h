@@ -1012,7 +1012,9 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * re-arm is a seq_cst change of the entry after the take of its mark, so a
  * write to a reported page happens before the re-arm (and is in the copy taken
  * after the harvest returns) or faults and is logged again.
- * Progress: lock-free without PS_HARVEST_REARM; blocking with it.
+ * Progress: lock-free without PS_HARVEST_REARM; blocking with it. Once the
+ * space has a ledger (pagestate/ledger.h), blocking: it hands the log's
+ * marks to every consumer under the ledger's mutex, then takes its own.
  * Return: 0; -EINVAL (range, flags, @addrs or @count NULL, @max 0); with
  * PS_HARVEST_REARM, the page-table scan's error (-ENOMEM; -ENOENT if a range
  * is unregistered meanwhile): nothing is harvested, and the pages the scan
@@ -1030,7 +1032,9 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  * @n: how many.
  *
  * It only adds: marks made meanwhile stay. A page a harvest re-armed stays
- * re-armed, and the next harvest reports it again.
+ * re-armed, and the next harvest reports it again. Once the space has a
+ * ledger (pagestate/ledger.h), the pages go back to ps_space_harvest() only,
+ * not to the ledger's consumers (which use ps_ledger_abort()).
  * Context: any thread.
  * Ordering: release (the log's set), paired with the acquire of the harvest
  * that takes it.
