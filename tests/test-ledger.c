@@ -9,6 +9,7 @@
  * against a shadow model after every harvest.
  */
 #include <pagestate/ledger.h>
+#include <pagestate/page.h>
 #include <pagestate/space.h>
 
 #include "harness.h"
@@ -504,6 +505,152 @@ START_TEST(errors_at_the_limits)
 }
 END_TEST
 
+/* --- sources: KVM's bitmap and ring, a device's bitmap -------------------- */
+
+START_TEST(kvm_bitmap_marks_through_the_normal_path)
+{
+	uint64_t a = add(PS_LEDGER_CLEAN), bm[2] = {0, 0};
+	struct ps_ledger_ingest res;
+	const uint64_t want[] = {256, 256 + 64, 256 + 99};
+
+	bm[0] = 1 | (1 << 3);
+	bm[1] = (UINT64_C(1) << 0) | (UINT64_C(1) << 35) |
+		(UINT64_C(1) << 36); /* 100 is beyond npages */
+	ck_assert_int_eq(ps_space_unmap(sp, (256 + 3) * PG, PG, 0), 0);
+	mark(256 + 64); /* also by software: reported once */
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 256 * PG, bm, 100, &res),
+			 0);
+	ck_assert_uint_eq(res.marked, 3);
+	ck_assert_uint_eq(res.unmapped, 1);
+	ck_assert_uint_eq(res.first_unmapped, (256 + 3) * PG);
+	ck_assert_uint_eq(res.stopped, UINT64_MAX);
+	assert_pages(harvest_commit(a), want, 3);
+	/* The frames are dirty: the normal path's DIRTY and hook. */
+	ck_assert(ps_page_test_flags(ps_space_page(sp, 256 + 99),
+				     PS_PAGE_DIRTY));
+	/* Errors: unaligned base, beyond the space, NULL. */
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 1, bm, 1, &res), -EINVAL);
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, SPACE_SIZE - PG, bm, 2,
+						 &res),
+			 -EINVAL);
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, SPACE_SIZE - PG, bm, 1,
+						 &res),
+			 0);
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 0, NULL, 1, &res),
+			 -EINVAL);
+}
+END_TEST
+
+static void ring_set(struct ps_ledger_dirty_gfn *e, uint32_t slot,
+		     uint64_t offset)
+{
+	e->slot = slot;
+	e->offset = offset;
+	atomic_store_explicit(&e->flags, PS_LEDGER_GFN_DIRTY,
+			      memory_order_release);
+}
+
+START_TEST(kvm_ring_collects_published_entries)
+{
+	uint64_t a = add(PS_LEDGER_CLEAN), fetch = 6;
+	struct ps_ledger_dirty_gfn ring[8];
+	const struct ps_ledger_slot slots[2] = {{0, 512}, {1024 * PG, 512}};
+	struct ps_ledger_ingest res;
+	const uint64_t want[] = {5, 1031};
+
+	memset(ring, 0, sizeof(ring));
+	ring_set(&ring[6], 0, 5);
+	ring_set(&ring[7], 1, 7);
+	ring_set(&ring[0], 2, 0); /* no slot 2: counted, collected */
+	ring_set(&ring[1], 0, 5); /* the same page again */
+	ring_set(&ring[3], 0, 9); /* after a gap: not yet */
+	ck_assert_int_eq(ps_ledger_ingest_ring(sp, ring, 8, &fetch, slots, 2,
+					       &res),
+			 4);
+	ck_assert_uint_eq(fetch, 10); /* free-running, past the wrap */
+	ck_assert_uint_eq(res.marked, 3);
+	ck_assert_uint_eq(res.unmapped, 1);
+	ck_assert_uint_eq(res.first_unmapped, 8);
+	for (int i = 0; i < 8; i++)
+		ck_assert_uint_eq(atomic_load(&ring[i].flags),
+				  i == 2 || i == 4 || i == 5 ? 0
+				  : i == 3 ? PS_LEDGER_GFN_DIRTY
+					   : PS_LEDGER_GFN_RESET);
+	assert_pages(harvest_commit(a), want, 2);
+	/* Nothing published at 10: nothing collected. */
+	ck_assert_int_eq(ps_ledger_ingest_ring(sp, ring, 8, &fetch, slots, 2,
+					       &res),
+			 0);
+	ck_assert_uint_eq(fetch, 10);
+	ck_assert_int_eq(ps_ledger_ingest_ring(sp, ring, 6, &fetch, slots, 2,
+					       &res),
+			 -EINVAL);
+	ck_assert_int_eq(ps_ledger_ingest_ring(sp, ring, 8, &fetch, NULL, 2,
+					       &res),
+			 -EINVAL);
+}
+END_TEST
+
+#define IOVA0 (UINT64_C(1) << 32)
+
+/* IOVA0 + x maps to the space address 2 MiB + x, for x < 4 MiB. */
+static int iova_to_addr(void *ctx, uint64_t iova, uint64_t *addr)
+{
+	(void)ctx;
+	if (iova < IOVA0 || iova >= IOVA0 + 2 * P2M * PG)
+		return -ENOENT;
+	*addr = P2M * PG + (iova - IOVA0);
+	return 0;
+}
+
+static int iova_unaligned(void *ctx, uint64_t iova, uint64_t *addr)
+{
+	(void)ctx;
+	*addr = iova - IOVA0 + 1;
+	return 0;
+}
+
+START_TEST(device_bitmap_through_a_translation)
+{
+	uint64_t a = add(PS_LEDGER_CLEAN), bm = 1 | (1 << 2), n, t;
+	struct ps_ledger_ingest res;
+	const uint64_t want[] = {P2M + 1, P2M + 2};
+
+	/* 2 MiB pages: the first is mapped, the third is not. */
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, IOVA0, 3 * P2M * PG,
+						 P2M * PG, &bm, iova_to_addr,
+						 NULL, &res),
+			 0);
+	ck_assert_uint_eq(res.marked, P2M);
+	ck_assert_uint_eq(res.unmapped, P2M);
+	ck_assert_uint_eq(res.first_unmapped, IOVA0 + 2 * P2M * PG);
+	n = harvest_max(a, PS_HARVEST_UNITS, NPAGES, &t);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], P2M * PG | PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_ledger_commit(sp, t), 0);
+	/* 4 KiB pages. */
+	bm = 6;
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, IOVA0, 64 * PG, PG, &bm,
+						 iova_to_addr, NULL, &res),
+			 0);
+	ck_assert_uint_eq(res.marked, 2);
+	assert_pages(harvest_commit(a), want, 2);
+	/* A translation to an unaligned address stops, and says where. */
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, IOVA0, 64 * PG, PG, &bm,
+						 iova_unaligned, NULL, &res),
+			 -EINVAL);
+	ck_assert_uint_eq(res.stopped, IOVA0 + PG);
+	ck_assert_uint_eq(res.marked, 0);
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, IOVA0 + PG, P2M * PG,
+						 P2M * PG, &bm, iova_to_addr,
+						 NULL, &res),
+			 -EINVAL);
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, IOVA0, 64 * PG, 3 * PG,
+						 &bm, iova_to_addr, NULL, &res),
+			 -EINVAL);
+}
+END_TEST
+
 /* --- stress: two writers, two harvesters, a shadow model (L1, L2) -------- */
 
 /*
@@ -859,6 +1006,12 @@ static Suite *ledger_suite(void)
 	tc = ps_test_tcase(s, "the default consumer (L4)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, default_consumer_behaves_as_before);
+
+	tc = ps_test_tcase(s, "sources: KVM and devices", 10);
+	tcase_add_checked_fixture(tc, setup_mapped, teardown);
+	tcase_add_test(tc, kvm_bitmap_marks_through_the_normal_path);
+	tcase_add_test(tc, kvm_ring_collects_published_entries);
+	tcase_add_test(tc, device_bitmap_through_a_translation);
 
 	tc = ps_test_tcase(s, "errors at the limits", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);

@@ -172,6 +172,145 @@ int ps_ledger_commit(struct ps_space *space, uint64_t token);
  */
 int ps_ledger_abort(struct ps_space *space, uint64_t token);
 
+/* --- sources: dirty records of KVM and devices --------------------------- */
+
+/*
+ * The dirty sources outside the space (KVM's dirty bitmap and dirty ring, a
+ * device's dirty bitmap for an IOVA range) are ingested from the caller's
+ * buffers: each dirty page is marked through ps_space_mark_dirty() (its frame
+ * held, marked DIRTY with its hook, its address logged), so it reaches every
+ * consumer exactly as a software mark does, and once however many sources
+ * report it. A page with nothing mapped is not marked, and is counted.
+ */
+
+/**
+ * struct ps_ledger_ingest - what an ingest did.
+ * @marked: pages marked (newly dirty, or dirty already).
+ * @unmapped: pages reported dirty with nothing mapped (or, for a device, an
+ *	IOVA the translation did not know): not marked.
+ * @first_unmapped: the first of those: a space address (an IOVA for a
+ *	device's untranslated page), or UINT64_MAX if none.
+ * @stopped: after an error, where the ingest stopped: the space address of the
+ *	page it could not mark (the ring: the entry's index); else UINT64_MAX.
+ */
+struct ps_ledger_ingest {
+	uint64_t marked;
+	uint64_t unmapped;
+	uint64_t first_unmapped;
+	uint64_t stopped;
+};
+
+/**
+ * ps_ledger_ingest_bitmap() - mark the pages of a KVM_GET_DIRTY_LOG bitmap.
+ * @space: the space.
+ * @base: the space address of the memory slot's first page (aligned).
+ * @bitmap: bit i (bit i % 64 of the 64-bit word i / 64) set: the page at
+ *	@base + i * 4 KiB is dirty. The caller's copy: not changed.
+ * @npages: how many bits (the slot's pages; @base + @npages pages inside the
+ *	space).
+ * @res: receives what was done.
+ *
+ * Context: any thread not holding a frame's LOCKED bit (as
+ * ps_space_mark_dirty()).
+ * Ordering: as ps_space_mark_dirty() for each page.
+ * Progress: blocking (each mark); it costs a load per 64 pages and a mark per
+ * dirty page.
+ * Return: 0; -EINVAL (@space, @bitmap or @res NULL, @base unaligned, the range
+ * outside the space); -EOVERFLOW (a frame's references are full: @res->stopped
+ * says which page; the pages before it were marked, those after it were not).
+ */
+int ps_ledger_ingest_bitmap(struct ps_space *space, uint64_t base,
+			    const uint64_t *bitmap, uint64_t npages,
+			    struct ps_ledger_ingest *res);
+
+/*
+ * A dirty ring entry, laid out as Linux's struct kvm_dirty_gfn: @flags
+ * (PS_LEDGER_GFN_DIRTY when KVM published it, PS_LEDGER_GFN_RESET once
+ * collected), @slot (the memory slot, as ps_ledger_ingest_ring()'s table
+ * indexes it) and @offset (the page within the slot).
+ */
+struct ps_ledger_dirty_gfn {
+	PS_ATOMIC(uint32_t) flags;
+	uint32_t slot;
+	uint64_t offset;
+};
+
+#define PS_LEDGER_GFN_DIRTY 0x1u /* KVM_DIRTY_GFN_F_DIRTY */
+#define PS_LEDGER_GFN_RESET 0x2u /* KVM_DIRTY_GFN_F_RESET */
+
+/* A memory slot of the ring's table: its first page's space address, size. */
+struct ps_ledger_slot {
+	uint64_t base;
+	uint64_t npages;
+};
+
+/**
+ * ps_ledger_ingest_ring() - collect the published entries of a KVM dirty
+ * ring: mark each page and hand the entry back (RESET), as a VMM does before
+ * KVM_RESET_DIRTY_RINGS.
+ * @space: the space.
+ * @ring: the ring's entries (the vCPU's mapping of it, or a copy).
+ * @size: its number of entries (a power of two).
+ * @fetch: in: the index of the next entry to collect (free-running, as
+ *	KVM's); out: the index after the last one collected.
+ * @slots: the memory slots, indexed by an entry's slot.
+ * @nslots: how many.
+ * @res: receives what was done (unmapped: entries whose slot or offset is
+ *	outside @slots, or whose page has nothing mapped; first_unmapped is
+ *	the first such entry's index).
+ *
+ * Collects from *@fetch on, while the entry is published (DIRTY set) and at
+ * most @size entries: marks its page, then stores RESET in its flags.
+ * Context: any thread not holding a frame's LOCKED bit.
+ * Ordering: acquire load of each entry's flags (pairs with KVM's release
+ * store that publishes it), then its slot and offset are read; the RESET is
+ * a release store after the mark.
+ * Progress: blocking (each mark); it costs a mark per entry collected.
+ * Return: how many entries were collected (>= 0); -EINVAL (@space, @ring,
+ * @fetch, @res NULL, @size not a power of two, @slots NULL with @nslots);
+ * -EOVERFLOW (as ps_ledger_ingest_bitmap(); @res->stopped is the entry's
+ * index, which is not collected: *@fetch stops there).
+ */
+long ps_ledger_ingest_ring(struct ps_space *space,
+			   struct ps_ledger_dirty_gfn *ring, uint32_t size,
+			   uint64_t *fetch, const struct ps_ledger_slot *slots,
+			   uint32_t nslots, struct ps_ledger_ingest *res);
+
+/*
+ * A device's IOVA to space address translation: 0 and *@addr (the space
+ * address of the 4 KiB page at @iova), or a negative errno (-ENOENT: the IOVA
+ * is not mapped; the page is counted unmapped).
+ */
+typedef int (*ps_ledger_iova_fn)(void *ctx, uint64_t iova, uint64_t *addr);
+
+/**
+ * ps_ledger_ingest_device() - mark the pages of a device's dirty bitmap for
+ * an IOVA range (VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
+ * IOMMU_HWPT_GET_DIRTY_BITMAP, vfio-user's dirty pages).
+ * @space: the space.
+ * @iova: the range's first IOVA (aligned to @pgsize).
+ * @len: its length (a non-zero multiple of @pgsize).
+ * @pgsize: the bitmap's page size: a power of two, at least 4 KiB.
+ * @bitmap: bit i set: the @pgsize page at @iova + i * @pgsize is dirty.
+ * @translate: the device's IOVA to space address translation, called for
+ *	each 4 KiB page of each dirty @pgsize page.
+ * @ctx: for @translate.
+ * @res: receives what was done.
+ *
+ * Context: any thread not holding a frame's LOCKED bit; @translate runs in it.
+ * Ordering: as ps_space_mark_dirty() for each page.
+ * Progress: blocking (each mark, @translate); it costs a load per 64 bits
+ * and a translation and a mark per dirty 4 KiB page.
+ * Return: 0; -EINVAL (NULL arguments, @pgsize, @iova or @len, an address
+ * @translate gave that is unaligned or outside the space: @res->stopped is that
+ * IOVA); -EOVERFLOW (as ps_ledger_ingest_bitmap(); @res->stopped is the space
+ * address); another error of @translate (it stops there: stopped is the IOVA).
+ */
+int ps_ledger_ingest_device(struct ps_space *space, uint64_t iova, uint64_t len,
+			    uint64_t pgsize, const uint64_t *bitmap,
+			    ps_ledger_iova_fn translate, void *ctx,
+			    struct ps_ledger_ingest *res);
+
 PS_END_DECLS
 
 #endif /* PAGESTATE_LEDGER_H */
