@@ -958,6 +958,170 @@ START_TEST(stress_no_consumer_loses_a_mark)
 }
 END_TEST
 
+/*
+ * Re-arm with consumers (L3, S11): no write escapes a consumer. Two writers
+ * write pages of their own half, bumping each page's version: even pages by
+ * software (the write, then ps_space_mark_dirty()), odd pages by the CPU (a
+ * write fault, then the write, which faults again if a re-arm came in
+ * between, as test-space's stress_harvest_never_loses). Two harvesters, one
+ * consumer each, harvest with PS_HARVEST_REARM in budgets, "copy" every page
+ * reported (read its version) after the harvest returns, and commit, or abort
+ * at random (the copies of an aborted harvest are dropped). After the writers
+ * stop and a final harvest, each consumer's copy of every page is its last
+ * version. The range is registered PS_WP_ASYNC (the get-and-rearm scan, once
+ * for both consumers) or not at all (each harvest clears WRITE).
+ */
+#define RA_PAGES 256
+
+struct rearm_race {
+	_Atomic(uint64_t) version[RA_PAGES];
+	uint64_t copied[2][RA_PAGES];
+	uint64_t id[2];
+	_Atomic(unsigned) errors;
+	uint64_t iters;
+	struct ps_test_overlap ov; /* 0, 1 harvesters; 2, 3 writers */
+};
+
+static struct rearm_race *ra;
+
+static void *rearm_writer(void *arg)
+{
+	unsigned int w = (unsigned int)(uintptr_t)arg;
+	struct ps_test_rng rng = ps_test_rng_new(w + 21);
+	struct ps_test_side me = ps_test_side(&ra->ov, w + 2, 0x3);
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t page = w * (RA_PAGES / 2) +
+				ps_test_below(&rng, RA_PAGES / 2);
+		ps_pte_t e;
+
+		if (!(page & 1)) {
+			atomic_fetch_add(&ra->version[page], 1);
+			(void)ps_space_mark_dirty(sp, page * PG);
+			continue;
+		}
+		do {
+			if (ps_space_fault(sp, page * PG, PS_ACCESS_WRITE) !=
+			    PS_FAULT_OK) {
+				atomic_fetch_add(&ra->errors, 1);
+				break;
+			}
+			atomic_fetch_add(&ra->version[page], 1);
+			/* Still writable: the write went through it. */
+			e = 0;
+			(void)ps_pgtable_get(pt, page * PG, &e);
+		} while (!ps_pte_is_writable(e));
+	}
+	return NULL;
+}
+
+/* One pass over the range for consumer @k; @abort drops its copies. */
+static void rearm_round(unsigned int k, bool abort, uint64_t budget)
+{
+	uint64_t out[RA_PAGES], ver[RA_PAGES], seen[RA_PAGES], ns = 0;
+	uint64_t n, resume = 0, t = 0;
+
+	while (resume < RA_PAGES * PG) {
+		if (ps_ledger_harvest(sp, ra->id[k], resume,
+				      RA_PAGES * PG - resume, PS_HARVEST_REARM,
+				      out, budget, &n, &resume, &t)) {
+			atomic_fetch_add(&ra->errors, 1);
+			return;
+		}
+		for (uint64_t i = 0; i < n; i++) { /* copy after the harvest */
+			seen[ns] = out[i] / PG;
+			ver[ns++] = atomic_load(&ra->version[out[i] / PG]);
+		}
+	}
+	if (abort) {
+		if (ps_ledger_abort(sp, t))
+			atomic_fetch_add(&ra->errors, 1);
+		return;
+	}
+	if (ps_ledger_commit(sp, t))
+		atomic_fetch_add(&ra->errors, 1);
+	for (uint64_t i = 0; i < ns; i++)
+		ra->copied[k][seen[i]] = ver[i];
+}
+
+static void *rearm_harvester(void *arg)
+{
+	unsigned int k = (unsigned int)(uintptr_t)arg;
+	struct ps_test_rng rng = ps_test_rng_new(k + 41);
+	struct ps_test_side me = ps_test_side(&ra->ov, k, 0xc);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		rearm_round(k, ps_test_below(&rng, 5) == 0,
+			    1 + ps_test_below(&rng, 64));
+		ps_test_overlap_wait(&me, 1000000); /* let the writers write */
+	}
+	return NULL;
+}
+
+static void stress_rearm(bool async)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	pthread_t th[3];
+
+	ra = calloc(1, sizeof(*ra));
+	ck_assert_ptr_nonnull(ra);
+	ra->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 20;
+	ps_test_overlap_init(&ra->ov, 4, 0);
+	ra->ov.side[2].min_ops = ra->iters;
+	ra->ov.side[3].min_ops = ra->iters;
+	if (async) {
+		ck_assert_int_eq(ps_pgtable_register(pt, 0, RA_PAGES * PG,
+						     PS_WP_ASYNC),
+				 0);
+		ck_assert_int_eq(ps_pgtable_protect(pt, 0, RA_PAGES * PG), 0);
+	}
+	ra->id[0] = add(PS_LEDGER_CLEAN);
+	ra->id[1] = add(PS_LEDGER_CLEAN);
+	ck_assert_int_eq(pthread_create(&th[0], NULL, rearm_harvester,
+					(void *)(uintptr_t)1),
+			 0);
+	for (unsigned int w = 0; w < 2; w++)
+		ck_assert_int_eq(pthread_create(&th[w + 1], NULL, rearm_writer,
+						(void *)(uintptr_t)w),
+				 0);
+	rearm_harvester((void *)(uintptr_t)0);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	ps_test_overlap_check(&ra->ov, "re-arming consumers vs writers");
+	ck_assert_uint_eq(atomic_load(&ra->errors), 0);
+	for (unsigned int k = 0; k < 2; k++) {
+		rearm_round(k, false, RA_PAGES); /* the final one */
+		for (int p = 0; p < RA_PAGES; p++)
+			ck_assert_msg(ra->copied[k][p] ==
+					      atomic_load(&ra->version[p]),
+				      "consumer %u page %d: version %llu "
+				      "written, %llu copied: a write was lost",
+				      k, p,
+				      (unsigned long long)
+					      atomic_load(&ra->version[p]),
+				      (unsigned long long)ra->copied[k][p]);
+	}
+	ck_assert_uint_eq(atomic_load(&ra->errors), 0);
+	if (async)
+		ck_assert_int_eq(ps_pgtable_unregister(pt, 0, RA_PAGES * PG),
+				 0);
+	free(ra);
+	ra = NULL;
+}
+
+START_TEST(stress_rearm_async_no_write_escapes)
+{
+	stress_rearm(true);
+}
+END_TEST
+
+START_TEST(stress_rearm_unregistered_no_write_escapes)
+{
+	stress_rearm(false);
+}
+END_TEST
+
 static Suite *ledger_suite(void)
 {
 	Suite *s = suite_create("ledger");
@@ -1020,6 +1184,8 @@ static Suite *ledger_suite(void)
 	tc = ps_test_stress_tcase(s, "stress", 300);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, stress_no_consumer_loses_a_mark);
+	tcase_add_test(tc, stress_rearm_async_no_write_escapes);
+	tcase_add_test(tc, stress_rearm_unregistered_no_write_escapes);
 	return s;
 }
 
