@@ -137,14 +137,10 @@ static unsigned int slot_of(uint64_t v)
 
 /* --- drain (L1) ----------------------------------------------------------- */
 
-struct drain_ctx {
-	struct ps__space_ledger *l;
-};
-
 /* The log's take: hand a word of marks to every registered consumer. */
 static void drain_word(void *ctx, uint64_t base, uint64_t bits)
 {
-	struct ps__space_ledger *l = ((struct drain_ctx *)ctx)->l;
+	struct ps__space_ledger *l = ctx;
 
 	for (unsigned int k = 0; k <= SLOTS; k++)
 		if (l->c[k].active)
@@ -155,9 +151,7 @@ static void drain_word(void *ctx, uint64_t base, uint64_t bits)
 static void drain_locked(struct ps_space *s, struct ps__space_ledger *l,
 			 uint64_t first, uint64_t count)
 {
-	struct drain_ctx d = {l};
-
-	ps__space_log_take(s, first, count, drain_word, &d);
+	ps__space_log_take(s, first, count, drain_word, l);
 }
 
 static void drain(struct ps_space *s, struct ps__space_ledger *l,
