@@ -286,7 +286,7 @@ START_TEST(remove_without_commit)
 }
 END_TEST
 
-/* --- initially set (L4) --------------------------------------------------- */
+/* --- initially set (materialised lazily) ---------------------------------- */
 
 START_TEST(initially_set_reports_everything_once)
 {
@@ -1205,7 +1205,7 @@ START_TEST(stress_birth_loses_nothing)
 		atomic_store(&b->adding, 0);
 		for (int p = 0; p < BI_PAGES; p++)
 			snap[p] = atomic_load(&b->started[p]);
-		/* The writer marks 100 more, the harvester takes (100 ms cap). */
+		/* 100 more marks (a 100 ms cap); the harvester runs. */
 		for (uint64_t t0 = ps_test_now_ns(), more = 0;
 		     more < 100 && ps_test_now_ns() - t0 < 100000000;) {
 			sched_yield();
@@ -1265,7 +1265,7 @@ static Suite *ledger_suite(void)
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, remove_without_commit);
 
-	tc = ps_test_tcase(s, "initially set (L4)", 10);
+	tc = ps_test_tcase(s, "initially set", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, initially_set_reports_everything_once);
 	tcase_add_test(tc, initially_set_materialises_lazily);

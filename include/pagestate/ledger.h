@@ -76,7 +76,9 @@ PS_BEGIN_DECLS
  * Ordering: a mark whose log bit is set after this call returns is reported
  * to the consumer (acquire and release of the ledger's drain mutex).
  * Progress: blocking (the drain mutex; the first call an RCU grace period);
- * it costs O(1) with INITIALLY_SET, and what the log holds with CLEAN.
+ * it costs mapping the consumer's sets (zero-filled, untouched: nothing per
+ * page, with INITIALLY_SET too) and a drain of what the log holds (the
+ * marks, plus a word per 128 MiB).
  * Return: 0; -EINVAL (@space or @id NULL, unknown @flags); -ENOSPC (the space
  * has PS_LEDGER_CONSUMERS_MAX consumers already); -ENOMEM.
  */
