@@ -430,4 +430,23 @@ static inline int ps_test_run(Suite *s)
 		return ps_test_run(suite_fn()); \
 	}
 
+#ifdef PAGESTATE_LEDGER_H
+/*
+ * With PS_TEST_LEDGER set (the *-ledger tests of tests/meson.build), a suite
+ * that calls this on each space it creates runs with a ledger consumer
+ * registered: ps_space_harvest() and ps_space_redirty() are then the
+ * ledger's default consumer (L4 in lib/space-ledger.c), and every test of the
+ * suite checks that they behave as before.
+ */
+static inline void ps_test_ledger_if_asked(struct ps_space *s)
+{
+	uint64_t id;
+
+	if (getenv("PS_TEST_LEDGER"))
+		ck_assert_int_eq(ps_ledger_consumer_add(s, PS_LEDGER_CLEAN,
+							&id),
+				 0);
+}
+#endif
+
 #endif /* PS_TESTS_HARNESS_H */

@@ -5,6 +5,7 @@
  * MiB and 1 GiB frames, where a frame's state lives, and the metadata the
  * space holds (ps_space_stats()).
  */
+#include <pagestate/ledger.h>
 #include <pagestate/space.h>
 
 #include "../lib/failpoint.h"
@@ -55,6 +56,7 @@ static void setup(void)
 	cfg.hooks.free_frame = on_free;
 	cfg.hooks.dirty = on_dirty;
 	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	ps_test_ledger_if_asked(sp);
 }
 
 static void teardown(void)

@@ -12,6 +12,7 @@
  * injected failures (lib/failpoint.h: the space's files compiled with
  * -DPS_TEST_FAILPOINTS) put races and errors exactly where they hurt.
  */
+#include <pagestate/ledger.h>
 #include <pagestate/space.h>
 
 #include "../lib/failpoint.h"
@@ -111,6 +112,7 @@ static void setup_with(bool populate)
 	if (populate)
 		cfg.hooks.populate = on_populate;
 	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	ps_test_ledger_if_asked(sp);
 }
 
 static void setup(void)
