@@ -33,6 +33,7 @@
  * Exits 77 (a skip for meson) when not root, or when the kernel lacks
  * userfaultfd, a WP feature or PAGEMAP_SCAN.
  */
+#include <pagestate/ledger.h>
 #include <pagestate/uffd.h>
 
 #include "../lib/linux-uapi.h"
@@ -410,6 +411,7 @@ static struct ps_space *space_new(void)
 	cfg.size = UINT64_C(1) << 36;
 	cfg.nframes = 1024;
 	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
+	ps_test_ledger_if_asked(s);
 	return s;
 }
 
@@ -1076,6 +1078,7 @@ static struct ps_space *freeing_setup(struct freeing *f, struct region *r,
 	sc.hooks.free_frame = freeing_free_frame;
 	sc.hooks.ctx = f;
 	ck_assert_int_eq(ps_space_create(&sc, &s), 0);
+	ps_test_ledger_if_asked(s);
 	ck_assert_int_eq(ps_space_map_range(s, LBASE, NP * PG, 0, PS_MAP_WRITE,
 					    NULL),
 			 0);
@@ -3794,6 +3797,7 @@ static void st_setup(struct stress *st, bool space, bool shared, bool sync)
 		sc.size = LBASE + st->np * PG;
 		sc.nframes = st->np;
 		ck_assert_int_eq(ps_space_create(&sc, &st->s), 0);
+		ps_test_ledger_if_asked(st->s);
 		ck_assert_int_eq(ps_space_map_range(st->s, LBASE, st->np * PG,
 						    0, PS_MAP_WRITE, NULL),
 				 0);
@@ -4288,6 +4292,7 @@ START_TEST(migration_with_balloon)
 	sc.hooks.free_frame = mig_free_frame;
 	sc.hooks.ctx = m;
 	ck_assert_int_eq(ps_space_create(&sc, &m->s), 0);
+	ps_test_ledger_if_asked(m->s);
 	ck_assert_int_eq(ps_space_map_range(m->s, LBASE, (uint64_t)m->np * PG,
 					    0, PS_MAP_WRITE, NULL),
 			 0);
