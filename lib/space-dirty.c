@@ -49,11 +49,12 @@
  *     finds such a page missing). With REARM, written entries of async ranges
  *     move into the log via the page table's get-and-rearm scan (its G7: a
  *     write racing the scan is reported by it or by the next one), and every
- *     page reported is re-armed (S11). With consumers (pagestate/ledger.h),
- *     the log's marks are taken only by ps__space_log_take(), which shows
- *     each to the ledger (L1 in lib/space-ledger.c) and keeps a page pinned
- *     for write the same way; ps_space_harvest() is then the default
- *     consumer, which takes from its own set (L4).
+ *     page reported is re-armed (S11). The log's marks are taken only by
+ *     ps__space_log_take(), for the harvest and for the ledger's drain (C1 in
+ *     lib/space-ledger.c), whose visitors keep a page pinned for write
+ *     (ps__space_log_verdict()); with consumers (pagestate/ledger.h),
+ *     ps_space_harvest() is the default consumer, which takes from its own
+ *     set (C4).
  *
  * S11 The log is the migration record: no write escapes every harvest.
  *     A write W to page P is covered by a harvest H that reports P if W
@@ -281,7 +282,7 @@ int ps_space_redirty(struct ps_space *s, const uint64_t *addrs, uint64_t n)
 {
 	int rc = 0;
 
-	/* L4 (lib/space-ledger.c): the log, or the default consumer's set. */
+	/* C4 (lib/space-ledger.c): the log, or the default consumer's set. */
 	ps_pgtable_read_lock();
 	for (uint64_t i = 0; i < n; i++) {
 		if ((addrs[i] & (PAGE_SIZE - 1)) || addrs[i] >= s->size) {
@@ -399,47 +400,55 @@ struct harvest_ctx {
 	uint64_t max, n;
 };
 
-static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t bit)
+/* ps__space_log_take()'s visitor for the harvest: a page into the output. */
+static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t addr,
+					  unsigned int order)
 {
 	struct harvest_ctx *h = ctx;
-	uint64_t addr = bit << PAGE_SHIFT;
 
+	(void)order; /* pages only (PS_SPACE_ORDER_4K) */
 	if (h->n == h->max)
 		return PS__HBM_STOP; /* kept, shown again on resume */
 	h->addrs[h->n++] = addr;
 	return log_keeps(h->s, addr) ? PS__HBM_KEEP : PS__HBM_CLEAR;
 }
 
+enum ps__hbm_verdict ps__space_log_verdict(struct ps_space *s, uint64_t addr,
+					   unsigned int order)
+{
+	bool keep = false;
+
+	for (uint64_t i = 0; i < UINT64_C(1) << order; i++)
+		keep |= log_keeps(s, addr + (i << PAGE_SHIFT));
+	return keep ? PS__HBM_KEEP : PS__HBM_CLEAR;
+}
+
 struct take_ctx {
-	struct ps_space *s;
-	ps__space_take_fn take;
+	ps__space_log_fn fn;
 	void *ctx;
 };
 
-/* ps__space_log_take()'s word visitor: show all, keep the pinned (S6). */
-static uint64_t take_word(void *ctx, uint64_t base, uint64_t bits)
+/* ps__space_log_take()'s bit visitor: a page mark, shown as a 4 KiB unit. */
+static enum ps__hbm_verdict take_visit(void *ctx, uint64_t bit)
 {
 	struct take_ctx *t = ctx;
-	uint64_t keep = 0;
 
-	for (uint64_t m = bits; m; m &= m - 1) {
-		unsigned int i = (unsigned int)__builtin_ctzll(m);
-
-		if (log_keeps(t->s, (base + i) << PAGE_SHIFT))
-			keep |= UINT64_C(1) << i;
-	}
-	t->take(t->ctx, base, bits);
-	return keep;
+	return t->fn(t->ctx, bit << PAGE_SHIFT, PS_SPACE_ORDER_4K);
 }
 
-void ps__space_log_take(struct ps_space *s, uint64_t first, uint64_t count,
-			ps__space_take_fn take, void *ctx)
+uint64_t ps__space_log_take(struct ps_space *s, uint64_t start, uint64_t len,
+			    bool units, ps__space_log_fn fn, void *ctx,
+			    uint64_t *resume)
 {
-	struct take_ctx t = {s, take, ctx};
+	struct take_ctx t = {fn, ctx};
+	uint64_t n, r;
 
-	ps_pgtable_read_lock(); /* log_keeps()'s lookups */
-	(void)ps__hbm_harvest_words(&s->log, first, count, take_word, &t);
-	ps_pgtable_read_unlock();
+	(void)units; /* the log holds pages only */
+	n = ps__hbm_harvest(&s->log, ps__space_page_index(start),
+			    ps__space_page_index(len), take_visit, &t, &r);
+	if (resume)
+		*resume = r << PAGE_SHIFT;
+	return n;
 }
 
 /* How a reported page is re-armed (S11): by its registration. */
@@ -547,10 +556,10 @@ int ps_space_harvest(struct ps_space *s, uint64_t start, uint64_t len,
 			return rc;
 	}
 	ps_pgtable_read_lock();
-	if (PS_LIKELY(!ps__space_ledger(s))) { /* L4, lib/space-ledger.c */
-		(void)ps__hbm_harvest(&s->log, ps__space_page_index(start),
-				      ps__space_page_index(len), harvest_visit,
-				      &h, &resume_bit);
+	if (PS_LIKELY(!ps__space_ledger(s))) { /* C4, lib/space-ledger.c */
+		(void)ps__space_log_take(s, start, len, false, harvest_visit,
+					 &h, &resume_bit);
+		resume_bit >>= PAGE_SHIFT;
 		ps_pgtable_read_unlock();
 	} else {
 		ps_pgtable_read_unlock(); /* the default consumer's take */

@@ -32,7 +32,7 @@
  *                          and the pins, unpins and maps of huge frames.
  *                          S15..S18
  *   lib/space-ledger.c     the dirty ledger (pagestate/ledger.h): consumers
- *                          of the log, transactional harvests. L1..L4
+ *                          of the log, transactional harvests. C1..C4
  *
  * The helpers below are static inline because the fault and pin paths call
  * them per page from other files, and the library is built without LTO.
@@ -73,7 +73,7 @@ struct ps_space {
 	uint64_t born;		/* fork generation at creation (lib/fork.h) */
 	/* Huge frames (lib/space-huge.c), from the first declaration. */
 	PS_ATOMIC(struct ps__space_huge *) huge;
-	/* The dirty ledger (lib/space-ledger.c, L4), from the first add. */
+	/* The dirty ledger (lib/space-ledger.c, C4), from the first add. */
 	PS_ATOMIC(struct ps__space_ledger *) ledger;
 };
 
@@ -326,16 +326,35 @@ bool ps__space_longterm_sub(struct ps_space *s, uint64_t frame);
 void ps__space_pins_fini(struct ps_space *s);
 
 /*
- * The dirty log's take, for the ledger (lib/space-dirty.c, S6; L1 in
- * lib/space-ledger.c): take every mark of pages [@first, @first + @count) out
- * of the log and show them to @take a level-0 word at a time (@bits of the
- * pages @base .. @base + 63, @base a multiple of 64), in increasing order. A
- * page pinned for write is shown and keeps its mark (S6). Lock-free; enters
- * the page table's read-side section itself.
+ * The dirty log's one take (lib/space-dirty.c, S6), which the harvest and the
+ * ledger's drain (C1 in lib/space-ledger.c) use. A taker's visitor is shown a
+ * mark as the unit it is, @addr (aligned) and @order (PS_SPACE_ORDER_4K: the
+ * log holds pages only so far), and says what becomes of it, as for
+ * ps__hbm_harvest(): CLEAR (taken), KEEP (taken and set again), STOP (not
+ * taken: it and every mark not yet shown stay).
  */
-typedef void (*ps__space_take_fn)(void *ctx, uint64_t base, uint64_t bits);
-void ps__space_log_take(struct ps_space *s, uint64_t first, uint64_t count,
-			ps__space_take_fn take, void *ctx);
+typedef enum ps__hbm_verdict (*ps__space_log_fn)(void *ctx, uint64_t addr,
+						 unsigned int order);
+
+/*
+ * Take the marks of [@start, @start + @len) (bytes, pages, inside the space),
+ * in address order, showing each to @fn (@units: unit marks may be shown as
+ * units; the log has none so far). *@resume: the first page not taken (where
+ * a STOP came), or the range's end. The caller holds the page table's
+ * read-side section (the visitors look entries up). Lock-free. Returns how
+ * many marks were shown.
+ */
+uint64_t ps__space_log_take(struct ps_space *s, uint64_t start, uint64_t len,
+			    bool units, ps__space_log_fn fn, void *ctx,
+			    uint64_t *resume);
+
+/*
+ * What a take does with the mark of the unit of @order at @addr: KEEP while
+ * a page of it is pinned for write (S6; a stale WRITE_PINNED is cleared on
+ * the way), else CLEAR. In the page table's read-side section.
+ */
+enum ps__hbm_verdict ps__space_log_verdict(struct ps_space *s, uint64_t addr,
+					   unsigned int order);
 
 /*
  * A REARM harvest's two steps (lib/space-dirty.c, S11), for the ledger's
@@ -346,16 +365,16 @@ int ps__space_rearm_into_log(struct ps_space *s, uint64_t start, uint64_t end);
 void ps__space_rearm_reported(struct ps_space *s, const uint64_t *addrs,
 			      uint64_t n);
 
-/* The ledger, or NULL before the first consumer (acquire: L4). */
+/* The ledger, or NULL before the first consumer (acquire: C4). */
 static inline struct ps__space_ledger *ps__space_ledger(struct ps_space *s)
 {
-	/* Acquire: pairs with the release store that publishes it (L4). */
+	/* Acquire: pairs with the release store that publishes it (C4). */
 	return atomic_load_explicit(&s->ledger, memory_order_acquire);
 }
 
 /*
  * The default consumer (ps_space_harvest(), ps_space_redirty()) once the
- * ledger exists (lib/space-ledger.c, L4): drain, then take pages [@first,
+ * ledger exists (lib/space-ledger.c, C4): drain, then take pages [@first,
  * @first + @count) from its pending set, at most @max into @addrs; returns
  * how many, *@resume the page to resume from. And put pages back.
  */

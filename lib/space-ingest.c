@@ -5,7 +5,7 @@
  * an IOVA range. Each dirty page is marked through ps_space_mark_dirty(),
  * the normal path (S5: its frame held, DIRTY and its hook under LOCKED; S11:
  * its address logged after the caller's write), so the ledger's consumers
- * see it as any other mark (L1 in lib/space-ledger.c), once however many
+ * see it as any other mark (C1 in lib/space-ledger.c), once however many
  * sources report it (a log bit is set once until taken).
  */
 #include <pagestate/ledger.h>

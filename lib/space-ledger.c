@@ -6,26 +6,26 @@
  * rules: lib/space-impl.h; the log's: S5, S6, S11 in lib/space-dirty.c.
  *
  * ---------------------------------------------------------------------------
- * Protocol (cited by tests/test-ledger.c as L1..L4)
+ * Protocol (cited by tests/test-ledger.c as C1..C4)
  * ---------------------------------------------------------------------------
  *
- * L1  Nothing in transit. Marks go to the space's one log, as before. A
+ * C1  Nothing in transit. Marks go to the space's one log, as before. A
  *     harvest of any consumer first drains the log's marks of its range:
  *     under the ledger's drain mutex it takes them through the log's one take
- *     entry point (ps__space_log_take(), lib/space-dirty.c: each level-0 word
- *     by one seq_cst RMW, A0 in lib/hbitmap.h) and sets each in the pending
- *     set of every registered consumer (release RMWs, S0..S2 of the bitmap),
- *     then unlocks. The set of registered consumers changes only under that
- *     mutex. So for a consumer C and a mark M whose log bit is set after C was
- *     registered, M's bit is, at any instant outside a drain, in the log, in
- *     C's pending set, in C's in-flight set, or was reported by a harvest C
+ *     (ps__space_log_take(), lib/space-impl.h: each mark by a seq_cst RMW, A0
+ *     in lib/hbitmap.h, the same take the harvest makes) and sets each in the
+ *     pending set of every registered consumer (release RMWs, S0..S2 of the
+ *     bitmap), then unlocks. The set of registered consumers changes only under
+ *     that mutex. So for a consumer C and a mark M whose log bit is set after C
+ *     was registered, M's bit is, at any instant outside a drain, in the log,
+ *     in C's pending set, in C's in-flight set, or was reported by a harvest C
  *     committed; and a harvest of C, which drains under the mutex before it
  *     takes, finds a mark completed before it began in C's pending set (the
- *     mutex orders the drain that moved it before this take). A page pinned
- *     for write keeps its log bit (S6), so every drain hands it to every
- *     consumer again: it is reported to each while it is pinned.
+ *     mutex orders the drain that moved it before this take). A page pinned for
+ *     write keeps its log bit (S6), so every drain hands it to every consumer
+ *     again: it is reported to each while it is pinned.
  *
- * L2  Transactions. A consumer's harvest takes up to @max pages from its
+ * C2  Transactions. A consumer's harvest takes up to @max pages from its
  *     pending set (the bitmap's acquire take, A0) and sets them in its
  *     in-flight set before it returns; its token names the consumer and a
  *     serial never given before. Commit clears the in-flight set; abort
@@ -33,13 +33,13 @@
  *     meanwhile already is (an OR: a page both in flight and marked again is
  *     pending once). Harvest, commit, abort and remove of one consumer hold
  *     its mutex, so none sees the in-flight set half moved, and a harvest
- *     while one is open joins it (same token). Together with L1: after every
+ *     while one is open joins it (same token). Together with C1: after every
  *     commit, the consumer's committed harvests plus its pending and
  *     in-flight sets (plus the log) cover every mark made since it was
  *     registered; nothing is lost, and nothing is reported to another
  *     consumer because of this one (each has its own sets).
  *
- * L3  Re-arm. S11 with "take" read as "drain, then take from pending": the
+ * C3  Re-arm. S11 with "take" read as "drain, then take from pending": the
  *     drain that moves P's mark reads L's release, so it comes after the CAS
  *     C that opened the path; the consumer's take from pending reads the
  *     drain's set (release, acquire), so its re-arm (PS_HARVEST_REARM, or the
@@ -51,7 +51,7 @@
  *     atomically per page). A page reported to K consumers is re-armed by
  *     each (the second finds it armed).
  *
- * L4  The default consumer and the ledger's birth. ps_space_harvest() and
+ * C4  The default consumer and the ledger's birth. ps_space_harvest() and
  *     ps_space_redirty() read s->ledger inside the page table's read-side
  *     section; while it is NULL they take from (set) the log itself. The first
  *     ps_ledger_consumer_add() publishes the ledger (release store; the
@@ -92,7 +92,7 @@
 PS_STATIC_ASSERT(SLOTS < (1 << SLOT_BITS), "a slot fits in an id");
 
 struct consumer {
-	pthread_mutex_t lock; /* L2: harvest, commit, abort, remove */
+	pthread_mutex_t lock; /* C2: harvest, commit, abort, remove */
 	uint64_t id;	      /* 0: a free slot (written under both locks) */
 	uint64_t open;	      /* the open harvest's token, or 0 */
 	bool active;	      /* drains hand it marks (drain mutex) */
@@ -104,9 +104,9 @@ struct consumer {
 };
 
 struct ps__space_ledger {
-	pthread_mutex_t drain; /* L1: drains, (un)registration */
+	pthread_mutex_t drain; /* C1: drains, (un)registration */
 	PS_ATOMIC(uint64_t) serial;
-	PS_ATOMIC(bool) ready; /* L4: the grace period has passed */
+	PS_ATOMIC(bool) ready; /* C4: the grace period has passed */
 	uint64_t npages;
 	struct consumer c[SLOTS + 1];
 };
@@ -135,23 +135,65 @@ static unsigned int slot_of(uint64_t v)
 	return (unsigned int)(v & ((1u << SLOT_BITS) - 1));
 }
 
-/* --- drain (L1) ----------------------------------------------------------- */
+/* --- drain (C1) ----------------------------------------------------------- */
 
-/* The log's take: hand a word of marks to every registered consumer. */
-static void drain_word(void *ctx, uint64_t base, uint64_t bits)
+/*
+ * A drain's marks on their way to the consumers: the page marks of one
+ * level-0 word are gathered (the take shows them in address order) and set
+ * in each pending set by one RMW, as the log's own words were taken.
+ */
+struct drain_ctx {
+	struct ps_space *s;
+	struct ps__space_ledger *l;
+	uint64_t base, mask; /* the gathered word: pages base .. base + 63 */
+};
+
+/* Set the gathered word in every registered consumer's pending set. */
+static void drain_flush(struct drain_ctx *d)
 {
-	struct ps__space_ledger *l = ctx;
+	for (unsigned int k = 0; d->mask && k <= SLOTS; k++)
+		if (d->l->c[k].active)
+			ps__hbm_set_mask(&d->l->c[k].pending, d->base, d->mask);
+	d->mask = 0;
+}
 
-	for (unsigned int k = 0; k <= SLOTS; k++)
-		if (l->c[k].active)
-			ps__hbm_set_mask(&l->c[k].pending, base, bits);
+/*
+ * The log's take: hand a mark (a page, or a unit of 2^@order pages) to every
+ * registered consumer; a page pinned for write keeps its mark (S6).
+ */
+static enum ps__hbm_verdict drain_visit(void *ctx, uint64_t addr,
+					unsigned int order)
+{
+	struct drain_ctx *d = ctx;
+	const uint64_t page = ps__space_page_index(addr);
+
+	if (PS_LIKELY(!order)) {
+		if ((page & ~UINT64_C(63)) != d->base) {
+			drain_flush(d);
+			d->base = page & ~UINT64_C(63);
+		}
+		d->mask |= UINT64_C(1) << (page & 63);
+	} else {
+		drain_flush(d);
+		for (unsigned int k = 0; k <= SLOTS; k++)
+			if (d->l->c[k].active)
+				ps__hbm_set_range(&d->l->c[k].pending, page,
+						  UINT64_C(1) << order);
+	}
+	return ps__space_log_verdict(d->s, addr, order);
 }
 
 /* Move the log's marks of pages [first, first + count) (the drain mutex). */
 static void drain_locked(struct ps_space *s, struct ps__space_ledger *l,
 			 uint64_t first, uint64_t count)
 {
-	ps__space_log_take(s, first, count, drain_word, l);
+	struct drain_ctx d = {s, l, 0, 0};
+
+	ps__space_read_lock(); /* the verdicts' lookups */
+	(void)ps__space_log_take(s, first << PAGE_SHIFT, count << PAGE_SHIFT,
+				 true, drain_visit, &d, NULL);
+	ps__space_read_unlock();
+	drain_flush(&d); /* C1: before the drain mutex is released */
 }
 
 static void drain(struct ps_space *s, struct ps__space_ledger *l,
@@ -162,7 +204,7 @@ static void drain(struct ps_space *s, struct ps__space_ledger *l,
 	pthread_mutex_unlock(&l->drain);
 }
 
-/* --- the ledger's birth (L4) ---------------------------------------------- */
+/* --- the ledger's birth (C4) ---------------------------------------------- */
 
 static void consumer_free_sets(struct consumer *c)
 {
@@ -192,7 +234,7 @@ static struct ps__space_ledger *ledger_new(uint64_t npages)
 	return l;
 }
 
-/* The space's ledger, created and made ready (L4) if needed. */
+/* The space's ledger, created and made ready (C4) if needed. */
 static struct ps__space_ledger *ledger_get(struct ps_space *s)
 {
 	struct ps__space_ledger *l = ps__space_ledger(s);
@@ -210,7 +252,7 @@ static struct ps__space_ledger *ledger_get(struct ps_space *s)
 		}
 		/* Release: pairs with ps__space_ledger()'s acquire. */
 		atomic_store_explicit(&s->ledger, l, memory_order_release);
-		/* L4: every take that read NULL has finished after this. */
+		/* C4: every take that read NULL has finished after this. */
 		ps__rcu_synchronize();
 		/* Release: pairs with the acquire above. */
 		atomic_store_explicit(&l->ready, true, memory_order_release);
@@ -288,7 +330,7 @@ int ps_ledger_consumer_add(struct ps_space *s, unsigned int flags, uint64_t *id)
 					flags & PS_LEDGER_INITIALLY_SET);
 		if (!rc) {
 			/*
-			 * L1: the marks logged so far go to the consumers
+			 * C1: the marks logged so far go to the consumers
 			 * already there; this one gets the later ones.
 			 */
 			pthread_mutex_lock(&l->drain);
@@ -331,7 +373,7 @@ int ps_ledger_consumer_remove(struct ps_space *s, uint64_t id)
 	c = consumer_lock(l, id);
 	if (!c)
 		return -ENOENT;
-	/* Its open harvest is aborted: its token is stale from now (L2). */
+	/* Its open harvest is aborted: its token is stale from now (C2). */
 	pthread_mutex_lock(&l->drain);
 	c->active = false;
 	c->id = 0;
@@ -342,7 +384,7 @@ int ps_ledger_consumer_remove(struct ps_space *s, uint64_t id)
 	return 0;
 }
 
-/* --- harvest (L2) --------------------------------------------------------- */
+/* --- harvest (C2) --------------------------------------------------------- */
 
 struct take_ctx {
 	struct ps__hbm *inflight; /* NULL: the default consumer */
@@ -457,10 +499,10 @@ int ps_ledger_harvest(struct ps_space *s, uint64_t id, uint64_t start,
 	}
 	first = ps__space_page_index(start);
 	npages = ps__space_page_index(len);
-	drain(s, l, first, npages); /* L1 */
+	drain(s, l, first, npages); /* C1 */
 	t.inflight = &c->inflight;
 	r = take(l, c, &t, first, npages);
-	if (flags & PS_HARVEST_REARM) /* L3 */
+	if (flags & PS_HARVEST_REARM) /* C3 */
 		ps__space_rearm_reported(s, addrs, t.n);
 	if (flags & PS_HARVEST_UNITS) /* lib/space-huge.c */
 		t.n = ps__space_harvest_units(addrs, t.n);
@@ -474,7 +516,7 @@ int ps_ledger_harvest(struct ps_space *s, uint64_t id, uint64_t start,
 	return 0;
 }
 
-/* --- commit and abort (L2) ------------------------------------------------ */
+/* --- commit and abort (C2) ------------------------------------------------ */
 
 /* Abort's visitor: the in-flight bits back into pending. */
 static uint64_t merge_back(void *ctx, uint64_t base, uint64_t bits)
@@ -540,7 +582,7 @@ int ps_ledger_abort(struct ps_space *s, uint64_t token)
 	return finish(s, token, false);
 }
 
-/* --- the default consumer (L4) -------------------------------------------- */
+/* --- the default consumer (C4) -------------------------------------------- */
 
 uint64_t ps__space_ledger_take_default(struct ps_space *s, uint64_t first,
 				       uint64_t count, uint64_t *addrs,

@@ -435,7 +435,7 @@ static inline int ps_test_run(Suite *s)
  * With PS_TEST_LEDGER set (the *-ledger tests of tests/meson.build), a suite
  * that calls this on each space it creates runs with a ledger consumer
  * registered: ps_space_harvest() and ps_space_redirty() are then the
- * ledger's default consumer (L4 in lib/space-ledger.c), and every test of the
+ * ledger's default consumer (C4 in lib/space-ledger.c), and every test of the
  * suite checks that they behave as before.
  */
 static inline void ps_test_ledger_if_asked(struct ps_space *s)

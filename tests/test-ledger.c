@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * tests/test-ledger.c - the dirty ledger (pagestate/ledger.h, rules L1..L4 in
+ * tests/test-ledger.c - the dirty ledger (pagestate/ledger.h, rules C1..C4 in
  * lib/space-ledger.c): independent consumers of one dirty log, harvests as
  * transactions (commit, abort, removal), initially-set consumers, budgets,
  * huge frames at 4 KiB and unit granularity, the errors at the limits, the
@@ -107,7 +107,7 @@ static void assert_pages(uint64_t n, const uint64_t *want, uint64_t nwant)
 		ck_assert_uint_eq(got[i], want[i] * PG);
 }
 
-/* --- independent consumers (L1) ------------------------------------------ */
+/* --- independent consumers (C1) ------------------------------------------ */
 
 START_TEST(consumers_have_their_own_view)
 {
@@ -169,7 +169,7 @@ START_TEST(harvest_of_a_range_leaves_the_rest)
 }
 END_TEST
 
-/* --- transactions (L2) ---------------------------------------------------- */
+/* --- transactions (C2) ---------------------------------------------------- */
 
 START_TEST(commit_makes_a_harvest_final)
 {
@@ -332,7 +332,7 @@ START_TEST(initially_set_materialises_lazily)
 }
 END_TEST
 
-/* --- pins for write: reported while pinned (L1, S6) ---------------------- */
+/* --- pins for write: reported while pinned (C1, S6) ---------------------- */
 
 START_TEST(write_pin_reported_to_every_consumer_while_pinned)
 {
@@ -354,7 +354,7 @@ START_TEST(write_pin_reported_to_every_consumer_while_pinned)
 }
 END_TEST
 
-/* --- re-arm (L3) ---------------------------------------------------------- */
+/* --- re-arm (C3) ---------------------------------------------------------- */
 
 START_TEST(rearm_then_the_next_write_reaches_every_consumer)
 {
@@ -415,7 +415,7 @@ START_TEST(huge_frame_at_4k_and_in_units)
 }
 END_TEST
 
-/* --- the default consumer (L4) -------------------------------------------- */
+/* --- the default consumer (C4) -------------------------------------------- */
 
 START_TEST(default_consumer_behaves_as_before)
 {
@@ -651,7 +651,7 @@ START_TEST(device_bitmap_through_a_translation)
 }
 END_TEST
 
-/* --- stress: two writers, two harvesters, a shadow model (L1, L2) -------- */
+/* --- stress: two writers, two harvesters, a shadow model (C1, C2) -------- */
 
 /*
  * Two writers mark pages of their own parity (so that the marks of a page are
@@ -661,7 +661,7 @@ END_TEST
  * the open harvest), or remove the consumer (uncommitted) and add it again.
  * Each keeps, per consumer and page, what its committed harvests covered, and
  * checks after every harvest:
- *   - nothing lost (L1, L2): a page with a mark that was done before the
+ *   - nothing lost (C1, C2): a page with a mark that was done before the
  *     harvest began, and that began after every harvest that reported the
  *     page (committed, or in the open transaction) had returned, is
  *     reported, unless it is at or beyond the budget's resume point;
@@ -959,7 +959,7 @@ START_TEST(stress_no_consumer_loses_a_mark)
 END_TEST
 
 /*
- * Re-arm with consumers (L3, S11): no write escapes a consumer. Two writers
+ * Re-arm with consumers (C3, S11): no write escapes a consumer. Two writers
  * write pages of their own half, bumping each page's version: even pages by
  * software (the write, then ps_space_mark_dirty()), odd pages by the CPU (a
  * write fault, then the write, which faults again if a re-arm came in
@@ -1123,7 +1123,7 @@ START_TEST(stress_rearm_unregistered_no_write_escapes)
 END_TEST
 
 /*
- * The ledger's birth (L4): the first ps_ledger_consumer_add() while the
+ * The ledger's birth (C4): the first ps_ledger_consumer_add() while the
  * default consumer harvests and a writer marks. A harvest that read "no
  * ledger" takes straight from the log; the add waits for it (a grace period)
  * before the consumer can be handed a mark, so every mark begun after the add
@@ -1246,22 +1246,22 @@ static Suite *ledger_suite(void)
 	Suite *s = suite_create("ledger");
 	TCase *tc;
 
-	tc = ps_test_tcase(s, "independent consumers (L1)", 10);
+	tc = ps_test_tcase(s, "independent consumers (C1)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, consumers_have_their_own_view);
 	tcase_add_test(tc, harvest_of_a_range_leaves_the_rest);
 
-	tc = ps_test_tcase(s, "commit (L2)", 10);
+	tc = ps_test_tcase(s, "commit (C2)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, commit_makes_a_harvest_final);
 
-	tc = ps_test_tcase(s, "abort merges with marks made meanwhile (L2)",
+	tc = ps_test_tcase(s, "abort merges with marks made meanwhile (C2)",
 			   10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, abort_merges_with_marks_made_meanwhile);
 	tcase_add_test(tc, harvest_joins_the_open_one);
 
-	tc = ps_test_tcase(s, "remove without commit (L2)", 10);
+	tc = ps_test_tcase(s, "remove without commit (C2)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, remove_without_commit);
 
@@ -1274,11 +1274,11 @@ static Suite *ledger_suite(void)
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, budget_stops_midway);
 
-	tc = ps_test_tcase(s, "write pins while pinned (L1, S6)", 10);
+	tc = ps_test_tcase(s, "write pins while pinned (C1, S6)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, write_pin_reported_to_every_consumer_while_pinned);
 
-	tc = ps_test_tcase(s, "re-arm (L3)", 10);
+	tc = ps_test_tcase(s, "re-arm (C3)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, rearm_then_the_next_write_reaches_every_consumer);
 
@@ -1286,7 +1286,7 @@ static Suite *ledger_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_frame_at_4k_and_in_units);
 
-	tc = ps_test_tcase(s, "the default consumer (L4)", 10);
+	tc = ps_test_tcase(s, "the default consumer (C4)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, default_consumer_behaves_as_before);
 
@@ -1306,7 +1306,7 @@ static Suite *ledger_suite(void)
 	tcase_add_test(tc, stress_rearm_async_no_write_escapes);
 	tcase_add_test(tc, stress_rearm_unregistered_no_write_escapes);
 
-	tc = ps_test_stress_tcase(s, "stress: the ledger's birth (L4)", 300);
+	tc = ps_test_stress_tcase(s, "stress: the ledger's birth (C4)", 300);
 	tcase_add_test(tc, stress_birth_loses_nothing);
 	return s;
 }
