@@ -339,10 +339,10 @@ typedef enum ps__hbm_verdict (*ps__space_log_fn)(void *ctx, uint64_t addr,
 /*
  * Take the marks of [@start, @start + @len) (bytes, pages, inside the space),
  * in address order, showing each to @fn (@units: unit marks may be shown as
- * units; the log has none so far). *@resume: the first page not taken (where
- * a STOP came), or the range's end. The caller holds the page table's
- * read-side section (the visitors look entries up). Lock-free. Returns how
- * many marks were shown.
+ * units; the log has none so far). *@resume (not NULL): the first page not
+ * taken (where a STOP came), or the range's end. The caller holds the page
+ * table's read-side section (the visitors look entries up). Lock-free. Returns
+ * how many marks were shown.
  */
 uint64_t ps__space_log_take(struct ps_space *s, uint64_t start, uint64_t len,
 			    bool units, ps__space_log_fn fn, void *ctx,

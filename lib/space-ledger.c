@@ -188,10 +188,11 @@ static void drain_locked(struct ps_space *s, struct ps__space_ledger *l,
 			 uint64_t first, uint64_t count)
 {
 	struct drain_ctx d = {s, l, 0, 0};
+	uint64_t end;
 
 	ps__space_read_lock(); /* the verdicts' lookups */
 	(void)ps__space_log_take(s, first << PAGE_SHIFT, count << PAGE_SHIFT,
-				 true, drain_visit, &d, NULL);
+				 true, drain_visit, &d, &end);
 	ps__space_read_unlock();
 	drain_flush(&d); /* C1: before the drain mutex is released */
 }
