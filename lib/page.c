@@ -630,10 +630,19 @@ static bool step(struct ps_page *page, const struct step *s, uint64_t *seen,
 	}
 }
 
+/* The first part after @sub[@i] that begins a block of PARTS_TOUCH_BYTES. */
+static size_t next_block(const struct ps_page *sub, size_t i)
+{
+	const uintptr_t off = (uintptr_t)&sub[i] & (PARTS_TOUCH_BYTES - 1);
+	const size_t n = (PARTS_TOUCH_BYTES - off) / sizeof(*sub);
+
+	return i + (n ? n : 1);
+}
+
 int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		  size_t *where)
 {
-	uint64_t old, part, copied;
+	uint64_t old, part, copied, any = 0;
 	bool live;
 
 	if (!nsub)
@@ -650,27 +659,30 @@ int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		return -EALREADY;
 	if (old & HUGE_BUSY)
 		return -EBUSY;
-	for (size_t i = 0; i < nsub; i++) {
-		uint64_t w;
-
-		if (!(((uintptr_t)&sub[i]) & (PARTS_TOUCH_BYTES - 1)) || !i)
-			/*
-			 * The first part of each 4 KiB of them: read by an RMW
-			 * that writes what it reads (invisible to everyone), so
-			 * that a lazily mapped array (a frame array) takes one
-			 * write fault here, not a read fault that maps the zero
-			 * page and a second fault that copies it at the write.
-			 * Relaxed: a look, as the loads; (1) orders.
-			 */
-			w = atomic_fetch_add_explicit(&sub[i].word, 0,
-						      memory_order_relaxed);
-		else
-			w = ps_page_load(&sub[i]);
-		if (w & (PS_PAGE_LIVE | HUGE_BUSY)) {
-			if (where)
+	/*
+	 * The first part of each 4 KiB of them is read by an RMW that writes
+	 * what it reads (invisible to everyone), so that a lazily mapped array
+	 * (a frame array) takes one write fault here, not a read fault that
+	 * maps the zero page and a second fault that copies it at the first
+	 * store. Then every part is read (without a branch per part); only a
+	 * refusal looks for the first part in use. Relaxed: a look; the
+	 * contract keeps the parts free, and (1) orders the rest.
+	 */
+	for (size_t i = 0; i < nsub; i = next_block(sub, i))
+		any |= atomic_fetch_add_explicit(&sub[i].word, 0,
+						 memory_order_relaxed);
+#pragma GCC unroll 8
+	for (size_t i = 0; i < nsub; i++)
+		/* Relaxed: as above. */
+		any |= atomic_load_explicit(&sub[i].word, memory_order_relaxed);
+	if (any & (PS_PAGE_LIVE | HUGE_BUSY)) {
+		for (size_t i = 0; where && i < nsub; i++)
+			if (ps_page_load(&sub[i]) &
+			    (PS_PAGE_LIVE | HUGE_BUSY)) {
 				*where = i;
-			return -EBUSY;
-		}
+				break;
+			}
+		return -EBUSY;
 	}
 	/* (1) Acquire: pairs with the release of every earlier put/unpin. */
 	/* Relaxed: a guess; the CAS below re-validates. */
@@ -702,6 +714,7 @@ int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 	 * the word is not LIVE (M4): the store replaces it as a CAS would.
 	 * Release: pairs with the acquire of the first try-get on a part.
 	 */
+#pragma GCC unroll 8
 	for (size_t i = 0; i < nsub; i++)
 		atomic_store_explicit(&sub[i].word, part, memory_order_release);
 	/*
