@@ -524,6 +524,92 @@ START_TEST(convert_4k_with_other_subpage_pinned)
 END_TEST
 
 /*
+ * Why a 4 KiB conversion inside a whole frame splits the frame's state (P9):
+ * the page's encryption is its own from then on, and every reference taken
+ * later decides on it alone (P2). A pin of that page, or of the range that
+ * holds it, is refused; a pin of its neighbour is not; the access check
+ * reads the page as private and its neighbour as shared. Kept whole, the
+ * frame's one word would say one thing for all 512 pages.
+ */
+START_TEST(convert_4k_inside_whole_frame_is_its_own)
+{
+	uint64_t f[P2M], off = 99;
+	struct ps_memory_fault mf;
+	unsigned int fo;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 5 * PG, PG, PS_ENC_PRIVATE, 0,
+					 NULL, &off),
+			 0);
+	ck_assert(frame_private(5, &fo));
+	ck_assert_uint_eq(fo, PS_SPACE_ORDER_4K);
+	ck_assert_int_eq(ps_space_pin_range(sp, 5 * PG, PG, 0, f), -EPERM);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, P2M * PG, 0, f), -EPERM);
+	ck_assert_int_eq(ps_space_pin_range(sp, 6 * PG, PG, 0, f), 0);
+	ck_assert_uint_eq(f[0], 6);
+	ck_assert_int_eq(ps_prot_check_access(sp, 5 * PG, PG, PS_ENC_SHARED,
+					      &mf),
+			 -EFAULT);
+	ck_assert_int_eq(ps_prot_check_access(sp, 6 * PG, PG, PS_ENC_SHARED,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 1, 0), 0);
+	/* Nothing pinned was left behind by the refused pins. */
+	for (uint64_t p = 0; p < P2M; p++)
+		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, p,
+								   NULL)),
+				  0);
+	ck_assert_int_eq(ps_prot_convert(sp, 5 * PG, PG, PS_ENC_SHARED, 0, NULL,
+					 NULL),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+/*
+ * A pin of a whole frame is a pin of each of its pages (S17): a conversion
+ * of a range that ends inside it fails with -EAGAIN at the first of its
+ * pages in the range (the offset names it), and changes nothing, in this
+ * frame or in the one before.
+ */
+START_TEST(convert_4k_inside_whole_pinned_frame_fails)
+{
+	uint64_t unit, n, off = 99;
+	unsigned int lo;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, P2M * PG, P2M * PG, 0, &unit, 1,
+					    &n),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(ps_prot_convert(sp, (P2M - 1) * PG, 3 * PG,
+					 PS_ENC_PRIVATE, 0, NULL, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, PG);
+	for (uint64_t p = P2M - 1; p < P2M + 2; p++) {
+		ck_assert(!(entry(p * PG, &lo) & PS_PTE_ENC));
+		ck_assert(!frame_private(p, NULL));
+	}
+	/* The pin is on every part now, and released from every part. */
+	ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, P2M + 1, NULL)),
+			  1);
+	ck_assert_int_eq(ps_space_unpin(sp, &unit, 1, 0), 0);
+	for (uint64_t p = P2M; p < 2 * P2M; p++)
+		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, p,
+								   NULL)),
+				  0);
+	ck_assert_int_eq(ps_prot_convert(sp, (P2M - 1) * PG, 3 * PG,
+					 PS_ENC_PRIVATE, 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, (P2M - 1) * PG, 3 * PG,
+					 PS_ENC_SHARED, 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
+/*
  * A huge entry over split state (a part was pinned and unpinned): the whole
  * extent converts as one leaf, each part's word frozen and flipped.
  */
@@ -898,6 +984,8 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, convert_4k_inside_2m_frame);
 	tcase_add_test(tc, convert_2m_inside_1g_frame);
 	tcase_add_test(tc, convert_4k_with_other_subpage_pinned);
+	tcase_add_test(tc, convert_4k_inside_whole_frame_is_its_own);
+	tcase_add_test(tc, convert_4k_inside_whole_pinned_frame_fails);
 	tcase_add_test(tc, convert_whole_leaf_over_split_state);
 	tcase_add_test(tc, convert_across_two_frames_edge);
 	tcase_add_test(tc, convert_runs_beside_a_whole_frame);
