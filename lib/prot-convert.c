@@ -1235,6 +1235,11 @@ int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 		if (ps_pte_is_present(e) && ps_pte_frame(e) < nframes) {
 			uint64_t w = ps_page_load(&frames[ps_pte_frame(e)]);
 
+			/* A mapped 4 KiB word is LIVE: else a huge frame's. */
+			if (PS_UNLIKELY(!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))))
+				w = ps_page_load(ps_space_frame_word(
+					s, ps_pte_frame(e), NULL));
+
 			if (w & PS_PAGE_POISONED)
 				rc = -EHWPOISON;
 			else if (!(w & PS_PAGE_PRIVATE) != !private_access)

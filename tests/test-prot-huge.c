@@ -121,6 +121,59 @@ START_TEST(convert_whole_2m_frame)
 }
 END_TEST
 
+/*
+ * The access check of a page inside a whole frame reads the frame's word
+ * (P9), not the free 4 KiB word under it: a whole private frame refuses a
+ * shared access and allows a private one, at any of its pages, and the
+ * fault names the page. (It read the free word, which says shared: a shared
+ * access to a private 2 MiB frame was allowed.)
+ */
+START_TEST(check_access_inside_whole_frame)
+{
+	struct ps_memory_fault mf;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG, 8, PS_ENC_SHARED,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, P2M * PG, PS_ENC_PRIVATE, 0,
+					 NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, P1G * PG, P1G * PG, PS_ENC_PRIVATE,
+					 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG, 8, PS_ENC_PRIVATE,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG + 16, 8, PS_ENC_SHARED,
+					      &mf),
+			 -EFAULT);
+	ck_assert_uint_eq(mf.addr, 7 * PG + 16);
+	ck_assert_uint_eq(mf.flags, 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, (P1G + 12345) * PG, PG,
+					      PS_ENC_SHARED, &mf),
+			 -EFAULT);
+	ck_assert_int_eq(ps_prot_check_access(sp, (P1G + 12345) * PG, PG,
+					      PS_ENC_PRIVATE, &mf),
+			 0);
+	ck_assert_uint_eq(frames_split(), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, P2M * PG, PS_ENC_SHARED, 0,
+					 NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG, 8, PS_ENC_SHARED,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, P1G * PG, P1G * PG, PS_ENC_SHARED,
+					 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+}
+END_TEST
+
 START_TEST(convert_whole_1g_frame)
 {
 	struct ps_convert_opts o = {0};
@@ -1102,6 +1155,7 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, convert_whole_2m_frame);
 	tcase_add_test(tc, convert_whole_1g_frame);
 	tcase_add_test(tc, convert_whole_frame_pinned_fails);
+	tcase_add_test(tc, check_access_inside_whole_frame);
 
 	tc = ps_test_tcase(s, "kmap", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
