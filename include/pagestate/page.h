@@ -2263,13 +2263,12 @@ ps_page_huge_state(const struct ps_page *page)
  * the caller goes to the sub-words) and every try fails. (2) Each part gets
  * the whole frame's counts and flags, by one store (what a failed try-get
  * left in a free part means nothing): a reference or pin of the whole frame
- * counts as one on each part; DIRTY,
- * WRITE_PINNED, the cache mode, PRIVATE, INACCESSIBLE and POISONED are
- * copied; LOCKED and WRITEBACK are not (a split refuses a frame that has
- * them). (3) DIRTY or WRITE_PINNED set on @huge meanwhile (flags need no
- * reference) is copied too, so none is lost. (4) FROZEN is cleared, SPLIT
- * stays: @huge is a split word, not LIVE, counting nothing. A free frame
- * splits into free parts with its memory flags.
+ * counts as one on each part; DIRTY, WRITE_PINNED, the cache mode, PRIVATE,
+ * INACCESSIBLE and POISONED are copied; LOCKED and WRITEBACK are not (a split
+ * refuses a frame that has them). (3) DIRTY or WRITE_PINNED set on @huge
+ * meanwhile (flags need no reference) is copied too, so none is lost. (4)
+ * FROZEN is cleared, SPLIT stays: @huge is a split word, not LIVE, counting
+ * nothing. A free frame splits into free parts with its memory flags.
  *
  * Holders of references or pins of the whole frame hold them on every part
  * afterwards and release them there (a put or unpin on the split @huge is
@@ -2286,9 +2285,8 @@ ps_page_huge_state(const struct ps_page *page)
  * mapped on first touch (a frame array) takes one write fault, not a read
  * fault and a copy.
  * Return: 0; -EALREADY if @huge is split already; -EBUSY if @huge is frozen,
- * locked, under write-back, being split or merged, its last reference is
- * being dropped, or a part is not free (then nothing changed); -EINVAL if
- * @nsub is 0.
+ * locked, under write-back, being split or merged, its last reference is being
+ * dropped, or a part is not free (then nothing changed); -EINVAL if @nsub is 0.
  */
 int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		  size_t *where);
