@@ -1915,7 +1915,7 @@ END_TEST
  * whole and partial frames (write faults, pins for write of a frame or of a
  * few pages, mark_dirty) while a harvester runs rounds, each covering the four
  * frames in one to four pieces cut at random pages (so units are covered in
- * part), with random flags (REARM, UNITS, both, none) and a random budget. The
+ * part), re-arming in units or at 4 KiB, with a random budget. The
  * shadow: the marker reads the round count before (k0) and after (k1) each
  * mark, by RMWs that pair with the harvester's; the harvester records, per
  * page, the last round that reported it. A mark that is in the log when its
@@ -2104,10 +2104,14 @@ static void hr_check(struct hr_race *r, uint64_t h)
 START_TEST(stress_harvest_units_against_marks)
 {
 	static struct hr_race r;
+	/*
+	 * Every round re-arms: a plain harvest leaves the entries writable
+	 * (its caller re-arms, S11), and a write through one is then reported
+	 * by no harvest, which the check of faults would take for a loss.
+	 */
 	static const unsigned int flags[] = {PS_HARVEST_REARM |
 						     PS_HARVEST_UNITS,
-					     PS_HARVEST_REARM, PS_HARVEST_UNITS,
-					     0};
+					     PS_HARVEST_REARM};
 	struct ps_pgtable *pt = ps_space_pgtable(sp);
 	struct ps_test_rng rng = ps_test_rng_new(29);
 	struct ps_test_side me;
@@ -2132,7 +2136,7 @@ START_TEST(stress_harvest_units_against_marks)
 		h = atomic_fetch_add_explicit(&r.round, 1,
 					      memory_order_acq_rel) +
 		    1;
-		hr_round(&r, h, &rng, flags[ps_test_below(&rng, 4)]);
+		hr_round(&r, h, &rng, flags[ps_test_below(&rng, 2)]);
 		hr_check(&r, h);
 	}
 	/* Relaxed: the marker's wait only (its checks are then dropped). */
