@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/space-dirty.c - dirty marks and the dirty log: ps_space_mark_dirty(),
+ * lib/space-dirty.c - dirty marks and the harvest: ps_space_mark_dirty(),
  * ps_space_redirty(), ps_space_harvest() (with REARM: the written entries
- * of async-registered ranges, and the re-arm of every page reported). The
+ * of async-registered ranges, and the re-arm of every entry reported). The
+ * dirty log itself, its levels and its take: lib/space-log.c (L1..L4). The
  * space's rules: lib/space-impl.h.
  *
  * ---------------------------------------------------------------------------
@@ -41,15 +42,21 @@
  *     helper that the end lets through marks after the clear, so a writable
  *     secondary mapping never covers a clean frame.
  *
- * S6  Harvest never loses a mark. The dirty log is a three-level bitmap
- *     (lib/hbitmap.h): a mark made concurrently with a harvest is shown by it
- *     or stays for the next. A page pinned for write is kept in the log while
- *     its pins last, so every harvest until after the unpin reports it (discard
+ * S6  Harvest never loses a mark. The dirty log is three three-level bitmaps
+ *     (lib/hbitmap.h): one bit per 4 KiB page, per 2 MiB and per 1 GiB unit
+ *     (lib/space-log.c): a mark made concurrently with a harvest is shown by
+ *     it or stays for the next. Every mark, at any level, is taken by exactly
+ *     one take, which reports it, takes it with a unit it reports (L3), or
+ *     puts it back one level finer (L2) or as it was (L4): a page marked at
+ *     several levels is reported at least once, and a unit is reported whole
+ *     or page by page, never in part and lost in part. A page pinned for
+ *     write is kept in the log while its pins last (a unit while any of its
+ *     pages is), so every harvest until after the unpin reports it (discard
  *     never unmaps a pinned page, S10 in lib/space-discard.c, so no harvest
  *     finds such a page missing). With REARM, written entries of async ranges
  *     move into the log via the page table's get-and-rearm scan (its G7: a
- *     write racing the scan is reported by it or by the next one), and every
- *     page reported is re-armed (S11).
+ *     write racing the scan is reported by it or by the next one; a huge leaf
+ *     as one unit mark), and every entry reported is re-armed (S11).
  *
  * S11 The log is the migration record: no write escapes every harvest.
  *     A write W to page P is covered by a harvest H that reports P if W
@@ -59,7 +66,9 @@
  *     without a further fault. Claim: every W is covered by some harvest,
  *     or P's mark is still in the log (the next harvest covers it).
  *     The rule, for whoever opens a path for writes to P: set P's log bit
- *     (L) after the point O from which writes can go through that path.
+ *     (L) after the point O from which writes can go through that path. L
+ *     may be the mark of a unit holding P (every page of it): a huge leaf
+ *     made writable whole, a whole frame pinned for write.
  *       - A write fault (lib/space-fault.c): O is the CAS that makes the
  *         entry writable (a MAYWRITE upgrade, a uffd-wp resolution); L
  *         comes after it. The frame is marked DIRTY before O (S3): dirty
@@ -93,11 +102,18 @@
  *     take T' between C and L that reports P for an older mark may re-arm P
  *     earlier: a W before that re-arm is covered by T', and none after it goes
  *     through C's entry; a take between C and L that does not report P re-arms
- *     nothing of P. Nothing here compares entries, so an entry that changes and
- *     comes back (protect, then unprotect: ABA) changes nothing: every CAS that
- *     makes an entry writable is followed by its own L. The plain harvest is
- *     the same argument with the caller's protect, after the harvest, as R. Why
- *     the old order lost writes (the soak's N1): with L before C, a harvest
+ *     nothing of P. Unit marks (lib/space-log.c): "P's bit" is any mark that
+ *     covers P. A take that expands a unit (L2) reports nothing: it reads L's
+ *     release and releases the finer marks it sets, so the take T that reports
+ *     P from them still reads a release that C happens before, and re-arms
+ *     after it. A finer mark absorbed by a unit shown (L3) is taken by the
+ *     harvest that reports the unit, whose re-arm of the unit's extent (R of
+ *     every page in it) comes after all its takes: the same T and R for every
+ *     page of the unit. Nothing here compares entries, so an entry that changes
+ *     and comes back (protect, then unprotect: ABA) changes nothing: every CAS
+ *     that makes an entry writable is followed by its own L. The plain harvest
+ *     is the same argument with the caller's protect, after the harvest, as R.
+ *     Why the old order lost writes (the soak's N1): with L before C, a harvest
  *     could take the bit between them; its re-arm found the entry not writable
  *     yet (or changed and restored) and did nothing, and C then opened a path
  *     no mark covered. The safe order for a caller that re-arms itself is
@@ -112,8 +128,11 @@
  *     device writes through it precede the teardown, hence the harvest's
  *     return; if T precedes L, the bit stays for the next harvest, whose I
  *     tears the mapping down. Either way covered.
- *     Budget: a page the harvest does not report (beyond @max) keeps its
- *     mark and is not re-armed: the next harvest reports and re-arms it.
+ *     Budget: a mark the harvest does not report (beyond @max) keeps its
+ *     mark and is not re-armed (L4): the next harvest reports and re-arms it.
+ *     Re-arming a unit: a sync extent is protected as a range; an
+ *     unregistered huge leaf the reported run covers whole loses WRITE by
+ *     one CAS on the leaf (it stays huge), any other entry page by page.
  */
 #include <pagestate/space.h>
 

@@ -24,7 +24,12 @@
  *    happens after the original mark's setter, as if the setter had set the
  *    finer bit itself (S11's proof relies on this). A concurrent harvest that
  *    misses the mark between the take and the sets leaves it for the next:
- *    "shown by it or by the next" (S6).
+ *    "shown by it or by the next" (S6). The expansion's take is seq_cst (A0),
+ *    so a marker that read the unit bit set (T0) and skipped its own set
+ *    (ps__space_log_opened(), record_pinned() in lib/space-huge.c) is
+ *    before it in the total order, and before the take that reports the
+ *    finer bit, which happens after the expansion: "Logging after the CAS"
+ *    in lib/space-fault.c holds through it.
  * L3 Absorption. With units, marks are shown in address order, a coarser one
  *    first at the same address; a mark inside the extent of a unit shown (and
  *    not refused with STOP) is taken and not shown: the unit's report covers
