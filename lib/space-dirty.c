@@ -446,14 +446,14 @@ struct harvest_ctx {
 };
 
 /*
- * Is the word holding the state of the frame mapped at @addr pinned for
- * write? Its WRITE_PINNED is cleared on the way once it has no pins (S4).
- * *@pages receives how many pages from @addr that word's frame covers (1
- * when nothing is mapped): the caller's next look.
+ * Is the word holding the state of the frame mapped at @addr pinned for write?
+ * Its WRITE_PINNED is cleared on the way once it has no pins (S4). *@pages
+ * receives how many pages from @addr that word's frame covers (1 when nothing
+ * is mapped, or for a page mark, @unit_mark false): the caller's next look.
  */
 static bool write_pinned_at(struct ps_space *s, uint64_t addr, uint64_t *pages)
 {
-	unsigned int lo;
+	unsigned int lo = 0;
 	ps_pte_t e, leaf;
 	uint64_t unit, f, w;
 	struct ps_page *p;
@@ -481,6 +481,18 @@ static bool write_pinned_at(struct ps_space *s, uint64_t addr, uint64_t *pages)
 	return false;
 }
 
+/* A unit mark: kept if any page of it is pinned for write (S6). */
+static PS_COLD enum ps__hbm_verdict unit_kept(struct ps_space *s, uint64_t addr,
+					      unsigned int order)
+{
+	const uint64_t end = addr + (PAGE_SIZE << order);
+	bool keep = false;
+
+	for (uint64_t a = addr, k; a < end; a += k << PAGE_SHIFT)
+		keep |= write_pinned_at(s, a, &k);
+	return keep ? PS__HBM_KEEP : PS__HBM_CLEAR;
+}
+
 /*
  * ps__space_log_take()'s visitor: a mark, a page or a unit, into the output. A
  * page pinned for write stays in the log while its pins last (S6): a unit is
@@ -492,14 +504,25 @@ static enum ps__hbm_verdict harvest_visit(void *ctx, uint64_t addr,
 					  unsigned int order)
 {
 	struct harvest_ctx *h = ctx;
-	const uint64_t end = addr + (PAGE_SIZE << order);
-	bool keep = false;
+	uint64_t unit, w;
+	struct ps_page *p;
+	ps_pte_t e;
+	bool keep;
 
 	if (h->n == h->max)
 		return PS__HBM_STOP; /* kept, shown again on resume */
 	h->addrs[h->n++] = addr | order;
-	for (uint64_t a = addr, k; a < end; a += k << PAGE_SHIFT)
-		keep |= write_pinned_at(h->s, a, &k);
+	if (PS_UNLIKELY(order))
+		return unit_kept(h->s, addr, order);
+	/* A page: one look, the bare lookup. */
+	e = ps_pgtable_lookup(h->s->pt, addr);
+	if (!ps_pte_is_present(e) || ps_pte_frame(e) >= h->s->nframes)
+		return PS__HBM_CLEAR;
+	p = ps__space_word(h->s, ps_pte_frame(e), &unit);
+	w = ps_page_load(p);
+	keep = ps__space_write_pinned(w);
+	if ((w & PS_PAGE_WRITE_PINNED) && !keep)
+		ps__space_clear_write_pinned(p);
 	return keep ? PS__HBM_KEEP : PS__HBM_CLEAR;
 }
 

@@ -1415,7 +1415,8 @@ int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
  * MiB extent exactly becoming one entry, addr | order. Returns the entries
  * left. A run is walked only from an entry aligned to the extent, and stops
  * at the extent's end or at a gap, so each entry is walked at most once per
- * order: linear in @n. An entry that is a unit already costs one compare.
+ * order: linear in @n. A run of pages only is found by one compare, as an
+ * entry that is a unit already.
  */
 uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n)
 {
@@ -1435,6 +1436,18 @@ uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n)
 
 			if (a & (ext - 1))
 				continue;
+			/*
+			 * Pages only: the entry len - 1 places on starts
+			 * len - 1 pages on (disjoint, ascending, each at least
+			 * a page) exactly when all are contiguous pages.
+			 */
+			if (!o && n - i >= ext / PAGE_SIZE &&
+			    addrs[i + ext / PAGE_SIZE - 1] ==
+				    a + ext - PAGE_SIZE) {
+				o = orders[k];
+				j = i + ext / PAGE_SIZE;
+				break;
+			}
 			while (m < n && end < a + ext &&
 			       (addrs[m] & ~low) == end)
 				end += PAGE_SIZE << (addrs[m++] & low);

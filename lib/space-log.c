@@ -207,10 +207,31 @@ static void put_back(struct take_ctx *t, struct units *u)
 static enum ps__hbm_verdict page_visit(void *ctx, uint64_t bit)
 {
 	struct take_ctx *t = ctx;
+	enum ps__hbm_verdict v;
 
-	if (!show_units(t, bit + 1))
+	/* Units collected and not shown yet: those before the page first. */
+	if ((t->u1.next < t->u1.n || t->u2.next < t->u2.n) &&
+	    !show_units(t, bit + 1))
 		return PS__HBM_STOP; /* the page stays, with the rest */
-	return show(t, bit, 0);
+	if (bit < t->covered)
+		return PS__HBM_CLEAR; /* L3: taken with the unit shown */
+	v = t->fn(t->ctx, bit << PAGE_SHIFT, 0);
+	if (v == PS__HBM_STOP)
+		t->stop = bit;
+	else
+		t->shown++;
+	return v;
+}
+
+/* The 4 KiB walk's visitor without units: nothing collected, nothing shown. */
+static enum ps__hbm_verdict page_only_visit(void *ctx, uint64_t bit)
+{
+	struct take_ctx *t = ctx;
+	enum ps__hbm_verdict v = t->fn(t->ctx, bit << PAGE_SHIFT, 0);
+
+	if (v == PS__HBM_STOP)
+		t->stop = bit;
+	return v;
 }
 
 /* First bit of level @order whose unit lies inside from page @pg on. */
@@ -235,8 +256,9 @@ uint64_t ps__space_log_take(struct ps_space *s, uint64_t start, uint64_t len,
 		/* L2: every unit touching the range, down to pages. */
 		expand(s, ORD_1G, lo >> ORD_1G, (hi - 1) >> ORD_1G);
 		expand(s, ORD_2M, lo >> ORD_2M, (hi - 1) >> ORD_2M);
-		(void)ps__hbm_harvest(&s->log, lo, hi - lo, page_visit, &t,
-				      NULL);
+		t.shown = ps__hbm_harvest(&s->log, lo, hi - lo, page_only_visit,
+					  &t, NULL);
+		t.shown -= t.stop != UINT64_MAX; /* the one it stopped at */
 	} else {
 		/* L2: the units the range covers in part, one level down. */
 		for (unsigned int o = ORD_1G; o >= ORD_2M; o -= ORD_2M) {
