@@ -972,8 +972,9 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
  * @flags: 0, PS_HARVEST_REARM, PS_HARVEST_UNITS, or both.
- * @addrs: receives page addresses, ascending.
- * @max: room in @addrs (at least 1).
+ * @addrs: receives page addresses (with PS_HARVEST_UNITS, entries: addr |
+ *	order), ascending.
+ * @max: room in @addrs, in entries (at least 1).
  * @count: receives how many were written.
  * @resume: receives where to continue (@start + @len when complete); may be
  *	NULL.
