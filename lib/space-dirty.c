@@ -551,7 +551,7 @@ static int entry_kind(struct ps_space *s, uint64_t a)
 	const uint64_t addr = a & ~(PAGE_SIZE - 1);
 	enum rearm_kind k = rearm_kind(s, addr);
 
-	if (entry_bytes(a) > PAGE_SIZE &&
+	if (PS_UNLIKELY(a != addr) && /* a unit */
 	    rearm_kind(s, addr + entry_bytes(a) - PAGE_SIZE) != k)
 		return -1;
 	return (int)k;
