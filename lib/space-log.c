@@ -50,7 +50,7 @@
 #define ORD_1G PS_SPACE_ORDER_1G
 #define ROUND 128 /* unit marks collected per level per round */
 
-/* The level of unit @order, and its bit of page index @pg. */
+/* The level that holds marks of unit @order. */
 static struct ps__hbm *level(struct ps_space *s, unsigned int order)
 {
 	return order == ORD_1G	 ? &s->log1g
