@@ -19,12 +19,14 @@
  *                      PS_WP_ASYNC | PS_WP_HUGE_SPLIT (then an unprotect,
  *                      outside the time): 4 KiB entries (floor) against
  *                      2 MiB and 1 GiB entries;
- *   harvest 1 GiB      a migration round's harvest of 1 GiB protected and
- *                      not written (ps_space_harvest() with PS_HARVEST_REARM
- *                      | PS_HARVEST_UNITS: the get-and-rearm scan and the
- *                      dirty log's walk, which is what a round costs on
- *                      memory that stays clean; written pages cost per page
- *                      at any frame size): 4 KiB against 2 MiB and 1 GiB.
+ *   harvest 1 GiB      a migration round's harvest of 1 GiB protected
+ *                      (ps_space_harvest() with PS_HARVEST_REARM |
+ *                      PS_HARVEST_UNITS), not written (the get-and-rearm scan
+ *                      and the dirty log's walk: what a round costs on memory
+ *                      that stays clean) and all written, tracked whole
+ *                      (PS_WP_HUGE_WHOLE: a written whole frame is one unit
+ *                      mark in the log, reported and re-armed as one entry):
+ *                      4 KiB against 2 MiB and 1 GiB.
  *
  *   convert 1 GiB      ps_prot_convert() of 1 GiB mapped whole to private and
  *                      back, per conversion: 4 KiB against 2 MiB and 1 GiB
