@@ -17,7 +17,9 @@
 #
 # Build directories: build/ (debugoptimized, tests), build-asan/,
 # build-tsan/, build-fuzz/ (clang, libFuzzer, ASan+UBSan), build-release/
-# (benchmarks), build-install/ (make install).
+# (benchmarks, linked with the archive), build-release-shared/ (the same
+# benchmarks linked with libpagestate.so; set up by tools/run-benchmarks.sh),
+# build-install/ (make install).
 
 PREFIX ?= /usr/local
 MESON ?= meson
@@ -130,4 +132,5 @@ install: deps-install build-install/build.ninja
 	$(MESON) install -C build-install
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz build-release build-install
+	rm -rf build build-asan build-tsan build-fuzz build-release \
+		build-release-shared build-install

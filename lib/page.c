@@ -596,6 +596,8 @@ void ps_page_wait_writeback_slow(struct ps_page *page)
 #define HUGE_BUSY \
 	(PS_PAGE_FROZEN | PS_PAGE_SPLIT | PS_PAGE_LOCKED | PS_PAGE_WRITEBACK)
 #define COUNTS_MASK (PS_PAGE_REFS_MASK | PS_PAGE_PINS_MASK)
+/* The parts' memory is touched for writing once per this many bytes. */
+#define PARTS_TOUCH_BYTES 4096u
 
 /*
  * Set @page's word to what @next() makes of it, in a CAS loop that gives up
@@ -628,22 +630,19 @@ static bool step(struct ps_page *page, const struct step *s, uint64_t *seen,
 	}
 }
 
-/* Free again the parts [0, n) a refused split wrote (they were free). */
-static void split_undo_parts(struct ps_page *sub, size_t n)
+/* The first part after @sub[@i] that begins a block of PARTS_TOUCH_BYTES. */
+static size_t next_block(const struct ps_page *sub, size_t i)
 {
-	const struct step free_part = {
-		0, 0, PS_PAGE_LIVE | COUNTS_MASK | PS_PAGE_LIFE_FLAGS, 0};
-	uint64_t seen;
+	const uintptr_t off = (uintptr_t)&sub[i] & (PARTS_TOUCH_BYTES - 1);
+	const size_t n = (PARTS_TOUCH_BYTES - off) / sizeof(*sub);
 
-	/* Release: as the split's own writes of the parts. */
-	for (size_t i = 0; i < n; i++)
-		(void)step(&sub[i], &free_part, &seen, memory_order_release);
+	return i + (n ? n : 1);
 }
 
 int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		  size_t *where)
 {
-	uint64_t old, seen, part, copied;
+	uint64_t old, part, copied, any = 0;
 	bool live;
 
 	if (!nsub)
@@ -652,20 +651,39 @@ int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		*where = nsub;
 	/*
 	 * The parts must be free; look before freezing, so that a refusal
-	 * changes nothing. (A part taken meanwhile breaks the contract; step
-	 * (2) then frees again the parts it wrote, with the frame's flags.)
+	 * changes nothing. This look is the only one: nobody may take a part
+	 * until the split returns (the contract), so step (2) stores.
 	 */
 	old = ps_page_load(huge);
 	if ((old & PS_PAGE_SPLIT) && !(old & PS_PAGE_FROZEN))
 		return -EALREADY;
 	if (old & HUGE_BUSY)
 		return -EBUSY;
+	/*
+	 * The first part of each 4 KiB of them is read by an RMW that writes
+	 * what it reads (invisible to everyone), so that a lazily mapped array
+	 * (a frame array) takes one write fault here, not a read fault that
+	 * maps the zero page and a second fault that copies it at the first
+	 * store. Then every part is read (without a branch per part); only a
+	 * refusal looks for the first part in use. Relaxed: a look; the
+	 * contract keeps the parts free, and (1) orders the rest.
+	 */
+	for (size_t i = 0; i < nsub; i = next_block(sub, i))
+		any |= atomic_fetch_add_explicit(&sub[i].word, 0,
+						 memory_order_relaxed);
+#pragma GCC unroll 8
 	for (size_t i = 0; i < nsub; i++)
-		if (ps_page_load(&sub[i]) & (PS_PAGE_LIVE | HUGE_BUSY)) {
-			if (where)
+		/* Relaxed: as above. */
+		any |= atomic_load_explicit(&sub[i].word, memory_order_relaxed);
+	if (any & (PS_PAGE_LIVE | HUGE_BUSY)) {
+		for (size_t i = 0; where && i < nsub; i++)
+			if (ps_page_load(&sub[i]) &
+			    (PS_PAGE_LIVE | HUGE_BUSY)) {
 				*where = i;
-			return -EBUSY;
-		}
+				break;
+			}
+		return -EBUSY;
+	}
 	/* (1) Acquire: pairs with the release of every earlier put/unpin. */
 	/* Relaxed: a guess; the CAS below re-validates. */
 	old = atomic_load_explicit(&huge->word, memory_order_relaxed);
@@ -688,26 +706,17 @@ int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 	copied = old & HUGE_COPIED &
 		 (live ? ~UINT64_C(0) : ~PS_PAGE_LIFE_FLAGS);
 	part = copied | (live ? (old & COUNTS_MASK) | PS_PAGE_LIVE : 0);
-	/* (2) Each part, which must be free; release: see ps_page_split(). */
-	for (size_t i = 0; i < nsub; i++) {
-		const struct step write = {PS_PAGE_LIVE | HUGE_BUSY, 0,
-					   ~UINT64_C(0), part};
-
-		if (!step(&sub[i], &write, &seen, memory_order_release)) {
-			const struct step back = {
-				PS_PAGE_FROZEN | PS_PAGE_SPLIT,
-				PS_PAGE_FROZEN | PS_PAGE_SPLIT,
-				PS_PAGE_FROZEN | PS_PAGE_SPLIT | COUNTS_MASK,
-				old & (PS_PAGE_LIVE | COUNTS_MASK)};
-
-			split_undo_parts(sub, i);
-			/* Release: gives the frame back to its holders. */
-			(void)step(huge, &back, &seen, memory_order_release);
-			if (where)
-				*where = i;
-			return -EBUSY;
-		}
-	}
+	/*
+	 * (2) Each part, free as the look above found it: one store each.
+	 * Nobody takes a part before the split returns (the contract), and
+	 * what else may land on a free word is a failed try-get's unit or a
+	 * misused get's, which means nothing and is taken back only while
+	 * the word is not LIVE (M4): the store replaces it as a CAS would.
+	 * Release: pairs with the acquire of the first try-get on a part.
+	 */
+#pragma GCC unroll 8
+	for (size_t i = 0; i < nsub; i++)
+		atomic_store_explicit(&sub[i].word, part, memory_order_release);
 	/*
 	 * (3) and (4): end the split, from exactly the word whose DIRTY and
 	 * WRITE_PINNED are on every part: copy any set on the huge word since

@@ -105,6 +105,18 @@
  *     prepare or finish hooks, which are per 4 KiB page, everything in the
  *     range is split first (split_all()) and converted page by page.
  *
+ *     A 4 KiB page inside a whole frame is converted on a word of its own:
+ *     split_edge() splits the frame's state, and PRIVATE and INACCESSIBLE
+ *     of that page are its word's from then on, which every later reference
+ *     decides on (P2: a pin of it is refused, a pin of its neighbour is not;
+ *     the access check and kmap read it). Kept whole, the frame's one word
+ *     would say one state for all its pages, and the split that a later pin
+ *     of part of it makes (S17) would copy that state onto every part:
+ *     undoing the conversion, or making the private page pinnable. The split
+ *     costs ps_page_split()'s stores of the parts and, the first time a
+ *     frame splits, the fault that maps the page of its 4 KiB words (mapped
+ *     on first touch: docs/prot.md, "Huge frames").
+ *
  * Progress: see the table in pagestate/prot.h. The conversion's waits are
  * bounded (PS_CONVERT_TRANSIENT_NS, or the PS_CONVERT_WAIT budget), so a
  * pinner that waits on a frozen page while holding another pin the
@@ -1222,6 +1234,11 @@ int ps_prot_check_access(struct ps_space *s, uint64_t addr, uint64_t size,
 		next = end - page > PAGE_SIZE ? page + PAGE_SIZE : end;
 		if (ps_pte_is_present(e) && ps_pte_frame(e) < nframes) {
 			uint64_t w = ps_page_load(&frames[ps_pte_frame(e)]);
+
+			/* A mapped 4 KiB word is LIVE: else a huge frame's. */
+			if (PS_UNLIKELY(!(w & (PS_PAGE_LIVE | PS_PAGE_FROZEN))))
+				w = ps_page_load(ps_space_frame_word(
+					s, ps_pte_frame(e), NULL));
 
 			if (w & PS_PAGE_POISONED)
 				rc = -EHWPOISON;

@@ -366,6 +366,10 @@ int ps_space_stats(struct ps_space *s, struct ps_space_stats *st)
 	rc |= resident_bytes(s->log.map, s->log.map_bytes, &st->bitmap_bytes);
 	rc |= resident_bytes(s->wb.map, s->wb.map_bytes, &r);
 	st->bitmap_bytes += r;
+	rc |= resident_bytes(s->log2m.map, s->log2m.map_bytes, &r);
+	st->bitmap_bytes += r;
+	rc |= resident_bytes(s->log1g.map, s->log1g.map_bytes, &r);
+	st->bitmap_bytes += r;
 	{
 		/* Acquire: pairs with the release CAS that mapped them. */
 		const void *lt = (const void *)(uintptr_t)atomic_load_explicit(
@@ -711,14 +715,17 @@ static bool hbm_word_full(const struct ps__hbm *b, uint64_t bit)
 }
 
 /*
- * Record a unit pinned at pages [@p, @p + @n): a pin for write logs them
- * (S6, S9, S11: after the re-check, the device may write from now on), any
- * other pin puts them in the write-back set (S9). Each level-0 word of the
- * bitmaps is tested first: a range already set costs loads only.
+ * Record a unit pinned at pages [@p, @p + @n): a pin for write logs it as one
+ * unit mark (S6, S9, S11: after the re-check, the device may write from now
+ * on), any pin puts its pages in the write-back set (S9). The bits are tested
+ * first: a unit or range already set costs loads only (as
+ * ps__space_log_opened(): the skip is safe for a path just opened).
  */
 static void record_pinned(struct ps_space *s, uint64_t p, uint64_t n,
 			  bool write)
 {
+	unsigned int o;
+
 	if (n == 1) {
 		if (write)
 			ps__space_log_opened(s, p << PAGE_SHIFT);
@@ -726,10 +733,15 @@ static void record_pinned(struct ps_space *s, uint64_t p, uint64_t n,
 			ps__space_wb_note(s, p << PAGE_SHIFT);
 		return;
 	}
+	o = n == unit_pages(PS_SPACE_ORDER_1G) ? PS_SPACE_ORDER_1G
+					       : PS_SPACE_ORDER_2M;
+	/* T0's seq_cst test (lib/hbitmap.h), as ps__space_log_opened(). */
+	if (write &&
+	    !ps__hbm_test(o == PS_SPACE_ORDER_1G ? &s->log1g : &s->log2m,
+			  p >> o))
+		ps__space_log_unit(s, p << PAGE_SHIFT, o);
 	for (uint64_t i = p; i < p + n; i += 64) {
 		/* Units of 512 or more pages: whole level-0 words. */
-		if (write && !hbm_word_full(&s->log, i))
-			ps__hbm_set_range(&s->log, i, 64);
 		if (!hbm_word_full(&s->wb, i))
 			ps__hbm_set_range(&s->wb, i, 64);
 	}
@@ -1347,9 +1359,12 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 		(void)ps_page_unlock_and_put(w); /* the mapping holds it */
 		pthread_mutex_unlock(&s->writer);
 		if (*fr == PS_FAULT_OK) {
-			/* S11: logged after the path opened. */
+			/*
+			 * S11: logged after the path opened, as the leaf
+			 * made writable: one unit mark (lib/space-log.c).
+			 */
 			p0 = (addr >> PAGE_SHIFT) & ~(unit_pages(lo2) - 1);
-			ps__hbm_set_range(&s->log, p0, unit_pages(lo2));
+			ps__space_log_unit(s, p0 << PAGE_SHIFT, lo2);
 			/* Write-back: the frame's pages, as before. */
 			p0 = (addr >> PAGE_SHIFT) & ~(unit_pages(lo) - 1);
 			ps__hbm_set_range(&s->wb, p0, unit_pages(lo));
@@ -1394,34 +1409,56 @@ int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 /* --- harvest in units ----------------------------------------------------- */
 
 /*
- * PS_HARVEST_UNITS: rewrite @addrs[0 .. @n) (page addresses, ascending, each
- * once) in place, a run of every page of an aligned 1 GiB or 2 MiB extent
- * becoming one entry, addr | order. Returns the entries left. Since the
- * addresses ascend without repeats, the run is whole exactly when the entry
- * 2^order - 1 places on is the extent's last page: one compare per unit.
+ * PS_HARVEST_UNITS: rewrite @addrs[0 .. @n) (entries addr | order, ascending
+ * and disjoint, as the dirty log's take shows them: pages, and unit marks
+ * shown whole) in place, a run of entries that covers an aligned 1 GiB or 2
+ * MiB extent exactly becoming one entry, addr | order. Returns the entries
+ * left. A run is walked only from an entry aligned to the extent, and stops
+ * at the extent's end or at a gap, so each entry is walked at most once per
+ * order: linear in @n. A run of pages only is found by one compare, as an
+ * entry that is a unit already.
  */
 uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n)
 {
 	static const unsigned int orders[] = {PS_SPACE_ORDER_1G,
 					      PS_SPACE_ORDER_2M};
+	const uint64_t low = PAGE_SIZE - 1;
 	uint64_t out = 0;
 
 	for (uint64_t i = 0; i < n;) {
-		const uint64_t a = addrs[i];
-		unsigned int o = PS_SPACE_ORDER_4K;
+		const uint64_t a = addrs[i] & ~low;
+		unsigned int o = (unsigned int)(addrs[i] & low);
+		uint64_t j = i + 1;
 
-		for (unsigned int k = 0; k < 2; k++) {
-			const uint64_t len = unit_pages(orders[k]);
+		for (unsigned int k = 0; k < 2 && o < orders[k]; k++) {
+			const uint64_t ext = PAGE_SIZE << orders[k];
+			uint64_t end = a + (PAGE_SIZE << o), m = i + 1;
 
-			if (!((a >> PAGE_SHIFT) & (len - 1)) && n - i >= len &&
-			    addrs[i + len - 1] ==
-				    a + ((len - 1) << PAGE_SHIFT)) {
+			if (a & (ext - 1))
+				continue;
+			/*
+			 * Pages only: the entry len - 1 places on starts
+			 * len - 1 pages on (disjoint, ascending, each at least
+			 * a page) exactly when all are contiguous pages.
+			 */
+			if (!o && n - i >= ext / PAGE_SIZE &&
+			    addrs[i + ext / PAGE_SIZE - 1] ==
+				    a + ext - PAGE_SIZE) {
 				o = orders[k];
+				j = i + ext / PAGE_SIZE;
+				break;
+			}
+			while (m < n && end < a + ext &&
+			       (addrs[m] & ~low) == end)
+				end += PAGE_SIZE << (addrs[m++] & low);
+			if (end == a + ext) {
+				o = orders[k];
+				j = m;
 				break;
 			}
 		}
 		addrs[out++] = a | o;
-		i += unit_pages(o);
+		i = j;
 	}
 	return out;
 }

@@ -19,10 +19,12 @@
  *   lib/space-pin.c        pins. S2 pin versus entry change, S14 the
  *                          long-term pin count
  *   lib/space-discard.c    the balloon's discard. S10 freeze or skip
- *   lib/space-dirty.c      dirty marks, the dirty log, harvest. S5 one
- *                          dirty hook per transition, S6 harvest never
- *                          loses a mark, S11 no write escapes every
- *                          harvest (log after writable, re-arm after take)
+ *   lib/space-dirty.c      dirty marks, harvest. S5 one dirty hook per
+ *                          transition, S6 harvest never loses a mark, S11
+ *                          no write escapes every harvest (log after
+ *                          writable, re-arm after take)
+ *   lib/space-log.c        the dirty log's levels (4 KiB pages, 2 MiB and
+ *                          1 GiB units) and its one take (under S6)
  *   lib/space-secondary.c  the secondary-map helper (under S5)
  *   lib/space-writeback.c  write-back and its set. S4 write-back versus
  *                          pins, S9 no dirty frame escapes write-back,
@@ -64,8 +66,16 @@ struct ps_space {
 	size_t frames_bytes;
 	uint64_t nframes;
 	uint64_t size;
-	struct ps__hbm log; /* dirty log: one bit per page (S6) */
-	struct ps__hbm wb;  /* write-back set: one bit per page (S9) */
+	/*
+	 * The dirty log (S6, lib/space-log.c): one bit per 4 KiB page, and
+	 * its unit marks, one bit per 2 MiB and per 1 GiB (every page of the
+	 * unit marked). Marked with ps__space_log_unit() and the helpers
+	 * below, taken only by ps__space_log_take().
+	 */
+	struct ps__hbm log;
+	struct ps__hbm log2m;
+	struct ps__hbm log1g;
+	struct ps__hbm wb; /* write-back set: one bit per page (S9) */
 	/* Long-term pins per frame (S14, lib/space-pin.c), from the first. */
 	PS_ATOMIC(PS_ATOMIC(uint32_t) *) longterm;
 	struct ps_space_hooks hooks;
@@ -307,6 +317,40 @@ void ps__space_put_unit(struct ps_space *s, uint64_t unit);
 int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,
 			   uint64_t *frame, struct ps_page **p, uint64_t *n);
 uint64_t ps__space_harvest_units(uint64_t *addrs, uint64_t n);
+
+/*
+ * The dirty log (lib/space-log.c). ps__space_log_unit(): mark every page of
+ * the unit of @order (PS_SPACE_ORDER_4K, _2M or _1G) at @addr (aligned to
+ * it) with one release RMW of its level (and the summaries): wait-free.
+ */
+void ps__space_log_unit(struct ps_space *s, uint64_t addr, unsigned int order);
+
+/*
+ * A taker's visitor (ps__space_log_take()): shown a mark as the unit it is,
+ * @addr (aligned) and @order, it says what becomes of it, as for
+ * ps__hbm_harvest(): CLEAR (taken), KEEP (taken and set again), STOP (not
+ * taken: it and every mark not yet shown stay).
+ */
+typedef enum ps__hbm_verdict (*ps__space_log_fn)(void *ctx, uint64_t addr,
+						 unsigned int order);
+
+/*
+ * Take the marks of [@start, @start + @len) (pages, inside the space), in
+ * address order, as runs (addr, order). With @units a unit mark whose extent
+ * lies inside the range is shown once, as its unit, and the finer marks inside
+ * an extent shown are taken with it (not shown); a unit mark that lies only
+ * partly inside is first put back as marks one level finer, down to 4 KiB
+ * pages, so that the part inside is shown and the rest stays. Without @units
+ * every unit mark touching the range is put back as 4 KiB marks first, and
+ * only pages are shown. *@resume: the first page not taken (where a STOP
+ * came), or the range's end. Lock-free. Returns how many marks were shown.
+ * Its takers: the harvest (S6) and the ledger's drain (C1 in
+ * lib/space-ledger.c), whose visitors look entries up in the page table's
+ * read-side section, which they hold across the take.
+ */
+uint64_t ps__space_log_take(struct ps_space *s, uint64_t start, uint64_t len,
+			    bool units, ps__space_log_fn fn, void *ctx,
+			    uint64_t *resume);
 bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 				unsigned int access, enum ps_fault *fr,
 				int *err);
@@ -326,32 +370,11 @@ bool ps__space_longterm_sub(struct ps_space *s, uint64_t frame);
 void ps__space_pins_fini(struct ps_space *s);
 
 /*
- * The dirty log's one take (lib/space-dirty.c, S6), which the harvest and the
- * ledger's drain (C1 in lib/space-ledger.c) use. A taker's visitor is shown a
- * mark as the unit it is, @addr (aligned) and @order (PS_SPACE_ORDER_4K: the
- * log holds pages only so far), and says what becomes of it, as for
- * ps__hbm_harvest(): CLEAR (taken), KEEP (taken and set again), STOP (not
- * taken: it and every mark not yet shown stay).
- */
-typedef enum ps__hbm_verdict (*ps__space_log_fn)(void *ctx, uint64_t addr,
-						 unsigned int order);
-
-/*
- * Take the marks of [@start, @start + @len) (bytes, pages, inside the space),
- * in address order, showing each to @fn (@units: unit marks may be shown as
- * units; the log has none so far). *@resume (not NULL): the first page not
- * taken (where a STOP came), or the range's end. The caller holds the page
- * table's read-side section (the visitors look entries up). Lock-free. Returns
- * how many marks were shown.
- */
-uint64_t ps__space_log_take(struct ps_space *s, uint64_t start, uint64_t len,
-			    bool units, ps__space_log_fn fn, void *ctx,
-			    uint64_t *resume);
-
-/*
  * What a take does with the mark of the unit of @order at @addr: KEEP while
  * a page of it is pinned for write (S6; a stale WRITE_PINNED is cleared on
- * the way), else CLEAR. In the page table's read-side section.
+ * the way), else CLEAR: the harvest's own look (lib/space-dirty.c), one per
+ * word that holds a frame's state (one for a whole huge frame). In the page
+ * table's read-side section.
  */
 enum ps__hbm_verdict ps__space_log_verdict(struct ps_space *s, uint64_t addr,
 					   unsigned int order);
@@ -375,13 +398,17 @@ static inline struct ps__space_ledger *ps__space_ledger(struct ps_space *s)
 /*
  * The default consumer (ps_space_harvest(), ps_space_redirty()) once the
  * ledger exists (lib/space-ledger.c, C4): drain, then take pages [@first,
- * @first + @count) from its pending set, at most @max into @addrs; returns
- * how many, *@resume the page to resume from. And put pages back.
+ * @first + @count) from its pending set, at most @max entries into @addrs
+ * (@units: an aligned 2 MiB or 1 GiB extent wholly pending is one entry, addr
+ * | order); returns how many, *@resume the page to resume from. And put the
+ * unit of @order at @addr back (every page of it).
  */
 uint64_t ps__space_ledger_take_default(struct ps_space *s, uint64_t first,
-				       uint64_t count, uint64_t *addrs,
-				       uint64_t max, uint64_t *resume);
-void ps__space_ledger_redirty(struct ps_space *s, uint64_t page);
+				       uint64_t count, bool units,
+				       uint64_t *addrs, uint64_t max,
+				       uint64_t *resume);
+void ps__space_ledger_redirty(struct ps_space *s, uint64_t addr,
+			      unsigned int order);
 
 /* Free the ledger: the space is going away. */
 void ps__space_ledger_fini(struct ps_space *s);

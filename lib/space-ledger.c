@@ -21,23 +21,29 @@
  *     in C's pending set, in C's in-flight set, or was reported by a harvest C
  *     committed; and a harvest of C, which drains under the mutex before it
  *     takes, finds a mark completed before it began in C's pending set (the
- *     mutex orders the drain that moved it before this take). A page pinned for
+ *     mutex orders the drain that moved it before this take). The take is
+ *     the log's with units (L1..L4 in lib/space-log.c): a unit mark is shown
+ *     once and set as every page of its extent in each pending set (the sets
+ *     are at 4 KiB), and kept while a page of it is pinned for write, by the
+ *     harvest's own look (ps__space_log_verdict(), S6). A page pinned for
  *     write keeps its log bit (S6), so every drain hands it to every consumer
  *     again: it is reported to each while it is pinned.
  *
- * C2  Transactions. A consumer's harvest takes up to @max pages from its
- *     pending set (the bitmap's acquire take, A0) and sets them in its
- *     in-flight set before it returns; its token names the consumer and a
- *     serial never given before. Commit clears the in-flight set; abort
- *     takes its bits and sets them in the pending set, where every mark made
- *     meanwhile already is (an OR: a page both in flight and marked again is
- *     pending once). Harvest, commit, abort and remove of one consumer hold
- *     its mutex, so none sees the in-flight set half moved, and a harvest
- *     while one is open joins it (same token). Together with C1: after every
- *     commit, the consumer's committed harvests plus its pending and
- *     in-flight sets (plus the log) cover every mark made since it was
- *     registered; nothing is lost, and nothing is reported to another
- *     consumer because of this one (each has its own sets).
+ * C2  Transactions. A consumer's harvest takes up to @max entries from its
+ *     pending set (the bitmap's acquire take, A0; with PS_HARVEST_UNITS an
+ *     aligned 2 MiB or 1 GiB extent wholly pending is one entry, taken whole
+ *     under the consumer's mutex, which the default consumer's take holds too:
+ *     its set then only gains bits meanwhile) and sets them in its in-flight
+ *     set before it returns; its token names the consumer and a serial never
+ *     given before. Commit clears the in-flight set; abort takes its bits and
+ *     sets them in the pending set, where every mark made meanwhile already is
+ *     (an OR: a page both in flight and marked again is pending once). Harvest,
+ *     commit, abort and remove of one consumer hold its mutex, so none sees the
+ *     in-flight set half moved, and a harvest while one is open joins it (same
+ *     token). Together with C1: after every commit, the consumer's committed
+ *     harvests plus its pending and in-flight sets (plus the log) cover every
+ *     mark made since it was registered; nothing is lost, and nothing is
+ *     reported to another consumer because of this one (each has its own sets).
  *
  * C3  Re-arm. S11 with "take" read as "drain, then take from pending": the
  *     drain that moves P's mark reads L's release, so it comes after the CAS
@@ -49,7 +55,12 @@
  *     async ranges' get-and-rearm scan runs once per REARM harvest, before
  *     the drain, and serves every consumer (G7: written state and re-arm
  *     atomically per page). A page reported to K consumers is re-armed by
- *     each (the second finds it armed).
+ *     each (the second finds it armed). A unit the drain moved (C1) is
+ *     covered as by L2 and L3: the drain's take reads the unit mark's
+ *     release and releases the pending bits it sets; a unit entry taken
+ *     whole from pending is re-armed over its extent after that take. The
+ *     scan is the harvest's own (ps__space_rearm_into_log()): a range that
+ *     starts or ends inside a huge leaf tracked whole is widened to it.
  *
  * C4  The default consumer and the ledger's birth. ps_space_harvest() and
  *     ps_space_redirty() read s->ledger inside the page table's read-side
@@ -388,10 +399,47 @@ int ps_ledger_consumer_remove(struct ps_space *s, uint64_t id)
 /* --- harvest (C2) --------------------------------------------------------- */
 
 struct take_ctx {
+	struct ps__hbm *pending;
 	struct ps__hbm *inflight; /* NULL: the default consumer */
 	uint64_t *addrs;
 	uint64_t max, n;
+	bool units;    /* PS_HARVEST_UNITS: whole extents as one entry */
+	uint64_t end;  /* the end of the current take_pending() */
+	uint64_t unit; /* a whole extent found at this page, or UINT64_MAX */
+	unsigned int order; /* and its order */
+	uint64_t skip;	    /* a page found not to start one after all */
 };
+
+/* Are the level-0 words of pending pages [first, first + n) all set? */
+static bool words_full(struct ps__hbm *b, uint64_t first, uint64_t n)
+{
+	for (uint64_t w = first / 64; w < (first + n) / 64; w++)
+		/* Relaxed: a hint; the take that follows is the acquire. */
+		if (atomic_load_explicit(&b->l0[w], memory_order_relaxed) !=
+		    ~UINT64_C(0))
+			return false;
+	return true;
+}
+
+/*
+ * The order of the aligned extent starting at page @bit whose pages are all
+ * pending, inside the take (its first level-0 word aside: the visit holds
+ * it); 0 if none.
+ */
+static unsigned int whole_extent(const struct take_ctx *t, uint64_t bit)
+{
+	static const unsigned int orders[] = {PS_SPACE_ORDER_1G,
+					      PS_SPACE_ORDER_2M};
+
+	for (unsigned int k = 0; k < 2; k++) {
+		const uint64_t n = UINT64_C(1) << orders[k];
+
+		if (!(bit & (n - 1)) && t->end - bit >= n &&
+		    words_full(t->pending, bit + 64, n - 64))
+			return orders[k];
+	}
+	return 0;
+}
 
 static enum ps__hbm_verdict take_visit(void *ctx, uint64_t bit)
 {
@@ -399,23 +447,68 @@ static enum ps__hbm_verdict take_visit(void *ctx, uint64_t bit)
 
 	if (t->n == t->max)
 		return PS__HBM_STOP; /* stays pending */
+	if (t->units && !(bit & 511) && bit != t->skip &&
+	    (t->order = whole_extent(t, bit))) {
+		t->unit = bit; /* taken whole by take_pending() */
+		return PS__HBM_STOP;
+	}
 	t->addrs[t->n++] = bit << PAGE_SHIFT;
 	if (t->inflight)
 		(void)ps__hbm_set(t->inflight, bit);
 	return PS__HBM_CLEAR;
 }
 
-/* Take pending pages [first, end); false if the budget stopped it. */
+/* A whole extent's pages, taken together. */
+static enum ps__hbm_verdict take_all(void *ctx, uint64_t bit)
+{
+	(void)ctx;
+	(void)bit;
+	return PS__HBM_CLEAR;
+}
+
+/*
+ * Take pending pages [first, end); false if the budget stopped it. With
+ * units, an aligned 2 MiB or 1 GiB extent inside whose pages are all pending
+ * is one entry (addr | order), so @max counts entries, as ps_space_harvest()'s
+ * in units. The caller holds the consumer's lock: the only other writers of
+ * its pending set add (drains, redirty), so an extent seen whole stays whole
+ * until taken; pages added meanwhile are taken with it (C3: its re-arm comes
+ * after the take).
+ */
 static bool take_pending(struct ps__hbm *pending, struct take_ctx *t,
 			 uint64_t first, uint64_t end, uint64_t *resume)
 {
 	uint64_t r;
 
-	if (first >= end)
-		return true;
-	(void)ps__hbm_harvest(pending, first, end - first, take_visit, t, &r);
-	*resume = r;
-	return r >= end;
+	t->pending = pending;
+	t->end = end;
+	t->skip = UINT64_MAX;
+	while (first < end) {
+		uint64_t n;
+
+		t->unit = UINT64_MAX;
+		(void)ps__hbm_harvest(pending, first, end - first, take_visit,
+				      t, &r);
+		if (t->unit == UINT64_MAX) {
+			*resume = r;
+			return r >= end;
+		}
+		n = UINT64_C(1) << t->order;
+		/* The first word was the visit's: whole too? */
+		if (!words_full(pending, t->unit, 64)) {
+			t->skip = t->unit; /* pages after all */
+			first = t->unit;
+			continue;
+		}
+		(void)ps__hbm_harvest(pending, t->unit, n, take_all, NULL,
+				      NULL);
+		t->addrs[t->n++] = (t->unit << PAGE_SHIFT) | t->order;
+		if (t->inflight)
+			ps__hbm_set_range(t->inflight, t->unit, n);
+		first = t->unit + n;
+	}
+	*resume = end;
+	return true;
 }
 
 /* The first chunk in [lo, hi] not yet materialised, or UINT64_MAX. */
@@ -478,7 +571,9 @@ int ps_ledger_harvest(struct ps_space *s, uint64_t id, uint64_t start,
 {
 	struct ps__space_ledger *l;
 	struct consumer *c;
-	struct take_ctx t = {NULL, addrs, max, 0};
+	struct take_ctx t = {.addrs = addrs,
+			     .max = max,
+			     .units = flags & PS_HARVEST_UNITS};
 	uint64_t first, npages, r;
 
 	if (!s || !ps__space_range_ok(s, start, len) || !addrs || !max ||
@@ -586,19 +681,25 @@ int ps_ledger_abort(struct ps_space *s, uint64_t token)
 /* --- the default consumer (C4) -------------------------------------------- */
 
 uint64_t ps__space_ledger_take_default(struct ps_space *s, uint64_t first,
-				       uint64_t count, uint64_t *addrs,
-				       uint64_t max, uint64_t *resume)
+				       uint64_t count, bool units,
+				       uint64_t *addrs, uint64_t max,
+				       uint64_t *resume)
 {
 	struct ps__space_ledger *l = ps__space_ledger(s);
-	struct take_ctx t = {NULL, addrs, max, 0};
+	struct consumer *c = &l->c[DEFAULT_SLOT];
+	struct take_ctx t = {.addrs = addrs, .max = max, .units = units};
 
+	*resume = first + count;
+	pthread_mutex_lock(&c->lock); /* take_pending(): takers one at a time */
 	drain(s, l, first, count);
-	(void)take_pending(&l->c[DEFAULT_SLOT].pending, &t, first,
-			   first + count, resume);
+	(void)take_pending(&c->pending, &t, first, first + count, resume);
+	pthread_mutex_unlock(&c->lock);
 	return t.n;
 }
 
-void ps__space_ledger_redirty(struct ps_space *s, uint64_t page)
+void ps__space_ledger_redirty(struct ps_space *s, uint64_t addr,
+			      unsigned int order)
 {
-	(void)ps__hbm_set(&ps__space_ledger(s)->c[DEFAULT_SLOT].pending, page);
+	ps__hbm_set_range(&ps__space_ledger(s)->c[DEFAULT_SLOT].pending,
+			  ps__space_page_index(addr), UINT64_C(1) << order);
 }

@@ -254,6 +254,14 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	if (rc)
 		goto fail_pt;
 	rc = ps__hbm_init(&s->log, npages);
+	if (!rc) /* the unit marks (lib/space-log.c) */
+		rc = ps__hbm_init(&s->log2m,
+				  (npages + (UINT64_C(1) << PS_SPACE_ORDER_2M) -
+				   1) >> PS_SPACE_ORDER_2M);
+	if (!rc)
+		rc = ps__hbm_init(&s->log1g,
+				  (npages + (UINT64_C(1) << PS_SPACE_ORDER_1G) -
+				   1) >> PS_SPACE_ORDER_1G);
 	if (!rc)
 		rc = ps__hbm_init(&s->wb, npages);
 	if (rc)
@@ -266,6 +274,8 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 
 fail_bitmaps:
 	ps__hbm_destroy(&s->log);
+	ps__hbm_destroy(&s->log2m);
+	ps__hbm_destroy(&s->log1g);
 	ps__hbm_destroy(&s->wb);
 	(void)ps_notifier_destroy(&s->notifier);
 fail_pt:
@@ -373,6 +383,8 @@ int ps_space_destroy(struct ps_space *s)
 	ps_pgtable_destroy(s->pt);
 	(void)ps_notifier_destroy(&s->notifier);
 	ps__hbm_destroy(&s->log);
+	ps__hbm_destroy(&s->log2m);
+	ps__hbm_destroy(&s->log1g);
 	ps__hbm_destroy(&s->wb);
 	ps__space_pins_fini(s);
 	ps__space_huge_fini(s);

@@ -403,15 +403,88 @@ START_TEST(huge_frame_at_4k_and_in_units)
 	ck_assert_int_eq(ps_ledger_commit(sp, t), 0);
 	ck_assert_uint_eq(harvest_max(b, PS_HARVEST_UNITS, NPAGES, &t), 1);
 	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
-	/* Aborted, then a budget short of the extent: 4 KiB pages. */
+	/* Aborted, then a budget of one entry: the unit (@max in entries). */
 	ck_assert_int_eq(ps_ledger_abort(sp, t), 0);
-	ck_assert_uint_eq(harvest_max(b, PS_HARVEST_UNITS, P2M - 1, &t),
-			  P2M - 1);
-	ck_assert_uint_eq(got[1], 1 * PG);
+	ck_assert_uint_eq(harvest_max(b, PS_HARVEST_UNITS, 1, &t), 1);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_ledger_abort(sp, t), 0);
+	/* One page of it taken apart: the rest are 4 KiB pages. */
+	ck_assert_int_eq(ps_ledger_harvest(sp, b, 0, PG, PS_HARVEST_UNITS, got,
+					   1, &n, NULL, &t),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0);
+	ck_assert_int_eq(ps_ledger_commit(sp, t), 0);
+	ck_assert_uint_eq(harvest_max(b, PS_HARVEST_UNITS, P2M - 2, &t),
+			  P2M - 2);
+	ck_assert_uint_eq(got[0], 1 * PG);
 	ck_assert_int_eq(ps_ledger_commit(sp, t), 0);
 	ck_assert_uint_eq(harvest_commit(b), 1);
 	ck_assert_uint_eq(got[0], (P2M - 1) * PG);
 	ck_assert_uint_eq(harvest_commit(a), 0);
+}
+END_TEST
+
+/*
+ * Regression (the merge with the dirty log's unit marks): a consumer's
+ * re-arming harvest at 4 KiB whose budget stopped inside a huge leaf tracked
+ * whole resumes (C3: the harvest's widened get-and-rearm scan, S11 in
+ * lib/space-dirty.c; the ledger's own scan refused the range with -EINVAL).
+ * The frame is reported once page by page, and in units as one entry, the
+ * default consumer's budget of one entry included (C4).
+ */
+START_TEST(rearm_resumes_inside_a_huge_leaf)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	uint64_t a, n, r = 0, t, total = 0;
+
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, P2M * PG,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, P2M * PG), 0);
+	a = add(PS_LEDGER_CLEAN);
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	while (r < P2M * PG) {
+		ck_assert_int_eq(ps_ledger_harvest(sp, a, r, P2M * PG - r,
+						   PS_HARVEST_REARM,
+						   got + total, 100, &n, &r,
+						   &t),
+				 0);
+		ck_assert_int_eq(ps_ledger_commit(sp, t), 0);
+		total += n;
+	}
+	ck_assert_uint_eq(total, P2M);
+	for (uint64_t i = 0; i < P2M; i++)
+		ck_assert_uint_eq(got[i], i * PG);
+	/* Written again: one entry in units, for it and the default. */
+	ck_assert_int_eq(ps_space_fault(sp, 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_ledger_harvest(sp, a, 0, P2M * PG,
+					   PS_HARVEST_REARM | PS_HARVEST_UNITS,
+					   got, 1, &n, &r, &t),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(r, P2M * PG);
+	ck_assert_int_eq(ps_ledger_commit(sp, t), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, SPACE_SIZE, PS_HARVEST_UNITS,
+					  got, 1, &n, &r),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	/* Put back as a unit: the default consumer has it again. */
+	ck_assert_int_eq(ps_space_redirty(sp, got, 1), 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, SPACE_SIZE, 0, got, NPAGES, &n,
+					  &r),
+			 0);
+	ck_assert_uint_eq(n, P2M);
 }
 END_TEST
 
@@ -1285,6 +1358,7 @@ static Suite *ledger_suite(void)
 	tc = ps_test_tcase(s, "huge frames at 4 KiB and in units", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_frame_at_4k_and_in_units);
+	tcase_add_test(tc, rearm_resumes_inside_a_huge_leaf);
 
 	tc = ps_test_tcase(s, "the default consumer (C4)", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);

@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 
 /* --- a counting error hook ------------------------------------------------ */
 
@@ -2477,6 +2479,87 @@ START_TEST(split_refusals)
 END_TEST
 
 /*
+ * A failed try-get on a free part leaves its unit there, where it means
+ * nothing (the try never takes it back): the split's store replaces it, and
+ * each part holds exactly the frame's counts (H2).
+ */
+START_TEST(split_replaces_a_failed_try_get_unit)
+{
+	struct ps_page huge = PS_PAGE_INIT(2), sub[NSUB];
+
+	memset(sub, 0, sizeof(sub));
+	ck_assert(!ps_page_try_get(&sub[3])); /* free: fails, unit left */
+	ck_assert(!ps_page_try_get(&sub[NSUB - 1]));
+	ck_assert_uint_ne(raw(&sub[3]), 0);
+	ck_assert_int_eq(ps_page_split(&huge, sub, NSUB, NULL), 0);
+	for (int i = 0; i < NSUB; i++) {
+		ck_assert_uint_eq(raw(&sub[i]), mkword(2, 0, 0));
+		ck_assert_uint_eq(ps_page_refs(&sub[i]), 2);
+	}
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/* A sanitizer's shadow memory faults too: the count then says nothing. */
+#if defined(__SANITIZE_ADDRESS__) || PS_TSAN
+#define FAULTS_COUNTED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FAULTS_COUNTED 0
+#endif
+#endif
+#ifndef FAULTS_COUNTED
+#define FAULTS_COUNTED 1
+#endif
+
+/* Minor page faults of the calling thread so far. */
+static long minor_faults(void)
+{
+	struct rusage u;
+
+	ck_assert_int_eq(getrusage(RUSAGE_THREAD, &u), 0);
+	return u.ru_minflt;
+}
+
+/*
+ * Parts in memory mapped on first touch (as the space's frame arrays are):
+ * a split takes one page fault per 4 KiB of parts, not two (a first read
+ * would map the zero page, and the first store would fault again to copy
+ * it), and writes the parts as from zeroed memory.
+ */
+START_TEST(split_faults_parts_in_once)
+{
+	enum { SPLITS = 64, PARTS = 512 };
+	const size_t bytes = (size_t)SPLITS * PARTS * sizeof(struct ps_page);
+	struct ps_page *parts = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct ps_page huge[SPLITS];
+	long before, faults;
+
+	ck_assert_ptr_ne(parts, MAP_FAILED);
+	/* Small pages, so that each 4 KiB of parts is its own fault. */
+	(void)madvise(parts, bytes, MADV_NOHUGEPAGE);
+	for (int k = 0; k < SPLITS; k++)
+		ck_assert_int_eq(ps_page_init(&huge[k], 1), 0);
+	before = minor_faults();
+	for (int k = 0; k < SPLITS; k++)
+		ck_assert_int_eq(ps_page_split(&huge[k], &parts[k * PARTS],
+					       PARTS, NULL),
+				 0);
+	faults = minor_faults() - before;
+	/* Two per split before; a little room for the checks' own pages. */
+	if (FAULTS_COUNTED)
+		ck_assert_int_le(faults, SPLITS + SPLITS / 4);
+	for (int k = 0; k < SPLITS; k++)
+		for (int i = 0; i < PARTS; i++)
+			ck_assert_uint_eq(ps_page_refs(&parts[k * PARTS + i]),
+					  1);
+	ck_assert_int_eq(munmap(parts, bytes), 0);
+	ck_assert_uint_eq(hooks(), 0);
+}
+END_TEST
+
+/*
  * Merge is the inverse: uniform parts (same counts, mode and encryption)
  * make the word whole again with their counts and the union of DIRTY and
  * WRITE_PINNED, and the parts free. Each way the parts can differ is refused
@@ -4069,6 +4152,8 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, split_transitions);
 	tcase_add_test(tc, split_word_refuses_counts);
 	tcase_add_test(tc, split_refusals);
+	tcase_add_test(tc, split_replaces_a_failed_try_get_unit);
+	tcase_add_test(tc, split_faults_parts_in_once);
 	tcase_add_test(tc, merge_transitions);
 	tcase_add_test(tc, split_at_the_pin_limit);
 

@@ -121,6 +121,59 @@ START_TEST(convert_whole_2m_frame)
 }
 END_TEST
 
+/*
+ * The access check of a page inside a whole frame reads the frame's word
+ * (P9), not the free 4 KiB word under it: a whole private frame refuses a
+ * shared access and allows a private one, at any of its pages, and the
+ * fault names the page. (It read the free word, which says shared: a shared
+ * access to a private 2 MiB frame was allowed.)
+ */
+START_TEST(check_access_inside_whole_frame)
+{
+	struct ps_memory_fault mf;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG, 8, PS_ENC_SHARED,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, P2M * PG, PS_ENC_PRIVATE, 0,
+					 NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, P1G * PG, P1G * PG, PS_ENC_PRIVATE,
+					 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG, 8, PS_ENC_PRIVATE,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG + 16, 8, PS_ENC_SHARED,
+					      &mf),
+			 -EFAULT);
+	ck_assert_uint_eq(mf.addr, 7 * PG + 16);
+	ck_assert_uint_eq(mf.flags, 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, (P1G + 12345) * PG, PG,
+					      PS_ENC_SHARED, &mf),
+			 -EFAULT);
+	ck_assert_int_eq(ps_prot_check_access(sp, (P1G + 12345) * PG, PG,
+					      PS_ENC_PRIVATE, &mf),
+			 0);
+	ck_assert_uint_eq(frames_split(), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, P2M * PG, PS_ENC_SHARED, 0,
+					 NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_check_access(sp, 7 * PG, 8, PS_ENC_SHARED,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, P1G * PG, P1G * PG, PS_ENC_SHARED,
+					 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+}
+END_TEST
+
 START_TEST(convert_whole_1g_frame)
 {
 	struct ps_convert_opts o = {0};
@@ -524,6 +577,92 @@ START_TEST(convert_4k_with_other_subpage_pinned)
 END_TEST
 
 /*
+ * Why a 4 KiB conversion inside a whole frame splits the frame's state (P9):
+ * the page's encryption is its own from then on, and every reference taken
+ * later decides on it alone (P2). A pin of that page, or of the range that
+ * holds it, is refused; a pin of its neighbour is not; the access check
+ * reads the page as private and its neighbour as shared. Kept whole, the
+ * frame's one word would say one thing for all 512 pages.
+ */
+START_TEST(convert_4k_inside_whole_frame_is_its_own)
+{
+	uint64_t f[P2M], off = 99;
+	struct ps_memory_fault mf;
+	unsigned int fo;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_prot_convert(sp, 5 * PG, PG, PS_ENC_PRIVATE, 0,
+					 NULL, &off),
+			 0);
+	ck_assert(frame_private(5, &fo));
+	ck_assert_uint_eq(fo, PS_SPACE_ORDER_4K);
+	ck_assert_int_eq(ps_space_pin_range(sp, 5 * PG, PG, 0, f), -EPERM);
+	ck_assert_int_eq(ps_space_pin_range(sp, 0, P2M * PG, 0, f), -EPERM);
+	ck_assert_int_eq(ps_space_pin_range(sp, 6 * PG, PG, 0, f), 0);
+	ck_assert_uint_eq(f[0], 6);
+	ck_assert_int_eq(ps_prot_check_access(sp, 5 * PG, PG, PS_ENC_SHARED,
+					      &mf),
+			 -EFAULT);
+	ck_assert_int_eq(ps_prot_check_access(sp, 6 * PG, PG, PS_ENC_SHARED,
+					      &mf),
+			 0);
+	ck_assert_int_eq(ps_space_unpin(sp, f, 1, 0), 0);
+	/* Nothing pinned was left behind by the refused pins. */
+	for (uint64_t p = 0; p < P2M; p++)
+		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, p,
+								   NULL)),
+				  0);
+	ck_assert_int_eq(ps_prot_convert(sp, 5 * PG, PG, PS_ENC_SHARED, 0, NULL,
+					 NULL),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+/*
+ * A pin of a whole frame is a pin of each of its pages (S17): a conversion
+ * of a range that ends inside it fails with -EAGAIN at the first of its
+ * pages in the range (the offset names it), and changes nothing, in this
+ * frame or in the one before.
+ */
+START_TEST(convert_4k_inside_whole_pinned_frame_fails)
+{
+	uint64_t unit, n, off = 99;
+	unsigned int lo;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0, 0, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, P2M * PG, P2M * PG, 0, &unit, 1,
+					    &n),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(ps_prot_convert(sp, (P2M - 1) * PG, 3 * PG,
+					 PS_ENC_PRIVATE, 0, NULL, &off),
+			 -EAGAIN);
+	ck_assert_uint_eq(off, PG);
+	for (uint64_t p = P2M - 1; p < P2M + 2; p++) {
+		ck_assert(!(entry(p * PG, &lo) & PS_PTE_ENC));
+		ck_assert(!frame_private(p, NULL));
+	}
+	/* The pin is on every part now, and released from every part. */
+	ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, P2M + 1, NULL)),
+			  1);
+	ck_assert_int_eq(ps_space_unpin(sp, &unit, 1, 0), 0);
+	for (uint64_t p = P2M; p < 2 * P2M; p++)
+		ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, p,
+								   NULL)),
+				  0);
+	ck_assert_int_eq(ps_prot_convert(sp, (P2M - 1) * PG, 3 * PG,
+					 PS_ENC_PRIVATE, 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_prot_convert(sp, (P2M - 1) * PG, 3 * PG,
+					 PS_ENC_SHARED, 0, NULL, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+}
+END_TEST
+
+/*
  * A huge entry over split state (a part was pinned and unpinned): the whole
  * extent converts as one leaf, each part's word frozen and flipped.
  */
@@ -774,6 +913,144 @@ START_TEST(stress_convert_4k_while_other_parts_pinned)
 END_TEST
 
 /*
+ * 4 KiB conversions back and forth against partial pins anywhere in the same
+ * frames (P9, S17): the converter converts single pages among the first
+ * HOT_PAGES of a frame, each to the state it is not in, and moves on to the
+ * next whole frame every FRAME_OPS conversions, so that its first conversion
+ * there (which splits the frame's state) races the pinner's pins, which split
+ * it too. The pinner pins and unpins single pages among the same HOT_PAGES of
+ * the converter's frame. Page k's epoch is odd from before the pinner's try
+ * on it until after its unpin (or refusal): a conversion of page k that
+ * fails with -EAGAIN while the epoch stayed even and unchanged was failed by
+ * something that was no pin of that page (a false -EAGAIN: none allowed). A
+ * page the pinner holds is shared when pinned and still shared before the
+ * unpin (no conversion of a pinned page); a private page's pin is refused.
+ */
+#define HOT_PAGES 8
+#define FRAME_OPS 32
+
+struct conv_pin_race {
+	_Atomic(uint64_t) frame; /* the 2 MiB frame both work in */
+	_Atomic(uint64_t) epoch[HOT_PAGES];
+	_Atomic(uint64_t) pins, refused, eagain;
+	struct ps_test_overlap ov; /* side 0 the converter, 1 the pinner */
+};
+
+static void *conv_pin_pinner(void *arg)
+{
+	struct conv_pin_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	struct ps_test_rng g = ps_test_rng_new(2);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		const uint64_t k = ps_test_below(&g, HOT_PAGES);
+		const uint64_t page = atomic_load(&r->frame) * P2M + k;
+		uint64_t f;
+		int rc;
+
+		atomic_fetch_add(&r->epoch[k], 1); /* odd: tried or held */
+		rc = ps_space_pin_range(sp, page * PG, PG, 0, &f);
+		if (rc == 0) {
+			if (f != page)
+				violation("pinned another frame", f, page);
+			if (frame_private(page, NULL))
+				violation("a private page pinned", page, 0);
+			for (int spin = 0; spin < (k & 1 ? 512 : 16); spin++)
+				if (frame_private(page, NULL))
+					violation("a pinned page converted",
+						  page, (uint64_t)spin);
+			if (ps_space_unpin(sp, &f, 1, 0))
+				violation("unpin failed", f, 0);
+			atomic_fetch_add(&r->pins, 1);
+		} else if (rc == -EPERM) {
+			atomic_fetch_add(&r->refused, 1); /* private now */
+		} else {
+			violation("pin failed", (uint64_t)-rc, page);
+		}
+		atomic_fetch_add(&r->epoch[k], 1); /* even: released */
+	}
+	return NULL;
+}
+
+START_TEST(stress_convert_4k_back_and_forth_vs_partial_pins)
+{
+	static struct conv_pin_race r;
+	const uint64_t nframes = P1G / P2M; /* the 2 MiB frames mapped */
+	struct ps_test_rng g = ps_test_rng_new(3);
+	struct ps_test_side me;
+	uint64_t i, last = 0;
+	pthread_t t;
+
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P1G * PG, 0, 0, NULL), 0);
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       500;
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, conv_pin_pinner, &r), 0);
+	for (i = 0; !ps_test_overlap_done(&me);
+	     i++, ps_test_overlap_step(&me)) {
+		const uint64_t fr = i / FRAME_OPS % nframes;
+		const uint64_t k = ps_test_below(&g, HOT_PAGES);
+		const uint64_t page = fr * P2M + k;
+		const enum ps_enc_state to = frame_private(page, NULL)
+						     ? PS_ENC_SHARED
+						     : PS_ENC_PRIVATE;
+		uint64_t e0, e1, off = 99;
+		int rc;
+
+		if (i % FRAME_OPS == 0)
+			atomic_store(&r.frame, fr); /* the next, still whole */
+		last = fr > last ? fr : last;
+		e0 = atomic_load(&r.epoch[k]);
+		rc = ps_prot_convert(sp, page * PG, PG, to, 0, NULL, &off);
+		e1 = atomic_load(&r.epoch[k]);
+		if (rc == -EAGAIN) {
+			atomic_fetch_add(&r.eagain, 1);
+			if (e0 == e1 && !(e0 & 1))
+				violation("false -EAGAIN", page, e0);
+			if (off != 0)
+				violation("-EAGAIN at another page", page, off);
+		} else if (rc) {
+			violation("conversion failed", (uint64_t)-rc, page);
+		} else if (!frame_private(page, NULL) !=
+			   (to == PS_ENC_SHARED)) {
+			violation("page not converted", page, 0);
+		}
+	}
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "4 KiB conversions vs partial pins");
+	ck_assert_uint_gt(atomic_load(&r.pins), 0);
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"conversions %llu in %llu frames, pins %llu, refused "
+			"%llu, -EAGAIN %llu\n",
+			(unsigned long long)i, (unsigned long long)last + 1,
+			(unsigned long long)atomic_load(&r.pins),
+			(unsigned long long)atomic_load(&r.refused),
+			(unsigned long long)atomic_load(&r.eagain));
+	/* No pin left; every page shared again. */
+	for (uint64_t fr = 0; fr <= last; fr++)
+		for (uint64_t k = 0; k < HOT_PAGES; k++) {
+			const uint64_t page = fr * P2M + k;
+
+			ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(
+						  sp, page, NULL)),
+					  0);
+			if (frame_private(page, NULL))
+				ck_assert_int_eq(ps_prot_convert(sp, page * PG,
+								 PG,
+								 PS_ENC_SHARED,
+								 0, NULL, NULL),
+						 0);
+		}
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P1G * PG, 0), 0);
+}
+END_TEST
+
+/*
  * CPU maps of a whole frame's page against the split of that frame (P10): each
  * round maps a 2 MiB frame whole; one thread kmaps and kunmaps a page of it
  * (the maps' reference on the whole word, or on the 4 KiB word once split),
@@ -878,6 +1155,7 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, convert_whole_2m_frame);
 	tcase_add_test(tc, convert_whole_1g_frame);
 	tcase_add_test(tc, convert_whole_frame_pinned_fails);
+	tcase_add_test(tc, check_access_inside_whole_frame);
 
 	tc = ps_test_tcase(s, "kmap", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -898,6 +1176,8 @@ static Suite *prot_huge_suite(void)
 	tcase_add_test(tc, convert_4k_inside_2m_frame);
 	tcase_add_test(tc, convert_2m_inside_1g_frame);
 	tcase_add_test(tc, convert_4k_with_other_subpage_pinned);
+	tcase_add_test(tc, convert_4k_inside_whole_frame_is_its_own);
+	tcase_add_test(tc, convert_4k_inside_whole_pinned_frame_fails);
 	tcase_add_test(tc, convert_whole_leaf_over_split_state);
 	tcase_add_test(tc, convert_across_two_frames_edge);
 	tcase_add_test(tc, convert_runs_beside_a_whole_frame);
@@ -906,6 +1186,7 @@ static Suite *prot_huge_suite(void)
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_convert_4k_while_other_parts_pinned);
+	tcase_add_test(tc, stress_convert_4k_back_and_forth_vs_partial_pins);
 	tcase_add_test(tc, stress_kmap_against_split);
 	return s;
 }

@@ -748,6 +748,433 @@ START_TEST(write_pinned_frame_is_in_every_harvest)
 }
 END_TEST
 
+/* --- harvest in units (S6, S11; lib/space-log.c L1..L4) ------------------- */
+
+/*
+ * Map @npages from @addr over the frames from @frame, writable, and register
+ * them PS_WP_ASYNC | PS_WP_HUGE_WHOLE, protected (a migration's first round).
+ */
+static void map_tracked(uint64_t addr, uint64_t npages, uint64_t frame)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+
+	ck_assert_int_eq(ps_space_map_range(sp, addr, npages * PG, frame,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, addr, npages * PG,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, addr, npages * PG), 0);
+}
+
+/* Harvest [@start, +@len) to completion, @max a call; returns the entries. */
+static uint64_t harvest_all(uint64_t start, uint64_t len, unsigned int flags,
+			    uint64_t *out, uint64_t room, uint64_t max)
+{
+	uint64_t at = start, total = 0;
+
+	while (at < start + len) {
+		uint64_t n = 0, next = 0;
+
+		ck_assert_uint_gt(room, total);
+		ck_assert_int_eq(ps_space_harvest(sp, at, start + len - at,
+						  flags, out + total,
+						  max < room - total
+							  ? max
+							  : room - total,
+						  &n, &next),
+				 0);
+		ck_assert_uint_gt(next, at); /* progress */
+		total += n;
+		at = next;
+	}
+	return total;
+}
+
+/* Is the leaf at @addr write-protected (uffd-wp) and not writable? */
+static bool armed_at(uint64_t addr)
+{
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), addr, &e), 0);
+	return !ps_pte_is_writable(e);
+}
+
+/*
+ * A whole-tracked frame written through its huge entry is one unit mark: a
+ * harvest in units reports it as one entry and re-arms its leaf whole (it
+ * stays huge), and nothing is left for the next harvest.
+ */
+START_TEST(harvest_written_frame_is_one_unit)
+{
+	uint64_t got[8], n;
+
+	map_tracked(0, 2 * P2M, 0);
+	map_tracked(P1G * PG, P1G, P1G);
+	ck_assert_int_eq(ps_space_fault(sp, P2M * PG + 9 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, P1G * PG + 77 * PG,
+					PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert(!armed_at(P2M * PG));
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 2 * P1G * PG,
+					  PS_HARVEST_REARM | PS_HARVEST_UNITS,
+					  got, 8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[0], P2M * PG | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(got[1], P1G * PG | PS_SPACE_ORDER_1G);
+	ck_assert_uint_eq(leaf_order(P2M * PG, NULL), 9);
+	ck_assert_uint_eq(leaf_order(P1G * PG, NULL), 18);
+	ck_assert(armed_at(P2M * PG));
+	ck_assert(armed_at(P1G * PG));
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 2 * P1G * PG,
+					  PS_HARVEST_REARM | PS_HARVEST_UNITS,
+					  got, 8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+/*
+ * A harvest at 4 KiB expands a unit mark: every page of it, once, ascending;
+ * and it leaves nothing behind.
+ */
+START_TEST(harvest_at_4k_expands_a_unit)
+{
+	static uint64_t got[P1G + P2M];
+	uint64_t n;
+
+	map_tracked(0, P2M, 0);
+	map_tracked(P1G * PG, P1G, P1G);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_fault(sp, P1G * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	n = harvest_all(0, 2 * P1G * PG, PS_HARVEST_REARM, got, P1G + P2M, P1G);
+	ck_assert_uint_eq(n, P2M + P1G);
+	for (uint64_t i = 0; i < P2M; i++)
+		ck_assert_uint_eq(got[i], i * PG);
+	for (uint64_t i = 0; i < P1G; i++)
+		ck_assert_uint_eq(got[P2M + i], (P1G + i) * PG);
+	/* Re-armed whole, without a split. */
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_uint_eq(leaf_order(P1G * PG, NULL), 18);
+	ck_assert(armed_at(0) && armed_at(P1G * PG));
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 2 * P1G * PG, 0, got, P1G, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+/*
+ * A range that covers part of a unit, in units or not: the pages inside are
+ * reported at 4 KiB, the rest stays marked (L2), and a later harvest of the
+ * whole extent reports exactly those, none twice.
+ */
+START_TEST(harvest_part_of_a_unit)
+{
+	uint64_t got[P2M], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	for (int units = 0; units < 2; units++) {
+		const unsigned int f = units ? PS_HARVEST_UNITS : 0;
+
+		ck_assert_int_eq(
+			ps_space_redirty(sp,
+					 (uint64_t[]){0 | PS_SPACE_ORDER_2M},
+					 1),
+			0);
+		ck_assert_int_eq(ps_space_harvest(sp, 3 * PG, 10 * PG, f, got,
+						  P2M, &n, NULL),
+				 0);
+		ck_assert_uint_eq(n, 10);
+		for (uint64_t i = 0; i < 10; i++)
+			ck_assert_uint_eq(got[i], (3 + i) * PG);
+		ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, f, got, P2M,
+						  &n, NULL),
+				 0);
+		ck_assert_uint_eq(n, P2M - 10);
+		ck_assert_uint_eq(got[2], 2 * PG);
+		ck_assert_uint_eq(got[3], 13 * PG);
+		ck_assert_uint_eq(got[n - 1], (P2M - 1) * PG);
+	}
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
+/*
+ * Units at both ends of a range, and a 1 GiB unit a range covers in part: the
+ * 2 MiB units inside are reported as units, the pages of the partial 2 MiB
+ * units at 4 KiB.
+ */
+START_TEST(harvest_units_at_the_ends)
+{
+	static uint64_t got[2 * P2M];
+	uint64_t n;
+	const uint64_t g = P1G * PG;
+
+	ck_assert_int_eq(
+		ps_space_redirty(sp,
+				 (uint64_t[]){0 | PS_SPACE_ORDER_2M,
+					      2 * P2M * PG | PS_SPACE_ORDER_2M,
+					      g | PS_SPACE_ORDER_1G},
+				 3),
+		0);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, P2M * PG + 5 * PG),
+			 PS_SPACE_MARK_UNMAPPED); /* nothing mapped: no mark */
+	ck_assert_int_eq(ps_space_redirty(sp, (uint64_t[]){P2M * PG + 5 * PG},
+					  1),
+			 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 3 * P2M * PG, PS_HARVEST_UNITS,
+					  got, 8, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(got[1], P2M * PG + 5 * PG);
+	ck_assert_uint_eq(got[2], 2 * P2M * PG | PS_SPACE_ORDER_2M);
+	/* [g + 1 MiB, g + 5 MiB): a 4 KiB half, a 2 MiB unit, a half. */
+	ck_assert_int_eq(ps_space_harvest(sp, g + P2M / 2 * PG, 2 * P2M * PG,
+					  PS_HARVEST_UNITS, got, 2 * P2M, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, P2M / 2 + 1 + P2M / 2);
+	ck_assert_uint_eq(got[0], g + P2M / 2 * PG);
+	ck_assert_uint_eq(got[P2M / 2], (g + P2M * PG) | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(got[P2M / 2 + 1], g + 2 * P2M * PG);
+	ck_assert_uint_eq(got[n - 1], g + (5 * P2M / 2 - 1) * PG);
+	/* The rest of the GiB: its first 1 MiB and 2 MiB units after. */
+	ck_assert_int_eq(ps_space_harvest(sp, g, g, PS_HARVEST_UNITS, got,
+					  2 * P2M, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, P2M / 2 + P2M / 2 + (P1G / P2M - 3));
+	ck_assert_uint_eq(got[0], g);
+	ck_assert_uint_eq(got[P2M / 2], g + 5 * P2M / 2 * PG);
+	ck_assert_uint_eq(got[P2M], (g + 3 * P2M * PG) | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(got[n - 1], (2 * g - P2M * PG) | PS_SPACE_ORDER_2M);
+}
+END_TEST
+
+/*
+ * A unit mark and 4 KiB marks of the same frame: in units, one entry (the
+ * pages are taken with it, L3); at 4 KiB, every page once. Neither loses the
+ * other: a page marked after a unit harvest is reported by the next.
+ */
+START_TEST(harvest_unit_and_page_marks_of_one_frame)
+{
+	uint64_t got[P2M], n;
+
+	map_tracked(0, P2M, 0);
+	ck_assert_int_eq(ps_space_fault(sp, 0, PS_ACCESS_WRITE), PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 0), PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 7 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, P2M, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, 0, got, P2M, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, 0);
+	/* Both again, at 4 KiB: 512 pages, page 7 once. */
+	ck_assert_int_eq(ps_space_redirty(sp,
+					  (uint64_t[]){7 * PG,
+						       0 | PS_SPACE_ORDER_2M},
+					  2),
+			 0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, 0, got, P2M, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, P2M);
+	for (uint64_t i = 0; i < P2M; i++)
+		ck_assert_uint_eq(got[i], i * PG);
+	/* A page after the unit was taken: the next harvest has it. */
+	ck_assert_int_eq(ps_space_mark_dirty(sp, 9 * PG),
+			 PS_SPACE_MARK_WAS_DIRTY);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, PS_HARVEST_UNITS,
+					  got, P2M, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 9 * PG);
+}
+END_TEST
+
+/*
+ * @max counts entries: a budget that ends between units stops there, resumes
+ * at the next unit, and the marks not reported stay (L4).
+ */
+START_TEST(harvest_budget_stops_between_units)
+{
+	uint64_t got[8], n, next;
+	const uint64_t u = P2M * PG;
+
+	ck_assert_int_eq(
+		ps_space_redirty(sp,
+				 (uint64_t[]){0 | PS_SPACE_ORDER_2M, u + 3 * PG,
+					      2 * u | PS_SPACE_ORDER_2M,
+					      3 * u | PS_SPACE_ORDER_2M},
+				 4),
+		0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 4 * u, PS_HARVEST_UNITS, got,
+					  1, &n, &next),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 0 | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(next, u + 3 * PG);
+	ck_assert_int_eq(ps_space_harvest(sp, next, 4 * u - next,
+					  PS_HARVEST_UNITS, got, 2, &n, &next),
+			 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(got[0], u + 3 * PG);
+	ck_assert_uint_eq(got[1], 2 * u | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(next, 3 * u);
+	/* The whole range again: only the unit not reported. */
+	ck_assert_int_eq(ps_space_harvest(sp, 0, 4 * u, PS_HARVEST_UNITS, got,
+					  8, &n, &next),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], 3 * u | PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(next, 4 * u);
+}
+END_TEST
+
+/*
+ * Regression: a re-arming harvest at 4 KiB whose budget stopped inside a 1 GiB
+ * leaf tracked whole was refused (-EINVAL) on resume, the get-and-rearm scan
+ * refusing a range that begins inside such a leaf. It resumes, and the GiB is
+ * reported whole, each page once, the leaf re-armed whole.
+ */
+START_TEST(harvest_resumes_inside_a_1g_entry)
+{
+	static uint64_t got[P1G + 1000];
+	const uint64_t g = P1G * PG;
+	uint64_t n;
+
+	map_tracked(g, P1G, P1G);
+	ck_assert_int_eq(ps_space_fault(sp, g + 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	n = harvest_all(g, g, PS_HARVEST_REARM, got, P1G + 1000, 1000);
+	ck_assert_uint_eq(n, P1G);
+	for (uint64_t i = 0; i < P1G; i++)
+		ck_assert_uint_eq(got[i], g + i * PG);
+	ck_assert_uint_eq(leaf_order(g, NULL), 18);
+	ck_assert(armed_at(g));
+	/* A range from inside the leaf, written again: the same. */
+	ck_assert_int_eq(ps_space_fault(sp, g + 5 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	n = harvest_all(g + P2M * PG, g - P2M * PG, PS_HARVEST_REARM, got,
+			P1G + 1000, 1000);
+	ck_assert_uint_eq(n, P1G - P2M);
+	ck_assert_uint_eq(leaf_order(g, NULL), 18);
+	n = harvest_all(g, g, PS_HARVEST_REARM | PS_HARVEST_UNITS, got,
+			P1G + 1000, 1000);
+	ck_assert_uint_eq(n, 1); /* the first 2 MiB, as a unit */
+	ck_assert_uint_eq(got[0], g | PS_SPACE_ORDER_2M);
+}
+END_TEST
+
+/*
+ * Regression: a re-arming harvest of an unregistered range cleared WRITE page
+ * by page, which split the huge entries it reported whole. It clears WRITE of
+ * the leaf whole (it stays huge); the next write faults and logs the frame
+ * again. A range that reports part of a leaf still splits it (only its pages
+ * lose WRITE).
+ */
+START_TEST(harvest_rearm_unregistered_keeps_leaves_huge)
+{
+	uint64_t got[P2M], n;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, 2 * P2M * PG, 0,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	for (int units = 0; units < 2; units++) {
+		const unsigned int f = PS_HARVEST_REARM |
+				       (units ? PS_HARVEST_UNITS : 0);
+
+		ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+				 PS_FAULT_OK);
+		ck_assert(!armed_at(0));
+		ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, f, got, P2M,
+						  &n, NULL),
+				 0);
+		ck_assert_uint_eq(n, units ? 1 : P2M);
+		ck_assert_uint_eq(leaf_order(0, NULL), 9);
+		ck_assert(armed_at(0));
+	}
+	/* The next write faults, and logs the frame again. */
+	ck_assert_int_eq(ps_space_fault(sp, 3 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert(!armed_at(0));
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG,
+					  PS_HARVEST_REARM | PS_HARVEST_UNITS,
+					  got, P2M, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	/* 1 GiB, in units. */
+	ck_assert_int_eq(ps_space_fault(sp, P1G * PG + 9 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_space_harvest(sp, P1G * PG, P1G * PG,
+					  PS_HARVEST_REARM | PS_HARVEST_UNITS,
+					  got, P2M, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(leaf_order(P1G * PG, NULL), 18);
+	ck_assert(armed_at(P1G * PG));
+	/* Part of a leaf: its pages only (the rest stays marked). */
+	ck_assert_int_eq(ps_space_fault(sp, P2M * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert(!armed_at(P2M * PG + 5 * PG));
+	ck_assert_int_eq(ps_space_harvest(sp, P2M * PG + 4 * PG, PG,
+					  PS_HARVEST_REARM, got, P2M, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(leaf_order(P2M * PG + 4 * PG, NULL), 0);
+	ck_assert(armed_at(P2M * PG + 4 * PG));
+	ck_assert(!armed_at(P2M * PG + 5 * PG));
+	ck_assert_int_eq(ps_space_harvest(sp, P2M * PG, P2M * PG, 0, got, P2M,
+					  &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, P2M - 1);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, 2 * P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+}
+END_TEST
+
+/* ps_space_redirty() takes units back as PS_HARVEST_UNITS reports them. */
+START_TEST(redirty_takes_units)
+{
+	uint64_t got[4], n;
+
+	ck_assert_int_eq(ps_space_redirty(sp,
+					  (uint64_t[]){PG | PS_SPACE_ORDER_2M},
+					  1),
+			 -EINVAL); /* not aligned to its unit */
+	ck_assert_int_eq(ps_space_redirty(sp, (uint64_t[]){PG | 3}, 1),
+			 -EINVAL); /* no such order */
+	ck_assert_int_eq(ps_space_redirty(sp,
+					  (uint64_t[]){(SPACE_SIZE - P2M * PG) |
+						       PS_SPACE_ORDER_1G},
+					  1),
+			 -EINVAL); /* beyond the space */
+	ck_assert_int_eq(
+		ps_space_redirty(sp, (uint64_t[]){P1G * PG | PS_SPACE_ORDER_1G},
+				 1),
+		0);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, SPACE_SIZE, PS_HARVEST_UNITS,
+					  got, 4, &n, NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(got[0], P1G * PG | PS_SPACE_ORDER_1G);
+}
+END_TEST
+
 /* --- write-back of huge frames (S4, S9, S12 per unit) --------------------- */
 
 /* What the write-back callback saw. */
@@ -1481,6 +1908,259 @@ START_TEST(stress_writeback_against_writes)
 }
 END_TEST
 
+/* --- stress: marks against harvests in units (S6, S11, L1..L4) ----------- */
+
+/*
+ * Four 2 MiB frames: the first two unregistered (a write fault makes a leaf
+ * writable whole; a re-arming harvest clears WRITE of the leaf), the other two
+ * registered async and tracked whole (the get-and-rearm scan). A marker marks
+ * whole and partial frames (write faults, pins for write of a frame or of a
+ * few pages, mark_dirty) while a harvester runs rounds, each covering the four
+ * frames in one to four pieces cut at random pages (so units are covered in
+ * part), re-arming in units or at 4 KiB, with a random budget. The
+ * shadow: the marker reads the round count before (k0) and after (k1) each
+ * mark, by RMWs that pair with the harvester's; the harvester records, per
+ * page, the last round that reported it. A mark that is in the log when its
+ * call returns (mark_dirty, a pin) must be reported by a round in [k0, k1 + 1]:
+ * rounds before k0 ended before it, round k1 + 1 began after it; it is checked
+ * when round k1 + 1 ends. A write fault may find the leaf writable and log
+ * nothing (its opener logged): it is checked after the last round, a plain
+ * drain, against k0 alone.
+ */
+#define HR_PAGES (4 * P2M)
+#define HR_QUEUE 4096u
+
+struct hr_check {
+	uint64_t page, k0, k1;
+};
+
+struct hr_race {
+	struct ps_test_overlap ov;
+	_Atomic(uint64_t) round;     /* rounds begun */
+	uint64_t last[HR_PAGES];     /* the harvester's: last round reporting */
+	uint64_t loose[HR_PAGES];    /* the marker's: latest k0 of a fault */
+	struct hr_check q[HR_QUEUE]; /* marker -> harvester */
+	_Atomic(uint64_t) head, tail;
+	_Atomic(bool) stop; /* the harvester left its loop */
+	uint64_t checked;
+};
+
+/* The marker: one mark, then its check, queued (or waited for). */
+static void hr_mark(struct hr_race *r, struct ps_test_rng *rng)
+{
+	const uint64_t pg = ps_test_below(rng, HR_PAGES);
+	const uint64_t f0 = pg & ~(P2M - 1);
+	unsigned int op = (unsigned int)ps_test_below(rng, 8);
+	uint64_t k0, k1, units[P2M], n, t;
+	bool strict = true;
+
+	/* Acq_rel RMW: pairs with the harvester's round RMW. */
+	k0 = atomic_fetch_add_explicit(&r->round, 0, memory_order_acq_rel);
+	if (op < 3) {
+		/* A CPU write: through the entry, or a fault (S11). */
+		strict = false;
+		if (ps_space_fault(sp, pg * PG, PS_ACCESS_WRITE) != PS_FAULT_OK)
+			violation("write fault refused", pg, 0);
+	} else if (op < 5) {
+		enum ps_space_mark m = ps_space_mark_dirty(sp, pg * PG);
+
+		if (m != PS_SPACE_MARK_DIRTIED && m != PS_SPACE_MARK_WAS_DIRTY)
+			violation("mark_dirty failed", pg, (uint64_t)m);
+	} else if (op < 7) {
+		/* The whole frame, pinned for write: one unit mark. */
+		if (ps_space_pin_units(sp, f0 * PG, P2M * PG, PS_PIN_WRITE,
+				       units, P2M, &n) ||
+		    ps_space_unpin(sp, units, n, 0))
+			violation("unit pin failed", f0, 0);
+	} else if (!ps_test_below(rng, 16)) {
+		/* A few pages of a frame (its state splits, rarely). */
+		uint64_t fr[3];
+
+		if (ps_space_pin_range(sp, (pg & ~UINT64_C(3)) * PG, 3 * PG,
+				       PS_PIN_WRITE, fr) ||
+		    ps_space_unpin(sp, fr, 3, 0))
+			violation("4 KiB pin failed", pg, 0);
+	} else {
+		return;
+	}
+	/* Acq_rel RMW: the mark happens before round k1 + 1's take. */
+	k1 = atomic_fetch_add_explicit(&r->round, 0, memory_order_acq_rel);
+	if (!strict) {
+		r->loose[pg] = k0;
+		return;
+	}
+	/* Pins: every page of what was pinned; mark_dirty: the page. */
+	for (uint64_t p = op >= 7   ? pg & ~UINT64_C(3)
+			  : op >= 5 ? f0
+				    : pg,
+		      end = op >= 7   ? p + 3
+			    : op >= 5 ? f0 + P2M
+				      : pg + 1;
+	     p < end; p++) {
+		/* Acquire: the harvester's release of the slot. */
+		while ((t = atomic_load_explicit(&r->tail,
+						 memory_order_relaxed)) -
+			       atomic_load_explicit(&r->head,
+						    memory_order_acquire) ==
+		       HR_QUEUE) {
+			/* Relaxed: a stop flag; nothing is read after it. */
+			if (atomic_load_explicit(&r->stop,
+						 memory_order_relaxed))
+				return; /* the harvester is gone */
+			sched_yield();
+		}
+		r->q[t % HR_QUEUE] = (struct hr_check){p, k0, k1};
+		/* Release: the slot, to the harvester's acquire. */
+		atomic_store_explicit(&r->tail, t + 1, memory_order_release);
+	}
+}
+
+static void *hr_marker(void *arg)
+{
+	struct hr_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	struct ps_test_rng rng = ps_test_rng_new(23);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me))
+		hr_mark(r, &rng);
+	return NULL;
+}
+
+/* One harvest call's entries: ascending, disjoint, inside; into the shadow. */
+static void hr_record(struct hr_race *r, uint64_t h, uint64_t lo, uint64_t hi,
+		      const uint64_t *got, uint64_t n, uint64_t *prev_end)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		const uint64_t a = got[i] & ~(PG - 1), o = got[i] & (PG - 1);
+		const uint64_t p0 = a / PG, p1 = p0 + (UINT64_C(1) << o);
+
+		if ((o && o != PS_SPACE_ORDER_2M) || p0 < *prev_end ||
+		    p0 < lo || p1 > hi)
+			violation("harvest entry out of order or range", got[i],
+				  *prev_end);
+		for (uint64_t p = p0; p < p1 && p < HR_PAGES; p++)
+			r->last[p] = h;
+		*prev_end = p1;
+	}
+}
+
+/* Round @h: the frames in pieces, each harvested to its end. */
+static void hr_round(struct hr_race *r, uint64_t h, struct ps_test_rng *rng,
+		     unsigned int flags)
+{
+	static uint64_t got[HR_PAGES];
+	uint64_t cut[5] = {0, HR_PAGES, HR_PAGES, HR_PAGES, HR_PAGES};
+	const unsigned int pieces = 1 + (unsigned int)ps_test_below(rng, 4);
+
+	for (unsigned int i = 1; i < pieces; i++)
+		cut[i] = ps_test_below(rng, HR_PAGES);
+	for (unsigned int i = 1; i < pieces; i++) /* sort the cuts */
+		for (unsigned int j = i; j > 0 && cut[j] < cut[j - 1]; j--) {
+			uint64_t x = cut[j];
+
+			cut[j] = cut[j - 1];
+			cut[j - 1] = x;
+		}
+	for (unsigned int i = 0; i < pieces; i++) {
+		uint64_t at = cut[i] * PG, end = cut[i + 1] * PG, prev = 0;
+
+		while (at < end) {
+			const uint64_t max = ps_test_below(rng, 2)
+						     ? HR_PAGES
+						     : 1 + ps_test_below(rng,
+									 5);
+			uint64_t n = 0, next = 0;
+			int rc = ps_space_harvest(sp, at, end - at, flags, got,
+						  max, &n, &next);
+
+			if (rc || next <= at || next > end || n > max) {
+				violation("harvest failed", at, (uint64_t)rc);
+				return;
+			}
+			hr_record(r, h, at / PG, next / PG, got, n, &prev);
+			at = next;
+		}
+	}
+}
+
+/* The checks due once round @h has ended. */
+static void hr_check(struct hr_race *r, uint64_t h)
+{
+	/* Acquire: the marker's release of the slots. */
+	uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+	uint64_t hd = atomic_load_explicit(&r->head, memory_order_relaxed);
+
+	for (; hd < t; hd++) {
+		const struct hr_check *c = &r->q[hd % HR_QUEUE];
+
+		if (c->k1 + 1 > h)
+			break; /* its round has not ended yet */
+		if (r->last[c->page] < c->k0)
+			violation("a mark no harvest reported", c->page, c->k0);
+		r->checked++;
+	}
+	/* Release: the slots are free again. */
+	atomic_store_explicit(&r->head, hd, memory_order_release);
+}
+
+START_TEST(stress_harvest_units_against_marks)
+{
+	static struct hr_race r;
+	/*
+	 * Every round re-arms: a plain harvest leaves the entries writable
+	 * (its caller re-arms, S11), and a write through one is then reported
+	 * by no harvest, which the check of faults would take for a loss.
+	 */
+	static const unsigned int flags[] = {PS_HARVEST_REARM |
+						     PS_HARVEST_UNITS,
+					     PS_HARVEST_REARM};
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	struct ps_test_rng rng = ps_test_rng_new(29);
+	struct ps_test_side me;
+	uint64_t h = 0, bad = 0;
+	pthread_t t;
+
+	declare();
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HR_PAGES * PG, 0,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_register(pt, 2 * P2M * PG, 2 * P2M * PG,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 2 * P2M * PG, 2 * P2M * PG), 0);
+	ps_test_overlap_init(&r.ov, 2, 0);
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, hr_marker, &r), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		/* Acq_rel RMW: pairs with the marker's reads (k0, k1). */
+		h = atomic_fetch_add_explicit(&r.round, 1,
+					      memory_order_acq_rel) +
+		    1;
+		hr_round(&r, h, &rng, flags[ps_test_below(&rng, 2)]);
+		hr_check(&r, h);
+	}
+	/* Relaxed: the marker's wait only (its checks are then dropped). */
+	atomic_store_explicit(&r.stop, true, memory_order_relaxed);
+	pthread_join(t, NULL);
+	/* The drain: every mark left, at 4 KiB, and the last checks. */
+	h = atomic_fetch_add(&r.round, 1) + 1;
+	hr_round(&r, h, &rng, 0);
+	hr_check(&r, UINT64_MAX - 1);
+	for (uint64_t p = 0; p < HR_PAGES; p++)
+		if (r.loose[p] && r.last[p] < r.loose[p])
+			bad++;
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ck_assert_uint_eq(bad, 0);
+	ck_assert_uint_gt(r.checked, 0);
+	ps_test_overlap_check(&r.ov, "harvests in units vs marks");
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 2 * P2M * PG, 2 * P2M * PG),
+			 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, HR_PAGES * PG, 0), 0);
+}
+END_TEST
+
 static Suite *space_huge_suite(void)
 {
 	Suite *s = suite_create("space-huge");
@@ -1509,6 +2189,18 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, write_pinned_frame_is_in_every_harvest);
 	tcase_add_test(tc, write_fault_on_split_state_splits_the_entry);
 
+	tc = ps_test_tcase(s, "harvest in units", 60);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, harvest_written_frame_is_one_unit);
+	tcase_add_test(tc, harvest_at_4k_expands_a_unit);
+	tcase_add_test(tc, harvest_part_of_a_unit);
+	tcase_add_test(tc, harvest_units_at_the_ends);
+	tcase_add_test(tc, harvest_unit_and_page_marks_of_one_frame);
+	tcase_add_test(tc, harvest_budget_stops_between_units);
+	tcase_add_test(tc, harvest_resumes_inside_a_1g_entry);
+	tcase_add_test(tc, harvest_rearm_unregistered_keeps_leaves_huge);
+	tcase_add_test(tc, redirty_takes_units);
+
 	tc = ps_test_tcase(s, "write-back", 30);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, writeback_whole_2m_frame);
@@ -1530,6 +2222,10 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, stress_unit_pins_against_remap);
 	tcase_add_test(tc, stress_split_against_pins);
 	tcase_add_test(tc, stress_writeback_against_writes);
+
+	tc = ps_test_stress_tcase(s, "harvest stress", 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, stress_harvest_units_against_marks);
 
 	tc = ps_test_tcase(s, "stats", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

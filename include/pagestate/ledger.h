@@ -32,8 +32,9 @@
  * when it returns, and it behaves as before.
  *
  * Pages are reported as ps_space_harvest() reports them: 4 KiB addresses, or
- * with PS_HARVEST_UNITS aligned 2 MiB and 1 GiB extents as one entry each
- * (the address with its order in the low bits), @max counting pages taken.
+ * with PS_HARVEST_UNITS an aligned 2 MiB or 1 GiB extent whose every page
+ * the consumer has pending as one entry (the address with its order in the
+ * low bits), @max counting entries.
  *
  * Concurrency: the calls for one consumer serialise on its own mutex; calls
  * for different consumers run in parallel except for the hand-over of the
@@ -111,7 +112,7 @@ int ps_ledger_consumer_remove(struct ps_space *space, uint64_t id);
  * @flags: 0, PS_HARVEST_REARM, PS_HARVEST_UNITS, or both, as for
  *	ps_space_harvest().
  * @addrs: receives the pages, ascending (as ps_space_harvest()).
- * @max: room in @addrs (at least 1); with PS_HARVEST_UNITS it counts pages.
+ * @max: room in @addrs, in entries (at least 1), as for ps_space_harvest().
  * @count: receives how many entries were written.
  * @resume: receives where to continue (@start + @len when complete); may be
  *	NULL.

@@ -2256,17 +2256,19 @@ ps_page_huge_state(const struct ps_page *page)
  * @where: if not NULL, receives on -EBUSY the index of the part that was
  *	not free (or @nsub when @huge itself was busy).
  *
- * Four steps. (1) One compare-and-swap freezes @huge at its exact count: it
- * clears LIVE and sets FROZEN and SPLIT, so from here on every get and pin of
- * @huge fails with -ESTALE (no report: the caller goes to the sub-words) and
- * every try fails. (2) Each part gets the whole frame's counts and flags: a
- * reference or pin of the whole frame counts as one on each part; DIRTY,
- * WRITE_PINNED, the cache mode, PRIVATE, INACCESSIBLE and POISONED are
- * copied; LOCKED and WRITEBACK are not (a split refuses a frame that has
- * them). (3) DIRTY or WRITE_PINNED set on @huge meanwhile (flags need no
- * reference) is copied too, so none is lost. (4) FROZEN is cleared, SPLIT
- * stays: @huge is a split word, not LIVE, counting nothing. A free frame
- * splits into free parts with its memory flags.
+ * The parts are looked at first, and the split is refused, with nothing
+ * changed, if one is not free. Then four steps. (1) One compare-and-swap
+ * freezes @huge at its exact count: it clears LIVE and sets FROZEN and SPLIT,
+ * so from here on every get and pin of @huge fails with -ESTALE (no report:
+ * the caller goes to the sub-words) and every try fails. (2) Each part gets
+ * the whole frame's counts and flags, by one store (what a failed try-get
+ * left in a free part means nothing): a reference or pin of the whole frame
+ * counts as one on each part; DIRTY, WRITE_PINNED, the cache mode, PRIVATE,
+ * INACCESSIBLE and POISONED are copied; LOCKED and WRITEBACK are not (a split
+ * refuses a frame that has them). (3) DIRTY or WRITE_PINNED set on @huge
+ * meanwhile (flags need no reference) is copied too, so none is lost. (4)
+ * FROZEN is cleared, SPLIT stays: @huge is a split word, not LIVE, counting
+ * nothing. A free frame splits into free parts with its memory flags.
  *
  * Holders of references or pins of the whole frame hold them on every part
  * afterwards and release them there (a put or unpin on the split @huge is
@@ -2277,12 +2279,14 @@ ps_page_huge_state(const struct ps_page *page)
  * Ordering: acquire when it freezes @huge (pairs with the release of every
  * earlier put and unpin); release on every part and when it ends (pairs with
  * the acquire of ps_page_huge_state() and of the first try-get on a part).
- * Progress: lock-free (each step a CAS loop that retries only after another
- * thread changed the word); @nsub + 2 of them.
+ * Progress: lock-free: two CAS loops on @huge (each retries only after
+ * another thread changed the word), @nsub loads and @nsub stores, and one
+ * read-modify-write that changes nothing per 4 KiB of parts, so that memory
+ * mapped on first touch (a frame array) takes one write fault, not a read
+ * fault and a copy.
  * Return: 0; -EALREADY if @huge is split already; -EBUSY if @huge is frozen,
- * locked, under write-back, being split or merged, its last reference is
- * being dropped, or a part is not free (then nothing changed: the parts
- * written are free again and @huge is as it was); -EINVAL if @nsub is 0.
+ * locked, under write-back, being split or merged, its last reference is being
+ * dropped, or a part is not free (then nothing changed); -EINVAL if @nsub is 0.
  */
 int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		  size_t *where);

@@ -960,9 +960,9 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
 #define PS_HARVEST_REARM 0x1u /* re-arm what is reported (ps_space_harvest) */
 /*
  * Report every page of an aligned 2 MiB or 1 GiB extent (a whole huge frame
- * written through its huge entry, say) as one address, with the extent's
- * order (PS_SPACE_ORDER_2M, _1G) in its low bits: addr | order. Other pages
- * are reported as before (their low bits are 0).
+ * written through its huge entry, say) as one entry, with the extent's order
+ * (PS_SPACE_ORDER_2M, _1G) in its low bits: addr | order. Other pages are
+ * reported as before (their low bits are 0).
  */
 #define PS_HARVEST_UNITS 0x2u
 
@@ -974,21 +974,27 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * @start: the first page (aligned).
  * @len: the length (a non-zero multiple of the page size, inside the space).
  * @flags: 0, PS_HARVEST_REARM, PS_HARVEST_UNITS, or both.
- * @addrs: receives page addresses, ascending.
- * @max: room in @addrs (at least 1).
+ * @addrs: receives page addresses (with PS_HARVEST_UNITS, entries: addr |
+ *	order), ascending.
+ * @max: room in @addrs, in entries (at least 1).
  * @count: receives how many were written.
  * @resume: receives where to continue (@start + @len when complete); may be
  *	NULL.
  *
- * With PS_HARVEST_UNITS the pages taken are reported in units: a run of
- * every page of an aligned 2 MiB or 1 GiB extent is one entry, the extent's
- * address with its order in the low bits; @max still counts pages taken
- * (so an extent is one unit only if @max leaves room for all its pages).
- * Reported: every address in the dirty log (write faults,
+ * With PS_HARVEST_UNITS the pages taken are reported in units: an aligned 2
+ * MiB or 1 GiB extent whose every page is taken is one entry, the extent's
+ * address with its order in the low bits. A whole huge frame written through
+ * its huge entry (a write fault, the get-and-rearm scan) or pinned for write
+ * whole is logged as one such unit, and reported and re-armed as one, with
+ * no work per 4 KiB page; a run of pages that covers an extent is one entry
+ * too if @max leaves room for all of them. Without PS_HARVEST_UNITS every
+ * page of a unit is reported. A range that covers part of a unit reports the
+ * pages inside (at 4 KiB) and leaves the others in the log.
+ * @max counts entries. Reported: every address in the dirty log (write faults,
  * ps_space_mark_dirty(), the helper's writes, pins for write), and a page
- * pinned for write by every harvest until the first one after its unpin. Pages
- * beyond @max are neither reported nor re-armed: they stay in the log for the
- * next harvest.
+ * pinned for write by every harvest until the first one after its unpin.
+ * Entries beyond @max are neither reported nor re-armed: they stay in the log
+ * for the next harvest, which may resume inside a huge entry.
  *
  * PS_HARVEST_REARM: the next write to every page reported is seen. First the
  * written entries of ranges registered PS_WP_ASYNC are moved into the log by
@@ -996,7 +1002,8 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * page). Then, after their marks are taken, the other pages reported are
  * re-armed: in a sync range write-protected as ps_pgtable_protect() does (the
  * next write faults with PS_FAULT_WP), in an unregistered range made read-only
- * (the next write faults and is logged again). Last, their secondary mappings
+ * (the next write faults and is logged again; a huge entry the pages reported
+ * cover whole stays huge, read-only as a whole). Last, their secondary mappings
  * are invalidated (PS_NOTIFIER_SOFT_DIRTY), which is also the TLB flush of the
  * entries re-armed. A page put back with ps_space_redirty() stays re-armed.
  *
@@ -1028,7 +1035,9 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  * ps_space_redirty() - put harvested pages back into the dirty log (a
  * transfer failed).
  * @space: the space.
- * @addrs: page addresses, as ps_space_harvest() returned them.
+ * @addrs: entries as ps_space_harvest() returned them: page addresses, or
+ *	with PS_HARVEST_UNITS addr | order (a 2 MiB or 1 GiB unit, put back as
+ *	one mark).
  * @n: how many.
  *
  * It only adds: marks made meanwhile stay. A page a harvest re-armed stays
@@ -1038,9 +1047,10 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  * Context: any thread.
  * Ordering: release (the log's set), paired with the acquire of the harvest
  * that takes it.
- * Progress: wait-free (one bitmap set per address).
- * Return: 0; -EINVAL (an address unaligned or outside the space: the addresses
- * before it were put back, it and those after it were not).
+ * Progress: wait-free (one bitmap set per entry).
+ * Return: 0; -EINVAL (an address unaligned to its unit, an order that is not
+ * 0, PS_SPACE_ORDER_2M or PS_SPACE_ORDER_1G, or an extent outside the space:
+ * the entries before it were put back, it and those after it were not).
  */
 int ps_space_redirty(struct ps_space *space, const uint64_t *addrs, uint64_t n);
 
