@@ -11,6 +11,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1081,6 +1082,90 @@ START_TEST(fp_release_after_the_split)
 }
 END_TEST
 
+/*
+ * The split of a frame against the merge of its parts (S18): a merge makes the
+ * huge word whole before it frees the parts it froze. At FP_PIN_LOOKED_UP (a
+ * pin of a 4 KiB page read the entry of a split frame, has not looked at the
+ * frame's state yet), once per round: let the main thread unmap and map the
+ * frame again (the map merges its free parts), and wait until the word is
+ * whole, so that the pin's split comes while the merge may still be freeing
+ * the parts. The pin must never fail: before the merge passed the split gate,
+ * the split found a part the merge still held and the pin failed with -EBUSY.
+ */
+static _Atomic(int) merge_go, merge_seen_whole;
+
+static void remerge_at_lookup(int point, uint64_t addr)
+{
+	(void)addr;
+	if (point != FP_PIN_LOOKED_UP || atomic_exchange(&fp_once, 1))
+		return;
+	atomic_store(&merge_go, 1);
+	/* Bounded: a map that never makes it whole ends the wait. */
+	for (long spin = 0; spin < 100000000L; spin++) {
+		unsigned int o;
+
+		(void)word(9, &o);
+		if (o == PS_SPACE_ORDER_2M) {
+			atomic_fetch_add(&merge_seen_whole, 1);
+			return;
+		}
+		if (!atomic_load(&merge_go))
+			return; /* the main thread is done with the round */
+	}
+}
+
+static void *remerge_pinner(void *arg)
+{
+	uint64_t f;
+	int rc = ps_space_pin_range(sp, 9 * PG, PG, 0, &f);
+
+	(void)arg;
+	if (rc)
+		violation("the pin of page 9 failed", (uint64_t)-rc, 9);
+	else if (ps_space_unpin(sp, &f, 1, 0))
+		violation("the unpin of page 9 failed", f, 0);
+	return NULL;
+}
+
+START_TEST(fp_split_against_merge)
+{
+	const unsigned rounds = 200;
+
+	atomic_store(&violations, 0);
+	atomic_store(&merge_seen_whole, 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ps__failpoint = remerge_at_lookup;
+	for (unsigned i = 0; i < rounds; i++) {
+		uint64_t f;
+		pthread_t t;
+
+		/* Split the frame's state: a 4 KiB pin of page 7. */
+		ck_assert_int_eq(ps_space_pin_range(sp, 7 * PG, PG, 0, &f), 0);
+		ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+		ck_assert_uint_eq(state_order(9), PS_SPACE_ORDER_4K);
+		atomic_store(&merge_go, 0);
+		atomic_store(&fp_once, 0);
+		ck_assert_int_eq(pthread_create(&t, NULL, remerge_pinner, NULL),
+				 0);
+		while (!atomic_load(&merge_go))
+			sched_yield();
+		ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0,
+						    NULL),
+				 0);
+		atomic_store(&merge_go, 0);
+		pthread_join(t, NULL);
+	}
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	/* The map merged in the rounds (the race was there to be had). */
+	ck_assert_uint_gt(atomic_load(&merge_seen_whole), 0);
+	for (uint64_t j = 0; j < P2M; j++)
+		ck_assert_uint_eq(ps_page_pins(word(j, NULL)), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+}
+END_TEST
+
 /* --- stress: whole-frame pins against replacement (S2 per unit) ----------- */
 
 static void violation(const char *what, uint64_t a, uint64_t b)
@@ -1522,6 +1607,7 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_tcase(s, "races (failpoints)", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, fp_release_after_the_split);
+	tcase_add_test(tc, fp_split_against_merge);
 
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
