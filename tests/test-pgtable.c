@@ -4264,6 +4264,145 @@ START_TEST(huge_collapse_refusals)
 END_TEST
 
 /*
+ * -ENOMEM from the huge paths (PS_PGTABLE_FAILPOINTS): the allocations of
+ * levels fail from the @budget-th on. ps_pgtable_map_huge() allocates every
+ * level before it installs anything, so a failure leaves every page as it
+ * was (a UFFD_WP marker in the range included) and names @start; a split
+ * may leave a prefix split, but every page reads exactly as before (its wp,
+ * DIRTY, WRITTEN, frame: nothing lost), and repeating the call finishes it.
+ */
+#ifdef PS_PGTABLE_FAILPOINTS
+static _Atomic(long) alloc_budget;
+
+static bool budget_spent(void)
+{
+	return atomic_fetch_sub(&alloc_budget, 1) <= 0;
+}
+
+/* Every page of [@start, + @n pages) reads @want[i]; none writable+wp. */
+static void views_are(uint64_t start, uint64_t n, const ps_pte_t *want,
+		      ps_pte_t *buf, const char *what, long budget)
+{
+	uint64_t i = 0;
+
+	ck_assert_int_eq(ps_pgtable_get_range(T, start, n, buf), 0);
+	while (i < n && buf[i] == want[i] &&
+	       !(ps_pte_is_writable(buf[i]) && ps_pte_uffd_wp(buf[i])))
+		i++;
+	ck_assert_msg(i == n, "%s (budget %ld): page %#llx: %#llx, was %#llx",
+		      what, budget, (unsigned long long)(start + i * PG),
+		      (unsigned long long)(i < n ? buf[i] : 0),
+		      (unsigned long long)(i < n ? want[i] : 0));
+}
+
+static void map_huge_enomem_case(uint64_t start, uint64_t len,
+				 unsigned int order)
+{
+	const uint64_t n = len / PG;
+	ps_pte_t *before = calloc(n, sizeof(*before));
+	ps_pte_t *buf = calloc(n, sizeof(*buf));
+	struct ps_pgtable_stats st0, st1;
+	unsigned int refusals = 0;
+	long budget;
+	int rc;
+
+	ck_assert(before && buf);
+	ck_assert_int_eq(ps_pgtable_get_range(T, start, n, before), 0);
+	ps_pgtable_stats(T, &st0);
+	for (budget = 0;; budget++) {
+		uint64_t where = 1;
+
+		atomic_store(&alloc_budget, budget);
+		ps__pgtable_alloc_fails = budget_spent;
+		rc = ps_pgtable_map_huge(T, start, len, UINT64_C(1) << 20,
+					 PS_PTE_MAYWRITE | PS_PTE_DIRTY, order,
+					 &where);
+		ps__pgtable_alloc_fails = NULL;
+		if (rc != -ENOMEM)
+			break;
+		refusals++;
+		ck_assert_uint_eq(where, start);
+		views_are(start, n, before, buf, "map_huge -ENOMEM", budget);
+		ps_pgtable_stats(T, &st1);
+		ck_assert_uint_eq(st1.leaves, st0.leaves);
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_gt(refusals, 0);
+	for (uint64_t a = start; a < start + len;
+	     a += UINT64_C(1) << (order + 12))
+		ck_assert_uint_eq(order_at(T, a), order);
+	free(before);
+	free(buf);
+}
+
+START_TEST(huge_map_enomem_installs_nothing)
+{
+	/* 2 MiB leaves across a 1 GiB boundary, over a level with a marker. */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + GiB - 2 * M2, 4 * M2,
+					     PS_WP_ASYNC),
+			 0);
+	set(T, HBASE + GiB - M2 + 7 * PG, MU);
+	map_huge_enomem_case(HBASE + GiB - 2 * M2, 4 * M2, O2M);
+	/* The marker's protection is kept: the leaf over it is protected. */
+	ck_assert(ps_pte_uffd_wp(get(T, HBASE + GiB - M2)));
+	/* 1 GiB leaves across a 512 GiB boundary (a new top-level slot). */
+	map_huge_enomem_case(512 * GiB - GiB, 2 * GiB, O1G);
+}
+END_TEST
+
+START_TEST(huge_split_enomem_loses_nothing)
+{
+	const uint64_t len = GiB + 2 * M2, n = len / PG;
+	ps_pte_t *before = calloc(n, sizeof(*before));
+	ps_pte_t *buf = calloc(n, sizeof(*buf));
+	unsigned int refusals = 0;
+	long budget = 0;
+	int rc;
+
+	ck_assert(before && buf);
+	/* A protected dirty 1 GiB leaf, two 2 MiB leaves: one written. */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE, len,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, GiB, UINT64_C(1) << 18,
+					     PS_PTE_MAYWRITE | PS_PTE_DIRTY,
+					     O1G, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, 2 * M2, 1 << 10,
+					     PS_PTE_MAYWRITE, O2M, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, HBASE, len), 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + GiB + M2 + 3 * PG,
+					  PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(order_at(T, HBASE), O1G);
+	ck_assert_uint_eq(order_at(T, HBASE + GiB + M2), O2M);
+	ck_assert_int_eq(ps_pgtable_get_range(T, HBASE, n, before), 0);
+	ck_assert(ps_pte_uffd_wp(before[0]) && ps_pte_is_dirty(before[0]));
+	/* Budgets 0, 1, 3, 6, ...: each failed call may split a prefix. */
+	for (long step = 1;; budget += step++) {
+		atomic_store(&alloc_budget, budget);
+		ps__pgtable_alloc_fails = budget_spent;
+		rc = ps_pgtable_split(T, HBASE, len);
+		ps__pgtable_alloc_fails = NULL;
+		if (rc != -ENOMEM)
+			break;
+		if (!refusals++) /* the first allocation failed: no split */
+			ck_assert_uint_eq(order_at(T, HBASE), O1G);
+		views_are(HBASE, n, before, buf, "split -ENOMEM", budget);
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_gt(refusals, 1);
+	views_are(HBASE, n, before, buf, "split", budget);
+	for (uint64_t a = HBASE; a < HBASE + len; a += M2 + PG)
+		ck_assert_uint_eq(order_at(T, a), 0);
+	free(before);
+	free(buf);
+}
+END_TEST
+#endif
+
+/*
  * H1..H4 under races: the structure side splits, harvests, protects and
  * collapses 2 MiB leaves (half of them tracked whole) while the fault side
  * writes random pages (async), splits pages and reads them. Every write is
@@ -4584,6 +4723,13 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "huge: collapse", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_collapse_refusals);
+
+#ifdef PS_PGTABLE_FAILPOINTS
+	tc = ps_test_tcase(s, "huge: -ENOMEM", 60);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, huge_map_enomem_installs_nothing);
+	tcase_add_test(tc, huge_split_enomem_loses_nothing);
+#endif
 
 	tc = ps_test_tcase(s, "huge: transitions", 60);
 	tcase_add_checked_fixture(tc, setup, teardown);

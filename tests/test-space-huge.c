@@ -1035,6 +1035,103 @@ START_TEST(discard_whole_frames)
 }
 END_TEST
 
+/* --- -ENOMEM from the splits of huge entries (PS_PGTABLE_FAILPOINTS) ----- */
+
+extern bool (*ps__pgtable_alloc_fails)(void);
+
+static bool alloc_always_fails(void)
+{
+	return true;
+}
+
+/* Pages [0, P2M) read as @want (entries), with refs and pins as before. */
+struct frame_snap {
+	ps_pte_t e[P2M];
+	uint64_t refs[P2M], pins[P2M];
+};
+
+static void snap(struct frame_snap *f)
+{
+	ck_assert_int_eq(ps_pgtable_get_range(ps_space_pgtable(sp), 0, P2M,
+					      f->e),
+			 0);
+	for (uint64_t j = 0; j < P2M; j++) {
+		f->refs[j] = ps_page_refs(word(j, NULL));
+		f->pins[j] = ps_page_pins(word(j, NULL));
+	}
+}
+
+static void same_snap(const struct frame_snap *a, const struct frame_snap *b,
+		      const char *what)
+{
+	uint64_t j = 0;
+
+	while (j < P2M && a->e[j] == b->e[j] && a->refs[j] == b->refs[j] &&
+	       a->pins[j] == b->pins[j])
+		j++;
+	ck_assert_msg(j == P2M, "%s: page %llu changed", what,
+		      (unsigned long long)j);
+}
+
+/*
+ * Operations on part of a whole 2 MiB frame split its entry (in the table's
+ * zap): when the split cannot allocate the level, the call fails with -ENOMEM
+ * and nothing is lost or changed: every page reads the same entry, holds the
+ * same references and pins, no frame is freed, and the call succeeds when
+ * repeated with memory. Regression: both calls ignored the zap's -ENOMEM, so
+ * ps_space_unmap() returned 0 with the page still mapped, and
+ * ps_space_discard() freed the frame (free_frame hook) while its entry still
+ * mapped it.
+ */
+START_TEST(split_enomem_changes_nothing)
+{
+	static struct frame_snap before, after;
+	struct ps_discard_skip sk[4];
+	uint64_t part, n, nsk = 99;
+	int rc;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &part, 1, &n),
+			 0);
+	snap(&before);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+
+	/* Unmap of one page of a pinned whole frame. */
+	ps__pgtable_alloc_fails = alloc_always_fails;
+	rc = ps_space_unmap(sp, PG, PG, 0);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_int_eq(rc, -ENOMEM);
+	snap(&after);
+	same_snap(&before, &after, "unmap of part");
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+
+	/* Discard of one page (its frame only the mapping holds). */
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	snap(&before);
+	ps__pgtable_alloc_fails = alloc_always_fails;
+	rc = ps_space_discard(sp, 2 * PG, PG, sk, 4, &nsk);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_uint_eq(nsk, 0);
+	snap(&after);
+	same_snap(&before, &after, "discard of part");
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+
+	/* With memory: both go through, exactly for their page. */
+	ck_assert_int_eq(ps_space_discard(sp, 2 * PG, PG, sk, 4, &nsk), 0);
+	ck_assert_uint_eq(nsk, 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, PG, PG, 0), 0);
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
 /* --- races (failpoints) --------------------------------------------------- */
 
 static _Atomic(unsigned) violations;
@@ -1608,6 +1705,10 @@ static Suite *space_huge_suite(void)
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, fp_release_after_the_split);
 	tcase_add_test(tc, fp_split_against_merge);
+
+	tc = ps_test_tcase(s, "-ENOMEM", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, split_enomem_changes_nothing);
 
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -569,8 +569,10 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
  * fence orders the zap before the references are dropped, paired with a pin's
  * seq_cst pin and re-read: a pin racing the unmap either backs out or is seen.
  * Progress: blocking (the writer mutex; the invalidation's callbacks).
- * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags). The
- * invalidation is blockable: never -EAGAIN.
+ * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags);
+ * -ENOMEM (a huge entry the range covers in part could not be split: the pages
+ * before it are unmapped, it and the pages after it are left mapped with their
+ * references; repeat the call). The invalidation is blockable: never -EAGAIN.
  */
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 		   unsigned int flags);
@@ -778,7 +780,10 @@ struct ps_discard_skip {
  * Progress: blocking (the writer mutex; the invalidation's callbacks). Per
  * page lock-free: it looks again only when the frame's word changed.
  * Return: 0; -EINVAL (unaligned, empty or outside range, or @skipped NULL with
- * @max_skipped not 0): *@nskipped is not written then.
+ * @max_skipped not 0): *@nskipped is not written then; -ENOMEM (a page that is
+ * part of a huge entry could not be dropped because the entry could not be
+ * split: the pages before it are handled as above and counted in *@nskipped,
+ * it and the pages after it are left exactly as they were; repeat the call).
  */
 int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
