@@ -4419,10 +4419,11 @@ END_TEST
 
 struct huge_shared {
 	uint64_t iters;
-	struct ps_test_overlap ov; /* side 0 structure, 1 faults */
+	uint64_t base, frame0, npages; /* the pages and their first frame */
+	struct ps_test_overlap ov;     /* side 0 structure, 1 faults */
 	_Atomic(unsigned int) violations;
-	_Atomic(unsigned char) flag[HS_PAGES];
-	_Atomic(uint64_t) writes, collapses, splits;
+	_Atomic(unsigned char) *flag; /* @npages of them */
+	_Atomic(uint64_t) writes, collapses, collapses_1g, splits;
 	char first[128];
 };
 
@@ -4435,7 +4436,7 @@ static void hs_violation(struct huge_shared *sh, const char *what, uint64_t a)
 
 static void hs_check(struct huge_shared *sh, uint64_t i)
 {
-	const uint64_t a = HBASE + i * PG;
+	const uint64_t a = sh->base + i * PG;
 	ps_pte_t e, leaf;
 	unsigned int order;
 
@@ -4445,7 +4446,7 @@ static void hs_check(struct huge_shared *sh, uint64_t i)
 	}
 	if (!ps_pte_valid(e) || (ps_pte_is_writable(e) && ps_pte_uffd_wp(e)))
 		hs_violation(sh, "invalid or writable+wp", a);
-	if (ps_pte_frame(e) != 512 + i)
+	if (ps_pte_frame(e) != sh->frame0 + i)
 		hs_violation(sh, "frame lost (half-built child?)", a);
 	if (!ps_pte_is_dirty(e))
 		hs_violation(sh, "dirty lost", a);
@@ -4473,8 +4474,8 @@ static void *huge_fault_side(void *arg)
 	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
 
 	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
-		uint64_t i = ps_test_below(&rng, HS_PAGES);
-		uint64_t a = HBASE + i * PG;
+		uint64_t i = ps_test_below(&rng, sh->npages);
+		uint64_t a = sh->base + i * PG;
 
 		if (ps_test_below(&rng, 16) == 0) {
 			if (ps_pgtable_split(T, a, PG))
@@ -4492,7 +4493,7 @@ static void *huge_fault_side(void *arg)
 			atomic_fetch_add(&sh->writes, 1);
 		}
 		hs_check(sh, i);
-		hs_check(sh, ps_test_below(&rng, HS_PAGES));
+		hs_check(sh, ps_test_below(&rng, sh->npages));
 	}
 	return NULL;
 }
@@ -4503,7 +4504,7 @@ static void hs_reported(void *ctx, uint64_t s, uint64_t e, unsigned int order)
 
 	(void)order;
 	for (uint64_t a = s; a < e; a += PG)
-		atomic_store(&sh->flag[(a - HBASE) / PG], 0);
+		atomic_store(&sh->flag[(a - sh->base) / PG], 0);
 }
 
 START_TEST(stress_huge_split_collapse_vs_faults)
@@ -4515,6 +4516,11 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 	pthread_t w;
 
 	ck_assert_ptr_nonnull(sh);
+	sh->base = HBASE;
+	sh->frame0 = 512;
+	sh->npages = HS_PAGES;
+	sh->flag = calloc(HS_PAGES, sizeof(*sh->flag));
+	ck_assert_ptr_nonnull(sh->flag);
 	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 200;
 	ps_test_overlap_init(&sh->ov, 2, 0);
 	sh->ov.side[0].min_ops = sh->iters;
@@ -4548,7 +4554,7 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 			if (rc && rc != -EINVAL)
 				hs_violation(sh, "protect failed", x);
 			for (unsigned int i = 0; !rc && i < 512; i++)
-				atomic_store(&sh->flag[(x - HBASE) / PG + i],
+				atomic_store(&sh->flag[(x - sh->base) / PG + i],
 					     0);
 			rc = ps_pgtable_collapse(T, x, M2, O2M, &err);
 			if (rc == 0) {
@@ -4603,6 +4609,143 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 		       (unsigned long long)atomic_load(&sh->collapses),
 		       (unsigned long long)atomic_load(&sh->splits));
 	ps_test_overlap_check(&sh->ov, "split/collapse vs faults");
+	free(sh->flag);
+	free(sh);
+}
+END_TEST
+
+/*
+ * H1..H4 with 1 GiB leaves: the structure side splits the GiB into 2 MiB
+ * leaves (and those into pages), protects, harvests and collapses 2 MiB
+ * parts and then the whole GiB, while the fault side writes (async: a write
+ * to a protected leaf splits it down to its page) and splits pages, over
+ * the first 8 MiB of the GiB (the other parts stay 2 MiB leaves, so that a
+ * collapse of the GiB has a chance among the faults). The same checks as above:
+ * no lost write (each flagged until a harvest reports it), never writable and
+ * protected, DIRTY and the frame kept (a reader seeing a half-split child would
+ * find a none entry or a wrong frame), the leaf and the page's view agree.
+ */
+#define HG_HOT 4 /* 2 MiB parts the faults go to */
+
+/* Collapse the GiB: its hot parts first, then the whole. */
+static void hg_collapse(struct huge_shared *sh)
+{
+	struct ps_pgtable_collapse_err err;
+	int rc = ps_pgtable_collapse(T, sh->base, HG_HOT * M2, O2M, &err);
+
+	if (rc && rc != -EBUSY) {
+		hs_violation(sh, "collapse of a part failed", err.addr);
+		return;
+	}
+	if (rc == 0)
+		atomic_fetch_add(&sh->collapses, 1);
+	rc = ps_pgtable_collapse(T, sh->base, GiB, O1G, &err);
+	if (rc == 0) {
+		if (order_at(T, sh->base) != O1G)
+			hs_violation(sh, "collapsed but not a 1 GiB leaf",
+				     sh->base);
+		else if (!atomic_fetch_add(&sh->collapses_1g, 1))
+			ps_test_overlap_release(&sh->ov);
+	} else if (rc != -EBUSY) {
+		hs_violation(sh, "collapse of the GiB failed", sh->base);
+	}
+}
+
+START_TEST(stress_huge_1g_split_collapse_vs_faults)
+{
+	struct huge_shared *sh = calloc(1, sizeof(*sh));
+	struct ps_test_rng rng = ps_test_rng_new(32);
+	struct ps_test_side me;
+	pthread_t w;
+
+	ck_assert_ptr_nonnull(sh);
+	sh->base = 2 * HBASE; /* 1 GiB aligned */
+	sh->frame0 = UINT64_C(1) << 18;
+	sh->npages = HG_HOT * 512; /* the faults' pages */
+	sh->flag = calloc(GiB / PG, sizeof(*sh->flag));
+	ck_assert_ptr_nonnull(sh->flag);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 1000;
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = sh->iters;
+	/* Until a collapse of the GiB succeeded among the faults. */
+	ps_test_overlap_hold(&sh->ov);
+	me = ps_test_side(&sh->ov, 0, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, sh->base, GiB, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, sh->base, GiB, sh->frame0,
+					     PS_PTE_MAYWRITE | PS_PTE_DIRTY,
+					     O1G, NULL),
+			 0);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = hs_fault_pause;
+#endif
+	ck_assert_int_eq(pthread_create(&w, NULL, huge_fault_side, sh), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		const uint64_t x = sh->base + ps_test_below(&rng, HG_HOT) * M2;
+		int rc;
+
+		switch (ps_test_below(&rng, 6)) {
+		case 0:
+			/* Split the GiB (and the 2 MiB part at @x). */
+			if (ps_pgtable_split(T, x,
+					     ps_test_below(&rng, 2) ? M2 : PG))
+				hs_violation(sh, "split failed", x);
+			atomic_fetch_add(&sh->splits, 1);
+			break;
+		case 1:
+			/*
+			 * Protect the GiB: the writes before the CAS are
+			 * dropped (their flags go after it returns).
+			 */
+			rc = ps_pgtable_protect(T, sh->base, GiB);
+			if (rc)
+				hs_violation(sh, "protect failed", sh->base);
+			for (uint64_t i = 0; !rc && i < sh->npages; i++)
+				atomic_store(&sh->flag[i], 0);
+			hg_collapse(sh);
+			break;
+		case 2:
+		case 3:
+			/* Re-arm (reported: a protect would drop writes). */
+			if (ps_pgtable_harvest_order(T, sh->base, GiB, 0,
+						     hs_reported, sh))
+				hs_violation(sh, "harvest failed", x);
+			hg_collapse(sh);
+			break;
+		case 4:
+			if (ps_pgtable_harvest_order(T, x, M2, 0, hs_reported,
+						     sh))
+				hs_violation(sh, "harvest failed", x);
+			break;
+		default:
+			/* A part the faults never go to, and one they do. */
+			hs_check(sh, ps_test_below(&rng, GiB / PG));
+			hs_check(sh, (x - sh->base) / PG);
+			break;
+		}
+	}
+	pthread_join(w, NULL);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = NULL;
+#endif
+	ck_assert_int_eq(ps_pgtable_harvest_order(T, sh->base, GiB, 0,
+						  hs_reported, sh),
+			 0);
+	ck_assert_msg(atomic_load(&sh->violations) == 0, "%u violations: %s",
+		      atomic_load(&sh->violations), sh->first);
+	for (unsigned int i = 0; i < sh->npages; i++)
+		ck_assert_msg(atomic_load(&sh->flag[i]) == 0,
+			      "page %u: a write was lost", i);
+	ck_assert_uint_gt(atomic_load(&sh->writes), 0);
+	ck_assert_uint_gt(atomic_load(&sh->collapses_1g), 0);
+	if (getenv("PS_STRESS_VERBOSE"))
+		printf("huge 1g: %llu writes, %llu collapses (%llu of the "
+		       "GiB), %llu splits\n",
+		       (unsigned long long)atomic_load(&sh->writes),
+		       (unsigned long long)atomic_load(&sh->collapses),
+		       (unsigned long long)atomic_load(&sh->collapses_1g),
+		       (unsigned long long)atomic_load(&sh->splits));
+	ps_test_overlap_check(&sh->ov, "1 GiB split/collapse vs faults");
+	free(sh->flag);
 	free(sh);
 }
 END_TEST
@@ -4746,6 +4889,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, stress_registration_query);
 	tcase_add_test(tc, stress_range_against_map_unmap);
 	tcase_add_test(tc, stress_huge_split_collapse_vs_faults);
+	tcase_add_test(tc, stress_huge_1g_split_collapse_vs_faults);
 	return s;
 }
 
