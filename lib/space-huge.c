@@ -1152,7 +1152,12 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 			r += unit_pages(u);
 		len = (r - p) << PAGE_SHIFT;
 		rc = INJECT(FP_MAP_RUN, start + (p << PAGE_SHIFT), &len);
-		if (!rc && len)
+		if (rc) {
+			/* The injected refusal after a prefix of @len. */
+			*done = p + (len >> PAGE_SHIFT);
+			return rc;
+		}
+		if (len)
 			rc = u ? ps_pgtable_map_huge(s->pt,
 						     start + (p << PAGE_SHIFT),
 						     len, f, fl, u, NULL)
@@ -1160,7 +1165,12 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 						start + (p << PAGE_SHIFT), len,
 						f, fl);
 		if (rc) {
-			*done = p + (len >> PAGE_SHIFT); /* may be partial */
+			/*
+			 * Both maps install nothing when they fail (-EEXIST,
+			 * -ENOMEM): the pages of this run are not ours to
+			 * zap (a page found occupied is someone else's).
+			 */
+			*done = p;
 			return rc;
 		}
 		p = r;

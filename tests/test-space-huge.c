@@ -391,6 +391,44 @@ START_TEST(map_all_or_nothing)
 }
 END_TEST
 
+/*
+ * Regression: a map that finds a page occupied fails with -EEXIST and leaves
+ * the occupant exactly as it was. With huge frames declared, the failed run's
+ * pages were counted as installed and zapped on the way out: the occupant's
+ * entry was cleared without its reference being dropped (and a map over the
+ * page then succeeded). Found by the soak's huge region (tests/soak/huge.c).
+ */
+START_TEST(map_eexist_keeps_the_occupant)
+{
+	const uint64_t a = 64 * P2M * PG; /* a 4 KiB frame's page */
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_space_map_range(sp, a + PG, PG, 3000, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, a, 3 * PG, 3100, 0, NULL),
+			 -EEXIST);
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), a + PG, &e), 0);
+	ck_assert(ps_pte_is_present(e) && ps_pte_frame(e) == 3000);
+	ck_assert_uint_eq(ps_page_refs(word(3000, NULL)), 1);
+	for (uint64_t f = 3100; f < 3103; f++)
+		ck_assert(!ps_page_is_live(word(f, NULL)));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), a, &e), 0);
+	ck_assert_uint_eq(e, PS_PTE_NONE);
+	/* A whole 2 MiB frame over another one. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M, 0, NULL),
+			 -EEXIST);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 5 * PG, &e), 0);
+	ck_assert(ps_pte_is_present(e) && ps_pte_frame(e) == 5);
+	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 1);
+	ck_assert(!ps_page_is_live(word(P2M, NULL)));
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, a, 3 * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2);
+}
+END_TEST
+
 START_TEST(unmap_part_of_a_frame_splits_it)
 {
 	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
@@ -834,6 +872,43 @@ START_TEST(writeback_whole_2m_frame)
 	ck_assert(!ps_page_test_flags(word(0, NULL), PS_PAGE_DIRTY));
 	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+}
+END_TEST
+
+/*
+ * Regression: a dirty whole 2 MiB frame whose huge entry was split (the VMM's
+ * eager split, ps_pgtable_split(): 4 KiB entries, the frame's state still
+ * whole) is written back page by page. Write-back took no unit there (no huge
+ * leaf) and tried each page's own 4 KiB word, which is free under a whole
+ * frame: it looked again forever (found by the soak's huge region).
+ */
+START_TEST(writeback_whole_frame_under_split_entries)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_split(ps_space_pgtable(sp), 0, P2M * PG),
+			 0);
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_2M);
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 0);
+	/* Every page of the dirty frame, each on its own word now. */
+	ck_assert_uint_eq(w.calls, P2M);
+	ck_assert_uint_eq(w.bad, 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	for (uint64_t j = 0; j < P2M; j += 37)
+		ck_assert(!ps_page_test_flags(word(j, NULL), PS_PAGE_DIRTY));
+	ck_assert(!writable_at(7 * PG));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
 }
 END_TEST
 
@@ -1678,6 +1753,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, map_part_of_a_frame_splits_it);
 	tcase_add_test(tc, map_all_or_nothing);
 	tcase_add_test(tc, unmap_part_of_a_frame_splits_it);
+	tcase_add_test(tc, map_eexist_keeps_the_occupant);
 
 	tc = ps_test_tcase(s, "pins", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
@@ -1692,6 +1768,7 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_tcase(s, "write-back", 30);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, writeback_whole_2m_frame);
+	tcase_add_test(tc, writeback_whole_frame_under_split_entries);
 	tcase_add_test(tc, writeback_whole_1g_frame_mark_dirty);
 	tcase_add_test(tc, writeback_whole_frame_pinned_and_failing);
 	tcase_add_test(tc, writeback_split_frame_per_page);
