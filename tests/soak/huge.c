@@ -55,7 +55,30 @@ static struct {
 	struct hpin pins[HMAX_PINS];
 	int npins;
 	uint64_t steps[10], fails;
+	/* The latest steps (a ring), printed with an (h3) violation. */
+	struct {
+		unsigned int s;
+		uint64_t page, aux;
+		int rc;
+	} ring[64];
+	uint64_t nring, aux;
 } H;
+
+static void ring_dump(void)
+{
+	static const char *const names[10] = {"write",	   "pin part",
+					      "pin whole", "unpin",
+					      "harvest",   "split",
+					      "collapse",  "convert",
+					      "writeback", "remap"};
+	uint64_t k = H.nring > 64 ? H.nring - 64 : 0;
+
+	fprintf(stderr, "  the huge region's latest steps (page, aux, rc):\n");
+	for (; k < H.nring; k++)
+		fprintf(stderr, "    %-9s %5" PRIu64 " %#" PRIx64 " %d\n",
+			names[H.ring[k % 64].s], H.ring[k % 64].page,
+			H.ring[k % 64].aux, H.ring[k % 64].rc);
+}
 
 static uint64_t h_addr(uint64_t i)
 {
@@ -190,6 +213,8 @@ static int harvest_check(const char *when)
 	}
 	for (uint64_t i = 0; i < H.npages; i++) {
 		if (H.flag[i])
+			ring_dump();
+		if (H.flag[i])
 			violation("(h3) a write in the huge region was lost", 0,
 				  h_addr(i), H.first_frame + i,
 				  "%s: page %" PRIu64 " written (or pinned for "
@@ -243,6 +268,7 @@ static int step(struct thr *t, unsigned int s, uint64_t *addr)
 	int rc = 0;
 
 	*addr = h_addr(i);
+	H.aux = 0;
 	switch (s) {
 	case 0: /* a CPU write (4 KiB tracking: may split the entry) */
 		H.flag[i] = 1;
@@ -260,6 +286,7 @@ static int step(struct thr *t, unsigned int s, uint64_t *addr)
 		memset(p, 0, sizeof(*p));
 		p->addr = h_addr(a);
 		p->n = n;
+		H.aux = a << 8 | n;
 		p->write = chance(t, 50);
 		rc = ps_space_pin_range(g.sp, p->addr, n * PG,
 					p->write ? PS_PIN_WRITE : 0, p->units);
@@ -292,8 +319,13 @@ static int step(struct thr *t, unsigned int s, uint64_t *addr)
 		break;
 	}
 	case 3: /* unpin */
-		if (H.npins)
-			unpin_one((int)rnd_below(t, (uint64_t)H.npins));
+		if (H.npins) {
+			const int k = (int)rnd_below(t, (uint64_t)H.npins);
+
+			H.aux = (H.pins[k].addr / PG - H.first_page) << 8 |
+				(H.pins[k].n & 0xff);
+			unpin_one(k);
+		}
 		break;
 	case 4: /* a re-arming harvest of the whole region (h3) */
 		rc = harvest_check("after a harvest");
@@ -365,6 +397,11 @@ void op_huge(struct thr *t)
 	pthread_mutex_lock(&H.lock);
 	rc = step(t, s, &addr);
 	H.steps[s]++;
+	H.ring[H.nring % 64].s = s;
+	H.ring[H.nring % 64].page = addr / PG - H.first_page;
+	H.ring[H.nring % 64].aux = H.aux;
+	H.ring[H.nring % 64].rc = rc;
+	H.nring++;
 	if (rc) {
 		H.fails++;
 		violation("(h) a step in the huge region failed", 0, addr,
