@@ -445,6 +445,127 @@ START_TEST(unmap_part_of_a_frame_splits_it)
 }
 END_TEST
 
+/* --- the secondary-map helper on whole frames ---------------------------- */
+
+struct hsec {
+	struct ps_interval sub;
+	pthread_mutex_t lock;
+	uint64_t frame, installs;
+	bool writable;
+};
+
+static bool hsec_invalidate(struct ps_interval *sub,
+			    const struct ps_invalidation *inv, uint64_t cur_seq,
+			    void *priv)
+{
+	struct hsec *m = priv;
+
+	(void)inv;
+	pthread_mutex_lock(&m->lock);
+	ps_interval_set_seq(sub, cur_seq);
+	m->frame = UINT64_MAX;
+	m->writable = false;
+	pthread_mutex_unlock(&m->lock);
+	return true;
+}
+
+static const struct ps_interval_ops hsec_ops = {.invalidate = hsec_invalidate};
+
+static void hsec_lock(void *ctx)
+{
+	pthread_mutex_lock(&((struct hsec *)ctx)->lock);
+}
+
+static void hsec_unlock(void *ctx)
+{
+	pthread_mutex_unlock(&((struct hsec *)ctx)->lock);
+}
+
+static int hsec_install(void *ctx, uint64_t addr, uint64_t frame, bool write)
+{
+	struct hsec *m = ctx;
+
+	(void)addr;
+	m->frame = frame;
+	m->writable = write;
+	m->installs++;
+	return 0;
+}
+
+static const struct ps_secondary_ops hsec_secops = {hsec_lock, hsec_unlock,
+						    hsec_install};
+
+/*
+ * The helper maps a page inside a whole 2 MiB or 1 GiB frame (it refused with
+ * -EOPNOTSUPP): the lookup reference is on the whole frame's word and goes
+ * back as a unit, the frame stays whole, a write marks the whole frame dirty
+ * (one dirty hook, for the frame) and logs that page alone. Also after the
+ * frame's state was split meanwhile (then on the page's own word).
+ */
+START_TEST(secondary_map_inside_whole_frames)
+{
+	struct hsec m;
+	uint64_t addrs[8], n, part, np;
+
+	memset(&m, 0, sizeof(m));
+	pthread_mutex_init(&m.lock, NULL);
+	ck_assert_int_eq(ps_interval_insert(&m.sub, ps_space_notifier(sp), 0,
+					    2 * P1G * PG, &hsec_ops, &m),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 7 * PG, false,
+						&hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(m.frame, 7);
+	ck_assert(!m.writable);
+	ck_assert_uint_eq(state_order(7), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_refs(word(7, NULL)), 1); /* none kept */
+	ck_assert_uint_eq(atomic_load(&dirty_total), 0);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 9 * PG, true,
+						&hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(m.frame, 9);
+	ck_assert(m.writable);
+	ck_assert_uint_eq(state_order(9), PS_SPACE_ORDER_2M);
+	ck_assert(ps_page_test_flags(word(100, NULL), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(word(100, NULL), PS_PAGE_LOCKED));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_uint_eq(ps_page_refs(word(9, NULL)), 1);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, 0, addrs, 8, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(addrs[0], 9 * PG);
+	/* A 1 GiB frame, for write. */
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, (P1G + 12345) * PG,
+						true, &hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(m.frame, P1G + 12345);
+	ck_assert_uint_eq(state_order(P1G + 12345), PS_SPACE_ORDER_1G);
+	ck_assert_uint_eq(ps_page_refs(word(P1G, NULL)), 1);
+	ck_assert_uint_eq(atomic_load(&dirty_total), 2);
+	/* Split state: the page's own word. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 3 * PG, PG, 0, &part, 1, &np),
+			 0);
+	ck_assert_uint_eq(state_order(11), PS_SPACE_ORDER_4K);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 11 * PG, true,
+						&hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(ps_page_refs(word(11, NULL)), 1);
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+	ck_assert_uint_eq(m.frame, UINT64_MAX); /* torn down by the unmap */
+	ps_interval_remove(&m.sub);
+	pthread_mutex_destroy(&m.lock);
+}
+END_TEST
+
 /* --- pins (S2 per unit, S17) ---------------------------------------------- */
 
 START_TEST(pin_units_one_rmw_per_frame)
@@ -1773,6 +1894,10 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, writeback_whole_frame_pinned_and_failing);
 	tcase_add_test(tc, writeback_split_frame_per_page);
 	tcase_add_test(tc, writeback_2m_part_of_split_1g_frame);
+
+	tc = ps_test_tcase(s, "secondary", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, secondary_map_inside_whole_frames);
 
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);

@@ -874,7 +874,10 @@ struct ps_secondary_ops {
  * primary entry is not made writable. A write to a page write-protected in a
  * sync range fails with -EAGAIN (resolve it first); in an async range it is
  * logged and the entry stays protected, so CPU writes are still seen. Private
- * frames are refused.
+ * frames are refused. A page inside a whole 2 MiB or 1 GiB frame is held on the
+ * frame's word, whose state stays whole: a write marks the whole frame dirty
+ * (its DIRTY is the frame's) and logs @addr alone; @ops->install gets the 4 KiB
+ * frame of @addr.
  * Context: any thread holding neither @ops' lock nor the frame's LOCKED bit
  * (not from a dirty hook of that frame); the populate hook runs in it with no
  * lock of the space held, the dirty hook and @ops->install under @ops' lock
@@ -895,8 +898,7 @@ struct ps_secondary_ops {
  * covering @addr, @addr unaligned or outside, @ops or one of its callbacks
  * NULL); -EFAULT (missing without a populate hook, a guard page, a write
  * without MAYWRITE); -EAGAIN (write-protected in a sync range); -EHWPOISON;
- * -EPERM (a private frame); -EOVERFLOW (reference limit); -EOPNOTSUPP (a
- * whole 2 MiB or 1 GiB frame: not built yet); a populate hook's or
+ * -EPERM (a private frame); -EOVERFLOW (reference limit); a populate hook's or
  * @ops->install's error.
  */
 int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
