@@ -1600,6 +1600,99 @@ START_TEST(stress_unit_pins_against_remap)
 END_TEST
 
 /*
+ * The secondary-map helper on pages of a whole frame against its split and
+ * merge: one thread maps random pages of a 2 MiB frame for read or write (the
+ * lookup reference on the whole word, or on the part's once split); the
+ * other splits the frame's state (a 4 KiB pin and unpin) and remaps the frame
+ * whole (unmap, map: the map merges the free parts; the unmap's invalidation
+ * tears the secondary mapping down). The helper fails only with -EFAULT
+ * (unmapped at that instant, no populate hook); after the join every page
+ * holds exactly the mapping's reference: no lookup reference lost on a part
+ * or left on the whole word across a split.
+ */
+struct sec_race {
+	struct hsec m;
+	struct ps_test_overlap ov; /* side 0 split/remap, 1 the helper */
+	_Atomic(uint64_t) maps;
+};
+
+static void *sec_race_mapper(void *arg)
+{
+	struct sec_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	struct ps_test_rng g = ps_test_rng_new(19);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		const uint64_t k = ps_test_below(&g, P2M);
+		int rc = ps_space_map_secondary(sp, &r->m.sub, k * PG,
+						ps_test_below(&g, 2),
+						&hsec_secops, &r->m);
+
+		if (rc == -EFAULT)
+			continue;
+		if (rc)
+			violation("secondary map failed", (uint64_t)-rc, k);
+		else
+			atomic_fetch_add(&r->maps, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_secondary_against_split_and_merge)
+{
+	static struct sec_race r;
+	struct ps_test_rng rng = ps_test_rng_new(20);
+	struct ps_test_side me;
+	pthread_t t;
+	uint64_t bad = 0;
+
+	declare();
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	pthread_mutex_init(&r.m.lock, NULL);
+	ck_assert_int_eq(ps_interval_insert(&r.m.sub, ps_space_notifier(sp), 0,
+					    P2M * PG, &hsec_ops, &r.m),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       500;
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, sec_race_mapper, &r), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t f;
+
+		if (ps_test_below(&rng, 2)) {
+			if (ps_space_pin_range(sp,
+					       ps_test_below(&rng, P2M) * PG,
+					       PG, 0, &f) ||
+			    ps_space_unpin(sp, &f, 1, 0))
+				violation("4 KiB pin or unpin failed", 0, 0);
+		} else if (ps_space_unmap(sp, 0, P2M * PG, 0) ||
+			   ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					      NULL)) {
+			violation("remap failed", 0, 0);
+		}
+	}
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "secondary maps vs split and merge");
+	ck_assert_uint_gt(atomic_load(&r.maps), 0);
+	for (uint64_t p = 0; p < P2M; p++)
+		if (ps_page_refs(word(p, NULL)) != 1 ||
+		    ps_page_pins(word(p, NULL)) ||
+		    ps_page_test_flags(word(p, NULL), PS_PAGE_LOCKED))
+			bad++;
+	ck_assert_uint_eq(bad, 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ps_interval_remove(&r.m.sub);
+	pthread_mutex_destroy(&r.m.lock);
+}
+END_TEST
+
+/*
  * A 4 KiB pin racing a whole-frame pin and the split it causes (S17, S18): each
  * round starts with the 2 MiB frame whole and mapped by a huge entry; one
  * thread pins one 4 KiB page of it (which splits the frame's state), the
@@ -1916,6 +2009,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_unit_pins_against_remap);
 	tcase_add_test(tc, stress_split_against_pins);
+	tcase_add_test(tc, stress_secondary_against_split_and_merge);
 	tcase_add_test(tc, stress_writeback_against_writes);
 
 	tc = ps_test_tcase(s, "stats", 10);
