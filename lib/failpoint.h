@@ -64,6 +64,8 @@ enum {
 	FP_HUGE_RELEASE_RESOLVED,  /* space-huge: a release found a whole
 				    * huge word, not in its gate yet (arg:
 				    * the unit's first frame) */
+	FP_PIN_LOOKED_UP,	   /* space-huge: a pin read the entry, its
+				    * frame's state not looked up yet */
 	FP_NR
 };
 /* clang-format on */

@@ -64,7 +64,10 @@
  *     sees the other: the release backs off and waits for the split (then
  *     finds the parts), or the split waits for the release to finish. Inside
  *     the gate the release reads the word again: a split that finished
- *     between its lookup and its entry sends it to the parts.
+ *     between its lookup and its entry sends it to the parts. A merge of a
+ *     frame's free parts (ps_page_merge()) passes the gate as a split does:
+ *     it makes the word whole before it frees the parts it froze, and a
+ *     split let in between would find a frozen part and refuse.
  */
 #include <pagestate/space.h>
 
@@ -408,6 +411,32 @@ static void gate_wait(PS_ATOMIC(uint32_t) *g)
 	while (atomic_load_explicit(g, memory_order_acquire) &
 	       PS__SPACE_GATE_SPLITTING)
 		sched_yield();
+}
+
+/*
+ * Close the gate @g for a merge (S18): set SPLITTING once no split holds it,
+ * then wait for the releases in flight to drain, as a split does. Blocking
+ * (yields) while a split or a release is under way.
+ */
+static void gate_close(PS_ATOMIC(uint32_t) *g)
+{
+	/* Acq_rel: as split_state()'s fetch-or on the same word. */
+	while (atomic_fetch_or_explicit(g, PS__SPACE_GATE_SPLITTING,
+					memory_order_acq_rel) &
+	       PS__SPACE_GATE_SPLITTING)
+		gate_wait(g); /* a split holds it: wait, then take it */
+	/* Acquire: pairs with each releaser's release count drop. */
+	while (atomic_load_explicit(g, memory_order_acquire) >=
+	       PS__SPACE_GATE_ONE)
+		sched_yield();
+}
+
+/* Open the gate @g that gate_close() closed. */
+static void gate_open(PS_ATOMIC(uint32_t) *g)
+{
+	/* Release: the merge's writes before anyone passes (gate_wait()). */
+	(void)atomic_fetch_and_explicit(g, ~PS__SPACE_GATE_SPLITTING,
+					memory_order_release);
 }
 
 /*
@@ -789,6 +818,7 @@ static int pin_unit_at(struct ps_space *s, struct ps__space_huge *h, uint64_t p,
 		u = unit_order_at(p, end, lo);
 		if (f >= s->nframes || unit_pages(u) > s->nframes - f)
 			return -EFAULT;
+		FAILPOINT(FP_PIN_LOOKED_UP, addr);
 		rc = unit_word(s, h, f, u, &w, &o);
 		if (rc)
 			return rc;
@@ -974,6 +1004,7 @@ static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 {
 	const uint64_t head = f & ~(unit_pages(order) - 1);
 	struct ps_page *huge, *parts;
+	bool merged;
 
 	if (order == PS_SPACE_ORDER_1G) {
 		huge = &h->w1g[head >> PS_SPACE_ORDER_1G];
@@ -992,7 +1023,16 @@ static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 		if (ps_page_load(&parts[k]) & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
 			return false;
 	}
-	return !ps_page_merge(huge, parts, 512, NULL);
+	/*
+	 * S18: the merge passes the split gate. ps_page_merge() makes the
+	 * word whole before it frees the parts it froze; a split let in
+	 * between would find a frozen part and refuse (-EBUSY to a pin of
+	 * part of the frame).
+	 */
+	gate_close(gate_of(h, head, order));
+	merged = !ps_page_merge(huge, parts, 512, NULL);
+	gate_open(gate_of(h, head, order));
+	return merged;
 }
 
 static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
@@ -1124,7 +1164,12 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 			r += unit_pages(u);
 		len = (r - p) << PAGE_SHIFT;
 		rc = INJECT(FP_MAP_RUN, start + (p << PAGE_SHIFT), &len);
-		if (!rc && len)
+		if (rc) {
+			/* The injected refusal after a prefix of @len. */
+			*done = p + (len >> PAGE_SHIFT);
+			return rc;
+		}
+		if (len)
 			rc = u ? ps_pgtable_map_huge(s->pt,
 						     start + (p << PAGE_SHIFT),
 						     len, f, fl, u, NULL)
@@ -1132,7 +1177,12 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 						start + (p << PAGE_SHIFT), len,
 						f, fl);
 		if (rc) {
-			*done = p + (len >> PAGE_SHIFT); /* may be partial */
+			/*
+			 * Both maps install nothing when they fail (-EEXIST,
+			 * -ENOMEM): the pages of this run are not ours to
+			 * zap (a page found occupied is someone else's).
+			 */
+			*done = p;
 			return rc;
 		}
 		p = r;

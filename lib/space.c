@@ -343,14 +343,21 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
  * Zap [start, start + len) and drop the mappings' references once the zap
  * has returned: outside the page table's read-side section, so the free
  * hook may do anything (S7). The zap skips empty parts of the table, so a
- * sparse range costs its mapped pages, not its size.
+ * sparse range costs its mapped pages, not its size. Returns the zap's
+ * error: -ENOMEM leaves the pages from the huge entry it could not split on
+ * mapped, with their references.
  */
-static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
-			unsigned int zap_flags)
+static int zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
+		       unsigned int zap_flags)
 {
 	struct zapped z = {s, NULL, 0, 0, ps__space_huge(s) != NULL};
+	/*
+	 * -ENOMEM: a huge entry the range covers in part could not be split;
+	 * the entries before it are zapped (and put below), the rest not.
+	 */
+	const int rc = ps_pgtable_zap(s->pt, start, len, zap_flags,
+				      collect_frame, &z);
 
-	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
 	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
 	 * frames' pins by whoever frees them; pairs with the pin path's seq_cst
@@ -363,6 +370,7 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 		else
 			ps__space_frame_put(s, z.frames[i]);
 	free(z.frames);
+	return rc;
 }
 
 bool ps__space_inherited(const struct ps_space *space)
@@ -379,7 +387,8 @@ int ps_space_destroy(struct ps_space *s)
 	ps_notifier_get_stats(&s->notifier, &st);
 	if (st.subscriptions)
 		return -EBUSY;
-	zap_and_put(s, 0, s->size, PS_ZAP_UNMAP);
+	/* Every leaf whole: nothing to split, so nothing can fail. */
+	(void)zap_and_put(s, 0, s->size, PS_ZAP_UNMAP);
 	ps_pgtable_destroy(s->pt);
 	(void)ps_notifier_destroy(&s->notifier);
 	ps__hbm_destroy(&s->log);
@@ -714,9 +723,12 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);
 	if (!rc) {
-		zap_and_put(s, start, len,
-			    flags & PS_UNMAP_ZAP ? 0 : PS_ZAP_UNMAP);
+		const int zrc = zap_and_put(
+			s, start, len, flags & PS_UNMAP_ZAP ? 0 : PS_ZAP_UNMAP);
+
 		rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+		if (!rc)
+			rc = zrc;
 	}
 	pthread_mutex_unlock(&s->writer);
 	return rc;

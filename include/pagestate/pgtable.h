@@ -1238,8 +1238,11 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * fault that resolved first is in it (DIRTY), one after it finds MISSING.
  * The registrations are read with acquire; ps_pgtable_unregister() waits
  * for a zap that still saw the old ones.
- * Progress: lock-free; never allocates.
- * Return: 0; -EINVAL (range, unknown flags).
+ * Progress: lock-free; it allocates only to split a huge leaf that the range
+ * covers in part.
+ * Return: 0; -EINVAL (range, unknown flags); -ENOMEM (a huge leaf could not be
+ * split: the pages before it are zapped, it and the pages after it are
+ * untouched; repeat the call).
  */
 int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   unsigned int flags, ps_pgtable_visit_fn visit, void *ctx);

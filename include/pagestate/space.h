@@ -569,8 +569,10 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
  * fence orders the zap before the references are dropped, paired with a pin's
  * seq_cst pin and re-read: a pin racing the unmap either backs out or is seen.
  * Progress: blocking (the writer mutex; the invalidation's callbacks).
- * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags). The
- * invalidation is blockable: never -EAGAIN.
+ * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags);
+ * -ENOMEM (a huge entry the range covers in part could not be split: the pages
+ * before it are unmapped, it and the pages after it are left mapped with their
+ * references; repeat the call). The invalidation is blockable: never -EAGAIN.
  */
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 		   unsigned int flags);
@@ -778,7 +780,10 @@ struct ps_discard_skip {
  * Progress: blocking (the writer mutex; the invalidation's callbacks). Per
  * page lock-free: it looks again only when the frame's word changed.
  * Return: 0; -EINVAL (unaligned, empty or outside range, or @skipped NULL with
- * @max_skipped not 0): *@nskipped is not written then.
+ * @max_skipped not 0): *@nskipped is not written then; -ENOMEM (a page that is
+ * part of a huge entry could not be dropped because the entry could not be
+ * split: the pages before it are handled as above and counted in *@nskipped,
+ * it and the pages after it are left exactly as they were; repeat the call).
  */
 int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
@@ -869,7 +874,10 @@ struct ps_secondary_ops {
  * primary entry is not made writable. A write to a page write-protected in a
  * sync range fails with -EAGAIN (resolve it first); in an async range it is
  * logged and the entry stays protected, so CPU writes are still seen. Private
- * frames are refused.
+ * frames are refused. A page inside a whole 2 MiB or 1 GiB frame is held on the
+ * frame's word, whose state stays whole: a write marks the whole frame dirty
+ * (its DIRTY is the frame's) and logs @addr alone; @ops->install gets the 4 KiB
+ * frame of @addr.
  * Context: any thread holding neither @ops' lock nor the frame's LOCKED bit
  * (not from a dirty hook of that frame); the populate hook runs in it with no
  * lock of the space held, the dirty hook and @ops->install under @ops' lock
@@ -890,8 +898,7 @@ struct ps_secondary_ops {
  * covering @addr, @addr unaligned or outside, @ops or one of its callbacks
  * NULL); -EFAULT (missing without a populate hook, a guard page, a write
  * without MAYWRITE); -EAGAIN (write-protected in a sync range); -EHWPOISON;
- * -EPERM (a private frame); -EOVERFLOW (reference limit); -EOPNOTSUPP (a
- * whole 2 MiB or 1 GiB frame: not built yet); a populate hook's or
+ * -EPERM (a private frame); -EOVERFLOW (reference limit); a populate hook's or
  * @ops->install's error.
  */
 int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,
