@@ -120,16 +120,6 @@ uint64_t ps__space_size(const struct ps_space *s)
 	return s->size;
 }
 
-void ps__space_writer_lock(struct ps_space *s)
-{
-	pthread_mutex_lock(&s->writer);
-}
-
-void ps__space_writer_unlock(struct ps_space *s)
-{
-	pthread_mutex_unlock(&s->writer);
-}
-
 struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
 					struct ps__space_ext *ext)
 {
@@ -228,6 +218,11 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		free(s);
 		return -ENOMEM;
 	}
+	if (pthread_cond_init(&s->resv_gone, NULL)) {
+		pthread_mutex_destroy(&s->writer);
+		free(s);
+		return -ENOMEM;
+	}
 	rc = -ENOMEM;
 	if (cfg->frames) {
 		s->frames = cfg->frames;
@@ -273,6 +268,7 @@ fail_pt:
 fail:
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
+	pthread_cond_destroy(&s->resv_gone);
 	pthread_mutex_destroy(&s->writer);
 	free(s);
 	return rc;
@@ -379,6 +375,7 @@ int ps_space_destroy(struct ps_space *s)
 	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
+	pthread_cond_destroy(&s->resv_gone);
 	pthread_mutex_destroy(&s->writer);
 	free(s);
 	return 0;
@@ -386,30 +383,31 @@ int ps_space_destroy(struct ps_space *s)
 
 /* --- mapping -------------------------------------------------------------- */
 
-/* What a map took from a frame, to give it back if the map fails. */
-struct taken {
-	uint64_t pte_flags; /* its entry's flags (runs: equal flags) */
-	bool claimed;	    /* it was free: this map froze it (S13) */
-	bool wb;	    /* pinned or dirty: its page goes in wb (S9) */
-	uint8_t old_cache;  /* a claimed frame's cache mode before */
-};
+/* The cache mode PS_MAP_CACHE asks for, or -1 (keep the frame's). */
+static int map_mode(unsigned int flags)
+{
+	return flags & PS_MAP_CACHE_SET ? (int)((flags & PS_MAP_CACHE_MASK) >>
+						PS_MAP_CACHE_SHIFT)
+					: -1;
+}
 
 /*
- * S13: give back what a failed map took. A frame it claimed (it was free) was
- * frozen all along: nobody else took it, looked at its mode or froze it, so it
- * goes back free exactly as it was, mode included, and no hook runs (its owner
- * never saw it mapped). A frame that was LIVE loses the map's reference; if
- * that was the last one (its other holders let go meanwhile), this put ends its
- * lifetime and runs the free hook, as any last put does.
+ * S13: give back what a failed map took of @frame. Under the writer mutex a
+ * frozen frame that a map's entry names is that map's claim (S19: every other
+ * freezer holds the mutex while its frames are frozen): it was frozen all
+ * along, nobody else took it, looked at its mode or froze it, so it goes back
+ * free exactly as it was (the map sets the mode only when it commits) and no
+ * hook runs (its owner never saw it mapped). A frame that was LIVE loses the
+ * map's reference; if that was the last one (its other holders let go
+ * meanwhile), this put ends its lifetime and runs the free hook, as any last
+ * put does.
  */
-static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
+static void untake_frame(struct ps_space *s, uint64_t frame)
 {
 	struct ps_page *p = &s->frames[frame];
 
-	if (t.claimed) {
-		(void)ps_page_unfreeze_change_flags(
-			p, 0, PS_PAGE_CACHE_MASK,
-			(uint64_t)t.old_cache << PS_PAGE_CACHE_SHIFT);
+	if (ps_page_load(p) & PS_PAGE_FROZEN) {
+		(void)ps_page_unfreeze_change_flags(p, 0, 0, 0);
 		return;
 	}
 	if (ps_page_put(p))
@@ -417,37 +415,42 @@ static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 }
 
 /*
- * Take a mapping's reference on @frame and build its entry flags: a LIVE
- * frame gains a reference; a free one is claimed, frozen with none, until
- * the map commits (S13).
+ * Take a mapping's reference on @frame: a LIVE frame gains a reference (and
+ * must have the mode @mode asks for); a free one is claimed, frozen with none
+ * and its mode unchanged, until the map commits (S13). Nothing is kept per
+ * frame: the FROZEN bit says what was claimed (untake_frame()).
  */
-static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
-		      uint64_t *pte_flags, struct taken *t)
+static int take_frame(struct ps_space *s, uint64_t frame, int mode)
 {
 	struct ps_page *p = &s->frames[frame];
-	const int mode = flags & PS_MAP_CACHE_SET
-				 ? (int)((flags & PS_MAP_CACHE_MASK) >>
-					 PS_MAP_CACHE_SHIFT)
-				 : -1;
-	unsigned int old_mode = 0;
 	uint64_t w;
 	int rc;
 
-	rc = ps_page_get_or_freeze(p, mode, &old_mode);
+	rc = ps_page_get_or_freeze(p, -1, NULL);
 	if (rc < 0)
 		return rc;
 	w = ps_page_load(p);
-	t->claimed = rc == 1;
-	t->old_cache = (uint8_t)old_mode;
-	t->wb = (w & PS_PAGE_DIRTY) || ps_page_word_pins(w);
 	if (w & PS_PAGE_POISONED) {
-		untake_frame(s, frame, *t);
+		untake_frame(s, frame);
 		return -EHWPOISON;
 	}
-	*pte_flags = (flags & PS_MAP_WRITE ? PS_PTE_MAYWRITE : 0) |
-		     PS_PTE_CACHE(ps_page_word_cache(w)) |
-		     (w & PS_PAGE_PRIVATE ? PS_PTE_ENC : 0);
+	if (rc == 0 && mode >= 0 && ps_page_word_cache(w) != (unsigned)mode) {
+		untake_frame(s, frame);
+		return -EBUSY; /* LIVE in another mode */
+	}
 	return 0;
+}
+
+/* The entry flags of a frame the map holds (its word is stable: held). */
+static uint64_t frame_pte_flags(struct ps_space *s, uint64_t frame,
+				unsigned int flags, int mode)
+{
+	const uint64_t w = ps_page_load(&s->frames[frame]);
+
+	return (flags & PS_MAP_WRITE ? PS_PTE_MAYWRITE : 0) |
+	       PS_PTE_CACHE(mode >= 0 ? (unsigned)mode
+				      : ps_page_word_cache(w)) |
+	       (w & PS_PAGE_PRIVATE ? PS_PTE_ENC : 0);
 }
 
 /*
@@ -486,10 +489,12 @@ static ps_pte_t untaken_entry(struct ps_space *s, uint64_t addr, ps_pte_t e)
  * an entry without the bit becomes none. (A WRITTEN marker outside an async
  * range is a leftover of an earlier async registration, which unregister kept:
  * a failed map over it loses it. This rollback runs only when a store raced
- * into the range against pgtable.h's exclusion rules.) Pages without such an
- * entry are left alone. Under the writer mutex no other thread maps a frame
- * here (S1); faults may still set accessed, dirty or writable bits, and protect
- * the uffd-wp bit: the CAS then looks again.
+ * into the range against pgtable.h's exclusion rules, or when a later chunk
+ * of the map failed, S19.) Pages without such an entry are left alone. Under
+ * the writer mutex no other thread maps a frame here (S1), and no unmap or
+ * discard reaches an installed chunk (S19); faults may still set accessed,
+ * dirty or writable bits, and protect the uffd-wp bit: the CAS then looks
+ * again.
  */
 static void unmap_installed(struct ps_space *s, uint64_t start,
 			    uint64_t first_frame, uint64_t i, uint64_t j)
@@ -535,7 +540,7 @@ static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 }
 
 /*
- * A failed map takes back the entries it installed at pages [0, @end), inside
+ * A failed map takes back the entries it installed at pages [@i, @j), inside
  * an UNMAP invalidation, as an unmap would: they were visible, so the
  * secondary-map helper may have mapped one of them meanwhile (its retry check
  * sees no change of frame that no invalidation brackets), and the mapping it
@@ -543,17 +548,18 @@ static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
  * callbacks run under the writer mutex, as an unmap's do (S7).
  */
 static void undo_installed(struct ps_space *s, uint64_t start,
-			   uint64_t first_frame, uint64_t end)
+			   uint64_t first_frame, uint64_t i, uint64_t j)
 {
-	if (!end)
+	const uint64_t a = start + (i << PAGE_SHIFT), len = (j - i)
+							    << PAGE_SHIFT;
+
+	if (j <= i)
 		return;
 	/* Blockable: it cannot fail (notifier.h). */
-	(void)ps_notifier_invalidate_start(&s->notifier, start,
-					   end << PAGE_SHIFT, PS_NOTIFIER_UNMAP,
-					   0);
-	unmap_installed(s, start, first_frame, 0, end);
-	(void)ps_notifier_invalidate_end(&s->notifier, start,
-					 end << PAGE_SHIFT);
+	(void)ps_notifier_invalidate_start(&s->notifier, a, len,
+					   PS_NOTIFIER_UNMAP, 0);
+	unmap_installed(s, start, first_frame, i, j);
+	(void)ps_notifier_invalidate_end(&s->notifier, a, len);
 }
 
 /*
@@ -563,8 +569,8 @@ static void undo_installed(struct ps_space *s, uint64_t start,
  * mutex (S1), so only a store racing into the range against pgtable.h's
  * exclusion rules can have removed it since: then @i.
  */
-static uint64_t first_occupied(struct ps_space *s, uint64_t start, uint64_t i,
-			       uint64_t j)
+uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
+				  uint64_t i, uint64_t j)
 {
 	for (uint64_t k = i; k < j; k++) {
 		ps_pte_t e;
@@ -578,106 +584,248 @@ static uint64_t first_occupied(struct ps_space *s, uint64_t start, uint64_t i,
 	return i;
 }
 
+/* --- maps in chunks (S19) ------------------------------------------------- */
+
+void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
+				 uint64_t len)
+{
+	pthread_mutex_lock(&s->writer);
+	for (;;) {
+		const struct ps__space_resv *r = s->resv;
+
+		while (r && (start >= r->end || r->start >= start + len))
+			r = r->next;
+		if (!r)
+			return;
+		/* An installed chunk of a map in progress: wait for it (S19). */
+		pthread_cond_wait(&s->resv_gone, &s->writer);
+	}
+}
+
+void ps__space_writer_lock(struct ps_space *s)
+{
+	ps__space_writer_lock_range(s, 0, s->size);
+}
+
+void ps__space_writer_unlock(struct ps_space *s)
+{
+	pthread_mutex_unlock(&s->writer);
+}
+
+/* The end (a page of the call) of the chunk that begins at page @i. */
+uint64_t ps__space_chunk_end(const struct ps__space_map *m, uint64_t i)
+{
+	const uint64_t p0 = m->start >> PAGE_SHIFT;
+	const uint64_t e = ((p0 + i) | (PS__SPACE_MAP_CHUNK - 1)) + 1 - p0;
+
+	return e < m->npages ? e : m->npages;
+}
+
+int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
+{
+	struct ps_space *s = m->s;
+	struct ps__space_resv r = {m->start, m->start, NULL}, **pp;
+	uint64_t i = 0, e = 0, end;
+	bool linked = false;
+	int rc = 0;
+
+	PS__FORK_CHECK(s->born, "space");
+	pthread_mutex_lock(&s->writer);
+	for (;;) {
+		rc = m->step(m, i, &e, where);
+		if (rc || e >= m->npages)
+			break;
+		/*
+		 * More to do: the installed part is reserved (unmap, discard
+		 * and the modules above wait for it; a map that reaches it
+		 * finds its entries and fails -EEXIST), and the mutex let go,
+		 * so that others' maps, unmaps and faults elsewhere proceed.
+		 */
+		i = e;
+		r.end = m->start + (i << PAGE_SHIFT);
+		if (!linked) {
+			r.next = s->resv;
+			s->resv = &r;
+			linked = true;
+		}
+		pthread_mutex_unlock(&s->writer);
+		FAILPOINT(FP_MAP_CHUNK, r.end);
+		pthread_mutex_lock(&s->writer);
+	}
+	/*
+	 * Failed in a later chunk (the step gave back its own): the chunks
+	 * before it go. Or done: every chunk commits (S13: only now can the
+	 * map not fail any more). Chunk by chunk, letting the mutex go
+	 * between them.
+	 */
+	end = rc ? i : m->npages;
+	for (uint64_t k = 0; k < end;) {
+		k = rc ? m->undo(m, k) : m->commit(m, k);
+		if (k < end) {
+			pthread_mutex_unlock(&s->writer);
+			pthread_mutex_lock(&s->writer);
+		}
+	}
+	if (linked) {
+		for (pp = &s->resv; *pp != &r; pp = &(*pp)->next)
+			;
+		*pp = r.next;
+		pthread_cond_broadcast(&s->resv_gone);
+	}
+	pthread_mutex_unlock(&s->writer);
+	return rc;
+}
+
+/*
+ * One chunk of a map of 4 KiB frames, pages [@i, *@e), under the writer
+ * mutex, all or nothing. References first (a free frame claimed, frozen:
+ * S13), then entries, so a reader never finds an entry whose frame lacks the
+ * mapping's reference; while no entry is installed, no pin or fault can find
+ * the frames. A run of frames with the same cache and encryption state is
+ * mapped with one page-table map, which checks its pages and allocates its
+ * levels before it installs anything. With several runs, the page table is
+ * prepared for the whole chunk first (every page vacant, every level
+ * allocated), so that no run can fail once one is visible. A pin racing with
+ * the map finds each page either not yet mapped, or mapped for good (a
+ * claimed frame frozen until the map commits: the pin waits for it, as for a
+ * conversion).
+ */
+static int map_step(const struct ps__space_map *m, uint64_t i, uint64_t *e,
+		    uint64_t *where)
+{
+	struct ps_space *s = m->s;
+	const uint64_t end = ps__space_chunk_end(m, i), ff = m->first_frame;
+	uint64_t k, nruns = 0, prev = 0, a = i, b = i;
+	int rc = 0;
+
+	*e = end;
+	for (k = i; k < end; k++) {
+		uint64_t fl;
+
+		rc = take_frame(s, ff + k, m->mode);
+		if (rc)
+			break;
+		fl = frame_pte_flags(s, ff + k, m->flags, m->mode);
+		if (k == i || fl != prev)
+			nruns++;
+		prev = fl;
+	}
+	FAILPOINT(FP_MAP_TAKEN, m->start + (i << PAGE_SHIFT));
+	/* Errors say where: the frame that could not be taken. */
+	*where = k;
+	if (!rc && nruns > 1) {
+		rc = ps_pgtable_map_prepare(s->pt,
+					    m->start + (i << PAGE_SHIFT),
+					    (end - i) << PAGE_SHIFT);
+		if (rc == -EEXIST)
+			*where = ps__space_first_occupied(s, m->start, i, end);
+	}
+	while (!rc && a < end) {
+		const uint64_t fl = frame_pte_flags(s, ff + a, m->flags,
+						    m->mode);
+
+		for (b = a + 1; b < end && frame_pte_flags(s, ff + b, m->flags,
+							   m->mode) == fl;
+		     b++)
+			;
+		rc = map_run(s, m->start, ff, a, b, fl);
+		if (!rc)
+			a = b;
+		else if (rc == -EEXIST)
+			*where = ps__space_first_occupied(s, m->start, a, b);
+	}
+	/* Entries installed; the frames the map claimed still frozen. */
+	FAILPOINT(FP_MAP_INSTALLED, m->start + (i << PAGE_SHIFT));
+	if (rc) {
+		/*
+		 * Only a store racing into the range against the exclusion
+		 * rules (pgtable.h) fails a run after the prepare: then the
+		 * runs mapped before [a, ...) go, and what the failed run
+		 * installed (-EEXIST: nothing; its pages may hold entries of
+		 * others, which stay), and every reference taken.
+		 */
+		undo_installed(s, m->start, ff, i,
+			       rc == -EEXIST || b <= a ? a : b);
+		/* S2 - seq_cst fence: entries gone before the puts. */
+		atomic_thread_fence(memory_order_seq_cst);
+		for (uint64_t n = i; n < k; n++)
+			untake_frame(s, ff + n);
+	}
+	return rc;
+}
+
+/* A later chunk failed: take back chunk [@i, ...) whole (S19). */
+static uint64_t map_undo(const struct ps__space_map *m, uint64_t i)
+{
+	const uint64_t end = ps__space_chunk_end(m, i);
+
+	undo_installed(m->s, m->start, m->first_frame, i, end);
+	/* S2 - seq_cst fence: entries gone before the puts. */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (uint64_t k = i; k < end; k++)
+		untake_frame(m->s, m->first_frame + k);
+	return end;
+}
+
+/*
+ * S13: the map can no longer fail: the frames it claimed go LIVE with the
+ * mapping's reference, in the mode it asks for, and without the life flags a
+ * stale setter may have left on the frozen word: a new lifetime starts clean
+ * (release: pairs with the acquire of the try-gets and try-pins that find
+ * them). S9: once the entries are there, write-back can reach a frame that
+ * is pinned or dirty.
+ */
+static uint64_t map_commit(const struct ps__space_map *m, uint64_t i)
+{
+	const uint64_t end = ps__space_chunk_end(m, i);
+
+	for (uint64_t k = i; k < end; k++) {
+		struct ps_page *p = &m->s->frames[m->first_frame + k];
+		const uint64_t w = ps_page_load(p);
+
+		if (w & PS_PAGE_FROZEN)
+			(void)ps_page_unfreeze_change_flags(
+				p, 1,
+				PS_PAGE_LIFE_FLAGS |
+					(m->mode >= 0 ? PS_PAGE_CACHE_MASK : 0),
+				m->mode >= 0 ? (uint64_t)m->mode
+						       << PS_PAGE_CACHE_SHIFT
+					     : 0);
+		else if ((w & PS_PAGE_DIRTY) || ps_page_word_pins(w))
+			ps__space_wb_note(m->s, m->start + (k << PAGE_SHIFT));
+	}
+	return end;
+}
+
 int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags,
 		       uint64_t *error_offset)
 {
-	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j = 0, nruns = 0, where;
-	struct taken *taken; /* per page: what to give back on failure */
-	int rc = 0;
+	struct ps__space_map m = {.s = s,
+				  .start = start,
+				  .npages = len >> PAGE_SHIFT,
+				  .first_frame = first_frame,
+				  .flags = flags,
+				  .mode = map_mode(flags),
+				  .step = map_step,
+				  .undo = map_undo,
+				  .commit = map_commit};
+	uint64_t where = 0;
+	int rc;
 
 	if (!ps__space_range_ok(s, start, len) ||
 	    (flags & ~(PS_MAP_WRITE | PS_MAP_CACHE_SET | PS_MAP_CACHE_MASK)) ||
 	    (!(flags & PS_MAP_CACHE_SET) && (flags & PS_MAP_CACHE_MASK)) ||
 	    ((flags & PS_MAP_CACHE_MASK) >> PS_MAP_CACHE_SHIFT) >=
 		    PS_CACHE_NR ||
-	    first_frame >= s->nframes || npages > s->nframes - first_frame)
+	    first_frame >= s->nframes || m.npages > s->nframes - first_frame)
 		return -EINVAL;
-	if (ps__space_huge(s)) /* frames of three sizes (lib/space-huge.c) */
-		return ps__space_map_range_huge(s, start, len, first_frame,
-						flags);
-	taken = calloc(npages, sizeof(*taken));
-	if (!taken)
-		return -ENOMEM;
-	PS__FORK_CHECK(s->born, "space");
-	pthread_mutex_lock(&s->writer);
-	/*
-	 * All or nothing, and nothing visible on failure. References first
-	 * (a free frame claimed, frozen: S13), then entries, so a reader never
-	 * finds an entry whose frame lacks the mapping's reference; while no
-	 * entry is installed, no pin or fault can find the frames. A run of
-	 * frames with the same cache and encryption state is mapped with one
-	 * page-table map, which checks its pages and allocates its levels
-	 * before it installs anything. With several runs, the page table is
-	 * prepared for the whole range first (every page vacant, every level
-	 * allocated), so that no run can fail once one is visible. A pin
-	 * racing with the map finds each page either not yet mapped, or
-	 * mapped for good (a claimed frame frozen until the last run is in:
-	 * the pin waits for it, as for a conversion).
-	 */
-	for (ntaken = 0; ntaken < npages; ntaken++) {
-		rc = take_frame(s, first_frame + ntaken, flags,
-				&taken[ntaken].pte_flags, &taken[ntaken]);
-		if (rc)
-			break;
-		if (!ntaken ||
-		    taken[ntaken].pte_flags != taken[ntaken - 1].pte_flags)
-			nruns++;
+	if (ps__space_huge(s)) { /* frames of three sizes: lib/space-huge.c */
+		m.step = ps__space_map_huge_step;
+		m.undo = ps__space_map_huge_undo;
+		m.commit = ps__space_map_huge_commit;
 	}
-	FAILPOINT(FP_MAP_TAKEN, start);
-	/* Errors say where: the frame that could not be taken. */
-	where = ntaken;
-	if (!rc && nruns > 1) {
-		rc = ps_pgtable_map_prepare(s->pt, start, len);
-		if (rc == -EEXIST)
-			where = first_occupied(s, start, 0, npages);
-	}
-	for (i = 0; !rc && i < npages;) {
-		for (j = i + 1;
-		     j < npages && taken[j].pte_flags == taken[i].pte_flags;
-		     j++)
-			;
-		rc = map_run(s, start, first_frame, i, j, taken[i].pte_flags);
-		if (!rc)
-			i = j;
-		else if (rc == -EEXIST)
-			where = first_occupied(s, start, i, j);
-	}
-	/* Entries installed; the frames the map claimed still frozen. */
-	FAILPOINT(FP_MAP_INSTALLED, start);
-	if (rc) {
-		/*
-		 * Only a store racing into the range against the exclusion
-		 * rules (pgtable.h) fails a run after the prepare: then the
-		 * runs mapped before [i, ...) go, and what the failed run
-		 * installed (-EEXIST: nothing; its pages may hold entries of
-		 * others, which stay), and every reference taken.
-		 */
-		undo_installed(s, start, first_frame,
-			       rc == -EEXIST || j <= i ? i : j);
-		/* S2 - seq_cst fence: entries gone before the puts. */
-		atomic_thread_fence(memory_order_seq_cst);
-		for (uint64_t k = 0; k < ntaken; k++)
-			untake_frame(s, first_frame + k, taken[k]);
-	} else {
-		/*
-		 * S13: the map can no longer fail: the frames it claimed go
-		 * LIVE with the mapping's reference, and without the life
-		 * flags a stale setter may have left on the frozen word: a
-		 * new lifetime starts clean (release: pairs with the acquire
-		 * of the try-gets and try-pins that find them).
-		 */
-		for (uint64_t k = 0; k < npages; k++)
-			if (taken[k].claimed)
-				(void)ps_page_unfreeze_claimed(
-					&s->frames[first_frame + k], 1);
-		/* S9: once the entries are there, write-back can reach them. */
-		for (uint64_t k = 0; k < npages; k++)
-			if (taken[k].wb)
-				ps__space_wb_note(s, start + (k << PAGE_SHIFT));
-	}
-	pthread_mutex_unlock(&s->writer);
-	free(taken);
+	rc = ps__space_map_chunked(&m, &where);
 	/* Every error but -EINVAL and -ENOMEM concerns a page. */
 	if (rc && rc != -ENOMEM && error_offset)
 		*error_offset = where << PAGE_SHIFT;
@@ -698,7 +846,8 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
-	pthread_mutex_lock(&s->writer);
+	/* S19: not while a chunked map holds part of the range. */
+	ps__space_writer_lock_range(s, start, len);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);
 	if (!rc) {
