@@ -1212,7 +1212,7 @@ static void huge_uninstall(const struct ps__space_map *m, uint64_t i,
 {
 	struct ps_space *s = m->s;
 	const uint64_t a = m->start + (i << PAGE_SHIFT), len = (j - i)
-								<< PAGE_SHIFT;
+							       << PAGE_SHIFT;
 
 	if (j <= i)
 		return;
@@ -1224,8 +1224,8 @@ static void huge_uninstall(const struct ps__space_map *m, uint64_t i,
 }
 
 /* Give back the units of pages [@i, @j) of the map (S13). */
-static void huge_untake(const struct ps__space_map *m,
-			struct ps__space_huge *h, uint64_t i, uint64_t j)
+static void huge_untake(const struct ps__space_map *m, struct ps__space_huge *h,
+			uint64_t i, uint64_t j)
 {
 	for (uint64_t p = i; p < j;) {
 		const unsigned int u = call_unit(m, h, p);
@@ -1261,8 +1261,8 @@ int ps__space_map_huge_step(const struct ps__space_map *m, uint64_t i,
 	*where = taken; /* errors say where: the unit not taken */
 	FAILPOINT(FP_MAP_TAKEN, m->start + (i << PAGE_SHIFT));
 	if (!rc) {
-		rc = install(s, h, m->start, m->first_frame, i, taken,
-			     m->flags, m->mode, &done);
+		rc = install(s, h, m->start, m->first_frame, i, taken, m->flags,
+			     m->mode, &done);
 		if (rc == -EEXIST)
 			*where = ps__space_first_occupied(s, m->start, done,
 							  taken);
@@ -1296,7 +1296,8 @@ uint64_t ps__space_map_huge_undo(const struct ps__space_map *m, uint64_t i)
 uint64_t ps__space_map_huge_commit(const struct ps__space_map *m, uint64_t i)
 {
 	struct ps__space_huge *h = ps__space_huge(m->s);
-	const uint64_t end = huge_chunk_end(m, h, i), p0 = m->start >> PAGE_SHIFT;
+	const uint64_t end = huge_chunk_end(m, h, i),
+		       p0 = m->start >> PAGE_SHIFT;
 
 	for (uint64_t p = i; p < end;) {
 		const unsigned int u = call_unit(m, h, p);

@@ -82,7 +82,7 @@ struct ps_space {
 	/* Chunked maps in progress (S19): under the writer mutex. */
 	struct ps__space_resv *resv;
 	pthread_cond_t resv_gone; /* broadcast when one goes */
-	uint64_t born;		/* fork generation at creation (lib/fork.h) */
+	uint64_t born;		  /* fork generation at creation (lib/fork.h) */
 	/* Huge frames (lib/space-huge.c), from the first declaration. */
 	PS_ATOMIC(struct ps__space_huge *) huge;
 };

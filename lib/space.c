@@ -714,8 +714,7 @@ static int map_step(const struct ps__space_map *m, uint64_t i, uint64_t *e,
 	/* Errors say where: the frame that could not be taken. */
 	*where = k;
 	if (!rc && nruns > 1) {
-		rc = ps_pgtable_map_prepare(s->pt,
-					    m->start + (i << PAGE_SHIFT),
+		rc = ps_pgtable_map_prepare(s->pt, m->start + (i << PAGE_SHIFT),
 					    (end - i) << PAGE_SHIFT);
 		if (rc == -EEXIST)
 			*where = ps__space_first_occupied(s, m->start, i, end);
