@@ -5396,12 +5396,15 @@ static void ck_assert_untouched(uint64_t start, uint64_t n, uint64_t frame)
  * and unmaps it again, then says so. It needs the writer mutex.
  */
 static sem_t ck_other_done;
+static _Atomic(unsigned) ck_other_bad;
 
 static void *ck_other(void *arg)
 {
 	(void)arg;
-	ck_assert_int_eq(ps_space_map(ck, 4 * CK_SIZE, CK_FRAMES - 1, 0), 0);
-	ck_assert_int_eq(ps_space_unmap(ck, 4 * CK_SIZE, PG, 0), 0);
+	/* Checked by the main thread (no ck_assert off it). */
+	if (ps_space_map(ck, 4 * CK_SIZE, CK_FRAMES - 1, 0) ||
+	    ps_space_unmap(ck, 4 * CK_SIZE, PG, 0))
+		atomic_fetch_add(&ck_other_bad, 1);
 	sem_post(&ck_other_done);
 	return NULL;
 }
@@ -5434,11 +5437,13 @@ START_TEST(map_chunks_let_others_in)
 {
 	sem_init(&ck_other_done, 0, 0);
 	atomic_store(&ck_other_ran, 0);
+	atomic_store(&ck_other_bad, 0);
 	arm(FP_MAP_CHUNK, ck_other_op);
 	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, NULL), 0);
 	disarm();
 	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_CHUNK]), 2);
 	ck_assert_uint_eq(atomic_load(&ck_other_ran), 1);
+	ck_assert_uint_eq(atomic_load(&ck_other_bad), 0);
 	ck_assert_mapped(0, 3 * CK_PAGES, 0);
 	/* The other thread's frame came and went: one lifetime. */
 	ck_assert_uint_eq(atomic_load(&ck_freed), 1);
@@ -5605,7 +5610,7 @@ END_TEST
  */
 struct ck_race {
 	_Atomic(int) stop;
-	_Atomic(unsigned) small_ok;
+	_Atomic(unsigned) small_ok, bad;
 	uint64_t iters;
 };
 
@@ -5621,10 +5626,13 @@ static void *ck_small_mapper(void *arg)
 				: 4 * CK_SIZE;
 		const int rc = ps_space_map(ck, at, CK_FRAMES - 3, 0);
 
-		ck_assert(rc == 0 || rc == -EEXIST);
+		/* Checked by the main thread (no ck_assert off it). */
+		if (rc && rc != -EEXIST)
+			atomic_fetch_add(&r->bad, 1);
 		if (!rc) {
 			atomic_fetch_add(&r->small_ok, 1);
-			ck_assert_int_eq(ps_space_unmap(ck, at, PG, 0), 0);
+			if (ps_space_unmap(ck, at, PG, 0))
+				atomic_fetch_add(&r->bad, 1);
 		}
 	}
 	return NULL;
@@ -5659,6 +5667,7 @@ START_TEST(stress_map_chunks_race)
 	atomic_store(&r.stop, 1);
 	pthread_join(t, NULL);
 	freed += atomic_load(&r.small_ok);
+	ck_assert_uint_eq(atomic_load(&r.bad), 0);
 	ck_assert_uint_eq(atomic_load(&ck_freed), freed);
 	ck_assert_untouched(0, 2 * CK_PAGES + 1, 0);
 	ck_assert(!ps_page_is_live(ps_space_page(ck, CK_FRAMES - 3)));
