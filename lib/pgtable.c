@@ -493,8 +493,13 @@ static int update_huge(struct ps_pgtable *t, struct hit *h, uint64_t *p,
 				    h->slot, (void **)&cur,
 				    (void *)(uintptr_t)n, memory_order_seq_cst,
 				    memory_order_acquire))
-				return 0; /* changed: walk again */
-			if (op->visit)
+				return 0;	    /* changed: walk again */
+			if (op->visit && op->units) /* PS_ZAP_UNITS */
+				op->visit(op->ctx,
+					  (h->p0 << PAGE_SHIFT) | h->order,
+					  hit_view(h, h->p0),
+					  ps_pte_huge_subpage(n, h->order, 0));
+			else if (op->visit)
 				for (uint64_t q = h->p0; q < xend; q++)
 					op->visit(
 						op->ctx, q << PAGE_SHIFT,
@@ -1182,10 +1187,13 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len)
 int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   unsigned int flags, ps_pgtable_visit_fn visit, void *ctx)
 {
-	struct op op = {.flags = flags, .visit = visit, .ctx = ctx};
+	struct op op = {.flags = flags & PS_ZAP_UNMAP,
+			.visit = visit,
+			.ctx = ctx,
+			.units = flags & PS_ZAP_UNITS};
 	int err;
 
-	if (bad_range(start, len) || (flags & ~PS_ZAP_UNMAP))
+	if (bad_range(start, len) || (flags & ~(PS_ZAP_UNMAP | PS_ZAP_UNITS)))
 		return -EINVAL;
 	ps__rcu_read_lock();
 	err = update_range(t, regs_load(t), start, start + len, tr_zap, &op,

@@ -317,10 +317,9 @@ int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
  * @step takes and installs the chunk that begins at page @i, all or nothing
  * (on failure it gives back its own and says where, a page of the call),
  * and sets *@e to its end; @undo takes back a chunk that @step installed and
- * @commit commits one; both return its end. A chunk ends at the first
- * boundary of the call's unit decomposition at or after
- * ps__space_chunk_end(), the same every time it is walked (the frames it
- * holds keep their order: S15).
+ * @commit commits one; both return its end. A chunk ends at the first boundary
+ * of the call's unit decomposition at or after ps__space_chunk_end(), the same
+ * every time it is walked (the frames it holds keep their order: S15).
  */
 struct ps__space_map {
 	struct ps_space *s;

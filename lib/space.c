@@ -289,20 +289,18 @@ struct zapped {
 	bool runs;
 };
 
-static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
-			  ps_pte_t new_pte)
+/* Keep frames [@frame, @frame + @count) to put after the zap. */
+static void collect(struct zapped *z, uint64_t frame, uint64_t count)
 {
-	struct zapped *z = ctx;
-	uint64_t frame;
-
-	(void)addr;
-	(void)new_pte;
-	if (!ps_pte_is_present(old) || ps_pte_frame(old) >= z->s->nframes)
+	if (!z->runs && count > 1) {
+		/* 4 KiB frames under a huge leaf (a collapse): one by one. */
+		for (uint64_t k = 0; k < count; k++)
+			collect(z, frame + k, 1);
 		return;
-	frame = ps_pte_frame(old);
+	}
 	if (z->runs && z->n &&
 	    z->frames[z->n - 2] + z->frames[z->n - 1] == frame) {
-		z->frames[z->n - 1]++; /* the run goes on */
+		z->frames[z->n - 1] += count; /* the run goes on */
 		return;
 	}
 	if (z->n + 2 > z->cap) {
@@ -312,7 +310,7 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 		if (!f) {
 			/* Out of memory: drop it here, inside the section. */
 			if (z->runs)
-				ps__space_put_run(z->s, frame, 1);
+				ps__space_put_run(z->s, frame, count);
 			else
 				ps__space_frame_put(z->s, frame);
 			return;
@@ -322,7 +320,25 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 	}
 	z->frames[z->n++] = frame;
 	if (z->runs)
-		z->frames[z->n++] = 1;
+		z->frames[z->n++] = count;
+}
+
+/*
+ * The zap's visitor (PS_ZAP_UNITS): a 4 KiB entry, or a whole huge leaf told
+ * of once, its order in the low bits of @addr, so that destroying or
+ * unmapping huge memory costs per leaf, not per 4 KiB page.
+ */
+static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
+			  ps_pte_t new_pte)
+{
+	struct zapped *z = ctx;
+	const uint64_t count = UINT64_C(1) << (addr & (PAGE_SIZE - 1));
+
+	(void)new_pte;
+	if (!ps_pte_is_present(old) || ps_pte_frame(old) >= z->s->nframes ||
+	    count > z->s->nframes - ps_pte_frame(old))
+		return;
+	collect(z, ps_pte_frame(old), count);
 }
 
 /*
@@ -336,7 +352,8 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 {
 	struct zapped z = {s, NULL, 0, 0, ps__space_huge(s) != NULL};
 
-	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
+	(void)ps_pgtable_zap(s->pt, start, len, zap_flags | PS_ZAP_UNITS,
+			     collect_frame, &z);
 	/*
 	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
 	 * frames' pins by whoever frees them; pairs with the pin path's seq_cst
@@ -489,12 +506,11 @@ static ps_pte_t untaken_entry(struct ps_space *s, uint64_t addr, ps_pte_t e)
  * an entry without the bit becomes none. (A WRITTEN marker outside an async
  * range is a leftover of an earlier async registration, which unregister kept:
  * a failed map over it loses it. This rollback runs only when a store raced
- * into the range against pgtable.h's exclusion rules, or when a later chunk
- * of the map failed, S19.) Pages without such an entry are left alone. Under
- * the writer mutex no other thread maps a frame here (S1), and no unmap or
- * discard reaches an installed chunk (S19); faults may still set accessed,
- * dirty or writable bits, and protect the uffd-wp bit: the CAS then looks
- * again.
+ * into the range against pgtable.h's exclusion rules, or when a later chunk of
+ * the map failed, S19.) Pages without such an entry are left alone. Under the
+ * writer mutex no other thread maps a frame here (S1), and no unmap or discard
+ * reaches an installed chunk (S19); faults may still set accessed, dirty or
+ * writable bits, and protect the uffd-wp bit: the CAS then looks again.
  */
 static void unmap_installed(struct ps_space *s, uint64_t start,
 			    uint64_t first_frame, uint64_t i, uint64_t j)
@@ -597,7 +613,7 @@ void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
 			r = r->next;
 		if (!r)
 			return;
-		/* An installed chunk of a map in progress: wait for it (S19). */
+		/* An installed chunk of a map in progress: wait (S19). */
 		pthread_cond_wait(&s->resv_gone, &s->writer);
 	}
 }
@@ -629,7 +645,6 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
 	bool linked = false;
 	int rc = 0;
 
-	PS__FORK_CHECK(s->born, "space");
 	pthread_mutex_lock(&s->writer);
 	for (;;) {
 		rc = m->step(m, i, &e, where);
@@ -677,18 +692,17 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
 }
 
 /*
- * One chunk of a map of 4 KiB frames, pages [@i, *@e), under the writer
- * mutex, all or nothing. References first (a free frame claimed, frozen:
- * S13), then entries, so a reader never finds an entry whose frame lacks the
- * mapping's reference; while no entry is installed, no pin or fault can find
- * the frames. A run of frames with the same cache and encryption state is
- * mapped with one page-table map, which checks its pages and allocates its
- * levels before it installs anything. With several runs, the page table is
- * prepared for the whole chunk first (every page vacant, every level
- * allocated), so that no run can fail once one is visible. A pin racing with
- * the map finds each page either not yet mapped, or mapped for good (a
- * claimed frame frozen until the map commits: the pin waits for it, as for a
- * conversion).
+ * One chunk of a map of 4 KiB frames, pages [@i, *@e), under the writer mutex,
+ * all or nothing. References first (a free frame claimed, frozen: S13), then
+ * entries, so a reader never finds an entry whose frame lacks the mapping's
+ * reference; while no entry is installed, no pin or fault can find the frames.
+ * A run of frames with the same cache and encryption state is mapped with one
+ * page-table map, which checks its pages and allocates its levels before it
+ * installs anything. With several runs, the page table is prepared for the
+ * whole chunk first (every page vacant, every level allocated), so that no run
+ * can fail once one is visible. A pin racing with the map finds each page
+ * either not yet mapped, or mapped for good (a claimed frame frozen until the
+ * map commits: the pin waits for it, as for a conversion).
  */
 static int map_step(const struct ps__space_map *m, uint64_t i, uint64_t *e,
 		    uint64_t *where)
@@ -824,6 +838,7 @@ int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		m.undo = ps__space_map_huge_undo;
 		m.commit = ps__space_map_huge_commit;
 	}
+	PS__FORK_CHECK(s->born, "space");
 	rc = ps__space_map_chunked(&m, &where);
 	/* Every error but -EINVAL and -ENOMEM concerns a page. */
 	if (rc && rc != -ENOMEM && error_offset)

@@ -609,7 +609,7 @@ START_TEST(bad_input_changes_nothing)
 	ck_assert_int_eq(ps_pgtable_unregister(T, BASE, 0), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_protect(T, BASE, PG - 1), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_unprotect(T, end, PG), -EINVAL);
-	ck_assert_int_eq(ps_pgtable_zap(T, BASE, PG, 2, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, PG, 4, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 3, 0, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_trim(T, BASE, 0), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_copy(u, T, BASE, PG, 2, NULL, NULL),
@@ -3576,6 +3576,56 @@ static void same_views(const struct ps_pgtable *a, const struct ps_pgtable *b,
 		      (unsigned long long)(i < n ? vb[i] : 0));
 }
 
+/* PS_ZAP_UNITS: a whole huge leaf is told of once, a part page by page. */
+struct zap_units {
+	uint64_t calls, pages, first_addr, first_frame;
+};
+
+static void zap_units_visit(void *ctx, uint64_t addr, ps_pte_t old,
+			    ps_pte_t new_pte)
+{
+	struct zap_units *z = ctx;
+
+	(void)new_pte;
+	if (!z->calls++) {
+		z->first_addr = addr;
+		z->first_frame = ps_pte_frame(old);
+	}
+	z->pages += UINT64_C(1) << (addr & (PG - 1));
+}
+
+START_TEST(huge_zap_units_once_per_leaf)
+{
+	const uint64_t f2 = 512 * 7, f1 = UINT64_C(1) << 19;
+	struct zap_units z = {0};
+
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, 2 * M2, f2, RW, O2M,
+					     NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, GiB, f1, RW, O1G,
+					     NULL),
+			 0);
+	/* Two 2 MiB leaves and one 1 GiB leaf, whole: three calls. */
+	ck_assert_int_eq(ps_pgtable_zap(T, HBASE, 2 * GiB, PS_ZAP_UNITS,
+					zap_units_visit, &z),
+			 0);
+	ck_assert_uint_eq(z.calls, 3);
+	ck_assert_uint_eq(z.pages, (2 * M2 + GiB) / PG);
+	ck_assert_uint_eq(z.first_addr, HBASE | O2M);
+	ck_assert_uint_eq(z.first_frame, f2);
+	/* A leaf covered in part is split and told of page by page. */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, f2, RW, O2M, NULL),
+			 0);
+	memset(&z, 0, sizeof(z));
+	ck_assert_int_eq(ps_pgtable_zap(T, HBASE + PG, 3 * PG, PS_ZAP_UNITS,
+					zap_units_visit, &z),
+			 0);
+	ck_assert_uint_eq(z.calls, 3);
+	ck_assert_uint_eq(z.first_addr, HBASE + PG);
+	ck_assert_uint_eq(z.first_frame, f2 + 1);
+}
+END_TEST
+
 START_TEST(huge_map_and_views)
 {
 	const uint64_t fl = RW | PS_PTE_DIRTY | PS_PTE_CACHE(2) | PS_PTE_ENC;
@@ -4573,6 +4623,7 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "huge: entries", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_map_and_views);
+	tcase_add_test(tc, huge_zap_units_once_per_leaf);
 	tcase_add_test(tc, huge_map_errors_say_where);
 
 	tc = ps_test_tcase(s, "huge: faults and scans", 30);

@@ -278,6 +278,7 @@ PS_BEGIN_DECLS
 
 /* Zap flags (ps_pgtable_zap()). */
 #define PS_ZAP_UNMAP 0x1u /* unmap/truncate: drop every marker, GUARD too */
+#define PS_ZAP_UNITS 0x2u /* @visit: a huge leaf removed whole, once */
 
 /* Copy/move flags (ps_pgtable_copy(), ps_pgtable_move()). */
 #define PS_KEEP_WP 0x1u /* keep uffd-wp state (needs a registered target) */
@@ -1221,9 +1222,16 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
- * @flags: 0 or PS_ZAP_UNMAP.
+ * @flags: 0, or PS_ZAP_UNMAP, PS_ZAP_UNITS or both.
  * @visit: if not NULL, called for every entry changed, with the old entry:
- *	the caller drops its references to the frames and swap slots.
+ *	the caller drops its references to the frames and swap slots. With
+ *	PS_ZAP_UNITS, a huge leaf that the zap removes whole is told of once,
+ *	not once per 4 KiB page: @addr is its first page ORed with its order
+ *	(PS_PGTABLE_ORDER_2M or PS_PGTABLE_ORDER_1G; a page address has those
+ *	bits clear), @old its first page's entry (ps_pte_frame() gives the
+ *	extent's first frame, the others follow it) and @new_pte what that
+ *	page holds now, which every page of the extent holds. A huge leaf the
+ *	range covers in part is split first and told of page by page.
  * @ctx: passed to @visit.
  *
  * What survives of each entry of [@start, @start + @len) as a marker is in
