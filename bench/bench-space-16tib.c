@@ -5,7 +5,11 @@
  *
  *   1. created, its frames declared 2 MiB (ps_space_set_frame_order());
  *   2. mapped whole with PS_MAP_WRITE (ps_space_map_range(): 8 Mi huge
- *      entries);
+ *      entries), its first TiB by a call of its own while a probe thread
+ *      times a writer-mutex call elsewhere in the space (a one-page unmap)
+ *      over and over: the longest wait is the longest the map held the
+ *      mutex (issue 16: bounded work per call; target 10 ms), and the same
+ *      for a 4 GiB map of 4 KiB frames in a space of its own;
  *   3. write-protected (registered PS_WP_ASYNC | PS_WP_HUGE_SPLIT, the THP
  *      granularity, then ps_pgtable_protect());
  *   4. written at 1,000 distinct random 4 KiB pages (ps_space_fault() with
@@ -34,6 +38,8 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +121,81 @@ static uint64_t differ(const uint64_t *a, uint64_t na, const uint64_t *b,
 	return d + (na - i) + (nb - j);
 }
 
+/*
+ * The probe: a one-page unmap at @addr (outside what the map maps) in a loop,
+ * each timed; the longest is how long it waited for the writer mutex at
+ * most (plus its own few microseconds, and any preemption of this thread).
+ */
+struct probe {
+	struct ps_space *s;
+	uint64_t addr;
+	atomic_int stop;
+	atomic_ulong ops;
+	double max_ns;
+};
+
+static void *probe_run(void *arg)
+{
+	struct probe *p = arg;
+
+	while (!atomic_load_explicit(&p->stop, memory_order_relaxed)) {
+		const double t0 = bench_now_ns();
+		double d;
+
+		(void)ps_space_unmap(p->s, p->addr, PG, 0);
+		d = bench_now_ns() - t0;
+		if (d > p->max_ns)
+			p->max_ns = d;
+		atomic_fetch_add_explicit(&p->ops, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/*
+ * Map [@start, @start + @len) of @s to frames from @frame while the probe
+ * runs at @probe_addr; the longest probe wait (ms) in *@max_ms.
+ */
+static int map_probed(struct ps_space *s, uint64_t start, uint64_t len,
+		      uint64_t frame, uint64_t probe_addr, double *max_ms)
+{
+	struct probe p = {.s = s, .addr = probe_addr};
+	pthread_t t;
+	int rc;
+
+	if (pthread_create(&t, NULL, probe_run, &p))
+		return -EAGAIN;
+	while (!atomic_load(&p.ops)) /* the probe is under way */
+		;
+	p.max_ns = 0;
+	rc = ps_space_map_range(s, start, len, frame, PS_MAP_WRITE, NULL);
+	atomic_store(&p.stop, 1);
+	pthread_join(t, NULL);
+	*max_ms = p.max_ns * 1e-6;
+	return rc;
+}
+
+/* The probe over a 4 GiB map of 4 KiB frames, in a space of its own. */
+static int hold_4k(double *max_ms, double *secs)
+{
+	const uint64_t len = UINT64_C(4) << 30;
+	struct ps_space_config cfg;
+	struct ps_space *s;
+	double t;
+	int rc;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = 2 * len;
+	cfg.nframes = len / PG + 1;
+	rc = ps_space_create(&cfg, &s);
+	if (rc)
+		return rc;
+	t = bench_now_ns();
+	rc = map_probed(s, 0, len, 0, len, max_ms);
+	*secs = (bench_now_ns() - t) * 1e-9;
+	(void)ps_space_destroy(s);
+	return rc;
+}
+
 static uint64_t rss0, rss_peak;
 
 /* One step's line: its time and the resident growth so far. */
@@ -142,7 +223,7 @@ int main(int argc, char **argv)
 	struct ps_pgtable *pt;
 	uint64_t *pages, *got, *buf, ngot = 0, units = 0, rng = 0x16ab5eedull;
 	uint64_t size, at, off = 0, wrong;
-	double t, total = 0, t_total;
+	double t, total = 0, t_total, hold_1t = 0, hold_4k_ms = 0, secs_4k = 0;
 	bool exact, converted = false;
 	int rc, status = 0;
 	char what[96];
@@ -186,12 +267,19 @@ int main(int argc, char **argv)
 	if (rc)
 		return 1;
 
-	/* 2. Map whole. */
+	/* 2. Map whole: the first TiB with the probe at the last page. */
 	t = bench_now_ns();
-	rc = ps_space_map_range(s, 0, size, 0, PS_MAP_WRITE, NULL);
+	rc = map_probed(s, 0, TIB, 0, size - PG, &hold_1t);
+	if (!rc && size > TIB)
+		rc = ps_space_map_range(s, TIB, size - TIB, TIB / PG,
+					PS_MAP_WRITE, NULL);
 	total += step(&o, "map (huge entries)", t, rc);
 	if (rc)
 		return 1;
+	bench_note(&o,
+		   "writer mutex: longest wait of a probe during the 1 TiB "
+		   "map of 2 MiB frames: %.3f ms",
+		   hold_1t);
 
 	/* 3. Write-protect, tracking 4 KiB inside huge entries. */
 	t = bench_now_ns();
@@ -302,6 +390,13 @@ int main(int argc, char **argv)
 	bench_note(&o, "resident growth (peak): %.1f MiB",
 		   (double)(rss_peak - rss0) / MIB);
 
+	/* The same probe over a map of 4 KiB frames (its own space). */
+	rc = hold_4k(&hold_4k_ms, &secs_4k);
+	bench_note(&o,
+		   "writer mutex: longest wait of a probe during a 4 GiB map "
+		   "of 4 KiB frames: %.3f ms (map %.3f s, rc %d)",
+		   hold_4k_ms, secs_4k, rc);
+
 	/* 8. Destroy. */
 	t = bench_now_ns();
 	rc = ps_space_destroy(s);
@@ -325,6 +420,10 @@ int main(int argc, char **argv)
 		 "%llu TiB: 4 KiB conversion in a 2 MiB frame (1: done)",
 		 (unsigned long long)r.tib);
 	bench_target(&o, what, converted ? 1 : 0, ">=", 1);
+	bench_target(&o, "1 TiB map (2 MiB frames): longest mutex wait (ms)",
+		     hold_1t, "<=", 10);
+	bench_target(&o, "4 GiB map (4 KiB frames): longest mutex wait (ms)",
+		     hold_4k_ms, "<=", 10);
 	snprintf(what, sizeof(what), "%llu TiB: end to end (s)",
 		 (unsigned long long)r.tib);
 	bench_target(&o, what, t_total, "<=", 60);
