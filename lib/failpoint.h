@@ -66,13 +66,13 @@ enum {
 				    * the unit's first frame) */
 	FP_MAP_CHUNK,		   /* map: a chunk installed, the writer
 				    * mutex let go, the next not begun (arg:
-				    * its address; lib/space.c, S19) */
+				    * its address; lib/space.c, S20) */
 	FP_NR
 };
 /* clang-format on */
 
 /*
- * Pages of address space a map works on per chunk (lib/space.c, S19): 64 MiB,
+ * Pages of address space a map works on per chunk (lib/space.c, S20): 64 MiB,
  * aligned. Here so that the tests size their ranges by it.
  */
 #define PS__FP_MAP_CHUNK_PAGES (UINT64_C(1) << 14)

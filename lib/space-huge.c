@@ -1175,7 +1175,7 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 		if (rc) {
 			/*
 			 * -EEXIST installs nothing: the run's pages hold
-			 * others' entries (a racing map's, S19), which stay.
+			 * others' entries (a racing map's, S20), which stay.
 			 * Else a prefix may be in (the test's injection).
 			 */
 			*done = p + (rc == -EEXIST ? 0 : len >> PAGE_SHIFT);
@@ -1241,7 +1241,7 @@ static void huge_untake(const struct ps__space_map *m, struct ps__space_huge *h,
 }
 
 /*
- * One chunk of a map with huge frames (S19), under the writer mutex, all or
+ * One chunk of a map with huge frames (S20), under the writer mutex, all or
  * nothing: references first (S13), unit by unit, none kept in memory; then
  * the entries, one table map per run of units.
  */
@@ -1284,7 +1284,7 @@ int ps__space_map_huge_step(const struct ps__space_map *m, uint64_t i,
 	return rc;
 }
 
-/* A later chunk failed: take back chunk [@i, ...) whole (S19). */
+/* A later chunk failed: take back chunk [@i, ...) whole (S20). */
 uint64_t ps__space_map_huge_undo(const struct ps__space_map *m, uint64_t i)
 {
 	struct ps__space_huge *h = ps__space_huge(m->s);

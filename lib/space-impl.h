@@ -54,7 +54,7 @@
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
 
 /*
- * The installed part [start, end) of a map that works in chunks (S19): its
+ * The installed part [start, end) of a map that works in chunks (S20): its
  * frames are held (claimed ones frozen) until the map commits or rolls back,
  * so unmap, discard and the modules above wait for it to go. A node on the
  * mapper's stack, linked under the writer mutex.
@@ -79,7 +79,7 @@ struct ps_space {
 	PS_ATOMIC(PS_ATOMIC(uint32_t) *) longterm;
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
-	/* Chunked maps in progress (S19): under the writer mutex. */
+	/* Chunked maps in progress (S20): under the writer mutex. */
 	struct ps__space_resv *resv;
 	pthread_cond_t resv_gone; /* broadcast when one goes */
 	uint64_t born;		  /* fork generation at creation (lib/fork.h) */
@@ -313,7 +313,7 @@ int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
 
 /*
  * A map of pages [0, npages) of [start, ...) to first_frame + page, worked in
- * chunks (S19, lib/space.c). Each function runs under the writer mutex:
+ * chunks (S20, lib/space.c). Each function runs under the writer mutex:
  * @step takes and installs the chunk that begins at page @i, all or nothing
  * (on failure it gives back its own and says where, a page of the call),
  * and sets *@e to its end; @undo takes back a chunk that @step installed and
@@ -332,17 +332,17 @@ struct ps__space_map {
 	uint64_t (*commit)(const struct ps__space_map *m, uint64_t i);
 };
 
-/* Pages of address space a map works on per chunk (S19): 64 MiB. */
+/* Pages of address space a map works on per chunk (S20): 64 MiB. */
 #define PS__SPACE_MAP_CHUNK PS__FP_MAP_CHUNK_PAGES
 
 /* The page (of the call) where the chunk beginning at page @i ends. */
 uint64_t ps__space_chunk_end(const struct ps__space_map *m, uint64_t i);
-/* Run a map chunk by chunk (S19): 0, or its step's error (*@where set). */
+/* Run a map chunk by chunk (S20): 0, or its step's error (*@where set). */
 int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where);
 /* The first page of [@i, @j) a map may not replace, else @i (lib/space.c). */
 uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
 				  uint64_t i, uint64_t j);
-/* Take the writer mutex once no chunked map holds [@start, +@len) (S19). */
+/* Take the writer mutex once no chunked map holds [@start, +@len) (S20). */
 void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
 				 uint64_t len);
 int ps__space_map_huge_step(const struct ps__space_map *m, uint64_t i,

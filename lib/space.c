@@ -8,10 +8,10 @@
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-space.c as S1..S14; this
- * file states S1, S7, S8 and S13; S2 and S14 are in lib/space-pin.c, S3 in
+ * file states S1, S7, S8, S13 and S20; S2 and S14 are in lib/space-pin.c, S3 in
  * lib/space-fault.c, S4, S9 and S12 in lib/space-writeback.c, S5, S6 and
  * S11 in lib/space-dirty.c, S10 in lib/space-discard.c, S15..S18, the huge
- * frames', in lib/space-huge.c)
+ * frames', in lib/space-huge.c, S19 in lib/space-writeback.c)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
@@ -60,25 +60,51 @@
  * S13 A failed map gives back exactly what it took, and the free hook runs once
  *     per frame lifetime whatever races with it. A map takes each frame with
  *     ps_page_get_or_freeze(): a LIVE frame gains the mapping's reference; a
- *     free one is claimed, frozen with no reference, with the mode PS_MAP_CACHE
- *     asks for and without the last lifetime's flags (PS_PAGE_LIFE_FLAGS: a
- *     new lifetime starts clean). A frozen frame fails every try-get and
- *     try-pin (pins, write faults, mark_dirty, write-back, the secondary-map
- *     helper, kmap, lookups of an older mapping of the frame on their way out):
- *     whoever finds the map's entry before the map commits waits for it, as for
- *     a conversion, and never marks the frame or runs a hook for it; no one
- *     else can change its mode or freeze it. Only once the map cannot fail any
- *     more (every run installed) does it unfreeze its claimed frames with the
- *     mapping's one reference (release), clearing PS_PAGE_LIFE_FLAGS again in
- *     the same step (ps_page_unfreeze_claimed()), whatever a stale flag setter
- *     left on the word meanwhile. So a claimed frame that the map gives back
- *     was never held by anyone else: it goes back free with its old mode, and
- *     no hook runs; its owner may reuse it at once. A frame that was LIVE loses
- *     the map's reference, and if that was the last (its other holders let go
- *     meanwhile), its lifetime ends there with the free hook, under the writer
- *     mutex (S7). Before, a free frame was revived at once: a stale speculative
- *     pin could take a reference to it before the rollback, whose put was then
- *     not the last, and the pin's later back-out freed it again (issue 15 #4).
+ *     free one is claimed, frozen with no reference and its mode unchanged (the
+ *     map sets the mode PS_MAP_CACHE asks for when it commits, so a claim given
+ *     back needs no record of the old one). A frozen frame fails every try-get
+ *     and try-pin (pins, write faults, mark_dirty, write-back, the
+ *     secondary-map helper, kmap, lookups of an older mapping of the frame on
+ *     their way out): whoever finds the map's entry before the map commits
+ *     waits for it, as for a conversion, and never marks the frame or runs a
+ *     hook for it; no one else can change its mode or freeze it. Only once the
+ *     map cannot fail any more (every run installed) does it unfreeze its
+ *     claimed frames with the mapping's one reference (release), clearing
+ *     PS_PAGE_LIFE_FLAGS again and setting the mode in the same step, whatever
+ *     a stale flag setter left on the word meanwhile. So a claimed frame that
+ *     the map gives back was never held by anyone else: it goes back free with
+ *     its old mode, and no hook runs; its owner may reuse it at once. A frame
+ *     that was LIVE loses the map's reference, and if that was the last (its
+ *     other holders let go meanwhile), its lifetime ends there with the free
+ *     hook, under the writer mutex (S7). Before, a free frame was revived at
+ *     once: a stale speculative pin could take a reference to it before the
+ *     rollback, whose put was then not the last, and the pin's later back-out
+ *     freed it again (issue 15 #4).
+ *
+ * S20 Bounded work: a map works in chunks of PS__SPACE_MAP_CHUNK pages of
+ *     address space (64 MiB, aligned; a huge unit that crosses a boundary
+ *     ends its chunk), each taken and installed under the writer mutex, all
+ *     or nothing, and lets the mutex go between chunks. Nothing is kept per
+ *     page: a frame the map holds is found again through its entry, and under
+ *     the mutex a frozen frame that an entry of the map names is the map's own
+ *     claim (every other freezer, a conversion, a cache-mode change, a discard,
+ *     holds the mutex while its frames are frozen; a huge frame's split holds a
+ *     word frozen only inside its own step, and the huge path tells them apart,
+ *     lib/space-huge.c). While the mutex is let go, the part installed so far
+ *     is reserved (struct ps__space_resv, on the mapper's stack, linked under
+ *     the mutex): unmap and discard of a range that meets it, and every taker
+ *     of ps__space_writer_lock() (prot's conversion, mprotect, cache mode,
+ *     kmap), wait on the space's condition until the map is done, because they
+ *     would put references the map has not given, or wait for its frozen frames
+ *     holding the mutex the map needs to finish. A map that reaches the
+ *     reserved part finds its entries and fails -EEXIST; one of a later part
+ *     may win, and this map fails -EEXIST there. Claimed frames stay frozen
+ *     until every chunk is in, so S13 holds for the whole call: a later chunk's
+ *     failure takes the earlier chunks' entries back (invalidated) and gives
+ *     their frames back, chunk by chunk under the mutex, before the reservation
+ *     goes; then the commit, chunk by chunk, unfreezes them. A fault or pin
+ *     that finds a claimed frame waits (yields, S8) holding no lock, and the
+ *     huge write fault lets the mutex go before it yields.
  */
 #include <pagestate/space.h>
 
@@ -410,7 +436,7 @@ static int map_mode(unsigned int flags)
 
 /*
  * S13: give back what a failed map took of @frame. Under the writer mutex a
- * frozen frame that a map's entry names is that map's claim (S19: every other
+ * frozen frame that a map's entry names is that map's claim (S20: every other
  * freezer holds the mutex while its frames are frozen): it was frozen all
  * along, nobody else took it, looked at its mode or froze it, so it goes back
  * free exactly as it was (the map sets the mode only when it commits) and no
@@ -507,9 +533,9 @@ static ps_pte_t untaken_entry(struct ps_space *s, uint64_t addr, ps_pte_t e)
  * range is a leftover of an earlier async registration, which unregister kept:
  * a failed map over it loses it. This rollback runs only when a store raced
  * into the range against pgtable.h's exclusion rules, or when a later chunk of
- * the map failed, S19.) Pages without such an entry are left alone. Under the
+ * the map failed, S20.) Pages without such an entry are left alone. Under the
  * writer mutex no other thread maps a frame here (S1), and no unmap or discard
- * reaches an installed chunk (S19); faults may still set accessed, dirty or
+ * reaches an installed chunk (S20); faults may still set accessed, dirty or
  * writable bits, and protect the uffd-wp bit: the CAS then looks again.
  */
 static void unmap_installed(struct ps_space *s, uint64_t start,
@@ -600,7 +626,7 @@ uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
 	return i;
 }
 
-/* --- maps in chunks (S19) ------------------------------------------------- */
+/* --- maps in chunks (S20) ------------------------------------------------- */
 
 void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
 				 uint64_t len)
@@ -613,7 +639,7 @@ void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
 			r = r->next;
 		if (!r)
 			return;
-		/* An installed chunk of a map in progress: wait (S19). */
+		/* An installed chunk of a map in progress: wait (S20). */
 		pthread_cond_wait(&s->resv_gone, &s->writer);
 	}
 }
@@ -767,7 +793,7 @@ static int map_step(const struct ps__space_map *m, uint64_t i, uint64_t *e,
 	return rc;
 }
 
-/* A later chunk failed: take back chunk [@i, ...) whole (S19). */
+/* A later chunk failed: take back chunk [@i, ...) whole (S20). */
 static uint64_t map_undo(const struct ps__space_map *m, uint64_t i)
 {
 	const uint64_t end = ps__space_chunk_end(m, i);
@@ -860,7 +886,7 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
-	/* S19: not while a chunked map holds part of the range. */
+	/* S20: not while a chunked map holds part of the range. */
 	ps__space_writer_lock_range(s, start, len);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);
