@@ -306,7 +306,7 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 	    nframes > s->nframes - first_frame)
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
-	pthread_mutex_lock(&s->writer);
+	ps__space_writer_take(s);
 	rc = huge_make(s, &h);
 	/* A 1 GiB frame changes whole, or not at all. */
 	if (!rc &&
@@ -1391,7 +1391,7 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 		f = ps_pte_frame(leaf);
 		if (f >= s->nframes || unit_pages(lo) > s->nframes - f)
 			return false;
-		pthread_mutex_lock(&s->writer);
+		ps__space_writer_take(s);
 		if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf) || !lo ||
 		    ps_pte_frame(leaf) != f) {
 			pthread_mutex_unlock(&s->writer);

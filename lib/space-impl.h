@@ -82,7 +82,14 @@ struct ps_space {
 	/* Chunked maps in progress (S20): under the writer mutex. */
 	struct ps__space_resv *resv;
 	pthread_cond_t resv_gone; /* broadcast when one goes */
-	uint64_t born;		  /* fork generation at creation (lib/fork.h) */
+	/*
+	 * S20's hand-off: threads waiting for the writer mutex, and how many
+	 * times a waiter got it, so that a chunked map lets one in between
+	 * chunks (the mutex is not fair).
+	 */
+	PS_ATOMIC(uint32_t) writer_wanted;
+	PS_ATOMIC(uint32_t) writer_handoffs;
+	uint64_t born; /* fork generation at creation (lib/fork.h) */
 	/* Huge frames (lib/space-huge.c), from the first declaration. */
 	PS_ATOMIC(struct ps__space_huge *) huge;
 };
@@ -342,6 +349,8 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where);
 /* The first page of [@i, @j) a map may not replace, else @i (lib/space.c). */
 uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
 				  uint64_t i, uint64_t j);
+/* Take the writer mutex, counted as a waiter (S20's hand-off). */
+void ps__space_writer_take(struct ps_space *s);
 /* Take the writer mutex once no chunked map holds [@start, +@len) (S20). */
 void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
 				 uint64_t len);

@@ -113,6 +113,7 @@
 #include "space-impl.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -282,6 +283,8 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
 	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S14) */
 	atomic_init(&s->huge, NULL);	  /* no huge frame yet (S15) */
+	atomic_init(&s->writer_wanted, 0);
+	atomic_init(&s->writer_handoffs, 0);
 	*out = s;
 	return 0;
 
@@ -628,10 +631,44 @@ uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
 
 /* --- maps in chunks (S20) ------------------------------------------------- */
 
+void ps__space_writer_take(struct ps_space *s)
+{
+	/*
+	 * Relaxed: a hint for a chunked map between chunks (S20), which only
+	 * yields on it; the mutex orders everything the two share.
+	 */
+	atomic_fetch_add_explicit(&s->writer_wanted, 1, memory_order_relaxed);
+	pthread_mutex_lock(&s->writer);
+	atomic_fetch_sub_explicit(&s->writer_wanted, 1, memory_order_relaxed);
+	/* Relaxed: the same hint. */
+	atomic_fetch_add_explicit(&s->writer_handoffs, 1, memory_order_relaxed);
+}
+
+/*
+ * Between two chunks of a map (S20), the mutex let go: if a thread waits for
+ * it, yield until one has had it (or a bounded number of times), since this
+ * thread would otherwise take it straight back and the waiter would wait for
+ * the whole map after all.
+ */
+static void writer_hand_off(struct ps_space *s)
+{
+	/* Relaxed: hints (see ps__space_writer_take()). */
+	const uint32_t h = atomic_load_explicit(&s->writer_handoffs,
+						memory_order_relaxed);
+
+	for (unsigned int n = 0;
+	     n < 64 &&
+	     atomic_load_explicit(&s->writer_wanted, memory_order_relaxed) &&
+	     atomic_load_explicit(&s->writer_handoffs, memory_order_relaxed) ==
+		     h;
+	     n++)
+		sched_yield();
+}
+
 void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
 				 uint64_t len)
 {
-	pthread_mutex_lock(&s->writer);
+	ps__space_writer_take(s);
 	for (;;) {
 		const struct ps__space_resv *r = s->resv;
 
@@ -671,7 +708,7 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
 	bool linked = false;
 	int rc = 0;
 
-	pthread_mutex_lock(&s->writer);
+	ps__space_writer_take(s);
 	for (;;) {
 		rc = m->step(m, i, &e, where);
 		if (rc || e >= m->npages)
@@ -691,7 +728,8 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
 		}
 		pthread_mutex_unlock(&s->writer);
 		FAILPOINT(FP_MAP_CHUNK, r.end);
-		pthread_mutex_lock(&s->writer);
+		writer_hand_off(s);
+		ps__space_writer_take(s);
 	}
 	/*
 	 * Failed in a later chunk (the step gave back its own): the chunks
@@ -704,7 +742,8 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
 		k = rc ? m->undo(m, k) : m->commit(m, k);
 		if (k < end) {
 			pthread_mutex_unlock(&s->writer);
-			pthread_mutex_lock(&s->writer);
+			writer_hand_off(s);
+			ps__space_writer_take(s);
 		}
 	}
 	if (linked) {
