@@ -67,6 +67,9 @@ enum {
 	FP_MAP_CHUNK,		   /* map: a chunk installed, the writer
 				    * mutex let go, the next not begun (arg:
 				    * its address; lib/space.c, S20) */
+	FP_UNMAP_CHUNK,		   /* unmap: a chunk zapped, the writer
+				    * mutex let go (arg: the next chunk's
+				    * address; lib/space.c, S20) */
 	FP_NR
 };
 /* clang-format on */

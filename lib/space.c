@@ -397,6 +397,25 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 	free(z.frames);
 }
 
+/*
+ * The end of the zap chunk (S20) that begins at address @a, at most @end: the
+ * next 64 MiB boundary, or the end of a 1 GiB leaf that crosses it (a zap of
+ * part of a leaf would split it, and the frame's state with it).
+ */
+static uint64_t chunk_next(struct ps_space *s, uint64_t a, uint64_t end)
+{
+	const uint64_t gib = UINT64_C(1) << (PS_PGTABLE_ORDER_1G + PAGE_SHIFT);
+	uint64_t b = (a | ((PS__SPACE_MAP_CHUNK << PAGE_SHIFT) - 1)) + 1;
+	unsigned int order;
+	ps_pte_t e, leaf;
+
+	if (b < end && (b & (gib - 1)) &&
+	    !ps_pgtable_get_level(s->pt, b, &e, &order, &leaf) &&
+	    order == PS_PGTABLE_ORDER_1G)
+		b = (b | (gib - 1)) + 1;
+	return b < end ? b : end;
+}
+
 bool ps__space_inherited(const struct ps_space *space)
 {
 	return ps__fork_inherited(space->born);
@@ -411,7 +430,11 @@ int ps_space_destroy(struct ps_space *s)
 	ps_notifier_get_stats(&s->notifier, &st);
 	if (st.subscriptions)
 		return -EBUSY;
-	zap_and_put(s, 0, s->size, PS_ZAP_UNMAP);
+	/* A chunk at a time: the frames collected stay bounded (S20). */
+	for (uint64_t a = 0, b; a < s->size; a = b) {
+		b = chunk_next(s, a, s->size);
+		zap_and_put(s, a, b - a, PS_ZAP_UNMAP);
+	}
 	ps_pgtable_destroy(s->pt);
 	(void)ps_notifier_destroy(&s->notifier);
 	ps__hbm_destroy(&s->log);
@@ -925,15 +948,38 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 	if (!ps__space_range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
-	/* S20: not while a chunked map holds part of the range. */
-	ps__space_writer_lock_range(s, start, len);
+	/*
+	 * S20: one invalidation brackets the whole zap, which goes a chunk at
+	 * a time under the writer mutex, letting it go between chunks (and
+	 * waiting for the part of a chunked map in progress a chunk meets),
+	 * so that neither the mutex nor the frames collected for the puts
+	 * grow with the range.
+	 */
+	ps__space_writer_take(s);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);
-	if (!rc) {
-		zap_and_put(s, start, len,
+	pthread_mutex_unlock(&s->writer);
+	if (rc)
+		return rc;
+	for (uint64_t a = start, b = start; a < start + len; a = b) {
+		/* Under the mutex, no leaf appears between check and zap. */
+		for (uint64_t c = chunk_next(s, a, start + len); c != b;) {
+			if (b != a)
+				pthread_mutex_unlock(&s->writer);
+			b = c;
+			ps__space_writer_lock_range(s, a, b - a);
+			c = chunk_next(s, a, start + len);
+		}
+		zap_and_put(s, a, b - a,
 			    flags & PS_UNMAP_ZAP ? 0 : PS_ZAP_UNMAP);
-		rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+		pthread_mutex_unlock(&s->writer);
+		if (b < start + len) {
+			FAILPOINT(FP_UNMAP_CHUNK, b);
+			writer_hand_off(s);
+		}
 	}
+	ps__space_writer_take(s);
+	rc = ps_notifier_invalidate_end(&s->notifier, start, len);
 	pthread_mutex_unlock(&s->writer);
 	return rc;
 }

@@ -291,7 +291,7 @@ START_TEST(map_whole_frames_as_huge_entries)
 }
 END_TEST
 
-/* --- maps in chunks (S19 of lib/space.c) ---------------------------------- */
+/* --- maps in chunks (S20 of lib/space.c) ---------------------------------- */
 
 /*
  * A map works in chunks of PS__FP_MAP_CHUNK_PAGES pages of address space (64

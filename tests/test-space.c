@@ -5305,7 +5305,7 @@ START_TEST(stress_fault_holds_its_frame)
 }
 END_TEST
 
-/* --- map_range in chunks (S19) -------------------------------------------- */
+/* --- map_range in chunks (S20) -------------------------------------------- */
 
 /*
  * A map of more than one chunk (PS__FP_MAP_CHUNK_PAGES pages, 64 MiB, aligned)
@@ -5432,7 +5432,7 @@ static void ck_other_op(uint64_t addr)
 	atomic_fetch_add(&ck_other_ran, 1);
 }
 
-/* S19: the writer mutex is let go between chunks. */
+/* S20: the writer mutex is let go between chunks. */
 START_TEST(map_chunks_let_others_in)
 {
 	sem_init(&ck_other_done, 0, 0);
@@ -5453,6 +5453,28 @@ START_TEST(map_chunks_let_others_in)
 }
 END_TEST
 
+/*
+ * S20: an unmap lets the mutex go between chunks too: another thread's map
+ * and unmap elsewhere finish inside it, and it frees each frame once.
+ */
+START_TEST(unmap_chunks_let_others_in)
+{
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, NULL), 0);
+	sem_init(&ck_other_done, 0, 0);
+	atomic_store(&ck_other_ran, 0);
+	atomic_store(&ck_other_bad, 0);
+	arm(FP_UNMAP_CHUNK, ck_other_op);
+	ck_assert_int_eq(ps_space_unmap(ck, 0, 3 * CK_SIZE, 0), 0);
+	disarm();
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_UNMAP_CHUNK]), 2);
+	ck_assert_uint_eq(atomic_load(&ck_other_ran), 1);
+	ck_assert_uint_eq(atomic_load(&ck_other_bad), 0);
+	ck_assert_untouched(0, 3 * CK_PAGES, 0);
+	ck_assert_uint_eq(atomic_load(&ck_freed), 1 + 3 * CK_PAGES);
+	sem_destroy(&ck_other_done);
+}
+END_TEST
+
 static uint64_t ck_fail_at;
 
 static int ck_inject_nomem(int point, uint64_t addr, uint64_t *len)
@@ -5462,7 +5484,7 @@ static int ck_inject_nomem(int point, uint64_t addr, uint64_t *len)
 }
 
 /*
- * S19, S13: -ENOMEM in the middle chunk of three: the first chunk, installed
+ * S20, S13: -ENOMEM in the middle chunk of three: the first chunk, installed
  * and visible, goes again, the third is never begun, every claimed frame goes
  * back free without its hook, and a frame that was LIVE (mapped elsewhere)
  * keeps exactly its other mapping's reference.
@@ -5506,7 +5528,7 @@ static void ck_race_in(uint64_t addr)
 }
 
 /*
- * S19: a concurrent map that lands in a later chunk wins: the big map fails
+ * S20: a concurrent map that lands in a later chunk wins: the big map fails
  * -EEXIST at that page, and everything it did goes, the racer's page stays.
  */
 START_TEST(map_chunks_race_into_a_later_chunk)
@@ -5529,7 +5551,7 @@ START_TEST(map_chunks_race_into_a_later_chunk)
 END_TEST
 
 /*
- * An unmap of the installed part waits for the map (S19): started at the
+ * An unmap of the installed part waits for the map (S20): started at the
  * first chunk boundary, it finds the whole range mapped when it runs.
  */
 static pthread_t ck_unmapper;
@@ -5862,6 +5884,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, map_chunks_race_into_a_later_chunk);
 	tcase_add_test(tc, map_chunks_unmap_waits);
 	tcase_add_test(tc, map_chunks_boundaries);
+	tcase_add_test(tc, unmap_chunks_let_others_in);
 
 	tc = ps_test_stress_tcase(s, "stress map in chunks", 240);
 	tcase_add_checked_fixture(tc, ck_setup, ck_teardown);
