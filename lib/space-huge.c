@@ -1079,6 +1079,17 @@ static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 }
 
 /*
+ * Is @w a word this map claimed (S13, S20)? FROZEN without SPLIT: a split
+ * of a unit the map holds (a pin of part of a frame through an entry the map
+ * installed, lib/space.c S20) freezes the word with SPLIT for its own step,
+ * and is none of the map's.
+ */
+static bool claimed(uint64_t w)
+{
+	return (w & (PS_PAGE_FROZEN | PS_PAGE_SPLIT)) == PS_PAGE_FROZEN;
+}
+
+/*
  * Give back what take_unit() took (S13): a claimed word (FROZEN: no split
  * takes a frozen word) goes back free as it was; a reference goes as any
  * release does (release_unit(): to the parts if the frame was split since).
@@ -1089,9 +1100,9 @@ static void untake_unit(struct ps_space *s, struct ps__space_huge *h,
 	unsigned int o;
 	struct ps_page *w = ps__space_huge_word(h, s->frames, f, &o);
 
-	if (o == u && (ps_page_load(w) & PS_PAGE_FROZEN))
+	if (o == u && claimed(ps_page_load(w)))
 		(void)ps_page_unfreeze_change_flags(w, 0, 0, 0);
-	else if (o < u && (ps_page_load(w) & PS_PAGE_FROZEN))
+	else if (o < u && claimed(ps_page_load(w)))
 		for (uint64_t k = 0; k < unit_pages(u); k += unit_pages(o))
 			untake_unit(s, h, f + k, o);
 	else
@@ -1130,7 +1141,7 @@ static void commit_unit(struct ps_space *s, struct ps__space_huge *h,
 			commit_unit(s, h, f + k, o, p + k, mode);
 		return;
 	}
-	if (word & PS_PAGE_FROZEN)
+	if (claimed(word))
 		(void)ps_page_unfreeze_change_flags(
 			w, 1,
 			PS_PAGE_LIFE_FLAGS |
