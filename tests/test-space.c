@@ -5583,8 +5583,8 @@ START_TEST(map_chunks_unmap_waits)
 	atomic_store(&ck_unmap_rc, 1);
 	arm(FP_MAP_CHUNK, ck_start_unmap);
 	ck_assert_int_eq(ps_space_map_range(ck, 0, 2 * CK_SIZE, 0, 0, NULL), 0);
+	pthread_join(ck_unmapper, NULL); /* it reads the hook: then disarm */
 	disarm();
-	pthread_join(ck_unmapper, NULL);
 	ck_assert_int_eq(atomic_load(&ck_unmap_rc), 0);
 	ck_assert_untouched(0, 2 * CK_PAGES, 0);
 	ck_assert_uint_eq(atomic_load(&ck_freed), 2 * CK_PAGES);
