@@ -141,10 +141,20 @@ void (*ps__pgtable_fault_window)(void);
 		if (ps__pgtable_fault_window)       \
 			ps__pgtable_fault_window(); \
 	} while (0)
+/* Called by protect and unprotect between chunks, no lock held. */
+void (*ps__pgtable_wp_chunk)(uint64_t next);
+#define WP_CHUNK_WINDOW(next)                       \
+	do {                                        \
+		if (ps__pgtable_wp_chunk)           \
+			ps__pgtable_wp_chunk(next); \
+	} while (0)
 #else
 #define ALLOC_FAILS() false
 #define FAULT_WINDOW() \
 	do {           \
+	} while (0)
+#define WP_CHUNK_WINDOW(next) \
+	do {                  \
 	} while (0)
 #endif
 
@@ -1146,27 +1156,51 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
 	return err;
 }
 
-/* protect and unprotect: the range must be registered (G5: under t->lock). */
+/*
+ * protect and unprotect: the range must be registered (G5: under t->lock).
+ * Bounded work: a range is changed 1 GiB at a time (aligned, so no leaf
+ * crosses a boundary), and t->lock and the read-side section are let go
+ * between chunks, so that neither registrations, wp maps nor a grace period
+ * wait for terabytes. The registrations are checked for the whole range
+ * first (an error then changes nothing), and again for the rest after each
+ * gap: if a concurrent unregister (or re-register) changed them, the call
+ * stops with the prefix done.
+ */
+#define WP_CHUNK (UINT64_C(1) << 30)
+
 static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		    bool protect)
 {
+	const uint64_t end = start + len;
 	struct op op = {0};
-	int err;
+	int err = 0;
 
 	if (bad_range(start, len))
 		return -EINVAL;
 	pthread_mutex_lock(&t->lock);
 	ps__rcu_read_lock();
-	if (!reg_covers(regs_load(t), start, start + len, 0))
-		err = -ENOENT;
-	else if (ps__pgtable_cuts_whole(t, regs_load(t), start, start + len))
-		err = -EINVAL; /* part of a leaf tracked whole */
-	else if (protect)
-		err = update_range(t, regs_load(t), start, start + len,
-				   tr_protect, &op, true);
-	else
-		err = update_range(t, regs_load(t), start, start + len,
-				   tr_unprotect, &op, false);
+	for (uint64_t a = start, b; !err && a < end; a = b) {
+		b = (a | (WP_CHUNK - 1)) + 1;
+		if (b > end)
+			b = end;
+		if (a != start) {
+			ps__rcu_read_unlock();
+			pthread_mutex_unlock(&t->lock);
+			WP_CHUNK_WINDOW(a);
+			pthread_mutex_lock(&t->lock);
+			ps__rcu_read_lock();
+		}
+		if (!reg_covers(regs_load(t), a, end, 0))
+			err = -ENOENT;
+		else if (ps__pgtable_cuts_whole(t, regs_load(t), a, end))
+			err = -EINVAL; /* part of a leaf tracked whole */
+		else if (protect)
+			err = update_range(t, regs_load(t), a, b, tr_protect,
+					   &op, true);
+		else
+			err = update_range(t, regs_load(t), a, b, tr_unprotect,
+					   &op, false);
+	}
 	ps__rcu_read_unlock();
 	pthread_mutex_unlock(&t->lock);
 	return err;

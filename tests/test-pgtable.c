@@ -16,8 +16,10 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define GiB (UINT64_C(1) << 30)
@@ -517,6 +519,99 @@ static uint64_t table_digest(const struct ps_pgtable *t, uint64_t start,
 		h = h * 1000003u ^ get(t, start + (uint64_t)i * PG);
 	return h;
 }
+
+/*
+ * Bounded work: protect and unprotect change 1 GiB at a time and let the
+ * table's mutex and the read-side section go between chunks (the hook runs
+ * there, in the protecting thread). Another thread's register and
+ * unregister elsewhere, which need the mutex and a grace period, finish
+ * inside a protect of two GiB and a page; with the mutex held for the whole
+ * range the timed wait fails instead of hanging.
+ */
+extern void (*ps__pgtable_wp_chunk)(uint64_t next);
+static sem_t wpc_done;
+static _Atomic(unsigned) wpc_windows, wpc_bad, wpc_ran;
+
+static void *wpc_other(void *arg)
+{
+	(void)arg;
+	/* Checked by the main thread (no ck_assert off it). */
+	if (ps_pgtable_register(T, 16 * GiB, PG, 0) ||
+	    ps_pgtable_unregister(T, 16 * GiB, PG))
+		atomic_fetch_add(&wpc_bad, 1);
+	sem_post(&wpc_done);
+	return NULL;
+}
+
+static void wpc_others_in(uint64_t next)
+{
+	struct timespec ts;
+	pthread_t t;
+
+	if (atomic_fetch_add(&wpc_windows, 1))
+		return;
+	ck_assert_uint_eq(next, BASE + GiB);
+	ck_assert_int_eq(pthread_create(&t, NULL, wpc_other, NULL), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	ck_assert_msg(sem_timedwait(&wpc_done, &ts) == 0,
+		      "a register elsewhere waited for the whole protect");
+	pthread_join(t, NULL);
+	atomic_fetch_add(&wpc_ran, 1);
+}
+
+START_TEST(protect_in_chunks_lets_others_in)
+{
+	ps_pte_t e;
+
+	sem_init(&wpc_done, 0, 0);
+	atomic_store(&wpc_windows, 0);
+	atomic_store(&wpc_ran, 0);
+	atomic_store(&wpc_bad, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 2 * GiB + PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE + 2 * GiB, PG, 2, RW), 0);
+	ps__pgtable_wp_chunk = wpc_others_in;
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 2 * GiB + PG), 0);
+	ps__pgtable_wp_chunk = NULL;
+	ck_assert_uint_eq(atomic_load(&wpc_windows), 2);
+	ck_assert_uint_eq(atomic_load(&wpc_ran), 1);
+	ck_assert_uint_eq(atomic_load(&wpc_bad), 0);
+	ck_assert_int_eq(ps_pgtable_get(T, BASE, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e));
+	ck_assert_int_eq(ps_pgtable_get(T, BASE + 2 * GiB, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e));
+	sem_destroy(&wpc_done);
+}
+END_TEST
+
+/* An unregister of the rest between chunks stops the protect: -ENOENT. */
+static void wpc_unregister_rest(uint64_t next)
+{
+	if (atomic_fetch_add(&wpc_windows, 1))
+		return;
+	ck_assert_int_eq(ps_pgtable_unregister(T, next,
+					       BASE + 2 * GiB + PG - next),
+			 0);
+}
+
+START_TEST(protect_in_chunks_stops_at_unregister)
+{
+	ps_pte_t e;
+
+	atomic_store(&wpc_windows, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 2 * GiB + PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE + 2 * GiB, PG, 2, RW), 0);
+	ps__pgtable_wp_chunk = wpc_unregister_rest;
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 2 * GiB + PG), -ENOENT);
+	ps__pgtable_wp_chunk = NULL;
+	ck_assert_int_eq(ps_pgtable_get(T, BASE, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e)); /* the chunk before the change */
+	ck_assert_int_eq(ps_pgtable_get(T, BASE + 2 * GiB, &e), 0);
+	ck_assert(!ps_pte_uffd_wp(e));
+}
+END_TEST
 
 START_TEST(bad_input_changes_nothing)
 {
@@ -4533,6 +4628,11 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "errors", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, bad_input_changes_nothing);
+
+	tc = ps_test_tcase(s, "protect in chunks", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, protect_in_chunks_lets_others_in);
+	tcase_add_test(tc, protect_in_chunks_stops_at_unregister);
 
 	tc = ps_test_tcase(s, "range: leaf edges", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

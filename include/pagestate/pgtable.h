@@ -1183,14 +1183,20 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
  * (the page ends protected) or after it (the page ends written, and the next
  * scan for written pages finds it: docs/pgtable.md, "The written hint").
  * Progress: blocking (writer mutex); each entry is one CAS, so faults run
- * concurrently and see each entry before or after.
+ * concurrently and see each entry before or after. The range is changed
+ * 1 GiB (aligned) at a time, and the writer mutex and the read-side section
+ * are let go between chunks: a register, unregister or write-protected map
+ * elsewhere, and a grace period, never wait for more than one chunk.
  * A huge leaf the range covers whole stays whole (one CAS); one it covers in
  * part is split first, or refused where it is tracked whole.
  * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
  * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
  * page is registered (nothing changed); -ENOMEM (markers or a split need
  * levels: a prefix of the range may be protected, see the errors in the
- * overview of pagestate/pgtable.h).
+ * overview of pagestate/pgtable.h). The registrations are checked for the
+ * whole range before anything changes, and for the rest of it after each
+ * chunk: a concurrent unregister (or register) that changes them meanwhile
+ * makes the call return -ENOENT or -EINVAL with the chunks before protected.
  */
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -1209,7 +1215,8 @@ int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * Ordering: each entry changes by one seq_cst CAS, in address order (the
  * range is not atomic); an entry it leaves written is found by the next scan
  * for written pages.
- * Progress: blocking (writer mutex); it never allocates.
+ * Progress: blocking (writer mutex, let go between chunks of 1 GiB, as
+ * ps_pgtable_protect()); it never allocates.
  * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
  * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
  * page is registered (nothing changed); -ENOMEM (a huge leaf covered in
