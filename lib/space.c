@@ -85,11 +85,11 @@
  *     address space (64 MiB, aligned; a huge unit that crosses a boundary
  *     ends its chunk), each taken and installed under the writer mutex, all
  *     or nothing, and lets the mutex go between chunks. Nothing is kept per
- *     page: a frame the map holds is found again through its entry, and under
- *     the mutex a frozen frame that an entry of the map names is the map's own
- *     claim (every other freezer, a conversion, a cache-mode change, a discard,
- *     holds the mutex while its frames are frozen; a huge frame's split holds a
- *     word frozen only inside its own step, and the huge path tells them apart,
+ *     page: the frame of page k is first_frame + k, and under the mutex a
+ *     frozen frame that an entry of the map names is the map's own claim (every
+ *     other freezer, a conversion, a cache-mode change, a discard, holds the
+ *     mutex while its frames are frozen; a huge frame's split holds a word
+ *     frozen only inside its own step, and the huge path tells them apart,
  *     lib/space-huge.c). While the mutex is let go, the part installed so far
  *     is reserved (struct ps__space_resv, on the mapper's stack, linked under
  *     the mutex): unmap and discard of a range that meets it, and every taker
@@ -104,7 +104,11 @@
  *     their frames back, chunk by chunk under the mutex, before the reservation
  *     goes; then the commit, chunk by chunk, unfreezes them. A fault or pin
  *     that finds a claimed frame waits (yields, S8) holding no lock, and the
- *     huge write fault lets the mutex go before it yields.
+ *     huge write fault lets the mutex go before it yields. Between chunks the
+ *     mapper hands the mutex to a waiter (ps__space_writer_take() counts them;
+ *     the mutex is not fair). Unmap and destroy zap a chunk at a time too (a 1
+ *     GiB leaf whole), unmap inside one invalidation and letting the mutex go
+ *     between chunks, so the frames collected for the puts stay bounded.
  */
 #include <pagestate/space.h>
 
