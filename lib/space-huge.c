@@ -306,7 +306,12 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 	    nframes > s->nframes - first_frame)
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
-	ps__space_writer_take(s);
+	/*
+	 * S20: not while a map of several chunks is in progress: it chose its
+	 * path (4 KiB or huge frames) and its units by the orders it found,
+	 * and takes its later chunks' frames after letting the mutex go.
+	 */
+	ps__space_writer_lock(s);
 	rc = huge_make(s, &h);
 	/* A 1 GiB frame changes whole, or not at all. */
 	if (!rc &&

@@ -94,17 +94,18 @@
  *     is reserved (struct ps__space_resv, on the mapper's stack, linked under
  *     the mutex): unmap and discard of a range that meets it, and every taker
  *     of ps__space_writer_lock() (prot's conversion, mprotect, cache mode,
- *     kmap), wait on the space's condition until the map is done, because they
- *     would put references the map has not given, or wait for its frozen frames
- *     holding the mutex the map needs to finish. A map that reaches the
- *     reserved part finds its entries and fails -EEXIST; one of a later part
- *     may win, and this map fails -EEXIST there. Claimed frames stay frozen
- *     until every chunk is in, so S13 holds for the whole call: a later chunk's
- *     failure takes the earlier chunks' entries back (invalidated) and gives
- *     their frames back, chunk by chunk under the mutex, before the reservation
- *     goes; then the commit, chunk by chunk, unfreezes them. A fault or pin
- *     that finds a claimed frame waits (yields, S8) holding no lock, and the
- *     huge write fault lets the mutex go before it yields. Between chunks the
+ *     kmap; the frame-order declaration), wait on the space's condition until
+ *     the map is done, because they would put references the map has not given,
+ *     or wait for its frozen frames holding the mutex the map needs to finish.
+ *     A map that reaches the reserved part finds its entries and fails -EEXIST;
+ *     one of a later part may win, and this map fails -EEXIST there. Claimed
+ *     frames stay frozen until every chunk is in, so S13 holds for the whole
+ *     call: a later chunk's failure takes the earlier chunks' entries back
+ *     (invalidated) and gives their frames back, chunk by chunk under the
+ *     mutex, before the reservation goes; then the commit, chunk by chunk,
+ *     unfreezes them. A fault or pin that finds a claimed frame waits (yields,
+ *     S8) holding no lock, and the huge write fault lets the mutex go before it
+ *     yields. Between chunks the
  *     mapper hands the mutex to a waiter (ps__space_writer_take() counts them;
  *     the mutex is not fair). Unmap and destroy zap a chunk at a time too (a 1
  *     GiB leaf whole), unmap inside one invalidation and letting the mutex go

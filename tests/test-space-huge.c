@@ -11,6 +11,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -402,6 +403,49 @@ START_TEST(map_chunks_huge_race_into_a_later_chunk)
 	ck_assert_uint_eq(f, 100 * P2M);
 	ck_assert_uint_eq(ps_page_refs(word(100 * P2M, NULL)), 1);
 	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+}
+END_TEST
+
+/*
+ * A declaration waits for a map of several chunks (S20): the map chose its
+ * units by the orders it found. Started at the first boundary, it has not
+ * returned when the map does its next chunk, and succeeds after.
+ */
+static pthread_t hc_declarer;
+static _Atomic(int) hc_declare_rc = 1;
+
+static void *hc_declare_far(void *arg)
+{
+	(void)arg;
+	atomic_store(&hc_declare_rc,
+		     ps_space_set_frame_order(sp, 200 * P2M, P2M,
+					      PS_SPACE_ORDER_4K));
+	return NULL;
+}
+
+static void hc_start_declare(uint64_t addr)
+{
+	(void)addr;
+	ck_assert_int_eq(pthread_create(&hc_declarer, NULL, hc_declare_far,
+					NULL),
+			 0);
+	for (int i = 0; i < 100; i++)
+		sched_yield();
+	ck_assert_msg(atomic_load(&hc_declare_rc) == 1,
+		      "a declaration did not wait for a map in progress");
+}
+
+START_TEST(map_chunks_huge_declaration_waits)
+{
+	atomic_store(&hc_chunks, 0);
+	atomic_store(&hc_declare_rc, 1);
+	hc_action = hc_start_declare;
+	ps__failpoint = hc_failpoint;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, 0, NULL), 0);
+	pthread_join(hc_declarer, NULL);
+	ps__failpoint = NULL;
+	ck_assert_int_eq(atomic_load(&hc_declare_rc), 0);
+	ck_assert_uint_eq(leaf_order(HC_CHUNK, NULL), 9);
 }
 END_TEST
 
@@ -1646,6 +1690,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, map_chunks_huge_fail_in_the_middle);
 	tcase_add_test(tc, map_chunks_huge_race_into_a_later_chunk);
 	tcase_add_test(tc, map_chunks_huge_boundaries);
+	tcase_add_test(tc, map_chunks_huge_declaration_waits);
 
 	tc = ps_test_tcase(s, "pins", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);

@@ -362,7 +362,8 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
  * Context: any thread not holding the writer mutex (not from a hook or
  * callback that runs under it). No frame of the range may be in use (mapped,
  * pinned, referenced, frozen); every 4 KiB page word of the range that is
- * resident is checked, the others are free by construction.
+ * resident is checked, the others are free by construction. The call waits
+ * for a ps_space_map_range() of several chunks in progress in the space.
  * Ordering: release: a thread that finds one of the frames through an entry
  * (acquire) sees the new order.
  * Progress: blocking (the writer mutex; the first call maps the arrays).
