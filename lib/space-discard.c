@@ -114,7 +114,8 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 
 	if (!ps__space_range_ok(s, start, len) || (max_skipped && !skipped))
 		return -EINVAL;
-	pthread_mutex_lock(&s->writer);
+	/* S20: not while a chunked map holds part of the range. */
+	ps__space_writer_lock_range(s, start, len);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_CLEAR, 0);
 	if (rc)

@@ -16,8 +16,10 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define GiB (UINT64_C(1) << 30)
@@ -518,6 +520,99 @@ static uint64_t table_digest(const struct ps_pgtable *t, uint64_t start,
 	return h;
 }
 
+/*
+ * Bounded work: protect and unprotect change 1 GiB at a time and let the
+ * table's mutex and the read-side section go between chunks (the hook runs
+ * there, in the protecting thread). Another thread's register and
+ * unregister elsewhere, which need the mutex and a grace period, finish
+ * inside a protect of two GiB and a page; with the mutex held for the whole
+ * range the timed wait fails instead of hanging.
+ */
+extern void (*ps__pgtable_wp_chunk)(uint64_t next);
+static sem_t wpc_done;
+static _Atomic(unsigned) wpc_windows, wpc_bad, wpc_ran;
+
+static void *wpc_other(void *arg)
+{
+	(void)arg;
+	/* Checked by the main thread (no ck_assert off it). */
+	if (ps_pgtable_register(T, 16 * GiB, PG, 0) ||
+	    ps_pgtable_unregister(T, 16 * GiB, PG))
+		atomic_fetch_add(&wpc_bad, 1);
+	sem_post(&wpc_done);
+	return NULL;
+}
+
+static void wpc_others_in(uint64_t next)
+{
+	struct timespec ts;
+	pthread_t t;
+
+	if (atomic_fetch_add(&wpc_windows, 1))
+		return;
+	ck_assert_uint_eq(next, BASE + GiB);
+	ck_assert_int_eq(pthread_create(&t, NULL, wpc_other, NULL), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	ck_assert_msg(sem_timedwait(&wpc_done, &ts) == 0,
+		      "a register elsewhere waited for the whole protect");
+	pthread_join(t, NULL);
+	atomic_fetch_add(&wpc_ran, 1);
+}
+
+START_TEST(protect_in_chunks_lets_others_in)
+{
+	ps_pte_t e;
+
+	sem_init(&wpc_done, 0, 0);
+	atomic_store(&wpc_windows, 0);
+	atomic_store(&wpc_ran, 0);
+	atomic_store(&wpc_bad, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 2 * GiB + PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE + 2 * GiB, PG, 2, RW), 0);
+	ps__pgtable_wp_chunk = wpc_others_in;
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 2 * GiB + PG), 0);
+	ps__pgtable_wp_chunk = NULL;
+	ck_assert_uint_eq(atomic_load(&wpc_windows), 2);
+	ck_assert_uint_eq(atomic_load(&wpc_ran), 1);
+	ck_assert_uint_eq(atomic_load(&wpc_bad), 0);
+	ck_assert_int_eq(ps_pgtable_get(T, BASE, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e));
+	ck_assert_int_eq(ps_pgtable_get(T, BASE + 2 * GiB, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e));
+	sem_destroy(&wpc_done);
+}
+END_TEST
+
+/* An unregister of the rest between chunks stops the protect: -ENOENT. */
+static void wpc_unregister_rest(uint64_t next)
+{
+	if (atomic_fetch_add(&wpc_windows, 1))
+		return;
+	ck_assert_int_eq(ps_pgtable_unregister(T, next,
+					       BASE + 2 * GiB + PG - next),
+			 0);
+}
+
+START_TEST(protect_in_chunks_stops_at_unregister)
+{
+	ps_pte_t e;
+
+	atomic_store(&wpc_windows, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 2 * GiB + PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE + 2 * GiB, PG, 2, RW), 0);
+	ps__pgtable_wp_chunk = wpc_unregister_rest;
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 2 * GiB + PG), -ENOENT);
+	ps__pgtable_wp_chunk = NULL;
+	ck_assert_int_eq(ps_pgtable_get(T, BASE, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e)); /* the chunk before the change */
+	ck_assert_int_eq(ps_pgtable_get(T, BASE + 2 * GiB, &e), 0);
+	ck_assert(!ps_pte_uffd_wp(e));
+}
+END_TEST
+
 START_TEST(bad_input_changes_nothing)
 {
 	struct ps_pgtable *u = ps_pgtable_create();
@@ -609,7 +704,7 @@ START_TEST(bad_input_changes_nothing)
 	ck_assert_int_eq(ps_pgtable_unregister(T, BASE, 0), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_protect(T, BASE, PG - 1), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_unprotect(T, end, PG), -EINVAL);
-	ck_assert_int_eq(ps_pgtable_zap(T, BASE, PG, 2, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, PG, 4, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 3, 0, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_trim(T, BASE, 0), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_copy(u, T, BASE, PG, 2, NULL, NULL),
@@ -3576,6 +3671,56 @@ static void same_views(const struct ps_pgtable *a, const struct ps_pgtable *b,
 		      (unsigned long long)(i < n ? vb[i] : 0));
 }
 
+/* PS_ZAP_UNITS: a whole huge leaf is told of once, a part page by page. */
+struct zap_units {
+	uint64_t calls, pages, first_addr, first_frame;
+};
+
+static void zap_units_visit(void *ctx, uint64_t addr, ps_pte_t old,
+			    ps_pte_t new_pte)
+{
+	struct zap_units *z = ctx;
+
+	(void)new_pte;
+	if (!z->calls++) {
+		z->first_addr = addr;
+		z->first_frame = ps_pte_frame(old);
+	}
+	z->pages += UINT64_C(1) << (addr & (PG - 1));
+}
+
+START_TEST(huge_zap_units_once_per_leaf)
+{
+	const uint64_t f2 = 512 * 7, f1 = UINT64_C(1) << 19;
+	struct zap_units z = {0};
+
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, 2 * M2, f2, RW, O2M,
+					     NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, GiB, f1, RW, O1G,
+					     NULL),
+			 0);
+	/* Two 2 MiB leaves and one 1 GiB leaf, whole: three calls. */
+	ck_assert_int_eq(ps_pgtable_zap(T, HBASE, 2 * GiB, PS_ZAP_UNITS,
+					zap_units_visit, &z),
+			 0);
+	ck_assert_uint_eq(z.calls, 3);
+	ck_assert_uint_eq(z.pages, (2 * M2 + GiB) / PG);
+	ck_assert_uint_eq(z.first_addr, HBASE | O2M);
+	ck_assert_uint_eq(z.first_frame, f2);
+	/* A leaf covered in part is split and told of page by page. */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, f2, RW, O2M, NULL),
+			 0);
+	memset(&z, 0, sizeof(z));
+	ck_assert_int_eq(ps_pgtable_zap(T, HBASE + PG, 3 * PG, PS_ZAP_UNITS,
+					zap_units_visit, &z),
+			 0);
+	ck_assert_uint_eq(z.calls, 3);
+	ck_assert_uint_eq(z.first_addr, HBASE + PG);
+	ck_assert_uint_eq(z.first_frame, f2 + 1);
+}
+END_TEST
+
 START_TEST(huge_map_and_views)
 {
 	const uint64_t fl = RW | PS_PTE_DIRTY | PS_PTE_CACHE(2) | PS_PTE_ENC;
@@ -4770,6 +4915,11 @@ static Suite *pgtable_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, bad_input_changes_nothing);
 
+	tc = ps_test_tcase(s, "protect in chunks", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, protect_in_chunks_lets_others_in);
+	tcase_add_test(tc, protect_in_chunks_stops_at_unregister);
+
 	tc = ps_test_tcase(s, "range: leaf edges", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, range_leaf_edges);
@@ -4859,6 +5009,7 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "huge: entries", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_map_and_views);
+	tcase_add_test(tc, huge_zap_units_once_per_leaf);
 	tcase_add_test(tc, huge_map_errors_say_where);
 
 	tc = ps_test_tcase(s, "huge: faults and scans", 30);

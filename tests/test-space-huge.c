@@ -292,6 +292,193 @@ START_TEST(map_whole_frames_as_huge_entries)
 }
 END_TEST
 
+/* --- maps in chunks (S20 of lib/space.c) ---------------------------------- */
+
+/*
+ * A map works in chunks of PS__FP_MAP_CHUNK_PAGES pages of address space (64
+ * MiB), letting the writer mutex go between them; a unit never straddles
+ * two (a 1 GiB unit is one chunk of its own). The first 256 MiB of frames
+ * are 2 MiB frames here, the second GiB one 1 GiB frame.
+ */
+#define HC_CHUNK (PS__FP_MAP_CHUNK_PAGES * PG)
+#define HC_LEN (2 * HC_CHUNK + P2M * PG) /* three chunks */
+
+static void hc_declare(void)
+{
+	setup();
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 128 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+}
+
+static void hc_teardown(void)
+{
+	ps__failpoint = NULL;
+	ps__inject = NULL;
+	teardown();
+}
+
+static _Atomic(unsigned) hc_chunks;
+static void (*hc_action)(uint64_t addr);
+
+static void hc_failpoint(int point, uint64_t addr)
+{
+	if (point == FP_MAP_CHUNK && !atomic_fetch_add(&hc_chunks, 1) &&
+	    hc_action)
+		hc_action(addr);
+}
+
+/* Nothing of [0, HC_LEN) mapped, no frame of it held. */
+static void hc_assert_untouched(uint64_t skip)
+{
+	for (uint64_t a = 0; a < HC_LEN; a += P2M * PG) {
+		ps_pte_t e;
+		struct ps_page *w = word(a / PG, NULL);
+
+		ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), a, &e),
+				 0);
+		if (a == skip)
+			continue;
+		ck_assert_msg(ps_pte_is_none(e), "%#llx left mapped",
+			      (unsigned long long)a);
+		ck_assert_msg(!ps_page_is_live(w) && !ps_page_is_frozen(w),
+			      "frame %#llx left held",
+			      (unsigned long long)(a / PG));
+	}
+}
+
+static int hc_inject(int point, uint64_t addr, uint64_t *len)
+{
+	(void)len;
+	return point == FP_MAP_RUN && addr == HC_CHUNK ? -ENOMEM : 0;
+}
+
+/* -ENOMEM in the middle chunk: the first goes again, the third never comes. */
+START_TEST(map_chunks_huge_fail_in_the_middle)
+{
+	atomic_store(&hc_chunks, 0);
+	hc_action = NULL;
+	ps__failpoint = hc_failpoint;
+	ps__inject = hc_inject;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, PS_MAP_WRITE,
+					    NULL),
+			 -ENOMEM);
+	ps__inject = NULL;
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&hc_chunks), 1);
+	hc_assert_untouched(UINT64_MAX);
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_uint_eq(leaf_order(HC_CHUNK, NULL), 9);
+}
+END_TEST
+
+/* At the first boundary, another map takes the second unit of chunk 2. */
+static void hc_race(uint64_t addr)
+{
+	ck_assert_uint_eq(addr, HC_CHUNK);
+	ck_assert_int_eq(ps_space_map_range(sp, HC_CHUNK + P2M * PG, P2M * PG,
+					    100 * P2M, 0, NULL),
+			 0);
+}
+
+START_TEST(map_chunks_huge_race_into_a_later_chunk)
+{
+	uint64_t where = 0, f;
+
+	atomic_store(&hc_chunks, 0);
+	hc_action = hc_race;
+	ps__failpoint = hc_failpoint;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, 0, &where),
+			 -EEXIST);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(where, HC_CHUNK + P2M * PG);
+	hc_assert_untouched(HC_CHUNK + P2M * PG);
+	ck_assert_uint_eq(leaf_order(HC_CHUNK + P2M * PG, &f), 9);
+	ck_assert_uint_eq(f, 100 * P2M);
+	ck_assert_uint_eq(ps_page_refs(word(100 * P2M, NULL)), 1);
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+}
+END_TEST
+
+/*
+ * A declaration waits for a map of several chunks (S20): the map chose its
+ * units by the orders it found. Started at the first boundary, it has not
+ * returned when the map does its next chunk, and succeeds after.
+ */
+static pthread_t hc_declarer;
+static _Atomic(int) hc_declare_rc = 1;
+
+static void *hc_declare_far(void *arg)
+{
+	(void)arg;
+	atomic_store(&hc_declare_rc,
+		     ps_space_set_frame_order(sp, 200 * P2M, P2M,
+					      PS_SPACE_ORDER_4K));
+	return NULL;
+}
+
+static void hc_start_declare(uint64_t addr)
+{
+	(void)addr;
+	ck_assert_int_eq(pthread_create(&hc_declarer, NULL, hc_declare_far,
+					NULL),
+			 0);
+	for (int i = 0; i < 100; i++)
+		sched_yield();
+	ck_assert_msg(atomic_load(&hc_declare_rc) == 1,
+		      "a declaration did not wait for a map in progress");
+}
+
+START_TEST(map_chunks_huge_declaration_waits)
+{
+	atomic_store(&hc_chunks, 0);
+	atomic_store(&hc_declare_rc, 1);
+	hc_action = hc_start_declare;
+	ps__failpoint = hc_failpoint;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, 0, NULL), 0);
+	pthread_join(hc_declarer, NULL);
+	ps__failpoint = NULL;
+	ck_assert_int_eq(atomic_load(&hc_declare_rc), 0);
+	ck_assert_uint_eq(leaf_order(HC_CHUNK, NULL), 9);
+}
+END_TEST
+
+/*
+ * Boundaries: a 1 GiB unit is one chunk (no boundary inside it); a 2 MiB
+ * unit before it ends the first chunk at the GiB.
+ */
+START_TEST(map_chunks_huge_boundaries)
+{
+	atomic_store(&hc_chunks, 0);
+	hc_action = NULL;
+	ps__failpoint = hc_failpoint;
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	ck_assert_uint_eq(atomic_load(&hc_chunks), 0);
+	ck_assert_uint_eq(leaf_order(2 * P1G * PG, NULL), 18);
+	ck_assert_int_eq(ps_space_unmap(sp, 2 * P1G * PG, P1G * PG, 0), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G - P2M, P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG - P2M * PG,
+					    P1G * PG + P2M * PG, P1G - P2M, 0,
+					    NULL),
+			 0);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&hc_chunks), 1);
+	ck_assert_uint_eq(leaf_order(P1G * PG - PG, NULL), 9);
+	ck_assert_uint_eq(leaf_order(P1G * PG, NULL), 18);
+	ck_assert_uint_eq(ps_page_refs(word(P1G, NULL)), 1);
+}
+END_TEST
+
 /* The order of the word that holds @frame's state now. */
 static unsigned int state_order(uint64_t frame)
 {
@@ -2648,6 +2835,13 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, map_all_or_nothing);
 	tcase_add_test(tc, unmap_part_of_a_frame_splits_it);
 	tcase_add_test(tc, map_eexist_keeps_the_occupant);
+
+	tc = ps_test_tcase(s, "map in chunks", 30);
+	tcase_add_checked_fixture(tc, hc_declare, hc_teardown);
+	tcase_add_test(tc, map_chunks_huge_fail_in_the_middle);
+	tcase_add_test(tc, map_chunks_huge_race_into_a_later_chunk);
+	tcase_add_test(tc, map_chunks_huge_boundaries);
+	tcase_add_test(tc, map_chunks_huge_declaration_waits);
 
 	tc = ps_test_tcase(s, "pins", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);

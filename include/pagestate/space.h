@@ -31,12 +31,12 @@
  * mapping starts clean), and the free_frame hook runs, once per lifetime.
  *
  * Map, map_range, unmap and discard are the only calls that replace the frame
- * at an address; they take the space's writer mutex. Every change that a
- * secondary mapping must follow is an invalidation of the space's notifier:
- * unmap and a failed map's rollback (PS_NOTIFIER_UNMAP), discard
- * (PS_NOTIFIER_CLEAR), write-back's write-protect (PS_NOTIFIER_PROTECTION), a
- * re-arming harvest (PS_NOTIFIER_SOFT_DIRTY), and pagestate/prot.h's
- * conversion and mprotect.
+ * at an address; they take the space's writer mutex (map_range one chunk of its
+ * range at a time: ps_space_map_range()). Every change that a secondary mapping
+ * must follow is an invalidation of the space's notifier: unmap and a failed
+ * map's rollback (PS_NOTIFIER_UNMAP), discard (PS_NOTIFIER_CLEAR), write-back's
+ * write-protect (PS_NOTIFIER_PROTECTION), a re-arming harvest
+ * (PS_NOTIFIER_SOFT_DIRTY), and pagestate/prot.h's conversion and mprotect.
  *
  * ---------------------------------------------------------------------------
  * Hooks and callbacks
@@ -90,8 +90,11 @@
  *               present entry that is not writable, ps_space_harvest()
  *               without PS_HARVEST_REARM
  *   blocking    map, map_range, unmap, discard (the writer mutex and the
- *               invalidation); a write fault to a present entry that is not
- *               writable, mark_dirty, an unpin with PS_UNPIN_DIRTY,
+ *               invalidation; map_range holds the mutex one 64 MiB chunk at
+ *               a time, and unmap and discard wait for the part of a
+ *               map_range in progress that their range meets); a
+ *               write fault to a present entry that is not writable,
+ *               mark_dirty, an unpin with PS_UNPIN_DIRTY,
  *               write-back (a frame's LOCKED bit: spin, then yield; an
  *               INTEGRITY write-back also waits for another's callback); the
  *               secondary-map helper (the caller's lock, an overlapping
@@ -359,7 +362,8 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
  * Context: any thread not holding the writer mutex (not from a hook or
  * callback that runs under it). No frame of the range may be in use (mapped,
  * pinned, referenced, frozen); every 4 KiB page word of the range that is
- * resident is checked, the others are free by construction.
+ * resident is checked, the others are free by construction. The call waits
+ * for a ps_space_map_range() of several chunks in progress in the space.
  * Ordering: release: a thread that finds one of the frames through an entry
  * (acquire) sees the new order.
  * Progress: blocking (the writer mutex; the first call maps the arrays).
@@ -516,13 +520,29 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * @error_offset: NULL, or receives the byte offset from @start of the page
  *	that stopped the call (every error but -EINVAL and -ENOMEM).
  *
- * Every frame is taken, every page checked and every page-table level allocated
- * before the first entry is installed, so once an entry is visible the call
- * cannot fail: a pin or a fault finds each page either not mapped yet or mapped
- * for good. A frame that is free is claimed: frozen, with no reference, until
- * the map can no longer fail. Whoever finds its entry meanwhile (a pin, a
- * fault, ps_space_mark_dirty(), write-back, the helper, a CPU map) waits for
- * it, and nothing marks it dirty or runs a hook for it before it is mapped.
+ * The call works in chunks of 64 MiB of address space (aligned; a 1 GiB frame
+ * mapped whole is one chunk), and lets the writer mutex go between chunks:
+ * however large the range, the mutex is held for one chunk's work at a time,
+ * and nothing is allocated in proportion to the range. In each chunk every
+ * frame is taken, every page checked and every page-table level allocated
+ * before the first entry is installed. A frame that is free is claimed:
+ * frozen, with no reference, until the whole call can no longer fail (every
+ * chunk installed). Whoever finds its entry meanwhile (a pin, a fault,
+ * ps_space_mark_dirty(), write-back, the helper, a CPU map) waits for it, and
+ * nothing marks it dirty or runs a hook for it before it is mapped.
+ *
+ * What another thread may see while a call of several chunks is in progress:
+ * the entries of the chunks installed so far (a lookup or a scan finds them;
+ * a frame that was free is frozen behind them, as above; a frame that was
+ * already in use can be pinned or faulted through its new entry as through
+ * any other). An unmap or discard of a range that meets the part installed so
+ * far, and pagestate/prot.h's conversion, mprotect, cache-mode change and CPU
+ * map of any range of the space, wait until the call returns; a map of a page
+ * installed so far fails -EEXIST. Other parts of the space are free: maps,
+ * unmaps and faults there proceed, and a map by another thread of a page of a
+ * chunk not begun yet may win, in which case this call fails -EEXIST at that
+ * page. A call of one chunk (64 MiB or less, aligned) is seen whole or not at
+ * all by every writer, as before.
  *
  * Who owns each frame after a failure is certain, whatever raced: a frame
  * that was free is free again, with the cache mode it had, and no free_frame
@@ -533,14 +553,16 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * Context: as ps_space_map(); the free_frame hooks and the notifier callbacks
  * of a rollback run in this thread under the writer mutex.
  * Ordering: as ps_space_map(), for each entry.
- * Progress: blocking (the writer mutex; allocation).
+ * Progress: blocking (the writer mutex, one chunk at a time; allocation).
  * Return: as ps_space_map(); for -EEXIST, -EBUSY, -EHWPOISON and -EOVERFLOW
  * with the page's offset in *@error_offset (for -EEXIST the first page of the
- * range that holds an entry a map may not replace). On error no
- * entry was ever visible, unless another thread stored into the range against
- * the exclusion rules of pagestate/pgtable.h: then the entries installed are
- * taken back inside an UNMAP invalidation (a page that held a UFFD_WP marker
- * gets it back, a page of an async range a WRITTEN marker).
+ * range that holds an entry a map may not replace). All or nothing: on error
+ * the state is as before the call. The entries of the chunks installed before
+ * the failing one (and, if another thread stored into the range against the
+ * exclusion rules of pagestate/pgtable.h, of the failing chunk) were visible
+ * and are taken back inside an UNMAP invalidation before the call returns (a
+ * page that held a UFFD_WP marker gets it back, a page of an async range a
+ * WRITTEN marker); their frames are given back as said above.
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags,
