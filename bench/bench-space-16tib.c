@@ -19,6 +19,13 @@
  *      of the process's resident set, both against 512 MiB;
  *   8. destroyed.
  *
+ * Then, in spaces of their own, bounded work per call (issue 16): a 1 TiB
+ * map of 2 MiB frames and a 4 GiB map of 4 KiB frames, each while a probe
+ * thread times a writer-mutex call elsewhere in the space (a one-page unmap)
+ * over and over. The longest wait is how long the map kept the mutex from
+ * others at most (plus the probe's preemption on a loaded machine: the
+ * median of five runs is judged, against 10 ms).
+ *
  * Each step is timed once (it is one run over 16 TiB, not a loop: the
  * machine's noise shows in the total, which is judged against a minute).
  * A step the library refuses is reported with its error and the target that
@@ -34,9 +41,12 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define TIB (UINT64_C(1) << 40)
@@ -115,6 +125,114 @@ static uint64_t differ(const uint64_t *a, uint64_t na, const uint64_t *b,
 	return d + (na - i) + (nb - j);
 }
 
+/*
+ * The probe: a one-page unmap at @addr (outside what the map maps) in a loop,
+ * each timed; the longest is how long it waited for the writer mutex at
+ * most (plus its own few microseconds, and any preemption of this thread).
+ */
+struct probe {
+	struct ps_space *s;
+	uint64_t addr;
+	atomic_int stop;
+	atomic_ulong ops;
+	double max_ns;
+};
+
+static void *probe_run(void *arg)
+{
+	struct probe *p = arg;
+
+	while (!atomic_load_explicit(&p->stop, memory_order_relaxed)) {
+		const double t0 = bench_now_ns();
+		double d;
+
+		(void)ps_space_unmap(p->s, p->addr, PG, 0);
+		d = bench_now_ns() - t0;
+		if (d > p->max_ns)
+			p->max_ns = d;
+		atomic_fetch_add_explicit(&p->ops, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/*
+ * Map [@start, @start + @len) of @s to frames from @frame while the probe
+ * runs at @probe_addr; the longest probe wait (ms) in *@max_ms.
+ */
+static int map_probed(struct ps_space *s, uint64_t start, uint64_t len,
+		      uint64_t frame, uint64_t probe_addr, double *max_ms)
+{
+	struct probe p = {.s = s, .addr = probe_addr};
+	pthread_t t;
+	int rc;
+
+	if (pthread_create(&t, NULL, probe_run, &p))
+		return -EAGAIN;
+	while (!atomic_load(&p.ops)) /* the probe is under way */
+		;
+	p.max_ns = 0;
+	if (len)
+		rc = ps_space_map_range(s, start, len, frame, PS_MAP_WRITE,
+					NULL);
+	else /* the noise floor: the probe alone for 0.2 s */
+		rc = nanosleep(&(struct timespec){0, 200000000}, NULL);
+	atomic_store(&p.stop, 1);
+	pthread_join(t, NULL);
+	*max_ms = p.max_ns * 1e-6;
+	return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	const double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+#define HOLD_RUNS 5
+
+/* The probe's longest wait with no map running (the machine's noise). */
+static double floor_ms;
+
+/*
+ * The probe over a map of @len bytes of frames of @order, in a space of its
+ * own, HOLD_RUNS times: the median longest wait (ms) in *@max_ms, the median
+ * map time (s) in *@secs.
+ */
+static int hold_probe(uint64_t len, unsigned int order, double *max_ms,
+		      double *secs)
+{
+	double waits[HOLD_RUNS], times[HOLD_RUNS];
+	struct ps_space_config cfg;
+	struct ps_space *s;
+	int rc = 0;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = len + (UINT64_C(1) << 30);
+	cfg.nframes = len / PG;
+	for (int i = 0; i < HOLD_RUNS && !rc; i++) {
+		double t;
+
+		rc = ps_space_create(&cfg, &s);
+		if (rc)
+			return rc;
+		if (order)
+			rc = ps_space_set_frame_order(s, 0, cfg.nframes, order);
+		t = bench_now_ns();
+		if (!rc)
+			rc = map_probed(s, 0, len, 0, len, &waits[i]);
+		if (!rc && !i) /* the probe alone, once per kind */
+			rc = map_probed(s, 0, 0, 0, len + PG, &floor_ms);
+		times[i] = (bench_now_ns() - t) * 1e-9;
+		(void)ps_space_destroy(s);
+	}
+	qsort(waits, HOLD_RUNS, sizeof(double), cmp_double);
+	qsort(times, HOLD_RUNS, sizeof(double), cmp_double);
+	*max_ms = waits[HOLD_RUNS / 2];
+	*secs = times[HOLD_RUNS / 2];
+	return rc;
+}
+
 static uint64_t rss0, rss_peak;
 
 /* One step's line: its time and the resident growth so far. */
@@ -142,7 +260,8 @@ int main(int argc, char **argv)
 	struct ps_pgtable *pt;
 	uint64_t *pages, *got, *buf, ngot = 0, units = 0, rng = 0x16ab5eedull;
 	uint64_t size, at, off = 0, wrong;
-	double t, total = 0, t_total;
+	double t, total = 0, t_total, hold_1t = 0, hold_4k_ms = 0, secs_4k = 0,
+		  secs_1t = 0;
 	bool exact, converted = false;
 	int rc, status = 0;
 	char what[96];
@@ -309,6 +428,22 @@ int main(int argc, char **argv)
 	t_total = (bench_now_ns() - t_total) * 1e-9;
 	bench_note(&o, "end to end: %.1f s (steps %.1f s)", t_total, total);
 
+	/* Bounded work: the probe over maps in spaces of their own. */
+	rc = hold_probe(TIB, PS_SPACE_ORDER_2M, &hold_1t, &secs_1t);
+	bench_note(&o,
+		   "writer mutex: longest wait of a probe during a 1 TiB map "
+		   "of 2 MiB frames: %.3f ms (median of %d; map %.3f s, rc %d)",
+		   hold_1t, HOLD_RUNS, secs_1t, rc);
+	rc = hold_probe(UINT64_C(4) << 30, 0, &hold_4k_ms, &secs_4k);
+	bench_note(&o,
+		   "writer mutex: longest wait of a probe during a 4 GiB map "
+		   "of 4 KiB frames: %.3f ms (median of %d; map %.3f s, rc %d)",
+		   hold_4k_ms, HOLD_RUNS, secs_4k, rc);
+	bench_note(&o,
+		   "writer mutex: the probe's longest wait with no map "
+		   "running (noise floor: scheduling on this machine): %.3f ms",
+		   floor_ms);
+
 	snprintf(what, sizeof(what), "%llu TiB: metadata (MiB)",
 		 (unsigned long long)r.tib);
 	bench_target(&o, what, (double)st.metadata_bytes / MIB,
@@ -325,6 +460,10 @@ int main(int argc, char **argv)
 		 "%llu TiB: 4 KiB conversion in a 2 MiB frame (1: done)",
 		 (unsigned long long)r.tib);
 	bench_target(&o, what, converted ? 1 : 0, ">=", 1);
+	bench_target(&o, "1 TiB map (2 MiB frames): longest mutex wait (ms)",
+		     hold_1t, "<=", 10);
+	bench_target(&o, "4 GiB map (4 KiB frames): longest mutex wait (ms)",
+		     hold_4k_ms, "<=", 10);
 	snprintf(what, sizeof(what), "%llu TiB: end to end (s)",
 		 (unsigned long long)r.tib);
 	bench_target(&o, what, t_total, "<=", 60);

@@ -64,9 +64,23 @@ enum {
 	FP_HUGE_RELEASE_RESOLVED,  /* space-huge: a release found a whole
 				    * huge word, not in its gate yet (arg:
 				    * the unit's first frame) */
+	FP_PIN_LOOKED_UP,	   /* space-huge: a pin read the entry, its
+				    * frame's state not looked up yet */
+	FP_MAP_CHUNK,		   /* map: a chunk installed, the writer
+				    * mutex let go, the next not begun (arg:
+				    * its address; lib/space.c, S20) */
+	FP_UNMAP_CHUNK,		   /* unmap: a chunk zapped, the writer
+				    * mutex let go (arg: the next chunk's
+				    * address; lib/space.c, S20) */
 	FP_NR
 };
 /* clang-format on */
+
+/*
+ * Pages of address space a map works on per chunk (lib/space.c, S20): 64 MiB,
+ * aligned. Here so that the tests size their ranges by it.
+ */
+#define PS__FP_MAP_CHUNK_PAGES (UINT64_C(1) << 14)
 
 #ifdef PS_TEST_FAILPOINTS
 /* The test's hook: runs at every failpoint reached (NULL: none). */

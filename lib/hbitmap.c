@@ -184,8 +184,30 @@ static void put_back(struct ps__hbm *b, uint64_t chunk, uint64_t w0,
 }
 
 /*
+ * Take the summary bits @m of @word, of which @take covers only bits outside
+ * the range (H1 in lib/hbitmap.h): those are read, not cleared. A harvest of
+ * another range that shares the word would find them clear meanwhile and skip
+ * bits set before it began. Acquire (A1, A2): pairs with S1, S2.
+ */
+static uint64_t take_summary(PS_ATOMIC(uint64_t) *word, uint64_t m,
+			     uint64_t take)
+{
+	uint64_t t = 0;
+
+	if (take)
+		t = atomic_fetch_and_explicit(word, ~take,
+					      memory_order_acq_rel) &
+		    take;
+	if (m & ~take)
+		t |= atomic_load_explicit(word, memory_order_acquire) & m &
+		     ~take;
+	return t;
+}
+
+/*
  * The one harvest loop: each level-0 word's taken bits go to @visit_word
- * (one call a word) if it is set, else to @visit bit by bit.
+ * (one call a word) if it is set, else to @visit bit by bit. A summary bit is
+ * cleared only if the range covers every bit below it (H1).
  */
 static uint64_t harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 			ps__hbm_visit_fn visit,
@@ -193,6 +215,8 @@ static uint64_t harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 			uint64_t *resume)
 {
 	uint64_t last, c_first, c_last, w1_first, w1_last, shown = 0;
+	/* Chunks and level-1 words the range covers whole: [f, l_end). */
+	uint64_t cf, cf_end, wf, wf_end;
 
 	if (first >= b->nbits)
 		count = 0;
@@ -207,21 +231,30 @@ static uint64_t harvest(struct ps__hbm *b, uint64_t first, uint64_t count,
 	c_last = last >> CHUNK_SHIFT;
 	w1_first = c_first >> 6;
 	w1_last = c_last >> 6;
+	cf = (first + (UINT64_C(1) << CHUNK_SHIFT) - 1) >> CHUNK_SHIFT;
+	cf_end = (last + 1) >> CHUNK_SHIFT;
+	if (cf_end < cf)
+		cf_end = cf;
+	wf = (cf + 63) >> 6;
+	wf_end = cf_end >> 6;
+	if (wf_end < wf)
+		wf_end = wf;
 	for (uint64_t w2 = w1_first >> 6; w2 <= w1_last >> 6; w2++) {
 		uint64_t m2 = range_mask(w2, w1_first, w1_last);
 		/* A2 - acquire: pairs with S2; makes S1 (and S0) visible. */
-		uint64_t t2 = atomic_fetch_and_explicit(&b->l2[w2], ~m2,
-							memory_order_acq_rel) &
-			      m2;
+		uint64_t t2 = take_summary(
+			&b->l2[w2], m2,
+			wf < wf_end ? m2 & range_mask(w2, wf, wf_end - 1) : 0);
 
 		while (t2) {
 			uint64_t w1 = w2 * 64 + (uint64_t)__builtin_ctzll(t2);
 			uint64_t m1 = range_mask(w1, c_first, c_last);
 			/* A1 - acquire: pairs with S1; makes S0 visible. */
-			uint64_t t1 = atomic_fetch_and_explicit(
-					      &b->l1[w1], ~m1,
-					      memory_order_acq_rel) &
-				      m1;
+			uint64_t t1 = take_summary(
+				&b->l1[w1], m1,
+				cf < cf_end
+					? m1 & range_mask(w1, cf, cf_end - 1)
+					: 0);
 
 			t2 &= t2 - 1;
 			while (t1) {

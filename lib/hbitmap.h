@@ -20,7 +20,12 @@
  *            Each is a release RMW (S0 -> S1 -> S2).
  *   harvest: take L2 bits (fetch-and, acquire), then for each taken bit take
  *            the L1 bits (acquire), then for each taken chunk take the set
- *            L0 bits of its 8 words (A0: seq_cst, see test). Acquiring a
+ *            L0 bits of its 8 words (A0: seq_cst, see test). A summary bit
+ *            is taken (cleared) only where the range covers everything
+ *            below it; where it covers part, the bit is read (acquire) and
+ *            left set (H1): clearing it for a moment would make a harvest
+ *            of the other part, sharing the summary, skip bits set before
+ *            it began. Acquiring a
  *            summary bit set by S1/S2 makes the setter's S0 visible, so a
  *            bit whose summary was taken is either taken in the same pass
  *            or (set later) has re-set its summary for the next pass. A set

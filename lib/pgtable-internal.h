@@ -512,6 +512,7 @@ struct op {
 	uint64_t pflags; /* map: present flags */
 	ps_pgtable_visit_fn visit;
 	void *ctx;
+	bool units; /* zap: PS_ZAP_UNITS, a whole huge leaf told of once */
 };
 
 typedef ps_pte_t (*tr_fn)(ps_pte_t e, const struct op *op, uint64_t addr);

@@ -141,10 +141,20 @@ void (*ps__pgtable_fault_window)(void);
 		if (ps__pgtable_fault_window)       \
 			ps__pgtable_fault_window(); \
 	} while (0)
+/* Called by protect and unprotect between chunks, no lock held. */
+void (*ps__pgtable_wp_chunk)(uint64_t next);
+#define WP_CHUNK_WINDOW(next)                       \
+	do {                                        \
+		if (ps__pgtable_wp_chunk)           \
+			ps__pgtable_wp_chunk(next); \
+	} while (0)
 #else
 #define ALLOC_FAILS() false
 #define FAULT_WINDOW() \
 	do {           \
+	} while (0)
+#define WP_CHUNK_WINDOW(next) \
+	do {                  \
 	} while (0)
 #endif
 
@@ -493,8 +503,13 @@ static int update_huge(struct ps_pgtable *t, struct hit *h, uint64_t *p,
 				    h->slot, (void **)&cur,
 				    (void *)(uintptr_t)n, memory_order_seq_cst,
 				    memory_order_acquire))
-				return 0; /* changed: walk again */
-			if (op->visit)
+				return 0;	    /* changed: walk again */
+			if (op->visit && op->units) /* PS_ZAP_UNITS */
+				op->visit(op->ctx,
+					  (h->p0 << PAGE_SHIFT) | h->order,
+					  hit_view(h, h->p0),
+					  ps_pte_huge_subpage(n, h->order, 0));
+			else if (op->visit)
 				for (uint64_t q = h->p0; q < xend; q++)
 					op->visit(
 						op->ctx, q << PAGE_SHIFT,
@@ -1141,27 +1156,51 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
 	return err;
 }
 
-/* protect and unprotect: the range must be registered (G5: under t->lock). */
+/*
+ * protect and unprotect: the range must be registered (G5: under t->lock).
+ * Bounded work: a range is changed 1 GiB at a time (aligned, so no leaf
+ * crosses a boundary), and t->lock and the read-side section are let go
+ * between chunks, so that neither registrations, wp maps nor a grace period
+ * wait for terabytes. The registrations are checked for the whole range
+ * first (an error then changes nothing), and again for the rest after each
+ * gap: if a concurrent unregister (or re-register) changed them, the call
+ * stops with the prefix done.
+ */
+#define WP_CHUNK (UINT64_C(1) << 30)
+
 static int wp_range(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		    bool protect)
 {
+	const uint64_t end = start + len;
 	struct op op = {0};
-	int err;
+	int err = 0;
 
 	if (bad_range(start, len))
 		return -EINVAL;
 	pthread_mutex_lock(&t->lock);
 	ps__rcu_read_lock();
-	if (!reg_covers(regs_load(t), start, start + len, 0))
-		err = -ENOENT;
-	else if (ps__pgtable_cuts_whole(t, regs_load(t), start, start + len))
-		err = -EINVAL; /* part of a leaf tracked whole */
-	else if (protect)
-		err = update_range(t, regs_load(t), start, start + len,
-				   tr_protect, &op, true);
-	else
-		err = update_range(t, regs_load(t), start, start + len,
-				   tr_unprotect, &op, false);
+	for (uint64_t a = start, b; !err && a < end; a = b) {
+		b = (a | (WP_CHUNK - 1)) + 1;
+		if (b > end)
+			b = end;
+		if (a != start) {
+			ps__rcu_read_unlock();
+			pthread_mutex_unlock(&t->lock);
+			WP_CHUNK_WINDOW(a);
+			pthread_mutex_lock(&t->lock);
+			ps__rcu_read_lock();
+		}
+		if (!reg_covers(regs_load(t), a, end, 0))
+			err = -ENOENT;
+		else if (ps__pgtable_cuts_whole(t, regs_load(t), a, end))
+			err = -EINVAL; /* part of a leaf tracked whole */
+		else if (protect)
+			err = update_range(t, regs_load(t), a, b, tr_protect,
+					   &op, true);
+		else
+			err = update_range(t, regs_load(t), a, b, tr_unprotect,
+					   &op, false);
+	}
 	ps__rcu_read_unlock();
 	pthread_mutex_unlock(&t->lock);
 	return err;
@@ -1182,10 +1221,13 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len)
 int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   unsigned int flags, ps_pgtable_visit_fn visit, void *ctx)
 {
-	struct op op = {.flags = flags, .visit = visit, .ctx = ctx};
+	struct op op = {.flags = flags & PS_ZAP_UNMAP,
+			.visit = visit,
+			.ctx = ctx,
+			.units = flags & PS_ZAP_UNITS};
 	int err;
 
-	if (bad_range(start, len) || (flags & ~PS_ZAP_UNMAP))
+	if (bad_range(start, len) || (flags & ~(PS_ZAP_UNMAP | PS_ZAP_UNITS)))
 		return -EINVAL;
 	ps__rcu_read_lock();
 	err = update_range(t, regs_load(t), start, start + len, tr_zap, &op,

@@ -55,7 +55,9 @@
  * Discard the @npages pages at @addr, mapped to @frame onwards (below
  * nframes, under the writer mutex), whose state is the word @p: one page, or
  * a whole huge frame mapped by one huge entry (lib/space-huge.c, S17). 0 if
- * they were discarded, else why they stay. Lock-free: the loop runs again
+ * they were discarded, else why they stay, or -ENOMEM if they are part of a
+ * huge entry that the zap could not split (nothing changed: the frame keeps
+ * its mapping's reference and is not freed). Lock-free: the loop runs again
  * only when the word changed between the load and the freeze. @dropped, if
  * not NULL, is told of each page after the frame was freed (S10's last step:
  * the free_frame hook ran).
@@ -82,7 +84,15 @@ static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame,
 		/* A pin, a reference, a freezer or a flag came: look again. */
 	}
 	FAILPOINT(FP_DISCARD_FROZEN, addr);
-	(void)ps_pgtable_zap(s->pt, addr, npages << PAGE_SHIFT, 0, NULL, NULL);
+	if (ps_pgtable_zap(s->pt, addr, npages << PAGE_SHIFT, 0, NULL, NULL)) {
+		/*
+		 * -ENOMEM: part of a huge entry, which could not be split, so
+		 * nothing was zapped. The frame stays mapped: give it back
+		 * its mapping's reference (release, as any unfreeze).
+		 */
+		(void)ps_page_unfreeze(p, 1);
+		return -ENOMEM;
+	}
 	/*
 	 * Release (the unfreeze): the zap comes before any try that finds
 	 * the frame free. The mapping's reference was the only one: free.
@@ -100,11 +110,12 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 		      void *ctx)
 {
 	uint64_t nskip = 0;
-	int rc;
+	int rc, nomem = 0;
 
 	if (!ps__space_range_ok(s, start, len) || (max_skipped && !skipped))
 		return -EINVAL;
-	pthread_mutex_lock(&s->writer);
+	/* S20: not while a chunked map holds part of the range. */
+	ps__space_writer_lock_range(s, start, len);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_CLEAR, 0);
 	if (rc)
@@ -130,6 +141,10 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 			why = 0;
 		if (!why)
 			why = discard_one(s, addr, frame, p, n, dropped, ctx);
+		if (why < 0) {
+			nomem = why; /* the pages from @addr on: untouched */
+			break;
+		}
 		for (uint64_t k = 0; why && k < n; k++, nskip++)
 			if (nskip < max_skipped) {
 				skipped[nskip].addr = addr + (k << PAGE_SHIFT);
@@ -139,6 +154,8 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 			}
 	}
 	rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+	if (!rc)
+		rc = nomem;
 out:
 	pthread_mutex_unlock(&s->writer);
 	if (nskipped)

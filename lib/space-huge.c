@@ -64,7 +64,10 @@
  *     sees the other: the release backs off and waits for the split (then
  *     finds the parts), or the split waits for the release to finish. Inside
  *     the gate the release reads the word again: a split that finished
- *     between its lookup and its entry sends it to the parts.
+ *     between its lookup and its entry sends it to the parts. A merge of a
+ *     frame's free parts (ps_page_merge()) passes the gate as a split does:
+ *     it makes the word whole before it frees the parts it froze, and a
+ *     split let in between would find a frozen part and refuse.
  */
 #include <pagestate/space.h>
 
@@ -74,6 +77,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -188,12 +192,50 @@ static int resident_bytes(const void *p, size_t bytes, uint64_t *out)
 	return 0;
 }
 
-/* Is any byte of [@p, @p + @bytes) in a resident page? */
-static bool any_resident(const void *p, size_t bytes)
-{
-	uint64_t r;
+/*
+ * Residency of one array, looked up by a window of pages: one mincore() per
+ * RES_WINDOW pages of it (a declaration asks twice per 2 MiB of frames, so
+ * per page it cost two system calls and a vector each; now a 16 TiB
+ * declaration makes a few thousand calls).
+ */
+#define RES_WINDOW 512u
 
-	return resident_bytes(p, bytes, &r) || r; /* unknown: look */
+struct res_cache {
+	uintptr_t lo, hi; /* the array: [lo, hi) */
+	uintptr_t base;	  /* first page of the window (0: none) */
+	size_t n;	  /* pages in the window */
+	unsigned char vec[RES_WINDOW];
+};
+
+static void res_init(struct res_cache *c, const void *p, size_t bytes)
+{
+	c->lo = (uintptr_t)p;
+	c->hi = (uintptr_t)p + bytes;
+	c->base = 0;
+	c->n = 0;
+}
+
+/* Is any byte of [@p, @p + @bytes) (inside the array) in a resident page? */
+static bool res_any(struct res_cache *c, const void *p, size_t bytes)
+{
+	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	const uintptr_t end = (uintptr_t)p + bytes;
+
+	for (uintptr_t a = (uintptr_t)p & ~(pg - 1); a < end; a += pg) {
+		if (!c->base || a < c->base || a >= c->base + c->n * pg) {
+			const uintptr_t top = (c->hi + pg - 1) & ~(pg - 1);
+
+			c->base = a;
+			c->n = (top - a) / pg;
+			if (c->n > RES_WINDOW)
+				c->n = RES_WINDOW;
+			if (mincore((void *)a, c->n * pg, c->vec))
+				memset(c->vec, 1, c->n); /* unknown: look */
+		}
+		if (c->vec[(a - c->base) / pg] & 1)
+			return true;
+	}
+	return false;
 }
 
 static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
@@ -213,7 +255,8 @@ static bool word_busy(uint64_t w)
  * array never touched holds free words, and reading it would map it.
  */
 static bool range_2m_busy(struct ps_space *s, struct ps__space_huge *h,
-			  uint64_t i)
+			  uint64_t i, struct res_cache *gates,
+			  struct res_cache *words)
 {
 	const uint64_t first = i << PS_SPACE_ORDER_2M;
 	unsigned int o = PS_SPACE_ORDER_4K;
@@ -226,8 +269,8 @@ static bool range_2m_busy(struct ps_space *s, struct ps__space_huge *h,
 				 memory_order_acquire) &
 	    PS__SPACE_GATE_ORDER)
 		o = PS_SPACE_ORDER_1G;
-	else if (any_resident((const void *)(uintptr_t)&h->gate2m[i],
-			      sizeof(*h->gate2m)))
+	else if (res_any(gates, (const void *)(uintptr_t)&h->gate2m[i],
+			 sizeof(*h->gate2m)))
 		o = ps__space_huge_order(h, first);
 
 	/* A split frame whose parts are all free is merged, then free. */
@@ -242,8 +285,8 @@ static bool range_2m_busy(struct ps_space *s, struct ps__space_huge *h,
 	      merge_free(s, h, first, PS_SPACE_ORDER_2M)))
 		return true;
 	if (o == PS_SPACE_ORDER_4K &&
-	    any_resident(&s->frames[first],
-			 PS__SPACE_2M_PAGES * sizeof(struct ps_page)))
+	    res_any(words, &s->frames[first],
+		    PS__SPACE_2M_PAGES * sizeof(struct ps_page)))
 		for (uint64_t f = first; f < first + PS__SPACE_2M_PAGES; f++)
 			if (word_busy(ps_page_load(&s->frames[f])))
 				return true;
@@ -255,6 +298,7 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 {
 	const uint64_t align = order == PS_SPACE_ORDER_1G ? PS__SPACE_1G_PAGES
 							  : PS__SPACE_2M_PAGES;
+	struct res_cache *res = NULL; /* the gates', the 4 KiB words' */
 	struct ps__space_huge *h;
 	int rc;
 
@@ -265,7 +309,12 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 	    nframes > s->nframes - first_frame)
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
-	pthread_mutex_lock(&s->writer);
+	/*
+	 * S20: not while a map of several chunks is in progress: it chose its
+	 * path (4 KiB or huge frames) and its units by the orders it found,
+	 * and takes its later chunks' frames after letting the mutex go.
+	 */
+	ps__space_writer_lock(s);
 	rc = huge_make(s, &h);
 	/* A 1 GiB frame changes whole, or not at all. */
 	if (!rc &&
@@ -276,10 +325,22 @@ int ps_space_set_frame_order(struct ps_space *s, uint64_t first_frame,
 	      ps__space_huge_order(h, first_frame + nframes) ==
 		      PS_SPACE_ORDER_1G)))
 		rc = -EINVAL;
+	if (!rc) {
+		res = malloc(2 * sizeof(*res));
+		if (!res)
+			rc = -ENOMEM;
+	}
+	if (!rc) {
+		res_init(&res[0], (const void *)(uintptr_t)h->gate2m,
+			 h->gate2m_bytes);
+		res_init(&res[1], s->frames,
+			 (size_t)s->nframes * sizeof(struct ps_page));
+	}
 	for (uint64_t i = first_frame >> PS_SPACE_ORDER_2M;
 	     !rc && i < (first_frame + nframes) >> PS_SPACE_ORDER_2M; i++)
-		if (range_2m_busy(s, h, i))
+		if (range_2m_busy(s, h, i, &res[0], &res[1]))
 			rc = -EBUSY;
+	free(res);
 	/*
 	 * Release: the order is stored before the map that installs an entry
 	 * of these frames (S15; pairs with the acquire in
@@ -408,6 +469,32 @@ static void gate_wait(PS_ATOMIC(uint32_t) *g)
 	while (atomic_load_explicit(g, memory_order_acquire) &
 	       PS__SPACE_GATE_SPLITTING)
 		sched_yield();
+}
+
+/*
+ * Close the gate @g for a merge (S18): set SPLITTING once no split holds it,
+ * then wait for the releases in flight to drain, as a split does. Blocking
+ * (yields) while a split or a release is under way.
+ */
+static void gate_close(PS_ATOMIC(uint32_t) *g)
+{
+	/* Acq_rel: as split_state()'s fetch-or on the same word. */
+	while (atomic_fetch_or_explicit(g, PS__SPACE_GATE_SPLITTING,
+					memory_order_acq_rel) &
+	       PS__SPACE_GATE_SPLITTING)
+		gate_wait(g); /* a split holds it: wait, then take it */
+	/* Acquire: pairs with each releaser's release count drop. */
+	while (atomic_load_explicit(g, memory_order_acquire) >=
+	       PS__SPACE_GATE_ONE)
+		sched_yield();
+}
+
+/* Open the gate @g that gate_close() closed. */
+static void gate_open(PS_ATOMIC(uint32_t) *g)
+{
+	/* Release: the merge's writes before anyone passes (gate_wait()). */
+	(void)atomic_fetch_and_explicit(g, ~PS__SPACE_GATE_SPLITTING,
+					memory_order_release);
 }
 
 /*
@@ -789,6 +876,7 @@ static int pin_unit_at(struct ps_space *s, struct ps__space_huge *h, uint64_t p,
 		u = unit_order_at(p, end, lo);
 		if (f >= s->nframes || unit_pages(u) > s->nframes - f)
 			return -EFAULT;
+		FAILPOINT(FP_PIN_LOOKED_UP, addr);
 		rc = unit_word(s, h, f, u, &w, &o);
 		if (rc)
 			return rc;
@@ -974,6 +1062,7 @@ static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 {
 	const uint64_t head = f & ~(unit_pages(order) - 1);
 	struct ps_page *huge, *parts;
+	bool merged;
 
 	if (order == PS_SPACE_ORDER_1G) {
 		huge = &h->w1g[head >> PS_SPACE_ORDER_1G];
@@ -992,7 +1081,16 @@ static bool merge_free(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 		if (ps_page_load(&parts[k]) & (PS_PAGE_LIVE | PS_PAGE_FROZEN))
 			return false;
 	}
-	return !ps_page_merge(huge, parts, 512, NULL);
+	/*
+	 * S18: the merge passes the split gate. ps_page_merge() makes the
+	 * word whole before it frees the parts it froze; a split let in
+	 * between would find a frozen part and refuse (-EBUSY to a pin of
+	 * part of the frame).
+	 */
+	gate_close(gate_of(h, head, order));
+	merged = !ps_page_merge(huge, parts, 512, NULL);
+	gate_open(gate_of(h, head, order));
+	return merged;
 }
 
 static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
@@ -1038,6 +1136,17 @@ static int take_unit(struct ps_space *s, struct ps__space_huge *h, uint64_t f,
 }
 
 /*
+ * Is @w a word this map claimed (S13, S20)? FROZEN without SPLIT: a split
+ * of a unit the map holds (a pin of part of a frame through an entry the map
+ * installed, lib/space.c S20) freezes the word with SPLIT for its own step,
+ * and is none of the map's.
+ */
+static bool claimed(uint64_t w)
+{
+	return (w & (PS_PAGE_FROZEN | PS_PAGE_SPLIT)) == PS_PAGE_FROZEN;
+}
+
+/*
  * Give back what take_unit() took (S13): a claimed word (FROZEN: no split
  * takes a frozen word) goes back free as it was; a reference goes as any
  * release does (release_unit(): to the parts if the frame was split since).
@@ -1048,9 +1157,9 @@ static void untake_unit(struct ps_space *s, struct ps__space_huge *h,
 	unsigned int o;
 	struct ps_page *w = ps__space_huge_word(h, s->frames, f, &o);
 
-	if (o == u && (ps_page_load(w) & PS_PAGE_FROZEN))
+	if (o == u && claimed(ps_page_load(w)))
 		(void)ps_page_unfreeze_change_flags(w, 0, 0, 0);
-	else if (o < u && (ps_page_load(w) & PS_PAGE_FROZEN))
+	else if (o < u && claimed(ps_page_load(w)))
 		for (uint64_t k = 0; k < unit_pages(u); k += unit_pages(o))
 			untake_unit(s, h, f + k, o);
 	else
@@ -1089,7 +1198,7 @@ static void commit_unit(struct ps_space *s, struct ps__space_huge *h,
 			commit_unit(s, h, f + k, o, p + k, mode);
 		return;
 	}
-	if (word & PS_PAGE_FROZEN)
+	if (claimed(word))
 		(void)ps_page_unfreeze_change_flags(
 			w, 1,
 			PS_PAGE_LIFE_FLAGS |
@@ -1124,7 +1233,12 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 			r += unit_pages(u);
 		len = (r - p) << PAGE_SHIFT;
 		rc = INJECT(FP_MAP_RUN, start + (p << PAGE_SHIFT), &len);
-		if (!rc && len)
+		if (rc) {
+			/* The injected refusal after a prefix of @len. */
+			*done = p + (len >> PAGE_SHIFT);
+			return rc;
+		}
+		if (len)
 			rc = u ? ps_pgtable_map_huge(s->pt,
 						     start + (p << PAGE_SHIFT),
 						     len, f, fl, u, NULL)
@@ -1132,7 +1246,12 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 						start + (p << PAGE_SHIFT), len,
 						f, fl);
 		if (rc) {
-			*done = p + (len >> PAGE_SHIFT); /* may be partial */
+			/*
+			 * -EEXIST installs nothing: the run's pages hold
+			 * others' entries (a racing map's, S20), which stay.
+			 * Else a prefix may be in (the test's injection).
+			 */
+			*done = p + (rc == -EEXIST ? 0 : len >> PAGE_SHIFT);
 			return rc;
 		}
 		p = r;
@@ -1141,71 +1260,130 @@ static int install(struct ps_space *s, struct ps__space_huge *h, uint64_t start,
 	return 0;
 }
 
-int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
-			     uint64_t first_frame, unsigned int flags)
+/* The unit of the map @m at page @p of the call (its decomposition). */
+static unsigned int call_unit(const struct ps__space_map *m,
+			      struct ps__space_huge *h, uint64_t p)
 {
+	const uint64_t p0 = m->start >> PAGE_SHIFT;
+
+	return map_unit_order(h, m->first_frame + p, p0 + p, p0 + m->npages);
+}
+
+/*
+ * The end of the chunk that begins at page @i: the first unit boundary at or
+ * after ps__space_chunk_end() (a 1 GiB unit spans chunks of 64 MiB).
+ */
+static uint64_t huge_chunk_end(const struct ps__space_map *m,
+			       struct ps__space_huge *h, uint64_t i)
+{
+	const uint64_t ce = ps__space_chunk_end(m, i);
+	uint64_t p = i;
+
+	while (p < ce)
+		p += unit_pages(call_unit(m, h, p));
+	return p;
+}
+
+/* Zap the entries of pages [@i, @j) of the map, inside an invalidation. */
+static void huge_uninstall(const struct ps__space_map *m, uint64_t i,
+			   uint64_t j)
+{
+	struct ps_space *s = m->s;
+	const uint64_t a = m->start + (i << PAGE_SHIFT), len = (j - i)
+							       << PAGE_SHIFT;
+
+	if (j <= i)
+		return;
+	/* Visible entries go inside an invalidation (S13). */
+	(void)ps_notifier_invalidate_start(&s->notifier, a, len,
+					   PS_NOTIFIER_UNMAP, 0);
+	(void)ps_pgtable_zap(s->pt, a, len, 0, NULL, NULL);
+	(void)ps_notifier_invalidate_end(&s->notifier, a, len);
+}
+
+/* Give back the units of pages [@i, @j) of the map (S13). */
+static void huge_untake(const struct ps__space_map *m, struct ps__space_huge *h,
+			uint64_t i, uint64_t j)
+{
+	for (uint64_t p = i; p < j;) {
+		const unsigned int u = call_unit(m, h, p);
+
+		untake_unit(m->s, h, m->first_frame + p, u);
+		p += unit_pages(u);
+	}
+}
+
+/*
+ * One chunk of a map with huge frames (S20), under the writer mutex, all or
+ * nothing: references first (S13), unit by unit, none kept in memory; then
+ * the entries, one table map per run of units.
+ */
+int ps__space_map_huge_step(const struct ps__space_map *m, uint64_t i,
+			    uint64_t *e, uint64_t *where)
+{
+	struct ps_space *s = m->s;
 	struct ps__space_huge *h = ps__space_huge(s);
-	const uint64_t npages = len >> PAGE_SHIFT, p0 = start >> PAGE_SHIFT;
-	const int mode = flags & PS_MAP_CACHE_SET
-				 ? (int)((flags & PS_MAP_CACHE_MASK) >>
-					 PS_MAP_CACHE_SHIFT)
-				 : -1;
-	uint64_t p, taken, done = 0;
+	const uint64_t ce = ps__space_chunk_end(m, i);
+	uint64_t taken, done = i;
 	int rc = 0;
 
-	PS__FORK_CHECK(s->born, "space");
-	pthread_mutex_lock(&s->writer);
-	/* References first (S13), unit by unit; none kept in memory. */
-	for (taken = 0; taken < npages;) {
-		const unsigned int u = map_unit_order(h, first_frame + taken,
-						      p0 + taken, p0 + npages);
+	for (taken = i; taken < ce;) {
+		const unsigned int u = call_unit(m, h, taken);
 
-		rc = take_unit(s, h, first_frame + taken, u, mode);
+		rc = take_unit(s, h, m->first_frame + taken, u, m->mode);
 		if (rc)
 			break;
 		taken += unit_pages(u);
 	}
-	FAILPOINT(FP_MAP_TAKEN, start);
-	if (!rc)
-		rc = install(s, h, start, first_frame, 0, npages, flags, mode,
-			     &done);
-	FAILPOINT(FP_MAP_INSTALLED, start);
+	*e = taken;
+	*where = taken; /* errors say where: the unit not taken */
+	FAILPOINT(FP_MAP_TAKEN, m->start + (i << PAGE_SHIFT));
+	if (!rc) {
+		rc = install(s, h, m->start, m->first_frame, i, taken, m->flags,
+			     m->mode, &done);
+		if (rc == -EEXIST)
+			*where = ps__space_first_occupied(s, m->start, done,
+							  taken);
+		else if (rc)
+			*where = done;
+	}
+	FAILPOINT(FP_MAP_INSTALLED, m->start + (i << PAGE_SHIFT));
 	if (rc) {
-		if (done) {
-			/* Visible entries go inside an invalidation (S13). */
-			(void)ps_notifier_invalidate_start(&s->notifier, start,
-							   done << PAGE_SHIFT,
-							   PS_NOTIFIER_UNMAP,
-							   0);
-			(void)ps_pgtable_zap(s->pt, start, done << PAGE_SHIFT,
-					     0, NULL, NULL);
-			(void)ps_notifier_invalidate_end(&s->notifier, start,
-							 done << PAGE_SHIFT);
-		}
+		huge_uninstall(m, i, done);
 		/* S2 - seq_cst fence: entries gone before the puts. */
 		atomic_thread_fence(memory_order_seq_cst);
-		for (p = 0; p < taken;) {
-			const unsigned int u = map_unit_order(h,
-							      first_frame + p,
-							      p0 + p,
-							      p0 + npages);
-
-			untake_unit(s, h, first_frame + p, u);
-			p += unit_pages(u);
-		}
-	} else {
-		for (p = 0; p < npages;) {
-			const unsigned int u = map_unit_order(h,
-							      first_frame + p,
-							      p0 + p,
-							      p0 + npages);
-
-			commit_unit(s, h, first_frame + p, u, p0 + p, mode);
-			p += unit_pages(u);
-		}
+		huge_untake(m, h, i, taken);
 	}
-	pthread_mutex_unlock(&s->writer);
 	return rc;
+}
+
+/* A later chunk failed: take back chunk [@i, ...) whole (S20). */
+uint64_t ps__space_map_huge_undo(const struct ps__space_map *m, uint64_t i)
+{
+	struct ps__space_huge *h = ps__space_huge(m->s);
+	const uint64_t end = huge_chunk_end(m, h, i);
+
+	huge_uninstall(m, i, end);
+	/* S2 - seq_cst fence: entries gone before the puts. */
+	atomic_thread_fence(memory_order_seq_cst);
+	huge_untake(m, h, i, end);
+	return end;
+}
+
+/* The map cannot fail any more: commit chunk [@i, ...) (S13). */
+uint64_t ps__space_map_huge_commit(const struct ps__space_map *m, uint64_t i)
+{
+	struct ps__space_huge *h = ps__space_huge(m->s);
+	const uint64_t end = huge_chunk_end(m, h, i),
+		       p0 = m->start >> PAGE_SHIFT;
+
+	for (uint64_t p = i; p < end;) {
+		const unsigned int u = call_unit(m, h, p);
+
+		commit_unit(m->s, h, m->first_frame + p, u, p0 + p, m->mode);
+		p += unit_pages(u);
+	}
+	return end;
 }
 
 /* --- write faults on huge entries (S3 for a whole frame) ------------------ */
@@ -1286,7 +1464,7 @@ bool ps__space_huge_write_fault(struct ps_space *s, uint64_t addr,
 		f = ps_pte_frame(leaf);
 		if (f >= s->nframes || unit_pages(lo) > s->nframes - f)
 			return false;
-		pthread_mutex_lock(&s->writer);
+		ps__space_writer_take(s);
 		if (ps_pgtable_get_level(s->pt, addr, &e, &lo, &leaf) || !lo ||
 		    ps_pte_frame(leaf) != f) {
 			pthread_mutex_unlock(&s->writer);

@@ -57,6 +57,17 @@
 #define PAGE_SHIFT PS_PGTABLE_PAGE_SHIFT
 #define PAGE_SIZE PS_PGTABLE_PAGE_SIZE
 
+/*
+ * The installed part [start, end) of a map that works in chunks (S20): its
+ * frames are held (claimed ones frozen) until the map commits or rolls back,
+ * so unmap, discard and the modules above wait for it to go. A node on the
+ * mapper's stack, linked under the writer mutex.
+ */
+struct ps__space_resv {
+	uint64_t start, end;
+	struct ps__space_resv *next;
+};
+
 struct ps_space {
 	struct ps__space_exts exts; /* first: ps__space_ext_find() */
 	struct ps_pgtable *pt;
@@ -80,7 +91,17 @@ struct ps_space {
 	PS_ATOMIC(PS_ATOMIC(uint32_t) *) longterm;
 	struct ps_space_hooks hooks;
 	pthread_mutex_t writer; /* S1 */
-	uint64_t born;		/* fork generation at creation (lib/fork.h) */
+	/* Chunked maps in progress (S20): under the writer mutex. */
+	struct ps__space_resv *resv;
+	pthread_cond_t resv_gone; /* broadcast when one goes */
+	/*
+	 * S20's hand-off: threads waiting for the writer mutex, and how many
+	 * times a waiter got it, so that a chunked map lets one in between
+	 * chunks (the mutex is not fair).
+	 */
+	PS_ATOMIC(uint32_t) writer_wanted;
+	PS_ATOMIC(uint32_t) writer_handoffs;
+	uint64_t born; /* fork generation at creation (lib/fork.h) */
 	/* Huge frames (lib/space-huge.c), from the first declaration. */
 	PS_ATOMIC(struct ps__space_huge *) huge;
 	/* The dirty ledger (lib/space-ledger.c, C4), from the first add. */
@@ -310,8 +331,47 @@ int ps__space_pin_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
 			     unsigned int flags, uint64_t *frames_out);
 int ps__space_unpin_huge(struct ps_space *s, const uint64_t *units, uint64_t n,
 			 unsigned int flags);
-int ps__space_map_range_huge(struct ps_space *s, uint64_t start, uint64_t len,
-			     uint64_t first_frame, unsigned int flags);
+
+/*
+ * A map of pages [0, npages) of [start, ...) to first_frame + page, worked in
+ * chunks (S20, lib/space.c). Each function runs under the writer mutex:
+ * @step takes and installs the chunk that begins at page @i, all or nothing
+ * (on failure it gives back its own and says where, a page of the call),
+ * and sets *@e to its end; @undo takes back a chunk that @step installed and
+ * @commit commits one; both return its end. A chunk ends at the first boundary
+ * of the call's unit decomposition at or after ps__space_chunk_end(), the same
+ * every time it is walked (the frames it holds keep their order: S15).
+ */
+struct ps__space_map {
+	struct ps_space *s;
+	uint64_t start, npages, first_frame;
+	unsigned int flags;
+	int mode; /* PS_MAP_CACHE's mode, or -1 */
+	int (*step)(const struct ps__space_map *m, uint64_t i, uint64_t *e,
+		    uint64_t *where);
+	uint64_t (*undo)(const struct ps__space_map *m, uint64_t i);
+	uint64_t (*commit)(const struct ps__space_map *m, uint64_t i);
+};
+
+/* Pages of address space a map works on per chunk (S20): 64 MiB. */
+#define PS__SPACE_MAP_CHUNK PS__FP_MAP_CHUNK_PAGES
+
+/* The page (of the call) where the chunk beginning at page @i ends. */
+uint64_t ps__space_chunk_end(const struct ps__space_map *m, uint64_t i);
+/* Run a map chunk by chunk (S20): 0, or its step's error (*@where set). */
+int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where);
+/* The first page of [@i, @j) a map may not replace, else @i (lib/space.c). */
+uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
+				  uint64_t i, uint64_t j);
+/* Take the writer mutex, counted as a waiter (S20's hand-off). */
+void ps__space_writer_take(struct ps_space *s);
+/* Take the writer mutex once no chunked map holds [@start, +@len) (S20). */
+void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
+				 uint64_t len);
+int ps__space_map_huge_step(const struct ps__space_map *m, uint64_t i,
+			    uint64_t *e, uint64_t *where);
+uint64_t ps__space_map_huge_undo(const struct ps__space_map *m, uint64_t i);
+uint64_t ps__space_map_huge_commit(const struct ps__space_map *m, uint64_t i);
 void ps__space_put_run(struct ps_space *s, uint64_t first, uint64_t count);
 void ps__space_put_unit(struct ps_space *s, uint64_t unit);
 int ps__space_discard_unit(struct ps_space *s, uint64_t addr, uint64_t end,

@@ -58,13 +58,23 @@ static int fault_in(struct ps_space *s, uint64_t addr, bool write)
 	}
 }
 
-/* Drop the lookup reference, and the LOCKED bit a write took (S5). */
-static void release(struct ps_space *s, uint64_t frame, bool locked)
+/*
+ * Drop the lookup reference taken on @p, the word of @unit (a 4 KiB frame, or
+ * a whole huge frame: S17), and the LOCKED bit a write took (S5). A whole
+ * frame's reference goes back as a unit (through its gate, S18: the frame
+ * may have been split since, then one goes from each part).
+ */
+static void release(struct ps_space *s, struct ps_page *p, uint64_t unit,
+		    bool locked)
 {
-	struct ps_page *p = &s->frames[frame];
-
+	if (PS_SPACE_UNIT_ORDER(unit)) {
+		if (locked)
+			ps_page_unlock(p);
+		ps__space_put_unit(s, unit);
+		return;
+	}
 	if (locked ? ps_page_unlock_and_put(p) : ps_page_put(p))
-		ps__space_frame_freed(s, frame); /* unmapped meanwhile (S7) */
+		ps__space_frame_freed(s, unit); /* unmapped meanwhile (S7) */
 }
 
 int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
@@ -81,7 +91,7 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 	for (;;) {
 		uint64_t seq = ps_interval_read_begin(sub);
 		struct ps_page *p;
-		uint64_t frame;
+		uint64_t frame, unit;
 		ps_pte_t e;
 		int rc;
 
@@ -106,12 +116,13 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 		frame = ps_pte_frame(e);
 		if (frame >= s->nframes)
 			return -EFAULT;
-		/* Not yet for a whole huge frame (lib/space-huge.c, S16). */
-		if (PS_UNLIKELY(ps__space_huge(s)) &&
-		    ps_space_frame_order(s, frame) != PS_SPACE_ORDER_4K &&
-		    ps_space_frame_word(s, frame, NULL) != &s->frames[frame])
-			return -EOPNOTSUPP;
-		p = &s->frames[frame];
+		/*
+		 * The word that holds the frame's state: its own, or a whole
+		 * huge frame's (S16), whose unit the reference is then on (a
+		 * split meanwhile freezes it: the try fails, and the next look
+		 * finds the part; a LOCKED word is not split).
+		 */
+		p = ps__space_word(s, frame, &unit);
 		/*
 		 * The lookup reference. No re-check of the entry: every change
 		 * of frame at @addr is bracketed by an invalidation, which the
@@ -138,7 +149,7 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 		ops->lock(ctx);
 		if (ps_interval_read_retry(sub, seq)) {
 			ops->unlock(ctx);
-			release(s, frame, write);
+			release(s, p, unit, write);
 			continue; /* an invalidation raced: again */
 		}
 		if (write) { /* dirty before the writable mapping (S5) */
@@ -147,7 +158,7 @@ int ps_space_map_secondary(struct ps_space *s, struct ps_interval *sub,
 		}
 		rc = ops->install(ctx, addr, frame, write);
 		ops->unlock(ctx);
-		release(s, frame, write);
+		release(s, p, unit, write);
 		return rc;
 	}
 }

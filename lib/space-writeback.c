@@ -307,10 +307,25 @@ static int wb_hold(struct ps_space *s, uint64_t addr, uint64_t *frame_out)
 			if ((w & PS_PAGE_LIVE) &&
 			    ps_page_word_refs(w) >= PS_PAGE_REFS_MAX)
 				return -EOVERFLOW;
-			if (w & PS_PAGE_FROZEN)
+			if (w & PS_PAGE_FROZEN) {
 				sched_yield(); /* a freezer holds it (S8) */
-			else if (ps__space_huge(s))
+			} else if (ps__space_huge(s)) {
+				uint64_t unit;
+
+				/*
+				 * In a whole frame mapped by 4 KiB entries (its
+				 * huge entry split, by ps_pgtable_split() say):
+				 * S19 takes no unit there, so this page goes
+				 * alone, on its own word (S17: split the
+				 * frame's state first). Else freed: again.
+				 */
+				(void)ps__space_word(s, frame, &unit);
+				if (PS_SPACE_UNIT_ORDER(unit) &&
+				    ps__space_split_frame(s, frame,
+							  PS_SPACE_ORDER_4K))
+					return -EBUSY; /* S16 broken */
 				return WB_AGAIN; /* in a whole frame? S19 */
+			}
 			continue; /* freed or frozen: look again */
 		}
 		ps_page_lock(p);

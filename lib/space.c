@@ -8,10 +8,10 @@
  *
  * ---------------------------------------------------------------------------
  * Protocol and guarantees (cited by tests/test-space.c as S1..S14; this
- * file states S1, S7, S8 and S13; S2 and S14 are in lib/space-pin.c, S3 in
+ * file states S1, S7, S8, S13 and S20; S2 and S14 are in lib/space-pin.c, S3 in
  * lib/space-fault.c, S4, S9 and S12 in lib/space-writeback.c, S5, S6 and
  * S11 in lib/space-dirty.c, S10 in lib/space-discard.c, S15..S18, the huge
- * frames', in lib/space-huge.c)
+ * frames', in lib/space-huge.c, S19 in lib/space-writeback.c)
  * ---------------------------------------------------------------------------
  *
  * S1  Map, map_range, unmap and discard serialise on the writer mutex: they are
@@ -60,25 +60,56 @@
  * S13 A failed map gives back exactly what it took, and the free hook runs once
  *     per frame lifetime whatever races with it. A map takes each frame with
  *     ps_page_get_or_freeze(): a LIVE frame gains the mapping's reference; a
- *     free one is claimed, frozen with no reference, with the mode PS_MAP_CACHE
- *     asks for and without the last lifetime's flags (PS_PAGE_LIFE_FLAGS: a
- *     new lifetime starts clean). A frozen frame fails every try-get and
- *     try-pin (pins, write faults, mark_dirty, write-back, the secondary-map
- *     helper, kmap, lookups of an older mapping of the frame on their way out):
- *     whoever finds the map's entry before the map commits waits for it, as for
- *     a conversion, and never marks the frame or runs a hook for it; no one
- *     else can change its mode or freeze it. Only once the map cannot fail any
- *     more (every run installed) does it unfreeze its claimed frames with the
- *     mapping's one reference (release), clearing PS_PAGE_LIFE_FLAGS again in
- *     the same step (ps_page_unfreeze_claimed()), whatever a stale flag setter
- *     left on the word meanwhile. So a claimed frame that the map gives back
- *     was never held by anyone else: it goes back free with its old mode, and
- *     no hook runs; its owner may reuse it at once. A frame that was LIVE loses
- *     the map's reference, and if that was the last (its other holders let go
- *     meanwhile), its lifetime ends there with the free hook, under the writer
- *     mutex (S7). Before, a free frame was revived at once: a stale speculative
- *     pin could take a reference to it before the rollback, whose put was then
- *     not the last, and the pin's later back-out freed it again (issue 15 #4).
+ *     free one is claimed, frozen with no reference and its mode unchanged (the
+ *     map sets the mode PS_MAP_CACHE asks for when it commits, so a claim given
+ *     back needs no record of the old one). A frozen frame fails every try-get
+ *     and try-pin (pins, write faults, mark_dirty, write-back, the
+ *     secondary-map helper, kmap, lookups of an older mapping of the frame on
+ *     their way out): whoever finds the map's entry before the map commits
+ *     waits for it, as for a conversion, and never marks the frame or runs a
+ *     hook for it; no one else can change its mode or freeze it. Only once the
+ *     map cannot fail any more (every run installed) does it unfreeze its
+ *     claimed frames with the mapping's one reference (release), clearing
+ *     PS_PAGE_LIFE_FLAGS again and setting the mode in the same step, whatever
+ *     a stale flag setter left on the word meanwhile. So a claimed frame that
+ *     the map gives back was never held by anyone else: it goes back free with
+ *     its old mode, and no hook runs; its owner may reuse it at once. A frame
+ *     that was LIVE loses the map's reference, and if that was the last (its
+ *     other holders let go meanwhile), its lifetime ends there with the free
+ *     hook, under the writer mutex (S7). Before, a free frame was revived at
+ *     once: a stale speculative pin could take a reference to it before the
+ *     rollback, whose put was then not the last, and the pin's later back-out
+ *     freed it again (issue 15 #4).
+ *
+ * S20 Bounded work: a map works in chunks of PS__SPACE_MAP_CHUNK pages of
+ *     address space (64 MiB, aligned; a huge unit that crosses a boundary
+ *     ends its chunk), each taken and installed under the writer mutex, all
+ *     or nothing, and lets the mutex go between chunks. Nothing is kept per
+ *     page: the frame of page k is first_frame + k, and under the mutex a
+ *     frozen frame that an entry of the map names is the map's own claim (every
+ *     other freezer, a conversion, a cache-mode change, a discard, holds the
+ *     mutex while its frames are frozen; a huge frame's split holds a word
+ *     frozen only inside its own step, and the huge path tells them apart,
+ *     lib/space-huge.c). While the mutex is let go, the part installed so far
+ *     is reserved (struct ps__space_resv, on the mapper's stack, linked under
+ *     the mutex): unmap and discard of a range that meets it, and every taker
+ *     of ps__space_writer_lock() (prot's conversion, mprotect, cache mode,
+ *     kmap; the frame-order declaration), wait on the space's condition until
+ *     the map is done, because they would put references the map has not given,
+ *     or wait for its frozen frames holding the mutex the map needs to finish.
+ *     A map that reaches the reserved part finds its entries and fails -EEXIST;
+ *     one of a later part may win, and this map fails -EEXIST there. Claimed
+ *     frames stay frozen until every chunk is in, so S13 holds for the whole
+ *     call: a later chunk's failure takes the earlier chunks' entries back
+ *     (invalidated) and gives their frames back, chunk by chunk under the
+ *     mutex, before the reservation goes; then the commit, chunk by chunk,
+ *     unfreezes them. A fault or pin that finds a claimed frame waits (yields,
+ *     S8) holding no lock, and the huge write fault lets the mutex go before it
+ *     yields. Between chunks the
+ *     mapper hands the mutex to a waiter (ps__space_writer_take() counts them;
+ *     the mutex is not fair). Unmap and destroy zap a chunk at a time too (a 1
+ *     GiB leaf whole), unmap inside one invalidation and letting the mutex go
+ *     between chunks, so the frames collected for the puts stay bounded.
  */
 #include <pagestate/space.h>
 
@@ -87,6 +118,7 @@
 #include "space-impl.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -118,16 +150,6 @@ struct ps_page *ps__space_frames(struct ps_space *s, uint64_t *nframes)
 uint64_t ps__space_size(const struct ps_space *s)
 {
 	return s->size;
-}
-
-void ps__space_writer_lock(struct ps_space *s)
-{
-	pthread_mutex_lock(&s->writer);
-}
-
-void ps__space_writer_unlock(struct ps_space *s)
-{
-	pthread_mutex_unlock(&s->writer);
 }
 
 struct ps__space_ext *ps__space_ext_add(struct ps_space *s,
@@ -228,6 +250,11 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 		free(s);
 		return -ENOMEM;
 	}
+	if (pthread_cond_init(&s->resv_gone, NULL)) {
+		pthread_mutex_destroy(&s->writer);
+		free(s);
+		return -ENOMEM;
+	}
 	rc = -ENOMEM;
 	if (cfg->frames) {
 		s->frames = cfg->frames;
@@ -269,6 +296,8 @@ int ps_space_create(const struct ps_space_config *cfg, struct ps_space **out)
 	atomic_init(&s->exts.head, NULL); /* no extension yet */
 	atomic_init(&s->longterm, NULL);  /* no long-term pin yet (S14) */
 	atomic_init(&s->huge, NULL);	  /* no huge frame yet (S15) */
+	atomic_init(&s->writer_wanted, 0);
+	atomic_init(&s->writer_handoffs, 0);
 	*out = s;
 	return 0;
 
@@ -283,6 +312,7 @@ fail_pt:
 fail:
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
+	pthread_cond_destroy(&s->resv_gone);
 	pthread_mutex_destroy(&s->writer);
 	free(s);
 	return rc;
@@ -303,20 +333,18 @@ struct zapped {
 	bool runs;
 };
 
-static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
-			  ps_pte_t new_pte)
+/* Keep frames [@frame, @frame + @count) to put after the zap. */
+static void collect(struct zapped *z, uint64_t frame, uint64_t count)
 {
-	struct zapped *z = ctx;
-	uint64_t frame;
-
-	(void)addr;
-	(void)new_pte;
-	if (!ps_pte_is_present(old) || ps_pte_frame(old) >= z->s->nframes)
+	if (!z->runs && count > 1) {
+		/* 4 KiB frames under a huge leaf (a collapse): one by one. */
+		for (uint64_t k = 0; k < count; k++)
+			collect(z, frame + k, 1);
 		return;
-	frame = ps_pte_frame(old);
+	}
 	if (z->runs && z->n &&
 	    z->frames[z->n - 2] + z->frames[z->n - 1] == frame) {
-		z->frames[z->n - 1]++; /* the run goes on */
+		z->frames[z->n - 1] += count; /* the run goes on */
 		return;
 	}
 	if (z->n + 2 > z->cap) {
@@ -326,7 +354,7 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 		if (!f) {
 			/* Out of memory: drop it here, inside the section. */
 			if (z->runs)
-				ps__space_put_run(z->s, frame, 1);
+				ps__space_put_run(z->s, frame, count);
 			else
 				ps__space_frame_put(z->s, frame);
 			return;
@@ -336,21 +364,47 @@ static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
 	}
 	z->frames[z->n++] = frame;
 	if (z->runs)
-		z->frames[z->n++] = 1;
+		z->frames[z->n++] = count;
+}
+
+/*
+ * The zap's visitor (PS_ZAP_UNITS): a 4 KiB entry, or a whole huge leaf told
+ * of once, its order in the low bits of @addr, so that destroying or
+ * unmapping huge memory costs per leaf, not per 4 KiB page.
+ */
+static void collect_frame(void *ctx, uint64_t addr, ps_pte_t old,
+			  ps_pte_t new_pte)
+{
+	struct zapped *z = ctx;
+	const uint64_t count = UINT64_C(1) << (addr & (PAGE_SIZE - 1));
+
+	(void)new_pte;
+	if (!ps_pte_is_present(old) || ps_pte_frame(old) >= z->s->nframes ||
+	    count > z->s->nframes - ps_pte_frame(old))
+		return;
+	collect(z, ps_pte_frame(old), count);
 }
 
 /*
  * Zap [start, start + len) and drop the mappings' references once the zap
  * has returned: outside the page table's read-side section, so the free
  * hook may do anything (S7). The zap skips empty parts of the table, so a
- * sparse range costs its mapped pages, not its size.
+ * sparse range costs its mapped pages, not its size. Returns the zap's
+ * error: -ENOMEM leaves the pages from the huge entry it could not split on
+ * mapped, with their references.
  */
-static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
-			unsigned int zap_flags)
+static int zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
+		       unsigned int zap_flags)
 {
 	struct zapped z = {s, NULL, 0, 0, ps__space_huge(s) != NULL};
+	/*
+	 * -ENOMEM: a huge entry the range covers in part could not be split;
+	 * the entries before it are zapped (and put below), the rest not.
+	 */
+	const int rc = ps_pgtable_zap(s->pt, start, len,
+				      zap_flags | PS_ZAP_UNITS, collect_frame,
+				      &z);
 
-	(void)ps_pgtable_zap(s->pt, start, len, zap_flags, collect_frame, &z);
 	/*
 	 * S2 - seq_cst fence: the zap's entry CASes come before any read of the
 	 * frames' pins by whoever frees them; pairs with the pin path's seq_cst
@@ -363,6 +417,26 @@ static void zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
 		else
 			ps__space_frame_put(s, z.frames[i]);
 	free(z.frames);
+	return rc;
+}
+
+/*
+ * The end of the zap chunk (S20) that begins at address @a, at most @end: the
+ * next 64 MiB boundary, or the end of a 1 GiB leaf that crosses it (a zap of
+ * part of a leaf would split it, and the frame's state with it).
+ */
+static uint64_t chunk_next(struct ps_space *s, uint64_t a, uint64_t end)
+{
+	const uint64_t gib = UINT64_C(1) << (PS_PGTABLE_ORDER_1G + PAGE_SHIFT);
+	uint64_t b = (a | ((PS__SPACE_MAP_CHUNK << PAGE_SHIFT) - 1)) + 1;
+	unsigned int order;
+	ps_pte_t e, leaf;
+
+	if (b < end && (b & (gib - 1)) &&
+	    !ps_pgtable_get_level(s->pt, b, &e, &order, &leaf) &&
+	    order == PS_PGTABLE_ORDER_1G)
+		b = (b | (gib - 1)) + 1;
+	return b < end ? b : end;
 }
 
 bool ps__space_inherited(const struct ps_space *space)
@@ -379,7 +453,11 @@ int ps_space_destroy(struct ps_space *s)
 	ps_notifier_get_stats(&s->notifier, &st);
 	if (st.subscriptions)
 		return -EBUSY;
-	zap_and_put(s, 0, s->size, PS_ZAP_UNMAP);
+	/* A chunk at a time: the frames collected stay bounded (S20). */
+	for (uint64_t a = 0, b; a < s->size; a = b) {
+		b = chunk_next(s, a, s->size);
+		(void)zap_and_put(s, a, b - a, PS_ZAP_UNMAP);
+	}
 	ps_pgtable_destroy(s->pt);
 	(void)ps_notifier_destroy(&s->notifier);
 	ps__hbm_destroy(&s->log);
@@ -392,6 +470,7 @@ int ps_space_destroy(struct ps_space *s)
 	exts_fini(s);
 	if (s->frames_map)
 		munmap(s->frames_map, s->frames_bytes);
+	pthread_cond_destroy(&s->resv_gone);
 	pthread_mutex_destroy(&s->writer);
 	free(s);
 	return 0;
@@ -399,30 +478,31 @@ int ps_space_destroy(struct ps_space *s)
 
 /* --- mapping -------------------------------------------------------------- */
 
-/* What a map took from a frame, to give it back if the map fails. */
-struct taken {
-	uint64_t pte_flags; /* its entry's flags (runs: equal flags) */
-	bool claimed;	    /* it was free: this map froze it (S13) */
-	bool wb;	    /* pinned or dirty: its page goes in wb (S9) */
-	uint8_t old_cache;  /* a claimed frame's cache mode before */
-};
+/* The cache mode PS_MAP_CACHE asks for, or -1 (keep the frame's). */
+static int map_mode(unsigned int flags)
+{
+	return flags & PS_MAP_CACHE_SET ? (int)((flags & PS_MAP_CACHE_MASK) >>
+						PS_MAP_CACHE_SHIFT)
+					: -1;
+}
 
 /*
- * S13: give back what a failed map took. A frame it claimed (it was free) was
- * frozen all along: nobody else took it, looked at its mode or froze it, so it
- * goes back free exactly as it was, mode included, and no hook runs (its owner
- * never saw it mapped). A frame that was LIVE loses the map's reference; if
- * that was the last one (its other holders let go meanwhile), this put ends its
- * lifetime and runs the free hook, as any last put does.
+ * S13: give back what a failed map took of @frame. Under the writer mutex a
+ * frozen frame that a map's entry names is that map's claim (S20: every other
+ * freezer holds the mutex while its frames are frozen): it was frozen all
+ * along, nobody else took it, looked at its mode or froze it, so it goes back
+ * free exactly as it was (the map sets the mode only when it commits) and no
+ * hook runs (its owner never saw it mapped). A frame that was LIVE loses the
+ * map's reference; if that was the last one (its other holders let go
+ * meanwhile), this put ends its lifetime and runs the free hook, as any last
+ * put does.
  */
-static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
+static void untake_frame(struct ps_space *s, uint64_t frame)
 {
 	struct ps_page *p = &s->frames[frame];
 
-	if (t.claimed) {
-		(void)ps_page_unfreeze_change_flags(
-			p, 0, PS_PAGE_CACHE_MASK,
-			(uint64_t)t.old_cache << PS_PAGE_CACHE_SHIFT);
+	if (ps_page_load(p) & PS_PAGE_FROZEN) {
+		(void)ps_page_unfreeze_change_flags(p, 0, 0, 0);
 		return;
 	}
 	if (ps_page_put(p))
@@ -430,37 +510,42 @@ static void untake_frame(struct ps_space *s, uint64_t frame, struct taken t)
 }
 
 /*
- * Take a mapping's reference on @frame and build its entry flags: a LIVE
- * frame gains a reference; a free one is claimed, frozen with none, until
- * the map commits (S13).
+ * Take a mapping's reference on @frame: a LIVE frame gains a reference (and
+ * must have the mode @mode asks for); a free one is claimed, frozen with none
+ * and its mode unchanged, until the map commits (S13). Nothing is kept per
+ * frame: the FROZEN bit says what was claimed (untake_frame()).
  */
-static int take_frame(struct ps_space *s, uint64_t frame, unsigned int flags,
-		      uint64_t *pte_flags, struct taken *t)
+static int take_frame(struct ps_space *s, uint64_t frame, int mode)
 {
 	struct ps_page *p = &s->frames[frame];
-	const int mode = flags & PS_MAP_CACHE_SET
-				 ? (int)((flags & PS_MAP_CACHE_MASK) >>
-					 PS_MAP_CACHE_SHIFT)
-				 : -1;
-	unsigned int old_mode = 0;
 	uint64_t w;
 	int rc;
 
-	rc = ps_page_get_or_freeze(p, mode, &old_mode);
+	rc = ps_page_get_or_freeze(p, -1, NULL);
 	if (rc < 0)
 		return rc;
 	w = ps_page_load(p);
-	t->claimed = rc == 1;
-	t->old_cache = (uint8_t)old_mode;
-	t->wb = (w & PS_PAGE_DIRTY) || ps_page_word_pins(w);
 	if (w & PS_PAGE_POISONED) {
-		untake_frame(s, frame, *t);
+		untake_frame(s, frame);
 		return -EHWPOISON;
 	}
-	*pte_flags = (flags & PS_MAP_WRITE ? PS_PTE_MAYWRITE : 0) |
-		     PS_PTE_CACHE(ps_page_word_cache(w)) |
-		     (w & PS_PAGE_PRIVATE ? PS_PTE_ENC : 0);
+	if (rc == 0 && mode >= 0 && ps_page_word_cache(w) != (unsigned)mode) {
+		untake_frame(s, frame);
+		return -EBUSY; /* LIVE in another mode */
+	}
 	return 0;
+}
+
+/* The entry flags of a frame the map holds (its word is stable: held). */
+static uint64_t frame_pte_flags(struct ps_space *s, uint64_t frame,
+				unsigned int flags, int mode)
+{
+	const uint64_t w = ps_page_load(&s->frames[frame]);
+
+	return (flags & PS_MAP_WRITE ? PS_PTE_MAYWRITE : 0) |
+	       PS_PTE_CACHE(mode >= 0 ? (unsigned)mode
+				      : ps_page_word_cache(w)) |
+	       (w & PS_PAGE_PRIVATE ? PS_PTE_ENC : 0);
 }
 
 /*
@@ -499,10 +584,11 @@ static ps_pte_t untaken_entry(struct ps_space *s, uint64_t addr, ps_pte_t e)
  * an entry without the bit becomes none. (A WRITTEN marker outside an async
  * range is a leftover of an earlier async registration, which unregister kept:
  * a failed map over it loses it. This rollback runs only when a store raced
- * into the range against pgtable.h's exclusion rules.) Pages without such an
- * entry are left alone. Under the writer mutex no other thread maps a frame
- * here (S1); faults may still set accessed, dirty or writable bits, and protect
- * the uffd-wp bit: the CAS then looks again.
+ * into the range against pgtable.h's exclusion rules, or when a later chunk of
+ * the map failed, S20.) Pages without such an entry are left alone. Under the
+ * writer mutex no other thread maps a frame here (S1), and no unmap or discard
+ * reaches an installed chunk (S20); faults may still set accessed, dirty or
+ * writable bits, and protect the uffd-wp bit: the CAS then looks again.
  */
 static void unmap_installed(struct ps_space *s, uint64_t start,
 			    uint64_t first_frame, uint64_t i, uint64_t j)
@@ -548,7 +634,7 @@ static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
 }
 
 /*
- * A failed map takes back the entries it installed at pages [0, @end), inside
+ * A failed map takes back the entries it installed at pages [@i, @j), inside
  * an UNMAP invalidation, as an unmap would: they were visible, so the
  * secondary-map helper may have mapped one of them meanwhile (its retry check
  * sees no change of frame that no invalidation brackets), and the mapping it
@@ -556,17 +642,18 @@ static int map_run(struct ps_space *s, uint64_t start, uint64_t first_frame,
  * callbacks run under the writer mutex, as an unmap's do (S7).
  */
 static void undo_installed(struct ps_space *s, uint64_t start,
-			   uint64_t first_frame, uint64_t end)
+			   uint64_t first_frame, uint64_t i, uint64_t j)
 {
-	if (!end)
+	const uint64_t a = start + (i << PAGE_SHIFT), len = (j - i)
+							    << PAGE_SHIFT;
+
+	if (j <= i)
 		return;
 	/* Blockable: it cannot fail (notifier.h). */
-	(void)ps_notifier_invalidate_start(&s->notifier, start,
-					   end << PAGE_SHIFT, PS_NOTIFIER_UNMAP,
-					   0);
-	unmap_installed(s, start, first_frame, 0, end);
-	(void)ps_notifier_invalidate_end(&s->notifier, start,
-					 end << PAGE_SHIFT);
+	(void)ps_notifier_invalidate_start(&s->notifier, a, len,
+					   PS_NOTIFIER_UNMAP, 0);
+	unmap_installed(s, start, first_frame, i, j);
+	(void)ps_notifier_invalidate_end(&s->notifier, a, len);
 }
 
 /*
@@ -576,8 +663,8 @@ static void undo_installed(struct ps_space *s, uint64_t start,
  * mutex (S1), so only a store racing into the range against pgtable.h's
  * exclusion rules can have removed it since: then @i.
  */
-static uint64_t first_occupied(struct ps_space *s, uint64_t start, uint64_t i,
-			       uint64_t j)
+uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
+				  uint64_t i, uint64_t j)
 {
 	for (uint64_t k = i; k < j; k++) {
 		ps_pte_t e;
@@ -591,106 +678,282 @@ static uint64_t first_occupied(struct ps_space *s, uint64_t start, uint64_t i,
 	return i;
 }
 
+/* --- maps in chunks (S20) ------------------------------------------------- */
+
+void ps__space_writer_take(struct ps_space *s)
+{
+	/*
+	 * Relaxed: a hint for a chunked map between chunks (S20), which only
+	 * yields on it; the mutex orders everything the two share.
+	 */
+	atomic_fetch_add_explicit(&s->writer_wanted, 1, memory_order_relaxed);
+	pthread_mutex_lock(&s->writer);
+	atomic_fetch_sub_explicit(&s->writer_wanted, 1, memory_order_relaxed);
+	/* Relaxed: the same hint. */
+	atomic_fetch_add_explicit(&s->writer_handoffs, 1, memory_order_relaxed);
+}
+
+/*
+ * Between two chunks of a map (S20), the mutex let go: if a thread waits for
+ * it, yield until one has had it (or a bounded number of times), since this
+ * thread would otherwise take it straight back and the waiter would wait for
+ * the whole map after all.
+ */
+static void writer_hand_off(struct ps_space *s)
+{
+	/* Relaxed: hints (see ps__space_writer_take()). */
+	const uint32_t h = atomic_load_explicit(&s->writer_handoffs,
+						memory_order_relaxed);
+
+	for (unsigned int n = 0;
+	     n < 64 &&
+	     atomic_load_explicit(&s->writer_wanted, memory_order_relaxed) &&
+	     atomic_load_explicit(&s->writer_handoffs, memory_order_relaxed) ==
+		     h;
+	     n++)
+		sched_yield();
+}
+
+void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
+				 uint64_t len)
+{
+	ps__space_writer_take(s);
+	for (;;) {
+		const struct ps__space_resv *r = s->resv;
+
+		while (r && (start >= r->end || r->start >= start + len))
+			r = r->next;
+		if (!r)
+			return;
+		/* An installed chunk of a map in progress: wait (S20). */
+		pthread_cond_wait(&s->resv_gone, &s->writer);
+	}
+}
+
+void ps__space_writer_lock(struct ps_space *s)
+{
+	ps__space_writer_lock_range(s, 0, s->size);
+}
+
+void ps__space_writer_unlock(struct ps_space *s)
+{
+	pthread_mutex_unlock(&s->writer);
+}
+
+/* The end (a page of the call) of the chunk that begins at page @i. */
+uint64_t ps__space_chunk_end(const struct ps__space_map *m, uint64_t i)
+{
+	const uint64_t p0 = m->start >> PAGE_SHIFT;
+	const uint64_t e = ((p0 + i) | (PS__SPACE_MAP_CHUNK - 1)) + 1 - p0;
+
+	return e < m->npages ? e : m->npages;
+}
+
+int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
+{
+	struct ps_space *s = m->s;
+	struct ps__space_resv r = {m->start, m->start, NULL}, **pp;
+	uint64_t i = 0, e = 0, end;
+	bool linked = false;
+	int rc = 0;
+
+	ps__space_writer_take(s);
+	for (;;) {
+		rc = m->step(m, i, &e, where);
+		if (rc || e >= m->npages)
+			break;
+		/*
+		 * More to do: the installed part is reserved (unmap, discard
+		 * and the modules above wait for it; a map that reaches it
+		 * finds its entries and fails -EEXIST), and the mutex let go,
+		 * so that others' maps, unmaps and faults elsewhere proceed.
+		 */
+		i = e;
+		r.end = m->start + (i << PAGE_SHIFT);
+		if (!linked) {
+			r.next = s->resv;
+			s->resv = &r;
+			linked = true;
+		}
+		pthread_mutex_unlock(&s->writer);
+		FAILPOINT(FP_MAP_CHUNK, r.end);
+		writer_hand_off(s);
+		ps__space_writer_take(s);
+	}
+	/*
+	 * Failed in a later chunk (the step gave back its own): the chunks
+	 * before it go. Or done: every chunk commits (S13: only now can the
+	 * map not fail any more). Chunk by chunk, letting the mutex go
+	 * between them.
+	 */
+	end = rc ? i : m->npages;
+	for (uint64_t k = 0; k < end;) {
+		k = rc ? m->undo(m, k) : m->commit(m, k);
+		if (k < end) {
+			pthread_mutex_unlock(&s->writer);
+			writer_hand_off(s);
+			ps__space_writer_take(s);
+		}
+	}
+	if (linked) {
+		for (pp = &s->resv; *pp != &r; pp = &(*pp)->next)
+			;
+		*pp = r.next;
+		pthread_cond_broadcast(&s->resv_gone);
+	}
+	pthread_mutex_unlock(&s->writer);
+	return rc;
+}
+
+/*
+ * One chunk of a map of 4 KiB frames, pages [@i, *@e), under the writer mutex,
+ * all or nothing. References first (a free frame claimed, frozen: S13), then
+ * entries, so a reader never finds an entry whose frame lacks the mapping's
+ * reference; while no entry is installed, no pin or fault can find the frames.
+ * A run of frames with the same cache and encryption state is mapped with one
+ * page-table map, which checks its pages and allocates its levels before it
+ * installs anything. With several runs, the page table is prepared for the
+ * whole chunk first (every page vacant, every level allocated), so that no run
+ * can fail once one is visible. A pin racing with the map finds each page
+ * either not yet mapped, or mapped for good (a claimed frame frozen until the
+ * map commits: the pin waits for it, as for a conversion).
+ */
+static int map_step(const struct ps__space_map *m, uint64_t i, uint64_t *e,
+		    uint64_t *where)
+{
+	struct ps_space *s = m->s;
+	const uint64_t end = ps__space_chunk_end(m, i), ff = m->first_frame;
+	uint64_t k, nruns = 0, prev = 0, a = i, b = i;
+	int rc = 0;
+
+	*e = end;
+	for (k = i; k < end; k++) {
+		uint64_t fl;
+
+		rc = take_frame(s, ff + k, m->mode);
+		if (rc)
+			break;
+		fl = frame_pte_flags(s, ff + k, m->flags, m->mode);
+		if (k == i || fl != prev)
+			nruns++;
+		prev = fl;
+	}
+	FAILPOINT(FP_MAP_TAKEN, m->start + (i << PAGE_SHIFT));
+	/* Errors say where: the frame that could not be taken. */
+	*where = k;
+	if (!rc && nruns > 1) {
+		rc = ps_pgtable_map_prepare(s->pt, m->start + (i << PAGE_SHIFT),
+					    (end - i) << PAGE_SHIFT);
+		if (rc == -EEXIST)
+			*where = ps__space_first_occupied(s, m->start, i, end);
+	}
+	while (!rc && a < end) {
+		const uint64_t fl = frame_pte_flags(s, ff + a, m->flags,
+						    m->mode);
+
+		for (b = a + 1; b < end && frame_pte_flags(s, ff + b, m->flags,
+							   m->mode) == fl;
+		     b++)
+			;
+		rc = map_run(s, m->start, ff, a, b, fl);
+		if (!rc)
+			a = b;
+		else if (rc == -EEXIST)
+			*where = ps__space_first_occupied(s, m->start, a, b);
+	}
+	/* Entries installed; the frames the map claimed still frozen. */
+	FAILPOINT(FP_MAP_INSTALLED, m->start + (i << PAGE_SHIFT));
+	if (rc) {
+		/*
+		 * Only a store racing into the range against the exclusion
+		 * rules (pgtable.h) fails a run after the prepare: then the
+		 * runs mapped before [a, ...) go, and what the failed run
+		 * installed (-EEXIST: nothing; its pages may hold entries of
+		 * others, which stay), and every reference taken.
+		 */
+		undo_installed(s, m->start, ff, i,
+			       rc == -EEXIST || b <= a ? a : b);
+		/* S2 - seq_cst fence: entries gone before the puts. */
+		atomic_thread_fence(memory_order_seq_cst);
+		for (uint64_t n = i; n < k; n++)
+			untake_frame(s, ff + n);
+	}
+	return rc;
+}
+
+/* A later chunk failed: take back chunk [@i, ...) whole (S20). */
+static uint64_t map_undo(const struct ps__space_map *m, uint64_t i)
+{
+	const uint64_t end = ps__space_chunk_end(m, i);
+
+	undo_installed(m->s, m->start, m->first_frame, i, end);
+	/* S2 - seq_cst fence: entries gone before the puts. */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (uint64_t k = i; k < end; k++)
+		untake_frame(m->s, m->first_frame + k);
+	return end;
+}
+
+/*
+ * S13: the map can no longer fail: the frames it claimed go LIVE with the
+ * mapping's reference, in the mode it asks for, and without the life flags a
+ * stale setter may have left on the frozen word: a new lifetime starts clean
+ * (release: pairs with the acquire of the try-gets and try-pins that find
+ * them). S9: once the entries are there, write-back can reach a frame that
+ * is pinned or dirty.
+ */
+static uint64_t map_commit(const struct ps__space_map *m, uint64_t i)
+{
+	const uint64_t end = ps__space_chunk_end(m, i);
+
+	for (uint64_t k = i; k < end; k++) {
+		struct ps_page *p = &m->s->frames[m->first_frame + k];
+		const uint64_t w = ps_page_load(p);
+
+		if (w & PS_PAGE_FROZEN)
+			(void)ps_page_unfreeze_change_flags(
+				p, 1,
+				PS_PAGE_LIFE_FLAGS |
+					(m->mode >= 0 ? PS_PAGE_CACHE_MASK : 0),
+				m->mode >= 0 ? (uint64_t)m->mode
+						       << PS_PAGE_CACHE_SHIFT
+					     : 0);
+		else if ((w & PS_PAGE_DIRTY) || ps_page_word_pins(w))
+			ps__space_wb_note(m->s, m->start + (k << PAGE_SHIFT));
+	}
+	return end;
+}
+
 int ps_space_map_range(struct ps_space *s, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags,
 		       uint64_t *error_offset)
 {
-	uint64_t npages = len >> PAGE_SHIFT, ntaken, i, j = 0, nruns = 0, where;
-	struct taken *taken; /* per page: what to give back on failure */
-	int rc = 0;
+	struct ps__space_map m = {.s = s,
+				  .start = start,
+				  .npages = len >> PAGE_SHIFT,
+				  .first_frame = first_frame,
+				  .flags = flags,
+				  .mode = map_mode(flags),
+				  .step = map_step,
+				  .undo = map_undo,
+				  .commit = map_commit};
+	uint64_t where = 0;
+	int rc;
 
 	if (!ps__space_range_ok(s, start, len) ||
 	    (flags & ~(PS_MAP_WRITE | PS_MAP_CACHE_SET | PS_MAP_CACHE_MASK)) ||
 	    (!(flags & PS_MAP_CACHE_SET) && (flags & PS_MAP_CACHE_MASK)) ||
 	    ((flags & PS_MAP_CACHE_MASK) >> PS_MAP_CACHE_SHIFT) >=
 		    PS_CACHE_NR ||
-	    first_frame >= s->nframes || npages > s->nframes - first_frame)
+	    first_frame >= s->nframes || m.npages > s->nframes - first_frame)
 		return -EINVAL;
-	if (ps__space_huge(s)) /* frames of three sizes (lib/space-huge.c) */
-		return ps__space_map_range_huge(s, start, len, first_frame,
-						flags);
-	taken = calloc(npages, sizeof(*taken));
-	if (!taken)
-		return -ENOMEM;
+	if (ps__space_huge(s)) { /* frames of three sizes: lib/space-huge.c */
+		m.step = ps__space_map_huge_step;
+		m.undo = ps__space_map_huge_undo;
+		m.commit = ps__space_map_huge_commit;
+	}
 	PS__FORK_CHECK(s->born, "space");
-	pthread_mutex_lock(&s->writer);
-	/*
-	 * All or nothing, and nothing visible on failure. References first
-	 * (a free frame claimed, frozen: S13), then entries, so a reader never
-	 * finds an entry whose frame lacks the mapping's reference; while no
-	 * entry is installed, no pin or fault can find the frames. A run of
-	 * frames with the same cache and encryption state is mapped with one
-	 * page-table map, which checks its pages and allocates its levels
-	 * before it installs anything. With several runs, the page table is
-	 * prepared for the whole range first (every page vacant, every level
-	 * allocated), so that no run can fail once one is visible. A pin
-	 * racing with the map finds each page either not yet mapped, or
-	 * mapped for good (a claimed frame frozen until the last run is in:
-	 * the pin waits for it, as for a conversion).
-	 */
-	for (ntaken = 0; ntaken < npages; ntaken++) {
-		rc = take_frame(s, first_frame + ntaken, flags,
-				&taken[ntaken].pte_flags, &taken[ntaken]);
-		if (rc)
-			break;
-		if (!ntaken ||
-		    taken[ntaken].pte_flags != taken[ntaken - 1].pte_flags)
-			nruns++;
-	}
-	FAILPOINT(FP_MAP_TAKEN, start);
-	/* Errors say where: the frame that could not be taken. */
-	where = ntaken;
-	if (!rc && nruns > 1) {
-		rc = ps_pgtable_map_prepare(s->pt, start, len);
-		if (rc == -EEXIST)
-			where = first_occupied(s, start, 0, npages);
-	}
-	for (i = 0; !rc && i < npages;) {
-		for (j = i + 1;
-		     j < npages && taken[j].pte_flags == taken[i].pte_flags;
-		     j++)
-			;
-		rc = map_run(s, start, first_frame, i, j, taken[i].pte_flags);
-		if (!rc)
-			i = j;
-		else if (rc == -EEXIST)
-			where = first_occupied(s, start, i, j);
-	}
-	/* Entries installed; the frames the map claimed still frozen. */
-	FAILPOINT(FP_MAP_INSTALLED, start);
-	if (rc) {
-		/*
-		 * Only a store racing into the range against the exclusion
-		 * rules (pgtable.h) fails a run after the prepare: then the
-		 * runs mapped before [i, ...) go, and what the failed run
-		 * installed (-EEXIST: nothing; its pages may hold entries of
-		 * others, which stay), and every reference taken.
-		 */
-		undo_installed(s, start, first_frame,
-			       rc == -EEXIST || j <= i ? i : j);
-		/* S2 - seq_cst fence: entries gone before the puts. */
-		atomic_thread_fence(memory_order_seq_cst);
-		for (uint64_t k = 0; k < ntaken; k++)
-			untake_frame(s, first_frame + k, taken[k]);
-	} else {
-		/*
-		 * S13: the map can no longer fail: the frames it claimed go
-		 * LIVE with the mapping's reference, and without the life
-		 * flags a stale setter may have left on the frozen word: a
-		 * new lifetime starts clean (release: pairs with the acquire
-		 * of the try-gets and try-pins that find them).
-		 */
-		for (uint64_t k = 0; k < npages; k++)
-			if (taken[k].claimed)
-				(void)ps_page_unfreeze_claimed(
-					&s->frames[first_frame + k], 1);
-		/* S9: once the entries are there, write-back can reach them. */
-		for (uint64_t k = 0; k < npages; k++)
-			if (taken[k].wb)
-				ps__space_wb_note(s, start + (k << PAGE_SHIFT));
-	}
-	pthread_mutex_unlock(&s->writer);
-	free(taken);
+	rc = ps__space_map_chunked(&m, &where);
 	/* Every error but -EINVAL and -ENOMEM concerns a page. */
 	if (rc && rc != -ENOMEM && error_offset)
 		*error_offset = where << PAGE_SHIFT;
@@ -706,19 +969,44 @@ int ps_space_map(struct ps_space *s, uint64_t addr, uint64_t frame,
 int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 		   unsigned int flags)
 {
-	int rc;
+	int rc, zrc = 0;
 
 	if (!ps__space_range_ok(s, start, len) || (flags & ~PS_UNMAP_ZAP))
 		return -EINVAL;
 	PS__FORK_CHECK(s->born, "space");
-	pthread_mutex_lock(&s->writer);
+	/*
+	 * S20: one invalidation brackets the whole zap, which goes a chunk at
+	 * a time under the writer mutex, letting it go between chunks (and
+	 * waiting for the part of a chunked map in progress a chunk meets),
+	 * so that neither the mutex nor the frames collected for the puts
+	 * grow with the range.
+	 */
+	ps__space_writer_take(s);
 	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
 					  PS_NOTIFIER_UNMAP, 0);
-	if (!rc) {
-		zap_and_put(s, start, len,
-			    flags & PS_UNMAP_ZAP ? 0 : PS_ZAP_UNMAP);
-		rc = ps_notifier_invalidate_end(&s->notifier, start, len);
-	}
 	pthread_mutex_unlock(&s->writer);
-	return rc;
+	if (rc)
+		return rc;
+	for (uint64_t a = start, b = start; a < start + len && !zrc; a = b) {
+		/* Under the mutex, no leaf appears between check and zap. */
+		for (uint64_t c = chunk_next(s, a, start + len); c != b;) {
+			if (b != a)
+				pthread_mutex_unlock(&s->writer);
+			b = c;
+			ps__space_writer_lock_range(s, a, b - a);
+			c = chunk_next(s, a, start + len);
+		}
+		/* -ENOMEM (a huge entry not split): stop there, say so. */
+		zrc = zap_and_put(s, a, b - a,
+				  flags & PS_UNMAP_ZAP ? 0 : PS_ZAP_UNMAP);
+		pthread_mutex_unlock(&s->writer);
+		if (!zrc && b < start + len) {
+			FAILPOINT(FP_UNMAP_CHUNK, b);
+			writer_hand_off(s);
+		}
+	}
+	ps__space_writer_take(s);
+	rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+	pthread_mutex_unlock(&s->writer);
+	return rc ? rc : zrc;
 }

@@ -311,6 +311,76 @@ START_TEST(stress_every_set_harvested_once)
 }
 END_TEST
 
+/*
+ * Regression: a harvest reports every bit set before it began, even while
+ * another harvest of a disjoint range that shares its summary words is under
+ * way. A harvest took a summary bit (the level-2 bit of a level-1 word, the
+ * level-1 bit of a chunk) even where its range covered only part of what the
+ * bit summarises, and set it again afterwards if anything was left below: a
+ * harvest of the other part in between found it clear and returned without
+ * the bit (the soak's huge region found it: a space harvest of one region
+ * made a concurrent harvest of another miss a write). Here the second harvest
+ * runs inside the first one's visitor, that is, exactly in that window.
+ */
+struct nested {
+	struct ps__hbm *b;
+	uint64_t first, count, seen;
+};
+
+static enum ps__hbm_verdict count_one(void *ctx, uint64_t bit)
+{
+	(void)bit;
+	(*(uint64_t *)ctx)++;
+	return PS__HBM_CLEAR;
+}
+
+static enum ps__hbm_verdict count_shown_none(void *ctx, uint64_t bit)
+{
+	(void)ctx;
+	(void)bit;
+	return PS__HBM_CLEAR;
+}
+
+static enum ps__hbm_verdict harvest_inside(void *ctx, uint64_t bit)
+{
+	struct nested *n = ctx;
+
+	(void)bit;
+	(void)ps__hbm_harvest(n->b, n->first, n->count, count_one, &n->seen,
+			      NULL);
+	return PS__HBM_CLEAR;
+}
+
+START_TEST(harvest_during_a_disjoint_harvest)
+{
+	struct ps__hbm b;
+	/* Another chunk under one level-2 bit; the same chunk. */
+	static const uint64_t other[][3] = {{600, 512, 512},
+					    {400, 300, 212},
+					    {70000, 69632, 512}};
+
+	ck_assert_int_eq(ps__hbm_init(&b, 1 << 20), 0);
+	for (unsigned int k = 0; k < 3; k++) {
+		struct nested n = {&b, other[k][1], other[k][2], 0};
+
+		ck_assert(ps__hbm_set(&b, 5));
+		ck_assert(ps__hbm_set(&b, other[k][0]));
+		ck_assert_uint_eq(ps__hbm_harvest(&b, 0, 300, harvest_inside,
+						  &n, NULL),
+				  1);
+		ck_assert_msg(n.seen == 1, "case %u: bit %llu not harvested", k,
+			      (unsigned long long)other[k][0]);
+		ck_assert(!ps__hbm_test(&b, other[k][0]));
+	}
+	/* A range covering its chunks whole still clears their summaries. */
+	ck_assert(ps__hbm_set(&b, 1000));
+	ck_assert_uint_eq(ps__hbm_harvest(&b, 512, 512, count_shown_none, NULL,
+					  NULL),
+			  1);
+	ps__hbm_destroy(&b);
+}
+END_TEST
+
 static Suite *hbitmap_suite(void)
 {
 	Suite *s = suite_create("hbitmap");
@@ -323,6 +393,7 @@ static Suite *hbitmap_suite(void)
 	tcase_add_test(tc, harvest_range_only);
 	tcase_add_test(tc, harvest_keep_stop_resume);
 	tcase_add_test(tc, harvest_words_and_set_mask);
+	tcase_add_test(tc, harvest_during_a_disjoint_harvest);
 	tcase_add_test(tc, sparse_terabyte);
 	tc = ps_test_stress_tcase(s, "stress", 240);
 	tcase_add_test(tc, stress_every_set_harvested_once);

@@ -16,8 +16,10 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #define PG PS_PGTABLE_PAGE_SIZE
 #define GiB (UINT64_C(1) << 30)
@@ -518,6 +520,99 @@ static uint64_t table_digest(const struct ps_pgtable *t, uint64_t start,
 	return h;
 }
 
+/*
+ * Bounded work: protect and unprotect change 1 GiB at a time and let the
+ * table's mutex and the read-side section go between chunks (the hook runs
+ * there, in the protecting thread). Another thread's register and
+ * unregister elsewhere, which need the mutex and a grace period, finish
+ * inside a protect of two GiB and a page; with the mutex held for the whole
+ * range the timed wait fails instead of hanging.
+ */
+extern void (*ps__pgtable_wp_chunk)(uint64_t next);
+static sem_t wpc_done;
+static _Atomic(unsigned) wpc_windows, wpc_bad, wpc_ran;
+
+static void *wpc_other(void *arg)
+{
+	(void)arg;
+	/* Checked by the main thread (no ck_assert off it). */
+	if (ps_pgtable_register(T, 16 * GiB, PG, 0) ||
+	    ps_pgtable_unregister(T, 16 * GiB, PG))
+		atomic_fetch_add(&wpc_bad, 1);
+	sem_post(&wpc_done);
+	return NULL;
+}
+
+static void wpc_others_in(uint64_t next)
+{
+	struct timespec ts;
+	pthread_t t;
+
+	if (atomic_fetch_add(&wpc_windows, 1))
+		return;
+	ck_assert_uint_eq(next, BASE + GiB);
+	ck_assert_int_eq(pthread_create(&t, NULL, wpc_other, NULL), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	ck_assert_msg(sem_timedwait(&wpc_done, &ts) == 0,
+		      "a register elsewhere waited for the whole protect");
+	pthread_join(t, NULL);
+	atomic_fetch_add(&wpc_ran, 1);
+}
+
+START_TEST(protect_in_chunks_lets_others_in)
+{
+	ps_pte_t e;
+
+	sem_init(&wpc_done, 0, 0);
+	atomic_store(&wpc_windows, 0);
+	atomic_store(&wpc_ran, 0);
+	atomic_store(&wpc_bad, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 2 * GiB + PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE + 2 * GiB, PG, 2, RW), 0);
+	ps__pgtable_wp_chunk = wpc_others_in;
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 2 * GiB + PG), 0);
+	ps__pgtable_wp_chunk = NULL;
+	ck_assert_uint_eq(atomic_load(&wpc_windows), 2);
+	ck_assert_uint_eq(atomic_load(&wpc_ran), 1);
+	ck_assert_uint_eq(atomic_load(&wpc_bad), 0);
+	ck_assert_int_eq(ps_pgtable_get(T, BASE, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e));
+	ck_assert_int_eq(ps_pgtable_get(T, BASE + 2 * GiB, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e));
+	sem_destroy(&wpc_done);
+}
+END_TEST
+
+/* An unregister of the rest between chunks stops the protect: -ENOENT. */
+static void wpc_unregister_rest(uint64_t next)
+{
+	if (atomic_fetch_add(&wpc_windows, 1))
+		return;
+	ck_assert_int_eq(ps_pgtable_unregister(T, next,
+					       BASE + 2 * GiB + PG - next),
+			 0);
+}
+
+START_TEST(protect_in_chunks_stops_at_unregister)
+{
+	ps_pte_t e;
+
+	atomic_store(&wpc_windows, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, BASE, 2 * GiB + PG, 0), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE, PG, 1, RW), 0);
+	ck_assert_int_eq(ps_pgtable_map(T, BASE + 2 * GiB, PG, 2, RW), 0);
+	ps__pgtable_wp_chunk = wpc_unregister_rest;
+	ck_assert_int_eq(ps_pgtable_protect(T, BASE, 2 * GiB + PG), -ENOENT);
+	ps__pgtable_wp_chunk = NULL;
+	ck_assert_int_eq(ps_pgtable_get(T, BASE, &e), 0);
+	ck_assert(ps_pte_uffd_wp(e)); /* the chunk before the change */
+	ck_assert_int_eq(ps_pgtable_get(T, BASE + 2 * GiB, &e), 0);
+	ck_assert(!ps_pte_uffd_wp(e));
+}
+END_TEST
+
 START_TEST(bad_input_changes_nothing)
 {
 	struct ps_pgtable *u = ps_pgtable_create();
@@ -609,7 +704,7 @@ START_TEST(bad_input_changes_nothing)
 	ck_assert_int_eq(ps_pgtable_unregister(T, BASE, 0), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_protect(T, BASE, PG - 1), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_unprotect(T, end, PG), -EINVAL);
-	ck_assert_int_eq(ps_pgtable_zap(T, BASE, PG, 2, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(ps_pgtable_zap(T, BASE, PG, 4, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_zap(T, BASE, 3, 0, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_trim(T, BASE, 0), -EINVAL);
 	ck_assert_int_eq(ps_pgtable_copy(u, T, BASE, PG, 2, NULL, NULL),
@@ -3576,6 +3671,56 @@ static void same_views(const struct ps_pgtable *a, const struct ps_pgtable *b,
 		      (unsigned long long)(i < n ? vb[i] : 0));
 }
 
+/* PS_ZAP_UNITS: a whole huge leaf is told of once, a part page by page. */
+struct zap_units {
+	uint64_t calls, pages, first_addr, first_frame;
+};
+
+static void zap_units_visit(void *ctx, uint64_t addr, ps_pte_t old,
+			    ps_pte_t new_pte)
+{
+	struct zap_units *z = ctx;
+
+	(void)new_pte;
+	if (!z->calls++) {
+		z->first_addr = addr;
+		z->first_frame = ps_pte_frame(old);
+	}
+	z->pages += UINT64_C(1) << (addr & (PG - 1));
+}
+
+START_TEST(huge_zap_units_once_per_leaf)
+{
+	const uint64_t f2 = 512 * 7, f1 = UINT64_C(1) << 19;
+	struct zap_units z = {0};
+
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, 2 * M2, f2, RW, O2M,
+					     NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, GiB, f1, RW, O1G,
+					     NULL),
+			 0);
+	/* Two 2 MiB leaves and one 1 GiB leaf, whole: three calls. */
+	ck_assert_int_eq(ps_pgtable_zap(T, HBASE, 2 * GiB, PS_ZAP_UNITS,
+					zap_units_visit, &z),
+			 0);
+	ck_assert_uint_eq(z.calls, 3);
+	ck_assert_uint_eq(z.pages, (2 * M2 + GiB) / PG);
+	ck_assert_uint_eq(z.first_addr, HBASE | O2M);
+	ck_assert_uint_eq(z.first_frame, f2);
+	/* A leaf covered in part is split and told of page by page. */
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, M2, f2, RW, O2M, NULL),
+			 0);
+	memset(&z, 0, sizeof(z));
+	ck_assert_int_eq(ps_pgtable_zap(T, HBASE + PG, 3 * PG, PS_ZAP_UNITS,
+					zap_units_visit, &z),
+			 0);
+	ck_assert_uint_eq(z.calls, 3);
+	ck_assert_uint_eq(z.first_addr, HBASE + PG);
+	ck_assert_uint_eq(z.first_frame, f2 + 1);
+}
+END_TEST
+
 START_TEST(huge_map_and_views)
 {
 	const uint64_t fl = RW | PS_PTE_DIRTY | PS_PTE_CACHE(2) | PS_PTE_ENC;
@@ -4264,6 +4409,145 @@ START_TEST(huge_collapse_refusals)
 END_TEST
 
 /*
+ * -ENOMEM from the huge paths (PS_PGTABLE_FAILPOINTS): the allocations of
+ * levels fail from the @budget-th on. ps_pgtable_map_huge() allocates every
+ * level before it installs anything, so a failure leaves every page as it
+ * was (a UFFD_WP marker in the range included) and names @start; a split
+ * may leave a prefix split, but every page reads exactly as before (its wp,
+ * DIRTY, WRITTEN, frame: nothing lost), and repeating the call finishes it.
+ */
+#ifdef PS_PGTABLE_FAILPOINTS
+static _Atomic(long) alloc_budget;
+
+static bool budget_spent(void)
+{
+	return atomic_fetch_sub(&alloc_budget, 1) <= 0;
+}
+
+/* Every page of [@start, + @n pages) reads @want[i]; none writable+wp. */
+static void views_are(uint64_t start, uint64_t n, const ps_pte_t *want,
+		      ps_pte_t *buf, const char *what, long budget)
+{
+	uint64_t i = 0;
+
+	ck_assert_int_eq(ps_pgtable_get_range(T, start, n, buf), 0);
+	while (i < n && buf[i] == want[i] &&
+	       !(ps_pte_is_writable(buf[i]) && ps_pte_uffd_wp(buf[i])))
+		i++;
+	ck_assert_msg(i == n, "%s (budget %ld): page %#llx: %#llx, was %#llx",
+		      what, budget, (unsigned long long)(start + i * PG),
+		      (unsigned long long)(i < n ? buf[i] : 0),
+		      (unsigned long long)(i < n ? want[i] : 0));
+}
+
+static void map_huge_enomem_case(uint64_t start, uint64_t len,
+				 unsigned int order)
+{
+	const uint64_t n = len / PG;
+	ps_pte_t *before = calloc(n, sizeof(*before));
+	ps_pte_t *buf = calloc(n, sizeof(*buf));
+	struct ps_pgtable_stats st0, st1;
+	unsigned int refusals = 0;
+	long budget;
+	int rc;
+
+	ck_assert(before && buf);
+	ck_assert_int_eq(ps_pgtable_get_range(T, start, n, before), 0);
+	ps_pgtable_stats(T, &st0);
+	for (budget = 0;; budget++) {
+		uint64_t where = 1;
+
+		atomic_store(&alloc_budget, budget);
+		ps__pgtable_alloc_fails = budget_spent;
+		rc = ps_pgtable_map_huge(T, start, len, UINT64_C(1) << 20,
+					 PS_PTE_MAYWRITE | PS_PTE_DIRTY, order,
+					 &where);
+		ps__pgtable_alloc_fails = NULL;
+		if (rc != -ENOMEM)
+			break;
+		refusals++;
+		ck_assert_uint_eq(where, start);
+		views_are(start, n, before, buf, "map_huge -ENOMEM", budget);
+		ps_pgtable_stats(T, &st1);
+		ck_assert_uint_eq(st1.leaves, st0.leaves);
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_gt(refusals, 0);
+	for (uint64_t a = start; a < start + len;
+	     a += UINT64_C(1) << (order + 12))
+		ck_assert_uint_eq(order_at(T, a), order);
+	free(before);
+	free(buf);
+}
+
+START_TEST(huge_map_enomem_installs_nothing)
+{
+	/* 2 MiB leaves across a 1 GiB boundary, over a level with a marker. */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE + GiB - 2 * M2, 4 * M2,
+					     PS_WP_ASYNC),
+			 0);
+	set(T, HBASE + GiB - M2 + 7 * PG, MU);
+	map_huge_enomem_case(HBASE + GiB - 2 * M2, 4 * M2, O2M);
+	/* The marker's protection is kept: the leaf over it is protected. */
+	ck_assert(ps_pte_uffd_wp(get(T, HBASE + GiB - M2)));
+	/* 1 GiB leaves across a 512 GiB boundary (a new top-level slot). */
+	map_huge_enomem_case(512 * GiB - GiB, 2 * GiB, O1G);
+}
+END_TEST
+
+START_TEST(huge_split_enomem_loses_nothing)
+{
+	const uint64_t len = GiB + 2 * M2, n = len / PG;
+	ps_pte_t *before = calloc(n, sizeof(*before));
+	ps_pte_t *buf = calloc(n, sizeof(*buf));
+	unsigned int refusals = 0;
+	long budget = 0;
+	int rc;
+
+	ck_assert(before && buf);
+	/* A protected dirty 1 GiB leaf, two 2 MiB leaves: one written. */
+	ck_assert_int_eq(ps_pgtable_register(T, HBASE, len,
+					     PS_WP_ASYNC | PS_WP_HUGE_WHOLE),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE, GiB, UINT64_C(1) << 18,
+					     PS_PTE_MAYWRITE | PS_PTE_DIRTY,
+					     O1G, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, HBASE + GiB, 2 * M2, 1 << 10,
+					     PS_PTE_MAYWRITE, O2M, NULL),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(T, HBASE, len), 0);
+	ck_assert_int_eq(ps_pgtable_fault(T, HBASE + GiB + M2 + 3 * PG,
+					  PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_uint_eq(order_at(T, HBASE), O1G);
+	ck_assert_uint_eq(order_at(T, HBASE + GiB + M2), O2M);
+	ck_assert_int_eq(ps_pgtable_get_range(T, HBASE, n, before), 0);
+	ck_assert(ps_pte_uffd_wp(before[0]) && ps_pte_is_dirty(before[0]));
+	/* Budgets 0, 1, 3, 6, ...: each failed call may split a prefix. */
+	for (long step = 1;; budget += step++) {
+		atomic_store(&alloc_budget, budget);
+		ps__pgtable_alloc_fails = budget_spent;
+		rc = ps_pgtable_split(T, HBASE, len);
+		ps__pgtable_alloc_fails = NULL;
+		if (rc != -ENOMEM)
+			break;
+		if (!refusals++) /* the first allocation failed: no split */
+			ck_assert_uint_eq(order_at(T, HBASE), O1G);
+		views_are(HBASE, n, before, buf, "split -ENOMEM", budget);
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_gt(refusals, 1);
+	views_are(HBASE, n, before, buf, "split", budget);
+	for (uint64_t a = HBASE; a < HBASE + len; a += M2 + PG)
+		ck_assert_uint_eq(order_at(T, a), 0);
+	free(before);
+	free(buf);
+}
+END_TEST
+#endif
+
+/*
  * H1..H4 under races: the structure side splits, harvests, protects and
  * collapses 2 MiB leaves (half of them tracked whole) while the fault side
  * writes random pages (async), splits pages and reads them. Every write is
@@ -4280,10 +4564,11 @@ END_TEST
 
 struct huge_shared {
 	uint64_t iters;
-	struct ps_test_overlap ov; /* side 0 structure, 1 faults */
+	uint64_t base, frame0, npages; /* the pages and their first frame */
+	struct ps_test_overlap ov;     /* side 0 structure, 1 faults */
 	_Atomic(unsigned int) violations;
-	_Atomic(unsigned char) flag[HS_PAGES];
-	_Atomic(uint64_t) writes, collapses, splits;
+	_Atomic(unsigned char) *flag; /* @npages of them */
+	_Atomic(uint64_t) writes, collapses, collapses_1g, splits;
 	char first[128];
 };
 
@@ -4296,7 +4581,7 @@ static void hs_violation(struct huge_shared *sh, const char *what, uint64_t a)
 
 static void hs_check(struct huge_shared *sh, uint64_t i)
 {
-	const uint64_t a = HBASE + i * PG;
+	const uint64_t a = sh->base + i * PG;
 	ps_pte_t e, leaf;
 	unsigned int order;
 
@@ -4306,7 +4591,7 @@ static void hs_check(struct huge_shared *sh, uint64_t i)
 	}
 	if (!ps_pte_valid(e) || (ps_pte_is_writable(e) && ps_pte_uffd_wp(e)))
 		hs_violation(sh, "invalid or writable+wp", a);
-	if (ps_pte_frame(e) != 512 + i)
+	if (ps_pte_frame(e) != sh->frame0 + i)
 		hs_violation(sh, "frame lost (half-built child?)", a);
 	if (!ps_pte_is_dirty(e))
 		hs_violation(sh, "dirty lost", a);
@@ -4334,8 +4619,8 @@ static void *huge_fault_side(void *arg)
 	struct ps_test_side me = ps_test_side(&sh->ov, 1, 0);
 
 	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
-		uint64_t i = ps_test_below(&rng, HS_PAGES);
-		uint64_t a = HBASE + i * PG;
+		uint64_t i = ps_test_below(&rng, sh->npages);
+		uint64_t a = sh->base + i * PG;
 
 		if (ps_test_below(&rng, 16) == 0) {
 			if (ps_pgtable_split(T, a, PG))
@@ -4353,7 +4638,7 @@ static void *huge_fault_side(void *arg)
 			atomic_fetch_add(&sh->writes, 1);
 		}
 		hs_check(sh, i);
-		hs_check(sh, ps_test_below(&rng, HS_PAGES));
+		hs_check(sh, ps_test_below(&rng, sh->npages));
 	}
 	return NULL;
 }
@@ -4364,7 +4649,7 @@ static void hs_reported(void *ctx, uint64_t s, uint64_t e, unsigned int order)
 
 	(void)order;
 	for (uint64_t a = s; a < e; a += PG)
-		atomic_store(&sh->flag[(a - HBASE) / PG], 0);
+		atomic_store(&sh->flag[(a - sh->base) / PG], 0);
 }
 
 START_TEST(stress_huge_split_collapse_vs_faults)
@@ -4376,6 +4661,11 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 	pthread_t w;
 
 	ck_assert_ptr_nonnull(sh);
+	sh->base = HBASE;
+	sh->frame0 = 512;
+	sh->npages = HS_PAGES;
+	sh->flag = calloc(HS_PAGES, sizeof(*sh->flag));
+	ck_assert_ptr_nonnull(sh->flag);
 	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 200;
 	ps_test_overlap_init(&sh->ov, 2, 0);
 	sh->ov.side[0].min_ops = sh->iters;
@@ -4409,7 +4699,7 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 			if (rc && rc != -EINVAL)
 				hs_violation(sh, "protect failed", x);
 			for (unsigned int i = 0; !rc && i < 512; i++)
-				atomic_store(&sh->flag[(x - HBASE) / PG + i],
+				atomic_store(&sh->flag[(x - sh->base) / PG + i],
 					     0);
 			rc = ps_pgtable_collapse(T, x, M2, O2M, &err);
 			if (rc == 0) {
@@ -4464,6 +4754,147 @@ START_TEST(stress_huge_split_collapse_vs_faults)
 		       (unsigned long long)atomic_load(&sh->collapses),
 		       (unsigned long long)atomic_load(&sh->splits));
 	ps_test_overlap_check(&sh->ov, "split/collapse vs faults");
+	free(sh->flag);
+	free(sh);
+}
+END_TEST
+
+/*
+ * H1..H4 with 1 GiB leaves: the structure side splits the GiB into 2 MiB
+ * leaves (and those into pages), protects, harvests and collapses 2 MiB
+ * parts and then the whole GiB, while the fault side writes (async: a write
+ * to a protected leaf splits it down to its page) and splits pages, over
+ * the first 8 MiB of the GiB (the other parts stay 2 MiB leaves, so that a
+ * collapse of the GiB has a chance among the faults). The same checks as above:
+ * no lost write (each flagged until a harvest reports it), never writable and
+ * protected, DIRTY and the frame kept (a reader seeing a half-split child would
+ * find a none entry or a wrong frame), the leaf and the page's view agree.
+ */
+#define HG_HOT 4 /* 2 MiB parts the faults go to */
+
+/* Collapse the GiB: its hot parts first, then the whole. */
+static void hg_collapse(struct huge_shared *sh)
+{
+	struct ps_pgtable_collapse_err err;
+	unsigned int order = 0;
+	ps_pte_t e, leaf;
+	bool was_split;
+	int rc = ps_pgtable_collapse(T, sh->base, HG_HOT * M2, O2M, &err);
+
+	if (rc && rc != -EBUSY) {
+		hs_violation(sh, "collapse of a part failed", err.addr);
+		return;
+	}
+	if (rc == 0)
+		atomic_fetch_add(&sh->collapses, 1);
+	/* Only the faults split: a GiB split before the call stays split. */
+	was_split = ps_pgtable_get_level(T, sh->base, &e, &order, &leaf) ||
+		    order != O1G;
+	rc = ps_pgtable_collapse(T, sh->base, GiB, O1G, &err);
+	/* (The faults may split the new leaf at once: no order check.) */
+	if (rc == 0) {
+		if (was_split && !atomic_fetch_add(&sh->collapses_1g, 1))
+			ps_test_overlap_release(&sh->ov);
+	} else if (rc != -EBUSY) {
+		hs_violation(sh, "collapse of the GiB failed", sh->base);
+	}
+}
+
+START_TEST(stress_huge_1g_split_collapse_vs_faults)
+{
+	struct huge_shared *sh = calloc(1, sizeof(*sh));
+	struct ps_test_rng rng = ps_test_rng_new(32);
+	struct ps_test_side me;
+	pthread_t w;
+
+	ck_assert_ptr_nonnull(sh);
+	sh->base = 2 * HBASE; /* 1 GiB aligned */
+	sh->frame0 = UINT64_C(1) << 18;
+	sh->npages = HG_HOT * 512; /* the faults' pages */
+	sh->flag = calloc(GiB / PG, sizeof(*sh->flag));
+	ck_assert_ptr_nonnull(sh->flag);
+	sh->iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 1000;
+	ps_test_overlap_init(&sh->ov, 2, 0);
+	sh->ov.side[0].min_ops = sh->iters;
+	/* Until a collapse of the GiB succeeded among the faults. */
+	ps_test_overlap_hold(&sh->ov);
+	me = ps_test_side(&sh->ov, 0, 0);
+	ck_assert_int_eq(ps_pgtable_register(T, sh->base, GiB, PS_WP_ASYNC), 0);
+	ck_assert_int_eq(ps_pgtable_map_huge(T, sh->base, GiB, sh->frame0,
+					     PS_PTE_MAYWRITE | PS_PTE_DIRTY,
+					     O1G, NULL),
+			 0);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = hs_fault_pause;
+#endif
+	ck_assert_int_eq(pthread_create(&w, NULL, huge_fault_side, sh), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		const uint64_t x = sh->base + ps_test_below(&rng, HG_HOT) * M2;
+		int rc;
+
+		switch (ps_test_below(&rng, 6)) {
+		case 0:
+			/* Split the GiB (and the 2 MiB part at @x). */
+			if (ps_pgtable_split(T, x,
+					     ps_test_below(&rng, 2) ? M2 : PG))
+				hs_violation(sh, "split failed", x);
+			atomic_fetch_add(&sh->splits, 1);
+			break;
+		case 1:
+			/*
+			 * Protect the GiB: the writes before the CAS are
+			 * dropped (their flags go after it returns).
+			 */
+			rc = ps_pgtable_protect(T, sh->base, GiB);
+			if (rc)
+				hs_violation(sh, "protect failed", sh->base);
+			for (uint64_t i = 0; !rc && i < sh->npages; i++)
+				atomic_store(&sh->flag[i], 0);
+			hg_collapse(sh);
+			break;
+		case 2:
+		case 3:
+			/* Re-arm (reported: a protect would drop writes). */
+			if (ps_pgtable_harvest_order(T, sh->base, GiB, 0,
+						     hs_reported, sh))
+				hs_violation(sh, "harvest failed", x);
+			hg_collapse(sh);
+			break;
+		case 4:
+			if (ps_pgtable_harvest_order(T, x, M2, 0, hs_reported,
+						     sh))
+				hs_violation(sh, "harvest failed", x);
+			break;
+		default:
+			/* A part the faults never go to, and one they do. */
+			hs_check(sh, ps_test_below(&rng, GiB / PG));
+			hs_check(sh, (x - sh->base) / PG);
+			break;
+		}
+	}
+	pthread_join(w, NULL);
+#ifdef PS_PGTABLE_FAILPOINTS
+	ps__pgtable_fault_window = NULL;
+#endif
+	ck_assert_int_eq(ps_pgtable_harvest_order(T, sh->base, GiB, 0,
+						  hs_reported, sh),
+			 0);
+	ck_assert_msg(atomic_load(&sh->violations) == 0, "%u violations: %s",
+		      atomic_load(&sh->violations), sh->first);
+	for (unsigned int i = 0; i < sh->npages; i++)
+		ck_assert_msg(atomic_load(&sh->flag[i]) == 0,
+			      "page %u: a write was lost", i);
+	ck_assert_uint_gt(atomic_load(&sh->writes), 0);
+	ck_assert_uint_gt(atomic_load(&sh->collapses_1g), 0);
+	if (getenv("PS_STRESS_VERBOSE"))
+		printf("huge 1g: %llu writes, %llu collapses (%llu of the "
+		       "GiB), %llu splits\n",
+		       (unsigned long long)atomic_load(&sh->writes),
+		       (unsigned long long)atomic_load(&sh->collapses),
+		       (unsigned long long)atomic_load(&sh->collapses_1g),
+		       (unsigned long long)atomic_load(&sh->splits));
+	ps_test_overlap_check(&sh->ov, "1 GiB split/collapse vs faults");
+	free(sh->flag);
 	free(sh);
 }
 END_TEST
@@ -4483,6 +4914,11 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "errors", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, bad_input_changes_nothing);
+
+	tc = ps_test_tcase(s, "protect in chunks", 30);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, protect_in_chunks_lets_others_in);
+	tcase_add_test(tc, protect_in_chunks_stops_at_unregister);
 
 	tc = ps_test_tcase(s, "range: leaf edges", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -4573,6 +5009,7 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "huge: entries", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_map_and_views);
+	tcase_add_test(tc, huge_zap_units_once_per_leaf);
 	tcase_add_test(tc, huge_map_errors_say_where);
 
 	tc = ps_test_tcase(s, "huge: faults and scans", 30);
@@ -4584,6 +5021,13 @@ static Suite *pgtable_suite(void)
 	tc = ps_test_tcase(s, "huge: collapse", 30);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, huge_collapse_refusals);
+
+#ifdef PS_PGTABLE_FAILPOINTS
+	tc = ps_test_tcase(s, "huge: -ENOMEM", 60);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, huge_map_enomem_installs_nothing);
+	tcase_add_test(tc, huge_split_enomem_loses_nothing);
+#endif
 
 	tc = ps_test_tcase(s, "huge: transitions", 60);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -4600,6 +5044,7 @@ static Suite *pgtable_suite(void)
 	tcase_add_test(tc, stress_registration_query);
 	tcase_add_test(tc, stress_range_against_map_unmap);
 	tcase_add_test(tc, stress_huge_split_collapse_vs_faults);
+	tcase_add_test(tc, stress_huge_1g_split_collapse_vs_faults);
 	return s;
 }
 

@@ -12,6 +12,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,6 +294,193 @@ START_TEST(map_whole_frames_as_huge_entries)
 }
 END_TEST
 
+/* --- maps in chunks (S20 of lib/space.c) ---------------------------------- */
+
+/*
+ * A map works in chunks of PS__FP_MAP_CHUNK_PAGES pages of address space (64
+ * MiB), letting the writer mutex go between them; a unit never straddles
+ * two (a 1 GiB unit is one chunk of its own). The first 256 MiB of frames
+ * are 2 MiB frames here, the second GiB one 1 GiB frame.
+ */
+#define HC_CHUNK (PS__FP_MAP_CHUNK_PAGES * PG)
+#define HC_LEN (2 * HC_CHUNK + P2M * PG) /* three chunks */
+
+static void hc_declare(void)
+{
+	setup();
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 128 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G, P1G,
+						  PS_SPACE_ORDER_1G),
+			 0);
+}
+
+static void hc_teardown(void)
+{
+	ps__failpoint = NULL;
+	ps__inject = NULL;
+	teardown();
+}
+
+static _Atomic(unsigned) hc_chunks;
+static void (*hc_action)(uint64_t addr);
+
+static void hc_failpoint(int point, uint64_t addr)
+{
+	if (point == FP_MAP_CHUNK && !atomic_fetch_add(&hc_chunks, 1) &&
+	    hc_action)
+		hc_action(addr);
+}
+
+/* Nothing of [0, HC_LEN) mapped, no frame of it held. */
+static void hc_assert_untouched(uint64_t skip)
+{
+	for (uint64_t a = 0; a < HC_LEN; a += P2M * PG) {
+		ps_pte_t e;
+		struct ps_page *w = word(a / PG, NULL);
+
+		ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), a, &e),
+				 0);
+		if (a == skip)
+			continue;
+		ck_assert_msg(ps_pte_is_none(e), "%#llx left mapped",
+			      (unsigned long long)a);
+		ck_assert_msg(!ps_page_is_live(w) && !ps_page_is_frozen(w),
+			      "frame %#llx left held",
+			      (unsigned long long)(a / PG));
+	}
+}
+
+static int hc_inject(int point, uint64_t addr, uint64_t *len)
+{
+	(void)len;
+	return point == FP_MAP_RUN && addr == HC_CHUNK ? -ENOMEM : 0;
+}
+
+/* -ENOMEM in the middle chunk: the first goes again, the third never comes. */
+START_TEST(map_chunks_huge_fail_in_the_middle)
+{
+	atomic_store(&hc_chunks, 0);
+	hc_action = NULL;
+	ps__failpoint = hc_failpoint;
+	ps__inject = hc_inject;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, PS_MAP_WRITE,
+					    NULL),
+			 -ENOMEM);
+	ps__inject = NULL;
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&hc_chunks), 1);
+	hc_assert_untouched(UINT64_MAX);
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_uint_eq(leaf_order(HC_CHUNK, NULL), 9);
+}
+END_TEST
+
+/* At the first boundary, another map takes the second unit of chunk 2. */
+static void hc_race(uint64_t addr)
+{
+	ck_assert_uint_eq(addr, HC_CHUNK);
+	ck_assert_int_eq(ps_space_map_range(sp, HC_CHUNK + P2M * PG, P2M * PG,
+					    100 * P2M, 0, NULL),
+			 0);
+}
+
+START_TEST(map_chunks_huge_race_into_a_later_chunk)
+{
+	uint64_t where = 0, f;
+
+	atomic_store(&hc_chunks, 0);
+	hc_action = hc_race;
+	ps__failpoint = hc_failpoint;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, 0, &where),
+			 -EEXIST);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(where, HC_CHUNK + P2M * PG);
+	hc_assert_untouched(HC_CHUNK + P2M * PG);
+	ck_assert_uint_eq(leaf_order(HC_CHUNK + P2M * PG, &f), 9);
+	ck_assert_uint_eq(f, 100 * P2M);
+	ck_assert_uint_eq(ps_page_refs(word(100 * P2M, NULL)), 1);
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+}
+END_TEST
+
+/*
+ * A declaration waits for a map of several chunks (S20): the map chose its
+ * units by the orders it found. Started at the first boundary, it has not
+ * returned when the map does its next chunk, and succeeds after.
+ */
+static pthread_t hc_declarer;
+static _Atomic(int) hc_declare_rc = 1;
+
+static void *hc_declare_far(void *arg)
+{
+	(void)arg;
+	atomic_store(&hc_declare_rc,
+		     ps_space_set_frame_order(sp, 200 * P2M, P2M,
+					      PS_SPACE_ORDER_4K));
+	return NULL;
+}
+
+static void hc_start_declare(uint64_t addr)
+{
+	(void)addr;
+	ck_assert_int_eq(pthread_create(&hc_declarer, NULL, hc_declare_far,
+					NULL),
+			 0);
+	for (int i = 0; i < 100; i++)
+		sched_yield();
+	ck_assert_msg(atomic_load(&hc_declare_rc) == 1,
+		      "a declaration did not wait for a map in progress");
+}
+
+START_TEST(map_chunks_huge_declaration_waits)
+{
+	atomic_store(&hc_chunks, 0);
+	atomic_store(&hc_declare_rc, 1);
+	hc_action = hc_start_declare;
+	ps__failpoint = hc_failpoint;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, 0, NULL), 0);
+	pthread_join(hc_declarer, NULL);
+	ps__failpoint = NULL;
+	ck_assert_int_eq(atomic_load(&hc_declare_rc), 0);
+	ck_assert_uint_eq(leaf_order(HC_CHUNK, NULL), 9);
+}
+END_TEST
+
+/*
+ * Boundaries: a 1 GiB unit is one chunk (no boundary inside it); a 2 MiB
+ * unit before it ends the first chunk at the GiB.
+ */
+START_TEST(map_chunks_huge_boundaries)
+{
+	atomic_store(&hc_chunks, 0);
+	hc_action = NULL;
+	ps__failpoint = hc_failpoint;
+	ck_assert_int_eq(ps_space_map_range(sp, 2 * P1G * PG, P1G * PG, P1G, 0,
+					    NULL),
+			 0);
+	ck_assert_uint_eq(atomic_load(&hc_chunks), 0);
+	ck_assert_uint_eq(leaf_order(2 * P1G * PG, NULL), 18);
+	ck_assert_int_eq(ps_space_unmap(sp, 2 * P1G * PG, P1G * PG, 0), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, P1G - P2M, P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG - P2M * PG,
+					    P1G * PG + P2M * PG, P1G - P2M, 0,
+					    NULL),
+			 0);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&hc_chunks), 1);
+	ck_assert_uint_eq(leaf_order(P1G * PG - PG, NULL), 9);
+	ck_assert_uint_eq(leaf_order(P1G * PG, NULL), 18);
+	ck_assert_uint_eq(ps_page_refs(word(P1G, NULL)), 1);
+}
+END_TEST
+
 /* The order of the word that holds @frame's state now. */
 static unsigned int state_order(uint64_t frame)
 {
@@ -392,6 +580,44 @@ START_TEST(map_all_or_nothing)
 }
 END_TEST
 
+/*
+ * Regression: a map that finds a page occupied fails with -EEXIST and leaves
+ * the occupant exactly as it was. With huge frames declared, the failed run's
+ * pages were counted as installed and zapped on the way out: the occupant's
+ * entry was cleared without its reference being dropped (and a map over the
+ * page then succeeded). Found by the soak's huge region (tests/soak/huge.c).
+ */
+START_TEST(map_eexist_keeps_the_occupant)
+{
+	const uint64_t a = 64 * P2M * PG; /* a 4 KiB frame's page */
+	ps_pte_t e;
+
+	ck_assert_int_eq(ps_space_map_range(sp, a + PG, PG, 3000, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, a, 3 * PG, 3100, 0, NULL),
+			 -EEXIST);
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), a + PG, &e), 0);
+	ck_assert(ps_pte_is_present(e) && ps_pte_frame(e) == 3000);
+	ck_assert_uint_eq(ps_page_refs(word(3000, NULL)), 1);
+	for (uint64_t f = 3100; f < 3103; f++)
+		ck_assert(!ps_page_is_live(word(f, NULL)));
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), a, &e), 0);
+	ck_assert_uint_eq(e, PS_PTE_NONE);
+	/* A whole 2 MiB frame over another one. */
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M, 0, NULL),
+			 -EEXIST);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(sp), 5 * PG, &e), 0);
+	ck_assert(ps_pte_is_present(e) && ps_pte_frame(e) == 5);
+	ck_assert_uint_eq(ps_page_refs(word(0, NULL)), 1);
+	ck_assert(!ps_page_is_live(word(P2M, NULL)));
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, a, 3 * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2);
+}
+END_TEST
+
 START_TEST(unmap_part_of_a_frame_splits_it)
 {
 	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
@@ -405,6 +631,127 @@ START_TEST(unmap_part_of_a_frame_splits_it)
 	ck_assert_uint_eq(ps_page_refs(ps_space_page(sp, 2)), 1);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, PS_UNMAP_ZAP), 0);
 	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
+/* --- the secondary-map helper on whole frames ---------------------------- */
+
+struct hsec {
+	struct ps_interval sub;
+	pthread_mutex_t lock;
+	uint64_t frame, installs;
+	bool writable;
+};
+
+static bool hsec_invalidate(struct ps_interval *sub,
+			    const struct ps_invalidation *inv, uint64_t cur_seq,
+			    void *priv)
+{
+	struct hsec *m = priv;
+
+	(void)inv;
+	pthread_mutex_lock(&m->lock);
+	ps_interval_set_seq(sub, cur_seq);
+	m->frame = UINT64_MAX;
+	m->writable = false;
+	pthread_mutex_unlock(&m->lock);
+	return true;
+}
+
+static const struct ps_interval_ops hsec_ops = {.invalidate = hsec_invalidate};
+
+static void hsec_lock(void *ctx)
+{
+	pthread_mutex_lock(&((struct hsec *)ctx)->lock);
+}
+
+static void hsec_unlock(void *ctx)
+{
+	pthread_mutex_unlock(&((struct hsec *)ctx)->lock);
+}
+
+static int hsec_install(void *ctx, uint64_t addr, uint64_t frame, bool write)
+{
+	struct hsec *m = ctx;
+
+	(void)addr;
+	m->frame = frame;
+	m->writable = write;
+	m->installs++;
+	return 0;
+}
+
+static const struct ps_secondary_ops hsec_secops = {hsec_lock, hsec_unlock,
+						    hsec_install};
+
+/*
+ * The helper maps a page inside a whole 2 MiB or 1 GiB frame (it refused with
+ * -EOPNOTSUPP): the lookup reference is on the whole frame's word and goes
+ * back as a unit, the frame stays whole, a write marks the whole frame dirty
+ * (one dirty hook, for the frame) and logs that page alone. Also after the
+ * frame's state was split meanwhile (then on the page's own word).
+ */
+START_TEST(secondary_map_inside_whole_frames)
+{
+	struct hsec m;
+	uint64_t addrs[8], n, part, np;
+
+	memset(&m, 0, sizeof(m));
+	pthread_mutex_init(&m.lock, NULL);
+	ck_assert_int_eq(ps_interval_insert(&m.sub, ps_space_notifier(sp), 0,
+					    2 * P1G * PG, &hsec_ops, &m),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, P1G * PG, P1G * PG, P1G,
+					    PS_MAP_WRITE, NULL),
+			 0);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 7 * PG, false,
+						&hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(m.frame, 7);
+	ck_assert(!m.writable);
+	ck_assert_uint_eq(state_order(7), PS_SPACE_ORDER_2M);
+	ck_assert_uint_eq(ps_page_refs(word(7, NULL)), 1); /* none kept */
+	ck_assert_uint_eq(atomic_load(&dirty_total), 0);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 9 * PG, true,
+						&hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(m.frame, 9);
+	ck_assert(m.writable);
+	ck_assert_uint_eq(state_order(9), PS_SPACE_ORDER_2M);
+	ck_assert(ps_page_test_flags(word(100, NULL), PS_PAGE_DIRTY));
+	ck_assert(!ps_page_test_flags(word(100, NULL), PS_PAGE_LOCKED));
+	ck_assert_uint_eq(atomic_load(&dirty_total), 1);
+	ck_assert_uint_eq(ps_page_refs(word(9, NULL)), 1);
+	ck_assert_int_eq(ps_space_harvest(sp, 0, P2M * PG, 0, addrs, 8, &n,
+					  NULL),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(addrs[0], 9 * PG);
+	/* A 1 GiB frame, for write. */
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, (P1G + 12345) * PG,
+						true, &hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(m.frame, P1G + 12345);
+	ck_assert_uint_eq(state_order(P1G + 12345), PS_SPACE_ORDER_1G);
+	ck_assert_uint_eq(ps_page_refs(word(P1G, NULL)), 1);
+	ck_assert_uint_eq(atomic_load(&dirty_total), 2);
+	/* Split state: the page's own word. */
+	ck_assert_int_eq(ps_space_pin_units(sp, 3 * PG, PG, 0, &part, 1, &np),
+			 0);
+	ck_assert_uint_eq(state_order(11), PS_SPACE_ORDER_4K);
+	ck_assert_int_eq(ps_space_map_secondary(sp, &m.sub, 11 * PG, true,
+						&hsec_secops, &m),
+			 0);
+	ck_assert_uint_eq(ps_page_refs(word(11, NULL)), 1);
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, P1G * PG, P1G * PG, 0), 0);
+	ck_assert_uint_eq(m.frame, UINT64_MAX); /* torn down by the unmap */
+	ps_interval_remove(&m.sub);
+	pthread_mutex_destroy(&m.lock);
 }
 END_TEST
 
@@ -1265,6 +1612,43 @@ START_TEST(writeback_whole_2m_frame)
 }
 END_TEST
 
+/*
+ * Regression: a dirty whole 2 MiB frame whose huge entry was split (the VMM's
+ * eager split, ps_pgtable_split(): 4 KiB entries, the frame's state still
+ * whole) is written back page by page. Write-back took no unit there (no huge
+ * leaf) and tried each page's own 4 KiB word, which is free under a whole
+ * frame: it looked again forever (found by the soak's huge region).
+ */
+START_TEST(writeback_whole_frame_under_split_entries)
+{
+	struct ps_writeback_stats st;
+	struct wb_seen w;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_fault(sp, 7 * PG, PS_ACCESS_WRITE),
+			 PS_FAULT_OK);
+	ck_assert_int_eq(ps_pgtable_split(ps_space_pgtable(sp), 0, P2M * PG),
+			 0);
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_2M);
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(ps_space_writeback(sp, 0, P2M * PG, PS_WB_CLEAN, wb_fn,
+					    &w, &st),
+			 0);
+	/* Every page of the dirty frame, each on its own word now. */
+	ck_assert_uint_eq(w.calls, P2M);
+	ck_assert_uint_eq(w.bad, 0);
+	ck_assert_uint_eq(state_order(0), PS_SPACE_ORDER_4K);
+	for (uint64_t j = 0; j < P2M; j += 37)
+		ck_assert(!ps_page_test_flags(word(j, NULL), PS_PAGE_DIRTY));
+	ck_assert(!writable_at(7 * PG));
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
 START_TEST(writeback_whole_1g_frame_mark_dirty)
 {
 	struct ps_writeback_stats st;
@@ -1463,6 +1847,103 @@ START_TEST(discard_whole_frames)
 }
 END_TEST
 
+/* --- -ENOMEM from the splits of huge entries (PS_PGTABLE_FAILPOINTS) ----- */
+
+extern bool (*ps__pgtable_alloc_fails)(void);
+
+static bool alloc_always_fails(void)
+{
+	return true;
+}
+
+/* Pages [0, P2M) read as @want (entries), with refs and pins as before. */
+struct frame_snap {
+	ps_pte_t e[P2M];
+	uint64_t refs[P2M], pins[P2M];
+};
+
+static void snap(struct frame_snap *f)
+{
+	ck_assert_int_eq(ps_pgtable_get_range(ps_space_pgtable(sp), 0, P2M,
+					      f->e),
+			 0);
+	for (uint64_t j = 0; j < P2M; j++) {
+		f->refs[j] = ps_page_refs(word(j, NULL));
+		f->pins[j] = ps_page_pins(word(j, NULL));
+	}
+}
+
+static void same_snap(const struct frame_snap *a, const struct frame_snap *b,
+		      const char *what)
+{
+	uint64_t j = 0;
+
+	while (j < P2M && a->e[j] == b->e[j] && a->refs[j] == b->refs[j] &&
+	       a->pins[j] == b->pins[j])
+		j++;
+	ck_assert_msg(j == P2M, "%s: page %llu changed", what,
+		      (unsigned long long)j);
+}
+
+/*
+ * Operations on part of a whole 2 MiB frame split its entry (in the table's
+ * zap): when the split cannot allocate the level, the call fails with -ENOMEM
+ * and nothing is lost or changed: every page reads the same entry, holds the
+ * same references and pins, no frame is freed, and the call succeeds when
+ * repeated with memory. Regression: both calls ignored the zap's -ENOMEM, so
+ * ps_space_unmap() returned 0 with the page still mapped, and
+ * ps_space_discard() freed the frame (free_frame hook) while its entry still
+ * mapped it.
+ */
+START_TEST(split_enomem_changes_nothing)
+{
+	static struct frame_snap before, after;
+	struct ps_discard_skip sk[4];
+	uint64_t part, n, nsk = 99;
+	int rc;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &part, 1, &n),
+			 0);
+	snap(&before);
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+
+	/* Unmap of one page of a pinned whole frame. */
+	ps__pgtable_alloc_fails = alloc_always_fails;
+	rc = ps_space_unmap(sp, PG, PG, 0);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_int_eq(rc, -ENOMEM);
+	snap(&after);
+	same_snap(&before, &after, "unmap of part");
+	ck_assert_uint_eq(leaf_order(0, NULL), 9);
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+
+	/* Discard of one page (its frame only the mapping holds). */
+	ck_assert_int_eq(ps_space_unpin(sp, &part, 1, 0), 0);
+	snap(&before);
+	ps__pgtable_alloc_fails = alloc_always_fails;
+	rc = ps_space_discard(sp, 2 * PG, PG, sk, 4, &nsk);
+	ps__pgtable_alloc_fails = NULL;
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_uint_eq(nsk, 0);
+	snap(&after);
+	same_snap(&before, &after, "discard of part");
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+
+	/* With memory: both go through, exactly for their page. */
+	ck_assert_int_eq(ps_space_discard(sp, 2 * PG, PG, sk, 4, &nsk), 0);
+	ck_assert_uint_eq(nsk, 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	ck_assert_int_eq(ps_space_unmap(sp, PG, PG, 0), 0);
+	ck_assert_uint_eq(leaf_order(0, NULL), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
 /* --- races (failpoints) --------------------------------------------------- */
 
 static _Atomic(unsigned) violations;
@@ -1507,6 +1988,90 @@ START_TEST(fp_release_after_the_split)
 	ck_assert_int_eq(ps_space_unpin(sp, (uint64_t[]){3}, 1, 0), 0);
 	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 	ck_assert_uint_eq(atomic_load(&freed_total), P2M);
+}
+END_TEST
+
+/*
+ * The split of a frame against the merge of its parts (S18): a merge makes the
+ * huge word whole before it frees the parts it froze. At FP_PIN_LOOKED_UP (a
+ * pin of a 4 KiB page read the entry of a split frame, has not looked at the
+ * frame's state yet), once per round: let the main thread unmap and map the
+ * frame again (the map merges its free parts), and wait until the word is
+ * whole, so that the pin's split comes while the merge may still be freeing
+ * the parts. The pin must never fail: before the merge passed the split gate,
+ * the split found a part the merge still held and the pin failed with -EBUSY.
+ */
+static _Atomic(int) merge_go, merge_seen_whole;
+
+static void remerge_at_lookup(int point, uint64_t addr)
+{
+	(void)addr;
+	if (point != FP_PIN_LOOKED_UP || atomic_exchange(&fp_once, 1))
+		return;
+	atomic_store(&merge_go, 1);
+	/* Bounded: a map that never makes it whole ends the wait. */
+	for (long spin = 0; spin < 100000000L; spin++) {
+		unsigned int o;
+
+		(void)word(9, &o);
+		if (o == PS_SPACE_ORDER_2M) {
+			atomic_fetch_add(&merge_seen_whole, 1);
+			return;
+		}
+		if (!atomic_load(&merge_go))
+			return; /* the main thread is done with the round */
+	}
+}
+
+static void *remerge_pinner(void *arg)
+{
+	uint64_t f;
+	int rc = ps_space_pin_range(sp, 9 * PG, PG, 0, &f);
+
+	(void)arg;
+	if (rc)
+		violation("the pin of page 9 failed", (uint64_t)-rc, 9);
+	else if (ps_space_unpin(sp, &f, 1, 0))
+		violation("the unpin of page 9 failed", f, 0);
+	return NULL;
+}
+
+START_TEST(fp_split_against_merge)
+{
+	const unsigned rounds = 200;
+
+	atomic_store(&violations, 0);
+	atomic_store(&merge_seen_whole, 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0, NULL), 0);
+	ps__failpoint = remerge_at_lookup;
+	for (unsigned i = 0; i < rounds; i++) {
+		uint64_t f;
+		pthread_t t;
+
+		/* Split the frame's state: a 4 KiB pin of page 7. */
+		ck_assert_int_eq(ps_space_pin_range(sp, 7 * PG, PG, 0, &f), 0);
+		ck_assert_int_eq(ps_space_unpin(sp, &f, 1, 0), 0);
+		ck_assert_uint_eq(state_order(9), PS_SPACE_ORDER_4K);
+		atomic_store(&merge_go, 0);
+		atomic_store(&fp_once, 0);
+		ck_assert_int_eq(pthread_create(&t, NULL, remerge_pinner, NULL),
+				 0);
+		while (!atomic_load(&merge_go))
+			sched_yield();
+		ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, 0,
+						    NULL),
+				 0);
+		atomic_store(&merge_go, 0);
+		pthread_join(t, NULL);
+	}
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	/* The map merged in the rounds (the race was there to be had). */
+	ck_assert_uint_gt(atomic_load(&merge_seen_whole), 0);
+	for (uint64_t j = 0; j < P2M; j++)
+		ck_assert_uint_eq(ps_page_pins(word(j, NULL)), 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 }
 END_TEST
 
@@ -1647,6 +2212,99 @@ START_TEST(stress_unit_pins_against_remap)
 	ck_assert_uint_le(atomic_load(&freed_total), maps);
 	ck_assert_uint_gt(atomic_load(&freed_total), 0);
 	ck_assert_uint_gt(atomic_load(&r.pins), 0);
+}
+END_TEST
+
+/*
+ * The secondary-map helper on pages of a whole frame against its split and
+ * merge: one thread maps random pages of a 2 MiB frame for read or write (the
+ * lookup reference on the whole word, or on the part's once split); the
+ * other splits the frame's state (a 4 KiB pin and unpin) and remaps the frame
+ * whole (unmap, map: the map merges the free parts; the unmap's invalidation
+ * tears the secondary mapping down). The helper fails only with -EFAULT
+ * (unmapped at that instant, no populate hook); after the join every page
+ * holds exactly the mapping's reference: no lookup reference lost on a part
+ * or left on the whole word across a split.
+ */
+struct sec_race {
+	struct hsec m;
+	struct ps_test_overlap ov; /* side 0 split/remap, 1 the helper */
+	_Atomic(uint64_t) maps;
+};
+
+static void *sec_race_mapper(void *arg)
+{
+	struct sec_race *r = arg;
+	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
+	struct ps_test_rng g = ps_test_rng_new(19);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		const uint64_t k = ps_test_below(&g, P2M);
+		int rc = ps_space_map_secondary(sp, &r->m.sub, k * PG,
+						ps_test_below(&g, 2),
+						&hsec_secops, &r->m);
+
+		if (rc == -EFAULT)
+			continue;
+		if (rc)
+			violation("secondary map failed", (uint64_t)-rc, k);
+		else
+			atomic_fetch_add(&r->maps, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stress_secondary_against_split_and_merge)
+{
+	static struct sec_race r;
+	struct ps_test_rng rng = ps_test_rng_new(20);
+	struct ps_test_side me;
+	pthread_t t;
+	uint64_t bad = 0;
+
+	declare();
+	atomic_store(&violations, 0);
+	memset(&r, 0, sizeof(r));
+	pthread_mutex_init(&r.m.lock, NULL);
+	ck_assert_int_eq(ps_interval_insert(&r.m.sub, ps_space_notifier(sp), 0,
+					    P2M * PG, &hsec_ops, &r.m),
+			 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ps_test_overlap_init(&r.ov, 2, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       500;
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, sec_race_mapper, &r), 0);
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		uint64_t f;
+
+		if (ps_test_below(&rng, 2)) {
+			if (ps_space_pin_range(sp,
+					       ps_test_below(&rng, P2M) * PG,
+					       PG, 0, &f) ||
+			    ps_space_unpin(sp, &f, 1, 0))
+				violation("4 KiB pin or unpin failed", 0, 0);
+		} else if (ps_space_unmap(sp, 0, P2M * PG, 0) ||
+			   ps_space_map_range(sp, 0, P2M * PG, 0, PS_MAP_WRITE,
+					      NULL)) {
+			violation("remap failed", 0, 0);
+		}
+	}
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ps_test_overlap_check(&r.ov, "secondary maps vs split and merge");
+	ck_assert_uint_gt(atomic_load(&r.maps), 0);
+	for (uint64_t p = 0; p < P2M; p++)
+		if (ps_page_refs(word(p, NULL)) != 1 ||
+		    ps_page_pins(word(p, NULL)) ||
+		    ps_page_test_flags(word(p, NULL), PS_PAGE_LOCKED))
+			bad++;
+	ck_assert_uint_eq(bad, 0);
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ps_interval_remove(&r.m.sub);
+	pthread_mutex_destroy(&r.m.lock);
 }
 END_TEST
 
@@ -2178,6 +2836,14 @@ static Suite *space_huge_suite(void)
 	tcase_add_test(tc, map_part_of_a_frame_splits_it);
 	tcase_add_test(tc, map_all_or_nothing);
 	tcase_add_test(tc, unmap_part_of_a_frame_splits_it);
+	tcase_add_test(tc, map_eexist_keeps_the_occupant);
+
+	tc = ps_test_tcase(s, "map in chunks", 30);
+	tcase_add_checked_fixture(tc, hc_declare, hc_teardown);
+	tcase_add_test(tc, map_chunks_huge_fail_in_the_middle);
+	tcase_add_test(tc, map_chunks_huge_race_into_a_later_chunk);
+	tcase_add_test(tc, map_chunks_huge_boundaries);
+	tcase_add_test(tc, map_chunks_huge_declaration_waits);
 
 	tc = ps_test_tcase(s, "pins", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
@@ -2204,10 +2870,15 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_tcase(s, "write-back", 30);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, writeback_whole_2m_frame);
+	tcase_add_test(tc, writeback_whole_frame_under_split_entries);
 	tcase_add_test(tc, writeback_whole_1g_frame_mark_dirty);
 	tcase_add_test(tc, writeback_whole_frame_pinned_and_failing);
 	tcase_add_test(tc, writeback_split_frame_per_page);
 	tcase_add_test(tc, writeback_2m_part_of_split_1g_frame);
+
+	tc = ps_test_tcase(s, "secondary", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, secondary_map_inside_whole_frames);
 
 	tc = ps_test_tcase(s, "discard", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
@@ -2216,11 +2887,17 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_tcase(s, "races (failpoints)", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, fp_release_after_the_split);
+	tcase_add_test(tc, fp_split_against_merge);
+
+	tc = ps_test_tcase(s, "-ENOMEM", 10);
+	tcase_add_checked_fixture(tc, setup_declared, teardown);
+	tcase_add_test(tc, split_enomem_changes_nothing);
 
 	tc = ps_test_stress_tcase(s, "stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_unit_pins_against_remap);
 	tcase_add_test(tc, stress_split_against_pins);
+	tcase_add_test(tc, stress_secondary_against_split_and_merge);
 	tcase_add_test(tc, stress_writeback_against_writes);
 
 	tc = ps_test_stress_tcase(s, "harvest stress", 120);

@@ -5307,6 +5307,399 @@ START_TEST(stress_fault_holds_its_frame)
 }
 END_TEST
 
+/* --- map_range in chunks (S20) -------------------------------------------- */
+
+/*
+ * A map of more than one chunk (PS__FP_MAP_CHUNK_PAGES pages, 64 MiB, aligned)
+ * takes and installs chunk by chunk, letting the writer mutex go between
+ * chunks (FP_MAP_CHUNK), and stays all or nothing. These tcases use a space
+ * of their own: 4 chunks of address space, as many frames, plus a few.
+ */
+#define CK_PAGES PS__FP_MAP_CHUNK_PAGES
+#define CK_SIZE (CK_PAGES * PG)
+#define CK_FRAMES (4 * CK_PAGES + 64)
+
+static struct ps_space *ck;
+static _Atomic(unsigned) ck_freed;
+
+static void ck_on_free(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	(void)ctx;
+	(void)s;
+	(void)frame;
+	atomic_fetch_add(&ck_freed, 1);
+}
+
+static void ck_setup(void)
+{
+	struct ps_space_config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = 5 * CK_SIZE;
+	cfg.nframes = CK_FRAMES;
+	cfg.hooks.free_frame = ck_on_free;
+	atomic_store(&ck_freed, 0);
+	ck_assert_int_eq(ps_space_create(&cfg, &ck), 0);
+}
+
+static void ck_teardown(void)
+{
+	ps__failpoint = NULL;
+	ps__inject = NULL;
+	ck_assert_int_eq(ps_space_destroy(ck), 0);
+	ck = NULL;
+}
+
+static void ck_nothing(uint64_t addr)
+{
+	(void)addr;
+}
+
+static ps_pte_t ck_entry(uint64_t addr)
+{
+	ps_pte_t e = PS_PTE_NONE;
+
+	ck_assert_int_eq(ps_pgtable_get(ps_space_pgtable(ck), addr, &e), 0);
+	return e;
+}
+
+/* Pages [0, n) at @start map frames @frame + page, each LIVE once. */
+static void ck_assert_mapped(uint64_t start, uint64_t n, uint64_t frame)
+{
+	for (uint64_t k = 0; k < n; k++) {
+		const ps_pte_t e = ck_entry(start + k * PG);
+
+		ck_assert_msg(ps_pte_is_present(e) &&
+				      ps_pte_frame(e) == frame + k,
+			      "page %llu not mapped to its frame",
+			      (unsigned long long)k);
+		ck_assert_uint_eq(ps_page_refs(ps_space_page(ck, frame + k)),
+				  1);
+	}
+}
+
+/* Pages [0, n) at @start empty, frames @frame + [0, n) free, not frozen. */
+static void ck_assert_untouched(uint64_t start, uint64_t n, uint64_t frame)
+{
+	for (uint64_t k = 0; k < n; k++) {
+		ck_assert_msg(ps_pte_is_none(ck_entry(start + k * PG)),
+			      "page %llu left mapped by a failed map",
+			      (unsigned long long)k);
+		ck_assert_msg(!ps_page_is_live(ps_space_page(ck, frame + k)) &&
+				      !ps_page_is_frozen(
+					      ps_space_page(ck, frame + k)),
+			      "frame %llu left held by a failed map",
+			      (unsigned long long)(frame + k));
+	}
+}
+
+/*
+ * The other thread of ck_other_op: maps a page outside the big map's range
+ * and unmaps it again, then says so. It needs the writer mutex.
+ */
+static sem_t ck_other_done;
+static _Atomic(unsigned) ck_other_bad;
+
+static void *ck_other(void *arg)
+{
+	(void)arg;
+	/* Checked by the main thread (no ck_assert off it). */
+	if (ps_space_map(ck, 4 * CK_SIZE, CK_FRAMES - 1, 0) ||
+	    ps_space_unmap(ck, 4 * CK_SIZE, PG, 0))
+		atomic_fetch_add(&ck_other_bad, 1);
+	sem_post(&ck_other_done);
+	return NULL;
+}
+
+static _Atomic(unsigned) ck_other_ran;
+
+/*
+ * At the first chunk boundary: another thread's map and unmap elsewhere must
+ * finish while the big map is still in progress. With the mutex held for the
+ * whole range it would wait for the big map, which waits here: the timed
+ * wait fails instead of hanging.
+ */
+static void ck_other_op(uint64_t addr)
+{
+	struct timespec ts;
+	pthread_t t;
+
+	(void)addr;
+	ck_assert_int_eq(pthread_create(&t, NULL, ck_other, NULL), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	ck_assert_msg(sem_timedwait(&ck_other_done, &ts) == 0,
+		      "another part of the space waited for the whole map");
+	pthread_join(t, NULL);
+	atomic_fetch_add(&ck_other_ran, 1);
+}
+
+/* S20: the writer mutex is let go between chunks. */
+START_TEST(map_chunks_let_others_in)
+{
+	sem_init(&ck_other_done, 0, 0);
+	atomic_store(&ck_other_ran, 0);
+	atomic_store(&ck_other_bad, 0);
+	arm(FP_MAP_CHUNK, ck_other_op);
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, NULL), 0);
+	disarm();
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_CHUNK]), 2);
+	ck_assert_uint_eq(atomic_load(&ck_other_ran), 1);
+	ck_assert_uint_eq(atomic_load(&ck_other_bad), 0);
+	ck_assert_mapped(0, 3 * CK_PAGES, 0);
+	/* The other thread's frame came and went: one lifetime. */
+	ck_assert_uint_eq(atomic_load(&ck_freed), 1);
+	ck_assert_int_eq(ps_space_unmap(ck, 0, 3 * CK_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&ck_freed), 1 + 3 * CK_PAGES);
+	sem_destroy(&ck_other_done);
+}
+END_TEST
+
+/*
+ * S20: an unmap lets the mutex go between chunks too: another thread's map
+ * and unmap elsewhere finish inside it, and it frees each frame once.
+ */
+START_TEST(unmap_chunks_let_others_in)
+{
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, NULL), 0);
+	sem_init(&ck_other_done, 0, 0);
+	atomic_store(&ck_other_ran, 0);
+	atomic_store(&ck_other_bad, 0);
+	arm(FP_UNMAP_CHUNK, ck_other_op);
+	ck_assert_int_eq(ps_space_unmap(ck, 0, 3 * CK_SIZE, 0), 0);
+	disarm();
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_UNMAP_CHUNK]), 2);
+	ck_assert_uint_eq(atomic_load(&ck_other_ran), 1);
+	ck_assert_uint_eq(atomic_load(&ck_other_bad), 0);
+	ck_assert_untouched(0, 3 * CK_PAGES, 0);
+	ck_assert_uint_eq(atomic_load(&ck_freed), 1 + 3 * CK_PAGES);
+	sem_destroy(&ck_other_done);
+}
+END_TEST
+
+static uint64_t ck_fail_at;
+
+static int ck_inject_nomem(int point, uint64_t addr, uint64_t *len)
+{
+	(void)len;
+	return point == FP_MAP_RUN && addr == ck_fail_at ? -ENOMEM : 0;
+}
+
+/*
+ * S20, S13: -ENOMEM in the middle chunk of three: the first chunk, installed
+ * and visible, goes again, the third is never begun, every claimed frame goes
+ * back free without its hook, and a frame that was LIVE (mapped elsewhere)
+ * keeps exactly its other mapping's reference.
+ */
+START_TEST(map_chunks_fail_in_the_middle)
+{
+	const uint64_t live = 100; /* a frame of the first chunk, mapped */
+	uint64_t where = 7;
+
+	ck_assert_int_eq(ps_space_map(ck, 4 * CK_SIZE, live, 0), 0);
+	arm(FP_MAP_CHUNK, ck_nothing);
+	ck_fail_at = CK_SIZE;
+	ps__inject = ck_inject_nomem;
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, &where),
+			 -ENOMEM);
+	ps__inject = NULL;
+	disarm();
+	ck_assert_uint_eq(where, 7); /* -ENOMEM concerns no page */
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_CHUNK]), 1);
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_TAKEN]), 2);
+	for (uint64_t k = 0; k < 3 * CK_PAGES; k++)
+		ck_assert_msg(ps_pte_is_none(ck_entry(k * PG)),
+			      "page %llu left mapped by a failed map",
+			      (unsigned long long)k);
+	ck_assert_untouched(0, live, 0);
+	ck_assert_untouched((live + 1) * PG, 3 * CK_PAGES - live - 1, live + 1);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(ck, live)), 1);
+	ck_assert_uint_eq(atomic_load(&ck_freed), 0);
+	/* Nothing left over: the same map succeeds now. */
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, NULL), 0);
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(ck, live)), 2);
+}
+END_TEST
+
+/* At the first chunk boundary, another map takes a page of the next chunk. */
+static void ck_race_in(uint64_t addr)
+{
+	ck_assert_uint_eq(addr, CK_SIZE);
+	ck_assert_int_eq(ps_space_map(ck, CK_SIZE + 5 * PG, CK_FRAMES - 2, 0),
+			 0);
+}
+
+/*
+ * S20: a concurrent map that lands in a later chunk wins: the big map fails
+ * -EEXIST at that page, and everything it did goes, the racer's page stays.
+ */
+START_TEST(map_chunks_race_into_a_later_chunk)
+{
+	uint64_t where = 0;
+
+	arm(FP_MAP_CHUNK, ck_race_in);
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, &where),
+			 -EEXIST);
+	disarm();
+	ck_assert_uint_eq(where, CK_SIZE + 5 * PG);
+	ck_assert_untouched(0, CK_PAGES + 5, 0);
+	ck_assert_untouched(CK_SIZE + 6 * PG, 2 * CK_PAGES - 6, CK_PAGES + 6);
+	ck_assert_untouched(CK_SIZE + 5 * PG, 0, 0);
+	ck_assert_uint_eq(ps_pte_frame(ck_entry(CK_SIZE + 5 * PG)),
+			  CK_FRAMES - 2);
+	ck_assert(!ps_page_is_live(ps_space_page(ck, CK_PAGES + 5)));
+	ck_assert_uint_eq(atomic_load(&ck_freed), 0);
+}
+END_TEST
+
+/*
+ * An unmap of the installed part waits for the map (S20): started at the
+ * first chunk boundary, it finds the whole range mapped when it runs.
+ */
+static pthread_t ck_unmapper;
+static _Atomic(int) ck_unmap_rc = 1;
+
+static void *ck_unmap_first(void *arg)
+{
+	(void)arg;
+	atomic_store(&ck_unmap_rc, ps_space_unmap(ck, 0, 2 * CK_SIZE, 0));
+	return NULL;
+}
+
+static void ck_start_unmap(uint64_t addr)
+{
+	(void)addr;
+	ck_assert_int_eq(pthread_create(&ck_unmapper, NULL, ck_unmap_first,
+					NULL),
+			 0);
+	/* Give it a chance to run; it must wait for the map however long. */
+	for (int i = 0; i < 100; i++)
+		sched_yield();
+	ck_assert_msg(
+		atomic_load(&ck_unmap_rc) == 1,
+		"an unmap of an installed chunk did not wait for the map");
+}
+
+START_TEST(map_chunks_unmap_waits)
+{
+	atomic_store(&ck_unmap_rc, 1);
+	arm(FP_MAP_CHUNK, ck_start_unmap);
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 2 * CK_SIZE, 0, 0, NULL), 0);
+	pthread_join(ck_unmapper, NULL); /* it reads the hook: then disarm */
+	disarm();
+	ck_assert_int_eq(atomic_load(&ck_unmap_rc), 0);
+	ck_assert_untouched(0, 2 * CK_PAGES, 0);
+	ck_assert_uint_eq(atomic_load(&ck_freed), 2 * CK_PAGES);
+}
+END_TEST
+
+/*
+ * Boundaries: exactly one chunk is one step (no boundary); one chunk and 4
+ * KiB, or one chunk from an unaligned start, is two.
+ */
+START_TEST(map_chunks_boundaries)
+{
+	arm(FP_MAP_CHUNK, ck_nothing);
+	ck_assert_int_eq(ps_space_map_range(ck, 0, CK_SIZE, 0, 0, NULL), 0);
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_CHUNK]), 0);
+	ck_assert_mapped(0, CK_PAGES, 0);
+
+	arm(FP_MAP_CHUNK, ck_nothing);
+	ck_assert_int_eq(ps_space_map_range(ck, CK_SIZE, CK_SIZE + PG, CK_PAGES,
+					    0, NULL),
+			 0);
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_CHUNK]), 1);
+	ck_assert_mapped(CK_SIZE, CK_PAGES + 1, CK_PAGES);
+
+	arm(FP_MAP_CHUNK, ck_nothing);
+	ck_assert_int_eq(ps_space_map_range(ck, 2 * CK_SIZE, CK_SIZE,
+					    2 * CK_PAGES + 1, 0, NULL),
+			 -EEXIST); /* its first page is the previous map's */
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_CHUNK]), 0);
+	ck_assert_int_eq(ps_space_map_range(ck, 3 * CK_SIZE + PG, CK_SIZE,
+					    2 * CK_PAGES + 1, 0, NULL),
+			 0);
+	disarm();
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_MAP_CHUNK]), 1);
+	ck_assert_mapped(3 * CK_SIZE + PG, CK_PAGES, 2 * CK_PAGES + 1);
+	ck_assert_uint_eq(atomic_load(&ck_freed), 0);
+}
+END_TEST
+
+/*
+ * Two threads: one maps and unmaps a range of two chunks and a page, the
+ * other maps and unmaps single pages inside its second chunk and outside it.
+ * Every big map either succeeds whole or fails -EEXIST at a page the other
+ * held, leaving nothing; every frame's reference count is exact at the end.
+ */
+struct ck_race {
+	_Atomic(int) stop;
+	_Atomic(unsigned) small_ok, bad;
+	uint64_t iters;
+};
+
+static void *ck_small_mapper(void *arg)
+{
+	struct ck_race *r = arg;
+	struct ps_test_rng rng = ps_test_rng_new(1);
+
+	while (!atomic_load(&r->stop)) {
+		const uint64_t at =
+			ps_test_below(&rng, 2)
+				? CK_SIZE + ps_test_below(&rng, CK_PAGES) * PG
+				: 4 * CK_SIZE;
+		const int rc = ps_space_map(ck, at, CK_FRAMES - 3, 0);
+
+		/* Checked by the main thread (no ck_assert off it). */
+		if (rc && rc != -EEXIST)
+			atomic_fetch_add(&r->bad, 1);
+		if (!rc) {
+			atomic_fetch_add(&r->small_ok, 1);
+			if (ps_space_unmap(ck, at, PG, 0))
+				atomic_fetch_add(&r->bad, 1);
+		}
+	}
+	return NULL;
+}
+
+START_TEST(stress_map_chunks_race)
+{
+	struct ck_race r;
+	unsigned ok = 0, failed = 0, freed = 0;
+	pthread_t t;
+
+	memset(&r, 0, sizeof(r));
+	r.iters = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 5000;
+	if (r.iters < 4)
+		r.iters = 4;
+	ck_assert_int_eq(pthread_create(&t, NULL, ck_small_mapper, &r), 0);
+	for (uint64_t i = 0; i < r.iters; i++) {
+		uint64_t where = 0;
+		const int rc = ps_space_map_range(ck, 0, 2 * CK_SIZE + PG, 0, 0,
+						  &where);
+
+		if (rc) {
+			ck_assert_int_eq(rc, -EEXIST);
+			ck_assert_uint_ge(where, CK_SIZE);
+			failed++;
+			continue;
+		}
+		ok++;
+		ck_assert_int_eq(ps_space_unmap(ck, 0, 2 * CK_SIZE + PG, 0), 0);
+		freed += 2 * CK_PAGES + 1;
+	}
+	atomic_store(&r.stop, 1);
+	pthread_join(t, NULL);
+	freed += atomic_load(&r.small_ok);
+	ck_assert_uint_eq(atomic_load(&r.bad), 0);
+	ck_assert_uint_eq(atomic_load(&ck_freed), freed);
+	ck_assert_untouched(0, 2 * CK_PAGES + 1, 0);
+	ck_assert(!ps_page_is_live(ps_space_page(ck, CK_FRAMES - 3)));
+	ck_assert_uint_gt(ok + failed, 0);
+	ck_assert_uint_gt(atomic_load(&r.small_ok), 0);
+}
+END_TEST
+
 static Suite *space_suite(void)
 {
 	Suite *s = suite_create("space");
@@ -5485,6 +5878,19 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, stress_failed_map_frees_once);
 	tcase_add_test(tc, stress_harvest_rearm_every_range);
 	tcase_add_test(tc, stress_fault_holds_its_frame);
+
+	tc = ps_test_tcase(s, "map in chunks", 60);
+	tcase_add_checked_fixture(tc, ck_setup, ck_teardown);
+	tcase_add_test(tc, map_chunks_let_others_in);
+	tcase_add_test(tc, map_chunks_fail_in_the_middle);
+	tcase_add_test(tc, map_chunks_race_into_a_later_chunk);
+	tcase_add_test(tc, map_chunks_unmap_waits);
+	tcase_add_test(tc, map_chunks_boundaries);
+	tcase_add_test(tc, unmap_chunks_let_others_in);
+
+	tc = ps_test_stress_tcase(s, "stress map in chunks", 240);
+	tcase_add_checked_fixture(tc, ck_setup, ck_teardown);
+	tcase_add_test(tc, stress_map_chunks_race);
 	return s;
 }
 

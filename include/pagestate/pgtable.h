@@ -278,6 +278,7 @@ PS_BEGIN_DECLS
 
 /* Zap flags (ps_pgtable_zap()). */
 #define PS_ZAP_UNMAP 0x1u /* unmap/truncate: drop every marker, GUARD too */
+#define PS_ZAP_UNITS 0x2u /* @visit: a huge leaf removed whole, once */
 
 /* Copy/move flags (ps_pgtable_copy(), ps_pgtable_move()). */
 #define PS_KEEP_WP 0x1u /* keep uffd-wp state (needs a registered target) */
@@ -1182,14 +1183,20 @@ int ps_pgtable_registration(const struct ps_pgtable *t, uint64_t addr,
  * (the page ends protected) or after it (the page ends written, and the next
  * scan for written pages finds it: docs/pgtable.md, "The written hint").
  * Progress: blocking (writer mutex); each entry is one CAS, so faults run
- * concurrently and see each entry before or after.
+ * concurrently and see each entry before or after. The range is changed
+ * 1 GiB (aligned) at a time, and the writer mutex and the read-side section
+ * are let go between chunks: a register, unregister or write-protected map
+ * elsewhere, and a grace period, never wait for more than one chunk.
  * A huge leaf the range covers whole stays whole (one CAS); one it covers in
  * part is split first, or refused where it is tracked whole.
  * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
  * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
  * page is registered (nothing changed); -ENOMEM (markers or a split need
  * levels: a prefix of the range may be protected, see the errors in the
- * overview of pagestate/pgtable.h).
+ * overview of pagestate/pgtable.h). The registrations are checked for the
+ * whole range before anything changes, and for the rest of it after each
+ * chunk: a concurrent unregister (or register) that changes them meanwhile
+ * makes the call return -ENOENT or -EINVAL with the chunks before protected.
  */
 int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
 
@@ -1208,7 +1215,8 @@ int ps_pgtable_protect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * Ordering: each entry changes by one seq_cst CAS, in address order (the
  * range is not atomic); an entry it leaves written is found by the next scan
  * for written pages.
- * Progress: blocking (writer mutex); it never allocates.
+ * Progress: blocking (writer mutex, let go between chunks of 1 GiB, as
+ * ps_pgtable_protect()); it never allocates.
  * Return: 0; -EINVAL (also: the range begins or ends inside a huge leaf of
  * a PS_WP_HUGE_WHOLE registration; nothing changed); -ENOENT unless every
  * page is registered (nothing changed); -ENOMEM (a huge leaf covered in
@@ -1221,9 +1229,16 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * @t: the table.
  * @start: the first page (aligned).
  * @len: the length in bytes (a multiple of the page size, not 0).
- * @flags: 0 or PS_ZAP_UNMAP.
+ * @flags: 0, or PS_ZAP_UNMAP, PS_ZAP_UNITS or both.
  * @visit: if not NULL, called for every entry changed, with the old entry:
- *	the caller drops its references to the frames and swap slots.
+ *	the caller drops its references to the frames and swap slots. With
+ *	PS_ZAP_UNITS, a huge leaf that the zap removes whole is told of once,
+ *	not once per 4 KiB page: @addr is its first page ORed with its order
+ *	(PS_PGTABLE_ORDER_2M or PS_PGTABLE_ORDER_1G; a page address has those
+ *	bits clear), @old its first page's entry (ps_pte_frame() gives the
+ *	extent's first frame, the others follow it) and @new_pte what that
+ *	page holds now, which every page of the extent holds. A huge leaf the
+ *	range covers in part is split first and told of page by page.
  * @ctx: passed to @visit.
  *
  * What survives of each entry of [@start, @start + @len) as a marker is in
@@ -1238,8 +1253,11 @@ int ps_pgtable_unprotect(struct ps_pgtable *t, uint64_t start, uint64_t len);
  * fault that resolved first is in it (DIRTY), one after it finds MISSING.
  * The registrations are read with acquire; ps_pgtable_unregister() waits
  * for a zap that still saw the old ones.
- * Progress: lock-free; never allocates.
- * Return: 0; -EINVAL (range, unknown flags).
+ * Progress: lock-free; it allocates only to split a huge leaf that the range
+ * covers in part.
+ * Return: 0; -EINVAL (range, unknown flags); -ENOMEM (a huge leaf could not be
+ * split: the pages before it are zapped, it and the pages after it are
+ * untouched; repeat the call).
  */
 int ps_pgtable_zap(struct ps_pgtable *t, uint64_t start, uint64_t len,
 		   unsigned int flags, ps_pgtable_visit_fn visit, void *ctx);

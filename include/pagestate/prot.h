@@ -65,8 +65,10 @@
  * Converts the frames mapped in a range between shared and private, all or
  * nothing, in the order of Linux's set_memory_decrypted():
  *
- *   1. Take the space's writer mutex (no map, unmap or discard meanwhile)
- *      and start a PS_NOTIFIER_CONVERSION invalidation of the range.
+ *   1. Take the space's writer mutex (no map, unmap or discard meanwhile;
+ *      a ps_space_map_range() of several chunks in progress anywhere in the
+ *      space is waited for first) and start a PS_NOTIFIER_CONVERSION
+ *      invalidation of the range.
  *   2. Freeze every frame not yet in the target state with its expected
  *      references: the mapping's one plus opts->extra_refs. A frame that
  *      holds a pin, a CPU map (even one whose reference is declared in
@@ -174,7 +176,9 @@
  *               ps_prot_kmap's first CPU map (the LOCKED bit and the hook)
  *               and any kmap of a frame being converted (it waits for the
  *               unfreeze), ps_prot_set_inaccessible (LOCKED),
- *               ps_prot_set_hooks (mutex)
+ *               ps_prot_set_hooks (mutex); every call that takes the
+ *               writer mutex first waits for the ps_space_map_range()
+ *               calls of several chunks in progress in the space
  *
  *   ps_prot_convert       the unfreeze of each frame is a release: a pin or
  *                         kmap that finds the frame in its new state (an

@@ -31,12 +31,12 @@
  * mapping starts clean), and the free_frame hook runs, once per lifetime.
  *
  * Map, map_range, unmap and discard are the only calls that replace the frame
- * at an address; they take the space's writer mutex. Every change that a
- * secondary mapping must follow is an invalidation of the space's notifier:
- * unmap and a failed map's rollback (PS_NOTIFIER_UNMAP), discard
- * (PS_NOTIFIER_CLEAR), write-back's write-protect (PS_NOTIFIER_PROTECTION), a
- * re-arming harvest (PS_NOTIFIER_SOFT_DIRTY), and pagestate/prot.h's
- * conversion and mprotect.
+ * at an address; they take the space's writer mutex (map_range one chunk of its
+ * range at a time: ps_space_map_range()). Every change that a secondary mapping
+ * must follow is an invalidation of the space's notifier: unmap and a failed
+ * map's rollback (PS_NOTIFIER_UNMAP), discard (PS_NOTIFIER_CLEAR), write-back's
+ * write-protect (PS_NOTIFIER_PROTECTION), a re-arming harvest
+ * (PS_NOTIFIER_SOFT_DIRTY), and pagestate/prot.h's conversion and mprotect.
  *
  * ---------------------------------------------------------------------------
  * Hooks and callbacks
@@ -90,8 +90,11 @@
  *               present entry that is not writable, ps_space_harvest()
  *               without PS_HARVEST_REARM
  *   blocking    map, map_range, unmap, discard (the writer mutex and the
- *               invalidation); a write fault to a present entry that is not
- *               writable, mark_dirty, an unpin with PS_UNPIN_DIRTY,
+ *               invalidation; map_range holds the mutex one 64 MiB chunk at
+ *               a time, and unmap and discard wait for the part of a
+ *               map_range in progress that their range meets); a
+ *               write fault to a present entry that is not writable,
+ *               mark_dirty, an unpin with PS_UNPIN_DIRTY,
  *               write-back (a frame's LOCKED bit: spin, then yield; an
  *               INTEGRITY write-back also waits for another's callback); the
  *               secondary-map helper (the caller's lock, an overlapping
@@ -361,7 +364,8 @@ struct ps_page *ps_space_page(struct ps_space *space, uint64_t frame);
  * Context: any thread not holding the writer mutex (not from a hook or
  * callback that runs under it). No frame of the range may be in use (mapped,
  * pinned, referenced, frozen); every 4 KiB page word of the range that is
- * resident is checked, the others are free by construction.
+ * resident is checked, the others are free by construction. The call waits
+ * for a ps_space_map_range() of several chunks in progress in the space.
  * Ordering: release: a thread that finds one of the frames through an entry
  * (acquire) sees the new order.
  * Progress: blocking (the writer mutex; the first call maps the arrays).
@@ -518,13 +522,29 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * @error_offset: NULL, or receives the byte offset from @start of the page
  *	that stopped the call (every error but -EINVAL and -ENOMEM).
  *
- * Every frame is taken, every page checked and every page-table level allocated
- * before the first entry is installed, so once an entry is visible the call
- * cannot fail: a pin or a fault finds each page either not mapped yet or mapped
- * for good. A frame that is free is claimed: frozen, with no reference, until
- * the map can no longer fail. Whoever finds its entry meanwhile (a pin, a
- * fault, ps_space_mark_dirty(), write-back, the helper, a CPU map) waits for
- * it, and nothing marks it dirty or runs a hook for it before it is mapped.
+ * The call works in chunks of 64 MiB of address space (aligned; a 1 GiB frame
+ * mapped whole is one chunk), and lets the writer mutex go between chunks:
+ * however large the range, the mutex is held for one chunk's work at a time,
+ * and nothing is allocated in proportion to the range. In each chunk every
+ * frame is taken, every page checked and every page-table level allocated
+ * before the first entry is installed. A frame that is free is claimed:
+ * frozen, with no reference, until the whole call can no longer fail (every
+ * chunk installed). Whoever finds its entry meanwhile (a pin, a fault,
+ * ps_space_mark_dirty(), write-back, the helper, a CPU map) waits for it, and
+ * nothing marks it dirty or runs a hook for it before it is mapped.
+ *
+ * What another thread may see while a call of several chunks is in progress:
+ * the entries of the chunks installed so far (a lookup or a scan finds them;
+ * a frame that was free is frozen behind them, as above; a frame that was
+ * already in use can be pinned or faulted through its new entry as through
+ * any other). An unmap or discard of a range that meets the part installed so
+ * far, and pagestate/prot.h's conversion, mprotect, cache-mode change and CPU
+ * map of any range of the space, wait until the call returns; a map of a page
+ * installed so far fails -EEXIST. Other parts of the space are free: maps,
+ * unmaps and faults there proceed, and a map by another thread of a page of a
+ * chunk not begun yet may win, in which case this call fails -EEXIST at that
+ * page. A call of one chunk (64 MiB or less, aligned) is seen whole or not at
+ * all by every writer, as before.
  *
  * Who owns each frame after a failure is certain, whatever raced: a frame
  * that was free is free again, with the cache mode it had, and no free_frame
@@ -535,14 +555,16 @@ int ps_space_map(struct ps_space *space, uint64_t addr, uint64_t frame,
  * Context: as ps_space_map(); the free_frame hooks and the notifier callbacks
  * of a rollback run in this thread under the writer mutex.
  * Ordering: as ps_space_map(), for each entry.
- * Progress: blocking (the writer mutex; allocation).
+ * Progress: blocking (the writer mutex, one chunk at a time; allocation).
  * Return: as ps_space_map(); for -EEXIST, -EBUSY, -EHWPOISON and -EOVERFLOW
  * with the page's offset in *@error_offset (for -EEXIST the first page of the
- * range that holds an entry a map may not replace). On error no
- * entry was ever visible, unless another thread stored into the range against
- * the exclusion rules of pagestate/pgtable.h: then the entries installed are
- * taken back inside an UNMAP invalidation (a page that held a UFFD_WP marker
- * gets it back, a page of an async range a WRITTEN marker).
+ * range that holds an entry a map may not replace). All or nothing: on error
+ * the state is as before the call. The entries of the chunks installed before
+ * the failing one (and, if another thread stored into the range against the
+ * exclusion rules of pagestate/pgtable.h, of the failing chunk) were visible
+ * and are taken back inside an UNMAP invalidation before the call returns (a
+ * page that held a UFFD_WP marker gets it back, a page of an async range a
+ * WRITTEN marker); their frames are given back as said above.
  */
 int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
 		       uint64_t first_frame, unsigned int flags,
@@ -571,8 +593,10 @@ int ps_space_map_range(struct ps_space *space, uint64_t start, uint64_t len,
  * fence orders the zap before the references are dropped, paired with a pin's
  * seq_cst pin and re-read: a pin racing the unmap either backs out or is seen.
  * Progress: blocking (the writer mutex; the invalidation's callbacks).
- * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags). The
- * invalidation is blockable: never -EAGAIN.
+ * Return: 0; -EINVAL (unaligned, empty or outside range; unknown flags);
+ * -ENOMEM (a huge entry the range covers in part could not be split: the pages
+ * before it are unmapped, it and the pages after it are left mapped with their
+ * references; repeat the call). The invalidation is blockable: never -EAGAIN.
  */
 int ps_space_unmap(struct ps_space *space, uint64_t start, uint64_t len,
 		   unsigned int flags);
@@ -780,7 +804,10 @@ struct ps_discard_skip {
  * Progress: blocking (the writer mutex; the invalidation's callbacks). Per
  * page lock-free: it looks again only when the frame's word changed.
  * Return: 0; -EINVAL (unaligned, empty or outside range, or @skipped NULL with
- * @max_skipped not 0): *@nskipped is not written then.
+ * @max_skipped not 0): *@nskipped is not written then; -ENOMEM (a page that is
+ * part of a huge entry could not be dropped because the entry could not be
+ * split: the pages before it are handled as above and counted in *@nskipped,
+ * it and the pages after it are left exactly as they were; repeat the call).
  */
 int ps_space_discard(struct ps_space *space, uint64_t start, uint64_t len,
 		     struct ps_discard_skip *skipped, uint64_t max_skipped,
@@ -871,7 +898,10 @@ struct ps_secondary_ops {
  * primary entry is not made writable. A write to a page write-protected in a
  * sync range fails with -EAGAIN (resolve it first); in an async range it is
  * logged and the entry stays protected, so CPU writes are still seen. Private
- * frames are refused.
+ * frames are refused. A page inside a whole 2 MiB or 1 GiB frame is held on the
+ * frame's word, whose state stays whole: a write marks the whole frame dirty
+ * (its DIRTY is the frame's) and logs @addr alone; @ops->install gets the 4 KiB
+ * frame of @addr.
  * Context: any thread holding neither @ops' lock nor the frame's LOCKED bit
  * (not from a dirty hook of that frame); the populate hook runs in it with no
  * lock of the space held, the dirty hook and @ops->install under @ops' lock
@@ -892,8 +922,7 @@ struct ps_secondary_ops {
  * covering @addr, @addr unaligned or outside, @ops or one of its callbacks
  * NULL); -EFAULT (missing without a populate hook, a guard page, a write
  * without MAYWRITE); -EAGAIN (write-protected in a sync range); -EHWPOISON;
- * -EPERM (a private frame); -EOVERFLOW (reference limit); -EOPNOTSUPP (a
- * whole 2 MiB or 1 GiB frame: not built yet); a populate hook's or
+ * -EPERM (a private frame); -EOVERFLOW (reference limit); a populate hook's or
  * @ops->install's error.
  */
 int ps_space_map_secondary(struct ps_space *space, struct ps_interval *sub,

@@ -295,6 +295,8 @@ void checkpoint(struct thr *t, bool final)
 				  wkind_name(atomic_load(&m->wkind)), p * PG, w,
 				  atomic_load(&m->wthread), h);
 	}
+	op_phase(t, "huge region");
+	huge_checkpoint(final);
 	op_phase(t, "iommu");
 	iommu_sweep();
 	limbo_to_free();

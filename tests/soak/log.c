@@ -32,6 +32,7 @@ const char *const op_names[NOPS_ALL] = {
 	[OP_MARKDIRTY] = "markdirty",
 	[OP_MPROTECT] = "mprotect",
 	[OP_HOOKS] = "hooks",
+	[OP_HUGE] = "huge",
 	[OP_UNPIN] = "unpin",
 	[OP_KUNMAP] = "kunmap",
 	[OP_CHECKPOINT] = "checkpoint",

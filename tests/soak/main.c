@@ -30,6 +30,7 @@ static const unsigned int weight[NOPS] = {
 	[OP_UNMAP] = 3,	    [OP_MAP] = 6,	[OP_CONVERT] = 4,
 	[OP_KMAP] = 5,	    [OP_SECONDARY] = 8, [OP_CACHE] = 2,
 	[OP_MARKDIRTY] = 5, [OP_MPROTECT] = 2,	[OP_HOOKS] = 1,
+	[OP_HUGE] = 4,
 };
 
 static uint64_t now_ns(void)
@@ -47,7 +48,9 @@ static void usage(FILE *f)
 		"[--check-ms M]\n"
 		"            [--ops LIST] [--allow-known LIST] [--pages P] "
 		"[--frames F]\n"
-		"            [--watchdog S] [--verbose]\n"
+		"            [--watchdog S] [--huge H] [--verbose]\n"
+		"  --huge H           2 MiB frames of the huge region "
+		"(default 2; 0: none)\n"
 		"  --ops LIST         operations to run: all (default), or "
 		"names separated by\n"
 		"                     commas; -name removes one "
@@ -126,9 +129,11 @@ static char *build_cmdline(void)
 
 	n = (size_t)snprintf(buf, sizeof(buf),
 			     "%s --threads %d --seconds %g --seed %#" PRIx64
-			     " --check-ms %u --pages %" PRIu64 " --ops ",
+			     " --check-ms %u --pages %" PRIu64
+			     " --huge %" PRIu64 " --ops ",
 			     g.cfg.argv0, g.cfg.threads, g.cfg.seconds,
-			     g.cfg.seed, g.cfg.check_ms, g.cfg.reg_pages);
+			     g.cfg.seed, g.cfg.check_ms, g.cfg.reg_pages,
+			     g.cfg.huge);
 	if (g.cfg.ops == (UINT64_C(1) << NOPS) - 1) {
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "all");
 	} else {
@@ -169,6 +174,7 @@ static void parse_args(int argc, char **argv)
 		{"pages", required_argument, NULL, 'p'},
 		{"frames", required_argument, NULL, 'f'},
 		{"watchdog", required_argument, NULL, 'w'},
+		{"huge", required_argument, NULL, 'u'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -181,6 +187,7 @@ static void parse_args(int argc, char **argv)
 	g.cfg.check_ms = 250;
 	g.cfg.watchdog_s = 10;
 	g.cfg.reg_pages = 32;
+	g.cfg.huge = 2;
 	g.cfg.ops = (UINT64_C(1) << NOPS) - 1;
 	g.cfg.argv0 = argv[0];
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -218,6 +225,9 @@ static void parse_args(int argc, char **argv)
 		case 'w':
 			g.cfg.watchdog_s = (unsigned int)atoi(optarg);
 			break;
+		case 'u':
+			g.cfg.huge = strtoull(optarg, NULL, 0);
+			break;
 		case 'v':
 			g.cfg.verbose = true;
 			break;
@@ -231,7 +241,7 @@ static void parse_args(int argc, char **argv)
 	}
 	if (optind != argc || g.cfg.threads < 1 || g.cfg.threads > 64 ||
 	    g.cfg.reg_pages < 4 || g.cfg.reg_pages > 4096 ||
-	    g.cfg.check_ms < 1 || g.cfg.watchdog_s < 1) {
+	    g.cfg.check_ms < 1 || g.cfg.watchdog_s < 1 || g.cfg.huge > 64) {
 		usage(stderr);
 		exit(2);
 	}
@@ -329,7 +339,7 @@ static void *checker_main(void *arg)
 static void set_up(void)
 {
 	struct ps_space_config sc;
-	uint64_t nf = g.cfg.nframes;
+	uint64_t nf = g.cfg.nframes, space_size, space_frames;
 	static const unsigned int reg_flags[NREG] = {
 		[REG_SCAN] = PS_WP_ASYNC,
 		[REG_ASYNC] = PS_WP_ASYNC,
@@ -344,7 +354,11 @@ static void set_up(void)
 	g.backing = calloc(nf * PG_WORDS, sizeof(*g.backing));
 	g.fm = calloc(nf, sizeof(*g.fm));
 	g.pm = calloc(g.npages, sizeof(*g.pm));
-	g.frames = calloc(nf, sizeof(*g.frames));
+	/* The huge region's frames and pages come after the model's. */
+	space_size = g.size;
+	space_frames = nf;
+	huge_layout(&space_size, &space_frames);
+	g.frames = calloc(space_frames, sizeof(*g.frames));
 	if (!g.arena || !g.backing || !g.fm || !g.pm || !g.frames)
 		abort();
 	pthread_mutex_init(&g.mm_lock, NULL);
@@ -354,8 +368,8 @@ static void set_up(void)
 	(void)ps_page_set_error_hook(page_error);
 
 	memset(&sc, 0, sizeof(sc));
-	sc.size = g.size;
-	sc.nframes = nf;
+	sc.size = space_size;
+	sc.nframes = space_frames;
 	sc.frames = g.frames;
 	sc.hooks.populate = hook_populate;
 	sc.hooks.dirty = hook_dirty;
@@ -387,6 +401,7 @@ static void set_up(void)
 		if (ps_pgtable_protect(g.pt, g.reg_start[r] * PG,
 				       g.cfg.reg_pages * PG))
 			abort();
+	huge_init();
 	soak_set_prot_hooks(true);
 	iommu_init();
 }
@@ -509,6 +524,7 @@ int main(int argc, char **argv)
 			printf(" %s %" PRIu64 " (%" PRIu64 ")", op_names[k],
 			       total[k], fails[k]);
 	printf("\n");
+	huge_report();
 	if (g.cfg.verbose) {
 		for (int k = 0; k < NOPS_ALL; k++) {
 			if (!fails[k])

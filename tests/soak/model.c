@@ -281,12 +281,16 @@ static bool held_now(uint64_t frame, int *kind)
 
 void hook_free(void *ctx, struct ps_space *space, uint64_t frame)
 {
-	struct fmodel *m = &g.fm[frame];
+	struct fmodel *m = &g.fm[frame % g.cfg.nframes];
 	uint64_t w = ps_page_load(pw(frame));
 	int kind;
 
 	(void)ctx;
 	(void)space;
+	if (huge_frame(frame)) {
+		huge_hook_free(frame); /* huge.c's model */
+		return;
+	}
 	if (w & PS_PAGE_LIVE)
 		violation("(f) hooks: free hook for a LIVE frame", 0,
 			  UINT64_MAX, frame,
@@ -337,12 +341,16 @@ void hook_free(void *ctx, struct ps_space *space, uint64_t frame)
 
 void hook_dirty(void *ctx, struct ps_space *space, uint64_t frame)
 {
-	struct fmodel *m = &g.fm[frame];
+	struct fmodel *m = &g.fm[frame % g.cfg.nframes];
 	int s = atomic_load(&m->state);
 	uint64_t w = ps_page_load(pw(frame));
 
 	(void)ctx;
 	(void)space;
+	if (huge_frame(frame)) {
+		huge_hook_dirty(frame); /* huge.c's model */
+		return;
+	}
 	/*
 	 * F_CLAIMED: a map is installing the frame, and a write through the
 	 * entry it installed may mark it before the owner learns that the
@@ -420,6 +428,8 @@ int hook_populate(void *ctx, struct ps_space *space, uint64_t addr,
 	(void)ctx;
 	(void)space;
 	(void)access;
+	if (addr >= g.size)
+		return -EFAULT; /* the huge region (huge.c): always mapped */
 	pthread_mutex_lock(&g.mm_lock);
 	if (atomic_load(&g.pm[page_of(addr)].frame) >= 0) {
 		pthread_mutex_unlock(&g.mm_lock);

@@ -1017,7 +1017,8 @@ static void op_markdirty(struct thr *t)
 static int prot_hook_check(void *ctx, struct ps_space *space, uint64_t addr,
 			   uint64_t frame, enum ps_enc_state to)
 {
-	uint64_t w = ps_page_load(pw(frame));
+	/* The word that holds the frame's state (a huge frame's, huge.c). */
+	uint64_t w = ps_page_load(ps_space_frame_word(g.sp, frame, NULL));
 	uint64_t now = tick();
 	struct hold h;
 
@@ -1081,6 +1082,9 @@ static void op_hooks(struct thr *t)
 void run_op(struct thr *t, enum op op)
 {
 	switch (op) {
+	case OP_HUGE:
+		op_huge(t);
+		break;
 	case OP_WRITE:
 		op_write(t);
 		break;

@@ -72,6 +72,7 @@ enum op {
 	OP_MARKDIRTY,
 	OP_MPROTECT,
 	OP_HOOKS,
+	OP_HUGE, /* the huge-frame workload (huge.c) */
 	NOPS,
 	/* Not chosen at random; they appear in logs. */
 	OP_UNPIN = NOPS,
@@ -93,6 +94,7 @@ struct config {
 	unsigned int watchdog_s;
 	uint64_t reg_pages; /* pages per region */
 	uint64_t nframes;
+	uint64_t huge;	/* 2 MiB frames of the huge region (huge.c) */
 	uint64_t ops;	/* bit per enum op */
 	uint64_t known; /* bit per issue-15 defect number allowed */
 	bool verbose;
@@ -361,6 +363,16 @@ int harvest_range(struct thr *t, uint64_t start, uint64_t len, bool rearm);
 int scan_range(struct thr *t, uint64_t start, uint64_t len);
 void soak_set_prot_hooks(bool on);
 enum ps_fault soak_resolve_wp_write(uint64_t addr);
+
+/* huge.c */
+void huge_layout(uint64_t *size, uint64_t *nframes);
+bool huge_frame(uint64_t frame);
+void huge_init(void);
+void huge_hook_dirty(uint64_t frame);
+void huge_hook_free(uint64_t frame);
+void op_huge(struct thr *t);
+void huge_checkpoint(bool final);
+void huge_report(void);
 
 /* check.c */
 void check_entries_live(void);
