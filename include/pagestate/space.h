@@ -1050,7 +1050,9 @@ enum ps_space_mark ps_space_mark_dirty(struct ps_space *space, uint64_t addr);
  * after the harvest returns) or faults and is logged again.
  * Progress: lock-free without PS_HARVEST_REARM; blocking with it. Once the
  * space has a ledger (pagestate/ledger.h), blocking: it hands the log's
- * marks to every consumer under the ledger's mutex, then takes its own.
+ * marks to every consumer under the ledger's mutex, then takes its own (with
+ * PS_HARVEST_UNITS an aligned extent all of whose pages it has is one entry,
+ * as without a ledger; its cost is then per page of the extent).
  * Return: 0; -EINVAL (range, flags, @addrs or @count NULL, @max 0); with
  * PS_HARVEST_REARM, the page-table scan's error (-ENOMEM; -ENOENT if a range
  * is unregistered meanwhile): nothing is harvested, and the pages the scan
@@ -1071,12 +1073,14 @@ int ps_space_harvest(struct ps_space *space, uint64_t start, uint64_t len,
  *
  * It only adds: marks made meanwhile stay. A page a harvest re-armed stays
  * re-armed, and the next harvest reports it again. Once the space has a
- * ledger (pagestate/ledger.h), the pages go back to ps_space_harvest() only,
- * not to the ledger's consumers (which use ps_ledger_abort()).
+ * ledger (pagestate/ledger.h), the pages (a unit's every page) go back to
+ * ps_space_harvest() only, not to the ledger's consumers (which use
+ * ps_ledger_abort()).
  * Context: any thread.
  * Ordering: release (the log's set), paired with the acquire of the harvest
  * that takes it.
- * Progress: wait-free (one bitmap set per entry).
+ * Progress: wait-free (one bitmap set per entry; with a ledger, one per 64
+ * pages of it).
  * Return: 0; -EINVAL (an address unaligned to its unit, an order that is not
  * 0, PS_SPACE_ORDER_2M or PS_SPACE_ORDER_1G, or an extent outside the space:
  * the entries before it were put back, it and those after it were not).
