@@ -133,7 +133,8 @@ def main():
     print("- Revisions: " + ", ".join("%s = `%s`" % (r[1][1], r[0][:12])
                                       for r in revs))
     print("- %d rounds; per case and round the value is that run's median; "
-          "ratio = new/old, median [min..max] over the rounds; verdict "
+          "ratio = new/old, median [min..max] over the rounds; `> F` counts "
+          "the rounds whose ratio is above the threshold; verdict "
           "regression when min > %.2f, faster when max < %.2f, "
           "slower?/faster? when only the median passes, noise otherwise."
           % (nrounds, a.threshold, 1 / a.threshold))
@@ -154,13 +155,15 @@ def main():
                                        for k, v in sorted(counts.items())),
                  len(only_old), old[1], len(only_new), new[1]))
         print("| program | group | op | impl | unit | %s | %s | "
-              "ratio [min..max] | verdict |" % (old[1], new[1]))
-        print("|---|---|---|---|---|---:|---:|---|---|")
+              "ratio [min..max] | > %.2f | verdict |"
+              % (old[1], new[1], a.threshold))
+        print("|---|---|---|---|---|---:|---:|---|---:|---|")
         for key, unit, om, nm, ratios, v in rows:
+            above = sum(1 for r in ratios if r > a.threshold)
             print("| %s | %s | %s | %s | %s | %s | %s | %.3f [%.3f..%.3f] "
-                  "| %s |" % (key + (unit, fmt(om), fmt(nm),
-                                     statistics.median(ratios), min(ratios),
-                                     max(ratios), v)))
+                  "| %d/%d | %s |"
+                  % (key + (unit, fmt(om), fmt(nm), statistics.median(ratios),
+                            min(ratios), max(ratios), above, len(ratios), v)))
 
 
 if __name__ == "__main__":
