@@ -51,6 +51,7 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do
 done
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] || set -- --quick
+# shellcheck disable=SC2086 # $revs and $hashes: one word per revision
 nrev=$(echo $revs | wc -w)
 if [ "$nrev" -lt 2 ]; then
 	echo "bench-compare.sh: give at least two revisions" >&2
@@ -91,6 +92,7 @@ mkdir -p "$res"
 i=0
 for h in $hashes; do
 	i=$((i + 1))
+	# shellcheck disable=SC2086
 	name=$(echo $revs | cut -d' ' -f$i)
 	name=${name%%=*}
 	mkdir -p "$res/$h"
@@ -104,6 +106,7 @@ while [ "$round" -le "$rounds" ]; do
 	# Rotate the order of the revisions by one each round, so that none
 	# always runs first (after another program) or last.
 	shift_by=$(((round - 1) % nrev))
+	# shellcheck disable=SC2086
 	order=$(echo $hashes | tr ' ' '\n' | awk -v s="$shift_by" \
 		'{ a[NR] = $0 } END { for (i = 0; i < NR; i++)
 			print a[(i + s) % NR + 1] }')
