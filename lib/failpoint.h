@@ -57,8 +57,8 @@ enum {
 	FP_DIRTY_SET,		   /* a mark: DIRTY set, hook not run yet
 				    * (arg: the frame) */
 	FP_WB_ENDED,		   /* write-back: WRITEBACK ended after @fn */
-	FP_KMAP_JOIN,		   /* prot: kmap read a positive count, not
-				    * joined it yet */
+	FP_KMAP_JOIN,		   /* prot: kmap about to count itself
+				    * (join the maps, or not) */
 	FP_NOTIFIER_SLOT,	   /* inject: an invalidation's slot
 				    * allocation (arg: its start) */
 	FP_HUGE_RELEASE_RESOLVED,  /* space-huge: a release found a whole

@@ -74,7 +74,7 @@
  *     (map, the masked tries of P2, conversion, set_cache).
  *
  * P7  Cache mode. A LIVE frame's CACHE field changes only while frozen
- *     (set_cache with expected references) and not CPU-mapped (the count, read
+ *     (set_cache with expected references) and not CPU-mapped (HELD, read
  *     after the freeze, as the conversion reads it: P5); a free frame's only by
  *     one CAS that requires it free (set_cache) or by the claim that gives it
  *     the mapper's mode and freezes it (a map's get_or_freeze, S13 in
@@ -272,9 +272,16 @@ struct conv {
 	 * next conversion's to forget.
 	 */
 	bool longterm;
-	bool held_checks;	/* prot || longterm: freeze_held() has work */
-	bool units;		/* freeze_unit() froze a word (in @frozen) */
-	struct ps_pgtable *pt;	/* the space's */
+	/*
+	 * A freeze may hide the CPU maps' reference (P5): prot's state exists
+	 * and the caller declared references of its own (extra_refs), among
+	 * which its own map's could be. With none declared, the freeze's
+	 * exact count (the mapping's one reference) proves the maps hold none.
+	 */
+	bool cpu_checks;
+	bool held_checks;      /* cpu_checks || longterm: freeze_held() works */
+	bool units;	       /* freeze_unit() froze a word (in @frozen) */
+	struct ps_pgtable *pt; /* the space's */
 	struct ps_page *frames; /* the space's page words */
 	uint64_t nframes;
 	const struct ps_prot_hooks *hooks;
@@ -405,14 +412,14 @@ static inline int freeze_held(struct conv *c, struct ps_page *p, uint64_t frame)
 	 * (the caller's own kmap in extra_refs: the freeze cannot tell it from
 	 * another reference), and a CPU-mapped frame must never become
 	 * INACCESSIBLE: the next kmap would join the count and never call
-	 * make_accessible. A map held across the call counted itself before
-	 * the call began, and a zero count cannot rise while frozen (the 0 ->
-	 * 1 transition needs a try-get), so the count read here (an acquire
-	 * load, as ps__prot_cpu_maps()) is final until the unfreeze. Prot's
+	 * make_accessible. A map held across the call set HELD (or joined it)
+	 * before the call began, and HELD cannot be set while frozen (a first
+	 * map needs a try-get), so HELD read here (an acquire load, as
+	 * ps__prot_cpu_maps()) is final until the unfreeze. Prot's
 	 * state is the one the call began with: a map that could hide here is
 	 * the caller's own, made before the call.
 	 */
-	if (PS_UNLIKELY(c->prot && frozen_cpu_mapped(c, p, frame))) {
+	if (PS_UNLIKELY(c->cpu_checks && frozen_cpu_mapped(c, p, frame))) {
 		(void)ps_page_unfreeze(p, c->expected);
 		return -EAGAIN;
 	}
@@ -1163,7 +1170,8 @@ int ps_prot_convert(struct ps_space *s, uint64_t start, uint64_t len,
 	c.hooks = ps__prot_hooks(s);
 	c.prot = ps__prot_peek(s);
 	c.longterm = ps__space_longterm_any(s);
-	c.held_checks = c.prot || c.longterm;
+	c.cpu_checks = c.prot && c.expected > 1;
+	c.held_checks = c.cpu_checks || c.longterm;
 	rc = ps_notifier_invalidate_start(ps_space_notifier(s), start, len,
 					  PS_NOTIFIER_CONVERSION, 0);
 	if (rc)
@@ -1297,10 +1305,10 @@ static int set_cache_word(struct ps_space *s, struct ps_page *p, uint64_t frame,
 
 			/*
 			 * P7: no CPU map either. The maps share one reference
-			 * (P5), which a caller holding a map could declare; the
-			 * count, read after the freeze, cannot rise until the
-			 * unfreeze unless it is positive already. A huge
-			 * unit's maps count at each of its frames (P10).
+			 * (P5), which a caller holding a map could declare;
+			 * HELD, read after the freeze, cannot be set until the
+			 * unfreeze unless it is set already. A huge unit's
+			 * maps count at each of its frames (P10).
 			 */
 			if (ps && ps__prot_cpu_mapped(ps, frame,
 						      order_pages(order))) {

@@ -87,14 +87,33 @@ static inline int ps__prot_get(struct ps_space *s, struct ps__prot_space **out)
 }
 
 /*
- * A frame's CPU-map word (P5, P10 in lib/prot-kmap.c): the count in bits 0-27
- * (at most PS_PAGE_REFS_MAX maps), and in bits 30-31 the order of the unit
- * the maps' one reference was taken on (0: the frame's 4 KiB word, 1: a whole
- * 2 MiB frame's word, 2: a whole 1 GiB frame's), so that the last kunmap
- * releases what the first kmap took, whatever the frame's state became.
+ * A frame's CPU-map word (P5, P10 in lib/prot-kmap.c): in bits 0-1 HELD: 0
+ * while the maps hold no reference, else the order of the unit their one
+ * reference was taken on, plus one (1: the frame's 4 KiB word, 2: a whole 2
+ * MiB frame's word, 3: a whole 1 GiB frame's), so that the last kunmap
+ * releases what the first kmap took, whatever the frame's state became; in
+ * bits 2-31 the count (at most PS_PAGE_REFS_MAX maps; the values above are
+ * room for the adds that look after they add). The frame is CPU-mapped while
+ * HELD is set; a count without HELD is only kmaps on their way to the first
+ * map's path (none of them a map yet). The count is above HELD so that an add
+ * or a subtract that is undone never carries into HELD: every add and
+ * subtract of a count commutes, and only compare-and-swaps change HELD.
  */
-#define PS__PROT_KMAP_COUNT 0x0fffffffu
-#define PS__PROT_KMAP_UNIT_SHIFT 30
+#define PS__PROT_KMAP_HELD 3u
+#define PS__PROT_KMAP_SHIFT 2
+#define PS__PROT_KMAP_ONE (1u << PS__PROT_KMAP_SHIFT)
+
+/* The count in the CPU-map word @c, HELD or not. */
+static inline uint32_t ps__prot_kmap_n(uint32_t c)
+{
+	return c >> PS__PROT_KMAP_SHIFT;
+}
+
+/* The CPU maps counted in the CPU-map word @c (0 without HELD). */
+static inline uint32_t ps__prot_kmap_maps(uint32_t c)
+{
+	return c & PS__PROT_KMAP_HELD ? ps__prot_kmap_n(c) : 0;
+}
 
 /* The CPU maps of @frame (below nframes) now: 0 if none was ever taken. */
 static inline uint32_t ps__prot_cpu_maps(struct ps_space *s, uint64_t frame)
@@ -102,19 +121,19 @@ static inline uint32_t ps__prot_cpu_maps(struct ps_space *s, uint64_t frame)
 	struct ps__prot_space *ps = ps__prot_peek(s);
 
 	/*
-	 * Acquire: pairs with the release of kmap_first() and of kunmap (a
-	 * kunmap's CPU accesses are over), lib/prot-kmap.c.
+	 * Acquire: pairs with the release of kmap_slow()'s CAS that sets HELD
+	 * and of kunmap (a kunmap's CPU accesses are over), lib/prot-kmap.c.
 	 */
-	return ps ? atomic_load_explicit(&ps->kmaps[frame],
-					 memory_order_acquire) &
-			       PS__PROT_KMAP_COUNT
+	return ps ? ps__prot_kmap_maps(atomic_load_explicit(
+			    &ps->kmaps[frame], memory_order_acquire))
 		  : 0;
 }
 
 /*
  * Is any of the @n frames from @frame CPU-mapped now (P10: a whole huge
  * frame's maps count at the 4 KiB frame they map)? One acquire load per
- * frame, as ps__prot_cpu_maps().
+ * frame, as ps__prot_cpu_maps(): HELD, which only a first map that took its
+ * reference sets (P5).
  */
 static inline bool ps__prot_cpu_mapped(struct ps__prot_space *ps,
 				       uint64_t frame, uint64_t n)
@@ -123,7 +142,7 @@ static inline bool ps__prot_cpu_mapped(struct ps__prot_space *ps,
 		/* Acquire: as ps__prot_cpu_maps(). */
 		if (atomic_load_explicit(&ps->kmaps[frame + k],
 					 memory_order_acquire) &
-		    PS__PROT_KMAP_COUNT)
+		    PS__PROT_KMAP_HELD)
 			return true;
 	return false;
 }

@@ -1404,6 +1404,48 @@ START_TEST(kmaps_share_one_reference)
 END_TEST
 
 /*
+ * A kunmap that finds no map to end (never mapped, or one kunmap too many)
+ * changes nothing (P5: its subtract is undone, HELD untouched): the count
+ * stays 0, the maps' reference was dropped once, the next kmap takes it
+ * again, and a conversion without declared references is not refused by a
+ * leftover of the count.
+ */
+START_TEST(kunmap_without_a_map_changes_nothing)
+{
+	ck_assert_int_eq(ps_space_map(sp, 0, 166, 0), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 166), -EINVAL);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 166), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, 166, 0), 0);
+	ck_assert_int_eq(ps_prot_kmap(sp, 166, 0), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(166)), 2);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 166), 0);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 166), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(166)), 1);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 166), -EINVAL);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 166), -EINVAL);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 166), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(166)), 1);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL),
+			 0);
+	/* A shared kmap of the private frame counts itself, then gives up. */
+	ck_assert_int_eq(ps_prot_kmap(sp, 166, 0), -EPERM);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 166), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(166)), 1);
+	ck_assert_int_eq(ps_prot_kmap(sp, 166, PS_KMAP_PRIVATE), 0);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 166), 1);
+	ck_assert_uint_eq(ps_page_refs(pg(166)), 2);
+	ck_assert_int_eq(ps_prot_kmap(sp, 166, 0), -EPERM); /* a join, undone */
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, 166), 1);
+	ck_assert_int_eq(ps_prot_kunmap(sp, 166), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(166)), 1);
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_SHARED, 0, NULL,
+					 NULL),
+			 0);
+}
+END_TEST
+
+/*
  * A CPU-mapped frame is held by its kmap: a balloon discard leaves the page
  * exactly as it is and reports it busy (S10 in lib/space-discard.c); after
  * the kunmap it goes.
@@ -1694,11 +1736,11 @@ START_TEST(fp_pin_first_then_conversion_fails)
 END_TEST
 
 /*
- * A kmap that expects shared memory read a positive CPU-map count (another
- * map held the frame) and, before it joined, that map ended, the frame was
- * converted to private and mapped again by a private kmap: the count is
- * positive again (an ABA). The join succeeds on the count alone, so the
- * kmap must read the frame after it and refuse (P5): -EPERM, its join
+ * A kmap that expects shared memory is about to join a frame another map
+ * holds and, before it joins, that map ended, the frame was converted to
+ * private and mapped again by a private kmap: the maps hold it again (an
+ * ABA for a caller that saw it mapped). The join succeeds on HELD alone, so
+ * the kmap must read the frame after it and refuse (P5): -EPERM, its join
  * undone, the private map and the reference as they were.
  */
 static void unmap_convert_remap(uint64_t frame)
@@ -1933,6 +1975,116 @@ START_TEST(stress_pin_versus_convert_never_both)
 		ck_assert_uint_eq(ps_page_pins(pg(f)), 0);
 		ck_assert(!ps_page_is_frozen(pg(f)));
 	}
+}
+END_TEST
+
+/*
+ * CPU maps versus conversion (P5): two mappers kmap the shared frame and
+ * kunmap it, often while the other holds its map (so that kmaps join the
+ * maps, and the last kunmap of one round races the first kmap of the next),
+ * while the main thread converts the frame to private (no declared
+ * references: only its freeze decides) and back. A mapper that holds a
+ * shared map must never find the frame private or frozen, and at the end
+ * the frame holds only its mapping's reference and no map.
+ */
+struct kmap_conv_race {
+	_Atomic(unsigned) errors, saw_private;
+	_Atomic(uint64_t) maps, joins;
+	_Atomic(int) mapped, converted, holding;
+	struct ps_test_overlap ov; /* side 0 the converter, 1 and 2 mappers */
+};
+
+struct kmap_conv_arg {
+	struct kmap_conv_race *r;
+	unsigned int id;
+};
+
+static void *kmap_conv_mapper(void *arg)
+{
+	const struct kmap_conv_arg *a = arg;
+	struct kmap_conv_race *r = a->r;
+	struct ps_test_side me = ps_test_side(&r->ov, a->id, 0);
+
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		int rc = ps_prot_kmap(sp, RACE_FRAME, 0);
+
+		if (rc) {
+			if (rc != -EPERM)
+				atomic_fetch_add(&r->errors, 1);
+			continue;
+		}
+		if (atomic_fetch_add(&r->holding, 1))
+			atomic_fetch_add(&r->joins, 1);
+		for (int k = 0; k < 3; k++) {
+			if (ps_page_test_flags(pg(RACE_FRAME),
+					       PS_PAGE_PRIVATE) ||
+			    ps_page_is_frozen(pg(RACE_FRAME)))
+				atomic_fetch_add(&r->saw_private, 1);
+			if (k == 1)
+				sched_yield();
+		}
+		atomic_fetch_sub(&r->holding, 1);
+		if (ps_prot_kunmap(sp, RACE_FRAME))
+			atomic_fetch_add(&r->errors, 1);
+		atomic_fetch_add(&r->maps, 1);
+		stress_seen(&r->mapped, &r->ov);
+	}
+	return NULL;
+}
+
+START_TEST(stress_kmap_joins_versus_convert)
+{
+	struct kmap_conv_arg a[2];
+	struct kmap_conv_race r;
+	struct ps_test_side me;
+	pthread_t t[2];
+
+	memset(&r, 0, sizeof(r));
+	ps_test_overlap_init(&r.ov, 3, 0);
+	r.ov.side[0].min_ops = ps_test_stress_size("PS_STRESS_ITERS", 1000000) /
+			       100;
+	ps_test_overlap_hold(&r.ov); /* until a map succeeded */
+	ps_test_overlap_hold(&r.ov); /* until a conversion succeeded */
+	me = ps_test_side(&r.ov, 0, 0);
+	ck_assert_int_eq(ps_prot_set_hooks(sp, NULL), 0);
+	ck_assert_int_eq(ps_space_map(sp, 0, RACE_FRAME, 0), 0);
+	for (unsigned int i = 0; i < 2; i++) {
+		a[i] = (struct kmap_conv_arg){&r, i + 1};
+		ck_assert_int_eq(pthread_create(&t[i], NULL, kmap_conv_mapper,
+						&a[i]),
+				 0);
+	}
+	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me)) {
+		int rc = ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL);
+
+		if (rc) {
+			ck_assert_int_eq(rc, -EAGAIN);
+			continue;
+		}
+		stress_seen(&r.converted, &r.ov);
+		while (ps_prot_convert(sp, 0, PG, PS_ENC_SHARED,
+				       PS_CONVERT_WAIT, NULL, NULL))
+			;
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	ps_test_overlap_check(&r.ov, "converter vs mappers");
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"kmap joins vs convert: %llu maps, %llu joins\n",
+			(unsigned long long)atomic_load(&r.maps),
+			(unsigned long long)atomic_load(&r.joins));
+	ck_assert_uint_eq(atomic_load(&r.errors), 0);
+	ck_assert_uint_eq(atomic_load(&r.saw_private), 0);
+	ck_assert_uint_gt(atomic_load(&r.maps), 0);
+	ck_assert_uint_eq(ps_prot_kmap_count(sp, RACE_FRAME), 0);
+	ck_assert_uint_eq(ps_page_refs(pg(RACE_FRAME)), 1);
+	ck_assert(!ps_page_is_frozen(pg(RACE_FRAME)));
+	/* No leftover of the count refuses a conversion. */
+	ck_assert_int_eq(ps_prot_convert(sp, 0, PG, PS_ENC_PRIVATE, 0, NULL,
+					 NULL),
+			 0);
 }
 END_TEST
 
@@ -2223,6 +2375,7 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, kmap_pins_never_call_the_hook);
 	tcase_add_test(tc, kmap_set_inaccessible_and_misuse);
 	tcase_add_test(tc, kmaps_share_one_reference);
+	tcase_add_test(tc, kunmap_without_a_map_changes_nothing);
 	tcase_add_test(tc, kunmap_of_the_last_reference_frees);
 	tcase_add_test(tc, discard_skips_cpu_mapped_page);
 
@@ -2234,6 +2387,7 @@ static Suite *prot_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_pin_versus_convert_never_both);
 	tcase_add_test(tc, stress_first_kmap_calls_hook_exactly_once);
+	tcase_add_test(tc, stress_kmap_joins_versus_convert);
 	tcase_add_test(tc, stress_longterm_mark_is_exact);
 	return s;
 }

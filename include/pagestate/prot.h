@@ -141,16 +141,17 @@
  * one CPU map, and the CPU maps of a frame hold one reference on it between
  * them (so a conversion refuses the page): the first map takes it, the last
  * kunmap drops it, and a kmap + kunmap of a frame already CPU-mapped is one
- * compare-and-swap each on the count. The first CPU map of an INACCESSIBLE
- * frame calls the make-accessible hook (Linux's arch_make_page_accessible())
- * exactly once, however many threads kmap it at the same time; if the hook
- * fails, the kmap fails and nothing changes. The frame then stays accessible
- * until a conversion to private or ps_prot_set_inaccessible(). A kmap refuses
- * a private frame unless PS_KMAP_PRIVATE. Pins never call the hook: a pin is
- * not a CPU access (Linux calls it for FOLL_PIN; docs/prot.md, "CPU maps and
- * the make-accessible hook", says why). Write-back hands frames to its
- * callback as they are: a callback that may read a private or inaccessible
- * frame brackets the read with ps_prot_kmap() / ps_prot_kunmap().
+ * atomic add and one subtract on the count. The first CPU map of an
+ * INACCESSIBLE frame calls the make-accessible hook (Linux's
+ * arch_make_page_accessible()) exactly once, however many threads kmap it at
+ * the same time; if the hook fails, the kmap fails and nothing changes. The
+ * frame then stays accessible until a conversion to private or
+ * ps_prot_set_inaccessible(). A kmap refuses a private frame unless
+ * PS_KMAP_PRIVATE. Pins never call the hook: a pin is not a CPU access (Linux
+ * calls it for FOLL_PIN; docs/prot.md, "CPU maps and the make-accessible
+ * hook", says why). Write-back hands frames to its callback as they are: a
+ * callback that may read a private or inaccessible frame brackets the read
+ * with ps_prot_kmap() / ps_prot_kunmap().
  *
  * ---------------------------------------------------------------------------
  * The access check (ps_prot_check_access())
