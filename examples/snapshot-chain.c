@@ -8,7 +8,9 @@
  * is frame f of a struct ps_space mapped at guest-physical address f * 4096;
  * its upper half is declared as 2 MiB frames, mapped by 2 MiB entries. A
  * writer thread (a vCPU) mutates it, and logs each write after making it
- * (software dirty logging: ps_space_mark_dirty()). Two consumers run at once:
+ * (software dirty logging: ps_space_mark_dirty(); the ledger's consumers do
+ * not yet see the uffd bridge's async writes, docs/ledger.md "Not yet"). Two
+ * consumers run at once:
  *
  *   1. the snapshot chain: S0 is a full copy, then each diff S1, S2, ... is
  *      one harvest of its consumer, copied to the diff's buffer, and
