@@ -26,9 +26,8 @@
  * reproduces the guest byte for byte, and so does the migration's
  * destination. It prints the pages of each diff and how many were re-sent
  * after the abort, and exits non-zero if an outcome is not the expected one;
- * the test suite runs it (meson test --suite examples).
- * PS_EXAMPLE_REQUESTS scales the writer's pace (the sanitizer builds slow
- * it down).
+ * the test suite runs it (meson test --suite examples). PS_EXAMPLE_REQUESTS
+ * scales the writer's pace (the sanitizer builds slow it down).
  */
 /*
  * MAP_ANONYMOUS and nanosleep() are outside strict C11 and POSIX: ask for
