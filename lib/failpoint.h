@@ -72,6 +72,8 @@ enum {
 	FP_UNMAP_CHUNK,		   /* unmap: a chunk zapped, the writer
 				    * mutex let go (arg: the next chunk's
 				    * address; lib/space.c, S20) */
+	FP_SET_CACHE_FROZEN,	   /* prot: set_cache froze a LIVE frame,
+				    * mode not changed yet (arg: the frame) */
 	FP_NR
 };
 /* clang-format on */

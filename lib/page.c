@@ -630,6 +630,21 @@ static bool step(struct ps_page *page, const struct step *s, uint64_t *seen,
 	}
 }
 
+/*
+ * Free again the parts [0, n) a refused split wrote (they were free; LOCKED
+ * taken on one since is its holder's, kept).
+ */
+static void split_undo_parts(struct ps_page *sub, size_t n)
+{
+	const struct step free_part = {
+		0, 0, PS_PAGE_LIVE | COUNTS_MASK | PS_PAGE_LIFE_FLAGS, 0};
+	uint64_t seen;
+
+	/* Release: as the split's own writes of the parts. */
+	for (size_t i = 0; i < n; i++)
+		(void)step(&sub[i], &free_part, &seen, memory_order_release);
+}
+
 /* The first part after @sub[@i] that begins a block of PARTS_TOUCH_BYTES. */
 static size_t next_block(const struct ps_page *sub, size_t i)
 {
@@ -642,7 +657,7 @@ static size_t next_block(const struct ps_page *sub, size_t i)
 int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		  size_t *where)
 {
-	uint64_t old, part, copied, any = 0;
+	uint64_t old, seen, part, copied, any = 0;
 	bool live;
 
 	if (!nsub)
@@ -651,8 +666,8 @@ int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		*where = nsub;
 	/*
 	 * The parts must be free; look before freezing, so that a refusal
-	 * changes nothing. This look is the only one: nobody may take a part
-	 * until the split returns (the contract), so step (2) stores.
+	 * changes nothing. Step (2) looks again, in its CAS: a part may be
+	 * locked meanwhile (LOCKED needs no reference).
 	 */
 	old = ps_page_load(huge);
 	if ((old & PS_PAGE_SPLIT) && !(old & PS_PAGE_FROZEN))
@@ -707,16 +722,35 @@ int ps_page_split(struct ps_page *huge, struct ps_page *sub, size_t nsub,
 		 (live ? ~UINT64_C(0) : ~PS_PAGE_LIFE_FLAGS);
 	part = copied | (live ? (old & COUNTS_MASK) | PS_PAGE_LIVE : 0);
 	/*
-	 * (2) Each part, free as the look above found it: one store each.
-	 * Nobody takes a part before the split returns (the contract), and
-	 * what else may land on a free word is a failed try-get's unit or a
-	 * misused get's, which means nothing and is taken back only while
-	 * the word is not LIVE (M4): the store replaces it as a CAS would.
+	 * (2) Each part, which must be free: one CAS each. Not a plain store:
+	 * LOCKED needs no reference, and a holder may set it on a free part
+	 * between the look above and here (ps_prot_set_inaccessible() locks a
+	 * frame that may be free, through a lookup made before a merge): a
+	 * store would wipe its lock. What else may land on a free word (a
+	 * failed try-get's unit, a misused get's) means nothing and is taken
+	 * back only while the word is not LIVE (M4): the CAS replaces it.
 	 * Release: pairs with the acquire of the first try-get on a part.
 	 */
-#pragma GCC unroll 8
-	for (size_t i = 0; i < nsub; i++)
-		atomic_store_explicit(&sub[i].word, part, memory_order_release);
+	for (size_t i = 0; i < nsub; i++) {
+		const struct step write = {PS_PAGE_LIVE | HUGE_BUSY, 0,
+					   ~UINT64_C(0), part};
+
+		if (PS_UNLIKELY(!step(&sub[i], &write, &seen,
+				      memory_order_release))) {
+			const struct step back = {
+				PS_PAGE_FROZEN | PS_PAGE_SPLIT,
+				PS_PAGE_FROZEN | PS_PAGE_SPLIT,
+				PS_PAGE_FROZEN | PS_PAGE_SPLIT | COUNTS_MASK,
+				old & (PS_PAGE_LIVE | COUNTS_MASK)};
+
+			split_undo_parts(sub, i);
+			/* Release: gives the frame back to its holders. */
+			(void)step(huge, &back, &seen, memory_order_release);
+			if (where)
+				*where = i;
+			return -EBUSY;
+		}
+	}
 	/*
 	 * (3) and (4): end the split, from exactly the word whose DIRTY and
 	 * WRITE_PINNED are on every part: copy any set on the huge word since

@@ -1303,6 +1303,8 @@ static int set_cache_word(struct ps_space *s, struct ps_page *p, uint64_t frame,
 		if (ps_page_freeze(p, expected_refs)) {
 			struct ps__prot_space *ps = ps__prot_peek(s);
 
+			FAILPOINT(FP_SET_CACHE_FROZEN, frame);
+
 			/*
 			 * P7: no CPU map either. The maps share one reference
 			 * (P5), which a caller holding a map could declare;
@@ -1325,6 +1327,33 @@ static int set_cache_word(struct ps_space *s, struct ps_page *p, uint64_t frame,
 	}
 }
 
+/*
+ * set_cache_word() for a caller that does not hold the writer mutex. A freeze
+ * of a LIVE frame (@expected_refs) takes it: a map tells the frames it claimed
+ * by their FROZEN bit under the mutex, and between its chunks it lets the
+ * mutex go with frames taken (S20 in lib/space.c): a freeze without the
+ * mutex was taken for the map's claim by its commit (the frame left with one
+ * reference) or its rollback (the frame left free while mapped). The lock
+ * waits for a map in progress. The word is looked up again under it.
+ */
+static int set_cache_unlocked(struct ps_space *s, struct ps_page *p,
+			      uint64_t frame, unsigned int order,
+			      enum ps_cache_mode mode, uint64_t expected_refs)
+{
+	unsigned int o;
+	int rc;
+
+	if (!expected_refs)
+		return set_cache_word(s, p, frame, order, mode, 0);
+	ps__space_writer_lock(s);
+	p = ps_space_frame_word(s, frame, &o);
+	rc = o == order
+		     ? set_cache_word(s, p, frame, order, mode, expected_refs)
+		     : -EBUSY; /* split or merged meanwhile (S17) */
+	ps__space_writer_unlock(s);
+	return rc;
+}
+
 int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 		      enum ps_cache_mode mode, uint64_t expected_refs)
 {
@@ -1344,12 +1373,13 @@ int ps_prot_set_cache(struct ps_space *s, uint64_t frame,
 	if (!p || (order && !ps_space_page(s, frame + order_pages(order) - 1)))
 		return -EINVAL;
 	if (PS_LIKELY(!order && !o))
-		return set_cache_word(s, p, frame, 0, mode, expected_refs);
+		return set_cache_unlocked(s, p, frame, 0, mode, expected_refs);
 	if (order) {
 		/* P9: a whole frame, named as its unit: its word, once. */
 		if (o != order)
 			return -EINVAL; /* not a whole frame of that order */
-		return set_cache_word(s, p, frame, order, mode, expected_refs);
+		return set_cache_unlocked(s, p, frame, order, mode,
+					  expected_refs);
 	}
 	/*
 	 * P9: a 4 KiB frame of a whole huge frame: the frame's state is split

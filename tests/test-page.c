@@ -2788,6 +2788,83 @@ START_TEST(stress_split_against_pins)
 END_TEST
 
 /*
+ * A split must not take a part's LOCKED bit from its holder. LOCKED needs no
+ * reference (ps_prot_set_inaccessible() locks a frame's word that "may be
+ * free", a part of a whole frame merged meanwhile), and a split refuses a part
+ * that has it ("a part is not free"). Splits and merges of a whole frame loop
+ * here while another thread locks a part, checks that it still holds LOCKED,
+ * and unlocks. Before the fix the split's plain store of each part, after its
+ * look, wiped a LOCKED set between the two: the holder lost its lock without
+ * knowing (two holders at once, its unlock then clearing another's).
+ */
+#define LOCK_PARTS 512
+
+struct split_lock_race {
+	struct ps_page huge, sub[LOCK_PARTS];
+	_Atomic(bool) stop;
+	_Atomic(uint64_t) lost, held;
+};
+
+static void *split_part_locker(void *arg)
+{
+	struct split_lock_race *sh = arg;
+
+	for (uint64_t i = 0; !atomic_load(&sh->stop); i++) {
+		/* The parts stored last: the longest window after the look. */
+		struct ps_page *part = &sh->sub[LOCK_PARTS - 1 - i % 64];
+
+		ps_page_lock(part);
+		atomic_fetch_add(&sh->held, 1);
+		for (int spin = 0; spin < 200; spin++)
+			__asm__ __volatile__("" ::: "memory");
+		if (!ps_page_test_flags(part, PS_PAGE_LOCKED)) {
+			atomic_fetch_add(&sh->lost, 1);
+			continue; /* not ours any more: no unlock */
+		}
+		ps_page_unlock(part);
+		/* Unlocked as long as locked: some splits must succeed. */
+		for (int spin = 0; spin < 100; spin++)
+			__asm__ __volatile__("" ::: "memory");
+		if (!(i % 32))
+			sched_yield();
+	}
+	return NULL;
+}
+
+START_TEST(split_keeps_a_part_locked)
+{
+	struct split_lock_race *sh = calloc(1, sizeof(*sh));
+	uint64_t rounds = ps_test_stress_size("PS_STRESS_ITERS", 1000000) / 8;
+	uint64_t splits = 0, lost;
+	pthread_t t;
+
+	ck_assert_ptr_nonnull(sh);
+	ck_assert_int_eq(ps_page_init(&sh->huge, 1), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, split_part_locker, sh), 0);
+	for (uint64_t r = 0; r < rounds && !atomic_load(&sh->lost); r++) {
+		if (ps_page_split(&sh->huge, sh->sub, LOCK_PARTS, NULL))
+			continue; /* a part locked: refused, nothing changed */
+		splits++;
+		/* Merge back; refused while a part is locked: try again. */
+		while (ps_page_merge(&sh->huge, sh->sub, LOCK_PARTS, NULL) &&
+		       !atomic_load(&sh->lost))
+			sched_yield();
+	}
+	atomic_store(&sh->stop, true);
+	pthread_join(t, NULL);
+	if (getenv("PS_STRESS_VERBOSE"))
+		fprintf(stderr,
+			"split vs part lock: %" PRIu64 " splits, %" PRIu64
+			" locks\n",
+			splits, atomic_load(&sh->held));
+	lost = atomic_load(&sh->lost);
+	ck_assert_uint_eq(lost, 0);
+	ck_assert_uint_gt(splits, 0);
+	free(sh);
+}
+END_TEST
+
+/*
  * A merge refused at its last part gives the parts it froze back to their
  * holders with the counts they had. Meanwhile a try-get that met a frozen
  * part failed and left its unit in the counts, meaningless while the part is
@@ -4169,6 +4246,7 @@ static Suite *page_suite(void)
 	tcase_add_test(tc, stress_misuse_spares_correct_callers);
 	tcase_add_test(tc, stress_single_release_misuse);
 	tcase_add_test(tc, stress_split_against_pins);
+	tcase_add_test(tc, split_keeps_a_part_locked);
 	tcase_add_test(tc, stress_refused_merge_keeps_counts);
 	return s;
 }

@@ -2308,6 +2308,84 @@ START_TEST(stress_first_kmap_calls_hook_exactly_once)
 }
 END_TEST
 
+/*
+ * S20 (lib/space.c): a map's commit, and its rollback, tell the frames the map
+ * claimed by their FROZEN bit, which holds only if every other freezer holds
+ * the writer mutex while its frames are frozen. ps_prot_set_cache() with
+ * expected_refs freezes a LIVE frame. Here frame 0, mapped elsewhere already,
+ * is taken (a reference) by a map of two chunks; at the chunk boundary, the
+ * writer mutex let go, another thread sets its cache mode with its two
+ * references, and stays frozen while the map goes on. Before the fix the
+ * set_cache froze it without the mutex, the map's commit took the freeze for
+ * its claim and unfroze the frame with one reference (the other mapping's
+ * lost: freed while mapped), and set_cache's own unfreeze failed unnoticed.
+ */
+#define CC_PAGES (PS__FP_MAP_CHUNK_PAGES + 1) /* two chunks */
+#define CC_FAR (UINT64_C(512) << 20)	      /* frame 0's other mapping */
+
+static struct ps_space *cc_sp;
+static _Atomic(int) cc_state, cc_rc = 1;
+static pthread_t cc_thread;
+static bool cc_started;
+
+static void *cc_setter(void *arg)
+{
+	(void)arg;
+	atomic_store(&cc_rc, ps_prot_set_cache(cc_sp, 0, PS_CACHE_WC, 2));
+	return NULL;
+}
+
+static void cc_failpoint(int point, uint64_t addr)
+{
+	(void)addr;
+	if (point == FP_MAP_CHUNK && atomic_load(&cc_state) == 0) {
+		/* The setter's freeze, or 2 s (it may wait for the map). */
+		const time_t until = time(NULL) + 2;
+
+		atomic_store(&cc_state, 1);
+		cc_started = !pthread_create(&cc_thread, NULL, cc_setter, NULL);
+		while (cc_started && atomic_load(&cc_state) == 1 &&
+		       atomic_load(&cc_rc) == 1 && time(NULL) < until)
+			sched_yield();
+	} else if (point == FP_SET_CACHE_FROZEN &&
+		   atomic_load(&cc_state) == 1) {
+		atomic_store(&cc_state, 2); /* frozen: the map goes on */
+		while (atomic_load(&cc_state) != 3)
+			sched_yield();
+	}
+}
+
+START_TEST(set_cache_during_a_chunked_map)
+{
+	struct ps_space_config cfg;
+	int rc;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = CC_PAGES;
+	ck_assert_int_eq(ps_space_create(&cfg, &cc_sp), 0);
+	ck_assert_int_eq(ps_space_map_range(cc_sp, CC_FAR, PG, 0, 0, NULL), 0);
+	atomic_store(&cc_state, 0);
+	atomic_store(&cc_rc, 1);
+	cc_started = false;
+	ps__failpoint = cc_failpoint; /* the chunk boundary starts the setter */
+	rc = ps_space_map_range(cc_sp, 0, CC_PAGES * PG, 0, 0, NULL);
+	atomic_store(&cc_state, 3);
+	ck_assert_int_eq(rc, 0);
+	ck_assert(cc_started);
+	pthread_join(cc_thread, NULL);
+	ps__failpoint = NULL;
+	/* Mapped twice: two references, whatever set_cache said. */
+	ck_assert_uint_eq(ps_page_refs(ps_space_page(cc_sp, 0)), 2);
+	ck_assert(ps_page_is_live(ps_space_page(cc_sp, 0)));
+	ck_assert(!ps_page_is_frozen(ps_space_page(cc_sp, 0)));
+	ck_assert_int_ne(atomic_load(&cc_rc), 1);
+	ck_assert_int_eq(ps_space_unmap(cc_sp, 0, CC_PAGES * PG, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(cc_sp, CC_FAR, PG, 0), 0);
+	ck_assert_int_eq(ps_space_destroy(cc_sp), 0);
+}
+END_TEST
+
 static Suite *prot_suite(void)
 {
 	Suite *s = suite_create("prot");
@@ -2323,6 +2401,7 @@ static Suite *prot_suite(void)
 	tcase_add_test(tc, cache_pinned_frame_is_in_use);
 	tcase_add_test(tc, cache_map_requested_mode);
 	tcase_add_test(tc, cache_map_range_unwind_restores_modes);
+	tcase_add_test(tc, set_cache_during_a_chunked_map);
 
 	tc = ps_test_tcase(s, "mprotect", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -2819,6 +2819,150 @@ START_TEST(stress_harvest_units_against_marks)
 }
 END_TEST
 
+/* --- concurrent harvests of redirtied units (S6, L2..L4, H1) ------------- */
+
+/* A GiB unit and two 2 MiB ones past it: every level is marked. */
+#define HH_PAGES (P1G + 4 * P2M)
+#define HH_MAXGOT 4096
+
+struct hh_race {
+	_Atomic(uint8_t) pend[HH_PAGES]; /* marked since last reported */
+	_Atomic(bool) stop;
+};
+
+static struct hh_race hh;
+
+/* Mark at random: the GiB unit, a 2 MiB unit or a page; pend before (L1). */
+static void *hh_marker(void *arg)
+{
+	const uint64_t n = *(const uint64_t *)arg;
+	struct ps_test_rng rng = ps_test_rng_new(71);
+
+	for (uint64_t i = 0; i < n; i++) {
+		const uint64_t k = ps_test_below(&rng, 64);
+		uint64_t pg, o, e;
+
+		if (!k) {
+			pg = 0;
+			o = PS_SPACE_ORDER_1G;
+		} else if (k < 16) {
+			pg = ps_test_below(&rng, HH_PAGES / P2M) * P2M;
+			o = PS_SPACE_ORDER_2M;
+		} else {
+			pg = ps_test_below(&rng, HH_PAGES);
+			o = 0;
+		}
+		/* Relaxed: the redirty's release orders it (L1). */
+		for (uint64_t p = pg; p < pg + (UINT64_C(1) << o); p++)
+			atomic_store_explicit(&hh.pend[p], 1,
+					      memory_order_relaxed);
+		e = pg * PG | o;
+		if (ps_space_redirty(sp, &e, 1))
+			violation("redirty failed", e, 0);
+	}
+	atomic_store(&hh.stop, true);
+	return NULL;
+}
+
+/* Harvest [@lo, @hi) pages to its end with @flags and budgets from @rng. */
+static void hh_harvest(uint64_t lo, uint64_t hi, unsigned int flags,
+		       struct ps_test_rng *rng, uint64_t *got)
+{
+	uint64_t at = lo * PG;
+
+	while (at < hi * PG) {
+		/* A small budget for the first call only (L4). */
+		const uint64_t max = at == lo * PG && rng &&
+						     ps_test_below(rng, 2)
+					     ? 1 + ps_test_below(rng, 5)
+					     : HH_MAXGOT;
+		uint64_t n = 0, next = 0;
+		int rc = ps_space_harvest(sp, at, hi * PG - at, flags, got, max,
+					  &n, &next);
+
+		if (rc || next <= at || next > hi * PG || n > max) {
+			violation("harvest failed", at, (uint64_t)rc);
+			return;
+		}
+		for (uint64_t i = 0; i < n; i++) {
+			const uint64_t a = got[i] & ~(PG - 1),
+				       o = got[i] & (PG - 1);
+
+			if (a < at || a + (PG << o) > next)
+				violation("entry outside the range", got[i],
+					  at);
+			/* Relaxed: after the take's acquire. */
+			for (uint64_t p = a / PG;
+			     p < a / PG + (UINT64_C(1) << o) && p < HH_PAGES;
+			     p++)
+				atomic_store_explicit(&hh.pend[p], 0,
+						      memory_order_relaxed);
+		}
+		at = next;
+	}
+}
+
+static void *hh_harvester(void *arg)
+{
+	struct ps_test_rng rng = ps_test_rng_new((uint64_t)(uintptr_t)arg);
+	uint64_t *got = malloc(HH_MAXGOT * sizeof(*got));
+
+	ck_assert_ptr_nonnull(got);
+	while (!atomic_load(&hh.stop)) {
+		/* Ends at pages, at 2 MiB and at 1 GiB, overlapping. */
+		uint64_t a = ps_test_below(&rng, HH_PAGES),
+			 b = ps_test_below(&rng, HH_PAGES);
+		const uint64_t al = ps_test_below(&rng, 3);
+
+		if (al == 1) {
+			a &= ~(P2M - 1);
+			b &= ~(P2M - 1);
+		} else if (al == 2) {
+			a = 0;
+		}
+		if (a > b) {
+			const uint64_t x = a;
+
+			a = b;
+			b = x;
+		}
+		if (a == b)
+			continue;
+		hh_harvest(a, b, ps_test_below(&rng, 2) ? PS_HARVEST_UNITS : 0,
+			   &rng, got);
+	}
+	free(got);
+	return NULL;
+}
+
+START_TEST(stress_concurrent_harvests_of_units)
+{
+	uint64_t n = ps_test_stress_size("PS_STRESS_ITERS", 20000) / 4, bad = 0;
+	uint64_t *got = malloc(HH_MAXGOT * sizeof(*got));
+	pthread_t m, h1, h2;
+
+	ck_assert_ptr_nonnull(got);
+	atomic_store(&violations, 0);
+	memset(&hh, 0, sizeof(hh));
+	ck_assert_int_eq(pthread_create(&h1, NULL, hh_harvester, (void *)11),
+			 0);
+	ck_assert_int_eq(pthread_create(&h2, NULL, hh_harvester, (void *)12),
+			 0);
+	ck_assert_int_eq(pthread_create(&m, NULL, hh_marker, &n), 0);
+	pthread_join(m, NULL);
+	pthread_join(h1, NULL);
+	pthread_join(h2, NULL);
+	/* The drain: every mark left is reported now. */
+	hh_harvest(0, HH_PAGES, 0, NULL, got);
+	for (uint64_t p = 0; p < HH_PAGES; p++)
+		if (atomic_load(&hh.pend[p]))
+			bad++;
+	free(got);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ck_assert_uint_eq(bad, 0);
+}
+END_TEST
+
 static Suite *space_huge_suite(void)
 {
 	Suite *s = suite_create("space-huge");
@@ -2903,6 +3047,7 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_stress_tcase(s, "harvest stress", 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, stress_harvest_units_against_marks);
+	tcase_add_test(tc, stress_concurrent_harvests_of_units);
 
 	tc = ps_test_tcase(s, "stats", 10);
 	tcase_add_checked_fixture(tc, setup, teardown);

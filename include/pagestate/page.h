@@ -2261,8 +2261,10 @@ ps_page_huge_state(const struct ps_page *page)
  * freezes @huge at its exact count: it clears LIVE and sets FROZEN and SPLIT,
  * so from here on every get and pin of @huge fails with -ESTALE (no report:
  * the caller goes to the sub-words) and every try fails. (2) Each part gets
- * the whole frame's counts and flags, by one store (what a failed try-get
- * left in a free part means nothing): a reference or pin of the whole frame
+ * the whole frame's counts and flags, by one compare-and-swap that refuses a
+ * part locked since the look (what a failed try-get left in a free part means
+ * nothing, and is replaced; a refusal here frees the parts written and thaws
+ * @huge, nothing changed): a reference or pin of the whole frame
  * counts as one on each part; DIRTY, WRITE_PINNED, the cache mode, PRIVATE,
  * INACCESSIBLE and POISONED are copied; LOCKED and WRITEBACK are not (a split
  * refuses a frame that has them). (3) DIRTY or WRITE_PINNED set on @huge
@@ -2279,11 +2281,11 @@ ps_page_huge_state(const struct ps_page *page)
  * Ordering: acquire when it freezes @huge (pairs with the release of every
  * earlier put and unpin); release on every part and when it ends (pairs with
  * the acquire of ps_page_huge_state() and of the first try-get on a part).
- * Progress: lock-free: two CAS loops on @huge (each retries only after
- * another thread changed the word), @nsub loads and @nsub stores, and one
- * read-modify-write that changes nothing per 4 KiB of parts, so that memory
- * mapped on first touch (a frame array) takes one write fault, not a read
- * fault and a copy.
+ * Progress: lock-free: two CAS loops on @huge (each retries only after another
+ * thread changed the word), @nsub loads and @nsub CAS loops (each retries only
+ * after another thread changed the part), and one read-modify-write that
+ * changes nothing per 4 KiB of parts, so that memory mapped on first touch (a
+ * frame array) takes one write fault, not a read fault and a copy.
  * Return: 0; -EALREADY if @huge is split already; -EBUSY if @huge is frozen,
  * locked, under write-back, being split or merged, its last reference is being
  * dropped, or a part is not free (then nothing changed); -EINVAL if @nsub is 0.

@@ -170,9 +170,10 @@
  *
  *   wait-free   ps_prot_check_access, ps_prot_kmap_count
  *   lock-free   ps_prot_kmap when the frame is already CPU-mapped,
- *               ps_prot_kunmap, ps_prot_set_cache (with expected_refs it
- *               freezes the frame briefly: others wait meanwhile)
- *   blocking    ps_prot_convert (writer mutex, invalidation, hooks, the
+ *               ps_prot_kunmap, ps_prot_set_cache of a free frame
+ *   blocking    ps_prot_set_cache with expected_refs (writer mutex; it
+ *               freezes the frame briefly: others wait meanwhile),
+ *               ps_prot_convert (writer mutex, invalidation, hooks, the
  *               wait), ps_prot_mprotect (writer mutex, invalidation),
  *               ps_prot_kmap's first CPU map (the LOCKED bit and the hook)
  *               and any kmap of a frame being converted (it waits for the
@@ -489,10 +490,14 @@ int ps_prot_check_access(struct ps_space *space, uint64_t addr, uint64_t size,
  * The same mode is always fine (0, nothing changes). Otherwise the frame
  * must be free (not LIVE, not frozen) or, with @expected_refs, LIVE with
  * exactly that many references and no pins: one frame, one cache mode (the
- * overview of pagestate/prot.h, "Cache modes").
- * Context: any thread. Ordering: acquire and release (one CAS on a free
- * frame; freeze and unfreeze otherwise). Progress: lock-free (while the
- * frame is frozen for the change, others that want it wait).
+ * overview of pagestate/prot.h, "Cache modes"). With @expected_refs the freeze
+ * is made under the space's writer mutex, after any map in progress (a map of
+ * several chunks tells the frames it claimed by their freeze, docs/space.md).
+ * Context: any thread; with @expected_refs, not from a hook or callback run
+ * under the writer mutex. Ordering: acquire and release (one CAS on a free
+ * frame; freeze and unfreeze otherwise). Progress: lock-free for a free
+ * frame; blocking with @expected_refs (the writer mutex; while the frame is
+ * frozen for the change, others that want it wait).
  * Return: 0; -EINVAL (@frame out of range, unknown @mode, @expected_refs over
  * PS_PAGE_REFS_MAX); -EBUSY (in use otherwise: mapped, pinned, CPU-mapped,
  * frozen, or held by a ps_space_writeback() whose callback is copying it; retry
