@@ -23,6 +23,7 @@
 
 #include "harness.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,199 @@ static double mark_loop(void *arg, uint64_t iters)
 	return total / NPAGES;
 }
 
+/* --- ingest: a 1 GiB device bitmap, KVM's ring ----------------------------- */
+
+#define GPAGES (UINT64_C(1) << 18) /* 1 GiB */
+
+struct ingest_arg {
+	struct ps_space *s;
+	uint64_t *bitmap; /* GPAGES bits */
+	uint64_t *out;
+	int kind; /* 0: scan, 1: batched ingest, 2: mark_dirty per page */
+};
+
+static volatile uint64_t sink;
+
+/* A bitmap of GPAGES bits, about one in @every set (1: all). */
+static uint64_t *ingest_bitmap(unsigned int every)
+{
+	uint64_t *bm = calloc(GPAGES / 64, sizeof(*bm)), x = 0x9e3779b97f4a7c15;
+
+	if (!bm)
+		die("calloc", -1);
+	for (uint64_t i = 0; i < GPAGES; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		if (every == 1 || x % every == 0)
+			bm[i / 64] |= UINT64_C(1) << (i % 64);
+	}
+	return bm;
+}
+
+static struct ps_space *gib_space(void)
+{
+	struct ps_space_config cfg;
+	struct ps_space *s;
+	int rc;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = GPAGES * PG;
+	cfg.nframes = GPAGES;
+	rc = ps_space_create(&cfg, &s);
+	if (!rc)
+		rc = ps_space_map_range(s, 0, GPAGES * PG, 0, PS_MAP_WRITE,
+					NULL);
+	if (rc)
+		die("setup", rc);
+	return s;
+}
+
+/* The identity IOVA translation of the benchmark's device. */
+static int iova_identity(void *ctx, uint64_t iova, uint64_t *addr)
+{
+	(void)ctx;
+	*addr = iova;
+	return 0;
+}
+
+/*
+ * Times one pass over the bitmap, @iters times: the scan alone (every set
+ * bit's address summed), the batched device ingest, or the per-page marks
+ * the ingest made before. The log is emptied between passes, untimed.
+ */
+static double ingest_loop(void *arg, uint64_t iters)
+{
+	struct ingest_arg *a = arg;
+	double total = 0;
+
+	for (uint64_t r = 0; r < iters; r++) {
+		struct ps_ledger_ingest res;
+		uint64_t n, acc = 0;
+		double t0 = bench_now_ns();
+		int rc = 0;
+
+		if (a->kind == 1)
+			rc = ps_ledger_ingest_device(a->s, 0, GPAGES * PG, PG,
+						     a->bitmap, iova_identity,
+						     NULL, &res);
+		for (uint64_t w = 0; a->kind != 1 && w < GPAGES / 64; w++) {
+			for (uint64_t b = a->bitmap[w]; b; b &= b - 1) {
+				uint64_t addr = (w * 64 +
+						 (uint64_t)__builtin_ctzll(b)) *
+						PG;
+
+				if (a->kind == 2)
+					(void)ps_space_mark_dirty(a->s, addr);
+				else
+					acc += addr;
+			}
+		}
+		total += bench_now_ns() - t0;
+		sink = acc;
+		if (rc)
+			die("ingest", rc);
+		if (a->kind && ps_space_harvest(a->s, 0, GPAGES * PG, 0, a->out,
+						GPAGES, &n, NULL))
+			die("harvest", -1);
+	}
+	return total / (double)iters;
+}
+
+static void bench_ingest(const struct bench_opts *o, unsigned int every,
+			 const char *op)
+{
+	struct ps_space *s = gib_space();
+	uint64_t *bm = ingest_bitmap(every),
+		 *out = calloc(GPAGES, sizeof(*out));
+	struct ingest_arg a[3] = {{s, bm, out, 0},
+				  {s, bm, out, 1},
+				  {s, bm, out, 2}};
+	const struct bench_impl im[] = {
+		{"bitmap scan", ingest_loop, &a[0]},
+		{"batched ingest", ingest_loop, &a[1]},
+		{"per-page marks", ingest_loop, &a[2]},
+	};
+	static struct bench_cmp c;
+	char what[64];
+
+	if (!out)
+		die("calloc", -1);
+	bench_interleave(o, 1, NULL, im, 3, bench_iters(o, 3), 1e-3, &c);
+	bench_emit_cmp(o, "ingest", op, "us/GiB", &c, -1);
+	if (every != 1) {
+		(void)snprintf(what, sizeof(what), "ingest %s / bitmap scan",
+			       op);
+		bench_target_ratio(o, what, bench_cmp_ratio(&c, 1, 0),
+				   "<=", 2.0);
+	}
+	(void)ps_space_destroy(s);
+	free(bm);
+	free(out);
+}
+
+#define RING 4096
+
+struct ring_arg {
+	struct ps_space *s;
+	struct ps_ledger_dirty_gfn *ring;
+	uint64_t *out;
+};
+
+/* Times the ingest of a full ring of RING entries, per entry. */
+static double ring_loop(void *arg, uint64_t iters)
+{
+	struct ring_arg *a = arg;
+	const struct ps_ledger_slot slot = {0, GPAGES};
+	double total = 0;
+	uint64_t x = 88172645463325252u, fetch = 0;
+
+	for (uint64_t r = 0; r < iters; r++) {
+		struct ps_ledger_ingest res;
+		uint64_t n;
+		double t0;
+		long got;
+
+		for (uint32_t i = 0; i < RING; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			a->ring[i].slot = 0;
+			a->ring[i].offset = x % GPAGES;
+			atomic_store_explicit(&a->ring[i].flags,
+					      PS_LEDGER_GFN_DIRTY,
+					      memory_order_relaxed);
+		}
+		t0 = bench_now_ns();
+		got = ps_ledger_ingest_ring(a->s, a->ring, RING, &fetch, &slot,
+					    1, &res);
+		total += bench_now_ns() - t0;
+		if (got != RING)
+			die("ring", (int)got);
+		if (ps_space_harvest(a->s, 0, GPAGES * PG, 0, a->out, GPAGES,
+				     &n, NULL))
+			die("harvest", -1);
+	}
+	return total / (double)iters / RING;
+}
+
+static void bench_ring(const struct bench_opts *o)
+{
+	struct ring_arg a = {gib_space(), calloc(RING, sizeof(*a.ring)),
+			     calloc(GPAGES, sizeof(*a.out))};
+	void *args[1] = {&a};
+	struct bench_stats st;
+
+	if (!a.ring || !a.out)
+		die("calloc", -1);
+	st = bench_measure(o, 1, ring_loop, args, bench_iters(o, 20));
+	bench_emit(o, "ingest", "kvm_ring", "per entry", "ns/entry", st, 0, 0,
+		   NULL);
+	(void)ps_space_destroy(a.s);
+	free(a.ring);
+	free(a.out);
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_opts o;
@@ -118,5 +312,17 @@ int main(int argc, char **argv)
 			free(a[i].out);
 		}
 	}
+	if (bench_selected(&o, "ingest", "device_1pct"))
+		bench_ingest(&o, 100, "device_1pct");
+	if (bench_selected(&o, "ingest", "device_100pct"))
+		bench_ingest(&o, 1, "device_100pct");
+	if (bench_selected(&o, "ingest", "kvm_ring"))
+		bench_ring(&o);
+	if (bench_selected(&o, "ingest", "device_1pct"))
+		bench_ingest(&o, 100, "device_1pct");
+	if (bench_selected(&o, "ingest", "device_100pct"))
+		bench_ingest(&o, 1, "device_100pct");
+	if (bench_selected(&o, "ingest", "kvm_ring"))
+		bench_ring(&o);
 	return 0;
 }
