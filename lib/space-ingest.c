@@ -2,11 +2,12 @@
 /*
  * lib/space-ingest.c - the dirty sources outside the space (pagestate/
  * ledger.h): KVM's dirty bitmap and dirty ring, a device's dirty bitmap for
- * an IOVA range. Each dirty page is marked through ps_space_mark_dirty(),
- * the normal path (S5: its frame held, DIRTY and its hook under LOCKED; S11:
- * its address logged after the caller's write), so the ledger's consumers
- * see it as any other mark (C1 in lib/space-ledger.c), once however many
- * sources report it (a log bit is set once until taken).
+ * an IOVA range. Each dirty page is marked as ps_space_mark_dirty() marks it
+ * (S5: its frame held, DIRTY and its hook under LOCKED; S11: its address
+ * logged after the caller's write), in batches (B1..B4 below), so the
+ * ledger's consumers see it as any other mark (C1 in lib/space-ledger.c),
+ * once however many sources report it (a log bit is set once until taken).
+ * Cited by tests/test-ledger.c as B1..B4.
  */
 #include <pagestate/ledger.h>
 
