@@ -86,7 +86,7 @@ struct batch {
 	bool in;		     /* inside the read-side section */
 	uint64_t leaf;		     /* page index of the cursor's first page */
 	PS_ATOMIC(ps_pte_t) *cursor; /* its entry, or NULL */
-	uint64_t word;		     /* log word pending (first bit), or ~0 */
+	uint64_t logw;		     /* log word pending (first bit), or ~0 */
 	uint64_t mask;		     /* its bits */
 };
 
@@ -95,18 +95,18 @@ struct batch {
 static void batch_flush_log(struct batch *b)
 {
 	if (b->mask) {
-		ps__hbm_set_mask(&b->s->log, b->word, b->mask);
-		ps__hbm_set_mask(&b->s->wb, b->word, b->mask);
+		ps__hbm_set_mask(&b->s->log, b->logw, b->mask);
+		ps__hbm_set_mask(&b->s->wb, b->logw, b->mask);
 	}
 	b->mask = 0;
-	b->word = UINT64_MAX;
+	b->logw = UINT64_MAX;
 }
 
 static void batch_log(struct batch *b, uint64_t i)
 {
-	if ((i & ~UINT64_C(63)) != b->word) {
+	if ((i & ~UINT64_C(63)) != b->logw) {
 		batch_flush_log(b);
-		b->word = i & ~UINT64_C(63);
+		b->logw = i & ~UINT64_C(63);
 	}
 	b->mask |= UINT64_C(1) << (i & 63);
 }
@@ -205,7 +205,7 @@ static int mark_batch(struct ps_space *s, const uint64_t *addrs, unsigned int n,
 	struct batch b = {.s = s,
 			  .res = res,
 			  .leaf = UINT64_MAX,
-			  .word = UINT64_MAX};
+			  .logw = UINT64_MAX};
 	int rc = 0;
 
 	if (PS_UNLIKELY(ps__space_huge(s))) { /* B3 */
