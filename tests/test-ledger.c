@@ -837,6 +837,83 @@ START_TEST(batched_ingest_boundaries)
 }
 END_TEST
 
+/*
+ * B1, B2 under concurrency: one thread ingests a bitmap of every page of two
+ * leaves while another unmaps pages and maps them again (each time a new
+ * lifetime of the same frame). The dirty hook runs only for a held frame
+ * (never a freed one, S5), and after both stop, one more ingest leaves every
+ * page dirty and logged.
+ */
+#define IS_PAGES (2 * P2M)
+
+static atomic_bool is_stop;
+static atomic_uint_fast64_t is_bad_hooks;
+
+static void live_dirty(void *ctx, struct ps_space *space, uint64_t frame)
+{
+	(void)ctx;
+	if (!ps_page_word_refs(ps_page_load(ps_space_page(space, frame))))
+		atomic_fetch_add(&is_bad_hooks, 1);
+}
+
+static void *is_remapper(void *arg)
+{
+	struct ps_test_rng rng = ps_test_rng_new(71);
+	uint64_t rounds = *(uint64_t *)arg;
+
+	for (uint64_t r = 0; r < rounds; r++) {
+		uint64_t page = ps_test_below(&rng, IS_PAGES);
+
+		ck_assert_int_eq(ps_space_unmap(sp, page * PG, PG, 0), 0);
+		ck_assert_int_eq(ps_space_map_range(sp, page * PG, PG, page,
+						    PS_MAP_WRITE, NULL),
+				 0);
+	}
+	atomic_store(&is_stop, true);
+	return NULL;
+}
+
+START_TEST(stress_batched_ingest_against_remaps)
+{
+	static uint64_t bm[IS_PAGES / 64];
+	struct ps_space_config cfg;
+	struct ps_ledger_ingest res;
+	uint64_t rounds = ps_test_stress_size("PS_LEDGER_INGEST_ROUNDS", 20000);
+	uint64_t a, ingests = 0;
+	pthread_t th;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NPAGES;
+	cfg.hooks.dirty = live_dirty;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, SPACE_SIZE, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	a = add(PS_LEDGER_CLEAN);
+	memset(bm, 0xff, sizeof(bm));
+	atomic_store(&is_stop, false);
+	atomic_store(&is_bad_hooks, 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, is_remapper, &rounds), 0);
+	while (!atomic_load(&is_stop)) {
+		ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 0, bm, IS_PAGES,
+							 &res),
+				 0);
+		ck_assert_uint_eq(res.marked + res.unmapped, IS_PAGES);
+		ingests++;
+	}
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_uint_gt(ingests, 0);
+	ck_assert_uint_eq(atomic_load(&is_bad_hooks), 0);
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 0, bm, IS_PAGES, &res), 0);
+	ck_assert_uint_eq(res.marked, IS_PAGES);
+	for (uint64_t f = 0; f < IS_PAGES; f++)
+		ck_assert(ps_page_test_flags(ps_space_page(sp, f),
+					     PS_PAGE_DIRTY));
+	ck_assert_uint_eq(harvest_commit(a), IS_PAGES);
+}
+END_TEST
+
 /* --- stress: two writers, two harvesters, a shadow model (C1, C2) -------- */
 
 /*
@@ -1496,6 +1573,10 @@ static Suite *ledger_suite(void)
 	tcase_add_test(tc, stress_no_consumer_loses_a_mark);
 	tcase_add_test(tc, stress_rearm_async_no_write_escapes);
 	tcase_add_test(tc, stress_rearm_unregistered_no_write_escapes);
+
+	tc = ps_test_stress_tcase(s, "stress: batched ingest", 300);
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, stress_batched_ingest_against_remaps);
 
 	tc = ps_test_stress_tcase(s, "stress: the ledger's birth (C4)", 300);
 	tcase_add_test(tc, stress_birth_loses_nothing);
