@@ -70,10 +70,11 @@ static int mark(struct ps_space *s, uint64_t addr, struct ps_ledger_ingest *res)
  *      frame, runs the dirty hook under its LOCKED bit (exactly once: the one
  *      CAS that saw DIRTY clear), releases it and enters again; a release
  *      that was the last put does the same for the free hook.
- *   B3 A frame the CAS could not hold (LOCKED by another thread, frozen,
- *      full), a page with no leaf (a huge leaf, none) and every page of a
- *      space with huge frames go through ps_space_mark_dirty() outside the
- *      section: it waits, this path never does.
+ *   B3 A frame the CAS could not hold (LOCKED by another thread, frozen, full),
+ *      a page with no leaf (a huge leaf, none) and every page of a space with
+ *      huge frames (checked per page, as mark_dirty checks per call: the first
+ *      declaration may come mid-batch) go through ps_space_mark_dirty() outside
+ *      the section: it waits, this path never does.
  *   B4 The log's bits (the log and write-back's set) are set after DIRTY and
  *      its hook, word by word (ps__hbm_set_mask()), and always before the
  *      call returns or stops: the caller's writes came before the call (S11).
@@ -156,6 +157,8 @@ static int batch_mark(struct batch *b, uint64_t addr)
 	ps_pte_t e;
 	bool made;
 
+	if (PS_UNLIKELY(ps__space_huge(s)))
+		return batch_slow(b, addr); /* as mark_dirty: per page (B3) */
 	batch_enter(b);
 	if ((pi & ~(LEAF_PAGES - 1)) != b->leaf) {
 		b->leaf = pi & ~(LEAF_PAGES - 1);
@@ -208,11 +211,6 @@ static int mark_batch(struct ps_space *s, const uint64_t *addrs, unsigned int n,
 			  .logw = UINT64_MAX};
 	int rc = 0;
 
-	if (PS_UNLIKELY(ps__space_huge(s))) { /* B3 */
-		for (unsigned int k = 0; k < n && !rc; k++)
-			rc = mark(s, addrs[k], res);
-		return rc;
-	}
 	for (unsigned int k = 0; k < n && !rc; k++)
 		rc = batch_mark(&b, addrs[k]);
 	batch_leave(&b);
