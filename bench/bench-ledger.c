@@ -492,12 +492,6 @@ int main(int argc, char **argv)
 		bench_ingest(&o, 1, "device_100pct");
 	if (bench_selected(&o, "ingest", "kvm_ring"))
 		bench_ring(&o);
-	if (bench_selected(&o, "ingest", "device_1pct"))
-		bench_ingest(&o, 100, "device_1pct");
-	if (bench_selected(&o, "ingest", "device_100pct"))
-		bench_ingest(&o, 1, "device_100pct");
-	if (bench_selected(&o, "ingest", "kvm_ring"))
-		bench_ring(&o);
 	if (bench_selected(&o, "harvest", "harvest_1pct"))
 		bench_harvest(&o, 100, "harvest_1pct");
 	if (bench_selected(&o, "harvest", "harvest_100pct"))
