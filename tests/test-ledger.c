@@ -724,6 +724,269 @@ START_TEST(device_bitmap_through_a_translation)
 }
 END_TEST
 
+/* --- batched ingest: the same marks as ps_space_mark_dirty() page by page - */
+
+static unsigned int hook_runs[NPAGES];
+
+static void count_dirty(void *ctx, struct ps_space *space, uint64_t frame)
+{
+	(void)ctx;
+	(void)space;
+	ck_assert_uint_lt(frame, NPAGES);
+	hook_runs[frame]++;
+}
+
+/* A mapped space like setup_mapped()'s, with the counting dirty hook. */
+static struct ps_space *space_counted(void)
+{
+	struct ps_space_config cfg;
+	struct ps_space *s;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NPAGES;
+	cfg.hooks.dirty = count_dirty;
+	ck_assert_int_eq(ps_space_create(&cfg, &s), 0);
+	ck_assert_int_eq(ps_space_map_range(s, 0, SPACE_SIZE, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	return s;
+}
+
+/* Every page of @s whose frame is DIRTY, as a bitmap. */
+static void dirty_frames(struct ps_space *s, uint64_t *out)
+{
+	memset(out, 0, NPAGES / 8);
+	for (uint64_t f = 0; f < NPAGES; f++)
+		if (ps_page_test_flags(ps_space_page(s, f), PS_PAGE_DIRTY))
+			out[f / 64] |= UINT64_C(1) << (f % 64);
+}
+
+/*
+ * B1..B4 (lib/space-ingest.c): on random bitmaps over a space with holes
+ * (single pages, a whole 2 MiB leaf), the batched ingest reports, logs and
+ * dirties exactly what ps_space_mark_dirty() page by page does, and the dirty
+ * hook runs once per clean-to-dirty transition (S5), also when the same
+ * bitmap is ingested again.
+ */
+START_TEST(batched_ingest_equals_per_page)
+{
+	static uint64_t bm[NPAGES / 64], d1[NPAGES / 64], d2[NPAGES / 64];
+	static uint64_t got2[NPAGES];
+	struct ps_test_rng rng = ps_test_rng_new(17);
+	struct ps_space *ref = space_counted();
+	struct ps_ledger_ingest res;
+	uint64_t a, n, n2, t, marked, unmapped, first;
+
+	teardown();
+	sp = space_counted();
+	a = add(PS_LEDGER_CLEAN);
+	for (int round = 0; round < 8; round++) {
+		uint64_t density = UINT64_C(1) << (round % 4); /* 1/2 .. 1/16 */
+
+		memset(hook_runs, 0, sizeof(hook_runs));
+		for (uint64_t w = 0; w < NPAGES / 64; w++) {
+			bm[w] = ps_test_rand(&rng);
+			for (uint64_t k = 1; k < density; k <<= 1)
+				bm[w] &= ps_test_rand(&rng);
+		}
+		if (round == 2) { /* a hole: one whole leaf, and single pages */
+			for (struct ps_space *s = sp; s;
+			     s = s == sp ? ref : 0) {
+				ck_assert_int_eq(ps_space_unmap(s, P2M * PG,
+								P2M * PG, 0),
+						 0);
+				ck_assert_int_eq(ps_space_unmap(s, 3 * PG, PG,
+								0),
+						 0);
+				ck_assert_int_eq(ps_space_unmap(s,
+								SPACE_SIZE - PG,
+								PG, 0),
+						 0);
+			}
+		}
+		ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 0, bm, NPAGES,
+							 &res),
+				 0);
+		marked = unmapped = 0;
+		first = UINT64_MAX;
+		for (uint64_t i = 0; i < NPAGES; i++) {
+			enum ps_space_mark m;
+
+			if (!(bm[i / 64] >> (i % 64) & 1))
+				continue;
+			m = ps_space_mark_dirty(ref, i * PG);
+			if (m == PS_SPACE_MARK_UNMAPPED) {
+				if (!unmapped++)
+					first = i * PG;
+			} else {
+				ck_assert(m == PS_SPACE_MARK_DIRTIED ||
+					  m == PS_SPACE_MARK_WAS_DIRTY);
+				marked++;
+			}
+		}
+		ck_assert_uint_eq(res.marked, marked);
+		ck_assert_uint_eq(res.unmapped, unmapped);
+		ck_assert_uint_eq(res.first_unmapped, first);
+		ck_assert_uint_eq(res.stopped, UINT64_MAX);
+		/* The log: the consumer's harvest, and the reference's. */
+		n = harvest(a, &t);
+		ck_assert_int_eq(ps_ledger_commit(sp, t), 0);
+		ck_assert_int_eq(ps_space_harvest(ref, 0, SPACE_SIZE, 0, got2,
+						  NPAGES, &n2, NULL),
+				 0);
+		ck_assert_uint_eq(n, n2);
+		ck_assert_uint_eq(n, marked);
+		ck_assert_int_eq(memcmp(got, got2, n * sizeof(got[0])), 0);
+		/* DIRTY, and one hook per transition (both spaces count). */
+		dirty_frames(sp, d1);
+		dirty_frames(ref, d2);
+		ck_assert_int_eq(memcmp(d1, d2, sizeof(d1)), 0);
+		for (uint64_t f = 0; f < NPAGES; f++)
+			ck_assert(hook_runs[f] == 0 || hook_runs[f] == 2);
+		/* Again: every frame dirty already, no hook, all logged. */
+		memset(hook_runs, 0, sizeof(hook_runs));
+		ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 0, bm, NPAGES,
+							 &res),
+				 0);
+		ck_assert_uint_eq(res.marked, marked);
+		for (uint64_t f = 0; f < NPAGES; f++)
+			ck_assert_uint_eq(hook_runs[f], 0);
+		ck_assert_uint_eq(harvest_commit(a), marked);
+	}
+	ck_assert_int_eq(ps_space_destroy(ref), 0);
+}
+END_TEST
+
+/*
+ * Boundaries of the batches and of the IOVA range: the last bit of a range
+ * that is not a multiple of 64, a range that runs past the translation's end
+ * (the pages after it unmapped, the first one named), batches of 64 pages
+ * split across words and leaves, and the last page of the space.
+ */
+START_TEST(batched_ingest_boundaries)
+{
+	uint64_t a = add(PS_LEDGER_CLEAN), bm[4], want[130];
+	struct ps_ledger_ingest res;
+	const uint64_t end = IOVA0 + 2 * P2M * PG; /* the translation's end */
+
+	/* 130 pages ending 2 past a leaf, every bit set: 3 batches. */
+	memset(bm, 0xff, sizeof(bm));
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, IOVA0 + (P2M - 128) * PG,
+						 130 * PG, PG, bm, iova_to_addr,
+						 NULL, &res),
+			 0);
+	ck_assert_uint_eq(res.marked, 130);
+	ck_assert_uint_eq(res.unmapped, 0);
+	for (uint64_t i = 0; i < 130; i++)
+		want[i] = P2M + P2M - 128 + i;
+	assert_pages(harvest_commit(a), want, 130);
+	ck_assert(!ps_page_test_flags(ps_space_page(sp, 2 * P2M + 2),
+				      PS_PAGE_DIRTY));
+	/* Across the translation's end: 64 marked, 100 unmapped. */
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, end - 64 * PG, 164 * PG,
+						 PG, bm, iova_to_addr, NULL,
+						 &res),
+			 0);
+	ck_assert_uint_eq(res.marked, 64);
+	ck_assert_uint_eq(res.unmapped, 100);
+	ck_assert_uint_eq(res.first_unmapped, end);
+	for (uint64_t i = 0; i < 64; i++)
+		want[i] = 3 * P2M - 64 + i;
+	assert_pages(harvest_commit(a), want, 64);
+	/* A stop midway marks the pages before it (B4). */
+	ck_assert_int_eq(ps_ledger_ingest_device(sp, IOVA0, 64 * PG, PG, bm,
+						 iova_unaligned, NULL, &res),
+			 -EINVAL);
+	ck_assert_uint_eq(res.stopped, IOVA0);
+	/* The last page of the space, alone in its word. */
+	bm[0] = 1;
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, SPACE_SIZE - PG, bm, 1,
+						 &res),
+			 0);
+	ck_assert_uint_eq(res.marked, 1);
+	want[0] = NPAGES - 1;
+	assert_pages(harvest_commit(a), want, 1);
+}
+END_TEST
+
+/*
+ * B1, B2 under concurrency: one thread ingests a bitmap of every page of two
+ * leaves while another unmaps pages and maps them again (each time a new
+ * lifetime of the same frame). The dirty hook runs only for a held frame
+ * (never a freed one, S5), and after both stop, one more ingest leaves every
+ * page dirty and logged.
+ */
+#define IS_PAGES (2 * P2M)
+
+static atomic_bool is_stop;
+static atomic_uint_fast64_t is_bad_hooks;
+
+static void live_dirty(void *ctx, struct ps_space *space, uint64_t frame)
+{
+	(void)ctx;
+	if (!ps_page_word_refs(ps_page_load(ps_space_page(space, frame))))
+		atomic_fetch_add(&is_bad_hooks, 1);
+}
+
+static void *is_remapper(void *arg)
+{
+	struct ps_test_rng rng = ps_test_rng_new(71);
+	uint64_t rounds = *(uint64_t *)arg;
+
+	for (uint64_t r = 0; r < rounds; r++) {
+		uint64_t page = ps_test_below(&rng, IS_PAGES);
+
+		ck_assert_int_eq(ps_space_unmap(sp, page * PG, PG, 0), 0);
+		ck_assert_int_eq(ps_space_map_range(sp, page * PG, PG, page,
+						    PS_MAP_WRITE, NULL),
+				 0);
+	}
+	atomic_store(&is_stop, true);
+	return NULL;
+}
+
+START_TEST(stress_batched_ingest_against_remaps)
+{
+	static uint64_t bm[IS_PAGES / 64];
+	struct ps_space_config cfg;
+	struct ps_ledger_ingest res;
+	uint64_t rounds = ps_test_stress_size("PS_LEDGER_INGEST_ROUNDS", 20000);
+	uint64_t a, ingests = 0;
+	pthread_t th;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NPAGES;
+	cfg.hooks.dirty = live_dirty;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, SPACE_SIZE, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	a = add(PS_LEDGER_CLEAN);
+	memset(bm, 0xff, sizeof(bm));
+	atomic_store(&is_stop, false);
+	atomic_store(&is_bad_hooks, 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, is_remapper, &rounds), 0);
+	while (!atomic_load(&is_stop)) {
+		ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 0, bm, IS_PAGES,
+							 &res),
+				 0);
+		ck_assert_uint_eq(res.marked + res.unmapped, IS_PAGES);
+		ingests++;
+	}
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_uint_gt(ingests, 0);
+	ck_assert_uint_eq(atomic_load(&is_bad_hooks), 0);
+	ck_assert_int_eq(ps_ledger_ingest_bitmap(sp, 0, bm, IS_PAGES, &res), 0);
+	ck_assert_uint_eq(res.marked, IS_PAGES);
+	for (uint64_t f = 0; f < IS_PAGES; f++)
+		ck_assert(ps_page_test_flags(ps_space_page(sp, f),
+					     PS_PAGE_DIRTY));
+	ck_assert_uint_eq(harvest_commit(a), IS_PAGES);
+}
+END_TEST
+
 /* --- stress: two writers, two harvesters, a shadow model (C1, C2) -------- */
 
 /*
@@ -1370,6 +1633,11 @@ static Suite *ledger_suite(void)
 	tcase_add_test(tc, kvm_ring_collects_published_entries);
 	tcase_add_test(tc, device_bitmap_through_a_translation);
 
+	tc = ps_test_tcase(s, "sources: batched ingest", 30);
+	tcase_add_checked_fixture(tc, setup_mapped, teardown);
+	tcase_add_test(tc, batched_ingest_equals_per_page);
+	tcase_add_test(tc, batched_ingest_boundaries);
+
 	tc = ps_test_tcase(s, "errors at the limits", 10);
 	tcase_add_checked_fixture(tc, setup_mapped, teardown);
 	tcase_add_test(tc, errors_at_the_limits);
@@ -1379,6 +1647,10 @@ static Suite *ledger_suite(void)
 	tcase_add_test(tc, stress_no_consumer_loses_a_mark);
 	tcase_add_test(tc, stress_rearm_async_no_write_escapes);
 	tcase_add_test(tc, stress_rearm_unregistered_no_write_escapes);
+
+	tc = ps_test_stress_tcase(s, "stress: batched ingest", 300);
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, stress_batched_ingest_against_remaps);
 
 	tc = ps_test_stress_tcase(s, "stress: the ledger's birth (C4)", 300);
 	tcase_add_test(tc, stress_birth_loses_nothing);

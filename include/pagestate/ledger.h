@@ -180,10 +180,15 @@ int ps_ledger_abort(struct ps_space *space, uint64_t token);
 /*
  * The dirty sources outside the space (KVM's dirty bitmap and dirty ring, a
  * device's dirty bitmap for an IOVA range) are ingested from the caller's
- * buffers: each dirty page is marked through ps_space_mark_dirty() (its frame
- * held, marked DIRTY with its hook, its address logged), so it reaches every
- * consumer exactly as a software mark does, and once however many sources
- * report it. A page with nothing mapped is not marked, and is counted.
+ * buffers: each dirty page is marked as ps_space_mark_dirty() marks it (its
+ * frame held, marked DIRTY with its hook under the frame's LOCKED bit, its
+ * address logged after), so it reaches every consumer exactly as a software
+ * mark does, and once however many sources report it; the dirty hook runs
+ * once per clean-to-dirty transition, outside the page table's read-side
+ * section. The bitmaps are marked in batches of up to 64 pages (one
+ * read-side section, one page-table walk per 2 MiB, the log set a word at a
+ * time); the results are those of marking page by page. A page with nothing
+ * mapped is not marked, and is counted.
  */
 
 /**
@@ -216,8 +221,9 @@ struct ps_ledger_ingest {
  * Context: any thread not holding a frame's LOCKED bit (as
  * ps_space_mark_dirty()).
  * Ordering: as ps_space_mark_dirty() for each page.
- * Progress: blocking (each mark); it costs a load per 64 pages and a mark per
- * dirty page.
+ * Progress: blocking (a mark may wait for a frame another thread holds); it
+ * costs a load per 64 pages and, per dirty page, two RMWs on its page word
+ * and a share of one per 64 pages of the log.
  * Return: 0; -EINVAL (@space, @bitmap or @res NULL, @base unaligned, the range
  * outside the space); -EOVERFLOW (a frame's references are full: @res->stopped
  * says which page; the pages before it were marked, those after it were not).
@@ -300,7 +306,10 @@ typedef int (*ps_ledger_iova_fn)(void *ctx, uint64_t iova, uint64_t *addr);
  * @ctx: for @translate.
  * @res: receives what was done.
  *
- * Context: any thread not holding a frame's LOCKED bit; @translate runs in it.
+ * Context: any thread not holding a frame's LOCKED bit; @translate runs in it,
+ *	outside any read-side section, before the marks of its batch (up to 64
+ *	pages): an error it returns stops the ingest after the pages before it
+ *	are marked.
  * Ordering: as ps_space_mark_dirty() for each page.
  * Progress: blocking (each mark, @translate); it costs a load per 64 bits
  * and a translation and a mark per dirty 4 KiB page.
