@@ -45,6 +45,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -1563,10 +1564,17 @@ END_TEST
  * The tcase raises /proc/sys/vm/nr_hugepages to HUGE_POOL if it is lower
  * and restores it afterwards (an unchecked fixture: it runs in the parent,
  * whatever the tests do). A test that still gets no huge page skips.
+ * Test processes run at once (meson runs the uffd suites in parallel): each
+ * holds HUGE_LOCK (flock, exclusive) from setup to teardown, so that no
+ * other one's teardown shrinks the pool under its pages (SIGBUS at a fault
+ * in differential_huge) and no two use the pool together; and the pool is
+ * only ever restored to the size setup found, never below.
  */
 #define HUGE_POOL 4
 #define HP (UINT64_C(2) << 20)
+#define HUGE_LOCK "/tmp/libpagestate-hugetlb.lock"
 static long huge_pool_was = -1;
+static int huge_lock_fd = -1;
 
 static long huge_pool_read(void)
 {
@@ -1597,6 +1605,10 @@ static void huge_pool_setup(void)
 
 	if (access("/sys/kernel/mm/hugepages/hugepages-2048kB", F_OK))
 		return; /* no 2 MiB pool: the tests skip */
+	huge_lock_fd = open(HUGE_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (huge_lock_fd >= 0)
+		while (flock(huge_lock_fd, LOCK_EX) && errno == EINTR)
+			;
 	v = huge_pool_read();
 	if (v >= 0 && v < HUGE_POOL) {
 		huge_pool_was = v;
@@ -1606,9 +1618,15 @@ static void huge_pool_setup(void)
 
 static void huge_pool_teardown(void)
 {
-	if (huge_pool_was >= 0)
+	/* Never below what setup found, nor below what is there now. */
+	if (huge_pool_was >= 0 && huge_pool_read() == HUGE_POOL)
 		huge_pool_write(huge_pool_was);
 	huge_pool_was = -1;
+	if (huge_lock_fd >= 0) {
+		(void)flock(huge_lock_fd, LOCK_UN);
+		close(huge_lock_fd);
+	}
+	huge_lock_fd = -1;
 }
 
 /*
