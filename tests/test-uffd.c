@@ -3173,6 +3173,7 @@ struct hdiff {
 	struct ps_test_rng rng;
 	bool written_since[HNP];
 	bool unmirrored[2]; /* a khugepaged collapse the library did not make */
+	bool kernel_4k[2];  /* at the last comparison: present at 4 KiB */
 	uint64_t collapses; /* /proc/vmstat thp_collapse_alloc, last seen */
 	uint64_t frame;
 	char log[64][48];
@@ -3337,21 +3338,34 @@ static void hdiff_compare(struct hdiff *d)
 	/*
 	 * khugepaged may collapse a block into a huge page behind the test
 	 * (one with none PTEs only while unregistered, one with every page
-	 * present and none protected also while registered). Adopted only when
-	 * /proc/vmstat says a collapse happened since the last comparison, so
-	 * that a split the bridge makes and the kernel does not stays a
-	 * difference.
+	 * present and none protected also while registered). Adopted when the
+	 * kernel mapped the block at 4 KiB at the last comparison (nothing the
+	 * test does makes a present 4 KiB block huge: only a collapse), or when
+	 * /proc/vmstat counts a collapse since then; a block the kernel kept
+	 * huge while the bridge split it stays a difference. The counter alone
+	 * is not enough: khugepaged counts thp_collapse_alloc when it allocates
+	 * the huge page, before it takes mmap_lock to install it, so a collapse
+	 * counted before one comparison's read of the counter can appear only
+	 * after that comparison's pagemap read (seen once as "kernel HUGE,
+	 * library not" at page 512, THP sync-thread).
 	 */
 	collapses = vmstat("thp_collapse_alloc");
 	for (unsigned int b = 0; b < HNP; b += HP / PG) {
+		const unsigned int blk = b / (HP / PG);
+
 		if (!(d->kc[b] & PAGE_IS_HUGE))
-			d->unmirrored[b / (HP / PG)] = false;
-		else if (collapses != d->collapses &&
+			d->unmirrored[blk] = false;
+		else if ((d->kernel_4k[blk] || collapses != d->collapses) &&
 			 lib_order(d, b) != PS_PGTABLE_ORDER_2M &&
 			 !hdiff_vacant(d, b)) {
 			hdiff_adopt_block(d, b);
-			d->unmirrored[b / (HP / PG)] = true;
+			d->unmirrored[blk] = true;
 		}
+		d->kernel_4k[blk] = false;
+		for (unsigned int i = b; i < b + HP / PG; i++)
+			if ((d->kc[i] & PAGE_IS_PRESENT) &&
+			    !(d->kc[i] & PAGE_IS_HUGE))
+				d->kernel_4k[blk] = true;
 	}
 	d->collapses = collapses;
 	memset(&q, 0, sizeof(q));
