@@ -72,6 +72,9 @@ enum {
 	FP_UNMAP_CHUNK,		   /* unmap: a chunk zapped, the writer
 				    * mutex let go (arg: the next chunk's
 				    * address; lib/space.c, S20) */
+	FP_DISCARD_CHUNK,	   /* discard: a chunk done, the writer mutex
+				    * let go (arg: the next chunk's address;
+				    * lib/space-discard.c, S20) */
 	FP_NR
 };
 /* clang-format on */

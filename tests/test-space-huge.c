@@ -424,6 +424,46 @@ START_TEST(map_chunks_huge_fail_keeps_wp_markers)
 }
 END_TEST
 
+static _Atomic(unsigned) hc_discard_chunks;
+
+static void hc_count_discard_chunk(int point, uint64_t addr)
+{
+	(void)addr;
+	if (point == FP_DISCARD_CHUNK)
+		atomic_fetch_add(&hc_discard_chunks, 1);
+}
+
+/*
+ * S20: a discard of whole 2 MiB frames over three chunks goes a chunk at a
+ * time (the mutex let go twice), each frame dropped as one unit, freed once;
+ * a pinned frame in the last chunk is reported page by page.
+ */
+START_TEST(discard_chunks_huge)
+{
+	struct ps_discard_skip skip[P2M];
+	uint64_t unit, n = 0, cnt;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 2 * HC_CHUNK, P2M * PG, 0,
+					    &unit, 1, &cnt),
+			 0);
+	atomic_store(&hc_discard_chunks, 0);
+	ps__failpoint = hc_count_discard_chunk;
+	ck_assert_int_eq(ps_space_discard(sp, 0, HC_LEN, skip, P2M, &n), 0);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&hc_discard_chunks), 2);
+	ck_assert_uint_eq(n, P2M);
+	ck_assert_uint_eq(skip[0].addr, 2 * HC_CHUNK);
+	ck_assert_uint_eq(skip[P2M - 1].addr, 2 * HC_CHUNK + (P2M - 1) * PG);
+	ck_assert_int_eq(skip[0].reason, PS_DISCARD_PINNED);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2 * HC_CHUNK / PG / P2M);
+	ck_assert_uint_eq(leaf_order(2 * HC_CHUNK, NULL), 9);
+	ck_assert_int_eq(ps_space_unpin(sp, &unit, 1, 0), 0);
+}
+END_TEST
+
 /* At the first boundary, another map takes the second unit of chunk 2. */
 static void hc_race(uint64_t addr)
 {
@@ -2886,6 +2926,7 @@ static Suite *space_huge_suite(void)
 	tcase_add_checked_fixture(tc, hc_declare, hc_teardown);
 	tcase_add_test(tc, map_chunks_huge_fail_in_the_middle);
 	tcase_add_loop_test(tc, map_chunks_huge_fail_keeps_wp_markers, 0, 2);
+	tcase_add_test(tc, discard_chunks_huge);
 	tcase_add_test(tc, map_chunks_huge_race_into_a_later_chunk);
 	tcase_add_test(tc, map_chunks_huge_boundaries);
 	tcase_add_test(tc, map_chunks_huge_declaration_waits);
