@@ -170,7 +170,7 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 	if (rc)
 		goto out;
 	for (uint64_t a = start, b = start; a < start + len && !nomem; a = b) {
-		/* Under the mutex, no leaf appears between check and discard. */
+		/* Under the mutex, no leaf appears between check and drop. */
 		for (uint64_t c = ps__space_chunk_next(s, a, start + len);
 		     c != b;) {
 			if (b != a)
