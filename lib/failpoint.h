@@ -74,6 +74,9 @@ enum {
 				    * address; lib/space.c, S20) */
 	FP_SET_CACHE_FROZEN,	   /* prot: set_cache froze a LIVE frame,
 				    * mode not changed yet (arg: the frame) */
+	FP_DISCARD_CHUNK,	   /* discard: a chunk done, the writer mutex
+				    * let go (arg: the next chunk's address;
+				    * lib/space-discard.c, S20) */
 	FP_NR
 };
 /* clang-format on */

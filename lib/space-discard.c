@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * lib/space-discard.c - the balloon's discard (ps_space_discard()): drop
- * the pages of a range whose frames only their mapping holds, and report
- * every other page with the reason it stays. The space's rules:
- * lib/space-impl.h. Discard replaces frames at addresses, so it holds the
- * writer mutex (S1, lib/space.c). docs/space.md, "Balloon discard", says why
- * it freezes or skips instead of zapping and giving back.
+ * lib/space-discard.c - the balloon's discard (ps_space_discard()): drop the
+ * pages of a range whose frames only their mapping holds, and report every
+ * other page with the reason it stays. The space's rules: lib/space-impl.h.
+ * Discard replaces frames at addresses, so it holds the writer mutex (S1,
+ * lib/space.c), a 64 MiB chunk at a time (S20). docs/space.md, "Balloon
+ * discard", says why it freezes or skips instead of zapping and giving back.
  *
  * ---------------------------------------------------------------------------
  * Protocol (cited by tests/test-space.c as S10)
@@ -104,24 +104,17 @@ static int discard_one(struct ps_space *s, uint64_t addr, uint64_t frame,
 	return 0;
 }
 
-int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
-		      struct ps_discard_skip *skipped, uint64_t max_skipped,
-		      uint64_t *nskipped, ps__space_dropped_fn dropped,
-		      void *ctx)
+/*
+ * One chunk [@a, @b) of a discard whose range ends at @end, under the writer
+ * mutex: each page dropped or reported in @skipped (*@nskip counts them, also
+ * past @max_skipped). 0, or -ENOMEM: the pages from that one on untouched.
+ */
+static int discard_chunk(struct ps_space *s, uint64_t a, uint64_t b,
+			 uint64_t end, struct ps_discard_skip *skipped,
+			 uint64_t max_skipped, uint64_t *nskip,
+			 ps__space_dropped_fn dropped, void *ctx)
 {
-	uint64_t nskip = 0;
-	int rc, nomem = 0;
-
-	if (!ps__space_range_ok(s, start, len) || (max_skipped && !skipped))
-		return -EINVAL;
-	/* S20: not while a chunked map holds part of the range. */
-	ps__space_writer_lock_range(s, start, len);
-	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
-					  PS_NOTIFIER_CLEAR, 0);
-	if (rc)
-		goto out;
-	for (uint64_t addr = start, n = 1; addr < start + len;
-	     addr += n << PAGE_SHIFT) {
+	for (uint64_t addr = a, n = 1; addr < b; addr += n << PAGE_SHIFT) {
 		struct ps_page *p;
 		uint64_t frame;
 		ps_pte_t e;
@@ -135,29 +128,71 @@ int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
 		p = &s->frames[frame];
 		/* Frames of three sizes: the unit there (lib/space-huge.c). */
 		if (ps__space_huge(s))
-			why = ps__space_discard_unit(s, addr, start + len,
-						     &frame, &p, &n);
+			why = ps__space_discard_unit(s, addr, end, &frame, &p,
+						     &n);
 		else
 			why = 0;
 		if (!why)
 			why = discard_one(s, addr, frame, p, n, dropped, ctx);
-		if (why < 0) {
-			nomem = why; /* the pages from @addr on: untouched */
-			break;
-		}
-		for (uint64_t k = 0; why && k < n; k++, nskip++)
-			if (nskip < max_skipped) {
-				skipped[nskip].addr = addr + (k << PAGE_SHIFT);
-				skipped[nskip].frame = frame + k;
-				skipped[nskip].reason =
+		if (why < 0)
+			return why; /* the pages from @addr on: untouched */
+		for (uint64_t k = 0; why && k < n; k++, (*nskip)++)
+			if (*nskip < max_skipped) {
+				skipped[*nskip].addr = addr + (k << PAGE_SHIFT);
+				skipped[*nskip].frame = frame + k;
+				skipped[*nskip].reason =
 					(enum ps_discard_reason)why;
 			}
 	}
+	return 0;
+}
+
+int ps__space_discard(struct ps_space *s, uint64_t start, uint64_t len,
+		      struct ps_discard_skip *skipped, uint64_t max_skipped,
+		      uint64_t *nskipped, ps__space_dropped_fn dropped,
+		      void *ctx)
+{
+	uint64_t nskip = 0;
+	int rc, nomem = 0;
+
+	if (!ps__space_range_ok(s, start, len) || (max_skipped && !skipped))
+		return -EINVAL;
+	/*
+	 * S20: one invalidation brackets the whole discard, which goes a
+	 * chunk at a time under the writer mutex (waiting for the part of a
+	 * chunked map in progress a chunk meets), letting it go between
+	 * chunks, as unmap does (lib/space.c).
+	 */
+	ps__space_writer_take(s);
+	rc = ps_notifier_invalidate_start(&s->notifier, start, len,
+					  PS_NOTIFIER_CLEAR, 0);
+	pthread_mutex_unlock(&s->writer);
+	if (rc)
+		goto out;
+	for (uint64_t a = start, b = start; a < start + len && !nomem; a = b) {
+		/* Under the mutex, no leaf appears between check and drop. */
+		for (uint64_t c = ps__space_chunk_next(s, a, start + len);
+		     c != b;) {
+			if (b != a)
+				pthread_mutex_unlock(&s->writer);
+			b = c;
+			ps__space_writer_lock_range(s, a, b - a);
+			c = ps__space_chunk_next(s, a, start + len);
+		}
+		nomem = discard_chunk(s, a, b, start + len, skipped,
+				      max_skipped, &nskip, dropped, ctx);
+		pthread_mutex_unlock(&s->writer);
+		if (!nomem && b < start + len) {
+			FAILPOINT(FP_DISCARD_CHUNK, b);
+			ps__space_writer_hand_off(s);
+		}
+	}
+	ps__space_writer_take(s);
 	rc = ps_notifier_invalidate_end(&s->notifier, start, len);
+	pthread_mutex_unlock(&s->writer);
 	if (!rc)
 		rc = nomem;
 out:
-	pthread_mutex_unlock(&s->writer);
 	if (nskipped)
 		*nskipped = nskip;
 	return rc;

@@ -1284,7 +1284,20 @@ static uint64_t huge_chunk_end(const struct ps__space_map *m,
 	return p;
 }
 
-/* Zap the entries of pages [@i, @j) of the map, inside an invalidation. */
+/*
+ * Take back the entries of pages [@i, @j) of the map, inside an invalidation,
+ * as the 4 KiB map's rollback does (lib/space.c, unmap_installed()): the map
+ * kept a UFFD_WP marker's protection as its leaf's uffd-wp bit, so a leaf with
+ * that bit is protected again once zapped (a UFFD_WP marker where the range
+ * keeps markers): a failed map drops no write protection. The zap keeps
+ * protection as a marker only in a shared range; in an anonymous one
+ * (PS_WP_UNPOPULATED, async) it would leave none. Without the bit, the zap
+ * leaves what the 4 KiB rollback does: a WRITTEN marker in an async range (the
+ * map's page was unprotected: written), none elsewhere. Leaf by leaf, so no
+ * leaf is split; between a leaf's zap and its protect no map fills the hole
+ * (the writer mutex, S1: a fault there is missing, and its populate hook maps
+ * through that mutex). Protecting a whole leaf's extent splits nothing.
+ */
 static void huge_uninstall(const struct ps__space_map *m, uint64_t i,
 			   uint64_t j)
 {
@@ -1297,7 +1310,18 @@ static void huge_uninstall(const struct ps__space_map *m, uint64_t i,
 	/* Visible entries go inside an invalidation (S13). */
 	(void)ps_notifier_invalidate_start(&s->notifier, a, len,
 					   PS_NOTIFIER_UNMAP, 0);
-	(void)ps_pgtable_zap(s->pt, a, len, 0, NULL, NULL);
+	for (uint64_t x = a, y; x < a + len; x = y) {
+		unsigned int lo = PS_PGTABLE_ORDER_4K;
+		ps_pte_t e = PS_PTE_NONE;
+
+		(void)ps_pgtable_get_level(s->pt, x, &e, &lo, NULL);
+		y = (x | ((PAGE_SIZE << lo) - 1)) + 1;
+		if (y > a + len)
+			y = a + len;
+		(void)ps_pgtable_zap(s->pt, x, y - x, 0, NULL, NULL);
+		if (ps_pte_uffd_wp(e))
+			(void)ps_pgtable_protect(s->pt, x, y - x);
+	}
 	(void)ps_notifier_invalidate_end(&s->notifier, a, len);
 }
 

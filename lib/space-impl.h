@@ -365,6 +365,13 @@ uint64_t ps__space_first_occupied(struct ps_space *s, uint64_t start,
 				  uint64_t i, uint64_t j);
 /* Take the writer mutex, counted as a waiter (S20's hand-off). */
 void ps__space_writer_take(struct ps_space *s);
+/*
+ * The end of the zap chunk (S20) that begins at address @a, at most @end: the
+ * next 64 MiB boundary, or the end of a 1 GiB leaf that crosses it.
+ */
+uint64_t ps__space_chunk_next(struct ps_space *s, uint64_t a, uint64_t end);
+/* Between two chunks, the mutex let go: yield to a waiter (S20). */
+void ps__space_writer_hand_off(struct ps_space *s);
 /* Take the writer mutex once no chunked map holds [@start, +@len) (S20). */
 void ps__space_writer_lock_range(struct ps_space *s, uint64_t start,
 				 uint64_t len);

@@ -110,6 +110,7 @@
  *     the mutex is not fair). Unmap and destroy zap a chunk at a time too (a 1
  *     GiB leaf whole), unmap inside one invalidation and letting the mutex go
  *     between chunks, so the frames collected for the puts stay bounded.
+ *     Discard goes a chunk at a time the same way (lib/space-discard.c).
  */
 #include <pagestate/space.h>
 
@@ -425,7 +426,7 @@ static int zap_and_put(struct ps_space *s, uint64_t start, uint64_t len,
  * next 64 MiB boundary, or the end of a 1 GiB leaf that crosses it (a zap of
  * part of a leaf would split it, and the frame's state with it).
  */
-static uint64_t chunk_next(struct ps_space *s, uint64_t a, uint64_t end)
+uint64_t ps__space_chunk_next(struct ps_space *s, uint64_t a, uint64_t end)
 {
 	const uint64_t gib = UINT64_C(1) << (PS_PGTABLE_ORDER_1G + PAGE_SHIFT);
 	uint64_t b = (a | ((PS__SPACE_MAP_CHUNK << PAGE_SHIFT) - 1)) + 1;
@@ -455,7 +456,7 @@ int ps_space_destroy(struct ps_space *s)
 		return -EBUSY;
 	/* A chunk at a time: the frames collected stay bounded (S20). */
 	for (uint64_t a = 0, b; a < s->size; a = b) {
-		b = chunk_next(s, a, s->size);
+		b = ps__space_chunk_next(s, a, s->size);
 		(void)zap_and_put(s, a, b - a, PS_ZAP_UNMAP);
 	}
 	ps_pgtable_destroy(s->pt);
@@ -699,7 +700,7 @@ void ps__space_writer_take(struct ps_space *s)
  * thread would otherwise take it straight back and the waiter would wait for
  * the whole map after all.
  */
-static void writer_hand_off(struct ps_space *s)
+void ps__space_writer_hand_off(struct ps_space *s)
 {
 	/* Relaxed: hints (see ps__space_writer_take()). */
 	const uint32_t h = atomic_load_explicit(&s->writer_handoffs,
@@ -777,7 +778,7 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
 		}
 		pthread_mutex_unlock(&s->writer);
 		FAILPOINT(FP_MAP_CHUNK, r.end);
-		writer_hand_off(s);
+		ps__space_writer_hand_off(s);
 		ps__space_writer_take(s);
 	}
 	/*
@@ -791,7 +792,7 @@ int ps__space_map_chunked(const struct ps__space_map *m, uint64_t *where)
 		k = rc ? m->undo(m, k) : m->commit(m, k);
 		if (k < end) {
 			pthread_mutex_unlock(&s->writer);
-			writer_hand_off(s);
+			ps__space_writer_hand_off(s);
 			ps__space_writer_take(s);
 		}
 	}
@@ -989,12 +990,13 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 		return rc;
 	for (uint64_t a = start, b = start; a < start + len && !zrc; a = b) {
 		/* Under the mutex, no leaf appears between check and zap. */
-		for (uint64_t c = chunk_next(s, a, start + len); c != b;) {
+		for (uint64_t c = ps__space_chunk_next(s, a, start + len);
+		     c != b;) {
 			if (b != a)
 				pthread_mutex_unlock(&s->writer);
 			b = c;
 			ps__space_writer_lock_range(s, a, b - a);
-			c = chunk_next(s, a, start + len);
+			c = ps__space_chunk_next(s, a, start + len);
 		}
 		/* -ENOMEM (a huge entry not split): stop there, say so. */
 		zrc = zap_and_put(s, a, b - a,
@@ -1002,7 +1004,7 @@ int ps_space_unmap(struct ps_space *s, uint64_t start, uint64_t len,
 		pthread_mutex_unlock(&s->writer);
 		if (!zrc && b < start + len) {
 			FAILPOINT(FP_UNMAP_CHUNK, b);
-			writer_hand_off(s);
+			ps__space_writer_hand_off(s);
 		}
 	}
 	ps__space_writer_take(s);

@@ -76,7 +76,10 @@
  *     written state). Overlapping discards may fix each other's pages;
  *     a page is fixed by whichever takes its bit, under the mutex, so a
  *     discard that finds its bits taken waits for the mutex, and returns
- *     only after the pages it dropped were fixed.
+ *     only after the pages it dropped were fixed. Hugetlb (U7): the range
+ *     is whole huge pages, and (a)..(c) take each huge page with a dropped
+ *     page whole (unit_size()): protected in the kernel if any page of it
+ *     is protected in the library, logged whole.
  *
  * U7  Huge pages. Hugetlb (PS_UFFD_HUGETLB) is tracked whole, as the kernel
  *     tracks it: every range the bridge protects, un-protects, logs or
@@ -1552,6 +1555,27 @@ static void note_dropped(void *ctx, uint64_t addr)
 	(void)ps__hbm_set(&u->dropped, (addr - u->addr) >> PAGE_SHIFT);
 }
 
+/* What the kernel protects and logs as one: a huge page for hugetlb (U7). */
+static uint64_t unit_size(const struct ps_uffd *u)
+{
+	return is_hugetlb(u) ? HUGE_SIZE : PAGE_SIZE;
+}
+
+/*
+ * Is the library's unit at @addr (unit_size()) protected anywhere? The
+ * kernel must then protect all of it (U1: never less than the library).
+ */
+static bool unit_wp(struct ps_uffd *u, uint64_t addr)
+{
+	for (uint64_t a = addr; a < addr + unit_size(u); a += PAGE_SIZE) {
+		ps_pte_t e;
+
+		if (!ps_pgtable_get(u->pt, a, &e) && ps_pte_uffd_wp(e))
+			return true;
+	}
+	return false;
+}
+
 /* The dropped pages being fixed up: [start, end), a run of them. */
 struct fixup {
 	struct ps_uffd *u;
@@ -1582,14 +1606,12 @@ static void fixup_flush(struct fixup *f)
 		fixup_error(f, populate_host(u, f->start, f->end - f->start));
 	for (uint64_t a = f->start; a < f->end;) {
 		uint64_t b = a;
-		ps_pte_t e;
 		int rc;
 
-		while (b < f->end && !ps_pgtable_get(u->pt, b, &e) &&
-		       ps_pte_uffd_wp(e))
-			b += PAGE_SIZE;
+		while (b < f->end && unit_wp(u, b))
+			b += unit_size(u);
 		if (b == a) {
-			a += PAGE_SIZE;
+			a += unit_size(u);
 			continue;
 		}
 		rc = kernel_protect(u, a, b - a);
@@ -1602,17 +1624,23 @@ static void fixup_flush(struct fixup *f)
 	f->start = f->end;
 }
 
-/* One dropped page: it extends the run, or flushes it and starts one. */
+/*
+ * One dropped page: it extends the run, or flushes it and starts one. For
+ * hugetlb the run is of whole huge pages (U7): a page extends it while it is
+ * in the run's last huge page or the next one.
+ */
 static enum ps__hbm_verdict fixup_visit(void *ctx, uint64_t bit)
 {
 	struct fixup *f = ctx;
-	uint64_t a = f->u->addr + (bit << PAGE_SHIFT);
+	const uint64_t unit = unit_size(f->u);
+	uint64_t a = (f->u->addr + (bit << PAGE_SHIFT)) & ~(unit - 1);
 
-	if (a != f->end) {
+	if (a > f->end || f->end == f->start) {
 		fixup_flush(f);
 		f->start = a;
 	}
-	f->end = a + PAGE_SIZE;
+	if (a + unit > f->end)
+		f->end = a + unit;
 	return PS__HBM_CLEAR;
 }
 
@@ -1627,8 +1655,6 @@ int ps_uffd_discard(struct ps_uffd *u, uint64_t start, uint64_t len,
 		return rc;
 	if (!u->space || (max_skipped && !skipped))
 		return -EINVAL;
-	if (is_hugetlb(u))
-		return -EOPNOTSUPP; /* hugetlb pages go back whole: not yet */
 	PS__FORK_CHECK(u->born, "uffd attachment");
 	PS__SPACE_FORK_CHECK(u->space);
 	/* Without the mutex: its hooks may write to protected memory. */

@@ -380,6 +380,90 @@ START_TEST(map_chunks_huge_fail_in_the_middle)
 }
 END_TEST
 
+/*
+ * Over UFFD_WP markers of an anonymous range (PS_WP_UNPOPULATED, protected):
+ * the huge map keeps each marker's protection as its leaf's wp bit, and when
+ * a later chunk fails, the rollback of the chunks it installed puts the
+ * markers back, as the 4 KiB map's does (lib/space.c, unmap_installed()).
+ * Loop: sync, async. (Regression: the rollback zapped the leaves, which in an
+ * anonymous range drops protection: the pages came back none, no longer
+ * protected, and a write there went unreported.)
+ */
+START_TEST(map_chunks_huge_fail_keeps_wp_markers)
+{
+	struct ps_pgtable *pt = ps_space_pgtable(sp);
+	const uint64_t len = HC_CHUNK + P2M * PG; /* a chunk and a unit */
+
+	ck_assert_int_eq(ps_pgtable_register(pt, 0, len,
+					     PS_WP_UNPOPULATED |
+						     (_i ? PS_WP_ASYNC : 0)),
+			 0);
+	ck_assert_int_eq(ps_pgtable_protect(pt, 0, len), 0);
+	atomic_store(&hc_chunks, 0);
+	hc_action = NULL;
+	ps__failpoint = hc_failpoint;
+	ps__inject = hc_inject;
+	ck_assert_int_eq(ps_space_map_range(sp, 0, len, 0, PS_MAP_WRITE, NULL),
+			 -ENOMEM);
+	ps__inject = NULL;
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&hc_chunks), 1);
+	for (uint64_t a = 0; a < len; a += 61 * PG) {
+		ps_pte_t e;
+
+		ck_assert_int_eq(ps_pgtable_get(pt, a, &e), 0);
+		ck_assert_msg(ps_pte_is_marker(e) && ps_pte_uffd_wp(e),
+			      "page %#llx lost its write protection (entry "
+			      "%#llx)",
+			      (unsigned long long)a, (unsigned long long)e);
+	}
+	for (uint64_t f = 0; f < len / PG; f += P2M)
+		ck_assert(!ps_page_is_live(word(f, NULL)));
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(ps_pgtable_unregister(pt, 0, len), 0);
+}
+END_TEST
+
+static _Atomic(unsigned) hc_discard_chunks;
+
+static void hc_count_discard_chunk(int point, uint64_t addr)
+{
+	(void)addr;
+	if (point == FP_DISCARD_CHUNK)
+		atomic_fetch_add(&hc_discard_chunks, 1);
+}
+
+/*
+ * S20: a discard of whole 2 MiB frames over three chunks goes a chunk at a
+ * time (the mutex let go twice), each frame dropped as one unit, freed once;
+ * a pinned frame in the last chunk is reported page by page.
+ */
+START_TEST(discard_chunks_huge)
+{
+	struct ps_discard_skip skip[P2M];
+	uint64_t unit, n = 0, cnt;
+
+	ck_assert_int_eq(ps_space_map_range(sp, 0, HC_LEN, 0, PS_MAP_WRITE,
+					    NULL),
+			 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 2 * HC_CHUNK, P2M * PG, 0,
+					    &unit, 1, &cnt),
+			 0);
+	atomic_store(&hc_discard_chunks, 0);
+	ps__failpoint = hc_count_discard_chunk;
+	ck_assert_int_eq(ps_space_discard(sp, 0, HC_LEN, skip, P2M, &n), 0);
+	ps__failpoint = NULL;
+	ck_assert_uint_eq(atomic_load(&hc_discard_chunks), 2);
+	ck_assert_uint_eq(n, P2M);
+	ck_assert_uint_eq(skip[0].addr, 2 * HC_CHUNK);
+	ck_assert_uint_eq(skip[P2M - 1].addr, 2 * HC_CHUNK + (P2M - 1) * PG);
+	ck_assert_int_eq(skip[0].reason, PS_DISCARD_PINNED);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2 * HC_CHUNK / PG / P2M);
+	ck_assert_uint_eq(leaf_order(2 * HC_CHUNK, NULL), 9);
+	ck_assert_int_eq(ps_space_unpin(sp, &unit, 1, 0), 0);
+}
+END_TEST
+
 /* At the first boundary, another map takes the second unit of chunk 2. */
 static void hc_race(uint64_t addr)
 {
@@ -2985,6 +3069,8 @@ static Suite *space_huge_suite(void)
 	tc = ps_test_tcase(s, "map in chunks", 30);
 	tcase_add_checked_fixture(tc, hc_declare, hc_teardown);
 	tcase_add_test(tc, map_chunks_huge_fail_in_the_middle);
+	tcase_add_loop_test(tc, map_chunks_huge_fail_keeps_wp_markers, 0, 2);
+	tcase_add_test(tc, discard_chunks_huge);
 	tcase_add_test(tc, map_chunks_huge_race_into_a_later_chunk);
 	tcase_add_test(tc, map_chunks_huge_boundaries);
 	tcase_add_test(tc, map_chunks_huge_declaration_waits);

@@ -5477,6 +5477,50 @@ START_TEST(unmap_chunks_let_others_in)
 }
 END_TEST
 
+/*
+ * S20: a discard lets the mutex go between chunks too: another thread's map
+ * and unmap elsewhere finish inside it; each page's outcome is reported
+ * across chunks as in one (a pinned page of the second and of the third
+ * chunk skipped, in address order, the rest dropped, each frame freed once).
+ */
+START_TEST(discard_chunks_let_others_in)
+{
+	const uint64_t pin_at[2] = {CK_SIZE + 7 * PG, 2 * CK_SIZE + 3 * PG};
+	struct ps_discard_skip skip[4];
+	uint64_t frames[2], n = 0;
+
+	ck_assert_int_eq(ps_space_map_range(ck, 0, 3 * CK_SIZE, 0, 0, NULL), 0);
+	for (unsigned int k = 0; k < 2; k++)
+		ck_assert_int_eq(ps_space_pin_range(ck, pin_at[k], PG, 0,
+						    &frames[k]),
+				 0);
+	sem_init(&ck_other_done, 0, 0);
+	atomic_store(&ck_other_ran, 0);
+	atomic_store(&ck_other_bad, 0);
+	arm(FP_DISCARD_CHUNK, ck_other_op);
+	ck_assert_int_eq(ps_space_discard(ck, 0, 3 * CK_SIZE, skip, 4, &n), 0);
+	disarm();
+	ck_assert_uint_eq(atomic_load(&fp_hits[FP_DISCARD_CHUNK]), 2);
+	ck_assert_uint_eq(atomic_load(&ck_other_ran), 1);
+	ck_assert_uint_eq(atomic_load(&ck_other_bad), 0);
+	ck_assert_uint_eq(n, 2);
+	for (unsigned int k = 0; k < 2; k++) {
+		ck_assert_uint_eq(skip[k].addr, pin_at[k]);
+		ck_assert_uint_eq(skip[k].frame, pin_at[k] / PG);
+		ck_assert_int_eq(skip[k].reason, PS_DISCARD_PINNED);
+		ck_assert(ps_pte_is_present(ck_entry(pin_at[k])));
+	}
+	ck_assert(ps_pte_is_none(ck_entry(0)));
+	ck_assert(ps_pte_is_none(ck_entry(3 * CK_SIZE - PG)));
+	/* Every frame but the pinned two, and the other thread's one. */
+	ck_assert_uint_eq(atomic_load(&ck_freed), 1 + 3 * CK_PAGES - 2);
+	ck_assert_int_eq(ps_space_unpin(ck, frames, 2, 0), 0);
+	ck_assert_int_eq(ps_space_unmap(ck, 0, 3 * CK_SIZE, 0), 0);
+	ck_assert_uint_eq(atomic_load(&ck_freed), 1 + 3 * CK_PAGES);
+	sem_destroy(&ck_other_done);
+}
+END_TEST
+
 static uint64_t ck_fail_at;
 
 static int ck_inject_nomem(int point, uint64_t addr, uint64_t *len)
@@ -5887,6 +5931,7 @@ static Suite *space_suite(void)
 	tcase_add_test(tc, map_chunks_unmap_waits);
 	tcase_add_test(tc, map_chunks_boundaries);
 	tcase_add_test(tc, unmap_chunks_let_others_in);
+	tcase_add_test(tc, discard_chunks_let_others_in);
 
 	tc = ps_test_stress_tcase(s, "stress map in chunks", 240);
 	tcase_add_checked_fixture(tc, ck_setup, ck_teardown);

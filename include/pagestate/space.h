@@ -789,20 +789,24 @@ struct ps_discard_skip {
  * frame freed (the free_frame hook runs; its contents and its DIRTY are given
  * up). Any other page is left exactly as it was, entry, write protection, dirty
  * log and write-back set included, and reported with its reason (enum
- * ps_discard_reason); discard never waits for a holder. Pages without a
- * present entry are neither dropped nor reported. A pinned page is never
- * unmapped, not even for a moment: a pin racing with discard comes first (the
- * page is reported pinned) or waits and then finds the page gone. Discard a
- * range attached to the userfaultfd bridge with ps_uffd_discard()
- * (pagestate/uffd.h). The design: docs/space.md, "Balloon discard".
+ * ps_discard_reason); discard never waits for a holder. Pages without a present
+ * entry are neither dropped nor reported. A pinned page is never unmapped, not
+ * even for a moment: a pin racing with discard comes first (the page is
+ * reported pinned) or waits and then finds the page gone. Discard a range
+ * attached to the userfaultfd bridge with ps_uffd_discard() (pagestate/uffd.h).
+ * The range is handled 64 MiB at a time (a 1 GiB leaf whole), the writer mutex
+ * let go between chunks, as ps_space_unmap() does: a map elsewhere proceeds
+ * meanwhile, and a page mapped into a part of the range not reached yet is
+ * handled with it. The design: docs/space.md, "Balloon discard".
  * Context: as ps_space_map(); the notifier callbacks and the free_frame hooks
  * run in this thread under the writer mutex.
  * Ordering: the invalidation brackets the zaps (pagestate/notifier.h); per
  * page, the freeze is an acquire RMW on the page word, ordered against every
  * pin and reference taken on it, and the unfreeze that frees the frame is a
  * release after the zap.
- * Progress: blocking (the writer mutex; the invalidation's callbacks). Per
- * page lock-free: it looks again only when the frame's word changed.
+ * Progress: blocking (the writer mutex, held for one chunk at a time; the
+ * invalidation's callbacks). Per page lock-free: it looks again only when the
+ * frame's word changed.
  * Return: 0; -EINVAL (unaligned, empty or outside range, or @skipped NULL with
  * @max_skipped not 0): *@nskipped is not written then; -ENOMEM (a page that is
  * part of a huge entry could not be dropped because the entry could not be

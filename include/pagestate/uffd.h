@@ -584,6 +584,13 @@ int ps_uffd_harvest_runs(struct ps_uffd *u, uint64_t start, uint64_t len,
  * that harvest faults even when the balloon maps a frame there only afterwards.
  * Skipped pages are not touched. Discard attached memory only this way (the
  * overview of pagestate/uffd.h, "Discarding attached memory").
+ * PS_UFFD_HUGETLB: whole huge pages only, as the kernel gives hugetlb memory
+ * back (@start and @len 2 MiB aligned). Each frame is discarded or skipped as
+ * ps_space_discard() does (a 2 MiB frame as one); a huge page with any page
+ * dropped is protected on the host where the library is and logged whole.
+ * The free_frame hook may give the host huge page back (MADV_REMOVE or
+ * fallocate(PUNCH_HOLE) of its 2 MiB) once all of its frames are freed: with
+ * 4 KiB frames a skipped (pinned) page keeps its huge page in use.
  * Context: any thread; not inside a read-side section, nor from a notifier
  * callback or a free_frame hook (the space's writer mutex). The space's
  * free_frame hook and its invalidation's callbacks run in this thread under the
@@ -597,10 +604,9 @@ int ps_uffd_harvest_runs(struct ps_uffd *u, uint64_t start, uint64_t len,
  * (sync: it faults or its page is logged; async: the kernel sees it).
  * Progress: blocking (the space's writer mutex and invalidation, the
  * attachment's mutex, ioctls).
- * Return: 0; -EINVAL (range, a bare table's attachment, @skipped NULL with
- * @max_skipped); -EOPNOTSUPP (PS_UFFD_HUGETLB: a hugetlb page is given back
- * whole, which the space's discard does not do yet; nothing is touched);
- * -ENOENT (outside the attachment); an error of the space's
+ * Return: 0; -EINVAL (range, part of a huge page with PS_UFFD_HUGETLB, a
+ * bare table's attachment, @skipped NULL with @max_skipped: nothing is
+ * touched); -ENOENT (outside the attachment); an error of the space's
  * discard (as ps_space_discard(); any page it dropped before is fixed up and
  * logged all the same); or the errno of protecting or populating the host
  * pages: the pages were discarded and are logged all the same, @skipped and
