@@ -2170,14 +2170,42 @@ static void violation(const char *what, uint64_t a, uint64_t b)
 			(unsigned long long)a, (unsigned long long)b);
 }
 
+/*
+ * The free hook's check. A frame's word is free once its last reference is
+ * dropped, before the hook runs (which only tells the owner: pagestate/space.h,
+ * free_frame), and the stress's mapper maps A and B again without waiting for
+ * their hooks (it owns no reference: a pin may hold the frame across the
+ * remap). So a map that begins between a pinner's last release and that
+ * release's hook starts the frame's next lifetime, and the hook finds the word
+ * live: the frame was not freed while held. The check allows exactly that: a
+ * hook run by the pinner (the thread that releases with the mapper running)
+ * may find the word live only if a map began since the map count the pinner
+ * read before its call (maps_done_seen: a map in flight then, or begun
+ * after); one run by the mapper (an unmap's put) must find it free, as must
+ * one with no map in that window. Seq_cst: a map's count comes before its
+ * word's CAS, which the hook's acquire load of the word reads.
+ */
+static _Atomic(uint64_t) maps_begun, maps_done;
+static _Thread_local bool releases_racing_maps;
+static _Thread_local uint64_t maps_done_seen;
+
 static void on_free_checked(void *ctx, struct ps_space *s, uint64_t frame)
 {
 	unsigned int o;
 
 	(void)ctx;
 	atomic_fetch_add(&freed_total, 1);
-	if (ps_page_is_live(ps_space_frame_word(s, frame, &o)))
-		violation("a frame was freed while held", frame, o);
+	if (!ps_page_is_live(ps_space_frame_word(s, frame, &o)))
+		return;
+	if (releases_racing_maps && atomic_load(&maps_begun) != maps_done_seen)
+		return; /* the next lifetime, mapped after the release */
+	violation("a frame was freed while held", frame, o);
+}
+
+/* The releasing thread's map count, before a call that may free (above). */
+static void note_maps_done(void)
+{
+	maps_done_seen = atomic_load(&maps_done);
 }
 
 /*
@@ -2187,6 +2215,8 @@ static void on_free_checked(void *ctx, struct ps_space *s, uint64_t frame)
  * holds a pin on the frame it was given (A or B, one unit, or its 512 frames in
  * order) and unpins. No pin is lost or left behind, no frame is freed while
  * pinned, and each lifetime is freed once. The loops run until a pin succeeded.
+ * The mapper reuses A and B without waiting for their hooks, so a hook may find
+ * its frame in its next lifetime (on_free_checked() allows exactly that).
  */
 struct unit_race {
 	_Atomic(uint64_t) pins;
@@ -2201,10 +2231,12 @@ static void *unit_race_pinner(void *arg)
 	struct ps_test_side me = ps_test_side(&r->ov, 1, 0);
 	uint64_t i = 0;
 
+	releases_racing_maps = true;
 	for (; !ps_test_overlap_done(&me); ps_test_overlap_step(&me), i++) {
 		uint64_t unit = 0, n = 0, f;
 		int rc;
 
+		note_maps_done(); /* a pin's back-out may free the frame */
 		if (i & 1) {
 			rc = ps_space_pin_range(sp, 0, P2M * PG, 0, r->frames);
 			n = P2M;
@@ -2231,6 +2263,7 @@ static void *unit_race_pinner(void *arg)
 				  f);
 			continue;
 		}
+		note_maps_done();
 		if (i & 1)
 			rc = ps_space_unpin(sp, r->frames, P2M, 0);
 		else
@@ -2263,6 +2296,8 @@ START_TEST(stress_unit_pins_against_remap)
 						  PS_SPACE_ORDER_2M),
 			 0);
 	atomic_store(&violations, 0);
+	atomic_store(&maps_begun, 0);
+	atomic_store(&maps_done, 0);
 	memset(&r, 0, sizeof(r));
 	ps_test_overlap_init(&r.ov, 2, 0);
 	r.ov.side[0].min_ops =
@@ -2276,9 +2311,11 @@ START_TEST(stress_unit_pins_against_remap)
 			ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
 			continue;
 		}
+		atomic_fetch_add(&maps_begun, 1);
 		ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG,
 						    (maps & 1) * P2M, 0, NULL),
 				 0);
+		atomic_fetch_add(&maps_done, 1);
 		maps++;
 	}
 	pthread_join(t, NULL);
@@ -2296,6 +2333,87 @@ START_TEST(stress_unit_pins_against_remap)
 	ck_assert_uint_le(atomic_load(&freed_total), maps);
 	ck_assert_uint_gt(atomic_load(&freed_total), 0);
 	ck_assert_uint_gt(atomic_load(&r.pins), 0);
+}
+END_TEST
+
+/*
+ * A map in the window between a frame's last release and its free_frame hook,
+ * forced: a thread unpins the last reference of the whole frame B (its
+ * mapping gone), and in its hook, before the stress's check runs, the main
+ * thread maps B again. The word was free at the release, so the map starts
+ * B's next lifetime (its reference alone, no pin); the old lifetime's hook
+ * runs once, and the check (on_free_checked()) must not take the new mapping
+ * for a holder of the old lifetime. Before the check allowed a map begun in
+ * that window it did, and stress_unit_pins_against_remap failed so under load
+ * (about 2 runs in 8 at PS_STRESS_SCALE=10).
+ */
+static _Atomic(int) window_stage; /* 1: a hook waits, 2: mapped again */
+
+static void free_after_the_map(void *ctx, struct ps_space *s, uint64_t frame)
+{
+	if (!atomic_exchange(&window_stage, 1))
+		while (atomic_load(&window_stage) != 2)
+			sched_yield();
+	on_free_checked(ctx, s, frame);
+}
+
+static void *window_unpinner(void *arg)
+{
+	uint64_t *unit = arg;
+
+	releases_racing_maps = true;
+	note_maps_done();
+	if (ps_space_unpin(sp, unit, 1, 0))
+		violation("unpin failed", *unit, 0);
+	return NULL;
+}
+
+START_TEST(free_hook_check_allows_a_map_before_the_hook)
+{
+	struct ps_space_config cfg;
+	uint64_t unit = 0, n = 0;
+	pthread_t t;
+
+	ck_assert_int_eq(ps_space_destroy(sp), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = SPACE_SIZE;
+	cfg.nframes = NFRAMES;
+	cfg.hooks.free_frame = free_after_the_map;
+	ck_assert_int_eq(ps_space_create(&cfg, &sp), 0);
+	ck_assert_int_eq(ps_space_set_frame_order(sp, 0, 2 * P2M,
+						  PS_SPACE_ORDER_2M),
+			 0);
+	atomic_store(&violations, 0);
+	atomic_store(&maps_begun, 0);
+	atomic_store(&maps_done, 0);
+	atomic_store(&window_stage, 0);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M, 0, NULL), 0);
+	ck_assert_int_eq(ps_space_pin_units(sp, 0, P2M * PG, 0, &unit, 1, &n),
+			 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(PS_SPACE_UNIT_FRAME(unit), P2M);
+	/* The pin holds B across the unmap. */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, window_unpinner, &unit), 0);
+	while (atomic_load(&window_stage) != 1)
+		sched_yield();
+	/* Released, its hook not run yet: the word is free already. */
+	ck_assert(!ps_page_is_live(ps_space_frame_word(sp, P2M, NULL)));
+	atomic_fetch_add(&maps_begun, 1);
+	ck_assert_int_eq(ps_space_map_range(sp, 0, P2M * PG, P2M, 0, NULL), 0);
+	atomic_fetch_add(&maps_done, 1);
+	atomic_store(&window_stage, 2);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 1);
+	/* The next lifetime: the new mapping's reference alone. */
+	ck_assert_uint_eq(ps_page_refs(ps_space_frame_word(sp, P2M, NULL)), 1);
+	ck_assert_uint_eq(ps_page_pins(ps_space_frame_word(sp, P2M, NULL)), 0);
+	/* Its own hook, run by the unmap, finds the word free. */
+	ck_assert_int_eq(ps_space_unmap(sp, 0, P2M * PG, 0), 0);
+	ck_assert_uint_eq(atomic_load(&freed_total), 2);
+	ck_assert_uint_eq(atomic_load(&violations), 0);
 }
 END_TEST
 
@@ -3118,6 +3236,10 @@ static Suite *space_huge_suite(void)
 	tcase_add_checked_fixture(tc, setup_declared, teardown);
 	tcase_add_test(tc, fp_release_after_the_split);
 	tcase_add_test(tc, fp_split_against_merge);
+
+	tc = ps_test_tcase(s, "free hook window", 10);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, free_hook_check_allows_a_map_before_the_hook);
 
 	tc = ps_test_tcase(s, "-ENOMEM", 10);
 	tcase_add_checked_fixture(tc, setup_declared, teardown);

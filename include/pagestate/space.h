@@ -215,6 +215,9 @@ struct ps_space;
  *	over, its page word free again (DIRTY and WRITE_PINNED cleared, so its
  *	next mapping starts clean), and the frame its owner's to reuse. Runs
  *	exactly once per lifetime, in the thread that dropped the reference.
+ *	The word is free from that drop on, before the hook runs: a map of
+ *	the frame in between (by a caller holding no reference of it) starts
+ *	its next lifetime, and the hook may find it mapped again.
  * @ctx: handed to every hook.
  *
  * The lock each hook runs under, and what it must not do there, is in the
