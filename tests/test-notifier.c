@@ -1674,7 +1674,7 @@ struct span {
 	_Atomic(unsigned) others;  /* span_other threads started */
 	uint64_t iters;
 	/* results */
-	uint64_t checks, long_checks, retries, false_retries, missed;
+	uint64_t checks, long_checks, beyond, retries, false_retries, missed;
 	_Atomic(unsigned) failed; /* calls that failed in the workers */
 };
 
@@ -1751,7 +1751,13 @@ static void *span_checker(void *arg)
 		sp->checks++;
 		sp->long_checks += ends > 256;
 		sp->retries += retry;
-		if (retry && begun1 == done0)
+		/*
+		 * Exact only within the latest 32,768 ends of distinct pages
+		 * (pagestate/notifier.h): a check descheduled for longer (a
+		 * loaded machine, a sanitizer) may be answered true on purpose.
+		 */
+		sp->beyond += ends > 32768;
+		if (retry && begun1 == done0 && ends <= 32768)
 			sp->false_retries++; /* none of A in flight between */
 		if (!retry && done1 > begun0)
 			sp->missed++; /* one of A began after, ended before */
@@ -1789,7 +1795,8 @@ START_TEST(stress_no_false_retries)
 	ck_assert_uint_eq(sp.missed, 0);
 	ck_assert_uint_gt(sp.long_checks, 0);
 	ps_test_overlap_check(&sp.ov, "span checker vs invalidators");
-	ck_assert_uint_eq(stats(&sp.n).conservative_retries, 0);
+	/* Conservative answers only for checks past the exact window. */
+	ck_assert_uint_le(stats(&sp.n).conservative_retries, sp.beyond);
 	ck_assert_int_eq(ps_notifier_destroy(&sp.n), 0);
 }
 END_TEST
