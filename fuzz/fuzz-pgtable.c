@@ -264,8 +264,10 @@ static void op_zap(int k, unsigned int variant, struct in *in)
 	struct ps_pgtable_stats before, after;
 	int rc;
 
-	if (variant == 7)
-		flags |= 2u << (u8(in) % 31); /* an unknown flag */
+	if (variant == 7) /* an unknown flag (PS_ZAP_UNITS is known) */
+		flags |= 4u << (u8(in) % 30);
+	else if (variant & 4) /* no huge leaves here: visits as without */
+		flags |= PS_ZAP_UNITS;
 	got_visits.n = want_visits.n = 0;
 	ps_pgtable_stats(tab[k], &before);
 	rc = ps_pgtable_zap(tab[k], r.start, r.len, flags,
@@ -273,7 +275,8 @@ static void op_zap(int k, unsigned int variant, struct in *in)
 	ps_pgtable_stats(tab[k], &after);
 	/* "Never allocates" (nor frees: only trim does). */
 	CHECK(!memcmp(&before, &after, sizeof(before)));
-	if (m_bad_range(r.start, r.len) || (flags & ~PS_ZAP_UNMAP)) {
+	if (m_bad_range(r.start, r.len) ||
+	    (flags & ~(PS_ZAP_UNMAP | PS_ZAP_UNITS))) {
 		CHECK_EQ(rc, -EINVAL);
 		CHECK_EQ(got_visits.n, 0);
 		return;
