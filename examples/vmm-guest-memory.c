@@ -218,8 +218,13 @@ static void writer_checkpoint(void)
 		return;
 	/* Release: our writes before the ack; pairs with pause_writers. */
 	atomic_fetch_add_explicit(&parked, 1, memory_order_release);
+	/*
+	 * Acquire on stopping too: a writer let go by it (not by the resume)
+	 * writes once more, after the main thread's last read of the guest,
+	 * which the release of stopping orders before.
+	 */
 	while (atomic_load_explicit(&paused, memory_order_acquire) &&
-	       !atomic_load_explicit(&stopping, memory_order_relaxed))
+	       !atomic_load_explicit(&stopping, memory_order_acquire))
 		sched_yield();
 	/* Relaxed: only a count; resume_writers orders the rest. */
 	atomic_fetch_sub_explicit(&parked, 1, memory_order_relaxed);
@@ -1008,7 +1013,8 @@ static void huge_guest(enum backing backing, bool try_uffd)
 	       (unsigned long long)ld(&g.dma_writes));
 
 	/* The guest stops; migration is over. */
-	atomic_store_explicit(&stopping, true, memory_order_relaxed);
+	/* Release: pairs with the acquire in writer_checkpoint. */
+	atomic_store_explicit(&stopping, true, memory_order_release);
 	resume_writers();
 	for (unsigned int i = 0; i < NVCPUS; i++)
 		pthread_join(vcpus[i].tid, NULL);
@@ -1283,7 +1289,8 @@ int main(void)
 	       (unsigned long long)ld(&virtio.stale_hits));
 
 	/* Teardown. */
-	atomic_store_explicit(&stopping, true, memory_order_relaxed);
+	/* Release: pairs with the acquire in writer_checkpoint. */
+	atomic_store_explicit(&stopping, true, memory_order_release);
 	for (unsigned int i = 0; i < NVCPUS; i++)
 		pthread_join(vcpus[i].tid, NULL);
 	pthread_join(dma.tid, NULL);
